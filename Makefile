@@ -1,0 +1,50 @@
+# ispmux: build, test, benchmark, demo. Run as root for test/demo/bench (netns, AF_XDP).
+GO       ?= go
+BIN      := bin/ispmux
+PKGS     := ./...
+FUZZTIME ?= 10s
+LABID    ?= ispmux
+STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
+
+.PHONY: all build test unit fuzz lint bench demo demo-down deps clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/ispmux
+
+# The whole suite: lint, unit + privileged end-to-end tests (root), short fuzz runs.
+test: lint build
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(MAKE) fuzz
+
+unit:
+	$(GO) test -count=1 -short $(PKGS)
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./classifier/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./configs/
+	$(GO) test -run '^$$' -fuzz '^FuzzProcess$$' -fuzztime $(FUZZTIME) ./engine/
+
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(STATICCHECK) $(PKGS)
+
+bench: build
+	$(GO) test -run '^$$' -bench 'BenchmarkMACTable|BenchmarkPipeline' -benchmem $(PKGS)
+	./$(BIN) bench forward
+
+deps:
+	sh lab/deps.sh
+
+# The lab demo: installs what the lab needs, builds, brings the lab up and runs
+# the appliance in it (Ctrl-C stops ispmux and removes the lab).
+demo: deps build
+	./scripts/demo.sh $(LABID)
+
+demo-down: build
+	./$(BIN) lab down --id $(LABID)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,330 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Worker runs the receive–decide–transmit loop for one queue index over
+// every port. Queues[i] is port i's queue; a nil entry is a port this
+// worker does not serve.
+type Worker struct {
+	id     int
+	queues []Queue
+	h      Handler
+	batch  int
+	idle   time.Duration
+
+	// Scratch space, owned by the loop (no allocation per iteration).
+	b      Batch
+	rx     []Desc
+	frames [][]byte
+	out    []Verdict
+	tx     [MaxPorts][]Desc
+	umems  [MaxPorts][]byte
+	fsize  [MaxPorts]int
+	pfds   []unix.PollFd
+	pidx   []int // pfds[i] polls queues[pidx[i]]; -1 = eventfd
+	backof [MaxPorts]time.Time
+
+	efd  int // eventfd: wakes the loop for injections and Stop
+	stop atomic.Bool
+
+	// inj is the control plane's injection queue (frames to send).
+	injMu   sync.Mutex
+	inj     []injected
+	injFree [][]byte
+	injN    atomic.Int32
+
+	// iterations and sleeps are loop counters for diagnostics.
+	iterations, sleeps atomic.Uint64
+}
+
+type injected struct {
+	port uint8
+	buf  []byte
+}
+
+const injectCap = 256
+
+// NewWorker returns a worker for the given queues (indexed by port). batch
+// is the most frames received per port per iteration; idle is how long the
+// loop sleeps in poll when nothing happens.
+func NewWorker(id int, queues []Queue, h Handler, batch int, idle time.Duration) (*Worker, error) {
+	if len(queues) == 0 || len(queues) > MaxPorts {
+		return nil, fmt.Errorf("worker %d: %d ports: want 1..%d", id, len(queues), MaxPorts)
+	}
+	batch = min(max(batch, 1), MaxBatch)
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("worker %d: eventfd: %w", id, err)
+	}
+	w := &Worker{
+		id: id, queues: queues, h: h, batch: batch, idle: idle, efd: efd,
+		rx:     make([]Desc, 0, batch),
+		frames: make([][]byte, batch),
+		out:    make([]Verdict, batch),
+	}
+	for i, q := range queues {
+		if q == nil {
+			continue
+		}
+		w.tx[i] = make([]Desc, 0, MaxBatch*MaxPorts)
+		w.umems[i] = q.UMEM()
+		w.fsize[i] = q.FrameSize()
+	}
+	for range injectCap {
+		w.injFree = append(w.injFree, make([]byte, 0, 2048))
+	}
+	w.inj = make([]injected, 0, injectCap)
+	return w, nil
+}
+
+// Inject queues a copy of frame to be sent out of port by the worker (the
+// control plane's only way to transmit). It reports false, dropping the
+// frame, when the injection queue is full or the port is not served.
+func (w *Worker) Inject(port uint8, frame []byte) bool {
+	if int(port) >= len(w.queues) || w.queues[port] == nil {
+		return false
+	}
+	w.injMu.Lock()
+	n := len(w.injFree)
+	if n == 0 {
+		w.injMu.Unlock()
+		return false
+	}
+	buf := append(w.injFree[n-1][:0], frame...)
+	w.injFree = w.injFree[:n-1]
+	w.inj = append(w.inj, injected{port: port, buf: buf})
+	w.injN.Add(1)
+	w.injMu.Unlock()
+	w.wake()
+	return true
+}
+
+func (w *Worker) wake() {
+	var one = [8]byte{1}
+	_, _ = unix.Write(w.efd, one[:])
+}
+
+// Stop makes Run return after its current iteration.
+func (w *Worker) Stop() {
+	w.stop.Store(true)
+	w.wake()
+}
+
+// Run loops until Stop. It locks its goroutine to an OS thread. Queue
+// errors (a port that went down) are counted by the queue and do not stop
+// the loop; the other ports keep working.
+func (w *Worker) Run() error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer unix.Close(w.efd)
+	for !w.stop.Load() {
+		if w.RunOnce() > 0 {
+			continue
+		}
+		if err := w.sleep(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sleep polls every queue and the eventfd until something is readable or
+// the idle timeout passes. While frames are in flight it polls with a short
+// timeout so completions are reaped and stalled TX rings kicked.
+func (w *Worker) sleep() error {
+	w.sleeps.Add(1)
+	now := time.Now()
+	w.pfds = w.pfds[:0]
+	w.pidx = w.pidx[:0]
+	w.pfds = append(w.pfds, unix.PollFd{Fd: int32(w.efd), Events: unix.POLLIN})
+	w.pidx = append(w.pidx, -1)
+	timeout := w.idle
+	for i, q := range w.queues {
+		if q == nil {
+			continue
+		}
+		if q.Pending() > 0 {
+			timeout = min(timeout, time.Millisecond)
+		}
+		fd := q.FD()
+		if fd < 0 || now.Before(w.backof[i]) {
+			continue
+		}
+		w.pfds = append(w.pfds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+		w.pidx = append(w.pidx, i)
+	}
+	ms := int(timeout / time.Millisecond)
+	_, err := unix.Poll(w.pfds, max(ms, 1))
+	if err != nil && !errors.Is(err, unix.EINTR) {
+		return fmt.Errorf("worker %d: poll: %w", w.id, err)
+	}
+	for k, p := range w.pfds {
+		if p.Revents&(unix.POLLERR|unix.POLLHUP|unix.POLLNVAL) != 0 && w.pidx[k] >= 0 {
+			// A port in error (its interface went away): stop polling it
+			// for a while so it cannot spin the loop.
+			w.backof[w.pidx[k]] = now.Add(time.Second)
+		}
+		if w.pidx[k] == -1 && p.Revents&unix.POLLIN != 0 {
+			var buf [8]byte
+			_, _ = unix.Read(w.efd, buf[:])
+		}
+	}
+	return nil
+}
+
+// RunOnce runs one iteration: receive and dispatch a batch on every port,
+// send injected frames, transmit, service the queues. It returns the number
+// of frames received and injected. Tests and benchmarks call it directly.
+func (w *Worker) RunOnce() int {
+	w.iterations.Add(1)
+	work := 0
+	for pi, q := range w.queues {
+		if q == nil {
+			continue
+		}
+		w.rx = q.Receive(w.rx[:0])
+		n := len(w.rx)
+		if n == 0 {
+			continue
+		}
+		work += n
+		w.dispatch(uint8(pi), q, n)
+	}
+	if w.injN.Load() > 0 {
+		work += w.drainInjected()
+	}
+	for pi, q := range w.queues {
+		if q == nil {
+			continue
+		}
+		if tx := w.tx[pi]; len(tx) > 0 {
+			sent := q.Transmit(tx)
+			for _, d := range tx[sent:] {
+				q.Free(d)
+			}
+			if dropped := len(tx) - sent; dropped > 0 {
+				countTxFull(q, dropped)
+			}
+			w.tx[pi] = tx[:0]
+		}
+		_ = q.Service()
+	}
+	w.h.Flush()
+	return work
+}
+
+// dispatch runs the handler over the n frames in w.rx received on port in
+// and carries out the verdicts.
+func (w *Worker) dispatch(in uint8, q Queue, n int) {
+	umem := w.umems[in]
+	fs := uint64(w.fsize[in])
+	for i, d := range w.rx[:n] {
+		w.frames[i] = umem[d.Addr : d.Addr+uint64(d.Len) : d.Addr-d.Addr%fs+fs]
+		w.out[i] = Verdict{}
+	}
+	w.b = Batch{Port: in, Frames: w.frames[:n], Out: w.out[:n]}
+	w.h.Process(&w.b)
+	for i, d := range w.rx[:n] {
+		v := &w.out[i]
+		if v.Action != Forward || int(v.Port) >= len(w.queues) || w.queues[v.Port] == nil {
+			q.Free(d)
+			continue
+		}
+		f := w.frames[i][:cap(w.frames[i])]
+		l := int(v.Len)
+		if l > len(f) || int(v.Strip) > l {
+			q.Free(d)
+			continue
+		}
+		newLen := int(v.HdrLen) + l - int(v.Strip)
+		if v.Port == in {
+			// Out of the port it came in on: edit in place, no copy.
+			if newLen > len(f) {
+				q.Free(d)
+				continue
+			}
+			if v.HdrLen != v.Strip {
+				copy(f[v.HdrLen:], f[v.Strip:l])
+			}
+			copy(f, v.Hdr[:v.HdrLen])
+			d.Len = uint32(newLen)
+			w.tx[in] = append(w.tx[in], d)
+			continue
+		}
+		eq := w.queues[v.Port]
+		nd, ok := eq.Alloc()
+		if !ok {
+			countNoFrame(eq)
+			q.Free(d)
+			continue
+		}
+		dst := w.umems[v.Port][nd.Addr : nd.Addr+uint64(w.fsize[v.Port])]
+		if newLen > len(dst) {
+			eq.Free(nd)
+			q.Free(d)
+			continue
+		}
+		copy(dst, v.Hdr[:v.HdrLen])
+		copy(dst[v.HdrLen:], f[v.Strip:l])
+		nd.Len = uint32(newLen)
+		w.tx[v.Port] = append(w.tx[v.Port], nd)
+		q.Free(d)
+	}
+}
+
+func (w *Worker) drainInjected() int {
+	w.injMu.Lock()
+	defer w.injMu.Unlock()
+	n := 0
+	for _, in := range w.inj {
+		q := w.queues[in.port]
+		d, ok := q.Alloc()
+		if ok && len(in.buf) <= w.fsize[in.port] {
+			d.Len = uint32(copy(w.umems[in.port][d.Addr:d.Addr+uint64(w.fsize[in.port])], in.buf))
+			w.tx[in.port] = append(w.tx[in.port], d)
+			n++
+		} else if ok {
+			q.Free(d)
+		} else {
+			countNoFrame(q)
+		}
+		w.injFree = append(w.injFree, in.buf)
+	}
+	w.injN.Add(-int32(len(w.inj)))
+	w.inj = w.inj[:0]
+	return n
+}
+
+// counted is implemented by queues whose counters the worker may bump for
+// drops it decides (TX ring full, no free frame).
+type counted interface{ counters() *queueCounters }
+
+func (q *xskQueue) counters() *queueCounters { return &q.c }
+func (q *MemQueue) counters() *queueCounters { return &q.c }
+
+func countTxFull(q Queue, n int) {
+	if c, ok := q.(counted); ok {
+		c.counters().txFull.Add(uint64(n))
+	}
+}
+
+func countNoFrame(q Queue) {
+	if c, ok := q.(counted); ok {
+		c.counters().noFrame.Add(1)
+	}
+}
+
+// Loops reports how many iterations the worker ran and how many of them
+// ended in poll.
+func (w *Worker) Loops() (iterations, sleeps uint64) {
+	return w.iterations.Load(), w.sleeps.Load()
+}

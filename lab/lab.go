@@ -1,0 +1,501 @@
+// Package lab builds the ispmux test bed out of Linux network namespaces:
+// subscribers behind a shared access bridge, the appliance namespace in which
+// ispmux runs, and one router plus one host per ISP. The demo, the end-to-end
+// tests and the benchmarks use it; production never does.
+//
+// # Topology
+//
+// Every namespace name starts with an ID ("ispmux" by default; tests pass
+// unique ones) followed by a dash. Interface names inside the namespaces are
+// short fixed names, since each namespace has its own name space for links.
+//
+//	ID-s1  [eth0 02:00:00:00:01:01 100.64.0.11/24 gw .1]──p1─┐
+//	ID-s2  [eth0 02:00:00:00:01:02 100.64.0.12/24 gw .1]──p2─┤ ID-acc: bridge br0
+//	ID-s3  [eth0 02:00:00:00:01:03 100.64.0.11/24 gw .1]──p3─┤ (p* isolated: no
+//	  ...                                                    │  subscriber-to-
+//	                                                        up0  subscriber L2)
+//	                                                         │ veth
+//	            ID-app (the appliance, ispmux runs here)  [acc0 02:00:00:00:a0:00]
+//	            no addresses, ip_forward=0, rp_filter=0   [acc1 02:00:00:00:a0:01]──veth──[eth0] ID-gen
+//	                                                      │        (only with Options.Generator)
+//	  [upa 02:00:00:00:a1:01]──veth──[eth0 02:00:00:00:b1:01 192.0.2.1/24] ID-ispa (router "alpha")
+//	                                 [h0 198.51.100.1/24]──veth──[eth0 198.51.100.10/24] ID-ha
+//	  [upb 02:00:00:00:a1:02]──veth──[eth0 02:00:00:00:b1:02 192.0.2.1/24] ID-ispb (router "beta")
+//	                                 [h0 198.51.100.1/24]──veth──[eth0 198.51.100.10/24] ID-hb
+//
+// The ISP routers forward (ip_forward=1) and route 100.64.0.0/16 (and
+// 100.65.0.0/16, the benchmark's synthetic subscribers, when the generator is
+// present) via 192.0.2.2, ispmux's address on the uplink. Both ISPs use the
+// same addressing: their plans overlap, as they may in the field.
+//
+// Subscribers are assigned deterministically: s1 → alpha 100.64.0.11,
+// s2 → beta 100.64.0.12, s3 → beta 100.64.0.11 (the same address as s1 at
+// another ISP), then s4, s5, ... cycle over the ISPs starting with alpha, with
+// addresses 100.64.0.13, .14, ....
+//
+// IPv6 is disabled in every namespace so that no stray traffic appears; the
+// MTU is 1500 everywhere and every MAC address is fixed.
+//
+// # Kernel baseline
+//
+// [Topology.KernelRouter] turns ID-app into the equivalent Linux policy
+// router (addresses, ip_forward=1, one "ip rule from <subscriber> lookup
+// <table>" per subscriber) for side-by-side benchmarks. It cannot express
+// overlapping address plans: a source address selects one table only.
+package lab
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Fixed addressing of the lab.
+const (
+	DefaultID        = "ispmux"
+	Gateway          = "100.64.0.1"      // subscribers' default gateway (answered by ispmux)
+	SubscriberNet    = "100.64.0.0/16"   // what every ISP routes towards ispmux
+	TrafficNet       = "100.65.0.0/16"   // synthetic benchmark subscribers
+	RouterAddr       = "192.0.2.1"       // every ISP router's address on its uplink
+	OurAddr          = "192.0.2.2/24"    // ispmux's address on every uplink
+	HostAddr         = "198.51.100.10"   // every ISP's host
+	hostNet          = "198.51.100.1/24" // ISP router side of the host link
+	maxSubscribers   = 200
+	kernelTableBase  = 100
+	kernelRulePrefix = 1000
+)
+
+var ispNames = []string{"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"}
+
+// Options select the size of the lab.
+type Options struct {
+	ID                 string // namespace prefix; default "ispmux"
+	Subscribers        int    // default 3, at most 200
+	ISPs               int    // default 2, at most 8
+	Generator          bool   // add ID-gen on a second access port acc1
+	TrafficSubscribers int    // synthetic subscribers on acc1 (Generator only), included in ConfigTOML and KernelRouter
+}
+
+// Iface is one end of a veth pair.
+type Iface struct {
+	Name   string `json:"name"`
+	MAC    string `json:"mac"`
+	NS     string `json:"ns"`
+	Peer   string `json:"peer"`
+	PeerNS string `json:"peer_ns"`
+}
+
+// Appliance is the namespace ispmux runs in and its ports.
+type Appliance struct {
+	NS      string  `json:"ns"`
+	Access  []Iface `json:"access"`
+	Uplinks []Iface `json:"uplinks"`
+}
+
+// ISP is one ISP: its router (the uplink's peer) and a host behind it.
+type ISP struct {
+	Name          string `json:"name"`
+	NS            string `json:"ns"`
+	RouterIf      string `json:"router_if"`
+	RouterMAC     string `json:"router_mac"`
+	RouterAddr    string `json:"router_addr"`
+	OurAddr       string `json:"our_addr"`
+	Uplink        string `json:"uplink"`
+	HostNS        string `json:"host_ns"`
+	HostAddr      string `json:"host_addr"`
+	SubscriberNet string `json:"subscriber_net"`
+	Table         int    `json:"table"` // routing table of this ISP in kernel-router mode
+}
+
+// Sub is a subscriber. Synthetic traffic subscribers have no NS and If.
+type Sub struct {
+	Name    string `json:"name"`
+	NS      string `json:"ns,omitempty"`
+	If      string `json:"if,omitempty"`
+	MAC     string `json:"mac"`
+	IP      string `json:"ip"`
+	Gateway string `json:"gateway"`
+	ISP     string `json:"isp"`
+	Access  string `json:"access"`
+}
+
+// Gen is the traffic generator's namespace, directly on access port Access.
+type Gen struct {
+	NS                 string `json:"ns"`
+	If                 string `json:"if"`
+	MAC                string `json:"mac"`
+	Access             string `json:"access"`
+	AccessMAC          string `json:"access_mac"`
+	TrafficSubscribers int    `json:"traffic_subscribers"`
+}
+
+// Topology describes a built lab. It is JSON-serialisable.
+type Topology struct {
+	ID          string    `json:"id"`
+	AccessNS    string    `json:"access_ns"` // the access bridge namespace
+	Appliance   Appliance `json:"appliance"`
+	ISPs        []ISP     `json:"isps"`
+	Subscribers []Sub     `json:"subscribers"`
+	Generator   *Gen      `json:"generator,omitempty"`
+}
+
+func mac(a, b byte) string { return fmt.Sprintf("02:00:00:00:%02x:%02x", a, b) }
+
+// plan computes the topology for o without touching the system.
+func plan(o Options) (*Topology, error) {
+	if o.ID == "" {
+		o.ID = DefaultID
+	}
+	if o.Subscribers == 0 {
+		o.Subscribers = 3
+	}
+	if o.ISPs == 0 {
+		o.ISPs = 2
+	}
+	if strings.ContainsAny(o.ID, "/ \t\n") || len(o.ID) > 40 {
+		return nil, fmt.Errorf("lab: bad id %q", o.ID)
+	}
+	if o.Subscribers < 0 || o.Subscribers > maxSubscribers {
+		return nil, fmt.Errorf("lab: subscribers %d out of range 1..%d", o.Subscribers, maxSubscribers)
+	}
+	if o.ISPs < 1 || o.ISPs > len(ispNames) {
+		return nil, fmt.Errorf("lab: isps %d out of range 1..%d", o.ISPs, len(ispNames))
+	}
+	if o.TrafficSubscribers < 0 || o.TrafficSubscribers > 250*256 {
+		return nil, fmt.Errorf("lab: traffic subscribers %d out of range", o.TrafficSubscribers)
+	}
+	app := o.ID + "-app"
+	t := &Topology{ID: o.ID, AccessNS: o.ID + "-acc"}
+	t.Appliance.NS = app
+	t.Appliance.Access = []Iface{{Name: "acc0", MAC: mac(0xa0, 0), NS: app, Peer: "up0", PeerNS: t.AccessNS}}
+	for i := 0; i < o.ISPs; i++ {
+		l := string(rune('a' + i))
+		isp := ISP{
+			Name: ispNames[i], NS: o.ID + "-isp" + l, RouterIf: "eth0", RouterMAC: mac(0xb1, byte(i+1)),
+			RouterAddr: RouterAddr, OurAddr: OurAddr, Uplink: "up" + l, HostNS: o.ID + "-h" + l,
+			HostAddr: HostAddr, SubscriberNet: SubscriberNet, Table: kernelTableBase + i,
+		}
+		t.ISPs = append(t.ISPs, isp)
+		t.Appliance.Uplinks = append(t.Appliance.Uplinks, Iface{Name: isp.Uplink, MAC: mac(0xa1, byte(i+1)), NS: app, Peer: "eth0", PeerNS: isp.NS})
+	}
+	for i := 1; i <= o.Subscribers; i++ {
+		var isp, host int
+		switch {
+		case i == 1:
+			isp, host = 0, 11
+		case i == 2:
+			isp, host = 1, 12
+		case i == 3:
+			isp, host = 1, 11
+		default:
+			isp, host = (i-4)%o.ISPs, i+9
+		}
+		isp %= o.ISPs
+		t.Subscribers = append(t.Subscribers, Sub{
+			Name: "s" + strconv.Itoa(i), NS: o.ID + "-s" + strconv.Itoa(i), If: "eth0",
+			MAC: mac(0x01, byte(i)), IP: "100.64.0." + strconv.Itoa(host), Gateway: Gateway,
+			ISP: t.ISPs[isp].Name, Access: "acc0",
+		})
+	}
+	if o.Generator {
+		t.Appliance.Access = append(t.Appliance.Access, Iface{Name: "acc1", MAC: mac(0xa0, 1), NS: app, Peer: "eth0", PeerNS: o.ID + "-gen"})
+		t.Generator = &Gen{NS: o.ID + "-gen", If: "eth0", MAC: mac(0xe0, 1), Access: "acc1", AccessMAC: mac(0xa0, 1), TrafficSubscribers: o.TrafficSubscribers}
+	}
+	return t, nil
+}
+
+// TrafficSubscribers returns n synthetic subscribers on the generator's
+// access port: MACs 02:10:00:00:hi:lo, distinct IPs in 100.65.0.0/16 and
+// ISPs in turn. It returns nil when the lab has no generator.
+func (t *Topology) TrafficSubscribers(n int) []Sub {
+	if t.Generator == nil || n <= 0 {
+		return nil
+	}
+	subs := make([]Sub, n)
+	for i := range subs {
+		j := i + 1
+		subs[i] = Sub{
+			Name:    "t" + strconv.Itoa(j),
+			MAC:     fmt.Sprintf("02:10:00:%02x:%02x:%02x", byte(j>>16), byte(j>>8), byte(j)),
+			IP:      fmt.Sprintf("100.65.%d.%d", i/250, 1+i%250),
+			Gateway: Gateway,
+			ISP:     t.ISPs[i%len(t.ISPs)].Name,
+			Access:  t.Generator.Access,
+		}
+	}
+	return subs
+}
+
+// namespaces lists every namespace of t, in creation order.
+func (t *Topology) namespaces() []string {
+	ns := []string{t.Appliance.NS, t.AccessNS}
+	for _, i := range t.ISPs {
+		ns = append(ns, i.NS, i.HostNS)
+	}
+	for _, s := range t.Subscribers {
+		ns = append(ns, s.NS)
+	}
+	if t.Generator != nil {
+		ns = append(ns, t.Generator.NS)
+	}
+	return ns
+}
+
+// injectFault, when set by a test, makes every command containing it fail.
+var injectFault string
+
+// run runs a command in the root namespace; the error names the command and
+// carries its output.
+func run(ctx context.Context, name string, args ...string) (string, error) {
+	if injectFault != "" && strings.Contains(name+" "+strings.Join(args, " "), injectFault) {
+		return "", fmt.Errorf("lab: %s %s: injected fault", name, strings.Join(args, " "))
+	}
+	cmd := exec.CommandContext(ctx, name, args...)
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if msg == "" {
+			msg = strings.TrimSpace(out.String())
+		}
+		return out.String(), fmt.Errorf("lab: %s %s: %v: %s", name, strings.Join(args, " "), err, msg)
+	}
+	return out.String(), nil
+}
+
+// ipn runs `ip -n ns args...`.
+func ipn(ctx context.Context, ns string, args ...string) error {
+	_, err := run(ctx, "ip", append([]string{"-n", ns}, args...)...)
+	return err
+}
+
+// sysctl sets kernel parameters inside ns.
+func sysctl(ctx context.Context, ns string, kv ...string) error {
+	_, err := run(ctx, "ip", append([]string{"netns", "exec", ns, "sysctl", "-q", "-w"}, kv...)...)
+	return err
+}
+
+// veth creates a veth pair with both ends in place, sets MTU 1500 and brings
+// both ends up.
+func veth(ctx context.Context, ns1, if1, mac1, ns2, if2, mac2 string) error {
+	if _, err := run(ctx, "ip", "link", "add", "name", if1, "address", mac1, "mtu", "1500", "netns", ns1,
+		"type", "veth", "peer", "name", if2, "address", mac2, "mtu", "1500", "netns", ns2); err != nil {
+		return err
+	}
+	if err := ipn(ctx, ns1, "link", "set", "dev", if1, "up"); err != nil {
+		return err
+	}
+	return ipn(ctx, ns2, "link", "set", "dev", if2, "up")
+}
+
+// Up removes leftovers of the same ID (see Down) and builds the lab. On any
+// failure it tears down what it built and returns an error naming the failed
+// command and its stderr.
+func Up(ctx context.Context, o Options) (*Topology, error) {
+	t, err := plan(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := Down(ctx, t.ID); err != nil {
+		return nil, err
+	}
+	if err := t.build(ctx); err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if derr := Down(cctx, t.ID); derr != nil {
+			err = fmt.Errorf("%w (teardown: %v)", err, derr)
+		}
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *Topology) build(ctx context.Context) error {
+	for _, ns := range t.namespaces() {
+		if _, err := run(ctx, "ip", "netns", "add", ns); err != nil {
+			return err
+		}
+		if err := sysctl(ctx, ns,
+			"net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1",
+			"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"); err != nil {
+			return err
+		}
+		if err := ipn(ctx, ns, "link", "set", "dev", "lo", "up"); err != nil {
+			return err
+		}
+	}
+	app, acc := t.Appliance.NS, t.AccessNS
+	if err := sysctl(ctx, app, "net.ipv4.ip_forward=0"); err != nil {
+		return err
+	}
+	if err := sysctl(ctx, acc, "net.ipv4.ip_forward=0"); err != nil {
+		return err
+	}
+
+	// Access network: a bridge with isolated subscriber ports.
+	if err := ipn(ctx, acc, "link", "add", "name", "br0", "address", mac(0xa0, 0xf0), "mtu", "1500",
+		"type", "bridge", "stp_state", "0", "mcast_snooping", "0"); err != nil {
+		return err
+	}
+	if err := ipn(ctx, acc, "link", "set", "dev", "br0", "up"); err != nil {
+		return err
+	}
+	a0 := t.Appliance.Access[0]
+	if err := veth(ctx, app, a0.Name, a0.MAC, acc, a0.Peer, mac(0xa0, 0x10)); err != nil {
+		return err
+	}
+	if err := ipn(ctx, acc, "link", "set", "dev", a0.Peer, "master", "br0"); err != nil {
+		return err
+	}
+	for i, s := range t.Subscribers {
+		port := "p" + strconv.Itoa(i+1)
+		if err := veth(ctx, s.NS, s.If, s.MAC, acc, port, mac(0xc1, byte(i+1))); err != nil {
+			return err
+		}
+		if err := ipn(ctx, acc, "link", "set", "dev", port, "master", "br0"); err != nil {
+			return err
+		}
+		if _, err := run(ctx, "ip", "netns", "exec", acc, "bridge", "link", "set", "dev", port, "isolated", "on"); err != nil {
+			return err
+		}
+		if err := ipn(ctx, s.NS, "addr", "add", s.IP+"/24", "dev", s.If); err != nil {
+			return err
+		}
+		if err := ipn(ctx, s.NS, "route", "add", "default", "via", s.Gateway, "dev", s.If); err != nil {
+			return err
+		}
+	}
+
+	// ISPs: router and host.
+	for i, isp := range t.ISPs {
+		up := t.Appliance.Uplinks[i]
+		if err := veth(ctx, app, up.Name, up.MAC, isp.NS, isp.RouterIf, isp.RouterMAC); err != nil {
+			return err
+		}
+		if err := veth(ctx, isp.NS, "h0", mac(0xb2, byte(i+1)), isp.HostNS, "eth0", mac(0xb3, byte(i+1))); err != nil {
+			return err
+		}
+		if err := sysctl(ctx, isp.NS, "net.ipv4.ip_forward=1"); err != nil {
+			return err
+		}
+		steps := [][]string{
+			{isp.NS, "addr", "add", isp.RouterAddr + "/24", "dev", isp.RouterIf},
+			{isp.NS, "addr", "add", hostNet, "dev", "h0"},
+			{isp.NS, "route", "add", isp.SubscriberNet, "via", strings.TrimSuffix(isp.OurAddr, "/24"), "dev", isp.RouterIf},
+			{isp.HostNS, "addr", "add", isp.HostAddr + "/24", "dev", "eth0"},
+			{isp.HostNS, "route", "add", "default", "via", strings.TrimSuffix(hostNet, "/24"), "dev", "eth0"},
+		}
+		if t.Generator != nil {
+			steps = append(steps, []string{isp.NS, "route", "add", TrafficNet, "via", strings.TrimSuffix(isp.OurAddr, "/24"), "dev", isp.RouterIf})
+		}
+		for _, s := range steps {
+			if err := ipn(ctx, s[0], s[1:]...); err != nil {
+				return err
+			}
+		}
+	}
+
+	if g := t.Generator; g != nil {
+		if err := veth(ctx, app, g.Access, g.AccessMAC, g.NS, g.If, g.MAC); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Down kills the processes in every namespace named ID-* and deletes those
+// namespaces. It is idempotent and succeeds when nothing exists.
+func Down(ctx context.Context, id string) error {
+	if id == "" {
+		id = DefaultID
+	}
+	out, err := run(ctx, "ip", "netns", "list")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], id+"-") {
+			continue
+		}
+		ns := f[0]
+		if err := killNS(ctx, ns); err != nil {
+			errs = append(errs, err)
+		}
+		if _, err := run(ctx, "ip", "netns", "del", ns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// killNS sends SIGKILL to every process in ns and waits briefly for them.
+func killNS(ctx context.Context, ns string) error {
+	for attempt := 0; attempt < 20; attempt++ {
+		out, err := run(ctx, "ip", "netns", "pids", ns)
+		if err != nil {
+			return err
+		}
+		pids := strings.Fields(out)
+		if len(pids) == 0 {
+			return nil
+		}
+		for _, p := range pids {
+			if pid, err := strconv.Atoi(p); err == nil && pid > 1 {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("lab: processes in %s survive SIGKILL", ns)
+}
+
+// Cmd returns `ip netns exec ns name args...`.
+func (t *Topology) Cmd(ctx context.Context, ns string, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
+}
+
+// Run runs name in ns and returns its combined output; the error includes it.
+func (t *Topology) Run(ctx context.Context, ns string, name string, args ...string) (string, error) {
+	out, err := t.Cmd(ctx, ns, name, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("lab: in %s: %s %s: %v: %s", ns, name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// LinkStats returns the packet counters of ifname in ns.
+func LinkStats(ns, ifname string) (rx, tx, rxDropped uint64, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := run(ctx, "ip", "-n", ns, "-s", "-j", "link", "show", "dev", ifname)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	var links []struct {
+		Stats struct {
+			RX struct{ Packets, Dropped uint64 } `json:"rx"`
+			TX struct{ Packets uint64 }          `json:"tx"`
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil {
+		return 0, 0, 0, fmt.Errorf("lab: link stats of %s in %s: %w", ifname, ns, err)
+	}
+	if len(links) != 1 {
+		return 0, 0, 0, fmt.Errorf("lab: link stats of %s in %s: %d links", ifname, ns, len(links))
+	}
+	s := links[0].Stats
+	return s.RX.Packets, s.TX.Packets, s.RX.Dropped, nil
+}
