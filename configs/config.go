@@ -1,0 +1,231 @@
+package configs
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Version is the only configuration schema version this build reads.
+const Version = 1
+
+// Limits checked by validation.
+const (
+	MaxAccess           = 16  // [[access]] entries
+	MaxAccessInterfaces = 16  // distinct access interfaces
+	MaxISPs             = 250 // [[isp]] entries (VRF ids 0..249)
+)
+
+// Config is the whole configuration file. Fields tagged `toml:"-"` are
+// resolved by Parse from the textual ones and are valid only on a Config
+// that Parse returned without error.
+type Config struct {
+	Version     int          `toml:"version"`
+	Appliance   Appliance    `toml:"appliance"`
+	Datapath    Datapath     `toml:"datapath"`
+	API         API          `toml:"api"`
+	Access      []Access     `toml:"access"`
+	ISPs        []ISP        `toml:"isp"`
+	Subscribers []Subscriber `toml:"subscriber"`
+}
+
+// Appliance is the [appliance] table.
+type Appliance struct {
+	StateDir string `toml:"state_dir"` // absolute path; default /var/lib/ispmux
+	LogLevel string `toml:"log_level"` // debug|info|warn|error; default info
+}
+
+// Datapath is the [datapath] table: AF_XDP sizing, per socket.
+type Datapath struct {
+	Queues         int    `toml:"queues"`          // 1..64
+	FrameSize      int    `toml:"frame_size"`      // 2048 or 4096
+	Frames         int    `toml:"frames"`          // UMEM frames per socket, power of two, 64..262144
+	RxRing         int    `toml:"rx_ring"`         // rings: power of two, 64..16384, <= Frames
+	TxRing         int    `toml:"tx_ring"`         //
+	FillRing       int    `toml:"fill_ring"`       //
+	CompletionRing int    `toml:"completion_ring"` //
+	Batch          int    `toml:"batch"`           // 1..256
+	AttachMode     string `toml:"attach_mode"`     // native|skb
+	BindMode       string `toml:"bind_mode"`       // auto|zerocopy|copy
+	PollTimeout    string `toml:"poll_timeout"`    // Go duration, 1ms..10s
+	MACTableSize   int    `toml:"mac_table_size"`  // 1..16777216, >= number of subscribers
+
+	PollTimeoutDur time.Duration `toml:"-"` // PollTimeout parsed
+}
+
+// API is the [api] table.
+type API struct {
+	Listen string `toml:"listen"` // host:port
+}
+
+// Access is one [[access]] entry: a port (interface, optional VLAN) that
+// subscribers are attached to.
+type Access struct {
+	Name      string `toml:"name"`      // unique; default Interface, or Interface.VLAN
+	Interface string `toml:"interface"` // Linux interface name
+	VLAN      int    `toml:"vlan"`      // 0 untagged, 1..4094
+	Address   string `toml:"address"`   // optional IPv4: our gateway address on this side
+
+	Addr netip.Addr `toml:"-"` // Address parsed; invalid when absent
+}
+
+// ISP is one [[isp]] entry. Its position in the file is its VRF id.
+type ISP struct {
+	Name        string   `toml:"name"`         // [a-z0-9][a-z0-9-]{0,31}, unique
+	Uplink      string   `toml:"uplink"`       // Linux interface name
+	VLAN        int      `toml:"vlan"`         // 0 untagged, 1..4094
+	Address     string   `toml:"address"`      // our IPv4 address with its prefix length
+	NextHop     string   `toml:"next_hop"`     // the ISP router, inside Address's subnet
+	DHCPServers []string `toml:"dhcp_servers"` // optional IPv4 addresses
+
+	Prefix          netip.Prefix `toml:"-"` // Address parsed, host bits kept (192.0.2.2/24)
+	NextHopAddr     netip.Addr   `toml:"-"`
+	DHCPServerAddrs []netip.Addr `toml:"-"`
+	Index           int          `toml:"-"` // 0-based position in the file; the VRF id
+}
+
+// Subscriber is one [[subscriber]] entry: a statically registered customer.
+type Subscriber struct {
+	MAC        string `toml:"mac"`         // unicast, non-zero
+	ISP        string `toml:"isp"`         // name of an [[isp]]
+	IP         string `toml:"ip"`          // optional static IPv4 address
+	CustomerID string `toml:"customer_id"` // optional
+	Access     string `toml:"access"`      // optional name of an [[access]]; default the first
+
+	HWAddr      [6]byte    `toml:"-"`
+	Addr        netip.Addr `toml:"-"` // IP parsed; invalid when absent (bound by DHCP)
+	AccessIndex int        `toml:"-"` // index into Config.Access
+	ISPIndex    int        `toml:"-"` // index into Config.ISPs
+}
+
+// Default returns the values used for every key a file leaves out. It has
+// no access, ISP or subscriber entries, so it does not validate on its own.
+func Default() *Config {
+	return &Config{
+		Version: Version,
+		Appliance: Appliance{
+			StateDir: "/var/lib/ispmux",
+			LogLevel: "info",
+		},
+		Datapath: Datapath{
+			Queues:         1,
+			FrameSize:      2048,
+			Frames:         4096,
+			RxRing:         2048,
+			TxRing:         2048,
+			FillRing:       2048,
+			CompletionRing: 2048,
+			Batch:          64,
+			AttachMode:     "native",
+			BindMode:       "auto",
+			PollTimeout:    "100ms",
+			MACTableSize:   1 << 20,
+		},
+		API: API{Listen: "127.0.0.1:8080"},
+	}
+}
+
+// Load reads the file at path and parses it (see Parse).
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes data strictly, applies defaults and validates the result.
+// file names the source in error messages. On failure the error is an
+// Errors listing every problem found, and the Config is nil.
+func Parse(file string, data []byte) (*Config, error) {
+	var raw map[string]any
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, Errors{{File: file, Line: pe.Position.Line, Key: pe.LastKey, Msg: oneLine(pe.Message)}}
+		}
+		return nil, Errors{{File: file, Msg: oneLine(err.Error())}}
+	}
+	c := newCollector(file, indexLines(data))
+
+	// The version selects the schema: nothing else is checked against a
+	// schema the file did not ask for.
+	switch v, ok := raw["version"]; {
+	case !ok:
+		c.add("version", fmt.Sprintf("missing (add version = %d at the top)", Version))
+		return nil, c.result()
+	case v != int64(Version):
+		if _, isInt := v.(int64); !isInt {
+			c.add("version", fmt.Sprintf("expected an integer, got %s", describe(v)))
+		} else {
+			c.add("version", fmt.Sprintf("unsupported version %v (this build reads version %d)", v, Version))
+		}
+		return nil, c.result()
+	}
+
+	cfg := Default()
+	d := &decoder{c: c, defined: map[string]bool{}}
+	d.table("", raw, reflectValue(cfg))
+	validate(cfg, c, d.defined)
+	if err := c.result(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Summary describes the configuration in a few lines, for `ispmux check`.
+func (c *Config) Summary() string {
+	var b strings.Builder
+	dp := c.Datapath
+	fmt.Fprintf(&b, "config version %d, state in %s, log level %s, api on %s\n",
+		c.Version, c.Appliance.StateDir, c.Appliance.LogLevel, c.API.Listen)
+	fmt.Fprintf(&b, "datapath: %d queue(s), %d frames of %d B, rings rx/tx/fill/comp %d/%d/%d/%d, batch %d, attach %s, bind %s, poll %s, mac table %d\n",
+		dp.Queues, dp.Frames, dp.FrameSize, dp.RxRing, dp.TxRing, dp.FillRing, dp.CompletionRing,
+		dp.Batch, dp.AttachMode, dp.BindMode, dp.PollTimeoutDur, dp.MACTableSize)
+	perAccess := make([]int, len(c.Access))
+	perISP := make([]int, len(c.ISPs))
+	static := 0
+	for _, s := range c.Subscribers {
+		if s.AccessIndex >= 0 && s.AccessIndex < len(perAccess) {
+			perAccess[s.AccessIndex]++
+		}
+		if s.ISPIndex >= 0 && s.ISPIndex < len(perISP) {
+			perISP[s.ISPIndex]++
+		}
+		if s.Addr.IsValid() {
+			static++
+		}
+	}
+	for i, a := range c.Access {
+		fmt.Fprintf(&b, "access %s: interface %s", a.Name, a.Interface)
+		if a.VLAN != 0 {
+			fmt.Fprintf(&b, " vlan %d", a.VLAN)
+		} else {
+			b.WriteString(" untagged")
+		}
+		if a.Addr.IsValid() {
+			fmt.Fprintf(&b, ", address %s", a.Addr)
+		}
+		fmt.Fprintf(&b, ", %d subscriber(s)\n", perAccess[i])
+	}
+	for i, p := range c.ISPs {
+		fmt.Fprintf(&b, "isp %s (vrf %d): uplink %s", p.Name, p.Index, p.Uplink)
+		if p.VLAN != 0 {
+			fmt.Fprintf(&b, " vlan %d", p.VLAN)
+		} else {
+			b.WriteString(" untagged")
+		}
+		fmt.Fprintf(&b, ", address %s, next hop %s", p.Prefix, p.NextHopAddr)
+		if len(p.DHCPServerAddrs) > 0 {
+			fmt.Fprintf(&b, ", dhcp servers %v", p.DHCPServerAddrs)
+		}
+		fmt.Fprintf(&b, ", %d subscriber(s)\n", perISP[i])
+	}
+	fmt.Fprintf(&b, "subscribers: %d registered, %d with a static ip\n", len(c.Subscribers), static)
+	return b.String()
+}

@@ -1,0 +1,434 @@
+package configs
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Building blocks for test files. Each is valid on its own line range; the
+// cases add the line under test, marked with a comment "#!X" so the
+// expected line number is found in the text, not counted by hand.
+const (
+	head = "version = 1\n"
+	acc0 = "[[access]]\ninterface = \"acc0\"\n"
+	isp0 = "[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n"
+	isp1 = "[[isp]]\nname = \"beta\"\nuplink = \"upb\"\naddress = \"198.51.100.2/24\"\nnext_hop = \"198.51.100.1\"\n"
+	base = head + acc0 + isp0
+)
+
+// markerLine returns the 1-based line of "#!m" in text.
+func markerLine(t *testing.T, text, m string) int {
+	t.Helper()
+	for i, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, "#!"+m) && !strings.Contains(l, "#!"+m+m) {
+			return i + 1
+		}
+	}
+	t.Fatalf("marker #!%s not in test text", m)
+	return 0
+}
+
+// want is "M key: message prefix": M is a marker letter, or 0 for no line.
+func expect(t *testing.T, text, want string) string {
+	t.Helper()
+	m, rest, _ := strings.Cut(want, " ")
+	if m == "0" {
+		return "t.toml: " + rest
+	}
+	return fmt.Sprintf("t.toml:%d: %s", markerLine(t, text, m), rest)
+}
+
+func repeat(n int, f func(i int) string) string {
+	var b strings.Builder
+	for i := range n {
+		b.WriteString(f(i))
+	}
+	return b.String()
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		text string
+		want []string // in order; the count must match too
+	}{
+		// Decoding.
+		{"unknown top-level key", head + "colour = 1 #!A\n" + acc0 + isp0,
+			[]string{"A colour: unknown key"}},
+		{"unknown key in second isp", base + isp1 + "foo = 1 #!A\n",
+			[]string{"A isp[1].foo: unknown key"}},
+		{"unknown key with hint", base + "[datapath]\nqueue = 2 #!A\n",
+			[]string{`A datapath.queue: unknown key (did you mean "queues"?)`}},
+		{"unknown nested table", base + "[appliance.extra] #!A\nx = 1\n",
+			[]string{"A appliance.extra: unknown key"}},
+		{"quoted unknown key", head + "\"weird key\" = 1 #!A\n" + acc0 + isp0,
+			[]string{`A "weird key": unknown key`}},
+		{"wrong type", base + "[datapath]\nqueues = \"two\" #!A\n",
+			[]string{`A datapath.queues: expected an integer, got string "two"`}},
+		{"all type errors collected", base + "[datapath]\nqueues = \"two\" #!A\nbatch = 1.5 #!B\n[api]\nlisten = 8080 #!C\n",
+			[]string{
+				`A datapath.queues: expected an integer, got string "two"`,
+				"B datapath.batch: expected an integer, got float 1.5",
+				"C api.listen: expected a string, got integer 8080",
+			}},
+		{"wrong element type in multi-line array", head + acc0 + isp0 + "dhcp_servers = [\n  \"192.0.2.1\",\n  7, #!A\n]\n",
+			[]string{"A isp[0].dhcp_servers[1]: expected a string, got integer 7"}},
+		{"table instead of array of tables", head + "[access] #!A\ninterface = \"acc0\"\n" + isp0,
+			[]string{"A access: expected an array of tables (write [[access]], not [access])"}},
+		{"inline array of tables", head + "isp = [{name = \"alpha\", uplink = \"upa\", address = \"192.0.2.2/24\", next_hop = \"192.0.2.1\", foo = 1}] #!A\n" + acc0,
+			[]string{"A isp[0].foo: unknown key"}},
+		{"line after multi-line string", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"\"\"\n[[isp]]\n# not a comment\n\"\"\"\nbogus = 1 #!A\n",
+			[]string{"A subscriber[0].bogus: unknown key"}},
+
+		// Version and syntax.
+		{"bad version", "version = 2 #!A\n" + acc0 + isp0 + "junk = 1\n",
+			[]string{"A version: unsupported version 2 (this build reads version 1)"}},
+		{"version wrong type", "version = \"1\" #!A\n" + acc0 + isp0,
+			[]string{`A version: expected an integer, got string "1"`}},
+		{"missing version", acc0 + isp0,
+			[]string{"0 version: missing"}},
+		{"syntax error", base + "[datapath]\nqueues = #!A\n",
+			[]string{"A datapath.queues: "}},
+		{"duplicate key", base + "[datapath]\nqueues = 1\nqueues = 2 #!A\n",
+			[]string{"A "}},
+
+		// Values.
+		{"appliance values", base + "[appliance]\nstate_dir = \"var/lib\" #!A\nlog_level = \"loud\" #!B\n",
+			[]string{
+				`A appliance.state_dir: must be an absolute path, got "var/lib"`,
+				`B appliance.log_level: must be one of debug, info, warn, error; got "loud"`,
+			}},
+		{"datapath values", base + "[datapath] #!A\nqueues = 0 #!B\nframe_size = 1000 #!C\nframes = 100 #!D\nbatch = 0 #!E\nattach_mode = \"xdp\" #!F\nbind_mode = \"fast\" #!G\npoll_timeout = \"20s\" #!H\nmac_table_size = 0 #!I\n",
+			[]string{
+				"B datapath.queues: must be 1..64, got 0",
+				"C datapath.frame_size: must be 2048 or 4096, got 1000",
+				"D datapath.frames: must be a power of two in 64..262144, got 100",
+				"E datapath.batch: must be 1..256, got 0",
+				`F datapath.attach_mode: must be native or skb, got "xdp"`,
+				`G datapath.bind_mode: must be auto, zerocopy or copy, got "fast"`,
+				"H datapath.poll_timeout: must be 1ms..10s, got 20s",
+				"I datapath.mac_table_size: must be 1..16777216, got 0",
+			}},
+		{"poll timeout not a duration", base + "[datapath]\npoll_timeout = \"soon\" #!A\n",
+			[]string{`A datapath.poll_timeout: not a duration`}},
+		{"ring not a power of two", base + "[datapath]\nrx_ring = 3000 #!A\n",
+			[]string{"A datapath.rx_ring: must be a power of two in 64..16384, got 3000"}},
+		{"rings larger than frames", base + "[datapath] #!A\nframes = 1024\nrx_ring = 2048 #!B\ncompletion_ring = 512\n",
+			[]string{
+				// Absent keys (defaults) point at their table.
+				"A datapath.tx_ring: 2048 is more than datapath.frames (1024)",
+				"A datapath.fill_ring: 2048 is more than datapath.frames (1024)",
+				"B datapath.rx_ring: 2048 is more than datapath.frames (1024)",
+			}},
+		{"api listen without port", base + "[api]\nlisten = \"localhost\" #!A\n",
+			[]string{`A api.listen: must be host:port`}},
+		{"api listen bad port", base + "[api]\nlisten = \":99999\" #!A\n",
+			[]string{`A api.listen: port must be a number in 1..65535, got "99999"`}},
+		{"access values", head + "[[access]]\ninterface = \"a/b\" #!A\nvlan = 4095 #!B\naddress = \"224.0.0.1\" #!C\n" + isp0,
+			[]string{
+				`A access[0].interface: bad interface name "a/b"`,
+				"B access[0].vlan: must be 0 (untagged) or 1..4094, got 4095",
+				"C access[0].address: 224.0.0.1 is a multicast address",
+			}},
+		{"interface name too long", head + "[[access]]\ninterface = \"abcdefghijklmnop\" #!A\n" + isp0,
+			[]string{`A access[0].interface: interface name "abcdefghijklmnop" is longer than 15 bytes`}},
+		{"missing isp keys point at the header", head + acc0 + "[[isp]] #!A\nname = \"alpha\"\n",
+			[]string{
+				"A isp[0].uplink: missing",
+				"A isp[0].address: missing",
+				"A isp[0].next_hop: missing",
+			}},
+		{"no access, no isp", head,
+			[]string{"0 access: at least one [[access]] is required", "0 isp: at least one [[isp]] is required"}},
+		{"isp values", head + acc0 + "[[isp]]\nname = \"Alpha\" #!A\nuplink = \"upa\"\nvlan = -1 #!B\naddress = \"192.0.2.0/24\" #!C\nnext_hop = \"192.0.2.1\"\n",
+			[]string{
+				`A isp[0].name: must match [a-z0-9][a-z0-9-]{0,31}, got "Alpha"`,
+				"B isp[0].vlan: must be 0 (untagged) or 1..4094, got -1",
+				"C isp[0].address: 192.0.2.0 is the network address of 192.0.2.0/24",
+			}},
+		{"isp address not a prefix", head + acc0 + "[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2\" #!A\nnext_hop = \"192.0.2.1\"\n",
+			[]string{`A isp[0].address: not an IPv4 prefix`}},
+		{"next hop outside subnet", head + acc0 + "[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.3.1\" #!A\n",
+			[]string{"A isp[0].next_hop: 192.0.3.1 is outside 192.0.2.0/24"}},
+		{"next hop is our address", head + acc0 + "[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.2\" #!A\n",
+			[]string{"A isp[0].next_hop: 192.0.2.2 is our own address"}},
+		{"next hop is broadcast", head + acc0 + "[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.255\" #!A\n",
+			[]string{"A isp[0].next_hop: 192.0.2.255 is the broadcast address of 192.0.2.0/24"}},
+		{"bad dhcp servers", base + "dhcp_servers = [\"192.0.2.1\", \"192.0.2.1\", \"x\"] #!A\n",
+			[]string{
+				"A isp[0].dhcp_servers[1]: duplicate dhcp server 192.0.2.1 (also dhcp_servers[0])",
+				`A isp[0].dhcp_servers[2]: not an IPv4 address: "x"`,
+			}},
+		{"ipv6 next hop", head + acc0 + "[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"2001:db8::1\" #!A\n",
+			[]string{`A isp[0].next_hop: not an IPv4 address: "2001:db8::1"`}},
+
+		// Cross checks.
+		{"duplicate access names", head + acc0 + "[[access]]\nname = \"acc0\" #!A\ninterface = \"acc1\"\n" + isp0,
+			[]string{`A access[1].name: duplicate access name "acc0" (also access[0])`}},
+		{"same access port twice", head + acc0 + "[[access]]\nname = \"other\"\ninterface = \"acc0\" #!A\n" + isp0,
+			[]string{"A access[1].interface: acc0 (untagged) is already access[0]"}},
+		{"access vlans are distinct ports", head + acc0 + "[[access]]\ninterface = \"acc0\"\nvlan = 7\n[[access]]\nname = \"x\"\ninterface = \"acc0\" #!A\nvlan = 7\n[[access]] #!B\ninterface = \"acc0\" #!C\nvlan = 7\n" + isp0,
+			[]string{
+				"A access[2].interface: acc0 vlan 7 is already access[1]",
+				`B access[3].name: duplicate access name "acc0.7" (also access[1])`,
+				"C access[3].interface: acc0 vlan 7 is already access[1]",
+			}},
+		{"uplink is an access port", head + "[[access]]\ninterface = \"eth0\"\nvlan = 10\n" + "[[isp]]\nname = \"alpha\"\nuplink = \"eth0\" #!A\nvlan = 10\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n",
+			[]string{"A isp[0].uplink: eth0 vlan 10 is already access[0]"}},
+		{"isps share an uplink without vlans", base + "[[isp]]\nname = \"beta\"\nuplink = \"upa\" #!A\naddress = \"198.51.100.2/24\"\nnext_hop = \"198.51.100.1\"\n",
+			[]string{"A isp[1].uplink: upa (untagged) is already the uplink of isp[0]"}},
+		{"duplicate isp names", base + "[[isp]]\nname = \"alpha\" #!A\nuplink = \"upb\"\naddress = \"198.51.100.2/24\"\nnext_hop = \"198.51.100.1\"\n",
+			[]string{`A isp[1].name: duplicate isp name "alpha" (also isp[0])`}},
+		{"too many access entries", head + repeat(17, func(i int) string {
+			m, n := "", ""
+			if i == 16 {
+				m, n = " #!A", " #!B"
+			}
+			return fmt.Sprintf("[[access]]%s\ninterface = \"acc%d\"%s\n", m, i, n)
+		}) + isp0,
+			[]string{
+				"A access[16]: too many [[access]] entries: 17, at most 16",
+				"B access[16].interface: too many access interfaces: at most 16",
+			}},
+		{"too many isps", head + acc0 + repeat(251, func(i int) string {
+			m := ""
+			if i == 250 {
+				m = " #!A"
+			}
+			return fmt.Sprintf("[[isp]]%s\nname = \"i%d\"\nuplink = \"upa\"\nvlan = %d\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n", m, i, i+1)
+		}),
+			[]string{"A isp[250]: too many [[isp]] entries: 251, at most 250"}},
+		{"subscriber values", base + "[[subscriber]] #!A\nmac = \"01:00:5e:00:00:01\" #!B\nisp = \"gamma\" #!C\naccess = \"nope\" #!D\n[[subscriber]] #!E\nmac = \"00:00:00:00:00:00\" #!F\n[[subscriber]]\nmac = \"zz\" #!G\nisp = \"alpha\"\n",
+			[]string{
+				"B subscriber[0].mac: 01:00:5e:00:00:01 is a multicast/broadcast address",
+				`C subscriber[0].isp: no [[isp]] is named "gamma"`,
+				`D subscriber[0].access: no [[access]] is named "nope"`,
+				"E subscriber[1].isp: missing",
+				"F subscriber[1].mac: the all-zero MAC address is not a subscriber",
+				`G subscriber[2].mac: not an Ethernet MAC address: "zz"`,
+			}},
+		{"duplicate mac on one access", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\n[[subscriber]]\nmac = \"02-00-00-00-00-01\" #!A\nisp = \"alpha\"\n",
+			[]string{`A subscriber[1].mac: duplicate mac 02:00:00:00:00:01 on access "acc0" (also subscriber[0])`}},
+		{"duplicate ip at one isp", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\nip = \"100.64.0.11\"\n[[subscriber]]\nmac = \"02:00:00:00:00:02\"\nisp = \"alpha\"\nip = \"100.64.0.11\" #!A\n",
+			[]string{`A subscriber[1].ip: duplicate ip 100.64.0.11 at isp "alpha" (also subscriber[0])`}},
+		{"subscriber ip is the isp's address", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\nip = \"192.0.2.2\" #!A\n",
+			[]string{`A subscriber[0].ip: 192.0.2.2 is isp "alpha"'s own address`}},
+		{"subscriber ip is the next hop", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\nip = \"192.0.2.1\" #!A\n",
+			[]string{`A subscriber[0].ip: 192.0.2.1 is isp "alpha"'s next hop`}},
+		{"subscriber ip is the access address", head + "[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" + isp0 + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\nip = \"100.64.0.1\" #!A\n",
+			[]string{`A subscriber[0].ip: 100.64.0.1 is the address of access "acc0"`}},
+		{"subscriber ip special addresses", base + repeat(6, func(i int) string {
+			ip := []string{"192.0.2.0", "192.0.2.255", "224.0.0.5", "127.0.0.1", "0.0.0.0", "255.255.255.255"}[i]
+			return fmt.Sprintf("[[subscriber]]\nmac = \"02:00:00:00:00:%02x\"\nisp = \"alpha\"\nip = %q #!%c\n", i+1, ip, 'A'+i)
+		}),
+			[]string{
+				"A subscriber[0].ip: 192.0.2.0 is the network address of 192.0.2.0/24",
+				"B subscriber[1].ip: 192.0.2.255 is the broadcast address of 192.0.2.0/24",
+				"C subscriber[2].ip: 224.0.0.5 is a multicast address",
+				"D subscriber[3].ip: 127.0.0.1 is a loopback address",
+				"E subscriber[4].ip: 0.0.0.0 is an unspecified",
+				"F subscriber[5].ip: 255.255.255.255 is the broadcast address",
+			}},
+		{"mac table smaller than subscribers", base + "[datapath]\nmac_table_size = 1 #!A\n[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\n[[subscriber]]\nmac = \"02:00:00:00:00:02\"\nisp = \"alpha\"\n",
+			[]string{"A datapath.mac_table_size: 1 is less than the 2 [[subscriber]] entries"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse("t.toml", []byte(tt.text))
+			if err == nil {
+				t.Fatalf("Parse succeeded, want errors %q", tt.want)
+			}
+			if cfg != nil {
+				t.Errorf("Parse returned a config with an error")
+			}
+			var errs Errors
+			if !errors.As(err, &errs) {
+				t.Fatalf("error %T is not Errors: %v", err, err)
+			}
+			if len(errs) != len(tt.want) {
+				t.Errorf("got %d errors, want %d:\n%v", len(errs), len(tt.want), err)
+			}
+			for i, w := range tt.want {
+				if i >= len(errs) {
+					break
+				}
+				want := expect(t, tt.text, w)
+				if got := errs[i].Error(); !strings.HasPrefix(got, want) {
+					t.Errorf("error %d:\n got %s\nwant %s…", i, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestParseOK(t *testing.T) {
+	tests := []struct {
+		name  string
+		text  string
+		check func(t *testing.T, c *Config)
+	}{
+		{"defaults applied", base, func(t *testing.T, c *Config) {
+			d := Default()
+			d.Datapath.PollTimeoutDur = 100 * time.Millisecond
+			if c.Datapath != d.Datapath || c.Appliance != d.Appliance || c.API != d.API {
+				t.Errorf("defaults not applied:\n got %+v %+v %+v\nwant %+v %+v %+v",
+					c.Datapath, c.Appliance, c.API, d.Datapath, d.Appliance, d.API)
+			}
+			if a := c.Access[0]; a.Name != "acc0" || a.VLAN != 0 || a.Addr.IsValid() {
+				t.Errorf("access defaults: %+v", a)
+			}
+		}},
+		{"set values override defaults", base + "[datapath]\nqueues = 4\npoll_timeout = \"5ms\"\n", func(t *testing.T, c *Config) {
+			if c.Datapath.Queues != 4 || c.Datapath.PollTimeoutDur != 5*time.Millisecond || c.Datapath.Batch != 64 {
+				t.Errorf("datapath %+v", c.Datapath)
+			}
+		}},
+		{"same ip at two isps", head + acc0 + isp0 + isp1 +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\nip = \"100.64.0.11\"\n" +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:02\"\nisp = \"beta\"\nip = \"100.64.0.11\"\n", func(t *testing.T, c *Config) {
+			ip := netip.MustParseAddr("100.64.0.11")
+			s := c.Subscribers
+			if s[0].Addr != ip || s[1].Addr != ip || s[0].ISPIndex != 0 || s[1].ISPIndex != 1 {
+				t.Errorf("subscribers %+v", s)
+			}
+		}},
+		{"same mac on two access ports", head + acc0 + "[[access]]\ninterface = \"acc1\"\nvlan = 5\n" + isp0 +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\n" +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\naccess = \"acc1.5\"\n", func(t *testing.T, c *Config) {
+			if c.Access[1].Name != "acc1.5" || c.Subscribers[0].AccessIndex != 0 || c.Subscribers[1].AccessIndex != 1 {
+				t.Errorf("access %+v subscribers %+v", c.Access, c.Subscribers)
+			}
+			if c.Subscribers[0].HWAddr != [6]byte{2, 0, 0, 0, 0, 1} || c.Subscribers[0].Addr.IsValid() {
+				t.Errorf("subscriber %+v", c.Subscribers[0])
+			}
+		}},
+		{"isps share an uplink on distinct vlans", head + acc0 +
+			"[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\nvlan = 1\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n" +
+			"[[isp]]\nname = \"beta\"\nuplink = \"upa\"\nvlan = 2\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\ndhcp_servers = [\"192.0.2.7\"]\n", func(t *testing.T, c *Config) {
+			b := c.ISPs[1]
+			if b.Index != 1 || b.Prefix != netip.MustParsePrefix("192.0.2.2/24") || b.NextHopAddr != netip.MustParseAddr("192.0.2.1") ||
+				len(b.DHCPServerAddrs) != 1 || b.DHCPServerAddrs[0] != netip.MustParseAddr("192.0.2.7") {
+				t.Errorf("isp %+v", b)
+			}
+		}},
+		{"point-to-point /31 uplink", head + acc0 + "[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.0/31\"\nnext_hop = \"192.0.2.1\"\n", nil},
+		{"inline tables and quoted keys", head + "access = [{ interface = \"acc0\" }]\n[[isp]]\n\"name\" = 'alpha'\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse("t.toml", []byte(tt.text))
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if tt.check != nil {
+				tt.check(t, c)
+			}
+		})
+	}
+}
+
+// TestExampleFiles parses every *.toml file shipped in this directory.
+func TestExampleFiles(t *testing.T) {
+	files, err := filepath.Glob("*.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 2 {
+		t.Fatalf("found %d example files, want at least example.toml and minimal.toml", len(files))
+	}
+	for _, f := range files {
+		t.Run(f, func(t *testing.T) {
+			c, err := Load(f)
+			if err != nil {
+				t.Fatalf("Load:\n%v", err)
+			}
+			if c.Summary() == "" {
+				t.Error("empty summary")
+			}
+		})
+	}
+}
+
+func TestExampleContents(t *testing.T) {
+	c, err := Load("example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Access) != 2 || len(c.ISPs) != 2 || len(c.Subscribers) != 3 {
+		t.Fatalf("got %d access, %d isps, %d subscribers", len(c.Access), len(c.ISPs), len(c.Subscribers))
+	}
+	s := c.Subscribers
+	if s[0].Addr != s[1].Addr || s[0].ISPIndex == s[1].ISPIndex {
+		t.Errorf("example should show one IP at two ISPs: %+v %+v", s[0], s[1])
+	}
+	if s[2].AccessIndex != 1 || s[2].Addr.IsValid() {
+		t.Errorf("subscriber[2] %+v", s[2])
+	}
+	sum := c.Summary()
+	for _, want := range []string{
+		"access acc0: interface acc0 untagged, address 100.64.0.1, 2 subscriber(s)",
+		"access acc1.100: interface acc1 vlan 100, 1 subscriber(s)",
+		"isp alpha (vrf 0): uplink upa vlan 201, address 192.0.2.2/24, next hop 192.0.2.1, dhcp servers [192.0.2.1 192.0.2.10], 1 subscriber(s)",
+		"isp beta (vrf 1):",
+		"subscribers: 3 registered, 2 with a static ip",
+	} {
+		if !strings.Contains(sum, want) {
+			t.Errorf("summary lacks %q:\n%s", want, sum)
+		}
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.toml"))
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Load of a missing file: %v, want fs.ErrNotExist", err)
+	}
+}
+
+func TestErrorFormat(t *testing.T) {
+	for _, tt := range []struct {
+		e    Error
+		want string
+	}{
+		{Error{"f.toml", 3, "isp[1].next_hop", "bad"}, "f.toml:3: isp[1].next_hop: bad"},
+		{Error{"f.toml", 0, "access", "missing"}, "f.toml: access: missing"},
+		{Error{"f.toml", 7, "", "syntax"}, "f.toml:7: syntax"},
+	} {
+		if got := tt.e.Error(); got != tt.want {
+			t.Errorf("got %q, want %q", got, tt.want)
+		}
+	}
+	es := Errors{{"a", 1, "k", "m1"}, {"a", 2, "j", "m2"}}
+	if got := es.Error(); got != "a:1: k: m1\na:2: j: m2" {
+		t.Errorf("Errors: %q", got)
+	}
+	var one *Error
+	if !errors.As(error(es), &one) || one.Key != "k" {
+		t.Errorf("errors.As(*Error) = %v", one)
+	}
+}
+
+// TestDefaultUsedByExample keeps example.toml honest: the values it shows
+// as defaults are Default's.
+func TestDefaultUsedByExample(t *testing.T) {
+	data, err := os.ReadFile("example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse("example.toml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Default()
+	d.Datapath.PollTimeoutDur = 100 * time.Millisecond
+	if c.Datapath != d.Datapath || c.Appliance != d.Appliance || c.API != d.API {
+		t.Errorf("example.toml shows values other than the defaults")
+	}
+}
