@@ -1,0 +1,135 @@
+package classifier
+
+import (
+	"fmt"
+
+	"github.com/ispmux/ispmux/internal/lfmap"
+)
+
+// Sub is a MAC table entry: what the datapath needs to know about a
+// subscriber's (port, VLAN, MAC). It packs into the table's 64-bit value.
+type Sub struct {
+	IP    uint32 // bound IPv4 address (0 if not bound)
+	ISP   uint8  // index of the chosen ISP
+	Flags uint8  // FlagBound, FlagStatic
+}
+
+// Sub flags.
+const (
+	FlagBound  uint8 = 1 << 0 // the ISP has ACKed: forward, enforce the source IP
+	FlagStatic uint8 = 1 << 1 // configured, not learnt through DHCP
+)
+
+// Pack encodes s as IP<<32 | ISP<<8 | Flags.
+func (s Sub) Pack() uint64 { return uint64(s.IP)<<32 | uint64(s.ISP)<<8 | uint64(s.Flags) }
+
+// UnpackSub decodes a value made by Sub.Pack.
+func UnpackSub(v uint64) Sub { return Sub{IP: uint32(v >> 32), ISP: uint8(v >> 8), Flags: uint8(v)} }
+
+// Limits of the MAC table key.
+const (
+	MaxPort = 15   // access ports are numbered 0..15
+	MaxVLAN = 4095 // 0 is untagged
+)
+
+// Key builds the table key mac<<16 | vlan<<4 | port. port and vlan are masked
+// to 4 and 12 bits; check them against MaxPort and MaxVLAN first. The key is
+// never 0 (or the lfmap tombstone ^0) for a non-zero unicast MAC.
+func Key(port uint8, vlan uint16, mac uint64) uint64 {
+	return mac<<16 | uint64(vlan&MaxVLAN)<<4 | uint64(port&MaxPort)
+}
+
+// splitKey inverts Key.
+func splitKey(k uint64) (port uint8, vlan uint16, mac uint64) {
+	return uint8(k & MaxPort), uint16(k>>4) & MaxVLAN, k >> 16
+}
+
+var (
+	// ErrTableFull is returned by MACTable.Set when the table holds its
+	// capacity of entries; it is lfmap.ErrFull.
+	ErrTableFull = lfmap.ErrFull
+	// ErrBadKey is returned by MACTable.Set for a port above MaxPort, a VLAN
+	// above MaxVLAN, or a MAC that is zero, multicast or wider than 48 bits.
+	ErrBadKey = lfmap.ErrBadKey
+)
+
+// validKey reports whether (port, vlan, mac) can be a MAC table key.
+func validKey(port uint8, vlan uint16, mac uint64) bool {
+	return port <= MaxPort && vlan <= MaxVLAN && mac != 0 && mac < 1<<48 && !IsMulticastMAC(mac)
+}
+
+// MACTable maps (access port, VLAN, MAC) to a Sub. One goroutine (the control
+// plane) writes it with Set and Delete, serialised by the caller; workers read
+// it lock-free through View. See the package documentation and
+// internal/lfmap for the publication rules.
+type MACTable struct {
+	m *lfmap.Map
+}
+
+// MACView is a read-only snapshot of the table for one batch of frames. It is
+// the lfmap view itself (a conversion, not a copy), so taking it is one atomic
+// load and no allocation.
+type MACView lfmap.View
+
+// NewMACTable returns a table for up to capacity subscribers, about 20 bytes
+// per subscriber of capacity. seed randomises the hash.
+func NewMACTable(capacity int, seed uint64) *MACTable {
+	return &MACTable{m: lfmap.New(capacity, seed)}
+}
+
+// View returns the current snapshot. Call it once per batch.
+func (t *MACTable) View() *MACView { return (*MACView)(t.m.View()) }
+
+// Lookup returns the entry for (port, vlan, mac). It never locks or allocates.
+func (v *MACView) Lookup(port uint8, vlan uint16, mac uint64) (Sub, bool) {
+	if port > MaxPort || vlan > MaxVLAN {
+		return Sub{}, false
+	}
+	val, ok := (*lfmap.View)(v).Lookup(Key(port, vlan, mac))
+	return UnpackSub(val), ok
+}
+
+// Lookup is t.View().Lookup; workers should hold a view per batch instead.
+func (t *MACTable) Lookup(port uint8, vlan uint16, mac uint64) (Sub, bool) {
+	return t.View().Lookup(port, vlan, mac)
+}
+
+// Set inserts or replaces the entry for (port, vlan, mac). It returns an error
+// wrapping ErrBadKey for an invalid key and ErrTableFull when the table is
+// full. Writer only.
+func (t *MACTable) Set(port uint8, vlan uint16, mac uint64, s Sub) error {
+	if !validKey(port, vlan, mac) {
+		return fmt.Errorf("mac table: set port %d vlan %d mac %012x: %w", port, vlan, mac, ErrBadKey)
+	}
+	if err := t.m.Store(Key(port, vlan, mac), s.Pack()); err != nil {
+		return fmt.Errorf("mac table: set port %d vlan %d mac %012x: %w (capacity %d)", port, vlan, mac, err, t.m.Cap())
+	}
+	return nil
+}
+
+// Delete removes the entry for (port, vlan, mac) and reports whether it was
+// present. Writer only.
+func (t *MACTable) Delete(port uint8, vlan uint16, mac uint64) bool {
+	if !validKey(port, vlan, mac) {
+		return false
+	}
+	return t.m.Delete(Key(port, vlan, mac))
+}
+
+// Len returns the number of entries.
+func (t *MACTable) Len() int { return t.m.Len() }
+
+// Cap returns the maximum number of entries.
+func (t *MACTable) Cap() int { return t.m.Cap() }
+
+// Bytes returns the memory of the table's slot array.
+func (t *MACTable) Bytes() int { return t.m.Bytes() }
+
+// Range calls fn for each entry until fn returns false, with the caveats of
+// lfmap.Map.Range under a concurrent writer.
+func (t *MACTable) Range(fn func(port uint8, vlan uint16, mac uint64, s Sub) bool) {
+	t.m.Range(func(k, v uint64) bool {
+		port, vlan, mac := splitKey(k)
+		return fn(port, vlan, mac, UnpackSub(v))
+	})
+}

@@ -1,0 +1,78 @@
+package classifier
+
+import "strconv"
+
+// Reason says why a frame was dropped; ReasonNone means it was not. Reasons
+// are counted per worker in [Counters] and exported as metric labels by
+// [Reason.String].
+type Reason uint8
+
+// Drop reasons. Append new ones before NumReasons and give them a name in
+// reasonNames.
+const (
+	ReasonNone                   Reason = iota
+	ReasonMalformed                     // truncated or inconsistent headers
+	ReasonBadChecksum                   // IPv4 header checksum does not verify
+	ReasonUnsupportedEtherType          // not IPv4 or ARP (IPv6 included, for now), or stacked VLAN tags
+	ReasonBadSourceMAC                  // source MAC is multicast, broadcast or zero
+	ReasonUnknownInterface              // frame on a port or VLAN not in the configuration
+	ReasonUnknownMAC                    // sender not in the MAC table (and not DHCP or ARP)
+	ReasonSpoofedSource                 // bound subscriber sent from another IPv4 address
+	ReasonSubscriberToSubscriber        // subscribers never reach each other
+	ReasonL2Broadcast                   // broadcast or multicast that is neither DHCP nor ARP
+	ReasonNotForUs                      // destination MAC is not ours
+	ReasonTTLExpired                    // TTL would reach 0 on forwarding
+	ReasonNoNextHop                     // ISP next hop not resolved (ARP pending)
+	ReasonNoRoute                       // no subscriber or VRF for the destination
+	ReasonARPIgnored                    // ARP we do not answer
+	ReasonPuntQueueFull                 // control-plane queue full (DHCP, ARP)
+	ReasonNoTxFrame                     // no free frame to transmit into
+	ReasonTxFull                        // TX ring full
+	ReasonPortError                     // the port failed to transmit
+	ReasonDHCPInvalid                   // DHCP message rejected by the proxy
+	NumReasons                          // number of reasons; not a reason
+)
+
+var reasonNames = [NumReasons]string{
+	ReasonNone:                   "none",
+	ReasonMalformed:              "malformed",
+	ReasonBadChecksum:            "bad_checksum",
+	ReasonUnsupportedEtherType:   "unsupported_ethertype",
+	ReasonBadSourceMAC:           "bad_source_mac",
+	ReasonUnknownInterface:       "unknown_interface",
+	ReasonUnknownMAC:             "unknown_mac",
+	ReasonSpoofedSource:          "spoofed_source",
+	ReasonSubscriberToSubscriber: "subscriber_to_subscriber",
+	ReasonL2Broadcast:            "l2_broadcast",
+	ReasonNotForUs:               "not_for_us",
+	ReasonTTLExpired:             "ttl_expired",
+	ReasonNoNextHop:              "no_next_hop",
+	ReasonNoRoute:                "no_route",
+	ReasonARPIgnored:             "arp_ignored",
+	ReasonPuntQueueFull:          "punt_queue_full",
+	ReasonNoTxFrame:              "no_tx_frame",
+	ReasonTxFull:                 "tx_full",
+	ReasonPortError:              "port_error",
+	ReasonDHCPInvalid:            "dhcp_invalid",
+}
+
+// String returns the reason's snake_case name, used as a metric label (for
+// example "unknown_mac"). It does not allocate for defined reasons.
+func (r Reason) String() string {
+	if r < NumReasons {
+		return reasonNames[r]
+	}
+	return "reason_" + strconv.Itoa(int(r))
+}
+
+// Counters counts frames per Reason. Each worker owns one and increments it
+// with plain adds (c[r]++); once per batch it is added into a shared total
+// under the metrics' own synchronisation and reset.
+type Counters [NumReasons]uint64
+
+// Add adds o into c.
+func (c *Counters) Add(o *Counters) {
+	for i := range c {
+		c[i] += o[i]
+	}
+}

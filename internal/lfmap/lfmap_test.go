@@ -1,0 +1,391 @@
+package lfmap
+
+import (
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// model is the naive reference: a Go map plus the capacity rule.
+type model struct {
+	m   map[uint64]uint64
+	cap int
+}
+
+func (md *model) store(k, v uint64) error {
+	if k == keyEmpty || k == keyTomb {
+		return ErrBadKey
+	}
+	if _, ok := md.m[k]; !ok && len(md.m) >= md.cap {
+		return ErrFull
+	}
+	md.m[k] = v
+	return nil
+}
+
+func (md *model) delete(k uint64) bool {
+	_, ok := md.m[k]
+	delete(md.m, k)
+	return ok
+}
+
+// checkSame compares every observable of m against md.
+func checkSame(t testing.TB, m *Map, md *model, probe []uint64) {
+	t.Helper()
+	if m.Len() != len(md.m) {
+		t.Fatalf("Len = %d, model %d", m.Len(), len(md.m))
+	}
+	for k, want := range md.m {
+		if got, ok := m.Lookup(k); !ok || got != want {
+			t.Fatalf("Lookup(%#x) = %#x, %v; want %#x, true", k, got, ok, want)
+		}
+	}
+	for _, k := range probe {
+		want, wok := md.m[k]
+		if got, ok := m.Lookup(k); ok != wok || got != want {
+			t.Fatalf("Lookup(%#x) = %#x, %v; want %#x, %v", k, got, ok, want, wok)
+		}
+	}
+	seen := make(map[uint64]bool, len(md.m))
+	m.Range(func(k, v uint64) bool {
+		if seen[k] {
+			t.Fatalf("Range visited %#x twice", k)
+		}
+		seen[k] = true
+		if want, ok := md.m[k]; !ok || want != v {
+			t.Fatalf("Range gave %#x=%#x; model %#x, %v", k, v, want, ok)
+		}
+		return true
+	})
+	if len(seen) != len(md.m) {
+		t.Fatalf("Range visited %d entries, model has %d", len(seen), len(md.m))
+	}
+	// Invariants: at least one empty slot, used counts live+tombstones.
+	var live, tomb, empty int
+	for _, s := range m.View().slots {
+		switch s.key {
+		case keyEmpty:
+			empty++
+		case keyTomb:
+			tomb++
+		default:
+			live++
+		}
+	}
+	if empty == 0 || live != m.Len() || live+tomb != m.used || m.used > m.maxUsed {
+		t.Fatalf("slots: live %d tomb %d empty %d; Len %d used %d maxUsed %d",
+			live, tomb, empty, m.Len(), m.used, m.maxUsed)
+	}
+}
+
+func TestBasic(t *testing.T) {
+	m := New(4, 1)
+	if m.Cap() != 4 || m.Len() != 0 || m.Bytes() != len(m.View().slots)*16 {
+		t.Fatalf("Cap %d Len %d Bytes %d", m.Cap(), m.Len(), m.Bytes())
+	}
+	for _, k := range []uint64{0, ^uint64(0)} {
+		if err := m.Store(k, 1); !errors.Is(err, ErrBadKey) {
+			t.Fatalf("Store(%#x) = %v, want ErrBadKey", k, err)
+		}
+		if _, ok := m.Lookup(k); ok {
+			t.Fatalf("Lookup(%#x) found a reserved key", k)
+		}
+		if m.Delete(k) {
+			t.Fatalf("Delete(%#x) = true", k)
+		}
+	}
+	for k := uint64(1); k <= 4; k++ {
+		if err := m.Store(k, k*10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Store(5, 50); !errors.Is(err, ErrFull) {
+		t.Fatalf("Store past capacity = %v, want ErrFull", err)
+	}
+	if err := m.Store(4, 44); err != nil { // update at capacity is fine
+		t.Fatalf("update at capacity: %v", err)
+	}
+	if v, ok := m.Lookup(4); !ok || v != 44 {
+		t.Fatalf("Lookup(4) = %d, %v", v, ok)
+	}
+	if !m.Delete(2) || m.Delete(2) {
+		t.Fatal("Delete(2) twice: want true then false")
+	}
+	if err := m.Store(5, 50); err != nil {
+		t.Fatalf("Store after Delete: %v", err)
+	}
+	checkSame(t, m, &model{m: map[uint64]uint64{1: 10, 3: 30, 4: 44, 5: 50}, cap: 4}, []uint64{2, 6})
+}
+
+func TestNewSmall(t *testing.T) {
+	for _, c := range []int{-1, 0, 1, 2, 3, 7} {
+		m := New(c, 0)
+		if m.Cap() < 1 || len(m.View().slots) < m.Cap()+2 {
+			t.Fatalf("New(%d): Cap %d slots %d", c, m.Cap(), len(m.View().slots))
+		}
+	}
+	if n := len(New(1000, 0).View().slots); n != 1252 {
+		t.Fatalf("New(1000) has %d slots, want 1252 (1250 rounded to a line)", n)
+	}
+}
+
+// TestDifferential runs random insert/update/delete sequences against a Go map.
+// A small key space and many delete/reinsert cycles force rebuilds.
+func TestDifferential(t *testing.T) {
+	for _, tc := range []struct {
+		capacity, keys, ops int
+	}{
+		{1, 4, 2000},
+		{8, 12, 20000},
+		{100, 150, 50000},
+		{1000, 1100, 200000},
+		{1000, 100000, 100000}, // mostly ErrFull and misses
+	} {
+		r := rand.New(rand.NewPCG(uint64(tc.capacity), uint64(tc.keys)))
+		m := New(tc.capacity, r.Uint64())
+		md := &model{m: map[uint64]uint64{}, cap: tc.capacity}
+		key := func() uint64 {
+			switch r.IntN(64) {
+			case 0:
+				return 0
+			case 1:
+				return ^uint64(0)
+			}
+			return uint64(r.IntN(tc.keys))*0x9e3779b97f4a7c15 | 1
+		}
+		probe := []uint64{key(), key(), key(), key()}
+		for op := range tc.ops {
+			k := key()
+			switch r.IntN(3) {
+			case 0, 1:
+				v := r.Uint64()
+				if err, want := m.Store(k, v), md.store(k, v); err != want {
+					t.Fatalf("op %d Store(%#x) = %v, model %v", op, k, err, want)
+				}
+			case 2:
+				if got, want := m.Delete(k), md.delete(k); got != want {
+					t.Fatalf("op %d Delete(%#x) = %v, model %v", op, k, got, want)
+				}
+			}
+			if op%97 == 0 {
+				checkSame(t, m, md, probe)
+			}
+		}
+		checkSame(t, m, md, probe)
+		t.Logf("capacity %d: %d rebuilds", tc.capacity, m.rebuilds)
+		if tc.keys < 2*tc.capacity && m.rebuilds == 0 {
+			t.Errorf("capacity %d: no rebuild happened", tc.capacity)
+		}
+	}
+}
+
+// TestRebuildKeepsOldView checks the RCU property: a View taken before a
+// rebuild still answers from its frozen array.
+func TestRebuildKeepsOldView(t *testing.T) {
+	m := New(10, 7)
+	for k := uint64(1); k <= 10; k++ {
+		_ = m.Store(k, k)
+	}
+	old := m.View()
+	for k := uint64(11); m.rebuilds == 0; k++ {
+		m.Delete(k - 10)
+		if err := m.Store(k, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m.View() == old {
+		t.Fatal("rebuild did not publish a new View")
+	}
+	for k := uint64(1); k <= 10; k++ {
+		// Deleted keys were tombstoned in old before the swap, so old misses
+		// them; keys still live must be found with their value.
+		if v, ok := old.Lookup(k); ok && v != k {
+			t.Fatalf("old view: Lookup(%d) = %d", k, v)
+		}
+	}
+}
+
+// TestConcurrent churns the map from one writer while readers check that a
+// value seen for a key is one that was stored for that key: values encode
+// their key in the high 32 bits.
+func TestConcurrent(t *testing.T) {
+	const (
+		capacity = 512
+		keys     = 700
+	)
+	m := New(capacity, 99)
+	var stop atomic.Bool
+	var lookups, hits atomic.Int64
+	var wg sync.WaitGroup
+	readers := max(2, runtime.GOMAXPROCS(0))
+	for r := range readers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(r), 1))
+			var n, h int64
+			for !stop.Load() {
+				v := m.View() // once per "batch"
+				for range 64 {
+					k := uint64(rng.IntN(keys)) + 1
+					if val, ok := v.Lookup(k); ok {
+						h++
+						if val>>32 != k {
+							t.Errorf("Lookup(%d) = %#x: value of key %d", k, val, val>>32)
+							stop.Store(true)
+						}
+					}
+					n++
+				}
+			}
+			lookups.Add(n)
+			hits.Add(h)
+		})
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	deadline := time.Now().Add(time.Second)
+	if testing.Short() {
+		deadline = time.Now().Add(200 * time.Millisecond)
+	}
+	var seq uint64
+	for time.Now().Before(deadline) && !stop.Load() {
+		for range 1000 {
+			k := uint64(rng.IntN(keys)) + 1
+			if rng.IntN(3) == 0 {
+				m.Delete(k)
+				continue
+			}
+			seq++
+			if err := m.Store(k, k<<32|seq&0xffffffff); err != nil && !errors.Is(err, ErrFull) {
+				t.Fatal(err)
+			}
+		}
+		runtime.Gosched()
+	}
+	stop.Store(true)
+	wg.Wait()
+	t.Logf("%d writes, %d rebuilds, %d lookups, %d hits", seq, m.rebuilds, lookups.Load(), hits.Load())
+	if m.rebuilds == 0 {
+		t.Error("no rebuild during the concurrent test")
+	}
+}
+
+func TestLookupAllocs(t *testing.T) {
+	m := New(1000, 5)
+	for k := uint64(1); k <= 1000; k++ {
+		_ = m.Store(k, k)
+	}
+	v := m.View()
+	var sink uint64
+	allocs := testing.AllocsPerRun(1000, func() {
+		for k := uint64(1); k <= 1010; k++ {
+			x, _ := v.Lookup(k)
+			y, _ := m.Lookup(k)
+			sink += x + y
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("Lookup allocates %.1f times per run", allocs)
+	}
+	allocs = testing.AllocsPerRun(1000, func() {
+		_ = m.Store(7, 8) // update in place
+		_ = m.Store(2000, 1)
+		m.Delete(2000)
+	})
+	if allocs > 0.1 { // a rebuild (rare) allocates; updates do not
+		t.Fatalf("Store/Delete allocates %.2f times per run", allocs)
+	}
+	_ = sink
+}
+
+// FuzzOps decodes the input as an operation sequence on a small map and checks
+// it against the model after every operation.
+func FuzzOps(f *testing.F) {
+	f.Add(uint8(3), []byte{0, 1, 2, 1, 1, 0, 2, 1, 0, 2, 3, 9})
+	f.Add(uint8(0), []byte{0, 0, 0, 0, 255, 0, 1, 0, 0})
+	f.Add(uint8(8), []byte("\x00\x01\x01\x00\x02\x02\x01\x01\x00\x00\x01\x05\x01\x02\x00\x00\x03\x03\x01\x03\x00"))
+	f.Fuzz(func(t *testing.T, capacity uint8, ops []byte) {
+		m := New(int(capacity%32), uint64(capacity))
+		md := &model{m: map[uint64]uint64{}, cap: m.Cap()}
+		for i := 0; i+2 < len(ops); i += 3 {
+			op, kb, vb := ops[i], ops[i+1], ops[i+2]
+			var k uint64
+			switch kb {
+			case 0:
+				k = 0
+			case 255:
+				k = ^uint64(0)
+			default:
+				k = uint64(kb%48) << 40 // distinct keys, arbitrary home slots
+			}
+			v := uint64(vb)
+			if op%3 != 2 {
+				if err, want := m.Store(k, v), md.store(k, v); err != want {
+					t.Fatalf("Store(%#x) = %v, model %v", k, err, want)
+				}
+			} else if got, want := m.Delete(k), md.delete(k); got != want {
+				t.Fatalf("Delete(%#x) = %v, model %v", k, got, want)
+			}
+			checkSame(t, m, md, []uint64{k})
+		}
+	})
+}
+
+func BenchmarkLookup(b *testing.B) {
+	for _, n := range []int{1 << 10, 1 << 20} {
+		b.Run(itoa(n), func(b *testing.B) {
+			m := New(n, 1)
+			keys := make([]uint64, n)
+			r := rand.New(rand.NewPCG(1, 2))
+			for i := range keys {
+				keys[i] = r.Uint64() | 1
+				_ = m.Store(keys[i], uint64(i))
+			}
+			b.ReportAllocs()
+			v := m.View()
+			var sink uint64
+			j := 0
+			for b.Loop() {
+				x, _ := v.Lookup(keys[j])
+				sink += x
+				if j++; j == n {
+					j = 0
+				}
+			}
+			_ = sink
+		})
+	}
+}
+
+func itoa(n int) string {
+	if n >= 1<<20 {
+		return "1M"
+	}
+	return "1K"
+}
+
+// TestHashIsXXH64 pins hash to the seeded XXH64 of the key's 8 bytes.
+func TestHashIsXXH64(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 9))
+	for i := range 10000 {
+		key, seed := r.Uint64(), r.Uint64()
+		if i < 4 {
+			key, seed = uint64(i), uint64(i%2)
+		}
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], key)
+		d := xxhash.NewWithSeed(seed)
+		_, _ = d.Write(b[:])
+		if got, want := hash(key, seed), d.Sum64(); got != want {
+			t.Fatalf("hash(%#x, %#x) = %#x, xxhash %#x", key, seed, got, want)
+		}
+		if seed == 0 && hash(key, 0) != xxhash.Sum64(b[:]) {
+			t.Fatalf("hash(%#x, 0) != xxhash.Sum64", key)
+		}
+	}
+}
