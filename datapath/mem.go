@@ -8,7 +8,8 @@ type MemQueue struct {
 	umem      []byte
 	frameSize int
 	free      []uint64
-	rx        []Desc
+	rx        []Desc // received frames rx[rxHead:]
+	rxHead    int
 
 	// Source, if set, is called by Receive to produce frames: it writes
 	// one frame into buf and returns its length, or 0 when it has none.
@@ -62,14 +63,14 @@ func (q *MemQueue) Stats() QueueStats { return q.c.snapshot() }
 func (q *MemQueue) Receive(dst []Desc) []Desc {
 	n0 := len(dst)
 	var bytes uint64
-	for len(q.rx) > 0 && len(dst) < cap(dst) {
-		d := q.rx[0]
-		q.rx = q.rx[1:]
+	for q.rxHead < len(q.rx) && len(dst) < cap(dst) {
+		d := q.rx[q.rxHead]
+		q.rxHead++
 		bytes += uint64(d.Len)
 		dst = append(dst, d)
 	}
-	if len(q.rx) == 0 {
-		q.rx = q.rx[:0:cap(q.rx)]
+	if q.rxHead == len(q.rx) {
+		q.rx, q.rxHead = q.rx[:0], 0
 	}
 	if q.Source != nil {
 		for len(dst) < cap(dst) {

@@ -1,0 +1,255 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/fib"
+)
+
+// Injector sends a frame out of a port on behalf of the control plane
+// (a datapath worker's injection queue).
+type Injector interface {
+	Inject(port uint8, frame []byte) bool
+}
+
+// Binding is one subscriber bound to an ISP with an address.
+type Binding struct {
+	Port uint8  // access port
+	VLAN uint16 // access VLAN, 0 = untagged
+	MAC  uint64
+	ISP  uint8
+	IP   netip.Addr
+	// Static marks a configured (not leased) binding.
+	Static bool
+}
+
+// ErrConflict is returned when a binding's address is bound to another
+// subscriber at the same ISP.
+var ErrConflict = errors.New("address already bound at this ISP")
+
+// PuntHandler receives punted frames the control plane does not handle
+// itself (DHCP). It must not keep p after returning.
+type PuntHandler func(p *Punted)
+
+// Control is the single writer of the forwarding state: it installs and
+// removes bindings, resolves each ISP's next hop by ARP, and consumes the
+// punt queue.
+type Control struct {
+	s   *State
+	inj Injector
+	log *slog.Logger
+
+	// mu serialises the table writers (bindings, uplinks). Lock order: mu
+	// only; no other lock is taken while holding it.
+	mu       sync.Mutex
+	bindings map[uint64]Binding // by classifier key (port, vlan, mac)
+	resolver *fib.Resolver
+
+	// OnPunt handles punted frames that are not ARP (DHCP). Set before Run.
+	OnPunt PuntHandler
+
+	arpSent, arpLearned, puntOther atomic.Uint64
+}
+
+// NewControl returns the control plane for s, sending through inj.
+func NewControl(s *State, inj Injector, log *slog.Logger) *Control {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Control{
+		s: s, inj: inj, log: log,
+		bindings: make(map[uint64]Binding),
+		resolver: fib.NewResolver(s.Up),
+	}
+}
+
+// ConfigureISP publishes ISP isp's uplink. Resolution of its next hop
+// starts on the next tick of Run.
+func (c *Control) ConfigureISP(isp uint8, up fib.Uplink) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	up.Configured = true
+	c.s.Up.Configure(isp, up)
+}
+
+// Bind installs b in the MAC table and its ISP's VRF (replacing an earlier
+// binding of the same subscriber).
+func (c *Control) Bind(b Binding) error {
+	if !b.IP.Is4() {
+		return fmt.Errorf("bind %012x: address %v is not IPv4", b.MAC, b.IP)
+	}
+	ip := ip4(b.IP)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d, ok := c.s.FIB.Lookup(b.ISP, ip); ok && (d.MAC != b.MAC || d.Port != b.Port || d.VLAN != b.VLAN) {
+		return fmt.Errorf("bind %012x to %v at ISP %d: %w (by %012x)", b.MAC, b.IP, b.ISP, ErrConflict, d.MAC)
+	}
+	key := classifier.Key(b.Port, b.VLAN, b.MAC)
+	if old, ok := c.bindings[key]; ok && (old.ISP != b.ISP || old.IP != b.IP) {
+		c.s.FIB.Delete(old.ISP, ip4(old.IP))
+	}
+	flags := classifier.FlagBound
+	if b.Static {
+		flags |= classifier.FlagStatic
+	}
+	// The downstream entry first: once the MAC table says bound, replies
+	// must already find their way back.
+	if err := c.s.FIB.Set(b.ISP, ip, fib.Dest{Port: b.Port, VLAN: b.VLAN, MAC: b.MAC}); err != nil {
+		return fmt.Errorf("bind %012x: fib: %w", b.MAC, err)
+	}
+	if err := c.s.MAC.Set(b.Port, b.VLAN, b.MAC, classifier.Sub{IP: ip, ISP: b.ISP, Flags: flags}); err != nil {
+		c.s.FIB.Delete(b.ISP, ip)
+		return fmt.Errorf("bind %012x: mac table: %w", b.MAC, err)
+	}
+	c.bindings[key] = b
+	return nil
+}
+
+// Unbind removes the subscriber's binding. It reports whether there was one.
+func (c *Control) Unbind(port uint8, vlan uint16, mac uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	key := classifier.Key(port, vlan, mac)
+	b, ok := c.bindings[key]
+	if !ok {
+		return false
+	}
+	// Upstream first: stop accepting the subscriber's frames, then stop
+	// delivering to it.
+	c.s.MAC.Delete(port, vlan, mac)
+	c.s.FIB.Delete(b.ISP, ip4(b.IP))
+	delete(c.bindings, key)
+	return true
+}
+
+// Bindings returns a copy of every binding.
+func (c *Control) Bindings() []Binding {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Binding, 0, len(c.bindings))
+	for _, b := range c.bindings {
+		out = append(out, b)
+	}
+	return out
+}
+
+// NextHop reports ISP isp's next-hop resolution.
+type NextHop struct {
+	State string
+	MAC   uint64
+}
+
+// NextHops returns the next-hop state of the given ISPs.
+func (c *Control) NextHops(isps []uint8) []NextHop {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]NextHop, len(isps))
+	for i, isp := range isps {
+		st, mac, _ := c.resolver.State(isp)
+		out[i] = NextHop{State: st.String(), MAC: mac}
+	}
+	return out
+}
+
+// Run consumes punted frames and drives next-hop resolution until ctx ends.
+func (c *Control) Run(ctx context.Context) {
+	tick := time.NewTicker(fib.ProbeInterval / 4)
+	defer tick.Stop()
+	c.resolve(time.Now())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case p := <-c.s.Punts.C:
+			c.handlePunt(p)
+			c.s.Punts.Release(p)
+		case now := <-tick.C:
+			c.resolve(now)
+		}
+	}
+}
+
+func (c *Control) resolve(now time.Time) {
+	var due [fib.MaxISPs]uint8
+	var frame [64]byte
+	c.mu.Lock()
+	isps := c.resolver.Due(now, due[:0])
+	set := c.s.Up.Load()
+	c.mu.Unlock()
+	for _, isp := range isps {
+		up := set.Get(isp)
+		n := fib.ARPRequest(frame[:], up.MAC, up.Addr, up.Gateway, up.VLAN, up.VLAN != 0)
+		if c.inj.Inject(up.Port, frame[:n]) {
+			c.arpSent.Add(1)
+		}
+	}
+}
+
+func (c *Control) handlePunt(p *Punted) {
+	var pkt classifier.Packet
+	f := p.Frame()
+	if pkt.Decode(f) != classifier.ReasonNone {
+		return
+	}
+	if pkt.Kind == classifier.KindARP {
+		pt := &c.s.ports[p.Port]
+		vlan := pkt.VLAN & 0xfff
+		if pt.role[vlan] != roleUplink {
+			return
+		}
+		c.mu.Lock()
+		changed := c.resolver.Learn(pt.isp[vlan], pkt.SPA, pkt.SHA, time.Now())
+		c.mu.Unlock()
+		c.arpLearned.Add(1)
+		if changed {
+			c.log.Info("next hop resolved", "port", pt.name, "isp", pt.isp[vlan],
+				"ip", netip.AddrFrom4(be4(pkt.SPA)), "mac", macString(pkt.SHA))
+		}
+		return
+	}
+	if c.OnPunt != nil {
+		c.OnPunt(p)
+		return
+	}
+	c.puntOther.Add(1)
+}
+
+// ControlCounters are the control plane's counters.
+type ControlCounters struct {
+	ARPSent, ARPLearned, PuntUnhandled uint64
+}
+
+// Counters returns the control plane's counters.
+func (c *Control) Counters() ControlCounters {
+	return ControlCounters{c.arpSent.Load(), c.arpLearned.Load(), c.puntOther.Load()}
+}
+
+func ip4(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func be4(v uint32) [4]byte { return [4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)} }
+
+// IP4 converts an IPv4 address to the uint32 the tables use.
+func IP4(a netip.Addr) uint32 { return ip4(a) }
+
+// MAC48 converts a 6-byte MAC to the uint64 the tables use.
+func MAC48(b [6]byte) uint64 {
+	return uint64(b[0])<<40 | uint64(b[1])<<32 | uint64(b[2])<<24 | uint64(b[3])<<16 | uint64(b[4])<<8 | uint64(b[5])
+}
+
+func macString(m uint64) string {
+	return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", byte(m>>40), byte(m>>32), byte(m>>24), byte(m>>16), byte(m>>8), byte(m))
+}
+
+// MACString formats a 48-bit MAC.
+func MACString(m uint64) string { return macString(m) }

@@ -1,0 +1,166 @@
+// Package engine is ispmux's forwarding decision: it classifies every frame a
+// datapath worker receives and turns it into a verdict (forward to a port
+// with a new L2 header, answer in place, punt to the control plane, or drop
+// with a counted reason).
+//
+// # Shared state and who writes it
+//
+// [State] holds the tables every worker reads: the MAC table (access port,
+// VLAN, MAC → subscriber's ISP and address), the downstream FIB (ISP VRF,
+// destination address → subscriber location) and the uplink snapshot (per
+// ISP: port, VLAN, our MAC and address, next hop and its resolved MAC).
+// Only the control plane ([Control]) writes them, one goroutine at a time;
+// workers read them without locks, loading each table's view once per
+// batch.
+//
+// # Per worker
+//
+// Each datapath worker owns one [Processor]: its decode scratch, its
+// counters (plain integers, published to atomics once per iteration) and
+// its side of the punt queue. Frames the control plane must see (DHCP, ARP
+// from ISP routers) are copied into preallocated punt buffers; the UMEM
+// frame is recycled at once, so the control plane can never hold up the
+// datapath. When the punt queue is full the frame is dropped and counted.
+//
+// # Forwarding model
+//
+// From a subscriber (an access port/VLAN): ARP is answered in place for any
+// address but the subscriber's own (ispmux is every subscriber's gateway);
+// DHCP is punted; IPv4 from a bound MAC whose source address is its bound
+// address goes to its ISP's uplink with TTL decremented, the checksum
+// patched and a new L2 header. Anything else is dropped with a reason: a
+// subscriber never reaches another subscriber at L2.
+//
+// From an ISP (an uplink port/VLAN): ARP for our uplink address or for a
+// subscriber address bound to that ISP is answered in place; ARP from the
+// ISP's router is punted so the resolver learns its MAC; IPv4 to our MAC is
+// looked up in that ISP's VRF and sent to the subscriber.
+package engine
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/datapath"
+	"github.com/ispmux/ispmux/fib"
+)
+
+// Role says what a (port, VLAN) is.
+const (
+	roleNone   = 0
+	roleAccess = 1
+	roleUplink = 2
+)
+
+// PortConfig describes one datapath port to the engine.
+type PortConfig struct {
+	Name string
+	// MAC is our MAC address on the port (48-bit).
+	MAC uint64
+	// AccessVLANs are the VLANs (0 = untagged) on which subscribers are
+	// attached to this port.
+	AccessVLANs []uint16
+	// Uplinks maps a VLAN (0 = untagged) of this port to the ISP it
+	// carries.
+	Uplinks map[uint16]uint8
+}
+
+// port is the engine's immutable per-port lookup: role and ISP per VLAN.
+type port struct {
+	name string
+	mac  uint64
+	role [4096]uint8
+	isp  [4096]uint8
+}
+
+// State is the forwarding state shared by all workers.
+type State struct {
+	ports []port
+	MAC   *classifier.MACTable
+	FIB   *fib.Table
+	Up    *fib.Uplinks
+
+	// Punts carries frames from the workers to the control plane.
+	Punts *PuntQueue
+
+	stats []*portStats // per port, summed over workers
+}
+
+// NewState builds the shared state for the given ports. capacity sizes the
+// MAC table and FIB (subscribers).
+func NewState(ports []PortConfig, capacity int, seed uint64) (*State, error) {
+	if len(ports) == 0 || len(ports) > datapath.MaxPorts {
+		return nil, fmt.Errorf("engine: %d ports: want 1..%d", len(ports), datapath.MaxPorts)
+	}
+	s := &State{
+		MAC:   classifier.NewMACTable(capacity, seed),
+		FIB:   fib.NewTable(capacity, seed^0x9e3779b97f4a7c15),
+		Up:    &fib.Uplinks{},
+		Punts: NewPuntQueue(1024),
+	}
+	for _, pc := range ports {
+		p := port{name: pc.Name, mac: pc.MAC}
+		for _, v := range pc.AccessVLANs {
+			if v > 4095 {
+				return nil, fmt.Errorf("engine: port %s: vlan %d out of range", pc.Name, v)
+			}
+			p.role[v] = roleAccess
+		}
+		for v, isp := range pc.Uplinks {
+			if v > 4095 {
+				return nil, fmt.Errorf("engine: port %s: vlan %d out of range", pc.Name, v)
+			}
+			if p.role[v] != roleNone {
+				return nil, fmt.Errorf("engine: port %s vlan %d is both access and uplink", pc.Name, v)
+			}
+			p.role[v] = roleUplink
+			p.isp[v] = isp
+		}
+		s.ports = append(s.ports, p)
+		s.stats = append(s.stats, &portStats{})
+	}
+	return s, nil
+}
+
+// NumPorts is the number of ports.
+func (s *State) NumPorts() int { return len(s.ports) }
+
+// PortName returns port i's name.
+func (s *State) PortName(i int) string { return s.ports[i].name }
+
+// portStats are a port's engine counters summed over workers; each worker
+// adds its deltas once per iteration.
+type portStats struct {
+	drops                       [classifier.NumReasons]atomic.Uint64
+	up, down, arpReplies, punts atomic.Uint64
+}
+
+// PortCounters is a snapshot of one port's engine counters.
+type PortCounters struct {
+	Name string
+	// Drops counts dropped frames received on the port, by reason.
+	Drops classifier.Counters
+	// Up counts frames from subscribers forwarded to an ISP; Down frames
+	// from an ISP forwarded to a subscriber.
+	Up, Down uint64
+	// ARPReplies counts ARP requests answered in place.
+	ARPReplies uint64
+	// Punts counts frames copied to the control plane.
+	Punts uint64
+}
+
+// Counters returns every port's counters.
+func (s *State) Counters() []PortCounters {
+	out := make([]PortCounters, len(s.ports))
+	for i, st := range s.stats {
+		c := &out[i]
+		c.Name = s.ports[i].name
+		for r := range st.drops {
+			c.Drops[r] = st.drops[r].Load()
+		}
+		c.Up, c.Down = st.up.Load(), st.down.Load()
+		c.ARPReplies, c.Punts = st.arpReplies.Load(), st.punts.Load()
+	}
+	return out
+}

@@ -1,0 +1,281 @@
+package engine
+
+import (
+	"math/bits"
+
+	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/datapath"
+	"github.com/ispmux/ispmux/fib"
+)
+
+const (
+	etherTypeIPv4 = 0x0800
+	arpRequest    = 1
+	arpReply      = 2
+	broadcastMAC  = 0xffffffffffff
+)
+
+// Processor is one worker's engine: it implements datapath.Handler. It is
+// not safe for concurrent use; each worker owns one.
+type Processor struct {
+	s   *State
+	pkt classifier.Packet
+
+	// Per-iteration views, loaded once per batch.
+	mac *classifier.MACView
+	fib *fib.TableView
+	up  *fib.UplinkSet
+
+	// Counters since the last Flush, per ingress port.
+	drops      [datapath.MaxPorts]classifier.Counters
+	dirty      [datapath.MaxPorts]uint32 // bit r: drops[p][r] changed
+	upN, downN [datapath.MaxPorts]uint64
+	arpN, punN [datapath.MaxPorts]uint64
+	touched    uint32 // bit p: port p has counts to flush
+}
+
+// NewProcessor returns a processor for one worker.
+func (s *State) NewProcessor() *Processor { return &Processor{s: s} }
+
+var _ datapath.Handler = (*Processor)(nil)
+
+func (p *Processor) drop(in uint8, out *datapath.Verdict, r classifier.Reason) {
+	out.Action = datapath.Drop
+	p.drops[in][r]++
+	p.dirty[in] |= 1 << r
+	p.touched |= 1 << in
+}
+
+func (p *Processor) punt(in uint8, out *datapath.Verdict, frame []byte) {
+	if !p.s.Punts.put(in, frame) {
+		p.drop(in, out, classifier.ReasonPuntQueueFull)
+		return
+	}
+	out.Action = datapath.Consumed
+	p.punN[in]++
+	p.touched |= 1 << in
+}
+
+// Process decides every frame of one batch.
+func (p *Processor) Process(b *datapath.Batch) {
+	p.mac = p.s.MAC.View()
+	p.fib = p.s.FIB.View()
+	p.up = p.s.Up.Load()
+	in := b.Port
+	if int(in) >= len(p.s.ports) {
+		for i := range b.Out {
+			p.drop(in%datapath.MaxPorts, &b.Out[i], classifier.ReasonUnknownInterface)
+		}
+		return
+	}
+	pt := &p.s.ports[in]
+	pkt := &p.pkt
+	for i, f := range b.Frames {
+		out := &b.Out[i]
+		if r := pkt.Decode(f); r != classifier.ReasonNone {
+			p.drop(in, out, r)
+			continue
+		}
+		vlan := pkt.VLAN & 0xfff
+		switch pt.role[vlan] {
+		case roleAccess:
+			p.fromSubscriber(in, pt, vlan, f, out)
+		case roleUplink:
+			p.fromISP(in, pt, pt.isp[vlan], vlan, f, out)
+		default:
+			p.drop(in, out, classifier.ReasonUnknownInterface)
+		}
+	}
+}
+
+// fromSubscriber handles a decoded frame received on an access VLAN.
+func (p *Processor) fromSubscriber(in uint8, pt *port, vlan uint16, f []byte, out *datapath.Verdict) {
+	pkt := &p.pkt
+	switch pkt.Kind {
+	case classifier.KindIPv4:
+		if classifier.IsDHCP(pkt) && pkt.DstPort == 67 {
+			p.punt(in, out, f)
+			return
+		}
+		if pkt.Dst != pt.mac {
+			if pkt.Dst&(1<<40) != 0 { // group bit: broadcast or multicast
+				p.drop(in, out, classifier.ReasonL2Broadcast)
+			} else {
+				p.drop(in, out, classifier.ReasonSubscriberToSubscriber)
+			}
+			return
+		}
+		sub, ok := p.mac.Lookup(in, vlan, pkt.Src)
+		if !ok || sub.Flags&classifier.FlagBound == 0 {
+			p.drop(in, out, classifier.ReasonUnknownMAC)
+			return
+		}
+		if pkt.SrcIP != sub.IP {
+			p.drop(in, out, classifier.ReasonSpoofedSource)
+			return
+		}
+		up := p.up.Get(sub.ISP)
+		if up == nil || !up.Configured || !up.Resolved {
+			p.drop(in, out, classifier.ReasonNoNextHop)
+			return
+		}
+		if !fib.DecTTL(f[pkt.L3:]) {
+			p.drop(in, out, classifier.ReasonTTLExpired)
+			return
+		}
+		p.route(out, up.Port, up.GatewayMAC, up.MAC, up.VLAN, pkt.L3, pkt.L3+pkt.TotalLen)
+		p.upN[in]++
+		p.touched |= 1 << in
+
+	case classifier.KindARP:
+		sub, ok := p.mac.Lookup(in, vlan, pkt.Src)
+		if !ok || sub.Flags&classifier.FlagBound == 0 {
+			p.drop(in, out, classifier.ReasonUnknownMAC)
+			return
+		}
+		if pkt.SHA != pkt.Src {
+			p.drop(in, out, classifier.ReasonSpoofedSource)
+			return
+		}
+		switch {
+		case pkt.ARPOp != arpRequest:
+			p.drop(in, out, classifier.ReasonARPIgnored)
+		case pkt.SPA == 0 || pkt.SPA == pkt.TPA || pkt.TPA == sub.IP:
+			// Address probes and announcements (RFC 5227) and requests
+			// for the subscriber's own address get no answer.
+			p.drop(in, out, classifier.ReasonARPIgnored)
+		case pkt.SPA != sub.IP:
+			p.drop(in, out, classifier.ReasonSpoofedSource)
+		default:
+			p.answerARP(in, out, f, pt.mac)
+		}
+
+	default:
+		p.drop(in, out, classifier.ReasonUnsupportedEtherType)
+	}
+}
+
+// fromISP handles a decoded frame received on the uplink VLAN of ISP isp.
+func (p *Processor) fromISP(in uint8, pt *port, isp uint8, vlan uint16, f []byte, out *datapath.Verdict) {
+	pkt := &p.pkt
+	up := p.up.Get(isp)
+	if up == nil || !up.Configured {
+		p.drop(in, out, classifier.ReasonUnknownInterface)
+		return
+	}
+	switch pkt.Kind {
+	case classifier.KindIPv4:
+		if pkt.Dst != pt.mac {
+			if pkt.Dst&(1<<40) != 0 && classifier.IsDHCP(pkt) {
+				p.punt(in, out, f)
+			} else {
+				p.drop(in, out, classifier.ReasonNotForUs)
+			}
+			return
+		}
+		if pkt.DstIP == up.Addr {
+			if classifier.IsDHCP(pkt) {
+				p.punt(in, out, f) // relay replies to our giaddr
+			} else {
+				p.drop(in, out, classifier.ReasonNotForUs)
+			}
+			return
+		}
+		d, ok := p.fib.Lookup(isp, pkt.DstIP)
+		if !ok {
+			p.drop(in, out, classifier.ReasonNoRoute)
+			return
+		}
+		if !fib.DecTTL(f[pkt.L3:]) {
+			p.drop(in, out, classifier.ReasonTTLExpired)
+			return
+		}
+		p.route(out, d.Port, d.MAC, p.s.ports[d.Port%datapath.MaxPorts].mac, d.VLAN, pkt.L3, pkt.L3+pkt.TotalLen)
+		p.downN[in]++
+		p.touched |= 1 << in
+
+	case classifier.KindARP:
+		if pkt.SPA == up.Gateway && pkt.SPA != 0 {
+			// The ISP router: the resolver learns (or refreshes) its
+			// MAC from its replies and its requests; a request is also
+			// answered below.
+			if pkt.ARPOp != arpRequest {
+				p.punt(in, out, f)
+				return
+			}
+			p.s.Punts.put(in, f) // best effort: the answer matters more
+		}
+		if pkt.ARPOp != arpRequest {
+			p.drop(in, out, classifier.ReasonARPIgnored)
+			return
+		}
+		if pkt.TPA == up.Addr {
+			p.answerARP(in, out, f, pt.mac)
+			return
+		}
+		if _, ok := p.fib.Lookup(isp, pkt.TPA); ok && pkt.SPA != pkt.TPA {
+			// Proxy ARP for this ISP's bound subscribers: the ISP needs
+			// no static route to reach them.
+			p.answerARP(in, out, f, pt.mac)
+			return
+		}
+		p.drop(in, out, classifier.ReasonARPIgnored)
+
+	default:
+		p.drop(in, out, classifier.ReasonUnsupportedEtherType)
+	}
+}
+
+// route sets a Forward verdict that replaces the L2 header [0:l3] with
+// dst/src MACs and the egress VLAN, keeping bytes [l3:end).
+func (p *Processor) route(out *datapath.Verdict, egress uint8, dst, src uint64, vlan uint16, l3, end int) {
+	out.Action = datapath.Forward
+	out.Port = egress
+	out.HdrLen = uint8(fib.WriteL2(out.Hdr[:], dst, src, vlan, vlan != 0, etherTypeIPv4))
+	out.Strip = uint8(l3)
+	out.Len = uint16(end)
+}
+
+// answerARP turns the request in f into our reply, in place, and sends it
+// back out of the port it came from.
+func (p *Processor) answerARP(in uint8, out *datapath.Verdict, f []byte, mac uint64) {
+	pkt := &p.pkt
+	n := fib.ARPReply(f[:cap(f)], mac, pkt.TPA, pkt.SHA, pkt.SPA, pkt.VLAN&0xfff, pkt.Tagged)
+	out.Action = datapath.Forward
+	out.Port = in
+	out.Len = uint16(n)
+	p.arpN[in]++
+	p.touched |= 1 << in
+}
+
+// Flush publishes the counters gathered since the last call.
+func (p *Processor) Flush() {
+	for p.touched != 0 {
+		in := bits.TrailingZeros32(p.touched)
+		p.touched &^= 1 << in
+		st := p.s.stats[in]
+		for d := p.dirty[in]; d != 0; {
+			r := bits.TrailingZeros32(d)
+			d &^= 1 << r
+			st.drops[r].Add(p.drops[in][r])
+			p.drops[in][r] = 0
+		}
+		p.dirty[in] = 0
+		if n := p.upN[in]; n != 0 {
+			st.up.Add(n)
+			p.upN[in] = 0
+		}
+		if n := p.downN[in]; n != 0 {
+			st.down.Add(n)
+			p.downN[in] = 0
+		}
+		if n := p.arpN[in]; n != 0 {
+			st.arpReplies.Add(n)
+			p.arpN[in] = 0
+		}
+		if n := p.punN[in]; n != 0 {
+			st.punts.Add(n)
+			p.punN[in] = 0
+		}
+	}
+}
