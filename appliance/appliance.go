@@ -1,0 +1,227 @@
+// Package appliance assembles a running ispmux from a validated
+// configuration: it opens the AF_XDP ports, builds the forwarding state,
+// installs static subscribers, starts one datapath worker per queue and the
+// control plane, serves the local control socket, and tears everything down
+// (XDP programs detached) when its context ends.
+//
+// Order at start: every table is filled (static bindings installed) before
+// any worker forwards a frame, so a restart resumes forwarding for every
+// subscriber it knows without waiting for traffic.
+package appliance
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/datapath"
+	"github.com/ispmux/ispmux/engine"
+	"github.com/ispmux/ispmux/fib"
+)
+
+// SocketName is the control socket's file name inside state_dir.
+const SocketName = "ispmux.sock"
+
+// Appliance is a running ispmux.
+type Appliance struct {
+	cfg     *configs.Config
+	log     *slog.Logger
+	ports   []*datapath.XDPPort
+	names   []string
+	state   *engine.State
+	ctl     *engine.Control
+	workers []*datapath.Worker
+	ispIdx  []uint8
+	started time.Time
+}
+
+// portPlan maps each interface named in the config to a port index: access
+// interfaces first (the MAC table keys access ports in 4 bits), then
+// uplinks.
+func portPlan(cfg *configs.Config) (names []string, idx map[string]int) {
+	idx = make(map[string]int)
+	add := func(n string) {
+		if _, ok := idx[n]; !ok {
+			idx[n] = len(names)
+			names = append(names, n)
+		}
+	}
+	for _, a := range cfg.Access {
+		add(a.Interface)
+	}
+	for _, i := range cfg.ISPs {
+		add(i.Uplink)
+	}
+	return names, idx
+}
+
+// Start opens the ports and starts forwarding. On error nothing is left
+// attached.
+func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appliance, err error) {
+	names, idx := portPlan(cfg)
+	if len(names) > datapath.MaxPorts {
+		return nil, fmt.Errorf("appliance: %d interfaces: at most %d", len(names), datapath.MaxPorts)
+	}
+	a := &Appliance{cfg: cfg, log: log, names: names, started: time.Now()}
+	defer func() {
+		if err != nil {
+			a.closePorts()
+		}
+	}()
+	if err := os.MkdirAll(cfg.Appliance.StateDir, 0o750); err != nil {
+		return nil, fmt.Errorf("appliance: state dir: %w", err)
+	}
+	dp := cfg.Datapath
+	for _, n := range names {
+		p, err := datapath.OpenXDP(datapath.XDPConfig{
+			Interface: n, Queues: dp.Queues, Frames: dp.Frames, FrameSize: dp.FrameSize,
+			FillRing: dp.FillRing, CompletionRing: dp.CompletionRing, RXRing: dp.RxRing, TXRing: dp.TxRing,
+			AttachMode: dp.AttachMode, BindMode: dp.BindMode,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("appliance: %w", err)
+		}
+		a.ports = append(a.ports, p)
+		log.Info("port open", "interface", n, "index", idx[n], "mac", p.MAC.String(),
+			"queues", p.NumQueues(), "attach", dp.AttachMode, "zerocopy", p.ZeroCopy)
+	}
+
+	pcs := make([]engine.PortConfig, len(names))
+	for i, p := range a.ports {
+		pcs[i] = engine.PortConfig{Name: names[i], MAC: mac48(p.MAC), Uplinks: map[uint16]uint8{}}
+	}
+	for _, ac := range cfg.Access {
+		pi := idx[ac.Interface]
+		pcs[pi].AccessVLANs = append(pcs[pi].AccessVLANs, uint16(ac.VLAN))
+	}
+	for _, isp := range cfg.ISPs {
+		pi := idx[isp.Uplink]
+		pcs[pi].Uplinks[uint16(isp.VLAN)] = uint8(isp.Index)
+	}
+	var seed [8]byte
+	_, _ = rand.Read(seed[:])
+	a.state, err = engine.NewState(pcs, dp.MACTableSize, binary.LittleEndian.Uint64(seed[:]))
+	if err != nil {
+		return nil, err
+	}
+
+	// Workers: worker q owns queue q of every port.
+	for q := range dp.Queues {
+		qs := make([]datapath.Queue, len(a.ports))
+		for i, p := range a.ports {
+			qs[i] = p.Queue(q)
+		}
+		w, err := datapath.NewWorker(q, qs, a.state.NewProcessor(), dp.Batch, dp.PollTimeoutDur)
+		if err != nil {
+			return nil, err
+		}
+		a.workers = append(a.workers, w)
+	}
+	a.ctl = engine.NewControl(a.state, a.workers[0], log)
+
+	for _, isp := range cfg.ISPs {
+		p := a.ports[idx[isp.Uplink]]
+		a.ctl.ConfigureISP(uint8(isp.Index), fib.Uplink{
+			Port: uint8(idx[isp.Uplink]), VLAN: uint16(isp.VLAN), MAC: mac48(p.MAC),
+			Addr: engine.IP4(isp.Prefix.Addr()), PrefixLen: isp.Prefix.Bits(),
+			Gateway: engine.IP4(isp.NextHopAddr),
+		})
+		a.ispIdx = append(a.ispIdx, uint8(isp.Index))
+	}
+	static := 0
+	for _, s := range cfg.Subscribers {
+		if !s.Addr.IsValid() {
+			continue
+		}
+		ac := cfg.Access[s.AccessIndex]
+		if err := a.ctl.Bind(engine.Binding{
+			Port: uint8(idx[ac.Interface]), VLAN: uint16(ac.VLAN), MAC: engine.MAC48(s.HWAddr),
+			ISP: uint8(s.ISPIndex), IP: s.Addr, Static: true,
+		}); err != nil {
+			return nil, fmt.Errorf("appliance: static subscriber %s: %w", net.HardwareAddr(s.HWAddr[:]), err)
+		}
+		static++
+	}
+	log.Info("tables ready", "static_bindings", static, "isps", len(cfg.ISPs))
+	return a, nil
+}
+
+// Run forwards until ctx ends, then stops the workers and detaches every
+// port. The control socket is served meanwhile.
+func (a *Appliance) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(a.workers)+1)
+	for _, w := range a.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.Run(); err != nil {
+				errc <- err
+				cancel()
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.ctl.Run(ctx)
+	}()
+	srv, err := a.serveControl(filepath.Join(a.cfg.Appliance.StateDir, SocketName))
+	if err != nil {
+		a.log.Warn("control socket unavailable", "err", err)
+	}
+	a.log.Info("forwarding", "workers", len(a.workers), "ports", len(a.ports))
+	<-ctx.Done()
+	if srv != nil {
+		_ = srv.Close()
+	}
+	for _, w := range a.workers {
+		w.Stop()
+	}
+	wg.Wait()
+	a.logCounters()
+	closeErr := a.closePorts()
+	close(errc)
+	var errs []error
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	errs = append(errs, closeErr)
+	return errors.Join(errs...)
+}
+
+func (a *Appliance) closePorts() error {
+	var errs []error
+	for _, p := range a.ports {
+		if err := p.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	a.ports = nil
+	return errors.Join(errs...)
+}
+
+func (a *Appliance) logCounters() {
+	st := a.Status()
+	for _, p := range st.Ports {
+		a.log.Info("port counters", "port", p.Name, "rx", p.RxFrames, "tx", p.TxFrames,
+			"up", p.FwdUp, "down", p.FwdDown, "arp_replies", p.ARPReplies, "punts", p.Punts, "drops", p.Drops)
+	}
+}
+
+func mac48(hw net.HardwareAddr) uint64 {
+	var b [6]byte
+	copy(b[:], hw)
+	return engine.MAC48(b)
+}

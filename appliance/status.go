@@ -1,0 +1,162 @@
+package appliance
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/datapath"
+	"github.com/ispmux/ispmux/engine"
+)
+
+// Status is what the control socket reports.
+type Status struct {
+	Uptime   string          `json:"uptime"`
+	Ports    []PortStatus    `json:"ports"`
+	ISPs     []ISPStatus     `json:"isps"`
+	Bindings []BindingStatus `json:"bindings"`
+	Control  engine.ControlCounters
+}
+
+// PortStatus is one port's datapath and engine counters, summed over queues
+// and workers.
+type PortStatus struct {
+	Name       string            `json:"name"`
+	RxFrames   uint64            `json:"rx_frames"`
+	RxBytes    uint64            `json:"rx_bytes"`
+	TxFrames   uint64            `json:"tx_frames"`
+	TxBytes    uint64            `json:"tx_bytes"`
+	TxFull     uint64            `json:"tx_full"`
+	NoFrame    uint64            `json:"no_frame"`
+	Errors     uint64            `json:"errors"`
+	Down       bool              `json:"down"`
+	FwdUp      uint64            `json:"forwarded_up"`
+	FwdDown    uint64            `json:"forwarded_down"`
+	ARPReplies uint64            `json:"arp_replies"`
+	Punts      uint64            `json:"punts"`
+	Drops      map[string]uint64 `json:"drops"`
+}
+
+// ISPStatus is one ISP's next-hop resolution.
+type ISPStatus struct {
+	Name    string `json:"name"`
+	NextHop string `json:"next_hop"`
+	State   string `json:"state"`
+	MAC     string `json:"mac,omitempty"`
+}
+
+// BindingStatus is one bound subscriber.
+type BindingStatus struct {
+	MAC    string `json:"mac"`
+	Access string `json:"access"`
+	VLAN   uint16 `json:"vlan"`
+	ISP    string `json:"isp"`
+	IP     string `json:"ip"`
+	Static bool   `json:"static"`
+}
+
+// Status returns the appliance's counters and tables.
+func (a *Appliance) Status() Status {
+	st := Status{Uptime: time.Since(a.started).Round(time.Second).String(), Control: a.ctl.Counters()}
+	ec := a.state.Counters()
+	for i, name := range a.names {
+		ps := PortStatus{Name: name, Drops: map[string]uint64{}}
+		var qs datapath.QueueStats
+		if i < len(a.ports) {
+			for q := range a.ports[i].NumQueues() {
+				qs.Add(a.ports[i].Queue(q).Stats())
+			}
+		}
+		ps.RxFrames, ps.RxBytes, ps.TxFrames, ps.TxBytes = qs.RxFrames, qs.RxBytes, qs.TxFrames, qs.TxBytes
+		ps.TxFull, ps.NoFrame, ps.Errors, ps.Down = qs.TxFull, qs.NoFrame, qs.Errors, qs.Down
+		c := ec[i]
+		ps.FwdUp, ps.FwdDown, ps.ARPReplies, ps.Punts = c.Up, c.Down, c.ARPReplies, c.Punts
+		for r, n := range c.Drops {
+			if n > 0 {
+				ps.Drops[classifier.Reason(r).String()] = n
+			}
+		}
+		st.Ports = append(st.Ports, ps)
+	}
+	hops := a.ctl.NextHops(a.ispIdx)
+	for i, isp := range a.cfg.ISPs {
+		is := ISPStatus{Name: isp.Name, NextHop: isp.NextHop, State: hops[i].State}
+		if hops[i].MAC != 0 {
+			is.MAC = engine.MACString(hops[i].MAC)
+		}
+		st.ISPs = append(st.ISPs, is)
+	}
+	for _, b := range a.ctl.Bindings() {
+		st.Bindings = append(st.Bindings, BindingStatus{
+			MAC: engine.MACString(b.MAC), Access: a.names[b.Port], VLAN: b.VLAN,
+			ISP: a.cfg.ISPs[b.ISP].Name, IP: b.IP.String(), Static: b.Static,
+		})
+	}
+	sort.Slice(st.Bindings, func(i, j int) bool { return st.Bindings[i].MAC < st.Bindings[j].MAC })
+	return st
+}
+
+// serveControl serves GET /status as JSON on a unix socket (reachable from
+// any network namespace through the file system).
+func (a *Appliance) serveControl(path string) (*http.Server, error) {
+	_ = os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	_ = os.Chmod(path, 0o600)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(a.Status())
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Warn("control socket", "err", err)
+		}
+	}()
+	return srv, nil
+}
+
+// FetchStatus asks the appliance whose control socket is at path for its
+// status.
+func FetchStatus(ctx context.Context, path string) (*Status, error) {
+	c := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://ispmux/status", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w (is ispmux running?)", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("control socket %s: %s", path, resp.Status)
+	}
+	var st Status
+	if err := json.Unmarshal(body, &st); err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	return &st, nil
+}
