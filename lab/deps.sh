@@ -14,6 +14,7 @@ need trafgen netsniff-ng
 need iperf3 iperf3
 need ping iputils-ping
 need tcpdump tcpdump
+need ethtool ethtool
 need kea-dhcp4 kea-dhcp4-server
 need dhclient isc-dhcp-client
 need busybox busybox

@@ -289,6 +289,16 @@ func veth(ctx context.Context, ns1, if1, mac1, ns2, if2, mac2 string) error {
 		"type", "veth", "peer", "name", if2, "address", mac2, "mtu", "1500", "netns", ns2); err != nil {
 		return err
 	}
+	// veth "offloads" TX checksums: a frame leaves with only the
+	// pseudo-header sum (CHECKSUM_PARTIAL) and the receiver's stack is
+	// trusted to finish it. A frame that crosses AF_XDP loses that mark,
+	// as it would have been finished by real NIC hardware, so the lab's
+	// hosts compute their checksums in software, like hosts behind a NIC.
+	for _, e := range [][2]string{{ns1, if1}, {ns2, if2}} {
+		if _, err := run(ctx, "ip", "netns", "exec", e[0], "ethtool", "-K", e[1], "tx", "off"); err != nil {
+			return err
+		}
+	}
 	if err := ipn(ctx, ns1, "link", "set", "dev", if1, "up"); err != nil {
 		return err
 	}

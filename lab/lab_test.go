@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"github.com/ispmux/ispmux/configs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -390,6 +391,10 @@ func TestConfigTOML(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := topo.ConfigTOML("/tmp/state")
+	// The appliance's own strict parser must accept it as it is.
+	if _, err := configs.Parse("lab.toml", b); err != nil {
+		t.Fatalf("ispmux rejects the lab's config: %v\n%s", err, b)
+	}
 	var m map[string]any
 	if _, err := toml.Decode(string(b), &m); err != nil {
 		t.Fatalf("%v\n%s", err, b)
@@ -401,7 +406,8 @@ func TestConfigTOML(t *testing.T) {
 		t.Errorf("state_dir %v", sd)
 	}
 	dp := m["datapath"].(map[string]any)
-	if dp["attach_mode"] != "native" || dp["bind_mode"] != "copy" || dp["frames"] != int64(4096) || dp["rings"] != int64(2048) {
+	if dp["attach_mode"] != "native" || dp["bind_mode"] != "copy" || dp["frames"] != int64(4096) ||
+		dp["rx_ring"] != int64(2048) || dp["tx_ring"] != int64(2048) || dp["fill_ring"] != int64(2048) || dp["completion_ring"] != int64(2048) {
 		t.Errorf("datapath %v", dp)
 	}
 	acc := m["access"].([]map[string]any)

@@ -111,6 +111,7 @@ var Packages = map[string]string{
 	"iperf3":    "iperf3",
 	"ping":      "iputils-ping",
 	"tcpdump":   "tcpdump",
+	"ethtool":   "ethtool",
 	"kea-dhcp4": "kea-dhcp4-server",
 	"dhclient":  "isc-dhcp-client",
 	"busybox":   "busybox",
