@@ -1,0 +1,45 @@
+// Package bench runs ispmux's lab benchmarks: traffic generators and the
+// side-by-side runs (ispmux, the Linux kernel, a bare AF_XDP forwarder) and
+// their reports. The appliance never imports it.
+//
+// # bench forward
+//
+// One run builds the netns lab with a traffic generator on access port acc1
+// and measures, with the same traffic, three systems under test in the
+// appliance namespace: ispmux itself, the Linux policy router
+// (lab.Topology.KernelRouter) and a bare AF_XDP forwarder built on package
+// datapath that only rewrites MAC addresses (the ceiling of the path). The
+// generator (trafgen, one process on CPU 0) sends 64-byte UDP frames from
+// every synthetic subscriber to 198.18.0.1, which the ISP routers blackhole;
+// forwarders run on CPU 1. Per case, after a warm-up, the steady window
+// gives offered and forwarded packets per second, the loss, and CPU cost per
+// million packets for the whole machine and for the forwarder process.
+// Results go to stdout (a table, or one JSON object with --json) and to
+// forward.json, forward.md and forward.svg in --out.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+)
+
+const usage = `usage:
+  ispmux bench forward [--duration 10s] [--subscribers 256] [--json] [--id benchfw] [--out bench-out] [--keep]`
+
+// Main runs `ispmux bench ...`; args are what follows "bench".
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("bench: no benchmark given\n%s", usage)
+	}
+	switch args[0] {
+	case "forward":
+		return forward(ctx, args[1:], stdout, stderr)
+	case "bare-forwarder": // hidden: case (c) of bench forward
+		return bareForwarder(ctx, args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		_, err := fmt.Fprintln(stdout, usage)
+		return err
+	}
+	return fmt.Errorf("bench: unknown benchmark %q\n%s", args[0], usage)
+}

@@ -1,0 +1,179 @@
+package bench
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// child is a process the benchmark started (the generator or a forwarder).
+type child struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+	err  error         // Wait's result, valid after done
+	out  *tailBuffer   // the last bytes of its stderr (and stdout unless piped)
+}
+
+// startChild starts argv in its own process group (a terminal's Ctrl-C
+// reaches only the benchmark, which stops its children in order) with
+// parentDeath delivered to it if the benchmark dies. If stdout is nil the
+// child's stdout goes to the same tail buffer as its stderr.
+func startChild(name string, argv []string, stdout io.Writer, parentDeath syscall.Signal) (*child, error) {
+	c := &child{name: name, done: make(chan struct{}), out: &tailBuffer{max: 8192}}
+	c.cmd = exec.Command(argv[0], argv[1:]...)
+	c.cmd.Stderr = c.out
+	c.cmd.Stdout = c.out
+	if stdout != nil {
+		c.cmd.Stdout = stdout
+	}
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: parentDeath}
+	if err := c.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("%s: start %s: %w", name, argv[0], err)
+	}
+	go func() {
+		c.err = c.cmd.Wait()
+		close(c.done)
+	}()
+	return c, nil
+}
+
+// pid is the child's process id. The wrappers used here (taskset, ip netns
+// exec) exec their command, so after start-up it is the command's pid.
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
+// exited reports whether the child has exited.
+func (c *child) exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends sig, waits up to grace for the exit, then kills the process
+// group. It returns the exit error unless the child exited on sig itself.
+func (c *child) stop(sig syscall.Signal, grace time.Duration) error {
+	if c.exited() {
+		return c.exitErr(sig)
+	}
+	_ = c.cmd.Process.Signal(sig)
+	select {
+	case <-c.done:
+		return c.exitErr(sig)
+	case <-time.After(grace):
+	}
+	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+	<-c.done
+	return fmt.Errorf("%s did not exit within %v of %v; killed%s", c.name, grace, sig, c.tail())
+}
+
+func (c *child) exitErr(sig syscall.Signal) error {
+	if c.err == nil {
+		return nil
+	}
+	var ee *exec.ExitError
+	if errors.As(c.err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == sig {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: %v%s", c.name, c.err, c.tail())
+}
+
+// tail returns the child's last output lines, for error messages.
+func (c *child) tail() string {
+	s := strings.TrimSpace(c.out.String())
+	if s == "" {
+		return ""
+	}
+	l := strings.Split(s, "\n")
+	if len(l) > 8 {
+		l = l[len(l)-8:]
+	}
+	return ": " + strings.Join(l, " | ")
+}
+
+// tailBuffer keeps the last max bytes written to it. It is safe for
+// concurrent use.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
+}
+
+// lineWaiter is an io.Writer that signals when a given line was written.
+type lineWaiter struct {
+	mu   sync.Mutex
+	want string
+	buf  bytes.Buffer
+	seen chan struct{}
+	once sync.Once
+	also io.Writer
+}
+
+func newLineWaiter(want string, also io.Writer) *lineWaiter {
+	return &lineWaiter{want: want, seen: make(chan struct{}), also: also}
+}
+
+func (l *lineWaiter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.also != nil {
+		_, _ = l.also.Write(p)
+	}
+	if l.buf.Len() < 4096 {
+		l.buf.Write(p)
+	}
+	for _, line := range strings.Split(l.buf.String(), "\n") {
+		if strings.TrimSpace(line) == l.want {
+			l.once.Do(func() { close(l.seen) })
+		}
+	}
+	return len(p), nil
+}
+
+// shellQuote renders argv as a copy-pasteable shell command.
+func shellQuote(argv []string) string {
+	q := make([]string, len(argv))
+	for i, a := range argv {
+		if a != "" && strings.IndexFunc(a, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=,+@%", r))
+		}) < 0 {
+			q[i] = a
+			continue
+		}
+		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(q, " ")
+}
+
+// exists reports whether path exists.
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}

@@ -1,0 +1,112 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/xml"
+	"fmt"
+	"io"
+)
+
+// Bar is one bar of a chart.
+type Bar struct {
+	Label string
+	Value float64
+}
+
+// writeBarSVG writes a plain SVG bar chart of bars (values in packets per
+// second) with a title. It has no dependencies: every element is written by
+// hand and every text is XML-escaped.
+func writeBarSVG(w io.Writer, title string, bars []Bar) error {
+	const (
+		width, height      = 640, 400
+		left, right        = 70, 20
+		top, bottom        = 50, 60
+		plotW, plotH       = width - left - right, height - top - bottom
+		ticks              = 5
+		barFill, gridColor = "#4a7ab5", "#dddddd"
+	)
+	max := 0.0
+	for _, b := range bars {
+		if b.Value > max {
+			max = b.Value
+		}
+	}
+	scale := niceCeil(max)
+	esc := func(s string) string {
+		var b bytes.Buffer
+		_ = xml.EscapeText(&b, []byte(s))
+		return b.String()
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, `<?xml version="1.0" encoding="UTF-8"?>`+"\n")
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="13">`+"\n", width, height, width, height)
+	fmt.Fprintf(&b, `<rect x="0" y="0" width="%d" height="%d" fill="#ffffff"/>`+"\n", width, height)
+	fmt.Fprintf(&b, `<text x="%d" y="28" text-anchor="middle" font-size="16" font-weight="bold">%s</text>`+"\n", width/2, esc(title))
+	for i := 0; i <= ticks; i++ {
+		v := scale * float64(i) / ticks
+		y := float64(top+plotH) - float64(plotH)*float64(i)/ticks
+		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="%s"/>`+"\n", left, y, left+plotW, y, gridColor)
+		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", left-6, y+4, esc(humanPPS(v)))
+	}
+	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#000000"/>`+"\n", left, top+plotH, left+plotW, top+plotH)
+	fmt.Fprintf(&b, `<text x="16" y="%d" text-anchor="middle" transform="rotate(-90 16 %d)">packets per second</text>`+"\n", top+plotH/2, top+plotH/2)
+	if n := len(bars); n > 0 {
+		slot := float64(plotW) / float64(n)
+		bw := slot * 0.6
+		for i, bar := range bars {
+			h := 0.0
+			if scale > 0 {
+				h = float64(plotH) * bar.Value / scale
+			}
+			x := float64(left) + slot*float64(i) + (slot-bw)/2
+			y := float64(top+plotH) - h
+			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`+"\n", x, y, bw, h, barFill)
+			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", x+bw/2, y-6, esc(fmt.Sprintf("%.0f pps", bar.Value)))
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle" font-weight="bold">%s</text>`+"\n", x+bw/2, top+plotH+22, esc(bar.Label))
+		}
+	}
+	b.WriteString("</svg>\n")
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// niceCeil rounds v up to 1, 2, 2.5 or 5 times a power of ten (1 for v <= 0).
+func niceCeil(v float64) float64 {
+	if v <= 0 {
+		return 1
+	}
+	p := 1.0
+	for p*10 <= v {
+		p *= 10
+	}
+	for p > v {
+		p /= 10
+	}
+	for _, m := range []float64{1, 2, 2.5, 5, 10} {
+		if m*p >= v {
+			return m * p
+		}
+	}
+	return 10 * p
+}
+
+// humanPPS formats a rate for an axis label: 0, 950, 12.5k, 1.2M.
+func humanPPS(v float64) string {
+	switch {
+	case v >= 1e6:
+		return trimZero(fmt.Sprintf("%.2f", v/1e6)) + "M"
+	case v >= 1e3:
+		return trimZero(fmt.Sprintf("%.1f", v/1e3)) + "k"
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func trimZero(s string) string {
+	for len(s) > 1 && s[len(s)-1] == '0' {
+		s = s[:len(s)-1]
+	}
+	if s[len(s)-1] == '.' {
+		s = s[:len(s)-1]
+	}
+	return s
+}
