@@ -1,0 +1,448 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/ispmux/ispmux/appliance"
+	"github.com/ispmux/ispmux/lab"
+)
+
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ispmux-e2e")
+	if err != nil {
+		panic(err)
+	}
+	binPath = filepath.Join(dir, "ispmux")
+	out, err := exec.Command("go", "build", "-o", binPath, "../cmd/ispmux").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build ispmux: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("end-to-end test: CI must run as root")
+	}
+	t.Skip("end-to-end test: needs root (network namespaces, AF_XDP)")
+}
+
+// rig is one lab with one ispmux process.
+type rig struct {
+	t    *testing.T
+	topo *lab.Topology
+	cfg  string
+	dir  string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// newRig builds the lab (see package lab for the picture) under a unique ID
+// and removes it when the test ends, whatever happened.
+func newRig(t *testing.T, o lab.Options) *rig {
+	requireRoot(t)
+	var b [2]byte
+	_, _ = rand.Read(b[:])
+	o.ID = "e" + hex.EncodeToString(b[:])
+	ctx := context.Background()
+	topo, err := lab.Up(ctx, o)
+	if err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	r := &rig{t: t, topo: topo, dir: t.TempDir()}
+	t.Cleanup(func() {
+		r.stop()
+		if err := lab.Down(context.Background(), o.ID); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+	})
+	r.cfg = filepath.Join(r.dir, "ispmux.toml")
+	if err := os.WriteFile(r.cfg, topo.ConfigTOML(filepath.Join(r.dir, "state")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// start runs ispmux in the appliance namespace and waits until every ISP
+// next hop is resolved.
+func (r *rig) start() {
+	r.t.Helper()
+	r.log = &syncBuffer{}
+	r.cmd = exec.Command("ip", "netns", "exec", r.topo.Appliance.NS, binPath, "run", "-c", r.cfg)
+	r.cmd.Stderr = r.log
+	r.cmd.Stdout = r.log
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := r.status()
+		if err == nil {
+			ok := true
+			for _, i := range st.ISPs {
+				ok = ok && i.State == "reachable"
+			}
+			if ok {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.t.Fatalf("ispmux did not become ready; log:\n%s", r.log.String())
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (r *rig) stop() {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
+	}
+	_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- r.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			r.t.Errorf("ispmux exit after SIGTERM: %v\n%s", err, r.log.String())
+		}
+	case <-time.After(10 * time.Second):
+		_ = r.cmd.Process.Kill()
+		<-done
+		r.t.Errorf("ispmux did not exit within 10s of SIGTERM\n%s", r.log.String())
+	}
+	r.cmd = nil
+}
+
+func (r *rig) status() (*appliance.Status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return appliance.FetchStatus(ctx, filepath.Join(r.dir, "state", appliance.SocketName))
+}
+
+func (r *rig) mustStatus() *appliance.Status {
+	r.t.Helper()
+	st, err := r.status()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return st
+}
+
+func (r *rig) drops(port, reason string) uint64 {
+	r.t.Helper()
+	for _, p := range r.mustStatus().Ports {
+		if p.Name == port {
+			return p.Drops[reason]
+		}
+	}
+	r.t.Fatalf("no port %s in status", port)
+	return 0
+}
+
+func (r *rig) ns(name string) string { return r.topo.ID + "-" + name }
+
+func (r *rig) run(ns string, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func (r *rig) ping(from, to string, n int) bool {
+	out, err := r.run(r.ns(from), "ping", "-c", fmt.Sprint(n), "-i", "0.05", "-W", "1", "-q", to)
+	return err == nil && strings.Contains(out, " 0% packet loss")
+}
+
+func (r *rig) rx(ns, ifname string) uint64 {
+	r.t.Helper()
+	rx, _, _, err := lab.LinkStats(ns, ifname)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return rx
+}
+
+const hostAddr = lab.HostAddr
+
+// TestForwarding is the end-to-end proof of issue 2: static subscribers are
+// forwarded to their ISP over AF_XDP, both ways, the VRFs keep overlapping
+// plans apart, bad frames are dropped by reason, and a restart resumes.
+func TestForwarding(t *testing.T) {
+	r := newRig(t, lab.Options{Subscribers: 3, Generator: true, TrafficSubscribers: 4})
+	r.start()
+
+	t.Run("ping", func(t *testing.T) {
+		haBefore, hbBefore := r.rx(r.ns("ha"), "eth0"), r.rx(r.ns("hb"), "eth0")
+		if !r.ping("s1", hostAddr, 10) {
+			t.Fatalf("s1 (ISP alpha) cannot ping alpha's host\n%s", r.log.String())
+		}
+		if r.rx(r.ns("hb"), "eth0") != hbBefore {
+			t.Errorf("s1's traffic reached ISP beta's host")
+		}
+		if r.rx(r.ns("ha"), "eth0") < haBefore+10 {
+			t.Errorf("alpha's host saw fewer than 10 frames")
+		}
+	})
+
+	t.Run("other ISP", func(t *testing.T) {
+		haBefore := r.rx(r.ns("ha"), "eth0")
+		hbBefore := r.rx(r.ns("hb"), "eth0")
+		if !r.ping("s2", hostAddr, 10) {
+			t.Fatal("s2 (ISP beta) cannot ping beta's host")
+		}
+		if got := r.rx(r.ns("ha"), "eth0"); got != haBefore {
+			t.Errorf("s2's traffic reached ISP alpha's host (%d frames)", got-haBefore)
+		}
+		if r.rx(r.ns("hb"), "eth0") < hbBefore+10 {
+			t.Errorf("beta's host saw fewer than 10 frames")
+		}
+	})
+
+	t.Run("overlapping addresses", func(t *testing.T) {
+		// s1 (alpha) and s3 (beta) both are 100.64.0.11: ping at once.
+		var wg sync.WaitGroup
+		res := make([]bool, 2)
+		for i, s := range []string{"s1", "s3"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res[i] = r.ping(s, hostAddr, 20)
+			}()
+		}
+		wg.Wait()
+		if !res[0] || !res[1] {
+			t.Errorf("concurrent pings from the same address at two ISPs: s1 %v, s3 %v", res[0], res[1])
+		}
+	})
+
+	t.Run("iperf3 both directions", func(t *testing.T) {
+		srv := exec.Command("ip", "netns", "exec", r.ns("ha"), "iperf3", "-s")
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
+		time.Sleep(300 * time.Millisecond)
+		for _, dir := range [][]string{{}, {"-R"}} {
+			args := append([]string{"iperf3", "-c", hostAddr, "-t", "2", "-f", "m", "--connect-timeout", "3000"}, dir...)
+			out, err := r.run(r.ns("s1"), args...)
+			if err != nil || !strings.Contains(out, "receiver") {
+				t.Fatalf("iperf3 %v: %v\n%s", dir, err, out)
+			}
+			t.Logf("iperf3 %v:\n%s", dir, lastLines(out, 4))
+		}
+	})
+
+	t.Run("spoofed source", func(t *testing.T) {
+		before := r.drops("acc0", "spoofed_source")
+		if _, err := r.run(r.ns("s1"), "ip", "addr", "add", "100.64.0.99/24", "dev", "eth0"); err != nil {
+			t.Fatal(err)
+		}
+		defer r.run(r.ns("s1"), "ip", "addr", "del", "100.64.0.99/24", "dev", "eth0")
+		// -w: ping sends every -i until the deadline (no reply comes).
+		out, err := r.run(r.ns("s1"), "ping", "-c", "3", "-i", "0.1", "-w", "1", "-I", "100.64.0.99", hostAddr)
+		if err == nil {
+			t.Errorf("ping with a spoofed source got answers:\n%s", out)
+		}
+		if got := r.drops("acc0", "spoofed_source"); got < before+3 {
+			t.Errorf("spoofed_source drops %d → %d, want +3", before, got)
+		}
+	})
+
+	t.Run("unknown MAC", func(t *testing.T) {
+		before := r.drops("acc0", "unknown_mac")
+		ns := r.ns("s2")
+		must := func(args ...string) {
+			if out, err := r.run(ns, args...); err != nil {
+				t.Fatalf("%v: %v %s", args, err, out)
+			}
+		}
+		must("ip", "link", "set", "eth0", "address", "02:00:00:00:01:77")
+		defer must("ip", "link", "set", "eth0", "address", "02:00:00:00:01:02")
+		// The MAC change flushed the neighbour cache, and ispmux does not
+		// answer ARP from an unknown MAC: pin the gateway so that IPv4
+		// frames, not only ARP, come from the unknown MAC.
+		must("ip", "neigh", "replace", lab.Gateway, "lladdr", r.topo.Appliance.Access[0].MAC, "dev", "eth0", "nud", "permanent")
+		defer must("ip", "neigh", "del", lab.Gateway, "dev", "eth0")
+		if out, err := r.run(ns, "ping", "-c", "3", "-i", "0.1", "-w", "1", hostAddr); err == nil {
+			t.Errorf("an unregistered MAC reached the ISP:\n%s", out)
+		}
+		if got := r.drops("acc0", "unknown_mac"); got < before+3 {
+			t.Errorf("unknown_mac drops %d → %d, want >= +3", before, got)
+		}
+	})
+
+	t.Run("bad frames from a subscriber port", func(t *testing.T) {
+		gen := r.topo.Generator
+		subs := r.topo.TrafficSubscribers(1)
+		src, _ := net.ParseMAC(subs[0].MAC)
+		accMAC, _ := net.ParseMAC(gen.AccessMAC)
+		s2MAC, _ := net.ParseMAC("02:00:00:00:01:02")
+		good := udpFrame(t, src, accMAC, net.ParseIP(subs[0].IP), net.ParseIP(hostAddr), 64)
+		toSub := udpFrame(t, src, s2MAC, net.ParseIP(subs[0].IP), net.ParseIP("100.64.0.12"), 64)
+		badSum := append([]byte(nil), good...)
+		badSum[24] ^= 0xff // IPv4 header checksum
+		ttl1 := udpFrame(t, src, accMAC, net.ParseIP(subs[0].IP), net.ParseIP(hostAddr), 1)
+		ipv6 := append([]byte(nil), good...)
+		ipv6[12], ipv6[13] = 0x86, 0xdd
+		cases := []struct {
+			reason string
+			frame  []byte
+		}{
+			{"subscriber_to_subscriber", toSub},
+			{"bad_checksum", badSum},
+			{"ttl_expired", ttl1},
+			{"unsupported_ethertype", ipv6},
+			{"malformed", good[:30]},
+		}
+		s2Before := r.rx(r.ns("s2"), "eth0")
+		before := map[string]uint64{}
+		for _, c := range cases {
+			before[c.reason] = r.drops(gen.Access, c.reason)
+		}
+		var frames [][]byte
+		for _, c := range cases {
+			for range 5 {
+				frames = append(frames, c.frame)
+			}
+		}
+		// Every truncation of a valid frame, too: never a crash.
+		for i := range len(good) {
+			frames = append(frames, good[:i])
+		}
+		sendRaw(t, gen.NS, gen.If, frames)
+		time.Sleep(300 * time.Millisecond)
+		for _, c := range cases {
+			if got := r.drops(gen.Access, c.reason); got < before[c.reason]+5 {
+				t.Errorf("%s drops %d → %d, want >= +5", c.reason, before[c.reason], got)
+			}
+		}
+		if got := r.rx(r.ns("s2"), "eth0"); got != s2Before {
+			t.Errorf("frames addressed to s2 reached it (%d)", got-s2Before)
+		}
+		if !r.ping("s1", hostAddr, 3) {
+			t.Error("forwarding broken after bad frames")
+		}
+	})
+
+	t.Run("restart", func(t *testing.T) {
+		r.stop()
+		out, _ := r.run(r.topo.Appliance.NS, "ip", "link", "show")
+		if strings.Contains(out, "xdp") {
+			t.Fatalf("XDP program left attached after SIGTERM:\n%s", out)
+		}
+		if r.ping("s1", hostAddr, 2) {
+			t.Fatal("s1 reached its ISP while ispmux was stopped")
+		}
+		r.start()
+		if !r.ping("s1", hostAddr, 5) || !r.ping("s2", hostAddr, 5) {
+			t.Fatalf("forwarding did not resume after restart\n%s", r.log.String())
+		}
+	})
+}
+
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(l[max(0, len(l)-n):], "\n")
+}
+
+// udpFrame builds an Ethernet/IPv4/UDP frame with gopacket.
+func udpFrame(t *testing.T, src, dst net.HardwareAddr, sip, dip net.IP, ttl uint8) []byte {
+	t.Helper()
+	eth := &layers.Ethernet{SrcMAC: src, DstMAC: dst, EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: ttl, Protocol: layers.IPProtocolUDP, SrcIP: sip.To4(), DstIP: dip.To4()}
+	udp := &layers.UDP{SrcPort: 40000, DstPort: 9}
+	_ = udp.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		eth, ip, udp, gopacket.Payload(make([]byte, 18)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// sendRaw transmits frames as they are from ifname in namespace ns (an
+// AF_PACKET socket opened on a thread switched to that namespace).
+func sendRaw(t *testing.T, ns, ifname string, frames [][]byte) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		errc <- func() error {
+			h, err := netns.GetFromName(ns)
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			if err := netns.Set(h); err != nil {
+				return err
+			}
+			ifi, err := net.InterfaceByName(ifname)
+			if err != nil {
+				return err
+			}
+			fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index}
+			for _, f := range frames {
+				if len(f) < 14 {
+					// The kernel refuses runts on AF_PACKET; pad with
+					// zeros past a truncated header instead.
+					f = append(append([]byte(nil), f...), make([]byte, 14-len(f))...)
+				}
+				if err := unix.Sendto(fd, f, 0, sa); err != nil {
+					return fmt.Errorf("sendto (%d bytes): %w", len(f), err)
+				}
+			}
+			return nil
+		}()
+	}()
+	if err := <-errc; err != nil {
+		t.Fatalf("send raw frames in %s: %v", ns, err)
+	}
+}
