@@ -89,6 +89,13 @@ func (v *MACView) Lookup(port uint8, vlan uint16, mac uint64) (Sub, bool) {
 	return UnpackSub(val), ok
 }
 
+// LookupBatch looks up keys[i] (made with Key; 0 = skip) into vals[i]
+// (a packed Sub, see UnpackSub) and ok[i], overlapping the cache misses of
+// the whole batch (see lfmap.View.LookupBatch). Never locks or allocates.
+func (v *MACView) LookupBatch(keys, vals []uint64, ok []bool) {
+	(*lfmap.View)(v).LookupBatch(keys, vals, ok)
+}
+
 // Lookup is t.View().Lookup; workers should hold a view per batch instead.
 func (t *MACTable) Lookup(port uint8, vlan uint16, mac uint64) (Sub, bool) {
 	return t.View().Lookup(port, vlan, mac)

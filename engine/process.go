@@ -18,8 +18,18 @@ const (
 // Processor is one worker's engine: it implements datapath.Handler. It is
 // not safe for concurrent use; each worker owns one.
 type Processor struct {
-	s   *State
-	pkt classifier.Packet
+	s *State
+
+	// Per-batch scratch: decoded headers, each frame's role and table
+	// keys, and the batch lookups' results.
+	pkts    [datapath.MaxBatch]classifier.Packet
+	role    [datapath.MaxBatch]uint8
+	macKeys [datapath.MaxBatch]uint64
+	vals    [datapath.MaxBatch]uint64
+	found   [datapath.MaxBatch]bool
+	fibKeys [datapath.MaxBatch]uint64
+	fvals   [datapath.MaxBatch]uint64
+	ffound  [datapath.MaxBatch]bool
 
 	// Per-iteration views, loaded once per batch.
 	mac *classifier.MACView
@@ -56,7 +66,11 @@ func (p *Processor) punt(in uint8, out *datapath.Verdict, frame []byte) {
 	p.touched |= 1 << in
 }
 
-// Process decides every frame of one batch.
+// Process decides every frame of one batch, in three passes: decode every
+// frame and compute the table key it needs (touching each frame's headers
+// once, independent loads the CPU overlaps); look all keys up in one batch
+// per table (the table misses overlap too, see lfmap.View.LookupBatch);
+// then decide each frame with its lookup result at hand.
 func (p *Processor) Process(b *datapath.Batch) {
 	p.mac = p.s.MAC.View()
 	p.fib = p.s.FIB.View()
@@ -69,28 +83,61 @@ func (p *Processor) Process(b *datapath.Batch) {
 		return
 	}
 	pt := &p.s.ports[in]
-	pkt := &p.pkt
+	n := len(b.Frames)
+	var nmac, nfib int
 	for i, f := range b.Frames {
-		out := &b.Out[i]
+		pkt := &p.pkts[i]
+		p.macKeys[i], p.fibKeys[i], p.role[i] = 0, 0, roleNone
 		if r := pkt.Decode(f); r != classifier.ReasonNone {
-			p.drop(in, out, r)
+			p.drop(in, &b.Out[i], r)
 			continue
 		}
 		vlan := pkt.VLAN & 0xfff
 		switch pt.role[vlan] {
 		case roleAccess:
-			p.fromSubscriber(in, pt, vlan, f, out)
+			p.role[i] = roleAccess
+			if pkt.Kind == classifier.KindARP || pkt.Kind == classifier.KindIPv4 && pkt.Dst == pt.mac {
+				p.macKeys[i] = classifier.Key(in, vlan, pkt.Src)
+				nmac++
+			}
 		case roleUplink:
-			p.fromISP(in, pt, pt.isp[vlan], vlan, f, out)
+			p.role[i] = roleUplink
+			isp := pt.isp[vlan]
+			switch {
+			case pkt.Kind == classifier.KindIPv4 && pkt.Dst == pt.mac:
+				p.fibKeys[i] = fib.Key(isp, pkt.DstIP)
+				nfib++
+			case pkt.Kind == classifier.KindARP && pkt.ARPOp == arpRequest:
+				p.fibKeys[i] = fib.Key(isp, pkt.TPA)
+				nfib++
+			}
 		default:
-			p.drop(in, out, classifier.ReasonUnknownInterface)
+			p.drop(in, &b.Out[i], classifier.ReasonUnknownInterface)
+		}
+	}
+	if nmac > 0 {
+		p.mac.LookupBatch(p.macKeys[:n], p.vals[:n], p.found[:n])
+	}
+	if nfib > 0 {
+		// A port is access or uplink per VLAN: a frame needs one table
+		// at most, so the two batches share the result arrays.
+		p.fib.LookupBatch(p.fibKeys[:n], p.fvals[:n], p.ffound[:n])
+	}
+	for i, f := range b.Frames {
+		switch p.role[i] {
+		case roleAccess:
+			p.fromSubscriber(in, pt, i, f, &b.Out[i])
+		case roleUplink:
+			p.fromISP(in, pt, i, f, &b.Out[i])
 		}
 	}
 }
 
 // fromSubscriber handles a decoded frame received on an access VLAN.
-func (p *Processor) fromSubscriber(in uint8, pt *port, vlan uint16, f []byte, out *datapath.Verdict) {
-	pkt := &p.pkt
+func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *datapath.Verdict) {
+	pkt := &p.pkts[i]
+	sub := classifier.UnpackSub(p.vals[i])
+	bound := p.macKeys[i] != 0 && p.found[i] && sub.Flags&classifier.FlagBound != 0
 	switch pkt.Kind {
 	case classifier.KindIPv4:
 		if classifier.IsDHCP(pkt) && pkt.DstPort == 67 {
@@ -105,8 +152,7 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, vlan uint16, f []byte, ou
 			}
 			return
 		}
-		sub, ok := p.mac.Lookup(in, vlan, pkt.Src)
-		if !ok || sub.Flags&classifier.FlagBound == 0 {
+		if !bound {
 			p.drop(in, out, classifier.ReasonUnknownMAC)
 			return
 		}
@@ -128,8 +174,7 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, vlan uint16, f []byte, ou
 		p.touched |= 1 << in
 
 	case classifier.KindARP:
-		sub, ok := p.mac.Lookup(in, vlan, pkt.Src)
-		if !ok || sub.Flags&classifier.FlagBound == 0 {
+		if !bound {
 			p.drop(in, out, classifier.ReasonUnknownMAC)
 			return
 		}
@@ -147,7 +192,7 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, vlan uint16, f []byte, ou
 		case pkt.SPA != sub.IP:
 			p.drop(in, out, classifier.ReasonSpoofedSource)
 		default:
-			p.answerARP(in, out, f, pt.mac)
+			p.answerARP(in, out, pkt, f, pt.mac)
 		}
 
 	default:
@@ -156,8 +201,10 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, vlan uint16, f []byte, ou
 }
 
 // fromISP handles a decoded frame received on the uplink VLAN of ISP isp.
-func (p *Processor) fromISP(in uint8, pt *port, isp uint8, vlan uint16, f []byte, out *datapath.Verdict) {
-	pkt := &p.pkt
+func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.Verdict) {
+	pkt := &p.pkts[i]
+	isp := pt.isp[pkt.VLAN&0xfff]
+	d, known := fib.UnpackDest(p.fvals[i]), p.ffound[i] && p.fibKeys[i] != 0
 	up := p.up.Get(isp)
 	if up == nil || !up.Configured {
 		p.drop(in, out, classifier.ReasonUnknownInterface)
@@ -181,8 +228,7 @@ func (p *Processor) fromISP(in uint8, pt *port, isp uint8, vlan uint16, f []byte
 			}
 			return
 		}
-		d, ok := p.fib.Lookup(isp, pkt.DstIP)
-		if !ok {
+		if !known {
 			p.drop(in, out, classifier.ReasonNoRoute)
 			return
 		}
@@ -210,13 +256,13 @@ func (p *Processor) fromISP(in uint8, pt *port, isp uint8, vlan uint16, f []byte
 			return
 		}
 		if pkt.TPA == up.Addr {
-			p.answerARP(in, out, f, pt.mac)
+			p.answerARP(in, out, pkt, f, pt.mac)
 			return
 		}
-		if _, ok := p.fib.Lookup(isp, pkt.TPA); ok && pkt.SPA != pkt.TPA {
+		if known && pkt.SPA != pkt.TPA {
 			// Proxy ARP for this ISP's bound subscribers: the ISP needs
 			// no static route to reach them.
-			p.answerARP(in, out, f, pt.mac)
+			p.answerARP(in, out, pkt, f, pt.mac)
 			return
 		}
 		p.drop(in, out, classifier.ReasonARPIgnored)
@@ -238,8 +284,7 @@ func (p *Processor) route(out *datapath.Verdict, egress uint8, dst, src uint64, 
 
 // answerARP turns the request in f into our reply, in place, and sends it
 // back out of the port it came from.
-func (p *Processor) answerARP(in uint8, out *datapath.Verdict, f []byte, mac uint64) {
-	pkt := &p.pkt
+func (p *Processor) answerARP(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64) {
 	n := fib.ARPReply(f[:cap(f)], mac, pkt.TPA, pkt.SHA, pkt.SPA, pkt.VLAN&0xfff, pkt.Tagged)
 	out.Action = datapath.Forward
 	out.Port = in

@@ -87,6 +87,16 @@ func (v *TableView) Lookup(vrf uint8, ip uint32) (Dest, bool) {
 	return UnpackDest(p), true
 }
 
+// Key is the table key of (vrf, ip), for LookupBatch.
+func Key(vrf uint8, ip uint32) uint64 { return tableKey(vrf, ip) }
+
+// LookupBatch looks up keys[i] (made with Key; 0 = skip) into vals[i] (a
+// packed Dest, see UnpackDest) and ok[i], overlapping the cache misses of
+// the whole batch. Lock-free, zero-alloc.
+func (v *TableView) LookupBatch(keys, vals []uint64, ok []bool) {
+	(*lfmap.View)(v).LookupBatch(keys, vals, ok)
+}
+
 // Lookup is View().Lookup for the control plane. Datapath code takes a View
 // once per batch instead.
 func (t *Table) Lookup(vrf uint8, ip uint32) (Dest, bool) {

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package lfmap
+
+func adviseHuge([]slot) {}
