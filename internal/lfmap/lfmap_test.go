@@ -389,3 +389,41 @@ func TestHashIsXXH64(t *testing.T) {
 		}
 	}
 }
+
+// TestLookupBatch checks the batched lookup against Lookup, across chunk
+// boundaries, with absent and zero (skipped) keys mixed in.
+func TestLookupBatch(t *testing.T) {
+	m := New(5000, 99)
+	for k := uint64(1); k <= 4000; k++ {
+		if err := m.Store(k*7919, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for k := uint64(1); k <= 4000; k += 3 {
+		m.Delete(k * 7919)
+	}
+	keys := make([]uint64, 0, 3*MaxBatch+17)
+	for i := range cap(keys) {
+		switch i % 5 {
+		case 0:
+			keys = append(keys, 0)
+		case 1:
+			keys = append(keys, uint64(i)*7919+1) // never stored
+		default:
+			keys = append(keys, uint64(i%4000+1)*7919)
+		}
+	}
+	vals := make([]uint64, len(keys))
+	ok := make([]bool, len(keys))
+	v := m.View()
+	v.LookupBatch(keys, vals, ok)
+	for i, k := range keys {
+		want, wok := v.Lookup(k)
+		if ok[i] != wok || vals[i] != want {
+			t.Errorf("key %d: batch (%d, %v), single (%d, %v)", k, vals[i], ok[i], want, wok)
+		}
+	}
+	if a := testing.AllocsPerRun(10, func() { v.LookupBatch(keys, vals, ok) }); a != 0 {
+		t.Errorf("LookupBatch allocates %.0f times", a)
+	}
+}
