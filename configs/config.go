@@ -29,6 +29,7 @@ type Config struct {
 	Appliance   Appliance    `toml:"appliance"`
 	Datapath    Datapath     `toml:"datapath"`
 	API         API          `toml:"api"`
+	DHCP        DHCP         `toml:"dhcp"`
 	Access      []Access     `toml:"access"`
 	ISPs        []ISP        `toml:"isp"`
 	Subscribers []Subscriber `toml:"subscriber"`
@@ -58,6 +59,27 @@ type Datapath struct {
 	PollTimeoutDur time.Duration `toml:"-"` // PollTimeout parsed
 }
 
+// DHCP is the [dhcp] table: the DHCP proxy's timers and limits.
+type DHCP struct {
+	// Timeout is how long an ISP has to answer a relayed request before
+	// the subscriber is reported rejected (silence); Go duration, 1s..60s.
+	Timeout string `toml:"timeout"`
+	// MaxPending caps the transactions waiting for an ISP's answer.
+	MaxPending int `toml:"max_pending"`
+	// MACRate and MACBurst limit DHCP messages per subscriber MAC
+	// (token bucket: per second, burst).
+	MACRate  int `toml:"mac_rate"`
+	MACBurst int `toml:"mac_burst"`
+	// CircuitRate and CircuitBurst limit DHCP messages per access circuit
+	// (access port and VLAN).
+	CircuitRate  int `toml:"circuit_rate"`
+	CircuitBurst int `toml:"circuit_burst"`
+	// MaxBindingsPerCircuit caps the leases on one access circuit.
+	MaxBindingsPerCircuit int `toml:"max_bindings_per_circuit"`
+
+	TimeoutDur time.Duration `toml:"-"` // Timeout parsed
+}
+
 // API is the [api] table.
 type API struct {
 	Listen string `toml:"listen"` // host:port
@@ -82,11 +104,22 @@ type ISP struct {
 	Address     string   `toml:"address"`      // our IPv4 address with its prefix length
 	NextHop     string   `toml:"next_hop"`     // the ISP router, inside Address's subnet
 	DHCPServers []string `toml:"dhcp_servers"` // optional IPv4 addresses
+	// CircuitID is the Option 82 circuit-id template: {interface}, {vlan},
+	// {access} and {mac} are replaced. Default "{interface}:{vlan}".
+	CircuitID string `toml:"circuit_id"`
+	// ServerIDOverride adds sub-option 11 (RFC 5107) with our access address.
+	ServerIDOverride bool `toml:"server_id_override"`
+	// LinkSelection, if set, adds sub-option 5 (RFC 3527): the subscriber
+	// subnet the ISP should allocate from (IPv4 address in it).
+	LinkSelection string `toml:"link_selection"`
+	// VSS, if set, adds sub-option 151 (RFC 6607, NVT ASCII VPN id).
+	VSS string `toml:"vss"`
 
-	Prefix          netip.Prefix `toml:"-"` // Address parsed, host bits kept (192.0.2.2/24)
-	NextHopAddr     netip.Addr   `toml:"-"`
-	DHCPServerAddrs []netip.Addr `toml:"-"`
-	Index           int          `toml:"-"` // 0-based position in the file; the VRF id
+	Prefix            netip.Prefix `toml:"-"` // Address parsed, host bits kept (192.0.2.2/24)
+	NextHopAddr       netip.Addr   `toml:"-"`
+	DHCPServerAddrs   []netip.Addr `toml:"-"`
+	LinkSelectionAddr netip.Addr   `toml:"-"` // LinkSelection parsed
+	Index             int          `toml:"-"` // 0-based position in the file; the VRF id
 }
 
 // Subscriber is one [[subscriber]] entry: a statically registered customer.
@@ -96,6 +129,7 @@ type Subscriber struct {
 	IP         string `toml:"ip"`          // optional static IPv4 address
 	CustomerID string `toml:"customer_id"` // optional
 	Access     string `toml:"access"`      // optional name of an [[access]]; default the first
+	Blocked    bool   `toml:"blocked"`     // registered but refused service
 
 	HWAddr      [6]byte    `toml:"-"`
 	Addr        netip.Addr `toml:"-"` // IP parsed; invalid when absent (bound by DHCP)
@@ -127,6 +161,15 @@ func Default() *Config {
 			MACTableSize:   1 << 20,
 		},
 		API: API{Listen: "127.0.0.1:8080"},
+		DHCP: DHCP{
+			Timeout:               "4s",
+			MaxPending:            4096,
+			MACRate:               4,
+			MACBurst:              8,
+			CircuitRate:           500,
+			CircuitBurst:          1000,
+			MaxBindingsPerCircuit: 4096,
+		},
 	}
 }
 

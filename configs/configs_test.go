@@ -17,7 +17,7 @@ import (
 // expected line number is found in the text, not counted by hand.
 const (
 	head = "version = 1\n"
-	acc0 = "[[access]]\ninterface = \"acc0\"\n"
+	acc0 = "[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n"
 	isp0 = "[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n"
 	isp1 = "[[isp]]\nname = \"beta\"\nuplink = \"upb\"\naddress = \"198.51.100.2/24\"\nnext_hop = \"198.51.100.1\"\n"
 	base = head + acc0 + isp0
@@ -214,6 +214,23 @@ func TestParseErrors(t *testing.T) {
 				"F subscriber[1].mac: the all-zero MAC address is not a subscriber",
 				`G subscriber[2].mac: not an Ethernet MAC address: "zz"`,
 			}},
+		{"dhcp values", base + "[dhcp]\ntimeout = \"90s\" #!A\nmax_pending = 0 #!B\nmac_rate = \"x\" #!C\n",
+			[]string{
+				"A dhcp.timeout: must be 1s..60s, got 1m30s",
+				"B dhcp.max_pending: must be 1..1048576, got 0",
+				`C dhcp.mac_rate: expected an integer, got string "x"`,
+			}},
+		{"isp dhcp options", base + "circuit_id = \"{port}\" #!A\nlink_selection = \"100.64.0\" #!B\nvss = \"\" #!C\nserver_id_override = \"yes\" #!D\n",
+			[]string{
+				`A isp[0].circuit_id: unknown placeholder {port} in "{port}" (known: {interface} {vlan} {access} {mac})`,
+				`B isp[0].link_selection: not an IPv4 address: "100.64.0"`,
+				`C isp[0].vss: must be 1..250 printable ASCII characters (RFC 6607 NVT ASCII VPN id), got ""`,
+				`D isp[0].server_id_override: expected a boolean, got string "yes"`,
+			}},
+		{"dhcp subscriber on an access without address", head + "[[access]]\ninterface = \"acc0\"\n" + isp0 + "[[subscriber]] #!A\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\n",
+			[]string{`A subscriber[0].ip: missing, and access "acc0" has no address`}},
+		{"blocked is a boolean", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\nblocked = 1 #!A\n",
+			[]string{"A subscriber[0].blocked: expected a boolean, got integer 1"}},
 		{"duplicate mac on one access", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\n[[subscriber]]\nmac = \"02-00-00-00-00-01\" #!A\nisp = \"alpha\"\n",
 			[]string{`A subscriber[1].mac: duplicate mac 02:00:00:00:00:01 on access "acc0" (also subscriber[0])`}},
 		{"duplicate ip at one isp", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\nip = \"100.64.0.11\"\n[[subscriber]]\nmac = \"02:00:00:00:00:02\"\nisp = \"alpha\"\nip = \"100.64.0.11\" #!A\n",
@@ -281,8 +298,21 @@ func TestParseOK(t *testing.T) {
 				t.Errorf("defaults not applied:\n got %+v %+v %+v\nwant %+v %+v %+v",
 					c.Datapath, c.Appliance, c.API, d.Datapath, d.Appliance, d.API)
 			}
-			if a := c.Access[0]; a.Name != "acc0" || a.VLAN != 0 || a.Addr.IsValid() {
+			if a := c.Access[0]; a.Name != "acc0" || a.VLAN != 0 {
 				t.Errorf("access defaults: %+v", a)
+			}
+			dd := d.DHCP
+			dd.TimeoutDur = 4 * time.Second
+			if c.DHCP != dd {
+				t.Errorf("dhcp defaults: got %+v want %+v", c.DHCP, dd)
+			}
+			if i := c.ISPs[0]; i.CircuitID != "{interface}:{vlan}" || i.ServerIDOverride || i.LinkSelectionAddr.IsValid() || i.VSS != "" {
+				t.Errorf("isp dhcp defaults: %+v", i)
+			}
+		}},
+		{"dhcp options", base + "[dhcp]\ntimeout = \"2s\"\nmac_rate = 10\n", func(t *testing.T, c *Config) {
+			if c.DHCP.TimeoutDur != 2*time.Second || c.DHCP.MACRate != 10 || c.DHCP.MACBurst != 8 {
+				t.Errorf("dhcp %+v", c.DHCP)
 			}
 		}},
 		{"set values override defaults", base + "[datapath]\nqueues = 4\npoll_timeout = \"5ms\"\n", func(t *testing.T, c *Config) {
@@ -299,7 +329,8 @@ func TestParseOK(t *testing.T) {
 				t.Errorf("subscribers %+v", s)
 			}
 		}},
-		{"same mac on two access ports", head + acc0 + "[[access]]\ninterface = \"acc1\"\nvlan = 5\n" + isp0 +
+		{"same mac on two access ports", head + "[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" +
+			"[[access]]\ninterface = \"acc1\"\nvlan = 5\naddress = \"100.64.0.1\"\n" + isp0 +
 			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\n" +
 			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\naccess = \"acc1.5\"\n", func(t *testing.T, c *Config) {
 			if c.Access[1].Name != "acc1.5" || c.Subscribers[0].AccessIndex != 0 || c.Subscribers[1].AccessIndex != 1 {
@@ -374,7 +405,7 @@ func TestExampleContents(t *testing.T) {
 	sum := c.Summary()
 	for _, want := range []string{
 		"access acc0: interface acc0 untagged, address 100.64.0.1, 2 subscriber(s)",
-		"access acc1.100: interface acc1 vlan 100, 1 subscriber(s)",
+		"access acc1.100: interface acc1 vlan 100, address 100.64.0.1, 1 subscriber(s)",
 		"isp alpha (vrf 0): uplink upa vlan 201, address 192.0.2.2/24, next hop 192.0.2.1, dhcp servers [192.0.2.1 192.0.2.10], 1 subscriber(s)",
 		"isp beta (vrf 1):",
 		"subscribers: 3 registered, 2 with a static ip",

@@ -64,6 +64,13 @@ func (d *decoder) value(key string, v any, fv reflect.Value) {
 			return
 		}
 		fv.SetInt(n)
+	case reflect.Bool:
+		b, ok := v.(bool)
+		if !ok {
+			d.typeError(key, "a boolean", v)
+			return
+		}
+		fv.SetBool(b)
 	case reflect.Struct:
 		m, ok := v.(map[string]any)
 		if !ok {

@@ -19,6 +19,7 @@ func validate(cfg *Config, c *collector, defined map[string]bool) {
 	v.appliance()
 	v.datapath()
 	v.api()
+	v.dhcp()
 	v.access()
 	v.isps()
 	v.subscribers()
@@ -100,6 +101,32 @@ func (v *validator) datapath() {
 		v.errorf("datapath.mac_table_size", "must be 1..16777216, got %d", d.MACTableSize)
 	} else if n := len(v.cfg.Subscribers); d.MACTableSize < n {
 		v.errorf("datapath.mac_table_size", "%d is less than the %d [[subscriber]] entries", d.MACTableSize, n)
+	}
+}
+
+func (v *validator) dhcp() {
+	d := &v.cfg.DHCP
+	if dur, err := time.ParseDuration(d.Timeout); err != nil {
+		v.errorf("dhcp.timeout", "not a duration (e.g. \"4s\"): %q", d.Timeout)
+	} else if dur < time.Second || dur > time.Minute {
+		v.errorf("dhcp.timeout", "must be 1s..60s, got %s", dur)
+	} else {
+		d.TimeoutDur = dur
+	}
+	for _, r := range []struct {
+		key    string
+		n, max int
+	}{
+		{"dhcp.max_pending", d.MaxPending, 1 << 20},
+		{"dhcp.mac_rate", d.MACRate, 1000},
+		{"dhcp.mac_burst", d.MACBurst, 10000},
+		{"dhcp.circuit_rate", d.CircuitRate, 1 << 20},
+		{"dhcp.circuit_burst", d.CircuitBurst, 1 << 20},
+		{"dhcp.max_bindings_per_circuit", d.MaxBindingsPerCircuit, 1 << 24},
+	} {
+		if r.n < 1 || r.n > r.max {
+			v.errorf(r.key, "must be 1..%d, got %d", r.max, r.n)
+		}
 	}
 }
 
@@ -379,7 +406,57 @@ func (v *validator) isps() {
 			seen[a] = j
 			p.DHCPServerAddrs = append(p.DHCPServerAddrs, a)
 		}
+
+		if !v.defined[key+".circuit_id"] {
+			p.CircuitID = "{interface}:{vlan}"
+		} else if pr := circuitProblem(p.CircuitID); pr != "" {
+			v.errorf(key+".circuit_id", "%s", pr)
+		}
+		p.LinkSelectionAddr = netip.Addr{}
+		if v.defined[key+".link_selection"] {
+			a, pr := parseIPv4(p.LinkSelection)
+			if pr == "" {
+				pr = specialProblem(a)
+			}
+			if pr != "" {
+				v.errorf(key+".link_selection", "%s", pr)
+			} else {
+				p.LinkSelectionAddr = a
+			}
+		}
+		if v.defined[key+".vss"] && (p.VSS == "" || len(p.VSS) > 250 || strings.ContainsFunc(p.VSS, func(r rune) bool { return r < ' ' || r > '~' })) {
+			v.errorf(key+".vss", "must be 1..250 printable ASCII characters (RFC 6607 NVT ASCII VPN id), got %q", p.VSS)
+		}
 	}
+}
+
+// circuitProblem checks a circuit-id template: known placeholders only, and
+// the result must fit a sub-option (255 bytes).
+func circuitProblem(t string) string {
+	if t == "" {
+		return "must not be empty"
+	}
+	rest := t
+	for {
+		i := strings.IndexByte(rest, '{')
+		if i < 0 {
+			break
+		}
+		j := strings.IndexByte(rest[i:], '}')
+		if j < 0 {
+			return fmt.Sprintf("unclosed '{' in %q", t)
+		}
+		switch ph := rest[i+1 : i+j]; ph {
+		case "interface", "vlan", "access", "mac":
+		default:
+			return fmt.Sprintf("unknown placeholder {%s} in %q (known: {interface} {vlan} {access} {mac})", ph, t)
+		}
+		rest = rest[i+j+1:]
+	}
+	if len(t) > 200 {
+		return "longer than 200 bytes"
+	}
+	return ""
 }
 
 func (v *validator) subscribers() {
@@ -458,6 +535,11 @@ func (v *validator) subscribers() {
 
 		s.Addr = netip.Addr{}
 		if !v.defined[key+".ip"] {
+			// Leased by DHCP: ispmux answers as the server, with the
+			// access port's address as its server identifier.
+			if s.AccessIndex >= 0 && !cfg.Access[s.AccessIndex].Addr.IsValid() && !s.Blocked {
+				v.errorf(key+".ip", "missing, and access %q has no address: a DHCP subscriber needs the access port's address (ispmux's server identifier)", cfg.Access[s.AccessIndex].Name)
+			}
 			continue
 		}
 		a, pr := parseIPv4(s.IP)
