@@ -1,0 +1,232 @@
+package subscribers
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Binding is a lease an ISP granted to a subscriber, as ispmux relayed it.
+// It is keyed by (Access, VLAN, MAC).
+type Binding struct {
+	MAC      MAC
+	Access   string     // access port name
+	VLAN     uint16     // subscriber VLAN on that port (0 = untagged)
+	ISP      string     // ISP name
+	IP       netip.Addr // leased address
+	Circuit  string     // circuit-id sent to the ISP
+	ServerID netip.Addr // the ISP server's real server identifier (option 54)
+	Relay    netip.Addr // the ISP DHCP server address we relayed to
+	Expires  time.Time  // lease end
+	Updated  time.Time
+}
+
+func validAccess(access string) error {
+	switch {
+	case access == "":
+		return fmt.Errorf("%w: empty access port name", ErrInvalid)
+	case len(access) > maxString:
+		return fmt.Errorf("%w: access port name is %d bytes (max %d)", ErrInvalid, len(access), maxString)
+	case strings.IndexByte(access, 0) >= 0:
+		return fmt.Errorf("%w: access port name contains NUL", ErrInvalid)
+	}
+	return nil
+}
+
+func validateBinding(b *Binding) error {
+	if err := validAccess(b.Access); err != nil {
+		return err
+	}
+	if !b.IP.IsValid() {
+		return fmt.Errorf("%w: no IP address", ErrInvalid)
+	}
+	if b.Expires.IsZero() {
+		return fmt.Errorf("%w: no lease end (Expires)", ErrInvalid)
+	}
+	if len(b.ISP) > maxString || len(b.Circuit) > maxString {
+		return fmt.Errorf("%w: ISP or circuit-id longer than %d bytes", ErrInvalid, maxString)
+	}
+	return nil
+}
+
+// CommitBinding inserts or replaces the binding of (b.Access, b.VLAN,
+// b.MAC). It returns only once the binding is fsynced (grouped with the
+// concurrent writes, see the package doc), so the caller may then ACK.
+// A zero b.Updated is set to now.
+func (s *Store) CommitBinding(b Binding) error {
+	if err := validateBinding(&b); err != nil {
+		return fmt.Errorf("commit binding %s: %w", bindingName(b.Access, b.VLAN, b.MAC), err)
+	}
+	if b.Updated.IsZero() {
+		b.Updated = time.Now()
+	}
+	key := bindingKey(b.Access, b.VLAN, b.MAC)
+	val := encodeBinding(&b)
+	ekey := expiryKey(b.Expires, key)
+	err := s.update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketBindings)
+		idx := tx.Bucket(bucketExpiry)
+		if err := dropExpiry(idx, key, bk.Get(key)); err != nil {
+			return err
+		}
+		if err := bk.Put(key, val); err != nil {
+			return err
+		}
+		return idx.Put(ekey, nil)
+	})
+	if err != nil {
+		return fmt.Errorf("commit binding %s: %w", bindingName(b.Access, b.VLAN, b.MAC), err)
+	}
+	return nil
+}
+
+// dropExpiry removes the expiry index entry of the stored binding old (if
+// any). A corrupt old value is about to be overwritten or deleted, so its
+// index entry, which cannot be found, is left behind: ExpiredBindings skips
+// entries that no longer match their binding.
+func dropExpiry(idx *bolt.Bucket, key, old []byte) error {
+	if old == nil {
+		return nil
+	}
+	ob, err := decodeBinding(key, old)
+	if err != nil {
+		return nil
+	}
+	return idx.Delete(expiryKey(ob.Expires, key))
+}
+
+// DeleteBinding removes the binding and reports whether there was one.
+// Durable on return.
+func (s *Store) DeleteBinding(access string, vlan uint16, mac MAC) (bool, error) {
+	if err := validAccess(access); err != nil {
+		return false, fmt.Errorf("delete binding %s: %w", bindingName(access, vlan, mac), err)
+	}
+	key := bindingKey(access, vlan, mac)
+	var found bool
+	err := s.update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketBindings)
+		old := bk.Get(key)
+		found = old != nil
+		if !found {
+			return nil
+		}
+		if err := dropExpiry(tx.Bucket(bucketExpiry), key, old); err != nil {
+			return err
+		}
+		return bk.Delete(key)
+	})
+	if err != nil {
+		return false, fmt.Errorf("delete binding %s: %w", bindingName(access, vlan, mac), err)
+	}
+	return found, nil
+}
+
+// Binding returns the binding of (access, vlan, mac), or ErrNotFound.
+func (s *Store) Binding(access string, vlan uint16, mac MAC) (Binding, error) {
+	if err := validAccess(access); err != nil {
+		return Binding{}, fmt.Errorf("binding %s: %w", bindingName(access, vlan, mac), err)
+	}
+	key := bindingKey(access, vlan, mac)
+	var b Binding
+	err := s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketBindings).Get(key)
+		if v == nil {
+			return ErrNotFound
+		}
+		var err error
+		b, err = decodeBinding(key, v)
+		return err
+	})
+	if err != nil {
+		return Binding{}, fmt.Errorf("binding %s: %w", bindingName(access, vlan, mac), err)
+	}
+	return b, nil
+}
+
+// Bindings returns every binding, sorted by access port, VLAN, MAC (the
+// reload at start-up). If some values are corrupt it returns the others
+// together with an error wrapping ErrCorrupt for each bad one.
+func (s *Store) Bindings() ([]Binding, error) {
+	return s.bindings(nil)
+}
+
+// BindingsOn returns the bindings of one access port, like Bindings.
+func (s *Store) BindingsOn(access string) ([]Binding, error) {
+	if err := validAccess(access); err != nil {
+		return nil, fmt.Errorf("bindings on %s: %w", access, err)
+	}
+	return s.bindings(append([]byte(access), 0))
+}
+
+func (s *Store) bindings(prefix []byte) ([]Binding, error) {
+	var bs []Binding
+	var bad []error
+	err := s.view(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketBindings)
+		if prefix == nil {
+			bs = make([]Binding, 0, bk.Stats().KeyN)
+		}
+		c := bk.Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			b, err := decodeBinding(k, v)
+			if err != nil {
+				bad = append(bad, err)
+				continue
+			}
+			bs = append(bs, b)
+		}
+		return nil
+	})
+	if err == nil {
+		err = errors.Join(bad...)
+	}
+	if err != nil {
+		return bs, fmt.Errorf("bindings: %w", err)
+	}
+	return bs, nil
+}
+
+// ExpiredBindings returns the bindings whose lease ended at or before now,
+// oldest first. It reads only the expired part of the expiry index.
+func (s *Store) ExpiredBindings(now time.Time) ([]Binding, error) {
+	limit := expiryPrefix(nil, now)
+	var bs []Binding
+	var bad []error
+	err := s.view(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketBindings)
+		c := tx.Bucket(bucketExpiry).Cursor()
+		for k, _ := c.First(); k != nil && bytes.Compare(k[:min(len(k), len(limit))], limit) <= 0; k, _ = c.Next() {
+			if len(k) < len(limit) {
+				bad = append(bad, corrupt(bucketExpiry, k, errors.New("key too short")))
+				continue
+			}
+			key := k[len(limit):]
+			v := bk.Get(key)
+			if v == nil {
+				continue // stale entry of a corrupt value since deleted
+			}
+			b, err := decodeBinding(key, v)
+			if err != nil {
+				bad = append(bad, err)
+				continue
+			}
+			if !bytes.Equal(expiryPrefix(nil, b.Expires), k[:len(limit)]) {
+				continue // stale entry of a corrupt value since replaced
+			}
+			bs = append(bs, b)
+		}
+		return nil
+	})
+	if err == nil {
+		err = errors.Join(bad...)
+	}
+	if err != nil {
+		return bs, fmt.Errorf("expired bindings: %w", err)
+	}
+	return bs, nil
+}

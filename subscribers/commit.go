@@ -1,0 +1,94 @@
+package subscribers
+
+import (
+	bolt "go.etcd.io/bbolt"
+)
+
+// call is one write waiting in the group commit queue.
+type call struct {
+	fn  func(*bolt.Tx) error
+	err error
+	// wake receives false when err is final, or true when the previous
+	// leader hands this waiter the leadership instead. Buffered (1): the
+	// sender never blocks, and a leader's own final send is never read.
+	wake chan bool
+}
+
+// update runs fn in a durable write transaction, grouped with the
+// concurrent writes (see the package doc), and returns once that
+// transaction is committed and fsynced. fn must be idempotent: it may run
+// more than once, in different transactions, and only the last run counts.
+func (s *Store) update(fn func(*bolt.Tx) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return ErrClosed
+	}
+	if s.viaDBBatch {
+		return s.db.Batch(fn)
+	}
+
+	c := &call{fn: fn, wake: make(chan bool, 1)}
+	s.gmu.Lock()
+	s.queue = append(s.queue, c)
+	if s.leading {
+		// Follower: wait for a leader to commit us, or to hand over.
+		s.gmu.Unlock()
+		if lead := <-c.wake; !lead {
+			return c.err
+		}
+		s.gmu.Lock()
+	}
+	// Leader: take what has queued up (at least c) and commit it.
+	s.leading = true
+	n := min(len(s.queue), s.maxBatch)
+	batch := s.queue[:n:n]
+	s.queue = append([]*call(nil), s.queue[n:]...)
+	s.gmu.Unlock()
+
+	s.commitLocked(batch)
+
+	// Hand over to the oldest waiter, which takes everything that queued
+	// up during our fsync; or step down.
+	s.gmu.Lock()
+	if len(s.queue) > 0 {
+		s.queue[0].wake <- true
+	} else {
+		s.leading = false
+	}
+	s.gmu.Unlock()
+	return c.err
+}
+
+// commitLocked runs batch in one transaction and releases its calls with
+// the result. A call whose fn fails is taken out and re-run alone in its
+// own transaction (its failure may have been caused by an earlier call of
+// the batch), and the rest of the batch is retried without it, as bbolt's
+// DB.Batch does.
+//
+// Preconditions: s.mu held for reading, s.leading set by this goroutine.
+func (s *Store) commitLocked(batch []*call) {
+	for len(batch) > 0 {
+		failed := -1
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for i, c := range batch {
+				if err := c.fn(tx); err != nil {
+					failed = i
+					return err
+				}
+			}
+			return nil
+		})
+		if failed < 0 {
+			for _, c := range batch {
+				c.err = err
+				c.wake <- false
+			}
+			return
+		}
+		c := batch[failed]
+		batch = append(batch[:failed:failed], batch[failed+1:]...)
+		c.err = s.db.Update(c.fn)
+		c.wake <- false
+	}
+}

@@ -1,0 +1,312 @@
+package subscribers
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"time"
+)
+
+// formatVersion is the first byte of every value.
+const formatVersion = 1
+
+// Decoding errors, wrapped in a CorruptError by the callers.
+var (
+	errShort    = errors.New("value truncated")
+	errTrailing = errors.New("trailing bytes after value")
+)
+
+// encoder appends fields to a buffer.
+type encoder struct{ b []byte }
+
+func (e *encoder) u8(v byte)    { e.b = append(e.b, v) }
+func (e *encoder) u16(v uint16) { e.b = binary.BigEndian.AppendUint16(e.b, v) }
+func (e *encoder) mac(m MAC)    { e.b = append(e.b, m[:]...) }
+func (e *encoder) str(s string) {
+	e.b = binary.AppendUvarint(e.b, uint64(len(s)))
+	e.b = append(e.b, s...)
+}
+func (e *encoder) addr(a netip.Addr) {
+	// AppendBinary: 0 bytes (invalid), 4, 16, or 16+zone.
+	v, _ := a.MarshalBinary()
+	e.b = binary.AppendUvarint(e.b, uint64(len(v)))
+	e.b = append(e.b, v...)
+}
+func (e *encoder) time(t time.Time) {
+	e.b = binary.AppendVarint(e.b, t.Unix())
+	e.b = binary.AppendUvarint(e.b, uint64(t.Nanosecond()))
+}
+
+// decoder consumes fields; the first failure sticks in err and every later
+// read returns zero values, so a decode function checks err once at the end.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(err error) {
+	if d.err == nil {
+		d.err = err
+	}
+	d.b = nil
+}
+
+func (d *decoder) take(n uint64) []byte {
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.fail(errShort)
+		return nil
+	}
+	v := d.b[:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) u8() byte {
+	if v := d.take(1); v != nil {
+		return v[0]
+	}
+	return 0
+}
+
+func (d *decoder) u16() uint16 {
+	if v := d.take(2); v != nil {
+		return binary.BigEndian.Uint16(v)
+	}
+	return 0
+}
+
+func (d *decoder) mac() (m MAC) {
+	copy(m[:], d.take(6))
+	return m
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail(errShort)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail(errShort)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) str() string {
+	return string(d.take(d.uvarint()))
+}
+
+func (d *decoder) addr() netip.Addr {
+	v := d.take(d.uvarint())
+	if d.err != nil {
+		return netip.Addr{}
+	}
+	var a netip.Addr
+	if err := a.UnmarshalBinary(v); err != nil {
+		d.fail(fmt.Errorf("address: %w", err))
+	}
+	return a
+}
+
+func (d *decoder) time() time.Time {
+	sec := d.varint()
+	nsec := d.uvarint()
+	if d.err != nil {
+		return time.Time{}
+	}
+	if nsec >= 1e9 {
+		d.fail(fmt.Errorf("time: nanoseconds %d out of range", nsec))
+		return time.Time{}
+	}
+	t := time.Unix(sec, int64(nsec)).UTC()
+	return t
+}
+
+func (d *decoder) version() {
+	if v := d.u8(); d.err == nil && v != formatVersion {
+		d.fail(fmt.Errorf("format version %d, want %d", v, formatVersion))
+	}
+}
+
+func (d *decoder) finish() error {
+	if d.err == nil && len(d.b) != 0 {
+		d.err = errTrailing
+	}
+	return d.err
+}
+
+// Registration: version, MAC, flags (bit 0: Blocked), CustomerID, ISP,
+// Access, Source, Updated.
+
+const flagBlocked = 1 << 0
+
+func encodeRegistration(r *Registration) []byte {
+	e := encoder{b: make([]byte, 0, 64)}
+	e.u8(formatVersion)
+	e.mac(r.MAC)
+	var flags byte
+	if r.Blocked {
+		flags |= flagBlocked
+	}
+	e.u8(flags)
+	e.str(r.CustomerID)
+	e.str(r.ISP)
+	e.str(r.Access)
+	e.str(r.Source)
+	e.time(r.Updated)
+	return e.b
+}
+
+func decodeRegistration(key, val []byte) (Registration, error) {
+	d := decoder{b: val}
+	d.version()
+	var r Registration
+	r.MAC = d.mac()
+	flags := d.u8()
+	if d.err == nil && flags&^flagBlocked != 0 {
+		d.fail(fmt.Errorf("unknown flags %#x", flags))
+	}
+	r.Blocked = flags&flagBlocked != 0
+	r.CustomerID = d.str()
+	r.ISP = d.str()
+	r.Access = d.str()
+	r.Source = d.str()
+	r.Updated = d.time()
+	if err := d.finish(); err != nil {
+		return Registration{}, corrupt(bucketRegistrations, key, err)
+	}
+	if string(key) != string(r.MAC[:]) {
+		return Registration{}, corrupt(bucketRegistrations, key, fmt.Errorf("value is for MAC %s", macString(r.MAC)))
+	}
+	return r, nil
+}
+
+// Binding: version, Access, VLAN, MAC, ISP, IP, Circuit, ServerID, Relay,
+// Expires, Updated.
+
+func encodeBinding(b *Binding) []byte {
+	e := encoder{b: make([]byte, 0, 96)}
+	e.u8(formatVersion)
+	e.str(b.Access)
+	e.u16(b.VLAN)
+	e.mac(b.MAC)
+	e.str(b.ISP)
+	e.addr(b.IP)
+	e.str(b.Circuit)
+	e.addr(b.ServerID)
+	e.addr(b.Relay)
+	e.time(b.Expires)
+	e.time(b.Updated)
+	return e.b
+}
+
+func decodeBinding(key, val []byte) (Binding, error) {
+	d := decoder{b: val}
+	d.version()
+	var b Binding
+	b.Access = d.str()
+	b.VLAN = d.u16()
+	b.MAC = d.mac()
+	b.ISP = d.str()
+	b.IP = d.addr()
+	b.Circuit = d.str()
+	b.ServerID = d.addr()
+	b.Relay = d.addr()
+	b.Expires = d.time()
+	b.Updated = d.time()
+	if err := d.finish(); err != nil {
+		return Binding{}, corrupt(bucketBindings, key, err)
+	}
+	if string(key) != string(bindingKey(b.Access, b.VLAN, b.MAC)) {
+		return Binding{}, corrupt(bucketBindings, key, fmt.Errorf("value is for %s", bindingName(b.Access, b.VLAN, b.MAC)))
+	}
+	return b, nil
+}
+
+// bindingKey is access, 0x00, VLAN (big-endian), MAC: the bindings of one
+// access port are contiguous and sorted by VLAN. Access must not contain
+// 0x00 (checked by validAccess).
+func bindingKey(access string, vlan uint16, mac MAC) []byte {
+	k := make([]byte, 0, len(access)+1+2+6)
+	k = append(k, access...)
+	k = append(k, 0)
+	k = binary.BigEndian.AppendUint16(k, vlan)
+	return append(k, mac[:]...)
+}
+
+func bindingName(access string, vlan uint16, mac MAC) string {
+	return fmt.Sprintf("%s/%d/%s", access, vlan, macString(mac))
+}
+
+// expiryKey is the lease end, sortable (sign-flipped big-endian seconds,
+// big-endian nanoseconds), followed by the binding key.
+func expiryKey(t time.Time, bkey []byte) []byte {
+	k := make([]byte, 0, 12+len(bkey))
+	k = expiryPrefix(k, t)
+	return append(k, bkey...)
+}
+
+func expiryPrefix(k []byte, t time.Time) []byte {
+	k = binary.BigEndian.AppendUint64(k, uint64(t.Unix())^(1<<63))
+	return binary.BigEndian.AppendUint32(k, uint32(t.Nanosecond()))
+}
+
+// Event: version, Time, Kind, MAC, ISP, IP, Reason. Seq is the key.
+
+func encodeEvent(ev *Event) []byte {
+	e := encoder{b: make([]byte, 0, 64)}
+	e.u8(formatVersion)
+	e.time(ev.Time)
+	e.str(string(ev.Kind))
+	e.mac(ev.MAC)
+	e.str(ev.ISP)
+	e.addr(ev.IP)
+	e.str(ev.Reason)
+	return e.b
+}
+
+func decodeEvent(key, val []byte) (Event, error) {
+	if len(key) != 8 {
+		return Event{}, corrupt(bucketEvents, key, fmt.Errorf("key is %d bytes, want 8", len(key)))
+	}
+	d := decoder{b: val}
+	d.version()
+	var ev Event
+	ev.Seq = binary.BigEndian.Uint64(key)
+	ev.Time = d.time()
+	ev.Kind = EventKind(d.str())
+	ev.MAC = d.mac()
+	ev.ISP = d.str()
+	ev.IP = d.addr()
+	ev.Reason = d.str()
+	if err := d.finish(); err != nil {
+		return Event{}, corrupt(bucketEvents, key, err)
+	}
+	return ev, nil
+}
+
+func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+// maxString bounds the strings callers may store (access port names,
+// customer IDs, reasons): far above any real one, low enough that a bad
+// caller cannot bloat the file.
+const maxString = math.MaxUint16
