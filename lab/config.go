@@ -17,7 +17,8 @@ const (
 // ConfigTOML returns an ispmux configuration for this topology: one
 // [[access]] per access port, one [[isp]] per ISP and one [[subscriber]] per
 // subscriber, including the generator's synthetic subscribers when the lab
-// has a generator.
+// has a generator. In the DHCP lab a subscriber has no ip but its
+// customer_id, and the unregistered one (RoleUnregistered) is left out.
 func (t *Topology) ConfigTOML(stateDir string) []byte {
 	var b bytes.Buffer
 	q := strconv.Quote
@@ -37,7 +38,13 @@ func (t *Topology) ConfigTOML(stateDir string) []byte {
 		subs = append(append([]Sub(nil), subs...), t.TrafficSubscribers(t.Generator.TrafficSubscribers)...)
 	}
 	for _, s := range subs {
-		fmt.Fprintf(&b, "\n[[subscriber]]\nmac = %s\nisp = %s\nip = %s\naccess = %s\n", q(s.MAC), q(s.ISP), q(s.IP), q(s.Access))
+		switch {
+		case s.Role == RoleUnregistered:
+		case s.IP == "":
+			fmt.Fprintf(&b, "\n[[subscriber]]\nmac = %s\nisp = %s\ncustomer_id = %s\naccess = %s\n", q(s.MAC), q(s.ISP), q(s.CustomerID), q(s.Access))
+		default:
+			fmt.Fprintf(&b, "\n[[subscriber]]\nmac = %s\nisp = %s\nip = %s\naccess = %s\n", q(s.MAC), q(s.ISP), q(s.IP), q(s.Access))
+		}
 	}
 	return b.Bytes()
 }

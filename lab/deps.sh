@@ -10,6 +10,7 @@ need() { # binary package
 }
 need ip iproute2
 need bridge iproute2
+need ss iproute2
 need trafgen netsniff-ng
 need iperf3 iperf3
 need ping iputils-ping

@@ -38,6 +38,9 @@ func (t *Topology) routerSubs() (served, skipped []Sub) {
 	}
 	seen := map[string]bool{}
 	for _, s := range all {
+		if s.IP == "" {
+			continue // DHCP lab: no static address
+		}
 		if seen[s.IP] {
 			skipped = append(skipped, s)
 			continue

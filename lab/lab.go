@@ -36,6 +36,32 @@
 // IPv6 is disabled in every namespace so that no stray traffic appears; the
 // MTU is 1500 everywhere and every MAC address is fixed.
 //
+// # DHCP lab
+//
+// With [Options.DHCP] the subscribers start with no address and no route
+// (they run DHCP clients: [Topology.Dhclient], [Topology.Udhcpc]), each has a
+// customer ID, and every ISP namespace runs kea-dhcp4 on eth0 as a validating
+// ISP DHCP server. ispmux relays to it with Option 82 (giaddr 192.0.2.2,
+// remote-id = the MAC as 6 bytes, subscriber-id = the customer ID):
+//
+//	sub  MAC                customer  in ispmux's config  ISP's Kea          role
+//	s1   02:00:00:00:01:01  c-s1      alpha               knows it           RoleValid
+//	s2   02:00:00:00:01:02  c-s2      beta                knows it           RoleValid
+//	s3   02:00:00:00:01:03  c-s3      beta                knows it           RoleValid
+//	s4   02:00:00:00:01:04  c-s4      alpha               silent (unknown)   RoleRefused
+//	s5   02:00:00:00:01:05  c-s5      absent              -                  RoleUnregistered
+//	s6…  02:00:00:00:01:06  c-s6      cycle from alpha    knows it           RoleValid
+//
+// Kea ([Topology.KeaConfigJSON]): subnet 100.64.0.0/24 (id 1) selected by
+// relay address 192.0.2.2 or by link selection 100.64.0.1, pool
+// 100.64.0.100 - 100.64.0.199 for class VALID only (both ISPs: overlapping
+// plans), routers 100.64.0.1, authoritative, store-extended-info, memfile
+// leases in the state directory ([KeaLeases]). A subscriber is VALID when
+// its subscriber-id or its remote-id is one of the ISP's RoleValid
+// subscribers'; everyone else gets no answer at all. Configs, lease files,
+// logs, client scripts and client lease files live in [Options.StateDir],
+// which Down removes.
+//
 // # Kernel baseline
 //
 // [Topology.KernelRouter] turns ID-app into the equivalent Linux policy
@@ -51,6 +77,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -81,6 +108,17 @@ type Options struct {
 	ISPs               int    // default 2, at most 8
 	Generator          bool   // add ID-gen on a second access port acc1
 	TrafficSubscribers int    // synthetic subscribers on acc1 (Generator only), included in ConfigTOML and KernelRouter
+
+	// DHCP builds the DHCP lab: subscribers start without address and
+	// route (they run DHCP clients), every subscriber has a customer ID
+	// and every ISP namespace runs a validating Kea (see the package doc).
+	DHCP bool
+	// StateDir holds the lab's files (Kea configs, leases and logs, client
+	// scripts and lease files); default /tmp/ispmux-lab-ID. Down removes it.
+	StateDir string
+	// LeaseTime is Kea's valid-lifetime (DHCP only); default 120 s, whole
+	// seconds, at least 8 s.
+	LeaseTime time.Duration
 }
 
 // Iface is one end of a veth pair.
@@ -112,19 +150,41 @@ type ISP struct {
 	HostAddr      string `json:"host_addr"`
 	SubscriberNet string `json:"subscriber_net"`
 	Table         int    `json:"table"` // routing table of this ISP in kernel-router mode
+
+	// DHCP lab only: the ISP's Kea (runs in NS).
+	KeaConfig    string `json:"kea_config,omitempty"`     // kea-dhcp4 -c file
+	KeaLeaseFile string `json:"kea_lease_file,omitempty"` // memfile CSV, see KeaLeases
+	KeaLog       string `json:"kea_log,omitempty"`        // Kea's log file
 }
 
-// Sub is a subscriber. Synthetic traffic subscribers have no NS and If.
+// Sub is a subscriber. Synthetic traffic subscribers have no NS and If. In
+// the DHCP lab IP is empty (the address comes from the ISP's DHCP server, see
+// Topology.SubAddr), CustomerID and Role are set, and an unregistered
+// subscriber has no ISP.
 type Sub struct {
-	Name    string `json:"name"`
-	NS      string `json:"ns,omitempty"`
-	If      string `json:"if,omitempty"`
-	MAC     string `json:"mac"`
-	IP      string `json:"ip"`
-	Gateway string `json:"gateway"`
-	ISP     string `json:"isp"`
-	Access  string `json:"access"`
+	Name       string `json:"name"`
+	NS         string `json:"ns,omitempty"`
+	If         string `json:"if,omitempty"`
+	MAC        string `json:"mac"`
+	IP         string `json:"ip"`
+	Gateway    string `json:"gateway"`
+	ISP        string `json:"isp"`
+	Access     string `json:"access"`
+	CustomerID string `json:"customer_id,omitempty"` // DHCP lab: c-s1, c-s2, ...
+	Role       string `json:"role,omitempty"`        // DHCP lab: RoleValid, RoleRefused or RoleUnregistered
 }
+
+// Subscriber roles in the DHCP lab.
+const (
+	// RoleValid: in ispmux's config, and its ISP's Kea knows its customer
+	// ID and remote-id: it gets an address.
+	RoleValid = "valid"
+	// RoleRefused: in ispmux's config (s4, at alpha), but its ISP's Kea
+	// does not know it and stays silent: ispmux must time out.
+	RoleRefused = "refused"
+	// RoleUnregistered: not in ispmux's config at all (s5).
+	RoleUnregistered = "unregistered"
+)
 
 // Gen is the traffic generator's namespace, directly on access port Access.
 type Gen struct {
@@ -144,6 +204,9 @@ type Topology struct {
 	ISPs        []ISP     `json:"isps"`
 	Subscribers []Sub     `json:"subscribers"`
 	Generator   *Gen      `json:"generator,omitempty"`
+	DHCP        bool      `json:"dhcp,omitempty"`
+	StateDir    string    `json:"state_dir,omitempty"`  // the lab's files; removed by Down
+	LeaseTime   int       `json:"lease_time,omitempty"` // Kea's valid-lifetime in seconds (DHCP lab)
 }
 
 func mac(a, b byte) string { return fmt.Sprintf("02:00:00:00:%02x:%02x", a, b) }
@@ -171,8 +234,24 @@ func plan(o Options) (*Topology, error) {
 	if o.TrafficSubscribers < 0 || o.TrafficSubscribers > 250*256 {
 		return nil, fmt.Errorf("lab: traffic subscribers %d out of range", o.TrafficSubscribers)
 	}
+	if o.LeaseTime == 0 {
+		o.LeaseTime = DefaultLeaseTime
+	}
+	if o.LeaseTime < 8*time.Second || o.LeaseTime%time.Second != 0 {
+		return nil, fmt.Errorf("lab: lease time %v: want whole seconds, at least 8 s", o.LeaseTime)
+	}
+	stateDir := defaultStateDir(o.ID)
+	if o.StateDir != "" {
+		if !filepath.IsAbs(o.StateDir) {
+			return nil, fmt.Errorf("lab: state dir %q is not absolute", o.StateDir)
+		}
+		stateDir = filepath.Clean(o.StateDir)
+	}
 	app := o.ID + "-app"
 	t := &Topology{ID: o.ID, AccessNS: o.ID + "-acc"}
+	if o.DHCP {
+		t.DHCP, t.StateDir, t.LeaseTime = true, stateDir, int(o.LeaseTime/time.Second)
+	}
 	t.Appliance.NS = app
 	t.Appliance.Access = []Iface{{Name: "acc0", MAC: mac(0xa0, 0), NS: app, Peer: "up0", PeerNS: t.AccessNS}}
 	for i := 0; i < o.ISPs; i++ {
@@ -181,6 +260,11 @@ func plan(o Options) (*Topology, error) {
 			Name: ispNames[i], NS: o.ID + "-isp" + l, RouterIf: "eth0", RouterMAC: mac(0xb1, byte(i+1)),
 			RouterAddr: RouterAddr, OurAddr: OurAddr, Uplink: "up" + l, HostNS: o.ID + "-h" + l,
 			HostAddr: HostAddr, SubscriberNet: SubscriberNet, Table: kernelTableBase + i,
+		}
+		if o.DHCP {
+			isp.KeaConfig = filepath.Join(stateDir, "kea-isp"+l+".json")
+			isp.KeaLeaseFile = filepath.Join(stateDir, "kea-isp"+l+".leases4.csv")
+			isp.KeaLog = filepath.Join(stateDir, "kea-isp"+l+".log")
 		}
 		t.ISPs = append(t.ISPs, isp)
 		t.Appliance.Uplinks = append(t.Appliance.Uplinks, Iface{Name: isp.Uplink, MAC: mac(0xa1, byte(i+1)), NS: app, Peer: "eth0", PeerNS: isp.NS})
@@ -198,11 +282,21 @@ func plan(o Options) (*Topology, error) {
 			isp, host = (i-4)%o.ISPs, i+9
 		}
 		isp %= o.ISPs
-		t.Subscribers = append(t.Subscribers, Sub{
+		s := Sub{
 			Name: "s" + strconv.Itoa(i), NS: o.ID + "-s" + strconv.Itoa(i), If: "eth0",
 			MAC: mac(0x01, byte(i)), IP: "100.64.0." + strconv.Itoa(host), Gateway: Gateway,
 			ISP: t.ISPs[isp].Name, Access: "acc0",
-		})
+		}
+		if o.DHCP {
+			s.IP, s.CustomerID, s.Role = "", "c-"+s.Name, RoleValid
+			switch i {
+			case 4:
+				s.ISP, s.Role = t.ISPs[0].Name, RoleRefused
+			case 5:
+				s.ISP, s.Role = "", RoleUnregistered
+			}
+		}
+		t.Subscribers = append(t.Subscribers, s)
 	}
 	if o.Generator {
 		t.Appliance.Access = append(t.Appliance.Access, Iface{Name: "acc1", MAC: mac(0xa0, 1), NS: app, Peer: "eth0", PeerNS: o.ID + "-gen"})
@@ -375,6 +469,9 @@ func (t *Topology) build(ctx context.Context) error {
 		if _, err := run(ctx, "ip", "netns", "exec", acc, "bridge", "link", "set", "dev", port, "isolated", "on"); err != nil {
 			return err
 		}
+		if s.IP == "" {
+			continue // DHCP lab: the subscriber's DHCP client configures it
+		}
 		if err := ipn(ctx, s.NS, "addr", "add", s.IP+"/24", "dev", s.If); err != nil {
 			return err
 		}
@@ -417,11 +514,15 @@ func (t *Topology) build(ctx context.Context) error {
 			return err
 		}
 	}
+	if t.DHCP {
+		return t.startDHCP(ctx)
+	}
 	return nil
 }
 
-// Down kills the processes in every namespace named ID-* and deletes those
-// namespaces. It is idempotent and succeeds when nothing exists.
+// Down kills the processes in every namespace named ID-* (Kea and DHCP
+// clients included), deletes those namespaces and removes the lab's state
+// directory. It is idempotent and succeeds when nothing exists.
 func Down(ctx context.Context, id string) error {
 	if id == "" {
 		id = DefaultID
@@ -443,6 +544,9 @@ func Down(ctx context.Context, id string) error {
 		if _, err := run(ctx, "ip", "netns", "del", ns); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := removeStateDir(id); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

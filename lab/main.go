@@ -16,7 +16,7 @@ import (
 
 const usage = `usage:
   lab up   [--id ID] [--subscribers N] [--isps N] [--generator] [--traffic-subscribers N]
-           [--config FILE --state-dir DIR] [--json]
+           [--dhcp [--lease-time DUR] [--lab-dir DIR]] [--config FILE --state-dir DIR] [--json]
   lab down [--id ID]`
 
 // Main implements the "lab" subcommand: args are what follows "lab".
@@ -36,6 +36,9 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 		fs.IntVar(&o.ISPs, "isps", 2, "ISPs")
 		fs.BoolVar(&o.Generator, "generator", false, "add the traffic generator namespace on acc1")
 		fs.IntVar(&o.TrafficSubscribers, "traffic-subscribers", 0, "synthetic subscribers on acc1 (with --generator)")
+		fs.BoolVar(&o.DHCP, "dhcp", false, "DHCP lab: subscribers without addresses, Kea in every ISP namespace")
+		fs.DurationVar(&o.LeaseTime, "lease-time", DefaultLeaseTime, "Kea's valid-lifetime (with --dhcp)")
+		fs.StringVar(&o.StateDir, "lab-dir", "", "the lab's own files (Kea configs, leases, logs, client scripts); default /tmp/ispmux-lab-ID")
 		fs.BoolVar(&asJSON, "json", false, "print the topology as JSON")
 		fs.StringVar(&cfg, "config", "", "also write an ispmux config for the lab to FILE")
 		fs.StringVar(&stateDir, "state-dir", "/var/lib/ispmux", "state_dir written into --config")
@@ -93,9 +96,25 @@ func (t *Topology) WriteTable(w io.Writer) error {
 	for _, i := range t.ISPs {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i.Name, i.Uplink, i.NS, i.RouterAddr, i.RouterMAC, i.OurAddr, i.HostNS, i.HostAddr)
 	}
-	fmt.Fprintln(tw, "\nSUBSCRIBER\tNS\tMAC\tIP\tISP\tACCESS")
-	for _, s := range t.Subscribers {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.NS, s.MAC, s.IP, s.ISP, s.Access)
+	if t.DHCP {
+		fmt.Fprintf(tw, "\nDHCP lab: files in %s, lease time %d s\n", t.StateDir, t.LeaseTime)
+		fmt.Fprintln(tw, "ISP\tKEA CONFIG\tKEA LEASES\tKEA LOG")
+		for _, i := range t.ISPs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", i.Name, i.KeaConfig, i.KeaLeaseFile, i.KeaLog)
+		}
+		fmt.Fprintln(tw, "\nSUBSCRIBER\tNS\tMAC\tCUSTOMER ID\tISP\tROLE\tACCESS")
+		for _, s := range t.Subscribers {
+			isp := s.ISP
+			if isp == "" {
+				isp = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.NS, s.MAC, s.CustomerID, isp, s.Role, s.Access)
+		}
+	} else {
+		fmt.Fprintln(tw, "\nSUBSCRIBER\tNS\tMAC\tIP\tISP\tACCESS")
+		for _, s := range t.Subscribers {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.NS, s.MAC, s.IP, s.ISP, s.Access)
+		}
 	}
 	if g := t.Generator; g != nil {
 		fmt.Fprintf(tw, "\ngenerator: %s %s %s on %s (%d traffic subscribers)\n", g.NS, g.If, g.MAC, g.Access, g.TrafficSubscribers)
@@ -107,6 +126,7 @@ func (t *Topology) WriteTable(w io.Writer) error {
 var Packages = map[string]string{
 	"ip":        "iproute2",
 	"bridge":    "iproute2",
+	"ss":        "iproute2",
 	"trafgen":   "netsniff-ng",
 	"iperf3":    "iperf3",
 	"ping":      "iputils-ping",
