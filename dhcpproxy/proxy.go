@@ -1,0 +1,689 @@
+// Package dhcpproxy is ispmux's DHCP engine. Towards each ISP it is a relay
+// agent that sends an extended request (RFC 2131/1542 relay with Option 82:
+// circuit-id, remote-id = the subscriber's MAC, subscriber-id = the customer
+// ID, optionally link selection, server-id override and VSS); towards the
+// subscriber it is the DHCP server (it emulates the ISP): the server
+// identifier the subscriber sees is ispmux's access address, Option 82
+// never reaches it, and replies are delivered as RFC 2131 §4.1 says.
+//
+// # Flow
+//
+// The datapath punts every DHCP frame (a copy; the UMEM frame is recycled
+// at once) to the control plane, which calls [Proxy.HandleFrame]. A client
+// message is checked (malformed, BOOTREPLY from a client, chaddr ≠ source
+// MAC, client-sent Option 82, giaddr ≠ 0, option overload: dropped and
+// counted by reason), rate limited per MAC and per access circuit, admitted
+// against the registry (unknown and blocked subscribers get no answer; the
+// attempt is an event), then relayed to every DHCP server of the chosen ISP
+// and remembered as a pending transaction (xid, MAC, ISP). A server reply is
+// accepted only if it matches a pending transaction and echoes our Option 82
+// byte for byte.
+//
+// # Binding order
+//
+// On an ACK: the binding is committed to the store (fsynced, grouped with
+// concurrent commits) → installed in the MAC table and the ISP's VRF → only
+// then is the ACK sent to the subscriber. A crash loses no binding a
+// subscriber was told about and creates none the ISP did not grant. Commits
+// run on their own goroutines so one fsync never holds up the other
+// subscribers' exchanges.
+//
+// # Rejection
+//
+// No answer within the timeout, or a NAK, marks the subscriber rejected by
+// its ISP with the reason: an event in the store (how the operator and the
+// ISP are notified) and a log line.
+package dhcpproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/engine"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// Store is the durable state the proxy needs (subscribers.Store).
+type Store interface {
+	Registration(mac subscribers.MAC) (subscribers.Registration, error)
+	CommitBinding(b subscribers.Binding) error
+	DeleteBinding(access string, vlan uint16, mac subscribers.MAC) (bool, error)
+	Bindings() ([]subscribers.Binding, error)
+	AddEvent(e subscribers.Event) (subscribers.Event, error)
+}
+
+// Tables is the forwarding state the proxy writes (engine.Control).
+type Tables interface {
+	Bind(b engine.Binding) error
+	Unbind(port uint8, vlan uint16, mac uint64) bool
+	NextHopMAC(isp uint8) (uint64, bool)
+}
+
+// Sender transmits a frame out of a port (a datapath worker's injection
+// queue).
+type Sender interface {
+	Inject(port uint8, frame []byte) bool
+}
+
+// Circuit is an access port/VLAN where subscribers attach.
+type Circuit struct {
+	Name      string // the [[access]] name
+	Interface string
+	Port      uint8
+	VLAN      uint16
+	MAC       uint64     // our MAC on the port
+	Addr      netip.Addr // our address: the server identifier subscribers see
+}
+
+// ISP is one ISP's DHCP side.
+type ISP struct {
+	Index            uint8
+	Name             string
+	Port             uint8
+	VLAN             uint16
+	MAC              uint64     // our uplink MAC
+	Addr             netip.Addr // our uplink address: giaddr and relay source
+	Servers          []netip.Addr
+	CircuitID        string // template: {interface} {vlan} {access} {mac}
+	ServerIDOverride bool
+	LinkSelection    netip.Addr
+	VSS              string
+}
+
+// Config holds the proxy's limits.
+type Config struct {
+	Timeout               time.Duration
+	MaxPending            int
+	MACRate, MACBurst     int
+	CircuitRate           int
+	CircuitBurst          int
+	MaxBindingsPerCircuit int
+	Circuits              []Circuit
+	ISPs                  []ISP
+}
+
+type circuitKey struct {
+	port uint8
+	vlan uint16
+}
+
+type subKey struct {
+	circuit circuitKey
+	mac     uint64
+}
+
+type pendKey struct {
+	xid [4]byte
+	mac uint64
+	isp uint8
+}
+
+// txn is a transaction waiting for the ISP.
+type txn struct {
+	sub      subKey
+	circuit  *Circuit
+	isp      *ISP
+	reg      subscribers.Registration
+	op82     []byte // exactly what we sent
+	msgType  dhcpv4.MessageType
+	deadline time.Time
+	serverID netip.Addr // the ISP server's identifier, from its OFFER
+}
+
+// lease is a binding ispmux holds (mirror of the store's).
+type lease struct {
+	b       subscribers.Binding
+	circuit *Circuit
+	isp     *ISP
+}
+
+// Proxy is the DHCP engine. HandleFrame may be called from one goroutine
+// (the control plane); Run drives timers. All methods are safe for
+// concurrent use.
+type Proxy struct {
+	cfg    Config
+	store  Store
+	tables Tables
+	send   Sender
+	log    *slog.Logger
+
+	circuits map[circuitKey]*Circuit
+	uplinks  map[circuitKey]*ISP
+	isps     map[string]*ISP
+
+	// mu guards everything below.
+	mu         sync.Mutex
+	pending    map[pendKey]*txn
+	leases     map[subKey]*lease
+	perCircuit map[circuitKey]int
+	macBucket  map[uint64]*bucket
+	cirBucket  map[circuitKey]*bucket
+	committing sync.WaitGroup
+
+	counters sync.Map // name → *atomic.Uint64
+}
+
+// New returns a proxy. Call Restore before the datapath forwards, then Run.
+func New(cfg Config, store Store, tables Tables, send Sender, log *slog.Logger) *Proxy {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &Proxy{
+		cfg: cfg, store: store, tables: tables, send: send, log: log,
+		circuits:   map[circuitKey]*Circuit{},
+		uplinks:    map[circuitKey]*ISP{},
+		isps:       map[string]*ISP{},
+		pending:    map[pendKey]*txn{},
+		leases:     map[subKey]*lease{},
+		perCircuit: map[circuitKey]int{},
+		macBucket:  map[uint64]*bucket{},
+		cirBucket:  map[circuitKey]*bucket{},
+	}
+	for i := range cfg.Circuits {
+		c := &p.cfg.Circuits[i]
+		p.circuits[circuitKey{c.Port, c.VLAN}] = c
+	}
+	for i := range cfg.ISPs {
+		isp := &p.cfg.ISPs[i]
+		p.uplinks[circuitKey{isp.Port, isp.VLAN}] = isp
+		p.isps[isp.Name] = isp
+	}
+	return p
+}
+
+func (p *Proxy) count(name string) {
+	v, ok := p.counters.Load(name)
+	if !ok {
+		v, _ = p.counters.LoadOrStore(name, new(atomic.Uint64))
+	}
+	v.(*atomic.Uint64).Add(1)
+}
+
+// Counters returns the proxy's counters by name.
+func (p *Proxy) Counters() map[string]uint64 {
+	out := map[string]uint64{}
+	p.counters.Range(func(k, v any) bool {
+		out[k.(string)] = v.(*atomic.Uint64).Load()
+		return true
+	})
+	return out
+}
+
+func (p *Proxy) event(kind subscribers.EventKind, mac uint64, isp string, ip netip.Addr, reason string) {
+	e := subscribers.Event{Kind: kind, MAC: subscribers.MAC(macBytes(mac)), ISP: isp, IP: ip, Reason: reason}
+	if _, err := p.store.AddEvent(e); err != nil {
+		p.log.Warn("event not stored", "kind", kind, "err", err)
+	}
+	lvl := slog.LevelInfo
+	switch kind {
+	case subscribers.EventRejected, subscribers.EventTimeout, subscribers.EventNak, subscribers.EventUnknown, subscribers.EventBlocked:
+		lvl = slog.LevelWarn
+	}
+	p.log.Log(context.Background(), lvl, "dhcp "+string(kind), "mac", engine.MACString(mac), "isp", isp, "ip", ip, "reason", reason)
+}
+
+// Restore installs every unexpired binding of the store in the tables and
+// removes expired ones. Call it before the datapath starts forwarding.
+func (p *Proxy) Restore(now time.Time) (int, error) {
+	bs, err := p.store.Bindings()
+	if err != nil {
+		return 0, fmt.Errorf("dhcp restore: %w", err)
+	}
+	n := 0
+	for _, b := range bs {
+		c := p.circuitByName(b.Access, b.VLAN)
+		isp := p.isps[b.ISP]
+		if c == nil || isp == nil || !b.Expires.After(now) {
+			if _, err := p.store.DeleteBinding(b.Access, b.VLAN, b.MAC); err != nil {
+				return n, fmt.Errorf("dhcp restore: %w", err)
+			}
+			continue
+		}
+		mac := engine.MAC48(b.MAC)
+		if err := p.tables.Bind(engine.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: isp.Index, IP: b.IP}); err != nil {
+			p.log.Warn("dhcp restore: binding not installed", "mac", engine.MACString(mac), "err", err)
+			continue
+		}
+		k := subKey{circuitKey{c.Port, c.VLAN}, mac}
+		p.mu.Lock()
+		p.leases[k] = &lease{b: b, circuit: c, isp: isp}
+		p.perCircuit[k.circuit]++
+		p.mu.Unlock()
+		n++
+	}
+	return n, nil
+}
+
+func (p *Proxy) circuitByName(name string, vlan uint16) *Circuit {
+	for _, c := range p.circuits {
+		if c.Name == name && c.VLAN == vlan {
+			return c
+		}
+	}
+	return nil
+}
+
+// HandleFrame processes one punted DHCP frame received on port.
+func (p *Proxy) HandleFrame(port uint8, f []byte) {
+	var pkt classifier.Packet
+	if pkt.Decode(f) != classifier.ReasonNone {
+		p.count("malformed_frame")
+		return
+	}
+	payload, ok := udpPayload(&pkt, f)
+	if !ok {
+		p.count("malformed_frame")
+		return
+	}
+	k := circuitKey{port, pkt.VLAN & 0xfff}
+	if c, ok := p.circuits[k]; ok && pkt.DstPort == 67 {
+		p.fromClient(c, &pkt, payload)
+		return
+	}
+	if isp, ok := p.uplinks[k]; ok && pkt.DstPort == 67 && pkt.DstIP == ip4(isp.Addr) {
+		p.fromServer(isp, &pkt, payload)
+		return
+	}
+	p.count("not_for_us")
+}
+
+func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
+	m, err := dhcpv4.FromBytes(payload)
+	if err != nil {
+		p.count(errMalformed.Error())
+		return
+	}
+	src := net.HardwareAddr(macBytes(pkt.Src))
+	if err := checkClient(m, src); err != nil {
+		p.count(err.Error())
+		return
+	}
+	now := time.Now()
+	sk := subKey{circuitKey{c.Port, c.VLAN}, pkt.Src}
+	p.mu.Lock()
+	okRate := p.allow(sk, now)
+	p.mu.Unlock()
+	if !okRate {
+		p.count("rate_limited")
+		return
+	}
+	reg, err := p.store.Registration(subscribers.MAC(src))
+	switch {
+	case errors.Is(err, subscribers.ErrNotFound):
+		p.count("unknown_subscriber")
+		p.event(subscribers.EventUnknown, pkt.Src, "", netip.Addr{}, "not registered ("+m.MessageType().String()+")")
+		return
+	case err != nil:
+		p.count("store_error")
+		p.log.Warn("dhcp: registry", "err", err)
+		return
+	case reg.Blocked:
+		p.count("blocked_subscriber")
+		p.event(subscribers.EventBlocked, pkt.Src, reg.ISP, netip.Addr{}, "blocked")
+		return
+	case reg.Access != "" && reg.Access != c.Name:
+		p.count("wrong_circuit")
+		p.event(subscribers.EventRejected, pkt.Src, reg.ISP, netip.Addr{}, "registered on access "+reg.Access+", seen on "+c.Name)
+		return
+	}
+	isp := p.isps[reg.ISP]
+	if isp == nil || len(isp.Servers) == 0 {
+		p.count("no_isp_server")
+		p.event(subscribers.EventRejected, pkt.Src, reg.ISP, netip.Addr{}, "ISP has no DHCP server configured")
+		return
+	}
+	unicast := pkt.Dst == c.MAC && pkt.DstIP == ip4(c.Addr)
+	p.relay(c, isp, reg, sk, m, unicast, now)
+}
+
+// relay sends m to every DHCP server of isp as an extended request.
+func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk subKey, m *dhcpv4.DHCPv4, unicast bool, now time.Time) {
+	mt := m.MessageType()
+	ri := relayInfo{
+		CircuitID:    []byte(circuitID(isp.CircuitID, c, sk.mac)),
+		RemoteID:     macBytes(sk.mac),
+		SubscriberID: []byte(reg.CustomerID),
+		Unicast:      unicast,
+		VSS:          isp.VSS,
+	}
+	if isp.ServerIDOverride {
+		ri.ServerIDOverride = c.Addr
+	}
+	ri.LinkSelection = isp.LinkSelection
+	op82 := ri.encode()
+
+	pk := pendKey{m.TransactionID, sk.mac, isp.Index}
+	p.mu.Lock()
+	t := p.pending[pk]
+	ispServerID := netip.Addr{}
+	if t != nil {
+		ispServerID = t.serverID
+	} else if l := p.leases[sk]; l != nil && l.isp == isp {
+		ispServerID = l.b.ServerID
+	}
+	switch mt {
+	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeInform:
+		if t == nil {
+			if len(p.pending) >= p.cfg.MaxPending {
+				p.mu.Unlock()
+				p.count("pending_full")
+				return
+			}
+			t = &txn{sub: sk, circuit: c, isp: isp}
+			p.pending[pk] = t
+		}
+		// The ISP's time runs from the first relay of this message: a
+		// client's retransmissions do not extend it.
+		if t.msgType != mt || t.deadline.IsZero() {
+			t.deadline = now.Add(p.cfg.Timeout)
+		}
+		t.reg, t.op82, t.msgType = reg, op82, mt
+		if t.serverID.IsValid() {
+			ispServerID = t.serverID
+		}
+	}
+	p.mu.Unlock()
+
+	gw, ok := p.tables.NextHopMAC(isp.Index)
+	if !ok {
+		p.count("no_next_hop")
+		return
+	}
+	payload := relayUp(m, isp.Addr, c.Addr, ispServerID, &ri)
+	sent := false
+	for _, srv := range isp.Servers {
+		f := udpFrame(gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, payload)
+		if p.send.Inject(isp.Port, f) {
+			sent = true
+		}
+	}
+	if !sent {
+		p.count("inject_full")
+		return
+	}
+	p.count("relayed_" + strings.ToLower(mt.String()))
+
+	switch mt {
+	case dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeDecline:
+		kind := subscribers.EventReleased
+		if mt == dhcpv4.MessageTypeDecline {
+			kind = subscribers.EventDeclined
+		}
+		ip := p.unbind(sk)
+		p.event(kind, sk.mac, isp.Name, ip, "")
+	}
+}
+
+// circuitID expands the template.
+func circuitID(tmpl string, c *Circuit, mac uint64) string {
+	r := strings.NewReplacer("{interface}", c.Interface, "{vlan}", strconv.Itoa(int(c.VLAN)),
+		"{access}", c.Name, "{mac}", engine.MACString(mac))
+	return r.Replace(tmpl)
+}
+
+// unbind removes a subscriber's binding from the tables, the store and the
+// proxy; it returns the address it had.
+func (p *Proxy) unbind(sk subKey) netip.Addr {
+	p.mu.Lock()
+	l := p.leases[sk]
+	delete(p.leases, sk)
+	if l != nil {
+		p.perCircuit[sk.circuit]--
+	}
+	p.mu.Unlock()
+	if l == nil {
+		return netip.Addr{}
+	}
+	p.tables.Unbind(sk.circuit.port, sk.circuit.vlan, sk.mac)
+	if _, err := p.store.DeleteBinding(l.b.Access, l.b.VLAN, l.b.MAC); err != nil {
+		p.log.Warn("dhcp: binding not deleted from the store", "mac", engine.MACString(sk.mac), "err", err)
+	}
+	return l.b.IP
+}
+
+func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte) {
+	src := addr4(pkt.SrcIP)
+	known := false
+	for _, s := range isp.Servers {
+		known = known || s == src
+	}
+	if !known {
+		p.count("unknown_server")
+		return
+	}
+	m, err := dhcpv4.FromBytes(payload)
+	if err != nil || len(m.ClientHWAddr) != 6 {
+		p.count(errServerMalformed.Error())
+		return
+	}
+	mac := engine.MAC48([6]byte(m.ClientHWAddr))
+	pk := pendKey{m.TransactionID, mac, isp.Index}
+	p.mu.Lock()
+	t := p.pending[pk]
+	p.mu.Unlock()
+	if t == nil {
+		p.count("no_transaction")
+		return
+	}
+	if err := checkServer(m, t.op82); err != nil {
+		p.count(err.Error())
+		return
+	}
+	c := t.circuit
+	switch m.MessageType() {
+	case dhcpv4.MessageTypeOffer:
+		if sid := m.ServerIdentifier(); sid != nil {
+			if a, ok := netip.AddrFromSlice(sid.To4()); ok {
+				p.mu.Lock()
+				t.serverID = a
+				t.deadline = time.Now().Add(p.cfg.Timeout)
+				p.mu.Unlock()
+			}
+		}
+		p.deliver(c, m, relayDown(m, c.Addr))
+		p.count("offer")
+	case dhcpv4.MessageTypeAck:
+		p.mu.Lock()
+		delete(p.pending, pk)
+		p.mu.Unlock()
+		if t.msgType == dhcpv4.MessageTypeInform {
+			p.deliver(c, m, relayDown(m, c.Addr))
+			p.count("ack_inform")
+			return
+		}
+		p.committing.Add(1)
+		go func() {
+			defer p.committing.Done()
+			p.bindAndAck(t, m)
+		}()
+	case dhcpv4.MessageTypeNak:
+		p.mu.Lock()
+		delete(p.pending, pk)
+		p.mu.Unlock()
+		ip := p.unbind(t.sub)
+		p.event(subscribers.EventNak, mac, isp.Name, ip, "the ISP refused (DHCPNAK): "+m.Message())
+		p.deliver(c, m, relayDown(m, c.Addr))
+		p.count("nak")
+	default:
+		p.count("server_unexpected_type")
+	}
+}
+
+// bindAndAck commits the lease durably, installs it, and only then sends
+// the ACK to the subscriber.
+func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4) {
+	ip, ok := netip.AddrFromSlice(m.YourIPAddr.To4())
+	if !ok || !ip.IsValid() || ip.IsUnspecified() {
+		p.count("ack_without_address")
+		return
+	}
+	lt := m.IPAddressLeaseTime(0)
+	if lt <= 0 {
+		p.count("ack_without_lease_time")
+		return
+	}
+	sid := t.serverID
+	if s := m.ServerIdentifier(); s != nil {
+		if a, ok := netip.AddrFromSlice(s.To4()); ok {
+			sid = a
+		}
+	}
+	c := t.circuit
+	mac := t.sub.mac
+	p.mu.Lock()
+	old := p.leases[t.sub]
+	if old == nil && p.perCircuit[t.sub.circuit] >= p.cfg.MaxBindingsPerCircuit {
+		p.mu.Unlock()
+		p.count("circuit_full")
+		p.event(subscribers.EventRejected, mac, t.isp.Name, ip, "too many bindings on access "+c.Name)
+		return
+	}
+	p.mu.Unlock()
+	now := time.Now()
+	b := subscribers.Binding{
+		MAC: subscribers.MAC(macBytes(mac)), Access: c.Name, VLAN: c.VLAN, ISP: t.isp.Name, IP: ip,
+		Circuit: circuitID(t.isp.CircuitID, c, mac), ServerID: sid, Expires: now.Add(lt), Updated: now,
+	}
+	if len(t.isp.Servers) > 0 {
+		b.Relay = t.isp.Servers[0]
+	}
+	if err := p.store.CommitBinding(b); err != nil {
+		p.count("store_error")
+		p.log.Error("dhcp: binding not committed; ACK withheld", "mac", engine.MACString(mac), "err", err)
+		return
+	}
+	if old != nil && old.b.IP != ip {
+		p.tables.Unbind(c.Port, c.VLAN, mac)
+	}
+	if err := p.tables.Bind(engine.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: t.isp.Index, IP: ip}); err != nil {
+		p.count("bind_conflict")
+		_, _ = p.store.DeleteBinding(b.Access, b.VLAN, b.MAC)
+		p.event(subscribers.EventRejected, mac, t.isp.Name, ip, "address not installable: "+err.Error())
+		return
+	}
+	p.mu.Lock()
+	if p.leases[t.sub] == nil {
+		p.perCircuit[t.sub.circuit]++
+	}
+	p.leases[t.sub] = &lease{b: b, circuit: c, isp: t.isp}
+	p.mu.Unlock()
+	kind := subscribers.EventBound
+	if old != nil {
+		kind = subscribers.EventRenewed
+	}
+	p.deliver(c, m, relayDown(m, c.Addr))
+	p.count("ack")
+	if old == nil {
+		p.event(kind, mac, t.isp.Name, ip, fmt.Sprintf("lease %s", lt))
+	}
+}
+
+// deliver sends a server message to the subscriber as RFC 2131 §4.1 says
+// for a server on the client's link (giaddr 0): NAKs are broadcast; a
+// client with an address (ciaddr) gets unicast; a client that asked for
+// broadcast gets broadcast; otherwise unicast to yiaddr at chaddr.
+func (p *Proxy) deliver(c *Circuit, m *dhcpv4.DHCPv4, payload []byte) {
+	dstMAC := engine.MAC48([6]byte(m.ClientHWAddr))
+	var dst netip.Addr
+	ciaddr, _ := netip.AddrFromSlice(m.ClientIPAddr.To4())
+	yiaddr, _ := netip.AddrFromSlice(m.YourIPAddr.To4())
+	switch {
+	case m.MessageType() == dhcpv4.MessageTypeNak:
+		dst, dstMAC = netip.AddrFrom4([4]byte{255, 255, 255, 255}), 0xffffffffffff
+	case ciaddr.IsValid() && !ciaddr.IsUnspecified():
+		dst = ciaddr
+	case m.IsBroadcast():
+		dst, dstMAC = netip.AddrFrom4([4]byte{255, 255, 255, 255}), 0xffffffffffff
+	case yiaddr.IsValid() && !yiaddr.IsUnspecified():
+		dst = yiaddr
+	default:
+		dst, dstMAC = netip.AddrFrom4([4]byte{255, 255, 255, 255}), 0xffffffffffff
+	}
+	f := udpFrame(dstMAC, c.MAC, c.VLAN, c.Addr, dst, 67, 68, payload)
+	if !p.send.Inject(c.Port, f) {
+		p.count("inject_full")
+	}
+}
+
+// Run expires pending transactions (rejection by silence) and leases until
+// ctx ends, then waits for in-flight commits.
+func (p *Proxy) Run(ctx context.Context) {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	defer p.committing.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			p.expire(now)
+		}
+	}
+}
+
+func (p *Proxy) expire(now time.Time) {
+	type timedOut struct {
+		mac uint64
+		isp string
+		mt  dhcpv4.MessageType
+	}
+	var tos []timedOut
+	var expired []subKey
+	p.mu.Lock()
+	for k, t := range p.pending {
+		if now.After(t.deadline) {
+			delete(p.pending, k)
+			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() || t.msgType == dhcpv4.MessageTypeRequest {
+				tos = append(tos, timedOut{t.sub.mac, t.isp.Name, t.msgType})
+			}
+		}
+	}
+	for k, l := range p.leases {
+		if !l.b.Expires.After(now) {
+			expired = append(expired, k)
+		}
+	}
+	for mac, b := range p.macBucket {
+		if b.full(now, p.cfg.MACRate, p.cfg.MACBurst) {
+			delete(p.macBucket, mac)
+		}
+	}
+	p.mu.Unlock()
+	for _, to := range tos {
+		p.count("timeout")
+		p.event(subscribers.EventTimeout, to.mac, to.isp, netip.Addr{},
+			fmt.Sprintf("no answer from the ISP to %s within %s", to.mt, p.cfg.Timeout))
+	}
+	for _, k := range expired {
+		ip := p.unbind(k)
+		p.count("expired")
+		p.event(subscribers.EventExpired, k.mac, "", ip, "lease expired")
+	}
+}
+
+// Leases returns the number of leases held.
+func (p *Proxy) Leases() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.leases)
+}
+
+func ip4(a netip.Addr) uint32 {
+	if !a.Is4() {
+		return 0
+	}
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}

@@ -1,0 +1,391 @@
+package dhcpproxy
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/engine"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// The unit rig: a real store (bbolt in a temp dir), fake tables and a fake
+// sender that records frames per port. Port 0 is the access port (our MAC
+// 02:aa::, address 100.64.0.1); port 1 the uplink of ISP "alpha" (our
+// 192.0.2.2, server 192.0.2.1, next hop MAC 02:bb::1).
+const (
+	accPort, upPort = 0, 1
+	accMAC          = 0x02aa00000000
+	upMAC           = 0x02aa00000001
+	gwMAC           = 0x02bb00000001
+)
+
+type fakeTables struct {
+	mu    sync.Mutex
+	bound map[uint64]engine.Binding
+	store *subscribers.Store
+	// committedFirst records, at each Bind, whether the store already had
+	// the binding (the durable-before-install order).
+	committedFirst []bool
+}
+
+func (f *fakeTables) Bind(b engine.Binding) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var m [6]byte
+	copy(m[:], macBytes(b.MAC))
+	_, err := f.store.Binding("acc0", b.VLAN, m)
+	f.committedFirst = append(f.committedFirst, err == nil)
+	f.bound[b.MAC] = b
+	return nil
+}
+
+func (f *fakeTables) Unbind(port uint8, vlan uint16, mac uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.bound[mac]
+	delete(f.bound, mac)
+	return ok
+}
+
+func (f *fakeTables) NextHopMAC(isp uint8) (uint64, bool) { return gwMAC, true }
+
+func (f *fakeTables) isBound(mac uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.bound[mac]
+	return ok
+}
+
+type sent struct {
+	port  uint8
+	frame []byte
+}
+
+type fakeSender struct {
+	mu     sync.Mutex
+	frames []sent
+	// onACK runs when an ACK is sent to the subscriber (ordering checks).
+	onACK func()
+}
+
+func (f *fakeSender) Inject(port uint8, frame []byte) bool {
+	f.mu.Lock()
+	f.frames = append(f.frames, sent{port, append([]byte(nil), frame...)})
+	cb := f.onACK
+	f.mu.Unlock()
+	if port == accPort && cb != nil {
+		if m := dhcpOf(frame); m != nil && m.MessageType() == dhcpv4.MessageTypeAck {
+			cb()
+		}
+	}
+	return true
+}
+
+func (f *fakeSender) take() []sent {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.frames
+	f.frames = nil
+	return out
+}
+
+func dhcpOf(frame []byte) *dhcpv4.DHCPv4 {
+	var p classifier.Packet
+	if p.Decode(frame) != classifier.ReasonNone {
+		return nil
+	}
+	pl, ok := udpPayload(&p, frame)
+	if !ok {
+		return nil
+	}
+	m, err := dhcpv4.FromBytes(pl)
+	if err != nil {
+		return nil
+	}
+	return m
+}
+
+type prig struct {
+	t     *testing.T
+	p     *Proxy
+	store *subscribers.Store
+	tab   *fakeTables
+	snd   *fakeSender
+}
+
+func newPRig(t *testing.T) *prig {
+	st, err := subscribers.Open(filepath.Join(t.TempDir(), "s.db"), subscribers.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	r := &prig{t: t, store: st, tab: &fakeTables{bound: map[uint64]engine.Binding{}, store: st}, snd: &fakeSender{}}
+	cfg := Config{
+		Timeout: 300 * time.Millisecond, MaxPending: 16, MACRate: 100, MACBurst: 100, CircuitRate: 1000, CircuitBurst: 1000,
+		MaxBindingsPerCircuit: 10,
+		Circuits:              []Circuit{{Name: "acc0", Interface: "acc0", Port: accPort, MAC: accMAC, Addr: ourSID}},
+		ISPs: []ISP{{Index: 0, Name: "alpha", Port: upPort, MAC: upMAC, Addr: giaddr,
+			Servers: []netip.Addr{ispSID}, CircuitID: "{interface}:{vlan}"}},
+	}
+	r.p = New(cfg, st, r.tab, r.snd, nil)
+	for i, mac := range []string{"02:00:00:00:01:01", "02:00:00:00:01:02"} {
+		hw, _ := net.ParseMAC(mac)
+		if err := st.PutRegistration(subscribers.Registration{MAC: [6]byte(hw), CustomerID: []string{"c-s1", "c-s2"}[i], ISP: "alpha", Source: "api"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r
+}
+
+// fromClient sends a client message as a broadcast frame from its chaddr.
+func (r *prig) fromClient(m *dhcpv4.DHCPv4) {
+	src := engine.MAC48([6]byte(m.ClientHWAddr))
+	f := udpFrame(0xffffffffffff, src, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, m.ToBytes())
+	r.p.HandleFrame(accPort, f)
+}
+
+// serve plays the ISP's server for every relayed message sent so far:
+// reply(m) returns the reply (nil: silence). It returns the messages the
+// subscriber was sent.
+func (r *prig) serve(reply func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4) []*dhcpv4.DHCPv4 {
+	r.t.Helper()
+	var toClient []*dhcpv4.DHCPv4
+	for _, s := range r.snd.take() {
+		m := dhcpOf(s.frame)
+		if m == nil {
+			r.t.Fatalf("proxy sent a frame that is not DHCP: %x", s.frame)
+		}
+		if s.port == accPort {
+			toClient = append(toClient, m)
+			continue
+		}
+		if rep := reply(m); rep != nil {
+			f := udpFrame(upMAC, gwMAC, 0, ispSID, giaddr, 67, 67, rep.ToBytes())
+			r.p.HandleFrame(upPort, f)
+		}
+	}
+	r.p.committing.Wait()
+	for _, s := range r.snd.take() {
+		if s.port == accPort {
+			toClient = append(toClient, dhcpOf(s.frame))
+		}
+	}
+	return toClient
+}
+
+// kea answers like the lab's Kea: it knows customer c-s1 only.
+func kea(t *testing.T, lease time.Duration) func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	return func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		sub, err := parseOption82(m.Options.Get(dhcpv4.OptionRelayAgentInformation))
+		if err != nil || string(sub[subSubscriberID]) != "c-s1" {
+			return nil
+		}
+		if !m.GatewayIPAddr.Equal(net.IP(giaddr.AsSlice())) {
+			t.Errorf("relayed with giaddr %v", m.GatewayIPAddr)
+		}
+		mt := dhcpv4.MessageTypeOffer
+		switch m.MessageType() {
+		case dhcpv4.MessageTypeRequest:
+			mt = dhcpv4.MessageTypeAck
+			if sid := m.ServerIdentifier(); sid != nil && !sid.Equal(net.IP(ispSID.AsSlice())) {
+				mt = dhcpv4.MessageTypeNak // not our server id: as Kea would ignore/refuse
+			}
+		case dhcpv4.MessageTypeRelease:
+			return nil
+		}
+		rep, _ := dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(mt),
+			dhcpv4.WithYourIP(net.IPv4(100, 64, 0, 100)),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ispSID.AsSlice()))),
+			dhcpv4.WithLeaseTime(uint32(lease/time.Second)),
+			dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, m.Options.Get(dhcpv4.OptionRelayAgentInformation)))
+		return rep
+	}
+}
+
+func mac(s string) net.HardwareAddr { hw, _ := net.ParseMAC(s); return hw }
+
+func TestDORA(t *testing.T) {
+	r := newPRig(t)
+	d := discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")))
+	r.fromClient(d)
+	got := r.serve(kea(t, time.Minute))
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("subscriber got %v, want one OFFER", got)
+	}
+	offer := got[0]
+	if !offer.ServerIdentifier().Equal(net.IP(ourSID.AsSlice())) || offer.Options.Has(dhcpv4.OptionRelayAgentInformation) {
+		t.Errorf("OFFER to the subscriber: server id %v, option 82 present %v", offer.ServerIdentifier(), offer.Options.Has(dhcpv4.OptionRelayAgentInformation))
+	}
+	// ACK must reach the subscriber only after the store and the tables
+	// have the binding.
+	var ackSeen bool
+	r.snd.onACK = func() {
+		ackSeen = true
+		if !r.tab.isBound(0x020000000101) {
+			t.Error("ACK sent before the binding was installed")
+		}
+		if _, err := r.store.Binding("acc0", 0, [6]byte(mac("02:00:00:00:01:01"))); err != nil {
+			t.Errorf("ACK sent before the binding was stored: %v", err)
+		}
+	}
+	req, _ := dhcpv4.NewRequestFromOffer(offer)
+	r.fromClient(req)
+	got = r.serve(kea(t, time.Minute))
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck || !ackSeen {
+		t.Fatalf("subscriber got %v, want one ACK", got)
+	}
+	if len(r.tab.committedFirst) != 1 || !r.tab.committedFirst[0] {
+		t.Errorf("installed before committed: %v", r.tab.committedFirst)
+	}
+	b, err := r.store.Binding("acc0", 0, [6]byte(mac("02:00:00:00:01:01")))
+	if err != nil || b.IP != netip.MustParseAddr("100.64.0.100") || b.ServerID != ispSID || b.ISP != "alpha" || b.Circuit != "acc0:0" {
+		t.Errorf("stored binding %+v, %v", b, err)
+	}
+
+	// RELEASE: relayed, unbound, removed.
+	rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
+		dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))
+	r.fromClient(rel)
+	r.serve(kea(t, time.Minute))
+	if r.tab.isBound(0x020000000101) {
+		t.Error("still bound after RELEASE")
+	}
+	if _, err := r.store.Binding("acc0", 0, [6]byte(mac("02:00:00:00:01:01"))); !errors.Is(err, subscribers.ErrNotFound) {
+		t.Errorf("binding still stored after RELEASE: %v", err)
+	}
+}
+
+func TestRejections(t *testing.T) {
+	r := newPRig(t)
+	// Unregistered: not relayed at all.
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:09"))))
+	if s := r.snd.take(); len(s) != 0 {
+		t.Errorf("unregistered subscriber relayed: %d frames", len(s))
+	}
+	// Registered here, unknown to the ISP (silence): a timeout event.
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:02"))))
+	if got := r.serve(kea(t, time.Minute)); len(got) != 0 {
+		t.Errorf("subscriber refused by the ISP got %v", got)
+	}
+	time.Sleep(350 * time.Millisecond)
+	r.p.expire(time.Now())
+	evs, err := r.store.Events(0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[subscribers.EventKind]int{}
+	for _, e := range evs {
+		kinds[e.Kind]++
+	}
+	if kinds[subscribers.EventUnknown] != 1 || kinds[subscribers.EventTimeout] != 1 {
+		t.Errorf("events %v, want one unknown and one timeout", kinds)
+	}
+	c := r.p.Counters()
+	if c["unknown_subscriber"] != 1 || c["timeout"] != 1 {
+		t.Errorf("counters %v", c)
+	}
+}
+
+func TestBadClientFramesCounted(t *testing.T) {
+	r := newPRig(t)
+	good := discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")))
+	src := uint64(0x020000000101)
+	send := func(payload []byte, from uint64) {
+		f := udpFrame(0xffffffffffff, from, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, payload)
+		r.p.HandleFrame(accPort, f)
+	}
+	b := good.ToBytes()
+	send(b[:100], src)                                // truncated
+	overrun := append([]byte(nil), b[:240]...)        // header + cookie
+	overrun = append(overrun, 12, 200, 'x', 'y', 255) // option length overruns
+	send(overrun, src)
+	send(b, 0x020000000199) // chaddr ≠ source MAC
+	send(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithOption(dhcpv4.OptRelayAgentInfo(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(2), []byte("x"))))).ToBytes(), src)
+	send(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithGatewayIP(net.IPv4(10, 1, 1, 1))).ToBytes(), src)
+	send(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithReply(good)).ToBytes(), src)
+	send(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithGeneric(dhcpv4.OptionOptionOverload, []byte{1})).ToBytes(), src)
+	if s := r.snd.take(); len(s) != 0 {
+		t.Errorf("bad frames relayed: %d", len(s))
+	}
+	c := r.p.Counters()
+	for _, k := range []string{"malformed", "chaddr_mismatch", "client_option82", "client_giaddr", "bootreply_from_client", "option_overload"} {
+		if c[k] == 0 {
+			t.Errorf("counter %s not incremented: %v", k, c)
+		}
+	}
+	if c["malformed"] != 2 {
+		t.Errorf("malformed %d, want 2 (truncated, overrun)", c["malformed"])
+	}
+	// A DORA right after works.
+	r.fromClient(good)
+	if got := r.serve(kea(t, time.Minute)); len(got) != 1 {
+		t.Errorf("DORA after bad frames: %v", got)
+	}
+}
+
+func TestServerRepliesChecked(t *testing.T) {
+	r := newPRig(t)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
+	// The ISP's reply with a tampered option 82 is dropped.
+	got := r.serve(func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		rep := kea(t, time.Minute)(m)
+		rep.UpdateOption(dhcpv4.OptRelayAgentInfo(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(1), []byte("other"))))
+		return rep
+	})
+	if len(got) != 0 || r.p.Counters()["option82_mismatch"] != 1 {
+		t.Errorf("tampered echo: subscriber got %v, counters %v", got, r.p.Counters())
+	}
+	// A reply matching no transaction is dropped.
+	stray, _ := dhcpv4.NewReplyFromRequest(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:02"))), dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer))
+	r.p.HandleFrame(upPort, udpFrame(upMAC, gwMAC, 0, ispSID, giaddr, 67, 67, stray.ToBytes()))
+	if r.p.Counters()["no_transaction"] != 1 {
+		t.Errorf("stray reply not counted: %v", r.p.Counters())
+	}
+}
+
+func TestLeaseExpiry(t *testing.T) {
+	r := newPRig(t)
+	d := discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")))
+	r.fromClient(d)
+	offer := r.serve(kea(t, time.Second))[0]
+	req, _ := dhcpv4.NewRequestFromOffer(offer)
+	r.fromClient(req)
+	r.serve(kea(t, time.Second))
+	if !r.tab.isBound(0x020000000101) {
+		t.Fatal("not bound")
+	}
+	r.p.expire(time.Now().Add(2 * time.Second))
+	if r.tab.isBound(0x020000000101) || r.p.Leases() != 0 {
+		t.Error("still bound after the lease expired")
+	}
+}
+
+func TestRestore(t *testing.T) {
+	r := newPRig(t)
+	now := time.Now()
+	for i, exp := range []time.Time{now.Add(time.Hour), now.Add(-time.Second)} {
+		b := subscribers.Binding{MAC: [6]byte{2, 0, 0, 0, 1, byte(i + 1)}, Access: "acc0", ISP: "alpha",
+			IP: netip.AddrFrom4([4]byte{100, 64, 0, byte(100 + i)}), Expires: exp, Updated: now}
+		if err := r.store.CommitBinding(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := r.p.Restore(now)
+	if err != nil || n != 1 {
+		t.Fatalf("restored %d, %v; want 1", n, err)
+	}
+	if !r.tab.isBound(0x020000000101) || r.tab.isBound(0x020000000102) {
+		t.Error("wrong bindings restored")
+	}
+	if bs, _ := r.store.Bindings(); len(bs) != 1 {
+		t.Errorf("expired binding left in the store: %d", len(bs))
+	}
+}

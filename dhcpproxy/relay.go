@@ -1,0 +1,186 @@
+package dhcpproxy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// Option 82 sub-options (RFC 3046, 3527, 3993, 5010, 5107, 6607).
+const (
+	subCircuitID        = 1
+	subRemoteID         = 2
+	subLinkSelection    = 5
+	subSubscriberID     = 6
+	subRelayFlags       = 10
+	subServerIDOverride = 11
+	subVSS              = 151
+)
+
+// maxHops is where a relay stops forwarding (RFC 1542 §4.1.1).
+const maxHops = 16
+
+// Why a client message is refused before anything else happens. Each is
+// also a counter name.
+var (
+	errMalformed       = errors.New("malformed")
+	errNotRequest      = errors.New("bootreply_from_client")
+	errChaddr          = errors.New("chaddr_mismatch")
+	errClientOption82  = errors.New("client_option82")
+	errClientGiaddr    = errors.New("client_giaddr")
+	errOverload        = errors.New("option_overload")
+	errNoMessageType   = errors.New("no_message_type")
+	errHops            = errors.New("too_many_hops")
+	errServerMalformed = errors.New("server_malformed")
+	errNotReply        = errors.New("bootrequest_from_server")
+	errOption82        = errors.New("option82_mismatch")
+)
+
+// relayInfo is what ispmux asserts about a subscriber to its ISP.
+type relayInfo struct {
+	CircuitID        []byte
+	RemoteID         []byte // the subscriber's MAC
+	SubscriberID     []byte // the customer ID (RFC 3993)
+	LinkSelection    netip.Addr
+	ServerIDOverride netip.Addr
+	VSS              string
+	Unicast          bool // RFC 5010 flags: the client's message was unicast
+}
+
+// encode returns the option 82 payload (sub-options), in a fixed order so a
+// server's echo can be compared byte for byte.
+func (r *relayInfo) encode() []byte {
+	var b []byte
+	add := func(code byte, v []byte) {
+		if len(v) > 255 {
+			v = v[:255]
+		}
+		b = append(b, code, byte(len(v)))
+		b = append(b, v...)
+	}
+	add(subCircuitID, r.CircuitID)
+	add(subRemoteID, r.RemoteID)
+	if r.LinkSelection.IsValid() {
+		a := r.LinkSelection.As4()
+		add(subLinkSelection, a[:])
+	}
+	if len(r.SubscriberID) > 0 {
+		add(subSubscriberID, r.SubscriberID)
+	}
+	if r.Unicast {
+		add(subRelayFlags, []byte{0x80}) // RFC 5010: U bit
+	}
+	if r.ServerIDOverride.IsValid() {
+		a := r.ServerIDOverride.As4()
+		add(subServerIDOverride, a[:])
+	}
+	if r.VSS != "" {
+		add(subVSS, append([]byte{0}, r.VSS...)) // type 0: NVT ASCII VPN identifier
+	}
+	return b
+}
+
+// checkClient validates a message received from a subscriber port. mac is
+// the Ethernet source address of the frame that carried it.
+func checkClient(m *dhcpv4.DHCPv4, mac net.HardwareAddr) error {
+	switch {
+	case m.OpCode != dhcpv4.OpcodeBootRequest:
+		return errNotRequest
+	case len(m.ClientHWAddr) != 6 || m.HWType != 1:
+		return errMalformed
+	case !bytes.Equal(m.ClientHWAddr, mac):
+		return errChaddr
+	case m.Options.Has(dhcpv4.OptionRelayAgentInformation):
+		// RFC 3046 §2.1: an untrusted port's message with option 82
+		// (and giaddr 0) is discarded; any second instance is
+		// concatenated by the parser (RFC 3396), so none slips through.
+		return errClientOption82
+	case m.GatewayIPAddr != nil && !m.GatewayIPAddr.IsUnspecified():
+		return errClientGiaddr
+	case m.Options.Has(dhcpv4.OptionOptionOverload):
+		// Options carried in sname/file would be lost by re-encoding.
+		return errOverload
+	case m.HopCount >= maxHops:
+		return errHops
+	case m.MessageType() == dhcpv4.MessageTypeNone:
+		return errNoMessageType
+	}
+	return nil
+}
+
+// relayUp turns a subscriber's message into the extended request ispmux
+// sends to the ISP: giaddr = our uplink address, hops + 1, the ISP's real
+// server identifier restored in place of ours (when the client named us),
+// and exactly one option 82, ours.
+func relayUp(m *dhcpv4.DHCPv4, giaddr netip.Addr, ourServerID, ispServerID netip.Addr, ri *relayInfo) []byte {
+	out := *m // shallow: Options is replaced below
+	out.Options = make(dhcpv4.Options, len(m.Options)+1)
+	for k, v := range m.Options {
+		out.Options[k] = v
+	}
+	out.HopCount = m.HopCount + 1
+	g := giaddr.As4()
+	out.GatewayIPAddr = net.IP(g[:])
+	if sid := m.ServerIdentifier(); sid != nil && ourServerID.IsValid() && ispServerID.IsValid() {
+		if a, ok := netip.AddrFromSlice(sid.To4()); ok && a == ourServerID {
+			s := ispServerID.As4()
+			out.Options[dhcpv4.OptionServerIdentifier.Code()] = s[:]
+		}
+	}
+	out.Options[dhcpv4.OptionRelayAgentInformation.Code()] = ri.encode()
+	return out.ToBytes()
+}
+
+// checkServer validates a message from an ISP's server and returns its
+// option 82 payload, which must be exactly what we sent (want).
+func checkServer(m *dhcpv4.DHCPv4, want []byte) error {
+	if m.OpCode != dhcpv4.OpcodeBootReply {
+		return errNotReply
+	}
+	if len(m.ClientHWAddr) != 6 || m.Options.Has(dhcpv4.OptionOptionOverload) {
+		return errServerMalformed
+	}
+	got := m.Options.Get(dhcpv4.OptionRelayAgentInformation)
+	if got == nil || !bytes.Equal(got, want) {
+		return errOption82
+	}
+	return nil
+}
+
+// relayDown turns an ISP's reply into the message ispmux sends to the
+// subscriber as its server: option 82 stripped, the server identifier ours,
+// giaddr and hops cleared (the subscriber sees a server on its link).
+func relayDown(m *dhcpv4.DHCPv4, ourServerID netip.Addr) []byte {
+	out := *m
+	out.Options = make(dhcpv4.Options, len(m.Options))
+	for k, v := range m.Options {
+		if k == dhcpv4.OptionRelayAgentInformation.Code() {
+			continue
+		}
+		out.Options[k] = v
+	}
+	if m.Options.Has(dhcpv4.OptionServerIdentifier) || m.MessageType() != dhcpv4.MessageTypeNone {
+		s := ourServerID.As4()
+		out.Options[dhcpv4.OptionServerIdentifier.Code()] = s[:]
+	}
+	out.GatewayIPAddr = net.IPv4zero
+	out.HopCount = 0
+	return out.ToBytes()
+}
+
+// parseOption82 splits an option 82 payload into sub-options.
+func parseOption82(b []byte) (map[byte][]byte, error) {
+	out := map[byte][]byte{}
+	for len(b) > 0 {
+		if len(b) < 2 || int(b[1]) > len(b)-2 {
+			return nil, fmt.Errorf("option 82: sub-option overruns")
+		}
+		out[b[0]] = append(out[b[0]], b[2:2+b[1]]...)
+		b = b[2+b[1]:]
+	}
+	return out, nil
+}

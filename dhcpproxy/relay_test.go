@@ -1,0 +1,214 @@
+package dhcpproxy
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+var (
+	testMAC   = net.HardwareAddr{0x02, 0, 0, 0, 1, 1}
+	giaddr    = netip.MustParseAddr("192.0.2.2")
+	ourSID    = netip.MustParseAddr("100.64.0.1")
+	ispSID    = netip.MustParseAddr("192.0.2.1")
+	testRelay = relayInfo{
+		CircuitID: []byte("acc0:0"), RemoteID: []byte(testMAC), SubscriberID: []byte("c-s1"),
+		ServerIDOverride: ourSID, LinkSelection: ourSID, VSS: "vpn-a",
+	}
+)
+
+// rawOptions returns each option instance (code, payload) in a DHCP
+// message's options area, as on the wire (no concatenation).
+func rawOptions(t testing.TB, msg []byte) [][2][]byte {
+	t.Helper()
+	if len(msg) < 240 {
+		t.Fatalf("message too short: %d", len(msg))
+	}
+	var out [][2][]byte
+	b := msg[240:]
+	for len(b) > 0 {
+		c := b[0]
+		if c == 0 {
+			b = b[1:]
+			continue
+		}
+		if c == 255 {
+			break
+		}
+		if len(b) < 2 || int(b[1]) > len(b)-2 {
+			t.Fatalf("option %d overruns the message", c)
+		}
+		out = append(out, [2][]byte{{c}, b[2 : 2+b[1]]})
+		b = b[2+b[1]:]
+	}
+	return out
+}
+
+func discover(t testing.TB, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	t.Helper()
+	m, err := dhcpv4.NewDiscovery(testMAC, mods...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestCheckClient(t *testing.T) {
+	other := net.HardwareAddr{0x02, 0, 0, 0, 9, 9}
+	cases := []struct {
+		name string
+		m    *dhcpv4.DHCPv4
+		src  net.HardwareAddr
+		want error
+	}{
+		{"ok", discover(t), testMAC, nil},
+		{"reply from a client", discover(t, dhcpv4.WithReply(discover(t))), testMAC, errNotRequest},
+		{"chaddr is not the source MAC", discover(t), other, errChaddr},
+		{"client option 82", discover(t, dhcpv4.WithOption(dhcpv4.OptRelayAgentInfo(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(1), []byte("x"))))), testMAC, errClientOption82},
+		{"giaddr set", discover(t, dhcpv4.WithGatewayIP(net.IPv4(10, 0, 0, 1))), testMAC, errClientGiaddr},
+		{"option overload", discover(t, dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionOptionOverload, []byte{3}))), testMAC, errOverload},
+		{"hops", discover(t, func(d *dhcpv4.DHCPv4) { d.HopCount = 16 }), testMAC, errHops},
+	}
+	for _, c := range cases {
+		if got := checkClient(c.m, c.src); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestRelayUp(t *testing.T) {
+	m := discover(t, func(d *dhcpv4.DHCPv4) { d.HopCount = 1 })
+	// A SELECTING REQUEST names our server identifier; the ISP must see its
+	// own.
+	m.UpdateOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice())))
+	out := relayUp(m, giaddr, ourSID, ispSID, &testRelay)
+	got, err := dhcpv4.FromBytes(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.GatewayIPAddr.Equal(net.IP(giaddr.AsSlice())) || got.HopCount != 2 {
+		t.Errorf("giaddr %v hops %d", got.GatewayIPAddr, got.HopCount)
+	}
+	if !got.ServerIdentifier().Equal(net.IP(ispSID.AsSlice())) {
+		t.Errorf("server id %v, want the ISP's %v", got.ServerIdentifier(), ispSID)
+	}
+	n82 := 0
+	for _, o := range rawOptions(t, out) {
+		if o[0][0] == 82 {
+			n82++
+			sub, err := parseOption82(o[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[byte]string{1: "acc0:0", 2: string(testMAC), 6: "c-s1", 5: string(ourSID.AsSlice()), 11: string(ourSID.AsSlice()), 151: "\x00vpn-a"}
+			for k, v := range want {
+				if string(sub[k]) != v {
+					t.Errorf("sub-option %d = %q, want %q", k, sub[k], v)
+				}
+			}
+		}
+	}
+	if n82 != 1 {
+		t.Errorf("%d option 82 instances, want 1", n82)
+	}
+	// The rest of the client's options are kept.
+	if !bytes.Equal(got.Options.Get(dhcpv4.OptionParameterRequestList), m.Options.Get(dhcpv4.OptionParameterRequestList)) {
+		t.Error("parameter request list changed")
+	}
+}
+
+func TestRelayDown(t *testing.T) {
+	d := discover(t)
+	offer, err := dhcpv4.NewReplyFromRequest(d,
+		dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer),
+		dhcpv4.WithServerIP(net.IP(ispSID.AsSlice())),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ispSID.AsSlice()))),
+		dhcpv4.WithYourIP(net.IPv4(100, 64, 0, 100)),
+		dhcpv4.WithGatewayIP(net.IP(giaddr.AsSlice())),
+		dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionRelayAgentInformation, Value: dhcpv4.OptionGeneric{Data: testRelay.encode()}}),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkServer(offer, testRelay.encode()); err != nil {
+		t.Fatalf("checkServer: %v", err)
+	}
+	other := testRelay
+	other.SubscriberID = []byte("c-s2")
+	if err := checkServer(offer, other.encode()); err != errOption82 {
+		t.Errorf("an echo that is not ours: %v, want %v", err, errOption82)
+	}
+	out := relayDown(offer, ourSID)
+	for _, o := range rawOptions(t, out) {
+		if o[0][0] == 82 {
+			t.Fatal("option 82 sent to the subscriber")
+		}
+	}
+	got, _ := dhcpv4.FromBytes(out)
+	if !got.ServerIdentifier().Equal(net.IP(ourSID.AsSlice())) || !got.GatewayIPAddr.IsUnspecified() {
+		t.Errorf("server id %v giaddr %v", got.ServerIdentifier(), got.GatewayIPAddr)
+	}
+}
+
+// FuzzRelayUp: whatever a subscriber sends, what goes to the ISP carries
+// exactly one option 82, and it is ours.
+func FuzzRelayUp(f *testing.F) {
+	f.Add(discover(f).ToBytes())
+	f.Add(discover(f, dhcpv4.WithOption(dhcpv4.OptRelayAgentInfo(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(1), []byte("spoof"))))).ToBytes())
+	req, _ := dhcpv4.NewRequestFromOffer(discover(f))
+	f.Add(req.ToBytes())
+	ours := testRelay.encode()
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		m, err := dhcpv4.FromBytes(payload)
+		if err != nil || len(m.ClientHWAddr) != 6 {
+			return
+		}
+		if checkClient(m, m.ClientHWAddr) != nil {
+			return
+		}
+		out := relayUp(m, giaddr, ourSID, ispSID, &testRelay)
+		n := 0
+		for _, o := range rawOptions(t, out) {
+			if o[0][0] == 82 {
+				n++
+				if !bytes.Equal(o[1], ours) {
+					t.Fatalf("option 82 upstream is not ours: %x", o[1])
+				}
+			}
+		}
+		if n != 1 {
+			t.Fatalf("%d option 82 instances upstream", n)
+		}
+	})
+}
+
+// FuzzRelayDown: whatever a server sends, nothing that reaches a subscriber
+// carries option 82, and the server identifier is ours.
+func FuzzRelayDown(f *testing.F) {
+	d := discover(f)
+	offer, _ := dhcpv4.NewReplyFromRequest(d, dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer),
+		dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionRelayAgentInformation, Value: dhcpv4.OptionGeneric{Data: testRelay.encode()}}))
+	f.Add(offer.ToBytes())
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		m, err := dhcpv4.FromBytes(payload)
+		if err != nil {
+			return
+		}
+		out := relayDown(m, ourSID)
+		for _, o := range rawOptions(t, out) {
+			if o[0][0] == 82 {
+				t.Fatalf("option 82 towards the subscriber: %x", o[1])
+			}
+		}
+		got, err := dhcpv4.FromBytes(out)
+		if err != nil {
+			t.Fatalf("relayDown produced an unparsable message: %v", err)
+		}
+		if got.MessageType() != dhcpv4.MessageTypeNone && !got.ServerIdentifier().Equal(net.IP(ourSID.AsSlice())) {
+			t.Fatalf("server identifier %v, want ours", got.ServerIdentifier())
+		}
+	})
+}
