@@ -24,12 +24,17 @@ import (
 
 	"github.com/ispmux/ispmux/configs"
 	"github.com/ispmux/ispmux/datapath"
+	"github.com/ispmux/ispmux/dhcpproxy"
 	"github.com/ispmux/ispmux/engine"
 	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/subscribers"
 )
 
 // SocketName is the control socket's file name inside state_dir.
 const SocketName = "ispmux.sock"
+
+// StoreName is the subscriber store's file name inside state_dir.
+const StoreName = "ispmux.db"
 
 // Appliance is a running ispmux.
 type Appliance struct {
@@ -41,6 +46,8 @@ type Appliance struct {
 	ctl     *engine.Control
 	workers []*datapath.Worker
 	ispIdx  []uint8
+	store   *subscribers.Store
+	dhcp    *dhcpproxy.Proxy
 	started time.Time
 }
 
@@ -75,10 +82,22 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	defer func() {
 		if err != nil {
 			a.closePorts()
+			if a.store != nil {
+				a.store.Close()
+			}
 		}
 	}()
 	if err := os.MkdirAll(cfg.Appliance.StateDir, 0o750); err != nil {
 		return nil, fmt.Errorf("appliance: state dir: %w", err)
+	}
+	// The store first: a second ispmux on the same state_dir stops here,
+	// before it touches an interface.
+	a.store, err = subscribers.Open(filepath.Join(cfg.Appliance.StateDir, StoreName), subscribers.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("appliance: %w", err)
+	}
+	if err := a.syncRegistrations(); err != nil {
+		return nil, err
 	}
 	dp := cfg.Datapath
 	for _, n := range names {
@@ -139,7 +158,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	}
 	static := 0
 	for _, s := range cfg.Subscribers {
-		if !s.Addr.IsValid() {
+		if !s.Addr.IsValid() || s.Blocked {
 			continue
 		}
 		ac := cfg.Access[s.AccessIndex]
@@ -151,8 +170,60 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		}
 		static++
 	}
-	log.Info("tables ready", "static_bindings", static, "isps", len(cfg.ISPs))
+	a.dhcp = dhcpproxy.New(a.dhcpConfig(idx), a.store, a.ctl, a.workers[0], log)
+	a.ctl.OnPunt = func(p *engine.Punted) { a.dhcp.HandleFrame(p.Port, p.Frame()) }
+	leased, err := a.dhcp.Restore(time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("appliance: %w", err)
+	}
+	log.Info("tables ready", "static_bindings", static, "dhcp_bindings", leased, "isps", len(cfg.ISPs))
 	return a, nil
+}
+
+// syncRegistrations makes the store's configured registrations those of the
+// file (API registrations are left alone).
+func (a *Appliance) syncRegistrations() error {
+	var regs []subscribers.Registration
+	for _, s := range a.cfg.Subscribers {
+		r := subscribers.Registration{
+			MAC: s.HWAddr, CustomerID: s.CustomerID, ISP: s.ISP, Blocked: s.Blocked, Source: "config",
+		}
+		if s.Access != "" {
+			r.Access = s.Access
+		}
+		regs = append(regs, r)
+	}
+	added, removed, err := a.store.SyncRegistrations("config", regs)
+	if err != nil {
+		return fmt.Errorf("appliance: registrations: %w", err)
+	}
+	a.log.Info("registrations", "from_config", len(regs), "added", added, "removed", removed)
+	return nil
+}
+
+func (a *Appliance) dhcpConfig(idx map[string]int) dhcpproxy.Config {
+	d := a.cfg.DHCP
+	c := dhcpproxy.Config{
+		Timeout: d.TimeoutDur, MaxPending: d.MaxPending, MACRate: d.MACRate, MACBurst: d.MACBurst,
+		CircuitRate: d.CircuitRate, CircuitBurst: d.CircuitBurst, MaxBindingsPerCircuit: d.MaxBindingsPerCircuit,
+	}
+	for _, ac := range a.cfg.Access {
+		pi := idx[ac.Interface]
+		c.Circuits = append(c.Circuits, dhcpproxy.Circuit{
+			Name: ac.Name, Interface: ac.Interface, Port: uint8(pi), VLAN: uint16(ac.VLAN),
+			MAC: mac48(a.ports[pi].MAC), Addr: ac.Addr,
+		})
+	}
+	for _, isp := range a.cfg.ISPs {
+		pi := idx[isp.Uplink]
+		c.ISPs = append(c.ISPs, dhcpproxy.ISP{
+			Index: uint8(isp.Index), Name: isp.Name, Port: uint8(pi), VLAN: uint16(isp.VLAN),
+			MAC: mac48(a.ports[pi].MAC), Addr: isp.Prefix.Addr(), Servers: isp.DHCPServerAddrs,
+			CircuitID: isp.CircuitID, ServerIDOverride: isp.ServerIDOverride,
+			LinkSelection: isp.LinkSelectionAddr, VSS: isp.VSS,
+		})
+	}
+	return c
 }
 
 // Run forwards until ctx ends, then stops the workers and detaches every
@@ -172,10 +243,14 @@ func (a *Appliance) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		a.ctl.Run(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		a.dhcp.Run(ctx)
 	}()
 	srv, err := a.serveControl(filepath.Join(a.cfg.Appliance.StateDir, SocketName))
 	if err != nil {
@@ -191,7 +266,7 @@ func (a *Appliance) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	a.logCounters()
-	closeErr := a.closePorts()
+	closeErr := errors.Join(a.closePorts(), a.store.Close())
 	close(errc)
 	var errs []error
 	for err := range errc {

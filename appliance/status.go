@@ -10,20 +10,27 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/datapath"
 	"github.com/ispmux/ispmux/engine"
+	"github.com/ispmux/ispmux/subscribers"
 )
 
 // Status is what the control socket reports.
 type Status struct {
-	Uptime   string          `json:"uptime"`
-	Ports    []PortStatus    `json:"ports"`
-	ISPs     []ISPStatus     `json:"isps"`
-	Bindings []BindingStatus `json:"bindings"`
-	Control  engine.ControlCounters
+	Uptime   string                 `json:"uptime"`
+	Ports    []PortStatus           `json:"ports"`
+	ISPs     []ISPStatus            `json:"isps"`
+	Bindings []BindingStatus        `json:"bindings"`
+	Control  engine.ControlCounters `json:"control"`
+	// DHCP counts the DHCP proxy's decisions (relayed, offers, acks,
+	// drops by reason, rejections).
+	DHCP map[string]uint64 `json:"dhcp"`
+	// Leases is the number of DHCP leases held.
+	Leases int `json:"leases"`
 }
 
 // PortStatus is one port's datapath and engine counters, summed over queues
@@ -65,7 +72,8 @@ type BindingStatus struct {
 
 // Status returns the appliance's counters and tables.
 func (a *Appliance) Status() Status {
-	st := Status{Uptime: time.Since(a.started).Round(time.Second).String(), Control: a.ctl.Counters()}
+	st := Status{Uptime: time.Since(a.started).Round(time.Second).String(), Control: a.ctl.Counters(),
+		DHCP: a.dhcp.Counters(), Leases: a.dhcp.Leases()}
 	ec := a.state.Counters()
 	for i, name := range a.names {
 		ps := PortStatus{Name: name, Drops: map[string]uint64{}}
@@ -120,6 +128,26 @@ func (a *Appliance) serveControl(path string) (*http.Server, error) {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(a.Status())
 	})
+	mux.HandleFunc("GET /events", func(w http.ResponseWriter, r *http.Request) {
+		after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
+		limit, err := strconv.Atoi(r.URL.Query().Get("limit"))
+		if err != nil || limit <= 0 || limit > 10000 {
+			limit = 1000
+		}
+		evs, err := a.store.Events(after, limit)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		out := make([]EventStatus, 0, len(evs))
+		for _, e := range evs {
+			out = append(out, eventStatus(e))
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(out)
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -129,34 +157,70 @@ func (a *Appliance) serveControl(path string) (*http.Server, error) {
 	return srv, nil
 }
 
+// EventStatus is one stored event as the control socket reports it.
+type EventStatus struct {
+	Seq    uint64    `json:"seq"`
+	Time   time.Time `json:"time"`
+	Kind   string    `json:"kind"`
+	MAC    string    `json:"mac"`
+	ISP    string    `json:"isp,omitempty"`
+	IP     string    `json:"ip,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+func eventStatus(e subscribers.Event) EventStatus {
+	es := EventStatus{Seq: e.Seq, Time: e.Time, Kind: string(e.Kind), MAC: net.HardwareAddr(e.MAC[:]).String(), ISP: e.ISP, Reason: e.Reason}
+	if e.IP.IsValid() {
+		es.IP = e.IP.String()
+	}
+	return es
+}
+
+// FetchEvents asks the appliance for the events after seq.
+func FetchEvents(ctx context.Context, path string, after uint64) ([]EventStatus, error) {
+	var evs []EventStatus
+	if err := fetch(ctx, path, fmt.Sprintf("/events?after=%d", after), &evs); err != nil {
+		return nil, err
+	}
+	return evs, nil
+}
+
 // FetchStatus asks the appliance whose control socket is at path for its
 // status.
 func FetchStatus(ctx context.Context, path string) (*Status, error) {
+	var st Status
+	if err := fetch(ctx, path, "/status", &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// fetch GETs what on the control socket at path into v.
+func fetch(ctx context.Context, path, what string, v any) error {
 	c := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
 		},
 	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://ispmux/status", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://ispmux"+what, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("control socket %s: %w (is ispmux running?)", path, err)
+		return fmt.Errorf("control socket %s: %w (is ispmux running?)", path, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("control socket %s: %s", path, resp.Status)
+		return fmt.Errorf("control socket %s: %s: %s", path, resp.Status, body)
 	}
-	var st Status
-	if err := json.Unmarshal(body, &st); err != nil {
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("control socket %s: %w", path, err)
 	}
-	return &st, nil
+	return nil
 }

@@ -78,8 +78,16 @@ func inNetns(t *testing.T, name string, fn func()) {
 	go func() {
 		defer close(done)
 		runtime.LockOSThread()
-		// The thread is not unlocked: it dies with the goroutine, so
-		// no other goroutine ever runs in the switched namespace.
+		// The thread returns to its namespace before it is unlocked; if
+		// it cannot, it stays locked and dies with the goroutine. (A
+		// main thread left in another namespace would make the whole
+		// process look like a member of it.)
+		orig, err := netns.Get()
+		if err != nil {
+			t.Errorf("netns: %v", err)
+			return
+		}
+		defer orig.Close()
 		h, err := netns.GetFromName(name)
 		if err != nil {
 			t.Errorf("netns %s: %v", name, err)
@@ -90,6 +98,11 @@ func inNetns(t *testing.T, name string, fn func()) {
 			t.Errorf("setns %s: %v", name, err)
 			return
 		}
+		defer func() {
+			if netns.Set(orig) == nil {
+				runtime.UnlockOSThread()
+			}
+		}()
 		fn()
 	}()
 	<-done

@@ -409,7 +409,17 @@ func sendRaw(t *testing.T, ns, ifname string, frames [][]byte) {
 	t.Helper()
 	errc := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		// The thread goes back to its namespace before it is unlocked.
+		// Were it left in ns, and were it the process's main thread
+		// (which never exits), the whole test process would count as a
+		// member of ns, and tearing the lab down would kill it.
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
 		errc <- func() error {
 			h, err := netns.GetFromName(ns)
 			if err != nil {
@@ -419,6 +429,11 @@ func sendRaw(t *testing.T, ns, ifname string, frames [][]byte) {
 			if err := netns.Set(h); err != nil {
 				return err
 			}
+			defer func() {
+				if netns.Set(orig) == nil {
+					runtime.UnlockOSThread()
+				}
+			}()
 			ifi, err := net.InterfaceByName(ifname)
 			if err != nil {
 				return err

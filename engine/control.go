@@ -141,6 +141,16 @@ func (c *Control) Bindings() []Binding {
 	return out
 }
 
+// NextHopMAC returns the resolved MAC of ISP isp's next hop, for frames the
+// control plane sends to the ISP.
+func (c *Control) NextHopMAC(isp uint8) (uint64, bool) {
+	up := c.s.Up.Load().Get(isp)
+	if up == nil || !up.Configured || !up.Resolved {
+		return 0, false
+	}
+	return up.GatewayMAC, true
+}
+
 // NextHop reports ISP isp's next-hop resolution.
 type NextHop struct {
 	State string

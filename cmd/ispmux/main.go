@@ -4,6 +4,7 @@
 //	ispmux run   -c FILE           run the appliance (headless; SIGINT/SIGTERM stop it cleanly)
 //	ispmux check -c FILE           validate a configuration and exit
 //	ispmux ctl   -c FILE status    print a running appliance's counters and bindings
+//	ispmux ctl   -c FILE events    print the subscriber events (bound, rejected, expired, ...)
 //	ispmux lab   up|down ...       build or remove the network-namespace lab
 //	ispmux bench forward ...       measure forwarding against the kernel and a bare AF_XDP forwarder
 //
@@ -21,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 
 	"github.com/ispmux/ispmux/appliance"
@@ -60,6 +62,7 @@ commands:
   run   -c FILE              run the appliance
   check -c FILE              validate a configuration
   ctl   -c FILE status       show a running appliance's counters and bindings
+  ctl   -c FILE events [N]   show the events (bound, rejected, ...) after sequence N
   lab   up|down [flags]      build or remove the netns lab (see ispmux lab -h)
   bench forward [flags]      forwarding benchmark in the lab (see ispmux bench -h)
 `
@@ -134,21 +137,34 @@ func cmdCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	if len(rest) != 1 || rest[0] != "status" {
-		fmt.Fprint(stderr, "usage: ispmux ctl -c FILE status\n")
+	if len(rest) < 1 || (rest[0] != "status" && rest[0] != "events") {
+		fmt.Fprint(stderr, "usage: ispmux ctl -c FILE status | events [AFTER-SEQ]\n")
 		return usageError{}
 	}
 	cfg, err := configs.Load(path)
 	if err != nil {
 		return err
 	}
-	st, err := appliance.FetchStatus(ctx, filepath.Join(cfg.Appliance.StateDir, appliance.SocketName))
+	sock := filepath.Join(cfg.Appliance.StateDir, appliance.SocketName)
+	var v any
+	switch rest[0] {
+	case "status":
+		v, err = appliance.FetchStatus(ctx, sock)
+	case "events":
+		var after uint64
+		if len(rest) > 1 {
+			if after, err = strconv.ParseUint(rest[1], 10, 64); err != nil {
+				return usageError{fmt.Sprintf("events: bad sequence number %q", rest[1])}
+			}
+		}
+		v, err = appliance.FetchEvents(ctx, sock, after)
+	}
 	if err != nil {
 		return err
 	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
-	return enc.Encode(st)
+	return enc.Encode(v)
 }
 
 func logLevel(s string) slog.Level {
