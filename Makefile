@@ -43,7 +43,7 @@ deps:
 # The lab demo: installs what the lab needs, builds, brings the lab up and runs
 # the appliance in it (Ctrl-C stops ispmux and removes the lab).
 demo: deps build
-	./scripts/demo.sh $(LABID)
+	./$(BIN) demo --id $(LABID)
 
 demo-down: build
 	./$(BIN) lab down --id $(LABID)

@@ -171,6 +171,9 @@ type Proxy struct {
 	macBucket  map[uint64]*bucket
 	cirBucket  map[circuitKey]*bucket
 	committing sync.WaitGroup
+	// lastEvent suppresses repeats of the same rejection for one MAC (a
+	// client retransmits every few seconds): one event per eventQuiet.
+	lastEvent map[eventKey]time.Time
 
 	counters sync.Map // name → *atomic.Uint64
 }
@@ -190,6 +193,7 @@ func New(cfg Config, store Store, tables Tables, send Sender, log *slog.Logger) 
 		perCircuit: map[circuitKey]int{},
 		macBucket:  map[uint64]*bucket{},
 		cirBucket:  map[circuitKey]*bucket{},
+		lastEvent:  map[eventKey]time.Time{},
 	}
 	for i := range cfg.Circuits {
 		c := &p.cfg.Circuits[i]
@@ -221,7 +225,30 @@ func (p *Proxy) Counters() map[string]uint64 {
 	return out
 }
 
+type eventKey struct {
+	mac  uint64
+	kind subscribers.EventKind
+}
+
+// eventQuiet is how long a repeated rejection of one subscriber is not
+// recorded again (it is still counted).
+const eventQuiet = time.Minute
+
 func (p *Proxy) event(kind subscribers.EventKind, mac uint64, isp string, ip netip.Addr, reason string) {
+	switch kind {
+	case subscribers.EventUnknown, subscribers.EventBlocked, subscribers.EventTimeout, subscribers.EventRejected:
+		now := time.Now()
+		k := eventKey{mac, kind}
+		p.mu.Lock()
+		last, seen := p.lastEvent[k]
+		if !seen || now.Sub(last) >= eventQuiet {
+			p.lastEvent[k] = now
+		}
+		p.mu.Unlock()
+		if seen && now.Sub(last) < eventQuiet {
+			return
+		}
+	}
 	e := subscribers.Event{Kind: kind, MAC: subscribers.MAC(macBytes(mac)), ISP: isp, IP: ip, Reason: reason}
 	if _, err := p.store.AddEvent(e); err != nil {
 		p.log.Warn("event not stored", "kind", kind, "err", err)
@@ -658,6 +685,11 @@ func (p *Proxy) expire(now time.Time) {
 	for mac, b := range p.macBucket {
 		if b.full(now, p.cfg.MACRate, p.cfg.MACBurst) {
 			delete(p.macBucket, mac)
+		}
+	}
+	for k, t := range p.lastEvent {
+		if now.Sub(t) >= eventQuiet {
+			delete(p.lastEvent, k)
 		}
 	}
 	p.mu.Unlock()

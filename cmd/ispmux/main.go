@@ -6,7 +6,8 @@
 //	ispmux ctl   -c FILE status    print a running appliance's counters and bindings
 //	ispmux ctl   -c FILE events    print the subscriber events (bound, rejected, expired, ...)
 //	ispmux lab   up|down ...       build or remove the network-namespace lab
-//	ispmux bench forward ...       measure forwarding against the kernel and a bare AF_XDP forwarder
+//	ispmux bench forward|dhcp ...  measure forwarding / DHCP against the kernel, dhcrelay, bare AF_XDP, Kea
+//	ispmux demo                    the lab demo (what `make demo` runs)
 //
 // main only wires the process to run; the logic lives in the packages.
 package main
@@ -28,6 +29,7 @@ import (
 	"github.com/ispmux/ispmux/appliance"
 	"github.com/ispmux/ispmux/bench"
 	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/demo"
 	"github.com/ispmux/ispmux/lab"
 )
 
@@ -64,7 +66,8 @@ commands:
   ctl   -c FILE status       show a running appliance's counters and bindings
   ctl   -c FILE events [N]   show the events (bound, rejected, ...) after sequence N
   lab   up|down [flags]      build or remove the netns lab (see ispmux lab -h)
-  bench forward [flags]      forwarding benchmark in the lab (see ispmux bench -h)
+  bench forward|dhcp [flags] benchmarks in the lab (see ispmux bench -h)
+  demo  [--exit]             the lab demo: DHCP subscribers get leases from their ISPs through ispmux
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -83,6 +86,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return lab.Main(ctx, args[1:], stdout)
 	case "bench":
 		return bench.Main(ctx, args[1:], stdout, stderr)
+	case "demo":
+		return demo.Main(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -1,0 +1,214 @@
+// Package demo runs the lab demonstration behind `make demo`: it builds the
+// DHCP lab (subscribers behind a shared access network, two ISPs each with a
+// validating Kea), runs ispmux in the appliance namespace, lets real DHCP
+// clients (dhclient and busybox udhcpc) obtain leases from their chosen ISPs
+// through ispmux, shows the result (subscriber → ISP → address, traffic to
+// the ISP's host, refused and unregistered subscribers, events), and keeps
+// forwarding until interrupted, then removes everything.
+package demo
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ispmux/ispmux/appliance"
+	"github.com/ispmux/ispmux/lab"
+)
+
+// Main runs `ispmux demo [--id ID] [--lease 60s] [--exit]`.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	id := fs.String("id", lab.DefaultID, "lab ID (namespace prefix)")
+	lease := fs.Duration("lease", time.Minute, "lease time the ISPs grant")
+	exit := fs.Bool("exit", false, "exit after showing the results instead of forwarding until interrupted")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "demo: building lab %q (2 ISPs running Kea, 5 subscribers)...\n", *id)
+	topo, err := lab.Up(ctx, lab.Options{ID: *id, Subscribers: 5, DHCP: true, LeaseTime: *lease})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_ = lab.Down(context.Background(), *id)
+		fmt.Fprintf(stdout, "demo: lab %q removed\n", *id)
+	}()
+	dir, err := os.MkdirTemp("", "ispmux-demo-")
+	if err != nil {
+		return err
+	}
+	cfg := filepath.Join(dir, "ispmux.toml")
+	if err := os.WriteFile(cfg, topo.ConfigTOML(filepath.Join(dir, "state")), 0o644); err != nil {
+		return err
+	}
+	logf, err := os.Create(filepath.Join(dir, "ispmux.log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	ispmux := exec.Command("ip", "netns", "exec", topo.Appliance.NS, exe, "run", "-c", cfg)
+	ispmux.Stdout, ispmux.Stderr = logf, logf
+	ispmux.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := ispmux.Start(); err != nil {
+		return err
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			_ = ispmux.Process.Signal(syscall.SIGTERM)
+			_ = ispmux.Wait()
+		}
+	}
+	defer stop()
+	fmt.Fprintf(stdout, "demo: ispmux running in %s (config %s, log %s)\n", topo.Appliance.NS, cfg, logf.Name())
+	sock := filepath.Join(dir, "state", appliance.SocketName)
+	if err := waitReady(ctx, sock); err != nil {
+		return fmt.Errorf("demo: ispmux not ready: %w (see %s)", err, logf.Name())
+	}
+
+	// Real DHCP clients: dhclient on s1, s3 and s4, udhcpc on s2 and s5.
+	var clients []*exec.Cmd
+	defer func() {
+		for _, c := range clients {
+			if c.Process != nil {
+				_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+				_ = c.Wait()
+			}
+		}
+	}()
+	for _, s := range topo.Subscribers {
+		var c *exec.Cmd
+		if s.Name == "s2" || s.Name == "s5" {
+			c = topo.Udhcpc(context.Background(), s)
+		} else {
+			c = topo.Dhclient(context.Background(), s)
+		}
+		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := c.Start(); err != nil {
+			return err
+		}
+		clients = append(clients, c)
+	}
+	fmt.Fprintln(stdout, "demo: DHCP clients started (dhclient on s1 s3 s4, udhcpc on s2 s5); waiting for leases...")
+	wait := time.After(12 * time.Second)
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wait:
+			done = true
+		case <-time.After(500 * time.Millisecond):
+			done = allValidBound(ctx, topo)
+		}
+	}
+	// Give the refused subscriber's ISP time to stay silent.
+	time.Sleep(5 * time.Second)
+
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(stdout)
+	fmt.Fprintln(tw, "SUBSCRIBER\tMAC\tCUSTOMER\tCHOSEN ISP\tADDRESS (from the ISP, via ispmux)\tPING ISP HOST\tROLE")
+	for _, s := range topo.Subscribers {
+		addr, res := "-", "-"
+		if p, ok := topo.SubAddr(ctx, s); ok {
+			addr = p.String()
+			res = "FAILED"
+			if err := exec.CommandContext(ctx, "ip", "netns", "exec", s.NS, "ping", "-c", "2", "-i", "0.2", "-W", "1", "-q", lab.HostAddr).Run(); err == nil {
+				res = "ok"
+			}
+		}
+		isp := s.ISP
+		if isp == "" {
+			isp = "(none)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.MAC, s.CustomerID, isp, addr, res, s.Role)
+	}
+	tw.Flush()
+	fmt.Fprintln(stdout, "(both ISPs hand out 100.64.0.100-199: their plans overlap, the VRFs keep them apart)")
+
+	fmt.Fprintln(stdout, "\nevents (ispmux ctl events):")
+	evs, err := appliance.FetchEvents(ctx, sock, 0)
+	if err == nil {
+		for _, e := range evs {
+			fmt.Fprintf(stdout, "  %s  %-9s %s %-6s %-15s %s\n", e.Time.Local().Format("15:04:05"), e.Kind, e.MAC, e.ISP, e.IP, e.Reason)
+		}
+	}
+	if st, err := appliance.FetchStatus(ctx, sock); err == nil {
+		fmt.Fprintf(stdout, "\nleases held: %d; DHCP counters: %s\n", st.Leases, counters(st.DHCP))
+	}
+	if *exit {
+		return nil
+	}
+	fmt.Fprintf(stdout, "\nispmux keeps forwarding. Try:\n  ip netns exec %s-s1 ping %s\n  %s ctl -c %s status\nCtrl-C stops ispmux and removes the lab.\n", *id, lab.HostAddr, exe, cfg)
+	select {
+	case <-ctx.Done():
+	case <-waitExit(ispmux):
+		stopped = true
+		return errors.New("demo: ispmux exited; see " + logf.Name())
+	}
+	return nil
+}
+
+func allValidBound(ctx context.Context, topo *lab.Topology) bool {
+	for _, s := range topo.Subscribers {
+		if s.Role == lab.RoleValid {
+			if _, ok := topo.SubAddr(ctx, s); !ok {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func waitExit(c *exec.Cmd) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() { _ = c.Wait(); close(ch) }()
+	return ch
+}
+
+func waitReady(ctx context.Context, sock string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		st, err := appliance.FetchStatus(ctx, sock)
+		if err == nil {
+			ready := true
+			for _, i := range st.ISPs {
+				ready = ready && i.State == "reachable"
+			}
+			if ready {
+				return nil
+			}
+			last = errors.New("next hops not resolved")
+		} else {
+			last = err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return last
+}
+
+func counters(m map[string]uint64) string {
+	var b strings.Builder
+	for _, k := range []string{"relayed_discover", "offer", "relayed_request", "ack", "nak", "timeout", "unknown_subscriber"} {
+		if v, ok := m[k]; ok {
+			fmt.Fprintf(&b, "%s=%d ", k, v)
+		}
+	}
+	return strings.TrimSpace(b.String())
+}
