@@ -391,3 +391,36 @@ func TestRestore(t *testing.T) {
 		t.Errorf("expired binding left in the store: %d", len(bs))
 	}
 }
+
+func TestNAKUnbinds(t *testing.T) {
+	r := newPRig(t)
+	d := discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")))
+	r.fromClient(d)
+	offer := r.serve(kea(t, time.Minute))[0]
+	req, _ := dhcpv4.NewRequestFromOffer(offer)
+	r.fromClient(req)
+	r.serve(kea(t, time.Minute))
+	if !r.tab.isBound(0x020000000101) {
+		t.Fatal("not bound")
+	}
+	// The ISP refuses the next request (NAK): unbound, the NAK reaches the
+	// subscriber (broadcast), and an event says why.
+	again, _ := dhcpv4.NewRequestFromOffer(offer)
+	r.fromClient(again)
+	got := r.serve(func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		rep, _ := dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ispSID.AsSlice()))),
+			dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, m.Options.Get(dhcpv4.OptionRelayAgentInformation)))
+		return rep
+	})
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("subscriber got %v, want the NAK", got)
+	}
+	if r.tab.isBound(0x020000000101) {
+		t.Error("still bound after NAK")
+	}
+	evs, _ := r.store.Events(0, 100)
+	if len(evs) == 0 || evs[len(evs)-1].Kind != subscribers.EventNak {
+		t.Errorf("last event %+v, want nak", evs)
+	}
+}

@@ -28,6 +28,10 @@ const (
 	DHCPPoolLast     = "100.64.0.199"
 	DHCPSubnetID     = 1
 	RelayAddr        = "192.0.2.2" // giaddr: ispmux's uplink address
+	// Options.KeaOpen: one open subnet for every relayed client.
+	KeaOpenSubnet    = "100.64.0.0/16"
+	KeaOpenPoolFirst = "100.64.1.0"
+	KeaOpenPoolLast  = "100.64.254.255"
 	// ValidClass is the Kea client class of the subscribers an ISP knows;
 	// only it may draw from the pool.
 	ValidClass = "VALID"
@@ -108,7 +112,7 @@ type (
 		ValidLifetime     int           `json:"valid-lifetime"`
 		RenewTimer        int           `json:"renew-timer"`
 		RebindTimer       int           `json:"rebind-timer"`
-		ClientClasses     []keaClass    `json:"client-classes"`
+		ClientClasses     []keaClass    `json:"client-classes,omitempty"`
 		Subnet4           []keaSubnet   `json:"subnet4"`
 		Loggers           []keaLogger   `json:"loggers"`
 	}
@@ -138,7 +142,7 @@ type (
 	}
 	keaPool struct {
 		Pool        string `json:"pool"`
-		ClientClass string `json:"client-class"`
+		ClientClass string `json:"client-class,omitempty"`
 	}
 	keaOptData struct {
 		Name string `json:"name"`
@@ -218,6 +222,21 @@ func (t *Topology) KeaConfigJSON(i int) ([]byte, error) {
 			Name: "kea-dhcp4", OutputOptions: []keaLogOutput{{Output: isp.KeaLog}}, Severity: "INFO",
 		}},
 	}}
+	if t.KeaOpen {
+		// Benchmarks: anyone relayed by ispmux (giaddr 192.0.2.2) or by
+		// a kernel relay on the access side (giaddr 100.64.0.1, which
+		// is inside the subnet anyway) gets an address.
+		c.Dhcp4.ClientClasses = nil
+		c.Dhcp4.Subnet4 = []keaSubnet{{
+			ID: DHCPSubnetID, Subnet: KeaOpenSubnet,
+			Relay: keaRelay{IPAddresses: []string{RelayAddr, Gateway}},
+			Pools: []keaPool{{Pool: KeaOpenPoolFirst + " - " + KeaOpenPoolLast}},
+			OptionData: []keaOptData{
+				{Name: "routers", Data: Gateway},
+				{Name: "subnet-mask", Data: "255.255.0.0"},
+			},
+		}}
+	}
 	return json.MarshalIndent(c, "", "  ")
 }
 

@@ -119,6 +119,12 @@ type Options struct {
 	// LeaseTime is Kea's valid-lifetime (DHCP only); default 120 s, whole
 	// seconds, at least 8 s.
 	LeaseTime time.Duration
+	// KeaOpen (DHCP only, for benchmarks) makes every ISP's Kea serve any
+	// relayed client instead of validating by Option 82: subnet
+	// 100.64.0.0/16 (KeaOpenSubnet), selected by relay 192.0.2.2 or
+	// 100.64.0.1 (or by giaddr inside it), pool KeaOpenPoolFirst -
+	// KeaOpenPoolLast without a client class.
+	KeaOpen bool
 }
 
 // Iface is one end of a veth pair.
@@ -207,6 +213,7 @@ type Topology struct {
 	DHCP        bool      `json:"dhcp,omitempty"`
 	StateDir    string    `json:"state_dir,omitempty"`  // the lab's files; removed by Down
 	LeaseTime   int       `json:"lease_time,omitempty"` // Kea's valid-lifetime in seconds (DHCP lab)
+	KeaOpen     bool      `json:"kea_open,omitempty"`   // Kea serves every relayed client (Options.KeaOpen)
 }
 
 func mac(a, b byte) string { return fmt.Sprintf("02:00:00:00:%02x:%02x", a, b) }
@@ -251,6 +258,9 @@ func plan(o Options) (*Topology, error) {
 	t := &Topology{ID: o.ID, AccessNS: o.ID + "-acc"}
 	if o.DHCP {
 		t.DHCP, t.StateDir, t.LeaseTime = true, stateDir, int(o.LeaseTime/time.Second)
+		t.KeaOpen = o.KeaOpen
+	} else if o.KeaOpen {
+		return nil, errors.New("lab: KeaOpen needs DHCP")
 	}
 	t.Appliance.NS = app
 	t.Appliance.Access = []Iface{{Name: "acc0", MAC: mac(0xa0, 0), NS: app, Peer: "up0", PeerNS: t.AccessNS}}
