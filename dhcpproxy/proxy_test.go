@@ -424,3 +424,50 @@ func TestNAKUnbinds(t *testing.T) {
 		t.Errorf("last event %+v, want nak", evs)
 	}
 }
+
+func TestLimits(t *testing.T) {
+	r := newPRig(t)
+	r.p.cfg.MACRate, r.p.cfg.MACBurst = 1, 3
+	for range 5 {
+		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
+	}
+	if c := r.p.Counters(); c["rate_limited"] != 2 || c["relayed_discover"] != 3 {
+		t.Errorf("per-MAC limit: %v, want 3 relayed and 2 rate_limited", c)
+	}
+	// Pending cap: distinct transactions beyond MaxPending are dropped.
+	r2 := newPRig(t)
+	r2.p.cfg.MaxPending = 2
+	for i := range 4 {
+		d := discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")))
+		d.TransactionID = dhcpv4.TransactionID{0, 0, 0, byte(i + 1)}
+		r2.fromClient(d)
+	}
+	if c := r2.p.Counters(); c["pending_full"] != 2 {
+		t.Errorf("pending cap: %v, want 2 pending_full", c)
+	}
+}
+
+func TestBindingsPerCircuitCap(t *testing.T) {
+	r := newPRig(t)
+	r.p.cfg.MaxBindingsPerCircuit = 1
+	// Both MACs are customer c-s1, which the fake ISP accepts.
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac("02:00:00:00:01:02")), CustomerID: "c-s1", ISP: "alpha", Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	dora := func(m string) []*dhcpv4.DHCPv4 {
+		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(m))))
+		offer := r.serve(kea(t, time.Minute))[0]
+		req, _ := dhcpv4.NewRequestFromOffer(offer)
+		r.fromClient(req)
+		return r.serve(kea(t, time.Minute))
+	}
+	if got := dora("02:00:00:00:01:01"); len(got) != 1 {
+		t.Fatalf("first subscriber: %v", got)
+	}
+	if got := dora("02:00:00:00:01:02"); len(got) != 0 {
+		t.Errorf("second subscriber on a full circuit got %v", got)
+	}
+	if r.p.Counters()["circuit_full"] != 1 || r.tab.isBound(0x020000000102) {
+		t.Errorf("circuit cap not applied: %v", r.p.Counters())
+	}
+}
