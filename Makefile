@@ -27,6 +27,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzProcess$$' -fuzztime $(FUZZTIME) ./engine/
 	$(GO) test -run '^$$' -fuzz '^FuzzRelayUp$$' -fuzztime $(FUZZTIME) ./dhcpproxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzRelayDown$$' -fuzztime $(FUZZTIME) ./dhcpproxy/
+	$(GO) test -run '^$$' -fuzz '^FuzzHandleFrame$$' -fuzztime $(FUZZTIME) ./dhcpproxy/
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

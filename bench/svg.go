@@ -17,6 +17,12 @@ type Bar struct {
 // second) with a title. It has no dependencies: every element is written by
 // hand and every text is XML-escaped.
 func writeBarSVG(w io.Writer, title string, bars []Bar) error {
+	return writeBarChart(w, title, "packets per second", "pps", bars)
+}
+
+// writeBarChart is writeBarSVG for any rate: axis is the vertical axis's
+// label and unit follows each bar's value.
+func writeBarChart(w io.Writer, title, axis, unit string, bars []Bar) error {
 	const (
 		width, height      = 640, 400
 		left, right        = 70, 20
@@ -49,7 +55,7 @@ func writeBarSVG(w io.Writer, title string, bars []Bar) error {
 		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", left-6, y+4, esc(humanPPS(v)))
 	}
 	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#000000"/>`+"\n", left, top+plotH, left+plotW, top+plotH)
-	fmt.Fprintf(&b, `<text x="16" y="%d" text-anchor="middle" transform="rotate(-90 16 %d)">packets per second</text>`+"\n", top+plotH/2, top+plotH/2)
+	fmt.Fprintf(&b, `<text x="16" y="%d" text-anchor="middle" transform="rotate(-90 16 %d)">%s</text>`+"\n", top+plotH/2, top+plotH/2, esc(axis))
 	if n := len(bars); n > 0 {
 		slot := float64(plotW) / float64(n)
 		bw := slot * 0.6
@@ -61,7 +67,7 @@ func writeBarSVG(w io.Writer, title string, bars []Bar) error {
 			x := float64(left) + slot*float64(i) + (slot-bw)/2
 			y := float64(top+plotH) - h
 			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`+"\n", x, y, bw, h, barFill)
-			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", x+bw/2, y-6, esc(fmt.Sprintf("%.0f pps", bar.Value)))
+			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", x+bw/2, y-6, esc(fmt.Sprintf("%.0f %s", bar.Value, unit)))
 			fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle" font-weight="bold">%s</text>`+"\n", x+bw/2, top+plotH+22, esc(bar.Label))
 		}
 	}

@@ -471,3 +471,39 @@ func TestBindingsPerCircuitCap(t *testing.T) {
 		t.Errorf("circuit cap not applied: %v", r.p.Counters())
 	}
 }
+
+// FuzzHandleFrame feeds arbitrary frames to both sides of the proxy: it
+// must never panic, and nothing it sends to the subscriber side may carry
+// option 82.
+func FuzzHandleFrame(f *testing.F) {
+	d := discover(f, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")))
+	f.Add(uint8(accPort), udpFrame(0xffffffffffff, 0x020000000101, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, d.ToBytes()))
+	offer, _ := dhcpv4.NewReplyFromRequest(d, dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer))
+	f.Add(uint8(upPort), udpFrame(upMAC, gwMAC, 0, ispSID, giaddr, 67, 67, offer.ToBytes()))
+	st, err := subscribers.Open(filepath.Join(f.TempDir(), "s.db"), subscribers.Options{NoSync: true})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.PutRegistration(subscribers.Registration{MAC: [6]byte(mac("02:00:00:00:01:01")), CustomerID: "c-s1", ISP: "alpha", Source: "api"}); err != nil {
+		f.Fatal(err)
+	}
+	snd := &fakeSender{}
+	tab := &fakeTables{bound: map[uint64]engine.Binding{}, store: st}
+	p := New(Config{Timeout: time.Second, MaxPending: 64, MACRate: 1000, MACBurst: 1000, CircuitRate: 1000, CircuitBurst: 1000, MaxBindingsPerCircuit: 10,
+		Circuits: []Circuit{{Name: "acc0", Interface: "acc0", Port: accPort, MAC: accMAC, Addr: ourSID}},
+		ISPs:     []ISP{{Index: 0, Name: "alpha", Port: upPort, MAC: upMAC, Addr: giaddr, Servers: []netip.Addr{ispSID}, CircuitID: "{interface}:{vlan}"}},
+	}, st, tab, snd, nil)
+	f.Fuzz(func(t *testing.T, port uint8, frame []byte) {
+		p.HandleFrame(port%2, frame)
+		p.committing.Wait()
+		for _, s := range snd.take() {
+			if s.port != accPort {
+				continue
+			}
+			if m := dhcpOf(s.frame); m != nil && m.Options.Has(dhcpv4.OptionRelayAgentInformation) {
+				t.Fatalf("option 82 sent to a subscriber")
+			}
+		}
+	})
+}
