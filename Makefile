@@ -6,7 +6,7 @@ FUZZTIME ?= 10s
 LABID    ?= ispmux
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 
-.PHONY: all build test unit fuzz lint bench demo demo-down deps clean
+.PHONY: all build test unit fuzz lint tools bench demo demo-down deps clean
 
 all: build
 
@@ -14,7 +14,8 @@ build:
 	$(GO) build -o $(BIN) ./cmd/ispmux
 
 # The whole suite: lint, unit + privileged end-to-end tests (root), short fuzz runs.
-test: lint build
+# It first installs what the tests need (Debian packages of the lab, staticcheck).
+test: deps tools lint build
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 	$(MAKE) fuzz
 
@@ -28,6 +29,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRelayUp$$' -fuzztime $(FUZZTIME) ./dhcpproxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzRelayDown$$' -fuzztime $(FUZZTIME) ./dhcpproxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzHandleFrame$$' -fuzztime $(FUZZTIME) ./dhcpproxy/
+
+tools:
+	@command -v staticcheck >/dev/null 2>&1 || [ -x $(HOME)/go/bin/staticcheck ] || \
+		$(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

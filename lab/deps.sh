@@ -19,6 +19,8 @@ need ethtool ethtool
 need kea-dhcp4 kea-dhcp4-server
 need dhclient isc-dhcp-client
 need busybox busybox
+need perfdhcp kea-admin
+need dhcrelay isc-dhcp-relay
 if [ -z "$missing" ]; then
 	echo "lab deps: all present"
 	exit 0

@@ -135,6 +135,8 @@ var Packages = map[string]string{
 	"kea-dhcp4": "kea-dhcp4-server",
 	"dhclient":  "isc-dhcp-client",
 	"busybox":   "busybox",
+	"perfdhcp":  "kea-admin",
+	"dhcrelay":  "isc-dhcp-relay",
 }
 
 // MissingPackages returns the Debian packages whose binaries are missing.
