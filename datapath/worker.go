@@ -273,8 +273,15 @@ func (w *Worker) dispatch(in uint8, q Queue, n int) {
 			q.Free(d)
 			continue
 		}
-		copy(dst, v.Hdr[:v.HdrLen])
-		copy(dst[v.HdrLen:], f[v.Strip:l])
+		if v.HdrLen == v.Strip {
+			// Same header length: rewrite the header in the received
+			// frame (ours until freed) and copy the frame once.
+			copy(f, v.Hdr[:v.HdrLen])
+			copy(dst, f[:l])
+		} else {
+			copy(dst, v.Hdr[:v.HdrLen])
+			copy(dst[v.HdrLen:], f[v.Strip:l])
+		}
 		nd.Len = uint32(newLen)
 		w.tx[v.Port] = append(w.tx[v.Port], nd)
 		q.Free(d)
