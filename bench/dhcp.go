@@ -326,8 +326,8 @@ func dhcpBench(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 // dhcpConfigTOML is the lab's configuration plus the generator's clients as
 // DHCP subscribers of the first ISP on the generator's access port, and a
 // [dhcp] table whose limits do not throttle the benchmark: per-circuit rate
-// and bindings far above the offered load, and a per-MAC budget for a
-// DORA with every retransmission.
+// and bindings far above the offered load, and a per-MAC budget for the
+// client's DORAs per second with every retransmission.
 func dhcpConfigTOML(t *lab.Topology, stateDir string, o *dhcpOptions) []byte {
 	var b bytes.Buffer
 	b.Write(t.ConfigTOML(stateDir))
@@ -336,9 +336,12 @@ func dhcpConfigTOML(t *lab.Topology, stateDir string, o *dhcpOptions) []byte {
 		fmt.Fprintf(&b, "\n[[subscriber]]\nmac = %s\nisp = %s\ncustomer_id = %s\naccess = %s\n",
 			q(genMAC(i).String()), q(t.ISPs[0].Name), q(fmt.Sprintf("bench-%d", i+1)), q(t.Generator.Access))
 	}
-	perMAC := 2 * (o.retries + 1)
+	// A client starts a DORA rate/clients times a second (the generator
+	// cycles over its clients), each of up to 2×(retries+1) messages.
+	perMAC := 2 * (o.retries + 1) * int(math.Ceil(o.rate/float64(o.clients)))
+	perMAC = min(1000, max(4, perMAC))
 	fmt.Fprintf(&b, "\n[dhcp]\ntimeout = \"4s\"\nmax_pending = %d\nmac_rate = %d\nmac_burst = %d\ncircuit_rate = %d\ncircuit_burst = %d\nmax_bindings_per_circuit = %d\n",
-		max(4096, 4*o.clients), max(4, perMAC), max(8, 2*perMAC), 1<<20, 1<<20, max(4096, 2*o.clients))
+		max(4096, 4*o.clients), perMAC, 2*perMAC, 1<<20, 1<<20, max(4096, 2*o.clients))
 	return b.Bytes()
 }
 

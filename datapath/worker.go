@@ -51,7 +51,9 @@ type injected struct {
 	buf  []byte
 }
 
-const injectCap = 256
+// injectCap bounds the control plane's queued frames per worker: a group commit
+// can release hundreds of DHCP ACKs at once.
+const injectCap = 1024
 
 // NewWorker returns a worker for the given queues (indexed by port). batch
 // is the most frames received per port per iteration; idle is how long the
