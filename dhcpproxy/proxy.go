@@ -171,6 +171,8 @@ type Proxy struct {
 	macBucket  map[uint64]*bucket
 	cirBucket  map[circuitKey]*bucket
 	committing sync.WaitGroup
+	events     sync.WaitGroup
+	eventSem   chan struct{}
 	// lastEvent suppresses repeats of the same rejection for one MAC (a
 	// client retransmits every few seconds): one event per eventQuiet.
 	lastEvent map[eventKey]time.Time
@@ -194,6 +196,7 @@ func New(cfg Config, store Store, tables Tables, send Sender, log *slog.Logger) 
 		macBucket:  map[uint64]*bucket{},
 		cirBucket:  map[circuitKey]*bucket{},
 		lastEvent:  map[eventKey]time.Time{},
+		eventSem:   make(chan struct{}, maxEventWriters),
 	}
 	for i := range cfg.Circuits {
 		c := &p.cfg.Circuits[i]
@@ -230,6 +233,9 @@ type eventKey struct {
 	kind subscribers.EventKind
 }
 
+// maxEventWriters bounds the events being stored at once.
+const maxEventWriters = 256
+
 // eventQuiet is how long a repeated rejection of one subscriber is not
 // recorded again (it is still counted).
 const eventQuiet = time.Minute
@@ -249,9 +255,23 @@ func (p *Proxy) event(kind subscribers.EventKind, mac uint64, isp string, ip net
 			return
 		}
 	}
-	e := subscribers.Event{Kind: kind, MAC: subscribers.MAC(macBytes(mac)), ISP: isp, IP: ip, Reason: reason}
-	if _, err := p.store.AddEvent(e); err != nil {
-		p.log.Warn("event not stored", "kind", kind, "err", err)
+	e := subscribers.Event{Time: time.Now(), Kind: kind, MAC: subscribers.MAC(macBytes(mac)), ISP: isp, IP: ip, Reason: reason}
+	// Stored off the caller's goroutine: the control plane never waits for
+	// an fsync (a flood of rejections must not stall everyone's DHCP), and
+	// concurrent events share fsyncs with binding commits (group commit).
+	// Bounded: beyond maxEventWriters in flight, events are counted and
+	// dropped (the log line below still records them).
+	select {
+	case p.eventSem <- struct{}{}:
+		p.events.Add(1)
+		go func() {
+			defer func() { <-p.eventSem; p.events.Done() }()
+			if _, err := p.store.AddEvent(e); err != nil {
+				p.log.Warn("event not stored", "kind", kind, "err", err)
+			}
+		}()
+	default:
+		p.count("events_dropped")
 	}
 	lvl := slog.LevelInfo
 	switch kind {
@@ -649,6 +669,7 @@ func (p *Proxy) deliver(c *Circuit, m *dhcpv4.DHCPv4, payload []byte) {
 func (p *Proxy) Run(ctx context.Context) {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	defer p.events.Wait()
 	defer p.committing.Wait()
 	for {
 		select {
