@@ -303,19 +303,8 @@ func dhcpBench(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	if err := writeDHCPOutputs(o.out, r); err != nil {
 		return err
 	}
-	if o.asJSON {
-		js, err := r.JSON()
-		if err != nil {
-			return err
-		}
-		if _, err := stdout.Write(js); err != nil {
-			return err
-		}
-	} else {
-		if err := r.WriteTable(stdout); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "results in %s/dhcp.{json,md,svg}\n", o.out)
+	if err := emit(stdout, r, o.asJSON, o.out, "dhcp"); err != nil {
+		return err
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("bench dhcp: case(s) %s failed (details in %s/dhcp.json)", strings.Join(failed, ", "), o.out)

@@ -221,19 +221,8 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	if err := writeOutputs(o.out, r); err != nil {
 		return err
 	}
-	if o.asJSON {
-		js, err := r.JSON()
-		if err != nil {
-			return err
-		}
-		if _, err := stdout.Write(js); err != nil {
-			return err
-		}
-	} else {
-		if err := r.WriteTable(stdout); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "results in %s/forward.{json,md,svg}\n", o.out)
+	if err := emit(stdout, r, o.asJSON, o.out, "forward"); err != nil {
+		return err
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("bench forward: case(s) %s failed (details in %s/forward.json)", strings.Join(failed, ", "), o.out)

@@ -266,3 +266,27 @@ func (r *Result) Markdown() string {
 	}
 	return b.String()
 }
+
+// report is a finished benchmark result.
+type report interface {
+	JSON() ([]byte, error)
+	WriteTable(w io.Writer) error
+}
+
+// emit prints r on stdout: one JSON object with asJSON, else the table and
+// where the files (NAME.json, .md, .svg in dir) are.
+func emit(stdout io.Writer, r report, asJSON bool, dir, name string) error {
+	if asJSON {
+		js, err := r.JSON()
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(js)
+		return err
+	}
+	if err := r.WriteTable(stdout); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(stdout, "results in %s/%s.{json,md,svg}\n", dir, name)
+	return err
+}

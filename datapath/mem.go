@@ -7,7 +7,7 @@ package datapath
 type MemQueue struct {
 	umem      []byte
 	frameSize int
-	free      []uint64
+	frames    frameStack
 	rx        []Desc // received frames rx[rxHead:]
 	rxHead    int
 
@@ -23,16 +23,12 @@ type MemQueue struct {
 
 // NewMemQueue returns a queue with frames buffers of frameSize bytes.
 func NewMemQueue(frames, frameSize int) *MemQueue {
-	q := &MemQueue{
+	return &MemQueue{
 		umem:      make([]byte, frames*frameSize),
 		frameSize: frameSize,
-		free:      make([]uint64, 0, frames),
+		frames:    newFrameStack(frames, frameSize),
 		rx:        make([]Desc, 0, frames),
 	}
-	for i := frames - 1; i >= 0; i-- {
-		q.free = append(q.free, uint64(i*frameSize))
-	}
-	return q
 }
 
 // Inject queues a copy of frame for reception. It reports false when no
@@ -51,7 +47,7 @@ func (q *MemQueue) Inject(frame []byte) bool {
 }
 
 // FreeFrames is the number of frames on the free stack (for leak checks).
-func (q *MemQueue) FreeFrames() int { return len(q.free) }
+func (q *MemQueue) FreeFrames() int { return q.frames.len() }
 
 func (q *MemQueue) UMEM() []byte   { return q.umem }
 func (q *MemQueue) FrameSize() int { return q.frameSize }
@@ -109,18 +105,7 @@ func (q *MemQueue) Transmit(descs []Desc) int {
 	return len(descs)
 }
 
-func (q *MemQueue) Alloc() (Desc, bool) {
-	n := len(q.free)
-	if n == 0 {
-		return Desc{}, false
-	}
-	a := q.free[n-1]
-	q.free = q.free[:n-1]
-	return Desc{Addr: a}, true
-}
-
-func (q *MemQueue) Free(d Desc) {
-	q.free = append(q.free, d.Addr-d.Addr%uint64(q.frameSize))
-}
+func (q *MemQueue) Alloc() (Desc, bool) { return q.frames.pop() }
+func (q *MemQueue) Free(d Desc)         { q.frames.push(d) }
 
 func (q *MemQueue) Service() error { return nil }

@@ -146,12 +146,9 @@ func openQueue(p *XDPPort, qi int, opts *xdp.SocketOptions, flags uint16, auto b
 	q := &xskQueue{
 		port: p, index: qi, sock: sock, umem: umem, frameSize: opts.FrameSize,
 		txSize: opts.TxRingNumDescs, reserve: min(MaxBatch, opts.NumFrames/4),
-		free:     make([]uint64, 0, opts.NumFrames),
+		frames:   newFrameStack(opts.NumFrames, opts.FrameSize),
 		inflight: make([]uint64, opts.NumFrames),
 		fillBuf:  make([]xdp.Desc, 0, opts.FillRingNumDescs),
-	}
-	for i := opts.NumFrames - 1; i >= 0; i-- {
-		q.free = append(q.free, uint64(i*opts.FrameSize))
 	}
 	q.refill()
 	return q, nil
@@ -200,7 +197,7 @@ func (p *XDPPort) Close() error {
 
 // xskQueue is one AF_XDP socket and its UMEM.
 //
-// Frame ownership: free holds the addresses of frames nobody uses; the fill
+// Frame ownership: frames holds the addresses of frames nobody uses; the fill
 // ring and TX ring hold frames the kernel owns; inflight is a FIFO of the
 // addresses handed to the TX ring, in submission order, popped as the
 // completion ring advances.
@@ -213,7 +210,7 @@ type xskQueue struct {
 	txSize    int
 	reserve   int // frames kept out of the fill ring for TX copies
 
-	free     []uint64
+	frames   frameStack
 	inflight []uint64 // ring buffer, len == number of frames
 	head     int      // next to complete
 	count    int      // in flight
@@ -280,26 +277,15 @@ func (q *xskQueue) kick(descs []Desc) {
 	q.c.down.Store(false)
 }
 
-func (q *xskQueue) Alloc() (Desc, bool) {
-	n := len(q.free)
-	if n == 0 {
-		return Desc{}, false
-	}
-	a := q.free[n-1]
-	q.free = q.free[:n-1]
-	return Desc{Addr: a}, true
-}
-
-func (q *xskQueue) Free(d Desc) {
-	q.free = append(q.free, d.Addr-d.Addr%uint64(q.frameSize))
-}
+func (q *xskQueue) Alloc() (Desc, bool) { return q.frames.pop() }
+func (q *xskQueue) Free(d Desc)         { q.frames.push(d) }
 
 func (q *xskQueue) Service() error {
 	if n := q.sock.NumCompleted(); n > 0 {
 		n = min(n, q.count)
 		q.sock.Complete(n)
 		for range n {
-			q.free = append(q.free, q.inflight[q.head])
+			q.frames.push(Desc{Addr: q.inflight[q.head]})
 			q.head = (q.head + 1) % len(q.inflight)
 		}
 		q.count -= n
@@ -315,15 +301,14 @@ func (q *xskQueue) Service() error {
 }
 
 func (q *xskQueue) refill() {
-	n := min(q.sock.NumFreeFillSlots(), len(q.free)-q.reserve)
+	n := min(q.sock.NumFreeFillSlots(), q.frames.len()-q.reserve)
 	if n <= 0 {
 		return
 	}
 	buf := q.fillBuf[:0]
 	for range n {
-		k := len(q.free) - 1
-		buf = append(buf, xdp.Desc{Addr: q.free[k]})
-		q.free = q.free[:k]
+		d, _ := q.frames.pop()
+		buf = append(buf, d)
 	}
 	q.sock.Fill(buf)
 }

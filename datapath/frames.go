@@ -1,0 +1,38 @@
+package datapath
+
+// frameStack holds the free frames of one UMEM by base address. It is a
+// stack, so the most recently freed (cache-warm) frame is reused first. Not
+// safe for concurrent use: it belongs to the queue's worker.
+type frameStack struct {
+	free      []uint64
+	frameSize uint64
+}
+
+// newFrameStack returns a stack holding every frame of a UMEM of frames
+// buffers of frameSize bytes, frame 0 on top.
+func newFrameStack(frames, frameSize int) frameStack {
+	s := frameStack{free: make([]uint64, 0, frames), frameSize: uint64(frameSize)}
+	for i := frames - 1; i >= 0; i-- {
+		s.free = append(s.free, uint64(i*frameSize))
+	}
+	return s
+}
+
+// pop takes a free frame; false when none is left.
+func (s *frameStack) pop() (Desc, bool) {
+	n := len(s.free)
+	if n == 0 {
+		return Desc{}, false
+	}
+	a := s.free[n-1]
+	s.free = s.free[:n-1]
+	return Desc{Addr: a}, true
+}
+
+// push returns the frame holding d (any address inside it) to the stack.
+func (s *frameStack) push(d Desc) {
+	s.free = append(s.free, d.Addr-d.Addr%s.frameSize)
+}
+
+// len is the number of free frames.
+func (s *frameStack) len() int { return len(s.free) }
