@@ -33,6 +33,12 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	// Labs of an earlier run that was killed before its cleanup.
+	if os.Geteuid() == 0 {
+		if ids, err := lab.Sweep(context.Background(), "e[0-9a-f]{4}"); len(ids) > 0 {
+			fmt.Fprintf(os.Stderr, "e2e: removed stale labs %v (%v)\n", ids, err)
+		}
+	}
 	binPath = filepath.Join(dir, "ispmux")
 	out, err := exec.Command("go", "build", "-o", binPath, "../cmd/ispmux").CombinedOutput()
 	if err != nil {

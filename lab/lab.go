@@ -78,6 +78,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -559,6 +560,39 @@ func Down(ctx context.Context, id string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// Sweep tears down (Down) every lab whose ID matches pattern, a regular
+// expression matched against the whole ID. Test packages call it once at
+// start with the shape of their own random IDs, so labs left behind by a
+// run that was killed before its cleanup do not pile up on a shared machine.
+// It must not be used while another run with IDs of that shape is live.
+func Sweep(ctx context.Context, pattern string) (ids []string, err error) {
+	re, err := regexp.Compile("^(?:" + pattern + ")$")
+	if err != nil {
+		return nil, fmt.Errorf("lab sweep: %w", err)
+	}
+	out, err := run(ctx, "ip", "netns", "list")
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		id, _, ok := strings.Cut(f[0], "-")
+		if ok && re.MatchString(id) && !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	var errs []error
+	for _, id := range ids {
+		errs = append(errs, Down(ctx, id))
+	}
+	return ids, errors.Join(errs...)
 }
 
 // killNS sends SIGKILL to every process in ns and waits briefly for them.
