@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"github.com/ispmux/ispmux/configs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
