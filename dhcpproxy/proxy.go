@@ -59,6 +59,7 @@ import (
 type Store interface {
 	Registration(mac subscribers.MAC) (subscribers.Registration, error)
 	CommitBinding(b subscribers.Binding) error
+	CommitBindingEvent(b subscribers.Binding, e subscribers.Event) (subscribers.Event, error)
 	DeleteBinding(access string, vlan uint16, mac subscribers.MAC) (bool, error)
 	Bindings() ([]subscribers.Binding, error)
 	AddEvent(e subscribers.Event) (subscribers.Event, error)
@@ -473,11 +474,34 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 	}
 }
 
-// circuitID expands the template.
+// circuitID expands the template (configs has checked its placeholders).
 func circuitID(tmpl string, c *Circuit, mac uint64) string {
-	r := strings.NewReplacer("{interface}", c.Interface, "{vlan}", strconv.Itoa(int(c.VLAN)),
-		"{access}", c.Name, "{mac}", engine.MACString(mac))
-	return r.Replace(tmpl)
+	if !strings.Contains(tmpl, "{") {
+		return tmpl
+	}
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(tmpl, '{')
+		j := strings.IndexByte(tmpl, '}')
+		if i < 0 || j < i {
+			b.WriteString(tmpl)
+			return b.String()
+		}
+		b.WriteString(tmpl[:i])
+		switch tmpl[i+1 : j] {
+		case "interface":
+			b.WriteString(c.Interface)
+		case "vlan":
+			b.WriteString(strconv.Itoa(int(c.VLAN)))
+		case "access":
+			b.WriteString(c.Name)
+		case "mac":
+			b.WriteString(engine.MACString(mac))
+		default:
+			b.WriteString(tmpl[i : j+1])
+		}
+		tmpl = tmpl[j+1:]
+	}
 }
 
 // unbind removes a subscriber's binding from the tables, the store and the
@@ -606,7 +630,16 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4) {
 	if len(t.isp.Servers) > 0 {
 		b.Relay = t.isp.Servers[0]
 	}
-	if err := p.store.CommitBinding(b); err != nil {
+	// A new binding is stored with its "bound" event in one transaction
+	// (one fsync); a renewal only moves the expiry.
+	var err error
+	if old == nil {
+		_, err = p.store.CommitBindingEvent(b, subscribers.Event{Time: now, Kind: subscribers.EventBound,
+			MAC: b.MAC, ISP: b.ISP, IP: ip, Reason: fmt.Sprintf("lease %s", lt)})
+	} else {
+		err = p.store.CommitBinding(b)
+	}
+	if err != nil {
 		p.count("store_error")
 		p.log.Error("dhcp: binding not committed; ACK withheld", "mac", engine.MACString(mac), "err", err)
 		return
@@ -626,14 +659,10 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4) {
 	}
 	p.leases[t.sub] = &lease{b: b, circuit: c, isp: t.isp}
 	p.mu.Unlock()
-	kind := subscribers.EventBound
-	if old != nil {
-		kind = subscribers.EventRenewed
-	}
 	p.deliver(c, m, relayDown(m, c.Addr))
 	p.count("ack")
 	if old == nil {
-		p.event(kind, mac, t.isp.Name, ip, fmt.Sprintf("lease %s", lt))
+		p.log.Info("dhcp bound", "mac", engine.MACString(mac), "isp", t.isp.Name, "ip", ip, "lease", lt)
 	}
 }
 

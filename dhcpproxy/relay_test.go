@@ -212,3 +212,17 @@ func FuzzRelayDown(f *testing.F) {
 		}
 	})
 }
+
+func TestCircuitID(t *testing.T) {
+	c := &Circuit{Name: "acc1.100", Interface: "acc1", VLAN: 100}
+	for tmpl, want := range map[string]string{
+		"{interface}:{vlan}":      "acc1:100",
+		"olt-7/{access}/{mac}":    "olt-7/acc1.100/02:00:00:00:01:01",
+		"fixed":                   "fixed",
+		"{interface}{vlan}{nope}": "acc1100{nope}",
+	} {
+		if got := circuitID(tmpl, c, 0x020000000101); got != want {
+			t.Errorf("%q → %q, want %q", tmpl, got, want)
+		}
+	}
+}

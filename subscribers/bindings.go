@@ -65,10 +65,48 @@ func (s *Store) CommitBinding(b Binding) error {
 	if b.Updated.IsZero() {
 		b.Updated = time.Now()
 	}
-	key := bindingKey(b.Access, b.VLAN, b.MAC)
-	val := encodeBinding(&b)
-	ekey := expiryKey(b.Expires, key)
+	put := bindingPut(&b)
+	if err := s.update(put); err != nil {
+		return fmt.Errorf("commit binding %s: %w", bindingName(b.Access, b.VLAN, b.MAC), err)
+	}
+	return nil
+}
+
+// CommitBindingEvent is CommitBinding and AddEvent in one transaction: the
+// binding and the event recording it become durable together, for one
+// fsync instead of two.
+func (s *Store) CommitBindingEvent(b Binding, e Event) (Event, error) {
+	name := bindingName(b.Access, b.VLAN, b.MAC)
+	if err := validateBinding(&b); err != nil {
+		return Event{}, fmt.Errorf("commit binding %s: %w", name, err)
+	}
+	if b.Updated.IsZero() {
+		b.Updated = time.Now()
+	}
+	if err := prepareEvent(&e); err != nil {
+		return Event{}, err
+	}
+	putB := bindingPut(&b)
+	putE := s.eventPut(&e)
 	err := s.update(func(tx *bolt.Tx) error {
+		if err := putB(tx); err != nil {
+			return err
+		}
+		return putE(tx)
+	})
+	if err != nil {
+		return Event{}, fmt.Errorf("commit binding %s with event %s: %w", name, e.Kind, err)
+	}
+	return e, nil
+}
+
+// bindingPut returns the transaction step that stores b (validated) and
+// its expiry index entry.
+func bindingPut(b *Binding) func(tx *bolt.Tx) error {
+	key := bindingKey(b.Access, b.VLAN, b.MAC)
+	val := encodeBinding(b)
+	ekey := expiryKey(b.Expires, key)
+	return func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketBindings)
 		idx := tx.Bucket(bucketExpiry)
 		if err := dropExpiry(idx, key, bk.Get(key)); err != nil {
@@ -78,11 +116,7 @@ func (s *Store) CommitBinding(b Binding) error {
 			return err
 		}
 		return idx.Put(ekey, nil)
-	})
-	if err != nil {
-		return fmt.Errorf("commit binding %s: %w", bindingName(b.Access, b.VLAN, b.MAC), err)
 	}
-	return nil
 }
 
 // dropExpiry removes the expiry index entry of the stored binding old (if

@@ -47,18 +47,35 @@ type Event struct {
 // Time set to now if it was zero. The oldest events beyond the retention
 // are dropped in the same transaction.
 func (s *Store) AddEvent(e Event) (Event, error) {
+	if err := prepareEvent(&e); err != nil {
+		return Event{}, err
+	}
+	if err := s.update(s.eventPut(&e)); err != nil {
+		return Event{}, fmt.Errorf("add event %s %s: %w", e.Kind, macString(e.MAC), err)
+	}
+	return e, nil
+}
+
+// prepareEvent validates e and sets its Time if zero.
+func prepareEvent(e *Event) error {
 	if e.Kind == "" {
-		return Event{}, fmt.Errorf("add event: %w: empty kind", ErrInvalid)
+		return fmt.Errorf("add event: %w: empty kind", ErrInvalid)
 	}
 	if len(e.Kind) > maxString || len(e.ISP) > maxString || len(e.Reason) > maxString {
-		return Event{}, fmt.Errorf("add event %s: %w: field longer than %d bytes", e.Kind, ErrInvalid, maxString)
+		return fmt.Errorf("add event %s: %w: field longer than %d bytes", e.Kind, ErrInvalid, maxString)
 	}
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
 	e.Seq = 0
-	val := encodeEvent(&e)
-	err := s.update(func(tx *bolt.Tx) error {
+	return nil
+}
+
+// eventPut returns the transaction step that appends e (assigning e.Seq)
+// and trims the log to the retention.
+func (s *Store) eventPut(e *Event) func(tx *bolt.Tx) error {
+	val := encodeEvent(e)
+	return func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketEvents)
 		seq, err := bk.NextSequence()
 		if err != nil {
@@ -81,11 +98,7 @@ func (s *Store) AddEvent(e Event) (Event, error) {
 			}
 		}
 		return nil
-	})
-	if err != nil {
-		return Event{}, fmt.Errorf("add event %s %s: %w", e.Kind, macString(e.MAC), err)
 	}
-	return e, nil
 }
 
 // Events returns up to limit events with Seq > afterSeq, ascending by Seq

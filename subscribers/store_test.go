@@ -717,3 +717,30 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestCommitBindingEvent(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "s.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	b := Binding{MAC: MAC{2, 0, 0, 0, 1, 1}, Access: "acc0", ISP: "alpha", IP: netip.MustParseAddr("100.64.0.100"), Expires: time.Now().Add(time.Hour)}
+	e, err := s.CommitBindingEvent(b, Event{Kind: EventBound, MAC: b.MAC, ISP: "alpha", IP: b.IP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Binding("acc0", 0, b.MAC); err != nil || got.IP != b.IP {
+		t.Errorf("binding %+v, %v", got, err)
+	}
+	evs, err := s.Events(0, 10)
+	if err != nil || len(evs) != 1 || evs[0].Seq != e.Seq || evs[0].Kind != EventBound {
+		t.Errorf("events %+v (returned %+v), %v", evs, e, err)
+	}
+	// An invalid binding stores neither.
+	if _, err := s.CommitBindingEvent(Binding{MAC: b.MAC}, Event{Kind: EventBound}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("invalid binding: %v", err)
+	}
+	if evs, _ := s.Events(0, 10); len(evs) != 1 {
+		t.Errorf("event stored with an invalid binding: %d events", len(evs))
+	}
+}
