@@ -169,6 +169,10 @@ func (c *Control) NextHops(isps []uint8) []NextHop {
 	return out
 }
 
+// puntRound is how many punted frames Run handles before it looks at its
+// timers again.
+const puntRound = 256
+
 // Run consumes punted frames and drives next-hop resolution until ctx ends.
 func (c *Control) Run(ctx context.Context) {
 	tick := time.NewTicker(fib.ProbeInterval / 4)
@@ -178,9 +182,24 @@ func (c *Control) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case p := <-c.s.Punts.C:
-			c.handlePunt(p)
-			c.s.Punts.Release(p)
+		case <-c.s.Punts.Ready:
+			// A bounded round, then back to the select so the
+			// resolver's ticks are never starved by a flood.
+			n := 0
+			for ; n < puntRound; n++ {
+				p := c.s.Punts.Next()
+				if p == nil {
+					break
+				}
+				c.handlePunt(p)
+				c.s.Punts.Release(p)
+			}
+			if n == puntRound {
+				select {
+				case c.s.Punts.Ready <- struct{}{}: // more may be waiting
+				default:
+				}
+			}
 		case now := <-tick.C:
 			c.resolve(now)
 		}

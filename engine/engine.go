@@ -87,6 +87,9 @@ type State struct {
 	stats []*portStats // per port, summed over workers
 }
 
+// puntPerPort is the punt queue depth of each port.
+const puntPerPort = 512
+
 // NewState builds the shared state for the given ports. capacity sizes the
 // MAC table and FIB (subscribers).
 func NewState(ports []PortConfig, capacity int, seed uint64) (*State, error) {
@@ -97,7 +100,7 @@ func NewState(ports []PortConfig, capacity int, seed uint64) (*State, error) {
 		MAC:   classifier.NewMACTable(capacity, seed),
 		FIB:   fib.NewTable(capacity, seed^0x9e3779b97f4a7c15),
 		Up:    &fib.Uplinks{},
-		Punts: NewPuntQueue(1024),
+		Punts: NewPuntQueue(len(ports), puntPerPort),
 	}
 	for _, pc := range ports {
 		p := port{name: pc.Name, mac: pc.MAC}

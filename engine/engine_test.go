@@ -124,16 +124,10 @@ func (r *rig) send(port int, frames ...[]byte) [datapath.MaxPorts][][]byte {
 		}
 	}
 	r.w.RunOnce()
-	for {
-		select {
-		case p := <-r.s.Punts.C:
-			r.punts++
-			r.c.handlePunt(p)
-			r.s.Punts.Release(p)
-			continue
-		default:
-		}
-		break
+	for p := r.s.Punts.Next(); p != nil; p = r.s.Punts.Next() {
+		r.punts++
+		r.c.handlePunt(p)
+		r.s.Punts.Release(p)
 	}
 	return r.cap.frames
 }
@@ -446,5 +440,30 @@ func TestProcessAllocs(t *testing.T) {
 	// allocate either once the queues have grown.
 	if allocs != 0 {
 		t.Errorf("worker iteration allocates %.1f times", allocs)
+	}
+}
+
+// TestPuntFairness: a port whose punt queue is full does not keep another
+// port's frames from the control plane, and the control plane takes the
+// ports in turn.
+func TestPuntFairness(t *testing.T) {
+	q := NewPuntQueue(2, 4)
+	frame := make([]byte, 60)
+	for range 10 {
+		q.put(0, frame) // floods: only 4 fit
+	}
+	if !q.put(1, frame) {
+		t.Fatal("port 1's frame refused while port 0 floods")
+	}
+	var order []uint8
+	for p := q.Next(); p != nil; p = q.Next() {
+		order = append(order, p.Port)
+		q.Release(p)
+	}
+	if len(order) != 5 || order[0] != 0 || order[1] != 1 {
+		t.Errorf("served %v, want 5 frames with port 1's second", order)
+	}
+	if q.put(0, make([]byte, MaxPuntFrame+1)) {
+		t.Error("oversized frame accepted")
 	}
 }

@@ -1,10 +1,11 @@
 package engine
 
-// MaxPuntFrame is the largest frame the punt path carries.
-const MaxPuntFrame = 4096
+// MaxPuntFrame is the largest frame the punt path carries (DHCP and ARP
+// fit many times over); a larger one is dropped and counted.
+const MaxPuntFrame = 2048
 
 // Punted is a copy of a frame for the control plane. It belongs to the
-// control plane from receipt from PuntQueue.C until Release.
+// control plane from PuntQueue.Next until Release.
 type Punted struct {
 	// Port is the ingress port.
 	Port uint8
@@ -15,39 +16,70 @@ type Punted struct {
 // Frame returns the copied frame.
 func (p *Punted) Frame() []byte { return p.buf[:p.n] }
 
-// PuntQueue is a bounded queue of preallocated frame copies from the
-// workers to the control plane. Workers never block on it: when no buffer
-// is free the frame is dropped and counted (punt_queue_full).
+// PuntQueue carries frame copies from the workers to the control plane: one
+// bounded queue with its own preallocated buffers per ingress port, read in
+// turn, so a flood on one port (a subscriber port sending DHCP as fast as
+// it can) cannot crowd out another (an ISP's replies, ARP from a router).
+// Workers never block on it: when a port's buffers are all in use the frame
+// is dropped and counted (punt_queue_full).
 type PuntQueue struct {
-	free chan *Punted
-	// C delivers punted frames; pass each to Release when done.
-	C chan *Punted
+	free []chan *Punted
+	q    []chan *Punted
+	// Ready receives a value when frames may be waiting; the consumer then
+	// calls Next until it returns nil.
+	Ready chan struct{}
+	next  int // consumer's round-robin position
 }
 
-// NewPuntQueue preallocates n buffers.
-func NewPuntQueue(n int) *PuntQueue {
-	q := &PuntQueue{free: make(chan *Punted, n), C: make(chan *Punted, n)}
-	for range n {
-		q.free <- new(Punted)
+// NewPuntQueue preallocates perPort buffers for each of ports ports.
+func NewPuntQueue(ports, perPort int) *PuntQueue {
+	q := &PuntQueue{Ready: make(chan struct{}, 1)}
+	for range ports {
+		free, c := make(chan *Punted, perPort), make(chan *Punted, perPort)
+		for range perPort {
+			free <- new(Punted)
+		}
+		q.free = append(q.free, free)
+		q.q = append(q.q, c)
 	}
 	return q
 }
 
-// put copies frame into a free buffer and queues it. It never blocks.
+// put copies frame into a free buffer of port's queue and queues it. It
+// never blocks.
 func (q *PuntQueue) put(port uint8, frame []byte) bool {
-	if len(frame) > MaxPuntFrame {
+	if int(port) >= len(q.q) || len(frame) > MaxPuntFrame {
 		return false
 	}
 	select {
-	case p := <-q.free:
+	case p := <-q.free[port]:
 		p.Port = port
 		p.n = copy(p.buf[:], frame)
-		q.C <- p // cannot block: C has room for every buffer
+		q.q[port] <- p // cannot block: the queue has room for every buffer
+		select {
+		case q.Ready <- struct{}{}:
+		default:
+		}
 		return true
 	default:
 		return false
 	}
 }
 
-// Release returns a punted buffer to the pool.
-func (q *PuntQueue) Release(p *Punted) { q.free <- p }
+// Next returns the next punted frame, taking the ports in turn, or nil when
+// every queue is empty. Only the control plane (one goroutine) calls it.
+func (q *PuntQueue) Next() *Punted {
+	for range q.q {
+		i := q.next
+		q.next = (q.next + 1) % len(q.q)
+		select {
+		case p := <-q.q[i]:
+			return p
+		default:
+		}
+	}
+	return nil
+}
+
+// Release returns a punted buffer to its port's pool.
+func (q *PuntQueue) Release(p *Punted) { q.free[p.Port] <- p }
