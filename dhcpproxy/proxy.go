@@ -348,6 +348,12 @@ func (p *Proxy) HandleFrame(port uint8, f []byte) {
 }
 
 func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
+	if !c.Addr.IsValid() {
+		// No server identifier to answer with (configs requires an
+		// address where DHCP subscribers attach; static ones may not).
+		p.count("no_access_address")
+		return
+	}
 	m, err := dhcpv4.FromBytes(payload)
 	if err != nil {
 		p.count(errMalformed.Error())
@@ -393,11 +399,11 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		return
 	}
 	unicast := pkt.Dst == c.MAC && pkt.DstIP == ip4(c.Addr)
-	p.relay(c, isp, reg, sk, m, unicast, now)
+	p.relay(c, isp, reg, sk, payload, m, unicast, now)
 }
 
 // relay sends m to every DHCP server of isp as an extended request.
-func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk subKey, m *dhcpv4.DHCPv4, unicast bool, now time.Time) {
+func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk subKey, raw []byte, m *dhcpv4.DHCPv4, unicast bool, now time.Time) {
 	mt := m.MessageType()
 	ri := relayInfo{
 		CircuitID:    []byte(circuitID(isp.CircuitID, c, sk.mac)),
@@ -449,7 +455,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 		p.count("no_next_hop")
 		return
 	}
-	payload := relayUp(m, isp.Addr, c.Addr, ispServerID, &ri)
+	payload := relayUp(raw, m, isp.Addr, c.Addr, ispServerID, &ri)
 	sent := false
 	for _, srv := range isp.Servers {
 		f := udpFrame(gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, payload)
@@ -563,21 +569,24 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte) {
 				p.mu.Unlock()
 			}
 		}
-		p.deliver(c, m, relayDown(m, c.Addr))
+		p.deliver(c, m, relayDown(payload, c.Addr))
 		p.count("offer")
 	case dhcpv4.MessageTypeAck:
 		p.mu.Lock()
 		delete(p.pending, pk)
 		p.mu.Unlock()
 		if t.msgType == dhcpv4.MessageTypeInform {
-			p.deliver(c, m, relayDown(m, c.Addr))
+			p.deliver(c, m, relayDown(payload, c.Addr))
 			p.count("ack_inform")
 			return
 		}
+		// The ACK goes out after the commit, from another goroutine:
+		// build it now, while payload (the punt buffer) is ours.
+		ack := relayDown(payload, c.Addr)
 		p.committing.Add(1)
 		go func() {
 			defer p.committing.Done()
-			p.bindAndAck(t, m)
+			p.bindAndAck(t, m, ack)
 		}()
 	case dhcpv4.MessageTypeNak:
 		p.mu.Lock()
@@ -585,7 +594,7 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte) {
 		p.mu.Unlock()
 		ip := p.unbind(t.sub)
 		p.event(subscribers.EventNak, mac, isp.Name, ip, "the ISP refused (DHCPNAK): "+m.Message())
-		p.deliver(c, m, relayDown(m, c.Addr))
+		p.deliver(c, m, relayDown(payload, c.Addr))
 		p.count("nak")
 	default:
 		p.count("server_unexpected_type")
@@ -594,7 +603,7 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte) {
 
 // bindAndAck commits the lease durably, installs it, and only then sends
 // the ACK to the subscriber.
-func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4) {
+func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack []byte) {
 	ip, ok := netip.AddrFromSlice(m.YourIPAddr.To4())
 	if !ok || !ip.IsValid() || ip.IsUnspecified() {
 		p.count("ack_without_address")
@@ -659,7 +668,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4) {
 	}
 	p.leases[t.sub] = &lease{b: b, circuit: c, isp: t.isp}
 	p.mu.Unlock()
-	p.deliver(c, m, relayDown(m, c.Addr))
+	p.deliver(c, m, ack)
 	p.count("ack")
 	if old == nil {
 		p.log.Info("dhcp bound", "mac", engine.MACString(mac), "isp", t.isp.Name, "ip", ip, "lease", lt)

@@ -560,3 +560,14 @@ func BenchmarkDORA(b *testing.B) {
 	b.StopTimer()
 	p.events.Wait()
 }
+
+// TestCircuitWithoutAddress: DHCP on an access port with no address (only
+// static subscribers there) is counted and dropped, never a crash.
+func TestCircuitWithoutAddress(t *testing.T) {
+	r := newPRig(t)
+	r.p.cfg.Circuits[0].Addr = netip.Addr{}
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
+	if s := r.snd.take(); len(s) != 0 || r.p.Counters()["no_access_address"] != 1 {
+		t.Errorf("sent %d frames, counters %v", len(s), r.p.Counters())
+	}
+}

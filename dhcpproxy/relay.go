@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -86,7 +85,7 @@ func (r *relayInfo) encode() []byte {
 
 // checkClient validates a message received from a subscriber port. mac is
 // the Ethernet source address of the frame that carried it.
-func checkClient(m *dhcpv4.DHCPv4, mac net.HardwareAddr) error {
+func checkClient(m *dhcpv4.DHCPv4, mac []byte) error {
 	switch {
 	case m.OpCode != dhcpv4.OpcodeBootRequest:
 		return errNotRequest
@@ -115,24 +114,36 @@ func checkClient(m *dhcpv4.DHCPv4, mac net.HardwareAddr) error {
 // relayUp turns a subscriber's message into the extended request ispmux
 // sends to the ISP: giaddr = our uplink address, hops + 1, the ISP's real
 // server identifier restored in place of ours (when the client named us),
-// and exactly one option 82, ours.
-func relayUp(m *dhcpv4.DHCPv4, giaddr netip.Addr, ourServerID, ispServerID netip.Addr, ri *relayInfo) []byte {
-	out := *m // shallow: Options is replaced below
-	out.Options = make(dhcpv4.Options, len(m.Options)+1)
-	for k, v := range m.Options {
-		out.Options[k] = v
-	}
-	out.HopCount = m.HopCount + 1
+// and exactly one option 82, ours, placed last (RFC 3046 §2.1). It works on
+// the bytes: every other option is kept as the client sent it, in its
+// order (RFC 3396 split options included). raw must be a message that
+// dhcpv4.FromBytes accepted (m), so its options are well formed up to END.
+func relayUp(raw []byte, m *dhcpv4.DHCPv4, giaddr netip.Addr, ourServerID, ispServerID netip.Addr, ri *relayInfo) []byte {
+	op82 := ri.encode()
+	out := make([]byte, 0, len(raw)+len(op82)+8)
+	out = append(out, raw[:optionsStart]...)
+	out[3] = m.HopCount + 1
 	g := giaddr.As4()
-	out.GatewayIPAddr = net.IP(g[:])
-	if sid := m.ServerIdentifier(); sid != nil && ourServerID.IsValid() && ispServerID.IsValid() {
-		if a, ok := netip.AddrFromSlice(sid.To4()); ok && a == ourServerID {
-			s := ispServerID.As4()
-			out.Options[dhcpv4.OptionServerIdentifier.Code()] = s[:]
-		}
+	copy(out[24:28], g[:])
+	restore := ourServerID.IsValid() && ispServerID.IsValid()
+	var our, isp [4]byte
+	if restore {
+		our, isp = ourServerID.As4(), ispServerID.As4()
 	}
-	out.Options[dhcpv4.OptionRelayAgentInformation.Code()] = ri.encode()
-	return out.ToBytes()
+	forEachOption(raw, func(code byte, data []byte) {
+		switch {
+		case code == optRelayAgentInfo:
+			// Never forwarded (checkClient refuses such messages).
+		case code == optServerID && restore && bytes.Equal(data, our[:]):
+			out = append(out, optServerID, 4)
+			out = append(out, isp[:]...)
+		default:
+			out = append(out, code, byte(len(data)))
+			out = append(out, data...)
+		}
+	})
+	out = appendOption82(out, op82)
+	return finish(out)
 }
 
 // checkServer validates a message from an ISP's server and returns its
@@ -152,24 +163,94 @@ func checkServer(m *dhcpv4.DHCPv4, want []byte) error {
 }
 
 // relayDown turns an ISP's reply into the message ispmux sends to the
-// subscriber as its server: option 82 stripped, the server identifier ours,
-// giaddr and hops cleared (the subscriber sees a server on its link).
-func relayDown(m *dhcpv4.DHCPv4, ourServerID netip.Addr) []byte {
-	out := *m
-	out.Options = make(dhcpv4.Options, len(m.Options))
-	for k, v := range m.Options {
-		if k == dhcpv4.OptionRelayAgentInformation.Code() {
+// subscriber as its server: every option 82 instance stripped, the server
+// identifier ours (added when the server sent none), giaddr and hops
+// cleared (the subscriber sees a server on its link). Like relayUp it works
+// on the bytes of a message dhcpv4.FromBytes accepted.
+func relayDown(raw []byte, ourServerID netip.Addr) []byte {
+	out := make([]byte, 0, len(raw)+8)
+	out = append(out, raw[:optionsStart]...)
+	out[3] = 0
+	clear(out[24:28])
+	our := ourServerID.As4()
+	sawServerID, sawType := false, false
+	forEachOption(raw, func(code byte, data []byte) {
+		switch code {
+		case optRelayAgentInfo:
+			return
+		case optServerID:
+			if sawServerID {
+				return // a split 54 would concatenate onto ours
+			}
+			sawServerID = true
+			out = append(out, optServerID, 4)
+			out = append(out, our[:]...)
+			return
+		case optMessageType:
+			sawType = true
+		}
+		out = append(out, code, byte(len(data)))
+		out = append(out, data...)
+	})
+	if !sawServerID && sawType {
+		out = append(out, optServerID, 4)
+		out = append(out, our[:]...)
+	}
+	return finish(out)
+}
+
+// DHCP message layout (RFC 2131): the options follow the fixed header and
+// the magic cookie.
+const (
+	optionsStart      = 240
+	optServerID       = 54
+	optMessageType    = 53
+	optRelayAgentInfo = 82
+	optPad            = 0
+	optEnd            = 255
+	bootpMinLen       = 300
+)
+
+// forEachOption calls fn for every option instance of a well-formed
+// message, in order, until END; pads are skipped.
+func forEachOption(raw []byte, fn func(code byte, data []byte)) {
+	b := raw[optionsStart:]
+	for len(b) > 0 {
+		code := b[0]
+		if code == optPad {
+			b = b[1:]
 			continue
 		}
-		out.Options[k] = v
+		if code == optEnd || len(b) < 2 || int(b[1]) > len(b)-2 {
+			return
+		}
+		fn(code, b[2:2+b[1]])
+		b = b[2+b[1]:]
 	}
-	if m.Options.Has(dhcpv4.OptionServerIdentifier) || m.MessageType() != dhcpv4.MessageTypeNone {
-		s := ourServerID.As4()
-		out.Options[dhcpv4.OptionServerIdentifier.Code()] = s[:]
+}
+
+// appendOption82 appends option 82 with payload v (split into 255-byte
+// instances, RFC 3396, though ours always fits one).
+func appendOption82(out, v []byte) []byte {
+	for {
+		n := min(len(v), 255)
+		out = append(out, optRelayAgentInfo, byte(n))
+		out = append(out, v[:n]...)
+		v = v[n:]
+		if len(v) == 0 {
+			return out
+		}
 	}
-	out.GatewayIPAddr = net.IPv4zero
-	out.HopCount = 0
-	return out.ToBytes()
+}
+
+// finish ends the options and pads to the BOOTP minimum some servers and
+// clients insist on.
+func finish(out []byte) []byte {
+	out = append(out, optEnd)
+	for len(out) < bootpMinLen {
+		out = append(out, optPad)
+	}
+	return out
 }
 
 // parseOption82 splits an option 82 payload into sub-options.

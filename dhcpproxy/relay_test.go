@@ -84,7 +84,7 @@ func TestRelayUp(t *testing.T) {
 	// A SELECTING REQUEST names our server identifier; the ISP must see its
 	// own.
 	m.UpdateOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice())))
-	out := relayUp(m, giaddr, ourSID, ispSID, &testRelay)
+	out := relayUp(m.ToBytes(), m, giaddr, ourSID, ispSID, &testRelay)
 	got, err := dhcpv4.FromBytes(out)
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +141,7 @@ func TestRelayDown(t *testing.T) {
 	if err := checkServer(offer, other.encode()); err != errOption82 {
 		t.Errorf("an echo that is not ours: %v, want %v", err, errOption82)
 	}
-	out := relayDown(offer, ourSID)
+	out := relayDown(offer.ToBytes(), ourSID)
 	for _, o := range rawOptions(t, out) {
 		if o[0][0] == 82 {
 			t.Fatal("option 82 sent to the subscriber")
@@ -169,7 +169,7 @@ func FuzzRelayUp(f *testing.F) {
 		if checkClient(m, m.ClientHWAddr) != nil {
 			return
 		}
-		out := relayUp(m, giaddr, ourSID, ispSID, &testRelay)
+		out := relayUp(payload, m, giaddr, ourSID, ispSID, &testRelay)
 		n := 0
 		for _, o := range rawOptions(t, out) {
 			if o[0][0] == 82 {
@@ -181,6 +181,18 @@ func FuzzRelayUp(f *testing.F) {
 		}
 		if n != 1 {
 			t.Fatalf("%d option 82 instances upstream", n)
+		}
+		got, err := dhcpv4.FromBytes(out)
+		if err != nil {
+			t.Fatalf("relayUp produced an unparsable message: %v", err)
+		}
+		for code, v := range m.Options {
+			if code != 82 && code != 54 && !bytes.Equal(got.Options[code], v) {
+				t.Fatalf("option %d changed: %x → %x", code, v, got.Options[code])
+			}
+		}
+		if got.HopCount != m.HopCount+1 || !got.GatewayIPAddr.Equal(net.IP(giaddr.AsSlice())) {
+			t.Fatalf("hops %d giaddr %v", got.HopCount, got.GatewayIPAddr)
 		}
 	})
 }
@@ -197,7 +209,7 @@ func FuzzRelayDown(f *testing.F) {
 		if err != nil {
 			return
 		}
-		out := relayDown(m, ourSID)
+		out := relayDown(payload, ourSID)
 		for _, o := range rawOptions(t, out) {
 			if o[0][0] == 82 {
 				t.Fatalf("option 82 towards the subscriber: %x", o[1])
@@ -209,6 +221,15 @@ func FuzzRelayDown(f *testing.F) {
 		}
 		if got.MessageType() != dhcpv4.MessageTypeNone && !got.ServerIdentifier().Equal(net.IP(ourSID.AsSlice())) {
 			t.Fatalf("server identifier %v, want ours", got.ServerIdentifier())
+		}
+		// Everything else the server said reaches the subscriber as it was.
+		for code, v := range m.Options {
+			if code != 82 && code != 54 && !bytes.Equal(got.Options[code], v) {
+				t.Fatalf("option %d changed: %x → %x", code, v, got.Options[code])
+			}
+		}
+		if !bytes.Equal(got.YourIPAddr, m.YourIPAddr) || got.TransactionID != m.TransactionID || !bytes.Equal(got.ClientHWAddr, m.ClientHWAddr) {
+			t.Fatalf("header changed")
 		}
 	})
 }
