@@ -228,7 +228,7 @@ func FuzzRelayDown(f *testing.F) {
 				t.Fatalf("option %d changed: %x → %x", code, v, got.Options[code])
 			}
 		}
-		if !bytes.Equal(got.YourIPAddr, m.YourIPAddr) || got.TransactionID != m.TransactionID || !bytes.Equal(got.ClientHWAddr, m.ClientHWAddr) {
+		if !got.YourIPAddr.Equal(m.YourIPAddr) || got.TransactionID != m.TransactionID || !bytes.Equal(got.ClientHWAddr, m.ClientHWAddr) {
 			t.Fatalf("header changed")
 		}
 	})
