@@ -33,8 +33,9 @@ type Worker struct {
 	pidx   []int // pfds[i] polls queues[pidx[i]]; -1 = eventfd
 	backof [MaxPorts]time.Time
 
-	efd  int // eventfd: wakes the loop for injections and Stop
-	stop atomic.Bool
+	efd      int // eventfd: wakes the loop for injections and Stop
+	stop     atomic.Bool
+	sleeping atomic.Bool // set while the loop is (about to be) in poll
 
 	// inj is the control plane's injection queue (frames to send).
 	injMu   sync.Mutex
@@ -106,7 +107,13 @@ func (w *Worker) Inject(port uint8, frame []byte) bool {
 	w.inj = append(w.inj, injected{port: port, buf: buf})
 	w.injN.Add(1)
 	w.injMu.Unlock()
-	w.wake()
+	// Only a sleeping worker needs the eventfd (a syscall); a running one
+	// sees injN at the end of its iteration. The worker sets sleeping
+	// before its last look at injN, so one of the two always sees the
+	// other (sequentially consistent atomics).
+	if w.sleeping.Load() {
+		w.wake()
+	}
 	return true
 }
 
@@ -143,6 +150,11 @@ func (w *Worker) Run() error {
 // the idle timeout passes. While frames are in flight it polls with a short
 // timeout so completions are reaped and stalled TX rings kicked.
 func (w *Worker) sleep() error {
+	w.sleeping.Store(true)
+	defer w.sleeping.Store(false)
+	if w.injN.Load() > 0 {
+		return nil // an injection raced with going to sleep
+	}
 	w.sleeps.Add(1)
 	now := time.Now()
 	w.pfds = w.pfds[:0]
