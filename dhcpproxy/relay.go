@@ -224,8 +224,9 @@ func forEachOption(raw []byte, fn func(code byte, data []byte)) {
 		if code == optEnd || len(b) < 2 || int(b[1]) > len(b)-2 {
 			return
 		}
-		fn(code, b[2:2+b[1]])
-		b = b[2+b[1]:]
+		n := 2 + int(b[1]) // int: 2+b[1] in byte arithmetic wraps at 254
+		fn(code, b[2:n])
+		b = b[n:]
 	}
 }
 
@@ -260,8 +261,9 @@ func parseOption82(b []byte) (map[byte][]byte, error) {
 		if len(b) < 2 || int(b[1]) > len(b)-2 {
 			return nil, fmt.Errorf("option 82: sub-option overruns")
 		}
-		out[b[0]] = append(out[b[0]], b[2:2+b[1]]...)
-		b = b[2+b[1]:]
+		n := 2 + int(b[1])
+		out[b[0]] = append(out[b[0]], b[2:n]...)
+		b = b[n:]
 	}
 	return out, nil
 }

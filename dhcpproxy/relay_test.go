@@ -41,8 +41,9 @@ func rawOptions(t testing.TB, msg []byte) [][2][]byte {
 		if len(b) < 2 || int(b[1]) > len(b)-2 {
 			t.Fatalf("option %d overruns the message", c)
 		}
-		out = append(out, [2][]byte{{c}, b[2 : 2+b[1]]})
-		b = b[2+b[1]:]
+		n := 2 + int(b[1])
+		out = append(out, [2][]byte{{c}, b[2:n]})
+		b = b[n:]
 	}
 	return out
 }
@@ -245,5 +246,30 @@ func TestCircuitID(t *testing.T) {
 		if got := circuitID(tmpl, c, 0x020000000101); got != want {
 			t.Errorf("%q → %q, want %q", tmpl, got, want)
 		}
+	}
+}
+
+// TestLongOptions: options of 254 and 255 bytes (where 2+length overflows a
+// byte) are walked, kept and stripped correctly.
+func TestLongOptions(t *testing.T) {
+	long := bytes.Repeat([]byte{'x'}, 254)
+	m := discover(t, dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(224), long),
+		dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(225), bytes.Repeat([]byte{'y'}, 255)))
+	up, err := dhcpv4.FromBytes(relayUp(m.ToBytes(), m, giaddr, ourSID, ispSID, &testRelay))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(up.Options.Get(dhcpv4.GenericOptionCode(224)), long) || len(up.Options.Get(dhcpv4.GenericOptionCode(225))) != 255 {
+		t.Error("long options not kept upstream")
+	}
+	down, err := dhcpv4.FromBytes(relayDown(up.ToBytes(), ourSID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if down.Options.Has(dhcpv4.OptionRelayAgentInformation) || !bytes.Equal(down.Options.Get(dhcpv4.GenericOptionCode(224)), long) {
+		t.Error("long options mishandled downstream")
+	}
+	if _, err := parseOption82(append([]byte{1, 254}, long...)); err != nil {
+		t.Errorf("254-byte sub-option: %v", err)
 	}
 }
