@@ -184,29 +184,8 @@ func dhcpBench(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	if err != nil {
 		return err
 	}
-	if os.Geteuid() != 0 {
-		return errors.New("bench dhcp: needs root (network namespaces, AF_XDP, AF_PACKET)")
-	}
-	if runtime.NumCPU() < 2 {
-		return fmt.Errorf("bench dhcp: needs 2 CPUs (clients on CPU %s, relay on CPU %s), have %d", genCPU, fwdCPU, runtime.NumCPU())
-	}
-	for _, bin := range []string{"ip", "taskset", "timeout", "kea-dhcp4", "perfdhcp", "dhcrelay", "ss"} {
-		if _, err := exec.LookPath(bin); err != nil && !exists("/usr/sbin/"+bin) {
-			return fmt.Errorf("bench dhcp: %s not found (kea-dhcp4-server, kea-admin, isc-dhcp-relay, iproute2)", bin)
-		}
-	}
-	if o.exe == "" {
-		if o.exe, err = os.Executable(); err != nil {
-			return fmt.Errorf("bench dhcp: own executable: %w", err)
-		}
-	}
-	if o.out, err = filepath.Abs(o.out); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(o.out, 0o755); err != nil {
-		return fmt.Errorf("bench dhcp: %w", err)
-	}
-	tmp, err := os.MkdirTemp("", "ispmux-bench-"+o.id+"-")
+	tmp, err := prepare("dhcp", "clients", []string{"ip", "taskset", "timeout", "kea-dhcp4", "perfdhcp", "dhcrelay", "ss"},
+		"kea-dhcp4-server, kea-admin, isc-dhcp-relay, iproute2", &o.exe, &o.out, o.id)
 	if err != nil {
 		return err
 	}

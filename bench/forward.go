@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -91,29 +90,8 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	if err != nil {
 		return err
 	}
-	if os.Geteuid() != 0 {
-		return errors.New("bench forward: needs root (network namespaces, AF_XDP)")
-	}
-	if runtime.NumCPU() < 2 {
-		return fmt.Errorf("bench forward: needs 2 CPUs (generator on CPU %s, forwarder on CPU %s), have %d", genCPU, fwdCPU, runtime.NumCPU())
-	}
-	for _, bin := range []string{"ip", "taskset", "timeout", "trafgen"} {
-		if _, err := exec.LookPath(bin); err != nil && !exists("/usr/sbin/"+bin) {
-			return fmt.Errorf("bench forward: %s not found (install the lab's packages: lab/deps.sh)", bin)
-		}
-	}
-	if o.exe == "" {
-		if o.exe, err = os.Executable(); err != nil {
-			return fmt.Errorf("bench forward: own executable: %w", err)
-		}
-	}
-	if o.out, err = filepath.Abs(o.out); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(o.out, 0o755); err != nil {
-		return fmt.Errorf("bench forward: %w", err)
-	}
-	tmp, err := os.MkdirTemp("", "ispmux-bench-"+o.id+"-")
+	tmp, err := prepare("forward", "generator", []string{"ip", "taskset", "timeout", "trafgen"},
+		"install the lab's packages: lab/deps.sh", &o.exe, &o.out, o.id)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -176,4 +178,33 @@ func shellQuote(argv []string) string {
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+// prepare checks what a lab benchmark needs (root, two CPUs, the binaries
+// bins; hint names their packages), resolves *exe (default: this program)
+// and *out (made absolute and created), and makes a scratch directory.
+func prepare(name, onCPU0 string, bins []string, hint string, exe, out *string, id string) (tmp string, err error) {
+	if os.Geteuid() != 0 {
+		return "", fmt.Errorf("bench %s: needs root (network namespaces, AF_XDP)", name)
+	}
+	if runtime.NumCPU() < 2 {
+		return "", fmt.Errorf("bench %s: needs 2 CPUs (%s on CPU %s, system under test on CPU %s), have %d", name, onCPU0, genCPU, fwdCPU, runtime.NumCPU())
+	}
+	for _, bin := range bins {
+		if _, err := exec.LookPath(bin); err != nil && !exists("/usr/sbin/"+bin) {
+			return "", fmt.Errorf("bench %s: %s not found (%s)", name, bin, hint)
+		}
+	}
+	if *exe == "" {
+		if *exe, err = os.Executable(); err != nil {
+			return "", fmt.Errorf("bench %s: own executable: %w", name, err)
+		}
+	}
+	if *out, err = filepath.Abs(*out); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return "", fmt.Errorf("bench %s: %w", name, err)
+	}
+	return os.MkdirTemp("", "ispmux-bench-"+id+"-")
 }
