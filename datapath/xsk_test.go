@@ -3,6 +3,7 @@ package datapath
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
@@ -240,4 +241,87 @@ func TestXDPPortVanishes(t *testing.T) {
 			_ = p.Close()
 		}
 	})
+}
+
+// TestXDPMultiQueue runs two workers, one per queue, over veths with two
+// queues each, and checks that traffic spread over many flows is forwarded
+// and that both queues carried some of it.
+func TestXDPMultiQueue(t *testing.T) {
+	requireRoot(t)
+	id := uniq()
+	for _, ns := range []string{"x", "a", "b"} {
+		sh(t, "ip", "netns", "add", id+"-"+ns)
+	}
+	t.Cleanup(func() {
+		for _, ns := range []string{"x", "a", "b"} {
+			_ = exec.Command("ip", "netns", "del", id+"-"+ns).Run()
+		}
+	})
+	for i, peer := range []string{"a", "b"} {
+		sh(t, "ip", "-n", id+"-x", "link", "add", "name", fmt.Sprintf("p%d", i), "numtxqueues", "2", "numrxqueues", "2",
+			"type", "veth", "peer", "name", "eth0", "numtxqueues", "2", "numrxqueues", "2", "netns", id+"-"+peer)
+		sh(t, "ip", "-n", id+"-x", "link", "set", "dev", fmt.Sprintf("p%d", i), "up")
+		sh(t, "ip", "-n", id+"-"+peer, "addr", "add", fmt.Sprintf("10.9.0.%d/24", i+1), "dev", "eth0")
+		sh(t, "ip", "-n", id+"-"+peer, "link", "set", "dev", "eth0", "up")
+		sh(t, "ip", "netns", "exec", id+"-"+peer, "ethtool", "-K", "eth0", "tx", "off")
+	}
+	var ports []*XDPPort
+	inNetns(t, id+"-x", func() {
+		for _, n := range []string{"p0", "p1"} {
+			c := testConfig(n)
+			c.Queues = 2
+			p, err := OpenXDP(c)
+			if err != nil {
+				t.Errorf("open %s: %v", n, err)
+				return
+			}
+			ports = append(ports, p)
+		}
+	})
+	if len(ports) != 2 {
+		for _, p := range ports {
+			p.Close()
+		}
+		t.FailNow()
+	}
+	defer inNetns(t, id+"-x", func() {
+		for _, p := range ports {
+			_ = p.Close()
+		}
+	})
+	var workers []*Worker
+	done := make(chan error, 2)
+	for q := range 2 {
+		w, err := NewWorker(q, []Queue{ports[0].Queue(q), ports[1].Queue(q)}, wire{}, 64, 20*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		workers = append(workers, w)
+		go func() { done <- w.Run() }()
+	}
+	srv := exec.Command("ip", "netns", "exec", id+"-b", "iperf3", "-s", "-1")
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	out, err := exec.Command("ip", "netns", "exec", id+"-a", "iperf3", "-c", "10.9.0.2", "-t", "2", "-P", "8", "--connect-timeout", "3000").CombinedOutput()
+	_ = srv.Wait()
+	for _, w := range workers {
+		w.Stop()
+	}
+	for range workers {
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	}
+	if err != nil || !strings.Contains(string(out), "receiver") {
+		t.Fatalf("iperf3 over two queues: %v\n%s", err, out)
+	}
+	for q := range 2 {
+		st := ports[0].Queue(q).Stats()
+		t.Logf("p0 queue %d: %+v", q, st)
+		if st.RxFrames == 0 {
+			t.Errorf("queue %d of p0 received nothing: flows were not spread, or its worker did not run", q)
+		}
+	}
 }
