@@ -43,3 +43,54 @@ func TestInjectWakesSleepingWorker(t *testing.T) {
 		t.Errorf("frames leaked: %d free of 64", q.FreeFrames())
 	}
 }
+
+// retag rewrites every frame's L2 header in place on the port it came in
+// on: push a tag (14 → 18 bytes) or pop it (18 → 14).
+type retag struct{ push bool }
+
+func (h retag) Process(b *Batch) {
+	for i, f := range b.Frames {
+		v := Verdict{Action: Forward, Port: b.Port, Len: uint16(len(f))}
+		copy(v.Hdr[:12], f[:12])
+		if h.push {
+			v.Hdr[12], v.Hdr[13], v.Hdr[14], v.Hdr[15] = 0x81, 0x00, 0x00, 0x64
+			v.Hdr[16], v.Hdr[17] = f[12], f[13]
+			v.HdrLen, v.Strip = 18, 14
+		} else {
+			v.Hdr[12], v.Hdr[13] = f[16], f[17]
+			v.HdrLen, v.Strip = 14, 18
+		}
+		b.Out[i] = v
+	}
+}
+func (retag) Flush() {}
+
+// TestInPlaceHeaderChange: a frame sent back out of its own port with a
+// longer or shorter header is rebuilt in place (no copy to another UMEM),
+// payload intact.
+func TestInPlaceHeaderChange(t *testing.T) {
+	payload := []byte("0123456789abcdefghijklmnopqrstuvwxyz-ispmux-payload")
+	plain := append([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x08, 0x00}, payload...)
+	for _, push := range []bool{true, false} {
+		q := NewMemQueue(16, 2048)
+		var got []byte
+		q.Sink = func(f []byte) { got = append([]byte(nil), f...) }
+		w, err := NewWorker(0, []Queue{q}, retag{push}, 64, time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := plain
+		want := append(append(append([]byte(nil), plain[:12]...), 0x81, 0x00, 0x00, 0x64, 0x08, 0x00), payload...)
+		if !push {
+			in, want = want, plain
+		}
+		q.Inject(in)
+		w.RunOnce()
+		if string(got) != string(want) {
+			t.Errorf("push=%v:\n got %x\nwant %x", push, got, want)
+		}
+		if q.FreeFrames() != 16 {
+			t.Errorf("push=%v: frames leaked", push)
+		}
+	}
+}

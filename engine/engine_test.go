@@ -467,3 +467,32 @@ func TestPuntFairness(t *testing.T) {
 		t.Error("oversized frame accepted")
 	}
 }
+
+// TestVLANPushPop: a tagged subscriber of an untagged uplink and back (the
+// header changes length: 18 ↔ 14 bytes), across ports and in place.
+func TestVLANPushPop(t *testing.T) {
+	r := newRig(t, 64)
+	r.resolve()
+	const sub5 = 0x020000000105
+	if err := r.c.Bind(Binding{Port: 0, VLAN: 100, MAC: sub5, ISP: 0, IP: netip.MustParseAddr("100.64.0.15")}); err != nil {
+		t.Fatal(err)
+	}
+	in := udpFrame(t, sub5, accMAC, 100, "100.64.0.15", "198.51.100.10", 64, 1, 2)
+	out := r.send(0, in)
+	if len(out[1]) != 1 {
+		t.Fatalf("tagged upstream: nothing on upa (drops %v)", r.s.Counters()[0].Drops)
+	}
+	got := checkIPv4(t, out[1][0], gwaMAC, upaMAC, 0, 63)
+	if len(out[1][0]) != len(in)-4 || len(got.Payload) != 26 {
+		t.Errorf("pop: %d bytes from %d, payload %d", len(out[1][0]), len(in), len(got.Payload))
+	}
+	down := udpFrame(t, gwaMAC, upaMAC, 0, "198.51.100.10", "100.64.0.15", 64, 2, 1)
+	out = r.send(1, down)
+	if len(out[0]) != 1 {
+		t.Fatalf("downstream to a tagged subscriber: nothing on acc (drops %v)", r.s.Counters()[1].Drops)
+	}
+	checkIPv4(t, out[0][0], sub5, accMAC, 100, 63)
+	if len(out[0][0]) != len(down)+4 {
+		t.Errorf("push: %d bytes from %d", len(out[0][0]), len(down))
+	}
+}
