@@ -121,6 +121,12 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	for _, ac := range cfg.Access {
 		pi := idx[ac.Interface]
 		pcs[pi].AccessVLANs = append(pcs[pi].AccessVLANs, uint16(ac.VLAN))
+		if ac.Addr.IsValid() {
+			if pcs[pi].AccessAddrs == nil {
+				pcs[pi].AccessAddrs = map[uint16]uint32{}
+			}
+			pcs[pi].AccessAddrs[uint16(ac.VLAN)] = engine.IP4(ac.Addr)
+		}
 	}
 	for _, isp := range cfg.ISPs {
 		pi := idx[isp.Uplink]

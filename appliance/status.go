@@ -48,6 +48,7 @@ type PortStatus struct {
 	FwdUp      uint64            `json:"forwarded_up"`
 	FwdDown    uint64            `json:"forwarded_down"`
 	ARPReplies uint64            `json:"arp_replies"`
+	Echo       uint64            `json:"echo_replies"`
 	Punts      uint64            `json:"punts"`
 	Drops      map[string]uint64 `json:"drops"`
 }
@@ -87,6 +88,7 @@ func (a *Appliance) Status() Status {
 		ps.TxFull, ps.NoFrame, ps.Errors, ps.Down = qs.TxFull, qs.NoFrame, qs.Errors, qs.Down
 		c := ec[i]
 		ps.FwdUp, ps.FwdDown, ps.ARPReplies, ps.Punts = c.Up, c.Down, c.ARPReplies, c.Punts
+		ps.Echo = c.EchoReplies
 		for r, n := range c.Drops {
 			if n > 0 {
 				ps.Drops[classifier.Reason(r).String()] = n

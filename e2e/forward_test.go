@@ -232,6 +232,16 @@ func TestForwarding(t *testing.T) {
 		}
 	})
 
+	t.Run("ping ispmux itself", func(t *testing.T) {
+		if !r.ping("s1", lab.Gateway, 3) {
+			t.Errorf("s1 cannot ping its gateway %s (ispmux)", lab.Gateway)
+		}
+		out, err := r.run(r.topo.ISPs[0].NS, "ping", "-c", "3", "-i", "0.05", "-W", "1", "-q", "192.0.2.2")
+		if err != nil || !strings.Contains(out, " 0% packet loss") {
+			t.Errorf("ISP alpha's router cannot ping ispmux's uplink address: %v\n%s", err, out)
+		}
+	})
+
 	t.Run("other ISP", func(t *testing.T) {
 		haBefore := r.rx(r.ns("ha"), "eth0")
 		hbBefore := r.rx(r.ns("hb"), "eth0")

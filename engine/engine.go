@@ -61,6 +61,9 @@ type PortConfig struct {
 	// AccessVLANs are the VLANs (0 = untagged) on which subscribers are
 	// attached to this port.
 	AccessVLANs []uint16
+	// AccessAddrs maps an access VLAN to our address on it (the
+	// subscribers' gateway; ispmux answers pings to it).
+	AccessAddrs map[uint16]uint32
 	// Uplinks maps a VLAN (0 = untagged) of this port to the ISP it
 	// carries.
 	Uplinks map[uint16]uint8
@@ -72,6 +75,7 @@ type port struct {
 	mac  uint64
 	role [4096]uint8
 	isp  [4096]uint8
+	addr [4096]uint32 // our address on an access VLAN, 0 if none
 }
 
 // State is the forwarding state shared by all workers.
@@ -109,6 +113,7 @@ func NewState(ports []PortConfig, capacity int, seed uint64) (*State, error) {
 				return nil, fmt.Errorf("engine: port %s: vlan %d out of range", pc.Name, v)
 			}
 			p.role[v] = roleAccess
+			p.addr[v] = pc.AccessAddrs[v]
 		}
 		for v, isp := range pc.Uplinks {
 			if v > 4095 {
@@ -137,6 +142,7 @@ func (s *State) PortName(i int) string { return s.ports[i].name }
 type portStats struct {
 	drops                       [classifier.NumReasons]atomic.Uint64
 	up, down, arpReplies, punts atomic.Uint64
+	echoReplies                 atomic.Uint64
 }
 
 // PortCounters is a snapshot of one port's engine counters.
@@ -149,6 +155,8 @@ type PortCounters struct {
 	Up, Down uint64
 	// ARPReplies counts ARP requests answered in place.
 	ARPReplies uint64
+	// EchoReplies counts pings to our own addresses answered in place.
+	EchoReplies uint64
 	// Punts counts frames copied to the control plane.
 	Punts uint64
 }
@@ -164,6 +172,7 @@ func (s *State) Counters() []PortCounters {
 		}
 		c.Up, c.Down = st.up.Load(), st.down.Load()
 		c.ARPReplies, c.Punts = st.arpReplies.Load(), st.punts.Load()
+		c.EchoReplies = st.echoReplies.Load()
 	}
 	return out
 }

@@ -58,7 +58,8 @@ func (f *fakeInjector) Inject(port uint8, frame []byte) bool {
 func newRig(t testing.TB, capacity int) *rig {
 	t.Helper()
 	s, err := NewState([]PortConfig{
-		{Name: "acc", MAC: accMAC, AccessVLANs: []uint16{0, 100}},
+		{Name: "acc", MAC: accMAC, AccessVLANs: []uint16{0, 100},
+			AccessAddrs: map[uint16]uint32{0: ip("100.64.0.1"), 100: ip("100.64.0.1")}},
 		{Name: "upa", MAC: upaMAC, Uplinks: map[uint16]uint8{0: 0}},
 		{Name: "upb", MAC: upbMAC, Uplinks: map[uint16]uint8{201: 1}},
 	}, capacity, 42)
@@ -494,5 +495,75 @@ func TestVLANPushPop(t *testing.T) {
 	checkIPv4(t, out[0][0], sub5, accMAC, 100, 63)
 	if len(out[0][0]) != len(down)+4 {
 		t.Errorf("push: %d bytes from %d", len(out[0][0]), len(down))
+	}
+}
+
+func icmpEcho(t testing.TB, src, dst uint64, vlan uint16, sip, dip string, typ uint8) []byte {
+	ipl := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4,
+		SrcIP: net.ParseIP(sip).To4(), DstIP: net.ParseIP(dip).To4()}
+	ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, 0), Id: 7, Seq: 9}
+	ls := append(ethLayers(src, dst, vlan, layers.EthernetTypeIPv4), ipl, ic, gopacket.Payload([]byte("ispmux-ping-payload-0123456789")))
+	return serialize(t, ls...)
+}
+
+// checkEchoReply verifies an echo reply from us (addresses swapped, both
+// checksums valid, payload kept).
+func checkEchoReply(t *testing.T, f []byte, dstMAC, srcMAC uint64, vlan uint16, src, dst string) {
+	t.Helper()
+	ipl := checkIPv4(t, f, dstMAC, srcMAC, vlan, 64)
+	if ipl.SrcIP.String() != src || ipl.DstIP.String() != dst {
+		t.Errorf("reply %v → %v, want %s → %s", ipl.SrcIP, ipl.DstIP, src, dst)
+	}
+	p := decode(t, f)
+	ic, ok := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	if !ok || ic.TypeCode.Type() != layers.ICMPv4TypeEchoReply || ic.Id != 7 || ic.Seq != 9 {
+		t.Fatalf("not our echo reply: %v", p)
+	}
+	if string(ic.Payload) != "ispmux-ping-payload-0123456789" {
+		t.Errorf("payload %q", ic.Payload)
+	}
+	b := ipl.Payload // the ICMP message
+	if s := onesSum(append(append([]byte(nil), b...), make([]byte, len(b)%2)...)); s != 0xffff {
+		t.Errorf("ICMP checksum invalid (%#x)", s)
+	}
+}
+
+func TestPingOurAddresses(t *testing.T) {
+	r := newRig(t, 64)
+	r.bindAll()
+	r.resolve()
+	// A subscriber pings its gateway (untagged and tagged).
+	out := r.send(0, icmpEcho(t, sub1, accMAC, 0, "100.64.0.11", "100.64.0.1", 8))
+	if len(out[0]) != 1 || len(out[1]) != 0 {
+		t.Fatalf("gateway ping: %d on acc, %d on upa; drops %v", len(out[0]), len(out[1]), r.s.Counters()[0].Drops)
+	}
+	checkEchoReply(t, out[0][0], sub1, accMAC, 0, "100.64.0.1", "100.64.0.11")
+	out = r.send(0, icmpEcho(t, sub3, accMAC, 100, "100.64.0.11", "100.64.0.1", 8))
+	if len(out[0]) != 1 {
+		t.Fatal("tagged gateway ping not answered")
+	}
+	checkEchoReply(t, out[0][0], sub3, accMAC, 100, "100.64.0.1", "100.64.0.11")
+	// The ISP pings our uplink address.
+	out = r.send(1, icmpEcho(t, gwaMAC, upaMAC, 0, "192.0.2.1", "192.0.2.2", 8))
+	if len(out[1]) != 1 {
+		t.Fatal("uplink ping not answered")
+	}
+	checkEchoReply(t, out[1][0], gwaMAC, upaMAC, 0, "192.0.2.2", "192.0.2.1")
+	if c := r.s.Counters(); c[0].EchoReplies != 2 || c[1].EchoReplies != 1 {
+		t.Errorf("echo counters %d/%d", c[0].EchoReplies, c[1].EchoReplies)
+	}
+	// No answer: an unknown MAC, a spoofed source, or another ICMP type.
+	before := r.dropCount(0, classifier.ReasonNotForUs)
+	for _, f := range [][]byte{
+		icmpEcho(t, sub4, accMAC, 0, "100.64.0.14", "100.64.0.1", 8),
+		icmpEcho(t, sub1, accMAC, 0, "100.64.0.99", "100.64.0.1", 8),
+		icmpEcho(t, sub1, accMAC, 0, "100.64.0.11", "100.64.0.1", 13),
+	} {
+		if out := r.send(0, f); len(out[0])+len(out[1]) != 0 {
+			t.Error("answered or forwarded a frame that must be dropped")
+		}
+	}
+	if r.dropCount(0, classifier.ReasonNotForUs) != before+1 {
+		t.Errorf("timestamp request to the gateway not counted not_for_us")
 	}
 }

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/binary"
 	"math/bits"
 
 	"github.com/ispmux/ispmux/classifier"
@@ -41,6 +42,7 @@ type Processor struct {
 	dirty      [datapath.MaxPorts]uint32 // bit r: drops[p][r] changed
 	upN, downN [datapath.MaxPorts]uint64
 	arpN, punN [datapath.MaxPorts]uint64
+	echoN      [datapath.MaxPorts]uint64
 	touched    uint32 // bit p: port p has counts to flush
 }
 
@@ -160,6 +162,13 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 			p.drop(in, out, classifier.ReasonSpoofedSource)
 			return
 		}
+		if a := pt.addr[pkt.VLAN&0xfff]; a != 0 && pkt.DstIP == a {
+			// To the gateway itself: answer a ping, nothing else.
+			if !p.answerEcho(in, out, pkt, f, pt.mac) {
+				p.drop(in, out, classifier.ReasonNotForUs)
+			}
+			return
+		}
 		up := p.up.Get(sub.ISP)
 		if up == nil || !up.Configured || !up.Resolved {
 			p.drop(in, out, classifier.ReasonNoNextHop)
@@ -221,9 +230,12 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 			return
 		}
 		if pkt.DstIP == up.Addr {
-			if classifier.IsDHCP(pkt) {
+			switch {
+			case classifier.IsDHCP(pkt):
 				p.punt(in, out, f) // relay replies to our giaddr
-			} else {
+			case p.answerEcho(in, out, pkt, f, pt.mac):
+				// The ISP pinged our uplink address.
+			default:
 				p.drop(in, out, classifier.ReasonNotForUs)
 			}
 			return
@@ -293,6 +305,52 @@ func (p *Processor) answerARP(in uint8, out *datapath.Verdict, pkt *classifier.P
 	p.touched |= 1 << in
 }
 
+// answerEcho turns an ICMP echo request in f (addressed to us) into our
+// echo reply, in place, back out of the port it came from. It reports false
+// (and leaves f alone) for anything else.
+func (p *Processor) answerEcho(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64) bool {
+	const icmp, echoRequest = 1, 8
+	l4, end := pkt.L4, pkt.L3+pkt.TotalLen
+	if pkt.Proto != icmp || pkt.Frag || end-l4 < 8 || end > len(f) || f[l4] != echoRequest || f[l4+1] != 0 {
+		return false
+	}
+	fib.PutMAC(f[0:6], pkt.Src)
+	fib.PutMAC(f[6:12], mac)
+	ip := f[pkt.L3 : pkt.L3+pkt.IHL]
+	var a [4]byte
+	copy(a[:], ip[12:16])
+	copy(ip[12:16], ip[16:20])
+	copy(ip[16:20], a[:])
+	ip[8] = 64
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:], ^onesSum(ip))
+	// Type 8 → 0: RFC 1624 incremental update, HC' = ~(~HC + ~m + m').
+	f[l4] = 0
+	hc := binary.BigEndian.Uint16(f[l4+2:])
+	sum := uint32(^hc) + uint32(^uint16(echoRequest<<8)) + 0
+	sum = sum&0xffff + sum>>16
+	sum = sum&0xffff + sum>>16
+	binary.BigEndian.PutUint16(f[l4+2:], ^uint16(sum))
+	out.Action = datapath.Forward
+	out.Port = in
+	out.Len = uint16(end)
+	p.echoN[in]++
+	p.touched |= 1 << in
+	return true
+}
+
+// onesSum is the folded ones' complement sum of b (even length).
+func onesSum(b []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	for s > 0xffff {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
+}
+
 // Flush publishes the counters gathered since the last call.
 func (p *Processor) Flush() {
 	for p.touched != 0 {
@@ -321,6 +379,10 @@ func (p *Processor) Flush() {
 		if n := p.punN[in]; n != 0 {
 			st.punts.Add(n)
 			p.punN[in] = 0
+		}
+		if n := p.echoN[in]; n != 0 {
+			st.echoReplies.Add(n)
+			p.echoN[in] = 0
 		}
 	}
 }
