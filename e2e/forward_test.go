@@ -242,6 +242,16 @@ func TestForwarding(t *testing.T) {
 		}
 	})
 
+	t.Run("TTL exceeded at ispmux", func(t *testing.T) {
+		// TTL 1 from s1 expires at ispmux (its first hop): an ICMP Time
+		// Exceeded comes back from the gateway address, as traceroute
+		// expects.
+		out, _ := r.run(r.ns("s1"), "ping", "-c", "1", "-t", "1", "-W", "1", hostAddr)
+		if !strings.Contains(out, "From "+lab.Gateway) || !strings.Contains(strings.ToLower(out), "time to live exceeded") {
+			t.Errorf("no Time Exceeded from %s:\n%s", lab.Gateway, out)
+		}
+	})
+
 	t.Run("other ISP", func(t *testing.T) {
 		haBefore := r.rx(r.ns("ha"), "eth0")
 		hbBefore := r.rx(r.ns("hb"), "eth0")

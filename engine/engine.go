@@ -142,7 +142,7 @@ func (s *State) PortName(i int) string { return s.ports[i].name }
 type portStats struct {
 	drops                       [classifier.NumReasons]atomic.Uint64
 	up, down, arpReplies, punts atomic.Uint64
-	echoReplies                 atomic.Uint64
+	echoReplies, icmpErrors     atomic.Uint64
 }
 
 // PortCounters is a snapshot of one port's engine counters.
@@ -157,6 +157,9 @@ type PortCounters struct {
 	ARPReplies uint64
 	// EchoReplies counts pings to our own addresses answered in place.
 	EchoReplies uint64
+	// ICMPErrors counts ICMP Time Exceeded sent for frames that arrived
+	// here with TTL ≤ 1 (they are also counted as ttl_expired drops).
+	ICMPErrors uint64
 	// Punts counts frames copied to the control plane.
 	Punts uint64
 }
@@ -172,7 +175,7 @@ func (s *State) Counters() []PortCounters {
 		}
 		c.Up, c.Down = st.up.Load(), st.down.Load()
 		c.ARPReplies, c.Punts = st.arpReplies.Load(), st.punts.Load()
-		c.EchoReplies = st.echoReplies.Load()
+		c.EchoReplies, c.ICMPErrors = st.echoReplies.Load(), st.icmpErrors.Load()
 	}
 	return out
 }

@@ -567,3 +567,61 @@ func TestPingOurAddresses(t *testing.T) {
 		t.Errorf("timestamp request to the gateway not counted not_for_us")
 	}
 }
+
+func TestTimeExceeded(t *testing.T) {
+	r := newRig(t, 64)
+	r.bindAll()
+	r.resolve()
+	in := udpFrame(t, sub1, accMAC, 0, "100.64.0.11", "198.51.100.10", 1, 4000, 33434)
+	out := r.send(0, in)
+	if len(out[1]) != 0 || len(out[0]) != 1 {
+		t.Fatalf("TTL 1 upstream: %d forwarded, %d back", len(out[1]), len(out[0]))
+	}
+	check := func(f []byte, dst, src uint64, from, to string, orig []byte) {
+		t.Helper()
+		ipl := checkIPv4(t, f, dst, src, 0, 64)
+		if ipl.SrcIP.String() != from || ipl.DstIP.String() != to || ipl.Protocol != layers.IPProtocolICMPv4 {
+			t.Errorf("ICMP %v → %v proto %v", ipl.SrcIP, ipl.DstIP, ipl.Protocol)
+		}
+		ic := ipl.Payload
+		if ic[0] != 11 || ic[1] != 0 {
+			t.Errorf("ICMP type/code %d/%d", ic[0], ic[1])
+		}
+		if s := onesSum(append(append([]byte(nil), ic...), make([]byte, len(ic)%2)...)); s != 0xffff {
+			t.Errorf("ICMP checksum invalid (%#x)", s)
+		}
+		// The quote: the original IP header (TTL 1 as received) and 8 bytes.
+		if got := ic[8:]; string(got) != string(orig[14:14+28]) {
+			t.Errorf("quote %x, want %x", got, orig[14:14+28])
+		}
+	}
+	check(out[0][0], sub1, accMAC, "100.64.0.1", "100.64.0.11", in)
+
+	// Downstream: from the ISP side, answered from our uplink address.
+	down := udpFrame(t, gwaMAC, upaMAC, 0, "198.51.100.10", "100.64.0.11", 1, 9, 4000)
+	out = r.send(1, down)
+	if len(out[0]) != 0 || len(out[1]) != 1 {
+		t.Fatalf("TTL 1 downstream: %d forwarded, %d back", len(out[0]), len(out[1]))
+	}
+	check(out[1][0], gwaMAC, upaMAC, "192.0.2.2", "198.51.100.10", down)
+
+	// No error about an ICMP error.
+	icmpErr := icmpEcho(t, sub1, accMAC, 0, "100.64.0.11", "198.51.100.10", 3)
+	icmpErr[14+8] = 1 // TTL 1
+	icmpErr[14+10], icmpErr[14+11] = 0, 0
+	binary.BigEndian.PutUint16(icmpErr[14+10:], ^onesSum(icmpErr[14:34]))
+	if out := r.send(0, icmpErr); len(out[0])+len(out[1]) != 0 {
+		t.Error("answered an ICMP error with an ICMP error")
+	}
+
+	// Rate limited: a burst of icmpErrBurst per port (one already spent on
+	// port 0), then the refill rate (100/s: at most a token or two here).
+	var flood [][]byte
+	for range 60 {
+		flood = append(flood, in)
+	}
+	got := len(r.send(0, flood...)[0])
+	if c := r.s.Counters()[0]; got < icmpErrBurst-2 || got > icmpErrBurst || c.ICMPErrors != uint64(got)+1 {
+		t.Errorf("rate limit: %d ICMP errors for 60 expired frames (counter %d), want about %d", got, c.ICMPErrors, icmpErrBurst-1)
+	}
+}

@@ -43,6 +43,10 @@ type Processor struct {
 	upN, downN [datapath.MaxPorts]uint64
 	arpN, punN [datapath.MaxPorts]uint64
 	echoN      [datapath.MaxPorts]uint64
+	icmpN      [datapath.MaxPorts]uint64
+	// ICMP error rate limit per ingress port: tokens and last refill.
+	icmpTokens [datapath.MaxPorts]float64
+	icmpLast   [datapath.MaxPorts]int64
 	touched    uint32 // bit p: port p has counts to flush
 }
 
@@ -176,6 +180,7 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 		}
 		if !fib.DecTTL(f[pkt.L3:]) {
 			p.drop(in, out, classifier.ReasonTTLExpired)
+			p.timeExceeded(in, out, pkt, f, pt.mac, pt.addr[pkt.VLAN&0xfff])
 			return
 		}
 		p.route(out, up.Port, up.GatewayMAC, up.MAC, up.VLAN, pkt.L3, pkt.L3+pkt.TotalLen)
@@ -246,6 +251,7 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 		}
 		if !fib.DecTTL(f[pkt.L3:]) {
 			p.drop(in, out, classifier.ReasonTTLExpired)
+			p.timeExceeded(in, out, pkt, f, pt.mac, up.Addr)
 			return
 		}
 		p.route(out, d.Port, d.MAC, p.s.ports[d.Port%datapath.MaxPorts].mac, d.VLAN, pkt.L3, pkt.L3+pkt.TotalLen)
@@ -339,6 +345,77 @@ func (p *Processor) answerEcho(in uint8, out *datapath.Verdict, pkt *classifier.
 	return true
 }
 
+// ICMP errors ispmux originates are limited per worker and port (RFC 1812
+// §4.3.2.8): a burst, then a steady rate.
+const (
+	icmpErrBurst = 50
+	icmpErrRate  = 100 // per second
+)
+
+// timeExceeded turns the TTL-expired IPv4 packet in f, already counted as
+// dropped, into an ICMP Time Exceeded from src back to its sender, in place
+// (RFC 792, RFC 1812 §4.3.2: the original header and 8 bytes of its data).
+// It does nothing for a source without an address of ours, an ICMP error
+// (no errors about errors), a non-first fragment, or over the rate limit.
+func (p *Processor) timeExceeded(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64, src uint32) {
+	const icmp = 1
+	if src == 0 || pkt.FragOff != 0 {
+		return
+	}
+	if pkt.Proto == icmp && pkt.L4 < len(f) {
+		switch f[pkt.L4] {
+		case 3, 4, 5, 11, 12: // errors
+			return
+		}
+	}
+	now := nanotime() + 1 // never 0: icmpLast 0 means "never sent", a full bucket
+	b := &p.icmpTokens[in]
+	if p.icmpLast[in] == 0 {
+		*b = icmpErrBurst
+	} else {
+		*b = min(icmpErrBurst, *b+float64(now-p.icmpLast[in])*icmpErrRate/1e9)
+	}
+	p.icmpLast[in] = now
+	if *b < 1 {
+		return
+	}
+	*b--
+	quote := min(pkt.IHL+8, pkt.TotalLen)
+	l3 := pkt.L3
+	if l3+28+quote > cap(f) {
+		return
+	}
+	f = f[:cap(f)]
+	copy(f[l3+28:l3+28+quote], f[l3:l3+quote]) // the quote moves behind our headers
+	fib.PutMAC(f[0:6], pkt.Src)
+	fib.PutMAC(f[6:12], mac)
+	ip := f[l3 : l3+20]
+	clear(ip)
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(28+quote))
+	ip[8], ip[9] = 64, icmp
+	binary.BigEndian.PutUint32(ip[12:], src)
+	binary.BigEndian.PutUint32(ip[16:], pkt.SrcIP)
+	binary.BigEndian.PutUint16(ip[10:], ^onesSum(ip))
+	ic := f[l3+20 : l3+28+quote]
+	clear(ic[:8])
+	ic[0] = 11 // time exceeded, code 0: TTL exceeded in transit
+	var pad [1]byte
+	sum := onesSum(ic[:len(ic)&^1])
+	if len(ic)%2 == 1 {
+		pad[0] = ic[len(ic)-1]
+		s := uint32(sum) + uint32(pad[0])<<8
+		sum = uint16(s&0xffff + s>>16)
+	}
+	binary.BigEndian.PutUint16(ic[2:], ^sum)
+	out.Action = datapath.Forward
+	out.Port = in
+	out.HdrLen, out.Strip = 0, 0
+	out.Len = uint16(l3 + 28 + quote)
+	p.icmpN[in]++
+	p.touched |= 1 << in
+}
+
 // onesSum is the folded ones' complement sum of b (even length).
 func onesSum(b []byte) uint16 {
 	var s uint32
@@ -383,6 +460,10 @@ func (p *Processor) Flush() {
 		if n := p.echoN[in]; n != 0 {
 			st.echoReplies.Add(n)
 			p.echoN[in] = 0
+		}
+		if n := p.icmpN[in]; n != 0 {
+			st.icmpErrors.Add(n)
+			p.icmpN[in] = 0
 		}
 	}
 }
