@@ -249,10 +249,14 @@ func (a *Appliance) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		a.ctl.Run(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		a.watchPorts(ctx, time.Second)
 	}()
 	go func() {
 		defer wg.Done()
@@ -305,4 +309,33 @@ func mac48(hw net.HardwareAddr) uint64 {
 	var b [6]byte
 	copy(b[:], hw)
 	return engine.MAC48(b)
+}
+
+// watchPorts logs every change of a port's state (a queue whose kernel calls
+// fail, such as an interface that went away, is down) until ctx ends. The
+// state and the error counts are also in the control socket's status.
+func (a *Appliance) watchPorts(ctx context.Context, every time.Duration) {
+	down := make([]bool, len(a.ports))
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for i, p := range a.ports {
+			var st datapath.QueueStats
+			for q := range p.NumQueues() {
+				st.Add(p.Queue(q).Stats())
+			}
+			switch {
+			case st.Down && !down[i]:
+				a.log.Warn("port down: its socket calls fail (interface gone or link down?)", "port", a.names[i], "errors", st.Errors)
+			case !st.Down && down[i]:
+				a.log.Info("port up again", "port", a.names[i], "errors", st.Errors)
+			}
+			down[i] = st.Down
+		}
+	}
 }

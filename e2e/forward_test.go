@@ -408,6 +408,41 @@ func TestForwarding(t *testing.T) {
 	})
 }
 
+// TestForwardingPortVanishes removes ISP beta's uplink under a running
+// ispmux: the port is reported down (log, status) and ISP alpha's
+// subscribers keep forwarding.
+func TestForwardingPortVanishes(t *testing.T) {
+	r := newRig(t, lab.Options{Subscribers: 3})
+	r.start()
+	if !r.ping("s2", hostAddr, 2) {
+		t.Fatal("s2 cannot reach beta before")
+	}
+	// Deleting beta's router namespace deletes the veth pair, upb with it.
+	if out, err := exec.Command("ip", "netns", "del", r.ns("ispb")).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(r.log.String(), "port down") && time.Now().Before(deadline) {
+		_, _ = r.run(r.ns("s2"), "ping", "-c", "1", "-W", "1", hostAddr) // traffic towards the dead port
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !strings.Contains(r.log.String(), "port down") || !strings.Contains(r.log.String(), "port=upb") {
+		t.Errorf("no port-down report for upb; log:\n%s", r.log.String())
+	}
+	down := false
+	for _, p := range r.mustStatus().Ports {
+		if p.Name == "upb" {
+			down = p.Down && p.Errors > 0
+		}
+	}
+	if !down {
+		t.Errorf("status does not show upb down with errors")
+	}
+	if !r.ping("s1", hostAddr, 5) {
+		t.Errorf("ISP alpha's subscriber stopped forwarding when beta's port vanished")
+	}
+}
+
 func lastLines(s string, n int) string {
 	l := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.Join(l[max(0, len(l)-n):], "\n")
