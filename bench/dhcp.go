@@ -1023,25 +1023,9 @@ func (r *DHCPResult) Markdown() string {
 
 // writeDHCPOutputs writes dhcp.json, dhcp.md and dhcp.svg into dir.
 func writeDHCPOutputs(dir string, r *DHCPResult) error {
-	js, err := r.JSON()
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "dhcp.json"), js, 0o644); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "dhcp.md"), []byte(r.Markdown()), 0o644); err != nil {
-		return err
-	}
-	f, err := os.Create(filepath.Join(dir, "dhcp.svg"))
-	if err != nil {
-		return err
-	}
-	bars := []Bar{{"ispmux", r.ISPmuxDORA}, {"dhcrelay", r.RelayDORA}, {"Kea direct", r.KeaDirectDORA}}
-	title := fmt.Sprintf("Completed DORA/s, %d clients, %g/s offered", r.Clients, r.Rate)
-	if err := writeBarChart(f, title, "DORA exchanges per second", "DORA/s", bars); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return writeFiles(dir, "dhcp", r, func(w io.Writer) error {
+		bars := []Bar{{"ispmux", r.ISPmuxDORA}, {"dhcrelay", r.RelayDORA}, {"Kea direct", r.KeaDirectDORA}}
+		title := fmt.Sprintf("Completed DORA/s, %d clients, %g/s offered", r.Clients, r.Rate)
+		return writeBarChart(w, title, "DORA exchanges per second", "DORA/s", bars)
+	})
 }

@@ -237,27 +237,10 @@ func backgroundLoad(ctx context.Context, r *Result, logf func(string, ...any)) e
 
 // writeOutputs writes forward.json, forward.md and forward.svg into dir.
 func writeOutputs(dir string, r *Result) error {
-	js, err := r.JSON()
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "forward.json"), js, 0o644); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "forward.md"), []byte(r.Markdown()), 0o644); err != nil {
-		return err
-	}
-	f, err := os.Create(filepath.Join(dir, "forward.svg"))
-	if err != nil {
-		return err
-	}
-	bars := []Bar{{"ispmux", r.ISPmuxPPS}, {"kernel", r.KernelPPS}, {"bare AF_XDP", r.BarePPS}}
-	title := fmt.Sprintf("Forwarded pps, 64-byte frames, %d subscribers", r.Subscribers)
-	if err := writeBarSVG(f, title, bars); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return writeFiles(dir, "forward", r, func(w io.Writer) error {
+		bars := []Bar{{"ispmux", r.ISPmuxPPS}, {"kernel", r.KernelPPS}, {"bare AF_XDP", r.BarePPS}}
+		return writeBarSVG(w, fmt.Sprintf("Forwarded pps, 64-byte frames, %d subscribers", r.Subscribers), bars)
+	})
 }
 
 // bencher runs the cases of one benchmark in one lab.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -270,7 +272,32 @@ func (r *Result) Markdown() string {
 // report is a finished benchmark result.
 type report interface {
 	JSON() ([]byte, error)
+	Markdown() string
 	WriteTable(w io.Writer) error
+}
+
+// writeFiles writes NAME.json, NAME.md and NAME.svg (drawn by chart) into
+// dir.
+func writeFiles(dir, name string, r report, chart func(io.Writer) error) error {
+	js, err := r.JSON()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".json"), js, 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".md"), []byte(r.Markdown()), 0o644); err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(dir, name+".svg"))
+	if err != nil {
+		return err
+	}
+	if err := chart(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // emit prints r on stdout: one JSON object with asJSON, else the table and
