@@ -22,12 +22,12 @@ test: deps tools lint build
 unit:
 	$(GO) test -count=1 -short $(PKGS)
 
+# engine's FuzzProcess runs its seeds in `go test`; under -fuzz its workers
+# stall in this environment (no single input is slow), so it is fuzzed by hand:
+#   go test -run '^$' -fuzz '^FuzzProcess$' -fuzztime 60s -parallel 1 ./engine/
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./classifier/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./configs/
-	# FuzzProcess runs its seeds in `go test`; under -fuzz its workers stall
-	# in this environment (no single input is slow; see the issue 3 note), so it
-	# is fuzzed by hand: go test -run '^$$' -fuzz '^FuzzProcess$$' -fuzztime 60s -parallel 1 ./engine/
 	$(GO) test -run '^$$' -fuzz '^FuzzRelayUp$$' -fuzztime $(FUZZTIME) ./dhcpproxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzRelayDown$$' -fuzztime $(FUZZTIME) ./dhcpproxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzHandleFrame$$' -fuzztime $(FUZZTIME) ./dhcpproxy/
