@@ -207,20 +207,7 @@ func dhcpBench(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	}
 
 	var t *lab.Topology
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
-		defer cancel()
-		if o.keep {
-			if t != nil {
-				logf("--keep: lab %s left up; configuration and state in %s", o.id, tmp)
-			}
-			return
-		}
-		if derr := lab.Down(cctx, o.id); derr != nil {
-			err = errors.Join(err, fmt.Errorf("bench dhcp: lab down: %w", derr))
-		}
-		_ = os.RemoveAll(tmp)
-	}()
+	defer func() { err = errors.Join(err, teardown(ctx, "dhcp", o.id, tmp, o.keep, t != nil, logf)) }()
 
 	logf("lab %s up (DHCP, open Kea pool, generator on acc1)", o.id)
 	t, err = lab.Up(ctx, lab.Options{ID: o.id, ISPs: 1, Subscribers: 1, Generator: true, DHCP: true, KeaOpen: true})

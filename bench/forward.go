@@ -111,20 +111,7 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 
 	// The lab and everything else is removed whatever happens, unless --keep.
 	var t *lab.Topology
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
-		defer cancel()
-		if o.keep {
-			if t != nil {
-				logf("--keep: lab %s left up; configuration and state in %s", o.id, tmp)
-			}
-			return
-		}
-		if derr := lab.Down(cctx, o.id); derr != nil {
-			err = errors.Join(err, fmt.Errorf("bench forward: lab down: %w", derr))
-		}
-		_ = os.RemoveAll(tmp)
-	}()
+	defer func() { err = errors.Join(err, teardown(ctx, "forward", o.id, tmp, o.keep, t != nil, logf)) }()
 
 	logf("lab %s up with %d traffic subscribers", o.id, o.subscribers)
 	t, err = lab.Up(ctx, lab.Options{ID: o.id, Generator: true, TrafficSubscribers: o.subscribers})

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ispmux/ispmux/lab"
 )
 
 // child is a process the benchmark started (the generator or a forwarder).
@@ -207,4 +210,23 @@ func prepare(name, onCPU0 string, bins []string, hint string, exe, out *string, 
 		return "", fmt.Errorf("bench %s: %w", name, err)
 	}
 	return os.MkdirTemp("", "ispmux-bench-"+id+"-")
+}
+
+// teardown removes a benchmark's lab and scratch directory, even when ctx
+// is already cancelled; with keep it leaves both and says where they are
+// (built: the lab came up).
+func teardown(ctx context.Context, name, id, tmp string, keep, built bool, logf func(string, ...any)) error {
+	if keep {
+		if built {
+			logf("--keep: lab %s left up; configuration and state in %s", id, tmp)
+		}
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+	defer cancel()
+	defer os.RemoveAll(tmp)
+	if err := lab.Down(cctx, id); err != nil {
+		return fmt.Errorf("bench %s: lab down: %w", name, err)
+	}
+	return nil
 }
