@@ -26,7 +26,7 @@ func (e *Error) Error() string {
 	}
 	b.WriteString(": ")
 	if e.Key != "" {
-		b.WriteString(e.Key)
+		b.WriteString(printable(e.Key))
 		b.WriteString(": ")
 	}
 	b.WriteString(e.Msg)
@@ -127,6 +127,16 @@ func lineOf(lines map[string]int, key string) int {
 		key = key[:i]
 	}
 	return 0
+}
+
+// printable spells a key so that it stays on one line and shows what is in
+// it: a quoted TOML key may hold any character, "\n" included.
+func printable(s string) string {
+	if !strings.ContainsFunc(s, func(r rune) bool { return !strconv.IsPrint(r) }) {
+		return s
+	}
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
 }
 
 func oneLine(s string) string {
