@@ -300,6 +300,17 @@ func (p *Proxy) Restore(now time.Time) (int, error) {
 			continue
 		}
 		mac := engine.MAC48(b.MAC)
+		// The registration may have changed while ispmux was down (the
+		// operator blocked or removed the subscriber, or it chose another
+		// ISP): such a binding must not forward until its lease runs out.
+		if why := p.stale(b); why != "" {
+			if _, err := p.store.DeleteBinding(b.Access, b.VLAN, b.MAC); err != nil {
+				return n, fmt.Errorf("dhcp restore: %w", err)
+			}
+			p.count("binding_revoked")
+			p.event(subscribers.EventRevoked, mac, b.ISP, b.IP, why)
+			continue
+		}
 		if err := p.tables.Bind(engine.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: isp.Index, IP: b.IP}); err != nil {
 			p.log.Warn("dhcp restore: binding not installed", "mac", engine.MACString(mac), "err", err)
 			continue
@@ -312,6 +323,25 @@ func (p *Proxy) Restore(now time.Time) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// stale says why a stored binding no longer matches the subscriber's
+// registration, or "" when it still does.
+func (p *Proxy) stale(b subscribers.Binding) string {
+	reg, err := p.store.Registration(b.MAC)
+	switch {
+	case errors.Is(err, subscribers.ErrNotFound):
+		return "registration withdrawn"
+	case err != nil:
+		return "" // keep it: a store error is not the operator's decision
+	case reg.Blocked:
+		return "subscriber blocked"
+	case reg.ISP != b.ISP:
+		return "subscriber moved to ISP " + reg.ISP
+	case reg.Access != "" && reg.Access != b.Access:
+		return "registered on access " + reg.Access
+	}
+	return ""
 }
 
 func (p *Proxy) circuitByName(name string, vlan uint16) *Circuit {
@@ -624,6 +654,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack []byte) {
 	mac := t.sub.mac
 	p.mu.Lock()
 	old := p.leases[t.sub]
+	moved := old != nil && old.isp != t.isp // the subscriber changed ISP
 	if old == nil && p.perCircuit[t.sub.circuit] >= p.cfg.MaxBindingsPerCircuit {
 		p.mu.Unlock()
 		p.count("circuit_full")
@@ -642,7 +673,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack []byte) {
 	// A new binding is stored with its "bound" event in one transaction
 	// (one fsync); a renewal only moves the expiry.
 	var err error
-	if old == nil {
+	if old == nil || moved {
 		_, err = p.store.CommitBindingEvent(b, subscribers.Event{Time: now, Kind: subscribers.EventBound,
 			MAC: b.MAC, ISP: b.ISP, IP: ip, Reason: fmt.Sprintf("lease %s", lt)})
 	} else {
@@ -670,7 +701,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack []byte) {
 	p.mu.Unlock()
 	p.deliver(c, m, ack)
 	p.count("ack")
-	if old == nil {
+	if old == nil || moved {
 		p.log.Info("dhcp bound", "mac", engine.MACString(mac), "isp", t.isp.Name, "ip", ip, "lease", lt)
 	}
 }

@@ -394,6 +394,60 @@ func TestRestore(t *testing.T) {
 	}
 }
 
+// A registration changed while ispmux was down (blocked, withdrawn, moved
+// to another ISP) revokes the stored binding at restore: it must not
+// forward until its lease would have run out.
+func TestRestoreRevokesChangedRegistrations(t *testing.T) {
+	r := newPRig(t)
+	now := time.Now()
+	regs := []subscribers.Registration{
+		{MAC: [6]byte{2, 0, 0, 0, 2, 1}, CustomerID: "keep", ISP: "alpha"},
+		{MAC: [6]byte{2, 0, 0, 0, 2, 2}, CustomerID: "blocked", ISP: "alpha", Blocked: true},
+		{MAC: [6]byte{2, 0, 0, 0, 2, 3}, CustomerID: "moved", ISP: "beta"},
+		{MAC: [6]byte{2, 0, 0, 0, 2, 4}, CustomerID: "elsewhere", ISP: "alpha", Access: "acc9"},
+		// 02:00:00:00:02:05 has no registration at all.
+	}
+	for _, reg := range regs {
+		reg.Source = "api"
+		if err := r.store.PutRegistration(reg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 5 {
+		b := subscribers.Binding{MAC: [6]byte{2, 0, 0, 0, 2, byte(i + 1)}, Access: "acc0", ISP: "alpha",
+			IP: netip.AddrFrom4([4]byte{100, 64, 1, byte(i + 1)}), Expires: now.Add(time.Hour), Updated: now}
+		if err := r.store.CommitBinding(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := r.p.Restore(now)
+	if err != nil || n != 1 {
+		t.Fatalf("restored %d, %v; want 1", n, err)
+	}
+	if !r.tab.isBound(0x020000000201) {
+		t.Error("unchanged registration not restored")
+	}
+	for m := uint64(0x020000000202); m <= 0x020000000205; m++ {
+		if r.tab.isBound(m) {
+			t.Errorf("%012x restored despite its registration", m)
+		}
+	}
+	if bs, _ := r.store.Bindings(); len(bs) != 1 {
+		t.Errorf("%d bindings left in the store, want 1", len(bs))
+	}
+	r.p.events.Wait()
+	evs, _ := r.store.Events(0, 100)
+	revoked := 0
+	for _, e := range evs {
+		if e.Kind == subscribers.EventRevoked {
+			revoked++
+		}
+	}
+	if revoked != 4 || r.p.Counters()["binding_revoked"] != 4 {
+		t.Errorf("%d revoked events, counter %d; want 4", revoked, r.p.Counters()["binding_revoked"])
+	}
+}
+
 func TestNAKUnbinds(t *testing.T) {
 	r := newPRig(t)
 	d := discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")))

@@ -28,6 +28,7 @@ const (
 	EventUnknown     EventKind = "unknown"      // unregistered MAC asked for service
 	EventBlocked     EventKind = "blocked"      // blocked MAC asked for service
 	EventRateLimited EventKind = "rate-limited" // subscriber exceeded the request rate
+	EventRevoked     EventKind = "revoked"      // binding removed: the registration changed
 )
 
 // Event is one entry of the event log. Seq increases by one per event,
