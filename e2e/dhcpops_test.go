@@ -1,0 +1,90 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ispmux/ispmux/lab"
+)
+
+// TestDHCPOperations covers what an operator does around the DHCP proxy:
+// an ISP with a dead DHCP server among its servers keeps serving, and a
+// subscriber whose registration changed while ispmux was down loses its
+// binding at restart (it must not keep forwarding to the old ISP until its
+// lease runs out).
+func TestDHCPOperations(t *testing.T) {
+	r := newRig(t, lab.Options{Subscribers: 3, DHCP: true, LeaseTime: time.Minute})
+	// Alpha's first DHCP server is an address nobody answers on.
+	cfg, err := os.ReadFile(r.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := "dhcp_servers = [" + strconv.Quote(lab.RouterAddr) + "]"
+	two := "dhcp_servers = [\"192.0.2.250\", " + strconv.Quote(lab.RouterAddr) + "]"
+	if !strings.Contains(string(cfg), one) {
+		t.Fatalf("generated config has no %q", one)
+	}
+	writeCfg := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(r.cfg, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCfg(strings.Replace(string(cfg), one, two, 1)) // alpha comes first
+	r.start()
+	ctx := context.Background()
+	s1 := r.sub("s1")
+
+	t.Run("a dead first server does not stop service", func(t *testing.T) {
+		startClient(t, r.topo.Dhclient(ctx, s1))
+		if _, ok := r.waitAddr(s1, 15*time.Second); !ok {
+			t.Fatalf("s1 got no address with one of alpha's two servers dead; log:\n%s", r.log.String())
+		}
+		if b, ok := r.bound(s1.MAC); !ok || b.ISP != "alpha" {
+			t.Fatalf("s1 binding %+v %v", b, ok)
+		}
+		if !r.ping("s1", hostAddr, 3) {
+			t.Errorf("s1 cannot reach alpha")
+		}
+		// dhcp.timeout (4 s) after the first relay: the live server's
+		// answer must have settled the transaction, dead one or not.
+		time.Sleep(5 * time.Second)
+		if r.hasEvent("timeout", s1.MAC) {
+			t.Errorf("a timeout was recorded although one server answered")
+		}
+	})
+
+	t.Run("registration changed while down revokes the binding", func(t *testing.T) {
+		if _, ok := r.bound(s1.MAC); !ok {
+			t.Skip("s1 not bound (previous subtest failed)")
+		}
+		r.stop()
+		cur, err := os.ReadFile(r.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := "mac = " + strconv.Quote(s1.MAC) + "\nisp = \"alpha\""
+		if !strings.Contains(string(cur), old) {
+			t.Fatalf("config has no %q", old)
+		}
+		writeCfg(strings.Replace(string(cur), old, "mac = "+strconv.Quote(s1.MAC)+"\nisp = \"beta\"", 1))
+		r.start()
+		if b, ok := r.bound(s1.MAC); ok {
+			t.Errorf("s1 still bound after moving to beta: %+v", b)
+		}
+		if !r.hasEvent("revoked", s1.MAC) {
+			t.Errorf("no revoked event for s1")
+		}
+		// s1 still holds alpha's address; its frames must go nowhere.
+		if r.ping("s1", hostAddr, 2) {
+			t.Errorf("s1 still forwards to its old ISP")
+		}
+		if r.drops("acc0", "unknown_mac") == 0 {
+			t.Errorf("s1's frames not counted as unknown_mac")
+		}
+	})
+}
