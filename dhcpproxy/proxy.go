@@ -591,14 +591,24 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte) {
 	c := t.circuit
 	switch m.MessageType() {
 	case dhcpv4.MessageTypeOffer:
-		if sid := m.ServerIdentifier(); sid != nil {
-			if a, ok := netip.AddrFromSlice(sid.To4()); ok {
-				p.mu.Lock()
-				t.serverID = a
-				t.deadline = time.Now().Add(p.cfg.Timeout)
-				p.mu.Unlock()
-			}
+		// The subscriber sees one server (us): of several ISP servers
+		// answering one DISCOVER, the first one's OFFER is delivered
+		// and its server-id goes into the REQUEST, so the others see
+		// they were not chosen (RFC 2131 §4.3.2) and only one ACKs.
+		sid, _ := netip.AddrFromSlice(m.ServerIdentifier().To4())
+		if !sid.IsValid() {
+			p.count("offer_without_server_id")
+			return
 		}
+		p.mu.Lock()
+		if t.serverID.IsValid() && t.serverID != sid && t.msgType == dhcpv4.MessageTypeDiscover {
+			p.mu.Unlock()
+			p.count("offer_other_server")
+			return
+		}
+		t.serverID = sid
+		t.deadline = time.Now().Add(p.cfg.Timeout)
+		p.mu.Unlock()
 		p.deliver(c, m, relayDown(payload, c.Addr))
 		p.count("offer")
 	case dhcpv4.MessageTypeAck:

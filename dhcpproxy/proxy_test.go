@@ -625,3 +625,72 @@ func TestCircuitWithoutAddress(t *testing.T) {
 		t.Errorf("sent %d frames, counters %v", len(s), r.p.Counters())
 	}
 }
+
+// Two live servers at one ISP both answer a DISCOVER: the subscriber sees
+// only the first OFFER, the REQUEST carries that server's identifier, so
+// only it ACKs (the other sees it was not chosen), and the binding records
+// it.
+func TestTwoServersFirstOfferWins(t *testing.T) {
+	r := newPRig(t)
+	second := netip.MustParseAddr("192.0.2.3")
+	r.p.isps["alpha"].Servers = []netip.Addr{ispSID, second}
+	// serveBoth answers every relayed message from each server in turn,
+	// as a server that offers its own address and ACKs only requests
+	// that name it.
+	serveBoth := func() []*dhcpv4.DHCPv4 {
+		var toClient []*dhcpv4.DHCPv4
+		relayed := 0
+		for _, s := range r.snd.take() {
+			if s.port == accPort {
+				toClient = append(toClient, dhcpOf(s.frame))
+				continue
+			}
+			relayed++
+			m := dhcpOf(s.frame)
+			var p classifier.Packet
+			p.Decode(s.frame)
+			srv := addr4(p.DstIP)
+			mt := dhcpv4.MessageTypeOffer
+			if m.MessageType() == dhcpv4.MessageTypeRequest {
+				if !m.ServerIdentifier().Equal(net.IP(srv.AsSlice())) {
+					continue // not chosen
+				}
+				mt = dhcpv4.MessageTypeAck
+			}
+			rep, _ := dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(mt),
+				dhcpv4.WithYourIP(net.IPv4(100, 64, 0, 100+srv.As4()[3])),
+				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(srv.AsSlice()))),
+				dhcpv4.WithLeaseTime(60),
+				dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, m.Options.Get(dhcpv4.OptionRelayAgentInformation)))
+			r.p.HandleFrame(upPort, udpFrame(upMAC, gwMAC, 0, srv, giaddr, 67, 67, rep.ToBytes()))
+		}
+		if relayed != 2 {
+			t.Errorf("relayed %d copies, want one per server", relayed)
+		}
+		r.p.committing.Wait()
+		for _, s := range r.snd.take() {
+			if s.port == accPort {
+				toClient = append(toClient, dhcpOf(s.frame))
+			}
+		}
+		return toClient
+	}
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
+	got := serveBoth()
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer || !got[0].YourIPAddr.Equal(net.IPv4(100, 64, 0, 101)) {
+		t.Fatalf("subscriber got %v, want only the first server's OFFER", got)
+	}
+	if r.p.Counters()["offer_other_server"] != 1 {
+		t.Errorf("second OFFER not counted: %v", r.p.Counters())
+	}
+	req, _ := dhcpv4.NewRequestFromOffer(got[0])
+	r.fromClient(req)
+	got = serveBoth()
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck || !got[0].YourIPAddr.Equal(net.IPv4(100, 64, 0, 101)) {
+		t.Fatalf("subscriber got %v, want the first server's ACK", got)
+	}
+	b, err := r.store.Binding("acc0", 0, [6]byte(mac("02:00:00:00:01:01")))
+	if err != nil || b.ServerID != ispSID || b.IP != netip.MustParseAddr("100.64.0.101") {
+		t.Errorf("binding %+v, %v; want 100.64.0.101 from %v", b, err, ispSID)
+	}
+}
