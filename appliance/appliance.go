@@ -19,7 +19,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ispmux/ispmux/configs"
@@ -107,9 +109,15 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 			AttachMode: dp.AttachMode, BindMode: dp.BindMode,
 		})
 		if err != nil {
+			if dp.BindMode == "zerocopy" && (errors.Is(err, syscall.EOPNOTSUPP) || strings.Contains(err.Error(), "not supported")) {
+				err = fmt.Errorf("%w (interface %s has no zero-copy AF_XDP support: set [datapath] bind_mode = \"auto\" or \"copy\")", err, n)
+			}
 			return nil, fmt.Errorf("appliance: %w", err)
 		}
 		a.ports = append(a.ports, p)
+		if p.Replaced != 0 {
+			log.Warn("replaced an XDP program left attached (an earlier ispmux did not exit cleanly?)", "interface", n, "prog_id", p.Replaced)
+		}
 		log.Info("port open", "interface", n, "index", idx[n], "mac", p.MAC.String(),
 			"queues", p.NumQueues(), "attach", dp.AttachMode, "zerocopy", p.ZeroCopy)
 	}

@@ -4,7 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/asavie/xdp"
@@ -37,6 +41,11 @@ type XDPPort struct {
 	MAC     net.HardwareAddr
 	// ZeroCopy reports whether the sockets were bound in zero-copy mode.
 	ZeroCopy bool
+	// Replaced is the id of an XDP program found attached and replaced
+	// (left by a process that died without detaching it); 0 if none.
+	Replaced uint32
+
+	lock *os.File // the port's ownership lock, held while open
 
 	link        netlink.Link
 	prog        *xdp.Program
@@ -59,13 +68,22 @@ func OpenXDP(cfg XDPConfig) (_ *XDPPort, err error) {
 		return nil, fmt.Errorf("xdp port %s: %w", cfg.Interface, err)
 	}
 	attrs := link.Attrs()
-	p := &XDPPort{Name: cfg.Interface, Ifindex: attrs.Index, MAC: attrs.HardwareAddr, link: link}
+	// One owner per interface: without this, a second ispmux started on
+	// the same interfaces would detach the running one's program below
+	// and take its traffic (or, failing to bind, leave it with none).
+	lock, err := lockInterface(attrs.Index)
+	if err != nil {
+		return nil, fmt.Errorf("xdp port %s: %w", cfg.Interface, err)
+	}
+	p := &XDPPort{Name: cfg.Interface, Ifindex: attrs.Index, MAC: attrs.HardwareAddr, link: link, lock: lock, attachFlags: -1}
+	flags := 0
 	switch cfg.AttachMode {
 	case "skb":
-		p.attachFlags = unix.XDP_FLAGS_SKB_MODE
+		flags = unix.XDP_FLAGS_SKB_MODE
 	case "native", "":
-		p.attachFlags = unix.XDP_FLAGS_DRV_MODE
+		flags = unix.XDP_FLAGS_DRV_MODE
 	default:
+		lock.Close()
 		return nil, fmt.Errorf("xdp port %s: attach mode %q: want native or skb", cfg.Interface, cfg.AttachMode)
 	}
 	var bindFlags uint16
@@ -76,6 +94,7 @@ func OpenXDP(cfg XDPConfig) (_ *XDPPort, err error) {
 		bindFlags = unix.XDP_ZEROCOPY
 	case "auto", "":
 	default:
+		lock.Close()
 		return nil, fmt.Errorf("xdp port %s: bind mode %q: want auto, zerocopy or copy", cfg.Interface, cfg.BindMode)
 	}
 	defer func() {
@@ -84,9 +103,14 @@ func OpenXDP(cfg XDPConfig) (_ *XDPPort, err error) {
 		}
 	}()
 
-	// A program left attached by a process that died is ours to replace:
-	// a data port belongs to the appliance.
+	// We hold the interface's lock, so a program still attached was left
+	// by a process that died: ours to replace (a data port belongs to the
+	// appliance).
+	if x := attrs.Xdp; x != nil && x.Attached {
+		p.Replaced = x.ProgId
+	}
 	detachAll(link)
+	p.attachFlags = flags
 
 	maxQ := max(cfg.Queues, attrs.NumRxQueues, 1)
 	p.prog, err = xdp.NewProgram(maxQ)
@@ -124,12 +148,23 @@ func openQueue(p *XDPPort, qi int, opts *xdp.SocketOptions, flags uint16, auto b
 	}
 	var sock *xdp.Socket
 	var err error
-	for _, f := range try {
-		xdp.DefaultSocketFlags = f
-		sock, err = xdp.NewSocket(p.Ifindex, qi, opts)
-		if err == nil {
+	// After a replaced program's detach, the dead owner's sockets are
+	// released by the kernel a little later (they were referenced by the
+	// program's socket map): until then the queue is busy. Only then is
+	// it worth waiting (each failed attempt costs asavie's leaked rings).
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		for _, f := range try {
+			xdp.DefaultSocketFlags = f
+			sock, err = xdp.NewSocket(p.Ifindex, qi, opts)
+			if err == nil {
+				break
+			}
+		}
+		if err == nil || p.Replaced == 0 || !strings.Contains(err.Error(), "resource busy") || time.Now().After(deadline) {
 			break
 		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	xdp.DefaultSocketFlags = 0
 	if err != nil {
@@ -192,7 +227,48 @@ func (p *XDPPort) Close() error {
 		}
 		p.prog = nil
 	}
+	if p.lock != nil {
+		p.lock.Close() // releases the flock
+		p.lock = nil
+	}
 	return errors.Join(errs...)
+}
+
+// lockDirs are where interface locks live: the first that can be created.
+var lockDirs = []string{"/run/ispmux", filepath.Join(os.TempDir(), "ispmux-run")}
+
+// lockInterface takes the exclusive lock of interface ifindex in the
+// calling thread's network namespace (interface indexes and names repeat
+// across namespaces). The lock is a flock on a file named by the
+// namespace's inode and the index: the kernel releases it when its holder
+// exits, however it exits, so a crashed ispmux never blocks the next.
+func lockInterface(ifindex int) (*os.File, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return nil, fmt.Errorf("network namespace: %w", err)
+	}
+	var errs []error
+	for _, dir := range lockDirs {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		name := filepath.Join(dir, fmt.Sprintf("xdp-%d-%d.lock", st.Ino, ifindex))
+		f, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close()
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				return nil, fmt.Errorf("in use by another process (lock %s): is another ispmux running on this interface?", name)
+			}
+			return nil, fmt.Errorf("lock %s: %w", name, err)
+		}
+		return f, nil
+	}
+	return nil, fmt.Errorf("no directory for interface locks: %w", errors.Join(errs...))
 }
 
 // xskQueue is one AF_XDP socket and its UMEM.
