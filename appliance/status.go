@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,16 +22,27 @@ import (
 
 // Status is what the control socket reports.
 type Status struct {
-	Uptime   string                 `json:"uptime"`
-	Ports    []PortStatus           `json:"ports"`
-	ISPs     []ISPStatus            `json:"isps"`
-	Bindings []BindingStatus        `json:"bindings"`
-	Control  engine.ControlCounters `json:"control"`
+	Uptime   string          `json:"uptime"`
+	Ports    []PortStatus    `json:"ports"`
+	ISPs     []ISPStatus     `json:"isps"`
+	Bindings []BindingStatus `json:"bindings"` // [] when none
+	Control  ControlStatus   `json:"control"`
 	// DHCP counts the DHCP proxy's decisions (relayed, offers, acks,
 	// drops by reason, rejections).
 	DHCP map[string]uint64 `json:"dhcp"`
 	// Leases is the number of DHCP leases held.
 	Leases int `json:"leases"`
+}
+
+// ControlStatus is the control plane's counters.
+type ControlStatus struct {
+	ARPSent       uint64 `json:"arp_sent"`
+	ARPLearned    uint64 `json:"arp_learned"`
+	PuntUnhandled uint64 `json:"punt_unhandled"`
+}
+
+func controlStatus(c engine.ControlCounters) ControlStatus {
+	return ControlStatus{ARPSent: c.ARPSent, ARPLearned: c.ARPLearned, PuntUnhandled: c.PuntUnhandled}
 }
 
 // PortStatus is one port's datapath and engine counters, summed over queues
@@ -73,8 +85,9 @@ type BindingStatus struct {
 
 // Status returns the appliance's counters and tables.
 func (a *Appliance) Status() Status {
-	st := Status{Uptime: time.Since(a.started).Round(time.Second).String(), Control: a.ctl.Counters(),
-		DHCP: a.dhcp.Counters(), Leases: a.dhcp.Leases()}
+	bs := a.ctl.Bindings()
+	st := Status{Uptime: time.Since(a.started).Round(time.Second).String(), Control: controlStatus(a.ctl.Counters()),
+		DHCP: a.dhcp.Counters(), Leases: a.dhcp.Leases(), Bindings: make([]BindingStatus, 0, len(bs))}
 	ec := a.state.Counters()
 	for i, name := range a.names {
 		ps := PortStatus{Name: name, Drops: map[string]uint64{}}
@@ -104,7 +117,7 @@ func (a *Appliance) Status() Status {
 		}
 		st.ISPs = append(st.ISPs, is)
 	}
-	for _, b := range a.ctl.Bindings() {
+	for _, b := range bs {
 		st.Bindings = append(st.Bindings, BindingStatus{
 			MAC: engine.MACString(b.MAC), Access: a.names[b.Port], VLAN: b.VLAN,
 			ISP: a.cfg.ISPs[b.ISP].Name, IP: b.IP.String(), Static: b.Static,
@@ -114,8 +127,13 @@ func (a *Appliance) Status() Status {
 	return st
 }
 
-// serveControl serves GET /status as JSON on a unix socket (reachable from
-// any network namespace through the file system).
+// serveControl serves GET /status and GET /events as JSON on a unix socket
+// (reachable from any network namespace through the file system).
+//
+// GET /events returns events in ascending Seq: with last=N the newest N,
+// otherwise up to limit (default 1000, at most 10000) after Seq after. The
+// headers Ispmux-Oldest-Seq and Ispmux-Newest-Seq give the range the log
+// holds, for paging.
 func (a *Appliance) serveControl(path string) (*http.Server, error) {
 	_ = os.Remove(path)
 	ln, err := net.Listen("unix", path)
@@ -130,26 +148,7 @@ func (a *Appliance) serveControl(path string) (*http.Server, error) {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(a.Status())
 	})
-	mux.HandleFunc("GET /events", func(w http.ResponseWriter, r *http.Request) {
-		after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
-		limit, err := strconv.Atoi(r.URL.Query().Get("limit"))
-		if err != nil || limit <= 0 || limit > 10000 {
-			limit = 1000
-		}
-		evs, err := a.store.Events(after, limit)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		out := make([]EventStatus, 0, len(evs))
-		for _, e := range evs {
-			out = append(out, eventStatus(e))
-		}
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(out)
-	})
+	mux.HandleFunc("GET /events", a.serveEvents)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -157,6 +156,61 @@ func (a *Appliance) serveControl(path string) (*http.Server, error) {
 		}
 	}()
 	return srv, nil
+}
+
+// Event paging: the headers of GET /events and its page sizes.
+const (
+	headerOldestSeq = "Ispmux-Oldest-Seq"
+	headerNewestSeq = "Ispmux-Newest-Seq"
+	defaultEvents   = 1000
+	maxEvents       = 10000
+)
+
+func (a *Appliance) serveEvents(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	newest, err := a.store.LastEventSeq()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	var oldest uint64
+	if first, _ := a.store.Events(0, 1); len(first) > 0 {
+		oldest = first[0].Seq
+	}
+	var evs []subscribers.Event
+	if s := q.Get("last"); s != "" {
+		n, perr := strconv.Atoi(s)
+		if perr != nil || n <= 0 || n > maxEvents {
+			http.Error(w, fmt.Sprintf("last must be 1..%d, got %q", maxEvents, s), http.StatusBadRequest)
+			return
+		}
+		var after uint64
+		if newest > uint64(n) {
+			after = newest - uint64(n)
+		}
+		evs, err = a.store.Events(after, n)
+	} else {
+		after, _ := strconv.ParseUint(q.Get("after"), 10, 64)
+		limit, perr := strconv.Atoi(q.Get("limit"))
+		if perr != nil || limit <= 0 || limit > maxEvents {
+			limit = defaultEvents
+		}
+		evs, err = a.store.Events(after, limit)
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	out := make([]EventStatus, 0, len(evs))
+	for _, e := range evs {
+		out = append(out, eventStatus(e))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set(headerOldestSeq, strconv.FormatUint(oldest, 10))
+	w.Header().Set(headerNewestSeq, strconv.FormatUint(newest, 10))
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(out)
 }
 
 // EventStatus is one stored event as the control socket reports it.
@@ -178,27 +232,69 @@ func eventStatus(e subscribers.Event) EventStatus {
 	return es
 }
 
-// FetchEvents asks the appliance for the events after seq.
+// FetchEvents asks the appliance for the events after seq (at most 1000:
+// FetchEventPage says whether there are more).
 func FetchEvents(ctx context.Context, path string, after uint64) ([]EventStatus, error) {
-	var evs []EventStatus
-	if err := fetch(ctx, path, fmt.Sprintf("/events?after=%d", after), &evs); err != nil {
+	p, err := FetchEventPage(ctx, path, after, 0)
+	if err != nil {
 		return nil, err
 	}
-	return evs, nil
+	return p.Events, nil
+}
+
+// EventPage is a slice of the event log, ascending by Seq, and the range of
+// sequence numbers the log holds.
+type EventPage struct {
+	Events []EventStatus
+	// Oldest and Newest are the Seq of the oldest event the log still
+	// holds and of the newest one (0 when the log is empty). Events are
+	// older than the page when its first Seq is above Oldest, newer when
+	// its last Seq is below Newest.
+	Oldest, Newest uint64
+}
+
+// FetchEventPage asks for up to limit events (1..10000; 0 or less: 1000)
+// after Seq after.
+func FetchEventPage(ctx context.Context, path string, after uint64, limit int) (*EventPage, error) {
+	q := fmt.Sprintf("/events?after=%d", after)
+	if limit > 0 {
+		q += fmt.Sprintf("&limit=%d", limit)
+	}
+	return fetchEvents(ctx, path, q)
+}
+
+// FetchNewestEvents asks for the newest n events (1..10000).
+func FetchNewestEvents(ctx context.Context, path string, n int) (*EventPage, error) {
+	return fetchEvents(ctx, path, fmt.Sprintf("/events?last=%d", n))
+}
+
+func fetchEvents(ctx context.Context, path, what string) (*EventPage, error) {
+	p := &EventPage{}
+	h, err := fetch(ctx, path, what, &p.Events)
+	if err != nil {
+		return nil, err
+	}
+	if p.Events == nil {
+		p.Events = []EventStatus{}
+	}
+	p.Oldest, _ = strconv.ParseUint(h.Get(headerOldestSeq), 10, 64)
+	p.Newest, _ = strconv.ParseUint(h.Get(headerNewestSeq), 10, 64)
+	return p, nil
 }
 
 // FetchStatus asks the appliance whose control socket is at path for its
 // status.
 func FetchStatus(ctx context.Context, path string) (*Status, error) {
 	var st Status
-	if err := fetch(ctx, path, "/status", &st); err != nil {
+	if _, err := fetch(ctx, path, "/status", &st); err != nil {
 		return nil, err
 	}
 	return &st, nil
 }
 
-// fetch GETs what on the control socket at path into v.
-func fetch(ctx context.Context, path, what string, v any) error {
+// fetch GETs what on the control socket at path into v and returns the
+// response's headers.
+func fetch(ctx context.Context, path, what string, v any) (http.Header, error) {
 	c := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -207,22 +303,22 @@ func fetch(ctx context.Context, path, what string, v any) error {
 	}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://ispmux"+what, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return fmt.Errorf("control socket %s: %w (is ispmux running?)", path, err)
+		return nil, fmt.Errorf("control socket %s: %w (is ispmux running?)", path, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("control socket %s: %s: %s", path, resp.Status, body)
+		return nil, fmt.Errorf("control socket %s: %s: %s", path, resp.Status, bytes.TrimSpace(body))
 	}
 	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("control socket %s: %w", path, err)
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	return nil
+	return resp.Header, nil
 }
