@@ -19,11 +19,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/configs"
 	"github.com/ispmux/ispmux/datapath"
 	"github.com/ispmux/ispmux/dhcpproxy"
@@ -51,6 +54,9 @@ type Appliance struct {
 	store   *subscribers.Store
 	dhcp    *dhcpproxy.Proxy
 	started time.Time
+
+	reloadMu sync.Mutex           // one Reload at a time
+	subs     []configs.Subscriber // the subscriber entries in force (Reload replaces them)
 }
 
 // portPlan maps each interface named in the config to a port index: access
@@ -170,20 +176,14 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		})
 		a.ispIdx = append(a.ispIdx, uint8(isp.Index))
 	}
-	static := 0
-	for _, s := range cfg.Subscribers {
-		if !s.Addr.IsValid() || s.Blocked {
-			continue
+	a.subs = cfg.Subscribers
+	statics := staticBindings(cfg.Access, a.subs, idx)
+	for _, b := range statics {
+		if err := a.ctl.Bind(b); err != nil {
+			return nil, fmt.Errorf("appliance: static subscriber %s: %w", engine.MACString(b.MAC), err)
 		}
-		ac := cfg.Access[s.AccessIndex]
-		if err := a.ctl.Bind(engine.Binding{
-			Port: uint8(idx[ac.Interface]), VLAN: uint16(ac.VLAN), MAC: engine.MAC48(s.HWAddr),
-			ISP: uint8(s.ISPIndex), IP: s.Addr, Static: true,
-		}); err != nil {
-			return nil, fmt.Errorf("appliance: static subscriber %s: %w", net.HardwareAddr(s.HWAddr[:]), err)
-		}
-		static++
 	}
+	static := len(statics)
 	a.dhcp = dhcpproxy.New(a.dhcpConfig(idx), a.store, a.ctl, a.workers[0], log)
 	a.ctl.OnPunt = func(p *engine.Punted) { a.dhcp.HandleFrame(p.Port, p.Frame()) }
 	leased, err := a.dhcp.Restore(time.Now())
@@ -194,11 +194,108 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	return a, nil
 }
 
+// staticBindings returns the bindings of the static subscribers (those
+// with an address and not blocked), keyed by access port, VLAN and MAC.
+func staticBindings(access []configs.Access, subs []configs.Subscriber, idx map[string]int) map[uint64]engine.Binding {
+	out := make(map[uint64]engine.Binding)
+	for _, s := range subs {
+		if !s.Addr.IsValid() || s.Blocked {
+			continue
+		}
+		ac := access[s.AccessIndex]
+		b := engine.Binding{
+			Port: uint8(idx[ac.Interface]), VLAN: uint16(ac.VLAN), MAC: engine.MAC48(s.HWAddr),
+			ISP: uint8(s.ISPIndex), IP: s.Addr, Static: true,
+		}
+		out[classifier.Key(b.Port, b.VLAN, b.MAC)] = b
+	}
+	return out
+}
+
+// Reload applies cfg, a new reading of the configuration file, to the
+// running appliance (SIGHUP): the subscriber entries — registrations
+// (added, changed, blocked, removed; a DHCP binding that no longer matches
+// its registration is revoked at once) and static subscribers (bound,
+// moved, unbound). Everything else (interfaces, ISPs, datapath, DHCP
+// settings) is read at start only: a change there is reported, not
+// applied. On error the running configuration stays as it was.
+func (a *Appliance) Reload(cfg *configs.Config) error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	if other := restartOnly(a.cfg, cfg); len(other) > 0 {
+		a.log.Warn("reload: changes that need a restart are not applied", "sections", strings.Join(other, ", "))
+	}
+	// Only subscriber entries are taken from the new file; the rest stays
+	// what the running appliance was built from, and indexes into Access
+	// and ISPs must mean the same as at start.
+	subs := slices.Clone(cfg.Subscribers)
+	for i, s := range subs {
+		ai := slices.IndexFunc(a.cfg.Access, func(x configs.Access) bool { return x.Name == cfg.Access[s.AccessIndex].Name })
+		ii := slices.IndexFunc(a.cfg.ISPs, func(x configs.ISP) bool { return x.Name == s.ISP })
+		if ai < 0 || ii < 0 {
+			return fmt.Errorf("reload: subscriber %s: its access %q or ISP %q is not in the running configuration (restart to add it)",
+				s.MAC, cfg.Access[s.AccessIndex].Name, s.ISP)
+		}
+		subs[i].AccessIndex, subs[i].ISPIndex = ai, ii
+	}
+	_, idx := portPlan(a.cfg)
+	oldStatic, newStatic := staticBindings(a.cfg.Access, a.subs, idx), staticBindings(a.cfg.Access, subs, idx)
+	prev := a.subs
+	a.subs = subs
+	if err := a.syncRegistrations(); err != nil {
+		a.subs = prev
+		return fmt.Errorf("reload: %w", err)
+	}
+	var unbound, bound int
+	for k, b := range oldStatic {
+		if nb, ok := newStatic[k]; !ok || nb != b {
+			a.ctl.Unbind(b.Port, b.VLAN, b.MAC)
+			unbound++
+		}
+	}
+	var errs []error
+	for k, b := range newStatic {
+		if ob, ok := oldStatic[k]; ok && ob == b {
+			continue
+		}
+		if err := a.ctl.Bind(b); err != nil {
+			errs = append(errs, fmt.Errorf("static subscriber %s: %w", engine.MACString(b.MAC), err))
+			continue
+		}
+		bound++
+	}
+	revoked := a.dhcp.Revalidate()
+	a.log.Info("reloaded", "subscribers", len(subs), "static_unbound", unbound, "static_bound", bound, "dhcp_revoked", revoked)
+	if len(errs) > 0 {
+		return fmt.Errorf("reload: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// restartOnly names the top-level sections that differ between a and b,
+// other than the subscriber entries.
+func restartOnly(a, b *configs.Config) []string {
+	var out []string
+	for _, c := range []struct {
+		name string
+		x, y any
+	}{
+		{"appliance", a.Appliance, b.Appliance}, {"datapath", a.Datapath, b.Datapath}, {"api", a.API, b.API},
+		{"dhcp", a.DHCP, b.DHCP}, {"access", a.Access, b.Access}, {"isp", a.ISPs, b.ISPs},
+	} {
+		if !reflect.DeepEqual(c.x, c.y) {
+			out = append(out, c.name)
+		}
+	}
+	return out
+}
+
+
 // syncRegistrations makes the store's configured registrations those of the
 // file (API registrations are left alone).
 func (a *Appliance) syncRegistrations() error {
 	var regs []subscribers.Registration
-	for _, s := range a.cfg.Subscribers {
+	for _, s := range a.subs {
 		r := subscribers.Registration{
 			MAC: s.HWAddr, CustomerID: s.CustomerID, ISP: s.ISP, Blocked: s.Blocked, Source: "config",
 		}

@@ -325,6 +325,36 @@ func (p *Proxy) Restore(now time.Time) (int, error) {
 	return n, nil
 }
 
+// Revalidate revokes, while running, every binding whose registration no
+// longer matches it (after a configuration reload or a registry change):
+// the subscriber stops forwarding at once instead of at lease expiry. It
+// returns how many it revoked.
+func (p *Proxy) Revalidate() int {
+	p.mu.Lock()
+	type held struct {
+		k subKey
+		b subscribers.Binding
+	}
+	all := make([]held, 0, len(p.leases))
+	for k, l := range p.leases {
+		all = append(all, held{k, l.b})
+	}
+	p.mu.Unlock()
+	n := 0
+	for _, h := range all {
+		why := p.stale(h.b)
+		if why == "" {
+			continue
+		}
+		if ip := p.unbind(h.k); ip.IsValid() {
+			p.count("binding_revoked")
+			p.event(subscribers.EventRevoked, h.k.mac, h.b.ISP, ip, why)
+			n++
+		}
+	}
+	return n
+}
+
 // stale says why a stored binding no longer matches the subscriber's
 // registration, or "" when it still does.
 func (p *Proxy) stale(b subscribers.Binding) string {

@@ -694,3 +694,38 @@ func TestTwoServersFirstOfferWins(t *testing.T) {
 		t.Errorf("binding %+v, %v; want 100.64.0.101 from %v", b, err, ispSID)
 	}
 }
+
+// A registration blocked while the subscriber is bound: Revalidate unbinds
+// it at once, with an event; an unchanged one stays.
+func TestRevalidate(t *testing.T) {
+	r := newPRig(t)
+	d := discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")))
+	r.fromClient(d)
+	offer := r.serve(kea(t, time.Minute))[0]
+	req, _ := dhcpv4.NewRequestFromOffer(offer)
+	r.fromClient(req)
+	r.serve(kea(t, time.Minute))
+	if !r.tab.isBound(0x020000000101) {
+		t.Fatal("not bound")
+	}
+	if n := r.p.Revalidate(); n != 0 {
+		t.Fatalf("revoked %d with nothing changed", n)
+	}
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac("02:00:00:00:01:01")), CustomerID: "c-s1", ISP: "alpha", Blocked: true, Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.p.Revalidate(); n != 1 {
+		t.Fatalf("revoked %d, want 1", n)
+	}
+	if r.tab.isBound(0x020000000101) || r.p.Leases() != 0 {
+		t.Error("still bound after its registration was blocked")
+	}
+	if _, err := r.store.Binding("acc0", 0, [6]byte(mac("02:00:00:00:01:01"))); !errors.Is(err, subscribers.ErrNotFound) {
+		t.Errorf("binding still stored: %v", err)
+	}
+	r.p.events.Wait()
+	evs, _ := r.store.Events(0, 100)
+	if len(evs) == 0 || evs[len(evs)-1].Kind != subscribers.EventRevoked || evs[len(evs)-1].Reason != "subscriber blocked" {
+		t.Errorf("last event %+v, want revoked: subscriber blocked", evs[len(evs)-1])
+	}
+}
