@@ -290,7 +290,6 @@ func restartOnly(a, b *configs.Config) []string {
 	return out
 }
 
-
 // syncRegistrations makes the store's configured registrations those of the
 // file (API registrations are left alone).
 func (a *Appliance) syncRegistrations() error {
