@@ -26,22 +26,25 @@ func (b *bucket) full(now time.Time, rate, burst int) bool {
 	return b.tokens+now.Sub(b.last).Seconds()*float64(rate) >= float64(burst)
 }
 
-// allow applies the per-circuit and per-MAC limits.
+// allow applies the per-MAC and then the per-circuit limit: a subscriber
+// over its own limit does not spend the circuit's shared budget. Callers
+// admit the MAC (registered, not blocked) first, so the per-MAC state is
+// bounded by the registry.
 //
 // Preconditions: p.mu held.
 func (p *Proxy) allow(sk subKey, now time.Time) bool {
-	cb := p.cirBucket[sk.circuit]
-	if cb == nil {
-		cb = &bucket{}
-		p.cirBucket[sk.circuit] = cb
-	}
-	if !cb.take(now, p.cfg.CircuitRate, p.cfg.CircuitBurst) {
-		return false
-	}
 	mb := p.macBucket[sk.mac]
 	if mb == nil {
 		mb = &bucket{}
 		p.macBucket[sk.mac] = mb
 	}
-	return mb.take(now, p.cfg.MACRate, p.cfg.MACBurst)
+	if !mb.take(now, p.cfg.MACRate, p.cfg.MACBurst) {
+		return false
+	}
+	cb := p.cirBucket[sk.circuit]
+	if cb == nil {
+		cb = &bucket{}
+		p.cirBucket[sk.circuit] = cb
+	}
+	return cb.take(now, p.cfg.CircuitRate, p.cfg.CircuitBurst)
 }

@@ -177,6 +177,11 @@ type Proxy struct {
 	// lastEvent suppresses repeats of the same rejection for one MAC (a
 	// client retransmits every few seconds): one event per eventQuiet.
 	lastEvent map[eventKey]time.Time
+	// noise limits refusal events in all; suppressed counts those it
+	// held back since the last summary line, at lastSummary.
+	noise       bucket
+	suppressed  int
+	lastSummary time.Time
 
 	counters sync.Map // name → *atomic.Uint64
 }
@@ -241,18 +246,42 @@ const maxEventWriters = 256
 // recorded again (it is still counted).
 const eventQuiet = time.Minute
 
-func (p *Proxy) event(kind subscribers.EventKind, mac uint64, isp string, ip netip.Addr, reason string) {
+// Refusals (unknown, blocked, rejected, timeout, rate-limited) are recorded
+// and logged at most noiseRate a second (burst noiseBurst) in all: a flood
+// of made-up MACs must not flood the log and the store. Beyond that they
+// are counted (events_suppressed) and summed up in one log line a
+// noiseSummary.
+const (
+	noiseRate, noiseBurst = 10, 50
+	noiseSummary          = 10 * time.Second
+)
+
+func isNoise(kind subscribers.EventKind) bool {
 	switch kind {
-	case subscribers.EventUnknown, subscribers.EventBlocked, subscribers.EventTimeout, subscribers.EventRejected:
+	case subscribers.EventUnknown, subscribers.EventBlocked, subscribers.EventTimeout, subscribers.EventRejected, subscribers.EventRateLimited:
+		return true
+	}
+	return false
+}
+
+func (p *Proxy) event(kind subscribers.EventKind, mac uint64, isp string, ip netip.Addr, reason string) {
+	if isNoise(kind) {
 		now := time.Now()
 		k := eventKey{mac, kind}
 		p.mu.Lock()
 		last, seen := p.lastEvent[k]
-		if !seen || now.Sub(last) >= eventQuiet {
+		repeat := seen && now.Sub(last) < eventQuiet
+		ok := !repeat && p.noise.take(now, noiseRate, noiseBurst)
+		if ok {
 			p.lastEvent[k] = now
+		} else if !repeat {
+			p.suppressed++
 		}
 		p.mu.Unlock()
-		if seen && now.Sub(last) < eventQuiet {
+		if !ok {
+			if !repeat {
+				p.count("events_suppressed")
+			}
 			return
 		}
 	}
@@ -426,13 +455,10 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 	}
 	now := time.Now()
 	sk := subKey{circuitKey{c.Port, c.VLAN}, pkt.Src}
-	p.mu.Lock()
-	okRate := p.allow(sk, now)
-	p.mu.Unlock()
-	if !okRate {
-		p.count("rate_limited")
-		return
-	}
+	// Admission before the rate limits: an unregistered or blocked MAC
+	// never spends the circuit's shared budget (a flood of random MACs
+	// would lock every subscriber of the circuit out) and gets no
+	// per-MAC state (it would grow with every MAC a flood makes up).
 	reg, err := p.store.Registration(subscribers.MAC(src))
 	switch {
 	case errors.Is(err, subscribers.ErrNotFound):
@@ -450,6 +476,14 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 	case reg.Access != "" && reg.Access != c.Name:
 		p.count("wrong_circuit")
 		p.event(subscribers.EventRejected, pkt.Src, reg.ISP, netip.Addr{}, "registered on access "+reg.Access+", seen on "+c.Name)
+		return
+	}
+	p.mu.Lock()
+	okRate := p.allow(sk, now)
+	p.mu.Unlock()
+	if !okRate {
+		p.count("rate_limited")
+		p.event(subscribers.EventRateLimited, pkt.Src, reg.ISP, netip.Addr{}, "DHCP rate limit exceeded on access "+c.Name)
 		return
 	}
 	isp := p.isps[reg.ISP]
@@ -822,7 +856,14 @@ func (p *Proxy) expire(now time.Time) {
 			delete(p.lastEvent, k)
 		}
 	}
+	suppressed := 0
+	if p.suppressed > 0 && now.Sub(p.lastSummary) >= noiseSummary {
+		suppressed, p.suppressed, p.lastSummary = p.suppressed, 0, now
+	}
 	p.mu.Unlock()
+	if suppressed > 0 {
+		p.log.Warn("dhcp: refusals beyond the event rate were counted, not recorded", "suppressed", suppressed, "rate_per_s", noiseRate)
+	}
 	for _, to := range tos {
 		p.count("timeout")
 		p.event(subscribers.EventTimeout, to.mac, to.isp, netip.Addr{},

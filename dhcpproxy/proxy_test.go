@@ -729,3 +729,35 @@ func TestRevalidate(t *testing.T) {
 		t.Errorf("last event %+v, want revoked: subscriber blocked", evs[len(evs)-1])
 	}
 }
+
+// A flood of DISCOVERs from made-up MACs on a circuit neither spends the
+// circuit's budget (a registered subscriber still gets through) nor floods
+// the event log (refusals beyond the event rate are counted only).
+func TestFloodOfUnknownMACs(t *testing.T) {
+	r := newPRig(t)
+	r.p.cfg.CircuitRate, r.p.cfg.CircuitBurst = 5, 5
+	for i := range 2000 {
+		hw := net.HardwareAddr{0x02, 0x66, 0, 0, byte(i >> 8), byte(i)}
+		r.fromClient(discover(t, dhcpv4.WithHwAddr(hw)))
+	}
+	// A single registered MAC over its own limit does not spend the
+	// circuit's budget either.
+	r.p.cfg.MACRate, r.p.cfg.MACBurst = 1, 2
+	for range 20 {
+		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:02"))))
+	}
+	r.snd.take()
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
+	if got := r.serve(kea(t, time.Minute)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("registered subscriber after the flood got %v, want an OFFER", got)
+	}
+	c := r.p.Counters()
+	if c["unknown_subscriber"] != 2000 || c["rate_limited"] != 18 {
+		t.Errorf("counters %v: want 2000 unknown_subscriber, 18 rate_limited", c)
+	}
+	r.p.events.Wait()
+	evs, _ := r.store.Events(0, 10000)
+	if len(evs) > noiseBurst+5 || c["events_suppressed"] == 0 {
+		t.Errorf("%d events stored, %d suppressed: the flood was not held back", len(evs), c["events_suppressed"])
+	}
+}
