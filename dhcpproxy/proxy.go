@@ -141,6 +141,9 @@ type txn struct {
 	msgType  dhcpv4.MessageType
 	deadline time.Time
 	serverID netip.Addr // the ISP server's identifier, from its OFFER
+	// requested is the address the client asked for (option 50, or
+	// ciaddr when renewing), for the event of a NAK.
+	requested netip.Addr
 }
 
 // lease is a binding ispmux holds (mirror of the store's).
@@ -538,6 +541,12 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 			t.deadline = now.Add(p.cfg.Timeout)
 		}
 		t.reg, t.op82, t.msgType = reg, op82, mt
+		t.requested = netip.Addr{}
+		if a, ok := netip.AddrFromSlice(m.RequestedIPAddress().To4()); ok && !a.IsUnspecified() {
+			t.requested = a
+		} else if a, ok := netip.AddrFromSlice(m.ClientIPAddr.To4()); ok && !a.IsUnspecified() {
+			t.requested = a
+		}
 		if t.serverID.IsValid() {
 			ispServerID = t.serverID
 		}
@@ -562,6 +571,8 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 		return
 	}
 	p.count("relayed_" + strings.ToLower(mt.String()))
+	p.log.Debug("dhcp relayed", "mac", engine.MACString(sk.mac), "type", mt.String(), "xid", m.TransactionID.String(),
+		"isp", isp.Name, "servers", len(isp.Servers), "bytes", len(payload))
 
 	switch mt {
 	case dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeDecline:
@@ -653,6 +664,8 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte) {
 		return
 	}
 	c := t.circuit
+	p.log.Debug("dhcp from ISP", "mac", engine.MACString(mac), "type", m.MessageType().String(), "xid", m.TransactionID.String(),
+		"isp", isp.Name, "server", src, "yiaddr", m.YourIPAddr)
 	switch m.MessageType() {
 	case dhcpv4.MessageTypeOffer:
 		// The subscriber sees one server (us): of several ISP servers
@@ -697,7 +710,14 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte) {
 		delete(p.pending, pk)
 		p.mu.Unlock()
 		ip := p.unbind(t.sub)
-		p.event(subscribers.EventNak, mac, isp.Name, ip, "the ISP refused (DHCPNAK): "+m.Message())
+		if t.requested.IsValid() {
+			ip = t.requested // what the ISP refused
+		}
+		why := "the ISP refused (DHCPNAK)"
+		if msg := m.Message(); msg != "" {
+			why += ": " + msg
+		}
+		p.event(subscribers.EventNak, mac, isp.Name, ip, why)
 		p.deliver(c, m, relayDown(payload, c.Addr))
 		p.count("nak")
 	default:
@@ -831,7 +851,11 @@ func (p *Proxy) expire(now time.Time) {
 		mt  dhcpv4.MessageType
 	}
 	var tos []timedOut
-	var expired []subKey
+	type lapsed struct {
+		k   subKey
+		isp string
+	}
+	var expired []lapsed
 	p.mu.Lock()
 	for k, t := range p.pending {
 		if now.After(t.deadline) {
@@ -843,7 +867,7 @@ func (p *Proxy) expire(now time.Time) {
 	}
 	for k, l := range p.leases {
 		if !l.b.Expires.After(now) {
-			expired = append(expired, k)
+			expired = append(expired, lapsed{k, l.b.ISP})
 		}
 	}
 	for mac, b := range p.macBucket {
@@ -869,10 +893,10 @@ func (p *Proxy) expire(now time.Time) {
 		p.event(subscribers.EventTimeout, to.mac, to.isp, netip.Addr{},
 			fmt.Sprintf("no answer from the ISP to %s within %s", to.mt, p.cfg.Timeout))
 	}
-	for _, k := range expired {
-		ip := p.unbind(k)
+	for _, e := range expired {
+		ip := p.unbind(e.k)
 		p.count("expired")
-		p.event(subscribers.EventExpired, k.mac, "", ip, "lease expired")
+		p.event(subscribers.EventExpired, e.k.mac, e.isp, ip, "lease expired")
 	}
 }
 

@@ -370,6 +370,10 @@ func TestLeaseExpiry(t *testing.T) {
 	if r.tab.isBound(0x020000000101) || r.p.Leases() != 0 {
 		t.Error("still bound after the lease expired")
 	}
+	r.p.events.Wait()
+	if evs, _ := r.store.Events(0, 100); len(evs) == 0 || evs[len(evs)-1].Kind != subscribers.EventExpired || evs[len(evs)-1].ISP != "alpha" {
+		t.Errorf("events %+v: want the last one expired, at alpha", evs)
+	}
 }
 
 func TestRestore(t *testing.T) {
@@ -476,7 +480,8 @@ func TestNAKUnbinds(t *testing.T) {
 		t.Error("still bound after NAK")
 	}
 	evs, _ := r.store.Events(0, 100)
-	if len(evs) == 0 || evs[len(evs)-1].Kind != subscribers.EventNak {
+	if len(evs) == 0 || evs[len(evs)-1].Kind != subscribers.EventNak || evs[len(evs)-1].Reason != "the ISP refused (DHCPNAK)" ||
+		evs[len(evs)-1].IP != netip.MustParseAddr("100.64.0.100") {
 		t.Errorf("last event %+v, want nak", evs)
 	}
 }
