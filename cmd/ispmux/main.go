@@ -4,7 +4,7 @@
 //	ispmux run   -c FILE           run the appliance (headless; SIGINT/SIGTERM stop it cleanly)
 //	ispmux check -c FILE           validate a configuration and exit
 //	ispmux ctl   -c FILE status    print a running appliance's counters and bindings
-//	ispmux ctl   -c FILE events    print the subscriber events (bound, rejected, expired, ...)
+//	ispmux ctl   -c FILE events    print the newest subscriber events (bound, rejected, expired, ...)
 //	ispmux lab   up|down ...       build or remove the network-namespace lab
 //	ispmux bench forward|dhcp ...  measure forwarding / DHCP against the kernel, dhcrelay, bare AF_XDP, Kea
 //	ispmux demo                    the lab demo (what `make demo` runs)
@@ -65,7 +65,8 @@ commands:
   run   -c FILE              run the appliance
   check -c FILE              validate a configuration
   ctl   -c FILE status       show a running appliance's counters and bindings
-  ctl   -c FILE events [N]   show the events (bound, rejected, ...) after sequence N
+  ctl   -c FILE events [N]   show the newest 100 events (bound, rejected, ...), or up to
+                             1000 after sequence N (N=0: from the oldest)
   lab   up|down [flags]      build or remove the netns lab (see ispmux lab -h)
   bench forward|dhcp [flags] benchmarks in the lab (see ispmux bench -h)
   demo  [--exit]             the lab demo: DHCP subscribers get leases from their ISPs through ispmux
@@ -97,19 +98,44 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return usageError{fmt.Sprintf("unknown command %q", args[0])}
 }
 
+// configFlag parses args for command name: the -c flag, anywhere among
+// them, and the positional arguments, returned in order.
 func configFlag(name string, args []string, stderr io.Writer) (string, []string, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("c", "/etc/ispmux/ispmux.toml", "configuration file")
-	if err := fs.Parse(args); err != nil {
-		return "", nil, usageError{}
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return "", nil, usageError{}
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return *path, pos, nil
+		}
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			// Everything after "--" is positional.
+			return *path, append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
 	}
-	return *path, fs.Args(), nil
+}
+
+// noArgs is the usage error for positional arguments a command does not take.
+func noArgs(name string, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	return usageError{fmt.Sprintf("%s: unexpected argument(s) %q (usage: ispmux %s -c FILE)", name, args, name)}
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) error {
-	path, _, err := configFlag("check", args, stderr)
+	path, rest, err := configFlag("check", args, stderr)
 	if err != nil {
+		return err
+	}
+	if err := noArgs("check", rest); err != nil {
 		return err
 	}
 	cfg, err := configs.Load(path)
@@ -121,8 +147,11 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 }
 
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
-	path, _, err := configFlag("run", args, stderr)
+	path, rest, err := configFlag("run", args, stderr)
 	if err != nil {
+		return err
+	}
+	if err := noArgs("run", rest); err != nil {
 		return err
 	}
 	// Validation runs before any interface is touched.
@@ -151,14 +180,36 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	return a.Run(ctx)
 }
 
+// ctlUsage is the ctl command's synopsis.
+const ctlUsage = "usage: ispmux ctl -c FILE status | events [AFTER-SEQ]"
+
+// newestEvents is how many events `ctl events` shows without AFTER-SEQ.
+const newestEvents = 100
+
 func cmdCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	path, rest, err := configFlag("ctl", args, stderr)
 	if err != nil {
 		return err
 	}
-	if len(rest) < 1 || (rest[0] != "status" && rest[0] != "events") {
-		fmt.Fprint(stderr, "usage: ispmux ctl -c FILE status | events [AFTER-SEQ]\n")
-		return usageError{}
+	if len(rest) == 0 {
+		return usageError{"ctl: missing status or events\n" + ctlUsage}
+	}
+	maxArgs := 0
+	switch rest[0] {
+	case "status":
+	case "events":
+		maxArgs = 1 // AFTER-SEQ
+	default:
+		return usageError{fmt.Sprintf("ctl: unknown command %q\n%s", rest[0], ctlUsage)}
+	}
+	if extra := rest[1:]; len(extra) > maxArgs {
+		return usageError{fmt.Sprintf("ctl %s: unexpected argument(s) %q\n%s", rest[0], extra[maxArgs:], ctlUsage)}
+	}
+	var after uint64
+	if len(rest) == 2 {
+		if after, err = strconv.ParseUint(rest[1], 10, 64); err != nil {
+			return usageError{fmt.Sprintf("ctl events: bad sequence number %q\n%s", rest[1], ctlUsage)}
+		}
 	}
 	cfg, err := configs.Load(path)
 	if err != nil {
@@ -166,17 +217,27 @@ func cmdCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	sock := filepath.Join(cfg.Appliance.StateDir, appliance.SocketName)
 	var v any
-	switch rest[0] {
-	case "status":
+	switch {
+	case rest[0] == "status":
 		v, err = appliance.FetchStatus(ctx, sock)
-	case "events":
-		var after uint64
-		if len(rest) > 1 {
-			if after, err = strconv.ParseUint(rest[1], 10, 64); err != nil {
-				return usageError{fmt.Sprintf("events: bad sequence number %q", rest[1])}
+	case len(rest) == 1:
+		var p *appliance.EventPage
+		if p, err = appliance.FetchNewestEvents(ctx, sock, newestEvents); err == nil {
+			v = p.Events
+			if first, last, ok := seqRange(p.Events); ok && first > p.Oldest {
+				fmt.Fprintf(stderr, "ispmux: the newest %d events (seq %d..%d); the log holds seq %d..%d: `ispmux ctl -c %s events N` shows those after seq N (0: from the oldest)\n",
+					len(p.Events), first, last, p.Oldest, p.Newest, path)
 			}
 		}
-		v, err = appliance.FetchEvents(ctx, sock, after)
+	default:
+		var p *appliance.EventPage
+		if p, err = appliance.FetchEventPage(ctx, sock, after, 0); err == nil {
+			v = p.Events
+			if first, last, ok := seqRange(p.Events); ok && last < p.Newest {
+				fmt.Fprintf(stderr, "ispmux: events seq %d..%d; the log holds up to seq %d: `ispmux ctl -c %s events %d` shows the next ones\n",
+					first, last, p.Newest, path, last)
+			}
+		}
 	}
 	if err != nil {
 		return err
@@ -184,6 +245,14 @@ func cmdCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// seqRange returns the first and last Seq of evs (ok false when empty).
+func seqRange(evs []appliance.EventStatus) (first, last uint64, ok bool) {
+	if len(evs) == 0 {
+		return 0, 0, false
+	}
+	return evs[0].Seq, evs[len(evs)-1].Seq, true
 }
 
 func logLevel(s string) slog.Level {
