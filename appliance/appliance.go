@@ -330,7 +330,7 @@ func (a *Appliance) dhcpConfig(idx map[string]int) dhcpproxy.Config {
 			Index: uint8(isp.Index), Name: isp.Name, Port: uint8(pi), VLAN: uint16(isp.VLAN),
 			MAC: mac48(a.ports[pi].MAC), Addr: isp.Prefix.Addr(), Servers: isp.DHCPServerAddrs,
 			CircuitID: isp.CircuitID, ServerIDOverride: isp.ServerIDOverride,
-			LinkSelection: isp.LinkSelectionAddr, VSS: isp.VSS,
+			LinkSelection: isp.LinkSelectionAddr, VSS: isp.VSS, MTU: ifMTU(isp.Uplink),
 		})
 	}
 	return c
@@ -407,6 +407,15 @@ func (a *Appliance) logCounters() {
 		a.log.Info("port counters", "port", p.Name, "rx", p.RxFrames, "tx", p.TxFrames,
 			"up", p.FwdUp, "down", p.FwdDown, "arp_replies", p.ARPReplies, "punts", p.Punts, "drops", p.Drops)
 	}
+}
+
+// ifMTU is the interface's MTU, or 0 when it cannot be read.
+func ifMTU(name string) int {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return 0
+	}
+	return ifi.MTU
 }
 
 func mac48(hw net.HardwareAddr) uint64 {

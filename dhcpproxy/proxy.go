@@ -101,6 +101,9 @@ type ISP struct {
 	ServerIDOverride bool
 	LinkSelection    netip.Addr
 	VSS              string
+	// MTU is the uplink's IP MTU (0: 1500). A relayed message that would
+	// not fit is refused, not sent to be dropped on the wire.
+	MTU int
 }
 
 // Config holds the proxy's limits.
@@ -244,6 +247,9 @@ type eventKey struct {
 
 // maxEventWriters bounds the events being stored at once.
 const maxEventWriters = 256
+
+// Header lengths of the relayed datagram (ispmux sends no IP options).
+const ipv4HeaderLen, udpHeaderLen = 20, 8
 
 // eventQuiet is how long a repeated rejection of one subscriber is not
 // recorded again (it is still counted).
@@ -559,6 +565,25 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 		return
 	}
 	payload := relayUp(raw, m, isp.Addr, c.Addr, ispServerID, &ri)
+	mtu := isp.MTU
+	if mtu <= 0 {
+		mtu = 1500
+	}
+	if n := ipv4HeaderLen + udpHeaderLen + len(payload); n > mtu {
+		// The subscriber's message is legal; with our Option 82 it no
+		// longer fits the uplink. Relaying it without Option 82 would
+		// send the ISP a request it cannot validate, so it is refused
+		// here, saying why (rather than a timeout blaming the ISP).
+		p.count("relay_too_big")
+		p.event(subscribers.EventRejected, sk.mac, isp.Name, netip.Addr{},
+			fmt.Sprintf("%s of %d bytes does not fit the uplink MTU (%d) with Option 82", mt, n, mtu))
+		p.mu.Lock()
+		if p.pending[pk] == t {
+			delete(p.pending, pk)
+		}
+		p.mu.Unlock()
+		return
+	}
 	sent := false
 	for _, srv := range isp.Servers {
 		f := udpFrame(gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, payload)

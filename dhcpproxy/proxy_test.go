@@ -1,10 +1,12 @@
 package dhcpproxy
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -764,5 +766,48 @@ func TestFloodOfUnknownMACs(t *testing.T) {
 	evs, _ := r.store.Events(0, 10000)
 	if len(evs) > noiseBurst+5 || c["events_suppressed"] == 0 {
 		t.Errorf("%d events stored, %d suppressed: the flood was not held back", len(evs), c["events_suppressed"])
+	}
+}
+
+// A legal DISCOVER that no longer fits the uplink's MTU once Option 82 is
+// added is refused with a reason, not sent to die on the wire (and then
+// reported as the ISP's silence).
+func TestRelayTooBig(t *testing.T) {
+	r := newPRig(t)
+	r.p.isps["alpha"].MTU = 1500
+	big := func(n int) *dhcpv4.DHCPv4 {
+		return discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")),
+			dhcpv4.WithGeneric(dhcpv4.OptionVendorSpecificInformation, bytes.Repeat([]byte("A"), 255)),
+			dhcpv4.WithGeneric(dhcpv4.OptionClassIdentifier, bytes.Repeat([]byte("V"), n)))
+	}
+	// Grow a DISCOVER to exactly 1500 bytes of IP: it fits the
+	// subscriber's link, not ours once Option 82 is added.
+	d := big(255)
+	d.Options.Update(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(224), bytes.Repeat([]byte("X"), 255)))
+	d.Options.Update(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(225), bytes.Repeat([]byte("Y"), 255)))
+	fill := 1500 - 28 - len(d.ToBytes()) - 2
+	if fill < 0 || fill > 255 {
+		t.Fatalf("test message of %d bytes: cannot fill to 1500", len(d.ToBytes()))
+	}
+	d.Options.Update(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(226), bytes.Repeat([]byte("Z"), fill)))
+	if n := len(d.ToBytes()) + 28; n != 1500 {
+		t.Fatalf("test DISCOVER is %d bytes of IP, want 1500", n)
+	}
+	r.fromClient(d)
+	if got := r.snd.take(); len(got) != 0 {
+		t.Fatalf("relayed %d frames; want none", len(got))
+	}
+	if c := r.p.Counters(); c["relay_too_big"] != 1 {
+		t.Errorf("counters %v, want relay_too_big 1", c)
+	}
+	r.p.events.Wait()
+	evs, _ := r.store.Events(0, 10)
+	if len(evs) != 1 || evs[0].Kind != subscribers.EventRejected || !strings.Contains(evs[0].Reason, "MTU") {
+		t.Errorf("events %+v, want one rejection naming the MTU", evs)
+	}
+	// A smaller one goes through.
+	r.fromClient(big(10))
+	if got := r.serve(kea(t, time.Minute)); len(got) != 1 {
+		t.Errorf("a DISCOVER that fits was not relayed: %v", got)
 	}
 }
