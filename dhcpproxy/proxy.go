@@ -67,6 +67,9 @@ type Store interface {
 
 // Tables is the forwarding state the proxy writes (engine.Control).
 type Tables interface {
+	// CheckBind reports whether Bind(b) would conflict (another
+	// subscriber holds the address at that ISP), changing nothing.
+	CheckBind(b engine.Binding) error
 	Bind(b engine.Binding) error
 	Unbind(port uint8, vlan uint16, mac uint64) bool
 	NextHopMAC(isp uint8) (uint64, bool)
@@ -147,6 +150,8 @@ type txn struct {
 	// requested is the address the client asked for (option 50, or
 	// ciaddr when renewing), for the event of a NAK.
 	requested netip.Addr
+	// clientID is the client's identifier (option 61), if it sent one.
+	clientID []byte
 }
 
 // lease is a binding ispmux holds (mirror of the store's).
@@ -547,6 +552,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 			t.deadline = now.Add(p.cfg.Timeout)
 		}
 		t.reg, t.op82, t.msgType = reg, op82, mt
+		t.clientID = m.Options.Get(dhcpv4.OptionClientIdentifier)
 		t.requested = netip.Addr{}
 		if a, ok := netip.AddrFromSlice(m.RequestedIPAddress().To4()); ok && !a.IsUnspecified() {
 			t.requested = a
@@ -781,6 +787,17 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack []byte) {
 		return
 	}
 	p.mu.Unlock()
+	// An address another subscriber holds at this ISP (a static customer
+	// inside the ISP's pool, say) cannot be installed: checked before
+	// anything is committed, the lease is declined to the ISP (so its
+	// server takes the address out of its pool and offers another) and
+	// the subscriber is NAKed (so it starts over at once).
+	if err := p.tables.CheckBind(engine.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: t.isp.Index, IP: ip}); err != nil {
+		p.count("bind_conflict")
+		p.event(subscribers.EventRejected, mac, t.isp.Name, ip, "the ISP assigned an address in use: "+err.Error()+"; declined to the ISP")
+		p.declineAndNak(t, m, ip, sid)
+		return
+	}
 	now := time.Now()
 	b := subscribers.Binding{
 		MAC: subscribers.MAC(macBytes(mac)), Access: c.Name, VLAN: c.VLAN, ISP: t.isp.Name, IP: ip,
@@ -823,6 +840,51 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack []byte) {
 	if old == nil || moved {
 		p.log.Info("dhcp bound", "mac", engine.MACString(mac), "isp", t.isp.Name, "ip", ip, "lease", lt)
 	}
+}
+
+// declineAndNak refuses an ACKed address on the subscriber's behalf: a
+// DHCPDECLINE for ip to the ISP's servers (relayed as ours, with the
+// transaction's Option 82 and the client's identifier, so the server
+// matches its lease), and a DHCPNAK to the subscriber.
+func (p *Proxy) declineAndNak(t *txn, ack *dhcpv4.DHCPv4, ip, ispServerID netip.Addr) {
+	c, isp := t.circuit, t.isp
+	mods := []dhcpv4.Modifier{
+		dhcpv4.WithMessageType(dhcpv4.MessageTypeDecline),
+		dhcpv4.WithTransactionID(ack.TransactionID),
+		dhcpv4.WithHwAddr(ack.ClientHWAddr),
+		dhcpv4.WithGatewayIP(net.IP(isp.Addr.AsSlice())),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP(ip.AsSlice()))),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ispServerID.AsSlice()))),
+		dhcpv4.WithOption(dhcpv4.OptMessage("address in use behind the relay agent")),
+	}
+	if len(t.clientID) > 0 {
+		mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, t.clientID))
+	}
+	mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, t.op82))
+	if dec, err := dhcpv4.New(mods...); err == nil {
+		dec.HopCount = 1
+		if gw, ok := p.tables.NextHopMAC(isp.Index); ok {
+			payload := dec.ToBytes()
+			for _, srv := range isp.Servers {
+				p.send.Inject(isp.Port, udpFrame(gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, payload))
+			}
+			p.count("declined_for_subscriber")
+		}
+	}
+	nak, err := dhcpv4.New(
+		dhcpv4.WithReply(ack),
+		dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
+		dhcpv4.WithTransactionID(ack.TransactionID),
+		dhcpv4.WithHwAddr(ack.ClientHWAddr),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(c.Addr.AsSlice()))),
+		dhcpv4.WithOption(dhcpv4.OptMessage("address in use")),
+	)
+	if err != nil {
+		return
+	}
+	nak.YourIPAddr, nak.GatewayIPAddr, nak.ClientIPAddr = net.IPv4zero, net.IPv4zero, net.IPv4zero
+	p.deliver(c, nak, nak.ToBytes())
+	p.count("nak_sent")
 }
 
 // deliver sends a server message to the subscriber as RFC 2131 §4.1 says

@@ -49,6 +49,19 @@ func (f *fakeTables) Bind(b engine.Binding) error {
 	return nil
 }
 
+// CheckBind conflicts when another MAC holds the address (any ISP: the rig
+// has one).
+func (f *fakeTables) CheckBind(b engine.Binding) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for m, o := range f.bound {
+		if m != b.MAC && o.IP == b.IP && o.ISP == b.ISP {
+			return engine.ErrConflict
+		}
+	}
+	return nil
+}
+
 func (f *fakeTables) Unbind(port uint8, vlan uint16, mac uint64) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -179,6 +192,12 @@ func (r *prig) serve(reply func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4) []*dhcpv4.DHCP
 	for _, s := range r.snd.take() {
 		if s.port == accPort {
 			toClient = append(toClient, dhcpOf(s.frame))
+		} else {
+			// Sent to the ISP meanwhile (a DECLINE): left for the
+			// test to take.
+			r.snd.mu.Lock()
+			r.snd.frames = append(r.snd.frames, s)
+			r.snd.mu.Unlock()
 		}
 	}
 	return toClient
@@ -809,5 +828,59 @@ func TestRelayTooBig(t *testing.T) {
 	r.fromClient(big(10))
 	if got := r.serve(kea(t, time.Minute)); len(got) != 1 {
 		t.Errorf("a DISCOVER that fits was not relayed: %v", got)
+	}
+}
+
+// The ISP ACKs an address another subscriber holds at that ISP (here a
+// static customer): nothing is committed, no bound event, the subscriber
+// gets a NAK, and the ISP gets a DECLINE for the address with our Option 82.
+func TestACKOfAnAddressInUse(t *testing.T) {
+	r := newPRig(t)
+	static := engine.Binding{Port: accPort, MAC: 0x020000000199, IP: netip.MustParseAddr("100.64.0.100"), Static: true}
+	r.tab.bound[static.MAC] = static
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
+	offer := r.serve(kea(t, time.Minute))[0]
+	req, _ := dhcpv4.NewRequestFromOffer(offer)
+	r.fromClient(req)
+	var toISP []*dhcpv4.DHCPv4
+	got := r.serve(func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		toISP = append(toISP, m)
+		return kea(t, time.Minute)(m)
+	})
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("subscriber got %v, want a NAK", got)
+	}
+	if !got[0].ServerIdentifier().Equal(net.IP(ourSID.AsSlice())) || got[0].Options.Has(dhcpv4.OptionRelayAgentInformation) {
+		t.Errorf("NAK %v: want our server id and no option 82", got[0])
+	}
+	// The DECLINE went out after the REQUEST was served: take it now.
+	var decl *dhcpv4.DHCPv4
+	for _, s := range r.snd.take() {
+		if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeDecline {
+			decl = m
+		}
+	}
+	if decl == nil {
+		t.Fatal("no DECLINE sent to the ISP")
+	}
+	if !decl.RequestedIPAddress().Equal(net.IPv4(100, 64, 0, 100)) || !decl.ServerIdentifier().Equal(net.IP(ispSID.AsSlice())) ||
+		!decl.GatewayIPAddr.Equal(net.IP(giaddr.AsSlice())) || !bytes.Equal(decl.Options.Get(dhcpv4.OptionRelayAgentInformation), toISP[0].Options.Get(dhcpv4.OptionRelayAgentInformation)) {
+		t.Errorf("DECLINE %v: want 100.64.0.100, the ISP's server id, our giaddr and our option 82", decl)
+	}
+	if r.tab.isBound(0x020000000101) {
+		t.Error("the subscriber was bound to an address in use")
+	}
+	if _, err := r.store.Binding("acc0", 0, [6]byte(mac("02:00:00:00:01:01"))); !errors.Is(err, subscribers.ErrNotFound) {
+		t.Errorf("binding committed: %v", err)
+	}
+	r.p.events.Wait()
+	evs, _ := r.store.Events(0, 10)
+	for _, e := range evs {
+		if e.Kind == subscribers.EventBound {
+			t.Errorf("a bound event was recorded: %+v", e)
+		}
+	}
+	if len(evs) == 0 || evs[len(evs)-1].Kind != subscribers.EventRejected {
+		t.Errorf("events %+v, want a rejection", evs)
 	}
 }

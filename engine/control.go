@@ -113,6 +113,20 @@ func (c *Control) Bind(b Binding) error {
 	return nil
 }
 
+// CheckBind reports whether Bind(b) would conflict with another
+// subscriber's binding (ErrConflict), without changing anything.
+func (c *Control) CheckBind(b Binding) error {
+	if !b.IP.Is4() {
+		return fmt.Errorf("bind %012x: address %v is not IPv4", b.MAC, b.IP)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d, ok := c.s.FIB.Lookup(b.ISP, ip4(b.IP)); ok && (d.MAC != b.MAC || d.Port != b.Port || d.VLAN != b.VLAN) {
+		return fmt.Errorf("%v at ISP %d: %w (by %s)", b.IP, b.ISP, ErrConflict, MACString(d.MAC))
+	}
+	return nil
+}
+
 // Unbind removes the subscriber's binding. It reports whether there was one.
 func (c *Control) Unbind(port uint8, vlan uint16, mac uint64) bool {
 	c.mu.Lock()
