@@ -525,6 +525,14 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 	}
 	ri.LinkSelection = isp.LinkSelection
 	op82 := ri.encode()
+	if len(op82) > 255 {
+		// configs bounds every part; a registration from elsewhere may
+		// not be. Never split or cut our Option 82.
+		p.count("option82_too_long")
+		p.event(subscribers.EventRejected, sk.mac, isp.Name, netip.Addr{},
+			fmt.Sprintf("Option 82 would be %d bytes (max 255): customer ID or circuit ID too long", len(op82)))
+		return
+	}
 
 	pk := pendKey{m.TransactionID, sk.mac, isp.Index}
 	p.mu.Lock()

@@ -884,3 +884,19 @@ func TestACKOfAnAddressInUse(t *testing.T) {
 		t.Errorf("events %+v, want a rejection", evs)
 	}
 }
+
+// A registration whose customer ID would make Option 82 overflow is refused
+// (not cut, not split into two options).
+func TestOption82TooLong(t *testing.T) {
+	r := newPRig(t)
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac("02:00:00:00:01:01")), CustomerID: strings.Repeat("c", 250), ISP: "alpha", Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
+	if got := r.snd.take(); len(got) != 0 {
+		t.Fatalf("relayed %d frames, want none", len(got))
+	}
+	if c := r.p.Counters(); c["option82_too_long"] != 1 {
+		t.Errorf("counters %v", c)
+	}
+}
