@@ -267,6 +267,18 @@ func (c *Config) Summary() string {
 		if len(p.DHCPServerAddrs) > 0 {
 			fmt.Fprintf(&b, ", dhcp servers %v", p.DHCPServerAddrs)
 		}
+		// The circuit-id goes to every ISP (default or not); the other
+		// Option 82 sub-options only where set.
+		fmt.Fprintf(&b, ", circuit-id %q", p.CircuitID)
+		if p.ServerIDOverride {
+			b.WriteString(", server-id override")
+		}
+		if p.LinkSelectionAddr.IsValid() {
+			fmt.Fprintf(&b, ", link selection %s", p.LinkSelectionAddr)
+		}
+		if p.VSS != "" {
+			fmt.Fprintf(&b, ", vss %q", p.VSS)
+		}
 		fmt.Fprintf(&b, ", %d subscriber(s)\n", perISP[i])
 	}
 	fmt.Fprintf(&b, "subscribers: %d registered, %d with a static ip\n", len(c.Subscribers), static)

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -193,10 +194,9 @@ func TestParseErrors(t *testing.T) {
 			}
 			return fmt.Sprintf("[[access]]%s\ninterface = \"acc%d\"%s\n", m, i, n)
 		}) + isp0,
-			[]string{
-				"A access[16]: too many [[access]] entries: 17, at most 16",
-				"B access[16].interface: too many access interfaces: at most 16",
-			}},
+			// One problem, one error (17 distinct interfaces are also
+			// too many interfaces).
+			[]string{"A access[16]: too many [[access]] entries: 17, at most 16"}},
 		{"too many isps", head + acc0 + repeat(251, func(i int) string {
 			m := ""
 			if i == 250 {
@@ -253,6 +253,39 @@ func TestParseErrors(t *testing.T) {
 				"E subscriber[4].ip: 0.0.0.0 is an unspecified",
 				"F subscriber[5].ip: 255.255.255.255 is the broadcast address",
 			}},
+		// Option 82 (RFC 3046): every sub-option and the whole option fit
+		// 255 bytes. base's ISP sends circuit-id "acc0:0" (2+6),
+		// remote-id (2+6) and, when the client unicasts, relay flags
+		// (2+1): 19 bytes, which leaves 255-19-2 = 234 for customer_id.
+		{"customer_id longer than a sub-option", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"" + strings.Repeat("c", 300) + "\" #!A\n",
+			[]string{`A subscriber[0].customer_id: 300 bytes do not fit Option 82: isp "alpha"'s other sub-options on access "acc0" leave 234 bytes for it (the whole option holds 255, RFC 3046)`}},
+		{"customer_id one byte over", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"" + strings.Repeat("c", 235) + "\" #!A\n",
+			[]string{`A subscriber[0].customer_id: 235 bytes do not fit Option 82: isp "alpha"'s other sub-options on access "acc0" leave 234 bytes`}},
+		// server-id override (2+4), link selection (2+4) and vss
+		// "vpn-alpha" (2+1+9) take 24 more: 210 left.
+		{"customer_id with every sub-option", base + "server_id_override = true\nlink_selection = \"100.64.0.1\"\nvss = \"vpn-alpha\"\n" +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"" + strings.Repeat("c", 211) + "\" #!A\n",
+			[]string{`A subscriber[0].customer_id: 211 bytes do not fit Option 82: isp "alpha"'s other sub-options on access "acc0" leave 210 bytes`}},
+		// Circuit-id "{access}/{mac}": "acc0/" + 17 = 22 bytes on acc0
+		// (218 left), "longinterface1.4000/" + 17 = 37 on the other port
+		// (203 left). Without an access the subscriber may ask on
+		// either: the longer circuit-id counts.
+		{"customer_id on the access with the longest circuit-id", head + acc0 + "[[access]]\ninterface = \"longinterface1\"\nvlan = 4000\naddress = \"100.64.0.1\"\n" +
+			isp0 + "circuit_id = \"{access}/{mac}\"\n" +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"" + strings.Repeat("c", 204) + "\" #!A\n" +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:02\"\nisp = \"alpha\"\naccess = \"acc0\"\ncustomer_id = \"" + strings.Repeat("c", 219) + "\" #!B\n",
+			[]string{
+				`A subscriber[0].customer_id: 204 bytes do not fit Option 82: isp "alpha"'s other sub-options on access "longinterface1.4000" leave 203 bytes`,
+				`B subscriber[1].customer_id: 219 bytes do not fit Option 82: isp "alpha"'s other sub-options on access "acc0" leave 218 bytes`,
+			}},
+		{"circuit-id expands beyond a sub-option", head + "[[access]]\ninterface = \"abcdefghijklmno\"\naddress = \"100.64.0.1\"\n" +
+			"[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\ncircuit_id = \"" + strings.Repeat("{interface}", 18) + "\" #!A\n",
+			[]string{`A isp[0].circuit_id: expands to 270 bytes on access "abcdefghijklmno", more than the 255 a sub-option holds`}},
+		// vss of 250 (2+1+250) with the 19 bytes of base: 272. Its
+		// subscriber's customer_id is not reported again.
+		{"isp sub-options beyond one option", head + acc0 + "[[isp]] #!A\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\nvss = \"" + strings.Repeat("v", 250) + "\"\n" +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"c-1\"\n",
+			[]string{`A isp[0]: Option 82 would be 272 bytes on access "acc0" (circuit-id 6 bytes;`}},
 		{"mac table smaller than subscribers", base + "[datapath]\nmac_table_size = 1 #!A\n[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\n[[subscriber]]\nmac = \"02:00:00:00:00:02\"\nisp = \"alpha\"\n",
 			[]string{"A datapath.mac_table_size: 1 is less than the 2 [[subscriber]] entries"}},
 	}
@@ -349,6 +382,11 @@ func TestParseOK(t *testing.T) {
 				t.Errorf("isp %+v", b)
 			}
 		}},
+		{"customer_id that exactly fills Option 82", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"" + strings.Repeat("c", 234) + "\"\n", func(t *testing.T, c *Config) {
+			if len(c.Subscribers[0].CustomerID) != 234 {
+				t.Errorf("customer_id %d bytes", len(c.Subscribers[0].CustomerID))
+			}
+		}},
 		{"point-to-point /31 uplink", head + acc0 + "[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.0/31\"\nnext_hop = \"192.0.2.1\"\n", nil},
 		{"inline tables and quoted keys", head + "access = [{ interface = \"acc0\" }]\n[[isp]]\n\"name\" = 'alpha'\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n", nil},
 	}
@@ -406,12 +444,58 @@ func TestExampleContents(t *testing.T) {
 	for _, want := range []string{
 		"access acc0: interface acc0 untagged, address 100.64.0.1, 2 subscriber(s)",
 		"access acc1.100: interface acc1 vlan 100, address 100.64.0.1, 1 subscriber(s)",
-		"isp alpha (vrf 0): uplink upa vlan 201, address 192.0.2.2/24, next hop 192.0.2.1, dhcp servers [192.0.2.1 192.0.2.10], 1 subscriber(s)",
-		"isp beta (vrf 1):",
+		`isp alpha (vrf 0): uplink upa vlan 201, address 192.0.2.2/24, next hop 192.0.2.1, dhcp servers [192.0.2.1 192.0.2.10], circuit-id "{interface}:{vlan}", server-id override, link selection 100.64.0.1, vss "vpn-alpha", 1 subscriber(s)`,
+		`isp beta (vrf 1): uplink upa vlan 202, address 198.51.100.2/24, next hop 198.51.100.1, dhcp servers [198.51.100.1], circuit-id "{interface}:{vlan}", 2 subscriber(s)`,
 		"subscribers: 3 registered, 2 with a static ip",
 	} {
 		if !strings.Contains(sum, want) {
 			t.Errorf("summary lacks %q:\n%s", want, sum)
+		}
+	}
+}
+
+// TestExampleCommands: the commands the example files show use flags that
+// exist (ispmux check -c FILE).
+func TestExampleCommands(t *testing.T) {
+	files, err := filepath.Glob("*.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile("`ispmux ([a-z]+)([^`]*)`")
+	seen := 0
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range re.FindAllStringSubmatch(string(data), -1) {
+			seen++
+			for _, arg := range strings.Fields(m[2]) {
+				if strings.HasPrefix(arg, "-") && arg != "-c" {
+					t.Errorf("%s: %q: ispmux %s has no flag %s (the configuration flag is -c)", f, m[0], m[1], arg)
+				}
+			}
+		}
+	}
+	if seen == 0 {
+		t.Error("no `ispmux ...` command found in the example files")
+	}
+}
+
+func TestExpandCircuitID(t *testing.T) {
+	a := &Access{Name: "acc1.100", Interface: "acc1", VLAN: 100}
+	mac := "02:00:00:00:00:01"
+	for _, tt := range []struct{ tmpl, want string }{
+		{"{interface}:{vlan}", "acc1:100"},
+		{"{access}/{mac}", "acc1.100/02:00:00:00:00:01"},
+		{"plain", "plain"},
+		// As dhcpproxy's circuitID: a '}' before the next '{' ends the
+		// expansion, the rest is sent as written.
+		{"x}{interface}", "x}{interface}"},
+		{"{vlan}x}{vlan}", "100x}{vlan}"},
+	} {
+		if got := expandCircuitID(tt.tmpl, a, mac); got != tt.want {
+			t.Errorf("expandCircuitID(%q) = %q, want %q", tt.tmpl, got, tt.want)
 		}
 	}
 }

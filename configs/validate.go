@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -233,7 +234,8 @@ func (v *validator) access() {
 		v.errorf("access", "at least one [[access]] is required")
 		return
 	}
-	if len(acc) > MaxAccess {
+	tooMany := len(acc) > MaxAccess
+	if tooMany {
 		v.errorf(indexKey("access", MaxAccess), "too many [[access]] entries: %d, at most %d", len(acc), MaxAccess)
 	}
 	names := map[string]int{}
@@ -272,7 +274,9 @@ func (v *validator) access() {
 			}
 			if !ifaces[a.Interface] {
 				ifaces[a.Interface] = true
-				if len(ifaces) > MaxAccessInterfaces {
+				// Too many entries is reported once, above: it also
+				// means too many interfaces when they are all distinct.
+				if len(ifaces) > MaxAccessInterfaces && !tooMany {
 					v.errorf(key+".interface", "too many access interfaces: at most %d", MaxAccessInterfaces)
 				}
 			}
@@ -408,7 +412,7 @@ func (v *validator) isps() {
 		}
 
 		if !v.defined[key+".circuit_id"] {
-			p.CircuitID = "{interface}:{vlan}"
+			p.CircuitID = defaultCircuitID
 		} else if pr := circuitProblem(p.CircuitID); pr != "" {
 			v.errorf(key+".circuit_id", "%s", pr)
 		}
@@ -427,11 +431,130 @@ func (v *validator) isps() {
 		if v.defined[key+".vss"] && (p.VSS == "" || len(p.VSS) > 250 || strings.ContainsFunc(p.VSS, func(r rune) bool { return r < ' ' || r > '~' })) {
 			v.errorf(key+".vss", "must be 1..250 printable ASCII characters (RFC 6607 NVT ASCII VPN id), got %q", p.VSS)
 		}
+		v.option82(key, p)
 	}
 }
 
-// circuitProblem checks a circuit-id template: known placeholders only, and
-// the result must fit a sub-option (255 bytes).
+// defaultCircuitID is the circuit-id template of an ISP that sets none.
+const defaultCircuitID = "{interface}:{vlan}"
+
+// maxOption is the most bytes a DHCP option, and so each Option 82
+// sub-option and the whole of Option 82 (RFC 3046 §2.0), can hold.
+const maxOption = 255
+
+// anyMAC stands for a subscriber's MAC in a circuit-id: every MAC is
+// spelled with 17 characters.
+const anyMAC = "00:00:00:00:00:00"
+
+// expandCircuitID returns the circuit-id the DHCP proxy sends for template
+// t on access a for the subscriber with MAC mac: the same scan as
+// dhcpproxy's circuitID.
+func expandCircuitID(t string, a *Access, mac string) string {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(t, '{')
+		j := strings.IndexByte(t, '}')
+		if i < 0 || j < i {
+			b.WriteString(t)
+			return b.String()
+		}
+		b.WriteString(t[:i])
+		switch t[i+1 : j] {
+		case "interface":
+			b.WriteString(a.Interface)
+		case "vlan":
+			b.WriteString(strconv.Itoa(a.VLAN))
+		case "access":
+			b.WriteString(a.Name)
+		case "mac":
+			b.WriteString(mac)
+		default:
+			b.WriteString(t[i : j+1])
+		}
+		t = t[j+1:]
+	}
+}
+
+// option82Size is the size of the Option 82 payload the DHCP proxy sends on
+// behalf of isp for a subscriber on access a, without the subscriber-id, as
+// dhcpproxy's relayInfo.encode lays it out: sub-options as code, length,
+// data. circuit is the circuit-id's length alone.
+func option82Size(isp *ISP, a *Access) (total, circuit int) {
+	circuit = len(expandCircuitID(isp.CircuitID, a, anyMAC))
+	total = 2 + circuit // 1: circuit-id
+	total += 2 + 6      // 2: remote-id, the subscriber's MAC
+	total += 2 + 1      // 10: relay flags (RFC 5010), when the client unicast
+	if isp.LinkSelectionAddr.IsValid() {
+		total += 2 + 4 // 5: link selection (RFC 3527)
+	}
+	if isp.ServerIDOverride {
+		total += 2 + 4 // 11: server-id override (RFC 5107)
+	}
+	if isp.VSS != "" {
+		total += 2 + 1 + len(isp.VSS) // 151: VSS (RFC 6607), type 0 + NVT ASCII
+	}
+	return total, circuit
+}
+
+// option82Failed reports whether a key of isp (key) that shapes its
+// Option 82 has an error: its size is then unknown.
+func (v *validator) option82Failed(key string) bool {
+	if v.c.seen[key] {
+		return true
+	}
+	for _, k := range []string{".circuit_id", ".server_id_override", ".link_selection", ".vss"} {
+		if v.c.failed(key + k) {
+			return true
+		}
+	}
+	return false
+}
+
+// option82 checks that the sub-options isp adds to every relayed request
+// fit one Option 82 on every access port. The subscriber-id (customer_id)
+// is checked per subscriber, in the room this leaves.
+func (v *validator) option82(key string, isp *ISP) {
+	if v.option82Failed(key) {
+		return
+	}
+	for i := range v.cfg.Access {
+		a := &v.cfg.Access[i]
+		if v.c.failed(indexKey("access", i)) {
+			continue
+		}
+		total, circuit := option82Size(isp, a)
+		switch {
+		case circuit > maxOption:
+			v.errorf(key+".circuit_id", "expands to %d bytes on access %q, more than the %d a sub-option holds", circuit, a.Name, maxOption)
+			return
+		case total > maxOption:
+			v.errorf(key, "Option 82 would be %d bytes on access %q (circuit-id %d bytes; remote-id, relay flags, link selection, server-id override and vss add the rest), more than the %d an option holds: shorten circuit_id or vss",
+				total, a.Name, circuit, maxOption)
+			return
+		}
+	}
+}
+
+// customerIDRoom returns the bytes left in Option 82 for the subscriber-id
+// of a subscriber of isp that asks on access ports accesses (nil: any), on
+// the port where it is least, and that port's name. ok is false when there
+// is no port to check.
+func (v *validator) customerIDRoom(isp *ISP, accesses []int) (room int, access string, ok bool) {
+	for i := range v.cfg.Access {
+		if v.c.failed(indexKey("access", i)) || accesses != nil && !slices.Contains(accesses, i) {
+			continue
+		}
+		a := &v.cfg.Access[i]
+		total, _ := option82Size(isp, a)
+		if r := maxOption - total - 2; !ok || r < room {
+			room, access, ok = r, a.Name, true
+		}
+	}
+	return max(room, 0), access, ok
+}
+
+// circuitProblem checks a circuit-id template: known placeholders only, at
+// most 200 bytes (option82 checks its expansion on each access port).
 func circuitProblem(t string) string {
 	if t == "" {
 		return "must not be empty"
@@ -521,6 +644,22 @@ func (v *validator) subscribers() {
 				s.AccessIndex = j
 			} else {
 				v.errorf(key+".access", "no [[access]] is named %q", s.Access)
+			}
+		}
+
+		// The customer ID goes to the ISP as the Option 82 subscriber-id
+		// (RFC 3993), next to the ISP's other sub-options: all of them
+		// must fit the one option. A subscriber registered without an
+		// access may ask on any access port.
+		if s.CustomerID != "" && s.ISPIndex >= 0 && !v.option82Failed(indexKey("isp", s.ISPIndex)) && !v.c.failed(key+".access") {
+			var accesses []int
+			if v.defined[key+".access"] {
+				accesses = []int{s.AccessIndex}
+			}
+			room, access, ok := v.customerIDRoom(&cfg.ISPs[s.ISPIndex], accesses)
+			if ok && len(s.CustomerID) > room {
+				v.errorf(key+".customer_id", "%d bytes do not fit Option 82: isp %q's other sub-options on access %q leave %d bytes for it (the whole option holds %d, RFC 3046)",
+					len(s.CustomerID), s.ISP, access, room, maxOption)
 			}
 		}
 
