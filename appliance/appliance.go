@@ -121,6 +121,11 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 			return nil, fmt.Errorf("appliance: %w", err)
 		}
 		a.ports = append(a.ports, p)
+		if p.VLANStripOff {
+			log.Info("turned receive VLAN stripping off (tags must reach the datapath in the frame)", "interface", n)
+		} else if p.VLANStripErr != nil {
+			log.Warn("receive VLAN stripping could not be turned off: 802.1Q tags may be invisible on this port", "interface", n, "err", p.VLANStripErr)
+		}
 		if p.Replaced != 0 {
 			log.Warn("replaced an XDP program left attached (an earlier ispmux did not exit cleanly?)", "interface", n, "prog_id", p.Replaced)
 		}

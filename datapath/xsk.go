@@ -44,6 +44,11 @@ type XDPPort struct {
 	// Replaced is the id of an XDP program found attached and replaced
 	// (left by a process that died without detaching it); 0 if none.
 	Replaced uint32
+	// VLANStripOff reports that receive VLAN stripping was on and was
+	// turned off; VLANStripErr, that it could not be (tags may be
+	// invisible to ispmux on this interface).
+	VLANStripOff bool
+	VLANStripErr error
 
 	lock *os.File // the port's ownership lock, held while open
 
@@ -111,6 +116,7 @@ func OpenXDP(cfg XDPConfig) (_ *XDPPort, err error) {
 	}
 	detachAll(link)
 	p.attachFlags = flags
+	p.VLANStripOff, p.VLANStripErr = disableVLANStrip(cfg.Interface)
 
 	maxQ := max(cfg.Queues, attrs.NumRxQueues, 1)
 	p.prog, err = xdp.NewProgram(maxQ)

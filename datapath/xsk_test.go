@@ -457,3 +457,23 @@ func TestXDPOwnerChild(t *testing.T) {
 	fmt.Println("child: open")
 	time.Sleep(time.Minute)
 }
+
+// TestDisableVLANStrip: receive VLAN stripping found on is turned off (and
+// reported), found off is left alone.
+func TestDisableVLANStrip(t *testing.T) {
+	requireRoot(t)
+	id := wireTopo(t)
+	sh(t, "ip", "netns", "exec", id+"-x", "ethtool", "-K", "p0", "rxvlan", "on")
+	var changed, again bool
+	var err1, err2 error
+	inNetns(t, id+"-x", func() {
+		changed, err1 = disableVLANStrip("p0")
+		again, err2 = disableVLANStrip("p0")
+	})
+	if err1 != nil || err2 != nil || !changed || again {
+		t.Fatalf("first call %v %v, second %v %v: want changed, then nothing to do", changed, err1, again, err2)
+	}
+	if out := sh(t, "ip", "netns", "exec", id+"-x", "ethtool", "-k", "p0"); !strings.Contains(out, "rx-vlan-offload: off") {
+		t.Errorf("rx VLAN offload still on:\n%s", out)
+	}
+}

@@ -399,8 +399,12 @@ func veth(ctx context.Context, ns1, if1, mac1, ns2, if2, mac2 string) error {
 	// trusted to finish it. A frame that crosses AF_XDP loses that mark,
 	// as it would have been finished by real NIC hardware, so the lab's
 	// hosts compute their checksums in software, like hosts behind a NIC.
+	// VLAN tags likewise: with tx VLAN "offload" a tag travels beside the
+	// frame, not in it, and XDP on the peer never sees it (a real wire
+	// carries it in the frame).
 	for _, e := range [][2]string{{ns1, if1}, {ns2, if2}} {
-		if _, err := run(ctx, "ip", "netns", "exec", e[0], "ethtool", "-K", e[1], "tx", "off"); err != nil {
+		if _, err := run(ctx, "ip", "netns", "exec", e[0], "ethtool", "-K", e[1], "tx", "off",
+			"txvlan", "off", "tx-vlan-stag-hw-insert", "off", "rxvlan", "off", "rx-vlan-stag-hw-parse", "off"); err != nil {
 			return err
 		}
 	}
