@@ -535,9 +535,11 @@ func (t *Topology) build(ctx context.Context) error {
 	return nil
 }
 
-// Down kills the processes in every namespace named ID-* (Kea and DHCP
-// clients included), deletes those namespaces and removes the lab's state
-// directory. It is idempotent and succeeds when nothing exists.
+// Down stops the processes in every namespace named ID-* (Kea, DHCP
+// clients and ispmux included), deletes those namespaces and removes the
+// lab's state directory. The processes get SIGTERM first (ispmux detaches
+// its XDP programs on it) and SIGKILL when they are still there after
+// downGrace. It is idempotent and succeeds when nothing exists.
 func Down(ctx context.Context, id string) error {
 	if id == "" {
 		id = DefaultID
@@ -546,13 +548,15 @@ func Down(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	var errs []error
+	var nss []string
 	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 || !strings.HasPrefix(f[0], id+"-") {
-			continue
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], id+"-") {
+			nss = append(nss, f[0])
 		}
-		ns := f[0]
+	}
+	termNS(ctx, nss, downGrace)
+	var errs []error
+	for _, ns := range nss {
 		if err := killNS(ctx, ns); err != nil {
 			errs = append(errs, err)
 		}
@@ -599,21 +603,69 @@ func Sweep(ctx context.Context, pattern string) (ids []string, err error) {
 	return ids, errors.Join(errs...)
 }
 
+// downGrace is how long Down lets the lab's processes exit after SIGTERM
+// before it kills them.
+var downGrace = 5 * time.Second
+
+// nsPids returns the processes in ns (zombies excluded: they have no
+// namespace left).
+func nsPids(ctx context.Context, ns string) ([]int, error) {
+	out, err := run(ctx, "ip", "netns", "pids", ns)
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, p := range strings.Fields(out) {
+		if pid, err := strconv.Atoi(p); err == nil && pid > 1 {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// termNS sends SIGTERM to every process in the namespaces nss and waits
+// until none is left there, grace has passed or ctx is done. Whatever is
+// left (and any error listing the processes) is killNS's.
+func termNS(ctx context.Context, nss []string, grace time.Duration) {
+	var busy []string
+	for _, ns := range nss {
+		pids, _ := nsPids(ctx, ns)
+		if len(pids) > 0 {
+			busy = append(busy, ns)
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+		}
+	}
+	deadline := time.Now().Add(grace)
+	for len(busy) > 0 && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+		left := busy[:0]
+		for _, ns := range busy {
+			if pids, err := nsPids(ctx, ns); err == nil && len(pids) > 0 {
+				left = append(left, ns)
+			}
+		}
+		busy = left
+	}
+}
+
 // killNS sends SIGKILL to every process in ns and waits briefly for them.
 func killNS(ctx context.Context, ns string) error {
 	for attempt := 0; attempt < 20; attempt++ {
-		out, err := run(ctx, "ip", "netns", "pids", ns)
+		pids, err := nsPids(ctx, ns)
 		if err != nil {
 			return err
 		}
-		pids := strings.Fields(out)
 		if len(pids) == 0 {
 			return nil
 		}
-		for _, p := range pids {
-			if pid, err := strconv.Atoi(p); err == nil && pid > 1 {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 		select {
 		case <-ctx.Done():
