@@ -26,6 +26,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/configs"
 	"github.com/ispmux/ispmux/datapath"
@@ -367,6 +370,11 @@ func (a *Appliance) Run(ctx context.Context) error {
 		defer wg.Done()
 		a.watchPorts(ctx, time.Second)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.watchLinks(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		a.dhcp.Run(ctx)
@@ -427,6 +435,75 @@ func mac48(hw net.HardwareAddr) uint64 {
 	var b [6]byte
 	copy(b[:], hw)
 	return engine.MAC48(b)
+}
+
+// watchLinks follows the kernel's link notifications for the ports: a port
+// whose interface loses carrier, goes administratively down or is removed
+// is reported at once (the socket errors watchPorts sees come only when
+// something is sent), and every ISP whose uplink it carries has its next
+// hop withdrawn, so ispmux stops sending to a MAC it cannot reach and the
+// DHCP proxy refuses that ISP's subscribers saying why. Resolution resumes
+// by itself when the link returns.
+func (a *Appliance) watchLinks(ctx context.Context) {
+	updates := make(chan netlink.LinkUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
+		ErrorCallback: func(err error) { a.log.Warn("link notifications", "err", err) },
+	})
+	if err != nil {
+		a.log.Warn("link notifications unavailable: link loss is seen only through socket errors", "err", err)
+		return
+	}
+	const (
+		up = iota
+		down
+		gone
+	)
+	state := make([]int, len(a.ports))
+	for {
+		var u netlink.LinkUpdate
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return
+		case u, ok = <-updates:
+			if !ok {
+				return
+			}
+		}
+		at := u.Attrs()
+		for i, p := range a.ports {
+			if p.Ifindex != at.Index || state[i] == gone {
+				continue
+			}
+			now := up
+			switch {
+			case u.Header.Type == unix.RTM_DELLINK:
+				now = gone
+			case at.Flags&net.FlagUp == 0 || at.RawFlags&unix.IFF_LOWER_UP == 0:
+				now = down
+			}
+			switch {
+			case now == gone:
+				a.log.Warn("port removed: its interface is gone (restart ispmux once it is back)", "port", a.names[i])
+			case now == down && state[i] == up:
+				why := "carrier lost"
+				if at.Flags&net.FlagUp == 0 {
+					why = "set down"
+				}
+				a.log.Warn("port link down", "port", a.names[i], "reason", why)
+			case now == up && state[i] == down:
+				a.log.Info("port link up", "port", a.names[i])
+			}
+			if now != up && state[i] == up {
+				for _, isp := range a.ctl.LinkDown(uint8(i)) {
+					a.log.Warn("next hop withdrawn: uplink down", "isp", a.cfg.ISPs[isp].Name, "port", a.names[i])
+				}
+			}
+			state[i] = now
+		}
+	}
 }
 
 // watchPorts logs every change of a port's state (a queue whose kernel calls

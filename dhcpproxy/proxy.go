@@ -575,7 +575,11 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 
 	gw, ok := p.tables.NextHopMAC(isp.Index)
 	if !ok {
+		// The ISP cannot be reached now: say so, rather than let the
+		// transaction time out and blame the ISP's servers.
 		p.count("no_next_hop")
+		p.event(subscribers.EventRejected, sk.mac, isp.Name, netip.Addr{}, "ISP unreachable: next hop not resolved (uplink down?)")
+		p.abandon(pk, t)
 		return
 	}
 	payload := relayUp(raw, m, isp.Addr, c.Addr, ispServerID, &ri)
@@ -591,11 +595,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 		p.count("relay_too_big")
 		p.event(subscribers.EventRejected, sk.mac, isp.Name, netip.Addr{},
 			fmt.Sprintf("%s of %d bytes does not fit the uplink MTU (%d) with Option 82", mt, n, mtu))
-		p.mu.Lock()
-		if p.pending[pk] == t {
-			delete(p.pending, pk)
-		}
-		p.mu.Unlock()
+		p.abandon(pk, t)
 		return
 	}
 	sent := false
@@ -622,6 +622,19 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 		ip := p.unbind(sk)
 		p.event(kind, sk.mac, isp.Name, ip, "")
 	}
+}
+
+// abandon forgets transaction t (if it is still pending under pk): it was
+// refused before reaching the ISP, so it must not time out later.
+func (p *Proxy) abandon(pk pendKey, t *txn) {
+	if t == nil {
+		return
+	}
+	p.mu.Lock()
+	if p.pending[pk] == t {
+		delete(p.pending, pk)
+	}
+	p.mu.Unlock()
 }
 
 // circuitID expands the template (configs has checked its placeholders).

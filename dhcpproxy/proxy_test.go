@@ -36,6 +36,8 @@ type fakeTables struct {
 	// committedFirst records, at each Bind, whether the store already had
 	// the binding (the durable-before-install order).
 	committedFirst []bool
+	// uplinkDown makes NextHopMAC report the ISP unreachable.
+	uplinkDown bool
 }
 
 func (f *fakeTables) Bind(b engine.Binding) error {
@@ -70,7 +72,11 @@ func (f *fakeTables) Unbind(port uint8, vlan uint16, mac uint64) bool {
 	return ok
 }
 
-func (f *fakeTables) NextHopMAC(isp uint8) (uint64, bool) { return gwMAC, true }
+func (f *fakeTables) NextHopMAC(isp uint8) (uint64, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return gwMAC, !f.uplinkDown
+}
 
 func (f *fakeTables) isBound(mac uint64) bool {
 	f.mu.Lock()
@@ -898,5 +904,23 @@ func TestOption82TooLong(t *testing.T) {
 	}
 	if c := r.p.Counters(); c["option82_too_long"] != 1 {
 		t.Errorf("counters %v", c)
+	}
+}
+
+// With the ISP's next hop unresolved (its uplink down), a DISCOVER is
+// refused at once with a reason, and no timeout blames the ISP later.
+func TestISPUnreachable(t *testing.T) {
+	r := newPRig(t)
+	r.tab.uplinkDown = true
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
+	if got := r.snd.take(); len(got) != 0 {
+		t.Fatalf("sent %d frames with the ISP unreachable", len(got))
+	}
+	time.Sleep(350 * time.Millisecond)
+	r.p.expire(time.Now())
+	r.p.events.Wait()
+	evs, _ := r.store.Events(0, 10)
+	if len(evs) != 1 || evs[0].Kind != subscribers.EventRejected || !strings.Contains(evs[0].Reason, "unreachable") {
+		t.Errorf("events %+v, want one rejection saying the ISP is unreachable (and no timeout)", evs)
 	}
 }

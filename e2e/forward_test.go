@@ -421,7 +421,21 @@ func TestForwardingPortVanishes(t *testing.T) {
 	if out, err := exec.Command("ip", "netns", "del", r.ns("ispb")).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	// The kernel's link notification says so at once, and beta's next
+	// hop is withdrawn (no traffic needed to find out).
+	deadline := time.Now().Add(2 * time.Second)
+	for !strings.Contains(r.log.String(), "port removed") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if l := r.log.String(); !strings.Contains(l, "port removed") || !strings.Contains(l, "port=upb") || !strings.Contains(l, `msg="next hop withdrawn: uplink down" isp=beta`) {
+		t.Errorf("upb's removal not reported within 2 s; log:\n%s", l)
+	}
+	for _, i := range r.mustStatus().ISPs {
+		if i.Name == "beta" && i.State == "reachable" {
+			t.Errorf("beta's next hop still reachable after its uplink vanished: %+v", i)
+		}
+	}
+	deadline = time.Now().Add(10 * time.Second)
 	for !strings.Contains(r.log.String(), "port down") && time.Now().Before(deadline) {
 		_, _ = r.run(r.ns("s2"), "ping", "-c", "1", "-W", "1", hostAddr) // traffic towards the dead port
 		time.Sleep(200 * time.Millisecond)

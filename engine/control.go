@@ -155,6 +155,23 @@ func (c *Control) Bindings() []Binding {
 	return out
 }
 
+// LinkDown withdraws the next hop of every ISP whose uplink is on port (the
+// interface lost carrier or went away) and returns those ISPs. Resolution
+// resumes by itself: an unresolved next hop is asked every second.
+func (c *Control) LinkDown(port uint8) []uint8 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	set := c.s.Up.Load()
+	var out []uint8
+	for i := range set.ISP {
+		u := &set.ISP[i]
+		if u.Configured && u.Port == port && c.resolver.Withdraw(uint8(i)) {
+			out = append(out, uint8(i))
+		}
+	}
+	return out
+}
+
 // NextHopMAC returns the resolved MAC of ISP isp's next hop, for frames the
 // control plane sends to the ISP.
 func (c *Control) NextHopMAC(isp uint8) (uint64, bool) {

@@ -158,6 +158,24 @@ func (r *Resolver) Due(now time.Time, out []uint8) []uint8 {
 	return out
 }
 
+// Withdraw forgets ISP isp's gateway MAC at once (its uplink lost carrier
+// or went away): traffic to the ISP stops being sent to a MAC that cannot
+// be reached, and resolution starts over (a request every ProbeInterval).
+// It reports whether a MAC was withdrawn.
+func (r *Resolver) Withdraw(isp uint8) bool {
+	if isp >= MaxISPs {
+		return false
+	}
+	u := r.up.Load().Get(isp)
+	n := r.sync(isp, u)
+	if !n.tracked || n.state == Incomplete {
+		return false
+	}
+	n.state, n.mac, n.probes, n.lastSent = Incomplete, 0, 0, time.Time{}
+	r.up.SetGatewayMAC(isp, 0)
+	return true
+}
+
 // State returns the resolution state of ISP isp's gateway, its MAC (0 when
 // Incomplete) and when it last answered, for status pages and tests.
 func (r *Resolver) State(isp uint8) (state NeighState, mac uint64, lastReply time.Time) {

@@ -198,3 +198,22 @@ func TestNeighStateString(t *testing.T) {
 		}
 	}
 }
+
+// Withdraw (the uplink lost carrier) unpublishes a resolved gateway at once
+// and resolution starts over; an unresolved one is left alone.
+func TestResolverWithdraw(t *testing.T) {
+	rt := newResolverTest(t)
+	if rt.r.Withdraw(rtISP) {
+		t.Fatal("withdrew an unresolved gateway")
+	}
+	rt.due(rtISP)
+	rt.learn(rtGW, rtMAC, true)
+	rt.state(Reachable, rtMAC)
+	if !rt.r.Withdraw(rtISP) {
+		t.Fatal("Withdraw of a reachable gateway reported nothing")
+	}
+	rt.state(Incomplete, 0)
+	rt.at(time.Millisecond).due(rtISP) // asked again at once, not after ProbeInterval
+	rt.at(2 * time.Millisecond).learn(rtGW, rtMAC, true)
+	rt.state(Reachable, rtMAC)
+}
