@@ -4,7 +4,9 @@
 // clients (dhclient and busybox udhcpc) obtain leases from their chosen ISPs
 // through ispmux, shows the result (subscriber → ISP → address, traffic to
 // the ISP's host, refused and unregistered subscribers, events), and keeps
-// forwarding until interrupted, then removes everything.
+// forwarding until interrupted, then removes everything: the lab, and the
+// demo's directory (ispmux's config, log and state) unless --keep asks to
+// keep it or the demo failed (the log says why).
 package demo
 
 import (
@@ -25,13 +27,14 @@ import (
 	"github.com/ispmux/ispmux/lab"
 )
 
-// Main runs `ispmux demo [--id ID] [--lease 60s] [--exit]`.
-func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// Main runs `ispmux demo [--id ID] [--lease 60s] [--exit] [--keep]`.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	id := fs.String("id", lab.DefaultID, "lab ID (namespace prefix)")
 	lease := fs.Duration("lease", time.Minute, "lease time the ISPs grant")
 	exit := fs.Bool("exit", false, "exit after showing the results instead of forwarding until interrupted")
+	keep := fs.Bool("keep", false, "keep the demo's directory (ispmux's config, log and state) at the end")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -52,6 +55,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Runs after ispmux has stopped and its log is closed (deferred
+	// below). An interrupted start is not a failure.
+	defer func() { finishDir(stdout, dir, *keep, err != nil && ctx.Err() == nil) }()
 	cfg := filepath.Join(dir, "ispmux.toml")
 	if err := os.WriteFile(cfg, topo.ConfigTOML(filepath.Join(dir, "state")), 0o644); err != nil {
 		return err
@@ -162,6 +168,23 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errors.New("demo: ispmux exited; see " + logf.Name())
 	}
 	return nil
+}
+
+// finishDir removes the demo's directory, or keeps it when asked to or
+// when the demo failed (its log says why), and says which.
+func finishDir(w io.Writer, dir string, keep, failed bool) {
+	switch {
+	case failed:
+		fmt.Fprintf(w, "demo: kept %s (ispmux.toml, ispmux.log, state/) to see what went wrong; remove it when done\n", dir)
+	case keep:
+		fmt.Fprintf(w, "demo: kept %s (ispmux.toml, ispmux.log, state/)\n", dir)
+	default:
+		if err := os.RemoveAll(dir); err != nil {
+			fmt.Fprintf(w, "demo: removing %s: %v\n", dir, err)
+			return
+		}
+		fmt.Fprintf(w, "demo: removed %s (ispmux's config, log and state; --keep keeps them)\n", dir)
+	}
 }
 
 func allValidBound(ctx context.Context, topo *lab.Topology) bool {

@@ -214,6 +214,6 @@ func TestResolverWithdraw(t *testing.T) {
 	}
 	rt.state(Incomplete, 0)
 	rt.at(time.Millisecond).due(rtISP) // asked again at once, not after ProbeInterval
-	rt.at(2 * time.Millisecond).learn(rtGW, rtMAC, true)
+	rt.at(2*time.Millisecond).learn(rtGW, rtMAC, true)
 	rt.state(Reachable, rtMAC)
 }

@@ -7,7 +7,7 @@
 //	ispmux ctl   -c FILE events    print the newest subscriber events (bound, rejected, expired, ...)
 //	ispmux lab   up|down ...       build or remove the network-namespace lab
 //	ispmux bench forward|dhcp ...  measure forwarding / DHCP against the kernel, dhcrelay, bare AF_XDP, Kea
-//	ispmux demo                    the lab demo (what `make demo` runs)
+//	ispmux demo  [--exit] [--keep] the lab demo (what `make demo` runs)
 //
 // main only wires the process to run; the logic lives in the packages.
 package main
@@ -69,7 +69,8 @@ commands:
                              1000 after sequence N (N=0: from the oldest)
   lab   up|down [flags]      build or remove the netns lab (see ispmux lab -h)
   bench forward|dhcp [flags] benchmarks in the lab (see ispmux bench -h)
-  demo  [--exit]             the lab demo: DHCP subscribers get leases from their ISPs through ispmux
+  demo  [--exit] [--keep]    the lab demo: DHCP subscribers get leases from their ISPs through ispmux
+                             (--keep keeps its directory: ispmux's config, log and state)
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
