@@ -89,7 +89,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	if len(names) > datapath.MaxPorts {
 		return nil, fmt.Errorf("appliance: %d interfaces: at most %d", len(names), datapath.MaxPorts)
 	}
-	a := &Appliance{cfg: cfg, log: log, names: names, started: time.Now()}
+	a := &Appliance{cfg: cfg, log: log, names: names, started: time.Now(), subs: cfg.Subscribers}
 	defer func() {
 		if err != nil {
 			a.closePorts()
@@ -184,7 +184,6 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		})
 		a.ispIdx = append(a.ispIdx, uint8(isp.Index))
 	}
-	a.subs = cfg.Subscribers
 	statics := staticBindings(cfg.Access, a.subs, idx)
 	for _, b := range statics {
 		if err := a.ctl.Bind(b); err != nil {
