@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -85,6 +86,76 @@ func TestDHCPOperations(t *testing.T) {
 		}
 		if r.drops("acc0", "unknown_mac") == 0 {
 			t.Errorf("s1's frames not counted as unknown_mac")
+		}
+	})
+
+	t.Run("SIGHUP applies subscriber changes while running", func(t *testing.T) {
+		s2, s3 := r.sub("s2"), r.sub("s3")
+		startClient(t, r.topo.Udhcpc(ctx, s2))
+		if _, ok := r.waitAddr(s2, 15*time.Second); !ok {
+			t.Fatalf("s2 got no address; log:\n%s", r.log.String())
+		}
+		if !r.ping("s2", hostAddr, 2) {
+			t.Fatal("s2 cannot reach beta")
+		}
+		// s2 blocked; s3 becomes a static customer of beta.
+		cur, err := os.ReadFile(r.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := string(cur)
+		for _, e := range []struct{ old, new string }{
+			{"mac = " + strconv.Quote(s2.MAC) + "\n", "mac = " + strconv.Quote(s2.MAC) + "\nblocked = true\n"},
+			{"mac = " + strconv.Quote(s3.MAC) + "\n", "mac = " + strconv.Quote(s3.MAC) + "\nip = \"100.64.0.150\"\n"},
+		} {
+			if !strings.Contains(c, e.old) {
+				t.Fatalf("config has no %q", e.old)
+			}
+			c = strings.Replace(c, e.old, e.new, 1)
+		}
+		writeCfg(c)
+		if err := r.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(3 * time.Second)
+		for !strings.Contains(r.log.String(), `msg=reloaded`) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !strings.Contains(r.log.String(), `msg=reloaded`) {
+			t.Fatalf("no reload logged after SIGHUP; log:\n%s", lastLines(r.log.String(), 20))
+		}
+		if _, ok := r.bound(s2.MAC); ok {
+			t.Errorf("s2 still bound after being blocked")
+		}
+		if !r.hasEvent("revoked", s2.MAC) {
+			t.Errorf("no revoked event for s2")
+		}
+		if r.ping("s2", hostAddr, 2) {
+			t.Errorf("blocked s2 still forwards")
+		}
+		for _, a := range [][]string{
+			{"ip", "addr", "add", "100.64.0.150/24", "dev", s3.If},
+			{"ip", "route", "replace", "default", "via", lab.Gateway},
+		} {
+			if out, err := r.run(s3.NS, a...); err != nil {
+				t.Fatalf("%v: %s", a, out)
+			}
+		}
+		if !r.ping("s3", hostAddr, 3) {
+			t.Errorf("s3, made static by the reload, cannot reach beta")
+		}
+		if b, ok := r.bound(s3.MAC); !ok || !b.Static || b.IP != "100.64.0.150" {
+			t.Errorf("s3 binding %+v %v, want static 100.64.0.150", b, ok)
+		}
+		// A broken file is refused and changes nothing.
+		writeCfg(c + "\n[[subscriber]]\nmac = \"nonsense\"\n")
+		_ = r.cmd.Process.Signal(syscall.SIGHUP)
+		time.Sleep(500 * time.Millisecond)
+		if !strings.Contains(r.log.String(), "reload refused") {
+			t.Errorf("a bad config on SIGHUP was not reported; log:\n%s", lastLines(r.log.String(), 10))
+		}
+		if !r.ping("s3", hostAddr, 2) {
+			t.Errorf("a refused reload broke forwarding")
 		}
 	})
 }

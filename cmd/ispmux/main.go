@@ -1,7 +1,8 @@
 // Command ispmux is the open-access broadband gateway: it forwards every
 // subscriber's traffic to the ISP that subscriber chose.
 //
-//	ispmux run   -c FILE           run the appliance (headless; SIGINT/SIGTERM stop it cleanly)
+//	ispmux run   -c FILE           run the appliance (headless; SIGINT/SIGTERM stop it cleanly,
+//	                               SIGHUP re-reads the file's subscriber entries)
 //	ispmux check -c FILE           validate a configuration and exit
 //	ispmux ctl   -c FILE status    print a running appliance's counters and bindings
 //	ispmux ctl   -c FILE events    print the newest subscriber events (bound, rejected, expired, ...)
@@ -178,6 +179,28 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// SIGHUP re-reads the file and applies its subscriber entries; a file
+	// with errors is refused and the running configuration stays.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+			}
+			next, err := configs.Load(path)
+			if err != nil {
+				log.Error("reload refused: the configuration has errors; the running one stays", "err", err)
+				continue
+			}
+			if err := a.Reload(next); err != nil {
+				log.Error("reload incomplete", "err", err)
+			}
+		}
+	}()
 	return a.Run(ctx)
 }
 
