@@ -422,7 +422,13 @@ func Up(ctx context.Context, o Options) (*Topology, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := Down(ctx, t.ID); err != nil {
+	// Owned by this process while it lives (see Sweep); `lab up` from the
+	// command line exits at once, leaving the lab to whoever comes next.
+	if err := own(t.ID); err != nil {
+		return nil, err
+	}
+	if err := down(ctx, t.ID); err != nil {
+		disown(t.ID)
 		return nil, err
 	}
 	if err := t.build(ctx); err != nil {
@@ -539,11 +545,19 @@ func (t *Topology) build(ctx context.Context) error {
 // clients and ispmux included), deletes those namespaces and removes the
 // lab's state directory. The processes get SIGTERM first (ispmux detaches
 // its XDP programs on it) and SIGKILL when they are still there after
-// downGrace. It is idempotent and succeeds when nothing exists.
+// downGrace. It is idempotent and succeeds when nothing exists. This
+// process's ownership of the lab, if any, ends with it.
 func Down(ctx context.Context, id string) error {
 	if id == "" {
 		id = DefaultID
 	}
+	defer disown(id)
+	return down(ctx, id)
+}
+
+// down is Down without giving up ownership (Up clears leftovers of its own
+// ID this way, after taking ownership).
+func down(ctx context.Context, id string) error {
 	out, err := run(ctx, "ip", "netns", "list")
 	if err != nil {
 		return err
@@ -574,7 +588,9 @@ func Down(ctx context.Context, id string) error {
 // expression matched against the whole ID. Test packages call it once at
 // start with the shape of their own random IDs, so labs left behind by a
 // run that was killed before its cleanup do not pile up on a shared machine.
-// It must not be used while another run with IDs of that shape is live.
+// A lab whose owner (the process that brought it up) is alive is left
+// alone: two runs at once do not tear down each other's labs. It returns
+// the IDs it removed.
 func Sweep(ctx context.Context, pattern string) (ids []string, err error) {
 	re, err := regexp.Compile("^(?:" + pattern + ")$")
 	if err != nil {
@@ -597,10 +613,15 @@ func Sweep(ctx context.Context, pattern string) (ids []string, err error) {
 		}
 	}
 	var errs []error
+	swept := ids[:0]
 	for _, id := range ids {
+		if ownedElsewhere(id) {
+			continue // another run's lab, in use
+		}
+		swept = append(swept, id)
 		errs = append(errs, Down(ctx, id))
 	}
-	return ids, errors.Join(errs...)
+	return swept, errors.Join(errs...)
 }
 
 // downGrace is how long Down lets the lab's processes exit after SIGTERM

@@ -492,22 +492,38 @@ func TestUpFailureTearsDown(t *testing.T) {
 func TestSweep(t *testing.T) {
 	needRoot(t)
 	ctx := context.Background()
-	for _, ns := range []string{"sw1a2b-s1", "sw1a2b-app", "swzz-s1"} {
+	nss := []string{"sw1a2b-s1", "sw1a2b-app", "swzz-s1", "sw3c4d-s1"}
+	for _, ns := range nss {
 		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v %s", ns, err, out)
 		}
 	}
 	t.Cleanup(func() {
-		for _, ns := range []string{"sw1a2b-s1", "sw1a2b-app", "swzz-s1"} {
+		for _, ns := range nss {
 			_ = exec.Command("ip", "netns", "del", ns).Run()
 		}
 	})
+	// sw3c4d belongs to another live process (another test run).
+	if err := os.MkdirAll(filepath.Dir(ownerPath("sw3c4d")), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	holder := exec.Command("flock", ownerPath("sw3c4d"), "sleep", "60")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait(); _ = os.Remove(ownerPath("sw3c4d")) })
+	for i := 0; !ownedElsewhere("sw3c4d"); i++ {
+		if i == 100 {
+			t.Fatal("flock did not take the owner lock")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	ids, err := Sweep(ctx, "sw[0-9a-f]{4}")
 	if err != nil || len(ids) != 1 || ids[0] != "sw1a2b" {
-		t.Fatalf("Sweep: %v, %v", ids, err)
+		t.Fatalf("Sweep: %v, %v; want only sw1a2b", ids, err)
 	}
 	out, _ := exec.Command("ip", "netns", "list").CombinedOutput()
-	if strings.Contains(string(out), "sw1a2b-") || !strings.Contains(string(out), "swzz-s1") {
+	if strings.Contains(string(out), "sw1a2b-") || !strings.Contains(string(out), "swzz-s1") || !strings.Contains(string(out), "sw3c4d-s1") {
 		t.Errorf("after Sweep:\n%s", out)
 	}
 }
