@@ -36,6 +36,7 @@
 package dhcpproxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -444,7 +445,11 @@ func (p *Proxy) HandleFrame(port uint8, f []byte) {
 		return
 	}
 	if isp, ok := p.uplinks[k]; ok && pkt.DstPort == 67 && pkt.DstIP == ip4(isp.Addr) {
-		p.fromServer(isp, &pkt, payload)
+		p.fromServer(isp, &pkt, payload, false)
+		return
+	}
+	if isp, ok := p.uplinks[k]; ok && pkt.SrcPort == 67 && pkt.DstPort == 68 {
+		p.fromServer(isp, &pkt, payload, true)
 		return
 	}
 	p.count("not_for_us")
@@ -687,7 +692,11 @@ func (p *Proxy) unbind(sk subKey) netip.Addr {
 	return l.b.IP
 }
 
-func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte) {
+// fromServer handles an ISP server's message: relayed to our giaddr, or
+// (direct) sent straight to a subscriber's address, as a server answers an
+// INFORM (RFC 2131 §4.3.5); only that is accepted directly, and its Option
+// 82, if echoed, must be ours.
+func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, direct bool) {
 	src := addr4(pkt.SrcIP)
 	known := false
 	for _, s := range isp.Servers {
@@ -711,7 +720,20 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte) {
 		p.count("no_transaction")
 		return
 	}
-	if err := checkServer(m, t.op82); err != nil {
+	if direct {
+		if t.msgType != dhcpv4.MessageTypeInform || m.MessageType() != dhcpv4.MessageTypeAck {
+			p.count("server_direct_unexpected")
+			return
+		}
+		if got := m.Options.Get(dhcpv4.OptionRelayAgentInformation); got != nil && !bytes.Equal(got, t.op82) {
+			p.count(errOption82.Error())
+			return
+		}
+		if m.OpCode != dhcpv4.OpcodeBootReply || m.Options.Has(dhcpv4.OptionOptionOverload) {
+			p.count(errServerMalformed.Error())
+			return
+		}
+	} else if err := checkServer(m, t.op82); err != nil {
 		p.count(err.Error())
 		return
 	}

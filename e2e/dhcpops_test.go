@@ -2,12 +2,17 @@ package e2e
 
 import (
 	"context"
+	"net"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/ispmux/ispmux/lab"
 )
@@ -156,6 +161,50 @@ func TestDHCPOperations(t *testing.T) {
 		}
 		if !r.ping("s3", hostAddr, 2) {
 			t.Errorf("a refused reload broke forwarding")
+		}
+	})
+
+	t.Run("INFORM is answered as the ISP", func(t *testing.T) {
+		// s3 (static 100.64.0.150 since the reload, known to beta's Kea)
+		// asks for its configuration. Kea sends the ACK straight to
+		// ciaddr; ispmux must answer as the server the subscriber knows.
+		s3 := r.sub("s3")
+		if _, ok := r.bound(s3.MAC); !ok {
+			t.Skip("s3 not bound (previous subtest failed)")
+		}
+		src, _ := net.ParseMAC(s3.MAC)
+		dst, _ := net.ParseMAC(r.topo.Appliance.Access[0].MAC)
+		inform, err := dhcpv4.New(dhcpv4.WithHwAddr(src), dhcpv4.WithMessageType(dhcpv4.MessageTypeInform),
+			dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 150)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		eth := &layers.Ethernet{SrcMAC: src, DstMAC: dst, EthernetType: layers.EthernetTypeIPv4}
+		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: net.IPv4(100, 64, 0, 150).To4(), DstIP: net.IPv4(100, 64, 0, 1).To4()}
+		udp := &layers.UDP{SrcPort: 68, DstPort: 67}
+		_ = udp.SetNetworkLayerForChecksum(ip)
+		buf := gopacket.NewSerializeBuffer()
+		if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, udp, gopacket.Payload(inform.ToBytes())); err != nil {
+			t.Fatal(err)
+		}
+		stop := r.capture(s3)
+		sendRaw(t, s3.NS, s3.If, [][]byte{buf.Bytes()})
+		time.Sleep(time.Second)
+		var acks []*dhcpv4.DHCPv4
+		for _, m := range stop() {
+			if m.OpCode == dhcpv4.OpcodeBootReply && m.TransactionID == inform.TransactionID {
+				acks = append(acks, m)
+			}
+		}
+		if len(acks) != 1 || acks[0].MessageType() != dhcpv4.MessageTypeAck {
+			t.Fatalf("s3 got %v, want one ACK to its INFORM; dhcp counters %v", acks, r.mustStatus().DHCP)
+		}
+		if !acks[0].ServerIdentifier().Equal(net.IPv4(100, 64, 0, 1)) || acks[0].Options.Has(dhcpv4.OptionRelayAgentInformation) {
+			t.Errorf("INFORM ACK with server id %v, option 82 %v: want ispmux's 100.64.0.1 and none",
+				acks[0].ServerIdentifier(), acks[0].Options.Has(dhcpv4.OptionRelayAgentInformation))
+		}
+		if st := r.mustStatus().DHCP; st["ack_inform"] == 0 {
+			t.Errorf("the INFORM ACK did not go through the proxy: %v", st)
 		}
 	})
 }

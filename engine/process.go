@@ -249,6 +249,14 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 			p.drop(in, out, classifier.ReasonNoRoute)
 			return
 		}
+		if pkt.Proto == classifier.ProtoUDP && pkt.SrcPort == classifier.PortDHCPServer &&
+			pkt.DstPort == classifier.PortDHCPClient && pkt.FragOff == 0 {
+			// A DHCP server answering a subscriber directly (the ACK to
+			// an INFORM goes to ciaddr): the proxy answers as the ISP,
+			// so the subscriber never sees the ISP's server.
+			p.punt(in, out, f)
+			return
+		}
 		if !fib.DecTTL(f[pkt.L3:]) {
 			p.drop(in, out, classifier.ReasonTTLExpired)
 			p.timeExceeded(in, out, pkt, f, pt.mac, up.Addr)
