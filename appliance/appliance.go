@@ -174,6 +174,9 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		a.workers = append(a.workers, w)
 	}
 	a.ctl = engine.NewControl(a.state, a.workers[0], log)
+	if err := a.admit(); err != nil {
+		return nil, fmt.Errorf("appliance: %w", err)
+	}
 
 	for _, isp := range cfg.ISPs {
 		p := a.ports[idx[isp.Uplink]]
@@ -253,6 +256,9 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 		a.subs = prev
 		return fmt.Errorf("reload: %w", err)
 	}
+	if err := a.admit(); err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
 	var unbound, bound int
 	for k, b := range oldStatic {
 		if nb, ok := newStatic[k]; !ok || nb != b {
@@ -277,6 +283,20 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 		return fmt.Errorf("reload: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// admit gives the datapath the registry's MACs: their DHCP always reaches
+// the proxy; others' only as a sample (engine.State.Admitted).
+func (a *Appliance) admit() error {
+	regs, err := a.store.Registrations()
+	if err != nil {
+		return err
+	}
+	macs := make([]uint64, len(regs))
+	for i, r := range regs {
+		macs[i] = engine.MAC48(r.MAC)
+	}
+	return a.ctl.SetAdmitted(macs)
 }
 
 // restartOnly names the top-level sections that differ between a and b,

@@ -30,6 +30,7 @@ const (
 	ReasonTxFull                        // TX ring full
 	ReasonPortError                     // the port failed to transmit
 	ReasonDHCPInvalid                   // DHCP message rejected by the proxy
+	ReasonUnregisteredDHCP              // DHCP from an unregistered MAC beyond the sample the proxy sees
 	NumReasons                          // number of reasons; not a reason
 )
 
@@ -54,6 +55,7 @@ var reasonNames = [NumReasons]string{
 	ReasonTxFull:                 "tx_full",
 	ReasonPortError:              "port_error",
 	ReasonDHCPInvalid:            "dhcp_invalid",
+	ReasonUnregisteredDHCP:       "unregistered_dhcp",
 }
 
 // String returns the reason's snake_case name, used as a metric label (for

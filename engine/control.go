@@ -113,6 +113,35 @@ func (c *Control) Bind(b Binding) error {
 	return nil
 }
 
+// SetAdmitted makes the registered MACs exactly macs (see State.Admitted)
+// and turns admission filtering on. Call it with the whole registry at
+// start and after every change.
+func (c *Control) SetAdmitted(macs []uint64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	want := make(map[uint64]bool, len(macs))
+	for _, m := range macs {
+		want[m] = true
+	}
+	var gone []uint64
+	c.s.Admitted.Range(func(k, _ uint64) bool {
+		if !want[k] {
+			gone = append(gone, k)
+		}
+		return true
+	})
+	for _, k := range gone {
+		c.s.Admitted.Delete(k)
+	}
+	for m := range want {
+		if err := c.s.Admitted.Store(m, 1); err != nil {
+			return fmt.Errorf("admitted MACs: %w", err)
+		}
+	}
+	c.s.admitOn.Store(true)
+	return nil
+}
+
 // CheckBind reports whether Bind(b) would conflict with another
 // subscriber's binding (ErrConflict), without changing anything.
 func (c *Control) CheckBind(b Binding) error {

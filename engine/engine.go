@@ -44,6 +44,7 @@ import (
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/datapath"
 	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/internal/lfmap"
 )
 
 // Role says what a (port, VLAN) is.
@@ -88,6 +89,15 @@ type State struct {
 	// Punts carries frames from the workers to the control plane.
 	Punts *PuntQueue
 
+	// Admitted holds the registered subscriber MACs (key: the MAC, value
+	// 1), written by Control.SetAdmitted. Once set (admitOn), a worker
+	// punts DHCP from an unregistered MAC only as a small sample per port
+	// (enough for the proxy to record who asked) and drops the rest: a
+	// flood of made-up MACs cannot fill the punt queue registered
+	// subscribers' DHCP goes through.
+	Admitted *lfmap.Map
+	admitOn  atomic.Bool
+
 	stats []*portStats // per port, summed over workers
 }
 
@@ -101,10 +111,11 @@ func NewState(ports []PortConfig, capacity int, seed uint64) (*State, error) {
 		return nil, fmt.Errorf("engine: %d ports: want 1..%d", len(ports), datapath.MaxPorts)
 	}
 	s := &State{
-		MAC:   classifier.NewMACTable(capacity, seed),
-		FIB:   fib.NewTable(capacity, seed^0x9e3779b97f4a7c15),
-		Up:    &fib.Uplinks{},
-		Punts: NewPuntQueue(len(ports), puntPerPort),
+		MAC:      classifier.NewMACTable(capacity, seed),
+		FIB:      fib.NewTable(capacity, seed^0x9e3779b97f4a7c15),
+		Up:       &fib.Uplinks{},
+		Punts:    NewPuntQueue(len(ports), puntPerPort),
+		Admitted: lfmap.New(capacity, seed^0x5bd1e9955bd1e995),
 	}
 	for _, pc := range ports {
 		p := port{name: pc.Name, mac: pc.MAC}

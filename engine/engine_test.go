@@ -397,6 +397,47 @@ func TestDHCPIsPunted(t *testing.T) {
 	}
 }
 
+// TestUnregisteredDHCPSampled: with the registry loaded, DHCP from a
+// registered MAC always reaches the control plane; DHCP from unregistered
+// MACs (a flood of made-up ones) only as a small sample per port, the rest
+// dropped and counted in the worker.
+func TestUnregisteredDHCPSampled(t *testing.T) {
+	r := newRig(t, 64)
+	if err := r.c.SetAdmitted([]uint64{sub4}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint64]int{}
+	r.c.OnPunt = func(p *Punted) {
+		f := p.Frame()
+		got[uint64(f[6])<<40|uint64(f[7])<<32|uint64(f[8])<<24|uint64(f[9])<<16|uint64(f[10])<<8|uint64(f[11])]++
+	}
+	var flood [][]byte
+	for i := range 200 {
+		flood = append(flood, udpFrame(t, 0x026600000000|uint64(i), broadcastMAC, 0, "0.0.0.0", "255.255.255.255", 64, 68, 67))
+	}
+	for i := 0; i < len(flood); i += 50 {
+		r.send(0, flood[i:i+50]...)
+	}
+	r.send(0, udpFrame(t, sub4, broadcastMAC, 0, "0.0.0.0", "255.255.255.255", 64, 68, 67))
+	if got[sub4] != 1 {
+		t.Errorf("the registered subscriber's DISCOVER punted %d times, want 1", got[sub4])
+	}
+	sampled := len(got) - 1
+	if sampled < unregBurst || sampled > unregBurst+5 {
+		t.Errorf("%d unregistered MACs reached the control plane, want about %d (the sample)", sampled, unregBurst)
+	}
+	if d := r.s.Counters()[0].Drops[classifier.ReasonUnregisteredDHCP]; d != uint64(200-sampled) {
+		t.Errorf("unregistered_dhcp drops %d, want %d", d, 200-sampled)
+	}
+	// Deregistered: sub4 is sampled like anyone else now.
+	if err := r.c.SetAdmitted(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.s.Admitted.Lookup(sub4); ok {
+		t.Error("sub4 still admitted")
+	}
+}
+
 func TestUnbind(t *testing.T) {
 	r := newRig(t, 64)
 	r.bindAll()

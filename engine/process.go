@@ -47,7 +47,10 @@ type Processor struct {
 	// ICMP error rate limit per ingress port: tokens and last refill.
 	icmpTokens [datapath.MaxPorts]float64
 	icmpLast   [datapath.MaxPorts]int64
-	touched    uint32 // bit p: port p has counts to flush
+	// Sample of unregistered DHCP passed to the proxy, per ingress port.
+	unregTokens [datapath.MaxPorts]float64
+	unregLast   [datapath.MaxPorts]int64
+	touched     uint32 // bit p: port p has counts to flush
 }
 
 // NewProcessor returns a processor for one worker.
@@ -147,6 +150,10 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 	switch pkt.Kind {
 	case classifier.KindIPv4:
 		if classifier.IsDHCP(pkt) && pkt.DstPort == 67 {
+			if !bound && p.s.admitOn.Load() && !p.admitted(in, pkt.Src) {
+				p.drop(in, out, classifier.ReasonUnregisteredDHCP)
+				return
+			}
 			p.punt(in, out, f)
 			return
 		}
@@ -212,6 +219,34 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 	default:
 		p.drop(in, out, classifier.ReasonUnsupportedEtherType)
 	}
+}
+
+// Unregistered DHCP sampled per ingress port and worker: enough for the
+// proxy to record who asked (it keeps one event per MAC a minute anyway).
+const (
+	unregRate  = 20 // per second
+	unregBurst = 20
+)
+
+// admitted reports whether DHCP from mac goes to the proxy: a registered
+// MAC always, an unregistered one within the port's sample rate.
+func (p *Processor) admitted(in uint8, mac uint64) bool {
+	if _, ok := p.s.Admitted.Lookup(mac); ok {
+		return true
+	}
+	now := nanotime() + 1 // never 0: unregLast 0 means a full bucket
+	b := &p.unregTokens[in]
+	if p.unregLast[in] == 0 {
+		*b = unregBurst
+	} else {
+		*b = min(unregBurst, *b+float64(now-p.unregLast[in])*unregRate/1e9)
+	}
+	p.unregLast[in] = now
+	if *b < 1 {
+		return false
+	}
+	*b--
+	return true
 }
 
 // fromISP handles a decoded frame received on the uplink VLAN of ISP isp.
