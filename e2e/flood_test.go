@@ -1,0 +1,58 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/lab"
+)
+
+// TestDHCPFlood: while an unregistered subscriber floods DISCOVERs from
+// made-up MACs, a registered subscriber on the same access port still
+// gets its lease, the flood is counted, and the event log is not flooded.
+func TestDHCPFlood(t *testing.T) {
+	r := newRig(t, lab.Options{Subscribers: 5, DHCP: true, LeaseTime: time.Minute})
+	r.start()
+	s1, s5 := r.sub("s1"), r.sub("s5")
+	var frames [][]byte
+	for i := range 2000 {
+		hw := net.HardwareAddr{0x02, 0x66, 0, 0, byte(i >> 8), byte(i)}
+		d, err := dhcpv4.NewDiscovery(hw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, dhcpFrame(t, hw, d.ToBytes()))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	sent := 0
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			sendRaw(t, s5.NS, s5.If, frames)
+			sent += len(frames)
+		}
+	}()
+	time.Sleep(500 * time.Millisecond) // the flood is on
+	startClient(t, r.topo.Dhclient(context.Background(), s1))
+	_, ok := r.waitAddr(s1, 12*time.Second) // ~2 s here; ~20 s when the flood fills the punt queue
+	cancel()
+	wg.Wait()
+	if !ok {
+		t.Fatalf("s1 got no lease during a flood of %d DISCOVERs; status %+v", sent, r.mustStatus().DHCP)
+	}
+	drops := r.drops("acc0", "unregistered_dhcp")
+	if drops < uint64(sent)/2 {
+		t.Errorf("%d of %d flood frames counted as unregistered_dhcp", drops, sent)
+	}
+	if n := len(r.events()); n > 200 {
+		t.Errorf("%d events after the flood: the log was flooded", n)
+	}
+	t.Logf("flood: %d frames sent, %d dropped in the datapath; s1 bound", sent, drops)
+}
