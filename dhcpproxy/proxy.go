@@ -470,6 +470,12 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 	src := net.HardwareAddr(macBytes(pkt.Src))
 	if err := checkClient(m, src); err != nil {
 		p.count(err.Error())
+		switch err {
+		case errChaddr, errClientOption82, errClientGiaddr:
+			// What a subscriber forging identities or posing as a
+			// relay sends: worth an event, not only a counter.
+			p.event(subscribers.EventRejected, pkt.Src, "", netip.Addr{}, "DHCP message refused: "+err.Error())
+		}
 		return
 	}
 	now := time.Now()

@@ -924,3 +924,19 @@ func TestISPUnreachable(t *testing.T) {
 		t.Errorf("events %+v, want one rejection saying the ISP is unreachable (and no timeout)", evs)
 	}
 }
+
+// A subscriber sending its own Option 82 (posing as a relay, or forging
+// another's identity) is refused with an event, not only a counter.
+func TestForgedOption82IsAnEvent(t *testing.T) {
+	r := newPRig(t)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")),
+		dhcpv4.WithOption(dhcpv4.OptRelayAgentInfo(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(2), []byte("spoof"))))))
+	if got := r.snd.take(); len(got) != 0 {
+		t.Fatalf("relayed %d frames", len(got))
+	}
+	r.p.events.Wait()
+	evs, _ := r.store.Events(0, 10)
+	if len(evs) != 1 || evs[0].Kind != subscribers.EventRejected || evs[0].Reason != "DHCP message refused: client_option82" {
+		t.Errorf("events %+v, want one rejection for client_option82", evs)
+	}
+}
