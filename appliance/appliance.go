@@ -330,11 +330,11 @@ func (a *Appliance) syncRegistrations() error {
 		}
 		regs = append(regs, r)
 	}
-	added, removed, err := a.store.SyncRegistrations("config", regs)
+	added, changed, removed, err := a.store.SyncRegistrations("config", regs)
 	if err != nil {
 		return fmt.Errorf("appliance: registrations: %w", err)
 	}
-	a.log.Info("registrations", "from_config", len(regs), "added", added, "removed", removed)
+	a.log.Info("registrations", "from_config", len(regs), "added", added, "changed", changed, "removed", removed)
 	return nil
 }
 

@@ -132,11 +132,11 @@ func (s *Store) Registrations() ([]Registration, error) {
 // gets Source = source; an entry whose MAC is registered by another source
 // is taken over by this one. Entries that did not change keep their stored
 // Updated time; changed and new ones get theirs (now, if zero). added counts
-// MACs that had no registration from source before, removed those that
-// were deleted. Registrations from other sources are untouched. A corrupt
+// MACs that had no registration from source before, changed those whose
+// registration from source was rewritten, removed those that were deleted. Registrations from other sources are untouched. A corrupt
 // stored registration is overwritten if rs has its MAC, and otherwise left
 // alone.
-func (s *Store) SyncRegistrations(source string, rs []Registration) (added, removed int, err error) {
+func (s *Store) SyncRegistrations(source string, rs []Registration) (added, changed, removed int, err error) {
 	now := time.Now()
 	want := make(map[MAC][]byte, len(rs))
 	wantReg := make(map[MAC]*Registration, len(rs))
@@ -144,10 +144,10 @@ func (s *Store) SyncRegistrations(source string, rs []Registration) (added, remo
 		r := rs[i]
 		r.Source = source
 		if err := validateRegistration(&r); err != nil {
-			return 0, 0, fmt.Errorf("sync registrations %q: %s: %w", source, macString(r.MAC), err)
+			return 0, 0, 0, fmt.Errorf("sync registrations %q: %s: %w", source, macString(r.MAC), err)
 		}
 		if _, dup := want[r.MAC]; dup {
-			return 0, 0, fmt.Errorf("sync registrations %q: %w: MAC %s listed twice", source, ErrInvalid, macString(r.MAC))
+			return 0, 0, 0, fmt.Errorf("sync registrations %q: %w: MAC %s listed twice", source, ErrInvalid, macString(r.MAC))
 		}
 		if r.Updated.IsZero() {
 			r.Updated = now
@@ -156,7 +156,7 @@ func (s *Store) SyncRegistrations(source string, rs []Registration) (added, remo
 		wantReg[r.MAC] = &r
 	}
 	err = s.update(func(tx *bolt.Tx) error {
-		added, removed = 0, 0
+		added, changed, removed = 0, 0, 0
 		bk := tx.Bucket(bucketRegistrations)
 		var drop [][]byte
 		err := bk.ForEach(func(k, v []byte) error {
@@ -186,6 +186,8 @@ func (s *Store) SyncRegistrations(source string, rs []Registration) (added, remo
 				}
 				if err != nil || old.Source != source {
 					added++
+				} else {
+					changed++
 				}
 			} else {
 				added++
@@ -197,9 +199,9 @@ func (s *Store) SyncRegistrations(source string, rs []Registration) (added, remo
 		return nil
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("sync registrations %q: %w", source, err)
+		return 0, 0, 0, fmt.Errorf("sync registrations %q: %w", source, err)
 	}
-	return added, removed, nil
+	return added, changed, removed, nil
 }
 
 // sameRegistration compares everything but Updated.

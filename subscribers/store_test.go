@@ -278,7 +278,7 @@ func TestSyncRegistrations(t *testing.T) {
 		{MAC: mac(1), ISP: "alpha", CustomerID: "c1", Updated: old},
 		{MAC: mac(2), ISP: "beta", CustomerID: "c2", Updated: old},
 	}
-	added, removed, err := s.SyncRegistrations(SourceConfig, cfg)
+	added, _, removed, err := s.SyncRegistrations(SourceConfig, cfg)
 	if err != nil || added != 2 || removed != 0 {
 		t.Fatalf("first sync = %d, %d, %v; want 2, 0, nil", added, removed, err)
 	}
@@ -291,7 +291,7 @@ func TestSyncRegistrations(t *testing.T) {
 		{MAC: mac(1), ISP: "alpha", CustomerID: "c1"}, // unchanged (Updated zero)
 		{MAC: mac(3), ISP: "beta", CustomerID: "c3", Blocked: true},
 	}
-	added, removed, err = s.SyncRegistrations(SourceConfig, cfg2)
+	added, _, removed, err = s.SyncRegistrations(SourceConfig, cfg2)
 	if err != nil || added != 1 || removed != 1 {
 		t.Fatalf("second sync = %d, %d, %v; want 1, 1, nil", added, removed, err)
 	}
@@ -310,16 +310,16 @@ func TestSyncRegistrations(t *testing.T) {
 
 	// A changed entry is rewritten, not counted as added.
 	cfg2[0].ISP = "beta"
-	added, removed, err = s.SyncRegistrations(SourceConfig, cfg2)
-	if err != nil || added != 0 || removed != 0 {
-		t.Fatalf("third sync = %d, %d, %v; want 0, 0, nil", added, removed, err)
+	added, changed, removed, err := s.SyncRegistrations(SourceConfig, cfg2)
+	if err != nil || added != 0 || changed != 1 || removed != 0 {
+		t.Fatalf("third sync = %d added, %d changed, %d removed, %v; want 0, 1, 0, nil", added, changed, removed, err)
 	}
 	if r, _ := s.Registration(mac(1)); r.ISP != "beta" || r.Updated.Equal(old) {
 		t.Errorf("changed registration = %+v", r)
 	}
 
 	// Duplicate MACs: error, nothing changed.
-	if _, _, err := s.SyncRegistrations(SourceConfig, []Registration{{MAC: mac(7), ISP: "a"}, {MAC: mac(7), ISP: "b"}}); !errors.Is(err, ErrInvalid) {
+	if _, _, _, err := s.SyncRegistrations(SourceConfig, []Registration{{MAC: mac(7), ISP: "a"}, {MAC: mac(7), ISP: "b"}}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("sync with duplicate: %v, want ErrInvalid", err)
 	}
 	if _, err := s.Registration(mac(7)); !errors.Is(err, ErrNotFound) {
@@ -327,7 +327,7 @@ func TestSyncRegistrations(t *testing.T) {
 	}
 
 	// Empty set removes every config entry, keeps the API one.
-	added, removed, err = s.SyncRegistrations(SourceConfig, nil)
+	added, _, removed, err = s.SyncRegistrations(SourceConfig, nil)
 	if err != nil || added != 0 || removed != 2 {
 		t.Fatalf("empty sync = %d, %d, %v; want 0, 2, nil", added, removed, err)
 	}
@@ -337,7 +337,7 @@ func TestSyncRegistrations(t *testing.T) {
 	}
 
 	// Config takes over an API MAC.
-	added, _, err = s.SyncRegistrations(SourceConfig, []Registration{{MAC: mac(100), ISP: "beta"}})
+	added, _, _, err = s.SyncRegistrations(SourceConfig, []Registration{{MAC: mac(100), ISP: "beta"}})
 	if err != nil || added != 1 {
 		t.Fatalf("takeover sync = %d, %v", added, err)
 	}
