@@ -468,7 +468,11 @@ func (a *Appliance) watchLinks(ctx context.Context) {
 	done := make(chan struct{})
 	defer close(done)
 	err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
-		ErrorCallback: func(err error) { a.log.Warn("link notifications", "err", err) },
+		ErrorCallback: func(err error) {
+			if ctx.Err() == nil { // closing the subscription at exit reports an error too
+				a.log.Warn("link notifications", "err", err)
+			}
+		},
 	})
 	if err != nil {
 		a.log.Warn("link notifications unavailable: link loss is seen only through socket errors", "err", err)

@@ -155,6 +155,16 @@ type txn struct {
 	clientID []byte
 }
 
+// offer is the ISP server that last offered a subscriber an address.
+type offer struct {
+	isp *ISP
+	sid netip.Addr
+	at  time.Time
+}
+
+// offerMemory is how long an OFFER's server is remembered.
+const offerMemory = 5 * time.Minute
+
 // lease is a binding ispmux holds (mirror of the store's).
 type lease struct {
 	b       subscribers.Binding
@@ -189,6 +199,9 @@ type Proxy struct {
 	// lastEvent suppresses repeats of the same rejection for one MAC (a
 	// client retransmits every few seconds): one event per eventQuiet.
 	lastEvent map[eventKey]time.Time
+	// offered remembers the last OFFER's server per subscriber, for a
+	// REQUEST that comes after its transaction ended.
+	offered map[subKey]offer
 	// noise limits refusal events in all; suppressed counts those it
 	// held back since the last summary line, at lastSummary.
 	noise       bucket
@@ -214,6 +227,7 @@ func New(cfg Config, store Store, tables Tables, send Sender, log *slog.Logger) 
 		macBucket:  map[uint64]*bucket{},
 		cirBucket:  map[circuitKey]*bucket{},
 		lastEvent:  map[eventKey]time.Time{},
+		offered:    map[subKey]offer{},
 		eventSem:   make(chan struct{}, maxEventWriters),
 	}
 	for i := range cfg.Circuits {
@@ -341,6 +355,12 @@ func (p *Proxy) Restore(now time.Time) (int, error) {
 			if _, err := p.store.DeleteBinding(b.Access, b.VLAN, b.MAC); err != nil {
 				return n, fmt.Errorf("dhcp restore: %w", err)
 			}
+			why := "lease expired while ispmux was stopped"
+			if c == nil || isp == nil {
+				why = "its access or ISP is no longer configured"
+			}
+			p.count("expired")
+			p.event(subscribers.EventExpired, engine.MAC48(b.MAC), b.ISP, b.IP, why)
 			continue
 		}
 		mac := engine.MAC48(b.MAC)
@@ -545,6 +565,23 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 		return
 	}
 
+	if mt == dhcpv4.MessageTypeRelease || mt == dhcpv4.MessageTypeDecline {
+		// Only the holder's own address can be released or declined
+		// (RFC 2131 §4.3.4): a message naming another one changes
+		// nothing and goes nowhere.
+		named := m.ClientIPAddr
+		if mt == dhcpv4.MessageTypeDecline {
+			named = m.RequestedIPAddress()
+		}
+		p.mu.Lock()
+		l := p.leases[sk]
+		p.mu.Unlock()
+		if a, _ := netip.AddrFromSlice(named.To4()); l != nil && a != l.b.IP {
+			p.count("release_wrong_address")
+			return
+		}
+	}
+
 	pk := pendKey{m.TransactionID, sk.mac, isp.Index}
 	p.mu.Lock()
 	t := p.pending[pk]
@@ -553,6 +590,17 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 		ispServerID = t.serverID
 	} else if l := p.leases[sk]; l != nil && l.isp == isp {
 		ispServerID = l.b.ServerID
+	}
+	if !ispServerID.IsValid() {
+		// A REQUEST after its DISCOVER's transaction ended (a client
+		// slow to choose, or ispmux restarted in between) names our
+		// server-id: the ISP's comes from the OFFER we remember, or is
+		// the ISP's only server.
+		if o, ok := p.offered[sk]; ok && o.isp == isp && now.Sub(o.at) < offerMemory {
+			ispServerID = o.sid
+		} else if len(isp.Servers) == 1 {
+			ispServerID = isp.Servers[0]
+		}
 	}
 	switch mt {
 	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeInform:
@@ -633,6 +681,33 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 		ip := p.unbind(sk)
 		p.event(kind, sk.mac, isp.Name, ip, "")
 	}
+}
+
+// leaseString spells a lease time; 0xffffffff seconds is infinite (RFC 2131).
+func leaseString(d time.Duration) string {
+	if d >= 0xffffffff*time.Second {
+		return "infinite"
+	}
+	return d.String()
+}
+
+// unusable says why ip cannot be a subscriber's address on circuit c at
+// isp, or "" if it can.
+func (p *Proxy) unusable(c *Circuit, isp *ISP, ip netip.Addr) string {
+	switch {
+	case !ip.Is4() || ip.IsUnspecified() || ip.IsLoopback() || ip.IsMulticast() || ip.IsLinkLocalUnicast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "not a unicast address"
+	case ip == c.Addr:
+		return "the subscribers' gateway address"
+	case ip == isp.Addr:
+		return "our uplink address"
+	}
+	for _, s := range isp.Servers {
+		if ip == s {
+			return "the ISP's DHCP server"
+		}
+	}
+	return ""
 }
 
 // abandon forgets transaction t (if it is still pending under pk): it was
@@ -765,6 +840,7 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 		}
 		t.serverID = sid
 		t.deadline = time.Now().Add(p.cfg.Timeout)
+		p.offered[t.sub] = offer{isp: isp, sid: sid, at: time.Now()}
 		p.mu.Unlock()
 		p.deliver(c, m, relayDown(payload, c.Addr))
 		p.count("offer")
@@ -828,7 +904,9 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack []byte) {
 	mac := t.sub.mac
 	p.mu.Lock()
 	old := p.leases[t.sub]
-	moved := old != nil && old.isp != t.isp // the subscriber changed ISP
+	// A new ISP or a new address is a new binding (its own event and log
+	// line: the audit trail must show which address a subscriber had).
+	moved := old != nil && (old.isp != t.isp || old.b.IP != ip)
 	if old == nil && p.perCircuit[t.sub.circuit] >= p.cfg.MaxBindingsPerCircuit {
 		p.mu.Unlock()
 		p.count("circuit_full")
@@ -836,6 +914,22 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack []byte) {
 		return
 	}
 	p.mu.Unlock()
+	// The registration may have changed while the ISP was answering (the
+	// subscriber blocked, removed or moved by a reload): no binding then.
+	if why := p.stale(subscribers.Binding{MAC: subscribers.MAC(macBytes(mac)), Access: c.Name, ISP: t.isp.Name}); why != "" {
+		p.count("ack_registration_changed")
+		p.event(subscribers.EventRejected, mac, t.isp.Name, ip, "not bound: "+why+" during the exchange")
+		p.nak(c, m, "not admitted")
+		return
+	}
+	// An address no subscriber may hold (ours, broadcast, multicast...)
+	// is the ISP's mistake: declined, like an address in use.
+	if why := p.unusable(c, t.isp, ip); why != "" {
+		p.count("ack_unusable_address")
+		p.event(subscribers.EventRejected, mac, t.isp.Name, ip, "the ISP assigned an unusable address ("+why+"); declined to the ISP")
+		p.declineAndNak(t, m, ip, sid)
+		return
+	}
 	// An address another subscriber holds at this ISP (a static customer
 	// inside the ISP's pool, say) cannot be installed: checked before
 	// anything is committed, the lease is declined to the ISP (so its
@@ -860,7 +954,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack []byte) {
 	var err error
 	if old == nil || moved {
 		_, err = p.store.CommitBindingEvent(b, subscribers.Event{Time: now, Kind: subscribers.EventBound,
-			MAC: b.MAC, ISP: b.ISP, IP: ip, Reason: fmt.Sprintf("lease %s", lt)})
+			MAC: b.MAC, ISP: b.ISP, IP: ip, Reason: "lease " + leaseString(lt)})
 	} else {
 		err = p.store.CommitBinding(b)
 	}
@@ -887,7 +981,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack []byte) {
 	p.deliver(c, m, ack)
 	p.count("ack")
 	if old == nil || moved {
-		p.log.Info("dhcp bound", "mac", engine.MACString(mac), "isp", t.isp.Name, "ip", ip, "lease", lt)
+		p.log.Info("dhcp bound", "mac", engine.MACString(mac), "isp", t.isp.Name, "ip", ip, "lease", leaseString(lt))
 	}
 }
 
@@ -896,7 +990,13 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack []byte) {
 // transaction's Option 82 and the client's identifier, so the server
 // matches its lease), and a DHCPNAK to the subscriber.
 func (p *Proxy) declineAndNak(t *txn, ack *dhcpv4.DHCPv4, ip, ispServerID netip.Addr) {
-	c, isp := t.circuit, t.isp
+	p.decline(t, ack, ip, ispServerID)
+	p.nak(t.circuit, ack, "address in use")
+}
+
+// decline sends the ISP a DHCPDECLINE of ip for the subscriber of t.
+func (p *Proxy) decline(t *txn, ack *dhcpv4.DHCPv4, ip, ispServerID netip.Addr) {
+	isp := t.isp
 	mods := []dhcpv4.Modifier{
 		dhcpv4.WithMessageType(dhcpv4.MessageTypeDecline),
 		dhcpv4.WithTransactionID(ack.TransactionID),
@@ -920,13 +1020,18 @@ func (p *Proxy) declineAndNak(t *txn, ack *dhcpv4.DHCPv4, ip, ispServerID netip.
 			p.count("declined_for_subscriber")
 		}
 	}
+}
+
+// nak sends the subscriber a DHCPNAK for the transaction of ack, as its
+// server.
+func (p *Proxy) nak(c *Circuit, ack *dhcpv4.DHCPv4, msg string) {
 	nak, err := dhcpv4.New(
 		dhcpv4.WithReply(ack),
 		dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
 		dhcpv4.WithTransactionID(ack.TransactionID),
 		dhcpv4.WithHwAddr(ack.ClientHWAddr),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(c.Addr.AsSlice()))),
-		dhcpv4.WithOption(dhcpv4.OptMessage("address in use")),
+		dhcpv4.WithOption(dhcpv4.OptMessage(msg)),
 	)
 	if err != nil {
 		return
@@ -1014,6 +1119,11 @@ func (p *Proxy) expire(now time.Time) {
 	for k, t := range p.lastEvent {
 		if now.Sub(t) >= eventQuiet {
 			delete(p.lastEvent, k)
+		}
+	}
+	for k, o := range p.offered {
+		if now.Sub(o.at) >= offerMemory {
+			delete(p.offered, k)
 		}
 	}
 	suppressed := 0

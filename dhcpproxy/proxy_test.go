@@ -423,6 +423,10 @@ func TestRestore(t *testing.T) {
 	if bs, _ := r.store.Bindings(); len(bs) != 1 {
 		t.Errorf("expired binding left in the store: %d", len(bs))
 	}
+	r.p.events.Wait()
+	if evs, _ := r.store.Events(0, 10); len(evs) != 1 || evs[0].Kind != subscribers.EventExpired || evs[0].MAC != [6]byte{2, 0, 0, 0, 1, 2} {
+		t.Errorf("events %+v, want one expired for the lease that ran out while stopped", evs)
+	}
 }
 
 // A registration changed while ispmux was down (blocked, withdrawn, moved
@@ -938,5 +942,108 @@ func TestForgedOption82IsAnEvent(t *testing.T) {
 	evs, _ := r.store.Events(0, 10)
 	if len(evs) != 1 || evs[0].Kind != subscribers.EventRejected || evs[0].Reason != "DHCP message refused: client_option82" {
 		t.Errorf("events %+v, want one rejection for client_option82", evs)
+	}
+}
+
+// keaGiving is kea() answering with yiaddr ip.
+func keaGiving(t *testing.T, ip string) func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	return func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		rep := kea(t, time.Minute)(m)
+		if rep != nil {
+			rep.YourIPAddr = net.ParseIP(ip).To4()
+		}
+		return rep
+	}
+}
+
+// dora runs a whole exchange for 02:00:00:00:01:01 with server answers
+// from serve and returns what the subscriber got last.
+func (r *prig) dora(serve func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4, between func()) []*dhcpv4.DHCPv4 {
+	r.t.Helper()
+	r.fromClient(discover(r.t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
+	got := r.serve(serve)
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer {
+		r.t.Fatalf("got %v, want an OFFER", got)
+	}
+	if between != nil {
+		between()
+	}
+	req, _ := dhcpv4.NewRequestFromOffer(got[0])
+	r.fromClient(req)
+	return r.serve(serve)
+}
+
+// Blocked while the ISP was answering: the ACK binds nothing, the
+// subscriber is NAKed.
+func TestACKAfterBlocked(t *testing.T) {
+	// Relay the REQUEST, block, then the ISP's ACK arrives.
+	r2 := newPRig(t)
+	r2.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
+	offer := r2.serve(kea(t, time.Minute))[0]
+	req, _ := dhcpv4.NewRequestFromOffer(offer)
+	r2.fromClient(req)
+	if err := r2.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac("02:00:00:00:01:01")), CustomerID: "c-s1", ISP: "alpha", Blocked: true, Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	got := r2.serve(kea(t, time.Minute))
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("subscriber got %v, want a NAK", got)
+	}
+	if r2.tab.isBound(0x020000000101) {
+		t.Error("a subscriber blocked during its exchange was bound")
+	}
+}
+
+// A RELEASE naming an address the subscriber does not hold changes nothing.
+func TestReleaseOfAnotherAddress(t *testing.T) {
+	r := newPRig(t)
+	if got := r.dora(kea(t, time.Minute), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("got %v", got)
+	}
+	rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
+		dhcpv4.WithClientIP(net.IPv4(10, 9, 9, 9)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))
+	r.fromClient(rel)
+	if sent := r.snd.take(); len(sent) != 0 {
+		t.Errorf("relayed %d frames", len(sent))
+	}
+	if !r.tab.isBound(0x020000000101) {
+		t.Error("unbound by a RELEASE of another address")
+	}
+}
+
+// A client that takes longer than dhcp.timeout to REQUEST its OFFER: the
+// REQUEST still carries the ISP's server-id, and the ISP ACKs.
+func TestRequestAfterTransactionEnded(t *testing.T) {
+	r := newPRig(t)
+	got := r.dora(kea(t, time.Minute), func() {
+		time.Sleep(350 * time.Millisecond) // past the rig's 300 ms timeout
+		r.p.expire(time.Now())
+	})
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("slow client got %v, want an ACK", got)
+	}
+}
+
+// An ISP answering with ispmux's own gateway address: declined, NAKed.
+func TestACKOfUnusableAddress(t *testing.T) {
+	r := newPRig(t)
+	got := r.dora(keaGiving(t, ourSID.String()), nil)
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("got %v, want a NAK", got)
+	}
+	if r.tab.isBound(0x020000000101) || r.p.Counters()["ack_unusable_address"] != 1 {
+		t.Errorf("bound to our gateway address, or not counted: %v", r.p.Counters())
+	}
+}
+
+// A renewal that gets another address records a new bound event with it.
+func TestAddressChangeIsRecorded(t *testing.T) {
+	r := newPRig(t)
+	r.dora(kea(t, time.Minute), nil)
+	r.dora(keaGiving(t, "100.64.0.123"), nil)
+	r.p.events.Wait()
+	evs, _ := r.store.Events(0, 10)
+	if len(evs) == 0 || evs[len(evs)-1].Kind != subscribers.EventBound || evs[len(evs)-1].IP != netip.MustParseAddr("100.64.0.123") {
+		t.Errorf("events %+v, want the last one bound 100.64.0.123", evs)
 	}
 }
