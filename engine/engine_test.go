@@ -340,6 +340,18 @@ func TestARP(t *testing.T) {
 	if out := r.send(0, arpFrame(t, sub4, broadcastMAC, 0, layers.ARPRequest, sub4, "100.64.0.14", 0, "100.64.0.1")); len(out[0]) != 0 {
 		t.Errorf("answered ARP from an unknown MAC")
 	}
+	// Registered but unbound (ispmux lost its bindings; the client still
+	// holds its lease and must unicast its RENEW): its gateway, and only
+	// its gateway, is answered.
+	if err := r.c.SetAdmitted([]uint64{sub4}); err != nil {
+		t.Fatal(err)
+	}
+	if out := r.send(0, arpFrame(t, sub4, broadcastMAC, 0, layers.ARPRequest, sub4, "100.64.0.14", 0, "100.64.0.1")); len(out[0]) != 1 {
+		t.Errorf("a registered, unbound subscriber got no answer for its gateway")
+	}
+	if out := r.send(0, arpFrame(t, sub4, broadcastMAC, 0, layers.ARPRequest, sub4, "100.64.0.14", 0, "100.64.0.99")); len(out[0]) != 0 {
+		t.Errorf("a registered, unbound subscriber got an answer for another address")
+	}
 	// ISP router asks for our address and for a bound subscriber.
 	for _, tpa := range []string{"192.0.2.2", "100.64.0.11"} {
 		out = r.send(1, arpFrame(t, gwaMAC, broadcastMAC, 0, layers.ARPRequest, gwaMAC, "192.0.2.1", 0, tpa))

@@ -196,6 +196,16 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 
 	case classifier.KindARP:
 		if !bound {
+			// A registered subscriber without a binding (ispmux lost
+			// its state, or a lease is being renewed after a reload)
+			// must reach its gateway to unicast its RENEW: its
+			// request for the gateway's address is answered.
+			gw := pt.addr[pkt.VLAN&0xfff]
+			if pkt.ARPOp == arpRequest && gw != 0 && pkt.TPA == gw && pkt.SHA == pkt.Src &&
+				p.s.admitOn.Load() && p.isAdmitted(pkt.Src) {
+				p.answerARP(in, out, pkt, f, pt.mac)
+				return
+			}
 			p.drop(in, out, classifier.ReasonUnknownMAC)
 			return
 		}
@@ -227,6 +237,12 @@ const (
 	unregRate  = 20 // per second
 	unregBurst = 20
 )
+
+// isAdmitted reports whether mac is a registered subscriber's.
+func (p *Processor) isAdmitted(mac uint64) bool {
+	_, ok := p.s.Admitted.Lookup(mac)
+	return ok
+}
 
 // admitted reports whether DHCP from mac goes to the proxy: a registered
 // MAC always, an unregistered one within the port's sample rate.
