@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -195,6 +196,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	}
 	static := len(statics)
 	a.dhcp = dhcpproxy.New(a.dhcpConfig(idx), a.store, a.ctl, a.workers[0], log)
+	a.dhcp.SetStatic(staticMACs(a.subs))
 	a.ctl.OnPunt = func(p *engine.Punted) { a.dhcp.HandleFrame(p.Port, p.Frame()) }
 	leased, err := a.dhcp.Restore(time.Now())
 	if err != nil {
@@ -222,6 +224,17 @@ func staticBindings(access []configs.Access, subs []configs.Subscriber, idx map[
 	return out
 }
 
+// staticMACs returns the MACs of the subscribers with a configured address.
+func staticMACs(subs []configs.Subscriber) []uint64 {
+	var out []uint64
+	for _, s := range subs {
+		if s.Addr.IsValid() {
+			out = append(out, engine.MAC48(s.HWAddr))
+		}
+	}
+	return out
+}
+
 // Reload applies cfg, a new reading of the configuration file, to the
 // running appliance (SIGHUP): the subscriber entries — registrations
 // (added, changed, blocked, removed; a DHCP binding that no longer matches
@@ -243,32 +256,64 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 		ai := slices.IndexFunc(a.cfg.Access, func(x configs.Access) bool { return x.Name == cfg.Access[s.AccessIndex].Name })
 		ii := slices.IndexFunc(a.cfg.ISPs, func(x configs.ISP) bool { return x.Name == s.ISP })
 		if ai < 0 || ii < 0 {
-			return fmt.Errorf("reload: subscriber %s: its access %q or ISP %q is not in the running configuration (restart to add it)",
+			return fmt.Errorf("reload refused: subscriber %s: its access %q or ISP %q is not in the running configuration (restart to add it; nothing applied)",
 				s.MAC, cfg.Access[s.AccessIndex].Name, s.ISP)
 		}
 		subs[i].AccessIndex, subs[i].ISPIndex = ai, ii
 	}
 	_, idx := portPlan(a.cfg)
 	oldStatic, newStatic := staticBindings(a.cfg.Access, a.subs, idx), staticBindings(a.cfg.Access, subs, idx)
+	changed := func(k uint64, b engine.Binding, other map[uint64]engine.Binding) bool {
+		o, ok := other[k]
+		return !ok || o != b
+	}
+	// A new or moved static address that another subscriber holds refuses
+	// the whole reload, before anything changes.
+	type vrfAddr struct {
+		isp uint8
+		ip  netip.Addr
+	}
+	holders := map[vrfAddr]uint64{}
+	for _, b := range a.ctl.Bindings() {
+		holders[vrfAddr{b.ISP, b.IP}] = b.MAC
+	}
+	for k, b := range oldStatic {
+		if changed(k, b, newStatic) {
+			delete(holders, vrfAddr{b.ISP, b.IP})
+		}
+	}
+	for k, b := range newStatic {
+		if !changed(k, b, oldStatic) {
+			continue
+		}
+		if h, ok := holders[vrfAddr{b.ISP, b.IP}]; ok && h != b.MAC {
+			return fmt.Errorf("reload refused: static subscriber %s: %v at ISP %s is held by %s (nothing applied)",
+				engine.MACString(b.MAC), b.IP, a.cfg.ISPs[b.ISP].Name, engine.MACString(h))
+		}
+		holders[vrfAddr{b.ISP, b.IP}] = b.MAC
+	}
 	prev := a.subs
 	a.subs = subs
 	if err := a.syncRegistrations(); err != nil {
 		a.subs = prev
-		return fmt.Errorf("reload: %w", err)
+		return fmt.Errorf("reload refused: %w", err)
 	}
+	var errs []error
 	if err := a.admit(); err != nil {
-		return fmt.Errorf("reload: %w", err)
+		errs = append(errs, err)
 	}
+	// DHCP bindings that no longer match go first (a subscriber made
+	// static loses its lease), then the static bindings change.
+	a.dhcp.SetStatic(staticMACs(subs))
+	revoked := a.dhcp.Revalidate()
 	var unbound, bound int
 	for k, b := range oldStatic {
-		if nb, ok := newStatic[k]; !ok || nb != b {
-			a.ctl.Unbind(b.Port, b.VLAN, b.MAC)
+		if changed(k, b, newStatic) && a.ctl.Unbind(b.Port, b.VLAN, b.MAC) {
 			unbound++
 		}
 	}
-	var errs []error
 	for k, b := range newStatic {
-		if ob, ok := oldStatic[k]; ok && ob == b {
+		if !changed(k, b, oldStatic) {
 			continue
 		}
 		if err := a.ctl.Bind(b); err != nil {
@@ -277,10 +322,9 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 		}
 		bound++
 	}
-	revoked := a.dhcp.Revalidate()
 	a.log.Info("reloaded", "subscribers", len(subs), "static_unbound", unbound, "static_bound", bound, "dhcp_revoked", revoked)
 	if len(errs) > 0 {
-		return fmt.Errorf("reload: %w", errors.Join(errs...))
+		return fmt.Errorf("reload incomplete: %w", errors.Join(errs...))
 	}
 	return nil
 }

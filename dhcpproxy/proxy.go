@@ -202,6 +202,9 @@ type Proxy struct {
 	// offered remembers the last OFFER's server per subscriber, for a
 	// REQUEST that comes after its transaction ended.
 	offered map[subKey]offer
+	// static are the MACs of static-IP subscribers: their address comes
+	// from the configuration, never from DHCP (SetStatic).
+	static map[uint64]bool
 	// noise limits refusal events in all; suppressed counts those it
 	// held back since the last summary line, at lastSummary.
 	noise       bucket
@@ -389,6 +392,25 @@ func (p *Proxy) Restore(now time.Time) (int, error) {
 	return n, nil
 }
 
+// SetStatic sets the MACs of the static-IP subscribers. Their DISCOVERs
+// and REQUESTs are refused (their address is configured; a DHCP lease would
+// replace it), INFORM is served, and a DHCP binding they hold is stale.
+func (p *Proxy) SetStatic(macs []uint64) {
+	m := make(map[uint64]bool, len(macs))
+	for _, x := range macs {
+		m[x] = true
+	}
+	p.mu.Lock()
+	p.static = m
+	p.mu.Unlock()
+}
+
+func (p *Proxy) isStatic(mac uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.static[mac]
+}
+
 // Revalidate revokes, while running, every binding whose registration no
 // longer matches it (after a configuration reload or a registry change):
 // the subscriber stops forwarding at once instead of at lease expiry. It
@@ -422,6 +444,9 @@ func (p *Proxy) Revalidate() int {
 // stale says why a stored binding no longer matches the subscriber's
 // registration, or "" when it still does.
 func (p *Proxy) stale(b subscribers.Binding) string {
+	if p.isStatic(engine.MAC48(b.MAC)) {
+		return "subscriber is now static"
+	}
 	reg, err := p.store.Registration(b.MAC)
 	switch {
 	case errors.Is(err, subscribers.ErrNotFound):
@@ -521,6 +546,13 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 	case reg.Access != "" && reg.Access != c.Name:
 		p.count("wrong_circuit")
 		p.event(subscribers.EventRejected, pkt.Src, reg.ISP, netip.Addr{}, "registered on access "+reg.Access+", seen on "+c.Name)
+		return
+	}
+	if mt := m.MessageType(); p.isStatic(pkt.Src) && mt != dhcpv4.MessageTypeInform {
+		p.count("static_subscriber")
+		if mt == dhcpv4.MessageTypeDiscover || mt == dhcpv4.MessageTypeRequest {
+			p.event(subscribers.EventRejected, pkt.Src, reg.ISP, netip.Addr{}, "static subscriber: its address is configured, DHCP "+mt.String()+" not served")
+		}
 		return
 	}
 	p.mu.Lock()

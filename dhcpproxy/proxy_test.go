@@ -1047,3 +1047,21 @@ func TestAddressChangeIsRecorded(t *testing.T) {
 		t.Errorf("events %+v, want the last one bound 100.64.0.123", evs)
 	}
 }
+
+// A static subscriber's DISCOVER is refused (its address is configured; a
+// lease would replace it) and a DHCP binding it held is stale.
+func TestStaticSubscriberDHCP(t *testing.T) {
+	r := newPRig(t)
+	r.dora(kea(t, time.Minute), nil)
+	if !r.tab.isBound(0x020000000101) {
+		t.Fatal("not bound")
+	}
+	r.p.SetStatic([]uint64{0x020000000101})
+	if n := r.p.Revalidate(); n != 1 {
+		t.Errorf("revoked %d DHCP bindings of a subscriber made static, want 1", n)
+	}
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
+	if sent := r.snd.take(); len(sent) != 0 || r.p.Counters()["static_subscriber"] != 1 {
+		t.Errorf("a static subscriber's DISCOVER was relayed (%d frames, counters %v)", len(sent), r.p.Counters())
+	}
+}

@@ -197,7 +197,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 				continue
 			}
 			if err := a.Reload(next); err != nil {
-				log.Error("reload incomplete", "err", err)
+				log.Error("reload", "err", err)
 			}
 		}
 	}()
