@@ -139,7 +139,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 
 	pcs := make([]engine.PortConfig, len(names))
 	for i, p := range a.ports {
-		pcs[i] = engine.PortConfig{Name: names[i], MAC: mac48(p.MAC), Uplinks: map[uint16]uint8{}}
+		pcs[i] = engine.PortConfig{Name: names[i], MAC: mac48(p.MAC), Uplinks: map[uint16]uint8{}, MTU: ifMTU(names[i])}
 	}
 	for _, ac := range cfg.Access {
 		pi := idx[ac.Interface]

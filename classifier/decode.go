@@ -25,6 +25,7 @@ const (
 	ipv4MinLen    = 20
 	udpHeaderLen  = 8
 	tcpHeaderLen  = 20
+	ipv4DontFrag  = 0x4000
 	ipv4MoreFrags = 0x2000
 	ipv4OffMask   = 0x1fff
 )
@@ -56,6 +57,7 @@ type Packet struct {
 	IHL          int    // header length in bytes (20..60)
 	TotalLen     int    // IPv4 total length; L3+TotalLen <= len(frame), the rest is padding
 	Frag         bool   // part of a fragmented datagram: MF set or offset != 0
+	DF           bool   // don't fragment
 	FragOff      uint16 // fragment offset in bytes (the header field × 8)
 	L4           int    // offset of the L4 header: L3+IHL
 	SrcPort      uint16 // UDP/TCP ports, when FragOff == 0 and Proto is UDP or TCP
@@ -180,6 +182,7 @@ func (p *Packet) decodeIPv4(b []byte) Reason {
 	frag := binary.BigEndian.Uint16(b[6:8])
 	p.FragOff = (frag & ipv4OffMask) * 8
 	p.Frag = frag&ipv4MoreFrags != 0 || p.FragOff != 0
+	p.DF = frag&ipv4DontFrag != 0
 	p.TTL = b[8]
 	p.Proto = b[9]
 	p.SrcIP = binary.BigEndian.Uint32(b[12:16])

@@ -139,7 +139,7 @@ func TestDecodeTable(t *testing.T) {
 		{"tcp syn", frameTCP, ReasonNone, func(t *testing.T, p *Packet) {
 			want := Packet{Dst: 0x020000000099, Src: 0x02aabbccdd01, EtherType: EtherTypeIPv4, L3: 14, Kind: KindIPv4,
 				SrcIP: 0x0a000002, DstIP: 0x08080808, TTL: 63, Proto: ProtoTCP, IHL: 20, TotalLen: 40, L4: 34,
-				SrcPort: 51000, DstPort: 443}
+				SrcPort: 51000, DstPort: 443, DF: true}
 			if *p != want {
 				t.Errorf("got %+v\nwant %+v", *p, want)
 			}

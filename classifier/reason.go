@@ -31,6 +31,7 @@ const (
 	ReasonPortError                     // the port failed to transmit
 	ReasonDHCPInvalid                   // DHCP message rejected by the proxy
 	ReasonUnregisteredDHCP              // DHCP from an unregistered MAC beyond the sample the proxy sees
+	ReasonTooBig                        // larger than the egress port's MTU (no fragmentation; DF gets ICMP)
 	NumReasons                          // number of reasons; not a reason
 )
 
@@ -56,6 +57,7 @@ var reasonNames = [NumReasons]string{
 	ReasonPortError:              "port_error",
 	ReasonDHCPInvalid:            "dhcp_invalid",
 	ReasonUnregisteredDHCP:       "unregistered_dhcp",
+	ReasonTooBig:                 "too_big",
 }
 
 // String returns the reason's snake_case name, used as a metric label (for

@@ -24,7 +24,7 @@ func TestReasonNames(t *testing.T) {
 		ReasonSpoofedSource:          "spoofed_source",
 		ReasonSubscriberToSubscriber: "subscriber_to_subscriber",
 		ReasonDHCPInvalid:            "dhcp_invalid",
-		NumReasons:                   "reason_21",
+		NumReasons:                   "reason_22",
 	} {
 		if got := r.String(); got != want {
 			t.Errorf("Reason(%d).String() = %q, want %q", r, got, want)

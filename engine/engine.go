@@ -68,6 +68,8 @@ type PortConfig struct {
 	// Uplinks maps a VLAN (0 = untagged) of this port to the ISP it
 	// carries.
 	Uplinks map[uint16]uint8
+	// MTU is the largest IPv4 packet the port sends (0: no limit).
+	MTU int
 }
 
 // port is the engine's immutable per-port lookup: role and ISP per VLAN.
@@ -77,6 +79,7 @@ type port struct {
 	role [4096]uint8
 	isp  [4096]uint8
 	addr [4096]uint32 // our address on an access VLAN, 0 if none
+	mtu  int          // largest IPv4 packet sent out of the port; 0: no limit
 }
 
 // State is the forwarding state shared by all workers.
@@ -118,7 +121,7 @@ func NewState(ports []PortConfig, capacity int, seed uint64) (*State, error) {
 		Admitted: lfmap.New(capacity, seed^0x5bd1e9955bd1e995),
 	}
 	for _, pc := range ports {
-		p := port{name: pc.Name, mac: pc.MAC}
+		p := port{name: pc.Name, mac: pc.MAC, mtu: pc.MTU}
 		for _, v := range pc.AccessVLANs {
 			if v > 4095 {
 				return nil, fmt.Errorf("engine: port %s: vlan %d out of range", pc.Name, v)

@@ -678,3 +678,44 @@ func TestTimeExceeded(t *testing.T) {
 		t.Errorf("rate limit: %d ICMP errors for 60 expired frames (counter %d), want about %d", got, c.ICMPErrors, icmpErrBurst-1)
 	}
 }
+
+// TestTooBig: a packet larger than the egress port's MTU is dropped and
+// counted; with DF set the sender gets ICMP "fragmentation needed" naming
+// the MTU (path MTU discovery), from the gateway address.
+func TestTooBig(t *testing.T) {
+	r := newRig(t, 64)
+	r.bindAll()
+	r.resolve()
+	r.s.ports[1].mtu = 1400 // alpha's uplink
+	big := func(df bool) []byte {
+		ipl := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP,
+			SrcIP: net.ParseIP("100.64.0.11").To4(), DstIP: net.ParseIP("198.51.100.10").To4()}
+		if df {
+			ipl.Flags = layers.IPv4DontFragment
+		}
+		udp := &layers.UDP{SrcPort: 1, DstPort: 2}
+		_ = udp.SetNetworkLayerForChecksum(ipl)
+		return serialize(t, append(ethLayers(sub1, accMAC, 0, layers.EthernetTypeIPv4), ipl, udp, gopacket.Payload(make([]byte, 1472)))...)
+	}
+	out := r.send(0, big(true))
+	if len(out[1]) != 0 || len(out[0]) != 1 {
+		t.Fatalf("DF packet over the MTU: %d frames to the ISP, %d back, want 0 and 1", len(out[1]), len(out[0]))
+	}
+	p := decode(t, out[0][0])
+	ic, ok := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	if !ok || ic.TypeCode != layers.CreateICMPv4TypeCode(3, 4) || ic.Seq != 1400 || ip.SrcIP.String() != "100.64.0.1" || ip.DstIP.String() != "100.64.0.11" {
+		t.Errorf("reply %v: want ICMP 3/4 with MTU 1400 from 100.64.0.1 to 100.64.0.11", p)
+	}
+	if out := r.send(0, big(false)); len(out[1]) != 0 || len(out[0]) != 0 {
+		t.Errorf("non-DF packet over the MTU: %d frames to the ISP, %d back, want none", len(out[1]), len(out[0]))
+	}
+	if d := r.s.Counters()[0].Drops[classifier.ReasonTooBig]; d != 2 {
+		t.Errorf("too_big drops %d, want 2", d)
+	}
+	// At the MTU it goes through.
+	r.s.ports[1].mtu = 1500
+	if out := r.send(0, big(true)); len(out[1]) != 1 {
+		t.Errorf("a packet at the MTU was not forwarded")
+	}
+}

@@ -185,6 +185,10 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 			p.drop(in, out, classifier.ReasonNoNextHop)
 			return
 		}
+		if mtu := p.s.ports[up.Port%datapath.MaxPorts].mtu; mtu != 0 && pkt.TotalLen > mtu {
+			p.tooBig(in, out, pkt, f, pt.mac, pt.addr[pkt.VLAN&0xfff], mtu)
+			return
+		}
 		if !fib.DecTTL(f[pkt.L3:]) {
 			p.drop(in, out, classifier.ReasonTTLExpired)
 			p.timeExceeded(in, out, pkt, f, pt.mac, pt.addr[pkt.VLAN&0xfff])
@@ -308,6 +312,10 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 			p.punt(in, out, f)
 			return
 		}
+		if mtu := p.s.ports[d.Port%datapath.MaxPorts].mtu; mtu != 0 && pkt.TotalLen > mtu {
+			p.tooBig(in, out, pkt, f, pt.mac, up.Addr, mtu)
+			return
+		}
 		if !fib.DecTTL(f[pkt.L3:]) {
 			p.drop(in, out, classifier.ReasonTTLExpired)
 			p.timeExceeded(in, out, pkt, f, pt.mac, up.Addr)
@@ -417,6 +425,23 @@ const (
 // It does nothing for a source without an address of ours, an ICMP error
 // (no errors about errors), a non-first fragment, or over the rate limit.
 func (p *Processor) timeExceeded(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64, src uint32) {
+	p.icmpError(in, out, pkt, f, mac, src, 11, 0, 0) // time exceeded, TTL exceeded in transit
+}
+
+// tooBig drops a packet larger than the egress MTU: counted, and answered
+// with ICMP "fragmentation needed" naming the MTU when it has DF set (path
+// MTU discovery, RFC 1191). ispmux does not fragment.
+func (p *Processor) tooBig(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64, src uint32, mtu int) {
+	p.drop(in, out, classifier.ReasonTooBig)
+	if pkt.DF {
+		p.icmpError(in, out, pkt, f, mac, src, 3, 4, uint16(mtu))
+	}
+}
+
+// icmpError turns f into the ICMP error (typ, code; mtu for "fragmentation
+// needed") from src about it, in place, back out of the port it came from,
+// rate limited per port. Never about an ICMP error or a non-first fragment.
+func (p *Processor) icmpError(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64, src uint32, typ, code uint8, mtu uint16) {
 	const icmp = 1
 	if src == 0 || pkt.FragOff != 0 {
 		return
@@ -458,7 +483,8 @@ func (p *Processor) timeExceeded(in uint8, out *datapath.Verdict, pkt *classifie
 	binary.BigEndian.PutUint16(ip[10:], ^onesSum(ip))
 	ic := f[l3+20 : l3+28+quote]
 	clear(ic[:8])
-	ic[0] = 11 // time exceeded, code 0: TTL exceeded in transit
+	ic[0], ic[1] = typ, code
+	binary.BigEndian.PutUint16(ic[6:], mtu)
 	var pad [1]byte
 	sum := onesSum(ic[:len(ic)&^1])
 	if len(ic)%2 == 1 {
