@@ -59,14 +59,23 @@ func lockOwner(id string) (*os.File, error) {
 	return f, nil
 }
 
-// disown releases this process's ownership of lab id, if it has it.
+// disown releases this process's ownership of lab id, if it has it, and
+// removes the lock file unless another process owns the lab.
 func disown(id string) {
 	ownersMu.Lock()
 	defer ownersMu.Unlock()
 	if f, ok := owners[id]; ok {
-		f.Close()
 		delete(owners, id)
 		_ = os.Remove(ownerPath(id))
+		f.Close()
+		return
+	}
+	if _, err := os.Stat(ownerPath(id)); err != nil {
+		return
+	}
+	if f, err := lockOwner(id); err == nil {
+		_ = os.Remove(ownerPath(id))
+		f.Close()
 	}
 }
 
