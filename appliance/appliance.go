@@ -310,6 +310,7 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 	for k, b := range oldStatic {
 		if changed(k, b, newStatic) && a.ctl.Unbind(b.Port, b.VLAN, b.MAC) {
 			unbound++
+			a.staticEvent(subscribers.EventReleased, b, "static binding removed by a reload")
 		}
 	}
 	for k, b := range newStatic {
@@ -321,12 +322,29 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 			continue
 		}
 		bound++
+		a.staticEvent(subscribers.EventBound, b, "static binding added by a reload")
 	}
 	a.log.Info("reloaded", "subscribers", len(subs), "static_unbound", unbound, "static_bound", bound, "dhcp_revoked", revoked)
 	if len(errs) > 0 {
 		return fmt.Errorf("reload incomplete: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// staticEvent records a static binding's change in the event log (the
+// audit trail of who had which address).
+func (a *Appliance) staticEvent(kind subscribers.EventKind, b engine.Binding, why string) {
+	var mac [6]byte
+	for i := range mac {
+		mac[i] = byte(b.MAC >> (40 - 8*i))
+	}
+	isp := ""
+	if int(b.ISP) < len(a.cfg.ISPs) {
+		isp = a.cfg.ISPs[b.ISP].Name
+	}
+	if _, err := a.store.AddEvent(subscribers.Event{Kind: kind, MAC: mac, ISP: isp, IP: b.IP, Reason: why}); err != nil {
+		a.log.Warn("event not stored", "kind", kind, "err", err)
+	}
 }
 
 // admit gives the datapath the registry's MACs: their DHCP always reaches

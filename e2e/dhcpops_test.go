@@ -152,6 +152,9 @@ func TestDHCPOperations(t *testing.T) {
 		if b, ok := r.bound(s3.MAC); !ok || !b.Static || b.IP != "100.64.0.150" {
 			t.Errorf("s3 binding %+v %v, want static 100.64.0.150", b, ok)
 		}
+		if !r.hasEvent("bound", s3.MAC) {
+			t.Errorf("no bound event for s3's static binding")
+		}
 		// A broken file is refused and changes nothing.
 		writeCfg(c + "\n[[subscriber]]\nmac = \"nonsense\"\n")
 		_ = r.cmd.Process.Signal(syscall.SIGHUP)
