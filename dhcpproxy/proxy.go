@@ -38,6 +38,7 @@ package dhcpproxy
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -155,6 +156,13 @@ type txn struct {
 	clientID []byte
 }
 
+// unreachableNote is an ICMP unreachable heard about an ISP's server.
+type unreachableNote struct {
+	at     time.Time
+	server netip.Addr
+	why    string
+}
+
 // offer is the ISP server that last offered a subscriber an address.
 type offer struct {
 	isp *ISP
@@ -199,6 +207,9 @@ type Proxy struct {
 	// lastEvent suppresses repeats of the same rejection for one MAC (a
 	// client retransmits every few seconds): one event per eventQuiet.
 	lastEvent map[eventKey]time.Time
+	// lastUnreachable is the last ICMP unreachable per ISP about a
+	// server we relayed to (see unreachable).
+	lastUnreachable map[uint8]unreachableNote
 	// offered remembers the last OFFER's server per subscriber, for a
 	// REQUEST that comes after its transaction ended.
 	offered map[subKey]offer
@@ -221,17 +232,18 @@ func New(cfg Config, store Store, tables Tables, send Sender, log *slog.Logger) 
 	}
 	p := &Proxy{
 		cfg: cfg, store: store, tables: tables, send: send, log: log,
-		circuits:   map[circuitKey]*Circuit{},
-		uplinks:    map[circuitKey]*ISP{},
-		isps:       map[string]*ISP{},
-		pending:    map[pendKey]*txn{},
-		leases:     map[subKey]*lease{},
-		perCircuit: map[circuitKey]int{},
-		macBucket:  map[uint64]*bucket{},
-		cirBucket:  map[circuitKey]*bucket{},
-		lastEvent:  map[eventKey]time.Time{},
-		offered:    map[subKey]offer{},
-		eventSem:   make(chan struct{}, maxEventWriters),
+		circuits:        map[circuitKey]*Circuit{},
+		uplinks:         map[circuitKey]*ISP{},
+		isps:            map[string]*ISP{},
+		pending:         map[pendKey]*txn{},
+		leases:          map[subKey]*lease{},
+		perCircuit:      map[circuitKey]int{},
+		macBucket:       map[uint64]*bucket{},
+		cirBucket:       map[circuitKey]*bucket{},
+		lastEvent:       map[eventKey]time.Time{},
+		offered:         map[subKey]offer{},
+		lastUnreachable: map[uint8]unreachableNote{},
+		eventSem:        make(chan struct{}, maxEventWriters),
 	}
 	for i := range cfg.Circuits {
 		c := &p.cfg.Circuits[i]
@@ -479,12 +491,16 @@ func (p *Proxy) HandleFrame(port uint8, f []byte) {
 		p.count("malformed_frame")
 		return
 	}
+	k := circuitKey{port, pkt.VLAN & 0xfff}
+	if isp, ok := p.uplinks[k]; ok && pkt.Kind == classifier.KindIPv4 && pkt.Proto == 1 && pkt.FragOff == 0 && pkt.L4+8 <= len(f) && f[pkt.L4] == 3 {
+		p.unreachable(isp, &pkt, f)
+		return
+	}
 	payload, ok := udpPayload(&pkt, f)
 	if !ok {
 		p.count("malformed_frame")
 		return
 	}
-	k := circuitKey{port, pkt.VLAN & 0xfff}
 	if c, ok := p.circuits[k]; ok && pkt.DstPort == 67 {
 		p.fromClient(c, &pkt, payload)
 		return
@@ -498,6 +514,38 @@ func (p *Proxy) HandleFrame(port uint8, f []byte) {
 		return
 	}
 	p.count("not_for_us")
+}
+
+// unreachable notes an ICMP destination unreachable received on isp's
+// uplink about a DHCP message we relayed to one of its servers: the
+// timeout event then names the cause instead of blaming a silent server.
+func (p *Proxy) unreachable(isp *ISP, pkt *classifier.Packet, f []byte) {
+	// ICMP header (8 bytes), then the quoted IPv4 header and at least 8
+	// bytes of its payload (RFC 792).
+	q := f[pkt.L4+8:]
+	if len(q) < 28 || q[0]>>4 != 4 || q[9] != classifier.ProtoUDP {
+		p.count("icmp_unreachable_other")
+		return
+	}
+	ihl := int(q[0]&0x0f) * 4
+	if ihl < 20 || len(q) < ihl+8 || binary.BigEndian.Uint16(q[ihl+2:]) != 67 {
+		p.count("icmp_unreachable_other")
+		return
+	}
+	srv := netip.AddrFrom4([4]byte(q[16:20]))
+	why := "unreachable"
+	switch f[pkt.L4+1] {
+	case 3:
+		why = "port unreachable: no DHCP server running"
+	case 1:
+		why = "host unreachable"
+	case 0:
+		why = "network unreachable"
+	}
+	p.count("server_unreachable")
+	p.mu.Lock()
+	p.lastUnreachable[isp.Index] = unreachableNote{at: time.Now(), server: srv, why: why}
+	p.mu.Unlock()
 }
 
 func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
@@ -1119,9 +1167,10 @@ func (p *Proxy) Run(ctx context.Context) {
 
 func (p *Proxy) expire(now time.Time) {
 	type timedOut struct {
-		mac uint64
-		isp string
-		mt  dhcpv4.MessageType
+		mac     uint64
+		isp     string
+		mt      dhcpv4.MessageType
+		unreach unreachableNote
 	}
 	var tos []timedOut
 	type lapsed struct {
@@ -1134,7 +1183,7 @@ func (p *Proxy) expire(now time.Time) {
 		if now.After(t.deadline) {
 			delete(p.pending, k)
 			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() || t.msgType == dhcpv4.MessageTypeRequest {
-				tos = append(tos, timedOut{t.sub.mac, t.isp.Name, t.msgType})
+				tos = append(tos, timedOut{t.sub.mac, t.isp.Name, t.msgType, p.lastUnreachable[t.isp.Index]})
 			}
 		}
 	}
@@ -1168,8 +1217,11 @@ func (p *Proxy) expire(now time.Time) {
 	}
 	for _, to := range tos {
 		p.count("timeout")
-		p.event(subscribers.EventTimeout, to.mac, to.isp, netip.Addr{},
-			fmt.Sprintf("no answer from the ISP to %s within %s", to.mt, p.cfg.Timeout))
+		why := fmt.Sprintf("no answer from the ISP to %s within %s", to.mt, p.cfg.Timeout)
+		if u := to.unreach; u.server.IsValid() && now.Sub(u.at) < 2*p.cfg.Timeout {
+			why += fmt.Sprintf(" (its server %s: %s)", u.server, u.why)
+		}
+		p.event(subscribers.EventTimeout, to.mac, to.isp, netip.Addr{}, why)
 	}
 	for _, e := range expired {
 		ip := p.unbind(e.k)

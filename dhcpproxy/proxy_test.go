@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/ispmux/ispmux/classifier"
@@ -1063,5 +1065,37 @@ func TestStaticSubscriberDHCP(t *testing.T) {
 	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
 	if sent := r.snd.take(); len(sent) != 0 || r.p.Counters()["static_subscriber"] != 1 {
 		t.Errorf("a static subscriber's DISCOVER was relayed (%d frames, counters %v)", len(sent), r.p.Counters())
+	}
+}
+
+// The ISP's router says its DHCP server's port is unreachable (Kea down):
+// the timeout event names that cause instead of a silent server.
+func TestServerPortUnreachable(t *testing.T) {
+	r := newPRig(t)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:02"))))
+	sent := r.snd.take()
+	if len(sent) != 1 {
+		t.Fatalf("relayed %d frames", len(sent))
+	}
+	relayed := sent[0].frame[14:] // the IPv4 packet we sent
+	icmp := make([]byte, 8+len(relayed))
+	icmp[0], icmp[1] = 3, 3 // destination unreachable, port unreachable
+	copy(icmp[8:], relayed)
+	ipl := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: net.IP(ispSID.AsSlice()), DstIP: net.IP(giaddr.AsSlice())}
+	buf := gopacket.NewSerializeBuffer()
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(macBytes(gwMAC)), DstMAC: net.HardwareAddr(macBytes(upMAC)), EthernetType: layers.EthernetTypeIPv4}
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ipl, gopacket.Payload(icmp)); err != nil {
+		t.Fatal(err)
+	}
+	r.p.HandleFrame(upPort, buf.Bytes())
+	if c := r.p.Counters(); c["server_unreachable"] != 1 {
+		t.Fatalf("counters %v", c)
+	}
+	time.Sleep(350 * time.Millisecond)
+	r.p.expire(time.Now())
+	r.p.events.Wait()
+	evs, _ := r.store.Events(0, 10)
+	if len(evs) != 1 || evs[0].Kind != subscribers.EventTimeout || !strings.Contains(evs[0].Reason, "port unreachable") {
+		t.Errorf("events %+v, want a timeout naming the unreachable port", evs)
 	}
 }

@@ -719,3 +719,28 @@ func TestTooBig(t *testing.T) {
 		t.Errorf("a packet at the MTU was not forwarded")
 	}
 }
+
+// TestICMPUnreachableToUplinkIsPunted: a destination unreachable addressed
+// to our uplink address (about a DHCP message we relayed) goes to the
+// control plane; other ICMP to it does not.
+func TestICMPUnreachableToUplinkIsPunted(t *testing.T) {
+	r := newRig(t, 64)
+	r.resolve()
+	got := 0
+	r.c.OnPunt = func(p *Punted) { got++ }
+	icmpTo := func(typ uint8) []byte {
+		ipl := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4,
+			SrcIP: net.ParseIP("192.0.2.1").To4(), DstIP: net.ParseIP("192.0.2.2").To4()}
+		body := make([]byte, 36)
+		body[0], body[1] = typ, 3
+		return serialize(t, append(ethLayers(gwaMAC, upaMAC, 0, layers.EthernetTypeIPv4), ipl, gopacket.Payload(body))...)
+	}
+	r.send(1, icmpTo(3))
+	if got != 1 {
+		t.Errorf("destination unreachable punted %d times, want 1", got)
+	}
+	r.send(1, icmpTo(5)) // a redirect: not ours to handle
+	if got != 1 {
+		t.Errorf("other ICMP punted")
+	}
+}

@@ -293,6 +293,10 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 			switch {
 			case classifier.IsDHCP(pkt):
 				p.punt(in, out, f) // relay replies to our giaddr
+			case pkt.Proto == 1 && pkt.FragOff == 0 && pkt.L4 < len(f) && f[pkt.L4] == 3:
+				// Destination unreachable about what we sent (a DHCP
+				// server down): the proxy says so in its events.
+				p.punt(in, out, f)
 			case p.answerEcho(in, out, pkt, f, pt.mac):
 				// The ISP pinged our uplink address.
 			default:
