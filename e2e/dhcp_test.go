@@ -3,11 +3,13 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -372,8 +374,9 @@ func TestDHCP(t *testing.T) {
 	})
 
 	t.Run("lease expiry stops traffic", func(t *testing.T) {
-		// s2's udhcpc is killed without a release: its lease runs out.
-		r.run(s2.NS, "pkill", "-9", "udhcpc")
+		// s2's udhcpc is gone without a release (killed when its
+		// subtest ended; again here, to be sure): its lease runs out.
+		r.killInNS(s2.NS, "udhcpc", syscall.SIGKILL)
 		time.Sleep(dhcpLease + 2*time.Second)
 		if _, ok := r.bound(s2.MAC); ok {
 			t.Fatalf("s2 still bound after its lease expired")
@@ -385,6 +388,35 @@ func TestDHCP(t *testing.T) {
 			t.Errorf("no expired event for s2")
 		}
 	})
+}
+
+// killInNS sends sig to the processes named name in network namespace ns,
+// and only those (pkill would match every namespace's: other labs' too),
+// and returns how many there were.
+func (r *rig) killInNS(ns, name string, sig syscall.Signal) int {
+	r.t.Helper()
+	out, err := exec.Command("ip", "netns", "pids", ns).Output()
+	if err != nil {
+		r.t.Fatalf("ip netns pids %s: %v", ns, err)
+	}
+	n := 0
+	for _, f := range strings.Fields(string(out)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			continue
+		}
+		// argv[0] or, for a busybox applet, argv[1].
+		cl, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cl), "\x00")
+		if filepath.Base(args[0]) == name || len(args) > 1 && filepath.Base(args[0]) == "busybox" && args[1] == name {
+			_ = syscall.Kill(pid, sig)
+			n++
+		}
+	}
+	return n
 }
 
 // dhcpFrame wraps a DHCP payload as a client's broadcast from src.

@@ -210,4 +210,27 @@ func TestDHCPOperations(t *testing.T) {
 			t.Errorf("the INFORM ACK did not go through the proxy: %v", st)
 		}
 	})
+
+	t.Run("a dead ISP DHCP server is named in the timeout event", func(t *testing.T) {
+		// beta's Kea stops; its router answers port unreachable. s1 is
+		// registered at beta since the second subtest.
+		if r.killInNS(r.ns("ispb"), "kea-dhcp4", syscall.SIGTERM) == 0 {
+			t.Fatal("no Kea running at beta")
+		}
+		time.Sleep(200 * time.Millisecond)
+		startClient(t, r.topo.Dhclient(ctx, s1))
+		deadline := time.Now().Add(15 * time.Second)
+		found := false
+		for !found && time.Now().Before(deadline) {
+			for _, e := range r.events() {
+				if e.Kind == "timeout" && e.MAC == s1.MAC && strings.Contains(e.Reason, "port unreachable") {
+					found = true
+				}
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		if !found {
+			t.Errorf("no timeout event naming the unreachable server; events %+v", r.events())
+		}
+	})
 }
