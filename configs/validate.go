@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ispmux/ispmux/internal/circuitid"
 )
 
 // validate checks every value and cross reference of cfg (already decoded
@@ -447,32 +449,9 @@ const maxOption = 255
 const anyMAC = "00:00:00:00:00:00"
 
 // expandCircuitID returns the circuit-id the DHCP proxy sends for template
-// t on access a for the subscriber with MAC mac: the same scan as
-// dhcpproxy's circuitID.
+// t on access a for the subscriber with MAC mac (the same expansion).
 func expandCircuitID(t string, a *Access, mac string) string {
-	var b strings.Builder
-	for {
-		i := strings.IndexByte(t, '{')
-		j := strings.IndexByte(t, '}')
-		if i < 0 || j < i {
-			b.WriteString(t)
-			return b.String()
-		}
-		b.WriteString(t[:i])
-		switch t[i+1 : j] {
-		case "interface":
-			b.WriteString(a.Interface)
-		case "vlan":
-			b.WriteString(strconv.Itoa(a.VLAN))
-		case "access":
-			b.WriteString(a.Name)
-		case "mac":
-			b.WriteString(mac)
-		default:
-			b.WriteString(t[i : j+1])
-		}
-		t = t[j+1:]
-	}
+	return circuitid.Expand(t, a.Interface, a.VLAN, a.Name, mac)
 }
 
 // option82Size is the size of the Option 82 payload the DHCP proxy sends on

@@ -44,7 +44,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,6 +53,7 @@ import (
 
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/engine"
+	"github.com/ispmux/ispmux/internal/circuitid"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -808,29 +808,7 @@ func circuitID(tmpl string, c *Circuit, mac uint64) string {
 	if !strings.Contains(tmpl, "{") {
 		return tmpl
 	}
-	var b strings.Builder
-	for {
-		i := strings.IndexByte(tmpl, '{')
-		j := strings.IndexByte(tmpl, '}')
-		if i < 0 || j < i {
-			b.WriteString(tmpl)
-			return b.String()
-		}
-		b.WriteString(tmpl[:i])
-		switch tmpl[i+1 : j] {
-		case "interface":
-			b.WriteString(c.Interface)
-		case "vlan":
-			b.WriteString(strconv.Itoa(int(c.VLAN)))
-		case "access":
-			b.WriteString(c.Name)
-		case "mac":
-			b.WriteString(engine.MACString(mac))
-		default:
-			b.WriteString(tmpl[i : j+1])
-		}
-		tmpl = tmpl[j+1:]
-	}
+	return circuitid.Expand(tmpl, c.Interface, int(c.VLAN), c.Name, engine.MACString(mac))
 }
 
 // unbind removes a subscriber's binding from the tables, the store and the
