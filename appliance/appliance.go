@@ -546,6 +546,10 @@ func (a *Appliance) watchLinks(ctx context.Context) {
 		gone
 	)
 	state := make([]int, len(a.ports))
+	mtu := make([]int, len(a.ports))
+	for i, n := range a.names {
+		mtu[i] = ifMTU(n)
+	}
 	for {
 		var u netlink.LinkUpdate
 		var ok bool
@@ -561,6 +565,12 @@ func (a *Appliance) watchLinks(ctx context.Context) {
 		for i, p := range a.ports {
 			if p.Ifindex != at.Index || state[i] == gone {
 				continue
+			}
+			if u.Header.Type != unix.RTM_DELLINK && at.MTU > 0 && at.MTU != mtu[i] {
+				a.log.Info("port MTU changed", "port", a.names[i], "from", mtu[i], "to", at.MTU)
+				mtu[i] = at.MTU
+				a.ctl.SetMTU(uint8(i), at.MTU)
+				a.dhcp.SetUplinkMTU(uint8(i), at.MTU)
 			}
 			now := up
 			switch {

@@ -404,6 +404,18 @@ func (p *Proxy) Restore(now time.Time) (int, error) {
 	return n, nil
 }
 
+// SetUplinkMTU records that the interface of port now has MTU mtu (for
+// the ISPs whose uplink it is).
+func (p *Proxy) SetUplinkMTU(port uint8, mtu int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, isp := range p.isps {
+		if isp.Port == port {
+			isp.MTU = mtu
+		}
+	}
+}
+
 // SetStatic sets the MACs of the static-IP subscribers. Their DISCOVERs
 // and REQUESTs are refused (their address is configured; a DHCP lease would
 // replace it), INFORM is served, and a DHCP binding they hold is stale.
@@ -722,7 +734,9 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 		return
 	}
 	payload := relayUp(raw, m, isp.Addr, c.Addr, ispServerID, &ri)
+	p.mu.Lock()
 	mtu := isp.MTU
+	p.mu.Unlock()
 	if mtu <= 0 {
 		mtu = 1500
 	}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ispmux/ispmux/lab"
 )
@@ -32,5 +33,22 @@ func TestUplinkMTU(t *testing.T) {
 	}
 	if r.drops("acc0", "too_big") == 0 {
 		t.Errorf("too_big not counted")
+	}
+	// The MTU changes while ispmux runs: it follows.
+	for _, c := range [][]string{
+		{r.topo.Appliance.NS, "ip", "link", "set", "dev", "upa", "mtu", "1300"},
+		{r.ns("ispa"), "ip", "link", "set", "dev", "eth0", "mtu", "1300"},
+	} {
+		if out, err := r.run(c[0], c[1:]...); err != nil {
+			t.Fatalf("%v: %s", c, out)
+		}
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for !strings.Contains(r.log.String(), "port MTU changed") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	out, _ = r.run(r.ns("s1"), "ping", "-c", "1", "-W", "1", "-M", "do", "-s", "1372", hostAddr)
+	if !strings.Contains(out, "mtu = 1300") {
+		t.Errorf("the new MTU is not applied:\n%s", out)
 	}
 }

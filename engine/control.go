@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/datapath"
 	"github.com/ispmux/ispmux/fib"
 )
 
@@ -140,6 +141,14 @@ func (c *Control) SetAdmitted(macs []uint64) error {
 	}
 	c.s.admitOn.Store(true)
 	return nil
+}
+
+// SetMTU sets the largest IPv4 packet port sends (the interface's MTU
+// changed); 0 removes the limit.
+func (c *Control) SetMTU(port uint8, mtu int) {
+	if int(port) < datapath.MaxPorts {
+		c.s.mtu[port].Store(int32(mtu))
+	}
 }
 
 // CheckBind reports whether Bind(b) would conflict with another

@@ -79,7 +79,6 @@ type port struct {
 	role [4096]uint8
 	isp  [4096]uint8
 	addr [4096]uint32 // our address on an access VLAN, 0 if none
-	mtu  int          // largest IPv4 packet sent out of the port; 0: no limit
 }
 
 // State is the forwarding state shared by all workers.
@@ -101,6 +100,10 @@ type State struct {
 	Admitted *lfmap.Map
 	admitOn  atomic.Bool
 
+	// mtu is the largest IPv4 packet each port sends (0: no limit); it
+	// follows the interface's MTU (Control.SetMTU).
+	mtu [datapath.MaxPorts]atomic.Int32
+
 	stats []*portStats // per port, summed over workers
 }
 
@@ -121,7 +124,8 @@ func NewState(ports []PortConfig, capacity int, seed uint64) (*State, error) {
 		Admitted: lfmap.New(capacity, seed^0x5bd1e9955bd1e995),
 	}
 	for _, pc := range ports {
-		p := port{name: pc.Name, mac: pc.MAC, mtu: pc.MTU}
+		p := port{name: pc.Name, mac: pc.MAC}
+		s.mtu[len(s.ports)].Store(int32(pc.MTU))
 		for _, v := range pc.AccessVLANs {
 			if v > 4095 {
 				return nil, fmt.Errorf("engine: port %s: vlan %d out of range", pc.Name, v)

@@ -686,7 +686,7 @@ func TestTooBig(t *testing.T) {
 	r := newRig(t, 64)
 	r.bindAll()
 	r.resolve()
-	r.s.ports[1].mtu = 1400 // alpha's uplink
+	r.c.SetMTU(1, 1400) // alpha's uplink
 	big := func(df bool) []byte {
 		ipl := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP,
 			SrcIP: net.ParseIP("100.64.0.11").To4(), DstIP: net.ParseIP("198.51.100.10").To4()}
@@ -714,7 +714,7 @@ func TestTooBig(t *testing.T) {
 		t.Errorf("too_big drops %d, want 2", d)
 	}
 	// At the MTU it goes through.
-	r.s.ports[1].mtu = 1500
+	r.c.SetMTU(1, 1500)
 	if out := r.send(0, big(true)); len(out[1]) != 1 {
 		t.Errorf("a packet at the MTU was not forwarded")
 	}

@@ -185,7 +185,7 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 			p.drop(in, out, classifier.ReasonNoNextHop)
 			return
 		}
-		if mtu := p.s.ports[up.Port%datapath.MaxPorts].mtu; mtu != 0 && pkt.TotalLen > mtu {
+		if mtu := int(p.s.mtu[up.Port%datapath.MaxPorts].Load()); mtu != 0 && pkt.TotalLen > mtu {
 			p.tooBig(in, out, pkt, f, pt.mac, pt.addr[pkt.VLAN&0xfff], mtu)
 			return
 		}
@@ -316,7 +316,7 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 			p.punt(in, out, f)
 			return
 		}
-		if mtu := p.s.ports[d.Port%datapath.MaxPorts].mtu; mtu != 0 && pkt.TotalLen > mtu {
+		if mtu := int(p.s.mtu[d.Port%datapath.MaxPorts].Load()); mtu != 0 && pkt.TotalLen > mtu {
 			p.tooBig(in, out, pkt, f, pt.mac, up.Addr, mtu)
 			return
 		}
