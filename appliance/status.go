@@ -81,6 +81,10 @@ type BindingStatus struct {
 	ISP    string `json:"isp"`
 	IP     string `json:"ip"`
 	Static bool   `json:"static"`
+	// DHCP bindings: when the lease runs out and the ISP server that
+	// granted it (its server identifier).
+	Expires  string `json:"expires,omitempty"`
+	ServerID string `json:"server_id,omitempty"`
 }
 
 // Status returns the appliance's counters and tables.
@@ -118,10 +122,17 @@ func (a *Appliance) Status() Status {
 		st.ISPs = append(st.ISPs, is)
 	}
 	for _, b := range bs {
-		st.Bindings = append(st.Bindings, BindingStatus{
+		bst := BindingStatus{
 			MAC: engine.MACString(b.MAC), Access: a.names[b.Port], VLAN: b.VLAN,
 			ISP: a.cfg.ISPs[b.ISP].Name, IP: b.IP.String(), Static: b.Static,
-		})
+		}
+		if l, ok := a.dhcp.Lease(b.Port, b.VLAN, b.MAC); ok && !b.Static {
+			bst.Expires = l.Expires.UTC().Format(time.RFC3339)
+			if l.ServerID.IsValid() {
+				bst.ServerID = l.ServerID.String()
+			}
+		}
+		st.Bindings = append(st.Bindings, bst)
 	}
 	sort.Slice(st.Bindings, func(i, j int) bool { return st.Bindings[i].MAC < st.Bindings[j].MAC })
 	return st

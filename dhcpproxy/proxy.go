@@ -1222,6 +1222,17 @@ func (p *Proxy) expire(now time.Time) {
 	}
 }
 
+// Lease returns the DHCP binding of the subscriber at port, vlan, mac.
+func (p *Proxy) Lease(port uint8, vlan uint16, mac uint64) (subscribers.Binding, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.leases[subKey{circuitKey{port, vlan}, mac}]
+	if l == nil {
+		return subscribers.Binding{}, false
+	}
+	return l.b, true
+}
+
 // Leases returns the number of leases held.
 func (p *Proxy) Leases() int {
 	p.mu.Lock()

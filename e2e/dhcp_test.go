@@ -239,8 +239,8 @@ func TestDHCP(t *testing.T) {
 		if !r.ping("s2", hostAddr, 3) {
 			t.Errorf("s2 cannot reach beta after the ACK")
 		}
-		if b, ok := r.bound(s2.MAC); !ok || b.ISP != "beta" {
-			t.Errorf("s2 binding %+v %v", b, ok)
+		if b, ok := r.bound(s2.MAC); !ok || b.ISP != "beta" || b.ServerID != lab.RouterAddr || b.Expires == "" {
+			t.Errorf("s2 binding %+v %v: want beta, server %s, an expiry", b, ok, lab.RouterAddr)
 		}
 	})
 
