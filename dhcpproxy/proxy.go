@@ -668,8 +668,11 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 		p.mu.Lock()
 		l := p.leases[sk]
 		p.mu.Unlock()
-		if a, _ := netip.AddrFromSlice(named.To4()); l != nil && a != l.b.IP {
-			p.count("release_wrong_address")
+		if a, _ := netip.AddrFromSlice(named.To4()); l == nil || a != l.b.IP || l.isp != isp {
+			// Not its own binding: relaying it would let a
+			// subscriber release or quarantine (DECLINE) a
+			// neighbour's lease at the ISP.
+			p.count("release_not_own_address")
 			return
 		}
 	}
@@ -773,8 +776,24 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 			kind = subscribers.EventDeclined
 		}
 		ip := p.unbind(sk)
-		p.event(kind, sk.mac, isp.Name, ip, "")
+		why := "the subscriber released its lease"
+		if kind == subscribers.EventDeclined {
+			why = "the subscriber declined its address (in use on its link)"
+		}
+		p.event(kind, sk.mac, isp.Name, ip, why)
 	}
+}
+
+// leaseHolder returns the MAC of the DHCP subscriber holding ip at isp.
+func (p *Proxy) leaseHolder(isp *ISP, ip netip.Addr) (uint64, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, l := range p.leases {
+		if l.isp == isp && l.b.IP == ip {
+			return k.mac, true
+		}
+	}
+	return 0, false
 }
 
 // leaseString spells a lease time; 0xffffffff seconds is infinite (RFC 2131).
@@ -1009,6 +1028,16 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack []byte) {
 	// the subscriber is NAKed (so it starts over at once).
 	if err := p.tables.CheckBind(engine.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: t.isp.Index, IP: ip}); err != nil {
 		p.count("bind_conflict")
+		if holder, ok := p.leaseHolder(t.isp, ip); ok {
+			// Another DHCP subscriber holds it: the ISP handed one
+			// lease to two clients (a shared or forged client
+			// identifier). Declining it would take the address from
+			// its holder: only this subscriber is refused.
+			p.event(subscribers.EventRejected, mac, t.isp.Name, ip, "the ISP assigned the address of DHCP subscriber "+
+				engine.MACString(holder)+" (the same client identifier?); refused")
+			p.nak(c, m, "address in use")
+			return
+		}
 		p.event(subscribers.EventRejected, mac, t.isp.Name, ip, "the ISP assigned an address in use: "+err.Error()+"; declined to the ISP")
 		p.declineAndNak(t, m, ip, sid)
 		return

@@ -1099,3 +1099,53 @@ func TestServerPortUnreachable(t *testing.T) {
 		t.Errorf("events %+v, want a timeout naming the unreachable port", evs)
 	}
 }
+
+// anyone answers every relayed message like kea(), for any subscriber,
+// always with 100.64.0.100 (as Kea does for two clients sharing a client
+// identifier).
+func anyone(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	mt := dhcpv4.MessageTypeOffer
+	if m.MessageType() == dhcpv4.MessageTypeRequest {
+		mt = dhcpv4.MessageTypeAck
+	}
+	rep, _ := dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(mt),
+		dhcpv4.WithYourIP(net.IPv4(100, 64, 0, 100)),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ispSID.AsSlice()))),
+		dhcpv4.WithLeaseTime(60),
+		dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, m.Options.Get(dhcpv4.OptionRelayAgentInformation)))
+	return rep
+}
+
+// A subscriber given a neighbour's lease by the ISP (same client
+// identifier) is refused, and nothing is declined: the neighbour keeps it.
+// A DECLINE or RELEASE naming a neighbour's address is not relayed.
+func TestNeighbourLeaseIsNotDeclined(t *testing.T) {
+	r := newPRig(t)
+	r.dora(anyone, nil) // 02:00:00:00:01:01 holds 100.64.0.100
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:02"))))
+	offer := r.serve(anyone)[0]
+	req, _ := dhcpv4.NewRequestFromOffer(offer)
+	r.fromClient(req)
+	got := r.serve(anyone)
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("the second subscriber got %v, want a NAK", got)
+	}
+	for _, s := range r.snd.take() {
+		if m := dhcpOf(s.frame); m != nil && m.MessageType() == dhcpv4.MessageTypeDecline {
+			t.Fatal("a DECLINE went to the ISP for the neighbour's address")
+		}
+	}
+	if !r.tab.isBound(0x020000000101) {
+		t.Error("the holder lost its binding")
+	}
+	for _, mt := range []dhcpv4.MessageType{dhcpv4.MessageTypeDecline, dhcpv4.MessageTypeRelease} {
+		m, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:02")), dhcpv4.WithMessageType(mt),
+			dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)),
+			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IPv4(100, 64, 0, 100))),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))
+		r.fromClient(m)
+		if sent := r.snd.take(); len(sent) != 0 {
+			t.Errorf("a %s for the neighbour's address was relayed", mt)
+		}
+	}
+}
