@@ -1145,23 +1145,30 @@ func (p *Proxy) nak(c *Circuit, ack *dhcpv4.DHCPv4, msg string) {
 // deliver sends a server message to the subscriber as RFC 2131 §4.1 says
 // for a server on the client's link (giaddr 0): NAKs are broadcast; a
 // client with an address (ciaddr) gets unicast; a client that asked for
-// broadcast gets broadcast; otherwise unicast to yiaddr at chaddr.
+// broadcast gets broadcast; otherwise unicast to yiaddr at chaddr. Every
+// frame is addressed to chaddr at L2 (see below).
 func (p *Proxy) deliver(c *Circuit, m *dhcpv4.DHCPv4, payload []byte) {
+	// The Ethernet destination is always the client's own MAC: where RFC
+	// 2131 says broadcast, the IP destination is 255.255.255.255 (which
+	// a client without an address accepts) but the frame goes to chaddr
+	// only — a broadcast frame would show every subscriber on the access
+	// network its neighbour's MAC, address and options.
 	dstMAC := engine.MAC48([6]byte(m.ClientHWAddr))
 	var dst netip.Addr
+	bcast := netip.AddrFrom4([4]byte{255, 255, 255, 255})
 	ciaddr, _ := netip.AddrFromSlice(m.ClientIPAddr.To4())
 	yiaddr, _ := netip.AddrFromSlice(m.YourIPAddr.To4())
 	switch {
 	case m.MessageType() == dhcpv4.MessageTypeNak:
-		dst, dstMAC = netip.AddrFrom4([4]byte{255, 255, 255, 255}), 0xffffffffffff
+		dst = bcast
 	case ciaddr.IsValid() && !ciaddr.IsUnspecified():
 		dst = ciaddr
 	case m.IsBroadcast():
-		dst, dstMAC = netip.AddrFrom4([4]byte{255, 255, 255, 255}), 0xffffffffffff
+		dst = bcast
 	case yiaddr.IsValid() && !yiaddr.IsUnspecified():
 		dst = yiaddr
 	default:
-		dst, dstMAC = netip.AddrFrom4([4]byte{255, 255, 255, 255}), 0xffffffffffff
+		dst = bcast
 	}
 	f := udpFrame(dstMAC, c.MAC, c.VLAN, c.Addr, dst, 67, 68, payload)
 	if !p.send.Inject(c.Port, f) {

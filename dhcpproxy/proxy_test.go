@@ -1149,3 +1149,27 @@ func TestNeighbourLeaseIsNotDeclined(t *testing.T) {
 		}
 	}
 }
+
+// A reply the client asked to get broadcast (and a NAK) is an IP broadcast
+// in a frame to the client's MAC only: its neighbours on the access network
+// never see it.
+func TestBroadcastRepliesGoToChaddrOnly(t *testing.T) {
+	r := newPRig(t)
+	d := discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithBroadcast(true))
+	r.fromClient(d)
+	for _, s := range r.snd.take() {
+		if m := dhcpOf(s.frame); m == nil || s.port != upPort {
+			continue
+		} else if rep := kea(t, time.Minute)(m); rep != nil {
+			r.p.HandleFrame(upPort, udpFrame(upMAC, gwMAC, 0, ispSID, giaddr, 67, 67, rep.ToBytes()))
+		}
+	}
+	sent := r.snd.take()
+	if len(sent) != 1 || sent[0].port != accPort {
+		t.Fatalf("sent %d frames, want the OFFER", len(sent))
+	}
+	var pkt classifier.Packet
+	if pkt.Decode(sent[0].frame) != classifier.ReasonNone || pkt.Dst != 0x020000000101 || pkt.DstIP != 0xffffffff {
+		t.Errorf("OFFER to MAC %012x, IP %08x: want the client's MAC and 255.255.255.255", pkt.Dst, pkt.DstIP)
+	}
+}
