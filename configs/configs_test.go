@@ -232,7 +232,12 @@ func TestParseErrors(t *testing.T) {
 		{"blocked is a boolean", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\nblocked = 1 #!A\n",
 			[]string{"A subscriber[0].blocked: expected a boolean, got integer 1"}},
 		{"duplicate mac on one access", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\n[[subscriber]]\nmac = \"02-00-00-00-00-01\" #!A\nisp = \"alpha\"\n",
-			[]string{`A subscriber[1].mac: duplicate mac 02:00:00:00:00:01 on access "acc0" (also subscriber[0])`}},
+			[]string{`A subscriber[1].mac: duplicate mac 02:00:00:00:00:01 (also subscriber[0]): a MAC has one entry, on one access and one ISP`}},
+		{"same mac on two access ports", head + "[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" +
+			"[[access]]\ninterface = \"acc1\"\nvlan = 5\naddress = \"100.64.0.1\"\n" + isp0 +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\n" +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:01\" #!A\nisp = \"alpha\"\naccess = \"acc1.5\"\n",
+			[]string{`A subscriber[1].mac: duplicate mac 02:00:00:00:00:01 (also subscriber[0]): a MAC has one entry, on one access and one ISP`}},
 		{"duplicate ip at one isp", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\nip = \"100.64.0.11\"\n[[subscriber]]\nmac = \"02:00:00:00:00:02\"\nisp = \"alpha\"\nip = \"100.64.0.11\" #!A\n",
 			[]string{`A subscriber[1].ip: duplicate ip 100.64.0.11 at isp "alpha" (also subscriber[0])`}},
 		{"subscriber ip is the isp's address", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\nip = \"192.0.2.2\" #!A\n",
@@ -362,10 +367,10 @@ func TestParseOK(t *testing.T) {
 				t.Errorf("subscribers %+v", s)
 			}
 		}},
-		{"same mac on two access ports", head + "[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" +
+		{"one mac per access, two access ports", head + "[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" +
 			"[[access]]\ninterface = \"acc1\"\nvlan = 5\naddress = \"100.64.0.1\"\n" + isp0 +
 			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\n" +
-			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\naccess = \"acc1.5\"\n", func(t *testing.T, c *Config) {
+			"[[subscriber]]\nmac = \"02:00:00:00:00:02\"\nisp = \"alpha\"\naccess = \"acc1.5\"\n", func(t *testing.T, c *Config) {
 			if c.Access[1].Name != "acc1.5" || c.Subscribers[0].AccessIndex != 0 || c.Subscribers[1].AccessIndex != 1 {
 				t.Errorf("access %+v subscribers %+v", c.Access, c.Subscribers)
 			}

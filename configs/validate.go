@@ -643,9 +643,11 @@ func (v *validator) subscribers() {
 		}
 
 		if macOK && s.AccessIndex >= 0 {
-			k := accMAC{s.AccessIndex, s.HWAddr}
+			// One entry per MAC: the registry and the admission filter
+			// know a subscriber by its MAC (one ISP per MAC).
+			k := accMAC{0, s.HWAddr}
 			if j, dup := macs[k]; dup {
-				v.errorf(key+".mac", "duplicate mac %s on access %q (also subscriber[%d])", net.HardwareAddr(s.HWAddr[:]), cfg.Access[s.AccessIndex].Name, j)
+				v.errorf(key+".mac", "duplicate mac %s (also subscriber[%d]): a MAC has one entry, on one access and one ISP", net.HardwareAddr(s.HWAddr[:]), j)
 			} else {
 				macs[k] = i
 			}
