@@ -391,7 +391,14 @@ func (p *Proxy) Restore(now time.Time) (int, error) {
 			continue
 		}
 		if err := p.tables.Bind(engine.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: isp.Index, IP: b.IP}); err != nil {
-			p.log.Warn("dhcp restore: binding not installed", "mac", engine.MACString(mac), "err", err)
+			// Its address is now a static subscriber's (the
+			// configuration changed while ispmux was down): the lease
+			// cannot forward, and is recorded as revoked.
+			if _, derr := p.store.DeleteBinding(b.Access, b.VLAN, b.MAC); derr != nil {
+				return n, fmt.Errorf("dhcp restore: %w", derr)
+			}
+			p.count("binding_revoked")
+			p.event(subscribers.EventRevoked, mac, b.ISP, b.IP, "its address is taken: "+err.Error())
 			continue
 		}
 		k := subKey{circuitKey{c.Port, c.VLAN}, mac}

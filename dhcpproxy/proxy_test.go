@@ -49,6 +49,11 @@ func (f *fakeTables) Bind(b engine.Binding) error {
 	copy(m[:], macBytes(b.MAC))
 	_, err := f.store.Binding("acc0", b.VLAN, m)
 	f.committedFirst = append(f.committedFirst, err == nil)
+	for m, o := range f.bound {
+		if m != b.MAC && o.IP == b.IP && o.ISP == b.ISP {
+			return engine.ErrConflict
+		}
+	}
 	f.bound[b.MAC] = b
 	return nil
 }
@@ -1171,5 +1176,28 @@ func TestBroadcastRepliesGoToChaddrOnly(t *testing.T) {
 	var pkt classifier.Packet
 	if pkt.Decode(sent[0].frame) != classifier.ReasonNone || pkt.Dst != 0x020000000101 || pkt.DstIP != 0xffffffff {
 		t.Errorf("OFFER to MAC %012x, IP %08x: want the client's MAC and 255.255.255.255", pkt.Dst, pkt.DstIP)
+	}
+}
+
+// A stored lease whose address a static subscriber now holds is revoked at
+// restore (with an event), not left half-installed.
+func TestRestoreLeaseTakenByStatic(t *testing.T) {
+	r := newPRig(t)
+	now := time.Now()
+	r.tab.bound[0x020000000199] = engine.Binding{Port: accPort, MAC: 0x020000000199, IP: netip.MustParseAddr("100.64.0.100"), Static: true}
+	b := subscribers.Binding{MAC: [6]byte{2, 0, 0, 0, 1, 1}, Access: "acc0", ISP: "alpha",
+		IP: netip.MustParseAddr("100.64.0.100"), Expires: now.Add(time.Hour), Updated: now}
+	if err := r.store.CommitBinding(b); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.p.Restore(now); err != nil || n != 0 {
+		t.Fatalf("restored %d, %v; want 0", n, err)
+	}
+	if bs, _ := r.store.Bindings(); len(bs) != 0 {
+		t.Errorf("%d bindings left in the store", len(bs))
+	}
+	r.p.events.Wait()
+	if evs, _ := r.store.Events(0, 10); len(evs) != 1 || evs[0].Kind != subscribers.EventRevoked {
+		t.Errorf("events %+v, want one revoked", evs)
 	}
 }
