@@ -234,6 +234,11 @@ func (p *XDPPort) Close() error {
 		p.prog = nil
 	}
 	if p.lock != nil {
+		// Removed while still held, then released, so lock files do not
+		// pile up (one per namespace and interface ever used). The
+		// price: of two processes starting on this interface at the
+		// instant this one exits, both could end up owners.
+		_ = os.Remove(p.lock.Name())
 		p.lock.Close() // releases the flock
 		p.lock = nil
 	}
