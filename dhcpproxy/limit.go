@@ -32,19 +32,24 @@ func (b *bucket) full(now time.Time, rate, burst int) bool {
 // bounded by the registry.
 //
 // Preconditions: p.mu held.
-func (p *Proxy) allow(sk subKey, now time.Time) bool {
+// It returns "" when the message may go on, else which limit refused it:
+// "mac" (this subscriber) or "circuit" (its access circuit as a whole).
+func (p *Proxy) allow(sk subKey, now time.Time) string {
 	mb := p.macBucket[sk.mac]
 	if mb == nil {
 		mb = &bucket{}
 		p.macBucket[sk.mac] = mb
 	}
 	if !mb.take(now, p.cfg.MACRate, p.cfg.MACBurst) {
-		return false
+		return "mac"
 	}
 	cb := p.cirBucket[sk.circuit]
 	if cb == nil {
 		cb = &bucket{}
 		p.cirBucket[sk.circuit] = cb
 	}
-	return cb.take(now, p.cfg.CircuitRate, p.cfg.CircuitBurst)
+	if !cb.take(now, p.cfg.CircuitRate, p.cfg.CircuitBurst) {
+		return "circuit"
+	}
+	return ""
 }

@@ -623,11 +623,18 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		return
 	}
 	p.mu.Lock()
-	okRate := p.allow(sk, now)
+	limit := p.allow(sk, now)
 	p.mu.Unlock()
-	if !okRate {
+	if limit != "" {
+		// rate_limited counts both; rate_limited_mac and
+		// rate_limited_circuit say which limit it was.
 		p.count("rate_limited")
-		p.event(subscribers.EventRateLimited, pkt.Src, reg.ISP, netip.Addr{}, "DHCP rate limit exceeded on access "+c.Name)
+		p.count("rate_limited_" + limit)
+		why := fmt.Sprintf("this subscriber's DHCP rate limit (%d/s, burst %d) exceeded", p.cfg.MACRate, p.cfg.MACBurst)
+		if limit == "circuit" {
+			why = fmt.Sprintf("access %s's DHCP rate limit (%d/s, burst %d, all its subscribers) exceeded", c.Name, p.cfg.CircuitRate, p.cfg.CircuitBurst)
+		}
+		p.event(subscribers.EventRateLimited, pkt.Src, reg.ISP, netip.Addr{}, why)
 		return
 	}
 	isp := p.isps[reg.ISP]

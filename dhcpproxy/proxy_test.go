@@ -530,7 +530,7 @@ func TestLimits(t *testing.T) {
 	for range 5 {
 		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
 	}
-	if c := r.p.Counters(); c["rate_limited"] != 2 || c["relayed_discover"] != 3 {
+	if c := r.p.Counters(); c["rate_limited"] != 2 || c["rate_limited_mac"] != 2 || c["rate_limited_circuit"] != 0 || c["relayed_discover"] != 3 {
 		t.Errorf("per-MAC limit: %v, want 3 relayed and 2 rate_limited", c)
 	}
 	// Pending cap: distinct transactions beyond MaxPending are dropped.
