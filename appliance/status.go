@@ -123,7 +123,7 @@ func (a *Appliance) Status() Status {
 	}
 	for _, b := range bs {
 		bst := BindingStatus{
-			MAC: engine.MACString(b.MAC), Access: a.names[b.Port], VLAN: b.VLAN,
+			MAC: engine.MACString(b.MAC), Access: a.accessName(b.Port, b.VLAN), VLAN: b.VLAN,
 			ISP: a.cfg.ISPs[b.ISP].Name, IP: b.IP.String(), Static: b.Static,
 		}
 		if l, ok := a.dhcp.Lease(b.Port, b.VLAN, b.MAC); ok && !b.Static {
@@ -332,4 +332,15 @@ func fetch(ctx context.Context, path, what string, v any) (http.Header, error) {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
 	return resp.Header, nil
+}
+
+// accessName is the name of the [[access]] entry on port and vlan (the
+// interface's name if none matches).
+func (a *Appliance) accessName(port uint8, vlan uint16) string {
+	for _, ac := range a.cfg.Access {
+		if ac.Interface == a.names[port] && uint16(ac.VLAN) == vlan {
+			return ac.Name
+		}
+	}
+	return a.names[port]
 }

@@ -33,7 +33,8 @@ func TestVLANAccess(t *testing.T) {
 	if !strings.Contains(string(cfg), acc) {
 		t.Fatalf("generated config has no %q", acc)
 	}
-	tagged := strings.Replace(string(cfg), acc, "[[access]]\nname = \"acc0\"\ninterface = \"acc0\"\nvlan = 100\n", 1)
+	tagged := strings.Replace(string(cfg), acc, "[[access]]\nname = \"acc0-v100\"\ninterface = \"acc0\"\nvlan = 100\n", 1)
+	tagged = strings.ReplaceAll(tagged, "access = \"acc0\"", "access = \"acc0-v100\"")
 	if err := os.WriteFile(r.cfg, []byte(tagged), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -98,6 +99,9 @@ func TestVLANAccess(t *testing.T) {
 	got := replies(func() { sendRaw(t, s1.NS, s1.If, [][]byte{echo(100, 1), echo(100, 2), echo(100, 3)}) })
 	if got[100] != 3 || got[0] != 0 {
 		t.Errorf("tagged echoes: replies by VLAN %v, want 3 on VLAN 100 and none untagged\n%s", got, lastLines(r.log.String(), 20))
+	}
+	if b, ok := r.bound(s1.MAC); !ok || b.Access != "acc0-v100" || b.VLAN != 100 {
+		t.Errorf("s1's binding %+v %v: want access acc0-v100, VLAN 100", b, ok)
 	}
 	before := r.drops("acc0", "unknown_interface")
 	got = replies(func() { sendRaw(t, s1.NS, s1.If, [][]byte{echo(0, 4), echo(5, 5)}) })
