@@ -266,11 +266,12 @@ func TestParseErrors(t *testing.T) {
 			[]string{`A subscriber[0].customer_id: 300 bytes do not fit Option 82: isp "alpha"'s other sub-options on access "acc0" leave 234 bytes for it (the whole option holds 255, RFC 3046)`}},
 		{"customer_id one byte over", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"" + strings.Repeat("c", 235) + "\" #!A\n",
 			[]string{`A subscriber[0].customer_id: 235 bytes do not fit Option 82: isp "alpha"'s other sub-options on access "acc0" leave 234 bytes`}},
-		// server-id override (2+4), link selection (2+4) and vss
-		// "vpn-alpha" (2+1+9) take 24 more: 210 left.
+		// server-id override (2+4), link selection (2+4), vss
+		// "vpn-alpha" (2+1+9) and its VSS-Control (2) take 26 more:
+		// 208 left.
 		{"customer_id with every sub-option", base + "server_id_override = true\nlink_selection = \"100.64.0.1\"\nvss = \"vpn-alpha\"\n" +
-			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"" + strings.Repeat("c", 211) + "\" #!A\n",
-			[]string{`A subscriber[0].customer_id: 211 bytes do not fit Option 82: isp "alpha"'s other sub-options on access "acc0" leave 210 bytes`}},
+			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"" + strings.Repeat("c", 209) + "\" #!A\n",
+			[]string{`A subscriber[0].customer_id: 209 bytes do not fit Option 82: isp "alpha"'s other sub-options on access "acc0" leave 208 bytes`}},
 		// Circuit-id "{access}/{mac}": "acc0/" + 17 = 22 bytes on acc0
 		// (218 left), "longinterface1.4000/" + 17 = 37 on the other port
 		// (203 left). Without an access the subscriber may ask on
@@ -286,11 +287,12 @@ func TestParseErrors(t *testing.T) {
 		{"circuit-id expands beyond a sub-option", head + "[[access]]\ninterface = \"abcdefghijklmno\"\naddress = \"100.64.0.1\"\n" +
 			"[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\ncircuit_id = \"" + strings.Repeat("{interface}", 18) + "\" #!A\n",
 			[]string{`A isp[0].circuit_id: expands to 270 bytes on access "abcdefghijklmno", more than the 255 a sub-option holds`}},
-		// vss of 250 (2+1+250) with the 19 bytes of base: 272. Its
+		// vss of 250 (2+1+250) and VSS-Control (2) with the 19 bytes of
+		// base: 274. Its
 		// subscriber's customer_id is not reported again.
 		{"isp sub-options beyond one option", head + acc0 + "[[isp]] #!A\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\nvss = \"" + strings.Repeat("v", 250) + "\"\n" +
 			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"c-1\"\n",
-			[]string{`A isp[0]: Option 82 would be 272 bytes on access "acc0" (circuit-id 6 bytes;`}},
+			[]string{`A isp[0]: Option 82 would be 274 bytes on access "acc0" (circuit-id 6 bytes;`}},
 		{"mac table smaller than subscribers", base + "[datapath]\nmac_table_size = 1 #!A\n[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\n[[subscriber]]\nmac = \"02:00:00:00:00:02\"\nisp = \"alpha\"\n",
 			[]string{"A datapath.mac_table_size: 1 is less than the 2 [[subscriber]] entries"}},
 	}

@@ -471,6 +471,7 @@ func option82Size(isp *ISP, a *Access) (total, circuit int) {
 	}
 	if isp.VSS != "" {
 		total += 2 + 1 + len(isp.VSS) // 151: VSS (RFC 6607), type 0 + NVT ASCII
+		total += 2                    // 152: VSS-Control (RFC 6607), empty
 	}
 	return total, circuit
 }

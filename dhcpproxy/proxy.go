@@ -921,6 +921,10 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 		}
 	} else if err := checkServer(m, t.op82); err != nil {
 		p.count(err.Error())
+		if err == errVSSUnsupported {
+			p.event(subscribers.EventRejected, mac, isp.Name, netip.Addr{}, "ISP server "+src.String()+
+				" does not support VSS (RFC 6607: it echoed VSS-Control); its answer is not used")
+		}
 		return
 	}
 	c := t.circuit

@@ -18,6 +18,7 @@ const (
 	subRelayFlags       = 10
 	subServerIDOverride = 11
 	subVSS              = 151
+	subVSSControl       = 152
 )
 
 // maxHops is where a relay stops forwarding (RFC 1542 §4.1.1).
@@ -27,6 +28,7 @@ const maxHops = 16
 // also a counter name.
 var (
 	errMalformed       = errors.New("malformed")
+	errVSSUnsupported  = errors.New("vss_not_supported")
 	errNotRequest      = errors.New("bootreply_from_client")
 	errChaddr          = errors.New("chaddr_mismatch")
 	errClientOption82  = errors.New("client_option82")
@@ -79,6 +81,11 @@ func (r *relayInfo) encode() []byte {
 	}
 	if r.VSS != "" {
 		add(subVSS, append([]byte{0}, r.VSS...)) // type 0: NVT ASCII VPN identifier
+		// RFC 6607: with VSS, an empty VSS-Control. A server that
+		// implements VSS removes it from its echo; one that does not
+		// echoes it, and its answer (from the wrong address space)
+		// must not be used.
+		add(subVSSControl, nil)
 	}
 	return b
 }
@@ -156,10 +163,44 @@ func checkServer(m *dhcpv4.DHCPv4, want []byte) error {
 		return errServerMalformed
 	}
 	got := m.Options.Get(dhcpv4.OptionRelayAgentInformation)
-	if got == nil || !bytes.Equal(got, want) {
+	if got == nil {
 		return errOption82
 	}
-	return nil
+	if bytes.Equal(got, want) {
+		if hasSubOption(want, subVSSControl) {
+			return errVSSUnsupported // echoed VSS-Control: VSS not honoured
+		}
+		return nil
+	}
+	if hasSubOption(want, subVSSControl) && bytes.Equal(got, withoutSubOption(want, subVSSControl)) {
+		return nil // a VSS server's echo: ours without VSS-Control
+	}
+	return errOption82
+}
+
+// hasSubOption reports whether the Option 82 payload b (as we encode it)
+// holds sub-option code.
+func hasSubOption(b []byte, code byte) bool {
+	for len(b) >= 2 && 2+int(b[1]) <= len(b) {
+		if b[0] == code {
+			return true
+		}
+		b = b[2+int(b[1]):]
+	}
+	return false
+}
+
+// withoutSubOption returns b without sub-option code.
+func withoutSubOption(b []byte, code byte) []byte {
+	out := make([]byte, 0, len(b))
+	for len(b) >= 2 && 2+int(b[1]) <= len(b) {
+		n := 2 + int(b[1])
+		if b[0] != code {
+			out = append(out, b[:n]...)
+		}
+		b = b[n:]
+	}
+	return out
 }
 
 // relayDown turns an ISP's reply into the message ispmux sends to the

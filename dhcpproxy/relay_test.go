@@ -129,13 +129,28 @@ func TestRelayDown(t *testing.T) {
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ispSID.AsSlice()))),
 		dhcpv4.WithYourIP(net.IPv4(100, 64, 0, 100)),
 		dhcpv4.WithGatewayIP(net.IP(giaddr.AsSlice())),
-		dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionRelayAgentInformation, Value: dhcpv4.OptionGeneric{Data: testRelay.encode()}}),
+		// A VSS server's echo: ours without VSS-Control (RFC 6607).
+		dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionRelayAgentInformation, Value: dhcpv4.OptionGeneric{Data: withoutSubOption(testRelay.encode(), subVSSControl)}}),
 	)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !hasSubOption(testRelay.encode(), subVSSControl) {
+		t.Fatal("VSS sent without VSS-Control")
+	}
 	if err := checkServer(offer, testRelay.encode()); err != nil {
 		t.Fatalf("checkServer: %v", err)
+	}
+	// A server without VSS echoes everything, VSS-Control included: its
+	// answer comes from the wrong address space and is not used.
+	verbatim := *offer
+	verbatim.Options = dhcpv4.Options{}
+	for k, v := range offer.Options {
+		verbatim.Options[k] = v
+	}
+	verbatim.Options.Update(dhcpv4.Option{Code: dhcpv4.OptionRelayAgentInformation, Value: dhcpv4.OptionGeneric{Data: testRelay.encode()}})
+	if err := checkServer(&verbatim, testRelay.encode()); err != errVSSUnsupported {
+		t.Errorf("an echo with VSS-Control: %v, want %v", err, errVSSUnsupported)
 	}
 	other := testRelay
 	other.SubscriberID = []byte("c-s2")
