@@ -335,9 +335,7 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 // audit trail of who had which address).
 func (a *Appliance) staticEvent(kind subscribers.EventKind, b engine.Binding, why string) {
 	var mac [6]byte
-	for i := range mac {
-		mac[i] = byte(b.MAC >> (40 - 8*i))
-	}
+	fib.PutMAC(mac[:], b.MAC)
 	isp := ""
 	if int(b.ISP) < len(a.cfg.ISPs) {
 		isp = a.cfg.ISPs[b.ISP].Name

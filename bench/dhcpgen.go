@@ -9,12 +9,16 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"golang.org/x/sys/unix"
+
+	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/fib"
 )
 
 // The L2 DHCP client generator (`ispmux bench dhcp-client-gen`, hidden): N
@@ -522,49 +526,8 @@ func requestFrame(mac net.HardwareAddr, xid dhcpv4.TransactionID, yiaddr, server
 // clientFrame wraps a client's DHCP payload: Ethernet broadcast from mac,
 // IPv4 0.0.0.0 → 255.255.255.255, UDP 68 → 67, both checksums computed.
 func clientFrame(mac net.HardwareAddr, payload []byte) []byte {
-	const ethLen, ipLen, udpLen = 14, 20, 8
-	f := make([]byte, ethLen+ipLen+udpLen+len(payload))
-	for i := 0; i < 6; i++ {
-		f[i] = 0xff
-	}
-	copy(f[6:12], mac)
-	binary.BigEndian.PutUint16(f[12:], 0x0800)
-	ip := f[ethLen : ethLen+ipLen]
-	ip[0], ip[8], ip[9] = 0x45, 64, 17
-	binary.BigEndian.PutUint16(ip[2:], uint16(ipLen+udpLen+len(payload)))
-	copy(ip[16:20], []byte{255, 255, 255, 255})
-	binary.BigEndian.PutUint16(ip[10:], ^csumAdd(0, ip))
-	u := f[ethLen+ipLen:]
-	binary.BigEndian.PutUint16(u[0:], 68)
-	binary.BigEndian.PutUint16(u[2:], 67)
-	binary.BigEndian.PutUint16(u[4:], uint16(udpLen+len(payload)))
-	copy(u[udpLen:], payload)
-	// Pseudo-header: source, destination, protocol, UDP length.
-	s := csumAdd(0, ip[12:20])
-	s = csumAdd(s, []byte{0, 17, u[4], u[5]})
-	s = csumAdd(s, u)
-	c := ^s
-	if c == 0 {
-		c = 0xffff
-	}
-	binary.BigEndian.PutUint16(u[6:], c)
-	return f
-}
-
-// csumAdd adds p to the ones' complement sum s (RFC 1071), folded.
-func csumAdd(s uint16, p []byte) uint16 {
-	sum := uint32(s)
-	for len(p) >= 2 {
-		sum += uint32(p[0])<<8 | uint32(p[1])
-		p = p[2:]
-	}
-	if len(p) == 1 {
-		sum += uint32(p[0]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return uint16(sum)
+	return fib.UDPFrame(classifier.BroadcastMAC, fib.MAC(mac), 0, netip.IPv4Unspecified(),
+		netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, payload)
 }
 
 // parseReply extracts the DHCP message of an untagged Ethernet/IPv4/UDP

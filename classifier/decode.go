@@ -76,13 +76,6 @@ func MAC(b []byte) uint64 {
 	return uint64(binary.BigEndian.Uint16(b))<<32 | uint64(binary.BigEndian.Uint32(b[2:]))
 }
 
-// PutMAC writes the low 48 bits of m into b[0:6], big-endian.
-func PutMAC(b []byte, m uint64) {
-	_ = b[5]
-	binary.BigEndian.PutUint16(b, uint16(m>>32))
-	binary.BigEndian.PutUint32(b[2:], uint32(m))
-}
-
 // IsMulticastMAC reports whether m has the group bit set (broadcast included).
 func IsMulticastMAC(m uint64) bool { return m&(1<<40) != 0 }
 

@@ -53,6 +53,7 @@ import (
 
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/engine"
+	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/internal/circuitid"
 	"github.com/ispmux/ispmux/subscribers"
 )
@@ -770,7 +771,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 	}
 	sent := false
 	for _, srv := range isp.Servers {
-		f := udpFrame(gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, payload)
+		f := fib.UDPFrame(gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, payload)
 		if p.send.Inject(isp.Port, f) {
 			sent = true
 		}
@@ -1134,7 +1135,7 @@ func (p *Proxy) decline(t *txn, ack *dhcpv4.DHCPv4, ip, ispServerID netip.Addr) 
 		if gw, ok := p.tables.NextHopMAC(isp.Index); ok {
 			payload := dec.ToBytes()
 			for _, srv := range isp.Servers {
-				p.send.Inject(isp.Port, udpFrame(gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, payload))
+				p.send.Inject(isp.Port, fib.UDPFrame(gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, payload))
 			}
 			p.count("declined_for_subscriber")
 		}
@@ -1188,7 +1189,7 @@ func (p *Proxy) deliver(c *Circuit, m *dhcpv4.DHCPv4, payload []byte) {
 	default:
 		dst = bcast
 	}
-	f := udpFrame(dstMAC, c.MAC, c.VLAN, c.Addr, dst, 67, 68, payload)
+	f := fib.UDPFrame(dstMAC, c.MAC, c.VLAN, c.Addr, dst, 67, 68, payload)
 	if !p.send.Inject(c.Port, f) {
 		p.count("inject_full")
 	}

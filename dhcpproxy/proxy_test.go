@@ -17,6 +17,7 @@ import (
 
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/engine"
+	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -176,7 +177,7 @@ func newPRig(t *testing.T) *prig {
 // fromClient sends a client message as a broadcast frame from its chaddr.
 func (r *prig) fromClient(m *dhcpv4.DHCPv4) {
 	src := engine.MAC48([6]byte(m.ClientHWAddr))
-	f := udpFrame(0xffffffffffff, src, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, m.ToBytes())
+	f := fib.UDPFrame(0xffffffffffff, src, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, m.ToBytes())
 	r.p.HandleFrame(accPort, f)
 }
 
@@ -196,7 +197,7 @@ func (r *prig) serve(reply func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4) []*dhcpv4.DHCP
 			continue
 		}
 		if rep := reply(m); rep != nil {
-			f := udpFrame(upMAC, gwMAC, 0, ispSID, giaddr, 67, 67, rep.ToBytes())
+			f := fib.UDPFrame(upMAC, gwMAC, 0, ispSID, giaddr, 67, 67, rep.ToBytes())
 			r.p.HandleFrame(upPort, f)
 		}
 	}
@@ -337,7 +338,7 @@ func TestBadClientFramesCounted(t *testing.T) {
 	good := discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")))
 	src := uint64(0x020000000101)
 	send := func(payload []byte, from uint64) {
-		f := udpFrame(0xffffffffffff, from, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, payload)
+		f := fib.UDPFrame(0xffffffffffff, from, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, payload)
 		r.p.HandleFrame(accPort, f)
 	}
 	b := good.ToBytes()
@@ -383,7 +384,7 @@ func TestServerRepliesChecked(t *testing.T) {
 	}
 	// A reply matching no transaction is dropped.
 	stray, _ := dhcpv4.NewReplyFromRequest(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:02"))), dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer))
-	r.p.HandleFrame(upPort, udpFrame(upMAC, gwMAC, 0, ispSID, giaddr, 67, 67, stray.ToBytes()))
+	r.p.HandleFrame(upPort, fib.UDPFrame(upMAC, gwMAC, 0, ispSID, giaddr, 67, 67, stray.ToBytes()))
 	if r.p.Counters()["no_transaction"] != 1 {
 		t.Errorf("stray reply not counted: %v", r.p.Counters())
 	}
@@ -576,9 +577,9 @@ func TestBindingsPerCircuitCap(t *testing.T) {
 // option 82.
 func FuzzHandleFrame(f *testing.F) {
 	d := discover(f, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")))
-	f.Add(uint8(accPort), udpFrame(0xffffffffffff, 0x020000000101, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, d.ToBytes()))
+	f.Add(uint8(accPort), fib.UDPFrame(0xffffffffffff, 0x020000000101, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, d.ToBytes()))
 	offer, _ := dhcpv4.NewReplyFromRequest(d, dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer))
-	f.Add(uint8(upPort), udpFrame(upMAC, gwMAC, 0, ispSID, giaddr, 67, 67, offer.ToBytes()))
+	f.Add(uint8(upPort), fib.UDPFrame(upMAC, gwMAC, 0, ispSID, giaddr, 67, 67, offer.ToBytes()))
 	st, err := subscribers.Open(filepath.Join(f.TempDir(), "s.db"), subscribers.Options{NoSync: true})
 	if err != nil {
 		f.Fatal(err)
@@ -640,7 +641,7 @@ func BenchmarkDORA(b *testing.B) {
 		r.fromClient(d)
 		for _, s := range snd.take() {
 			if rep := server(dhcpOf(s.frame)); rep != nil {
-				p.HandleFrame(upPort, udpFrame(upMAC, gwMAC, 0, ispSID, giaddr, 67, 67, rep.ToBytes()))
+				p.HandleFrame(upPort, fib.UDPFrame(upMAC, gwMAC, 0, ispSID, giaddr, 67, 67, rep.ToBytes()))
 			}
 		}
 		offer := dhcpOf(snd.take()[0].frame)
@@ -648,7 +649,7 @@ func BenchmarkDORA(b *testing.B) {
 		r.fromClient(req)
 		for _, s := range snd.take() {
 			if rep := server(dhcpOf(s.frame)); rep != nil {
-				p.HandleFrame(upPort, udpFrame(upMAC, gwMAC, 0, ispSID, giaddr, 67, 67, rep.ToBytes()))
+				p.HandleFrame(upPort, fib.UDPFrame(upMAC, gwMAC, 0, ispSID, giaddr, 67, 67, rep.ToBytes()))
 			}
 		}
 		p.committing.Wait()
@@ -705,7 +706,7 @@ func TestTwoServersFirstOfferWins(t *testing.T) {
 				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(srv.AsSlice()))),
 				dhcpv4.WithLeaseTime(60),
 				dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, m.Options.Get(dhcpv4.OptionRelayAgentInformation)))
-			r.p.HandleFrame(upPort, udpFrame(upMAC, gwMAC, 0, srv, giaddr, 67, 67, rep.ToBytes()))
+			r.p.HandleFrame(upPort, fib.UDPFrame(upMAC, gwMAC, 0, srv, giaddr, 67, 67, rep.ToBytes()))
 		}
 		if relayed != 2 {
 			t.Errorf("relayed %d copies, want one per server", relayed)
@@ -1166,7 +1167,7 @@ func TestBroadcastRepliesGoToChaddrOnly(t *testing.T) {
 		if m := dhcpOf(s.frame); m == nil || s.port != upPort {
 			continue
 		} else if rep := kea(t, time.Minute)(m); rep != nil {
-			r.p.HandleFrame(upPort, udpFrame(upMAC, gwMAC, 0, ispSID, giaddr, 67, 67, rep.ToBytes()))
+			r.p.HandleFrame(upPort, fib.UDPFrame(upMAC, gwMAC, 0, ispSID, giaddr, 67, 67, rep.ToBytes()))
 		}
 	}
 	sent := r.snd.take()

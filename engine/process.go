@@ -400,7 +400,7 @@ func (p *Processor) answerEcho(in uint8, out *datapath.Verdict, pkt *classifier.
 	copy(ip[16:20], a[:])
 	ip[8] = 64
 	ip[10], ip[11] = 0, 0
-	binary.BigEndian.PutUint16(ip[10:], ^onesSum(ip))
+	binary.BigEndian.PutUint16(ip[10:], ^fib.Checksum(ip, 0))
 	// Type 8 → 0: RFC 1624 incremental update, HC' = ~(~HC + ~m + m').
 	f[l4] = 0
 	hc := binary.BigEndian.Uint16(f[l4+2:])
@@ -484,37 +484,18 @@ func (p *Processor) icmpError(in uint8, out *datapath.Verdict, pkt *classifier.P
 	ip[8], ip[9] = 64, icmp
 	binary.BigEndian.PutUint32(ip[12:], src)
 	binary.BigEndian.PutUint32(ip[16:], pkt.SrcIP)
-	binary.BigEndian.PutUint16(ip[10:], ^onesSum(ip))
+	binary.BigEndian.PutUint16(ip[10:], ^fib.Checksum(ip, 0))
 	ic := f[l3+20 : l3+28+quote]
 	clear(ic[:8])
 	ic[0], ic[1] = typ, code
 	binary.BigEndian.PutUint16(ic[6:], mtu)
-	var pad [1]byte
-	sum := onesSum(ic[:len(ic)&^1])
-	if len(ic)%2 == 1 {
-		pad[0] = ic[len(ic)-1]
-		s := uint32(sum) + uint32(pad[0])<<8
-		sum = uint16(s&0xffff + s>>16)
-	}
-	binary.BigEndian.PutUint16(ic[2:], ^sum)
+	binary.BigEndian.PutUint16(ic[2:], ^fib.Checksum(ic, 0))
 	out.Action = datapath.Forward
 	out.Port = in
 	out.HdrLen, out.Strip = 0, 0
 	out.Len = uint16(l3 + 28 + quote)
 	p.icmpN[in]++
 	p.touched |= 1 << in
-}
-
-// onesSum is the folded ones' complement sum of b (even length).
-func onesSum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	for s > 0xffff {
-		s = s&0xffff + s>>16
-	}
-	return uint16(s)
 }
 
 // Flush publishes the counters gathered since the last call.

@@ -20,6 +20,11 @@ func TestMAC(t *testing.T) {
 	if got := MAC(b); got != 0x0000_0000_0001 {
 		t.Fatalf("MAC after PutMAC of a wide value = %#x", got)
 	}
+	out := make([]byte, 7)
+	PutMAC(out, 0xffff_02aabbccdd01) // six bytes written, nothing past them
+	if want := []byte{0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x01, 0}; !bytes.Equal(out, want) {
+		t.Fatalf("PutMAC wrote % x, want % x", out, want)
+	}
 }
 
 func TestWriteL2(t *testing.T) {

@@ -1,0 +1,63 @@
+package fib
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// Checksum returns the ones' complement sum (RFC 1071) of b added to init,
+// folded to 16 bits; an odd last byte counts as padded with a zero. The
+// Internet checksum of b is ^Checksum(b, 0).
+func Checksum(b []byte, init uint16) uint16 {
+	s := uint32(init)
+	for len(b) >= 2 {
+		s += uint32(b[0])<<8 | uint32(b[1])
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		s += uint32(b[0]) << 8
+	}
+	for s > 0xffff {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
+}
+
+// UDPFrame builds an Ethernet (802.1Q-tagged when vlan is not 0) / IPv4 /
+// UDP frame around payload from src:sport to dst:dport, TTL 64, with both
+// checksums computed. It allocates the frame: for the control plane and
+// generators, not the per-packet path.
+func UDPFrame(dstMAC, srcMAC uint64, vlan uint16, src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
+	hl := 14
+	if vlan != 0 {
+		hl = 18
+	}
+	f := make([]byte, hl+20+8+len(payload))
+	WriteL2(f, dstMAC, srcMAC, vlan, vlan != 0, EtherTypeIPv4)
+	ip := f[hl : hl+20]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+8+len(payload)))
+	ip[8] = 64
+	ip[9] = 17
+	s, d := src.As4(), dst.As4()
+	copy(ip[12:16], s[:])
+	copy(ip[16:20], d[:])
+	binary.BigEndian.PutUint16(ip[10:], ^Checksum(ip, 0))
+	udp := f[hl+20:]
+	binary.BigEndian.PutUint16(udp[0:], sport)
+	binary.BigEndian.PutUint16(udp[2:], dport)
+	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
+	copy(udp[8:], payload)
+	// Checksum over the pseudo-header and the datagram.
+	var ph [12]byte
+	copy(ph[0:4], s[:])
+	copy(ph[4:8], d[:])
+	ph[9] = 17
+	binary.BigEndian.PutUint16(ph[10:], uint16(8+len(payload)))
+	c := ^Checksum(udp, Checksum(ph[:], 0))
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(udp[6:], c)
+	return f
+}
