@@ -392,12 +392,7 @@ func TestServerRepliesChecked(t *testing.T) {
 
 func TestLeaseExpiry(t *testing.T) {
 	r := newPRig(t)
-	d := discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")))
-	r.fromClient(d)
-	offer := r.serve(kea(t, time.Second))[0]
-	req, _ := dhcpv4.NewRequestFromOffer(offer)
-	r.fromClient(req)
-	r.serve(kea(t, time.Second))
+	r.dora("02:00:00:00:01:01", kea(t, time.Second), nil)
 	if !r.tab.isBound(0x020000000101) {
 		t.Fatal("not bound")
 	}
@@ -554,17 +549,10 @@ func TestBindingsPerCircuitCap(t *testing.T) {
 	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac("02:00:00:00:01:02")), CustomerID: "c-s1", ISP: "alpha", Source: "api"}); err != nil {
 		t.Fatal(err)
 	}
-	dora := func(m string) []*dhcpv4.DHCPv4 {
-		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(m))))
-		offer := r.serve(kea(t, time.Minute))[0]
-		req, _ := dhcpv4.NewRequestFromOffer(offer)
-		r.fromClient(req)
-		return r.serve(kea(t, time.Minute))
-	}
-	if got := dora("02:00:00:00:01:01"); len(got) != 1 {
+	if got := r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil); len(got) != 1 {
 		t.Fatalf("first subscriber: %v", got)
 	}
-	if got := dora("02:00:00:00:01:02"); len(got) != 0 {
+	if got := r.dora("02:00:00:00:01:02", kea(t, time.Minute), nil); len(got) != 0 {
 		t.Errorf("second subscriber on a full circuit got %v", got)
 	}
 	if r.p.Counters()["circuit_full"] != 1 || r.tab.isBound(0x020000000102) {
@@ -743,12 +731,7 @@ func TestTwoServersFirstOfferWins(t *testing.T) {
 // it at once, with an event; an unchanged one stays.
 func TestRevalidate(t *testing.T) {
 	r := newPRig(t)
-	d := discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")))
-	r.fromClient(d)
-	offer := r.serve(kea(t, time.Minute))[0]
-	req, _ := dhcpv4.NewRequestFromOffer(offer)
-	r.fromClient(req)
-	r.serve(kea(t, time.Minute))
+	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
 	if !r.tab.isBound(0x020000000101) {
 		t.Fatal("not bound")
 	}
@@ -964,11 +947,12 @@ func keaGiving(t *testing.T, ip string) func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 	}
 }
 
-// dora runs a whole exchange for 02:00:00:00:01:01 with server answers
-// from serve and returns what the subscriber got last.
-func (r *prig) dora(serve func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4, between func()) []*dhcpv4.DHCPv4 {
+// dora runs a whole exchange for the subscriber with MAC m, with server
+// answers from serve (and between, if set, run between OFFER and REQUEST),
+// and returns what the subscriber got last.
+func (r *prig) dora(m string, serve func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4, between func()) []*dhcpv4.DHCPv4 {
 	r.t.Helper()
-	r.fromClient(discover(r.t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
+	r.fromClient(discover(r.t, dhcpv4.WithHwAddr(mac(m))))
 	got := r.serve(serve)
 	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer {
 		r.t.Fatalf("got %v, want an OFFER", got)
@@ -1005,7 +989,7 @@ func TestACKAfterBlocked(t *testing.T) {
 // A RELEASE naming an address the subscriber does not hold changes nothing.
 func TestReleaseOfAnotherAddress(t *testing.T) {
 	r := newPRig(t)
-	if got := r.dora(kea(t, time.Minute), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+	if got := r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
 		t.Fatalf("got %v", got)
 	}
 	rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
@@ -1023,7 +1007,7 @@ func TestReleaseOfAnotherAddress(t *testing.T) {
 // REQUEST still carries the ISP's server-id, and the ISP ACKs.
 func TestRequestAfterTransactionEnded(t *testing.T) {
 	r := newPRig(t)
-	got := r.dora(kea(t, time.Minute), func() {
+	got := r.dora("02:00:00:00:01:01", kea(t, time.Minute), func() {
 		time.Sleep(350 * time.Millisecond) // past the rig's 300 ms timeout
 		r.p.expire(time.Now())
 	})
@@ -1035,7 +1019,7 @@ func TestRequestAfterTransactionEnded(t *testing.T) {
 // An ISP answering with ispmux's own gateway address: declined, NAKed.
 func TestACKOfUnusableAddress(t *testing.T) {
 	r := newPRig(t)
-	got := r.dora(keaGiving(t, ourSID.String()), nil)
+	got := r.dora("02:00:00:00:01:01", keaGiving(t, ourSID.String()), nil)
 	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
 		t.Fatalf("got %v, want a NAK", got)
 	}
@@ -1047,8 +1031,8 @@ func TestACKOfUnusableAddress(t *testing.T) {
 // A renewal that gets another address records a new bound event with it.
 func TestAddressChangeIsRecorded(t *testing.T) {
 	r := newPRig(t)
-	r.dora(kea(t, time.Minute), nil)
-	r.dora(keaGiving(t, "100.64.0.123"), nil)
+	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
+	r.dora("02:00:00:00:01:01", keaGiving(t, "100.64.0.123"), nil)
 	r.p.events.Wait()
 	evs, _ := r.store.Events(0, 10)
 	if len(evs) == 0 || evs[len(evs)-1].Kind != subscribers.EventBound || evs[len(evs)-1].IP != netip.MustParseAddr("100.64.0.123") {
@@ -1060,7 +1044,7 @@ func TestAddressChangeIsRecorded(t *testing.T) {
 // lease would replace it) and a DHCP binding it held is stale.
 func TestStaticSubscriberDHCP(t *testing.T) {
 	r := newPRig(t)
-	r.dora(kea(t, time.Minute), nil)
+	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
 	if !r.tab.isBound(0x020000000101) {
 		t.Fatal("not bound")
 	}
@@ -1127,7 +1111,7 @@ func anyone(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 // A DECLINE or RELEASE naming a neighbour's address is not relayed.
 func TestNeighbourLeaseIsNotDeclined(t *testing.T) {
 	r := newPRig(t)
-	r.dora(anyone, nil) // 02:00:00:00:01:01 holds 100.64.0.100
+	r.dora("02:00:00:00:01:01", anyone, nil) // 02:00:00:00:01:01 holds 100.64.0.100
 	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:02"))))
 	offer := r.serve(anyone)[0]
 	req, _ := dhcpv4.NewRequestFromOffer(offer)
