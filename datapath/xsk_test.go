@@ -191,11 +191,10 @@ func TestXDPWire(t *testing.T) {
 	}
 }
 
-// TestXDPPortVanishes deletes one port's interface under a running worker:
-// the worker keeps running and the other port keeps working.
-func TestXDPPortVanishes(t *testing.T) {
-	requireRoot(t)
-	id := wireTopo(t)
+// openWire opens p0 and p1 of wireTopo id with testConfig (the test stops
+// if either fails).
+func openWire(t *testing.T, id string) []*XDPPort {
+	t.Helper()
 	var ports []*XDPPort
 	inNetns(t, id+"-x", func() {
 		for _, n := range []string{"p0", "p1"} {
@@ -210,6 +209,15 @@ func TestXDPPortVanishes(t *testing.T) {
 	if len(ports) != 2 {
 		t.FailNow()
 	}
+	return ports
+}
+
+// TestXDPPortVanishes deletes one port's interface under a running worker:
+// the worker keeps running and the other port keeps working.
+func TestXDPPortVanishes(t *testing.T) {
+	requireRoot(t)
+	id := wireTopo(t)
+	ports := openWire(t, id)
 	// p0 is checked alone after p1 disappears.
 	h := wire{}
 	w, err := NewWorker(0, []Queue{ports[0].Queue(0), ports[1].Queue(0)}, h, 64, 20*time.Millisecond)
@@ -333,20 +341,7 @@ func TestXDPMultiQueue(t *testing.T) {
 func TestXDPOneOwner(t *testing.T) {
 	requireRoot(t)
 	id := wireTopo(t)
-	var ports []*XDPPort
-	inNetns(t, id+"-x", func() {
-		for _, n := range []string{"p0", "p1"} {
-			p, err := OpenXDP(testConfig(n))
-			if err != nil {
-				t.Errorf("open %s: %v", n, err)
-				return
-			}
-			ports = append(ports, p)
-		}
-	})
-	if len(ports) != 2 {
-		t.FailNow()
-	}
+	ports := openWire(t, id)
 	w, err := NewWorker(0, []Queue{ports[0].Queue(0), ports[1].Queue(0)}, wire{}, 64, 20*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
