@@ -251,7 +251,7 @@ func (p *Processor) isAdmitted(mac uint64) bool {
 // admitted reports whether DHCP from mac goes to the proxy: a registered
 // MAC always, an unregistered one within the port's sample rate.
 func (p *Processor) admitted(in uint8, mac uint64) bool {
-	if _, ok := p.s.Admitted.Lookup(mac); ok {
+	if p.isAdmitted(mac) {
 		return true
 	}
 	now := nanotime() + 1 // never 0: unregLast 0 means a full bucket
