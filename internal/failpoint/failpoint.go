@@ -1,0 +1,55 @@
+// Package failpoint names the crash points of ispmux's commit and relay
+// sequences. In the production binary Hit compiles to nothing; a binary
+// built with the build tag "failpoints" (the crash tests build one) kills
+// itself with SIGKILL at the point named by the environment variable
+// ISPMUX_FAILPOINT, so a test can crash ispmux at exactly that instant and
+// check what survives the restart.
+//
+// ISPMUX_FAILPOINT is "NAME" (crash at the first hit) or "NAME@N" (crash at
+// the N-th hit, counting from 1). Before dying the process writes one line
+// "failpoint NAME: SIGKILL" to standard error.
+//
+// Every transition that changes a binding or tells an ISP something has
+// its points (docs/ARCHITECTURE.md, "Crash consistency"); a new transition
+// adds its own, and the crash matrix test covers them.
+package failpoint
+
+// Points lists every failpoint name, for the crash tests and for Enabled's
+// check of ISPMUX_FAILPOINT.
+var Points = []string{
+	// A DISCOVER/REQUEST/INFORM is about to be relayed to the ISP.
+	RelayBeforeSend,
+	// The ISP's ACK arrived; nothing stored yet.
+	BindBeforeCommit,
+	// The binding (and its event) is durable; not installed, no ACK sent.
+	BindAfterCommit,
+	// The ACK was sent to the subscriber.
+	BindAfterAck,
+	// A RELEASE/DECLINE/revocation: the binding is gone and the intent
+	// durable; nothing sent to the ISP yet.
+	EndAfterIntent,
+	// The message was sent to the ISP; the intent is not yet completed.
+	EndAfterSend,
+	// A lease expired: nothing stored yet.
+	ExpireBeforeCommit,
+	// The ISP's NAK arrived; the binding (if any) not yet removed.
+	NakBeforeCommit,
+	// The NAK's removal is durable; the NAK is not yet delivered.
+	NakAfterCommit,
+	// At start, a pending intent was replayed to the ISP; not completed.
+	ReplayAfterSend,
+}
+
+// The failpoint names.
+const (
+	RelayBeforeSend    = "relay/before-send"
+	BindBeforeCommit   = "bind/before-commit"
+	BindAfterCommit    = "bind/after-commit"
+	BindAfterAck       = "bind/after-ack"
+	EndAfterIntent     = "end/after-intent"
+	EndAfterSend       = "end/after-send"
+	ExpireBeforeCommit = "expire/before-commit"
+	NakBeforeCommit    = "nak/before-commit"
+	NakAfterCommit     = "nak/after-commit"
+	ReplayAfterSend    = "replay/after-send"
+)
