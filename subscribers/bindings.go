@@ -24,6 +24,17 @@ type Binding struct {
 	Relay    netip.Addr // the ISP DHCP server address we relayed to
 	Expires  time.Time  // lease end
 	Updated  time.Time
+
+	// The rest is what a later step needs to act for the subscriber
+	// (release on its behalf, answer a renewal after a restart); schema 1
+	// files did not keep it, so a migrated binding has it empty. Empty
+	// byte fields read back as nil.
+
+	ClientID  []byte        // option 61 as the client sent it (nil if none); at most 255 bytes
+	Option82  []byte        // the relay agent information option ispmux sent the ISP for this lease (its value); at most 255 bytes
+	Options   []byte        // the ISP ACK's options as received, raw DHCP TLVs (code, length, value), Option 82 stripped; at most 1500 bytes
+	LeaseTime time.Duration // option 51 as the ISP granted it (0 if unknown)
+	Customer  string        // the customer ID sent as subscriber-id ("" if none)
 }
 
 func validAccess(access string) error {
@@ -48,8 +59,24 @@ func validateBinding(b *Binding) error {
 	if b.Expires.IsZero() {
 		return fmt.Errorf("%w: no lease end (Expires)", ErrInvalid)
 	}
-	if len(b.ISP) > maxString || len(b.Circuit) > maxString {
-		return fmt.Errorf("%w: ISP or circuit-id longer than %d bytes", ErrInvalid, maxString)
+	if len(b.ISP) > maxString || len(b.Circuit) > maxString || len(b.Customer) > maxString {
+		return fmt.Errorf("%w: ISP, circuit-id or customer ID longer than %d bytes", ErrInvalid, maxString)
+	}
+	for _, f := range []struct {
+		name string
+		v    []byte
+		max  int
+	}{
+		{"client identifier", b.ClientID, maxClientID},
+		{"Option 82", b.Option82, maxOption82},
+		{"ACK options", b.Options, maxOptions},
+	} {
+		if len(f.v) > f.max {
+			return fmt.Errorf("%w: %s is %d bytes (max %d)", ErrInvalid, f.name, len(f.v), f.max)
+		}
+	}
+	if b.LeaseTime < 0 {
+		return fmt.Errorf("%w: negative lease time %v", ErrInvalid, b.LeaseTime)
 	}
 	return nil
 }
@@ -73,8 +100,8 @@ func (s *Store) CommitBinding(b Binding) error {
 }
 
 // CommitBindingEvent is CommitBinding and AddEvent in one transaction: the
-// binding and the event recording it become durable together, for one
-// fsync instead of two.
+// binding and the event recording it (bound, renewed) become durable
+// together, for one fsync instead of two.
 func (s *Store) CommitBindingEvent(b Binding, e Event) (Event, error) {
 	name := bindingName(b.Access, b.VLAN, b.MAC)
 	if err := validateBinding(&b); err != nil {
@@ -140,24 +167,35 @@ func (s *Store) DeleteBinding(access string, vlan uint16, mac MAC) (bool, error)
 	if err := validAccess(access); err != nil {
 		return false, fmt.Errorf("delete binding %s: %w", bindingName(access, vlan, mac), err)
 	}
-	key := bindingKey(access, vlan, mac)
+	del := bindingDelete(access, vlan, mac)
 	var found bool
 	err := s.update(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bucketBindings)
-		old := bk.Get(key)
-		found = old != nil
-		if !found {
-			return nil
-		}
-		if err := dropExpiry(tx.Bucket(bucketExpiry), key, old); err != nil {
-			return err
-		}
-		return bk.Delete(key)
+		var err error
+		found, err = del(tx)
+		return err
 	})
 	if err != nil {
 		return false, fmt.Errorf("delete binding %s: %w", bindingName(access, vlan, mac), err)
 	}
 	return found, nil
+}
+
+// bindingDelete returns the transaction step that deletes the binding of
+// (access, vlan, mac) (validated) and its expiry index entry, and reports
+// whether there was one.
+func bindingDelete(access string, vlan uint16, mac MAC) func(tx *bolt.Tx) (bool, error) {
+	key := bindingKey(access, vlan, mac)
+	return func(tx *bolt.Tx) (bool, error) {
+		bk := tx.Bucket(bucketBindings)
+		old := bk.Get(key)
+		if old == nil {
+			return false, nil
+		}
+		if err := dropExpiry(tx.Bucket(bucketExpiry), key, old); err != nil {
+			return true, err
+		}
+		return true, bk.Delete(key)
+	}
 }
 
 // Binding returns the binding of (access, vlan, mac), or ErrNotFound.

@@ -1,12 +1,14 @@
 // Package subscribers is ispmux's embedded durable store: the subscriber
 // registry (which MAC may get service, from which ISP), the bindings (the
-// leases the ISPs granted), and the events the management API reports to the
+// leases the ISPs granted), the intents (messages that end a binding, about
+// to be sent to an ISP), and the events the management API reports to the
 // operator and the ISPs. It is one bbolt file in the appliance's state_dir.
 //
 // # Durability
 //
 // Every write method (PutRegistration, DeleteRegistration,
-// SyncRegistrations, CommitBinding, DeleteBinding, AddEvent) returns only
+// SyncRegistrations, CommitBinding, CommitBindingEvent, DeleteBinding,
+// EndBinding, CompleteIntent, AddEvent) returns only
 // after its bbolt transaction has committed and the file has been fsynced
 // (fdatasync on Linux), unless Options.NoSync was set, which is for tests and
 // benchmarks only. A nil error therefore means the change survives a process
@@ -14,6 +16,27 @@
 // CommitBinding before it sends the ACK, so a lease a subscriber was told
 // about is never lost. A non-nil error means the change may or may not be on
 // disk, and the caller must not act as if it were (no ACK).
+//
+// # State changes and their events
+//
+// CommitBindingEvent (for bound, renewed) and EndBinding (for released,
+// declined, revoked, expired) write a change of a binding in one
+// transaction with the event that records it, so that the log neither
+// lacks an event for a change that happened nor holds one for a change that
+// did not.
+//
+// # Intents
+//
+// A transition that tells an ISP something and ends a binding (release,
+// decline, revocation) must survive a crash at any instant without leaving
+// a binding the ISP has freed (ispmux would forward for it) or a lease at
+// the ISP that nobody uses. So it is three steps: EndBinding removes the
+// binding and stores an Intent holding the DHCP message to send, in one
+// transaction; the caller sends the message; CompleteIntent deletes the
+// intent. At start the caller replays Intents: each pending one is sent
+// again and completed. A crash before EndBinding leaves the binding (the
+// subscriber will retry); after it, the message is sent at least once (the
+// ISP treats a repeated RELEASE of a freed lease as a no-op).
 //
 // # Group commit
 //
@@ -55,18 +78,37 @@
 // Buckets: "meta" (schema version), "registrations" (key: the 6-byte MAC),
 // "bindings" (key: access port name, 0x00, VLAN big-endian, MAC),
 // "binding-expiry" (an index: sortable lease end, then the binding key; lets
-// ExpiredBindings read only what has expired), and "events" (key: the
-// big-endian sequence number, from the bucket's persistent sequence, so it
-// keeps increasing across restarts; the oldest are trimmed to keep
-// Options.EventRetention).
+// ExpiredBindings read only what has expired), "intents" (key: the
+// big-endian intent ID, from the bucket's persistent sequence), and
+// "events" (key: the big-endian sequence number, from the bucket's
+// persistent sequence, so it keeps increasing across restarts).
+//
+// Events are trimmed from the front of the log in the transaction that
+// appends one: to the newest Options.EventRetention, and those more than
+// Options.EventMaxAge older than the appended event. Trimming looks only at
+// the front, so an append costs O(1 + events trimmed). EventBounds tells a
+// reader the oldest sequence number still kept, so it can tell it missed
+// some.
 //
 // Values are a compact binary encoding whose first byte is a format version
-// (currently 1), followed by the fields in a fixed order: strings and
-// addresses are uvarint-length-prefixed, times are varint seconds plus
-// uvarint nanoseconds. Decoding checks every length, the version, trailing
-// bytes and that the value agrees with its key; a bad value yields a
+// (currently 2), followed by the fields in a fixed order: strings, byte
+// fields and addresses are uvarint-length-prefixed, times are varint seconds
+// plus uvarint nanoseconds, durations varint nanoseconds. Version 1 values
+// (schema 1: bindings and events without the fields version 2 appended)
+// still decode. Decoding checks every length, the version, trailing bytes
+// and that the value agrees with its key; a bad value yields a
 // *CorruptError (errors.Is ErrCorrupt) that names the bucket and the key,
 // never a panic. List methods return every value that decoded together with
 // the joined errors of those that did not, so one damaged record does not
 // keep the appliance from reloading the others.
+//
+// # Schema versions
+//
+// The meta bucket's schema byte is the version of the whole file (2 now;
+// see schemaVersion). Open migrates an older file in place, in one
+// transaction (all or nothing: schema 1 to 2 re-encodes every value and
+// adds the intents bucket), and refuses a newer one with ErrSchema: an
+// older ispmux never writes a file it cannot fully read. Open of a current
+// file writes nothing. Backup writes a consistent copy of the file while
+// the store is in use (`ispmux ctl backup FILE`).
 package subscribers

@@ -9,8 +9,14 @@ import (
 	"time"
 )
 
-// formatVersion is the first byte of every value.
-const formatVersion = 1
+// formatVersion is the first byte of every value the store writes.
+// Version 1 (schema 1) values are still decoded: bindings and events
+// without the fields version 2 added, which read as zero. Open rewrites
+// them all as version 2 when it migrates a schema-1 file (migrate.go).
+const formatVersion = 2
+
+// formatV1 is the format of schema-1 files.
+const formatV1 = 1
 
 // Decoding errors, wrapped in a CorruptError by the callers.
 var (
@@ -31,6 +37,10 @@ func (e *encoder) str(s string) {
 func (e *encoder) addr(a netip.Addr) {
 	// AppendBinary: 0 bytes (invalid), 4, 16, or 16+zone.
 	v, _ := a.MarshalBinary()
+	e.b = binary.AppendUvarint(e.b, uint64(len(v)))
+	e.b = append(e.b, v...)
+}
+func (e *encoder) bytes(v []byte) {
 	e.b = binary.AppendUvarint(e.b, uint64(len(v)))
 	e.b = append(e.b, v...)
 }
@@ -115,6 +125,16 @@ func (d *decoder) str() string {
 	return string(d.take(d.uvarint()))
 }
 
+// bytes returns a copy (the decoder reads bbolt's memory map), nil for an
+// empty field.
+func (d *decoder) bytes() []byte {
+	v := d.take(d.uvarint())
+	if len(v) == 0 {
+		return nil
+	}
+	return append([]byte(nil), v...)
+}
+
 func (d *decoder) addr() netip.Addr {
 	v := d.take(d.uvarint())
 	if d.err != nil {
@@ -141,10 +161,13 @@ func (d *decoder) time() time.Time {
 	return t
 }
 
-func (d *decoder) version() {
-	if v := d.u8(); d.err == nil && v != formatVersion {
-		d.fail(fmt.Errorf("format version %d, want %d", v, formatVersion))
+// version reads the format version: formatV1 or formatVersion.
+func (d *decoder) version() byte {
+	v := d.u8()
+	if d.err == nil && v != formatV1 && v != formatVersion {
+		d.fail(fmt.Errorf("format version %d, want %d or %d", v, formatV1, formatVersion))
 	}
+	return v
 }
 
 func (d *decoder) finish() error {
@@ -201,7 +224,8 @@ func decodeRegistration(key, val []byte) (Registration, error) {
 }
 
 // Binding: version, Access, VLAN, MAC, ISP, IP, Circuit, ServerID, Relay,
-// Expires, Updated.
+// Expires, Updated; then (version 2) ClientID, Option82, Options (each
+// uvarint-length-prefixed bytes), LeaseTime (varint nanoseconds), Customer.
 
 func encodeBinding(b *Binding) []byte {
 	e := encoder{b: make([]byte, 0, 96)}
@@ -216,12 +240,17 @@ func encodeBinding(b *Binding) []byte {
 	e.addr(b.Relay)
 	e.time(b.Expires)
 	e.time(b.Updated)
+	e.bytes(b.ClientID)
+	e.bytes(b.Option82)
+	e.bytes(b.Options)
+	e.b = binary.AppendVarint(e.b, int64(b.LeaseTime))
+	e.str(b.Customer)
 	return e.b
 }
 
 func decodeBinding(key, val []byte) (Binding, error) {
 	d := decoder{b: val}
-	d.version()
+	ver := d.version()
 	var b Binding
 	b.Access = d.str()
 	b.VLAN = d.u16()
@@ -233,6 +262,16 @@ func decodeBinding(key, val []byte) (Binding, error) {
 	b.Relay = d.addr()
 	b.Expires = d.time()
 	b.Updated = d.time()
+	if ver >= 2 {
+		b.ClientID = d.bytes()
+		b.Option82 = d.bytes()
+		b.Options = d.bytes()
+		b.LeaseTime = time.Duration(d.varint())
+		b.Customer = d.str()
+		if d.err == nil && b.LeaseTime < 0 {
+			d.fail(fmt.Errorf("negative lease time %v", b.LeaseTime))
+		}
+	}
 	if err := d.finish(); err != nil {
 		return Binding{}, corrupt(bucketBindings, key, err)
 	}
@@ -270,7 +309,8 @@ func expiryPrefix(k []byte, t time.Time) []byte {
 	return binary.BigEndian.AppendUint32(k, uint32(t.Nanosecond()))
 }
 
-// Event: version, Time, Kind, MAC, ISP, IP, Reason. Seq is the key.
+// Event: version, Time, Kind, MAC, ISP, IP, Reason; then (version 2)
+// Customer, Access. Seq is the key.
 
 func encodeEvent(ev *Event) []byte {
 	e := encoder{b: make([]byte, 0, 64)}
@@ -281,6 +321,8 @@ func encodeEvent(ev *Event) []byte {
 	e.str(ev.ISP)
 	e.addr(ev.IP)
 	e.str(ev.Reason)
+	e.str(ev.Customer)
+	e.str(ev.Access)
 	return e.b
 }
 
@@ -289,7 +331,7 @@ func decodeEvent(key, val []byte) (Event, error) {
 		return Event{}, corrupt(bucketEvents, key, fmt.Errorf("key is %d bytes, want 8", len(key)))
 	}
 	d := decoder{b: val}
-	d.version()
+	ver := d.version()
 	var ev Event
 	ev.Seq = binary.BigEndian.Uint64(key)
 	ev.Time = d.time()
@@ -298,6 +340,10 @@ func decodeEvent(key, val []byte) (Event, error) {
 	ev.ISP = d.str()
 	ev.IP = d.addr()
 	ev.Reason = d.str()
+	if ver >= 2 {
+		ev.Customer = d.str()
+		ev.Access = d.str()
+	}
 	if err := d.finish(); err != nil {
 		return Event{}, corrupt(bucketEvents, key, err)
 	}
@@ -310,3 +356,54 @@ func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) 
 // customer IDs, reasons): far above any real one, low enough that a bad
 // caller cannot bloat the file.
 const maxString = math.MaxUint16
+
+// Bounds on the byte fields of a binding: an option's value is at most 255
+// bytes, and a DHCP message's options fit in an Ethernet MTU.
+const (
+	maxClientID = 255
+	maxOption82 = 255
+	maxOptions  = 1500
+	// maxMessage bounds an intent's DHCP message (a UDP payload).
+	maxMessage = 65507
+)
+
+// Intent: version, Kind, ISP, MAC, Access, VLAN, IP, Message (bytes),
+// Created. ID is the key. Intents exist from version 2 on.
+
+func encodeIntent(in *Intent) []byte {
+	e := encoder{b: make([]byte, 0, 64+len(in.Message))}
+	e.u8(formatVersion)
+	e.str(string(in.Kind))
+	e.str(in.ISP)
+	e.mac(in.MAC)
+	e.str(in.Access)
+	e.u16(in.VLAN)
+	e.addr(in.IP)
+	e.bytes(in.Message)
+	e.time(in.Created)
+	return e.b
+}
+
+func decodeIntent(key, val []byte) (Intent, error) {
+	if len(key) != 8 {
+		return Intent{}, corrupt(bucketIntents, key, fmt.Errorf("key is %d bytes, want 8", len(key)))
+	}
+	d := decoder{b: val}
+	if v := d.version(); d.err == nil && v < 2 {
+		d.fail(fmt.Errorf("format version %d has no intents", v))
+	}
+	var in Intent
+	in.ID = binary.BigEndian.Uint64(key)
+	in.Kind = IntentKind(d.str())
+	in.ISP = d.str()
+	in.MAC = d.mac()
+	in.Access = d.str()
+	in.VLAN = d.u16()
+	in.IP = d.addr()
+	in.Message = d.bytes()
+	in.Created = d.time()
+	if err := d.finish(); err != nil {
+		return Intent{}, corrupt(bucketIntents, key, err)
+	}
+	return in, nil
+}

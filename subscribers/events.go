@@ -29,24 +29,28 @@ const (
 	EventBlocked     EventKind = "blocked"      // blocked MAC asked for service
 	EventRateLimited EventKind = "rate-limited" // subscriber exceeded the request rate
 	EventRevoked     EventKind = "revoked"      // binding removed: the registration changed
+	EventSuppressed  EventKind = "suppressed"   // N refusals were not recorded (flood)
 )
 
 // Event is one entry of the event log. Seq increases by one per event,
 // across restarts.
 type Event struct {
-	Seq    uint64
-	Time   time.Time
-	Kind   EventKind
-	MAC    MAC
-	ISP    string
-	IP     netip.Addr
-	Reason string
+	Seq      uint64
+	Time     time.Time
+	Kind     EventKind
+	MAC      MAC
+	ISP      string
+	IP       netip.Addr
+	Reason   string
+	Customer string // the subscriber's customer ID, where known
+	Access   string // the access entry the subscriber is on, where known
 }
 
 // AddEvent appends e to the log, durably (grouped with concurrent writes),
 // and returns it with its Seq assigned (any Seq passed in is ignored) and
 // Time set to now if it was zero. The oldest events beyond the retention
-// are dropped in the same transaction.
+// (Options.EventRetention, Options.EventMaxAge) are dropped in the same
+// transaction.
 func (s *Store) AddEvent(e Event) (Event, error) {
 	if err := prepareEvent(&e); err != nil {
 		return Event{}, err
@@ -62,7 +66,8 @@ func prepareEvent(e *Event) error {
 	if e.Kind == "" {
 		return fmt.Errorf("add event: %w: empty kind", ErrInvalid)
 	}
-	if len(e.Kind) > maxString || len(e.ISP) > maxString || len(e.Reason) > maxString {
+	if len(e.Kind) > maxString || len(e.ISP) > maxString || len(e.Reason) > maxString ||
+		len(e.Customer) > maxString || len(e.Access) > maxString {
 		return fmt.Errorf("add event %s: %w: field longer than %d bytes", e.Kind, ErrInvalid, maxString)
 	}
 	if e.Time.IsZero() {
@@ -73,9 +78,18 @@ func prepareEvent(e *Event) error {
 }
 
 // eventPut returns the transaction step that appends e (assigning e.Seq)
-// and trims the log to the retention.
+// and trims the log: by count to the newest s.retention, and by age to
+// the events at most s.maxAge older than e.Time.
+//
+// Both trims only look at the front of the log (the oldest sequence
+// numbers) and stop at the first event they keep, so an append costs
+// O(1 + events trimmed). Times are the callers', and not necessarily in
+// sequence order: an old-dated event behind a newer one stays until the
+// ones in front of it go. An event at the front that does not decode is
+// trimmed as old (it is the oldest, and unreadable).
 func (s *Store) eventPut(e *Event) func(tx *bolt.Tx) error {
 	val := encodeEvent(e)
+	cutTime := e.Time.Add(-s.maxAge)
 	return func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketEvents)
 		seq, err := bk.NextSequence()
@@ -86,14 +100,23 @@ func (s *Store) eventPut(e *Event) func(tx *bolt.Tx) error {
 			return err
 		}
 		e.Seq = seq
-		if seq <= s.retention {
-			return nil
+		var cutoff uint64 // trim every seq <= cutoff
+		if seq > s.retention {
+			cutoff = seq - s.retention
 		}
-		// Trim from the front. Re-seek after each delete: a bbolt cursor
-		// may skip a key if Next follows Delete.
-		cutoff := seq - s.retention
+		// Re-seek after each delete: a bbolt cursor may skip a key if
+		// Next follows Delete.
 		c := bk.Cursor()
-		for k, _ := c.First(); len(k) == 8 && binary.BigEndian.Uint64(k) <= cutoff; k, _ = c.First() {
+		for k, v := c.First(); k != nil; k, v = c.First() {
+			if len(k) == 8 && binary.BigEndian.Uint64(k) > cutoff {
+				if binary.BigEndian.Uint64(k) == seq {
+					break // the newest stays, whatever its time
+				}
+				old, err := decodeEvent(k, v)
+				if err == nil && !old.Time.Before(cutTime) {
+					break
+				}
+			}
 			if err := c.Delete(); err != nil {
 				return err
 			}
@@ -130,6 +153,26 @@ func (s *Store) Events(afterSeq uint64, limit int) ([]Event, error) {
 		return evs, fmt.Errorf("events after %d: %w", afterSeq, err)
 	}
 	return evs, nil
+}
+
+// EventBounds returns the Seq of the oldest event the log still holds and
+// of the newest event ever added. A reader that has seen the events up to
+// Seq n missed some (trimmed by count or age) if n+1 < oldest. An empty
+// log (a new store) gives oldest = newest+1.
+func (s *Store) EventBounds() (oldest, newest uint64, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketEvents)
+		newest = bk.Sequence()
+		oldest = newest + 1
+		if k, _ := bk.Cursor().First(); len(k) == 8 {
+			oldest = binary.BigEndian.Uint64(k)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("event bounds: %w", err)
+	}
+	return oldest, newest, nil
 }
 
 // LastEventSeq returns the Seq of the newest event ever added (0 if none),

@@ -1,6 +1,7 @@
 package subscribers
 
 import (
+	"bytes"
 	"net/netip"
 	"time"
 )
@@ -37,7 +38,12 @@ func v1Fixture() ([]Registration, []Binding, []Event) {
 }
 
 // bindingEqual compares bindings field by field (times with ==, so
-// normalise them first).
-func bindingEqual(a, b Binding) bool { return a == b }
+// normalise them first; nil and empty byte fields are equal).
+func bindingEqual(a, b Binding) bool {
+	return bytes.Equal(a.ClientID, b.ClientID) && bytes.Equal(a.Option82, b.Option82) && bytes.Equal(a.Options, b.Options) &&
+		a.MAC == b.MAC && a.Access == b.Access && a.VLAN == b.VLAN && a.ISP == b.ISP && a.IP == b.IP &&
+		a.Circuit == b.Circuit && a.ServerID == b.ServerID && a.Relay == b.Relay && a.Expires == b.Expires &&
+		a.Updated == b.Updated && a.LeaseTime == b.LeaseTime && a.Customer == b.Customer
+}
 
 func eventEqual(a, b Event) bool { return a == b }

@@ -30,13 +30,19 @@ var (
 	ErrSchema = errors.New("unsupported schema version")
 )
 
-// schemaVersion is stored in the meta bucket; Open refuses files with a
-// higher one.
-const schemaVersion = 1
+// schemaVersion is stored in the meta bucket; Open migrates files with a
+// lower one (migrate.go) and refuses files with a higher one.
+//
+// 1: registrations, bindings, binding-expiry, events.
+// 2: bindings keep the client identifier, the Option 82 sent, the ISP's
+// ACK options, the lease time and the customer ID; events carry the
+// customer ID and the access entry; the intents bucket.
+const schemaVersion = 2
 
 // Defaults for Options.
 const (
 	DefaultEventRetention = 100000
+	DefaultEventMaxAge    = 30 * 24 * time.Hour
 	DefaultLockTimeout    = time.Second
 	DefaultMaxBatchSize   = 1000
 )
@@ -47,6 +53,7 @@ var (
 	bucketBindings      = []byte("bindings")
 	bucketExpiry        = []byte("binding-expiry")
 	bucketEvents        = []byte("events")
+	bucketIntents       = []byte("intents")
 
 	keySchema = []byte("schema")
 )
@@ -59,6 +66,9 @@ type Options struct {
 	// EventRetention keeps the newest N events; <= 0 means
 	// DefaultEventRetention.
 	EventRetention int
+	// EventMaxAge drops the events older than this (measured from the
+	// Time of the event being appended); <= 0 means DefaultEventMaxAge.
+	EventMaxAge time.Duration
 	// LockTimeout is how long Open waits for the file lock; <= 0 means
 	// DefaultLockTimeout.
 	LockTimeout time.Duration
@@ -71,6 +81,7 @@ type Options struct {
 type Store struct {
 	path      string
 	retention uint64
+	maxAge    time.Duration
 
 	maxBatch int
 
@@ -94,11 +105,16 @@ type Store struct {
 }
 
 // Open opens (creating if needed) the store at path, creates its buckets,
-// and checks the schema version. If another process holds the file it fails
-// after opts.LockTimeout with an error wrapping ErrLocked.
+// and checks the schema version: a file of an older schema is migrated in
+// place, in one transaction (see migrate.go); a file of a newer one is
+// refused with an error wrapping ErrSchema. If another process holds the
+// file it fails after opts.LockTimeout with an error wrapping ErrLocked.
 func Open(path string, opts Options) (*Store, error) {
 	if opts.EventRetention <= 0 {
 		opts.EventRetention = DefaultEventRetention
+	}
+	if opts.EventMaxAge <= 0 {
+		opts.EventMaxAge = DefaultEventMaxAge
 	}
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = DefaultLockTimeout
@@ -121,29 +137,63 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketRegistrations, bucketBindings, bucketExpiry, bucketEvents} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return fmt.Errorf("create bucket %s: %w", name, err)
+	// A file that is already current is only read: a second Open writes
+	// nothing.
+	var current bool
+	err = db.View(func(tx *bolt.Tx) error {
+		current = true
+		for _, name := range allBuckets {
+			if tx.Bucket(name) == nil {
+				current = false
 			}
 		}
-		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keySchema); v != nil {
-			if len(v) != 1 {
-				return &CorruptError{Bucket: string(bucketMeta), Key: keySchema, Err: errors.New("schema version is not one byte")}
-			}
-			if v[0] > schemaVersion {
-				return fmt.Errorf("%w %d (this ispmux supports up to %d; was the file written by a newer release?)", ErrSchema, v[0], schemaVersion)
-			}
-			return nil
+		if current {
+			v := tx.Bucket(bucketMeta).Get(keySchema)
+			current = len(v) == 1 && v[0] == schemaVersion
 		}
-		return meta.Put(keySchema, []byte{schemaVersion})
+		return nil
 	})
+	if err == nil && !current {
+		err = db.Update(setUp)
+	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	return &Store{path: path, retention: uint64(opts.EventRetention), maxBatch: opts.MaxBatchSize, db: db}, nil
+	return &Store{path: path, retention: uint64(opts.EventRetention), maxAge: opts.EventMaxAge, maxBatch: opts.MaxBatchSize, db: db}, nil
+}
+
+// allBuckets are the buckets of the current schema.
+var allBuckets = [][]byte{bucketMeta, bucketRegistrations, bucketBindings, bucketExpiry, bucketEvents, bucketIntents}
+
+// setUp creates the buckets of a new file, refuses a newer schema, and
+// migrates an older one, all in tx.
+func setUp(tx *bolt.Tx) error {
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketMeta, err)
+	}
+	from := byte(schemaVersion) // a new file
+	if v := meta.Get(keySchema); v != nil {
+		if len(v) != 1 || v[0] == 0 {
+			return &CorruptError{Bucket: string(bucketMeta), Key: keySchema, Err: fmt.Errorf("schema version %x is not one byte >= 1", v)}
+		}
+		from = v[0]
+	}
+	if from > schemaVersion {
+		return fmt.Errorf("%w: written by a newer ispmux (schema %d), this one supports up to %d; refusing to open (downgrade)", ErrSchema, from, schemaVersion)
+	}
+	for _, name := range allBuckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	if from < schemaVersion {
+		if err := migrate(tx, from); err != nil {
+			return fmt.Errorf("migrate from schema %d to %d: %w", from, schemaVersion, err)
+		}
+	}
+	return meta.Put(keySchema, []byte{schemaVersion})
 }
 
 // Path returns the file the store was opened from.

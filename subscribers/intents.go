@@ -1,0 +1,164 @@
+package subscribers
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// IntentKind says what an intent is about to tell the ISP.
+type IntentKind string
+
+// Intent kinds.
+const (
+	IntentRelease IntentKind = "release" // a DHCPRELEASE for the binding's lease
+	IntentDecline IntentKind = "decline" // a DHCPDECLINE of the binding's address
+)
+
+// Intent is the durable record of a message about to be sent to an ISP
+// that ends a binding (see EndBinding). It is written in the transaction
+// that removes the binding, deleted by CompleteIntent once the message has
+// been sent, and replayed at start while pending: so a crash between the
+// two leaves neither a binding the ISP has freed (the removal is durable
+// first) nor a lease at the ISP that nobody uses (the message is resent).
+type Intent struct {
+	ID      uint64 // assigned by the store, increasing across restarts
+	Kind    IntentKind
+	ISP     string     // the ISP to send to
+	MAC     MAC        // the subscriber
+	Access  string     // the binding's access port name
+	VLAN    uint16     // the binding's VLAN
+	IP      netip.Addr // the leased address the message is about
+	Message []byte     // the DHCP message (UDP payload) to send to each of the ISP's servers
+	Created time.Time  // set to now if zero
+}
+
+func validateIntent(in *Intent) error {
+	switch in.Kind {
+	case IntentRelease, IntentDecline:
+	default:
+		return fmt.Errorf("%w: unknown intent kind %q", ErrInvalid, in.Kind)
+	}
+	if err := validAccess(in.Access); err != nil {
+		return err
+	}
+	if in.ISP == "" || len(in.ISP) > maxString {
+		return fmt.Errorf("%w: ISP name is %d bytes (want 1..%d)", ErrInvalid, len(in.ISP), maxString)
+	}
+	if !in.IP.IsValid() {
+		return fmt.Errorf("%w: no IP address", ErrInvalid)
+	}
+	if len(in.Message) == 0 || len(in.Message) > maxMessage {
+		return fmt.Errorf("%w: message is %d bytes (want 1..%d)", ErrInvalid, len(in.Message), maxMessage)
+	}
+	return nil
+}
+
+// EndBinding removes the binding of (access, vlan, mac) if there is one,
+// stores the intent in (if non-nil; its ID is assigned, Created set to now
+// if zero) and appends the event e (Seq assigned, as AddEvent), all in one
+// durable transaction (grouped with the concurrent writes): after a crash
+// either all of it happened or none. found reports whether a binding was
+// there; the intent and the event are stored either way. The returned
+// Intent is the zero Intent when in is nil.
+//
+// This is the first step of a release or decline: EndBinding, then send
+// in.Message, then CompleteIntent(ID). With a nil intent it ends a binding
+// that needs no message (expiry).
+func (s *Store) EndBinding(access string, vlan uint16, mac MAC, in *Intent, e Event) (Intent, Event, bool, error) {
+	name := bindingName(access, vlan, mac)
+	if err := validAccess(access); err != nil {
+		return Intent{}, Event{}, false, fmt.Errorf("end binding %s: %w", name, err)
+	}
+	var it Intent
+	var putI func(tx *bolt.Tx) error
+	if in != nil {
+		it = *in
+		it.ID = 0
+		if it.Created.IsZero() {
+			it.Created = time.Now()
+		}
+		if err := validateIntent(&it); err != nil {
+			return Intent{}, Event{}, false, fmt.Errorf("end binding %s: intent: %w", name, err)
+		}
+		putI = intentPut(&it)
+	}
+	if err := prepareEvent(&e); err != nil {
+		return Intent{}, Event{}, false, fmt.Errorf("end binding %s: %w", name, err)
+	}
+	del := bindingDelete(access, vlan, mac)
+	putE := s.eventPut(&e)
+	var found bool
+	err := s.update(func(tx *bolt.Tx) error {
+		var err error
+		if found, err = del(tx); err != nil {
+			return err
+		}
+		if putI != nil {
+			if err := putI(tx); err != nil {
+				return err
+			}
+		}
+		return putE(tx)
+	})
+	if err != nil {
+		return Intent{}, Event{}, false, fmt.Errorf("end binding %s with event %s: %w", name, e.Kind, err)
+	}
+	return it, e, found, nil
+}
+
+// intentPut returns the transaction step that stores in (validated) under
+// the next ID of the intents bucket, assigning in.ID.
+func intentPut(in *Intent) func(tx *bolt.Tx) error {
+	return func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketIntents)
+		id, err := bk.NextSequence()
+		if err != nil {
+			return err
+		}
+		in.ID = id
+		return bk.Put(seqKey(id), encodeIntent(in))
+	}
+}
+
+// CompleteIntent deletes the intent id: its message was sent. Durable on
+// return; deleting one that is not there is not an error (a replay may
+// complete an intent twice).
+func (s *Store) CompleteIntent(id uint64) error {
+	err := s.update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketIntents).Delete(seqKey(id))
+	})
+	if err != nil {
+		return fmt.Errorf("complete intent %d: %w", id, err)
+	}
+	return nil
+}
+
+// Intents returns the pending intents, oldest (lowest ID) first, for the
+// replay at start. If some values are corrupt it returns the others
+// together with an error wrapping ErrCorrupt for each bad one.
+func (s *Store) Intents() ([]Intent, error) {
+	var ins []Intent
+	var bad []error
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketIntents).ForEach(func(k, v []byte) error {
+			in, err := decodeIntent(k, v)
+			if err != nil {
+				bad = append(bad, err)
+				return nil
+			}
+			ins = append(ins, in)
+			return nil
+		})
+	})
+	if err == nil {
+		err = errors.Join(bad...)
+	}
+	if err != nil {
+		return ins, fmt.Errorf("intents: %w", err)
+	}
+	return ins, nil
+}
