@@ -1,6 +1,9 @@
 package dhcpproxy
 
-import "time"
+import (
+	"sync"
+	"time"
+)
 
 // bucket is a token bucket: rate tokens per second up to burst.
 type bucket struct {
@@ -26,30 +29,57 @@ func (b *bucket) full(now time.Time, rate, burst int) bool {
 	return b.tokens+now.Sub(b.last).Seconds()*float64(rate) >= float64(burst)
 }
 
+// limiter owns the per-MAC and per-circuit token buckets; mu guards them
+// and is held only inside these methods.
+type limiter struct {
+	mu      sync.Mutex
+	cfg     *Config // the rates and bursts (read at each call)
+	mac     map[uint64]*bucket
+	circuit map[circuitKey]*bucket
+}
+
+func (l *limiter) init(cfg *Config) {
+	l.cfg = cfg
+	l.mac = map[uint64]*bucket{}
+	l.circuit = map[circuitKey]*bucket{}
+}
+
 // allow applies the per-MAC and then the per-circuit limit: a subscriber
 // over its own limit does not spend the circuit's shared budget. Callers
 // admit the MAC (registered, not blocked) first, so the per-MAC state is
 // bounded by the registry.
 //
-// Preconditions: p.mu held.
 // It returns "" when the message may go on, else which limit refused it:
 // "mac" (this subscriber) or "circuit" (its access circuit as a whole).
-func (p *Proxy) allow(sk subKey, now time.Time) string {
-	mb := p.macBucket[sk.mac]
+func (l *limiter) allow(sk subKey, now time.Time) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	mb := l.mac[sk.mac]
 	if mb == nil {
 		mb = &bucket{}
-		p.macBucket[sk.mac] = mb
+		l.mac[sk.mac] = mb
 	}
-	if !mb.take(now, p.cfg.MACRate, p.cfg.MACBurst) {
+	if !mb.take(now, l.cfg.MACRate, l.cfg.MACBurst) {
 		return "mac"
 	}
-	cb := p.cirBucket[sk.circuit]
+	cb := l.circuit[sk.circuit]
 	if cb == nil {
 		cb = &bucket{}
-		p.cirBucket[sk.circuit] = cb
+		l.circuit[sk.circuit] = cb
 	}
-	if !cb.take(now, p.cfg.CircuitRate, p.cfg.CircuitBurst) {
+	if !cb.take(now, l.cfg.CircuitRate, l.cfg.CircuitBurst) {
 		return "circuit"
 	}
 	return ""
+}
+
+// forget drops the per-MAC buckets that have refilled (they hold nothing).
+func (l *limiter) forget(now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for mac, b := range l.mac {
+		if b.full(now, l.cfg.MACRate, l.cfg.MACBurst) {
+			delete(l.mac, mac)
+		}
+	}
 }

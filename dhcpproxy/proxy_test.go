@@ -16,8 +16,8 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/ispmux/ispmux/classifier"
-	"github.com/ispmux/ispmux/engine"
 	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -34,7 +34,7 @@ const (
 
 type fakeTables struct {
 	mu    sync.Mutex
-	bound map[uint64]engine.Binding
+	bound map[uint64]binding.Binding
 	store *subscribers.Store
 	// committedFirst records, at each Bind, whether the store already had
 	// the binding (the durable-before-install order).
@@ -43,7 +43,7 @@ type fakeTables struct {
 	uplinkDown bool
 }
 
-func (f *fakeTables) Bind(b engine.Binding) error {
+func (f *fakeTables) Bind(b binding.Binding) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var m [6]byte
@@ -52,7 +52,7 @@ func (f *fakeTables) Bind(b engine.Binding) error {
 	f.committedFirst = append(f.committedFirst, err == nil)
 	for m, o := range f.bound {
 		if m != b.MAC && o.IP == b.IP && o.ISP == b.ISP {
-			return engine.ErrConflict
+			return binding.ErrConflict
 		}
 	}
 	f.bound[b.MAC] = b
@@ -61,12 +61,12 @@ func (f *fakeTables) Bind(b engine.Binding) error {
 
 // CheckBind conflicts when another MAC holds the address (any ISP: the rig
 // has one).
-func (f *fakeTables) CheckBind(b engine.Binding) error {
+func (f *fakeTables) CheckBind(b binding.Binding) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for m, o := range f.bound {
 		if m != b.MAC && o.IP == b.IP && o.ISP == b.ISP {
-			return engine.ErrConflict
+			return binding.ErrConflict
 		}
 	}
 	return nil
@@ -156,7 +156,7 @@ func newPRig(t *testing.T) *prig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	r := &prig{t: t, store: st, tab: &fakeTables{bound: map[uint64]engine.Binding{}, store: st}, snd: &fakeSender{}}
+	r := &prig{t: t, store: st, tab: &fakeTables{bound: map[uint64]binding.Binding{}, store: st}, snd: &fakeSender{}}
 	cfg := Config{
 		Timeout: 300 * time.Millisecond, MaxPending: 16, MACRate: 100, MACBurst: 100, CircuitRate: 1000, CircuitBurst: 1000,
 		MaxBindingsPerCircuit: 10,
@@ -176,7 +176,7 @@ func newPRig(t *testing.T) *prig {
 
 // fromClient sends a client message as a broadcast frame from its chaddr.
 func (r *prig) fromClient(m *dhcpv4.DHCPv4) {
-	src := engine.MAC48([6]byte(m.ClientHWAddr))
+	src := binding.MAC48([6]byte(m.ClientHWAddr))
 	f := fib.UDPFrame(0xffffffffffff, src, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, m.ToBytes())
 	r.p.HandleFrame(accPort, f)
 }
@@ -202,7 +202,7 @@ func (r *prig) serve(reply func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4) []*dhcpv4.DHCP
 		}
 	}
 	r.p.committing.Wait()
-	r.p.events.Wait()
+	r.p.notes.wait()
 	for _, s := range r.snd.take() {
 		if s.port == accPort {
 			toClient = append(toClient, dhcpOf(s.frame))
@@ -315,7 +315,7 @@ func TestRejections(t *testing.T) {
 	}
 	time.Sleep(350 * time.Millisecond)
 	r.p.expire(time.Now())
-	r.p.events.Wait()
+	r.p.notes.wait()
 	evs, err := r.store.Events(0, 100)
 	if err != nil {
 		t.Fatal(err)
@@ -400,7 +400,7 @@ func TestLeaseExpiry(t *testing.T) {
 	if r.tab.isBound(0x020000000101) || r.p.Leases() != 0 {
 		t.Error("still bound after the lease expired")
 	}
-	r.p.events.Wait()
+	r.p.notes.wait()
 	if evs, _ := r.store.Events(0, 100); len(evs) == 0 || evs[len(evs)-1].Kind != subscribers.EventExpired || evs[len(evs)-1].ISP != "alpha" {
 		t.Errorf("events %+v: want the last one expired, at alpha", evs)
 	}
@@ -426,7 +426,7 @@ func TestRestore(t *testing.T) {
 	if bs, _ := r.store.Bindings(); len(bs) != 1 {
 		t.Errorf("expired binding left in the store: %d", len(bs))
 	}
-	r.p.events.Wait()
+	r.p.notes.wait()
 	if evs, _ := r.store.Events(0, 10); len(evs) != 1 || evs[0].Kind != subscribers.EventExpired || evs[0].MAC != [6]byte{2, 0, 0, 0, 1, 2} {
 		t.Errorf("events %+v, want one expired for the lease that ran out while stopped", evs)
 	}
@@ -473,7 +473,7 @@ func TestRestoreRevokesChangedRegistrations(t *testing.T) {
 	if bs, _ := r.store.Bindings(); len(bs) != 1 {
 		t.Errorf("%d bindings left in the store, want 1", len(bs))
 	}
-	r.p.events.Wait()
+	r.p.notes.wait()
 	evs, _ := r.store.Events(0, 100)
 	revoked := 0
 	for _, e := range evs {
@@ -577,7 +577,7 @@ func FuzzHandleFrame(f *testing.F) {
 		f.Fatal(err)
 	}
 	snd := &fakeSender{}
-	tab := &fakeTables{bound: map[uint64]engine.Binding{}, store: st}
+	tab := &fakeTables{bound: map[uint64]binding.Binding{}, store: st}
 	p := New(Config{Timeout: time.Second, MaxPending: 64, MACRate: 1000, MACBurst: 1000, CircuitRate: 1000, CircuitBurst: 1000, MaxBindingsPerCircuit: 10,
 		Circuits: []Circuit{{Name: "acc0", Interface: "acc0", Port: accPort, MAC: accMAC, Addr: ourSID}},
 		ISPs:     []ISP{{Index: 0, Name: "alpha", Port: upPort, MAC: upMAC, Addr: giaddr, Servers: []netip.Addr{ispSID}, CircuitID: "{interface}:{vlan}"}},
@@ -585,7 +585,7 @@ func FuzzHandleFrame(f *testing.F) {
 	f.Fuzz(func(t *testing.T, port uint8, frame []byte) {
 		p.HandleFrame(port%2, frame)
 		p.committing.Wait()
-		p.events.Wait()
+		p.notes.wait()
 		for _, s := range snd.take() {
 			if s.port != accPort {
 				continue
@@ -614,7 +614,7 @@ func BenchmarkDORA(b *testing.B) {
 		}
 	}
 	snd := &fakeSender{}
-	tab := &fakeTables{bound: map[uint64]engine.Binding{}, store: st}
+	tab := &fakeTables{bound: map[uint64]binding.Binding{}, store: st}
 	p := New(Config{Timeout: time.Second, MaxPending: 4096, MACRate: 1000, MACBurst: 1000, CircuitRate: 1 << 20, CircuitBurst: 1 << 20, MaxBindingsPerCircuit: 1 << 20,
 		Circuits: []Circuit{{Name: "acc0", Interface: "acc0", Port: accPort, MAC: accMAC, Addr: ourSID}},
 		ISPs:     []ISP{{Index: 0, Name: "alpha", Port: upPort, MAC: upMAC, Addr: giaddr, Servers: []netip.Addr{ispSID}, CircuitID: "{interface}:{vlan}"}},
@@ -644,7 +644,7 @@ func BenchmarkDORA(b *testing.B) {
 		snd.take()
 	}
 	b.StopTimer()
-	p.events.Wait()
+	p.notes.wait()
 }
 
 // TestCircuitWithoutAddress: DHCP on an access port with no address (only
@@ -750,7 +750,7 @@ func TestRevalidate(t *testing.T) {
 	if _, err := r.store.Binding("acc0", 0, [6]byte(mac("02:00:00:00:01:01"))); !errors.Is(err, subscribers.ErrNotFound) {
 		t.Errorf("binding still stored: %v", err)
 	}
-	r.p.events.Wait()
+	r.p.notes.wait()
 	evs, _ := r.store.Events(0, 100)
 	if len(evs) == 0 || evs[len(evs)-1].Kind != subscribers.EventRevoked || evs[len(evs)-1].Reason != "subscriber blocked" {
 		t.Errorf("last event %+v, want revoked: subscriber blocked", evs[len(evs)-1])
@@ -782,7 +782,7 @@ func TestFloodOfUnknownMACs(t *testing.T) {
 	if c["unknown_subscriber"] != 2000 || c["rate_limited"] != 18 {
 		t.Errorf("counters %v: want 2000 unknown_subscriber, 18 rate_limited", c)
 	}
-	r.p.events.Wait()
+	r.p.notes.wait()
 	evs, _ := r.store.Events(0, 10000)
 	if len(evs) > noiseBurst+5 || c["events_suppressed"] == 0 {
 		t.Errorf("%d events stored, %d suppressed: the flood was not held back", len(evs), c["events_suppressed"])
@@ -820,7 +820,7 @@ func TestRelayTooBig(t *testing.T) {
 	if c := r.p.Counters(); c["relay_too_big"] != 1 {
 		t.Errorf("counters %v, want relay_too_big 1", c)
 	}
-	r.p.events.Wait()
+	r.p.notes.wait()
 	evs, _ := r.store.Events(0, 10)
 	if len(evs) != 1 || evs[0].Kind != subscribers.EventRejected || !strings.Contains(evs[0].Reason, "MTU") {
 		t.Errorf("events %+v, want one rejection naming the MTU", evs)
@@ -837,7 +837,7 @@ func TestRelayTooBig(t *testing.T) {
 // gets a NAK, and the ISP gets a DECLINE for the address with our Option 82.
 func TestACKOfAnAddressInUse(t *testing.T) {
 	r := newPRig(t)
-	static := engine.Binding{Port: accPort, MAC: 0x020000000199, IP: netip.MustParseAddr("100.64.0.100"), Static: true}
+	static := binding.Binding{Port: accPort, MAC: 0x020000000199, IP: netip.MustParseAddr("100.64.0.100"), Static: true}
 	r.tab.bound[static.MAC] = static
 	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
 	offer := r.serve(kea(t, time.Minute))[0]
@@ -874,7 +874,7 @@ func TestACKOfAnAddressInUse(t *testing.T) {
 	if _, err := r.store.Binding("acc0", 0, [6]byte(mac("02:00:00:00:01:01"))); !errors.Is(err, subscribers.ErrNotFound) {
 		t.Errorf("binding committed: %v", err)
 	}
-	r.p.events.Wait()
+	r.p.notes.wait()
 	evs, _ := r.store.Events(0, 10)
 	for _, e := range evs {
 		if e.Kind == subscribers.EventBound {
@@ -913,7 +913,7 @@ func TestISPUnreachable(t *testing.T) {
 	}
 	time.Sleep(350 * time.Millisecond)
 	r.p.expire(time.Now())
-	r.p.events.Wait()
+	r.p.notes.wait()
 	evs, _ := r.store.Events(0, 10)
 	if len(evs) != 1 || evs[0].Kind != subscribers.EventRejected || !strings.Contains(evs[0].Reason, "unreachable") {
 		t.Errorf("events %+v, want one rejection saying the ISP is unreachable (and no timeout)", evs)
@@ -929,7 +929,7 @@ func TestForgedOption82IsAnEvent(t *testing.T) {
 	if got := r.snd.take(); len(got) != 0 {
 		t.Fatalf("relayed %d frames", len(got))
 	}
-	r.p.events.Wait()
+	r.p.notes.wait()
 	evs, _ := r.store.Events(0, 10)
 	if len(evs) != 1 || evs[0].Kind != subscribers.EventRejected || evs[0].Reason != "DHCP message refused: client_option82" {
 		t.Errorf("events %+v, want one rejection for client_option82", evs)
@@ -1033,7 +1033,7 @@ func TestAddressChangeIsRecorded(t *testing.T) {
 	r := newPRig(t)
 	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
 	r.dora("02:00:00:00:01:01", keaGiving(t, "100.64.0.123"), nil)
-	r.p.events.Wait()
+	r.p.notes.wait()
 	evs, _ := r.store.Events(0, 10)
 	if len(evs) == 0 || evs[len(evs)-1].Kind != subscribers.EventBound || evs[len(evs)-1].IP != netip.MustParseAddr("100.64.0.123") {
 		t.Errorf("events %+v, want the last one bound 100.64.0.123", evs)
@@ -1083,7 +1083,7 @@ func TestServerPortUnreachable(t *testing.T) {
 	}
 	time.Sleep(350 * time.Millisecond)
 	r.p.expire(time.Now())
-	r.p.events.Wait()
+	r.p.notes.wait()
 	evs, _ := r.store.Events(0, 10)
 	if len(evs) != 1 || evs[0].Kind != subscribers.EventTimeout || !strings.Contains(evs[0].Reason, "port unreachable") {
 		t.Errorf("events %+v, want a timeout naming the unreachable port", evs)
@@ -1169,7 +1169,7 @@ func TestBroadcastRepliesGoToChaddrOnly(t *testing.T) {
 func TestRestoreLeaseTakenByStatic(t *testing.T) {
 	r := newPRig(t)
 	now := time.Now()
-	r.tab.bound[0x020000000199] = engine.Binding{Port: accPort, MAC: 0x020000000199, IP: netip.MustParseAddr("100.64.0.100"), Static: true}
+	r.tab.bound[0x020000000199] = binding.Binding{Port: accPort, MAC: 0x020000000199, IP: netip.MustParseAddr("100.64.0.100"), Static: true}
 	b := subscribers.Binding{MAC: [6]byte{2, 0, 0, 0, 1, 1}, Access: "acc0", ISP: "alpha",
 		IP: netip.MustParseAddr("100.64.0.100"), Expires: now.Add(time.Hour), Updated: now}
 	if err := r.store.CommitBinding(b); err != nil {
@@ -1181,7 +1181,7 @@ func TestRestoreLeaseTakenByStatic(t *testing.T) {
 	if bs, _ := r.store.Bindings(); len(bs) != 0 {
 		t.Errorf("%d bindings left in the store", len(bs))
 	}
-	r.p.events.Wait()
+	r.p.notes.wait()
 	if evs, _ := r.store.Events(0, 10); len(evs) != 1 || evs[0].Kind != subscribers.EventRevoked {
 		t.Errorf("events %+v, want one revoked", evs)
 	}

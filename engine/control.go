@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -13,6 +12,7 @@ import (
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/datapath"
 	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/internal/binding"
 )
 
 // Injector sends a frame out of a port on behalf of the control plane
@@ -21,20 +21,13 @@ type Injector interface {
 	Inject(port uint8, frame []byte) bool
 }
 
-// Binding is one subscriber bound to an ISP with an address.
-type Binding struct {
-	Port uint8  // access port
-	VLAN uint16 // access VLAN, 0 = untagged
-	MAC  uint64
-	ISP  uint8
-	IP   netip.Addr
-	// Static marks a configured (not leased) binding.
-	Static bool
-}
+// Binding is one subscriber bound to an ISP with an address (the leaf
+// package's type, shared with the control plane).
+type Binding = binding.Binding
 
 // ErrConflict is returned when a binding's address is bound to another
 // subscriber at the same ISP.
-var ErrConflict = errors.New("address already bound at this ISP")
+var ErrConflict = binding.ErrConflict
 
 // PuntHandler receives punted frames the control plane does not handle
 // itself (DHCP). It must not keep p after returning.
@@ -341,13 +334,9 @@ func be4(v uint32) [4]byte { return [4]byte{byte(v >> 24), byte(v >> 16), byte(v
 func IP4(a netip.Addr) uint32 { return ip4(a) }
 
 // MAC48 converts a 6-byte MAC to the uint64 the tables use.
-func MAC48(b [6]byte) uint64 {
-	return uint64(b[0])<<40 | uint64(b[1])<<32 | uint64(b[2])<<24 | uint64(b[3])<<16 | uint64(b[4])<<8 | uint64(b[5])
-}
+func MAC48(b [6]byte) uint64 { return binding.MAC48(b) }
 
-func macString(m uint64) string {
-	return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", byte(m>>40), byte(m>>32), byte(m>>24), byte(m>>16), byte(m>>8), byte(m))
-}
+func macString(m uint64) string { return binding.MACString(m) }
 
 // MACString formats a 48-bit MAC.
-func MACString(m uint64) string { return macString(m) }
+func MACString(m uint64) string { return binding.MACString(m) }

@@ -1,0 +1,382 @@
+package dhcpproxy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// lease is a binding ispmux holds (mirror of the store's).
+type lease struct {
+	b       subscribers.Binding
+	circuit *Circuit
+	isp     *ISP
+}
+
+// leaseTable owns the bindings ispmux holds and the count per circuit.
+// mu guards both; it is held only inside these methods. A lease value is
+// never changed once stored: it is replaced whole.
+type leaseTable struct {
+	mu         sync.Mutex
+	m          map[subKey]*lease
+	perCircuit map[circuitKey]int
+}
+
+func (t *leaseTable) init() {
+	t.m = map[subKey]*lease{}
+	t.perCircuit = map[circuitKey]int{}
+}
+
+// get returns a copy of sk's lease.
+func (t *leaseTable) get(sk subKey) (lease, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := t.m[sk]
+	if l == nil {
+		return lease{}, false
+	}
+	return *l, true
+}
+
+// put stores sk's lease.
+func (t *leaseTable) put(sk subKey, l *lease) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m[sk] == nil {
+		t.perCircuit[sk.circuit]++
+	}
+	t.m[sk] = l
+}
+
+// remove removes and returns sk's lease, or nil.
+func (t *leaseTable) remove(sk subKey) *lease {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := t.m[sk]
+	if l != nil {
+		delete(t.m, sk)
+		t.perCircuit[sk.circuit]--
+	}
+	return l
+}
+
+// full reports whether sk holds no lease and its circuit has max.
+func (t *leaseTable) full(sk subKey, max int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[sk] == nil && t.perCircuit[sk.circuit] >= max
+}
+
+// held is a lease and its key, for scans done outside the lock.
+type held struct {
+	k subKey
+	b subscribers.Binding
+}
+
+// all returns every lease.
+func (t *leaseTable) all() []held {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]held, 0, len(t.m))
+	for k, l := range t.m {
+		out = append(out, held{k, l.b})
+	}
+	return out
+}
+
+// expired returns the leases that ended at or before now.
+func (t *leaseTable) expired(now time.Time) []held {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []held
+	for k, l := range t.m {
+		if !l.b.Expires.After(now) {
+			out = append(out, held{k, l.b})
+		}
+	}
+	return out
+}
+
+// holder returns the MAC of the DHCP subscriber holding ip at isp.
+func (t *leaseTable) holder(isp *ISP, ip netip.Addr) (uint64, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, l := range t.m {
+		if l.isp == isp && l.b.IP == ip {
+			return k.mac, true
+		}
+	}
+	return 0, false
+}
+
+func (t *leaseTable) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.m)
+}
+
+// Restore installs every unexpired binding of the store in the tables and
+// removes expired ones. Call it before the datapath starts forwarding.
+func (p *Proxy) Restore(now time.Time) (int, error) {
+	bs, err := p.store.Bindings()
+	if err != nil {
+		return 0, fmt.Errorf("dhcp restore: %w", err)
+	}
+	n := 0
+	for _, b := range bs {
+		c := p.circuitByName(b.Access, b.VLAN)
+		isp := p.isps[b.ISP]
+		if c == nil || isp == nil || !b.Expires.After(now) {
+			if _, err := p.store.DeleteBinding(b.Access, b.VLAN, b.MAC); err != nil {
+				return n, fmt.Errorf("dhcp restore: %w", err)
+			}
+			why := "lease expired while ispmux was stopped"
+			if c == nil || isp == nil {
+				why = "its access or ISP is no longer configured"
+			}
+			p.count("expired")
+			p.event(subscribers.EventExpired, binding.MAC48(b.MAC), b.ISP, b.IP, why)
+			continue
+		}
+		mac := binding.MAC48(b.MAC)
+		// The registration may have changed while ispmux was down (the
+		// operator blocked or removed the subscriber, or it chose another
+		// ISP): such a binding must not forward until its lease runs out.
+		if why := p.stale(b); why != "" {
+			if _, err := p.store.DeleteBinding(b.Access, b.VLAN, b.MAC); err != nil {
+				return n, fmt.Errorf("dhcp restore: %w", err)
+			}
+			p.count("binding_revoked")
+			p.event(subscribers.EventRevoked, mac, b.ISP, b.IP, why)
+			continue
+		}
+		if err := p.tables.Bind(binding.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: isp.Index, IP: b.IP}); err != nil {
+			// Its address is now a static subscriber's (the
+			// configuration changed while ispmux was down): the lease
+			// cannot forward, and is recorded as revoked.
+			if _, derr := p.store.DeleteBinding(b.Access, b.VLAN, b.MAC); derr != nil {
+				return n, fmt.Errorf("dhcp restore: %w", derr)
+			}
+			p.count("binding_revoked")
+			p.event(subscribers.EventRevoked, mac, b.ISP, b.IP, "its address is taken: "+err.Error())
+			continue
+		}
+		p.leases.put(subKey{circuitKey{c.Port, c.VLAN}, mac}, &lease{b: b, circuit: c, isp: isp})
+		n++
+	}
+	return n, nil
+}
+
+// Revalidate revokes, while running, every binding whose registration no
+// longer matches it (after a configuration reload or a registry change):
+// the subscriber stops forwarding at once instead of at lease expiry. It
+// returns how many it revoked.
+func (p *Proxy) Revalidate() int {
+	n := 0
+	for _, h := range p.leases.all() {
+		why := p.stale(h.b)
+		if why == "" {
+			continue
+		}
+		if ip := p.unbind(h.k); ip.IsValid() {
+			p.count("binding_revoked")
+			p.event(subscribers.EventRevoked, h.k.mac, h.b.ISP, ip, why)
+			n++
+		}
+	}
+	return n
+}
+
+// stale says why a stored binding no longer matches the subscriber's
+// registration, or "" when it still does.
+func (p *Proxy) stale(b subscribers.Binding) string {
+	if p.isStatic(binding.MAC48(b.MAC)) {
+		return "subscriber is now static"
+	}
+	reg, err := p.store.Registration(b.MAC)
+	switch {
+	case errors.Is(err, subscribers.ErrNotFound):
+		return "registration withdrawn"
+	case err != nil:
+		return "" // keep it: a store error is not the operator's decision
+	case reg.Blocked:
+		return "subscriber blocked"
+	case reg.ISP != b.ISP:
+		return "subscriber moved to ISP " + reg.ISP
+	case reg.Access != "" && reg.Access != b.Access:
+		return "registered on access " + reg.Access
+	}
+	return ""
+}
+
+// expireLeases ends the leases that ran out.
+func (p *Proxy) expireLeases(now time.Time) {
+	for _, e := range p.leases.expired(now) {
+		ip := p.unbind(e.k)
+		p.count("expired")
+		p.event(subscribers.EventExpired, e.k.mac, e.b.ISP, ip, "lease expired")
+	}
+}
+
+// unbind removes a subscriber's binding from the tables, the store and the
+// proxy; it returns the address it had.
+func (p *Proxy) unbind(sk subKey) netip.Addr {
+	l := p.leases.remove(sk)
+	if l == nil {
+		return netip.Addr{}
+	}
+	p.tables.Unbind(sk.circuit.port, sk.circuit.vlan, sk.mac)
+	if _, err := p.store.DeleteBinding(l.b.Access, l.b.VLAN, l.b.MAC); err != nil {
+		p.log.Warn("dhcp: binding not deleted from the store", "mac", binding.MACString(sk.mac), "err", err)
+	}
+	return l.b.IP
+}
+
+// bindAndAck commits the lease durably, installs it, and only then sends
+// the ACK to the subscriber.
+func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack []byte) {
+	ip, ok := netip.AddrFromSlice(m.YourIPAddr.To4())
+	if !ok || !ip.IsValid() || ip.IsUnspecified() {
+		p.count("ack_without_address")
+		return
+	}
+	lt := m.IPAddressLeaseTime(0)
+	if lt <= 0 {
+		p.count("ack_without_lease_time")
+		return
+	}
+	sid := p.tx.serverID(t)
+	if s := m.ServerIdentifier(); s != nil {
+		if a, ok := netip.AddrFromSlice(s.To4()); ok {
+			sid = a
+		}
+	}
+	c := t.circuit
+	mac := t.sub.mac
+	old, hadOld := p.leases.get(t.sub)
+	// A new ISP or a new address is a new binding (its own event and log
+	// line: the audit trail must show which address a subscriber had).
+	moved := hadOld && (old.isp != t.isp || old.b.IP != ip)
+	if !hadOld && p.leases.full(t.sub, p.cfg.MaxBindingsPerCircuit) {
+		p.count("circuit_full")
+		p.event(subscribers.EventRejected, mac, t.isp.Name, ip, "too many bindings on access "+c.Name)
+		return
+	}
+	// The registration may have changed while the ISP was answering (the
+	// subscriber blocked, removed or moved by a reload): no binding then.
+	if why := p.stale(subscribers.Binding{MAC: subscribers.MAC(macBytes(mac)), Access: c.Name, ISP: t.isp.Name}); why != "" {
+		p.count("ack_registration_changed")
+		p.event(subscribers.EventRejected, mac, t.isp.Name, ip, "not bound: "+why+" during the exchange")
+		p.nak(c, m, "not admitted")
+		return
+	}
+	// An address no subscriber may hold (ours, broadcast, multicast...)
+	// is the ISP's mistake: declined, like an address in use.
+	if why := p.unusable(c, t.isp, ip); why != "" {
+		p.count("ack_unusable_address")
+		p.event(subscribers.EventRejected, mac, t.isp.Name, ip, "the ISP assigned an unusable address ("+why+"); declined to the ISP")
+		p.declineAndNak(t, m, ip, sid)
+		return
+	}
+	// An address another subscriber holds at this ISP (a static customer
+	// inside the ISP's pool, say) cannot be installed: checked before
+	// anything is committed, the lease is declined to the ISP (so its
+	// server takes the address out of its pool and offers another) and
+	// the subscriber is NAKed (so it starts over at once).
+	if err := p.tables.CheckBind(binding.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: t.isp.Index, IP: ip}); err != nil {
+		p.count("bind_conflict")
+		if holder, ok := p.leases.holder(t.isp, ip); ok {
+			// Another DHCP subscriber holds it: the ISP handed one
+			// lease to two clients (a shared or forged client
+			// identifier). Declining it would take the address from
+			// its holder: only this subscriber is refused.
+			p.event(subscribers.EventRejected, mac, t.isp.Name, ip, "the ISP assigned the address of DHCP subscriber "+
+				binding.MACString(holder)+" (the same client identifier?); refused")
+			p.nak(c, m, "address in use")
+			return
+		}
+		p.event(subscribers.EventRejected, mac, t.isp.Name, ip, "the ISP assigned an address in use: "+err.Error()+"; declined to the ISP")
+		p.declineAndNak(t, m, ip, sid)
+		return
+	}
+	now := time.Now()
+	b := subscribers.Binding{
+		MAC: subscribers.MAC(macBytes(mac)), Access: c.Name, VLAN: c.VLAN, ISP: t.isp.Name, IP: ip,
+		Circuit: circuitID(t.isp.CircuitID, c, mac), ServerID: sid, Expires: now.Add(lt), Updated: now,
+	}
+	if len(t.isp.Servers) > 0 {
+		b.Relay = t.isp.Servers[0]
+	}
+	// A new binding is stored with its "bound" event in one transaction
+	// (one fsync); a renewal only moves the expiry.
+	var err error
+	if !hadOld || moved {
+		_, err = p.store.CommitBindingEvent(b, subscribers.Event{Time: now, Kind: subscribers.EventBound,
+			MAC: b.MAC, ISP: b.ISP, IP: ip, Reason: "lease " + leaseString(lt)})
+	} else {
+		err = p.store.CommitBinding(b)
+	}
+	if err != nil {
+		p.count("store_error")
+		p.log.Error("dhcp: binding not committed; ACK withheld", "mac", binding.MACString(mac), "err", err)
+		return
+	}
+	if hadOld && old.b.IP != ip {
+		p.tables.Unbind(c.Port, c.VLAN, mac)
+	}
+	if err := p.tables.Bind(binding.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: t.isp.Index, IP: ip}); err != nil {
+		p.count("bind_conflict")
+		_, _ = p.store.DeleteBinding(b.Access, b.VLAN, b.MAC)
+		p.event(subscribers.EventRejected, mac, t.isp.Name, ip, "address not installable: "+err.Error())
+		return
+	}
+	p.leases.put(t.sub, &lease{b: b, circuit: c, isp: t.isp})
+	p.deliver(c, m, ack)
+	p.count("ack")
+	if !hadOld || moved {
+		p.log.Info("dhcp bound", "mac", binding.MACString(mac), "isp", t.isp.Name, "ip", ip, "lease", leaseString(lt))
+	}
+}
+
+// leaseString spells a lease time; 0xffffffff seconds is infinite (RFC 2131).
+func leaseString(d time.Duration) string {
+	if d >= 0xffffffff*time.Second {
+		return "infinite"
+	}
+	return d.String()
+}
+
+// unusable says why ip cannot be a subscriber's address on circuit c at
+// isp, or "" if it can.
+func (p *Proxy) unusable(c *Circuit, isp *ISP, ip netip.Addr) string {
+	switch {
+	case !ip.Is4() || ip.IsUnspecified() || ip.IsLoopback() || ip.IsMulticast() || ip.IsLinkLocalUnicast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "not a unicast address"
+	case ip == c.Addr:
+		return "the subscribers' gateway address"
+	case ip == isp.Addr:
+		return "our uplink address"
+	}
+	for _, s := range isp.Servers {
+		if ip == s {
+			return "the ISP's DHCP server"
+		}
+	}
+	return ""
+}
+
+// Lease returns the DHCP binding of the subscriber at port, vlan, mac.
+func (p *Proxy) Lease(port uint8, vlan uint16, mac uint64) (subscribers.Binding, bool) {
+	l, ok := p.leases.get(subKey{circuitKey{port, vlan}, mac})
+	return l.b, ok
+}
+
+// Leases returns the number of leases held.
+func (p *Proxy) Leases() int { return p.leases.len() }

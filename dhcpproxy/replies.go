@@ -1,0 +1,205 @@
+package dhcpproxy
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// fromServer handles an ISP server's message: relayed to our giaddr, or
+// (direct) sent straight to a subscriber's address, as a server answers an
+// INFORM (RFC 2131 §4.3.5); only that is accepted directly, and its Option
+// 82, if echoed, must be ours.
+func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, direct bool) {
+	src := addr4(pkt.SrcIP)
+	known := false
+	for _, s := range isp.Servers {
+		known = known || s == src
+	}
+	if !known {
+		p.count("unknown_server")
+		return
+	}
+	m, err := dhcpv4.FromBytes(payload)
+	if err != nil || len(m.ClientHWAddr) != 6 {
+		p.count(errServerMalformed.Error())
+		return
+	}
+	mac := binding.MAC48([6]byte(m.ClientHWAddr))
+	pk := pendKey{m.TransactionID, mac, isp.Index}
+	t := p.tx.get(pk)
+	if t == nil {
+		p.count("no_transaction")
+		return
+	}
+	if direct {
+		if t.msgType != dhcpv4.MessageTypeInform || m.MessageType() != dhcpv4.MessageTypeAck {
+			p.count("server_direct_unexpected")
+			return
+		}
+		if got := m.Options.Get(dhcpv4.OptionRelayAgentInformation); got != nil && !bytes.Equal(got, t.op82) {
+			p.count(errOption82.Error())
+			return
+		}
+		if m.OpCode != dhcpv4.OpcodeBootReply || m.Options.Has(dhcpv4.OptionOptionOverload) {
+			p.count(errServerMalformed.Error())
+			return
+		}
+	} else if err := checkServer(m, t.op82); err != nil {
+		p.count(err.Error())
+		if err == errVSSUnsupported {
+			p.event(subscribers.EventRejected, mac, isp.Name, netip.Addr{}, "ISP server "+src.String()+
+				" does not support VSS (RFC 6607: it echoed VSS-Control); its answer is not used")
+		}
+		return
+	}
+	c := t.circuit
+	p.log.Debug("dhcp from ISP", "mac", binding.MACString(mac), "type", m.MessageType().String(), "xid", m.TransactionID.String(),
+		"isp", isp.Name, "server", src, "yiaddr", m.YourIPAddr)
+	switch m.MessageType() {
+	case dhcpv4.MessageTypeOffer:
+		// The subscriber sees one server (us): of several ISP servers
+		// answering one DISCOVER, the first one's OFFER is delivered
+		// and its server-id goes into the REQUEST, so the others see
+		// they were not chosen (RFC 2131 §4.3.2) and only one ACKs.
+		sid, _ := netip.AddrFromSlice(m.ServerIdentifier().To4())
+		if !sid.IsValid() {
+			p.count("offer_without_server_id")
+			return
+		}
+		if !p.tx.offer(t, isp, sid, time.Now(), p.cfg.Timeout) {
+			p.count("offer_other_server")
+			return
+		}
+		p.deliver(c, m, relayDown(payload, c.Addr))
+		p.count("offer")
+	case dhcpv4.MessageTypeAck:
+		p.tx.take(pk)
+		if t.msgType == dhcpv4.MessageTypeInform {
+			p.deliver(c, m, relayDown(payload, c.Addr))
+			p.count("ack_inform")
+			return
+		}
+		// The ACK goes out after the commit, from another goroutine:
+		// build it now, while payload (the punt buffer) is ours.
+		ack := relayDown(payload, c.Addr)
+		p.committing.Add(1)
+		go func() {
+			defer p.committing.Done()
+			p.bindAndAck(t, m, ack)
+		}()
+	case dhcpv4.MessageTypeNak:
+		p.tx.take(pk)
+		ip := p.unbind(t.sub)
+		if t.requested.IsValid() {
+			ip = t.requested // what the ISP refused
+		}
+		why := "the ISP refused (DHCPNAK)"
+		if msg := m.Message(); msg != "" {
+			why += ": " + msg
+		}
+		p.event(subscribers.EventNak, mac, isp.Name, ip, why)
+		p.deliver(c, m, relayDown(payload, c.Addr))
+		p.count("nak")
+	default:
+		p.count("server_unexpected_type")
+	}
+}
+
+// declineAndNak refuses an ACKed address on the subscriber's behalf: a
+// DHCPDECLINE for ip to the ISP's servers (relayed as ours, with the
+// transaction's Option 82 and the client's identifier, so the server
+// matches its lease), and a DHCPNAK to the subscriber.
+func (p *Proxy) declineAndNak(t *txn, ack *dhcpv4.DHCPv4, ip, ispServerID netip.Addr) {
+	p.decline(t, ack, ip, ispServerID)
+	p.nak(t.circuit, ack, "address in use")
+}
+
+// decline sends the ISP a DHCPDECLINE of ip for the subscriber of t.
+func (p *Proxy) decline(t *txn, ack *dhcpv4.DHCPv4, ip, ispServerID netip.Addr) {
+	isp := t.isp
+	mods := []dhcpv4.Modifier{
+		dhcpv4.WithMessageType(dhcpv4.MessageTypeDecline),
+		dhcpv4.WithTransactionID(ack.TransactionID),
+		dhcpv4.WithHwAddr(ack.ClientHWAddr),
+		dhcpv4.WithGatewayIP(net.IP(isp.Addr.AsSlice())),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP(ip.AsSlice()))),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ispServerID.AsSlice()))),
+		dhcpv4.WithOption(dhcpv4.OptMessage("address in use behind the relay agent")),
+	}
+	if len(t.clientID) > 0 {
+		mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, t.clientID))
+	}
+	mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, t.op82))
+	if dec, err := dhcpv4.New(mods...); err == nil {
+		dec.HopCount = 1
+		if gw, ok := p.tables.NextHopMAC(isp.Index); ok {
+			payload := dec.ToBytes()
+			for _, srv := range isp.Servers {
+				p.send.Inject(isp.Port, fib.UDPFrame(gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, payload))
+			}
+			p.count("declined_for_subscriber")
+		}
+	}
+}
+
+// nak sends the subscriber a DHCPNAK for the transaction of ack, as its
+// server.
+func (p *Proxy) nak(c *Circuit, ack *dhcpv4.DHCPv4, msg string) {
+	nak, err := dhcpv4.New(
+		dhcpv4.WithReply(ack),
+		dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
+		dhcpv4.WithTransactionID(ack.TransactionID),
+		dhcpv4.WithHwAddr(ack.ClientHWAddr),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(c.Addr.AsSlice()))),
+		dhcpv4.WithOption(dhcpv4.OptMessage(msg)),
+	)
+	if err != nil {
+		return
+	}
+	nak.YourIPAddr, nak.GatewayIPAddr, nak.ClientIPAddr = net.IPv4zero, net.IPv4zero, net.IPv4zero
+	p.deliver(c, nak, nak.ToBytes())
+	p.count("nak_sent")
+}
+
+// deliver sends a server message to the subscriber as RFC 2131 §4.1 says
+// for a server on the client's link (giaddr 0): NAKs are broadcast; a
+// client with an address (ciaddr) gets unicast; a client that asked for
+// broadcast gets broadcast; otherwise unicast to yiaddr at chaddr. Every
+// frame is addressed to chaddr at L2 (see below).
+func (p *Proxy) deliver(c *Circuit, m *dhcpv4.DHCPv4, payload []byte) {
+	// The Ethernet destination is always the client's own MAC: where RFC
+	// 2131 says broadcast, the IP destination is 255.255.255.255 (which
+	// a client without an address accepts) but the frame goes to chaddr
+	// only — a broadcast frame would show every subscriber on the access
+	// network its neighbour's MAC, address and options.
+	dstMAC := binding.MAC48([6]byte(m.ClientHWAddr))
+	var dst netip.Addr
+	bcast := netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	ciaddr, _ := netip.AddrFromSlice(m.ClientIPAddr.To4())
+	yiaddr, _ := netip.AddrFromSlice(m.YourIPAddr.To4())
+	switch {
+	case m.MessageType() == dhcpv4.MessageTypeNak:
+		dst = bcast
+	case ciaddr.IsValid() && !ciaddr.IsUnspecified():
+		dst = ciaddr
+	case m.IsBroadcast():
+		dst = bcast
+	case yiaddr.IsValid() && !yiaddr.IsUnspecified():
+		dst = yiaddr
+	default:
+		dst = bcast
+	}
+	f := fib.UDPFrame(dstMAC, c.MAC, c.VLAN, c.Addr, dst, 67, 68, payload)
+	if !p.send.Inject(c.Port, f) {
+		p.count("inject_full")
+	}
+}

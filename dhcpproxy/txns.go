@@ -1,0 +1,263 @@
+package dhcpproxy
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+type pendKey struct {
+	xid [4]byte
+	mac uint64
+	isp uint8
+}
+
+// txn is a transaction waiting for the ISP. Its mutable fields (serverID,
+// deadline and what relay sets) are guarded by txns.mu.
+type txn struct {
+	sub      subKey
+	circuit  *Circuit
+	isp      *ISP
+	reg      subscribers.Registration
+	op82     []byte // exactly what we sent
+	msgType  dhcpv4.MessageType
+	deadline time.Time
+	serverID netip.Addr // the ISP server's identifier, from its OFFER
+	// requested is the address the client asked for (option 50, or
+	// ciaddr when renewing), for the event of a NAK.
+	requested netip.Addr
+	// clientID is the client's identifier (option 61), if it sent one.
+	clientID []byte
+}
+
+// unreachableNote is an ICMP unreachable heard about an ISP's server.
+type unreachableNote struct {
+	at     time.Time
+	server netip.Addr
+	why    string
+}
+
+// offer is the ISP server that last offered a subscriber an address.
+type offer struct {
+	isp *ISP
+	sid netip.Addr
+	at  time.Time
+}
+
+// offerMemory is how long an OFFER's server is remembered.
+const offerMemory = 5 * time.Minute
+
+// txns owns the transactions in flight with the ISPs, the OFFERs
+// remembered for late REQUESTs and the ICMP unreachables heard from the
+// ISPs' side. mu guards all of it, including the mutable fields of each
+// txn; it is held only inside these methods.
+type txns struct {
+	mu      sync.Mutex
+	pending map[pendKey]*txn
+	offered map[subKey]offer
+	unreach map[uint8]unreachableNote
+}
+
+func (x *txns) init() {
+	x.pending = map[pendKey]*txn{}
+	x.offered = map[subKey]offer{}
+	x.unreach = map[uint8]unreachableNote{}
+}
+
+// get returns the transaction under pk, or nil.
+func (x *txns) get(pk pendKey) *txn {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.pending[pk]
+}
+
+// take removes and returns the transaction under pk, or nil.
+func (x *txns) take(pk pendKey) *txn {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	t := x.pending[pk]
+	delete(x.pending, pk)
+	return t
+}
+
+// abandon forgets transaction t (if it is still pending under pk): it was
+// refused before reaching the ISP, so it must not time out later.
+func (x *txns) abandon(pk pendKey, t *txn) {
+	if t == nil {
+		return
+	}
+	x.mu.Lock()
+	if x.pending[pk] == t {
+		delete(x.pending, pk)
+	}
+	x.mu.Unlock()
+}
+
+// errPendingFull: no room for another transaction.
+var errPendingFull = fmt.Errorf("pending_full")
+
+// begin records that m is about to be relayed for sk: for DISCOVER,
+// REQUEST and INFORM it creates or updates the transaction under pk (nil
+// for other types). It returns the transaction and the ISP server-id to
+// put in the relayed message: the transaction's, else leaseSID (the
+// subscriber's binding at this ISP), else the remembered OFFER's, else the
+// ISP's only server. At most max transactions are pending.
+func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg subscribers.Registration, op82 []byte,
+	m *dhcpv4.DHCPv4, leaseSID netip.Addr, now time.Time, timeout time.Duration, max int) (*txn, netip.Addr, error) {
+	mt := m.MessageType()
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	t := x.pending[pk]
+	sid := leaseSID
+	if t != nil {
+		sid = t.serverID
+	}
+	if !sid.IsValid() {
+		// A REQUEST after its DISCOVER's transaction ended (a client
+		// slow to choose, or ispmux restarted in between) names our
+		// server-id: the ISP's comes from the OFFER we remember, or is
+		// the ISP's only server.
+		if o, ok := x.offered[sk]; ok && o.isp == isp && now.Sub(o.at) < offerMemory {
+			sid = o.sid
+		} else if len(isp.Servers) == 1 {
+			sid = isp.Servers[0]
+		}
+	}
+	switch mt {
+	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeInform:
+	default:
+		return t, sid, nil
+	}
+	if t == nil {
+		if len(x.pending) >= max {
+			return nil, sid, errPendingFull
+		}
+		t = &txn{sub: sk, circuit: c, isp: isp}
+		x.pending[pk] = t
+	}
+	// The ISP's time runs from the first relay of this message: a
+	// client's retransmissions do not extend it.
+	if t.msgType != mt || t.deadline.IsZero() {
+		t.deadline = now.Add(timeout)
+	}
+	t.reg, t.op82, t.msgType = reg, op82, mt
+	t.clientID = m.Options.Get(dhcpv4.OptionClientIdentifier)
+	t.requested = netip.Addr{}
+	if a, ok := netip.AddrFromSlice(m.RequestedIPAddress().To4()); ok && !a.IsUnspecified() {
+		t.requested = a
+	} else if a, ok := netip.AddrFromSlice(m.ClientIPAddr.To4()); ok && !a.IsUnspecified() {
+		t.requested = a
+	}
+	if t.serverID.IsValid() {
+		sid = t.serverID
+	}
+	return t, sid, nil
+}
+
+// offered records the OFFER of server sid for t. Of several ISP servers
+// answering one DISCOVER only the first is taken: false for the others.
+func (x *txns) offer(t *txn, isp *ISP, sid netip.Addr, now time.Time, timeout time.Duration) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if t.serverID.IsValid() && t.serverID != sid && t.msgType == dhcpv4.MessageTypeDiscover {
+		return false
+	}
+	t.serverID = sid
+	t.deadline = now.Add(timeout)
+	x.offered[t.sub] = offer{isp: isp, sid: sid, at: now}
+	return true
+}
+
+// serverID returns t's ISP server identifier (from its OFFER).
+func (x *txns) serverID(t *txn) netip.Addr {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return t.serverID
+}
+
+// noteUnreachable records an ICMP unreachable about an ISP's server.
+func (x *txns) noteUnreachable(isp uint8, n unreachableNote) {
+	x.mu.Lock()
+	x.unreach[isp] = n
+	x.mu.Unlock()
+}
+
+// timedOut is a transaction the ISP did not answer in time.
+type timedOut struct {
+	mac     uint64
+	isp     string
+	mt      dhcpv4.MessageType
+	unreach unreachableNote
+}
+
+// expire removes the transactions past their deadline and returns those
+// whose silence is a refusal (an unanswered DISCOVER, a REQUEST), and
+// forgets old OFFERs.
+func (x *txns) expire(now time.Time) []timedOut {
+	var tos []timedOut
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for k, t := range x.pending {
+		if now.After(t.deadline) {
+			delete(x.pending, k)
+			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() || t.msgType == dhcpv4.MessageTypeRequest {
+				tos = append(tos, timedOut{t.sub.mac, t.isp.Name, t.msgType, x.unreach[t.isp.Index]})
+			}
+		}
+	}
+	for k, o := range x.offered {
+		if now.Sub(o.at) >= offerMemory {
+			delete(x.offered, k)
+		}
+	}
+	return tos
+}
+
+// expireTxns turns the ISP's silence into timeout events.
+func (p *Proxy) expireTxns(now time.Time) {
+	for _, to := range p.tx.expire(now) {
+		p.count("timeout")
+		why := fmt.Sprintf("no answer from the ISP to %s within %s", to.mt, p.cfg.Timeout)
+		if u := to.unreach; u.server.IsValid() && now.Sub(u.at) < 2*p.cfg.Timeout {
+			why += fmt.Sprintf(" (its server %s: %s)", u.server, u.why)
+		}
+		p.event(subscribers.EventTimeout, to.mac, to.isp, netip.Addr{}, why)
+	}
+}
+
+// unreachable notes an ICMP destination unreachable received on isp's
+// uplink about a DHCP message we relayed to one of its servers: the
+// timeout event then names the cause instead of blaming a silent server.
+func (p *Proxy) unreachable(isp *ISP, pkt *classifier.Packet, f []byte) {
+	// ICMP header (8 bytes), then the quoted IPv4 header and at least 8
+	// bytes of its payload (RFC 792).
+	q := f[pkt.L4+8:]
+	if len(q) < 28 || q[0]>>4 != 4 || q[9] != classifier.ProtoUDP {
+		p.count("icmp_unreachable_other")
+		return
+	}
+	ihl := int(q[0]&0x0f) * 4
+	if ihl < 20 || len(q) < ihl+8 || binary.BigEndian.Uint16(q[ihl+2:]) != 67 {
+		p.count("icmp_unreachable_other")
+		return
+	}
+	srv := netip.AddrFrom4([4]byte(q[16:20]))
+	why := "unreachable"
+	switch f[pkt.L4+1] {
+	case 3:
+		why = "port unreachable: no DHCP server running"
+	case 1:
+		why = "host unreachable"
+	case 0:
+		why = "network unreachable"
+	}
+	p.count("server_unreachable")
+	p.tx.noteUnreachable(isp.Index, unreachableNote{at: time.Now(), server: srv, why: why})
+}

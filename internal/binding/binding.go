@@ -1,0 +1,41 @@
+// Package binding holds the types the control plane (the DHCP proxy, the
+// appliance) and the forwarding engine share: a subscriber's forwarding
+// binding and the 48-bit MAC form the tables use. It imports nothing of
+// ispmux, so neither side imports the other for a struct.
+package binding
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Binding is one subscriber bound to an ISP with an address.
+type Binding struct {
+	Port uint8  // access port
+	VLAN uint16 // access VLAN, 0 = untagged
+	MAC  uint64
+	ISP  uint8
+	IP   netip.Addr
+	// Static marks a configured (not leased) binding.
+	Static bool
+}
+
+// ErrConflict is returned when a binding's address is bound to another
+// subscriber at the same ISP.
+var ErrConflict = errors.New("address already bound at this ISP")
+
+// MAC48 converts a 6-byte MAC to the uint64 the tables use.
+func MAC48(b [6]byte) uint64 {
+	return uint64(b[0])<<40 | uint64(b[1])<<32 | uint64(b[2])<<24 | uint64(b[3])<<16 | uint64(b[4])<<8 | uint64(b[5])
+}
+
+// MACBytes is the inverse of MAC48.
+func MACBytes(m uint64) [6]byte {
+	return [6]byte{byte(m >> 40), byte(m >> 32), byte(m >> 24), byte(m >> 16), byte(m >> 8), byte(m)}
+}
+
+// MACString formats a 48-bit MAC as aa:bb:cc:dd:ee:ff.
+func MACString(m uint64) string {
+	return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", byte(m>>40), byte(m>>32), byte(m>>24), byte(m>>16), byte(m>>8), byte(m))
+}
