@@ -114,7 +114,16 @@ type (
 		RebindTimer       int           `json:"rebind-timer"`
 		ClientClasses     []keaClass    `json:"client-classes,omitempty"`
 		Subnet4           []keaSubnet   `json:"subnet4"`
+		ControlSocket     *keaCtlSocket `json:"control-socket,omitempty"`
+		HooksLibraries    []keaHook     `json:"hooks-libraries,omitempty"`
 		Loggers           []keaLogger   `json:"loggers"`
+	}
+	keaCtlSocket struct {
+		SocketType string `json:"socket-type"`
+		SocketName string `json:"socket-name"`
+	}
+	keaHook struct {
+		Library string `json:"library"`
 	}
 	keaInterfaces struct {
 		Interfaces     []string `json:"interfaces"`
@@ -222,6 +231,14 @@ func (t *Topology) KeaConfigJSON(i int) ([]byte, error) {
 			Name: "kea-dhcp4", OutputOptions: []keaLogOutput{{Output: isp.KeaLog}}, Severity: "INFO",
 		}},
 	}}
+	if isp.KeaSocket != "" {
+		// The control channel (ISP.Leases, ISP.KeaCommand): lease_cmds
+		// when Kea ships it (Debian's kea-common does).
+		c.Dhcp4.ControlSocket = &keaCtlSocket{SocketType: "unix", SocketName: isp.KeaSocket}
+		if p := KeaHookPath(LeaseCmdsHook); p != "" {
+			c.Dhcp4.HooksLibraries = []keaHook{{Library: p}}
+		}
+	}
 	if t.KeaOpen {
 		// Benchmarks: anyone relayed by ispmux (giaddr 192.0.2.2) or by
 		// a kernel relay on the access side (giaddr 100.64.0.1, which
@@ -285,6 +302,9 @@ func (t *Topology) startDHCP(ctx context.Context) error {
 	}
 	for _, isp := range t.ISPs {
 		if err := t.waitUDP(ctx, isp.NS, 67, 15*time.Second); err != nil {
+			return fmt.Errorf("lab: Kea of %s: %w (log %s)", isp.Name, err, isp.KeaLog)
+		}
+		if err := isp.waitKeaSocket(ctx, 15*time.Second); err != nil {
 			return fmt.Errorf("lab: Kea of %s: %w (log %s)", isp.Name, err, isp.KeaLog)
 		}
 	}
@@ -482,14 +502,17 @@ func (t *Topology) SubAddr(ctx context.Context, sub Sub) (netip.Prefix, bool) {
 	return netip.Prefix{}, false
 }
 
-// KeaLease is one record of Kea's memfile lease file. The file is a log:
-// a later record for the same address supersedes an earlier one, and a
-// released or deleted lease is written with ValidLifetime 0.
+// KeaLease is one lease of an ISP's Kea: a record of its memfile lease file
+// (KeaLeases) or one lease of its lease database as lease_cmds returns it
+// (ISP.Leases). The file is a log: a later record for the same address
+// supersedes an earlier one, and a released or deleted lease is written
+// with ValidLifetime 0.
 type KeaLease struct {
 	Address       netip.Addr
-	HWAddr        string // "02:00:00:00:01:01"
-	ClientID      string // as stored (colon-separated hex), may be empty
-	ValidLifetime int    // seconds
+	HWAddr        string    // "02:00:00:00:01:01"
+	ClientID      string    // as stored (colon-separated hex), may be empty
+	ValidLifetime int       // seconds
+	CLTT          time.Time // client last transmission time (ISP.Leases only)
 	Expire        time.Time
 	SubnetID      int
 	Hostname      string

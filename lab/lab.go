@@ -162,6 +162,7 @@ type ISP struct {
 	KeaConfig    string `json:"kea_config,omitempty"`     // kea-dhcp4 -c file
 	KeaLeaseFile string `json:"kea_lease_file,omitempty"` // memfile CSV, see KeaLeases
 	KeaLog       string `json:"kea_log,omitempty"`        // Kea's log file
+	KeaSocket    string `json:"kea_socket,omitempty"`     // Kea's unix control socket (ISP.Leases, ISP.KeaCommand)
 }
 
 // Sub is a subscriber. Synthetic traffic subscribers have no NS and If. In
@@ -276,6 +277,10 @@ func plan(o Options) (*Topology, error) {
 			isp.KeaConfig = filepath.Join(stateDir, "kea-isp"+l+".json")
 			isp.KeaLeaseFile = filepath.Join(stateDir, "kea-isp"+l+".leases4.csv")
 			isp.KeaLog = filepath.Join(stateDir, "kea-isp"+l+".log")
+			isp.KeaSocket = filepath.Join(stateDir, "kea-isp"+l+".sock")
+			if len(isp.KeaSocket) > maxSocketPath {
+				return nil, fmt.Errorf("lab: Kea control socket path %s is longer than a unix socket address allows (%d bytes): choose a shorter state dir", isp.KeaSocket, maxSocketPath)
+			}
 		}
 		t.ISPs = append(t.ISPs, isp)
 		t.Appliance.Uplinks = append(t.Appliance.Uplinks, Iface{Name: isp.Uplink, MAC: mac(0xa1, byte(i+1)), NS: app, Peer: "eth0", PeerNS: isp.NS})

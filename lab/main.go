@@ -98,9 +98,9 @@ func (t *Topology) WriteTable(w io.Writer) error {
 	}
 	if t.DHCP {
 		fmt.Fprintf(tw, "\nDHCP lab: files in %s, lease time %d s\n", t.StateDir, t.LeaseTime)
-		fmt.Fprintln(tw, "ISP\tKEA CONFIG\tKEA LEASES\tKEA LOG")
+		fmt.Fprintln(tw, "ISP\tKEA CONFIG\tKEA LEASES\tKEA LOG\tKEA CONTROL SOCKET")
 		for _, i := range t.ISPs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", i.Name, i.KeaConfig, i.KeaLeaseFile, i.KeaLog)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", i.Name, i.KeaConfig, i.KeaLeaseFile, i.KeaLog, i.KeaSocket)
 		}
 		fmt.Fprintln(tw, "\nSUBSCRIBER\tNS\tMAC\tCUSTOMER ID\tISP\tROLE\tACCESS")
 		for _, s := range t.Subscribers {
