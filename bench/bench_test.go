@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ispmux/ispmux/datapath"
+	"github.com/ispmux/ispmux/internal/privtest"
 )
 
 const procStatText = `cpu  78755 3 30907 84195 357 11 4367 5 7 0
@@ -391,9 +392,7 @@ func TestMACRewriter(t *testing.T) {
 // systems must forward, and the JSON must carry every promised key. It
 // asserts no speed figure (this machine is shared and noisy).
 func TestForwardLab(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the forwarding benchmark builds network namespaces and attaches XDP: it needs root")
-	}
+	privtest.Lab(t) // network namespaces, XDP: root, and not in -short
 	dir := t.TempDir()
 	exe := filepath.Join(dir, "ispmux")
 	build := exec.Command("go", "build", "-o", exe, "github.com/ispmux/ispmux/cmd/ispmux")

@@ -17,6 +17,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/ispmux/ispmux/internal/privtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -337,9 +338,7 @@ func TestDHCPResultOutputs(t *testing.T) {
 // TestDHCPLab runs the whole benchmark, small. It needs root; CI runs it
 // as root.
 func TestDHCPLab(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the DHCP benchmark builds network namespaces, attaches XDP and opens AF_PACKET sockets: it needs root")
-	}
+	privtest.Lab(t) // network namespaces, XDP, AF_PACKET: root, and not in -short
 	dir := t.TempDir()
 	exe := filepath.Join(dir, "ispmux")
 	build := exec.Command("go", "build", "-o", exe, "github.com/ispmux/ispmux/cmd/ispmux")

@@ -13,21 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ispmux/ispmux/internal/privtest"
 	"github.com/vishvananda/netns"
 )
-
-// requireRoot fails (not skips) in CI when not root: the privileged tests
-// are part of the suite. Outside CI a non-root run skips with the reason.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("privileged test: CI must run as root")
-	}
-	t.Skip("privileged test: needs root (network namespaces, AF_XDP)")
-}
 
 func sh(t *testing.T, args ...string) string {
 	t.Helper()
@@ -130,7 +118,7 @@ func testConfig(ifname string) XDPConfig {
 // TestXDPWire runs a real AF_XDP forwarder between two veths and pings
 // through it: ARP and ICMP cross both UMEMs in both directions.
 func TestXDPWire(t *testing.T) {
-	requireRoot(t)
+	privtest.Lab(t)
 	for _, mode := range []string{"native", "skb"} {
 		t.Run(mode, func(t *testing.T) {
 			id := wireTopo(t)
@@ -215,7 +203,7 @@ func openWire(t *testing.T, id string) []*XDPPort {
 // TestXDPPortVanishes deletes one port's interface under a running worker:
 // the worker keeps running and the other port keeps working.
 func TestXDPPortVanishes(t *testing.T) {
-	requireRoot(t)
+	privtest.Lab(t)
 	id := wireTopo(t)
 	ports := openWire(t, id)
 	// p0 is checked alone after p1 disappears.
@@ -257,7 +245,7 @@ func TestXDPPortVanishes(t *testing.T) {
 // queues each, and checks that traffic spread over many flows is forwarded
 // and that both queues carried some of it.
 func TestXDPMultiQueue(t *testing.T) {
-	requireRoot(t)
+	privtest.Lab(t)
 	id := uniq()
 	for _, ns := range []string{"x", "a", "b"} {
 		sh(t, "ip", "netns", "add", id+"-"+ns)
@@ -339,7 +327,7 @@ func TestXDPMultiQueue(t *testing.T) {
 // TestXDPOneOwner: a second OpenXDP on an interface that is open fails and
 // leaves the first owner's program and traffic alone.
 func TestXDPOneOwner(t *testing.T) {
-	requireRoot(t)
+	privtest.Lab(t)
 	id := wireTopo(t)
 	ports := openWire(t, id)
 	w, err := NewWorker(0, []Queue{ports[0].Queue(0), ports[1].Queue(0)}, wire{}, 64, 20*time.Millisecond)
@@ -384,7 +372,7 @@ func TestXDPOneOwner(t *testing.T) {
 // topology: asavie's Socket.Close leaves the rings mapped, so a queue this
 // process opened stays bound until it exits.)
 func TestXDPDeadOwnerReplaced(t *testing.T) {
-	requireRoot(t)
+	privtest.Lab(t)
 	id := wireTopo(t)
 	child := exec.Command("ip", "netns", "exec", id+"-x", os.Args[0], "-test.run", "^TestXDPOwnerChild$", "-test.v")
 	child.Env = append(os.Environ(), "ISPMUX_XSK_CHILD=p0")
@@ -456,7 +444,7 @@ func TestXDPOwnerChild(t *testing.T) {
 // TestDisableVLANStrip: receive VLAN stripping found on is turned off (and
 // reported), found off is left alone.
 func TestDisableVLANStrip(t *testing.T) {
-	requireRoot(t)
+	privtest.Lab(t)
 	id := wireTopo(t)
 	sh(t, "ip", "netns", "exec", id+"-x", "ethtool", "-K", "p0", "rxvlan", "on")
 	var changed, again bool

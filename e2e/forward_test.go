@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -23,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ispmux/ispmux/appliance"
+	"github.com/ispmux/ispmux/internal/privtest"
 	"github.com/ispmux/ispmux/lab"
 )
 
@@ -33,8 +35,10 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	// Labs of an earlier run that was killed before its cleanup.
-	if os.Geteuid() == 0 {
+	// Labs of an earlier run that was killed before its cleanup (not in
+	// -short, make unit: it touches no namespace).
+	flag.Parse()
+	if os.Geteuid() == 0 && !testing.Short() {
 		if ids, err := lab.Sweep(context.Background(), "e[0-9a-f]{4}"); len(ids) > 0 {
 			fmt.Fprintf(os.Stderr, "e2e: removed stale labs %v (%v)\n", ids, err)
 		}
@@ -48,17 +52,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("end-to-end test: CI must run as root")
-	}
-	t.Skip("end-to-end test: needs root (network namespaces, AF_XDP)")
 }
 
 // rig is one lab with one ispmux process.
@@ -91,7 +84,7 @@ func (s *syncBuffer) String() string {
 // newRig builds the lab (see package lab for the picture) under a unique ID
 // and removes it when the test ends, whatever happened.
 func newRig(t *testing.T, o lab.Options) *rig {
-	requireRoot(t)
+	privtest.Lab(t) // root, and not in -short (make unit)
 	var b [2]byte
 	_, _ = rand.Read(b[:])
 	o.ID = "e" + hex.EncodeToString(b[:])

@@ -19,6 +19,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/internal/privtest"
 	"github.com/vishvananda/netns"
 )
 
@@ -388,7 +389,7 @@ func TestDHCPLab(t *testing.T) {
 }
 
 func TestMainDHCPLabDir(t *testing.T) {
-	needRoot(t)
+	privtest.Lab(t)
 	id := testID(t)
 	t.Cleanup(func() { _ = Down(context.Background(), id) })
 	dir := filepath.Join(t.TempDir(), "lab")

@@ -9,13 +9,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ispmux/ispmux/internal/privtest"
 )
 
 // TestDownTerminatesFirst: Down gives the lab's processes SIGTERM and time
 // to exit cleanly (ispmux detaches XDP on it) before SIGKILL, which only
 // the processes that ignore SIGTERM get, after downGrace.
 func TestDownTerminatesFirst(t *testing.T) {
-	needRoot(t)
+	privtest.Lab(t)
 	id := testID(t)
 	topo := up(t, Options{ID: id, Subscribers: 1})
 	downGrace = 2 * time.Second
@@ -65,7 +67,7 @@ func TestDownTerminatesFirst(t *testing.T) {
 // TestDownNoWaitWhenAllExit: processes that exit on SIGTERM do not make
 // Down wait for the grace period.
 func TestDownNoWaitWhenAllExit(t *testing.T) {
-	needRoot(t)
+	privtest.Lab(t)
 	id := testID(t)
 	topo := up(t, Options{ID: id, Subscribers: 1})
 	c := topo.Cmd(context.Background(), topo.Appliance.NS, "sleep", "60")

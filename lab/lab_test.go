@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"github.com/ispmux/ispmux/configs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,9 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/internal/privtest"
 )
 
 func testID(t *testing.T) string {
@@ -27,20 +29,10 @@ func testID(t *testing.T) string {
 	return "lt" + hex.EncodeToString(b)
 }
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("lab tests need root, and CI runs them")
-		}
-		t.Skip("lab tests create network namespaces and need root")
-	}
-}
-
 // up builds a lab with a fresh ID and registers its teardown.
 func up(t *testing.T, o Options) *Topology {
 	t.Helper()
-	needRoot(t)
+	privtest.Lab(t)
 	if o.ID == "" {
 		o.ID = testID(t)
 	}
@@ -362,7 +354,7 @@ func TestKernelRouter(t *testing.T) {
 }
 
 func TestMain_(t *testing.T) {
-	needRoot(t)
+	privtest.Lab(t)
 	id := testID(t)
 	t.Cleanup(func() { _ = Down(context.Background(), id) })
 	var out bytes.Buffer
@@ -469,7 +461,7 @@ func TestTrafficSubscribersAndTrafgen(t *testing.T) {
 }
 
 func TestUpFailureTearsDown(t *testing.T) {
-	needRoot(t)
+	privtest.Lab(t)
 	id := testID(t)
 	t.Cleanup(func() { _ = Down(context.Background(), id) })
 	injectFault = "name h0"
@@ -490,7 +482,7 @@ func TestUpFailureTearsDown(t *testing.T) {
 }
 
 func TestSweep(t *testing.T) {
-	needRoot(t)
+	privtest.Lab(t)
 	ctx := context.Background()
 	nss := []string{"sw1a2b-s1", "sw1a2b-app", "swzz-s1", "sw3c4d-s1"}
 	for _, ns := range nss {
