@@ -108,6 +108,7 @@ func (s *Store) eventPut(e *Event) func(tx *bolt.Tx) error {
 		// Next follows Delete.
 		c := bk.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.First() {
+			s.trimLooked++
 			if len(k) == 8 && binary.BigEndian.Uint64(k) > cutoff {
 				if binary.BigEndian.Uint64(k) == seq {
 					break // the newest stays, whatever its time

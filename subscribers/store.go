@@ -85,6 +85,11 @@ type Store struct {
 
 	maxBatch int
 
+	// trimLooked counts the events the trimming of the log looked at
+	// (TestEventTrimCost checks it stays O(trimmed) per append). Written
+	// only inside write transactions, which bbolt serialises.
+	trimLooked uint64
+
 	// gmu guards the group commit state (see commit.go). Lock order:
 	// mu (read), then gmu; gmu is never held across a transaction.
 	gmu sync.Mutex

@@ -657,6 +657,11 @@ func TestDecodeTruncated(t *testing.T) {
 	m7 := mac(7)
 	r := Registration{MAC: mac(7), CustomerID: "c", ISP: "i", Access: "a", Source: "api", Updated: time.Unix(5, 5)}
 	e := Event{Time: time.Unix(5, 5), Kind: EventNak, MAC: mac(7), ISP: "i", IP: b.IP, Reason: "no"}
+	b2 := b
+	b2.ClientID, b2.Option82, b2.Options, b2.LeaseTime, b2.Customer = []byte{1, 2}, []byte{1, 1, 'x'}, []byte{3, 4, 1, 2, 3, 4}, time.Hour, "c"
+	e2 := e
+	e2.Customer, e2.Access = "c", "acc0.7"
+	in := Intent{Kind: IntentDecline, ISP: "i", MAC: mac(7), Access: "a", VLAN: 7, IP: b.IP, Message: []byte{1, 2, 3}, Created: time.Unix(5, 5)}
 	cases := []struct {
 		name string
 		val  []byte
@@ -665,6 +670,9 @@ func TestDecodeTruncated(t *testing.T) {
 		{"binding", encodeBinding(&b), func(v []byte) error { _, err := decodeBinding(bkey, v); return err }},
 		{"registration", encodeRegistration(&r), func(v []byte) error { _, err := decodeRegistration(m7[:], v); return err }},
 		{"event", encodeEvent(&e), func(v []byte) error { _, err := decodeEvent(seqKey(1), v); return err }},
+		{"binding v2", encodeBinding(&b2), func(v []byte) error { _, err := decodeBinding(bkey, v); return err }},
+		{"event v2", encodeEvent(&e2), func(v []byte) error { _, err := decodeEvent(seqKey(1), v); return err }},
+		{"intent", encodeIntent(&in), func(v []byte) error { _, err := decodeIntent(seqKey(1), v); return err }},
 	}
 	for _, c := range cases {
 		if err := c.dec(c.val); err != nil {
@@ -687,6 +695,14 @@ func TestDecodeTruncated(t *testing.T) {
 	if _, err := decodeEvent([]byte{1}, encodeEvent(&e)); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("event with short key: %v", err)
 	}
+	if _, err := decodeIntent([]byte{1}, encodeIntent(&in)); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("intent with short key: %v", err)
+	}
+	v1 := encodeIntent(&in)
+	v1[0] = formatV1
+	if _, err := decodeIntent(seqKey(1), v1); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("intent in format 1: %v, want ErrCorrupt", err)
+	}
 }
 
 func FuzzDecode(f *testing.F) {
@@ -694,8 +710,10 @@ func FuzzDecode(f *testing.F) {
 	f.Add(encodeBinding(&b))
 	r := Registration{MAC: mac(1), ISP: "i", Source: "api", Updated: time.Unix(5, 5)}
 	f.Add(encodeRegistration(&r))
-	e := Event{Kind: EventBound}
+	e := Event{Kind: EventBound, Customer: "c"}
 	f.Add(encodeEvent(&e))
+	in := Intent{Kind: IntentRelease, ISP: "i", Access: "a", IP: b.IP, Message: []byte{1}}
+	f.Add(encodeIntent(&in))
 	f.Fuzz(func(t *testing.T, v []byte) {
 		if b, err := decodeBinding(bindingKey(b.Access, b.VLAN, b.MAC), v); err == nil {
 			b2, err := decodeBinding(bindingKey(b.Access, b.VLAN, b.MAC), encodeBinding(&b))
@@ -707,6 +725,12 @@ func FuzzDecode(f *testing.F) {
 			r2, err := decodeRegistration(r.MAC[:], encodeRegistration(&r))
 			if err != nil || r2 != r {
 				t.Fatalf("registration does not re-encode: %+v -> %+v, %v", r, r2, err)
+			}
+		}
+		if in, err := decodeIntent(seqKey(1), v); err == nil {
+			in2, err := decodeIntent(seqKey(1), encodeIntent(&in))
+			if err != nil || !intentEqual(in, in2) {
+				t.Fatalf("intent does not re-encode: %+v -> %+v, %v", in, in2, err)
 			}
 		}
 		if e, err := decodeEvent(seqKey(1), v); err == nil {
