@@ -23,11 +23,15 @@ import (
 // DHCP lab addressing (every ISP's Kea hands out the same plan).
 const (
 	DefaultLeaseTime = 120 * time.Second
-	DHCPSubnet       = "100.64.0.0/24"
-	DHCPPoolFirst    = "100.64.0.100"
-	DHCPPoolLast     = "100.64.0.199"
-	DHCPSubnetID     = 1
-	RelayAddr        = "192.0.2.2" // giaddr: ispmux's uplink address
+	// MinLeaseTime is the shortest lease (seconds) Kea grants a client
+	// that asks for one (option 51); without asking, a client gets the
+	// lab's lease time.
+	MinLeaseTime  = 4
+	DHCPSubnet    = "100.64.0.0/24"
+	DHCPPoolFirst = "100.64.0.100"
+	DHCPPoolLast  = "100.64.0.199"
+	DHCPSubnetID  = 1
+	RelayAddr     = "192.0.2.2" // giaddr: ispmux's uplink address
 	// Options.KeaOpen: one open subnet for every relayed client.
 	KeaOpenSubnet    = "100.64.0.0/16"
 	KeaOpenPoolFirst = "100.64.1.0"
@@ -110,6 +114,8 @@ type (
 		StoreExtendedInfo bool          `json:"store-extended-info"`
 		Authoritative     bool          `json:"authoritative"`
 		ValidLifetime     int           `json:"valid-lifetime"`
+		MinValidLifetime  int           `json:"min-valid-lifetime,omitempty"`
+		MaxValidLifetime  int           `json:"max-valid-lifetime,omitempty"`
 		RenewTimer        int           `json:"renew-timer"`
 		RebindTimer       int           `json:"rebind-timer"`
 		ClientClasses     []keaClass    `json:"client-classes,omitempty"`
@@ -215,9 +221,13 @@ func (t *Topology) KeaConfigJSON(i int) ([]byte, error) {
 		StoreExtendedInfo: true,
 		Authoritative:     true,
 		ValidLifetime:     lt,
-		RenewTimer:        lt / 2,
-		RebindTimer:       lt * 7 / 8,
-		ClientClasses:     []keaClass{{Name: ValidClass, Test: t.validTest(isp.Name)}},
+		// A client asking for a shorter lease (option 51) gets it, down
+		// to MinLeaseTime; none gets more than the lab's lease time.
+		MinValidLifetime: MinLeaseTime,
+		MaxValidLifetime: lt,
+		RenewTimer:       lt / 2,
+		RebindTimer:      lt * 7 / 8,
+		ClientClasses:    []keaClass{{Name: ValidClass, Test: t.validTest(isp.Name)}},
 		Subnet4: []keaSubnet{{
 			ID: DHCPSubnetID, Subnet: DHCPSubnet,
 			Relay: keaRelay{IPAddresses: []string{RelayAddr}},

@@ -128,9 +128,31 @@ func TestKeaControl(t *testing.T) {
 		t.Errorf("memfile: active %+v", a)
 	}
 
-	// Expiry: a new lease for s1 runs out; reclaimed, it is state 2.
-	ack = r.dora(hw(t, s[0].MAC), o82)
-	time.Sleep(9 * time.Second)
+	// Expiry: a new lease for s1, which asks for MinLeaseTime (a client's
+	// shorter lease is granted), runs out; reclaimed, it is state 2.
+	short := dhcpv4.OptIPAddressLeaseTime(MinLeaseTime * time.Second)
+	d, err := dhcpv4.NewDiscovery(hw(t, s[0].MAC), dhcpv4.WithOption(o82), dhcpv4.WithOption(short))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.send(d)
+	offer := r.collect(3*time.Second, 1)[d.TransactionID]
+	if offer == nil {
+		t.Fatal("no OFFER")
+	}
+	req, err := dhcpv4.NewRequestFromOffer(offer, dhcpv4.WithOption(o82), dhcpv4.WithOption(short))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.send(req)
+	ack = r.collect(3*time.Second, 1)[req.TransactionID]
+	if ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck || ack.IPAddressLeaseTime(0) != MinLeaseTime*time.Second {
+		t.Fatalf("ACK to a request for a %d s lease: %v", MinLeaseTime, ack)
+	}
+	if l := byMAC()[s[0].MAC]; l.ValidLifetime != MinLeaseTime || !l.Active(time.Now()) {
+		t.Errorf("short lease: %+v", l)
+	}
+	time.Sleep(MinLeaseTime*time.Second + 1500*time.Millisecond)
 	m = byMAC()
 	if l := m[s[0].MAC]; l.Active(time.Now()) || l.Address.String() != ack.YourIPAddr.String() {
 		t.Errorf("expired lease still active: %+v", l)
