@@ -138,8 +138,9 @@ func (a *Appliance) Status() Status {
 	return st
 }
 
-// serveControl serves GET /status and GET /events as JSON on a unix socket
-// (reachable from any network namespace through the file system).
+// serveControl serves GET /status and GET /events as JSON, and GET /backup
+// (a copy of the store, see backup.go), on a unix socket (reachable from
+// any network namespace through the file system).
 //
 // GET /events returns events in ascending Seq: with last=N the newest N,
 // otherwise up to limit (default 1000, at most 10000) after Seq after. The
@@ -160,6 +161,7 @@ func (a *Appliance) serveControl(path string) (*http.Server, error) {
 		_ = enc.Encode(a.Status())
 	})
 	mux.HandleFunc("GET /events", a.serveEvents)
+	mux.HandleFunc("GET /backup", a.serveBackup)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -6,6 +6,7 @@
 //	ispmux check -c FILE           validate a configuration and exit
 //	ispmux ctl   -c FILE status    print a running appliance's counters and bindings
 //	ispmux ctl   -c FILE events    print the newest subscriber events (bound, rejected, expired, ...)
+//	ispmux ctl   -c FILE backup OUT write a consistent copy of a running appliance's store to OUT
 //	ispmux lab   up|down ...       build or remove the network-namespace lab
 //	ispmux bench forward|dhcp ...  measure forwarding / DHCP against the kernel, dhcrelay, bare AF_XDP, Kea
 //	ispmux demo  [--exit] [--keep] the lab demo (what `make demo` runs)
@@ -68,6 +69,8 @@ commands:
   ctl   -c FILE status       show a running appliance's counters and bindings
   ctl   -c FILE events [N]   show the newest 100 events (bound, rejected, ...), or up to
                              1000 after sequence N (N=0: from the oldest)
+  ctl   -c FILE backup OUT   write a consistent copy of the running appliance's store
+                             (state_dir/ispmux.db) to OUT
   lab   up|down [flags]      build or remove the netns lab (see ispmux lab -h)
   bench forward|dhcp [flags] benchmarks in the lab (see ispmux bench -h)
   demo  [--exit] [--keep]    the lab demo: DHCP subscribers get leases from their ISPs through ispmux
@@ -205,7 +208,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 // ctlUsage is the ctl command's synopsis.
-const ctlUsage = "usage: ispmux ctl -c FILE status | events [AFTER-SEQ]"
+const ctlUsage = "usage: ispmux ctl -c FILE status | events [AFTER-SEQ] | backup OUT"
 
 // newestEvents is how many events `ctl events` shows without AFTER-SEQ.
 const newestEvents = 100
@@ -216,13 +219,18 @@ func cmdCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	if len(rest) == 0 {
-		return usageError{"ctl: missing status or events\n" + ctlUsage}
+		return usageError{"ctl: missing status or events (or backup OUT)\n" + ctlUsage}
 	}
 	maxArgs := 0
 	switch rest[0] {
 	case "status":
 	case "events":
 		maxArgs = 1 // AFTER-SEQ
+	case "backup":
+		maxArgs = 1 // OUT
+		if len(rest) < 2 {
+			return usageError{"ctl backup: missing the output file\n" + ctlUsage}
+		}
 	default:
 		return usageError{fmt.Sprintf("ctl: unknown command %q\n%s", rest[0], ctlUsage)}
 	}
@@ -230,7 +238,7 @@ func cmdCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return usageError{fmt.Sprintf("ctl %s: unexpected argument(s) %q\n%s", rest[0], extra[maxArgs:], ctlUsage)}
 	}
 	var after uint64
-	if len(rest) == 2 {
+	if rest[0] == "events" && len(rest) == 2 {
 		if after, err = strconv.ParseUint(rest[1], 10, 64); err != nil {
 			return usageError{fmt.Sprintf("ctl events: bad sequence number %q\n%s", rest[1], ctlUsage)}
 		}
@@ -244,6 +252,8 @@ func cmdCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	switch {
 	case rest[0] == "status":
 		v, err = appliance.FetchStatus(ctx, sock)
+	case rest[0] == "backup":
+		v, err = appliance.Backup(ctx, sock, rest[1])
 	case len(rest) == 1:
 		var p *appliance.EventPage
 		if p, err = appliance.FetchNewestEvents(ctx, sock, newestEvents); err == nil {

@@ -1,0 +1,119 @@
+package appliance
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// TestBackup: `ctl backup` while the appliance writes gives a store file
+// that subscribers.Open opens, consistent (every binding with its event),
+// replaces an existing file whole, and refuses to overwrite the live store.
+func TestBackup(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	store, err := subscribers.Open(filepath.Join(dir, StoreName), subscribers.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	commit := func(i int) error {
+		b := subscribers.Binding{MAC: subscribers.MAC{2, 0, 0, 0, byte(i >> 8), byte(i)}, Access: "acc0", VLAN: 100,
+			ISP: "alpha", IP: netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)}), Expires: time.Now().Add(time.Hour),
+			ClientID: []byte{1, 2, 0, 0, 0, byte(i >> 8), byte(i)}, Customer: fmt.Sprint("c", i)}
+		_, err := store.CommitBindingEvent(b, subscribers.Event{Kind: subscribers.EventBound, MAC: b.MAC, ISP: b.ISP, IP: b.IP})
+		return err
+	}
+	for i := range 100 {
+		if err := commit(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := &Appliance{store: store, log: slog.New(slog.DiscardHandler)}
+	sock := filepath.Join(dir, SocketName)
+	srv, err := a.serveControl(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 100; i < 60000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := commit(i); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	out := filepath.Join(t.TempDir(), "backup.db")
+	if err := os.WriteFile(out, []byte("an older file, replaced whole"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for k := range 3 {
+		res, err := Backup(ctx, sock, out)
+		if err != nil {
+			t.Fatalf("Backup %d: %v", k, err)
+		}
+		fi, err := os.Stat(out)
+		if err != nil || fi.Size() != res.Bytes || len(res.SHA256) != 64 {
+			t.Fatalf("Backup %d: %+v; file %v, %v", k, res, fi, err)
+		}
+		c, err := subscribers.Open(out, subscribers.Options{NoSync: true})
+		if err != nil {
+			t.Fatalf("Open of backup %d: %v", k, err)
+		}
+		bs, err := c.Bindings()
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := c.Events(0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(bs) < 100 || len(bs) != len(evs) {
+			t.Errorf("backup %d: %d bindings, %d events; want >= 100, one event per binding", k, len(bs), len(evs))
+		}
+		for _, b := range bs {
+			if b.Customer == "" || len(b.ClientID) != 7 {
+				t.Errorf("backup %d: binding %+v lost its fields", k, b)
+				break
+			}
+		}
+		c.Close()
+		t.Logf("backup %d: %d bytes, %d bindings", k, res.Bytes, len(bs))
+	}
+	close(stop)
+	wg.Wait()
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(out), ".*tmp-*")); len(left) != 0 {
+		t.Errorf("temporary files left: %q", left)
+	}
+
+	// The live store is not a backup target.
+	if _, err := Backup(ctx, sock, filepath.Join(dir, ".", StoreName)); err == nil || !strings.Contains(err.Error(), "running appliance's store") {
+		t.Errorf("backup over the live store: %v", err)
+	}
+	if _, err := store.Bindings(); err != nil {
+		t.Errorf("live store after the refused backup: %v", err)
+	}
+	// No appliance: a clear error, no file.
+	if _, err := Backup(ctx, filepath.Join(t.TempDir(), SocketName), filepath.Join(t.TempDir(), "x.db")); err == nil || !strings.Contains(err.Error(), "is ispmux running?") {
+		t.Errorf("backup without an appliance: %v", err)
+	}
+}
