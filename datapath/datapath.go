@@ -149,6 +149,29 @@ type Batch struct {
 	Out []Verdict
 }
 
+// TxDrop says why a worker dropped a frame its handler had forwarded.
+type TxDrop uint8
+
+const (
+	// TxNoFrame: no free frame in the egress port's UMEM to copy it into.
+	TxNoFrame TxDrop = iota
+	// TxRingFull: the egress queue's TX ring had no room.
+	TxRingFull
+	// TxPortError: the egress queue had no room and is in error (its last
+	// kernel call failed: the interface went down or away).
+	TxPortError
+)
+
+// TxDropCounter is implemented by handlers that count, by ingress port, the
+// frames they forwarded that the worker then could not send: those drops
+// happen after Process, where the handler cannot see them. The worker calls
+// it before Flush of the same iteration (n frames of ingress port in). The
+// egress queue's own counters (QueueStats.NoFrame, TxFull) count them too,
+// by egress port. Injected frames are not reported (they were not received).
+type TxDropCounter interface {
+	TxDropped(in uint8, why TxDrop, n int)
+}
+
 // Handler decides what happens to every frame of a batch. A worker owns its
 // Handler (handlers keep per-worker scratch space and counters).
 type Handler interface {

@@ -27,6 +27,9 @@ type Worker struct {
 	frames [][]byte
 	out    []Verdict
 	tx     [MaxPorts][]Desc
+	txIn   [MaxPorts][]uint8 // txIn[p][k]: ingress port of tx[p][k], or noIngress
+	qerr   [MaxPorts]bool    // the queue's last Service reported an error
+	txd    TxDropCounter     // h, if it counts TX drops
 	umems  [MaxPorts][]byte
 	fsize  [MaxPorts]int
 	pfds   []unix.PollFd
@@ -74,11 +77,13 @@ func NewWorker(id int, queues []Queue, h Handler, batch int, idle time.Duration)
 		frames: make([][]byte, batch),
 		out:    make([]Verdict, batch),
 	}
+	w.txd, _ = h.(TxDropCounter)
 	for i, q := range queues {
 		if q == nil {
 			continue
 		}
 		w.tx[i] = make([]Desc, 0, MaxBatch*MaxPorts)
+		w.txIn[i] = make([]uint8, 0, MaxBatch*MaxPorts)
 		w.umems[i] = q.UMEM()
 		w.fsize[i] = q.FrameSize()
 	}
@@ -227,10 +232,16 @@ func (w *Worker) RunOnce() int {
 			}
 			if dropped := len(tx) - sent; dropped > 0 {
 				countTxFull(q, dropped)
+				why := TxRingFull
+				if w.qerr[pi] {
+					why = TxPortError
+				}
+				w.txDropped(w.txIn[pi][sent:], why)
 			}
 			w.tx[pi] = tx[:0]
+			w.txIn[pi] = w.txIn[pi][:0]
 		}
-		_ = q.Service()
+		w.qerr[pi] = q.Service() != nil
 	}
 	w.h.Flush()
 	return work
@@ -272,12 +283,16 @@ func (w *Worker) dispatch(in uint8, q Queue, n int) {
 			copy(f, v.Hdr[:v.HdrLen])
 			d.Len = uint32(newLen)
 			w.tx[in] = append(w.tx[in], d)
+			w.txIn[in] = append(w.txIn[in], in)
 			continue
 		}
 		eq := w.queues[v.Port]
 		nd, ok := eq.Alloc()
 		if !ok {
 			countNoFrame(eq)
+			if w.txd != nil {
+				w.txd.TxDropped(in, TxNoFrame, 1)
+			}
 			q.Free(d)
 			continue
 		}
@@ -298,6 +313,7 @@ func (w *Worker) dispatch(in uint8, q Queue, n int) {
 		}
 		nd.Len = uint32(newLen)
 		w.tx[v.Port] = append(w.tx[v.Port], nd)
+		w.txIn[v.Port] = append(w.txIn[v.Port], in)
 		q.Free(d)
 	}
 }
@@ -312,6 +328,7 @@ func (w *Worker) drainInjected() int {
 		if ok && len(in.buf) <= w.fsize[in.port] {
 			d.Len = uint32(copy(w.umems[in.port][d.Addr:d.Addr+uint64(w.fsize[in.port])], in.buf))
 			w.tx[in.port] = append(w.tx[in.port], d)
+			w.txIn[in.port] = append(w.txIn[in.port], noIngress)
 			n++
 		} else if ok {
 			q.Free(d)
@@ -323,6 +340,28 @@ func (w *Worker) drainInjected() int {
 	w.injN.Add(-int32(len(w.inj)))
 	w.inj = w.inj[:0]
 	return n
+}
+
+// noIngress marks a transmitted frame that was not received (injected).
+const noIngress = 0xff
+
+// txDropped reports frames the worker could not transmit to the handler, by
+// ingress port: ins are their ingress ports, in runs (frames of one batch
+// are consecutive).
+func (w *Worker) txDropped(ins []uint8, why TxDrop) {
+	if w.txd == nil {
+		return
+	}
+	for len(ins) > 0 {
+		in, n := ins[0], 1
+		for n < len(ins) && ins[n] == in {
+			n++
+		}
+		if in != noIngress {
+			w.txd.TxDropped(in, why, n)
+		}
+		ins = ins[n:]
+	}
 }
 
 // counted is implemented by queues whose counters the worker may bump for

@@ -65,6 +65,25 @@ func (p *Processor) drop(in uint8, out *datapath.Verdict, r classifier.Reason) {
 	p.touched |= 1 << in
 }
 
+// TxDropped counts, by ingress port, frames this processor forwarded that
+// the worker could not send (datapath.TxDropCounter): they stay counted as
+// forwarded (up/down) too, since the engine did route them.
+func (p *Processor) TxDropped(in uint8, why datapath.TxDrop, n int) {
+	r := classifier.ReasonTxFull
+	switch why {
+	case datapath.TxNoFrame:
+		r = classifier.ReasonNoTxFrame
+	case datapath.TxPortError:
+		r = classifier.ReasonPortError
+	}
+	in %= datapath.MaxPorts
+	p.drops[in][r] += uint64(n)
+	p.dirty[in] |= 1 << r
+	p.touched |= 1 << in
+}
+
+var _ datapath.TxDropCounter = (*Processor)(nil)
+
 func (p *Processor) punt(in uint8, out *datapath.Verdict, frame []byte) {
 	if !p.s.Punts.put(in, frame) {
 		p.drop(in, out, classifier.ReasonPuntQueueFull)
