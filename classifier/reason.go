@@ -3,8 +3,13 @@ package classifier
 import "strconv"
 
 // Reason says why a frame was dropped; ReasonNone means it was not. Reasons
-// are counted per worker in [Counters] and exported as metric labels by
-// [Reason.String].
+// are counted per worker and ingress port in [Counters] and exported as
+// metric labels by [Reason.String]. The engine decides most; the transmit
+// side's three (no_tx_frame, tx_full, port_error) are the datapath worker's,
+// reported back to the engine by ingress port. Every reason is
+// produced somewhere (engine's TestEveryDropReason checks it): a new one
+// comes with the code that produces it. DHCP the proxy refuses is not a
+// frame drop here: the proxy counts it (and records an event).
 type Reason uint8
 
 // Drop reasons. Append new ones before NumReasons and give them a name in
@@ -26,10 +31,9 @@ const (
 	ReasonNoRoute                       // no subscriber or VRF for the destination
 	ReasonARPIgnored                    // ARP we do not answer
 	ReasonPuntQueueFull                 // control-plane queue full (DHCP, ARP)
-	ReasonNoTxFrame                     // no free frame to transmit into
-	ReasonTxFull                        // TX ring full
-	ReasonPortError                     // the port failed to transmit
-	ReasonDHCPInvalid                   // DHCP message rejected by the proxy
+	ReasonNoTxFrame                     // forwarded, but no free frame in the egress port's UMEM to copy it into
+	ReasonTxFull                        // forwarded, but the egress TX ring was full
+	ReasonPortError                     // forwarded, but the egress TX ring was full and the port is in error (down or gone)
 	ReasonUnregisteredDHCP              // DHCP from an unregistered MAC beyond the sample the proxy sees
 	ReasonTooBig                        // larger than the egress port's MTU (no fragmentation; DF gets ICMP)
 	NumReasons                          // number of reasons; not a reason
@@ -55,7 +59,6 @@ var reasonNames = [NumReasons]string{
 	ReasonNoTxFrame:              "no_tx_frame",
 	ReasonTxFull:                 "tx_full",
 	ReasonPortError:              "port_error",
-	ReasonDHCPInvalid:            "dhcp_invalid",
 	ReasonUnregisteredDHCP:       "unregistered_dhcp",
 	ReasonTooBig:                 "too_big",
 }

@@ -23,8 +23,8 @@ func TestReasonNames(t *testing.T) {
 		ReasonUnknownMAC:             "unknown_mac",
 		ReasonSpoofedSource:          "spoofed_source",
 		ReasonSubscriberToSubscriber: "subscriber_to_subscriber",
-		ReasonDHCPInvalid:            "dhcp_invalid",
-		NumReasons:                   "reason_22",
+		ReasonTooBig:                 "too_big",
+		NumReasons:                   "reason_21",
 	} {
 		if got := r.String(); got != want {
 			t.Errorf("Reason(%d).String() = %q, want %q", r, got, want)
