@@ -8,10 +8,10 @@
 //
 // Every write method (PutRegistration, DeleteRegistration,
 // SyncRegistrations, CommitBinding, CommitBindingEvent, DeleteBinding,
-// EndBinding, CompleteIntent, AddEvent) returns only
-// after its bbolt transaction has committed and the file has been fsynced
-// (fdatasync on Linux), unless Options.NoSync was set, which is for tests and
-// benchmarks only. A nil error therefore means the change survives a process
+// EndBinding, CompleteIntent, AddEvent) returns only after its bbolt
+// transaction has committed and the file has been fsynced (fdatasync on
+// Linux), unless Options.NoSync was set, which is for tests and benchmarks
+// only. A nil error therefore means the change survives a process
 // crash and a power loss. The DHCP engine relies on this: it calls
 // CommitBinding before it sends the ACK, so a lease a subscriber was told
 // about is never lost. A non-nil error means the change may or may not be on
@@ -34,9 +34,10 @@
 // binding and stores an Intent holding the DHCP message to send, in one
 // transaction; the caller sends the message; CompleteIntent deletes the
 // intent. At start the caller replays Intents: each pending one is sent
-// again and completed. A crash before EndBinding leaves the binding (the
-// subscriber will retry); after it, the message is sent at least once (the
-// ISP treats a repeated RELEASE of a freed lease as a no-op).
+// again and completed. A crash before EndBinding leaves the binding and the
+// ISP's lease as they were (they agree, and run out together); a crash
+// after it leaves the intent, so the message is sent at least once (a
+// server ignores a RELEASE for a lease it no longer holds).
 //
 // # Group commit
 //
