@@ -2,6 +2,7 @@ package dhcpproxy
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -11,48 +12,81 @@ import (
 	"github.com/ispmux/ispmux/subscribers"
 )
 
-type eventKey struct {
-	mac  uint64
-	kind subscribers.EventKind
+// Events come in two kinds.
+//
+// State changes (bound, renewed, released, declined, expired, revoked,
+// nak) are facts: each is written in the same store transaction as the
+// change it records (CommitBindingEvent, EndBinding), so the log never
+// shows a change that did not happen or misses one that did.
+//
+// Refusals (unknown, blocked, rejected, timeout, rate-limited) are
+// reports about traffic a subscriber can generate at will, so they are
+// bounded: folded per (MAC, kind, reason) to one per eventQuiet, and
+// recorded at most noiseRate a second (burst noiseBurst) per budget — one
+// budget per ISP and one for unregistered MACs, so one ISP's noisy
+// subscribers cannot hide another ISP's refusals. What a budget holds back
+// (and what finds maxEventWriters writes in flight) is counted
+// (events_suppressed) and summed up, once a noiseSummary, in a
+// "suppressed" event of that budget's ISP and a log line.
+
+// subject is whom an event is about, as far as known.
+type subject struct {
+	mac      uint64
+	isp      string
+	customer string
+	access   string
 }
 
-// maxEventWriters bounds the events being stored at once.
+// event returns a store event about s.
+func (s subject) event(kind subscribers.EventKind, ip netip.Addr, reason string) subscribers.Event {
+	return subscribers.Event{Time: time.Now(), Kind: kind, MAC: binding.MACBytes(s.mac), ISP: s.isp, IP: ip,
+		Reason: reason, Customer: s.customer, Access: s.access}
+}
+
+// regSubject is the subject of a registered subscriber seen on c.
+func regSubject(mac uint64, c *Circuit, reg subscribers.Registration) subject {
+	return subject{mac: mac, isp: reg.ISP, customer: reg.CustomerID, access: c.Name}
+}
+
+// bindingSubject is the subject of a stored binding.
+func bindingSubject(b subscribers.Binding) subject {
+	return subject{mac: binding.MAC48(b.MAC), isp: b.ISP, customer: b.Customer, access: b.Access}
+}
+
+type eventKey struct {
+	mac    uint64
+	kind   subscribers.EventKind
+	reason string
+}
+
+// maxEventWriters bounds the refusal events being stored at once.
 const maxEventWriters = 256
 
-// eventQuiet is how long a repeated rejection of one subscriber is not
-// recorded again (it is still counted).
+// eventQuiet is how long a repeated refusal (same MAC, kind and reason)
+// is not recorded again (it is still counted).
 const eventQuiet = time.Minute
 
-// Refusals (unknown, blocked, rejected, timeout, rate-limited) are recorded
-// and logged at most noiseRate a second (burst noiseBurst) in all: a flood
-// of made-up MACs must not flood the log and the store. Beyond that they
-// are counted (events_suppressed) and summed up in one log line a
+// Refusal budgets: noiseRate events a second, burst noiseBurst, per ISP
+// and for unregistered MACs; a summary of what was held back once a
 // noiseSummary.
 const (
 	noiseRate, noiseBurst = 10, 50
 	noiseSummary          = 10 * time.Second
 )
 
-func isNoise(kind subscribers.EventKind) bool {
-	switch kind {
-	case subscribers.EventUnknown, subscribers.EventBlocked, subscribers.EventTimeout, subscribers.EventRejected, subscribers.EventRateLimited:
-		return true
-	}
-	return false
+// budget is one refusal budget (an ISP's, or "" for unregistered MACs).
+type budget struct {
+	bucket     bucket
+	suppressed int
 }
 
-// eventNotes owns the refusal-event budget and folding state; mu guards
-// it and is held only inside these methods. writers bounds and tracks the
-// background event writes.
+// eventNotes owns the refusal folding and budget state; mu guards it and
+// is held only inside these methods. writers bounds and tracks the
+// background refusal writes.
 type eventNotes struct {
-	mu sync.Mutex
-	// last suppresses repeats of the same rejection for one MAC (a
-	// client retransmits every few seconds): one event per eventQuiet.
-	last map[eventKey]time.Time
-	// noise limits refusal events in all; suppressed counts those it
-	// held back since the last summary line, at lastSummary.
-	noise       bucket
-	suppressed  int
+	mu          sync.Mutex
+	last        map[eventKey]time.Time
+	budgets     map[string]*budget
 	lastSummary time.Time
 
 	writers sync.WaitGroup
@@ -61,23 +95,41 @@ type eventNotes struct {
 
 func (n *eventNotes) init() {
 	n.last = map[eventKey]time.Time{}
+	n.budgets = map[string]*budget{}
 	n.sem = make(chan struct{}, maxEventWriters)
 }
 
 // admit decides whether a refusal is recorded: ok, or repeat (folded into
-// an earlier one within eventQuiet), or neither (over the budget).
-func (n *eventNotes) admit(k eventKey, now time.Time) (ok, repeat bool) {
+// an earlier one within eventQuiet), or neither (over its budget:
+// counted as suppressed). isp names the budget ("" for unregistered MACs;
+// the caller maps unknown ISP names to it, so the budgets stay bounded).
+func (n *eventNotes) admit(k eventKey, isp string, now time.Time) (ok, repeat bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	last, seen := n.last[k]
-	repeat = seen && now.Sub(last) < eventQuiet
-	ok = !repeat && n.noise.take(now, noiseRate, noiseBurst)
-	if ok {
-		n.last[k] = now
-	} else if !repeat {
-		n.suppressed++
+	if seen && now.Sub(last) < eventQuiet {
+		return false, true
 	}
-	return ok, repeat
+	b := n.budgets[isp]
+	if b == nil {
+		b = &budget{}
+		n.budgets[isp] = b
+	}
+	if !b.bucket.take(now, noiseRate, noiseBurst) {
+		b.suppressed++
+		return false, false
+	}
+	n.last[k] = now
+	return true, false
+}
+
+// dropped counts a refusal that was admitted but could not be written.
+func (n *eventNotes) dropped(isp string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if b := n.budgets[isp]; b != nil {
+		b.suppressed++
+	}
 }
 
 // forget drops the folding state older than eventQuiet.
@@ -91,36 +143,53 @@ func (n *eventNotes) forget(now time.Time) {
 	}
 }
 
-// summary returns the refusals suppressed since the last summary, once a
-// noiseSummary.
-func (n *eventNotes) summary(now time.Time) int {
+// summary returns, once a noiseSummary, the refusals each budget
+// suppressed since the last summary (only budgets with some), and resets
+// them.
+func (n *eventNotes) summary(now time.Time) map[string]int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	s := 0
-	if n.suppressed > 0 && now.Sub(n.lastSummary) >= noiseSummary {
-		s, n.suppressed, n.lastSummary = n.suppressed, 0, now
+	if now.Sub(n.lastSummary) < noiseSummary {
+		return nil
 	}
-	return s
+	var out map[string]int
+	for isp, b := range n.budgets {
+		if b.suppressed > 0 {
+			if out == nil {
+				out = map[string]int{}
+			}
+			out[isp] = b.suppressed
+			b.suppressed = 0
+		}
+	}
+	n.lastSummary = now
+	return out
 }
 
 func (n *eventNotes) wait() { n.writers.Wait() }
 
-func (p *Proxy) event(kind subscribers.EventKind, mac uint64, isp string, ip netip.Addr, reason string) {
-	if isNoise(kind) {
-		ok, repeat := p.notes.admit(eventKey{mac, kind}, time.Now())
-		if !ok {
-			if !repeat {
-				p.count("events_suppressed")
-			}
-			return
-		}
+// budgetOf names the refusal budget of an event about s.
+func (p *Proxy) budgetOf(s subject) string {
+	if _, ok := p.isps[s.isp]; ok {
+		return s.isp
 	}
-	e := subscribers.Event{Time: time.Now(), Kind: kind, MAC: subscribers.MAC(macBytes(mac)), ISP: isp, IP: ip, Reason: reason}
+	return ""
+}
+
+// refuse records a refusal about s (bounded, see above) and logs it.
+func (p *Proxy) refuse(kind subscribers.EventKind, s subject, ip netip.Addr, reason string) {
+	budget := p.budgetOf(s)
+	ok, repeat := p.notes.admit(eventKey{s.mac, kind, reason}, budget, time.Now())
+	if !ok {
+		if !repeat {
+			p.count("events_suppressed")
+		}
+		return
+	}
+	e := s.event(kind, ip, reason)
 	// Stored off the caller's goroutine: the control plane never waits for
-	// an fsync (a flood of rejections must not stall everyone's DHCP), and
+	// an fsync (a flood of refusals must not stall everyone's DHCP), and
 	// concurrent events share fsyncs with binding commits (group commit).
-	// Bounded: beyond maxEventWriters in flight, events are counted and
-	// dropped (the log line below still records them).
 	select {
 	case p.notes.sem <- struct{}{}:
 		p.notes.writers.Add(1)
@@ -131,12 +200,42 @@ func (p *Proxy) event(kind subscribers.EventKind, mac uint64, isp string, ip net
 			}
 		}()
 	default:
-		p.count("events_dropped")
+		p.count("events_suppressed")
+		p.notes.dropped(budget)
 	}
+	p.logEvent(e)
+}
+
+// summarize writes a "suppressed" event per budget that held refusals back.
+func (p *Proxy) summarize(now time.Time) {
+	for isp, n := range p.notes.summary(now) {
+		who := "unregistered MACs"
+		if isp != "" {
+			who = "ISP " + isp + "'s subscribers"
+		}
+		e := subscribers.Event{Time: now, Kind: subscribers.EventSuppressed, ISP: isp,
+			Reason: fmt.Sprintf("%d refusals of %s not recorded (over the event budget of %d/s, burst %d)", n, who, noiseRate, noiseBurst)}
+		if _, err := p.store.AddEvent(e); err != nil {
+			p.log.Warn("event not stored", "kind", e.Kind, "err", err)
+		}
+		p.logEvent(e)
+	}
+}
+
+// logEvent writes the log line of a stored event.
+func (p *Proxy) logEvent(e subscribers.Event) {
 	lvl := slog.LevelInfo
-	switch kind {
-	case subscribers.EventRejected, subscribers.EventTimeout, subscribers.EventNak, subscribers.EventUnknown, subscribers.EventBlocked:
+	switch e.Kind {
+	case subscribers.EventRejected, subscribers.EventTimeout, subscribers.EventNak, subscribers.EventUnknown,
+		subscribers.EventBlocked, subscribers.EventSuppressed:
 		lvl = slog.LevelWarn
 	}
-	p.log.Log(context.Background(), lvl, "dhcp "+string(kind), "mac", binding.MACString(mac), "isp", isp, "ip", ip, "reason", reason)
+	attrs := []any{"mac", binding.MACString(binding.MAC48(e.MAC)), "isp", e.ISP, "ip", e.IP, "reason", e.Reason}
+	if e.Customer != "" {
+		attrs = append(attrs, "customer", e.Customer)
+	}
+	if e.Access != "" {
+		attrs = append(attrs, "access", e.Access)
+	}
+	p.log.Log(context.Background(), lvl, "dhcp "+string(e.Kind), attrs...)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -122,9 +123,14 @@ func (t *leaseTable) len() int {
 	return len(t.m)
 }
 
-// Restore installs every unexpired binding of the store in the tables and
-// removes expired ones. Call it before the datapath starts forwarding.
+// Restore installs every unexpired binding of the store in the tables,
+// ends the expired and stale ones (with their events, and a RELEASE to the
+// ISP for a revoked one), and queues the intents a previous run left
+// pending. Call it before the datapath starts forwarding.
 func (p *Proxy) Restore(now time.Time) (int, error) {
+	if err := p.loadIntents(); err != nil {
+		return 0, fmt.Errorf("dhcp restore: %w", err)
+	}
 	bs, err := p.store.Bindings()
 	if err != nil {
 		return 0, fmt.Errorf("dhcp restore: %w", err)
@@ -133,42 +139,40 @@ func (p *Proxy) Restore(now time.Time) (int, error) {
 	for _, b := range bs {
 		c := p.circuitByName(b.Access, b.VLAN)
 		isp := p.isps[b.ISP]
+		mac := binding.MAC48(b.MAC)
+		sk := subKey{circuitKey{}, mac}
+		if c != nil {
+			sk.circuit = circuitKey{c.Port, c.VLAN}
+		}
 		if c == nil || isp == nil || !b.Expires.After(now) {
-			if _, err := p.store.DeleteBinding(b.Access, b.VLAN, b.MAC); err != nil {
-				return n, fmt.Errorf("dhcp restore: %w", err)
-			}
 			why := "lease expired while ispmux was stopped"
 			if c == nil || isp == nil {
 				why = "its access or ISP is no longer configured"
 			}
+			if !p.endBinding(sk, b.Access, nil, bindingSubject(b).event(subscribers.EventExpired, b.IP, why)) {
+				return n, fmt.Errorf("dhcp restore: binding of %s not ended", binding.MACString(mac))
+			}
 			p.count("expired")
-			p.event(subscribers.EventExpired, binding.MAC48(b.MAC), b.ISP, b.IP, why)
 			continue
 		}
-		mac := binding.MAC48(b.MAC)
 		// The registration may have changed while ispmux was down (the
 		// operator blocked or removed the subscriber, or it chose another
 		// ISP): such a binding must not forward until its lease runs out.
-		if why := p.stale(b); why != "" {
-			if _, err := p.store.DeleteBinding(b.Access, b.VLAN, b.MAC); err != nil {
-				return n, fmt.Errorf("dhcp restore: %w", err)
+		why := p.stale(b)
+		if why == "" {
+			if err := p.tables.Bind(binding.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: isp.Index, IP: b.IP}); err != nil {
+				// Its address is now a static subscriber's (the
+				// configuration changed while ispmux was down).
+				why = "its address is taken: " + err.Error()
 			}
-			p.count("binding_revoked")
-			p.event(subscribers.EventRevoked, mac, b.ISP, b.IP, why)
+		}
+		if why != "" {
+			if !p.revoke(sk, b, why) {
+				return n, fmt.Errorf("dhcp restore: binding of %s not revoked", binding.MACString(mac))
+			}
 			continue
 		}
-		if err := p.tables.Bind(binding.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: isp.Index, IP: b.IP}); err != nil {
-			// Its address is now a static subscriber's (the
-			// configuration changed while ispmux was down): the lease
-			// cannot forward, and is recorded as revoked.
-			if _, derr := p.store.DeleteBinding(b.Access, b.VLAN, b.MAC); derr != nil {
-				return n, fmt.Errorf("dhcp restore: %w", derr)
-			}
-			p.count("binding_revoked")
-			p.event(subscribers.EventRevoked, mac, b.ISP, b.IP, "its address is taken: "+err.Error())
-			continue
-		}
-		p.leases.put(subKey{circuitKey{c.Port, c.VLAN}, mac}, &lease{b: b, circuit: c, isp: isp})
+		p.leases.put(sk, &lease{b: b, circuit: c, isp: isp})
 		n++
 	}
 	return n, nil
@@ -176,18 +180,12 @@ func (p *Proxy) Restore(now time.Time) (int, error) {
 
 // Revalidate revokes, while running, every binding whose registration no
 // longer matches it (after a configuration reload or a registry change):
-// the subscriber stops forwarding at once instead of at lease expiry. It
-// returns how many it revoked.
+// the subscriber stops forwarding at once instead of at lease expiry, and
+// the ISP is sent a RELEASE on its behalf. It returns how many it revoked.
 func (p *Proxy) Revalidate() int {
 	n := 0
 	for _, h := range p.leases.all() {
-		why := p.stale(h.b)
-		if why == "" {
-			continue
-		}
-		if ip := p.unbind(h.k); ip.IsValid() {
-			p.count("binding_revoked")
-			p.event(subscribers.EventRevoked, h.k.mac, h.b.ISP, ip, why)
+		if why := p.stale(h.b); why != "" && p.revoke(h.k, h.b, why) {
 			n++
 		}
 	}
@@ -216,34 +214,27 @@ func (p *Proxy) stale(b subscribers.Binding) string {
 	return ""
 }
 
-// expireLeases ends the leases that ran out.
+// expireLeases ends the leases that ran out (the ISP's ran out with them:
+// nothing to tell it).
 func (p *Proxy) expireLeases(now time.Time) {
 	for _, e := range p.leases.expired(now) {
-		ip := p.unbind(e.k)
-		p.count("expired")
-		p.event(subscribers.EventExpired, e.k.mac, e.b.ISP, ip, "lease expired")
+		failpoint.Hit(failpoint.ExpireBeforeCommit)
+		if p.endBinding(e.k, e.b.Access, nil, bindingSubject(e.b).event(subscribers.EventExpired, e.b.IP, "lease expired")) {
+			p.count("expired")
+		}
 	}
 }
 
-// unbind removes a subscriber's binding from the tables, the store and the
-// proxy; it returns the address it had.
-func (p *Proxy) unbind(sk subKey) netip.Addr {
-	l := p.leases.remove(sk)
-	if l == nil {
-		return netip.Addr{}
-	}
-	p.tables.Unbind(sk.circuit.port, sk.circuit.vlan, sk.mac)
-	if _, err := p.store.DeleteBinding(l.b.Access, l.b.VLAN, l.b.MAC); err != nil {
-		p.log.Warn("dhcp: binding not deleted from the store", "mac", binding.MACString(sk.mac), "err", err)
-	}
-	return l.b.IP
-}
-
-// bindAndAck commits the lease durably, installs it, and only then sends
-// the ACK to the subscriber.
-func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack []byte) {
-	ip, ok := netip.AddrFromSlice(m.YourIPAddr.To4())
-	if !ok || !ip.IsValid() || ip.IsUnspecified() {
+// bindAndAck commits the lease durably (with its bound or renewed event),
+// installs it, and only then sends the ACK to the subscriber. opts are the
+// ACK's options (Option 82 stripped), kept with the binding.
+func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte) {
+	c := t.circuit
+	mac := t.sub.mac
+	subj := regSubject(mac, c, t.reg)
+	subj.isp = t.isp.Name
+	ip := addrOf(m.YourIPAddr)
+	if !ip.IsValid() || ip.IsUnspecified() {
 		p.count("ack_without_address")
 		return
 	}
@@ -253,27 +244,23 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack []byte) {
 		return
 	}
 	sid := p.tx.serverID(t)
-	if s := m.ServerIdentifier(); s != nil {
-		if a, ok := netip.AddrFromSlice(s.To4()); ok {
-			sid = a
-		}
+	if a := addrOf(m.ServerIdentifier()); a.IsValid() {
+		sid = a
 	}
-	c := t.circuit
-	mac := t.sub.mac
 	old, hadOld := p.leases.get(t.sub)
 	// A new ISP or a new address is a new binding (its own event and log
 	// line: the audit trail must show which address a subscriber had).
 	moved := hadOld && (old.isp != t.isp || old.b.IP != ip)
 	if !hadOld && p.leases.full(t.sub, p.cfg.MaxBindingsPerCircuit) {
 		p.count("circuit_full")
-		p.event(subscribers.EventRejected, mac, t.isp.Name, ip, "too many bindings on access "+c.Name)
+		p.refuse(subscribers.EventRejected, subj, ip, "too many bindings on access "+c.Name)
 		return
 	}
 	// The registration may have changed while the ISP was answering (the
 	// subscriber blocked, removed or moved by a reload): no binding then.
-	if why := p.stale(subscribers.Binding{MAC: subscribers.MAC(macBytes(mac)), Access: c.Name, ISP: t.isp.Name}); why != "" {
+	if why := p.stale(subscribers.Binding{MAC: binding.MACBytes(mac), Access: c.Name, ISP: t.isp.Name}); why != "" {
 		p.count("ack_registration_changed")
-		p.event(subscribers.EventRejected, mac, t.isp.Name, ip, "not bound: "+why+" during the exchange")
+		p.refuse(subscribers.EventRejected, subj, ip, "not bound: "+why+" during the exchange")
 		p.nak(c, m, "not admitted")
 		return
 	}
@@ -281,7 +268,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack []byte) {
 	// is the ISP's mistake: declined, like an address in use.
 	if why := p.unusable(c, t.isp, ip); why != "" {
 		p.count("ack_unusable_address")
-		p.event(subscribers.EventRejected, mac, t.isp.Name, ip, "the ISP assigned an unusable address ("+why+"); declined to the ISP")
+		p.refuse(subscribers.EventRejected, subj, ip, "the ISP assigned an unusable address ("+why+"); declined to the ISP")
 		p.declineAndNak(t, m, ip, sid)
 		return
 	}
@@ -297,51 +284,57 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack []byte) {
 			// lease to two clients (a shared or forged client
 			// identifier). Declining it would take the address from
 			// its holder: only this subscriber is refused.
-			p.event(subscribers.EventRejected, mac, t.isp.Name, ip, "the ISP assigned the address of DHCP subscriber "+
+			p.refuse(subscribers.EventRejected, subj, ip, "the ISP assigned the address of DHCP subscriber "+
 				binding.MACString(holder)+" (the same client identifier?); refused")
 			p.nak(c, m, "address in use")
 			return
 		}
-		p.event(subscribers.EventRejected, mac, t.isp.Name, ip, "the ISP assigned an address in use: "+err.Error()+"; declined to the ISP")
+		p.refuse(subscribers.EventRejected, subj, ip, "the ISP assigned an address in use: "+err.Error()+"; declined to the ISP")
 		p.declineAndNak(t, m, ip, sid)
 		return
 	}
 	now := time.Now()
 	b := subscribers.Binding{
-		MAC: subscribers.MAC(macBytes(mac)), Access: c.Name, VLAN: c.VLAN, ISP: t.isp.Name, IP: ip,
+		MAC: binding.MACBytes(mac), Access: c.Name, VLAN: c.VLAN, ISP: t.isp.Name, IP: ip,
 		Circuit: circuitID(t.isp.CircuitID, c, mac), ServerID: sid, Expires: now.Add(lt), Updated: now,
+		ClientID: t.clientID, Option82: t.op82, Options: opts, LeaseTime: lt, Customer: t.reg.CustomerID,
 	}
 	if len(t.isp.Servers) > 0 {
 		b.Relay = t.isp.Servers[0]
 	}
-	// A new binding is stored with its "bound" event in one transaction
-	// (one fsync); a renewal only moves the expiry.
-	var err error
-	if !hadOld || moved {
-		_, err = p.store.CommitBindingEvent(b, subscribers.Event{Time: now, Kind: subscribers.EventBound,
-			MAC: b.MAC, ISP: b.ISP, IP: ip, Reason: "lease " + leaseString(lt)})
-	} else {
-		err = p.store.CommitBinding(b)
+	// The binding and its event are one transaction (one fsync): a new
+	// binding is "bound", a renewal the ISP granted is "renewed".
+	kind, why := subscribers.EventBound, "lease "+leaseString(lt)
+	if hadOld && !moved {
+		kind, why = subscribers.EventRenewed, "lease extended by "+leaseString(lt)
 	}
+	failpoint.Hit(failpoint.BindBeforeCommit)
+	e, err := p.store.CommitBindingEvent(b, subj.event(kind, ip, why))
 	if err != nil {
 		p.count("store_error")
 		p.log.Error("dhcp: binding not committed; ACK withheld", "mac", binding.MACString(mac), "err", err)
 		return
 	}
+	failpoint.Hit(failpoint.BindAfterCommit)
 	if hadOld && old.b.IP != ip {
 		p.tables.Unbind(c.Port, c.VLAN, mac)
 	}
 	if err := p.tables.Bind(binding.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: t.isp.Index, IP: ip}); err != nil {
+		// CheckBind said it would fit; a static binding added by a
+		// reload meanwhile took the address. The committed binding is
+		// revoked (RELEASE to the ISP) and the subscriber gets no ACK.
 		p.count("bind_conflict")
-		_, _ = p.store.DeleteBinding(b.Access, b.VLAN, b.MAC)
-		p.event(subscribers.EventRejected, mac, t.isp.Name, ip, "address not installable: "+err.Error())
+		p.revoke(t.sub, b, "address not installable: "+err.Error())
 		return
 	}
 	p.leases.put(t.sub, &lease{b: b, circuit: c, isp: t.isp})
 	p.deliver(c, m, ack)
+	failpoint.Hit(failpoint.BindAfterAck)
 	p.count("ack")
-	if !hadOld || moved {
-		p.log.Info("dhcp bound", "mac", binding.MACString(mac), "isp", t.isp.Name, "ip", ip, "lease", leaseString(lt))
+	if kind == subscribers.EventBound {
+		p.logEvent(e)
+	} else {
+		p.count("renewed")
 	}
 }
 

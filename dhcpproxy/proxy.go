@@ -47,10 +47,13 @@
 //   - upstream.go: messages from subscribers: checks, admission, relay up.
 //   - replies.go: messages from the ISPs' servers and what the subscriber
 //     is sent (no state of its own).
-//   - lifecycle.go: the bindings held (leaseTable.mu): bind, unbind,
-//     restore, revalidation, expiry.
+//   - lifecycle.go: the bindings held (leaseTable.mu): bind, restore,
+//     revalidation, expiry.
+//   - intents.go: ending a binding the ISP must hear about, through a
+//     durable intent; the intents not yet completed (intentQueue.mu).
 //   - limit.go: the per-MAC and per-circuit rate limits (limiter.mu).
-//   - events.go: refusal event budgets and folding (eventNotes.mu).
+//   - events.go: state-change events (stored with their change) and
+//     refusal events (folded, budgeted per ISP: eventNotes.mu).
 //
 // The static-IP subscribers' set is an atomically replaced map (SetStatic);
 // the uplinks' MTUs are atomics (SetUplinkMTU).
@@ -72,9 +75,14 @@ import (
 // Store is the durable state the proxy needs (subscribers.Store).
 type Store interface {
 	Registration(mac subscribers.MAC) (subscribers.Registration, error)
-	CommitBinding(b subscribers.Binding) error
+	// CommitBindingEvent stores a binding and the event recording it
+	// (bound, renewed) in one durable transaction.
 	CommitBindingEvent(b subscribers.Binding, e subscribers.Event) (subscribers.Event, error)
-	DeleteBinding(access string, vlan uint16, mac subscribers.MAC) (bool, error)
+	// EndBinding removes a binding, stores the intent (if any) and the
+	// event, in one durable transaction.
+	EndBinding(access string, vlan uint16, mac subscribers.MAC, in *subscribers.Intent, e subscribers.Event) (subscribers.Intent, subscribers.Event, bool, error)
+	CompleteIntent(id uint64) error
+	Intents() ([]subscribers.Intent, error)
 	Bindings() ([]subscribers.Binding, error)
 	AddEvent(e subscribers.Event) (subscribers.Event, error)
 }
@@ -168,11 +176,17 @@ type Proxy struct {
 	mtu [256]atomic.Int32
 	// static is the set of static-IP subscribers' MACs (SetStatic).
 	static atomic.Pointer[map[uint64]bool]
+	// resolved says, by ISP index, whether its next hop was ever
+	// resolved since start; waiting bounds the messages waiting for a
+	// first resolution (relayLater).
+	resolved [256]atomic.Bool
+	waiting  chan struct{}
 
-	tx     txns
-	leases leaseTable
-	limits limiter
-	notes  eventNotes
+	tx      txns
+	leases  leaseTable
+	limits  limiter
+	notes   eventNotes
+	intents intentQueue
 
 	committing sync.WaitGroup
 
@@ -189,8 +203,10 @@ func New(cfg Config, store Store, tables Tables, send Sender, log *slog.Logger) 
 		circuits: map[circuitKey]*Circuit{},
 		uplinks:  map[circuitKey]*ISP{},
 		isps:     map[string]*ISP{},
+		waiting:  make(chan struct{}, maxWaiting),
 	}
 	p.tx.init()
+	p.intents.init()
 	p.leases.init()
 	p.limits.init(&p.cfg)
 	p.notes.init()
@@ -300,8 +316,9 @@ func (p *Proxy) HandleFrame(port uint8, f []byte) {
 	p.count("not_for_us")
 }
 
-// Run expires pending transactions (rejection by silence) and leases until
-// ctx ends, then waits for in-flight commits.
+// Run expires pending transactions (rejection by silence) and leases, and
+// sends the pending intents, until ctx ends; then waits for in-flight
+// commits.
 func (p *Proxy) Run(ctx context.Context) {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
@@ -322,10 +339,9 @@ func (p *Proxy) expire(now time.Time) {
 	p.expireTxns(now)
 	p.limits.forget(now)
 	p.notes.forget(now)
-	if n := p.notes.summary(now); n > 0 {
-		p.log.Warn("dhcp: refusals beyond the event rate were counted, not recorded", "suppressed", n, "rate_per_s", noiseRate)
-	}
+	p.summarize(now)
 	p.expireLeases(now)
+	p.flushIntents()
 }
 
 func ip4(a netip.Addr) uint32 {

@@ -11,6 +11,7 @@ import (
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -56,7 +57,9 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 	} else if err := checkServer(m, t.op82); err != nil {
 		p.count(err.Error())
 		if err == errVSSUnsupported {
-			p.event(subscribers.EventRejected, mac, isp.Name, netip.Addr{}, "ISP server "+src.String()+
+			subj := regSubject(mac, t.circuit, t.reg)
+			subj.isp = isp.Name
+			p.refuse(subscribers.EventRejected, subj, netip.Addr{}, "ISP server "+src.String()+
 				" does not support VSS (RFC 6607: it echoed VSS-Control); its answer is not used")
 		}
 		return
@@ -91,28 +94,60 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 		// The ACK goes out after the commit, from another goroutine:
 		// build it now, while payload (the punt buffer) is ours.
 		ack := relayDown(payload, c.Addr)
+		opts := ackOptions(payload)
 		p.committing.Add(1)
 		go func() {
 			defer p.committing.Done()
-			p.bindAndAck(t, m, ack)
+			p.bindAndAck(t, m, ack, opts)
 		}()
 	case dhcpv4.MessageTypeNak:
 		p.tx.take(pk)
-		ip := p.unbind(t.sub)
-		if t.requested.IsValid() {
-			ip = t.requested // what the ISP refused
-		}
-		why := "the ISP refused (DHCPNAK)"
-		if msg := m.Message(); msg != "" {
-			why += ": " + msg
-		}
-		p.event(subscribers.EventNak, mac, isp.Name, ip, why)
-		p.deliver(c, m, relayDown(payload, c.Addr))
-		p.count("nak")
+		p.nakFromISP(t, m, payload)
 	default:
 		p.count("server_unexpected_type")
 	}
 }
+
+// nakFromISP passes the ISP's NAK on: the subscriber's binding (if any)
+// ends with the nak event in one transaction, then the NAK is delivered.
+func (p *Proxy) nakFromISP(t *txn, m *dhcpv4.DHCPv4, payload []byte) {
+	c := t.circuit
+	subj := regSubject(t.sub.mac, c, t.reg)
+	subj.isp = t.isp.Name
+	ip := t.requested // what the ISP refused
+	if l, ok := p.leases.get(t.sub); ok && !ip.IsValid() {
+		ip = l.b.IP
+	}
+	why := "the ISP refused (DHCPNAK)"
+	if msg := m.Message(); msg != "" {
+		why += ": " + msg
+	}
+	failpoint.Hit(failpoint.NakBeforeCommit)
+	if !p.endBinding(t.sub, c.Name, nil, subj.event(subscribers.EventNak, ip, why)) {
+		return
+	}
+	failpoint.Hit(failpoint.NakAfterCommit)
+	p.deliver(c, m, relayDown(payload, c.Addr))
+	p.count("nak")
+}
+
+// ackOptions returns an ACK's options as raw TLVs, Option 82 and padding
+// left out, cut at an option boundary to what a binding keeps.
+func ackOptions(raw []byte) []byte {
+	var out []byte
+	forEachOption(raw, func(code byte, data []byte) {
+		if code == optRelayAgentInfo || len(out)+2+len(data) > maxStoredOptions {
+			return
+		}
+		out = append(out, code, byte(len(data)))
+		out = append(out, data...)
+	})
+	return out
+}
+
+// maxStoredOptions bounds the ACK options kept with a binding (the store's
+// limit).
+const maxStoredOptions = 1500
 
 // declineAndNak refuses an ACKed address on the subscriber's behalf: a
 // DHCPDECLINE for ip to the ISP's servers (relayed as ours, with the

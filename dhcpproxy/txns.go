@@ -175,6 +175,15 @@ func (x *txns) offer(t *txn, isp *ISP, sid netip.Addr, now time.Time, timeout ti
 	return true
 }
 
+// extend moves t's deadline to at least until.
+func (x *txns) extend(t *txn, until time.Time) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if t.deadline.Before(until) {
+		t.deadline = until
+	}
+}
+
 // serverID returns t's ISP server identifier (from its OFFER).
 func (x *txns) serverID(t *txn) netip.Addr {
 	x.mu.Lock()
@@ -191,8 +200,7 @@ func (x *txns) noteUnreachable(isp uint8, n unreachableNote) {
 
 // timedOut is a transaction the ISP did not answer in time.
 type timedOut struct {
-	mac     uint64
-	isp     string
+	subj    subject
 	mt      dhcpv4.MessageType
 	unreach unreachableNote
 }
@@ -208,7 +216,7 @@ func (x *txns) expire(now time.Time) []timedOut {
 		if now.After(t.deadline) {
 			delete(x.pending, k)
 			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() || t.msgType == dhcpv4.MessageTypeRequest {
-				tos = append(tos, timedOut{t.sub.mac, t.isp.Name, t.msgType, x.unreach[t.isp.Index]})
+				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, x.unreach[t.isp.Index]})
 			}
 		}
 	}
@@ -228,7 +236,7 @@ func (p *Proxy) expireTxns(now time.Time) {
 		if u := to.unreach; u.server.IsValid() && now.Sub(u.at) < 2*p.cfg.Timeout {
 			why += fmt.Sprintf(" (its server %s: %s)", u.server, u.why)
 		}
-		p.event(subscribers.EventTimeout, to.mac, to.isp, netip.Addr{}, why)
+		p.refuse(subscribers.EventTimeout, to.subj, netip.Addr{}, why)
 	}
 }
 

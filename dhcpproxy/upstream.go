@@ -14,6 +14,7 @@ import (
 	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/internal/circuitid"
+	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -37,7 +38,7 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		case errChaddr, errClientOption82, errClientGiaddr:
 			// What a subscriber forging identities or posing as a
 			// relay sends: worth an event, not only a counter.
-			p.event(subscribers.EventRejected, pkt.Src, "", netip.Addr{}, "DHCP message refused: "+err.Error())
+			p.refuse(subscribers.EventRejected, subject{mac: pkt.Src, access: c.Name}, netip.Addr{}, "DHCP message refused: "+err.Error())
 		}
 		return
 	}
@@ -51,7 +52,7 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 	switch {
 	case errors.Is(err, subscribers.ErrNotFound):
 		p.count("unknown_subscriber")
-		p.event(subscribers.EventUnknown, pkt.Src, "", netip.Addr{}, "not registered ("+m.MessageType().String()+")")
+		p.refuse(subscribers.EventUnknown, subject{mac: pkt.Src, access: c.Name}, netip.Addr{}, "not registered ("+m.MessageType().String()+")")
 		return
 	case err != nil:
 		p.count("store_error")
@@ -59,17 +60,17 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		return
 	case reg.Blocked:
 		p.count("blocked_subscriber")
-		p.event(subscribers.EventBlocked, pkt.Src, reg.ISP, netip.Addr{}, "blocked")
+		p.refuse(subscribers.EventBlocked, regSubject(pkt.Src, c, reg), netip.Addr{}, "blocked")
 		return
 	case reg.Access != "" && reg.Access != c.Name:
 		p.count("wrong_circuit")
-		p.event(subscribers.EventRejected, pkt.Src, reg.ISP, netip.Addr{}, "registered on access "+reg.Access+", seen on "+c.Name)
+		p.refuse(subscribers.EventRejected, regSubject(pkt.Src, c, reg), netip.Addr{}, "registered on access "+reg.Access+", seen on "+c.Name)
 		return
 	}
 	if mt := m.MessageType(); p.isStatic(pkt.Src) && mt != dhcpv4.MessageTypeInform {
 		p.count("static_subscriber")
 		if mt == dhcpv4.MessageTypeDiscover || mt == dhcpv4.MessageTypeRequest {
-			p.event(subscribers.EventRejected, pkt.Src, reg.ISP, netip.Addr{}, "static subscriber: its address is configured, DHCP "+mt.String()+" not served")
+			p.refuse(subscribers.EventRejected, regSubject(pkt.Src, c, reg), netip.Addr{}, "static subscriber: its address is configured, DHCP "+mt.String()+" not served")
 		}
 		return
 	}
@@ -82,45 +83,55 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		if limit == "circuit" {
 			why = fmt.Sprintf("access %s's DHCP rate limit (%d/s, burst %d, all its subscribers) exceeded", c.Name, p.cfg.CircuitRate, p.cfg.CircuitBurst)
 		}
-		p.event(subscribers.EventRateLimited, pkt.Src, reg.ISP, netip.Addr{}, why)
+		p.refuse(subscribers.EventRateLimited, regSubject(pkt.Src, c, reg), netip.Addr{}, why)
 		return
 	}
 	isp := p.isps[reg.ISP]
 	if isp == nil || len(isp.Servers) == 0 {
 		p.count("no_isp_server")
-		p.event(subscribers.EventRejected, pkt.Src, reg.ISP, netip.Addr{}, "ISP has no DHCP server configured")
+		p.refuse(subscribers.EventRejected, regSubject(pkt.Src, c, reg), netip.Addr{}, "ISP has no DHCP server configured")
 		return
 	}
 	unicast := pkt.Dst == c.MAC && pkt.DstIP == ip4(c.Addr)
 	p.relay(c, isp, reg, sk, payload, m, unicast, now)
 }
 
-// relay sends m to every DHCP server of isp as an extended request.
-func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk subKey, raw []byte, m *dhcpv4.DHCPv4, unicast bool, now time.Time) {
-	mt := m.MessageType()
+// relayInfo is the Option 82 ispmux sends isp for the subscriber mac of
+// customer on c.
+func (p *Proxy) relayInfo(c *Circuit, isp *ISP, mac uint64, customer string, unicast bool) relayInfo {
 	ri := relayInfo{
-		CircuitID:    []byte(circuitID(isp.CircuitID, c, sk.mac)),
-		RemoteID:     macBytes(sk.mac),
-		SubscriberID: []byte(reg.CustomerID),
-		Unicast:      unicast,
-		VSS:          isp.VSS,
+		CircuitID:     []byte(circuitID(isp.CircuitID, c, mac)),
+		RemoteID:      macBytes(mac),
+		SubscriberID:  []byte(customer),
+		Unicast:       unicast,
+		VSS:           isp.VSS,
+		LinkSelection: isp.LinkSelection,
 	}
 	if isp.ServerIDOverride {
 		ri.ServerIDOverride = c.Addr
 	}
-	ri.LinkSelection = isp.LinkSelection
+	return ri
+}
+
+// relay sends m to every DHCP server of isp as an extended request; a
+// RELEASE or DECLINE also ends the subscriber's binding (endByClient).
+func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk subKey, raw []byte, m *dhcpv4.DHCPv4, unicast bool, now time.Time) {
+	mt := m.MessageType()
+	subj := regSubject(sk.mac, c, reg)
+	ri := p.relayInfo(c, isp, sk.mac, reg.CustomerID, unicast)
 	op82 := ri.encode()
 	if len(op82) > 255 {
 		// configs bounds every part; a registration from elsewhere may
 		// not be. Never split or cut our Option 82.
 		p.count("option82_too_long")
-		p.event(subscribers.EventRejected, sk.mac, isp.Name, netip.Addr{},
+		p.refuse(subscribers.EventRejected, subj, netip.Addr{},
 			fmt.Sprintf("Option 82 would be %d bytes (max 255): customer ID or circuit ID too long", len(op82)))
 		return
 	}
 
 	held, hasLease := p.leases.get(sk)
-	if mt == dhcpv4.MessageTypeRelease || mt == dhcpv4.MessageTypeDecline {
+	ending := mt == dhcpv4.MessageTypeRelease || mt == dhcpv4.MessageTypeDecline
+	if ending {
 		// Only the holder's own address can be released or declined
 		// (RFC 2131 §4.3.4): a message naming another one changes
 		// nothing and goes nowhere.
@@ -128,7 +139,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 		if mt == dhcpv4.MessageTypeDecline {
 			named = m.RequestedIPAddress()
 		}
-		if a, _ := netip.AddrFromSlice(named.To4()); !hasLease || a != held.b.IP || held.isp != isp {
+		if a := addrOf(named); !hasLease || a != held.b.IP || held.isp != isp {
 			// Not its own binding: relaying it would let a
 			// subscriber release or quarantine (DECLINE) a
 			// neighbour's lease at the ISP.
@@ -147,16 +158,6 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 		p.count("pending_full")
 		return
 	}
-
-	gw, ok := p.tables.NextHopMAC(isp.Index)
-	if !ok {
-		// The ISP cannot be reached now: say so, rather than let the
-		// transaction time out and blame the ISP's servers.
-		p.count("no_next_hop")
-		p.event(subscribers.EventRejected, sk.mac, isp.Name, netip.Addr{}, "ISP unreachable: next hop not resolved (uplink down?)")
-		p.tx.abandon(pk, t)
-		return
-	}
 	payload := relayUp(raw, m, isp.Addr, c.Addr, ispServerID, &ri)
 	if n, mtu := ipv4HeaderLen+udpHeaderLen+len(payload), p.uplinkMTU(isp); n > mtu {
 		// The subscriber's message is legal; with our Option 82 it no
@@ -164,11 +165,37 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 		// send the ISP a request it cannot validate, so it is refused
 		// here, saying why (rather than a timeout blaming the ISP).
 		p.count("relay_too_big")
-		p.event(subscribers.EventRejected, sk.mac, isp.Name, netip.Addr{},
+		p.refuse(subscribers.EventRejected, subj, netip.Addr{},
 			fmt.Sprintf("%s of %d bytes does not fit the uplink MTU (%d) with Option 82", mt, n, mtu))
 		p.tx.abandon(pk, t)
 		return
 	}
+	if ending {
+		p.endByClient(sk, held, mt, payload)
+		return
+	}
+	gw, ok := p.nextHop(isp)
+	if !ok {
+		if !p.resolvedOnce(isp) {
+			// ispmux has just started and has not resolved the ISP's
+			// router yet: the message waits a little for it rather
+			// than being refused for our own start-up.
+			p.relayLater(pk, t, isp, subj, mt, payload)
+			return
+		}
+		// The ISP cannot be reached now: say so, rather than let the
+		// transaction time out and blame the ISP's servers.
+		p.count("no_next_hop")
+		p.refuse(subscribers.EventRejected, subj, netip.Addr{}, "ISP unreachable: next hop not resolved (uplink down?)")
+		p.tx.abandon(pk, t)
+		return
+	}
+	p.sendRelay(isp, gw, sk.mac, mt, m.TransactionID, payload)
+}
+
+// sendRelay sends a relayed message to every server of isp via gw.
+func (p *Proxy) sendRelay(isp *ISP, gw, mac uint64, mt dhcpv4.MessageType, xid dhcpv4.TransactionID, payload []byte) {
+	failpoint.Hit(failpoint.RelayBeforeSend)
 	sent := false
 	for _, srv := range isp.Servers {
 		f := fib.UDPFrame(gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, payload)
@@ -181,21 +208,75 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk sub
 		return
 	}
 	p.count("relayed_" + strings.ToLower(mt.String()))
-	p.log.Debug("dhcp relayed", "mac", binding.MACString(sk.mac), "type", mt.String(), "xid", m.TransactionID.String(),
+	p.log.Debug("dhcp relayed", "mac", binding.MACString(mac), "type", mt.String(), "xid", xid.String(),
 		"isp", isp.Name, "servers", len(isp.Servers), "bytes", len(payload))
+}
 
-	switch mt {
-	case dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeDecline:
-		kind := subscribers.EventReleased
-		if mt == dhcpv4.MessageTypeDecline {
-			kind = subscribers.EventDeclined
+// startupWait bounds how long a message waits for an ISP's next hop that
+// was never resolved since start; maxWaiting bounds the messages waiting.
+const (
+	startupWait = 2 * time.Second
+	maxWaiting  = 256
+)
+
+// nextHop returns the MAC of isp's router, noting that it was resolved.
+func (p *Proxy) nextHop(isp *ISP) (uint64, bool) {
+	gw, ok := p.tables.NextHopMAC(isp.Index)
+	if ok && !p.resolved[isp.Index].Load() {
+		p.resolved[isp.Index].Store(true)
+	}
+	return gw, ok
+}
+
+// resolvedOnce reports whether isp's next hop was ever resolved since start.
+func (p *Proxy) resolvedOnce(isp *ISP) bool { return p.resolved[isp.Index].Load() }
+
+// relayLater waits (at most startupWait) for isp's first next-hop
+// resolution, then relays payload; if it does not come, the refusal says
+// it is ispmux's start-up, not the ISP.
+func (p *Proxy) relayLater(pk pendKey, t *txn, isp *ISP, subj subject, mt dhcpv4.MessageType, payload []byte) {
+	select {
+	case p.waiting <- struct{}{}:
+	default:
+		p.count("no_next_hop_startup")
+		p.refuse(subscribers.EventRejected, subj, netip.Addr{}, "ispmux is starting: the next hop to ISP "+isp.Name+
+			" is not resolved yet (too many messages waiting for it)")
+		p.tx.abandon(pk, t)
+		return
+	}
+	// The ISP's time starts when the message is sent, not now.
+	p.tx.extend(t, time.Now().Add(startupWait+p.cfg.Timeout))
+	p.committing.Add(1)
+	p.count("waited_for_next_hop")
+	go func() {
+		defer func() { <-p.waiting; p.committing.Done() }()
+		deadline := time.Now().Add(startupWait)
+		for time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			if gw, ok := p.nextHop(isp); ok {
+				p.tx.extend(t, time.Now().Add(p.cfg.Timeout))
+				p.sendRelay(isp, gw, pk.mac, mt, pk.xid, payload)
+				return
+			}
 		}
-		ip := p.unbind(sk)
-		why := "the subscriber released its lease"
-		if kind == subscribers.EventDeclined {
-			why = "the subscriber declined its address (in use on its link)"
-		}
-		p.event(kind, sk.mac, isp.Name, ip, why)
+		p.count("no_next_hop_startup")
+		p.refuse(subscribers.EventRejected, subj, netip.Addr{}, fmt.Sprintf("ispmux is starting: the next hop to ISP %s "+
+			"was not resolved within %s of the request (not the ISP's fault)", isp.Name, startupWait))
+		p.tx.abandon(pk, t)
+	}()
+}
+
+// endByClient ends the subscriber's binding l on its RELEASE or DECLINE
+// (payload: the message as relayed, with our Option 82), through an
+// intent: durable first, then the tables, then the ISP (see intents.go).
+func (p *Proxy) endByClient(sk subKey, l lease, mt dhcpv4.MessageType, payload []byte) {
+	kind, ik, why := subscribers.EventReleased, subscribers.IntentRelease, "the subscriber released its lease"
+	if mt == dhcpv4.MessageTypeDecline {
+		kind, ik, why = subscribers.EventDeclined, subscribers.IntentDecline, "the subscriber declined its address (in use on its link)"
+	}
+	in := &subscribers.Intent{Kind: ik, ISP: l.isp.Name, MAC: l.b.MAC, Access: l.b.Access, VLAN: l.b.VLAN, IP: l.b.IP, Message: payload}
+	if p.endBinding(sk, l.b.Access, in, bindingSubject(l.b).event(kind, l.b.IP, why)) {
+		p.count("relayed_" + strings.ToLower(mt.String()))
 	}
 }
 

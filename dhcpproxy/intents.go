@@ -1,0 +1,241 @@
+package dhcpproxy
+
+import (
+	"crypto/rand"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/internal/failpoint"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// Ending a binding that the ISP must hear about (a RELEASE or DECLINE from
+// the subscriber, a revocation) is a three-step transition:
+//
+//  1. one store transaction removes the binding, stores an intent (the
+//     exact DHCP message about to be sent, with the client identifier and
+//     the Option 82 of the lease) and appends the event;
+//  2. the binding leaves the tables, and the message goes to every server
+//     of the ISP;
+//  3. the intent is completed (deleted).
+//
+// A crash before 1 leaves the binding, which the subscriber still holds; a
+// crash after 1 finds the intent pending at start, and it is sent again
+// (replay) once the ISP's next hop is resolved. So ispmux never forwards
+// for a lease it told the ISP to free (no phantom), and a lease it meant to
+// free stays at the ISP only until the next start. An intent that cannot
+// be sent now (no next hop) stays pending and is retried by Run.
+
+// intentQueue owns the intents not yet completed; mu guards it and is held
+// only inside these methods.
+type intentQueue struct {
+	mu      sync.Mutex
+	pending map[uint64]pendingIntent
+}
+
+// pendingIntent is an intent and whether it was loaded at start (replay).
+type pendingIntent struct {
+	in     subscribers.Intent
+	replay bool
+}
+
+func (q *intentQueue) init() { q.pending = map[uint64]pendingIntent{} }
+
+func (q *intentQueue) add(in subscribers.Intent, replay bool) {
+	q.mu.Lock()
+	q.pending[in.ID] = pendingIntent{in, replay}
+	q.mu.Unlock()
+}
+
+func (q *intentQueue) done(id uint64) {
+	q.mu.Lock()
+	delete(q.pending, id)
+	q.mu.Unlock()
+}
+
+// list returns the pending intents, oldest first.
+func (q *intentQueue) list() []pendingIntent {
+	q.mu.Lock()
+	out := make([]pendingIntent, 0, len(q.pending))
+	for _, pi := range q.pending {
+		out = append(out, pi)
+	}
+	q.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].in.ID < out[j].in.ID })
+	return out
+}
+
+func (q *intentQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.pending)
+}
+
+// PendingIntents returns how many messages to ISPs are recorded but not yet
+// known to be sent.
+func (p *Proxy) PendingIntents() int { return p.intents.len() }
+
+// loadIntents queues the intents a previous run left pending (step 1 done,
+// step 3 not): they are sent again by flushIntents.
+func (p *Proxy) loadIntents() error {
+	ins, err := p.store.Intents()
+	for _, in := range ins {
+		p.intents.add(in, true)
+	}
+	if len(ins) > 0 {
+		p.log.Info("dhcp: messages to ISPs pending from before the restart are sent again", "intents", len(ins))
+	}
+	return err
+}
+
+// endBinding runs step 1 and 2 (and 3 when it can send now) for the
+// binding of sk (l, nil if ispmux holds none), with intent in (nil: nothing
+// to tell the ISP, as for an expiry or a NAK) and the state-change event e.
+// It returns false if the store refused: then nothing changed.
+func (p *Proxy) endBinding(sk subKey, access string, in *subscribers.Intent, e subscribers.Event) bool {
+	_, hadLease := p.leases.get(sk)
+	it, stored, _, err := p.store.EndBinding(access, sk.circuit.vlan, binding.MACBytes(sk.mac), in, e)
+	if err != nil {
+		p.count("store_error")
+		p.log.Error("dhcp: binding end not committed; nothing changed", "mac", binding.MACString(sk.mac), "event", e.Kind, "err", err)
+		return false
+	}
+	if in != nil {
+		failpoint.Hit(failpoint.EndAfterIntent)
+	}
+	if hadLease {
+		p.leases.remove(sk)
+		p.tables.Unbind(sk.circuit.port, sk.circuit.vlan, sk.mac)
+	}
+	p.logEvent(stored)
+	if in != nil {
+		p.intents.add(it, false)
+		p.sendIntent(pendingIntent{it, false})
+	}
+	return true
+}
+
+// sendIntent sends an intent's message to every server of its ISP and
+// completes it. It reports false (the intent stays pending) when the ISP's
+// next hop is not resolved or no frame could be queued.
+func (p *Proxy) sendIntent(pi pendingIntent) bool {
+	in := pi.in
+	isp := p.isps[in.ISP]
+	if isp == nil {
+		// The ISP is no longer configured: there is nobody to tell.
+		p.log.Warn("dhcp: pending message to an ISP no longer configured dropped", "isp", in.ISP, "kind", in.Kind,
+			"mac", binding.MACString(binding.MAC48(in.MAC)), "ip", in.IP)
+		p.completeIntent(in.ID)
+		return true
+	}
+	gw, ok := p.nextHop(isp)
+	if !ok {
+		p.count("intent_deferred")
+		return false
+	}
+	sent := false
+	for _, srv := range isp.Servers {
+		if p.send.Inject(isp.Port, fib.UDPFrame(gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, in.Message)) {
+			sent = true
+		}
+	}
+	if !sent {
+		p.count("inject_full")
+		return false
+	}
+	if pi.replay {
+		p.count("intent_replayed")
+		failpoint.Hit(failpoint.ReplayAfterSend)
+	} else {
+		failpoint.Hit(failpoint.EndAfterSend)
+	}
+	p.count("intent_sent_" + string(in.Kind))
+	p.completeIntent(in.ID)
+	return true
+}
+
+func (p *Proxy) completeIntent(id uint64) {
+	if err := p.store.CompleteIntent(id); err != nil {
+		// Left pending in the store: sent again at the next start,
+		// which a server takes as a repeat.
+		p.log.Warn("dhcp: intent not completed", "id", id, "err", err)
+	}
+	p.intents.done(id)
+}
+
+// flushIntents sends what is pending (Run calls it on every tick).
+func (p *Proxy) flushIntents() {
+	for _, pi := range p.intents.list() {
+		p.sendIntent(pi)
+	}
+}
+
+// revokeMessage builds the DHCPRELEASE ispmux sends the ISP on a
+// subscriber's behalf when it revokes its binding: the lease's address,
+// client identifier, server identifier and Option 82, from our uplink
+// address as giaddr, so the server finds and frees the lease it granted.
+func (p *Proxy) revokeMessage(b subscribers.Binding, isp *ISP, c *Circuit, why string) []byte {
+	op82 := b.Option82
+	if len(op82) == 0 && c != nil {
+		// A binding stored before schema 2 has no Option 82: the one
+		// its relay would carry now.
+		ri := p.relayInfo(c, isp, binding.MAC48(b.MAC), b.Customer, false)
+		op82 = ri.encode()
+	}
+	var xid dhcpv4.TransactionID
+	_, _ = rand.Read(xid[:])
+	mods := []dhcpv4.Modifier{
+		dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
+		dhcpv4.WithTransactionID(xid),
+		dhcpv4.WithHwAddr(net.HardwareAddr(b.MAC[:])),
+		dhcpv4.WithClientIP(net.IP(b.IP.AsSlice())),
+		dhcpv4.WithGatewayIP(net.IP(isp.Addr.AsSlice())),
+		dhcpv4.WithOption(dhcpv4.OptMessage(why)),
+	}
+	if sid := b.ServerID; sid.IsValid() {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(sid.AsSlice()))))
+	}
+	if len(b.ClientID) > 0 {
+		mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, b.ClientID))
+	}
+	if len(op82) > 0 && len(op82) <= 255 {
+		mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, op82))
+	}
+	m, err := dhcpv4.New(mods...)
+	if err != nil {
+		return nil
+	}
+	m.HopCount = 1
+	return m.ToBytes()
+}
+
+// revoke ends the binding b (held under sk if ispmux holds it) because it
+// no longer matches its registration or cannot forward: the ISP gets a
+// RELEASE on the subscriber's behalf, through an intent.
+func (p *Proxy) revoke(sk subKey, b subscribers.Binding, why string) bool {
+	isp := p.isps[b.ISP]
+	e := bindingSubject(b).event(subscribers.EventRevoked, b.IP, why)
+	var in *subscribers.Intent
+	if isp != nil {
+		if msg := p.revokeMessage(b, isp, p.circuitByName(b.Access, b.VLAN), "revoked by the access operator: "+why); msg != nil {
+			in = &subscribers.Intent{Kind: subscribers.IntentRelease, ISP: isp.Name, MAC: b.MAC, Access: b.Access, VLAN: b.VLAN, IP: b.IP, Message: msg}
+		}
+	}
+	if !p.endBinding(sk, b.Access, in, e) {
+		return false
+	}
+	p.count("binding_revoked")
+	return true
+}
+
+// addrOf is a 4-byte address as netip.Addr (invalid if not 4 bytes).
+func addrOf(ip net.IP) netip.Addr {
+	a, _ := netip.AddrFromSlice(ip.To4())
+	return a
+}

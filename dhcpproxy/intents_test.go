@@ -1,0 +1,165 @@
+package dhcpproxy
+
+import (
+	"bytes"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+func (r *prig) setUplinkDown(down bool) {
+	r.tab.mu.Lock()
+	r.tab.uplinkDown = down
+	r.tab.mu.Unlock()
+}
+
+// A RELEASE ends the binding through an intent: binding gone, intent and
+// released event stored in one transaction, then the RELEASE sent and the
+// intent completed. With the ISP unreachable the intent stays pending; a
+// restarted proxy on the same store sends it (replay) and completes it.
+func TestReleaseIntentReplayed(t *testing.T) {
+	r := newPRig(t)
+	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
+	r.snd.take()
+	r.setUplinkDown(true)
+	rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
+		dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))),
+		dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, []byte{1, 2, 0, 0, 0, 1, 1}))
+	r.fromClient(rel)
+	if sent := r.snd.take(); len(sent) != 0 {
+		t.Fatalf("sent %d frames with the ISP unreachable", len(sent))
+	}
+	if r.tab.isBound(0x020000000101) {
+		t.Error("still forwarding after RELEASE")
+	}
+	if _, err := r.store.Binding("acc0", 0, [6]byte(mac("02:00:00:00:01:01"))); err == nil {
+		t.Error("binding still stored")
+	}
+	ins, err := r.store.Intents()
+	if err != nil || len(ins) != 1 || ins[0].Kind != subscribers.IntentRelease || ins[0].IP.String() != "100.64.0.100" {
+		t.Fatalf("intents %+v, %v; want the RELEASE pending", ins, err)
+	}
+	evs, _ := r.store.Events(0, 10)
+	last := evs[len(evs)-1]
+	if last.Kind != subscribers.EventReleased || last.Customer != "c-s1" || last.Access != "acc0" || last.ISP != "alpha" {
+		t.Errorf("last event %+v, want released with customer and access", last)
+	}
+
+	// Restart: a new proxy on the same store, the ISP reachable again.
+	r.setUplinkDown(false)
+	p2 := New(r.p.cfg, r.store, r.tab, r.snd, nil)
+	if _, err := p2.Restore(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if p2.PendingIntents() != 1 {
+		t.Fatalf("pending intents after restore %d, want 1", p2.PendingIntents())
+	}
+	p2.expire(time.Now())
+	sent := r.snd.take()
+	if len(sent) != 1 || sent[0].port != upPort {
+		t.Fatalf("replay sent %d frames, want the RELEASE to the ISP", len(sent))
+	}
+	m := dhcpOf(sent[0].frame)
+	if m.MessageType() != dhcpv4.MessageTypeRelease || !m.ClientIPAddr.Equal(net.IPv4(100, 64, 0, 100)) ||
+		!bytes.Equal(m.Options.Get(dhcpv4.OptionClientIdentifier), []byte{1, 2, 0, 0, 0, 1, 1}) ||
+		!m.Options.Has(dhcpv4.OptionRelayAgentInformation) || !m.ServerIdentifier().Equal(net.IP(ispSID.AsSlice())) {
+		t.Errorf("replayed %v, want the subscriber's RELEASE as relayed (client-id, Option 82, the ISP's server-id)", m)
+	}
+	if ins, _ := r.store.Intents(); len(ins) != 0 || p2.PendingIntents() != 0 {
+		t.Errorf("intents after the replay: %+v", ins)
+	}
+	if c := p2.Counters(); c["intent_replayed"] != 1 {
+		t.Errorf("counters %v", c)
+	}
+}
+
+// A renewal the ISP grants is a renewed event, stored with the binding;
+// the binding keeps the client identifier, our Option 82, the ACK's
+// options and the lease time.
+func TestRenewedAndBindingKeepsACK(t *testing.T) {
+	r := newPRig(t)
+	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
+	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
+	evs, _ := r.store.Events(0, 10)
+	if len(evs) != 2 || evs[0].Kind != subscribers.EventBound || evs[1].Kind != subscribers.EventRenewed ||
+		evs[1].Customer != "c-s1" || evs[1].Access != "acc0" {
+		t.Fatalf("events %+v, want bound then renewed (with customer and access)", evs)
+	}
+	b, err := r.store.Binding("acc0", 0, [6]byte(mac("02:00:00:00:01:01")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.LeaseTime != time.Minute || b.Customer != "c-s1" || len(b.Option82) == 0 {
+		t.Errorf("binding %+v: want lease time, customer and Option 82", b)
+	}
+	opts := dhcpv4.Options{}
+	if err := opts.FromBytes(append(append([]byte{}, b.Options...), 255)); err != nil {
+		t.Fatalf("stored options %x do not parse: %v", b.Options, err)
+	}
+	if !opts.Has(dhcpv4.OptionIPAddressLeaseTime) || opts.Has(dhcpv4.OptionRelayAgentInformation) {
+		t.Errorf("stored options %v: want the ACK's (lease time), never Option 82", opts)
+	}
+}
+
+// Refusals are folded per (MAC, kind, reason), budgeted per ISP and for
+// unregistered MACs, and what a budget holds back is summed up in a
+// suppressed event.
+func TestRefusalBudgets(t *testing.T) {
+	r := newPRig(t)
+	// Two different forgeries by one MAC are two events.
+	forged := discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:02")), dhcpv4.WithGatewayIP(net.IPv4(10, 1, 1, 1)))
+	r.fromClient(forged)
+	forged2 := discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:02")), dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, []byte{1, 1, 'x'}))
+	r.fromClient(forged2)
+	// A flood of unregistered MACs spends the unregistered budget only.
+	for i := range 300 {
+		r.fromClient(discover(t, dhcpv4.WithHwAddr(net.HardwareAddr{0x02, 0x66, 0, 0, byte(i >> 8), byte(i)})))
+	}
+	// alpha's subscriber is refused (blocked): still recorded.
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac("02:00:00:00:01:01")), CustomerID: "c-s1", ISP: "alpha", Blocked: true, Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
+	r.p.notes.wait()
+	r.p.summarize(time.Now().Add(time.Hour))
+	evs, _ := r.store.Events(0, 1000)
+	var forgeries, unknown, blocked int
+	var suppressed []subscribers.Event
+	for _, e := range evs {
+		switch {
+		case e.Kind == subscribers.EventRejected && strings.Contains(e.Reason, "refused"):
+			forgeries++
+		case e.Kind == subscribers.EventUnknown:
+			unknown++
+		case e.Kind == subscribers.EventBlocked:
+			blocked++
+			if e.Customer != "c-s1" || e.Access != "acc0" {
+				t.Errorf("blocked event %+v without customer and access", e)
+			}
+		case e.Kind == subscribers.EventSuppressed:
+			suppressed = append(suppressed, e)
+		}
+	}
+	if forgeries != 2 {
+		t.Errorf("%d forgery events, want 2 (folded per reason)", forgeries)
+	}
+	if blocked != 1 {
+		t.Errorf("%d blocked events for alpha's subscriber after an unregistered flood, want 1", blocked)
+	}
+	// The forgeries (no ISP known for them) share the unregistered budget.
+	if unknown+forgeries < noiseBurst || unknown >= 300 {
+		t.Errorf("%d unknown events, want the budget's worth", unknown)
+	}
+	if len(suppressed) != 1 || suppressed[0].ISP != "" || !strings.Contains(suppressed[0].Reason, "unregistered MACs") {
+		t.Fatalf("suppressed events %+v, want one for unregistered MACs", suppressed)
+	}
+	if want := 300 - unknown; !strings.HasPrefix(suppressed[0].Reason, strconv.Itoa(want)+" refusals") {
+		t.Errorf("suppressed event %q, want %d refusals", suppressed[0].Reason, want)
+	}
+}
