@@ -32,6 +32,10 @@ type Status struct {
 	DHCP map[string]uint64 `json:"dhcp"`
 	// Leases is the number of DHCP leases held.
 	Leases int `json:"leases"`
+	// PendingIntents is the number of messages to ISPs (RELEASE, DECLINE
+	// on a binding's end) recorded and not yet sent: above 0 for long, an
+	// ISP's next hop is unresolved.
+	PendingIntents int `json:"pending_intents"`
 }
 
 // ControlStatus is the control plane's counters.
@@ -91,7 +95,7 @@ type BindingStatus struct {
 func (a *Appliance) Status() Status {
 	bs := a.ctl.Bindings()
 	st := Status{Uptime: time.Since(a.started).Round(time.Second).String(), Control: controlStatus(a.ctl.Counters()),
-		DHCP: a.dhcp.Counters(), Leases: a.dhcp.Leases(), Bindings: make([]BindingStatus, 0, len(bs))}
+		DHCP: a.dhcp.Counters(), Leases: a.dhcp.Leases(), PendingIntents: a.dhcp.PendingIntents(), Bindings: make([]BindingStatus, 0, len(bs))}
 	ec := a.state.Counters()
 	for i, name := range a.names {
 		ps := PortStatus{Name: name, Drops: map[string]uint64{}}
@@ -235,10 +239,15 @@ type EventStatus struct {
 	ISP    string    `json:"isp,omitempty"`
 	IP     string    `json:"ip,omitempty"`
 	Reason string    `json:"reason,omitempty"`
+	// Customer and Access are the subscriber's customer ID and access
+	// entry, where known.
+	Customer string `json:"customer,omitempty"`
+	Access   string `json:"access,omitempty"`
 }
 
 func eventStatus(e subscribers.Event) EventStatus {
-	es := EventStatus{Seq: e.Seq, Time: e.Time, Kind: string(e.Kind), MAC: net.HardwareAddr(e.MAC[:]).String(), ISP: e.ISP, Reason: e.Reason}
+	es := EventStatus{Seq: e.Seq, Time: e.Time, Kind: string(e.Kind), MAC: net.HardwareAddr(e.MAC[:]).String(), ISP: e.ISP, Reason: e.Reason,
+		Customer: e.Customer, Access: e.Access}
 	if e.IP.IsValid() {
 		es.IP = e.IP.String()
 	}
