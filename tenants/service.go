@@ -1,0 +1,91 @@
+package tenants
+
+import (
+	"context"
+	"time"
+)
+
+// Service is the tenant model's operations, as the API calls them. Scope
+// is the caller's business: the API passes an ISP actor's own ISP as isp
+// and "" for the operator where a method allows all ISPs. Objects of
+// another ISP than the one asked for are ErrNotFound (a tenant never
+// learns that another tenant's object exists).
+type Service interface {
+	// ISPs lists the configured ISPs with their counts.
+	ISPs(ctx context.Context) ([]ISPInfo, error)
+	// HasISP reports whether name is a configured ISP.
+	HasISP(name string) bool
+
+	CreateCustomer(ctx context.Context, a Actor, isp string, in CustomerInput) (Customer, error)
+	// ImportCustomer upserts one line of a bulk import (reruns are
+	// safe: an identical line is "unchanged").
+	ImportCustomer(ctx context.Context, a Actor, isp string, line int, in CustomerInput) ImportResult
+	Customer(ctx context.Context, isp, id string) (Customer, error)
+	Customers(ctx context.Context, isp string, o ListOptions) (Page[Customer], error)
+	UpdateCustomer(ctx context.Context, a Actor, isp, id string, p CustomerPatch) (Customer, error)
+	// DeleteCustomer ends its devices' bindings (RELEASE to the ISP),
+	// detaches them and removes the customer.
+	DeleteCustomer(ctx context.Context, a Actor, isp, id string) error
+
+	// Devices lists devices: of isp ("" = all ISPs), of one customer if
+	// customerID is set.
+	Devices(ctx context.Context, isp, customerID string, o ListOptions) (Page[Device], error)
+	// Device returns one device; isp "" = any ISP.
+	Device(ctx context.Context, isp, mac string) (Device, error)
+	// AttachDevice attaches a MAC to a customer of isp (ISP or operator;
+	// the MAC must be unattached or already this ISP's).
+	AttachDevice(ctx context.Context, a Actor, isp string, in DeviceInput) (Device, error)
+	// DetachDevice ends the device's binding and detaches it; isp "" =
+	// any ISP (operator).
+	DetachDevice(ctx context.Context, a Actor, isp, mac string) error
+	// Claim attaches a MAC with the customer's credentials.
+	Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, error)
+	// Block blocks or unblocks a MAC (operator): a blocked MAC's binding
+	// ends and it gets no DHCP answer.
+	Block(ctx context.Context, a Actor, mac string, blocked bool) (Device, error)
+	// Move moves a device to another customer, of any ISP (operator).
+	Move(ctx context.Context, a Actor, mac string, to MoveRequest) (Device, error)
+
+	// Bindings lists DHCP bindings of isp ("" = all).
+	Bindings(ctx context.Context, isp string, o ListOptions) (Page[Binding], error)
+
+	// Events returns up to limit events of isp ("" = all) after seq.
+	Events(ctx context.Context, isp string, after uint64, limit int) (EventPage, error)
+	// WaitEvents returns when an event newer than after may exist, or
+	// ctx is done (for streams).
+	WaitEvents(ctx context.Context, after uint64) error
+
+	Stats(ctx context.Context) (Stats, error)
+}
+
+// Event is one stored event as the API shows it.
+type Event struct {
+	Seq        uint64    `json:"seq"`
+	Time       time.Time `json:"time"`
+	Kind       string    `json:"kind"`
+	MAC        string    `json:"mac,omitempty"`
+	ISP        string    `json:"isp,omitempty"`
+	CustomerID string    `json:"customer_id,omitempty"`
+	Access     string    `json:"access,omitempty"`
+	IP         string    `json:"ip,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
+	Actor      string    `json:"actor,omitempty"`
+	RequestID  string    `json:"request_id,omitempty"`
+}
+
+// EventPage is a slice of the event log and the range the log holds:
+// Oldest is the oldest kept sequence (a reader resuming after a sequence
+// below Oldest-1 missed some), Newest the newest.
+type EventPage struct {
+	Events []Event `json:"events"`
+	Oldest uint64  `json:"oldest"`
+	Newest uint64  `json:"newest"`
+}
+
+// Stats is the box's counts.
+type Stats struct {
+	ISPs      int `json:"isps"`
+	Customers int `json:"customers"`
+	Devices   int `json:"devices"`
+	Bindings  int `json:"bindings"`
+}

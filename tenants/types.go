@@ -1,0 +1,215 @@
+// Package tenants is the tenant model of ispmux and its single writer: ISPs
+// (from the configuration) own customers (a customer ID that is the Option
+// 82 subscriber-id, an argon2id password hash, a status and a device
+// limit); devices (subscriber MACs) are attached to one customer, from the
+// configuration, the API or a claim with the customer's credentials.
+//
+// Every change goes through a Service method: validated, written to the
+// store in one durable transaction with its event (actor and request id
+// included), published to the in-memory registry the DHCP path reads
+// (before the method returns, so a change is visible to DHCP before the API
+// answers), and, when it takes service away (suspend, delete, block, move,
+// detach), the subscriber's live binding is ended through the DHCP proxy's
+// intents (a RELEASE to the old ISP on the subscriber's behalf).
+//
+// The HTTP API (package api) is a thin layer over Service: it maps
+// principals to scopes and errors to problem details.
+package tenants
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// ActorKind says who made a change.
+type ActorKind string
+
+// Actor kinds.
+const (
+	ActorOperator ActorKind = "operator" // the operator's token or the control socket
+	ActorISP      ActorKind = "isp"      // an ISP's token (its own tenant only)
+	ActorClaim    ActorKind = "claim"    // a claim-scoped token (installer, portal)
+	ActorConfig   ActorKind = "config"   // the configuration file ([[subscriber]])
+)
+
+// Actor is who made a change: recorded with its event.
+type Actor struct {
+	Kind ActorKind
+	// Name is the token's name (never the token), "socket" or "config".
+	Name string
+	// ISP is the tenant of an ActorISP (its scope).
+	ISP string
+	// RequestID ties the change to one API request.
+	RequestID string
+}
+
+// Status is a customer's status.
+type Status string
+
+// Customer statuses.
+const (
+	StatusActive    Status = "active"
+	StatusSuspended Status = "suspended"
+)
+
+// Device sources.
+const (
+	SourceConfig = "config"
+	SourceAPI    = "api"
+	SourceClaim  = "claim"
+)
+
+// Customer is an ISP's customer as the API shows it (never its password).
+type Customer struct {
+	ISP         string    `json:"isp"`
+	ID          string    `json:"customer_id"`
+	Status      Status    `json:"status"`
+	DeviceLimit int       `json:"device_limit"`
+	Devices     int       `json:"devices"`
+	Source      string    `json:"source"` // "api" or "config"
+	Created     time.Time `json:"created"`
+	Updated     time.Time `json:"updated"`
+}
+
+// CustomerInput creates or upserts a customer. Exactly one of Password
+// (plaintext, hashed with argon2id) and PasswordHash (an argon2id or
+// bcrypt PHC string) may be set; neither leaves a customer that cannot
+// be claimed (devices attached by the ISP or the operator only).
+type CustomerInput struct {
+	ID           string `json:"customer_id"`
+	Password     string `json:"password,omitempty"`
+	PasswordHash string `json:"password_hash,omitempty"`
+	Status       Status `json:"status,omitempty"`       // "" = active
+	DeviceLimit  int    `json:"device_limit,omitempty"` // 0 = 1
+}
+
+// CustomerPatch changes a customer; nil fields are left alone. The
+// customer ID never changes (it is what the ISP's DHCP server sees).
+type CustomerPatch struct {
+	Password     *string `json:"password,omitempty"`
+	PasswordHash *string `json:"password_hash,omitempty"`
+	Status       *Status `json:"status,omitempty"`
+	DeviceLimit  *int    `json:"device_limit,omitempty"`
+}
+
+// Device is a subscriber MAC attached to a customer.
+type Device struct {
+	MAC        string    `json:"mac"`
+	ISP        string    `json:"isp"`
+	CustomerID string    `json:"customer_id"`
+	Access     string    `json:"access,omitempty"` // pinned to this access entry ("" = any)
+	Source     string    `json:"source"`           // config, api, claim
+	Blocked    bool      `json:"blocked"`
+	Updated    time.Time `json:"updated"`
+}
+
+// Binding is a DHCP lease a device holds.
+type Binding struct {
+	MAC        string     `json:"mac"`
+	ISP        string     `json:"isp"`
+	CustomerID string     `json:"customer_id,omitempty"`
+	Access     string     `json:"access"`
+	VLAN       uint16     `json:"vlan,omitempty"`
+	IP         netip.Addr `json:"ip"`
+	Expires    time.Time  `json:"expires"`
+}
+
+// ISPInfo is one ISP with its counts.
+type ISPInfo struct {
+	Name      string `json:"name"`
+	Customers int    `json:"customers"`
+	Devices   int    `json:"devices"`
+	Bindings  int    `json:"bindings"`
+}
+
+// Page is one page of a list: Next is the cursor of the next page ("" at
+// the end), passed back as After.
+type Page[T any] struct {
+	Items []T    `json:"items"`
+	Next  string `json:"next,omitempty"`
+}
+
+// ListOptions selects a page: After is a cursor from a previous Page
+// ("" = from the start), Limit the page size (0 = DefaultLimit, at most
+// MaxLimit).
+type ListOptions struct {
+	After string
+	Limit int
+}
+
+// Page sizes.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 1000
+)
+
+// ClaimRequest attaches MAC to the customer (ISP, CustomerID) given its
+// password. Replace, if set, names a device of that customer to detach in
+// the same step (at the device limit).
+type ClaimRequest struct {
+	ISP        string `json:"isp"`
+	CustomerID string `json:"customer_id"`
+	Password   string `json:"password"`
+	MAC        string `json:"mac"`
+	Replace    string `json:"replace,omitempty"`
+	Access     string `json:"access,omitempty"`
+}
+
+// DeviceInput attaches a device to a customer (ISP or operator).
+type DeviceInput struct {
+	MAC        string `json:"mac"`
+	CustomerID string `json:"customer_id"`
+	Access     string `json:"access,omitempty"`
+}
+
+// MoveRequest moves a device to another customer, possibly of another ISP
+// (operator only).
+type MoveRequest struct {
+	ISP        string `json:"isp"`
+	CustomerID string `json:"customer_id"`
+}
+
+// ImportResult is the outcome of one line of a bulk import.
+type ImportResult struct {
+	Line       int    `json:"line"`
+	CustomerID string `json:"customer_id,omitempty"`
+	Result     string `json:"result"` // created, updated, unchanged, error
+	Error      string `json:"error,omitempty"`
+}
+
+// Errors, for errors.Is; the API maps them to HTTP statuses.
+var (
+	ErrNotFound       = errors.New("not found")               // 404 (also for another tenant's objects)
+	ErrConflict       = errors.New("conflict")                // 409 (exists; config-sourced, read-only)
+	ErrInvalid        = errors.New("invalid")                 // 400/422
+	ErrForbidden      = errors.New("forbidden")               // 403
+	ErrBadCredentials = errors.New("invalid credentials")     // 401 on claim: one generic message
+	ErrRateLimited    = errors.New("too many attempts")       // 429 with Retry-After
+	ErrDeviceLimit    = errors.New("customer's device limit") // 409, with the devices (DeviceLimitError)
+)
+
+// RateLimitError says when to try again.
+type RateLimitError struct{ RetryAfter time.Duration }
+
+func (e *RateLimitError) Error() string {
+	return fmt.Sprintf("%v: retry after %s", ErrRateLimited, e.RetryAfter.Round(time.Second))
+}
+
+// Is makes errors.Is(err, ErrRateLimited) true.
+func (e *RateLimitError) Is(target error) bool { return target == ErrRateLimited }
+
+// DeviceLimitError names the customer's devices, so the caller can offer
+// "replace device X".
+type DeviceLimitError struct {
+	Limit   int
+	Devices []string // MACs
+}
+
+func (e *DeviceLimitError) Error() string {
+	return fmt.Sprintf("%v (%d) reached: attached %v; claim again with replace set to one of them", ErrDeviceLimit, e.Limit, e.Devices)
+}
+
+// Is makes errors.Is(err, ErrDeviceLimit) true.
+func (e *DeviceLimitError) Is(target error) bool { return target == ErrDeviceLimit }
