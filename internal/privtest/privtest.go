@@ -98,10 +98,18 @@ func Tool(t testing.TB, name string) string {
 			return p
 		}
 	}
+	Missing(t, name+" not installed", "lab/deps.sh installs it")
+	return ""
+}
+
+// Missing fails t because what the test needs (a program, a Kea hook) is
+// missing; hint says how to get it. With ISPMUX_SKIP_PRIVILEGED=1 it skips
+// t instead (and the binary prints Banner once).
+func Missing(t testing.TB, what, hint string) {
+	t.Helper()
 	if allowed() {
 		announce()
-		t.Skipf("%s not installed: skipped because %s=1 (lab/deps.sh installs it)", name, Env)
+		t.Skipf("%s: skipped because %s=1 (%s)", what, Env, hint)
 	}
-	t.Fatalf("%s not installed: lab/deps.sh installs it (or set %s=1 to skip this test knowingly)", name, Env)
-	return ""
+	t.Fatalf("%s: %s (or set %s=1 to skip this test knowingly)", what, hint, Env)
 }
