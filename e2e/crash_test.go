@@ -1,0 +1,773 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/appliance"
+	"github.com/ispmux/ispmux/internal/failpoint"
+	"github.com/ispmux/ispmux/lab"
+)
+
+// The failpoint matrix (issue 6): every DHCP exchange ispmux takes part in,
+// crashed (SIGKILL) at every failpoint it passes through, against real Kea
+// and real clients; after a restart (and the replay of pending intents) the
+// client's, ispmux's and Kea's views of the subscriber's lease must agree:
+// nothing lost, nothing phantom, nothing orphaned.
+
+// matrixLease is Kea's lease time in the matrix: long enough that a
+// phantom or lost binding outlives the settling after a restart (it would
+// otherwise vanish by expiry and pass unseen), short enough for T1 to
+// matter nowhere.
+const matrixLease = 30 * time.Second
+
+// expiryLease is what the expiry exchange's client asks for (option 51).
+const expiryLease = 8
+
+// exchange is one DHCP exchange of the matrix.
+type exchange struct {
+	name   string
+	sub    string   // lab subscriber
+	client string   // how the subscriber takes part (for the report)
+	points []string // the failpoints the exchange passes through
+	// setup, with a clean ispmux running, brings the subscriber to the
+	// exchange's starting state (nil: nothing to do, and the armed
+	// ispmux is the first one).
+	setup func(c *caseRun)
+	// act starts the exchange, with the armed ispmux running.
+	act func(c *caseRun)
+	// settle, after the clean restart, gives the client its retries and
+	// ispmux its replay, and checks the exchange's own outcome.
+	settle func(c *caseRun)
+	// staleClient: the client may keep an address nobody leases it (it
+	// is not told: a revocation).
+	staleClient bool
+}
+
+// caseRun is one case's state.
+type caseRun struct {
+	t    *testing.T
+	m    *matrix
+	sub  lab.Sub
+	cl   *client
+	addr netip.Addr // the subscriber's address at the end of setup
+	exp  time.Time  // ispmux's expiry of it then
+	cid  []byte     // the client identifier Kea stored (raw clients send it)
+	xid  dhcpv4.TransactionID
+	acks int // raw exchanges answered
+}
+
+// caseResult is one case in the report.
+type caseResult struct {
+	Exchange    string    `json:"exchange"`
+	Point       string    `json:"point"`
+	Then        string    `json:"then,omitempty"` // replay: the point of the second crash
+	Client      string    `json:"client"`
+	Hit         bool      `json:"hit"`
+	Lost        int       `json:"lost"`
+	Phantom     int       `json:"phantom"`
+	Orphaned    int       `json:"orphaned"`
+	StaleClient int       `json:"stale_client"`
+	Pass        bool      `json:"pass"`
+	Replayed    uint64    `json:"intents_replayed,omitempty"` // at the last start
+	RestartMS   int64     `json:"restart_to_ready_ms"`
+	SettleMS    int64     `json:"settle_ms"`
+	View        string    `json:"view"` // the subscriber's three views at the end
+	Errors      []string  `json:"errors,omitempty"`
+	Views       []subView `json:"-"`
+}
+
+type matrixReport struct {
+	runInfo
+	LeaseTimeS int          `json:"lease_time_s"`
+	Points     []string     `json:"points"`
+	Exchanges  []string     `json:"exchanges"`
+	Cases      int          `json:"cases"`
+	Passed     int          `json:"passed"`
+	Failed     int          `json:"failed"`
+	Results    []caseResult `json:"results"`
+}
+
+type matrix struct {
+	r       *rig
+	fp      string
+	base    []byte // ispmux's configuration as the lab wrote it
+	conf    string // dhclient.conf
+	short   string // dhclient.conf asking for an expiryLease lease
+	cur     *proc
+	clients []*client
+	subs    []lab.Sub // every subscriber Kea knows: all are checked
+}
+
+func (c *caseRun) fatalf(format string, args ...any) {
+	c.t.Helper()
+	c.t.Fatalf(format, args...)
+}
+
+// waitBound waits until sub's client holds an address and ispmux's binding
+// is that address; it returns it.
+func (m *matrix) waitBound(sub lab.Sub, within time.Duration, not netip.Addr) (netip.Addr, time.Time, bool) {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if p, ok := m.r.topo.SubAddr(context.Background(), sub); ok && p.Addr() != not {
+			if b, ok := m.r.boundNoFail(sub.MAC); ok && b.IP == p.Addr().String() {
+				exp, _ := time.Parse(time.RFC3339, b.Expires)
+				return p.Addr(), exp, true
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return netip.Addr{}, time.Time{}, false
+}
+
+// boundNoFail is bound without failing the test when ispmux is down.
+func (r *rig) boundNoFail(mac string) (appliance.BindingStatus, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	st, err := appliance.FetchStatus(ctx, r.sock())
+	if err != nil {
+		return appliance.BindingStatus{}, false
+	}
+	for _, b := range st.Bindings {
+		if strings.EqualFold(b.MAC, mac) && !b.Static {
+			return b, true
+		}
+	}
+	return appliance.BindingStatus{}, false
+}
+
+// keaLease returns sub's lease at its ISP's Kea (any state), the newest.
+func (m *matrix) keaLease(sub lab.Sub) (lab.KeaLease, bool) {
+	ls, err := m.r.isp(sub.ISP).Leases(context.Background())
+	if err != nil {
+		return lab.KeaLease{}, false
+	}
+	var best lab.KeaLease
+	found := false
+	for _, l := range ls {
+		if strings.EqualFold(l.HWAddr, sub.MAC) && (!found || l.CLTT.After(best.CLTT)) {
+			best, found = l, true
+		}
+	}
+	return best, found
+}
+
+// keaAddr returns the lease of address a at isp's Kea.
+func (m *matrix) keaAddr(isp string, a netip.Addr) (lab.KeaLease, bool) {
+	ls, err := m.r.isp(isp).Leases(context.Background())
+	if err != nil {
+		return lab.KeaLease{}, false
+	}
+	for _, l := range ls {
+		if l.Address == a {
+			return l, true
+		}
+	}
+	return lab.KeaLease{}, false
+}
+
+// waitKea waits until cond holds for sub's Kea lease (ok false: none).
+func (m *matrix) waitKea(sub lab.Sub, within time.Duration, cond func(l lab.KeaLease, ok bool) bool) bool {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		l, ok := m.keaLease(sub)
+		if cond(l, ok) {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
+}
+
+// bindWith starts a client of kind for c.sub with the clean ispmux and
+// waits until it is bound (setup of most exchanges).
+func (c *caseRun) bindWith(kind string) {
+	c.t.Helper()
+	m := c.m
+	switch kind {
+	case "dhclient":
+		c.cl = m.r.startDhclient(c.sub, m.conf)
+	case "udhcpc":
+		c.cl = m.r.startUdhcpc(c.sub)
+	}
+	m.clients = append(m.clients, c.cl)
+	a, exp, ok := m.waitBound(c.sub, 15*time.Second, netip.Addr{})
+	if !ok {
+		c.fatalf("setup: %s (%s) not bound; client:\n%s\nispmux:\n%s", c.sub.Name, kind, c.cl.out.String(), lastLines(m.r.log.String(), 20))
+	}
+	c.addr, c.exp = a, exp
+	if l, ok := m.keaLease(c.sub); ok && l.ClientID != "" {
+		c.cid, _ = hexColon(l.ClientID)
+	}
+}
+
+func hexColon(s string) ([]byte, error) {
+	hw, err := net.ParseMAC(s) // colon-separated hex of any length ParseMAC accepts
+	if err == nil {
+		return hw, nil
+	}
+	var out []byte
+	for _, f := range strings.Split(s, ":") {
+		v, err := strconv.ParseUint(f, 16, 8)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, byte(v))
+	}
+	return out, nil
+}
+
+// raw sends a hand-built DHCP message from c.sub; with wait > 0 it returns
+// the answer to it.
+func (c *caseRun) raw(typ dhcpv4.MessageType, ciaddr, reqIP, sid net.IP, srcIP net.IP, wait time.Duration) *dhcpv4.DHCPv4 {
+	c.t.Helper()
+	hw, _ := net.ParseMAC(c.sub.MAC)
+	mods := []dhcpv4.Modifier{dhcpv4.WithMessageType(typ), dhcpv4.WithHwAddr(hw)}
+	if ciaddr != nil {
+		mods = append(mods, dhcpv4.WithClientIP(ciaddr))
+	}
+	if reqIP != nil {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(reqIP)))
+	}
+	if sid != nil {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptServerIdentifier(sid)))
+	}
+	if len(c.cid) > 0 {
+		mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, c.cid))
+	}
+	m, err := dhcpv4.New(mods...)
+	if err != nil {
+		c.fatalf("%v", err)
+	}
+	c.xid = m.TransactionID
+	frame, err := clientFrame(hw, layers_bcast, srcIP, net.IPv4bcast, m.ToBytes())
+	if err != nil {
+		c.fatalf("%v", err)
+	}
+	ans, err := rawExchange(c.sub.NS, c.sub.If, frame, m.TransactionID, wait)
+	if err != nil {
+		c.fatalf("raw %s from %s: %v", typ, c.sub.Name, err)
+	}
+	return ans
+}
+
+var layers_bcast = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// rebind sends the REQUEST of a client in REBINDING state (RFC 2131
+// §4.3.2: broadcast, ciaddr set, neither server identifier nor requested
+// address), waiting up to wait for the answer.
+func (c *caseRun) rebind(wait time.Duration) *dhcpv4.DHCPv4 {
+	ip := net.IP(c.addr.AsSlice())
+	return c.raw(dhcpv4.MessageTypeRequest, ip, nil, nil, ip, wait)
+}
+
+// setConfig rewrites ispmux's configuration (base, with edit applied to
+// c.sub's [[subscriber]] entry) and, if ispmux runs, sends it SIGHUP and
+// waits for the reload.
+func (c *caseRun) reconfigure(edit func(entry string) string) {
+	c.t.Helper()
+	m := c.m
+	cfg := string(m.base)
+	start := strings.Index(cfg, "[[subscriber]]\nmac = "+strconv.Quote(c.sub.MAC))
+	if start < 0 {
+		c.fatalf("no entry for %s in the config", c.sub.MAC)
+	}
+	end := strings.Index(cfg[start+1:], "[[subscriber]]")
+	if end < 0 {
+		end = len(cfg)
+	} else {
+		end += start + 1
+	}
+	cfg = cfg[:start] + edit(cfg[start:end]) + cfg[end:]
+	if err := os.WriteFile(m.r.cfg, []byte(cfg), 0o644); err != nil {
+		c.fatalf("%v", err)
+	}
+	if m.cur != nil && !m.cur.exited() {
+		before := strings.Count(m.cur.log.String(), "msg=reloaded")
+		_ = m.cur.cmd.Process.Signal(syscall.SIGHUP)
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) && !m.cur.exited() && strings.Count(m.cur.log.String(), "msg=reloaded") == before {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// theExchanges are the matrix's rows.
+func theExchanges() []exchange {
+	fp := failpoint.RelayBeforeSend
+	bind := []string{fp, failpoint.BindBeforeCommit, failpoint.BindAfterCommit, failpoint.BindAfterAck}
+	end := []string{failpoint.EndAfterIntent, failpoint.EndAfterSend}
+	return []exchange{
+		{
+			name: "DORA", sub: "s1", client: "dhclient", points: bind,
+			act: func(c *caseRun) {
+				c.cl = c.m.r.startDhclient(c.sub, c.m.conf)
+				c.m.clients = append(c.m.clients, c.cl)
+			},
+			settle: func(c *caseRun) {
+				if _, _, ok := c.m.waitBound(c.sub, 20*time.Second, netip.Addr{}); !ok {
+					c.t.Errorf("dhclient not bound after the restart; client:\n%s", lastLines(c.cl.out.String(), 10))
+				}
+			},
+		},
+		{
+			name: "renew", sub: "s2", client: "udhcpc (SIGUSR1: unicast REQUEST)", points: bind,
+			setup: func(c *caseRun) { c.bindWith("udhcpc") },
+			act:   func(c *caseRun) { c.cl.signal(syscall.SIGUSR1) },
+			settle: func(c *caseRun) {
+				// The client renews again (at T1 it would; here at
+				// once) until ispmux's binding is extended.
+				deadline := time.Now().Add(20 * time.Second)
+				for time.Now().Before(deadline) {
+					if b, ok := c.m.r.boundNoFail(c.sub.MAC); ok && b.IP == c.addr.String() {
+						if exp, _ := time.Parse(time.RFC3339, b.Expires); exp.After(c.exp) {
+							return
+						}
+					}
+					c.cl.signal(syscall.SIGUSR1)
+					time.Sleep(1500 * time.Millisecond)
+				}
+				c.t.Errorf("binding of %v not extended by a renewal after the restart; client:\n%s", c.addr, lastLines(c.cl.out.String(), 10))
+			},
+		},
+		{
+			name: "rebind", sub: "s3", client: "hand-built REBINDING REQUEST (dhclient's lease)", points: bind,
+			setup: func(c *caseRun) {
+				c.bindWith("dhclient")
+				c.cl.kill() // its address stays: the test is the client now
+			},
+			act: func(c *caseRun) {
+				if a := c.rebind(2 * time.Second); a != nil {
+					c.acks++
+				}
+			},
+			settle: func(c *caseRun) {
+				// A rebinding client retransmits until answered.
+				deadline := time.Now().Add(15 * time.Second)
+				for time.Now().Before(deadline) {
+					if a := c.rebind(time.Second); a != nil {
+						if a.MessageType() != dhcpv4.MessageTypeAck || !a.YourIPAddr.Equal(net.IP(c.addr.AsSlice())) {
+							c.t.Errorf("rebinding answered %s for %v, want an ACK for %v", a.MessageType(), a.YourIPAddr, c.addr)
+						}
+						return
+					}
+				}
+				c.t.Errorf("no answer to the rebinding REQUEST after the restart")
+			},
+		},
+		{
+			name: "release", sub: "s1", client: "dhclient -r", points: end,
+			setup: func(c *caseRun) { c.bindWith("dhclient") },
+			act: func(c *caseRun) {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if err := c.m.r.topo.DhclientRelease(ctx, c.sub); err != nil {
+					c.t.Errorf("dhclient -r: %v", err)
+				}
+			},
+			settle: func(c *caseRun) {
+				if !c.m.waitKea(c.sub, 10*time.Second, func(l lab.KeaLease, ok bool) bool { return !ok || !l.Active(time.Now()) }) {
+					c.t.Errorf("Kea still holds the released lease after the restart")
+				}
+			},
+		},
+		{
+			name: "decline", sub: "s3", client: "hand-built DECLINE (dhclient's lease)", points: end,
+			setup: func(c *caseRun) {
+				c.bindWith("dhclient")
+				c.cl.kill()
+			},
+			act: func(c *caseRun) {
+				ip := net.IP(c.addr.AsSlice())
+				c.raw(dhcpv4.MessageTypeDecline, nil, ip, net.ParseIP(lab.Gateway), net.IPv4zero, 0)
+				_, _ = c.m.r.run(c.sub.NS, "ip", "addr", "flush", "dev", c.sub.If)
+			},
+			settle: func(c *caseRun) {
+				// Kea keeps a declined address as a lease of nobody's
+				// (no hardware address) in state 1.
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					l, ok := c.m.keaAddr(c.sub.ISP, c.addr)
+					if ok && l.State == lab.KeaStateDeclined {
+						return
+					}
+					if time.Now().After(deadline) {
+						c.t.Errorf("Kea did not record the DECLINE of %v after the restart: %+v %v", c.addr, l, ok)
+						return
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			},
+		},
+		{
+			name: "expiry", sub: "s2", client: fmt.Sprintf("dhclient (%d s lease), killed", expiryLease), points: []string{failpoint.ExpireBeforeCommit},
+			setup: func(c *caseRun) {
+				c.cl = c.m.r.startDhclient(c.sub, c.m.short)
+				c.m.clients = append(c.m.clients, c.cl)
+				a, exp, ok := c.m.waitBound(c.sub, 15*time.Second, netip.Addr{})
+				if !ok {
+					c.fatalf("setup: not bound")
+				}
+				c.addr, c.exp = a, exp
+				if time.Until(exp) > expiryLease*time.Second+time.Second {
+					c.fatalf("lease until %v: Kea did not grant the %d s asked for", exp, expiryLease)
+				}
+				c.cl.kill()
+				_, _ = c.m.r.run(c.sub.NS, "ip", "addr", "flush", "dev", c.sub.If)
+			},
+			act: func(c *caseRun) {},
+			settle: func(c *caseRun) {
+				// Kea's lease runs out too (and is reclaimed, for the
+				// record: state 2).
+				if !c.m.waitKea(c.sub, 10*time.Second, func(l lab.KeaLease, ok bool) bool { return !ok || !l.Active(time.Now()) }) {
+					c.t.Errorf("Kea's lease did not run out")
+				}
+				time.Sleep(expiryTolerance)
+				_ = c.m.r.isp(c.sub.ISP).ReclaimLeases(context.Background())
+			},
+		},
+		{
+			name: "revocation (blocked, SIGHUP)", sub: "s2", client: "udhcpc", points: end, staleClient: true,
+			setup: func(c *caseRun) { c.bindWith("udhcpc") },
+			act: func(c *caseRun) {
+				c.reconfigure(func(e string) string { return strings.Replace(e, "\n", "\nblocked = true\n", 1) })
+			},
+			settle: func(c *caseRun) {
+				if !c.m.waitKea(c.sub, 10*time.Second, func(l lab.KeaLease, ok bool) bool { return !ok || !l.Active(time.Now()) }) {
+					c.t.Errorf("Kea still holds the revoked lease after the restart")
+				}
+			},
+		},
+		{
+			name: "revocation (removed, SIGHUP)", sub: "s3", client: "dhclient", points: end, staleClient: true,
+			setup: func(c *caseRun) { c.bindWith("dhclient") },
+			act:   func(c *caseRun) { c.reconfigure(func(string) string { return "" }) },
+			settle: func(c *caseRun) {
+				if !c.m.waitKea(c.sub, 10*time.Second, func(l lab.KeaLease, ok bool) bool { return !ok || !l.Active(time.Now()) }) {
+					c.t.Errorf("Kea still holds the revoked lease after the restart")
+				}
+			},
+		},
+		{
+			name: "NAK", sub: "s1", client: "dhclient INIT-REBOOT (address given to another)",
+			points: []string{fp, failpoint.NakBeforeCommit, failpoint.NakAfterCommit},
+			setup: func(c *caseRun) {
+				c.bindWith("dhclient")
+				c.cl.kill() // its lease file stays: it restarts in INIT-REBOOT
+				// The ISP gives the address to someone else: the
+				// client's REQUEST for it gets a NAK.
+				isp := c.m.r.isp(c.sub.ISP)
+				ctx := context.Background()
+				if _, err := isp.KeaCommand(ctx, "lease4-del", map[string]string{"ip-address": c.addr.String()}); err != nil {
+					c.fatalf("%v", err)
+				}
+				if _, err := isp.KeaCommand(ctx, "lease4-add", map[string]any{"ip-address": c.addr.String(),
+					"hw-address": "02:00:00:00:09:99", "subnet-id": lab.DHCPSubnetID, "valid-lft": 3600}); err != nil {
+					c.fatalf("%v", err)
+				}
+			},
+			act: func(c *caseRun) {
+				c.cl = c.m.r.startDhclient(c.sub, c.m.conf)
+				c.m.clients = append(c.m.clients, c.cl)
+			},
+			settle: func(c *caseRun) {
+				if _, _, ok := c.m.waitBound(c.sub, 25*time.Second, c.addr); !ok {
+					c.t.Errorf("dhclient not bound to a new address after the NAK and the restart; client:\n%s", lastLines(c.cl.out.String(), 12))
+				}
+			},
+		},
+	}
+}
+
+// replays are the cases that crash twice: in end/after-intent, then at the
+// restart in replay/after-send (the intent was sent again and not yet
+// completed), then restart clean.
+var replayOf = []string{"release", "decline", "revocation (blocked, SIGHUP)"}
+
+func TestCrashMatrix(t *testing.T) {
+	r := newRig(t, lab.Options{Subscribers: 3, DHCP: true, LeaseTime: matrixLease})
+	m := &matrix{r: r, fp: failpointBinary(t)}
+	var err error
+	if m.base, err = os.ReadFile(r.cfg); err != nil {
+		t.Fatal(err)
+	}
+	m.conf = r.writeClientConf("")
+	m.short = r.writeClientConf(fmt.Sprintf("send dhcp-lease-time %d;\n", expiryLease))
+	for _, s := range r.topo.Subscribers {
+		if s.Role == lab.RoleValid {
+			m.subs = append(m.subs, s)
+		}
+	}
+	t.Cleanup(func() {
+		for _, c := range m.clients {
+			c.kill()
+		}
+		m.cur.kill9()
+	})
+	start := time.Now()
+	selfCheck := t.Run("the harness sees lost, phantom and orphaned leases", m.selfCheck)
+	r.t = t
+	if !selfCheck {
+		t.Fatal("the views cannot be trusted: no case run")
+	}
+	var results []caseResult
+	exs := theExchanges()
+	only := os.Getenv("ISPMUX_CRASH_ONLY") // a substring of "exchange/point": run those cases only
+	run := func(ex exchange, point, then string) {
+		name := ex.name + "/" + point
+		if then != "" {
+			name += "+" + then
+		}
+		if only != "" && !strings.Contains(name, only) {
+			return
+		}
+		res := caseResult{Exchange: ex.name, Point: point, Then: then, Client: ex.client}
+		t.Run(name, func(t *testing.T) { m.runCase(t, ex, point, then, &res) })
+		r.t = t
+		results = append(results, res)
+	}
+	for _, ex := range exs {
+		for _, p := range ex.points {
+			run(ex, p, "")
+		}
+	}
+	for _, ex := range exs {
+		for _, name := range replayOf {
+			if ex.name == name {
+				run(ex, failpoint.EndAfterIntent, failpoint.ReplayAfterSend)
+			}
+		}
+	}
+	rep := &matrixReport{LeaseTimeS: int(matrixLease / time.Second), Points: failpoint.Points}
+	for _, ex := range exs {
+		rep.Exchanges = append(rep.Exchanges, ex.name)
+	}
+	rep.Exchanges = append(rep.Exchanges, "replay")
+	rep.Results = results
+	rep.Cases = len(results)
+	for _, res := range results {
+		if res.Pass {
+			rep.Passed++
+		} else {
+			rep.Failed++
+		}
+	}
+	rep.runInfo = newRunInfo(start)
+	t.Logf("failpoint matrix: %d cases, %d passed, %d failed, %.0f s", rep.Cases, rep.Passed, rep.Failed, rep.DurationS)
+	for _, res := range results {
+		mark := "PASS"
+		if !res.Pass {
+			mark = "FAIL"
+		}
+		t.Logf("  %s %-30s %-22s %-18s lost %d phantom %d orphaned %d  %s", mark, res.Exchange, res.Point, res.Then, res.Lost, res.Phantom, res.Orphaned, res.View)
+	}
+	if only == "" {
+		writeReport(t, func(rr *reliabilityReport) { rr.Matrix = rep })
+	}
+}
+
+// selfCheck makes each kind of inconsistency happen on purpose, with the
+// real views, and checks that it is seen: a check that cannot fail proves
+// nothing.
+func (m *matrix) selfCheck(t *testing.T) {
+	r := m.r
+	r.t = t
+	m.reset(t)
+	m.cur = r.launch(m.fp)
+	if _, err := r.waitReady(m.cur, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c := &caseRun{t: t, m: m, sub: r.sub("s1")}
+	c.bindWith("dhclient")
+	expect := func(what string, want func(verdict) bool) {
+		t.Helper()
+		vs, ds, err := r.checkViews([]lab.Sub{c.sub}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !want(ds[0]) {
+			t.Errorf("%s: the views say %s: %s", what, ds[0], vs[0])
+		} else {
+			t.Logf("%s: %s: %s", what, ds[0], vs[0])
+		}
+	}
+	expect("bound", func(d verdict) bool { return !d.bad() && !d.StaleClient })
+	isp := r.isp(c.sub.ISP)
+	ctx := context.Background()
+	// The ISP frees the lease behind ispmux's back.
+	if _, err := isp.KeaCommand(ctx, "lease4-del", map[string]string{"ip-address": c.addr.String()}); err != nil {
+		t.Fatal(err)
+	}
+	expect("lease deleted at the ISP", func(d verdict) bool { return d.Phantom && !d.Lost && !d.Orphaned })
+	if _, err := isp.KeaCommand(ctx, "lease4-add", map[string]any{"ip-address": c.addr.String(), "hw-address": c.sub.MAC,
+		"subnet-id": lab.DHCPSubnetID, "valid-lft": int(matrixLease / time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	expect("lease given back", func(d verdict) bool { return !d.bad() })
+	// ispmux forgets it (its store removed while it is down).
+	if err := m.cur.term(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(r.dir, "state")); err != nil {
+		t.Fatal(err)
+	}
+	m.cur = r.launch(m.fp)
+	if _, err := r.waitReady(m.cur, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	expect("store lost", func(d verdict) bool { return d.Lost && !d.Phantom && !d.Orphaned })
+	// Nobody uses it.
+	c.cl.kill()
+	_, _ = r.run(c.sub.NS, "ip", "addr", "flush", "dev", c.sub.If)
+	expect("client gone", func(d verdict) bool { return d.Orphaned && !d.Lost && !d.Phantom })
+}
+
+// reset brings the lab back to nothing: ispmux stopped and its state
+// gone, clients killed, addresses and client lease files removed, Kea's
+// leases deleted, the configuration as the lab wrote it.
+func (m *matrix) reset(t *testing.T) {
+	m.cur.kill9()
+	m.cur = nil
+	for _, c := range m.clients {
+		c.kill()
+	}
+	m.clients = nil
+	for _, s := range m.r.topo.Subscribers {
+		_, _ = m.r.run(s.NS, "ip", "addr", "flush", "dev", s.If)
+		lf, pf := m.r.topo.DhclientFiles(s)
+		_ = os.Remove(lf)
+		_ = os.Remove(pf)
+	}
+	if err := os.RemoveAll(filepath.Join(m.r.dir, "state")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(m.r.cfg, m.base, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.r.wipeKea(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runCase runs one case and fills res (also when it stops at a fatal
+// error).
+func (m *matrix) runCase(t *testing.T, ex exchange, point, then string, res *caseResult) {
+	r := m.r
+	r.t = t
+	defer func() {
+		res.Pass = !t.Failed() && res.Hit && res.Lost == 0 && res.Phantom == 0 && res.Orphaned == 0 && (ex.staleClient || res.StaleClient == 0)
+		if t.Failed() && len(res.Errors) == 0 {
+			res.Errors = append(res.Errors, "see the test log")
+		}
+	}()
+	m.reset(t)
+	c := &caseRun{t: t, m: m, sub: r.sub(ex.sub)}
+	if ex.setup != nil {
+		m.cur = r.launch(m.fp)
+		if _, err := r.waitReady(m.cur, 15*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		ex.setup(c)
+		if err := m.cur.term(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.cur = r.launch(m.fp, "ISPMUX_FAILPOINT="+point)
+	if _, err := r.waitReady(m.cur, 15*time.Second); err != nil {
+		t.Fatalf("armed ispmux (%s): %v", point, err)
+	}
+	ex.act(c)
+	within := 20 * time.Second
+	if ex.name == "expiry" {
+		within = time.Until(c.exp) + 10*time.Second
+	}
+	m.cur.wait(within)
+	if err := diedAt(m.cur, point); err != nil {
+		res.Errors = append(res.Errors, err.Error())
+		t.Fatal(err)
+	}
+	res.Hit = true
+	if then != "" {
+		m.cur = r.launch(m.fp, "ISPMUX_FAILPOINT="+then)
+		m.cur.wait(20 * time.Second)
+		if err := diedAt(m.cur, then); err != nil {
+			res.Errors = append(res.Errors, err.Error())
+			t.Fatal(err)
+		}
+	}
+	m.cur = r.launch(m.fp)
+	ready, err := r.waitReady(m.cur, 15*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.RestartMS = ready.Milliseconds()
+	settled := time.Now()
+	if ex.settle != nil {
+		ex.settle(c)
+	}
+	// The restart's replay is done: no intent pending.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := r.status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Replayed = st.DHCP["intent_replayed"]
+		if st.PendingIntents == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d intents still pending 10 s after the restart", st.PendingIntents)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if strings.HasPrefix(point, "end/") && res.Replayed == 0 {
+		// The intent was pending at the crash: this start must have
+		// sent it again.
+		t.Errorf("no intent replayed at the restart after a crash at %s", point)
+	}
+	vs, ds, err := r.checkViews(m.subs, 5*time.Second)
+	res.SettleMS = time.Since(settled).Milliseconds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Views = vs
+	for i, v := range vs {
+		d := ds[i]
+		if d.Lost {
+			res.Lost++
+		}
+		if d.Phantom {
+			res.Phantom++
+		}
+		if d.Orphaned {
+			res.Orphaned++
+		}
+		if d.StaleClient {
+			res.StaleClient++
+		}
+		if v.Sub == c.sub.Name {
+			res.View = v.String() + ": " + d.String()
+		}
+		if d.bad() || d.StaleClient && !ex.staleClient {
+			msg := fmt.Sprintf("%s after a crash at %s: %s", d, point, v)
+			res.Errors = append(res.Errors, msg)
+			t.Error(msg)
+		}
+	}
+	if t.Failed() {
+		t.Logf("ispmux log since the restart:\n%s", lastLines(m.cur.log.String(), 25))
+	}
+}
