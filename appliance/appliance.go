@@ -36,6 +36,7 @@ import (
 	"github.com/ispmux/ispmux/dhcpproxy"
 	"github.com/ispmux/ispmux/engine"
 	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/registry"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -56,6 +57,7 @@ type Appliance struct {
 	workers []*datapath.Worker
 	ispIdx  []uint8
 	store   *subscribers.Store
+	reg     *registry.Registry
 	dhcp    *dhcpproxy.Proxy
 	started time.Time
 
@@ -104,6 +106,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	}
 	// The store first: a second ispmux on the same state_dir stops here,
 	// before it touches an interface.
+	a.reg = registry.New()
 	a.store, err = subscribers.Open(filepath.Join(cfg.Appliance.StateDir, StoreName), subscribers.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("appliance: %w", err)
@@ -195,7 +198,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		}
 	}
 	static := len(statics)
-	a.dhcp = dhcpproxy.New(a.dhcpConfig(idx), a.store, a.ctl, a.workers[0], log)
+	a.dhcp = dhcpproxy.New(a.dhcpConfig(idx), a.store, a.reg, a.ctl, a.workers[0], log)
 	a.dhcp.SetStatic(staticMACs(a.subs))
 	a.ctl.OnPunt = func(p *engine.Punted) { a.dhcp.HandleFrame(p.Port, p.Frame()) }
 	leased, err := a.dhcp.Restore(time.Now())
@@ -345,16 +348,30 @@ func (a *Appliance) staticEvent(kind subscribers.EventKind, b engine.Binding, wh
 	}
 }
 
-// admit gives the datapath the registry's MACs: their DHCP always reaches
-// the proxy; others' only as a sample (engine.State.Admitted).
+// admit publishes the store's registrations to the in-memory registry the
+// DHCP path reads, and gives the datapath their MACs: their DHCP always
+// reaches the proxy; others' only as a sample (engine.State.Admitted).
 func (a *Appliance) admit() error {
 	regs, err := a.store.Registrations()
 	if err != nil {
 		return err
 	}
 	macs := make([]uint64, len(regs))
+	seen := make(map[uint64]bool, len(regs))
 	for i, r := range regs {
 		macs[i] = engine.MAC48(r.MAC)
+		seen[macs[i]] = true
+		a.reg.Put(macs[i], registry.Entry{ISP: r.ISP, CustomerID: r.CustomerID, Access: r.Access, Blocked: r.Blocked, Source: r.Source}, false)
+	}
+	var gone []uint64
+	a.reg.Range(func(mac uint64, _ *registry.Entry) bool {
+		if !seen[mac] {
+			gone = append(gone, mac)
+		}
+		return true
+	})
+	for _, mac := range gone {
+		a.reg.Delete(mac)
 	}
 	return a.ctl.SetAdmitted(macs)
 }

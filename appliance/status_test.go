@@ -25,7 +25,7 @@ func TestStatusJSON(t *testing.T) {
 	a := &Appliance{
 		cfg: &configs.Config{}, names: []string{"acc0"}, state: state,
 		ctl:  engine.NewControl(state, nil, nil),
-		dhcp: dhcpproxy.New(dhcpproxy.Config{}, nil, nil, nil, nil), started: time.Now(),
+		dhcp: dhcpproxy.New(dhcpproxy.Config{}, nil, nil, nil, nil, nil), started: time.Now(),
 	}
 	b, err := json.Marshal(a.Status())
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/registry"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -44,7 +45,7 @@ func (s subject) event(kind subscribers.EventKind, ip netip.Addr, reason string)
 }
 
 // regSubject is the subject of a registered subscriber seen on c.
-func regSubject(mac uint64, c *Circuit, reg subscribers.Registration) subject {
+func regSubject(mac uint64, c *Circuit, reg registry.Entry) subject {
 	return subject{mac: mac, isp: reg.ISP, customer: reg.CustomerID, access: c.Name}
 }
 

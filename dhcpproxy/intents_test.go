@@ -53,7 +53,7 @@ func TestReleaseIntentReplayed(t *testing.T) {
 
 	// Restart: a new proxy on the same store, the ISP reachable again.
 	r.setUplinkDown(false)
-	p2 := New(r.p.cfg, r.store, r.tab, r.snd, nil)
+	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
 	if _, err := p2.Restore(time.Now()); err != nil {
 		t.Fatal(err)
 	}

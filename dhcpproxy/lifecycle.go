@@ -1,8 +1,7 @@
 package dhcpproxy
 
 import (
-	"errors"
-	"fmt"
+		"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -198,14 +197,14 @@ func (p *Proxy) stale(b subscribers.Binding) string {
 	if p.isStatic(binding.MAC48(b.MAC)) {
 		return "subscriber is now static"
 	}
-	reg, err := p.store.Registration(b.MAC)
+	reg, ok := p.reg.Lookup(binding.MAC48(b.MAC))
 	switch {
-	case errors.Is(err, subscribers.ErrNotFound):
+	case !ok:
 		return "registration withdrawn"
-	case err != nil:
-		return "" // keep it: a store error is not the operator's decision
 	case reg.Blocked:
 		return "subscriber blocked"
+	case reg.Suspended():
+		return "customer suspended"
 	case reg.ISP != b.ISP:
 		return "subscriber moved to ISP " + reg.ISP
 	case reg.Access != "" && reg.Access != b.Access:

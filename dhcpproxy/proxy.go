@@ -69,12 +69,12 @@ import (
 
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/registry"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
 // Store is the durable state the proxy needs (subscribers.Store).
 type Store interface {
-	Registration(mac subscribers.MAC) (subscribers.Registration, error)
 	// CommitBindingEvent stores a binding and the event recording it
 	// (bound, renewed) in one durable transaction.
 	CommitBindingEvent(b subscribers.Binding, e subscribers.Event) (subscribers.Event, error)
@@ -85,6 +85,12 @@ type Store interface {
 	Intents() ([]subscribers.Intent, error)
 	Bindings() ([]subscribers.Binding, error)
 	AddEvent(e subscribers.Event) (subscribers.Event, error)
+}
+
+// Registry is who may get service (registry.Registry), read for every
+// message: never the store.
+type Registry interface {
+	Lookup(mac uint64) (*registry.Entry, bool)
 }
 
 // Tables is the forwarding state the proxy writes (engine.Control).
@@ -163,6 +169,7 @@ const ipv4HeaderLen, udpHeaderLen = 20, 8
 type Proxy struct {
 	cfg    Config
 	store  Store
+	reg    Registry
 	tables Tables
 	send   Sender
 	log    *slog.Logger
@@ -194,12 +201,12 @@ type Proxy struct {
 }
 
 // New returns a proxy. Call Restore before the datapath forwards, then Run.
-func New(cfg Config, store Store, tables Tables, send Sender, log *slog.Logger) *Proxy {
+func New(cfg Config, store Store, reg Registry, tables Tables, send Sender, log *slog.Logger) *Proxy {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	p := &Proxy{
-		cfg: cfg, store: store, tables: tables, send: send, log: log,
+		cfg: cfg, store: store, reg: reg, tables: tables, send: send, log: log,
 		circuits: map[circuitKey]*Circuit{},
 		uplinks:  map[circuitKey]*ISP{},
 		isps:     map[string]*ISP{},

@@ -18,6 +18,7 @@ import (
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/registry"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -31,6 +32,19 @@ const (
 	upMAC           = 0x02aa00000001
 	gwMAC           = 0x02bb00000001
 )
+
+// storeRegistry reads registrations from the store, so the unit tests can
+// change them with PutRegistration (the appliance publishes them to a
+// registry.Registry; see package tenants).
+type storeRegistry struct{ st *subscribers.Store }
+
+func (r storeRegistry) Lookup(mac uint64) (*registry.Entry, bool) {
+	reg, err := r.st.Registration(binding.MACBytes(mac))
+	if err != nil {
+		return nil, false
+	}
+	return &registry.Entry{ISP: reg.ISP, CustomerID: reg.CustomerID, Access: reg.Access, Blocked: reg.Blocked, Source: reg.Source}, true
+}
 
 type fakeTables struct {
 	mu    sync.Mutex
@@ -164,7 +178,7 @@ func newPRig(t *testing.T) *prig {
 		ISPs: []ISP{{Index: 0, Name: "alpha", Port: upPort, MAC: upMAC, Addr: giaddr,
 			Servers: []netip.Addr{ispSID}, CircuitID: "{interface}:{vlan}"}},
 	}
-	r.p = New(cfg, st, r.tab, r.snd, nil)
+	r.p = New(cfg, st, storeRegistry{st}, r.tab, r.snd, nil)
 	for i, mac := range []string{"02:00:00:00:01:01", "02:00:00:00:01:02"} {
 		hw, _ := net.ParseMAC(mac)
 		if err := st.PutRegistration(subscribers.Registration{MAC: [6]byte(hw), CustomerID: []string{"c-s1", "c-s2"}[i], ISP: "alpha", Source: "api"}); err != nil {
@@ -581,7 +595,7 @@ func FuzzHandleFrame(f *testing.F) {
 	p := New(Config{Timeout: time.Second, MaxPending: 64, MACRate: 1000, MACBurst: 1000, CircuitRate: 1000, CircuitBurst: 1000, MaxBindingsPerCircuit: 10,
 		Circuits: []Circuit{{Name: "acc0", Interface: "acc0", Port: accPort, MAC: accMAC, Addr: ourSID}},
 		ISPs:     []ISP{{Index: 0, Name: "alpha", Port: upPort, MAC: upMAC, Addr: giaddr, Servers: []netip.Addr{ispSID}, CircuitID: "{interface}:{vlan}"}},
-	}, st, tab, snd, nil)
+	}, st, storeRegistry{st}, tab, snd, nil)
 	f.Fuzz(func(t *testing.T, port uint8, frame []byte) {
 		p.HandleFrame(port%2, frame)
 		p.committing.Wait()
@@ -607,18 +621,17 @@ func BenchmarkDORA(b *testing.B) {
 	}
 	defer st.Close()
 	const n = 1000
+	reg := registry.New()
 	for i := range n {
 		m := [6]byte{2, 0x20, 0, 0, byte(i >> 8), byte(i)}
-		if err := st.PutRegistration(subscribers.Registration{MAC: m, CustomerID: "c-s1", ISP: "alpha", Source: "api"}); err != nil {
-			b.Fatal(err)
-		}
+		reg.Put(binding.MAC48(m), registry.Entry{CustomerID: "c-s1", ISP: "alpha", Source: "api"}, false)
 	}
 	snd := &fakeSender{}
 	tab := &fakeTables{bound: map[uint64]binding.Binding{}, store: st}
 	p := New(Config{Timeout: time.Second, MaxPending: 4096, MACRate: 1000, MACBurst: 1000, CircuitRate: 1 << 20, CircuitBurst: 1 << 20, MaxBindingsPerCircuit: 1 << 20,
 		Circuits: []Circuit{{Name: "acc0", Interface: "acc0", Port: accPort, MAC: accMAC, Addr: ourSID}},
 		ISPs:     []ISP{{Index: 0, Name: "alpha", Port: upPort, MAC: upMAC, Addr: giaddr, Servers: []netip.Addr{ispSID}, CircuitID: "{interface}:{vlan}"}},
-	}, st, tab, snd, nil)
+	}, st, reg, tab, snd, nil)
 	r := &prig{p: p, store: st, tab: tab, snd: snd}
 	server := kea(&testing.T{}, time.Hour)
 	b.ReportAllocs()

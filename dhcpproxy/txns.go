@@ -10,6 +10,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/registry"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -25,7 +26,7 @@ type txn struct {
 	sub      subKey
 	circuit  *Circuit
 	isp      *ISP
-	reg      subscribers.Registration
+	reg      registry.Entry
 	op82     []byte // exactly what we sent
 	msgType  dhcpv4.MessageType
 	deadline time.Time
@@ -109,7 +110,7 @@ var errPendingFull = fmt.Errorf("pending_full")
 // put in the relayed message: the transaction's, else leaseSID (the
 // subscriber's binding at this ISP), else the remembered OFFER's, else the
 // ISP's only server. At most max transactions are pending.
-func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg subscribers.Registration, op82 []byte,
+func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.Entry, op82 []byte,
 	m *dhcpv4.DHCPv4, leaseSID netip.Addr, now time.Time, timeout time.Duration, max int) (*txn, netip.Addr, error) {
 	mt := m.MessageType()
 	x.mu.Lock()

@@ -1,7 +1,6 @@
 package dhcpproxy
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -15,6 +14,7 @@ import (
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/internal/circuitid"
 	"github.com/ispmux/ispmux/internal/failpoint"
+	"github.com/ispmux/ispmux/registry"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -48,19 +48,28 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 	// never spends the circuit's shared budget (a flood of random MACs
 	// would lock every subscriber of the circuit out) and gets no
 	// per-MAC state (it would grow with every MAC a flood makes up).
-	reg, err := p.store.Registration(subscribers.MAC(src))
+	regp, ok := p.reg.Lookup(pkt.Src)
+	var reg registry.Entry
+	if ok {
+		reg = *regp
+	}
 	switch {
-	case errors.Is(err, subscribers.ErrNotFound):
+	case !ok:
 		p.count("unknown_subscriber")
 		p.refuse(subscribers.EventUnknown, subject{mac: pkt.Src, access: c.Name}, netip.Addr{}, "not registered ("+m.MessageType().String()+")")
-		return
-	case err != nil:
-		p.count("store_error")
-		p.log.Warn("dhcp: registry", "err", err)
 		return
 	case reg.Blocked:
 		p.count("blocked_subscriber")
 		p.refuse(subscribers.EventBlocked, regSubject(pkt.Src, c, reg), netip.Addr{}, "blocked")
+		return
+	case regp.Suspended():
+		// The customer's ISP suspended it: silence to DISCOVER, a NAK
+		// to REQUEST (a client holding a lease stops using it now).
+		p.count("suspended_customer")
+		p.refuse(subscribers.EventRejected, regSubject(pkt.Src, c, reg), netip.Addr{}, "suspended")
+		if m.MessageType() == dhcpv4.MessageTypeRequest {
+			p.nak(c, m, "service suspended")
+		}
 		return
 	case reg.Access != "" && reg.Access != c.Name:
 		p.count("wrong_circuit")
@@ -115,7 +124,7 @@ func (p *Proxy) relayInfo(c *Circuit, isp *ISP, mac uint64, customer string, uni
 
 // relay sends m to every DHCP server of isp as an extended request; a
 // RELEASE or DECLINE also ends the subscriber's binding (endByClient).
-func (p *Proxy) relay(c *Circuit, isp *ISP, reg subscribers.Registration, sk subKey, raw []byte, m *dhcpv4.DHCPv4, unicast bool, now time.Time) {
+func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw []byte, m *dhcpv4.DHCPv4, unicast bool, now time.Time) {
 	mt := m.MessageType()
 	subj := regSubject(sk.mac, c, reg)
 	ri := p.relayInfo(c, isp, sk.mac, reg.CustomerID, unicast)
