@@ -60,6 +60,15 @@ bench: build
 	$(GO) test -run '^$$' -bench 'BenchmarkMACTable|BenchmarkPipeline' -benchmem $(PKGS)
 	./$(BIN) bench forward
 
+# The kill -9 loop as a soak: SOAKN cycles (make test runs 25) of dhclient and
+# udhcpc churn with ispmux SIGKILLed at random instants, the three views compared
+# after every restart (docs/RELIABILITY.md). ISPMUX_RELIABILITY_REPORT=FILE in the
+# environment writes the figures as JSON.
+SOAKN ?= 1000
+.PHONY: soak
+soak: deps
+	ISPMUX_KILL_CYCLES=$(SOAKN) $(GO) test -count=1 -timeout 8h -run '^TestKill9Loop$$' -v ./e2e/
+
 deps:
 	sh lab/deps.sh
 
