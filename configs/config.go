@@ -80,9 +80,23 @@ type DHCP struct {
 	TimeoutDur time.Duration `toml:"-"` // Timeout parsed
 }
 
-// API is the [api] table.
+// API is the [api] table: the management API (package api).
 type API struct {
 	Listen string `toml:"listen"` // host:port
+	// TLSCert and TLSKey are PEM files (absolute paths), both or neither;
+	// re-read on SIGHUP.
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
+	// Insecure allows a non-loopback Listen without TLS.
+	Insecure bool `toml:"insecure"`
+	// OperatorTokenFile holds the operator's token (or its sha256:).
+	OperatorTokenFile string `toml:"operator_token_file"`
+	// ClaimTokenFiles hold claim-scoped tokens (installers, the portal).
+	ClaimTokenFiles []string `toml:"claim_token_files"`
+	// MaxConnections caps the API's open connections.
+	MaxConnections int `toml:"max_connections"`
+	// MaxStreamsPerToken caps the event streams one token holds open.
+	MaxStreamsPerToken int `toml:"max_streams_per_token"`
 }
 
 // Access is one [[access]] entry: a port (interface, optional VLAN) that
@@ -114,6 +128,9 @@ type ISP struct {
 	LinkSelection string `toml:"link_selection"`
 	// VSS, if set, adds sub-option 151 (RFC 6607, NVT ASCII VPN id).
 	VSS string `toml:"vss"`
+	// TokenFiles are this ISP's API token files (at most two, so a token
+	// can be rotated: add the new file, move clients, remove the old).
+	TokenFiles []string `toml:"token_files"`
 
 	Prefix            netip.Prefix `toml:"-"` // Address parsed, host bits kept (192.0.2.2/24)
 	NextHopAddr       netip.Addr   `toml:"-"`
@@ -160,7 +177,11 @@ func Default() *Config {
 			PollTimeout:    "100ms",
 			MACTableSize:   1 << 20,
 		},
-		API: API{Listen: "127.0.0.1:8080"},
+		API: API{
+			Listen:             "127.0.0.1:8080",
+			MaxConnections:     256,
+			MaxStreamsPerToken: 4,
+		},
 		DHCP: DHCP{
 			Timeout:               "4s",
 			MaxPending:            4096,

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -132,6 +133,33 @@ func TestParseErrors(t *testing.T) {
 			[]string{`A api.listen: must be host:port`}},
 		{"api listen bad port", base + "[api]\nlisten = \":99999\" #!A\n",
 			[]string{`A api.listen: port must be a number in 1..65535, got "99999"`}},
+		{"api listen not loopback without tls", base + "[api]\nlisten = \"0.0.0.0:8443\" #!A\n",
+			[]string{`A api.listen: "0.0.0.0:8443" is not a loopback address: serving the API there needs tls_cert and tls_key (or insecure = true`}},
+		{"api listen all addresses without tls", base + "[api]\nlisten = \":8443\" #!A\n",
+			[]string{`A api.listen: ":8443" is not a loopback address`}},
+		{"api listen by name without tls", base + "[api]\nlisten = \"mgmt.example:8443\" #!A\n",
+			[]string{`A api.listen: "mgmt.example:8443" is not a loopback address`}},
+		{"api tls half and relative", base + "[api] #!B\nlisten = \"192.0.2.9:8443\"\ntls_cert = \"cert.pem\" #!A\n",
+			[]string{
+				"B api.tls_key: missing: tls_cert is set, tls_key must be too",
+				`A api.tls_cert: must be an absolute path, got "cert.pem"`,
+			}},
+		{"api key without cert", base + "[api] #!A\ntls_key = \"/k.pem\"\n",
+			[]string{"A api.tls_cert: missing: tls_key is set, tls_cert must be too"}},
+		{"api limits", base + "[api]\nmax_connections = 0 #!A\nmax_streams_per_token = 2000 #!B\n",
+			[]string{
+				"A api.max_connections: must be 1..65536, got 0",
+				"B api.max_streams_per_token: must be 1..1024, got 2000",
+			}},
+		{"api token files", base + isp1 + "token_files = [\"/t/b1\", \"/t/b2\", \"/t/b3\"] #!A\n[api]\noperator_token_file = \"op\" #!B\nclaim_token_files = [\n \"/t/c1\",\n \"/t/b1\", #!C\n \"\", #!D\n]\n",
+			[]string{
+				"A isp[1].token_files: at most two token files per ISP",
+				`B api.operator_token_file: must be an absolute path, got "op"`,
+				"C api.claim_token_files[1]: /t/b1 is already named by isp[1].token_files[0]",
+				"D api.claim_token_files[2]: empty path",
+			}},
+		{"api token type", base + "token_files = \"/t/a\" #!A\n",
+			[]string{`A isp[0].token_files: expected an array, got string "/t/a"`}},
 		{"access values", head + "[[access]]\ninterface = \"a/b\" #!A\nvlan = 4095 #!B\naddress = \"224.0.0.1\" #!C\n" + isp0,
 			[]string{
 				`A access[0].interface: bad interface name "a/b"`,
@@ -331,10 +359,26 @@ func TestParseOK(t *testing.T) {
 		text  string
 		check func(t *testing.T, c *Config)
 	}{
+		{"api insecure on all addresses", base + "[api]\nlisten = \"0.0.0.0:8080\"\ninsecure = true\n", nil},
+		{"api loopback names", base + "[api]\nlisten = \"[::1]:8080\"\n", nil},
+		{"api localhost", base + "[api]\nlisten = \"localhost:8080\"\n", nil},
+		{"api tls and tokens", base + isp1 + "token_files = [\"/etc/ispmux/beta-1.token\", \"/etc/ispmux/beta-2.token\"]\n" +
+			"[api]\nlisten = \"192.0.2.9:8443\"\ntls_cert = \"/etc/ispmux/api.crt\"\ntls_key = \"/etc/ispmux/api.key\"\n" +
+			"operator_token_file = \"/etc/ispmux/operator.token\"\nclaim_token_files = [\"/etc/ispmux/installer.token\"]\nmax_connections = 64\nmax_streams_per_token = 2\n",
+			func(t *testing.T, c *Config) {
+				a := c.API
+				if a.TLSCert != "/etc/ispmux/api.crt" || a.TLSKey != "/etc/ispmux/api.key" || a.OperatorTokenFile != "/etc/ispmux/operator.token" ||
+					len(a.ClaimTokenFiles) != 1 || a.MaxConnections != 64 || a.MaxStreamsPerToken != 2 {
+					t.Errorf("api: %+v", a)
+				}
+				if len(c.ISPs[1].TokenFiles) != 2 || len(c.ISPs[0].TokenFiles) != 0 {
+					t.Errorf("token files: %v %v", c.ISPs[0].TokenFiles, c.ISPs[1].TokenFiles)
+				}
+			}},
 		{"defaults applied", base, func(t *testing.T, c *Config) {
 			d := Default()
 			d.Datapath.PollTimeoutDur = 100 * time.Millisecond
-			if c.Datapath != d.Datapath || c.Appliance != d.Appliance || c.API != d.API {
+			if c.Datapath != d.Datapath || c.Appliance != d.Appliance || !reflect.DeepEqual(c.API, d.API) {
 				t.Errorf("defaults not applied:\n got %+v %+v %+v\nwant %+v %+v %+v",
 					c.Datapath, c.Appliance, c.API, d.Datapath, d.Appliance, d.API)
 			}
@@ -550,7 +594,7 @@ func TestDefaultUsedByExample(t *testing.T) {
 	}
 	d := Default()
 	d.Datapath.PollTimeoutDur = 100 * time.Millisecond
-	if c.Datapath != d.Datapath || c.Appliance != d.Appliance || c.API != d.API {
+	if c.Datapath != d.Datapath || c.Appliance != d.Appliance || !reflect.DeepEqual(c.API, d.API) {
 		t.Errorf("example.toml shows values other than the defaults")
 	}
 }
