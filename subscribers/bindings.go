@@ -302,3 +302,44 @@ func (s *Store) ExpiredBindings(now time.Time) ([]Binding, error) {
 	}
 	return bs, nil
 }
+
+// BindingsPage returns a page of up to limit bindings (limit <= 0: all),
+// ordered by access port, VLAN, MAC, of every ISP (isp "") or of one ISP.
+// The bindings are not indexed by ISP: a page of one ISP scans the
+// bindings in key order until it has limit of that ISP's (or reaches the
+// end), looking at the other ISPs' on the way, so its cost is that of the
+// bindings it passes, not of the page (the last page may come back empty,
+// with next "", when no binding of the ISP follows the cursor). after is the cursor a previous page returned ("" = from the
+// start, opaque); next is that of the following page, "" when there is
+// none. A malformed cursor is ErrInvalid. If some values are corrupt it
+// returns the others together with an error wrapping ErrCorrupt for each
+// bad one.
+func (s *Store) BindingsPage(isp, after string, limit int) (bs []Binding, next string, err error) {
+	from, err := decodeCursor(after, nil)
+	if err != nil {
+		return nil, "", fmt.Errorf("bindings of %q: %w", isp, err)
+	}
+	var bad []error
+	err = s.view(func(tx *bolt.Tx) error {
+		next = encodeCursor(pageScan(tx.Bucket(bucketBindings).Cursor(), nil, from, limit, func(k, v []byte) bool {
+			b, err := decodeBinding(k, v)
+			if err != nil {
+				bad = append(bad, err)
+				return false
+			}
+			if isp != "" && b.ISP != isp {
+				return false
+			}
+			bs = append(bs, b)
+			return true
+		}))
+		return nil
+	})
+	if err == nil {
+		err = errors.Join(bad...)
+	}
+	if err != nil {
+		return bs, next, fmt.Errorf("bindings of %q: %w", isp, err)
+	}
+	return bs, next, nil
+}

@@ -8,6 +8,8 @@ import (
 type call struct {
 	fn  func(*bolt.Tx) error
 	err error
+	// changes: fn appends to the change feed; its commit wakes Watch.
+	changes bool
 	// wake receives false when err is final, or true when the previous
 	// leader hands this waiter the leadership instead. Buffered (1): the
 	// sender never blocks, and a leader's own final send is never read.
@@ -19,16 +21,30 @@ type call struct {
 // transaction is committed and fsynced. fn must be idempotent: it may run
 // more than once, in different transactions, and only the last run counts.
 func (s *Store) update(fn func(*bolt.Tx) error) error {
+	return s.updateCalls(fn, false)
+}
+
+// updateChanges is update for a fn that appends to the change feed: once
+// it is committed, the watchers are woken (see Watch).
+func (s *Store) updateChanges(fn func(*bolt.Tx) error) error {
+	return s.updateCalls(fn, true)
+}
+
+func (s *Store) updateCalls(fn func(*bolt.Tx) error, changes bool) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.db == nil {
 		return ErrClosed
 	}
 	if s.viaDBBatch {
-		return s.db.Batch(fn)
+		err := s.db.Batch(fn)
+		if changes && err == nil {
+			s.wake()
+		}
+		return err
 	}
 
-	c := &call{fn: fn, wake: make(chan bool, 1)}
+	c := &call{fn: fn, changes: changes, wake: make(chan bool, 1)}
 	s.gmu.Lock()
 	s.queue = append(s.queue, c)
 	if s.leading {
@@ -80,6 +96,13 @@ func (s *Store) commitLocked(batch []*call) {
 			return nil
 		})
 		if failed < 0 {
+			changes := false
+			for _, c := range batch {
+				changes = changes || c.changes
+			}
+			if changes && err == nil {
+				s.wake()
+			}
 			for _, c := range batch {
 				c.err = err
 				c.wake <- false
@@ -89,6 +112,9 @@ func (s *Store) commitLocked(batch []*call) {
 		c := batch[failed]
 		batch = append(batch[:failed:failed], batch[failed+1:]...)
 		c.err = s.db.Update(c.fn)
+		if c.changes && c.err == nil {
+			s.wake()
+		}
 		c.wake <- false
 	}
 }

@@ -1,14 +1,16 @@
-// Package subscribers is ispmux's embedded durable store: the subscriber
-// registry (which MAC may get service, from which ISP), the bindings (the
+// Package subscribers is ispmux's embedded durable store: the tenant model
+// (the ISPs' customers, and the subscriber registry: which MAC — device —
+// may get service, from which ISP, as which customer), the bindings (the
 // leases the ISPs granted), the intents (messages that end a binding, about
-// to be sent to an ISP), and the events the management API reports to the
-// operator and the ISPs. It is one bbolt file in the appliance's state_dir.
+// to be sent to an ISP), the events the management API reports to the
+// operator and the ISPs, and a change feed of the tenant model for a
+// follower. It is one bbolt file in the appliance's state_dir.
 //
 // # Durability
 //
 // Every write method (PutRegistration, DeleteRegistration,
-// SyncRegistrations, CommitBinding, CommitBindingEvent, DeleteBinding,
-// EndBinding, CompleteIntent, AddEvent) returns only after its bbolt
+// SyncRegistrations, ApplyTenant, CommitBinding, CommitBindingEvent,
+// DeleteBinding, EndBinding, CompleteIntent, AddEvent) returns only after its bbolt
 // transaction has committed and the file has been fsynced (fdatasync on
 // Linux), unless Options.NoSync was set, which is for tests and benchmarks
 // only. A nil error therefore means the change survives a process
@@ -24,6 +26,33 @@
 // transaction with the event that records it, so that the log neither
 // lacks an event for a change that happened nor holds one for a change that
 // did not.
+//
+// # The tenant model
+//
+// Customers (key: ISP, customer ID) and registrations (devices, key: MAC)
+// are written by one writer, the tenants service, which serialises its own
+// read-check-write sequences; the store gives it reads (Customer,
+// Customers, AllCustomers, Registration, DevicesOf, Devices) and one
+// atomic write, ApplyTenant: customers and registrations put and deleted,
+// bindings ended with their intents (as EndBinding) and the events that
+// record it all (with the actor and the request id), in one transaction.
+// The older registration writes (PutRegistration, DeleteRegistration,
+// SyncRegistrations for the config's [[subscriber]] entries) keep the same
+// indexes and feed. Paged lists take and return opaque cursors (the last
+// key of a page): a page starts after the previous one's last item even if
+// that item was deleted meanwhile, so a walk through the pages returns
+// every item present throughout exactly once.
+//
+// # Change feed
+//
+// Every put and delete of a customer or registration appends an entry
+// (kind, op, key; not the value) to the change feed in the same
+// transaction: Changes reads it from a sequence number, ChangeSeq gives
+// the newest, Watch follows it in-process (woken by the commit). It is
+// trimmed like the event log (Options.ChangeRetention,
+// Options.ChangeMaxAge); a follower that fell further behind sees a gap in
+// the sequence numbers and reloads the records. It is the hook for a
+// future multi-appliance backend.
 //
 // # Intents
 //
@@ -77,26 +106,43 @@
 // # Layout and encoding
 //
 // Buckets: "meta" (schema version), "registrations" (key: the 6-byte MAC),
-// "bindings" (key: access port name, 0x00, VLAN big-endian, MAC),
-// "binding-expiry" (an index: sortable lease end, then the binding key; lets
-// ExpiredBindings read only what has expired), "intents" (key: the
-// big-endian intent ID, from the bucket's persistent sequence), and
-// "events" (key: the big-endian sequence number, from the bucket's
-// persistent sequence, so it keeps increasing across restarts).
+// "customers" (key: ISP, 0x00, customer ID), "devices-by-customer" (an
+// index: ISP, 0x00, customer ID, 0x00, MAC → nil; DevicesOf and an ISP's
+// Devices read it instead of every registration), "bindings" (key: access
+// port name, 0x00, VLAN big-endian, MAC), "binding-expiry" (an index:
+// sortable lease end, then the binding key; lets ExpiredBindings read only
+// what has expired), "intents" (key: the big-endian intent ID, from the
+// bucket's persistent sequence), "events" (key: the big-endian sequence
+// number, from the bucket's persistent sequence, so it keeps increasing
+// across restarts), "events-by-isp" (an index: ISP, 0x00, sequence number
+// → nil; EventsOf reads one ISP's events without looking at the others')
+// and "changes" (the change feed; key: the big-endian sequence number). The
+// indexes are written in the transactions that write what they index; an
+// index entry whose record no longer matches it (left behind when a
+// corrupt value was overwritten) is skipped by the readers. Customer IDs,
+// ISP names and access port names contain no NUL (the writers refuse
+// them), so the 0x00-separated keys are unambiguous.
 //
 // Events are trimmed from the front of the log in the transaction that
 // appends one: to the newest Options.EventRetention, and those more than
 // Options.EventMaxAge older than the appended event. Trimming looks only at
 // the front, so an append costs O(1 + events trimmed). EventBounds tells a
 // reader the oldest sequence number still kept, so it can tell it missed
-// some.
+// some. The change feed is trimmed the same way.
+//
+// A large write (SyncRegistrations of 100k MACs, an ApplyTenant import
+// batch) writes each bucket in key order: bbolt splits a node only at
+// commit, so keys put in random order into one transaction would each
+// copy a node's growing key list (quadratic).
 //
 // Values are a compact binary encoding whose first byte is a format version
-// (currently 2), followed by the fields in a fixed order: strings, byte
+// (currently 3), followed by the fields in a fixed order: strings, byte
 // fields and addresses are uvarint-length-prefixed, times are varint seconds
-// plus uvarint nanoseconds, durations varint nanoseconds. Version 1 values
+// plus uvarint nanoseconds, durations varint nanoseconds. Older values
+// still decode, the fields added since reading as empty: version 1
 // (schema 1: bindings and events without the fields version 2 appended)
-// still decode. Decoding checks every length, the version, trailing bytes
+// and version 2 (registrations without Created, events without Actor and
+// RequestID). Decoding checks every length, the version, trailing bytes
 // and that the value agrees with its key; a bad value yields a
 // *CorruptError (errors.Is ErrCorrupt) that names the bucket and the key,
 // never a panic. List methods return every value that decoded together with
@@ -105,10 +151,12 @@
 //
 // # Schema versions
 //
-// The meta bucket's schema byte is the version of the whole file (2 now;
+// The meta bucket's schema byte is the version of the whole file (3 now;
 // see schemaVersion). Open migrates an older file in place, in one
 // transaction (all or nothing: schema 1 to 2 re-encodes every value and
-// adds the intents bucket), and refuses a newer one with ErrSchema: an
+// adds the intents bucket; 2 to 3 adds the customers bucket and the change
+// feed and builds the two new indexes from the registrations and events
+// already stored), and refuses a newer one with ErrSchema: an
 // older ispmux never writes a file it cannot fully read. Open of a current
 // file writes nothing. Backup writes a consistent copy of the file while
 // the store is in use (`ispmux ctl backup FILE`).

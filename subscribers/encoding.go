@@ -10,13 +10,19 @@ import (
 )
 
 // formatVersion is the first byte of every value the store writes.
-// Version 1 (schema 1) values are still decoded: bindings and events
-// without the fields version 2 added, which read as zero. Open rewrites
-// them all as version 2 when it migrates a schema-1 file (migrate.go).
-const formatVersion = 2
+// Older values are still decoded, their missing fields reading as zero:
+// version 1 (schema 1) bindings and events without the fields version 2
+// added, version 2 registrations without Created and events without Actor
+// and RequestID (version 3). Open rewrites schema-1 values in the current
+// format when it migrates such a file (migrate.go); version 2 values stay
+// as they are until they are next written.
+const formatVersion = 3
 
-// formatV1 is the format of schema-1 files.
-const formatV1 = 1
+// formatV1 is the format of schema-1 files; formatV2 of schema-2 files.
+const (
+	formatV1 = 1
+	formatV2 = 2
+)
 
 // Decoding errors, wrapped in a CorruptError by the callers.
 var (
@@ -161,11 +167,11 @@ func (d *decoder) time() time.Time {
 	return t
 }
 
-// version reads the format version: formatV1 or formatVersion.
+// version reads the format version: formatV1 to formatVersion.
 func (d *decoder) version() byte {
 	v := d.u8()
-	if d.err == nil && v != formatV1 && v != formatVersion {
-		d.fail(fmt.Errorf("format version %d, want %d or %d", v, formatV1, formatVersion))
+	if d.err == nil && (v < formatV1 || v > formatVersion) {
+		d.fail(fmt.Errorf("format version %d, want %d to %d", v, formatV1, formatVersion))
 	}
 	return v
 }
@@ -178,7 +184,7 @@ func (d *decoder) finish() error {
 }
 
 // Registration: version, MAC, flags (bit 0: Blocked), CustomerID, ISP,
-// Access, Source, Updated.
+// Access, Source, Updated; then (version 3) Created.
 
 const flagBlocked = 1 << 0
 
@@ -196,12 +202,13 @@ func encodeRegistration(r *Registration) []byte {
 	e.str(r.Access)
 	e.str(r.Source)
 	e.time(r.Updated)
+	e.time(r.Created)
 	return e.b
 }
 
 func decodeRegistration(key, val []byte) (Registration, error) {
 	d := decoder{b: val}
-	d.version()
+	ver := d.version()
 	var r Registration
 	r.MAC = d.mac()
 	flags := d.u8()
@@ -214,6 +221,9 @@ func decodeRegistration(key, val []byte) (Registration, error) {
 	r.Access = d.str()
 	r.Source = d.str()
 	r.Updated = d.time()
+	if ver >= 3 {
+		r.Created = d.time()
+	}
 	if err := d.finish(); err != nil {
 		return Registration{}, corrupt(bucketRegistrations, key, err)
 	}
@@ -310,7 +320,7 @@ func expiryPrefix(k []byte, t time.Time) []byte {
 }
 
 // Event: version, Time, Kind, MAC, ISP, IP, Reason; then (version 2)
-// Customer, Access. Seq is the key.
+// Customer, Access; then (version 3) Actor, RequestID. Seq is the key.
 
 func encodeEvent(ev *Event) []byte {
 	e := encoder{b: make([]byte, 0, 64)}
@@ -323,6 +333,8 @@ func encodeEvent(ev *Event) []byte {
 	e.str(ev.Reason)
 	e.str(ev.Customer)
 	e.str(ev.Access)
+	e.str(ev.Actor)
+	e.str(ev.RequestID)
 	return e.b
 }
 
@@ -343,6 +355,10 @@ func decodeEvent(key, val []byte) (Event, error) {
 	if ver >= 2 {
 		ev.Customer = d.str()
 		ev.Access = d.str()
+	}
+	if ver >= 3 {
+		ev.Actor = d.str()
+		ev.RequestID = d.str()
 	}
 	if err := d.finish(); err != nil {
 		return Event{}, corrupt(bucketEvents, key, err)
@@ -406,4 +422,116 @@ func decodeIntent(key, val []byte) (Intent, error) {
 		return Intent{}, corrupt(bucketIntents, key, err)
 	}
 	return in, nil
+}
+
+// Customer: version, ISP, ID, PasswordHash, Status, DeviceLimit (varint),
+// Source, Created, Updated. The key is ISP, 0x00, ID. Customers exist from
+// version 3 on.
+
+func encodeCustomer(c *Customer) []byte {
+	e := encoder{b: make([]byte, 0, 64+len(c.PasswordHash))}
+	e.u8(formatVersion)
+	e.str(c.ISP)
+	e.str(c.ID)
+	e.str(c.PasswordHash)
+	e.str(c.Status)
+	e.b = binary.AppendVarint(e.b, int64(c.DeviceLimit))
+	e.str(c.Source)
+	e.time(c.Created)
+	e.time(c.Updated)
+	return e.b
+}
+
+func decodeCustomer(key, val []byte) (Customer, error) {
+	d := decoder{b: val}
+	if v := d.version(); d.err == nil && v < 3 {
+		d.fail(fmt.Errorf("format version %d has no customers", v))
+	}
+	var c Customer
+	c.ISP = d.str()
+	c.ID = d.str()
+	c.PasswordHash = d.str()
+	c.Status = d.str()
+	limit := d.varint()
+	c.Source = d.str()
+	c.Created = d.time()
+	c.Updated = d.time()
+	if d.err == nil && (limit < 0 || limit > math.MaxInt32) {
+		d.fail(fmt.Errorf("device limit %d out of range", limit))
+	}
+	c.DeviceLimit = int(limit)
+	if err := d.finish(); err != nil {
+		return Customer{}, corrupt(bucketCustomers, key, err)
+	}
+	if string(key) != string(customerKey(c.ISP, c.ID)) {
+		return Customer{}, corrupt(bucketCustomers, key, fmt.Errorf("value is for customer %q of ISP %q", c.ID, c.ISP))
+	}
+	return c, nil
+}
+
+// customerKey is ISP, 0x00, ID: an ISP's customers are contiguous and
+// sorted by ID. Neither may contain 0x00 (validateCustomer).
+func customerKey(isp, id string) []byte {
+	k := make([]byte, 0, len(isp)+1+len(id))
+	k = append(k, isp...)
+	k = append(k, 0)
+	return append(k, id...)
+}
+
+// deviceIndexKey is the devices-by-customer key of a registration: ISP,
+// 0x00, CustomerID, 0x00, MAC. Neither string may contain 0x00
+// (validateRegistration); readers also check the registration the MAC
+// names still matches, so an entry left behind by a corrupt value is
+// skipped.
+func deviceIndexKey(isp, customer string, mac MAC) []byte {
+	k := make([]byte, 0, len(isp)+1+len(customer)+1+6)
+	k = append(k, isp...)
+	k = append(k, 0)
+	k = append(k, customer...)
+	k = append(k, 0)
+	return append(k, mac[:]...)
+}
+
+// eventIndexKey is the events-by-isp key: ISP, 0x00, big-endian Seq.
+func eventIndexKey(isp string, seq uint64) []byte {
+	k := make([]byte, 0, len(isp)+1+8)
+	k = append(k, isp...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// Change: version, Time, Kind, Op, Key (bytes). Seq is the key. Changes
+// exist from version 3 on.
+
+func encodeChange(c *Change) []byte {
+	e := encoder{b: make([]byte, 0, 32+len(c.Key))}
+	e.u8(formatVersion)
+	e.time(c.Time)
+	e.str(string(c.Kind))
+	e.str(string(c.Op))
+	e.bytes(c.Key)
+	return e.b
+}
+
+func decodeChange(key, val []byte) (Change, error) {
+	if len(key) != 8 {
+		return Change{}, corrupt(bucketChanges, key, fmt.Errorf("key is %d bytes, want 8", len(key)))
+	}
+	d := decoder{b: val}
+	if v := d.version(); d.err == nil && v < 3 {
+		d.fail(fmt.Errorf("format version %d has no changes", v))
+	}
+	var c Change
+	c.Seq = binary.BigEndian.Uint64(key)
+	c.Time = d.time()
+	c.Kind = ChangeKind(d.str())
+	c.Op = ChangeOp(d.str())
+	c.Key = d.bytes()
+	if err := d.finish(); err != nil {
+		return Change{}, corrupt(bucketChanges, key, err)
+	}
+	if err := c.fill(); err != nil {
+		return Change{}, corrupt(bucketChanges, key, err)
+	}
+	return c, nil
 }

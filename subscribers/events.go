@@ -1,11 +1,13 @@
 package subscribers
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"net/netip"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -30,6 +32,21 @@ const (
 	EventRateLimited EventKind = "rate-limited" // subscriber exceeded the request rate
 	EventRevoked     EventKind = "revoked"      // binding removed: the registration changed
 	EventSuppressed  EventKind = "suppressed"   // N refusals were not recorded (flood)
+
+	// The tenant model's changes (made through the API or the config),
+	// each recorded with its Actor and RequestID.
+
+	EventMoved           EventKind = "moved"            // device moved to another customer or ISP (one event per ISP involved)
+	EventSuspended       EventKind = "suspended"        // customer suspended (its devices lose service)
+	EventClaimed         EventKind = "claimed"          // device attached by a claim with the customer's credentials
+	EventClaimRefused    EventKind = "claim-refused"    // claim refused (credentials, limit, rate)
+	EventCustomerCreated EventKind = "customer-created" // customer created
+	EventCustomerUpdated EventKind = "customer-updated" // customer changed (status, password, device limit)
+	EventCustomerDeleted EventKind = "customer-deleted" // customer deleted (its devices detached)
+	EventDeviceAttached  EventKind = "device-attached"  // device attached by the ISP or the operator
+	EventDeviceDetached  EventKind = "device-detached"  // device detached
+	EventDeviceBlocked   EventKind = "device-blocked"   // the operator blocked a MAC (EventBlocked is a blocked MAC asking for service)
+	EventUnblocked       EventKind = "unblocked"        // the operator unblocked a MAC
 )
 
 // Event is one entry of the event log. Seq increases by one per event,
@@ -44,6 +61,9 @@ type Event struct {
 	Reason   string
 	Customer string // the subscriber's customer ID, where known
 	Access   string // the access entry the subscriber is on, where known
+
+	Actor     string // who made the change (a token's name, "config", "socket"); "" for the DHCP path's events
+	RequestID string // the API request that made the change, where there was one
 }
 
 // AddEvent appends e to the log, durably (grouped with concurrent writes),
@@ -67,8 +87,11 @@ func prepareEvent(e *Event) error {
 		return fmt.Errorf("add event: %w: empty kind", ErrInvalid)
 	}
 	if len(e.Kind) > maxString || len(e.ISP) > maxString || len(e.Reason) > maxString ||
-		len(e.Customer) > maxString || len(e.Access) > maxString {
+		len(e.Customer) > maxString || len(e.Access) > maxString || len(e.Actor) > maxString || len(e.RequestID) > maxString {
 		return fmt.Errorf("add event %s: %w: field longer than %d bytes", e.Kind, ErrInvalid, maxString)
+	}
+	if strings.IndexByte(e.ISP, 0) >= 0 {
+		return fmt.Errorf("add event %s: %w: ISP name contains NUL", e.Kind, ErrInvalid)
 	}
 	if e.Time.IsZero() {
 		e.Time = time.Now()
@@ -87,17 +110,28 @@ func prepareEvent(e *Event) error {
 // sequence order: an old-dated event behind a newer one stays until the
 // ones in front of it go. An event at the front that does not decode is
 // trimmed as old (it is the oldest, and unreadable).
+//
+// An event with an ISP also gets its events-by-isp index entry, removed
+// when the event is trimmed (that of an event that no longer decodes
+// cannot be found and stays; EventsOf skips it).
 func (s *Store) eventPut(e *Event) func(tx *bolt.Tx) error {
 	val := encodeEvent(e)
 	cutTime := e.Time.Add(-s.maxAge)
 	return func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketEvents)
+		bk.FillPercent = 0.95 // append-only: keep the pages full
+		idx := tx.Bucket(bucketEventIndex)
 		seq, err := bk.NextSequence()
 		if err != nil {
 			return err
 		}
 		if err := bk.Put(seqKey(seq), val); err != nil {
 			return err
+		}
+		if e.ISP != "" {
+			if err := idx.Put(eventIndexKey(e.ISP, seq), nil); err != nil {
+				return err
+			}
 		}
 		e.Seq = seq
 		var cutoff uint64 // trim every seq <= cutoff
@@ -109,13 +143,16 @@ func (s *Store) eventPut(e *Event) func(tx *bolt.Tx) error {
 		c := bk.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.First() {
 			s.trimLooked++
-			if len(k) == 8 && binary.BigEndian.Uint64(k) > cutoff {
-				if binary.BigEndian.Uint64(k) == seq {
-					break // the newest stays, whatever its time
-				}
-				old, err := decodeEvent(k, v)
-				if err == nil && !old.Time.Before(cutTime) {
-					break
+			if len(k) == 8 && binary.BigEndian.Uint64(k) == seq {
+				break // the newest stays, whatever its time
+			}
+			old, err := decodeEvent(k, v)
+			if len(k) == 8 && binary.BigEndian.Uint64(k) > cutoff && err == nil && !old.Time.Before(cutTime) {
+				break
+			}
+			if err == nil && old.ISP != "" {
+				if err := idx.Delete(eventIndexKey(old.ISP, old.Seq)); err != nil {
+					return err
 				}
 			}
 			if err := c.Delete(); err != nil {
@@ -152,6 +189,54 @@ func (s *Store) Events(afterSeq uint64, limit int) ([]Event, error) {
 	}
 	if err != nil {
 		return evs, fmt.Errorf("events after %d: %w", afterSeq, err)
+	}
+	return evs, nil
+}
+
+// EventsOf returns up to limit events of one ISP (those whose ISP is isp)
+// with Seq > after, ascending by Seq (limit <= 0: all), reading the
+// events-by-isp index: other ISPs' events are not looked at. isp "" means
+// every event (Events). Errors as Events.
+func (s *Store) EventsOf(isp string, after uint64, limit int) ([]Event, error) {
+	if isp == "" {
+		return s.Events(after, limit)
+	}
+	if after == math.MaxUint64 {
+		return nil, nil
+	}
+	prefix := append([]byte(isp), 0)
+	var evs []Event
+	var bad []error
+	err := s.view(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketEvents)
+		c := tx.Bucket(bucketEventIndex).Cursor()
+		for k, _ := c.Seek(eventIndexKey(isp, after+1)); k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || len(evs) < limit); k, _ = c.Next() {
+			if len(k) != len(prefix)+8 {
+				bad = append(bad, corrupt(bucketEventIndex, k, errors.New("key is not ISP, 0x00, 8-byte sequence")))
+				continue
+			}
+			key := k[len(prefix):]
+			v := bk.Get(key)
+			if v == nil {
+				continue // trimmed while it did not decode
+			}
+			e, err := decodeEvent(key, v)
+			if err != nil {
+				bad = append(bad, err)
+				continue
+			}
+			if e.ISP != isp {
+				continue // stale entry
+			}
+			evs = append(evs, e)
+		}
+		return nil
+	})
+	if err == nil {
+		err = errors.Join(bad...)
+	}
+	if err != nil {
+		return evs, fmt.Errorf("events of %q after %d: %w", isp, after, err)
 	}
 	return evs, nil
 }

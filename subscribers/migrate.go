@@ -1,7 +1,9 @@
 package subscribers
 
 import (
+	"bytes"
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -9,18 +11,35 @@ import (
 // migrate brings a file of schema from up to schemaVersion, inside Open's
 // transaction tx (whose buckets exist): either the whole migration and
 // the new schema byte commit, or nothing does and the file stays as it
-// was.
+// was. It runs the steps from `from` on: 1 → 2, then 2 → 3.
 //
-// 1 → 2: every registration, binding and event is re-encoded in format
-// version 2 (the bindings' and events' new fields are empty); the keys,
-// the expiry index and the event sequence are unchanged; the intents
-// bucket is new (created by the caller). A value that does not decode is
-// left as it is: it was already unreadable, and the readers keep reporting
-// it as a CorruptError rather than the migration refusing the whole file.
+// 1 → 2: every registration, binding and event is re-encoded in the
+// current format (the fields added since read as empty); the keys, the
+// expiry index and the event sequence are unchanged; the intents bucket is
+// new (created by the caller). A value that does not decode is left as it
+// is: it was already unreadable, and the readers keep reporting it as a
+// CorruptError rather than the migration refusing the whole file.
+//
+// 2 → 3: the customers and changes buckets are new (empty: the change
+// feed starts at the migration; a follower starts by reading every
+// record); the indexes devices-by-customer (from every registration) and
+// events-by-isp (from every event with an ISP) are built. Values of format
+// 2 stay as they are (they decode; Created, Actor, RequestID read as
+// empty) until next written. Values that do not decode get no index entry.
 func migrate(tx *bolt.Tx, from byte) error {
-	if from != 1 {
+	if from < 1 || from >= schemaVersion {
 		return fmt.Errorf("no migration from schema %d", from)
 	}
+	if from == 1 {
+		if err := recodeAll(tx); err != nil {
+			return err
+		}
+	}
+	return buildIndexes(tx)
+}
+
+// recodeAll is the 1 → 2 step.
+func recodeAll(tx *bolt.Tx) error {
 	steps := []struct {
 		bucket []byte
 		recode func(k, v []byte) ([]byte, error)
@@ -59,6 +78,42 @@ func migrate(tx *bolt.Tx, from byte) error {
 			if err := bk.Put(keys[i], vals[i]); err != nil {
 				return fmt.Errorf("bucket %s key %x: %w", st.bucket, keys[i], err)
 			}
+		}
+	}
+	return nil
+}
+
+// buildIndexes is the 2 → 3 step: the index buckets (created empty by the
+// caller) are filled, in key order.
+func buildIndexes(tx *bolt.Tx) error {
+	var ix indexOps
+	err := tx.Bucket(bucketRegistrations).ForEach(func(k, v []byte) error {
+		if r, err := decodeRegistration(k, v); err == nil {
+			return ix.insert(tx, deviceIndexKey(r.ISP, r.CustomerID, r.MAC))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := ix.apply(tx); err != nil {
+		return fmt.Errorf("bucket %s: %w", bucketDeviceIndex, err)
+	}
+	var evKeys [][]byte
+	err = tx.Bucket(bucketEvents).ForEach(func(k, v []byte) error {
+		if e, err := decodeEvent(k, v); err == nil && e.ISP != "" {
+			evKeys = append(evKeys, eventIndexKey(e.ISP, e.Seq))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(evKeys, bytes.Compare)
+	idx := tx.Bucket(bucketEventIndex)
+	for _, k := range evKeys {
+		if err := idx.Put(k, nil); err != nil {
+			return fmt.Errorf("bucket %s: %w", bucketEventIndex, err)
 		}
 	}
 	return nil

@@ -188,18 +188,18 @@ func TestDowngradeRefused(t *testing.T) {
 	if err := s.CommitBinding(testBinding(1)); err != nil {
 		t.Fatal(err)
 	}
-	putRaw(t, s, bucketMeta, keySchema, []byte{3})
+	putRaw(t, s, bucketMeta, keySchema, []byte{schemaVersion + 1})
 	s.Close()
 	sum := fileSum(t, path)
 	s2, err := Open(path, Options{})
 	if err == nil {
 		s2.Close()
-		t.Fatal("Open of a schema-3 file succeeded")
+		t.Fatal("Open of a schema-4 file succeeded")
 	}
 	if !errors.Is(err, ErrSchema) {
 		t.Errorf("Open: %v, want ErrSchema", err)
 	}
-	for _, want := range []string{path, "newer ispmux (schema 3)", "supports up to 2", "refusing to open (downgrade)"} {
+	for _, want := range []string{path, "newer ispmux (schema 4)", "supports up to 3", "refusing to open (downgrade)"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}

@@ -1,8 +1,10 @@
 package subscribers
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,15 +18,19 @@ const (
 )
 
 // Registration says which ISP serves a subscriber MAC, or that it is
-// blocked.
+// blocked: a device, attached to the customer (ISP, CustomerID).
 type Registration struct {
 	MAC        MAC
 	CustomerID string // the ISP's customer ID (sent as Option 82 subscriber-id)
 	ISP        string // chosen ISP name
 	Blocked    bool   // registered but not allowed
 	Access     string // optional: access port name it must appear on ("" = any)
-	Source     string // SourceConfig or SourceAPI
+	Source     string // SourceConfig or SourceAPI (or the caller's own, e.g. "claim")
 	Updated    time.Time
+	// Created is when the MAC was first registered: a write with a zero
+	// Created keeps the stored one (now for a new MAC). Registrations
+	// stored before schema 3 read as zero until next written.
+	Created time.Time
 }
 
 func validateRegistration(r *Registration) error {
@@ -34,9 +40,9 @@ func validateRegistration(r *Registration) error {
 		if len(f.v) > maxString {
 			return fmt.Errorf("%w: %s is %d bytes (max %d)", ErrInvalid, f.name, len(f.v), maxString)
 		}
-	}
-	if strings.IndexByte(r.Access, 0) >= 0 {
-		return fmt.Errorf("%w: access port name contains NUL", ErrInvalid)
+		if strings.IndexByte(f.v, 0) >= 0 {
+			return fmt.Errorf("%w: %s contains NUL", ErrInvalid, f.name)
+		}
 	}
 	if r.Source == "" {
 		return fmt.Errorf("%w: empty source", ErrInvalid)
@@ -44,18 +50,127 @@ func validateRegistration(r *Registration) error {
 	return nil
 }
 
+// indexOps are devices-by-customer index writes held back by a large write
+// (SyncRegistrations, ApplyTenant) to be applied in key order (apply): a
+// bbolt node is split only at commit, so keys put in random order into one
+// transaction cost a copy of the node's growing key list each, quadratic
+// in the keys written; in order they are appended. Each key's last write
+// counts, as if they had been made in turn.
+type indexOps struct{ ops map[string]bool } // key → put (true) or delete
+
+// apply makes the held back writes in key order.
+func (ix *indexOps) apply(tx *bolt.Tx) error {
+	idx := tx.Bucket(bucketDeviceIndex)
+	keys := make([]string, 0, len(ix.ops))
+	for k := range ix.ops {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		var err error
+		if ix.ops[k] {
+			err = idx.Put([]byte(k), nil)
+		} else {
+			err = idx.Delete([]byte(k))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	clear(ix.ops)
+	return nil
+}
+
+func (ix *indexOps) write(tx *bolt.Tx, k []byte, put bool) error {
+	if ix == nil {
+		if put {
+			return tx.Bucket(bucketDeviceIndex).Put(k, nil)
+		}
+		return tx.Bucket(bucketDeviceIndex).Delete(k)
+	}
+	if ix.ops == nil {
+		ix.ops = make(map[string]bool)
+	}
+	ix.ops[string(k)] = put
+	return nil
+}
+
+func (ix *indexOps) delete(tx *bolt.Tx, k []byte) error { return ix.write(tx, k, false) }
+func (ix *indexOps) insert(tx *bolt.Tx, k []byte) error { return ix.write(tx, k, true) }
+
+// regPut stores r (validated, Updated set) in tx: a zero r.Created becomes
+// the stored registration's Created (now for a new one); the
+// devices-by-customer index entry moves from the old registration's
+// (ISP, customer) to r's (through ix if not nil: the caller applies it);
+// a device put is appended to the change feed. It returns the old
+// registration (nil if none or corrupt). Idempotent: everything is
+// recomputed from tx.
+func (s *Store) regPut(tx *bolt.Tx, r Registration, now time.Time, ix *indexOps) (*Registration, error) {
+	bk := tx.Bucket(bucketRegistrations)
+	var old *Registration
+	if v := bk.Get(r.MAC[:]); v != nil {
+		if o, err := decodeRegistration(r.MAC[:], v); err == nil {
+			old = &o
+		}
+	}
+	if r.Created.IsZero() {
+		if old != nil && !old.Created.IsZero() {
+			r.Created = old.Created
+		} else {
+			r.Created = now
+		}
+	}
+	if old != nil && (old.ISP != r.ISP || old.CustomerID != r.CustomerID) {
+		if err := ix.delete(tx, deviceIndexKey(old.ISP, old.CustomerID, old.MAC)); err != nil {
+			return old, err
+		}
+	}
+	if err := bk.Put(r.MAC[:], encodeRegistration(&r)); err != nil {
+		return old, err
+	}
+	if old == nil || old.ISP != r.ISP || old.CustomerID != r.CustomerID {
+		if err := ix.insert(tx, deviceIndexKey(r.ISP, r.CustomerID, r.MAC)); err != nil {
+			return old, err
+		}
+	}
+	return old, s.changeAppend(tx, now, ChangeDevice, ChangePut, bytes.Clone(r.MAC[:]))
+}
+
+// regDelete deletes the registration of mac in tx with its index entry
+// (through ix if not nil), appends the deletion to the change feed, and
+// reports whether there was one. A corrupt stored value is deleted too
+// (its index entry, which cannot be found, stays; readers skip it).
+func (s *Store) regDelete(tx *bolt.Tx, mac MAC, now time.Time, ix *indexOps) (bool, error) {
+	bk := tx.Bucket(bucketRegistrations)
+	v := bk.Get(mac[:])
+	if v == nil {
+		return false, nil
+	}
+	if o, err := decodeRegistration(mac[:], v); err == nil {
+		if err := ix.delete(tx, deviceIndexKey(o.ISP, o.CustomerID, mac)); err != nil {
+			return true, err
+		}
+	}
+	if err := bk.Delete(mac[:]); err != nil {
+		return true, err
+	}
+	return true, s.changeAppend(tx, now, ChangeDevice, ChangeDelete, bytes.Clone(mac[:]))
+}
+
 // PutRegistration inserts or replaces the registration of r.MAC. A zero
-// r.Updated is set to now. Durable on return.
+// r.Updated is set to now; a zero r.Created keeps the stored one (now for
+// a new MAC). Durable on return.
 func (s *Store) PutRegistration(r Registration) error {
 	if err := validateRegistration(&r); err != nil {
 		return fmt.Errorf("put registration %s: %w", macString(r.MAC), err)
 	}
+	now := time.Now()
 	if r.Updated.IsZero() {
-		r.Updated = time.Now()
+		r.Updated = now
 	}
-	val := encodeRegistration(&r)
-	err := s.update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketRegistrations).Put(r.MAC[:], val)
+	err := s.updateChanges(func(tx *bolt.Tx) error {
+		_, err := s.regPut(tx, r, now, nil)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("put registration %s: %w", macString(r.MAC), err)
@@ -67,13 +182,11 @@ func (s *Store) PutRegistration(r Registration) error {
 // there was one. Durable on return.
 func (s *Store) DeleteRegistration(mac MAC) (bool, error) {
 	var found bool
-	err := s.update(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bucketRegistrations)
-		found = bk.Get(mac[:]) != nil
-		if !found {
-			return nil
-		}
-		return bk.Delete(mac[:])
+	now := time.Now()
+	err := s.updateChanges(func(tx *bolt.Tx) error {
+		var err error
+		found, err = s.regDelete(tx, mac, now, nil)
+		return err
 	})
 	if err != nil {
 		return false, fmt.Errorf("delete registration %s: %w", macString(mac), err)
@@ -131,72 +244,97 @@ func (s *Store) Registrations() ([]Registration, error) {
 // equal rs, in one durable transaction (a config reload). Every entry of rs
 // gets Source = source; an entry whose MAC is registered by another source
 // is taken over by this one. Entries that did not change keep their stored
-// Updated time; changed and new ones get theirs (now, if zero). added counts
-// MACs that had no registration from source before, changed those whose
-// registration from source was rewritten, removed those that were deleted. Registrations from other sources are untouched. A corrupt
+// Updated and Created times; changed and new ones get their Updated (now,
+// if zero) and keep the stored Created (now for a new MAC, if zero).
+// added counts MACs that had no registration from source before, changed
+// those whose registration from source was rewritten, removed those that
+// were deleted. Registrations from other sources are untouched. A corrupt
 // stored registration is overwritten if rs has its MAC, and otherwise left
-// alone.
+// alone. Every put and delete maintains the devices-by-customer index and
+// is appended to the change feed.
+//
+// The transaction writes in key order (the deletions, then the puts, each
+// sorted by MAC), which keeps a large sync (100k MACs) linear: bbolt
+// splits and rebalances each page once instead of the pages being visited
+// in random order (BenchmarkSyncRegistrations).
 func (s *Store) SyncRegistrations(source string, rs []Registration) (added, changed, removed int, err error) {
 	now := time.Now()
-	want := make(map[MAC][]byte, len(rs))
-	wantReg := make(map[MAC]*Registration, len(rs))
+	want := make([]Registration, len(rs))
 	for i := range rs {
 		r := rs[i]
 		r.Source = source
 		if err := validateRegistration(&r); err != nil {
 			return 0, 0, 0, fmt.Errorf("sync registrations %q: %s: %w", source, macString(r.MAC), err)
 		}
-		if _, dup := want[r.MAC]; dup {
-			return 0, 0, 0, fmt.Errorf("sync registrations %q: %w: MAC %s listed twice", source, ErrInvalid, macString(r.MAC))
-		}
 		if r.Updated.IsZero() {
 			r.Updated = now
 		}
-		want[r.MAC] = encodeRegistration(&r)
-		wantReg[r.MAC] = &r
+		want[i] = r
 	}
-	err = s.update(func(tx *bolt.Tx) error {
+	slices.SortFunc(want, func(a, b Registration) int { return bytes.Compare(a.MAC[:], b.MAC[:]) })
+	for i := 1; i < len(want); i++ {
+		if want[i].MAC == want[i-1].MAC {
+			return 0, 0, 0, fmt.Errorf("sync registrations %q: %w: MAC %s listed twice", source, ErrInvalid, macString(want[i].MAC))
+		}
+	}
+	err = s.updateChanges(func(tx *bolt.Tx) error {
 		added, changed, removed = 0, 0, 0
 		bk := tx.Bucket(bucketRegistrations)
-		var drop [][]byte
-		err := bk.ForEach(func(k, v []byte) error {
-			old, err := decodeRegistration(k, v)
-			if err != nil || old.Source != source {
-				return nil
-			}
-			if _, ok := want[old.MAC]; !ok {
-				drop = append(drop, append([]byte(nil), k...))
-			}
-			return nil
-		})
-		if err != nil {
-			return err
+		// One pass over the stored registrations, merged with want (both
+		// sorted by MAC): which to delete, and what each wanted one is.
+		var drop []MAC
+		type put struct {
+			r     *Registration
+			added bool
 		}
-		for _, k := range drop {
-			if err := bk.Delete(k); err != nil {
+		var puts []put
+		j := 0
+		c := bk.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			for j < len(want) && bytes.Compare(want[j].MAC[:], k) < 0 {
+				puts = append(puts, put{&want[j], true}) // new MAC
+				j++
+			}
+			if j < len(want) && bytes.Equal(want[j].MAC[:], k) {
+				w := &want[j]
+				j++
+				old, err := decodeRegistration(k, v)
+				switch {
+				case err != nil || old.Source != source:
+					puts = append(puts, put{w, true})
+				case sameRegistration(&old, w):
+					// unchanged: keep its times, no write
+				default:
+					puts = append(puts, put{w, false})
+				}
+				continue
+			}
+			old, err := decodeRegistration(k, v)
+			if err == nil && old.Source == source {
+				drop = append(drop, old.MAC)
+			}
+		}
+		for ; j < len(want); j++ {
+			puts = append(puts, put{&want[j], true})
+		}
+		var ix indexOps
+		for _, m := range drop {
+			if _, err := s.regDelete(tx, m, now, &ix); err != nil {
 				return err
 			}
 			removed++
 		}
-		for mac, val := range want {
-			if v := bk.Get(mac[:]); v != nil {
-				old, err := decodeRegistration(mac[:], v)
-				if err == nil && old.Source == source && sameRegistration(&old, wantReg[mac]) {
-					continue // unchanged: keep its Updated, no write
-				}
-				if err != nil || old.Source != source {
-					added++
-				} else {
-					changed++
-				}
-			} else {
-				added++
-			}
-			if err := bk.Put(mac[:], val); err != nil {
+		for _, p := range puts {
+			if _, err := s.regPut(tx, *p.r, now, &ix); err != nil {
 				return err
 			}
+			if p.added {
+				added++
+			} else {
+				changed++
+			}
 		}
-		return nil
+		return ix.apply(tx)
 	})
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("sync registrations %q: %w", source, err)
@@ -204,9 +342,10 @@ func (s *Store) SyncRegistrations(source string, rs []Registration) (added, chan
 	return added, changed, removed, nil
 }
 
-// sameRegistration compares everything but Updated.
+// sameRegistration compares everything but Updated and Created.
 func sameRegistration(a, b *Registration) bool {
 	x, y := *a, *b
 	x.Updated, y.Updated = time.Time{}, time.Time{}
+	x.Created, y.Created = time.Time{}, time.Time{}
 	return x == y
 }

@@ -37,7 +37,10 @@ var (
 // 2: bindings keep the client identifier, the Option 82 sent, the ISP's
 // ACK options, the lease time and the customer ID; events carry the
 // customer ID and the access entry; the intents bucket.
-const schemaVersion = 2
+// 3: customers; registrations keep Created; events carry the actor and the
+// request id; the indexes devices-by-customer and events-by-isp; the
+// change feed (changes).
+const schemaVersion = 3
 
 // Defaults for Options.
 const (
@@ -45,6 +48,9 @@ const (
 	DefaultEventMaxAge    = 30 * 24 * time.Hour
 	DefaultLockTimeout    = time.Second
 	DefaultMaxBatchSize   = 1000
+
+	DefaultChangeRetention = 1000000
+	DefaultChangeMaxAge    = 7 * 24 * time.Hour
 )
 
 var (
@@ -54,6 +60,10 @@ var (
 	bucketExpiry        = []byte("binding-expiry")
 	bucketEvents        = []byte("events")
 	bucketIntents       = []byte("intents")
+	bucketCustomers     = []byte("customers")
+	bucketDeviceIndex   = []byte("devices-by-customer")
+	bucketEventIndex    = []byte("events-by-isp")
+	bucketChanges       = []byte("changes")
 
 	keySchema = []byte("schema")
 )
@@ -75,6 +85,13 @@ type Options struct {
 	// MaxBatchSize caps the writes per group commit; <= 0 means
 	// DefaultMaxBatchSize.
 	MaxBatchSize int
+	// ChangeRetention keeps the newest N entries of the change feed; <= 0
+	// means DefaultChangeRetention.
+	ChangeRetention int
+	// ChangeMaxAge drops the change feed entries older than this
+	// (measured from the Time of the change being appended); <= 0 means
+	// DefaultChangeMaxAge.
+	ChangeMaxAge time.Duration
 }
 
 // Store is the durable subscriber store. Safe for concurrent use.
@@ -82,6 +99,9 @@ type Store struct {
 	path      string
 	retention uint64
 	maxAge    time.Duration
+
+	changeRetention uint64
+	changeMaxAge    time.Duration
 
 	maxBatch int
 
@@ -101,6 +121,11 @@ type Store struct {
 	// viaDBBatch makes writes use bbolt's DB.Batch instead of the group
 	// commit; set only by the comparison benchmark before first use.
 	viaDBBatch bool
+
+	// nmu guards notify: closed (and replaced by nil) after every commit
+	// that appended to the change feed, and by Close; see Watch.
+	nmu    sync.Mutex
+	notify chan struct{}
 
 	// mu is held for reading by every operation for its whole duration
 	// and for writing by Close, so Close waits for them.
@@ -126,6 +151,12 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	if opts.MaxBatchSize <= 0 {
 		opts.MaxBatchSize = DefaultMaxBatchSize
+	}
+	if opts.ChangeRetention <= 0 {
+		opts.ChangeRetention = DefaultChangeRetention
+	}
+	if opts.ChangeMaxAge <= 0 {
+		opts.ChangeMaxAge = DefaultChangeMaxAge
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:      opts.LockTimeout,
@@ -165,11 +196,22 @@ func Open(path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	return &Store{path: path, retention: uint64(opts.EventRetention), maxAge: opts.EventMaxAge, maxBatch: opts.MaxBatchSize, db: db}, nil
+	return &Store{
+		path:            path,
+		retention:       uint64(opts.EventRetention),
+		maxAge:          opts.EventMaxAge,
+		changeRetention: uint64(opts.ChangeRetention),
+		changeMaxAge:    opts.ChangeMaxAge,
+		maxBatch:        opts.MaxBatchSize,
+		db:              db,
+	}, nil
 }
 
 // allBuckets are the buckets of the current schema.
-var allBuckets = [][]byte{bucketMeta, bucketRegistrations, bucketBindings, bucketExpiry, bucketEvents, bucketIntents}
+var allBuckets = [][]byte{
+	bucketMeta, bucketRegistrations, bucketBindings, bucketExpiry, bucketEvents, bucketIntents,
+	bucketCustomers, bucketDeviceIndex, bucketEventIndex, bucketChanges,
+}
 
 // setUp creates the buckets of a new file, refuses a newer schema, and
 // migrates an older one, all in tx.
@@ -214,6 +256,7 @@ func (s *Store) Close() error {
 	}
 	err := s.db.Close()
 	s.db = nil
+	s.wake() // watchers find the store closed
 	if err != nil {
 		return fmt.Errorf("close %s: %w", s.path, err)
 	}

@@ -60,7 +60,7 @@ func normB(b Binding) Binding {
 }
 
 func normR(r Registration) Registration {
-	r.Updated = r.Updated.UTC()
+	r.Updated, r.Created = r.Updated.UTC(), r.Created.UTC()
 	return r
 }
 
@@ -68,9 +68,9 @@ func TestRegistrationRoundTrip(t *testing.T) {
 	s, _ := openTest(t, Options{NoSync: true})
 	cet := time.FixedZone("CET", 3600)
 	want := []Registration{
-		{MAC: mac(1), CustomerID: "cust-1", ISP: "alpha", Access: "eth1", Source: SourceConfig, Updated: time.Date(2026, 5, 6, 7, 8, 9, 123456789, cet)},
-		{MAC: mac(2), ISP: "beta", Blocked: true, Source: SourceAPI, Updated: time.Unix(1, 0)},
-		{MAC: mac(3), CustomerID: strings.Repeat("x", 300), ISP: "ü-isp", Source: SourceAPI, Updated: time.Unix(-5, 1)},
+		{MAC: mac(1), CustomerID: "cust-1", ISP: "alpha", Access: "eth1", Source: SourceConfig, Updated: time.Date(2026, 5, 6, 7, 8, 9, 123456789, cet), Created: time.Date(2025, 5, 6, 7, 8, 9, 1, cet)},
+		{MAC: mac(2), ISP: "beta", Blocked: true, Source: SourceAPI, Updated: time.Unix(1, 0), Created: time.Unix(1, 0)},
+		{MAC: mac(3), CustomerID: strings.Repeat("x", 300), ISP: "ü-isp", Source: SourceAPI, Updated: time.Unix(-5, 1), Created: time.Unix(-7, 3)},
 	}
 	for _, r := range want {
 		if err := s.PutRegistration(r); err != nil {
