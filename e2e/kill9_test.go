@@ -367,6 +367,16 @@ func TestKill9Loop(t *testing.T) {
 			rep.BadCycles++
 			t.Logf("cycle %d: ispmux log since the restart:\n%s", cycle, lastLines(cur.log.String(), 30))
 		}
+		verdict := "consistent"
+		if bad {
+			verdict = "INCONSISTENT"
+		}
+		f := time.Duration(-1)
+		if len(fwd) > 0 {
+			f = fwd[len(fwd)-1]
+		}
+		t.Logf("cycle %d: killed %v after %q; ready %v, forwarding %v; %s", cycle, since.Round(time.Millisecond), lastAction,
+			rd.Round(time.Millisecond), f.Round(time.Millisecond), verdict)
 		if len(unsettled) > 0 {
 			t.Logf("cycle %d: not bound again within 15 s: %v", cycle, unsettled)
 		}
