@@ -1,0 +1,434 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/ispmux/ispmux/tenants"
+)
+
+// writeJSON answers v with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// list is the answer of every list: the items and the next page's cursor.
+type list[T any] struct {
+	Items []T    `json:"items"`
+	Next  string `json:"next,omitempty"`
+}
+
+func pageOf[T any](p tenants.Page[T]) list[T] {
+	if p.Items == nil {
+		p.Items = []T{}
+	}
+	return list[T]{Items: p.Items, Next: p.Next}
+}
+
+// decodeBody reads a JSON object of at most Limits.MaxBody bytes into v,
+// refusing unknown fields and trailing data. It answers the problem
+// itself and returns false on failure. An empty body is allowed when
+// emptyOK (v keeps its zero value).
+func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && mt != "application/merge-patch+json") {
+			s.problem(w, r, "unsupported-media", fmt.Sprintf("send application/json, not %q", ct))
+			return false
+		}
+	}
+	body := http.MaxBytesReader(w, r.Body, s.Limits.MaxBody)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		// One object and nothing after it.
+		var extra json.RawMessage
+		if err2 := dec.Decode(&extra); err2 != io.EOF {
+			if err2 == nil {
+				err = errors.New("trailing data after the JSON object")
+			} else {
+				err = err2
+			}
+		}
+	} else if err == io.EOF && emptyOK {
+		return true
+	}
+	if err == nil {
+		return true
+	}
+	var mbe *http.MaxBytesError
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &mbe):
+		s.problem(w, r, "too-large", fmt.Sprintf("request body over %d bytes", mbe.Limit))
+	case err == io.EOF:
+		s.problem(w, r, "bad-request", "empty body: send a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		s.problem(w, r, "bad-request", "truncated JSON")
+	case errors.As(err, &se):
+		s.problem(w, r, "bad-request", fmt.Sprintf("malformed JSON at byte %d: %v", se.Offset, se))
+	case errors.As(err, &te):
+		field := te.Field
+		if field == "" {
+			field = "the body"
+		}
+		s.problem(w, r, "bad-request", fmt.Sprintf("%s: expected %s, got JSON %s", field, te.Type, te.Value))
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		s.problem(w, r, "bad-request", strings.TrimPrefix(err.Error(), "json: ")+" (unknown fields are refused)")
+	default:
+		s.problem(w, r, "bad-request", oneLine(err.Error()))
+	}
+	return false
+}
+
+func oneLine(s string) string {
+	return strings.NewReplacer("\n", " ", "\r", " ").Replace(s)
+}
+
+// listOptions reads ?after= and ?limit=.
+func (s *Server) listOptions(w http.ResponseWriter, r *http.Request) (tenants.ListOptions, bool) {
+	q := r.URL.Query()
+	o := tenants.ListOptions{After: q.Get("after")}
+	if len(o.After) > 1024 {
+		s.problem(w, r, "bad-request", "after: cursor too long")
+		return o, false
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > tenants.MaxLimit {
+			s.problem(w, r, "bad-request", fmt.Sprintf("limit must be 1..%d, got %q", tenants.MaxLimit, l))
+			return o, false
+		}
+		o.Limit = n
+	}
+	return o, true
+}
+
+// pathMAC reads the {mac} wildcard as a canonical MAC (lower case, colons).
+func (s *Server) pathMAC(w http.ResponseWriter, r *http.Request) (string, bool) {
+	m, err := net.ParseMAC(r.PathValue("mac"))
+	if err != nil || len(m) != 6 {
+		s.problem(w, r, "bad-request", fmt.Sprintf("not a MAC address: %q", r.PathValue("mac")))
+		return "", false
+	}
+	return m.String(), true
+}
+
+func (s *Server) listISPs(w http.ResponseWriter, r *http.Request, c *call) {
+	all, err := s.svc.ISPs(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := []tenants.ISPInfo{}
+	for _, i := range all {
+		if c.isp == "" || i.Name == c.isp {
+			out = append(out, i)
+		}
+	}
+	writeJSON(w, http.StatusOK, list[tenants.ISPInfo]{Items: out})
+}
+
+func (s *Server) getISP(w http.ResponseWriter, r *http.Request, c *call) {
+	all, err := s.svc.ISPs(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	for _, i := range all {
+		if i.Name == c.isp {
+			writeJSON(w, http.StatusOK, i)
+			return
+		}
+	}
+	s.problem(w, r, "not-found", "not found")
+}
+
+func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request, c *call) {
+	o, ok := s.listOptions(w, r)
+	if !ok {
+		return
+	}
+	p, err := s.svc.Customers(r.Context(), c.isp, o)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, pageOf(p))
+}
+
+func customerPath(isp, id string) string {
+	return "/v1/isps/" + url.PathEscape(isp) + "/customers/" + url.PathEscape(id)
+}
+
+func (s *Server) createCustomer(w http.ResponseWriter, r *http.Request, c *call) {
+	var in tenants.CustomerInput
+	if !s.decodeBody(w, r, &in, false) {
+		return
+	}
+	cu, err := s.svc.CreateCustomer(r.Context(), c.actor, c.isp, in)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Location", customerPath(cu.ISP, cu.ID))
+	writeJSON(w, http.StatusCreated, cu)
+}
+
+func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request, c *call) {
+	cu, err := s.svc.Customer(r.Context(), c.isp, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, cu)
+}
+
+func (s *Server) updateCustomer(w http.ResponseWriter, r *http.Request, c *call) {
+	var p tenants.CustomerPatch
+	if !s.decodeBody(w, r, &p, false) {
+		return
+	}
+	cu, err := s.svc.UpdateCustomer(r.Context(), c.actor, c.isp, r.PathValue("id"), p)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, cu)
+}
+
+func (s *Server) deleteCustomer(w http.ResponseWriter, r *http.Request, c *call) {
+	if err := s.svc.DeleteCustomer(r.Context(), c.actor, c.isp, r.PathValue("id")); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// listDevices serves /v1/isps/{isp}/devices (c.isp set) and /v1/devices
+// (operator, every ISP); ?customer_id= narrows to one customer.
+func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, c *call) {
+	o, ok := s.listOptions(w, r)
+	if !ok {
+		return
+	}
+	p, err := s.svc.Devices(r.Context(), c.isp, r.URL.Query().Get("customer_id"), o)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if c.isp != "" { // the Service scopes; never show another ISP's device anyway
+		p.Items = keep(p.Items, func(d tenants.Device) bool { return d.ISP == c.isp })
+	}
+	writeJSON(w, http.StatusOK, pageOf(p))
+}
+
+func keep[T any](items []T, ok func(T) bool) []T {
+	out := items[:0]
+	for _, it := range items {
+		if ok(it) {
+			out = append(out, it)
+		}
+	}
+	return out
+}
+
+func (s *Server) attachDevice(w http.ResponseWriter, r *http.Request, c *call) {
+	var in tenants.DeviceInput
+	if !s.decodeBody(w, r, &in, false) {
+		return
+	}
+	d, err := s.svc.AttachDevice(r.Context(), c.actor, c.isp, in)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/isps/"+url.PathEscape(c.isp)+"/devices/"+url.PathEscape(d.MAC))
+	writeJSON(w, http.StatusCreated, d)
+}
+
+// getDevice serves /v1/isps/{isp}/devices/{mac} and /v1/devices/{mac}.
+func (s *Server) getDevice(w http.ResponseWriter, r *http.Request, c *call) {
+	mac, ok := s.pathMAC(w, r)
+	if !ok {
+		return
+	}
+	d, err := s.svc.Device(r.Context(), c.isp, mac)
+	if err == nil && c.isp != "" && d.ISP != c.isp {
+		err = tenants.ErrNotFound
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+func (s *Server) detachDevice(w http.ResponseWriter, r *http.Request, c *call) {
+	mac, ok := s.pathMAC(w, r)
+	if !ok {
+		return
+	}
+	if err := s.svc.DetachDevice(r.Context(), c.actor, c.isp, mac); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) claim(w http.ResponseWriter, r *http.Request, c *call) {
+	var in tenants.ClaimRequest
+	if !s.decodeBody(w, r, &in, false) {
+		return
+	}
+	d, err := s.svc.Claim(r.Context(), c.actor, in)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+func (s *Server) setBlock(w http.ResponseWriter, r *http.Request, c *call, blocked bool) {
+	mac, ok := s.pathMAC(w, r)
+	if !ok {
+		return
+	}
+	var none struct{}
+	if !s.decodeBody(w, r, &none, true) {
+		return
+	}
+	d, err := s.svc.Block(r.Context(), c.actor, mac, blocked)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+func (s *Server) block(w http.ResponseWriter, r *http.Request, c *call) { s.setBlock(w, r, c, true) }
+
+func (s *Server) unblock(w http.ResponseWriter, r *http.Request, c *call) {
+	s.setBlock(w, r, c, false)
+}
+
+func (s *Server) move(w http.ResponseWriter, r *http.Request, c *call) {
+	mac, ok := s.pathMAC(w, r)
+	if !ok {
+		return
+	}
+	var in tenants.MoveRequest
+	if !s.decodeBody(w, r, &in, false) {
+		return
+	}
+	d, err := s.svc.Move(r.Context(), c.actor, mac, in)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+func (s *Server) listBindings(w http.ResponseWriter, r *http.Request, c *call) {
+	o, ok := s.listOptions(w, r)
+	if !ok {
+		return
+	}
+	p, err := s.svc.Bindings(r.Context(), c.isp, o)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if c.isp != "" {
+		p.Items = keep(p.Items, func(b tenants.Binding) bool { return b.ISP == c.isp })
+	}
+	writeJSON(w, http.StatusOK, pageOf(p))
+}
+
+// EventList is the answer of GET …/events: up to limit events after the
+// asked sequence, Next the sequence to ask after next time, the range the
+// log holds, and Missed when events after the asked sequence were
+// already trimmed.
+type EventList struct {
+	Items  []tenants.Event `json:"items"`
+	Next   string          `json:"next"`
+	Oldest uint64          `json:"oldest"`
+	Newest uint64          `json:"newest"`
+	Missed bool            `json:"missed,omitempty"`
+}
+
+func parseSeq(s string) (uint64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	return strconv.ParseUint(s, 10, 64)
+}
+
+func (s *Server) listEvents(w http.ResponseWriter, r *http.Request, c *call) {
+	q := r.URL.Query()
+	after, err := parseSeq(q.Get("after"))
+	if err != nil {
+		s.problem(w, r, "bad-request", fmt.Sprintf("after must be an event sequence number, got %q", q.Get("after")))
+		return
+	}
+	limit := tenants.DefaultLimit
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > tenants.MaxLimit {
+			s.problem(w, r, "bad-request", fmt.Sprintf("limit must be 1..%d, got %q", tenants.MaxLimit, l))
+			return
+		}
+		limit = n
+	}
+	p, err := s.svc.Events(r.Context(), c.isp, after, limit)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := EventList{Items: []tenants.Event{}, Oldest: p.Oldest, Newest: p.Newest, Missed: missed(after, p)}
+	next := after
+	for _, ev := range p.Events {
+		next = max(next, ev.Seq)
+		if c.isp == "" || ev.ISP == c.isp {
+			out.Items = append(out.Items, ev)
+		}
+	}
+	if c.isp != "" && len(p.Events) < limit {
+		// A filtered page that is not full has looked at the whole log
+		// as it was read (tenants.EventPage: Newest is of the same
+		// read): the next read starts after it, not again at the last
+		// event of this ISP.
+		next = max(next, p.Newest)
+	}
+	out.Next = strconv.FormatUint(next, 10)
+	writeJSON(w, http.StatusOK, out)
+}
+
+// missed reports whether events after `after` were trimmed before they
+// could be read (after 0 asks for "from the oldest kept": nothing missed).
+func missed(after uint64, p tenants.EventPage) bool {
+	return after > 0 && p.Oldest > 0 && after+1 < p.Oldest
+}
+
+func (s *Server) stats(w http.ResponseWriter, r *http.Request, c *call) {
+	st, err := s.svc.Stats(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}

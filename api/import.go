@@ -1,0 +1,150 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/ispmux/ispmux/tenants"
+)
+
+// importCustomers reads an NDJSON body line by line (one CustomerInput
+// per line) and answers one ImportResult per non-blank line, as NDJSON,
+// while it reads: the body may be far larger than what the server keeps
+// in memory. Its body limit is Limits.MaxImportBody (a line at most
+// Limits.MaxImportLine); over it, the last result says so and the rest is
+// not read. The status is 200 once the first line is read: per-line
+// errors are in the lines.
+func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/x-ndjson" && mt != "application/jsonl" && mt != "application/json") {
+			s.problem(w, r, "unsupported-media", fmt.Sprintf("send application/x-ndjson, not %q", ct))
+			return
+		}
+	}
+	rc := http.NewResponseController(w)
+	// Read while writing results (HTTP/1.1 would otherwise stop reading
+	// the body at the first write), with the import's own deadlines.
+	_ = rc.EnableFullDuplex()
+	deadline := time.Now().Add(s.Limits.ImportTimeout)
+	_ = rc.SetReadDeadline(deadline)
+	_ = rc.SetWriteDeadline(deadline)
+
+	body := http.MaxBytesReader(w, r.Body, s.Limits.MaxImportBody)
+	br := bufio.NewReaderSize(body, s.Limits.MaxImportLine)
+	ctx := r.Context()
+	started := false
+	var bw *bufio.Writer
+	var enc *json.Encoder
+	emit := func(res tenants.ImportResult) error {
+		if !started {
+			started = true
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusOK)
+			bw = bufio.NewWriterSize(w, 32<<10)
+			enc = json.NewEncoder(bw)
+		}
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+		// Flush when the input is drained (the client waits for us) or
+		// the buffer is full; not after every line.
+		if br.Buffered() == 0 {
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+			return rc.Flush()
+		}
+		return nil
+	}
+	finish := func() {
+		if bw != nil {
+			_ = bw.Flush()
+		}
+	}
+	readErr := func(line int, err error) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) && !started {
+			s.problem(w, r, "too-large", fmt.Sprintf("body over the import limit of %d bytes", mbe.Limit))
+			return
+		}
+		msg := "reading the body: " + oneLine(err.Error())
+		if mbe != nil {
+			msg = fmt.Sprintf("body over the import limit of %d bytes: this line and the rest were not read", mbe.Limit)
+		}
+		_ = emit(tenants.ImportResult{Line: line, Result: "error", Error: msg})
+		finish()
+	}
+	lineNo := 0
+	for {
+		if ctx.Err() != nil {
+			finish()
+			return
+		}
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			lineNo++
+			// Skip the rest of the over-long line.
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = br.ReadSlice('\n')
+			}
+			if err != nil && err != io.EOF {
+				readErr(lineNo, err)
+				return
+			}
+			if e := emit(tenants.ImportResult{Line: lineNo, Result: "error",
+				Error: fmt.Sprintf("line longer than %d bytes", s.Limits.MaxImportLine)}); e != nil {
+				return
+			}
+			if err == io.EOF {
+				break
+			}
+			continue
+		}
+		if len(line) > 0 && (err == nil || err == io.EOF) { // never a line cut by a read error
+			lineNo++
+			if t := bytes.TrimSpace(line); len(t) > 0 {
+				if e := emit(s.importLine(c, r, lineNo, t)); e != nil {
+					return
+				}
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			readErr(lineNo+1, err)
+			return
+		}
+	}
+	if !started {
+		s.problem(w, r, "bad-request", "empty body: send one JSON customer per line (application/x-ndjson)")
+		return
+	}
+	finish()
+}
+
+func (s *Server) importLine(c *call, r *http.Request, n int, line []byte) tenants.ImportResult {
+	var in tenants.CustomerInput
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(&in)
+	if err == nil && dec.More() {
+		err = errors.New("more than one JSON value on the line")
+	}
+	if err != nil {
+		return tenants.ImportResult{Line: n, Result: "error", Error: strings.TrimPrefix(oneLine(err.Error()), "json: ")}
+	}
+	res := s.svc.ImportCustomer(r.Context(), c.actor, c.isp, n, in)
+	res.Line = n
+	return res
+}

@@ -1,0 +1,526 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ispmux/ispmux/auth"
+	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/tenants"
+)
+
+// Limits are the server's timeouts and size caps. New sets DefaultLimits;
+// change Server.Limits before Handler or Serve to tune them.
+type Limits struct {
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration // whole request, body included (not for imports and streams)
+	WriteTimeout      time.Duration // whole response (not for imports and streams)
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int
+	MaxBody           int64         // a JSON request body
+	MaxImportBody     int64         // a bulk import's NDJSON body
+	MaxImportLine     int           // one NDJSON line
+	ImportTimeout     time.Duration // read and write deadline of a bulk import
+	Heartbeat         time.Duration // comment line on an idle event stream
+	StreamWrite       time.Duration // deadline of each write to an event stream
+	ShutdownGrace     time.Duration // ListenAndServe's wait for requests at ctx end
+}
+
+// DefaultLimits are the limits New sets.
+func DefaultLimits() Limits {
+	return Limits{
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		MaxBody:           1 << 20,
+		MaxImportBody:     1 << 30,
+		MaxImportLine:     64 << 10,
+		ImportTimeout:     30 * time.Minute,
+		Heartbeat:         15 * time.Second,
+		StreamWrite:       30 * time.Second,
+		ShutdownGrace:     5 * time.Second,
+	}
+}
+
+// Server is the management API server.
+type Server struct {
+	// Limits may be changed before Handler or Serve is first called.
+	Limits Limits
+
+	cfg    configs.API
+	svc    tenants.Service
+	tokens *auth.Tokens
+	log    *slog.Logger
+	cert   *certReloader // nil without TLS
+
+	handlerOnce sync.Once
+	handler     http.Handler
+
+	streamsMu sync.Mutex
+	streams   map[string]int // open event streams per token
+	stop      chan struct{}  // closed at Shutdown: streams end
+	stopOnce  sync.Once
+
+	mu  sync.Mutex
+	srv *http.Server
+	ln  *LimitListener
+}
+
+// New returns a server for the [api] table cfg over svc, authenticating
+// with tokens. Nothing is read or opened before Serve (or
+// ListenAndServe); Reload re-reads the TLS certificate and token files.
+func New(cfg configs.API, svc tenants.Service, tokens *auth.Tokens, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		Limits:  DefaultLimits(),
+		cfg:     cfg,
+		svc:     svc,
+		tokens:  tokens,
+		log:     log,
+		streams: map[string]int{},
+		stop:    make(chan struct{}),
+	}
+	if cfg.TLSCert != "" {
+		s.cert = &certReloader{certFile: cfg.TLSCert, keyFile: cfg.TLSKey}
+	}
+	return s
+}
+
+// Handler is the API's HTTP handler (the route table on a ServeMux, with
+// authentication, request ids and problem details for unknown routes).
+func (s *Server) Handler() http.Handler {
+	s.handlerOnce.Do(func() { s.handler = s.buildMux() })
+	return s.handler
+}
+
+func (s *Server) buildMux() http.Handler {
+	mux := http.NewServeMux()
+	methods := map[string][]string{}
+	for _, rt := range routes {
+		mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))
+		methods[rt.Path] = append(methods[rt.Path], rt.Method)
+	}
+	// Other methods on a known path: 405 as a problem, with Allow.
+	for path, ms := range methods {
+		allow := strings.Join(ms, ", ")
+		if strings.Contains(allow, "GET") {
+			allow += ", HEAD"
+		}
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			setRequestID(w, r)
+			w.Header().Set("Allow", allow)
+			s.problem(w, r, "method-not-allowed", fmt.Sprintf("%s is not allowed here (allowed: %s)", r.Method, allow))
+		})
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		setRequestID(w, r)
+		s.problem(w, r, "not-found", "no such endpoint (see docs/API.md)")
+	})
+	return mux
+}
+
+// call is what a handler knows about its request.
+type call struct {
+	p     auth.Principal
+	actor tenants.Actor
+	// isp is the ISP the request is scoped to: the {isp} of a tenant
+	// route, or "" (all ISPs) on an operator route.
+	isp string
+}
+
+func setRequestID(w http.ResponseWriter, r *http.Request) string {
+	id := r.Header.Get("X-Request-Id")
+	if !validRequestID(id) {
+		var b [12]byte
+		_, _ = rand.Read(b[:])
+		id = hex.EncodeToString(b[:])
+	}
+	w.Header().Set("X-Request-Id", id)
+	return id
+}
+
+// validRequestID accepts a client's id of 1..64 characters from
+// [A-Za-z0-9._:-] (it goes into events and logs as it is).
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// bearer returns the token of an "Authorization: Bearer" header.
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+// wrap authenticates, checks the scope, builds the actor and calls the
+// route's handler.
+func (s *Server) wrap(rt Route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := setRequestID(w, r)
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("api handler panic", "request_id", id, "route", rt.Method+" "+rt.Path, "panic", fmt.Sprint(v))
+				if sw.status == 0 {
+					s.problem(sw, r, "internal", "internal error (see the log for this request id)")
+				}
+			}
+		}()
+		c, ok := s.authorize(sw, r, rt, id)
+		if ok {
+			rt.h(s, sw, r, c)
+		}
+		s.log.Debug("api", "request_id", id, "route", rt.Method+" "+rt.Path, "status", sw.code(),
+			"principal", c.p.Name, "kind", string(c.p.Kind), "duration", time.Since(start))
+	})
+}
+
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt Route, id string) (*call, bool) {
+	c := &call{}
+	tok, ok := bearer(r)
+	if !ok {
+		s.problem(w, r, "unauthorized", "send Authorization: Bearer <token>")
+		return c, false
+	}
+	p, ok := s.tokens.Lookup(tok)
+	if !ok {
+		s.problem(w, r, "unauthorized", "unknown token")
+		return c, false
+	}
+	c.p = p
+	c.actor = tenants.Actor{Kind: tenants.ActorKind(p.Kind), Name: p.Name, ISP: p.ISP, RequestID: id}
+	switch rt.Scope {
+	case ScopeOperator:
+		if p.Kind != auth.KindOperator {
+			s.problem(w, r, "forbidden", "this endpoint is the operator's")
+			return c, false
+		}
+	case ScopeISPs:
+		switch p.Kind {
+		case auth.KindOperator:
+		case auth.KindISP:
+			c.isp = p.ISP
+		default:
+			s.problem(w, r, "forbidden", "a claim token may only POST /v1/claims")
+			return c, false
+		}
+	case ScopeClaim:
+		if p.Kind != auth.KindOperator && p.Kind != auth.KindClaim {
+			s.problem(w, r, "forbidden", "claims need a claim token (an ISP attaches devices with POST /v1/isps/{isp}/devices)")
+			return c, false
+		}
+	case ScopeTenant:
+		isp := r.PathValue("isp")
+		switch p.Kind {
+		case auth.KindOperator:
+			if !s.svc.HasISP(isp) {
+				s.problem(w, r, "not-found", fmt.Sprintf("no ISP named %q", isp))
+				return c, false
+			}
+		case auth.KindISP:
+			// Another ISP's path is answered as one that does not
+			// exist: never 403, which would tell that it does.
+			if isp != p.ISP {
+				s.problem(w, r, "not-found", "not found")
+				return c, false
+			}
+		default:
+			s.problem(w, r, "forbidden", "a claim token may only POST /v1/claims")
+			return c, false
+		}
+		c.isp = isp
+	}
+	return c, true
+}
+
+// statusWriter remembers the status sent. It forwards Flush and Unwrap so
+// http.ResponseController reaches the connection.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) code() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+// ListenAndServe listens on [api] listen and serves until ctx ends, then
+// shuts down (open requests get Limits.ShutdownGrace). It returns nil
+// after a shutdown, or the error that stopped it.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	if err := s.loadCert(); err != nil {
+		return err
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.Limits.ShutdownGrace)
+	defer cancel()
+	err = s.Shutdown(sctx)
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return serr
+	}
+	return err
+}
+
+// Serve serves the API on ln (wrapped in a LimitListener of [api]
+// max_connections, and in TLS when tls_cert is set) until Shutdown; it
+// then returns nil.
+func (s *Server) Serve(ln net.Listener) error {
+	if err := s.loadCert(); err != nil {
+		ln.Close()
+		return err
+	}
+	l := s.Limits
+	lln := NewLimitListener(ln, max(1, s.cfg.MaxConnections))
+	var protos http.Protocols
+	protos.SetHTTP1(true) // one request per connection at a time: the connection cap means what it says
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: l.ReadHeaderTimeout,
+		ReadTimeout:       l.ReadTimeout,
+		WriteTimeout:      l.WriteTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+		Protocols:         &protos,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	srv.RegisterOnShutdown(s.stopStreams)
+	s.mu.Lock()
+	if s.srv != nil {
+		s.mu.Unlock()
+		lln.Close()
+		return errors.New("api: Serve called twice")
+	}
+	s.srv, s.ln = srv, lln
+	s.mu.Unlock()
+	var err error
+	if s.cert != nil {
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.cert.get}
+		s.log.Info("api serving", "addr", ln.Addr().String(), "tls", true)
+		err = srv.ServeTLS(lln, "", "")
+	} else {
+		s.log.Info("api serving", "addr", ln.Addr().String(), "tls", false)
+		err = srv.Serve(lln)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Addr is the address Serve listens on (nil before Serve).
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Shutdown stops accepting, ends event streams and waits (until ctx ends)
+// for the other requests to finish.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopStreams()
+	s.mu.Lock()
+	srv := s.srv
+	s.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	return srv.Shutdown(ctx)
+}
+
+func (s *Server) stopStreams() { s.stopOnce.Do(func() { close(s.stop) }) }
+
+// Reload re-reads the TLS certificate and key and the token files (after
+// SIGHUP). What fails to load is kept as it was, and the errors are
+// returned.
+func (s *Server) Reload() error {
+	var errs []error
+	if s.cert != nil {
+		if err := s.cert.reload(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.tokens != nil {
+		if err := s.tokens.Reload(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Connections is the number of open API connections.
+func (s *Server) Connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return 0
+	}
+	return s.ln.Open()
+}
+
+func (s *Server) loadCert() error {
+	if s.cert == nil || s.cert.loaded() {
+		return nil
+	}
+	return s.cert.reload()
+}
+
+// certReloader serves the certificate last loaded (tls.Config.GetCertificate).
+type certReloader struct {
+	certFile, keyFile string
+	cur               atomic.Pointer[tls.Certificate]
+}
+
+func (c *certReloader) loaded() bool { return c.cur.Load() != nil }
+
+func (c *certReloader) reload() error {
+	cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+	if err != nil {
+		return fmt.Errorf("api tls: %w", err)
+	}
+	c.cur.Store(&cert)
+	return nil
+}
+
+func (c *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return c.cur.Load(), nil
+}
+
+// acquireStream counts one more stream for the token; false at the cap.
+func (s *Server) acquireStream(key string) bool {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	if s.streams[key] >= max(1, s.cfg.MaxStreamsPerToken) {
+		return false
+	}
+	s.streams[key]++
+	return true
+}
+
+func (s *Server) releaseStream(key string) {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	if s.streams[key]--; s.streams[key] <= 0 {
+		delete(s.streams, key)
+	}
+}
+
+// LimitListener accepts at most n connections at once: Accept waits
+// until an accepted connection is closed.
+type LimitListener struct {
+	net.Listener
+	sem       chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// NewLimitListener wraps l.
+func NewLimitListener(l net.Listener, n int) *LimitListener {
+	return &LimitListener{Listener: l, sem: make(chan struct{}, n), done: make(chan struct{})}
+}
+
+// Accept waits for a free slot, then for a connection.
+func (l *LimitListener) Accept() (net.Conn, error) {
+	select {
+	case l.sem <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+// Close closes the listener; a waiting Accept returns.
+func (l *LimitListener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+// Open is the number of accepted connections not yet closed.
+func (l *LimitListener) Open() int { return len(l.sem) }
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}

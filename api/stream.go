@@ -1,0 +1,177 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ispmux/ispmux/tenants"
+)
+
+// StreamReset is the data of an `event: reset`: the events after After up
+// to Oldest-1 were trimmed before the reader got them (or After is newer
+// than the log: a restored store); the stream goes on from Oldest (its id
+// is the new resume point).
+type StreamReset struct {
+	After  uint64 `json:"after"`
+	Oldest uint64 `json:"oldest"`
+	Newest uint64 `json:"newest"`
+}
+
+const streamBatch = 500
+
+// streamEvents serves Server-Sent Events: `id:` the event's sequence,
+// `event:` its kind, `data:` the tenants.Event as JSON. It resumes after
+// Last-Event-ID (or ?after=); with neither it starts after the newest
+// event (live events only). A comment line goes out every
+// Limits.Heartbeat when nothing else does.
+func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, c *call) {
+	var after uint64
+	resume := r.Header.Get("Last-Event-ID")
+	if resume == "" {
+		resume = r.URL.Query().Get("after")
+	}
+	if resume != "" {
+		n, err := parseSeq(strings.TrimSpace(resume))
+		if err != nil {
+			s.problem(w, r, "bad-request", fmt.Sprintf("Last-Event-ID (or after) must be an event sequence number, got %q", resume))
+			return
+		}
+		after = n
+	}
+	key := string(c.p.Kind) + "\x00" + c.p.ISP + "\x00" + c.p.Name
+	if !s.acquireStream(key) {
+		s.problem(w, r, "too-many-streams", fmt.Sprintf("this token has %d event streams open already", max(1, s.cfg.MaxStreamsPerToken)))
+		return
+	}
+	defer s.releaseStream(key)
+
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stop: // Shutdown: streams end, the client resumes elsewhere/later
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
+	first, err := s.svc.Events(ctx, c.isp, after, streamBatch)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	rc := http.NewResponseController(w)
+	// The server's read and write timeouts are for requests, not
+	// streams: each write gets its own deadline instead (write below).
+	_ = rc.SetReadDeadline(time.Time{})
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriter(w)
+	write := func() error {
+		if err := rc.SetWriteDeadline(time.Now().Add(s.Limits.StreamWrite)); err != nil {
+			return err
+		}
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	fmt.Fprintf(bw, "retry: 3000\n\n")
+
+	page := first
+	if resume == "" {
+		// Live only: start after the newest event.
+		after = first.Newest
+		page = tenants.EventPage{Oldest: first.Oldest, Newest: first.Newest}
+	} else if missed(after, first) || after > first.Newest {
+		// The reader's place is gone (trimmed, or newer than the log):
+		// say so, and move its resume point to where we go on.
+		resetID := first.Oldest - 1
+		if after > first.Newest {
+			resetID = first.Newest
+			page = tenants.EventPage{Oldest: first.Oldest, Newest: first.Newest}
+		}
+		data, _ := json.Marshal(StreamReset{After: after, Oldest: first.Oldest, Newest: first.Newest})
+		fmt.Fprintf(bw, "id: %d\nevent: reset\ndata: %s\n\n", resetID, data)
+		after = resetID
+	}
+	if err := write(); err != nil {
+		return
+	}
+	for {
+		for _, ev := range page.Events {
+			if ev.Seq <= after {
+				continue // never twice
+			}
+			after = ev.Seq
+			if c.isp != "" && ev.ISP != c.isp {
+				continue // the Service filters; an ISP's stream never shows another's events anyway
+			}
+			data, err := json.Marshal(ev)
+			if err != nil {
+				continue
+			}
+			fmt.Fprintf(bw, "id: %d\nevent: %s\ndata: %s\n\n", ev.Seq, sseField(ev.Kind), data)
+		}
+		if len(page.Events) > 0 {
+			if err := write(); err != nil {
+				return
+			}
+		}
+		if c.isp != "" && len(page.Events) < streamBatch {
+			after = max(after, page.Newest) // see listEvents
+		}
+		if len(page.Events) < streamBatch {
+			// Caught up: wait for news, with a heartbeat.
+			wctx, wcancel := context.WithTimeout(ctx, s.Limits.Heartbeat)
+			err := s.svc.WaitEvents(wctx, after)
+			timedOut := errors.Is(wctx.Err(), context.DeadlineExceeded)
+			wcancel()
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil && !timedOut {
+				s.log.Warn("api event stream", "request_id", c.actor.RequestID, "err", err)
+				return
+			}
+			if timedOut {
+				fmt.Fprintf(bw, ": heartbeat %d\n\n", after)
+				if err := write(); err != nil {
+					return
+				}
+			}
+		}
+		var err error
+		page, err = s.svc.Events(ctx, c.isp, after, streamBatch)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("api event stream", "request_id", c.actor.RequestID, "err", err)
+			}
+			return
+		}
+		if missed(after, page) {
+			// Trimmed while we waited (a very slow reader).
+			data, _ := json.Marshal(StreamReset{After: after, Oldest: page.Oldest, Newest: page.Newest})
+			fmt.Fprintf(bw, "id: %d\nevent: reset\ndata: %s\n\n", page.Oldest-1, data)
+			after = page.Oldest - 1
+		}
+	}
+}
+
+// sseField keeps a value on one SSE line.
+func sseField(s string) string {
+	if strings.ContainsAny(s, "\r\n") {
+		return strconv.Quote(s)
+	}
+	return s
+}
