@@ -86,6 +86,7 @@ func (s *Store) updateCalls(fn func(*bolt.Tx) error, changes bool) error {
 func (s *Store) commitLocked(batch []*call) {
 	for len(batch) > 0 {
 		failed := -1
+		s.writeTxs.Add(1)
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			for i, c := range batch {
 				if err := c.fn(tx); err != nil {
@@ -111,6 +112,7 @@ func (s *Store) commitLocked(batch []*call) {
 		}
 		c := batch[failed]
 		batch = append(batch[:failed:failed], batch[failed+1:]...)
+		s.writeTxs.Add(1)
 		c.err = s.db.Update(c.fn)
 		if c.changes && c.err == nil {
 			s.wake()

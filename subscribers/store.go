@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -104,6 +105,10 @@ type Store struct {
 	changeMaxAge    time.Duration
 
 	maxBatch int
+
+	// writeTxs counts the write transactions the group commit ran,
+	// committed or not (a test checks that one ApplyTenant is one).
+	writeTxs atomic.Uint64
 
 	// trimLooked counts the events the trimming of the log looked at
 	// (TestEventTrimCost checks it stays O(trimmed) per append). Written
