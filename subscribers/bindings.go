@@ -115,12 +115,12 @@ func (s *Store) CommitBindingEvent(b Binding, e Event) (Event, error) {
 	}
 	putB := bindingPut(&b)
 	putE := s.eventPut(&e)
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.updateWaking(func(tx *bolt.Tx) error {
 		if err := putB(tx); err != nil {
 			return err
 		}
 		return putE(tx)
-	})
+	}, wakeEvents)
 	if err != nil {
 		return Event{}, fmt.Errorf("commit binding %s with event %s: %w", name, e.Kind, err)
 	}

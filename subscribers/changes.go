@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -207,7 +208,7 @@ func (s *Store) Watch(ctx context.Context, from uint64) <-chan Change {
 		for {
 			// Take the wake-up channel before reading, so a commit
 			// after the read is not missed.
-			woken := s.waitChannel()
+			woken := s.waitChannel(wakeChanges)
 			cs, last, err := s.changes(from, watchBatch)
 			if err != nil && !errors.Is(err, ErrCorrupt) {
 				return
@@ -233,23 +234,37 @@ func (s *Store) Watch(ctx context.Context, from uint64) <-chan Change {
 	return out
 }
 
-// waitChannel returns a channel closed at the next commit that appends to
-// the change feed (or at Close).
-func (s *Store) waitChannel() <-chan struct{} {
+// What a commit wakes (call.wakes), and the index of its channel in
+// Store.notify.
+const (
+	wakeChanges uint8 = 1 << iota
+	wakeEvents
+	wakeAll = wakeChanges | wakeEvents
+)
+
+// waitChannel returns a channel closed at the next commit that wakes what
+// (one of wakeChanges, wakeEvents), or at Close.
+func (s *Store) waitChannel(what uint8) <-chan struct{} {
+	i := bits.TrailingZeros8(what)
 	s.nmu.Lock()
 	defer s.nmu.Unlock()
-	if s.notify == nil {
-		s.notify = make(chan struct{})
+	if s.notify[i] == nil {
+		s.notify[i] = make(chan struct{})
 	}
-	return s.notify
+	return s.notify[i]
 }
 
-// wake releases the watchers waiting on waitChannel.
-func (s *Store) wake() {
+// wake releases the readers waiting on waitChannel for any of what.
+func (s *Store) wake(what uint8) {
+	if what == 0 {
+		return
+	}
 	s.nmu.Lock()
 	defer s.nmu.Unlock()
-	if s.notify != nil {
-		close(s.notify)
-		s.notify = nil
+	for i := range s.notify {
+		if what&(1<<i) != 0 && s.notify[i] != nil {
+			close(s.notify[i])
+			s.notify[i] = nil
+		}
 	}
 }

@@ -8,8 +8,9 @@ import (
 type call struct {
 	fn  func(*bolt.Tx) error
 	err error
-	// changes: fn appends to the change feed; its commit wakes Watch.
-	changes bool
+	// wakes says whom fn's commit wakes: wakeChanges (fn appends to the
+	// change feed: Watch), wakeEvents (fn appends events: WaitEvents).
+	wakes uint8
 	// wake receives false when err is final, or true when the previous
 	// leader hands this waiter the leadership instead. Buffered (1): the
 	// sender never blocks, and a leader's own final send is never read.
@@ -21,16 +22,13 @@ type call struct {
 // transaction is committed and fsynced. fn must be idempotent: it may run
 // more than once, in different transactions, and only the last run counts.
 func (s *Store) update(fn func(*bolt.Tx) error) error {
-	return s.updateCalls(fn, false)
+	return s.updateWaking(fn, 0)
 }
 
-// updateChanges is update for a fn that appends to the change feed: once
-// it is committed, the watchers are woken (see Watch).
-func (s *Store) updateChanges(fn func(*bolt.Tx) error) error {
-	return s.updateCalls(fn, true)
-}
-
-func (s *Store) updateCalls(fn func(*bolt.Tx) error, changes bool) error {
+// updateWaking is update for a fn that appends to the change feed
+// (wakes has wakeChanges) or the event log (wakeEvents): once it is
+// committed, the readers waiting for those are woken (Watch, WaitEvents).
+func (s *Store) updateWaking(fn func(*bolt.Tx) error, wakes uint8) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.db == nil {
@@ -38,13 +36,13 @@ func (s *Store) updateCalls(fn func(*bolt.Tx) error, changes bool) error {
 	}
 	if s.viaDBBatch {
 		err := s.db.Batch(fn)
-		if changes && err == nil {
-			s.wake()
+		if err == nil {
+			s.wake(wakes)
 		}
 		return err
 	}
 
-	c := &call{fn: fn, changes: changes, wake: make(chan bool, 1)}
+	c := &call{fn: fn, wakes: wakes, wake: make(chan bool, 1)}
 	s.gmu.Lock()
 	s.queue = append(s.queue, c)
 	if s.leading {
@@ -97,12 +95,12 @@ func (s *Store) commitLocked(batch []*call) {
 			return nil
 		})
 		if failed < 0 {
-			changes := false
-			for _, c := range batch {
-				changes = changes || c.changes
-			}
-			if changes && err == nil {
-				s.wake()
+			if err == nil {
+				var wakes uint8
+				for _, c := range batch {
+					wakes |= c.wakes
+				}
+				s.wake(wakes)
 			}
 			for _, c := range batch {
 				c.err = err
@@ -114,8 +112,8 @@ func (s *Store) commitLocked(batch []*call) {
 		batch = append(batch[:failed:failed], batch[failed+1:]...)
 		s.writeTxs.Add(1)
 		c.err = s.db.Update(c.fn)
-		if c.changes && c.err == nil {
-			s.wake()
+		if c.err == nil {
+			s.wake(c.wakes)
 		}
 		c.wake <- false
 	}

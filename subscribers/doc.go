@@ -10,8 +10,8 @@
 //
 // Every write method (PutRegistration, DeleteRegistration,
 // SyncRegistrations, ApplyTenant, CommitBinding, CommitBindingEvent,
-// DeleteBinding, EndBinding, CompleteIntent, AddEvent) returns only after its bbolt
-// transaction has committed and the file has been fsynced (fdatasync on
+// DeleteBinding, EndBinding, CompleteIntent, AddEvent) returns only after
+// its bbolt transaction has committed and the file has been fsynced (fdatasync on
 // Linux), unless Options.NoSync was set, which is for tests and benchmarks
 // only. A nil error therefore means the change survives a process
 // crash and a power loss. The DHCP engine relies on this: it calls
@@ -41,7 +41,18 @@
 // indexes and feed. Paged lists take and return opaque cursors (the last
 // key of a page): a page starts after the previous one's last item even if
 // that item was deleted meanwhile, so a walk through the pages returns
-// every item present throughout exactly once.
+// every item present (and not moved within the order) throughout exactly
+// once.
+//
+// # Events
+//
+// The event log holds the DHCP path's facts (bound, released, refused...)
+// and the tenant model's changes (customer-created, claimed, moved...),
+// the latter with the Actor that made them and the API RequestID. Events
+// reads the whole log, EventsOf one ISP's part of it (an index, so an
+// ISP's page does not read the other ISPs' events), and WaitEvents blocks
+// until a newer event is committed, woken in-process by the commit (any
+// writer), for the live streams.
 //
 // # Change feed
 //
@@ -66,7 +77,10 @@
 // again and completed. A crash before EndBinding leaves the binding and the
 // ISP's lease as they were (they agree, and run out together); a crash
 // after it leaves the intent, so the message is sent at least once (a
-// server ignores a RELEASE for a lease it no longer holds).
+// server ignores a RELEASE for a lease it no longer holds). ApplyTenant's
+// EndBindings are the same first step, taken in the transaction of the
+// tenant change that ends the service (suspend, delete, block, move,
+// detach).
 //
 // # Group commit
 //

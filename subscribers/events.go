@@ -2,6 +2,7 @@ package subscribers
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -75,7 +76,7 @@ func (s *Store) AddEvent(e Event) (Event, error) {
 	if err := prepareEvent(&e); err != nil {
 		return Event{}, err
 	}
-	if err := s.update(s.eventPut(&e)); err != nil {
+	if err := s.updateWaking(s.eventPut(&e), wakeEvents); err != nil {
 		return Event{}, fmt.Errorf("add event %s %s: %w", e.Kind, macString(e.MAC), err)
 	}
 	return e, nil
@@ -273,4 +274,30 @@ func (s *Store) LastEventSeq() (uint64, error) {
 		return 0, fmt.Errorf("last event seq: %w", err)
 	}
 	return seq, nil
+}
+
+// WaitEvents returns nil as soon as the log holds an event with Seq >
+// after (at once if it already does), woken in-process by the commit that
+// appends one (through any writer: AddEvent, CommitBindingEvent,
+// EndBinding, ApplyTenant), without polling. It returns ctx's error when
+// ctx ends first, and an error wrapping ErrClosed when the store is
+// closed. A stream reader loops: Events (or EventsOf) after its last Seq,
+// then WaitEvents(ctx, last). Events of other ISPs wake it too: an ISP's
+// reader may find nothing new and wait again.
+func (s *Store) WaitEvents(ctx context.Context, after uint64) error {
+	for {
+		woken := s.waitChannel(wakeEvents)
+		seq, err := s.LastEventSeq()
+		if err != nil {
+			return err
+		}
+		if seq > after {
+			return nil
+		}
+		select {
+		case <-woken:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }

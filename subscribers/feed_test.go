@@ -527,3 +527,58 @@ func TestIndexesAndCorruptValues(t *testing.T) {
 		t.Errorf("Watch gave %d, want 4", c.Seq)
 	}
 }
+
+// TestWaitEvents: a waiter returns at once if there is a newer event,
+// else when one is committed (by any writer), with ctx's error when ctx
+// ends, and ErrClosed when the store closes.
+func TestWaitEvents(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	ctx := context.Background()
+	e, _ := s.AddEvent(Event{Kind: EventBound})
+	if err := s.WaitEvents(ctx, 0); err != nil {
+		t.Errorf("WaitEvents with a newer event: %v", err)
+	}
+	writers := []func(){
+		func() { s.AddEvent(Event{Kind: EventBound}) },
+		func() { s.CommitBindingEvent(testBinding(1), Event{Kind: EventBound}) },
+		func() { s.EndBinding("acc1", 1, mac(1), nil, Event{Kind: EventExpired}) },
+		func() { s.ApplyTenant(TenantWrite{Events: []Event{{Kind: EventClaimed}}}) },
+	}
+	after := e.Seq
+	for i, write := range writers {
+		done := make(chan error, 1)
+		go func() { done <- s.WaitEvents(ctx, after) }()
+		select {
+		case err := <-done:
+			t.Fatalf("writer %d: WaitEvents returned before the write: %v", i, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		write()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("writer %d: WaitEvents: %v", i, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("writer %d: WaitEvents not woken", i)
+		}
+		after++
+	}
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := s.WaitEvents(cctx, after); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("WaitEvents past its deadline: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.WaitEvents(ctx, after) }()
+	time.Sleep(20 * time.Millisecond)
+	s.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("WaitEvents at Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitEvents not woken by Close")
+	}
+}

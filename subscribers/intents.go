@@ -92,7 +92,7 @@ func (s *Store) EndBinding(access string, vlan uint16, mac MAC, in *Intent, e Ev
 	del := bindingDelete(access, vlan, mac)
 	putE := s.eventPut(&e)
 	var found bool
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.updateWaking(func(tx *bolt.Tx) error {
 		var err error
 		if found, err = del(tx); err != nil {
 			return err
@@ -103,7 +103,7 @@ func (s *Store) EndBinding(access string, vlan uint16, mac MAC, in *Intent, e Ev
 			}
 		}
 		return putE(tx)
-	})
+	}, wakeEvents)
 	if err != nil {
 		return Intent{}, Event{}, false, fmt.Errorf("end binding %s with event %s: %w", name, e.Kind, err)
 	}

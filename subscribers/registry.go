@@ -168,10 +168,10 @@ func (s *Store) PutRegistration(r Registration) error {
 	if r.Updated.IsZero() {
 		r.Updated = now
 	}
-	err := s.updateChanges(func(tx *bolt.Tx) error {
+	err := s.updateWaking(func(tx *bolt.Tx) error {
 		_, err := s.regPut(tx, r, now, nil)
 		return err
-	})
+	}, wakeChanges)
 	if err != nil {
 		return fmt.Errorf("put registration %s: %w", macString(r.MAC), err)
 	}
@@ -183,11 +183,11 @@ func (s *Store) PutRegistration(r Registration) error {
 func (s *Store) DeleteRegistration(mac MAC) (bool, error) {
 	var found bool
 	now := time.Now()
-	err := s.updateChanges(func(tx *bolt.Tx) error {
+	err := s.updateWaking(func(tx *bolt.Tx) error {
 		var err error
 		found, err = s.regDelete(tx, mac, now, nil)
 		return err
-	})
+	}, wakeChanges)
 	if err != nil {
 		return false, fmt.Errorf("delete registration %s: %w", macString(mac), err)
 	}
@@ -277,7 +277,7 @@ func (s *Store) SyncRegistrations(source string, rs []Registration) (added, chan
 			return 0, 0, 0, fmt.Errorf("sync registrations %q: %w: MAC %s listed twice", source, ErrInvalid, macString(want[i].MAC))
 		}
 	}
-	err = s.updateChanges(func(tx *bolt.Tx) error {
+	err = s.updateWaking(func(tx *bolt.Tx) error {
 		added, changed, removed = 0, 0, 0
 		bk := tx.Bucket(bucketRegistrations)
 		// One pass over the stored registrations, merged with want (both
@@ -335,7 +335,7 @@ func (s *Store) SyncRegistrations(source string, rs []Registration) (added, chan
 			}
 		}
 		return ix.apply(tx)
-	})
+	}, wakeChanges)
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("sync registrations %q: %w", source, err)
 	}

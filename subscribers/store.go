@@ -127,10 +127,12 @@ type Store struct {
 	// commit; set only by the comparison benchmark before first use.
 	viaDBBatch bool
 
-	// nmu guards notify: closed (and replaced by nil) after every commit
-	// that appended to the change feed, and by Close; see Watch.
+	// nmu guards notify: channels closed (and replaced by nil) after
+	// every commit that appended to the change feed (notify[0], for
+	// Watch) or to the event log (notify[1], for WaitEvents), and by
+	// Close.
 	nmu    sync.Mutex
-	notify chan struct{}
+	notify [2]chan struct{}
 
 	// mu is held for reading by every operation for its whole duration
 	// and for writing by Close, so Close waits for them.
@@ -261,7 +263,7 @@ func (s *Store) Close() error {
 	}
 	err := s.db.Close()
 	s.db = nil
-	s.wake() // watchers find the store closed
+	s.wake(wakeAll) // waiting readers find the store closed
 	if err != nil {
 		return fmt.Errorf("close %s: %w", s.path, err)
 	}

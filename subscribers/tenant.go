@@ -126,9 +126,13 @@ func (s *Store) ApplyTenant(w TenantWrite) (TenantResult, error) {
 	delCusts := slices.Clone(w.DeleteCustomers)
 	slices.SortFunc(delCusts, func(a, b CustomerKey) int { return cmp.Or(cmp.Compare(a.ISP, b.ISP), cmp.Compare(a.ID, b.ID)) })
 
+	wakes := wakeChanges
+	if len(evs) > 0 {
+		wakes |= wakeEvents
+	}
 	ended := make([]bool, len(ends))
 	stored := make([]Intent, len(ends))
-	err := s.updateChanges(func(tx *bolt.Tx) error {
+	err := s.updateWaking(func(tx *bolt.Tx) error {
 		for i, op := range ends {
 			var err error
 			if ended[i], err = bindingDelete(op.Access, op.VLAN, op.MAC)(tx); err != nil {
@@ -172,7 +176,7 @@ func (s *Store) ApplyTenant(w TenantWrite) (TenantResult, error) {
 			}
 		}
 		return nil
-	})
+	}, wakes)
 	if err != nil {
 		return TenantResult{}, fmt.Errorf("apply tenant write: %w", err)
 	}
