@@ -78,7 +78,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, c *call) {
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriter(w)
 	write := func() error {
-		if err := rc.SetWriteDeadline(time.Now().Add(s.Limits.StreamWrite)); err != nil {
+		if err := rc.SetWriteDeadline(time.Now().Add(s.Limits.StreamWrite)); err != nil && !errors.Is(err, http.ErrNotSupported) {
 			return err
 		}
 		if err := bw.Flush(); err != nil {
