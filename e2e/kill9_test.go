@@ -394,7 +394,13 @@ func TestKill9Loop(t *testing.T) {
 	t.Logf("kill -9 loop: %d cycles in %.0f s: lost %d, phantom %d, orphaned %d (stale clients %d, unsettled %d); churn %v; restart→ready p50 %.0f ms p99 %.0f ms; restart→forwarding p50 %.0f ms p99 %.0f ms",
 		cycles, rep.DurationS, rep.Lost, rep.Phantom, rep.Orphaned, rep.StaleClient, rep.Unsettled, summarizeChurn(rep.Churn),
 		rep.RestartToReady.P50MS, rep.RestartToReady.P99MS, rep.RestartToForwarding.P50MS, rep.RestartToForwarding.P99MS)
-	writeReport(t, func(rr *reliabilityReport) { rr.KillLoop = rep })
+	writeReport(t, func(rr *reliabilityReport) {
+		if os.Getenv(KillCyclesEnv) != "" {
+			rr.Soak = rep
+		} else {
+			rr.KillLoop = rep
+		}
+	})
 }
 
 // summarizeChurn totals the churn by kind of action.

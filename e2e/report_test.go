@@ -19,7 +19,8 @@ const ReportEnv = "ISPMUX_RELIABILITY_REPORT"
 type reliabilityReport struct {
 	Machine  *machineInfo    `json:"machine,omitempty"`
 	Matrix   *matrixReport   `json:"failpoint_matrix,omitempty"`
-	KillLoop *killLoopReport `json:"kill_loop,omitempty"`
+	KillLoop *killLoopReport `json:"kill_loop,omitempty"` // make test's run (25 cycles)
+	Soak     *killLoopReport `json:"soak,omitempty"`      // a run with ISPMUX_KILL_CYCLES set (make soak: 1000)
 }
 
 type machineInfo struct {
