@@ -811,3 +811,28 @@ func (m *matrix) runCase(t *testing.T, ex exchange, point, then string, res *cas
 		t.Logf("ispmux log since the restart:\n%s", lastLines(m.cur.log.String(), 25))
 	}
 }
+
+// TestCrashMatrixCoversEveryPoint: every failpoint ispmux has is crashed
+// at by some exchange of the matrix (a new transition adds its points to
+// internal/failpoint and its exchange here, docs/ARCHITECTURE.md), and the
+// matrix names no point that does not exist.
+func TestCrashMatrixCoversEveryPoint(t *testing.T) {
+	covered := map[string]bool{failpoint.ReplayAfterSend: len(replayOf) > 0}
+	for _, ex := range theExchanges() {
+		for _, p := range ex.points {
+			covered[p] = true
+		}
+	}
+	known := map[string]bool{}
+	for _, p := range failpoint.Points {
+		known[p] = true
+		if !covered[p] {
+			t.Errorf("failpoint %s: no exchange of the crash matrix passes through it", p)
+		}
+	}
+	for p := range covered {
+		if !known[p] {
+			t.Errorf("the crash matrix names failpoint %s, which internal/failpoint does not list", p)
+		}
+	}
+}
