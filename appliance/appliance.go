@@ -38,6 +38,7 @@ import (
 	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/registry"
 	"github.com/ispmux/ispmux/subscribers"
+	"github.com/ispmux/ispmux/tenants"
 )
 
 // SocketName is the control socket's file name inside state_dir.
@@ -58,6 +59,7 @@ type Appliance struct {
 	ispIdx  []uint8
 	store   *subscribers.Store
 	reg     *registry.Registry
+	ten     *tenants.Tenants
 	dhcp    *dhcpproxy.Proxy
 	started time.Time
 
@@ -110,9 +112,6 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	a.store, err = subscribers.Open(filepath.Join(cfg.Appliance.StateDir, StoreName), subscribers.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("appliance: %w", err)
-	}
-	if err := a.syncRegistrations(); err != nil {
-		return nil, err
 	}
 	dp := cfg.Datapath
 	for _, n := range names {
@@ -178,8 +177,13 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		a.workers = append(a.workers, w)
 	}
 	a.ctl = engine.NewControl(a.state, a.workers[0], log)
-	if err := a.admit(); err != nil {
-		return nil, fmt.Errorf("appliance: %w", err)
+	isps := make([]string, len(cfg.ISPs))
+	for i, isp := range cfg.ISPs {
+		isps[i] = isp.Name
+	}
+	a.ten = tenants.New(tenants.Config{ISPs: isps, MaxDevices: dp.MACTableSize}, a.store, a.reg, nil, a.ctl, log)
+	if err := a.syncRegistrations(); err != nil {
+		return nil, err
 	}
 
 	for _, isp := range cfg.ISPs {
@@ -199,6 +203,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	}
 	static := len(statics)
 	a.dhcp = dhcpproxy.New(a.dhcpConfig(idx), a.store, a.reg, a.ctl, a.workers[0], log)
+	a.ten.SetProxy(a.dhcp)
 	a.dhcp.SetStatic(staticMACs(a.subs))
 	a.ctl.OnPunt = func(p *engine.Punted) { a.dhcp.HandleFrame(p.Port, p.Frame()) }
 	leased, err := a.dhcp.Restore(time.Now())
@@ -302,9 +307,6 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 		return fmt.Errorf("reload refused: %w", err)
 	}
 	var errs []error
-	if err := a.admit(); err != nil {
-		errs = append(errs, err)
-	}
 	// DHCP bindings that no longer match go first (a subscriber made
 	// static loses its lease), then the static bindings change.
 	a.dhcp.SetStatic(staticMACs(subs))
@@ -348,34 +350,6 @@ func (a *Appliance) staticEvent(kind subscribers.EventKind, b engine.Binding, wh
 	}
 }
 
-// admit publishes the store's registrations to the in-memory registry the
-// DHCP path reads, and gives the datapath their MACs: their DHCP always
-// reaches the proxy; others' only as a sample (engine.State.Admitted).
-func (a *Appliance) admit() error {
-	regs, err := a.store.Registrations()
-	if err != nil {
-		return err
-	}
-	macs := make([]uint64, len(regs))
-	seen := make(map[uint64]bool, len(regs))
-	for i, r := range regs {
-		macs[i] = engine.MAC48(r.MAC)
-		seen[macs[i]] = true
-		a.reg.Put(macs[i], registry.Entry{ISP: r.ISP, CustomerID: r.CustomerID, Access: r.Access, Blocked: r.Blocked, Source: r.Source}, false)
-	}
-	var gone []uint64
-	a.reg.Range(func(mac uint64, _ *registry.Entry) bool {
-		if !seen[mac] {
-			gone = append(gone, mac)
-		}
-		return true
-	})
-	for _, mac := range gone {
-		a.reg.Delete(mac)
-	}
-	return a.ctl.SetAdmitted(macs)
-}
-
 // restartOnly names the top-level sections that differ between a and b,
 // other than the subscriber entries.
 func restartOnly(a, b *configs.Config) []string {
@@ -394,24 +368,23 @@ func restartOnly(a, b *configs.Config) []string {
 	return out
 }
 
-// syncRegistrations makes the store's configured registrations those of the
-// file (API registrations are left alone).
+// syncRegistrations makes the configuration-sourced devices those of the
+// file (devices the API or a claim attached are left alone, and reported)
+// and publishes the registry.
 func (a *Appliance) syncRegistrations() error {
-	var regs []subscribers.Registration
+	devs := make([]tenants.ConfigDevice, 0, len(a.subs))
 	for _, s := range a.subs {
-		r := subscribers.Registration{
-			MAC: s.HWAddr, CustomerID: s.CustomerID, ISP: s.ISP, Blocked: s.Blocked, Source: "config",
-		}
-		if s.Access != "" {
-			r.Access = s.Access
-		}
-		regs = append(regs, r)
+		devs = append(devs, tenants.ConfigDevice{MAC: s.HWAddr, ISP: s.ISP, CustomerID: s.CustomerID, Access: s.Access, Blocked: s.Blocked})
 	}
-	added, changed, removed, err := a.store.SyncRegistrations("config", regs)
+	rep, err := a.ten.SyncConfig(devs)
 	if err != nil {
 		return fmt.Errorf("appliance: registrations: %w", err)
 	}
-	a.log.Info("registrations", "from_config", len(regs), "added", added, "changed", changed, "removed", removed)
+	for _, c := range rep.Conflicts {
+		a.log.Warn("configuration conflict: the API's choice stays", "conflict", c)
+	}
+	a.log.Info("registrations", "from_config", len(devs), "added", rep.Added, "changed", rep.Changed, "removed", rep.Removed,
+		"conflicts", len(rep.Conflicts))
 	return nil
 }
 

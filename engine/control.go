@@ -136,6 +136,25 @@ func (c *Control) SetAdmitted(macs []uint64) error {
 	return nil
 }
 
+// Admit adds one registered MAC to the admitted set (a tenant change),
+// turning admission filtering on.
+func (c *Control) Admit(mac uint64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.s.Admitted.Store(mac, 1); err != nil {
+		return fmt.Errorf("admitted MACs: %w", err)
+	}
+	c.s.admitOn.Store(true)
+	return nil
+}
+
+// Unadmit removes one MAC from the admitted set.
+func (c *Control) Unadmit(mac uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.s.Admitted.Delete(mac)
+}
+
 // SetMTU sets the largest IPv4 packet port sends (the interface's MTU
 // changed); 0 removes the limit.
 func (c *Control) SetMTU(port uint8, mtu int) {

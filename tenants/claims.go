@@ -1,0 +1,211 @@
+package tenants
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ispmux/ispmux/auth"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// ClaimLimits bound password guessing through claims. Every attempt is
+// counted before any hash is computed: per (customer, MAC) a token bucket
+// (PerPairBurst attempts, one more every PerPairEvery), and per customer an
+// exponential back-off after consecutive failures (BackoffBase doubling up
+// to BackoffMax). There is no lock-out: the back-off is capped, so whoever
+// guesses a customer ID can slow its owner's claims by at most BackoffMax
+// per attempt, never stop them.
+type ClaimLimits struct {
+	PerPairBurst int
+	PerPairEvery time.Duration
+	BackoffBase  time.Duration
+	BackoffMax   time.Duration
+}
+
+// Default claim limits.
+var DefaultClaimLimits = ClaimLimits{PerPairBurst: 5, PerPairEvery: 12 * time.Second, BackoffBase: time.Second, BackoffMax: time.Minute}
+
+type pairKey struct{ isp, customer, mac string }
+type custKey struct{ isp, customer string }
+
+type pairState struct {
+	tokens float64
+	last   time.Time
+}
+
+type custState struct {
+	failures int
+	until    time.Time // no attempt before
+	last     time.Time
+}
+
+// claimLimiter holds the claim limits' state; mu guards it. Old state is
+// forgotten (gc) so it stays bounded by the recent attempts.
+type claimLimiter struct {
+	lim  ClaimLimits
+	mu   sync.Mutex
+	pair map[pairKey]*pairState
+	cust map[custKey]*custState
+	gcAt time.Time
+}
+
+func newClaimLimiter(l ClaimLimits) *claimLimiter {
+	d := DefaultClaimLimits
+	if l.PerPairBurst <= 0 {
+		l.PerPairBurst = d.PerPairBurst
+	}
+	if l.PerPairEvery <= 0 {
+		l.PerPairEvery = d.PerPairEvery
+	}
+	if l.BackoffBase <= 0 {
+		l.BackoffBase = d.BackoffBase
+	}
+	if l.BackoffMax <= 0 {
+		l.BackoffMax = d.BackoffMax
+	}
+	return &claimLimiter{lim: l, pair: map[pairKey]*pairState{}, cust: map[custKey]*custState{}}
+}
+
+// allow takes one attempt for (isp, customer, mac), or says when to retry.
+func (l *claimLimiter) allow(isp, customer, mac string, now time.Time) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.gc(now)
+	if c := l.cust[custKey{isp, customer}]; c != nil && now.Before(c.until) {
+		return &RateLimitError{RetryAfter: c.until.Sub(now)}
+	}
+	k := pairKey{isp, customer, mac}
+	p := l.pair[k]
+	if p == nil {
+		p = &pairState{tokens: float64(l.lim.PerPairBurst), last: now}
+		l.pair[k] = p
+	}
+	p.tokens = min(float64(l.lim.PerPairBurst), p.tokens+now.Sub(p.last).Seconds()/l.lim.PerPairEvery.Seconds())
+	p.last = now
+	if p.tokens < 1 {
+		return &RateLimitError{RetryAfter: time.Duration((1 - p.tokens) * float64(l.lim.PerPairEvery))}
+	}
+	p.tokens--
+	return nil
+}
+
+// result records an attempt's outcome for the customer's back-off.
+func (l *claimLimiter) result(isp, customer string, ok bool, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := custKey{isp, customer}
+	if ok {
+		delete(l.cust, k)
+		return
+	}
+	c := l.cust[k]
+	if c == nil {
+		c = &custState{}
+		l.cust[k] = c
+	}
+	c.failures++
+	d := l.lim.BackoffBase << min(c.failures-1, 20)
+	if d > l.lim.BackoffMax || d <= 0 {
+		d = l.lim.BackoffMax
+	}
+	c.until, c.last = now.Add(d), now
+}
+
+func (l *claimLimiter) gc(now time.Time) {
+	if now.Sub(l.gcAt) < time.Minute {
+		return
+	}
+	l.gcAt = now
+	for k, p := range l.pair {
+		if now.Sub(p.last) > time.Duration(l.lim.PerPairBurst)*l.lim.PerPairEvery {
+			delete(l.pair, k)
+		}
+	}
+	for k, c := range l.cust {
+		if now.Sub(c.last) > 2*l.lim.BackoffMax && now.After(c.until) {
+			delete(l.cust, k)
+		}
+	}
+}
+
+// verify checks pw against a stored hash ("" never matches).
+func verify(hash, pw string) (ok, rehash bool, err error) {
+	if hash == "" {
+		auth.DummyVerify(pw)
+		return false, false, nil
+	}
+	return auth.VerifyPassword(hash, pw)
+}
+
+// Claim attaches a MAC to a customer given its password. Wrong
+// credentials (unknown customer, no password set, wrong password) are one
+// generic ErrBadCredentials, after the same hashing work (no timing
+// oracle), and a claim-refused event for the ISP.
+func (t *Tenants) Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, error) {
+	if !t.isps[r.ISP] {
+		auth.DummyVerify(r.Password)
+		return Device{}, ErrBadCredentials
+	}
+	mac, err := parseMAC(r.MAC)
+	if err != nil {
+		return Device{}, err
+	}
+	if len(r.Password) > 1024 || validCustomerID(r.CustomerID) != nil {
+		return Device{}, ErrBadCredentials
+	}
+	now := time.Now()
+	if err := t.claims.allow(r.ISP, r.CustomerID, macString(mac), now); err != nil {
+		return Device{}, err
+	}
+	c, cerr := t.store.Customer(r.ISP, r.CustomerID)
+	var ok, rehash bool
+	if cerr != nil {
+		if !errors.Is(cerr, subscribers.ErrNotFound) {
+			return Device{}, cerr
+		}
+		auth.DummyVerify(r.Password)
+	} else if ok, rehash, err = verify(c.PasswordHash, r.Password); err != nil {
+		t.log.Warn("tenants: a customer's stored password hash does not parse", "isp", r.ISP, "customer", r.CustomerID, "err", err)
+		ok = false
+	}
+	t.claims.result(r.ISP, r.CustomerID, ok, time.Now())
+	if !ok {
+		why := "wrong customer ID or password"
+		if cerr == nil && c.Status == string(StatusSuspended) {
+			why = "wrong password (customer suspended)"
+		}
+		if _, err := t.apply(subscribers.TenantWrite{Events: []subscribers.Event{
+			event(a, subscribers.EventClaimRefused, r.ISP, r.CustomerID, mac, why)}}); err != nil {
+			t.log.Warn("tenants: claim-refused event not stored", "err", err)
+		}
+		return Device{}, ErrBadCredentials
+	}
+	if rehash {
+		if h, err := auth.HashPassword(r.Password); err == nil {
+			t.mu.Lock()
+			if cur, err := t.store.Customer(r.ISP, r.CustomerID); err == nil && cur.PasswordHash == c.PasswordHash {
+				cur.PasswordHash, cur.Updated = h, time.Now()
+				if _, err := t.apply(subscribers.TenantWrite{PutCustomers: []subscribers.Customer{cur}}); err != nil {
+					t.log.Warn("tenants: rehash not stored", "err", err)
+				}
+			}
+			t.mu.Unlock()
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c, err = t.store.Customer(r.ISP, r.CustomerID)
+	if err != nil {
+		return Device{}, ErrBadCredentials
+	}
+	d, err := t.attachLocked(a, c, mac, r.Access, r.Replace, SourceClaim, false)
+	if err != nil && errors.Is(err, ErrConflict) && !errors.Is(err, ErrDeviceLimit) {
+		// Another ISP's device: the claim cannot take it (an operator's
+		// move, or the portal on the subscriber's own line).
+		return Device{}, fmt.Errorf("%w: this device is attached to another provider's customer; ask the operator", ErrConflict)
+	}
+	return d, err
+}

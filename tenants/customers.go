@@ -1,0 +1,348 @@
+package tenants
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+func (t *Tenants) customerView(c subscribers.Customer, devices int) Customer {
+	return Customer{ISP: c.ISP, ID: c.ID, Status: Status(c.Status), DeviceLimit: c.DeviceLimit, Devices: devices,
+		Source: c.Source, Created: c.Created, Updated: c.Updated}
+}
+
+func checkStatus(s Status) (Status, error) {
+	switch s {
+	case "":
+		return StatusActive, nil
+	case StatusActive, StatusSuspended:
+		return s, nil
+	}
+	return "", fmt.Errorf("%w: status must be active or suspended, not %q", ErrInvalid, s)
+}
+
+func checkLimit(n int) (int, error) {
+	switch {
+	case n == 0:
+		return 1, nil
+	case n < 0 || n > maxDeviceLimit:
+		return 0, fmt.Errorf("%w: device_limit must be 1..%d", ErrInvalid, maxDeviceLimit)
+	}
+	return n, nil
+}
+
+const maxDeviceLimit = 64
+
+// newCustomer validates in and returns the record to store.
+func newCustomer(isp string, in CustomerInput) (subscribers.Customer, error) {
+	if err := validCustomerID(in.ID); err != nil {
+		return subscribers.Customer{}, err
+	}
+	st, err := checkStatus(in.Status)
+	if err != nil {
+		return subscribers.Customer{}, err
+	}
+	lim, err := checkLimit(in.DeviceLimit)
+	if err != nil {
+		return subscribers.Customer{}, err
+	}
+	h, err := hashOf(in.Password, in.PasswordHash)
+	if err != nil {
+		return subscribers.Customer{}, err
+	}
+	now := time.Now()
+	return subscribers.Customer{ISP: isp, ID: in.ID, PasswordHash: h, Status: string(st), DeviceLimit: lim,
+		Source: SourceAPI, Created: now, Updated: now}, nil
+}
+
+// CreateCustomer creates a customer of isp; an existing ID is ErrConflict.
+func (t *Tenants) CreateCustomer(ctx context.Context, a Actor, isp string, in CustomerInput) (Customer, error) {
+	if err := t.checkISP(isp); err != nil {
+		return Customer{}, err
+	}
+	c, err := newCustomer(isp, in) // hashed before the writer lock
+	if err != nil {
+		return Customer{}, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, err := t.store.Customer(isp, in.ID); err == nil {
+		return Customer{}, fmt.Errorf("%w: customer %q exists", ErrConflict, in.ID)
+	} else if !errors.Is(err, subscribers.ErrNotFound) {
+		return Customer{}, err
+	}
+	if _, err := t.apply(subscribers.TenantWrite{PutCustomers: []subscribers.Customer{c},
+		Events: []subscribers.Event{event(a, subscribers.EventCustomerCreated, isp, c.ID, subscribers.MAC{}, "status "+c.Status)}}); err != nil {
+		return Customer{}, err
+	}
+	t.count(isp, 1, 0)
+	if c.Status == string(StatusSuspended) {
+		t.reg.SetSuspended(isp, c.ID, true)
+	}
+	return t.customerView(c, 0), nil
+}
+
+// ImportCustomer upserts one line of a bulk import.
+func (t *Tenants) ImportCustomer(ctx context.Context, a Actor, isp string, line int, in CustomerInput) ImportResult {
+	r := ImportResult{Line: line, CustomerID: in.ID}
+	fail := func(err error) ImportResult {
+		r.Result, r.Error = "error", err.Error()
+		return r
+	}
+	if err := t.checkISP(isp); err != nil {
+		return fail(err)
+	}
+	t.mu.Lock()
+	old, err := t.store.Customer(isp, in.ID)
+	t.mu.Unlock()
+	exists := err == nil
+	if err != nil && !errors.Is(err, subscribers.ErrNotFound) {
+		return fail(err)
+	}
+	if exists && old.Source == SourceConfig {
+		return fail(fmt.Errorf("%w: customer %q comes from the configuration (read-only)", ErrConflict, in.ID))
+	}
+	// An unchanged line (same status, limit and password) writes
+	// nothing: reruns are safe and cheap. A plaintext password is
+	// verified, not rehashed.
+	if exists && unchanged(old, in) {
+		r.Result = "unchanged"
+		return r
+	}
+	c, err := newCustomer(isp, in)
+	if err != nil {
+		return fail(err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	kind := subscribers.EventCustomerCreated
+	if cur, err := t.store.Customer(isp, in.ID); err == nil {
+		c.Created = cur.Created
+		exists, old = true, cur
+		kind = subscribers.EventCustomerUpdated
+	}
+	if _, err := t.apply(subscribers.TenantWrite{PutCustomers: []subscribers.Customer{c},
+		Events: []subscribers.Event{event(a, kind, isp, c.ID, subscribers.MAC{}, "imported, status "+c.Status)}}); err != nil {
+		return fail(err)
+	}
+	r.Result = "created"
+	if exists {
+		r.Result = "updated"
+	} else {
+		t.count(isp, 1, 0)
+	}
+	t.afterStatus(isp, c.ID, exists && old.Status == string(StatusSuspended), c.Status == string(StatusSuspended))
+	return r
+}
+
+// unchanged reports whether importing in over old would change nothing.
+func unchanged(old subscribers.Customer, in CustomerInput) bool {
+	st, err := checkStatus(in.Status)
+	if err != nil || string(st) != old.Status {
+		return false
+	}
+	lim, err := checkLimit(in.DeviceLimit)
+	if err != nil || lim != old.DeviceLimit {
+		return false
+	}
+	switch {
+	case in.PasswordHash != "":
+		return in.Password == "" && in.PasswordHash == old.PasswordHash
+	case in.Password != "":
+		ok, rehash, err := verify(old.PasswordHash, in.Password)
+		return err == nil && ok && !rehash
+	}
+	return old.PasswordHash == ""
+}
+
+// afterStatus publishes a status change and ends a newly suspended
+// customer's bindings.
+func (t *Tenants) afterStatus(isp, id string, was, now bool) {
+	if was == now {
+		return
+	}
+	t.reg.SetSuspended(isp, id, now)
+	if now {
+		t.revalidate(t.macsOf(isp, id)...)
+	}
+}
+
+// macsOf returns the MACs of a customer's devices.
+func (t *Tenants) macsOf(isp, id string) []uint64 {
+	regs, err := t.store.DevicesOf(isp, id)
+	if err != nil {
+		t.log.Warn("tenants: devices of a customer", "isp", isp, "customer", id, "err", err)
+	}
+	out := make([]uint64, 0, len(regs))
+	for _, r := range regs {
+		out = append(out, binding.MAC48(r.MAC))
+	}
+	return out
+}
+
+// Customer returns one customer of isp.
+func (t *Tenants) Customer(ctx context.Context, isp, id string) (Customer, error) {
+	if err := t.checkISP(isp); err != nil {
+		return Customer{}, err
+	}
+	c, err := t.store.Customer(isp, id)
+	if err != nil {
+		return Customer{}, notFound("customer "+id, err)
+	}
+	regs, err := t.store.DevicesOf(isp, id)
+	if err != nil {
+		return Customer{}, err
+	}
+	return t.customerView(c, len(regs)), nil
+}
+
+// Customers lists isp's customers by ID.
+func (t *Tenants) Customers(ctx context.Context, isp string, o ListOptions) (Page[Customer], error) {
+	if err := t.checkISP(isp); err != nil {
+		return Page[Customer]{}, err
+	}
+	cs, next, err := t.store.Customers(isp, o.After, pageLimit(o.Limit))
+	if err != nil {
+		return Page[Customer]{}, err
+	}
+	p := Page[Customer]{Items: make([]Customer, 0, len(cs)), Next: next}
+	for _, c := range cs {
+		regs, err := t.store.DevicesOf(isp, c.ID)
+		if err != nil {
+			return Page[Customer]{}, err
+		}
+		p.Items = append(p.Items, t.customerView(c, len(regs)))
+	}
+	return p, nil
+}
+
+func pageLimit(n int) int {
+	switch {
+	case n <= 0:
+		return DefaultLimit
+	case n > MaxLimit:
+		return MaxLimit
+	}
+	return n
+}
+
+// UpdateCustomer changes a customer's password, status or device limit.
+func (t *Tenants) UpdateCustomer(ctx context.Context, a Actor, isp, id string, p CustomerPatch) (Customer, error) {
+	if err := t.checkISP(isp); err != nil {
+		return Customer{}, err
+	}
+	var pw, ph string
+	if p.Password != nil {
+		pw = *p.Password
+		if pw == "" {
+			return Customer{}, fmt.Errorf("%w: empty password", ErrInvalid)
+		}
+	}
+	if p.PasswordHash != nil {
+		ph = *p.PasswordHash
+	}
+	h, err := hashOf(pw, ph)
+	if err != nil {
+		return Customer{}, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c, err := t.store.Customer(isp, id)
+	if err != nil {
+		return Customer{}, notFound("customer "+id, err)
+	}
+	if c.Source == SourceConfig {
+		return Customer{}, fmt.Errorf("%w: customer %q comes from the configuration (read-only)", ErrConflict, id)
+	}
+	was := c.Status
+	var what []string
+	if h != "" {
+		c.PasswordHash = h
+		what = append(what, "password")
+	}
+	if p.Status != nil {
+		st, err := checkStatus(*p.Status)
+		if err != nil {
+			return Customer{}, err
+		}
+		c.Status = string(st)
+		what = append(what, "status "+c.Status)
+	}
+	if p.DeviceLimit != nil {
+		lim, err := checkLimit(*p.DeviceLimit)
+		if err != nil {
+			return Customer{}, err
+		}
+		c.DeviceLimit = lim
+		what = append(what, fmt.Sprintf("device limit %d", lim))
+	}
+	c.Updated = time.Now()
+	kind := subscribers.EventCustomerUpdated
+	if c.Status != was && c.Status == string(StatusSuspended) {
+		kind = subscribers.EventSuspended
+	}
+	if _, err := t.apply(subscribers.TenantWrite{PutCustomers: []subscribers.Customer{c},
+		Events: []subscribers.Event{event(a, kind, isp, id, subscribers.MAC{}, joinWhat(what))}}); err != nil {
+		return Customer{}, err
+	}
+	t.afterStatus(isp, id, was == string(StatusSuspended), c.Status == string(StatusSuspended))
+	regs, _ := t.store.DevicesOf(isp, id)
+	return t.customerView(c, len(regs)), nil
+}
+
+func joinWhat(what []string) string {
+	if len(what) == 0 {
+		return "nothing changed"
+	}
+	s := what[0]
+	for _, w := range what[1:] {
+		s += ", " + w
+	}
+	return s
+}
+
+// DeleteCustomer ends its devices' bindings, detaches them and removes it.
+func (t *Tenants) DeleteCustomer(ctx context.Context, a Actor, isp, id string) error {
+	if err := t.checkISP(isp); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c, err := t.store.Customer(isp, id)
+	if err != nil {
+		return notFound("customer "+id, err)
+	}
+	if c.Source == SourceConfig {
+		return fmt.Errorf("%w: customer %q comes from the configuration (read-only)", ErrConflict, id)
+	}
+	regs, err := t.store.DevicesOf(isp, id)
+	if err != nil {
+		return err
+	}
+	w := subscribers.TenantWrite{DeleteCustomers: []subscribers.CustomerKey{{ISP: isp, ID: id}}}
+	for _, r := range regs {
+		if r.Source == SourceConfig {
+			return fmt.Errorf("%w: device %s of customer %q comes from the configuration: remove it there first", ErrConflict, macString(r.MAC), id)
+		}
+		w.DeleteRegistrations = append(w.DeleteRegistrations, r.MAC)
+		w.Events = append(w.Events, event(a, subscribers.EventDeviceDetached, isp, id, r.MAC, "customer deleted"))
+	}
+	w.Events = append(w.Events, event(a, subscribers.EventCustomerDeleted, isp, id, subscribers.MAC{}, fmt.Sprintf("%d devices detached", len(regs))))
+	if _, err := t.apply(w); err != nil {
+		return err
+	}
+	macs := make([]uint64, 0, len(regs))
+	for _, r := range regs {
+		mac := binding.MAC48(r.MAC)
+		t.unpublish(mac)
+		macs = append(macs, mac)
+	}
+	t.reg.SetSuspended(isp, id, false)
+	t.count(isp, -1, -len(regs))
+	t.revalidate(macs...)
+	return nil
+}

@@ -1,0 +1,273 @@
+package tenants
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+func deviceView(r subscribers.Registration) Device {
+	return Device{MAC: macString(r.MAC), ISP: r.ISP, CustomerID: r.CustomerID, Access: r.Access, Source: r.Source,
+		Blocked: r.Blocked, Updated: r.Updated}
+}
+
+// Devices lists devices of isp ("" = all), of one customer if set.
+func (t *Tenants) Devices(ctx context.Context, isp, customerID string, o ListOptions) (Page[Device], error) {
+	if isp != "" {
+		if err := t.checkISP(isp); err != nil {
+			return Page[Device]{}, err
+		}
+	}
+	regs, next, err := t.store.Devices(isp, customerID, o.After, pageLimit(o.Limit))
+	if err != nil {
+		return Page[Device]{}, err
+	}
+	p := Page[Device]{Items: make([]Device, 0, len(regs)), Next: next}
+	for _, r := range regs {
+		p.Items = append(p.Items, deviceView(r))
+	}
+	return p, nil
+}
+
+// Device returns one device; isp "" = any ISP.
+func (t *Tenants) Device(ctx context.Context, isp, mac string) (Device, error) {
+	m, err := parseMAC(mac)
+	if err != nil {
+		return Device{}, err
+	}
+	r, err := t.store.Registration(m)
+	if err != nil || isp != "" && r.ISP != isp {
+		return Device{}, notFound("device "+mac, orNotFound(err))
+	}
+	return deviceView(r), nil
+}
+
+func orNotFound(err error) error {
+	if err == nil {
+		return subscribers.ErrNotFound
+	}
+	return err
+}
+
+// attachLocked attaches mac to customer c (t.mu held): the checks every
+// path shares (device limit, replace, the MAC's current owner), then one
+// write with its events, then publication and revalidation.
+func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.MAC, access, replace, source string, mayTake bool) (Device, error) {
+	if access != "" {
+		if err := validAccessName(access); err != nil {
+			return Device{}, err
+		}
+	}
+	old, err := t.store.Registration(mac)
+	had := err == nil
+	if err != nil && !errors.Is(err, subscribers.ErrNotFound) {
+		return Device{}, err
+	}
+	if had && old.Source == SourceConfig {
+		return Device{}, fmt.Errorf("%w: device %s comes from the configuration (read-only)", ErrConflict, macString(mac))
+	}
+	if had && old.ISP != c.ISP && !mayTake {
+		// Another ISP's device: only the operator (or, later, the
+		// portal on that subscriber's own line) moves it. Not found
+		// for the caller: it must not learn another tenant's device.
+		return Device{}, fmt.Errorf("%w: device %s is attached elsewhere", ErrConflict, macString(mac))
+	}
+	if had && old.ISP == c.ISP && old.CustomerID == c.ID {
+		return deviceView(old), nil // already attached: idempotent
+	}
+	devs, err := t.store.DevicesOf(c.ISP, c.ID)
+	if err != nil {
+		return Device{}, err
+	}
+	w := subscribers.TenantWrite{}
+	var replaced *subscribers.Registration
+	if replace != "" {
+		rm, err := parseMAC(replace)
+		if err != nil {
+			return Device{}, err
+		}
+		for i := range devs {
+			if devs[i].MAC == rm {
+				replaced = &devs[i]
+			}
+		}
+		if replaced == nil {
+			return Device{}, fmt.Errorf("%w: replace: %s is not a device of customer %q", ErrInvalid, replace, c.ID)
+		}
+		if replaced.Source == SourceConfig {
+			return Device{}, fmt.Errorf("%w: device %s comes from the configuration (read-only)", ErrConflict, replace)
+		}
+		w.DeleteRegistrations = append(w.DeleteRegistrations, replaced.MAC)
+		w.Events = append(w.Events, event(a, subscribers.EventDeviceDetached, c.ISP, c.ID, replaced.MAC, "replaced by "+macString(mac)))
+	}
+	n := len(devs)
+	if replaced != nil {
+		n--
+	}
+	if n >= c.DeviceLimit {
+		e := &DeviceLimitError{Limit: c.DeviceLimit}
+		for _, d := range devs {
+			e.Devices = append(e.Devices, macString(d.MAC))
+		}
+		return Device{}, e
+	}
+	if !had && t.cfg.MaxDevices > 0 && t.reg.Len() >= t.cfg.MaxDevices {
+		return Device{}, fmt.Errorf("%w: the box holds its maximum of %d devices (datapath.mac_table_size)", ErrConflict, t.cfg.MaxDevices)
+	}
+	now := time.Now()
+	r := subscribers.Registration{MAC: mac, CustomerID: c.ID, ISP: c.ISP, Access: access, Source: source, Updated: now}
+	kind, why := subscribers.EventDeviceAttached, "attached ("+source+")"
+	if source == SourceClaim {
+		kind, why = subscribers.EventClaimed, "claimed with the customer's credentials"
+	}
+	if had {
+		r.Blocked = old.Blocked
+		r.Created = old.Created
+		if old.ISP != c.ISP {
+			// The losing ISP learns its customer's device left, not
+			// where it went.
+			w.Events = append(w.Events, event(a, subscribers.EventMoved, old.ISP, old.CustomerID, mac, "device moved away from this ISP"))
+		} else {
+			w.Events = append(w.Events, event(a, subscribers.EventDeviceDetached, old.ISP, old.CustomerID, mac, "moved to customer "+c.ID))
+		}
+	}
+	w.PutRegistrations = append(w.PutRegistrations, r)
+	w.Events = append(w.Events, event(a, kind, c.ISP, c.ID, mac, why))
+	if _, err := t.apply(w); err != nil {
+		return Device{}, err
+	}
+	var gone []uint64
+	if replaced != nil {
+		rm := binding.MAC48(replaced.MAC)
+		t.unpublish(rm)
+		gone = append(gone, rm)
+		t.count(c.ISP, 0, -1)
+	}
+	if err := t.publish(r, c.Status == string(StatusSuspended)); err != nil {
+		t.log.Warn("tenants: device stored but not admitted", "err", err)
+	}
+	if had {
+		t.count(old.ISP, 0, -1)
+		gone = append(gone, binding.MAC48(mac))
+	}
+	t.count(c.ISP, 0, 1)
+	t.revalidate(gone...)
+	return deviceView(r), nil
+}
+
+// AttachDevice attaches a MAC to a customer of isp.
+func (t *Tenants) AttachDevice(ctx context.Context, a Actor, isp string, in DeviceInput) (Device, error) {
+	if err := t.checkISP(isp); err != nil {
+		return Device{}, err
+	}
+	mac, err := parseMAC(in.MAC)
+	if err != nil {
+		return Device{}, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c, err := t.store.Customer(isp, in.CustomerID)
+	if err != nil {
+		return Device{}, notFound("customer "+in.CustomerID, err)
+	}
+	return t.attachLocked(a, c, mac, in.Access, "", SourceAPI, false)
+}
+
+// DetachDevice ends the device's binding and detaches it.
+func (t *Tenants) DetachDevice(ctx context.Context, a Actor, isp, mac string) error {
+	m, err := parseMAC(mac)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r, err := t.store.Registration(m)
+	if err != nil || isp != "" && r.ISP != isp {
+		return notFound("device "+mac, orNotFound(err))
+	}
+	if r.Source == SourceConfig {
+		return fmt.Errorf("%w: device %s comes from the configuration (read-only)", ErrConflict, mac)
+	}
+	if _, err := t.apply(subscribers.TenantWrite{DeleteRegistrations: []subscribers.MAC{m},
+		Events: []subscribers.Event{event(a, subscribers.EventDeviceDetached, r.ISP, r.CustomerID, m, "detached")}}); err != nil {
+		return err
+	}
+	t.unpublish(binding.MAC48(m))
+	t.count(r.ISP, 0, -1)
+	t.revalidate(binding.MAC48(m))
+	return nil
+}
+
+// Block blocks or unblocks a MAC (operator).
+func (t *Tenants) Block(ctx context.Context, a Actor, mac string, blocked bool) (Device, error) {
+	m, err := parseMAC(mac)
+	if err != nil {
+		return Device{}, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r, err := t.store.Registration(m)
+	if err != nil {
+		return Device{}, notFound("device "+mac, err)
+	}
+	if r.Source == SourceConfig {
+		return Device{}, fmt.Errorf("%w: device %s comes from the configuration: block it there", ErrConflict, mac)
+	}
+	if r.Blocked == blocked {
+		return deviceView(r), nil
+	}
+	r.Blocked, r.Updated = blocked, time.Now()
+	kind, why := subscribers.EventDeviceBlocked, "blocked by the operator"
+	if !blocked {
+		kind, why = subscribers.EventUnblocked, "unblocked by the operator"
+	}
+	if _, err := t.apply(subscribers.TenantWrite{PutRegistrations: []subscribers.Registration{r},
+		Events: []subscribers.Event{event(a, kind, r.ISP, r.CustomerID, m, why)}}); err != nil {
+		return Device{}, err
+	}
+	c, _ := t.store.Customer(r.ISP, r.CustomerID)
+	if err := t.publish(r, c.Status == string(StatusSuspended)); err != nil {
+		t.log.Warn("tenants: device not admitted", "err", err)
+	}
+	if blocked {
+		t.revalidate(binding.MAC48(m))
+	}
+	return deviceView(r), nil
+}
+
+// Move moves a device to another customer, of any ISP (operator): its
+// binding ends at once with a RELEASE to the old ISP on its behalf, and
+// its next REQUEST for the old address is NAKed by ispmux, so it starts
+// over with the new ISP.
+func (t *Tenants) Move(ctx context.Context, a Actor, mac string, to MoveRequest) (Device, error) {
+	if err := t.checkISP(to.ISP); err != nil {
+		return Device{}, err
+	}
+	m, err := parseMAC(mac)
+	if err != nil {
+		return Device{}, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, err := t.store.Registration(m); err != nil {
+		return Device{}, notFound("device "+mac, err)
+	}
+	c, err := t.store.Customer(to.ISP, to.CustomerID)
+	if err != nil {
+		return Device{}, notFound("customer "+to.CustomerID, err)
+	}
+	return t.attachLocked(a, c, m, "", "", SourceAPI, true)
+}
+
+// validAccessName checks an access pin's shape (the appliance checks that
+// it names an [[access]] entry).
+func validAccessName(s string) error {
+	if len(s) > 64 {
+		return fmt.Errorf("%w: access name longer than 64 bytes", ErrInvalid)
+	}
+	return nil
+}

@@ -1,0 +1,80 @@
+package tenants
+
+import (
+	"context"
+	"net"
+
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+func eventView(e subscribers.Event) Event {
+	v := Event{Seq: e.Seq, Time: e.Time, Kind: string(e.Kind), ISP: e.ISP, CustomerID: e.Customer, Access: e.Access,
+		Reason: e.Reason, Actor: e.Actor, RequestID: e.RequestID}
+	if e.MAC != (subscribers.MAC{}) {
+		v.MAC = net.HardwareAddr(e.MAC[:]).String()
+	}
+	if e.IP.IsValid() {
+		v.IP = e.IP.String()
+	}
+	return v
+}
+
+// Events returns up to limit events of isp ("" = all) after seq.
+func (t *Tenants) Events(ctx context.Context, isp string, after uint64, limit int) (EventPage, error) {
+	if isp != "" {
+		if err := t.checkISP(isp); err != nil {
+			return EventPage{}, err
+		}
+	}
+	limit = pageLimit(limit)
+	oldest, newest, err := t.store.EventBounds()
+	if err != nil {
+		return EventPage{}, err
+	}
+	var evs []subscribers.Event
+	if isp == "" {
+		evs, err = t.store.Events(after, limit)
+	} else {
+		evs, err = t.store.EventsOf(isp, after, limit)
+	}
+	if err != nil && len(evs) == 0 {
+		return EventPage{}, err
+	}
+	p := EventPage{Events: make([]Event, 0, len(evs)), Oldest: oldest, Newest: newest}
+	for _, e := range evs {
+		if isp != "" && e.ISP != isp {
+			continue // never another ISP's
+		}
+		p.Events = append(p.Events, eventView(e))
+	}
+	return p, nil
+}
+
+// WaitEvents returns when an event newer than after may exist, or ctx is
+// done (the store wakes it on every commit that appends events, whoever
+// wrote them: the DHCP proxy included).
+func (t *Tenants) WaitEvents(ctx context.Context, after uint64) error {
+	return t.store.WaitEvents(ctx, after)
+}
+
+// Bindings lists DHCP bindings of isp ("" = all).
+func (t *Tenants) Bindings(ctx context.Context, isp string, o ListOptions) (Page[Binding], error) {
+	if isp != "" {
+		if err := t.checkISP(isp); err != nil {
+			return Page[Binding]{}, err
+		}
+	}
+	bs, next, err := t.store.BindingsPage(isp, o.After, pageLimit(o.Limit))
+	if err != nil {
+		return Page[Binding]{}, err
+	}
+	p := Page[Binding]{Items: make([]Binding, 0, len(bs)), Next: next}
+	for _, b := range bs {
+		if isp != "" && b.ISP != isp {
+			continue
+		}
+		p.Items = append(p.Items, Binding{MAC: macString(b.MAC), ISP: b.ISP, CustomerID: b.Customer, Access: b.Access,
+			VLAN: b.VLAN, IP: b.IP, Expires: b.Expires})
+	}
+	return p, nil
+}

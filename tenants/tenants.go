@@ -1,0 +1,314 @@
+package tenants
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ispmux/ispmux/auth"
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/registry"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// Proxy is what the tenant model needs of the DHCP proxy: after a change
+// that takes service away from MACs, their live bindings are ended (a
+// RELEASE to the old ISP through a durable intent).
+type Proxy interface {
+	RevalidateMACs(macs []uint64) int
+}
+
+// Admission is the datapath's set of registered MACs (engine.Control).
+type Admission interface {
+	// SetAdmitted sets the whole set (Load) and turns filtering on.
+	SetAdmitted(macs []uint64) error
+	Admit(mac uint64) error
+	Unadmit(mac uint64)
+}
+
+// Config is the tenant service's configuration.
+type Config struct {
+	// ISPs are the configured ISP names.
+	ISPs []string
+	// MaxDevices caps the registered MACs (the datapath's MAC table).
+	MaxDevices int
+	// Claim limits (zero values: the defaults below).
+	Claim ClaimLimits
+}
+
+// Tenants implements Service over the store, the registry and the proxy.
+// It is the one writer of the tenant model: mu serialises every change
+// (read, check, write, publish), so checks made under it hold when the
+// write commits. Reads go to the store (and the in-memory counts) without
+// it.
+type Tenants struct {
+	cfg   Config
+	store *subscribers.Store
+	reg   *registry.Registry
+	proxy Proxy
+	adm   Admission
+	log   *slog.Logger
+	isps  map[string]bool
+
+	mu sync.Mutex
+	// counts per ISP (customers, devices), kept by the writer; read by
+	// ISPs and Stats under cmu.
+	cmu    sync.Mutex
+	counts map[string]*ispCounts
+
+	claims *claimLimiter
+}
+
+type ispCounts struct{ customers, devices int }
+
+// New returns the tenant service. Call Load before use.
+func New(cfg Config, store *subscribers.Store, reg *registry.Registry, proxy Proxy, adm Admission, log *slog.Logger) *Tenants {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	t := &Tenants{cfg: cfg, store: store, reg: reg, proxy: proxy, adm: adm, log: log,
+		isps: map[string]bool{}, counts: map[string]*ispCounts{}, claims: newClaimLimiter(cfg.Claim)}
+	for _, n := range cfg.ISPs {
+		t.isps[n] = true
+		t.counts[n] = &ispCounts{}
+	}
+	return t
+}
+
+// SetProxy sets the DHCP proxy (built after the tenant service, which
+// loads the registry it reads).
+func (t *Tenants) SetProxy(p Proxy) { t.proxy = p }
+
+// Load publishes the store's devices to the registry and the admission
+// set, and counts customers and devices per ISP. Linear in the store.
+func (t *Tenants) Load() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.loadLocked()
+}
+
+// loadLocked is Load with t.mu held.
+func (t *Tenants) loadLocked() error {
+	custs, err := t.store.AllCustomers()
+	if err != nil {
+		return fmt.Errorf("tenants: load customers: %w", err)
+	}
+	suspended := map[[2]string]bool{}
+	t.cmu.Lock()
+	for _, c := range t.counts {
+		*c = ispCounts{}
+	}
+	for _, c := range custs {
+		if n := t.counts[c.ISP]; n != nil {
+			n.customers++
+		}
+		if c.Status == string(StatusSuspended) {
+			suspended[[2]string{c.ISP, c.ID}] = true
+		}
+	}
+	t.cmu.Unlock()
+	regs, err := t.store.Registrations()
+	if err != nil {
+		return fmt.Errorf("tenants: load devices: %w", err)
+	}
+	seen := make(map[uint64]bool, len(regs))
+	macs := make([]uint64, 0, len(regs))
+	for _, r := range regs {
+		mac := binding.MAC48(r.MAC)
+		seen[mac] = true
+		macs = append(macs, mac)
+		t.reg.Put(mac, registry.Entry{ISP: r.ISP, CustomerID: r.CustomerID, Access: r.Access, Blocked: r.Blocked, Source: r.Source},
+			suspended[[2]string{r.ISP, r.CustomerID}])
+	}
+	if t.adm != nil {
+		if err := t.adm.SetAdmitted(macs); err != nil {
+			return fmt.Errorf("tenants: %w", err)
+		}
+	}
+	var gone []uint64
+	t.reg.Range(func(mac uint64, _ *registry.Entry) bool {
+		if !seen[mac] {
+			gone = append(gone, mac)
+		}
+		return true
+	})
+	for _, mac := range gone {
+		t.reg.Delete(mac)
+	}
+	t.cmu.Lock()
+	for _, r := range regs {
+		if n := t.counts[r.ISP]; n != nil {
+			n.devices++
+		}
+	}
+	t.cmu.Unlock()
+	t.log.Info("tenants loaded", "customers", len(custs), "devices", len(regs))
+	return nil
+}
+
+// publish makes r visible to the DHCP path and the datapath.
+func (t *Tenants) publish(r subscribers.Registration, suspended bool) error {
+	mac := binding.MAC48(r.MAC)
+	if t.adm != nil {
+		if err := t.adm.Admit(mac); err != nil {
+			return fmt.Errorf("tenants: device %s: %w", binding.MACString(mac), err)
+		}
+	}
+	t.reg.Put(mac, registry.Entry{ISP: r.ISP, CustomerID: r.CustomerID, Access: r.Access, Blocked: r.Blocked, Source: r.Source}, suspended)
+	return nil
+}
+
+func (t *Tenants) unpublish(mac uint64) {
+	t.reg.Delete(mac)
+	if t.adm != nil {
+		t.adm.Unadmit(mac)
+	}
+}
+
+// revalidate ends the live bindings of macs that no longer match their
+// registration.
+func (t *Tenants) revalidate(macs ...uint64) {
+	if t.proxy != nil && len(macs) > 0 {
+		t.proxy.RevalidateMACs(macs)
+	}
+}
+
+func (t *Tenants) count(isp string, customers, devices int) {
+	t.cmu.Lock()
+	if n := t.counts[isp]; n != nil {
+		n.customers += customers
+		n.devices += devices
+	}
+	t.cmu.Unlock()
+}
+
+// HasISP reports whether name is a configured ISP.
+func (t *Tenants) HasISP(name string) bool { return t.isps[name] }
+
+// ISPs lists the configured ISPs with their counts.
+func (t *Tenants) ISPs(ctx context.Context) ([]ISPInfo, error) {
+	bindings := map[string]int{}
+	bs, err := t.store.Bindings()
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range bs {
+		bindings[b.ISP]++
+	}
+	t.cmu.Lock()
+	defer t.cmu.Unlock()
+	out := make([]ISPInfo, 0, len(t.cfg.ISPs))
+	for _, n := range t.cfg.ISPs {
+		c := t.counts[n]
+		out = append(out, ISPInfo{Name: n, Customers: c.customers, Devices: c.devices, Bindings: bindings[n]})
+	}
+	return out, nil
+}
+
+// Stats returns the box's counts.
+func (t *Tenants) Stats(ctx context.Context) (Stats, error) {
+	isps, err := t.ISPs(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
+	s := Stats{ISPs: len(isps)}
+	for _, i := range isps {
+		s.Customers += i.Customers
+		s.Devices += i.Devices
+		s.Bindings += i.Bindings
+	}
+	return s, nil
+}
+
+// event builds a store event of a change made by a.
+func event(a Actor, kind subscribers.EventKind, isp, customer string, mac subscribers.MAC, reason string) subscribers.Event {
+	return subscribers.Event{Time: time.Now(), Kind: kind, ISP: isp, Customer: customer, MAC: mac, Reason: reason,
+		Actor: a.String(), RequestID: a.RequestID}
+}
+
+// String names the actor for the event log: "operator:NAME", "isp:NAME".
+func (a Actor) String() string {
+	if a.Name == "" {
+		return string(a.Kind)
+	}
+	return string(a.Kind) + ":" + a.Name
+}
+
+// apply commits w (its events wake the event streams).
+func (t *Tenants) apply(w subscribers.TenantWrite) (subscribers.TenantResult, error) {
+	res, err := t.store.ApplyTenant(w)
+	if err != nil {
+		return res, fmt.Errorf("store: %w", err)
+	}
+	return res, nil
+}
+
+// checkISP refuses an unknown ISP name.
+func (t *Tenants) checkISP(isp string) error {
+	if !t.isps[isp] {
+		return fmt.Errorf("%w: ISP %q", ErrNotFound, isp)
+	}
+	return nil
+}
+
+// parseMAC parses a device MAC (EUI-48).
+func parseMAC(s string) (subscribers.MAC, error) {
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 {
+		return subscribers.MAC{}, fmt.Errorf("%w: MAC %q is not an EUI-48 address", ErrInvalid, s)
+	}
+	if hw[0]&1 != 0 {
+		return subscribers.MAC{}, fmt.Errorf("%w: MAC %q is a group address", ErrInvalid, s)
+	}
+	return subscribers.MAC(hw), nil
+}
+
+// validCustomerID checks a customer ID: it becomes the Option 82
+// subscriber-id (RFC 3993), so printable, no NUL, at most 64 bytes (the
+// whole Option 82 has 255).
+func validCustomerID(id string) error {
+	if id == "" || len(id) > maxCustomerID {
+		return fmt.Errorf("%w: customer_id must be 1..%d bytes", ErrInvalid, maxCustomerID)
+	}
+	for _, r := range id {
+		if r < 0x21 || r == 0x7f {
+			return fmt.Errorf("%w: customer_id %q has a space or control character", ErrInvalid, id)
+		}
+	}
+	return nil
+}
+
+const maxCustomerID = 64
+
+// hashPassword hashes or checks the password of in.
+func hashOf(password, hash string) (string, error) {
+	switch {
+	case password != "" && hash != "":
+		return "", fmt.Errorf("%w: give password or password_hash, not both", ErrInvalid)
+	case password != "":
+		if len(password) > 1024 {
+			return "", fmt.Errorf("%w: password longer than 1024 bytes", ErrInvalid)
+		}
+		return auth.HashPassword(password)
+	case hash != "":
+		if err := auth.CheckImportedHash(hash); err != nil {
+			return "", fmt.Errorf("%w: password_hash: %v", ErrInvalid, err)
+		}
+		return hash, nil
+	}
+	return "", nil
+}
+
+func notFound(what string, err error) error {
+	if errors.Is(err, subscribers.ErrNotFound) {
+		return fmt.Errorf("%w: %s", ErrNotFound, what)
+	}
+	return err
+}
+
+func macString(m subscribers.MAC) string { return strings.ToLower(net.HardwareAddr(m[:]).String()) }

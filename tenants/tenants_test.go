@@ -1,0 +1,359 @@
+package tenants
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/registry"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// fakeProxy records the MACs it was asked to revalidate.
+type fakeProxy struct {
+	mu   sync.Mutex
+	macs []uint64
+}
+
+func (f *fakeProxy) RevalidateMACs(macs []uint64) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.macs = append(f.macs, macs...)
+	return len(macs)
+}
+
+func (f *fakeProxy) take() []uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.macs
+	f.macs = nil
+	return out
+}
+
+type fakeAdm struct {
+	mu  sync.Mutex
+	set map[uint64]bool
+}
+
+func (f *fakeAdm) SetAdmitted(macs []uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.set = map[uint64]bool{}
+	for _, m := range macs {
+		f.set[m] = true
+	}
+	return nil
+}
+func (f *fakeAdm) Admit(mac uint64) error { f.mu.Lock(); f.set[mac] = true; f.mu.Unlock(); return nil }
+func (f *fakeAdm) Unadmit(mac uint64)     { f.mu.Lock(); delete(f.set, mac); f.mu.Unlock() }
+func (f *fakeAdm) has(mac uint64) bool    { f.mu.Lock(); defer f.mu.Unlock(); return f.set[mac] }
+
+type rig struct {
+	t     *testing.T
+	ten   *Tenants
+	store *subscribers.Store
+	reg   *registry.Registry
+	px    *fakeProxy
+	adm   *fakeAdm
+}
+
+var (
+	ctx  = context.Background()
+	op   = Actor{Kind: ActorOperator, Name: "ops", RequestID: "r1"}
+	beta = Actor{Kind: ActorISP, Name: "beta-token", ISP: "beta", RequestID: "r2"}
+)
+
+func newRig(t *testing.T) *rig {
+	st, err := subscribers.Open(filepath.Join(t.TempDir(), "s.db"), subscribers.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	r := &rig{t: t, store: st, reg: registry.New(), px: &fakeProxy{}, adm: &fakeAdm{set: map[uint64]bool{}}}
+	r.ten = New(Config{ISPs: []string{"alpha", "beta"}, MaxDevices: 100,
+		Claim: ClaimLimits{BackoffBase: time.Millisecond, BackoffMax: 10 * time.Millisecond}}, st, r.reg, r.px, r.adm, nil)
+	if err := r.ten.Load(); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func mac48(s string) uint64 {
+	m, err := parseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return binding.MAC48(m)
+}
+
+func (r *rig) events(isp string) []Event {
+	r.t.Helper()
+	p, err := r.ten.Events(ctx, isp, 0, 1000)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return p.Events
+}
+
+func kinds(evs []Event) []string {
+	var out []string
+	for _, e := range evs {
+		out = append(out, e.Kind)
+	}
+	return out
+}
+
+func TestCustomerLifecycle(t *testing.T) {
+	r := newRig(t)
+	c, err := r.ten.CreateCustomer(ctx, beta, "beta", CustomerInput{ID: "c-77", Password: "s3cret-pass"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Status != StatusActive || c.DeviceLimit != 1 || c.Source != SourceAPI {
+		t.Errorf("created %+v", c)
+	}
+	if _, err := r.ten.CreateCustomer(ctx, beta, "beta", CustomerInput{ID: "c-77"}); !errors.Is(err, ErrConflict) {
+		t.Errorf("duplicate: %v, want ErrConflict", err)
+	}
+	if _, err := r.ten.CreateCustomer(ctx, beta, "nosuch", CustomerInput{ID: "x"}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown ISP: %v", err)
+	}
+	for _, bad := range []CustomerInput{{ID: ""}, {ID: "has space"}, {ID: strings.Repeat("x", 65)}, {ID: "ok", DeviceLimit: -1},
+		{ID: "ok", Status: "gone"}, {ID: "ok", Password: "a", PasswordHash: "b"}, {ID: "ok", PasswordHash: "$md5$nope"}} {
+		if _, err := r.ten.CreateCustomer(ctx, beta, "beta", bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%+v: %v, want ErrInvalid", bad, err)
+		}
+	}
+	// Claim attaches s7; the registry and the datapath see it at once.
+	d, err := r.ten.Claim(ctx, Actor{Kind: ActorClaim, Name: "installer"}, ClaimRequest{ISP: "beta", CustomerID: "c-77", Password: "s3cret-pass", MAC: "02:00:00:00:00:07"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Source != SourceClaim || d.ISP != "beta" {
+		t.Errorf("claimed %+v", d)
+	}
+	if e, ok := r.reg.Lookup(mac48("02:00:00:00:00:07")); !ok || e.CustomerID != "c-77" || e.ISP != "beta" || !r.adm.has(mac48("02:00:00:00:00:07")) {
+		t.Fatalf("registry %+v %v after the claim", e, ok)
+	}
+	// Suspend: the registry says so at once, and the device's binding is
+	// revalidated (ended by the proxy).
+	st := StatusSuspended
+	if _, err := r.ten.UpdateCustomer(ctx, beta, "beta", "c-77", CustomerPatch{Status: &st}); err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := r.reg.Lookup(mac48("02:00:00:00:00:07")); !e.Suspended() {
+		t.Error("device of a suspended customer not suspended in the registry")
+	}
+	if got := r.px.take(); !slices.Equal(got, []uint64{mac48("02:00:00:00:00:07")}) {
+		t.Errorf("revalidated %v, want s7", got)
+	}
+	// Delete: devices detached, unpublished, revalidated.
+	if err := r.ten.DeleteCustomer(ctx, beta, "beta", "c-77"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.reg.Lookup(mac48("02:00:00:00:00:07")); ok || r.adm.has(mac48("02:00:00:00:00:07")) {
+		t.Error("device of a deleted customer still registered")
+	}
+	if _, err := r.ten.Customer(ctx, "beta", "c-77"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("deleted customer: %v", err)
+	}
+	want := []string{"customer-created", "claimed", "suspended", "device-detached", "customer-deleted"}
+	evs := r.events("beta")
+	if !slices.Equal(kinds(evs), want) {
+		t.Errorf("beta's events %v, want %v", kinds(evs), want)
+	}
+	if evs[0].Actor != "isp:beta-token" || evs[0].RequestID != "r2" {
+		t.Errorf("event without actor and request id: %+v", evs[0])
+	}
+	if len(r.events("alpha")) != 0 {
+		t.Errorf("alpha sees beta's events: %v", r.events("alpha"))
+	}
+}
+
+func TestClaimRefusals(t *testing.T) {
+	r := newRig(t)
+	if _, err := r.ten.CreateCustomer(ctx, op, "beta", CustomerInput{ID: "c-1", Password: "right-password"}); err != nil {
+		t.Fatal(err)
+	}
+	claim := func(id, pw, mac, replace string) error {
+		_, err := r.ten.Claim(ctx, Actor{Kind: ActorClaim, Name: "portal"}, ClaimRequest{ISP: "beta", CustomerID: id, Password: pw, MAC: mac, Replace: replace})
+		return err
+	}
+	// Wrong password and unknown customer: the same generic error.
+	e1, e2 := claim("c-1", "wrong", "02:00:00:00:00:01", ""), claim("c-nobody", "wrong", "02:00:00:00:00:01", "")
+	if !errors.Is(e1, ErrBadCredentials) || !errors.Is(e2, ErrBadCredentials) || e1.Error() != e2.Error() {
+		t.Errorf("wrong password %v, unknown customer %v: want one generic error", e1, e2)
+	}
+	time.Sleep(20 * time.Millisecond) // past the back-off
+	if err := claim("c-1", "right-password", "02:00:00:00:00:01", ""); err != nil {
+		t.Fatal(err)
+	}
+	// At the device limit: the devices are named; replace works.
+	err := claim("c-1", "right-password", "02:00:00:00:00:02", "")
+	var dl *DeviceLimitError
+	if !errors.As(err, &dl) || !slices.Equal(dl.Devices, []string{"02:00:00:00:00:01"}) {
+		t.Fatalf("at the limit: %v", err)
+	}
+	if err := claim("c-1", "right-password", "02:00:00:00:00:02", "02:00:00:00:00:01"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.reg.Lookup(mac48("02:00:00:00:00:01")); ok {
+		t.Error("replaced device still registered")
+	}
+	if got := r.px.take(); !slices.Contains(got, mac48("02:00:00:00:00:01")) {
+		t.Errorf("replaced device's binding not revalidated: %v", got)
+	}
+	// Another ISP's device cannot be claimed away.
+	if _, err := r.ten.CreateCustomer(ctx, op, "alpha", CustomerInput{ID: "a-1", Password: "alpha-password"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.Claim(ctx, Actor{Kind: ActorClaim}, ClaimRequest{ISP: "alpha", CustomerID: "a-1", Password: "alpha-password", MAC: "02:00:00:00:00:02"}); !errors.Is(err, ErrConflict) {
+		t.Errorf("claiming beta's device for alpha: %v, want ErrConflict", err)
+	}
+	// Guessing is limited per (customer, MAC) before any hashing.
+	var limited error
+	for range 10 {
+		if err := claim("c-1", "guess", "02:00:00:00:00:09", ""); errors.Is(err, ErrRateLimited) {
+			limited = err
+			break
+		}
+		time.Sleep(11 * time.Millisecond)
+	}
+	var rl *RateLimitError
+	if !errors.As(limited, &rl) || rl.RetryAfter <= 0 {
+		t.Errorf("no rate limit after repeated guesses: %v", limited)
+	}
+	refused := 0
+	for _, e := range r.events("beta") {
+		if e.Kind == "claim-refused" {
+			refused++
+		}
+	}
+	if refused < 2 {
+		t.Errorf("%d claim-refused events at beta", refused)
+	}
+}
+
+func TestMoveAndBlock(t *testing.T) {
+	r := newRig(t)
+	for _, c := range []struct{ isp, id string }{{"beta", "c-77"}, {"alpha", "a-9"}} {
+		if _, err := r.ten.CreateCustomer(ctx, op, c.isp, CustomerInput{ID: c.id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: "02:00:00:00:00:07", CustomerID: "c-77"}); err != nil {
+		t.Fatal(err)
+	}
+	// beta cannot see or detach alpha's objects, nor attach to them.
+	if _, err := r.ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: "02:00:00:00:00:08", CustomerID: "a-9"}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("beta attaching to alpha's customer: %v", err)
+	}
+	r.px.take()
+	d, err := r.ten.Move(ctx, op, "02:00:00:00:00:07", MoveRequest{ISP: "alpha", CustomerID: "a-9"})
+	if err != nil || d.ISP != "alpha" {
+		t.Fatalf("move: %+v %v", d, err)
+	}
+	if e, _ := r.reg.Lookup(mac48("02:00:00:00:00:07")); e.ISP != "alpha" || e.CustomerID != "a-9" {
+		t.Errorf("registry after the move: %+v", e)
+	}
+	if got := r.px.take(); !slices.Equal(got, []uint64{mac48("02:00:00:00:00:07")}) {
+		t.Errorf("move revalidated %v", got)
+	}
+	// The losing ISP's moved event does not name the winner.
+	var moved *Event
+	for _, e := range r.events("beta") {
+		if e.Kind == "moved" {
+			moved = &e
+		}
+	}
+	if moved == nil || strings.Contains(moved.Reason, "alpha") || strings.Contains(moved.Reason, "a-9") {
+		t.Errorf("beta's moved event %+v", moved)
+	}
+	if err := r.ten.DetachDevice(ctx, beta, "beta", "02:00:00:00:00:07"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("beta detaching alpha's device: %v", err)
+	}
+	if _, err := r.ten.Block(ctx, op, "02:00:00:00:00:07", true); err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := r.reg.Lookup(mac48("02:00:00:00:00:07")); !e.Blocked {
+		t.Error("block not published")
+	}
+}
+
+func TestImportAndConfig(t *testing.T) {
+	r := newRig(t)
+	in := CustomerInput{ID: "c-1", Password: "pw-1-long-enough", DeviceLimit: 2}
+	for i, want := range []string{"created", "unchanged"} {
+		if res := r.ten.ImportCustomer(ctx, beta, "beta", i+1, in); res.Result != want {
+			t.Errorf("import %d: %+v, want %s", i, res, want)
+		}
+	}
+	in.DeviceLimit = 3
+	if res := r.ten.ImportCustomer(ctx, beta, "beta", 3, in); res.Result != "updated" {
+		t.Errorf("changed line: %+v", res)
+	}
+	if res := r.ten.ImportCustomer(ctx, beta, "beta", 4, CustomerInput{ID: "bad id"}); res.Result != "error" || res.Line != 4 {
+		t.Errorf("bad line: %+v", res)
+	}
+	// A configuration entry for a MAC the API attached is a conflict:
+	// the API's choice stays.
+	if _, err := r.ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: "02:00:00:00:00:07", CustomerID: "c-1"}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.ten.SyncConfig([]ConfigDevice{
+		{MAC: [6]byte{2, 0, 0, 0, 0, 7}, ISP: "alpha", CustomerID: "cfg-7"},
+		{MAC: [6]byte{2, 0, 0, 0, 0, 8}, ISP: "alpha", CustomerID: "cfg-8"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Conflicts) != 1 || rep.Added != 1 {
+		t.Errorf("sync report %+v", rep)
+	}
+	if e, _ := r.reg.Lookup(mac48("02:00:00:00:00:07")); e.ISP != "beta" {
+		t.Errorf("config overrode the API: %+v", e)
+	}
+	if e, ok := r.reg.Lookup(mac48("02:00:00:00:00:08")); !ok || e.Source != SourceConfig {
+		t.Errorf("config device not registered: %+v", e)
+	}
+	// Config-sourced objects are read-only through the API.
+	if err := r.ten.DetachDevice(ctx, op, "", "02:00:00:00:00:08"); !errors.Is(err, ErrConflict) {
+		t.Errorf("detaching a config device: %v", err)
+	}
+	if err := r.ten.DeleteCustomer(ctx, op, "alpha", "cfg-8"); !errors.Is(err, ErrConflict) {
+		t.Errorf("deleting a config customer: %v", err)
+	}
+	// Listing pages through every customer once.
+	for i := range 5 {
+		if _, err := r.ten.CreateCustomer(ctx, beta, "beta", CustomerInput{ID: "p-" + string(rune('a'+i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	after := ""
+	for range 10 {
+		p, err := r.ten.Customers(ctx, "beta", ListOptions{After: after, Limit: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range p.Items {
+			if seen[c.ID] {
+				t.Errorf("customer %s twice", c.ID)
+			}
+			seen[c.ID] = true
+		}
+		if p.Next == "" {
+			break
+		}
+		after = p.Next
+	}
+	if len(seen) != 6 {
+		t.Errorf("paged through %d customers, want 6", len(seen))
+	}
+}
