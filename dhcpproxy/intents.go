@@ -230,6 +230,10 @@ func (p *Proxy) revoke(sk subKey, b subscribers.Binding, why string) bool {
 	if !p.endBinding(sk, b.Access, in, e) {
 		return false
 	}
+	// The client still believes it holds the address: its next REQUEST
+	// for it gets a NAK from ispmux (relayed, a new ISP's server that is
+	// not authoritative would stay silent and strand it).
+	p.leases.noteEnded(binding.MAC48(b.MAC), b.IP, b.Expires)
 	p.count("binding_revoked")
 	return true
 }

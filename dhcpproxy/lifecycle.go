@@ -1,7 +1,7 @@
 package dhcpproxy
 
 import (
-		"fmt"
+	"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -27,11 +27,73 @@ type leaseTable struct {
 	mu         sync.Mutex
 	m          map[subKey]*lease
 	perCircuit map[circuitKey]int
+	// byMAC indexes m by MAC (a MAC may hold a lease on several
+	// circuits).
+	byMAC map[uint64][]subKey
+	// ended remembers, until its lease would have run out, the address
+	// of a binding ispmux revoked (moved, blocked, suspended, removed):
+	// the client's next REQUEST for it is NAKed by ispmux (handover).
+	ended map[uint64]endedLease
+}
+
+// endedLease is a revoked binding's address and how long the client may
+// still think it holds it.
+type endedLease struct {
+	ip    netip.Addr
+	until time.Time
+}
+
+// noteEnded remembers mac's revoked lease.
+func (t *leaseTable) noteEnded(mac uint64, ip netip.Addr, until time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ended[mac] = endedLease{ip, until}
+}
+
+// wasEnded reports whether ip is mac's revoked lease (still within its
+// time), and forgets it when it is over.
+func (t *leaseTable) wasEnded(mac uint64, ip netip.Addr, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.ended[mac]
+	if ok && !now.Before(e.until) {
+		delete(t.ended, mac)
+		return false
+	}
+	return ok && e.ip == ip
+}
+
+// forgetEnded drops mac's revoked lease (it bound again) and the ones
+// whose time is over.
+func (t *leaseTable) forgetEnded(mac uint64, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.ended, mac)
+	for m, e := range t.ended {
+		if !now.Before(e.until) {
+			delete(t.ended, m)
+		}
+	}
 }
 
 func (t *leaseTable) init() {
 	t.m = map[subKey]*lease{}
 	t.perCircuit = map[circuitKey]int{}
+	t.byMAC = map[uint64][]subKey{}
+	t.ended = map[uint64]endedLease{}
+}
+
+// ofMAC returns mac's leases.
+func (t *leaseTable) ofMAC(mac uint64) []held {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []held
+	for _, k := range t.byMAC[mac] {
+		if l := t.m[k]; l != nil {
+			out = append(out, held{k, l.b})
+		}
+	}
+	return out
 }
 
 // get returns a copy of sk's lease.
@@ -51,6 +113,7 @@ func (t *leaseTable) put(sk subKey, l *lease) {
 	defer t.mu.Unlock()
 	if t.m[sk] == nil {
 		t.perCircuit[sk.circuit]++
+		t.byMAC[sk.mac] = append(t.byMAC[sk.mac], sk)
 	}
 	t.m[sk] = l
 }
@@ -63,6 +126,18 @@ func (t *leaseTable) remove(sk subKey) *lease {
 	if l != nil {
 		delete(t.m, sk)
 		t.perCircuit[sk.circuit]--
+		ks := t.byMAC[sk.mac]
+		for i, k := range ks {
+			if k == sk {
+				ks = append(ks[:i], ks[i+1:]...)
+				break
+			}
+		}
+		if len(ks) == 0 {
+			delete(t.byMAC, sk.mac)
+		} else {
+			t.byMAC[sk.mac] = ks
+		}
 	}
 	return l
 }
@@ -186,6 +261,21 @@ func (p *Proxy) Revalidate() int {
 	for _, h := range p.leases.all() {
 		if why := p.stale(h.b); why != "" && p.revoke(h.k, h.b, why) {
 			n++
+		}
+	}
+	return n
+}
+
+// RevalidateMACs is Revalidate for the bindings of macs only (after a
+// tenant change: a device moved, blocked, detached, its customer suspended
+// or deleted): linear in len(macs), not in the bindings held.
+func (p *Proxy) RevalidateMACs(macs []uint64) int {
+	n := 0
+	for _, mac := range macs {
+		for _, h := range p.leases.ofMAC(mac) {
+			if why := p.stale(h.b); why != "" && p.revoke(h.k, h.b, why) {
+				n++
+			}
 		}
 	}
 	return n
@@ -327,6 +417,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte) {
 		return
 	}
 	p.leases.put(t.sub, &lease{b: b, circuit: c, isp: t.isp})
+	p.leases.forgetEnded(mac, now)
 	p.deliver(c, m, ack)
 	failpoint.Hit(failpoint.BindAfterAck)
 	p.count("ack")
@@ -362,6 +453,12 @@ func (p *Proxy) unusable(c *Circuit, isp *ISP, ip netip.Addr) string {
 		}
 	}
 	return ""
+}
+
+// hasLease reports whether ispmux holds a binding for sk.
+func (p *Proxy) hasLease(sk subKey) bool {
+	_, ok := p.leases.get(sk)
+	return ok
 }
 
 // Lease returns the DHCP binding of the subscriber at port, vlan, mac.

@@ -95,6 +95,21 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		p.refuse(subscribers.EventRateLimited, regSubject(pkt.Src, c, reg), netip.Addr{}, why)
 		return
 	}
+	if m.MessageType() == dhcpv4.MessageTypeRequest && !p.hasLease(sk) && !m.Options.Has(dhcpv4.OptionServerIdentifier) {
+		// INIT-REBOOT, RENEWING or REBINDING for a lease ispmux revoked
+		// (the subscriber moved, was blocked, suspended or removed):
+		// ispmux answers as its server with a NAK, never relays it, so
+		// the client starts over (a DISCOVER to its ISP now).
+		asked := addrOf(m.RequestedIPAddress())
+		if !asked.IsValid() || asked.IsUnspecified() {
+			asked = addrOf(m.ClientIPAddr)
+		}
+		if asked.IsValid() && p.leases.wasEnded(sk.mac, asked, now) {
+			p.count("handover_nak")
+			p.nak(c, m, "lease ended by the access operator; start over")
+			return
+		}
+	}
 	isp := p.isps[reg.ISP]
 	if isp == nil || len(isp.Servers) == 0 {
 		p.count("no_isp_server")
