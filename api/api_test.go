@@ -451,6 +451,32 @@ func TestImport(t *testing.T) {
 		t.Fatalf("import call %+v", c)
 	}
 
+	// Many lines go in batches, results in line order.
+	var big strings.Builder
+	for i := range 1200 {
+		fmt.Fprintf(&big, "{\"customer_id\":\"b-%d\"}\n", i)
+	}
+	calls := f.svc.callCount()
+	w = f.do("POST", "/v1/isps/alpha/customers:import", "alpha", big.String())
+	out := strings.Split(strings.TrimSpace(w.Body.String()), "\n")
+	if len(out) != 1200 || !strings.Contains(out[0], `"line":1,`) || !strings.Contains(out[1199], `"line":1200,"customer_id":"b-1199","result":"created"`) {
+		t.Fatalf("big import: %d lines, first %s last %s", len(out), out[0], out[len(out)-1])
+	}
+	batches := 0
+	f.svc.mu.Lock()
+	for _, c := range f.svc.calls[calls:] {
+		if c.Method == "ImportCustomers" {
+			batches++
+			if n := c.Arg.(int); n > importBatch {
+				t.Errorf("batch of %d", n)
+			}
+		}
+	}
+	f.svc.mu.Unlock()
+	if batches < 3 || batches > 20 {
+		t.Errorf("1200 lines in %d batches", batches)
+	}
+
 	// Its own limits: a line too long is one error; a body over the
 	// import limit ends with an error line.
 	f.srv.Limits.MaxImportLine = 128

@@ -162,6 +162,17 @@ func (f *fakeService) ImportCustomer(ctx context.Context, a tenants.Actor, isp s
 	return tenants.ImportResult{Line: line, CustomerID: in.ID, Result: "created"}
 }
 
+func (f *fakeService) ImportCustomers(ctx context.Context, a tenants.Actor, isp string, first int, ins []tenants.CustomerInput) []tenants.ImportResult {
+	out := make([]tenants.ImportResult, len(ins))
+	for i, in := range ins {
+		out[i] = f.ImportCustomer(ctx, a, isp, first+i, in)
+	}
+	f.mu.Lock()
+	_ = f.record(fakeCall{Method: "ImportCustomers", Actor: a, ISP: isp, Arg: len(ins)})
+	f.mu.Unlock()
+	return out
+}
+
 func (f *fakeService) Customer(ctx context.Context, isp, id string) (tenants.Customer, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -71,7 +71,37 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 			_ = bw.Flush()
 		}
 	}
+	// Consecutive good lines go to the Service in batches (one store
+	// transaction each); a batch is sent when full, when a line that is
+	// not part of it comes (blank, bad, too long), when the input read so
+	// far is used up (the client may be waiting for results) and at the
+	// end. Results go out in line order.
+	var batch []tenants.CustomerInput
+	first := 0
+	flushBatch := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		res := s.svc.ImportCustomers(ctx, c.actor, c.isp, first, batch)
+		for i := range batch {
+			var r tenants.ImportResult
+			if i < len(res) {
+				r = res[i]
+			} else {
+				r = tenants.ImportResult{Result: "error", Error: "no result"}
+			}
+			r.Line = first + i
+			if err := emit(r); err != nil {
+				return err
+			}
+		}
+		batch = batch[:0]
+		return nil
+	}
 	readErr := func(line int, err error) {
+		if flushBatch() != nil {
+			return
+		}
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) && !started {
 			s.problem(w, r, "too-large", fmt.Sprintf("body over the import limit of %d bytes", mbe.Limit))
@@ -83,6 +113,12 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 		}
 		_ = emit(tenants.ImportResult{Line: line, Result: "error", Error: msg})
 		finish()
+	}
+	lineErr := func(line int, msg string) error {
+		if err := flushBatch(); err != nil {
+			return err
+		}
+		return emit(tenants.ImportResult{Line: line, Result: "error", Error: msg})
 	}
 	lineNo := 0
 	for {
@@ -101,8 +137,7 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 				readErr(lineNo, err)
 				return
 			}
-			if e := emit(tenants.ImportResult{Line: lineNo, Result: "error",
-				Error: fmt.Sprintf("line longer than %d bytes", s.Limits.MaxImportLine)}); e != nil {
+			if lineErr(lineNo, fmt.Sprintf("line longer than %d bytes", s.Limits.MaxImportLine)) != nil {
 				return
 			}
 			if err == io.EOF {
@@ -112,9 +147,25 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 		}
 		if len(line) > 0 && (err == nil || err == io.EOF) { // never a line cut by a read error
 			lineNo++
-			if t := bytes.TrimSpace(line); len(t) > 0 {
-				if e := emit(s.importLine(c, r, lineNo, t)); e != nil {
+			t := bytes.TrimSpace(line)
+			switch in, derr := decodeImportLine(t); {
+			case len(t) == 0:
+				if flushBatch() != nil {
 					return
+				}
+			case derr != nil:
+				if lineErr(lineNo, derr.Error()) != nil {
+					return
+				}
+			default:
+				if len(batch) == 0 {
+					first = lineNo
+				}
+				batch = append(batch, in)
+				if len(batch) >= importBatch || br.Buffered() == 0 {
+					if flushBatch() != nil {
+						return
+					}
 				}
 			}
 		}
@@ -126,6 +177,9 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 			return
 		}
 	}
+	if flushBatch() != nil {
+		return
+	}
 	if !started {
 		s.problem(w, r, "bad-request", "empty body: send one JSON customer per line (application/x-ndjson)")
 		return
@@ -133,8 +187,15 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 	finish()
 }
 
-func (s *Server) importLine(c *call, r *http.Request, n int, line []byte) tenants.ImportResult {
+// importBatch is the most lines given to one ImportCustomers call.
+const importBatch = 500
+
+// decodeImportLine decodes one NDJSON line strictly.
+func decodeImportLine(line []byte) (tenants.CustomerInput, error) {
 	var in tenants.CustomerInput
+	if len(line) == 0 {
+		return in, nil
+	}
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(&in)
@@ -142,9 +203,7 @@ func (s *Server) importLine(c *call, r *http.Request, n int, line []byte) tenant
 		err = errors.New("more than one JSON value on the line")
 	}
 	if err != nil {
-		return tenants.ImportResult{Line: n, Result: "error", Error: strings.TrimPrefix(oneLine(err.Error()), "json: ")}
+		return in, errors.New(strings.TrimPrefix(oneLine(err.Error()), "json: "))
 	}
-	res := s.svc.ImportCustomer(r.Context(), c.actor, c.isp, n, in)
-	res.Line = n
-	return res
+	return in, nil
 }

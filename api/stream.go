@@ -105,6 +105,9 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, c *call) {
 		fmt.Fprintf(bw, "id: %d\nevent: reset\ndata: %s\n\n", resetID, data)
 		after = resetID
 	}
+	// Where the stream stands: a client that has seen no event yet
+	// resumes from here after a disconnect (package client does).
+	fmt.Fprintf(bw, ": position %d\n\n", after)
 	if err := write(); err != nil {
 		return
 	}
