@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/ispmux/ispmux/internal/binding"
@@ -88,55 +89,125 @@ func (t *Tenants) CreateCustomer(ctx context.Context, a Actor, isp string, in Cu
 
 // ImportCustomer upserts one line of a bulk import.
 func (t *Tenants) ImportCustomer(ctx context.Context, a Actor, isp string, line int, in CustomerInput) ImportResult {
-	r := ImportResult{Line: line, CustomerID: in.ID}
-	fail := func(err error) ImportResult {
-		r.Result, r.Error = "error", err.Error()
-		return r
+	return t.ImportCustomers(ctx, a, isp, line, []CustomerInput{in})[0]
+}
+
+// ImportCustomers upserts a batch of import lines (first is the line
+// number of ins[0]) in one store transaction, with one event for the
+// batch: reruns are safe (an identical line is "unchanged" and writes
+// nothing). Plaintext passwords are hashed before the writer lock, at most
+// GOMAXPROCS at a time (auth's cap); pre-hashed lines cost no hashing.
+func (t *Tenants) ImportCustomers(ctx context.Context, a Actor, isp string, first int, ins []CustomerInput) []ImportResult {
+	res := make([]ImportResult, len(ins))
+	recs := make([]subscribers.Customer, len(ins))
+	ok := make([]bool, len(ins))
+	for i, in := range ins {
+		res[i] = ImportResult{Line: first + i, CustomerID: in.ID}
+	}
+	fail := func(i int, err error) {
+		res[i].Result, res[i].Error = "error", err.Error()
 	}
 	if err := t.checkISP(isp); err != nil {
-		return fail(err)
+		for i := range ins {
+			fail(i, err)
+		}
+		return res
 	}
-	t.mu.Lock()
-	old, err := t.store.Customer(isp, in.ID)
-	t.mu.Unlock()
-	exists := err == nil
-	if err != nil && !errors.Is(err, subscribers.ErrNotFound) {
-		return fail(err)
+	seen := make(map[string]int, len(ins))
+	for i, in := range ins {
+		if j, dup := seen[in.ID]; dup {
+			fail(i, fmt.Errorf("%w: customer %q is also on line %d of this batch", ErrInvalid, in.ID, first+j))
+			continue
+		}
+		seen[in.ID] = i
+		if err := validCustomerID(in.ID); err != nil {
+			fail(i, err)
+			continue
+		}
+		// An unchanged line writes nothing (and a plaintext password is
+		// verified against the stored hash, not hashed again).
+		if old, err := t.store.Customer(isp, in.ID); err == nil {
+			if old.Source == SourceConfig {
+				fail(i, fmt.Errorf("%w: customer %q comes from the configuration (read-only)", ErrConflict, in.ID))
+				continue
+			}
+			if unchanged(old, in) {
+				res[i].Result = "unchanged"
+				continue
+			}
+		}
+		ok[i] = true
 	}
-	if exists && old.Source == SourceConfig {
-		return fail(fmt.Errorf("%w: customer %q comes from the configuration (read-only)", ErrConflict, in.ID))
+	// Hash (or check) the passwords of the lines to write, in parallel
+	// (auth bounds the concurrent hashes).
+	var wg sync.WaitGroup
+	for i, in := range ins {
+		if !ok[i] {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := newCustomer(isp, in)
+			if err != nil {
+				ok[i] = false
+				fail(i, err)
+				return
+			}
+			recs[i] = c
+		}()
 	}
-	// An unchanged line (same status, limit and password) writes
-	// nothing: reruns are safe and cheap. A plaintext password is
-	// verified, not rehashed.
-	if exists && unchanged(old, in) {
-		r.Result = "unchanged"
-		return r
-	}
-	c, err := newCustomer(isp, in)
-	if err != nil {
-		return fail(err)
-	}
+	wg.Wait()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	kind := subscribers.EventCustomerCreated
-	if cur, err := t.store.Customer(isp, in.ID); err == nil {
-		c.Created = cur.Created
-		exists, old = true, cur
-		kind = subscribers.EventCustomerUpdated
+	var w subscribers.TenantWrite
+	var created, updated int
+	type change struct {
+		i       int
+		was     bool
+		created bool
 	}
-	if _, err := t.apply(subscribers.TenantWrite{PutCustomers: []subscribers.Customer{c},
-		Events: []subscribers.Event{event(a, kind, isp, c.ID, subscribers.MAC{}, "imported, status "+c.Status)}}); err != nil {
-		return fail(err)
+	var changes []change
+	for i := range ins {
+		if !ok[i] {
+			continue
+		}
+		c := recs[i]
+		ch := change{i: i, created: true}
+		if cur, err := t.store.Customer(isp, c.ID); err == nil {
+			if cur.Source == SourceConfig {
+				fail(i, fmt.Errorf("%w: customer %q comes from the configuration (read-only)", ErrConflict, c.ID))
+				continue
+			}
+			c.Created = cur.Created
+			ch.created, ch.was = false, cur.Status == string(StatusSuspended)
+			updated++
+		} else {
+			created++
+		}
+		w.PutCustomers = append(w.PutCustomers, c)
+		changes = append(changes, ch)
 	}
-	r.Result = "created"
-	if exists {
-		r.Result = "updated"
-	} else {
-		t.count(isp, 1, 0)
+	if len(w.PutCustomers) == 0 {
+		return res
 	}
-	t.afterStatus(isp, c.ID, exists && old.Status == string(StatusSuspended), c.Status == string(StatusSuspended))
-	return r
+	w.Events = append(w.Events, event(a, subscribers.EventCustomerUpdated, isp, "", subscribers.MAC{},
+		fmt.Sprintf("import lines %d..%d: %d created, %d updated", first, first+len(ins)-1, created, updated)))
+	if _, err := t.apply(w); err != nil {
+		for _, ch := range changes {
+			fail(ch.i, err)
+		}
+		return res
+	}
+	t.count(isp, created, 0)
+	for _, ch := range changes {
+		res[ch.i].Result = "updated"
+		if ch.created {
+			res[ch.i].Result = "created"
+		}
+		t.afterStatus(isp, recs[ch.i].ID, ch.was, recs[ch.i].Status == string(StatusSuspended))
+	}
+	return res
 }
 
 // unchanged reports whether importing in over old would change nothing.

@@ -20,6 +20,9 @@ type Service interface {
 	// ImportCustomer upserts one line of a bulk import (reruns are
 	// safe: an identical line is "unchanged").
 	ImportCustomer(ctx context.Context, a Actor, isp string, line int, in CustomerInput) ImportResult
+	// ImportCustomers upserts a batch of lines (first: the line number
+	// of ins[0]) in one transaction; one result per line, in order.
+	ImportCustomers(ctx context.Context, a Actor, isp string, first int, ins []CustomerInput) []ImportResult
 	Customer(ctx context.Context, isp, id string) (Customer, error)
 	Customers(ctx context.Context, isp string, o ListOptions) (Page[Customer], error)
 	UpdateCustomer(ctx context.Context, a Actor, isp, id string, p CustomerPatch) (Customer, error)
