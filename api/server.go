@@ -108,6 +108,20 @@ func (s *Server) Handler() http.Handler {
 	return s.handler
 }
 
+// socketKey marks a request that came over the control socket.
+type socketKey struct{}
+
+// SocketHandler serves the same routes to the appliance's control socket
+// (a unix socket only root can open, mode 0600): every request there acts
+// as the operator ("socket"), without a token, so `ispmux ctl --socket`
+// works on the box without the operator's token or a valid config.
+func (s *Server) SocketHandler() http.Handler {
+	h := s.Handler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), socketKey{}, true)))
+	})
+}
+
 func (s *Server) buildMux() http.Handler {
 	mux := http.NewServeMux()
 	methods := map[string][]string{}
@@ -209,6 +223,19 @@ func (s *Server) wrap(rt Route) http.Handler {
 
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt Route, id string) (*call, bool) {
 	c := &call{}
+	if r.Context().Value(socketKey{}) != nil {
+		c.p = auth.Principal{Kind: auth.KindOperator, Name: "socket"}
+		c.actor = tenants.Actor{Kind: tenants.ActorOperator, Name: "socket", RequestID: id}
+		if rt.Scope == ScopeTenant {
+			isp := r.PathValue("isp")
+			if !s.svc.HasISP(isp) {
+				s.problem(w, r, "not-found", fmt.Sprintf("no ISP named %q", isp))
+				return c, false
+			}
+			c.isp = isp
+		}
+		return c, true
+	}
 	tok, ok := bearer(r)
 	if !ok {
 		s.problem(w, r, "unauthorized", "send Authorization: Bearer <token>")

@@ -30,6 +30,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/ispmux/ispmux/api"
+	"github.com/ispmux/ispmux/auth"
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/configs"
 	"github.com/ispmux/ispmux/datapath"
@@ -60,6 +62,8 @@ type Appliance struct {
 	store   *subscribers.Store
 	reg     *registry.Registry
 	ten     *tenants.Tenants
+	tokens  *auth.Tokens
+	api     *api.Server
 	dhcp    *dhcpproxy.Proxy
 	started time.Time
 
@@ -204,6 +208,11 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	static := len(statics)
 	a.dhcp = dhcpproxy.New(a.dhcpConfig(idx), a.store, a.reg, a.ctl, a.workers[0], log)
 	a.ten.SetProxy(a.dhcp)
+	a.tokens, err = auth.LoadTokens(auth.TokenFilesFromConfig(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("appliance: %w", err)
+	}
+	a.api = api.New(cfg.API, a.ten, a.tokens, log)
 	a.dhcp.SetStatic(staticMACs(a.subs))
 	a.ctl.OnPunt = func(p *engine.Punted) { a.dhcp.HandleFrame(p.Port, p.Frame()) }
 	leased, err := a.dhcp.Restore(time.Now())
@@ -329,6 +338,13 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 		bound++
 		a.staticEvent(subscribers.EventBound, b, "static binding added by a reload")
 	}
+	// Token files (rotation) and the API's certificate are re-read.
+	if err := a.tokens.SetFiles(auth.TokenFilesFromConfig(cfg)); err != nil {
+		errs = append(errs, fmt.Errorf("api tokens: %w (the tokens in force stay)", err))
+	}
+	if err := a.api.Reload(); err != nil {
+		errs = append(errs, fmt.Errorf("api: %w", err))
+	}
 	a.log.Info("reloaded", "subscribers", len(subs), "static_unbound", unbound, "static_bound", bound, "dhcp_revoked", revoked)
 	if len(errs) > 0 {
 		return fmt.Errorf("reload incomplete: %w", errors.Join(errs...))
@@ -451,6 +467,18 @@ func (a *Appliance) Run(ctx context.Context) error {
 	srv, err := a.serveControl(filepath.Join(a.cfg.Appliance.StateDir, SocketName))
 	if err != nil {
 		a.log.Warn("control socket unavailable", "err", err)
+	}
+	if len(auth.TokenFilesFromConfig(a.cfg)) == 0 {
+		a.log.Info("api: no token files configured; the tenant API is served on the control socket only")
+	} else {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.api.ListenAndServe(ctx); err != nil {
+				errc <- fmt.Errorf("api on %s: %w", a.cfg.API.Listen, err)
+				cancel()
+			}
+		}()
 	}
 	a.log.Info("forwarding", "workers", len(a.workers), "ports", len(a.ports))
 	<-ctx.Done()

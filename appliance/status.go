@@ -166,6 +166,10 @@ func (a *Appliance) serveControl(path string) (*http.Server, error) {
 	})
 	mux.HandleFunc("GET /events", a.serveEvents)
 	mux.HandleFunc("GET /backup", a.serveBackup)
+	// The tenant API, as the operator (the socket is root's only).
+	if a.api != nil {
+		mux.Handle("/v1/", a.api.SocketHandler())
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
