@@ -858,6 +858,9 @@ func (m *matrix) runCase(t *testing.T, ex exchange, point, then string, res *cas
 // matrix names no point that does not exist.
 func TestCrashMatrixCoversEveryPoint(t *testing.T) {
 	covered := map[string]bool{failpoint.ReplayAfterSend: len(replayOf) > 0}
+	for _, p := range tenantCrashCovers { // TestTenants
+		covered[p] = true
+	}
 	for _, ex := range theExchanges() {
 		for _, p := range ex.points {
 			covered[p] = true

@@ -2,8 +2,13 @@ package lab
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -29,9 +34,16 @@ func (t *Topology) ConfigTOML(stateDir string) []byte {
 	for _, a := range t.Appliance.Access {
 		fmt.Fprintf(&b, "\n[[access]]\ninterface = %s\naddress = %s\n", q(a.Name), q(Gateway))
 	}
+	if t.API != nil {
+		fmt.Fprintf(&b, "\n[api]\nlisten = \"127.0.0.1:8080\"\noperator_token_file = %s\nclaim_token_files = [%s]\n",
+			q(t.API.OperatorFile), q(t.API.ClaimFile))
+	}
 	for _, isp := range t.ISPs {
 		fmt.Fprintf(&b, "\n[[isp]]\nname = %s\nuplink = %s\naddress = %s\nnext_hop = %s\ndhcp_servers = [%s]\n",
 			q(isp.Name), q(isp.Uplink), q(isp.OurAddr), q(isp.RouterAddr), q(isp.RouterAddr))
+		if t.API != nil {
+			fmt.Fprintf(&b, "token_files = [%s]\n", q(t.API.ISPFile[isp.Name]))
+		}
 	}
 	subs := t.Subscribers
 	if t.Generator != nil {
@@ -39,7 +51,7 @@ func (t *Topology) ConfigTOML(stateDir string) []byte {
 	}
 	for _, s := range subs {
 		switch {
-		case s.Role == RoleUnregistered:
+		case s.Role == RoleUnregistered, slices.Contains(t.Unconfigured, s.Name):
 		case s.IP == "":
 			fmt.Fprintf(&b, "\n[[subscriber]]\nmac = %s\nisp = %s\ncustomer_id = %s\naccess = %s\n", q(s.MAC), q(s.ISP), q(s.CustomerID), q(s.Access))
 		default:
@@ -91,4 +103,43 @@ func decBytes(p []byte) string {
 		s[i] = strconv.Itoa(int(c))
 	}
 	return strings.Join(s, ",")
+}
+
+// newAPITokens makes the lab's API tokens (random, 256 bits) and names
+// their files in stateDir/tokens.
+func newAPITokens(stateDir string) *APITokens {
+	tok := func() string {
+		var b [32]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			panic(err)
+		}
+		return hex.EncodeToString(b[:])
+	}
+	dir := filepath.Join(stateDir, "tokens")
+	a := &APITokens{Operator: tok(), OperatorFile: filepath.Join(dir, "operator.token"),
+		Claim: tok(), ClaimFile: filepath.Join(dir, "installer.token"), ISP: map[string]string{}, ISPFile: map[string]string{}}
+	for _, n := range ispNames {
+		a.ISP[n], a.ISPFile[n] = tok(), filepath.Join(dir, n+".token")
+	}
+	return a
+}
+
+// write writes the token files (mode 0600); nothing when a is nil.
+func (a *APITokens) write() error {
+	if a == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(a.OperatorFile), 0o700); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	files := map[string]string{a.OperatorFile: a.Operator, a.ClaimFile: a.Claim}
+	for n, f := range a.ISPFile {
+		files[f] = a.ISP[n]
+	}
+	for f, tok := range files {
+		if err := os.WriteFile(f, []byte(tok+"\n"), 0o600); err != nil {
+			return fmt.Errorf("lab: %w", err)
+		}
+	}
+	return nil
 }

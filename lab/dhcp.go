@@ -194,6 +194,9 @@ func (t *Topology) validTest(isp string) string {
 	for _, s := range t.KnownBy(isp) {
 		terms = append(terms, "relay4[6].hex == '"+s.CustomerID+"'")
 	}
+	for _, id := range t.KeaKnown[isp] {
+		terms = append(terms, "relay4[6].hex == '"+id+"'")
+	}
 	for _, s := range t.KnownBy(isp) {
 		hw, err := net.ParseMAC(s.MAC)
 		if err != nil {
@@ -219,7 +222,7 @@ func (t *Topology) KeaConfigJSON(i int) ([]byte, error) {
 		InterfacesConfig:  keaInterfaces{Interfaces: []string{isp.RouterIf}, DHCPSocketType: "udp"},
 		LeaseDatabase:     keaLeaseDB{Type: "memfile", Persist: true, Name: isp.KeaLeaseFile, LFCInterval: 0},
 		StoreExtendedInfo: true,
-		Authoritative:     true,
+		Authoritative:     !t.KeaNotAuthoritative,
 		ValidLifetime:     lt,
 		// A client asking for a shorter lease (option 51) gets it, down
 		// to MinLeaseTime; none gets more than the lab's lease time.
@@ -292,6 +295,9 @@ func (t *Topology) startDHCP(ctx context.Context) error {
 		if err := os.WriteFile(filepath.Join(t.StateDir, f.name), []byte(f.text), f.mode); err != nil {
 			return fmt.Errorf("lab: %w", err)
 		}
+	}
+	if err := t.API.write(); err != nil {
+		return err
 	}
 	for i, isp := range t.ISPs {
 		cfg, err := t.KeaConfigJSON(i)

@@ -126,6 +126,30 @@ type Options struct {
 	// 100.64.0.1 (or by giaddr inside it), pool KeaOpenPoolFirst -
 	// KeaOpenPoolLast without a client class.
 	KeaOpen bool
+	// KeaKnown (DHCP only) adds customer IDs each ISP's Kea accepts as
+	// Option 82 subscriber-id, by ISP name: customers registered through
+	// the API rather than the lab's own c-sN.
+	KeaKnown map[string][]string
+	// KeaNotAuthoritative (DHCP only) runs every Kea non-authoritative:
+	// a REQUEST for an address it does not know gets silence, not a NAK.
+	KeaNotAuthoritative bool
+	// Unconfigured names subscribers (s7, ...) left out of ConfigTOML's
+	// [[subscriber]] entries: the test attaches them through the API.
+	Unconfigured []string
+	// API (DHCP only) makes tokens for the tenant API (the operator, a
+	// claim token, one per ISP), writes their files in the state dir at
+	// Up and names them in ConfigTOML's [api] and [[isp]] sections.
+	API bool
+}
+
+// APITokens are the lab's API tokens (Options.API) and their files.
+type APITokens struct {
+	Operator     string            `json:"operator"`
+	OperatorFile string            `json:"operator_file"`
+	Claim        string            `json:"claim"`
+	ClaimFile    string            `json:"claim_file"`
+	ISP          map[string]string `json:"isp"`       // by ISP name
+	ISPFile      map[string]string `json:"isp_files"` // by ISP name
 }
 
 // Iface is one end of a veth pair.
@@ -216,6 +240,12 @@ type Topology struct {
 	StateDir    string    `json:"state_dir,omitempty"`  // the lab's files; removed by Down
 	LeaseTime   int       `json:"lease_time,omitempty"` // Kea's valid-lifetime in seconds (DHCP lab)
 	KeaOpen     bool      `json:"kea_open,omitempty"`   // Kea serves every relayed client (Options.KeaOpen)
+	// KeaKnown, KeaNotAuthoritative and Unconfigured: see Options.
+	KeaKnown            map[string][]string `json:"kea_known,omitempty"`
+	KeaNotAuthoritative bool                `json:"kea_not_authoritative,omitempty"`
+	Unconfigured        []string            `json:"unconfigured,omitempty"`
+	// API holds the tenant API's tokens (Options.API), nil without.
+	API *APITokens `json:"api,omitempty"`
 }
 
 func mac(a, b byte) string { return fmt.Sprintf("02:00:00:00:%02x:%02x", a, b) }
@@ -261,8 +291,12 @@ func plan(o Options) (*Topology, error) {
 	if o.DHCP {
 		t.DHCP, t.StateDir, t.LeaseTime = true, stateDir, int(o.LeaseTime/time.Second)
 		t.KeaOpen = o.KeaOpen
-	} else if o.KeaOpen {
-		return nil, errors.New("lab: KeaOpen needs DHCP")
+		t.KeaKnown, t.KeaNotAuthoritative, t.Unconfigured = o.KeaKnown, o.KeaNotAuthoritative, o.Unconfigured
+		if o.API {
+			t.API = newAPITokens(stateDir)
+		}
+	} else if o.KeaOpen || o.API || o.KeaNotAuthoritative || len(o.KeaKnown) > 0 {
+		return nil, errors.New("lab: KeaOpen, KeaKnown, KeaNotAuthoritative and API need DHCP")
 	}
 	t.Appliance.NS = app
 	t.Appliance.Access = []Iface{{Name: "acc0", MAC: mac(0xa0, 0), NS: app, Peer: "up0", PeerNS: t.AccessNS}}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -360,6 +361,7 @@ func (t *Tenants) UpdateCustomer(ctx context.Context, a Actor, isp, id string, p
 		Events: []subscribers.Event{event(a, kind, isp, id, subscribers.MAC{}, joinWhat(what))}}); err != nil {
 		return Customer{}, err
 	}
+	failpoint.Hit(failpoint.TenantAfterCommit)
 	t.afterStatus(isp, id, was == string(StatusSuspended), c.Status == string(StatusSuspended))
 	regs, _ := t.store.DevicesOf(isp, id)
 	return t.customerView(c, len(regs)), nil
@@ -406,6 +408,7 @@ func (t *Tenants) DeleteCustomer(ctx context.Context, a Actor, isp, id string) e
 	if _, err := t.apply(w); err != nil {
 		return err
 	}
+	failpoint.Hit(failpoint.TenantAfterCommit)
 	macs := make([]uint64, 0, len(regs))
 	for _, r := range regs {
 		mac := binding.MAC48(r.MAC)

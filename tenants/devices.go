@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -140,6 +141,7 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 	if _, err := t.apply(w); err != nil {
 		return Device{}, err
 	}
+	failpoint.Hit(failpoint.TenantAfterCommit)
 	var gone []uint64
 	if replaced != nil {
 		rm := binding.MAC48(replaced.MAC)
@@ -196,6 +198,7 @@ func (t *Tenants) DetachDevice(ctx context.Context, a Actor, isp, mac string) er
 		Events: []subscribers.Event{event(a, subscribers.EventDeviceDetached, r.ISP, r.CustomerID, m, "detached")}}); err != nil {
 		return err
 	}
+	failpoint.Hit(failpoint.TenantAfterCommit)
 	t.unpublish(binding.MAC48(m))
 	t.count(r.ISP, 0, -1)
 	t.revalidate(binding.MAC48(m))
@@ -229,6 +232,7 @@ func (t *Tenants) Block(ctx context.Context, a Actor, mac string, blocked bool) 
 		Events: []subscribers.Event{event(a, kind, r.ISP, r.CustomerID, m, why)}}); err != nil {
 		return Device{}, err
 	}
+	failpoint.Hit(failpoint.TenantAfterCommit)
 	c, _ := t.store.Customer(r.ISP, r.CustomerID)
 	if err := t.publish(r, c.Status == string(StatusSuspended)); err != nil {
 		t.log.Warn("tenants: device not admitted", "err", err)

@@ -38,6 +38,10 @@ var Points = []string{
 	NakAfterCommit,
 	// At start, a pending intent was replayed to the ISP; not completed.
 	ReplayAfterSend,
+	// A tenant change (claim, attach, move, detach, block, suspend,
+	// delete) is durable; not yet published to the registry, and the
+	// bindings it takes service from not yet revoked.
+	TenantAfterCommit,
 }
 
 // The failpoint names.
@@ -52,4 +56,5 @@ const (
 	NakBeforeCommit    = "nak/before-commit"
 	NakAfterCommit     = "nak/after-commit"
 	ReplayAfterSend    = "replay/after-send"
+	TenantAfterCommit  = "tenant/after-commit"
 )
