@@ -2,96 +2,17 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"fmt"
-	"net"
-	"net/http"
+	"flag"
 	"os"
 	"path/filepath"
-	"strconv"
+	"runtime/debug"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
+	"github.com/ispmux/ispmux/api/client"
 	"github.com/ispmux/ispmux/appliance"
 )
-
-// testConfig writes a valid configuration whose state_dir is inside a
-// temporary directory and returns its path and the state_dir.
-func testConfig(t *testing.T) (path, stateDir string) {
-	t.Helper()
-	dir := t.TempDir()
-	stateDir = filepath.Join(dir, "state")
-	if err := os.Mkdir(stateDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	path = filepath.Join(dir, "ispmux.toml")
-	cfg := fmt.Sprintf("version = 1\n[appliance]\nstate_dir = %q\n"+
-		"[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n"+
-		"[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n", stateDir)
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path, stateDir
-}
-
-// fakeAppliance serves a control socket in stateDir: /status, and /events
-// from a log holding Seq oldest..newest. It records the queries it gets.
-type fakeAppliance struct {
-	oldest, newest uint64
-	mu             sync.Mutex
-	queries        []string
-}
-
-func (f *fakeAppliance) serve(t *testing.T, stateDir string) {
-	t.Helper()
-	ln, err := net.Listen("unix", filepath.Join(stateDir, appliance.SocketName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		_ = json.NewEncoder(w).Encode(appliance.Status{Uptime: "42s", Bindings: []appliance.BindingStatus{}})
-	})
-	mux.HandleFunc("GET /events", func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		f.mu.Lock()
-		f.queries = append(f.queries, r.URL.RawQuery)
-		oldest, newest := f.oldest, f.newest
-		f.mu.Unlock()
-		from, n := oldest, uint64(1000)
-		if s := q.Get("last"); s != "" {
-			n, _ = strconv.ParseUint(s, 10, 64)
-			if newest > n {
-				from = max(newest-n+1, oldest)
-			}
-		} else {
-			after, _ := strconv.ParseUint(q.Get("after"), 10, 64)
-			from = max(after+1, oldest)
-		}
-		evs := []appliance.EventStatus{}
-		for s := from; s <= newest && uint64(len(evs)) < n; s++ {
-			evs = append(evs, appliance.EventStatus{Seq: s, Kind: "bound", MAC: "02:00:00:00:00:01"})
-		}
-		w.Header().Set("Ispmux-Oldest-Seq", strconv.FormatUint(oldest, 10))
-		w.Header().Set("Ispmux-Newest-Seq", strconv.FormatUint(newest, 10))
-		_ = json.NewEncoder(w).Encode(evs)
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
-}
-
-func runCmd(t *testing.T, args ...string) (stdout, stderr string, err error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var o, e bytes.Buffer
-	err = run(ctx, args, &o, &e)
-	return o.String(), e.String(), err
-}
 
 func TestExtraArgumentsAreUsageErrors(t *testing.T) {
 	cfg, _ := testConfig(t)
@@ -105,16 +26,16 @@ func TestExtraArgumentsAreUsageErrors(t *testing.T) {
 		{[]string{"ctl", "-c", cfg, "status", "extra"}, `ctl status: unexpected argument(s) ["extra"]`},
 		{[]string{"ctl", "-c", cfg, "events", "5", "6"}, `ctl events: unexpected argument(s) ["6"]`},
 		{[]string{"ctl", "-c", cfg, "events", "five"}, `ctl events: bad sequence number "five"`},
-		{[]string{"ctl", "-c", cfg, "stats"}, `ctl: unknown command "stats"`},
-		{[]string{"ctl", "-c", cfg}, "ctl: missing status or events"},
+		{[]string{"ctl", "-c", cfg, "statz"}, `ctl: unknown command "statz"`},
+		{[]string{"ctl", "-c", cfg}, "ctl: missing the command"},
 	} {
-		_, _, err := runCmd(t, tt.args...)
+		_, _, err := runCmd(t, "", tt.args...)
 		if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: %v (exit %d), want a usage error (exit 2) containing %q", tt.args, err, exitCode(err), tt.want)
 		}
 	}
 	// Without extra arguments check succeeds.
-	if out, _, err := runCmd(t, "check", "-c", cfg); err != nil || !strings.Contains(out, cfg+": ok") {
+	if out, _, err := runCmd(t, "", "check", "-c", cfg); err != nil || !strings.Contains(out, cfg+": ok") {
 		t.Errorf("check -c %s: %v %q", cfg, err, out)
 	}
 }
@@ -122,81 +43,263 @@ func TestExtraArgumentsAreUsageErrors(t *testing.T) {
 // TestCtlConfigAfterCommand: -c is read wherever it is, not only before
 // the ctl command word.
 func TestCtlConfigAfterCommand(t *testing.T) {
-	cfg, state := testConfig(t)
-	f := &fakeAppliance{oldest: 1, newest: 3}
-	f.serve(t, state)
+	r := newRig(t, nil)
 	for _, args := range [][]string{
-		{"ctl", "-c", cfg, "status"},
-		{"ctl", "status", "-c", cfg},
+		{"ctl", "-c", r.cfg, "status", "--json"},
+		{"ctl", "--json", "status", "-c", r.cfg},
 	} {
-		out, _, err := runCmd(t, args...)
-		if err != nil || !strings.Contains(out, `"uptime": "42s"`) {
-			t.Errorf("%q: %v\n%s", args, err, out)
+		out, _ := r.ok("", args...)
+		if !strings.Contains(out, `"uptime": "42s"`) {
+			t.Errorf("%q:\n%s", args, out)
 		}
 	}
 	for _, args := range [][]string{
-		{"ctl", "events", "-c", cfg, "1"},
-		{"ctl", "events", "1", "-c", cfg},
+		{"ctl", "events", "-c", r.cfg, "0", "--json"},
+		{"ctl", "events", "0", "--json", "-c", r.cfg},
 	} {
-		out, _, err := runCmd(t, args...)
-		var evs []appliance.EventStatus
-		if err != nil || json.Unmarshal([]byte(out), &evs) != nil || len(evs) != 2 || evs[0].Seq != 2 {
+		out, _ := r.ok("", args...)
+		var l client.EventList
+		if err := json.Unmarshal([]byte(out), &l); err != nil || l.Items == nil {
 			t.Errorf("%q: %v\n%s", args, err, out)
 		}
 	}
 }
 
-func TestCtlEventsNewestAndPaging(t *testing.T) {
-	cfg, state := testConfig(t)
-	f := &fakeAppliance{oldest: 1, newest: 1500}
-	f.serve(t, state)
+func TestUsageErrors(t *testing.T) {
+	r := newRig(t, nil)
+	api := []string{"--api", r.apiURL, "--token", r.tokens["operator"]}
+	for _, tt := range []struct {
+		args  []string
+		stdin string
+		want  string
+	}{
+		{[]string{"nope"}, "", `unknown command "nope"`},
+		{nil, "", "no command"},
+		{[]string{"ctl", "--nope", "isps"}, "", "ctl: flag provided but not defined: -nope"},
+		{[]string{"ctl", "isps", "--nope"}, "", "ctl isps: flag provided but not defined: -nope"},
+		{[]string{"ctl", "customers"}, "", "ctl customers: missing ISP"},
+		{[]string{"ctl", "customer", "alpha"}, "", "ctl customer: missing ID"},
+		{[]string{"ctl", "device-add", "alpha"}, "", "ctl device-add: missing MAC CUSTOMER"},
+		{[]string{"ctl", "customers", "alpha", "beta"}, "", `ctl customers: unexpected argument(s) ["beta"]`},
+		{[]string{"ctl", "customers", "alpha", "--limit", "x"}, "", `invalid value "x" for flag -limit`},
+		{append([]string{"ctl", "customers", "alpha", "--limit", "5000"}, api...), "", "--limit must be 1..1000"},
+		{[]string{"ctl", "isps", "--api", r.apiURL, "--socket", r.sock}, "", "--api and --socket (or -c) are alternatives"},
+		{[]string{"ctl", "isps", "-c", r.cfg, "--socket", r.sock}, "", "--socket and -c are alternatives"},
+		{[]string{"ctl", "isps", "--socket", r.sock, "--token", "x"}, "", "--token goes with --api"},
+		{[]string{"ctl", "isps", "--insecure"}, "", "--insecure goes with --api"},
+		{[]string{"ctl", "isps", "--api", r.apiURL}, "", "--api needs a token"},
+		{[]string{"ctl", "isps", "--api", r.apiURL, "--token", "x", "--token-file", "f"}, "", "--token and --token-file are alternatives"},
+		{[]string{"ctl", "isps", "--api", "https://192.0.2.9:8443", "--token", "x", "--insecure"}, "", "loopback only"},
+		{[]string{"ctl", "isps", "--api", "http://192.0.2.9:8443", "--token", "x"}, "", "use https"},
+		{append([]string{"ctl", "status"}, api...), "", "ctl status: only on the box"},
+		{append([]string{"ctl", "backup", "out.db"}, api...), "", "ctl backup: only on the box"},
+		{[]string{"ctl", "backup"}, "", "ctl backup: missing OUT"},
+		{append([]string{"ctl", "block", "not-a-mac"}, api...), "", `ctl block: MAC: "not-a-mac" is not a MAC address`},
+		{append([]string{"ctl", "claim", "alpha", "c-1", "02:00:00:00:00:01", "--replace", "x"}, api...), "", `--replace: "x" is not a MAC`},
+		{append([]string{"ctl", "claim", "alpha", "c-1", "02:00:00:00:00:01"}, api...), "", "pipe it with --password-stdin"},
+		{append([]string{"ctl", "customer-set", "alpha", "c-1"}, api...), "", "nothing to change"},
+		{append([]string{"ctl", "customer-set", "alpha", "c-1", "--status", "gone"}, api...), "", "--status must be active or suspended"},
+		{append([]string{"ctl", "customer-add", "alpha", "c-1", "--password-stdin", "--password-hash", "h"}, api...), "pw\n", "are alternatives"},
+		{append([]string{"ctl", "customer-add", "alpha", "c-1", "--device-limit", "0"}, api...), "", "--device-limit must be at least 1"},
+		{append([]string{"ctl", "devices", "--customer", "c-1"}, api...), "", "--customer needs the ISP"},
+		{append([]string{"ctl", "events", "--follow", "--limit", "5"}, api...), "", "a stream has no limit"},
+		{[]string{"ctl", "token", "--api", r.apiURL}, "", "this command talks to no appliance"},
+		{[]string{"version", "extra"}, "", `version: unexpected argument(s) ["extra"]`},
+	} {
+		out, _, err := runCmd(t, tt.stdin, tt.args...)
+		if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: %v (exit %d), want a usage error (exit 2) containing %q", tt.args, err, exitCode(err), tt.want)
+		}
+		if out != "" {
+			t.Errorf("%q: printed %q on stdout", tt.args, out)
+		}
+	}
+}
 
-	// No N: the newest 100, oldest first, and how to see the older ones.
-	out, errOut, err := runCmd(t, "ctl", "-c", cfg, "events")
-	if err != nil {
+// TestReport: a usage error is one line and the usage; an API problem its
+// title, detail, status and request id.
+func TestReport(t *testing.T) {
+	_, _, err := runCmd(t, "", "ctl", "customers")
+	var b bytes.Buffer
+	report(&b, err)
+	want := "ispmux: ctl customers: missing ISP\n" +
+		"usage: ispmux ctl customers ISP [--after CURSOR] [--limit N]\n" +
+		"(ispmux ctl customers -h for help)\n"
+	if b.String() != want {
+		t.Errorf("report:\n%s\nwant:\n%s", b.String(), want)
+	}
+	b.Reset()
+	report(&b, &client.Error{Status: 409, Type: "urn:ispmux:problem:device-limit", Title: "Customer's device limit reached",
+		Detail: "limit (1) reached", RequestID: "r-1", Limit: 1, Devices: []string{"02:00:00:00:00:01"}})
+	want = "ispmux: Customer's device limit reached: limit (1) reached (HTTP 409, request r-1)\n" +
+		"  the customer's devices: 02:00:00:00:00:01; claim again with --replace one of them\n"
+	if b.String() != want {
+		t.Errorf("report:\n%s\nwant:\n%s", b.String(), want)
+	}
+	if exitCode(&client.Error{Status: 404}) != 1 {
+		t.Error("an API error must exit 1")
+	}
+}
+
+// TestHelp: -h and --help on every command and subcommand exit 0 and
+// print the usage with every flag, without a valid configuration.
+func TestHelp(t *testing.T) {
+	t.Chdir(t.TempDir())
+	global := []string{"--api", "--token", "--token-file", "--ca", "--insecure", "--socket", "-c FILE", "--json"}
+	for _, h := range []string{"-h", "--help"} {
+		for _, c := range ctlCommands {
+			out, errOut, err := runCmd(t, "", "ctl", c.name, h)
+			if err != nil || errOut != "" {
+				t.Errorf("ctl %s %s: %v %q", c.name, h, err, errOut)
+				continue
+			}
+			if !strings.HasPrefix(out, "usage: ispmux ctl "+c.name) || !strings.Contains(out, "\nflags:\n") {
+				t.Errorf("ctl %s %s:\n%s", c.name, h, out)
+			}
+			if c.flags != nil {
+				fs := newFlagSet(c.name)
+				c.flags(fs, &ctlOpts{})
+				fs.VisitAll(func(f *flag.Flag) {
+					if !strings.Contains(out, "  --"+f.Name) {
+						t.Errorf("ctl %s %s does not list --%s:\n%s", c.name, h, f.Name, out)
+					}
+					if !strings.Contains(c.args, "--"+f.Name) {
+						t.Errorf("ctl %s: synopsis %q lacks --%s", c.name, c.args, f.Name)
+					}
+				})
+			}
+			for _, g := range global {
+				if !strings.Contains(out, "  "+g) {
+					t.Errorf("ctl %s %s does not list %s", c.name, h, g)
+				}
+			}
+			// -h wins wherever it is.
+			if _, _, err := runCmd(t, "", "ctl", h, c.name); err != nil {
+				t.Errorf("ctl %s %s: %v", h, c.name, err)
+			}
+		}
+		out, _, err := runCmd(t, "", "ctl", h)
+		if err != nil || !strings.HasPrefix(out, "usage: ispmux ctl COMMAND") {
+			t.Errorf("ctl %s: %v\n%s", h, err, out)
+		}
+		for _, c := range ctlCommands {
+			if !strings.Contains(out, "\n  "+c.name+" ") {
+				t.Errorf("ctl %s does not list %s", h, c.name)
+			}
+		}
+		for _, args := range [][]string{{h}, {"run", h}, {"check", h}, {"version", h}} {
+			out, _, err := runCmd(t, "", args...)
+			if err != nil || !strings.HasPrefix(out, "usage: ispmux") || !strings.Contains(out, h[len(h)-1:]) {
+				t.Errorf("%q: %v\n%s", args, err, out)
+			}
+		}
+		if out, _, _ := runCmd(t, "", "run", h); !strings.Contains(out, "-c FILE") {
+			t.Errorf("run %s does not list -c:\n%s", h, out)
+		}
+	}
+	for _, args := range [][]string{{"help"}, {"ctl", "help"}} {
+		if out, _, err := runCmd(t, "", args...); err != nil || !strings.HasPrefix(out, "usage: ispmux") {
+			t.Errorf("%q: %v\n%s", args, err, out)
+		}
+	}
+	// The top-level usage names every command.
+	out, _, _ := runCmd(t, "", "-h")
+	for _, c := range []string{"run", "check", "ctl", "version", "lab", "bench", "demo"} {
+		if !strings.Contains(out, "\n  "+c+" ") {
+			t.Errorf("usage lacks %s:\n%s", c, out)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, _, err := runCmd(t, "", "version")
+	if err != nil || !strings.HasPrefix(out, "ispmux ") || !strings.Contains(out, " go1.") {
+		t.Errorf("version: %v %q", err, out)
+	}
+	bi := &debug.BuildInfo{GoVersion: "go1.26.1", Main: debug.Module{Path: "github.com/ispmux/ispmux", Version: "v1.2.3"},
+		Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "0fe61d0abc"}, {Key: "vcs.time", Value: "2026-05-01T10:00:00Z"}, {Key: "vcs.modified", Value: "true"}}}
+	if got, want := versionLine(bi), "ispmux v1.2.3 (revision 0fe61d0abc, 2026-05-01T10:00:00Z, modified) go1.26.1"; got != want {
+		t.Errorf("versionLine = %q, want %q", got, want)
+	}
+	bi = &debug.BuildInfo{GoVersion: "go1.26.1"}
+	if got, want := versionLine(bi), "ispmux (devel) go1.26.1"; got != want {
+		t.Errorf("versionLine = %q, want %q", got, want)
+	}
+}
+
+func TestToken(t *testing.T) {
+	out, _, err := runCmd(t, "", "ctl", "token")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if err != nil || len(lines) != 2 || len(lines[0]) != 43 || !strings.HasPrefix(lines[1], "sha256:") {
+		t.Fatalf("token: %v %q", err, out)
+	}
+	file := filepath.Join(t.TempDir(), "beta-2.token")
+	out, errOut, err := runCmd(t, "", "ctl", "token", "--file", file)
+	if err != nil || !strings.Contains(errOut, `name "beta-2"`) {
+		t.Fatalf("token --file: %v %q", err, errOut)
+	}
+	tok := strings.TrimSpace(out)
+	b, _ := os.ReadFile(file)
+	fi, _ := os.Stat(file)
+	if len(tok) != 43 || !strings.HasPrefix(string(b), "sha256:") || strings.Contains(string(b), tok) || fi.Mode().Perm() != 0o600 {
+		t.Errorf("token file %q (%v) for token %q", b, fi.Mode(), tok)
+	}
+	// The box's file is no client token file.
+	_, _, err = runCmd(t, "", "ctl", "isps", "--api", "http://127.0.0.1:1", "--token-file", file)
+	if err == nil || !strings.Contains(err.Error(), "--token-file wants the token itself") {
+		t.Errorf("sha256 token file as --token-file: %v", err)
+	}
+	out, _, err = runCmd(t, "", "ctl", "token", "--json")
+	var v struct{ Token, SHA256 string }
+	if err != nil || json.Unmarshal([]byte(out), &v) != nil || len(v.Token) != 43 || !strings.HasPrefix(v.SHA256, "sha256:") {
+		t.Errorf("token --json: %v %q", err, out)
+	}
+}
+
+// TestSocketWithoutConfig: --socket needs no configuration; without it,
+// an invalid configuration is the error, with the hint.
+func TestSocketWithoutConfig(t *testing.T) {
+	r := newRig(t, nil)
+	bad := filepath.Join(t.TempDir(), "bad.toml")
+	if err := os.WriteFile(bad, []byte("version = 99\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var evs []appliance.EventStatus
-	if err := json.Unmarshal([]byte(out), &evs); err != nil {
-		t.Fatalf("%v\n%s", err, out)
+	out, _ := r.ok("", "ctl", "isps", "--socket", r.sock)
+	if !strings.Contains(out, "alpha") || !strings.Contains(out, "beta") {
+		t.Errorf("isps over the socket:\n%s", out)
 	}
-	if len(evs) != 100 || evs[0].Seq != 1401 || evs[99].Seq != 1500 {
-		t.Errorf("got %d events from seq %d, want the newest 100 (1401..1500)", len(evs), evs[0].Seq)
+	out, _ = r.ok("", "ctl", "--socket", r.sock, "status")
+	if !strings.Contains(out, "uptime:") || !strings.Contains(out, "192.0.2.50") || !strings.Contains(out, "no-binding=3") {
+		t.Errorf("status table:\n%s", out)
 	}
-	if want := "the newest 100 events (seq 1401..1500); the log holds seq 1..1500: `ispmux ctl -c " + cfg + " events N`"; !strings.Contains(errOut, want) {
-		t.Errorf("notice %q lacks %q", errOut, want)
+	_, _, err := runCmd(t, "", "ctl", "-c", bad, "isps")
+	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "--socket PATH needs none") {
+		t.Errorf("invalid config: %v", err)
 	}
+	// The default configuration (absent here) is no excuse for --socket.
+	t.Chdir(t.TempDir())
+	r.ok("", "ctl", "stats", "--socket", r.sock)
+	// Nothing listening: a clear error, exit 1.
+	_, _, err = runCmd(t, "", "ctl", "isps", "--socket", filepath.Join(t.TempDir(), "none.sock"))
+	if err == nil || exitCode(err) != 1 {
+		t.Errorf("no socket: %v", err)
+	}
+}
 
-	// N: the events after N, and how to get the next page.
-	out, errOut, err = runCmd(t, "ctl", "-c", cfg, "events", "0")
-	if err != nil {
-		t.Fatal(err)
+func TestBackup(t *testing.T) {
+	r := newRig(t, nil)
+	out := filepath.Join(t.TempDir(), "copy.db")
+	stdout, _ := r.ok("", "ctl", "-c", r.cfg, "backup", out)
+	got, err := os.ReadFile(out)
+	if err != nil || !bytes.Equal(got, r.backup) || !strings.Contains(stdout, out+": 13000 bytes, sha256 ") {
+		t.Errorf("backup: %v, %d bytes, %q", err, len(got), stdout)
 	}
-	evs = nil
-	if err := json.Unmarshal([]byte(out), &evs); err != nil || len(evs) != 1000 || evs[0].Seq != 1 {
-		t.Errorf("events 0: %v, %d events", err, len(evs))
+	stdout, _ = r.ok("", "ctl", "--socket", r.sock, "backup", out, "--json")
+	var res appliance.BackupResult
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil || res.Bytes != 13000 || res.File != out {
+		t.Errorf("backup --json: %v %q", err, stdout)
 	}
-	if want := "events seq 1..1000; the log holds up to seq 1500: `ispmux ctl -c " + cfg + " events 1000` shows the next ones"; !strings.Contains(errOut, want) {
-		t.Errorf("notice %q lacks %q", errOut, want)
-	}
-	// The last page: no notice.
-	if _, errOut, err = runCmd(t, "ctl", "-c", cfg, "events", "1000"); err != nil || errOut != "" {
-		t.Errorf("events 1000: %v, notice %q", err, errOut)
-	}
-	f.mu.Lock()
-	q := f.queries
-	f.mu.Unlock()
-	if len(q) != 3 || q[0] != "last=100" || q[1] != "after=0" || q[2] != "after=1000" {
-		t.Errorf("queries %q", q)
-	}
-
-	// A log that fits: everything, no notice.
-	f.mu.Lock()
-	f.oldest, f.newest = 1, 5
-	f.mu.Unlock()
-	out, errOut, err = runCmd(t, "ctl", "-c", cfg, "events")
-	evs = nil
-	if err != nil || json.Unmarshal([]byte(out), &evs) != nil || len(evs) != 5 || errOut != "" {
-		t.Errorf("small log: %v, %d events, notice %q", err, len(evs), errOut)
+	if _, _, err := runCmd(t, "", "ctl", "--socket", r.sock, "backup", filepath.Join(t.TempDir(), "no", "dir.db")); err == nil || exitCode(err) != 1 {
+		t.Errorf("backup into a missing directory: %v", err)
 	}
 }

@@ -1,0 +1,457 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/ispmux/ispmux/api/client"
+	"github.com/ispmux/ispmux/appliance"
+	"github.com/ispmux/ispmux/configs"
+)
+
+// tokenEnv is the environment variable ctl reads the API token from.
+const tokenEnv = "ISPMUX_TOKEN"
+
+// ctlGlobal are the flags every ctl command takes: where the appliance
+// is (the API, or its control socket) and how to print.
+type ctlGlobal struct {
+	config    string
+	socket    string
+	apiURL    string
+	token     string
+	tokenFile string
+	ca        string
+	insecure  bool
+	json      bool
+}
+
+func (g *ctlGlobal) register(fs *flag.FlagSet) {
+	fs.StringVar(&g.config, "c", defaultConfig, "configuration `FILE`: the control socket is its state_dir/"+appliance.SocketName)
+	fs.StringVar(&g.socket, "socket", "", "the control socket's `PATH` (root on the box; needs no config, acts as the operator)")
+	fs.StringVar(&g.apiURL, "api", "", "the API's base `URL` (https://host:port) instead of the control socket")
+	fs.StringVar(&g.tokenFile, "token-file", "", "`FILE` holding the API token (else $"+tokenEnv+")")
+	fs.StringVar(&g.token, "token", "", "the API `TOKEN` (other local users see it in ps: prefer $"+tokenEnv+" or --token-file)")
+	fs.StringVar(&g.ca, "ca", "", "PEM `FILE` of the CA (or self-signed certificate) of the API's certificate")
+	fs.BoolVar(&g.insecure, "insecure", false, "skip the API's certificate checks (loopback addresses only)")
+	fs.BoolVar(&g.json, "json", false, "print the API's JSON (one object; NDJSON when streaming) instead of a table")
+}
+
+// ctlOpts are the commands' own flags (each command registers its own).
+type ctlOpts struct {
+	after         string
+	limit         int
+	passwordStdin bool
+	passwordHash  string
+	deviceLimit   int
+	suspended     bool
+	status        string
+	customer      string
+	access        string
+	replace       string
+	isp           string
+	follow        bool
+	file          string
+}
+
+// ctlCommand is one ctl subcommand.
+type ctlCommand struct {
+	name    string
+	args    string // positional arguments and own flags, for the synopsis
+	short   string // one line, for ctl's list
+	summary string
+	// min and max positional arguments.
+	min, max int
+	flags    func(fs *flag.FlagSet, o *ctlOpts)
+	run      func(e *ctlEnv, args []string) error
+	// where: what the command talks to.
+	where ctlWhere
+}
+
+type ctlWhere int
+
+const (
+	whereAny    ctlWhere = iota // the API or the control socket
+	whereSocket                 // the control socket only (status, backup)
+	whereNone                   // nothing (token)
+)
+
+func listFlags(fs *flag.FlagSet, o *ctlOpts) {
+	fs.StringVar(&o.after, "after", "", "start after `CURSOR` (the next page's cursor a list prints)")
+	fs.IntVar(&o.limit, "limit", 0, "at most `N` items (1..1000; default 100)")
+}
+
+// ctlCommands is the ctl command table: dispatch, help and tests read it.
+var ctlCommands = []*ctlCommand{
+	{name: "status", short: "counters, next hops, bindings, DHCP counters (control socket)", summary: "The appliance's counters per port (drops by reason), next hops, bindings, DHCP counters\n" +
+		"and messages to ISPs recorded and not yet sent (pending intents). Control socket only.",
+		run: ctlStatus, where: whereSocket},
+	{name: "events", short: "the newest events, those after AFTER-SEQ, or --follow them live", args: "[--isp ISP] [--follow] [--limit N] [AFTER-SEQ]", max: 1,
+		summary: "Subscriber and tenant events (bound, rejected, expired, customer-created, claimed, moved, ...).\n" +
+			"Without AFTER-SEQ the newest 100; with it, up to 1000 after that sequence (0: from the oldest).\n" +
+			"--follow streams them live (from after AFTER-SEQ if given), resuming without gap after a cut,\n" +
+			"until interrupted.",
+		flags: func(fs *flag.FlagSet, o *ctlOpts) {
+			fs.StringVar(&o.isp, "isp", "", "one `ISP`'s events only (needed with an ISP's token)")
+			fs.BoolVar(&o.follow, "follow", false, "stream events live (Server-Sent Events) until interrupted")
+			fs.IntVar(&o.limit, "limit", 0, "at most `N` events (1..1000)")
+		},
+		run: ctlEvents},
+	{name: "backup", short: "a consistent copy of the running store (control socket)", args: "OUT", min: 1, max: 1,
+		summary: "Write a consistent copy of the running appliance's store (state_dir/ispmux.db) to OUT,\n" +
+			"checked against the size and SHA-256 the appliance sent. Control socket only.",
+		run: ctlBackup, where: whereSocket},
+	{name: "isps", short: "the ISPs with their counts", summary: "The ISPs with their customer, device and binding counts (an ISP's token: its own).",
+		run: ctlISPs},
+	{name: "customers", short: "one page of an ISP's customers", args: "ISP [--after CURSOR] [--limit N]", min: 1, max: 1,
+		summary: "One page of an ISP's customers, in customer ID order.",
+		flags:   listFlags, run: ctlCustomers},
+	{name: "customer", short: "one customer", args: "ISP ID", min: 2, max: 2, summary: "One customer.", run: ctlCustomer},
+	{name: "customer-add", short: "create a customer (password from stdin)", args: "ISP ID [--password-stdin | --password-hash HASH] [--device-limit N] [--suspended]", min: 2, max: 2,
+		summary: "Create a customer. Its password is read from stdin (--password-stdin: the first line; never an\n" +
+			"argument), or given as an argon2id/bcrypt PHC hash; with neither it cannot claim (its devices\n" +
+			"are attached with device-add).",
+		flags: func(fs *flag.FlagSet, o *ctlOpts) {
+			fs.BoolVar(&o.passwordStdin, "password-stdin", false, "read the password from stdin (prompted, not echoed, on a terminal)")
+			fs.StringVar(&o.passwordHash, "password-hash", "", "the password as an argon2id or bcrypt PHC `HASH`")
+			fs.IntVar(&o.deviceLimit, "device-limit", 0, "at most `N` devices (default 1)")
+			fs.BoolVar(&o.suspended, "suspended", false, "create it suspended")
+		},
+		run: ctlCustomerAdd},
+	{name: "customer-set", short: "suspend/activate a customer, change its device limit or password", args: "ISP ID [--status active|suspended] [--device-limit N] [--password-stdin]", min: 2, max: 2,
+		summary: "Change a customer. Suspending ends its live bindings (RELEASE to the ISP); its devices then\n" +
+			"get a NAK.",
+		flags: func(fs *flag.FlagSet, o *ctlOpts) {
+			fs.StringVar(&o.status, "status", "", "`STATUS`: active or suspended")
+			fs.IntVar(&o.deviceLimit, "device-limit", 0, "at most `N` devices")
+			fs.BoolVar(&o.passwordStdin, "password-stdin", false, "set a new password, read from stdin (prompted, not echoed, on a terminal)")
+		},
+		run: ctlCustomerSet},
+	{name: "customer-del", short: "delete a customer (its devices are detached)", args: "ISP ID", min: 2, max: 2,
+		summary: "Delete a customer: its devices' bindings end and they are detached.", run: ctlCustomerDel},
+	{name: "import", short: "bulk import NDJSON customers, one result per line", args: "ISP FILE.ndjson", min: 2, max: 2,
+		summary: "Bulk import (upsert) of NDJSON customers, one {\"customer_id\",\"password\"|\"password_hash\",\n" +
+			"\"status\",\"device_limit\"} per line (FILE \"-\": stdin). Prints each line's result; exits 1 if\n" +
+			"any line failed. Reruns are safe: an identical line is unchanged.",
+		run: ctlImport},
+	{name: "devices", short: "one page of devices (of one ISP, or all)", args: "[ISP] [--customer ID] [--after CURSOR] [--limit N]", max: 1,
+		summary: "One page of devices (subscriber MACs attached to customers): of one ISP, or of every ISP\n" +
+			"(operator).",
+		flags: func(fs *flag.FlagSet, o *ctlOpts) {
+			fs.StringVar(&o.customer, "customer", "", "one customer's devices (`ID`; needs ISP)")
+			listFlags(fs, o)
+		},
+		run: ctlDevices},
+	{name: "device-add", short: "attach a MAC to one of the ISP's customers", args: "ISP MAC CUSTOMER [--access NAME]", min: 3, max: 3,
+		summary: "Attach a MAC to one of the ISP's customers (it must be unattached or already this ISP's).",
+		flags: func(fs *flag.FlagSet, o *ctlOpts) {
+			fs.StringVar(&o.access, "access", "", "pin it to the access entry `NAME`")
+		},
+		run: ctlDeviceAdd},
+	{name: "device-del", short: "detach a device", args: "ISP MAC", min: 2, max: 2,
+		summary: "Detach a device: its binding ends (RELEASE to the ISP).", run: ctlDeviceDel},
+	{name: "claim", short: "attach a MAC with the customer's password", args: "ISP CUSTOMER MAC [--replace MAC] [--password-stdin] [--access NAME]", min: 3, max: 3,
+		summary: "Attach MAC to a customer with the customer's password (a claim or operator token): read\n" +
+			"from stdin with --password-stdin, else prompted on the terminal, never echoed. At the device\n" +
+			"limit, the answer names the customer's devices: claim again with --replace one of them.",
+		flags: func(fs *flag.FlagSet, o *ctlOpts) {
+			fs.StringVar(&o.replace, "replace", "", "detach the customer's device `MAC` in the same step")
+			fs.BoolVar(&o.passwordStdin, "password-stdin", false, "read the password from stdin (its first line)")
+			fs.StringVar(&o.access, "access", "", "pin the device to the access entry `NAME`")
+		},
+		run: ctlClaim},
+	{name: "block", short: "block a MAC (operator)", args: "MAC", min: 1, max: 1,
+		summary: "Block a MAC (operator): its binding ends and it gets no DHCP answer.", run: ctlBlock},
+	{name: "unblock", short: "unblock a MAC (operator)", args: "MAC", min: 1, max: 1, summary: "Unblock a MAC (operator).", run: ctlUnblock},
+	{name: "move", short: "move a device to another customer or ISP (operator)", args: "MAC ISP CUSTOMER", min: 3, max: 3,
+		summary: "Move a device to another customer, of any ISP (operator): traffic stops at once, the old ISP\n" +
+			"gets a RELEASE, the subscriber's next REQUEST is NAKed by ispmux so it starts over with the new one.",
+		run: ctlMove},
+	{name: "bindings", short: "one page of DHCP bindings (of one ISP, or all)", args: "[ISP] [--after CURSOR] [--limit N]", max: 1,
+		summary: "One page of DHCP bindings: of one ISP, or of every ISP (operator).",
+		flags:   listFlags, run: ctlBindings},
+	{name: "subscriber", short: "a MAC in one view: device, binding, recent events", args: "MAC [--isp ISP]", min: 1, max: 1,
+		summary: "One subscriber in one view: its device (customer, ISP, access, source, blocked), its DHCP\n" +
+			"binding and its recent events (among the newest 1000).",
+		flags: func(fs *flag.FlagSet, o *ctlOpts) {
+			fs.StringVar(&o.isp, "isp", "", "look in this `ISP` only (needed with an ISP's token)")
+		},
+		run: ctlSubscriber},
+	{name: "stats", short: "the box's counts (operator)", summary: "The box's counts: ISPs, customers, devices, bindings (operator).", run: ctlStats},
+	{name: "token", short: "make a new API token and its sha256: line for a token file", args: "[--file FILE]",
+		summary: "Make a new API token (256 bits). Prints the token (line 1: give it to the client, once) and\n" +
+			"its sha256: line (line 2: the content of a token file on the box, which then never holds the\n" +
+			"token itself). With --file the sha256: line is written to FILE (mode 0600) and only the token\n" +
+			"is printed.",
+		flags: func(fs *flag.FlagSet, o *ctlOpts) {
+			fs.StringVar(&o.file, "file", "", "write the sha256: line to the token `FILE`")
+		},
+		run: ctlToken, where: whereNone},
+}
+
+func findCtlCommand(name string) *ctlCommand {
+	for _, c := range ctlCommands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// ctlHelp is ctl's own help.
+func ctlHelp(global *flag.FlagSet) *help {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	for _, c := range ctlCommands {
+		fmt.Fprintf(tw, "  %s\t%s\n", strings.TrimSpace(c.name+" "+positionals(c.args)), c.short)
+	}
+	tw.Flush()
+	return &help{
+		name: "ispmux ctl", args: "COMMAND [ARGS] [flags]",
+		summary: "Talk to a running appliance: over its API (--api URL and a token: --token-file FILE,\n" +
+			"$" + tokenEnv + " or --token) or, as root on the box, over its control socket (--socket PATH,\n" +
+			"or the state_dir of the configuration -c names), where every command acts as the operator.\n" +
+			"Tables by default; --json prints the API's JSON for scripts.",
+		commands: b.String(),
+		global:   global,
+		footer:   "Run 'ispmux ctl COMMAND -h' for a command's arguments and flags. Passwords are never\narguments: --password-stdin (or a prompt without echo).",
+	}
+}
+
+// cmdCtl runs `ispmux ctl`: the connection flags, the command word
+// (wherever among the flags), then the command's arguments and flags.
+func cmdCtl(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	// The command word is the first positional argument; the flags
+	// before it are the connection flags.
+	var scratch ctlGlobal
+	gfs := newFlagSet("ctl")
+	scratch.register(gfs)
+	ch := ctlHelp(gfs)
+	if err := gfs.Parse(args); err != nil {
+		return ch.parseError(err, stdout)
+	}
+	if gfs.NArg() == 0 {
+		return ch.usage("missing the command (status, events, customers, ...)")
+	}
+	word := gfs.Arg(0)
+	if word == "help" {
+		ch.print(stdout)
+		return nil
+	}
+	cmd := findCtlCommand(word)
+	if cmd == nil {
+		return ch.usage("unknown command %q", word)
+	}
+	i := len(args) - gfs.NArg()
+	rest := append(append([]string{}, args[:i]...), args[i+1:]...)
+
+	e := &ctlEnv{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, cmd: cmd}
+	fs := newFlagSet("ctl " + cmd.name)
+	if cmd.flags != nil {
+		cmd.flags(fs, &e.o)
+	}
+	gfs2 := newFlagSet("ctl")
+	e.g.register(gfs2)
+	gfs2.VisitAll(func(f *flag.Flag) { fs.Var(f.Value, f.Name, f.Usage) })
+	own := newFlagSet("ctl " + cmd.name)
+	if cmd.flags != nil {
+		var o ctlOpts
+		cmd.flags(own, &o)
+	}
+	e.h = &help{name: "ispmux ctl " + cmd.name, args: cmd.args, summary: cmd.summary, flags: own, global: gfs2}
+	pos, err := parseArgs(fs, rest)
+	if err != nil {
+		return e.h.parseError(err, stdout)
+	}
+	e.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { e.set[f.Name] = true })
+	if len(pos) < cmd.min {
+		return e.h.usage("missing %s", strings.Join(missingArgs(cmd.args, len(pos), cmd.min), " "))
+	}
+	if len(pos) > cmd.max {
+		return e.h.usage("unexpected argument(s) %q", pos[cmd.max:])
+	}
+	if err := e.checkConnectionFlags(); err != nil {
+		return err
+	}
+	return cmd.run(e, pos)
+}
+
+// positionals is a synopsis without its flags: "ISP [--after C] ID" →
+// "ISP ID".
+func positionals(synopsis string) string {
+	var out []string
+	depth := 0 // inside a bracket that holds flags
+	for _, w := range strings.Fields(synopsis) {
+		switch {
+		case depth > 0:
+		case strings.HasPrefix(w, "[-"):
+		case strings.HasPrefix(w, "-"):
+			continue
+		default:
+			out = append(out, w)
+			continue
+		}
+		depth += strings.Count(w, "[") - strings.Count(w, "]")
+	}
+	return strings.Join(out, " ")
+}
+
+// missingArgs names the positional arguments from have to want of a
+// synopsis ("ISP ID [--flag X]").
+func missingArgs(synopsis string, have, want int) []string {
+	var names []string
+	for _, w := range strings.Fields(synopsis) {
+		if strings.HasPrefix(w, "[") || strings.HasPrefix(w, "-") || strings.HasSuffix(w, "]") || strings.Contains(w, "|") {
+			continue
+		}
+		names = append(names, w)
+	}
+	if want > len(names) {
+		want = len(names)
+	}
+	if have > want {
+		return nil
+	}
+	return names[have:want]
+}
+
+// ctlEnv is one ctl command's run: its flags, where it talks to, its
+// output.
+type ctlEnv struct {
+	ctx            context.Context
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	cmd            *ctlCommand
+	h              *help
+	g              ctlGlobal
+	o              ctlOpts
+	set            map[string]bool // the flags given
+	token          string          // resolved by checkConnectionFlags
+}
+
+// checkConnectionFlags checks the connection flags' combination (a
+// usage error before anything is read or dialled) and resolves the token.
+func (e *ctlEnv) checkConnectionFlags() error {
+	g := &e.g
+	if e.cmd.where == whereNone {
+		for _, f := range []string{"api", "socket", "token", "token-file", "ca", "insecure"} {
+			if e.set[f] {
+				return e.h.usage("--%s: this command talks to no appliance", f)
+			}
+		}
+		return nil
+	}
+	if e.set["api"] {
+		if e.set["socket"] || e.set["c"] {
+			return e.h.usage("--api and --socket (or -c) are alternatives: give one")
+		}
+		if e.cmd.where == whereSocket {
+			return e.h.usage("only on the box, over the control socket (--socket PATH or -c FILE), not the API")
+		}
+		if e.set["token"] && e.set["token-file"] {
+			return e.h.usage("--token and --token-file are alternatives: give one")
+		}
+		switch {
+		case e.set["token"]:
+			e.token = g.token
+		case e.set["token-file"]:
+			t, err := readTokenFile(g.tokenFile)
+			if err != nil {
+				return err
+			}
+			e.token = t
+		default:
+			e.token = strings.TrimSpace(os.Getenv(tokenEnv))
+		}
+		if e.token == "" {
+			return e.h.usage("--api needs a token: --token-file FILE, $%s or --token", tokenEnv)
+		}
+		return nil
+	}
+	for _, f := range []string{"token", "token-file", "ca", "insecure"} {
+		if e.set[f] {
+			return e.h.usage("--%s goes with --api (the control socket needs no token)", f)
+		}
+	}
+	if e.set["socket"] && e.set["c"] {
+		return e.h.usage("--socket and -c are alternatives: give one")
+	}
+	return nil
+}
+
+// readTokenFile reads the token a client presents from file (one line).
+func readTokenFile(file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if strings.HasPrefix(t, "sha256:") {
+		return "", fmt.Errorf("token file %s holds a token's SHA-256 (the box's side): --token-file wants the token itself", file)
+	}
+	if t == "" || strings.ContainsAny(t, " \t\n") {
+		return "", fmt.Errorf("token file %s: want one line, the token", file)
+	}
+	return t, nil
+}
+
+// socketPath is the control socket: --socket, or the configuration's
+// state_dir/ispmux.sock (the configuration must then be valid).
+func (e *ctlEnv) socketPath() (string, error) {
+	if e.set["socket"] {
+		return e.g.socket, nil
+	}
+	cfg, err := configs.Load(e.g.config)
+	if err != nil {
+		return "", fmt.Errorf("%w\n(the control socket is found through the configuration; --socket PATH needs none)", err)
+	}
+	return filepath.Join(cfg.Appliance.StateDir, appliance.SocketName), nil
+}
+
+// client is the API client: over the network with --api, else over the
+// control socket.
+func (e *ctlEnv) client() (*client.Client, error) {
+	if e.set["api"] {
+		c, err := client.New(e.g.apiURL, e.token, client.Options{CAFile: e.g.ca, InsecureSkipVerify: e.g.insecure})
+		if err != nil {
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				return nil, err
+			}
+			return nil, e.h.usage("%v", err)
+		}
+		return c, nil
+	}
+	sock, err := e.socketPath()
+	if err != nil {
+		return nil, err
+	}
+	return client.NewSocket(sock, client.Options{})
+}
+
+// again is the command line that reaches the same appliance (for the
+// hints printed on stderr): "ispmux ctl -c FILE".
+func (e *ctlEnv) again() string {
+	s := "ispmux ctl"
+	switch {
+	case e.set["api"]:
+		s += " --api " + e.g.apiURL
+	case e.set["socket"]:
+		s += " --socket " + e.g.socket
+	case e.set["c"]:
+		s += " -c " + e.g.config
+	}
+	return s
+}
+
+// notice prints a hint to stderr.
+func (e *ctlEnv) notice(format string, args ...any) {
+	fmt.Fprintf(e.stderr, "ispmux: "+format+"\n", args...)
+}

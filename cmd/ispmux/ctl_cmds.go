@@ -1,0 +1,584 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/ispmux/ispmux/appliance"
+	"github.com/ispmux/ispmux/auth"
+	"github.com/ispmux/ispmux/tenants"
+)
+
+// printJSON writes v as indented JSON.
+func (e *ctlEnv) printJSON(v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// listOptions are --after and --limit.
+func (e *ctlEnv) listOptions() (tenants.ListOptions, error) {
+	if e.o.limit < 0 || e.o.limit > tenants.MaxLimit {
+		return tenants.ListOptions{}, e.h.usage("--limit must be 1..%d, got %d", tenants.MaxLimit, e.o.limit)
+	}
+	return tenants.ListOptions{After: e.o.after, Limit: e.o.limit}, nil
+}
+
+// moreNotice says how to get the next page of a list.
+func (e *ctlEnv) moreNotice(next string, args ...string) {
+	if next == "" {
+		return
+	}
+	cmd := e.again() + " " + e.cmd.name
+	for _, a := range args {
+		if a != "" {
+			cmd += " " + a
+		}
+	}
+	if e.o.limit > 0 {
+		cmd += " --limit " + strconv.Itoa(e.o.limit)
+	}
+	e.notice("more: `%s --after %s` shows the next page", cmd, next)
+}
+
+// checkMAC refuses what is not a MAC address before any request.
+func (e *ctlEnv) checkMAC(what, s string) error {
+	if hw, err := net.ParseMAC(s); err != nil || len(hw) != 6 {
+		return e.h.usage("%s: %q is not a MAC address (02:00:00:00:00:07)", what, s)
+	}
+	return nil
+}
+
+func ctlStatus(e *ctlEnv, _ []string) error {
+	sock, err := e.socketPath()
+	if err != nil {
+		return err
+	}
+	st, err := appliance.FetchStatus(e.ctx, sock)
+	if err != nil {
+		return err
+	}
+	if e.g.json {
+		return e.printJSON(st)
+	}
+	return writeStatus(e.stdout, st)
+}
+
+func ctlBackup(e *ctlEnv, args []string) error {
+	sock, err := e.socketPath()
+	if err != nil {
+		return err
+	}
+	r, err := appliance.Backup(e.ctx, sock, args[0])
+	if err != nil {
+		return err
+	}
+	if e.g.json {
+		return e.printJSON(r)
+	}
+	fmt.Fprintf(e.stdout, "%s: %d bytes, sha256 %s\n", r.File, r.Bytes, r.SHA256)
+	return nil
+}
+
+func ctlISPs(e *ctlEnv, _ []string) error {
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	isps, err := c.ISPs(e.ctx)
+	if err != nil {
+		return err
+	}
+	if e.g.json {
+		return e.printJSON(tenants.Page[tenants.ISPInfo]{Items: nonNil(isps)})
+	}
+	return writeISPs(e.stdout, isps)
+}
+
+func ctlCustomers(e *ctlEnv, args []string) error {
+	o, err := e.listOptions()
+	if err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	p, err := c.Customers(e.ctx, args[0], o)
+	if err != nil {
+		return err
+	}
+	p.Items = nonNil(p.Items)
+	if e.g.json {
+		return e.printJSON(p)
+	}
+	if err := writeCustomers(e.stdout, p.Items); err != nil {
+		return err
+	}
+	e.moreNotice(p.Next, args[0])
+	return nil
+}
+
+func ctlCustomer(e *ctlEnv, args []string) error {
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	cu, err := c.Customer(e.ctx, args[0], args[1])
+	if err != nil {
+		return err
+	}
+	return e.showCustomer(cu)
+}
+
+func (e *ctlEnv) showCustomer(cu tenants.Customer) error {
+	if e.g.json {
+		return e.printJSON(cu)
+	}
+	return writeCustomer(e.stdout, cu)
+}
+
+func ctlCustomerAdd(e *ctlEnv, args []string) error {
+	in := tenants.CustomerInput{ID: args[1], PasswordHash: e.o.passwordHash, DeviceLimit: e.o.deviceLimit}
+	if e.o.passwordStdin && e.set["password-hash"] {
+		return e.h.usage("--password-stdin and --password-hash are alternatives: give one")
+	}
+	if e.set["device-limit"] && e.o.deviceLimit < 1 {
+		return e.h.usage("--device-limit must be at least 1, got %d", e.o.deviceLimit)
+	}
+	if e.o.suspended {
+		in.Status = tenants.StatusSuspended
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	if e.o.passwordStdin {
+		if in.Password, err = readPassword(e.ctx, e.stdin, e.stderr, "password for "+args[1]+": "); err != nil {
+			return err
+		}
+	}
+	cu, err := c.CreateCustomer(e.ctx, args[0], in)
+	if err != nil {
+		return err
+	}
+	return e.showCustomer(cu)
+}
+
+func ctlCustomerSet(e *ctlEnv, args []string) error {
+	var p tenants.CustomerPatch
+	if e.set["status"] {
+		st := tenants.Status(e.o.status)
+		if st != tenants.StatusActive && st != tenants.StatusSuspended {
+			return e.h.usage("--status must be active or suspended, got %q", e.o.status)
+		}
+		p.Status = &st
+	}
+	if e.set["device-limit"] {
+		if e.o.deviceLimit < 1 {
+			return e.h.usage("--device-limit must be at least 1, got %d", e.o.deviceLimit)
+		}
+		p.DeviceLimit = &e.o.deviceLimit
+	}
+	if p.Status == nil && p.DeviceLimit == nil && !e.o.passwordStdin {
+		return e.h.usage("nothing to change: give --status, --device-limit or --password-stdin")
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	if e.o.passwordStdin {
+		pw, err := readPassword(e.ctx, e.stdin, e.stderr, "new password for "+args[1]+": ")
+		if err != nil {
+			return err
+		}
+		p.Password = &pw
+	}
+	cu, err := c.UpdateCustomer(e.ctx, args[0], args[1], p)
+	if err != nil {
+		return err
+	}
+	return e.showCustomer(cu)
+}
+
+func ctlCustomerDel(e *ctlEnv, args []string) error {
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	if err := c.DeleteCustomer(e.ctx, args[0], args[1]); err != nil {
+		return err
+	}
+	if !e.g.json {
+		fmt.Fprintf(e.stdout, "deleted customer %s of %s\n", args[1], args[0])
+	}
+	return nil
+}
+
+func ctlImport(e *ctlEnv, args []string) error {
+	var in io.Reader = e.stdin
+	if args[1] != "-" {
+		f, err := os.Open(args[1])
+		if err != nil {
+			return fmt.Errorf("import: %w", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	var n, failed int
+	counts := map[string]int{}
+	enc := json.NewEncoder(e.stdout)
+	if !e.g.json {
+		fmt.Fprintf(e.stdout, "%7s  %-24s  %-9s  %s\n", "LINE", "CUSTOMER", "RESULT", "ERROR")
+	}
+	err = c.Import(e.ctx, args[0], in, func(r tenants.ImportResult) error {
+		n++
+		counts[r.Result]++
+		if r.Result == "error" {
+			failed++
+		}
+		if e.g.json {
+			return enc.Encode(r)
+		}
+		_, err := fmt.Fprintf(e.stdout, "%7d  %-24s  %-9s  %s\n", r.Line, orDash(r.CustomerID), r.Result, r.Error)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	e.notice("import: %d lines: %d created, %d updated, %d unchanged, %d failed",
+		n, counts["created"], counts["updated"], counts["unchanged"], failed)
+	if failed > 0 {
+		return fmt.Errorf("import: %d of %d lines failed", failed, n)
+	}
+	return nil
+}
+
+func ctlDevices(e *ctlEnv, args []string) error {
+	o, err := e.listOptions()
+	if err != nil {
+		return err
+	}
+	isp := ""
+	if len(args) == 1 {
+		isp = args[0]
+	}
+	if e.o.customer != "" && isp == "" {
+		return e.h.usage("--customer needs the ISP (devices ISP --customer ID)")
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	p, err := c.Devices(e.ctx, isp, e.o.customer, o)
+	if err != nil {
+		return err
+	}
+	p.Items = nonNil(p.Items)
+	if e.g.json {
+		return e.printJSON(p)
+	}
+	if err := writeDevices(e.stdout, p.Items); err != nil {
+		return err
+	}
+	more := isp
+	if e.o.customer != "" {
+		more += " --customer " + e.o.customer
+	}
+	e.moreNotice(p.Next, more)
+	return nil
+}
+
+func (e *ctlEnv) showDevice(d tenants.Device) error {
+	if e.g.json {
+		return e.printJSON(d)
+	}
+	return writeDevice(e.stdout, d)
+}
+
+func ctlDeviceAdd(e *ctlEnv, args []string) error {
+	if err := e.checkMAC("MAC", args[1]); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	d, err := c.AttachDevice(e.ctx, args[0], tenants.DeviceInput{MAC: args[1], CustomerID: args[2], Access: e.o.access})
+	if err != nil {
+		return err
+	}
+	return e.showDevice(d)
+}
+
+func ctlDeviceDel(e *ctlEnv, args []string) error {
+	if err := e.checkMAC("MAC", args[1]); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	if err := c.DetachDevice(e.ctx, args[0], args[1]); err != nil {
+		return err
+	}
+	if !e.g.json {
+		fmt.Fprintf(e.stdout, "detached %s from %s\n", args[1], args[0])
+	}
+	return nil
+}
+
+func ctlClaim(e *ctlEnv, args []string) error {
+	if err := e.checkMAC("MAC", args[2]); err != nil {
+		return err
+	}
+	if e.o.replace != "" {
+		if err := e.checkMAC("--replace", e.o.replace); err != nil {
+			return err
+		}
+	}
+	if !e.o.passwordStdin && !isTerminal(e.stdin) {
+		return e.h.usage("the customer's password: pipe it with --password-stdin (stdin is not a terminal to prompt on)")
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	pw, err := readPassword(e.ctx, e.stdin, e.stderr, "password of "+args[1]+": ")
+	if err != nil {
+		return err
+	}
+	d, err := c.Claim(e.ctx, tenants.ClaimRequest{ISP: args[0], CustomerID: args[1], Password: pw, MAC: args[2],
+		Replace: e.o.replace, Access: e.o.access})
+	if err != nil {
+		return err
+	}
+	return e.showDevice(d)
+}
+
+func ctlBlock(e *ctlEnv, args []string) error   { return e.block(args[0], true) }
+func ctlUnblock(e *ctlEnv, args []string) error { return e.block(args[0], false) }
+
+func (e *ctlEnv) block(mac string, blocked bool) error {
+	if err := e.checkMAC("MAC", mac); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	var d tenants.Device
+	if blocked {
+		d, err = c.Block(e.ctx, mac)
+	} else {
+		d, err = c.Unblock(e.ctx, mac)
+	}
+	if err != nil {
+		return err
+	}
+	return e.showDevice(d)
+}
+
+func ctlMove(e *ctlEnv, args []string) error {
+	if err := e.checkMAC("MAC", args[0]); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	d, err := c.Move(e.ctx, args[0], tenants.MoveRequest{ISP: args[1], CustomerID: args[2]})
+	if err != nil {
+		return err
+	}
+	return e.showDevice(d)
+}
+
+func ctlBindings(e *ctlEnv, args []string) error {
+	o, err := e.listOptions()
+	if err != nil {
+		return err
+	}
+	isp := ""
+	if len(args) == 1 {
+		isp = args[0]
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	p, err := c.Bindings(e.ctx, isp, o)
+	if err != nil {
+		return err
+	}
+	p.Items = nonNil(p.Items)
+	if e.g.json {
+		return e.printJSON(p)
+	}
+	if err := writeBindings(e.stdout, p.Items); err != nil {
+		return err
+	}
+	e.moreNotice(p.Next, isp)
+	return nil
+}
+
+func ctlStats(e *ctlEnv, _ []string) error {
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	st, err := c.Stats(e.ctx)
+	if err != nil {
+		return err
+	}
+	if e.g.json {
+		return e.printJSON(st)
+	}
+	return writeKV(e.stdout, [][2]string{
+		{"isps", strconv.Itoa(st.ISPs)}, {"customers", strconv.Itoa(st.Customers)},
+		{"devices", strconv.Itoa(st.Devices)}, {"bindings", strconv.Itoa(st.Bindings)},
+	})
+}
+
+// subscriberView is what `ctl subscriber MAC` shows.
+type subscriberView struct {
+	MAC     string           `json:"mac"`
+	Device  *tenants.Device  `json:"device"`  // null: not attached
+	Binding *tenants.Binding `json:"binding"` // null: no lease
+	Events  []tenants.Event  `json:"events"`  // its recent events, oldest first
+}
+
+// subscriberEvents is how many of a subscriber's events the view shows,
+// and how far back in the log it looks.
+const (
+	subscriberEvents = 20
+	subscriberWindow = 1000
+)
+
+func ctlSubscriber(e *ctlEnv, args []string) error {
+	if err := e.checkMAC("MAC", args[0]); err != nil {
+		return err
+	}
+	hw, _ := net.ParseMAC(args[0])
+	mac := hw.String()
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	v := subscriberView{MAC: mac, Events: []tenants.Event{}}
+	isp := e.o.isp
+	d, err := c.Device(e.ctx, isp, mac)
+	switch {
+	case err == nil:
+		v.Device = &d
+	case !errors.Is(err, tenants.ErrNotFound):
+		return err
+	}
+	bisp := isp
+	if bisp == "" && v.Device != nil && v.Device.ISP != "" {
+		bisp = v.Device.ISP
+	}
+	// No endpoint reads one binding: scan the (ISP's) list.
+	for after := ""; ; {
+		p, err := c.Bindings(e.ctx, bisp, tenants.ListOptions{After: after, Limit: tenants.MaxLimit})
+		if err != nil {
+			return err
+		}
+		for i := range p.Items {
+			if strings.EqualFold(p.Items[i].MAC, mac) {
+				v.Binding = &p.Items[i]
+			}
+		}
+		if v.Binding != nil || p.Next == "" || p.Next == after {
+			break
+		}
+		after = p.Next
+	}
+	evs, _, err := newestEvents(e, c, isp, subscriberWindow, func(ev tenants.Event) bool {
+		return strings.EqualFold(ev.MAC, mac)
+	})
+	if err != nil {
+		return err
+	}
+	if len(evs) > subscriberEvents {
+		evs = evs[len(evs)-subscriberEvents:]
+	}
+	v.Events = append(v.Events, evs...)
+	if v.Device == nil && v.Binding == nil && len(v.Events) == 0 {
+		return fmt.Errorf("%s: no device, binding or recent event", mac)
+	}
+	if e.g.json {
+		return e.printJSON(v)
+	}
+	return writeSubscriber(e.stdout, v)
+}
+
+func ctlToken(e *ctlEnv, _ []string) error {
+	tok, line := auth.NewToken()
+	if e.o.file != "" {
+		if err := writeFileAtomic(e.o.file, []byte(line+"\n"), 0o600); err != nil {
+			return fmt.Errorf("token: %w", err)
+		}
+	}
+	if e.g.json {
+		v := struct {
+			Token  string `json:"token"`
+			SHA256 string `json:"sha256"`
+			File   string `json:"file,omitempty"`
+		}{tok, line, e.o.file}
+		return e.printJSON(v)
+	}
+	if e.o.file != "" {
+		fmt.Fprintln(e.stdout, tok)
+		e.notice("wrote %s (name %q); the token above is the client's (%s or --token-file); SIGHUP makes the box read the file",
+			e.o.file, auth.TokenName(e.o.file), tokenEnv)
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "%s\n%s\n", tok, line)
+	return nil
+}
+
+// writeFileAtomic writes data to a temporary file next to path and
+// renames it over path.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/ispmux/ispmux/appliance"
+	"github.com/ispmux/ispmux/tenants"
+)
+
+// table writes aligned columns.
+type table struct{ tw *tabwriter.Writer }
+
+func newTable(w io.Writer, header ...string) *table {
+	t := &table{tw: tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)}
+	if len(header) > 0 {
+		t.row(header...)
+	}
+	return t
+}
+
+func (t *table) row(cells ...string) { fmt.Fprintln(t.tw, strings.Join(cells, "\t")) }
+
+func (t *table) flush() error { return t.tw.Flush() }
+
+// writeKV writes "key:  value" lines, aligned.
+func writeKV(w io.Writer, kv [][2]string) error {
+	t := newTable(w)
+	for _, p := range kv {
+		t.row(p[0]+":", p[1])
+	}
+	return t.flush()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func writeISPs(w io.Writer, isps []tenants.ISPInfo) error {
+	t := newTable(w, "ISP", "CUSTOMERS", "DEVICES", "BINDINGS")
+	for _, i := range isps {
+		t.row(i.Name, strconv.Itoa(i.Customers), strconv.Itoa(i.Devices), strconv.Itoa(i.Bindings))
+	}
+	return t.flush()
+}
+
+func writeCustomers(w io.Writer, cs []tenants.Customer) error {
+	t := newTable(w, "CUSTOMER", "STATUS", "DEVICES", "LIMIT", "SOURCE", "CREATED", "UPDATED")
+	for _, c := range cs {
+		t.row(c.ID, string(c.Status), strconv.Itoa(c.Devices), strconv.Itoa(c.DeviceLimit), orDash(c.Source),
+			timeString(c.Created), timeString(c.Updated))
+	}
+	return t.flush()
+}
+
+func writeCustomer(w io.Writer, c tenants.Customer) error {
+	return writeKV(w, [][2]string{
+		{"isp", c.ISP}, {"customer", c.ID}, {"status", string(c.Status)},
+		{"devices", fmt.Sprintf("%d of %d", c.Devices, c.DeviceLimit)}, {"source", orDash(c.Source)},
+		{"created", timeString(c.Created)}, {"updated", timeString(c.Updated)},
+	})
+}
+
+func writeDevices(w io.Writer, ds []tenants.Device) error {
+	t := newTable(w, "MAC", "ISP", "CUSTOMER", "ACCESS", "SOURCE", "BLOCKED", "UPDATED")
+	for _, d := range ds {
+		t.row(d.MAC, orDash(d.ISP), orDash(d.CustomerID), orDash(d.Access), orDash(d.Source), yesNo(d.Blocked), timeString(d.Updated))
+	}
+	return t.flush()
+}
+
+func deviceKV(d tenants.Device) [][2]string {
+	access := d.Access
+	if access == "" {
+		access = "any"
+	}
+	return [][2]string{
+		{"mac", d.MAC}, {"isp", orDash(d.ISP)}, {"customer", orDash(d.CustomerID)}, {"access", access},
+		{"source", orDash(d.Source)}, {"blocked", yesNo(d.Blocked)}, {"updated", timeString(d.Updated)},
+	}
+}
+
+func writeDevice(w io.Writer, d tenants.Device) error { return writeKV(w, deviceKV(d)) }
+
+func bindingVLAN(v uint16) string {
+	if v == 0 {
+		return "-"
+	}
+	return strconv.Itoa(int(v))
+}
+
+func writeBindings(w io.Writer, bs []tenants.Binding) error {
+	t := newTable(w, "MAC", "ISP", "CUSTOMER", "ACCESS", "VLAN", "IP", "EXPIRES")
+	for _, b := range bs {
+		t.row(b.MAC, b.ISP, orDash(b.CustomerID), orDash(b.Access), bindingVLAN(b.VLAN), b.IP.String(), timeString(b.Expires))
+	}
+	return t.flush()
+}
+
+// Event columns: the tables use a tabwriter; a followed stream, whose
+// rows come one at a time, fixed widths.
+var (
+	eventHeader = []string{"SEQ", "TIME", "KIND", "MAC", "ISP", "CUSTOMER", "IP", "REASON", "ACTOR"}
+	eventWidths = []int{8, 19, 15, 17, 10, 14, 15, 0, 0}
+)
+
+func eventCells(ev tenants.Event) []string {
+	// The request id is in --json (tables stay readable).
+	actor := ev.Actor
+	return []string{strconv.FormatUint(ev.Seq, 10), timeString(ev.Time), ev.Kind, orDash(ev.MAC), orDash(ev.ISP),
+		orDash(ev.CustomerID), orDash(ev.IP), orDash(ev.Reason), orDash(actor)}
+}
+
+// eventLine is one row of fixed-width columns.
+func eventLine(cells []string) string {
+	var b strings.Builder
+	for i, c := range cells {
+		if i > 0 {
+			b.WriteString("  ")
+		}
+		if i < len(cells)-1 && eventWidths[i] > 0 {
+			fmt.Fprintf(&b, "%-*s", eventWidths[i], c)
+		} else {
+			b.WriteString(c)
+		}
+	}
+	return strings.TrimRight(b.String(), " ")
+}
+
+func writeEvents(w io.Writer, evs []tenants.Event) error {
+	t := newTable(w, eventHeader...)
+	for _, ev := range evs {
+		t.row(eventCells(ev)...)
+	}
+	return t.flush()
+}
+
+func writeSubscriber(w io.Writer, v subscriberView) error {
+	fmt.Fprintf(w, "subscriber %s\n\ndevice:\n", v.MAC)
+	if v.Device == nil {
+		fmt.Fprintln(w, "  not attached to a customer")
+	} else {
+		t := newTable(w)
+		for _, p := range deviceKV(*v.Device)[1:] {
+			t.row("  "+p[0]+":", p[1])
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+	fmt.Fprint(w, "\nbinding:\n")
+	if v.Binding == nil {
+		fmt.Fprintln(w, "  none")
+	} else {
+		b := v.Binding
+		t := newTable(w)
+		t.row("  ip:", b.IP.String())
+		t.row("  isp:", b.ISP)
+		t.row("  customer:", orDash(b.CustomerID))
+		t.row("  access:", orDash(b.Access))
+		if b.VLAN != 0 {
+			t.row("  vlan:", strconv.Itoa(int(b.VLAN)))
+		}
+		t.row("  expires:", timeString(b.Expires))
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(w, "\nrecent events (at most %d, among the newest %d of the log):\n", subscriberEvents, subscriberWindow)
+	if len(v.Events) == 0 {
+		fmt.Fprintln(w, "  none")
+		return nil
+	}
+	t := newTable(w)
+	t.row("  SEQ", "TIME", "KIND", "ISP", "CUSTOMER", "IP", "REASON", "ACTOR")
+	for _, ev := range v.Events {
+		c := eventCells(ev)
+		t.row("  "+c[0], c[1], c[2], c[4], c[5], c[6], c[7], c[8])
+	}
+	return t.flush()
+}
+
+func writeStatus(w io.Writer, st *appliance.Status) error {
+	if err := writeKV(w, [][2]string{
+		{"uptime", st.Uptime},
+		{"leases", strconv.Itoa(st.Leases)},
+		{"pending intents", strconv.Itoa(st.PendingIntents) + "  (messages to ISPs recorded, not yet sent)"},
+		{"control", fmt.Sprintf("arp sent %d, arp learned %d, punts unhandled %d", st.Control.ARPSent, st.Control.ARPLearned, st.Control.PuntUnhandled)},
+	}); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	t := newTable(w, "PORT", "RX FRAMES", "RX BYTES", "TX FRAMES", "TX BYTES", "UP", "DOWN", "ARP", "ECHO", "PUNTS", "TX FULL", "NO FRAME", "ERRORS", "LINK", "DROPS")
+	for _, p := range st.Ports {
+		link := "up"
+		if p.Down {
+			link = "down"
+		}
+		u := func(n uint64) string { return strconv.FormatUint(n, 10) }
+		t.row(p.Name, u(p.RxFrames), u(p.RxBytes), u(p.TxFrames), u(p.TxBytes), u(p.FwdUp), u(p.FwdDown), u(p.ARPReplies), u(p.Echo),
+			u(p.Punts), u(p.TxFull), u(p.NoFrame), u(p.Errors), link, counters(p.Drops))
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	t = newTable(w, "ISP", "NEXT HOP", "STATE", "MAC")
+	for _, i := range st.ISPs {
+		t.row(i.Name, i.NextHop, i.State, orDash(i.MAC))
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "dhcp: %s\n\n", counters(st.DHCP))
+	t = newTable(w, "MAC", "ACCESS", "VLAN", "ISP", "IP", "STATIC", "EXPIRES", "SERVER")
+	for _, b := range st.Bindings {
+		t.row(b.MAC, b.Access, bindingVLAN(b.VLAN), b.ISP, b.IP, yesNo(b.Static), orDash(b.Expires), orDash(b.ServerID))
+	}
+	return t.flush()
+}
+
+// counters is "k=v k=v" in key order ("-" when none).
+func counters(m map[string]uint64) string {
+	keys := make([]string, 0, len(m))
+	for k, v := range m {
+		if v > 0 {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return "-"
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
+	}
+	return strings.Join(parts, " ")
+}

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ispmux/ispmux/api/client"
+)
+
+// usageError is a command line the command cannot run: exit status 2,
+// its message on one line and then the command's short usage.
+type usageError struct {
+	msg   string
+	usage string // printed after msg ("" = none)
+}
+
+func (u usageError) Error() string { return u.msg }
+
+// errHelped: -h printed the help (to stdout); the command succeeded.
+var errHelped = errors.New("help shown")
+
+func exitCode(err error) int {
+	var u usageError
+	if errors.As(err, &u) {
+		return 2
+	}
+	return 1
+}
+
+// report prints err for a person: a usage error with the usage after
+// it, an API problem with its title and detail.
+func report(w io.Writer, err error) {
+	var u usageError
+	if errors.As(err, &u) {
+		if u.msg != "" {
+			fmt.Fprintln(w, "ispmux:", u.msg)
+		}
+		if u.usage != "" {
+			fmt.Fprint(w, strings.TrimRight(u.usage, "\n")+"\n")
+		}
+		return
+	}
+	var p *client.Error
+	if errors.As(err, &p) {
+		fmt.Fprintln(w, "ispmux:", problemLine(p))
+		switch {
+		case len(p.Devices) > 0:
+			fmt.Fprintf(w, "  the customer's devices: %s; claim again with --replace one of them\n", strings.Join(p.Devices, ", "))
+		case p.RetryAfter > 0:
+			fmt.Fprintf(w, "  retry after %s\n", p.RetryAfter)
+		}
+		return
+	}
+	fmt.Fprintln(w, "ispmux:", err)
+}
+
+// problemLine is one line for an API problem: title, detail, status and
+// request id.
+func problemLine(p *client.Error) string {
+	var b strings.Builder
+	b.WriteString(p.Title)
+	if p.Title == "" {
+		b.WriteString(p.Slug())
+	}
+	if p.Detail != "" && p.Detail != p.Title {
+		b.WriteString(": " + p.Detail)
+	}
+	fmt.Fprintf(&b, " (HTTP %d", p.Status)
+	if p.RequestID != "" {
+		b.WriteString(", request " + p.RequestID)
+	}
+	b.WriteString(")")
+	return b.String()
+}
+
+// newFlagSet returns a flag set whose errors are returned, never printed
+// (help and usage errors are printed by help and report).
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs
+}
+
+// parseArgs parses fs's flags wherever they are among args (before,
+// between or after the positional arguments; everything after "--" is
+// positional) and returns the positional arguments in order.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// help is a command's help text: its synopsis, what it does, its flags
+// and (ctl) the flags every ctl command takes and its subcommands.
+type help struct {
+	name     string // "ispmux ctl customers"
+	args     string // "ISP [--after C] [--limit N]"
+	summary  string
+	commands string        // a list of subcommands ("" = none)
+	flags    *flag.FlagSet // the command's own flags (nil = none)
+	global   *flag.FlagSet // shared flags, listed after (nil = none)
+	footer   string
+}
+
+func (h *help) synopsis() string { return strings.TrimSpace(h.name + " " + h.args) }
+
+// print writes the whole help.
+func (h *help) print(w io.Writer) {
+	fmt.Fprintf(w, "usage: %s\n", h.synopsis())
+	if h.summary != "" {
+		fmt.Fprintf(w, "\n%s\n", strings.TrimRight(h.summary, "\n"))
+	}
+	if h.commands != "" {
+		fmt.Fprintf(w, "\ncommands:\n%s", h.commands)
+	}
+	fmt.Fprint(w, "\nflags:\n")
+	printFlags(w, h.flags, true)
+	if h.global != nil {
+		fmt.Fprint(w, "\nconnection and output flags (every ctl command):\n")
+		printFlags(w, h.global, false)
+	}
+	if h.footer != "" {
+		fmt.Fprintf(w, "\n%s\n", strings.TrimRight(h.footer, "\n"))
+	}
+}
+
+// short is the usage printed after a usage error.
+func (h *help) short() string {
+	return fmt.Sprintf("usage: %s\n(%s -h for help)", h.synopsis(), h.name)
+}
+
+// usage is a usage error of this command: msg, then the short usage.
+func (h *help) usage(format string, args ...any) error {
+	return usageError{msg: strings.TrimPrefix(h.name, "ispmux ") + ": " + fmt.Sprintf(format, args...), usage: h.short()}
+}
+
+// parseError turns a flag parse error into errHelped (after printing the
+// help to stdout, for -h) or a usage error.
+func (h *help) parseError(err error, stdout io.Writer) error {
+	if errors.Is(err, flag.ErrHelp) {
+		h.print(stdout)
+		return errHelped
+	}
+	return h.usage("%v", err)
+}
+
+// flagName is how help spells a flag: -c, --limit.
+func flagName(f *flag.Flag) string {
+	if len(f.Name) == 1 {
+		return "-" + f.Name
+	}
+	return "--" + f.Name
+}
+
+// printFlags lists fs's flags, aligned: "--name VALUE  usage (default
+// D)"; withHelp adds -h.
+func printFlags(w io.Writer, fs *flag.FlagSet, withHelp bool) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	n := 0
+	if fs != nil {
+		fs.VisitAll(func(f *flag.Flag) {
+			arg, use := flag.UnquoteUsage(f)
+			if _, isBool := f.Value.(interface{ IsBoolFlag() bool }); isBool {
+				arg = ""
+			}
+			name := flagName(f)
+			if arg != "" {
+				name += " " + arg
+			}
+			if d := f.DefValue; d != "" && d != "0" && d != "false" && d != "0s" {
+				use += fmt.Sprintf(" (default %s)", d)
+			}
+			fmt.Fprintf(tw, "  %s\t%s\n", name, use)
+			n++
+		})
+	}
+	if withHelp {
+		fmt.Fprintf(tw, "  %s\t%s\n", "-h, --help", "show this help and exit")
+		n++
+	}
+	if n == 0 {
+		fmt.Fprintln(tw, "  (none)")
+	}
+	tw.Flush()
+}
+
+// timeString formats a time for tables: local, to the second ("-" when
+// zero).
+func timeString(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+// orDash is s, or "-" when s is empty.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
