@@ -279,7 +279,7 @@ func (t *Tenants) Customers(ctx context.Context, isp string, o ListOptions) (Pag
 	}
 	cs, next, err := t.store.Customers(isp, o.After, pageLimit(o.Limit))
 	if err != nil {
-		return Page[Customer]{}, err
+		return Page[Customer]{}, listErr(err)
 	}
 	p := Page[Customer]{Items: make([]Customer, 0, len(cs)), Next: next}
 	for _, c := range cs {

@@ -25,7 +25,7 @@ func (t *Tenants) Devices(ctx context.Context, isp, customerID string, o ListOpt
 	}
 	regs, next, err := t.store.Devices(isp, customerID, o.After, pageLimit(o.Limit))
 	if err != nil {
-		return Page[Device]{}, err
+		return Page[Device]{}, listErr(err)
 	}
 	p := Page[Device]{Items: make([]Device, 0, len(regs)), Next: next}
 	for _, r := range regs {

@@ -66,7 +66,7 @@ func (t *Tenants) Bindings(ctx context.Context, isp string, o ListOptions) (Page
 	}
 	bs, next, err := t.store.BindingsPage(isp, o.After, pageLimit(o.Limit))
 	if err != nil {
-		return Page[Binding]{}, err
+		return Page[Binding]{}, listErr(err)
 	}
 	p := Page[Binding]{Items: make([]Binding, 0, len(bs)), Next: next}
 	for _, b := range bs {

@@ -304,6 +304,15 @@ func hashOf(password, hash string) (string, error) {
 	return "", nil
 }
 
+// listErr maps a store error of a list to the API's: a bad cursor is the
+// caller's mistake (ErrInvalid), not the box's.
+func listErr(err error) error {
+	if errors.Is(err, subscribers.ErrInvalid) {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return err
+}
+
 func notFound(what string, err error) error {
 	if errors.Is(err, subscribers.ErrNotFound) {
 		return fmt.Errorf("%w: %s", ErrNotFound, what)

@@ -356,4 +356,11 @@ func TestImportAndConfig(t *testing.T) {
 	if len(seen) != 6 {
 		t.Errorf("paged through %d customers, want 6", len(seen))
 	}
+	// A made-up cursor is the caller's mistake.
+	if _, err := r.ten.Customers(ctx, "beta", ListOptions{After: "c-1"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bad cursor: %v, want ErrInvalid", err)
+	}
+	if _, err := r.ten.Devices(ctx, "beta", "", ListOptions{After: "zz"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bad device cursor: %v, want ErrInvalid", err)
+	}
 }
