@@ -361,7 +361,14 @@ func (a *Appliance) staticEvent(kind subscribers.EventKind, b engine.Binding, wh
 	if int(b.ISP) < len(a.cfg.ISPs) {
 		isp = a.cfg.ISPs[b.ISP].Name
 	}
-	if _, err := a.store.AddEvent(subscribers.Event{Kind: kind, MAC: mac, ISP: isp, IP: b.IP, Reason: why}); err != nil {
+	e := subscribers.Event{Kind: kind, MAC: mac, ISP: isp, IP: b.IP, Reason: why, Actor: "config"}
+	if reg, ok := a.reg.Lookup(b.MAC); ok {
+		e.Customer = reg.CustomerID
+	}
+	if ac := a.accessName(b.Port, b.VLAN); ac != "" {
+		e.Access = ac
+	}
+	if _, err := a.store.AddEvent(e); err != nil {
 		a.log.Warn("event not stored", "kind", kind, "err", err)
 	}
 }
