@@ -56,6 +56,9 @@ type exchange struct {
 	settle func(c *caseRun)
 	// afterCrash runs once ispmux is dead, before the restart.
 	afterCrash func(c *caseRun)
+	// atRestart runs as soon as the clean ispmux is started, before it is
+	// ready (a client that is at it again at once).
+	atRestart func(c *caseRun)
 	// staleClient: the client may keep an address nobody leases it (it
 	// is not told: a revocation).
 	staleClient bool
@@ -239,38 +242,115 @@ func hexColon(s string) ([]byte, error) {
 	return out, nil
 }
 
-// raw sends a hand-built DHCP message from c.sub; with wait > 0 it returns
-// the answer to it.
-func (c *caseRun) raw(typ dhcpv4.MessageType, ciaddr, reqIP, sid net.IP, srcIP net.IP, wait time.Duration) *dhcpv4.DHCPv4 {
+// rawMsg is a DHCP message the test sends as c.sub's client.
+type rawMsg struct {
+	typ                dhcpv4.MessageType
+	xid                dhcpv4.TransactionID // zero: a new one
+	ciaddr, reqIP, sid net.IP
+	// unicast: to ispmux (the gateway's MAC and address) from ciaddr;
+	// otherwise broadcast, from ciaddr if set (a rebinding client), else
+	// from 0.0.0.0.
+	unicast bool
+}
+
+// frame builds m as an Ethernet frame from c.sub; it returns its xid.
+func (c *caseRun) frame(m rawMsg) ([]byte, dhcpv4.TransactionID) {
 	c.t.Helper()
 	hw, _ := net.ParseMAC(c.sub.MAC)
-	mods := []dhcpv4.Modifier{dhcpv4.WithMessageType(typ), dhcpv4.WithHwAddr(hw)}
-	if ciaddr != nil {
-		mods = append(mods, dhcpv4.WithClientIP(ciaddr))
+	mods := []dhcpv4.Modifier{dhcpv4.WithMessageType(m.typ), dhcpv4.WithHwAddr(hw)}
+	if m.xid != (dhcpv4.TransactionID{}) {
+		mods = append(mods, dhcpv4.WithTransactionID(m.xid))
 	}
-	if reqIP != nil {
-		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(reqIP)))
+	if m.ciaddr != nil {
+		mods = append(mods, dhcpv4.WithClientIP(m.ciaddr))
 	}
-	if sid != nil {
-		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptServerIdentifier(sid)))
+	if m.reqIP != nil {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(m.reqIP)))
+	}
+	if m.sid != nil {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptServerIdentifier(m.sid)))
 	}
 	if len(c.cid) > 0 {
 		mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, c.cid))
 	}
-	m, err := dhcpv4.New(mods...)
+	d, err := dhcpv4.New(mods...)
 	if err != nil {
 		c.fatalf("%v", err)
 	}
-	c.xid = m.TransactionID
-	frame, err := clientFrame(hw, layers_bcast, srcIP, net.IPv4bcast, m.ToBytes())
+	dst, sip, dip := layers_bcast, net.IPv4zero, net.IPv4bcast
+	if m.ciaddr != nil {
+		sip = m.ciaddr
+	}
+	if m.unicast {
+		dst, _ = net.ParseMAC(c.m.r.topo.Appliance.Access[0].MAC)
+		dip = net.ParseIP(lab.Gateway)
+	}
+	f, err := clientFrame(hw, dst, sip, dip, d.ToBytes())
 	if err != nil {
 		c.fatalf("%v", err)
 	}
-	ans, err := rawExchange(c.sub.NS, c.sub.If, frame, m.TransactionID, wait)
+	return f, d.TransactionID
+}
+
+// send sends msgs back to back from c.sub and, with wait > 0, returns the
+// answer to the first.
+func (c *caseRun) send(wait time.Duration, msgs ...rawMsg) *dhcpv4.DHCPv4 {
+	c.t.Helper()
+	var frames [][]byte
+	var xid dhcpv4.TransactionID
+	for i, m := range msgs {
+		f, x := c.frame(m)
+		if i == 0 {
+			xid = x
+		}
+		frames = append(frames, f)
+	}
+	c.xid = xid
+	ans, err := rawExchange(c.sub.NS, c.sub.If, frames, xid, wait)
 	if err != nil {
-		c.fatalf("raw %s from %s: %v", typ, c.sub.Name, err)
+		c.fatalf("raw %s from %s: %v", msgs[0].typ, c.sub.Name, err)
 	}
 	return ans
+}
+
+// raw sends one broadcast message (see rawMsg) and, with wait > 0,
+// returns the answer.
+func (c *caseRun) raw(typ dhcpv4.MessageType, ciaddr, reqIP, sid net.IP, wait time.Duration) *dhcpv4.DHCPv4 {
+	c.t.Helper()
+	return c.send(wait, rawMsg{typ: typ, ciaddr: ciaddr, reqIP: reqIP, sid: sid})
+}
+
+// rawDORA gets c.sub a lease with hand-built DISCOVER and REQUEST (one
+// every 50 ms until answered, for up to within) and puts the address on
+// its interface, as a client's script would.
+func (c *caseRun) rawDORA(within time.Duration) (netip.Addr, bool) {
+	c.t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		off := c.send(50*time.Millisecond, rawMsg{typ: dhcpv4.MessageTypeDiscover})
+		if off == nil || off.MessageType() != dhcpv4.MessageTypeOffer {
+			continue
+		}
+		for range 5 {
+			ack := c.send(200*time.Millisecond, rawMsg{typ: dhcpv4.MessageTypeRequest, xid: off.TransactionID,
+				reqIP: off.YourIPAddr, sid: off.ServerIdentifier()})
+			if ack == nil {
+				continue
+			}
+			if ack.MessageType() != dhcpv4.MessageTypeAck {
+				break
+			}
+			a := addrOf(ack.YourIPAddr)
+			_, _ = c.m.r.run(c.sub.NS, "ip", "addr", "replace", a.String()+"/24", "dev", c.sub.If)
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func addrOf(ip net.IP) netip.Addr {
+	a, _ := netip.AddrFromSlice(ip.To4())
+	return a
 }
 
 var layers_bcast = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
@@ -280,7 +360,7 @@ var layers_bcast = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 // address), waiting up to wait for the answer.
 func (c *caseRun) rebind(wait time.Duration) *dhcpv4.DHCPv4 {
 	ip := net.IP(c.addr.AsSlice())
-	return c.raw(dhcpv4.MessageTypeRequest, ip, nil, nil, ip, wait)
+	return c.raw(dhcpv4.MessageTypeRequest, ip, nil, nil, wait)
 }
 
 // setConfig rewrites ispmux's configuration (base, with edit applied to
@@ -411,6 +491,29 @@ func theExchanges() []exchange {
 			},
 		},
 		{
+			// The client that released is back at once: it gets its
+			// address again as soon as ispmux forwards, before the
+			// pending RELEASE is replayed. The replay must not free
+			// the new lease.
+			name: "release, DORA again at the restart", sub: "s1", client: "dhclient -r, then hand-built DORA at the restart", points: end,
+			setup: func(c *caseRun) { c.bindWith("dhclient") },
+			act: func(c *caseRun) {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if err := c.m.r.topo.DhclientRelease(ctx, c.sub); err != nil {
+					c.t.Errorf("dhclient -r: %v", err)
+				}
+			},
+			atRestart: func(c *caseRun) {
+				if a, ok := c.rawDORA(10 * time.Second); !ok {
+					c.t.Errorf("no lease again at the restart")
+				} else {
+					c.addr = a
+				}
+			},
+			settle: func(c *caseRun) { time.Sleep(time.Second) }, // the replay's tick
+		},
+		{
 			name: "decline", sub: "s3", client: "hand-built DECLINE (dhclient's lease)", points: end,
 			setup: func(c *caseRun) {
 				c.bindWith("dhclient")
@@ -418,7 +521,7 @@ func theExchanges() []exchange {
 			},
 			act: func(c *caseRun) {
 				ip := net.IP(c.addr.AsSlice())
-				c.raw(dhcpv4.MessageTypeDecline, nil, ip, net.ParseIP(lab.Gateway), net.IPv4zero, 0)
+				c.raw(dhcpv4.MessageTypeDecline, nil, ip, net.ParseIP(lab.Gateway), 0)
 				_, _ = c.m.r.run(c.sub.NS, "ip", "addr", "flush", "dev", c.sub.If)
 			},
 			settle: func(c *caseRun) {
@@ -782,6 +885,9 @@ func (m *matrix) runCase(t *testing.T, ex exchange, point, then string, res *cas
 		}
 	}
 	m.cur = r.launch(m.fp)
+	if ex.atRestart != nil {
+		ex.atRestart(c)
+	}
 	ready, err := r.waitReady(m.cur, 15*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -877,5 +983,54 @@ func TestCrashMatrixCoversEveryPoint(t *testing.T) {
 		if !known[p] {
 			t.Errorf("the crash matrix names failpoint %s, which internal/failpoint does not list", p)
 		}
+	}
+}
+
+// TestReleaseRacesRenewal: a client renews (unicast REQUEST) and releases
+// (RELEASE) back to back, as a client shut down in the middle of a renewal
+// does. The ISP ACKs the REQUEST, then frees the lease on the RELEASE; the
+// ACK reaches ispmux while (or after) it ends the binding for the RELEASE.
+// ispmux must not be left with a binding: no crash here, only the order
+// of a commit and a release.
+func TestReleaseRacesRenewal(t *testing.T) {
+	r := newRig(t, lab.Options{Subscribers: 1, DHCP: true, LeaseTime: matrixLease})
+	m := &matrix{r: r, fp: binPath}
+	var err error
+	if m.base, err = os.ReadFile(r.cfg); err != nil {
+		t.Fatal(err)
+	}
+	m.subs = []lab.Sub{r.sub("s1")}
+	t.Cleanup(func() { m.cur.kill9() })
+	const rounds = 5
+	phantoms := 0
+	for i := 1; i <= rounds; i++ {
+		m.reset(t)
+		m.cur = r.launch(m.fp)
+		if _, err := r.waitReady(m.cur, 15*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		c := &caseRun{t: t, m: m, sub: r.sub("s1")}
+		a, ok := c.rawDORA(10 * time.Second)
+		if !ok {
+			t.Fatal("no lease")
+		}
+		ip := net.IP(a.AsSlice())
+		c.send(0, rawMsg{typ: dhcpv4.MessageTypeRequest, ciaddr: ip, unicast: true},
+			rawMsg{typ: dhcpv4.MessageTypeRelease, ciaddr: ip, sid: net.ParseIP(lab.Gateway), unicast: true})
+		_, _ = r.run(c.sub.NS, "ip", "addr", "flush", "dev", c.sub.If)
+		time.Sleep(time.Second)
+		vs, ds, err := r.checkViews(m.subs, 3*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ds[0].bad() {
+			phantoms++
+			t.Errorf("round %d: renewal and release back to back: %s: %s", i, ds[0], vs[0])
+		} else {
+			t.Logf("round %d: %s: %s", i, ds[0], vs[0])
+		}
+	}
+	if phantoms > 0 {
+		t.Logf("ispmux log:\n%s", lastLines(m.cur.log.String(), 15))
 	}
 }

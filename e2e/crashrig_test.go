@@ -317,10 +317,10 @@ func clientFrame(src, dst net.HardwareAddr, sip, dip net.IP, payload []byte) ([]
 	return buf.Bytes(), nil
 }
 
-// rawExchange sends frame from ifname in namespace ns and, when wait > 0,
-// returns the first DHCP reply (BOOTREPLY to UDP 68) with transaction ID
-// xid that arrives there within wait (nil if none).
-func rawExchange(ns, ifname string, frame []byte, xid dhcpv4.TransactionID, wait time.Duration) (*dhcpv4.DHCPv4, error) {
+// rawExchange sends frames (back to back) from ifname in namespace ns and,
+// when wait > 0, returns the first DHCP reply (BOOTREPLY to UDP 68) with
+// transaction ID xid that arrives there within wait (nil if none).
+func rawExchange(ns, ifname string, frames [][]byte, xid dhcpv4.TransactionID, wait time.Duration) (*dhcpv4.DHCPv4, error) {
 	type res struct {
 		m   *dhcpv4.DHCPv4
 		err error
@@ -363,9 +363,11 @@ func rawExchange(ns, ifname string, frame []byte, xid dhcpv4.TransactionID, wait
 				unix.Close(fd)
 				return err
 			}
-			if err := unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index}); err != nil {
-				unix.Close(fd)
-				return fmt.Errorf("sendto: %w", err)
+			for _, frame := range frames {
+				if err := unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index}); err != nil {
+					unix.Close(fd)
+					return fmt.Errorf("sendto: %w", err)
+				}
 			}
 			return nil
 		}()
