@@ -29,6 +29,7 @@ type Config struct {
 	Appliance   Appliance    `toml:"appliance"`
 	Datapath    Datapath     `toml:"datapath"`
 	API         API          `toml:"api"`
+	Metrics     Metrics      `toml:"metrics"`
 	DHCP        DHCP         `toml:"dhcp"`
 	Access      []Access     `toml:"access"`
 	ISPs        []ISP        `toml:"isp"`

@@ -22,6 +22,7 @@ func validate(cfg *Config, c *collector, defined map[string]bool) {
 	v.appliance()
 	v.datapath()
 	v.api()
+	v.metrics()
 	v.dhcp()
 	v.access()
 	v.isps()
