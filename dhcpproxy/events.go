@@ -179,6 +179,9 @@ func (p *Proxy) budgetOf(s subject) string {
 
 // refuse records a refusal about s (bounded, see above) and logs it.
 func (p *Proxy) refuse(kind subscribers.EventKind, s subject, ip netip.Addr, reason string) {
+	if o, ok := refusalOutcome(kind); ok {
+		p.outcome(s.isp, o)
+	}
 	budget := p.budgetOf(s)
 	ok, repeat := p.notes.admit(eventKey{s.mac, kind, reason}, budget, time.Now())
 	if !ok {

@@ -421,6 +421,11 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte) {
 	p.deliver(c, m, ack)
 	failpoint.Hit(failpoint.BindAfterAck)
 	p.count("ack")
+	st := p.ispStat(t.isp.Index)
+	st.outcomes[OutcomeAck].Add(1)
+	if t.msgType == dhcpv4.MessageTypeRequest && !t.relayed.IsZero() {
+		st.requestAck.Since(t.relayed)
+	}
 	if kind == subscribers.EventBound {
 		p.logEvent(e)
 	} else {

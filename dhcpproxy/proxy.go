@@ -198,6 +198,8 @@ type Proxy struct {
 	committing sync.WaitGroup
 
 	counters sync.Map // name → *atomic.Uint64
+	// stats are the per-ISP statistics by ISP index (stats.go).
+	stats [256]atomic.Pointer[ispStats]
 }
 
 // New returns a proxy. Call Restore before the datapath forwards, then Run.

@@ -65,6 +65,10 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 		return
 	}
 	c := t.circuit
+	switch m.MessageType() {
+	case dhcpv4.MessageTypeOffer, dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak:
+		p.answered(isp, t)
+	}
 	p.log.Debug("dhcp from ISP", "mac", binding.MACString(mac), "type", m.MessageType().String(), "xid", m.TransactionID.String(),
 		"isp", isp.Name, "server", src, "yiaddr", m.YourIPAddr)
 	switch m.MessageType() {
@@ -84,6 +88,7 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 		}
 		p.deliver(c, m, relayDown(payload, c.Addr))
 		p.count("offer")
+		p.ispStat(isp.Index).outcomes[OutcomeOffer].Add(1)
 	case dhcpv4.MessageTypeAck:
 		p.tx.take(pk)
 		if t.msgType == dhcpv4.MessageTypeInform {
@@ -129,6 +134,7 @@ func (p *Proxy) nakFromISP(t *txn, m *dhcpv4.DHCPv4, payload []byte) {
 	failpoint.Hit(failpoint.NakAfterCommit)
 	p.deliver(c, m, relayDown(payload, c.Addr))
 	p.count("nak")
+	p.ispStat(t.isp.Index).outcomes[OutcomeNak].Add(1)
 }
 
 // ackOptions returns an ACK's options as raw TLVs, Option 82 and padding

@@ -36,6 +36,9 @@ type txn struct {
 	requested netip.Addr
 	// clientID is the client's identifier (option 61), if it sent one.
 	clientID []byte
+	// relayed is when msgType was first relayed (for the ISP's answer
+	// time; a client's retransmissions do not move it).
+	relayed time.Time
 }
 
 // unreachableNote is an ICMP unreachable heard about an ISP's server.
@@ -147,6 +150,7 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 	// client's retransmissions do not extend it.
 	if t.msgType != mt || t.deadline.IsZero() {
 		t.deadline = now.Add(timeout)
+		t.relayed = now
 	}
 	t.reg, t.op82, t.msgType = reg, op82, mt
 	t.clientID = m.Options.Get(dhcpv4.OptionClientIdentifier)

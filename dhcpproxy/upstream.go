@@ -232,6 +232,7 @@ func (p *Proxy) sendRelay(isp *ISP, gw, mac uint64, mt dhcpv4.MessageType, xid d
 		return
 	}
 	p.count("relayed_" + strings.ToLower(mt.String()))
+	p.ispStat(isp.Index).relayed.Add(1)
 	p.log.Debug("dhcp relayed", "mac", binding.MACString(mac), "type", mt.String(), "xid", xid.String(),
 		"isp", isp.Name, "servers", len(isp.Servers), "bytes", len(payload))
 }

@@ -1,6 +1,8 @@
 package subscribers
 
 import (
+	"time"
+
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -85,6 +87,7 @@ func (s *Store) commitLocked(batch []*call) {
 	for len(batch) > 0 {
 		failed := -1
 		s.writeTxs.Add(1)
+		start := time.Now()
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			for i, c := range batch {
 				if err := c.fn(tx); err != nil {
@@ -94,6 +97,7 @@ func (s *Store) commitLocked(batch []*call) {
 			}
 			return nil
 		})
+		s.commitTime.Since(start)
 		if failed < 0 {
 			if err == nil {
 				var wakes uint8
@@ -111,7 +115,9 @@ func (s *Store) commitLocked(batch []*call) {
 		c := batch[failed]
 		batch = append(batch[:failed:failed], batch[failed+1:]...)
 		s.writeTxs.Add(1)
+		start = time.Now()
 		c.err = s.db.Update(c.fn)
+		s.commitTime.Since(start)
 		if c.err == nil {
 			s.wake(c.wakes)
 		}

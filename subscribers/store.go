@@ -10,6 +10,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/ispmux/ispmux/internal/histo"
 )
 
 // MAC is a subscriber's Ethernet address.
@@ -109,6 +111,9 @@ type Store struct {
 	// writeTxs counts the write transactions the group commit ran,
 	// committed or not (a test checks that one ApplyTenant is one).
 	writeTxs atomic.Uint64
+	// commitTime is the time of each group commit's write transaction,
+	// fsync included (stats.go).
+	commitTime histo.Histogram
 
 	// trimLooked counts the events the trimming of the log looked at
 	// (TestEventTrimCost checks it stays O(trimmed) per append). Written

@@ -1,0 +1,16 @@
+package subscribers
+
+import "github.com/ispmux/ispmux/internal/histo"
+
+// CommitStats is the group commit's statistics.
+type CommitStats struct {
+	// Transactions counts the write transactions run (committed or not).
+	Transactions uint64
+	// Latency is the time of each write transaction, fsync included.
+	Latency histo.Snapshot
+}
+
+// CommitStats returns the group commit's statistics (package metrics).
+func (s *Store) CommitStats() CommitStats {
+	return CommitStats{Transactions: s.writeTxs.Load(), Latency: s.commitTime.Snapshot()}
+}
