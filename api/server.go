@@ -69,6 +69,8 @@ type Server struct {
 	handlerOnce sync.Once
 	handler     http.Handler
 
+	reqs requestStats // requests by route and status (stats.go)
+
 	streamsMu sync.Mutex
 	streams   map[string]int // open event streams per token
 	stop      chan struct{}  // closed at Shutdown: streams end
@@ -136,14 +138,20 @@ func (s *Server) buildMux() http.Handler {
 			allow += ", HEAD"
 		}
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-			setRequestID(w, r)
-			w.Header().Set("Allow", allow)
-			s.problem(w, r, "method-not-allowed", fmt.Sprintf("%s is not allowed here (allowed: %s)", r.Method, allow))
+			start := time.Now()
+			sw := &statusWriter{ResponseWriter: w}
+			setRequestID(sw, r)
+			sw.Header().Set("Allow", allow)
+			s.problem(sw, r, "method-not-allowed", fmt.Sprintf("%s is not allowed here (allowed: %s)", r.Method, allow))
+			s.reqs.record(RouteOther, sw.code(), time.Since(start))
 		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		setRequestID(w, r)
-		s.problem(w, r, "not-found", "no such endpoint (see docs/API.md)")
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		setRequestID(sw, r)
+		s.problem(sw, r, "not-found", "no such endpoint (see docs/API.md)")
+		s.reqs.record(RouteOther, sw.code(), time.Since(start))
 	})
 	return mux
 }
@@ -201,6 +209,8 @@ func (s *Server) wrap(rt Route) http.Handler {
 		start := time.Now()
 		id := setRequestID(w, r)
 		sw := &statusWriter{ResponseWriter: w}
+		// Counted last, after a panic's problem response too.
+		defer func() { s.reqs.record(rt.Method+" "+rt.Path, sw.code(), time.Since(start)) }()
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
