@@ -1,0 +1,218 @@
+package metrics
+
+import (
+	"sort"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/dhcpproxy"
+	"github.com/ispmux/ispmux/internal/histo"
+)
+
+// Collector is a prometheus.Collector reading a Source at scrape time.
+type Collector struct {
+	src Source
+}
+
+// New returns a collector of src.
+func New(src Source) *Collector { return &Collector{src: src} }
+
+// names are the metrics' names, in the order of their descriptions.
+var names []string
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	names = append(names, name)
+	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+// The metrics. docs/OPERATIONS.md says what each means and which to alert on.
+var (
+	// Ports.
+	portRxFrames = desc("ispmux_port_received_frames_total", "Frames received on the data port (AF_XDP), all queues.", "port")
+	portRxBytes  = desc("ispmux_port_received_bytes_total", "Bytes received on the data port.", "port")
+	portTxFrames = desc("ispmux_port_transmitted_frames_total", "Frames sent out of the data port.", "port")
+	portTxBytes  = desc("ispmux_port_transmitted_bytes_total", "Bytes sent out of the data port.", "port")
+	portDrops    = desc("ispmux_port_drops_total", "Frames received on the port and dropped, by reason (the classifier's reasons: unknown_mac, spoofed_source, no_next_hop, punt_queue_full, tx_full, ...).", "port", "reason")
+	portTxDrops  = desc("ispmux_port_transmit_drops_total", "Frames that could not be sent out of this (egress) port: reason tx_full (TX ring full) or no_frame (no free UMEM frame). The same frames are in ispmux_port_drops_total by ingress port.", "port", "reason")
+	portErrors   = desc("ispmux_port_errors_total", "Failed kernel calls (sendto, poll) on the port's AF_XDP sockets.", "port")
+	portDown     = desc("ispmux_port_down", "1 while the last kernel call on one of the port's queues failed (interface down or gone).", "port")
+	portFwd      = desc("ispmux_port_forwarded_frames_total", "Frames received on the port and forwarded: direction up (subscriber to ISP) or down (ISP to subscriber).", "port", "direction")
+	portARP      = desc("ispmux_port_arp_replies_total", "ARP requests received on the port and answered in place.", "port")
+	portEcho     = desc("ispmux_port_echo_replies_total", "Pings to ispmux's own addresses received on the port and answered in place.", "port")
+	portICMP     = desc("ispmux_port_icmp_errors_sent_total", "ICMP errors (time exceeded) sent for frames received on the port.", "port")
+	portPunts    = desc("ispmux_port_punted_frames_total", "Frames received on the port and copied to the control plane (DHCP, ARP from ISP routers).", "port")
+
+	// Per ISP.
+	ispRelayed   = desc("ispmux_dhcp_relayed_total", "Subscribers' DHCP messages (DISCOVER, REQUEST, INFORM; retransmissions included) relayed to the ISP's servers.", "isp")
+	ispOutcomes  = desc("ispmux_dhcp_exchanges_total", "Subscribers' DHCP messages by what became of them: offer, ack (bound or renewed), nak (the ISP refused), timeout (the ISP did not answer), rejected (refused by ispmux: suspended, wrong circuit, unusable address, ISP unreachable, ...), blocked, rate_limited.", "isp", "outcome")
+	ispAnswer    = desc("ispmux_dhcp_isp_answer_seconds", "Time from relaying a subscriber's message to the ISP's answer (OFFER, ACK, NAK).", "isp")
+	ispReqAck    = desc("ispmux_dhcp_request_ack_seconds", "Time from a subscriber's REQUEST to its ACK delivered: the ISP's answer, the durable commit and the install.", "isp")
+	ispBindings  = desc("ispmux_bindings", "Subscribers bound (installed in the forwarding tables), by kind: dhcp (leases) or static.", "isp", "kind")
+	ispCustomers = desc("ispmux_customers", "Customers the ISP has registered.", "isp")
+	ispDevices   = desc("ispmux_devices", "Devices (subscriber MACs) registered to the ISP.", "isp")
+	ispNextHop   = desc("ispmux_isp_next_hop_resolved", "1 when the MAC of the ISP's router is known; 0: nothing reaches the ISP.", "isp")
+
+	// DHCP, global.
+	dhcpDecisions  = desc("ispmux_dhcp_decisions_total", "The DHCP proxy's counters by name (relayed_discover, offer, ack, unknown_subscriber, rate_limited, timeout, store_error, pending_full, inject_full, ...; see docs/OPERATIONS.md).", "decision")
+	dhcpPending    = desc("ispmux_dhcp_pending_transactions", "DHCP transactions waiting for an ISP's answer.")
+	dhcpIntents    = desc("ispmux_dhcp_pending_intents", "Messages to ISPs (RELEASE, DECLINE at a binding's end) recorded and not yet sent.")
+	dhcpLeases     = desc("ispmux_dhcp_leases", "DHCP leases held.")
+	dhcpSuppressed = desc("ispmux_events_suppressed_total", "Refusal events not recorded: over the per-ISP event budget, or too many writes in flight (summed up in suppressed events).")
+
+	// Control plane.
+	ctlARPSent     = desc("ispmux_arp_requests_sent_total", "ARP requests sent to resolve the ISPs' routers.")
+	ctlARPLearned  = desc("ispmux_arp_learned_total", "ARP answers from ISP routers learned.")
+	ctlPuntUnknown = desc("ispmux_punts_unhandled_total", "Punted frames the control plane had no use for.")
+
+	// Store.
+	storeCommit = desc("ispmux_store_commit_seconds", "Time of each write transaction of the store's group commit, fsync included (a DHCP ACK waits for one).")
+
+	// API.
+	apiRequests = desc("ispmux_api_requests_total", "Management API requests by route (the route's pattern, or other) and HTTP status code.", "route", "code")
+	apiDuration = desc("ispmux_api_request_duration_seconds", "Time to serve a management API request, by route (an event stream's is its whole life).", "route")
+	apiConns    = desc("ispmux_api_connections", "Open management API connections.")
+
+	// Webhooks.
+	whDelivered = desc("ispmux_webhook_deliveries_total", "Events the ISP's webhook receiver acknowledged.", "isp")
+	whFailures  = desc("ispmux_webhook_failures_total", "Webhook delivery attempts that failed (error, timeout or non-2xx).", "isp")
+	whLag       = desc("ispmux_webhook_lag_events", "The ISP's events not yet acknowledged by its webhook receiver.", "isp")
+
+	allDescs = []*prometheus.Desc{
+		portRxFrames, portRxBytes, portTxFrames, portTxBytes, portDrops, portTxDrops, portErrors, portDown, portFwd,
+		portARP, portEcho, portICMP, portPunts,
+		ispRelayed, ispOutcomes, ispAnswer, ispReqAck, ispBindings, ispCustomers, ispDevices, ispNextHop,
+		dhcpDecisions, dhcpPending, dhcpIntents, dhcpLeases, dhcpSuppressed,
+		ctlARPSent, ctlARPLearned, ctlPuntUnknown,
+		storeCommit,
+		apiRequests, apiDuration, apiConns,
+		whDelivered, whFailures, whLag,
+	}
+)
+
+// suppressedCounter is the proxy counter exported as
+// ispmux_events_suppressed_total rather than as a decision.
+const suppressedCounter = "events_suppressed"
+
+// Describe sends every metric's description.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range allDescs {
+		ch <- d
+	}
+}
+
+// Collect reads the source.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	c.collectPorts(ch)
+	c.collectISPs(ch)
+	c.collectDHCP(ch)
+	c.collectRest(ch)
+}
+
+func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+}
+
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+func boolGauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v bool, labels ...string) {
+	var f float64
+	if v {
+		f = 1
+	}
+	gauge(ch, d, f, labels...)
+}
+
+func histogram(ch chan<- prometheus.Metric, d *prometheus.Desc, s histo.Snapshot, labels ...string) {
+	ch <- prometheus.MustNewConstHistogram(d, s.Count, s.Sum, s.Buckets(), labels...)
+}
+
+func (c *Collector) collectPorts(ch chan<- prometheus.Metric) {
+	for _, p := range c.src.Ports() {
+		q, e := &p.Queue, &p.Engine
+		counter(ch, portRxFrames, q.RxFrames, p.Name)
+		counter(ch, portRxBytes, q.RxBytes, p.Name)
+		counter(ch, portTxFrames, q.TxFrames, p.Name)
+		counter(ch, portTxBytes, q.TxBytes, p.Name)
+		counter(ch, portTxDrops, q.TxFull, p.Name, "tx_full")
+		counter(ch, portTxDrops, q.NoFrame, p.Name, "no_frame")
+		counter(ch, portErrors, q.Errors, p.Name)
+		boolGauge(ch, portDown, q.Down, p.Name)
+		// Every reason, zero included: rate() sees the first drop.
+		for r := 1; r < int(classifier.NumReasons); r++ {
+			counter(ch, portDrops, e.Drops[r], p.Name, reasonName(r))
+		}
+		counter(ch, portFwd, e.Up, p.Name, "up")
+		counter(ch, portFwd, e.Down, p.Name, "down")
+		counter(ch, portARP, e.ARPReplies, p.Name)
+		counter(ch, portEcho, e.EchoReplies, p.Name)
+		counter(ch, portICMP, e.ICMPErrors, p.Name)
+		counter(ch, portPunts, e.Punts, p.Name)
+	}
+}
+
+func (c *Collector) collectISPs(ch chan<- prometheus.Metric) {
+	for _, isp := range c.src.ISPs() {
+		n := isp.Name
+		d := &isp.DHCP
+		counter(ch, ispRelayed, d.Relayed, n)
+		for o := range dhcpproxy.NumOutcomes {
+			counter(ch, ispOutcomes, d.Outcomes[o], n, o.String())
+		}
+		histogram(ch, ispAnswer, d.Answer, n)
+		histogram(ch, ispReqAck, d.RequestAck, n)
+		gauge(ch, ispBindings, float64(isp.Bindings), n, "dhcp")
+		gauge(ch, ispBindings, float64(isp.StaticBindings), n, "static")
+		gauge(ch, ispCustomers, float64(isp.Customers), n)
+		gauge(ch, ispDevices, float64(isp.Devices), n)
+		boolGauge(ch, ispNextHop, isp.NextHopResolved, n)
+	}
+}
+
+func (c *Collector) collectDHCP(ch chan<- prometheus.Metric) {
+	d := c.src.DHCP()
+	names := make([]string, 0, len(d.Counters))
+	for k := range d.Counters {
+		if k != suppressedCounter {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		counter(ch, dhcpDecisions, d.Counters[k], k)
+	}
+	counter(ch, dhcpSuppressed, d.Counters[suppressedCounter])
+	gauge(ch, dhcpPending, float64(d.Pending))
+	gauge(ch, dhcpIntents, float64(d.PendingIntents))
+	gauge(ch, dhcpLeases, float64(d.Leases))
+}
+
+func (c *Collector) collectRest(ch chan<- prometheus.Metric) {
+	ctl := c.src.Control()
+	counter(ch, ctlARPSent, ctl.ARPSent)
+	counter(ch, ctlARPLearned, ctl.ARPLearned)
+	counter(ch, ctlPuntUnknown, ctl.PuntUnhandled)
+
+	histogram(ch, storeCommit, c.src.Store().Latency)
+
+	a := c.src.API()
+	for _, r := range a.Requests {
+		counter(ch, apiRequests, r.Count, r.Route, strconv.Itoa(r.Code))
+	}
+	for _, l := range a.Latency {
+		histogram(ch, apiDuration, l.Latency, l.Route)
+	}
+	gauge(ch, apiConns, float64(a.Connections))
+
+	for _, w := range c.src.Webhooks() {
+		counter(ch, whDelivered, w.Delivered, w.ISP)
+		counter(ch, whFailures, w.Failures, w.ISP)
+		gauge(ch, whLag, float64(w.Lag), w.ISP)
+	}
+}
+
+// Names returns the name of every metric the collector exports.
+func Names() []string { return append([]string(nil), names...) }
