@@ -18,6 +18,7 @@ import (
 	"github.com/ispmux/ispmux/auth"
 	"github.com/ispmux/ispmux/configs"
 	"github.com/ispmux/ispmux/tenants"
+	"github.com/ispmux/ispmux/webhooks"
 )
 
 // fixture is a server over a fake Service with one token per principal.
@@ -62,6 +63,9 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	f.srv = New(cfg.API, f.svc, toks, nil)
+	f.srv.SetWebhookStatus(func(isp string) (webhooks.Status, bool) {
+		return webhooks.Status{ISP: isp, URL: "https://hooks.example/" + isp}, isp == "alpha" || isp == "beta"
+	})
 	if _, ok := toks.Lookup(f.tokens["rotated"]); !ok {
 		t.Fatal("token not loaded")
 	}

@@ -45,6 +45,7 @@ var routes = []Route{
 	{"GET", "/v1/isps/{isp}/bindings", ScopeTenant, (*Server).listBindings},
 	{"GET", "/v1/isps/{isp}/events", ScopeTenant, (*Server).listEvents},
 	{"GET", "/v1/isps/{isp}/events/stream", ScopeTenant, (*Server).streamEvents},
+	{"GET", "/v1/isps/{isp}/webhook", ScopeTenant, (*Server).getWebhook},
 
 	{"POST", "/v1/claims", ScopeClaim, (*Server).claim},
 

@@ -79,6 +79,9 @@ type Server struct {
 	mu  sync.Mutex
 	srv *http.Server
 	ln  *LimitListener
+
+	// webhookStatus is SetWebhookStatus's function (nil: none).
+	webhookStatus atomic.Pointer[WebhookStatusFunc]
 }
 
 // New returns a server for the [api] table cfg over svc, authenticating

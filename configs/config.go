@@ -133,6 +133,21 @@ type ISP struct {
 	// can be rotated: add the new file, move clients, remove the old).
 	TokenFiles []string `toml:"token_files"`
 
+	// Webhook settings (package webhooks; see webhook.go for the checks):
+	// WebhookURL, if set, receives a signed POST of each of this ISP's
+	// events; WebhookSecretFile holds the signing secret (whsec_<base64>,
+	// required with WebhookURL); WebhookCAFile, a PEM file, replaces the
+	// system roots for verifying the receiver; WebhookInsecure allows
+	// http:// to a host that is not loopback; WebhookRetryMax caps the
+	// back-off between attempts (Go duration, 1s..1h, default 5m).
+	WebhookURL        string `toml:"webhook_url"`
+	WebhookSecretFile string `toml:"webhook_secret_file"`
+	WebhookCAFile     string `toml:"webhook_ca_file"`
+	WebhookInsecure   bool   `toml:"webhook_insecure"`
+	WebhookRetryMax   string `toml:"webhook_retry_max"`
+
+	WebhookRetryMaxDur time.Duration `toml:"-"` // WebhookRetryMax parsed
+
 	Prefix            netip.Prefix `toml:"-"` // Address parsed, host bits kept (192.0.2.2/24)
 	NextHopAddr       netip.Addr   `toml:"-"`
 	DHCPServerAddrs   []netip.Addr `toml:"-"`

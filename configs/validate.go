@@ -26,6 +26,7 @@ func validate(cfg *Config, c *collector, defined map[string]bool) {
 	v.dhcp()
 	v.access()
 	v.isps()
+	v.webhooks()
 	v.subscribers()
 }
 

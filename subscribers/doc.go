@@ -10,9 +10,9 @@
 //
 // Every write method (PutRegistration, DeleteRegistration,
 // SyncRegistrations, ApplyTenant, CommitBinding, CommitBindingEvent,
-// DeleteBinding, EndBinding, CompleteIntent, AddEvent) returns only after
-// its bbolt transaction has committed and the file has been fsynced (fdatasync on
-// Linux), unless Options.NoSync was set, which is for tests and benchmarks
+// DeleteBinding, EndBinding, CompleteIntent, AddEvent, SetWebhookCursor)
+// returns only after its bbolt transaction has committed and the file has
+// been fsynced (fdatasync on Linux), unless Options.NoSync was set, which is for tests and benchmarks
 // only. A nil error therefore means the change survives a process
 // crash and a power loss. The DHCP engine relies on this: it calls
 // CommitBinding before it sends the ACK, so a lease a subscriber was told
@@ -135,7 +135,10 @@
 // index entry whose record no longer matches it (left behind when a
 // corrupt value was overwritten) is skipped by the readers. Customer IDs,
 // ISP names and access port names contain no NUL (the writers refuse
-// them), so the 0x00-separated keys are unambiguous.
+// them), so the 0x00-separated keys are unambiguous. "webhook-cursors"
+// (key: ISP → the big-endian Seq its webhook receiver acknowledged last;
+// SetWebhookCursor, durable like the other writes, moves it forward only)
+// is created by its first write, so it needs no schema version.
 //
 // Events are trimmed from the front of the log in the transaction that
 // appends one: to the newest Options.EventRetention, and those more than

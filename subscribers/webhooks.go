@@ -1,0 +1,146 @@
+package subscribers
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// bucketWebhooks holds the webhook delivery cursors (package webhooks):
+// key the ISP name, value the big-endian Seq of the last event the ISP's
+// receiver acknowledged. It is created by the first SetWebhookCursor, so a
+// store that never delivered webhooks has no such bucket and its schema is
+// unchanged (an older ispmux of the same schema ignores the bucket).
+var bucketWebhooks = []byte("webhook-cursors")
+
+// WebhookCursor returns the Seq of the last event of isp that its webhook
+// receiver acknowledged, and whether a cursor was ever stored for isp.
+func (s *Store) WebhookCursor(isp string) (seq uint64, ok bool, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketWebhooks)
+		if bk == nil {
+			return nil
+		}
+		v := bk.Get([]byte(isp))
+		if v == nil {
+			return nil
+		}
+		if len(v) != 8 {
+			return corrupt(bucketWebhooks, []byte(isp), fmt.Errorf("value is %d bytes, want 8", len(v)))
+		}
+		seq, ok = binary.BigEndian.Uint64(v), true
+		return nil
+	})
+	if err != nil {
+		return 0, false, fmt.Errorf("webhook cursor of %q: %w", isp, err)
+	}
+	return seq, ok, nil
+}
+
+// SetWebhookCursor records, durably (grouped with concurrent writes), that
+// isp's receiver acknowledged the events up to seq. The cursor only moves
+// forward: a seq below the stored one is ignored (and is no error).
+func (s *Store) SetWebhookCursor(isp string, seq uint64) error {
+	if isp == "" || strings.IndexByte(isp, 0) >= 0 || len(isp) > maxString {
+		return fmt.Errorf("set webhook cursor: %w: bad ISP name %q", ErrInvalid, isp)
+	}
+	key := []byte(isp)
+	err := s.update(func(tx *bolt.Tx) error {
+		bk, err := tx.CreateBucketIfNotExists(bucketWebhooks)
+		if err != nil {
+			return err
+		}
+		if v := bk.Get(key); len(v) == 8 && binary.BigEndian.Uint64(v) >= seq {
+			return nil
+		}
+		return bk.Put(key, seqKey(seq))
+	})
+	if err != nil {
+		return fmt.Errorf("set webhook cursor of %q to %d: %w", isp, seq, err)
+	}
+	return nil
+}
+
+// WebhookEvents is EventsOf(isp, after, limit) (isp must not be empty)
+// together with the log's bounds (EventBounds), all read in one
+// transaction: a webhook worker that finds after+1 < oldest knows exactly
+// which sequence numbers were trimmed before it delivered them, and one
+// that gets no event knows it has looked at the log up to newest (it then
+// waits with WaitEvents(ctx, newest)).
+func (s *Store) WebhookEvents(isp string, after uint64, limit int) (evs []Event, oldest, newest uint64, err error) {
+	if isp == "" {
+		return nil, 0, 0, fmt.Errorf("webhook events: %w: empty ISP", ErrInvalid)
+	}
+	prefix := append([]byte(isp), 0)
+	var bad []error
+	err = s.view(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketEvents)
+		newest = bk.Sequence()
+		oldest = newest + 1
+		if k, _ := bk.Cursor().First(); len(k) == 8 {
+			oldest = binary.BigEndian.Uint64(k)
+		}
+		if after >= newest {
+			return nil
+		}
+		c := tx.Bucket(bucketEventIndex).Cursor()
+		for k, _ := c.Seek(eventIndexKey(isp, after+1)); k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || len(evs) < limit); k, _ = c.Next() {
+			if len(k) != len(prefix)+8 {
+				bad = append(bad, corrupt(bucketEventIndex, k, errors.New("key is not ISP, 0x00, 8-byte sequence")))
+				continue
+			}
+			key := k[len(prefix):]
+			v := bk.Get(key)
+			if v == nil {
+				continue // trimmed while it did not decode
+			}
+			e, err := decodeEvent(key, v)
+			if err != nil {
+				bad = append(bad, err)
+				continue
+			}
+			if e.ISP != isp {
+				continue // stale entry
+			}
+			evs = append(evs, e)
+		}
+		return nil
+	})
+	if err == nil {
+		err = errors.Join(bad...)
+	}
+	if err != nil {
+		return evs, oldest, newest, fmt.Errorf("webhook events of %q after %d: %w", isp, after, err)
+	}
+	return evs, oldest, newest, nil
+}
+
+// CountEventsOf returns how many events of isp the log holds with Seq >
+// after, counting at most limit (limit <= 0: no cap). It reads only the
+// events-by-isp index keys (a webhook's lag).
+func (s *Store) CountEventsOf(isp string, after uint64, limit int) (int, error) {
+	if isp == "" {
+		return 0, fmt.Errorf("count events: %w: empty ISP", ErrInvalid)
+	}
+	if after == math.MaxUint64 {
+		return 0, nil
+	}
+	prefix := append([]byte(isp), 0)
+	n := 0
+	err := s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEventIndex).Cursor()
+		for k, _ := c.Seek(eventIndexKey(isp, after+1)); k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || n < limit); k, _ = c.Next() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count events of %q after %d: %w", isp, after, err)
+	}
+	return n, nil
+}

@@ -1,0 +1,72 @@
+// Package webhooks tells each ISP what happens to its customers: every
+// event of the ISP's part of the event log (subscribers.Store, the
+// events-by-isp index) is POSTed to the ISP's [[isp]] webhook_url, signed
+// by the Standard Webhooks 1.0 rules, at least once and in order.
+//
+// # Messages
+//
+// One event per request (a receiver dedupes by webhook-id, which is one
+// event's sequence number, so a batch would have no id of its own). The
+// body is the event as the API shows it (tenants.Event: seq, time, kind,
+// mac, isp, customer_id, access, ip, reason, actor, request_id; the empty
+// ones left out), Content-Type application/json, with the headers
+//
+//	webhook-id:        the event's sequence number ("1201"), the same on every attempt
+//	webhook-timestamp: the attempt's time, Unix seconds (re-signed on every attempt)
+//	webhook-signature: v1,<base64 HMAC-SHA256 over id "." timestamp "." body>
+//
+// The HMAC key is the base64-decoded part of the whsec_<base64> secret in
+// webhook_secret_file (24..64 bytes; Sign, Verify). If the log trimmed
+// events (retention: 100 000 events, 30 days) before they were delivered,
+// the receiver gets a synthetic message instead of them: kind "events-lost",
+// first_seq and last_seq naming the range of sequence numbers that is gone
+// (it may have held none of this ISP's events; the log cannot tell any
+// more), webhook-id "lost-FIRST-LAST"; then delivery goes on after the gap.
+//
+// # Delivery
+//
+// One worker per ISP with a webhook_url: a receiver that is down, slow or
+// refusing delays nobody else. The worker reads its ISP's events after its
+// cursor (Store.WebhookEvents, up to 256 at a time) and delivers them one
+// at a time, in order: a 2xx acknowledges the event; anything else (3xx:
+// redirects are not followed; 4xx, 5xx, a connection error, the 10 s
+// request timeout, a TLS verification failure) is retried, with the same
+// webhook-id and a new timestamp and signature, after an exponential
+// back-off with jitter: 1 s doubling up to webhook_retry_max (5 min by
+// default), each delay drawn in [d/2, d] (Backoff). An event a receiver
+// keeps refusing therefore holds up that ISP's later events (in order,
+// at least once), and the status shows it (attempts, last error, lag).
+// When the worker has nothing to send it waits on Store.WaitEvents: a new
+// event is sent as soon as its commit wakes it (no polling).
+//
+// TLS is verified, against the system roots or the PEM file
+// webhook_ca_file; http is allowed only to a loopback host or with
+// webhook_insecure = true (configs checks it). No proxy from the
+// environment is used.
+//
+// # Cursor
+//
+// The delivery cursor (the sequence number of the last event the receiver
+// acknowledged) lives in the store (Store.SetWebhookCursor, durable). An
+// acknowledgement moves the in-memory cursor at once; a committer
+// goroutine stores it, coalescing (one store write covers every
+// acknowledgement since the previous one), while the worker sends the next
+// event, so the fsync is not in the delivery path. Run stores the last
+// acknowledged cursor before it returns: a clean restart neither loses nor
+// repeats an acknowledged event. After a crash (kill -9, power loss) the
+// events acknowledged after the last stored cursor (at most the ones in
+// flight during one store write) are sent again: the receiver drops them by
+// webhook-id. No event is lost: the cursor never moves past an event that
+// was not acknowledged. An ISP whose webhook_url is configured for the
+// first time starts at the newest event at that moment (the history is on
+// GET /v1/isps/{isp}/events), and the cursor stays when the URL changes or
+// is removed.
+//
+// # Status
+//
+// Manager.Status gives per ISP the cursor, the lag (that ISP's events not
+// yet acknowledged), the attempts at the current event, the last error
+// and its time, the last success, and totals of deliveries, failed
+// attempts and events-lost messages: for `ispmux ctl`, metrics and the
+// ISP's own GET /v1/isps/{isp}/webhook.
+package webhooks

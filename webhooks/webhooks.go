@@ -1,0 +1,390 @@
+package webhooks
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// Delivery parameters.
+const (
+	// RequestTimeout bounds one attempt: connect, TLS, request, answer.
+	RequestTimeout = 10 * time.Second
+	// ShutdownGrace is how long an attempt in flight when Run's context
+	// ends may still take (its acknowledgement is then stored).
+	ShutdownGrace = 2 * time.Second
+	// MinBackoff is the first retry's delay (before jitter).
+	MinBackoff = time.Second
+	// batch is how many events a worker reads from the store at a time.
+	batch = 256
+	// maxLag caps the count behind Status.Lag (the log keeps 100 000).
+	maxLag = 1 << 20
+)
+
+// Status is one ISP's webhook delivery state.
+type Status struct {
+	ISP string `json:"isp"`
+	// URL is the receiver, without user info and query.
+	URL string `json:"url"`
+	// Cursor is the sequence number of the last acknowledged event.
+	Cursor uint64 `json:"cursor"`
+	// Lag is the number of this ISP's events after Cursor, not yet
+	// acknowledged.
+	Lag int `json:"lag"`
+	// Attempts is the number of failed attempts at the event being
+	// delivered now (0 when the last attempt succeeded).
+	Attempts int `json:"attempts"`
+	// LastError is the last failed attempt's error and LastErrorTime its
+	// time (both kept after a success: Attempts says whether delivery is
+	// failing now).
+	LastError     string    `json:"last_error,omitempty"`
+	LastErrorTime time.Time `json:"last_error_time,omitzero"`
+	// NextAttempt is when the failing event is tried again.
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	// Delivered counts acknowledged messages, Failures failed attempts,
+	// Lost the events-lost messages sent (since the process started).
+	Delivered uint64 `json:"delivered_total"`
+	Failures  uint64 `json:"failures_total"`
+	Lost      uint64 `json:"lost_total"`
+}
+
+// Manager runs one delivery worker per ISP with a webhook_url.
+type Manager struct {
+	store *subscribers.Store
+	log   *slog.Logger
+
+	// minBackoff, timeout and shutdownGrace are MinBackoff,
+	// RequestTimeout and ShutdownGrace; tests shorten them before Run.
+	minBackoff    time.Duration
+	timeout       time.Duration
+	shutdownGrace time.Duration
+
+	mu      sync.Mutex
+	targets map[string]*target // by ISP: what Reload last set
+	order   []string           // ISP names in configuration order
+	workers map[string]*worker // running workers (after Run)
+	ctx     context.Context    // Run's; nil before Run and after it returns
+	wg      sync.WaitGroup
+}
+
+// target is where and how an ISP's events go. Immutable once built.
+type target struct {
+	isp      string
+	url      string
+	shown    string // url without user info and query
+	secret   []byte
+	retryMax time.Duration
+	client   *http.Client
+	// same says whether another configuration would build the same
+	// target (Reload keeps the connections then).
+	key string
+}
+
+// New builds the webhook targets of cfg's ISPs (reading the secret and CA
+// files: an unreadable or malformed one is an error) and, for an ISP
+// whose webhook is configured for the first time, stores its cursor at
+// the newest event now (it hears what happens from now on). Nothing is
+// sent before Run. log may be nil.
+func New(cfg *configs.Config, store *subscribers.Store, log *slog.Logger) (*Manager, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := &Manager{
+		store:         store,
+		log:           log,
+		minBackoff:    MinBackoff,
+		timeout:       RequestTimeout,
+		shutdownGrace: ShutdownGrace,
+		targets:       map[string]*target{},
+		workers:       map[string]*worker{},
+	}
+	var errs []error
+	for _, p := range cfg.ISPs {
+		m.order = append(m.order, p.Name)
+		if p.WebhookURL == "" {
+			continue
+		}
+		t, err := m.build(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := m.initCursor(p.Name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		m.targets[p.Name] = t
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// initCursor stores isp's cursor at the newest event if it has none.
+func (m *Manager) initCursor(isp string) error {
+	if _, ok, err := m.store.WebhookCursor(isp); err != nil || ok {
+		return err
+	}
+	last, err := m.store.LastEventSeq()
+	if err != nil {
+		return err
+	}
+	if err := m.store.SetWebhookCursor(isp, last); err != nil {
+		return fmt.Errorf("webhook %s: %w", isp, err)
+	}
+	return nil
+}
+
+// build makes the target of ISP p (p.WebhookURL set).
+func (m *Manager) build(p configs.ISP) (*target, error) {
+	u, err := url.Parse(p.WebhookURL)
+	if err != nil {
+		return nil, fmt.Errorf("isp %s webhook_url: %w", p.Name, err)
+	}
+	secret, err := ReadSecret(p.WebhookSecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("isp %s webhook_secret_file: %w", p.Name, err)
+	}
+	tlsc := &tls.Config{MinVersion: tls.VersionTLS12}
+	var ca []byte
+	if p.WebhookCAFile != "" {
+		ca, err = os.ReadFile(p.WebhookCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("isp %s webhook_ca_file: %w", p.Name, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(ca) {
+			return nil, fmt.Errorf("isp %s webhook_ca_file: %s holds no PEM certificate", p.Name, p.WebhookCAFile)
+		}
+		tlsc.RootCAs = pool
+	}
+	retryMax := p.WebhookRetryMaxDur
+	if retryMax <= 0 {
+		retryMax = configs.DefaultWebhookRetryMax
+	}
+	shown := *u
+	shown.User, shown.RawQuery, shown.ForceQuery = nil, "", false
+	tr := &http.Transport{
+		Proxy:                 nil, // never the environment's
+		DialContext:           (&net.Dialer{Timeout: m.timeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       tlsc,
+		TLSHandshakeTimeout:   m.timeout,
+		ResponseHeaderTimeout: m.timeout,
+		MaxIdleConnsPerHost:   1,
+		IdleConnTimeout:       90 * time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+	return &target{
+		isp:      p.Name,
+		url:      p.WebhookURL,
+		shown:    shown.String(),
+		secret:   secret,
+		retryMax: retryMax,
+		client: &http.Client{
+			Transport: tr,
+			Timeout:   m.timeout,
+			// A redirect is an answer like any other non-2xx: not
+			// followed (the event would go where the operator did not
+			// configure it), retried.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		key: fmt.Sprintf("%s\x00%s\x00%x\x00%x\x00%s", p.WebhookURL, secret, ca, p.WebhookCAFile, retryMax),
+	}, nil
+}
+
+// close releases t's idle connections.
+func (t *target) close() { t.client.CloseIdleConnections() }
+
+// Run starts the workers and returns when ctx ends and every worker has
+// stored its cursor (an attempt in flight gets ShutdownGrace to finish).
+// Close the store only after Run returned.
+func (m *Manager) Run(ctx context.Context) error {
+	m.mu.Lock()
+	if m.ctx != nil {
+		m.mu.Unlock()
+		return errors.New("webhooks: Run called twice")
+	}
+	m.ctx = ctx
+	for _, isp := range m.order {
+		if t := m.targets[isp]; t != nil {
+			m.startLocked(t)
+		}
+	}
+	m.mu.Unlock()
+	<-ctx.Done()
+	m.mu.Lock()
+	for _, w := range m.workers {
+		w.cancel()
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+	m.mu.Lock()
+	m.workers = map[string]*worker{}
+	m.mu.Unlock()
+	return nil
+}
+
+// startLocked starts t's ISP's worker. m.mu held, m.ctx set.
+func (m *Manager) startLocked(t *target) {
+	w := newWorker(m, t)
+	m.workers[t.isp] = w
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		w.run()
+	}()
+}
+
+// Reload applies cfg's webhook settings (SIGHUP): secret and CA files are
+// read again, a changed URL or back-off cap takes effect at the next
+// attempt (a worker waiting to retry tries at once), an ISP that gained a
+// webhook_url gets a worker, one that lost it loses its worker (its cursor
+// stays in the store). An ISP whose files fail to load keeps what it had;
+// the errors are returned.
+func (m *Manager) Reload(cfg *configs.Config) error {
+	var errs []error
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.order = m.order[:0]
+	seen := map[string]bool{}
+	for _, p := range cfg.ISPs {
+		m.order = append(m.order, p.Name)
+		seen[p.Name] = true
+		old := m.targets[p.Name]
+		if p.WebhookURL == "" {
+			if old != nil {
+				m.stopLocked(p.Name)
+				delete(m.targets, p.Name)
+				old.close()
+				m.log.Info("webhook removed", "isp", p.Name)
+			}
+			continue
+		}
+		t, err := m.build(p)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%w (the webhook in force stays)", err))
+			continue
+		}
+		if old != nil && old.key == t.key {
+			t.close()
+			continue
+		}
+		if old == nil {
+			if err := m.initCursor(p.Name); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		m.targets[p.Name] = t
+		if w := m.workers[p.Name]; w != nil {
+			w.setTarget(t)
+		} else if m.ctx != nil && m.ctx.Err() == nil {
+			m.startLocked(t)
+		}
+		if old != nil {
+			old.close()
+		}
+		m.log.Info("webhook configured", "isp", p.Name, "url", t.shown)
+	}
+	for isp, old := range m.targets {
+		if !seen[isp] {
+			m.stopLocked(isp)
+			delete(m.targets, isp)
+			old.close()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// stopLocked stops isp's worker, if running (it stores its cursor on the
+// way out). m.mu held.
+func (m *Manager) stopLocked(isp string) {
+	if w := m.workers[isp]; w != nil {
+		w.cancel()
+		delete(m.workers, isp)
+	}
+}
+
+// Status returns the delivery state of every ISP with a webhook, in
+// configuration order.
+func (m *Manager) Status() []Status {
+	m.mu.Lock()
+	var out []Status
+	var ws []*worker
+	for _, isp := range m.order {
+		t := m.targets[isp]
+		if t == nil {
+			continue
+		}
+		out = append(out, Status{ISP: isp, URL: t.shown})
+		ws = append(ws, m.workers[isp])
+	}
+	m.mu.Unlock()
+	for i := range out {
+		m.fill(&out[i], ws[i])
+	}
+	return out
+}
+
+// StatusOf returns isp's delivery state; false if isp has no webhook. It
+// is what the API's GET /v1/isps/{isp}/webhook shows (api.Server's
+// SetWebhookStatus takes this method).
+func (m *Manager) StatusOf(isp string) (Status, bool) {
+	m.mu.Lock()
+	t, w := m.targets[isp], m.workers[isp]
+	m.mu.Unlock()
+	if t == nil {
+		return Status{}, false
+	}
+	st := Status{ISP: isp, URL: t.shown}
+	m.fill(&st, w)
+	return st, true
+}
+
+// fill completes st from w (nil: not running) and the store.
+func (m *Manager) fill(st *Status, w *worker) {
+	if w != nil {
+		w.mu.Lock()
+		url := st.URL
+		*st = w.st
+		st.URL = url
+		w.mu.Unlock()
+		st.Cursor = w.acked.Load()
+	} else if seq, _, err := m.store.WebhookCursor(st.ISP); err == nil {
+		st.Cursor = seq
+	}
+	if n, err := m.store.CountEventsOf(st.ISP, st.Cursor, maxLag); err == nil {
+		st.Lag = n
+	}
+}
+
+// Backoff returns the delay before retry number n (n >= 1: after the n-th
+// failed attempt): min(base·2^(n-1), max), with jitter: drawn uniformly in
+// [d/2, d] by r, a number in [0, 1).
+func Backoff(n int, base, max time.Duration, r float64) time.Duration {
+	d := base
+	for i := 1; i < n && d < max; i++ {
+		d *= 2
+	}
+	d = min(d, max)
+	half := d / 2
+	return half + time.Duration(r*float64(d-half))
+}
+
+// jitter is the random source of Backoff.
+func jitter() float64 { return rand.Float64() }

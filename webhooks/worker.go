@@ -1,0 +1,349 @@
+package webhooks
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+
+	"github.com/ispmux/ispmux/subscribers"
+	"github.com/ispmux/ispmux/tenants"
+)
+
+// KindEventsLost is the kind of the synthetic message that replaces
+// events trimmed from the log before they were delivered.
+const KindEventsLost = "events-lost"
+
+// LostMessage is the body of an events-lost message: the sequence numbers
+// FirstSeq..LastSeq were trimmed from the log before delivery (some or
+// none of them were this ISP's events).
+type LostMessage struct {
+	Kind     string    `json:"kind"` // KindEventsLost
+	Time     time.Time `json:"time"`
+	ISP      string    `json:"isp"`
+	FirstSeq uint64    `json:"first_seq"`
+	LastSeq  uint64    `json:"last_seq"`
+	Reason   string    `json:"reason"`
+}
+
+// LostID is the webhook-id of the events-lost message for first..last.
+func LostID(first, last uint64) string { return fmt.Sprintf("lost-%d-%d", first, last) }
+
+// worker delivers one ISP's events.
+type worker struct {
+	m      *Manager
+	isp    string
+	target atomic.Pointer[target]
+	kick   chan struct{} // a new target: retry now (buffered 1)
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// acked is the in-memory cursor: the last acknowledged Seq. The
+	// committer stores it; commit (buffered 1) says it moved.
+	acked  atomic.Uint64
+	commit chan struct{}
+
+	mu sync.Mutex
+	st Status // Cursor, Lag and URL are filled by Manager.fill
+}
+
+// newWorker makes t's ISP's worker. m.mu held, m.ctx set.
+func newWorker(m *Manager, t *target) *worker {
+	ctx, cancel := context.WithCancel(m.ctx)
+	w := &worker{m: m, isp: t.isp, kick: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
+		commit: make(chan struct{}, 1), st: Status{ISP: t.isp}}
+	w.target.Store(t)
+	return w
+}
+
+// setTarget makes the next attempt use t; a worker waiting to retry
+// tries at once.
+func (w *worker) setTarget(t *target) {
+	w.target.Store(t)
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run delivers until w.ctx ends, then stores the cursor.
+func (w *worker) run() {
+	store := w.m.store
+	var cursor uint64
+	for {
+		seq, _, err := store.WebhookCursor(w.isp)
+		if err == nil {
+			cursor = seq
+			break
+		}
+		w.m.log.Error("webhook: cannot read the delivery cursor", "isp", w.isp, "err", err)
+		if errors.Is(err, subscribers.ErrClosed) || !w.sleep(time.Second) {
+			return
+		}
+	}
+	w.acked.Store(cursor)
+	stop, committed := make(chan struct{}), make(chan struct{})
+	go func(stored uint64) {
+		defer close(committed)
+		w.committer(stored, stop)
+	}(cursor)
+	defer func() {
+		close(stop)
+		<-committed
+	}()
+
+	for w.ctx.Err() == nil {
+		evs, oldest, newest, err := store.WebhookEvents(w.isp, cursor, batch)
+		if err != nil {
+			if errors.Is(err, subscribers.ErrClosed) {
+				return
+			}
+			if !errors.Is(err, subscribers.ErrCorrupt) {
+				w.m.log.Error("webhook: reading events", "isp", w.isp, "err", err)
+				if !w.sleep(time.Second) {
+					return
+				}
+				continue
+			}
+			// Undecodable events cannot be sent; the ones that
+			// decoded are.
+			w.m.log.Warn("webhook: skipping events that do not decode", "isp", w.isp, "err", err)
+			if len(evs) == 0 {
+				// Nothing of this ISP decodes up to newest.
+				cursor = max(cursor, newest)
+				w.ack(cursor)
+				continue
+			}
+		}
+		if cursor+1 < oldest {
+			first, last := cursor+1, oldest-1
+			msg := LostMessage{Kind: KindEventsLost, Time: time.Now().UTC(), ISP: w.isp, FirstSeq: first, LastSeq: last,
+				Reason: fmt.Sprintf("events %d..%d were trimmed from the event log (retention) before they were delivered; GET /v1/isps/%s/events shows what the log still holds", first, last, w.isp)}
+			body, _ := json.Marshal(msg)
+			if !w.deliver(LostID(first, last), body) {
+				return
+			}
+			w.mu.Lock()
+			w.st.Lost++
+			w.mu.Unlock()
+			w.m.log.Warn("webhook: events lost before delivery", "isp", w.isp, "first", first, "last", last)
+			cursor = last
+			w.ack(cursor)
+		}
+		if len(evs) == 0 {
+			if err := store.WaitEvents(w.ctx, newest); err != nil && errors.Is(err, subscribers.ErrClosed) {
+				return
+			}
+			continue
+		}
+		for _, e := range evs {
+			if e.Seq <= cursor {
+				continue
+			}
+			body, err := json.Marshal(view(e))
+			if err != nil {
+				w.m.log.Error("webhook: encoding an event", "isp", w.isp, "seq", e.Seq, "err", err)
+				continue
+			}
+			if !w.deliver(strconv.FormatUint(e.Seq, 10), body) {
+				return
+			}
+			cursor = e.Seq
+			w.ack(cursor)
+		}
+	}
+}
+
+// sleep waits d or until w.ctx ends (false).
+func (w *worker) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-w.ctx.Done():
+		return false
+	}
+}
+
+// ack moves the in-memory cursor to seq and wakes the committer.
+func (w *worker) ack(seq uint64) {
+	w.acked.Store(seq)
+	select {
+	case w.commit <- struct{}{}:
+	default:
+	}
+}
+
+// committer stores the acknowledged cursor whenever it moved, one store
+// write for every acknowledgement since the last one, and once more when
+// stop is closed (the worker's loop is over: no more acknowledgements).
+func (w *worker) committer(stored uint64, stop <-chan struct{}) {
+	flush := func() bool {
+		a := w.acked.Load()
+		if a <= stored {
+			return true
+		}
+		if err := w.m.store.SetWebhookCursor(w.isp, a); err != nil {
+			w.m.log.Error("webhook: storing the delivery cursor", "isp", w.isp, "seq", a, "err", err)
+			return false
+		}
+		stored = a
+		return true
+	}
+	for {
+		select {
+		case <-w.commit:
+			for !flush() {
+				if !w.sleep(time.Second) {
+					flush()
+					return
+				}
+			}
+		case <-stop:
+			flush()
+			return
+		}
+	}
+}
+
+// deliver sends one message until it is acknowledged (true) or w.ctx
+// ends (false).
+func (w *worker) deliver(id string, body []byte) bool {
+	attempts := 0
+	for {
+		if w.ctx.Err() != nil {
+			return false // stopping: no new attempt
+		}
+		t := w.target.Load()
+		err := w.post(t, id, body)
+		now := time.Now()
+		if err == nil {
+			w.mu.Lock()
+			w.st.Delivered++
+			w.st.LastSuccess = now
+			w.st.Attempts = 0
+			w.st.NextAttempt = time.Time{}
+			w.mu.Unlock()
+			if attempts > 0 {
+				w.m.log.Info("webhook delivered after retries", "isp", w.isp, "id", id, "attempts", attempts+1)
+			}
+			return true
+		}
+		if w.ctx.Err() != nil {
+			return false
+		}
+		attempts++
+		d := Backoff(attempts, w.m.minBackoff, t.retryMax, jitter())
+		w.mu.Lock()
+		w.st.Failures++
+		w.st.Attempts = attempts
+		w.st.LastError = err.Error()
+		w.st.LastErrorTime = now
+		w.st.NextAttempt = now.Add(d)
+		w.mu.Unlock()
+		lvl := w.m.log.Debug
+		if attempts == 1 || attempts%10 == 0 {
+			lvl = w.m.log.Warn
+		}
+		lvl("webhook delivery failed", "isp", w.isp, "id", id, "attempt", attempts, "retry_in", d.Round(time.Millisecond), "err", err)
+		tm := time.NewTimer(d)
+		select {
+		case <-tm.C:
+		case <-w.kick:
+			tm.Stop()
+		case <-w.ctx.Done():
+			tm.Stop()
+			return false
+		}
+	}
+}
+
+// post makes one attempt: a 2xx answer is nil.
+func (w *worker) post(t *target, id string, body []byte) error {
+	// An attempt in flight when the worker stops gets shutdownGrace to
+	// finish: its acknowledgement, if it comes, is stored, and the event
+	// is not sent again after the restart.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(w.ctx))
+	defer cancel()
+	defer context.AfterFunc(w.ctx, func() {
+		tm := time.AfterFunc(w.m.shutdownGrace, cancel)
+		context.AfterFunc(ctx, func() { tm.Stop() })
+	})()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	ts := time.Now().Unix()
+	h := req.Header
+	h.Set("Content-Type", "application/json")
+	h.Set("User-Agent", "ispmux-webhooks/1")
+	h.Set("webhook-id", id)
+	h.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
+	h.Set("webhook-signature", Sign(t.secret, id, ts, body))
+	resp, err := t.client.Do(req)
+	if err != nil {
+		// The url.Error names the full URL (user info, query): say
+		// what happened with the shown one.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return fmt.Errorf("POST %s: timeout: %v", t.shown, err)
+		}
+		return fmt.Errorf("POST %s: %v", t.shown, err)
+	}
+	defer resp.Body.Close()
+	head, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // reuse the connection
+	switch c := resp.StatusCode; {
+	case c >= 200 && c < 300:
+		return nil
+	case c >= 300 && c < 400:
+		return fmt.Errorf("POST %s: HTTP %d: redirect to %q not followed", t.shown, c, clean(resp.Header.Get("Location")))
+	default:
+		return fmt.Errorf("POST %s: HTTP %d: %s", t.shown, c, clean(string(head)))
+	}
+}
+
+// clean makes a receiver's text safe for a log line and a status: one
+// line, printable, at most 200 bytes.
+func clean(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return ' '
+	}, s)
+	s = strings.TrimSpace(s)
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
+}
+
+// view is the event as the API shows it (tenants.Event).
+func view(e subscribers.Event) tenants.Event {
+	v := tenants.Event{Seq: e.Seq, Time: e.Time, Kind: string(e.Kind), ISP: e.ISP, CustomerID: e.Customer, Access: e.Access,
+		Reason: e.Reason, Actor: e.Actor, RequestID: e.RequestID}
+	if e.MAC != (subscribers.MAC{}) {
+		v.MAC = net.HardwareAddr(e.MAC[:]).String()
+	}
+	if e.IP.IsValid() {
+		v.IP = e.IP.String()
+	}
+	return v
+}
