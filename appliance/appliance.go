@@ -38,6 +38,7 @@ import (
 	"github.com/ispmux/ispmux/dhcpproxy"
 	"github.com/ispmux/ispmux/engine"
 	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/metrics"
 	"github.com/ispmux/ispmux/registry"
 	"github.com/ispmux/ispmux/subscribers"
 	"github.com/ispmux/ispmux/tenants"
@@ -474,6 +475,16 @@ func (a *Appliance) Run(ctx context.Context) error {
 	srv, err := a.serveControl(filepath.Join(a.cfg.Appliance.StateDir, SocketName))
 	if err != nil {
 		a.log.Warn("control socket unavailable", "err", err)
+	}
+	if a.cfg.Metrics.Listen != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := metrics.Serve(ctx, a.cfg.Metrics, metrics.Handler(metrics.New(a.metricsSource())), a.log); err != nil {
+				errc <- fmt.Errorf("metrics on %s: %w", a.cfg.Metrics.Listen, err)
+				cancel()
+			}
+		}()
 	}
 	if len(auth.TokenFilesFromConfig(a.cfg)) == 0 {
 		a.log.Info("api: no token files configured; the tenant API is served on the control socket only")

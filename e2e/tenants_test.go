@@ -3,10 +3,12 @@ package e2e
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -101,6 +103,32 @@ func (r *rig) keaActive(isp, mac string) (lab.KeaLease, bool) {
 	return lab.KeaLease{}, false
 }
 
+// scrape reads /metrics (served in the appliance namespace): the value of
+// each series, by its name and labels as the text format writes them.
+func (r *rig) scrape() map[string]float64 {
+	r.t.Helper()
+	resp, err := nsHTTPClient(r.topo.Appliance.NS).Get("http://127.0.0.1:9100/metrics")
+	if err != nil {
+		r.t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		r.t.Fatalf("scrape: %v %s", err, resp.Status)
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
+}
+
 func eventually(within time.Duration, f func() bool) bool {
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
@@ -129,6 +157,7 @@ func TestTenants(t *testing.T) {
 	s7, s8 := r.sub("s7"), r.sub("s8")
 	capture := r.capture(s7)
 
+	before := r.scrape()
 	t.Run("beta registers c-77, a claim attaches s7, s7 gets beta's lease", func(t *testing.T) {
 		if _, err := beta.CreateCustomer(ctx, "beta", tenants.CustomerInput{ID: "c-77", Password: "correct horse battery"}); err != nil {
 			t.Fatal(err)
@@ -153,6 +182,17 @@ func TestTenants(t *testing.T) {
 		}
 		if !r.ping("s7", hostAddr, 3) {
 			t.Errorf("s7 cannot reach beta's host")
+		}
+		// /metrics saw beta's DORA.
+		after := r.scrape()
+		for _, m := range []string{`ispmux_dhcp_exchanges_total{isp="beta",outcome="ack"}`, `ispmux_bindings{isp="beta",kind="dhcp"}`,
+			`ispmux_customers{isp="beta"}`} {
+			if after[m] <= before[m] {
+				t.Errorf("%s: %v before the DORA, %v after", m, before[m], after[m])
+			}
+		}
+		if after[`ispmux_dhcp_exchanges_total{isp="alpha",outcome="ack"}`] != before[`ispmux_dhcp_exchanges_total{isp="alpha",outcome="ack"}`] {
+			t.Error("alpha's acks moved with beta's DORA")
 		}
 	})
 

@@ -45,6 +45,9 @@ type Control struct {
 	// only; no other lock is taken while holding it.
 	mu       sync.Mutex
 	bindings map[uint64]Binding // by classifier key (port, vlan, mac)
+	// perISP counts bindings by ISP index, DHCP [0] and static [1]
+	// (BindingsPerISP: O(ISPs) at scrape time).
+	perISP   [256][2]int
 	resolver *fib.Resolver
 
 	// OnPunt handles punted frames that are not ARP (DHCP). Set before Run.
@@ -103,8 +106,20 @@ func (c *Control) Bind(b Binding) error {
 		c.s.FIB.Delete(b.ISP, ip)
 		return fmt.Errorf("bind %012x: mac table: %w", b.MAC, err)
 	}
+	if old, ok := c.bindings[key]; ok {
+		c.perISP[old.ISP][kindOf(old)]--
+	}
 	c.bindings[key] = b
+	c.perISP[b.ISP][kindOf(b)]++
 	return nil
+}
+
+// kindOf indexes perISP: 0 DHCP, 1 static.
+func kindOf(b Binding) int {
+	if b.Static {
+		return 1
+	}
+	return 0
 }
 
 // SetAdmitted makes the registered MACs exactly macs (see State.Admitted)
@@ -191,6 +206,7 @@ func (c *Control) Unbind(port uint8, vlan uint16, mac uint64) bool {
 	c.s.MAC.Delete(port, vlan, mac)
 	c.s.FIB.Delete(b.ISP, ip4(b.IP))
 	delete(c.bindings, key)
+	c.perISP[b.ISP][kindOf(b)]--
 	return true
 }
 

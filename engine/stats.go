@@ -6,20 +6,16 @@ type BindingCount struct {
 }
 
 // BindingsPerISP counts the installed bindings by ISP index (package
-// metrics, at scrape time): a walk of the control plane's map under its
-// lock, without copying it; the datapath is not involved.
+// metrics, at scrape time): counts kept by Bind and Unbind, read under the
+// control plane's lock in O(ISPs), whatever the number of bindings.
 func (c *Control) BindingsPerISP() map[uint8]BindingCount {
 	out := map[uint8]BindingCount{}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, b := range c.bindings {
-		n := out[b.ISP]
-		if b.Static {
-			n.Static++
-		} else {
-			n.DHCP++
+	for i, n := range c.perISP {
+		if n[0] != 0 || n[1] != 0 {
+			out[uint8(i)] = BindingCount{DHCP: n[0], Static: n[1]}
 		}
-		out[b.ISP] = n
 	}
 	return out
 }

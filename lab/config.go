@@ -37,6 +37,7 @@ func (t *Topology) ConfigTOML(stateDir string) []byte {
 	if t.API != nil {
 		fmt.Fprintf(&b, "\n[api]\nlisten = \"127.0.0.1:8080\"\noperator_token_file = %s\nclaim_token_files = [%s]\n",
 			q(t.API.OperatorFile), q(t.API.ClaimFile))
+		b.WriteString("\n[metrics]\nlisten = \"127.0.0.1:9100\"\n")
 	}
 	for _, isp := range t.ISPs {
 		fmt.Fprintf(&b, "\n[[isp]]\nname = %s\nuplink = %s\naddress = %s\nnext_hop = %s\ndhcp_servers = [%s]\n",

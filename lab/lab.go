@@ -138,7 +138,9 @@ type Options struct {
 	Unconfigured []string
 	// API (DHCP only) makes tokens for the tenant API (the operator, a
 	// claim token, one per ISP), writes their files in the state dir at
-	// Up and names them in ConfigTOML's [api] and [[isp]] sections.
+	// Up and names them in ConfigTOML's [api] and [[isp]] sections; the
+	// config also serves /metrics on 127.0.0.1:9100 (in the appliance
+	// namespace).
 	API bool
 }
 

@@ -210,6 +210,18 @@ func (t *Tenants) ISPs(ctx context.Context) ([]ISPInfo, error) {
 	return out, nil
 }
 
+// Counts returns the customers and devices per ISP, from memory (for
+// metrics at scrape time; ISPs also counts bindings, from the store).
+func (t *Tenants) Counts() map[string]ISPInfo {
+	t.cmu.Lock()
+	defer t.cmu.Unlock()
+	out := make(map[string]ISPInfo, len(t.counts))
+	for n, c := range t.counts {
+		out[n] = ISPInfo{Name: n, Customers: c.customers, Devices: c.devices}
+	}
+	return out
+}
+
 // Stats returns the box's counts.
 func (t *Tenants) Stats(ctx context.Context) (Stats, error) {
 	isps, err := t.ISPs(ctx)
