@@ -42,6 +42,7 @@ import (
 	"github.com/ispmux/ispmux/registry"
 	"github.com/ispmux/ispmux/subscribers"
 	"github.com/ispmux/ispmux/tenants"
+	"github.com/ispmux/ispmux/webhooks"
 )
 
 // SocketName is the control socket's file name inside state_dir.
@@ -65,6 +66,7 @@ type Appliance struct {
 	ten     *tenants.Tenants
 	tokens  *auth.Tokens
 	api     *api.Server
+	hooks   *webhooks.Manager
 	dhcp    *dhcpproxy.Proxy
 	started time.Time
 
@@ -115,6 +117,12 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	// before it touches an interface.
 	a.reg = registry.New()
 	a.store, err = subscribers.Open(filepath.Join(cfg.Appliance.StateDir, StoreName), subscribers.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("appliance: %w", err)
+	}
+	// Webhooks before anything writes events: an ISP whose webhook is new
+	// hears from here on, the start's own events included.
+	a.hooks, err = webhooks.New(cfg, a.store, log)
 	if err != nil {
 		return nil, fmt.Errorf("appliance: %w", err)
 	}
@@ -214,6 +222,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		return nil, fmt.Errorf("appliance: %w", err)
 	}
 	a.api = api.New(cfg.API, a.ten, a.tokens, log)
+	a.api.SetWebhookStatus(a.hooks.StatusOf)
 	a.dhcp.SetStatic(staticMACs(a.subs))
 	a.ctl.OnPunt = func(p *engine.Punted) { a.dhcp.HandleFrame(p.Port, p.Frame()) }
 	leased, err := a.dhcp.Restore(time.Now())
@@ -346,6 +355,9 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 	if err := a.api.Reload(); err != nil {
 		errs = append(errs, fmt.Errorf("api: %w", err))
 	}
+	if err := a.hooks.Reload(cfg); err != nil {
+		errs = append(errs, fmt.Errorf("webhooks: %w", err))
+	}
 	a.log.Info("reloaded", "subscribers", len(subs), "static_unbound", unbound, "static_bound", bound, "dhcp_revoked", revoked)
 	if len(errs) > 0 {
 		return fmt.Errorf("reload incomplete: %w", errors.Join(errs...))
@@ -382,12 +394,32 @@ func restartOnly(a, b *configs.Config) []string {
 		name string
 		x, y any
 	}{
-		{"appliance", a.Appliance, b.Appliance}, {"datapath", a.Datapath, b.Datapath}, {"api", a.API, b.API},
-		{"dhcp", a.DHCP, b.DHCP}, {"access", a.Access, b.Access}, {"isp", a.ISPs, b.ISPs},
+		{"appliance", a.Appliance, b.Appliance}, {"datapath", a.Datapath, b.Datapath}, {"api", reloadableAPI(a.API), reloadableAPI(b.API)},
+		{"metrics", a.Metrics, b.Metrics},
+		{"dhcp", a.DHCP, b.DHCP}, {"access", a.Access, b.Access}, {"isp", reloadableISPs(a.ISPs), reloadableISPs(b.ISPs)},
 	} {
 		if !reflect.DeepEqual(c.x, c.y) {
 			out = append(out, c.name)
 		}
+	}
+	return out
+}
+
+// reloadableAPI is c without what a reload applies (token files; the
+// certificate files are re-read too, their names are not).
+func reloadableAPI(c configs.API) configs.API {
+	c.OperatorTokenFile, c.ClaimTokenFiles = "", nil
+	return c
+}
+
+// reloadableISPs is isps without what a reload applies (token files and
+// webhook settings).
+func reloadableISPs(isps []configs.ISP) []configs.ISP {
+	out := slices.Clone(isps)
+	for i := range out {
+		out[i].TokenFiles = nil
+		out[i].WebhookURL, out[i].WebhookSecretFile, out[i].WebhookCAFile = "", "", ""
+		out[i].WebhookInsecure, out[i].WebhookRetryMax, out[i].WebhookRetryMaxDur = false, "", 0
 	}
 	return out
 }
@@ -476,6 +508,13 @@ func (a *Appliance) Run(ctx context.Context) error {
 	if err != nil {
 		a.log.Warn("control socket unavailable", "err", err)
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := a.hooks.Run(ctx); err != nil {
+			a.log.Warn("webhooks stopped", "err", err)
+		}
+	}()
 	if a.cfg.Metrics.Listen != "" {
 		wg.Add(1)
 		go func() {
