@@ -50,6 +50,14 @@ func (a *Appliance) metricsSource() metrics.Source {
 		},
 		ControlFunc: a.ctl.Counters,
 		StoreFunc:   a.store.CommitStats,
+		WebhooksFunc: func() []metrics.WebhookSample {
+			st := a.hooks.Status()
+			out := make([]metrics.WebhookSample, len(st))
+			for i, w := range st {
+				out[i] = metrics.WebhookSample{ISP: w.ISP, Delivered: w.Delivered, Failures: w.Failures, Lag: w.Lag}
+			}
+			return out
+		},
 		APIFunc: func() metrics.API {
 			r, l := a.api.RequestStats()
 			return metrics.API{Requests: r, Latency: l, Connections: a.api.Connections()}
