@@ -183,6 +183,10 @@ var ctlCommands = []*ctlCommand{
 			fs.StringVar(&o.isp, "isp", "", "look in this `ISP` only (needed with an ISP's token)")
 		},
 		run: ctlSubscriber},
+	{name: "webhook", short: "an ISP's webhook delivery: cursor, lag, attempts, last error", args: "ISP", min: 1, max: 1,
+		summary: "An ISP's webhook delivery state: the last acknowledged event, how many are behind (lag), the\n" +
+			"failing attempts, the last error and success, totals since start. An ISP sees its own only.",
+		run: ctlWebhook},
 	{name: "stats", short: "the box's counts (operator)", summary: "The box's counts: ISPs, customers, devices, bindings (operator).", run: ctlStats},
 	{name: "token", short: "make a new API token and its sha256: line for a token file", args: "[--file FILE]",
 		summary: "Make a new API token (256 bits). Prints the token (line 1: give it to the client, once) and\n" +

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ispmux/ispmux/appliance"
 	"github.com/ispmux/ispmux/auth"
@@ -431,6 +432,33 @@ func ctlBindings(e *ctlEnv, args []string) error {
 	}
 	e.moreNotice(p.Next, isp)
 	return nil
+}
+
+func ctlWebhook(e *ctlEnv, args []string) error {
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	st, err := c.Webhook(e.ctx, args[0])
+	if err != nil {
+		return err
+	}
+	if e.g.json {
+		return e.printJSON(st)
+	}
+	at := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return t.Format(time.RFC3339)
+	}
+	return writeKV(e.stdout, [][2]string{
+		{"isp", st.ISP}, {"url", st.URL}, {"cursor", strconv.FormatUint(st.Cursor, 10)}, {"lag", strconv.Itoa(st.Lag)},
+		{"attempts", strconv.Itoa(st.Attempts)}, {"next attempt", at(st.NextAttempt)}, {"last success", at(st.LastSuccess)},
+		{"last error", st.LastError}, {"last error at", at(st.LastErrorTime)},
+		{"delivered", strconv.FormatUint(st.Delivered, 10)}, {"failures", strconv.FormatUint(st.Failures, 10)},
+		{"lost", strconv.FormatUint(st.Lost, 10)},
+	})
 }
 
 func ctlStats(e *ctlEnv, _ []string) error {
