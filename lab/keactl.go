@@ -230,7 +230,7 @@ func (isp *ISP) waitKeaSocket(ctx context.Context, timeout time.Duration) error 
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("Kea control socket %s: %w", isp.KeaSocket, err)
+			return fmt.Errorf("lab: the Kea control socket %s: %w", isp.KeaSocket, err)
 		}
 		select {
 		case <-ctx.Done():
