@@ -88,7 +88,7 @@ func TestRenewedAndBindingKeepsACK(t *testing.T) {
 	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
 	evs, _ := r.store.Events(0, 10)
 	if len(evs) != 2 || evs[0].Kind != subscribers.EventBound || evs[1].Kind != subscribers.EventRenewed ||
-		evs[1].Customer != "c-s1" || evs[1].Access != "acc0" {
+		evs[1].Customer != "c-s1" || evs[1].Access != "acc0" || evs[1].LeaseEnd.Before(time.Now().Add(50*time.Second)) {
 		t.Fatalf("events %+v, want bound then renewed (with customer and access)", evs)
 	}
 	b, err := r.store.Binding("acc0", 0, [6]byte(mac("02:00:00:00:01:01")))

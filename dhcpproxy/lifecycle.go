@@ -398,7 +398,9 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte) {
 		kind, why = subscribers.EventRenewed, "lease extended by "+leaseString(lt)
 	}
 	failpoint.Hit(failpoint.BindBeforeCommit)
-	e, err := p.store.CommitBindingEvent(b, subj.event(kind, ip, why))
+	ev := subj.event(kind, ip, why)
+	ev.LeaseEnd = b.Expires
+	e, err := p.store.CommitBindingEvent(b, ev)
 	if err != nil {
 		p.count("store_error")
 		p.log.Error("dhcp: binding not committed; ACK withheld", "mac", binding.MACString(mac), "err", err)

@@ -16,7 +16,7 @@ import (
 // and RequestID (version 3). Open rewrites schema-1 values in the current
 // format when it migrates such a file (migrate.go); version 2 values stay
 // as they are until they are next written.
-const formatVersion = 3
+const formatVersion = 4
 
 // formatV1 is the format of schema-1 files; formatV2 of schema-2 files.
 const (
@@ -335,6 +335,12 @@ func encodeEvent(ev *Event) []byte {
 	e.str(ev.Access)
 	e.str(ev.Actor)
 	e.str(ev.RequestID)
+	if ev.LeaseEnd.IsZero() {
+		e.u8(0)
+	} else {
+		e.u8(1)
+		e.time(ev.LeaseEnd)
+	}
 	return e.b
 }
 
@@ -359,6 +365,9 @@ func decodeEvent(key, val []byte) (Event, error) {
 	if ver >= 3 {
 		ev.Actor = d.str()
 		ev.RequestID = d.str()
+	}
+	if ver >= 4 && d.u8() == 1 {
+		ev.LeaseEnd = d.time()
 	}
 	if err := d.finish(); err != nil {
 		return Event{}, corrupt(bucketEvents, key, err)

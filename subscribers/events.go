@@ -62,6 +62,9 @@ type Event struct {
 	Reason   string
 	Customer string // the subscriber's customer ID, where known
 	Access   string // the access entry the subscriber is on, where known
+	// LeaseEnd is the lease's end for bound and renewed events (zero
+	// otherwise).
+	LeaseEnd time.Time
 
 	Actor     string // who made the change (a token's name, "config", "socket"); "" for the DHCP path's events
 	RequestID string // the API request that made the change, where there was one

@@ -288,3 +288,22 @@ func TestBackupWhileWriting(t *testing.T) {
 		t.Logf("backup %d: %d bytes, %d bindings", k, buf.Len(), len(bs))
 	}
 }
+
+// A bound event keeps its lease end; other events have none.
+func TestEventLeaseEnd(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	end := time.Date(2026, 12, 2, 3, 4, 5, 600, time.UTC)
+	if _, err := s.AddEvent(Event{Kind: EventBound, ISP: "alpha", LeaseEnd: end}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AddEvent(Event{Kind: EventReleased, ISP: "alpha"}); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.Events(0, 0)
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("events %v %v", evs, err)
+	}
+	if !evs[0].LeaseEnd.Equal(end) || !evs[1].LeaseEnd.IsZero() {
+		t.Errorf("lease ends %v, %v; want %v and none", evs[0].LeaseEnd, evs[1].LeaseEnd, end)
+	}
+}

@@ -11,7 +11,7 @@ import (
 // migrate brings a file of schema from up to schemaVersion, inside Open's
 // transaction tx (whose buckets exist): either the whole migration and
 // the new schema byte commit, or nothing does and the file stays as it
-// was. It runs the steps from `from` on: 1 → 2, then 2 → 3.
+// was. It runs the steps from `from` on: 1 → 2, 2 → 3, 3 → 4.
 //
 // 1 → 2: every registration, binding and event is re-encoded in the
 // current format (the fields added since read as empty); the keys, the
@@ -19,6 +19,10 @@ import (
 // new (created by the caller). A value that does not decode is left as it
 // is: it was already unreadable, and the readers keep reporting it as a
 // CorruptError rather than the migration refusing the whole file.
+//
+// 3 → 4: nothing to rewrite: events of format 4 may carry a lease end
+// (older values read without one). The schema byte moves so that an older
+// ispmux, which cannot read format 4, refuses the file.
 //
 // 2 → 3: the customers and changes buckets are new (empty: the change
 // feed starts at the migration; a follower starts by reading every
@@ -35,7 +39,10 @@ func migrate(tx *bolt.Tx, from byte) error {
 			return err
 		}
 	}
-	return buildIndexes(tx)
+	if from <= 2 {
+		return buildIndexes(tx)
+	}
+	return nil
 }
 
 // recodeAll is the 1 → 2 step.

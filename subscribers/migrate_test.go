@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -194,12 +195,12 @@ func TestDowngradeRefused(t *testing.T) {
 	s2, err := Open(path, Options{})
 	if err == nil {
 		s2.Close()
-		t.Fatal("Open of a schema-4 file succeeded")
+		t.Fatalf("Open of a schema-%d file succeeded", schemaVersion+1)
 	}
 	if !errors.Is(err, ErrSchema) {
 		t.Errorf("Open: %v, want ErrSchema", err)
 	}
-	for _, want := range []string{path, "newer ispmux (schema 4)", "supports up to 3", "refusing to open (downgrade)"} {
+	for _, want := range []string{path, fmt.Sprintf("newer ispmux (schema %d)", schemaVersion+1), fmt.Sprintf("supports up to %d", schemaVersion), "refusing to open (downgrade)"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}

@@ -43,7 +43,7 @@ var (
 // 3: customers; registrations keep Created; events carry the actor and the
 // request id; the indexes devices-by-customer and events-by-isp; the
 // change feed (changes).
-const schemaVersion = 3
+const schemaVersion = 4
 
 // Defaults for Options.
 const (

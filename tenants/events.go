@@ -16,6 +16,10 @@ func eventView(e subscribers.Event) Event {
 	if e.IP.IsValid() {
 		v.IP = e.IP.String()
 	}
+	if !e.LeaseEnd.IsZero() {
+		end := e.LeaseEnd
+		v.LeaseEnd = &end
+	}
 	return v
 }
 

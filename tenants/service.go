@@ -72,8 +72,10 @@ type Event struct {
 	Access     string    `json:"access,omitempty"`
 	IP         string    `json:"ip,omitempty"`
 	Reason     string    `json:"reason,omitempty"`
-	Actor      string    `json:"actor,omitempty"`
-	RequestID  string    `json:"request_id,omitempty"`
+	// LeaseEnd is the lease's end (bound, renewed).
+	LeaseEnd  *time.Time `json:"lease_end,omitempty"`
+	Actor     string     `json:"actor,omitempty"`
+	RequestID string     `json:"request_id,omitempty"`
 }
 
 // EventPage is a slice of the event log and the range the log holds:
