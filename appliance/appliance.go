@@ -34,6 +34,7 @@ import (
 	"github.com/ispmux/ispmux/auth"
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/datapath"
 	"github.com/ispmux/ispmux/dhcpproxy"
 	"github.com/ispmux/ispmux/engine"
@@ -46,10 +47,10 @@ import (
 )
 
 // SocketName is the control socket's file name inside state_dir.
-const SocketName = "ispmux.sock"
+const SocketName = ctlsock.SocketName
 
 // StoreName is the subscriber store's file name inside state_dir.
-const StoreName = "ispmux.db"
+const StoreName = ctlsock.StoreName
 
 // Appliance is a running ispmux.
 type Appliance struct {
@@ -504,7 +505,8 @@ func (a *Appliance) Run(ctx context.Context) error {
 		defer wg.Done()
 		a.dhcp.Run(ctx)
 	}()
-	srv, err := a.serveControl(filepath.Join(a.cfg.Appliance.StateDir, SocketName))
+	srv, err := ctlsock.Serve(filepath.Join(a.cfg.Appliance.StateDir, SocketName),
+		&ctlsock.Server{Status: a.Status, Store: a.store, API: a.api.SocketHandler(), Log: a.log})
 	if err != nil {
 		a.log.Warn("control socket unavailable", "err", err)
 	}

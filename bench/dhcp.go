@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ispmux/ispmux/appliance"
+	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/lab"
 	"github.com/ispmux/ispmux/subscribers"
 )
@@ -588,7 +589,7 @@ func (d *dhcpBencher) runISPmux(ctx context.Context, argv []string, stateDir str
 		return err
 	}
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	st, serr := appliance.FetchStatus(sctx, sock)
+	st, serr := ctlsock.FetchStatus(sctx, sock)
 	cancel()
 	if serr != nil {
 		d.logf("ispmux status after the run: %v", serr)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ispmux/ispmux/appliance"
+	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/lab"
 )
 
@@ -356,7 +357,7 @@ func (b *bencher) runISPmux(ctx context.Context, argv []string, stateDir string,
 	// Diagnostics: ispmux's own counters, with drop reasons per port.
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if st, err := appliance.FetchStatus(sctx, sock); err == nil {
+	if st, err := ctlsock.FetchStatus(sctx, sock); err == nil {
 		c.Diagnostics = map[string]any{"ports": st.Ports, "isps": st.ISPs}
 		if c.ForwardedPackets == 0 {
 			js, _ := json.Marshal(st.Ports)
@@ -378,7 +379,7 @@ func (b *bencher) waitReady(ctx context.Context, p *child, sock string) error {
 			return fmt.Errorf("ispmux exited before it was ready: %v%s", p.err, p.tail())
 		}
 		sctx, cancel := context.WithTimeout(ctx, time.Second)
-		st, err := appliance.FetchStatus(sctx, sock)
+		st, err := ctlsock.FetchStatus(sctx, sock)
 		cancel()
 		if err == nil {
 			ready := len(st.ISPs) == len(b.t.ISPs)

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/ispmux/ispmux/appliance"
+	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/lab"
 )
 
@@ -148,13 +149,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) (err err
 	fmt.Fprintln(stdout, "(both ISPs hand out 100.64.0.100-199: their plans overlap, the VRFs keep them apart)")
 
 	fmt.Fprintln(stdout, "\nevents (ispmux ctl events):")
-	evs, err := appliance.FetchEvents(ctx, sock, 0)
+	evs, err := ctlsock.FetchEvents(ctx, sock, 0)
 	if err == nil {
 		for _, e := range evs {
 			fmt.Fprintf(stdout, "  %s  %-9s %s %-6s %-15s %s\n", e.Time.Local().Format("15:04:05"), e.Kind, e.MAC, e.ISP, e.IP, e.Reason)
 		}
 	}
-	if st, err := appliance.FetchStatus(ctx, sock); err == nil {
+	if st, err := ctlsock.FetchStatus(ctx, sock); err == nil {
 		fmt.Fprintf(stdout, "\nleases held: %d; DHCP counters: %s\n", st.Leases, counters(st.DHCP))
 	}
 	if *exit {
@@ -208,7 +209,7 @@ func waitReady(ctx context.Context, sock string) error {
 	deadline := time.Now().Add(20 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
-		st, err := appliance.FetchStatus(ctx, sock)
+		st, err := ctlsock.FetchStatus(ctx, sock)
 		if err == nil {
 			ready := true
 			for _, i := range st.ISPs {

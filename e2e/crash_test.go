@@ -15,7 +15,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
-	"github.com/ispmux/ispmux/appliance"
+	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/lab"
 )
@@ -146,19 +146,19 @@ func (m *matrix) waitBound(sub lab.Sub, within time.Duration, not netip.Addr) (n
 }
 
 // boundNoFail is bound without failing the test when ispmux is down.
-func (r *rig) boundNoFail(mac string) (appliance.BindingStatus, bool) {
+func (r *rig) boundNoFail(mac string) (ctlsock.BindingStatus, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	st, err := appliance.FetchStatus(ctx, r.sock())
+	st, err := ctlsock.FetchStatus(ctx, r.sock())
 	if err != nil {
-		return appliance.BindingStatus{}, false
+		return ctlsock.BindingStatus{}, false
 	}
 	for _, b := range st.Bindings {
 		if strings.EqualFold(b.MAC, mac) && !b.Static {
 			return b, true
 		}
 	}
-	return appliance.BindingStatus{}, false
+	return ctlsock.BindingStatus{}, false
 }
 
 // keaLease returns sub's lease at its ISP's Kea (any state), the newest.

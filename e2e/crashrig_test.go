@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ispmux/ispmux/appliance"
+	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/lab"
 )
 
@@ -169,7 +170,7 @@ func (r *rig) waitReady(p *proc, within time.Duration) (time.Duration, error) {
 			return 0, fmt.Errorf("ispmux exited (%v) before it was ready; log:\n%s", p.err, lastLines(p.log.String(), 20))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		st, err := appliance.FetchStatus(ctx, r.sock())
+		st, err := ctlsock.FetchStatus(ctx, r.sock())
 		cancel()
 		if err == nil && len(st.ISPs) > 0 {
 			ok := true
@@ -563,7 +564,7 @@ func (r *rig) views(subs []lab.Sub) ([]subView, error) {
 		}
 		v.KeaOther = strings.TrimSpace(v.KeaOther)
 	}
-	st, err := appliance.FetchStatus(ctx, r.sock())
+	st, err := ctlsock.FetchStatus(ctx, r.sock())
 	if err != nil {
 		return nil, fmt.Errorf("ispmux status: %w", err)
 	}

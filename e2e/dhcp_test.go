@@ -21,6 +21,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/ispmux/ispmux/appliance"
+	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/lab"
 )
 
@@ -70,11 +71,11 @@ func killClient(cmd *exec.Cmd) {
 	_ = cmd.Wait()
 }
 
-func (r *rig) events() []appliance.EventStatus {
+func (r *rig) events() []ctlsock.EventStatus {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	evs, err := appliance.FetchEvents(ctx, filepath.Join(r.dir, "state", appliance.SocketName), 0)
+	evs, err := ctlsock.FetchEvents(ctx, filepath.Join(r.dir, "state", appliance.SocketName), 0)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -90,13 +91,13 @@ func (r *rig) hasEvent(kind, mac string) bool {
 	return false
 }
 
-func (r *rig) bound(mac string) (appliance.BindingStatus, bool) {
+func (r *rig) bound(mac string) (ctlsock.BindingStatus, bool) {
 	for _, b := range r.mustStatus().Bindings {
 		if b.MAC == mac {
 			return b, true
 		}
 	}
-	return appliance.BindingStatus{}, false
+	return ctlsock.BindingStatus{}, false
 }
 
 // kill9 kills ispmux without letting it clean up.

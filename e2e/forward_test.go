@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ispmux/ispmux/appliance"
+	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/internal/privtest"
 	"github.com/ispmux/ispmux/lab"
 )
@@ -156,13 +157,13 @@ func (r *rig) stop() {
 	r.cmd = nil
 }
 
-func (r *rig) status() (*appliance.Status, error) {
+func (r *rig) status() (*ctlsock.Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	return appliance.FetchStatus(ctx, filepath.Join(r.dir, "state", appliance.SocketName))
+	return ctlsock.FetchStatus(ctx, filepath.Join(r.dir, "state", appliance.SocketName))
 }
 
-func (r *rig) mustStatus() *appliance.Status {
+func (r *rig) mustStatus() *ctlsock.Status {
 	r.t.Helper()
 	st, err := r.status()
 	if err != nil {

@@ -12,8 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ispmux/ispmux/appliance"
 	"github.com/ispmux/ispmux/auth"
+	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/tenants"
 )
 
@@ -62,7 +62,7 @@ func ctlStatus(e *ctlEnv, _ []string) error {
 	if err != nil {
 		return err
 	}
-	st, err := appliance.FetchStatus(e.ctx, sock)
+	st, err := ctlsock.FetchStatus(e.ctx, sock)
 	if err != nil {
 		return err
 	}
@@ -77,7 +77,7 @@ func ctlBackup(e *ctlEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := appliance.Backup(e.ctx, sock, args[0])
+	r, err := ctlsock.Backup(e.ctx, sock, args[0])
 	if err != nil {
 		return err
 	}

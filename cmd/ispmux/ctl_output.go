@@ -8,7 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/ispmux/ispmux/appliance"
+	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/tenants"
 )
 
@@ -187,7 +187,7 @@ func writeSubscriber(w io.Writer, v subscriberView) error {
 	return t.flush()
 }
 
-func writeStatus(w io.Writer, st *appliance.Status) error {
+func writeStatus(w io.Writer, st *ctlsock.Status) error {
 	if err := writeKV(w, [][2]string{
 		{"uptime", st.Uptime},
 		{"leases", strconv.Itoa(st.Leases)},

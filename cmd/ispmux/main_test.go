@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/ispmux/ispmux/api/client"
-	"github.com/ispmux/ispmux/appliance"
+	"github.com/ispmux/ispmux/ctlsock"
 )
 
 func TestExtraArgumentsAreUsageErrors(t *testing.T) {
@@ -295,7 +295,7 @@ func TestBackup(t *testing.T) {
 		t.Errorf("backup: %v, %d bytes, %q", err, len(got), stdout)
 	}
 	stdout, _ = r.ok("", "ctl", "--socket", r.sock, "backup", out, "--json")
-	var res appliance.BackupResult
+	var res ctlsock.BackupResult
 	if err := json.Unmarshal([]byte(stdout), &res); err != nil || res.Bytes != 13000 || res.File != out {
 		t.Errorf("backup --json: %v %q", err, stdout)
 	}

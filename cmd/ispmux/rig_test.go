@@ -22,6 +22,7 @@ import (
 	"github.com/ispmux/ispmux/appliance"
 	"github.com/ispmux/ispmux/auth"
 	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/registry"
 	"github.com/ispmux/ispmux/subscribers"
 	"github.com/ispmux/ispmux/tenants"
@@ -112,10 +113,10 @@ func newRig(t *testing.T, svc tenants.Service) *rig {
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
-		_ = json.NewEncoder(w).Encode(appliance.Status{Uptime: "42s", Leases: 1,
-			Ports:    []appliance.PortStatus{{Name: "acc0", RxFrames: 10, Drops: map[string]uint64{"no-binding": 3}}},
-			ISPs:     []appliance.ISPStatus{{Name: "alpha", NextHop: "192.0.2.1", State: "resolved", MAC: "02:aa:00:00:00:01"}},
-			Bindings: []appliance.BindingStatus{{MAC: "02:00:00:00:00:01", Access: "acc0", ISP: "alpha", IP: "192.0.2.50"}},
+		_ = json.NewEncoder(w).Encode(ctlsock.Status{Uptime: "42s", Leases: 1,
+			Ports:    []ctlsock.PortStatus{{Name: "acc0", RxFrames: 10, Drops: map[string]uint64{"no-binding": 3}}},
+			ISPs:     []ctlsock.ISPStatus{{Name: "alpha", NextHop: "192.0.2.1", State: "resolved", MAC: "02:aa:00:00:00:01"}},
+			Bindings: []ctlsock.BindingStatus{{MAC: "02:00:00:00:00:01", Access: "acc0", ISP: "alpha", IP: "192.0.2.50"}},
 			DHCP:     map[string]uint64{"acks": 4, "offers": 5}})
 	})
 	mux.HandleFunc("GET /backup", func(w http.ResponseWriter, _ *http.Request) {

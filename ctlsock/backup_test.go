@@ -1,4 +1,4 @@
-package appliance
+package ctlsock
 
 import (
 	"context"
@@ -39,9 +39,8 @@ func TestBackup(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	a := &Appliance{store: store, log: slog.New(slog.DiscardHandler)}
-	sock := filepath.Join(dir, SocketName)
-	srv, err := a.serveControl(sock)
+	sock := filepath.Join(dir, "ispmux.sock")
+	srv, err := Serve(sock, &Server{Store: store, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +112,7 @@ func TestBackup(t *testing.T) {
 		t.Errorf("live store after the refused backup: %v", err)
 	}
 	// No appliance: a clear error, no file.
-	if _, err := Backup(ctx, filepath.Join(t.TempDir(), SocketName), filepath.Join(t.TempDir(), "x.db")); err == nil || !strings.Contains(err.Error(), "is ispmux running?") {
+	if _, err := Backup(ctx, filepath.Join(t.TempDir(), "ispmux.sock"), filepath.Join(t.TempDir(), "x.db")); err == nil || !strings.Contains(err.Error(), "is ispmux running?") {
 		t.Errorf("backup without an appliance: %v", err)
 	}
 }

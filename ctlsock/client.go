@@ -1,9 +1,11 @@
-package appliance
+package ctlsock
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -11,49 +13,87 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"time"
 )
 
-// The control socket's backup request: GET /backup streams a consistent
-// copy of the store (subscribers.Store.Backup, one read transaction) and
-// ends with the trailers below. A failure in mid-copy aborts the response,
-// so a client that checks the trailers never takes a partial copy for a
-// whole one.
-const (
-	headerBackupSize   = "Ispmux-Backup-Size"
-	headerBackupSHA256 = "Ispmux-Backup-Sha256"
-	// backupStall bounds how long one write to a backup client may block:
-	// the copy holds a read transaction (and Close waits for it), so a
-	// client that stops reading must not hold it for ever.
-	backupStall = 30 * time.Second
-)
-
-func (a *Appliance) serveBackup(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Trailer", headerBackupSize+", "+headerBackupSHA256)
-	h := sha256.New()
-	rc := http.NewResponseController(w)
-	n, err := a.store.Backup(writerFunc(func(p []byte) (int, error) {
-		_ = rc.SetWriteDeadline(time.Now().Add(backupStall))
-		h.Write(p)
-		return w.Write(p)
-	}))
+// FetchEvents asks the appliance for the events after seq (at most 1000:
+// FetchEventPage says whether there are more).
+func FetchEvents(ctx context.Context, path string, after uint64) ([]EventStatus, error) {
+	p, err := FetchEventPage(ctx, path, after, 0)
 	if err != nil {
-		a.log.Warn("control socket: backup failed", "err", err, "bytes", n)
-		if n == 0 {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		panic(http.ErrAbortHandler) // the client sees a truncated response
+		return nil, err
 	}
-	w.Header().Set(headerBackupSize, strconv.FormatInt(n, 10))
-	w.Header().Set(headerBackupSHA256, hex.EncodeToString(h.Sum(nil)))
-	a.log.Info("control socket: backup sent", "bytes", n)
+	return p.Events, nil
 }
 
-type writerFunc func([]byte) (int, error)
+// FetchEventPage asks for up to limit events (1..10000; 0 or less: 1000)
+// after Seq after.
+func FetchEventPage(ctx context.Context, path string, after uint64, limit int) (*EventPage, error) {
+	q := fmt.Sprintf("/events?after=%d", after)
+	if limit > 0 {
+		q += fmt.Sprintf("&limit=%d", limit)
+	}
+	return fetchEvents(ctx, path, q)
+}
 
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+// FetchNewestEvents asks for the newest n events (1..10000).
+func FetchNewestEvents(ctx context.Context, path string, n int) (*EventPage, error) {
+	return fetchEvents(ctx, path, fmt.Sprintf("/events?last=%d", n))
+}
+
+func fetchEvents(ctx context.Context, path, what string) (*EventPage, error) {
+	p := &EventPage{}
+	h, err := fetch(ctx, path, what, &p.Events)
+	if err != nil {
+		return nil, err
+	}
+	if p.Events == nil {
+		p.Events = []EventStatus{}
+	}
+	p.Oldest, _ = strconv.ParseUint(h.Get(headerOldestSeq), 10, 64)
+	p.Newest, _ = strconv.ParseUint(h.Get(headerNewestSeq), 10, 64)
+	return p, nil
+}
+
+// FetchStatus asks the appliance whose control socket is at path for its
+// status.
+func FetchStatus(ctx context.Context, path string) (*Status, error) {
+	var st Status
+	if _, err := fetch(ctx, path, "/status", &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// fetch GETs what on the control socket at path into v and returns the
+// response's headers.
+func fetch(ctx context.Context, path, what string, v any) (http.Header, error) {
+	c := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://ispmux"+what, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w (is ispmux running?)", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("control socket %s: %s: %s", path, resp.Status, bytes.TrimSpace(body))
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	return resp.Header, nil
+}
 
 // BackupResult is what `ispmux ctl backup` reports.
 type BackupResult struct {

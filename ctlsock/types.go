@@ -1,0 +1,103 @@
+// Package ctlsock is the appliance's control socket: a unix socket in
+// state_dir (mode 0600, root's only, reachable from any network namespace
+// through the file system) that serves the running appliance's status, its
+// event log, a consistent backup of its store and, as the operator without
+// a token, the whole tenant API (/v1/...); and the client functions that
+// read it (`ispmux ctl`, the demo, the tests). The appliance assembles the
+// Status; this package owns the wire format.
+package ctlsock
+
+import "time"
+
+// Status is what the control socket reports.
+type Status struct {
+	Uptime   string          `json:"uptime"`
+	Ports    []PortStatus    `json:"ports"`
+	ISPs     []ISPStatus     `json:"isps"`
+	Bindings []BindingStatus `json:"bindings"` // [] when none
+	Control  ControlStatus   `json:"control"`
+	// DHCP counts the DHCP proxy's decisions (relayed, offers, acks,
+	// drops by reason, rejections).
+	DHCP map[string]uint64 `json:"dhcp"`
+	// Leases is the number of DHCP leases held.
+	Leases int `json:"leases"`
+	// PendingIntents is the number of messages to ISPs (RELEASE, DECLINE
+	// on a binding's end) recorded and not yet sent: above 0 for long, an
+	// ISP's next hop is unresolved.
+	PendingIntents int `json:"pending_intents"`
+}
+
+// ControlStatus is the control plane's counters.
+type ControlStatus struct {
+	ARPSent       uint64 `json:"arp_sent"`
+	ARPLearned    uint64 `json:"arp_learned"`
+	PuntUnhandled uint64 `json:"punt_unhandled"`
+}
+
+// PortStatus is one port's datapath and engine counters, summed over queues
+// and workers.
+type PortStatus struct {
+	Name       string            `json:"name"`
+	RxFrames   uint64            `json:"rx_frames"`
+	RxBytes    uint64            `json:"rx_bytes"`
+	TxFrames   uint64            `json:"tx_frames"`
+	TxBytes    uint64            `json:"tx_bytes"`
+	TxFull     uint64            `json:"tx_full"`
+	NoFrame    uint64            `json:"no_frame"`
+	Errors     uint64            `json:"errors"`
+	Down       bool              `json:"down"`
+	FwdUp      uint64            `json:"forwarded_up"`
+	FwdDown    uint64            `json:"forwarded_down"`
+	ARPReplies uint64            `json:"arp_replies"`
+	Echo       uint64            `json:"echo_replies"`
+	Punts      uint64            `json:"punts"`
+	Drops      map[string]uint64 `json:"drops"`
+}
+
+// ISPStatus is one ISP's next-hop resolution.
+type ISPStatus struct {
+	Name    string `json:"name"`
+	NextHop string `json:"next_hop"`
+	State   string `json:"state"`
+	MAC     string `json:"mac,omitempty"`
+}
+
+// BindingStatus is one bound subscriber.
+type BindingStatus struct {
+	MAC    string `json:"mac"`
+	Access string `json:"access"`
+	VLAN   uint16 `json:"vlan"`
+	ISP    string `json:"isp"`
+	IP     string `json:"ip"`
+	Static bool   `json:"static"`
+	// DHCP bindings: when the lease runs out and the ISP server that
+	// granted it (its server identifier).
+	Expires  string `json:"expires,omitempty"`
+	ServerID string `json:"server_id,omitempty"`
+}
+
+// EventStatus is one stored event as the control socket reports it.
+type EventStatus struct {
+	Seq    uint64    `json:"seq"`
+	Time   time.Time `json:"time"`
+	Kind   string    `json:"kind"`
+	MAC    string    `json:"mac"`
+	ISP    string    `json:"isp,omitempty"`
+	IP     string    `json:"ip,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+	// Customer and Access are the subscriber's customer ID and access
+	// entry, where known.
+	Customer string `json:"customer,omitempty"`
+	Access   string `json:"access,omitempty"`
+}
+
+// EventPage is a slice of the event log, ascending by Seq, and the range of
+// sequence numbers the log holds.
+type EventPage struct {
+	Events []EventStatus
+	// Oldest and Newest are the Seq of the oldest event the log still
+	// holds and of the newest one (0 when the log is empty). Events are
+	// older than the page when its first Seq is above Oldest, newer when
+	// its last Seq is below Newest.
+	Oldest, Newest uint64
+}
