@@ -66,10 +66,14 @@ type collector struct {
 	lines map[string]int
 	errs  Errors
 	seen  map[string]bool
+	// under holds every key that has an error on a key below it (the
+	// ancestors of the keys in seen), so failed is O(1), not a walk of
+	// every error (a file with many errors stays linear).
+	under map[string]bool
 }
 
 func newCollector(file string, lines map[string]int) *collector {
-	return &collector{file: file, lines: lines, seen: map[string]bool{}}
+	return &collector{file: file, lines: lines, seen: map[string]bool{}, under: map[string]bool{}}
 }
 
 // add records a problem with key, at the line of key or, when key is not in
@@ -79,20 +83,17 @@ func (c *collector) add(key, msg string) {
 		return
 	}
 	c.seen[key] = true
+	for i := 1; i < len(key); i++ {
+		if key[i] == '.' || key[i] == '[' {
+			c.under[key[:i]] = true
+		}
+	}
 	c.errs = append(c.errs, &Error{File: c.file, Line: lineOf(c.lines, key), Key: key, Msg: oneLine(msg)})
 }
 
 // failed reports whether key (or a key under it) already has an error.
 func (c *collector) failed(key string) bool {
-	if c.seen[key] {
-		return true
-	}
-	for k := range c.seen {
-		if strings.HasPrefix(k, key) && len(k) > len(key) && (k[len(key)] == '.' || k[len(key)] == '[') {
-			return true
-		}
-	}
-	return false
+	return c.seen[key] || c.under[key]
 }
 
 func (c *collector) result() error {
