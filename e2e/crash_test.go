@@ -96,8 +96,9 @@ type caseResult struct {
 	Replayed    uint64    `json:"intents_replayed,omitempty"` // at the last start
 	RestartMS   int64     `json:"restart_to_ready_ms"`
 	SettleMS    int64     `json:"settle_ms"`
-	AtRestart   string    `json:"at_restart"` // the subscriber's verdict right after the restart, before settling
-	View        string    `json:"view"`       // the subscriber's three views at the end
+	KeaAtCrash  string    `json:"kea_at_crash"` // the subscriber's lease at its ISP while ispmux is dead
+	AtRestart   string    `json:"at_restart"`   // the subscriber's verdict right after the restart, before settling
+	View        string    `json:"view"`         // the subscriber's three views at the end
 	Errors      []string  `json:"errors,omitempty"`
 	Views       []subView `json:"-"`
 }
@@ -873,6 +874,14 @@ func (m *matrix) runCase(t *testing.T, ex exchange, point, then string, res *cas
 		t.Fatal(err)
 	}
 	res.Hit = true
+	// What the ISP holds while ispmux is dead (did a message "sent" at
+	// the crash reach it?).
+	if l, ok := m.keaLease(c.sub); ok {
+		res.KeaAtCrash = fmt.Sprintf("%s state %d, active %v", l.Address, l.State, l.Active(time.Now()))
+	} else {
+		res.KeaAtCrash = "none"
+	}
+	t.Logf("%s's lease at %s while ispmux is dead: %s", c.sub.Name, c.sub.ISP, res.KeaAtCrash)
 	if ex.afterCrash != nil {
 		ex.afterCrash(c)
 	}

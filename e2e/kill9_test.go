@@ -58,13 +58,16 @@ type killViolation struct {
 
 type killLoopReport struct {
 	runInfo
-	Cycles      int            `json:"cycles"`
-	LeaseTimeS  int            `json:"lease_time_s"`
-	Clients     []string       `json:"clients"`
-	Lost        int            `json:"lost"`
-	Phantom     int            `json:"phantom"`
-	Orphaned    int            `json:"orphaned"`
-	BadCycles   int            `json:"cycles_with_violations"`
+	Cycles     int      `json:"cycles"`
+	LeaseTimeS int      `json:"lease_time_s"`
+	Clients    []string `json:"clients"`
+	Lost       int      `json:"lost"`
+	Phantom    int      `json:"phantom"`
+	Orphaned   int      `json:"orphaned"`
+	BadCycles  int      `json:"cycles_with_violations"`
+	// Distinct: the same lease seen inconsistent after several restarts
+	// (until it expires) counts once here, once per cycle above.
+	Distinct    int            `json:"distinct_violations"`
 	StaleClient int            `json:"stale_client"` // informational: a client holding an address nobody leases it
 	Unsettled   int            `json:"unsettled"`    // informational: a client not bound again within the settle time
 	Churn       map[string]int `json:"churn"`
@@ -265,6 +268,7 @@ func TestKill9Loop(t *testing.T) {
 
 	start := time.Now()
 	var ready, fwd []time.Duration
+	seen := map[string]bool{}
 	for cycle := 1; cycle <= cycles; cycle++ {
 		ch.resume()
 		runFor := time.Duration(1500+rng.IntN(2500)) * time.Millisecond
@@ -357,15 +361,21 @@ func TestKill9Loop(t *testing.T) {
 			if d.Orphaned {
 				rep.Orphaned++
 			}
+			if k := fmt.Sprintf("%s %s %v %v %v", d, v.Sub, v.Ispmux, v.Kea, v.KeaExpires); !seen[k] {
+				seen[k] = true
+				rep.Distinct++
+			}
 			if len(rep.Violations) < 50 {
 				rep.Violations = append(rep.Violations, killViolation{Cycle: cycle, Verdict: d.String(), View: v,
 					LastAction: lastAction, SinceMS: since.Milliseconds()})
 			}
 			t.Errorf("cycle %d (killed %v after %q): %s: %s", cycle, since.Round(time.Millisecond), lastAction, d, v)
 		}
+		if bad || rd > time.Second {
+			t.Logf("cycle %d: ispmux log since the restart:\n%s", cycle, lastLines(cur.log.String(), 30))
+		}
 		if bad {
 			rep.BadCycles++
-			t.Logf("cycle %d: ispmux log since the restart:\n%s", cycle, lastLines(cur.log.String(), 30))
 		}
 		verdict := "consistent"
 		if bad {
@@ -391,8 +401,8 @@ func TestKill9Loop(t *testing.T) {
 	rep.Churn = ch.counts
 	rep.RestartToReady, rep.RestartToForwarding = statsOf(ready), statsOf(fwd)
 	rep.runInfo = newRunInfo(start)
-	t.Logf("kill -9 loop: %d cycles in %.0f s: lost %d, phantom %d, orphaned %d (stale clients %d, unsettled %d); churn %v; restart→ready p50 %.0f ms p99 %.0f ms; restart→forwarding p50 %.0f ms p99 %.0f ms",
-		cycles, rep.DurationS, rep.Lost, rep.Phantom, rep.Orphaned, rep.StaleClient, rep.Unsettled, summarizeChurn(rep.Churn),
+	t.Logf("kill -9 loop: %d cycles in %.0f s: lost %d, phantom %d, orphaned %d (%d distinct; stale clients %d, unsettled %d); churn %v; restart→ready p50 %.0f ms p99 %.0f ms; restart→forwarding p50 %.0f ms p99 %.0f ms",
+		cycles, rep.DurationS, rep.Lost, rep.Phantom, rep.Orphaned, rep.Distinct, rep.StaleClient, rep.Unsettled, summarizeChurn(rep.Churn),
 		rep.RestartToReady.P50MS, rep.RestartToReady.P99MS, rep.RestartToForwarding.P50MS, rep.RestartToForwarding.P99MS)
 	writeReport(t, func(rr *reliabilityReport) {
 		if os.Getenv(KillCyclesEnv) != "" {
