@@ -905,7 +905,12 @@ func (m *matrix) runCase(t *testing.T, ex exchange, point, then string, res *cas
 	// Before the client's retries and the replay (for the record: what
 	// a client that never came back would leave).
 	if vs, err := r.views([]lab.Sub{c.sub}); err == nil {
-		res.AtRestart = classify(vs[0], time.Now()).String()
+		d := classify(vs[0], time.Now())
+		res.AtRestart = d.String()
+		if d.Lost && ex.staleClient {
+			// Not lost: revoked, and the ISP not told yet (the replay).
+			res.AtRestart = "revoked, ISP not told yet"
+		}
 	}
 	settled := time.Now()
 	if ex.settle != nil {
