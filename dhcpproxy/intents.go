@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 
@@ -37,6 +38,8 @@ import (
 type intentQueue struct {
 	mu      sync.Mutex
 	pending map[uint64]pendingIntent
+	byMAC   map[uint64][]uint64 // intent IDs by subscriber MAC
+	sending map[uint64]bool     // claimed by a sender
 }
 
 // pendingIntent is an intent and whether it was loaded at start (replay).
@@ -45,18 +48,63 @@ type pendingIntent struct {
 	replay bool
 }
 
-func (q *intentQueue) init() { q.pending = map[uint64]pendingIntent{} }
+// claim marks intent id as being sent by the caller: not claimed when
+// another goroutine is sending it, or when it is done (the tick and a relay may both try: one send
+// only, or a duplicate RELEASE could reach the ISP after a new REQUEST and
+// free the lease it just granted again).
+func (q *intentQueue) claim(id uint64) (claimed, done bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if _, ok := q.pending[id]; !ok {
+		return false, true
+	}
+	if q.sending[id] {
+		return false, false
+	}
+	q.sending[id] = true
+	return true, false
+}
+
+// unclaim ends a claim whose send failed (the intent stays pending).
+func (q *intentQueue) unclaim(id uint64) {
+	q.mu.Lock()
+	delete(q.sending, id)
+	q.mu.Unlock()
+}
+
+func (q *intentQueue) init() {
+	q.pending = map[uint64]pendingIntent{}
+	q.byMAC = map[uint64][]uint64{}
+	q.sending = map[uint64]bool{}
+}
 
 func (q *intentQueue) add(in subscribers.Intent, replay bool) {
 	q.mu.Lock()
+	defer q.mu.Unlock()
+	if _, ok := q.pending[in.ID]; ok {
+		return
+	}
 	q.pending[in.ID] = pendingIntent{in, replay}
-	q.mu.Unlock()
+	mac := binding.MAC48(in.MAC)
+	q.byMAC[mac] = append(q.byMAC[mac], in.ID)
 }
 
 func (q *intentQueue) done(id uint64) {
 	q.mu.Lock()
+	defer q.mu.Unlock()
+	pi, ok := q.pending[id]
+	if !ok {
+		return
+	}
 	delete(q.pending, id)
-	q.mu.Unlock()
+	delete(q.sending, id)
+	mac := binding.MAC48(pi.in.MAC)
+	ids := slices.DeleteFunc(q.byMAC[mac], func(x uint64) bool { return x == id })
+	if len(ids) == 0 {
+		delete(q.byMAC, mac)
+	} else {
+		q.byMAC[mac] = ids
+	}
 }
 
 // list returns the pending intents, oldest first.
@@ -67,6 +115,22 @@ func (q *intentQueue) list() []pendingIntent {
 		out = append(out, pi)
 	}
 	q.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].in.ID < out[j].in.ID })
+	return out
+}
+
+// ofMAC returns mac's pending intents, oldest first.
+func (q *intentQueue) ofMAC(mac uint64) []pendingIntent {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	ids := q.byMAC[mac]
+	if len(ids) == 0 {
+		return nil
+	}
+	out := make([]pendingIntent, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, q.pending[id])
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].in.ID < out[j].in.ID })
 	return out
 }
@@ -100,6 +164,14 @@ func (p *Proxy) loadIntents() error {
 // It returns false if the store refused: then nothing changed.
 func (p *Proxy) endBinding(sk subKey, access string, in *subscribers.Intent, e subscribers.Event) bool {
 	_, hadLease := p.leases.get(sk)
+	if in != nil {
+		// A RELEASE, DECLINE or revocation: answers to the subscriber's
+		// transactions still in flight (a renewal sent just before)
+		// must not bind it again.
+		if n := p.tx.dropSub(sk); n > 0 {
+			p.count("transactions_dropped_at_end")
+		}
+	}
 	it, stored, _, err := p.store.EndBinding(access, sk.circuit.vlan, binding.MACBytes(sk.mac), in, e)
 	if err != nil {
 		p.count("store_error")
@@ -123,14 +195,28 @@ func (p *Proxy) endBinding(sk subKey, access string, in *subscribers.Intent, e s
 
 // sendIntent sends an intent's message to every server of its ISP and
 // completes it. It reports false (the intent stays pending) when the ISP's
-// next hop is not resolved or no frame could be queued.
+// next hop is not resolved, no frame could be queued, or another goroutine
+// is sending it right now.
 func (p *Proxy) sendIntent(pi pendingIntent) bool {
 	in := pi.in
+	claimed, done := p.intents.claim(in.ID)
+	if !claimed {
+		// Done, or being sent by another goroutine: not known to be
+		// on the wire yet, so a new message of the subscriber waits.
+		return done
+	}
+	sent := false
+	defer func() {
+		if !sent {
+			p.intents.unclaim(in.ID)
+		}
+	}()
 	isp := p.isps[in.ISP]
 	if isp == nil {
 		// The ISP is no longer configured: there is nobody to tell.
 		p.log.Warn("dhcp: pending message to an ISP no longer configured dropped", "isp", in.ISP, "kind", in.Kind,
 			"mac", binding.MACString(binding.MAC48(in.MAC)), "ip", in.IP)
+		sent = true
 		p.completeIntent(in.ID)
 		return true
 	}
@@ -139,7 +225,6 @@ func (p *Proxy) sendIntent(pi pendingIntent) bool {
 		p.count("intent_deferred")
 		return false
 	}
-	sent := false
 	for _, srv := range isp.Servers {
 		if p.send.Inject(isp.Port, fib.UDPFrame(gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, in.Message)) {
 			sent = true
@@ -174,6 +259,19 @@ func (p *Proxy) flushIntents() {
 	for _, pi := range p.intents.list() {
 		p.sendIntent(pi)
 	}
+}
+
+// flushIntentsOf sends mac's pending intents now, before a new message of
+// mac is relayed: the ISP must hear the old RELEASE before the new
+// DISCOVER or REQUEST (after a restart, a replayed RELEASE arriving after
+// the client's new DORA would free the lease the ISP just granted again).
+// It reports false when one could not be sent (the new message must wait).
+func (p *Proxy) flushIntentsOf(mac uint64) bool {
+	ok := true
+	for _, pi := range p.intents.ofMAC(mac) {
+		ok = p.sendIntent(pi) && ok
+	}
+	return ok
 }
 
 // revokeMessage builds the DHCPRELEASE ispmux sends the ISP on a

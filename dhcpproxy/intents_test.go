@@ -192,3 +192,60 @@ func TestMoveNAKsTheOldAddress(t *testing.T) {
 		t.Errorf("subscriber got %v, want a NAK from ispmux's server-id", m)
 	}
 }
+
+// A renewal and a RELEASE back to back: the ISP answers the REQUEST after
+// it got the RELEASE... or before; either way the late ACK must not bind
+// the subscriber again (the ISP freed the lease with the RELEASE).
+func TestReleaseDropsInFlightRenewal(t *testing.T) {
+	r := newPRig(t)
+	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
+	r.snd.take()
+	renew, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
+		dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)))
+	r.fromClient(renew)
+	toISP := r.snd.take() // the relayed REQUEST, answered below after the RELEASE
+	rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
+		dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))
+	r.fromClient(rel)
+	r.snd.take()
+	r.snd.mu.Lock()
+	r.snd.frames = toISP
+	r.snd.mu.Unlock()
+	r.serve(kea(t, time.Minute))
+	if r.tab.isBound(0x020000000101) {
+		t.Error("bound again by the ACK of a renewal sent before the RELEASE")
+	}
+	if _, err := r.store.Binding("acc0", 0, [6]byte(mac("02:00:00:00:01:01"))); err == nil {
+		t.Error("binding stored again")
+	}
+}
+
+// After a restart with a RELEASE still pending, the subscriber's next
+// DISCOVER reaches the ISP only after that RELEASE (a replayed RELEASE
+// arriving after the new DORA would free the lease the ISP just granted).
+func TestPendingReleaseGoesFirst(t *testing.T) {
+	r := newPRig(t)
+	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
+	r.snd.take()
+	r.setUplinkDown(true)
+	rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
+		dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))
+	r.fromClient(rel)
+	r.setUplinkDown(false)
+	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	if _, err := p2.Restore(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	r.p = p2
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
+	sent := r.snd.take()
+	if len(sent) != 2 {
+		t.Fatalf("sent %d frames, want the RELEASE then the DISCOVER", len(sent))
+	}
+	if a, b := dhcpOf(sent[0].frame).MessageType(), dhcpOf(sent[1].frame).MessageType(); a != dhcpv4.MessageTypeRelease || b != dhcpv4.MessageTypeDiscover {
+		t.Errorf("sent %v then %v, want RELEASE then DISCOVER", a, b)
+	}
+	if ins, _ := r.store.Intents(); len(ins) != 0 {
+		t.Errorf("intent still pending: %+v", ins)
+	}
+}

@@ -104,6 +104,25 @@ func (x *txns) abandon(pk pendKey, t *txn) {
 	x.mu.Unlock()
 }
 
+// dropSub forgets every transaction of subscriber sk (its binding ended by
+// its own RELEASE or DECLINE, or revoked): an answer to a REQUEST it sent
+// just before must not bind it again — the ISP processed that REQUEST
+// before the RELEASE and holds no lease any more. It returns how many it
+// dropped. Linear in the pending transactions (bounded by MaxPending).
+func (x *txns) dropSub(sk subKey) int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	n := 0
+	for k, t := range x.pending {
+		if t.sub == sk {
+			delete(x.pending, k)
+			n++
+		}
+	}
+	delete(x.offered, sk)
+	return n
+}
+
 // errPendingFull: no room for another transaction.
 var errPendingFull = fmt.Errorf("pending_full")
 

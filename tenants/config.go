@@ -48,7 +48,10 @@ func (t *Tenants) SyncConfig(devs []ConfigDevice) (SyncReport, error) {
 		}
 		regs = append(regs, subscribers.Registration{MAC: d.MAC, CustomerID: d.CustomerID, ISP: d.ISP, Access: d.Access,
 			Blocked: d.Blocked, Source: SourceConfig})
-		wantCust[subscribers.CustomerKey{ISP: d.ISP, ID: d.CustomerID}] = true
+		if d.CustomerID != "" {
+			// A static subscriber may have none: no customer record.
+			wantCust[subscribers.CustomerKey{ISP: d.ISP, ID: d.CustomerID}] = true
+		}
 	}
 	var err error
 	rep.Added, rep.Changed, rep.Removed, err = t.store.SyncRegistrations(SourceConfig, regs)

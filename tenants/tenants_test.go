@@ -309,11 +309,12 @@ func TestImportAndConfig(t *testing.T) {
 	rep, err := r.ten.SyncConfig([]ConfigDevice{
 		{MAC: [6]byte{2, 0, 0, 0, 0, 7}, ISP: "alpha", CustomerID: "cfg-7"},
 		{MAC: [6]byte{2, 0, 0, 0, 0, 8}, ISP: "alpha", CustomerID: "cfg-8"},
+		{MAC: [6]byte{2, 0, 0, 0, 0, 9}, ISP: "beta"}, // static, no customer ID
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Conflicts) != 1 || rep.Added != 1 {
+	if len(rep.Conflicts) != 1 || rep.Added != 2 {
 		t.Errorf("sync report %+v", rep)
 	}
 	if e, _ := r.reg.Lookup(mac48("02:00:00:00:00:07")); e.ISP != "beta" {
