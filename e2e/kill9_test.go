@@ -67,7 +67,7 @@ type killLoopReport struct {
 	BadCycles  int      `json:"cycles_with_violations"`
 	// Distinct: the same lease seen inconsistent after several restarts
 	// (until it expires) counts once here, once per cycle above.
-	Distinct    int            `json:"distinct_violations"`
+	Distinct    int            `json:"distinct_violations,omitempty"`
 	StaleClient int            `json:"stale_client"` // informational: a client holding an address nobody leases it
 	Unsettled   int            `json:"unsettled"`    // informational: a client not bound again within the settle time
 	Churn       map[string]int `json:"churn"`
