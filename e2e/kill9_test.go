@@ -264,6 +264,12 @@ func TestKill9Loop(t *testing.T) {
 			t.Fatalf("%s not bound before the loop; ispmux log:\n%s", s.Name, lastLines(cur.log.String(), 20))
 		}
 	}
+	// The probe forwards before the first kill (and has its gateway's
+	// ARP entry, as a subscriber that was forwarding has: the first
+	// restart is then measured like the others, not with an ARP retry).
+	if !r.ping("s1", hostAddr, 3) {
+		t.Fatalf("s1 cannot reach its ISP before the loop; ispmux log:\n%s", lastLines(cur.log.String(), 20))
+	}
 	go ch.run()
 
 	start := time.Now()
