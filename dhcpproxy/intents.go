@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
@@ -22,9 +23,13 @@ import (
 //  1. one store transaction removes the binding, stores an intent (the
 //     exact DHCP message about to be sent, with the client identifier and
 //     the Option 82 of the lease) and appends the event;
-//  2. the binding leaves the tables, and the message goes to every server
-//     of the ISP;
-//  3. the intent is completed (deleted).
+//  2. the binding leaves the tables, and the message is queued to every
+//     server of the ISP;
+//  3. the intent is completed (deleted) by the next tick at least
+//     intentSettle later, once the queued frames are surely on the wire.
+//
+// A subscriber's pending intents are sent before any new message of it is
+// relayed, so the ISP always hears the old RELEASE first.
 //
 // A crash before 1 leaves the binding, which the subscriber still holds; a
 // crash after 1 finds the intent pending at start, and it is sent again
@@ -40,7 +45,17 @@ type intentQueue struct {
 	pending map[uint64]pendingIntent
 	byMAC   map[uint64][]uint64 // intent IDs by subscriber MAC
 	sending map[uint64]bool     // claimed by a sender
+	// sentAt holds the intents whose message was handed to the datapath
+	// and when: completed by the tick once intentSettle has passed (a
+	// frame queued for the worker is not on the wire yet; a crash before
+	// the completion replays it, which a server takes as a repeat).
+	sentAt map[uint64]time.Time
 }
+
+// intentSettle is how long after its message was queued an intent is
+// completed: far longer than the worker takes to put a queued frame on the
+// wire.
+const intentSettle = 200 * time.Millisecond
 
 // pendingIntent is an intent and whether it was loaded at start (replay).
 type pendingIntent struct {
@@ -58,11 +73,35 @@ func (q *intentQueue) claim(id uint64) (claimed, done bool) {
 	if _, ok := q.pending[id]; !ok {
 		return false, true
 	}
+	if _, sent := q.sentAt[id]; sent {
+		return false, true // queued before anything the caller sends
+	}
 	if q.sending[id] {
 		return false, false
 	}
 	q.sending[id] = true
 	return true, false
+}
+
+// markSent records that id's message was queued at now (ending the claim).
+func (q *intentQueue) markSent(id uint64, now time.Time) {
+	q.mu.Lock()
+	delete(q.sending, id)
+	q.sentAt[id] = now
+	q.mu.Unlock()
+}
+
+// due returns the intents sent at least intentSettle before now.
+func (q *intentQueue) due(now time.Time) []uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []uint64
+	for id, at := range q.sentAt {
+		if now.Sub(at) >= intentSettle {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // unclaim ends a claim whose send failed (the intent stays pending).
@@ -76,6 +115,7 @@ func (q *intentQueue) init() {
 	q.pending = map[uint64]pendingIntent{}
 	q.byMAC = map[uint64][]uint64{}
 	q.sending = map[uint64]bool{}
+	q.sentAt = map[uint64]time.Time{}
 }
 
 func (q *intentQueue) add(in subscribers.Intent, replay bool) {
@@ -98,6 +138,7 @@ func (q *intentQueue) done(id uint64) {
 	}
 	delete(q.pending, id)
 	delete(q.sending, id)
+	delete(q.sentAt, id)
 	mac := binding.MAC48(pi.in.MAC)
 	ids := slices.DeleteFunc(q.byMAC[mac], func(x uint64) bool { return x == id })
 	if len(ids) == 0 {
@@ -107,12 +148,15 @@ func (q *intentQueue) done(id uint64) {
 	}
 }
 
-// list returns the pending intents, oldest first.
-func (q *intentQueue) list() []pendingIntent {
+// unsent returns the intents whose message is not queued yet, oldest
+// first.
+func (q *intentQueue) unsent() []pendingIntent {
 	q.mu.Lock()
 	out := make([]pendingIntent, 0, len(q.pending))
-	for _, pi := range q.pending {
-		out = append(out, pi)
+	for id, pi := range q.pending {
+		if _, sent := q.sentAt[id]; !sent {
+			out = append(out, pi)
+		}
 	}
 	q.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].in.ID < out[j].in.ID })
@@ -146,7 +190,8 @@ func (q *intentQueue) len() int {
 func (p *Proxy) PendingIntents() int { return p.intents.len() }
 
 // loadIntents queues the intents a previous run left pending (step 1 done,
-// step 3 not): they are sent again by flushIntents.
+// step 3 not): they are sent again by flushIntents, unless supersede finds
+// them already sent.
 func (p *Proxy) loadIntents() error {
 	ins, err := p.store.Intents()
 	for _, in := range ins {
@@ -156,6 +201,25 @@ func (p *Proxy) loadIntents() error {
 		p.log.Info("dhcp: messages to ISPs pending from before the restart are sent again", "intents", len(ins))
 	}
 	return err
+}
+
+// supersede completes, without sending them again, the loaded intents of
+// subscribers that bound again after the intent was recorded (a binding
+// restored with an Updated later than the intent's Created): a new binding
+// means a new exchange was relayed, and a subscriber's pending intents are
+// always sent before its next message is (flushIntentsOf), so that RELEASE
+// reached the ISP before the new lease was granted — sending it again now
+// would free the new lease (the same address, often).
+func (p *Proxy) supersede() {
+	for _, pi := range p.intents.unsent() {
+		for _, h := range p.leases.ofMAC(binding.MAC48(pi.in.MAC)) {
+			if h.b.Updated.After(pi.in.Created) {
+				p.count("intent_superseded")
+				p.completeIntent(pi.in.ID)
+				break
+			}
+		}
+	}
 }
 
 // endBinding runs step 1 and 2 (and 3 when it can send now) for the
@@ -230,6 +294,7 @@ func (p *Proxy) sendIntent(pi pendingIntent) bool {
 			sent = true
 		}
 	}
+	// sent: the claim ends in markSent below, not in unclaim.
 	if !sent {
 		p.count("inject_full")
 		return false
@@ -241,7 +306,7 @@ func (p *Proxy) sendIntent(pi pendingIntent) bool {
 		failpoint.Hit(failpoint.EndAfterSend)
 	}
 	p.count("intent_sent_" + string(in.Kind))
-	p.completeIntent(in.ID)
+	p.intents.markSent(in.ID, time.Now())
 	return true
 }
 
@@ -254,9 +319,14 @@ func (p *Proxy) completeIntent(id uint64) {
 	p.intents.done(id)
 }
 
-// flushIntents sends what is pending (Run calls it on every tick).
-func (p *Proxy) flushIntents() {
-	for _, pi := range p.intents.list() {
+// flushIntents completes the intents whose message left a while ago and
+// sends those not sent yet (Run calls it on every tick).
+func (p *Proxy) flushIntents(now time.Time) {
+	for _, id := range p.intents.due(now) {
+		p.completeIntent(id)
+		failpoint.Hit(failpoint.EndAfterComplete)
+	}
+	for _, pi := range p.intents.unsent() {
 		p.sendIntent(pi)
 	}
 }

@@ -71,6 +71,15 @@ func TestReleaseIntentReplayed(t *testing.T) {
 		!m.Options.Has(dhcpv4.OptionRelayAgentInformation) || !m.ServerIdentifier().Equal(net.IP(ispSID.AsSlice())) {
 		t.Errorf("replayed %v, want the subscriber's RELEASE as relayed (client-id, Option 82, the ISP's server-id)", m)
 	}
+	// Completed by a tick once the queued frame is surely on the wire,
+	// not at once.
+	if ins, _ := r.store.Intents(); len(ins) != 1 {
+		t.Errorf("intent completed as soon as its frame was queued: %+v", ins)
+	}
+	p2.expire(time.Now().Add(time.Second))
+	if sent := r.snd.take(); len(sent) != 0 {
+		t.Errorf("the RELEASE was sent again (%d frames)", len(sent))
+	}
 	if ins, _ := r.store.Intents(); len(ins) != 0 || p2.PendingIntents() != 0 {
 		t.Errorf("intents after the replay: %+v", ins)
 	}
@@ -245,7 +254,44 @@ func TestPendingReleaseGoesFirst(t *testing.T) {
 	if a, b := dhcpOf(sent[0].frame).MessageType(), dhcpOf(sent[1].frame).MessageType(); a != dhcpv4.MessageTypeRelease || b != dhcpv4.MessageTypeDiscover {
 		t.Errorf("sent %v then %v, want RELEASE then DISCOVER", a, b)
 	}
+	p2.expire(time.Now().Add(time.Second))
 	if ins, _ := r.store.Intents(); len(ins) != 0 {
 		t.Errorf("intent still pending: %+v", ins)
+	}
+}
+
+// A RELEASE still recorded as pending at a restart, while the subscriber
+// holds a newer binding (it bound again after the RELEASE was sent, and the
+// crash came before the intent was completed), is not sent again: it would
+// free the new lease.
+func TestSupersededIntentNotReplayed(t *testing.T) {
+	r := newPRig(t)
+	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
+	r.snd.take()
+	rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
+		dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))
+	r.fromClient(rel)
+	if sent := r.snd.take(); len(sent) != 1 {
+		t.Fatalf("RELEASE: %d frames", len(sent))
+	}
+	time.Sleep(10 * time.Millisecond) // the new binding's Updated after the intent's Created
+	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
+	r.snd.take()
+	if ins, _ := r.store.Intents(); len(ins) != 1 {
+		t.Fatalf("intents %+v: want the RELEASE still recorded (the crash comes before its completion)", ins)
+	}
+	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	if _, err := p2.Restore(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	p2.expire(time.Now())
+	if sent := r.snd.take(); len(sent) != 0 {
+		t.Errorf("the superseded RELEASE was sent again (%d frames)", len(sent))
+	}
+	if ins, _ := r.store.Intents(); len(ins) != 0 || p2.Counters()["intent_superseded"] != 1 {
+		t.Errorf("intents %+v, counters %v", ins, p2.Counters())
+	}
+	if _, ok := p2.Lease(accPort, 0, 0x020000000101); !ok {
+		t.Error("the new binding was not restored")
 	}
 }

@@ -249,6 +249,7 @@ func (p *Proxy) Restore(now time.Time) (int, error) {
 		p.leases.put(sk, &lease{b: b, circuit: c, isp: isp})
 		n++
 	}
+	p.supersede()
 	return n, nil
 }
 

@@ -350,7 +350,7 @@ func (p *Proxy) expire(now time.Time) {
 	p.notes.forget(now)
 	p.summarize(now)
 	p.expireLeases(now)
-	p.flushIntents()
+	p.flushIntents(now)
 }
 
 func ip4(a netip.Addr) uint32 {

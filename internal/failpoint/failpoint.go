@@ -30,6 +30,8 @@ var Points = []string{
 	EndAfterIntent,
 	// The message was sent to the ISP; the intent is not yet completed.
 	EndAfterSend,
+	// The intent was completed (its message left a while ago).
+	EndAfterComplete,
 	// A lease expired: nothing stored yet.
 	ExpireBeforeCommit,
 	// The ISP's NAK arrived; the binding (if any) not yet removed.
@@ -52,6 +54,7 @@ const (
 	BindAfterAck       = "bind/after-ack"
 	EndAfterIntent     = "end/after-intent"
 	EndAfterSend       = "end/after-send"
+	EndAfterComplete   = "end/after-complete"
 	ExpireBeforeCommit = "expire/before-commit"
 	NakBeforeCommit    = "nak/before-commit"
 	NakAfterCommit     = "nak/after-commit"
