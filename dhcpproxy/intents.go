@@ -227,6 +227,15 @@ func (p *Proxy) supersede() {
 // to tell the ISP, as for an expiry or a NAK) and the state-change event e.
 // It returns false if the store refused: then nothing changed.
 func (p *Proxy) endBinding(sk subKey, access string, in *subscribers.Intent, e subscribers.Event) bool {
+	defer p.lockSub(sk.mac).Unlock()
+	return p.endBindingLocked(sk, access, in, e)
+}
+
+// endBindingLocked is endBinding with sk's stripe of subMu held. A
+// binding's end moves the subscriber to a new generation: an ACK of a
+// transaction started before it binds nothing (bindAndAck).
+func (p *Proxy) endBindingLocked(sk subKey, access string, in *subscribers.Intent, e subscribers.Event) bool {
+	p.leases.bumpGen(sk)
 	_, hadLease := p.leases.get(sk)
 	if in != nil {
 		// A RELEASE, DECLINE or revocation: answers to the subscriber's
@@ -387,6 +396,12 @@ func (p *Proxy) revokeMessage(b subscribers.Binding, isp *ISP, c *Circuit, why s
 // no longer matches its registration or cannot forward: the ISP gets a
 // RELEASE on the subscriber's behalf, through an intent.
 func (p *Proxy) revoke(sk subKey, b subscribers.Binding, why string) bool {
+	defer p.lockSub(sk.mac).Unlock()
+	return p.revokeLocked(sk, b, why)
+}
+
+// revokeLocked is revoke with sk's stripe of subMu held.
+func (p *Proxy) revokeLocked(sk subKey, b subscribers.Binding, why string) bool {
 	isp := p.isps[b.ISP]
 	e := bindingSubject(b).event(subscribers.EventRevoked, b.IP, why)
 	var in *subscribers.Intent
@@ -395,7 +410,7 @@ func (p *Proxy) revoke(sk subKey, b subscribers.Binding, why string) bool {
 			in = &subscribers.Intent{Kind: subscribers.IntentRelease, ISP: isp.Name, MAC: b.MAC, Access: b.Access, VLAN: b.VLAN, IP: b.IP, Message: msg}
 		}
 	}
-	if !p.endBinding(sk, b.Access, in, e) {
+	if !p.endBindingLocked(sk, b.Access, in, e) {
 		return false
 	}
 	// The client still believes it holds the address: its next REQUEST

@@ -295,3 +295,36 @@ func TestSupersededIntentNotReplayed(t *testing.T) {
 		t.Error("the new binding was not restored")
 	}
 }
+
+// The other order of the same race: the ISP's ACK of a renewal is being
+// committed (bindAndAck, on its own goroutine) when the subscriber's
+// RELEASE ends the binding. Whichever runs second sees the other: an ACK
+// of a transaction started before the end binds nothing.
+func TestACKOfEarlierGenerationBindsNothing(t *testing.T) {
+	r := newPRig(t)
+	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
+	r.snd.take()
+	renew, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
+		dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)))
+	r.fromClient(renew)
+	toISP := r.snd.take()
+	req := dhcpOf(toISP[0].frame)
+	ack := kea(t, time.Minute)(req)
+	// The transaction as the ACK found it, taken before the RELEASE.
+	t0 := r.p.tx.get(pendKey{req.TransactionID, 0x020000000101, 0})
+	if t0 == nil {
+		t.Fatal("no transaction for the renewal")
+	}
+	rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
+		dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))
+	r.fromClient(rel)
+	r.snd.take()
+	payload := ack.ToBytes()
+	r.p.bindAndAck(t0, ack, relayDown(payload, ourSID), ackOptions(payload))
+	if r.tab.isBound(0x020000000101) {
+		t.Error("the renewal's ACK bound the subscriber after its RELEASE")
+	}
+	if c := r.p.Counters(); c["ack_after_end"] != 1 {
+		t.Errorf("counters %v", c)
+	}
+}

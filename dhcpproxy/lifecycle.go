@@ -30,6 +30,10 @@ type leaseTable struct {
 	// byMAC indexes m by MAC (a MAC may hold a lease on several
 	// circuits).
 	byMAC map[uint64][]subKey
+	// gen is each subscriber's generation, moved on by every end of its
+	// binding (bumpGen): a transaction remembers the generation it
+	// started in, and its ACK binds nothing in a later one.
+	gen map[subKey]uint64
 	// ended remembers, until its lease would have run out, the address
 	// of a binding ispmux revoked (moved, blocked, suspended, removed):
 	// the client's next REQUEST for it is NAKed by ispmux (handover).
@@ -81,6 +85,21 @@ func (t *leaseTable) init() {
 	t.perCircuit = map[circuitKey]int{}
 	t.byMAC = map[uint64][]subKey{}
 	t.ended = map[uint64]endedLease{}
+	t.gen = map[subKey]uint64{}
+}
+
+// generation returns sk's generation.
+func (t *leaseTable) generation(sk subKey) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.gen[sk]
+}
+
+// bumpGen moves sk to its next generation.
+func (t *leaseTable) bumpGen(sk subKey) {
+	t.mu.Lock()
+	t.gen[sk]++
+	t.mu.Unlock()
 }
 
 // ofMAC returns mac's leases.
@@ -321,6 +340,14 @@ func (p *Proxy) expireLeases(now time.Time) {
 func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte) {
 	c := t.circuit
 	mac := t.sub.mac
+	defer p.lockSub(mac).Unlock()
+	if p.leases.generation(t.sub) != t.gen {
+		// The subscriber's binding ended (its RELEASE, a revocation)
+		// after this transaction was relayed: the ISP processed the
+		// REQUEST first and the RELEASE after, and holds nothing.
+		p.count("ack_after_end")
+		return
+	}
 	subj := regSubject(mac, c, t.reg)
 	subj.isp = t.isp.Name
 	ip := addrOf(m.YourIPAddr)
@@ -416,7 +443,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte) {
 		// reload meanwhile took the address. The committed binding is
 		// revoked (RELEASE to the ISP) and the subscriber gets no ACK.
 		p.count("bind_conflict")
-		p.revoke(t.sub, b, "address not installable: "+err.Error())
+		p.revokeLocked(t.sub, b, "address not installable: "+err.Error())
 		return
 	}
 	p.leases.put(t.sub, &lease{b: b, circuit: c, isp: t.isp})

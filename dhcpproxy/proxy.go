@@ -195,6 +195,13 @@ type Proxy struct {
 	notes   eventNotes
 	intents intentQueue
 
+	// subMu serialises, per subscriber (striped by MAC), a binding's
+	// commit (bindAndAck) and its end (endBinding): an ACK committed
+	// while the subscriber's RELEASE ends its binding would bring back
+	// a lease the ISP freed. Taken before any concern's lock, never
+	// while holding one.
+	subMu [64]sync.Mutex
+
 	committing sync.WaitGroup
 
 	counters sync.Map // name → *atomic.Uint64
@@ -351,6 +358,13 @@ func (p *Proxy) expire(now time.Time) {
 	p.summarize(now)
 	p.expireLeases(now)
 	p.flushIntents(now)
+}
+
+// lockSub locks subscriber mac's stripe of subMu; the caller unlocks it.
+func (p *Proxy) lockSub(mac uint64) *sync.Mutex {
+	m := &p.subMu[(mac^mac>>8^mac>>16)%uint64(len(p.subMu))]
+	m.Lock()
+	return m
 }
 
 func ip4(a netip.Addr) uint32 {

@@ -36,6 +36,9 @@ type txn struct {
 	requested netip.Addr
 	// clientID is the client's identifier (option 61), if it sent one.
 	clientID []byte
+	// gen is the subscriber's generation when the message was relayed
+	// (leaseTable.gen).
+	gen uint64
 	// relayed is when msgType was first relayed (for the ISP's answer
 	// time; a client's retransmissions do not move it).
 	relayed time.Time
@@ -133,7 +136,7 @@ var errPendingFull = fmt.Errorf("pending_full")
 // subscriber's binding at this ISP), else the remembered OFFER's, else the
 // ISP's only server. At most max transactions are pending.
 func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.Entry, op82 []byte,
-	m *dhcpv4.DHCPv4, leaseSID netip.Addr, now time.Time, timeout time.Duration, max int) (*txn, netip.Addr, error) {
+	m *dhcpv4.DHCPv4, leaseSID netip.Addr, gen uint64, now time.Time, timeout time.Duration, max int) (*txn, netip.Addr, error) {
 	mt := m.MessageType()
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -171,7 +174,7 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 		t.deadline = now.Add(timeout)
 		t.relayed = now
 	}
-	t.reg, t.op82, t.msgType = reg, op82, mt
+	t.reg, t.op82, t.msgType, t.gen = reg, op82, mt, gen
 	t.clientID = m.Options.Get(dhcpv4.OptionClientIdentifier)
 	t.requested = netip.Addr{}
 	if a, ok := netip.AddrFromSlice(m.RequestedIPAddress().To4()); ok && !a.IsUnspecified() {

@@ -177,7 +177,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		leaseSID = held.b.ServerID
 	}
 	pk := pendKey{m.TransactionID, sk.mac, isp.Index}
-	t, ispServerID, err := p.tx.begin(pk, sk, c, isp, reg, op82, m, leaseSID, now, p.cfg.Timeout, p.cfg.MaxPending)
+	t, ispServerID, err := p.tx.begin(pk, sk, c, isp, reg, op82, m, leaseSID, p.leases.generation(sk), now, p.cfg.Timeout, p.cfg.MaxPending)
 	if err != nil {
 		p.count("pending_full")
 		return
