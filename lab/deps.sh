@@ -21,6 +21,7 @@ need dhclient isc-dhcp-client
 need busybox busybox
 need perfdhcp kea-admin
 need dhcrelay isc-dhcp-relay
+need sysctl procps
 if [ -z "$missing" ]; then
 	echo "lab deps: all present"
 	exit 0

@@ -137,6 +137,7 @@ var Packages = map[string]string{
 	"busybox":   "busybox",
 	"perfdhcp":  "kea-admin",
 	"dhcrelay":  "isc-dhcp-relay",
+	"sysctl":    "procps",
 }
 
 // MissingPackages returns the Debian packages whose binaries are missing.
