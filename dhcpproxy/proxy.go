@@ -38,7 +38,9 @@
 //
 // One concern a file, each with its own state and the one lock that owns
 // it; no two of these locks are ever held at once, and none is held across
-// a store call or a send:
+// a store call or a send. Above them, a per-subscriber stripe (subMu)
+// serialises a binding's commit and its end, and is held across those (the
+// concern locks are taken under it, never the other way round):
 //
 //   - proxy.go: configuration (immutable after New), counters (atomic),
 //     the dispatch of punted frames, Run.
