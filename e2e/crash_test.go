@@ -626,7 +626,24 @@ func theExchanges() []exchange {
 			name: "NAK", sub: "s1", client: "dhclient INIT-REBOOT (address given to another)",
 			points: []string{fp, failpoint.NakBeforeCommit, failpoint.NakAfterCommit},
 			setup: func(c *caseRun) {
+				// The address an earlier case left on the interface
+				// (and ispmux's binding of it, restored at this start)
+				// would satisfy bindWith before this dhclient has
+				// written a fresh lease: then, killed at once, it kept
+				// an expired one and restarted with a DISCOVER (no NAK,
+				// the point never hit — 2 full matrices in 5).
+				_, _ = c.m.r.run(c.sub.NS, "ip", "addr", "flush", "dev", c.sub.If)
 				c.bindWith("dhclient")
+				// dhclient writes its lease file after the script has
+				// set the address: killed before that, it restarts with
+				// a DISCOVER, not the INIT-REBOOT this case needs.
+				lf, _ := c.m.r.topo.DhclientFiles(c.sub)
+				want := "fixed-address " + c.addr.String() + ";"
+				for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+					if b, err := os.ReadFile(lf); err == nil && strings.Contains(string(b), want) {
+						break
+					}
+				}
 				c.cl.kill() // its lease file stays: it restarts in INIT-REBOOT
 				// The ISP gives the address to someone else: the
 				// client's REQUEST for it gets a NAK.
@@ -871,7 +888,11 @@ func (m *matrix) runCase(t *testing.T, ex exchange, point, then string, res *cas
 	m.cur.wait(within)
 	if err := diedAt(m.cur, point); err != nil {
 		res.Errors = append(res.Errors, err.Error())
-		t.Fatal(err)
+		client := ""
+		if c.cl != nil && c.cl.out != nil {
+			client = lastLines(c.cl.out.String(), 15)
+		}
+		t.Fatalf("%v\nispmux:\n%s\nclient:\n%s", err, lastLines(m.cur.log.String(), 25), client)
 	}
 	res.Hit = true
 	// What the ISP holds while ispmux is dead (did a message "sent" at
