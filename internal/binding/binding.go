@@ -39,3 +39,9 @@ func MACBytes(m uint64) [6]byte {
 func MACString(m uint64) string {
 	return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", byte(m>>40), byte(m>>32), byte(m>>24), byte(m>>16), byte(m>>8), byte(m))
 }
+
+// GardenVRF is the VRF of the walled garden. Onboarding leases (subscribers
+// without a device record, served by ispmux itself until they choose an
+// ISP on the portal) are bound in it, and its uplink is the link to the
+// captive portal. Real ISPs use VRFs 0..249 (configs.MaxISPs).
+const GardenVRF uint8 = 250
