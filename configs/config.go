@@ -31,6 +31,7 @@ type Config struct {
 	API         API          `toml:"api"`
 	Metrics     Metrics      `toml:"metrics"`
 	DHCP        DHCP         `toml:"dhcp"`
+	Portal      Portal       `toml:"portal"`
 	Access      []Access     `toml:"access"`
 	ISPs        []ISP        `toml:"isp"`
 	Subscribers []Subscriber `toml:"subscriber"`
@@ -107,6 +108,10 @@ type Access struct {
 	Interface string `toml:"interface"` // Linux interface name
 	VLAN      int    `toml:"vlan"`      // 0 untagged, 1..4094
 	Address   string `toml:"address"`   // optional IPv4: our gateway address on this side
+	// Onboarding, when its table [access.onboarding] is present, serves
+	// MACs without a device record on this circuit from ispmux's own
+	// pool, in the walled garden (see portal.go).
+	Onboarding Onboarding `toml:"onboarding"`
 
 	Addr netip.Addr `toml:"-"` // Address parsed; invalid when absent
 }
@@ -114,6 +119,8 @@ type Access struct {
 // ISP is one [[isp]] entry. Its position in the file is its VRF id.
 type ISP struct {
 	Name        string   `toml:"name"`         // [a-z0-9][a-z0-9-]{0,31}, unique
+	DisplayName string   `toml:"display_name"` // shown on the portal; default Name
+	Description string   `toml:"description"`  // shown on the portal; optional
 	Uplink      string   `toml:"uplink"`       // Linux interface name
 	VLAN        int      `toml:"vlan"`         // 0 untagged, 1..4094
 	Address     string   `toml:"address"`      // our IPv4 address with its prefix length
@@ -197,6 +204,11 @@ func Default() *Config {
 			Listen:             "127.0.0.1:8080",
 			MaxConnections:     256,
 			MaxStreamsPerToken: 4,
+		},
+		Portal: Portal{
+			Interface:     DefaultPortalInterface,
+			Link:          DefaultPortalLink,
+			MaxOnboarding: DefaultMaxOnboarding,
 		},
 		DHCP: DHCP{
 			Timeout:               "4s",
@@ -291,6 +303,9 @@ func (c *Config) Summary() string {
 		if a.Addr.IsValid() {
 			fmt.Fprintf(&b, ", address %s", a.Addr)
 		}
+		if o := a.Onboarding; o.Enabled {
+			fmt.Fprintf(&b, ", onboarding pool %s (router %s, lease %s, at most %d)", o.PoolPrefix, o.Router(), o.LeaseTimeDur, o.MaxLeases)
+		}
 		fmt.Fprintf(&b, ", %d subscriber(s)\n", perAccess[i])
 	}
 	for i, p := range c.ISPs {
@@ -317,6 +332,9 @@ func (c *Config) Summary() string {
 			fmt.Fprintf(&b, ", vss %q", p.VSS)
 		}
 		fmt.Fprintf(&b, ", %d subscriber(s)\n", perISP[i])
+	}
+	if p := c.Portal; p.Enabled {
+		fmt.Fprintf(&b, "portal: https://%s/ at %s, link %s %s, at most %d onboarding\n", p.Hostname, p.Addr, p.Interface, p.LinkPrefix, p.MaxOnboarding)
 	}
 	fmt.Fprintf(&b, "subscribers: %d registered, %d with a static ip\n", len(c.Subscribers), static)
 	return b.String()

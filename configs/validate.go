@@ -27,6 +27,7 @@ func validate(cfg *Config, c *collector, defined map[string]bool) {
 	v.access()
 	v.isps()
 	v.webhooks()
+	v.portal()
 	v.subscribers()
 }
 
