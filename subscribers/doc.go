@@ -1,7 +1,8 @@
 // Package subscribers is ispmux's embedded durable store: the tenant model
 // (the ISPs' customers, and the subscriber registry: which MAC — device —
 // may get service, from which ISP, as which customer), the bindings (the
-// leases the ISPs granted), the intents (messages that end a binding, about
+// leases the ISPs granted), the onboarding leases (those ispmux granted
+// itself to MACs without a device record, for the walled garden), the intents (messages that end a binding, about
 // to be sent to an ISP), the events the management API reports to the
 // operator and the ISPs, and a change feed of the tenant model for a
 // follower. It is one bbolt file in the appliance's state_dir.
@@ -10,7 +11,8 @@
 //
 // Every write method (PutRegistration, DeleteRegistration,
 // SyncRegistrations, ApplyTenant, CommitBinding, CommitBindingEvent,
-// DeleteBinding, EndBinding, CompleteIntent, AddEvent, SetWebhookCursor)
+// DeleteBinding, EndBinding, CommitOnboarding, EndOnboarding,
+// CompleteIntent, AddEvent, SetWebhookCursor)
 // returns only after its bbolt transaction has committed and the file has
 // been fsynced (fdatasync on Linux), unless Options.NoSync was set, which is for tests and benchmarks
 // only. A nil error therefore means the change survives a process
@@ -25,7 +27,8 @@
 // declined, revoked, expired) write a change of a binding in one
 // transaction with the event that records it, so that the log neither
 // lacks an event for a change that happened nor holds one for a change that
-// did not.
+// did not. CommitOnboarding (onboarded; a renewal writes no event) and
+// EndOnboarding (onboarding-ended) do the same for the onboarding leases.
 //
 // # The tenant model
 //
@@ -129,8 +132,10 @@
 // bucket's persistent sequence), "events" (key: the big-endian sequence
 // number, from the bucket's persistent sequence, so it keeps increasing
 // across restarts), "events-by-isp" (an index: ISP, 0x00, sequence number
-// → nil; EventsOf reads one ISP's events without looking at the others')
-// and "changes" (the change feed; key: the big-endian sequence number). The
+// → nil; EventsOf reads one ISP's events without looking at the others';
+// events without an ISP, such as the onboarding ones, are not indexed),
+// "changes" (the change feed; key: the big-endian sequence number) and
+// "onboarding" (the onboarding leases; key: the 6-byte MAC). The
 // indexes are written in the transactions that write what they index; an
 // index entry whose record no longer matches it (left behind when a
 // corrupt value was overwritten) is skipped by the readers. Customer IDs,
@@ -153,7 +158,7 @@
 // copy a node's growing key list (quadratic).
 //
 // Values are a compact binary encoding whose first byte is a format version
-// (currently 3), followed by the fields in a fixed order: strings, byte
+// (currently 4), followed by the fields in a fixed order: strings, byte
 // fields and addresses are uvarint-length-prefixed, times are varint seconds
 // plus uvarint nanoseconds, durations varint nanoseconds. Older values
 // still decode, the fields added since reading as empty: version 1
@@ -168,12 +173,13 @@
 //
 // # Schema versions
 //
-// The meta bucket's schema byte is the version of the whole file (3 now;
+// The meta bucket's schema byte is the version of the whole file (5 now;
 // see schemaVersion). Open migrates an older file in place, in one
 // transaction (all or nothing: schema 1 to 2 re-encodes every value and
 // adds the intents bucket; 2 to 3 adds the customers bucket and the change
 // feed and builds the two new indexes from the registrations and events
-// already stored), and refuses a newer one with ErrSchema: an
+// already stored; 3 to 4 only moves the byte (events may carry a lease
+// end); 4 to 5 adds the onboarding bucket), and refuses a newer one with ErrSchema: an
 // older ispmux never writes a file it cannot fully read. Open of a current
 // file writes nothing. Backup writes a consistent copy of the file while
 // the store is in use (`ispmux ctl backup FILE`).

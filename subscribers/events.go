@@ -48,6 +48,25 @@ const (
 	EventDeviceDetached  EventKind = "device-detached"  // device detached
 	EventDeviceBlocked   EventKind = "device-blocked"   // the operator blocked a MAC (EventBlocked is a blocked MAC asking for service)
 	EventUnblocked       EventKind = "unblocked"        // the operator unblocked a MAC
+
+	// Onboarding leases: granted by ispmux itself from an access's
+	// onboarding pool to a MAC without a device record (bound in the
+	// walled garden). Their events have no ISP: no ISP's event stream,
+	// index or webhook sees them. A renewal is not an event.
+
+	EventOnboarded       EventKind = "onboarded"        // onboarding lease granted (LeaseEnd set)
+	EventOnboardingEnded EventKind = "onboarding-ended" // onboarding lease ended; Reason is one of the OnboardingEnd* reasons
+)
+
+// The reasons of an EventOnboardingEnded.
+const (
+	OnboardingEndReleased = "released" // the client sent DHCPRELEASE
+	OnboardingEndDeclined = "declined" // the client sent DHCPDECLINE (the address is quarantined)
+	OnboardingEndExpired  = "expired"  // the lease ran out (or ran out while ispmux was stopped)
+	OnboardingEndHandover = "handover" // the MAC got a device record and turned to its ISP
+	OnboardingEndRemoved  = "removed"  // its access no longer has onboarding, or the address is no longer in the pool
+	OnboardingEndMoved    = "moved"    // the MAC asked for service on another access
+	OnboardingEndConflict = "conflict" // the address could not be installed (held by another subscriber)
 )
 
 // Event is one entry of the event log. Seq increases by one per event,
@@ -62,8 +81,8 @@ type Event struct {
 	Reason   string
 	Customer string // the subscriber's customer ID, where known
 	Access   string // the access entry the subscriber is on, where known
-	// LeaseEnd is the lease's end for bound and renewed events (zero
-	// otherwise).
+	// LeaseEnd is the lease's end for bound, renewed and onboarded
+	// events (zero otherwise).
 	LeaseEnd time.Time
 
 	Actor     string // who made the change (a token's name, "config", "socket"); "" for the DHCP path's events

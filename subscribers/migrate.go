@@ -11,7 +11,7 @@ import (
 // migrate brings a file of schema from up to schemaVersion, inside Open's
 // transaction tx (whose buckets exist): either the whole migration and
 // the new schema byte commit, or nothing does and the file stays as it
-// was. It runs the steps from `from` on: 1 → 2, 2 → 3, 3 → 4.
+// was. It runs the steps from `from` on: 1 → 2, 2 → 3, 3 → 4, 4 → 5.
 //
 // 1 → 2: every registration, binding and event is re-encoded in the
 // current format (the fields added since read as empty); the keys, the
@@ -30,6 +30,11 @@ import (
 // events-by-isp (from every event with an ISP) are built. Values of format
 // 2 stay as they are (they decode; Created, Actor, RequestID read as
 // empty) until next written. Values that do not decode get no index entry.
+//
+// 4 → 5: nothing to rewrite: the onboarding bucket is new (created empty
+// by the caller, like every bucket of the current schema). The schema byte
+// moves so that an older ispmux, which would not see the onboarding leases
+// (and would hand their addresses out again), refuses the file.
 func migrate(tx *bolt.Tx, from byte) error {
 	if from < 1 || from >= schemaVersion {
 		return fmt.Errorf("no migration from schema %d", from)

@@ -43,7 +43,9 @@ var (
 // 3: customers; registrations keep Created; events carry the actor and the
 // request id; the indexes devices-by-customer and events-by-isp; the
 // change feed (changes).
-const schemaVersion = 4
+// 4: bound and renewed events carry the lease end.
+// 5: the onboarding bucket (onboarding leases, onboarding.go).
+const schemaVersion = 5
 
 // Defaults for Options.
 const (
@@ -222,7 +224,7 @@ func Open(path string, opts Options) (*Store, error) {
 // allBuckets are the buckets of the current schema.
 var allBuckets = [][]byte{
 	bucketMeta, bucketRegistrations, bucketBindings, bucketExpiry, bucketEvents, bucketIntents,
-	bucketCustomers, bucketDeviceIndex, bucketEventIndex, bucketChanges,
+	bucketCustomers, bucketDeviceIndex, bucketEventIndex, bucketChanges, bucketOnboarding,
 }
 
 // setUp creates the buckets of a new file, refuses a newer schema, and
