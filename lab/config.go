@@ -31,8 +31,14 @@ func (t *Topology) ConfigTOML(stateDir string) []byte {
 	b.WriteString("version = 1\n\n")
 	fmt.Fprintf(&b, "[appliance]\nstate_dir = %s\n\n", q(stateDir))
 	fmt.Fprintf(&b, "[datapath]\nattach_mode = \"native\"\nbind_mode = \"copy\"\nframes = %d\nrx_ring = %[2]d\ntx_ring = %[2]d\nfill_ring = %[2]d\ncompletion_ring = %[2]d\n", ConfigFrames, ConfigRings)
-	for _, a := range t.Appliance.Access {
+	for i, a := range t.Appliance.Access {
 		fmt.Fprintf(&b, "\n[[access]]\ninterface = %s\naddress = %s\n", q(a.Name), q(Gateway))
+		if t.Portal != nil && i == 0 {
+			b.WriteString(t.Portal.onboardingTOML())
+		}
+	}
+	if t.Portal != nil {
+		b.WriteString(t.Portal.portalTOML())
 	}
 	if t.API != nil {
 		fmt.Fprintf(&b, "\n[api]\nlisten = \"127.0.0.1:8080\"\noperator_token_file = %s\nclaim_token_files = [%s]\n",
@@ -44,6 +50,9 @@ func (t *Topology) ConfigTOML(stateDir string) []byte {
 			q(isp.Name), q(isp.Uplink), q(isp.OurAddr), q(isp.RouterAddr), q(isp.RouterAddr))
 		if t.API != nil {
 			fmt.Fprintf(&b, "token_files = [%s]\n", q(t.API.ISPFile[isp.Name]))
+		}
+		if d, ok := ispDisplay[isp.Name]; ok && t.Portal != nil {
+			fmt.Fprintf(&b, "display_name = %s\ndescription = %s\n", q(d[0]), q(d[1]))
 		}
 	}
 	subs := t.Subscribers

@@ -22,6 +22,8 @@ need busybox busybox
 need perfdhcp kea-admin
 need dhcrelay isc-dhcp-relay
 need sysctl procps
+need chromium chromium
+need certutil libnss3-tools
 if [ -z "$missing" ]; then
 	echo "lab deps: all present"
 	exit 0

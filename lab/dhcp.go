@@ -299,6 +299,11 @@ func (t *Topology) startDHCP(ctx context.Context) error {
 	if err := t.API.write(); err != nil {
 		return err
 	}
+	if t.Portal != nil {
+		if err := t.Portal.write(); err != nil {
+			return err
+		}
+	}
 	for i, isp := range t.ISPs {
 		cfg, err := t.KeaConfigJSON(i)
 		if err != nil {
@@ -371,10 +376,12 @@ func (t *Topology) waitUDP(ctx context.Context, ns string, port int, timeout tim
 	}
 }
 
-// dhclientConfText makes dhclient ask for what the lab's script uses only
-// (no host-name, no DNS).
+// dhclientConfText makes dhclient ask for what the lab's script uses, and
+// for the DNS servers and the captive-portal URI (RFC 8910, option 114)
+// the portal tests read from its lease file (the script ignores them).
 const dhclientConfText = `# dhclient.conf of the ispmux lab (package lab)
-request subnet-mask, broadcast-address, routers, dhcp-lease-time, dhcp-renewal-time, dhcp-rebinding-time;
+option captive-portal code 114 = text;
+request subnet-mask, broadcast-address, routers, dhcp-lease-time, dhcp-renewal-time, dhcp-rebinding-time, domain-name-servers, captive-portal;
 `
 
 // DhclientScript is the dhclient script (-sf) the lab ships: it sets the

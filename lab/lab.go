@@ -142,6 +142,13 @@ type Options struct {
 	// config also serves /metrics on 127.0.0.1:9100 (in the appliance
 	// namespace).
 	API bool
+	// Portal (DHCP only) turns the portal on: a lab CA and a certificate
+	// for PortalHostname in the state dir, [portal] at PortalAddr, and
+	// onboarding on acc0 from OnboardingPool (see portal.go).
+	Portal bool
+	// OnboardingLease is the onboarding lease time (Portal only); 0 is
+	// ispmux's default.
+	OnboardingLease time.Duration
 }
 
 // APITokens are the lab's API tokens (Options.API) and their files.
@@ -248,6 +255,8 @@ type Topology struct {
 	Unconfigured        []string            `json:"unconfigured,omitempty"`
 	// API holds the tenant API's tokens (Options.API), nil without.
 	API *APITokens `json:"api,omitempty"`
+	// Portal is the portal's lab files (Options.Portal), nil without.
+	Portal *Portal `json:"portal,omitempty"`
 }
 
 func mac(a, b byte) string { return fmt.Sprintf("02:00:00:00:%02x:%02x", a, b) }
@@ -297,8 +306,11 @@ func plan(o Options) (*Topology, error) {
 		if o.API {
 			t.API = newAPITokens(stateDir)
 		}
-	} else if o.KeaOpen || o.API || o.KeaNotAuthoritative || len(o.KeaKnown) > 0 {
-		return nil, errors.New("lab: KeaOpen, KeaKnown, KeaNotAuthoritative and API need DHCP")
+		if o.Portal {
+			t.Portal = newPortal(stateDir, o.OnboardingLease)
+		}
+	} else if o.KeaOpen || o.API || o.Portal || o.KeaNotAuthoritative || len(o.KeaKnown) > 0 {
+		return nil, errors.New("lab: KeaOpen, KeaKnown, KeaNotAuthoritative, API and Portal need DHCP")
 	}
 	t.Appliance.NS = app
 	t.Appliance.Access = []Iface{{Name: "acc0", MAC: mac(0xa0, 0), NS: app, Peer: "up0", PeerNS: t.AccessNS}}
@@ -620,6 +632,9 @@ func down(ctx context.Context, id string) error {
 		}
 	}
 	if err := removeStateDir(id); err != nil {
+		errs = append(errs, err)
+	}
+	if err := removeResolvers(id); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -15,7 +15,7 @@ import (
 )
 
 const usage = `usage:
-  lab up   [--id ID] [--subscribers N] [--isps N] [--generator] [--traffic-subscribers N]
+  lab up   [--id ID] [--subscribers N] [--isps N] [--generator] [--traffic-subscribers N] [--portal]
            [--dhcp [--lease-time DUR] [--lab-dir DIR]] [--config FILE --state-dir DIR] [--json]
   lab down [--id ID]`
 
@@ -38,6 +38,7 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 		fs.IntVar(&o.TrafficSubscribers, "traffic-subscribers", 0, "synthetic subscribers on acc1 (with --generator)")
 		fs.BoolVar(&o.DHCP, "dhcp", false, "DHCP lab: subscribers without addresses, Kea in every ISP namespace")
 		fs.DurationVar(&o.LeaseTime, "lease-time", DefaultLeaseTime, "Kea's valid-lifetime (with --dhcp)")
+		fs.BoolVar(&o.Portal, "portal", false, "captive portal and onboarding on acc0 (with --dhcp)")
 		fs.StringVar(&o.StateDir, "lab-dir", "", "the lab's own files (Kea configs, leases, logs, client scripts); default /tmp/ispmux-lab-ID")
 		fs.BoolVar(&asJSON, "json", false, "print the topology as JSON")
 		fs.StringVar(&cfg, "config", "", "also write an ispmux config for the lab to FILE")
@@ -138,6 +139,8 @@ var Packages = map[string]string{
 	"perfdhcp":  "kea-admin",
 	"dhcrelay":  "isc-dhcp-relay",
 	"sysctl":    "procps",
+	"chromium":  "chromium",      // the portal's browser tests (e2e), headless
+	"certutil":  "libnss3-tools", // the lab CA in the browser's trust store
 }
 
 // MissingPackages returns the Debian packages whose binaries are missing.
