@@ -36,6 +36,7 @@ const (
 	ReasonPortError                     // forwarded, but the egress TX ring was full and the port is in error (down or gone)
 	ReasonUnregisteredDHCP              // DHCP from an unregistered MAC beyond the sample the proxy sees
 	ReasonTooBig                        // larger than the egress port's MTU (no fragmentation; DF gets ICMP)
+	ReasonWalledGarden                  // from a walled-garden (onboarding) subscriber, to anything but the portal, DNS or the gateway
 	NumReasons                          // number of reasons; not a reason
 )
 
@@ -61,6 +62,7 @@ var reasonNames = [NumReasons]string{
 	ReasonPortError:              "port_error",
 	ReasonUnregisteredDHCP:       "unregistered_dhcp",
 	ReasonTooBig:                 "too_big",
+	ReasonWalledGarden:           "walled_garden",
 }
 
 // String returns the reason's snake_case name, used as a metric label (for

@@ -24,7 +24,8 @@ func TestReasonNames(t *testing.T) {
 		ReasonSpoofedSource:          "spoofed_source",
 		ReasonSubscriberToSubscriber: "subscriber_to_subscriber",
 		ReasonTooBig:                 "too_big",
-		NumReasons:                   "reason_21",
+		ReasonWalledGarden:           "walled_garden",
+		NumReasons:                   "reason_22",
 	} {
 		if got := r.String(); got != want {
 			t.Errorf("Reason(%d).String() = %q, want %q", r, got, want)

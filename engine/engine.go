@@ -105,6 +105,10 @@ type State struct {
 	mtu [datapath.MaxPorts]atomic.Int32
 
 	stats []*portStats // per port, summed over workers
+
+	// garden is the walled garden's configuration (SetGarden); nil:
+	// none, walled-garden subscribers reach nothing past the gateway.
+	garden atomic.Pointer[garden]
 }
 
 // puntPerPort is the punt queue depth of each port.
@@ -161,6 +165,7 @@ type portStats struct {
 	drops                       [classifier.NumReasons]atomic.Uint64
 	up, down, arpReplies, punts atomic.Uint64
 	echoReplies, icmpErrors     atomic.Uint64
+	dnsAnswers, gardenResets    atomic.Uint64
 }
 
 // PortCounters is a snapshot of one port's engine counters.
@@ -180,6 +185,13 @@ type PortCounters struct {
 	ICMPErrors uint64
 	// Punts counts frames copied to the control plane.
 	Punts uint64
+	// DNSAnswers counts walled-garden subscribers' DNS queries answered
+	// in place (see Garden).
+	DNSAnswers uint64
+	// GardenResets counts walled-garden subscribers' TCP segments to
+	// port 443 of an address other than the portal's, answered in place
+	// with a reset (not counted as drops).
+	GardenResets uint64
 }
 
 // Counters returns every port's counters.
@@ -194,6 +206,7 @@ func (s *State) Counters() []PortCounters {
 		c.Up, c.Down = st.up.Load(), st.down.Load()
 		c.ARPReplies, c.Punts = st.arpReplies.Load(), st.punts.Load()
 		c.EchoReplies, c.ICMPErrors = st.echoReplies.Load(), st.icmpErrors.Load()
+		c.DNSAnswers, c.GardenResets = st.dnsAnswers.Load(), st.gardenResets.Load()
 	}
 	return out
 }

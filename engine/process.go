@@ -7,6 +7,7 @@ import (
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/datapath"
 	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/internal/binding"
 )
 
 const (
@@ -44,6 +45,7 @@ type Processor struct {
 	arpN, punN [datapath.MaxPorts]uint64
 	echoN      [datapath.MaxPorts]uint64
 	icmpN      [datapath.MaxPorts]uint64
+	dnsN, rstN [datapath.MaxPorts]uint64 // walled garden: DNS answers, TCP resets
 	// ICMP error rate limit per ingress port: tokens and last refill.
 	icmpTokens [datapath.MaxPorts]float64
 	icmpLast   [datapath.MaxPorts]int64
@@ -191,6 +193,9 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 		if pkt.SrcIP != sub.IP {
 			p.drop(in, out, classifier.ReasonSpoofedSource)
 			return
+		}
+		if sub.ISP == binding.GardenVRF && !p.gardenPass(in, pt, out, pkt, f) {
+			return // walled garden: answered in place or dropped (garden.go)
 		}
 		if a := pt.addr[pkt.VLAN&0xfff]; a != 0 && pkt.DstIP == a {
 			// To the gateway itself: answer a ping, nothing else.
@@ -553,6 +558,14 @@ func (p *Processor) Flush() {
 		if n := p.icmpN[in]; n != 0 {
 			st.icmpErrors.Add(n)
 			p.icmpN[in] = 0
+		}
+		if n := p.dnsN[in]; n != 0 {
+			st.dnsAnswers.Add(n)
+			p.dnsN[in] = 0
+		}
+		if n := p.rstN[in]; n != 0 {
+			st.gardenResets.Add(n)
+			p.rstN[in] = 0
 		}
 	}
 }

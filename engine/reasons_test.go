@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/datapath"
+	"github.com/ispmux/ispmux/internal/binding"
 )
 
 // choke is an egress queue whose TX ring takes at most room frames per
@@ -134,6 +136,14 @@ func TestEveryDropReason(t *testing.T) {
 			udp := &layers.UDP{SrcPort: 1, DstPort: 2}
 			_ = udp.SetNetworkLayerForChecksum(ipl)
 			return serialize(t, append(ethLayers(sub1, accMAC, 0, layers.EthernetTypeIPv4), ipl, udp, gopacket.Payload(make([]byte, 1472)))...)
+		}},
+		// A walled-garden (onboarding) subscriber's NTP.
+		classifier.ReasonWalledGarden: {setup: func(r *rig) {
+			if err := r.c.Bind(Binding{Port: 0, MAC: sub4, ISP: binding.GardenVRF, IP: netip.MustParseAddr("100.64.0.14")}); err != nil {
+				r.t.Fatal(err)
+			}
+		}, frame: func(t testing.TB) []byte {
+			return udpFrame(t, sub4, accMAC, 0, "100.64.0.14", "162.159.200.1", 64, 123, 123)
 		}},
 	}
 	for r := classifier.ReasonNone + 1; r < classifier.NumReasons; r++ {
