@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -26,7 +25,6 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/ispmux/ispmux/appliance"
@@ -322,100 +320,62 @@ func clientFrame(src, dst net.HardwareAddr, sip, dip net.IP, payload []byte) ([]
 // when wait > 0, returns the first DHCP reply (BOOTREPLY to UDP 68) with
 // transaction ID xid that arrives there within wait (nil if none).
 func rawExchange(ns, ifname string, frames [][]byte, xid dhcpv4.TransactionID, wait time.Duration) (*dhcpv4.DHCPv4, error) {
-	type res struct {
-		m   *dhcpv4.DHCPv4
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		// As in sendRaw: the thread returns to its namespace before
-		// it is unlocked, or dies with the goroutine.
-		runtime.LockOSThread()
-		orig, err := netns.Get()
+	fd := -1
+	err := inNS(ns, func() error {
+		ifi, err := net.InterfaceByName(ifname)
 		if err != nil {
-			ch <- res{nil, err}
-			return
+			return err
 		}
-		defer orig.Close()
-		var fd int
-		err = func() error {
-			h, err := netns.GetFromName(ns)
-			if err != nil {
-				return err
-			}
-			defer h.Close()
-			if err := netns.Set(h); err != nil {
-				return err
-			}
-			defer func() {
-				if netns.Set(orig) == nil {
-					runtime.UnlockOSThread()
-				}
-			}()
-			ifi, err := net.InterfaceByName(ifname)
-			if err != nil {
-				return err
-			}
-			fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
-			if err != nil {
-				return err
-			}
-			if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
-				unix.Close(fd)
-				return err
-			}
-			for _, frame := range frames {
-				if err := unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index}); err != nil {
-					unix.Close(fd)
-					return fmt.Errorf("sendto: %w", err)
-				}
-			}
-			return nil
-		}()
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
 		if err != nil {
-			ch <- res{nil, err}
-			return
+			return err
 		}
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
+			return err
+		}
+		for _, frame := range frames {
+			if err := unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index}); err != nil {
+				return fmt.Errorf("sendto: %w", err)
+			}
+		}
+		return nil
+	})
+	if fd >= 0 {
 		defer unix.Close(fd)
-		if wait <= 0 {
-			ch <- res{}
-			return
+	}
+	if err != nil || wait <= 0 {
+		return nil, err
+	}
+	// The socket stays in ns: it is read from any thread.
+	deadline := time.Now().Add(wait)
+	buf := make([]byte, 2048)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, nil
 		}
-		deadline := time.Now().Add(wait)
-		buf := make([]byte, 2048)
-		for {
-			left := time.Until(deadline)
-			if left <= 0 {
-				ch <- res{}
-				return
-			}
-			tv := unix.NsecToTimeval(left.Nanoseconds())
-			_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-			n, from, err := unix.Recvfrom(fd, buf, 0)
-			if err != nil {
-				if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-					continue
-				}
-				ch <- res{nil, err}
-				return
-			}
-			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+		tv := unix.NsecToTimeval(left.Nanoseconds())
+		_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		n, from, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 				continue
 			}
-			p := gopacket.NewPacket(buf[:n], layers.LayerTypeEthernet, gopacket.NoCopy)
-			u, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
-			if !ok || u.DstPort != 68 {
-				continue
-			}
-			m, err := dhcpv4.FromBytes(u.Payload)
-			if err == nil && m.OpCode == dhcpv4.OpcodeBootReply && m.TransactionID == xid {
-				ch <- res{m, nil}
-				return
-			}
+			return nil, err
 		}
-	}()
-	r := <-ch
-	return r.m, r.err
+		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+			continue
+		}
+		p := gopacket.NewPacket(buf[:n], layers.LayerTypeEthernet, gopacket.NoCopy)
+		u, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
+		if !ok || u.DstPort != 68 {
+			continue
+		}
+		m, err := dhcpv4.FromBytes(u.Payload)
+		if err == nil && m.OpCode == dhcpv4.OpcodeBootReply && m.TransactionID == xid {
+			return m, nil
+		}
+	}
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/ispmux/ispmux/appliance"
@@ -476,57 +474,34 @@ func udpFrame(t *testing.T, src, dst net.HardwareAddr, sip, dip net.IP, ttl uint
 // AF_PACKET socket opened on a thread switched to that namespace).
 func sendRaw(t *testing.T, ns, ifname string, frames [][]byte) {
 	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		// The thread goes back to its namespace before it is unlocked.
-		// Were it left in ns, and were it the process's main thread
-		// (which never exits), the whole test process would count as a
-		// member of ns, and tearing the lab down would kill it.
-		runtime.LockOSThread()
-		orig, err := netns.Get()
+	// inNS: the thread goes back to the test's namespace before it is
+	// unlocked. Were it left in ns, and were it the process's main thread
+	// (which never exits), the whole test process would count as a member
+	// of ns, and tearing the lab down would kill it.
+	err := inNS(ns, func() error {
+		ifi, err := net.InterfaceByName(ifname)
 		if err != nil {
-			errc <- err
-			return
+			return err
 		}
-		defer orig.Close()
-		errc <- func() error {
-			h, err := netns.GetFromName(ns)
-			if err != nil {
-				return err
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index}
+		for _, f := range frames {
+			if len(f) < 14 {
+				// The kernel refuses runts on AF_PACKET; pad with
+				// zeros past a truncated header instead.
+				f = append(append([]byte(nil), f...), make([]byte, 14-len(f))...)
 			}
-			defer h.Close()
-			if err := netns.Set(h); err != nil {
-				return err
+			if err := unix.Sendto(fd, f, 0, sa); err != nil {
+				return fmt.Errorf("sendto (%d bytes): %w", len(f), err)
 			}
-			defer func() {
-				if netns.Set(orig) == nil {
-					runtime.UnlockOSThread()
-				}
-			}()
-			ifi, err := net.InterfaceByName(ifname)
-			if err != nil {
-				return err
-			}
-			fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-			if err != nil {
-				return err
-			}
-			defer unix.Close(fd)
-			sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index}
-			for _, f := range frames {
-				if len(f) < 14 {
-					// The kernel refuses runts on AF_PACKET; pad with
-					// zeros past a truncated header instead.
-					f = append(append([]byte(nil), f...), make([]byte, 14-len(f))...)
-				}
-				if err := unix.Sendto(fd, f, 0, sa); err != nil {
-					return fmt.Errorf("sendto (%d bytes): %w", len(f), err)
-				}
-			}
-			return nil
-		}()
-	}()
-	if err := <-errc; err != nil {
+		}
+		return nil
+	})
+	if err != nil {
 		t.Fatalf("send raw frames in %s: %v", ns, err)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/vishvananda/netns"
 
 	apiclient "github.com/ispmux/ispmux/api/client"
 	"github.com/ispmux/ispmux/internal/failpoint"
@@ -32,41 +30,7 @@ var tenantCrashCovers = []string{failpoint.TenantAfterCommit}
 // namespace ns (the API listens on the appliance namespace's loopback).
 func nsHTTPClient(ns string) *http.Client {
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		type res struct {
-			c   net.Conn
-			err error
-		}
-		ch := make(chan res, 1)
-		go func() {
-			// The thread enters ns for the connect only; a socket keeps
-			// the namespace it was made in. If the thread cannot go
-			// back, it stays locked and dies with this goroutine.
-			runtime.LockOSThread()
-			orig, err := netns.Get()
-			if err != nil {
-				ch <- res{nil, err}
-				return
-			}
-			defer orig.Close()
-			h, err := netns.GetFromName(ns)
-			if err != nil {
-				ch <- res{nil, err}
-				return
-			}
-			defer h.Close()
-			if err := netns.Set(h); err != nil {
-				ch <- res{nil, err}
-				return
-			}
-			var d net.Dialer
-			c, err := d.DialContext(ctx, network, addr)
-			if netns.Set(orig) == nil {
-				runtime.UnlockOSThread()
-			}
-			ch <- res{c, err}
-		}()
-		r := <-ch
-		return r.c, r.err
+		return dialInNS(ctx, ns, network, addr)
 	}
 	return &http.Client{Transport: &http.Transport{DialContext: dial, MaxIdleConns: 4}}
 }

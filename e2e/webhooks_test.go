@@ -19,7 +19,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,48 +26,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/ispmux/ispmux/lab"
 	"github.com/ispmux/ispmux/tenants"
 	"github.com/ispmux/ispmux/webhooks"
 )
-
-// listenInNS opens a TCP listener inside network namespace ns (the socket
-// keeps the namespace it was made in; the thread goes back).
-func listenInNS(ns, addr string) (net.Listener, error) {
-	type res struct {
-		ln  net.Listener
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			ch <- res{nil, err}
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			ch <- res{nil, err}
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			ch <- res{nil, err}
-			return
-		}
-		ln, err := net.Listen("tcp", addr)
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		ch <- res{ln, err}
-	}()
-	r := <-ch
-	return r.ln, r.err
-}
 
 // mgmtLink links the appliance namespace to ns with a veth pair,
 // appNet.1/30 on ispmux's side and .2 on ns's: the management network
@@ -134,7 +95,7 @@ func (w *whReceiver) up() {
 	var ln net.Listener
 	var err error
 	for range 50 { // the old socket may linger a moment
-		if ln, err = listenInNS(w.ns, w.addr); err == nil {
+		if ln, err = listenInNS(w.ns, "tcp", w.addr); err == nil {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
