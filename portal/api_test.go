@@ -1,0 +1,130 @@
+package portal
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ispmux/ispmux/tenants"
+)
+
+func TestCaptiveAPI(t *testing.T) {
+	r := newRig(t, nil)
+	api := func(from netip.Addr) map[string]any {
+		t.Helper()
+		w := r.do(req{target: "/api/captive", from: from})
+		if w.Code != http.StatusOK || w.Header().Get("Content-Type") != "application/captive+json" || w.Header().Get("Cache-Control") != "private" {
+			t.Fatalf("%d %v", w.Code, w.Header())
+		}
+		var m map[string]any
+		if err := json.Unmarshal(w.Body.Bytes(), &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	m := api(addrA)
+	if m["captive"] != true || m["user-portal-url"] != "https://"+host+"/" {
+		t.Errorf("onboarding: %v", m)
+	}
+	if n, ok := m["seconds-remaining"].(float64); !ok || n < 88 || n > 90 {
+		t.Errorf("seconds-remaining %v", m["seconds-remaining"])
+	}
+	if m := api(netip.MustParseAddr("192.0.2.1")); m["captive"] != true || m["user-portal-url"] != "https://"+host+"/" || m["seconds-remaining"] != nil {
+		t.Errorf("unknown: %v", m)
+	}
+	r.dir.set(Subscriber{MAC: macA, Addr: addrA, ISP: "alpha", Expires: time.Now().Add(time.Hour)})
+	if m := api(addrA); m["captive"] != false || m["seconds-remaining"] != nil {
+		t.Errorf("bound: %v", m)
+	}
+	r.dir.set(Subscriber{MAC: macA, Addr: addrA, Claimed: "alpha"})
+	if m := api(addrA); m["captive"] != true || m["seconds-remaining"] != nil {
+		t.Errorf("claimed, unknown expiry: %v", m)
+	}
+}
+
+func TestMove(t *testing.T) {
+	r := newRig(t, nil)
+	r.dir.set(Subscriber{MAC: macA, Access: "port1", Addr: addrA, ISP: "alpha"})
+	w := r.do(req{target: "/", from: addrA})
+	b := w.Body.String()
+	if !strings.Contains(b, "This device is connected to Alpha Net.") || strings.Contains(b, `type="password"`) {
+		t.Fatalf("bound page: %s", b)
+	}
+	c, tok := r.cookieAndToken(w, nil)
+	// Step 1: the confirmation names both ISPs; nothing is claimed, a
+	// password sent there is not used nor shown.
+	w = r.do(req{method: http.MethodPost, target: "/claim", from: addrA, form: claimForm(tok, "beta", "c-9", "early-pw"), cookie: c, hdr: sameOrigin})
+	b = w.Body.String()
+	if w.Code != http.StatusOK || !strings.Contains(b, "You are on Alpha Net. Move this line to Beta &amp; Co?") ||
+		!strings.Contains(b, `action="/claim?confirm=1"`) || !strings.Contains(b, `type="hidden" name="isp" value="beta"`) ||
+		!strings.Contains(b, `type="hidden" name="customer_id" value="c-9"`) || !strings.Contains(b, `type="password"`) ||
+		strings.Contains(b, "early-pw") || !strings.Contains(b, "Cancel and stay on Alpha Net") {
+		t.Fatalf("confirm page: %d %s", w.Code, b)
+	}
+	if n := len(r.cl.calls()); n != 0 {
+		t.Fatalf("claimed before confirmation: %d", n)
+	}
+	_, ctok := r.cookieAndToken(w, c)
+	confirm := func(tok, isp, id, pw string) *httptest.ResponseRecorder {
+		return r.do(req{method: http.MethodPost, target: "/claim?confirm=1", from: addrA, form: claimForm(tok, isp, id, pw), cookie: c, hdr: sameOrigin})
+	}
+	// The confirmation cannot be skipped or changed.
+	for _, w := range []*httptest.ResponseRecorder{confirm(tok, "beta", "c-9", "pw"), confirm(ctok, "alpha", "c-9", "pw"), confirm(ctok, "beta", "c-8", "pw")} {
+		if w.Code != http.StatusForbidden {
+			t.Errorf("altered confirmation: %d", w.Code)
+		}
+	}
+	// Without the password: asked again.
+	if w := confirm(ctok, "beta", "c-9", ""); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), `<a href="#password">Enter your password.</a>`) {
+		t.Errorf("no password: %d %s", w.Code, w.Body)
+	}
+	// Wrong password: the confirmation again, its summary on the password.
+	r.cl.err = tenants.ErrBadCredentials
+	if w := confirm(ctok, "beta", "c-9", "wrong"); w.Code != http.StatusUnauthorized || !strings.Contains(w.Body.String(), "Move this line to Beta &amp; Co?") ||
+		!strings.Contains(w.Body.String(), `<a href="#password">The customer ID or password`) {
+		t.Errorf("wrong password: %d %s", w.Code, w.Body)
+	}
+	r.cl.err = nil
+	w = confirm(ctok, "beta", "c-9", "right")
+	if w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/done" {
+		t.Fatalf("confirmed: %d %s", w.Code, w.Body)
+	}
+	got := r.cl.calls()
+	if last := got[len(got)-1]; last != (tenants.ClaimRequest{ISP: "beta", CustomerID: "c-9", Password: "right", MAC: "02:00:00:00:00:0a", Access: "port1"}) {
+		t.Errorf("claim %+v", last)
+	}
+	// /done while the Directory still shows Alpha: the move to Beta.
+	if w := r.do(req{target: "/done", from: addrA}); !strings.Contains(w.Body.String(), "You chose Beta &amp; Co.") {
+		t.Errorf("done: %s", w.Body)
+	}
+}
+
+func TestInFlightCap(t *testing.T) {
+	r := newRig(t, nil)
+	r.dir.wait, r.dir.in = make(chan struct{}), make(chan struct{}, maxInFlight)
+	var wg sync.WaitGroup
+	for range maxInFlight {
+		wg.Go(func() { r.do(req{target: "/", from: addrA}) })
+	}
+	for range maxInFlight {
+		<-r.dir.in
+	}
+	w := r.do(req{target: "/", from: addrA})
+	if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") != "1" {
+		t.Errorf("9th request: %d", w.Code)
+	}
+	close(r.dir.wait)
+	wg.Wait()
+	r.dir.in = nil
+	if w := r.do(req{target: "/", from: addrA}); w.Code != http.StatusOK {
+		t.Errorf("after: %d", w.Code)
+	}
+	if st := r.srv.Stats(); st.Busy != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}

@@ -1,0 +1,335 @@
+package portal
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/tenants"
+)
+
+const csp = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+// Handler is the HTTPS handler: the page at every path, POST /claim,
+// /done, /portal.css and the RFC 8908 API at /api/captive.
+func (s *Server) Handler() http.Handler {
+	s.handlerOnce.Do(func() {
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /", s.serveChoose)
+		mux.HandleFunc("GET /done", s.serveDone)
+		mux.HandleFunc("GET /portal.css", serveCSS)
+		mux.HandleFunc("GET /favicon.ico", http.NotFound)
+		mux.HandleFunc("GET /api/captive", s.serveAPI)
+		cop := http.NewCrossOriginProtection()
+		cop.SetDenyHandler(http.HandlerFunc(s.serveCrossOrigin))
+		mux.Handle("POST /claim", cop.Handler(http.HandlerFunc(s.serveClaim)))
+		s.handler = s.secure(mux)
+	})
+	return s.handler
+}
+
+// secure sets the headers every answer carries, sends requests for
+// another host to the portal's, and caps the requests in flight per
+// source address.
+func (s *Server) secure(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", csp)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-store")
+		h.Set("Strict-Transport-Security", "max-age=31536000")
+		if !strings.EqualFold(hostOnly(r.Host), s.host) {
+			if r.Method == http.MethodGet || r.Method == http.MethodHead {
+				http.Redirect(w, r, s.url, http.StatusFound)
+				return
+			}
+			s.message(w, http.StatusMisdirectedRequest, "Wrong address", "This form was sent to another address. Open "+s.url+" and try again.")
+			return
+		}
+		if a, ok := sourceAddr(r); ok {
+			if !s.inflight.acquire(a) {
+				s.st.busy.Add(1)
+				h.Set("Retry-After", "1")
+				s.message(w, http.StatusTooManyRequests, "Too many requests", "This device sent too many requests at once. Wait a moment and try again.")
+				return
+			}
+			defer s.inflight.release(a)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func hostOnly(h string) string {
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		return host
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+}
+
+// sourceAddr is the request's source address (the connection's, never a
+// header's).
+func sourceAddr(r *http.Request) (netip.Addr, bool) {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ap.Addr().Unmap().WithZone(""), true
+}
+
+// subscriber finds the request's subscriber, or answers 403.
+func (s *Server) subscriber(w http.ResponseWriter, r *http.Request) (Subscriber, bool) {
+	a, ok := sourceAddr(r)
+	var sub Subscriber
+	if ok {
+		sub, ok = s.dir.Lookup(a)
+	}
+	if !ok {
+		s.st.unknownSource.Add(1)
+		s.render(w, http.StatusForbidden, page{Heading: "Not available here",
+			Lead: []string{"This page is only for devices joining this network through it."}})
+		return Subscriber{}, false
+	}
+	return sub, true
+}
+
+func serveCSS(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/css; charset=utf-8")
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	_, _ = w.Write(css)
+}
+
+// serveChoose is GET of any path: the form, or the handover's progress
+// for a device that has chosen and not yet switched.
+func (s *Server) serveChoose(w http.ResponseWriter, r *http.Request) {
+	sub, ok := s.subscriber(w, r)
+	if !ok {
+		return
+	}
+	if sub.ISP == "" && sub.Claimed != "" {
+		s.render(w, http.StatusOK, s.pendingPage(sub.Claimed))
+		return
+	}
+	nonce := ensureNonce(w, r)
+	s.render(w, http.StatusOK, s.choosePage(s.token(purposeForm, sub.MAC, nonce), sub.ISP, formInput{}, problems{}))
+}
+
+// serveDone is the page after a claim (POST, redirect, GET): what the
+// Directory says now, or the claim just made while the Directory does not
+// show it yet.
+func (s *Server) serveDone(w http.ResponseWriter, r *http.Request) {
+	sub, ok := s.subscriber(w, r)
+	if !ok {
+		return
+	}
+	recent, hasRecent := s.recent.get(sub.MAC, time.Now())
+	switch {
+	case sub.Claimed != "":
+		s.render(w, http.StatusOK, s.pendingPage(sub.Claimed))
+	case hasRecent && recent != sub.ISP:
+		s.render(w, http.StatusOK, s.pendingPage(recent))
+	case sub.ISP != "":
+		s.render(w, http.StatusOK, s.connectedPage(sub.ISP))
+	default:
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+	}
+}
+
+func (s *Server) serveCrossOrigin(w http.ResponseWriter, r *http.Request) {
+	s.st.crossOrigin.Add(1)
+	s.log.Debug("portal: cross-origin request refused", "from", r.RemoteAddr, "origin", r.Header.Get("Origin"),
+		"sec_fetch_site", r.Header.Get("Sec-Fetch-Site"))
+	s.message(w, http.StatusForbidden, "Request refused", "This form was sent from another site, so it was refused. Open the page again and retry.")
+}
+
+// serveClaim is POST /claim: the claim form, or the first step of a move
+// (the confirmation page), or its confirmation (?confirm=1).
+func (s *Server) serveClaim(w http.ResponseWriter, r *http.Request) {
+	sub, ok := s.subscriber(w, r)
+	if !ok {
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	if err := r.ParseForm(); err != nil {
+		if mb := (*http.MaxBytesError)(nil); errors.As(err, &mb) {
+			w.Header().Set("Connection", "close")
+			s.message(w, http.StatusRequestEntityTooLarge, "Form too large", "The form sent was too large. Open the page again and retry.")
+			return
+		}
+		s.message(w, http.StatusBadRequest, "Form not readable", "The form sent could not be read. Open the page again and retry.")
+		return
+	}
+	// Only the body's fields: never the query's, never a MAC.
+	in := formInput{
+		ISP:        r.PostForm.Get("isp"),
+		CustomerID: strings.TrimSpace(r.PostForm.Get("customer_id")),
+		Password:   r.PostForm.Get("password"),
+	}
+	// A device on an ISP moves (confirmation first); one that has chosen
+	// and not yet switched claims again (the same choice is idempotent).
+	cur := sub.ISP
+	moving := cur != ""
+	confirming := moving && r.URL.Query().Get("confirm") == "1"
+	nonce, hasNonce := cookieNonce(r)
+	want := s.token(purposeForm, sub.MAC, nonce)
+	if confirming {
+		want = s.token(purposeConfirm, sub.MAC, nonce, in.ISP, in.CustomerID)
+	}
+	if !hasNonce || !tokenOK(r.PostForm.Get("token"), want) {
+		s.st.badToken.Add(1)
+		s.message(w, http.StatusForbidden, "This form has expired", "This form has expired. Open the page again and retry.")
+		return
+	}
+	formToken := s.token(purposeForm, sub.MAC, nonce)
+	again := func(status int, pr problems) {
+		if confirming {
+			s.render(w, status, s.confirmPage(want, cur, in, pr))
+		} else {
+			s.render(w, status, s.choosePage(formToken, cur, in, pr))
+		}
+	}
+	if fields := s.check(in, !moving || confirming); len(fields) > 0 {
+		again(http.StatusBadRequest, fieldProblems(fields))
+		return
+	}
+	if moving && !confirming {
+		// The move's first step: nothing is claimed, the password (if
+		// any was sent) is not used; the confirmation asks for it.
+		s.render(w, http.StatusOK, s.confirmPage(s.token(purposeConfirm, sub.MAC, nonce, in.ISP, in.CustomerID), cur, in, problems{}))
+		return
+	}
+	s.claim(w, r, sub, in, confirming, again)
+}
+
+// check validates the form's fields: field → message.
+func (s *Server) check(in formInput, needPassword bool) map[string]string {
+	m := map[string]string{}
+	if _, ok := s.isps[in.ISP]; !ok {
+		m["isp"] = "Choose your Internet provider."
+	}
+	switch {
+	case in.CustomerID == "":
+		m["customer_id"] = "Enter your customer ID."
+	case len(in.CustomerID) > maxCustomerID:
+		m["customer_id"] = "The customer ID is too long. Check it and try again."
+	}
+	if needPassword {
+		switch {
+		case in.Password == "":
+			m["password"] = "Enter your password."
+		case len(in.Password) > maxPassword:
+			m["password"] = "The password is too long. Check it and try again."
+		}
+	}
+	return m
+}
+
+// claim calls the Claimer and answers with /done or the form again.
+func (s *Server) claim(w http.ResponseWriter, r *http.Request, sub Subscriber, in formInput, confirming bool, again func(int, problems)) {
+	id := requestID()
+	mac := binding.MACString(sub.MAC)
+	_, err := s.claims.Claim(r.Context(), tenants.Actor{Kind: tenants.ActorClaim, Name: "portal", RequestID: id},
+		tenants.ClaimRequest{ISP: in.ISP, CustomerID: in.CustomerID, Password: in.Password, MAC: mac, Access: sub.Access})
+	logArgs := []any{"mac", mac, "access", sub.Access, "isp", in.ISP, "from_isp", sub.ISP, "request_id", id}
+	outcome := func(o string, extra ...any) {
+		level := slog.LevelInfo
+		if o == "rate-limited" {
+			level = slog.LevelDebug // a guessing loop's attempts: counted, not each logged
+		}
+		s.log.Log(r.Context(), level, "portal claim", append(append(logArgs, "outcome", o), extra...)...)
+	}
+	// The field a credentials problem points to: on the confirmation
+	// page the customer ID is not a field.
+	credField, credFields := "customer_id", map[string]string{"customer_id": "Check the customer ID.", "password": "Enter the password again."}
+	if confirming {
+		credField, credFields = "password", map[string]string{"password": "Enter the password again."}
+	}
+	var rl *tenants.RateLimitError
+	name := s.displayName(in.ISP)
+	switch {
+	case err == nil:
+		s.st.claimsOK.Add(1)
+		// The customer ID is logged on success only: a failed attempt's
+		// may be a password typed in the wrong field.
+		outcome("ok", "customer_id", in.CustomerID)
+		s.recent.put(sub.MAC, in.ISP, time.Now())
+		http.Redirect(w, r, "/done", http.StatusSeeOther)
+	case errors.Is(err, tenants.ErrBadCredentials):
+		s.st.claimsRefused.Add(1)
+		outcome("bad-credentials")
+		again(http.StatusUnauthorized, sentence("The customer ID or password is not right. Check them and try again.", credField, credFields))
+	case errors.As(err, &rl) || errors.Is(err, tenants.ErrRateLimited):
+		s.st.claimsLimited.Add(1)
+		wait := time.Minute
+		if rl != nil {
+			wait = rl.RetryAfter
+		}
+		secs := max(1, int((wait+time.Second-1)/time.Second))
+		outcome("rate-limited", "retry_after_s", secs)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		again(http.StatusTooManyRequests, sentence("Too many attempts. Wait "+plural(secs, "second")+" and try again.", "", nil))
+	case errors.Is(err, tenants.ErrDeviceLimit):
+		s.st.claimsFailed.Add(1)
+		outcome("device-limit")
+		again(http.StatusConflict, sentence("This customer already has the most devices it may connect. Ask "+name+" to remove one.", "", nil))
+	case errors.Is(err, tenants.ErrConflict):
+		s.st.claimsFailed.Add(1)
+		outcome("conflict", "err", err.Error())
+		again(http.StatusConflict, sentence("This device cannot be moved here from this page. Ask the network operator to move it.", "", nil))
+	case errors.Is(err, tenants.ErrInvalid):
+		s.st.claimsFailed.Add(1)
+		outcome("invalid", "err", err.Error())
+		again(http.StatusBadRequest, sentence("The details sent cannot be used. Check the customer ID and try again.", "", nil))
+	default:
+		s.st.claimsFailed.Add(1)
+		s.log.Error("portal claim", append(logArgs, "outcome", "error", "err", err.Error())...)
+		again(http.StatusInternalServerError, sentence("Something went wrong on our side. Try again in a minute.", "", nil))
+	}
+}
+
+func requestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "portal-" + hex.EncodeToString(b[:])
+}
+
+// captive is the RFC 8908 API's answer.
+type captive struct {
+	Captive          bool   `json:"captive"`
+	UserPortalURL    string `json:"user-portal-url"`
+	SecondsRemaining *int64 `json:"seconds-remaining,omitempty"`
+}
+
+// serveAPI is the RFC 8908 API (its URI is in DHCP option 114).
+func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
+	s.st.api.Add(1)
+	ans := captive{Captive: true, UserPortalURL: s.url}
+	a, ok := sourceAddr(r)
+	var sub Subscriber
+	if ok {
+		sub, ok = s.dir.Lookup(a)
+	}
+	switch {
+	case !ok:
+	case sub.ISP != "" && sub.Claimed == "":
+		ans.Captive = false
+	case !sub.Expires.IsZero():
+		n := max(0, int64((time.Until(sub.Expires)+time.Second-1)/time.Second))
+		ans.SecondsRemaining = &n
+	}
+	b, _ := json.Marshal(ans)
+	w.Header().Set("Content-Type", "application/captive+json")
+	w.Header().Set("Cache-Control", "private")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	_, _ = w.Write(b)
+}

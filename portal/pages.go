@@ -1,0 +1,225 @@
+package portal
+
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	"html/template"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+//go:embed templates/page.html templates/portal.css
+var assets embed.FS
+
+var (
+	pageTemplate = template.Must(template.ParseFS(assets, "templates/page.html"))
+	css          = must(assets.ReadFile("templates/portal.css"))
+)
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// page is what the template shows.
+type page struct {
+	Title, Heading string
+	Errors         []summaryError // the error summary (role=alert), each linked to its field
+	Lead           []string       // paragraphs before the form
+	Form           *form
+	After          []string // paragraphs after the form
+	Link           *link
+	Refresh        bool // reload every 5 s (the handover's progress)
+}
+
+type summaryError struct{ Field, Text string }
+
+type link struct{ Href, Text string }
+
+type form struct {
+	Action, Token string
+	Hidden        []hidden
+	ISPs          []ispChoice // none: not asked
+	AskCustomerID bool
+	CustomerID    string
+	AskPassword   bool
+	PasswordLabel string
+	Submit        string
+	Msg           map[string]string // field (isp, customer_id, password) → its message
+}
+
+type hidden struct{ Name, Value string }
+
+type ispChoice struct {
+	ISP
+	Checked bool
+}
+
+// fieldAnchor is the id an error summary entry links to.
+func fieldAnchor(field string) string {
+	if field == "isp" {
+		return "isp-0"
+	}
+	return field
+}
+
+// render writes p with status and the page headers (set by secure).
+func (s *Server) render(w http.ResponseWriter, status int, p page) {
+	if p.Title == "" {
+		p.Title = p.Heading
+	}
+	if len(p.Errors) > 0 {
+		p.Title = "Error: " + p.Title // announced first by screen readers
+	}
+	var b bytes.Buffer
+	if err := s.tmpl.Execute(&b, p); err != nil {
+		s.log.Error("portal: page template", "err", err)
+		http.Error(w, "Something went wrong on our side. Try again in a minute.", http.StatusInternalServerError)
+		return
+	}
+	s.st.pages.Add(1)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(b.Len()))
+	w.WriteHeader(status)
+	_, _ = w.Write(b.Bytes())
+}
+
+// message renders a page of sentences, with a link back to the form.
+func (s *Server) message(w http.ResponseWriter, status int, heading string, lead ...string) {
+	s.render(w, status, page{Heading: heading, Lead: lead, Link: &link{Href: "/", Text: "Open the page again"}})
+}
+
+// displayName is an ISP's name as shown.
+func (s *Server) displayName(name string) string {
+	if p, ok := s.isps[name]; ok {
+		return p.DisplayName
+	}
+	return name
+}
+
+// about says a duration the way the page does.
+func about(d time.Duration) string {
+	if d < 2*time.Minute {
+		return "about " + plural(int((d+time.Second-1)/time.Second), "second")
+	}
+	return "about " + plural(int((d+time.Minute-1)/time.Minute), "minute")
+}
+
+func plural(n int, unit string) string {
+	if n == 1 {
+		return "1 " + unit
+	}
+	return fmt.Sprintf("%d %ss", n, unit)
+}
+
+// formInput is what a posted form said (the password never goes back into
+// a page).
+type formInput struct {
+	ISP, CustomerID, Password string
+}
+
+// choosePage is the claim form: for a device being onboarded, or, when
+// current is set (the ISP it is on), the first step of a move.
+func (s *Server) choosePage(token, current string, in formInput, pr problems) page {
+	f := &form{Action: "/claim", Token: token, AskCustomerID: true, CustomerID: in.CustomerID, Msg: pr.Fields,
+		PasswordLabel: "Password"}
+	for _, p := range s.cfg.ISPs {
+		f.ISPs = append(f.ISPs, ispChoice{ISP: p, Checked: p.Name == in.ISP})
+	}
+	hint := about(s.cfg.HandoverHint)
+	p := page{Form: f}
+	if current == "" {
+		p.Heading = "Choose your Internet provider"
+		p.Lead = []string{
+			"This device is not yet connected to an Internet provider. Choose yours and sign in with the customer ID and password it gave you.",
+			"What happens next: this device switches to the provider you chose by itself, within " + hint + ". You do not need to do anything else.",
+		}
+		f.AskPassword = true
+		f.Submit = "Sign in and connect"
+	} else {
+		cur := s.displayName(current)
+		p.Heading = "Move to another Internet provider"
+		p.Lead = []string{
+			"This device is connected to " + cur + ". To move it, choose the new provider and enter the customer ID it gave you.",
+			"What happens next: the next page names both providers and asks for your password. Nothing changes before you confirm there.",
+		}
+		f.Submit = "Continue"
+	}
+	p.Errors = pr.Summary
+	return p
+}
+
+// confirmPage asks a subscriber on current to confirm the move to in.ISP
+// with its password.
+func (s *Server) confirmPage(token, current string, in formInput, pr problems) page {
+	cur, next := s.displayName(current), s.displayName(in.ISP)
+	q := "You are on " + cur + ". Move this line to " + next + "?"
+	if current == in.ISP {
+		q = "You are on " + cur + ". Attach this line to another " + next + " customer?"
+	}
+	p := page{
+		Heading: "Move to " + next + "?",
+		Lead: []string{q,
+			"Customer ID at " + next + ": " + in.CustomerID + ".",
+			"When you confirm, this device leaves " + cur + " and switches to " + next + " within " + about(s.cfg.HandoverHint) + ".",
+		},
+		Form: &form{Action: "/claim?confirm=1", Token: token,
+			Hidden:      []hidden{{"isp", in.ISP}, {"customer_id", in.CustomerID}},
+			AskPassword: true, PasswordLabel: "Password for " + next, Submit: "Move to " + next, Msg: pr.Fields},
+		Link:   &link{Href: "/", Text: "Cancel and stay on " + cur},
+		Errors: pr.Summary,
+	}
+	return p
+}
+
+// problems are what a form page says went wrong: the summary at the top
+// (role=alert) and the message next to each field concerned.
+type problems struct {
+	Summary []summaryError
+	Fields  map[string]string // isp, customer_id, password → message
+}
+
+// fieldProblems lists the field messages in the summary, in the form's
+// order, each linked to its field.
+func fieldProblems(fields map[string]string) problems {
+	pr := problems{Fields: fields}
+	for _, f := range []string{"isp", "customer_id", "password"} {
+		if t := fields[f]; t != "" {
+			pr.Summary = append(pr.Summary, summaryError{Field: fieldAnchor(f), Text: t})
+		}
+	}
+	return pr
+}
+
+// sentence is a summary of one sentence, linked to the field anchor
+// ("" = no link), with the fields' own messages.
+func sentence(text, anchor string, fields map[string]string) problems {
+	return problems{Summary: []summaryError{{Field: anchor, Text: text}}, Fields: fields}
+}
+
+// pendingPage says the device will switch to isp.
+func (s *Server) pendingPage(isp string) page {
+	n := s.displayName(isp)
+	return page{
+		Heading: "You chose " + n,
+		Lead: []string{
+			"You chose " + n + ". This device will switch to " + n + " within " + about(s.cfg.HandoverHint) +
+				" (it renews its address by itself; if it does not, turn Wi-Fi or the network cable off and on). You can close this page.",
+		},
+		Refresh: true,
+	}
+}
+
+// connectedPage says the device is on isp.
+func (s *Server) connectedPage(isp string) page {
+	n := s.displayName(isp)
+	return page{
+		Heading: "Connected to " + n,
+		Lead:    []string{"This device is connected to " + n + ". You can close this page."},
+		Link:    &link{Href: "/", Text: "Move this device to another Internet provider"},
+	}
+}
