@@ -219,7 +219,9 @@ func (t *leaseTable) len() int {
 // Restore installs every unexpired binding of the store in the tables,
 // ends the expired and stale ones (with their events, and a RELEASE to the
 // ISP for a revoked one), and queues the intents a previous run left
-// pending. Call it before the datapath starts forwarding.
+// pending; then the onboarding leases (restoreOnboarding). It returns the
+// number of ISP bindings restored. Call it before the datapath starts
+// forwarding.
 func (p *Proxy) Restore(now time.Time) (int, error) {
 	if err := p.loadIntents(); err != nil {
 		return 0, fmt.Errorf("dhcp restore: %w", err)
@@ -269,6 +271,15 @@ func (p *Proxy) Restore(now time.Time) (int, error) {
 		n++
 	}
 	p.supersede()
+	// After the ISP bindings: an onboarding lease of a MAC bound to an
+	// ISP since is ended (handover), not installed over its binding.
+	ob, err := p.restoreOnboarding(now)
+	if err != nil {
+		return n, fmt.Errorf("dhcp restore: onboarding: %w", err)
+	}
+	if ob > 0 {
+		p.log.Info("dhcp: onboarding leases restored", "leases", ob)
+	}
 	return n, nil
 }
 

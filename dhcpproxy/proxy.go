@@ -13,7 +13,9 @@
 // message is checked (malformed, BOOTREPLY from a client, chaddr ≠ source
 // MAC, client-sent Option 82, giaddr ≠ 0, option overload: dropped and
 // counted by reason), admitted against the registry (unknown and blocked
-// subscribers get no answer; the attempt is an event), rate limited per
+// subscribers get no answer; the attempt is an event — except that on a
+// circuit with an onboarding pool ispmux itself serves the MACs without a
+// device record, onboarding.go), rate limited per
 // MAC and per access circuit, then relayed to every DHCP server of the
 // chosen ISP and remembered as a pending transaction (xid, MAC, ISP). A
 // server reply is accepted only if it matches a pending transaction and
@@ -56,6 +58,11 @@
 //   - limit.go: the per-MAC and per-circuit rate limits (limiter.mu).
 //   - events.go: state-change events (stored with their change) and
 //     refusal events (folded, budgeted per ISP: eventNotes.mu).
+//   - onboarding.go, onboarding_pool.go: ispmux as the DHCP server of the
+//     MACs without a device record on circuits with an onboarding pool
+//     (leases in the walled garden's VRF), the handover to their ISP; the
+//     pools, onboarding leases, offers and quarantined addresses
+//     (onboardingTable.mu).
 //
 // The static-IP subscribers' set is an atomically replaced map (SetStatic);
 // the uplinks' MTUs are atomics (SetUplinkMTU).
@@ -83,6 +90,13 @@ type Store interface {
 	// EndBinding removes a binding, stores the intent (if any) and the
 	// event, in one durable transaction.
 	EndBinding(access string, vlan uint16, mac subscribers.MAC, in *subscribers.Intent, e subscribers.Event) (subscribers.Intent, subscribers.Event, bool, error)
+	// CommitOnboarding stores an onboarding lease and the event recording
+	// it (none for a renewal: e.Kind ""), in one durable transaction.
+	CommitOnboarding(l subscribers.OnboardingLease, e subscribers.Event) (subscribers.Event, error)
+	// EndOnboarding removes a MAC's onboarding lease and stores the event
+	// recording it, in one durable transaction (nothing if it had none).
+	EndOnboarding(mac subscribers.MAC, e subscribers.Event) (subscribers.Event, bool, error)
+	OnboardingLeases() ([]subscribers.OnboardingLease, error)
 	CompleteIntent(id uint64) error
 	Intents() ([]subscribers.Intent, error)
 	Bindings() ([]subscribers.Binding, error)
@@ -119,6 +133,9 @@ type Circuit struct {
 	VLAN      uint16
 	MAC       uint64     // our MAC on the port
 	Addr      netip.Addr // our address: the server identifier subscribers see
+	// Onboarding is the circuit's onboarding pool; nil: onboarding off
+	// (MACs without a device record get no answer, an event).
+	Onboarding *Onboarding
 }
 
 // ISP is one ISP's DHCP side.
@@ -150,6 +167,9 @@ type Config struct {
 	MaxBindingsPerCircuit int
 	Circuits              []Circuit
 	ISPs                  []ISP
+	// MaxOnboarding caps the onboarding leases and outstanding offers
+	// over all circuits (0: no cap beyond each circuit's).
+	MaxOnboarding int
 }
 
 type circuitKey struct {
@@ -196,6 +216,7 @@ type Proxy struct {
 	limits  limiter
 	notes   eventNotes
 	intents intentQueue
+	ob      onboardingTable
 
 	// subMu serialises, per subscriber (striped by MAC), a binding's
 	// commit (bindAndAck) and its end (endBinding): an ACK committed
@@ -232,6 +253,7 @@ func New(cfg Config, store Store, reg Registry, tables Tables, send Sender, log 
 		c := &p.cfg.Circuits[i]
 		p.circuits[circuitKey{c.Port, c.VLAN}] = c
 	}
+	p.ob.init(p.cfg.Circuits, log)
 	for i := range cfg.ISPs {
 		isp := &p.cfg.ISPs[i]
 		p.uplinks[circuitKey{isp.Port, isp.VLAN}] = isp
@@ -334,8 +356,8 @@ func (p *Proxy) HandleFrame(port uint8, f []byte) {
 	p.count("not_for_us")
 }
 
-// Run expires pending transactions (rejection by silence) and leases, and
-// sends the pending intents, until ctx ends; then waits for in-flight
+// Run expires pending transactions (rejection by silence), leases and
+// onboarding leases and offers, and sends the pending intents, until ctx ends; then waits for in-flight
 // commits.
 func (p *Proxy) Run(ctx context.Context) {
 	tick := time.NewTicker(250 * time.Millisecond)
@@ -359,6 +381,7 @@ func (p *Proxy) expire(now time.Time) {
 	p.notes.forget(now)
 	p.summarize(now)
 	p.expireLeases(now)
+	p.expireOnboarding(now)
 	p.flushIntents(now)
 }
 

@@ -55,6 +55,12 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 	}
 	switch {
 	case !ok:
+		if pl := p.ob.pools[sk.circuit]; pl != nil {
+			// No device record, on a circuit with an onboarding
+			// pool: ispmux is its DHCP server (onboarding.go).
+			p.onboard(c, pl, m, pkt.Src, now)
+			return
+		}
 		p.count("unknown_subscriber")
 		p.refuse(subscribers.EventUnknown, subject{mac: pkt.Src, access: c.Name}, netip.Addr{}, "not registered ("+m.MessageType().String()+")")
 		return
@@ -93,6 +99,11 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 			why = fmt.Sprintf("access %s's DHCP rate limit (%d/s, burst %d, all its subscribers) exceeded", c.Name, p.cfg.CircuitRate, p.cfg.CircuitBurst)
 		}
 		p.refuse(subscribers.EventRateLimited, regSubject(pkt.Src, c, reg), netip.Addr{}, why)
+		return
+	}
+	if p.onboardingHandover(c, m, sk, now) {
+		// A registered MAC's REQUEST for an onboarding address (NAKed
+		// here), or its RELEASE/DECLINE of its onboarding lease.
 		return
 	}
 	if m.MessageType() == dhcpv4.MessageTypeRequest && !p.hasLease(sk) && !m.Options.Has(dhcpv4.OptionServerIdentifier) {

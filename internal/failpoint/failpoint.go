@@ -44,6 +44,14 @@ var Points = []string{
 	// delete) is durable; not yet published to the registry, and the
 	// bindings it takes service from not yet revoked.
 	TenantAfterCommit,
+	// An onboarding lease (granted or renewed by ispmux itself) is
+	// durable; not installed in the garden VRF, no ACK sent.
+	OnboardAfterCommit,
+	// The onboarding lease's ACK was sent to the subscriber.
+	OnboardAfterAck,
+	// An onboarding lease's end (release, decline, expiry, handover) is
+	// durable; the lease is still installed.
+	OnboardEndAfterCommit,
 }
 
 // The failpoint names.
@@ -60,4 +68,8 @@ const (
 	NakAfterCommit     = "nak/after-commit"
 	ReplayAfterSend    = "replay/after-send"
 	TenantAfterCommit  = "tenant/after-commit"
+
+	OnboardAfterCommit    = "onboard/after-commit"
+	OnboardAfterAck       = "onboard/after-ack"
+	OnboardEndAfterCommit = "onboard/end-after-commit"
 )

@@ -1,0 +1,548 @@
+package dhcpproxy
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/internal/failpoint"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// Onboarding: on a circuit with an onboarding pool, ispmux is the DHCP
+// server of the MACs without a device record. They get a short lease from
+// the pool, bound in the walled garden's VRF (binding.GardenVRF), whose
+// router and DNS are the captive portal's; there the device chooses an ISP
+// (a claim), gets a device record, and turns to its ISP:
+//
+//   - DISCOVER: the MAC's lease address, or its outstanding offer (held
+//     onboardingOfferTTL, in RAM only), or the next free address (next-fit).
+//     Caps (the circuit's MaxLeases, Config.MaxOnboarding over all
+//     circuits) count leases and offers. Full: no answer, a refusal event.
+//   - REQUEST for the MAC's offer or lease: committed (the lease and its
+//     onboarded event, one fsynced transaction; a renewal writes no
+//     event) → installed in the garden VRF → ACK. Any other address: NAK
+//     (ispmux is the only server an unknown device has). A SELECTING
+//     REQUEST naming another server forgets the offer, silently.
+//   - RELEASE, DECLINE (the address quarantined one lease time), expiry:
+//     the lease and its onboarding-ended event removed in one transaction,
+//     then unbound.
+//   - Handover: the lease is not ended when the MAC gets a device record
+//     (the portal's answer travels over the garden). A registered MAC's
+//     REQUEST naming an address of any onboarding pool is NAKed by ispmux
+//     (its server-id), never relayed, and its onboarding lease ended: a
+//     stateless rule, so it holds across restarts. Its DISCOVER (or a
+//     REQUEST for another address) ends the onboarding lease and is relayed
+//     as usual.
+//   - Restore: the unexpired leases are bound again, the others ended; every
+//     stored lease's address is quarantined one lease time for the other
+//     MACs.
+//
+// The MACs' messages are limited by one token bucket per circuit
+// (onboardingRate), separate from the registered subscribers' budget. No
+// ISP ever sees an onboarding lease: its events have no ISP, it is not a
+// binding and not in the per-ISP statistics.
+
+// Onboarding is a circuit's onboarding pool: MACs with no device record
+// get a lease from ispmux itself.
+type Onboarding struct {
+	// Pool is e.g. 100.64.0.0/22; its first address (network+1) is the
+	// router (the portal's side), reserved; network and broadcast unused.
+	Pool netip.Prefix
+	// LeaseTime is the lease (0: 20 s; configs fills it). T1 is half of
+	// it (clients that honour it renew early), T2 seven eighths.
+	LeaseTime time.Duration
+	// MaxLeases caps the leases and outstanding offers on this circuit
+	// (0: the pool's size).
+	MaxLeases int
+	// DNS is the portal's address (option 6).
+	DNS netip.Addr
+	// CaptiveURI is sent as RFC 8910 option 114, e.g.
+	// https://portal.example.net/api/captive ("" : not sent).
+	CaptiveURI string
+}
+
+// optCaptivePortal is RFC 8910's Captive-Portal option (the library still
+// calls code 114 by its old RFC 3679 name, URL).
+const optCaptivePortal = dhcpv4.OptionURL
+
+// OnboardingLease is an onboarding lease ispmux holds.
+type OnboardingLease struct {
+	MAC              uint64
+	Access           string
+	Port             uint8
+	VLAN             uint16
+	IP               netip.Addr
+	Granted, Expires time.Time
+}
+
+func (l obLease) public() OnboardingLease {
+	return OnboardingLease{MAC: l.mac, Access: l.pool.c.Name, Port: l.pool.c.Port, VLAN: l.pool.c.VLAN, IP: l.ip,
+		Granted: l.granted, Expires: l.expires}
+}
+
+func (l obLease) stored() subscribers.OnboardingLease {
+	return subscribers.OnboardingLease{MAC: binding.MACBytes(l.mac), Access: l.pool.c.Name, VLAN: l.pool.c.VLAN, IP: l.ip,
+		Granted: l.granted, Expires: l.expires}
+}
+
+// OnboardingByAddr returns the onboarding lease of address a (the portal
+// asks who a request comes from). O(1).
+func (p *Proxy) OnboardingByAddr(a netip.Addr) (OnboardingLease, bool) {
+	l, ok := p.ob.lookup(a)
+	if !ok {
+		return OnboardingLease{}, false
+	}
+	return l.public(), true
+}
+
+// OnboardingLeases returns every onboarding lease, sorted by address.
+func (p *Proxy) OnboardingLeases() []OnboardingLease {
+	all := p.ob.all()
+	out := make([]OnboardingLease, len(all))
+	for i, l := range all {
+		out[i] = l.public()
+	}
+	slices.SortFunc(out, func(a, b OnboardingLease) int { return a.IP.Compare(b.IP) })
+	return out
+}
+
+// OnboardingStats are the onboarding figures (also in Counters, under the
+// names given).
+type OnboardingStats struct {
+	Leases int // held now
+	Offers int // outstanding now
+	// Grants (onboarding_grant) and Renewals (onboarding_renewal) are
+	// ACKs sent.
+	Grants, Renewals uint64
+	// Ends counts the leases ended, by reason
+	// (subscribers.OnboardingEnd*; onboarding_end_REASON).
+	Ends map[string]uint64
+	// RefusedFull (onboarding_full): no address (a cap or the pool);
+	// RefusedRate (onboarding_rate_limited): over the circuit's budget.
+	RefusedFull, RefusedRate uint64
+	// NAKs (onboarding_nak): requests for an address not the MAC's;
+	// HandoverNAKs (onboarding_handover_nak, also in handover_nak):
+	// registered MACs' requests for an onboarding address.
+	NAKs, HandoverNAKs uint64
+}
+
+var onboardingEndReasons = []string{
+	subscribers.OnboardingEndReleased, subscribers.OnboardingEndDeclined, subscribers.OnboardingEndExpired,
+	subscribers.OnboardingEndHandover, subscribers.OnboardingEndRemoved, subscribers.OnboardingEndMoved,
+	subscribers.OnboardingEndConflict,
+}
+
+// OnboardingStats returns the onboarding figures.
+func (p *Proxy) OnboardingStats() OnboardingStats {
+	s := OnboardingStats{Ends: map[string]uint64{}}
+	s.Leases, s.Offers = p.ob.counts()
+	s.Grants, s.Renewals = p.counter("onboarding_grant"), p.counter("onboarding_renewal")
+	for _, r := range onboardingEndReasons {
+		if n := p.counter("onboarding_end_" + r); n > 0 {
+			s.Ends[r] = n
+		}
+	}
+	s.RefusedFull, s.RefusedRate = p.counter("onboarding_full"), p.counter("onboarding_rate_limited")
+	s.NAKs, s.HandoverNAKs = p.counter("onboarding_nak"), p.counter("onboarding_handover_nak")
+	return s
+}
+
+// counter returns one counter's value.
+func (p *Proxy) counter(name string) uint64 {
+	if v, ok := p.counters.Load(name); ok {
+		return v.(*atomic.Uint64).Load()
+	}
+	return 0
+}
+
+// onboard serves the message m of mac, which has no device record, on c
+// (whose pool is pl).
+func (p *Proxy) onboard(c *Circuit, pl *obPool, m *dhcpv4.DHCPv4, mac uint64, now time.Time) {
+	if !p.ob.allow(pl, now) {
+		p.count("onboarding_rate_limited")
+		p.refuse(subscribers.EventRateLimited, subject{mac: mac, access: c.Name}, netip.Addr{},
+			fmt.Sprintf("access %s's onboarding rate limit (%d/s, burst %d, all MACs without a device record) exceeded", c.Name, onboardingRate, onboardingBurst))
+		return
+	}
+	switch m.MessageType() {
+	case dhcpv4.MessageTypeDiscover:
+		p.onboardDiscover(c, pl, m, mac, now)
+	case dhcpv4.MessageTypeRequest:
+		p.onboardRequest(c, pl, m, mac)
+	case dhcpv4.MessageTypeRelease:
+		if sid := addrOf(m.ServerIdentifier()); sid.IsValid() && sid != c.Addr {
+			p.count("onboarding_release_not_own")
+			return
+		}
+		p.onboardEndByClient(pl, mac, addrOf(m.ClientIPAddr), false, now)
+	case dhcpv4.MessageTypeDecline:
+		p.onboardEndByClient(pl, mac, addrOf(m.RequestedIPAddress()), true, now)
+	case dhcpv4.MessageTypeInform:
+		ci := addrOf(m.ClientIPAddr)
+		if !pl.prefix.Contains(ci) {
+			p.count("onboarding_ignored")
+			return
+		}
+		if r := p.onboardReply(c, pl, m, dhcpv4.MessageTypeAck, netip.Addr{}); r != nil {
+			p.deliver(c, r, r.ToBytes())
+			p.count("onboarding_inform")
+		}
+	default:
+		p.count("onboarding_ignored")
+	}
+}
+
+// onboardDiscover answers a DISCOVER with an OFFER (see offer).
+func (p *Proxy) onboardDiscover(c *Circuit, pl *obPool, m *dhcpv4.DHCPv4, mac uint64, now time.Time) {
+	if l, ok := p.ob.leaseOf(mac); ok && l.pool != pl {
+		// The MAC holds a lease on another circuit (one a MAC): it
+		// moved. If that end is not committed, no offer (the client
+		// retries).
+		if !p.endOnboarding(mac, subscribers.OnboardingEndMoved) {
+			return
+		}
+	}
+	ip, ok := p.ob.offer(pl, mac, now, p.cfg.MaxOnboarding)
+	if !ok {
+		p.count("onboarding_full")
+		p.refuse(subscribers.EventRejected, subject{mac: mac, access: c.Name}, netip.Addr{},
+			"onboarding pool of access "+c.Name+" full (or its cap reached): no address offered")
+		return
+	}
+	if r := p.onboardReply(c, pl, m, dhcpv4.MessageTypeOffer, ip); r != nil {
+		p.deliver(c, r, r.ToBytes())
+		p.count("onboarding_offer")
+	}
+}
+
+// onboardRequest commits the MAC's offer or lease, or NAKs.
+func (p *Proxy) onboardRequest(c *Circuit, pl *obPool, m *dhcpv4.DHCPv4, mac uint64) {
+	asked := addrOf(m.RequestedIPAddress())
+	if sid := addrOf(m.ServerIdentifier()); sid.IsValid() {
+		// SELECTING: the client chose a server; not us, if another.
+		if sid != c.Addr {
+			p.ob.forgetOffer(mac)
+			p.count("onboarding_other_server")
+			return
+		}
+	} else if !asked.IsValid() || asked.IsUnspecified() {
+		// RENEWING, REBINDING: the address is ciaddr.
+		asked = addrOf(m.ClientIPAddr)
+	}
+	if !asked.IsValid() || !p.ob.mine(mac, pl, asked) {
+		// Another pool's, another MAC's, an expired one, or one from an
+		// ISP the device had before: ispmux is the only server of a
+		// device without a record, so it says no, and the client
+		// starts over (DISCOVER: an onboarding lease).
+		p.count("onboarding_nak")
+		p.nak(c, m, "not your address: start over")
+		return
+	}
+	p.committing.Add(1)
+	go func() {
+		defer p.committing.Done()
+		p.onboardCommit(c, pl, m, mac, asked)
+	}()
+}
+
+// onboardCommit grants or renews mac's lease of ip: durable (with its
+// event), installed in the garden VRF, then ACKed. Under mac's stripe, so
+// its end cannot interleave.
+func (p *Proxy) onboardCommit(c *Circuit, pl *obPool, m *dhcpv4.DHCPv4, mac uint64, ip netip.Addr) {
+	defer p.lockSub(mac).Unlock()
+	renewal, granted, ok := p.ob.pin(mac, pl, ip)
+	if !ok {
+		// Its offer ran out or it released meanwhile: no answer, the
+		// client retries.
+		p.count("onboarding_commit_lost")
+		return
+	}
+	now := time.Now()
+	if !renewal {
+		granted = now
+	}
+	l := subscribers.OnboardingLease{MAC: binding.MACBytes(mac), Access: c.Name, VLAN: c.VLAN, IP: ip, Granted: granted, Expires: now.Add(pl.leaseTime)}
+	var ev subscribers.Event
+	if !renewal {
+		ev = subject{mac: mac, access: c.Name}.event(subscribers.EventOnboarded, ip, "onboarding lease "+pl.leaseTime.String())
+		ev.LeaseEnd = l.Expires
+	}
+	e, err := p.store.CommitOnboarding(l, ev)
+	if err != nil {
+		p.ob.unpin(mac)
+		p.count("store_error")
+		p.log.Error("dhcp: onboarding lease not committed; ACK withheld", "mac", binding.MACString(mac), "err", err)
+		return
+	}
+	failpoint.Hit(failpoint.OnboardAfterCommit)
+	if err := p.tables.Bind(binding.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: binding.GardenVRF, IP: ip}); err != nil {
+		// Another subscriber holds the address in the garden (a static
+		// entry, say): the committed lease is ended, no ACK.
+		p.count("onboarding_bind_conflict")
+		p.log.Warn("dhcp: onboarding lease not installable", "mac", binding.MACString(mac), "ip", ip, "err", err)
+		p.ob.forgetOffer(mac)
+		p.endOnboardingStored(l, subscribers.OnboardingEndConflict)
+		p.ob.quarantineAddr(ip, now.Add(pl.leaseTime), 0, false)
+		return
+	}
+	p.ob.put(mac, pl, ip, granted, l.Expires)
+	if r := p.onboardReply(c, pl, m, dhcpv4.MessageTypeAck, ip); r != nil {
+		p.deliver(c, r, r.ToBytes())
+	}
+	failpoint.Hit(failpoint.OnboardAfterAck)
+	if renewal {
+		p.count("onboarding_renewal")
+		return
+	}
+	p.count("onboarding_grant")
+	p.logEvent(e)
+}
+
+// onboardEndByClient ends mac's lease of ip on its RELEASE (decline:
+// DECLINE, and ip is quarantined one lease time). A DECLINE of an offered
+// address drops the offer and quarantines it too. Anything else: nothing.
+func (p *Proxy) onboardEndByClient(pl *obPool, mac uint64, ip netip.Addr, decline bool, now time.Time) {
+	reason := subscribers.OnboardingEndReleased
+	if decline {
+		reason = subscribers.OnboardingEndDeclined
+	}
+	mu := p.lockSub(mac)
+	l, ok := p.ob.leaseOf(mac)
+	if ok && l.pool == pl && l.ip == ip {
+		ended := p.endOnboardingLocked(l.stored(), reason)
+		mu.Unlock()
+		if ended && decline {
+			p.ob.quarantineAddr(ip, now.Add(pl.leaseTime), 0, false)
+		}
+		return
+	}
+	mu.Unlock()
+	if decline && p.ob.mine(mac, pl, ip) {
+		p.ob.forgetOffer(mac)
+		p.ob.quarantineAddr(ip, now.Add(pl.leaseTime), 0, false)
+		p.count("onboarding_offer_declined")
+		return
+	}
+	p.count("onboarding_release_not_own")
+}
+
+// endOnboarding ends mac's onboarding lease, if it holds one.
+func (p *Proxy) endOnboarding(mac uint64, reason string) bool {
+	if _, ok := p.ob.leaseOf(mac); !ok {
+		return false // the common case, without the stripe
+	}
+	defer p.lockSub(mac).Unlock()
+	l, ok := p.ob.leaseOf(mac)
+	if !ok {
+		return false
+	}
+	return p.endOnboardingLocked(l.stored(), reason)
+}
+
+// endOnboardingStored is endOnboardingLocked for a lease of the store
+// (restore, a commit not installable); the caller holds mac's stripe.
+func (p *Proxy) endOnboardingStored(l subscribers.OnboardingLease, reason string) bool {
+	return p.endOnboardingLocked(l, reason)
+}
+
+// endOnboardingLocked removes the lease l and appends its onboarding-ended
+// event (one transaction), then forgets and unbinds it, unless the MAC is
+// bound to an ISP on that circuit now (its binding replaced the garden's
+// in the tables). False: the store refused, nothing changed. The caller
+// holds the MAC's stripe.
+func (p *Proxy) endOnboardingLocked(l subscribers.OnboardingLease, reason string) bool {
+	mac := binding.MAC48(l.MAC)
+	ev := subject{mac: mac, access: l.Access}.event(subscribers.EventOnboardingEnded, l.IP, reason)
+	e, found, err := p.store.EndOnboarding(l.MAC, ev)
+	if err != nil {
+		p.count("store_error")
+		p.log.Error("dhcp: onboarding lease end not committed; nothing changed", "mac", binding.MACString(mac), "reason", reason, "err", err)
+		return false
+	}
+	if found {
+		failpoint.Hit(failpoint.OnboardEndAfterCommit)
+	}
+	if held, ok := p.ob.remove(mac); ok {
+		c := held.pool.c
+		if !p.hasLease(subKey{circuitKey{c.Port, c.VLAN}, mac}) {
+			p.tables.Unbind(c.Port, c.VLAN, mac)
+		}
+	}
+	if found {
+		p.count("onboarding_end_" + reason)
+		p.logEvent(e)
+	}
+	return true
+}
+
+// onboardingHandover applies the onboarding rules to a message of a
+// registered MAC before it is relayed, and reports whether it was dealt
+// with here (not to be relayed):
+//
+//   - a REQUEST naming an address inside any onboarding pool (option 50,
+//     else ciaddr) is NAKed by ispmux with its own server-id, and the
+//     MAC's onboarding lease (if any) ended: it has a device record now
+//     and must DISCOVER its ISP. Unless the address is its ISP binding's
+//     (an ISP pool overlapping an onboarding pool);
+//   - a DISCOVER, or a REQUEST for another address, ends its onboarding
+//     lease (it turns to its ISP) and is relayed;
+//   - a RELEASE or DECLINE of its onboarding lease's address ends it.
+func (p *Proxy) onboardingHandover(c *Circuit, m *dhcpv4.DHCPv4, sk subKey, now time.Time) bool {
+	if len(p.ob.prefixes) == 0 {
+		return false
+	}
+	switch m.MessageType() {
+	case dhcpv4.MessageTypeRequest:
+		asked := addrOf(m.RequestedIPAddress())
+		if !asked.IsValid() || asked.IsUnspecified() {
+			asked = addrOf(m.ClientIPAddr)
+		}
+		if asked.IsValid() && p.ob.inAnyPool(asked) {
+			if l, ok := p.leases.get(sk); !ok || l.b.IP != asked {
+				p.endOnboarding(sk.mac, subscribers.OnboardingEndHandover)
+				p.count("handover_nak")
+				p.count("onboarding_handover_nak")
+				p.nak(c, m, "onboarding over: start over with your ISP")
+				return true
+			}
+		}
+		p.endOnboarding(sk.mac, subscribers.OnboardingEndHandover)
+	case dhcpv4.MessageTypeDiscover:
+		p.endOnboarding(sk.mac, subscribers.OnboardingEndHandover)
+	case dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeDecline:
+		l, ok := p.ob.leaseOf(sk.mac)
+		if !ok {
+			return false
+		}
+		named := addrOf(m.ClientIPAddr)
+		if m.MessageType() == dhcpv4.MessageTypeDecline {
+			named = addrOf(m.RequestedIPAddress())
+		}
+		if named != l.ip {
+			return false
+		}
+		p.onboardEndByClient(l.pool, sk.mac, named, m.MessageType() == dhcpv4.MessageTypeDecline, now)
+		return true
+	}
+	return false
+}
+
+// onboardReply builds ispmux's answer of type mt to req from pl: OFFER or
+// ACK of ip (with the lease times), or the ACK to an INFORM (ip invalid:
+// no lease). The server identifier is c's address, the router the pool's
+// first address, the DNS the portal.
+func (p *Proxy) onboardReply(c *Circuit, pl *obPool, req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, ip netip.Addr) *dhcpv4.DHCPv4 {
+	mods := []dhcpv4.Modifier{
+		dhcpv4.WithMessageType(mt),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(c.Addr.AsSlice()))),
+		dhcpv4.WithOption(dhcpv4.OptSubnetMask(pl.mask)),
+		dhcpv4.WithOption(dhcpv4.OptRouter(net.IP(pl.router.AsSlice()))),
+	}
+	if pl.dns.IsValid() {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDNS(net.IP(pl.dns.AsSlice()))))
+	}
+	if pl.uri != "" {
+		mods = append(mods, dhcpv4.WithGeneric(optCaptivePortal, []byte(pl.uri)))
+	}
+	if ip.IsValid() {
+		mods = append(mods,
+			dhcpv4.WithYourIP(net.IP(ip.AsSlice())),
+			dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(pl.leaseTime)),
+			dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(pl.leaseTime/2)),
+			dhcpv4.WithOption(dhcpv4.OptRebindingTimeValue(pl.leaseTime*7/8)))
+	}
+	r, err := dhcpv4.NewReplyFromRequest(req, mods...)
+	if err != nil {
+		p.count("onboarding_reply_error")
+		return nil
+	}
+	// RFC 2131 table 3: ciaddr 0 in an OFFER, the client's in an ACK;
+	// giaddr 0 (no relay on the client's link), no siaddr.
+	r.ClientIPAddr, r.GatewayIPAddr, r.ServerIPAddr, r.HopCount = net.IPv4zero, net.IPv4zero, net.IPv4zero, 0
+	if mt == dhcpv4.MessageTypeAck && req.ClientIPAddr != nil {
+		r.ClientIPAddr = append(net.IP(nil), req.ClientIPAddr.To4()...)
+	}
+	return r
+}
+
+// expireOnboarding ends the onboarding leases that ran out, drops the
+// offers and quarantines that did (Run's tick).
+func (p *Proxy) expireOnboarding(now time.Time) {
+	for _, l := range p.ob.due(now) {
+		p.expireOnboardingLease(l.mac, now)
+	}
+}
+
+func (p *Proxy) expireOnboardingLease(mac uint64, now time.Time) {
+	defer p.lockSub(mac).Unlock()
+	l, ok := p.ob.leaseOf(mac)
+	if !ok || l.expires.After(now) {
+		return // ended, or renewed meanwhile
+	}
+	if !p.endOnboardingLocked(l.stored(), subscribers.OnboardingEndExpired) {
+		p.ob.retry(mac, now.Add(onboardingRetry))
+	}
+}
+
+// restoreOnboarding reinstalls the stored onboarding leases at start:
+// each unexpired one whose circuit still has its pool is bound in the
+// garden VRF again (registered since or not: it keeps the garden until its
+// handover or expiry); the others are ended (expired, removed; handover
+// if the MAC was bound to an ISP on that circuit since). Every stored
+// lease's address is quarantined one lease time (of its circuit) for the
+// other MACs: after a restart no address is handed to another device while
+// its last holder may still use it.
+func (p *Proxy) restoreOnboarding(now time.Time) (int, error) {
+	ls, err := p.store.OnboardingLeases()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, l := range ls {
+		mac := binding.MAC48(l.MAC)
+		var pl *obPool
+		if c := p.circuitByName(l.Access, l.VLAN); c != nil {
+			pl = p.ob.pools[circuitKey{c.Port, c.VLAN}]
+		}
+		lt := defaultOnboardingLease
+		if pl != nil {
+			lt = pl.leaseTime
+		}
+		p.ob.quarantineAddr(l.IP, now.Add(lt), mac, true)
+		reason := ""
+		switch {
+		case pl == nil || !pl.assignable(l.IP):
+			reason = subscribers.OnboardingEndRemoved
+		case !l.Expires.After(now):
+			reason = subscribers.OnboardingEndExpired
+		case p.hasLease(subKey{circuitKey{pl.c.Port, pl.c.VLAN}, mac}):
+			reason = subscribers.OnboardingEndHandover
+		}
+		if reason == "" {
+			if _, taken := p.ob.holder(l.IP); taken {
+				reason = subscribers.OnboardingEndConflict
+			} else if err := p.tables.Bind(binding.Binding{Port: pl.c.Port, VLAN: pl.c.VLAN, MAC: mac, ISP: binding.GardenVRF, IP: l.IP}); err != nil {
+				reason = subscribers.OnboardingEndConflict
+			}
+		}
+		if reason != "" {
+			mu := p.lockSub(mac)
+			ok := p.endOnboardingStored(l, reason)
+			mu.Unlock()
+			if !ok {
+				return n, fmt.Errorf("onboarding lease of %s not ended", binding.MACString(mac))
+			}
+			continue
+		}
+		p.ob.put(mac, pl, l.IP, l.Granted, l.Expires)
+		n++
+	}
+	return n, nil
+}

@@ -1,0 +1,615 @@
+package dhcpproxy
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// The onboarding rig is the unit rig (proxy_test.go) with an onboarding
+// pool on acc0: 100.65.0.0/29, router .1, assignable .2 to .6.
+var (
+	obPoolPfx = netip.MustParsePrefix("100.65.0.0/29")
+	obDNS     = netip.MustParseAddr("100.65.0.1")
+	obURI     = "https://portal.example.net/api/captive"
+)
+
+func obAddr(last byte) netip.Addr { return netip.AddrFrom4([4]byte{100, 65, 0, last}) }
+
+// newORig returns the unit rig with onboarding on acc0 (ob's zero fields
+// filled) and, if vlan5, a second circuit acc1 (VLAN 5 on the same port)
+// with pool 100.65.1.0/29.
+func newORig(t *testing.T, ob Onboarding, maxTotal int, vlan5 bool) *prig {
+	r := newPRig(t)
+	if !ob.Pool.IsValid() {
+		ob.Pool = obPoolPfx
+	}
+	if ob.LeaseTime == 0 {
+		ob.LeaseTime = 20 * time.Second
+	}
+	if !ob.DNS.IsValid() {
+		ob.DNS = obDNS
+	}
+	if ob.CaptiveURI == "" {
+		ob.CaptiveURI = obURI
+	}
+	cfg := r.p.cfg
+	cfg.Circuits = []Circuit{cfg.Circuits[0]}
+	cfg.Circuits[0].Onboarding = &ob
+	if vlan5 {
+		ob1 := ob
+		ob1.Pool, ob1.MaxLeases = netip.MustParsePrefix("100.65.1.0/29"), 0
+		cfg.Circuits = append(cfg.Circuits, Circuit{Name: "acc1", Interface: "acc0", Port: accPort, VLAN: 5, MAC: accMAC, Addr: ourSID, Onboarding: &ob1})
+	}
+	cfg.MaxOnboarding = maxTotal
+	r.p = New(cfg, r.store, storeRegistry{r.store}, r.tab, r.snd, nil)
+	return r
+}
+
+// clientMsgs waits for the commits and returns what the subscribers were
+// sent; anything sent to an ISP fails the test (onboarding never relays).
+func (r *prig) clientMsgs() []*dhcpv4.DHCPv4 {
+	r.t.Helper()
+	r.p.committing.Wait()
+	r.p.notes.wait()
+	var out []*dhcpv4.DHCPv4
+	for _, s := range r.snd.take() {
+		if s.port != accPort {
+			r.t.Errorf("a frame was sent to port %d (an ISP): %v", s.port, dhcpOf(s.frame))
+			continue
+		}
+		out = append(out, dhcpOf(s.frame))
+	}
+	return out
+}
+
+// one expects exactly one message of type mt to the subscriber.
+func (r *prig) one(mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+	r.t.Helper()
+	got := r.clientMsgs()
+	if len(got) != 1 || got[0].MessageType() != mt {
+		r.t.Fatalf("subscriber got %v, want one %s", got, mt)
+	}
+	return got[0]
+}
+
+// fromClientVLAN is fromClient on VLAN vlan.
+func (r *prig) fromClientVLAN(vlan uint16, m *dhcpv4.DHCPv4) {
+	src := binding.MAC48([6]byte(m.ClientHWAddr))
+	f := fib.UDPFrame(0xffffffffffff, src, vlan, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, m.ToBytes())
+	r.p.HandleFrame(accPort, f)
+}
+
+// obDORA runs an onboarding DORA for MAC m and returns the ACK.
+func (r *prig) obDORA(m string) *dhcpv4.DHCPv4 {
+	r.t.Helper()
+	r.fromClient(discover(r.t, dhcpv4.WithHwAddr(mac(m))))
+	offer := r.one(dhcpv4.MessageTypeOffer)
+	req, _ := dhcpv4.NewRequestFromOffer(offer)
+	r.fromClient(req)
+	return r.one(dhcpv4.MessageTypeAck)
+}
+
+func clientMsg(t *testing.T, m string, mt dhcpv4.MessageType, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	t.Helper()
+	msg, err := dhcpv4.New(append([]dhcpv4.Modifier{dhcpv4.WithHwAddr(mac(m)), dhcpv4.WithMessageType(mt)}, mods...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg
+}
+
+func renewOf(t *testing.T, m string, ip netip.Addr) *dhcpv4.DHCPv4 {
+	return clientMsg(t, m, dhcpv4.MessageTypeRequest, dhcpv4.WithClientIP(net.IP(ip.AsSlice())))
+}
+
+func initReboot(t *testing.T, m string, ip netip.Addr) *dhcpv4.DHCPv4 {
+	return clientMsg(t, m, dhcpv4.MessageTypeRequest, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP(ip.AsSlice()))))
+}
+
+func (r *prig) vrfOf(m uint64) (uint8, netip.Addr, bool) {
+	r.tab.mu.Lock()
+	defer r.tab.mu.Unlock()
+	b, ok := r.tab.bound[m]
+	return b.ISP, b.IP, ok
+}
+
+func (r *prig) eventsOf(kind subscribers.EventKind) []subscribers.Event {
+	r.t.Helper()
+	r.p.notes.wait()
+	evs, err := r.store.Events(0, 0)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var out []subscribers.Event
+	for _, e := range evs {
+		if e.Kind == kind {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// checkOptions checks an onboarding OFFER or ACK of ip.
+func checkOptions(t *testing.T, m *dhcpv4.DHCPv4, ip netip.Addr) {
+	t.Helper()
+	if addrOf(m.YourIPAddr) != ip {
+		t.Errorf("%s yiaddr %v, want %v", m.MessageType(), m.YourIPAddr, ip)
+	}
+	if !m.ServerIdentifier().Equal(net.IP(ourSID.AsSlice())) {
+		t.Errorf("%s server-id %v, want the circuit's %v", m.MessageType(), m.ServerIdentifier(), ourSID)
+	}
+	if mask := m.SubnetMask(); mask.String() != net.CIDRMask(29, 32).String() {
+		t.Errorf("%s mask %v", m.MessageType(), mask)
+	}
+	if rt := m.Router(); len(rt) != 1 || !rt[0].Equal(net.IPv4(100, 65, 0, 1)) {
+		t.Errorf("%s router %v, want the pool's first address", m.MessageType(), rt)
+	}
+	if dns := m.DNS(); len(dns) != 1 || !dns[0].Equal(net.IP(obDNS.AsSlice())) {
+		t.Errorf("%s DNS %v", m.MessageType(), dns)
+	}
+	if lt, t1, t2 := m.IPAddressLeaseTime(0), m.IPAddressRenewalTime(0), m.IPAddressRebindingTime(0); lt != 20*time.Second || t1 != 10*time.Second || t2 != 17*time.Second {
+		t.Errorf("%s lease %v, T1 %v, T2 %v; want 20s, 10s, 17s", m.MessageType(), lt, t1, t2)
+	}
+	if uri := string(m.Options.Get(dhcpv4.GenericOptionCode(114))); uri != obURI {
+		t.Errorf("%s option 114 %q", m.MessageType(), uri)
+	}
+	if m.Options.Has(dhcpv4.OptionRelayAgentInformation) || !m.GatewayIPAddr.IsUnspecified() {
+		t.Errorf("%s: option 82 or giaddr %v", m.MessageType(), m.GatewayIPAddr)
+	}
+}
+
+// A MAC without a device record: OFFER and ACK with every option, the
+// lease durable and installed in the garden VRF before the ACK; a renewal
+// extends it (no event); RELEASE ends it (event), unbinds it. No ISP sees
+// any of it.
+func TestOnboardingDORA(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, false)
+	const m = "02:77:00:00:00:01"
+	const m48 = 0x027700000001
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(m))))
+	offer := r.one(dhcpv4.MessageTypeOffer)
+	checkOptions(t, offer, obAddr(2))
+
+	acked := false
+	r.snd.onACK = func() {
+		acked = true
+		ls, err := r.store.OnboardingLeases()
+		if err != nil || len(ls) != 1 || ls[0].IP != obAddr(2) {
+			t.Errorf("ACK sent before the lease was stored: %+v, %v", ls, err)
+		}
+		if vrf, ip, ok := r.vrfOf(m48); !ok || vrf != binding.GardenVRF || ip != obAddr(2) {
+			t.Errorf("ACK sent before the garden binding: %v %v %v", vrf, ip, ok)
+		}
+	}
+	req, _ := dhcpv4.NewRequestFromOffer(offer)
+	start := time.Now()
+	r.fromClient(req)
+	ack := r.one(dhcpv4.MessageTypeAck)
+	r.snd.onACK = nil
+	if !acked {
+		t.Fatal("no ACK seen")
+	}
+	checkOptions(t, ack, obAddr(2))
+	l, ok := r.p.OnboardingByAddr(obAddr(2))
+	if !ok || l.MAC != m48 || l.Access != "acc0" || l.IP != obAddr(2) || l.Expires.Sub(start) < 19*time.Second {
+		t.Errorf("OnboardingByAddr = %+v, %v", l, ok)
+	}
+	evs := r.eventsOf(subscribers.EventOnboarded)
+	if len(evs) != 1 || evs[0].ISP != "" || evs[0].IP != obAddr(2) || evs[0].Access != "acc0" || evs[0].LeaseEnd.IsZero() ||
+		evs[0].MAC != [6]byte(mac(m)) {
+		t.Errorf("onboarded events %+v", evs)
+	}
+	first := l.Expires
+
+	// RENEWING (unicast, ciaddr): extended, no event.
+	time.Sleep(10 * time.Millisecond)
+	r.fromClient(renewOf(t, m, obAddr(2)))
+	ack = r.one(dhcpv4.MessageTypeAck)
+	checkOptions(t, ack, obAddr(2))
+	if addrOf(ack.ClientIPAddr) != obAddr(2) {
+		t.Errorf("ACK of a renewal: ciaddr %v", ack.ClientIPAddr)
+	}
+	ls, _ := r.store.OnboardingLeases()
+	if len(ls) != 1 || !ls[0].Expires.After(first) || !ls[0].Granted.Equal(l.Granted) {
+		t.Errorf("after the renewal: %+v (first end %v)", ls, first)
+	}
+	if n := len(r.eventsOf(subscribers.EventOnboarded)); n != 1 {
+		t.Errorf("%d onboarded events after a renewal, want 1", n)
+	}
+
+	// Not an ISP's: no binding, no ISP event, no ISP statistics.
+	if bs, _ := r.store.Bindings(); len(bs) != 0 || r.p.Leases() != 0 || len(r.p.LeasesPerISP()) != 0 {
+		t.Errorf("onboarding lease visible as a binding: %v", bs)
+	}
+	if evs, _ := r.store.EventsOf("alpha", 0, 0); len(evs) != 0 {
+		t.Errorf("alpha sees events %+v", evs)
+	}
+	for _, c := range r.p.ISPCounters() {
+		if c.Relayed != 0 || c.Outcomes != [NumOutcomes]uint64{} {
+			t.Errorf("ISP counters %+v", c)
+		}
+	}
+	if s := r.p.OnboardingStats(); s.Leases != 1 || s.Offers != 0 || s.Grants != 1 || s.Renewals != 1 {
+		t.Errorf("stats %+v", s)
+	}
+
+	// RELEASE: ended with its event, unbound, gone.
+	r.fromClient(clientMsg(t, m, dhcpv4.MessageTypeRelease, dhcpv4.WithClientIP(net.IP(obAddr(2).AsSlice())),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice())))))
+	if got := r.clientMsgs(); len(got) != 0 {
+		t.Errorf("RELEASE answered: %v", got)
+	}
+	if r.tab.isBound(m48) {
+		t.Error("still bound after RELEASE")
+	}
+	if _, ok := r.p.OnboardingByAddr(obAddr(2)); ok {
+		t.Error("OnboardingByAddr after RELEASE")
+	}
+	if ls, _ := r.store.OnboardingLeases(); len(ls) != 0 {
+		t.Errorf("stored after RELEASE: %+v", ls)
+	}
+	if evs := r.eventsOf(subscribers.EventOnboardingEnded); len(evs) != 1 || evs[0].Reason != subscribers.OnboardingEndReleased || evs[0].ISP != "" || evs[0].IP != obAddr(2) {
+		t.Errorf("ended events %+v", evs)
+	}
+	if s := r.p.OnboardingStats(); s.Leases != 0 || s.Ends[subscribers.OnboardingEndReleased] != 1 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// REQUESTs for what is not the MAC's are NAKed with our server-id; a
+// SELECTING REQUEST for another server forgets the offer silently; an
+// INFORM gets the garden's options and no lease.
+func TestOnboardingRequests(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, false)
+	const m = "02:77:00:00:00:01"
+	// INIT-REBOOT for an address from an ISP the device had before, and
+	// for a pool address not its own.
+	for _, ip := range []netip.Addr{netip.MustParseAddr("10.1.2.3"), obAddr(4)} {
+		r.fromClient(initReboot(t, m, ip))
+		if nak := r.one(dhcpv4.MessageTypeNak); !nak.ServerIdentifier().Equal(net.IP(ourSID.AsSlice())) {
+			t.Errorf("NAK for %v with server-id %v", ip, nak.ServerIdentifier())
+		}
+	}
+	// SELECTING another server: the offer is forgotten, no answer.
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(m))))
+	offer := r.one(dhcpv4.MessageTypeOffer)
+	req, _ := dhcpv4.NewRequestFromOffer(offer)
+	req.UpdateOption(dhcpv4.OptServerIdentifier(net.IPv4(192, 0, 2, 77)))
+	r.fromClient(req)
+	if got := r.clientMsgs(); len(got) != 0 {
+		t.Errorf("REQUEST to another server answered: %v", got)
+	}
+	if s := r.p.OnboardingStats(); s.Offers != 0 {
+		t.Errorf("offer kept after the client chose another server: %+v", s)
+	}
+	// SELECTING us for an address we did not offer it.
+	req, _ = dhcpv4.NewRequestFromOffer(offer)
+	r.fromClient(req)
+	r.one(dhcpv4.MessageTypeNak)
+	if c := r.p.Counters(); c["onboarding_nak"] != 3 {
+		t.Errorf("counters %v", c)
+	}
+	// INFORM from an address of the pool.
+	r.fromClient(clientMsg(t, m, dhcpv4.MessageTypeInform, dhcpv4.WithClientIP(net.IP(obAddr(3).AsSlice()))))
+	ack := r.one(dhcpv4.MessageTypeAck)
+	if !ack.YourIPAddr.IsUnspecified() || ack.Options.Has(dhcpv4.OptionIPAddressLeaseTime) || len(ack.Router()) != 1 ||
+		len(ack.DNS()) != 1 || string(ack.Options.Get(dhcpv4.GenericOptionCode(114))) != obURI || addrOf(ack.ClientIPAddr) != obAddr(3) {
+		t.Errorf("ACK to INFORM: %v", ack)
+	}
+	if ls, _ := r.store.OnboardingLeases(); len(ls) != 0 {
+		t.Errorf("leases stored: %+v", ls)
+	}
+}
+
+// DECLINE ends the lease and quarantines the address one lease time: it
+// is offered to nobody meanwhile.
+func TestOnboardingDecline(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, false)
+	r.obDORA("02:77:00:00:00:01")
+	r.fromClient(clientMsg(t, "02:77:00:00:00:01", dhcpv4.MessageTypeDecline,
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP(obAddr(2).AsSlice()))),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice())))))
+	if got := r.clientMsgs(); len(got) != 0 {
+		t.Errorf("DECLINE answered: %v", got)
+	}
+	if r.tab.isBound(0x027700000001) {
+		t.Error("bound after DECLINE")
+	}
+	if evs := r.eventsOf(subscribers.EventOnboardingEnded); len(evs) != 1 || evs[0].Reason != subscribers.OnboardingEndDeclined {
+		t.Errorf("events %+v", evs)
+	}
+	// .3 to .6 for four MACs (the decliner among them); then the pool is
+	// full: .2 is quarantined.
+	var got []netip.Addr
+	for i := 1; i <= 5; i++ {
+		r.fromClient(discover(t, dhcpv4.WithHwAddr(net.HardwareAddr{2, 0x77, 0, 0, 0, byte(i)})))
+		for _, o := range r.clientMsgs() {
+			got = append(got, addrOf(o.YourIPAddr))
+		}
+	}
+	want := []netip.Addr{obAddr(3), obAddr(4), obAddr(5), obAddr(6)}
+	if len(got) != 4 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] || got[3] != want[3] {
+		t.Errorf("offers %v, want %v (.2 quarantined)", got, want)
+	}
+	if r.p.Counters()["onboarding_full"] != 1 {
+		t.Errorf("counters %v", r.p.Counters())
+	}
+	// A lease time later the quarantine (and the offers) are over.
+	r.p.expire(time.Now().Add(21 * time.Second))
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:77:00:00:00:09"))))
+	if o := r.one(dhcpv4.MessageTypeOffer); addrOf(o.YourIPAddr) != obAddr(2) {
+		t.Errorf("after the quarantine: offered %v, want .2", o.YourIPAddr)
+	}
+}
+
+// Leases end at expiry (event, unbound); offers are dropped after 10 s.
+func TestOnboardingExpiry(t *testing.T) {
+	r := newORig(t, Onboarding{LeaseTime: 2 * time.Second}, 0, false)
+	r.obDORA("02:77:00:00:00:01")
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:77:00:00:00:02"))))
+	offer := r.one(dhcpv4.MessageTypeOffer)
+	now := time.Now()
+	r.p.expire(now.Add(time.Second))
+	if s := r.p.OnboardingStats(); s.Leases != 1 || s.Offers != 1 {
+		t.Fatalf("expired early: %+v", s)
+	}
+	r.p.expire(now.Add(3 * time.Second))
+	if r.tab.isBound(0x027700000001) {
+		t.Error("still bound after expiry")
+	}
+	if ls, _ := r.store.OnboardingLeases(); len(ls) != 0 {
+		t.Errorf("stored after expiry: %+v", ls)
+	}
+	if evs := r.eventsOf(subscribers.EventOnboardingEnded); len(evs) != 1 || evs[0].Reason != subscribers.OnboardingEndExpired {
+		t.Errorf("events %+v", evs)
+	}
+	r.p.expire(now.Add(11 * time.Second))
+	if s := r.p.OnboardingStats(); s.Leases != 0 || s.Offers != 0 || s.Ends[subscribers.OnboardingEndExpired] != 1 {
+		t.Errorf("stats %+v", s)
+	}
+	// The expired offer's REQUEST is NAKed.
+	req, _ := dhcpv4.NewRequestFromOffer(offer)
+	r.fromClient(req)
+	r.one(dhcpv4.MessageTypeNak)
+}
+
+// Next-fit: a freed address is offered again last.
+func TestOnboardingNextFit(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, false)
+	r.obDORA("02:77:00:00:00:0a")
+	r.obDORA("02:77:00:00:00:0b")
+	r.fromClient(clientMsg(t, "02:77:00:00:00:0a", dhcpv4.MessageTypeRelease, dhcpv4.WithClientIP(net.IP(obAddr(2).AsSlice()))))
+	r.clientMsgs()
+	var got []netip.Addr
+	for _, m := range []string{"02:77:00:00:00:0c", "02:77:00:00:00:0d", "02:77:00:00:00:0e", "02:77:00:00:00:0f"} {
+		got = append(got, addrOf(r.obDORA(m).YourIPAddr))
+	}
+	want := []netip.Addr{obAddr(4), obAddr(5), obAddr(6), obAddr(2)}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("leases %v, want %v", got, want)
+		}
+	}
+	// A second DISCOVER of a MAC with a lease offers its lease.
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:77:00:00:00:0c"))))
+	if o := r.one(dhcpv4.MessageTypeOffer); addrOf(o.YourIPAddr) != obAddr(4) {
+		t.Errorf("re-DISCOVER offered %v, want its lease .4", o.YourIPAddr)
+	}
+	if ls := r.p.OnboardingLeases(); len(ls) != 5 || ls[0].IP != obAddr(2) || ls[4].IP != obAddr(6) {
+		t.Errorf("OnboardingLeases %+v", ls)
+	}
+}
+
+// The per-circuit and total caps (leases + offers) hold against a flood of
+// made-up MACs, and the flood spends neither the registered subscribers'
+// budget: one's DORA is relayed and bound as usual.
+func TestOnboardingCaps(t *testing.T) {
+	r := newORig(t, Onboarding{MaxLeases: 2}, 3, true)
+	r.p.cfg.CircuitRate, r.p.cfg.CircuitBurst = 5, 5
+	for i := range 300 {
+		hw := net.HardwareAddr{0x02, 0x66, 0, 0, byte(i >> 8), byte(i)}
+		r.fromClient(discover(t, dhcpv4.WithHwAddr(hw)))
+		hw5 := net.HardwareAddr{0x02, 0x65, 0, 0, byte(i >> 8), byte(i)}
+		r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(hw5)))
+	}
+	offers := map[uint16]int{}
+	for _, s := range r.snd.take() {
+		if s.port != accPort {
+			t.Fatalf("flood relayed to port %d", s.port)
+		}
+		if m := dhcpOf(s.frame); m != nil && m.MessageType() == dhcpv4.MessageTypeOffer {
+			if obPoolPfx.Contains(addrOf(m.YourIPAddr)) {
+				offers[0]++
+			} else {
+				offers[5]++
+			}
+		}
+	}
+	// acc0 stops at its MaxLeases (2), acc1 at the total (3).
+	if offers[0] != 2 || offers[5] != 1 {
+		t.Errorf("offers %v, want 2 on acc0, 1 on acc1", offers)
+	}
+	c := r.p.Counters()
+	if c["onboarding_full"] == 0 || c["onboarding_rate_limited"] == 0 || c["unknown_subscriber"] != 0 {
+		t.Errorf("counters %v", c)
+	}
+	if s := r.p.OnboardingStats(); s.Offers != 3 || s.RefusedFull == 0 || s.RefusedRate == 0 {
+		t.Errorf("stats %+v", s)
+	}
+	got := r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("registered subscriber during the flood got %v, want its ISP's ACK", got)
+	}
+	if vrf, _, ok := r.vrfOf(0x020000000101); !ok || vrf != 0 {
+		t.Errorf("registered subscriber bound in VRF %d (%v)", vrf, ok)
+	}
+	r.p.notes.wait()
+	if evs, _ := r.store.Events(0, 0); len(evs) > 2*noiseBurst+5 {
+		t.Errorf("%d events stored during the flood", len(evs))
+	}
+}
+
+// Handover: a MAC that got a device record after its onboarding lease has
+// its RENEW of the onboarding address NAKed by ispmux (never relayed), the
+// lease ended; its DISCOVER then goes to its ISP. A DISCOVER of a
+// registered MAC that still holds an onboarding lease ends it and is
+// relayed; the ISP binding that follows is not undone by the onboarding
+// lease's end.
+func TestOnboardingHandover(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, false)
+	const m, m48 = "02:77:00:00:00:01", 0x027700000001
+	r.obDORA(m)
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m)), CustomerID: "c-s1", ISP: "alpha", Source: "claim"}); err != nil {
+		t.Fatal(err)
+	}
+	if vrf, _, ok := r.vrfOf(m48); !ok || vrf != binding.GardenVRF {
+		t.Fatal("the claim must not end the onboarding lease")
+	}
+	r.fromClient(renewOf(t, m, obAddr(2)))
+	nak := r.one(dhcpv4.MessageTypeNak)
+	if !nak.ServerIdentifier().Equal(net.IP(ourSID.AsSlice())) {
+		t.Errorf("handover NAK with server-id %v", nak.ServerIdentifier())
+	}
+	if r.tab.isBound(m48) {
+		t.Error("still in the garden after the handover NAK")
+	}
+	if evs := r.eventsOf(subscribers.EventOnboardingEnded); len(evs) != 1 || evs[0].Reason != subscribers.OnboardingEndHandover {
+		t.Errorf("events %+v", evs)
+	}
+	if c := r.p.Counters(); c["handover_nak"] != 1 || c["onboarding_handover_nak"] != 1 {
+		t.Errorf("counters %v", c)
+	}
+	got := r.dora(m, kea(t, time.Minute), nil)
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("after the handover the DORA with the ISP gave %v", got)
+	}
+	if vrf, ip, ok := r.vrfOf(m48); !ok || vrf != 0 || ip != netip.MustParseAddr("100.64.0.100") {
+		t.Errorf("bound %v %v %v, want alpha's lease", vrf, ip, ok)
+	}
+
+	// (b) DISCOVER of a registered MAC holding an onboarding lease.
+	const m2, m2x = "02:77:00:00:00:02", 0x027700000002
+	r.obDORA(m2)
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m2)), CustomerID: "c-s1", ISP: "alpha", Source: "claim"}); err != nil {
+		t.Fatal(err)
+	}
+	got = r.dora(m2, keaGiving(t, "100.64.0.101"), nil)
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("DORA with the ISP gave %v", got)
+	}
+	if vrf, ip, ok := r.vrfOf(m2x); !ok || vrf != 0 || ip != netip.MustParseAddr("100.64.0.101") {
+		t.Errorf("bound %v %v %v, want alpha's lease", vrf, ip, ok)
+	}
+	if s := r.p.OnboardingStats(); s.Leases != 0 || s.Ends[subscribers.OnboardingEndHandover] != 2 {
+		t.Errorf("stats %+v", s)
+	}
+	r.p.expire(time.Now().Add(time.Minute / 2))
+	if !r.tab.isBound(m2x) {
+		t.Error("the ISP binding was undone")
+	}
+}
+
+// A registered MAC's INIT-REBOOT for an onboarding address it holds no
+// lease of (ispmux restarted and forgot, or the lease expired): NAKed.
+func TestOnboardingHandoverStateless(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, false)
+	r.fromClient(initReboot(t, "02:00:00:00:01:01", obAddr(3)))
+	r.one(dhcpv4.MessageTypeNak)
+	if r.p.Counters()["handover_nak"] != 1 {
+		t.Errorf("counters %v", r.p.Counters())
+	}
+}
+
+// A blocked MAC has a record: silence, no onboarding.
+func TestOnboardingBlocked(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, false)
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac("02:77:00:00:00:01")), ISP: "alpha", Blocked: true, Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:77:00:00:00:01"))))
+	if got := r.clientMsgs(); len(got) != 0 {
+		t.Errorf("blocked MAC got %v", got)
+	}
+	if c := r.p.Counters(); c["blocked_subscriber"] != 1 || c["onboarding_offer"] != 0 {
+		t.Errorf("counters %v", c)
+	}
+}
+
+// Restore: an unexpired lease is bound in the garden again, an expired one
+// and one of a circuit without onboarding now are ended; every stored
+// address is quarantined one lease time for the other MACs (its holder may
+// have it back).
+func TestOnboardingRestore(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, false)
+	now := time.Now()
+	for _, l := range []subscribers.OnboardingLease{
+		{MAC: [6]byte{2, 0x77, 0, 0, 0, 1}, Access: "acc0", IP: obAddr(2), Expires: now.Add(10 * time.Second)},
+		{MAC: [6]byte{2, 0x77, 0, 0, 0, 2}, Access: "acc0", IP: obAddr(3), Expires: now.Add(-time.Second)},
+		{MAC: [6]byte{2, 0x77, 0, 0, 0, 3}, Access: "gone", IP: obAddr(4), Expires: now.Add(10 * time.Second)},
+	} {
+		if _, err := r.store.CommitOnboarding(l, subscribers.Event{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.p.Restore(now); err != nil {
+		t.Fatal(err)
+	}
+	if vrf, ip, ok := r.vrfOf(0x027700000001); !ok || vrf != binding.GardenVRF || ip != obAddr(2) {
+		t.Errorf("unexpired lease not restored: %v %v %v", vrf, ip, ok)
+	}
+	if r.tab.isBound(0x027700000002) || r.tab.isBound(0x027700000003) {
+		t.Error("expired or removed lease bound")
+	}
+	if ls, _ := r.store.OnboardingLeases(); len(ls) != 1 || ls[0].IP != obAddr(2) {
+		t.Errorf("stored after restore: %+v", ls)
+	}
+	reasons := map[string]bool{}
+	for _, e := range r.eventsOf(subscribers.EventOnboardingEnded) {
+		reasons[e.Reason] = true
+	}
+	if len(reasons) != 2 || !reasons[subscribers.OnboardingEndExpired] || !reasons[subscribers.OnboardingEndRemoved] {
+		t.Errorf("end reasons %v, want expired and removed", reasons)
+	}
+	if l, ok := r.p.OnboardingByAddr(obAddr(2)); !ok || l.MAC != 0x027700000001 {
+		t.Errorf("OnboardingByAddr(.2) = %+v, %v", l, ok)
+	}
+	// Another MAC is not offered .2 (leased), .3 (quarantined) nor .4
+	// (quarantined although its lease was removed).
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:77:00:00:00:09"))))
+	if o := r.one(dhcpv4.MessageTypeOffer); addrOf(o.YourIPAddr) != obAddr(5) {
+		t.Errorf("new MAC offered %v, want .5", o.YourIPAddr)
+	}
+	// The expired lease's holder gets its address back.
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:77:00:00:00:02"))))
+	if o := r.one(dhcpv4.MessageTypeOffer); addrOf(o.YourIPAddr) != obAddr(3) {
+		t.Errorf("former holder offered %v, want .3", o.YourIPAddr)
+	}
+	// The restored lease renews; its holder's INIT-REBOOT is ACKed.
+	r.fromClient(initReboot(t, "02:77:00:00:00:01", obAddr(2)))
+	checkOptions(t, r.one(dhcpv4.MessageTypeAck), obAddr(2))
+}
+
+// A MAC holding a lease on one circuit that DISCOVERs on another: the old
+// lease ends (moved), the new circuit offers from its own pool.
+func TestOnboardingMoved(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, true)
+	r.obDORA("02:77:00:00:00:01")
+	r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(mac("02:77:00:00:00:01"))))
+	if o := r.one(dhcpv4.MessageTypeOffer); addrOf(o.YourIPAddr) != netip.MustParseAddr("100.65.1.2") {
+		t.Errorf("offered %v on acc1", o.YourIPAddr)
+	}
+	if r.tab.isBound(0x027700000001) {
+		t.Error("still bound on acc0")
+	}
+	if evs := r.eventsOf(subscribers.EventOnboardingEnded); len(evs) != 1 || evs[0].Reason != subscribers.OnboardingEndMoved || evs[0].Access != "acc0" {
+		t.Errorf("events %+v", evs)
+	}
+}
