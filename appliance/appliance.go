@@ -39,7 +39,9 @@ import (
 	"github.com/ispmux/ispmux/dhcpproxy"
 	"github.com/ispmux/ispmux/engine"
 	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/metrics"
+	"github.com/ispmux/ispmux/portal"
 	"github.com/ispmux/ispmux/registry"
 	"github.com/ispmux/ispmux/subscribers"
 	"github.com/ispmux/ispmux/tenants"
@@ -71,6 +73,12 @@ type Appliance struct {
 	dhcp    *dhcpproxy.Proxy
 	started time.Time
 
+	// The captive portal (nil when [portal] is off): its namespace and
+	// link, and its web server.
+	portalNS  *portalNS
+	portal    *portal.Server
+	portalIdx int // the portal link's port index
+
 	reloadMu sync.Mutex           // one Reload at a time
 	subs     []configs.Subscriber // the subscriber entries in force (Reload replaces them)
 }
@@ -92,6 +100,9 @@ func portPlan(cfg *configs.Config) (names []string, idx map[string]int) {
 	for _, i := range cfg.ISPs {
 		add(i.Uplink)
 	}
+	if cfg.Portal.Enabled {
+		add(cfg.Portal.Interface)
+	}
 	return names, idx
 }
 
@@ -106,6 +117,9 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	defer func() {
 		if err != nil {
 			a.closePorts()
+			if a.portalNS != nil {
+				_ = a.portalNS.close()
+			}
 			if a.store != nil {
 				a.store.Close()
 			}
@@ -126,6 +140,14 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	a.hooks, err = webhooks.New(cfg, a.store, log)
 	if err != nil {
 		return nil, fmt.Errorf("appliance: %w", err)
+	}
+	if cfg.Portal.Enabled {
+		// The portal's link must exist before its port opens.
+		if a.portalNS, err = openPortalNS(cfg.Portal, onboardingPools(cfg)); err != nil {
+			return nil, fmt.Errorf("appliance: %w", err)
+		}
+		a.portalIdx = idx[cfg.Portal.Interface]
+		log.Info("portal namespace ready", "link", cfg.Portal.Interface, "portal", cfg.Portal.Addr, "next_hop", a.portalNS.gateway)
 	}
 	dp := cfg.Datapath
 	for _, n := range names {
@@ -171,6 +193,9 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		pi := idx[isp.Uplink]
 		pcs[pi].Uplinks[uint16(isp.VLAN)] = uint8(isp.Index)
 	}
+	if cfg.Portal.Enabled {
+		pcs[a.portalIdx].Uplinks[0] = binding.GardenVRF
+	}
 	var seed [8]byte
 	_, _ = rand.Read(seed[:])
 	a.state, err = engine.NewState(pcs, dp.MACTableSize, binary.LittleEndian.Uint64(seed[:]))
@@ -209,6 +234,11 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		})
 		a.ispIdx = append(a.ispIdx, uint8(isp.Index))
 	}
+	if cfg.Portal.Enabled {
+		if err := a.configureGarden(a.portalIdx); err != nil {
+			return nil, err
+		}
+	}
 	statics := staticBindings(cfg.Access, a.subs, idx)
 	for _, b := range statics {
 		if err := a.ctl.Bind(b); err != nil {
@@ -223,6 +253,11 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		return nil, fmt.Errorf("appliance: %w", err)
 	}
 	a.api = api.New(cfg.API, a.ten, a.tokens, log)
+	if cfg.Portal.Enabled {
+		if a.portal, err = a.newPortal(); err != nil {
+			return nil, fmt.Errorf("appliance: %w", err)
+		}
+	}
 	a.api.SetWebhookStatus(a.hooks.StatusOf)
 	a.dhcp.SetStatic(staticMACs(a.subs))
 	a.ctl.OnPunt = func(p *engine.Punted) { a.dhcp.HandleFrame(p.Port, p.Frame()) }
@@ -359,6 +394,11 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 	if err := a.hooks.Reload(cfg); err != nil {
 		errs = append(errs, fmt.Errorf("webhooks: %w", err))
 	}
+	if a.portal != nil {
+		if err := a.portal.Reload(); err != nil {
+			errs = append(errs, fmt.Errorf("portal: %w (the certificate in force stays)", err))
+		}
+	}
 	a.log.Info("reloaded", "subscribers", len(subs), "static_unbound", unbound, "static_bound", bound, "dhcp_revoked", revoked)
 	if len(errs) > 0 {
 		return fmt.Errorf("reload incomplete: %w", errors.Join(errs...))
@@ -396,7 +436,7 @@ func restartOnly(a, b *configs.Config) []string {
 		x, y any
 	}{
 		{"appliance", a.Appliance, b.Appliance}, {"datapath", a.Datapath, b.Datapath}, {"api", reloadableAPI(a.API), reloadableAPI(b.API)},
-		{"metrics", a.Metrics, b.Metrics},
+		{"metrics", a.Metrics, b.Metrics}, {"portal", a.Portal, b.Portal},
 		{"dhcp", a.DHCP, b.DHCP}, {"access", a.Access, b.Access}, {"isp", reloadableISPs(a.ISPs), reloadableISPs(b.ISPs)},
 	} {
 		if !reflect.DeepEqual(c.x, c.y) {
@@ -450,12 +490,13 @@ func (a *Appliance) dhcpConfig(idx map[string]int) dhcpproxy.Config {
 	c := dhcpproxy.Config{
 		Timeout: d.TimeoutDur, MaxPending: d.MaxPending, MACRate: d.MACRate, MACBurst: d.MACBurst,
 		CircuitRate: d.CircuitRate, CircuitBurst: d.CircuitBurst, MaxBindingsPerCircuit: d.MaxBindingsPerCircuit,
+		MaxOnboarding: a.cfg.Portal.MaxOnboarding,
 	}
 	for _, ac := range a.cfg.Access {
 		pi := idx[ac.Interface]
 		c.Circuits = append(c.Circuits, dhcpproxy.Circuit{
 			Name: ac.Name, Interface: ac.Interface, Port: uint8(pi), VLAN: uint16(ac.VLAN),
-			MAC: mac48(a.ports[pi].MAC), Addr: ac.Addr,
+			MAC: mac48(a.ports[pi].MAC), Addr: ac.Addr, Onboarding: onboardingOf(a.cfg, ac),
 		})
 	}
 	for _, isp := range a.cfg.ISPs {
@@ -527,6 +568,16 @@ func (a *Appliance) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if a.portal != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.portal.Serve(ctx, a.portalNS.http, a.portalNS.https); err != nil {
+				errc <- fmt.Errorf("portal: %w", err)
+				cancel()
+			}
+		}()
+	}
 	if len(auth.TokenFilesFromConfig(a.cfg)) == 0 {
 		a.log.Info("api: no token files configured; the tenant API is served on the control socket only")
 	} else {
@@ -550,6 +601,9 @@ func (a *Appliance) Run(ctx context.Context) error {
 	wg.Wait()
 	a.logCounters()
 	closeErr := errors.Join(a.closePorts(), a.store.Close())
+	if a.portalNS != nil {
+		closeErr = errors.Join(closeErr, a.portalNS.close())
+	}
 	close(errc)
 	var errs []error
 	for err := range errc {

@@ -45,8 +45,10 @@ func (a *Appliance) metricsSource() metrics.Source {
 			return out
 		},
 		DHCPFunc: func() metrics.DHCP {
+			ob := a.dhcp.OnboardingStats()
 			return metrics.DHCP{Counters: a.dhcp.Counters(), Pending: a.dhcp.PendingTransactions(),
-				PendingIntents: a.dhcp.PendingIntents(), Leases: a.dhcp.Leases()}
+				PendingIntents: a.dhcp.PendingIntents(), Leases: a.dhcp.Leases(),
+				OnboardingLeases: ob.Leases, OnboardingOffers: ob.Offers}
 		},
 		ControlFunc: a.ctl.Counters,
 		StoreFunc:   a.store.CommitStats,
@@ -57,6 +59,12 @@ func (a *Appliance) metricsSource() metrics.Source {
 				out[i] = metrics.WebhookSample{ISP: w.ISP, Delivered: w.Delivered, Failures: w.Failures, Lag: w.Lag}
 			}
 			return out
+		},
+		PortalFunc: func() map[string]uint64 {
+			if a.portal == nil {
+				return nil
+			}
+			return a.portalStatus().Counters
 		},
 		APIFunc: func() metrics.API {
 			r, l := a.api.RequestStats()

@@ -8,6 +8,7 @@ import (
 	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/datapath"
 	"github.com/ispmux/ispmux/engine"
+	"github.com/ispmux/ispmux/internal/binding"
 )
 
 func controlStatus(c engine.ControlCounters) ctlsock.ControlStatus {
@@ -49,6 +50,9 @@ func (a *Appliance) Status() ctlsock.Status {
 		st.ISPs = append(st.ISPs, is)
 	}
 	for _, b := range bs {
+		if b.ISP == binding.GardenVRF {
+			continue // onboarding leases: below
+		}
 		bst := ctlsock.BindingStatus{
 			MAC: engine.MACString(b.MAC), Access: a.accessName(b.Port, b.VLAN), VLAN: b.VLAN,
 			ISP: a.cfg.ISPs[b.ISP].Name, IP: b.IP.String(), Static: b.Static,
@@ -62,7 +66,38 @@ func (a *Appliance) Status() ctlsock.Status {
 		st.Bindings = append(st.Bindings, bst)
 	}
 	sort.Slice(st.Bindings, func(i, j int) bool { return st.Bindings[i].MAC < st.Bindings[j].MAC })
+	st.Onboarding = []ctlsock.OnboardingStatus{}
+	for _, l := range a.dhcp.OnboardingLeases() {
+		o := ctlsock.OnboardingStatus{MAC: engine.MACString(l.MAC), Access: l.Access, IP: l.IP.String(),
+			Expires: l.Expires.UTC().Format(time.RFC3339)}
+		if e, ok := a.reg.Lookup(l.MAC); ok {
+			o.Chosen = e.ISP
+		}
+		st.Onboarding = append(st.Onboarding, o)
+	}
+	if a.portal != nil {
+		st.Portal = a.portalStatus()
+	}
 	return st
+}
+
+// portalStatus is the portal's state: its link's next hop and its
+// counters, with the onboarding figures of the DHCP proxy.
+func (a *Appliance) portalStatus() *ctlsock.PortalStatus {
+	p := &ctlsock.PortalStatus{Hostname: a.cfg.Portal.Hostname, Address: a.cfg.Portal.Addr.String(), Counters: map[string]uint64{}}
+	if hops := a.ctl.NextHops([]uint8{binding.GardenVRF}); len(hops) == 1 {
+		p.NextHop = hops[0].State
+	}
+	ps := a.portal.Stats()
+	for k, v := range map[string]uint64{
+		"pages": ps.Pages, "redirects": ps.Redirects, "insecure_refused": ps.InsecureRefused, "api": ps.API,
+		"claims_ok": ps.ClaimsOK, "claims_refused": ps.ClaimsRefused, "claims_rate_limited": ps.ClaimsRateLimited,
+		"claims_failed": ps.ClaimsFailed, "cross_origin": ps.CrossOrigin, "bad_token": ps.BadToken,
+		"unknown_source": ps.UnknownSource, "busy": ps.Busy,
+	} {
+		p.Counters[k] = v
+	}
+	return p
 }
 
 // accessName is the name of the [[access]] entry on port and vlan (the

@@ -25,6 +25,31 @@ type Status struct {
 	// on a binding's end) recorded and not yet sent: above 0 for long, an
 	// ISP's next hop is unresolved.
 	PendingIntents int `json:"pending_intents"`
+	// Onboarding are the onboarding leases (devices without a device
+	// record, in the walled garden until they choose an ISP on the
+	// portal); [] when none. Portal is the portal's state, nil when off.
+	Onboarding []OnboardingStatus `json:"onboarding"`
+	Portal     *PortalStatus      `json:"portal,omitempty"`
+}
+
+// OnboardingStatus is one onboarding lease.
+type OnboardingStatus struct {
+	MAC     string `json:"mac"`
+	Access  string `json:"access"`
+	IP      string `json:"ip"`
+	Expires string `json:"expires"`
+	// Chosen is the ISP the device was attached to (on the portal or by
+	// the operator) while it held this lease: it moves there at its next
+	// renewal. Empty while it has not chosen.
+	Chosen string `json:"chosen,omitempty"`
+}
+
+// PortalStatus is the captive portal's state and counters.
+type PortalStatus struct {
+	Hostname string            `json:"hostname"`
+	Address  string            `json:"address"`
+	NextHop  string            `json:"next_hop"` // the portal namespace's link: reachable, unresolved, ...
+	Counters map[string]uint64 `json:"counters"`
 }
 
 // ControlStatus is the control plane's counters.

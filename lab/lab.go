@@ -149,6 +149,9 @@ type Options struct {
 	// OnboardingLease is the onboarding lease time (Portal only); 0 is
 	// ispmux's default.
 	OnboardingLease time.Duration
+	// OnboardingMaxLeases caps onboarding on acc0 (Portal only); 0 is
+	// ispmux's default (the pool).
+	OnboardingMaxLeases int
 }
 
 // APITokens are the lab's API tokens (Options.API) and their files.
@@ -307,7 +310,7 @@ func plan(o Options) (*Topology, error) {
 			t.API = newAPITokens(stateDir)
 		}
 		if o.Portal {
-			t.Portal = newPortal(stateDir, o.OnboardingLease)
+			t.Portal = newPortal(stateDir, o.OnboardingLease, o.OnboardingMaxLeases)
 		}
 	} else if o.KeaOpen || o.API || o.Portal || o.KeaNotAuthoritative || len(o.KeaKnown) > 0 {
 		return nil, errors.New("lab: KeaOpen, KeaKnown, KeaNotAuthoritative, API and Portal need DHCP")

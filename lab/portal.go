@@ -36,6 +36,8 @@ type Portal struct {
 	KeyFile  string `json:"key_file"`  // its key (PEM)
 	// LeaseTime is the onboarding lease (seconds); 0 is ispmux's default.
 	LeaseTime int `json:"lease_time,omitempty"`
+	// MaxLeases caps onboarding on acc0; 0 is ispmux's default.
+	MaxLeases int `json:"max_leases,omitempty"`
 }
 
 // ispDisplay are the lab ISPs' names and descriptions on the portal.
@@ -45,13 +47,13 @@ var ispDisplay = map[string][2]string{
 	"gamma": {"Gamma Net", "Fixed wireless."},
 }
 
-func newPortal(stateDir string, leaseTime time.Duration) *Portal {
+func newPortal(stateDir string, leaseTime time.Duration, maxLeases int) *Portal {
 	return &Portal{
 		Hostname: PortalHostname, Addr: PortalAddr, Pool: OnboardingPool,
 		CAFile:    filepath.Join(stateDir, "portal-ca.pem"),
 		CertFile:  filepath.Join(stateDir, "portal.crt"),
 		KeyFile:   filepath.Join(stateDir, "portal.key"),
-		LeaseTime: int(leaseTime / time.Second),
+		LeaseTime: int(leaseTime / time.Second), MaxLeases: maxLeases,
 	}
 }
 
@@ -120,6 +122,9 @@ func (p *Portal) onboardingTOML() string {
 	s := fmt.Sprintf("[access.onboarding]\npool = %q\n", p.Pool)
 	if p.LeaseTime > 0 {
 		s += fmt.Sprintf("lease_time = \"%ds\"\n", p.LeaseTime)
+	}
+	if p.MaxLeases > 0 {
+		s += fmt.Sprintf("max_leases = %d\n", p.MaxLeases)
 	}
 	return s
 }

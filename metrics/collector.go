@@ -41,6 +41,8 @@ var (
 	portFwd      = desc("ispmux_port_forwarded_frames_total", "Frames received on the port and forwarded: direction up (subscriber to ISP) or down (ISP to subscriber).", "port", "direction")
 	portARP      = desc("ispmux_port_arp_replies_total", "ARP requests received on the port and answered in place.", "port")
 	portEcho     = desc("ispmux_port_echo_replies_total", "Pings to ispmux's own addresses received on the port and answered in place.", "port")
+	portDNS      = desc("ispmux_port_garden_dns_answers_total", "DNS queries of walled-garden subscribers received on the port and answered in place.", "port")
+	portResets   = desc("ispmux_port_garden_resets_total", "HTTPS connections of walled-garden subscribers to addresses other than the portal, reset in place.", "port")
 	portICMP     = desc("ispmux_port_icmp_errors_sent_total", "ICMP errors (time exceeded) sent for frames received on the port.", "port")
 	portPunts    = desc("ispmux_port_punted_frames_total", "Frames received on the port and copied to the control plane (DHCP, ARP from ISP routers).", "port")
 
@@ -57,6 +59,9 @@ var (
 	// DHCP, global.
 	dhcpDecisions  = desc("ispmux_dhcp_decisions_total", "The DHCP proxy's counters by name (relayed_discover, offer, ack, unknown_subscriber, rate_limited, timeout, store_error, pending_full, inject_full, ...; see docs/OPERATIONS.md).", "decision")
 	dhcpPending    = desc("ispmux_dhcp_pending_transactions", "DHCP transactions waiting for an ISP's answer.")
+	onbLeases      = desc("ispmux_onboarding_leases", "Onboarding leases held: devices without a device record, in the walled garden.")
+	onbOffers      = desc("ispmux_onboarding_offers", "Onboarding offers outstanding (counted against the onboarding caps).")
+	portalRequests = desc("ispmux_portal_requests_total", "Captive portal requests and claims by outcome.", "outcome")
 	dhcpIntents    = desc("ispmux_dhcp_pending_intents", "Messages to ISPs (RELEASE, DECLINE at a binding's end) recorded and not yet sent.")
 	dhcpLeases     = desc("ispmux_dhcp_leases", "DHCP leases held.")
 	dhcpSuppressed = desc("ispmux_events_suppressed_total", "Refusal events not recorded: over the per-ISP event budget, or too many writes in flight (summed up in suppressed events).")
@@ -83,7 +88,8 @@ var (
 		portRxFrames, portRxBytes, portTxFrames, portTxBytes, portDrops, portTxDrops, portErrors, portDown, portFwd,
 		portARP, portEcho, portICMP, portPunts,
 		ispRelayed, ispOutcomes, ispAnswer, ispReqAck, ispBindings, ispCustomers, ispDevices, ispNextHop,
-		dhcpDecisions, dhcpPending, dhcpIntents, dhcpLeases, dhcpSuppressed,
+		dhcpDecisions, dhcpPending, dhcpIntents, dhcpLeases, dhcpSuppressed, onbLeases, onbOffers, portalRequests,
+		portDNS, portResets,
 		ctlARPSent, ctlARPLearned, ctlPuntUnknown,
 		storeCommit,
 		apiRequests, apiDuration, apiConns,
@@ -149,6 +155,8 @@ func (c *Collector) collectPorts(ch chan<- prometheus.Metric) {
 		counter(ch, portFwd, e.Down, p.Name, "down")
 		counter(ch, portARP, e.ARPReplies, p.Name)
 		counter(ch, portEcho, e.EchoReplies, p.Name)
+		counter(ch, portDNS, e.DNSAnswers, p.Name)
+		counter(ch, portResets, e.GardenResets, p.Name)
 		counter(ch, portICMP, e.ICMPErrors, p.Name)
 		counter(ch, portPunts, e.Punts, p.Name)
 	}
@@ -188,6 +196,18 @@ func (c *Collector) collectDHCP(ch chan<- prometheus.Metric) {
 	gauge(ch, dhcpPending, float64(d.Pending))
 	gauge(ch, dhcpIntents, float64(d.PendingIntents))
 	gauge(ch, dhcpLeases, float64(d.Leases))
+	gauge(ch, onbLeases, float64(d.OnboardingLeases))
+	gauge(ch, onbOffers, float64(d.OnboardingOffers))
+	if pc := c.src.Portal(); pc != nil {
+		names := make([]string, 0, len(pc))
+		for k := range pc {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			counter(ch, portalRequests, pc[k], k)
+		}
+	}
 }
 
 func (c *Collector) collectRest(ch chan<- prometheus.Metric) {

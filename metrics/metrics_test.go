@@ -74,6 +74,10 @@ func (f *fake) API() API {
 	return f.api
 }
 
+func (f *fake) Portal() map[string]uint64 {
+	return map[string]uint64{"pages": 3, "claims_ok": 1}
+}
+
 func (f *fake) Webhooks() []WebhookSample {
 	f.mu.Lock()
 	defer f.mu.Unlock()

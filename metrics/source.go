@@ -47,6 +47,9 @@ type Source interface {
 	// Webhooks returns the webhook delivery state per ISP (nil when no
 	// ISP has a webhook).
 	Webhooks() []WebhookSample
+	// Portal returns the captive portal's counters by name (nil when the
+	// portal is off).
+	Portal() map[string]uint64
 }
 
 // Port is one data port's counters, summed over its queues and workers.
@@ -91,6 +94,9 @@ type DHCP struct {
 	PendingIntents int
 	// Leases is the number of DHCP leases held.
 	Leases int
+	// OnboardingLeases and OnboardingOffers are the onboarding leases
+	// held and offers outstanding (devices in the walled garden).
+	OnboardingLeases, OnboardingOffers int
 }
 
 // API is the management API's request statistics (api.Server).
@@ -127,6 +133,7 @@ type Funcs struct {
 	StoreFunc    func() subscribers.CommitStats
 	APIFunc      func() API
 	WebhooksFunc func() []WebhookSample
+	PortalFunc   func() map[string]uint64
 }
 
 // Ports calls PortsFunc.
@@ -143,6 +150,9 @@ func (f Funcs) Control() engine.ControlCounters { return call(f.ControlFunc) }
 
 // Store calls StoreFunc.
 func (f Funcs) Store() subscribers.CommitStats { return call(f.StoreFunc) }
+
+// Portal calls PortalFunc.
+func (f Funcs) Portal() map[string]uint64 { return call(f.PortalFunc) }
 
 // API calls APIFunc.
 func (f Funcs) API() API { return call(f.APIFunc) }

@@ -220,9 +220,23 @@ func writeStatus(w io.Writer, st *ctlsock.Status) error {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "dhcp: %s\n\n", counters(st.DHCP))
+	if p := st.Portal; p != nil {
+		fmt.Fprintf(w, "portal: https://%s/ at %s, link %s; %s\n\n", p.Hostname, p.Address, p.NextHop, counters(p.Counters))
+	}
 	t = newTable(w, "MAC", "ACCESS", "VLAN", "ISP", "IP", "STATIC", "EXPIRES", "SERVER")
 	for _, b := range st.Bindings {
 		t.row(b.MAC, b.Access, bindingVLAN(b.VLAN), b.ISP, b.IP, yesNo(b.Static), orDash(b.Expires), orDash(b.ServerID))
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	if len(st.Onboarding) == 0 {
+		return nil
+	}
+	fmt.Fprintf(w, "\nonboarding (walled garden): %d\n", len(st.Onboarding))
+	t = newTable(w, "MAC", "ACCESS", "IP", "EXPIRES", "CHOSEN")
+	for _, o := range st.Onboarding {
+		t.row(o.MAC, o.Access, o.IP, o.Expires, orDash(o.Chosen))
 	}
 	return t.flush()
 }

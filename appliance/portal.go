@@ -1,0 +1,94 @@
+package appliance
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/dhcpproxy"
+	"github.com/ispmux/ispmux/engine"
+	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/portal"
+	"github.com/ispmux/ispmux/registry"
+)
+
+// onboardingPools are the configured onboarding pools (the portal's
+// namespace routes them back through ispmux).
+func onboardingPools(cfg *configs.Config) []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range cfg.Access {
+		if a.Onboarding.Enabled {
+			out = append(out, a.Onboarding.PoolPrefix)
+		}
+	}
+	return out
+}
+
+// onboardingOf is the DHCP proxy's onboarding configuration of access a
+// (nil: off on that circuit).
+func onboardingOf(cfg *configs.Config, a configs.Access) *dhcpproxy.Onboarding {
+	if !a.Onboarding.Enabled || !cfg.Portal.Enabled {
+		return nil
+	}
+	o := a.Onboarding
+	return &dhcpproxy.Onboarding{Pool: o.PoolPrefix, LeaseTime: o.LeaseTimeDur, MaxLeases: o.MaxLeases,
+		DNS: cfg.Portal.Addr, CaptiveURI: cfg.Portal.CaptiveURI()}
+}
+
+// handoverHint is how long a device takes to move to its ISP after a
+// choice on the portal: its onboarding T1 (half the lease), plus a DORA.
+func handoverHint(cfg *configs.Config) time.Duration {
+	var longest time.Duration
+	for _, a := range cfg.Access {
+		if a.Onboarding.Enabled && a.Onboarding.LeaseTimeDur > longest {
+			longest = a.Onboarding.LeaseTimeDur
+		}
+	}
+	return longest/2 + 5*time.Second
+}
+
+// configureGarden makes the portal's link the walled garden's uplink and
+// tells the datapath where the portal is.
+func (a *Appliance) configureGarden(port int) error {
+	p := a.cfg.Portal
+	a.ctl.ConfigureISP(binding.GardenVRF, fib.Uplink{
+		Port: uint8(port), MAC: mac48(a.ports[port].MAC),
+		Addr: engine.IP4(a.portalNS.local), PrefixLen: p.LinkPrefix.Bits(),
+		Gateway: engine.IP4(a.portalNS.gateway),
+	})
+	return a.state.SetGarden(&engine.Garden{PortalAddr: engine.IP4(p.Addr), Names: p.DNSNames})
+}
+
+// newPortal builds the portal's web server.
+func (a *Appliance) newPortal() (*portal.Server, error) {
+	p := a.cfg.Portal
+	isps := make([]portal.ISP, len(a.cfg.ISPs))
+	for i, isp := range a.cfg.ISPs {
+		isps[i] = portal.ISP{Name: isp.Name, DisplayName: isp.DisplayName, Description: isp.Description}
+	}
+	return portal.New(portal.Config{
+		Hostname: p.Hostname, ISPs: isps, CertFile: p.TLSCert, KeyFile: p.TLSKey,
+		HandoverHint: handoverHint(a.cfg), Log: a.log.With("part", "portal"),
+	}, portalDir{a.dhcp, a.reg}, a.ten)
+}
+
+// portalDir tells the portal who is behind a source address: the holder
+// of that onboarding lease (the garden's addresses are ispmux's own, so
+// one address is one device), and the ISP it chose if it already did.
+type portalDir struct {
+	dhcp *dhcpproxy.Proxy
+	reg  *registry.Registry
+}
+
+func (d portalDir) Lookup(addr netip.Addr) (portal.Subscriber, bool) {
+	l, ok := d.dhcp.OnboardingByAddr(addr)
+	if !ok {
+		return portal.Subscriber{}, false
+	}
+	s := portal.Subscriber{MAC: l.MAC, Access: l.Access, Addr: addr, Expires: l.Expires}
+	if e, ok := d.reg.Lookup(l.MAC); ok && !e.Blocked {
+		s.Claimed = e.ISP
+	}
+	return s, true
+}

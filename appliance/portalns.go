@@ -1,0 +1,221 @@
+package appliance
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"time"
+	"unsafe"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/ispmux/ispmux/configs"
+)
+
+// The portal runs in a network namespace of its own, created by ispmux at
+// start and held only by ispmux (an open handle and the listening sockets,
+// no name under /run/netns): nothing is left behind however ispmux exits,
+// since the kernel destroys the namespace, and with it both ends of the
+// link, when the last reference goes. The namespace holds one interface
+// (portalPeer) with the link's second address and the portal's address,
+// routes every onboarding pool via ispmux's end of the link, and has the
+// portal's two listeners and nothing else: a subscriber in the walled
+// garden can reach no other listener of the appliance host, whatever it
+// listens on. ispmux's end of the link (cfg.Interface) is an AF_XDP port
+// like the uplinks: the walled garden's VRF (binding.GardenVRF) has it as
+// its uplink, with the namespace's address as next hop.
+const portalPeer = "portal0"
+
+// portalNS is the portal's namespace, its link and its listeners.
+type portalNS struct {
+	ns       netns.NsHandle
+	hostIf   string
+	gateway  netip.Addr // the namespace's end of the link: the garden's next hop
+	local    netip.Addr // ispmux's end of the link
+	http     net.Listener
+	https    net.Listener
+	hostLink netlink.Link
+}
+
+// openPortalNS creates the portal's namespace and link and listens on the
+// portal's address, ports 80 and 443, inside it. pools are the onboarding
+// pools the namespace routes back through ispmux.
+//
+// The work runs on a thread of its own that switches namespaces; the
+// thread goes back to the runtime only if it is back in the appliance's
+// namespace, else it ends with its goroutine.
+func openPortalNS(cfg configs.Portal, pools []netip.Prefix) (*portalNS, error) {
+	type result struct {
+		p   *portalNS
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		p, restored, err := openPortalNSLocked(cfg, pools)
+		if restored {
+			runtime.UnlockOSThread()
+		}
+		done <- result{p, err}
+	}()
+	r := <-done
+	return r.p, r.err
+}
+
+func openPortalNSLocked(cfg configs.Portal, pools []netip.Prefix) (_ *portalNS, restored bool, err error) {
+	orig, err := netns.Get()
+	if err != nil {
+		return nil, restored, fmt.Errorf("portal: current network namespace: %w", err)
+	}
+	defer orig.Close()
+	p := &portalNS{hostIf: cfg.Interface, local: cfg.LinkPrefix.Addr().Next()}
+	p.gateway = p.local.Next()
+	restored = true
+	defer func() {
+		if err != nil {
+			restored = netns.Set(orig) == nil
+			p.close()
+		}
+	}()
+	// netns.New leaves this thread in the new namespace.
+	if p.ns, err = netns.New(); err != nil {
+		return nil, restored, fmt.Errorf("portal: new network namespace: %w", err)
+	}
+	if err := netns.Set(orig); err != nil {
+		return nil, restored, fmt.Errorf("portal: back to the appliance's namespace: %w", err)
+	}
+	// A link of the same name is an earlier ispmux's (its namespace may
+	// still be on its way out): replace it.
+	for attempt := 0; ; attempt++ {
+		if old, err := netlink.LinkByName(cfg.Interface); err == nil {
+			_ = netlink.LinkDel(old)
+		}
+		la := netlink.NewLinkAttrs()
+		la.Name = cfg.Interface
+		err = netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: portalPeer, PeerNamespace: netlink.NsFd(p.ns)})
+		if err == nil {
+			break
+		}
+		if attempt == 20 {
+			return nil, restored, fmt.Errorf("portal: create link %s: %w", cfg.Interface, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if p.hostLink, err = netlink.LinkByName(cfg.Interface); err != nil {
+		return nil, restored, fmt.Errorf("portal: link %s: %w", cfg.Interface, err)
+	}
+	_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+cfg.Interface+"/disable_ipv6", []byte("1"), 0)
+	if err := netlink.LinkSetUp(p.hostLink); err != nil {
+		return nil, restored, fmt.Errorf("portal: set %s up: %w", cfg.Interface, err)
+	}
+
+	// Inside: addresses, routes, listeners.
+	if err := netns.Set(p.ns); err != nil {
+		return nil, restored, fmt.Errorf("portal: enter its namespace: %w", err)
+	}
+	_ = os.WriteFile("/proc/sys/net/ipv6/conf/all/disable_ipv6", []byte("1"), 0)
+	_ = os.WriteFile("/proc/sys/net/ipv6/conf/default/disable_ipv6", []byte("1"), 0)
+	if err := portalInside(p, cfg, pools); err != nil {
+		return nil, restored, err
+	}
+	if err := netns.Set(orig); err != nil {
+		return nil, restored, fmt.Errorf("portal: back to the appliance's namespace: %w", err)
+	}
+	return p, true, nil
+}
+
+// portalInside configures the namespace and opens the listeners; the
+// calling thread is in the namespace.
+func portalInside(p *portalNS, cfg configs.Portal, pools []netip.Prefix) error {
+	lo, err := netlink.LinkByName("lo")
+	if err == nil {
+		err = netlink.LinkSetUp(lo)
+	}
+	if err != nil {
+		return fmt.Errorf("portal: loopback in its namespace: %w", err)
+	}
+	peer, err := netlink.LinkByName(portalPeer)
+	if err != nil {
+		return fmt.Errorf("portal: link %s in its namespace: %w", portalPeer, err)
+	}
+	for _, a := range []netip.Prefix{netip.PrefixFrom(p.gateway, cfg.LinkPrefix.Bits()), netip.PrefixFrom(cfg.Addr, 32)} {
+		if err := netlink.AddrAdd(peer, &netlink.Addr{IPNet: &net.IPNet{IP: a.Addr().AsSlice(), Mask: net.CIDRMask(a.Bits(), 32)}}); err != nil {
+			return fmt.Errorf("portal: address %s: %w", a, err)
+		}
+	}
+	if err := txChecksumOff(portalPeer); err != nil {
+		return fmt.Errorf("portal: %s: %w", portalPeer, err)
+	}
+	if err := netlink.LinkSetUp(peer); err != nil {
+		return fmt.Errorf("portal: set %s up: %w", portalPeer, err)
+	}
+	for _, pool := range pools {
+		r := &netlink.Route{LinkIndex: peer.Attrs().Index, Dst: &net.IPNet{IP: pool.Addr().AsSlice(), Mask: net.CIDRMask(pool.Bits(), 32)},
+			Gw: p.local.AsSlice(), Src: cfg.Addr.AsSlice()}
+		if err := netlink.RouteAdd(r); err != nil {
+			return fmt.Errorf("portal: route %s via %s: %w", pool, p.local, err)
+		}
+	}
+	if p.http, err = net.Listen("tcp4", netip.AddrPortFrom(cfg.Addr, 80).String()); err != nil {
+		return fmt.Errorf("portal: listen: %w", err)
+	}
+	if p.https, err = net.Listen("tcp4", netip.AddrPortFrom(cfg.Addr, 443).String()); err != nil {
+		return fmt.Errorf("portal: listen: %w", err)
+	}
+	return nil
+}
+
+// txChecksumOff turns transmit checksum offload off on ifname (in the
+// calling thread's namespace). A veth "offloads" it: a frame leaves with
+// only the pseudo-header sum, for the receiving stack to finish; a frame
+// that crosses AF_XDP loses that mark and would reach the subscriber with
+// a wrong TCP checksum. Off, the kernel computes it (and segmentation
+// offloads, which depend on it, go too: every frame fits the MTU).
+func txChecksumOff(ifname string) error {
+	const ethtoolSTxCsum = 0x17 // ETHTOOL_STXCSUM (linux/ethtool.h)
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	v := struct{ cmd, data uint32 }{cmd: ethtoolSTxCsum}
+	var req struct {
+		name [unix.IFNAMSIZ]byte
+		data unsafe.Pointer
+		_    [16]byte
+	}
+	copy(req.name[:unix.IFNAMSIZ-1], ifname)
+	req.data = unsafe.Pointer(&v)
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&req))); e != 0 {
+		return fmt.Errorf("turn transmit checksum offload off: %w", e)
+	}
+	return nil
+}
+
+// close removes the link (both ends) and lets the namespace go.
+func (p *portalNS) close() error {
+	var errs []error
+	for _, l := range []net.Listener{p.http, p.https} {
+		if l != nil {
+			if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	p.http, p.https = nil, nil
+	if p.hostLink != nil {
+		if err := netlink.LinkDel(p.hostLink); err != nil {
+			errs = append(errs, fmt.Errorf("portal: remove link %s: %w", p.hostIf, err))
+		}
+		p.hostLink = nil
+	}
+	if p.ns.IsOpen() {
+		_ = p.ns.Close()
+	}
+	return errors.Join(errs...)
+}
