@@ -39,7 +39,8 @@ import (
 
 const usage = `usage:
   ispmux bench forward [--duration 10s] [--subscribers 256] [--json] [--id benchfw] [--out bench-out] [--keep]
-  ispmux bench dhcp [--clients 1000] [--rate 500] [--duration 10s] [--json] [--id benchdh] [--out bench-out] [--keep]`
+  ispmux bench dhcp [--clients 1000] [--rate 500] [--duration 10s] [--json] [--id benchdh] [--out bench-out] [--keep]
+  ispmux bench scale [--subscribers N] [--json] [--out bench-out]`
 
 // Main runs `ispmux bench ...`; args are what follows "bench".
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -55,6 +56,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return dhcpBench(ctx, args[1:], stdout, stderr)
 	case "dhcp-client-gen": // hidden: the L2 DHCP clients of bench dhcp
 		return dhcpClientGen(ctx, args[1:], stdout, stderr)
+	case "scale":
+		return scaleBench(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		_, err := fmt.Fprintln(stdout, usage)
 		return err
