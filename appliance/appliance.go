@@ -143,7 +143,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	}
 	if cfg.Portal.Enabled {
 		// The portal's link must exist before its port opens.
-		if a.portalNS, err = openPortalNS(cfg.Portal, onboardingPools(cfg)); err != nil {
+		if a.portalNS, err = openPortalNS(cfg.Portal, onboardingPools(cfg), len(cfg.ISPs)); err != nil {
 			return nil, fmt.Errorf("appliance: %w", err)
 		}
 		a.portalIdx = idx[cfg.Portal.Interface]

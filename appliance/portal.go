@@ -10,7 +10,6 @@ import (
 	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/portal"
-	"github.com/ispmux/ispmux/registry"
 )
 
 // onboardingPools are the configured onboarding pools (the portal's
@@ -70,24 +69,45 @@ func (a *Appliance) newPortal() (*portal.Server, error) {
 	return portal.New(portal.Config{
 		Hostname: p.Hostname, ISPs: isps, CertFile: p.TLSCert, KeyFile: p.TLSKey,
 		HandoverHint: handoverHint(a.cfg), Log: a.log.With("part", "portal"),
-	}, portalDir{a.dhcp, a.reg}, a.ten)
+	}, portalDir{a}, a.ten)
 }
 
-// portalDir tells the portal who is behind a source address: the holder
-// of that onboarding lease (the garden's addresses are ispmux's own, so
-// one address is one device), and the ISP it chose if it already did.
+// portalDir tells the portal who is behind a connection. On ports 80
+// and 443: the holder of that onboarding lease (the garden's addresses are
+// ispmux's own, so one address is one device), with the ISP it chose if it
+// already did. On a VRF's portal port (binding.PortalPort): the subscriber
+// bound at that ISP with that address (the datapath sent it there,
+// engine/portalpath.go), with the ISP it is moving to if the registry
+// already says another.
 type portalDir struct {
-	dhcp *dhcpproxy.Proxy
-	reg  *registry.Registry
+	a *Appliance
 }
 
-func (d portalDir) Lookup(addr netip.Addr) (portal.Subscriber, bool) {
-	l, ok := d.dhcp.OnboardingByAddr(addr)
+func (d portalDir) Lookup(local, remote netip.AddrPort) (portal.Subscriber, bool) {
+	a := d.a
+	if vrf, _, ok := binding.PortalVRF(local.Port()); ok {
+		if int(vrf) >= len(a.cfg.ISPs) {
+			return portal.Subscriber{}, false
+		}
+		b, ok := a.ctl.Holder(vrf, remote.Addr())
+		if !ok {
+			return portal.Subscriber{}, false
+		}
+		s := portal.Subscriber{MAC: b.MAC, Access: a.accessName(b.Port, b.VLAN), Addr: remote.Addr(), ISP: a.cfg.ISPs[vrf].Name}
+		if l, ok := a.dhcp.Lease(b.Port, b.VLAN, b.MAC); ok {
+			s.Expires = l.Expires
+		}
+		if e, ok := a.reg.Lookup(b.MAC); ok && !e.Blocked && e.ISP != s.ISP {
+			s.Claimed = e.ISP
+		}
+		return s, true
+	}
+	l, ok := a.dhcp.OnboardingByAddr(remote.Addr())
 	if !ok {
 		return portal.Subscriber{}, false
 	}
-	s := portal.Subscriber{MAC: l.MAC, Access: l.Access, Addr: addr, Expires: l.Expires}
-	if e, ok := d.reg.Lookup(l.MAC); ok && !e.Blocked {
+	s := portal.Subscriber{MAC: l.MAC, Access: l.Access, Addr: remote.Addr(), Expires: l.Expires}
+	if e, ok := a.reg.Lookup(l.MAC); ok && !e.Blocked {
 		s.Claimed = e.ISP
 	}
 	return s, true

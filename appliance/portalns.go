@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/internal/binding"
 )
 
 // The portal runs in a network namespace of its own, created by ispmux at
@@ -43,13 +45,16 @@ type portalNS struct {
 }
 
 // openPortalNS creates the portal's namespace and link and listens on the
-// portal's address, ports 80 and 443, inside it. pools are the onboarding
-// pools the namespace routes back through ispmux.
+// portal's address inside it: ports 80 and 443 (the walled garden) and the
+// portal ports of VRFs 0..isps-1 (bound subscribers, see
+// binding.PortalPort). pools are the onboarding pools the namespace
+// routes back through ispmux; everything else (bound subscribers'
+// addresses) goes back through it by the default route.
 //
 // The work runs on a thread of its own that switches namespaces; the
 // thread goes back to the runtime only if it is back in the appliance's
 // namespace, else it ends with its goroutine.
-func openPortalNS(cfg configs.Portal, pools []netip.Prefix) (*portalNS, error) {
+func openPortalNS(cfg configs.Portal, pools []netip.Prefix, isps int) (*portalNS, error) {
 	type result struct {
 		p   *portalNS
 		err error
@@ -57,7 +62,7 @@ func openPortalNS(cfg configs.Portal, pools []netip.Prefix) (*portalNS, error) {
 	done := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread()
-		p, restored, err := openPortalNSLocked(cfg, pools)
+		p, restored, err := openPortalNSLocked(cfg, pools, isps)
 		if restored {
 			runtime.UnlockOSThread()
 		}
@@ -67,7 +72,7 @@ func openPortalNS(cfg configs.Portal, pools []netip.Prefix) (*portalNS, error) {
 	return r.p, r.err
 }
 
-func openPortalNSLocked(cfg configs.Portal, pools []netip.Prefix) (_ *portalNS, restored bool, err error) {
+func openPortalNSLocked(cfg configs.Portal, pools []netip.Prefix, isps int) (_ *portalNS, restored bool, err error) {
 	orig, err := netns.Get()
 	if err != nil {
 		return nil, restored, fmt.Errorf("portal: current network namespace: %w", err)
@@ -120,7 +125,7 @@ func openPortalNSLocked(cfg configs.Portal, pools []netip.Prefix) (_ *portalNS, 
 	}
 	_ = os.WriteFile("/proc/sys/net/ipv6/conf/all/disable_ipv6", []byte("1"), 0)
 	_ = os.WriteFile("/proc/sys/net/ipv6/conf/default/disable_ipv6", []byte("1"), 0)
-	if err := portalInside(p, cfg, pools); err != nil {
+	if err := portalInside(p, cfg, pools, isps); err != nil {
 		return nil, restored, err
 	}
 	if err := netns.Set(orig); err != nil {
@@ -131,7 +136,7 @@ func openPortalNSLocked(cfg configs.Portal, pools []netip.Prefix) (_ *portalNS, 
 
 // portalInside configures the namespace and opens the listeners; the
 // calling thread is in the namespace.
-func portalInside(p *portalNS, cfg configs.Portal, pools []netip.Prefix) error {
+func portalInside(p *portalNS, cfg configs.Portal, pools []netip.Prefix, isps int) error {
 	lo, err := netlink.LinkByName("lo")
 	if err == nil {
 		err = netlink.LinkSetUp(lo)
@@ -161,14 +166,90 @@ func portalInside(p *portalNS, cfg configs.Portal, pools []netip.Prefix) error {
 			return fmt.Errorf("portal: route %s via %s: %w", pool, p.local, err)
 		}
 	}
-	if p.http, err = net.Listen("tcp4", netip.AddrPortFrom(cfg.Addr, 80).String()); err != nil {
-		return fmt.Errorf("portal: listen: %w", err)
+	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: peer.Attrs().Index, Gw: p.local.AsSlice(), Src: cfg.Addr.AsSlice()}); err != nil {
+		return fmt.Errorf("portal: default route via %s: %w", p.local, err)
 	}
-	if p.https, err = net.Listen("tcp4", netip.AddrPortFrom(cfg.Addr, 443).String()); err != nil {
-		return fmt.Errorf("portal: listen: %w", err)
+	httpPorts, httpsPorts := []uint16{80}, []uint16{443}
+	for v := range isps {
+		httpPorts = append(httpPorts, binding.PortalPort(uint8(v), false))
+		httpsPorts = append(httpsPorts, binding.PortalPort(uint8(v), true))
+	}
+	var err2 error
+	if p.http, err2 = listenAll(cfg.Addr, httpPorts); err2 != nil {
+		return err2
+	}
+	if p.https, err2 = listenAll(cfg.Addr, httpsPorts); err2 != nil {
+		return err2
 	}
 	return nil
 }
+
+// listenAll listens on addr at every port and merges them into one
+// listener.
+func listenAll(addr netip.Addr, ports []uint16) (net.Listener, error) {
+	m := &multiListener{conns: make(chan net.Conn), done: make(chan struct{})}
+	for _, port := range ports {
+		l, err := net.Listen("tcp4", netip.AddrPortFrom(addr, port).String())
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("portal: listen: %w", err)
+		}
+		m.ls = append(m.ls, l)
+	}
+	for _, l := range m.ls {
+		go m.accept(l)
+	}
+	return m, nil
+}
+
+// multiListener is several listeners as one: Accept returns the next
+// connection of any of them; Close closes them all.
+type multiListener struct {
+	ls    []net.Listener
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (m *multiListener) accept(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ne, ok := err.(interface{ Temporary() bool }); ok && ne.Temporary() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return
+		}
+		select {
+		case m.conns <- c:
+		case <-m.done:
+			c.Close()
+			return
+		}
+	}
+}
+
+func (m *multiListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-m.conns:
+		return c, nil
+	case <-m.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (m *multiListener) Close() error {
+	m.once.Do(func() {
+		close(m.done)
+		for _, l := range m.ls {
+			l.Close()
+		}
+	})
+	return nil
+}
+
+func (m *multiListener) Addr() net.Addr { return m.ls[0].Addr() }
 
 // txChecksumOff turns transmit checksum offload off on ifname (in the
 // calling thread's namespace). A veth "offloads" it: a frame leaves with

@@ -210,6 +210,23 @@ func (c *Control) Unbind(port uint8, vlan uint16, mac uint64) bool {
 	return true
 }
 
+// Holder returns the binding that holds address a in VRF vrf (the portal
+// asks who a bound subscriber is). Lock-free: the tables' own lookups.
+func (c *Control) Holder(vrf uint8, a netip.Addr) (Binding, bool) {
+	if !a.Is4() {
+		return Binding{}, false
+	}
+	d, ok := c.s.FIB.Lookup(vrf, ip4(a))
+	if !ok {
+		return Binding{}, false
+	}
+	sub, ok := c.s.MAC.Lookup(d.Port, d.VLAN, d.MAC)
+	if !ok || sub.ISP != vrf || sub.IP != ip4(a) {
+		return Binding{}, false
+	}
+	return Binding{Port: d.Port, VLAN: d.VLAN, MAC: d.MAC, ISP: vrf, IP: a, Static: sub.Flags&classifier.FlagStatic != 0}, true
+}
+
 // Bindings returns a copy of every binding.
 func (c *Control) Bindings() []Binding {
 	c.mu.Lock()

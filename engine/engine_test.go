@@ -13,6 +13,7 @@ import (
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/datapath"
 	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/internal/binding"
 )
 
 // The test rig, all in memory:
@@ -61,7 +62,7 @@ func newRig(t testing.TB, capacity int) *rig {
 		{Name: "acc", MAC: accMAC, AccessVLANs: []uint16{0, 100},
 			AccessAddrs: map[uint16]uint32{0: ip("100.64.0.1"), 100: ip("100.64.0.1")}},
 		{Name: "upa", MAC: upaMAC, Uplinks: map[uint16]uint8{0: 0}},
-		{Name: "upb", MAC: upbMAC, Uplinks: map[uint16]uint8{201: 1}},
+		{Name: "upb", MAC: upbMAC, Uplinks: map[uint16]uint8{201: 1, 250: binding.GardenVRF}}, // VLAN 250: the garden (garden_test.go)
 	}, capacity, 42)
 	if err != nil {
 		t.Fatal(err)

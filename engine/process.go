@@ -135,6 +135,11 @@ func (p *Processor) Process(b *datapath.Batch) {
 			isp := pt.isp[vlan]
 			switch {
 			case pkt.Kind == classifier.KindIPv4 && pkt.Dst == pt.mac:
+				if isp == binding.GardenVRF {
+					if vrf, ok := fromPortalVRF(pkt); ok {
+						isp = vrf // the portal answering a bound subscriber
+					}
+				}
 				p.fibKeys[i] = fib.Key(isp, pkt.DstIP)
 				nfib++
 			case pkt.Kind == classifier.KindARP && pkt.ARPOp == arpRequest:
@@ -204,7 +209,11 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 			}
 			return
 		}
-		up := p.up.Get(sub.ISP)
+		vrf := sub.ISP
+		if p.toPortal(vrf, pkt, f) {
+			vrf = binding.GardenVRF // the portal, not the ISP (portalpath.go)
+		}
+		up := p.up.Get(vrf)
 		if up == nil || !up.Configured || !up.Resolved {
 			p.drop(in, out, classifier.ReasonNoNextHop)
 			return
@@ -348,6 +357,11 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 			p.drop(in, out, classifier.ReasonTTLExpired)
 			p.timeExceeded(in, out, pkt, f, pt.mac, up.Addr)
 			return
+		}
+		if isp == binding.GardenVRF {
+			if _, ok := fromPortalVRF(pkt); ok {
+				portalAnswer(pkt, f) // back to port 80/443 (portalpath.go)
+			}
 		}
 		p.route(out, d.Port, d.MAC, p.s.ports[d.Port%datapath.MaxPorts].mac, d.VLAN, pkt.L3, pkt.L3+pkt.TotalLen)
 		p.downN[in]++

@@ -87,13 +87,27 @@ func sourceAddr(r *http.Request) (netip.Addr, bool) {
 	return ap.Addr().Unmap().WithZone(""), true
 }
 
+// lookup finds the request's subscriber from its connection: the local
+// address and port (the portal's; the port says the ISP of a bound
+// subscriber) and the source address, never a header.
+func (s *Server) lookup(r *http.Request) (Subscriber, bool) {
+	remote, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return Subscriber{}, false
+	}
+	var local netip.AddrPort
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		local, _ = netip.ParseAddrPort(la.String())
+	}
+	unmap := func(ap netip.AddrPort) netip.AddrPort {
+		return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
+	}
+	return s.dir.Lookup(unmap(local), unmap(remote))
+}
+
 // subscriber finds the request's subscriber, or answers 403.
 func (s *Server) subscriber(w http.ResponseWriter, r *http.Request) (Subscriber, bool) {
-	a, ok := sourceAddr(r)
-	var sub Subscriber
-	if ok {
-		sub, ok = s.dir.Lookup(a)
-	}
+	sub, ok := s.lookup(r)
 	if !ok {
 		s.st.unknownSource.Add(1)
 		s.render(w, http.StatusForbidden, page{Heading: "Not available here",
@@ -238,7 +252,7 @@ func (s *Server) check(in formInput, needPassword bool) map[string]string {
 func (s *Server) claim(w http.ResponseWriter, r *http.Request, sub Subscriber, in formInput, confirming bool, again func(int, problems)) {
 	id := requestID()
 	mac := binding.MACString(sub.MAC)
-	_, err := s.claims.Claim(r.Context(), tenants.Actor{Kind: tenants.ActorClaim, Name: "portal", RequestID: id},
+	_, err := s.claims.Claim(r.Context(), tenants.Actor{Kind: tenants.ActorPortal, Name: "portal", RequestID: id},
 		tenants.ClaimRequest{ISP: in.ISP, CustomerID: in.CustomerID, Password: in.Password, MAC: mac, Access: sub.Access})
 	logArgs := []any{"mac", mac, "access", sub.Access, "isp", in.ISP, "from_isp", sub.ISP, "request_id", id}
 	outcome := func(o string, extra ...any) {
@@ -314,11 +328,7 @@ type captive struct {
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	s.st.api.Add(1)
 	ans := captive{Captive: true, UserPortalURL: s.url}
-	a, ok := sourceAddr(r)
-	var sub Subscriber
-	if ok {
-		sub, ok = s.dir.Lookup(a)
-	}
+	sub, ok := s.lookup(r)
 	switch {
 	case !ok:
 	case sub.ISP != "" && sub.Claimed == "":

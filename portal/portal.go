@@ -38,10 +38,13 @@ type Subscriber struct {
 	Claimed string     // ISP chosen and waiting for the handover, "" if none
 }
 
-// Directory finds the subscriber behind a source address (its onboarding
-// lease, or its binding).
+// Directory finds the subscriber behind a connection: local is the
+// portal's address and port the connection reached (for a bound subscriber
+// the port says its ISP, since ISP address plans overlap), remote the
+// subscriber's source address and port (its onboarding lease, or its
+// binding at that ISP).
 type Directory interface {
-	Lookup(a netip.Addr) (Subscriber, bool)
+	Lookup(local, remote netip.AddrPort) (Subscriber, bool)
 }
 
 // Claimer attaches a device to a customer given the customer's password;

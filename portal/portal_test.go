@@ -68,7 +68,8 @@ type fakeDir struct {
 	in   chan struct{} // if set, Lookup signals here first
 }
 
-func (d *fakeDir) Lookup(a netip.Addr) (Subscriber, bool) {
+func (d *fakeDir) Lookup(_, remote netip.AddrPort) (Subscriber, bool) {
+	a := remote.Addr()
 	if d.in != nil {
 		d.in <- struct{}{}
 	}
@@ -327,7 +328,7 @@ func TestClaimFlow(t *testing.T) {
 	if len(got) != 1 || got[0] != want {
 		t.Fatalf("claims %+v, want %+v", got, want)
 	}
-	if a := r.cl.actors[0]; a.Kind != tenants.ActorClaim || a.Name != "portal" || a.RequestID == "" {
+	if a := r.cl.actors[0]; a.Kind != tenants.ActorPortal || a.Name != "portal" || a.RequestID == "" {
 		t.Errorf("actor %+v", a)
 	}
 	// /done before the Directory shows the claim: the claim just made.

@@ -201,10 +201,11 @@ func (t *Tenants) Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, e
 	if err != nil {
 		return Device{}, ErrBadCredentials
 	}
-	d, err := t.attachLocked(a, c, mac, r.Access, r.Replace, SourceClaim, false)
+	// Another ISP's device: only the portal, on the subscriber's own line,
+	// takes it with the new ISP's credentials (a move); a claim token
+	// cannot (an installer must not move a line it does not stand on).
+	d, err := t.attachLocked(a, c, mac, r.Access, r.Replace, SourceClaim, a.Kind == ActorPortal)
 	if err != nil && errors.Is(err, ErrConflict) && !errors.Is(err, ErrDeviceLimit) {
-		// Another ISP's device: the claim cannot take it (an operator's
-		// move, or the portal on the subscriber's own line).
 		return Device{}, fmt.Errorf("%w: this device is attached to another provider's customer; ask the operator", ErrConflict)
 	}
 	return d, err

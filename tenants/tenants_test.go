@@ -216,6 +216,31 @@ func TestClaimRefusals(t *testing.T) {
 	if _, err := r.ten.Claim(ctx, Actor{Kind: ActorClaim}, ClaimRequest{ISP: "alpha", CustomerID: "a-1", Password: "alpha-password", MAC: "02:00:00:00:00:02"}); !errors.Is(err, ErrConflict) {
 		t.Errorf("claiming beta's device for alpha: %v, want ErrConflict", err)
 	}
+	// The portal, on the subscriber's own line, moves it with alpha's
+	// credentials: beta hears it left, not where it went.
+	r.px.take()
+	d, err := r.ten.Claim(ctx, Actor{Kind: ActorPortal, Name: "portal"}, ClaimRequest{ISP: "alpha", CustomerID: "a-1", Password: "alpha-password", MAC: "02:00:00:00:00:02"})
+	if err != nil || d.ISP != "alpha" {
+		t.Fatalf("the portal's move: %+v %v", d, err)
+	}
+	if e, _ := r.reg.Lookup(mac48("02:00:00:00:00:02")); e.ISP != "alpha" || e.CustomerID != "a-1" {
+		t.Errorf("registry after the portal's move: %+v", e)
+	}
+	if got := r.px.take(); !slices.Contains(got, mac48("02:00:00:00:00:02")) {
+		t.Errorf("the move did not revalidate the device's binding: %v", got)
+	}
+	moved := false
+	for _, e := range r.events("beta") {
+		if e.Kind == "moved" && e.MAC == "02:00:00:00:00:02" {
+			moved = true
+			if strings.Contains(e.Reason, "alpha") || strings.Contains(e.Reason, "a-1") {
+				t.Errorf("beta's moved event names the winner: %+v", e)
+			}
+		}
+	}
+	if !moved {
+		t.Error("no moved event at beta")
+	}
 	// Guessing is limited per (customer, MAC) before any hashing.
 	var limited error
 	for range 10 {

@@ -30,8 +30,14 @@ type ActorKind string
 const (
 	ActorOperator ActorKind = "operator" // the operator's token or the control socket
 	ActorISP      ActorKind = "isp"      // an ISP's token (its own tenant only)
-	ActorClaim    ActorKind = "claim"    // a claim-scoped token (installer, portal)
+	ActorClaim    ActorKind = "claim"    // a claim-scoped token (installer)
 	ActorConfig   ActorKind = "config"   // the configuration file ([[subscriber]])
+	// ActorPortal is the captive portal acting for the subscriber on its
+	// own line (the portal identified the device by its address): its
+	// claim may take the device from another ISP's customer (a move the
+	// subscriber makes, with the new ISP's credentials). Never an API
+	// token's kind.
+	ActorPortal ActorKind = "portal"
 )
 
 // Actor is who made a change: recorded with its event.

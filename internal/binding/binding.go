@@ -45,3 +45,36 @@ func MACString(m uint64) string {
 // ISP on the portal) are bound in it, and its uplink is the link to the
 // captive portal. Real ISPs use VRFs 0..249 (configs.MaxISPs).
 const GardenVRF uint8 = 250
+
+// Bound subscribers (ISP VRFs 0..249) reach the captive portal too: the
+// datapath sends their TCP to the portal's address, ports 80 and 443, to
+// the portal's link with the destination port rewritten to
+// PortalHTTPBase+VRF or PortalHTTPSBase+VRF, where the portal listens per
+// VRF; the answers' source port gives the VRF back. Their addresses may
+// overlap across ISPs, but the (address, port, VRF port) tuple is unique,
+// and nothing is kept per connection.
+const (
+	PortalHTTPBase  = 30000
+	PortalHTTPSBase = 31000
+)
+
+// PortalPort is the portal's port for VRF vrf (< GardenVRF): HTTPS or
+// HTTP.
+func PortalPort(vrf uint8, https bool) uint16 {
+	if https {
+		return PortalHTTPSBase + uint16(vrf)
+	}
+	return PortalHTTPBase + uint16(vrf)
+}
+
+// PortalVRF inverts PortalPort: the VRF and scheme of a portal port, false
+// for a port outside both ranges.
+func PortalVRF(port uint16) (vrf uint8, https bool, ok bool) {
+	switch {
+	case port >= PortalHTTPSBase && port < PortalHTTPSBase+uint16(GardenVRF):
+		return uint8(port - PortalHTTPSBase), true, true
+	case port >= PortalHTTPBase && port < PortalHTTPBase+uint16(GardenVRF):
+		return uint8(port - PortalHTTPBase), false, true
+	}
+	return 0, false, false
+}
