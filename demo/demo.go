@@ -1,12 +1,16 @@
 // Package demo runs the lab demonstration behind `make demo`: it builds the
 // DHCP lab (subscribers behind a shared access network, two ISPs each with a
-// validating Kea), runs ispmux in the appliance namespace, lets real DHCP
-// clients (dhclient and busybox udhcpc) obtain leases from their chosen ISPs
-// through ispmux, shows the result (subscriber → ISP → address, traffic to
-// the ISP's host, refused and unregistered subscribers, events), and keeps
-// forwarding until interrupted, then removes everything: the lab, and the
-// demo's directory (ispmux's config, log and state) unless --keep asks to
-// keep it or the demo failed (the log says why).
+// validating Kea, ispmux's captive portal on the access port), runs ispmux in
+// the appliance namespace, lets real DHCP clients (dhclient and busybox
+// udhcpc) obtain leases from their chosen ISPs through ispmux, shows the
+// result (subscriber → ISP → address, traffic to the ISP's host, refused and
+// unregistered subscribers), then onboards a device nobody registered: its
+// onboarding lease, the walled garden, the portal driven by a Go HTTP client
+// from inside the device's namespace, and the handover to the ISP it chose;
+// then ispmux's bindings and events. It keeps forwarding until interrupted,
+// then removes everything: the lab, and the demo's directory (ispmux's
+// config, log and state) unless --keep asks to keep it or the demo failed
+// (the log says why).
 package demo
 
 import (
@@ -15,9 +19,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -39,12 +45,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) (err err
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	exe, err := os.Executable()
+	exe, err := executable()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "demo: building lab %q (2 ISPs running Kea, 5 subscribers)...\n", *id)
-	topo, err := lab.Up(ctx, lab.Options{ID: *id, Subscribers: 5, DHCP: true, LeaseTime: *lease})
+	fmt.Fprintf(stdout, "demo: building lab %q (2 ISPs running Kea, 6 subscribers, the captive portal)...\n", *id)
+	topo, err := lab.Up(ctx, lab.Options{ID: *id, Subscribers: 6, DHCP: true, LeaseTime: *lease,
+		Portal: true, Unconfigured: []string{newSub}, KeaKnown: map[string][]string{newISP: {newCustomer}}})
 	if err != nil {
 		return err
 	}
@@ -88,8 +95,18 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) (err err
 	if err := waitReady(ctx, sock); err != nil {
 		return fmt.Errorf("demo: ispmux not ready: %w (see %s)", err, logf.Name())
 	}
+	if err := registerCustomer(ctx, sock); err != nil {
+		return fmt.Errorf("demo: registering customer %s at %s: %w", newCustomer, newISP, err)
+	}
+	fmt.Fprintf(stdout, "demo: %s registered customer %s (with a password) through the control socket, as `ispmux ctl customer-add` does; %s's device %s is registered nowhere\n",
+		newISP, newCustomer, newCustomer, newSub)
+	pool := netip.MustParsePrefix(lab.OnboardingPool)
+	onboarded := func(s lab.Sub) bool {
+		a, ok := topo.SubAddr(ctx, s)
+		return ok && pool.Contains(a.Addr())
+	}
 
-	// Real DHCP clients: dhclient on s1, s3 and s4, udhcpc on s2 and s5.
+	// Real DHCP clients: dhclient on s1, s3, s4 and s6, udhcpc on s2 and s5.
 	var clients []*exec.Cmd
 	defer func() {
 		for _, c := range clients {
@@ -112,7 +129,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) (err err
 		}
 		clients = append(clients, c)
 	}
-	fmt.Fprintln(stdout, "demo: DHCP clients started (dhclient on s1 s3 s4, udhcpc on s2 s5); waiting for leases...")
+	fmt.Fprintln(stdout, "demo: DHCP clients started (dhclient on s1 s3 s4 s6, udhcpc on s2 s5); waiting for leases...")
+	newDev := sub(topo, newSub)
 	wait := time.After(12 * time.Second)
 	for done := false; !done; {
 		select {
@@ -121,47 +139,77 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) (err err
 		case <-wait:
 			done = true
 		case <-time.After(500 * time.Millisecond):
-			done = allValidBound(ctx, topo)
+			done = allValidBound(ctx, topo) && onboarded(newDev)
 		}
 	}
-	// Give the refused subscriber's ISP time to stay silent.
-	time.Sleep(5 * time.Second)
+	// The refused subscriber's ISP stays silent: ispmux's timeout shows in
+	// the events, printed at least this late.
+	eventsAt := time.Now().Add(5 * time.Second)
 
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(stdout)
 	fmt.Fprintln(tw, "SUBSCRIBER\tMAC\tCUSTOMER\tCHOSEN ISP\tADDRESS (from the ISP, via ispmux)\tPING ISP HOST\tROLE")
 	for _, s := range topo.Subscribers {
 		addr, res := "-", "-"
-		if p, ok := topo.SubAddr(ctx, s); ok {
+		isp, cust, role := s.ISP, s.CustomerID, s.Role
+		if s.Name == newSub {
+			isp, cust, role = "", "-", "new device (registered nowhere)"
+		}
+		if p, ok := topo.SubAddr(ctx, s); ok && pool.Contains(p.Addr()) {
+			addr, res, isp = p.String()+" (onboarding, from ispmux)", "- (walled garden)", "(none yet)"
+		} else if ok {
 			addr = p.String()
 			res = "FAILED"
-			if err := exec.CommandContext(ctx, "ip", "netns", "exec", s.NS, "ping", "-c", "2", "-i", "0.2", "-W", "1", "-q", lab.HostAddr).Run(); err == nil {
+			if ping(ctx, s.NS, lab.HostAddr) {
 				res = "ok"
 			}
 		}
-		isp := s.ISP
 		if isp == "" {
 			isp = "(none)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.MAC, s.CustomerID, isp, addr, res, s.Role)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.MAC, cust, isp, addr, res, role)
 	}
 	tw.Flush()
-	fmt.Fprintln(stdout, "(both ISPs hand out 100.64.0.100-199: their plans overlap, the VRFs keep them apart)")
+	fmt.Fprintln(stdout, "(both ISPs hand out 100.64.0.100-199: their plans overlap, the VRFs keep them apart;")
+	fmt.Fprintf(stdout, " a device without a registration gets an onboarding lease from %s and sees only the portal)\n", lab.OnboardingPool)
 
+	if err := onboarding(ctx, stdout, topo, sock, newDev); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+
+	st, err := ctlsock.FetchStatus(ctx, sock)
+	if err != nil {
+		return err
+	}
+	printBindings(ctx, stdout, topo, st)
+
+	if d := time.Until(eventsAt); d > 0 {
+		time.Sleep(d)
+	}
 	fmt.Fprintln(stdout, "\nevents (ispmux ctl events):")
 	evs, err := ctlsock.FetchEvents(ctx, sock, 0)
 	if err == nil {
 		for _, e := range evs {
-			fmt.Fprintf(stdout, "  %s  %-9s %s %-6s %-15s %s\n", e.Time.Local().Format("15:04:05"), e.Kind, e.MAC, e.ISP, e.IP, e.Reason)
+			who := e.MAC
+			if who == "" || who == "00:00:00:00:00:00" { // a customer's event
+				who = "customer " + e.Customer
+			}
+			fmt.Fprintf(stdout, "  %s  %-16s %-17s %-6s %-15s %s\n", e.Time.Local().Format("15:04:05"), e.Kind, who, e.ISP, e.IP, e.Reason)
 		}
 	}
 	if st, err := ctlsock.FetchStatus(ctx, sock); err == nil {
 		fmt.Fprintf(stdout, "\nleases held: %d; DHCP counters: %s\n", st.Leases, counters(st.DHCP))
+		if st.Portal != nil {
+			fmt.Fprintf(stdout, "portal counters: %s\n", portalCounters(st.Portal.Counters))
+		}
 	}
 	if *exit {
 		return nil
 	}
-	fmt.Fprintf(stdout, "\nispmux keeps forwarding. Try:\n  ip netns exec %s-s1 ping %s\n  %s ctl -c %s status\nCtrl-C stops ispmux and removes the lab.\n", *id, lab.HostAddr, exe, cfg)
+	fmt.Fprintf(stdout, "\nispmux keeps forwarding. Try:\n  ip netns exec %s-%s ping %s\n  %s ctl -c %s status\nCtrl-C stops ispmux and removes the lab.\n", *id, newSub, lab.HostAddr, exe, cfg)
 	select {
 	case <-ctx.Done():
 	case <-waitExit(ispmux):
@@ -186,6 +234,69 @@ func finishDir(w io.Writer, dir string, keep, failed bool) {
 		}
 		fmt.Fprintf(w, "demo: removed %s (ispmux's config, log and state; --keep keeps them)\n", dir)
 	}
+}
+
+// executable is the ispmux binary the demo runs (the test's is built).
+var executable = os.Executable
+
+// sub returns the lab's subscriber name.
+func sub(topo *lab.Topology, name string) lab.Sub {
+	for _, s := range topo.Subscribers {
+		if s.Name == name {
+			return s
+		}
+	}
+	return lab.Sub{Name: name}
+}
+
+// printBindings prints ispmux's bindings (ctl status) by subscriber, each
+// with a ping of its ISP's host, and the devices still in the walled garden.
+func printBindings(ctx context.Context, w io.Writer, topo *lab.Topology, st *ctlsock.Status) {
+	byMAC := map[string]lab.Sub{}
+	for _, s := range topo.Subscribers {
+		byMAC[s.MAC] = s
+	}
+	fmt.Fprintln(w, "\nsubscriber → ISP (ispmux ctl status: bindings):")
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  SUBSCRIBER\tMAC\tISP\tADDRESS\tLEASE UNTIL\tPING ISP HOST")
+	for _, b := range st.Bindings {
+		s, ok := byMAC[b.MAC]
+		name, res := "?", "-"
+		if ok {
+			name, res = s.Name, "FAILED"
+			if ping(ctx, s.NS, lab.HostAddr) {
+				res = "ok"
+			}
+		}
+		exp := b.Expires
+		if t, err := time.Parse(time.RFC3339, exp); err == nil {
+			exp = t.Local().Format("15:04:05")
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", name, b.MAC, b.ISP, b.IP, exp, res)
+	}
+	for _, o := range st.Onboarding {
+		name := "?"
+		if s, ok := byMAC[o.MAC]; ok {
+			name = s.Name
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t(walled garden)\t%s\t\t-\n", name, o.MAC, o.IP)
+	}
+	tw.Flush()
+}
+
+func portalCounters(m map[string]uint64) string {
+	keys := make([]string, 0, len(m))
+	for k, v := range m {
+		if v > 0 {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%d ", k, m[k])
+	}
+	return strings.TrimSpace(b.String())
 }
 
 func allValidBound(ctx context.Context, topo *lab.Topology) bool {
@@ -229,7 +340,8 @@ func waitReady(ctx context.Context, sock string) error {
 
 func counters(m map[string]uint64) string {
 	var b strings.Builder
-	for _, k := range []string{"relayed_discover", "offer", "relayed_request", "ack", "nak", "timeout", "unknown_subscriber"} {
+	for _, k := range []string{"relayed_discover", "offer", "relayed_request", "ack", "nak", "timeout", "unknown_subscriber",
+		"onboarding_grant", "onboarding_handover_nak"} {
 		if v, ok := m[k]; ok {
 			fmt.Fprintf(&b, "%s=%d ", k, v)
 		}
