@@ -78,8 +78,14 @@ type DHCP struct {
 	CircuitBurst int `toml:"circuit_burst"`
 	// MaxBindingsPerCircuit caps the leases on one access circuit.
 	MaxBindingsPerCircuit int `toml:"max_bindings_per_circuit"`
+	// ClientLeaseMax caps the lease a subscriber is given (options 51,
+	// 58 = half of it and 59 = 7/8 rewritten by ispmux): the subscriber
+	// renews with ispmux at least every half of it, which bounds how long
+	// a move to another ISP takes to reach it. Go duration, 30s..24h.
+	ClientLeaseMax string `toml:"client_lease_max"`
 
-	TimeoutDur time.Duration `toml:"-"` // Timeout parsed
+	TimeoutDur        time.Duration `toml:"-"` // Timeout parsed
+	ClientLeaseMaxDur time.Duration `toml:"-"` // ClientLeaseMax parsed
 }
 
 // API is the [api] table: the management API (package api).
@@ -218,6 +224,7 @@ func Default() *Config {
 			CircuitRate:           500,
 			CircuitBurst:          1000,
 			MaxBindingsPerCircuit: 4096,
+			ClientLeaseMax:        "10m",
 		},
 	}
 }

@@ -248,6 +248,16 @@ func TestParseErrors(t *testing.T) {
 				"B dhcp.max_pending: must be 1..1048576, got 0",
 				`C dhcp.mac_rate: expected an integer, got string "x"`,
 			}},
+		{"client lease too short", base + "[dhcp]\nclient_lease_max = \"20s\" #!A\n",
+			[]string{"A dhcp.client_lease_max: must be whole seconds, 30s..24h, got 20s"}},
+		{"client lease too long", base + "[dhcp]\nclient_lease_max = \"25h\" #!A\n",
+			[]string{"A dhcp.client_lease_max: must be whole seconds, 30s..24h, got 25h0m0s"}},
+		{"client lease not whole seconds", base + "[dhcp]\nclient_lease_max = \"90.5s\" #!A\n",
+			[]string{"A dhcp.client_lease_max: must be whole seconds, 30s..24h, got 1m30.5s"}},
+		{"client lease not a duration", base + "[dhcp]\nclient_lease_max = \"soon\" #!A\n",
+			[]string{`A dhcp.client_lease_max: not a duration (e.g. "10m"): "soon"`}},
+		{"client lease not a string", base + "[dhcp]\nclient_lease_max = 600 #!A\n",
+			[]string{`A dhcp.client_lease_max: expected a string, got integer 600`}},
 		{"isp dhcp options", base + "circuit_id = \"{port}\" #!A\nlink_selection = \"100.64.0\" #!B\nvss = \"\" #!C\nserver_id_override = \"yes\" #!D\n",
 			[]string{
 				`A isp[0].circuit_id: unknown placeholder {port} in "{port}" (known: {interface} {vlan} {access} {mac})`,
@@ -387,6 +397,7 @@ func TestParseOK(t *testing.T) {
 			}
 			dd := d.DHCP
 			dd.TimeoutDur = 4 * time.Second
+			dd.ClientLeaseMaxDur = 10 * time.Minute
 			if c.DHCP != dd {
 				t.Errorf("dhcp defaults: got %+v want %+v", c.DHCP, dd)
 			}
@@ -394,8 +405,8 @@ func TestParseOK(t *testing.T) {
 				t.Errorf("isp dhcp defaults: %+v", i)
 			}
 		}},
-		{"dhcp options", base + "[dhcp]\ntimeout = \"2s\"\nmac_rate = 10\n", func(t *testing.T, c *Config) {
-			if c.DHCP.TimeoutDur != 2*time.Second || c.DHCP.MACRate != 10 || c.DHCP.MACBurst != 8 {
+		{"dhcp options", base + "[dhcp]\ntimeout = \"2s\"\nmac_rate = 10\nclient_lease_max = \"30s\"\n", func(t *testing.T, c *Config) {
+			if c.DHCP.TimeoutDur != 2*time.Second || c.DHCP.MACRate != 10 || c.DHCP.MACBurst != 8 || c.DHCP.ClientLeaseMaxDur != 30*time.Second {
 				t.Errorf("dhcp %+v", c.DHCP)
 			}
 		}},

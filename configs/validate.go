@@ -119,6 +119,13 @@ func (v *validator) dhcp() {
 	} else {
 		d.TimeoutDur = dur
 	}
+	if dur, err := time.ParseDuration(d.ClientLeaseMax); err != nil {
+		v.errorf("dhcp.client_lease_max", "not a duration (e.g. \"10m\"): %q", d.ClientLeaseMax)
+	} else if dur < 30*time.Second || dur > 24*time.Hour || dur%time.Second != 0 {
+		v.errorf("dhcp.client_lease_max", "must be whole seconds, 30s..24h, got %s", dur)
+	} else {
+		d.ClientLeaseMaxDur = dur
+	}
 	for _, r := range []struct {
 		key    string
 		n, max int
