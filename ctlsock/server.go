@@ -127,8 +127,11 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 func eventStatus(e subscribers.Event) EventStatus {
-	es := EventStatus{Seq: e.Seq, Time: e.Time, Kind: string(e.Kind), MAC: net.HardwareAddr(e.MAC[:]).String(), ISP: e.ISP, Reason: e.Reason,
+	es := EventStatus{Seq: e.Seq, Time: e.Time, Kind: string(e.Kind), ISP: e.ISP, Reason: e.Reason,
 		Customer: e.Customer, Access: e.Access}
+	if e.MAC != (subscribers.MAC{}) { // a customer's event has no device
+		es.MAC = net.HardwareAddr(e.MAC[:]).String()
+	}
 	if e.IP.IsValid() {
 		es.IP = e.IP.String()
 	}

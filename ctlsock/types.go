@@ -106,7 +106,7 @@ type EventStatus struct {
 	Seq    uint64    `json:"seq"`
 	Time   time.Time `json:"time"`
 	Kind   string    `json:"kind"`
-	MAC    string    `json:"mac"`
+	MAC    string    `json:"mac,omitempty"` // none for a customer's event
 	ISP    string    `json:"isp,omitempty"`
 	IP     string    `json:"ip,omitempty"`
 	Reason string    `json:"reason,omitempty"`
