@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -65,6 +66,16 @@ type exchange struct {
 	// orphanOK: a lease the ISP granted that nobody uses may remain
 	// (until it expires): the client is gone and ispmux never knew of it.
 	orphanOK bool
+	// onboarding: the subscriber has no device record and its lease is
+	// ispmux's own (the portal lab's walled garden, crash_onboard_test.go).
+	// ispmux forgetting a lease it ACKed is put right by the client's next
+	// renewal (NAK, DISCOVER, often the same address), so the reading
+	// right after the restart counts too: lost there is lost.
+	onboarding bool
+	// endedByIspmux: ispmux ended the onboarding lease itself (a
+	// handover): its client keeps it until its next REQUEST is NAKed, so
+	// right after the restart it is not lost.
+	endedByIspmux bool
 }
 
 // caseRun is one case's state.
@@ -78,6 +89,21 @@ type caseRun struct {
 	cid  []byte     // the client identifier Kea stored (raw clients send it)
 	xid  dhcpv4.TransactionID
 	acks int // raw exchanges answered
+	// atCrash is the client's address while ispmux was dead (none:
+	// invalid).
+	atCrash netip.Addr
+}
+
+// held are the onboarding addresses c's subscriber was seen to hold in the
+// case (the garden is probed for them: see subView).
+func (c *caseRun) held() []heldAddr {
+	var out []heldAddr
+	for _, a := range []netip.Addr{c.addr, c.atCrash} {
+		if onboardingAddr(a) {
+			out = append(out, heldAddr{mac: c.sub.MAC, addr: a})
+		}
+	}
+	return out
 }
 
 // caseResult is one case in the report.
@@ -96,22 +122,25 @@ type caseResult struct {
 	Replayed    uint64    `json:"intents_replayed,omitempty"` // at the last start
 	RestartMS   int64     `json:"restart_to_ready_ms"`
 	SettleMS    int64     `json:"settle_ms"`
-	KeaAtCrash  string    `json:"kea_at_crash"` // the subscriber's lease at its ISP while ispmux is dead
-	AtRestart   string    `json:"at_restart"`   // the subscriber's verdict right after the restart, before settling
-	View        string    `json:"view"`         // the subscriber's three views at the end
+	KeaAtCrash  string    `json:"kea_at_crash"`              // the subscriber's lease at its ISP while ispmux is dead
+	AtCrash     string    `json:"client_at_crash,omitempty"` // the address on the client's interface then
+	AtRestart   string    `json:"at_restart"`                // the subscriber's verdict right after the restart, before settling
+	View        string    `json:"view"`                      // the subscriber's three views at the end
 	Errors      []string  `json:"errors,omitempty"`
 	Views       []subView `json:"-"`
 }
 
 type matrixReport struct {
 	runInfo
-	LeaseTimeS int          `json:"lease_time_s"`
-	Points     []string     `json:"points"`
-	Exchanges  []string     `json:"exchanges"`
-	Cases      int          `json:"cases"`
-	Passed     int          `json:"passed"`
-	Failed     int          `json:"failed"`
-	Results    []caseResult `json:"results"`
+	LeaseTimeS int `json:"lease_time_s"`
+	// OnboardingLeaseS is the onboarding rows' lease (ispmux's own).
+	OnboardingLeaseS int          `json:"onboarding_lease_time_s,omitempty"`
+	Points           []string     `json:"points"`
+	Exchanges        []string     `json:"exchanges"`
+	Cases            int          `json:"cases"`
+	Passed           int          `json:"passed"`
+	Failed           int          `json:"failed"`
+	Results          []caseResult `json:"results"`
 }
 
 type matrix struct {
@@ -704,36 +733,62 @@ func TestCrashMatrix(t *testing.T) {
 	var results []caseResult
 	exs := theExchanges()
 	only := os.Getenv("ISPMUX_CRASH_ONLY") // a substring of "exchange/point": run those cases only
-	run := func(ex exchange, point, then string) {
+	caseName := func(ex exchange, point, then string) string {
 		name := ex.name + "/" + point
 		if then != "" {
 			name += "+" + then
 		}
+		return name
+	}
+	run := func(t *testing.T, m *matrix, ex exchange, point, then string) {
+		name := caseName(ex, point, then)
 		if only != "" && !strings.Contains(name, only) {
 			return
 		}
 		res := caseResult{Exchange: ex.name, Point: point, Then: then, Client: ex.client}
 		t.Run(name, func(t *testing.T) { m.runCase(t, ex, point, then, &res) })
-		r.t = t
+		m.r.t = t
 		results = append(results, res)
 	}
 	for _, ex := range exs {
 		for _, p := range ex.points {
-			run(ex, p, "")
+			run(t, m, ex, p, "")
 		}
 	}
 	for _, ex := range exs {
 		for _, name := range replayOf {
 			if ex.name == name {
-				run(ex, failpoint.EndAfterIntent, failpoint.ReplayAfterSend)
+				run(t, m, ex, failpoint.EndAfterIntent, failpoint.ReplayAfterSend)
 			}
 		}
 	}
-	rep := &matrixReport{LeaseTimeS: int(matrixLease / time.Second), Points: failpoint.Points}
+	// The onboarding exchanges, on a portal lab of their own (torn down
+	// when they are done).
+	obs := theOnboardingExchanges()
+	want := false
+	for _, ex := range obs {
+		for _, p := range ex.points {
+			want = want || only == "" || strings.Contains(caseName(ex, p, ""), only)
+		}
+	}
+	if want {
+		t.Run("onboarding", func(t *testing.T) {
+			om := newOnboardingMatrix(t, m.fp)
+			for _, ex := range obs {
+				for _, p := range ex.points {
+					run(t, om, ex, p, "")
+				}
+			}
+		})
+	}
+	rep := &matrixReport{LeaseTimeS: int(matrixLease / time.Second), OnboardingLeaseS: int(onboardLease / time.Second), Points: failpoint.Points}
 	for _, ex := range exs {
 		rep.Exchanges = append(rep.Exchanges, ex.name)
 	}
 	rep.Exchanges = append(rep.Exchanges, "replay")
+	for _, ex := range obs {
+		rep.Exchanges = append(rep.Exchanges, ex.name)
+	}
 	rep.Results = results
 	rep.Cases = len(results)
 	for _, res := range results {
@@ -902,7 +957,11 @@ func (m *matrix) runCase(t *testing.T, ex exchange, point, then string, res *cas
 	} else {
 		res.KeaAtCrash = "none"
 	}
-	t.Logf("%s's lease at %s while ispmux is dead: %s", c.sub.Name, c.sub.ISP, res.KeaAtCrash)
+	if p, ok := r.topo.SubAddr(context.Background(), c.sub); ok {
+		c.atCrash = p.Addr()
+		res.AtCrash = c.atCrash.String()
+	}
+	t.Logf("%s's lease at %s while ispmux is dead: %s; client: %s", c.sub.Name, c.sub.ISP, res.KeaAtCrash, cmp.Or(res.AtCrash, "none"))
 	if ex.afterCrash != nil {
 		ex.afterCrash(c)
 	}
@@ -925,12 +984,19 @@ func (m *matrix) runCase(t *testing.T, ex exchange, point, then string, res *cas
 	res.RestartMS = ready.Milliseconds()
 	// Before the client's retries and the replay (for the record: what
 	// a client that never came back would leave).
-	if vs, err := r.views([]lab.Sub{c.sub}); err == nil {
-		d := classify(vs[0], time.Now())
+	if vs, d, err := m.atRestart(ex, c); err == nil {
 		res.AtRestart = d.String()
-		if d.Lost && ex.staleClient {
+		switch {
+		case d.Lost && ex.staleClient:
 			// Not lost: revoked, and the ISP not told yet (the replay).
 			res.AtRestart = "revoked, ISP not told yet"
+		case d.Lost && ex.endedByIspmux:
+			res.AtRestart = "onboarding lease ended (handover), the client not NAKed yet"
+		case d.Lost && ex.onboarding:
+			res.Lost++
+			msg := fmt.Sprintf("LOST right after the restart after a crash at %s: %s", point, vs)
+			res.Errors = append(res.Errors, msg)
+			t.Error(msg)
 		}
 	}
 	settled := time.Now()
@@ -959,7 +1025,7 @@ func (m *matrix) runCase(t *testing.T, ex exchange, point, then string, res *cas
 		// sent it again.
 		t.Errorf("no intent replayed at the restart after a crash at %s", point)
 	}
-	vs, ds, err := r.checkViews(m.subs, 5*time.Second)
+	vs, ds, err := r.checkViews(m.subs, 5*time.Second, c.held()...)
 	res.SettleMS = time.Since(settled).Milliseconds()
 	if err != nil {
 		t.Fatal(err)
@@ -993,6 +1059,25 @@ func (m *matrix) runCase(t *testing.T, ex exchange, point, then string, res *cas
 	}
 }
 
+// atRestart reads c's subscriber's views right after the restart. An
+// onboarding subscriber's is read again while it is lost, for up to 3 s
+// (well within its client's T1: the garden may take a moment to answer the
+// first probe).
+func (m *matrix) atRestart(ex exchange, c *caseRun) (subView, verdict, error) {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		vs, err := m.r.views([]lab.Sub{c.sub}, c.held()...)
+		if err != nil {
+			return subView{}, verdict{}, err
+		}
+		d := classify(vs[0], time.Now())
+		if !d.Lost || !ex.onboarding || ex.endedByIspmux || time.Now().After(deadline) {
+			return vs[0], d, nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // TestCrashMatrixCoversEveryPoint: every failpoint ispmux has is crashed
 // at by some exchange of the matrix (a new transition adds its points to
 // internal/failpoint and its exchange here, docs/ARCHITECTURE.md), and the
@@ -1002,7 +1087,7 @@ func TestCrashMatrixCoversEveryPoint(t *testing.T) {
 	for _, p := range tenantCrashCovers { // TestTenants
 		covered[p] = true
 	}
-	for _, ex := range theExchanges() {
+	for _, ex := range append(theExchanges(), theOnboardingExchanges()...) {
 		for _, p := range ex.points {
 			covered[p] = true
 		}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -80,7 +81,8 @@ type proc struct {
 	log     *syncBuffer
 	started time.Time
 	done    chan struct{}
-	err     error // Wait's, once done
+	err     error     // Wait's, once done
+	exit    time.Time // when Wait returned, once done
 }
 
 // launch starts bin (ispmux) in the appliance namespace with env added to
@@ -97,7 +99,7 @@ func (r *rig) launch(bin string, env ...string) *proc {
 	if err := p.cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	go func() { p.err = p.cmd.Wait(); p.exit = time.Now(); close(p.done) }()
 	r.log = p.log
 	return p
 }
@@ -109,6 +111,14 @@ func (p *proc) exited() bool {
 	default:
 		return false
 	}
+}
+
+// exitedAt is when the process exited (now if it runs).
+func (p *proc) exitedAt() time.Time {
+	if p.exited() {
+		return p.exit
+	}
+	return time.Now()
 }
 
 // wait waits up to d for the process to exit.
@@ -175,6 +185,9 @@ func (r *rig) waitReady(p *proc, within time.Duration) (time.Duration, error) {
 			for _, i := range st.ISPs {
 				ok = ok && i.State == "reachable"
 			}
+			// The portal lab: the walled garden's uplink (the portal's
+			// link) too.
+			ok = ok && (st.Portal == nil || st.Portal.NextHop == "reachable")
 			if ok {
 				return time.Since(p.started), nil
 			}
@@ -398,6 +411,15 @@ type subView struct {
 	Kea        netip.Addr `json:"kea"`
 	KeaExpires time.Time  `json:"kea_expires,omitzero"`
 	KeaOther   string     `json:"kea_other,omitempty"`
+	// The walled garden (the portal lab), where ispmux is the DHCP
+	// server: its onboarding lease of the MAC (ctl status), and the
+	// onboarding address the garden forwards for the MAC (a TCP
+	// connection from it to the portal's HTTPS port is answered; probed
+	// from the client's address, the lease's and any the test saw the
+	// subscriber hold).
+	Onboarding        netip.Addr `json:"onboarding,omitzero"`
+	OnboardingExpires time.Time  `json:"onboarding_expires,omitzero"`
+	Garden            netip.Addr `json:"garden,omitzero"`
 }
 
 func (v subView) String() string {
@@ -418,17 +440,36 @@ func (v subView) String() string {
 	if v.KeaOther != "" {
 		out += " [" + v.KeaOther + "]"
 	}
+	if v.Onboarding.IsValid() || v.Garden.IsValid() || onboardingAddr(v.Client) {
+		out += fmt.Sprintf("; onboarding: ispmux %s", s(v.Onboarding))
+		if v.Onboarding.IsValid() {
+			out += fmt.Sprintf(" (expires in %v)", time.Until(v.OnboardingExpires).Round(time.Second))
+		}
+		out += ", garden forwards " + s(v.Garden)
+	}
 	return out
 }
+
+// onboardingPool is the portal lab's onboarding pool.
+var onboardingPool = netip.MustParsePrefix(lab.OnboardingPool)
+
+// onboardingAddr reports whether a is an onboarding address (the portal
+// lab's pool).
+func onboardingAddr(a netip.Addr) bool { return a.IsValid() && onboardingPool.Contains(a) }
 
 // verdict classifies one subscriber's views.
 type verdict struct {
 	// Lost: the client holds an address its ISP leased it, and ispmux
-	// has no binding for it (the client was ACKed, ispmux forgot).
+	// has no binding for it (the client was ACKed, ispmux forgot). In
+	// the walled garden (ispmux the server): the client holds an
+	// onboarding address that ispmux does not hold for it or does not
+	// forward.
 	Lost bool `json:"lost,omitempty"`
 	// Phantom: ispmux has a binding the ISP does not hold (freed, given
 	// to another, never granted): ispmux forwards for a lease that is
-	// not there.
+	// not there. In the walled garden: ispmux holds or forwards an
+	// onboarding address of the MAC that its client does not hold
+	// (released, ended, or never ACKed).
 	Phantom bool `json:"phantom,omitempty"`
 	// Orphaned: the ISP holds a lease for the subscriber that neither
 	// ispmux nor the client uses.
@@ -476,15 +517,32 @@ func classify(v subView, now time.Time) verdict {
 			d.Orphaned = true
 		}
 	}
-	if v.Client.IsValid() && v.Client != v.Ispmux && v.Client != v.Kea {
+	if v.Client.IsValid() && v.Client != v.Ispmux && v.Client != v.Kea && !onboardingAddr(v.Client) {
 		d.StaleClient = true
+	}
+	// The walled garden: ispmux's onboarding lease is the server's view
+	// and the garden's forwarding its own; the client must hold what
+	// both hold.
+	if onboardingAddr(v.Client) && (v.Client != v.Onboarding || v.Client != v.Garden) && !nearEnd(v.OnboardingExpires) {
+		d.Lost = true
+	}
+	if (v.Onboarding.IsValid() && v.Onboarding != v.Client || v.Garden.IsValid() && v.Garden != v.Client) && !nearEnd(v.OnboardingExpires) {
+		d.Phantom = true
 	}
 	return d
 }
 
+// heldAddr is an onboarding address the test saw mac hold: the garden is
+// probed for it (a lease that ended must not be forwarded still).
+type heldAddr struct {
+	mac  string
+	addr netip.Addr
+}
+
 // views reads the three views of subs: the clients' addresses first, then
-// Kea's leases, then ispmux's bindings.
-func (r *rig) views(subs []lab.Sub) ([]subView, error) {
+// Kea's leases, then ispmux's bindings (and, on the portal lab, its
+// onboarding leases, then what the garden forwards: see subView).
+func (r *rig) views(subs []lab.Sub, held ...heldAddr) ([]subView, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	out := make([]subView, len(subs))
@@ -538,17 +596,87 @@ func (r *rig) views(subs []lab.Sub) ([]subView, error) {
 			v.IspmuxISP = b.ISP
 			v.IspmuxExpires, _ = time.Parse(time.RFC3339, b.Expires)
 		}
+		for _, o := range st.Onboarding {
+			if strings.EqualFold(o.MAC, v.MAC) {
+				v.Onboarding, _ = netip.ParseAddr(o.IP)
+				v.OnboardingExpires, _ = time.Parse(time.RFC3339, o.Expires)
+			}
+		}
+	}
+	if r.topo.Portal == nil {
+		return out, nil
+	}
+	for i, s := range subs {
+		v := &out[i]
+		probe := []netip.Addr{v.Client, v.Onboarding}
+		for _, h := range held {
+			if strings.EqualFold(h.mac, v.MAC) {
+				probe = append(probe, h.addr)
+			}
+		}
+		for j, a := range probe {
+			if onboardingAddr(a) && !slices.Contains(probe[:j], a) && r.gardenForwards(s, a) {
+				v.Garden = a
+				break
+			}
+		}
 	}
 	return out, nil
+}
+
+// gardenForwards reports whether the walled garden forwards for sub from
+// address a: a TCP connection from a to the portal's HTTPS port is
+// answered within a second (else it was dropped). An address not on sub's
+// interface (a lease that ended) is put there for the probe and removed
+// after; a route to the portal through the pool's router is added for it.
+func (r *rig) gardenForwards(sub lab.Sub, a netip.Addr) bool {
+	ip := func(args ...string) error {
+		out, err := exec.Command("ip", append([]string{"-n", sub.NS}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	has := false
+	if out, err := exec.Command("ip", "-n", sub.NS, "-4", "-o", "addr", "show", "dev", sub.If).Output(); err == nil {
+		has = strings.Contains(string(out), " "+a.String()+"/")
+	}
+	if !has {
+		if err := ip("addr", "add", netip.PrefixFrom(a, onboardingPool.Bits()).String(), "dev", sub.If); err != nil {
+			r.t.Logf("garden probe: %v", err)
+			return false
+		}
+		defer func() { _ = ip("addr", "del", netip.PrefixFrom(a, onboardingPool.Bits()).String(), "dev", sub.If) }()
+	}
+	portal := lab.PortalAddr + "/32"
+	if err := ip("route", "replace", portal, "via", lab.OnboardingGW, "dev", sub.If, "src", a.String()); err != nil {
+		r.t.Logf("garden probe: %v", err)
+		return false
+	}
+	defer func() { _ = ip("route", "del", portal) }()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var c net.Conn
+	err := inNS(sub.NS, func() error {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: a.AsSlice()}}
+		var err error
+		c, err = d.DialContext(ctx, "tcp4", net.JoinHostPort(lab.PortalAddr, "443"))
+		return err
+	})
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // checkViews reads the views of subs until none is lost, phantom or
 // orphaned, for up to grace (exchanges still in flight settle), and returns
 // the last reading with its verdicts.
-func (r *rig) checkViews(subs []lab.Sub, grace time.Duration) ([]subView, []verdict, error) {
+func (r *rig) checkViews(subs []lab.Sub, grace time.Duration, held ...heldAddr) ([]subView, []verdict, error) {
 	deadline := time.Now().Add(grace)
 	for {
-		vs, err := r.views(subs)
+		vs, err := r.views(subs, held...)
 		if err != nil {
 			return nil, nil, err
 		}
