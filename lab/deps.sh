@@ -24,6 +24,7 @@ need dhcrelay isc-dhcp-relay
 need sysctl procps
 need chromium chromium
 need certutil libnss3-tools
+need dnsmasq dnsmasq-base
 if [ -z "$missing" ]; then
 	echo "lab deps: all present"
 	exit 0

@@ -278,7 +278,8 @@ func (t *Topology) keaEnv(isp ISP) []string {
 		"KEA_LOGGER_DESTINATION="+isp.KeaLog)
 }
 
-// startDHCP writes the lab's files and starts Kea in every ISP namespace.
+// startDHCP writes the lab's files and starts Kea (or dnsmasq: ISPServer)
+// in every ISP namespace.
 func (t *Topology) startDHCP(ctx context.Context) error {
 	if err := t.prepareStateDir(); err != nil {
 		return err
@@ -303,6 +304,9 @@ func (t *Topology) startDHCP(ctx context.Context) error {
 		if err := t.Portal.write(); err != nil {
 			return err
 		}
+	}
+	if t.ISPServer == ServerDnsmasq {
+		return t.startDnsmasqs(ctx)
 	}
 	for i, isp := range t.ISPs {
 		cfg, err := t.KeaConfigJSON(i)

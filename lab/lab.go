@@ -152,6 +152,11 @@ type Options struct {
 	// OnboardingMaxLeases caps onboarding on acc0 (Portal only); 0 is
 	// ispmux's default (the pool).
 	OnboardingMaxLeases int
+	// ISPServer (DHCP only) is the DHCP server every ISP runs: ServerKea
+	// ("kea", the default when empty) or ServerDnsmasq ("dnsmasq", see
+	// dnsmasq.go; lease time at least 2 minutes, no KeaOpen or
+	// KeaNotAuthoritative).
+	ISPServer string
 }
 
 // APITokens are the lab's API tokens (Options.API) and their files.
@@ -260,6 +265,8 @@ type Topology struct {
 	API *APITokens `json:"api,omitempty"`
 	// Portal is the portal's lab files (Options.Portal), nil without.
 	Portal *Portal `json:"portal,omitempty"`
+	// ISPServer is Options.ISPServer ("" is Kea).
+	ISPServer string `json:"isp_server,omitempty"`
 }
 
 func mac(a, b byte) string { return fmt.Sprintf("02:00:00:00:%02x:%02x", a, b) }
@@ -302,8 +309,12 @@ func plan(o Options) (*Topology, error) {
 	}
 	app := o.ID + "-app"
 	t := &Topology{ID: o.ID, AccessNS: o.ID + "-acc"}
+	if err := checkISPServer(o); err != nil {
+		return nil, err
+	}
 	if o.DHCP {
 		t.DHCP, t.StateDir, t.LeaseTime = true, stateDir, int(o.LeaseTime/time.Second)
+		t.ISPServer = o.ISPServer
 		t.KeaOpen = o.KeaOpen
 		t.KeaKnown, t.KeaNotAuthoritative, t.Unconfigured = o.KeaKnown, o.KeaNotAuthoritative, o.Unconfigured
 		if o.API {

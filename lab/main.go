@@ -16,8 +16,9 @@ import (
 
 const usage = `usage:
   lab up   [--id ID] [--subscribers N] [--isps N] [--generator] [--traffic-subscribers N] [--portal]
-           [--dhcp [--lease-time DUR] [--lab-dir DIR]] [--config FILE --state-dir DIR] [--json]
-  lab down [--id ID]`
+           [--dhcp [--isp-server kea|dnsmasq] [--lease-time DUR] [--lab-dir DIR]] [--config FILE --state-dir DIR] [--json]
+  lab down [--id ID]
+  lab isp-config [kea|dnsmasq]   ISP alpha's DHCP server configuration (docs/ISP-SERVERS.md)`
 
 // Main implements the "lab" subcommand: args are what follows "lab".
 func Main(ctx context.Context, args []string, stdout io.Writer) error {
@@ -37,7 +38,8 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 		fs.BoolVar(&o.Generator, "generator", false, "add the traffic generator namespace on acc1")
 		fs.IntVar(&o.TrafficSubscribers, "traffic-subscribers", 0, "synthetic subscribers on acc1 (with --generator)")
 		fs.BoolVar(&o.DHCP, "dhcp", false, "DHCP lab: subscribers without addresses, Kea in every ISP namespace")
-		fs.DurationVar(&o.LeaseTime, "lease-time", DefaultLeaseTime, "Kea's valid-lifetime (with --dhcp)")
+		fs.StringVar(&o.ISPServer, "isp-server", ServerKea, "the ISPs' DHCP server: kea or dnsmasq (with --dhcp)")
+		fs.DurationVar(&o.LeaseTime, "lease-time", DefaultLeaseTime, "the ISP server's lease time (with --dhcp)")
 		fs.BoolVar(&o.Portal, "portal", false, "captive portal and onboarding on acc0 (with --dhcp)")
 		fs.StringVar(&o.StateDir, "lab-dir", "", "the lab's own files (Kea configs, leases, logs, client scripts); default /tmp/ispmux-lab-ID")
 		fs.BoolVar(&asJSON, "json", false, "print the topology as JSON")
@@ -48,6 +50,9 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		if fs.NArg() != 0 {
 			return fmt.Errorf("lab up: unexpected arguments %q\n%s", fs.Args(), usage)
+		}
+		if !o.DHCP && o.ISPServer == ServerKea {
+			o.ISPServer = ""
 		}
 		t, err := Up(ctx, o)
 		if err != nil {
@@ -76,6 +81,21 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 			return fmt.Errorf("lab down: unexpected arguments %q\n%s", fs.Args(), usage)
 		}
 		return Down(ctx, *id)
+	case "isp-config":
+		server := ServerKea
+		switch len(args) {
+		case 1:
+		case 2:
+			server = args[1]
+		default:
+			return fmt.Errorf("lab isp-config: unexpected arguments %q\n%s", args[2:], usage)
+		}
+		cfg, err := ISPServerConfig(server)
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(cfg)
+		return err
 	case "-h", "--help", "help":
 		_, err := fmt.Fprintln(stdout, usage)
 		return err
@@ -99,9 +119,17 @@ func (t *Topology) WriteTable(w io.Writer) error {
 	}
 	if t.DHCP {
 		fmt.Fprintf(tw, "\nDHCP lab: files in %s, lease time %d s\n", t.StateDir, t.LeaseTime)
-		fmt.Fprintln(tw, "ISP\tKEA CONFIG\tKEA LEASES\tKEA LOG\tKEA CONTROL SOCKET")
-		for _, i := range t.ISPs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", i.Name, i.KeaConfig, i.KeaLeaseFile, i.KeaLog, i.KeaSocket)
+		if t.ISPServer == ServerDnsmasq {
+			fmt.Fprintln(tw, "ISP\tDNSMASQ CONFIG\tDNSMASQ LEASES\tDNSMASQ LOG")
+			for n, i := range t.ISPs {
+				f := t.Dnsmasq(n)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", i.Name, f.Config, f.Leases, f.Log)
+			}
+		} else {
+			fmt.Fprintln(tw, "ISP\tKEA CONFIG\tKEA LEASES\tKEA LOG\tKEA CONTROL SOCKET")
+			for _, i := range t.ISPs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", i.Name, i.KeaConfig, i.KeaLeaseFile, i.KeaLog, i.KeaSocket)
+			}
 		}
 		fmt.Fprintln(tw, "\nSUBSCRIBER\tNS\tMAC\tCUSTOMER ID\tISP\tROLE\tACCESS")
 		for _, s := range t.Subscribers {
@@ -141,6 +169,7 @@ var Packages = map[string]string{
 	"sysctl":    "procps",
 	"chromium":  "chromium",      // the portal's browser tests (e2e), headless
 	"certutil":  "libnss3-tools", // the lab CA in the browser's trust store
+	"dnsmasq":   "dnsmasq-base",  // the second kind of ISP DHCP server (no system service)
 }
 
 // MissingPackages returns the Debian packages whose binaries are missing.
