@@ -414,9 +414,9 @@ func (p *Proxy) revokeLocked(sk subKey, b subscribers.Binding, why string) bool 
 		return false
 	}
 	// The client still believes it holds the address: its next REQUEST
-	// for it gets a NAK from ispmux (relayed, a new ISP's server that is
-	// not authoritative would stay silent and strand it).
-	p.leases.noteEnded(binding.MAC48(b.MAC), b.IP, b.Expires)
+	// for it gets a NAK from ispmux (serveRequest: not its binding at its
+	// ISP), never relayed (a new ISP's server that is not authoritative
+	// would stay silent and strand it).
 	p.count("binding_revoked")
 	return true
 }

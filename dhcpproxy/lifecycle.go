@@ -34,57 +34,16 @@ type leaseTable struct {
 	// binding (bumpGen): a transaction remembers the generation it
 	// started in, and its ACK binds nothing in a later one.
 	gen map[subKey]uint64
-	// ended remembers, until its lease would have run out, the address
-	// of a binding ispmux revoked (moved, blocked, suspended, removed):
-	// the client's next REQUEST for it is NAKed by ispmux (handover).
-	ended map[uint64]endedLease
-}
-
-// endedLease is a revoked binding's address and how long the client may
-// still think it holds it.
-type endedLease struct {
-	ip    netip.Addr
-	until time.Time
-}
-
-// noteEnded remembers mac's revoked lease.
-func (t *leaseTable) noteEnded(mac uint64, ip netip.Addr, until time.Time) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.ended[mac] = endedLease{ip, until}
-}
-
-// wasEnded reports whether ip is mac's revoked lease (still within its
-// time), and forgets it when it is over.
-func (t *leaseTable) wasEnded(mac uint64, ip netip.Addr, now time.Time) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e, ok := t.ended[mac]
-	if ok && !now.Before(e.until) {
-		delete(t.ended, mac)
-		return false
-	}
-	return ok && e.ip == ip
-}
-
-// forgetEnded drops mac's revoked lease (it bound again) and the ones
-// whose time is over.
-func (t *leaseTable) forgetEnded(mac uint64, now time.Time) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	delete(t.ended, mac)
-	for m, e := range t.ended {
-		if !now.Before(e.until) {
-			delete(t.ended, m)
-		}
-	}
+	// cuts holds, for the bindings of devices moved to another ISP
+	// (make-before-break, moves.go), when they end at the latest.
+	cuts map[subKey]time.Time
 }
 
 func (t *leaseTable) init() {
 	t.m = map[subKey]*lease{}
 	t.perCircuit = map[circuitKey]int{}
 	t.byMAC = map[uint64][]subKey{}
-	t.ended = map[uint64]endedLease{}
+	t.cuts = map[subKey]time.Time{}
 	t.gen = map[subKey]uint64{}
 }
 
@@ -135,6 +94,7 @@ func (t *leaseTable) put(sk subKey, l *lease) {
 		t.byMAC[sk.mac] = append(t.byMAC[sk.mac], sk)
 	}
 	t.m[sk] = l
+	delete(t.cuts, sk)
 }
 
 // remove removes and returns sk's lease, or nil.
@@ -142,6 +102,7 @@ func (t *leaseTable) remove(sk subKey) *lease {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	l := t.m[sk]
+	delete(t.cuts, sk)
 	if l != nil {
 		delete(t.m, sk)
 		t.perCircuit[sk.circuit]--
@@ -283,14 +244,17 @@ func (p *Proxy) Restore(now time.Time) (int, error) {
 	return n, nil
 }
 
-// Revalidate revokes, while running, every binding whose registration no
-// longer matches it (after a configuration reload or a registry change):
-// the subscriber stops forwarding at once instead of at lease expiry, and
-// the ISP is sent a RELEASE on its behalf. It returns how many it revoked.
+// Revalidate ends, while running, every binding whose registration no
+// longer matches it (after a configuration reload): the subscriber stops
+// forwarding at once instead of at lease expiry, and the ISP is sent a
+// RELEASE on its behalf — except a device moved to another ISP, whose old
+// binding keeps forwarding until its next REQUEST (make-before-break,
+// moves.go). It returns how many bindings no longer match.
 func (p *Proxy) Revalidate() int {
 	n := 0
+	now := time.Now()
 	for _, h := range p.leases.all() {
-		if why := p.stale(h.b); why != "" && p.revoke(h.k, h.b, why) {
+		if p.revalidate(h, false, now) {
 			n++
 		}
 	}
@@ -299,18 +263,10 @@ func (p *Proxy) Revalidate() int {
 
 // RevalidateMACs is Revalidate for the bindings of macs only (after a
 // tenant change: a device moved, blocked, detached, its customer suspended
-// or deleted): linear in len(macs), not in the bindings held.
-func (p *Proxy) RevalidateMACs(macs []uint64) int {
-	n := 0
-	for _, mac := range macs {
-		for _, h := range p.leases.ofMAC(mac) {
-			if why := p.stale(h.b); why != "" && p.revoke(h.k, h.b, why) {
-				n++
-			}
-		}
-	}
-	return n
-}
+// or deleted): linear in len(macs), not in the bindings held. A moved
+// device's old binding ends at its next REQUEST (make-before-break);
+// RevalidateMACsImmediate cuts it at once.
+func (p *Proxy) RevalidateMACs(macs []uint64) int { return p.revalidateMACs(macs, false) }
 
 // stale says why a stored binding no longer matches the subscriber's
 // registration, or "" when it still does.
@@ -327,7 +283,8 @@ func (p *Proxy) stale(b subscribers.Binding) string {
 	case reg.Suspended():
 		return "customer suspended"
 	case reg.ISP != b.ISP:
-		return "subscriber moved to ISP " + reg.ISP
+		// Never naming the new ISP: the event is the old one's.
+		return "subscriber moved to another ISP"
 	case reg.Access != "" && reg.Access != b.Access:
 		return "registered on access " + reg.Access
 	}
@@ -458,7 +415,6 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte) {
 		return
 	}
 	p.leases.put(t.sub, &lease{b: b, circuit: c, isp: t.isp})
-	p.leases.forgetEnded(mac, now)
 	p.deliver(c, m, ack)
 	failpoint.Hit(failpoint.BindAfterAck)
 	p.count("ack")

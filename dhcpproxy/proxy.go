@@ -53,6 +53,13 @@
 //     is sent (no state of its own).
 //   - lifecycle.go: the bindings held (leaseTable.mu): bind, restore,
 //     revalidation, expiry.
+//   - renewals.go: the client lease (at most ClientLeaseMax: options 51,
+//     58, 59 ispmux's), renewals answered from the binding before the
+//     ISP's T1, the NAK of any REQUEST not for the subscriber's binding at
+//     its current ISP (no state of its own).
+//   - moves.go: a device moved to another ISP keeps its old binding until
+//     its next REQUEST or ClientLeaseMax (make-before-break; the deadlines
+//     are leaseTable's).
 //   - intents.go: ending a binding the ISP must hear about, through a
 //     durable intent; the intents not yet completed (intentQueue.mu).
 //   - limit.go: the per-MAC and per-circuit rate limits (limiter.mu).
@@ -170,6 +177,9 @@ type Config struct {
 	// MaxOnboarding caps the onboarding leases and outstanding offers
 	// over all circuits (0: no cap beyond each circuit's).
 	MaxOnboarding int
+	// ClientLeaseMax caps the lease a subscriber is given (renewals.go);
+	// 0: DefaultClientLeaseMax.
+	ClientLeaseMax time.Duration
 }
 
 type circuitKey struct {
@@ -195,6 +205,9 @@ type Proxy struct {
 	tables Tables
 	send   Sender
 	log    *slog.Logger
+	// now is the clock of a subscriber's message (time.Now; tests move
+	// it past an ISP's T1).
+	now func() time.Time
 
 	// Immutable after New.
 	circuits map[circuitKey]*Circuit
@@ -237,8 +250,11 @@ func New(cfg Config, store Store, reg Registry, tables Tables, send Sender, log 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.ClientLeaseMax <= 0 {
+		cfg.ClientLeaseMax = DefaultClientLeaseMax
+	}
 	p := &Proxy{
-		cfg: cfg, store: store, reg: reg, tables: tables, send: send, log: log,
+		cfg: cfg, store: store, reg: reg, tables: tables, send: send, log: log, now: time.Now,
 		circuits: map[circuitKey]*Circuit{},
 		uplinks:  map[circuitKey]*ISP{},
 		isps:     map[string]*ISP{},
@@ -381,6 +397,7 @@ func (p *Proxy) expire(now time.Time) {
 	p.notes.forget(now)
 	p.summarize(now)
 	p.expireLeases(now)
+	p.cutMoves(now)
 	p.expireOnboarding(now)
 	p.flushIntents(now)
 }

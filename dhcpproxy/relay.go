@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
@@ -206,9 +207,12 @@ func withoutSubOption(b []byte, code byte) []byte {
 // relayDown turns an ISP's reply into the message ispmux sends to the
 // subscriber as its server: every option 82 instance stripped, the server
 // identifier ours (added when the server sent none), giaddr and hops
-// cleared (the subscriber sees a server on its link). Like relayUp it works
-// on the bytes of a message dhcpv4.FromBytes accepted.
-func relayDown(raw []byte, ourServerID netip.Addr) []byte {
+// cleared (the subscriber sees a server on its link), and the lease
+// options ours: the ISP's 51, 58 and 59 are never passed on; with lease >
+// 0 (an OFFER or ACK of a lease) 51 = lease, 58 = half of it, 59 = 7/8
+// (appendLeaseOptions) take their place. Like relayUp it works on the
+// bytes of a message dhcpv4.FromBytes accepted.
+func relayDown(raw []byte, ourServerID netip.Addr, lease time.Duration) []byte {
 	out := make([]byte, 0, len(raw)+8)
 	out = append(out, raw[:optionsStart]...)
 	out[3] = 0
@@ -217,7 +221,7 @@ func relayDown(raw []byte, ourServerID netip.Addr) []byte {
 	sawServerID, sawType := false, false
 	forEachOption(raw, func(code byte, data []byte) {
 		switch code {
-		case optRelayAgentInfo:
+		case optRelayAgentInfo, optLeaseTime, optRenewalTime, optRebindingTime:
 			return
 		case optServerID:
 			if sawServerID {
@@ -237,15 +241,36 @@ func relayDown(raw []byte, ourServerID netip.Addr) []byte {
 		out = append(out, optServerID, 4)
 		out = append(out, our[:]...)
 	}
+	if lease > 0 {
+		out = appendLeaseOptions(out, lease)
+	}
 	return finish(out)
+}
+
+// appendLeaseOptions appends the lease options of a client lease: 51 =
+// lease, 58 (T1) = half of it, 59 (T2) = 7/8 of it, in whole seconds.
+func appendLeaseOptions(out []byte, lease time.Duration) []byte {
+	s := uint64(lease / time.Second)
+	s = min(s, 0xffffffff)
+	for _, o := range [...]struct {
+		code byte
+		v    uint64
+	}{{optLeaseTime, s}, {optRenewalTime, s / 2}, {optRebindingTime, s * 7 / 8}} {
+		out = append(out, o.code, 4, byte(o.v>>24), byte(o.v>>16), byte(o.v>>8), byte(o.v))
+	}
+	return out
 }
 
 // DHCP message layout (RFC 2131): the options follow the fixed header and
 // the magic cookie.
 const (
 	optionsStart      = 240
+	optLeaseTime      = 51
 	optServerID       = 54
 	optMessageType    = 53
+	optRenewalTime    = 58
+	optRebindingTime  = 59
+	optClientID       = 61
 	optRelayAgentInfo = 82
 	optPad            = 0
 	optEnd            = 255
@@ -255,7 +280,13 @@ const (
 // forEachOption calls fn for every option instance of a well-formed
 // message, in order, until END; pads are skipped.
 func forEachOption(raw []byte, fn func(code byte, data []byte)) {
-	b := raw[optionsStart:]
+	forEachTLV(raw[optionsStart:], fn)
+}
+
+// forEachTLV calls fn for every option instance in b (options as TLVs, as
+// a binding stores the ACK's), in order, until END or the first one that
+// overruns b; pads are skipped.
+func forEachTLV(b []byte, fn func(code byte, data []byte)) {
 	for len(b) > 0 {
 		code := b[0]
 		if code == optPad {

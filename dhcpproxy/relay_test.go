@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
@@ -157,7 +158,7 @@ func TestRelayDown(t *testing.T) {
 	if err := checkServer(offer, other.encode()); err != errOption82 {
 		t.Errorf("an echo that is not ours: %v, want %v", err, errOption82)
 	}
-	out := relayDown(offer.ToBytes(), ourSID)
+	out := relayDown(offer.ToBytes(), ourSID, time.Minute)
 	for _, o := range rawOptions(t, out) {
 		if o[0][0] == 82 {
 			t.Fatal("option 82 sent to the subscriber")
@@ -225,29 +226,49 @@ func FuzzRelayDown(f *testing.F) {
 		if err != nil {
 			return
 		}
-		out := relayDown(payload, ourSID)
-		for _, o := range rawOptions(t, out) {
-			if o[0][0] == 82 {
-				t.Fatalf("option 82 towards the subscriber: %x", o[1])
-			}
-		}
-		got, err := dhcpv4.FromBytes(out)
-		if err != nil {
-			t.Fatalf("relayDown produced an unparsable message: %v", err)
-		}
-		if got.MessageType() != dhcpv4.MessageTypeNone && !got.ServerIdentifier().Equal(net.IP(ourSID.AsSlice())) {
-			t.Fatalf("server identifier %v, want ours", got.ServerIdentifier())
-		}
-		// Everything else the server said reaches the subscriber as it was.
-		for code, v := range m.Options {
-			if code != 82 && code != 54 && !bytes.Equal(got.Options[code], v) {
-				t.Fatalf("option %d changed: %x → %x", code, v, got.Options[code])
-			}
-		}
-		if !got.YourIPAddr.Equal(m.YourIPAddr) || got.TransactionID != m.TransactionID || !bytes.Equal(got.ClientHWAddr, m.ClientHWAddr) {
-			t.Fatalf("header changed")
+		for _, lease := range []uint32{0, 600} {
+			checkRelayDown(t, payload, m, lease)
 		}
 	})
+}
+
+// checkRelayDown checks relayDown(payload, lease) of the server message m
+// (FuzzRelayDown).
+func checkRelayDown(t *testing.T, payload []byte, m *dhcpv4.DHCPv4, lease uint32) {
+	out := relayDown(payload, ourSID, time.Duration(lease)*time.Second)
+	for _, o := range rawOptions(t, out) {
+		if o[0][0] == 82 {
+			t.Fatalf("option 82 towards the subscriber: %x", o[1])
+		}
+	}
+	got, err := dhcpv4.FromBytes(out)
+	if err != nil {
+		t.Fatalf("relayDown produced an unparsable message: %v", err)
+	}
+	if got.MessageType() != dhcpv4.MessageTypeNone && !got.ServerIdentifier().Equal(net.IP(ourSID.AsSlice())) {
+		t.Fatalf("server identifier %v, want ours", got.ServerIdentifier())
+	}
+	// The lease options are ispmux's (none without a lease), never
+	// the server's.
+	if lease == 0 {
+		for _, c := range []uint8{51, 58, 59} {
+			if got.Options.Has(dhcpv4.GenericOptionCode(c)) {
+				t.Fatalf("option %d passed on without a lease", c)
+			}
+		}
+	} else if got.IPAddressLeaseTime(0) != time.Duration(lease)*time.Second || got.IPAddressRenewalTime(0) != time.Duration(lease/2)*time.Second ||
+		got.IPAddressRebindingTime(0) != time.Duration(uint64(lease)*7/8)*time.Second {
+		t.Fatalf("lease options %v %v %v, want %d s, half, 7/8", got.IPAddressLeaseTime(0), got.IPAddressRenewalTime(0), got.IPAddressRebindingTime(0), lease)
+	}
+	// Everything else the server said reaches the subscriber as it was.
+	for code, v := range m.Options {
+		if code != 82 && code != 54 && code != 51 && code != 58 && code != 59 && !bytes.Equal(got.Options[code], v) {
+			t.Fatalf("option %d changed: %x → %x", code, v, got.Options[code])
+		}
+	}
+	if !got.YourIPAddr.Equal(m.YourIPAddr) || got.TransactionID != m.TransactionID || !bytes.Equal(got.ClientHWAddr, m.ClientHWAddr) {
+		t.Fatalf("header changed")
+	}
 }
 
 func TestCircuitID(t *testing.T) {
@@ -277,7 +298,7 @@ func TestLongOptions(t *testing.T) {
 	if !bytes.Equal(up.Options.Get(dhcpv4.GenericOptionCode(224)), long) || len(up.Options.Get(dhcpv4.GenericOptionCode(225))) != 255 {
 		t.Error("long options not kept upstream")
 	}
-	down, err := dhcpv4.FromBytes(relayDown(up.ToBytes(), ourSID))
+	down, err := dhcpv4.FromBytes(relayDown(up.ToBytes(), ourSID, 0))
 	if err != nil {
 		t.Fatal(err)
 	}

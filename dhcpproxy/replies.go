@@ -86,19 +86,19 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			p.count("offer_other_server")
 			return
 		}
-		p.deliver(c, m, relayDown(payload, c.Addr))
+		p.deliver(c, m, relayDown(payload, c.Addr, p.clientLease(m.IPAddressLeaseTime(0))))
 		p.count("offer")
 		p.ispStat(isp.Index).outcomes[OutcomeOffer].Add(1)
 	case dhcpv4.MessageTypeAck:
 		p.tx.take(pk)
 		if t.msgType == dhcpv4.MessageTypeInform {
-			p.deliver(c, m, relayDown(payload, c.Addr))
+			p.deliver(c, m, relayDown(payload, c.Addr, 0))
 			p.count("ack_inform")
 			return
 		}
 		// The ACK goes out after the commit, from another goroutine:
 		// build it now, while payload (the punt buffer) is ours.
-		ack := relayDown(payload, c.Addr)
+		ack := relayDown(payload, c.Addr, p.clientLease(m.IPAddressLeaseTime(0)))
 		opts := ackOptions(payload)
 		p.committing.Add(1)
 		go func() {
@@ -132,7 +132,7 @@ func (p *Proxy) nakFromISP(t *txn, m *dhcpv4.DHCPv4, payload []byte) {
 		return
 	}
 	failpoint.Hit(failpoint.NakAfterCommit)
-	p.deliver(c, m, relayDown(payload, c.Addr))
+	p.deliver(c, m, relayDown(payload, c.Addr, 0))
 	p.count("nak")
 	p.ispStat(t.isp.Index).outcomes[OutcomeNak].Add(1)
 }

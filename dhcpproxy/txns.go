@@ -42,6 +42,9 @@ type txn struct {
 	// relayed is when msgType was first relayed (for the ISP's answer
 	// time; a client's retransmissions do not move it).
 	relayed time.Time
+	// renew is set for a renewal relayed past the ISP's T1: answered
+	// from the binding if the ISP stays silent (answerAfterSilence).
+	renew *renewNote
 }
 
 // unreachableNote is an ICMP unreachable heard about an ISP's server.
@@ -230,6 +233,14 @@ type timedOut struct {
 	subj    subject
 	mt      dhcpv4.MessageType
 	unreach unreachableNote
+	renew   *renewNote // a renewal past the ISP's T1 (nil: anything else)
+}
+
+// noteRenewal sets (or, with nil, clears) t's renewal note.
+func (x *txns) noteRenewal(t *txn, rn *renewNote) {
+	x.mu.Lock()
+	t.renew = rn
+	x.mu.Unlock()
 }
 
 // expire removes the transactions past their deadline and returns those
@@ -243,7 +254,7 @@ func (x *txns) expire(now time.Time) []timedOut {
 		if now.After(t.deadline) {
 			delete(x.pending, k)
 			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() || t.msgType == dhcpv4.MessageTypeRequest {
-				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, x.unreach[t.isp.Index]})
+				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, x.unreach[t.isp.Index], t.renew})
 			}
 		}
 	}
@@ -262,6 +273,9 @@ func (p *Proxy) expireTxns(now time.Time) {
 		why := fmt.Sprintf("no answer from the ISP to %s within %s", to.mt, p.cfg.Timeout)
 		if u := to.unreach; u.server.IsValid() && now.Sub(u.at) < 2*p.cfg.Timeout {
 			why += fmt.Sprintf(" (its server %s: %s)", u.server, u.why)
+		}
+		if to.renew != nil && p.answerAfterSilence(to, now) {
+			why += "; the renewal was answered by ispmux from the binding (within the ISP's lease)"
 		}
 		p.refuse(subscribers.EventTimeout, to.subj, netip.Addr{}, why)
 	}

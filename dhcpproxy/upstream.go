@@ -42,7 +42,7 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		}
 		return
 	}
-	now := time.Now()
+	now := p.now()
 	sk := subKey{circuitKey{c.Port, c.VLAN}, pkt.Src}
 	// Admission before the rate limits: an unregistered or blocked MAC
 	// never spends the circuit's shared budget (a flood of random MACs
@@ -106,20 +106,12 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		// here), or its RELEASE/DECLINE of its onboarding lease.
 		return
 	}
-	if m.MessageType() == dhcpv4.MessageTypeRequest && !p.hasLease(sk) && !m.Options.Has(dhcpv4.OptionServerIdentifier) {
-		// INIT-REBOOT, RENEWING or REBINDING for a lease ispmux revoked
-		// (the subscriber moved, was blocked, suspended or removed):
-		// ispmux answers as its server with a NAK, never relays it, so
-		// the client starts over (a DISCOVER to its ISP now).
-		asked := addrOf(m.RequestedIPAddress())
-		if !asked.IsValid() || asked.IsUnspecified() {
-			asked = addrOf(m.ClientIPAddr)
-		}
-		if asked.IsValid() && p.leases.wasEnded(sk.mac, asked, now) {
-			p.count("handover_nak")
-			p.nak(c, m, "lease ended by the access operator; start over")
-			return
-		}
+	// The client-lease rules (renewals.go): renewals answered from the
+	// binding, REQUESTs for anything but the binding at its current ISP
+	// NAKed, a moved device's old binding ended.
+	what := p.serveRequest(c, m, payload, sk, &reg, now)
+	if what == handled {
+		return
 	}
 	isp := p.isps[reg.ISP]
 	if isp == nil || len(isp.Servers) == 0 {
@@ -128,7 +120,7 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		return
 	}
 	unicast := pkt.Dst == c.MAC && pkt.DstIP == ip4(c.Addr)
-	p.relay(c, isp, reg, sk, payload, m, unicast, now)
+	p.relay(c, isp, reg, sk, payload, m, unicast, what == relayRenewal, now)
 }
 
 // relayInfo is the Option 82 ispmux sends isp for the subscriber mac of
@@ -150,7 +142,9 @@ func (p *Proxy) relayInfo(c *Circuit, isp *ISP, mac uint64, customer string, uni
 
 // relay sends m to every DHCP server of isp as an extended request; a
 // RELEASE or DECLINE also ends the subscriber's binding (endByClient).
-func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw []byte, m *dhcpv4.DHCPv4, unicast bool, now time.Time) {
+// renewal: m renews the subscriber's binding past the ISP's T1 (answered
+// from the binding if the ISP stays silent).
+func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw []byte, m *dhcpv4.DHCPv4, unicast, renewal bool, now time.Time) {
 	mt := m.MessageType()
 	subj := regSubject(sk.mac, c, reg)
 	ri := p.relayInfo(c, isp, sk.mac, reg.CustomerID, unicast)
@@ -193,6 +187,14 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		p.count("pending_full")
 		return
 	}
+	if t != nil {
+		var rn *renewNote
+		if renewal && hasLease && held.isp == isp {
+			rn = &renewNote{sub: sk, isp: isp, ip: held.b.IP, req: append([]byte(nil), raw...),
+				clientID: m.Options.Get(dhcpv4.OptionClientIdentifier)}
+		}
+		p.tx.noteRenewal(t, rn)
+	}
 	payload := relayUp(raw, m, isp.Addr, c.Addr, ispServerID, &ri)
 	if n, mtu := ipv4HeaderLen+udpHeaderLen+len(payload), p.uplinkMTU(isp); n > mtu {
 		// The subscriber's message is legal; with our Option 82 it no
@@ -231,6 +233,10 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		p.count("relay_after_pending_intent")
 		p.tx.abandon(pk, t)
 		return
+	}
+	if renewal {
+		failpoint.Hit(failpoint.RenewRelayBeforeSend)
+		p.count("renewal_relayed")
 	}
 	p.sendRelay(isp, gw, sk.mac, mt, m.TransactionID, payload)
 }

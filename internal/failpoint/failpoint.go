@@ -52,6 +52,23 @@ var Points = []string{
 	// An onboarding lease's end (release, decline, expiry, handover) is
 	// durable; the lease is still installed.
 	OnboardEndAfterCommit,
+	// A renewal inside the ISP's lease, before its T1, was answered by
+	// ispmux from the stored binding (nothing stored, nothing relayed).
+	RenewLocalAfterAck,
+	// A renewal past the ISP's T1 is about to be relayed to the ISP.
+	RenewRelayBeforeSend,
+	// The ISP was silent to a relayed renewal: ispmux answered it from
+	// the stored binding (nothing stored).
+	RenewSilenceAfterAck,
+	// A REQUEST of a device whose registration moved to another ISP is to
+	// be NAKed: its old binding not yet ended, no NAK sent.
+	MoveNakBeforeEnd,
+	// The moved device's old binding has ended (intent durable, RELEASE
+	// queued) and the NAK was sent.
+	MoveAfterNak,
+	// A moved device did not ask within client_lease_max: its old binding
+	// is about to end; nothing changed yet.
+	MoveCutBeforeEnd,
 }
 
 // The failpoint names.
@@ -72,4 +89,11 @@ const (
 	OnboardAfterCommit    = "onboard/after-commit"
 	OnboardAfterAck       = "onboard/after-ack"
 	OnboardEndAfterCommit = "onboard/end-after-commit"
+
+	RenewLocalAfterAck   = "renew/local-after-ack"
+	RenewRelayBeforeSend = "renew/relay-before-send"
+	RenewSilenceAfterAck = "renew/silence-after-ack"
+	MoveNakBeforeEnd     = "move/nak-before-end"
+	MoveAfterNak         = "move/after-nak"
+	MoveCutBeforeEnd     = "move/cut-before-end"
 )

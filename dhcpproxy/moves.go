@@ -1,0 +1,150 @@
+package dhcpproxy
+
+import (
+	"time"
+
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/internal/failpoint"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// Moves, make-before-break. When a device's registration moves to another
+// ISP (a tenant move, attach or claim; a reload), its binding at the old
+// ISP keeps forwarding: the device renews within its client lease's half
+// (at most ClientLeaseMax / 2), and that REQUEST is NAKed by ispmux
+// (serveRequest: not its binding at its current ISP), which first ends the
+// old binding through an intent (a RELEASE to the old ISP, the revoked
+// event at the old ISP, never naming the new one). Its DISCOVER, a
+// SELECTING REQUEST, RELEASE or DECLINE end it the same way. A device that
+// never asks (unplugged) has its old binding ended ClientLeaseMax after the
+// move, when every lease ispmux gave it has run out (no ACK is given to a
+// moved device: renewals are NAKed, and an ISP's ACK of an exchange begun
+// before the move binds nothing, bindAndAck). The deadline is in RAM: at a
+// restart, Restore ends a moved device's binding at once (it cannot tell
+// when the device last renewed), and the rule being stateless, its next
+// REQUEST is NAKed all the same.
+//
+// Blocked, suspended, detached and deleted devices, and moves the operator
+// wants cut at once (RevalidateMACsImmediate), end at once, as before.
+
+// RevalidateMACsImmediate is RevalidateMACs with a moved device's old
+// binding ended at once (the operator's immediate cut): the RELEASE goes
+// to the old ISP now and the device's next REQUEST is NAKed.
+func (p *Proxy) RevalidateMACsImmediate(macs []uint64) int { return p.revalidateMACs(macs, true) }
+
+func (p *Proxy) revalidateMACs(macs []uint64, immediate bool) int {
+	n := 0
+	now := time.Now()
+	for _, mac := range macs {
+		for _, h := range p.leases.ofMAC(mac) {
+			if p.revalidate(h, immediate, now) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// revalidate ends the binding h if it no longer matches its registration,
+// or, for a device moved to another ISP (unless immediate), lets it
+// forward until the device's next message or ClientLeaseMax from now. It
+// reports whether h no longer matches.
+func (p *Proxy) revalidate(h held, immediate bool, now time.Time) bool {
+	why := p.stale(h.b)
+	if why == "" {
+		p.leases.clearCut(h.k) // moved back before it asked
+		return false
+	}
+	if !immediate && p.onlyMoved(h) {
+		if p.leases.setCut(h.k, now.Add(p.cfg.ClientLeaseMax)) {
+			p.count("move_pending")
+		}
+		return true
+	}
+	p.revoke(h.k, h.b, why)
+	return true
+}
+
+// onlyMoved reports whether h's registration is in force and only names
+// another ISP (not blocked, suspended, static, or elsewhere).
+func (p *Proxy) onlyMoved(h held) bool {
+	mac := binding.MAC48(h.b.MAC)
+	if p.isStatic(mac) {
+		return false
+	}
+	reg, ok := p.reg.Lookup(mac)
+	return ok && !reg.Blocked && !reg.Suspended() && reg.ISP != h.b.ISP && (reg.Access == "" || reg.Access == h.b.Access)
+}
+
+// endMoved ends the binding b of a moved device through an intent (a
+// RELEASE to its old ISP) if it still holds exactly it (a later binding,
+// made since, is left alone). False: the store refused, nothing changed.
+func (p *Proxy) endMoved(sk subKey, b subscribers.Binding) bool {
+	defer p.lockSub(sk.mac).Unlock()
+	l, ok := p.leases.get(sk)
+	if !ok || l.b.ISP != b.ISP || l.b.IP != b.IP || !l.b.Updated.Equal(b.Updated) {
+		return true
+	}
+	why := p.stale(l.b)
+	if why == "" {
+		why = "subscriber moved to another ISP"
+	}
+	return p.revokeLocked(sk, l.b, why)
+}
+
+// cutMoves ends the old bindings of moved devices that did not ask within
+// ClientLeaseMax of the move (Run's tick); one moved back meanwhile keeps
+// its binding.
+func (p *Proxy) cutMoves(now time.Time) {
+	for _, h := range p.leases.cutsDue(now) {
+		if p.stale(h.b) == "" {
+			p.leases.clearCut(h.k)
+			continue
+		}
+		failpoint.Hit(failpoint.MoveCutBeforeEnd)
+		if p.endMoved(h.k, h.b) {
+			p.count("move_cut")
+		}
+	}
+}
+
+// setCut records that sk's binding ends at the latest at; false if it was
+// already recorded (the first move's deadline holds) or sk holds none.
+func (t *leaseTable) setCut(sk subKey, at time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.cuts[sk]; ok || t.m[sk] == nil {
+		return false
+	}
+	t.cuts[sk] = at
+	return true
+}
+
+// clearCut forgets sk's deadline.
+func (t *leaseTable) clearCut(sk subKey) {
+	t.mu.Lock()
+	delete(t.cuts, sk)
+	t.mu.Unlock()
+}
+
+// cutsDue returns the bindings whose deadline is at or before now (linear
+// in the moves pending, not in the bindings held).
+func (t *leaseTable) cutsDue(now time.Time) []held {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []held
+	for k, at := range t.cuts {
+		if l := t.m[k]; l != nil && !at.After(now) {
+			out = append(out, held{k, l.b})
+		}
+	}
+	return out
+}
+
+// MovesPending returns how many old bindings of moved devices still
+// forward (make-before-break), waiting for the device's next REQUEST.
+func (p *Proxy) MovesPending() int {
+	p.leases.mu.Lock()
+	defer p.leases.mu.Unlock()
+	return len(p.leases.cuts)
+}

@@ -1,0 +1,238 @@
+package dhcpproxy
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/internal/failpoint"
+	"github.com/ispmux/ispmux/registry"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// Client leases and renewals. ispmux gives a subscriber a lease of at most
+// Config.ClientLeaseMax (client lease = min(ClientLeaseMax, what is left of
+// the ISP's lease); options 51, 58 = half of it, 59 = 7/8 in every OFFER
+// and ACK it delivers, never the ISP's 58/59), so the subscriber comes
+// back at least every ClientLeaseMax / 2. What it asks then is decided
+// here, statelessly, from the stored binding and the registry:
+//
+//   - A REQUEST without a server identifier (INIT-REBOOT, RENEWING,
+//     REBINDING) naming (option 50, else ciaddr) anything but the address
+//     of the subscriber's binding at its current ISP (the registry's) is
+//     NAKed by ispmux with its own server-id and never relayed: the client
+//     starts over with a DISCOVER to its ISP. A binding at another ISP (the
+//     device moved) ends first, through an intent (a RELEASE to the old
+//     ISP): make-before-break, see moves.go.
+//   - Its own address, before the ISP's T1 (the ISP's option 58 from the
+//     stored ACK, else half the ISP's lease): answered by ispmux from the
+//     binding with the ISP's stored ACK options (router, DNS, 121 ...),
+//     nothing stored, nothing relayed.
+//   - Past the ISP's T1: relayed as any REQUEST (Option 82, the ISP's
+//     server-id); the ISP's ACK is committed and delivered, its NAK passed
+//     on. If the ISP stays silent (dhcp.timeout), ispmux answers from the
+//     binding, bounded by the ISP's expiry; the next renewal is relayed
+//     again. Past the ISP's expiry the binding is gone (expiry tick): the
+//     rule above NAKs.
+
+// DefaultClientLeaseMax is Config.ClientLeaseMax when it is 0.
+const DefaultClientLeaseMax = 10 * time.Minute
+
+// clientLease is the lease a subscriber is given when remaining is what
+// is left of its ISP's lease: at most ClientLeaseMax, whole seconds.
+func (p *Proxy) clientLease(remaining time.Duration) time.Duration {
+	return min(p.cfg.ClientLeaseMax, remaining).Truncate(time.Second)
+}
+
+// ispRenewal is when the ISP's renewal time (T1) of b falls: its option 58
+// in the stored ACK (if shorter than the lease), else half the lease,
+// counted from the lease's start (Expires - LeaseTime). Zero when the lease
+// time is unknown (a binding stored before schema 2): every renewal is
+// relayed.
+func ispRenewal(b *subscribers.Binding) time.Time {
+	if b.LeaseTime <= 0 {
+		return time.Time{}
+	}
+	t1 := b.LeaseTime / 2
+	forEachTLV(b.Options, func(code byte, data []byte) {
+		if code == optRenewalTime && len(data) == 4 {
+			v := time.Duration(uint32(data[0])<<24|uint32(data[1])<<16|uint32(data[2])<<8|uint32(data[3])) * time.Second
+			if v > 0 && v < b.LeaseTime {
+				t1 = v
+			}
+		}
+	})
+	return b.Expires.Add(t1 - b.LeaseTime)
+}
+
+// What serveRequest decided for a registered subscriber's message.
+const (
+	relayIt      = iota // relay it as usual
+	relayRenewal        // a renewal past the ISP's T1: relay it, and answer from the binding if the ISP stays silent
+	handled             // answered (or dropped) here
+)
+
+// serveRequest applies the client-lease rules (above) and the end of a
+// moved device's old binding to a registered subscriber's message m (raw:
+// its bytes) before it is relayed, and says what to do with it.
+func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey, reg *registry.Entry, now time.Time) int {
+	mt := m.MessageType()
+	l, held := p.leases.get(sk)
+	// Ended by its expiry already, whether or not the tick has run.
+	held = held && l.b.Expires.After(now)
+	moved := held && l.isp.Name != reg.ISP
+	if mt == dhcpv4.MessageTypeRequest && !m.Options.Has(dhcpv4.OptionServerIdentifier) {
+		asked := addrOf(m.RequestedIPAddress())
+		if !asked.IsValid() || asked.IsUnspecified() {
+			asked = addrOf(m.ClientIPAddr)
+		}
+		if asked.IsValid() && !asked.IsUnspecified() {
+			if !held || moved || asked != l.b.IP {
+				why := "not your lease: start over"
+				if moved {
+					failpoint.Hit(failpoint.MoveNakBeforeEnd)
+					if !p.endMoved(sk, l.b) {
+						return handled // nothing changed; the client asks again
+					}
+					p.count("move_nak")
+					why = "your service moved: start over"
+				}
+				p.count("request_nak")
+				p.nak(c, m, why)
+				if moved {
+					failpoint.Hit(failpoint.MoveAfterNak)
+				}
+				return handled
+			}
+			if now.Before(ispRenewal(&l.b)) && p.answerLocally(c, &l, raw, m.Options.Get(dhcpv4.OptionClientIdentifier), now) {
+				p.count("renewal_local")
+				failpoint.Hit(failpoint.RenewLocalAfterAck)
+				return handled
+			}
+			return relayRenewal
+		}
+	}
+	if moved {
+		switch mt {
+		case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest:
+			// The device turns to its new ISP: the old binding ends
+			// first, and its RELEASE goes before this message
+			// (flushIntentsOf).
+			if !p.endMoved(sk, l.b) {
+				return handled
+			}
+		case dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeDecline:
+			// Of its old lease: ended, the old ISP told (RELEASE).
+			p.endMoved(sk, l.b)
+			return handled
+		}
+	}
+	return relayIt
+}
+
+// answerLocally sends the subscriber ispmux's own ACK to its renewal raw
+// for the binding l (a client lease of what is left of the ISP's lease,
+// at most ClientLeaseMax, with the ISP's stored ACK options) and reports
+// whether it did: not for a binding without stored options (from before
+// schema 2) nor with less than a second left.
+func (p *Proxy) answerLocally(c *Circuit, l *lease, raw, clientID []byte, now time.Time) bool {
+	if len(l.b.Options) == 0 {
+		return false
+	}
+	lt := p.clientLease(l.b.Expires.Sub(now))
+	if lt < time.Second {
+		return false
+	}
+	p.deliverBytes(c, localACK(raw, l.b.IP, l.b.Options, c.Addr, lt, clientID))
+	return true
+}
+
+// localACK builds ispmux's DHCPACK to the client REQUEST req (bytes that
+// dhcpv4.FromBytes accepted) for address ip: xid, flags, ciaddr and chaddr
+// from req; yiaddr ip; server-id sid (ours); the lease options of lease
+// (appendLeaseOptions); then the ISP's stored ACK options opts except
+// those ispmux sets itself (53, 54, 51, 58, 59, 61, never 82); the
+// client's identifier echoed (RFC 6842) when it sent one.
+func localACK(req []byte, ip netip.Addr, opts []byte, sid netip.Addr, lease time.Duration, clientID []byte) []byte {
+	out := make([]byte, optionsStart, optionsStart+48+len(opts)+len(clientID))
+	out[0], out[1], out[2] = byte(dhcpv4.OpcodeBootReply), 1, 6
+	copy(out[4:8], req[4:8])     // xid
+	copy(out[10:12], req[10:12]) // flags (broadcast)
+	copy(out[12:16], req[12:16]) // ciaddr
+	a := ip.As4()
+	copy(out[16:20], a[:])
+	copy(out[28:44], req[28:44]) // chaddr
+	copy(out[236:240], magicCookie[:])
+	s := sid.As4()
+	out = append(out, optMessageType, 1, byte(dhcpv4.MessageTypeAck), optServerID, 4, s[0], s[1], s[2], s[3])
+	out = appendLeaseOptions(out, lease)
+	forEachTLV(opts, func(code byte, data []byte) {
+		switch code {
+		case optMessageType, optServerID, optLeaseTime, optRenewalTime, optRebindingTime, optClientID, optRelayAgentInfo:
+			return
+		}
+		out = append(out, code, byte(len(data)))
+		out = append(out, data...)
+	})
+	if n := len(clientID); n > 0 && n <= 255 {
+		out = append(out, optClientID, byte(n))
+		out = append(out, clientID...)
+	}
+	return finish(out)
+}
+
+// magicCookie opens a DHCP message's options (RFC 2131 §3).
+var magicCookie = [4]byte{99, 130, 83, 99}
+
+// deliverBytes sends a reply ispmux built (not a NAK) to the subscriber, as
+// deliver does: unicast to ciaddr, broadcast if the client asked for it,
+// else unicast to yiaddr; the frame goes to chaddr.
+func (p *Proxy) deliverBytes(c *Circuit, payload []byte) {
+	dstMAC := binding.MAC48([6]byte(payload[28:34]))
+	ciaddr := netip.AddrFrom4([4]byte(payload[12:16]))
+	yiaddr := netip.AddrFrom4([4]byte(payload[16:20]))
+	dst := netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	switch {
+	case !ciaddr.IsUnspecified():
+		dst = ciaddr
+	case payload[10]&0x80 != 0: // broadcast flag
+	case !yiaddr.IsUnspecified():
+		dst = yiaddr
+	}
+	if !p.send.Inject(c.Port, fib.UDPFrame(dstMAC, c.MAC, c.VLAN, c.Addr, dst, 67, 68, payload)) {
+		p.count("inject_full")
+	}
+}
+
+// answerAfterSilence answers a renewal the ISP did not answer in time (to)
+// from the binding, if the subscriber still holds it at that ISP, and its
+// registration is still there: bounded by the ISP's expiry.
+func (p *Proxy) answerAfterSilence(to timedOut, now time.Time) bool {
+	r := to.renew
+	l, ok := p.leases.get(r.sub)
+	if !ok || l.isp != r.isp || l.b.IP != r.ip || !l.b.Expires.After(now) {
+		return false
+	}
+	if reg, ok := p.reg.Lookup(r.sub.mac); !ok || reg.ISP != l.isp.Name || reg.Blocked || reg.Suspended() {
+		return false
+	}
+	if !p.answerLocally(l.circuit, &l, r.req, r.clientID, now) {
+		return false
+	}
+	p.count("renewal_local_after_silence")
+	failpoint.Hit(failpoint.RenewSilenceAfterAck)
+	return true
+}
+
+// renewNote is what a renewal relayed past the ISP's T1 needs for the
+// answer from the binding should the ISP stay silent.
+type renewNote struct {
+	sub      subKey
+	isp      *ISP
+	ip       netip.Addr // the binding's address the client renews
+	req      []byte     // the client's REQUEST (a copy)
+	clientID []byte
+}

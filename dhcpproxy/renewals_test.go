@@ -1,0 +1,686 @@
+package dhcpproxy
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/registry"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// countingStore is the rig's store with its writes counted.
+type countingStore struct {
+	*subscribers.Store
+	writes atomic.Int64
+}
+
+func (s *countingStore) CommitBindingEvent(b subscribers.Binding, e subscribers.Event) (subscribers.Event, error) {
+	s.writes.Add(1)
+	return s.Store.CommitBindingEvent(b, e)
+}
+
+func (s *countingStore) EndBinding(access string, vlan uint16, mac subscribers.MAC, in *subscribers.Intent, e subscribers.Event) (subscribers.Intent, subscribers.Event, bool, error) {
+	s.writes.Add(1)
+	return s.Store.EndBinding(access, vlan, mac, in, e)
+}
+
+func (s *countingStore) CommitOnboarding(l subscribers.OnboardingLease, e subscribers.Event) (subscribers.Event, error) {
+	s.writes.Add(1)
+	return s.Store.CommitOnboarding(l, e)
+}
+
+func (s *countingStore) EndOnboarding(mac subscribers.MAC, e subscribers.Event) (subscribers.Event, bool, error) {
+	s.writes.Add(1)
+	return s.Store.EndOnboarding(mac, e)
+}
+
+func (s *countingStore) CompleteIntent(id uint64) error {
+	s.writes.Add(1)
+	return s.Store.CompleteIntent(id)
+}
+
+func (s *countingStore) AddEvent(e subscribers.Event) (subscribers.Event, error) {
+	s.writes.Add(1)
+	return s.Store.AddEvent(e)
+}
+
+// The switching rig: newPRig with a second ISP, beta (port 2, our
+// 198.51.100.2, server 198.51.100.1), a 10-minute client lease cap, and
+// the store's writes counted.
+const betaPort = 2
+
+var (
+	betaGiaddr = netip.MustParseAddr("198.51.100.2")
+	betaSID    = netip.MustParseAddr("198.51.100.1")
+)
+
+const (
+	s1     = "02:00:00:00:01:01"
+	s1MAC  = 0x020000000101
+	s1Addr = "100.64.0.100"
+)
+
+func newSRig(t *testing.T) (*prig, *countingStore) {
+	r := newPRig(t)
+	cfg := r.p.cfg
+	cfg.ClientLeaseMax = 10 * time.Minute
+	cfg.ISPs = append(cfg.ISPs, ISP{Index: 1, Name: "beta", Port: betaPort, MAC: upMAC + 1, Addr: betaGiaddr,
+		Servers: []netip.Addr{betaSID}, CircuitID: "{interface}:{vlan}"})
+	cs := &countingStore{Store: r.store}
+	r.p = New(cfg, cs, r.p.reg, r.tab, r.snd, nil)
+	return r, cs
+}
+
+// pastT1 moves the proxy's clock for subscribers' messages d ahead.
+func (r *prig) pastT1(d time.Duration) {
+	r.p.now = func() time.Time { return time.Now().Add(d) }
+}
+
+// Options the lab's ISP gives besides the lease: router, DNS, a classless
+// route (121).
+var (
+	ispRouter = net.IPv4(100, 64, 0, 1)
+	ispDNS    = net.IPv4(192, 0, 2, 53)
+	ispRoute  = []byte{24, 10, 9, 8, 100, 64, 0, 1}
+)
+
+// keaT1 is kea() with the ISP's own T1 and T2 (58, 59), router, DNS and
+// option 121.
+func keaT1(t *testing.T, lease, t1 time.Duration) func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	return func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		rep := kea(t, lease)(m)
+		if rep != nil && rep.MessageType() != dhcpv4.MessageTypeNak {
+			rep.UpdateOption(dhcpv4.OptRenewTimeValue(t1))
+			rep.UpdateOption(dhcpv4.OptRebindingTimeValue(t1 * 7 / 4))
+			rep.UpdateOption(dhcpv4.OptRouter(ispRouter))
+			rep.UpdateOption(dhcpv4.OptDNS(ispDNS))
+			rep.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionClasslessStaticRoute, ispRoute))
+		}
+		return rep
+	}
+}
+
+// leaseOpts are a message's 51, 58 and 59.
+func leaseOpts(m *dhcpv4.DHCPv4) [3]time.Duration {
+	return [3]time.Duration{m.IPAddressLeaseTime(0), m.IPAddressRenewalTime(0), m.IPAddressRebindingTime(0)}
+}
+
+func wantLease(t *testing.T, what string, m *dhcpv4.DHCPv4, lease time.Duration) {
+	t.Helper()
+	lease = lease.Truncate(time.Second)
+	want := [3]time.Duration{lease, (lease / 2).Truncate(time.Second), (lease * 7 / 8).Truncate(time.Second)}
+	if got := leaseOpts(m); got != want {
+		t.Errorf("%s: options 51/58/59 %v, want %v", what, got, want)
+	}
+}
+
+// renewing is a RENEWING REQUEST (ciaddr, no server-id, no option 50) from
+// m for ip, with a client identifier.
+func renewing(t *testing.T, m string, ip string) *dhcpv4.DHCPv4 {
+	return clientMsg(t, m, dhcpv4.MessageTypeRequest, dhcpv4.WithClientIP(net.ParseIP(ip)),
+		dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, []byte{1, 2, 0, 0, 0, 1, 1}))
+}
+
+// toPorts splits what the proxy sent so far by port.
+func (r *prig) toPorts() map[uint8][]*dhcpv4.DHCPv4 {
+	out := map[uint8][]*dhcpv4.DHCPv4{}
+	for _, s := range r.snd.take() {
+		out[s.port] = append(out[s.port], dhcpOf(s.frame))
+	}
+	return out
+}
+
+// OFFER and ACK carry ispmux's lease options: min(client_lease_max, the
+// ISP's lease), T1 half of it, T2 7/8, never the ISP's 58/59.
+func TestClientLeaseRewritten(t *testing.T) {
+	r, _ := newSRig(t)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	got := r.serve(keaT1(t, time.Hour, 20*time.Minute))
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("got %v", got)
+	}
+	wantLease(t, "OFFER", got[0], 10*time.Minute)
+	req, _ := dhcpv4.NewRequestFromOffer(got[0])
+	r.fromClient(req)
+	got = r.serve(keaT1(t, time.Hour, 20*time.Minute))
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("got %v", got)
+	}
+	wantLease(t, "ACK", got[0], 10*time.Minute)
+	if !bytes.Equal(got[0].Options.Get(dhcpv4.OptionClasslessStaticRoute), ispRoute) || !got[0].Router()[0].Equal(ispRouter) {
+		t.Errorf("ACK lost the ISP's options: %v", got[0])
+	}
+	// The binding keeps the ISP's lease and options as they were.
+	b, _ := r.store.Binding("acc0", 0, [6]byte(mac(s1)))
+	if b.LeaseTime != time.Hour || time.Until(b.Expires) < 59*time.Minute {
+		t.Errorf("stored lease %v until %v, want the ISP's hour", b.LeaseTime, b.Expires)
+	}
+	// An ISP lease shorter than the cap is given as it is.
+	r2, _ := newSRig(t)
+	got = r2.dora(s1, keaT1(t, 2*time.Minute, time.Minute), nil)
+	if len(got) != 1 {
+		t.Fatalf("got %v", got)
+	}
+	wantLease(t, "ACK of a 2-minute lease", got[0], 2*time.Minute)
+}
+
+// A renewal before the ISP's T1 (RENEWING, REBINDING, INIT-REBOOT) is
+// answered by ispmux from the stored binding: the ISP's options, the lease
+// options rewritten (bounded by what is left of the ISP's lease), ispmux's
+// server-id, no Option 82; nothing relayed, nothing written to the store.
+func TestLocalRenewal(t *testing.T) {
+	r, cs := newSRig(t)
+	r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil)
+	r.p.committing.Wait()
+	r.p.notes.wait()
+	before := cs.writes.Load()
+	rebinding := clientMsg(t, s1, dhcpv4.MessageTypeRequest, dhcpv4.WithClientIP(net.ParseIP(s1Addr)),
+		dhcpv4.WithBroadcast(true))
+	initReboot := clientMsg(t, s1, dhcpv4.MessageTypeRequest, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP(s1Addr))))
+	for _, c := range []struct {
+		name string
+		m    *dhcpv4.DHCPv4
+	}{{"RENEWING", renewing(t, s1, s1Addr)}, {"REBINDING", rebinding}, {"INIT-REBOOT", initReboot}} {
+		r.fromClient(c.m)
+		sent := r.toPorts()
+		if len(sent[upPort]) != 0 || len(sent[betaPort]) != 0 {
+			t.Errorf("%s relayed to the ISP before its T1", c.name)
+		}
+		if len(sent[accPort]) != 1 {
+			t.Fatalf("%s: %d answers", c.name, len(sent[accPort]))
+		}
+		ack := sent[accPort][0]
+		if ack.MessageType() != dhcpv4.MessageTypeAck || ack.TransactionID != c.m.TransactionID || !ack.YourIPAddr.Equal(net.ParseIP(s1Addr)) ||
+			!ack.ClientIPAddr.Equal(c.m.ClientIPAddr) || !bytes.Equal(ack.ClientHWAddr, mac(s1)) || ack.OpCode != dhcpv4.OpcodeBootReply {
+			t.Errorf("%s: answer %v", c.name, ack)
+		}
+		if !ack.ServerIdentifier().Equal(net.IP(ourSID.AsSlice())) || ack.Options.Has(dhcpv4.OptionRelayAgentInformation) {
+			t.Errorf("%s: server-id %v, option 82 %v", c.name, ack.ServerIdentifier(), ack.Options.Has(dhcpv4.OptionRelayAgentInformation))
+		}
+		if rt := ack.Router(); len(rt) != 1 || !rt[0].Equal(ispRouter) || len(ack.DNS()) != 1 || !ack.DNS()[0].Equal(ispDNS) ||
+			!bytes.Equal(ack.Options.Get(dhcpv4.OptionClasslessStaticRoute), ispRoute) {
+			t.Errorf("%s: not the ISP's options: %v", c.name, ack)
+		}
+		wantLease(t, c.name, ack, 10*time.Minute)
+		if id := ack.Options.Get(dhcpv4.OptionClientIdentifier); !bytes.Equal(id, c.m.Options.Get(dhcpv4.OptionClientIdentifier)) {
+			t.Errorf("%s: client identifier %x, want the request's %x", c.name, id, c.m.Options.Get(dhcpv4.OptionClientIdentifier))
+		}
+	}
+	r.p.notes.wait()
+	if w := cs.writes.Load(); w != before {
+		t.Errorf("%d store writes for local renewals", w-before)
+	}
+	if c := r.p.Counters(); c["renewal_local"] != 3 || c["relayed_request"] != 1 {
+		t.Errorf("counters %v", c)
+	}
+	// Near the ISP's expiry the client lease is what is left of it.
+	r.pastT1(55 * time.Minute)
+	r.p.cfg.ClientLeaseMax = 24 * time.Hour
+	b, _ := r.store.Binding("acc0", 0, [6]byte(mac(s1)))
+	// T1 (30 min) passed: relayed now. The ISP's lease as the local answer
+	// would bound it is checked on the binding directly.
+	if at := ispRenewal(&b); at.Sub(b.Expires.Add(-time.Hour)) != 30*time.Minute {
+		t.Errorf("ISP's T1 at %v after the lease's start, want 30m (its option 58)", at.Sub(b.Expires.Add(-time.Hour)))
+	}
+	l, _ := r.p.leases.get(subKey{circuitKey{accPort, 0}, s1MAC})
+	if !r.p.answerLocally(r.p.circuits[circuitKey{accPort, 0}], &l, renewing(t, s1, s1Addr).ToBytes(), nil, b.Expires.Add(-90*time.Second)) {
+		t.Fatal("not answered 90 s before the ISP's expiry")
+	}
+	ack := r.toPorts()[accPort][0]
+	wantLease(t, "90 s before the ISP's expiry", ack, 90*time.Second)
+	if r.p.answerLocally(r.p.circuits[circuitKey{accPort, 0}], &l, renewing(t, s1, s1Addr).ToBytes(), nil, b.Expires.Add(-500*time.Millisecond)) {
+		t.Error("answered with less than a second of the ISP's lease left")
+	}
+}
+
+// Bindings restored at a start keep the ACK's options: local renewals
+// still carry the ISP's router and DNS.
+func TestLocalRenewalAfterRestart(t *testing.T) {
+	r, _ := newSRig(t)
+	r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil)
+	r.p.committing.Wait()
+	r.p = New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	if n, err := r.p.Restore(time.Now()); err != nil || n != 1 {
+		t.Fatalf("restored %d, %v", n, err)
+	}
+	r.fromClient(renewing(t, s1, s1Addr))
+	sent := r.toPorts()
+	if len(sent[upPort]) != 0 || len(sent[accPort]) != 1 {
+		t.Fatalf("sent %v", sent)
+	}
+	ack := sent[accPort][0]
+	if ack.MessageType() != dhcpv4.MessageTypeAck || len(ack.Router()) != 1 || !ack.Router()[0].Equal(ispRouter) || len(ack.DNS()) != 1 || !ack.DNS()[0].Equal(ispDNS) {
+		t.Errorf("local renewal after a restart: %v", ack)
+	}
+}
+
+// Past the ISP's T1 a renewal is relayed (Option 82 as the binding's); the
+// ISP's ACK is committed (renewed) and delivered rewritten.
+func TestRenewalPastT1Relayed(t *testing.T) {
+	r, cs := newSRig(t)
+	r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil)
+	r.p.committing.Wait()
+	b0, _ := r.store.Binding("acc0", 0, [6]byte(mac(s1)))
+	r.pastT1(31 * time.Minute)
+	before := cs.writes.Load()
+	r.fromClient(renewing(t, s1, s1Addr))
+	sent := r.snd.take()
+	if len(sent) != 1 || sent[0].port != upPort {
+		t.Fatalf("sent %d frames, want the renewal relayed", len(sent))
+	}
+	up := dhcpOf(sent[0].frame)
+	if !bytes.Equal(up.Options.Get(dhcpv4.OptionRelayAgentInformation), b0.Option82) || !up.GatewayIPAddr.Equal(net.IP(giaddr.AsSlice())) {
+		t.Errorf("relayed %v: want the binding's Option 82 %x", up, b0.Option82)
+	}
+	r.snd.mu.Lock()
+	r.snd.frames = sent
+	r.snd.mu.Unlock()
+	got := r.serve(keaT1(t, time.Hour, 30*time.Minute))
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("got %v", got)
+	}
+	wantLease(t, "relayed ACK", got[0], 10*time.Minute)
+	if cs.writes.Load() == before {
+		t.Error("the ISP's ACK was not committed")
+	}
+	r.p.notes.wait()
+	evs, _ := r.store.Events(0, 10)
+	if evs[len(evs)-1].Kind != subscribers.EventRenewed {
+		t.Errorf("last event %+v, want renewed", evs[len(evs)-1])
+	}
+	if c := r.p.Counters(); c["renewal_relayed"] != 1 || c["renewal_local"] != 0 {
+		t.Errorf("counters %v", c)
+	}
+}
+
+// Past the ISP's T1, the ISP's NAK is passed on and the binding ends.
+func TestRenewalPastT1NAK(t *testing.T) {
+	r, _ := newSRig(t)
+	r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil)
+	r.pastT1(31 * time.Minute)
+	r.fromClient(renewing(t, s1, s1Addr))
+	got := r.serve(func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		rep, _ := dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ispSID.AsSlice()))),
+			dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, m.Options.Get(dhcpv4.OptionRelayAgentInformation)))
+		return rep
+	})
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak || !got[0].ServerIdentifier().Equal(net.IP(ourSID.AsSlice())) {
+		t.Fatalf("got %v, want the ISP's NAK as ours", got)
+	}
+	if r.tab.isBound(s1MAC) || r.p.Leases() != 0 {
+		t.Error("still bound after the ISP's NAK")
+	}
+}
+
+// The ISP silent to a renewal past its T1: ispmux answers from the binding
+// (bounded by the ISP's expiry), the timeout event says so; the next
+// renewal is relayed again.
+func TestRenewalSilenceAnsweredLocally(t *testing.T) {
+	r, cs := newSRig(t)
+	r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil)
+	r.p.committing.Wait()
+	b, _ := r.store.Binding("acc0", 0, [6]byte(mac(s1)))
+	at := b.Expires.Add(-4 * time.Minute) // 4 minutes of the ISP's lease left
+	r.p.now = func() time.Time { return at }
+	before := cs.writes.Load()
+	req := renewing(t, s1, s1Addr)
+	r.fromClient(req)
+	if got := r.serve(func(*dhcpv4.DHCPv4) *dhcpv4.DHCPv4 { return nil }); len(got) != 0 {
+		t.Fatalf("got %v before the timeout", got)
+	}
+	r.p.expire(at.Add(time.Second)) // past dhcp.timeout (300 ms in the rig)
+	r.p.notes.wait()
+	sent := r.toPorts()
+	if len(sent[accPort]) != 1 {
+		t.Fatalf("sent %v, want the answer from the binding", sent)
+	}
+	ack := sent[accPort][0]
+	if ack.MessageType() != dhcpv4.MessageTypeAck || ack.TransactionID != req.TransactionID || !ack.Router()[0].Equal(ispRouter) {
+		t.Errorf("answer %v", ack)
+	}
+	wantLease(t, "answer after silence", ack, 4*time.Minute-time.Second)
+	evs, _ := r.store.Events(0, 10)
+	if e := evs[len(evs)-1]; e.Kind != subscribers.EventTimeout || !strings.Contains(e.Reason, "answered by ispmux") {
+		t.Errorf("last event %+v", e)
+	}
+	// Only the timeout event was written.
+	if w := cs.writes.Load() - before; w != 1 {
+		t.Errorf("%d store writes, want the timeout event only", w)
+	}
+	// The next renewal goes to the ISP again.
+	r.p.now = func() time.Time { return at.Add(2 * time.Minute) }
+	r.fromClient(renewing(t, s1, s1Addr))
+	if sent := r.toPorts(); len(sent[upPort]) != 1 {
+		t.Errorf("the next renewal was not relayed: %v", sent)
+	}
+	if c := r.p.Counters(); c["renewal_local_after_silence"] != 1 || c["renewal_relayed"] != 2 {
+		t.Errorf("counters %v", c)
+	}
+}
+
+// Past the ISP's expiry the binding is gone (the tick) and the client's
+// next REQUEST gets ispmux's NAK, never relayed.
+func TestPastExpiryNAK(t *testing.T) {
+	r, _ := newSRig(t)
+	r.dora(s1, keaT1(t, time.Minute, 30*time.Second), nil)
+	r.p.expire(time.Now().Add(2 * time.Minute))
+	if r.p.Leases() != 0 {
+		t.Fatal("not expired")
+	}
+	r.fromClient(renewing(t, s1, s1Addr))
+	sent := r.toPorts()
+	if len(sent[upPort]) != 0 || len(sent[accPort]) != 1 || sent[accPort][0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("sent %v, want ispmux's NAK only", sent)
+	}
+}
+
+// The NAK rule: a REQUEST without a server identifier naming anything but
+// the subscriber's binding at its current ISP is NAKed by ispmux (its
+// server-id), never relayed; with no binding at all too (a restart loses
+// nothing: the rule reads the store's bindings and the registry). A
+// SELECTING REQUEST (server-id) and a REQUEST naming nothing are relayed.
+func TestNAKRule(t *testing.T) {
+	r, _ := newSRig(t)
+	// No binding: INIT-REBOOT for an address it held elsewhere.
+	r.fromClient(initReboot(t, s1, netip.MustParseAddr("10.1.2.3")))
+	sent := r.toPorts()
+	if len(sent[upPort]) != 0 || len(sent[accPort]) != 1 {
+		t.Fatalf("sent %v", sent)
+	}
+	if n := sent[accPort][0]; n.MessageType() != dhcpv4.MessageTypeNak || !n.ServerIdentifier().Equal(net.IP(ourSID.AsSlice())) {
+		t.Errorf("answer %v, want ispmux's NAK", n)
+	}
+	r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil)
+	// Bound: a RENEWING REQUEST for another address.
+	r.fromClient(renewing(t, s1, "100.64.0.7"))
+	sent = r.toPorts()
+	if len(sent[upPort]) != 0 || len(sent[accPort]) != 1 || sent[accPort][0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Errorf("REQUEST for another address: %v", sent)
+	}
+	if !r.tab.isBound(s1MAC) {
+		t.Error("the binding ended for a REQUEST of another address")
+	}
+	// A SELECTING REQUEST names a server: relayed.
+	sel := clientMsg(t, s1, dhcpv4.MessageTypeRequest, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("100.64.0.7"))),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))
+	r.fromClient(sel)
+	if sent := r.toPorts(); len(sent[upPort]) != 1 {
+		t.Errorf("SELECTING REQUEST not relayed: %v", sent)
+	}
+	if c := r.p.Counters(); c["request_nak"] != 2 {
+		t.Errorf("counters %v", c)
+	}
+}
+
+// newSRigWithBetaCustomer is the switching rig with s1 bound at alpha.
+func boundAtAlpha(t *testing.T) (*prig, *countingStore) {
+	r, cs := newSRig(t)
+	if got := r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("got %v", got)
+	}
+	r.p.committing.Wait()
+	r.snd.take()
+	return r, cs
+}
+
+func (r *prig) moveTo(isp string) {
+	r.t.Helper()
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(s1)), CustomerID: "c-s1", ISP: isp, Source: "api"}); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// checkReleasedToAlpha checks that exactly one RELEASE of s1's lease went
+// to alpha (and nothing else to any ISP), and the revoked event at alpha
+// does not name beta.
+func (r *prig) checkReleasedToAlpha(sent map[uint8][]*dhcpv4.DHCPv4) {
+	r.t.Helper()
+	if len(sent[upPort]) != 1 || sent[upPort][0].MessageType() != dhcpv4.MessageTypeRelease || !sent[upPort][0].ClientIPAddr.Equal(net.ParseIP(s1Addr)) ||
+		!sent[upPort][0].Options.Has(dhcpv4.OptionRelayAgentInformation) {
+		r.t.Errorf("to alpha: %v, want the RELEASE of %s with Option 82", sent[upPort], s1Addr)
+	}
+	if rel := sent[upPort]; len(rel) == 1 && strings.Contains(rel[0].Message(), "beta") {
+		r.t.Errorf("the RELEASE to alpha names beta: %q", rel[0].Message())
+	}
+	r.p.notes.wait()
+	evs, _ := r.store.Events(0, 100)
+	n := 0
+	for _, e := range evs {
+		if e.Kind == subscribers.EventRevoked {
+			n++
+			if e.ISP != "alpha" || strings.Contains(e.Reason, "beta") {
+				r.t.Errorf("revoked event %+v: want alpha's, not naming beta", e)
+			}
+		}
+	}
+	if n != 1 {
+		r.t.Errorf("%d revoked events, want 1", n)
+	}
+}
+
+// A device moved to beta: its alpha binding keeps forwarding (nothing sent,
+// still bound and stored) until its next REQUEST, which ispmux NAKs after
+// ending the old binding (RELEASE to alpha); its DISCOVER then goes to
+// beta.
+func TestMoveMakeBeforeBreak(t *testing.T) {
+	r, _ := boundAtAlpha(t)
+	r.moveTo("beta")
+	if n := r.p.RevalidateMACs([]uint64{s1MAC, 0x020000000102}); n != 1 {
+		t.Fatalf("RevalidateMACs = %d, want 1", n)
+	}
+	if sent := r.snd.take(); len(sent) != 0 {
+		t.Errorf("sent %d frames at the move", len(sent))
+	}
+	if !r.tab.isBound(s1MAC) || r.p.MovesPending() != 1 {
+		t.Fatal("the old binding stopped forwarding at the move")
+	}
+	if _, err := r.store.Binding("acc0", 0, [6]byte(mac(s1))); err != nil {
+		t.Errorf("the old binding left the store at the move: %v", err)
+	}
+	// Its renewal: no local answer, no relay; the old binding ends.
+	r.fromClient(renewing(t, s1, s1Addr))
+	sent := r.toPorts()
+	if len(sent[accPort]) != 1 || sent[accPort][0].MessageType() != dhcpv4.MessageTypeNak || !sent[accPort][0].ServerIdentifier().Equal(net.IP(ourSID.AsSlice())) {
+		t.Fatalf("to the subscriber %v, want ispmux's NAK", sent[accPort])
+	}
+	if len(sent[betaPort]) != 0 {
+		t.Errorf("relayed to beta: %v", sent[betaPort])
+	}
+	r.checkReleasedToAlpha(sent)
+	if r.tab.isBound(s1MAC) || r.p.MovesPending() != 0 {
+		t.Error("still bound after the NAK")
+	}
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	if sent := r.toPorts(); len(sent[betaPort]) != 1 || sent[betaPort][0].MessageType() != dhcpv4.MessageTypeDiscover {
+		t.Errorf("DISCOVER after the move: %v, want it relayed to beta", sent)
+	}
+	if c := r.p.Counters(); c["move_nak"] != 1 || c["move_pending"] != 1 {
+		t.Errorf("counters %v", c)
+	}
+}
+
+// A moved device's DISCOVER (no renewal first) ends the old binding too,
+// and the RELEASE to alpha goes before the DISCOVER to beta.
+func TestMoveThenDiscover(t *testing.T) {
+	r, _ := boundAtAlpha(t)
+	r.moveTo("beta")
+	r.p.RevalidateMACs([]uint64{s1MAC})
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	sent := r.snd.take()
+	if len(sent) != 2 || sent[0].port != upPort || sent[1].port != betaPort ||
+		dhcpOf(sent[0].frame).MessageType() != dhcpv4.MessageTypeRelease || dhcpOf(sent[1].frame).MessageType() != dhcpv4.MessageTypeDiscover {
+		t.Fatalf("sent %d frames, want the RELEASE to alpha, then the DISCOVER to beta", len(sent))
+	}
+	if r.tab.isBound(s1MAC) {
+		t.Error("still bound at alpha")
+	}
+}
+
+// The operator's immediate cut: RELEASE to alpha at once, unbound; the
+// device's next REQUEST is NAKed.
+func TestMoveImmediate(t *testing.T) {
+	r, _ := boundAtAlpha(t)
+	r.moveTo("beta")
+	if n := r.p.RevalidateMACsImmediate([]uint64{s1MAC}); n != 1 {
+		t.Fatalf("RevalidateMACsImmediate = %d", n)
+	}
+	r.checkReleasedToAlpha(r.toPorts())
+	if r.tab.isBound(s1MAC) {
+		t.Error("still bound after the immediate cut")
+	}
+	r.fromClient(renewing(t, s1, s1Addr))
+	if sent := r.toPorts(); len(sent[accPort]) != 1 || sent[accPort][0].MessageType() != dhcpv4.MessageTypeNak || len(sent[upPort])+len(sent[betaPort]) != 0 {
+		t.Errorf("renewal after the cut: %v, want ispmux's NAK only", sent)
+	}
+}
+
+// A moved device that never asks: its old binding ends client_lease_max
+// after the move (every lease ispmux gave it has run out). One moved back
+// before that keeps its binding.
+func TestMoveDeadline(t *testing.T) {
+	r, _ := boundAtAlpha(t)
+	r.moveTo("beta")
+	r.p.RevalidateMACs([]uint64{s1MAC})
+	r.p.expire(time.Now().Add(9 * time.Minute))
+	if !r.tab.isBound(s1MAC) {
+		t.Fatal("cut before client_lease_max")
+	}
+	r.p.expire(time.Now().Add(10*time.Minute + time.Second))
+	r.checkReleasedToAlpha(r.toPorts())
+	if r.tab.isBound(s1MAC) || r.p.MovesPending() != 0 || r.p.Counters()["move_cut"] != 1 {
+		t.Errorf("not cut at client_lease_max: counters %v", r.p.Counters())
+	}
+
+	r2, _ := boundAtAlpha(t)
+	r2.moveTo("beta")
+	r2.p.RevalidateMACs([]uint64{s1MAC})
+	r2.moveTo("alpha")
+	r2.p.expire(time.Now().Add(11 * time.Minute))
+	if !r2.tab.isBound(s1MAC) || len(r2.snd.take()) != 0 {
+		t.Error("a device moved back lost its binding")
+	}
+	r2.fromClient(renewing(t, s1, s1Addr))
+	if sent := r2.toPorts(); len(sent[accPort]) != 1 || sent[accPort][0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Errorf("renewal after moving back: %v, want the local ACK", sent)
+	}
+}
+
+// Blocked, suspended or removed devices keep today's behaviour: their
+// binding ends at once, whatever RevalidateMACs is asked.
+func TestRevalidateMACsBlockedIsImmediate(t *testing.T) {
+	r, _ := boundAtAlpha(t)
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(s1)), CustomerID: "c-s1", ISP: "beta", Blocked: true, Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.p.RevalidateMACs([]uint64{s1MAC}); n != 1 {
+		t.Fatalf("RevalidateMACs = %d", n)
+	}
+	if r.tab.isBound(s1MAC) || r.p.MovesPending() != 0 {
+		t.Error("a blocked device kept forwarding")
+	}
+}
+
+// A configuration reload that moves a subscriber (Revalidate) is
+// make-before-break too.
+func TestRevalidateMoveMakeBeforeBreak(t *testing.T) {
+	r, _ := boundAtAlpha(t)
+	r.moveTo("beta")
+	if n := r.p.Revalidate(); n != 1 || !r.tab.isBound(s1MAC) || r.p.MovesPending() != 1 {
+		t.Errorf("Revalidate = %d, bound %v, pending %d", n, r.tab.isBound(s1MAC), r.p.MovesPending())
+	}
+}
+
+// A renewal's ACK from the old ISP arriving after the move binds nothing:
+// the device is NAKed (no ACK after the move, which the deadline relies
+// on).
+func TestMoveDuringRelayedRenewal(t *testing.T) {
+	r, _ := boundAtAlpha(t)
+	r.pastT1(31 * time.Minute)
+	r.fromClient(renewing(t, s1, s1Addr))
+	toISP := r.snd.take()
+	r.moveTo("beta")
+	r.p.RevalidateMACs([]uint64{s1MAC})
+	r.snd.mu.Lock()
+	r.snd.frames = toISP
+	r.snd.mu.Unlock()
+	got := r.serve(keaT1(t, time.Hour, 30*time.Minute))
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Errorf("got %v, want a NAK", got)
+	}
+}
+
+// BenchmarkLocalRenewal measures the proxy's local renewal path: a
+// subscriber's RENEWING REQUEST (a punted frame) answered from its binding
+// (the ACK frame handed to the sender), over 10,000 bound subscribers.
+func BenchmarkLocalRenewal(b *testing.B) {
+	st, err := subscribers.Open(b.TempDir()+"/s.db", subscribers.Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	const n = 10000
+	now := time.Now()
+	ack, _ := dhcpv4.NewReplyFromRequest(discover(b, dhcpv4.WithHwAddr(mac(s1))), dhcpv4.WithMessageType(dhcpv4.MessageTypeAck),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ispSID.AsSlice()))), dhcpv4.WithLeaseTime(3600),
+		dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(30*time.Minute)), dhcpv4.WithOption(dhcpv4.OptRebindingTimeValue(52*time.Minute)),
+		dhcpv4.WithOption(dhcpv4.OptSubnetMask(net.CIDRMask(16, 32))), dhcpv4.WithOption(dhcpv4.OptRouter(ispRouter)),
+		dhcpv4.WithOption(dhcpv4.OptDNS(ispDNS)), dhcpv4.WithGeneric(dhcpv4.OptionClasslessStaticRoute, ispRoute))
+	opts := ackOptions(ack.ToBytes())
+	reg := registry.New()
+	frames := make([][]byte, n)
+	for i := range n {
+		m := [6]byte{2, 0x20, 0, 0, byte(i >> 8), byte(i)}
+		ip := netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)})
+		reg.Put(binding.MAC48(m), registry.Entry{CustomerID: "c-s1", ISP: "alpha", Source: "api"}, false)
+		if err := st.CommitBinding(subscribers.Binding{MAC: m, Access: "acc0", ISP: "alpha", IP: ip, ServerID: ispSID,
+			Expires: now.Add(time.Hour), Updated: now, Options: opts, LeaseTime: time.Hour}); err != nil {
+			b.Fatal(err)
+		}
+		req, _ := dhcpv4.New(dhcpv4.WithHwAddr(m[:]), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithClientIP(net.IP(ip.AsSlice())),
+			dhcpv4.WithOption(dhcpv4.OptParameterRequestList(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer)))
+		frames[i] = fib.UDPFrame(accMAC, binding.MAC48(m), 0, ip, ourSID, 68, 67, req.ToBytes())
+	}
+	snd := &countingSender{}
+	p := New(Config{Timeout: time.Second, MaxPending: 4096, MACRate: 1000, MACBurst: 1 << 20, CircuitRate: 1 << 30, CircuitBurst: 1 << 30, MaxBindingsPerCircuit: 1 << 20,
+		Circuits: []Circuit{{Name: "acc0", Interface: "acc0", Port: accPort, MAC: accMAC, Addr: ourSID}},
+		ISPs:     []ISP{{Index: 0, Name: "alpha", Port: upPort, MAC: upMAC, Addr: giaddr, Servers: []netip.Addr{ispSID}, CircuitID: "{interface}:{vlan}"}},
+	}, st, reg, nopTables{}, snd, nil)
+	if k, err := p.Restore(now); err != nil || k != n {
+		b.Fatalf("restored %d, %v", k, err)
+	}
+	runtime.GC()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		p.HandleFrame(accPort, frames[i%n])
+	}
+	b.StopTimer()
+	if got := snd.n.Load(); got != int64(b.N) {
+		b.Fatalf("%d answers for %d renewals (counters %v)", got, b.N, p.Counters())
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "renewals/s")
+}
+
+// nopTables accepts every binding (the benchmark's restore of 10,000).
+type nopTables struct{}
+
+func (nopTables) CheckBind(binding.Binding) error     { return nil }
+func (nopTables) Bind(binding.Binding) error          { return nil }
+func (nopTables) Unbind(uint8, uint16, uint64) bool   { return true }
+func (nopTables) NextHopMAC(isp uint8) (uint64, bool) { return gwMAC, true }
+
+// countingSender counts the frames it is handed and keeps none.
+type countingSender struct{ n atomic.Int64 }
+
+func (s *countingSender) Inject(uint8, []byte) bool { s.n.Add(1); return true }
