@@ -490,7 +490,7 @@ func (a *Appliance) dhcpConfig(idx map[string]int) dhcpproxy.Config {
 	c := dhcpproxy.Config{
 		Timeout: d.TimeoutDur, MaxPending: d.MaxPending, MACRate: d.MACRate, MACBurst: d.MACBurst,
 		CircuitRate: d.CircuitRate, CircuitBurst: d.CircuitBurst, MaxBindingsPerCircuit: d.MaxBindingsPerCircuit,
-		MaxOnboarding: a.cfg.Portal.MaxOnboarding,
+		MaxOnboarding: a.cfg.Portal.MaxOnboarding, ClientLeaseMax: d.ClientLeaseMaxDur,
 	}
 	for _, ac := range a.cfg.Access {
 		pi := idx[ac.Interface]
