@@ -462,7 +462,10 @@ func theExchanges() []exchange {
 		{
 			name: "renew", sub: "s2", client: "udhcpc (SIGUSR1: unicast REQUEST)", points: bind,
 			setup: func(c *caseRun) { c.bindWith("udhcpc") },
-			act:   func(c *caseRun) { c.cl.signal(syscall.SIGUSR1) },
+			act: func(c *caseRun) {
+				c.afterISPT1() // before it, ispmux answers itself
+				c.cl.signal(syscall.SIGUSR1)
+			},
 			settle: func(c *caseRun) {
 				// The client renews again (at T1 it would; here at
 				// once) until ispmux's binding is extended.
@@ -486,6 +489,7 @@ func theExchanges() []exchange {
 				c.cl.kill() // its address stays: the test is the client now
 			},
 			act: func(c *caseRun) {
+				c.afterISPT1() // before it, ispmux answers itself
 				if a := c.rebind(2 * time.Second); a != nil {
 					c.acks++
 				}
@@ -687,6 +691,7 @@ func theExchanges() []exchange {
 				}
 			},
 			act: func(c *caseRun) {
+				c.afterISPT1() // before it, ispmux answers the INIT-REBOOT itself
 				c.cl = c.m.r.startDhclient(c.sub, c.m.conf)
 				c.m.clients = append(c.m.clients, c.cl)
 			},
@@ -1087,6 +1092,9 @@ func TestCrashMatrixCoversEveryPoint(t *testing.T) {
 	for _, p := range tenantCrashCovers { // TestTenants
 		covered[p] = true
 	}
+	for _, p := range switchCrashCovers { // TestCrashMatrixSwitch
+		covered[p] = true
+	}
 	for _, ex := range append(theExchanges(), theOnboardingExchanges()...) {
 		for _, p := range ex.points {
 			covered[p] = true
@@ -1134,6 +1142,7 @@ func TestReleaseRacesRenewal(t *testing.T) {
 		if !ok {
 			t.Fatal("no lease")
 		}
+		time.Sleep(matrixLease/2 + time.Second) // past the ISP's T1: the renewal goes to the ISP
 		ip := net.IP(a.AsSlice())
 		c.send(0, rawMsg{typ: dhcpv4.MessageTypeRequest, ciaddr: ip, unicast: true},
 			rawMsg{typ: dhcpv4.MessageTypeRelease, ciaddr: ip, sid: net.ParseIP(lab.Gateway), unicast: true})

@@ -157,6 +157,9 @@ type Options struct {
 	// dnsmasq.go; lease time at least 2 minutes, no KeaOpen or
 	// KeaNotAuthoritative).
 	ISPServer string
+	// ClientLeaseMax (DHCP only) is ispmux's [dhcp] client_lease_max in
+	// ConfigTOML (see switching.go); 0 leaves ispmux's default.
+	ClientLeaseMax time.Duration
 }
 
 // APITokens are the lab's API tokens (Options.API) and their files.
@@ -267,6 +270,8 @@ type Topology struct {
 	Portal *Portal `json:"portal,omitempty"`
 	// ISPServer is Options.ISPServer ("" is Kea).
 	ISPServer string `json:"isp_server,omitempty"`
+	// ClientLeaseMax is Options.ClientLeaseMax.
+	ClientLeaseMax time.Duration `json:"client_lease_max,omitempty"`
 }
 
 func mac(a, b byte) string { return fmt.Sprintf("02:00:00:00:%02x:%02x", a, b) }
@@ -317,6 +322,7 @@ func plan(o Options) (*Topology, error) {
 		t.ISPServer = o.ISPServer
 		t.KeaOpen = o.KeaOpen
 		t.KeaKnown, t.KeaNotAuthoritative, t.Unconfigured = o.KeaKnown, o.KeaNotAuthoritative, o.Unconfigured
+		t.ClientLeaseMax = o.ClientLeaseMax
 		if o.API {
 			t.API = newAPITokens(stateDir)
 		}
