@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -217,4 +218,34 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// runCommand parses run's flags: -c FILE (as configCommand) and
+// --log-format text|json (the log on stderr: slog's key=value lines, or
+// one JSON object a line for a collector).
+func runCommand(summary string, args []string, stdout io.Writer) (path, logFormat string, err error) {
+	fs := newFlagSet("run")
+	p := fs.String("c", defaultConfig, "configuration `FILE`")
+	f := fs.String("log-format", "text", "log `FORMAT` on stderr: text (key=value lines) or json (one object a line)")
+	h := &help{name: "ispmux run", args: "[-c FILE] [--log-format text|json]", summary: summary, flags: fs}
+	rest, err := parseArgs(fs, args)
+	if err != nil {
+		return "", "", h.parseError(err, stdout)
+	}
+	if len(rest) > 0 {
+		return "", "", h.usage("unexpected argument(s) %q (usage: ispmux run -c FILE)", rest)
+	}
+	if *f != "text" && *f != "json" {
+		return "", "", h.usage("--log-format %q: want text or json", *f)
+	}
+	return *p, *f, nil
+}
+
+// logHandler is the log's handler for --log-format.
+func logHandler(format string, w io.Writer, level slog.Level) slog.Handler {
+	o := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.NewJSONHandler(w, o)
+	}
+	return slog.NewTextHandler(w, o)
 }

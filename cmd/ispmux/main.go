@@ -51,7 +51,7 @@ const defaultConfig = "/etc/ispmux/ispmux.toml"
 const usage = `usage: ispmux <command> [flags]
 
 commands:
-  run   -c FILE              run the appliance
+  run   -c FILE              run the appliance (--log-format text|json)
   check -c FILE              validate a configuration
   ctl   COMMAND [flags]      talk to a running appliance: over the API (--api URL and a token) or,
                              as root on the box, over its control socket (-c FILE or --socket PATH);
@@ -132,7 +132,7 @@ func cmdCheck(args []string, stdout io.Writer) error {
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	path, err := configCommand("run", "Run the appliance in the foreground. SIGINT/SIGTERM stop it cleanly; SIGHUP re-reads\n"+
+	path, logFormat, err := runCommand("Run the appliance in the foreground. SIGINT/SIGTERM stop it cleanly; SIGHUP re-reads\n"+
 		"the [[subscriber]] entries, the API's token files and TLS certificate.", args, stdout)
 	if err != nil {
 		return err
@@ -142,7 +142,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel(cfg.Appliance.LogLevel)}))
+	log := slog.New(logHandler(logFormat, stderr, logLevel(cfg.Appliance.LogLevel)))
 	// ISPMUX_CPUPROFILE=FILE profiles the whole run (for performance work
 	// in the lab; the benchmarks pass their environment to ispmux).
 	if path := os.Getenv("ISPMUX_CPUPROFILE"); path != "" {
