@@ -72,6 +72,27 @@ func (r *Registry) shard(mac uint64) *shard {
 	return &r.shards[(mac^mac>>8^mac>>16)%shards]
 }
 
+// Reserve makes room for n MACs of customers customers in an empty
+// registry (a start-up load), so the maps are built once at their size
+// instead of growing step by step; on a registry that holds MACs it does
+// nothing.
+func (r *Registry) Reserve(n, customers int) {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	if r.n.Load() != 0 || n <= 0 {
+		return
+	}
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.mu.Lock()
+		s.m = make(map[uint64]*Entry, n/shards+n/(shards*8))
+		s.mu.Unlock()
+	}
+	if len(r.customers) == 0 && customers > 0 {
+		r.customers = make(map[custKey]*customer, min(n, customers))
+	}
+}
+
 // Lookup returns mac's entry (never to be modified).
 func (r *Registry) Lookup(mac uint64) (*Entry, bool) {
 	s := r.shard(mac)

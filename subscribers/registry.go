@@ -251,20 +251,54 @@ func (s *Store) Registrations() ([]Registration, error) {
 // were deleted. Registrations from other sources are untouched. A corrupt
 // stored registration is overwritten if rs has its MAC, and otherwise left
 // alone. Every put and delete maintains the devices-by-customer index and
-// is appended to the change feed.
-//
-// The transaction writes in key order (the deletions, then the puts, each
-// sorted by MAC), which keeps a large sync (100k MACs) linear: bbolt
-// splits and rebalances each page once instead of the pages being visited
-// in random order (BenchmarkSyncRegistrations).
+// is appended to the change feed. See SyncRegistrationsDiff for its cost.
 func (s *Store) SyncRegistrations(source string, rs []Registration) (added, changed, removed int, err error) {
+	d, err := s.SyncRegistrationsDiff(source, rs, false)
+	return d.Added, d.Changed, d.Removed, err
+}
+
+// SyncDiff says what SyncRegistrationsDiff wrote.
+type SyncDiff struct {
+	Added, Changed, Removed int
+	// Puts are the registrations written, sorted by MAC, each with the
+	// one it replaced (Old is nil for a new MAC or a corrupt value).
+	Puts []RegistrationChange
+	// Deleted are the registrations removed, as they were, by MAC.
+	Deleted []Registration
+	// Held are the entries of rs left alone because another source
+	// registered their MAC (keepOthers only): New is the entry, Old the
+	// stored registration.
+	Held []RegistrationChange
+}
+
+// RegistrationChange is a registration and the stored one it concerns.
+type RegistrationChange struct {
+	New Registration
+	Old *Registration
+}
+
+// SyncRegistrationsDiff is SyncRegistrations reporting what it wrote, so
+// that a caller can publish the changes alone instead of reloading
+// everything. With keepOthers an entry whose MAC another source registered
+// is not taken over but returned in Held (a config reload never overrides
+// the API).
+//
+// Cost: rs is sorted once (O(k log k)); one cursor pass over the stored
+// registrations is merged with it (O(n), decoding each); the transaction
+// then writes in key order (the deletions, then the puts, each sorted by
+// MAC; the index entries sorted at the end), which keeps a large sync
+// linear: bbolt splits and rebalances each page once instead of the pages
+// being visited in random order (BenchmarkSyncRegistrations). The writes
+// are one transaction (a reload is all or nothing): its size is the
+// number of changes, not bounded.
+func (s *Store) SyncRegistrationsDiff(source string, rs []Registration, keepOthers bool) (SyncDiff, error) {
 	now := time.Now()
 	want := make([]Registration, len(rs))
 	for i := range rs {
 		r := rs[i]
 		r.Source = source
 		if err := validateRegistration(&r); err != nil {
-			return 0, 0, 0, fmt.Errorf("sync registrations %q: %s: %w", source, macString(r.MAC), err)
+			return SyncDiff{}, fmt.Errorf("sync registrations %q: %s: %w", source, macString(r.MAC), err)
 		}
 		if r.Updated.IsZero() {
 			r.Updated = now
@@ -274,17 +308,18 @@ func (s *Store) SyncRegistrations(source string, rs []Registration) (added, chan
 	slices.SortFunc(want, func(a, b Registration) int { return bytes.Compare(a.MAC[:], b.MAC[:]) })
 	for i := 1; i < len(want); i++ {
 		if want[i].MAC == want[i-1].MAC {
-			return 0, 0, 0, fmt.Errorf("sync registrations %q: %w: MAC %s listed twice", source, ErrInvalid, macString(want[i].MAC))
+			return SyncDiff{}, fmt.Errorf("sync registrations %q: %w: MAC %s listed twice", source, ErrInvalid, macString(want[i].MAC))
 		}
 	}
-	err = s.updateWaking(func(tx *bolt.Tx) error {
-		added, changed, removed = 0, 0, 0
+	var d SyncDiff
+	err := s.updateWaking(func(tx *bolt.Tx) error {
+		d = SyncDiff{}
 		bk := tx.Bucket(bucketRegistrations)
 		// One pass over the stored registrations, merged with want (both
 		// sorted by MAC): which to delete, and what each wanted one is.
-		var drop []MAC
 		type put struct {
 			r     *Registration
+			old   *Registration
 			added bool
 		}
 		var puts []put
@@ -292,7 +327,7 @@ func (s *Store) SyncRegistrations(source string, rs []Registration) (added, chan
 		c := bk.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			for j < len(want) && bytes.Compare(want[j].MAC[:], k) < 0 {
-				puts = append(puts, put{&want[j], true}) // new MAC
+				puts = append(puts, put{&want[j], nil, true}) // new MAC
 				j++
 			}
 			if j < len(want) && bytes.Equal(want[j].MAC[:], k) {
@@ -300,46 +335,182 @@ func (s *Store) SyncRegistrations(source string, rs []Registration) (added, chan
 				j++
 				old, err := decodeRegistration(k, v)
 				switch {
-				case err != nil || old.Source != source:
-					puts = append(puts, put{w, true})
+				case err != nil:
+					puts = append(puts, put{w, nil, true})
+				case old.Source != source && keepOthers:
+					d.Held = append(d.Held, RegistrationChange{New: *w, Old: &old})
+				case old.Source != source:
+					puts = append(puts, put{w, &old, true})
 				case sameRegistration(&old, w):
 					// unchanged: keep its times, no write
 				default:
-					puts = append(puts, put{w, false})
+					puts = append(puts, put{w, &old, false})
 				}
 				continue
 			}
 			old, err := decodeRegistration(k, v)
 			if err == nil && old.Source == source {
-				drop = append(drop, old.MAC)
+				d.Deleted = append(d.Deleted, old)
 			}
 		}
 		for ; j < len(want); j++ {
-			puts = append(puts, put{&want[j], true})
+			puts = append(puts, put{&want[j], nil, true})
 		}
 		var ix indexOps
-		for _, m := range drop {
-			if _, err := s.regDelete(tx, m, now, &ix); err != nil {
+		for _, o := range d.Deleted {
+			if _, err := s.regDelete(tx, o.MAC, now, &ix); err != nil {
 				return err
 			}
-			removed++
+			d.Removed++
 		}
+		d.Puts = make([]RegistrationChange, 0, len(puts))
 		for _, p := range puts {
 			if _, err := s.regPut(tx, *p.r, now, &ix); err != nil {
 				return err
 			}
 			if p.added {
-				added++
+				d.Added++
 			} else {
-				changed++
+				d.Changed++
 			}
+			d.Puts = append(d.Puts, RegistrationChange{New: *p.r, Old: p.old})
 		}
 		return ix.apply(tx)
 	}, wakeChanges)
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("sync registrations %q: %w", source, err)
+		return SyncDiff{}, fmt.Errorf("sync registrations %q: %w", source, err)
 	}
-	return added, changed, removed, nil
+	return d, nil
+}
+
+// ForEachRegistration calls fn for every registration in MAC order, from
+// one read transaction, without building the list (the start-up load of
+// a million devices). The ISP, Access and Source strings are shared
+// between registrations that have the same ones (fn may keep r's fields,
+// not r). Corrupt values are skipped and reported together in the error,
+// wrapping ErrCorrupt, after fn saw the others; an error from fn stops
+// the walk and is returned.
+func (s *Store) ForEachRegistration(fn func(r *Registration) error) error {
+	var bad []error
+	err := s.view(func(tx *bolt.Tx) error {
+		in := interner{}
+		c := tx.Bucket(bucketRegistrations).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			r, err := decodeRegistration(k, v)
+			if err != nil {
+				bad = append(bad, err)
+				continue
+			}
+			r.ISP, r.Access, r.Source = in.get(r.ISP), in.get(r.Access), in.get(r.Source)
+			if err := fn(&r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		err = errors.Join(bad...)
+	}
+	if err != nil {
+		return fmt.Errorf("registrations: %w", err)
+	}
+	return nil
+}
+
+// interner shares the few distinct strings of a field that repeats in
+// every record (ISP, access, source names).
+type interner map[string]string
+
+func (in interner) get(s string) string {
+	if v, ok := in[s]; ok {
+		return v
+	}
+	if len(in) < 4096 {
+		in[s] = s
+	}
+	return s
+}
+
+// CustomerSummary is what loading the registry needs of the customers.
+type CustomerSummary struct {
+	// PerISP counts the customers of each ISP.
+	PerISP map[string]int
+	// Suspended are the suspended customers.
+	Suspended []CustomerKey
+	// Registrations is the number of registrations (for sizing).
+	Registrations int
+}
+
+// CustomerSummary counts the customers per ISP and lists the suspended
+// ones, from one read transaction, decoding no more of each customer than
+// its status (no list of every customer is built). Corrupt values are
+// skipped and reported together in the error, wrapping ErrCorrupt, with
+// the summary of the others.
+func (s *Store) CustomerSummary() (CustomerSummary, error) {
+	sum := CustomerSummary{PerISP: map[string]int{}}
+	var bad []error
+	err := s.view(func(tx *bolt.Tx) error {
+		sum.Registrations = tx.Bucket(bucketRegistrations).Stats().KeyN
+		c := tx.Bucket(bucketCustomers).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			d := decoder{b: v}
+			if ver := d.version(); d.err == nil && ver < 3 {
+				d.fail(fmt.Errorf("format version %d has no customers", ver))
+			}
+			isp := d.take(d.uvarint())
+			id := d.take(d.uvarint())
+			d.take(d.uvarint()) // password hash
+			status := d.take(d.uvarint())
+			if d.err != nil || len(k) != len(isp)+1+len(id) || !bytes.HasPrefix(k, isp) || k[len(isp)] != 0 || !bytes.Equal(k[len(isp)+1:], id) {
+				// The full decoder says what is wrong.
+				if _, err := decodeCustomer(k, v); err != nil {
+					bad = append(bad, err)
+				} else {
+					bad = append(bad, corrupt(bucketCustomers, k, errors.New("key does not match the value")))
+				}
+				continue
+			}
+			sum.PerISP[string(isp)]++
+			if string(status) == StatusSuspended {
+				sum.Suspended = append(sum.Suspended, CustomerKey{ISP: string(isp), ID: string(id)})
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		err = errors.Join(bad...)
+	}
+	if err != nil {
+		return sum, fmt.Errorf("customer summary: %w", err)
+	}
+	return sum, nil
+}
+
+// MissingCustomers returns those of keys that have no customer record,
+// looked up in one read transaction in key order (a configuration sync
+// checks every customer its file names).
+func (s *Store) MissingCustomers(keys []CustomerKey) ([]CustomerKey, error) {
+	ks := slices.Clone(keys)
+	slices.SortFunc(ks, func(a, b CustomerKey) int {
+		if c := strings.Compare(a.ISP, b.ISP); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	var out []CustomerKey
+	err := s.view(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketCustomers)
+		for _, k := range ks {
+			if bk.Get(customerKey(k.ISP, k.ID)) == nil {
+				out = append(out, k)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("missing customers: %w", err)
+	}
+	return out, nil
 }
 
 // sameRegistration compares everything but Updated and Created.
