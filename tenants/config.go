@@ -3,6 +3,7 @@ package tenants
 import (
 	"fmt"
 
+	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -22,15 +23,24 @@ type SyncReport struct {
 	// Conflicts are config entries not applied because the API or a claim
 	// attached the MAC: the API's choice stays.
 	Conflicts []string
+	// Touched are the MACs whose registration the sync wrote or removed
+	// (their bindings are the ones to revalidate).
+	Touched []uint64
 }
 
 // SyncConfig makes the configuration-sourced devices those of the file,
 // at start and on reload. A MAC the API or a claim attached is left as it
 // is and reported (a reload never overrides the API). Each (ISP, customer
 // ID) the file names gets a configuration-sourced customer record if it
-// has none (no password: it cannot be claimed). The registry is then
-// republished whole (linear, like the reload itself); bindings that no
-// longer match are the caller's to revalidate.
+// has none (no password: it cannot be claimed); one that the file no
+// longer names is removed when its last device went with this sync.
+//
+// The first sync loads the registry whole (Load); later ones (reloads)
+// publish only the devices they wrote or removed. Cost: one merge pass
+// over the stored registrations (SyncRegistrationsDiff), one read
+// transaction for the customers the file names, and work in the changes
+// alone after that: no list of every customer or device is built.
+// Bindings that no longer match are the caller's to revalidate (Touched).
 func (t *Tenants) SyncConfig(devs []ConfigDevice) (SyncReport, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -41,11 +51,6 @@ func (t *Tenants) SyncConfig(devs []ConfigDevice) (SyncReport, error) {
 		if !t.isps[d.ISP] {
 			return rep, fmt.Errorf("%w: subscriber %s: ISP %q is not configured", ErrInvalid, macString(d.MAC), d.ISP)
 		}
-		if old, err := t.store.Registration(d.MAC); err == nil && old.Source != SourceConfig {
-			rep.Conflicts = append(rep.Conflicts, fmt.Sprintf("subscriber %s: attached through the %s to %s/%s; the configuration's %s/%s is not applied",
-				macString(d.MAC), old.Source, old.ISP, old.CustomerID, d.ISP, d.CustomerID))
-			continue
-		}
 		regs = append(regs, subscribers.Registration{MAC: d.MAC, CustomerID: d.CustomerID, ISP: d.ISP, Access: d.Access,
 			Blocked: d.Blocked, Source: SourceConfig})
 		if d.CustomerID != "" {
@@ -53,31 +58,47 @@ func (t *Tenants) SyncConfig(devs []ConfigDevice) (SyncReport, error) {
 			wantCust[subscribers.CustomerKey{ISP: d.ISP, ID: d.CustomerID}] = true
 		}
 	}
-	var err error
-	rep.Added, rep.Changed, rep.Removed, err = t.store.SyncRegistrations(SourceConfig, regs)
+	diff, err := t.store.SyncRegistrationsDiff(SourceConfig, regs, true)
 	if err != nil {
 		return rep, fmt.Errorf("tenants: configured subscribers: %w", err)
 	}
-	// Customer records: created for the file's (ISP, ID) pairs, removed
-	// for configuration-sourced ones the file no longer names (and that
-	// no device uses).
-	all, err := t.store.AllCustomers()
+	rep.Added, rep.Changed, rep.Removed = diff.Added, diff.Changed, diff.Removed
+	for _, h := range diff.Held {
+		rep.Conflicts = append(rep.Conflicts, fmt.Sprintf("subscriber %s: attached through the %s to %s/%s; the configuration's %s/%s is not applied",
+			macString(h.New.MAC), h.Old.Source, h.Old.ISP, h.Old.CustomerID, h.New.ISP, h.New.CustomerID))
+	}
+	// Customer records: created for the file's (ISP, ID) pairs that have
+	// none, removed for configuration-sourced ones whose devices this
+	// sync removed or moved away, when the file no longer names them and
+	// no device uses them.
+	keys := make([]subscribers.CustomerKey, 0, len(wantCust))
+	for k := range wantCust {
+		keys = append(keys, k)
+	}
+	missing, err := t.store.MissingCustomers(keys)
 	if err != nil {
 		return rep, err
 	}
-	have := map[subscribers.CustomerKey]subscribers.Customer{}
-	for _, c := range all {
-		have[subscribers.CustomerKey{ISP: c.ISP, ID: c.ID}] = c
-	}
 	var w subscribers.TenantWrite
-	for k := range wantCust {
-		if _, ok := have[k]; !ok {
-			w.PutCustomers = append(w.PutCustomers, subscribers.Customer{ISP: k.ISP, ID: k.ID, Status: string(StatusActive),
-				DeviceLimit: maxDeviceLimit, Source: SourceConfig})
+	for _, k := range missing {
+		w.PutCustomers = append(w.PutCustomers, subscribers.Customer{ISP: k.ISP, ID: k.ID, Status: string(StatusActive),
+			DeviceLimit: maxDeviceLimit, Source: SourceConfig})
+	}
+	left := map[subscribers.CustomerKey]bool{}
+	for _, o := range diff.Deleted {
+		left[subscribers.CustomerKey{ISP: o.ISP, ID: o.CustomerID}] = true
+	}
+	for _, p := range diff.Puts {
+		if p.Old != nil {
+			left[subscribers.CustomerKey{ISP: p.Old.ISP, ID: p.Old.CustomerID}] = true
 		}
 	}
-	for k, c := range have {
-		if c.Source != SourceConfig || wantCust[k] {
+	for k := range left {
+		if k.ID == "" || wantCust[k] {
+			continue
+		}
+		c, err := t.store.Customer(k.ISP, k.ID)
+		if err != nil || c.Source != SourceConfig {
 			continue
 		}
 		if devs, err := t.store.DevicesOf(k.ISP, k.ID); err == nil && len(devs) == 0 {
@@ -89,5 +110,47 @@ func (t *Tenants) SyncConfig(devs []ConfigDevice) (SyncReport, error) {
 			return rep, err
 		}
 	}
-	return rep, t.loadLocked()
+	for _, o := range diff.Deleted {
+		rep.Touched = append(rep.Touched, binding.MAC48(o.MAC))
+	}
+	for _, p := range diff.Puts {
+		rep.Touched = append(rep.Touched, binding.MAC48(p.New.MAC))
+	}
+	if !t.loaded {
+		return rep, t.loadLocked()
+	}
+	return rep, t.publishSync(diff, w)
+}
+
+// publishSync publishes a later sync's changes (diff, and the customer
+// records w created and removed) to the registry, the admission set and
+// the counts.
+func (t *Tenants) publishSync(diff subscribers.SyncDiff, w subscribers.TenantWrite) error {
+	for _, c := range w.PutCustomers {
+		t.count(c.ISP, 1, 0)
+	}
+	for _, k := range w.DeleteCustomers {
+		t.count(k.ISP, -1, 0)
+	}
+	for _, o := range diff.Deleted {
+		t.unpublish(binding.MAC48(o.MAC))
+		t.count(o.ISP, 0, -1)
+	}
+	for _, p := range diff.Puts {
+		r := p.New
+		suspended := false
+		if r.CustomerID != "" {
+			if c, err := t.store.Customer(r.ISP, r.CustomerID); err == nil {
+				suspended = c.Status == string(StatusSuspended)
+			}
+		}
+		if err := t.publish(r, suspended); err != nil {
+			return err
+		}
+		if p.Old != nil {
+			t.count(p.Old.ISP, 0, -1)
+		}
+		t.count(r.ISP, 0, 1)
+	}
+	return nil
 }

@@ -62,6 +62,10 @@ type Tenants struct {
 	counts map[string]*ispCounts
 
 	claims *claimLimiter
+
+	// loaded is set by the first load: a configuration sync after it
+	// publishes its changes alone (SyncConfig).
+	loaded bool
 }
 
 type ispCounts struct{ customers, devices int }
@@ -85,7 +89,9 @@ func New(cfg Config, store *subscribers.Store, reg *registry.Registry, proxy Pro
 func (t *Tenants) SetProxy(p Proxy) { t.proxy = p }
 
 // Load publishes the store's devices to the registry and the admission
-// set, and counts customers and devices per ISP. Linear in the store.
+// set, and counts customers and devices per ISP. Linear in the store, and
+// streaming: the devices are read in one pass (no list of them is built)
+// and the customers are only counted (their suspended ones listed).
 func (t *Tenants) Load() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -94,60 +100,71 @@ func (t *Tenants) Load() error {
 
 // loadLocked is Load with t.mu held.
 func (t *Tenants) loadLocked() error {
-	custs, err := t.store.AllCustomers()
+	sum, err := t.store.CustomerSummary()
 	if err != nil {
 		return fmt.Errorf("tenants: load customers: %w", err)
 	}
-	suspended := map[[2]string]bool{}
-	t.cmu.Lock()
-	for _, c := range t.counts {
-		*c = ispCounts{}
+	suspended := make(map[[2]string]bool, len(sum.Suspended))
+	for _, k := range sum.Suspended {
+		suspended[[2]string{k.ISP, k.ID}] = true
 	}
-	for _, c := range custs {
-		if n := t.counts[c.ISP]; n != nil {
-			n.customers++
-		}
-		if c.Status == string(StatusSuspended) {
-			suspended[[2]string{c.ISP, c.ID}] = true
-		}
+	customers := 0
+	devices := map[string]int{}
+	for _, n := range sum.PerISP {
+		customers += n
 	}
-	t.cmu.Unlock()
-	regs, err := t.store.Registrations()
-	if err != nil {
-		return fmt.Errorf("tenants: load devices: %w", err)
+	// A first load fills an empty registry: sized once, and nothing to
+	// remove afterwards.
+	fresh := t.reg.Len() == 0
+	var seen map[uint64]struct{}
+	if fresh {
+		t.reg.Reserve(sum.Registrations, customers)
+	} else {
+		seen = make(map[uint64]struct{}, sum.Registrations)
 	}
-	seen := make(map[uint64]bool, len(regs))
-	macs := make([]uint64, 0, len(regs))
-	for _, r := range regs {
+	macs := make([]uint64, 0, sum.Registrations)
+	err = t.store.ForEachRegistration(func(r *subscribers.Registration) error {
 		mac := binding.MAC48(r.MAC)
-		seen[mac] = true
+		if seen != nil {
+			seen[mac] = struct{}{}
+		}
 		macs = append(macs, mac)
 		t.reg.Put(mac, registry.Entry{ISP: r.ISP, CustomerID: r.CustomerID, Access: r.Access, Blocked: r.Blocked, Source: r.Source},
 			suspended[[2]string{r.ISP, r.CustomerID}])
+		devices[r.ISP]++
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("tenants: load devices: %w", err)
 	}
 	if t.adm != nil {
 		if err := t.adm.SetAdmitted(macs); err != nil {
 			return fmt.Errorf("tenants: %w", err)
 		}
 	}
-	var gone []uint64
-	t.reg.Range(func(mac uint64, _ *registry.Entry) bool {
-		if !seen[mac] {
-			gone = append(gone, mac)
+	if !fresh {
+		// A customer the registry knew keeps its flag in Put: set it.
+		for _, k := range sum.Suspended {
+			t.reg.SetSuspended(k.ISP, k.ID, true)
 		}
-		return true
-	})
-	for _, mac := range gone {
-		t.reg.Delete(mac)
+		var gone []uint64
+		t.reg.Range(func(mac uint64, _ *registry.Entry) bool {
+			if _, ok := seen[mac]; !ok {
+				gone = append(gone, mac)
+			}
+			return true
+		})
+		for _, mac := range gone {
+			t.reg.Delete(mac)
+		}
 	}
 	t.cmu.Lock()
-	for _, r := range regs {
-		if n := t.counts[r.ISP]; n != nil {
-			n.devices++
-		}
+	for isp, c := range t.counts {
+		*c = ispCounts{customers: sum.PerISP[isp], devices: devices[isp]}
 	}
 	t.cmu.Unlock()
-	t.log.Info("tenants loaded", "customers", len(custs), "devices", len(regs))
+	t.loaded = true
+	t.log.Info("tenants loaded", "customers", customers, "devices", len(macs))
 	return nil
 }
 

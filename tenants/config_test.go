@@ -1,0 +1,108 @@
+package tenants
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/ispmux/ispmux/registry"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// TestSyncConfigIncremental: a sync after the first load publishes its
+// changes alone (added, moved, blocked, removed), reports the MACs it
+// touched, keeps the counts a full reload would give, and removes the
+// configuration customer whose last device went.
+func TestSyncConfigIncremental(t *testing.T) {
+	r := newRig(t)
+	m := func(b byte) subscribers.MAC { return subscribers.MAC{2, 0, 0, 0, 1, b} }
+	rep, err := r.ten.SyncConfig([]ConfigDevice{
+		{MAC: m(1), ISP: "alpha", CustomerID: "k-1"},
+		{MAC: m(2), ISP: "alpha", CustomerID: "k-2"},
+		{MAC: m(3), ISP: "beta", CustomerID: "k-3"},
+	})
+	if err != nil || rep.Added != 3 || len(rep.Touched) != 3 {
+		t.Fatalf("first sync: %+v, %v", rep, err)
+	}
+	// m(1) unchanged, m(2) moved to beta's k-3, m(3) blocked, m(4) new,
+	// m(5)… none; k-2 has no device left and is no longer named.
+	rep, err = r.ten.SyncConfig([]ConfigDevice{
+		{MAC: m(1), ISP: "alpha", CustomerID: "k-1"},
+		{MAC: m(2), ISP: "beta", CustomerID: "k-3"},
+		{MAC: m(3), ISP: "beta", CustomerID: "k-3", Blocked: true},
+		{MAC: m(4), ISP: "alpha", CustomerID: "k-4"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Added != 1 || rep.Changed != 2 || rep.Removed != 0 {
+		t.Errorf("second sync: %+v", rep)
+	}
+	got := slices.Clone(rep.Touched)
+	slices.Sort(got)
+	want := []uint64{mac48("02:00:00:00:01:02"), mac48("02:00:00:00:01:03"), mac48("02:00:00:00:01:04")}
+	if !slices.Equal(got, want) {
+		t.Errorf("touched %x, want %x", got, want)
+	}
+	if e, _ := r.reg.Lookup(mac48("02:00:00:00:01:02")); e == nil || e.ISP != "beta" || e.CustomerID != "k-3" {
+		t.Errorf("moved device: %+v", e)
+	}
+	if e, _ := r.reg.Lookup(mac48("02:00:00:00:01:03")); e == nil || !e.Blocked {
+		t.Errorf("blocked device: %+v", e)
+	}
+	if !r.adm.set[mac48("02:00:00:00:01:04")] {
+		t.Error("new device not admitted")
+	}
+	if _, err := r.store.Customer("alpha", "k-2"); err == nil {
+		t.Error("k-2 (no device, no longer in the file) kept")
+	}
+	counts := r.ten.Counts()
+	// Removing everything: unpublished and uncounted.
+	rep, err = r.ten.SyncConfig(nil)
+	if err != nil || rep.Removed != 4 {
+		t.Fatalf("empty sync: %+v, %v", rep, err)
+	}
+	if r.reg.Len() != 0 || len(r.adm.set) != 0 {
+		t.Errorf("registry %d, admitted %d after removing every device", r.reg.Len(), len(r.adm.set))
+	}
+	if c := r.ten.Counts(); c["alpha"].Devices != 0 || c["beta"].Devices != 0 || c["alpha"].Customers != 0 || c["beta"].Customers != 0 {
+		t.Errorf("counts after removing everything %+v (before %+v)", c, counts)
+	}
+	// The incremental counts equal a full load's.
+	if _, err := r.ten.SyncConfig([]ConfigDevice{{MAC: m(7), ISP: "beta", CustomerID: "k-7"}}); err != nil {
+		t.Fatal(err)
+	}
+	inc := r.ten.Counts()
+	if err := r.ten.Load(); err != nil {
+		t.Fatal(err)
+	}
+	if full := r.ten.Counts(); full["beta"] != inc["beta"] || full["alpha"] != inc["alpha"] {
+		t.Errorf("incremental counts %+v, full load %+v", inc, full)
+	}
+}
+
+// TestLoadSuspendedAndGone: Load marks the devices of a suspended customer
+// and drops from a non-empty registry the MACs the store no longer has.
+func TestLoadSuspendedAndGone(t *testing.T) {
+	r := newRig(t)
+	if _, err := r.ten.SyncConfig([]ConfigDevice{{MAC: subscribers.MAC{2, 0, 0, 0, 2, 1}, ISP: "alpha", CustomerID: "s-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := r.store.Customer("alpha", "s-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Status = string(StatusSuspended)
+	if _, err := r.store.ApplyTenant(subscribers.TenantWrite{PutCustomers: []subscribers.Customer{c}}); err != nil {
+		t.Fatal(err)
+	}
+	r.reg.Put(0x020000000999, registry.Entry{ISP: "beta"}, false) // not in the store
+	if err := r.ten.Load(); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := r.reg.Lookup(mac48("02:00:00:00:02:01")); !ok || !e.Suspended() {
+		t.Errorf("suspended customer's device: %+v", e)
+	}
+	if _, ok := r.reg.Lookup(0x020000000999); ok {
+		t.Error("a MAC the store does not have stayed in the registry")
+	}
+}
