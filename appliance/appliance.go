@@ -221,7 +221,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		isps[i] = isp.Name
 	}
 	a.ten = tenants.New(tenants.Config{ISPs: isps, MaxDevices: dp.MACTableSize}, a.store, a.reg, nil, a.ctl, log)
-	if err := a.syncRegistrations(); err != nil {
+	if _, err := a.syncRegistrations(); err != nil {
 		return nil, err
 	}
 
@@ -336,9 +336,21 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 		isp uint8
 		ip  netip.Addr
 	}
+	// The map of every binding's address is built only when a static
+	// binding changes (a reload of registrations alone stays linear in
+	// the file, not in the bindings held).
+	staticChanged := false
+	for k, b := range newStatic {
+		staticChanged = staticChanged || changed(k, b, oldStatic)
+	}
+	for k, b := range oldStatic {
+		staticChanged = staticChanged || changed(k, b, newStatic)
+	}
 	holders := map[vrfAddr]uint64{}
-	for _, b := range a.ctl.Bindings() {
-		holders[vrfAddr{b.ISP, b.IP}] = b.MAC
+	if staticChanged {
+		for _, b := range a.ctl.Bindings() {
+			holders[vrfAddr{b.ISP, b.IP}] = b.MAC
+		}
 	}
 	for k, b := range oldStatic {
 		if changed(k, b, newStatic) {
@@ -357,15 +369,23 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 	}
 	prev := a.subs
 	a.subs = subs
-	if err := a.syncRegistrations(); err != nil {
+	touched, err := a.syncRegistrations()
+	if err != nil {
 		a.subs = prev
 		return fmt.Errorf("reload refused: %w", err)
 	}
 	var errs []error
 	// DHCP bindings that no longer match go first (a subscriber made
-	// static loses its lease), then the static bindings change.
+	// static loses its lease), then the static bindings change. Only the
+	// MACs whose registration or static entry changed can have a binding
+	// that no longer matches.
 	a.dhcp.SetStatic(staticMACs(subs))
-	revoked := a.dhcp.Revalidate()
+	for k, b := range newStatic {
+		if changed(k, b, oldStatic) {
+			touched = append(touched, b.MAC)
+		}
+	}
+	revoked := a.dhcp.RevalidateMACs(touched)
 	var unbound, bound int
 	for k, b := range oldStatic {
 		if changed(k, b, newStatic) && a.ctl.Unbind(b.Port, b.VLAN, b.MAC) {
@@ -465,24 +485,25 @@ func reloadableISPs(isps []configs.ISP) []configs.ISP {
 	return out
 }
 
-// syncRegistrations makes the configuration-sourced devices those of the
-// file (devices the API or a claim attached are left alone, and reported)
-// and publishes the registry.
-func (a *Appliance) syncRegistrations() error {
+// syncRegistrations makes the configuration-sourced devices those of the file
+// (devices the API or a claim attached are left alone, and reported),
+// publishes them to the registry and returns the MACs whose registration
+// it wrote or removed.
+func (a *Appliance) syncRegistrations() ([]uint64, error) {
 	devs := make([]tenants.ConfigDevice, 0, len(a.subs))
 	for _, s := range a.subs {
 		devs = append(devs, tenants.ConfigDevice{MAC: s.HWAddr, ISP: s.ISP, CustomerID: s.CustomerID, Access: s.Access, Blocked: s.Blocked})
 	}
 	rep, err := a.ten.SyncConfig(devs)
 	if err != nil {
-		return fmt.Errorf("appliance: registrations: %w", err)
+		return nil, fmt.Errorf("appliance: registrations: %w", err)
 	}
 	for _, c := range rep.Conflicts {
 		a.log.Warn("configuration conflict: the API's choice stays", "conflict", c)
 	}
 	a.log.Info("registrations", "from_config", len(devs), "added", rep.Added, "changed", rep.Changed, "removed", rep.Removed,
 		"conflicts", len(rep.Conflicts))
-	return nil
+	return rep.Touched, nil
 }
 
 func (a *Appliance) dhcpConfig(idx map[string]int) dhcpproxy.Config {
