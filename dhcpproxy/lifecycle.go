@@ -34,6 +34,8 @@ type leaseTable struct {
 	// binding (bumpGen): a transaction remembers the generation it
 	// started in, and its ACK binds nothing in a later one.
 	gen map[subKey]uint64
+	// exp orders the leases by end, for the expiry scan (expiry.go).
+	exp expiryHeap
 	// cuts holds, for the bindings of devices moved to another ISP
 	// (make-before-break, moves.go), when they end at the latest.
 	cuts map[subKey]time.Time
@@ -94,6 +96,7 @@ func (t *leaseTable) put(sk subKey, l *lease) {
 		t.byMAC[sk.mac] = append(t.byMAC[sk.mac], sk)
 	}
 	t.m[sk] = l
+	t.noteExpiry(sk, l)
 	delete(t.cuts, sk)
 }
 
@@ -146,17 +149,12 @@ func (t *leaseTable) all() []held {
 	return out
 }
 
-// expired returns the leases that ended at or before now.
+// expired returns the leases that ended at or before now: O(log n) per
+// lease ended (expiry.go), not a walk of every lease.
 func (t *leaseTable) expired(now time.Time) []held {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var out []held
-	for k, l := range t.m {
-		if !l.b.Expires.After(now) {
-			out = append(out, held{k, l.b})
-		}
-	}
-	return out
+	return t.expiredAt(now)
 }
 
 // holder returns the MAC of the DHCP subscriber holding ip at isp.
@@ -191,6 +189,7 @@ func (p *Proxy) Restore(now time.Time) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("dhcp restore: %w", err)
 	}
+	p.leases.reserve(len(bs))
 	n := 0
 	for _, b := range bs {
 		c := p.circuitByName(b.Access, b.VLAN)

@@ -1,0 +1,82 @@
+package dhcpproxy
+
+import (
+	"container/heap"
+	"time"
+)
+
+// expiryHeap orders lease ends for the expiry scan (leaseTable.expired):
+// finding the leases that ran out costs O(log n) each instead of a walk
+// of every lease on every tick. Entries are never updated or removed in
+// place: a lease renewed or ended leaves its old entry behind, recognised
+// as stale when it comes up (its lease is gone or ends at another time),
+// and the heap is rebuilt from the leases when stale entries outnumber
+// them, so its size stays within a small multiple of the leases.
+type expiryHeap []expiryEntry
+
+type expiryEntry struct {
+	at int64 // the lease's end, Unix nanoseconds
+	k  subKey
+}
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiryEntry)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}
+
+// noteExpiry records that sk's lease l ends (t.mu held).
+func (t *leaseTable) noteExpiry(sk subKey, l *lease) {
+	if len(t.exp) > 3*len(t.m)+1024 {
+		t.rebuildExpiry()
+	}
+	heap.Push(&t.exp, expiryEntry{l.b.Expires.UnixNano(), sk})
+}
+
+// rebuildExpiry makes the heap hold one entry per lease (t.mu held).
+func (t *leaseTable) rebuildExpiry() {
+	h := make(expiryHeap, 0, len(t.m)+len(t.m)/2)
+	for k, l := range t.m {
+		h = append(h, expiryEntry{l.b.Expires.UnixNano(), k})
+	}
+	heap.Init(&h)
+	t.exp = h
+}
+
+// reserve sizes an empty table for n leases (Restore).
+func (t *leaseTable) reserve(n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.m) != 0 || n <= 0 {
+		return
+	}
+	t.m = make(map[subKey]*lease, n)
+	t.byMAC = make(map[uint64][]subKey, n)
+	t.exp = make(expiryHeap, 0, n+n/2)
+}
+
+// expiredAt returns the leases that ended at or before now (t.mu held).
+// Stale entries are dropped; those of the leases returned go back on the
+// heap, so a lease whose end the store refused comes up again at the next
+// scan (once ended, its entry is stale).
+func (t *leaseTable) expiredAt(now time.Time) []held {
+	var out []held
+	var due []expiryEntry
+	cut := now.UnixNano()
+	for len(t.exp) > 0 && t.exp[0].at <= cut {
+		e := heap.Pop(&t.exp).(expiryEntry)
+		if l := t.m[e.k]; l != nil && l.b.Expires.UnixNano() == e.at {
+			out = append(out, held{e.k, l.b})
+			due = append(due, e)
+		}
+	}
+	for _, e := range due {
+		heap.Push(&t.exp, e)
+	}
+	return out
+}
