@@ -142,6 +142,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	if err := checkCapabilities(cfg); err != nil {
+		return err
+	}
 	log := slog.New(logHandler(logFormat, stderr, logLevel(cfg.Appliance.LogLevel)))
 	// ISPMUX_CPUPROFILE=FILE profiles the whole run (for performance work
 	// in the lab; the benchmarks pass their environment to ispmux).
