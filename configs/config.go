@@ -250,7 +250,7 @@ func Parse(file string, data []byte) (*Config, error) {
 		}
 		return nil, Errors{{File: file, Msg: oneLine(err.Error())}}
 	}
-	c := newCollector(file, indexLines(data))
+	c := newCollector(file, data)
 
 	// The version selects the schema: nothing else is checked against a
 	// schema the file did not ask for.

@@ -60,10 +60,13 @@ func (es Errors) Unwrap() []error {
 
 // collector gathers errors for one file, looking lines up in the index. It
 // keeps the first error per key: a key with a wrong type is not reported
-// again as missing or invalid by validation.
+// again as missing or invalid by validation. The line index (a path per
+// key of the file: as large as the file's parsed tree) is built at the
+// first error only, so a valid file never pays for it.
 type collector struct {
 	file  string
-	lines map[string]int
+	src   []byte
+	lines map[string]int // nil until the first error
 	errs  Errors
 	seen  map[string]bool
 	// under holds every key that has an error on a key below it (the
@@ -72,8 +75,8 @@ type collector struct {
 	under map[string]bool
 }
 
-func newCollector(file string, lines map[string]int) *collector {
-	return &collector{file: file, lines: lines, seen: map[string]bool{}, under: map[string]bool{}}
+func newCollector(file string, src []byte) *collector {
+	return &collector{file: file, src: src, seen: map[string]bool{}, under: map[string]bool{}}
 }
 
 // add records a problem with key, at the line of key or, when key is not in
@@ -87,6 +90,9 @@ func (c *collector) add(key, msg string) {
 		if key[i] == '.' || key[i] == '[' {
 			c.under[key[:i]] = true
 		}
+	}
+	if c.lines == nil {
+		c.lines = indexLines(c.src)
 	}
 	c.errs = append(c.errs, &Error{File: c.file, Line: lineOf(c.lines, key), Key: key, Msg: oneLine(msg)})
 }
