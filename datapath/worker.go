@@ -3,9 +3,11 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -36,7 +38,21 @@ type Worker struct {
 	pidx   []int // pfds[i] polls queues[pidx[i]]; -1 = eventfd
 	backof [MaxPorts]time.Time
 
-	efd      int // eventfd: wakes the loop for injections and Stop
+	efd int // eventfd: wakes the loop for injections and Stop
+	// ep is the idle wait's epoll instance (the eventfd and every
+	// queue's fd, level-triggered), itself registered with the Go
+	// runtime's netpoller through epf, which owns ep once set: the idle
+	// loop parks its goroutine there instead of blocking its thread in
+	// poll(2), so its P runs the other goroutines (see sleep). nil epc:
+	// poll(2) (epoll or the netpoller unavailable).
+	ep       int
+	epf      *os.File
+	epc      syscall.RawConn
+	epReady  func(uintptr) bool // w.epollReady, bound once (no allocation per wait)
+	epEvents []unix.EpollEvent
+	epGot    int            // events epollReady collected
+	epIn     [MaxPorts]bool // queue i's fd is in ep
+	epErr    error          // epoll_wait's error, from epollReady
 	stop     atomic.Bool
 	sleeping atomic.Bool // set while the loop is (about to be) in poll
 
@@ -91,7 +107,60 @@ func NewWorker(id int, queues []Queue, h Handler, batch int, idle time.Duration)
 		w.injFree = append(w.injFree, make([]byte, 0, 2048))
 	}
 	w.inj = make([]injected, 0, injectCap)
+	w.ep = -1
+	if err := w.openEpoll(); err != nil {
+		// Not fatal: the idle wait falls back to poll(2), which holds
+		// its thread's P while asleep (see sleep).
+		w.closeEpoll()
+	}
 	return w, nil
+}
+
+// openEpoll builds the idle wait's epoll instance and hands it to the
+// runtime's netpoller (an epoll fd is itself pollable: readable while any
+// fd in it is ready).
+func (w *Worker) openEpoll() error {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	w.ep = ep
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, w.efd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: -1}); err != nil {
+		return err
+	}
+	for i, q := range w.queues {
+		if q == nil || q.FD() < 0 {
+			continue
+		}
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, q.FD(), &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(i)}); err != nil {
+			return err
+		}
+		w.epIn[i] = true
+	}
+	// os.NewFile registers a non-blocking descriptor with the netpoller.
+	if err := unix.SetNonblock(ep, true); err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(ep), "worker-epoll")
+	w.epf = f // f owns ep now (never call f.Fd: it would make ep blocking)
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		return err // not pollable: os.ErrNoDeadline
+	}
+	if w.epc, err = f.SyscallConn(); err != nil {
+		return err
+	}
+	w.epEvents = make([]unix.EpollEvent, 1+len(w.queues))
+	w.epReady = w.epollReady
+	return nil
+}
+
+func (w *Worker) closeEpoll() {
+	if w.epf != nil {
+		w.epf.Close()
+	} else if w.ep >= 0 {
+		unix.Close(w.ep)
+	}
+	w.epf, w.epc, w.ep = nil, nil, -1
 }
 
 // Inject queues a copy of frame to be sent out of port by the worker (the
@@ -140,6 +209,7 @@ func (w *Worker) Run() error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	defer unix.Close(w.efd)
+	defer w.closeEpoll()
 	for !w.stop.Load() {
 		if w.RunOnce() > 0 {
 			continue
@@ -151,9 +221,16 @@ func (w *Worker) Run() error {
 	return nil
 }
 
-// sleep polls every queue and the eventfd until something is readable or
-// the idle timeout passes. While frames are in flight it polls with a short
-// timeout so completions are reaped and stalled TX rings kicked.
+// sleep waits until a queue or the eventfd is readable or the idle timeout
+// passes. While frames are in flight it waits with a short timeout so
+// completions are reaped and stalled TX rings kicked.
+//
+// The wait goes through the runtime's netpoller (waitNetpoll): the
+// goroutine parks and its P runs the rest of the process. A thread blocked
+// in poll(2) would keep its P until sysmon retakes it (20 µs to 10 ms
+// later): with GOMAXPROCS=1 (ispmux pinned to one CPU) every goroutine this
+// worker readied (the control plane with a punted DHCP frame) would wait
+// that long behind the sleeping worker.
 func (w *Worker) sleep() error {
 	w.sleeping.Store(true)
 	defer w.sleeping.Store(false)
@@ -162,6 +239,9 @@ func (w *Worker) sleep() error {
 	}
 	w.sleeps.Add(1)
 	now := time.Now()
+	if w.epc != nil {
+		return w.waitNetpoll(now)
+	}
 	w.pfds = w.pfds[:0]
 	w.pidx = w.pidx[:0]
 	w.pfds = append(w.pfds, unix.PollFd{Fd: int32(w.efd), Events: unix.POLLIN})
@@ -198,6 +278,66 @@ func (w *Worker) sleep() error {
 		}
 	}
 	return nil
+}
+
+// waitNetpoll is sleep through the netpoller: epoll_wait(0) on the
+// worker's epoll instance first, and if nothing is ready, park until the
+// runtime sees it readable or the deadline passes.
+func (w *Worker) waitNetpoll(now time.Time) error {
+	timeout := w.idle
+	for i, q := range w.queues {
+		if q == nil {
+			continue
+		}
+		if q.Pending() > 0 {
+			timeout = min(timeout, time.Millisecond)
+		}
+		// A port in error sat out its backoff: watch it again.
+		if fd := q.FD(); fd >= 0 && !w.epIn[i] && !now.Before(w.backof[i]) {
+			if unix.EpollCtl(w.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(i)}) == nil {
+				w.epIn[i] = true
+			}
+		}
+	}
+	_ = w.epf.SetReadDeadline(now.Add(max(timeout, time.Millisecond)))
+	w.epGot, w.epErr = 0, nil
+	err := w.epc.Read(w.epReady)
+	if w.epErr != nil {
+		return fmt.Errorf("worker %d: epoll_wait: %w", w.id, w.epErr)
+	}
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("worker %d: wait: %w", w.id, err)
+	}
+	for _, e := range w.epEvents[:w.epGot] {
+		if e.Fd == -1 {
+			var buf [8]byte
+			_, _ = unix.Read(w.efd, buf[:])
+			continue
+		}
+		if i := int(e.Fd); e.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 && i >= 0 && i < len(w.queues) && w.epIn[i] {
+			// A port in error (its interface went away): stop
+			// watching it for a while so it cannot spin the loop.
+			_ = unix.EpollCtl(w.ep, unix.EPOLL_CTL_DEL, w.queues[i].FD(), nil)
+			w.epIn[i] = false
+			w.backof[i] = now.Add(time.Second)
+		}
+	}
+	return nil
+}
+
+// epollReady collects what is ready without blocking; false (nothing)
+// makes the runtime park the goroutine until the epoll fd is readable.
+func (w *Worker) epollReady(fd uintptr) bool {
+	n, err := unix.EpollWait(int(fd), w.epEvents, 0)
+	switch {
+	case err == unix.EINTR:
+		return false
+	case err != nil:
+		w.epErr = err
+		return true
+	}
+	w.epGot = n
+	return n > 0
 }
 
 // RunOnce runs one iteration: receive and dispatch a batch on every port,

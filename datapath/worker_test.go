@@ -1,6 +1,8 @@
 package datapath
 
 import (
+	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -92,5 +94,80 @@ func TestInPlaceHeaderChange(t *testing.T) {
 		if q.FreeFrames() != 16 {
 			t.Errorf("push=%v: frames leaked", push)
 		}
+	}
+}
+
+// TestIdleWaitFreesP: with one P (GOMAXPROCS=1, as under taskset -c N),
+// a goroutine the worker readies (here the receiver of what its sink
+// sends, as the control plane receives punted DHCP frames) runs at once,
+// not after sysmon retakes the P from a worker asleep in poll(2) (up to
+// 10 ms). The worker waits through the netpoller; the poll(2) fallback's
+// figures are logged for comparison.
+func TestIdleWaitFreesP(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	for _, netpoll := range []bool{true, false} {
+		q := NewMemQueue(64, 2048)
+		got := make(chan struct{}, 1)
+		q.Sink = func([]byte) { got <- struct{}{} }
+		w, err := NewWorker(0, []Queue{q}, wire{}, 64, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if netpoll != (w.epc != nil) {
+			if netpoll {
+				t.Fatal("the worker does not wait through the netpoller")
+			}
+		}
+		if !netpoll {
+			w.closeEpoll()
+		}
+		done := make(chan error)
+		go func() { done <- w.Run() }()
+		var lat []time.Duration
+		for range 25 {
+			time.Sleep(15 * time.Millisecond) // idle: sysmon backs off
+			start := time.Now()
+			if !w.Inject(0, make([]byte, 60)) {
+				t.Fatal("inject refused")
+			}
+			<-got
+			lat = append(lat, time.Since(start))
+		}
+		w.Stop()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(lat)
+		med, worst := lat[len(lat)/2], lat[len(lat)-1]
+		t.Logf("netpoll=%v: inject → sink → receiver p50 %v, max %v", netpoll, med, worst)
+		if netpoll && med > 2*time.Millisecond {
+			t.Errorf("p50 %v with the netpoller wait: the sleeping worker holds the P", med)
+		}
+	}
+}
+
+// TestIdleWaitAllocs: going to sleep and waking allocates nothing.
+func TestIdleWaitAllocs(t *testing.T) {
+	q := NewMemQueue(64, 2048)
+	w, err := NewWorker(0, []Queue{q}, wire{}, 64, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.closeEpoll()
+	if w.epc == nil {
+		t.Fatal("no netpoller wait")
+	}
+	w.wake()
+	if err := w.sleep(); err != nil { // warm up (the deadline timer)
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		w.wake()
+		if err := w.sleep(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per sleep", allocs)
 	}
 }
