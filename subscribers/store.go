@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,13 @@ const (
 
 	DefaultChangeRetention = 1000000
 	DefaultChangeMaxAge    = 7 * 24 * time.Hour
+
+	// DefaultInitialMmapSize is the address space mapped at open: 1 GiB
+	// of virtual memory on a 64-bit system, not of RAM (the map is
+	// read-only and backed by the file; pages are resident only once
+	// read). 0 on a 32-bit system: bbolt's own sizing. See
+	// Options.InitialMmapSize.
+	DefaultInitialMmapSize = (1 << 30) * (strconv.IntSize / 64)
 )
 
 var (
@@ -97,6 +105,15 @@ type Options struct {
 	// (measured from the Time of the change being appended); <= 0 means
 	// DefaultChangeMaxAge.
 	ChangeMaxAge time.Duration
+	// InitialMmapSize is how much of the file bbolt maps at open; <= 0
+	// means DefaultInitialMmapSize. bbolt remaps when the file outgrows
+	// the map, and a remap waits for every open read transaction and
+	// blocks new ones: on a fresh store (32 KiB map, doubled at each
+	// remap) commits in a DHCP burst each waited for that. A map larger
+	// than 16 MiB also makes the file grow in 16 MiB steps (one
+	// truncate + fsync per step) instead of at every commit that needs a
+	// new page, so the file's size on disk starts at 16 MiB (sparse).
+	InitialMmapSize int
 }
 
 // Store is the durable subscriber store. Safe for concurrent use.
@@ -172,13 +189,17 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.ChangeMaxAge <= 0 {
 		opts.ChangeMaxAge = DefaultChangeMaxAge
 	}
+	if opts.InitialMmapSize <= 0 {
+		opts.InitialMmapSize = DefaultInitialMmapSize
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:      opts.LockTimeout,
 		NoSync:       opts.NoSync,
 		FreelistType: bolt.FreelistMapType,
 		// The freelist is rebuilt by scanning at open instead of being
 		// written on every commit: fewer pages per fsynced transaction.
-		NoFreelistSync: true,
+		NoFreelistSync:  true,
+		InitialMmapSize: opts.InitialMmapSize,
 	})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w after %v (is another ispmux running with the same state_dir?)", path, ErrLocked, opts.LockTimeout)
