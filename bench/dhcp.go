@@ -12,12 +12,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/ispmux/ispmux/appliance"
@@ -26,49 +24,97 @@ import (
 	"github.com/ispmux/ispmux/subscribers"
 )
 
-// bench dhcp: DORA exchanges per second through ispmux (relay agent with
-// Option 82, ISP emulation, durable binding before the ACK), through ISC
-// dhcrelay with kernel forwarding, and perfdhcp straight to Kea (the
-// ceiling), all against the same Kea in the same lab.
+// bench dhcp: ispmux (relay agent with Option 82, ISP emulation, every
+// binding durable before its ACK) against ISC dhcrelay with kernel
+// forwarding, both in front of the same Kea and driven by the same L2
+// client generator (RFC 2131 retransmissions: 4, 8, 16 s ± 1). Per run and
+// system: latency and CPU per DORA at fixed rates, the capacity (highest
+// rate with ≤ 1 % failed exchanges, found by a search) with the process
+// that saturated, and an outage recovery (N subscribers start DORA within
+// one second: time until 99.9 % are bound). Runs alternate the systems'
+// order; the headline figures are medians over the runs with min and max.
+// perfdhcp straight to Kea is measured once as a reference ceiling
+// (dhcpperf.go).
 
-// DHCP benchmark case names, in the order they run.
+// DHCP benchmark system and case names.
 const (
 	CaseDHCPISPmux    = "ispmux"
 	CaseDHCPRelay     = "relay"
 	CaseDHCPKeaDirect = "kea_direct"
 )
 
+// Phases of a DHCPCase.
+const (
+	PhaseRate   = "rate"   // a fixed offered rate
+	PhaseSearch = "search" // a step of the capacity search
+	PhaseOutage = "outage" // the outage recovery
+	PhaseDirect = "direct" // perfdhcp straight to Kea
+)
+
 // dhcpOptions are the flags of `bench dhcp`.
 type dhcpOptions struct {
-	clients  int
-	rate     float64
-	duration time.Duration
-	timeout  time.Duration
-	retries  int
-	asJSON   bool
-	id       string
-	out      string
-	keep     bool
-	exe      string
+	clients        int
+	rates          []float64
+	duration       time.Duration
+	runs           int
+	search         bool
+	searchMin      float64
+	searchMax      float64
+	searchDuration time.Duration
+	outage         int
+	outageDefaults bool
+	outageMax      time.Duration
+	direct         bool
+	timeout        time.Duration
+	retries        int
+	asJSON         bool
+	id             string
+	out            string
+	keep           bool
+	exe            string
+	ispmuxExe      string
 }
+
+// failLimitPct is the capacity criterion: at most this share of failed
+// exchanges (skipped starts included).
+const failLimitPct = 1.0
+
+// searchPrecision: the search stops when the lowest failing rate is within
+// this factor of the highest passing one.
+const searchPrecision = 1.1
 
 func parseDHCP(args []string, stderr io.Writer) (*dhcpOptions, error) {
 	fs := flag.NewFlagSet("bench dhcp", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &dhcpOptions{}
-	fs.IntVar(&o.clients, "clients", 1000, "client MACs (02:20:...), each registered at ispmux")
-	fs.Float64Var(&o.rate, "rate", 500, "DORA exchanges started per second")
-	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long exchanges are started, per case")
+	var rates string
+	var rate float64
+	fs.IntVar(&o.clients, "clients", 4000, "client MACs (02:20:...), each registered at ispmux, cycled over at the fixed rates and in the search")
+	fs.StringVar(&rates, "rates", "100,500,2000", "fixed offered rates, DORA starts per second (comma-separated); CPU per DORA is compared at the highest")
+	fs.Float64Var(&rate, "rate", 0, "one fixed rate (overrides --rates)")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long exchanges are started at each fixed rate")
+	fs.IntVar(&o.runs, "runs", 5, "runs (the systems' order alternates); headline figures are medians")
+	fs.BoolVar(&o.search, "search", true, "search each system's capacity (highest rate with ≤ 1 % failed exchanges)")
+	fs.Float64Var(&o.searchMin, "search-min", 1000, "the search's first rate")
+	fs.Float64Var(&o.searchMax, "search-max", 32000, "the search's highest rate")
+	fs.DurationVar(&o.searchDuration, "search-duration", 5*time.Second, "how long exchanges are started per search step")
+	fs.IntVar(&o.outage, "outage", 10000, "outage recovery: subscribers starting DORA within one second (0: off)")
+	fs.BoolVar(&o.outageDefaults, "outage-defaults", true, "also run the outage case once with ispmux's default [dhcp] limits")
+	fs.DurationVar(&o.outageMax, "outage-max", 90*time.Second, "the outage case gives up after this long")
+	fs.BoolVar(&o.direct, "direct", true, "measure perfdhcp straight to Kea once (a reference ceiling, another client)")
+	fs.DurationVar(&o.timeout, "timeout", 4*time.Second, "client's first retransmission wait, doubled at each (RFC 2131: 4, 8, 16 s ± 1)")
+	fs.IntVar(&o.retries, "retries", 2, "client retransmissions per message")
 	fs.BoolVar(&o.asJSON, "json", false, "print one JSON object instead of the table")
 	fs.StringVar(&o.id, "id", "benchdh", "lab ID (namespace prefix)")
 	fs.StringVar(&o.out, "out", "bench-out", "directory for dhcp.json, dhcp.md and dhcp.svg")
 	fs.BoolVar(&o.keep, "keep", false, "leave the lab up afterwards")
-	fs.DurationVar(&o.timeout, "timeout", time.Second, "client wait per transmission (perfdhcp's drop time is 1s too)")
-	fs.IntVar(&o.retries, "retries", 2, "client retransmissions per message")
-	// Hidden: tests run a freshly built ispmux binary instead of themselves.
+	// Hidden: tests run a freshly built ispmux binary instead of
+	// themselves; --ispmux runs another build for case ispmux only (a
+	// before/after comparison with the same generator).
 	fs.StringVar(&o.exe, "exe", "", "")
+	fs.StringVar(&o.ispmuxExe, "ispmux", "", "")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ispmux bench dhcp [--clients 1000] [--rate 500] [--duration 10s] [--json] [--id benchdh] [--out DIR] [--keep]")
+		fmt.Fprintln(stderr, "usage: ispmux bench dhcp [--clients 4000] [--rates 100,500,2000] [--duration 10s] [--runs 5] [--search=true] [--outage 10000] [--json] [--id benchdh] [--out DIR] [--keep]")
 		fs.VisitAll(func(f *flag.Flag) {
 			if f.Usage != "" {
 				fmt.Fprintf(stderr, "  --%s (default %q)\n    \t%s\n", f.Name, f.DefValue, f.Usage)
@@ -78,15 +124,39 @@ func parseDHCP(args []string, stderr io.Writer) (*dhcpOptions, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	if rate != 0 {
+		rates = strconv.FormatFloat(rate, 'f', -1, 64)
+	}
+	for _, f := range strings.Split(rates, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil || v < 1 || v > 100000 {
+			return nil, fmt.Errorf("bench dhcp: --rates: %q: want rates in 1..100000", f)
+		}
+		o.rates = append(o.rates, v)
+	}
+	sort.Float64s(o.rates)
 	switch {
 	case fs.NArg() != 0:
 		return nil, fmt.Errorf("bench dhcp: unexpected arguments %q", fs.Args())
 	case o.clients < 1 || o.clients > maxGenClients:
 		return nil, fmt.Errorf("bench dhcp: --clients %d: want 1..%d", o.clients, maxGenClients)
-	case o.rate < 1 || o.rate > 100000:
-		return nil, fmt.Errorf("bench dhcp: --rate %g: want 1..100000", o.rate)
+	case len(o.rates) == 0 && !o.search && o.outage == 0:
+		return nil, errors.New("bench dhcp: nothing to measure (no --rates, no --search, no --outage)")
 	case o.duration < time.Second || o.duration > time.Hour || o.duration%time.Second != 0:
 		return nil, fmt.Errorf("bench dhcp: --duration %v: want whole seconds, 1s..1h (perfdhcp's -p)", o.duration)
+	case o.runs < 1 || o.runs > 50:
+		return nil, fmt.Errorf("bench dhcp: --runs %d: want 1..50", o.runs)
+	case o.search && (o.searchMin < 1 || o.searchMax < o.searchMin || o.searchMax > 100000):
+		return nil, fmt.Errorf("bench dhcp: --search-min %g --search-max %g: want 1 <= min <= max <= 100000", o.searchMin, o.searchMax)
+	case o.searchDuration < time.Second || o.searchDuration > 10*time.Minute:
+		return nil, fmt.Errorf("bench dhcp: --search-duration %v: want 1s..10m", o.searchDuration)
+	case o.outage < 0 || o.outage > maxGenClients:
+		return nil, fmt.Errorf("bench dhcp: --outage %d: want 0..%d", o.outage, maxGenClients)
+	case o.outageMax < 5*time.Second || o.outageMax > time.Hour:
+		return nil, fmt.Errorf("bench dhcp: --outage-max %v: want 5s..1h", o.outageMax)
 	case o.timeout < 10*time.Millisecond || o.timeout > 30*time.Second:
 		return nil, fmt.Errorf("bench dhcp: --timeout %v: want 10ms..30s", o.timeout)
 	case o.retries < 0 || o.retries > 10:
@@ -95,10 +165,31 @@ func parseDHCP(args []string, stderr io.Writer) (*dhcpOptions, error) {
 	return o, nil
 }
 
-// DHCPCase is the result of one case of bench dhcp.
+// topRate is the highest fixed rate (0 without one): where CPU per DORA
+// is compared.
+func (o *dhcpOptions) topRate() float64 {
+	if len(o.rates) == 0 {
+		return 0
+	}
+	return o.rates[len(o.rates)-1]
+}
+
+// maxRate is the highest rate the clients are driven at.
+func (o *dhcpOptions) maxRate() float64 {
+	m := o.topRate()
+	if o.search {
+		m = max(m, o.searchMax)
+	}
+	return m
+}
+
+// DHCPCase is one measurement: one generator run (a fixed rate, a search
+// step or the outage) against one system in one run, or perfdhcp.
 type DHCPCase struct {
 	Name        string `json:"name"`
-	Description string `json:"description"`
+	Phase       string `json:"phase"`
+	Run         int    `json:"run,omitempty"` // 1-based
+	Description string `json:"description,omitempty"`
 	Command     string `json:"command,omitempty"`
 
 	OfferedRate float64 `json:"offered_rate"` // DORA starts per second
@@ -115,8 +206,12 @@ type DHCPCase struct {
 	ClientsWithoutACK int            `json:"clients_without_ack,omitempty"`
 	FailReasons       map[string]int `json:"fail_reasons,omitempty"`
 	Skipped           int            `json:"skipped_starts"` // starts due while every client was busy
-	WallS             float64        `json:"wall_s"`
-	DORAPerS          float64        `json:"dora_per_s"` // Completed / WallS
+	// LossPct is the capacity criterion: (failed + skipped) / (started +
+	// skipped), in percent.
+	LossPct  float64 `json:"loss_pct"`
+	WallS    float64 `json:"wall_s"`
+	DORAPerS float64 `json:"dora_per_s"` // Completed / WallS
+	Stopped  string  `json:"stopped,omitempty"`
 
 	// Latencies in milliseconds from the first transmission of a
 	// DISCOVER (REQUEST) to its OFFER (ACK). perfdhcp reports no
@@ -134,46 +229,29 @@ type DHCPCase struct {
 
 	// CPUBusyPct is each CPU's busy share during the case, in percent.
 	CPUBusyPct []float64 `json:"cpu_busy_pct"`
-	// ProcCPUS is the system under test's CPU time (ispmux, dhcrelay);
-	// KeaCPUS Kea's, GenCPUS the client generator's (or perfdhcp's).
+	// ProcCPUS is the system under test's CPU time (ispmux with its
+	// store, dhcrelay: utime + stime of all its threads from
+	// /proc/PID/stat); KeaCPUS Kea's, GenCPUS the client generator's.
 	ProcCPUS *float64 `json:"proc_cpu_s"`
 	KeaCPUS  *float64 `json:"kea_cpu_s"`
 	GenCPUS  *float64 `json:"gen_cpu_s"`
+	// CPUUsPerDORA is ProcCPUS per completed exchange, in µs.
+	CPUUsPerDORA *float64 `json:"cpu_us_per_dora"`
+	// UtilPct is each process's CPU time over the case's wall time, in
+	// percent of one CPU; Saturated names the busiest (see saturated).
+	UtilPct   map[string]float64 `json:"util_pct,omitempty"`
+	Saturated string             `json:"saturated,omitempty"`
+
+	// The outage case: Subscribers clients, Bound of them got an ACK;
+	// BoundS is the time from the first start until the 99.9th
+	// percentile client was bound (nil: never).
+	Subscribers int      `json:"subscribers,omitempty"`
+	Bound       int      `json:"bound,omitempty"`
+	BoundS      *float64 `json:"bound_s,omitempty"`
+	Limits      string   `json:"limits,omitempty"`
 
 	Diagnostics map[string]any `json:"diagnostics,omitempty"`
 	Error       string         `json:"error,omitempty"`
-}
-
-// DHCPResult is the outcome of bench dhcp: dhcp.json and --json.
-type DHCPResult struct {
-	Benchmark     string  `json:"benchmark"`
-	ISPmuxDORA    float64 `json:"ispmux_dora_per_s"`
-	RelayDORA     float64 `json:"relay_dora_per_s"`
-	KeaDirectDORA float64 `json:"kea_direct_dora_per_s"`
-	RatioVsRelay  float64 `json:"ratio_vs_relay"`  // ispmux / relay, 0 without a relay figure
-	RatioVsDirect float64 `json:"ratio_vs_direct"` // ispmux / kea_direct, 0 without a direct figure
-	ISPmuxFailPct float64 `json:"ispmux_fail_pct"`
-	P99Ms         float64 `json:"p99_ms"` // ispmux's REQUEST→ACK p99
-	// ISPmuxLeases is FetchStatus's lease count after the run;
-	// ISPmuxDurableBindings the generator's bindings found in ispmux's
-	// store file after ispmux exited; ISPmuxDHCP its DHCP counters.
-	ISPmuxLeases          int               `json:"ispmux_leases"`
-	ISPmuxDurableBindings int               `json:"ispmux_durable_bindings"`
-	ISPmuxDHCP            map[string]uint64 `json:"ispmux_dhcp_counters"`
-
-	Clients          int        `json:"clients"`
-	Rate             float64    `json:"rate"`
-	DurationS        float64    `json:"duration_s"`
-	TimeoutS         float64    `json:"timeout_s"`
-	Retries          int        `json:"retries"`
-	CPUs             int        `json:"cpus"`
-	BackgroundCPUPct []float64  `json:"background_cpu_pct"`
-	Kernel           string     `json:"kernel,omitempty"`
-	Started          string     `json:"started"`
-	Command          string     `json:"command"`
-	Generator        string     `json:"generator"`
-	Cases            []DHCPCase `json:"cases"`
-	Notes            []string   `json:"notes"`
 }
 
 // dhcpBench runs `ispmux bench dhcp`.
@@ -190,22 +268,14 @@ func dhcpBench(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	if err != nil {
 		return err
 	}
-	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "bench: "+format+"\n", a...) }
-
-	r := &DHCPResult{
-		Benchmark: "dhcp", Clients: o.clients, Rate: o.rate, DurationS: o.duration.Seconds(),
-		TimeoutS: o.timeout.Seconds(), Retries: o.retries, CPUs: runtime.NumCPU(), Kernel: kernelRelease(),
-		Started: time.Now().UTC().Format(time.RFC3339),
-		Command: shellQuote(append([]string{"ispmux", "bench", "dhcp"}, args...)),
-		Notes: []string{
-			"One exchange is a full DORA: broadcast DISCOVER, OFFER, broadcast REQUEST (options 50 and 54 from the OFFER), ACK. The generator cycles over its clients, so a client does several DORAs in a run (like a client rebooting); the same ISP lease comes back each time.",
-			"dora_per_s = exchanges completed with an ACK / wall time (from the first start to the end of the start window, or to the last ACK if later). fail_pct = clients whose last exchange got no ACK; exchange_fail_pct = failed exchanges / started.",
-			"Cases ispmux and relay use the same Go client generator (one AF_PACKET socket in promiscuous mode, CPU " + genCPU + "): a DISCOVER or REQUEST not answered within the timeout is retransmitted up to --retries times; latencies run from the first transmission. ispmux and dhcrelay run on CPU " + fwdCPU + "; Kea is not pinned and shares both CPUs.",
-			"kea_direct: perfdhcp (C++, CPU " + genCPU + ") acting as a relay straight to Kea: no client generator cost, no relay hop, no retransmissions (a reply later than 1 s is a drop), and it reports min/avg/max delays only (no percentiles).",
-			"ispmux commits every binding to its bbolt store with fsync (group commit) before it sends the ACK; dhcrelay and Kea keep nothing durable on the path (Kea's memfile lease file is written, not fsynced, per lease).",
-			"Kea is restarted with an empty lease file before every case so that pools never run dry and every case starts from the same state.",
-		},
+	if o.ispmuxExe == "" {
+		o.ispmuxExe = o.exe
 	}
+	t0 := time.Now()
+	logf := func(format string, a ...any) {
+		fmt.Fprintf(stderr, "bench: [%4.0fs] "+format+"\n", append([]any{time.Since(t0).Seconds()}, a...)...)
+	}
+	r := newDHCPResult(o, args)
 
 	var t *lab.Topology
 	defer func() { err = errors.Join(err, teardown(ctx, "dhcp", o.id, tmp, o.keep, t != nil, logf)) }()
@@ -222,49 +292,64 @@ func dhcpBench(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	r.BackgroundCPUPct = bg.BackgroundCPUPct
 	r.Notes = append(r.Notes, bg.Notes...)
 
-	stateDir := filepath.Join(tmp, "state")
-	cfgPath := filepath.Join(o.out, "dhcp-ispmux.toml")
-	if err := os.WriteFile(cfgPath, dhcpConfigTOML(t, stateDir, o), 0o644); err != nil {
-		return err
-	}
 	d := &dhcpBencher{o: o, t: t, b: &bencher{t: t, logf: logf}, logf: logf, tmp: tmp}
-	r.Generator = shellQuote(d.genArgv())
-	app := t.Appliance.NS
-	isp := t.ISPs[0]
-	cases := []struct {
-		name, desc string
-		argv       []string
-		run        func(c *DHCPCase, argv []string) error
-	}{
-		{CaseDHCPISPmux, "ispmux (config " + filepath.Base(cfgPath) + ": every client a DHCP subscriber of alpha, no static address), pinned to CPU " + fwdCPU + "; durable bindings (fsync)",
-			[]string{"taskset", "-c", fwdCPU, "ip", "netns", "exec", app, o.exe, "run", "-c", cfgPath},
-			func(c *DHCPCase, argv []string) error { return d.runISPmux(ctx, argv, stateDir, c, r) }},
-		{CaseDHCPRelay, "ISC dhcrelay (-a: circuit-id only) with kernel forwarding in the appliance namespace (acc1 " + lab.Gateway + "/16, upa " + lab.OurAddr + ", ip_forward=1), pinned to CPU " + fwdCPU,
-			[]string{"taskset", "-c", fwdCPU, "ip", "netns", "exec", app, "dhcrelay", "-4", "-d", "-a", "-pf", filepath.Join(tmp, "dhcrelay.pid"),
-				"-id", t.Generator.Access, "-iu", t.Appliance.Uplinks[0].Name, isp.RouterAddr},
-			func(c *DHCPCase, argv []string) error { return d.runRelay(ctx, argv, c) }},
-		{CaseDHCPKeaDirect, "perfdhcp as a relay (giaddr " + lab.RelayAddr + ") from the appliance namespace straight to Kea, pinned to CPU " + genCPU + ": the ceiling",
-			d.perfdhcpArgv(), func(c *DHCPCase, argv []string) error { return d.runDirect(ctx, argv, c) }},
+	r.Generator = shellQuote(d.genArgv(genRun{clients: o.clients, rate: o.topRate(), duration: o.duration}))
+	r.ISPmuxCommand = shellQuote(d.ispmuxArgv("CONFIG"))
+	r.RelayCommand = shellQuote(d.relayArgv())
+	r.ISPmuxLimits = dhcpLimits(o.clients, o.maxRate(), o.retries)
+	if o.outage > 0 {
+		r.OutageLimits = dhcpLimits(o.outage, float64(o.outage), o.retries)
 	}
+
 	var failed []string
-	for _, cs := range cases {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("bench dhcp: interrupted: %w", err)
+	record := func(c DHCPCase) {
+		r.Cases = append(r.Cases, c)
+		if c.Error != "" {
+			failed = append(failed, fmt.Sprintf("%s/%s run %d", c.Name, c.Phase, c.Run))
 		}
-		c := DHCPCase{Name: cs.name, Description: cs.desc, Command: shellQuote(cs.argv), OfferedRate: o.rate}
-		logf("case %s", cs.name)
-		if err := cs.run(&c, cs.argv); err != nil {
+	}
+	if o.direct && o.topRate() > 0 {
+		c := DHCPCase{Name: CaseDHCPKeaDirect, Phase: PhaseDirect, Run: 1, OfferedRate: o.topRate(),
+			Description: "perfdhcp as a relay (giaddr " + lab.RelayAddr + ") from the appliance namespace straight to Kea, pinned to CPU " + genCPU + ": a reference ceiling (another client: no retransmissions, a reply later than 1 s is a drop)",
+			Command:     shellQuote(d.perfdhcpArgv(o.topRate()))}
+		logf("kea_direct: perfdhcp at %g/s for %v", o.topRate(), o.duration)
+		if err := d.runDirect(ctx, &c); err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("bench dhcp: interrupted: %w", ctx.Err())
 			}
 			c.Error = err.Error()
-			failed = append(failed, cs.name)
-			logf("case %s failed: %v", cs.name, err)
-		} else {
-			logf("case %s: %d/%d DORA completed, %.0f DORA/s, fail %.2f %% of clients, %.2f %% of exchanges, REQUEST→ACK p99 %s ms",
-				c.Name, c.Completed, c.Exchanges, c.DORAPerS, c.FailPct, c.ExchangeFailPct, fmtOpt(c.AckP99Ms, "%.2f"))
+			logf("kea_direct failed: %v", err)
 		}
-		r.Cases = append(r.Cases, c)
+		record(c)
+	}
+	for run := 1; run <= o.runs; run++ {
+		order := []string{CaseDHCPISPmux, CaseDHCPRelay}
+		if run%2 == 0 {
+			order[0], order[1] = order[1], order[0]
+		}
+		for _, sys := range order {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("bench dhcp: interrupted: %w", err)
+			}
+			logf("run %d/%d: %s", run, o.runs, sys)
+			cases, err := d.runSystem(ctx, sys, run, r)
+			for _, c := range cases {
+				record(c)
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					return fmt.Errorf("bench dhcp: interrupted: %w", ctx.Err())
+				}
+				c := DHCPCase{Name: sys, Phase: "setup", Run: run, Error: err.Error()}
+				record(c)
+				logf("run %d: %s failed: %v", run, sys, err)
+			}
+		}
+		if run == 1 && o.outage > 0 && o.outageDefaults {
+			logf("run 1: ispmux outage with its default [dhcp] limits")
+			c := d.runOutage(ctx, CaseDHCPISPmux, run, true)
+			record(c)
+		}
 	}
 	r.finish()
 	if err := writeDHCPOutputs(o.out, r); err != nil {
@@ -273,31 +358,38 @@ func dhcpBench(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	if err := emit(stdout, r, o.asJSON, o.out, "dhcp"); err != nil {
 		return err
 	}
+	logf("done in %v", time.Since(t0).Round(time.Second))
 	if len(failed) > 0 {
-		return fmt.Errorf("bench dhcp: case(s) %s failed (details in %s/dhcp.json)", strings.Join(failed, ", "), o.out)
+		return fmt.Errorf("bench dhcp: %s failed (details in %s/dhcp.json)", strings.Join(failed, ", "), o.out)
 	}
 	return nil
 }
 
-// dhcpConfigTOML is the lab's configuration plus the generator's clients as
-// DHCP subscribers of the first ISP on the generator's access port, and a
-// [dhcp] table whose limits do not throttle the benchmark: per-circuit rate
-// and bindings far above the offered load, and a per-MAC budget for the
-// client's DORAs per second with every retransmission.
-func dhcpConfigTOML(t *lab.Topology, stateDir string, o *dhcpOptions) []byte {
+// dhcpLimits is the [dhcp] table the benchmark gives ispmux for clients
+// clients driven at up to rate DORA starts per second: per-circuit rate
+// and bindings far above the load, and a per-MAC budget for a client's
+// DORAs per second with every retransmission.
+func dhcpLimits(clients int, rate float64, retries int) string {
+	perMAC := 2 * (retries + 1) * int(math.Ceil(rate/float64(clients)))
+	perMAC = min(1000, max(4, perMAC))
+	return fmt.Sprintf("[dhcp]\ntimeout = \"4s\"\nmax_pending = %d\nmac_rate = %d\nmac_burst = %d\ncircuit_rate = %d\ncircuit_burst = %d\nmax_bindings_per_circuit = %d\n",
+		max(4096, 4*clients, int(4*rate)), perMAC, 2*perMAC, 1<<20, 1<<20, max(4096, 2*clients))
+}
+
+// dhcpConfigTOML is the lab's configuration plus clients generator
+// clients as DHCP subscribers of the first ISP on the generator's access
+// port and the [dhcp] table limits ("": ispmux's defaults).
+func dhcpConfigTOML(t *lab.Topology, stateDir string, clients int, limits string) []byte {
 	var b bytes.Buffer
 	b.Write(t.ConfigTOML(stateDir))
 	q := strconv.Quote
-	for i := range o.clients {
+	for i := range clients {
 		fmt.Fprintf(&b, "\n[[subscriber]]\nmac = %s\nisp = %s\ncustomer_id = %s\naccess = %s\n",
 			q(genMAC(i).String()), q(t.ISPs[0].Name), q(fmt.Sprintf("bench-%d", i+1)), q(t.Generator.Access))
 	}
-	// A client starts a DORA rate/clients times a second (the generator
-	// cycles over its clients), each of up to 2×(retries+1) messages.
-	perMAC := 2 * (o.retries + 1) * int(math.Ceil(o.rate/float64(o.clients)))
-	perMAC = min(1000, max(4, perMAC))
-	fmt.Fprintf(&b, "\n[dhcp]\ntimeout = \"4s\"\nmax_pending = %d\nmac_rate = %d\nmac_burst = %d\ncircuit_rate = %d\ncircuit_burst = %d\nmax_bindings_per_circuit = %d\n",
-		max(4096, 4*o.clients), perMAC, 2*perMAC, 1<<20, 1<<20, max(4096, 2*o.clients))
+	if limits != "" {
+		b.WriteString("\n" + limits)
+	}
 	return b.Bytes()
 }
 
@@ -309,36 +401,355 @@ type dhcpBencher struct {
 	logf func(string, ...any)
 	tmp  string
 	kea  int // Kea's pid
+	seq  int // state directories made
+}
+
+// genRun is one generator run's parameters.
+type genRun struct {
+	clients  int
+	rate     float64
+	duration time.Duration
+	drain    time.Duration // 0: the whole retransmission schedule
+	failFast float64       // percent, 0 off
+	persist  bool          // the outage case
+	maxTime  time.Duration // with persist
 }
 
 // genArgv is the client generator's command, identical for ispmux and
 // relay: pinned to CPU 0 in the generator namespace, bounded by timeout(1).
-func (d *dhcpBencher) genArgv() []string {
-	limit := d.o.duration + 2*time.Duration(d.o.retries+1)*d.o.timeout + 30*time.Second
-	g := d.t.Generator
-	return []string{"timeout", "-s", "INT", "-k", "5", strconv.Itoa(int(limit.Seconds())),
-		"taskset", "-c", genCPU, "ip", "netns", "exec", g.NS, d.o.exe, "bench", "dhcp-client-gen",
-		"--if", g.If, "--clients", strconv.Itoa(d.o.clients), "--rate", strconv.FormatFloat(d.o.rate, 'f', -1, 64),
-		"--duration", d.o.duration.String(), "--timeout", d.o.timeout.String(), "--retries", strconv.Itoa(d.o.retries)}
+func (d *dhcpBencher) genArgv(g genRun) []string {
+	limit := g.duration + scheduleLen(d.o.timeout, d.o.retries) + 30*time.Second
+	if g.drain > 0 {
+		limit = g.duration + g.drain + 30*time.Second
+	}
+	if g.persist {
+		limit = g.maxTime + 30*time.Second
+	}
+	gen := d.t.Generator
+	argv := []string{"timeout", "-s", "INT", "-k", "5", strconv.Itoa(int(limit.Seconds())),
+		"taskset", "-c", genCPU, "ip", "netns", "exec", gen.NS, d.o.exe, "bench", "dhcp-client-gen",
+		"--if", gen.If, "--clients", strconv.Itoa(g.clients), "--rate", strconv.FormatFloat(g.rate, 'f', -1, 64),
+		"--timeout", d.o.timeout.String(), "--retries", strconv.Itoa(d.o.retries), "--progress", "4s"}
+	if g.persist {
+		argv = append(argv, "--persist", "--until", "0.999", "--max-time", g.maxTime.String())
+	} else {
+		argv = append(argv, "--duration", g.duration.String())
+	}
+	if g.drain > 0 {
+		argv = append(argv, "--drain", g.drain.String())
+	}
+	if g.failFast > 0 {
+		argv = append(argv, "--fail-fast", strconv.FormatFloat(g.failFast, 'f', -1, 64))
+	}
+	return argv
+}
+
+// ispmuxArgv is case ispmux's command: pinned to CPU 1.
+func (d *dhcpBencher) ispmuxArgv(cfg string) []string {
+	return []string{"taskset", "-c", fwdCPU, "ip", "netns", "exec", d.t.Appliance.NS, d.o.ispmuxExe, "run", "-c", cfg}
+}
+
+// relayArgv is case relay's command: ISC dhcrelay with the Option 82
+// sub-option it can send in IPv4 (-a: circuit-id, the interface's name;
+// it has no remote-id or subscriber-id for IPv4, and its link selection,
+// -U, segfaults on the first relayed message with Debian 12's
+// isc-dhcp-relay 4.4.3), pinned to CPU 1.
+func (d *dhcpBencher) relayArgv() []string {
+	up := d.t.Appliance.Uplinks[0].Name
+	return []string{"taskset", "-c", fwdCPU, "ip", "netns", "exec", d.t.Appliance.NS, "dhcrelay", "-4", "-d", "-a",
+		"-pf", filepath.Join(d.tmp, "dhcrelay.pid"), "-id", d.t.Generator.Access, "-iu", up, d.t.ISPs[0].RouterAddr}
 }
 
 // perfdhcpArgv is case kea_direct's command.
-func (d *dhcpBencher) perfdhcpArgv() []string {
+func (d *dhcpBencher) perfdhcpArgv(rate float64) []string {
 	limit := d.o.duration + 30*time.Second
 	return []string{"timeout", "-s", "INT", "-k", "5", strconv.Itoa(int(limit.Seconds())),
 		"taskset", "-c", genCPU, "ip", "netns", "exec", d.t.Appliance.NS, "perfdhcp", "-4",
-		"-l", lab.RelayAddr, "-r", strconv.FormatFloat(d.o.rate, 'f', 0, 64), "-R", strconv.Itoa(d.o.clients),
+		"-l", lab.RelayAddr, "-r", strconv.FormatFloat(rate, 'f', 0, 64), "-R", strconv.Itoa(d.o.clients),
 		"-p", strconv.Itoa(int(d.o.duration / time.Second)), d.t.ISPs[0].RouterAddr}
+}
+
+// sut is a running system under test.
+type dhcpSUT struct {
+	name  string
+	p     *child
+	state string // ispmux's state directory
+	off   func() error
+}
+
+// startSUT restarts Kea (empty lease file) and starts system name:
+// ispmux with clients subscribers and the [dhcp] table limits, or
+// dhcrelay.
+func (d *dhcpBencher) startSUT(ctx context.Context, name string, clients int, limits string) (_ *dhcpSUT, err error) {
+	if err := d.b.detachLeftovers(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.restartKea(ctx); err != nil {
+		return nil, err
+	}
+	if name == CaseDHCPRelay {
+		if err := d.relayOn(ctx, true); err != nil {
+			return nil, err
+		}
+		p, err := startChild("dhcrelay", d.relayArgv(), nil, syscall.SIGTERM)
+		if err != nil {
+			_ = d.relayOff(ctx)
+			return nil, err
+		}
+		s := &dhcpSUT{name: name, p: p, off: func() error { return d.relayOff(ctx) }}
+		defer func() {
+			if err != nil {
+				_ = s.stop()
+			}
+		}()
+		if err := d.waitUDP67(ctx, d.t.Appliance.NS, "dhcrelay"); err != nil {
+			return nil, fmt.Errorf("%w%s", err, p.tail())
+		}
+		if err := sleep(ctx, 300*time.Millisecond); err != nil { // its LPF sockets open after the UDP one
+			return nil, err
+		}
+		if p.exited() {
+			return nil, fmt.Errorf("dhcrelay exited: %v%s", p.err, p.tail())
+		}
+		return s, nil
+	}
+	d.seq++
+	dir := filepath.Join(d.tmp, fmt.Sprintf("ispmux-%d", d.seq))
+	state := filepath.Join(dir, "state")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, "dhcp-ispmux.toml")
+	if err := os.WriteFile(cfg, dhcpConfigTOML(d.t, state, clients, limits), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := startChild("ispmux", d.ispmuxArgv(cfg), nil, syscall.SIGTERM)
+	if err != nil {
+		return nil, err
+	}
+	s := &dhcpSUT{name: name, p: p, state: state}
+	if err := d.b.waitReady(ctx, p, filepath.Join(state, appliance.SocketName)); err != nil {
+		_ = s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// stop stops the system: ispmux waits for its commits in flight, closes
+// its store and detaches XDP.
+func (s *dhcpSUT) stop() error {
+	err := s.p.stop(syscall.SIGTERM, 15*time.Second)
+	if s.off != nil {
+		err = errors.Join(err, s.off())
+	}
+	return err
+}
+
+// runSystem runs one system's cases of one run: the fixed rates and the
+// search against one instance, then the outage against a fresh one.
+func (d *dhcpBencher) runSystem(ctx context.Context, name string, run int, r *DHCPResult) ([]DHCPCase, error) {
+	var cases []DHCPCase
+	if len(d.o.rates) > 0 || d.o.search {
+		s, err := d.startSUT(ctx, name, d.o.clients, dhcpLimits(d.o.clients, d.o.maxRate(), d.o.retries))
+		if err != nil {
+			return nil, err
+		}
+		acked := map[string]bool{}
+		for _, rate := range d.o.rates {
+			c, res := d.step(ctx, s, run, PhaseRate, genRun{clients: d.o.clients, rate: rate, duration: d.o.duration, drain: fixedDrain(d.o.timeout)})
+			cases = append(cases, c)
+			markAcked(acked, res)
+			if ctx.Err() != nil {
+				_ = s.stop()
+				return cases, ctx.Err()
+			}
+		}
+		if d.o.search {
+			steps, res := d.search(ctx, s, run)
+			cases = append(cases, steps...)
+			for _, g := range res {
+				markAcked(acked, g)
+			}
+		}
+		if name == CaseDHCPISPmux {
+			d.diagnose(ctx, s, cases)
+		}
+		if err := s.stop(); err != nil {
+			return cases, err
+		}
+		if name == CaseDHCPISPmux {
+			n, err := durableBindings(filepath.Join(s.state, appliance.StoreName), d.t.Generator.Access)
+			if err != nil {
+				return cases, fmt.Errorf("reading ispmux's store after the run: %w", err)
+			}
+			r.Durable = append(r.Durable, DurableCheck{Run: run, ClientsACKed: len(acked), Durable: n})
+			d.logf("run %d: ispmux: %d clients ACKed, %d bindings durable in its store", run, len(acked), n)
+		}
+	}
+	if d.o.outage > 0 {
+		cases = append(cases, d.runOutage(ctx, name, run, false))
+	}
+	return cases, ctx.Err()
+}
+
+// fixedDrain bounds the wait for the last exchanges of a fixed rate: two
+// retransmissions (4 + 8 s ± 1 with the default timeout); an exchange
+// still unfinished then counts as failed (unfinished).
+func fixedDrain(timeout time.Duration) time.Duration {
+	return scheduleLen(timeout, 1) + time.Second
+}
+
+// markAcked records the clients that got an ACK in res.
+func markAcked(acked map[string]bool, res *GenResult) {
+	if res == nil {
+		return
+	}
+	for _, c := range res.Results {
+		if c.BoundUs > 0 {
+			acked[c.MAC] = true
+		}
+	}
+}
+
+// diagnose attaches ispmux's status (DHCP counters, leases) to its last
+// case.
+func (d *dhcpBencher) diagnose(ctx context.Context, s *dhcpSUT, cases []DHCPCase) {
+	if len(cases) == 0 {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	st, err := ctlsock.FetchStatus(sctx, filepath.Join(s.state, appliance.SocketName))
+	cancel()
+	if err != nil {
+		d.logf("ispmux status: %v", err)
+		return
+	}
+	c := &cases[len(cases)-1]
+	if c.Diagnostics == nil {
+		c.Diagnostics = map[string]any{}
+	}
+	c.Diagnostics["dhcp"], c.Diagnostics["leases"] = st.DHCP, st.Leases
+}
+
+// step runs the generator once against s and fills a case from it.
+func (d *dhcpBencher) step(ctx context.Context, s *dhcpSUT, run int, phase string, g genRun) (DHCPCase, *GenResult) {
+	c := DHCPCase{Name: s.name, Phase: phase, Run: run, OfferedRate: g.rate, Command: shellQuote(d.genArgv(g))}
+	if s.p.exited() {
+		c.Error = fmt.Sprintf("%s exited: %v%s", s.name, s.p.err, s.p.tail())
+		return c, nil
+	}
+	res, err := d.runGen(ctx, &c, s.p, g)
+	if err != nil {
+		c.Error = err.Error()
+		d.logf("%s %s %g/s: %v", s.name, phase, g.rate, err)
+		return c, nil
+	}
+	if phase != PhaseOutage {
+		d.logf("run %d %s %s %g/s: %d/%d completed, loss %.2f %%, OFFER p50/p99 %s/%s ms, ACK p50/p99 %s/%s ms, CPU %s µs/DORA; busiest: %s",
+			run, s.name, phase, g.rate, c.Completed, c.Exchanges, c.LossPct, fmtOpt(c.OfferP50Ms, "%.2f"), fmtOpt(c.OfferP99Ms, "%.2f"),
+			fmtOpt(c.AckP50Ms, "%.2f"), fmtOpt(c.AckP99Ms, "%.2f"), fmtOpt(c.CPUUsPerDORA, "%.0f"), c.Saturated)
+	}
+	return c, res
+}
+
+// search finds s's capacity: the highest rate with at most failLimitPct
+// failed exchanges (skipped starts included), by searchRate.
+func (d *dhcpBencher) search(ctx context.Context, s *dhcpSUT, run int) ([]DHCPCase, []*GenResult) {
+	var steps []DHCPCase
+	var results []*GenResult
+	// An exchange still unfinished a first retransmission wait after the
+	// window counts as failed; a step stops as soon as its failures
+	// exceed the criterion.
+	drain := d.o.timeout + d.o.timeout/4 + time.Second
+	_, _, _ = searchRate(d.o.searchMin, d.o.searchMax, searchPrecision, func(rate float64) (bool, error) {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		c, res := d.step(ctx, s, run, PhaseSearch, genRun{clients: d.o.clients, rate: rate, duration: d.o.searchDuration,
+			drain: drain, failFast: failLimitPct})
+		steps = append(steps, c)
+		results = append(results, res)
+		if c.Error != "" {
+			return false, errors.New(c.Error)
+		}
+		// Let queues drain before the next step.
+		_ = sleep(ctx, time.Second)
+		return c.LossPct <= failLimitPct, nil
+	})
+	return steps, results
+}
+
+// runOutage starts a fresh system with the outage's subscribers and runs
+// the outage case: every client starts DORA within one second and keeps
+// trying until bound.
+func (d *dhcpBencher) runOutage(ctx context.Context, name string, run int, defaults bool) DHCPCase {
+	n := d.o.outage
+	limits := dhcpLimits(n, float64(n), d.o.retries)
+	label := "the benchmark's [dhcp] limits"
+	if defaults {
+		limits, label = "", "ispmux's default [dhcp] limits"
+	}
+	g := genRun{clients: n, rate: float64(n), persist: true, maxTime: d.o.outageMax}
+	c := DHCPCase{Name: name, Phase: PhaseOutage, Run: run, OfferedRate: float64(n), Subscribers: n, Command: shellQuote(d.genArgv(g))}
+	if name == CaseDHCPISPmux {
+		c.Limits = limits
+		if defaults {
+			c.Limits = "defaults"
+			c.Name = CaseDHCPISPmux + "_defaults"
+		}
+		c.Description = fmt.Sprintf("ispmux, %d subscribers, %s", n, label)
+	} else {
+		c.Description = fmt.Sprintf("dhcrelay, %d clients (dhcrelay has no limits)", n)
+	}
+	s, err := d.startSUT(ctx, name, n, limits)
+	if err != nil {
+		c.Error = err.Error()
+		return c
+	}
+	defer func() {
+		if err := s.stop(); err != nil && c.Error == "" {
+			c.Error = err.Error()
+		}
+	}()
+	res, err := d.runGen(ctx, &c, s.p, g)
+	if err != nil {
+		c.Error = err.Error()
+		return c
+	}
+	fillOutage(&c, res, 0.999)
+	d.logf("run %d %s outage: %d/%d bound, 99.9 %% bound after %s s (stopped: %s)", run, c.Name, c.Bound, n, fmtOpt(c.BoundS, "%.2f"), res.Stopped)
+	return c
+}
+
+// fillOutage computes the outage figures: Bound, and BoundS the time from
+// the first start until frac of the clients were bound (nil if they never
+// were).
+func fillOutage(c *DHCPCase, g *GenResult, frac float64) {
+	var t []int64
+	for _, cl := range g.Results {
+		if cl.BoundUs > 0 {
+			t = append(t, cl.BoundUs)
+		}
+	}
+	c.Bound = len(t)
+	need := int(math.Ceil(frac * float64(g.Clients)))
+	if need < 1 || len(t) < need {
+		c.BoundS = nil
+		return
+	}
+	sort.Slice(t, func(i, j int) bool { return t[i] < t[j] })
+	c.BoundS = ptr(round(float64(t[need-1]-g.FirstStartUs)/1e6, 3))
 }
 
 // cpuMeter samples the machine's and some processes' CPU time.
 type cpuMeter struct {
+	at    time.Time
 	cpu   ProcStat
 	ticks map[int]uint64
 }
 
 func readCPU(pids ...int) cpuMeter {
-	m := cpuMeter{ticks: map[int]uint64{}}
+	m := cpuMeter{at: time.Now(), ticks: map[int]uint64{}}
 	m.cpu, _ = readProcStat()
 	for _, p := range pids {
 		if p > 0 {
@@ -357,15 +768,64 @@ func procS(a, b cpuMeter, pid int) *float64 {
 	if !ok1 || !ok2 {
 		return nil
 	}
-	return ptr(round(float64(sub(y, x))/clockTicks, 2))
+	return ptr(dhcpTicksS(sub(y, x)))
+}
+
+func dhcpTicksS(t uint64) float64 { return round(float64(t)/clockTicks, 2) }
+
+// usPerDORA is cpuS seconds of CPU per completed exchange, in µs; nil
+// without a figure or an exchange.
+func usPerDORA(cpuS *float64, completed int) *float64 {
+	if cpuS == nil || completed <= 0 {
+		return nil
+	}
+	return ptr(round(*cpuS*1e6/float64(completed), 1))
+}
+
+// dhcpUtilPct is cpuS seconds of CPU over wallS seconds, in percent of one
+// CPU.
+func dhcpUtilPct(cpuS *float64, wallS float64) (float64, bool) {
+	if cpuS == nil || wallS <= 0 {
+		return 0, false
+	}
+	return round(100**cpuS/wallS, 1), true
+}
+
+// saturationPct: a process this busy (percent of one CPU) is saturated.
+const saturationPct = 85
+
+// saturatedProc names the busiest process of util (percent of one CPU) and
+// whether it reached saturationPct: "kea 97%" or "none (ispmux 40%)".
+func saturatedProc(util map[string]float64) string {
+	best, bv := "", -1.0
+	names := make([]string, 0, len(util))
+	for n := range util {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if util[n] > bv {
+			best, bv = n, util[n]
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	if bv >= saturationPct {
+		return fmt.Sprintf("%s %.0f%%", best, bv)
+	}
+	return fmt.Sprintf("none (%s %.0f%%)", best, bv)
 }
 
 // runGen runs the client generator to its end and fills c from its result;
-// sut is the system under test's pid (0 if none) for CPU accounting.
-func (d *dhcpBencher) runGen(ctx context.Context, c *DHCPCase, sut int) (*GenResult, error) {
+// sutp is the system under test (CPU accounting; if it exits, the
+// generator is stopped and the case fails).
+func (d *dhcpBencher) runGen(ctx context.Context, c *DHCPCase, sutp *child, gr genRun) (*GenResult, error) {
+	sut := sutp.pid()
 	var out bytes.Buffer
 	before := readCPU(sut, d.kea)
-	g, err := startChild("dhcp-client-gen", d.genArgv(), &out, syscall.SIGINT)
+	progress := &dhcpProgressLines{prefix: "progress: ", logf: func(s string) { d.logf("  %s %s %g/s: %s", c.Name, c.Phase, gr.rate, s) }}
+	g, err := startChildErr("dhcp-client-gen", d.genArgv(gr), &out, progress, syscall.SIGINT)
 	if err != nil {
 		return nil, err
 	}
@@ -384,6 +844,9 @@ wait:
 			if _, tk, err := readPIDStat(genPid); err == nil {
 				genTicks = tk
 			}
+		case <-sutp.done:
+			_ = g.stop(syscall.SIGINT, 5*time.Second)
+			return nil, fmt.Errorf("%s exited during the case: %v%s", sutp.name, sutp.err, sutp.tail())
 		case <-ctx.Done():
 			_ = g.stop(syscall.SIGINT, 5*time.Second)
 			return nil, ctx.Err()
@@ -398,13 +861,54 @@ wait:
 		return nil, fmt.Errorf("dhcp-client-gen output: %w%s", err, g.tail())
 	}
 	fillFromGen(c, &res)
+	c.Stopped = res.Stopped
 	c.CPUBusyPct = busyPct(before.cpu, after.cpu)
 	c.ProcCPUS, c.KeaCPUS = procS(before, after, sut), procS(before, after, d.kea)
-	c.GenCPUS = ptr(round(float64(genTicks)/clockTicks, 2))
+	c.GenCPUS = ptr(dhcpTicksS(genTicks))
+	c.CPUUsPerDORA = usPerDORA(c.ProcCPUS, c.Completed)
+	wall := after.at.Sub(before.at).Seconds()
+	c.UtilPct = map[string]float64{}
+	for name, v := range map[string]*float64{c.Name: c.ProcCPUS, "kea": c.KeaCPUS, "generator": c.GenCPUS} {
+		if u, ok := dhcpUtilPct(v, wall); ok {
+			c.UtilPct[strings.TrimSuffix(name, "_defaults")] = u
+		}
+	}
+	c.Saturated = saturatedProc(c.UtilPct)
 	if c.Completed == 0 {
 		d.logf("no exchange completed: generator sent %d frames (%d errors), received %d (%d ignored)", res.TxFrames, res.TxErrors, res.RxFrames, res.RxIgnore)
 	}
 	return &res, nil
+}
+
+// dhcpProgressLines passes the lines that start with prefix to logf (without
+// it), and everything to also.
+type dhcpProgressLines struct {
+	prefix string
+	logf   func(string)
+	also   io.Writer
+	buf    []byte
+}
+
+func (l *dhcpProgressLines) Write(p []byte) (int, error) {
+	if l.also != nil {
+		_, _ = l.also.Write(p)
+	}
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			break
+		}
+		line := string(l.buf[:i])
+		l.buf = l.buf[i+1:]
+		if s, ok := strings.CutPrefix(line, l.prefix); ok {
+			l.logf(s)
+		}
+	}
+	if len(l.buf) > 4096 {
+		l.buf = l.buf[:0]
+	}
+	return len(p), nil
 }
 
 // fillFromGen computes a case's figures from the generator's results.
@@ -444,6 +948,7 @@ func fillFromGen(c *DHCPCase, g *GenResult) {
 	c.DORAPerS = doraPerS(c.Completed, wall)
 	c.ExchangeFailPct = pct(c.Failed, c.Exchanges)
 	c.FailPct = pct(c.ClientsWithoutACK, c.ClientsStarted)
+	c.LossPct = pct(c.Failed+c.Skipped, c.Exchanges+c.Skipped)
 	c.OfferP50Ms, c.OfferP99Ms = percentile(offers, 50), percentile(offers, 99)
 	c.AckP50Ms, c.AckP99Ms = percentile(acks, 50), percentile(acks, 99)
 	c.OfferMinMs, c.OfferAvgMs, c.OfferMaxMs = minAvgMax(offers)
@@ -563,57 +1068,6 @@ func (d *dhcpBencher) waitUDP67(ctx context.Context, ns, what string) error {
 	}
 }
 
-// runISPmux measures case ispmux.
-func (d *dhcpBencher) runISPmux(ctx context.Context, argv []string, stateDir string, c *DHCPCase, r *DHCPResult) (err error) {
-	if err := d.b.detachLeftovers(ctx); err != nil {
-		return err
-	}
-	if err := d.restartKea(ctx); err != nil {
-		return err
-	}
-	p, err := startChild("ispmux", argv, nil, syscall.SIGTERM)
-	if err != nil {
-		return err
-	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = p.stop(syscall.SIGTERM, 15*time.Second)
-		}
-	}()
-	sock := filepath.Join(stateDir, appliance.SocketName)
-	if err := d.b.waitReady(ctx, p, sock); err != nil {
-		return err
-	}
-	if _, err := d.runGen(ctx, c, p.pid()); err != nil {
-		return err
-	}
-	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	st, serr := ctlsock.FetchStatus(sctx, sock)
-	cancel()
-	if serr != nil {
-		d.logf("ispmux status after the run: %v", serr)
-	} else {
-		r.ISPmuxLeases, r.ISPmuxDHCP = st.Leases, st.DHCP
-		c.Diagnostics = map[string]any{"dhcp": st.DHCP, "leases": st.Leases, "ports": st.Ports}
-	}
-	// SIGTERM: ispmux waits for in-flight commits, closes its store and
-	// detaches XDP; then its store file holds what it told clients.
-	stopped = true
-	if err := p.stop(syscall.SIGTERM, 15*time.Second); err != nil {
-		return err
-	}
-	n, err := durableBindings(filepath.Join(stateDir, appliance.StoreName), d.t.Generator.Access)
-	if err != nil {
-		return fmt.Errorf("reading ispmux's store after the run: %w", err)
-	}
-	r.ISPmuxDurableBindings = n
-	if c.Diagnostics != nil {
-		c.Diagnostics["durable_bindings"] = n
-	}
-	return nil
-}
-
 // durableBindings counts the generator clients' bindings on access in the
 // store file at path (ispmux must have exited).
 func durableBindings(path, access string) (int, error) {
@@ -658,46 +1112,8 @@ func (d *dhcpBencher) relayOff(ctx context.Context) error {
 	return d.t.KernelRouter(cctx, false)
 }
 
-// runRelay measures case relay.
-func (d *dhcpBencher) runRelay(ctx context.Context, argv []string, c *DHCPCase) (err error) {
-	if err := d.b.detachLeftovers(ctx); err != nil {
-		return err
-	}
-	if err := d.restartKea(ctx); err != nil {
-		return err
-	}
-	defer func() {
-		if oerr := d.relayOff(ctx); oerr != nil && err == nil {
-			err = oerr
-		}
-	}()
-	if err := d.relayOn(ctx, true); err != nil {
-		return err
-	}
-	p, err := startChild("dhcrelay", argv, nil, syscall.SIGTERM)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if serr := p.stop(syscall.SIGTERM, 10*time.Second); serr != nil && err == nil {
-			err = serr
-		}
-	}()
-	if err := d.waitUDP67(ctx, d.t.Appliance.NS, "dhcrelay"); err != nil {
-		return fmt.Errorf("%w%s", err, p.tail())
-	}
-	if err := sleep(ctx, 300*time.Millisecond); err != nil { // its LPF sockets open after the UDP one
-		return err
-	}
-	if p.exited() {
-		return fmt.Errorf("dhcrelay exited: %v%s", p.err, p.tail())
-	}
-	_, err = d.runGen(ctx, c, p.pid())
-	return err
-}
-
-// runDirect measures case kea_direct.
-func (d *dhcpBencher) runDirect(ctx context.Context, argv []string, c *DHCPCase) (err error) {
+// runDirect measures case kea_direct: perfdhcp straight to Kea.
+func (d *dhcpBencher) runDirect(ctx context.Context, c *DHCPCase) (err error) {
 	if err := d.b.detachLeftovers(ctx); err != nil {
 		return err
 	}
@@ -716,7 +1132,7 @@ func (d *dhcpBencher) runDirect(ctx context.Context, argv []string, c *DHCPCase)
 	_, _ = d.t.Run(ctx, d.t.Appliance.NS, "ping", "-c", "1", "-W", "1", d.t.ISPs[0].RouterAddr)
 	before := readCPU(d.kea)
 	var out bytes.Buffer
-	p, err := startChild("perfdhcp", argv, &out, syscall.SIGINT)
+	p, err := startChild("perfdhcp", d.perfdhcpArgv(c.OfferedRate), &out, syscall.SIGINT)
 	if err != nil {
 		return err
 	}
@@ -745,275 +1161,4 @@ func (d *dhcpBencher) runDirect(ctx context.Context, argv []string, c *DHCPCase)
 func lastLinesOf(s string, n int) string {
 	l := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.Join(l[max(0, len(l)-n):], " | ")
-}
-
-// PerfdhcpStats is what perfdhcp -4 prints at the end of a run.
-type PerfdhcpStats struct {
-	Rate         float64       `json:"rate"` // "4-way exchanges/second"
-	ExpectedRate float64       `json:"expected_rate"`
-	DO           PerfdhcpPhase `json:"discover_offer"`
-	RA           PerfdhcpPhase `json:"request_ack"`
-}
-
-// PerfdhcpPhase is one exchange type's statistics (delays in ms).
-type PerfdhcpPhase struct {
-	Sent       int     `json:"sent"`
-	Received   int     `json:"received"`
-	Drops      int     `json:"drops"`
-	Orphans    int     `json:"orphans"`
-	Rejected   int     `json:"rejected_leases"`
-	MinDelayMs float64 `json:"min_delay_ms"`
-	AvgDelayMs float64 `json:"avg_delay_ms"`
-	MaxDelayMs float64 `json:"max_delay_ms"`
-	StdDevMs   float64 `json:"std_deviation_ms"`
-	found      bool
-}
-
-// parsePerfdhcp parses perfdhcp's report.
-func parsePerfdhcp(out string) (*PerfdhcpStats, error) {
-	s := &PerfdhcpStats{}
-	var cur *PerfdhcpPhase
-	rate := false
-	for _, line := range strings.Split(out, "\n") {
-		line = strings.TrimSpace(line)
-		switch {
-		case strings.HasPrefix(line, "***Statistics for: DISCOVER-OFFER"):
-			cur = &s.DO
-			cur.found = true
-			continue
-		case strings.HasPrefix(line, "***Statistics for: REQUEST-ACK"):
-			cur = &s.RA
-			cur.found = true
-			continue
-		case strings.HasPrefix(line, "***"):
-			cur = nil
-			continue
-		case strings.HasPrefix(line, "Rate:"):
-			// Rate: 499.773 4-way exchanges/second, expected rate: 500
-			f := strings.Fields(line)
-			if len(f) < 2 {
-				return nil, fmt.Errorf("bad rate line %q", line)
-			}
-			v, err := strconv.ParseFloat(f[1], 64)
-			if err != nil {
-				return nil, fmt.Errorf("rate line %q: %w", line, err)
-			}
-			s.Rate, rate = v, true
-			if i := strings.Index(line, "expected rate:"); i >= 0 {
-				s.ExpectedRate, _ = strconv.ParseFloat(strings.TrimSpace(line[i+len("expected rate:"):]), 64)
-			}
-			continue
-		}
-		if cur == nil {
-			continue
-		}
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		v = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "ms"))
-		var err error
-		atoi := func(dst *int) { *dst, err = strconv.Atoi(v) }
-		atof := func(dst *float64) { *dst, err = strconv.ParseFloat(v, 64) }
-		switch strings.TrimSpace(k) {
-		case "sent packets":
-			atoi(&cur.Sent)
-		case "received packets":
-			atoi(&cur.Received)
-		case "drops":
-			atoi(&cur.Drops)
-		case "orphans":
-			atoi(&cur.Orphans)
-		case "rejected leases":
-			atoi(&cur.Rejected)
-		case "min delay":
-			atof(&cur.MinDelayMs)
-		case "avg delay":
-			atof(&cur.AvgDelayMs)
-		case "max delay":
-			atof(&cur.MaxDelayMs)
-		case "std deviation":
-			atof(&cur.StdDevMs)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("line %q: %w", line, err)
-		}
-	}
-	if !s.DO.found || !s.RA.found {
-		return nil, errors.New("no DISCOVER-OFFER and REQUEST-ACK statistics")
-	}
-	if !rate {
-		return nil, errors.New("no rate statistics")
-	}
-	return s, nil
-}
-
-// fillFromPerfdhcp computes case kea_direct's figures: an exchange starts
-// with each DISCOVER and completes with each ACK received.
-func fillFromPerfdhcp(c *DHCPCase, s *PerfdhcpStats, periodS float64) {
-	c.Exchanges = s.DO.Sent
-	c.Completed = min(s.RA.Received, s.DO.Sent)
-	c.Failed = c.Exchanges - c.Completed
-	c.ExchangeFailPct = pct(c.Failed, c.Exchanges)
-	c.FailPct = c.ExchangeFailPct
-	c.FailReasons = map[string]int{}
-	if n := s.DO.Sent - s.DO.Received; n > 0 {
-		c.FailReasons[FailNoOffer] = n
-	}
-	if n := s.RA.Sent - s.RA.Received; n > 0 {
-		c.FailReasons[FailNoAck] = n
-	}
-	c.WallS = periodS
-	// perfdhcp's own rate is completed 4-way exchanges per second of its
-	// run; without it, ACKs per test period.
-	c.DORAPerS = round(s.Rate, 1)
-	if c.DORAPerS == 0 {
-		c.DORAPerS = doraPerS(c.Completed, periodS)
-	}
-	if s.DO.Received > 0 {
-		c.OfferMinMs, c.OfferAvgMs, c.OfferMaxMs = ptr(s.DO.MinDelayMs), ptr(s.DO.AvgDelayMs), ptr(s.DO.MaxDelayMs)
-	}
-	if s.RA.Received > 0 {
-		c.AckMinMs, c.AckAvgMs, c.AckMaxMs = ptr(s.RA.MinDelayMs), ptr(s.RA.AvgDelayMs), ptr(s.RA.MaxDelayMs)
-	}
-}
-
-// finish fills the headline figures from the cases.
-func (r *DHCPResult) finish() {
-	r.ISPmuxDORA, r.RelayDORA, r.KeaDirectDORA, r.ISPmuxFailPct, r.P99Ms = 0, 0, 0, 0, 0
-	for _, c := range r.Cases {
-		if c.Error != "" {
-			continue
-		}
-		switch c.Name {
-		case CaseDHCPISPmux:
-			r.ISPmuxDORA, r.ISPmuxFailPct = c.DORAPerS, c.FailPct
-			if c.AckP99Ms != nil {
-				r.P99Ms = *c.AckP99Ms
-			}
-		case CaseDHCPRelay:
-			r.RelayDORA = c.DORAPerS
-		case CaseDHCPKeaDirect:
-			r.KeaDirectDORA = c.DORAPerS
-		}
-	}
-	r.RatioVsRelay, r.RatioVsDirect = 0, 0
-	if r.RelayDORA > 0 {
-		r.RatioVsRelay = round(r.ISPmuxDORA/r.RelayDORA, 3)
-	}
-	if r.KeaDirectDORA > 0 {
-		r.RatioVsDirect = round(r.ISPmuxDORA/r.KeaDirectDORA, 3)
-	}
-}
-
-// JSON returns the result as indented JSON with a trailing newline.
-func (r *DHCPResult) JSON() ([]byte, error) {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return append(b, '\n'), nil
-}
-
-// dhcpRow is one case's table row.
-func dhcpRow(c DHCPCase) []string {
-	if c.Error != "" {
-		return []string{c.Name, fmt.Sprintf("%.0f", c.OfferedRate), "-", "-", "-", "-", "-", "-", "-"}
-	}
-	lat := func(p50, p99, avg *float64) string {
-		if p50 == nil && p99 == nil {
-			return "avg " + fmtOpt(avg, "%.2f")
-		}
-		return fmtOpt(p50, "%.2f") + " / " + fmtOpt(p99, "%.2f")
-	}
-	return []string{c.Name, fmt.Sprintf("%.0f", c.OfferedRate), strconv.Itoa(c.Exchanges), strconv.Itoa(c.Completed),
-		fmt.Sprintf("%.1f", c.DORAPerS), fmt.Sprintf("%.2f", c.FailPct), fmt.Sprintf("%.2f", c.ExchangeFailPct),
-		lat(c.OfferP50Ms, c.OfferP99Ms, c.OfferAvgMs), lat(c.AckP50Ms, c.AckP99Ms, c.AckAvgMs)}
-}
-
-var dhcpHeader = []string{"case", "offered/s", "exchanges", "completed", "DORA/s", "fail % (clients)", "fail % (exchanges)",
-	"DISCOVER→OFFER p50/p99 ms", "REQUEST→ACK p50/p99 ms"}
-
-// WriteTable writes the human-readable table and the headline figures.
-func (r *DHCPResult) WriteTable(w io.Writer) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, strings.Join(dhcpHeader, "\t")+"\t")
-	for _, c := range r.Cases {
-		fmt.Fprintln(tw, strings.Join(dhcpRow(c), "\t")+"\t")
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	_, err := fmt.Fprintf(w, "\nispmux/relay %.3f  ispmux/kea-direct %.3f  ispmux fail %.2f %%  REQUEST→ACK p99 %.2f ms  (%d clients, %g/s offered, %gs)\n"+
-		"ispmux after the run: %d leases (status), %d durable bindings in its store; DHCP counters %s\n",
-		r.RatioVsRelay, r.RatioVsDirect, r.ISPmuxFailPct, r.P99Ms, r.Clients, r.Rate, r.DurationS,
-		r.ISPmuxLeases, r.ISPmuxDurableBindings, countersString(r.ISPmuxDHCP))
-	for _, c := range r.Cases {
-		if c.Error != "" {
-			fmt.Fprintf(w, "%s: %s\n", c.Name, c.Error)
-		}
-	}
-	return err
-}
-
-func countersString(m map[string]uint64) string {
-	if len(m) == 0 {
-		return "-"
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	s := make([]string, len(keys))
-	for i, k := range keys {
-		s[i] = fmt.Sprintf("%s=%d", k, m[k])
-	}
-	return strings.Join(s, " ")
-}
-
-// Markdown renders dhcp.md: the table, the commands and the notes.
-func (r *DHCPResult) Markdown() string {
-	var b strings.Builder
-	b.WriteString("# ispmux DHCP benchmark\n\n")
-	fmt.Fprintf(&b, "Run %s on %d CPUs, kernel %s; %d clients, %g DORA starts/s offered for %gs per case, client timeout %gs with %d retransmissions. CPUs busy before the run: %s.\n\n",
-		r.Started, r.CPUs, r.Kernel, r.Clients, r.Rate, r.DurationS, r.TimeoutS, r.Retries, pcts(r.BackgroundCPUPct))
-	b.WriteString("| " + strings.Join(dhcpHeader, " | ") + " | CPUs busy | SUT CPU s | Kea CPU s |\n")
-	b.WriteString("|---|" + strings.Repeat("---:|", len(dhcpHeader)+2) + "\n")
-	for _, c := range r.Cases {
-		row := append(dhcpRow(c), pcts(c.CPUBusyPct), fmtOpt(c.ProcCPUS, "%.2f"), fmtOpt(c.KeaCPUS, "%.2f"))
-		b.WriteString("| " + strings.Join(row, " | ") + " |\n")
-	}
-	fmt.Fprintf(&b, "\nispmux / relay = **%.3f**, ispmux / kea direct = **%.3f**, ispmux fail %.2f %%, ispmux REQUEST→ACK p99 %.2f ms.\n\n",
-		r.RatioVsRelay, r.RatioVsDirect, r.ISPmuxFailPct, r.P99Ms)
-	fmt.Fprintf(&b, "ispmux after the run: %d leases (control socket status), %d of the generator's bindings durable in its store file (read after it exited).\n\nispmux DHCP counters: `%s`\n\n",
-		r.ISPmuxLeases, r.ISPmuxDurableBindings, countersString(r.ISPmuxDHCP))
-	fmt.Fprintf(&b, "Command:\n\n```\n%s\n```\n\nClient generator (cases ispmux and relay):\n\n```\n%s\n```\n\n", r.Command, r.Generator)
-	b.WriteString("Cases:\n\n")
-	for _, c := range r.Cases {
-		fmt.Fprintf(&b, "- **%s**: %s — `%s`", c.Name, c.Description, c.Command)
-		if len(c.FailReasons) > 0 {
-			fmt.Fprintf(&b, " — failures by reason: %v", c.FailReasons)
-		}
-		if c.Error != "" {
-			fmt.Fprintf(&b, " — **failed**: %s", c.Error)
-		}
-		b.WriteString("\n")
-	}
-	if len(r.Notes) > 0 {
-		b.WriteString("\nNotes:\n\n")
-		for _, n := range r.Notes {
-			fmt.Fprintf(&b, "- %s\n", n)
-		}
-	}
-	return b.String()
-}
-
-// writeDHCPOutputs writes dhcp.json, dhcp.md and dhcp.svg into dir.
-func writeDHCPOutputs(dir string, r *DHCPResult) error {
-	return writeFiles(dir, "dhcp", r, func(w io.Writer) error {
-		bars := []Bar{{"ispmux", r.ISPmuxDORA}, {"dhcrelay", r.RelayDORA}, {"Kea direct", r.KeaDirectDORA}}
-		title := fmt.Sprintf("Completed DORA/s, %d clients, %g/s offered", r.Clients, r.Rate)
-		return writeBarChart(w, title, "DORA exchanges per second", "DORA/s", bars)
-	})
 }

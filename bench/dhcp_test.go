@@ -300,25 +300,75 @@ func TestParseDHCPAndConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.clients != 1000 || o.rate != 500 || o.duration != 10*time.Second || o.id != "benchdh" || o.out != "bench-out" {
+	if o.clients != 4000 || len(o.rates) != 3 || o.topRate() != 2000 || o.duration != 10*time.Second || o.runs != 5 ||
+		!o.search || o.outage != 10000 || o.timeout != 4*time.Second || o.id != "benchdh" || o.out != "bench-out" {
 		t.Errorf("defaults %+v", o)
 	}
-	for _, bad := range [][]string{{"--clients", "0"}, {"--rate", "0"}, {"--duration", "1500ms"}, {"x"}} {
+	o, err = parseDHCP([]string{"--rate", "300", "--search=false"}, &bytes.Buffer{})
+	if err != nil || len(o.rates) != 1 || o.rates[0] != 300 || o.maxRate() != 300 {
+		t.Errorf("--rate 300: %+v %v", o, err)
+	}
+	for _, bad := range [][]string{{"--clients", "0"}, {"--rates", "0"}, {"--rates", "x"}, {"--duration", "1500ms"}, {"x"},
+		{"--runs", "0"}, {"--search-min", "10", "--search-max", "5"}, {"--rates", "", "--search=false", "--outage", "0"}} {
 		if _, err := parseDHCP(bad, &bytes.Buffer{}); err == nil {
 			t.Errorf("parseDHCP(%q): no error", bad)
 		}
 	}
+	lim := dhcpLimits(1000, 8000, 2)
+	if !strings.Contains(lim, "mac_rate = 48\n") || !strings.Contains(lim, "max_pending = 32000\n") {
+		t.Errorf("limits:\n%s", lim)
+	}
 }
 
 func TestDHCPResultOutputs(t *testing.T) {
-	r := &DHCPResult{Benchmark: "dhcp", Clients: 10, Rate: 100, DurationS: 3, Cases: []DHCPCase{
-		{Name: CaseDHCPISPmux, DORAPerS: 90, FailPct: 0.5, AckP99Ms: ptr(12.5)},
-		{Name: CaseDHCPRelay, DORAPerS: 100},
-		{Name: CaseDHCPKeaDirect, DORAPerS: 0, Error: "boom"},
-	}}
+	o, err := parseDHCP([]string{"--rates", "100,2000", "--runs", "3", "--outage", "100"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newDHCPResult(o, nil)
+	for run := 1; run <= 3; run++ {
+		f := float64(run)
+		r.Cases = append(r.Cases,
+			DHCPCase{Name: CaseDHCPISPmux, Phase: PhaseRate, Run: run, OfferedRate: 100, AckP99Ms: ptr(2 * f), OfferP99Ms: ptr(f), CPUUsPerDORA: ptr(300)},
+			DHCPCase{Name: CaseDHCPISPmux, Phase: PhaseRate, Run: run, OfferedRate: 2000, AckP99Ms: ptr(8 + f), OfferP99Ms: ptr(4), CPUUsPerDORA: ptr(100 + 10*f)},
+			DHCPCase{Name: CaseDHCPRelay, Phase: PhaseRate, Run: run, OfferedRate: 2000, AckP99Ms: ptr(1), CPUUsPerDORA: ptr(80)},
+			// search: ispmux passes 1000, 2000, fails 4000, passes 2828 (run 2 fails it)
+			DHCPCase{Name: CaseDHCPISPmux, Phase: PhaseSearch, Run: run, OfferedRate: 1000},
+			DHCPCase{Name: CaseDHCPISPmux, Phase: PhaseSearch, Run: run, OfferedRate: 2000},
+			DHCPCase{Name: CaseDHCPISPmux, Phase: PhaseSearch, Run: run, OfferedRate: 4000, LossPct: 7, Saturated: "kea 99%"},
+			DHCPCase{Name: CaseDHCPISPmux, Phase: PhaseSearch, Run: run, OfferedRate: 2828, LossPct: map[bool]float64{true: 3}[run == 2], Saturated: "ispmux 95%"},
+			DHCPCase{Name: CaseDHCPRelay, Phase: PhaseSearch, Run: run, OfferedRate: 1000, LossPct: 0.5},
+			DHCPCase{Name: CaseDHCPISPmux, Phase: PhaseOutage, Run: run, Subscribers: 100, Bound: 100, BoundS: ptr(1 + f)},
+			DHCPCase{Name: CaseDHCPRelay, Phase: PhaseOutage, Run: run, Subscribers: 100, Bound: 100, BoundS: ptr(2)},
+		)
+		r.Durable = append(r.Durable, DurableCheck{Run: run, ClientsACKed: 50, Durable: 50})
+	}
+	r.Cases = append(r.Cases, DHCPCase{Name: CaseDHCPKeaDirect, Phase: PhaseDirect, Error: "boom"})
 	r.finish()
-	if r.ISPmuxDORA != 90 || r.RatioVsRelay != 0.9 || r.RatioVsDirect != 0 || r.P99Ms != 12.5 || r.ISPmuxFailPct != 0.5 {
-		t.Errorf("finish: %+v", r)
+	if r.P99Ms["2000"] != 10 || r.P99Ms["100"] != 4 || r.OfferP99Ms["2000"] != 4 || r.RelayP99Ms["2000"] != 1 {
+		t.Errorf("p99 maps %v %v %v", r.P99Ms, r.OfferP99Ms, r.RelayP99Ms)
+	}
+	if *r.ISPmuxCPUUsPerDORA != 120 || *r.RelayCPUUsPerDORA != 80 || *r.CPURatio != 1.5 || r.CPURate != 2000 {
+		t.Errorf("cpu %v %v %v", *r.ISPmuxCPUUsPerDORA, *r.RelayCPUUsPerDORA, *r.CPURatio)
+	}
+	st := r.Summary["ispmux.2000.cpu_us_per_dora"]
+	if st.Min != 110 || st.Max != 130 || st.N != 3 {
+		t.Errorf("summary %+v", st)
+	}
+	if *r.ISPmuxCapacity != 2828 || *r.RelayCapacity != 1000 || !strings.HasPrefix(r.ISPmuxSaturated, "kea (2 of 3") ||
+		!strings.HasPrefix(r.RelaySaturated, "none") {
+		t.Errorf("capacity %v %v, saturated %q %q", *r.ISPmuxCapacity, *r.RelayCapacity, r.ISPmuxSaturated, r.RelaySaturated)
+	}
+	if *r.OutageISPmuxS != 3 || *r.OutageRelayS != 2 || !r.EveryBindingDurable {
+		t.Errorf("outage %v %v durable %v", *r.OutageISPmuxS, *r.OutageRelayS, r.EveryBindingDurable)
+	}
+	met := map[string]bool{}
+	for _, tg := range r.Targets {
+		met[tg.What] = tg.Met
+	}
+	if !met["ispmux REQUEST → ACK p99 at 2000/s, ms"] || !met["ispmux DISCOVER → OFFER p99 at 2000/s, ms"] ||
+		!met["ispmux ÷ dhcrelay CPU per DORA at 2000/s, every binding durable"] || met["outage recovery, 100 subscribers: ispmux ÷ dhcrelay time to 99.9 % bound"] {
+		t.Errorf("targets %+v", r.Targets)
 	}
 	dir := t.TempDir()
 	if err := writeDHCPOutputs(dir, r); err != nil {
@@ -326,11 +376,26 @@ func TestDHCPResultOutputs(t *testing.T) {
 	}
 	md, _ := os.ReadFile(filepath.Join(dir, "dhcp.md"))
 	svg, _ := os.ReadFile(filepath.Join(dir, "dhcp.svg"))
-	if !strings.Contains(string(md), "| ispmux |") || !strings.Contains(string(md), "boom") || !strings.Contains(string(svg), "90 DORA/s") {
+	js, _ := os.ReadFile(filepath.Join(dir, "dhcp.json"))
+	if !strings.Contains(string(md), "| 2000 | ispmux | 4.00 | 4.00 [4.00–4.00]") && !strings.Contains(string(md), "| 2000 | ispmux |") ||
+		!strings.Contains(string(md), "boom") || !strings.Contains(string(svg), "120 µs") {
 		t.Errorf("md:\n%s\nsvg:\n%s", md, svg)
 	}
+	var m map[string]any
+	if err := json.Unmarshal(js, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"ispmux_cpu_us_per_dora", "relay_cpu_us_per_dora", "p99_ms", "ispmux_capacity_per_s", "relay_capacity_per_s",
+		"outage_subscribers", "outage_ispmux_s", "outage_relay_s"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("JSON lacks %q", k)
+		}
+	}
+	if p, _ := m["p99_ms"].(map[string]any); p["100"] != 4.0 {
+		t.Errorf("p99_ms %v", m["p99_ms"])
+	}
 	var tbl bytes.Buffer
-	if err := r.WriteTable(&tbl); err != nil || !strings.Contains(tbl.String(), "kea_direct: boom") {
+	if err := r.WriteTable(&tbl); err != nil || !strings.Contains(tbl.String(), "kea_direct direct run 0: boom") {
 		t.Errorf("table %v:\n%s", err, tbl.String())
 	}
 }
@@ -351,12 +416,13 @@ func TestDHCPLab(t *testing.T) {
 	}
 	labID := "bd" + hex.EncodeToString(id)
 	outDir := filepath.Join(dir, "out")
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	start := time.Now()
-	err := Main(ctx, []string{"dhcp", "--clients", "50", "--rate", "100", "--duration", "3s", "--json",
-		"--id", labID, "--out", outDir, "--exe", exe}, &stdout, &stderr)
+	err := Main(ctx, []string{"dhcp", "--clients", "50", "--rates", "100", "--duration", "2s", "--runs", "1",
+		"--search-min", "200", "--search-max", "200", "--search-duration", "1s", "--outage", "200", "--outage-defaults=false",
+		"--json", "--id", labID, "--out", outDir, "--exe", exe}, &stdout, &stderr)
 	t.Logf("benchmark took %v; stderr:\n%s", time.Since(start), stderr.String())
 	if err != nil {
 		t.Fatalf("bench dhcp: %v\nstdout:\n%s", err, stdout.String())
@@ -365,24 +431,25 @@ func TestDHCPLab(t *testing.T) {
 	if err := json.Unmarshal(stdout.Bytes(), &m); err != nil {
 		t.Fatalf("stdout is not one JSON object: %v\n%s", err, stdout.String())
 	}
-	for _, k := range []string{"ispmux_dora_per_s", "relay_dora_per_s", "kea_direct_dora_per_s", "ratio_vs_relay",
-		"ratio_vs_direct", "ispmux_fail_pct", "p99_ms", "ispmux_leases", "ispmux_durable_bindings", "ispmux_dhcp_counters", "cases"} {
-		if _, ok := m[k]; !ok {
-			t.Errorf("JSON lacks %q", k)
+	for _, k := range []string{"ispmux_cpu_us_per_dora", "relay_cpu_us_per_dora", "p99_ms", "ispmux_capacity_per_s",
+		"relay_capacity_per_s", "outage_subscribers", "outage_ispmux_s", "outage_relay_s", "kea_direct_dora_per_s", "cases"} {
+		if v, ok := m[k]; !ok || v == nil {
+			t.Errorf("JSON lacks %q (or it is null)", k)
 		}
 	}
 	cases, _ := m["cases"].([]any)
-	if len(cases) != 3 {
-		t.Fatalf("%d cases, want 3", len(cases))
+	// kea_direct; per system: one rate, one search step, the outage.
+	if len(cases) != 7 {
+		t.Fatalf("%d cases, want 7", len(cases))
 	}
 	for _, c := range cases {
 		c := c.(map[string]any)
 		if v, _ := c["completed"].(float64); !(v > 0) || c["error"] != nil {
-			t.Errorf("case %v: completed %v, error %v", c["name"], c["completed"], c["error"])
+			t.Errorf("case %v %v: completed %v, error %v", c["name"], c["phase"], c["completed"], c["error"])
 		}
 	}
-	if v, _ := m["ispmux_durable_bindings"].(float64); !(v > 0) {
-		t.Errorf("no durable binding in ispmux's store: %v", m["ispmux_durable_bindings"])
+	if v, _ := m["every_binding_durable"].(bool); !v {
+		t.Errorf("not every ACKed binding durable in ispmux's store: %v", m["durable"])
 	}
 	for _, f := range []string{"dhcp.json", "dhcp.md", "dhcp.svg"} {
 		if fi, err := os.Stat(filepath.Join(outDir, f)); err != nil || fi.Size() == 0 {

@@ -66,18 +66,23 @@ type Exchange struct {
 	EndUs     int64  `json:"end_us"`         // end of the exchange since the generator's start
 }
 
-// Failure reasons of an exchange.
+// Failure reasons of an exchange (FailSkipped: a start due while every
+// client was busy, counted by GenResult.Skipped, never in an Exchange).
 const (
 	FailNoOffer    = "no_offer"
 	FailNoAck      = "no_ack"
 	FailNak        = "nak"
 	FailUnfinished = "unfinished"
+	FailSkipped    = "skipped"
 )
 
 // ClientResult is everything one client did.
 type ClientResult struct {
-	MAC       string     `json:"mac"`
-	Address   string     `json:"address,omitempty"` // the last address ACKed
+	MAC     string `json:"mac"`
+	Address string `json:"address,omitempty"` // the last address ACKed
+	// BoundUs is when the client first got an ACK, since the generator's
+	// start; 0 if never.
+	BoundUs   int64      `json:"bound_us,omitempty"`
 	Exchanges []Exchange `json:"exchanges"`
 }
 
@@ -93,7 +98,14 @@ type GenResult struct {
 	LastAckUs    int64 `json:"last_ack_us"`
 	EndUs        int64 `json:"end_us"` // when the last exchange ended
 	// Skipped counts starts that were due while every client was busy.
-	Skipped  int            `json:"skipped"`
+	Skipped int `json:"skipped"`
+	// Persist: every client started once and kept trying until bound
+	// (the outage case); Bound clients got an ACK, StoppedAt says why the
+	// generator stopped ("until" reached, "max_time", "idle", "fail_fast"
+	// or "interrupted").
+	Persist  bool           `json:"persist,omitempty"`
+	Bound    int            `json:"bound"`
+	Stopped  string         `json:"stopped"`
 	TxFrames uint64         `json:"tx_frames"`
 	TxErrors uint64         `json:"tx_errors"`
 	RxFrames uint64         `json:"rx_frames"`
@@ -109,6 +121,49 @@ type genOptions struct {
 	duration time.Duration
 	timeout  time.Duration
 	retries  int
+	// drain bounds the wait for the last exchanges after the window; 0:
+	// their whole retransmission schedule.
+	drain time.Duration
+	// failFast (percent, 0 off) stops the run as soon as failed
+	// exchanges plus skipped starts exceed that share of the starts due
+	// in the whole window: the rate search's step has failed.
+	failFast float64
+	// persist: each client starts once (clients/rate seconds of starts)
+	// and keeps trying until it is bound, as a real client does (the
+	// outage case); the run ends when until (a fraction) of the clients
+	// are bound or after maxTime.
+	persist bool
+	until   float64
+	maxTime time.Duration
+	// progress is how often a progress line goes to stderr (0: never).
+	progress time.Duration
+}
+
+// maxBackoff caps a retransmission's wait (RFC 2131 §4.1: 64 s).
+const maxBackoff = 64 * time.Second
+
+// backoff is the wait after transmission n (1-based) of a message:
+// timeout doubled at each retransmission (RFC 2131 §4.1: 4, 8, 16, ... s
+// with the default 4 s), capped at 64 s, randomised by ±timeout/4 (±1 s
+// at 4 s) with r uniform in [0, 1).
+func backoff(timeout time.Duration, n int, r float64) time.Duration {
+	d := timeout
+	for i := 1; i < n && d < maxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, max(maxBackoff, timeout))
+	j := time.Duration((2*r - 1) * float64(timeout/4))
+	return d + j
+}
+
+// scheduleLen is how long a message can wait in all before it fails:
+// the sum of its retries+1 backoffs at their longest.
+func scheduleLen(timeout time.Duration, retries int) time.Duration {
+	var t time.Duration
+	for n := 1; n <= retries+1; n++ {
+		t += backoff(timeout, n, 1)
+	}
+	return t
 }
 
 func parseGen(args []string, stderr io.Writer) (*genOptions, error) {
@@ -119,8 +174,14 @@ func parseGen(args []string, stderr io.Writer) (*genOptions, error) {
 	fs.IntVar(&o.clients, "clients", 1000, "client MACs")
 	fs.Float64Var(&o.rate, "rate", 500, "DORA starts per second")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long to start exchanges")
-	fs.DurationVar(&o.timeout, "timeout", time.Second, "wait per transmission")
+	fs.DurationVar(&o.timeout, "timeout", 4*time.Second, "first retransmission's wait (doubled at each, ±1/4: RFC 2131's 4, 8, 16 s ± 1)")
 	fs.IntVar(&o.retries, "retries", 2, "retransmissions per message")
+	fs.DurationVar(&o.drain, "drain", 0, "longest wait for the last exchanges after the window (0: their whole retransmission schedule)")
+	fs.Float64Var(&o.failFast, "fail-fast", 0, "stop once failed exchanges + skipped starts exceed this percentage of the starts due (0: off)")
+	fs.BoolVar(&o.persist, "persist", false, "each client starts once and retries until bound (the outage case)")
+	fs.Float64Var(&o.until, "until", 0.999, "with --persist: stop when this fraction of the clients is bound")
+	fs.DurationVar(&o.maxTime, "max-time", 2*time.Minute, "with --persist: give up after this long")
+	fs.DurationVar(&o.progress, "progress", 0, "print a progress line to stderr this often (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -137,6 +198,13 @@ func parseGen(args []string, stderr io.Writer) (*genOptions, error) {
 		return nil, fmt.Errorf("dhcp-client-gen: --timeout %v: want 10ms..1m", o.timeout)
 	case o.retries < 0 || o.retries > 10:
 		return nil, fmt.Errorf("dhcp-client-gen: --retries %d: want 0..10", o.retries)
+	case o.drain < 0 || o.failFast < 0 || o.failFast > 100 || o.progress < 0:
+		return nil, fmt.Errorf("dhcp-client-gen: --drain, --fail-fast or --progress out of range")
+	case o.persist && (o.until <= 0 || o.until > 1 || o.maxTime <= 0):
+		return nil, fmt.Errorf("dhcp-client-gen: --until %g (want (0, 1]) or --max-time %v", o.until, o.maxTime)
+	}
+	if o.persist {
+		o.duration = time.Duration(float64(o.clients) / o.rate * float64(time.Second))
 	}
 	return o, nil
 }
@@ -239,6 +307,7 @@ const (
 	stIdle = iota
 	stDiscover
 	stRequest
+	stBound // persist: done
 )
 
 // genClient is one client's state.
@@ -247,7 +316,7 @@ type genClient struct {
 	state   int
 	xid     dhcpv4.TransactionID
 	first   time.Time // first transmission of the current message
-	last    time.Time // last transmission of the current message
+	due     time.Time // when the current message is retransmitted (or fails)
 	start   time.Time // the exchange's start
 	sent    int       // transmissions of the current message
 	frame   []byte    // the current message, for retransmission
@@ -272,19 +341,24 @@ type generator struct {
 	lastScan time.Time
 	res      GenResult
 	xidState uint32
+	rnd      uint64 // the backoffs' jitter (xorshift)
+	started  int    // exchanges started
+	failed   int    // exchanges failed
 }
 
 func newGenerator(o *genOptions, send func([]byte) error) *generator {
 	g := &generator{o: o, send: send, clients: make([]genClient, o.clients)}
 	g.res = GenResult{Clients: o.clients, Rate: o.rate, TimeoutMs: o.timeout.Milliseconds(), Retries: o.retries,
-		Results: make([]ClientResult, o.clients)}
+		Persist: o.persist, Results: make([]ClientResult, o.clients)}
 	for i := range g.clients {
 		g.clients[i].mac = genMAC(i)
 		g.res.Results[i].MAC = g.clients[i].mac.String()
 		g.res.Results[i].Exchanges = []Exchange{}
 		g.clients[i].res = &g.res.Results[i]
 	}
-	g.xidState = uint32(time.Now().UnixNano()) | 1
+	seed := uint64(time.Now().UnixNano())
+	g.xidState = uint32(seed) | 1
+	g.rnd = seed | 1
 	return g
 }
 
@@ -298,6 +372,16 @@ func (g *generator) newXID() dhcpv4.TransactionID {
 	var id dhcpv4.TransactionID
 	binary.BigEndian.PutUint32(id[:], x)
 	return id
+}
+
+// rand01 is uniform in [0, 1) (xorshift64*).
+func (g *generator) rand01() float64 {
+	x := g.rnd
+	x ^= x >> 12
+	x ^= x << 25
+	x ^= x >> 27
+	g.rnd = x
+	return float64((x*2685821657736338717)>>11) / (1 << 53)
 }
 
 func (g *generator) since(t time.Time) int64 { return t.Sub(g.t0).Microseconds() }
@@ -335,6 +419,13 @@ func (g *generator) run(ctx context.Context, recv func([]byte) (int, error)) *Ge
 	defer tick.Stop()
 	started := 0
 	window := g.o.duration
+	drain := g.o.drain
+	if drain == 0 {
+		drain = scheduleLen(g.o.timeout, g.o.retries) + time.Second
+	}
+	// The fail-fast budget: failures + skips allowed over the whole window.
+	budget := int(g.o.failFast / 100 * g.o.rate * window.Seconds())
+	lastProgress := g.t0
 	for {
 		var now time.Time
 		select {
@@ -346,8 +437,14 @@ func (g *generator) run(ctx context.Context, recv func([]byte) (int, error)) *Ge
 		el := now.Sub(g.t0)
 		inWindow := el < window && ctx.Err() == nil
 		var due int
-		if inWindow {
+		switch {
+		case inWindow:
 			due = int(el.Seconds()*g.o.rate) + 1
+		case g.o.persist && ctx.Err() == nil:
+			due = g.o.clients // the last starts of the second
+		}
+		if g.o.persist {
+			due = min(due, g.o.clients)
 		}
 		g.mu.Lock()
 		for ; started < due; started++ {
@@ -355,8 +452,33 @@ func (g *generator) run(ctx context.Context, recv func([]byte) (int, error)) *Ge
 		}
 		g.timeouts(now)
 		idle := g.busy == 0
+		bad := g.failed + g.res.Skipped
+		bound := g.res.Bound
 		g.mu.Unlock()
-		if !inWindow && (idle || ctx.Err() != nil) {
+		if g.o.progress > 0 && now.Sub(lastProgress) >= g.o.progress {
+			lastProgress = now
+			g.mu.Lock()
+			fmt.Fprintf(os.Stderr, "progress: %.0fs started=%d failed=%d skipped=%d busy=%d bound=%d\n",
+				el.Seconds(), g.started, g.failed, g.res.Skipped, g.busy, g.res.Bound)
+			g.mu.Unlock()
+		}
+		stopped := ""
+		switch {
+		case ctx.Err() != nil && (idle || !inWindow):
+			stopped = "interrupted"
+		case g.o.failFast > 0 && bad > budget:
+			stopped = "fail_fast"
+		case g.o.persist && float64(bound) >= g.o.until*float64(g.o.clients):
+			stopped = "until"
+		case g.o.persist && el >= g.o.maxTime:
+			stopped = "max_time"
+		case !g.o.persist && !inWindow && idle:
+			stopped = "idle"
+		case !g.o.persist && !inWindow && el >= window+drain:
+			stopped = "drain"
+		}
+		if stopped != "" {
+			g.res.Stopped = stopped
 			break
 		}
 	}
@@ -366,7 +488,7 @@ func (g *generator) run(ctx context.Context, recv func([]byte) (int, error)) *Ge
 	defer g.mu.Unlock()
 	end := time.Now()
 	for i := range g.clients {
-		if c := &g.clients[i]; c.state != stIdle {
+		if c := &g.clients[i]; c.state == stDiscover || c.state == stRequest {
 			g.finish(c, FailUnfinished, end)
 		}
 	}
@@ -387,19 +509,25 @@ func (g *generator) startOne(now time.Time) {
 		if !g.anyStart {
 			g.anyStart, g.res.FirstStartUs = true, g.since(now)
 		}
-		c.state, c.xid, c.start, c.ex, c.offered = stDiscover, g.newXID(), now, Exchange{}, nil
-		c.frame = discoverFrame(c.mac, c.xid)
-		c.first, c.sent = now, 0
 		g.busy++
-		g.transmit(c, now)
+		g.started++
+		g.discover(c, now)
 		return
 	}
 	g.res.Skipped++
 }
 
+// discover begins an exchange of c: a DISCOVER with a fresh xid.
+func (g *generator) discover(c *genClient, now time.Time) {
+	c.state, c.xid, c.start, c.ex, c.offered = stDiscover, g.newXID(), now, Exchange{}, nil
+	c.frame = discoverFrame(c.mac, c.xid)
+	c.first, c.sent = now, 0
+	g.transmit(c, now)
+}
+
 func (g *generator) transmit(c *genClient, now time.Time) {
 	c.sent++
-	c.last = now
+	c.due = now.Add(backoff(g.o.timeout, c.sent, g.rand01()))
 	if c.state == stDiscover {
 		c.ex.Discovers++
 	} else {
@@ -412,18 +540,20 @@ func (g *generator) transmit(c *genClient, now time.Time) {
 	g.res.TxFrames++
 }
 
-// timeouts retransmits or fails messages whose wait is over.
+// timeouts retransmits or fails messages whose wait is over. A client
+// that persists keeps retransmitting its DISCOVER (the wait capped at
+// 64 s) and starts over after a REQUEST that got no answer.
 func (g *generator) timeouts(now time.Time) {
-	if g.busy == 0 || now.Sub(g.lastScan) < timeoutScan {
+	if g.busy == 0 || now.Sub(g.lastScan) < timeoutScan(g.o.timeout) {
 		return
 	}
 	g.lastScan = now
 	for i := range g.clients {
 		c := &g.clients[i]
-		if c.state == stIdle || now.Sub(c.last) < g.o.timeout {
+		if (c.state != stDiscover && c.state != stRequest) || now.Before(c.due) {
 			continue
 		}
-		if c.sent <= g.o.retries {
+		if c.sent <= g.o.retries || (g.o.persist && c.state == stDiscover) {
 			g.transmit(c, now)
 			continue
 		}
@@ -432,13 +562,19 @@ func (g *generator) timeouts(now time.Time) {
 			reason = FailNoAck
 		}
 		g.finish(c, reason, now)
+		if g.o.persist {
+			g.busy++
+			g.discover(c, now)
+		}
 	}
 }
 
 // timeoutScan is how often the pacer looks for expired waits: the
-// resolution of the timeouts, kept coarse so that a scan of every client
-// stays cheap.
-const timeoutScan = 5 * time.Millisecond
+// resolution of the retransmissions, 1/40 of the first wait within
+// [5 ms, 100 ms], so that a scan of every client stays cheap.
+func timeoutScan(timeout time.Duration) time.Duration {
+	return min(max(timeout/40, 5*time.Millisecond), 100*time.Millisecond)
+}
 
 // finish ends the client's exchange.
 func (g *generator) finish(c *genClient, fail string, now time.Time) {
@@ -446,6 +582,9 @@ func (g *generator) finish(c *genClient, fail string, now time.Time) {
 	c.ex.EndUs = g.since(now)
 	c.res.Exchanges = append(c.res.Exchanges, c.ex)
 	c.state, c.frame = stIdle, nil
+	if !c.ex.OK {
+		g.failed++
+	}
 	g.busy--
 }
 
@@ -465,7 +604,7 @@ func (g *generator) handle(f []byte, now time.Time) {
 		return
 	}
 	c := &g.clients[i]
-	if c.state == stIdle || m.TransactionID != c.xid {
+	if (c.state != stDiscover && c.state != stRequest) || m.TransactionID != c.xid {
 		g.res.RxIgnore++
 		return
 	}
@@ -485,12 +624,24 @@ func (g *generator) handle(f []byte, now time.Time) {
 	case c.state == stRequest && mt == dhcpv4.MessageTypeAck:
 		c.ex.AckUs = now.Sub(c.first).Microseconds()
 		c.res.Address = m.YourIPAddr.String()
-		if us := g.since(now); us > g.res.LastAckUs {
+		us := g.since(now)
+		if us > g.res.LastAckUs {
 			g.res.LastAckUs = us
 		}
+		if c.res.BoundUs == 0 {
+			c.res.BoundUs = us
+			g.res.Bound++
+		}
 		g.finish(c, "", now)
+		if g.o.persist {
+			c.state = stBound
+		}
 	case c.state == stRequest && mt == dhcpv4.MessageTypeNak:
 		g.finish(c, FailNak, now)
+		if g.o.persist {
+			g.busy++
+			g.discover(c, now)
+		}
 	default:
 		g.res.RxIgnore++ // a duplicate OFFER, a late reply
 	}

@@ -32,9 +32,18 @@ type child struct {
 // parentDeath delivered to it if the benchmark dies. If stdout is nil the
 // child's stdout goes to the same tail buffer as its stderr.
 func startChild(name string, argv []string, stdout io.Writer, parentDeath syscall.Signal) (*child, error) {
+	return startChildErr(name, argv, stdout, nil, parentDeath)
+}
+
+// startChildErr is startChild with the child's stderr also written to
+// stderr (when not nil), as it comes.
+func startChildErr(name string, argv []string, stdout, stderr io.Writer, parentDeath syscall.Signal) (*child, error) {
 	c := &child{name: name, done: make(chan struct{}), out: &tailBuffer{max: 8192}}
 	c.cmd = exec.Command(argv[0], argv[1:]...)
 	c.cmd.Stderr = c.out
+	if stderr != nil {
+		c.cmd.Stderr = io.MultiWriter(c.out, stderr)
+	}
 	c.cmd.Stdout = c.out
 	if stdout != nil {
 		c.cmd.Stdout = stdout
