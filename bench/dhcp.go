@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -73,7 +74,15 @@ type dhcpOptions struct {
 	keep           bool
 	exe            string
 	ispmuxExe      string
+	baseExe        string // another ispmux build, case ispmux_base in every run
 }
+
+// CaseDHCPISPmuxBase is another ispmux build measured in the same runs
+// (hidden --base: a before/after comparison with the same generator).
+const CaseDHCPISPmuxBase = "ispmux_base"
+
+// isISPmux reports whether system name is an ispmux build.
+func isISPmux(name string) bool { return name == CaseDHCPISPmux || name == CaseDHCPISPmuxBase }
 
 // failLimitPct is the capacity criterion: at most this share of failed
 // exchanges (skipped starts included).
@@ -113,6 +122,7 @@ func parseDHCP(args []string, stderr io.Writer) (*dhcpOptions, error) {
 	// before/after comparison with the same generator).
 	fs.StringVar(&o.exe, "exe", "", "")
 	fs.StringVar(&o.ispmuxExe, "ispmux", "", "")
+	fs.StringVar(&o.baseExe, "base", "", "")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ispmux bench dhcp [--clients 4000] [--rates 100,500,2000] [--duration 10s] [--runs 5] [--search=true] [--outage 10000] [--json] [--id benchdh] [--out DIR] [--keep]")
 		fs.VisitAll(func(f *flag.Flag) {
@@ -324,8 +334,11 @@ func dhcpBench(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	}
 	for run := 1; run <= o.runs; run++ {
 		order := []string{CaseDHCPISPmux, CaseDHCPRelay}
+		if o.baseExe != "" {
+			order = append(order, CaseDHCPISPmuxBase)
+		}
 		if run%2 == 0 {
-			order[0], order[1] = order[1], order[0]
+			slices.Reverse(order)
 		}
 		for _, sys := range order {
 			if err := ctx.Err(); err != nil {
@@ -449,6 +462,15 @@ func (d *dhcpBencher) ispmuxArgv(cfg string) []string {
 	return []string{"taskset", "-c", fwdCPU, "ip", "netns", "exec", d.t.Appliance.NS, d.o.ispmuxExe, "run", "-c", cfg}
 }
 
+// sutArgv is system name's ispmux command.
+func (d *dhcpBencher) sutArgv(name, cfg string) []string {
+	argv := d.ispmuxArgv(cfg)
+	if name == CaseDHCPISPmuxBase {
+		argv[7] = d.o.baseExe
+	}
+	return argv
+}
+
 // relayArgv is case relay's command: ISC dhcrelay with the Option 82
 // sub-option it can send in IPv4 (-a: circuit-id, the interface's name;
 // it has no remote-id or subscriber-id for IPv4, and its link selection,
@@ -523,7 +545,7 @@ func (d *dhcpBencher) startSUT(ctx context.Context, name string, clients int, li
 	if err := os.WriteFile(cfg, dhcpConfigTOML(d.t, state, clients, limits), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := startChild("ispmux", d.ispmuxArgv(cfg), nil, syscall.SIGTERM)
+	p, err := startChild("ispmux", d.sutArgv(name, cfg), nil, syscall.SIGTERM)
 	if err != nil {
 		return nil, err
 	}
@@ -571,13 +593,13 @@ func (d *dhcpBencher) runSystem(ctx context.Context, name string, run int, r *DH
 				markAcked(acked, g)
 			}
 		}
-		if name == CaseDHCPISPmux {
+		if isISPmux(name) {
 			d.diagnose(ctx, s, cases)
 		}
 		if err := s.stop(); err != nil {
 			return cases, err
 		}
-		if name == CaseDHCPISPmux {
+		if name == CaseDHCPISPmux { // the build under test only
 			n, err := durableBindings(filepath.Join(s.state, appliance.StoreName), d.t.Generator.Access)
 			if err != nil {
 				return cases, fmt.Errorf("reading ispmux's store after the run: %w", err)
@@ -691,7 +713,7 @@ func (d *dhcpBencher) runOutage(ctx context.Context, name string, run int, defau
 	}
 	g := genRun{clients: n, rate: float64(n), persist: true, maxTime: d.o.outageMax}
 	c := DHCPCase{Name: name, Phase: PhaseOutage, Run: run, OfferedRate: float64(n), Subscribers: n, Command: shellQuote(d.genArgv(g))}
-	if name == CaseDHCPISPmux {
+	if isISPmux(name) {
 		c.Limits = limits
 		if defaults {
 			c.Limits = "defaults"

@@ -345,7 +345,7 @@ func (r *DHCPResult) rateRows() [][]string {
 	var rows [][]string
 	for _, rate := range r.Rates {
 		k := dhcpRateKey(rate)
-		for _, sys := range []string{CaseDHCPISPmux, CaseDHCPRelay} {
+		for _, sys := range []string{CaseDHCPISPmuxBase, CaseDHCPISPmux, CaseDHCPRelay} {
 			p := sys + "." + k + "."
 			if r.Summary[p+"ack_p99_ms"] == nil && r.Summary[p+"cpu_us_per_dora"] == nil {
 				continue
