@@ -22,6 +22,7 @@ need busybox busybox
 need perfdhcp kea-admin
 need dhcrelay isc-dhcp-relay
 need sysctl procps
+need nft nftables
 need chromium chromium
 need certutil libnss3-tools
 need dnsmasq dnsmasq-base

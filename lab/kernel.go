@@ -72,22 +72,10 @@ func (t *Topology) KernelRouter(ctx context.Context, on bool) error {
 	if err := sysctl(ctx, app, "net.ipv4.ip_forward=1"); err != nil {
 		return err
 	}
-	var lines []string
-	for _, a := range t.Appliance.Access {
-		lines = append(lines, "addr replace "+Gateway+"/16 dev "+a.Name)
-	}
-	if t.Generator != nil {
-		lines = append(lines, "route replace "+TrafficNet+" dev "+t.Generator.Access)
-	}
+	lines := t.kernelBase()
 	tables := map[string]int{}
-	for i, isp := range t.ISPs {
-		up := t.Appliance.Uplinks[i].Name
+	for _, isp := range t.ISPs {
 		tables[isp.Name] = isp.Table
-		tb := strconv.Itoa(isp.Table)
-		lines = append(lines,
-			"addr replace "+isp.OurAddr+" dev "+up,
-			"route replace 192.0.2.0/24 dev "+up+" table "+tb,
-			"route replace default via "+isp.RouterAddr+" dev "+up+" table "+tb)
 	}
 	served, _ := t.routerSubs()
 	for k, s := range served {
@@ -100,6 +88,29 @@ func (t *Topology) KernelRouter(ctx context.Context, on bool) error {
 			fmt.Sprintf("neigh replace %s lladdr %s dev %s nud permanent", s.IP, s.MAC, s.Access))
 	}
 	return batch(ctx, app, false, lines)
+}
+
+// kernelBase is the part of the kernel router every variant shares (ip
+// batch lines): the gateway address on every access port, the generator's
+// network on its port, our address on every uplink and per ISP a table with
+// a default route via the ISP's router.
+func (t *Topology) kernelBase() []string {
+	var lines []string
+	for _, a := range t.Appliance.Access {
+		lines = append(lines, "addr replace "+Gateway+"/16 dev "+a.Name)
+	}
+	if t.Generator != nil {
+		lines = append(lines, "route replace "+TrafficNet+" dev "+t.Generator.Access)
+	}
+	for i, isp := range t.ISPs {
+		up := t.Appliance.Uplinks[i].Name
+		tb := strconv.Itoa(isp.Table)
+		lines = append(lines,
+			"addr replace "+isp.OurAddr+" dev "+up,
+			"route replace 192.0.2.0/24 dev "+up+" table "+tb,
+			"route replace default via "+isp.RouterAddr+" dev "+up+" table "+tb)
+	}
+	return lines
 }
 
 func (t *Topology) kernelRouterOff(ctx context.Context) error {

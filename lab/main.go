@@ -167,6 +167,7 @@ var Packages = map[string]string{
 	"perfdhcp":  "kea-admin",
 	"dhcrelay":  "isc-dhcp-relay",
 	"sysctl":    "procps",
+	"nft":       "nftables",      // bench forward's kernel baseline (lab.Topology.NFTRouter)
 	"chromium":  "chromium",      // the portal's browser tests (e2e), headless
 	"certutil":  "libnss3-tools", // the lab CA in the browser's trust store
 	"dnsmasq":   "dnsmasq-base",  // the second kind of ISP DHCP server (no system service)
