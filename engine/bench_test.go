@@ -6,6 +6,9 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/datapath"
@@ -99,6 +102,70 @@ func BenchmarkPipeline(b *testing.B) {
 		})
 	}
 }
+
+// floorSlot is 16 bytes, as a MAC table slot (key, value).
+type floorSlot struct{ a, b uint64 }
+
+// floorBatch reads the 16-byte slot at every index of idx: independent
+// loads the CPU can overlap.
+//
+//go:noinline
+func floorBatch(t []floorSlot, idx []uint32, vals []uint64) {
+	for i, k := range idx {
+		s := &t[k]
+		vals[i] = s.a ^ s.b
+	}
+}
+
+// BenchmarkPipelineFloor is the memory floor of BenchmarkPipeline/N in the
+// same run: one random 16-byte read per packet (the pipeline's one table
+// access upstream, the MAC lookup) over a table the size of the MAC table
+// at N subscribers, 64 reads per batch as the worker's batches, indices
+// precomputed, transparent huge pages asked for as package lfmap does.
+// Issue 11's target: BenchmarkPipeline/1M ≤ 1.5 × (BenchmarkPipelineFloor/1M
+// + BenchmarkPipeline/bare).
+func BenchmarkPipelineFloor(b *testing.B) {
+	for _, n := range []int{1 << 10, 100_000, 1 << 20} {
+		b.Run(sizeName(n), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(uint64(n), 3))
+			slots := classifier.NewMACTable(n, 1).Bytes() / 16
+			t := make([]floorSlot, slots)
+			if size := slots * 16; size >= 4<<20 {
+				const huge = 2 << 20
+				start := uintptr(unsafe.Pointer(&t[0]))
+				lo, hi := (start+huge-1)&^(huge-1), (start+uintptr(size))&^(huge-1)
+				if hi > lo {
+					_ = unix.Madvise(unsafe.Slice((*byte)(unsafe.Pointer(&t[0])), size)[lo-start:hi-start], unix.MADV_HUGEPAGE)
+				}
+			}
+			for i := range t {
+				t[i] = floorSlot{rng.Uint64(), rng.Uint64()}
+			}
+			const nt = 1 << 16 // as many as the pipeline's templates
+			idx := make([]uint32, nt)
+			for i := range idx {
+				idx[i] = uint32(rng.IntN(slots))
+			}
+			var vals [64]uint64
+			var sink uint64
+			j := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				if j%64 == 0 {
+					if j+64 > nt {
+						j = 0
+					}
+					floorBatch(t, idx[j:j+64], vals[:])
+				}
+				sink += vals[j%64]
+				j++
+			}
+			floorSink = sink
+		})
+	}
+}
+
+var floorSink uint64
 
 // bareHandler forwards every frame unchanged to port 1: the worker, the
 // in-memory ports, the generator's copy and the egress copy with no
