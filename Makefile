@@ -7,7 +7,7 @@ FUZZN_SLOW ?= 100000
 LABID    ?= ispmux
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 
-.PHONY: all build test unit fuzz lint tools bench demo demo-down deps clean
+.PHONY: all build test unit fuzz lint tools bench demo demo-down deps clean deb deb-check
 
 all: build
 
@@ -62,6 +62,14 @@ bench: build
 	$(GO) test -run '^$$' -bench 'BenchmarkMACTable|BenchmarkPipeline' -benchmem $(PKGS)
 	./$(BIN) bench forward
 
+# docs/PERFORMANCE.md and its charts, rendered from the benchmarks' JSON
+# committed under docs/bench (bench/render.go; TestPerformanceDocUpToDate
+# fails when they differ). To update a benchmark's figures: run it, copy its
+# NAME.json into docs/bench, then make perf-doc.
+.PHONY: perf-doc
+perf-doc:
+	$(GO) run ./cmd/ispmux bench report docs/bench docs/PERFORMANCE.md
+
 # The kill -9 loop as a soak: SOAKN cycles (make test runs 25) of dhclient and
 # udhcpc churn with ispmux SIGKILLed at random instants, the three views compared
 # after every restart (docs/RELIABILITY.md). ISPMUX_RELIABILITY_REPORT=FILE in the
@@ -81,6 +89,28 @@ demo: deps build
 
 demo-down: build
 	./$(BIN) lab down --id $(LABID)
+
+# The Debian package (bin/ispmux_VERSION_amd64.deb), dpkg-deb only: a static
+# stripped binary as /usr/sbin/ispmux, the systemd unit, configs/example.toml
+# as the conffile /etc/ispmux/ispmux.toml, ispmux(8) generated from the help
+# text, the copyright of every linked module (packaging/mkdeb, which needs the
+# module cache). VERSION=... overrides the version (default: from git).
+DEB_BIN := bin/ispmux-deb
+deb:
+	rm -f bin/ispmux_*_amd64.deb
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(DEB_BIN) ./cmd/ispmux
+	$(GO) run ./packaging/mkdeb -bin $(DEB_BIN) -out bin $(if $(VERSION),-version $(VERSION))
+
+# CI (root): install the package and check the installed example
+# configuration with the installed binary (and the unit, where systemd's
+# analyzer exists).
+deb-check: deb
+	dpkg -i bin/ispmux_*_amd64.deb
+	/usr/sbin/ispmux check -c /etc/ispmux/ispmux.toml
+	/usr/sbin/ispmux version
+	@if command -v systemd-analyze >/dev/null 2>&1; then \
+		echo systemd-analyze verify --man=no /lib/systemd/system/ispmux.service; \
+		systemd-analyze verify --man=no /lib/systemd/system/ispmux.service; fi
 
 clean:
 	rm -rf bin

@@ -5,17 +5,24 @@
 // # bench forward
 //
 // One run builds the netns lab with a traffic generator on access port acc1
-// and measures, with the same traffic, three systems under test in the
-// appliance namespace: ispmux itself, the Linux policy router
-// (lab.Topology.KernelRouter) and a bare AF_XDP forwarder built on package
-// datapath that only rewrites MAC addresses (the ceiling of the path). The
-// generator (trafgen, one process on CPU 0) sends 64-byte UDP frames from
-// every synthetic subscriber to 198.18.0.1, which the ISP routers blackhole;
-// forwarders run on CPU 1. Per case, after a warm-up, the steady window
-// gives offered and forwarded packets per second, the loss, and CPU cost per
-// million packets for the whole machine and for the forwarder process.
-// Results go to stdout (a table, or one JSON object with --json) and to
-// forward.json, forward.md and forward.svg in --out.
+// and measures, with the same traffic, the systems under test in the
+// appliance namespace: ispmux; the Linux kernel as an operator would build
+// it (an nftables map MAC . address → mark with anti-spoofing, one policy
+// rule per ISP, RPS moving forwarding off the generator's CPU:
+// lab.Topology.NFTRouter); the per-subscriber-rule router
+// (lab.Topology.RuleRouter) at small sweep points; and a bare AF_XDP
+// forwarder on package datapath over the same ports that only rewrites MAC
+// addresses (the ceiling of the path). The generator (`bench forward-gen`,
+// pinned to CPU 0) sends 64-byte UDP frames from N distinct (MAC, address)
+// sources, each a static binding in ispmux and an element of the kernel's
+// map, at fixed offered rates; the ISP routers drop them on arrival. The
+// headline is CPU nanoseconds per forwarded packet over the whole machine
+// minus a same-run calibration of the generator alone, per sweep point
+// (256, 64K, 1M sources) and rate, the median of interleaved runs with min
+// and max; each case's no-drop rate is searched too. Results go to stdout
+// (a table, or one JSON object with --json) and to forward.json, forward.md
+// and forward.svg in --out. docs/PERFORMANCE.md is rendered from the
+// committed JSON (`bench report`, `make perf-doc`).
 //
 // # bench dhcp
 //
@@ -38,9 +45,11 @@ import (
 )
 
 const usage = `usage:
-  ispmux bench forward [--duration 10s] [--subscribers 256] [--json] [--id benchfw] [--out bench-out] [--keep]
+  ispmux bench forward [--sources 256,64K,1M] [--rates 100k,200k,300k] [--runs 5] [--json] [--id benchfw] [--out bench-out] [--keep]
   ispmux bench dhcp [--clients 1000] [--rate 500] [--duration 10s] [--json] [--id benchdh] [--out bench-out] [--keep]
-  ispmux bench scale [--subscribers N] [--json] [--out bench-out]`
+  ispmux bench scale [--subscribers N] [--json] [--out bench-out]
+  ispmux bench micro [--runs 5] [--benchtime 1s] [--src .] [--json] [--out bench-out]
+  ispmux bench report [--check] [DIR [DOC]]   (docs/bench → docs/PERFORMANCE.md)`
 
 // Main runs `ispmux bench ...`; args are what follows "bench".
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -52,6 +61,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return forward(ctx, args[1:], stdout, stderr)
 	case "bare-forwarder": // hidden: case (c) of bench forward
 		return bareForwarder(ctx, args[1:], stdout, stderr)
+	case "forward-gen": // hidden: the traffic generator of bench forward
+		return forwardGen(ctx, args[1:], stdout, stderr)
+	case "micro":
+		return microBench(ctx, args[1:], stdout, stderr)
+	case "report":
+		return reportCmd(args[1:], stdout, stderr)
 	case "dhcp":
 		return dhcpBench(ctx, args[1:], stdout, stderr)
 	case "dhcp-client-gen": // hidden: the L2 DHCP clients of bench dhcp

@@ -4,21 +4,27 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/datapath"
 	"github.com/ispmux/ispmux/internal/privtest"
+	"github.com/ispmux/ispmux/lab"
 )
 
 const procStatText = `cpu  78755 3 30907 84195 357 11 4367 5 7 0
@@ -107,121 +113,313 @@ func TestParsePIDStat(t *testing.T) {
 	}
 }
 
-func sampleAt(sec float64, offered, fwd, busyTicks uint64, proc int64) sample {
-	s := sample{
-		at:        time.Unix(1000, 0).Add(time.Duration(sec * float64(time.Second))),
-		offered:   offered,
-		forwarded: fwd,
-		cpu: ProcStat{
-			Total: CPUTimes{User: busyTicks / 2, SoftIRQ: busyTicks - busyTicks/2, Idle: 5000},
-			CPU:   []CPUTimes{{User: busyTicks, Idle: 100}, {Idle: 100}},
-		},
+// cpuAt is a /proc/stat reading with two CPUs whose idle columns are
+// idle0 and idle1 ticks, and the aggregate's busy columns busy ticks.
+func cpuAt(idle0, idle1, busy uint64) ProcStat {
+	return ProcStat{
+		Total: CPUTimes{User: busy / 2, SoftIRQ: busy - busy/2, Idle: idle0 + idle1},
+		CPU:   []CPUTimes{{User: busy / 2, Idle: idle0}, {SoftIRQ: busy - busy/2, Idle: idle1}},
 	}
+}
+
+func TestBusySeconds(t *testing.T) {
+	// 10 s on 2 CPUs: CPU 0 idle 4 s (busy 6), CPU 1 idle 9 s (busy 1).
+	a, b := cpuAt(1000, 2000, 0), cpuAt(1400, 2900, 650)
+	if got := busySeconds(a, b, 10*time.Second); math.Abs(got-7) > 1e-9 {
+		t.Errorf("busySeconds = %v, want 7", got)
+	}
+	if got := sampledBusySeconds(a, b); got != 6.5 {
+		t.Errorf("sampledBusySeconds = %v, want 6.5", got)
+	}
+	// Idle a little over the elapsed time (the readings' rounding): the
+	// CPU counts as idle, never negative; a counter going backwards
+	// counts as all busy, never more than the window.
+	if got := busySeconds(cpuAt(0, 0, 0), cpuAt(1010, 0, 0), 10*time.Second); math.Abs(got-10) > 1e-9 {
+		t.Errorf("clamped = %v, want 10", got)
+	}
+	if got := busySeconds(cpuAt(500, 500, 0), cpuAt(0, 1500, 0), 10*time.Second); math.Abs(got-10) > 1e-9 {
+		t.Errorf("reset = %v, want 10", got)
+	}
+	if busySeconds(a, b, 0) != 0 || busySeconds(ProcStat{}, ProcStat{}, time.Second) != 0 {
+		t.Error("empty window or no CPUs: want 0")
+	}
+}
+
+func TestNsPerPacket(t *testing.T) {
+	// The case: 1.5 CPU-s per s at 300k pps forwarded; the generator
+	// alone: 0.6 CPU-s per s. (1.5 − 0.6) / 300k = 3 µs.
+	v, ok := nsPerPacket(7.5, 5, 3, 5, 300_000)
+	if !ok || math.Abs(v-3000) > 1e-6 {
+		t.Errorf("nsPerPacket = %v %v, want 3000", v, ok)
+	}
+	// Different window lengths are per second.
+	if v, _ := nsPerPacket(3, 2, 6, 10, 300_000); math.Abs(v-3000) > 1e-6 {
+		t.Errorf("per second: %v", v)
+	}
+	for _, c := range [][5]float64{{1, 1, 1, 1, 0}, {1, 0, 1, 1, 1}, {1, 1, 1, 0, 1}} {
+		if _, ok := nsPerPacket(c[0], c[1], c[2], c[3], c[4]); ok {
+			t.Errorf("nsPerPacket%v: ok", c)
+		}
+	}
+}
+
+func TestStat(t *testing.T) {
+	if stat(nil) != nil {
+		t.Error("stat(nil) != nil")
+	}
+	s := stat([]float64{5, 1, 3})
+	if *s != (Stat{Median: 3, Min: 1, Max: 5, N: 3}) {
+		t.Errorf("odd: %+v", s)
+	}
+	s = stat([]float64{4, 1, 3, 10})
+	if *s != (Stat{Median: 3.5, Min: 1, Max: 10, N: 4}) {
+		t.Errorf("even: %+v", s)
+	}
+	if got := fmtStat(s, "%.0f"); got != "4 [1–10]" {
+		t.Errorf("fmtStat = %q", got)
+	}
+	if got := fmtStat(&Stat{Median: 2, Min: 2, Max: 2, N: 5}, "%.0f"); got != "2" {
+		t.Errorf("fmtStat flat = %q", got)
+	}
+}
+
+func fwdSampleAt(sec float64, attempted, refused, fwd uint64, cpu ProcStat, proc int64) fwdSample {
+	s := fwdSample{at: time.Unix(1000, 0).Add(time.Duration(sec * float64(time.Second))),
+		gen: genCounters{attempted: attempted, sent: attempted - refused, refused: refused}, forwarded: fwd, cpu: cpu}
 	if proc >= 0 {
 		s.hasProc, s.procTicks = true, uint64(proc)
 	}
 	return s
 }
 
-func TestComputeCase(t *testing.T) {
-	// 10 s window: 5 M offered, 4 M forwarded, 15 s of busy CPU (1500
-	// ticks), the forwarder process 8 s (800 ticks).
-	a := sampleAt(0, 1_000_000, 2_000_000, 10_000, 300)
-	b := sampleAt(10, 6_000_000, 6_000_000, 11_500, 1_100)
-	c := computeCase(CaseISPmux, a, b)
-	if c.OfferedPPS != 500_000 || c.ForwardedPPS != 400_000 || c.OfferedPackets != 5_000_000 || c.ForwardedPackets != 4_000_000 {
-		t.Errorf("pps: %+v", c)
+func TestComputeTrial(t *testing.T) {
+	// 5 s window: 1.5 M offered (1000 refused), 1.485 M forwarded, CPUs
+	// idle 2 s and 4 s of the 5, the forwarder process 3 s.
+	a := fwdSampleAt(0, 1_000_000, 10, 2_000_000, cpuAt(100, 200, 0), 300)
+	b := fwdSampleAt(5, 2_500_000, 1010, 3_485_000, cpuAt(300, 600, 400), 600)
+	tr := computeTrial(CaseISPmux, 256, 2, 300_000, "fixed", a, b)
+	if tr.OfferedPPS != 300_000 || tr.ForwardedPPS != 297_000 || tr.Offered != 1_500_000 || tr.Refused != 1000 || tr.Forwarded != 1_485_000 {
+		t.Errorf("rates: %+v", tr)
 	}
-	if c.LossPct != 20 {
-		t.Errorf("loss = %v, want 20", c.LossPct)
+	if tr.LossPct != 1 || tr.WindowS != 5 || tr.Run != 2 || tr.Sources != 256 || tr.Rate != 300_000 || tr.Kind != "fixed" {
+		t.Errorf("loss/window: %+v", tr)
 	}
-	if c.CPUBusyS != 15 || c.CPUSPerMpkt == nil || *c.CPUSPerMpkt != 3.75 || *c.CPUUsPerPktTotal != 3.75 {
-		t.Errorf("cpu: busy %v per Mpkt %v", c.CPUBusyS, c.CPUSPerMpkt)
+	if tr.BusyS != 4 || tr.SampledBusyS != 4 {
+		t.Errorf("busy %v sampled %v, want 4 4", tr.BusyS, tr.SampledBusyS)
 	}
-	if c.ProcCPUS == nil || *c.ProcCPUS != 8 || *c.ProcCPUSPerMpkt != 2 {
-		t.Errorf("proc cpu: %v %v", c.ProcCPUS, c.ProcCPUSPerMpkt)
+	if tr.ProcCPUS == nil || *tr.ProcCPUS != 3 {
+		t.Errorf("proc: %v", tr.ProcCPUS)
 	}
-	if len(c.CPUBusyPct) != 2 || c.CPUBusyPct[0] != 100 || c.CPUBusyPct[1] != 0 {
-		t.Errorf("per-CPU busy: %v", c.CPUBusyPct)
-	}
-
-	// Kernel case: no process; nothing forwarded: no per-packet figures.
-	k := computeCase(CaseKernel, sampleAt(0, 0, 0, 0, -1), sampleAt(2, 100, 0, 200, -1))
-	if k.ProcCPUS != nil || k.ProcCPUSPerMpkt != nil || k.CPUSPerMpkt != nil || k.CPUUsPerPktTotal != nil {
-		t.Errorf("undefined figures set: %+v", k)
-	}
-	if k.LossPct != 100 || k.OfferedPPS != 50 {
-		t.Errorf("kernel: %+v", k)
+	// The calibration forwards nothing and has no loss; the kernel cases
+	// have no process.
+	c := computeTrial(CaseCalibration, 256, 1, 0, "ceiling", fwdSampleAt(0, 0, 0, 0, cpuAt(0, 0, 0), -1), fwdSampleAt(2, 600_000, 0, 0, cpuAt(100, 150, 0), -1))
+	if c.LossPct != 0 || c.ProcCPUS != nil || c.OfferedPPS != 300_000 || c.BusyS != 1.5 {
+		t.Errorf("calibration: %+v", c)
 	}
 	// A counter that went backwards gives 0, not a wrapped huge number.
-	z := computeCase(CaseBare, sampleAt(0, 10, 10, 10, 10), sampleAt(1, 5, 5, 5, 5))
-	if z.OfferedPackets != 0 || z.ForwardedPackets != 0 || z.LossPct != 0 {
+	z := computeTrial(CaseBare, 1, 1, 1, "fixed", fwdSampleAt(0, 10, 0, 10, cpuAt(0, 0, 0), 10), fwdSampleAt(1, 5, 0, 5, cpuAt(0, 0, 0), 5))
+	if z.Offered != 0 || z.Forwarded != 0 || z.LossPct != 0 || *z.ProcCPUS != 0 {
 		t.Errorf("reset counters: %+v", z)
 	}
 }
 
-func testResult() *Result {
-	r := &Result{Benchmark: "forward", Subscribers: 256, DurationS: 10, WarmupS: 1, FrameBytes: 64, CPUs: 2,
-		Command: "ispmux bench forward", Generator: "trafgen ..."}
-	r.Cases = []Case{
-		computeCase(CaseISPmux, sampleAt(0, 0, 0, 0, 0), sampleAt(10, 3_000_000, 2_970_000, 2000, 1000)),
-		computeCase(CaseKernel, sampleAt(0, 0, 0, 0, -1), sampleAt(10, 2_000_000, 2_000_000, 1000, -1)),
-		computeCase(CaseBare, sampleAt(0, 0, 0, 0, 0), sampleAt(10, 4_000_000, 4_000_000, 2000, 1000)),
+func TestSearchNDR(t *testing.T) {
+	// A system that forwards up to capacity without loss, behind a
+	// generator that cannot send more than ceiling.
+	sys := func(capacity, ceiling float64, calls *[]float64) ndrTrialFunc {
+		return func(_ context.Context, rate float64) (float64, float64, error) {
+			*calls = append(*calls, rate)
+			off := ceiling
+			if rate > 0 && rate < ceiling {
+				off = rate
+			}
+			if off <= capacity {
+				return off, 0, nil
+			}
+			return off, 100 * (1 - capacity/off), nil
+		}
+	}
+	ctx := context.Background()
+	var calls []float64
+	// Generator-bound: the first (flat-out) trial passes.
+	r, err := searchNDR(ctx, sys(1e6, 350_000, &calls), 0.1, 0, 0, 0.03, 5)
+	if err != nil || !r.GeneratorBound || r.PPS != 350_000 || r.Ceiling != 350_000 || len(calls) != 1 || calls[0] != 0 {
+		t.Errorf("generator-bound: %+v %v %v", r, err, calls)
+	}
+	if got := r.String(); got != "≥ 350k" {
+		t.Errorf("String = %q", got)
+	}
+	// Forwarder-bound at 243k, fixed trials passed 200k and failed
+	// 300k: the bisection brackets 243k within 3 % in at most 5 steps.
+	calls = nil
+	r, err = searchNDR(ctx, sys(243_000, 400_000, &calls), 0.1, 200_000, 300_000, 0.03, 5)
+	if err != nil || r.GeneratorBound || r.Ceiling != 400_000 {
+		t.Fatalf("forwarder-bound: %+v %v", r, err)
+	}
+	if r.PPS > 243_000 || r.PPS < 243_000*0.94 || len(calls) > 6 {
+		t.Errorf("NDR %v (want ≤ 243k within ~3 %%) after %d trials %v", r.PPS, len(calls), calls)
+	}
+	for _, s := range r.Steps {
+		if s.Pass != (s.LossPct <= 0.1) {
+			t.Errorf("step %+v", s)
+		}
+	}
+	// Without fixed-rate bounds it bisects from 0 to the ceiling; with no
+	// step allowed it reports the bound it has (0: below every rate).
+	calls = nil
+	r, _ = searchNDR(ctx, sys(100_000, 400_000, &calls), 0.1, 0, 0, 0.03, 8)
+	if r.PPS > 100_000 || r.PPS < 95_000 {
+		t.Errorf("from 0: %+v", r)
+	}
+	calls = nil
+	r, _ = searchNDR(ctx, sys(100_000, 400_000, &calls), 0.1, 0, 0, 0.03, 0)
+	if r.PPS != 0 || len(calls) != 1 || r.String() != "-" {
+		t.Errorf("no steps: %+v %v", r, calls)
+	}
+	// An error stops the search.
+	_, err = searchNDR(ctx, func(context.Context, float64) (float64, float64, error) { return 0, 0, errors.New("boom") }, 0.1, 0, 0, 0.03, 5)
+	if err == nil {
+		t.Error("error not returned")
+	}
+}
+
+// testForwardResult builds a result from synthetic trials: two sweep
+// points, two rates, three runs, every case.
+func testForwardResult() *ForwardResult {
+	o := &forwardOptions{sources: []int{256, 65536}, rates: []float64{100_000, 200_000}, cases: allCases, runs: 3,
+		duration: 5 * time.Second, warmup: time.Second, ndrLoss: 0.1, ndrDuration: 2 * time.Second, tick: 100 * time.Microsecond}
+	r := newForwardResult(o, []string{"--runs", "3"})
+	r.Generator = "ispmux bench forward-gen ..."
+	cost := map[string]float64{CaseISPmux: 1000, CaseKernel: 1500, CaseKernelRules: 2500, CaseBare: 950}
+	for _, n := range o.sources {
+		for run := 1; run <= o.runs; run++ {
+			for _, rate := range o.rates {
+				cal := Trial{Case: CaseCalibration, Sources: n, Run: run, Rate: rate, Kind: "fixed", WindowS: 5, OfferedPPS: rate, BusyS: 5 * rate * 2e-6}
+				r.Trials = append(r.Trials, cal)
+				for _, c := range allCases {
+					if c == CaseKernelRules && n > 4096 {
+						continue
+					}
+					fwd := rate
+					ns := cost[c] * (1 + 0.1*float64(run-2)) // runs 0.9, 1.0, 1.1
+					if n > 256 {
+						ns *= 1.2
+					}
+					busy := cal.BusyS + 5*fwd*ns*1e-9
+					tr := Trial{Case: c, Sources: n, Run: run, Rate: rate, Kind: "fixed", WindowS: 5, OfferedPPS: rate, ForwardedPPS: fwd, BusyS: busy}
+					if v, ok := nsPerPacket(tr.BusyS, tr.WindowS, cal.BusyS, cal.WindowS, tr.ForwardedPPS); ok {
+						tr.NsPerPkt = ptr(round(v, 1))
+					}
+					r.Trials = append(r.Trials, tr)
+				}
+			}
+			r.Trials = append(r.Trials, Trial{Case: CaseCalibration, Sources: n, Run: run, Kind: "ceiling", WindowS: 2, OfferedPPS: 350_000, BusyS: 1.6})
+			for _, c := range allCases {
+				if c == CaseKernelRules && n > 4096 {
+					continue
+				}
+				res := ndrResult{PPS: 250_000 + float64(run)*1000, Ceiling: 350_000}
+				if c == CaseBare {
+					res = ndrResult{PPS: 350_000, Ceiling: 350_000, GeneratorBound: true}
+				}
+				r.NDRRuns = append(r.NDRRuns, NDRRun{Case: c, Sources: n, Run: run, Result: res})
+			}
+		}
 	}
 	r.finish()
 	return r
 }
 
-func TestResultJSON(t *testing.T) {
-	r := testResult()
-	if r.ISPmuxPPS != 297_000 || r.KernelPPS != 200_000 || r.BarePPS != 400_000 {
-		t.Errorf("headline pps: %v %v %v", r.ISPmuxPPS, r.KernelPPS, r.BarePPS)
+func TestForwardResultFinish(t *testing.T) {
+	r := testForwardResult()
+	if len(r.Sweep) != 4 {
+		t.Fatalf("%d sweep rows, want 4", len(r.Sweep))
 	}
-	if r.RatioVsKernel != 1.485 || r.RatioVsBare != 0.743 || r.LossPct != 1 {
-		t.Errorf("ratios %v %v loss %v", r.RatioVsKernel, r.RatioVsBare, r.LossPct)
+	row := r.Sweep[0]
+	if row.Sources != 256 || row.OfferedPPS != 100_000 {
+		t.Errorf("row 0: %+v", row)
 	}
+	want := map[string]float64{CaseISPmux: 1000, CaseKernel: 1500, CaseKernelRules: 2500, CaseBare: 950}
+	for c, w := range want {
+		s := row.NsPerPkt[c]
+		if s == nil || math.Abs(s.Median-w) > 0.5 || math.Abs(s.Min-0.9*w) > 0.5 || math.Abs(s.Max-1.1*w) > 0.5 || s.N != 3 {
+			t.Errorf("%s: %+v, want median %v", c, s, w)
+		}
+	}
+	if *row.ISPmuxNsPerPkt != 1000 || *row.KernelNsPerPkt != 1500 || *row.BareNsPerPkt != 950 || *row.KernelRulesNsPerPkt != 2500 {
+		t.Errorf("issue keys: %v %v %v", *row.ISPmuxNsPerPkt, *row.KernelNsPerPkt, *row.BareNsPerPkt)
+	}
+	if *row.RatioVsKernel != 1.5 || *row.RatioVsBare != 0.95 {
+		t.Errorf("row ratios %v %v", *row.RatioVsKernel, *row.RatioVsBare)
+	}
+	if row.ISPmuxNDRPPS != 252_000 || row.BareNDRPPS != 350_000 || !row.GeneratorBound || row.RateGeneratorBound {
+		t.Errorf("row NDR: %+v", row)
+	}
+	// 64K: no kernel-rules case.
+	if r.Sweep[2].KernelRulesNsPerPkt != nil || r.Sweep[2].NsPerPkt[CaseKernelRules] != nil {
+		t.Errorf("kernel-rules at 64K: %+v", r.Sweep[2])
+	}
+	if r.RatioVsKernel != 1.5 || r.RatioVsBare != 0.95 {
+		t.Errorf("headline ratios %v %v", r.RatioVsKernel, r.RatioVsBare)
+	}
+	if len(r.Targets) != 2 || !r.Targets[0].Met || r.Targets[0].Got != 1.5 || r.Targets[1].Met || r.Targets[1].Got != 1.053 {
+		t.Errorf("targets: %+v", r.Targets)
+	}
+	if len(r.Calibration) != 6 || r.Calibration[0].BusyPerS.Median != 0.2 || r.Calibration[2].OfferedPPS != 0 {
+		t.Errorf("calibration: %+v", r.Calibration)
+	}
+	var bare NDRRow
+	for _, x := range r.NDR {
+		if x.Case == CaseBare && x.Sources == 256 {
+			bare = x
+		}
+	}
+	if !bare.GeneratorBound || bare.PPS.Median != 350_000 {
+		t.Errorf("bare NDR: %+v", bare)
+	}
+}
+
+func TestForwardResultOutputs(t *testing.T) {
+	r := testForwardResult()
 	js, err := r.JSON()
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkResultJSON(t, js)
-	var m struct {
-		Cases []map[string]any `json:"cases"`
-	}
-	if err := json.Unmarshal(js, &m); err != nil {
-		t.Fatal(err)
-	}
-	if m.Cases[1]["proc_cpu_s_per_mpkt"] != nil {
-		t.Errorf("kernel proc_cpu_s_per_mpkt = %v, want null", m.Cases[1]["proc_cpu_s_per_mpkt"])
-	}
-
-	// Nothing forwarded anywhere: ratios are 0, and the JSON stays valid.
-	empty := &Result{Cases: []Case{computeCase(CaseISPmux, sampleAt(0, 0, 0, 0, 0), sampleAt(1, 0, 0, 0, 0))}}
-	empty.finish()
-	if _, err := empty.JSON(); err != nil || empty.RatioVsKernel != 0 || empty.RatioVsBare != 0 {
-		t.Errorf("empty result: %v %+v", err, empty)
-	}
-
+	checkForwardJSON(t, js)
 	var tbl bytes.Buffer
 	if err := r.WriteTable(&tbl); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"offered pps", "process CPU s/Mpkt", "ispmux", "kernel", "bare", "297000"} {
+	for _, want := range []string{"ispmux ns/pkt", "kernel÷ispmux", "1000 [900–1100]", "1.50", "≥ 350k", "MISSED", "ratio_vs_kernel 1.500"} {
 		if !strings.Contains(tbl.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, tbl.String())
 		}
 	}
 	md := r.Markdown()
-	for _, want := range []string{"| case |", "ispmux bench forward", "trafgen ..."} {
+	for _, want := range []string{"# ispmux forwarding benchmark", "| 256 | 100k |", "| 64K | 200k |", "1500 [1350–1650]", "≥ 350k", "**ratio_vs_kernel = 1.50",
+		"ispmux bench forward --runs 3", "ispmux bench forward-gen ...", "![CPU ns per forwarded packet](forward.svg)", "**met**", "**MISSED**"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
 	}
+	var svg bytes.Buffer
+	if err := r.chart(&svg); err != nil {
+		t.Fatal(err)
+	}
+	if err := xml.Unmarshal(svg.Bytes(), new(struct{})); err != nil {
+		t.Errorf("chart: %v", err)
+	}
+	// Nothing measured: the outputs still render.
+	e := newForwardResult(&forwardOptions{sources: []int{16}, rates: []float64{1000}, cases: []string{CaseISPmux}, runs: 1}, nil)
+	e.finish()
+	if _, err := e.JSON(); err != nil || e.RatioVsKernel != 0 || len(e.Targets) != 0 || e.Markdown() == "" {
+		t.Errorf("empty result: %v %+v", err, e)
+	}
 }
 
-// checkResultJSON checks that js is one JSON object with every key the
-// benchmark promises, and returns it.
-func checkResultJSON(t *testing.T, js []byte) map[string]any {
+// checkForwardJSON checks that js is one JSON object with every key issue
+// 11 promises for bench forward, and returns it.
+func checkForwardJSON(t *testing.T, js []byte) map[string]any {
 	t.Helper()
 	dec := json.NewDecoder(bytes.NewReader(js))
 	var m map[string]any
@@ -231,23 +429,21 @@ func checkResultJSON(t *testing.T, js []byte) map[string]any {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		t.Fatalf("more than one JSON value on stdout:\n%s", js)
 	}
-	for _, k := range []string{"ispmux_pps", "kernel_pps", "bare_pps", "ratio_vs_kernel", "ratio_vs_bare", "loss_pct", "subscribers", "duration_s", "cases"} {
+	for _, k := range []string{"sweep", "ratio_vs_kernel", "ratio_vs_bare", "targets", "trials", "runs"} {
 		if _, ok := m[k]; !ok {
 			t.Errorf("JSON lacks %q", k)
 		}
 	}
-	cases, _ := m["cases"].([]any)
-	if len(cases) != 3 {
-		t.Fatalf("cases: %v", m["cases"])
+	sweep, _ := m["sweep"].([]any)
+	if len(sweep) == 0 {
+		t.Fatalf("sweep: %v", m["sweep"])
 	}
-	for i, name := range []string{CaseISPmux, CaseKernel, CaseBare} {
-		c, _ := cases[i].(map[string]any)
-		if c["name"] != name {
-			t.Errorf("case %d name %v, want %s", i, c["name"], name)
-		}
-		for _, k := range []string{"offered_pps", "forwarded_pps", "loss_pct", "cpu_us_per_pkt_total", "cpu_s_per_mpkt", "proc_cpu_s_per_mpkt", "window_s"} {
-			if _, ok := c[k]; !ok {
-				t.Errorf("case %s lacks %q", name, k)
+	for _, x := range sweep {
+		row, _ := x.(map[string]any)
+		for _, k := range []string{"sources", "offered_pps", "ispmux_ns_per_pkt", "kernel_ns_per_pkt", "bare_ns_per_pkt",
+			"ispmux_ndr_pps", "kernel_ndr_pps", "bare_ndr_pps", "generator_bound"} {
+			if _, ok := row[k]; !ok {
+				t.Errorf("sweep row lacks %q: %v", k, row)
 			}
 		}
 	}
@@ -342,10 +538,17 @@ func TestParseForward(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.duration != 10*time.Second || o.subscribers != 256 || o.id != "benchfw" || o.out != "bench-out" || o.asJSON || o.keep || o.warmup != time.Second {
+	if !slices.Equal(o.sources, []int{256, 65536, 1 << 20}) || !slices.Equal(o.rates, []float64{100_000, 200_000, 300_000}) ||
+		!slices.Equal(o.cases, allCases) || o.runs != 5 || o.duration != 5*time.Second || o.id != "benchfw" || o.out != "bench-out" ||
+		o.asJSON || o.keep || o.warmup != time.Second || !o.ndr || o.ndrLoss != 0.1 || o.rulesMax != 4096 {
 		t.Errorf("defaults: %+v", o)
 	}
-	for _, bad := range [][]string{{"--duration", "0s"}, {"--subscribers", "0"}, {"--subscribers", "5000"}, {"extra"}, {"--nope"}} {
+	o, err = parseForward([]string{"--sources", "16,1K", "--rates", "50k,1.5M", "--cases", "bare,ispmux", "--runs", "1"}, io.Discard)
+	if err != nil || !slices.Equal(o.sources, []int{16, 1024}) || !slices.Equal(o.rates, []float64{50_000, 1_500_000}) || !slices.Equal(o.cases, []string{CaseBare, CaseISPmux}) {
+		t.Errorf("parsed: %+v %v", o, err)
+	}
+	for _, bad := range [][]string{{"--duration", "0s"}, {"--sources", "0"}, {"--sources", "2M"}, {"--sources", "x"}, {"--rates", "10"},
+		{"--cases", "ispmux,ispmux"}, {"--cases", "nope"}, {"--runs", "0"}, {"extra"}, {"--nope"}} {
 		if _, err := parseForward(bad, io.Discard); err == nil {
 			t.Errorf("parseForward(%q): no error", bad)
 		}
@@ -355,41 +558,143 @@ func TestParseForward(t *testing.T) {
 	}
 }
 
-// TestMACRewriter runs the bare forwarder's handler in a real worker over
-// in-memory queues.
-func TestMACRewriter(t *testing.T) {
-	in, out := datapath.NewMemQueue(64, 2048), datapath.NewMemQueue(64, 2048)
-	var sent [][]byte
-	out.Sink = func(f []byte) { sent = append(sent, append([]byte(nil), f...)) }
-	h := &macRewriter{in: 0, out: 1}
-	copy(h.mac[:], []byte{2, 0, 0, 0, 0xb1, 1, 2, 0, 0, 0, 0xa1, 1})
-	w, err := datapath.NewWorker(0, []datapath.Queue{in, out}, h, 64, time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	frame := make([]byte, 60)
-	copy(frame, []byte{2, 0, 0, 0, 0xa0, 1, 2, 0x10, 0, 0, 0, 1, 8, 0, 0x45})
-	in.Inject(frame)
-	in.Inject(frame[:10]) // runt: dropped
-	out.Inject(frame)     // wrong direction: dropped
-	w.RunOnce()
-	if len(sent) != 1 {
-		t.Fatalf("%d frames sent, want 1", len(sent))
-	}
-	want := append([]byte{2, 0, 0, 0, 0xb1, 1, 2, 0, 0, 0, 0xa1, 1}, frame[12:]...)
-	if !bytes.Equal(sent[0], want) {
-		t.Errorf("sent % x\nwant % x", sent[0], want)
-	}
-	if h.fwd != 1 || h.drop != 2 {
-		t.Errorf("fwd %d drop %d, want 1 2", h.fwd, h.drop)
-	}
-	if in.FreeFrames() != 64 || out.FreeFrames() != 64 {
-		t.Errorf("frames leaked: in %d out %d free of 64", in.FreeFrames(), out.FreeFrames())
+func TestSizeLabel(t *testing.T) {
+	for n, want := range map[int]string{16: "16", 256: "256", 1000: "1000", 1024: "1K", 65536: "64K", 1 << 20: "1M", 3 << 20: "3M"} {
+		if got := sizeLabel(n); got != want {
+			t.Errorf("sizeLabel(%d) = %q, want %q", n, got, want)
+		}
 	}
 }
 
-// TestForwardLab runs the whole benchmark, briefly, in a real lab: all three
-// systems must forward, and the JSON must carry every promised key. It
+// TestGenFrame checks the generator's frames: valid IPv4 checksums, the
+// source's MAC and address, and a walk that visits every source once per
+// cycle.
+func TestGenFrame(t *testing.T) {
+	f := make([]byte, 60)
+	dst := [6]byte{2, 0, 0, 0, 0xa0, 1}
+	genFrame(f, dst, [4]byte{198, 18, 0, 1}, 0x12345)
+	var p classifier.Packet
+	if r := p.Decode(f); r != classifier.ReasonNone {
+		t.Fatalf("decode: %v", r)
+	}
+	if p.Src != 0x021100012345 || p.SrcIP != 100<<24|81<<16|0x23<<8|0x45 || p.DstIP != 198<<24|18<<16|1 || p.DstPort != 9 {
+		t.Errorf("decoded %+v", p)
+	}
+	if ipChecksum(f[14:34]) != 0 {
+		t.Error("IPv4 header checksum does not verify")
+	}
+	for _, n := range []int{1, 2, 3, 256, 1000, 65536} {
+		s := sourceStride(n)
+		seen := make([]bool, n)
+		k := 0
+		for range n {
+			if seen[k] {
+				t.Fatalf("n %d stride %d: source %d twice in one cycle", n, s, k)
+			}
+			seen[k] = true
+			if k += s; k >= n {
+				k -= n
+			}
+		}
+		if n > 4 && (s == 1 || gcd(s, n) != 1) {
+			t.Errorf("n %d: stride %d", n, s)
+		}
+	}
+	mac, ip := forwardSource(maxSources - 1)
+	if mac != [6]byte{2, 0x11, 0, 0x0f, 0xff, 0xff} || ip != [4]byte{100, 95, 255, 255} {
+		t.Errorf("last source %x %v", mac, ip)
+	}
+}
+
+func TestGenStats(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "s")
+	b := make([]byte, 32)
+	binary.LittleEndian.PutUint64(b[0:], 10)
+	binary.LittleEndian.PutUint64(b[8:], 9)
+	binary.LittleEndian.PutUint64(b[16:], 1)
+	binary.LittleEndian.PutUint64(b[24:], 2)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, done, err := readGenStats(p)
+	if err != nil || !done || c != (genCounters{10, 9, 1}) {
+		t.Errorf("readGenStats = %+v %v %v", c, done, err)
+	}
+	if err := os.WriteFile(p, b[:8], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := readGenStats(p); err == nil {
+		t.Error("short file accepted")
+	}
+}
+
+func TestForwardConfig(t *testing.T) {
+	tp := &lab.Topology{ID: "x", Appliance: lab.Appliance{NS: "x-app", Access: []lab.Iface{{Name: "acc0"}, {Name: "acc1"}}, Uplinks: []lab.Iface{{Name: "upa"}, {Name: "upb"}}},
+		ISPs:      []lab.ISP{{Name: "alpha", Uplink: "upa", OurAddr: "192.0.2.2/24", RouterAddr: "192.0.2.1"}, {Name: "beta", Uplink: "upb", OurAddr: "192.0.2.2/24", RouterAddr: "192.0.2.1"}},
+		Generator: &lab.Gen{Access: "acc1"}}
+	cfg := string(forwardConfig(tp, "/tmp/s", 3))
+	for _, want := range []string{"mac_table_size = 1048576\ncompletion_ring", "mac = \"02:11:00:00:00:02\"\nisp = \"alpha\"\nip = \"100.80.0.2\"\naccess = \"acc1\"",
+		"mac = \"02:11:00:00:00:01\"\nisp = \"beta\""} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("config lacks %q:\n%s", want, cfg)
+		}
+	}
+	if !strings.Contains(string(forwardConfig(tp, "/tmp/s", 1<<20)), fmt.Sprintf("mac_table_size = %d\n", 1<<20+4096)) {
+		t.Error("1M: MAC table not sized")
+	}
+}
+
+// TestMACRewriter runs the bare forwarder's handler in a real worker over
+// in-memory queues: two ingress ports, two uplinks picked by the source
+// MAC's last byte.
+func TestMACRewriter(t *testing.T) {
+	var qs []datapath.Queue
+	sent := make([][][]byte, 4)
+	var mem []*datapath.MemQueue
+	for i := range 4 {
+		q := datapath.NewMemQueue(64, 2048)
+		q.Sink = func(f []byte) { sent[i] = append(sent[i], append([]byte(nil), f...)) }
+		qs, mem = append(qs, q), append(mem, q)
+	}
+	h := &macRewriter{in: 2}
+	for b := range h.out {
+		h.out[b] = 2 + uint8(b%2)
+	}
+	h.mac = [][12]byte{{2, 0, 0, 0, 0xb1, 1, 2, 0, 0, 0, 0xa1, 1}, {2, 0, 0, 0, 0xb1, 2, 2, 0, 0, 0, 0xa1, 2}}
+	w, err := datapath.NewWorker(0, qs, h, 64, time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	even, odd := make([]byte, 60), make([]byte, 60)
+	genFrame(even, [6]byte{2, 0, 0, 0, 0xa0, 1}, [4]byte{198, 18, 0, 1}, 4)
+	genFrame(odd, [6]byte{2, 0, 0, 0, 0xa0, 1}, [4]byte{198, 18, 0, 1}, 7)
+	mem[1].Inject(even)
+	mem[0].Inject(odd)
+	mem[1].Inject(even[:10]) // runt: dropped
+	mem[2].Inject(even)      // from an uplink: dropped
+	w.RunOnce()
+	if len(sent[2]) != 1 || len(sent[3]) != 1 || len(sent[0])+len(sent[1]) != 0 {
+		t.Fatalf("sent per port: %d %d %d %d, want 0 0 1 1", len(sent[0]), len(sent[1]), len(sent[2]), len(sent[3]))
+	}
+	if want := append(h.mac[0][:], even[12:]...); !bytes.Equal(sent[2][0], want) {
+		t.Errorf("even source to upa: % x\nwant % x", sent[2][0], want)
+	}
+	if want := append(h.mac[1][:], odd[12:]...); !bytes.Equal(sent[3][0], want) {
+		t.Errorf("odd source to upb: % x\nwant % x", sent[3][0], want)
+	}
+	if h.fwd != 2 || h.drop != 2 {
+		t.Errorf("fwd %d drop %d, want 2 2", h.fwd, h.drop)
+	}
+	for i, q := range mem {
+		if q.FreeFrames() != 64 {
+			t.Errorf("port %d leaked frames: %d free of 64", i, q.FreeFrames())
+		}
+	}
+}
+
+// TestForwardLab runs the whole benchmark, briefly, in a real lab: a
+// small sweep point, one rate, one run, every case, a short no-drop rate
+// search; all must forward, and the JSON must carry every promised key. It
 // asserts no speed figure (this machine is shared and noisy).
 func TestForwardLab(t *testing.T) {
 	privtest.Lab(t) // network namespaces, XDP: root, and not in -short
@@ -405,32 +710,43 @@ func TestForwardLab(t *testing.T) {
 	}
 	labID := "bt" + hex.EncodeToString(id)
 	outDir := filepath.Join(dir, "out")
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	var stdout, stderr bytes.Buffer
+	var stdout bytes.Buffer
+	stderr := &lineTimes{}
 	start := time.Now()
-	err := Main(ctx, []string{"forward", "--duration", "2s", "--subscribers", "16", "--json",
-		"--id", labID, "--out", outDir, "--exe", exe}, &stdout, &stderr)
+	err := Main(ctx, []string{"forward", "--sources", "16", "--rates", "20k", "--runs", "1", "--duration", "1s", "--warmup", "500ms",
+		"--ndr-duration", "1s", "--ndr-steps", "1", "--json", "--id", labID, "--out", outDir, "--exe", exe}, &stdout, stderr)
 	t.Logf("benchmark took %v; stderr:\n%s", time.Since(start), stderr.String())
 	if err != nil {
 		t.Fatalf("bench forward: %v\nstdout:\n%s", err, stdout.String())
 	}
-	m := checkResultJSON(t, stdout.Bytes())
-	for _, k := range []string{"ispmux_pps", "kernel_pps", "bare_pps"} {
-		if v, _ := m[k].(float64); !(v > 0) {
-			t.Errorf("%s = %v, want > 0", k, m[k])
+	m := checkForwardJSON(t, stdout.Bytes())
+	row := m["sweep"].([]any)[0].(map[string]any)
+	for _, k := range []string{"ispmux_ns_per_pkt", "kernel_ns_per_pkt", "bare_ns_per_pkt", "kernel_rules_ns_per_pkt"} {
+		if _, ok := row[k].(float64); !ok {
+			t.Errorf("%s = %v, want a number", k, row[k])
 		}
 	}
-	for _, c := range m["cases"].([]any) {
-		c := c.(map[string]any)
-		if v, _ := c["forwarded_pps"].(float64); !(v > 0) || c["error"] != nil {
-			t.Errorf("case %v: forwarded %v pps, error %v", c["name"], c["forwarded_pps"], c["error"])
+	for _, tr := range m["trials"].([]any) {
+		tr := tr.(map[string]any)
+		if tr["case"] == CaseCalibration || tr["kind"] != "fixed" {
+			continue
 		}
+		if v, _ := tr["forwarded_pps"].(float64); !(v > 0) {
+			t.Errorf("case %v: forwarded %v pps", tr["case"], tr["forwarded_pps"])
+		}
+	}
+	if errs, _ := m["errors"].([]any); len(errs) > 0 {
+		t.Errorf("errors: %v", errs)
 	}
 	for _, f := range []string{"forward.json", "forward.md", "forward.svg"} {
 		if fi, err := os.Stat(filepath.Join(outDir, f)); err != nil || fi.Size() == 0 {
 			t.Errorf("%s: %v", f, err)
 		}
+	}
+	if gap := stderr.longestGap(); gap > 5*time.Second {
+		t.Errorf("no progress line for %v (want ≤ 5 s)", gap)
 	}
 	// The lab is gone.
 	out, err := exec.Command("ip", "netns", "list").Output()
@@ -440,4 +756,35 @@ func TestForwardLab(t *testing.T) {
 	if strings.Contains(string(out), labID+"-") {
 		t.Errorf("lab %s left behind:\n%s", labID, out)
 	}
+}
+
+// lineTimes is an io.Writer that keeps what is written and when each
+// write came, to check that a benchmark prints progress often enough.
+type lineTimes struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	times []time.Time
+}
+
+func (l *lineTimes) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.times = append(l.times, time.Now())
+	return l.buf.Write(p)
+}
+
+func (l *lineTimes) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *lineTimes) longestGap() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var g time.Duration
+	for i := 1; i < len(l.times); i++ {
+		g = max(g, l.times[i].Sub(l.times[i-1]))
+	}
+	return g
 }

@@ -18,45 +18,78 @@ import (
 	"github.com/ispmux/ispmux/appliance"
 	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/lab"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 )
 
 // Benchmark traffic: 60-byte UDP frames to an address in 198.18.0.0/15
-// (RFC 2544's benchmarking range), which every ISP router blackholes.
+// (RFC 2544's benchmarking range), which every ISP router drops on arrival.
 const (
 	benchDstIP  = "198.18.0.1"
 	benchDstNet = "198.18.0.0/15"
-	frameBytes  = 64 // on the wire with FCS; 60 written by trafgen
+	frameBytes  = 64 // on the wire with FCS; 60 written by the generator
 	genCPU      = "0"
 	fwdCPU      = "1"
+	fwdCPUMask  = "2" // fwdCPU as an RPS mask
 )
+
+// Case names of bench forward, in their default order.
+const (
+	CaseISPmux      = "ispmux"
+	CaseKernel      = "kernel"       // nftables map + fwmark rules + RPS
+	CaseKernelRules = "kernel-rules" // one ip rule per subscriber + RPS
+	CaseBare        = "bare"
+	CaseCalibration = "calibration" // the generator into a sink
+)
+
+var allCases = []string{CaseISPmux, CaseKernel, CaseKernelRules, CaseBare}
 
 // forwardOptions are the flags of `bench forward`.
 type forwardOptions struct {
+	sources     []int
+	rates       []float64
+	cases       []string
+	runs        int
 	duration    time.Duration
 	warmup      time.Duration
-	subscribers int
+	ndr         bool
+	ndrLoss     float64
+	ndrDuration time.Duration
+	ndrSteps    int
+	rulesMax    int
+	tick        time.Duration
 	asJSON      bool
 	id          string
 	out         string
 	keep        bool
-	exe         string // the ispmux binary run for cases ispmux and bare
+	exe         string // the ispmux binary run for the generator and cases ispmux and bare
 }
 
 func parseForward(args []string, stderr io.Writer) (*forwardOptions, error) {
 	fs := flag.NewFlagSet("bench forward", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &forwardOptions{}
-	fs.DurationVar(&o.duration, "duration", 10*time.Second, "steady measurement window per case")
-	fs.IntVar(&o.subscribers, "subscribers", 256, "synthetic traffic subscribers (static bindings, round-robin over the ISPs)")
+	var sources, rates, cases string
+	fs.StringVar(&sources, "sources", "256,64K,1M", "the sweep: distinct subscriber sources per point (K = 1024, M = 1048576; at most 1M)")
+	fs.StringVar(&rates, "rates", "100k,200k,300k", "fixed offered rates in packets per second (k = 1000)")
+	fs.StringVar(&cases, "cases", strings.Join(allCases, ","), "systems under test")
+	fs.IntVar(&o.runs, "runs", 5, "interleaved runs per sweep point: every case once per run, medians with min and max")
+	fs.DurationVar(&o.duration, "duration", 5*time.Second, "measurement window per fixed-rate trial")
+	fs.DurationVar(&o.warmup, "warmup", time.Second, "generator warm-up before each window")
+	fs.BoolVar(&o.ndr, "ndr", true, "search each case's no-drop rate")
+	fs.Float64Var(&o.ndrLoss, "ndr-loss", 0.1, "highest loss in percent the no-drop rate allows")
+	fs.DurationVar(&o.ndrDuration, "ndr-duration", 2*time.Second, "window per no-drop-rate trial")
+	fs.IntVar(&o.ndrSteps, "ndr-steps", 5, "most bisection trials per no-drop-rate search")
+	fs.IntVar(&o.rulesMax, "rules-max", 4096, "largest sweep point for the kernel-rules case (its rule list is linear)")
 	fs.BoolVar(&o.asJSON, "json", false, "print one JSON object instead of the table")
 	fs.StringVar(&o.id, "id", "benchfw", "lab ID (namespace prefix)")
 	fs.StringVar(&o.out, "out", "bench-out", "directory for forward.json, forward.md and forward.svg")
 	fs.BoolVar(&o.keep, "keep", false, "leave the lab up afterwards")
 	// Hidden: tests run a freshly built ispmux binary instead of themselves.
 	fs.StringVar(&o.exe, "exe", "", "")
-	fs.DurationVar(&o.warmup, "warmup", time.Second, "")
+	fs.DurationVar(&o.tick, "tick", 100*time.Microsecond, "")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ispmux bench forward [--duration 10s] [--subscribers 256] [--json] [--id benchfw] [--out DIR] [--keep]")
+		fmt.Fprintln(stderr, "usage: ispmux bench forward [--sources 256,64K,1M] [--rates 100k,200k,300k] [--runs 5] [--duration 5s] [--cases ...] [--json] [--id benchfw] [--out DIR] [--keep]")
 		fs.VisitAll(func(f *flag.Flag) {
 			if f.Usage != "" {
 				fmt.Fprintf(stderr, "  --%s (default %q)\n    \t%s\n", f.Name, f.DefValue, f.Usage)
@@ -69,17 +102,84 @@ func parseForward(args []string, stderr io.Writer) (*forwardOptions, error) {
 	if fs.NArg() != 0 {
 		return nil, fmt.Errorf("bench forward: unexpected arguments %q", fs.Args())
 	}
-	if o.duration < time.Second || o.duration > time.Hour {
-		return nil, fmt.Errorf("bench forward: --duration %v: want 1s..1h", o.duration)
+	var err error
+	if o.sources, err = parseCounts(sources, 1024, 1<<20); err != nil {
+		return nil, fmt.Errorf("bench forward: --sources: %w", err)
 	}
-	if o.warmup < 0 || o.warmup > time.Minute {
+	for _, n := range o.sources {
+		if n < 1 || n > maxSources {
+			return nil, fmt.Errorf("bench forward: --sources %d: want 1..%d", n, maxSources)
+		}
+	}
+	counts, err := parseCounts(rates, 1000, 1000000)
+	if err != nil {
+		return nil, fmt.Errorf("bench forward: --rates: %w", err)
+	}
+	for _, c := range counts {
+		if c < 1000 || c > 10_000_000 {
+			return nil, fmt.Errorf("bench forward: --rates %d: want 1k..10M", c)
+		}
+		o.rates = append(o.rates, float64(c))
+	}
+	seen := map[string]bool{}
+	for _, c := range strings.Split(cases, ",") {
+		c = strings.TrimSpace(c)
+		if !containsStr(allCases, c) || seen[c] {
+			return nil, fmt.Errorf("bench forward: --cases: %q: want some of %s, once each", c, strings.Join(allCases, ","))
+		}
+		seen[c] = true
+		o.cases = append(o.cases, c)
+	}
+	switch {
+	case o.runs < 1 || o.runs > 50:
+		return nil, fmt.Errorf("bench forward: --runs %d: want 1..50", o.runs)
+	case o.duration < 500*time.Millisecond || o.duration > time.Hour:
+		return nil, fmt.Errorf("bench forward: --duration %v: want 0.5s..1h", o.duration)
+	case o.warmup < 0 || o.warmup > time.Minute:
 		return nil, fmt.Errorf("bench forward: --warmup %v: want 0..1m", o.warmup)
-	}
-	// trafgen keeps one packet block per subscriber in memory.
-	if o.subscribers < 1 || o.subscribers > 4096 {
-		return nil, fmt.Errorf("bench forward: --subscribers %d: want 1..4096", o.subscribers)
+	case o.ndrLoss < 0 || o.ndrLoss > 50:
+		return nil, fmt.Errorf("bench forward: --ndr-loss %v: want 0..50 %%", o.ndrLoss)
+	case o.ndrDuration < 500*time.Millisecond || o.ndrDuration > time.Minute:
+		return nil, fmt.Errorf("bench forward: --ndr-duration %v: want 0.5s..1m", o.ndrDuration)
+	case o.ndrSteps < 0 || o.ndrSteps > 20:
+		return nil, fmt.Errorf("bench forward: --ndr-steps %d: want 0..20", o.ndrSteps)
+	case o.tick <= 0 || o.tick > 100*time.Millisecond:
+		return nil, fmt.Errorf("bench forward: --tick %v", o.tick)
 	}
 	return o, nil
+}
+
+// parseCounts parses "256,64K,1M": k/K multiply by kilo, m/M by mega.
+func parseCounts(s string, kilo, mega int) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		mul := 1
+		switch {
+		case strings.HasSuffix(f, "k"), strings.HasSuffix(f, "K"):
+			mul, f = kilo, f[:len(f)-1]
+		case strings.HasSuffix(f, "m"), strings.HasSuffix(f, "M"):
+			mul, f = mega, f[:len(f)-1]
+		}
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil || v <= 0 || v*float64(mul) > 1<<31 {
+			return nil, fmt.Errorf("bad count %q", f)
+		}
+		out = append(out, int(v*float64(mul)+0.5))
+	}
+	if len(out) == 0 {
+		return nil, errors.New("empty list")
+	}
+	return out, nil
+}
+
+func containsStr(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 // forward runs `ispmux bench forward`.
@@ -91,97 +191,56 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	if err != nil {
 		return err
 	}
-	tmp, err := prepare("forward", "generator", []string{"ip", "taskset", "timeout", "trafgen"},
+	tmp, err := prepare("forward", "generator", []string{"ip", "taskset", "timeout", "nft"},
 		"install the lab's packages: lab/deps.sh", &o.exe, &o.out, o.id)
 	if err != nil {
 		return err
 	}
-	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "bench: "+format+"\n", a...) }
+	p := newHeartbeat(stderr, 4*time.Second)
+	defer p.close()
+	r := newForwardResult(o, args)
 
-	r := &Result{
-		Benchmark: "forward", Subscribers: o.subscribers, DurationS: o.duration.Seconds(), WarmupS: o.warmup.Seconds(),
-		FrameBytes: frameBytes, CPUs: runtime.NumCPU(), Kernel: kernelRelease(), Started: time.Now().UTC().Format(time.RFC3339),
-		Command: shellQuote(append([]string{"ispmux", "bench", "forward"}, args...)),
-		Notes: []string{
-			"Kernel forwarding runs in the sender's softirq: trafgen's sendto() on CPU " + genCPU + " carries each frame through the veth, the policy router and into the ISP router's receive path on the same CPU, with the other CPU idle. ispmux and the bare forwarder run on CPU " + fwdCPU + " and the generator's CPU also pays for XDP receive and the copy into the AF_XDP ring. Packets per second alone therefore flatter neither side; compare the CPU seconds per million packets too (whole machine, and the forwarder process's own).",
-			"veth supports AF_XDP in copy mode only: every frame is copied into the ingress UMEM, into the egress UMEM and into an skb, so these figures say nothing about a NIC with zero-copy AF_XDP.",
-			"cpu_busy_pct shows which CPU saturated. An AF_XDP worker keeps polling while frames keep arriving, so the forwarder's process CPU is close to all of CPU " + fwdCPU + " under load: an upper bound on its cost per packet, not its marginal cost.",
-			"forwarded = packets received by the ISP routers' eth0 (sum over ISPs); offered = generator eth0 tx_packets; the routers blackhole " + benchDstNet + ".",
-		},
-	}
-
-	// The lab and everything else is removed whatever happens, unless --keep.
 	var t *lab.Topology
-	defer func() { err = errors.Join(err, teardown(ctx, "forward", o.id, tmp, o.keep, t != nil, logf)) }()
+	defer func() { err = errors.Join(err, teardown(ctx, "forward", o.id, tmp, o.keep, t != nil, p.logf)) }()
 
-	logf("lab %s up with %d traffic subscribers", o.id, o.subscribers)
-	t, err = lab.Up(ctx, lab.Options{ID: o.id, Generator: true, TrafficSubscribers: o.subscribers})
+	p.set("lab %s up", o.id)
+	t, err = lab.Up(ctx, lab.Options{ID: o.id, Generator: true})
 	if err != nil {
 		return fmt.Errorf("bench forward: %w", err)
 	}
+	// The ISP routers drop the benchmark's traffic on arrival (netdev
+	// ingress, before IP), the same for every case; the blackhole route
+	// stays as a second net.
 	for _, isp := range t.ISPs {
 		if _, err := t.Run(ctx, isp.NS, "ip", "route", "add", "blackhole", benchDstNet); err != nil {
 			return fmt.Errorf("bench forward: %w", err)
 		}
-	}
-	if err := backgroundLoad(ctx, r, logf); err != nil {
-		return err
-	}
-	stateDir := filepath.Join(tmp, "state")
-	cfgPath := filepath.Join(o.out, "forward-ispmux.toml")
-	genPath := filepath.Join(o.out, "forward-trafgen.cfg")
-	if err := os.WriteFile(cfgPath, t.ConfigTOML(stateDir), 0o644); err != nil {
-		return err
-	}
-	g := t.Generator
-	if err := os.WriteFile(genPath, []byte(lab.TrafgenConfig(t.TrafficSubscribers(o.subscribers), g.AccessMAC, benchDstIP)), 0o644); err != nil {
-		return err
-	}
-	b := &bencher{o: o, t: t, logf: logf, genPath: genPath}
-	r.Generator = shellQuote(b.genArgv())
-
-	appNS := t.Appliance.NS
-	cases := []struct {
-		name, desc string
-		argv       []string
-		run        func(c *Case) error
-	}{
-		{CaseISPmux, "ispmux with the lab configuration (every traffic subscriber a static binding), pinned to CPU " + fwdCPU,
-			[]string{"taskset", "-c", fwdCPU, "ip", "netns", "exec", appNS, o.exe, "run", "-c", cfgPath}, nil},
-		{CaseKernel, "the Linux policy router in the appliance namespace (one ip rule per subscriber source, a table per ISP); forwarding happens in the generator's softirq",
-			nil, nil},
-		{CaseBare, "a bare AF_XDP forwarder on the same datapath package (one worker, acc1 → upa, MAC rewrite only, no classification), pinned to CPU " + fwdCPU + ": the ceiling of this path",
-			[]string{"taskset", "-c", fwdCPU, "ip", "netns", "exec", appNS, o.exe, "bench", "bare-forwarder",
-				"--in", g.Access, "--out", t.Appliance.Uplinks[0].Name, "--dst-mac", t.ISPs[0].RouterMAC, "--attach", "native"}, nil},
-	}
-	cases[0].run = func(c *Case) error { return b.runISPmux(ctx, cases[0].argv, stateDir, c) }
-	cases[1].run = func(c *Case) error { return b.runKernel(ctx, c) }
-	cases[2].run = func(c *Case) error { return b.runBare(ctx, cases[2].argv, c) }
-
-	var failed []string
-	for _, cs := range cases {
-		if err := ctx.Err(); err != nil {
-			return err
+		if err := lab.NetdevDrop(ctx, isp.NS, isp.RouterIf, benchDstNet, true); err != nil {
+			return fmt.Errorf("bench forward: %w", err)
 		}
-		c := Case{Name: cs.name, Description: cs.desc}
-		if cs.argv != nil {
-			c.Command = shellQuote(cs.argv)
-		} else {
-			c.Command = "lab.Topology.KernelRouter(on)"
-		}
-		logf("case %s", cs.name)
-		if err := cs.run(&c); err != nil {
+	}
+	if err := backgroundLoad(ctx, &r.Result, p.logf); err != nil {
+		return err
+	}
+	r.LoadBefore = loadAvg()
+	b := &fwdBench{o: o, t: t, p: p, r: r, tmp: tmp,
+		bencher: &bencher{t: t, logf: p.logf}, stats: genStatsPath(tmp, o.id)}
+	defer os.Remove(b.stats)
+	if err := b.openCounters(); err != nil {
+		return err
+	}
+	defer b.closeCounters()
+	r.Generator = shellQuote(b.genArgv(o.sources[0], o.rates[0], o.duration))
+	for _, n := range o.sources {
+		if err := b.point(ctx, n); err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("bench forward: interrupted: %w", ctx.Err())
 			}
-			c.Error = err.Error()
-			failed = append(failed, cs.name)
-			logf("case %s failed: %v", cs.name, err)
-		} else {
-			logf("case %s: offered %.0f pps, forwarded %.0f pps, loss %.2f %%, CPUs busy %v %%", c.Name, c.OfferedPPS, c.ForwardedPPS, c.LossPct, c.CPUBusyPct)
+			return err
 		}
-		r.Cases = append(r.Cases, c)
 	}
+	r.LoadAfter = loadAvg()
+	r.Finished = time.Now().UTC().Format(time.RFC3339)
 	r.finish()
 
 	if err := writeOutputs(o.out, r); err != nil {
@@ -190,10 +249,32 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	if err := emit(stdout, r, o.asJSON, o.out, "forward"); err != nil {
 		return err
 	}
-	if len(failed) > 0 {
-		return fmt.Errorf("bench forward: case(s) %s failed (details in %s/forward.json)", strings.Join(failed, ", "), o.out)
+	if len(r.Errors) > 0 {
+		return fmt.Errorf("bench forward: %d trial(s) failed, first: %s (details in %s/forward.json)", len(r.Errors), r.Errors[0], o.out)
 	}
 	return nil
+}
+
+// genStatsPath is where the generator keeps its counters: tmpfs when there
+// is one (the file is written at every burst).
+func genStatsPath(tmp, id string) string {
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		return filepath.Join("/dev/shm", "ispmux-bench-"+id+"-"+strconv.Itoa(os.Getpid())+".stats")
+	}
+	return filepath.Join(tmp, "gen.stats")
+}
+
+// loadAvg is /proc/loadavg's first three fields.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // backgroundLoad measures for a second how busy the CPUs are before any
@@ -224,53 +305,347 @@ func backgroundLoad(ctx context.Context, r *Result, logf func(string, ...any)) e
 }
 
 // writeOutputs writes forward.json, forward.md and forward.svg into dir.
-func writeOutputs(dir string, r *Result) error {
-	return writeFiles(dir, "forward", r, func(w io.Writer) error {
-		bars := []Bar{{"ispmux", r.ISPmuxPPS}, {"kernel", r.KernelPPS}, {"bare AF_XDP", r.BarePPS}}
-		return writeBarSVG(w, fmt.Sprintf("Forwarded pps, 64-byte frames, %d subscribers", r.Subscribers), bars)
-	})
+func writeOutputs(dir string, r *ForwardResult) error {
+	return writeFiles(dir, "forward", r, r.chart)
 }
 
-// bencher runs the cases of one benchmark in one lab.
-type bencher struct {
-	o       *forwardOptions
-	t       *lab.Topology
-	logf    func(string, ...any)
-	genPath string
+// fwdBench runs the sweep of one bench forward.
+type fwdBench struct {
+	o     *forwardOptions
+	t     *lab.Topology
+	p     *heartbeat
+	r     *ForwardResult
+	tmp   string
+	stats string // the generator's counters file
+	*bencher
+	// isp reads the ISP routers' eth0 counters over netlink sockets
+	// opened in their namespaces: a reading takes microseconds, so the
+	// forwarded count is taken at the same instant as the generator's.
+	isp []ispCounter
 }
 
-// genArgv is the generator command, identical for every case: one trafgen
-// process in sendto mode pinned to CPU 0 (LAB.md: ring mode aborts when
-// the peer runs native XDP), bounded by timeout(1) in case the benchmark
-// dies without stopping it.
-func (b *bencher) genArgv() []string {
-	limit := b.o.warmup + b.o.duration + 30*time.Second
-	return []string{"timeout", "-s", "INT", "-k", "5", strconv.Itoa(int(limit.Seconds())),
-		"taskset", "-c", genCPU, "ip", "netns", "exec", b.t.Generator.NS,
-		"trafgen", "--dev", b.t.Generator.If, "--conf", b.genPath, "--cpus", "1", "-t", "0", "-q"}
+type ispCounter struct {
+	h   *netlink.Handle
+	if_ string
 }
 
-// read takes one sample of every counter; proc is the forwarder process or
-// nil.
-func (b *bencher) read(proc *child) (sample, error) {
-	var s sample
-	var err error
-	t0 := time.Now()
-	if _, s.offered, _, err = lab.LinkStats(b.t.Generator.NS, b.t.Generator.If); err != nil {
-		return s, err
-	}
+// openCounters opens a netlink handle in every ISP router's namespace.
+func (b *fwdBench) openCounters() error {
 	for _, isp := range b.t.ISPs {
-		rx, _, _, err := lab.LinkStats(isp.NS, isp.RouterIf)
+		ns, err := netns.GetFromName(isp.NS)
 		if err != nil {
-			return s, err
+			return fmt.Errorf("bench forward: namespace %s: %w", isp.NS, err)
 		}
-		s.forwarded += rx
+		h, err := netlink.NewHandleAt(ns)
+		ns.Close()
+		if err != nil {
+			return fmt.Errorf("bench forward: netlink in %s: %w", isp.NS, err)
+		}
+		b.isp = append(b.isp, ispCounter{h: h, if_: isp.RouterIf})
 	}
-	t1 := time.Now()
-	s.at = t0.Add(t1.Sub(t0) / 2)
-	if s.cpu, err = readProcStat(); err != nil {
-		return s, err
+	return nil
+}
+
+func (b *fwdBench) closeCounters() {
+	for _, c := range b.isp {
+		c.h.Close()
 	}
+	b.isp = nil
+}
+
+// point measures sweep point n: its set-up, then o.runs interleaved runs
+// of the calibration and every case.
+func (b *fwdBench) point(ctx context.Context, n int) (err error) {
+	t, o := b.t, b.o
+	stateDir := filepath.Join(b.tmp, "state-"+strconv.Itoa(n))
+	cfg := filepath.Join(b.tmp, "ispmux-"+strconv.Itoa(n)+".toml")
+	if err := os.WriteFile(cfg, forwardConfig(t, stateDir, n), 0o644); err != nil {
+		return err
+	}
+	defer os.Remove(cfg)
+	if containsStr(o.cases, CaseKernel) {
+		b.p.set("%s sources: loading the nftables map", sizeLabel(n))
+		start := time.Now()
+		if err := t.NFTLoadMap(ctx, n, nftSource(len(t.ISPs)), func(done int) {
+			b.p.logf("%s sources: nftables map %d of %d elements", sizeLabel(n), done, n)
+		}); err != nil {
+			return fmt.Errorf("bench forward: %w", err)
+		}
+		b.p.logf("%s sources: nftables map loaded in %.1fs", sizeLabel(n), time.Since(start).Seconds())
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			err = errors.Join(err, t.NFTDelete(cctx))
+		}()
+	}
+	for run := 1; run <= o.runs; run++ {
+		if err := b.calibrate(ctx, n, run); err != nil {
+			return err
+		}
+		// Interleaved: each run starts with another case, so that a
+		// drift of the machine's load spreads over all of them.
+		for i := range o.cases {
+			c := o.cases[(i+run-1)%len(o.cases)]
+			if c == CaseKernelRules && n > o.rulesMax {
+				continue
+			}
+			if err := b.runCase(ctx, c, n, run, cfg, stateDir); err != nil {
+				if ctx.Err() != nil {
+					return err
+				}
+				msg := fmt.Sprintf("%s, %s sources, run %d: %v", c, sizeLabel(n), run, err)
+				b.p.logf("case failed: %s", msg)
+				b.r.Errors = append(b.r.Errors, msg)
+			}
+		}
+	}
+	return nil
+}
+
+// nftSource is the benchmark's sources as the lab's nftables map wants them.
+func nftSource(isps int) lab.NFTSource {
+	return func(i int) ([6]byte, [4]byte, int) {
+		mac, ip := forwardSource(i)
+		return mac, ip, i % isps
+	}
+}
+
+// forwardConfig is ispmux's configuration for sweep point n: the lab's
+// (its own three subscribers included) with the n benchmark sources as
+// static subscribers on the generator's access port and a MAC table that
+// holds them.
+func forwardConfig(t *lab.Topology, stateDir string, n int) []byte {
+	base := string(t.ConfigTOML(stateDir))
+	table := fmt.Sprintf("mac_table_size = %d\n", max(1<<20, n+4096))
+	// The lab's [datapath] table ends with completion_ring; the key joins it.
+	base = strings.Replace(base, "completion_ring = ", table+"completion_ring = ", 1)
+	var sb strings.Builder
+	sb.Grow(len(base) + n*100)
+	sb.WriteString(base)
+	for k := range n {
+		mac, ip := forwardSource(k)
+		fmt.Fprintf(&sb, "\n[[subscriber]]\nmac = \"%02x:%02x:%02x:%02x:%02x:%02x\"\nisp = %q\nip = \"%d.%d.%d.%d\"\naccess = %q\n",
+			mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], t.ISPs[k%len(t.ISPs)].Name, ip[0], ip[1], ip[2], ip[3], t.Generator.Access)
+	}
+	return []byte(sb.String())
+}
+
+// sizeLabel is n as in the tables: 256, 64K, 1M.
+func sizeLabel(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return strconv.Itoa(n>>20) + "M"
+	case n >= 1024 && n%1024 == 0:
+		return strconv.Itoa(n>>10) + "K"
+	}
+	return strconv.Itoa(n)
+}
+
+// calibrate measures the generator alone at every fixed rate and flat
+// out: the appliance's access port drops the frames at ingress, nothing
+// forwards, no XDP program is attached.
+func (b *fwdBench) calibrate(ctx context.Context, n, run int) (err error) {
+	app, acc := b.t.Appliance.NS, b.t.Generator.Access
+	if err := b.detachLeftovers(ctx); err != nil {
+		return err
+	}
+	if err := b.t.KernelRouter(ctx, false); err != nil {
+		return err
+	}
+	if err := lab.NetdevDrop(ctx, app, acc, benchDstNet, true); err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		err = errors.Join(err, lab.NetdevDrop(cctx, app, acc, benchDstNet, false))
+	}()
+	for _, rate := range b.o.rates {
+		if _, err := b.trial(ctx, CaseCalibration, n, run, rate, "fixed", b.o.duration, b.o.warmup, nil); err != nil {
+			return fmt.Errorf("bench forward: calibration: %w", err)
+		}
+	}
+	if _, err := b.trial(ctx, CaseCalibration, n, run, 0, "ceiling", b.o.ndrDuration, b.o.warmup/2, nil); err != nil {
+		return fmt.Errorf("bench forward: calibration: %w", err)
+	}
+	return nil
+}
+
+// runCase brings case c up, runs its fixed-rate trials and its no-drop
+// rate search, and brings it down.
+func (b *fwdBench) runCase(ctx context.Context, c string, n, run int, cfg, stateDir string) (err error) {
+	proc, down, err := b.up(ctx, c, n, cfg, stateDir)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, down()) }()
+	var lo, hi float64
+	for _, rate := range b.o.rates {
+		tr, err := b.trial(ctx, c, n, run, rate, "fixed", b.o.duration, b.o.warmup, proc)
+		if err != nil {
+			return err
+		}
+		switch {
+		case tr.LossPct > b.o.ndrLoss:
+			if hi == 0 || rate < hi {
+				hi = rate
+			}
+		case tr.OfferedPPS >= 0.97*rate:
+			lo = max(lo, rate)
+		}
+	}
+	if !b.o.ndr {
+		return nil
+	}
+	trial := func(ctx context.Context, rate float64) (float64, float64, error) {
+		tr, err := b.trial(ctx, c, n, run, rate, "ndr", b.o.ndrDuration, b.o.warmup/2, proc)
+		if err != nil {
+			return 0, 0, err
+		}
+		return tr.OfferedPPS, tr.LossPct, nil
+	}
+	res, err := searchNDR(ctx, trial, b.o.ndrLoss, lo, hi, 0.03, b.o.ndrSteps)
+	if err != nil {
+		return err
+	}
+	b.r.NDRRuns = append(b.r.NDRRuns, NDRRun{Case: c, Sources: n, Run: run, Result: res})
+	b.p.logf("%s, %s sources, run %d: no-drop rate %s (generator ceiling %s)", c, sizeLabel(n), run, res, humanPPS(res.Ceiling))
+	if proc != nil && c == CaseISPmux {
+		b.ispmuxDiagnostics(ctx, c, n, run, stateDir)
+	}
+	return nil
+}
+
+// up starts case c: the forwarder process (nil for the kernel's cases) and
+// how to stop it.
+func (b *fwdBench) up(ctx context.Context, c string, n int, cfg, stateDir string) (*child, func() error, error) {
+	t := b.t
+	app := t.Appliance.NS
+	if err := b.detachLeftovers(ctx); err != nil {
+		return nil, nil, err
+	}
+	b.p.set("%s, %s sources: starting", c, sizeLabel(n))
+	switch c {
+	case CaseISPmux:
+		argv := b.caseArgv(c, cfg)
+		p, err := startChild("ispmux", argv, nil, syscall.SIGTERM)
+		if err != nil {
+			return nil, nil, err
+		}
+		stop := func() error {
+			// SIGTERM: ispmux stops its workers and detaches XDP.
+			return p.stop(syscall.SIGTERM, 60*time.Second)
+		}
+		start := time.Now()
+		b.readyTimeout = 20*time.Second + time.Duration(n)*time.Millisecond // a generous bound for the static subscribers' start-up
+		if err := b.waitReady(ctx, p, filepath.Join(stateDir, appliance.SocketName)); err != nil {
+			return nil, nil, errors.Join(err, stop())
+		}
+		b.p.logf("ispmux ready with %s static subscribers after %.1fs", sizeLabel(n), time.Since(start).Seconds())
+		return p, stop, nil
+	case CaseBare:
+		ready := newLineWaiter("ready", nil)
+		p, err := startChild("bare-forwarder", b.caseArgv(c, ""), ready, syscall.SIGTERM)
+		if err != nil {
+			return nil, nil, err
+		}
+		stop := func() error {
+			err := p.stop(syscall.SIGTERM, 15*time.Second)
+			if s := strings.TrimSpace(p.out.String()); s != "" {
+				b.p.logf("%s", s)
+			}
+			return err
+		}
+		select {
+		case <-ready.seen:
+		case <-p.done:
+			return nil, nil, fmt.Errorf("bare-forwarder exited before it was ready: %v%s", p.err, p.tail())
+		case <-time.After(20 * time.Second):
+			return nil, nil, errors.Join(fmt.Errorf("bare-forwarder not ready after 20s%s", p.tail()), stop())
+		case <-ctx.Done():
+			return nil, nil, errors.Join(ctx.Err(), stop())
+		}
+		return p, stop, nil
+	case CaseKernel, CaseKernelRules:
+		on := func(ctx context.Context, on bool) error {
+			if c == CaseKernel {
+				return t.NFTRouter(ctx, on)
+			}
+			return t.RuleRouter(ctx, on, n, nftSource(len(t.ISPs)))
+		}
+		stop := func() error {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+			defer cancel()
+			var errs []error
+			for _, a := range t.Appliance.Access {
+				errs = append(errs, lab.SetRPS(cctx, app, a.Name, "0"))
+			}
+			return errors.Join(append(errs, on(cctx, false))...)
+		}
+		if err := on(ctx, true); err != nil {
+			return nil, nil, errors.Join(err, stop())
+		}
+		for _, a := range t.Appliance.Access {
+			if err := lab.SetRPS(ctx, app, a.Name, fwdCPUMask); err != nil {
+				return nil, nil, errors.Join(err, stop())
+			}
+		}
+		// Resolve the ISP routers before the clock starts.
+		for i, isp := range t.ISPs {
+			_, _ = t.Run(ctx, app, "ping", "-c", "1", "-W", "1", "-I", t.Appliance.Uplinks[i].Name, isp.RouterAddr)
+		}
+		return nil, stop, nil
+	}
+	return nil, nil, fmt.Errorf("bench forward: unknown case %q", c)
+}
+
+// caseArgv is the command of case c (nil for the kernel's cases).
+func (b *fwdBench) caseArgv(c, cfg string) []string {
+	t := b.t
+	app := t.Appliance.NS
+	switch c {
+	case CaseISPmux:
+		return []string{"taskset", "-c", fwdCPU, "ip", "netns", "exec", app, b.o.exe, "run", "-c", cfg}
+	case CaseBare:
+		var in, out, macs []string
+		for _, a := range t.Appliance.Access {
+			in = append(in, a.Name)
+		}
+		for i, u := range t.Appliance.Uplinks {
+			out = append(out, u.Name)
+			macs = append(macs, t.ISPs[i].RouterMAC)
+		}
+		return []string{"taskset", "-c", fwdCPU, "ip", "netns", "exec", app, b.o.exe, "bench", "bare-forwarder",
+			"--in", strings.Join(in, ","), "--out", strings.Join(out, ","), "--dst-mac", strings.Join(macs, ","), "--attach", "native"}
+	}
+	return nil
+}
+
+// genArgv is the generator's command, the same for every case: one
+// process pinned to CPU 0, bounded by timeout(1) in case the benchmark
+// dies without stopping it.
+func (b *fwdBench) genArgv(n int, rate float64, d time.Duration) []string {
+	limit := d + 30*time.Second
+	g := b.t.Generator
+	return []string{"timeout", "-s", "INT", "-k", "5", strconv.Itoa(int(limit.Seconds())),
+		"taskset", "-c", genCPU, "ip", "netns", "exec", g.NS, b.o.exe, "bench", "forward-gen",
+		"--dev", g.If, "--dst-mac", g.AccessMAC, "--dst-ip", benchDstIP, "--sources", strconv.Itoa(n),
+		"--rate", strconv.FormatFloat(rate, 'f', 0, 64), "--duration", d.String(), "--tick", b.o.tick.String(), "--stats", b.stats}
+}
+
+// fwdSample is one reading of every counter a trial uses.
+type fwdSample struct {
+	at        time.Time // when /proc/stat was read
+	gen       genCounters
+	forwarded uint64 // sum of rx_packets of every ISP router's eth0
+	cpu       ProcStat
+	hasProc   bool
+	procTicks uint64
+}
+
+func (b *fwdBench) read(proc *child) (fwdSample, error) {
+	var s fwdSample
+	var err error
 	if proc != nil {
 		if proc.exited() {
 			return s, fmt.Errorf("%s exited during the measurement%s", proc.name, proc.tail())
@@ -280,45 +655,136 @@ func (b *bencher) read(proc *child) (sample, error) {
 		}
 		s.hasProc = true
 	}
+	// The three counters a trial divides by one another, back to back.
+	s.at = time.Now()
+	if s.cpu, err = readProcStat(); err != nil {
+		return s, err
+	}
+	if s.gen, _, err = readGenStats(b.stats); err != nil {
+		return s, err
+	}
+	for _, c := range b.isp {
+		l, err := c.h.LinkByName(c.if_)
+		if err != nil {
+			return s, fmt.Errorf("ISP router %s: %w", c.if_, err)
+		}
+		if st := l.Attrs().Statistics; st != nil {
+			s.forwarded += st.RxPackets
+		}
+	}
 	return s, nil
 }
 
-// measure runs the generator, skips the warm-up, measures the steady window
-// and stops the generator.
-func (b *bencher) measure(ctx context.Context, proc *child, c *Case) (err error) {
-	gen, err := startChild("trafgen", b.genArgv(), nil, syscall.SIGINT)
+// trial offers rate (0: flat out) from n sources for a window of d after
+// warm-up w and records the outcome.
+func (b *fwdBench) trial(ctx context.Context, c string, n, run int, rate float64, kind string, d, w time.Duration, proc *child) (Trial, error) {
+	rl := "flat out"
+	if rate > 0 {
+		rl = humanPPS(rate) + " pps"
+	}
+	b.p.set("%s, %s sources, run %d/%d: %s trial at %s", c, sizeLabel(n), run, b.o.runs, kind, rl)
+	_ = os.Remove(b.stats)
+	gen, err := startChild("generator", b.genArgv(n, rate, w+d+5*time.Second), nil, syscall.SIGINT)
 	if err != nil {
-		return err
+		return Trial{}, err
 	}
-	defer func() {
-		if gerr := gen.stop(syscall.SIGINT, 5*time.Second); gerr != nil && err == nil {
-			err = gerr
+	defer func() { _ = gen.stop(syscall.SIGINT, 5*time.Second) }()
+	// The generator creates its counters file at once; the warm-up runs
+	// from then.
+	deadline := time.Now().Add(10 * time.Second)
+	for !exists(b.stats) {
+		if gen.exited() || time.Now().After(deadline) {
+			return Trial{}, fmt.Errorf("generator did not start: %v%s", gen.err, gen.tail())
 		}
-	}()
-	if err := sleep(ctx, b.o.warmup); err != nil {
-		return err
+		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+			return Trial{}, err
+		}
 	}
-	if gen.exited() {
-		return fmt.Errorf("trafgen exited early: %v%s", gen.err, gen.tail())
+	if err := sleep(ctx, w); err != nil {
+		return Trial{}, err
 	}
 	s0, err := b.read(proc)
 	if err != nil {
-		return err
+		return Trial{}, err
 	}
-	if err := sleep(ctx, b.o.duration); err != nil {
-		return err
+	if err := sleep(ctx, d); err != nil {
+		return Trial{}, err
 	}
 	s1, err := b.read(proc)
 	if err != nil {
-		return err
+		return Trial{}, err
 	}
 	if gen.exited() {
-		return fmt.Errorf("trafgen exited during the measurement: %v%s", gen.err, gen.tail())
+		return Trial{}, fmt.Errorf("generator exited during the window: %v%s", gen.err, gen.tail())
 	}
-	m := computeCase(c.Name, s0, s1)
-	m.Name, m.Description, m.Command = c.Name, c.Description, c.Command
-	*c = m
-	return nil
+	tr := computeTrial(c, n, run, rate, kind, s0, s1)
+	if c != CaseCalibration && kind == "fixed" {
+		if cal := b.r.calibration(n, run, rate); cal != nil {
+			if v, ok := nsPerPacket(tr.BusyS, tr.WindowS, cal.BusyS, cal.WindowS, tr.ForwardedPPS); ok {
+				tr.NsPerPkt = ptr(round(v, 1))
+			}
+		}
+	}
+	b.r.Trials = append(b.r.Trials, tr)
+	msg := fmt.Sprintf("%s, %s sources, run %d, %s %s: offered %s pps, forwarded %s pps, loss %.2f %%, CPU busy %.2f s/s %v",
+		c, sizeLabel(n), run, kind, rl, humanPPS(tr.OfferedPPS), humanPPS(tr.ForwardedPPS), tr.LossPct, tr.BusyS/tr.WindowS, tr.CPUBusyPct)
+	if tr.NsPerPkt != nil {
+		msg += fmt.Sprintf(", %.0f ns/pkt", *tr.NsPerPkt)
+	}
+	b.p.logf("%s", msg)
+	return tr, nil
+}
+
+// computeTrial derives a trial's figures from the readings at the start
+// (a) and end (b) of its window.
+func computeTrial(c string, n, run int, rate float64, kind string, a, b fwdSample) Trial {
+	t := Trial{Case: c, Sources: n, Run: run, Rate: rate, Kind: kind}
+	el := b.at.Sub(a.at)
+	dt := el.Seconds()
+	t.WindowS = round(dt, 3)
+	att := sub(b.gen.attempted, a.gen.attempted)
+	t.Offered = att
+	t.Refused = sub(b.gen.refused, a.gen.refused)
+	t.Forwarded = sub(b.forwarded, a.forwarded)
+	if dt > 0 {
+		t.OfferedPPS = round(float64(att)/dt, 0)
+		t.ForwardedPPS = round(float64(t.Forwarded)/dt, 0)
+	}
+	if att > 0 && c != CaseCalibration {
+		t.LossPct = round(100*(1-float64(t.Forwarded)/float64(att)), 3)
+	}
+	t.BusyS = round(busySeconds(a.cpu, b.cpu, el), 3)
+	t.SampledBusyS = round(sampledBusySeconds(a.cpu, b.cpu), 2)
+	t.CPUBusyPct = busyPct(a.cpu, b.cpu)
+	if a.hasProc && b.hasProc {
+		t.ProcCPUS = ptr(round(float64(sub(b.procTicks, a.procTicks))/clockTicks, 2))
+	}
+	return t
+}
+
+// ispmuxDiagnostics keeps ispmux's drop counters of the run (a source
+// that is not a binding would show as unknown_mac or spoofed_source).
+func (b *fwdBench) ispmuxDiagnostics(ctx context.Context, c string, n, run int, stateDir string) {
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := ctlsock.FetchStatus(sctx, filepath.Join(stateDir, appliance.SocketName))
+	if err != nil {
+		b.p.logf("ispmux status after the run: %v", err)
+		return
+	}
+	js, err := json.Marshal(st.Ports)
+	if err != nil {
+		return
+	}
+	b.r.Diagnostics = append(b.r.Diagnostics, Diagnostic{Case: c, Sources: n, Run: run, Ports: js})
+}
+
+// bencher holds what the lab benchmarks share: waiting for ispmux and
+// clearing XDP programs between cases.
+type bencher struct {
+	t            *lab.Topology
+	logf         func(string, ...any)
+	readyTimeout time.Duration // waitReady's; 0: 20 s
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -332,47 +798,14 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// runISPmux measures case (a): ispmux in the appliance namespace.
-func (b *bencher) runISPmux(ctx context.Context, argv []string, stateDir string, c *Case) (err error) {
-	if err := b.detachLeftovers(ctx); err != nil {
-		return err
-	}
-	p, err := startChild("ispmux", argv, nil, syscall.SIGTERM)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		// SIGTERM: ispmux stops its workers and detaches XDP before exiting.
-		if serr := p.stop(syscall.SIGTERM, 15*time.Second); serr != nil && err == nil {
-			err = serr
-		}
-	}()
-	sock := filepath.Join(stateDir, appliance.SocketName)
-	if err := b.waitReady(ctx, p, sock); err != nil {
-		return err
-	}
-	if err := b.measure(ctx, p, c); err != nil {
-		return err
-	}
-	// Diagnostics: ispmux's own counters, with drop reasons per port.
-	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if st, err := ctlsock.FetchStatus(sctx, sock); err == nil {
-		c.Diagnostics = map[string]any{"ports": st.Ports, "isps": st.ISPs}
-		if c.ForwardedPackets == 0 {
-			js, _ := json.Marshal(st.Ports)
-			b.logf("ispmux forwarded nothing; its port counters: %s", js)
-		}
-	} else {
-		b.logf("ispmux status after the run: %v", err)
-	}
-	return nil
-}
-
 // waitReady waits until ispmux answers on its control socket with every
 // ISP's next hop reachable, and fails if the process exits first.
 func (b *bencher) waitReady(ctx context.Context, p *child, sock string) error {
-	deadline := time.Now().Add(20 * time.Second)
+	limit := b.readyTimeout
+	if limit <= 0 {
+		limit = 20 * time.Second
+	}
+	deadline := time.Now().Add(limit)
 	last := "no status yet"
 	for {
 		if p.exited() {
@@ -396,65 +829,12 @@ func (b *bencher) waitReady(ctx context.Context, p *child, sock string) error {
 			last = err.Error()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("ispmux not ready after 20s (%s)%s", last, p.tail())
+			return fmt.Errorf("ispmux not ready after %v (%s)%s", limit, last, p.tail())
 		}
 		if err := sleep(ctx, 100*time.Millisecond); err != nil {
 			return err
 		}
 	}
-}
-
-// runKernel measures case (b): the Linux policy router.
-func (b *bencher) runKernel(ctx context.Context, c *Case) (err error) {
-	if err := b.detachLeftovers(ctx); err != nil {
-		return err
-	}
-	if err := b.t.KernelRouter(ctx, true); err != nil {
-		return err
-	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if oerr := b.t.KernelRouter(cctx, false); oerr != nil && err == nil {
-			err = oerr
-		}
-	}()
-	// Resolve the ISP routers before the clock starts (the warm-up would
-	// cover it too; this keeps the first second clean).
-	for i, isp := range b.t.ISPs {
-		_, _ = b.t.Run(ctx, b.t.Appliance.NS, "ping", "-c", "1", "-W", "1", "-I", b.t.Appliance.Uplinks[i].Name, isp.RouterAddr)
-	}
-	return b.measure(ctx, nil, c)
-}
-
-// runBare measures case (c): the bare AF_XDP forwarder.
-func (b *bencher) runBare(ctx context.Context, argv []string, c *Case) (err error) {
-	if err := b.detachLeftovers(ctx); err != nil {
-		return err
-	}
-	ready := newLineWaiter("ready", nil)
-	p, err := startChild("bare-forwarder", argv, ready, syscall.SIGTERM)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if serr := p.stop(syscall.SIGTERM, 15*time.Second); serr != nil && err == nil {
-			err = serr
-		}
-		if s := strings.TrimSpace(p.out.String()); s != "" {
-			b.logf("%s", s)
-		}
-	}()
-	select {
-	case <-ready.seen:
-	case <-p.done:
-		return fmt.Errorf("bare-forwarder exited before it was ready: %v%s", p.err, p.tail())
-	case <-time.After(20 * time.Second):
-		return fmt.Errorf("bare-forwarder not ready after 20s%s", p.tail())
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return b.measure(ctx, p, c)
 }
 
 // detachLeftovers removes XDP programs a previous case left on the
@@ -497,3 +877,5 @@ func kernelRelease() string {
 	}
 	return string(s)
 }
+
+var _ = runtime.NumCPU

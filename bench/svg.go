@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"math"
 )
 
 // Bar is one bar of a chart.
@@ -115,4 +116,94 @@ func trimZero(s string) string {
 		s = s[:len(s)-1]
 	}
 	return s
+}
+
+// seriesColors are the grouped chart's series colours, in order.
+var seriesColors = []string{"#4a7ab5", "#d9822b", "#b0b0b0", "#5aa469", "#9467bd", "#8c564b"}
+
+// writeGroupedChart writes a grouped bar chart: one group of bars per
+// entry of groups, one bar per series (vals[group][series], nil = no bar),
+// each the median with a min–max whisker, a legend and a vertical axis
+// labelled axis. Like writeBarChart it has no dependencies.
+func writeGroupedChart(w io.Writer, title, axis string, groups, series []string, vals [][]*Stat) error {
+	const (
+		height           = 420
+		left, right      = 70, 20
+		top, bottom      = 70, 70
+		plotH            = height - top - bottom
+		ticks            = 5
+		gridColor        = "#dddddd"
+		minGroupW        = 90
+		defaultW         = 720
+		legendRowHeight  = 18
+		legendItemsPerRw = 4
+	)
+	width := max(defaultW, left+right+minGroupW*len(groups))
+	plotW := width - left - right
+	hi := 0.0
+	for _, g := range vals {
+		for _, s := range g {
+			if s != nil {
+				hi = max(hi, s.Max, s.Median)
+			}
+		}
+	}
+	scale := niceCeil(hi)
+	esc := func(s string) string {
+		var b bytes.Buffer
+		_ = xml.EscapeText(&b, []byte(s))
+		return b.String()
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, `<?xml version="1.0" encoding="UTF-8"?>`+"\n")
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
+	fmt.Fprintf(&b, `<rect x="0" y="0" width="%d" height="%d" fill="#ffffff"/>`+"\n", width, height)
+	fmt.Fprintf(&b, `<text x="%d" y="22" text-anchor="middle" font-size="15" font-weight="bold">%s</text>`+"\n", width/2, esc(title))
+	for i, s := range series {
+		x := left + (i%legendItemsPerRw)*170
+		y := 40 + (i/legendItemsPerRw)*legendRowHeight
+		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/>`+"\n", x, y-10, seriesColors[i%len(seriesColors)])
+		fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", x+16, y, esc(s))
+	}
+	for i := 0; i <= ticks; i++ {
+		v := scale * float64(i) / ticks
+		y := float64(top+plotH) - float64(plotH)*float64(i)/ticks
+		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="%s"/>`+"\n", left, y, left+plotW, y, gridColor)
+		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", left-6, y+4, esc(humanPPS(v)))
+	}
+	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#000000"/>`+"\n", left, top+plotH, left+plotW, top+plotH)
+	fmt.Fprintf(&b, `<text x="16" y="%d" text-anchor="middle" transform="rotate(-90 16 %d)">%s</text>`+"\n", top+plotH/2, top+plotH/2, esc(axis))
+	y := func(v float64) float64 {
+		if scale <= 0 {
+			return float64(top + plotH)
+		}
+		return float64(top+plotH) - float64(plotH)*math.Max(0, v)/scale
+	}
+	if ng := len(groups); ng > 0 && len(series) > 0 {
+		slot := float64(plotW) / float64(ng)
+		bw := slot * 0.8 / float64(len(series))
+		for gi, g := range groups {
+			x0 := float64(left) + slot*float64(gi) + slot*0.1
+			for si := range series {
+				var s *Stat
+				if gi < len(vals) && si < len(vals[gi]) {
+					s = vals[gi][si]
+				}
+				if s == nil {
+					continue
+				}
+				x := x0 + bw*float64(si)
+				fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s</title></rect>`+"\n",
+					x, y(s.Median), bw*0.9, float64(top+plotH)-y(s.Median), seriesColors[si%len(seriesColors)], esc(fmt.Sprintf("%s, %s: %.0f [%.0f–%.0f]", g, series[si], s.Median, s.Min, s.Max)))
+				if s.N > 1 && s.Max > s.Min {
+					cx := x + bw*0.45
+					fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#000000"/>`+"\n", cx, y(s.Min), cx, y(s.Max))
+				}
+			}
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle" font-weight="bold">%s</text>`+"\n", x0+slot*0.4, top+plotH+18, esc(g))
+		}
+	}
+	b.WriteString("</svg>\n")
+	_, err := w.Write(b.Bytes())
+	return err
 }
