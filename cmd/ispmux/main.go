@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
 
@@ -146,6 +147,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	log := slog.New(logHandler(logFormat, stderr, logLevel(cfg.Appliance.LogLevel)))
+	if from, to := sizeProcs(cfg.Datapath.Queues); to != from {
+		log.Info("GOMAXPROCS raised for the goroutines that block in system calls", "from", from, "to", to)
+	}
 	// ISPMUX_CPUPROFILE=FILE profiles the whole run (for performance work
 	// in the lab; the benchmarks pass their environment to ispmux).
 	if path := os.Getenv("ISPMUX_CPUPROFILE"); path != "" {
@@ -186,6 +190,34 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 	return a.Run(ctx)
+}
+
+// sizeProcs gives the Go scheduler at least workers+2 Ps (it returns the
+// count before and after), unless GOMAXPROCS is set in the environment.
+// Go sizes GOMAXPROCS from the CPU affinity mask: pinned to one CPU
+// (taskset, a cgroup cpuset) it runs one P, and a goroutine in a blocking
+// system call keeps that P until sysmon retakes it, 20 µs to 10 ms later.
+// The datapath workers wait through the netpoller and no longer hold a P
+// while idle, but the store's group commit sits in fdatasync (0.2 ms, and
+// tens of ms on a busy disk) before every DHCP ACK, and a worker under
+// load runs without blocking: with one P, every other goroutine (the
+// control plane relaying the next DISCOVER) waited behind them. More Ps
+// than CPUs cost little here: the OS time-slices the threads the way it
+// would a C relay's, and idle Ps cost nothing. The price: up to workers+2
+// threads may compete for one CPU (the scheduler's spinning threads burn
+// a little of it looking for work), and the GC, which sizes its background
+// work as a quarter of the Ps, may take a larger share of that CPU while it
+// marks.
+func sizeProcs(workers int) (from, to int) {
+	from = runtime.GOMAXPROCS(0)
+	if os.Getenv("GOMAXPROCS") != "" {
+		return from, from
+	}
+	if want := workers + 2; from < want {
+		runtime.GOMAXPROCS(want)
+		return from, want
+	}
+	return from, from
 }
 
 func logLevel(s string) slog.Level {
