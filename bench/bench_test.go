@@ -716,7 +716,7 @@ func TestForwardLab(t *testing.T) {
 	stderr := &lineTimes{}
 	start := time.Now()
 	err := Main(ctx, []string{"forward", "--sources", "16", "--rates", "20k", "--runs", "1", "--duration", "1s", "--warmup", "500ms",
-		"--ndr-duration", "1s", "--ndr-steps", "1", "--json", "--id", labID, "--out", outDir, "--exe", exe}, &stdout, stderr)
+		"--ndr-duration", "1s", "--ndr-steps", "1", "--quiet-wait", "0s", "--json", "--id", labID, "--out", outDir, "--exe", exe}, &stdout, stderr)
 	t.Logf("benchmark took %v; stderr:\n%s", time.Since(start), stderr.String())
 	if err != nil {
 		t.Fatalf("bench forward: %v\nstdout:\n%s", err, stdout.String())

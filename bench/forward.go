@@ -58,6 +58,8 @@ type forwardOptions struct {
 	ndrSteps    int
 	rulesMax    int
 	tick        time.Duration
+	quietMax    float64       // busy CPU-seconds per second above which the machine is not quiet
+	quietWait   time.Duration // how long a trial waits for a quiet machine
 	asJSON      bool
 	id          string
 	out         string
@@ -81,6 +83,8 @@ func parseForward(args []string, stderr io.Writer) (*forwardOptions, error) {
 	fs.DurationVar(&o.ndrDuration, "ndr-duration", 2*time.Second, "window per no-drop-rate trial")
 	fs.IntVar(&o.ndrSteps, "ndr-steps", 5, "most bisection trials per no-drop-rate search")
 	fs.IntVar(&o.rulesMax, "rules-max", 4096, "largest sweep point for the kernel-rules case (its rule list is linear)")
+	fs.Float64Var(&o.quietMax, "quiet-max", 0.15, "before each trial, wait until the machine is quiet: at most this many busy CPU-seconds per second")
+	fs.DurationVar(&o.quietWait, "quiet-wait", 30*time.Second, "longest wait for a quiet machine before a trial (then it runs anyway, marked)")
 	fs.BoolVar(&o.asJSON, "json", false, "print one JSON object instead of the table")
 	fs.StringVar(&o.id, "id", "benchfw", "lab ID (namespace prefix)")
 	fs.StringVar(&o.out, "out", "bench-out", "directory for forward.json, forward.md and forward.svg")
@@ -145,6 +149,8 @@ func parseForward(args []string, stderr io.Writer) (*forwardOptions, error) {
 		return nil, fmt.Errorf("bench forward: --ndr-steps %d: want 0..20", o.ndrSteps)
 	case o.tick <= 0 || o.tick > 100*time.Millisecond:
 		return nil, fmt.Errorf("bench forward: --tick %v", o.tick)
+	case o.quietMax <= 0 || o.quietWait < 0 || o.quietWait > time.Hour:
+		return nil, fmt.Errorf("bench forward: --quiet-max %v / --quiet-wait %v", o.quietMax, o.quietWait)
 	}
 	return o, nil
 }
@@ -682,6 +688,10 @@ func (b *fwdBench) trial(ctx context.Context, c string, n, run int, rate float64
 	if rate > 0 {
 		rl = humanPPS(rate) + " pps"
 	}
+	bg, quiet, err := b.waitQuiet(ctx, fmt.Sprintf("%s, %s sources, run %d/%d: %s trial at %s", c, sizeLabel(n), run, b.o.runs, kind, rl))
+	if err != nil {
+		return Trial{}, err
+	}
 	b.p.set("%s, %s sources, run %d/%d: %s trial at %s", c, sizeLabel(n), run, b.o.runs, kind, rl)
 	_ = os.Remove(b.stats)
 	gen, err := startChild("generator", b.genArgv(n, rate, w+d+5*time.Second), nil, syscall.SIGINT)
@@ -718,6 +728,7 @@ func (b *fwdBench) trial(ctx context.Context, c string, n, run int, rate float64
 		return Trial{}, fmt.Errorf("generator exited during the window: %v%s", gen.err, gen.tail())
 	}
 	tr := computeTrial(c, n, run, rate, kind, s0, s1)
+	tr.BackgroundBusy, tr.Noisy = round(bg, 3), !quiet
 	if c != CaseCalibration && kind == "fixed" {
 		if cal := b.r.calibration(n, run, rate); cal != nil {
 			if v, ok := nsPerPacket(tr.BusyS, tr.WindowS, cal.BusyS, cal.WindowS, tr.ForwardedPPS); ok {
@@ -733,6 +744,42 @@ func (b *fwdBench) trial(ctx context.Context, c string, n, run int, rate float64
 	}
 	b.p.logf("%s", msg)
 	return tr, nil
+}
+
+// waitQuiet samples the machine for half a second with no traffic (the
+// case's forwarder idle) until it is quiet — at most quietMax busy
+// CPU-seconds per second — or quietWait has passed. It returns the last
+// sample and whether it was quiet. Other users of a shared machine would
+// otherwise land in the whole-machine CPU figures.
+func (b *fwdBench) waitQuiet(ctx context.Context, what string) (float64, bool, error) {
+	start := time.Now()
+	for {
+		a, err := readProcStat()
+		if err != nil {
+			return 0, false, err
+		}
+		t0 := time.Now()
+		if err := sleep(ctx, 500*time.Millisecond); err != nil {
+			return 0, false, err
+		}
+		z, err := readProcStat()
+		if err != nil {
+			return 0, false, err
+		}
+		el := time.Since(t0)
+		bg := busySeconds(a, z, el) / el.Seconds()
+		if bg <= b.o.quietMax {
+			return bg, true, nil
+		}
+		if time.Since(start) >= b.o.quietWait {
+			b.p.logf("warning: the machine stayed busy (%.2f CPU) for %v; %s runs anyway, marked noisy", bg, b.o.quietWait, what)
+			return bg, false, nil
+		}
+		b.p.set("waiting for a quiet machine (%.2f CPU busy without traffic) before %s", bg, what)
+		if err := sleep(ctx, time.Second); err != nil {
+			return 0, false, err
+		}
+	}
 }
 
 // computeTrial derives a trial's figures from the readings at the start

@@ -60,7 +60,9 @@ type ForwardResult struct {
 	Generator    string     `json:"generator"`
 	Cases        []CaseInfo `json:"cases"`
 	Calibration  []CalRow   `json:"calibration"`
-	NDR          []NDRRow   `json:"ndr"`
+	// Quiet summarises the machine's load before the trials.
+	Quiet *QuietSummary `json:"quiet,omitempty"`
+	NDR   []NDRRow      `json:"ndr"`
 	Result
 	Errors      []string     `json:"errors,omitempty"`
 	Trials      []Trial      `json:"trials"`
@@ -112,6 +114,15 @@ type CalRow struct {
 	Offered    *Stat   `json:"offered_actual_pps"`
 }
 
+// QuietSummary is the machine's background load before the trials: the
+// busy CPU-seconds per second without traffic, and how many trials ran
+// although the machine was not quiet.
+type QuietSummary struct {
+	Trials         int   `json:"trials"`
+	Noisy          int   `json:"noisy"`
+	BackgroundBusy *Stat `json:"background_cpu_s_per_s"`
+}
+
 // CaseInfo describes a system under test.
 type CaseInfo struct {
 	Name        string `json:"name"`
@@ -147,6 +158,11 @@ type Trial struct {
 	CPUBusyPct   []float64 `json:"cpu_busy_pct"`
 	ProcCPUS     *float64  `json:"proc_cpu_s,omitempty"`
 	NsPerPkt     *float64  `json:"ns_per_pkt,omitempty"`
+	// BackgroundBusy is the machine's busy CPU-seconds per second just
+	// before the trial, without traffic; Noisy: it was above --quiet-max
+	// after --quiet-wait (other load on the machine).
+	BackgroundBusy float64 `json:"background_cpu_s_per_s"`
+	Noisy          bool    `json:"noisy,omitempty"`
 }
 
 // NDRRun is one run's no-drop rate search.
@@ -316,6 +332,17 @@ func (r *ForwardResult) finish() {
 			row.RatioVsKernel, row.RatioVsBare = ratio(row.KernelNsPerPkt), ratio(row.BareNsPerPkt)
 			r.Sweep = append(r.Sweep, row)
 		}
+	}
+	noisy, bgs := 0, []float64{}
+	for _, t := range r.Trials {
+		bgs = append(bgs, t.BackgroundBusy)
+		if t.Noisy {
+			noisy++
+		}
+	}
+	r.Quiet = nil
+	if len(r.Trials) > 0 {
+		r.Quiet = &QuietSummary{Trials: len(r.Trials), Noisy: noisy, BackgroundBusy: stat(bgs)}
 	}
 	r.RatioVsKernel, r.RatioVsBare = 0, 0
 	head := 256
@@ -502,6 +529,10 @@ func (r *ForwardResult) section(h, svg string) string {
 	fmt.Fprintf(&b, "Run %s → %s on %d CPUs, kernel %s; load average %s before, %s after; CPUs busy before the run: %s. %d-byte frames; sweep %s sources at %s pps; %d interleaved runs, %gs windows after %gs warm-up.\n\n",
 		r.Started, orDash(r.Finished), r.CPUs, orDash(r.Kernel), orDash(r.LoadBefore), orDash(r.LoadAfter), pcts(r.BackgroundCPUPct),
 		r.FrameBytes, joinSizes(r.Sources), joinRates(r.Rates), r.Runs, r.DurationS, r.WarmupS)
+	if q := r.Quiet; q != nil {
+		fmt.Fprintf(&b, "Before each trial the machine was sampled without traffic: busy %s CPU-seconds per second (median [min–max]); %d of %d trials ran although it stayed above the quiet threshold.\n\n",
+			fmtStat(q.BackgroundBusy, "%.2f"), q.Noisy, q.Trials)
+	}
 	fmt.Fprintf(&b, "**ratio_vs_kernel = %.2f, ratio_vs_bare = %.2f** (the other's CPU per packet ÷ ispmux's at %s sources, lowest over the offered rates; higher is better for ispmux).\n\n",
 		r.RatioVsKernel, r.RatioVsBare, sizeLabel(r.headSources()))
 	if len(r.Targets) > 0 {
