@@ -98,7 +98,7 @@ demo-down: build
 DEB_BIN := bin/ispmux-deb
 deb:
 	rm -f bin/ispmux_*_amd64.deb
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(DEB_BIN) ./cmd/ispmux
+	CGO_ENABLED=0 $(GO) build -buildvcs=auto -trimpath -ldflags='-s -w' -o $(DEB_BIN) ./cmd/ispmux
 	$(GO) run ./packaging/mkdeb -bin $(DEB_BIN) -out bin $(if $(VERSION),-version $(VERSION))
 
 # CI (root): install the package and check the installed example
