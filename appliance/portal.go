@@ -36,7 +36,8 @@ func onboardingOf(cfg *configs.Config, a configs.Access) *dhcpproxy.Onboarding {
 }
 
 // handoverHint is how long a device takes to move to its ISP after a
-// choice on the portal: its onboarding T1 (half the lease), plus a DORA.
+// choice on the portal: its next renewal (half its onboarding lease),
+// plus a DORA.
 func handoverHint(cfg *configs.Config) time.Duration {
 	var longest time.Duration
 	for _, a := range cfg.Access {
@@ -68,7 +69,8 @@ func (a *Appliance) newPortal() (*portal.Server, error) {
 	}
 	return portal.New(portal.Config{
 		Hostname: p.Hostname, ISPs: isps, CertFile: p.TLSCert, KeyFile: p.TLSKey,
-		HandoverHint: handoverHint(a.cfg), Log: a.log.With("part", "portal"),
+		HandoverHint: handoverHint(a.cfg), MoveHint: a.cfg.DHCP.ClientLeaseMaxDur/2 + 5*time.Second,
+		Log: a.log.With("part", "portal"),
 	}, portalDir{a}, a.ten)
 }
 

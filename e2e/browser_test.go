@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -23,8 +25,10 @@ type browser struct {
 	out    syncBuffer
 }
 
-// startBrowser starts Chromium in sub's namespace with resolver dns.
-func (r *rig) startBrowser(sub lab.Sub, dns string) *browser {
+// startBrowser starts Chromium in sub's namespace with resolver dns; hosts,
+// if set, maps host names to addresses instead (what public DNS would
+// answer a bound subscriber through its ISP's resolver).
+func (r *rig) startBrowser(sub lab.Sub, dns string, hosts ...[2]string) *browser {
 	r.t.Helper()
 	if _, err := exec.LookPath("chromium"); err != nil {
 		r.t.Fatalf("chromium is not installed (lab/deps.sh installs it): %v", err)
@@ -59,6 +63,13 @@ func (r *rig) startBrowser(sub lab.Sub, dns string) *browser {
 		chromedp.Flag("disable-features", "HttpsUpgrades,HttpsFirstBalancedModeAutoEnable,DnsOverHttps,MediaRouter"),
 		chromedp.Flag("disable-component-update", true),
 	)
+	if len(hosts) > 0 {
+		var rules []string
+		for _, h := range hosts {
+			rules = append(rules, "MAP "+h[0]+" "+h[1])
+		}
+		opts = append(opts, chromedp.Flag("host-resolver-rules", strings.Join(rules, ", ")))
+	}
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	b.Ctx, b.cancel = ctx, []func(){cancel, acancel}
@@ -66,6 +77,9 @@ func (r *rig) startBrowser(sub lab.Sub, dns string) *browser {
 	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil { // starts the browser
 		r.t.Fatalf("chromium in %s: %v\n%s", sub.NS, err, b.String())
 	}
+	// Every step after the start fails rather than waits for ever.
+	tctx, tcancel := context.WithTimeout(ctx, 3*time.Minute)
+	b.Ctx, b.cancel = tctx, []func(){tcancel, cancel, acancel}
 	return b
 }
 

@@ -130,8 +130,8 @@ func (s *Server) serveChoose(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if sub.ISP == "" && sub.Claimed != "" {
-		s.render(w, http.StatusOK, s.pendingPage(sub.Claimed))
+	if sub.Claimed != "" {
+		s.render(w, http.StatusOK, s.pendingPage(sub.Claimed, sub.ISP != ""))
 		return
 	}
 	nonce := ensureNonce(w, r)
@@ -149,9 +149,9 @@ func (s *Server) serveDone(w http.ResponseWriter, r *http.Request) {
 	recent, hasRecent := s.recent.get(sub.MAC, time.Now())
 	switch {
 	case sub.Claimed != "":
-		s.render(w, http.StatusOK, s.pendingPage(sub.Claimed))
+		s.render(w, http.StatusOK, s.pendingPage(sub.Claimed, sub.ISP != ""))
 	case hasRecent && recent != sub.ISP:
-		s.render(w, http.StatusOK, s.pendingPage(recent))
+		s.render(w, http.StatusOK, s.pendingPage(recent, sub.ISP != ""))
 	case sub.ISP != "":
 		s.render(w, http.StatusOK, s.connectedPage(sub.ISP))
 	default:

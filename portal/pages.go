@@ -122,6 +122,15 @@ type formInput struct {
 	ISP, CustomerID, Password string
 }
 
+// hint is how long a switch takes: a move (a bound device) or the end of
+// onboarding.
+func (s *Server) hint(moving bool) time.Duration {
+	if moving {
+		return s.cfg.MoveHint
+	}
+	return s.cfg.HandoverHint
+}
+
 // choosePage is the claim form: for a device being onboarded, or, when
 // current is set (the ISP it is on), the first step of a move.
 func (s *Server) choosePage(token, current string, in formInput, pr problems) page {
@@ -130,7 +139,7 @@ func (s *Server) choosePage(token, current string, in formInput, pr problems) pa
 	for _, p := range s.cfg.ISPs {
 		f.ISPs = append(f.ISPs, ispChoice{ISP: p, Checked: p.Name == in.ISP})
 	}
-	hint := about(s.cfg.HandoverHint)
+	hint := about(s.hint(current != ""))
 	p := page{Form: f}
 	if current == "" {
 		p.Heading = "Choose your Internet provider"
@@ -165,7 +174,7 @@ func (s *Server) confirmPage(token, current string, in formInput, pr problems) p
 		Heading: "Move to " + next + "?",
 		Lead: []string{q,
 			"Customer ID at " + next + ": " + in.CustomerID + ".",
-			"When you confirm, this device leaves " + cur + " and switches to " + next + " within " + about(s.cfg.HandoverHint) + ".",
+			"When you confirm, this device leaves " + cur + " and switches to " + next + " within " + about(s.hint(true)) + ".",
 		},
 		Form: &form{Action: "/claim?confirm=1", Token: token,
 			Hidden:      []hidden{{"isp", in.ISP}, {"customer_id", in.CustomerID}},
@@ -201,13 +210,14 @@ func sentence(text, anchor string, fields map[string]string) problems {
 	return problems{Summary: []summaryError{{Field: anchor, Text: text}}, Fields: fields}
 }
 
-// pendingPage says the device will switch to isp.
-func (s *Server) pendingPage(isp string) page {
+// pendingPage says the device will switch to isp (moving: from another
+// ISP, at its next renewal of a client lease; else from onboarding).
+func (s *Server) pendingPage(isp string, moving bool) page {
 	n := s.displayName(isp)
 	return page{
 		Heading: "You chose " + n,
 		Lead: []string{
-			"You chose " + n + ". This device will switch to " + n + " within " + about(s.cfg.HandoverHint) +
+			"You chose " + n + ". This device will switch to " + n + " within " + about(s.hint(moving)) +
 				" (it renews its address by itself; if it does not, turn Wi-Fi or the network cable off and on). You can close this page.",
 		},
 		Refresh: true,

@@ -67,6 +67,10 @@ type Config struct {
 	// HandoverHint is how long the device takes to switch after a claim
 	// (onboarding T1 and a few seconds), shown on the page; 0 = 1 minute.
 	HandoverHint time.Duration
+	// MoveHint is how long a bound device takes to switch to another ISP
+	// after a move on the portal (half the client lease and a few
+	// seconds); 0 = HandoverHint.
+	MoveHint time.Duration
 	// Log receives claims and errors (nil = discard).
 	Log *slog.Logger
 }
@@ -145,6 +149,9 @@ func New(cfg Config, dir Directory, claims Claimer) (*Server, error) {
 	}
 	if cfg.HandoverHint <= 0 {
 		cfg.HandoverHint = defaultHandover
+	}
+	if cfg.MoveHint <= 0 {
+		cfg.MoveHint = cfg.HandoverHint
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
