@@ -5,6 +5,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 )
 
@@ -16,6 +17,10 @@ import (
 // installed and SIGUSR1 keeps its default action.
 const gcEnv = "ISPMUX_BENCH_GC_ON_USR1"
 
+// heapEnv names a file that, with gcEnv, receives a heap profile after
+// each such GC (for finding where the memory per subscriber goes).
+const heapEnv = "ISPMUX_BENCH_HEAPPROFILE"
+
 func init() {
 	if os.Getenv(gcEnv) != "1" {
 		return
@@ -26,6 +31,12 @@ func init() {
 		for range c {
 			runtime.GC()
 			debug.FreeOSMemory()
+			if path := os.Getenv(heapEnv); path != "" {
+				if f, err := os.Create(path); err == nil {
+					_ = pprof.WriteHeapProfile(f)
+					_ = f.Close()
+				}
+			}
 		}
 	}()
 }
