@@ -302,7 +302,10 @@ func dhcpBench(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	r.BackgroundCPUPct = bg.BackgroundCPUPct
 	r.Notes = append(r.Notes, bg.Notes...)
 
-	d := &dhcpBencher{o: o, t: t, b: &bencher{t: t, logf: logf}, logf: logf, tmp: tmp}
+	d := &dhcpBencher{o: o, t: t, b: &bencher{t: t, logf: logf}, logf: logf, tmp: tmp, keaDir: keaTmpfsDir(o.id, tmp)}
+	if !o.keep {
+		defer os.RemoveAll(d.keaDir)
+	}
 	r.Generator = shellQuote(d.genArgv(genRun{clients: o.clients, rate: o.topRate(), duration: o.duration}))
 	r.ISPmuxCommand = shellQuote(d.ispmuxArgv("CONFIG"))
 	r.RelayCommand = shellQuote(d.relayArgv())
@@ -378,6 +381,16 @@ func dhcpBench(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	return nil
 }
 
+// keaTmpfsDir is where Kea's files go: /dev/shm when it is a tmpfs (else
+// the scratch directory).
+func keaTmpfsDir(id, tmp string) string {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs("/dev/shm", &st); err == nil && st.Type == 0x01021994 { // TMPFS_MAGIC
+		return filepath.Join("/dev/shm", "ispmux-bench-"+id+"-kea")
+	}
+	return filepath.Join(tmp, "kea")
+}
+
 // dhcpLimits is the [dhcp] table the benchmark gives ispmux for clients
 // clients driven at up to rate DORA starts per second: per-circuit rate
 // and bindings far above the load, and a per-MAC budget for a client's
@@ -415,6 +428,9 @@ type dhcpBencher struct {
 	tmp  string
 	kea  int // Kea's pid
 	seq  int // state directories made
+	// keaDir holds Kea's configuration copy, lease file and log, on a
+	// tmpfs (restartKea).
+	keaDir string
 }
 
 // genRun is one generator run's parameters.
@@ -580,6 +596,7 @@ func (d *dhcpBencher) runSystem(ctx context.Context, name string, run int, r *DH
 		for _, rate := range d.o.rates {
 			c, res := d.step(ctx, s, run, PhaseRate, genRun{clients: d.o.clients, rate: rate, duration: d.o.duration, drain: fixedDrain(d.o.timeout)})
 			cases = append(cases, c)
+			d.settle(ctx)
 			markAcked(acked, res)
 			if ctx.Err() != nil {
 				_ = s.stop()
@@ -619,6 +636,26 @@ func (d *dhcpBencher) runSystem(ctx context.Context, name string, run int, r *DH
 // still unfinished then counts as failed (unfinished).
 func fixedDrain(timeout time.Duration) time.Duration {
 	return scheduleLen(timeout, 1) + time.Second
+}
+
+// settle waits (at most 10 s) until Kea and the system under test are
+// idle: after an overloaded step Kea still works through the stale
+// requests in its socket buffer, which would count against the next step.
+func (d *dhcpBencher) settle(ctx context.Context) {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		_, a, err := readPIDStat(d.kea)
+		if err != nil {
+			return
+		}
+		if sleep(ctx, 500*time.Millisecond) != nil {
+			return
+		}
+		_, b, err := readPIDStat(d.kea)
+		if err != nil || sub(b, a) <= 2 { // ≤ 4 % of a CPU
+			return
+		}
+	}
 }
 
 // markAcked records the clients that got an ACK in res.
@@ -694,8 +731,7 @@ func (d *dhcpBencher) search(ctx context.Context, s *dhcpSUT, run int) ([]DHCPCa
 		if c.Error != "" {
 			return false, errors.New(c.Error)
 		}
-		// Let queues drain before the next step.
-		_ = sleep(ctx, time.Second)
+		d.settle(ctx)
 		return c.LossPct <= failLimitPct, nil
 	})
 	return steps, results
@@ -896,6 +932,11 @@ wait:
 		}
 	}
 	c.Saturated = saturatedProc(c.UtilPct)
+	if strings.HasPrefix(c.Saturated, "none") && len(c.CPUBusyPct) > 0 && slices.Min(c.CPUBusyPct) >= saturationPct {
+		// No process of the case saturated, but every CPU was busy:
+		// the machine (other load included) is the bound.
+		c.Saturated = "machine (" + pcts(c.CPUBusyPct) + "; busiest process " + strings.TrimSuffix(strings.TrimPrefix(c.Saturated, "none ("), ")") + ")"
+	}
 	if c.Completed == 0 {
 		d.logf("no exchange completed: generator sent %d frames (%d errors), received %d (%d ignored)", res.TxFrames, res.TxErrors, res.RxFrames, res.RxIgnore)
 	}
@@ -1047,19 +1088,26 @@ func (d *dhcpBencher) restartKea(ctx context.Context) error {
 			}
 		}
 	}
-	old, _ := filepath.Glob(isp.KeaLeaseFile + "*")
-	for _, f := range old {
-		if err := os.Remove(f); err != nil {
-			return err
-		}
+	// Kea's lease file and log go to a tmpfs (keaDir), not the disk that
+	// ispmux fsyncs: an ISP's server does not share the appliance's disk,
+	// and Kea's file appends must not depend on ispmux's journal commits.
+	if err := os.RemoveAll(d.keaDir); err != nil {
+		return err
 	}
-	logf, err := os.OpenFile(strings.TrimSuffix(isp.KeaLog, ".log")+".out", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err := os.MkdirAll(d.keaDir, 0o755); err != nil {
+		return err
+	}
+	cfg, err := keaConfigOn(isp.KeaConfig, d.keaDir)
+	if err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(filepath.Join(d.keaDir, "kea.out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command("ip", "netns", "exec", isp.NS, "kea-dhcp4", "-c", isp.KeaConfig)
-	cmd.Env = append(os.Environ(), "KEA_PIDFILE_DIR="+d.t.StateDir, "KEA_LOCKFILE_DIR="+d.t.StateDir, "KEA_LOGGER_DESTINATION="+isp.KeaLog)
+	cmd := exec.Command("ip", "netns", "exec", isp.NS, "kea-dhcp4", "-c", cfg)
+	cmd.Env = append(os.Environ(), "KEA_PIDFILE_DIR="+d.keaDir, "KEA_LOCKFILE_DIR="+d.keaDir, "KEA_LOGGER_DESTINATION="+filepath.Join(d.keaDir, "kea.log"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -1068,6 +1116,44 @@ func (d *dhcpBencher) restartKea(ctx context.Context) error {
 	go func() { _ = cmd.Wait() }() // lab.Down kills it
 	d.kea = cmd.Process.Pid        // ip netns exec execs kea-dhcp4
 	return d.waitUDP67(ctx, isp.NS, "kea-dhcp4")
+}
+
+// keaConfigOn writes a copy of the Kea configuration at path with its
+// lease file and log files in dir, and returns the copy's path.
+func keaConfigOn(path, dir string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	d4, _ := m["Dhcp4"].(map[string]any)
+	if d4 == nil {
+		return "", fmt.Errorf("%s: no Dhcp4", path)
+	}
+	if ldb, _ := d4["lease-database"].(map[string]any); ldb != nil {
+		ldb["name"] = filepath.Join(dir, "leases4.csv")
+	}
+	loggers, _ := d4["loggers"].([]any)
+	for _, l := range loggers {
+		lm, _ := l.(map[string]any)
+		outs, _ := lm["output_options"].([]any)
+		for _, o := range outs {
+			if om, _ := o.(map[string]any); om != nil {
+				if out, _ := om["output"].(string); strings.HasPrefix(out, "/") {
+					om["output"] = filepath.Join(dir, "kea.log")
+				}
+			}
+		}
+	}
+	out, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, "kea.json")
+	return p, os.WriteFile(p, out, 0o644)
 }
 
 // waitUDP67 waits until something listens on UDP port 67 in ns.
