@@ -264,7 +264,11 @@ func (t *Tenants) Move(ctx context.Context, a Actor, mac string, to MoveRequest)
 	if err != nil {
 		return Device{}, notFound("customer "+to.CustomerID, err)
 	}
-	return t.attachLocked(a, c, m, "", "", SourceAPI, true)
+	d, err := t.attachLocked(a, c, m, "", "", SourceAPI, true)
+	if err == nil && to.Immediate && t.proxy != nil {
+		t.proxy.RevalidateMACsImmediate([]uint64{binding.MAC48(m)})
+	}
+	return d, err
 }
 
 // validAccessName checks an access pin's shape (the appliance checks that

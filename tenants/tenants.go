@@ -21,6 +21,10 @@ import (
 // RELEASE to the old ISP through a durable intent).
 type Proxy interface {
 	RevalidateMACs(macs []uint64) int
+	// RevalidateMACsImmediate is RevalidateMACs for an operator's
+	// immediate cut: a device moved to another ISP loses its old binding
+	// at once instead of at its next renewal.
+	RevalidateMACsImmediate(macs []uint64) int
 }
 
 // Admission is the datapath's set of registered MACs (engine.Control).

@@ -17,8 +17,16 @@ import (
 
 // fakeProxy records the MACs it was asked to revalidate.
 type fakeProxy struct {
-	mu   sync.Mutex
-	macs []uint64
+	mu        sync.Mutex
+	macs      []uint64
+	immediate []uint64 // the MACs revalidated with an immediate cut
+}
+
+func (f *fakeProxy) RevalidateMACsImmediate(macs []uint64) int {
+	f.mu.Lock()
+	f.immediate = append(f.immediate, macs...)
+	f.mu.Unlock()
+	return f.RevalidateMACs(macs)
 }
 
 func (f *fakeProxy) RevalidateMACs(macs []uint64) int {
@@ -290,6 +298,20 @@ func TestMoveAndBlock(t *testing.T) {
 	if got := r.px.take(); !slices.Equal(got, []uint64{mac48("02:00:00:00:00:07")}) {
 		t.Errorf("move revalidated %v", got)
 	}
+	if len(r.px.immediate) != 0 {
+		t.Errorf("a move without immediate cut at once: %v", r.px.immediate)
+	}
+	// Back to beta with an immediate cut.
+	if _, err := r.ten.Move(ctx, op, "02:00:00:00:00:07", MoveRequest{ISP: "beta", CustomerID: "c-77", Immediate: true}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(r.px.immediate, []uint64{mac48("02:00:00:00:00:07")}) {
+		t.Errorf("immediate move cut %v", r.px.immediate)
+	}
+	if _, err := r.ten.Move(ctx, op, "02:00:00:00:00:07", MoveRequest{ISP: "alpha", CustomerID: "a-9"}); err != nil {
+		t.Fatal(err)
+	}
+	r.px.take()
 	// The losing ISP's moved event does not name the winner.
 	var moved *Event
 	for _, e := range r.events("beta") {

@@ -175,6 +175,12 @@ type DeviceInput struct {
 type MoveRequest struct {
 	ISP        string `json:"isp"`
 	CustomerID string `json:"customer_id"`
+	// Immediate cuts the old ISP's service at once (its binding ended, a
+	// RELEASE sent). Without it the move is make-before-break: the old
+	// binding keeps forwarding until the device's next renewal, which
+	// ispmux NAKs so that it starts over at the new ISP (at most half the
+	// client lease later).
+	Immediate bool `json:"immediate,omitempty"`
 }
 
 // ImportResult is the outcome of one line of a bulk import.

@@ -48,6 +48,7 @@ type ctlOpts struct {
 	after         string
 	limit         int
 	passwordStdin bool
+	immediate     bool
 	passwordHash  string
 	deviceLimit   int
 	suspended     bool
@@ -169,9 +170,13 @@ var ctlCommands = []*ctlCommand{
 	{name: "block", short: "block a MAC (operator)", args: "MAC", min: 1, max: 1,
 		summary: "Block a MAC (operator): its binding ends and it gets no DHCP answer.", run: ctlBlock},
 	{name: "unblock", short: "unblock a MAC (operator)", args: "MAC", min: 1, max: 1, summary: "Unblock a MAC (operator).", run: ctlUnblock},
-	{name: "move", short: "move a device to another customer or ISP (operator)", args: "MAC ISP CUSTOMER", min: 3, max: 3,
-		summary: "Move a device to another customer, of any ISP (operator): traffic stops at once, the old ISP\n" +
-			"gets a RELEASE, the subscriber's next REQUEST is NAKed by ispmux so it starts over with the new one.",
+	{name: "move", short: "move a device to another customer or ISP (operator)", args: "MAC ISP CUSTOMER [--immediate]", min: 3, max: 3,
+		summary: "Move a device to another customer, of any ISP (operator). Make-before-break: the old ISP keeps\n" +
+			"serving it until its next renewal (at most half [dhcp] client_lease_max away), which ispmux NAKs so\n" +
+			"it starts over with the new one; the old ISP then gets a RELEASE. --immediate cuts the old service at once.",
+		flags: func(fs *flag.FlagSet, o *ctlOpts) {
+			fs.BoolVar(&o.immediate, "immediate", false, "end the old ISP's binding now (RELEASE at once) instead of at the next renewal")
+		},
 		run: ctlMove},
 	{name: "bindings", short: "one page of DHCP bindings (of one ISP, or all)", args: "[ISP] [--after CURSOR] [--limit N]", max: 1,
 		summary: "One page of DHCP bindings: of one ISP, or of every ISP (operator).",

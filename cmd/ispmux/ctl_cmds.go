@@ -399,7 +399,7 @@ func ctlMove(e *ctlEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	d, err := c.Move(e.ctx, args[0], tenants.MoveRequest{ISP: args[1], CustomerID: args[2]})
+	d, err := c.Move(e.ctx, args[0], tenants.MoveRequest{ISP: args[1], CustomerID: args[2], Immediate: e.o.immediate})
 	if err != nil {
 		return err
 	}
