@@ -5,6 +5,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -41,17 +44,58 @@ const (
 // before its end, c.exp; the status gives whole seconds) has passed: a
 // renewal before it is answered by ispmux itself (nothing relayed, no
 // bind/ point hit), after it is relayed to the ISP.
-func (c *caseRun) afterISPT1() {
-	time.Sleep(time.Until(c.exp.Add(-matrixLease/2 + 1500*time.Millisecond)))
+func (c *caseRun) afterISPT1() { c.afterT1(matrixLease) }
+
+// afterT1 is afterISPT1 for a binding of an ISP lease of lease.
+func (c *caseRun) afterT1(lease time.Duration) {
+	time.Sleep(time.Until(c.exp.Add(-lease/2 + 1500*time.Millisecond)))
 }
 
-// keaSignal stops (SIGSTOP) or continues (SIGCONT) the Kea of c's ISP.
-func (c *caseRun) keaSignal(sig syscall.Signal) {
+// stopKeaUntilCrash stops (SIGSTOP) the Kea of c's ISP and has it
+// continue as soon as the armed ispmux is dead (the runner then asks Kea
+// for the lease, and the settling needs it), or after 30 s.
+func (c *caseRun) stopKeaUntilCrash() {
 	c.t.Helper()
-	if n := c.m.r.killInNS(c.m.r.isp(c.sub.ISP).NS, "kea-dhcp4", sig); n != 1 {
-		c.t.Errorf("signal %v to %d kea-dhcp4 processes, want 1", sig, n)
+	r := c.m.r
+	if n := r.killInNS(r.isp(c.sub.ISP).NS, "kea-dhcp4", syscall.SIGSTOP); n != 1 {
+		c.t.Errorf("SIGSTOP to %d kea-dhcp4 processes, want 1", n)
 	}
+	ns, cur := r.isp(c.sub.ISP).NS, c.m.cur
+	cont := func() { r.killInNS(ns, "kea-dhcp4", syscall.SIGCONT) }
+	c.t.Cleanup(cont)
+	go func() {
+		for deadline := time.Now().Add(30 * time.Second); !cur.exited() && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+		for _, pid := range nsPids(ns, "kea-dhcp4") {
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	}()
 }
+
+// nsPids are the pids of the processes named name in namespace ns.
+func nsPids(ns, name string) []int {
+	out, err := exec.Command("ip", "netns", "pids", ns).Output()
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(out)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			continue
+		}
+		if cl, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && filepath.Base(strings.Split(string(cl), "\x00")[0]) == name {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// silenceLease is what the ISP-silent row's dhclient asks for: T1 at
+// 20 s, and the lease still running through the 4 s timeout, the crash and
+// the restart.
+const silenceLease = 40 * time.Second
 
 // moveToBeta moves c's subscriber (alpha's) to beta by a reload: make-
 // before-break, its alpha binding keeps forwarding. (beta's Kea does not
@@ -123,20 +167,18 @@ func theSwitchExchanges() []exchange {
 		{
 			// The ISP's Kea stopped (SIGSTOP): the relayed renewal times
 			// out (dhcp.timeout, 4 s) and ispmux answers from the binding.
-			name: "renewal, the ISP silent", sub: "s3", client: "hand-built REBINDING REQUEST (dhclient's 30 s lease), Kea stopped",
+			name: "renewal, the ISP silent", sub: "s3", client: "hand-built REBINDING REQUEST (dhclient's 40 s lease), Kea stopped",
 			points: []string{failpoint.RenewSilenceAfterAck},
 			setup: func(c *caseRun) {
-				c.bindShort()
+				c.bindFor(silenceLease)
 				c.cl.kill()
 			},
 			act: func(c *caseRun) {
-				c.afterISPT1()
-				c.keaSignal(syscall.SIGSTOP)
-				c.t.Cleanup(func() { c.m.r.killInNS(c.m.r.isp(c.sub.ISP).NS, "kea-dhcp4", syscall.SIGCONT) })
+				c.afterT1(silenceLease)
+				c.stopKeaUntilCrash()
 				c.rebind(0)
 			},
-			afterCrash: func(c *caseRun) { c.keaSignal(syscall.SIGCONT) },
-			settle:     func(c *caseRun) { c.rebindUntilACK() },
+			settle: func(c *caseRun) { c.rebindUntilACK() },
 		},
 		{
 			// Moved by a reload: its next renewal is NAKed, the old
@@ -176,17 +218,27 @@ func theSwitchExchanges() []exchange {
 
 // bindShort binds c.sub with dhclient asking for a matrixLease lease (T1
 // 15 s, reached within a case).
-func (c *caseRun) bindShort() {
+func (c *caseRun) bindShort() { c.bindFor(matrixLease) }
+
+// bindFor binds c.sub with dhclient asking for a lease of lease.
+func (c *caseRun) bindFor(lease time.Duration) {
 	c.t.Helper()
 	m := c.m
-	c.cl = m.r.startDhclient(c.sub, m.short)
+	conf := m.short
+	if lease != matrixLease {
+		conf = filepath.Join(m.r.dir, fmt.Sprintf("dhclient-lease-%d.conf", int(lease/time.Second)))
+		if err := os.WriteFile(conf, []byte(clientConf+fmt.Sprintf("send dhcp-lease-time %d;\n", int(lease/time.Second))), 0o644); err != nil {
+			c.fatalf("%v", err)
+		}
+	}
+	c.cl = m.r.startDhclient(c.sub, conf)
 	m.clients = append(m.clients, c.cl)
 	a, exp, ok := m.waitBound(c.sub, 15*time.Second, netip.Addr{})
 	if !ok {
 		c.fatalf("setup: %s not bound; client:\n%s", c.sub.Name, c.cl.out.String())
 	}
-	if time.Until(exp) > matrixLease+time.Second {
-		c.fatalf("lease until %v: Kea did not grant the %v asked for", exp, matrixLease)
+	if time.Until(exp) > lease+time.Second {
+		c.fatalf("lease until %v: Kea did not grant the %v asked for", exp, lease)
 	}
 	c.addr, c.exp = a, exp
 	if l, ok := m.keaLease(c.sub); ok && l.ClientID != "" {
