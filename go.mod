@@ -34,3 +34,7 @@ require (
 	golang.org/x/net v0.55.0 // indirect
 	google.golang.org/protobuf v1.36.8 // indirect
 )
+
+// asavie/xdp v0.3.3 with its Socket.Close unmapping the rings it mapped
+// (third_party/asavie-xdp/PATCHES.md).
+replace github.com/asavie/xdp v0.3.3 => ./third_party/asavie-xdp
