@@ -56,7 +56,7 @@ func (a *Appliance) watchLinks(ctx context.Context) {
 		}
 		at := u.Attrs()
 		for i, p := range a.ports {
-			if p.Ifindex != at.Index || state[i] == gone {
+			if p.Index() != at.Index || state[i] == gone {
 				continue
 			}
 			if u.Header.Type != unix.RTM_DELLINK && at.MTU > 0 && at.MTU != mtu[i] {

@@ -34,12 +34,23 @@
 // has no shared UMEM); a frame sent back out of the port it arrived on is
 // transmitted in place (true zero copy).
 //
+// # Link flaps
+//
+// A port outlives its interface: when the link goes down or the interface
+// is deleted, [XDPPort.CloseQueues] closes its queues, and when it is back
+// (the same interface, or a new one of the same name) [XDPPort.Reopen]
+// re-attaches the program and re-opens the queues. Both run each queue's
+// part on the worker that owns it, between two iterations; that worker's
+// other ports carry on (reopen.go).
+//
 // # asavie/xdp
 //
 // This package is the only importer of github.com/asavie/xdp. Its caveats
 // are contained here: GetDescs is never called (we keep our own free-frame
 // stack per UMEM); Transmit's panics on sendto errors are recovered and
-// counted, and the port is reported down; its Attach/Detach are not used
+// counted, and the port is reported down; its Socket.Close left the four
+// rings mapped (the socket, and its queue, held until exit): the copy in
+// third_party/asavie-xdp unmaps them; its Attach/Detach are not used
 // (Detach hangs after an SKB-mode attach), we attach and detach through
 // netlink with explicit flags; Complete does not say which frames finished,
 // so each queue keeps a FIFO of in-flight TX addresses (completions of one TX

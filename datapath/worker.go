@@ -56,6 +56,10 @@ type Worker struct {
 	stop     atomic.Bool
 	sleeping atomic.Bool // set while the loop is (about to be) in poll
 
+	// calls run on this thread between iterations: a port's queue
+	// closed or re-opened after a link flap (reopen.go).
+	calls callQueue
+
 	// inj is the control plane's injection queue (frames to send).
 	injMu   sync.Mutex
 	inj     []injected
@@ -211,6 +215,9 @@ func (w *Worker) Run() error {
 	defer unix.Close(w.efd)
 	defer w.closeEpoll()
 	for !w.stop.Load() {
+		if w.calls.n.Load() > 0 {
+			w.runCalls()
+		}
 		if w.RunOnce() > 0 {
 			continue
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/asavie/xdp"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,11 +36,19 @@ type XDPConfig struct {
 // XDPPort is a network interface driven through AF_XDP sockets: an XDP
 // program that redirects every frame of each queue to that queue's socket.
 // Nothing a data port receives reaches the kernel's stack.
+//
+// A port outlives its interface's flaps: its queues can be closed and
+// re-opened, and its program re-attached to the interface of the same
+// name (a new ifindex if it was re-created), by the workers that own the
+// queues (reopen.go).
 type XDPPort struct {
-	Name    string
-	Ifindex int
-	MAC     net.HardwareAddr
-	// ZeroCopy reports whether the sockets were bound in zero-copy mode.
+	Name string
+	// MAC is the interface's address when the port was opened (the one
+	// ispmux answers with; a re-created interface with another address
+	// is reported by Reopen, not adopted).
+	MAC net.HardwareAddr
+	// ZeroCopy reports whether the sockets were bound in zero-copy mode
+	// when the port was opened.
 	ZeroCopy bool
 	// Replaced is the id of an XDP program found attached and replaced
 	// (left by a process that died without detaching it); 0 if none.
@@ -50,12 +59,30 @@ type XDPPort struct {
 	VLANStripOff bool
 	VLANStripErr error
 
-	lock *os.File // the port's ownership lock, held while open
+	cfg      XDPConfig
+	opts     xdp.SocketOptions
+	bindTry  []uint16       // bind flags to try, in order
+	flags    int            // XDP attach flags of cfg.AttachMode
+	ns       netns.NsHandle // the network namespace the port was opened in
+	prog     *xdp.Program
+	queues   []*xskQueue
+	counters linkCounters
 
+	// mu guards the interface the port is on: relink changes it (in the
+	// worker owning queue 0), Index and Close read it.
+	mu          sync.Mutex
+	ifindex     int
 	link        netlink.Link
-	prog        *xdp.Program
-	attachFlags int
-	queues      []*xskQueue
+	lock        *os.File // the interface's ownership lock, held while open
+	attachFlags int      // the flags the program is attached with; -1: not attached
+}
+
+// Index is the interface index the port is on now (it changes when the
+// interface is re-created and the port re-opened on it).
+func (p *XDPPort) Index() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ifindex
 }
 
 // asavie/xdp reads the bind flags from a package variable; socketMu
@@ -73,6 +100,25 @@ func OpenXDP(cfg XDPConfig) (_ *XDPPort, err error) {
 		return nil, fmt.Errorf("xdp port %s: %w", cfg.Interface, err)
 	}
 	attrs := link.Attrs()
+	p := &XDPPort{Name: cfg.Interface, MAC: attrs.HardwareAddr, cfg: cfg, attachFlags: -1}
+	switch cfg.AttachMode {
+	case "skb":
+		p.flags = unix.XDP_FLAGS_SKB_MODE
+	case "native", "":
+		p.flags = unix.XDP_FLAGS_DRV_MODE
+	default:
+		return nil, fmt.Errorf("xdp port %s: attach mode %q: want native or skb", cfg.Interface, cfg.AttachMode)
+	}
+	switch cfg.BindMode {
+	case "copy":
+		p.bindTry = []uint16{unix.XDP_COPY}
+	case "zerocopy":
+		p.bindTry = []uint16{unix.XDP_ZEROCOPY}
+	case "auto", "":
+		p.bindTry = []uint16{unix.XDP_ZEROCOPY, unix.XDP_COPY}
+	default:
+		return nil, fmt.Errorf("xdp port %s: bind mode %q: want auto, zerocopy or copy", cfg.Interface, cfg.BindMode)
+	}
 	// One owner per interface: without this, a second ispmux started on
 	// the same interfaces would detach the running one's program below
 	// and take its traffic (or, failing to bind, leave it with none).
@@ -80,28 +126,10 @@ func OpenXDP(cfg XDPConfig) (_ *XDPPort, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("xdp port %s: %w", cfg.Interface, err)
 	}
-	p := &XDPPort{Name: cfg.Interface, Ifindex: attrs.Index, MAC: attrs.HardwareAddr, link: link, lock: lock, attachFlags: -1}
-	flags := 0
-	switch cfg.AttachMode {
-	case "skb":
-		flags = unix.XDP_FLAGS_SKB_MODE
-	case "native", "":
-		flags = unix.XDP_FLAGS_DRV_MODE
-	default:
-		lock.Close()
-		return nil, fmt.Errorf("xdp port %s: attach mode %q: want native or skb", cfg.Interface, cfg.AttachMode)
-	}
-	var bindFlags uint16
-	switch cfg.BindMode {
-	case "copy":
-		bindFlags = unix.XDP_COPY
-	case "zerocopy":
-		bindFlags = unix.XDP_ZEROCOPY
-	case "auto", "":
-	default:
-		lock.Close()
-		return nil, fmt.Errorf("xdp port %s: bind mode %q: want auto, zerocopy or copy", cfg.Interface, cfg.BindMode)
-	}
+	p.ifindex, p.link, p.lock = attrs.Index, link, lock
+	// Re-opens run on the workers' threads: they enter this namespace
+	// if they are not in it.
+	p.ns, _ = netns.Get()
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -115,7 +143,6 @@ func OpenXDP(cfg XDPConfig) (_ *XDPPort, err error) {
 		p.Replaced = x.ProgId
 	}
 	detachAll(link)
-	p.attachFlags = flags
 	p.VLANStripOff, p.VLANStripErr = disableVLANStrip(cfg.Interface)
 
 	maxQ := max(cfg.Queues, attrs.NumRxQueues, 1)
@@ -123,76 +150,130 @@ func OpenXDP(cfg XDPConfig) (_ *XDPPort, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("xdp port %s: load program: %w (memlock may be too low)", cfg.Interface, err)
 	}
-	if err = netlink.LinkSetXdpFdWithFlags(link, p.prog.Program.FD(), p.attachFlags); err != nil {
-		p.attachFlags = -1 // nothing to detach
+	if err = netlink.LinkSetXdpFdWithFlags(link, p.prog.Program.FD(), p.flags); err != nil {
 		return nil, fmt.Errorf("xdp port %s: attach %s: %w", cfg.Interface, cfg.AttachMode, err)
 	}
-	opts := xdp.SocketOptions{
+	p.attachFlags = p.flags
+	p.opts = xdp.SocketOptions{
 		NumFrames: cfg.Frames, FrameSize: cfg.FrameSize,
 		FillRingNumDescs: cfg.FillRing, CompletionRingNumDescs: cfg.CompletionRing,
 		RxRingNumDescs: cfg.RXRing, TxRingNumDescs: cfg.TXRing,
 	}
 	for qi := range cfg.Queues {
-		q, err := openQueue(p, qi, &opts, bindFlags, cfg.BindMode == "auto" || cfg.BindMode == "")
+		q := &xskQueue{
+			port: p, index: qi, frameSize: cfg.FrameSize,
+			txSize: cfg.TXRing, reserve: min(MaxBatch, cfg.Frames/4),
+			frames:   frameStack{free: make([]uint64, 0, cfg.Frames), frameSize: uint64(cfg.FrameSize)},
+			inflight: make([]uint64, cfg.Frames),
+			fillBuf:  make([]xdp.Desc, 0, cfg.FillRing),
+		}
+		p.queues = append(p.queues, q)
+		// A socket closed on this queue (a dead owner's, released after
+		// its program's detach; one of ours, closed a moment ago) leaves
+		// the queue busy until the kernel's deferred release has run.
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			err = q.open(p.ifindex)
+			if err == nil || !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		if err != nil {
 			return nil, err
 		}
-		p.queues = append(p.queues, q)
-		if err := p.prog.Register(qi, q.sock.FD()); err != nil {
-			return nil, fmt.Errorf("xdp port %s queue %d: register socket: %w", cfg.Interface, qi, err)
-		}
+		p.ZeroCopy = q.zeroCopy
 	}
 	return p, nil
 }
 
-func openQueue(p *XDPPort, qi int, opts *xdp.SocketOptions, flags uint16, auto bool) (*xskQueue, error) {
-	socketMu.Lock()
-	defer socketMu.Unlock()
-	try := []uint16{flags}
-	if auto {
-		try = []uint16{unix.XDP_ZEROCOPY, unix.XDP_COPY}
-	}
-	var sock *xdp.Socket
-	var err error
-	// After a replaced program's detach, the dead owner's sockets are
-	// released by the kernel a little later (they were referenced by the
-	// program's socket map): until then the queue is busy. Only then is
-	// it worth waiting (each failed attempt costs asavie's leaked rings).
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		for _, f := range try {
-			xdp.DefaultSocketFlags = f
-			sock, err = xdp.NewSocket(p.Ifindex, qi, opts)
-			if err == nil {
-				break
-			}
-		}
-		if err == nil || p.Replaced == 0 || !strings.Contains(err.Error(), "resource busy") || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	xdp.DefaultSocketFlags = 0
+// open creates the queue's socket (its UMEM and four rings) on interface
+// ifindex, registers it with the port's program and fills the fill ring.
+// The queue must be closed (as made by OpenXDP, or after close). It runs
+// in the thread that owns the queue (OpenXDP's, then the worker's).
+func (q *xskQueue) open(ifindex int) error {
+	p := q.port
+	sock, flags, err := newSocket(ifindex, q.index, &p.opts, p.bindTry, q.bound)
 	if err != nil {
-		return nil, fmt.Errorf("xdp port %s queue %d: socket: %w", p.Name, qi, err)
+		return fmt.Errorf("xdp port %s queue %d: socket: %w", p.Name, q.index, err)
 	}
+	if err := p.prog.Register(q.index, sock.FD()); err != nil {
+		sock.Close()
+		return fmt.Errorf("xdp port %s queue %d: register socket: %w", p.Name, q.index, err)
+	}
+	q.bound = flags
 	if zc, err := zeroCopyOption(sock.FD()); err == nil {
-		p.ZeroCopy = zc
+		q.zeroCopy = zc
 	}
 	// In copy mode the kernel sends at most 32 frames per sendto unless
 	// told otherwise (Linux 6.x); older kernels refuse the option.
 	_ = unix.SetsockoptInt(sock.FD(), unix.SOL_XDP, unix.XDP_MAX_TX_SKB_BUDGET, 256)
+	q.sock = sock
 	// The whole UMEM, through asavie's only accessor for it.
-	umem := sock.GetFrame(xdp.Desc{Addr: 0, Len: uint32(opts.NumFrames * opts.FrameSize)})
-	q := &xskQueue{
-		port: p, index: qi, sock: sock, umem: umem, frameSize: opts.FrameSize,
-		txSize: opts.TxRingNumDescs, reserve: min(MaxBatch, opts.NumFrames/4),
-		frames:   newFrameStack(opts.NumFrames, opts.FrameSize),
-		inflight: make([]uint64, opts.NumFrames),
-		fillBuf:  make([]xdp.Desc, 0, opts.FillRingNumDescs),
-	}
+	q.umem = sock.GetFrame(xdp.Desc{Addr: 0, Len: uint32(p.opts.NumFrames * p.opts.FrameSize)})
+	q.frames.fill(p.opts.NumFrames)
+	q.head, q.count = 0, 0
 	q.refill()
-	return q, nil
+	q.c.down.Store(false)
+	return nil
+}
+
+// newSocket makes an AF_XDP socket bound to queue qi of ifindex with the
+// first of try that the interface accepts, starting with prefer (the flags
+// that worked last time) when set. asavie/xdp reads the bind flags from a
+// package variable, hence the lock.
+func newSocket(ifindex, qi int, opts *xdp.SocketOptions, try []uint16, prefer uint16) (*xdp.Socket, uint16, error) {
+	socketMu.Lock()
+	defer socketMu.Unlock()
+	defer func() { xdp.DefaultSocketFlags = 0 }()
+	if prefer != 0 && len(try) > 1 && try[0] != prefer {
+		try = []uint16{prefer, try[0]}
+	}
+	var errs []error
+	for _, f := range try {
+		xdp.DefaultSocketFlags = f
+		sock, err := xdp.NewSocket(ifindex, qi, opts)
+		if err == nil {
+			return sock, f, nil
+		}
+		errs = append(errs, err)
+	}
+	// asavie's errors are strings: the errno is found again for
+	// errors.Is. A busy queue (a socket closed on it a moment ago, not
+	// yet released by the kernel) is what a caller may wait out, whatever
+	// the other mode said; else the last attempt's error is the one that
+	// matters (auto: copy mode, after zero-copy was refused).
+	for _, err := range errs {
+		if strings.Contains(err.Error(), unix.EBUSY.Error()) {
+			return nil, 0, fmt.Errorf("%w (%w)", err, unix.EBUSY)
+		}
+	}
+	err := errs[len(errs)-1]
+	for _, e := range []unix.Errno{unix.ENODEV, unix.ENETDOWN, unix.ENXIO} {
+		if strings.Contains(err.Error(), e.Error()) {
+			return nil, 0, fmt.Errorf("%w (%w)", err, e)
+		}
+	}
+	return nil, 0, err
+}
+
+// close unregisters and closes the queue's socket (its rings and UMEM
+// unmapped: third_party/asavie-xdp). Every frame is forgotten; the queue
+// receives nothing, sends nothing and has no free frame until open. It
+// runs in the thread that owns the queue.
+func (q *xskQueue) close() error {
+	if q.sock == nil {
+		return nil
+	}
+	if prog := q.port.prog; prog != nil {
+		_ = prog.Unregister(q.index)
+	}
+	err := q.sock.Close()
+	q.sock, q.umem = nil, nil
+	q.frames.free = q.frames.free[:0]
+	q.head, q.count = 0, 0
+	q.c.down.Store(true)
+	return err
 }
 
 // detachAll removes any XDP program from link, in both modes. Detaching with
@@ -212,20 +293,16 @@ func (p *XDPPort) NumQueues() int { return len(p.queues) }
 // it. Workers using the queues must have stopped.
 func (p *XDPPort) Close() error {
 	var errs []error
-	for i, q := range p.queues {
-		if p.prog != nil {
-			_ = p.prog.Unregister(i)
-		}
-		if err := q.sock.Close(); err != nil {
+	for _, q := range p.queues {
+		if err := q.close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	p.queues = nil
-	if p.attachFlags >= 0 && p.link != nil {
-		if err := netlink.LinkSetXdpFdWithFlags(p.link, -1, p.attachFlags); err != nil && !errors.Is(err, unix.ENODEV) {
-			errs = append(errs, fmt.Errorf("xdp port %s: detach: %w", p.Name, err))
-		}
-		p.attachFlags = -1
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.detach(); err != nil {
+		errs = append(errs, err)
 	}
 	if p.prog != nil {
 		if err := p.prog.Close(); err != nil {
@@ -233,6 +310,34 @@ func (p *XDPPort) Close() error {
 		}
 		p.prog = nil
 	}
+	p.unlockInterface()
+	if p.ns.IsOpen() {
+		_ = p.ns.Close()
+		p.ns = netns.None()
+	}
+	return errors.Join(errs...)
+}
+
+// detach removes the port's program from the interface it was attached
+// to, with the flags it was attached with (the only detach that returns
+// at once after an SKB-mode attach). An interface that is gone has lost
+// the program with it. p.mu is held.
+func (p *XDPPort) detach() error {
+	if p.attachFlags < 0 || p.link == nil {
+		return nil
+	}
+	flags := p.attachFlags
+	p.attachFlags = -1
+	err := netlink.LinkSetXdpFdWithFlags(p.link, -1, flags)
+	if err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("xdp port %s: detach: %w", p.Name, err)
+	}
+	return nil
+}
+
+// unlockInterface releases the port's interface lock. p.mu is held (or
+// the port is not shared yet).
+func (p *XDPPort) unlockInterface() {
 	if p.lock != nil {
 		// Removed while still held, then released, so lock files do not
 		// pile up (one per namespace and interface ever used). The
@@ -242,7 +347,6 @@ func (p *XDPPort) Close() error {
 		p.lock.Close() // releases the flock
 		p.lock = nil
 	}
-	return errors.Join(errs...)
 }
 
 // lockDirs are where interface locks live: the first that can be created.
@@ -288,10 +392,15 @@ func lockInterface(ifindex int) (*os.File, error) {
 // ring and TX ring hold frames the kernel owns; inflight is a FIFO of the
 // addresses handed to the TX ring, in submission order, popped as the
 // completion ring advances.
+//
+// A closed queue (sock nil: before open, or after its interface went away)
+// receives nothing, has no free frame and transmits nothing.
 type xskQueue struct {
 	port      *XDPPort
 	index     int
-	sock      *xdp.Socket
+	sock      *xdp.Socket // nil while closed
+	bound     uint16      // the bind flags the socket was made with
+	zeroCopy  bool
 	umem      []byte
 	frameSize int
 	txSize    int
@@ -308,14 +417,20 @@ type xskQueue struct {
 
 func (q *xskQueue) UMEM() []byte   { return q.umem }
 func (q *xskQueue) FrameSize() int { return q.frameSize }
-func (q *xskQueue) FD() int        { return q.sock.FD() }
 func (q *xskQueue) Pending() int   { return q.count }
+
+func (q *xskQueue) FD() int {
+	if q.sock == nil {
+		return -1
+	}
+	return q.sock.FD()
+}
 
 func (q *xskQueue) Stats() QueueStats { return q.c.snapshot() }
 
 func (q *xskQueue) Receive(dst []Desc) []Desc {
 	room := cap(dst) - len(dst)
-	if room <= 0 {
+	if room <= 0 || q.sock == nil {
 		return dst
 	}
 	descs := q.sock.Receive(room) // asavie reuses this slice: copy out
@@ -332,6 +447,9 @@ func (q *xskQueue) Receive(dst []Desc) []Desc {
 }
 
 func (q *xskQueue) Transmit(descs []Desc) int {
+	if q.sock == nil {
+		return 0
+	}
 	n := min(len(descs), q.sock.NumFreeTxSlots())
 	if n == 0 {
 		return 0
@@ -368,6 +486,9 @@ func (q *xskQueue) Alloc() (Desc, bool) { return q.frames.pop() }
 func (q *xskQueue) Free(d Desc)         { q.frames.push(d) }
 
 func (q *xskQueue) Service() error {
+	if q.sock == nil {
+		return errClosed
+	}
 	if n := q.sock.NumCompleted(); n > 0 {
 		n = min(n, q.count)
 		q.sock.Complete(n)
@@ -382,7 +503,7 @@ func (q *xskQueue) Service() error {
 	}
 	q.refill()
 	if q.c.down.Load() {
-		return fmt.Errorf("xdp port %s queue %d: down", q.port.Name, q.index)
+		return errDown // no allocation: a worker calls this every iteration
 	}
 	return nil
 }

@@ -368,9 +368,7 @@ func TestXDPOneOwner(t *testing.T) {
 
 // TestXDPDeadOwnerReplaced: the program of an owner that died (SIGKILL, a
 // real process: its lock and sockets go with it, its program stays
-// attached) is replaced by the next owner, which reports it. (A separate
-// topology: asavie's Socket.Close leaves the rings mapped, so a queue this
-// process opened stays bound until it exits.)
+// attached) is replaced by the next owner, which reports it.
 func TestXDPDeadOwnerReplaced(t *testing.T) {
 	privtest.Lab(t)
 	id := wireTopo(t)
