@@ -135,6 +135,7 @@ func scaleBench(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	var t *lab.Topology
 	defer func() { err = errors.Join(err, teardown(ctx, "scale", o.id, tmp, o.keep, t != nil, pr.logf)) }()
 	pr.logf("lab %s up; points %v, kinds %v, %d runs each", o.id, o.points, o.kinds, o.runs)
+	pr.set("lab %s: building", o.id)
 	t, err = lab.Up(ctx, lab.Options{ID: o.id, Subscribers: 1})
 	if err != nil {
 		return fmt.Errorf("bench scale: %w", err)
@@ -278,7 +279,7 @@ func (s *scaler) point(ctx context.Context, n int, kind string, runs int) (Scale
 		return p, err
 	}
 	if kind == KindDHCP && n > 0 {
-		err := seedStore(filepath.Join(stateDir, appliance.StoreName), n, isps, s.t.Appliance.Access[0].Name, true,
+		err := seedStore(ctx, filepath.Join(stateDir, appliance.StoreName), n, isps, s.t.Appliance.Access[0].Name, true,
 			func(what string, done int) {
 				s.pr.set("%s %s: seeding %s: %d of %d", kind, humanCount(n), what, done, n)
 			})

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -75,9 +76,10 @@ func scaleConfig(t *lab.Topology, stateDir string, macTable, static int, extra [
 // 5000 in MAC order, and, with bound, a DHCP binding per device on access (24 h lease,
 // the client identifier, Option 82 and ACK options a real lease carries),
 // written with CommitBinding from 256 concurrent writers (group commits).
-// The store is opened with NoSync (a seed, not a service) and closed.
+// The store is opened with NoSync (a seed, not a service) and closed;
+// seeding stops when ctx ends.
 // progress is called with the subscribers written so far.
-func seedStore(path string, n int, isps []string, access string, bound bool, progress func(string, int)) (err error) {
+func seedStore(ctx context.Context, path string, n int, isps []string, access string, bound bool, progress func(string, int)) (err error) {
 	st, err := subscribers.Open(path, subscribers.Options{NoSync: true})
 	if err != nil {
 		return err
@@ -100,6 +102,9 @@ func seedStore(path string, n int, isps []string, access string, bound bool, pro
 	})
 	const batch = 5000
 	for lo := 0; lo < n; lo += batch {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		var w subscribers.TenantWrite
 		for _, i := range order[lo:min(n, lo+batch)] {
 			isp := isps[i%len(isps)]
@@ -138,7 +143,7 @@ func seedStore(path string, n int, isps []string, access string, bound bool, pro
 			defer wg.Done()
 			for {
 				x := int(next.Add(1) - 1)
-				if x >= n {
+				if x >= n || ctx.Err() != nil {
 					return
 				}
 				i := order[x]
@@ -166,6 +171,9 @@ func seedStore(path string, n int, isps []string, access string, bound bool, pro
 	}
 	wg.Wait()
 	close(stop)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("seed bindings: %w", err)
