@@ -109,7 +109,7 @@ func parseDHCP(args []string, stderr io.Writer) (*dhcpOptions, error) {
 	fs.DurationVar(&o.searchDuration, "search-duration", 5*time.Second, "how long exchanges are started per search step")
 	fs.IntVar(&o.outage, "outage", 10000, "outage recovery: subscribers starting DORA within one second (0: off)")
 	fs.BoolVar(&o.outageDefaults, "outage-defaults", true, "also run the outage case once with ispmux's default [dhcp] limits")
-	fs.DurationVar(&o.outageMax, "outage-max", 90*time.Second, "the outage case gives up after this long")
+	fs.DurationVar(&o.outageMax, "outage-max", 2*time.Minute, "the outage case gives up after this long")
 	fs.BoolVar(&o.direct, "direct", true, "measure perfdhcp straight to Kea once (a reference ceiling, another client)")
 	fs.DurationVar(&o.timeout, "timeout", 4*time.Second, "client's first retransmission wait, doubled at each (RFC 2131: 4, 8, 16 s ± 1)")
 	fs.IntVar(&o.retries, "retries", 2, "client retransmissions per message")
@@ -258,7 +258,10 @@ type DHCPCase struct {
 	Subscribers int      `json:"subscribers,omitempty"`
 	Bound       int      `json:"bound,omitempty"`
 	BoundS      *float64 `json:"bound_s,omitempty"`
-	Limits      string   `json:"limits,omitempty"`
+	// Bound50S and Bound90S are the same for half and 90 % of them.
+	Bound50S *float64 `json:"bound_50_s,omitempty"`
+	Bound90S *float64 `json:"bound_90_s,omitempty"`
+	Limits   string   `json:"limits,omitempty"`
 
 	Diagnostics map[string]any `json:"diagnostics,omitempty"`
 	Error       string         `json:"error,omitempty"`
@@ -775,7 +778,8 @@ func (d *dhcpBencher) runOutage(ctx context.Context, name string, run int, defau
 		return c
 	}
 	fillOutage(&c, res, 0.999)
-	d.logf("run %d %s outage: %d/%d bound, 99.9 %% bound after %s s (stopped: %s)", run, c.Name, c.Bound, n, fmtOpt(c.BoundS, "%.2f"), res.Stopped)
+	d.logf("run %d %s outage: %d/%d bound; 50 %%, 90 %%, 99.9 %% bound after %s, %s, %s s (stopped: %s)", run, c.Name, c.Bound, n,
+		fmtOpt(c.Bound50S, "%.2f"), fmtOpt(c.Bound90S, "%.2f"), fmtOpt(c.BoundS, "%.2f"), res.Stopped)
 	return c
 }
 
@@ -790,13 +794,15 @@ func fillOutage(c *DHCPCase, g *GenResult, frac float64) {
 		}
 	}
 	c.Bound = len(t)
-	need := int(math.Ceil(frac * float64(g.Clients)))
-	if need < 1 || len(t) < need {
-		c.BoundS = nil
-		return
-	}
 	sort.Slice(t, func(i, j int) bool { return t[i] < t[j] })
-	c.BoundS = ptr(round(float64(t[need-1]-g.FirstStartUs)/1e6, 3))
+	at := func(f float64) *float64 {
+		need := int(math.Ceil(f * float64(g.Clients)))
+		if need < 1 || len(t) < need {
+			return nil
+		}
+		return ptr(round(float64(t[need-1]-g.FirstStartUs)/1e6, 3))
+	}
+	c.BoundS, c.Bound50S, c.Bound90S = at(frac), at(0.5), at(0.9)
 }
 
 // cpuMeter samples the machine's and some processes' CPU time.

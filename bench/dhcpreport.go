@@ -191,6 +191,9 @@ func (r *DHCPResult) finish() {
 			}
 		case PhaseOutage:
 			add(c.Name+".outage_s", c.BoundS)
+			add(c.Name+".outage_50_s", c.Bound50S)
+			add(c.Name+".outage_90_s", c.Bound90S)
+			add(c.Name+".outage_bound", ptr(float64(c.Bound)))
 			if c.Name == CaseDHCPISPmux+"_defaults" {
 				r.OutageDefaultsBound = c.Bound
 			}
@@ -372,8 +375,10 @@ func (r *DHCPResult) headline() []string {
 			fmtDHCPStat(r.Summary[CaseDHCPRelay+".capacity_per_s"], "%.0f"), dhcpOrDash(r.RelaySaturated)))
 	}
 	if r.OutageSubscribers > 0 {
-		s := fmt.Sprintf("Outage, %d subscribers, time to 99.9 %% bound: ispmux %s s, dhcrelay %s s", r.OutageSubscribers,
-			fmtDHCPStat(r.Summary[CaseDHCPISPmux+".outage_s"], "%.2f"), fmtDHCPStat(r.Summary[CaseDHCPRelay+".outage_s"], "%.2f"))
+		s := fmt.Sprintf("Outage, %d subscribers, time to 99.9 %% bound: ispmux %s s, dhcrelay %s s (90 %%: %s s, %s s; bound at the end: %s, %s)", r.OutageSubscribers,
+			fmtDHCPStat(r.Summary[CaseDHCPISPmux+".outage_s"], "%.2f"), fmtDHCPStat(r.Summary[CaseDHCPRelay+".outage_s"], "%.2f"),
+			fmtDHCPStat(r.Summary[CaseDHCPISPmux+".outage_90_s"], "%.2f"), fmtDHCPStat(r.Summary[CaseDHCPRelay+".outage_90_s"], "%.2f"),
+			fmtDHCPStat(r.Summary[CaseDHCPISPmux+".outage_bound"], "%.0f"), fmtDHCPStat(r.Summary[CaseDHCPRelay+".outage_bound"], "%.0f"))
 		for _, c := range r.Cases {
 			if c.Phase == PhaseOutage && c.Name == CaseDHCPISPmux+"_defaults" {
 				s += fmt.Sprintf("; ispmux with its default limits %s s (%d of %d bound)", fmtOpt(c.BoundS, "%.2f"), c.Bound, c.Subscribers)
