@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,6 +35,7 @@ type scaleOptions struct {
 	exe         string
 	timeout     time.Duration
 	staticMax   int
+	fromJSON    string // re-render a result: verdicts and files from its JSON
 }
 
 // scalePoints are the sizes measured, capped by --subscribers (which is
@@ -55,6 +57,7 @@ func parseScale(args []string, stderr io.Writer) (*scaleOptions, error) {
 	fs.IntVar(&o.staticMax, "static-max", 200000, "largest static point: a file of more [[subscriber]] entries is beyond what the configuration file supports (README)")
 	// Hidden: the tests' own points, binary and patience.
 	fs.StringVar(&points, "points", "", "")
+	fs.StringVar(&o.fromJSON, "from-json", "", "")
 	fs.StringVar(&o.exe, "exe", "", "")
 	fs.DurationVar(&o.timeout, "start-timeout", 5*time.Minute, "")
 	fs.Usage = func() {
@@ -113,6 +116,9 @@ func scaleBench(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	if err != nil {
 		return err
 	}
+	if o.fromJSON != "" {
+		return rerenderScale(o, stdout)
+	}
 	tmp, err := prepare("scale", "anything", []string{"ip"}, "install the lab's packages: lab/deps.sh", &o.exe, &o.out, o.id)
 	if err != nil {
 		return err
@@ -121,7 +127,7 @@ func scaleBench(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	defer pr.stop()
 	r := &ScaleResult{
 		Benchmark: "scale", Command: shellQuote(append([]string{"ispmux", "bench", "scale"}, args...)),
-		Started: time.Now().UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(), Kernel: kernelRelease(),
+		Started: time.Now().UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(), Kernel: kernelRelease(), Runs: o.runs,
 		Seeding: "dhcp points: written straight into the store by package subscribers (ApplyTenant batches of 5000 customers + devices, " +
 			"then CommitBinding from 256 writers), no API; static points: [[subscriber]] entries with an address in the configuration file, " +
 			"registered by ispmux's own configuration sync at the first start",
@@ -190,6 +196,30 @@ func scaleBench(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 		return fmt.Errorf("bench scale: point(s) %s failed (details in %s/scale.json)", strings.Join(failed, ", "), o.out)
 	}
 	return nil
+}
+
+// rerenderScale reads a result back, recomputes its verdicts and writes
+// its files again (the hidden --from-json: a result of an earlier build).
+func rerenderScale(o *scaleOptions, stdout io.Writer) error {
+	js, err := os.ReadFile(o.fromJSON)
+	if err != nil {
+		return err
+	}
+	var r ScaleResult
+	if err := json.Unmarshal(js, &r); err != nil {
+		return fmt.Errorf("bench scale: %s: %w", o.fromJSON, err)
+	}
+	if r.Runs == 0 && len(r.Points) > 0 {
+		r.Runs = r.Points[0].Runs
+	}
+	r.finish()
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	if err := writeFiles(o.out, "scale", &r, r.chart); err != nil {
+		return err
+	}
+	return emit(stdout, &r, o.asJSON, o.out, "scale")
 }
 
 // progress prints what the benchmark is doing at least every 5 s.

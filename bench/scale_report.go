@@ -96,6 +96,7 @@ type ScaleResult struct {
 	CPUs        int           `json:"cpus"`
 	Kernel      string        `json:"kernel"`
 	Seeding     string        `json:"seeding"`
+	Runs        int           `json:"runs"`
 	BaseRSSAnon int64         `json:"base_rss_anon_bytes"`
 	Points      []ScalePoint  `json:"points"`
 	Linearity   []Linearity   `json:"linearity"`
@@ -103,13 +104,22 @@ type ScaleResult struct {
 	Notes       []string      `json:"notes"`
 }
 
-// ScaleTarget is one of the 1M targets, met or not.
+// ScaleTarget is one of the 1M targets, met or not. Name, Want and Got
+// say it in words for the rendered document.
 type ScaleTarget struct {
 	Kind   string  `json:"kind"`
 	Metric string  `json:"metric"`
 	Value  float64 `json:"value"`
 	Target float64 `json:"target"`
 	Met    bool    `json:"met"`
+	Name   string  `json:"name"`
+	Want   string  `json:"want"`
+	Got    float64 `json:"got"`
+}
+
+func newTarget(kind, metric, what, unit string, value, target float64) ScaleTarget {
+	return ScaleTarget{Kind: kind, Metric: metric, Value: value, Target: target, Met: value <= target,
+		Name: kind + " " + what + " at 1M", Want: fmt.Sprintf("≤ %g %s", target, unit), Got: value}
 }
 
 // linearity judges each kind's curve for first start, restart and reload
@@ -169,19 +179,33 @@ func targets(points []ScalePoint) []ScaleTarget {
 			continue
 		}
 		out = append(out,
-			ScaleTarget{p.Kind, "first_start_s", p.FirstStartS, TargetFirstStartS, p.FirstStartS <= TargetFirstStartS},
-			ScaleTarget{p.Kind, "restart_s", p.RestartS, TargetRestartS, p.RestartS <= TargetRestartS},
-			ScaleTarget{p.Kind, "rss_anon_bytes_per_subscriber", p.RSSAnonBytesPerSubscriber, TargetRSSPerSubscribe,
-				p.RSSAnonBytesPerSubscriber <= TargetRSSPerSubscribe})
+			newTarget(p.Kind, "first_start_s", "first start", "s", p.FirstStartS, TargetFirstStartS),
+			newTarget(p.Kind, "restart_s", "restart", "s", p.RestartS, TargetRestartS),
+			newTarget(p.Kind, "rss_anon_bytes_per_subscriber", "RssAnon per subscriber", "B", p.RSSAnonBytesPerSubscriber, TargetRSSPerSubscribe))
 	}
 	return out
 }
 
-// finish computes the verdicts.
+// finish computes the verdicts and states them in the notes too (the
+// rendered document shows the notes). It may be run again on a result
+// read back (--from-json).
 func (r *ScaleResult) finish() {
 	r.Linearity = linearity(r.Points, LinearThreshold)
 	r.Targets = targets(r.Points)
+	var notes []string
+	for _, n := range r.Notes {
+		if !strings.HasPrefix(n, verdictPrefix) {
+			notes = append(notes, n)
+		}
+	}
+	for _, v := range r.verdicts() {
+		notes = append(notes, verdictPrefix+v+".")
+	}
+	r.Notes = notes
 }
+
+// verdictPrefix marks the notes finish writes.
+const verdictPrefix = "Verdict: "
 
 // JSON returns the result as indented JSON with a trailing newline.
 func (r *ScaleResult) JSON() ([]byte, error) {
