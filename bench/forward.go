@@ -484,7 +484,10 @@ func (b *fwdBench) runCase(ctx context.Context, c string, n, run int, cfg, state
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, down()) }()
+	defer func() {
+		b.p.set("%s, %s sources: stopping", c, sizeLabel(n))
+		err = errors.Join(err, down())
+	}()
 	var lo, hi float64
 	for _, rate := range b.o.rates {
 		tr, err := b.trial(ctx, c, n, run, rate, "fixed", b.o.duration, b.o.warmup, proc)
@@ -545,6 +548,7 @@ func (b *fwdBench) up(ctx context.Context, c string, n int, cfg, stateDir string
 		start := time.Now()
 		b.readyTimeout = 20*time.Second + time.Duration(n)*time.Millisecond // a generous bound for the static subscribers' start-up
 		if err := b.waitReady(ctx, p, filepath.Join(stateDir, appliance.SocketName)); err != nil {
+			b.p.set("ispmux, %s sources: stopping after %v", sizeLabel(n), err)
 			return nil, nil, errors.Join(err, stop())
 		}
 		b.p.logf("ispmux ready with %s static subscribers after %.1fs", sizeLabel(n), time.Since(start).Seconds())
