@@ -56,7 +56,7 @@ func TestDHCPDnsmasq(t *testing.T) {
 		if b, ok := r.bound(s1.MAC); !ok || b.ISP != "alpha" || b.IP != a.String() || b.ServerID != lab.RouterAddr {
 			t.Errorf("s1 binding %+v %v: want alpha, %v, server %s", b, ok, a, lab.RouterAddr)
 		}
-		if !hasDnsmasqLease(t, alpha.Leases, s1.MAC, a) {
+		if !waitDnsmasqLease(t, alpha.Leases, s1.MAC, a) {
 			t.Errorf("dnsmasq of alpha has no lease of %v for s1", a)
 		}
 		// The tag comes from Option 82 only: ispmux's subscriber-id or
@@ -78,7 +78,7 @@ func TestDHCPDnsmasq(t *testing.T) {
 		if b, ok := r.bound(s2.MAC); !ok || b.ISP != "beta" || b.ServerID != lab.RouterAddr {
 			t.Errorf("s2 binding %+v %v: want beta, server %s", b, ok, lab.RouterAddr)
 		}
-		if !hasDnsmasqLease(t, beta.Leases, s2.MAC, a.Addr()) {
+		if !waitDnsmasqLease(t, beta.Leases, s2.MAC, a.Addr()) {
 			t.Errorf("dnsmasq of beta has no lease of %v for s2", a)
 		}
 	})
@@ -119,9 +119,7 @@ func TestDHCPDnsmasq(t *testing.T) {
 		if !ok {
 			t.Skip("s1 not bound (DORA subtest failed)")
 		}
-		if err := r.topo.DhclientRelease(ctx, s1); err != nil {
-			t.Fatal(err)
-		}
+		r.releaseDhclient(t, s1)
 		if !waitLog(alpha.Log, "DHCPRELEASE(eth0) "+b.IP+" "+s1.MAC, 3*time.Second) {
 			t.Errorf("no DHCPRELEASE in alpha's dnsmasq log:\n%s", tail(alpha.Log, 30))
 		}
@@ -143,9 +141,7 @@ func TestDHCPDnsmasq(t *testing.T) {
 
 	release := func(t *testing.T) {
 		t.Helper()
-		if err := r.topo.DhclientRelease(ctx, s1); err != nil {
-			t.Fatal(err)
-		}
+		r.releaseDhclient(t, s1)
 	}
 	for _, c := range []struct {
 		name, drop string
@@ -159,7 +155,7 @@ func TestDHCPDnsmasq(t *testing.T) {
 			if !ok {
 				t.Fatalf("s1 got no address from a dnsmasq without %s lines:\n%s", c.drop, tail(alpha.Log, 30))
 			}
-			if !hasDnsmasqLease(t, alpha.Leases, s1.MAC, a) {
+			if !waitDnsmasqLease(t, alpha.Leases, s1.MAC, a) {
 				t.Errorf("no dnsmasq lease of %v for s1", a)
 			}
 			release(t)
@@ -223,6 +219,33 @@ func TestDHCPDnsmasq(t *testing.T) {
 	})
 }
 
+// releaseDhclient releases sub's lease with dhclient -r once dhclient has
+// written it to its lease file (the address is configured first: a release
+// right after it finds no lease to release), and waits for the address to
+// go.
+func (r *rig) releaseDhclient(t *testing.T, sub lab.Sub) {
+	t.Helper()
+	lf, _ := r.topo.DhclientFiles(sub)
+	a, ok := r.topo.SubAddr(context.Background(), sub)
+	if ok && !waitLog(lf, "fixed-address "+a.Addr().String()+";", 5*time.Second) {
+		t.Fatalf("dhclient wrote no lease of %v for %s", a, sub.Name)
+	}
+	if err := r.topo.DhclientRelease(context.Background(), sub); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		a, ok := r.topo.SubAddr(context.Background(), sub)
+		if !ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still has %v after dhclient -r", sub.Name, a)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // restartDnsmasq stops ISP i's dnsmasq and starts it again with the lab's
 // configuration without the lines starting with drop.
 func (r *rig) restartDnsmasq(i int, drop string) {
@@ -269,6 +292,20 @@ func hasDnsmasqLease(t *testing.T, file, mac string, addr netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// waitDnsmasqLease waits up to 2 s for dnsmasq's lease file to hold a
+// lease of addr to mac (dnsmasq rewrites it after answering).
+func waitDnsmasqLease(t *testing.T, file, mac string, addr netip.Addr) bool {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for !hasDnsmasqLease(t, file, mac, addr) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return true
 }
 
 // waitLog waits until file contains s.
