@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +21,9 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"golang.org/x/sys/unix"
 
+	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/lab"
 	"github.com/ispmux/ispmux/tenants"
 )
@@ -117,7 +121,9 @@ const switchDNS = "192.0.2.53"
 //     of their renewal cycle: each holds beta's address within
 //     client_lease_max / 2 + 5 s (p50 and max per client), its old binding
 //     forwarding meanwhile (make-before-break), alpha's Kea shows the
-//     release and alpha's events do not name beta.
+//     release and alpha's events do not name beta;
+//   - the same 20 subscribers flood ispmux with renewals (hand-built, at
+//     fixed rates): how many a second the datapath and the proxy answer.
 func TestSwitching(t *testing.T) {
 	const (
 		clientLease = 30 * time.Second
@@ -137,6 +143,16 @@ func TestSwitching(t *testing.T) {
 	r := newRig(t, lab.Options{Subscribers: first - 1 + 2*runs, DHCP: true, API: true, LeaseTime: time.Hour,
 		KeaNotAuthoritative: true, ClientLeaseMax: clientLease, Unconfigured: unconf, KeaKnown: known})
 	ctx := context.Background()
+	// The renewal-rate subtest sends 1000s of renewals per subscriber:
+	// rate limits out of its way (the rest of the test sends a few).
+	cfg, err := os.ReadFile(r.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = bytes.Replace(cfg, []byte("[dhcp]\n"), []byte("[dhcp]\nmac_rate = 1000\nmac_burst = 10000\ncircuit_rate = 1000000\ncircuit_burst = 1000000\n"), 1)
+	if err := os.WriteFile(r.cfg, cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for i := range r.topo.ISPs {
 		if err := r.topo.ISPs[i].SetKeaOption(ctx, "domain-name-servers", switchDNS); err != nil {
 			t.Fatal(err)
@@ -428,4 +444,162 @@ func TestSwitching(t *testing.T) {
 		t.Logf("counters: move_pending %d, move_nak %d, move_cut %d, request_nak %d, renewal_local %d, renewal_relayed %d",
 			st.DHCP["move_pending"], st.DHCP["move_nak"], st.DHCP["move_cut"], st.DHCP["request_nak"], st.DHCP["renewal_local"], st.DHCP["renewal_relayed"])
 	})
+
+	t.Run("local renewals through the datapath: answered per second", func(t *testing.T) {
+		// The 20 moved subscribers are bound at beta (1 h ISP lease: far
+		// from its T1). Each sends hand-built RENEWING REQUESTs (unicast
+		// to the gateway, as clients renew) at a fixed rate from its own
+		// namespace for a few seconds and counts ispmux's ACKs: what the
+		// datapath (punt, inject) and the proxy answer together. The
+		// generators share the machine's 2 CPUs with ispmux: a lower
+		// bound.
+		var subs []lab.Sub
+		for i := first; i < first+2*runs; i++ {
+			subs = append(subs, r.sub(fmt.Sprintf("s%d", i)))
+		}
+		gwMAC, _ := net.ParseMAC(r.topo.Appliance.Access[0].MAC)
+		for _, perSub := range []int{250, 500, 1000, 2000} {
+			const dur = 3 * time.Second
+			before := r.mustStatus()
+			var mu sync.Mutex
+			var sent, acked int
+			var first, last time.Time
+			var wg sync.WaitGroup
+			start := time.Now().Add(time.Second) // every generator built its frames
+			for k, s := range subs {
+				a, ok := r.topo.SubAddr(ctx, s)
+				if !ok {
+					t.Fatalf("%s has no address", s.Name)
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					f := renewalFlood(s, gwMAC, a.Addr(), byte(k), perSub, start, dur)
+					mu.Lock()
+					defer mu.Unlock()
+					if f.err != nil {
+						t.Errorf("%s: %v", s.Name, f.err)
+					}
+					sent, acked = sent+f.sent, acked+f.acked
+					if first.IsZero() || f.firstSent.Before(first) {
+						first = f.firstSent
+					}
+					if f.lastAck.After(last) {
+						last = f.lastAck
+					}
+				}()
+			}
+			wg.Wait()
+			after := r.mustStatus()
+			t.Logf("offered %d/s (%d subscribers × %d/s) for %v: sent %d, answered %d (%.1f %%) in %v: %.0f answered/s; ispmux renewal_local +%d, punt_queue_full +%d",
+				perSub*len(subs), len(subs), perSub, dur, sent, acked, 100*float64(acked)/float64(max(sent, 1)),
+				last.Sub(first).Round(time.Millisecond), float64(acked)/last.Sub(first).Seconds(),
+				after.DHCP["renewal_local"]-before.DHCP["renewal_local"], puntFull(after)-puntFull(before))
+		}
+	})
+}
+
+// puntFull sums the punt_queue_full drops of every port.
+func puntFull(st *ctlsock.Status) uint64 {
+	n := uint64(0)
+	for _, p := range st.Ports {
+		n += p.Drops["punt_queue_full"]
+	}
+	return n
+}
+
+// flood is what renewalFlood saw.
+type flood struct {
+	sent, acked         int
+	firstSent, lastSent time.Time
+	lastAck             time.Time
+	err                 error
+}
+
+// renewalFlood sends rate RENEWING REQUESTs a second for dur from start,
+// from sub (address ip; to the gateway's MAC gw), each with its own xid
+// (tag, then a sequence), and counts the ACKs for them that arrive on its
+// interface (until 500 ms after the last one).
+func renewalFlood(sub lab.Sub, gw net.HardwareAddr, ip netip.Addr, tag byte, rate int, start time.Time, dur time.Duration) (fl flood) {
+	hw, _ := net.ParseMAC(sub.MAC)
+	total := int(dur.Seconds() * float64(rate))
+	frames := make([][]byte, total)
+	for i := range frames {
+		xid := dhcpv4.TransactionID{0xab, tag, byte(i >> 8), byte(i)}
+		m, err := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithHwAddr(hw), dhcpv4.WithTransactionID(xid),
+			dhcpv4.WithClientIP(net.IP(ip.AsSlice())),
+			dhcpv4.WithOption(dhcpv4.OptParameterRequestList(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer)))
+		if err != nil {
+			fl.err = err
+			return fl
+		}
+		if frames[i], err = clientFrame(hw, gw, net.IP(ip.AsSlice()), net.ParseIP(lab.Gateway), m.ToBytes()); err != nil {
+			fl.err = err
+			return fl
+		}
+	}
+	fd := -1
+	var ifindex int
+	if err := inNS(sub.NS, func() error {
+		ifi, err := net.InterfaceByName(sub.If)
+		if err != nil {
+			return err
+		}
+		ifindex = ifi.Index
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+		if err != nil {
+			return err
+		}
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex})
+	}); err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		fl.err = err
+		return fl
+	}
+	defer unix.Close(fd)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		tv := unix.NsecToTimeval((200 * time.Millisecond).Nanoseconds())
+		_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		end := start.Add(dur + 500*time.Millisecond)
+		for time.Now().Before(end) {
+			n, from, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil {
+				continue
+			}
+			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+				continue
+			}
+			// Ethernet (14) + IPv4 (20, ispmux sends no options) + UDP (8),
+			// then BOOTREPLY with our xid; the message type is checked by
+			// the one ACK option ispmux puts first.
+			const udp, bootp = 14 + 20, 14 + 20 + 8
+			if n < bootp+244 || buf[udp+2] != 0 || buf[udp+3] != 68 || buf[bootp] != 2 || buf[bootp+4] != 0xab || buf[bootp+5] != tag {
+				continue
+			}
+			if buf[bootp+240] == 53 && buf[bootp+242] == byte(dhcpv4.MessageTypeAck) {
+				fl.acked++
+				fl.lastAck = time.Now()
+			}
+		}
+	}()
+	for i, f := range frames {
+		if d := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))); d > 0 {
+			time.Sleep(d)
+		}
+		if unix.Sendto(fd, f, 0, &unix.SockaddrLinklayer{Ifindex: ifindex}) == nil {
+			if fl.sent == 0 {
+				fl.firstSent = time.Now()
+			}
+			fl.sent++
+			fl.lastSent = time.Now()
+		}
+	}
+	<-done
+	return fl
 }
