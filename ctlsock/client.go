@@ -67,7 +67,11 @@ func FetchStatus(ctx context.Context, path string) (*Status, error) {
 // fetch GETs what on the control socket at path into v and returns the
 // response's headers.
 func fetch(ctx context.Context, path, what string, v any) (http.Header, error) {
+	// One request per client: no connection is kept (a kept one would
+	// stay open on both sides, with a goroutine here, after the client is
+	// gone).
 	c := &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
@@ -128,7 +132,11 @@ func Backup(ctx context.Context, sock, file string) (*BackupResult, error) {
 		}
 	}()
 
+	// One request per client: no connection is kept (a kept one would
+	// stay open on both sides, with a goroutine here, after the client is
+	// gone).
 	c := &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)

@@ -62,7 +62,9 @@ func Serve(path string, s *Server) (*http.Server, error) {
 	if s.API != nil {
 		mux.Handle("/v1/", s.API)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// IdleTimeout: a client that keeps its connection and goes quiet
+	// does not hold a descriptor of the appliance for ever.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.Log.Warn("control socket", "err", err)
