@@ -78,6 +78,9 @@ type Appliance struct {
 
 	reloadMu sync.Mutex           // one Reload at a time
 	subs     []configs.Subscriber // the subscriber entries in force (Reload replaces them)
+
+	linksMu sync.Mutex
+	links   []*portLink // each port's link keeper (links.go), set by Run
 }
 
 // portPlan maps each interface named in the config to a port index: access

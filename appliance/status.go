@@ -21,6 +21,7 @@ func (a *Appliance) Status() ctlsock.Status {
 	st := ctlsock.Status{Uptime: time.Since(a.started).Round(time.Second).String(), Control: controlStatus(a.ctl.Counters()),
 		DHCP: a.dhcp.Counters(), Leases: a.dhcp.Leases(), PendingIntents: a.dhcp.PendingIntents(), Bindings: make([]ctlsock.BindingStatus, 0, len(bs))}
 	ec := a.state.Counters()
+	links := a.linkStatuses()
 	for i, name := range a.names {
 		ps := ctlsock.PortStatus{Name: name, Drops: map[string]uint64{}}
 		var qs datapath.QueueStats
@@ -28,6 +29,11 @@ func (a *Appliance) Status() ctlsock.Status {
 			for q := range a.ports[i].NumQueues() {
 				qs.Add(a.ports[i].Queue(q).Stats())
 			}
+			ls := a.ports[i].LinkStats()
+			ps.Reopens, ps.ReopenFailures, ps.Ifindex = ls.Reopens, ls.Failures, a.ports[i].Index()
+		}
+		if i < len(links) {
+			ps.Link, ps.LinkError, ps.LinkFlaps = links[i].State, links[i].LastErr, links[i].Flaps
 		}
 		ps.RxFrames, ps.RxBytes, ps.TxFrames, ps.TxBytes = qs.RxFrames, qs.RxBytes, qs.TxFrames, qs.TxBytes
 		ps.TxFull, ps.NoFrame, ps.Errors, ps.Down = qs.TxFull, qs.NoFrame, qs.Errors, qs.Down

@@ -77,6 +77,18 @@ type PortStatus struct {
 	Echo       uint64            `json:"echo_replies"`
 	Punts      uint64            `json:"punts"`
 	Drops      map[string]uint64 `json:"drops"`
+
+	// Link is the port's interface as ispmux knows it: up, down, gone,
+	// reopening (up again, its queues not open yet) or failed (re-opens
+	// fail and are retried; LinkError says why). LinkFlaps counts the
+	// times it left up, Reopens the re-opens after one (ReopenFailures
+	// the failed attempts); Ifindex is the interface's index now.
+	Link           string `json:"link,omitempty"`
+	LinkError      string `json:"link_error,omitempty"`
+	LinkFlaps      uint64 `json:"link_flaps"`
+	Reopens        uint64 `json:"reopens"`
+	ReopenFailures uint64 `json:"reopen_failures"`
+	Ifindex        int    `json:"ifindex,omitempty"`
 }
 
 // ISPStatus is one ISP's next-hop resolution.

@@ -203,6 +203,12 @@ func writeStatus(w io.Writer, st *ctlsock.Status) error {
 		if p.Down {
 			link = "down"
 		}
+		if p.Link != "" {
+			link = p.Link
+		}
+		if p.LinkFlaps > 0 {
+			link += fmt.Sprintf(" (%d flaps, %d re-opens)", p.LinkFlaps, p.Reopens)
+		}
 		u := func(n uint64) string { return strconv.FormatUint(n, 10) }
 		t.row(p.Name, u(p.RxFrames), u(p.RxBytes), u(p.TxFrames), u(p.TxBytes), u(p.FwdUp), u(p.FwdDown), u(p.ARPReplies), u(p.Echo),
 			u(p.Punts), u(p.TxFull), u(p.NoFrame), u(p.Errors), link, counters(p.Drops))
