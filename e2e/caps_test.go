@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ispmux/ispmux/internal/privtest"
 	"github.com/ispmux/ispmux/lab"
 )
 
@@ -76,6 +77,8 @@ type capsRig struct {
 }
 
 func newCapsRig(t *testing.T, o lab.Options) *capsRig {
+	privtest.Lab(t)
+	privtest.Tool(t, "setpriv") // util-linux
 	r := newRig(t, o)
 	dir, err := os.MkdirTemp("", "ispmux-caps")
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ispmux/ispmux/internal/privtest"
 	"github.com/ispmux/ispmux/lab"
 )
 
@@ -24,6 +25,8 @@ import (
 // dnsmasq is silent to ispmux's relayed requests, and ispmux's
 // link_selection makes it answer again.
 func TestDHCPDnsmasq(t *testing.T) {
+	privtest.Lab(t)
+	privtest.Tool(t, "dnsmasq") // Debian's dnsmasq-base (lab/deps.sh)
 	r := newRig(t, lab.Options{Subscribers: 5, DHCP: true, ISPServer: lab.ServerDnsmasq})
 	r.start()
 	ctx := context.Background()
