@@ -127,7 +127,7 @@ func scaleBench(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	defer pr.stop()
 	r := &ScaleResult{
 		Benchmark: "scale", Command: shellQuote(append([]string{"ispmux", "bench", "scale"}, args...)),
-		Started: time.Now().UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(), Kernel: kernelRelease(), Runs: o.runs,
+		Started: time.Now().UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(), Kernel: kernelRelease(), Runs: o.runs, LoadBefore: loadAvg(),
 		Seeding: "dhcp points: written straight into the store by package subscribers (ApplyTenant batches of 5000 customers + devices, " +
 			"then CommitBinding from 256 writers), no API; static points: [[subscriber]] entries with an address in the configuration file, " +
 			"registered by ispmux's own configuration sync at the first start",
@@ -184,6 +184,7 @@ func scaleBench(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 			}
 		}
 	}
+	r.LoadAfter = loadAvg()
 	r.finish()
 	if err := writeFiles(o.out, "scale", r, r.chart); err != nil {
 		return err

@@ -97,6 +97,8 @@ type ScaleResult struct {
 	Kernel      string        `json:"kernel"`
 	Seeding     string        `json:"seeding"`
 	Runs        int           `json:"runs"`
+	LoadBefore  string        `json:"load_before,omitempty"` // /proc/loadavg's first three fields
+	LoadAfter   string        `json:"load_after,omitempty"`
 	BaseRSSAnon int64         `json:"base_rss_anon_bytes"`
 	Points      []ScalePoint  `json:"points"`
 	Linearity   []Linearity   `json:"linearity"`
@@ -200,6 +202,18 @@ func (r *ScaleResult) finish() {
 	}
 	for _, v := range r.verdicts() {
 		notes = append(notes, verdictPrefix+v+".")
+	}
+	var cpu []string
+	for _, p := range r.Points {
+		if p.Error == "" {
+			cpu = append(cpu, fmt.Sprintf("%s %s %.2f / %.2f", p.Kind, humanCount(p.Subscribers), p.FirstStartCPUS, p.RestartCPUS))
+		}
+	}
+	if len(cpu) > 0 {
+		notes = append(notes, verdictPrefix+"ispmux's CPU time (user + system, every thread) from exec to forwarding, first start / median restart, in seconds: "+strings.Join(cpu, "; ")+".")
+	}
+	if r.LoadBefore != "" {
+		notes = append(notes, verdictPrefix+"load average before the run "+r.LoadBefore+", after "+r.LoadAfter+".")
 	}
 	r.Notes = notes
 }
