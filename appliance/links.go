@@ -19,10 +19,13 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"runtime"
 	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/ispmux/ispmux/datapath"
@@ -294,6 +297,11 @@ func (l *portLink) run(ctx context.Context) {
 			} else {
 				a.log.Info("port queues closed", "port", l.name, "link", kernel.String())
 			}
+			if kernel == linkGone && l.portal() {
+				l.recreatePortal(retry, &retryC, &backoff)
+			}
+		case kernel == linkGone && !open && l.portal():
+			l.recreatePortal(retry, &retryC, &backoff)
 		case kernel == linkUp && (!open || downs != openedAt):
 			info, err := p.Reopen(ctx, l.i, a.workers)
 			if ctx.Err() != nil {
@@ -325,6 +333,75 @@ func (l *portLink) run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// portal reports whether the port is the captive portal's link.
+func (l *portLink) portal() bool {
+	return l.a.portalNS != nil && l.i == l.a.portalIdx
+}
+
+// recreatePortal makes the portal's link again after it was deleted (it
+// is ispmux's own: both ends went, and the namespace's end is nobody
+// else's to restore); its notification then brings the port back. A
+// failure is retried like a failed re-open.
+func (l *portLink) recreatePortal(retry *time.Timer, retryC *<-chan time.Time, backoff *time.Duration) {
+	a := l.a
+	if err := a.recreatePortalLink(); err != nil {
+		a.log.Warn("portal link not re-created: retrying", "port", l.name, "err", err, "retry_in", *backoff)
+		retry.Reset(*backoff)
+		*retryC = retry.C
+		*backoff = min(2**backoff, reopenRetryMax)
+		return
+	}
+	a.log.Info("portal link re-created", "port", l.name)
+}
+
+// recreatePortalLink re-creates the portal's link (the veth, its far end
+// in the portal's namespace configured as at start) unless an interface of
+// its name exists. The portal's listeners, bound to its address, are
+// untouched: they serve again once the address is back.
+func (a *Appliance) recreatePortalLink() error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		restored, err := a.recreatePortalLinkLocked()
+		if restored {
+			runtime.UnlockOSThread()
+		} // else the thread ends with the goroutine
+		done <- err
+	}()
+	return <-done
+}
+
+func (a *Appliance) recreatePortalLinkLocked() (restored bool, err error) {
+	pn, cfg := a.portalNS, a.cfg.Portal
+	orig, err := netns.Get()
+	if err != nil {
+		return true, fmt.Errorf("portal: current network namespace: %w", err)
+	}
+	defer orig.Close()
+	if _, err := netlink.LinkByName(cfg.Interface); err == nil {
+		return true, nil // there already
+	}
+	la := netlink.NewLinkAttrs()
+	la.Name = cfg.Interface
+	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: portalPeer, PeerNamespace: netlink.NsFd(pn.ns)}); err != nil {
+		return true, fmt.Errorf("portal: create link %s: %w", cfg.Interface, err)
+	}
+	host, err := netlink.LinkByName(cfg.Interface)
+	if err != nil {
+		return true, fmt.Errorf("portal: link %s: %w", cfg.Interface, err)
+	}
+	pn.hostLink = host
+	_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+cfg.Interface+"/disable_ipv6", []byte("1"), 0)
+	if err := netlink.LinkSetUp(host); err != nil {
+		return true, fmt.Errorf("portal: set %s up: %w", cfg.Interface, err)
+	}
+	if err := netns.Set(pn.ns); err != nil {
+		return netns.Set(orig) == nil, fmt.Errorf("portal: enter its namespace: %w", err)
+	}
+	err = portalLinkInside(pn, cfg, onboardingPools(a.cfg))
+	return netns.Set(orig) == nil, err
 }
 
 // reopened logs a re-open and adopts the interface's MTU. (The keeper then

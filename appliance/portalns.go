@@ -137,6 +137,28 @@ func openPortalNSLocked(cfg configs.Portal, pools []netip.Prefix, isps int) (_ *
 // portalInside configures the namespace and opens the listeners; the
 // calling thread is in the namespace.
 func portalInside(p *portalNS, cfg configs.Portal, pools []netip.Prefix, isps int) error {
+	if err := portalLinkInside(p, cfg, pools); err != nil {
+		return err
+	}
+	httpPorts, httpsPorts := []uint16{80}, []uint16{443}
+	for v := range isps {
+		httpPorts = append(httpPorts, binding.PortalPort(uint8(v), false))
+		httpsPorts = append(httpsPorts, binding.PortalPort(uint8(v), true))
+	}
+	var err2 error
+	if p.http, err2 = listenAll(cfg.Addr, httpPorts); err2 != nil {
+		return err2
+	}
+	if p.https, err2 = listenAll(cfg.Addr, httpsPorts); err2 != nil {
+		return err2
+	}
+	return nil
+}
+
+// portalLinkInside configures the namespace's end of the link (addresses,
+// offloads, routes) and brings it up; the calling thread is in the
+// namespace. (Also used to re-create the link: links.go.)
+func portalLinkInside(p *portalNS, cfg configs.Portal, pools []netip.Prefix) error {
 	lo, err := netlink.LinkByName("lo")
 	if err == nil {
 		err = netlink.LinkSetUp(lo)
@@ -168,18 +190,6 @@ func portalInside(p *portalNS, cfg configs.Portal, pools []netip.Prefix, isps in
 	}
 	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: peer.Attrs().Index, Gw: p.local.AsSlice(), Src: cfg.Addr.AsSlice()}); err != nil {
 		return fmt.Errorf("portal: default route via %s: %w", p.local, err)
-	}
-	httpPorts, httpsPorts := []uint16{80}, []uint16{443}
-	for v := range isps {
-		httpPorts = append(httpPorts, binding.PortalPort(uint8(v), false))
-		httpsPorts = append(httpsPorts, binding.PortalPort(uint8(v), true))
-	}
-	var err2 error
-	if p.http, err2 = listenAll(cfg.Addr, httpPorts); err2 != nil {
-		return err2
-	}
-	if p.https, err2 = listenAll(cfg.Addr, httpsPorts); err2 != nil {
-		return err2
 	}
 	return nil
 }

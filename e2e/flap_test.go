@@ -465,3 +465,69 @@ type ctlsockPort struct {
 	Link                               string
 	LinkFlaps, Reopens, ReopenFailures uint64
 }
+
+// TestLinkFlapPortal: the captive portal's link (a veth ispmux makes, its
+// far end in the portal's own namespace) is a port too. Set down and up,
+// it is re-opened; deleted (both ends go), ispmux makes it again, far end
+// configured as at start, and re-opens it. Either way the walled garden's
+// next hop (the portal's namespace) answers again through it.
+func TestLinkFlapPortal(t *testing.T) {
+	r := newRig(t, lab.Options{Subscribers: 1, DHCP: true, Portal: true})
+	p := r.launch(binPath)
+	t.Cleanup(func() {
+		if err := p.term(); err != nil {
+			t.Error(err)
+		}
+	})
+	if _, err := r.waitReady(p, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	const link = "ispmux-portal"
+	reachable := func(since time.Time) (time.Duration, bool) {
+		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+			if st, err := r.status(); err == nil && st.Portal != nil && st.Portal.NextHop == "reachable" {
+				return time.Since(since), true
+			}
+		}
+		return 0, false
+	}
+	withdrawn := func() {
+		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+			if st, err := r.status(); err == nil && st.Portal != nil && st.Portal.NextHop != "reachable" {
+				return
+			}
+		}
+		t.Fatalf("the garden's next hop stays reachable with its link away; log:\n%s", lastLines(p.log.String(), 20))
+	}
+	app := r.topo.Appliance.NS
+	for _, kind := range []string{"down-up", "delete"} {
+		var rec []time.Duration
+		for i := 1; i <= 5; i++ {
+			var back time.Time
+			if kind == "down-up" {
+				sh2(t, "ip", "-n", app, "link", "set", link, "down")
+				withdrawn()
+				sh2(t, "ip", "-n", app, "link", "set", link, "up")
+				back = time.Now()
+			} else {
+				back = time.Now()
+				sh2(t, "ip", "-n", app, "link", "del", link)
+			}
+			d, ok := reachable(back)
+			if !ok {
+				t.Fatalf("portal link %s %d: the garden's next hop not reachable again within 10 s; log:\n%s", kind, i, lastLines(p.log.String(), 30))
+			}
+			rec = append(rec, d)
+			time.Sleep(200 * time.Millisecond)
+		}
+		st := statsOf(rec)
+		t.Logf("portal link %s ×5: back → next hop reachable p50 %.0f ms, max %.0f ms", kind, st.P50MS, st.MaxMS)
+	}
+	ps := r.portStatus(t, link)
+	if ps.LinkFlaps != 10 || ps.Reopens != 10 || ps.Link != "up" {
+		t.Errorf("portal link status: %+v, want 10 flaps, 10 re-opens, up", ps)
+	}
+	if n := strings.Count(p.log.String(), "portal link re-created"); n < 5 {
+		t.Errorf("ispmux re-created the portal link %d times, want 5", n)
+	}
+}
