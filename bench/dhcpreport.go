@@ -54,10 +54,11 @@ type DurableCheck struct {
 }
 
 // DHCPTarget is one target of issue 11 and whether the medians meet it.
+// The JSON names are those bench report renders (name, want, got, met).
 type DHCPTarget struct {
-	What   string   `json:"what"`
-	Target string   `json:"target"`
-	Value  *float64 `json:"value"`
+	What   string   `json:"name"`
+	Target string   `json:"want"`
+	Value  *float64 `json:"got"`
 	Met    bool     `json:"met"`
 }
 
