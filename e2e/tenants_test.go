@@ -219,7 +219,7 @@ func TestTenants(t *testing.T) {
 		}
 	})
 
-	t.Run("the operator moves s7 to alpha", func(t *testing.T) {
+	t.Run("the operator moves s7 to alpha, cutting beta at once", func(t *testing.T) {
 		if _, err := op.CreateCustomer(ctx, "alpha", tenants.CustomerInput{ID: "a-77"}); err != nil {
 			t.Fatal(err)
 		}
@@ -227,7 +227,7 @@ func TestTenants(t *testing.T) {
 		if !ok {
 			t.Fatal("s7 has no lease at beta before the move")
 		}
-		if _, err := op.Move(ctx, s7.MAC, tenants.MoveRequest{ISP: "alpha", CustomerID: "a-77"}); err != nil {
+		if _, err := op.Move(ctx, s7.MAC, tenants.MoveRequest{ISP: "alpha", CustomerID: "a-77", Immediate: true}); err != nil {
 			t.Fatal(err)
 		}
 		// Traffic stops at once; beta's Kea got the RELEASE.
