@@ -632,15 +632,25 @@ func TestForwardConfig(t *testing.T) {
 	tp := &lab.Topology{ID: "x", Appliance: lab.Appliance{NS: "x-app", Access: []lab.Iface{{Name: "acc0"}, {Name: "acc1"}}, Uplinks: []lab.Iface{{Name: "upa"}, {Name: "upb"}}},
 		ISPs:      []lab.ISP{{Name: "alpha", Uplink: "upa", OurAddr: "192.0.2.2/24", RouterAddr: "192.0.2.1"}, {Name: "beta", Uplink: "upb", OurAddr: "192.0.2.2/24", RouterAddr: "192.0.2.1"}},
 		Generator: &lab.Gen{Access: "acc1"}}
-	cfg := string(forwardConfig(tp, "/tmp/s", 3))
+	cfg := string(forwardConfig(tp, "/tmp/s", 3, true))
 	for _, want := range []string{"mac_table_size = 1048576\ncompletion_ring", "mac = \"02:11:00:00:00:02\"\nisp = \"alpha\"\nip = \"100.80.0.2\"\naccess = \"acc1\"",
 		"mac = \"02:11:00:00:00:01\"\nisp = \"beta\""} {
 		if !strings.Contains(cfg, want) {
 			t.Errorf("config lacks %q:\n%s", want, cfg)
 		}
 	}
-	if !strings.Contains(string(forwardConfig(tp, "/tmp/s", 1<<20)), fmt.Sprintf("mac_table_size = %d\n", 1<<20+4096)) {
-		t.Error("1M: MAC table not sized")
+	big := string(forwardConfig(tp, "/tmp/s", 1<<20, false))
+	if !strings.Contains(big, fmt.Sprintf("mac_table_size = %d\n", 1<<20+4096)) || strings.Contains(big, "02:11:") {
+		t.Error("1M from the store: MAC table not sized, or static entries written")
+	}
+	for _, c := range []struct {
+		mode string
+		n    int
+		want string
+	}{{"auto", 256, BindingsStatic}, {"auto", 100_000, BindingsStatic}, {"auto", 1 << 20, BindingsStore}, {BindingsStore, 16, BindingsStore}, {BindingsStatic, 1 << 20, BindingsStatic}} {
+		if got := bindingsFor(c.mode, c.n); got != c.want {
+			t.Errorf("bindingsFor(%s, %d) = %s, want %s", c.mode, c.n, got, c.want)
+		}
 	}
 }
 

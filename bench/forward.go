@@ -58,6 +58,8 @@ type forwardOptions struct {
 	ndrSteps    int
 	rulesMax    int
 	tick        time.Duration
+	bindings    string        // auto, static or store: how ispmux holds the sources
+	readyMax    time.Duration // longest wait for ispmux to be ready
 	quietMax    float64       // busy CPU-seconds per second above which the machine is not quiet
 	quietWait   time.Duration // how long a trial waits for a quiet machine
 	asJSON      bool
@@ -83,6 +85,8 @@ func parseForward(args []string, stderr io.Writer) (*forwardOptions, error) {
 	fs.DurationVar(&o.ndrDuration, "ndr-duration", 2*time.Second, "window per no-drop-rate trial")
 	fs.IntVar(&o.ndrSteps, "ndr-steps", 5, "most bisection trials per no-drop-rate search")
 	fs.IntVar(&o.rulesMax, "rules-max", 4096, "largest sweep point for the kernel-rules case (its rule list is linear)")
+	fs.DurationVar(&o.readyMax, "ready-timeout", 10*time.Minute, "longest wait for ispmux to forward with a sweep point's bindings (at most 20 s + 1 ms per source); a start that fails skips ispmux for the point's other runs")
+	fs.StringVar(&o.bindings, "bindings", "auto", "how ispmux holds the sources: static ([[subscriber]] entries), store (API devices with a DHCP binding each, restored at start) or auto (static up to 100,000, the supported maximum of a configuration file)")
 	fs.Float64Var(&o.quietMax, "quiet-max", 0.15, "before each trial, wait until the machine is quiet: at most this many busy CPU-seconds per second")
 	fs.DurationVar(&o.quietWait, "quiet-wait", 30*time.Second, "longest wait for a quiet machine before a trial (then it runs anyway, marked)")
 	fs.BoolVar(&o.asJSON, "json", false, "print one JSON object instead of the table")
@@ -149,6 +153,10 @@ func parseForward(args []string, stderr io.Writer) (*forwardOptions, error) {
 		return nil, fmt.Errorf("bench forward: --ndr-steps %d: want 0..20", o.ndrSteps)
 	case o.tick <= 0 || o.tick > 100*time.Millisecond:
 		return nil, fmt.Errorf("bench forward: --tick %v", o.tick)
+	case o.readyMax < 20*time.Second || o.readyMax > 2*time.Hour:
+		return nil, fmt.Errorf("bench forward: --ready-timeout %v: want 20s..2h", o.readyMax)
+	case o.bindings != "auto" && o.bindings != BindingsStatic && o.bindings != BindingsStore:
+		return nil, fmt.Errorf("bench forward: --bindings %q: want auto, static or store", o.bindings)
 	case o.quietMax <= 0 || o.quietWait < 0 || o.quietWait > time.Hour:
 		return nil, fmt.Errorf("bench forward: --quiet-max %v / --quiet-wait %v", o.quietMax, o.quietWait)
 	}
@@ -328,6 +336,9 @@ type fwdBench struct {
 	// opened in their namespaces: a reading takes microseconds, so the
 	// forwarded count is taken at the same instant as the generator's.
 	isp []ispCounter
+	// noStart names the cases that could not start at a sweep point
+	// (case + sources): their other runs there are skipped.
+	noStart map[string]string
 }
 
 type ispCounter struct {
@@ -365,10 +376,36 @@ func (b *fwdBench) point(ctx context.Context, n int) (err error) {
 	t, o := b.t, b.o
 	stateDir := filepath.Join(b.tmp, "state-"+strconv.Itoa(n))
 	cfg := filepath.Join(b.tmp, "ispmux-"+strconv.Itoa(n)+".toml")
-	if err := os.WriteFile(cfg, forwardConfig(t, stateDir, n), 0o644); err != nil {
-		return err
+	mode := bindingsFor(o.bindings, n)
+	pi := PointInfo{Sources: n, Bindings: mode}
+	defer func() { b.r.Points = append(b.r.Points, pi) }()
+	if containsStr(o.cases, CaseISPmux) {
+		if err := os.WriteFile(cfg, forwardConfig(t, stateDir, n, mode == BindingsStatic), 0o644); err != nil {
+			return err
+		}
+		defer os.Remove(cfg)
+		if mode == BindingsStore {
+			if err := os.MkdirAll(stateDir, 0o750); err != nil {
+				return err
+			}
+			b.p.set("%s sources: seeding ispmux's store", sizeLabel(n))
+			start := time.Now()
+			var isps []string
+			for _, isp := range t.ISPs {
+				isps = append(isps, isp.Name)
+			}
+			last := map[string]int{}
+			if err := seedForwardStore(ctx, filepath.Join(stateDir, appliance.StoreName), n, isps, t.Generator.Access, func(what string, done int) {
+				if tenth := done * 10 / n; tenth > last[what] || done == n {
+					last[what] = tenth
+					b.p.logf("%s sources: store seeded with %d of %d %s", sizeLabel(n), done, n, what)
+				}
+			}); err != nil {
+				return fmt.Errorf("bench forward: seeding the store: %w", err)
+			}
+			pi.SeedS = round(time.Since(start).Seconds(), 1)
+		}
 	}
-	defer os.Remove(cfg)
 	if containsStr(o.cases, CaseKernel) {
 		b.p.set("%s sources: loading the nftables map", sizeLabel(n))
 		start := time.Now()
@@ -377,7 +414,8 @@ func (b *fwdBench) point(ctx context.Context, n int) (err error) {
 		}); err != nil {
 			return fmt.Errorf("bench forward: %w", err)
 		}
-		b.p.logf("%s sources: nftables map loaded in %.1fs", sizeLabel(n), time.Since(start).Seconds())
+		pi.NFTLoadS = round(time.Since(start).Seconds(), 1)
+		b.p.logf("%s sources: nftables map loaded in %.1fs", sizeLabel(n), pi.NFTLoadS)
 		defer func() {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 			defer cancel()
@@ -395,7 +433,11 @@ func (b *fwdBench) point(ctx context.Context, n int) (err error) {
 			if c == CaseKernelRules && n > o.rulesMax {
 				continue
 			}
-			if err := b.runCase(ctx, c, n, run, cfg, stateDir); err != nil {
+			if why, ok := b.noStart[c+"/"+strconv.Itoa(n)]; ok {
+				b.p.logf("%s, %s sources, run %d: skipped (it did not start in run 1: %s)", c, sizeLabel(n), run, why)
+				continue
+			}
+			if err := b.runCase(ctx, c, n, run, cfg, stateDir, &pi); err != nil {
 				if ctx.Err() != nil {
 					return err
 				}
@@ -417,14 +459,17 @@ func nftSource(isps int) lab.NFTSource {
 }
 
 // forwardConfig is ispmux's configuration for sweep point n: the lab's
-// (its own three subscribers included) with the n benchmark sources as
-// static subscribers on the generator's access port and a MAC table that
-// holds them.
-func forwardConfig(t *lab.Topology, stateDir string, n int) []byte {
+// (its own three subscribers included) with a MAC table that holds the n
+// benchmark sources and, with static, the sources as static subscribers on
+// the generator's access port (else they come from the store).
+func forwardConfig(t *lab.Topology, stateDir string, n int, static bool) []byte {
 	base := string(t.ConfigTOML(stateDir))
 	table := fmt.Sprintf("mac_table_size = %d\n", max(1<<20, n+4096))
 	// The lab's [datapath] table ends with completion_ring; the key joins it.
 	base = strings.Replace(base, "completion_ring = ", table+"completion_ring = ", 1)
+	if !static {
+		return []byte(base)
+	}
 	var sb strings.Builder
 	sb.Grow(len(base) + n*100)
 	sb.WriteString(base)
@@ -479,10 +524,18 @@ func (b *fwdBench) calibrate(ctx context.Context, n, run int) (err error) {
 
 // runCase brings case c up, runs its fixed-rate trials and its no-drop
 // rate search, and brings it down.
-func (b *fwdBench) runCase(ctx context.Context, c string, n, run int, cfg, stateDir string) (err error) {
+func (b *fwdBench) runCase(ctx context.Context, c string, n, run int, cfg, stateDir string, pi *PointInfo) (err error) {
+	start := time.Now()
 	proc, down, err := b.up(ctx, c, n, cfg, stateDir)
 	if err != nil {
+		if b.noStart == nil {
+			b.noStart = map[string]string{}
+		}
+		b.noStart[c+"/"+strconv.Itoa(n)] = err.Error()
 		return err
+	}
+	if c == CaseISPmux {
+		pi.ISPmuxReadyS = append(pi.ISPmuxReadyS, round(time.Since(start).Seconds(), 1))
 	}
 	defer func() {
 		b.p.set("%s, %s sources: stopping", c, sizeLabel(n))
@@ -546,12 +599,13 @@ func (b *fwdBench) up(ctx context.Context, c string, n int, cfg, stateDir string
 			return p.stop(syscall.SIGTERM, 60*time.Second)
 		}
 		start := time.Now()
-		b.readyTimeout = 20*time.Second + time.Duration(n)*time.Millisecond // a generous bound for the static subscribers' start-up
+		b.readyTimeout = min(b.o.readyMax, 20*time.Second+time.Duration(n)*time.Millisecond)
+		b.maxRSS = memTotal() / 2
 		if err := b.waitReady(ctx, p, filepath.Join(stateDir, appliance.SocketName)); err != nil {
 			b.p.set("ispmux, %s sources: stopping after %v", sizeLabel(n), err)
 			return nil, nil, errors.Join(err, stop())
 		}
-		b.p.logf("ispmux ready with %s static subscribers after %.1fs", sizeLabel(n), time.Since(start).Seconds())
+		b.p.logf("ispmux ready with %s bound sources after %.1fs", sizeLabel(n), time.Since(start).Seconds())
 		return p, stop, nil
 	case CaseBare:
 		ready := newLineWaiter("ready", nil)
@@ -836,6 +890,7 @@ type bencher struct {
 	t            *lab.Topology
 	logf         func(string, ...any)
 	readyTimeout time.Duration // waitReady's; 0: 20 s
+	maxRSS       uint64        // waitReady gives up when ispmux's RSS exceeds it; 0: no limit
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -861,6 +916,11 @@ func (b *bencher) waitReady(ctx context.Context, p *child, sock string) error {
 	for {
 		if p.exited() {
 			return fmt.Errorf("ispmux exited before it was ready: %v%s", p.err, p.tail())
+		}
+		if b.maxRSS > 0 {
+			if rss := procRSS(p.pid()); rss > b.maxRSS {
+				return fmt.Errorf("ispmux's RSS reached %.1f GB before it was ready (limit %.1f GB: the machine is shared)", float64(rss)/1e9, float64(b.maxRSS)/1e9)
+			}
 		}
 		sctx, cancel := context.WithTimeout(ctx, time.Second)
 		st, err := ctlsock.FetchStatus(sctx, sock)
@@ -912,6 +972,42 @@ func (b *bencher) detachLeftovers(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// procRSS is process pid's resident set size in bytes (0 if unknown).
+func procRSS(pid int) uint64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				kb, _ := strconv.ParseUint(f[0], 10, 64)
+				return kb * 1024
+			}
+		}
+	}
+	return 0
+}
+
+// memTotal is the machine's memory in bytes (0 if unknown).
+func memTotal() uint64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				kb, _ := strconv.ParseUint(f[0], 10, 64)
+				return kb * 1024
+			}
+		}
+	}
+	return 0
 }
 
 func kernelRelease() string {

@@ -60,6 +60,10 @@ type ForwardResult struct {
 	Generator    string     `json:"generator"`
 	Cases        []CaseInfo `json:"cases"`
 	Calibration  []CalRow   `json:"calibration"`
+	// Points are the sweep points' set-up: how ispmux held the sources,
+	// how long its store took to seed, the kernel's map to load and
+	// ispmux to be ready in each run.
+	Points []PointInfo `json:"points"`
 	// Quiet summarises the machine's load before the trials.
 	Quiet *QuietSummary `json:"quiet,omitempty"`
 	NDR   []NDRRow      `json:"ndr"`
@@ -112,6 +116,15 @@ type CalRow struct {
 	OfferedPPS float64 `json:"offered_pps"` // 0: flat out
 	BusyPerS   *Stat   `json:"busy_cpu_s_per_s"`
 	Offered    *Stat   `json:"offered_actual_pps"`
+}
+
+// PointInfo is a sweep point's set-up.
+type PointInfo struct {
+	Sources      int       `json:"sources"`
+	Bindings     string    `json:"bindings"` // static or store
+	SeedS        float64   `json:"store_seed_s,omitempty"`
+	NFTLoadS     float64   `json:"nft_map_load_s,omitempty"`
+	ISPmuxReadyS []float64 `json:"ispmux_ready_s,omitempty"`
 }
 
 // QuietSummary is the machine's background load before the trials: the
@@ -600,6 +613,20 @@ func (r *ForwardResult) section(h, svg string) string {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", sizeLabel(c.Sources), rl, fmtStat(c.Offered, "%.0f"), fmtStat(c.BusyPerS, "%.3f"))
 		}
 	}
+	if len(r.Points) > 0 {
+		fmt.Fprintf(&b, "\n%s Set-up per sweep point\n\n| sources | ispmux holds them as | store seeded in, s | nftables map loaded in, s | ispmux ready in, s (per run) |\n|---|---|---:|---:|---|\n", h)
+		for _, p := range r.Points {
+			how := "static [[subscriber]] entries"
+			if p.Bindings == BindingsStore {
+				how = "API devices with a DHCP binding each, restored from the store"
+			}
+			ready := make([]string, len(p.ISPmuxReadyS))
+			for i, x := range p.ISPmuxReadyS {
+				ready[i] = fmtNum(x)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", sizeLabel(p.Sources), how, optNum(p.SeedS), optNum(p.NFTLoadS), orDash(strings.Join(ready, ", ")))
+		}
+	}
 	fmt.Fprintf(&b, "\n%s How it was measured\n\nCommand: `%s`; generator (one trial): `%s`.\n\n", h, r.Command, r.Generator)
 	for _, c := range r.Cases {
 		fmt.Fprintf(&b, "- **%s**: %s\n", c.Name, c.Description)
@@ -617,6 +644,13 @@ func (r *ForwardResult) section(h, svg string) string {
 		}
 	}
 	return b.String()
+}
+
+func optNum(x float64) string {
+	if x == 0 {
+		return "–"
+	}
+	return fmtNum(x)
 }
 
 func orDash(s string) string {
