@@ -175,7 +175,7 @@ func TestServeListenerError(t *testing.T) {
 
 type nopProxy struct{}
 
-func (nopProxy) RevalidateMACs(macs []uint64) int { return len(macs) }
+func (nopProxy) RevalidateMACs(macs []uint64) int          { return len(macs) }
 func (nopProxy) RevalidateMACsImmediate(macs []uint64) int { return len(macs) }
 
 type nopAdm struct{}
