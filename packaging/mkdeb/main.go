@@ -362,6 +362,13 @@ the Go modules below. Their licenses follow, each as the module ships it.
 	sort.Slice(deps, func(i, j int) bool { return deps[i].Path < deps[j].Path })
 	for _, d := range deps {
 		if d.Replace != nil {
+			if p := d.Replace.Path; strings.HasPrefix(p, "./") || strings.HasPrefix(p, "../") || filepath.IsAbs(p) {
+				// A copy kept in the repository (third_party/): its
+				// license is there, relative to the module root (where
+				// make runs this).
+				mods = append(mods, mod{d.Path, d.Version + " as patched in " + p, p})
+				continue
+			}
 			d = d.Replace
 		}
 		mods = append(mods, mod{d.Path, d.Version, filepath.Join(modCache, escapeModPath(d.Path)+"@"+d.Version)})
