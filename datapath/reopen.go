@@ -200,9 +200,9 @@ func (p *XDPPort) checkWorkers(pi int, workers []*Worker) error {
 func (p *XDPPort) relink(info *ReopenInfo) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	info.OldIfindex = p.ifindex
+	info.OldIfindex = p.Index()
 	if p.attachFlags >= 0 {
-		if l, err := netlink.LinkByIndex(p.ifindex); err == nil && l.Attrs().Name == p.Name {
+		if l, err := netlink.LinkByIndex(info.OldIfindex); err == nil && l.Attrs().Name == p.Name {
 			if err := p.detach(); err != nil {
 				return err
 			}
@@ -214,13 +214,14 @@ func (p *XDPPort) relink(info *ReopenInfo) error {
 		return fmt.Errorf("xdp port %s: %w", p.Name, err)
 	}
 	attrs := link.Attrs()
-	if attrs.Index != p.ifindex {
+	if attrs.Index != info.OldIfindex {
 		lock, err := lockInterface(attrs.Index)
 		if err != nil {
 			return fmt.Errorf("xdp port %s: %w", p.Name, err)
 		}
 		p.unlockInterface()
-		p.lock, p.ifindex = lock, attrs.Index
+		p.lock = lock
+		p.ifindex.Store(int64(attrs.Index))
 	}
 	p.link = link
 	info.Ifindex, info.MAC, info.MTU = attrs.Index, attrs.HardwareAddr, attrs.MTU

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -69,9 +70,11 @@ type XDPPort struct {
 	counters linkCounters
 
 	// mu guards the interface the port is on: relink changes it (in the
-	// worker owning queue 0), Index and Close read it.
+	// worker owning queue 0), Close reads it. ifindex is also read
+	// without it (Index: status never waits for a relink's netlink
+	// calls).
 	mu          sync.Mutex
-	ifindex     int
+	ifindex     atomic.Int64
 	link        netlink.Link
 	lock        *os.File // the interface's ownership lock, held while open
 	attachFlags int      // the flags the program is attached with; -1: not attached
@@ -79,11 +82,7 @@ type XDPPort struct {
 
 // Index is the interface index the port is on now (it changes when the
 // interface is re-created and the port re-opened on it).
-func (p *XDPPort) Index() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.ifindex
-}
+func (p *XDPPort) Index() int { return int(p.ifindex.Load()) }
 
 // asavie/xdp reads the bind flags from a package variable; socketMu
 // serialises the set-and-create sequence.
@@ -126,7 +125,8 @@ func OpenXDP(cfg XDPConfig) (_ *XDPPort, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("xdp port %s: %w", cfg.Interface, err)
 	}
-	p.ifindex, p.link, p.lock = attrs.Index, link, lock
+	p.link, p.lock = link, lock
+	p.ifindex.Store(int64(attrs.Index))
 	// Re-opens run on the workers' threads: they enter this namespace
 	// if they are not in it.
 	p.ns, _ = netns.Get()
@@ -173,7 +173,7 @@ func OpenXDP(cfg XDPConfig) (_ *XDPPort, err error) {
 		// the queue busy until the kernel's deferred release has run.
 		deadline := time.Now().Add(3 * time.Second)
 		for {
-			err = q.open(p.ifindex)
+			err = q.open(attrs.Index)
 			if err == nil || !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
 				break
 			}
