@@ -798,3 +798,25 @@ func (l *lineTimes) longestGap() time.Duration {
 	}
 	return g
 }
+
+func TestOthersTicks(t *testing.T) {
+	// pgrp (field 5) 4200, flags (field 9) 0x400100, utime 700, stime 42.
+	line := "4242 (my (odd) proc) S 1 4200 4200 0 -1 4194560 1000 0 0 0 700 42 0 0 20 0 9 0 123 456789 100 18446744073709551615\n"
+	pg, flags, ticks, ok := parseStatGroup([]byte(line))
+	if !ok || pg != 4200 || flags != 4194560 || ticks != 742 {
+		t.Errorf("parseStatGroup = %d %#x %d %v", pg, flags, ticks, ok)
+	}
+	if _, _, _, ok := parseStatGroup([]byte("1 (x) S 1")); ok {
+		t.Error("short line accepted")
+	}
+	// Processes in both readings count their increase, new ones all of
+	// theirs, gone ones nothing; a counter going back counts 0.
+	if d := othersDelta(map[int]uint64{1: 100, 2: 50, 3: 10}, map[int]uint64{1: 130, 2: 40, 4: 7}); d != 37 {
+		t.Errorf("othersDelta = %d, want 37", d)
+	}
+	// Live: this process is never counted; some process is.
+	m := othersTicks(map[int]bool{})
+	if _, ok := m[os.Getpid()]; ok {
+		t.Error("the benchmark counted itself")
+	}
+}

@@ -134,6 +134,7 @@ type QuietSummary struct {
 	Trials         int   `json:"trials"`
 	Noisy          int   `json:"noisy"`
 	BackgroundBusy *Stat `json:"background_cpu_s_per_s"`
+	OthersCPU      *Stat `json:"others_cpu_s_per_s"`
 }
 
 // CaseInfo describes a system under test.
@@ -175,7 +176,12 @@ type Trial struct {
 	// before the trial, without traffic; Noisy: it was above --quiet-max
 	// after --quiet-wait (other load on the machine).
 	BackgroundBusy float64 `json:"background_cpu_s_per_s"`
-	Noisy          bool    `json:"noisy,omitempty"`
+	// OthersCPU is the CPU-seconds per second other user-space processes
+	// used during the window (processes that came and went within it are
+	// missed); Noisy also when it exceeded --quiet-max after the retries.
+	OthersCPU float64 `json:"others_cpu_s_per_s"`
+	Noisy     bool    `json:"noisy,omitempty"`
+	Attempts  int     `json:"attempts,omitempty"`
 }
 
 // NDRRun is one run's no-drop rate search.
@@ -346,16 +352,17 @@ func (r *ForwardResult) finish() {
 			r.Sweep = append(r.Sweep, row)
 		}
 	}
-	noisy, bgs := 0, []float64{}
+	noisy, bgs, others := 0, []float64{}, []float64{}
 	for _, t := range r.Trials {
 		bgs = append(bgs, t.BackgroundBusy)
+		others = append(others, t.OthersCPU)
 		if t.Noisy {
 			noisy++
 		}
 	}
 	r.Quiet = nil
 	if len(r.Trials) > 0 {
-		r.Quiet = &QuietSummary{Trials: len(r.Trials), Noisy: noisy, BackgroundBusy: stat(bgs)}
+		r.Quiet = &QuietSummary{Trials: len(r.Trials), Noisy: noisy, BackgroundBusy: stat(bgs), OthersCPU: stat(others)}
 	}
 	r.RatioVsKernel, r.RatioVsBare = 0, 0
 	head := 256
@@ -543,8 +550,8 @@ func (r *ForwardResult) section(h, svg string) string {
 		r.Started, orDash(r.Finished), r.CPUs, orDash(r.Kernel), orDash(r.LoadBefore), orDash(r.LoadAfter), pcts(r.BackgroundCPUPct),
 		r.FrameBytes, joinSizes(r.Sources), joinRates(r.Rates), r.Runs, r.DurationS, r.WarmupS)
 	if q := r.Quiet; q != nil {
-		fmt.Fprintf(&b, "Before each trial the machine was sampled without traffic: busy %s CPU-seconds per second (median [min–max]); %d of %d trials ran although it stayed above the quiet threshold.\n\n",
-			fmtStat(q.BackgroundBusy, "%.2f"), q.Noisy, q.Trials)
+		fmt.Fprintf(&b, "Shared machine: before each trial it was sampled without traffic, busy %s CPU-seconds per second (median [min–max]); during the windows other processes used %s; %d of %d trials kept were noisy (above the quiet threshold even after the retries).\n\n",
+			fmtStat(q.BackgroundBusy, "%.2f"), fmtStat(q.OthersCPU, "%.2f"), q.Noisy, q.Trials)
 	}
 	fmt.Fprintf(&b, "**ratio_vs_kernel = %.2f, ratio_vs_bare = %.2f** (the other's CPU per packet ÷ ispmux's at %s sources, lowest over the offered rates; higher is better for ispmux).\n\n",
 		r.RatioVsKernel, r.RatioVsBare, sizeLabel(r.headSources()))
