@@ -820,3 +820,59 @@ func TestOthersTicks(t *testing.T) {
 		t.Error("the benchmark counted itself")
 	}
 }
+
+func TestForwardResultMerge(t *testing.T) {
+	prev := testForwardResult() // 256 and 64K
+	prev.Sessions = []Session{{Command: "ispmux bench forward --sources 256,64K", Sources: []int{256, 65536}, Started: "2026-12-02T01:00:00Z"}}
+	prev.Started = "2026-12-02T01:00:00Z"
+	prev.Errors = []string{"bare, 64K sources, run 1: boom", "ispmux, 256 sources, run 2: bang"}
+	js, err := prev.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old ForwardResult
+	if err := json.Unmarshal(js, &old); err != nil {
+		t.Fatal(err)
+	}
+	// A new session measures 64K again (cheaper this time) and 1M.
+	cur := testForwardResult()
+	cur.Sources = []int{65536, 1 << 20}
+	var trials []Trial
+	for _, tr := range cur.Trials {
+		if tr.Sources == 256 {
+			continue
+		}
+		if tr.NsPerPkt != nil {
+			tr.NsPerPkt = ptr(*tr.NsPerPkt / 2)
+		}
+		trials = append(trials, tr)
+		if tr.Sources == 65536 {
+			tr.Sources = 1 << 20
+			trials = append(trials, tr)
+		}
+	}
+	cur.Trials, cur.NDRRuns = trials, nil
+	cur.Sessions = []Session{{Command: "ispmux bench forward --sources 64K,1M", Sources: cur.Sources, Started: "2026-12-02T02:00:00Z"}}
+	cur.Started = "2026-12-02T02:00:00Z"
+	if err := cur.merge(&old); err != nil {
+		t.Fatal(err)
+	}
+	cur.finish()
+	if !slices.Equal(cur.Sources, []int{256, 65536, 1 << 20}) || len(cur.Sweep) != 6 || len(cur.Sessions) != 2 || cur.Started != "2026-12-02T01:00:00Z" {
+		t.Fatalf("merged: sources %v, %d rows, sessions %+v", cur.Sources, len(cur.Sweep), cur.Sessions)
+	}
+	if *cur.Sweep[0].ISPmuxNsPerPkt != 1000 || *cur.Sweep[2].ISPmuxNsPerPkt != 600 || *cur.Sweep[4].ISPmuxNsPerPkt != 600 {
+		t.Errorf("256 kept, 64K replaced, 1M added: %v %v %v", *cur.Sweep[0].ISPmuxNsPerPkt, *cur.Sweep[2].ISPmuxNsPerPkt, *cur.Sweep[4].ISPmuxNsPerPkt)
+	}
+	if len(cur.Errors) != 1 || !strings.Contains(cur.Errors[0], "256 sources") {
+		t.Errorf("errors: %v", cur.Errors)
+	}
+	if _, ok := cur.ndrRow(CaseISPmux, 256); !ok {
+		t.Error("256's no-drop rates lost")
+	}
+	other := testForwardResult()
+	other.Rates = []float64{1}
+	if err := other.merge(&old); err == nil {
+		t.Error("results with other rates merged")
+	}
+}

@@ -63,6 +63,7 @@ type forwardOptions struct {
 	quietMax    float64       // busy CPU-seconds per second above which the machine is not quiet
 	quietWait   time.Duration // how long a trial waits for a quiet machine
 	retries     int           // attempts beyond the first for a trial other processes disturbed
+	merge       string        // an earlier forward.json whose other sweep points join this result
 	asJSON      bool
 	id          string
 	out         string
@@ -91,6 +92,7 @@ func parseForward(args []string, stderr io.Writer) (*forwardOptions, error) {
 	fs.Float64Var(&o.quietMax, "quiet-max", 0.15, "before each trial, wait until the machine is quiet: at most this many busy CPU-seconds per second")
 	fs.DurationVar(&o.quietWait, "quiet-wait", 30*time.Second, "longest wait for a quiet machine before a trial (then it runs anyway, marked)")
 	fs.IntVar(&o.retries, "retries", 2, "a trial during which other processes used more than --quiet-max CPU is run again up to this many times (the quietest attempt is kept)")
+	fs.StringVar(&o.merge, "merge", "", "an earlier forward.json: its sweep points that this run does not measure join the result (a sweep measured point by point)")
 	fs.BoolVar(&o.asJSON, "json", false, "print one JSON object instead of the table")
 	fs.StringVar(&o.id, "id", "benchfw", "lab ID (namespace prefix)")
 	fs.StringVar(&o.out, "out", "bench-out", "directory for forward.json, forward.md and forward.svg")
@@ -217,6 +219,17 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	p := newHeartbeat(stderr, 4*time.Second)
 	defer p.close()
 	r := newForwardResult(o, args)
+	var prev *ForwardResult
+	if o.merge != "" {
+		js, err := os.ReadFile(o.merge)
+		if err != nil {
+			return fmt.Errorf("bench forward: --merge: %w", err)
+		}
+		prev = &ForwardResult{}
+		if err := json.Unmarshal(js, prev); err != nil {
+			return fmt.Errorf("bench forward: --merge %s: %w", o.merge, err)
+		}
+	}
 
 	var t *lab.Topology
 	defer func() { err = errors.Join(err, teardown(ctx, "forward", o.id, tmp, o.keep, t != nil, p.logf)) }()
@@ -259,6 +272,12 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	}
 	r.LoadAfter = loadAvg()
 	r.Finished = time.Now().UTC().Format(time.RFC3339)
+	r.Sessions = []Session{{Command: r.Command, Sources: o.sources, Started: r.Started, Finished: r.Finished, LoadBefore: r.LoadBefore, LoadAfter: r.LoadAfter}}
+	if prev != nil {
+		if err := r.merge(prev); err != nil {
+			return err
+		}
+	}
 	r.finish()
 
 	if err := writeOutputs(o.out, r); err != nil {
@@ -448,6 +467,9 @@ func (b *fwdBench) point(ctx context.Context, n int) (err error) {
 				msg := fmt.Sprintf("%s, %s sources, run %d: %v", c, sizeLabel(n), run, err)
 				b.p.logf("case failed: %s", msg)
 				b.r.Errors = append(b.r.Errors, msg)
+				if !exists("/var/run/netns/" + t.Appliance.NS) {
+					return fmt.Errorf("bench forward: the lab's namespaces are gone (removed by someone else while the benchmark ran): %s", msg)
+				}
 			}
 		}
 	}

@@ -68,6 +68,9 @@ type ForwardResult struct {
 	Quiet *QuietSummary `json:"quiet,omitempty"`
 	NDR   []NDRRow      `json:"ndr"`
 	Result
+	// Sessions are the bench forward invocations whose trials this result
+	// holds (--merge adds the sweep points of an earlier one).
+	Sessions    []Session    `json:"sessions"`
 	Errors      []string     `json:"errors,omitempty"`
 	Trials      []Trial      `json:"trials"`
 	NDRRuns     []NDRRun     `json:"ndr_runs"`
@@ -116,6 +119,131 @@ type CalRow struct {
 	OfferedPPS float64 `json:"offered_pps"` // 0: flat out
 	BusyPerS   *Stat   `json:"busy_cpu_s_per_s"`
 	Offered    *Stat   `json:"offered_actual_pps"`
+}
+
+// Session is one invocation of bench forward.
+type Session struct {
+	Command    string `json:"command"`
+	Sources    []int  `json:"sources"`
+	Started    string `json:"started"`
+	Finished   string `json:"finished,omitempty"`
+	LoadBefore string `json:"load_before,omitempty"`
+	LoadAfter  string `json:"load_after,omitempty"`
+}
+
+// merge adds the sweep points of an earlier result prev that this one did
+// not measure again (a point measured by both is this one's). The rates,
+// the frame and the no-drop loss must agree; the cases are the union.
+func (r *ForwardResult) merge(prev *ForwardResult) error {
+	if prev.Benchmark != "forward" || !slicesEqualF(prev.Rates, r.Rates) || prev.FrameBytes != r.FrameBytes || prev.NDRLossPct != r.NDRLossPct {
+		return fmt.Errorf("bench forward: --merge: the earlier result has other rates, frame size or no-drop loss (%v, %d, %g; now %v, %d, %g)",
+			prev.Rates, prev.FrameBytes, prev.NDRLossPct, r.Rates, r.FrameBytes, r.NDRLossPct)
+	}
+	mine := map[int]bool{}
+	for _, n := range r.Sources {
+		mine[n] = true
+	}
+	var trials []Trial
+	for _, t := range prev.Trials {
+		if !mine[t.Sources] {
+			trials = append(trials, t)
+		}
+	}
+	r.Trials = append(trials, r.Trials...)
+	var ndr []NDRRun
+	for _, x := range prev.NDRRuns {
+		if !mine[x.Sources] {
+			ndr = append(ndr, x)
+		}
+	}
+	r.NDRRuns = append(ndr, r.NDRRuns...)
+	var pts []PointInfo
+	for _, x := range prev.Points {
+		if !mine[x.Sources] {
+			pts = append(pts, x)
+		}
+	}
+	r.Points = append(pts, r.Points...)
+	var diags []Diagnostic
+	for _, x := range prev.Diagnostics {
+		if !mine[x.Sources] {
+			diags = append(diags, x)
+		}
+	}
+	r.Diagnostics = append(diags, r.Diagnostics...)
+	var errs []string
+	for _, e := range prev.Errors {
+		keep := true
+		for n := range mine {
+			if strings.Contains(e, ", "+sizeLabel(n)+" sources") {
+				keep = false
+			}
+		}
+		if keep {
+			errs = append(errs, e)
+		}
+	}
+	r.Errors = append(errs, r.Errors...)
+	sources := append([]int(nil), r.Sources...)
+	for _, n := range prev.Sources {
+		if !mine[n] {
+			sources = append(sources, n)
+		}
+	}
+	sort.Ints(sources)
+	r.Sources = sources
+	have := map[string]bool{}
+	for _, c := range r.Cases {
+		have[c.Name] = true
+	}
+	for _, c := range prev.Cases {
+		if !have[c.Name] {
+			r.Cases = append(r.Cases, c)
+		}
+	}
+	order := map[string]int{}
+	for i, c := range append(append([]string(nil), allCases...), CaseCalibration) {
+		order[c] = i
+	}
+	sort.SliceStable(r.Cases, func(i, j int) bool { return order[r.Cases[i].Name] < order[r.Cases[j].Name] })
+	r.Runs = min(r.Runs, prev.Runs)
+	var sess []Session
+	for _, x := range prev.Sessions {
+		if slicesAny(x.Sources, func(n int) bool { return !mine[n] }) {
+			sess = append(sess, x)
+		}
+	}
+	r.Sessions = append(sess, r.Sessions...)
+	if prev.Started < r.Started && len(sess) > 0 {
+		r.Started = prev.Started
+	}
+	for _, n := range prev.Notes {
+		if strings.HasPrefix(n, "Warning:") && !containsStr(r.Notes, n) {
+			r.Notes = append(r.Notes, n)
+		}
+	}
+	return nil
+}
+
+func slicesEqualF(a, b []float64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func slicesAny(l []int, f func(int) bool) bool {
+	for _, x := range l {
+		if f(x) {
+			return true
+		}
+	}
+	return false
 }
 
 // PointInfo is a sweep point's set-up.
@@ -632,6 +760,12 @@ func (r *ForwardResult) section(h, svg string) string {
 				ready[i] = fmtNum(x)
 			}
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", sizeLabel(p.Sources), how, optNum(p.SeedS), optNum(p.NFTLoadS), orDash(strings.Join(ready, ", ")))
+		}
+	}
+	if len(r.Sessions) > 1 {
+		fmt.Fprintf(&b, "\n%s Sessions\n\n| sources | command | started → finished | load average before → after |\n|---|---|---|---|\n", h)
+		for _, x := range r.Sessions {
+			fmt.Fprintf(&b, "| %s | `%s` | %s → %s | %s → %s |\n", joinSizes(x.Sources), x.Command, x.Started, orDash(x.Finished), orDash(x.LoadBefore), orDash(x.LoadAfter))
 		}
 	}
 	fmt.Fprintf(&b, "\n%s How it was measured\n\nCommand: `%s`; generator (one trial): `%s`.\n\n", h, r.Command, r.Generator)
