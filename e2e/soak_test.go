@@ -18,9 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-
 	"github.com/ispmux/ispmux/appliance"
 	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/lab"
@@ -131,6 +128,8 @@ type soakReport struct {
 	Iperf           map[string]soakIperf `json:"iperf3"`
 	DHCP            map[string]uint64    `json:"dhcp_counters"`
 	Flat            bool                 `json:"flat"`
+	// Partial: written during the run (every 5 minutes), not at its end.
+	Partial bool `json:"partial,omitempty"`
 }
 
 func TestSoak(t *testing.T) {
@@ -271,7 +270,8 @@ func TestSoak(t *testing.T) {
 	next := map[string]time.Time{"sample": start, "check": start.Add(plan.Check), "flap": start.Add(plan.Flap / 2), "reload": start.Add(plan.Reload)}
 	var recov []time.Duration
 	extra := false
-	lastLog := start
+	lastLog, lastWrite := start, start
+	prefix := os.Getenv(SoakReportEnv)
 	for time.Since(start) < d {
 		now := time.Now()
 		switch {
@@ -323,6 +323,15 @@ func TestSoak(t *testing.T) {
 				t.Errorf("reload at %.0f s: %v", at(), err)
 			}
 			rep.Reloads++
+		case prefix != "" && time.Since(lastWrite) > 5*time.Minute:
+			// A run killed from outside still leaves its figures.
+			lastWrite = time.Now()
+			part := *rep
+			part.Partial, part.Iperf, part.runInfo = true, copyIperf(&iperfMu, iperf), newRunInfo(start)
+			part.Slopes, part.Flat = soakSlopes(part.Samples, plan.Warmup.Seconds())
+			if err := writeSoakReport(prefix, &part); err != nil {
+				t.Logf("partial report: %v", err)
+			}
 		default:
 			if time.Since(lastLog) > time.Minute || d < 10*time.Minute && time.Since(lastLog) > 30*time.Second {
 				lastLog = time.Now()
@@ -352,7 +361,7 @@ func TestSoak(t *testing.T) {
 	}
 	rep.Checks = append(rep.Checks, c)
 	rep.FlapRecovery = statsOf(recov)
-	rep.Iperf = iperf
+	rep.Iperf = copyIperf(&iperfMu, iperf)
 	if st, err := r.status(); err == nil {
 		rep.DHCP = map[string]uint64{}
 		for k, v := range st.DHCP {
@@ -366,7 +375,7 @@ func TestSoak(t *testing.T) {
 	}
 	t.Logf("soak %v: checks consistent %d/%d; flaps %d (link up → forwarding p50 %.0f ms, max %.0f ms); reloads %d (%d failed); iperf3 %v",
 		d, rep.ChecksOK, len(rep.Checks), len(rep.Flaps), rep.FlapRecovery.P50MS, rep.FlapRecovery.MaxMS, rep.Reloads, rep.ReloadErrors, iperfSummary(iperf))
-	if prefix := os.Getenv(SoakReportEnv); prefix != "" {
+	if prefix != "" {
 		if err := writeSoakReport(prefix, rep); err != nil {
 			t.Error(err)
 		} else {
@@ -381,6 +390,17 @@ func TestSoak(t *testing.T) {
 	if n := strings.Count(p.log.String(), "panic"); n > 0 {
 		t.Errorf("ispmux log has %d panics", n)
 	}
+}
+
+func copyIperf(mu *sync.Mutex, m map[string]soakIperf) map[string]soakIperf {
+	mu.Lock()
+	defer mu.Unlock()
+	out := map[string]soakIperf{}
+	for k, v := range m {
+		v.Mbps = append([]float64(nil), v.Mbps...)
+		out[k] = v
+	}
+	return out
 }
 
 func iperfSummary(m map[string]soakIperf) string {
@@ -558,8 +578,8 @@ func (r *rig) eventHistory(vs []subView, n int) map[string][]string {
 	return out
 }
 
-// fastViews is views (crashrig_test.go) for many subscribers: the clients'
-// addresses are read over netlink in their namespaces, not by running ip.
+// fastViews is views (crashrig_test.go) for many subscribers: Kea's leases
+// and ispmux's bindings read once for all.
 func (r *rig) fastViews(subs []lab.Sub) ([]subView, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -610,29 +630,20 @@ func (r *rig) fastViews(subs []lab.Sub) ([]subView, error) {
 	return out, nil
 }
 
-// clientAddr is the IPv4 address on sub's interface (netlink in its
-// namespace), or none.
+// clientAddr is the IPv4 address on sub's interface, or none. (ip -n: no
+// thread of the test enters a lab's namespace, where a sweep listing the
+// namespace's processes would find the test.)
 func clientAddr(sub lab.Sub) netip.Addr {
-	h, err := netns.GetFromName(sub.NS)
+	out, err := exec.Command("ip", "-n", sub.NS, "-4", "-o", "addr", "show", "dev", sub.If).Output()
 	if err != nil {
 		return netip.Addr{}
 	}
-	defer h.Close()
-	nh, err := netlink.NewHandleAt(h)
-	if err != nil {
-		return netip.Addr{}
+	for _, f := range strings.Fields(string(out)) {
+		if p, err := netip.ParsePrefix(f); err == nil && p.Addr().Is4() {
+			return p.Addr()
+		}
 	}
-	defer nh.Close()
-	l, err := nh.LinkByName(sub.If)
-	if err != nil {
-		return netip.Addr{}
-	}
-	as, err := nh.AddrList(l, netlink.FAMILY_V4)
-	if err != nil || len(as) == 0 {
-		return netip.Addr{}
-	}
-	a, _ := netip.AddrFromSlice(as[0].IP.To4())
-	return a
+	return netip.Addr{}
 }
 
 // soakReload rewrites the configuration with or without an extra
