@@ -216,7 +216,7 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	if err != nil {
 		return err
 	}
-	p := newHeartbeat(stderr, 4*time.Second)
+	p := newHeartbeat(stderr, 3*time.Second)
 	defer p.close()
 	r := newForwardResult(o, args)
 	var prev *ForwardResult
@@ -231,36 +231,17 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 		}
 	}
 
-	var t *lab.Topology
-	defer func() { err = errors.Join(err, teardown(ctx, "forward", o.id, tmp, o.keep, t != nil, p.logf)) }()
-
-	p.set("lab %s up", o.id)
-	t, err = lab.Up(ctx, lab.Options{ID: o.id, Generator: true})
-	if err != nil {
-		return fmt.Errorf("bench forward: %w", err)
+	b := &fwdBench{o: o, p: p, r: r, tmp: tmp, bencher: &bencher{logf: p.logf}, stats: genStatsPath(tmp, o.id)}
+	defer os.Remove(b.stats)
+	defer func() { err = errors.Join(err, teardown(ctx, "forward", o.id, tmp, o.keep, b.t != nil, p.logf)) }()
+	if err := b.labUp(ctx); err != nil {
+		return err
 	}
-	// The ISP routers drop the benchmark's traffic on arrival (netdev
-	// ingress, before IP), the same for every case; the blackhole route
-	// stays as a second net.
-	for _, isp := range t.ISPs {
-		if _, err := t.Run(ctx, isp.NS, "ip", "route", "add", "blackhole", benchDstNet); err != nil {
-			return fmt.Errorf("bench forward: %w", err)
-		}
-		if err := lab.NetdevDrop(ctx, isp.NS, isp.RouterIf, benchDstNet, true); err != nil {
-			return fmt.Errorf("bench forward: %w", err)
-		}
-	}
+	defer b.closeCounters()
 	if err := backgroundLoad(ctx, &r.Result, p.logf); err != nil {
 		return err
 	}
 	r.LoadBefore = loadAvg()
-	b := &fwdBench{o: o, t: t, p: p, r: r, tmp: tmp,
-		bencher: &bencher{t: t, logf: p.logf}, stats: genStatsPath(tmp, o.id)}
-	defer os.Remove(b.stats)
-	if err := b.openCounters(); err != nil {
-		return err
-	}
-	defer b.closeCounters()
 	r.Generator = shellQuote(b.genArgv(o.sources[0], o.rates[0], o.duration))
 	for _, n := range o.sources {
 		if err := b.point(ctx, n); err != nil {
@@ -290,6 +271,77 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 		return fmt.Errorf("bench forward: %d trial(s) failed, first: %s (details in %s/forward.json)", len(r.Errors), r.Errors[0], o.out)
 	}
 	return nil
+}
+
+// labUp builds the lab (again, after someone removed it): the ISP
+// routers' sink for the benchmark's traffic, the netlink handles in their
+// namespaces.
+func (b *fwdBench) labUp(ctx context.Context) error {
+	b.closeCounters()
+	b.p.set("lab %s up", b.o.id)
+	t, err := lab.Up(ctx, lab.Options{ID: b.o.id, Generator: true})
+	if err != nil {
+		return fmt.Errorf("bench forward: %w", err)
+	}
+	b.t, b.bencher.t = t, t
+	// The ISP routers drop the benchmark's traffic on arrival (netdev
+	// ingress, before IP), the same for every case; the blackhole route
+	// stays as a second net.
+	for _, isp := range t.ISPs {
+		if _, err := t.Run(ctx, isp.NS, "ip", "route", "add", "blackhole", benchDstNet); err != nil {
+			return fmt.Errorf("bench forward: %w", err)
+		}
+		if err := lab.NetdevDrop(ctx, isp.NS, isp.RouterIf, benchDstNet, true); err != nil {
+			return fmt.Errorf("bench forward: %w", err)
+		}
+	}
+	return b.openCounters()
+}
+
+// errLabGone: the lab's namespaces disappeared while the benchmark ran.
+var errLabGone = errors.New("the lab's namespaces are gone (removed by someone else while the benchmark ran)")
+
+// labGone wraps err with errLabGone when the appliance's namespace no
+// longer exists.
+func (b *fwdBench) labGone(err error) error {
+	if err != nil && !exists("/var/run/netns/"+b.t.Appliance.NS) {
+		return fmt.Errorf("%w: %v", errLabGone, err)
+	}
+	return err
+}
+
+// dropRun forgets what run of sweep point n measured (it is measured again).
+func (b *fwdBench) dropRun(n, run int) {
+	r := b.r
+	var trials []Trial
+	for _, t := range r.Trials {
+		if t.Sources != n || t.Run != run {
+			trials = append(trials, t)
+		}
+	}
+	r.Trials = trials
+	var ndr []NDRRun
+	for _, x := range r.NDRRuns {
+		if x.Sources != n || x.Run != run {
+			ndr = append(ndr, x)
+		}
+	}
+	r.NDRRuns = ndr
+	var diags []Diagnostic
+	for _, x := range r.Diagnostics {
+		if x.Sources != n || x.Run != run {
+			diags = append(diags, x)
+		}
+	}
+	r.Diagnostics = diags
+	var errs []string
+	tag := fmt.Sprintf(", %s sources, run %d:", sizeLabel(n), run)
+	for _, e := range r.Errors {
+		if !strings.Contains(e, tag) {
+			errs = append(errs, e)
+		}
+	}
+	r.Errors = errs
 }
 
 // genStatsPath is where the generator keeps its counters: tmpfs when there
@@ -429,48 +481,84 @@ func (b *fwdBench) point(ctx context.Context, n int) (err error) {
 			pi.SeedS = round(time.Since(start).Seconds(), 1)
 		}
 	}
-	if containsStr(o.cases, CaseKernel) {
+	loadMap := func() error {
+		if !containsStr(o.cases, CaseKernel) {
+			return nil
+		}
 		b.p.set("%s sources: loading the nftables map", sizeLabel(n))
 		start := time.Now()
-		if err := t.NFTLoadMap(ctx, n, nftSource(len(t.ISPs)), func(done int) {
+		if err := b.t.NFTLoadMap(ctx, n, nftSource(len(b.t.ISPs)), func(done int) {
 			b.p.logf("%s sources: nftables map %d of %d elements", sizeLabel(n), done, n)
 		}); err != nil {
 			return fmt.Errorf("bench forward: %w", err)
 		}
 		pi.NFTLoadS = round(time.Since(start).Seconds(), 1)
 		b.p.logf("%s sources: nftables map loaded in %.1fs", sizeLabel(n), pi.NFTLoadS)
+		return nil
+	}
+	if err := loadMap(); err != nil {
+		return err
+	}
+	if containsStr(o.cases, CaseKernel) {
 		defer func() {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 			defer cancel()
-			err = errors.Join(err, t.NFTDelete(cctx))
+			if exists("/var/run/netns/" + b.t.Appliance.NS) {
+				err = errors.Join(err, b.t.NFTDelete(cctx))
+			}
 		}()
 	}
+	rebuilt := 0
 	for run := 1; run <= o.runs; run++ {
-		if err := b.calibrate(ctx, n, run); err != nil {
+		err := b.run(ctx, n, run, cfg, stateDir, &pi)
+		if errors.Is(err, errLabGone) && rebuilt < 3 && ctx.Err() == nil {
+			rebuilt++
+			b.p.logf("warning: %v; rebuilding the lab and measuring %s sources, run %d again", err, sizeLabel(n), run)
+			b.r.Notes = append(b.r.Notes, fmt.Sprintf("Warning: the lab's namespaces were removed by someone else during run %d at %s sources; the lab was rebuilt and the run measured again.", run, sizeLabel(n)))
+			b.dropRun(n, run)
+			b.noStart = nil
+			if err := b.labUp(ctx); err != nil {
+				return err
+			}
+			if err := loadMap(); err != nil {
+				return err
+			}
+			run--
+			continue
+		}
+		if err != nil {
 			return err
 		}
-		// Interleaved: each run starts with another case, so that a
-		// drift of the machine's load spreads over all of them.
-		for i := range o.cases {
-			c := o.cases[(i+run-1)%len(o.cases)]
-			if c == CaseKernelRules && n > o.rulesMax {
-				continue
+	}
+	return nil
+}
+
+// run is one interleaved run of sweep point n: the calibration, then
+// every case, starting with another case each run.
+func (b *fwdBench) run(ctx context.Context, n, run int, cfg, stateDir string, pi *PointInfo) error {
+	o := b.o
+	if err := b.calibrate(ctx, n, run); err != nil {
+		return b.labGone(err)
+	}
+	for i := range o.cases {
+		c := o.cases[(i+run-1)%len(o.cases)]
+		if c == CaseKernelRules && n > o.rulesMax {
+			continue
+		}
+		if why, ok := b.noStart[c+"/"+strconv.Itoa(n)]; ok {
+			b.p.logf("%s, %s sources, run %d: skipped (it did not start in run 1: %s)", c, sizeLabel(n), run, why)
+			continue
+		}
+		if err := b.runCase(ctx, c, n, run, cfg, stateDir, pi); err != nil {
+			if ctx.Err() != nil {
+				return err
 			}
-			if why, ok := b.noStart[c+"/"+strconv.Itoa(n)]; ok {
-				b.p.logf("%s, %s sources, run %d: skipped (it did not start in run 1: %s)", c, sizeLabel(n), run, why)
-				continue
+			if err := b.labGone(err); errors.Is(err, errLabGone) {
+				return err
 			}
-			if err := b.runCase(ctx, c, n, run, cfg, stateDir, &pi); err != nil {
-				if ctx.Err() != nil {
-					return err
-				}
-				msg := fmt.Sprintf("%s, %s sources, run %d: %v", c, sizeLabel(n), run, err)
-				b.p.logf("case failed: %s", msg)
-				b.r.Errors = append(b.r.Errors, msg)
-				if !exists("/var/run/netns/" + t.Appliance.NS) {
-					return fmt.Errorf("bench forward: the lab's namespaces are gone (removed by someone else while the benchmark ran): %s", msg)
-				}
-			}
+			msg := fmt.Sprintf("%s, %s sources, run %d: %v", c, sizeLabel(n), run, err)
+			b.p.logf("case failed: %s", msg)
+			b.r.Errors = append(b.r.Errors, msg)
 		}
 	}
 	return nil

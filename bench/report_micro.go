@@ -349,7 +349,7 @@ func microBench(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	p := newHeartbeat(stderr, 4*time.Second)
+	p := newHeartbeat(stderr, 3*time.Second)
 	defer p.close()
 	r := &MicroResult{Benchmark: "micro", Runs: *runs, Benchtime: *benchtime, GoVersion: runtime.Version(), Kernel: kernelRelease(),
 		CPU: cpuModel(), Started: time.Now().UTC().Format(time.RFC3339), LoadBefore: loadAvg(),
