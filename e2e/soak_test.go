@@ -110,27 +110,27 @@ type slope struct {
 
 type soakReport struct {
 	runInfo
-	Duration        string               `json:"duration"`
-	WarmupS         float64              `json:"warmup_s"`
-	Subscribers     int                  `json:"subscribers"`
-	Valid           int                  `json:"valid_subscribers"`
-	LeaseS          int                  `json:"isp_lease_s"`
-	ClientLeaseMaxS int                  `json:"client_lease_max_s"`
-	Plan            map[string]float64   `json:"plan_s"`
-	Checks          []soakCheck          `json:"checks"`
-	ChecksOK        int                  `json:"checks_consistent"`
+	Duration        string             `json:"duration"`
+	WarmupS         float64            `json:"warmup_s"`
+	Subscribers     int                `json:"subscribers"`
+	Valid           int                `json:"valid_subscribers"`
+	LeaseS          int                `json:"isp_lease_s"`
+	ClientLeaseMaxS int                `json:"client_lease_max_s"`
+	Plan            map[string]float64 `json:"plan_s"`
+	Checks          []soakCheck        `json:"checks"`
+	ChecksOK        int                `json:"checks_consistent"`
 	// ChecksUnread: checks that could not read a view (an ISP's server or
 	// ispmux did not answer within 20 s): not counted either way.
-	ChecksUnread []string `json:"checks_unread,omitempty"`
-	Samples         []soakSample         `json:"samples"`
-	Slopes          map[string]slope     `json:"slopes"`
-	Flaps           []soakFlap           `json:"flaps"`
-	FlapRecovery    durStats             `json:"flap_recovery"`
-	Reloads         int                  `json:"reloads"`
-	ReloadErrors    int                  `json:"reload_errors"`
-	Iperf           map[string]soakIperf `json:"iperf3"`
-	DHCP            map[string]uint64    `json:"dhcp_counters"`
-	Flat            bool                 `json:"flat"`
+	ChecksUnread []string             `json:"checks_unread,omitempty"`
+	Samples      []soakSample         `json:"samples"`
+	Slopes       map[string]slope     `json:"slopes"`
+	Flaps        []soakFlap           `json:"flaps"`
+	FlapRecovery durStats             `json:"flap_recovery"`
+	Reloads      int                  `json:"reloads"`
+	ReloadErrors int                  `json:"reload_errors"`
+	Iperf        map[string]soakIperf `json:"iperf3"`
+	DHCP         map[string]uint64    `json:"dhcp_counters"`
+	Flat         bool                 `json:"flat"`
 	// Partial: written during the run (every 5 minutes), not at its end.
 	Partial bool `json:"partial,omitempty"`
 }
