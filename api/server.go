@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/ispmux/ispmux/auth"
 	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/internal/tlsreload"
 	"github.com/ispmux/ispmux/tenants"
 )
 
@@ -64,7 +64,7 @@ type Server struct {
 	svc    tenants.Service
 	tokens *auth.Tokens
 	log    *slog.Logger
-	cert   *certReloader // nil without TLS
+	cert   *tlsreload.Cert // nil without TLS
 
 	handlerOnce sync.Once
 	handler     http.Handler
@@ -101,7 +101,7 @@ func New(cfg configs.API, svc tenants.Service, tokens *auth.Tokens, log *slog.Lo
 		stop:    make(chan struct{}),
 	}
 	if cfg.TLSCert != "" {
-		s.cert = &certReloader{certFile: cfg.TLSCert, keyFile: cfg.TLSKey}
+		s.cert = tlsreload.New(tlsreload.Config{Name: "api", CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey})
 	}
 	return s
 }
@@ -402,7 +402,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Unlock()
 	var err error
 	if s.cert != nil {
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.cert.get}
+		srv.TLSConfig = s.cert.TLSConfig()
 		s.log.Info("api serving", "addr", ln.Addr().String(), "tls", true)
 		err = srv.ServeTLS(lln, "", "")
 	} else {
@@ -446,7 +446,7 @@ func (s *Server) stopStreams() { s.stopOnce.Do(func() { close(s.stop) }) }
 func (s *Server) Reload() error {
 	var errs []error
 	if s.cert != nil {
-		if err := s.cert.reload(); err != nil {
+		if err := s.cert.Load(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -469,31 +469,10 @@ func (s *Server) Connections() int {
 }
 
 func (s *Server) loadCert() error {
-	if s.cert == nil || s.cert.loaded() {
+	if s.cert == nil || s.cert.Loaded() {
 		return nil
 	}
-	return s.cert.reload()
-}
-
-// certReloader serves the certificate last loaded (tls.Config.GetCertificate).
-type certReloader struct {
-	certFile, keyFile string
-	cur               atomic.Pointer[tls.Certificate]
-}
-
-func (c *certReloader) loaded() bool { return c.cur.Load() != nil }
-
-func (c *certReloader) reload() error {
-	cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
-	if err != nil {
-		return fmt.Errorf("api tls: %w", err)
-	}
-	c.cur.Store(&cert)
-	return nil
-}
-
-func (c *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return c.cur.Load(), nil
+	return s.cert.Load()
 }
 
 // acquireStream counts one more stream for the token; false at the cap.

@@ -1,16 +1,12 @@
 package metrics
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +15,7 @@ import (
 
 	"github.com/ispmux/ispmux/api"
 	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/internal/tlsreload"
 )
 
 // Server limits.
@@ -85,10 +82,10 @@ func ServeListener(ctx context.Context, ln net.Listener, cfg configs.Metrics, h 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var cert *certFiles
+	var cert *tlsreload.Cert
 	if cfg.TLSCert != "" {
-		cert = &certFiles{cert: cfg.TLSCert, key: cfg.TLSKey, log: log}
-		if err := cert.load(); err != nil {
+		cert = tlsreload.New(tlsreload.Config{Name: "metrics", CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, Watch: true, Log: log})
+		if err := cert.Load(); err != nil {
 			ln.Close()
 			return err
 		}
@@ -110,7 +107,7 @@ func ServeListener(ctx context.Context, ln net.Listener, cfg configs.Metrics, h 
 	go func() {
 		var err error
 		if cert != nil {
-			srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cert.get}
+			srv.TLSConfig = cert.TLSConfig()
 			log.Info("metrics serving", "addr", ln.Addr().String(), "tls", true)
 			err = srv.ServeTLS(lln, "", "")
 		} else {
@@ -131,60 +128,4 @@ func ServeListener(ctx context.Context, ln net.Listener, cfg configs.Metrics, h 
 		return serr
 	}
 	return err
-}
-
-// certFiles serves the certificate last loaded and loads it again when
-// the files change (a renewal writes new files; a broken pair keeps the
-// old certificate and is logged once).
-type certFiles struct {
-	cert, key string
-	log       *slog.Logger
-
-	mu     sync.Mutex
-	cur    *tls.Certificate
-	stamp  []byte // the files' sizes and times when cur was loaded
-	failed []byte // the stamp of a pair that failed to load
-}
-
-// stamp identifies the files' current contents cheaply (size, mtime).
-func (c *certFiles) stampNow() []byte {
-	var b []byte
-	for _, f := range []string{c.cert, c.key} {
-		fi, err := os.Stat(f)
-		if err != nil {
-			b = append(b, "missing;"...)
-			continue
-		}
-		b = fmt.Appendf(b, "%d,%d;", fi.Size(), fi.ModTime().UnixNano())
-	}
-	return b
-}
-
-func (c *certFiles) load() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.loadLocked(c.stampNow())
-}
-
-func (c *certFiles) loadLocked(stamp []byte) error {
-	cert, err := tls.LoadX509KeyPair(c.cert, c.key)
-	if err != nil {
-		c.failed = stamp
-		return fmt.Errorf("metrics tls: %w", err)
-	}
-	c.cur, c.stamp, c.failed = &cert, stamp, nil
-	return nil
-}
-
-func (c *certFiles) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if s := c.stampNow(); !bytes.Equal(s, c.stamp) && !bytes.Equal(s, c.failed) {
-		if err := c.loadLocked(s); err != nil {
-			c.log.Warn("metrics: new TLS certificate not loaded; serving the previous one", "err", err)
-		} else {
-			c.log.Info("metrics: TLS certificate reloaded", "file", c.cert)
-		}
-	}
-	return c.cur, nil
 }

@@ -3,7 +3,6 @@ package portal
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"html/template"
@@ -17,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ispmux/ispmux/internal/tlsreload"
 	"github.com/ispmux/ispmux/tenants"
 )
 
@@ -116,7 +116,7 @@ type Server struct {
 	log    *slog.Logger
 	isps   map[string]ISP
 	secret [32]byte // token key, random at New
-	cert   atomic.Pointer[tls.Certificate]
+	cert   *tlsreload.Cert
 	tmpl   *template.Template
 
 	handlerOnce sync.Once
@@ -157,7 +157,8 @@ func New(cfg Config, dir Directory, claims Claimer) (*Server, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, url: u.String(), host: strings.ToLower(u.Hostname()), dir: dir, claims: claims,
-		log: cfg.Log, isps: map[string]ISP{}, tmpl: pageTemplate}
+		log: cfg.Log, isps: map[string]ISP{}, tmpl: pageTemplate,
+		cert: tlsreload.New(tlsreload.Config{Name: "portal", CertFile: cfg.CertFile, KeyFile: cfg.KeyFile})}
 	s.cfg.ISPs = make([]ISP, len(cfg.ISPs))
 	for i, p := range cfg.ISPs {
 		if p.Name == "" {
@@ -189,18 +190,7 @@ func (s *Server) UserPortalURL() string { return s.url }
 
 // Reload re-reads the certificate and key (after SIGHUP); the next TLS
 // handshake serves them. On error the pair in use is kept.
-func (s *Server) Reload() error {
-	c, err := tls.LoadX509KeyPair(s.cfg.CertFile, s.cfg.KeyFile)
-	if err != nil {
-		return fmt.Errorf("portal tls: %w", err)
-	}
-	s.cert.Store(&c)
-	return nil
-}
-
-func (s *Server) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return s.cert.Load(), nil
-}
+func (s *Server) Reload() error { return s.cert.Load() }
 
 // Stats reads the counters.
 func (s *Server) Stats() Stats {
@@ -254,7 +244,7 @@ func (s *Server) Serve(ctx context.Context, httpL, httpsL net.Listener) error {
 	}
 	errc := make(chan result, 2)
 	secure := s.newHTTPServer(s.Handler())
-	secure.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.getCertificate}
+	secure.TLSConfig = s.cert.TLSConfig()
 	servers := []*http.Server{secure}
 	go func() { errc <- result{"https", secure.ServeTLS(httpsL, "", "")} }()
 	if httpL != nil {
