@@ -227,32 +227,10 @@ func (s *Store) EventsOf(isp string, after uint64, limit int) ([]Event, error) {
 	if after == math.MaxUint64 {
 		return nil, nil
 	}
-	prefix := append([]byte(isp), 0)
 	var evs []Event
 	var bad []error
 	err := s.view(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bucketEvents)
-		c := tx.Bucket(bucketEventIndex).Cursor()
-		for k, _ := c.Seek(eventIndexKey(isp, after+1)); k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || len(evs) < limit); k, _ = c.Next() {
-			if len(k) != len(prefix)+8 {
-				bad = append(bad, corrupt(bucketEventIndex, k, errors.New("key is not ISP, 0x00, 8-byte sequence")))
-				continue
-			}
-			key := k[len(prefix):]
-			v := bk.Get(key)
-			if v == nil {
-				continue // trimmed while it did not decode
-			}
-			e, err := decodeEvent(key, v)
-			if err != nil {
-				bad = append(bad, err)
-				continue
-			}
-			if e.ISP != isp {
-				continue // stale entry
-			}
-			evs = append(evs, e)
-		}
+		evs, bad = eventsOfTx(tx, isp, after, limit)
 		return nil
 	})
 	if err == nil {
@@ -264,18 +242,56 @@ func (s *Store) EventsOf(isp string, after uint64, limit int) ([]Event, error) {
 	return evs, nil
 }
 
+// eventsOfTx walks isp's events-by-isp index in tx from Seq after+1 (after
+// < math.MaxUint64): up to limit events of isp (limit <= 0: all),
+// ascending by Seq, and an ErrCorrupt error for each malformed index key
+// and each event that does not decode. Entries whose event was trimmed,
+// and stale ones (the event is another ISP's), are skipped.
+func eventsOfTx(tx *bolt.Tx, isp string, after uint64, limit int) (evs []Event, bad []error) {
+	prefix := append([]byte(isp), 0)
+	bk := tx.Bucket(bucketEvents)
+	c := tx.Bucket(bucketEventIndex).Cursor()
+	for k, _ := c.Seek(eventIndexKey(isp, after+1)); k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || len(evs) < limit); k, _ = c.Next() {
+		if len(k) != len(prefix)+8 {
+			bad = append(bad, corrupt(bucketEventIndex, k, errors.New("key is not ISP, 0x00, 8-byte sequence")))
+			continue
+		}
+		key := k[len(prefix):]
+		v := bk.Get(key)
+		if v == nil {
+			continue // trimmed while it did not decode
+		}
+		e, err := decodeEvent(key, v)
+		if err != nil {
+			bad = append(bad, err)
+			continue
+		}
+		if e.ISP != isp {
+			continue // stale entry
+		}
+		evs = append(evs, e)
+	}
+	return evs, bad
+}
+
+// eventBoundsTx is EventBounds in tx.
+func eventBoundsTx(tx *bolt.Tx) (oldest, newest uint64) {
+	bk := tx.Bucket(bucketEvents)
+	newest = bk.Sequence()
+	oldest = newest + 1
+	if k, _ := bk.Cursor().First(); len(k) == 8 {
+		oldest = binary.BigEndian.Uint64(k)
+	}
+	return oldest, newest
+}
+
 // EventBounds returns the Seq of the oldest event the log still holds and
 // of the newest event ever added. A reader that has seen the events up to
 // Seq n missed some (trimmed by count or age) if n+1 < oldest. An empty
 // log (a new store) gives oldest = newest+1.
 func (s *Store) EventBounds() (oldest, newest uint64, err error) {
 	err = s.view(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bucketEvents)
-		newest = bk.Sequence()
-		oldest = newest + 1
-		if k, _ := bk.Cursor().First(); len(k) == 8 {
-			oldest = binary.BigEndian.Uint64(k)
-		}
+		oldest, newest = eventBoundsTx(tx)
 		return nil
 	})
 	if err != nil {

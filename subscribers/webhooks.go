@@ -76,39 +76,13 @@ func (s *Store) WebhookEvents(isp string, after uint64, limit int) (evs []Event,
 	if isp == "" {
 		return nil, 0, 0, fmt.Errorf("webhook events: %w: empty ISP", ErrInvalid)
 	}
-	prefix := append([]byte(isp), 0)
 	var bad []error
 	err = s.view(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bucketEvents)
-		newest = bk.Sequence()
-		oldest = newest + 1
-		if k, _ := bk.Cursor().First(); len(k) == 8 {
-			oldest = binary.BigEndian.Uint64(k)
-		}
+		oldest, newest = eventBoundsTx(tx)
 		if after >= newest {
 			return nil
 		}
-		c := tx.Bucket(bucketEventIndex).Cursor()
-		for k, _ := c.Seek(eventIndexKey(isp, after+1)); k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || len(evs) < limit); k, _ = c.Next() {
-			if len(k) != len(prefix)+8 {
-				bad = append(bad, corrupt(bucketEventIndex, k, errors.New("key is not ISP, 0x00, 8-byte sequence")))
-				continue
-			}
-			key := k[len(prefix):]
-			v := bk.Get(key)
-			if v == nil {
-				continue // trimmed while it did not decode
-			}
-			e, err := decodeEvent(key, v)
-			if err != nil {
-				bad = append(bad, err)
-				continue
-			}
-			if e.ISP != isp {
-				continue // stale entry
-			}
-			evs = append(evs, e)
-		}
+		evs, bad = eventsOfTx(tx, isp, after, limit)
 		return nil
 	})
 	if err == nil {
