@@ -83,6 +83,9 @@ const (
 	whereNone                   // nothing (token)
 )
 
+// listArgs is the synopsis of listFlags, the paged lists' flags.
+const listArgs = "[--after CURSOR] [--limit N]"
+
 func listFlags(fs *flag.FlagSet, o *ctlOpts) {
 	fs.StringVar(&o.after, "after", "", "start after `CURSOR` (the next page's cursor a list prints)")
 	fs.IntVar(&o.limit, "limit", 0, "at most `N` items (1..1000; default 100)")
@@ -110,7 +113,7 @@ var ctlCommands = []*ctlCommand{
 		run: ctlBackup, where: whereSocket},
 	{name: "isps", short: "the ISPs with their counts", summary: "The ISPs with their customer, device and binding counts (an ISP's token: its own).",
 		run: ctlISPs},
-	{name: "customers", short: "one page of an ISP's customers", args: "ISP [--after CURSOR] [--limit N]", min: 1, max: 1,
+	{name: "customers", short: "one page of an ISP's customers", args: "ISP " + listArgs, min: 1, max: 1,
 		summary: "One page of an ISP's customers, in customer ID order.",
 		flags:   listFlags, run: ctlCustomers},
 	{name: "customer", short: "one customer", args: "ISP ID", min: 2, max: 2, summary: "One customer.", run: ctlCustomer},
@@ -141,7 +144,7 @@ var ctlCommands = []*ctlCommand{
 			"\"status\",\"device_limit\"} per line (FILE \"-\": stdin). Prints each line's result; exits 1 if\n" +
 			"any line failed. Reruns are safe: an identical line is unchanged.",
 		run: ctlImport},
-	{name: "devices", short: "one page of devices (of one ISP, or all)", args: "[ISP] [--customer ID] [--after CURSOR] [--limit N]", max: 1,
+	{name: "devices", short: "one page of devices (of one ISP, or all)", args: "[ISP] [--customer ID] " + listArgs, max: 1,
 		summary: "One page of devices (subscriber MACs attached to customers): of one ISP, or of every ISP\n" +
 			"(operator).",
 		flags: func(fs *flag.FlagSet, o *ctlOpts) {
@@ -178,7 +181,7 @@ var ctlCommands = []*ctlCommand{
 			fs.BoolVar(&o.immediate, "immediate", false, "end the old ISP's binding now (RELEASE at once) instead of at the next renewal")
 		},
 		run: ctlMove},
-	{name: "bindings", short: "one page of DHCP bindings (of one ISP, or all)", args: "[ISP] [--after CURSOR] [--limit N]", max: 1,
+	{name: "bindings", short: "one page of DHCP bindings (of one ISP, or all)", args: "[ISP] " + listArgs, max: 1,
 		summary: "One page of DHCP bindings: of one ISP, or of every ISP (operator).",
 		flags:   listFlags, run: ctlBindings},
 	{name: "subscriber", short: "a MAC in one view: device, binding, recent events", args: "MAC [--isp ISP]", min: 1, max: 1,

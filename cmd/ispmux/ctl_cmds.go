@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ispmux/ispmux/api/client"
 	"github.com/ispmux/ispmux/auth"
 	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/tenants"
@@ -24,12 +25,67 @@ func (e *ctlEnv) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-// listOptions are --after and --limit.
-func (e *ctlEnv) listOptions() (tenants.ListOptions, error) {
+// checkLimit refuses a --limit out of 1..tenants.MaxLimit (0: not
+// given).
+func (e *ctlEnv) checkLimit() error {
 	if e.o.limit < 0 || e.o.limit > tenants.MaxLimit {
-		return tenants.ListOptions{}, e.h.usage("--limit must be 1..%d, got %d", tenants.MaxLimit, e.o.limit)
+		return e.h.usage("--limit must be 1..%d, got %d", tenants.MaxLimit, e.o.limit)
 	}
-	return tenants.ListOptions{After: e.o.after, Limit: e.o.limit}, nil
+	return nil
+}
+
+// listCmd is what one paged list command (customers, devices, bindings)
+// states; runList does the rest.
+type listCmd[T any] struct {
+	columns columns[T]
+	// check refuses a bad combination of the command's own arguments and
+	// flags (a usage error, after --limit's, before anything is dialled);
+	// nil: none.
+	check func() error
+	// page fetches the page selected by --after and --limit.
+	page func(c *client.Client, o tenants.ListOptions) (tenants.Page[T], error)
+	// more are the arguments and flags the next page's hint repeats
+	// after the command's name ("" left out).
+	more []string
+}
+
+// runList runs a paged list command: --limit checked, one page fetched,
+// printed as JSON (the page) or as a table followed, on stderr, by how to
+// get the next page.
+func runList[T any](e *ctlEnv, l listCmd[T]) error {
+	if err := e.checkLimit(); err != nil {
+		return err
+	}
+	if l.check != nil {
+		if err := l.check(); err != nil {
+			return err
+		}
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	p, err := l.page(c, tenants.ListOptions{After: e.o.after, Limit: e.o.limit})
+	if err != nil {
+		return err
+	}
+	p.Items = nonNil(p.Items)
+	if e.g.json {
+		return e.printJSON(p)
+	}
+	if err := l.columns.write(e.stdout, p.Items); err != nil {
+		return err
+	}
+	e.moreNotice(p.Next, l.more...)
+	return nil
+}
+
+// optionalISP is the optional ISP argument of a list of one ISP or all.
+func optionalISP(args []string) string {
+	if len(args) == 1 {
+		return args[0]
+	}
+	return ""
 }
 
 // moreNotice says how to get the next page of a list.
@@ -100,31 +156,18 @@ func ctlISPs(e *ctlEnv, _ []string) error {
 	if e.g.json {
 		return e.printJSON(tenants.Page[tenants.ISPInfo]{Items: nonNil(isps)})
 	}
-	return writeISPs(e.stdout, isps)
+	return ispColumns.write(e.stdout, isps)
 }
 
 func ctlCustomers(e *ctlEnv, args []string) error {
-	o, err := e.listOptions()
-	if err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	p, err := c.Customers(e.ctx, args[0], o)
-	if err != nil {
-		return err
-	}
-	p.Items = nonNil(p.Items)
-	if e.g.json {
-		return e.printJSON(p)
-	}
-	if err := writeCustomers(e.stdout, p.Items); err != nil {
-		return err
-	}
-	e.moreNotice(p.Next, args[0])
-	return nil
+	isp := args[0]
+	return runList(e, listCmd[tenants.Customer]{
+		columns: customerColumns,
+		page: func(c *client.Client, o tenants.ListOptions) (tenants.Page[tenants.Customer], error) {
+			return c.Customers(e.ctx, isp, o)
+		},
+		more: []string{isp},
+	})
 }
 
 func ctlCustomer(e *ctlEnv, args []string) error {
@@ -267,38 +310,24 @@ func ctlImport(e *ctlEnv, args []string) error {
 }
 
 func ctlDevices(e *ctlEnv, args []string) error {
-	o, err := e.listOptions()
-	if err != nil {
-		return err
+	isp, customer := optionalISP(args), e.o.customer
+	more := []string{isp}
+	if customer != "" {
+		more = append(more, "--customer "+customer)
 	}
-	isp := ""
-	if len(args) == 1 {
-		isp = args[0]
-	}
-	if e.o.customer != "" && isp == "" {
-		return e.h.usage("--customer needs the ISP (devices ISP --customer ID)")
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	p, err := c.Devices(e.ctx, isp, e.o.customer, o)
-	if err != nil {
-		return err
-	}
-	p.Items = nonNil(p.Items)
-	if e.g.json {
-		return e.printJSON(p)
-	}
-	if err := writeDevices(e.stdout, p.Items); err != nil {
-		return err
-	}
-	more := isp
-	if e.o.customer != "" {
-		more += " --customer " + e.o.customer
-	}
-	e.moreNotice(p.Next, more)
-	return nil
+	return runList(e, listCmd[tenants.Device]{
+		columns: deviceColumns,
+		check: func() error {
+			if customer != "" && isp == "" {
+				return e.h.usage("--customer needs the ISP (devices ISP --customer ID)")
+			}
+			return nil
+		},
+		page: func(c *client.Client, o tenants.ListOptions) (tenants.Page[tenants.Device], error) {
+			return c.Devices(e.ctx, isp, customer, o)
+		},
+		more: more,
+	})
 }
 
 func (e *ctlEnv) showDevice(d tenants.Device) error {
@@ -407,31 +436,14 @@ func ctlMove(e *ctlEnv, args []string) error {
 }
 
 func ctlBindings(e *ctlEnv, args []string) error {
-	o, err := e.listOptions()
-	if err != nil {
-		return err
-	}
-	isp := ""
-	if len(args) == 1 {
-		isp = args[0]
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	p, err := c.Bindings(e.ctx, isp, o)
-	if err != nil {
-		return err
-	}
-	p.Items = nonNil(p.Items)
-	if e.g.json {
-		return e.printJSON(p)
-	}
-	if err := writeBindings(e.stdout, p.Items); err != nil {
-		return err
-	}
-	e.moreNotice(p.Next, isp)
-	return nil
+	isp := optionalISP(args)
+	return runList(e, listCmd[tenants.Binding]{
+		columns: bindingColumns,
+		page: func(c *client.Client, o tenants.ListOptions) (tenants.Page[tenants.Binding], error) {
+			return c.Bindings(e.ctx, isp, o)
+		},
+		more: []string{isp},
+	})
 }
 
 func ctlWebhook(e *ctlEnv, args []string) error {

@@ -57,8 +57,8 @@ func newestEvents(e *ctlEnv, c *client.Client, isp string, n int, keep func(tena
 }
 
 func ctlEvents(e *ctlEnv, args []string) error {
-	if e.o.limit < 0 || e.o.limit > tenants.MaxLimit {
-		return e.h.usage("--limit must be 1..%d, got %d", tenants.MaxLimit, e.o.limit)
+	if err := e.checkLimit(); err != nil {
+		return err
 	}
 	var after uint64
 	hasAfter := len(args) == 1
@@ -99,7 +99,7 @@ func ctlEvents(e *ctlEnv, args []string) error {
 		if e.g.json {
 			err = e.printJSON(client.EventList{Items: nonNil(evs), Next: strconv.FormatUint(b.newest, 10), Oldest: b.oldest, Newest: b.newest})
 		} else {
-			err = writeEvents(e.stdout, evs)
+			err = eventColumns.write(e.stdout, evs)
 		}
 		if err != nil {
 			return err
@@ -122,7 +122,7 @@ func ctlEvents(e *ctlEnv, args []string) error {
 	if e.g.json {
 		err = e.printJSON(l)
 	} else {
-		err = writeEvents(e.stdout, l.Items)
+		err = eventColumns.write(e.stdout, l.Items)
 	}
 	if err != nil {
 		return err

@@ -27,6 +27,22 @@ func (t *table) row(cells ...string) { fmt.Fprintln(t.tw, strings.Join(cells, "\
 
 func (t *table) flush() error { return t.tw.Flush() }
 
+// columns is how a list prints as a table: its header and each item's
+// cells.
+type columns[T any] struct {
+	header []string
+	cells  func(T) []string
+}
+
+// write writes items as a table (the header alone when there are none).
+func (c columns[T]) write(w io.Writer, items []T) error {
+	t := newTable(w, c.header...)
+	for _, it := range items {
+		t.row(c.cells(it)...)
+	}
+	return t.flush()
+}
+
 // writeKV writes "key:  value" lines, aligned.
 func writeKV(w io.Writer, kv [][2]string) error {
 	t := newTable(w)
@@ -43,21 +59,19 @@ func yesNo(b bool) string {
 	return "no"
 }
 
-func writeISPs(w io.Writer, isps []tenants.ISPInfo) error {
-	t := newTable(w, "ISP", "CUSTOMERS", "DEVICES", "BINDINGS")
-	for _, i := range isps {
-		t.row(i.Name, strconv.Itoa(i.Customers), strconv.Itoa(i.Devices), strconv.Itoa(i.Bindings))
-	}
-	return t.flush()
+var ispColumns = columns[tenants.ISPInfo]{
+	header: []string{"ISP", "CUSTOMERS", "DEVICES", "BINDINGS"},
+	cells: func(i tenants.ISPInfo) []string {
+		return []string{i.Name, strconv.Itoa(i.Customers), strconv.Itoa(i.Devices), strconv.Itoa(i.Bindings)}
+	},
 }
 
-func writeCustomers(w io.Writer, cs []tenants.Customer) error {
-	t := newTable(w, "CUSTOMER", "STATUS", "DEVICES", "LIMIT", "SOURCE", "CREATED", "UPDATED")
-	for _, c := range cs {
-		t.row(c.ID, string(c.Status), strconv.Itoa(c.Devices), strconv.Itoa(c.DeviceLimit), orDash(c.Source),
-			timeString(c.Created), timeString(c.Updated))
-	}
-	return t.flush()
+var customerColumns = columns[tenants.Customer]{
+	header: []string{"CUSTOMER", "STATUS", "DEVICES", "LIMIT", "SOURCE", "CREATED", "UPDATED"},
+	cells: func(c tenants.Customer) []string {
+		return []string{c.ID, string(c.Status), strconv.Itoa(c.Devices), strconv.Itoa(c.DeviceLimit), orDash(c.Source),
+			timeString(c.Created), timeString(c.Updated)}
+	},
 }
 
 func writeCustomer(w io.Writer, c tenants.Customer) error {
@@ -68,12 +82,11 @@ func writeCustomer(w io.Writer, c tenants.Customer) error {
 	})
 }
 
-func writeDevices(w io.Writer, ds []tenants.Device) error {
-	t := newTable(w, "MAC", "ISP", "CUSTOMER", "ACCESS", "SOURCE", "BLOCKED", "UPDATED")
-	for _, d := range ds {
-		t.row(d.MAC, orDash(d.ISP), orDash(d.CustomerID), orDash(d.Access), orDash(d.Source), yesNo(d.Blocked), timeString(d.Updated))
-	}
-	return t.flush()
+var deviceColumns = columns[tenants.Device]{
+	header: []string{"MAC", "ISP", "CUSTOMER", "ACCESS", "SOURCE", "BLOCKED", "UPDATED"},
+	cells: func(d tenants.Device) []string {
+		return []string{d.MAC, orDash(d.ISP), orDash(d.CustomerID), orDash(d.Access), orDash(d.Source), yesNo(d.Blocked), timeString(d.Updated)}
+	},
 }
 
 func deviceKV(d tenants.Device) [][2]string {
@@ -96,12 +109,11 @@ func bindingVLAN(v uint16) string {
 	return strconv.Itoa(int(v))
 }
 
-func writeBindings(w io.Writer, bs []tenants.Binding) error {
-	t := newTable(w, "MAC", "ISP", "CUSTOMER", "ACCESS", "VLAN", "IP", "EXPIRES")
-	for _, b := range bs {
-		t.row(b.MAC, b.ISP, orDash(b.CustomerID), orDash(b.Access), bindingVLAN(b.VLAN), b.IP.String(), timeString(b.Expires))
-	}
-	return t.flush()
+var bindingColumns = columns[tenants.Binding]{
+	header: []string{"MAC", "ISP", "CUSTOMER", "ACCESS", "VLAN", "IP", "EXPIRES"},
+	cells: func(b tenants.Binding) []string {
+		return []string{b.MAC, b.ISP, orDash(b.CustomerID), orDash(b.Access), bindingVLAN(b.VLAN), b.IP.String(), timeString(b.Expires)}
+	},
 }
 
 // Event columns: the tables use a tabwriter; a followed stream, whose
@@ -134,13 +146,7 @@ func eventLine(cells []string) string {
 	return strings.TrimRight(b.String(), " ")
 }
 
-func writeEvents(w io.Writer, evs []tenants.Event) error {
-	t := newTable(w, eventHeader...)
-	for _, ev := range evs {
-		t.row(eventCells(ev)...)
-	}
-	return t.flush()
-}
+var eventColumns = columns[tenants.Event]{header: eventHeader, cells: eventCells}
 
 func writeSubscriber(w io.Writer, v subscriberView) error {
 	fmt.Fprintf(w, "subscriber %s\n\ndevice:\n", v.MAC)
