@@ -43,8 +43,10 @@ type Control struct {
 
 	// mu serialises the table writers (bindings, uplinks). Lock order: mu
 	// only; no other lock is taken while holding it.
-	mu       sync.Mutex
-	bindings map[uint64]Binding // by classifier key (port, vlan, mac)
+	// The bindings themselves are the MAC table's entries (the control
+	// plane keeps no second copy: at a million subscribers a Go map of
+	// them cost ~150 B each and the GC's time to scan it).
+	mu sync.Mutex
 	// perISP counts bindings by ISP index, DHCP [0] and static [1]
 	// (BindingsPerISP: O(ISPs) at scrape time).
 	perISP   [256][2]int
@@ -63,7 +65,6 @@ func NewControl(s *State, inj Injector, log *slog.Logger) *Control {
 	}
 	return &Control{
 		s: s, inj: inj, log: log,
-		bindings: make(map[uint64]Binding),
 		resolver: fib.NewResolver(s.Up),
 	}
 }
@@ -89,9 +90,9 @@ func (c *Control) Bind(b Binding) error {
 	if d, ok := c.s.FIB.Lookup(b.ISP, ip); ok && (d.MAC != b.MAC || d.Port != b.Port || d.VLAN != b.VLAN) {
 		return fmt.Errorf("bind %012x to %v at ISP %d: %w (by %012x)", b.MAC, b.IP, b.ISP, ErrConflict, d.MAC)
 	}
-	key := classifier.Key(b.Port, b.VLAN, b.MAC)
-	if old, ok := c.bindings[key]; ok && (old.ISP != b.ISP || old.IP != b.IP) {
-		c.s.FIB.Delete(old.ISP, ip4(old.IP))
+	old, hadOld := c.s.MAC.Lookup(b.Port, b.VLAN, b.MAC)
+	if hadOld && (old.ISP != b.ISP || old.IP != ip) {
+		c.s.FIB.Delete(old.ISP, old.IP)
 	}
 	flags := classifier.FlagBound
 	if b.Static {
@@ -106,17 +107,16 @@ func (c *Control) Bind(b Binding) error {
 		c.s.FIB.Delete(b.ISP, ip)
 		return fmt.Errorf("bind %012x: mac table: %w", b.MAC, err)
 	}
-	if old, ok := c.bindings[key]; ok {
-		c.perISP[old.ISP][kindOf(old)]--
+	if hadOld {
+		c.perISP[old.ISP][kindOf(old.Flags)]--
 	}
-	c.bindings[key] = b
-	c.perISP[b.ISP][kindOf(b)]++
+	c.perISP[b.ISP][kindOf(flags)]++
 	return nil
 }
 
-// kindOf indexes perISP: 0 DHCP, 1 static.
-func kindOf(b Binding) int {
-	if b.Static {
+// kindOf indexes perISP by a MAC table entry's flags: 0 DHCP, 1 static.
+func kindOf(flags uint8) int {
+	if flags&classifier.FlagStatic != 0 {
 		return 1
 	}
 	return 0
@@ -196,17 +196,15 @@ func (c *Control) CheckBind(b Binding) error {
 func (c *Control) Unbind(port uint8, vlan uint16, mac uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	key := classifier.Key(port, vlan, mac)
-	b, ok := c.bindings[key]
+	sub, ok := c.s.MAC.Lookup(port, vlan, mac)
 	if !ok {
 		return false
 	}
 	// Upstream first: stop accepting the subscriber's frames, then stop
 	// delivering to it.
 	c.s.MAC.Delete(port, vlan, mac)
-	c.s.FIB.Delete(b.ISP, ip4(b.IP))
-	delete(c.bindings, key)
-	c.perISP[b.ISP][kindOf(b)]--
+	c.s.FIB.Delete(sub.ISP, sub.IP)
+	c.perISP[sub.ISP][kindOf(sub.Flags)]--
 	return true
 }
 
@@ -227,15 +225,30 @@ func (c *Control) Holder(vrf uint8, a netip.Addr) (Binding, bool) {
 	return Binding{Port: d.Port, VLAN: d.VLAN, MAC: d.MAC, ISP: vrf, IP: a, Static: sub.Flags&classifier.FlagStatic != 0}, true
 }
 
-// Bindings returns a copy of every binding.
+// Bindings returns a copy of every binding (a walk of the MAC table).
 func (c *Control) Bindings() []Binding {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]Binding, 0, len(c.bindings))
-	for _, b := range c.bindings {
-		out = append(out, b)
-	}
+	out := make([]Binding, 0, c.s.MAC.Len())
+	c.s.MAC.Range(func(port uint8, vlan uint16, mac uint64, s classifier.Sub) bool {
+		out = append(out, bindingOf(port, vlan, mac, s))
+		return true
+	})
 	return out
+}
+
+// Binding returns the subscriber's binding, if it has one.
+func (c *Control) Binding(port uint8, vlan uint16, mac uint64) (Binding, bool) {
+	s, ok := c.s.MAC.Lookup(port, vlan, mac)
+	if !ok {
+		return Binding{}, false
+	}
+	return bindingOf(port, vlan, mac, s), true
+}
+
+// bindingOf is the binding a MAC table entry stands for.
+func bindingOf(port uint8, vlan uint16, mac uint64, s classifier.Sub) Binding {
+	return Binding{Port: port, VLAN: vlan, MAC: mac, ISP: s.ISP, IP: addr4(s.IP), Static: s.Flags&classifier.FlagStatic != 0}
 }
 
 // LinkDown withdraws the next hop of every ISP whose uplink is on port (the
@@ -392,3 +405,6 @@ func macString(m uint64) string { return binding.MACString(m) }
 
 // MACString formats a 48-bit MAC.
 func MACString(m uint64) string { return binding.MACString(m) }
+
+// addr4 converts the tables' uint32 back to an address.
+func addr4(v uint32) netip.Addr { return netip.AddrFrom4(be4(v)) }
