@@ -35,29 +35,20 @@ func (t *leaseTable) noteExpiry(sk subKey, l *lease) {
 	if len(t.exp) > 3*len(t.m)+1024 {
 		t.rebuildExpiry()
 	}
-	heap.Push(&t.exp, expiryEntry{l.b.Expires.UnixNano(), sk})
+	heap.Push(&t.exp, expiryEntry{l.expires, sk})
 }
 
 // rebuildExpiry makes the heap hold one entry per lease (t.mu held).
 func (t *leaseTable) rebuildExpiry() {
-	h := make(expiryHeap, 0, len(t.m)+len(t.m)/2)
+	h := t.exp[:0]
+	if cap(h) < len(t.m) {
+		h = make(expiryHeap, 0, len(t.m)+len(t.m)/2)
+	}
 	for k, l := range t.m {
-		h = append(h, expiryEntry{l.b.Expires.UnixNano(), k})
+		h = append(h, expiryEntry{l.expires, k})
 	}
 	heap.Init(&h)
 	t.exp = h
-}
-
-// reserve sizes an empty table for n leases (Restore).
-func (t *leaseTable) reserve(n int) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if len(t.m) != 0 || n <= 0 {
-		return
-	}
-	t.m = make(map[subKey]*lease, n)
-	t.byMAC = make(map[uint64][]subKey, n)
-	t.exp = make(expiryHeap, 0, n+n/2)
 }
 
 // expiredAt returns the leases that ended at or before now (t.mu held).
@@ -70,8 +61,8 @@ func (t *leaseTable) expiredAt(now time.Time) []held {
 	cut := now.UnixNano()
 	for len(t.exp) > 0 && t.exp[0].at <= cut {
 		e := heap.Pop(&t.exp).(expiryEntry)
-		if l := t.m[e.k]; l != nil && l.b.Expires.UnixNano() == e.at {
-			out = append(out, held{e.k, l.b})
+		if l, ok := t.m[e.k]; ok && l.expires == e.at {
+			out = append(out, held{e.k, l})
 			due = append(due, e)
 		}
 	}

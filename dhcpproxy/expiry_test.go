@@ -3,8 +3,6 @@ package dhcpproxy
 import (
 	"testing"
 	"time"
-
-	"github.com/ispmux/ispmux/subscribers"
 )
 
 // TestExpiryHeap: expired returns exactly the leases whose end has come
@@ -18,7 +16,7 @@ func TestExpiryHeap(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
 	put := func(mac uint64, end time.Time) subKey {
 		sk := subKey{circuitKey{1, 0}, mac}
-		lt.put(sk, &lease{b: subscribers.Binding{Expires: end}})
+		lt.put(sk, lease{expires: end.UnixNano()})
 		return sk
 	}
 	a := put(1, t0.Add(10*time.Second))

@@ -213,7 +213,7 @@ func (p *Proxy) loadIntents() error {
 func (p *Proxy) supersede() {
 	for _, pi := range p.intents.unsent() {
 		for _, h := range p.leases.ofMAC(binding.MAC48(pi.in.MAC)) {
-			if h.b.Updated.After(pi.in.Created) {
+			if h.l.updated > pi.in.Created.UnixNano() {
 				p.count("intent_superseded")
 				p.completeIntent(pi.in.ID)
 				break

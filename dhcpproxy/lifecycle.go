@@ -3,7 +3,6 @@ package dhcpproxy
 import (
 	"fmt"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -12,168 +11,6 @@ import (
 	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
 )
-
-// lease is a binding ispmux holds (mirror of the store's).
-type lease struct {
-	b       subscribers.Binding
-	circuit *Circuit
-	isp     *ISP
-}
-
-// leaseTable owns the bindings ispmux holds and the count per circuit.
-// mu guards both; it is held only inside these methods. A lease value is
-// never changed once stored: it is replaced whole.
-type leaseTable struct {
-	mu         sync.Mutex
-	m          map[subKey]*lease
-	perCircuit map[circuitKey]int
-	// byMAC indexes m by MAC (a MAC may hold a lease on several
-	// circuits).
-	byMAC map[uint64][]subKey
-	// gen is each subscriber's generation, moved on by every end of its
-	// binding (bumpGen): a transaction remembers the generation it
-	// started in, and its ACK binds nothing in a later one.
-	gen map[subKey]uint64
-	// exp orders the leases by end, for the expiry scan (expiry.go).
-	exp expiryHeap
-	// cuts holds, for the bindings of devices moved to another ISP
-	// (make-before-break, moves.go), when they end at the latest.
-	cuts map[subKey]time.Time
-}
-
-func (t *leaseTable) init() {
-	t.m = map[subKey]*lease{}
-	t.perCircuit = map[circuitKey]int{}
-	t.byMAC = map[uint64][]subKey{}
-	t.cuts = map[subKey]time.Time{}
-	t.gen = map[subKey]uint64{}
-}
-
-// generation returns sk's generation.
-func (t *leaseTable) generation(sk subKey) uint64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.gen[sk]
-}
-
-// bumpGen moves sk to its next generation.
-func (t *leaseTable) bumpGen(sk subKey) {
-	t.mu.Lock()
-	t.gen[sk]++
-	t.mu.Unlock()
-}
-
-// ofMAC returns mac's leases.
-func (t *leaseTable) ofMAC(mac uint64) []held {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var out []held
-	for _, k := range t.byMAC[mac] {
-		if l := t.m[k]; l != nil {
-			out = append(out, held{k, l.b})
-		}
-	}
-	return out
-}
-
-// get returns a copy of sk's lease.
-func (t *leaseTable) get(sk subKey) (lease, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	l := t.m[sk]
-	if l == nil {
-		return lease{}, false
-	}
-	return *l, true
-}
-
-// put stores sk's lease.
-func (t *leaseTable) put(sk subKey, l *lease) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.m[sk] == nil {
-		t.perCircuit[sk.circuit]++
-		t.byMAC[sk.mac] = append(t.byMAC[sk.mac], sk)
-	}
-	t.m[sk] = l
-	t.noteExpiry(sk, l)
-	delete(t.cuts, sk)
-}
-
-// remove removes and returns sk's lease, or nil.
-func (t *leaseTable) remove(sk subKey) *lease {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	l := t.m[sk]
-	delete(t.cuts, sk)
-	if l != nil {
-		delete(t.m, sk)
-		t.perCircuit[sk.circuit]--
-		ks := t.byMAC[sk.mac]
-		for i, k := range ks {
-			if k == sk {
-				ks = append(ks[:i], ks[i+1:]...)
-				break
-			}
-		}
-		if len(ks) == 0 {
-			delete(t.byMAC, sk.mac)
-		} else {
-			t.byMAC[sk.mac] = ks
-		}
-	}
-	return l
-}
-
-// full reports whether sk holds no lease and its circuit has max.
-func (t *leaseTable) full(sk subKey, max int) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.m[sk] == nil && t.perCircuit[sk.circuit] >= max
-}
-
-// held is a lease and its key, for scans done outside the lock.
-type held struct {
-	k subKey
-	b subscribers.Binding
-}
-
-// all returns every lease.
-func (t *leaseTable) all() []held {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := make([]held, 0, len(t.m))
-	for k, l := range t.m {
-		out = append(out, held{k, l.b})
-	}
-	return out
-}
-
-// expired returns the leases that ended at or before now: O(log n) per
-// lease ended (expiry.go), not a walk of every lease.
-func (t *leaseTable) expired(now time.Time) []held {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.expiredAt(now)
-}
-
-// holder returns the MAC of the DHCP subscriber holding ip at isp.
-func (t *leaseTable) holder(isp *ISP, ip netip.Addr) (uint64, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for k, l := range t.m {
-		if l.isp == isp && l.b.IP == ip {
-			return k.mac, true
-		}
-	}
-	return 0, false
-}
-
-func (t *leaseTable) len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.m)
-}
 
 // Restore installs every unexpired binding of the store in the tables,
 // ends the expired and stale ones (with their events, and a RELEASE to the
@@ -185,13 +22,23 @@ func (p *Proxy) Restore(now time.Time) (int, error) {
 	if err := p.loadIntents(); err != nil {
 		return 0, fmt.Errorf("dhcp restore: %w", err)
 	}
-	bs, err := p.store.Bindings()
-	if err != nil {
-		return 0, fmt.Errorf("dhcp restore: %w", err)
+	// One pass over the store, one binding decoded at a time: the table
+	// keeps its compact form. Bindings to end (expired, no longer
+	// configured, stale) are ended after the walk: the store's read
+	// transaction is open during it.
+	type toEnd struct {
+		sk  subKey
+		b   subscribers.Binding
+		why string
+		exp bool
 	}
-	p.leases.reserve(len(bs))
-	n := 0
-	for _, b := range bs {
+	var (
+		ends []toEnd
+		ks   []subKey
+		ls   []lease
+		n    int
+	)
+	err := p.store.ForEachBinding(func(b subscribers.Binding) error {
 		c := p.circuitByName(b.Access, b.VLAN)
 		isp := p.isps[b.ISP]
 		mac := binding.MAC48(b.MAC)
@@ -204,16 +51,13 @@ func (p *Proxy) Restore(now time.Time) (int, error) {
 			if c == nil || isp == nil {
 				why = "its access or ISP is no longer configured"
 			}
-			if !p.endBinding(sk, b.Access, nil, bindingSubject(b).event(subscribers.EventExpired, b.IP, why)) {
-				return n, fmt.Errorf("dhcp restore: binding of %s not ended", binding.MACString(mac))
-			}
-			p.count("expired")
-			continue
+			ends = append(ends, toEnd{sk, b, why, true})
+			return nil
 		}
 		// The registration may have changed while ispmux was down (the
 		// operator blocked or removed the subscriber, or it chose another
 		// ISP): such a binding must not forward until its lease runs out.
-		why := p.stale(b)
+		why := p.stale(mac, b.Access, b.ISP)
 		if why == "" {
 			if err := p.tables.Bind(binding.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: isp.Index, IP: b.IP}); err != nil {
 				// Its address is now a static subscriber's (the
@@ -222,13 +66,34 @@ func (p *Proxy) Restore(now time.Time) (int, error) {
 			}
 		}
 		if why != "" {
-			if !p.revoke(sk, b, why) {
-				return n, fmt.Errorf("dhcp restore: binding of %s not revoked", binding.MACString(mac))
+			ends = append(ends, toEnd{sk, b, why, false})
+			return nil
+		}
+		if ks == nil {
+			ks, ls = make([]subKey, 0, 1024), make([]lease, 0, 1024)
+		}
+		ks, ls = append(ks, sk), append(ls, leaseOf(&b, isp))
+		n++
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("dhcp restore: %w", err)
+	}
+	p.leases.reserve(len(ks))
+	p.leases.load(ks, ls)
+	ks, ls = nil, nil
+	for _, e := range ends {
+		mac := binding.MAC48(e.b.MAC)
+		if e.exp {
+			if !p.endBinding(e.sk, e.b.Access, nil, bindingSubject(e.b).event(subscribers.EventExpired, e.b.IP, e.why)) {
+				return n, fmt.Errorf("dhcp restore: binding of %s not ended", binding.MACString(mac))
 			}
+			p.count("expired")
 			continue
 		}
-		p.leases.put(sk, &lease{b: b, circuit: c, isp: isp})
-		n++
+		if !p.revoke(e.sk, e.b, e.why) {
+			return n, fmt.Errorf("dhcp restore: binding of %s not revoked", binding.MACString(mac))
+		}
 	}
 	p.supersede()
 	// After the ISP bindings: an onboarding lease of a MAC bound to an
@@ -267,13 +132,13 @@ func (p *Proxy) Revalidate() int {
 // RevalidateMACsImmediate cuts it at once.
 func (p *Proxy) RevalidateMACs(macs []uint64) int { return p.revalidateMACs(macs, false) }
 
-// stale says why a stored binding no longer matches the subscriber's
-// registration, or "" when it still does.
-func (p *Proxy) stale(b subscribers.Binding) string {
-	if p.isStatic(binding.MAC48(b.MAC)) {
+// stale says why a binding of mac on access at isp (names) no longer
+// matches the subscriber's registration, or "" when it still does.
+func (p *Proxy) stale(mac uint64, access, isp string) string {
+	if p.isStatic(mac) {
 		return "subscriber is now static"
 	}
-	reg, ok := p.reg.Lookup(binding.MAC48(b.MAC))
+	reg, ok := p.reg.Lookup(mac)
 	switch {
 	case !ok:
 		return "registration withdrawn"
@@ -281,10 +146,10 @@ func (p *Proxy) stale(b subscribers.Binding) string {
 		return "subscriber blocked"
 	case reg.Suspended():
 		return "customer suspended"
-	case reg.ISP != b.ISP:
+	case reg.ISP != isp:
 		// Never naming the new ISP: the event is the old one's.
 		return "subscriber moved to another ISP"
-	case reg.Access != "" && reg.Access != b.Access:
+	case reg.Access != "" && reg.Access != access:
 		return "registered on access " + reg.Access
 	}
 	return ""
@@ -295,7 +160,8 @@ func (p *Proxy) stale(b subscribers.Binding) string {
 func (p *Proxy) expireLeases(now time.Time) {
 	for _, e := range p.leases.expired(now) {
 		failpoint.Hit(failpoint.ExpireBeforeCommit)
-		if p.endBinding(e.k, e.b.Access, nil, bindingSubject(e.b).event(subscribers.EventExpired, e.b.IP, "lease expired")) {
+		b := p.full(e)
+		if p.endBinding(e.k, b.Access, nil, bindingSubject(b).event(subscribers.EventExpired, b.IP, "lease expired")) {
 			p.count("expired")
 		}
 	}
@@ -334,7 +200,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte) {
 	old, hadOld := p.leases.get(t.sub)
 	// A new ISP or a new address is a new binding (its own event and log
 	// line: the audit trail must show which address a subscriber had).
-	moved := hadOld && (old.isp != t.isp || old.b.IP != ip)
+	moved := hadOld && (old.isp != t.isp.Index || old.addr() != ip)
 	if !hadOld && p.leases.full(t.sub, p.cfg.MaxBindingsPerCircuit) {
 		p.count("circuit_full")
 		p.refuse(subscribers.EventRejected, subj, ip, "too many bindings on access "+c.Name)
@@ -342,7 +208,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte) {
 	}
 	// The registration may have changed while the ISP was answering (the
 	// subscriber blocked, removed or moved by a reload): no binding then.
-	if why := p.stale(subscribers.Binding{MAC: binding.MACBytes(mac), Access: c.Name, ISP: t.isp.Name}); why != "" {
+	if why := p.stale(mac, c.Name, t.isp.Name); why != "" {
 		p.count("ack_registration_changed")
 		p.refuse(subscribers.EventRejected, subj, ip, "not bound: "+why+" during the exchange")
 		p.nak(c, m, "not admitted")
@@ -363,13 +229,13 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte) {
 	// the subscriber is NAKed (so it starts over at once).
 	if err := p.tables.CheckBind(binding.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: t.isp.Index, IP: ip}); err != nil {
 		p.count("bind_conflict")
-		if holder, ok := p.leases.holder(t.isp, ip); ok {
+		if holder, ok := p.tables.Holder(t.isp.Index, ip); ok && !holder.Static {
 			// Another DHCP subscriber holds it: the ISP handed one
 			// lease to two clients (a shared or forged client
 			// identifier). Declining it would take the address from
 			// its holder: only this subscriber is refused.
 			p.refuse(subscribers.EventRejected, subj, ip, "the ISP assigned the address of DHCP subscriber "+
-				binding.MACString(holder)+" (the same client identifier?); refused")
+				binding.MACString(holder.MAC)+" (the same client identifier?); refused")
 			p.nak(c, m, "address in use")
 			return
 		}
@@ -402,7 +268,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte) {
 		return
 	}
 	failpoint.Hit(failpoint.BindAfterCommit)
-	if hadOld && old.b.IP != ip {
+	if hadOld && old.addr() != ip {
 		p.tables.Unbind(c.Port, c.VLAN, mac)
 	}
 	if err := p.tables.Bind(binding.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: t.isp.Index, IP: ip}); err != nil {
@@ -413,7 +279,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte) {
 		p.revokeLocked(t.sub, b, "address not installable: "+err.Error())
 		return
 	}
-	p.leases.put(t.sub, &lease{b: b, circuit: c, isp: t.isp})
+	p.leases.put(t.sub, leaseOf(&b, t.isp))
 	p.deliver(c, m, ack)
 	failpoint.Hit(failpoint.BindAfterAck)
 	p.count("ack")
@@ -455,18 +321,3 @@ func (p *Proxy) unusable(c *Circuit, isp *ISP, ip netip.Addr) string {
 	}
 	return ""
 }
-
-// hasLease reports whether ispmux holds a binding for sk.
-func (p *Proxy) hasLease(sk subKey) bool {
-	_, ok := p.leases.get(sk)
-	return ok
-}
-
-// Lease returns the DHCP binding of the subscriber at port, vlan, mac.
-func (p *Proxy) Lease(port uint8, vlan uint16, mac uint64) (subscribers.Binding, bool) {
-	l, ok := p.leases.get(subKey{circuitKey{port, vlan}, mac})
-	return l.b, ok
-}
-
-// Leases returns the number of leases held.
-func (p *Proxy) Leases() int { return p.leases.len() }

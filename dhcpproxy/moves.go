@@ -3,9 +3,7 @@ package dhcpproxy
 import (
 	"time"
 
-	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/internal/failpoint"
-	"github.com/ispmux/ispmux/subscribers"
 )
 
 // Moves, make-before-break. When a device's registration moves to another
@@ -50,7 +48,7 @@ func (p *Proxy) revalidateMACs(macs []uint64, immediate bool) int {
 // forward until the device's next message or ClientLeaseMax from now. It
 // reports whether h no longer matches.
 func (p *Proxy) revalidate(h held, immediate bool, now time.Time) bool {
-	why := p.stale(h.b)
+	why := p.staleHeld(h)
 	if why == "" {
 		p.leases.clearCut(h.k) // moved back before it asked
 		return false
@@ -61,35 +59,37 @@ func (p *Proxy) revalidate(h held, immediate bool, now time.Time) bool {
 		}
 		return true
 	}
-	p.revoke(h.k, h.b, why)
+	p.revoke(h.k, p.full(h), why)
 	return true
 }
 
 // onlyMoved reports whether h's registration is in force and only names
 // another ISP (not blocked, suspended, static, or elsewhere).
 func (p *Proxy) onlyMoved(h held) bool {
-	mac := binding.MAC48(h.b.MAC)
+	mac := h.k.mac
 	if p.isStatic(mac) {
 		return false
 	}
+	access, isp := p.names(h)
 	reg, ok := p.reg.Lookup(mac)
-	return ok && !reg.Blocked && !reg.Suspended() && reg.ISP != h.b.ISP && (reg.Access == "" || reg.Access == h.b.Access)
+	return ok && !reg.Blocked && !reg.Suspended() && reg.ISP != isp && (reg.Access == "" || reg.Access == access)
 }
 
-// endMoved ends the binding b of a moved device through an intent (a
+// endMoved ends the binding want of a moved device through an intent (a
 // RELEASE to its old ISP) if it still holds exactly it (a later binding,
 // made since, is left alone). False: the store refused, nothing changed.
-func (p *Proxy) endMoved(sk subKey, b subscribers.Binding) bool {
+func (p *Proxy) endMoved(sk subKey, want lease) bool {
 	defer p.lockSub(sk.mac).Unlock()
 	l, ok := p.leases.get(sk)
-	if !ok || l.b.ISP != b.ISP || l.b.IP != b.IP || !l.b.Updated.Equal(b.Updated) {
+	if !ok || !l.same(&want) {
 		return true
 	}
-	why := p.stale(l.b)
+	h := held{sk, l}
+	why := p.staleHeld(h)
 	if why == "" {
 		why = "subscriber moved to another ISP"
 	}
-	return p.revokeLocked(sk, l.b, why)
+	return p.revokeLocked(sk, p.full(h), why)
 }
 
 // cutMoves ends the old bindings of moved devices that did not ask within
@@ -97,12 +97,12 @@ func (p *Proxy) endMoved(sk subKey, b subscribers.Binding) bool {
 // its binding.
 func (p *Proxy) cutMoves(now time.Time) {
 	for _, h := range p.leases.cutsDue(now) {
-		if p.stale(h.b) == "" {
+		if p.staleHeld(h) == "" {
 			p.leases.clearCut(h.k)
 			continue
 		}
 		failpoint.Hit(failpoint.MoveCutBeforeEnd)
-		if p.endMoved(h.k, h.b) {
+		if p.endMoved(h.k, h.l) {
 			p.count("move_cut")
 		}
 	}
@@ -113,7 +113,10 @@ func (p *Proxy) cutMoves(now time.Time) {
 func (t *leaseTable) setCut(sk subKey, at time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.cuts[sk]; ok || t.m[sk] == nil {
+	if _, held := t.m[sk]; !held {
+		return false
+	}
+	if _, ok := t.cuts[sk]; ok {
 		return false
 	}
 	t.cuts[sk] = at
@@ -134,8 +137,8 @@ func (t *leaseTable) cutsDue(now time.Time) []held {
 	defer t.mu.Unlock()
 	var out []held
 	for k, at := range t.cuts {
-		if l := t.m[k]; l != nil && !at.After(now) {
-			out = append(out, held{k, l.b})
+		if l, ok := t.m[k]; ok && !at.After(now) {
+			out = append(out, held{k, l})
 		}
 	}
 	return out
@@ -147,4 +150,21 @@ func (p *Proxy) MovesPending() int {
 	p.leases.mu.Lock()
 	defer p.leases.mu.Unlock()
 	return len(p.leases.cuts)
+}
+
+// names returns the access and ISP names of h's binding.
+func (p *Proxy) names(h held) (access, isp string) {
+	if c := p.circuits[h.k.circuit]; c != nil {
+		access = c.Name
+	}
+	if i := p.ispAt[h.l.isp]; i != nil {
+		isp = i.Name
+	}
+	return access, isp
+}
+
+// staleHeld is stale for a lease of the table.
+func (p *Proxy) staleHeld(h held) string {
+	access, isp := p.names(h)
+	return p.stale(h.k.mac, access, isp)
 }

@@ -405,7 +405,7 @@ func (p *Proxy) onboardingHandover(c *Circuit, m *dhcpv4.DHCPv4, sk subKey, now 
 			asked = addrOf(m.ClientIPAddr)
 		}
 		if asked.IsValid() && p.ob.inAnyPool(asked) {
-			if l, ok := p.leases.get(sk); !ok || l.b.IP != asked {
+			if l, ok := p.leases.get(sk); !ok || l.addr() != asked {
 				p.endOnboarding(sk.mac, subscribers.OnboardingEndHandover)
 				p.count("handover_nak")
 				p.count("onboarding_handover_nak")

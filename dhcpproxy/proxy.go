@@ -106,7 +106,11 @@ type Store interface {
 	OnboardingLeases() ([]subscribers.OnboardingLease, error)
 	CompleteIntent(id uint64) error
 	Intents() ([]subscribers.Intent, error)
-	Bindings() ([]subscribers.Binding, error)
+	// ForEachBinding calls fn with every stored binding, one at a time
+	// (Restore: nothing of the whole set is held at once).
+	ForEachBinding(fn func(subscribers.Binding) error) error
+	// Binding reads one binding (what the lease table does not keep).
+	Binding(access string, vlan uint16, mac subscribers.MAC) (subscribers.Binding, error)
 	AddEvent(e subscribers.Event) (subscribers.Event, error)
 }
 
@@ -123,6 +127,8 @@ type Tables interface {
 	CheckBind(b binding.Binding) error
 	Bind(b binding.Binding) error
 	Unbind(port uint8, vlan uint16, mac uint64) bool
+	// Holder returns the binding that holds address a at ISP isp.
+	Holder(isp uint8, a netip.Addr) (binding.Binding, bool)
 	NextHopMAC(isp uint8) (uint64, bool)
 }
 
@@ -213,6 +219,10 @@ type Proxy struct {
 	circuits map[circuitKey]*Circuit
 	uplinks  map[circuitKey]*ISP
 	isps     map[string]*ISP
+	ispAt    [256]*ISP // by index
+	// circuitNamed finds a circuit by its access name and VLAN (a stored
+	// binding's).
+	circuitNamed map[circuitName]*Circuit
 
 	// mtu is each ISP uplink's current MTU, by ISP index.
 	mtu [256]atomic.Int32
@@ -255,10 +265,11 @@ func New(cfg Config, store Store, reg Registry, tables Tables, send Sender, log 
 	}
 	p := &Proxy{
 		cfg: cfg, store: store, reg: reg, tables: tables, send: send, log: log, now: time.Now,
-		circuits: map[circuitKey]*Circuit{},
-		uplinks:  map[circuitKey]*ISP{},
-		isps:     map[string]*ISP{},
-		waiting:  make(chan struct{}, maxWaiting),
+		circuits:     map[circuitKey]*Circuit{},
+		uplinks:      map[circuitKey]*ISP{},
+		isps:         map[string]*ISP{},
+		circuitNamed: map[circuitName]*Circuit{},
+		waiting:      make(chan struct{}, maxWaiting),
 	}
 	p.tx.init()
 	p.intents.init()
@@ -268,12 +279,16 @@ func New(cfg Config, store Store, reg Registry, tables Tables, send Sender, log 
 	for i := range cfg.Circuits {
 		c := &p.cfg.Circuits[i]
 		p.circuits[circuitKey{c.Port, c.VLAN}] = c
+		if _, dup := p.circuitNamed[circuitName{c.Name, c.VLAN}]; !dup {
+			p.circuitNamed[circuitName{c.Name, c.VLAN}] = c
+		}
 	}
 	p.ob.init(p.cfg.Circuits, log)
 	for i := range cfg.ISPs {
 		isp := &p.cfg.ISPs[i]
 		p.uplinks[circuitKey{isp.Port, isp.VLAN}] = isp
 		p.isps[isp.Name] = isp
+		p.ispAt[isp.Index] = isp
 		p.mtu[isp.Index].Store(int32(isp.MTU))
 	}
 	return p
@@ -332,12 +347,12 @@ func (p *Proxy) isStatic(mac uint64) bool {
 }
 
 func (p *Proxy) circuitByName(name string, vlan uint16) *Circuit {
-	for _, c := range p.circuits {
-		if c.Name == name && c.VLAN == vlan {
-			return c
-		}
-	}
-	return nil
+	return p.circuitNamed[circuitName{name, vlan}]
+}
+
+type circuitName struct {
+	name string
+	vlan uint16
 }
 
 // HandleFrame processes one punted DHCP frame received on port.

@@ -95,6 +95,17 @@ func (f *fakeTables) Unbind(port uint8, vlan uint16, mac uint64) bool {
 	return ok
 }
 
+func (f *fakeTables) Holder(isp uint8, a netip.Addr) (binding.Binding, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, o := range f.bound {
+		if o.IP == a && o.ISP == isp {
+			return o, true
+		}
+	}
+	return binding.Binding{}, false
+}
+
 func (f *fakeTables) NextHopMAC(isp uint8) (uint64, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -82,19 +82,19 @@ func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey
 	mt := m.MessageType()
 	l, held := p.leases.get(sk)
 	// Ended by its expiry already, whether or not the tick has run.
-	held = held && l.b.Expires.After(now)
-	moved := held && l.isp.Name != reg.ISP
+	held = held && l.endsAfter(now)
+	moved := held && p.ispAt[l.isp].Name != reg.ISP
 	if mt == dhcpv4.MessageTypeRequest && !m.Options.Has(dhcpv4.OptionServerIdentifier) {
 		asked := addrOf(m.RequestedIPAddress())
 		if !asked.IsValid() || asked.IsUnspecified() {
 			asked = addrOf(m.ClientIPAddr)
 		}
 		if asked.IsValid() && !asked.IsUnspecified() {
-			if !held || moved || asked != l.b.IP {
+			if !held || moved || asked != l.addr() {
 				why := "not your lease: start over"
 				if moved {
 					failpoint.Hit(failpoint.MoveNakBeforeEnd)
-					if !p.endMoved(sk, l.b) {
+					if !p.endMoved(sk, l) {
 						return handled // nothing changed; the client asks again
 					}
 					p.count("move_nak")
@@ -107,7 +107,7 @@ func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey
 				}
 				return handled
 			}
-			if now.Before(ispRenewal(&l.b)) && p.answerLocally(c, &l, raw, m.Options.Get(dhcpv4.OptionClientIdentifier), now) {
+			if now.UnixNano() < l.renewAt && p.answerLocally(c, sk, l, raw, m.Options.Get(dhcpv4.OptionClientIdentifier), now) {
 				p.count("renewal_local")
 				failpoint.Hit(failpoint.RenewLocalAfterAck)
 				return handled
@@ -121,12 +121,12 @@ func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey
 			// The device turns to its new ISP: the old binding ends
 			// first, and its RELEASE goes before this message
 			// (flushIntentsOf).
-			if !p.endMoved(sk, l.b) {
+			if !p.endMoved(sk, l) {
 				return handled
 			}
 		case dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeDecline:
 			// Of its old lease: ended, the old ISP told (RELEASE).
-			p.endMoved(sk, l.b)
+			p.endMoved(sk, l)
 			return handled
 		}
 	}
@@ -134,19 +134,23 @@ func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey
 }
 
 // answerLocally sends the subscriber ispmux's own ACK to its renewal raw
-// for the binding l (a client lease of what is left of the ISP's lease,
-// at most ClientLeaseMax, with the ISP's stored ACK options) and reports
-// whether it did: not for a binding without stored options (from before
-// schema 2) nor with less than a second left.
-func (p *Proxy) answerLocally(c *Circuit, l *lease, raw, clientID []byte, now time.Time) bool {
-	if len(l.b.Options) == 0 {
+// for sk's binding l (a client lease of what is left of the ISP's lease,
+// at most ClientLeaseMax, with the ISP's stored ACK options, read from the
+// store) and reports whether it did: not for a binding without stored
+// options (from before schema 2) nor with less than a second left.
+func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []byte, now time.Time) bool {
+	if !l.options {
 		return false
 	}
-	lt := p.clientLease(l.b.Expires.Sub(now))
+	lt := p.clientLease(time.Duration(l.expires - now.UnixNano()))
 	if lt < time.Second {
 		return false
 	}
-	p.deliverBytes(c, localACK(raw, l.b.IP, l.b.Options, c.Addr, lt, clientID))
+	b := p.full(held{sk, l})
+	if len(b.Options) == 0 {
+		return false
+	}
+	p.deliverBytes(c, localACK(raw, l.addr(), b.Options, c.Addr, lt, clientID))
 	return true
 }
 
@@ -213,13 +217,14 @@ func (p *Proxy) deliverBytes(c *Circuit, payload []byte) {
 func (p *Proxy) answerAfterSilence(to timedOut, now time.Time) bool {
 	r := to.renew
 	l, ok := p.leases.get(r.sub)
-	if !ok || l.isp != r.isp || l.b.IP != r.ip || !l.b.Expires.After(now) {
+	if !ok || l.isp != r.isp.Index || l.addr() != r.ip || !l.endsAfter(now) {
 		return false
 	}
-	if reg, ok := p.reg.Lookup(r.sub.mac); !ok || reg.ISP != l.isp.Name || reg.Blocked || reg.Suspended() {
+	if reg, ok := p.reg.Lookup(r.sub.mac); !ok || reg.ISP != r.isp.Name || reg.Blocked || reg.Suspended() {
 		return false
 	}
-	if !p.answerLocally(l.circuit, &l, r.req, r.clientID, now) {
+	c := p.circuits[r.sub.circuit]
+	if c == nil || !p.answerLocally(c, r.sub, l, r.req, r.clientID, now) {
 		return false
 	}
 	p.count("renewal_local_after_silence")

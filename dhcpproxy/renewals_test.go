@@ -233,12 +233,13 @@ func TestLocalRenewal(t *testing.T) {
 		t.Errorf("ISP's T1 at %v after the lease's start, want 30m (its option 58)", at.Sub(b.Expires.Add(-time.Hour)))
 	}
 	l, _ := r.p.leases.get(subKey{circuitKey{accPort, 0}, s1MAC})
-	if !r.p.answerLocally(r.p.circuits[circuitKey{accPort, 0}], &l, renewing(t, s1, s1Addr).ToBytes(), nil, b.Expires.Add(-90*time.Second)) {
+	sk := subKey{circuitKey{accPort, 0}, s1MAC}
+	if !r.p.answerLocally(r.p.circuits[circuitKey{accPort, 0}], sk, l, renewing(t, s1, s1Addr).ToBytes(), nil, b.Expires.Add(-90*time.Second)) {
 		t.Fatal("not answered 90 s before the ISP's expiry")
 	}
 	ack := r.toPorts()[accPort][0]
 	wantLease(t, "90 s before the ISP's expiry", ack, 90*time.Second)
-	if r.p.answerLocally(r.p.circuits[circuitKey{accPort, 0}], &l, renewing(t, s1, s1Addr).ToBytes(), nil, b.Expires.Add(-500*time.Millisecond)) {
+	if r.p.answerLocally(r.p.circuits[circuitKey{accPort, 0}], sk, l, renewing(t, s1, s1Addr).ToBytes(), nil, b.Expires.Add(-500*time.Millisecond)) {
 		t.Error("answered with less than a second of the ISP's lease left")
 	}
 }
@@ -679,6 +680,9 @@ func (nopTables) CheckBind(binding.Binding) error     { return nil }
 func (nopTables) Bind(binding.Binding) error          { return nil }
 func (nopTables) Unbind(uint8, uint16, uint64) bool   { return true }
 func (nopTables) NextHopMAC(isp uint8) (uint64, bool) { return gwMAC, true }
+func (nopTables) Holder(uint8, netip.Addr) (binding.Binding, bool) {
+	return binding.Binding{}, false
+}
 
 // countingSender counts the frames it is handed and keeps none.
 type countingSender struct{ n atomic.Int64 }

@@ -121,7 +121,7 @@ func (p *Proxy) nakFromISP(t *txn, m *dhcpv4.DHCPv4, payload []byte) {
 	subj.isp = t.isp.Name
 	ip := t.requested // what the ISP refused
 	if l, ok := p.leases.get(t.sub); ok && !ip.IsValid() {
-		ip = l.b.IP
+		ip = l.addr()
 	}
 	why := "the ISP refused (DHCPNAK)"
 	if msg := m.Message(); msg != "" {

@@ -131,13 +131,16 @@ func (p *Proxy) PendingTransactions() int {
 	return len(p.tx.pending)
 }
 
-// LeasesPerISP returns the number of DHCP leases held, by ISP index.
+// LeasesPerISP returns the number of DHCP leases held, by ISP index:
+// O(ISPs), counted as leases come and go (a scrape never walks them).
 func (p *Proxy) LeasesPerISP() map[uint8]int {
 	out := map[uint8]int{}
 	p.leases.mu.Lock()
 	defer p.leases.mu.Unlock()
-	for _, l := range p.leases.m {
-		out[l.isp.Index]++
+	for i, n := range p.leases.perISP {
+		if n > 0 {
+			out[uint8(i)] = n
+		}
 	}
 	return out
 }

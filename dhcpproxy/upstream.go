@@ -168,7 +168,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		if mt == dhcpv4.MessageTypeDecline {
 			named = m.RequestedIPAddress()
 		}
-		if a := addrOf(named); !hasLease || a != held.b.IP || held.isp != isp {
+		if a := addrOf(named); !hasLease || a != held.addr() || held.isp != isp.Index {
 			// Not its own binding: relaying it would let a
 			// subscriber release or quarantine (DECLINE) a
 			// neighbour's lease at the ISP.
@@ -178,8 +178,8 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 	}
 
 	leaseSID := netip.Addr{}
-	if hasLease && held.isp == isp {
-		leaseSID = held.b.ServerID
+	if hasLease && held.isp == isp.Index {
+		leaseSID = held.sid()
 	}
 	pk := pendKey{m.TransactionID, sk.mac, isp.Index}
 	t, ispServerID, err := p.tx.begin(pk, sk, c, isp, reg, op82, m, leaseSID, p.leases.generation(sk), now, p.cfg.Timeout, p.cfg.MaxPending)
@@ -189,8 +189,8 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 	}
 	if t != nil {
 		var rn *renewNote
-		if renewal && hasLease && held.isp == isp {
-			rn = &renewNote{sub: sk, isp: isp, ip: held.b.IP, req: append([]byte(nil), raw...),
+		if renewal && hasLease && held.isp == isp.Index {
+			rn = &renewNote{sub: sk, isp: isp, ip: held.addr(), req: append([]byte(nil), raw...),
 				clientID: m.Options.Get(dhcpv4.OptionClientIdentifier)}
 		}
 		p.tx.noteRenewal(t, rn)
@@ -324,8 +324,9 @@ func (p *Proxy) endByClient(sk subKey, l lease, mt dhcpv4.MessageType, payload [
 	if mt == dhcpv4.MessageTypeDecline {
 		kind, ik, why = subscribers.EventDeclined, subscribers.IntentDecline, "the subscriber declined its address (in use on its link)"
 	}
-	in := &subscribers.Intent{Kind: ik, ISP: l.isp.Name, MAC: l.b.MAC, Access: l.b.Access, VLAN: l.b.VLAN, IP: l.b.IP, Message: payload}
-	if p.endBinding(sk, l.b.Access, in, bindingSubject(l.b).event(kind, l.b.IP, why)) {
+	b := p.full(held{sk, l})
+	in := &subscribers.Intent{Kind: ik, ISP: b.ISP, MAC: b.MAC, Access: b.Access, VLAN: b.VLAN, IP: b.IP, Message: payload}
+	if p.endBinding(sk, b.Access, in, bindingSubject(b).event(kind, b.IP, why)) {
 		p.count("relayed_" + strings.ToLower(mt.String()))
 	}
 }

@@ -235,15 +235,42 @@ func (s *Store) BindingsOn(access string) ([]Binding, error) {
 	return s.bindings(append([]byte(access), 0))
 }
 
+// ForEachBinding calls fn with every binding, sorted by access port, VLAN,
+// MAC, decoding one at a time (the restore at start-up: nothing of the
+// whole set is held at once). fn runs inside the store's read
+// transaction: it must not write to the store. An error from fn stops the
+// walk and is returned; corrupt values are skipped and reported together
+// (wrapping ErrCorrupt) after the walk, like Bindings.
+func (s *Store) ForEachBinding(fn func(Binding) error) error {
+	var bad []error
+	err := s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketBindings).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			b, err := decodeBinding(k, v)
+			if err != nil {
+				bad = append(bad, err)
+				continue
+			}
+			if err := fn(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		err = errors.Join(bad...)
+	}
+	if err != nil {
+		return fmt.Errorf("bindings: %w", err)
+	}
+	return nil
+}
+
 func (s *Store) bindings(prefix []byte) ([]Binding, error) {
 	var bs []Binding
 	var bad []error
 	err := s.view(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bucketBindings)
-		if prefix == nil {
-			bs = make([]Binding, 0, bk.Stats().KeyN)
-		}
-		c := bk.Cursor()
+		c := tx.Bucket(bucketBindings).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			b, err := decodeBinding(k, v)
 			if err != nil {

@@ -1,0 +1,315 @@
+package dhcpproxy
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// lease is a binding ispmux holds, in the compact form the lease table
+// keeps for up to a million subscribers: 48 bytes, no pointers (the GC
+// never scans the table). Its circuit and MAC are its key. What only a
+// few paths need — the ISP's stored ACK options for a local renewal, the
+// Option 82 and client identifier for a RELEASE on the subscriber's
+// behalf, the customer ID of an event — is read from the store when it
+// is needed (Proxy.full), not held in RAM: the store is the authority
+// and the table its mirror (a lease is put after its commit, removed
+// after its end's).
+type lease struct {
+	expires  int64 // lease end, Unix nanoseconds
+	updated  int64 // the binding's Updated, Unix nanoseconds: identifies one version of it
+	renewAt  int64 // the ISP's T1 (ispRenewal), Unix nanoseconds; 0: unknown, relay every renewal
+	ip       [4]byte
+	serverID [4]byte // the ISP server's identifier (option 54); zero if unknown
+	isp      uint8   // ISP index
+	// options: the store holds the ISP's ACK options for this binding
+	// (a local renewal can be answered).
+	options bool
+}
+
+// leaseOf is the compact form of b, a binding at isp.
+func leaseOf(b *subscribers.Binding, isp *ISP) lease {
+	l := lease{
+		expires: b.Expires.UnixNano(), updated: b.Updated.UnixNano(),
+		isp: isp.Index, options: len(b.Options) > 0,
+	}
+	if t := ispRenewal(b); !t.IsZero() {
+		l.renewAt = t.UnixNano()
+	}
+	if b.IP.Is4() {
+		l.ip = b.IP.As4()
+	}
+	if b.ServerID.Is4() {
+		l.serverID = b.ServerID.As4()
+	}
+	return l
+}
+
+func (l *lease) addr() netip.Addr           { return netip.AddrFrom4(l.ip) }
+func (l *lease) expiresAt() time.Time       { return time.Unix(0, l.expires) }
+func (l *lease) endsAfter(t time.Time) bool { return l.expires > t.UnixNano() }
+
+// sid is the ISP server's identifier, invalid if unknown.
+func (l *lease) sid() netip.Addr {
+	if l.serverID == [4]byte{} {
+		return netip.Addr{}
+	}
+	return netip.AddrFrom4(l.serverID)
+}
+
+// same reports whether l and o are the same version of a binding.
+func (l *lease) same(o *lease) bool {
+	return l.isp == o.isp && l.ip == o.ip && l.updated == o.updated
+}
+
+// leaseTable owns the bindings ispmux holds and the count per circuit.
+// mu guards it all; it is held only inside these methods. A lease value is
+// never changed once stored: it is replaced whole.
+type leaseTable struct {
+	mu         sync.Mutex
+	m          map[subKey]lease
+	perCircuit map[circuitKey]int
+	perISP     [256]int
+	// byMAC indexes m by MAC: the circuit of a MAC's first lease; a MAC
+	// holding leases on several circuits (rare: a device that moved
+	// between access ports) has the others in more.
+	byMAC map[uint64]circuitKey
+	more  map[uint64][]circuitKey
+	// gen is each subscriber's generation, moved on by every end of its
+	// binding (bumpGen): a transaction remembers the generation it
+	// started in, and its ACK binds nothing in a later one.
+	gen map[subKey]uint64
+	// exp orders the leases by end, for the expiry scan (expiry.go).
+	exp expiryHeap
+	// cuts holds, for the bindings of devices moved to another ISP
+	// (make-before-break, moves.go), when they end at the latest.
+	cuts map[subKey]time.Time
+}
+
+func (t *leaseTable) init() {
+	t.m = map[subKey]lease{}
+	t.perCircuit = map[circuitKey]int{}
+	t.byMAC = map[uint64]circuitKey{}
+	t.more = map[uint64][]circuitKey{}
+	t.cuts = map[subKey]time.Time{}
+	t.gen = map[subKey]uint64{}
+}
+
+// reserve sizes an empty table for n leases (Restore).
+func (t *leaseTable) reserve(n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.m) != 0 || n <= 0 {
+		return
+	}
+	t.m = make(map[subKey]lease, n)
+	t.byMAC = make(map[uint64]circuitKey, n)
+	t.exp = make(expiryHeap, 0, n+n/2)
+}
+
+// generation returns sk's generation.
+func (t *leaseTable) generation(sk subKey) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.gen[sk]
+}
+
+// bumpGen moves sk to its next generation.
+func (t *leaseTable) bumpGen(sk subKey) {
+	t.mu.Lock()
+	t.gen[sk]++
+	t.mu.Unlock()
+}
+
+// ofMAC returns mac's leases.
+func (t *leaseTable) ofMAC(mac uint64) []held {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c, ok := t.byMAC[mac]
+	if !ok {
+		return nil
+	}
+	out := make([]held, 0, 1+len(t.more[mac]))
+	for _, c := range append([]circuitKey{c}, t.more[mac]...) {
+		k := subKey{c, mac}
+		if l, ok := t.m[k]; ok {
+			out = append(out, held{k, l})
+		}
+	}
+	return out
+}
+
+// get returns sk's lease.
+func (t *leaseTable) get(sk subKey) (lease, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l, ok := t.m[sk]
+	return l, ok
+}
+
+// put stores sk's lease.
+func (t *leaseTable) put(sk subKey, l lease) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.putLocked(sk, l)
+	t.noteExpiry(sk, &l)
+}
+
+// putLocked stores sk's lease without noting its expiry (t.mu held).
+func (t *leaseTable) putLocked(sk subKey, l lease) {
+	old, had := t.m[sk]
+	if had {
+		t.perISP[old.isp]--
+	}
+	t.perISP[l.isp]++
+	if !had {
+		t.perCircuit[sk.circuit]++
+		if _, ok := t.byMAC[sk.mac]; !ok {
+			t.byMAC[sk.mac] = sk.circuit
+		} else {
+			t.more[sk.mac] = append(t.more[sk.mac], sk.circuit)
+		}
+	}
+	t.m[sk] = l
+	delete(t.cuts, sk)
+}
+
+// load stores the leases restored at start in one step: the expiry heap
+// is built once (O(n)) instead of pushed into lease by lease.
+func (t *leaseTable) load(ks []subKey, ls []lease) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i, k := range ks {
+		t.putLocked(k, ls[i])
+	}
+	t.rebuildExpiry()
+}
+
+// remove removes sk's lease and reports whether it had one.
+func (t *leaseTable) remove(sk subKey) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.cuts, sk)
+	l, ok := t.m[sk]
+	if !ok {
+		return false
+	}
+	delete(t.m, sk)
+	t.perISP[l.isp]--
+	t.perCircuit[sk.circuit]--
+	more := t.more[sk.mac]
+	if t.byMAC[sk.mac] == sk.circuit {
+		if len(more) == 0 {
+			delete(t.byMAC, sk.mac)
+		} else {
+			t.byMAC[sk.mac], more = more[0], more[1:]
+		}
+	} else {
+		for i, c := range more {
+			if c == sk.circuit {
+				more = append(more[:i:i], more[i+1:]...)
+				break
+			}
+		}
+	}
+	if len(more) == 0 {
+		delete(t.more, sk.mac)
+	} else {
+		t.more[sk.mac] = more
+	}
+	return true
+}
+
+// full reports whether sk holds no lease and its circuit has max.
+func (t *leaseTable) full(sk subKey, max int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.m[sk]
+	return !ok && t.perCircuit[sk.circuit] >= max
+}
+
+// held is a lease and its key, for scans done outside the lock.
+type held struct {
+	k subKey
+	l lease
+}
+
+// all returns every lease.
+func (t *leaseTable) all() []held {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]held, 0, len(t.m))
+	for k, l := range t.m {
+		out = append(out, held{k, l})
+	}
+	return out
+}
+
+// expired returns the leases that ended at or before now: O(log n) per
+// lease ended (expiry.go), not a walk of every lease.
+func (t *leaseTable) expired(now time.Time) []held {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.expiredAt(now)
+}
+
+func (t *leaseTable) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.m)
+}
+
+// full returns the whole stored binding of h (the ACK's options, Option
+// 82, client identifier, customer: what the table does not keep). If the
+// store holds another version of it or none (it cannot, but a store read
+// can fail), it returns what the table knows, without those fields.
+func (p *Proxy) full(h held) subscribers.Binding {
+	c, isp := p.circuits[h.k.circuit], p.ispAt[h.l.isp]
+	b := subscribers.Binding{
+		MAC: binding.MACBytes(h.k.mac), VLAN: h.k.circuit.vlan, IP: h.l.addr(), ServerID: h.l.sid(),
+		Expires: h.l.expiresAt().UTC(), Updated: time.Unix(0, h.l.updated).UTC(),
+	}
+	if c != nil {
+		b.Access = c.Name
+	}
+	if isp != nil {
+		b.ISP = isp.Name
+	}
+	if c == nil {
+		return b
+	}
+	sb, err := p.store.Binding(c.Name, h.k.circuit.vlan, b.MAC)
+	if err != nil || sb.ISP != b.ISP || sb.IP != b.IP || sb.Updated.UnixNano() != h.l.updated {
+		p.count("lease_not_in_store")
+		return b
+	}
+	return sb
+}
+
+// LeaseInfo is what the lease table knows of a DHCP binding (status).
+type LeaseInfo struct {
+	IP       netip.Addr
+	ServerID netip.Addr // invalid if unknown
+	Expires  time.Time
+}
+
+// Lease returns the DHCP binding of the subscriber at port, vlan, mac.
+func (p *Proxy) Lease(port uint8, vlan uint16, mac uint64) (LeaseInfo, bool) {
+	l, ok := p.leases.get(subKey{circuitKey{port, vlan}, mac})
+	if !ok {
+		return LeaseInfo{}, false
+	}
+	return LeaseInfo{IP: l.addr(), ServerID: l.sid(), Expires: l.expiresAt()}, true
+}
+
+// Leases returns the number of leases held.
+func (p *Proxy) Leases() int { return p.leases.len() }
+
+// hasLease reports whether ispmux holds a binding for sk.
+func (p *Proxy) hasLease(sk subKey) bool {
+	_, ok := p.leases.get(sk)
+	return ok
+}
