@@ -160,11 +160,24 @@ func (p *Proxy) stale(mac uint64, access, isp string) string {
 func (p *Proxy) expireLeases(now time.Time) {
 	for _, e := range p.leases.expired(now) {
 		failpoint.Hit(failpoint.ExpireBeforeCommit)
-		b := p.full(e)
-		if p.endBinding(e.k, b.Access, nil, bindingSubject(b).event(subscribers.EventExpired, b.IP, "lease expired")) {
+		if p.endExpired(e) {
 			p.count("expired")
 		}
 	}
+}
+
+// endExpired ends the expired lease h if the subscriber still holds that
+// version of it: a renewal the ISP answered late may have been committed
+// between the scan and here (the subscriber's lock serialises the two),
+// and the renewed binding must not end with the old lease's expiry.
+func (p *Proxy) endExpired(h held) bool {
+	b := p.full(h)
+	defer p.lockSub(h.k.mac).Unlock()
+	if l, ok := p.leases.get(h.k); !ok || !l.same(&h.l) || l.expires != h.l.expires {
+		p.count("expiry_superseded")
+		return false
+	}
+	return p.endBindingLocked(h.k, b.Access, nil, bindingSubject(b).event(subscribers.EventExpired, b.IP, "lease expired"))
 }
 
 // bindAndAck commits the lease durably (with its bound or renewed event),

@@ -688,3 +688,46 @@ func (nopTables) Holder(uint8, netip.Addr) (binding.Binding, bool) {
 type countingSender struct{ n atomic.Int64 }
 
 func (s *countingSender) Inject(uint8, []byte) bool { s.n.Add(1); return true }
+
+// A renewal the ISP answered late, committed between the expiry scan and
+// the end of the lease it saw, is not ended by that scan (the soak found
+// it: Kea and the client held a lease ispmux had just ended).
+func TestExpiryDoesNotEndARenewal(t *testing.T) {
+	r, _ := newSRig(t)
+	r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil)
+	r.p.committing.Wait()
+	sk := subKey{circuitKey{accPort, 0}, s1MAC}
+	old, ok := r.p.leases.get(sk)
+	if !ok {
+		t.Fatal("no lease after the DORA")
+	}
+	// The scan sees the lease as ended...
+	due := r.p.leases.expired(old.expiresAt().Add(time.Second))
+	if len(due) != 1 || due[0].k != sk {
+		t.Fatalf("expired: %v", due)
+	}
+	// ...and the ISP's ACK of a renewal is committed before the scan ends
+	// it.
+	r.pastT1(31 * time.Minute)
+	r.fromClient(renewing(t, s1, s1Addr))
+	if got := r.serve(keaT1(t, time.Hour, 30*time.Minute)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("renewal: got %v", got)
+	}
+	if r.p.endExpired(due[0]) {
+		t.Fatal("the renewed binding was ended by the scan of its old lease")
+	}
+	if _, ok := r.p.leases.get(sk); !ok || !r.tab.isBound(s1MAC) {
+		t.Error("the renewed binding is gone")
+	}
+	if _, err := r.store.Binding("acc0", 0, [6]byte(mac(s1))); err != nil {
+		t.Errorf("store: %v", err)
+	}
+	if c := r.p.Counters(); c["expiry_superseded"] != 1 {
+		t.Errorf("counters %v", c)
+	}
+	// The current version still expires.
+	cur, _ := r.p.leases.get(sk)
+	if !r.p.endExpired(held{sk, cur}) {
+		t.Error("the current lease was not ended")
+	}
+}
