@@ -646,7 +646,7 @@ func (a *Appliance) closePorts() error {
 }
 
 func (a *Appliance) logCounters() {
-	st := a.Status()
+	st := a.status(0) // the ports' counters: no walk of the bindings
 	for _, p := range st.Ports {
 		a.log.Info("port counters", "port", p.Name, "rx", p.RxFrames, "tx", p.TxFrames,
 			"up", p.FwdUp, "down", p.FwdDown, "arp_replies", p.ARPReplies, "punts", p.Punts, "drops", p.Drops)

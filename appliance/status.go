@@ -16,10 +16,24 @@ func controlStatus(c engine.ControlCounters) ctlsock.ControlStatus {
 }
 
 // Status returns the appliance's counters and tables.
-func (a *Appliance) Status() ctlsock.Status {
-	bs := a.ctl.Bindings()
+func (a *Appliance) Status() ctlsock.Status { return a.status(ctlsock.StatusBindingsMax) }
+
+// status is Status with the bindings listed only if there are at most
+// maxBindings of them (0: never; the counts stay O(ISPs)).
+func (a *Appliance) status(maxBindings int) ctlsock.Status {
+	total := 0
+	for vrf, n := range a.ctl.BindingsPerISP() {
+		if vrf != binding.GardenVRF { // onboarding leases: listed below
+			total += n.DHCP + n.Static
+		}
+	}
+	var bs []engine.Binding
+	if total <= maxBindings {
+		bs = a.ctl.Bindings()
+	}
 	st := ctlsock.Status{Uptime: time.Since(a.started).Round(time.Second).String(), Control: controlStatus(a.ctl.Counters()),
-		DHCP: a.dhcp.Counters(), Leases: a.dhcp.Leases(), PendingIntents: a.dhcp.PendingIntents(), Bindings: make([]ctlsock.BindingStatus, 0, len(bs))}
+		DHCP: a.dhcp.Counters(), Leases: a.dhcp.Leases(), PendingIntents: a.dhcp.PendingIntents(), Bindings: make([]ctlsock.BindingStatus, 0, len(bs)),
+		BindingsTotal: total, BindingsOmitted: total > maxBindings}
 	ec := a.state.Counters()
 	links := a.linkStatuses()
 	for i, name := range a.names {

@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"encoding/json"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -44,5 +45,32 @@ func TestStatusJSON(t *testing.T) {
 	}
 	if len(ctl) != 3 {
 		t.Errorf("control has %d keys, want 3: %s", len(ctl), m["control"])
+	}
+}
+
+// TestStatusOmitsManyBindings: up to the limit the status lists every
+// binding; above it, none (the count is given), so a status at a million
+// subscribers stays small.
+func TestStatusOmitsManyBindings(t *testing.T) {
+	state, err := engine.NewState([]engine.PortConfig{{Name: "acc0", AccessVLANs: []uint16{0}}}, 64, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Appliance{
+		cfg: &configs.Config{ISPs: []configs.ISP{{Name: "alpha"}}}, names: []string{"acc0"}, state: state, ispIdx: []uint8{0},
+		ctl:  engine.NewControl(state, nil, nil),
+		dhcp: dhcpproxy.New(dhcpproxy.Config{}, nil, nil, nil, nil, nil), started: time.Now(),
+	}
+	for i := range 5 {
+		b := engine.Binding{Port: 0, MAC: 0x020000000001 + uint64(i), ISP: 0, IP: netip.AddrFrom4([4]byte{100, 64, 0, byte(10 + i)}), Static: true}
+		if err := a.ctl.Bind(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := a.status(5); len(st.Bindings) != 5 || st.BindingsTotal != 5 || st.BindingsOmitted {
+		t.Errorf("limit 5: %d listed, total %d, omitted %v", len(st.Bindings), st.BindingsTotal, st.BindingsOmitted)
+	}
+	if st := a.status(4); len(st.Bindings) != 0 || st.BindingsTotal != 5 || !st.BindingsOmitted {
+		t.Errorf("limit 4: %d listed, total %d, omitted %v", len(st.Bindings), st.BindingsTotal, st.BindingsOmitted)
 	}
 }

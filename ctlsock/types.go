@@ -10,11 +10,21 @@ package ctlsock
 import "time"
 
 // Status is what the control socket reports.
+// StatusBindingsMax is the most bindings a status lists one by one.
+const StatusBindingsMax = 10000
+
 type Status struct {
 	Uptime   string          `json:"uptime"`
 	Ports    []PortStatus    `json:"ports"`
 	ISPs     []ISPStatus     `json:"isps"`
-	Bindings []BindingStatus `json:"bindings"` // [] when none
+	// Bindings lists every binding when there are at most
+	// StatusBindingsMax of them; above, it is empty, BindingsOmitted is
+	// set and `ctl bindings` pages them (a status at a million
+	// subscribers must not be a million-line answer). BindingsTotal is
+	// always the number of bindings installed.
+	Bindings        []BindingStatus `json:"bindings"` // [] when none
+	BindingsTotal   int             `json:"bindings_total"`
+	BindingsOmitted bool            `json:"bindings_omitted,omitempty"`
 	Control  ControlStatus   `json:"control"`
 	// DHCP counts the DHCP proxy's decisions (relayed, offers, acks,
 	// drops by reason, rejections).

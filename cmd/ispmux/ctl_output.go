@@ -235,6 +235,9 @@ func writeStatus(w io.Writer, st *ctlsock.Status) error {
 	if p := st.Portal; p != nil {
 		fmt.Fprintf(w, "portal: https://%s/ at %s, link %s; %s\n\n", p.Hostname, p.Address, p.NextHop, counters(p.Counters))
 	}
+	if st.BindingsOmitted {
+		fmt.Fprintf(w, "bindings: %d (more than %d: not listed here; `ispmux ctl bindings` pages them)\n", st.BindingsTotal, ctlsock.StatusBindingsMax)
+	}
 	t = newTable(w, "MAC", "ACCESS", "VLAN", "ISP", "IP", "STATIC", "EXPIRES", "SERVER")
 	for _, b := range st.Bindings {
 		t.row(b.MAC, b.Access, bindingVLAN(b.VLAN), b.ISP, b.IP, yesNo(b.Static), orDash(b.Expires), orDash(b.ServerID))
