@@ -14,9 +14,9 @@ import "time"
 const StatusBindingsMax = 10000
 
 type Status struct {
-	Uptime   string          `json:"uptime"`
-	Ports    []PortStatus    `json:"ports"`
-	ISPs     []ISPStatus     `json:"isps"`
+	Uptime string       `json:"uptime"`
+	Ports  []PortStatus `json:"ports"`
+	ISPs   []ISPStatus  `json:"isps"`
 	// Bindings lists every binding when there are at most
 	// StatusBindingsMax of them; above, it is empty, BindingsOmitted is
 	// set and `ctl bindings` pages them (a status at a million
@@ -25,7 +25,7 @@ type Status struct {
 	Bindings        []BindingStatus `json:"bindings"` // [] when none
 	BindingsTotal   int             `json:"bindings_total"`
 	BindingsOmitted bool            `json:"bindings_omitted,omitempty"`
-	Control  ControlStatus   `json:"control"`
+	Control         ControlStatus   `json:"control"`
 	// DHCP counts the DHCP proxy's decisions (relayed, offers, acks,
 	// drops by reason, rejections).
 	DHCP map[string]uint64 `json:"dhcp"`
