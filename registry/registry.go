@@ -56,11 +56,14 @@ type Registry struct {
 
 	wmu       sync.Mutex
 	customers map[custKey]*customer
+	// names interns the strings few entries share (ISP, access, source):
+	// one copy each, not one per MAC (writer, wmu held).
+	names map[string]string
 }
 
 // New returns an empty registry.
 func New() *Registry {
-	r := &Registry{customers: map[custKey]*customer{}}
+	r := &Registry{customers: map[custKey]*customer{}, names: map[string]string{}}
 	for i := range r.shards {
 		r.shards[i].m = map[uint64]*Entry{}
 	}
@@ -111,6 +114,7 @@ func (r *Registry) Len() int { return int(r.n.Load()) }
 func (r *Registry) Put(mac uint64, e Entry, suspended bool) {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
+	e.ISP, e.Access, e.Source = r.intern(e.ISP), r.intern(e.Access), r.intern(e.Source)
 	k := custKey{e.ISP, e.CustomerID}
 	c := r.customers[k]
 	if c == nil {
@@ -201,4 +205,17 @@ func (r *Registry) Range(fn func(mac uint64, e *Entry) bool) {
 			}
 		}
 	}
+}
+
+// intern returns the registry's copy of v (wmu held). The set is bounded
+// by what the caller interns: ISP names, access names and sources (a few
+// each); a registry that met more than 4096 distinct values stops adding.
+func (r *Registry) intern(v string) string {
+	if c, ok := r.names[v]; ok {
+		return c
+	}
+	if len(r.names) < 4096 {
+		r.names[v] = v
+	}
+	return v
 }

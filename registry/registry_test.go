@@ -3,6 +3,7 @@ package registry
 import (
 	"sync"
 	"testing"
+	"unsafe"
 )
 
 func TestRegistry(t *testing.T) {
@@ -92,5 +93,23 @@ func BenchmarkLookup(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		r.Lookup(uint64(i%100000+1) * 2654435761)
+	}
+}
+
+// TestInterned: entries share one copy of their ISP, access and source
+// names (a million MACs, a handful of names).
+func TestInterned(t *testing.T) {
+	r := New()
+	mk := func(s string) string { return string([]byte(s)) } // a fresh copy, as a decoder makes
+	r.Put(1, Entry{ISP: mk("alpha"), CustomerID: "c1", Access: mk("acc0"), Source: mk("api")}, false)
+	r.Put(2, Entry{ISP: mk("alpha"), CustomerID: "c2", Access: mk("acc0"), Source: mk("api")}, false)
+	a, _ := r.Lookup(1)
+	b, _ := r.Lookup(2)
+	if unsafe.StringData(a.ISP) != unsafe.StringData(b.ISP) || unsafe.StringData(a.Access) != unsafe.StringData(b.Access) ||
+		unsafe.StringData(a.Source) != unsafe.StringData(b.Source) {
+		t.Error("two entries hold their own copies of the same names")
+	}
+	if b.ISP != "alpha" || b.Access != "acc0" || b.Source != "api" || b.CustomerID != "c2" {
+		t.Errorf("entry %+v", b)
 	}
 }
