@@ -128,6 +128,17 @@ func kindOf(flags uint8) int {
 func (c *Control) SetAdmitted(macs []uint64) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.s.Admitted.Len() == 0 {
+		// The start-up load: nothing to remove, no set of a million
+		// MACs to build to find out.
+		for _, m := range macs {
+			if err := c.s.Admitted.Store(m, 1); err != nil {
+				return fmt.Errorf("admitted MACs: %w", err)
+			}
+		}
+		c.s.admitOn.Store(true)
+		return nil
+	}
 	want := make(map[uint64]bool, len(macs))
 	for _, m := range macs {
 		want[m] = true
