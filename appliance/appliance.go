@@ -221,6 +221,11 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		isps[i] = isp.Name
 	}
 	a.ten = tenants.New(tenants.Config{ISPs: isps, MaxDevices: dp.MACTableSize}, a.store, a.reg, nil, a.ctl, log)
+	// The stored bindings are read (one goroutine) while the registry
+	// loads (this one): at a million subscribers each is seconds of CPU,
+	// and the restore's checks need both.
+	a.dhcp = dhcpproxy.New(a.dhcpConfig(idx), a.store, a.reg, a.ctl, a.workers[0], log)
+	loaded := a.dhcp.LoadBindings(time.Now())
 	if _, err := a.syncRegistrations(); err != nil {
 		return nil, err
 	}
@@ -246,7 +251,6 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		}
 	}
 	static := len(statics)
-	a.dhcp = dhcpproxy.New(a.dhcpConfig(idx), a.store, a.reg, a.ctl, a.workers[0], log)
 	a.ten.SetProxy(a.dhcp)
 	a.tokens, err = auth.LoadTokens(auth.TokenFilesFromConfig(cfg))
 	if err != nil {
@@ -261,7 +265,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	a.api.SetWebhookStatus(a.hooks.StatusOf)
 	a.dhcp.SetStatic(staticMACs(a.subs))
 	a.ctl.OnPunt = func(p *engine.Punted) { a.dhcp.HandleFrame(p.Port, p.Frame()) }
-	leased, err := a.dhcp.Restore(time.Now())
+	leased, err := a.dhcp.RestoreLoaded(loaded)
 	if err != nil {
 		return nil, fmt.Errorf("appliance: %w", err)
 	}

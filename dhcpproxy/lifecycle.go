@@ -12,88 +12,116 @@ import (
 	"github.com/ispmux/ispmux/subscribers"
 )
 
-// Restore installs every unexpired binding of the store in the tables,
+// Loaded is the stored bindings read by LoadBindings, waiting for
+// Restore to install them.
+type Loaded struct {
+	done chan struct{}
+	now  time.Time
+	ks   []subKey
+	ls   []lease
+	ends []toEnd
+	err  error
+}
+
+// toEnd is a stored binding Restore ends instead of installing it.
+type toEnd struct {
+	sk     subKey
+	b      subscribers.Binding
+	why    string
+	revoke bool // stale or not installable (else expired or unconfigured)
+}
+
+// LoadBindings starts reading the store's bindings as of now, in a
+// goroutine of its own: decoding a million bindings overlaps the rest of
+// the start-up (the registry's load, which the restore's checks need).
+// Nothing is installed until RestoreLoaded.
+func (p *Proxy) LoadBindings(now time.Time) *Loaded {
+	ld := &Loaded{done: make(chan struct{}), now: now}
+	go func() {
+		defer close(ld.done)
+		ld.err = p.store.ForEachBinding(func(b subscribers.Binding) error {
+			c := p.circuitByName(b.Access, b.VLAN)
+			isp := p.isps[b.ISP]
+			sk := subKey{circuitKey{}, binding.MAC48(b.MAC)}
+			if c != nil {
+				sk.circuit = circuitKey{c.Port, c.VLAN}
+			}
+			if c == nil || isp == nil || !b.Expires.After(now) {
+				why := "lease expired while ispmux was stopped"
+				if c == nil || isp == nil {
+					why = "its access or ISP is no longer configured"
+				}
+				ld.ends = append(ld.ends, toEnd{sk, b, why, false})
+				return nil
+			}
+			if ld.ks == nil {
+				ld.ks, ld.ls = make([]subKey, 0, 1024), make([]lease, 0, 1024)
+			}
+			ld.ks, ld.ls = append(ld.ks, sk), append(ld.ls, leaseOf(&b, isp))
+			return nil
+		})
+	}()
+	return ld
+}
+
+// Restore is LoadBindings and RestoreLoaded in one.
+func (p *Proxy) Restore(now time.Time) (int, error) { return p.RestoreLoaded(p.LoadBindings(now)) }
+
+// RestoreLoaded installs every unexpired binding ld read in the tables,
 // ends the expired and stale ones (with their events, and a RELEASE to the
 // ISP for a revoked one), and queues the intents a previous run left
 // pending; then the onboarding leases (restoreOnboarding). It returns the
-// number of ISP bindings restored. Call it before the datapath starts
-// forwarding.
-func (p *Proxy) Restore(now time.Time) (int, error) {
+// number of ISP bindings restored. Call it with the registry loaded and
+// the static bindings installed, before the datapath starts forwarding.
+func (p *Proxy) RestoreLoaded(ld *Loaded) (int, error) {
+	now := ld.now
 	if err := p.loadIntents(); err != nil {
 		return 0, fmt.Errorf("dhcp restore: %w", err)
 	}
-	// One pass over the store, one binding decoded at a time: the table
-	// keeps its compact form. Bindings to end (expired, no longer
-	// configured, stale) are ended after the walk: the store's read
-	// transaction is open during it.
-	type toEnd struct {
-		sk  subKey
-		b   subscribers.Binding
-		why string
-		exp bool
+	<-ld.done
+	if ld.err != nil {
+		return 0, fmt.Errorf("dhcp restore: %w", ld.err)
 	}
-	var (
-		ends []toEnd
-		ks   []subKey
-		ls   []lease
-		n    int
-	)
-	err := p.store.ForEachBinding(func(b subscribers.Binding) error {
-		c := p.circuitByName(b.Access, b.VLAN)
-		isp := p.isps[b.ISP]
-		mac := binding.MAC48(b.MAC)
-		sk := subKey{circuitKey{}, mac}
-		if c != nil {
-			sk.circuit = circuitKey{c.Port, c.VLAN}
-		}
-		if c == nil || isp == nil || !b.Expires.After(now) {
-			why := "lease expired while ispmux was stopped"
-			if c == nil || isp == nil {
-				why = "its access or ISP is no longer configured"
-			}
-			ends = append(ends, toEnd{sk, b, why, true})
-			return nil
-		}
-		// The registration may have changed while ispmux was down (the
-		// operator blocked or removed the subscriber, or it chose another
-		// ISP): such a binding must not forward until its lease runs out.
-		why := p.stale(mac, b.Access, b.ISP)
+	// The registration may have changed while ispmux was down (the
+	// operator blocked or removed the subscriber, or it chose another
+	// ISP): such a binding must not forward until its lease runs out.
+	// The kept ones are compacted in place.
+	ks, ls := ld.ks, ld.ls
+	n := 0
+	for i, k := range ks {
+		h := held{k, ls[i]}
+		why := p.staleHeld(h)
 		if why == "" {
-			if err := p.tables.Bind(binding.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: isp.Index, IP: b.IP}); err != nil {
+			if err := p.tables.Bind(binding.Binding{Port: k.circuit.port, VLAN: k.circuit.vlan, MAC: k.mac, ISP: h.l.isp, IP: h.l.addr()}); err != nil {
 				// Its address is now a static subscriber's (the
 				// configuration changed while ispmux was down).
 				why = "its address is taken: " + err.Error()
 			}
 		}
 		if why != "" {
-			ends = append(ends, toEnd{sk, b, why, false})
-			return nil
-		}
-		if ks == nil {
-			ks, ls = make([]subKey, 0, 1024), make([]lease, 0, 1024)
-		}
-		ks, ls = append(ks, sk), append(ls, leaseOf(&b, isp))
-		n++
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("dhcp restore: %w", err)
-	}
-	p.leases.reserve(len(ks))
-	p.leases.load(ks, ls)
-	ks, ls = nil, nil
-	for _, e := range ends {
-		mac := binding.MAC48(e.b.MAC)
-		if e.exp {
-			if !p.endBinding(e.sk, e.b.Access, nil, bindingSubject(e.b).event(subscribers.EventExpired, e.b.IP, e.why)) {
-				return n, fmt.Errorf("dhcp restore: binding of %s not ended", binding.MACString(mac))
-			}
-			p.count("expired")
+			// The whole binding (Option 82, client identifier) for the
+			// RELEASE on the subscriber's behalf.
+			ld.ends = append(ld.ends, toEnd{k, p.full(h), why, true})
 			continue
 		}
-		if !p.revoke(e.sk, e.b, e.why) {
-			return n, fmt.Errorf("dhcp restore: binding of %s not revoked", binding.MACString(mac))
+		ks[n], ls[n] = k, h.l
+		n++
+	}
+	p.leases.reserve(n)
+	p.leases.load(ks[:n], ls[:n])
+	ld.ks, ld.ls = nil, nil
+	for _, e := range ld.ends {
+		mac := e.sk.mac
+		if e.revoke {
+			if !p.revoke(e.sk, e.b, e.why) {
+				return n, fmt.Errorf("dhcp restore: binding of %s not revoked", binding.MACString(mac))
+			}
+			continue
 		}
+		if !p.endBinding(e.sk, e.b.Access, nil, bindingSubject(e.b).event(subscribers.EventExpired, e.b.IP, e.why)) {
+			return n, fmt.Errorf("dhcp restore: binding of %s not ended", binding.MACString(mac))
+		}
+		p.count("expired")
 	}
 	p.supersede()
 	// After the ISP bindings: an onboarding lease of a MAC bound to an
