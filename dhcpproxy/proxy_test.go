@@ -653,7 +653,16 @@ func benchDORA(b *testing.B, registered int) {
 		ISPs:     []ISP{{Index: 0, Name: "alpha", Port: upPort, MAC: upMAC, Addr: giaddr, Servers: []netip.Addr{ispSID}, CircuitID: "{interface}:{vlan}"}},
 	}, st, reg, tab, snd, nil)
 	r := &prig{p: p, store: st, tab: tab, snd: snd}
-	server := kea(&testing.T{}, time.Hour)
+	// kea gives every client the same address: here each its own (else
+	// every ACK is the conflict path and its NAK).
+	lab := kea(&testing.T{}, time.Hour)
+	server := func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		rep := lab(m)
+		if rep != nil {
+			rep.YourIPAddr = net.IPv4(10, m.ClientHWAddr[4], m.ClientHWAddr[5], 1)
+		}
+		return rep
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
@@ -674,7 +683,9 @@ func benchDORA(b *testing.B, registered int) {
 			}
 		}
 		p.committing.Wait()
-		snd.take()
+		if acks := snd.take(); len(acks) != 1 || dhcpOf(acks[0].frame).MessageType() != dhcpv4.MessageTypeAck {
+			b.Fatalf("DORA %d: got %d frames, counters %v", i, len(acks), p.Counters())
+		}
 	}
 	b.StopTimer()
 	p.notes.wait()

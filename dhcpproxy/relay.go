@@ -267,6 +267,7 @@ const (
 	optionsStart      = 240
 	optLeaseTime      = 51
 	optServerID       = 54
+	optMessage        = 56
 	optMessageType    = 53
 	optRenewalTime    = 58
 	optRebindingTime  = 59

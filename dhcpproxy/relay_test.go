@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -307,5 +308,29 @@ func TestLongOptions(t *testing.T) {
 	}
 	if _, err := parseOption82(append([]byte{1, 254}, long...)); err != nil {
 		t.Errorf("254-byte sub-option: %v", err)
+	}
+}
+
+// TestNakBytes: ispmux's own NAK is what RFC 2131 table 3 says, and the
+// library reads it back.
+func TestNakBytes(t *testing.T) {
+	req, err := dhcpv4.NewRequestFromOffer(&dhcpv4.DHCPv4{OpCode: dhcpv4.OpcodeBootReply, HWType: 1,
+		ClientHWAddr: mac("02:00:00:00:01:01"), TransactionID: dhcpv4.TransactionID{1, 2, 3, 4},
+		YourIPAddr: net.IPv4(100, 64, 0, 9), ServerIPAddr: net.IPv4zero, GatewayIPAddr: net.IPv4zero, ClientIPAddr: net.IPv4zero,
+		Options: dhcpv4.OptionsFromList(dhcpv4.OptMessageType(dhcpv4.MessageTypeOffer), dhcpv4.OptServerIdentifier(net.IPv4(192, 0, 2, 1)))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Flags = 0x8000
+	req.ClientIPAddr = net.IPv4(100, 64, 0, 9)
+	n, err := dhcpv4.FromBytes(nakBytes(req, ourSID, strings.Repeat("x", 300)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.OpCode != dhcpv4.OpcodeBootReply || n.MessageType() != dhcpv4.MessageTypeNak || n.TransactionID != req.TransactionID ||
+		n.Flags != 0x8000 || n.ClientHWAddr.String() != "02:00:00:00:01:01" || !n.ClientIPAddr.IsUnspecified() ||
+		!n.YourIPAddr.IsUnspecified() || !n.GatewayIPAddr.IsUnspecified() || !n.ServerIdentifier().Equal(net.IP(ourSID.AsSlice())) ||
+		len(n.Message()) != 255 {
+		t.Errorf("NAK %v", n)
 	}
 }

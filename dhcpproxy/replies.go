@@ -2,6 +2,7 @@ package dhcpproxy
 
 import (
 	"bytes"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"time"
@@ -194,21 +195,37 @@ func (p *Proxy) decline(t *txn, ack *dhcpv4.DHCPv4, ip, ispServerID netip.Addr) 
 
 // nak sends the subscriber a DHCPNAK for the transaction of ack, as its
 // server.
-func (p *Proxy) nak(c *Circuit, ack *dhcpv4.DHCPv4, msg string) {
-	nak, err := dhcpv4.New(
-		dhcpv4.WithReply(ack),
-		dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
-		dhcpv4.WithTransactionID(ack.TransactionID),
-		dhcpv4.WithHwAddr(ack.ClientHWAddr),
-		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(c.Addr.AsSlice()))),
-		dhcpv4.WithOption(dhcpv4.OptMessage(msg)),
-	)
-	if err != nil {
-		return
+func (p *Proxy) nak(c *Circuit, m *dhcpv4.DHCPv4, msg string) {
+	// Built in place (no library message, no random transaction ID
+	// drawn): a flood of REQUESTs the NAK rule refuses costs little.
+	dstMAC := binding.MAC48([6]byte(m.ClientHWAddr))
+	f := fib.UDPFrame(dstMAC, c.MAC, c.VLAN, c.Addr, netip.AddrFrom4([4]byte{255, 255, 255, 255}), 67, 68, nakBytes(m, c.Addr, msg))
+	if !p.send.Inject(c.Port, f) {
+		p.count("inject_full")
 	}
-	nak.YourIPAddr, nak.GatewayIPAddr, nak.ClientIPAddr = net.IPv4zero, net.IPv4zero, net.IPv4zero
-	p.deliver(c, nak, nak.ToBytes())
 	p.count("nak_sent")
+}
+
+// nakBytes is ispmux's DHCPNAK to the client message m (RFC 2131 table 3:
+// xid, flags, giaddr 0 and chaddr of the request; ciaddr, yiaddr, siaddr 0;
+// options 53, 54 = sid, 56 = msg cut at 255 bytes).
+func nakBytes(m *dhcpv4.DHCPv4, sid netip.Addr, msg string) []byte {
+	out := make([]byte, optionsStart, bootpMinLen+len(msg))
+	out[0], out[1], out[2] = byte(dhcpv4.OpcodeBootReply), 1, 6
+	copy(out[4:8], m.TransactionID[:])
+	binary.BigEndian.PutUint16(out[10:12], m.Flags)
+	copy(out[28:44], m.ClientHWAddr)
+	copy(out[236:240], magicCookie[:])
+	a := sid.As4()
+	out = append(out, optMessageType, 1, byte(dhcpv4.MessageTypeNak), optServerID, 4, a[0], a[1], a[2], a[3])
+	if len(msg) > 255 {
+		msg = msg[:255]
+	}
+	if msg != "" {
+		out = append(out, optMessage, byte(len(msg)))
+		out = append(out, msg...)
+	}
+	return finish(out)
 }
 
 // deliver sends a server message to the subscriber as RFC 2131 §4.1 says
