@@ -3,6 +3,8 @@ package dhcpproxy
 import (
 	"fmt"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -110,18 +112,11 @@ func (p *Proxy) RestoreLoaded(ld *Loaded) (int, error) {
 	p.leases.reserve(n)
 	p.leases.load(ks[:n], ls[:n])
 	ld.ks, ld.ls = nil, nil
-	for _, e := range ld.ends {
-		mac := e.sk.mac
-		if e.revoke {
-			if !p.revoke(e.sk, e.b, e.why) {
-				return n, fmt.Errorf("dhcp restore: binding of %s not revoked", binding.MACString(mac))
-			}
-			continue
-		}
-		if !p.endBinding(e.sk, e.b.Access, nil, bindingSubject(e.b).event(subscribers.EventExpired, e.b.IP, e.why)) {
-			return n, fmt.Errorf("dhcp restore: binding of %s not ended", binding.MACString(mac))
-		}
-		p.count("expired")
+	// Each end is its own durable transaction; run side by side, the
+	// store's group commit puts many in one fsync (a restart after a long
+	// outage may end most of a million bindings).
+	if err := p.endAll(ld.ends); err != nil {
+		return n, err
 	}
 	p.supersede()
 	// After the ISP bindings: an onboarding lease of a MAC bound to an
@@ -134,6 +129,49 @@ func (p *Proxy) RestoreLoaded(ld *Loaded) (int, error) {
 		p.log.Info("dhcp: onboarding leases restored", "leases", ob)
 	}
 	return n, nil
+}
+
+// restoreEnders is how many bindings RestoreLoaded ends at once.
+const restoreEnders = 64
+
+// endAll ends the bindings of ends (expired: the expired event; revoke:
+// revoked, with a RELEASE to the ISP), restoreEnders at a time.
+func (p *Proxy) endAll(ends []toEnd) error {
+	var (
+		wg    sync.WaitGroup
+		next  atomic.Int64
+		first atomic.Pointer[error]
+	)
+	for range min(restoreEnders, len(ends)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(ends) || first.Load() != nil {
+					return
+				}
+				e := &ends[i]
+				var err error
+				switch {
+				case e.revoke:
+					if !p.revoke(e.sk, e.b, e.why) {
+						err = fmt.Errorf("dhcp restore: binding of %s not revoked", binding.MACString(e.sk.mac))
+					}
+				case !p.endBinding(e.sk, e.b.Access, nil, bindingSubject(e.b).event(subscribers.EventExpired, e.b.IP, e.why)):
+					err = fmt.Errorf("dhcp restore: binding of %s not ended", binding.MACString(e.sk.mac))
+				default:
+					p.count("expired")
+				}
+				if err != nil {
+					first.CompareAndSwap(nil, &err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := first.Load(); err != nil {
+		return *err
+	}
+	return nil
 }
 
 // Revalidate ends, while running, every binding whose registration no

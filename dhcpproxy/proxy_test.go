@@ -1291,3 +1291,47 @@ func TestRestoreLeaseTakenByStatic(t *testing.T) {
 		t.Errorf("events %+v, want one revoked", evs)
 	}
 }
+
+// TestRestoreEndsManyExpired: a restart after a long outage ends every
+// binding that ran out meanwhile (side by side, grouped into few
+// transactions), each with its event, and keeps the others.
+func TestRestoreEndsManyExpired(t *testing.T) {
+	r := newPRig(t)
+	now := time.Now()
+	const n = 500
+	for i := range n {
+		exp := now.Add(-time.Minute)
+		if i%10 == 0 {
+			exp = now.Add(time.Hour)
+		}
+		hw := [6]byte{2, 0, 0, 0, byte(i >> 8), byte(i)}
+		if err := r.store.PutRegistration(subscribers.Registration{MAC: hw, CustomerID: "c-s1", ISP: "alpha", Source: "api"}); err != nil {
+			t.Fatal(err)
+		}
+		b := subscribers.Binding{MAC: hw, Access: "acc0", ISP: "alpha",
+			IP: netip.AddrFrom4([4]byte{100, 65, byte(i >> 8), byte(i)}), Expires: exp, Updated: now.Add(-2 * time.Hour)}
+		if err := r.store.CommitBinding(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.p.cfg.MaxBindingsPerCircuit = n
+	got, err := r.p.Restore(now)
+	if err != nil || got != n/10 {
+		t.Fatalf("restored %d, %v; want %d", got, err, n/10)
+	}
+	if bs, _ := r.store.Bindings(); len(bs) != n/10 {
+		t.Errorf("%d bindings left in the store, want %d", len(bs), n/10)
+	}
+	r.p.notes.wait()
+	evs, _ := r.store.Events(0, 2*n)
+	seen := map[[6]byte]bool{}
+	for _, e := range evs {
+		if e.Kind != subscribers.EventExpired || seen[e.MAC] {
+			t.Fatalf("event %+v (a second one, or not expired)", e)
+		}
+		seen[e.MAC] = true
+	}
+	if len(seen) != n-n/10 || r.p.Counters()["expired"] != uint64(n-n/10) {
+		t.Errorf("%d expired events, counter %d; want %d", len(seen), r.p.Counters()["expired"], n-n/10)
+	}
+}
