@@ -671,3 +671,6 @@ func mac48(hw net.HardwareAddr) uint64 {
 	copy(b[:], hw)
 	return engine.MAC48(b)
 }
+
+// The tenant service counts bindings per ISP from the proxy's lease table.
+var _ tenants.LeaseCounter = (*dhcpproxy.Proxy)(nil)

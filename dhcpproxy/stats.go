@@ -145,6 +145,18 @@ func (p *Proxy) LeasesPerISP() map[uint8]int {
 	return out
 }
 
+// LeasesByISP is LeasesPerISP keyed by ISP name (package tenants: the
+// bindings column of the ISP list, without reading the store).
+func (p *Proxy) LeasesByISP() map[string]int {
+	out := map[string]int{}
+	for i, n := range p.LeasesPerISP() {
+		if isp := p.ispAt[i]; isp != nil {
+			out[isp.Name] = n
+		}
+	}
+	return out
+}
+
 // relayedAt returns when t's current message was first relayed.
 func (x *txns) relayedAt(t *txn) time.Time {
 	x.mu.Lock()

@@ -27,6 +27,12 @@ type Proxy interface {
 	RevalidateMACsImmediate(macs []uint64) int
 }
 
+// LeaseCounter is implemented by a Proxy that counts its bindings per
+// ISP (dhcpproxy.Proxy): ISPs and Stats then read no binding.
+type LeaseCounter interface {
+	LeasesByISP() map[string]int
+}
+
 // Admission is the datapath's set of registered MACs (engine.Control).
 type Admission interface {
 	// SetAdmitted sets the whole set (Load) and turns filtering on.
@@ -213,13 +219,19 @@ func (t *Tenants) HasISP(name string) bool { return t.isps[name] }
 
 // ISPs lists the configured ISPs with their counts.
 func (t *Tenants) ISPs(ctx context.Context) ([]ISPInfo, error) {
-	bindings := map[string]int{}
-	bs, err := t.store.Bindings()
-	if err != nil {
-		return nil, err
-	}
-	for _, b := range bs {
-		bindings[b.ISP]++
+	var bindings map[string]int
+	if c, ok := t.proxy.(LeaseCounter); ok {
+		// The proxy's lease table mirrors the stored bindings and counts
+		// them as they come and go: O(ISPs), not a read of the store.
+		bindings = c.LeasesByISP()
+	} else {
+		bindings = map[string]int{}
+		if err := t.store.ForEachBinding(func(b subscribers.Binding) error {
+			bindings[b.ISP]++
+			return nil
+		}); err != nil {
+			return nil, err
+		}
 	}
 	t.cmu.Lock()
 	defer t.cmu.Unlock()
