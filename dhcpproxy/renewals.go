@@ -28,10 +28,14 @@ import (
 //     device moved) ends first, through an intent (a RELEASE to the old
 //     ISP): make-before-break, see moves.go.
 //   - Its own address, before the ISP's T1 (the ISP's option 58 from the
-//     stored ACK, else half the ISP's lease): answered by ispmux from the
+//     stored ACK, else half the ISP's lease) and with at least
+//     ClientLeaseMax of the ISP's lease left: answered by ispmux from the
 //     binding with the ISP's stored ACK options (router, DNS, 121 ...),
-//     nothing stored, nothing relayed.
-//   - Past the ISP's T1: relayed as any REQUEST (Option 82, the ISP's
+//     nothing stored, nothing relayed. With less left the renewal is
+//     relayed: a local answer would cut the client's lease short, and
+//     clients round short leases their own way (busybox udhcpc takes any
+//     lease under 30 s as 30 s and renews too late: the soak found it).
+//   - Past the ISP's T1, or too little left: relayed as any REQUEST (Option 82, the ISP's
 //     server-id); the ISP's ACK is committed and delivered, its NAK passed
 //     on. If the ISP stays silent (dhcp.timeout), ispmux answers from the
 //     binding, bounded by the ISP's expiry; the next renewal is relayed
@@ -107,7 +111,7 @@ func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey
 				}
 				return handled
 			}
-			if now.UnixNano() < l.renewAt && p.answerLocally(c, sk, l, raw, m.Options.Get(dhcpv4.OptionClientIdentifier), now) {
+			if now.UnixNano() < l.renewAt && time.Duration(l.expires-now.UnixNano()) >= p.cfg.ClientLeaseMax && p.answerLocally(c, sk, l, raw, m.Options.Get(dhcpv4.OptionClientIdentifier), now) {
 				p.count("renewal_local")
 				failpoint.Hit(failpoint.RenewLocalAfterAck)
 				return handled

@@ -731,3 +731,24 @@ func TestExpiryDoesNotEndARenewal(t *testing.T) {
 		t.Error("the current lease was not ended")
 	}
 }
+
+// A renewal before the ISP's T1 but with less than ClientLeaseMax of the
+// ISP's lease left is relayed, not answered with a shortened lease
+// (busybox udhcpc takes a lease under 30 s as 30 s and renews too late).
+func TestShortISPLeaseRelayed(t *testing.T) {
+	for _, c := range []struct {
+		cap   time.Duration
+		local bool
+	}{{30 * time.Second, false}, {10 * time.Second, true}} {
+		r, _ := newSRig(t)
+		r.p.cfg.ClientLeaseMax = c.cap
+		r.dora(s1, keaT1(t, 30*time.Second, 15*time.Second), nil)
+		r.p.committing.Wait()
+		r.pastT1(5 * time.Second) // before the ISP's T1, 25 s of its lease left
+		r.fromClient(renewing(t, s1, s1Addr))
+		sent := r.toPorts()
+		if local := len(sent[accPort]) == 1 && len(sent[upPort]) == 0; local != c.local {
+			t.Errorf("cap %v: to the subscriber %d, to the ISP %d; want answered locally %v", c.cap, len(sent[accPort]), len(sent[upPort]), c.local)
+		}
+	}
+}
