@@ -79,12 +79,26 @@ func hostOnly(h string) string {
 
 // sourceAddr is the request's source address (the connection's, never a
 // header's).
-func sourceAddr(r *http.Request) (netip.Addr, bool) {
+func sourceAddr(r *http.Request) (source, bool) {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		return netip.Addr{}, false
+		return source{}, false
 	}
-	return ap.Addr().Unmap().WithZone(""), true
+	src := source{addr: ap.Addr().Unmap().WithZone("")}
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		if l, err := netip.ParseAddrPort(la.String()); err == nil {
+			src.port = l.Port()
+		}
+	}
+	return src, true
+}
+
+// source is who a request comes from: its address and the portal's local
+// port it reached (the port names the ISP of a bound subscriber: two ISPs'
+// subscribers may share an address, never a port and an address).
+type source struct {
+	addr netip.Addr
+	port uint16
 }
 
 // lookup finds the request's subscriber from its connection: the local

@@ -173,7 +173,7 @@ func New(cfg Config, dir Directory, claims Claimer) (*Server, error) {
 		s.cfg.ISPs[i] = p
 		s.isps[p.Name] = p
 	}
-	s.inflight.n = map[netip.Addr]int{}
+	s.inflight.n = map[source]int{}
 	s.recent.m = map[uint64]recentClaim{}
 	s.recent.ttl = cfg.HandoverHint + 10*time.Minute
 	if _, err := rand.Read(s.secret[:]); err != nil {
@@ -300,13 +300,14 @@ func (s *Server) RedirectHandler() http.Handler {
 	})
 }
 
-// inflight counts requests in flight per source address.
+// inflight counts requests in flight per source (address and the local
+// port it reached).
 type inflight struct {
 	mu sync.Mutex
-	n  map[netip.Addr]int
+	n  map[source]int
 }
 
-func (l *inflight) acquire(a netip.Addr) bool {
+func (l *inflight) acquire(a source) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.n[a] >= maxInFlight {
@@ -316,7 +317,7 @@ func (l *inflight) acquire(a netip.Addr) bool {
 	return true
 }
 
-func (l *inflight) release(a netip.Addr) {
+func (l *inflight) release(a source) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.n[a]--; l.n[a] <= 0 {

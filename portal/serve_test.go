@@ -283,3 +283,27 @@ func TestRealTenantsDeviceLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestInflightPerSource: the in-flight cap is per address and local port:
+// a subscriber of another ISP with the same address (another VRF's port)
+// is not held back by the first one's requests.
+func TestInflightPerSource(t *testing.T) {
+	l := inflight{n: map[source]int{}}
+	a := netip.MustParseAddr("100.64.0.100")
+	alpha, beta := source{a, 31001}, source{a, 31002}
+	for range maxInFlight {
+		if !l.acquire(alpha) {
+			t.Fatal("refused under the cap")
+		}
+	}
+	if l.acquire(alpha) {
+		t.Error("alpha's subscriber above the cap")
+	}
+	if !l.acquire(beta) {
+		t.Error("beta's subscriber with the same address refused")
+	}
+	l.release(alpha)
+	if !l.acquire(alpha) {
+		t.Error("refused after a release")
+	}
+}
