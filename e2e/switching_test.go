@@ -261,7 +261,7 @@ func TestSwitching(t *testing.T) {
 		if !eventually(clientLease, func() bool { return r.counterNow("renewal_local") > 0 }) {
 			t.Fatalf("no renewal answered by ispmux within %v of the restart; counters %v", clientLease, r.mustStatus().DHCP)
 		}
-		if !eventually(2*time.Second, func() bool { _, n := lastLease(leaseFile); return n > before }) {
+		if !eventually(clientLease, func() bool { _, n := lastLease(leaseFile); return n > before }) {
 			t.Fatal("dhclient wrote no lease after the restart")
 		}
 		last, _ := lastLease(leaseFile)

@@ -325,7 +325,16 @@ func TestDHCPLab(t *testing.T) {
 		if !ok || p.Bits() != 24 || !inPool(p.Addr().AsSlice()) {
 			t.Errorf("s1 (dhclient): address %v %v\n%s", p, ok, dout.String())
 		}
-		if out, err := run(ctx, "ip", "-n", s[0].NS, "route", "show", "default"); err != nil || !strings.Contains(out, "via 100.64.0.1 dev eth0") {
+		// The script sets the address, then the route: wait for both.
+		var out string
+		var err error
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			out, err = run(ctx, "ip", "-n", s[0].NS, "route", "show", "default")
+			if err == nil && strings.Contains(out, "via 100.64.0.1 dev eth0") || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil || !strings.Contains(out, "via 100.64.0.1 dev eth0") {
 			t.Errorf("s1: default route %q %v", out, err)
 		}
 		if err := topo.DhclientRelease(cctx, s[0]); err != nil {
