@@ -267,21 +267,15 @@ func (t *leaseTable) len() int {
 // store holds another version of it or none (it cannot, but a store read
 // can fail), it returns what the table knows, without those fields.
 func (p *Proxy) full(h held) subscribers.Binding {
-	c, isp := p.circuits[h.k.circuit], p.ispAt[h.l.isp]
+	access, isp := p.names(h)
 	b := subscribers.Binding{
-		MAC: binding.MACBytes(h.k.mac), VLAN: h.k.circuit.vlan, IP: h.l.addr(), ServerID: h.l.sid(),
+		MAC: binding.MACBytes(h.k.mac), Access: access, VLAN: h.k.circuit.vlan, ISP: isp, IP: h.l.addr(), ServerID: h.l.sid(),
 		Expires: h.l.expiresAt().UTC(), Updated: time.Unix(0, h.l.updated).UTC(),
 	}
-	if c != nil {
-		b.Access = c.Name
-	}
-	if isp != nil {
-		b.ISP = isp.Name
-	}
-	if c == nil {
+	if access == "" {
 		return b
 	}
-	sb, err := p.store.Binding(c.Name, h.k.circuit.vlan, b.MAC)
+	sb, err := p.store.Binding(access, h.k.circuit.vlan, b.MAC)
 	if err != nil || sb.ISP != b.ISP || sb.IP != b.IP || sb.Updated.UnixNano() != h.l.updated {
 		p.count("lease_not_in_store")
 		return b
