@@ -86,9 +86,12 @@ func (r *rig) startBrowser(sub lab.Sub, dns string, hosts ...[2]string) *browser
 // screenshot saves the page as name.png in the test's artefacts.
 func (r *rig) screenshot(b *browser, name string) {
 	r.t.Helper()
-	png, err := chromedp.Run(b.Ctx, chromedp.FullScreenshot(100)) // quality 100: PNG
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(b.Ctx, 20*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100: PNG
 	if err != nil {
-		r.t.Errorf("screenshot %s: %v", name, err)
+		r.t.Errorf("screenshot %s: %v after %v", name, err, time.Since(start).Round(time.Millisecond))
 		return
 	}
 	f := filepath.Join(r.artifacts(), name+".png")
