@@ -32,7 +32,7 @@ func (h *expiryHeap) Pop() any {
 
 // noteExpiry records that sk's lease l ends (t.mu held).
 func (t *leaseTable) noteExpiry(sk subKey, l *lease) {
-	if len(t.exp) > 3*len(t.m)+1024 {
+	if len(t.exp) > 3*t.m.Len()+1024 {
 		t.rebuildExpiry()
 	}
 	heap.Push(&t.exp, expiryEntry{l.expires, sk})
@@ -41,12 +41,13 @@ func (t *leaseTable) noteExpiry(sk subKey, l *lease) {
 // rebuildExpiry makes the heap hold one entry per lease (t.mu held).
 func (t *leaseTable) rebuildExpiry() {
 	h := t.exp[:0]
-	if cap(h) < len(t.m) {
-		h = make(expiryHeap, 0, len(t.m)+len(t.m)/2)
+	if n := t.m.Len(); cap(h) < n {
+		h = make(expiryHeap, 0, n+n/2)
 	}
-	for k, l := range t.m {
+	t.m.Range(func(k subKey, l lease) bool {
 		h = append(h, expiryEntry{l.expires, k})
-	}
+		return true
+	})
 	heap.Init(&h)
 	t.exp = h
 }
@@ -61,7 +62,7 @@ func (t *leaseTable) expiredAt(now time.Time) []held {
 	cut := now.UnixNano()
 	for len(t.exp) > 0 && t.exp[0].at <= cut {
 		e := heap.Pop(&t.exp).(expiryEntry)
-		if l, ok := t.m[e.k]; ok && l.expires == e.at {
+		if l, ok := t.m.Get(e.k); ok && l.expires == e.at {
 			out = append(out, held{e.k, l})
 			due = append(due, e)
 		}

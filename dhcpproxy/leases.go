@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/internal/oatable"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -69,15 +70,18 @@ func (l *lease) same(o *lease) bool {
 // mu guards it all; it is held only inside these methods. A lease value is
 // never changed once stored: it is replaced whole.
 type leaseTable struct {
-	mu         sync.Mutex
-	m          map[subKey]lease
+	mu sync.Mutex
+	// m holds the leases by value in one flat open-addressed table
+	// (internal/oatable: 56-byte slots, no pointers, sized to the leases
+	// restored instead of a Go map's power of two: about 80 B a lease,
+	// where Go maps of the leases and of their MACs took about 170 at
+	// 1M). Its keys are hashed by their MAC only: the leases of one MAC
+	// (a device on several circuits, rare: it moved between access
+	// ports) share a probe cluster, so ofMAC probes that cluster and m
+	// needs no separate index by MAC.
+	m          *oatable.Table[subKey, lease]
 	perCircuit map[circuitKey]int
 	perISP     [256]int
-	// byMAC indexes m by MAC: the circuit of a MAC's first lease; a MAC
-	// holding leases on several circuits (rare: a device that moved
-	// between access ports) has the others in more.
-	byMAC map[uint64]circuitKey
-	more  map[uint64][]circuitKey
 	// gen is each subscriber's generation, moved on by every end of its
 	// binding (bumpGen): a transaction remembers the generation it
 	// started in, and its ACK binds nothing in a later one.
@@ -90,23 +94,23 @@ type leaseTable struct {
 }
 
 func (t *leaseTable) init() {
-	t.m = map[subKey]lease{}
+	t.m = oatable.New[subKey, lease](hashSubKey)
 	t.perCircuit = map[circuitKey]int{}
-	t.byMAC = map[uint64]circuitKey{}
-	t.more = map[uint64][]circuitKey{}
 	t.cuts = map[subKey]time.Time{}
 	t.gen = map[subKey]uint64{}
 }
+
+// hashSubKey hashes a lease's key by its MAC alone (see leaseTable.m).
+func hashSubKey(k subKey) uint64 { return oatable.Mix64(k.mac) }
 
 // reserve sizes an empty table for n leases (Restore).
 func (t *leaseTable) reserve(n int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(t.m) != 0 || n <= 0 {
+	if t.m.Len() != 0 || n <= 0 {
 		return
 	}
-	t.m = make(map[subKey]lease, n)
-	t.byMAC = make(map[uint64]circuitKey, n)
+	t.m.Reserve(n)
 	t.exp = make(expiryHeap, 0, n+n/2)
 }
 
@@ -124,19 +128,23 @@ func (t *leaseTable) bumpGen(sk subKey) {
 	t.mu.Unlock()
 }
 
-// ofMAC returns mac's leases.
+// ofMAC returns mac's leases (nil if none), in no particular order: they
+// are in the probe cluster of mac's hash, among other MACs' leases.
 func (t *leaseTable) ofMAC(mac uint64) []held {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	c, ok := t.byMAC[mac]
-	if !ok {
-		return nil
-	}
-	out := make([]held, 0, 1+len(t.more[mac]))
-	for _, c := range append([]circuitKey{c}, t.more[mac]...) {
-		k := subKey{c, mac}
-		if l, ok := t.m[k]; ok {
+	var out []held
+	t.m.Probe(oatable.Mix64(mac), func(k subKey, l lease) bool {
+		if k.mac == mac {
 			out = append(out, held{k, l})
+		}
+		return true
+	})
+	if mac == 0 {
+		// The zero key (circuit 0/0, MAC 0) is held apart from the
+		// table's slots: Probe does not visit it.
+		if l, ok := t.m.Get(subKey{}); ok {
+			out = append(out, held{subKey{}, l})
 		}
 	}
 	return out
@@ -146,8 +154,7 @@ func (t *leaseTable) ofMAC(mac uint64) []held {
 func (t *leaseTable) get(sk subKey) (lease, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	l, ok := t.m[sk]
-	return l, ok
+	return t.m.Get(sk)
 }
 
 // put stores sk's lease.
@@ -160,20 +167,13 @@ func (t *leaseTable) put(sk subKey, l lease) {
 
 // putLocked stores sk's lease without noting its expiry (t.mu held).
 func (t *leaseTable) putLocked(sk subKey, l lease) {
-	old, had := t.m[sk]
+	old, had := t.m.Put(sk, l)
 	if had {
 		t.perISP[old.isp]--
+	} else {
+		t.perCircuit[sk.circuit]++
 	}
 	t.perISP[l.isp]++
-	if !had {
-		t.perCircuit[sk.circuit]++
-		if _, ok := t.byMAC[sk.mac]; !ok {
-			t.byMAC[sk.mac] = sk.circuit
-		} else {
-			t.more[sk.mac] = append(t.more[sk.mac], sk.circuit)
-		}
-	}
-	t.m[sk] = l
 	delete(t.cuts, sk)
 }
 
@@ -193,33 +193,12 @@ func (t *leaseTable) remove(sk subKey) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.cuts, sk)
-	l, ok := t.m[sk]
+	l, ok := t.m.Delete(sk)
 	if !ok {
 		return false
 	}
-	delete(t.m, sk)
 	t.perISP[l.isp]--
 	t.perCircuit[sk.circuit]--
-	more := t.more[sk.mac]
-	if t.byMAC[sk.mac] == sk.circuit {
-		if len(more) == 0 {
-			delete(t.byMAC, sk.mac)
-		} else {
-			t.byMAC[sk.mac], more = more[0], more[1:]
-		}
-	} else {
-		for i, c := range more {
-			if c == sk.circuit {
-				more = append(more[:i:i], more[i+1:]...)
-				break
-			}
-		}
-	}
-	if len(more) == 0 {
-		delete(t.more, sk.mac)
-	} else {
-		t.more[sk.mac] = more
-	}
 	return true
 }
 
@@ -227,8 +206,7 @@ func (t *leaseTable) remove(sk subKey) bool {
 func (t *leaseTable) full(sk subKey, max int) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	_, ok := t.m[sk]
-	return !ok && t.perCircuit[sk.circuit] >= max
+	return t.m.Ptr(sk) == nil && t.perCircuit[sk.circuit] >= max
 }
 
 // held is a lease and its key, for scans done outside the lock.
@@ -241,10 +219,11 @@ type held struct {
 func (t *leaseTable) all() []held {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]held, 0, len(t.m))
-	for k, l := range t.m {
+	out := make([]held, 0, t.m.Len())
+	t.m.Range(func(k subKey, l lease) bool {
 		out = append(out, held{k, l})
-	}
+		return true
+	})
 	return out
 }
 
@@ -259,7 +238,7 @@ func (t *leaseTable) expired(now time.Time) []held {
 func (t *leaseTable) len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.m)
+	return t.m.Len()
 }
 
 // full returns the whole stored binding of h (the ACK's options, Option

@@ -113,7 +113,7 @@ func (p *Proxy) cutMoves(now time.Time) {
 func (t *leaseTable) setCut(sk subKey, at time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, held := t.m[sk]; !held {
+	if t.m.Ptr(sk) == nil {
 		return false
 	}
 	if _, ok := t.cuts[sk]; ok {
@@ -137,7 +137,7 @@ func (t *leaseTable) cutsDue(now time.Time) []held {
 	defer t.mu.Unlock()
 	var out []held
 	for k, at := range t.cuts {
-		if l, ok := t.m[k]; ok && !at.After(now) {
+		if l, ok := t.m.Get(k); ok && !at.After(now) {
 			out = append(out, held{k, l})
 		}
 	}
