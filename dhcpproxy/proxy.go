@@ -117,7 +117,7 @@ type Store interface {
 // Registry is who may get service (registry.Registry), read for every
 // message: never the store.
 type Registry interface {
-	Lookup(mac uint64) (*registry.Entry, bool)
+	Lookup(mac uint64) (registry.Entry, bool)
 }
 
 // Tables is the forwarding state the proxy writes (engine.Control).

@@ -39,12 +39,12 @@ const (
 // registry.Registry; see package tenants).
 type storeRegistry struct{ st *subscribers.Store }
 
-func (r storeRegistry) Lookup(mac uint64) (*registry.Entry, bool) {
+func (r storeRegistry) Lookup(mac uint64) (registry.Entry, bool) {
 	reg, err := r.st.Registration(binding.MACBytes(mac))
 	if err != nil {
-		return nil, false
+		return registry.Entry{}, false
 	}
-	return &registry.Entry{ISP: reg.ISP, CustomerID: reg.CustomerID, Access: reg.Access, Blocked: reg.Blocked, Source: reg.Source}, true
+	return registry.Entry{ISP: reg.ISP, CustomerID: reg.CustomerID, Access: reg.Access, Blocked: reg.Blocked, Source: reg.Source}, true
 }
 
 type fakeTables struct {

@@ -48,11 +48,7 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 	// never spends the circuit's shared budget (a flood of random MACs
 	// would lock every subscriber of the circuit out) and gets no
 	// per-MAC state (it would grow with every MAC a flood makes up).
-	regp, ok := p.reg.Lookup(pkt.Src)
-	var reg registry.Entry
-	if ok {
-		reg = *regp
-	}
+	reg, ok := p.reg.Lookup(pkt.Src)
 	switch {
 	case !ok:
 		if pl := p.ob.pools[sk.circuit]; pl != nil {
@@ -68,7 +64,7 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		p.count("blocked_subscriber")
 		p.refuse(subscribers.EventBlocked, regSubject(pkt.Src, c, reg), netip.Addr{}, "blocked")
 		return
-	case regp.Suspended():
+	case reg.Suspended():
 		// The customer's ISP suspended it: silence to DISCOVER, a NAK
 		// to REQUEST (a client holding a lease stops using it now).
 		p.count("suspended_customer")

@@ -5,22 +5,31 @@
 // service (package tenants) is its one writer and publishes every change
 // here before it answers, so a change is visible to DHCP at once.
 //
-// Readers take a shard's read lock for one map lookup (64 shards: writers
-// and readers of different MACs do not meet); an Entry is immutable once
-// published, and a customer's suspension is one atomic flag shared by all
-// its devices, so suspending a customer with many devices is O(1) for the
-// readers and no copy of anything. Every write is O(1): a bulk import
-// publishes as it goes, with no O(N) copy per change.
+// It is sized for a million MACs: a MAC's registration is a 24-byte slot
+// held by value in a flat open-addressed table (internal/oatable), its
+// names (ISP, access, source: a handful, shared by all) are indices into
+// an interned list, and its customer is an index into the customer table
+// (customers.go), which holds each customer's ID once for all its devices
+// and its suspension as one atomic flag, so suspending a customer with
+// many devices is O(1) and no copy of anything. Nothing in the MAC table
+// is a pointer: the GC never scans it.
+//
+// Readers take a shard's read lock for one lookup and build the Entry
+// they return under it (64 shards: writers and readers of different MACs
+// do not meet). Every write is O(1): a bulk import publishes as it goes,
+// with no O(N) copy per change.
 package registry
 
 import (
 	"sync"
 	"sync/atomic"
+
+	"github.com/ispmux/ispmux/internal/oatable"
 )
 
 const shards = 64
 
-// Entry is one MAC's registration.
+// Entry is one MAC's registration, as Lookup returns it (a copy).
 type Entry struct {
 	ISP        string
 	CustomerID string
@@ -28,45 +37,52 @@ type Entry struct {
 	Access  string
 	Blocked bool
 	Source  string
-	cust    *customer
+	// suspended is the customer's status when the entry was looked up.
+	suspended bool
 }
 
-// Suspended reports whether the entry's customer is suspended now.
-func (e *Entry) Suspended() bool { return e.cust != nil && e.cust.suspended.Load() }
+// Suspended reports whether the entry's customer was suspended when the
+// entry was looked up.
+func (e *Entry) Suspended() bool { return e.suspended }
 
-// customer is the state a customer's devices share.
-type customer struct {
-	suspended atomic.Bool
-	devices   int // writer only
+// slot is a MAC's registration in the table: indices, no pointers.
+type slot struct {
+	cust    uint32 // custs record
+	access  uint32 // access record
+	isp     uint16 // isps index
+	source  uint16 // sources index
+	blocked bool
 }
-
-type custKey struct{ isp, id string }
 
 type shard struct {
 	mu sync.RWMutex
-	m  map[uint64]*Entry
+	t  *oatable.Table[uint64, slot]
 }
 
-// Registry is the MAC → registration view. Lookup is safe from any
-// goroutine; the writer methods (Put, Delete, SetSuspended) must be called
-// by one writer at a time (they serialise themselves with wmu).
+// Registry is the MAC → registration view. Lookup and Range are safe from
+// any goroutine; the writer methods (Reserve, Put, Delete, SetSuspended)
+// serialise themselves with wmu.
 type Registry struct {
 	shards [shards]shard
 	n      atomic.Int64
+	// custs: the customers (scope: ISP index, string: customer ID, flag:
+	// suspended); access: the access pins; isps, sources: the few names.
+	custs, access strtab
+	isps, sources list
 
-	wmu       sync.Mutex
-	customers map[custKey]*customer
-	// names interns the strings few entries share (ISP, access, source):
-	// one copy each, not one per MAC (writer, wmu held).
-	names map[string]string
+	wmu sync.Mutex
 }
 
 // New returns an empty registry.
 func New() *Registry {
-	r := &Registry{customers: map[custKey]*customer{}, names: map[string]string{}}
+	r := &Registry{}
 	for i := range r.shards {
-		r.shards[i].m = map[uint64]*Entry{}
+		r.shards[i].t = oatable.New[uint64, slot](oatable.Mix64)
 	}
+	r.custs.init("customers")
+	r.access.init("access names")
+	r.isps.init("ISP names")
+	r.sources.init("sources")
 	return r
 }
 
@@ -75,34 +91,47 @@ func (r *Registry) shard(mac uint64) *shard {
 	return &r.shards[(mac^mac>>8^mac>>16)%shards]
 }
 
-// Reserve makes room for n MACs of customers customers in an empty
-// registry (a start-up load), so the maps are built once at their size
-// instead of growing step by step; on a registry that holds MACs it does
-// nothing.
+// Reserve makes room for n MACs of customers customers (a start-up load),
+// so the tables are built once at their size instead of growing step by
+// step. It never shrinks anything.
 func (r *Registry) Reserve(n, customers int) {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
-	if r.n.Load() != 0 || n <= 0 {
-		return
+	if n > 0 {
+		per := n/shards + n/(shards*8)
+		for i := range r.shards {
+			s := &r.shards[i]
+			s.mu.Lock()
+			s.t.Reserve(per)
+			s.mu.Unlock()
+		}
 	}
-	for i := range r.shards {
-		s := &r.shards[i]
-		s.mu.Lock()
-		s.m = make(map[uint64]*Entry, n/shards+n/(shards*8))
-		s.mu.Unlock()
-	}
-	if len(r.customers) == 0 && customers > 0 {
-		r.customers = make(map[custKey]*customer, min(n, customers))
+	if customers > 0 {
+		r.custs.reserve(min(n, customers))
 	}
 }
 
-// Lookup returns mac's entry (never to be modified).
-func (r *Registry) Lookup(mac uint64) (*Entry, bool) {
+// Lookup returns mac's entry.
+func (r *Registry) Lookup(mac uint64) (Entry, bool) {
 	s := r.shard(mac)
 	s.mu.RLock()
-	e, ok := s.m[mac]
-	s.mu.RUnlock()
-	return e, ok
+	defer s.mu.RUnlock()
+	sl, ok := s.t.Get(mac)
+	if !ok {
+		return Entry{}, false
+	}
+	return r.entry(sl), true
+}
+
+// entry builds sl's Entry. The caller holds the read lock of the shard
+// where sl is: its customer stays in the table while it does (a customer
+// is freed only after its last MAC left its shard under the write lock).
+func (r *Registry) entry(sl slot) Entry {
+	c := r.custs.at(sl.cust)
+	return Entry{
+		ISP: r.isps.get(sl.isp), CustomerID: c.s, Access: r.access.at(sl.access).s, Source: r.sources.get(sl.source),
+		Blocked: sl.blocked, suspended: c.flag.Load(),
+	}
 }
 
 // Len returns the number of MACs registered.
@@ -114,25 +143,19 @@ func (r *Registry) Len() int { return int(r.n.Load()) }
 func (r *Registry) Put(mac uint64, e Entry, suspended bool) {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
-	e.ISP, e.Access, e.Source = r.intern(e.ISP), r.intern(e.Access), r.intern(e.Source)
-	k := custKey{e.ISP, e.CustomerID}
-	c := r.customers[k]
-	if c == nil {
-		c = &customer{}
-		c.suspended.Store(suspended)
-		r.customers[k] = c
+	isp := r.isps.intern(e.ISP)
+	sl := slot{
+		isp: isp, source: r.sources.intern(e.Source), blocked: e.Blocked,
+		access: r.access.hold(0, e.Access, false), cust: r.custs.hold(uint32(isp), e.CustomerID, suspended),
 	}
-	e.cust = c
 	s := r.shard(mac)
 	s.mu.Lock()
-	old := s.m[mac]
-	s.m[mac] = &e
+	old, had := s.t.Put(mac, sl)
 	s.mu.Unlock()
-	c.devices++
-	if old == nil {
-		r.n.Add(1)
-	} else {
+	if had {
 		r.release(old)
+	} else {
+		r.n.Add(1)
 	}
 }
 
@@ -142,10 +165,9 @@ func (r *Registry) Delete(mac uint64) bool {
 	defer r.wmu.Unlock()
 	s := r.shard(mac)
 	s.mu.Lock()
-	old := s.m[mac]
-	delete(s.m, mac)
+	old, had := s.t.Delete(mac)
 	s.mu.Unlock()
-	if old == nil {
+	if !had {
 		return false
 	}
 	r.n.Add(-1)
@@ -153,15 +175,11 @@ func (r *Registry) Delete(mac uint64) bool {
 	return true
 }
 
-// release drops old's hold on its customer (writer, wmu held).
-func (r *Registry) release(old *Entry) {
-	if old.cust == nil {
-		return
-	}
-	old.cust.devices--
-	if old.cust.devices == 0 && !old.cust.suspended.Load() {
-		delete(r.customers, custKey{old.ISP, old.CustomerID})
-	}
+// release drops a removed slot's holds (wmu held, the slot out of its
+// shard).
+func (r *Registry) release(old slot) {
+	r.custs.release(old.cust)
+	r.access.release(old.access)
 }
 
 // SetSuspended sets the status of customer (isp, id) for all its devices
@@ -169,35 +187,25 @@ func (r *Registry) release(old *Entry) {
 func (r *Registry) SetSuspended(isp, id string, suspended bool) {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
-	k := custKey{isp, id}
-	c := r.customers[k]
-	if c == nil {
-		if !suspended {
-			return
-		}
-		c = &customer{}
-		r.customers[k] = c
-	}
-	c.suspended.Store(suspended)
-	if !suspended && c.devices == 0 {
-		delete(r.customers, k)
-	}
+	r.custs.setFlag(uint32(r.isps.intern(isp)), id, suspended)
 }
 
 // Range calls fn for every MAC (a snapshot per shard; for start-up and
 // status, not for the DHCP path).
-func (r *Registry) Range(fn func(mac uint64, e *Entry) bool) {
+func (r *Registry) Range(fn func(mac uint64, e Entry) bool) {
+	type kv struct {
+		k uint64
+		e Entry
+	}
+	var batch []kv
 	for i := range r.shards {
 		s := &r.shards[i]
 		s.mu.RLock()
-		type kv struct {
-			k uint64
-			e *Entry
-		}
-		batch := make([]kv, 0, len(s.m))
-		for k, e := range s.m {
-			batch = append(batch, kv{k, e})
-		}
+		batch = batch[:0]
+		s.t.Range(func(mac uint64, sl slot) bool {
+			batch = append(batch, kv{mac, r.entry(sl)})
+			return true
+		})
 		s.mu.RUnlock()
 		for _, x := range batch {
 			if !fn(x.k, x.e) {
@@ -207,15 +215,22 @@ func (r *Registry) Range(fn func(mac uint64, e *Entry) bool) {
 	}
 }
 
-// intern returns the registry's copy of v (wmu held). The set is bounded
-// by what the caller interns: ISP names, access names and sources (a few
-// each); a registry that met more than 4096 distinct values stops adding.
-func (r *Registry) intern(v string) string {
-	if c, ok := r.names[v]; ok {
-		return c
+// RangeMACs calls fn for every MAC registered (a snapshot per shard).
+func (r *Registry) RangeMACs(fn func(mac uint64) bool) {
+	var batch []uint64
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.mu.RLock()
+		batch = batch[:0]
+		s.t.Range(func(mac uint64, _ slot) bool {
+			batch = append(batch, mac)
+			return true
+		})
+		s.mu.RUnlock()
+		for _, mac := range batch {
+			if !fn(mac) {
+				return
+			}
+		}
 	}
-	if len(r.names) < 4096 {
-		r.names[v] = v
-	}
-	return v
 }

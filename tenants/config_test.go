@@ -43,10 +43,10 @@ func TestSyncConfigIncremental(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("touched %x, want %x", got, want)
 	}
-	if e, _ := r.reg.Lookup(mac48("02:00:00:00:01:02")); e == nil || e.ISP != "beta" || e.CustomerID != "k-3" {
+	if e, ok := r.reg.Lookup(mac48("02:00:00:00:01:02")); !ok || e.ISP != "beta" || e.CustomerID != "k-3" {
 		t.Errorf("moved device: %+v", e)
 	}
-	if e, _ := r.reg.Lookup(mac48("02:00:00:00:01:03")); e == nil || !e.Blocked {
+	if e, ok := r.reg.Lookup(mac48("02:00:00:00:01:03")); !ok || !e.Blocked {
 		t.Errorf("blocked device: %+v", e)
 	}
 	if !r.adm.set[mac48("02:00:00:00:01:04")] {

@@ -158,7 +158,7 @@ func (t *Tenants) loadLocked() error {
 			t.reg.SetSuspended(k.ISP, k.ID, true)
 		}
 		var gone []uint64
-		t.reg.Range(func(mac uint64, _ *registry.Entry) bool {
+		t.reg.RangeMACs(func(mac uint64) bool {
 			if _, ok := seen[mac]; !ok {
 				gone = append(gone, mac)
 			}
