@@ -179,11 +179,13 @@ func (t *leaseTable) putLocked(sk subKey, l lease) {
 
 // load stores the leases restored at start in one step: the expiry heap
 // is built once (O(n)) instead of pushed into lease by lease.
-func (t *leaseTable) load(ks []subKey, ls []lease) {
+func (t *leaseTable) load(ks [][]subKey, ls [][]lease) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for i, k := range ks {
-		t.putLocked(k, ls[i])
+	for c, ks := range ks {
+		for i, k := range ks {
+			t.putLocked(k, ls[c][i])
+		}
 	}
 	t.rebuildExpiry()
 }

@@ -112,7 +112,7 @@ func TestLeaseTableMany(t *testing.T) {
 	lt.init()
 	half := len(ks) / 2
 	lt.reserve(half)
-	lt.load(ks[:half], ls[:half])
+	lt.load([][]subKey{ks[:half]}, [][]lease{ls[:half]})
 	for i, k := range ks[:half] {
 		ref[k] = ls[i]
 	}
@@ -225,7 +225,7 @@ func TestLeaseCompact(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	lt.reserve(n)
-	lt.load(ks, ls)
+	lt.load([][]subKey{ks}, [][]lease{ls})
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	per := float64(after.HeapAlloc-before.HeapAlloc) / n

@@ -19,11 +19,17 @@ import (
 type Loaded struct {
 	done chan struct{}
 	now  time.Time
-	ks   []subKey
-	ls   []lease
+	// ks, ls: the bindings to install, in chunks of loadChunk (appending
+	// to one slice of a million copied it over and over: ~1 s of CPU).
+	ks   [][]subKey
+	ls   [][]lease
+	n    int
 	ends []toEnd
 	err  error
 }
+
+// loadChunk is how many bindings a chunk of Loaded holds.
+const loadChunk = 1 << 16
 
 // toEnd is a stored binding Restore ends instead of installing it.
 type toEnd struct {
@@ -56,10 +62,18 @@ func (p *Proxy) LoadBindings(now time.Time) *Loaded {
 				ld.ends = append(ld.ends, toEnd{sk, b, why, false})
 				return nil
 			}
-			if ld.ks == nil {
-				ld.ks, ld.ls = make([]subKey, 0, 1024), make([]lease, 0, 1024)
+			if ld.n%loadChunk == 0 {
+				// A new chunk (the first small: most stores are; it
+				// grows by append up to loadChunk).
+				size := loadChunk
+				if ld.n == 0 {
+					size = 1024
+				}
+				ld.ks, ld.ls = append(ld.ks, make([]subKey, 0, size)), append(ld.ls, make([]lease, 0, size))
 			}
-			ld.ks, ld.ls = append(ld.ks, sk), append(ld.ls, leaseOf(&b, isp))
+			last := len(ld.ks) - 1
+			ld.ks[last], ld.ls[last] = append(ld.ks[last], sk), append(ld.ls[last], leaseOf(&b, isp))
+			ld.n++
 			return nil
 		})
 	}()
@@ -88,29 +102,41 @@ func (p *Proxy) RestoreLoaded(ld *Loaded) (int, error) {
 	// operator blocked or removed the subscriber, or it chose another
 	// ISP): such a binding must not forward until its lease runs out.
 	// The kept ones are compacted in place.
-	ks, ls := ld.ks, ld.ls
-	n := 0
-	for i, k := range ks {
-		h := held{k, ls[i]}
-		why := p.staleHeld(h)
-		if why == "" {
-			if err := p.tables.Bind(binding.Binding{Port: k.circuit.port, VLAN: k.circuit.vlan, MAC: k.mac, ISP: h.l.isp, IP: h.l.addr()}); err != nil {
-				// Its address is now a static subscriber's (the
-				// configuration changed while ispmux was down).
-				why = "its address is taken: " + err.Error()
+	// The lease table is filled with every binding read while this
+	// goroutine checks each against the registry and installs it in the
+	// forwarding tables (two independent passes over a million entries
+	// on two CPUs); the few found stale come out of the table after.
+	tableDone := make(chan struct{})
+	go func() {
+		defer close(tableDone)
+		p.leases.reserve(ld.n)
+		p.leases.load(ld.ks, ld.ls)
+	}()
+	stale := len(ld.ends)
+	for c, ks := range ld.ks {
+		ls := ld.ls[c]
+		for i, k := range ks {
+			h := held{k, ls[i]}
+			why := p.staleHeld(h)
+			if why == "" {
+				if err := p.tables.Bind(binding.Binding{Port: k.circuit.port, VLAN: k.circuit.vlan, MAC: k.mac, ISP: h.l.isp, IP: h.l.addr()}); err != nil {
+					// Its address is now a static subscriber's (the
+					// configuration changed while ispmux was down).
+					why = "its address is taken: " + err.Error()
+				}
+			}
+			if why != "" {
+				// The whole binding (Option 82, client identifier) for
+				// the RELEASE on the subscriber's behalf.
+				ld.ends = append(ld.ends, toEnd{k, p.full(h), why, true})
 			}
 		}
-		if why != "" {
-			// The whole binding (Option 82, client identifier) for the
-			// RELEASE on the subscriber's behalf.
-			ld.ends = append(ld.ends, toEnd{k, p.full(h), why, true})
-			continue
-		}
-		ks[n], ls[n] = k, h.l
-		n++
 	}
-	p.leases.reserve(n)
-	p.leases.load(ks[:n], ls[:n])
+	<-tableDone
+	for _, e := range ld.ends[stale:] {
+		p.leases.remove(e.sk)
+	}
+	n := ld.n - (len(ld.ends) - stale)
 	ld.ks, ld.ls = nil, nil
 	// Each end is its own durable transaction; run side by side, the
 	// store's group commit puts many in one fsync (a restart after a long

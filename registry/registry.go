@@ -15,7 +15,7 @@
 // is a pointer: the GC never scans it.
 //
 // Readers take a shard's read lock for one lookup and build the Entry
-// they return under it (64 shards: writers and readers of different MACs
+// they return under it (4 shards: writers and readers of different MACs
 // do not meet). Every write is O(1): a bulk import publishes as it goes,
 // with no O(N) copy per change.
 package registry
@@ -27,7 +27,9 @@ import (
 	"github.com/ispmux/ispmux/internal/oatable"
 )
 
-const shards = 64
+// shards is few: each shard's table is large enough (≥ 4 MB at a million
+// MACs) for transparent huge pages (internal/oatable).
+const shards = 4
 
 // Entry is one MAC's registration, as Lookup returns it (a copy).
 type Entry struct {

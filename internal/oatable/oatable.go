@@ -12,7 +12,10 @@
 // the control plane, not the per-packet path (internal/lfmap is that).
 package oatable
 
-import "math/bits"
+import (
+	"math/bits"
+	"unsafe"
+)
 
 // maxLoad is the fill (in 1/1000) above which a table grows; reserve
 // plans for 70 % so that a reserved table does not grow soon after.
@@ -214,6 +217,7 @@ func (t *Table[K, V]) Probe(h uint64, fn func(k K, v V) bool) {
 func (t *Table[K, V]) resize(n int) {
 	old := t.slots
 	t.slots = make([]slot[K, V], n)
+	adviseHuge(unsafe.Pointer(&t.slots[0]), uintptr(n)*unsafe.Sizeof(t.slots[0]))
 	var zk K
 	for i := range old {
 		if s := &old[i]; s.k != zk {

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package subscribers
+
+const mmapFlags = 0
