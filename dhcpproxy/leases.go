@@ -11,7 +11,7 @@ import (
 )
 
 // lease is a binding ispmux holds, in the compact form the lease table
-// keeps for up to a million subscribers: 48 bytes, no pointers (the GC
+// keeps for up to a million subscribers: 40 bytes, no pointers (the GC
 // never scans the table). Its circuit and MAC are its key. What only a
 // few paths need — the ISP's stored ACK options for a local renewal, the
 // Option 82 and client identifier for a RELEASE on the subscriber's
