@@ -1,9 +1,12 @@
 package tenants
 
 import (
+	"fmt"
+	"path/filepath"
 	"slices"
 	"testing"
 
+	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/registry"
 	"github.com/ispmux/ispmux/subscribers"
 )
@@ -104,5 +107,55 @@ func TestLoadSuspendedAndGone(t *testing.T) {
 	}
 	if _, ok := r.reg.Lookup(0x020000000999); ok {
 		t.Error("a MAC the store does not have stayed in the registry")
+	}
+}
+
+// TestLoadMany: a load of more registrations than one batch of the
+// decode → publish pipeline (and a suspended customer's devices among
+// them) publishes each one, once, as stored.
+func TestLoadMany(t *testing.T) {
+	st, err := subscribers.Open(filepath.Join(t.TempDir(), "s.db"), subscribers.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	mk := func() (*Tenants, *registry.Registry, *fakeAdm) {
+		reg, adm := registry.New(), &fakeAdm{set: map[uint64]bool{}}
+		return New(Config{ISPs: []string{"alpha", "beta"}, MaxDevices: 1 << 20}, st, reg, &fakeProxy{}, adm, nil), reg, adm
+	}
+	ten, _, _ := mk()
+	if err := ten.Load(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 10_007
+	devs := make([]ConfigDevice, n)
+	for i := range devs {
+		devs[i] = ConfigDevice{MAC: subscribers.MAC{2, 1, 0, byte(i >> 16), byte(i >> 8), byte(i)},
+			ISP: []string{"alpha", "beta"}[i%2], CustomerID: fmt.Sprintf("c-%d", i/3)}
+	}
+	if _, err := ten.SyncConfig(devs); err != nil {
+		t.Fatal(err)
+	}
+	c, err := st.Customer("beta", "c-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Status = string(StatusSuspended)
+	if _, err := st.ApplyTenant(subscribers.TenantWrite{PutCustomers: []subscribers.Customer{c}}); err != nil {
+		t.Fatal(err)
+	}
+	ten2, reg, adm := mk()
+	if err := ten2.Load(); err != nil {
+		t.Fatal(err)
+	}
+	if reg.Len() != n || len(adm.set) != n {
+		t.Fatalf("registry %d, admitted %d, want %d", reg.Len(), len(adm.set), n)
+	}
+	for i, d := range devs {
+		e, ok := reg.Lookup(binding.MAC48(d.MAC))
+		susp := d.ISP == "beta" && d.CustomerID == "c-1"
+		if !ok || e.ISP != d.ISP || e.CustomerID != d.CustomerID || e.Suspended() != susp || e.Source != SourceConfig {
+			t.Fatalf("device %d: %+v %v suspended %v", i, e, ok, e.Suspended())
+		}
 	}
 }
