@@ -491,6 +491,10 @@ func TestRestoreRevokesChangedRegistrations(t *testing.T) {
 	if !r.tab.isBound(0x020000000201) {
 		t.Error("unchanged registration not restored")
 	}
+	// The lease table (filled beside the checks) keeps only the one.
+	if r.p.Leases() != 1 || !r.p.hasLease(subKey{circuitKey{accPort, 0}, 0x020000000201}) {
+		t.Errorf("%d leases after the restore, want the unchanged one", r.p.Leases())
+	}
 	for m := uint64(0x020000000202); m <= 0x020000000205; m++ {
 		if r.tab.isBound(m) {
 			t.Errorf("%012x restored despite its registration", m)
@@ -1282,6 +1286,9 @@ func TestRestoreLeaseTakenByStatic(t *testing.T) {
 	}
 	if n, err := r.p.Restore(now); err != nil || n != 0 {
 		t.Fatalf("restored %d, %v; want 0", n, err)
+	}
+	if r.p.Leases() != 0 {
+		t.Errorf("%d leases after the restore, want 0", r.p.Leases())
 	}
 	if bs, _ := r.store.Bindings(); len(bs) != 0 {
 		t.Errorf("%d bindings left in the store", len(bs))
