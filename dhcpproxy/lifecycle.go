@@ -47,7 +47,9 @@ func (p *Proxy) LoadBindings(now time.Time) *Loaded {
 	ld := &Loaded{done: make(chan struct{}), now: now}
 	go func() {
 		defer close(ld.done)
-		ld.err = p.store.ForEachBinding(func(b subscribers.Binding) error {
+		// Borrowed: nothing of b is kept but the compact lease, or a
+		// clone of the few bindings to end.
+		ld.err = p.store.ForEachBindingBorrowed(func(b *subscribers.Binding) error {
 			c := p.circuitByName(b.Access, b.VLAN)
 			isp := p.isps[b.ISP]
 			sk := subKey{circuitKey{}, binding.MAC48(b.MAC)}
@@ -59,7 +61,7 @@ func (p *Proxy) LoadBindings(now time.Time) *Loaded {
 				if c == nil || isp == nil {
 					why = "its access or ISP is no longer configured"
 				}
-				ld.ends = append(ld.ends, toEnd{sk, b, why, false})
+				ld.ends = append(ld.ends, toEnd{sk, b.Clone(), why, false})
 				return nil
 			}
 			if ld.n%loadChunk == 0 {
@@ -72,7 +74,7 @@ func (p *Proxy) LoadBindings(now time.Time) *Loaded {
 				ld.ks, ld.ls = append(ld.ks, make([]subKey, 0, size)), append(ld.ls, make([]lease, 0, size))
 			}
 			last := len(ld.ks) - 1
-			ld.ks[last], ld.ls[last] = append(ld.ks[last], sk), append(ld.ls[last], leaseOf(&b, isp))
+			ld.ks[last], ld.ls[last] = append(ld.ks[last], sk), append(ld.ls[last], leaseOf(b, isp))
 			ld.n++
 			return nil
 		})

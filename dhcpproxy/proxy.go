@@ -106,9 +106,10 @@ type Store interface {
 	OnboardingLeases() ([]subscribers.OnboardingLease, error)
 	CompleteIntent(id uint64) error
 	Intents() ([]subscribers.Intent, error)
-	// ForEachBinding calls fn with every stored binding, one at a time
-	// (Restore: nothing of the whole set is held at once).
-	ForEachBinding(fn func(subscribers.Binding) error) error
+	// ForEachBindingBorrowed calls fn with every stored binding, one at
+	// a time (Restore: nothing of the whole set is held at once); the
+	// binding's strings and bytes are valid only until fn returns.
+	ForEachBindingBorrowed(fn func(*subscribers.Binding) error) error
 	// Binding reads one binding (what the lease table does not keep).
 	Binding(access string, vlan uint16, mac subscribers.MAC) (subscribers.Binding, error)
 	AddEvent(e subscribers.Event) (subscribers.Event, error)

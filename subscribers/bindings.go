@@ -37,6 +37,22 @@ type Binding struct {
 	Customer  string        // the customer ID sent as subscriber-id ("" if none)
 }
 
+// Clone returns b with its own copies of its strings and bytes (of a
+// binding ForEachBindingBorrowed lent).
+func (b *Binding) Clone() Binding {
+	c := *b
+	c.Access, c.ISP, c.Circuit, c.Customer = strings.Clone(b.Access), strings.Clone(b.ISP), strings.Clone(b.Circuit), strings.Clone(b.Customer)
+	c.ClientID, c.Option82, c.Options = cloneBytes(b.ClientID), cloneBytes(b.Option82), cloneBytes(b.Options)
+	return c
+}
+
+func cloneBytes(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
+
 func validAccess(access string) error {
 	switch {
 	case access == "":
@@ -242,16 +258,35 @@ func (s *Store) BindingsOn(access string) ([]Binding, error) {
 // walk and is returned; corrupt values are skipped and reported together
 // (wrapping ErrCorrupt) after the walk, like Bindings.
 func (s *Store) ForEachBinding(fn func(Binding) error) error {
+	return s.forEachBinding(false, func(b *Binding) error { return fn(*b) })
+}
+
+// ForEachBindingBorrowed is ForEachBinding without the copies: the
+// binding's strings and byte slices alias the store's memory map and are
+// valid only until fn returns (Clone keeps one). At a million bindings the
+// copies were 7 allocations each, ~0.4 CPU-s of a restart.
+func (s *Store) ForEachBindingBorrowed(fn func(*Binding) error) error {
+	return s.forEachBinding(true, fn)
+}
+
+func (s *Store) forEachBinding(borrow bool, fn func(*Binding) error) error {
 	var bad []error
 	err := s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketBindings).Cursor()
+		var b Binding // one for the walk: fn gets its address
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			b, err := decodeBinding(k, v)
+			var err error
+			b, err = decodeBindingFrom(k, v, borrow)
 			if err != nil {
+				if borrow {
+					// The error may quote the value: decode it again,
+					// copying, for an error that outlives the walk.
+					_, err = decodeBinding(k, v)
+				}
 				bad = append(bad, err)
 				continue
 			}
-			if err := fn(b); err != nil {
+			if err := fn(&b); err != nil {
 				return err
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/netip"
 	"time"
+	"unsafe"
 )
 
 // formatVersion is the first byte of every value the store writes.
@@ -60,6 +61,10 @@ func (e *encoder) time(t time.Time) {
 type decoder struct {
 	b   []byte
 	err error
+	// borrow: str and bytes alias b (bbolt's memory map) instead of
+	// copying it; what is decoded is valid only inside the transaction
+	// (ForEachBindingBorrowed).
+	borrow bool
 }
 
 func (d *decoder) fail(err error) {
@@ -128,7 +133,11 @@ func (d *decoder) varint() int64 {
 }
 
 func (d *decoder) str() string {
-	return string(d.take(d.uvarint()))
+	v := d.take(d.uvarint())
+	if d.borrow && len(v) > 0 {
+		return unsafe.String(&v[0], len(v))
+	}
+	return string(v)
 }
 
 // bytes returns a copy (the decoder reads bbolt's memory map), nil for an
@@ -137,6 +146,9 @@ func (d *decoder) bytes() []byte {
 	v := d.take(d.uvarint())
 	if len(v) == 0 {
 		return nil
+	}
+	if d.borrow {
+		return v[:len(v):len(v)]
 	}
 	return append([]byte(nil), v...)
 }
@@ -258,8 +270,12 @@ func encodeBinding(b *Binding) []byte {
 	return e.b
 }
 
-func decodeBinding(key, val []byte) (Binding, error) {
-	d := decoder{b: val}
+func decodeBinding(key, val []byte) (Binding, error) { return decodeBindingFrom(key, val, false) }
+
+// decodeBindingFrom is decodeBinding, its strings and bytes aliasing val
+// if borrow.
+func decodeBindingFrom(key, val []byte, borrow bool) (Binding, error) {
+	d := decoder{b: val, borrow: borrow}
 	ver := d.version()
 	var b Binding
 	b.Access = d.str()

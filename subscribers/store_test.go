@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -766,5 +767,54 @@ func TestCommitBindingEvent(t *testing.T) {
 	}
 	if evs, _ := s.Events(0, 10); len(evs) != 1 {
 		t.Errorf("event stored with an invalid binding: %d events", len(evs))
+	}
+}
+
+// TestForEachBindingBorrowed: the borrowed walk yields what the copying
+// one does, allocates nothing per binding, and a Clone outlives the walk
+// (the transaction closed, the store written since).
+func TestForEachBindingBorrowed(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	const n = 300
+	for i := range n {
+		b := testBinding(i)
+		b.ClientID, b.Option82, b.Options, b.Customer = []byte{1, byte(i)}, []byte{2, 1, byte(i)}, []byte{58, 4, 0, 0, 0, byte(i)}, fmt.Sprintf("cust-%d", i)
+		b.LeaseTime = time.Hour
+		if err := s.CommitBinding(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var want []Binding
+	if err := s.ForEachBinding(func(b Binding) error { want = append(want, b); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var kept []Binding
+	i := 0
+	if err := s.ForEachBindingBorrowed(func(b *Binding) error {
+		if !reflect.DeepEqual(*b, want[i]) {
+			t.Errorf("binding %d: %+v, want %+v", i, *b, want[i])
+		}
+		kept = append(kept, b.Clone())
+		i++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if i != n {
+		t.Fatalf("walked %d of %d", i, n)
+	}
+	for j := range 50 { // rewrite pages the walk lent
+		if err := s.CommitBinding(testBinding(n + j)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !reflect.DeepEqual(kept, want) {
+		t.Error("clones changed after the walk")
+	}
+	allocs := testing.AllocsPerRun(3, func() {
+		_ = s.ForEachBindingBorrowed(func(*Binding) error { return nil })
+	})
+	if per := allocs / float64(n+50); per > 0.1 {
+		t.Errorf("%.0f allocations for a walk of %d (%.2f each)", allocs, n+50, per)
 	}
 }
