@@ -192,32 +192,8 @@ func (r *Registry) SetSuspended(isp, id string, suspended bool) {
 	r.custs.setFlag(uint32(r.isps.intern(isp)), id, suspended)
 }
 
-// Range calls fn for every MAC (a snapshot per shard; for start-up and
-// status, not for the DHCP path).
-func (r *Registry) Range(fn func(mac uint64, e Entry) bool) {
-	type kv struct {
-		k uint64
-		e Entry
-	}
-	var batch []kv
-	for i := range r.shards {
-		s := &r.shards[i]
-		s.mu.RLock()
-		batch = batch[:0]
-		s.t.Range(func(mac uint64, sl slot) bool {
-			batch = append(batch, kv{mac, r.entry(sl)})
-			return true
-		})
-		s.mu.RUnlock()
-		for _, x := range batch {
-			if !fn(x.k, x.e) {
-				return
-			}
-		}
-	}
-}
-
-// RangeMACs calls fn for every MAC registered (a snapshot per shard).
+// RangeMACs calls fn for every MAC registered (a snapshot per shard; for
+// start-up, not for the DHCP path).
 func (r *Registry) RangeMACs(fn func(mac uint64) bool) {
 	var batch []uint64
 	for i := range r.shards {

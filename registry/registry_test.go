@@ -41,7 +41,7 @@ func TestRegistry(t *testing.T) {
 		t.Errorf("delete: len %d", r.Len())
 	}
 	n := 0
-	r.Range(func(uint64, Entry) bool { n++; return true })
+	r.RangeMACs(func(uint64) bool { n++; return true })
 	if n != 3 {
 		t.Errorf("range saw %d", n)
 	}
