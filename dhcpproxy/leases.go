@@ -140,13 +140,6 @@ func (t *leaseTable) ofMAC(mac uint64) []held {
 		}
 		return true
 	})
-	if mac == 0 {
-		// The zero key (circuit 0/0, MAC 0) is held apart from the
-		// table's slots: Probe does not visit it.
-		if l, ok := t.m.Get(subKey{}); ok {
-			out = append(out, held{subKey{}, l})
-		}
-	}
 	return out
 }
 

@@ -103,7 +103,6 @@ func (p *Proxy) RestoreLoaded(ld *Loaded) (int, error) {
 	// The registration may have changed while ispmux was down (the
 	// operator blocked or removed the subscriber, or it chose another
 	// ISP): such a binding must not forward until its lease runs out.
-	// The kept ones are compacted in place.
 	// The lease table is filled with every binding read while this
 	// goroutine checks each against the registry and installs it in the
 	// forwarding tables (two independent passes over a million entries

@@ -9,14 +9,14 @@
 // held by value in a flat open-addressed table (internal/oatable), its
 // names (ISP, access, source: a handful, shared by all) are indices into
 // an interned list, and its customer is an index into the customer table
-// (customers.go), which holds each customer's ID once for all its devices
+// (strtab.go), which holds each customer's ID once for all its devices
 // and its suspension as one atomic flag, so suspending a customer with
 // many devices is O(1) and no copy of anything. Nothing in the MAC table
 // is a pointer: the GC never scans it.
 //
 // Readers take a shard's read lock for one lookup and build the Entry
 // they return under it (4 shards: writers and readers of different MACs
-// do not meet). Every write is O(1): a bulk import publishes as it goes,
+// seldom meet). Every write is O(1): a bulk import publishes as it goes,
 // with no O(N) copy per change.
 package registry
 
@@ -61,8 +61,8 @@ type shard struct {
 	t  *oatable.Table[uint64, slot]
 }
 
-// Registry is the MAC → registration view. Lookup and Range are safe from
-// any goroutine; the writer methods (Reserve, Put, Delete, SetSuspended)
+// Registry is the MAC → registration view. Lookup and RangeMACs are safe
+// from any goroutine; the writer methods (Reserve, Put, Delete, SetSuspended)
 // serialise themselves with wmu.
 type Registry struct {
 	shards [shards]shard

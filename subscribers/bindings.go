@@ -42,15 +42,8 @@ type Binding struct {
 func (b *Binding) Clone() Binding {
 	c := *b
 	c.Access, c.ISP, c.Circuit, c.Customer = strings.Clone(b.Access), strings.Clone(b.ISP), strings.Clone(b.Circuit), strings.Clone(b.Customer)
-	c.ClientID, c.Option82, c.Options = cloneBytes(b.ClientID), cloneBytes(b.Option82), cloneBytes(b.Options)
+	c.ClientID, c.Option82, c.Options = bytes.Clone(b.ClientID), bytes.Clone(b.Option82), bytes.Clone(b.Options)
 	return c
-}
-
-func cloneBytes(b []byte) []byte {
-	if len(b) == 0 {
-		return nil
-	}
-	return append([]byte(nil), b...)
 }
 
 func validAccess(access string) error {

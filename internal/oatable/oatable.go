@@ -198,9 +198,13 @@ func (t *Table[K, V]) Range(fn func(k K, v V) bool) {
 // Probe calls fn for every key of the cluster where keys hashing to h
 // live (from h's home to the next empty slot), until fn returns false:
 // with a hash of part of the key (a MAC), every key sharing that part is
-// among them. The zero key is not probed. fn must not change the table.
+// among them. The zero key (held apart from the slots) comes first if it
+// hashes to h. fn must not change the table.
 func (t *Table[K, V]) Probe(h uint64, fn func(k K, v V) bool) {
 	var zk K
+	if t.zero && t.hash(zk) == h && !fn(zk, t.zv) {
+		return
+	}
 	if t.n == 0 {
 		return
 	}

@@ -76,6 +76,20 @@ func TestProbe(t *testing.T) {
 	for mac := uint64(1); mac <= 5000; mac += 3 {
 		tb.Delete(key{0, mac})
 	}
+	// The zero key is held apart from the slots: Probe still meets it
+	// with the other keys of its MAC.
+	tb.Put(key{}, 0)
+	tb.Put(key{1, 0}, 1)
+	zeroMet := 0
+	tb.Probe(Mix64(0), func(k key, v int) bool {
+		if k.mac == 0 {
+			zeroMet++
+		}
+		return true
+	})
+	if zeroMet != 2 {
+		t.Errorf("mac 0: probe met %d keys, want 2 (the zero key and circuit 1's)", zeroMet)
+	}
 	for mac := uint64(1); mac <= 5000; mac++ {
 		want := int(mac%3 + 1)
 		if mac%3 == 1 {
