@@ -112,9 +112,9 @@ func (s *Store) CommitBinding(b Binding) error {
 // binding and the event recording it (bound, renewed) become durable
 // together, for one fsync instead of two.
 func (s *Store) CommitBindingEvent(b Binding, e Event) (Event, error) {
-	name := bindingName(b.Access, b.VLAN, b.MAC)
+	name := func() string { return bindingName(b.Access, b.VLAN, b.MAC) } // for errors only
 	if err := validateBinding(&b); err != nil {
-		return Event{}, fmt.Errorf("commit binding %s: %w", name, err)
+		return Event{}, fmt.Errorf("commit binding %s: %w", name(), err)
 	}
 	if b.Updated.IsZero() {
 		b.Updated = time.Now()
@@ -131,43 +131,18 @@ func (s *Store) CommitBindingEvent(b Binding, e Event) (Event, error) {
 		return putE(tx)
 	}, wakeEvents)
 	if err != nil {
-		return Event{}, fmt.Errorf("commit binding %s with event %s: %w", name, e.Kind, err)
+		return Event{}, fmt.Errorf("commit binding %s with event %s: %w", name(), e.Kind, err)
 	}
 	return e, nil
 }
 
-// bindingPut returns the transaction step that stores b (validated) and
-// its expiry index entry.
+// bindingPut returns the transaction step that stores b (validated).
 func bindingPut(b *Binding) func(tx *bolt.Tx) error {
 	key := bindingKey(b.Access, b.VLAN, b.MAC)
 	val := encodeBinding(b)
-	ekey := expiryKey(b.Expires, key)
 	return func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bucketBindings)
-		idx := tx.Bucket(bucketExpiry)
-		if err := dropExpiry(idx, key, bk.Get(key)); err != nil {
-			return err
-		}
-		if err := bk.Put(key, val); err != nil {
-			return err
-		}
-		return idx.Put(ekey, nil)
+		return tx.Bucket(bucketBindings).Put(key, val)
 	}
-}
-
-// dropExpiry removes the expiry index entry of the stored binding old (if
-// any). A corrupt old value is about to be overwritten or deleted, so its
-// index entry, which cannot be found, is left behind: ExpiredBindings skips
-// entries that no longer match their binding.
-func dropExpiry(idx *bolt.Bucket, key, old []byte) error {
-	if old == nil {
-		return nil
-	}
-	ob, err := decodeBinding(key, old)
-	if err != nil {
-		return nil
-	}
-	return idx.Delete(expiryKey(ob.Expires, key))
 }
 
 // DeleteBinding removes the binding and reports whether there was one.
@@ -190,18 +165,13 @@ func (s *Store) DeleteBinding(access string, vlan uint16, mac MAC) (bool, error)
 }
 
 // bindingDelete returns the transaction step that deletes the binding of
-// (access, vlan, mac) (validated) and its expiry index entry, and reports
-// whether there was one.
+// (access, vlan, mac) (validated) and reports whether there was one.
 func bindingDelete(access string, vlan uint16, mac MAC) func(tx *bolt.Tx) (bool, error) {
 	key := bindingKey(access, vlan, mac)
 	return func(tx *bolt.Tx) (bool, error) {
 		bk := tx.Bucket(bucketBindings)
-		old := bk.Get(key)
-		if old == nil {
+		if bk.Get(key) == nil {
 			return false, nil
-		}
-		if err := dropExpiry(tx.Bucket(bucketExpiry), key, old); err != nil {
-			return true, err
 		}
 		return true, bk.Delete(key)
 	}
@@ -314,46 +284,6 @@ func (s *Store) bindings(prefix []byte) ([]Binding, error) {
 	}
 	if err != nil {
 		return bs, fmt.Errorf("bindings: %w", err)
-	}
-	return bs, nil
-}
-
-// ExpiredBindings returns the bindings whose lease ended at or before now,
-// oldest first. It reads only the expired part of the expiry index.
-func (s *Store) ExpiredBindings(now time.Time) ([]Binding, error) {
-	limit := expiryPrefix(nil, now)
-	var bs []Binding
-	var bad []error
-	err := s.view(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bucketBindings)
-		c := tx.Bucket(bucketExpiry).Cursor()
-		for k, _ := c.First(); k != nil && bytes.Compare(k[:min(len(k), len(limit))], limit) <= 0; k, _ = c.Next() {
-			if len(k) < len(limit) {
-				bad = append(bad, corrupt(bucketExpiry, k, errors.New("key too short")))
-				continue
-			}
-			key := k[len(limit):]
-			v := bk.Get(key)
-			if v == nil {
-				continue // stale entry of a corrupt value since deleted
-			}
-			b, err := decodeBinding(key, v)
-			if err != nil {
-				bad = append(bad, err)
-				continue
-			}
-			if !bytes.Equal(expiryPrefix(nil, b.Expires), k[:len(limit)]) {
-				continue // stale entry of a corrupt value since replaced
-			}
-			bs = append(bs, b)
-		}
-		return nil
-	})
-	if err == nil {
-		err = errors.Join(bad...)
-	}
-	if err != nil {
-		return bs, fmt.Errorf("expired bindings: %w", err)
 	}
 	return bs, nil
 }

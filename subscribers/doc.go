@@ -126,9 +126,8 @@
 // "customers" (key: ISP, 0x00, customer ID), "devices-by-customer" (an
 // index: ISP, 0x00, customer ID, 0x00, MAC → nil; DevicesOf and an ISP's
 // Devices read it instead of every registration), "bindings" (key: access
-// port name, 0x00, VLAN big-endian, MAC), "binding-expiry" (an index:
-// sortable lease end, then the binding key; lets ExpiredBindings read only
-// what has expired), "intents" (key: the big-endian intent ID, from the
+// port name, 0x00, VLAN big-endian, MAC; schemas before 6 also had a
+// "binding-expiry" index, which nothing read), "intents" (key: the big-endian intent ID, from the
 // bucket's persistent sequence), "events" (key: the big-endian sequence
 // number, from the bucket's persistent sequence, so it keeps increasing
 // across restarts), "events-by-isp" (an index: ISP, 0x00, sequence number

@@ -322,19 +322,6 @@ func bindingName(access string, vlan uint16, mac MAC) string {
 	return fmt.Sprintf("%s/%d/%s", access, vlan, macString(mac))
 }
 
-// expiryKey is the lease end, sortable (sign-flipped big-endian seconds,
-// big-endian nanoseconds), followed by the binding key.
-func expiryKey(t time.Time, bkey []byte) []byte {
-	k := make([]byte, 0, 12+len(bkey))
-	k = expiryPrefix(k, t)
-	return append(k, bkey...)
-}
-
-func expiryPrefix(k []byte, t time.Time) []byte {
-	k = binary.BigEndian.AppendUint64(k, uint64(t.Unix())^(1<<63))
-	return binary.BigEndian.AppendUint32(k, uint32(t.Nanosecond()))
-}
-
 // Event: version, Time, Kind, MAC, ISP, IP, Reason; then (version 2)
 // Customer, Access; then (version 3) Actor, RequestID. Seq is the key.
 

@@ -69,9 +69,9 @@ func validateIntent(in *Intent) error {
 // in.Message, then CompleteIntent(ID). With a nil intent it ends a binding
 // that needs no message (expiry).
 func (s *Store) EndBinding(access string, vlan uint16, mac MAC, in *Intent, e Event) (Intent, Event, bool, error) {
-	name := bindingName(access, vlan, mac)
+	name := func() string { return bindingName(access, vlan, mac) } // for errors only
 	if err := validAccess(access); err != nil {
-		return Intent{}, Event{}, false, fmt.Errorf("end binding %s: %w", name, err)
+		return Intent{}, Event{}, false, fmt.Errorf("end binding %s: %w", name(), err)
 	}
 	var it Intent
 	var putI func(tx *bolt.Tx) error
@@ -82,12 +82,12 @@ func (s *Store) EndBinding(access string, vlan uint16, mac MAC, in *Intent, e Ev
 			it.Created = time.Now()
 		}
 		if err := validateIntent(&it); err != nil {
-			return Intent{}, Event{}, false, fmt.Errorf("end binding %s: intent: %w", name, err)
+			return Intent{}, Event{}, false, fmt.Errorf("end binding %s: intent: %w", name(), err)
 		}
 		putI = intentPut(&it)
 	}
 	if err := prepareEvent(&e); err != nil {
-		return Intent{}, Event{}, false, fmt.Errorf("end binding %s: %w", name, err)
+		return Intent{}, Event{}, false, fmt.Errorf("end binding %s: %w", name(), err)
 	}
 	del := bindingDelete(access, vlan, mac)
 	putE := s.eventPut(&e)
@@ -105,7 +105,7 @@ func (s *Store) EndBinding(access string, vlan uint16, mac MAC, in *Intent, e Ev
 		return putE(tx)
 	}, wakeEvents)
 	if err != nil {
-		return Intent{}, Event{}, false, fmt.Errorf("end binding %s with event %s: %w", name, e.Kind, err)
+		return Intent{}, Event{}, false, fmt.Errorf("end binding %s with event %s: %w", name(), e.Kind, err)
 	}
 	return it, e, found, nil
 }

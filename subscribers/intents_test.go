@@ -46,9 +46,6 @@ func TestEndBinding(t *testing.T) {
 	if _, err := s.Binding(b.Access, b.VLAN, b.MAC); !errors.Is(err, ErrNotFound) {
 		t.Errorf("binding after EndBinding: %v, want ErrNotFound", err)
 	}
-	if exp, _ := s.ExpiredBindings(b.Expires); len(exp) != 0 {
-		t.Errorf("expired bindings after EndBinding: %+v", exp)
-	}
 	ins, err := s.Intents()
 	if err != nil || len(ins) != 1 {
 		t.Fatalf("Intents = %+v, %v; want 1", ins, err)

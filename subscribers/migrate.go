@@ -11,11 +11,12 @@ import (
 // migrate brings a file of schema from up to schemaVersion, inside Open's
 // transaction tx (whose buckets exist): either the whole migration and
 // the new schema byte commit, or nothing does and the file stays as it
-// was. It runs the steps from `from` on: 1 → 2, 2 → 3, 3 → 4, 4 → 5.
+// was. It runs the steps from `from` on: 1 → 2, 2 → 3, 3 → 4, 4 → 5,
+// 5 → 6.
 //
 // 1 → 2: every registration, binding and event is re-encoded in the
-// current format (the fields added since read as empty); the keys, the
-// expiry index and the event sequence are unchanged; the intents bucket is
+// current format (the fields added since read as empty); the keys and
+// the event sequence are unchanged; the intents bucket is
 // new (created by the caller). A value that does not decode is left as it
 // is: it was already unreadable, and the readers keep reporting it as a
 // CorruptError rather than the migration refusing the whole file.
@@ -35,6 +36,10 @@ import (
 // by the caller, like every bucket of the current schema). The schema byte
 // moves so that an older ispmux, which would not see the onboarding leases
 // (and would hand their addresses out again), refuses the file.
+//
+// 5 → 6: the binding-expiry bucket is deleted (its pages go to the
+// freelist). The schema byte moves so that an older ispmux, which would
+// write the index again for some bindings only, refuses the file.
 func migrate(tx *bolt.Tx, from byte) error {
 	if from < 1 || from >= schemaVersion {
 		return fmt.Errorf("no migration from schema %d", from)
@@ -45,7 +50,14 @@ func migrate(tx *bolt.Tx, from byte) error {
 		}
 	}
 	if from <= 2 {
-		return buildIndexes(tx)
+		if err := buildIndexes(tx); err != nil {
+			return err
+		}
+	}
+	if tx.Bucket(bucketExpiry) != nil {
+		if err := tx.DeleteBucket(bucketExpiry); err != nil {
+			return fmt.Errorf("delete bucket %s: %w", bucketExpiry, err)
+		}
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package subscribers
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -63,10 +64,12 @@ func checkV1Contents(t *testing.T, s *Store) {
 	if !slices.Equal(gotE, evs) {
 		t.Errorf("Events = %+v\nwant %+v", gotE, evs)
 	}
-	exp, err := s.ExpiredBindings(binds[2].Expires)
-	if err != nil || len(exp) != 1 || exp[0].MAC != binds[2].MAC {
-		t.Errorf("ExpiredBindings = %+v, %v; want only %x (the expiry index survived)", exp, err, binds[2].MAC)
-	}
+	s.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketExpiry) != nil {
+			t.Errorf("bucket %s survived the migration (schema 6 drops it)", bucketExpiry)
+		}
+		return nil
+	})
 	if in, err := s.Intents(); err != nil || len(in) != 0 {
 		t.Errorf("Intents = %+v, %v; want none", in, err)
 	}
@@ -223,5 +226,70 @@ func TestDowngradeRefused(t *testing.T) {
 			s4.Close()
 		}
 		t.Errorf("Open with schema 0: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestMigrateV5: a schema-5 file's binding-expiry index (one entry per
+// binding) is deleted; the bindings and events are as they were, and a
+// second open changes nothing.
+func TestMigrateV5(t *testing.T) {
+	s, path := openTest(t, Options{NoSync: true})
+	for i := range 500 {
+		b := testBinding(i)
+		if _, err := s.CommitBindingEvent(b, Event{Kind: EventBound, MAC: b.MAC, ISP: "alpha"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := s.Bindings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Make it what schema 5 wrote: the index, schema byte 5.
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		idx, err := tx.CreateBucket(bucketExpiry)
+		if err != nil {
+			return err
+		}
+		for _, b := range want {
+			k := binary.BigEndian.AppendUint64(nil, uint64(b.Expires.Unix())^(1<<63))
+			k = binary.BigEndian.AppendUint32(k, uint32(b.Expires.Nanosecond()))
+			if err := idx.Put(append(k, bindingKey(b.Access, b.VLAN, b.MAC)...), nil); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, []byte{5})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatalf("Open of a schema-5 file: %v", err)
+	}
+	got, err := s.Bindings()
+	if err != nil || !slices.EqualFunc(got, want, bindingEqual) {
+		t.Errorf("Bindings after migration: %d, %v; want the %d before", len(got), err, len(want))
+	}
+	if evs, err := s.EventsOf("alpha", 0, 0); err != nil || len(evs) != len(want) {
+		t.Errorf("EventsOf(alpha) after migration = %d, %v; want %d", len(evs), err, len(want))
+	}
+	s.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketExpiry) != nil {
+			t.Errorf("bucket %s survived the migration", bucketExpiry)
+		}
+		return nil
+	})
+	s.Close()
+	if v := rawSchema(t, path); !bytes.Equal(v, []byte{schemaVersion}) || schemaVersion != 6 {
+		t.Errorf("schema after migration = %x, want 06", v)
+	}
+	sum := fileSum(t, path)
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if fileSum(t, path) != sum {
+		t.Error("a second open changed the file")
 	}
 }

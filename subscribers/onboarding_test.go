@@ -124,7 +124,7 @@ func TestOnboardingCorrupt(t *testing.T) {
 	}
 }
 
-// TestMigrateV4: a schema-4 file (no onboarding bucket) is migrated to 5:
+// TestMigrateV4: a schema-4 file (no onboarding bucket) is migrated:
 // the bucket is created, everything else is as it was, a second open
 // changes nothing.
 func TestMigrateV4(t *testing.T) {
@@ -163,8 +163,8 @@ func TestMigrateV4(t *testing.T) {
 		t.Errorf("CommitOnboarding after migration: %v", err)
 	}
 	s.Close()
-	if v := rawSchema(t, path); !bytes.Equal(v, []byte{5}) || schemaVersion != 5 {
-		t.Errorf("schema after migration = %x, want 05", v)
+	if v := rawSchema(t, path); !bytes.Equal(v, []byte{schemaVersion}) {
+		t.Errorf("schema after migration = %x, want %02x", v, schemaVersion)
 	}
 	sum := fileSum(t, path)
 	s, err = Open(path, Options{})

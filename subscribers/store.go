@@ -46,7 +46,10 @@ var (
 // change feed (changes).
 // 4: bound and renewed events carry the lease end.
 // 5: the onboarding bucket (onboarding leases, onboarding.go).
-const schemaVersion = 5
+// 6: the binding-expiry index is gone (nothing read it: expiry runs from
+// the lease table's heap in memory, rebuilt from the bindings at start),
+// which saves every binding commit a write into a second tree.
+const schemaVersion = 6
 
 // Defaults for Options.
 const (
@@ -70,7 +73,7 @@ var (
 	bucketMeta          = []byte("meta")
 	bucketRegistrations = []byte("registrations")
 	bucketBindings      = []byte("bindings")
-	bucketExpiry        = []byte("binding-expiry")
+	bucketExpiry        = []byte("binding-expiry") // schemas 1–5 only
 	bucketEvents        = []byte("events")
 	bucketIntents       = []byte("intents")
 	bucketCustomers     = []byte("customers")
@@ -249,7 +252,7 @@ func Open(path string, opts Options) (*Store, error) {
 
 // allBuckets are the buckets of the current schema.
 var allBuckets = [][]byte{
-	bucketMeta, bucketRegistrations, bucketBindings, bucketExpiry, bucketEvents, bucketIntents,
+	bucketMeta, bucketRegistrations, bucketBindings, bucketEvents, bucketIntents,
 	bucketCustomers, bucketDeviceIndex, bucketEventIndex, bucketChanges, bucketOnboarding,
 }
 

@@ -205,69 +205,6 @@ func TestBindingRoundTrip(t *testing.T) {
 	}
 }
 
-func TestExpiredBindings(t *testing.T) {
-	s, _ := openTest(t, Options{NoSync: true})
-	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	for i := range 10 {
-		b := testBinding(i)
-		b.Expires = base.Add(time.Duration(i) * time.Minute)
-		if err := s.CommitBinding(b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, err := s.ExpiredBindings(base.Add(3 * time.Minute)) // i = 0..3, inclusive
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 4 {
-		t.Fatalf("ExpiredBindings = %d, want 4", len(got))
-	}
-	for i, b := range got {
-		if b.MAC != mac(i) {
-			t.Errorf("ExpiredBindings[%d] = %x, want %x (oldest first)", i, b.MAC, mac(i))
-		}
-	}
-	// Renewing binding 0 moves it out; deleting 1 removes it; a time
-	// before the epoch sorts first.
-	b := testBinding(0)
-	b.Expires = base.Add(time.Hour)
-	if err := s.CommitBinding(b); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.DeleteBinding(testBinding(1).Access, testBinding(1).VLAN, mac(1)); err != nil {
-		t.Fatal(err)
-	}
-	b = testBinding(9)
-	b.Expires = time.Unix(-100, 0)
-	if err := s.CommitBinding(b); err != nil {
-		t.Fatal(err)
-	}
-	got, err = s.ExpiredBindings(base.Add(3 * time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var macs []MAC
-	for _, b := range got {
-		macs = append(macs, b.MAC)
-	}
-	if want := []MAC{mac(9), mac(2), mac(3)}; fmt.Sprint(macs) != fmt.Sprint(want) {
-		t.Errorf("ExpiredBindings after renew/delete = %x, want %x", macs, want)
-	}
-	if got, _ := s.ExpiredBindings(base.Add(-time.Hour)); len(got) != 1 {
-		t.Errorf("ExpiredBindings(early) = %d, want 1", len(got))
-	}
-	// The index holds exactly one entry per binding.
-	var idx, bindings int
-	s.db.View(func(tx *bolt.Tx) error {
-		idx = tx.Bucket(bucketExpiry).Stats().KeyN
-		bindings = tx.Bucket(bucketBindings).Stats().KeyN
-		return nil
-	})
-	if idx != bindings {
-		t.Errorf("expiry index has %d entries for %d bindings", idx, bindings)
-	}
-}
-
 func TestSyncRegistrations(t *testing.T) {
 	s, _ := openTest(t, Options{NoSync: true})
 	apiReg := Registration{MAC: mac(100), ISP: "alpha", CustomerID: "portal-1", Source: SourceAPI}
@@ -612,8 +549,6 @@ func TestCorruptValue(t *testing.T) {
 	if len(bs) != 2 {
 		t.Errorf("Bindings returned %d good values, want 2", len(bs))
 	}
-	_, err = s.ExpiredBindings(time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC))
-	checkCorrupt(t, "ExpiredBindings", err, bucketBindings, bkey)
 	_, err = s.Registration(mac(1))
 	checkCorrupt(t, "Registration", err, bucketRegistrations, m1[:])
 	rs, err := s.Registrations()
@@ -637,15 +572,15 @@ func TestCorruptValue(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A commit repairs a corrupt binding; the expiry index stays exact.
+	// A commit repairs a corrupt binding.
 	if err := s.CommitBinding(b1); err != nil {
 		t.Fatalf("CommitBinding over corrupt value: %v", err)
 	}
 	if got, err := s.Binding(b1.Access, b1.VLAN, b1.MAC); err != nil || !bindingEqual(got, normB(b1)) {
 		t.Errorf("after repair: %+v, %v", got, err)
 	}
-	if exp, err := s.ExpiredBindings(time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)); err != nil || len(exp) != 3 {
-		t.Errorf("ExpiredBindings after repair = %d, %v; want 3, nil", len(exp), err)
+	if bs, err := s.Bindings(); err != nil || len(bs) != 3 {
+		t.Errorf("Bindings after repair = %d, %v; want 3, nil", len(bs), err)
 	}
 }
 

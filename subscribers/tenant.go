@@ -92,9 +92,9 @@ func (s *Store) ApplyTenant(w TenantWrite) (TenantResult, error) {
 	ends := slices.Clone(w.EndBindings)
 	intents := make([]Intent, len(ends))
 	for i, op := range ends {
-		name := bindingName(op.Access, op.VLAN, op.MAC)
+		name := func() string { return bindingName(op.Access, op.VLAN, op.MAC) } // for errors only
 		if err := validAccess(op.Access); err != nil {
-			return TenantResult{}, fmt.Errorf("apply tenant write: end binding %s: %w", name, err)
+			return TenantResult{}, fmt.Errorf("apply tenant write: end binding %s: %w", name(), err)
 		}
 		if op.Intent != nil {
 			it := *op.Intent
@@ -103,7 +103,7 @@ func (s *Store) ApplyTenant(w TenantWrite) (TenantResult, error) {
 				it.Created = now
 			}
 			if err := validateIntent(&it); err != nil {
-				return TenantResult{}, fmt.Errorf("apply tenant write: end binding %s: intent: %w", name, err)
+				return TenantResult{}, fmt.Errorf("apply tenant write: end binding %s: intent: %w", name(), err)
 			}
 			intents[i] = it
 		}

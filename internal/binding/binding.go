@@ -6,7 +6,6 @@ package binding
 
 import (
 	"errors"
-	"fmt"
 	"net/netip"
 )
 
@@ -37,7 +36,16 @@ func MACBytes(m uint64) [6]byte {
 
 // MACString formats a 48-bit MAC as aa:bb:cc:dd:ee:ff.
 func MACString(m uint64) string {
-	return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", byte(m>>40), byte(m>>32), byte(m>>24), byte(m>>16), byte(m>>8), byte(m))
+	const hex = "0123456789abcdef"
+	var b [17]byte
+	for i := range 6 {
+		o := byte(m >> (40 - 8*i))
+		b[3*i], b[3*i+1] = hex[o>>4], hex[o&15]
+		if i < 5 {
+			b[3*i+2] = ':'
+		}
+	}
+	return string(b[:])
 }
 
 // GardenVRF is the VRF of the walled garden. Onboarding leases (subscribers
