@@ -177,3 +177,17 @@ func TestGeneratorPersist(t *testing.T) {
 		t.Errorf("19 of 20 bound: %+v", c)
 	}
 }
+
+func TestParseUDPRcvbufErrors(t *testing.T) {
+	snmp := "Ip: Forwarding DefaultTTL\nIp: 1 64\n" +
+		"Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n" +
+		"Udp: 59456 0 16786 59456 16785 0 0 0 0\n" +
+		"UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n" +
+		"UdpLite: 0 0 0 0 7 0 0 0 0\n"
+	if n, err := parseUDPRcvbufErrors([]byte(snmp)); n != 16785 || err != nil {
+		t.Errorf("parseUDPRcvbufErrors = %d, %v; want 16785", n, err)
+	}
+	if _, err := parseUDPRcvbufErrors([]byte("Ip: a\nIp: 1\n")); err == nil {
+		t.Error("no Udp lines: no error")
+	}
+}

@@ -2,10 +2,14 @@ package bench
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // clockTicks is USER_HZ, the unit of /proc/stat and /proc/PID/stat times. It
@@ -127,4 +131,121 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// udpRcvbufErrors is the Udp RcvbufErrors counter of the network namespace
+// process pid is in (/proc/PID/net/snmp): datagrams dropped because a
+// socket's receive buffer was full.
+func udpRcvbufErrors(pid int) (uint64, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/net/snmp")
+	if err != nil {
+		return 0, err
+	}
+	return parseUDPRcvbufErrors(data)
+}
+
+// parseUDPRcvbufErrors reads RcvbufErrors from /proc/net/snmp's two Udp:
+// lines (names, then values).
+func parseUDPRcvbufErrors(data []byte) (uint64, error) {
+	var names []string
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "RcvbufErrors" && i < len(f) {
+				return strconv.ParseUint(f[i], 10, 64)
+			}
+		}
+		break
+	}
+	return 0, errors.New("/proc/net/snmp: no Udp RcvbufErrors")
+}
+
+// keaRcvbuf is the socket receive buffer bench dhcp gives Kea (see
+// raiseRmemDefault).
+const keaRcvbuf = 4 << 20
+
+// raiseRmemDefault sets net.core.rmem_default (global: a network namespace
+// reads the initial one's) to at least bytes for sockets made from now on,
+// and returns the function that puts the old value back and a note saying
+// what was done.
+func raiseRmemDefault(bytes int) (restore func(), note string, err error) {
+	const path = "/proc/sys/net/core/rmem_default"
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", err
+	}
+	old, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", path, err)
+	}
+	if old >= bytes {
+		return func() {}, fmt.Sprintf("net.core.rmem_default is %d bytes (Kea's socket receive buffer): left as it was", old), nil
+	}
+	if err := os.WriteFile(path, []byte(strconv.Itoa(bytes)), 0o644); err != nil {
+		return nil, "", fmt.Errorf("raise %s: %w", path, err)
+	}
+	restore = func() { _ = os.WriteFile(path, []byte(strconv.Itoa(old)), 0o644) }
+	return restore, fmt.Sprintf("net.core.rmem_default raised from %d to %d bytes while the bench ran (restored after), so that Kea's socket gets a %d MiB receive buffer: Kea is the ISP, not under test, and shares the 2 CPUs; with the default buffer it dropped messages of both systems in bursts at 2000/s (kea_rcvbuf_drops per case counts what it still drops)", old, bytes, bytes>>20), nil
+}
+
+// keaNice is the nice value bench dhcp gives Kea (see restartKea).
+const keaNice = -10
+
+// placeThreads sets the nice value of every thread of process pid (on
+// Linux a priority belongs to a thread) and, with cpu >= 0, pins each to
+// that CPU.
+func placeThreads(pid, nice, cpu int) error {
+	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, nice); err != nil {
+			return fmt.Errorf("setpriority %d (thread of %d): %w", tid, pid, err)
+		}
+		if cpu >= 0 {
+			var set unix.CPUSet
+			set.Set(cpu)
+			if err := unix.SchedSetaffinity(tid, &set); err != nil {
+				return fmt.Errorf("sched_setaffinity %d (thread of %d): %w", tid, pid, err)
+			}
+		}
+	}
+	return nil
+}
+
+// treeTicks is utime + stime of process pid and of its descendants alive
+// now (/proc/PID/task/TID/children): the generator runs under timeout(1),
+// taskset(1) and ip-netns-exec(8), which exec or fork it.
+func treeTicks(pid int) (uint64, error) {
+	_, total, err := readPIDStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	tasks, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	for _, t := range tasks {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + t.Name() + "/children")
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(data)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				if n, err := treeTicks(c); err == nil {
+					total += n
+				}
+			}
+		}
+	}
+	return total, nil
 }
