@@ -51,6 +51,13 @@ const SocketName = ctlsock.SocketName
 // StoreName is the subscriber store's file name inside state_dir.
 const StoreName = ctlsock.StoreName
 
+// commitWindow is the store's group commit window: under concurrent
+// binding commits (DHCP ACKs) a leader with a small batch waits up to this
+// long for more ACKs to share its two fsyncs. bench dhcp at 2000 DORA/s:
+// 469 → 435–442 µs of CPU per DORA, ACK p50 8.0 → 4.3–4.6 ms (less CPU
+// busy); a lone writer never waits.
+const commitWindow = time.Millisecond
+
 // Appliance is a running ispmux.
 type Appliance struct {
 	cfg     *configs.Config
@@ -131,7 +138,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	// The store first: a second ispmux on the same state_dir stops here,
 	// before it touches an interface.
 	a.reg = registry.New()
-	a.store, err = subscribers.Open(filepath.Join(cfg.Appliance.StateDir, StoreName), subscribers.Options{})
+	a.store, err = subscribers.Open(filepath.Join(cfg.Appliance.StateDir, StoreName), subscribers.Options{CommitWindow: commitWindow})
 	if err != nil {
 		return nil, fmt.Errorf("appliance: %w", err)
 	}

@@ -6,6 +6,10 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// windowBatch is the batch below which a busy leader waits a commit
+// window (Options.CommitWindow) for more writes.
+const windowBatch = 8
+
 // call is one write waiting in the group commit queue.
 type call struct {
 	fn  func(*bolt.Tx) error
@@ -57,6 +61,15 @@ func (s *Store) updateWaking(fn func(*bolt.Tx) error, wakes uint8) error {
 	}
 	// Leader: take what has queued up (at least c) and commit it.
 	s.leading = true
+	if s.window > 0 && s.lastBatch > 1 && len(s.queue) < windowBatch && time.Since(s.lastCommit) < s.window {
+		// Busy with concurrent writers (the last commit, less than a
+		// window ago, had more than one) and a small batch: wait one
+		// window for more writes to share this commit's two fsyncs. A
+		// lone writer's writes, one after the other, never wait.
+		s.gmu.Unlock()
+		time.Sleep(s.window)
+		s.gmu.Lock()
+	}
 	n := min(len(s.queue), s.maxBatch)
 	batch := s.queue[:n:n]
 	s.queue = append([]*call(nil), s.queue[n:]...)
@@ -67,6 +80,7 @@ func (s *Store) updateWaking(fn func(*bolt.Tx) error, wakes uint8) error {
 	// Hand over to the oldest waiter, which takes everything that queued
 	// up during our fsync; or step down.
 	s.gmu.Lock()
+	s.lastCommit, s.lastBatch = time.Now(), n
 	if len(s.queue) > 0 {
 		s.queue[0].wake <- true
 	} else {

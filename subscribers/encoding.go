@@ -378,6 +378,15 @@ func decodeEvent(key, val []byte) (Event, error) {
 	return ev, nil
 }
 
+// eventTime is the Time of an encoded event, read without decoding the
+// rest; ok is false if its head does not decode (decodeEvent says why).
+func eventTime(val []byte) (t time.Time, ok bool) {
+	d := decoder{b: val}
+	d.version()
+	t = d.time()
+	return t, d.err == nil
+}
+
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
 
 // maxString bounds the strings callers may store (access port names,

@@ -169,6 +169,13 @@ func (s *Store) eventPut(e *Event) func(tx *bolt.Tx) error {
 			if len(k) == 8 && binary.BigEndian.Uint64(k) == seq {
 				break // the newest stays, whatever its time
 			}
+			// The common case, a young event within the retention,
+			// reads only its time (no allocation).
+			if len(k) == 8 && binary.BigEndian.Uint64(k) > cutoff {
+				if t, ok := eventTime(v); ok && !t.Before(cutTime) {
+					break
+				}
+			}
 			old, err := decodeEvent(k, v)
 			if len(k) == 8 && binary.BigEndian.Uint64(k) > cutoff && err == nil && !old.Time.Before(cutTime) {
 				break
