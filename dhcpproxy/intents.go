@@ -11,7 +11,6 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
-	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
@@ -299,7 +298,7 @@ func (p *Proxy) sendIntent(pi pendingIntent) bool {
 		return false
 	}
 	for _, srv := range isp.Servers {
-		if p.send.Inject(isp.Port, fib.UDPFrame(gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, in.Message)) {
+		if p.injectUDP(isp.Port, gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, in.Message) {
 			sent = true
 		}
 	}

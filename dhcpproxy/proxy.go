@@ -79,11 +79,14 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/registry"
 	"github.com/ispmux/ispmux/subscribers"
@@ -134,9 +137,42 @@ type Tables interface {
 }
 
 // Sender transmits a frame out of a port (a datapath worker's injection
-// queue).
+// queue). Inject copies frame (or is done with it) before it returns: the
+// proxy reuses its frame buffers.
 type Sender interface {
 	Inject(port uint8, frame []byte) bool
+}
+
+// framePool holds frame buffers for injectUDP (an Ethernet frame fits).
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+// injectUDP builds the UDP frame around payload (fib.UDPFrame) in a
+// pooled buffer and injects it out of port.
+func (p *Proxy) injectUDP(port uint8, dstMAC, srcMAC uint64, vlan uint16, src, dst netip.Addr, sport, dport uint16, payload []byte) bool {
+	bp := framePool.Get().(*[]byte)
+	f := fib.AppendUDPFrame((*bp)[:0], dstMAC, srcMAC, vlan, src, dst, sport, dport, payload)
+	ok := p.send.Inject(port, f)
+	*bp = f[:0]
+	framePool.Put(bp)
+	return ok
+}
+
+// relayedCounter is the counter of a relayed message of type mt
+// ("relayed_discover" …), without building the name each time.
+func relayedCounter(mt dhcpv4.MessageType) string {
+	switch mt {
+	case dhcpv4.MessageTypeDiscover:
+		return "relayed_discover"
+	case dhcpv4.MessageTypeRequest:
+		return "relayed_request"
+	case dhcpv4.MessageTypeRelease:
+		return "relayed_release"
+	case dhcpv4.MessageTypeDecline:
+		return "relayed_decline"
+	case dhcpv4.MessageTypeInform:
+		return "relayed_inform"
+	}
+	return "relayed_" + strings.ToLower(mt.String())
 }
 
 // Circuit is an access port/VLAN where subscribers attach.

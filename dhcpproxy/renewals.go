@@ -6,7 +6,6 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
-	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/registry"
@@ -210,7 +209,7 @@ func (p *Proxy) deliverBytes(c *Circuit, payload []byte) {
 	case !yiaddr.IsUnspecified():
 		dst = yiaddr
 	}
-	if !p.send.Inject(c.Port, fib.UDPFrame(dstMAC, c.MAC, c.VLAN, c.Addr, dst, 67, 68, payload)) {
+	if !p.injectUDP(c.Port, dstMAC, c.MAC, c.VLAN, c.Addr, dst, 67, 68, payload) {
 		p.count("inject_full")
 	}
 }

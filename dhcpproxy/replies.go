@@ -2,7 +2,9 @@ package dhcpproxy
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"log/slog"
 	"net"
 	"net/netip"
 	"time"
@@ -10,7 +12,6 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/ispmux/ispmux/classifier"
-	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
@@ -70,8 +71,10 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 	case dhcpv4.MessageTypeOffer, dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak:
 		p.answered(isp, t)
 	}
-	p.log.Debug("dhcp from ISP", "mac", binding.MACString(mac), "type", m.MessageType().String(), "xid", m.TransactionID.String(),
-		"isp", isp.Name, "server", src, "yiaddr", m.YourIPAddr)
+	if p.log.Enabled(context.Background(), slog.LevelDebug) {
+		p.log.Debug("dhcp from ISP", "mac", binding.MACString(mac), "type", m.MessageType().String(), "xid", m.TransactionID.String(),
+			"isp", isp.Name, "server", src, "yiaddr", m.YourIPAddr)
+	}
 	switch m.MessageType() {
 	case dhcpv4.MessageTypeOffer:
 		// The subscriber sees one server (us): of several ISP servers
@@ -186,7 +189,7 @@ func (p *Proxy) decline(t *txn, ack *dhcpv4.DHCPv4, ip, ispServerID netip.Addr) 
 		if gw, ok := p.tables.NextHopMAC(isp.Index); ok {
 			payload := dec.ToBytes()
 			for _, srv := range isp.Servers {
-				p.send.Inject(isp.Port, fib.UDPFrame(gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, payload))
+				p.injectUDP(isp.Port, gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, payload)
 			}
 			p.count("declined_for_subscriber")
 		}
@@ -199,8 +202,7 @@ func (p *Proxy) nak(c *Circuit, m *dhcpv4.DHCPv4, msg string) {
 	// Built in place (no library message, no random transaction ID
 	// drawn): a flood of REQUESTs the NAK rule refuses costs little.
 	dstMAC := binding.MAC48([6]byte(m.ClientHWAddr))
-	f := fib.UDPFrame(dstMAC, c.MAC, c.VLAN, c.Addr, netip.AddrFrom4([4]byte{255, 255, 255, 255}), 67, 68, nakBytes(m, c.Addr, msg))
-	if !p.send.Inject(c.Port, f) {
+	if !p.injectUDP(c.Port, dstMAC, c.MAC, c.VLAN, c.Addr, netip.AddrFrom4([4]byte{255, 255, 255, 255}), 67, 68, nakBytes(m, c.Addr, msg)) {
 		p.count("inject_full")
 	}
 	p.count("nak_sent")
@@ -256,8 +258,7 @@ func (p *Proxy) deliver(c *Circuit, m *dhcpv4.DHCPv4, payload []byte) {
 	default:
 		dst = bcast
 	}
-	f := fib.UDPFrame(dstMAC, c.MAC, c.VLAN, c.Addr, dst, 67, 68, payload)
-	if !p.send.Inject(c.Port, f) {
+	if !p.injectUDP(c.Port, dstMAC, c.MAC, c.VLAN, c.Addr, dst, 67, 68, payload) {
 		p.count("inject_full")
 	}
 }

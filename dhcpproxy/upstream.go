@@ -1,7 +1,9 @@
 package dhcpproxy
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -10,7 +12,6 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/ispmux/ispmux/classifier"
-	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/internal/circuitid"
 	"github.com/ispmux/ispmux/internal/failpoint"
@@ -242,8 +243,7 @@ func (p *Proxy) sendRelay(isp *ISP, gw, mac uint64, mt dhcpv4.MessageType, xid d
 	failpoint.Hit(failpoint.RelayBeforeSend)
 	sent := false
 	for _, srv := range isp.Servers {
-		f := fib.UDPFrame(gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, payload)
-		if p.send.Inject(isp.Port, f) {
+		if p.injectUDP(isp.Port, gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, payload) {
 			sent = true
 		}
 	}
@@ -251,10 +251,12 @@ func (p *Proxy) sendRelay(isp *ISP, gw, mac uint64, mt dhcpv4.MessageType, xid d
 		p.count("inject_full")
 		return
 	}
-	p.count("relayed_" + strings.ToLower(mt.String()))
+	p.count(relayedCounter(mt))
 	p.ispStat(isp.Index).relayed.Add(1)
-	p.log.Debug("dhcp relayed", "mac", binding.MACString(mac), "type", mt.String(), "xid", xid.String(),
-		"isp", isp.Name, "servers", len(isp.Servers), "bytes", len(payload))
+	if p.log.Enabled(context.Background(), slog.LevelDebug) {
+		p.log.Debug("dhcp relayed", "mac", binding.MACString(mac), "type", mt.String(), "xid", xid.String(),
+			"isp", isp.Name, "servers", len(isp.Servers), "bytes", len(payload))
+	}
 }
 
 // startupWait bounds how long a message waits for an ISP's next hop that

@@ -3,6 +3,7 @@ package fib
 import (
 	"encoding/binary"
 	"net/netip"
+	"slices"
 )
 
 // Checksum returns the ones' complement sum (RFC 1071) of b added to init,
@@ -28,11 +29,20 @@ func Checksum(b []byte, init uint16) uint16 {
 // checksums computed. It allocates the frame: for the control plane and
 // generators, not the per-packet path.
 func UDPFrame(dstMAC, srcMAC uint64, vlan uint16, src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
+	return AppendUDPFrame(nil, dstMAC, srcMAC, vlan, src, dst, sport, dport, payload)
+}
+
+// AppendUDPFrame is UDPFrame built at the end of buf (which it grows as
+// append does), for a caller that reuses its buffers.
+func AppendUDPFrame(buf []byte, dstMAC, srcMAC uint64, vlan uint16, src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
 	hl := 14
 	if vlan != 0 {
 		hl = 18
 	}
-	f := make([]byte, hl+20+8+len(payload))
+	n := len(buf)
+	buf = slices.Grow(buf, hl+20+8+len(payload))[:n+hl+20+8+len(payload)]
+	f := buf[n:]
+	clear(f[:hl+20+8])
 	WriteL2(f, dstMAC, srcMAC, vlan, vlan != 0, EtherTypeIPv4)
 	ip := f[hl : hl+20]
 	ip[0] = 0x45
@@ -59,5 +69,5 @@ func UDPFrame(dstMAC, srcMAC uint64, vlan uint16, src, dst netip.Addr, sport, dp
 		c = 0xffff
 	}
 	binary.BigEndian.PutUint16(udp[6:], c)
-	return f
+	return buf
 }

@@ -1,6 +1,7 @@
 package fib
 
 import (
+	"bytes"
 	"encoding/binary"
 	"net/netip"
 	"testing"
@@ -42,6 +43,21 @@ func TestUDPFrame(t *testing.T) {
 		}
 		if string(udp[8:]) != string(payload) || len(f) != hl+28+len(payload) {
 			t.Errorf("vlan %d: payload or length wrong", vlan)
+		}
+	}
+}
+
+// TestAppendUDPFrame: built at the end of a reused, dirty buffer, the
+// frame is UDPFrame's, and what was before it stays.
+func TestAppendUDPFrame(t *testing.T) {
+	src, dst := netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("198.51.100.7")
+	payload := []byte("a DHCP message, or anything")
+	for _, vlan := range []uint16{0, 42} {
+		want := UDPFrame(0x020000000001, 0x020000000002, vlan, src, dst, 67, 68, payload)
+		buf := bytes.Repeat([]byte{0xff}, 2000)[:3]
+		got := AppendUDPFrame(buf, 0x020000000001, 0x020000000002, vlan, src, dst, 67, 68, payload)
+		if !bytes.Equal(got[:3], []byte{0xff, 0xff, 0xff}) || !bytes.Equal(got[3:], want) {
+			t.Errorf("vlan %d: AppendUDPFrame = % x\nwant ff ff ff % x", vlan, got, want)
 		}
 	}
 }
