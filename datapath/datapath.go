@@ -22,13 +22,14 @@
 // # Workers
 //
 // A [Worker] owns queue q of every port (nothing else touches those queues)
-// and runs on a locked OS thread. One iteration: receive a batch on each
+// and runs on its own goroutine. One iteration: receive a batch on each
 // port, hand it to the [Handler] which writes one [Verdict] per frame,
 // dispatch the verdicts (forward in place, copy into another port's UMEM,
 // or free), transmit once per egress port, reap completions, refill. No lock
 // and no channel is touched per packet. When nothing arrived the worker
-// sleeps in poll(2) on every queue's socket and an eventfd that the control
-// plane uses to wake it for injected frames or shutdown.
+// parks in the runtime's netpoller on an epoll set of every queue's socket
+// and an eventfd that the control plane uses to wake it for injected
+// frames or shutdown.
 //
 // Frames cross between interfaces with exactly one copy (asavie/xdp v0.3.3
 // has no shared UMEM); a frame sent back out of the port it arrived on is

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -206,12 +205,13 @@ func (w *Worker) Stop() {
 	w.wake()
 }
 
-// Run loops until Stop. It locks its goroutine to an OS thread. Queue
-// errors (a port that went down) are counted by the queue and do not stop
+// Run loops until Stop. It does not lock its goroutine to an OS thread:
+// it parks in the netpoller when idle (sleep), and a locked goroutine
+// woken there must be handed to its own thread, two futex calls and a
+// context switch per wake-up (bench dhcp at 2000/s, pinned to one CPU:
+// 455 → 402 µs of CPU per DORA without the lock). Queue errors (a port that went down) are counted by the queue and do not stop
 // the loop; the other ports keep working.
 func (w *Worker) Run() error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	defer unix.Close(w.efd)
 	defer w.closeEpoll()
 	for !w.stop.Load() {
