@@ -142,6 +142,41 @@ func TestEventBounds(t *testing.T) {
 	checkBounds(t, s, 5, 7) // retention 3: a reader at seq 2 missed 3 and 4
 }
 
+// TestEventTrimBatched: past a retention of 64 the count trim is
+// batched: the log grows to retention + slack, then the append that
+// crosses it trims back to the retention, index entries with it; in
+// between, appends rewrite no page at the log's front.
+func TestEventTrimBatched(t *testing.T) {
+	const retention = 640 // slack 10
+	slack := trimSlack(retention)
+	if slack != 10 {
+		t.Fatalf("trimSlack(%d) = %d, want 10", retention, slack)
+	}
+	s, _ := openTest(t, Options{NoSync: true, EventRetention: retention})
+	add := func(i int) {
+		t.Helper()
+		if _, err := s.AddEvent(Event{Kind: EventBound, MAC: mac(i), ISP: []string{"alpha", "beta"}[i%2]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range retention + int(slack) {
+		add(i)
+	}
+	checkBounds(t, s, 1, retention+slack) // at the slack: nothing trimmed yet
+	add(0)
+	checkBounds(t, s, slack+2, retention+slack+1) // crossed: back to the newest 640
+	if evs, err := s.EventsOf("alpha", 0, 0); err != nil || len(evs) != retention/2 || evs[0].Seq != slack+3 {
+		t.Errorf("EventsOf(alpha) = %d events from %d, %v; want %d from %d (index trimmed with the log)", len(evs), evs[0].Seq, err, retention/2, slack+3)
+	}
+	for i := range int(slack) {
+		add(i)
+		checkBounds(t, s, slack+2, retention+slack+2+uint64(i))
+	}
+	if trimSlack(1e6) != 256 || trimSlack(63) != 0 {
+		t.Errorf("trimSlack: %d at 1e6 (want 256), %d at 63 (want 0)", trimSlack(1e6), trimSlack(63))
+	}
+}
+
 func TestEventV2Fields(t *testing.T) {
 	s, _ := openTest(t, Options{NoSync: true})
 	want := Event{Time: time.Date(2026, 6, 1, 0, 0, 0, 1, time.UTC), Kind: EventSuppressed, MAC: mac(1), ISP: "alpha",

@@ -89,8 +89,8 @@ type Options struct {
 	// NoSync skips fsync. For tests and benchmarks only: with it a
 	// successful commit may be lost on power failure.
 	NoSync bool
-	// EventRetention keeps the newest N events; <= 0 means
-	// DefaultEventRetention.
+	// EventRetention keeps the newest N events (and up to N/64, at most
+	// 256, more between trims); <= 0 means DefaultEventRetention.
 	EventRetention int
 	// EventMaxAge drops the events older than this (measured from the
 	// Time of the event being appended); <= 0 means DefaultEventMaxAge.
