@@ -18,22 +18,7 @@ func TestGroupCommitGroups(t *testing.T) {
 	s, _ := openTest(t, Options{})
 	var txs sync.Map // write transaction IDs seen
 	const workers, per = 64, 8
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for j := range per {
-				key := []byte(fmt.Sprint(w, "/", j))
-				err := s.update(func(tx *bolt.Tx) error {
-					txs.Store(tx.ID(), true)
-					return tx.Bucket(bucketMeta).Put(key, nil)
-				})
-				if err != nil {
-					t.Error(err)
-				}
-			}
-		})
-	}
-	wg.Wait()
+	commitConcurrently(t, s, workers, per, func(tx *bolt.Tx) { txs.Store(tx.ID(), true) })
 	n := 0
 	txs.Range(func(any, any) bool { n++; return true })
 	t.Logf("%d commits in %d transactions", workers*per, n)
@@ -93,18 +78,7 @@ func TestCommitWindow(t *testing.T) {
 	run := func(window time.Duration) uint64 {
 		s, _ := openTest(t, Options{NoSync: true, CommitWindow: window})
 		const workers, per = 8, 40
-		var wg sync.WaitGroup
-		for w := range workers {
-			wg.Go(func() {
-				for j := range per {
-					key := []byte(fmt.Sprint(w, "/", j))
-					if err := s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(key, nil) }); err != nil {
-						t.Error(err)
-					}
-				}
-			})
-		}
-		wg.Wait()
+		commitConcurrently(t, s, workers, per, nil)
 		n := s.CommitStats().Transactions
 		t.Logf("window %v: %d commits in %d transactions", window, workers*per, n)
 		if window > 0 && n > workers*per/3 {
@@ -137,4 +111,29 @@ func TestCommitWindow(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("a lone writer's writes waited for the commit window")
 	}
+}
+
+// commitConcurrently runs workers goroutines that each commit per writes
+// (distinct meta keys) through the group commit, calling seen (if not
+// nil) with each write's transaction, and waits for them all.
+func commitConcurrently(t *testing.T, s *Store, workers, per int, seen func(*bolt.Tx)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for j := range per {
+				key := []byte(fmt.Sprint(w, "/", j))
+				err := s.update(func(tx *bolt.Tx) error {
+					if seen != nil {
+						seen(tx)
+					}
+					return tx.Bucket(bucketMeta).Put(key, nil)
+				})
+				if err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
