@@ -1,7 +1,6 @@
 package lfmap
 
 import (
-	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"runtime"
@@ -9,8 +8,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/cespare/xxhash/v2"
 )
 
 // model is the naive reference: a Go map plus the capacity rule.
@@ -242,6 +239,22 @@ func TestConcurrent(t *testing.T) {
 					}
 					n++
 				}
+				var bk, bv [64]uint64
+				var bok [64]bool
+				for i := range bk {
+					bk[i] = uint64(rng.IntN(keys)) + 1
+				}
+				v.LookupBatch(bk[:], bv[:], bok[:])
+				for i, k := range bk {
+					if bok[i] {
+						h++
+						if bv[i]>>32 != k {
+							t.Errorf("LookupBatch(%d) = %#x: value of key %d", k, bv[i], bv[i]>>32)
+							stop.Store(true)
+						}
+					}
+					n++
+				}
 			}
 			lookups.Add(n)
 			hits.Add(h)
@@ -369,23 +382,83 @@ func itoa(n int) string {
 	return "1K"
 }
 
-// TestHashIsXXH64 pins hash to the seeded XXH64 of the key's 8 bytes.
-func TestHashIsXXH64(t *testing.T) {
+// TestHash checks the hash's properties: the same seed gives the same hash
+// (and the same home lines), other seeds other ones; every key bit flips
+// every hash bit about half the time (avalanche); and structured keys —
+// MAC-table keys of consecutive MACs, keys that differ only in their high
+// or only in their low bits — spread over the lines like random keys.
+func TestHash(t *testing.T) {
+	a, b, c := newView(1<<12, 42), newView(1<<12, 42), newView(1<<12, 43)
+	if a.k0 != b.k0 || a.k1 != b.k1 || a.k0 == a.k1 || a.k0 == c.k0 || a.k1 == c.k1 {
+		t.Fatalf("hash keys: seed 42 %#x %#x / %#x %#x, seed 43 %#x %#x", a.k0, a.k1, b.k0, b.k1, c.k0, c.k1)
+	}
+	same := 0
+	for key := uint64(1); key <= 1000; key++ {
+		if a.home(key) != b.home(key) {
+			t.Fatalf("home(%d) differs between two views of seed 42", key)
+		}
+		if a.home(key) == c.home(key) {
+			same++
+		}
+	}
+	if same > 10 { // 1000 keys over 1024 lines: ~1 by chance
+		t.Errorf("%d of 1000 keys have the same home under seeds 42 and 43", same)
+	}
+
+	// Avalanche: for each of the 64 key bits, the probability that hash
+	// bit j flips, over random keys, within 0.5 ± 0.06 (3000 trials: the
+	// standard deviation is 0.009).
 	r := rand.New(rand.NewPCG(8, 9))
-	for i := range 10000 {
-		key, seed := r.Uint64(), r.Uint64()
-		if i < 4 {
-			key, seed = uint64(i), uint64(i%2)
+	const trials = 3000
+	for seed := range uint64(3) {
+		v := newView(4, seed)
+		var flips [64][64]int
+		for range trials {
+			key := r.Uint64()
+			h := hash(key, v.k0, v.k1)
+			for i := range 64 {
+				d := h ^ hash(key^1<<i, v.k0, v.k1)
+				for j := range 64 {
+					flips[i][j] += int(d >> j & 1)
+				}
+			}
 		}
-		var b [8]byte
-		binary.LittleEndian.PutUint64(b[:], key)
-		d := xxhash.NewWithSeed(seed)
-		_, _ = d.Write(b[:])
-		if got, want := hash(key, seed), d.Sum64(); got != want {
-			t.Fatalf("hash(%#x, %#x) = %#x, xxhash %#x", key, seed, got, want)
+		for i := range 64 {
+			for j := range 64 {
+				if p := float64(flips[i][j]) / trials; p < 0.44 || p > 0.56 {
+					t.Fatalf("seed %d: key bit %d flips hash bit %d with p = %.3f", seed, i, j, p)
+				}
+			}
 		}
-		if seed == 0 && hash(key, 0) != xxhash.Sum64(b[:]) {
-			t.Fatalf("hash(%#x, 0) != xxhash.Sum64", key)
+	}
+
+	// Spread: n keys into n/4 lines (the home lines of a table at load 1,
+	// i.e. 4 keys per line on average); the number of keys per line should
+	// be Poisson(4): variance ~4, few lines above 12.
+	const nlines = 1 << 14
+	families := map[string]func(i uint64) uint64{
+		"consecutive MACs": func(i uint64) uint64 { return (0x021000000000 | i) << 16 },
+		"MACs × VLANs":     func(i uint64) uint64 { return (0x021000000000|i>>8)<<16 | (i&0xff)<<4 | 3 },
+		"high bits":        func(i uint64) uint64 { return i<<48 | 1 },
+		"low bits":         func(i uint64) uint64 { return i + 1 },
+		"strided":          func(i uint64) uint64 { return (i + 1) * 4096 },
+	}
+	for name, key := range families {
+		v := newView(4*nlines, 7)
+		var count [nlines]int
+		for i := range uint64(4 * nlines) {
+			count[v.home(key(i))/lineSlots]++
+		}
+		var sum2 float64
+		over := 0
+		for _, c := range count {
+			sum2 += float64((c - 4) * (c - 4))
+			if c > 12 {
+				over++
+			}
+		}
+		if variance := sum2 / nlines; variance < 3 || variance > 5 || over > 10 {
+			t.Errorf("%s: keys per line variance %.2f (Poisson: 4), %d lines over 12", name, variance, over)
 		}
 	}
 }
@@ -425,5 +498,34 @@ func TestLookupBatch(t *testing.T) {
 	}
 	if a := testing.AllocsPerRun(10, func() { v.LookupBatch(keys, vals, ok) }); a != 0 {
 		t.Errorf("LookupBatch allocates %.0f times", a)
+	}
+}
+
+// TestLookupBatchSmall checks the batched lookup against Lookup on small,
+// full tables with tombstones, where probe sequences are long and wrap
+// around the end of the array.
+func TestLookupBatchSmall(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for capacity := 1; capacity <= 64; capacity++ {
+		m := New(capacity, r.Uint64())
+		var all []uint64
+		for range 3 * capacity {
+			k := r.Uint64() >> r.IntN(64)
+			all = append(all, k)
+			if m.Store(k, r.Uint64()) != nil || r.IntN(3) == 0 {
+				m.Delete(k)
+			}
+		}
+		all = append(all, 0, ^uint64(0))
+		v := m.View()
+		vals := make([]uint64, len(all))
+		ok := make([]bool, len(all))
+		v.LookupBatch(all, vals, ok)
+		for i, k := range all {
+			want, wok := v.Lookup(k)
+			if ok[i] != wok || vals[i] != want {
+				t.Fatalf("cap %d key %#x: batch (%#x, %v), single (%#x, %v)", capacity, k, vals[i], ok[i], want, wok)
+			}
+		}
 	}
 }
