@@ -42,10 +42,14 @@ func (e *encoder) str(s string) {
 	e.b = append(e.b, s...)
 }
 func (e *encoder) addr(a netip.Addr) {
-	// AppendBinary: 0 bytes (invalid), 4, 16, or 16+zone.
-	v, _ := a.MarshalBinary()
-	e.b = binary.AppendUvarint(e.b, uint64(len(v)))
-	e.b = append(e.b, v...)
+	// AppendBinary: 0 bytes (invalid), 4, 16, or 16+zone; appended in
+	// place (MarshalBinary allocated a slice per address).
+	n := 0
+	if a.IsValid() {
+		n = a.BitLen()/8 + len(a.Zone())
+	}
+	e.b = binary.AppendUvarint(e.b, uint64(n))
+	e.b, _ = a.AppendBinary(e.b)
 }
 func (e *encoder) bytes(v []byte) {
 	e.b = binary.AppendUvarint(e.b, uint64(len(v)))
@@ -250,7 +254,9 @@ func decodeRegistration(key, val []byte) (Registration, error) {
 // uvarint-length-prefixed bytes), LeaseTime (varint nanoseconds), Customer.
 
 func encodeBinding(b *Binding) []byte {
-	e := encoder{b: make([]byte, 0, 96)}
+	// One allocation: fixed fields (~70 bytes with IPv6 addresses and
+	// length prefixes) plus the variable ones.
+	e := encoder{b: make([]byte, 0, 80+len(b.Access)+len(b.ISP)+len(b.Circuit)+len(b.ClientID)+len(b.Option82)+len(b.Options)+len(b.Customer))}
 	e.u8(formatVersion)
 	e.str(b.Access)
 	e.u16(b.VLAN)
@@ -326,7 +332,7 @@ func bindingName(access string, vlan uint16, mac MAC) string {
 // Customer, Access; then (version 3) Actor, RequestID. Seq is the key.
 
 func encodeEvent(ev *Event) []byte {
-	e := encoder{b: make([]byte, 0, 64)}
+	e := encoder{b: make([]byte, 0, 64+len(ev.Kind)+len(ev.ISP)+len(ev.Reason)+len(ev.Customer)+len(ev.Access)+len(ev.Actor)+len(ev.RequestID))}
 	e.u8(formatVersion)
 	e.time(ev.Time)
 	e.str(string(ev.Kind))
