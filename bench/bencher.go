@@ -109,33 +109,21 @@ func (b *bencher) detachLeftovers(ctx context.Context) error {
 }
 
 // procRSS is process pid's resident set size in bytes (0 if unknown).
-func procRSS(pid int) uint64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				kb, _ := strconv.ParseUint(f[0], 10, 64)
-				return kb * 1024
-			}
-		}
-	}
-	return 0
-}
+func procRSS(pid int) uint64 { return procKB("/proc/"+strconv.Itoa(pid)+"/status", "VmRSS:") }
 
 // memTotal is the machine's memory in bytes (0 if unknown).
-func memTotal() uint64 {
-	b, err := os.ReadFile("/proc/meminfo")
+func memTotal() uint64 { return procKB("/proc/meminfo", "MemTotal:") }
+
+// procKB reads the "key   N kB" line of a /proc file, in bytes (0 if the
+// file or the line is missing).
+func procKB(path, key string) uint64 {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
+		if v, ok := strings.CutPrefix(l, key); ok {
+			if f := strings.Fields(v); len(f) > 0 {
 				kb, _ := strconv.ParseUint(f[0], 10, 64)
 				return kb * 1024
 			}

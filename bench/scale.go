@@ -310,7 +310,7 @@ func (s *scaler) point(ctx context.Context, n int, kind string, runs int) (Scale
 		return p, err
 	}
 	if kind == KindDHCP && n > 0 {
-		err := seedStore(ctx, filepath.Join(stateDir, appliance.StoreName), n, isps, s.t.Appliance.Access[0].Name, true,
+		err := seedScaleStore(ctx, filepath.Join(stateDir, appliance.StoreName), n, isps, s.t.Appliance.Access[0].Name, true,
 			func(what string, done int) {
 				s.pr.set("%s %s: seeding %s: %d of %d", kind, humanCount(n), what, done, n)
 			})

@@ -8,9 +8,6 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/ispmux/ispmux/lab"
 	"github.com/ispmux/ispmux/subscribers"
@@ -70,25 +67,11 @@ func scaleConfig(t *lab.Topology, stateDir string, macTable, static int, extra [
 	return b.Bytes()
 }
 
-// seedStore writes n subscribers straight into the store at path through
-// package subscribers (not the API): one customer per device (source
-// "api", round-robin over isps), written with ApplyTenant in batches of
-// 5000 in MAC order, and, with bound, a DHCP binding per device on access (24 h lease,
-// the client identifier, Option 82 and ACK options a real lease carries),
-// written with CommitBinding from 256 concurrent writers (group commits).
-// The store is opened with NoSync (a seed, not a service) and closed;
-// seeding stops when ctx ends.
-// progress is called with the subscribers written so far.
-func seedStore(ctx context.Context, path string, n int, isps []string, access string, bound bool, progress func(string, int)) (err error) {
-	st, err := subscribers.Open(path, subscribers.Options{NoSync: true})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := st.Close(); err == nil {
-			err = cerr
-		}
-	}()
+// seedScaleStore writes bench scale's n subscribers into the store at
+// path (seedStore): subscriber i is scaleMAC(i) with scaleIP(i), customer
+// "c<i>" at isps[i mod len(isps)], written in MAC order; with bound, each
+// with its DHCP binding on access.
+func seedScaleStore(ctx context.Context, path string, n int, isps []string, access string, bound bool, progress func(string, int)) error {
 	// Written in MAC order (the registrations' and bindings' key order):
 	// each transaction then appends to the B-trees instead of splitting
 	// pages all over them. The subscribers themselves are the same.
@@ -100,85 +83,8 @@ func seedStore(ctx context.Context, path string, n int, isps []string, access st
 		ma, mb := scaleMAC(a), scaleMAC(b)
 		return bytes.Compare(ma[:], mb[:])
 	})
-	const batch = 5000
-	for lo := 0; lo < n; lo += batch {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		var w subscribers.TenantWrite
-		for _, i := range order[lo:min(n, lo+batch)] {
-			isp := isps[i%len(isps)]
-			id := "c" + strconv.Itoa(i)
-			w.PutCustomers = append(w.PutCustomers, subscribers.Customer{ISP: isp, ID: id, Status: "active", DeviceLimit: 4, Source: "api"})
-			w.PutRegistrations = append(w.PutRegistrations, subscribers.Registration{MAC: scaleMAC(i), CustomerID: id, ISP: isp, Source: "api"})
-		}
-		if _, err := st.ApplyTenant(w); err != nil {
-			return fmt.Errorf("seed devices: %w", err)
-		}
-		progress("devices", min(n, lo+batch))
-	}
-	if !bound {
-		return nil
-	}
-	now := time.Now()
-	var next, done atomic.Int64
-	var wg sync.WaitGroup
-	errc := make(chan error, 256)
-	stop := make(chan struct{})
-	go func() {
-		tick := time.NewTicker(2 * time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				progress("bindings", int(done.Load()))
-			}
-		}
-	}()
-	for range 256 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				x := int(next.Add(1) - 1)
-				if x >= n || ctx.Err() != nil {
-					return
-				}
-				i := order[x]
-				m := scaleMAC(i)
-				isp := isps[i%len(isps)]
-				b := subscribers.Binding{
-					MAC: m, Access: access, ISP: isp, IP: scaleIP(i),
-					Circuit: access, ServerID: netip.AddrFrom4([4]byte{192, 0, 2, 1}), Relay: netip.AddrFrom4([4]byte{192, 0, 2, 1}),
-					Expires: now.Add(24 * time.Hour), Updated: now, LeaseTime: 24 * time.Hour, Customer: "c" + strconv.Itoa(i),
-					ClientID: append([]byte{1}, m[:]...),
-					Option82: append([]byte{1, byte(len(access))}, append([]byte(access), 2, 6, m[0], m[1], m[2], m[3], m[4], m[5])...),
-					// subnet mask, router, DNS, lease time: a typical ACK.
-					Options: []byte{1, 4, 255, 0, 0, 0, 3, 4, 10, 0, 0, 1, 6, 8, 10, 0, 0, 1, 10, 0, 0, 2, 51, 4, 0, 1, 81, 128},
-				}
-				if err := st.CommitBinding(b); err != nil {
-					select {
-					case errc <- err:
-					default:
-					}
-					return
-				}
-				done.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	close(stop)
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	select {
-	case err := <-errc:
-		return fmt.Errorf("seed bindings: %w", err)
-	default:
-	}
-	progress("bindings", n)
-	return nil
+	return seedStore(ctx, path, n, func(x int) seedSub {
+		i := order[x]
+		return seedSub{MAC: scaleMAC(i), IP: scaleIP(i), ISP: isps[i%len(isps)], Customer: "c" + strconv.Itoa(i)}
+	}, access, bound, progress)
 }

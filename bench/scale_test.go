@@ -195,3 +195,14 @@ func TestScaleLab(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestProcKB reads the machine's memory and this process's RSS from /proc
+// (both non-zero on Linux) and 0 for what is missing.
+func TestProcKB(t *testing.T) {
+	if memTotal() == 0 || procRSS(os.Getpid()) == 0 {
+		t.Errorf("memTotal %d, procRSS %d: want both > 0", memTotal(), procRSS(os.Getpid()))
+	}
+	if procKB("/proc/meminfo", "NoSuchKey:") != 0 || procKB("/nonexistent", "VmRSS:") != 0 {
+		t.Error("a missing key or file should read 0")
+	}
+}

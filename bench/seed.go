@@ -1,0 +1,126 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// Seeding a store for the lab benchmarks (bench scale's dhcp points, bench
+// forward's large sweep points): subscribers written straight into the
+// store file through package subscribers, not through the API.
+
+// seedSub is one seeded subscriber: its device, its customer (one per
+// device) at its ISP, and the address of its DHCP binding.
+type seedSub struct {
+	MAC      subscribers.MAC
+	IP       netip.Addr
+	ISP      string
+	Customer string
+}
+
+// seedStore writes n subscribers into the store at path: sub(x) is the
+// x-th to write (give them in MAC order, the store's key order, so that
+// each transaction appends to the B-trees instead of splitting pages all
+// over them). A customer (source "api", DeviceLimit 4) and its device per
+// subscriber, with ApplyTenant in batches of 5000; then, if bound, a DHCP
+// binding on access (24 h lease, with the client identifier, Option 82
+// and ACK options a real lease carries) from 256 concurrent writers
+// (group commits). The store is opened with NoSync (a seed, not a
+// service) and closed; seeding stops when ctx ends. progress is called
+// with what was written so far ("devices" or "bindings"), at least every
+// 2 s while bindings are written.
+func seedStore(ctx context.Context, path string, n int, sub func(x int) seedSub, access string, bound bool, progress func(what string, done int)) (err error) {
+	st, err := subscribers.Open(path, subscribers.Options{NoSync: true})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := st.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	const batch = 5000
+	for lo := 0; lo < n; lo += batch {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var w subscribers.TenantWrite
+		for x := lo; x < min(n, lo+batch); x++ {
+			s := sub(x)
+			w.PutCustomers = append(w.PutCustomers, subscribers.Customer{ISP: s.ISP, ID: s.Customer, Status: "active", DeviceLimit: 4, Source: "api"})
+			w.PutRegistrations = append(w.PutRegistrations, subscribers.Registration{MAC: s.MAC, CustomerID: s.Customer, ISP: s.ISP, Source: "api"})
+		}
+		if _, err := st.ApplyTenant(w); err != nil {
+			return fmt.Errorf("seed devices: %w", err)
+		}
+		progress("devices", min(n, lo+batch))
+	}
+	if !bound {
+		return nil
+	}
+	now := time.Now()
+	srv := netip.AddrFrom4([4]byte{192, 0, 2, 1})
+	var next, done atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	stop := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(2 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				progress("bindings", int(done.Load()))
+			}
+		}
+	}()
+	for range 256 {
+		wg.Go(func() {
+			for {
+				x := int(next.Add(1) - 1)
+				if x >= n || ctx.Err() != nil {
+					return
+				}
+				s := sub(x)
+				m := s.MAC
+				b := subscribers.Binding{
+					MAC: m, Access: access, ISP: s.ISP, IP: s.IP,
+					Circuit: access, ServerID: srv, Relay: srv,
+					Expires: now.Add(24 * time.Hour), Updated: now, LeaseTime: 24 * time.Hour, Customer: s.Customer,
+					ClientID: append([]byte{1}, m[:]...),
+					Option82: append([]byte{1, byte(len(access))}, append([]byte(access), 2, 6, m[0], m[1], m[2], m[3], m[4], m[5])...),
+					// subnet mask, router, DNS, lease time: a typical ACK.
+					Options: []byte{1, 4, 255, 0, 0, 0, 3, 4, 10, 0, 0, 1, 6, 8, 10, 0, 0, 1, 10, 0, 0, 2, 51, 4, 0, 1, 81, 128},
+				}
+				if err := st.CommitBinding(b); err != nil {
+					select {
+					case errc <- err:
+					default:
+					}
+					return
+				}
+				done.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case err := <-errc:
+		return fmt.Errorf("seed bindings: %w", err)
+	default:
+	}
+	progress("bindings", n)
+	return nil
+}
