@@ -1342,3 +1342,33 @@ func TestRestoreEndsManyExpired(t *testing.T) {
 		t.Errorf("%d expired events, counter %d; want %d", len(seen), r.p.Counters()["expired"], n-n/10)
 	}
 }
+
+// TestRetransmissionOutlivesDeadline: the ISP drops the first copy of a
+// DISCOVER; the client's retransmission, relayed before the first copy's
+// time ran out, is answered only after it did (an ISP server behind, as
+// in an outage). The first copy's silence is reported, but the
+// transaction waits for the answer to the retransmission, which reaches
+// the subscriber; without another copy the transaction then ends.
+func TestRetransmissionOutlivesDeadline(t *testing.T) {
+	r := newPRig(t) // dhcp timeout 300 ms
+	d := discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")))
+	t0 := time.Now()
+	r.fromClient(d)
+	r.snd.take() // the ISP's server drops the first copy
+	time.Sleep(100 * time.Millisecond)
+	r.fromClient(d) // the client retransmits
+	r.p.expire(t0.Add(350 * time.Millisecond))
+	if c := r.p.Counters(); c["timeout"] != 1 {
+		t.Errorf("first copy's silence: counters %v, want 1 timeout", c)
+	}
+	got := r.serve(kea(t, time.Minute))
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("answer to the retransmission: subscriber got %v (counters %v), want its OFFER", got, r.p.Counters())
+	}
+	// The retransmission's own time runs out: the transaction ends, and
+	// a late answer finds none.
+	r.p.expire(time.Now().Add(time.Second))
+	if r.p.tx.get(pendKey{xid: d.TransactionID, mac: 0x020000000101, isp: 0}) != nil {
+		t.Error("transaction still pending after the retransmission's time ran out")
+	}
+}

@@ -42,6 +42,10 @@ type txn struct {
 	// relayed is when msgType was first relayed (for the ISP's answer
 	// time; a client's retransmissions do not move it).
 	relayed time.Time
+	// resent is when the client's latest retransmission of msgType was
+	// relayed (zero: none): its answer is still awaited when the first
+	// copy's time runs out (expire).
+	resent time.Time
 	// renew is set for a renewal relayed past the ISP's T1: answered
 	// from the binding if the ISP stays silent (answerAfterSilence).
 	renew *renewNote
@@ -176,6 +180,9 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 	if t.msgType != mt || t.deadline.IsZero() {
 		t.deadline = now.Add(timeout)
 		t.relayed = now
+		t.resent = time.Time{}
+	} else {
+		t.resent = now
 	}
 	t.reg, t.op82, t.msgType, t.gen = reg, op82, mt, gen
 	t.clientID = m.Options.Get(dhcpv4.OptionClientIdentifier)
@@ -252,10 +259,23 @@ func (x *txns) expire(now time.Time) []timedOut {
 	defer x.mu.Unlock()
 	for k, t := range x.pending {
 		if now.After(t.deadline) {
-			delete(x.pending, k)
 			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() || t.msgType == dhcpv4.MessageTypeRequest {
 				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, x.unreach[t.isp.Index], t.renew})
 			}
+			// The client retransmitted, and we relayed its copy less
+			// than the ISP's time ago: the ISP's silence to the first
+			// copy is reported all the same, but the transaction
+			// waits for the answer to the latest one. (Deleted, that
+			// answer would find no transaction and be dropped, and
+			// the client would wait for its next retransmission: in
+			// an outage, with the ISP's server behind, 4–8 s more.)
+			// A renewal is left as it was: its silence may have been
+			// answered from the binding (answerAfterSilence).
+			if wait := t.deadline.Sub(t.relayed); !t.resent.IsZero() && now.Sub(t.resent) < wait && t.renew == nil {
+				t.relayed, t.deadline, t.resent = t.resent, t.resent.Add(wait), time.Time{}
+				continue
+			}
+			delete(x.pending, k)
 		}
 	}
 	for k, o := range x.offered {
