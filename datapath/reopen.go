@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -239,22 +240,33 @@ func (p *XDPPort) relink(info *ReopenInfo) error {
 }
 
 // inNetns runs fn in the port's network namespace. ispmux's workers are
-// in it already (the process lives in one namespace); a caller elsewhere
-// (a test) has its locked thread switched there and back.
+// in it already (the process lives in one namespace); for a caller
+// elsewhere (a test) the goroutine is locked to its thread, which is
+// switched there and back. (Workers are not locked to their threads: the
+// lock is taken here, for the switch only. A thread that could not be
+// switched back stays locked, so no other goroutine runs in the wrong
+// namespace on it; it ends with its goroutine.)
 func (p *XDPPort) inNetns(fn func() error) error {
+	runtime.LockOSThread()
 	cur, err := netns.Get()
 	if err != nil {
+		runtime.UnlockOSThread()
 		return fn()
 	}
 	defer cur.Close()
 	if !p.ns.IsOpen() || cur.Equal(p.ns) {
+		runtime.UnlockOSThread()
 		return fn()
 	}
 	if err := netns.Set(p.ns); err != nil {
+		runtime.UnlockOSThread()
 		return fmt.Errorf("xdp port %s: enter its network namespace: %w", p.Name, err)
 	}
-	defer func() { _ = netns.Set(cur) }()
-	return fn()
+	err = fn()
+	if netns.Set(cur) == nil {
+		runtime.UnlockOSThread()
+	}
+	return err
 }
 
 // ---- calls on a worker's thread ----
