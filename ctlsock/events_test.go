@@ -45,7 +45,9 @@ func seqs(evs []EventStatus) (first, last uint64, n int) {
 func TestEventsPaging(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// 1200 events, the log keeps the newest 1100: Seq 101..1200.
+	// 1200 events, a retention of 1100: the log trims back to the newest
+	// 1100 each time it runs 17 past them (retention/64, see
+	// subscribers.Options.EventRetention), last at Seq 1190: Seq 91..1200.
 	sock := controlRig(t, 1200, 1100)
 	for _, tt := range []struct {
 		name                 string
@@ -53,11 +55,11 @@ func TestEventsPaging(t *testing.T) {
 		first, last, n       uint64
 		wantOldest, wantNewe uint64
 	}{
-		{"newest 100", func() (*EventPage, error) { return FetchNewestEvents(ctx, sock, 100) }, 1101, 1200, 100, 101, 1200},
-		{"newest beyond the log", func() (*EventPage, error) { return FetchNewestEvents(ctx, sock, 5000) }, 101, 1200, 1100, 101, 1200},
-		{"after, default limit 1000", func() (*EventPage, error) { return FetchEventPage(ctx, sock, 0, 0) }, 101, 1100, 1000, 101, 1200},
-		{"after 1150", func() (*EventPage, error) { return FetchEventPage(ctx, sock, 1150, 0) }, 1151, 1200, 50, 101, 1200},
-		{"after 500 limit 20", func() (*EventPage, error) { return FetchEventPage(ctx, sock, 500, 20) }, 501, 520, 20, 101, 1200},
+		{"newest 100", func() (*EventPage, error) { return FetchNewestEvents(ctx, sock, 100) }, 1101, 1200, 100, 91, 1200},
+		{"newest beyond the log", func() (*EventPage, error) { return FetchNewestEvents(ctx, sock, 5000) }, 91, 1200, 1110, 91, 1200},
+		{"after, default limit 1000", func() (*EventPage, error) { return FetchEventPage(ctx, sock, 0, 0) }, 91, 1090, 1000, 91, 1200},
+		{"after 1150", func() (*EventPage, error) { return FetchEventPage(ctx, sock, 1150, 0) }, 1151, 1200, 50, 91, 1200},
+		{"after 500 limit 20", func() (*EventPage, error) { return FetchEventPage(ctx, sock, 500, 20) }, 501, 520, 20, 91, 1200},
 	} {
 		p, err := tt.fetch()
 		if err != nil {

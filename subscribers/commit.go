@@ -67,6 +67,7 @@ func (s *Store) updateWaking(fn func(*bolt.Tx) error, wakes uint8) error {
 		// window for more writes to share this commit's two fsyncs. A
 		// lone writer's writes, one after the other, never wait.
 		s.gmu.Unlock()
+		s.windowWaits.Add(1)
 		time.Sleep(s.window)
 		s.gmu.Lock()
 	}

@@ -71,24 +71,37 @@ func TestGroupCommitFailureIsolation(t *testing.T) {
 
 // TestCommitWindow: with a commit window, a busy store's small batches
 // wait for more writes. 8 writers committing without fsync (each commit
-// short, so batches stay small without the window) need at most a third
-// as many transactions as commits with a 20 ms window, and fewer than
-// without one; a lone writer's writes do not wait.
+// short, so batches stay small without the window) need at most a third as
+// many transactions as commits with a 20 ms window, and fewer than
+// without one (leaders waited, and only with the window); a lone
+// writer's writes do not wait. How batches form
+// depends on when the writers get a CPU: on a loaded machine (go test
+// runs packages in parallel) an attempt can see too few concurrent
+// writers, so it is measured up to three times, and fails only if no
+// attempt shows the grouping.
 func TestCommitWindow(t *testing.T) {
-	run := func(window time.Duration) uint64 {
+	const workers, per = 8, 40
+	run := func(window time.Duration) (txs, waits uint64) {
 		s, _ := openTest(t, Options{NoSync: true, CommitWindow: window})
-		const workers, per = 8, 40
 		commitConcurrently(t, s, workers, per, nil)
-		n := s.CommitStats().Transactions
-		t.Logf("window %v: %d commits in %d transactions", window, workers*per, n)
-		if window > 0 && n > workers*per/3 {
-			t.Errorf("window %v: %d commits took %d transactions, want <= %d", window, workers*per, n, workers*per/3)
-		}
-		return n
+		st := s.CommitStats()
+		t.Logf("window %v: %d commits in %d transactions, %d waits", window, workers*per, st.Transactions, st.WindowWaits)
+		return st.Transactions, st.WindowWaits
 	}
-	without, with := run(0), run(20*time.Millisecond)
-	if with >= without {
-		t.Errorf("transactions with a window %d, without %d: the window grouped nothing", with, without)
+	var without, with, waits0, waits uint64
+	for range 3 {
+		without, waits0 = run(0)
+		with, waits = run(20 * time.Millisecond)
+		if with <= workers*per/3 && with < without {
+			break
+		}
+	}
+	if waits0 != 0 || waits == 0 {
+		t.Errorf("window waits: %d without a window (want 0), %d with one (want > 0)", waits0, waits)
+	}
+	if with > workers*per/3 || with >= without {
+		t.Errorf("%d commits took %d transactions with a 20 ms window (want <= %d), %d without: the window did not group them",
+			workers*per, with, workers*per/3, without)
 	}
 
 	// A lone writer's writes, one after the other, never wait.
@@ -110,6 +123,9 @@ func TestCommitWindow(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("a lone writer's writes waited for the commit window")
+	}
+	if w := s.CommitStats().WindowWaits; w != 0 {
+		t.Errorf("a lone writer's leaders waited %d times", w)
 	}
 }
 

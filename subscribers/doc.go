@@ -151,8 +151,10 @@
 // is created by its first write, so it needs no schema version.
 //
 // Events are trimmed from the front of the log in the transaction that
-// appends one: to the newest Options.EventRetention, and those more than
-// Options.EventMaxAge older than the appended event. Trimming looks only at
+// appends one: to the newest Options.EventRetention once the log runs
+// retention/64 (at most 256) past it, so that most appends rewrite no page
+// at its front, and those more than Options.EventMaxAge older than the
+// appended event. Trimming looks only at
 // the front, so an append costs O(1 + events trimmed). EventBounds tells a
 // reader the oldest sequence number still kept, so it can tell it missed
 // some. The change feed is trimmed the same way.

@@ -92,8 +92,8 @@ type Event struct {
 // AddEvent appends e to the log, durably (grouped with concurrent writes),
 // and returns it with its Seq assigned (any Seq passed in is ignored) and
 // Time set to now if it was zero. The oldest events beyond the retention
-// (Options.EventRetention, Options.EventMaxAge) are dropped in the same
-// transaction.
+// (Options.EventRetention, batched as eventPut says, and Options.EventMaxAge)
+// are dropped in the same transaction.
 func (s *Store) AddEvent(e Event) (Event, error) {
 	if err := prepareEvent(&e); err != nil {
 		return Event{}, err

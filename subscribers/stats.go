@@ -8,9 +8,12 @@ type CommitStats struct {
 	Transactions uint64
 	// Latency is the time of each write transaction, fsync included.
 	Latency histo.Snapshot
+	// WindowWaits counts the times a leader waited a commit window
+	// (Options.CommitWindow) for more writes.
+	WindowWaits uint64
 }
 
 // CommitStats returns the group commit's statistics (package metrics).
 func (s *Store) CommitStats() CommitStats {
-	return CommitStats{Transactions: s.writeTxs.Load(), Latency: s.commitTime.Snapshot()}
+	return CommitStats{Transactions: s.writeTxs.Load(), Latency: s.commitTime.Snapshot(), WindowWaits: s.windowWaits.Load()}
 }

@@ -141,6 +141,8 @@ type Store struct {
 	// writeTxs counts the write transactions the group commit ran,
 	// committed or not (a test checks that one ApplyTenant is one).
 	writeTxs atomic.Uint64
+	// windowWaits counts the leaders that waited a commit window.
+	windowWaits atomic.Uint64
 	// commitTime is the time of each group commit's write transaction,
 	// fsync included (stats.go).
 	commitTime histo.Histogram
