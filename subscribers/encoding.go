@@ -254,9 +254,11 @@ func decodeRegistration(key, val []byte) (Registration, error) {
 // uvarint-length-prefixed bytes), LeaseTime (varint nanoseconds), Customer.
 
 func encodeBinding(b *Binding) []byte {
-	// One allocation: fixed fields (~70 bytes with IPv6 addresses and
-	// length prefixes) plus the variable ones.
-	e := encoder{b: make([]byte, 0, 80+len(b.Access)+len(b.ISP)+len(b.Circuit)+len(b.ClientID)+len(b.Option82)+len(b.Options)+len(b.Customer))}
+	// One allocation: the fixed fields at their widest (114 bytes: three
+	// IPv6 addresses, 10+5-byte times, a 10-byte lease time, 2-byte length
+	// prefixes) plus the variable ones. Only an address zone, which no
+	// lease address carries, can make it grow.
+	e := encoder{b: make([]byte, 0, 114+len(b.Access)+len(b.ISP)+len(b.Circuit)+len(b.ClientID)+len(b.Option82)+len(b.Options)+len(b.Customer))}
 	e.u8(formatVersion)
 	e.str(b.Access)
 	e.u16(b.VLAN)
@@ -332,7 +334,9 @@ func bindingName(access string, vlan uint16, mac MAC) string {
 // Customer, Access; then (version 3) Actor, RequestID. Seq is the key.
 
 func encodeEvent(ev *Event) []byte {
-	e := encoder{b: make([]byte, 0, 64+len(ev.Kind)+len(ev.ISP)+len(ev.Reason)+len(ev.Customer)+len(ev.Access)+len(ev.Actor)+len(ev.RequestID))}
+	// The fixed fields at their widest: 69 bytes (two 10+5-byte times, an
+	// IPv6 address, 2-byte length prefixes).
+	e := encoder{b: make([]byte, 0, 69+len(ev.Kind)+len(ev.ISP)+len(ev.Reason)+len(ev.Customer)+len(ev.Access)+len(ev.Actor)+len(ev.RequestID))}
 	e.u8(formatVersion)
 	e.time(ev.Time)
 	e.str(string(ev.Kind))

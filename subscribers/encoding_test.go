@@ -3,8 +3,10 @@ package subscribers
 import (
 	"bytes"
 	"encoding/binary"
+	"math"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 // TestEncoderAddr: an address is its MarshalBinary form behind a uvarint
@@ -36,6 +38,15 @@ func TestEncodeBindingAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _ = encodeBinding(&b) }); n != 1 {
 		t.Errorf("encodeBinding: %v allocations, want 1", n)
 	}
+	// The fixed fields at their widest: three IPv6 addresses, times far
+	// from the epoch, the longest lease time.
+	v6 := netip.MustParseAddr("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff")
+	b.IP, b.ServerID, b.Relay = v6, v6, v6
+	b.Expires, b.Updated = time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC), time.Date(1, 1, 1, 0, 0, 0, 999999999, time.UTC)
+	b.LeaseTime = time.Duration(math.MaxInt64)
+	if n := testing.AllocsPerRun(100, func() { _ = encodeBinding(&b) }); n != 1 {
+		t.Errorf("encodeBinding, widest fixed fields: %v allocations, want 1", n)
+	}
 }
 
 // TestEncodeEventAllocs: an event's value is built in one allocation.
@@ -44,5 +55,10 @@ func TestEncodeEventAllocs(t *testing.T) {
 		Customer: "customer-0001", Access: "acc0.100", Actor: "api:alpha", RequestID: "0123456789abcdef"}
 	if n := testing.AllocsPerRun(100, func() { _ = encodeEvent(&ev) }); n != 1 {
 		t.Errorf("encodeEvent: %v allocations, want 1", n)
+	}
+	ev.IP = netip.MustParseAddr("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff")
+	ev.Time, ev.LeaseEnd = time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC), time.Date(1, 1, 1, 0, 0, 0, 999999999, time.UTC)
+	if n := testing.AllocsPerRun(100, func() { _ = encodeEvent(&ev) }); n != 1 {
+		t.Errorf("encodeEvent, widest fixed fields: %v allocations, want 1", n)
 	}
 }
