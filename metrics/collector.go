@@ -73,6 +73,8 @@ var (
 
 	// Store.
 	storeCommit = desc("ispmux_store_commit_seconds", "Time of each write transaction of the store's group commit, fsync included (a DHCP ACK waits for one).")
+	storeWrites = desc("ispmux_store_writes_total", "Writes committed by the store's group commit; divided by ispmux_store_commit_seconds_count, the writes that share one transaction's fsyncs.")
+	storeWaits  = desc("ispmux_store_commit_window_waits_total", "Times the group commit's leader waited a commit window (2 ms, under concurrent writes only) for more writes before committing.")
 
 	// API.
 	apiRequests = desc("ispmux_api_requests_total", "Management API requests by route (the route's pattern, or other) and HTTP status code.", "route", "code")
@@ -91,7 +93,7 @@ var (
 		dhcpDecisions, dhcpPending, dhcpIntents, dhcpLeases, dhcpSuppressed, onbLeases, onbOffers, portalRequests,
 		portDNS, portResets,
 		ctlARPSent, ctlARPLearned, ctlPuntUnknown,
-		storeCommit,
+		storeCommit, storeWrites, storeWaits,
 		apiRequests, apiDuration, apiConns,
 		whDelivered, whFailures, whLag,
 	}
@@ -216,7 +218,10 @@ func (c *Collector) collectRest(ch chan<- prometheus.Metric) {
 	counter(ch, ctlARPLearned, ctl.ARPLearned)
 	counter(ch, ctlPuntUnknown, ctl.PuntUnhandled)
 
-	histogram(ch, storeCommit, c.src.Store().Latency)
+	st := c.src.Store()
+	histogram(ch, storeCommit, st.Latency)
+	counter(ch, storeWrites, st.Writes)
+	counter(ch, storeWaits, st.WindowWaits)
 
 	a := c.src.API()
 	for _, r := range a.Requests {

@@ -102,6 +102,7 @@ func (s *Store) commitLocked(batch []*call) {
 	for len(batch) > 0 {
 		failed := -1
 		s.writeTxs.Add(1)
+		s.writes.Add(uint64(len(batch)))
 		start := time.Now()
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			for i, c := range batch {
@@ -130,6 +131,7 @@ func (s *Store) commitLocked(batch []*call) {
 		c := batch[failed]
 		batch = append(batch[:failed:failed], batch[failed+1:]...)
 		s.writeTxs.Add(1)
+		s.writes.Add(1)
 		start = time.Now()
 		c.err = s.db.Update(c.fn)
 		s.commitTime.Since(start)

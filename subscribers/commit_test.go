@@ -86,6 +86,9 @@ func TestCommitWindow(t *testing.T) {
 		commitConcurrently(t, s, workers, per, nil)
 		st := s.CommitStats()
 		t.Logf("window %v: %d commits in %d transactions, %d waits", window, workers*per, st.Transactions, st.WindowWaits)
+		if st.Writes != workers*per {
+			t.Errorf("window %v: %d writes counted, want %d", window, st.Writes, workers*per)
+		}
 		return st.Transactions, st.WindowWaits
 	}
 	var without, with, waits0, waits uint64

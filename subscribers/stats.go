@@ -6,6 +6,10 @@ import "github.com/ispmux/ispmux/internal/histo"
 type CommitStats struct {
 	// Transactions counts the write transactions run (committed or not).
 	Transactions uint64
+	// Writes counts the writes those transactions carried (a write
+	// retried alone after its batch failed counts twice): Writes ÷
+	// Transactions is how many writes share a commit's fsyncs.
+	Writes uint64
 	// Latency is the time of each write transaction, fsync included.
 	Latency histo.Snapshot
 	// WindowWaits counts the times a leader waited a commit window
@@ -15,5 +19,5 @@ type CommitStats struct {
 
 // CommitStats returns the group commit's statistics (package metrics).
 func (s *Store) CommitStats() CommitStats {
-	return CommitStats{Transactions: s.writeTxs.Load(), Latency: s.commitTime.Snapshot(), WindowWaits: s.windowWaits.Load()}
+	return CommitStats{Transactions: s.writeTxs.Load(), Writes: s.writes.Load(), Latency: s.commitTime.Snapshot(), WindowWaits: s.windowWaits.Load()}
 }

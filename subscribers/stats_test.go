@@ -16,7 +16,7 @@ func TestCommitStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	after := s.CommitStats()
-	if after.Transactions != before.Transactions+1 || after.Latency.Count != before.Latency.Count+1 || after.Latency.Sum <= before.Latency.Sum {
+	if after.Transactions != before.Transactions+1 || after.Writes != before.Writes+1 || after.Latency.Count != before.Latency.Count+1 || after.Latency.Sum <= before.Latency.Sum {
 		t.Fatalf("before %+v after %+v", before, after)
 	}
 }

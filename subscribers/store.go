@@ -143,6 +143,9 @@ type Store struct {
 	writeTxs atomic.Uint64
 	// windowWaits counts the leaders that waited a commit window.
 	windowWaits atomic.Uint64
+	// writes counts the writes committed by the group commit's
+	// transactions (CommitStats.Writes).
+	writes atomic.Uint64
 	// commitTime is the time of each group commit's write transaction,
 	// fsync included (stats.go).
 	commitTime histo.Histogram
