@@ -1,0 +1,145 @@
+package configs
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+)
+
+// Validation of the [[subscriber]] entries and of their references to
+// [[isp]] and [[access]].
+
+func (v *validator) subscribers() {
+	cfg := v.cfg
+	ispByName := map[string]int{}
+	for i, p := range cfg.ISPs {
+		if _, dup := ispByName[p.Name]; !dup && p.Name != "" {
+			ispByName[p.Name] = i
+		}
+	}
+	accessByName := map[string]int{}
+	for i, a := range cfg.Access {
+		if _, dup := accessByName[a.Name]; !dup && a.Name != "" {
+			accessByName[a.Name] = i
+		}
+	}
+	type accMAC struct {
+		access int
+		mac    [6]byte
+	}
+	type ispIP struct {
+		isp int
+		ip  netip.Addr
+	}
+	macs := map[accMAC]int{}
+	ips := map[ispIP]int{}
+	for i := range cfg.Subscribers {
+		s := &cfg.Subscribers[i]
+		key := indexKey("subscriber", i)
+
+		macOK := false
+		if s.MAC == "" {
+			v.errorf(key+".mac", "missing (the subscriber's MAC address, e.g. \"02:00:00:00:00:01\")")
+		} else if hw, err := net.ParseMAC(s.MAC); err != nil || len(hw) != 6 {
+			v.errorf(key+".mac", "not an Ethernet MAC address: %q", s.MAC)
+		} else if hw[0]&1 != 0 {
+			v.errorf(key+".mac", "%s is a multicast/broadcast address", hw)
+		} else if [6]byte(hw) == [6]byte{} {
+			v.errorf(key+".mac", "the all-zero MAC address is not a subscriber")
+		} else {
+			s.HWAddr = [6]byte(hw)
+			macOK = true
+		}
+
+		s.ISPIndex = -1
+		if s.ISP == "" {
+			v.errorf(key+".isp", "missing (the name of an [[isp]])")
+		} else if j, ok := ispByName[s.ISP]; !ok {
+			v.errorf(key+".isp", "no [[isp]] is named %q", s.ISP)
+		} else {
+			s.ISPIndex = j
+		}
+
+		s.AccessIndex = -1
+		switch {
+		case !v.defined[key+".access"]:
+			if len(cfg.Access) > 0 {
+				s.AccessIndex = 0
+			}
+		default:
+			if j, ok := accessByName[s.Access]; ok {
+				s.AccessIndex = j
+			} else {
+				v.errorf(key+".access", "no [[access]] is named %q", s.Access)
+			}
+		}
+
+		// The customer ID goes to the ISP as the Option 82 subscriber-id
+		// (RFC 3993), next to the ISP's other sub-options: all of them
+		// must fit the one option. A subscriber registered without an
+		// access may ask on any access port.
+		if s.CustomerID != "" && s.ISPIndex >= 0 && !v.option82Failed(indexKey("isp", s.ISPIndex)) && !v.c.failed(key+".access") {
+			var accesses []int
+			if v.defined[key+".access"] {
+				accesses = []int{s.AccessIndex}
+			}
+			room, access, ok := v.customerIDRoom(&cfg.ISPs[s.ISPIndex], accesses)
+			if ok && len(s.CustomerID) > room {
+				v.errorf(key+".customer_id", "%d bytes do not fit Option 82: isp %q's other sub-options on access %q leave %d bytes for it (the whole option holds %d, RFC 3046)",
+					len(s.CustomerID), s.ISP, access, room, maxOption)
+			}
+		}
+
+		if macOK && s.AccessIndex >= 0 {
+			// One entry per MAC: the registry and the admission filter
+			// know a subscriber by its MAC (one ISP per MAC).
+			k := accMAC{0, s.HWAddr}
+			if j, dup := macs[k]; dup {
+				v.errorf(key+".mac", "duplicate mac %s (also subscriber[%d]): a MAC has one entry, on one access and one ISP", net.HardwareAddr(s.HWAddr[:]), j)
+			} else {
+				macs[k] = i
+			}
+		}
+
+		s.Addr = netip.Addr{}
+		if !v.defined[key+".ip"] {
+			// Leased by DHCP: ispmux answers as the server, with the
+			// access port's address as its server identifier.
+			if s.AccessIndex >= 0 && !cfg.Access[s.AccessIndex].Addr.IsValid() && !s.Blocked {
+				v.errorf(key+".ip", "missing, and access %q has no address: a DHCP subscriber needs the access port's address (ispmux's server identifier)", cfg.Access[s.AccessIndex].Name)
+			}
+			continue
+		}
+		a, pr := parseIPv4(s.IP)
+		if pr == "" {
+			pr = specialProblem(a)
+		}
+		if pr == "" && s.ISPIndex >= 0 {
+			p := cfg.ISPs[s.ISPIndex]
+			switch {
+			case p.Prefix.IsValid() && a == p.Prefix.Addr():
+				pr = fmt.Sprintf("%s is isp %q's own address", a, p.Name)
+			case p.NextHopAddr.IsValid() && a == p.NextHopAddr:
+				pr = fmt.Sprintf("%s is isp %q's next hop", a, p.Name)
+			default:
+				pr = edgeProblem(a, p.Prefix)
+			}
+		}
+		if pr == "" && s.AccessIndex >= 0 && cfg.Access[s.AccessIndex].Addr == a {
+			pr = fmt.Sprintf("%s is the address of access %q", a, cfg.Access[s.AccessIndex].Name)
+		}
+		if pr != "" {
+			v.errorf(key+".ip", "%s", pr)
+			continue
+		}
+		s.Addr = a
+		if s.ISPIndex >= 0 {
+			k := ispIP{s.ISPIndex, a}
+			if j, dup := ips[k]; dup {
+				v.errorf(key+".ip", "duplicate ip %s at isp %q (also subscriber[%d])", a, cfg.ISPs[s.ISPIndex].Name, j)
+			} else {
+				ips[k] = i
+			}
+		}
+	}
+}
