@@ -20,16 +20,15 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/ispmux/ispmux/datapath"
 	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/internal/netnsrun"
 )
 
 // linkState is a port's interface as the kernel last reported it.
@@ -360,48 +359,36 @@ func (l *portLink) recreatePortal(retry *time.Timer, retryC *<-chan time.Time, b
 // in the portal's namespace configured as at start) unless an interface of
 // its name exists. The portal's listeners, bound to its address, are
 // untouched: they serve again once the address is back.
+//
+// The far end is configured from inside the namespace, on a goroutine of
+// its own: a thread that cannot be switched back (netnsrun.In) stays
+// locked and ends with that goroutine, not with the link's.
 func (a *Appliance) recreatePortalLink() error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		restored, err := a.recreatePortalLinkLocked()
-		if restored {
-			runtime.UnlockOSThread()
-		} // else the thread ends with the goroutine
-		done <- err
-	}()
-	return <-done
-}
-
-func (a *Appliance) recreatePortalLinkLocked() (restored bool, err error) {
 	pn, cfg := a.portalNS, a.cfg.Portal
-	orig, err := netns.Get()
-	if err != nil {
-		return true, fmt.Errorf("portal: current network namespace: %w", err)
-	}
-	defer orig.Close()
 	if _, err := netlink.LinkByName(cfg.Interface); err == nil {
-		return true, nil // there already
+		return nil // there already
 	}
 	la := netlink.NewLinkAttrs()
 	la.Name = cfg.Interface
 	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: portalPeer, PeerNamespace: netlink.NsFd(pn.ns)}); err != nil {
-		return true, fmt.Errorf("portal: create link %s: %w", cfg.Interface, err)
+		return fmt.Errorf("portal: create link %s: %w", cfg.Interface, err)
 	}
 	host, err := netlink.LinkByName(cfg.Interface)
 	if err != nil {
-		return true, fmt.Errorf("portal: link %s: %w", cfg.Interface, err)
+		return fmt.Errorf("portal: link %s: %w", cfg.Interface, err)
 	}
 	pn.hostLink = host
 	_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+cfg.Interface+"/disable_ipv6", []byte("1"), 0)
 	if err := netlink.LinkSetUp(host); err != nil {
-		return true, fmt.Errorf("portal: set %s up: %w", cfg.Interface, err)
+		return fmt.Errorf("portal: set %s up: %w", cfg.Interface, err)
 	}
-	if err := netns.Set(pn.ns); err != nil {
-		return netns.Set(orig) == nil, fmt.Errorf("portal: enter its namespace: %w", err)
-	}
-	err = portalLinkInside(pn, cfg, onboardingPools(a.cfg))
-	return netns.Set(orig) == nil, err
+	done := make(chan error, 1)
+	go func() {
+		done <- netnsrun.In(pn.ns, func() error {
+			return portalLinkInside(pn, cfg, onboardingPools(a.cfg))
+		})
+	}()
+	return <-done
 }
 
 // reopened logs a re-open and adopts the interface's MTU. (The keeper then

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"sync"
 	"time"
 	"unsafe"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/ispmux/ispmux/configs"
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/internal/netnsrun"
 )
 
 // The portal runs in a network namespace of its own, created by ispmux at
@@ -51,9 +51,10 @@ type portalNS struct {
 // routes back through ispmux; everything else (bound subscribers'
 // addresses) goes back through it by the default route.
 //
-// The work runs on a thread of its own that switches namespaces; the
-// thread goes back to the runtime only if it is back in the appliance's
-// namespace, else it ends with its goroutine.
+// The work runs on a goroutine of its own, whose thread is switched into
+// the new namespace and back (netnsrun): a thread that cannot be switched
+// back to the appliance's namespace stays locked and ends with that
+// goroutine.
 func openPortalNS(cfg configs.Portal, pools []netip.Prefix, isps int) (*portalNS, error) {
 	type result struct {
 		p   *portalNS
@@ -61,38 +62,24 @@ func openPortalNS(cfg configs.Portal, pools []netip.Prefix, isps int) (*portalNS
 	}
 	done := make(chan result, 1)
 	go func() {
-		runtime.LockOSThread()
-		p, restored, err := openPortalNSLocked(cfg, pools, isps)
-		if restored {
-			runtime.UnlockOSThread()
-		}
+		p, err := newPortalNS(cfg, pools, isps)
 		done <- result{p, err}
 	}()
 	r := <-done
 	return r.p, r.err
 }
 
-func openPortalNSLocked(cfg configs.Portal, pools []netip.Prefix, isps int) (_ *portalNS, restored bool, err error) {
-	orig, err := netns.Get()
-	if err != nil {
-		return nil, restored, fmt.Errorf("portal: current network namespace: %w", err)
-	}
-	defer orig.Close()
+// newPortalNS is openPortalNS on its own goroutine.
+func newPortalNS(cfg configs.Portal, pools []netip.Prefix, isps int) (_ *portalNS, err error) {
 	p := &portalNS{hostIf: cfg.Interface, local: cfg.LinkPrefix.Addr().Next()}
 	p.gateway = p.local.Next()
-	restored = true
 	defer func() {
 		if err != nil {
-			restored = netns.Set(orig) == nil
 			p.close()
 		}
 	}()
-	// netns.New leaves this thread in the new namespace.
-	if p.ns, err = netns.New(); err != nil {
-		return nil, restored, fmt.Errorf("portal: new network namespace: %w", err)
-	}
-	if err := netns.Set(orig); err != nil {
-		return nil, restored, fmt.Errorf("portal: back to the appliance's namespace: %w", err)
+	if p.ns, err = netnsrun.New(); err != nil {
+		return nil, fmt.Errorf("portal: %w", err)
 	}
 	// A link of the same name is an earlier ispmux's (its namespace may
 	// still be on its way out): replace it.
@@ -107,31 +94,28 @@ func openPortalNSLocked(cfg configs.Portal, pools []netip.Prefix, isps int) (_ *
 			break
 		}
 		if attempt == 20 {
-			return nil, restored, fmt.Errorf("portal: create link %s: %w", cfg.Interface, err)
+			return nil, fmt.Errorf("portal: create link %s: %w", cfg.Interface, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	if p.hostLink, err = netlink.LinkByName(cfg.Interface); err != nil {
-		return nil, restored, fmt.Errorf("portal: link %s: %w", cfg.Interface, err)
+		return nil, fmt.Errorf("portal: link %s: %w", cfg.Interface, err)
 	}
 	_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+cfg.Interface+"/disable_ipv6", []byte("1"), 0)
 	if err := netlink.LinkSetUp(p.hostLink); err != nil {
-		return nil, restored, fmt.Errorf("portal: set %s up: %w", cfg.Interface, err)
+		return nil, fmt.Errorf("portal: set %s up: %w", cfg.Interface, err)
 	}
 
 	// Inside: addresses, routes, listeners.
-	if err := netns.Set(p.ns); err != nil {
-		return nil, restored, fmt.Errorf("portal: enter its namespace: %w", err)
+	err = netnsrun.In(p.ns, func() error {
+		_ = os.WriteFile("/proc/sys/net/ipv6/conf/all/disable_ipv6", []byte("1"), 0)
+		_ = os.WriteFile("/proc/sys/net/ipv6/conf/default/disable_ipv6", []byte("1"), 0)
+		return portalInside(p, cfg, pools, isps)
+	})
+	if err != nil {
+		return nil, err
 	}
-	_ = os.WriteFile("/proc/sys/net/ipv6/conf/all/disable_ipv6", []byte("1"), 0)
-	_ = os.WriteFile("/proc/sys/net/ipv6/conf/default/disable_ipv6", []byte("1"), 0)
-	if err := portalInside(p, cfg, pools, isps); err != nil {
-		return nil, restored, err
-	}
-	if err := netns.Set(orig); err != nil {
-		return nil, restored, fmt.Errorf("portal: back to the appliance's namespace: %w", err)
-	}
-	return p, true, nil
+	return p, nil
 }
 
 // portalInside configures the namespace and opens the listeners; the

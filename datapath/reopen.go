@@ -30,14 +30,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/ispmux/ispmux/internal/netnsrun"
 )
 
 var (
@@ -241,32 +241,15 @@ func (p *XDPPort) relink(info *ReopenInfo) error {
 
 // inNetns runs fn in the port's network namespace. ispmux's workers are
 // in it already (the process lives in one namespace); for a caller
-// elsewhere (a test) the goroutine is locked to its thread, which is
-// switched there and back. (Workers are not locked to their threads: the
-// lock is taken here, for the switch only. A thread that could not be
-// switched back stays locked, so no other goroutine runs in the wrong
-// namespace on it; it ends with its goroutine.)
+// elsewhere (a test) netnsrun.In switches the goroutine's thread there and
+// back. (Workers are not locked to their threads: In locks for the switch
+// only. A thread that could not be switched back stays locked, so no other
+// goroutine runs in the wrong namespace on it; it ends with its goroutine.)
 func (p *XDPPort) inNetns(fn func() error) error {
-	runtime.LockOSThread()
-	cur, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
+	if !p.ns.IsOpen() {
 		return fn()
 	}
-	defer cur.Close()
-	if !p.ns.IsOpen() || cur.Equal(p.ns) {
-		runtime.UnlockOSThread()
-		return fn()
-	}
-	if err := netns.Set(p.ns); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("xdp port %s: enter its network namespace: %w", p.Name, err)
-	}
-	err = fn()
-	if netns.Set(cur) == nil {
-		runtime.UnlockOSThread()
-	}
-	return err
+	return netnsrun.In(p.ns, fn)
 }
 
 // ---- calls on a worker's thread ----

@@ -8,13 +8,12 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ispmux/ispmux/internal/netnsrun"
 	"github.com/ispmux/ispmux/internal/privtest"
-	"github.com/vishvananda/netns"
 )
 
 func sh(t *testing.T, args ...string) string {
@@ -62,39 +61,19 @@ func wireTopo(t *testing.T) (id string) {
 	return id
 }
 
-// inNetns runs fn on a thread switched to network namespace name.
+// inNetns runs fn on a thread switched to network namespace name, on a
+// goroutine of its own: a thread that cannot be switched back stays locked
+// (netnsrun.In) and dies with that goroutine, never with the test's. (A
+// main thread left in another namespace would make the whole process look
+// like a member of it.)
 func inNetns(t *testing.T, name string, fn func()) {
 	t.Helper()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		runtime.LockOSThread()
-		// The thread returns to its namespace before it is unlocked; if
-		// it cannot, it stays locked and dies with the goroutine. (A
-		// main thread left in another namespace would make the whole
-		// process look like a member of it.)
-		orig, err := netns.Get()
-		if err != nil {
-			t.Errorf("netns: %v", err)
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromName(name)
-		if err != nil {
+		if err := netnsrun.InNamed(name, func() error { fn(); return nil }); err != nil {
 			t.Errorf("netns %s: %v", name, err)
-			return
 		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			t.Errorf("setns %s: %v", name, err)
-			return
-		}
-		defer func() {
-			if netns.Set(orig) == nil {
-				runtime.UnlockOSThread()
-			}
-		}()
-		fn()
 	}()
 	<-done
 }

@@ -17,15 +17,13 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	apiclient "github.com/ispmux/ispmux/api/client"
 	"github.com/ispmux/ispmux/ctlsock"
+	"github.com/ispmux/ispmux/internal/netnsrun"
 	"github.com/ispmux/ispmux/lab"
 	"github.com/ispmux/ispmux/tenants"
 )
@@ -358,8 +356,9 @@ func lookupInNS(ctx context.Context, ns, server, name string) ([]netip.Addr, err
 }
 
 // dialInNS connects to addr from inside the named network namespace ns: the
-// socket is made on a locked thread switched into ns, which goes back to
-// the runtime only once it is back in its own namespace.
+// socket is made on a thread switched into ns and back (netnsrun), on a
+// goroutine of its own, with which a thread that cannot be switched back
+// ends.
 func dialInNS(ctx context.Context, ns, network, addr string) (net.Conn, error) {
 	type result struct {
 		c   net.Conn
@@ -367,28 +366,16 @@ func dialInNS(ctx context.Context, ns, network, addr string) (net.Conn, error) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, err}
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
+		var c net.Conn
+		err := netnsrun.InNamed(ns, func() error {
+			var d net.Dialer
+			var err error
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		if err != nil && c != nil { // connected, but the thread is stuck in ns
+			c.Close()
+			c = nil
 		}
 		ch <- result{c, err}
 	}()
