@@ -1,0 +1,174 @@
+package bench
+
+import (
+	"fmt"
+	"math"
+)
+
+// The summary of bench forward's trials: finish derives a ForwardResult's
+// sweep rows, no-drop rates, calibration rows, ratios and targets from its
+// trials and no-drop runs.
+
+// finish computes the sweep, the no-drop rates, the calibration rows, the
+// ratios and the targets from the trials.
+func (r *ForwardResult) finish() {
+	r.Sweep, r.NDR, r.Calibration = nil, nil, nil
+	var cases []string
+	for _, c := range r.Cases {
+		if c.Name != CaseCalibration {
+			cases = append(cases, c.Name)
+		}
+	}
+	ndrs := map[string]NDRRow{}
+	for _, n := range r.Sources {
+		for _, c := range cases {
+			var pps []float64
+			bound := 0
+			for _, nr := range r.NDRRuns {
+				if nr.Case == c && nr.Sources == n {
+					pps = append(pps, nr.Result.PPS)
+					if nr.Result.GeneratorBound {
+						bound++
+					}
+				}
+			}
+			if len(pps) == 0 {
+				continue
+			}
+			row := NDRRow{Case: c, Sources: n, PPS: stat(pps), GeneratorBound: 2*bound > len(pps)}
+			ndrs[fmt.Sprint(c, n)] = row
+			r.NDR = append(r.NDR, row)
+		}
+	}
+	for _, n := range r.Sources {
+		for _, rate := range append(append([]float64(nil), r.Rates...), 0) {
+			var busy, off []float64
+			for _, t := range r.Trials {
+				if t.Case == CaseCalibration && t.Sources == n && t.Rate == rate && t.WindowS > 0 {
+					busy = append(busy, round(t.BusyS/t.WindowS, 3))
+					off = append(off, t.OfferedPPS)
+				}
+			}
+			if len(busy) > 0 {
+				r.Calibration = append(r.Calibration, CalRow{Sources: n, OfferedPPS: rate, BusyPerS: stat(busy), Offered: stat(off)})
+			}
+		}
+		for _, rate := range r.Rates {
+			row := SweepRow{Sources: n, OfferedPPS: rate, NsPerPkt: map[string]*Stat{}, LossPct: map[string]*Stat{}, Offered: map[string]*Stat{}}
+			for _, c := range append(append([]string(nil), cases...), CaseCalibration) {
+				var ns, loss, off []float64
+				for _, t := range r.Trials {
+					if t.Case != c || t.Sources != n || t.Rate != rate || t.Kind != "fixed" {
+						continue
+					}
+					if t.NsPerPkt != nil {
+						ns = append(ns, *t.NsPerPkt)
+					}
+					loss = append(loss, t.LossPct)
+					off = append(off, t.OfferedPPS)
+				}
+				if len(off) == 0 {
+					continue
+				}
+				if s := stat(ns); s != nil {
+					row.NsPerPkt[c] = s
+				}
+				if c != CaseCalibration {
+					row.LossPct[c] = stat(loss)
+				}
+				row.Offered[c] = stat(off)
+				if stat(off).Median < 0.97*rate {
+					row.RateGeneratorBound = true
+				}
+			}
+			med := func(c string) *float64 {
+				if s := row.NsPerPkt[c]; s != nil {
+					return ptr(round(s.Median, 1))
+				}
+				return nil
+			}
+			row.ISPmuxNsPerPkt, row.KernelNsPerPkt, row.BareNsPerPkt, row.KernelRulesNsPerPkt = med(CaseISPmux), med(CaseKernel), med(CaseBare), med(CaseKernelRules)
+			ndr := func(c string) float64 {
+				if x, ok := ndrs[fmt.Sprint(c, n)]; ok {
+					if x.GeneratorBound {
+						row.GeneratorBound = true
+					}
+					return round(x.PPS.median(), 0)
+				}
+				return 0
+			}
+			row.ISPmuxNDRPPS, row.KernelNDRPPS, row.BareNDRPPS = ndr(CaseISPmux), ndr(CaseKernel), ndr(CaseBare)
+			_ = ndr(CaseKernelRules)
+			row.GeneratorBound = row.GeneratorBound || row.RateGeneratorBound
+			ratio := func(other *float64) *float64 {
+				if other == nil || row.ISPmuxNsPerPkt == nil || *row.ISPmuxNsPerPkt <= 0 {
+					return nil
+				}
+				return ptr(round(*other / *row.ISPmuxNsPerPkt, 3))
+			}
+			row.RatioVsKernel, row.RatioVsBare = ratio(row.KernelNsPerPkt), ratio(row.BareNsPerPkt)
+			r.Sweep = append(r.Sweep, row)
+		}
+	}
+	noisy, bgs, others := 0, []float64{}, []float64{}
+	for _, t := range r.Trials {
+		bgs = append(bgs, t.BackgroundBusy)
+		others = append(others, t.OthersCPU)
+		if t.Noisy {
+			noisy++
+		}
+	}
+	r.Quiet = nil
+	if len(r.Trials) > 0 {
+		r.Quiet = &QuietSummary{Trials: len(r.Trials), Noisy: noisy, BackgroundBusy: stat(bgs), OthersCPU: stat(others)}
+	}
+	r.RatioVsKernel, r.RatioVsBare = 0, 0
+	head := 256
+	if !containsInt(r.Sources, head) && len(r.Sources) > 0 {
+		head = slicesMin(r.Sources)
+	}
+	lowest := func(get func(SweepRow) *float64, only int) (float64, bool) {
+		v, ok := math.Inf(1), false
+		for _, row := range r.Sweep {
+			if x := get(row); x != nil && (only == 0 || row.Sources == only) {
+				v, ok = math.Min(v, *x), true
+			}
+		}
+		return v, ok
+	}
+	vk := func(s SweepRow) *float64 { return s.RatioVsKernel }
+	vb := func(s SweepRow) *float64 { return s.RatioVsBare }
+	if v, ok := lowest(vk, head); ok {
+		r.RatioVsKernel = v
+	}
+	if v, ok := lowest(vb, head); ok {
+		r.RatioVsBare = v
+	}
+	r.Targets = nil
+	if v, ok := lowest(vk, 0); ok {
+		r.Targets = append(r.Targets, Target{Name: "ispmux CPU/pkt ≤ 1/1.3 of the nftables kernel's at every sweep point",
+			Want: "kernel ÷ ispmux ≥ 1.30 in every row", Got: round(v, 3), Met: v >= 1.3, Note: "lowest row"})
+	}
+	if v, ok := lowest(vb, 0); ok && v > 0 {
+		x := round(1/v, 3)
+		r.Targets = append(r.Targets, Target{Name: "ispmux CPU/pkt ≤ 1.05× the bare forwarder's at every sweep point",
+			Want: "ispmux ÷ bare ≤ 1.05 in every row", Got: x, Met: x <= 1.05, Note: "highest row"})
+	}
+}
+
+func containsInt(l []int, x int) bool {
+	for _, v := range l {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+func slicesMin(l []int) int {
+	m := l[0]
+	for _, v := range l[1:] {
+		m = min(m, v)
+	}
+	return m
+}
