@@ -27,9 +27,9 @@
 // dispatch the verdicts (forward in place, copy into another port's UMEM,
 // or free), transmit once per egress port, reap completions, refill. No lock
 // and no channel is touched per packet. When nothing arrived the worker
-// parks in the runtime's netpoller on an epoll set of every queue's socket
-// and an eventfd that the control plane uses to wake it for injected
-// frames or shutdown.
+// parks in the runtime's netpoller on an epoll set of every queue's socket;
+// the control plane wakes it for injected frames or shutdown by setting the
+// wait's read deadline in the past (an eventfd in the poll(2) fallback).
 //
 // Frames cross between interfaces with exactly one copy (asavie/xdp v0.3.3
 // has no shared UMEM); a frame sent back out of the port it arrived on is

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestInjectWakesSleepingWorker: a worker asleep in poll (idle timeout far
@@ -169,5 +171,15 @@ func TestIdleWaitAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per sleep", allocs)
+	}
+	// Parked in the netpoller, the loop is woken through its read
+	// deadline, not the eventfd (a system call on each side).
+	w.wake()
+	var buf [8]byte
+	if _, err := unix.Read(w.efd, buf[:]); err != unix.EAGAIN {
+		t.Errorf("wake wrote the eventfd (read: %v)", err)
+	}
+	if err := w.sleep(); err != nil {
+		t.Fatal(err)
 	}
 }
