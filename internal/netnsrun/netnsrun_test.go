@@ -9,16 +9,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ispmux/ispmux/internal/privtest"
+
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
-// needRoot skips t unless the process is root (CI runs the tests as root).
+// needRoot is privtest.Lab: the test creates network namespaces and
+// switches threads into them (root; skipped with -short, make unit).
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the test creates network namespaces and switches threads into them")
-	}
+	privtest.Lab(t)
 }
 
 // onThread runs f on a goroutine locked to its thread for good (never
