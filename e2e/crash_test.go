@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -429,9 +430,12 @@ func theExchanges() []exchange {
 	fp := failpoint.RelayBeforeSend
 	bind := []string{fp, failpoint.BindBeforeCommit, failpoint.BindAfterCommit, failpoint.BindAfterAck}
 	end := []string{failpoint.EndAfterIntent, failpoint.EndAfterSend, failpoint.EndAfterComplete}
+	// The store's binding journal: crashes between its write and its
+	// fdatasync, and before the writers are released.
+	bindJ := append(slices.Clone(bind), failpoint.JournalAfterWrite, failpoint.JournalAfterSync)
 	return []exchange{
 		{
-			name: "DORA", sub: "s1", client: "dhclient", points: bind,
+			name: "DORA", sub: "s1", client: "dhclient", points: bindJ,
 			act: func(c *caseRun) {
 				c.cl = c.m.r.startDhclient(c.sub, c.m.conf)
 				c.m.clients = append(c.m.clients, c.cl)
@@ -460,7 +464,7 @@ func theExchanges() []exchange {
 			},
 		},
 		{
-			name: "renew", sub: "s2", client: "udhcpc (SIGUSR1: unicast REQUEST)", points: bind,
+			name: "renew", sub: "s2", client: "udhcpc (SIGUSR1: unicast REQUEST)", points: bindJ,
 			setup: func(c *caseRun) { c.bindWith("udhcpc") },
 			act: func(c *caseRun) {
 				c.afterISPT1() // before it, ispmux answers itself
@@ -512,6 +516,28 @@ func theExchanges() []exchange {
 			name: "release", sub: "s1", client: "dhclient -r", points: end,
 			setup: func(c *caseRun) { c.bindWith("dhclient") },
 			act: func(c *caseRun) {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if err := c.m.r.topo.DhclientRelease(ctx, c.sub); err != nil {
+					c.t.Errorf("dhclient -r: %v", err)
+				}
+			},
+			settle: func(c *caseRun) {
+				if !c.m.waitKea(c.sub, 10*time.Second, func(l lab.KeaLease, ok bool) bool { return !ok || !l.Active(time.Now()) }) {
+					c.t.Errorf("Kea still holds the released lease after the restart")
+				}
+			},
+		},
+		{
+			// The binding is journaled by the armed ispmux itself, so the
+			// release's transaction is the checkpoint that writes it
+			// into bbolt (and deletes it): a crash before the journal is
+			// reset leaves the binding's record in the journal, which the
+			// restart must not replay (the released binding would be
+			// back).
+			name: "bind, then release (journal checkpoint)", sub: "s1", client: "dhclient, then dhclient -r", points: []string{failpoint.CheckpointAfterCommit},
+			act: func(c *caseRun) {
+				c.bindWith("dhclient")
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				if err := c.m.r.topo.DhclientRelease(ctx, c.sub); err != nil {

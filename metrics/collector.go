@@ -72,8 +72,8 @@ var (
 	ctlPuntUnknown = desc("ispmux_punts_unhandled_total", "Punted frames the control plane had no use for.")
 
 	// Store.
-	storeCommit = desc("ispmux_store_commit_seconds", "Time of each write transaction of the store's group commit, fsync included (a DHCP ACK waits for one).")
-	storeWrites = desc("ispmux_store_writes_total", "Writes committed by the store's group commit; divided by ispmux_store_commit_seconds_count, the writes that share one transaction's fsyncs.")
+	storeCommit = desc("ispmux_store_commit_seconds", "Time of each write of the store's group commit (a bbolt transaction or a binding journal append), fsync included (a DHCP ACK waits for one).")
+	storeWrites = desc("ispmux_store_writes_total", "Writes committed by the store's group commit; divided by ispmux_store_commit_seconds_count, the writes that share one commit's fsyncs.")
 	storeWaits  = desc("ispmux_store_commit_window_waits_total", "Times the group commit's leader waited a commit window (2 ms, under concurrent writes only) for more writes before committing.")
 
 	// API.

@@ -101,14 +101,15 @@ func (s *Store) CommitBinding(b Binding) error {
 	if b.Updated.IsZero() {
 		b.Updated = time.Now()
 	}
-	put := bindingPut(&b)
-	if err := s.update(put); err != nil {
+	rec := &jrec{key: bindingKey(b.Access, b.VLAN, b.MAC), val: encodeBinding(&b)}
+	put := bindingPut(rec)
+	if err := s.submit(&call{fn: put, rec: rec}); err != nil {
 		return fmt.Errorf("commit binding %s: %w", bindingName(b.Access, b.VLAN, b.MAC), err)
 	}
 	return nil
 }
 
-// CommitBindingEvent is CommitBinding and AddEvent in one transaction: the
+// CommitBindingEvent is CommitBinding and AddEvent in one write: the
 // binding and the event recording it (bound, renewed) become durable
 // together, for one fsync instead of two.
 func (s *Store) CommitBindingEvent(b Binding, e Event) (Event, error) {
@@ -122,26 +123,26 @@ func (s *Store) CommitBindingEvent(b Binding, e Event) (Event, error) {
 	if err := prepareEvent(&e); err != nil {
 		return Event{}, err
 	}
-	putB := bindingPut(&b)
+	rec := &jrec{key: bindingKey(b.Access, b.VLAN, b.MAC), val: encodeBinding(&b), ev: &e, evVal: encodeEvent(&e)}
+	putB := bindingPut(rec)
 	putE := s.eventPut(&e)
-	err := s.updateWaking(func(tx *bolt.Tx) error {
+	err := s.submit(&call{fn: func(tx *bolt.Tx) error {
 		if err := putB(tx); err != nil {
 			return err
 		}
 		return putE(tx)
-	}, wakeEvents)
+	}, rec: rec, wakes: wakeEvents})
 	if err != nil {
 		return Event{}, fmt.Errorf("commit binding %s with event %s: %w", name(), e.Kind, err)
 	}
 	return e, nil
 }
 
-// bindingPut returns the transaction step that stores b (validated).
-func bindingPut(b *Binding) func(tx *bolt.Tx) error {
-	key := bindingKey(b.Access, b.VLAN, b.MAC)
-	val := encodeBinding(b)
+// bindingPut returns the transaction step that stores r's binding, for
+// a write the journal does not take.
+func bindingPut(r *jrec) func(tx *bolt.Tx) error {
 	return func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketBindings).Put(key, val)
+		return tx.Bucket(bucketBindings).Put(r.key, r.val)
 	}
 }
 
@@ -184,6 +185,13 @@ func (s *Store) Binding(access string, vlan uint16, mac MAC) (Binding, error) {
 	}
 	key := bindingKey(access, vlan, mac)
 	var b Binding
+	if v, ok := s.pendingBinding(key); ok {
+		b, err := decodeBinding(key, v)
+		if err != nil {
+			return Binding{}, fmt.Errorf("binding %s: %w", bindingName(access, vlan, mac), err)
+		}
+		return b, nil
+	}
 	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketBindings).Get(key)
 		if v == nil {
@@ -234,7 +242,7 @@ func (s *Store) ForEachBindingBorrowed(fn func(*Binding) error) error {
 
 func (s *Store) forEachBinding(borrow bool, fn func(*Binding) error) error {
 	var bad []error
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.viewJournaled(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketBindings).Cursor()
 		var b Binding // one for the walk: fn gets its address
 		for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -267,7 +275,7 @@ func (s *Store) forEachBinding(borrow bool, fn func(*Binding) error) error {
 func (s *Store) bindings(prefix []byte) ([]Binding, error) {
 	var bs []Binding
 	var bad []error
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.viewJournaled(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketBindings).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			b, err := decodeBinding(k, v)
@@ -305,7 +313,7 @@ func (s *Store) BindingsPage(isp, after string, limit int) (bs []Binding, next s
 		return nil, "", fmt.Errorf("bindings of %q: %w", isp, err)
 	}
 	var bad []error
-	err = s.view(func(tx *bolt.Tx) error {
+	err = s.viewJournaled(func(tx *bolt.Tx) error {
 		next = encodeCursor(pageScan(tx.Bucket(bucketBindings).Cursor(), nil, from, limit, func(k, v []byte) bool {
 			b, err := decodeBinding(k, v)
 			if err != nil {

@@ -1,6 +1,7 @@
 package subscribers
 
 import (
+	"errors"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -12,8 +13,15 @@ const windowBatch = 8
 
 // call is one write waiting in the group commit queue.
 type call struct {
-	fn  func(*bolt.Tx) error
-	err error
+	fn func(*bolt.Tx) error
+	// rec, if set, is the write as a journal record (CommitBinding,
+	// CommitBindingEvent): the leader appends it to the binding journal,
+	// or runs fn when the journal cannot take it.
+	rec *jrec
+	// ckpt marks a checkpoint request (fn does nothing): the leader runs
+	// a transaction only if records are pending.
+	ckpt bool
+	err  error
 	// wakes says whom fn's commit wakes: wakeChanges (fn appends to the
 	// change feed: Watch), wakeEvents (fn appends events: WaitEvents).
 	wakes uint8
@@ -35,20 +43,32 @@ func (s *Store) update(fn func(*bolt.Tx) error) error {
 // (wakes has wakeChanges) or the event log (wakeEvents): once it is
 // committed, the readers waiting for those are woken (Watch, WaitEvents).
 func (s *Store) updateWaking(fn func(*bolt.Tx) error, wakes uint8) error {
+	return s.submit(&call{fn: fn, wakes: wakes})
+}
+
+// submit queues c for the group commit and returns its result once it
+// is durable.
+func (s *Store) submit(c *call) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.db == nil {
 		return ErrClosed
 	}
 	if s.viaDBBatch {
-		err := s.db.Batch(fn)
+		err := s.db.Batch(c.fn)
 		if err == nil {
-			s.wake(wakes)
+			s.db.View(func(tx *bolt.Tx) error {
+				seq := tx.Bucket(bucketEvents).Sequence()
+				for old := s.evSeq.Load(); seq > old && !s.evSeq.CompareAndSwap(old, seq); old = s.evSeq.Load() {
+				}
+				return nil
+			})
+			s.wake(c.wakes)
 		}
 		return err
 	}
 
-	c := &call{fn: fn, wakes: wakes, wake: make(chan bool, 1)}
+	c.wake = make(chan bool, 1)
 	s.gmu.Lock()
 	s.queue = append(s.queue, c)
 	if s.leading {
@@ -76,7 +96,7 @@ func (s *Store) updateWaking(fn func(*bolt.Tx) error, wakes uint8) error {
 	s.queue = append([]*call(nil), s.queue[n:]...)
 	s.gmu.Unlock()
 
-	s.commitLocked(batch)
+	s.commitBatch(batch)
 
 	// Hand over to the oldest waiter, which takes everything that queued
 	// up during our fsync; or step down.
@@ -89,6 +109,66 @@ func (s *Store) updateWaking(fn func(*bolt.Tx) error, wakes uint8) error {
 	}
 	s.gmu.Unlock()
 	return c.err
+}
+
+// commitBatch commits batch: its journal records by one append to the
+// binding journal, the rest (and the records the journal cannot take) in
+// one bbolt transaction, which also checkpoints every pending record.
+// Preconditions as commitLocked's.
+func (s *Store) commitBatch(batch []*call) {
+	var jcalls []*call
+	tcalls := batch[:0:0]
+	for _, c := range batch {
+		if c.rec != nil && s.jr != nil && !s.jfailed {
+			jcalls = append(jcalls, c)
+		} else {
+			tcalls = append(tcalls, c)
+		}
+	}
+	if len(jcalls) > 0 {
+		err := s.journalAppend(jcalls)
+		if errors.Is(err, errJournalFull) {
+			tcalls = append(tcalls, jcalls...)
+		} else {
+			var wakes uint8
+			for _, c := range jcalls {
+				wakes |= c.wakes
+			}
+			if err == nil {
+				s.wake(wakes)
+			}
+			for _, c := range jcalls {
+				c.err = err
+				c.wake <- false
+			}
+		}
+	}
+	if len(tcalls) > 0 {
+		if s.pendingN.Load() == 0 && !s.jfailed && onlyCheckpoints(tcalls) {
+			for _, c := range tcalls {
+				c.wake <- false
+			}
+		} else {
+			s.commitLocked(tcalls)
+		}
+	}
+	if s.pendingN.Load() >= journalMaxPending && s.ckptQueued.CompareAndSwap(false, true) {
+		go func() {
+			defer s.ckptQueued.Store(false)
+			s.checkpoint()
+		}()
+	}
+}
+
+// onlyCheckpoints reports whether every call of cs is a checkpoint
+// request.
+func onlyCheckpoints(cs []*call) bool {
+	for _, c := range cs {
+		if !c.ckpt {
+			return false
+		}
+	}
+	return true
 }
 
 // commitLocked runs batch in one transaction and releases its calls with
@@ -105,15 +185,22 @@ func (s *Store) commitLocked(batch []*call) {
 		s.writes.Add(uint64(len(batch)))
 		start := time.Now()
 		err := s.db.Update(func(tx *bolt.Tx) error {
+			if err := s.applyPending(tx); err != nil {
+				return err
+			}
 			for i, c := range batch {
 				if err := c.fn(tx); err != nil {
 					failed = i
 					return err
 				}
 			}
+			s.noteTx(tx)
 			return nil
 		})
 		s.commitTime.Since(start)
+		if err == nil {
+			s.checkpointed()
+		}
 		if failed < 0 {
 			if err == nil {
 				var wakes uint8
@@ -133,9 +220,19 @@ func (s *Store) commitLocked(batch []*call) {
 		s.writeTxs.Add(1)
 		s.writes.Add(1)
 		start = time.Now()
-		c.err = s.db.Update(c.fn)
+		c.err = s.db.Update(func(tx *bolt.Tx) error {
+			if err := s.applyPending(tx); err != nil {
+				return err
+			}
+			if err := c.fn(tx); err != nil {
+				return err
+			}
+			s.noteTx(tx)
+			return nil
+		})
 		s.commitTime.Since(start)
 		if c.err == nil {
+			s.checkpointed()
 			s.wake(c.wakes)
 		}
 		c.wake <- false

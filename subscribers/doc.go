@@ -14,9 +14,11 @@
 // DeleteBinding, EndBinding, CommitOnboarding, EndOnboarding,
 // CompleteIntent, AddEvent, SetWebhookCursor)
 // returns only after its bbolt transaction has committed and the file has
-// been fsynced (fdatasync on Linux), unless Options.NoSync was set, which is for tests and benchmarks
-// only. A nil error therefore means the change survives a process
-// crash and a power loss. The DHCP engine relies on this: it calls
+// been fsynced (fdatasync on Linux), or, for CommitBinding and
+// CommitBindingEvent, after its record is in the binding journal and that
+// file is fdatasynced (see "Binding journal"), unless Options.NoSync was
+// set, which is for tests and benchmarks only. A nil error therefore
+// means the change survives a process crash and a power loss. The DHCP engine relies on this: it calls
 // CommitBinding before it sends the ACK, so a lease a subscriber was told
 // about is never lost. A non-nil error means the change may or may not be on
 // disk, and the caller must not act as if it were (no ACK).
@@ -118,6 +120,56 @@
 // recompute everything they report (a "found" flag, an event's sequence
 // number) on every run, and validation happens before a closure is queued.
 //
+// # Binding journal
+//
+// A bbolt commit costs two fdatasyncs (data pages, then the meta page)
+// and writes every page it dirtied: a binding's leaf, the event log's and
+// its index's last leaves, the branch pages above them, the freelist. The
+// binding commits of the DHCP path (CommitBinding, CommitBindingEvent)
+// are the store's hot write, so they go to a write-ahead log instead: the
+// file STATE.journal beside the store (journal.go), zero-filled ahead in
+// 1 MiB steps (so an append's fdatasync writes no metadata), at most
+// 8 MiB. A group commit whose writes are all journal records appends
+// them, one write and one fdatasync, and releases the writers; the
+// records are then pending: durable, not yet in bbolt. Each record holds
+// its LSN (a counter that only grows), the binding's key and value and
+// the event with the sequence number the leader gave it (the in-memory
+// event counter, evSeq), framed by its length and a CRC-32C.
+//
+// A checkpoint writes the pending records into bbolt. Every bbolt write
+// transaction of the group commit is one: it applies the pending records
+// first, in order, then its own writes, and stores the last LSN handed
+// out in the meta bucket (journal-lsn), in the same transaction. So a
+// DeleteBinding or EndBinding can never be overtaken by an older put in
+// the journal, and once that transaction is committed the journal starts
+// over at its first byte (reset: nothing written). A checkpoint is also
+// started when 1024 records are pending, when a batch does not fit in
+// the journal (those writes go through bbolt), and by every reader of the
+// bindings or the events (viewJournaled: Bindings, ForEachBinding,
+// BindingsPage, Events, EventsOf, EventBounds, WebhookEvents,
+// CountEventsOf, Backup), so a reader sees every write that returned.
+// Binding reads a pending record itself (the DHCP path's renewals), and
+// LastEventSeq answers from evSeq, so neither checkpoints. Close
+// checkpoints and zeroes the journal's first header.
+//
+// Open replays: it reads the run of whole records from the start of the
+// journal whose LSNs follow one another (it ends at the first record cut
+// short, damaged, or left from an earlier generation, whose LSN does not
+// follow) and writes those past the stored journal-lsn into bbolt in one
+// transaction. Records up to journal-lsn are already in the file (a crash
+// between a checkpoint's commit and the next append), and are skipped:
+// the release that deleted a journaled binding is not undone. A run that
+// starts after journal-lsn + 1 (records lost: a file restored from a
+// backup under a newer journal) is refused with ErrCorrupt. An append
+// whose write or fdatasync failed burns its LSNs (the next checkpoint
+// stores them as applied, so what reached the file never replays) and
+// the writes go through bbolt until that checkpoint.
+//
+// The crash points of the journal are failpoints (journal/after-write,
+// journal/after-sync, journal/checkpoint-after-commit) in the appliance's
+// crash matrix; TestJournal* crash a copy of the files at the same
+// instants.
+//
 // # Lifetime
 //
 // A Store is safe for concurrent use. Close waits for the writes and reads
@@ -128,7 +180,8 @@
 //
 // # Layout and encoding
 //
-// Buckets: "meta" (schema version), "registrations" (key: the 6-byte MAC),
+// Buckets: "meta" (schema version; journal-lsn, the last LSN of the
+// binding journal the file holds), "registrations" (key: the 6-byte MAC),
 // "customers" (key: ISP, 0x00, customer ID), "devices-by-customer" (an
 // index: ISP, 0x00, customer ID, 0x00, MAC → nil; DevicesOf and an ISP's
 // Devices read it instead of every registration), "bindings" (key: access
@@ -180,13 +233,15 @@
 //
 // # Schema versions
 //
-// The meta bucket's schema byte is the version of the whole file (5 now;
+// The meta bucket's schema byte is the version of the whole file (7 now;
 // see schemaVersion). Open migrates an older file in place, in one
 // transaction (all or nothing: schema 1 to 2 re-encodes every value and
 // adds the intents bucket; 2 to 3 adds the customers bucket and the change
 // feed and builds the two new indexes from the registrations and events
 // already stored; 3 to 4 only moves the byte (events may carry a lease
-// end); 4 to 5 adds the onboarding bucket), and refuses a newer one with ErrSchema: an
+// end); 4 to 5 adds the onboarding bucket; 5 to 6 deletes the
+// binding-expiry index; 6 to 7 only moves the byte, for the binding
+// journal), and refuses a newer one with ErrSchema: an
 // older ispmux never writes a file it cannot fully read. Open of a current
 // file writes nothing. Backup writes a consistent copy of the file while
 // the store is in use (`ispmux ctl backup FILE`).

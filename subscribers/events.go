@@ -148,61 +148,68 @@ func (s *Store) eventPut(e *Event) func(tx *bolt.Tx) error {
 	val := encodeEvent(e)
 	cutTime := e.Time.Add(-s.maxAge)
 	return func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bucketEvents)
-		bk.FillPercent = 0.95 // append-only: keep the pages full
-		idx := tx.Bucket(bucketEventIndex)
-		seq, err := bk.NextSequence()
+		seq, err := tx.Bucket(bucketEvents).NextSequence()
 		if err != nil {
 			return err
 		}
-		if err := bk.Put(seqKey(seq), val); err != nil {
+		e.Seq = seq
+		return s.eventAt(tx, seq, val, e.ISP, cutTime)
+	}
+}
+
+// eventAt stores the event val (of ISP isp) under seq, the log's newest
+// sequence number, with its index entry, and trims the log as eventPut
+// says, by count and by cutTime.
+func (s *Store) eventAt(tx *bolt.Tx, seq uint64, val []byte, isp string, cutTime time.Time) error {
+	bk := tx.Bucket(bucketEvents)
+	bk.FillPercent = 0.95 // append-only: keep the pages full
+	idx := tx.Bucket(bucketEventIndex)
+	if err := bk.Put(seqKey(seq), val); err != nil {
+		return err
+	}
+	if isp != "" {
+		if err := idx.Put(eventIndexKey(isp, seq), nil); err != nil {
 			return err
 		}
-		if e.ISP != "" {
-			if err := idx.Put(eventIndexKey(e.ISP, seq), nil); err != nil {
-				return err
-			}
+	}
+	// The log holds at most seq-oldest+1 events (only its front is
+	// ever deleted). Within retention + slack, cutoff stays 0 and
+	// the loop below only reads the oldest event's time (nothing
+	// dirtied); past it, this append trims the whole slack at once.
+	c := bk.Cursor()
+	var cutoff uint64 // trim every seq <= cutoff
+	k, v := c.First()
+	if len(k) == 8 && seq-binary.BigEndian.Uint64(k) >= s.retention+trimSlack(s.retention) {
+		cutoff = seq - s.retention
+	}
+	// Re-seek after each delete: a bbolt cursor may skip a key if
+	// Next follows Delete.
+	for ; k != nil; k, v = c.First() {
+		s.trimLooked++
+		if len(k) == 8 && binary.BigEndian.Uint64(k) == seq {
+			break // the newest stays, whatever its time
 		}
-		e.Seq = seq
-		// The log holds at most seq-oldest+1 events (only its front is
-		// ever deleted). Within retention + slack, cutoff stays 0 and
-		// the loop below only reads the oldest event's time (nothing
-		// dirtied); past it, this append trims the whole slack at once.
-		c := bk.Cursor()
-		var cutoff uint64 // trim every seq <= cutoff
-		k, v := c.First()
-		if len(k) == 8 && seq-binary.BigEndian.Uint64(k) >= s.retention+trimSlack(s.retention) {
-			cutoff = seq - s.retention
-		}
-		// Re-seek after each delete: a bbolt cursor may skip a key if
-		// Next follows Delete.
-		for ; k != nil; k, v = c.First() {
-			s.trimLooked++
-			if len(k) == 8 && binary.BigEndian.Uint64(k) == seq {
-				break // the newest stays, whatever its time
-			}
-			// The common case, a young event within the retention,
-			// reads only its time (no allocation).
-			if len(k) == 8 && binary.BigEndian.Uint64(k) > cutoff {
-				if t, ok := eventTime(v); ok && !t.Before(cutTime) {
-					break
-				}
-			}
-			old, err := decodeEvent(k, v)
-			if len(k) == 8 && binary.BigEndian.Uint64(k) > cutoff && err == nil && !old.Time.Before(cutTime) {
+		// The common case, a young event within the retention,
+		// reads only its time (no allocation).
+		if len(k) == 8 && binary.BigEndian.Uint64(k) > cutoff {
+			if t, ok := eventTime(v); ok && !t.Before(cutTime) {
 				break
 			}
-			if err == nil && old.ISP != "" {
-				if err := idx.Delete(eventIndexKey(old.ISP, old.Seq)); err != nil {
-					return err
-				}
-			}
-			if err := c.Delete(); err != nil {
+		}
+		old, err := decodeEvent(k, v)
+		if len(k) == 8 && binary.BigEndian.Uint64(k) > cutoff && err == nil && !old.Time.Before(cutTime) {
+			break
+		}
+		if err == nil && old.ISP != "" {
+			if err := idx.Delete(eventIndexKey(old.ISP, old.Seq)); err != nil {
 				return err
 			}
 		}
-		return nil
+		if err := c.Delete(); err != nil {
+			return err
+		}
 	}
+	return nil
 }
 
 // Events returns up to limit events with Seq > afterSeq, ascending by Seq
@@ -214,7 +221,7 @@ func (s *Store) Events(afterSeq uint64, limit int) ([]Event, error) {
 	}
 	var evs []Event
 	var bad []error
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.viewJournaled(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
 		for k, v := c.Seek(seqKey(afterSeq + 1)); k != nil && (limit <= 0 || len(evs) < limit); k, v = c.Next() {
 			e, err := decodeEvent(k, v)
@@ -248,7 +255,7 @@ func (s *Store) EventsOf(isp string, after uint64, limit int) ([]Event, error) {
 	}
 	var evs []Event
 	var bad []error
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.viewJournaled(func(tx *bolt.Tx) error {
 		evs, bad = eventsOfTx(tx, isp, after, limit)
 		return nil
 	})
@@ -309,7 +316,7 @@ func eventBoundsTx(tx *bolt.Tx) (oldest, newest uint64) {
 // Seq n missed some (trimmed by count or age) if n+1 < oldest. An empty
 // log (a new store) gives oldest = newest+1.
 func (s *Store) EventBounds() (oldest, newest uint64, err error) {
-	err = s.view(func(tx *bolt.Tx) error {
+	err = s.viewJournaled(func(tx *bolt.Tx) error {
 		oldest, newest = eventBoundsTx(tx)
 		return nil
 	})
@@ -321,16 +328,16 @@ func (s *Store) EventBounds() (oldest, newest uint64, err error) {
 
 // LastEventSeq returns the Seq of the newest event ever added (0 if none),
 // for a reader that wants to start following from now.
+//
+// It is kept in memory (every commit that appends events moves it), so a
+// follower's WaitEvents does not checkpoint the binding journal.
 func (s *Store) LastEventSeq() (uint64, error) {
-	var seq uint64
-	err := s.view(func(tx *bolt.Tx) error {
-		seq = tx.Bucket(bucketEvents).Sequence()
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("last event seq: %w", err)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return 0, fmt.Errorf("last event seq: %w", ErrClosed)
 	}
-	return seq, nil
+	return s.evSeq.Load(), nil
 }
 
 // WaitEvents returns nil as soon as the log holds an event with Seq >

@@ -12,7 +12,7 @@ import (
 // transaction tx (whose buckets exist): either the whole migration and
 // the new schema byte commit, or nothing does and the file stays as it
 // was. It runs the steps from `from` on: 1 → 2, 2 → 3, 3 → 4, 4 → 5,
-// 5 → 6.
+// 5 → 6, 6 → 7.
 //
 // 1 → 2: every registration, binding and event is re-encoded in the
 // current format (the fields added since read as empty); the keys and
@@ -40,6 +40,11 @@ import (
 // 5 → 6: the binding-expiry bucket is deleted (its pages go to the
 // freelist). The schema byte moves so that an older ispmux, which would
 // write the index again for some bindings only, refuses the file.
+//
+// 6 → 7: nothing to rewrite: the binding journal (a file beside this
+// one) is new. The schema byte moves so that an older ispmux, which would
+// not replay the journal and would lose the bindings it holds, refuses
+// the file.
 func migrate(tx *bolt.Tx, from byte) error {
 	if from < 1 || from >= schemaVersion {
 		return fmt.Errorf("no migration from schema %d", from)

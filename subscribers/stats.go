@@ -4,13 +4,15 @@ import "github.com/ispmux/ispmux/internal/histo"
 
 // CommitStats is the group commit's statistics.
 type CommitStats struct {
-	// Transactions counts the write transactions run (committed or not).
+	// Transactions counts the write transactions run (committed or not),
+	// appends to the binding journal included.
 	Transactions uint64
 	// Writes counts the writes those transactions carried (a write
 	// retried alone after its batch failed counts twice): Writes ÷
 	// Transactions is how many writes share a commit's fsyncs.
 	Writes uint64
-	// Latency is the time of each write transaction, fsync included.
+	// Latency is the time of each write transaction or journal append,
+	// fsync included.
 	Latency histo.Snapshot
 	// WindowWaits counts the times a leader waited a commit window
 	// (Options.CommitWindow) for more writes.

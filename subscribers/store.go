@@ -49,7 +49,9 @@ var (
 // 6: the binding-expiry index is gone (nothing read it: expiry runs from
 // the lease table's heap in memory, rebuilt from the bindings at start),
 // which saves every binding commit a write into a second tree.
-const schemaVersion = 6
+// 7: the binding journal (journal.go; the meta bucket's journal-lsn): an
+// older ispmux would not replay it and would lose the bindings it holds.
+const schemaVersion = 7
 
 // Defaults for Options.
 const (
@@ -179,6 +181,28 @@ type Store struct {
 	nmu    sync.Mutex
 	notify [2]chan struct{}
 
+	// The binding journal (journal.go, checkpoint.go). jr is nil once
+	// closed. The leader-only fields are used by the group commit's
+	// leader (and by Open and Close, with no leader): pending (the
+	// journaled records not yet in bbolt, in LSN order), appliedLSN (the
+	// LSN bbolt's meta bucket holds), jfailed (an append failed: records
+	// go through bbolt until the next checkpoint) and txEvSeq (noteTx).
+	jr         *journal
+	pending    []*jrec
+	appliedLSN uint64
+	jfailed    bool
+	txEvSeq    uint64
+	// pendingN is len(pending), for the readers' fast path; pendingB the
+	// pending bindings' values by key (Binding reads them), under pmu.
+	pmu      sync.RWMutex
+	pendingN atomic.Int64
+	pendingB map[string][]byte
+	// evSeq is the sequence number of the newest durable event (in the
+	// journal or in bbolt): LastEventSeq, and the journal's next events.
+	evSeq atomic.Uint64
+	// ckptQueued is set while a background checkpoint is queued.
+	ckptQueued atomic.Bool
+
 	// mu is held for reading by every operation for its whole duration
 	// and for writing by Close, so Close waits for them.
 	mu sync.RWMutex
@@ -257,7 +281,7 @@ func Open(path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	return &Store{
+	s := &Store{
 		path:            path,
 		retention:       uint64(opts.EventRetention),
 		maxAge:          opts.EventMaxAge,
@@ -266,7 +290,12 @@ func Open(path string, opts Options) (*Store, error) {
 		maxBatch:        opts.MaxBatchSize,
 		window:          opts.CommitWindow,
 		db:              db,
-	}, nil
+	}
+	if err := s.openJournalFor(path, opts.NoSync); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return s, nil
 }
 
 // allBuckets are the buckets of the current schema.
@@ -316,8 +345,12 @@ func (s *Store) Close() error {
 	if s.db == nil {
 		return fmt.Errorf("close %s: %w", s.path, ErrClosed)
 	}
+	jerr := s.closeJournal()
 	err := s.db.Close()
 	s.db = nil
+	if err == nil && jerr != nil {
+		err = fmt.Errorf("journal: %w", jerr)
+	}
 	s.wake(wakeAll) // waiting readers find the store closed
 	if err != nil {
 		return fmt.Errorf("close %s: %w", s.path, err)
@@ -325,7 +358,19 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// view runs fn in a read transaction.
+// viewJournaled is view for a reader of the buckets the binding journal
+// writes (bindings, events, events-by-isp): it first checkpoints the
+// pending journal records, so fn sees every durable write.
+func (s *Store) viewJournaled(fn func(*bolt.Tx) error) error {
+	if err := s.checkpoint(); err != nil {
+		return err
+	}
+	return s.view(fn)
+}
+
+// view runs fn in a read transaction of what bbolt holds: without the
+// pending journal records (see viewJournaled; Binding reads those
+// itself).
 func (s *Store) view(fn func(*bolt.Tx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

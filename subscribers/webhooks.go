@@ -77,7 +77,7 @@ func (s *Store) WebhookEvents(isp string, after uint64, limit int) (evs []Event,
 		return nil, 0, 0, fmt.Errorf("webhook events: %w: empty ISP", ErrInvalid)
 	}
 	var bad []error
-	err = s.view(func(tx *bolt.Tx) error {
+	err = s.viewJournaled(func(tx *bolt.Tx) error {
 		oldest, newest = eventBoundsTx(tx)
 		if after >= newest {
 			return nil
@@ -106,7 +106,7 @@ func (s *Store) CountEventsOf(isp string, after uint64, limit int) (int, error) 
 	}
 	prefix := append([]byte(isp), 0)
 	n := 0
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.viewJournaled(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEventIndex).Cursor()
 		for k, _ := c.Seek(eventIndexKey(isp, after+1)); k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || n < limit); k, _ = c.Next() {
 			n++

@@ -69,6 +69,13 @@ var Points = []string{
 	// A moved device did not ask within client_lease_max: its old binding
 	// is about to end; nothing changed yet.
 	MoveCutBeforeEnd,
+	// The store's binding journal: records written, not yet fdatasynced.
+	JournalAfterWrite,
+	// The journal's records are durable; their writers not yet released.
+	JournalAfterSync,
+	// A checkpoint (a bbolt transaction holding the journaled records)
+	// is durable; the journal not yet reset.
+	CheckpointAfterCommit,
 }
 
 // The failpoint names.
@@ -96,4 +103,8 @@ const (
 	MoveNakBeforeEnd     = "move/nak-before-end"
 	MoveAfterNak         = "move/after-nak"
 	MoveCutBeforeEnd     = "move/cut-before-end"
+
+	JournalAfterWrite     = "journal/after-write"
+	JournalAfterSync      = "journal/after-sync"
+	CheckpointAfterCommit = "journal/checkpoint-after-commit"
 )

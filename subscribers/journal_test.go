@@ -1,0 +1,421 @@
+package subscribers
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// crashCopy copies the store's files (database and journal) as they are
+// now, to a new directory, as a crash at this instant would leave them
+// (the copy sees the page cache, like a process killed now), and opens
+// the copy.
+func crashCopy(t *testing.T, path string) (*Store, string) {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "state.db")
+	for _, suffix := range []string{"", ".journal"} {
+		in, err := os.Open(path + suffix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := os.Create(dst + suffix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			t.Fatal(err)
+		}
+		in.Close()
+		out.Close()
+	}
+	s, err := Open(dst, Options{NoSync: true})
+	if err != nil {
+		t.Fatalf("open after the crash: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, dst
+}
+
+// TestJournalReplay: bindings and events committed through the journal,
+// not yet checkpointed, are in the store after a crash, with the events'
+// sequence numbers as returned; Binding reads them before any
+// checkpoint, without a bbolt transaction.
+func TestJournalReplay(t *testing.T) {
+	s, path := openTest(t, Options{})
+	const n = 300
+	seqs := make([]uint64, n)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := w; i < n; i += 4 {
+				b := testBinding(i)
+				e, err := s.CommitBindingEvent(b, Event{Kind: EventBound, MAC: b.MAC, ISP: b.ISP, IP: b.IP})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				seqs[i] = e.Seq
+			}
+		})
+	}
+	wg.Wait()
+	if got := len(s.pendingBindings()); got != n {
+		t.Fatalf("%d bindings pending in the journal, want %d (were they checkpointed?)", got, n)
+	}
+	txs := s.writeTxs.Load()
+	b, err := s.Binding(testBinding(7).Access, testBinding(7).VLAN, testBinding(7).MAC)
+	if err != nil || !bindingEqual(b, testBinding(7)) {
+		t.Fatalf("Binding of a pending record = %+v, %v", b, err)
+	}
+	if last, _ := s.LastEventSeq(); last != n {
+		t.Errorf("LastEventSeq = %d, want %d", last, n)
+	}
+	if s.writeTxs.Load() != txs || len(s.pendingBindings()) != n {
+		t.Error("Binding or LastEventSeq checkpointed the journal")
+	}
+
+	c, _ := crashCopy(t, path)
+	for i := range n {
+		want := testBinding(i)
+		got, err := c.Binding(want.Access, want.VLAN, want.MAC)
+		if err != nil || !bindingEqual(got, want) {
+			t.Fatalf("binding %d after the crash: %+v, %v", i, got, err)
+		}
+	}
+	if len(c.pendingBindings()) != 0 {
+		t.Error("replayed records still pending")
+	}
+	evs, err := c.Events(0, 0)
+	if err != nil || len(evs) != n {
+		t.Fatalf("Events after the crash: %d, %v; want %d", len(evs), err, n)
+	}
+	bySeq := map[uint64]MAC{}
+	for i, e := range evs {
+		if e.Seq != uint64(i+1) {
+			t.Fatalf("event %d has seq %d", i, e.Seq)
+		}
+		bySeq[e.Seq] = e.MAC
+	}
+	for i, seq := range seqs {
+		if bySeq[seq] != testBinding(i).MAC {
+			t.Errorf("event %d (returned to the writer of binding %d) is of %v", seq, i, bySeq[seq])
+		}
+	}
+	if evs, err := c.EventsOf(testBinding(0).ISP, 0, 0); err != nil || len(evs) != n/2 {
+		t.Errorf("EventsOf after the crash: %d, %v; want %d", len(evs), err, n/2)
+	}
+	// The next event continues the sequence.
+	if e, err := c.AddEvent(Event{Kind: EventBound}); err != nil || e.Seq != n+1 {
+		t.Errorf("AddEvent after replay: seq %d, %v; want %d", e.Seq, err, n+1)
+	}
+}
+
+// TestJournalNoResurrection: a binding journaled, then deleted, stays
+// deleted after a crash, although its record is still in the journal
+// (the delete's transaction checkpointed it and recorded its LSN); and
+// records written after that checkpoint, over the old ones, replay.
+func TestJournalNoResurrection(t *testing.T) {
+	s, path := openTest(t, Options{})
+	x, y := testBinding(1), testBinding(2)
+	for i := range 50 { // a generation longer than the next one
+		if err := s.CommitBinding(testBinding(100 + i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CommitBinding(x); err != nil {
+		t.Fatal(err)
+	}
+	if found, err := s.DeleteBinding(x.Access, x.VLAN, x.MAC); err != nil || !found {
+		t.Fatalf("DeleteBinding = %v, %v", found, err)
+	}
+	c, _ := crashCopy(t, path)
+	if _, err := c.Binding(x.Access, x.VLAN, x.MAC); !errors.Is(err, ErrNotFound) {
+		t.Errorf("deleted binding after the crash: %v, want ErrNotFound", err)
+	}
+	// A new generation over the old records.
+	if err := s.CommitBinding(y); err != nil {
+		t.Fatal(err)
+	}
+	c, _ = crashCopy(t, path)
+	if _, err := c.Binding(x.Access, x.VLAN, x.MAC); !errors.Is(err, ErrNotFound) {
+		t.Errorf("deleted binding after the second crash: %v, want ErrNotFound", err)
+	}
+	if got, err := c.Binding(y.Access, y.VLAN, y.MAC); err != nil || !bindingEqual(got, y) {
+		t.Errorf("binding of the new generation after the crash: %+v, %v", got, err)
+	}
+	if all, err := c.Bindings(); err != nil || len(all) != 51 {
+		t.Errorf("Bindings after the crash: %d, %v; want 51", len(all), err)
+	}
+}
+
+// TestJournalTornTail: a record cut short or damaged (a write the crash
+// interrupted: never acknowledged) ends the replay; those before it
+// replay.
+func TestJournalTornTail(t *testing.T) {
+	s, path := openTest(t, Options{})
+	for i := range 10 {
+		if err := s.CommitBinding(testBinding(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tail := s.jr.tail
+	rec := tail / 10
+	for _, damage := range []struct {
+		name string
+		fn   func(f *os.File)
+	}{
+		{"cut short", func(f *os.File) { f.WriteAt(make([]byte, rec/2), tail-rec/2) }},
+		{"byte flipped", func(f *os.File) {
+			b := make([]byte, 1)
+			f.ReadAt(b, tail-3)
+			f.WriteAt([]byte{b[0] ^ 0x40}, tail-3)
+		}},
+	} {
+		t.Run(damage.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, suffix := range []string{"", ".journal"} {
+				b, err := os.ReadFile(path + suffix)
+				if err != nil {
+					t.Fatal(err)
+				}
+				os.WriteFile(filepath.Join(dir, "s.db"+suffix), b, 0o600)
+			}
+			f, _ := os.OpenFile(filepath.Join(dir, "s.db.journal"), os.O_RDWR, 0)
+			damage.fn(f)
+			f.Close()
+			c, err := Open(filepath.Join(dir, "s.db"), Options{NoSync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			all, err := c.Bindings()
+			if err != nil || len(all) != 9 {
+				t.Errorf("Bindings = %d, %v; want the 9 before the damaged record", len(all), err)
+			}
+		})
+	}
+}
+
+// TestJournalCloseAndRestore: Close checkpoints and empties the journal,
+// so a backup taken earlier, put in the file's place, opens as it was;
+// a journal of later writes over an older file is refused, not replayed
+// with a gap.
+func TestJournalCloseAndRestore(t *testing.T) {
+	s, path := openTest(t, Options{})
+	if err := s.CommitBinding(testBinding(1)); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := os.ReadFile(path) // the bbolt file, binding 1 still pending
+	for i := 2; i < 5; i++ {
+		if err := s.CommitBinding(testBinding(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jr, err := os.ReadFile(path + ".journal") // LSN 1..4, none checkpointed
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all, err := s.Bindings(); err != nil || len(all) != 4 {
+		t.Errorf("after Close and Open: %d bindings, %v; want 4", len(all), err)
+	}
+	s.Close()
+	// The checkpoint held everything: the journal has no record left.
+	b, _ := os.ReadFile(path + ".journal")
+	if _, _, ok := decodeRecord(b); ok {
+		t.Error("the journal still holds a record after Close")
+	}
+	// An older file (binding 1 pending) restored over a clean Close's
+	// journal: nothing replays.
+	os.WriteFile(path, old, 0o600)
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all, err := s.Bindings(); err != nil || len(all) != 0 {
+		t.Errorf("restored file: %d bindings, %v; want 0", len(all), err)
+	}
+	s.Close()
+
+	// The crashed copy's journal (LSN 1..4, none checkpointed) over a
+	// file that checkpointed LSN 1..4 and more: records start after it
+	// is not a gap (all skipped); over one that checkpointed nothing they
+	// replay. A journal starting past the file's LSN + 1 is refused.
+	r, n, _ := decodeRecord(jr)
+	if r.lsn != 1 {
+		t.Fatalf("first record has LSN %d", r.lsn)
+	}
+	os.WriteFile(path+".journal", jr[n:], 0o600) // starts at LSN 2
+	os.WriteFile(path, old, 0o600)               // holds LSN 0
+	if s, err := Open(path, Options{}); !errors.Is(err, ErrCorrupt) {
+		if err == nil {
+			s.Close()
+		}
+		t.Errorf("Open with a journal starting past the file's LSN: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestJournalFull: records that do not fit in the journal are written
+// through a bbolt transaction (a checkpoint) instead; every one is kept.
+func TestJournalFull(t *testing.T) {
+	defer func(m int64) { journalMax = m }(journalMax)
+	journalMax = 4096
+	s, path := openTest(t, Options{})
+	const n = 100
+	for i := range n {
+		b := testBinding(i)
+		if _, err := s.CommitBindingEvent(b, Event{Kind: EventBound, MAC: b.MAC, ISP: b.ISP}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.jr.tail > journalMax {
+		t.Errorf("journal tail %d past its maximum %d", s.jr.tail, journalMax)
+	}
+	c, _ := crashCopy(t, path)
+	if all, err := c.Bindings(); err != nil || len(all) != n {
+		t.Errorf("after the crash: %d bindings, %v; want %d", len(all), err, n)
+	}
+	if evs, err := c.Events(0, 0); err != nil || len(evs) != n || evs[n-1].Seq != n {
+		t.Errorf("after the crash: %d events, %v; want %d up to seq %d", len(evs), err, n, n)
+	}
+}
+
+// TestJournalMixedWriters: journaled and transactional writers at once
+// (CommitBindingEvent, AddEvent, DeleteBinding, readers) give one event
+// sequence without gaps or duplicates, each writer's Seq its event's.
+func TestJournalMixedWriters(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	const n = 400
+	type got struct {
+		seq  uint64
+		kind EventKind
+		mac  MAC
+	}
+	res := make(chan got, 2*n)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := w; i < n; i += 4 {
+				b := testBinding(i)
+				var e Event
+				var err error
+				if i%3 == 0 {
+					e, err = s.AddEvent(Event{Kind: EventReleased, MAC: b.MAC, ISP: b.ISP})
+				} else {
+					e, err = s.CommitBindingEvent(b, Event{Kind: EventBound, MAC: b.MAC, ISP: b.ISP})
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				res <- got{e.Seq, e.Kind, b.MAC}
+				if i%5 == 0 {
+					if _, err := s.DeleteBinding(b.Access, b.VLAN, b.MAC); err != nil {
+						t.Error(err)
+					}
+				}
+				if i%7 == 0 {
+					if _, _, err := s.EventBounds(); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(res)
+	want := map[uint64]got{}
+	for g := range res {
+		if _, dup := want[g.seq]; dup {
+			t.Fatalf("seq %d returned twice", g.seq)
+		}
+		want[g.seq] = g
+	}
+	evs, err := s.Events(0, 0)
+	if err != nil || len(evs) != n {
+		t.Fatalf("Events: %d, %v; want %d", len(evs), err, n)
+	}
+	for _, e := range evs {
+		if w := want[e.Seq]; w.kind != e.Kind || w.mac != e.MAC {
+			t.Errorf("event %d is %s of %v, its writer got %s of %v", e.Seq, e.Kind, e.MAC, w.kind, w.mac)
+		}
+	}
+	all, err := s.Bindings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := 0
+	for i := range n {
+		if i%3 != 0 && i%5 != 0 {
+			kept++
+		}
+	}
+	if len(all) != kept {
+		t.Errorf("%d bindings, want %d", len(all), kept)
+	}
+}
+
+// TestJournalAppendFails: a failed journal append is an error to its
+// writer; the next writes go through bbolt and the record, if any of it
+// reached the file, never replays.
+func TestJournalAppendFails(t *testing.T) {
+	s, path := openTest(t, Options{})
+	x, y := testBinding(1), testBinding(2)
+	if err := s.CommitBinding(testBinding(0)); err != nil {
+		t.Fatal(err)
+	}
+	f := s.jr.f
+	ro, err := os.Open(path + ".journal") // writes to it fail
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.jr.f = ro
+	if err := s.CommitBinding(x); err == nil {
+		t.Fatal("CommitBinding succeeded with the journal failing")
+	}
+	s.jr.f = f
+	ro.Close()
+	if !s.jfailed {
+		t.Fatal("the failed append did not switch the journal off")
+	}
+	if err := s.CommitBinding(y); err != nil {
+		t.Fatal(err)
+	}
+	if s.jfailed {
+		t.Error("the journal stayed off after a checkpoint")
+	}
+	// Put x's record into the journal behind the first generation's, as
+	// if the failed write had reached the file: its LSN was burnt, so it
+	// does not replay.
+	jb, err := os.ReadFile(path + ".journal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1, n1, ok := decodeRecord(jb)
+	if !ok || r1.lsn != 1 {
+		t.Fatalf("first record: LSN %d, ok %v", r1.lsn, ok)
+	}
+	xv := jrec{lsn: 2, key: bindingKey(x.Access, x.VLAN, x.MAC), val: encodeBinding(&x)}
+	if _, err := f.WriteAt(appendRecord(nil, &xv), int64(n1)); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := crashCopy(t, path)
+	if _, err := c.Binding(x.Access, x.VLAN, x.MAC); !errors.Is(err, ErrNotFound) {
+		t.Errorf("binding of the failed write: %v, want ErrNotFound", err)
+	}
+	if n := c.appliedLSN; n != 2 {
+		t.Errorf("checkpointed LSN %d, want 2 (the failed write's LSN burnt)", n)
+	}
+	if _, err := c.Binding(y.Access, y.VLAN, y.MAC); err != nil {
+		t.Errorf("binding written through bbolt: %v", err)
+	}
+}
