@@ -37,9 +37,10 @@ type Worker struct {
 	pidx   []int // pfds[i] polls queues[pidx[i]]; -1 = eventfd
 	backof [MaxPorts]time.Time
 
-	efd int // eventfd: wakes the loop for injections and Stop
-	// ep is the idle wait's epoll instance (the eventfd and every
-	// queue's fd, level-triggered), itself registered with the Go
+	efd int // eventfd: wakes the poll(2) fallback for injections and Stop
+	// ep is the idle wait's epoll instance (every queue's fd,
+	// level-triggered; not the eventfd: wake sets a deadline instead),
+	// itself registered with the Go
 	// runtime's netpoller through epf, which owns ep once set: the idle
 	// loop parks its goroutine there instead of blocking its thread in
 	// poll(2), so its P runs the other goroutines (see sleep). nil epc:
@@ -135,9 +136,6 @@ func (w *Worker) openEpoll() error {
 		return err
 	}
 	w.ep = ep
-	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, w.efd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: -1}); err != nil {
-		return err
-	}
 	for i, q := range w.queues {
 		if q == nil || q.FD() < 0 {
 			continue
@@ -159,7 +157,7 @@ func (w *Worker) openEpoll() error {
 	if w.epc, err = f.SyscallConn(); err != nil {
 		return err
 	}
-	w.epEvents = make([]unix.EpollEvent, 1+len(w.queues))
+	w.epEvents = make([]unix.EpollEvent, max(1, len(w.queues)))
 	w.epReady = w.epollReady
 	w.wakeF.Store(f)
 	return nil
@@ -345,11 +343,6 @@ func (w *Worker) waitNetpoll(now time.Time) error {
 		return fmt.Errorf("worker %d: wait: %w", w.id, err)
 	}
 	for _, e := range w.epEvents[:w.epGot] {
-		if e.Fd == -1 {
-			var buf [8]byte
-			_, _ = unix.Read(w.efd, buf[:])
-			continue
-		}
 		if i := int(e.Fd); e.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 && i >= 0 && i < len(w.queues) && w.epIn[i] {
 			// A port in error (its interface went away): stop
 			// watching it for a while so it cannot spin the loop.
