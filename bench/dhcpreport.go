@@ -142,7 +142,7 @@ func newDHCPResult(o *dhcpOptions, args []string) *DHCPResult {
 			"Outage: every one of --outage clients starts DORA within one second and keeps trying until bound (DISCOVER retransmitted with the RFC backoff capped at 64 s; after an unanswered REQUEST or a NAK, a new DISCOVER); the figure is the time from the first start until 99.9 % are bound. Each outage starts a fresh ispmux (empty store) or dhcrelay in front of a Kea restarted with an empty lease file.",
 			"Option 82: ispmux sends circuit-id, remote-id (the client's MAC) and subscriber-id (the customer ID) and strips them from the replies; dhcrelay -a sends circuit-id (the interface's name), the one sub-option ISC dhcrelay can send for IPv4 (its link selection, -U, segfaults on the first relayed message with Debian 12's isc-dhcp-relay 4.4.3; it has no remote-id or subscriber-id for IPv4).",
 			"At a fixed rate the generator waits for the last exchanges up to two retransmission waits (13 s) after the window; an exchange unfinished then counts as failed.",
-			"ispmux commits every binding to its bbolt store with fsync (group commit) before it sends the ACK; dhcrelay and Kea keep nothing durable on the path (Kea's memfile lease file is written, not fsynced, per lease).",
+			"ispmux makes every binding durable before it sends the ACK (its store's binding journal: one write and one fdatasync per group commit, checkpointed into bbolt); dhcrelay and Kea keep nothing durable on the path (Kea's memfile lease file is written, not fsynced, per lease).",
 			"Runs alternate the order of the systems (odd runs ispmux first); headline figures are medians over the runs, summary has min and max. The machine is 2 vCPUs shared with other work: single runs are noisy.",
 		},
 	}

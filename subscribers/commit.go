@@ -119,7 +119,7 @@ func (s *Store) commitBatch(batch []*call) {
 	var jcalls []*call
 	tcalls := batch[:0:0]
 	for _, c := range batch {
-		if c.rec != nil && s.jr != nil && !s.jfailed {
+		if c.rec != nil && s.jr != nil && !s.jfailed && !s.noJournal {
 			jcalls = append(jcalls, c)
 		} else {
 			tcalls = append(tcalls, c)

@@ -173,6 +173,9 @@ type Store struct {
 	// viaDBBatch makes writes use bbolt's DB.Batch instead of the group
 	// commit; set only by the comparison benchmark before first use.
 	viaDBBatch bool
+	// noJournal makes the binding commits go through bbolt transactions
+	// instead of the journal; set only by the comparison benchmark.
+	noJournal bool
 
 	// nmu guards notify: channels closed (and replaced by nil) after
 	// every commit that appended to the change feed (notify[0], for
