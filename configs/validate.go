@@ -146,7 +146,7 @@ func (v *validator) dhcp() {
 	}
 }
 
-// ifname checks Linux interface name rules (dev_valid_name).
+// ifnameProblem checks Linux interface name rules (dev_valid_name).
 func ifnameProblem(s string) string {
 	switch {
 	case s == "":
@@ -164,7 +164,7 @@ func ifnameProblem(s string) string {
 	return ""
 }
 
-// vlanOK checks an optional VLAN id.
+// vlan checks an optional VLAN id.
 func (v *validator) vlan(key string, id int) bool {
 	if id < 0 || id > 4094 {
 		v.errorf(key, "must be 0 (untagged) or 1..4094, got %d", id)

@@ -125,7 +125,7 @@ func (s *Store) CommitBindingEvent(b Binding, e Event) (Event, error) {
 	}
 	rec := &jrec{key: bindingKey(b.Access, b.VLAN, b.MAC), val: encodeBinding(&b), ev: &e, evVal: encodeEvent(&e)}
 	putB := bindingPut(rec)
-	putE := s.eventPut(&e)
+	putE := s.eventPutVal(&e, rec.evVal)
 	err := s.submit(&call{fn: func(tx *bolt.Tx) error {
 		if err := putB(tx); err != nil {
 			return err

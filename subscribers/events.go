@@ -145,7 +145,11 @@ func prepareEvent(e *Event) error {
 // when the event is trimmed (that of an event that no longer decodes
 // cannot be found and stays; EventsOf skips it).
 func (s *Store) eventPut(e *Event) func(tx *bolt.Tx) error {
-	val := encodeEvent(e)
+	return s.eventPutVal(e, encodeEvent(e))
+}
+
+// eventPutVal is eventPut for e already encoded (val).
+func (s *Store) eventPutVal(e *Event, val []byte) func(tx *bolt.Tx) error {
 	cutTime := e.Time.Add(-s.maxAge)
 	return func(tx *bolt.Tx) error {
 		seq, err := tx.Bucket(bucketEvents).NextSequence()

@@ -1,0 +1,228 @@
+package appliance
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/ispmux/ispmux/auth"
+	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/engine"
+	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/subscribers"
+	"github.com/ispmux/ispmux/tenants"
+)
+
+// Reload (SIGHUP): what a new reading of the configuration file changes
+// while running, and what it only reports.
+
+// Reload applies cfg, a new reading of the configuration file, to the
+// running appliance (SIGHUP): the subscriber entries — registrations
+// (added, changed, blocked, removed; a DHCP binding that no longer matches
+// its registration is revoked at once) and static subscribers (bound,
+// moved, unbound). Everything else (interfaces, ISPs, datapath, DHCP
+// settings) is read at start only: a change there is reported, not
+// applied. On error the running configuration stays as it was.
+func (a *Appliance) Reload(cfg *configs.Config) error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	if other := restartOnly(a.cfg, cfg); len(other) > 0 {
+		a.log.Warn("reload: changes that need a restart are not applied", "sections", strings.Join(other, ", "))
+	}
+	// Only subscriber entries are taken from the new file; the rest stays
+	// what the running appliance was built from, and indexes into Access
+	// and ISPs must mean the same as at start.
+	subs := slices.Clone(cfg.Subscribers)
+	for i, s := range subs {
+		ai := slices.IndexFunc(a.cfg.Access, func(x configs.Access) bool { return x.Name == cfg.Access[s.AccessIndex].Name })
+		ii := slices.IndexFunc(a.cfg.ISPs, func(x configs.ISP) bool { return x.Name == s.ISP })
+		if ai < 0 || ii < 0 {
+			return fmt.Errorf("reload refused: subscriber %s: its access %q or ISP %q is not in the running configuration (restart to add it; nothing applied)",
+				s.MAC, cfg.Access[s.AccessIndex].Name, s.ISP)
+		}
+		subs[i].AccessIndex, subs[i].ISPIndex = ai, ii
+	}
+	_, idx := portPlan(a.cfg)
+	oldStatic, newStatic := staticBindings(a.cfg.Access, a.subs, idx), staticBindings(a.cfg.Access, subs, idx)
+	changed := func(k uint64, b engine.Binding, other map[uint64]engine.Binding) bool {
+		o, ok := other[k]
+		return !ok || o != b
+	}
+	// A new or moved static address that another subscriber holds refuses
+	// the whole reload, before anything changes.
+	type vrfAddr struct {
+		isp uint8
+		ip  netip.Addr
+	}
+	// The map of every binding's address is built only when a static
+	// binding changes (a reload of registrations alone stays linear in
+	// the file, not in the bindings held).
+	staticChanged := false
+	for k, b := range newStatic {
+		staticChanged = staticChanged || changed(k, b, oldStatic)
+	}
+	for k, b := range oldStatic {
+		staticChanged = staticChanged || changed(k, b, newStatic)
+	}
+	holders := map[vrfAddr]uint64{}
+	if staticChanged {
+		for _, b := range a.ctl.Bindings() {
+			holders[vrfAddr{b.ISP, b.IP}] = b.MAC
+		}
+	}
+	for k, b := range oldStatic {
+		if changed(k, b, newStatic) {
+			delete(holders, vrfAddr{b.ISP, b.IP})
+		}
+	}
+	for k, b := range newStatic {
+		if !changed(k, b, oldStatic) {
+			continue
+		}
+		if h, ok := holders[vrfAddr{b.ISP, b.IP}]; ok && h != b.MAC {
+			return fmt.Errorf("reload refused: static subscriber %s: %v at ISP %s is held by %s (nothing applied)",
+				engine.MACString(b.MAC), b.IP, a.cfg.ISPs[b.ISP].Name, engine.MACString(h))
+		}
+		holders[vrfAddr{b.ISP, b.IP}] = b.MAC
+	}
+	prev := a.subs
+	a.subs = subs
+	touched, err := a.syncRegistrations()
+	if err != nil {
+		a.subs = prev
+		return fmt.Errorf("reload refused: %w", err)
+	}
+	var errs []error
+	// DHCP bindings that no longer match go first (a subscriber made
+	// static loses its lease), then the static bindings change. Only the
+	// MACs whose registration or static entry changed can have a binding
+	// that no longer matches.
+	a.dhcp.SetStatic(staticMACs(subs))
+	for k, b := range newStatic {
+		if changed(k, b, oldStatic) {
+			touched = append(touched, b.MAC)
+		}
+	}
+	revoked := a.dhcp.RevalidateMACs(touched)
+	var unbound, bound int
+	for k, b := range oldStatic {
+		if changed(k, b, newStatic) && a.ctl.Unbind(b.Port, b.VLAN, b.MAC) {
+			unbound++
+			a.staticEvent(subscribers.EventReleased, b, "static binding removed by a reload")
+		}
+	}
+	for k, b := range newStatic {
+		if !changed(k, b, oldStatic) {
+			continue
+		}
+		if err := a.ctl.Bind(b); err != nil {
+			errs = append(errs, fmt.Errorf("static subscriber %s: %w", engine.MACString(b.MAC), err))
+			continue
+		}
+		bound++
+		a.staticEvent(subscribers.EventBound, b, "static binding added by a reload")
+	}
+	// Token files (rotation) and the API's certificate are re-read.
+	if err := a.tokens.SetFiles(auth.TokenFilesFromConfig(cfg)); err != nil {
+		errs = append(errs, fmt.Errorf("api tokens: %w (the tokens in force stay)", err))
+	}
+	if err := a.api.Reload(); err != nil {
+		errs = append(errs, fmt.Errorf("api: %w", err))
+	}
+	if err := a.hooks.Reload(cfg); err != nil {
+		errs = append(errs, fmt.Errorf("webhooks: %w", err))
+	}
+	if a.portal != nil {
+		if err := a.portal.Reload(); err != nil {
+			errs = append(errs, fmt.Errorf("portal: %w (the certificate in force stays)", err))
+		}
+	}
+	a.log.Info("reloaded", "subscribers", len(subs), "static_unbound", unbound, "static_bound", bound, "dhcp_revoked", revoked)
+	if len(errs) > 0 {
+		return fmt.Errorf("reload incomplete: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// staticEvent records a static binding's change in the event log (the
+// audit trail of who had which address).
+func (a *Appliance) staticEvent(kind subscribers.EventKind, b engine.Binding, why string) {
+	var mac [6]byte
+	fib.PutMAC(mac[:], b.MAC)
+	isp := ""
+	if int(b.ISP) < len(a.cfg.ISPs) {
+		isp = a.cfg.ISPs[b.ISP].Name
+	}
+	e := subscribers.Event{Kind: kind, MAC: mac, ISP: isp, IP: b.IP, Reason: why, Actor: "config"}
+	if reg, ok := a.reg.Lookup(b.MAC); ok {
+		e.Customer = reg.CustomerID
+	}
+	if ac := a.accessName(b.Port, b.VLAN); ac != "" {
+		e.Access = ac
+	}
+	if _, err := a.store.AddEvent(e); err != nil {
+		a.log.Warn("event not stored", "kind", kind, "err", err)
+	}
+}
+
+// restartOnly names the top-level sections that differ between a and b,
+// other than the subscriber entries.
+func restartOnly(a, b *configs.Config) []string {
+	var out []string
+	for _, c := range []struct {
+		name string
+		x, y any
+	}{
+		{"appliance", a.Appliance, b.Appliance}, {"datapath", a.Datapath, b.Datapath}, {"api", reloadableAPI(a.API), reloadableAPI(b.API)},
+		{"metrics", a.Metrics, b.Metrics}, {"portal", a.Portal, b.Portal},
+		{"dhcp", a.DHCP, b.DHCP}, {"access", a.Access, b.Access}, {"isp", reloadableISPs(a.ISPs), reloadableISPs(b.ISPs)},
+	} {
+		if !reflect.DeepEqual(c.x, c.y) {
+			out = append(out, c.name)
+		}
+	}
+	return out
+}
+
+// reloadableAPI is c without what a reload applies (token files; the
+// certificate files are re-read too, their names are not).
+func reloadableAPI(c configs.API) configs.API {
+	c.OperatorTokenFile, c.ClaimTokenFiles = "", nil
+	return c
+}
+
+// reloadableISPs is isps without what a reload applies (token files and
+// webhook settings).
+func reloadableISPs(isps []configs.ISP) []configs.ISP {
+	out := slices.Clone(isps)
+	for i := range out {
+		out[i].TokenFiles = nil
+		out[i].WebhookURL, out[i].WebhookSecretFile, out[i].WebhookCAFile = "", "", ""
+		out[i].WebhookInsecure, out[i].WebhookRetryMax, out[i].WebhookRetryMaxDur = false, "", 0
+	}
+	return out
+}
+
+// syncRegistrations makes the configuration-sourced devices those of the file
+// (devices the API or a claim attached are left alone, and reported),
+// publishes them to the registry and returns the MACs whose registration
+// it wrote or removed.
+func (a *Appliance) syncRegistrations() ([]uint64, error) {
+	devs := make([]tenants.ConfigDevice, 0, len(a.subs))
+	for _, s := range a.subs {
+		devs = append(devs, tenants.ConfigDevice{MAC: s.HWAddr, ISP: s.ISP, CustomerID: s.CustomerID, Access: s.Access, Blocked: s.Blocked})
+	}
+	rep, err := a.ten.SyncConfig(devs)
+	if err != nil {
+		return nil, fmt.Errorf("appliance: registrations: %w", err)
+	}
+	for _, c := range rep.Conflicts {
+		a.log.Warn("configuration conflict: the API's choice stays", "conflict", c)
+	}
+	a.log.Info("registrations", "from_config", len(devs), "added", rep.Added, "changed", rep.Changed, "removed", rep.Removed,
+		"conflicts", len(rep.Conflicts))
+	return rep.Touched, nil
+}

@@ -1,0 +1,290 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/ispmux/ispmux/api/client"
+	"github.com/ispmux/ispmux/tenants"
+)
+
+// The ctl commands of the tenant model: customers, devices, claims,
+// blocking and moves (over the control socket's API).
+
+func ctlCustomers(e *ctlEnv, args []string) error {
+	isp := args[0]
+	return runList(e, listCmd[tenants.Customer]{
+		columns: customerColumns,
+		page: func(c *client.Client, o tenants.ListOptions) (tenants.Page[tenants.Customer], error) {
+			return c.Customers(e.ctx, isp, o)
+		},
+		more: []string{isp},
+	})
+}
+
+func ctlCustomer(e *ctlEnv, args []string) error {
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	cu, err := c.Customer(e.ctx, args[0], args[1])
+	if err != nil {
+		return err
+	}
+	return e.showCustomer(cu)
+}
+
+func (e *ctlEnv) showCustomer(cu tenants.Customer) error {
+	if e.g.json {
+		return e.printJSON(cu)
+	}
+	return writeCustomer(e.stdout, cu)
+}
+
+func ctlCustomerAdd(e *ctlEnv, args []string) error {
+	in := tenants.CustomerInput{ID: args[1], PasswordHash: e.o.passwordHash, DeviceLimit: e.o.deviceLimit}
+	if e.o.passwordStdin && e.set["password-hash"] {
+		return e.h.usage("--password-stdin and --password-hash are alternatives: give one")
+	}
+	if e.set["device-limit"] && e.o.deviceLimit < 1 {
+		return e.h.usage("--device-limit must be at least 1, got %d", e.o.deviceLimit)
+	}
+	if e.o.suspended {
+		in.Status = tenants.StatusSuspended
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	if e.o.passwordStdin {
+		if in.Password, err = readPassword(e.ctx, e.stdin, e.stderr, "password for "+args[1]+": "); err != nil {
+			return err
+		}
+	}
+	cu, err := c.CreateCustomer(e.ctx, args[0], in)
+	if err != nil {
+		return err
+	}
+	return e.showCustomer(cu)
+}
+
+func ctlCustomerSet(e *ctlEnv, args []string) error {
+	var p tenants.CustomerPatch
+	if e.set["status"] {
+		st := tenants.Status(e.o.status)
+		if st != tenants.StatusActive && st != tenants.StatusSuspended {
+			return e.h.usage("--status must be active or suspended, got %q", e.o.status)
+		}
+		p.Status = &st
+	}
+	if e.set["device-limit"] {
+		if e.o.deviceLimit < 1 {
+			return e.h.usage("--device-limit must be at least 1, got %d", e.o.deviceLimit)
+		}
+		p.DeviceLimit = &e.o.deviceLimit
+	}
+	if p.Status == nil && p.DeviceLimit == nil && !e.o.passwordStdin {
+		return e.h.usage("nothing to change: give --status, --device-limit or --password-stdin")
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	if e.o.passwordStdin {
+		pw, err := readPassword(e.ctx, e.stdin, e.stderr, "new password for "+args[1]+": ")
+		if err != nil {
+			return err
+		}
+		p.Password = &pw
+	}
+	cu, err := c.UpdateCustomer(e.ctx, args[0], args[1], p)
+	if err != nil {
+		return err
+	}
+	return e.showCustomer(cu)
+}
+
+func ctlCustomerDel(e *ctlEnv, args []string) error {
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	if err := c.DeleteCustomer(e.ctx, args[0], args[1]); err != nil {
+		return err
+	}
+	if !e.g.json {
+		fmt.Fprintf(e.stdout, "deleted customer %s of %s\n", args[1], args[0])
+	}
+	return nil
+}
+
+func ctlImport(e *ctlEnv, args []string) error {
+	var in io.Reader = e.stdin
+	if args[1] != "-" {
+		f, err := os.Open(args[1])
+		if err != nil {
+			return fmt.Errorf("import: %w", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	var n, failed int
+	counts := map[string]int{}
+	enc := json.NewEncoder(e.stdout)
+	if !e.g.json {
+		fmt.Fprintf(e.stdout, "%7s  %-24s  %-9s  %s\n", "LINE", "CUSTOMER", "RESULT", "ERROR")
+	}
+	err = c.Import(e.ctx, args[0], in, func(r tenants.ImportResult) error {
+		n++
+		counts[r.Result]++
+		if r.Result == "error" {
+			failed++
+		}
+		if e.g.json {
+			return enc.Encode(r)
+		}
+		_, err := fmt.Fprintf(e.stdout, "%7d  %-24s  %-9s  %s\n", r.Line, orDash(r.CustomerID), r.Result, r.Error)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	e.notice("import: %d lines: %d created, %d updated, %d unchanged, %d failed",
+		n, counts["created"], counts["updated"], counts["unchanged"], failed)
+	if failed > 0 {
+		return fmt.Errorf("import: %d of %d lines failed", failed, n)
+	}
+	return nil
+}
+
+func ctlDevices(e *ctlEnv, args []string) error {
+	isp, customer := optionalISP(args), e.o.customer
+	more := []string{isp}
+	if customer != "" {
+		more = append(more, "--customer "+customer)
+	}
+	return runList(e, listCmd[tenants.Device]{
+		columns: deviceColumns,
+		check: func() error {
+			if customer != "" && isp == "" {
+				return e.h.usage("--customer needs the ISP (devices ISP --customer ID)")
+			}
+			return nil
+		},
+		page: func(c *client.Client, o tenants.ListOptions) (tenants.Page[tenants.Device], error) {
+			return c.Devices(e.ctx, isp, customer, o)
+		},
+		more: more,
+	})
+}
+
+func (e *ctlEnv) showDevice(d tenants.Device) error {
+	if e.g.json {
+		return e.printJSON(d)
+	}
+	return writeDevice(e.stdout, d)
+}
+
+func ctlDeviceAdd(e *ctlEnv, args []string) error {
+	if err := e.checkMAC("MAC", args[1]); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	d, err := c.AttachDevice(e.ctx, args[0], tenants.DeviceInput{MAC: args[1], CustomerID: args[2], Access: e.o.access})
+	if err != nil {
+		return err
+	}
+	return e.showDevice(d)
+}
+
+func ctlDeviceDel(e *ctlEnv, args []string) error {
+	if err := e.checkMAC("MAC", args[1]); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	if err := c.DetachDevice(e.ctx, args[0], args[1]); err != nil {
+		return err
+	}
+	if !e.g.json {
+		fmt.Fprintf(e.stdout, "detached %s from %s\n", args[1], args[0])
+	}
+	return nil
+}
+
+func ctlClaim(e *ctlEnv, args []string) error {
+	if err := e.checkMAC("MAC", args[2]); err != nil {
+		return err
+	}
+	if e.o.replace != "" {
+		if err := e.checkMAC("--replace", e.o.replace); err != nil {
+			return err
+		}
+	}
+	if !e.o.passwordStdin && !isTerminal(e.stdin) {
+		return e.h.usage("the customer's password: pipe it with --password-stdin (stdin is not a terminal to prompt on)")
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	pw, err := readPassword(e.ctx, e.stdin, e.stderr, "password of "+args[1]+": ")
+	if err != nil {
+		return err
+	}
+	d, err := c.Claim(e.ctx, tenants.ClaimRequest{ISP: args[0], CustomerID: args[1], Password: pw, MAC: args[2],
+		Replace: e.o.replace, Access: e.o.access})
+	if err != nil {
+		return err
+	}
+	return e.showDevice(d)
+}
+
+func ctlBlock(e *ctlEnv, args []string) error   { return e.block(args[0], true) }
+func ctlUnblock(e *ctlEnv, args []string) error { return e.block(args[0], false) }
+
+func (e *ctlEnv) block(mac string, blocked bool) error {
+	if err := e.checkMAC("MAC", mac); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	var d tenants.Device
+	if blocked {
+		d, err = c.Block(e.ctx, mac)
+	} else {
+		d, err = c.Unblock(e.ctx, mac)
+	}
+	if err != nil {
+		return err
+	}
+	return e.showDevice(d)
+}
+
+func ctlMove(e *ctlEnv, args []string) error {
+	if err := e.checkMAC("MAC", args[0]); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	d, err := c.Move(e.ctx, args[0], tenants.MoveRequest{ISP: args[1], CustomerID: args[2], Immediate: e.o.immediate})
+	if err != nil {
+		return err
+	}
+	return e.showDevice(d)
+}
