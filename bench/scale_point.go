@@ -88,10 +88,15 @@ func (s *scaler) point(ctx context.Context, n int, kind string, runs int) (Scale
 		lists = append(lists, m.list)
 		rss = append(rss, float64(m.rssAnon))
 		if run == 0 {
-			if st, err := os.Stat(filepath.Join(stateDir, appliance.StoreName)); err == nil {
+			store := filepath.Join(stateDir, appliance.StoreName)
+			if st, err := os.Stat(store); err == nil {
 				p.StoreBytes = st.Size()
+				// The binding journal beside it (at most 8 MiB).
+				if jst, err := os.Stat(store + ".journal"); err == nil {
+					p.StoreBytes += jst.Size()
+				}
 				if n > 0 {
-					p.StoreBytesPerSubscriber = round(float64(st.Size())/float64(n), 1)
+					p.StoreBytesPerSubscriber = round(float64(p.StoreBytes)/float64(n), 1)
 				}
 			}
 		}

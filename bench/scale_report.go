@@ -55,7 +55,8 @@ type ScalePoint struct {
 	RSSAnonBytesPerSubscriber float64 `json:"rss_anon_bytes_per_subscriber"`
 	// PeakRSSBytes is VmHWM at the end of the first run.
 	PeakRSSBytes int64 `json:"peak_rss_bytes"`
-	// StoreBytes is the store file's size after the first run;
+	// StoreBytes is the store's size after the first run (its bbolt
+	// file and its binding journal);
 	// StoreBytesPerSubscriber is that ÷ subscribers.
 	StoreBytes              int64   `json:"store_bytes"`
 	StoreBytesPerSubscriber float64 `json:"store_bytes_per_subscriber"`
