@@ -17,8 +17,10 @@ import (
 
 // journalAppend assigns the calls' records their LSNs and event sequence
 // numbers and appends them to the journal. On success they are pending:
-// durable, not yet in bbolt. On errJournalFull nothing was assigned or
-// written. On another error (the write or the fdatasync failed) the
+// durable, not yet in bbolt. On errJournalFull nothing was written and
+// the journal's counters did not move (the records' LSNs and the events'
+// Seq were assigned, and are assigned again by the bbolt transaction the
+// calls go to). On another error (the write or the fdatasync failed) the
 // journal may hold some of the records: their LSNs are burnt (the next
 // checkpoint records them as applied, so replay skips them) and the
 // journal is left alone until that checkpoint.
@@ -34,14 +36,14 @@ func (s *Store) journalAppend(cs []*call) error {
 		}
 		recs[i] = c.rec
 	}
-	s.writeTxs.Add(1) // one durable write, as a transaction would be
-	s.writes.Add(uint64(len(cs)))
 	start := time.Now()
 	err := s.jr.append(recs)
-	s.commitTime.Since(start)
 	if err == errJournalFull {
 		return err
 	}
+	s.commitTime.Since(start)
+	s.writeTxs.Add(1) // one durable write, as a transaction would be
+	s.writes.Add(uint64(len(cs)))
 	s.jr.lsn = lsn
 	if err != nil {
 		s.jfailed = true
@@ -221,6 +223,14 @@ func (s *Store) closeJournal() error {
 		err = cerr
 	}
 	s.jr = nil
+	// Whatever happened, the store is closed: Binding must not answer
+	// from the pending records (they are in the journal, replayed at
+	// the next Open if the checkpoint failed).
+	s.pending = nil
+	s.pmu.Lock()
+	clear(s.pendingB)
+	s.pendingN.Store(0)
+	s.pmu.Unlock()
 	return err
 }
 

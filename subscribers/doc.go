@@ -132,9 +132,12 @@
 // 8 MiB. A group commit whose writes are all journal records appends
 // them, one write and one fdatasync, and releases the writers; the
 // records are then pending: durable, not yet in bbolt. Each record holds
-// its LSN (a counter that only grows), the binding's key and value and
-// the event with the sequence number the leader gave it (the in-memory
-// event counter, evSeq), framed by its length and a CRC-32C.
+// its generation's tag, its LSN (a counter that only grows), the
+// binding's key and value and the event with the sequence number the
+// leader gave it (the in-memory event counter, evSeq), framed by its
+// length and a CRC-32C. A generation is the run of records from the
+// start of the file since Open or the last checkpoint; its tag is random.
+// The file's directory is fsynced when the file is created.
 //
 // A checkpoint writes the pending records into bbolt. Every bbolt write
 // transaction of the group commit is one: it applies the pending records
@@ -153,10 +156,12 @@
 // checkpoints and zeroes the journal's first header.
 //
 // Open replays: it reads the run of whole records from the start of the
-// journal whose LSNs follow one another (it ends at the first record cut
-// short, damaged, or left from an earlier generation, whose LSN does not
-// follow) and writes those past the stored journal-lsn into bbolt in one
-// transaction. Records up to journal-lsn are already in the file (a crash
+// journal of one tag whose LSNs follow one another (it ends at the first
+// record cut short, damaged, or left from an earlier generation: another
+// tag, even where its LSN would follow, as after a power loss that kept a
+// later record of a batch and lost an earlier one, whose LSNs the next
+// generation hands out again) and writes those past the stored
+// journal-lsn into bbolt in one transaction. Records up to journal-lsn are already in the file (a crash
 // between a checkpoint's commit and the next append), and are skipped:
 // the release that deleted a journaled binding is not undone. A run that
 // starts after journal-lsn + 1 (records lost: a file restored from a
