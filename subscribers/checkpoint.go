@@ -12,7 +12,7 @@ import (
 
 // The store's side of the binding journal (journal.go): appending the
 // group commit's records, checkpointing them into bbolt, replay at open.
-// Every function here but replayJournal and closeJournal runs in the
+// Every function here but openJournalFor and closeJournal runs in the
 // group commit's leader, which serialises them.
 
 // journalAppend assigns the calls' records their LSNs and event sequence
@@ -100,12 +100,25 @@ func (s *Store) applyRecords(tx *bolt.Tx, recs []*jrec) error {
 	return nil
 }
 
-// noteTx remembers the event log's sequence in a transaction about to
-// commit, for checkpointed.
-func (s *Store) noteTx(tx *bolt.Tx) { s.txEvSeq = tx.Bucket(bucketEvents).Sequence() }
+// checkpointTx returns fn (nil: nothing more) as a write transaction of
+// the store: the pending journal records first (applyPending), then fn,
+// then the event log's sequence noted for checkpointed (txEvSeq).
+func (s *Store) checkpointTx(fn func(*bolt.Tx) error) func(*bolt.Tx) error {
+	return func(tx *bolt.Tx) error {
+		if err := s.applyPending(tx); err != nil {
+			return err
+		}
+		if fn != nil {
+			if err := fn(tx); err != nil {
+				return err
+			}
+		}
+		s.txEvSeq = tx.Bucket(bucketEvents).Sequence()
+		return nil
+	}
+}
 
-// checkpointed is called after a transaction (run by commitLocked, so
-// with applyPending and noteTx) committed: the pending records are in
+// checkpointed is called after a checkpointTx transaction committed: the pending records are in
 // bbolt, so the journal starts a new generation.
 func (s *Store) checkpointed() {
 	s.evSeq.Store(s.txEvSeq)
@@ -177,22 +190,18 @@ func (s *Store) openJournalFor(path string, noSync bool) error {
 		return &CorruptError{Bucket: "journal", Key: []byte(jr.path), Err: fmt.Errorf("its records start at LSN %d but the store holds them up to %d (a journal not written after this file: restored from a backup? remove %s to discard it)", replay[0].lsn, applied, jr.path)}
 	}
 	jr.lsn = applied
+	s.jr, s.appliedLSN = jr, applied
 	if len(replay) > 0 {
-		jr.lsn = replay[len(replay)-1].lsn
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			if err := s.applyRecords(tx, replay); err != nil {
-				return err
-			}
-			s.noteTx(tx)
-			return tx.Bucket(bucketMeta).Put(keyJournalLSN, binary.BigEndian.AppendUint64(nil, jr.lsn))
-		})
-		if err != nil {
+		// The replayed records are pending, checkpointed at once.
+		jr.lsn, s.pending = replay[len(replay)-1].lsn, replay
+		if err := s.db.Update(s.checkpointTx(nil)); err != nil {
 			jr.close()
+			s.jr, s.pending = nil, nil
 			return fmt.Errorf("replay journal %s: %w", jr.path, err)
 		}
 		s.evSeq.Store(s.txEvSeq)
+		s.appliedLSN, s.pending = jr.lsn, nil
 	}
-	s.jr, s.appliedLSN = jr, jr.lsn
 	s.pendingB = map[string][]byte{}
 	return nil
 }
@@ -205,13 +214,7 @@ func (s *Store) closeJournal() error {
 	}
 	var err error
 	if s.jr.lsn != s.appliedLSN {
-		err = s.db.Update(func(tx *bolt.Tx) error {
-			if err := s.applyPending(tx); err != nil {
-				return err
-			}
-			s.noteTx(tx)
-			return nil
-		})
+		err = s.db.Update(s.checkpointTx(nil))
 		if err == nil {
 			s.checkpointed()
 		}

@@ -184,19 +184,15 @@ func (s *Store) commitLocked(batch []*call) {
 		s.writeTxs.Add(1)
 		s.writes.Add(uint64(len(batch)))
 		start := time.Now()
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			if err := s.applyPending(tx); err != nil {
-				return err
-			}
+		err := s.db.Update(s.checkpointTx(func(tx *bolt.Tx) error {
 			for i, c := range batch {
 				if err := c.fn(tx); err != nil {
 					failed = i
 					return err
 				}
 			}
-			s.noteTx(tx)
 			return nil
-		})
+		}))
 		s.commitTime.Since(start)
 		if err == nil {
 			s.checkpointed()
@@ -220,16 +216,7 @@ func (s *Store) commitLocked(batch []*call) {
 		s.writeTxs.Add(1)
 		s.writes.Add(1)
 		start = time.Now()
-		c.err = s.db.Update(func(tx *bolt.Tx) error {
-			if err := s.applyPending(tx); err != nil {
-				return err
-			}
-			if err := c.fn(tx); err != nil {
-				return err
-			}
-			s.noteTx(tx)
-			return nil
-		})
+		c.err = s.db.Update(s.checkpointTx(c.fn))
 		s.commitTime.Since(start)
 		if c.err == nil {
 			s.checkpointed()

@@ -2,7 +2,6 @@ package subscribers
 
 import (
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,27 +10,11 @@ import (
 )
 
 // crashCopy copies the store's files (database and journal) as they are
-// now, to a new directory, as a crash at this instant would leave them
-// (the copy sees the page cache, like a process killed now), and opens
-// the copy.
+// now, as a crash at this instant would leave them (the copy sees the
+// page cache, like a process killed now), and opens the copy.
 func crashCopy(t *testing.T, path string) (*Store, string) {
 	t.Helper()
-	dst := filepath.Join(t.TempDir(), "state.db")
-	for _, suffix := range []string{"", ".journal"} {
-		in, err := os.Open(path + suffix)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := os.Create(dst + suffix)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.Copy(out, in); err != nil {
-			t.Fatal(err)
-		}
-		in.Close()
-		out.Close()
-	}
+	dst := copyStore(t, path, nil)
 	s, err := Open(dst, Options{NoSync: true})
 	if err != nil {
 		t.Fatalf("open after the crash: %v", err)
@@ -166,28 +149,13 @@ func TestJournalTornTail(t *testing.T) {
 	rec := tail / 10
 	for _, damage := range []struct {
 		name string
-		fn   func(f *os.File)
+		fn   func(j []byte)
 	}{
-		{"cut short", func(f *os.File) { f.WriteAt(make([]byte, rec/2), tail-rec/2) }},
-		{"byte flipped", func(f *os.File) {
-			b := make([]byte, 1)
-			f.ReadAt(b, tail-3)
-			f.WriteAt([]byte{b[0] ^ 0x40}, tail-3)
-		}},
+		{"cut short", func(j []byte) { clear(j[tail-rec/2 : tail]) }},
+		{"byte flipped", func(j []byte) { j[tail-3] ^= 0x40 }},
 	} {
 		t.Run(damage.name, func(t *testing.T) {
-			dir := t.TempDir()
-			for _, suffix := range []string{"", ".journal"} {
-				b, err := os.ReadFile(path + suffix)
-				if err != nil {
-					t.Fatal(err)
-				}
-				os.WriteFile(filepath.Join(dir, "s.db"+suffix), b, 0o600)
-			}
-			f, _ := os.OpenFile(filepath.Join(dir, "s.db.journal"), os.O_RDWR, 0)
-			damage.fn(f)
-			f.Close()
-			c, err := Open(filepath.Join(dir, "s.db"), Options{NoSync: true})
+			c, err := Open(copyStore(t, path, damage.fn), Options{NoSync: true})
 			if err != nil {
 				t.Fatal(err)
 			}

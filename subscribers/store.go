@@ -189,7 +189,7 @@ type Store struct {
 	// leader (and by Open and Close, with no leader): pending (the
 	// journaled records not yet in bbolt, in LSN order), appliedLSN (the
 	// LSN bbolt's meta bucket holds), jfailed (an append failed: records
-	// go through bbolt until the next checkpoint) and txEvSeq (noteTx).
+	// go through bbolt until the next checkpoint) and txEvSeq (checkpointTx).
 	jr         *journal
 	pending    []*jrec
 	appliedLSN uint64
