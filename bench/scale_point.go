@@ -91,9 +91,12 @@ func (s *scaler) point(ctx context.Context, n int, kind string, runs int) (Scale
 			store := filepath.Join(stateDir, appliance.StoreName)
 			if st, err := os.Stat(store); err == nil {
 				p.StoreBytes = st.Size()
-				// The binding journal beside it (at most 8 MiB).
-				if jst, err := os.Stat(store + ".journal"); err == nil {
-					p.StoreBytes += jst.Size()
+				// The binding journal's two files beside it (at most
+				// 8 MiB each).
+				for _, suffix := range []string{".journal", ".journal.1"} {
+					if jst, err := os.Stat(store + suffix); err == nil {
+						p.StoreBytes += jst.Size()
+					}
 				}
 				if n > 0 {
 					p.StoreBytesPerSubscriber = round(float64(p.StoreBytes)/float64(n), 1)

@@ -1,9 +1,10 @@
 package subscribers
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
-	"maps"
+	"slices"
 	"time"
 
 	"github.com/ispmux/ispmux/internal/failpoint"
@@ -52,7 +53,7 @@ func (s *Store) journalAppend(cs []*call) error {
 	s.pending = append(s.pending, recs...)
 	s.pmu.Lock()
 	for _, r := range recs {
-		s.pendingB[string(r.key)] = r.val
+		s.pendingB[string(r.key)] = pendingVal{r.val, r.lsn}
 	}
 	s.pendingN.Store(int64(len(s.pending)))
 	s.pmu.Unlock()
@@ -60,18 +61,42 @@ func (s *Store) journalAppend(cs []*call) error {
 	return nil
 }
 
-// applyPending writes the pending journal records into tx (a checkpoint)
-// and, when the journal handed out LSNs since the last checkpoint, the
-// last of them. It may run in several transactions of which only the
+// applyPending writes into tx (a checkpoint) the pending journal records
+// past the LSN the file holds (a background checkpoint may have written
+// the first of them already) and, when the journal handed out LSNs since,
+// the last of them. It may run in several transactions of which only the
 // last commits: it only reads s.pending.
 func (s *Store) applyPending(tx *bolt.Tx) error {
 	if s.jr == nil || s.jr.lsn == s.appliedLSN {
 		return nil
 	}
-	if err := s.applyRecords(tx, s.pending); err != nil {
+	stored := storedLSN(tx)
+	recs := s.pending
+	for len(recs) > 0 && recs[0].lsn <= stored {
+		recs = recs[1:]
+	}
+	if err := s.applyRecords(tx, recs); err != nil {
 		return err
 	}
-	return tx.Bucket(bucketMeta).Put(keyJournalLSN, binary.BigEndian.AppendUint64(nil, s.jr.lsn))
+	if s.jr.lsn <= stored {
+		return nil
+	}
+	return putStoredLSN(tx, s.jr.lsn)
+}
+
+// storedLSN returns the last journal LSN tx's file holds (meta
+// journal-lsn).
+func storedLSN(tx *bolt.Tx) uint64 {
+	if v := tx.Bucket(bucketMeta).Get(keyJournalLSN); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+// putStoredLSN records in tx that the file holds the journal's records up
+// to lsn.
+func putStoredLSN(tx *bolt.Tx, lsn uint64) error {
+	return tx.Bucket(bucketMeta).Put(keyJournalLSN, binary.BigEndian.AppendUint64(nil, lsn))
 }
 
 // applyRecords puts each record's binding and appends its event (with the
@@ -137,12 +162,111 @@ func (s *Store) checkpointed() {
 }
 
 // checkpoint writes the pending journal records into bbolt (through the
-// group commit), if there are any.
+// group commit: appends wait for it), if there are any.
 func (s *Store) checkpoint() error {
 	if s.pendingN.Load() == 0 {
 		return nil
 	}
 	return s.submit(&call{fn: func(*bolt.Tx) error { return nil }, ckpt: true})
+}
+
+// startCheckpoint starts a background checkpoint once journalMaxPending
+// records are pending and none is running. Leader only.
+//
+// The journal swaps files: the records pending now (all in the current
+// file, as the other file's records are all checkpointed) are written
+// into bbolt by a transaction of their own, outside the group commit,
+// while appends go on in the other file; only the group commit's own
+// bbolt transactions wait for it (bbolt has one writer at a time). If
+// the other file is not free (the last background checkpoint failed),
+// the checkpoint goes through the group commit instead, as a reader's
+// does.
+func (s *Store) startCheckpoint() {
+	if s.ckptRunning || s.jr == nil || len(s.pending) < journalMaxPending {
+		return
+	}
+	s.ckptRunning = true
+	if s.jfailed || s.appliedLSN < s.swappedUpTo {
+		go func() {
+			s.checkpoint()
+			s.submit(&call{lead: func() { s.ckptRunning = false }})
+		}()
+		return
+	}
+	snap := slices.Clone(s.pending)
+	upTo := snap[len(snap)-1].lsn // s.jr.lsn: no LSN is burnt (!jfailed)
+	s.jr.swap()
+	s.swappedUpTo = upTo
+	go func() {
+		err := s.checkpointRecords(snap)
+		// Back in the leader: the records stop being pending.
+		s.submit(&call{lead: func() { s.checkpointedUpTo(upTo, err == nil) }})
+	}()
+}
+
+// Test hooks (nil in production): called by a background checkpoint
+// before its transaction, and after it committed, before its records stop
+// being pending.
+var testHookCheckpoint, testHookCheckpointed func()
+
+// checkpointRecords writes recs (a background checkpoint's, in LSN
+// order) into bbolt in one transaction with the last of their LSNs as the
+// file's journal-lsn. The records the file already holds (a group commit
+// transaction ran first and checkpointed everything) are skipped.
+func (s *Store) checkpointRecords(recs []*jrec) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return ErrClosed
+	}
+	upTo := recs[len(recs)-1].lsn
+	if testHookCheckpoint != nil {
+		testHookCheckpoint()
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		stored := storedLSN(tx)
+		i, _ := slices.BinarySearchFunc(recs, stored+1, func(r *jrec, lsn uint64) int { return cmp.Compare(r.lsn, lsn) })
+		if i == len(recs) {
+			return nil
+		}
+		if err := s.applyRecords(tx, recs[i:]); err != nil {
+			return err
+		}
+		return putStoredLSN(tx, upTo)
+	})
+	if err == nil {
+		s.bgCheckpoints.Add(1)
+		if testHookCheckpointed != nil {
+			testHookCheckpointed()
+		}
+	}
+	return err
+}
+
+// checkpointedUpTo ends a background checkpoint: if it committed, the
+// pending records up to upTo are in bbolt and stop being pending (unless a
+// group commit transaction checkpointed them all already). Leader only.
+func (s *Store) checkpointedUpTo(upTo uint64, ok bool) {
+	s.ckptRunning = false
+	if !ok || s.jr == nil || upTo <= s.appliedLSN {
+		return
+	}
+	s.appliedLSN = upTo
+	n := 0
+	for n < len(s.pending) && s.pending[n].lsn <= upTo {
+		n++
+	}
+	s.pmu.Lock()
+	for _, r := range s.pending[:n] {
+		if v, ok := s.pendingB[string(r.key)]; ok && v.lsn <= upTo {
+			delete(s.pendingB, string(r.key))
+		}
+	}
+	k := copy(s.pending, s.pending[n:])
+	clear(s.pending[k:])
+	s.pending = s.pending[:k]
+	s.pendingN.Store(int64(k))
+	s.pmu.Unlock()
 }
 
 // pendingBinding returns the journaled value of the binding under key,
@@ -154,7 +278,7 @@ func (s *Store) pendingBinding(key []byte) ([]byte, bool) {
 	s.pmu.RLock()
 	defer s.pmu.RUnlock()
 	v, ok := s.pendingB[string(key)]
-	return v, ok
+	return v.val, ok
 }
 
 // openJournalFor opens the journal of the store file path, replays into
@@ -163,15 +287,13 @@ func (s *Store) pendingBinding(key []byte) ([]byte, bool) {
 // checkpoint's LSN + 1 (records lost: not this file's journal, or a file
 // restored from a backup under a journal of later writes) is refused.
 func (s *Store) openJournalFor(path string, noSync bool) error {
-	jr, recs, err := openJournal(path+".journal", noSync)
+	jr, runs, err := openJournal(path, noSync)
 	if err != nil {
 		return err
 	}
 	var applied uint64
 	err = s.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketMeta).Get(keyJournalLSN); len(v) == 8 {
-			applied = binary.BigEndian.Uint64(v)
-		}
+		applied = storedLSN(tx)
 		s.evSeq.Store(tx.Bucket(bucketEvents).Sequence())
 		return nil
 	})
@@ -179,15 +301,10 @@ func (s *Store) openJournalFor(path string, noSync bool) error {
 		jr.close()
 		return err
 	}
-	var replay []*jrec
-	for i := range recs {
-		if recs[i].lsn > applied {
-			replay = append(replay, &recs[i])
-		}
-	}
-	if len(replay) > 0 && replay[0].lsn != applied+1 {
+	replay, err := mergeRuns(runs, applied)
+	if err != nil {
 		jr.close()
-		return &CorruptError{Bucket: "journal", Key: []byte(jr.path), Err: fmt.Errorf("its records start at LSN %d but the store holds them up to %d (a journal not written after this file: restored from a backup? remove %s to discard it)", replay[0].lsn, applied, jr.path)}
+		return &CorruptError{Bucket: "journal", Key: []byte(jr.paths[0]), Err: fmt.Errorf("%w (remove %s and %s to discard it)", err, jr.paths[0], jr.paths[1])}
 	}
 	jr.lsn = applied
 	s.jr, s.appliedLSN = jr, applied
@@ -197,12 +314,12 @@ func (s *Store) openJournalFor(path string, noSync bool) error {
 		if err := s.db.Update(s.checkpointTx(nil)); err != nil {
 			jr.close()
 			s.jr, s.pending = nil, nil
-			return fmt.Errorf("replay journal %s: %w", jr.path, err)
+			return fmt.Errorf("replay journal %s: %w", jr.paths[0], err)
 		}
 		s.evSeq.Store(s.txEvSeq)
 		s.appliedLSN, s.pending = jr.lsn, nil
 	}
-	s.pendingB = map[string][]byte{}
+	s.pendingB = map[string]pendingVal{}
 	return nil
 }
 
@@ -241,5 +358,9 @@ func (s *Store) closeJournal() error {
 func (s *Store) pendingBindings() map[string][]byte {
 	s.pmu.RLock()
 	defer s.pmu.RUnlock()
-	return maps.Clone(s.pendingB)
+	m := make(map[string][]byte, len(s.pendingB))
+	for k, v := range s.pendingB {
+		m[k] = v.val
+	}
+	return m
 }

@@ -21,6 +21,10 @@ type call struct {
 	// ckpt marks a checkpoint request (fn does nothing): the leader runs
 	// a transaction only if records are pending.
 	ckpt bool
+	// lead, if set, is run by the leader, with no transaction (fn is
+	// nil): a background checkpoint's steps that change the leader's
+	// state.
+	lead func()
 	err  error
 	// wakes says whom fn's commit wakes: wakeChanges (fn appends to the
 	// change feed: Watch), wakeEvents (fn appends events: WaitEvents).
@@ -119,6 +123,11 @@ func (s *Store) commitBatch(batch []*call) {
 	var jcalls []*call
 	tcalls := batch[:0:0]
 	for _, c := range batch {
+		if c.lead != nil {
+			c.lead()
+			c.wake <- false
+			continue
+		}
 		if c.rec != nil && s.jr != nil && !s.jfailed && !s.noJournal {
 			jcalls = append(jcalls, c)
 		} else {
@@ -152,12 +161,7 @@ func (s *Store) commitBatch(batch []*call) {
 			s.commitLocked(tcalls)
 		}
 	}
-	if s.pendingN.Load() >= journalMaxPending && s.ckptQueued.CompareAndSwap(false, true) {
-		go func() {
-			defer s.ckptQueued.Store(false)
-			s.checkpoint()
-		}()
-	}
+	s.startCheckpoint()
 }
 
 // onlyCheckpoints reports whether every call of cs is a checkpoint

@@ -1,6 +1,7 @@
 package subscribers
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/ispmux/ispmux/internal/failpoint"
@@ -17,19 +19,22 @@ import (
 // The binding journal: a write-ahead log for CommitBinding and
 // CommitBindingEvent (see "Binding journal" in the package doc).
 
-// journalMax is the most the journal file grows to; an append that would
-// pass it checkpoints first. A variable for tests.
-var journalMax int64 = 8 << 20
+// Variables for tests.
+var (
+	// journalMax is the most a journal file grows to; an append that
+	// would pass it goes through bbolt instead (a checkpoint).
+	journalMax int64 = 8 << 20
+	// journalMaxPending is the number of journaled records at which a
+	// background checkpoint starts: it bounds the replay at open, the
+	// memory of the pending records and a journal file's length.
+	journalMaxPending = 1024
+)
 
 const (
 	// journalGrow is the step the file grows by, zero-filled and
 	// fsynced once, so that appends overwrite allocated blocks and their
 	// fdatasync writes no file metadata.
 	journalGrow = 1 << 20
-	// journalMaxPending is the number of journaled records at which a
-	// checkpoint is started in the background: it bounds the replay at
-	// open and the memory of the pending records.
-	journalMaxPending = 1024
 	// jrecHeader is a record's header: the body's length and its CRC-32C.
 	jrecHeader = 8
 	// jrecFixed is the fixed part of a record's body: tag, LSN, event
@@ -149,60 +154,85 @@ func decodeRecord(b []byte) (r jrec, n int, ok bool) {
 	return r, jrecHeader + int(l), true
 }
 
-// journal is the binding journal's file. Only the group commit's leader
-// uses it (appends, reset); Open and Close use it with no leader.
+// journal is the binding journal: two files, of which appends go to one
+// (cur) while a background checkpoint writes the other's records into
+// bbolt (see "Binding journal" in the package doc). Only the group
+// commit's leader uses it (appends, reset, swap); Open and Close use it
+// with no leader.
 type journal struct {
-	f      *os.File
-	path   string
+	files  [2]*os.File
+	paths  [2]string
 	noSync bool
-	// size is the file's (zero-filled) length; tail where the next
-	// append goes.
-	size, tail int64
+	// sizes are the files' (zero-filled) lengths; tail where the next
+	// append goes in files[cur].
+	sizes [2]int64
+	cur   int
+	tail  int64
 	// lsn is the last LSN handed out (written, or burnt by a failed
 	// append: see Store.journalAppend).
 	lsn uint64
 	// tag is the current generation's tag, in every record it writes:
-	// random, new at open and at every reset. The scan at open stops at
-	// a record of another tag, so a record left from an earlier
-	// generation is never taken for the next one, even where its LSN
-	// would follow (an LSN handed out again after a crash: a power loss
-	// can keep a later record of a batch and lose an earlier one, and
-	// the LSNs past the hole are handed out again).
+	// random, new at open and at every reset or swap. The scan at open
+	// stops at a record of another tag, so a record left from an
+	// earlier generation is never taken for the next one, even where its
+	// LSN would follow (an LSN handed out again after a crash: a power
+	// loss can keep a later record of a batch and lose an earlier one,
+	// and the LSNs past the hole are handed out again).
 	tag uint64
 	buf []byte
 }
 
-// openJournal opens (creating) the journal at path and returns it with
-// its records: the run of whole records from the start of the file of
-// one tag whose LSNs follow each other (the caller skips those already
-// checkpointed). The journal's next generation gets a new tag.
-func openJournal(path string, noSync bool) (*journal, []jrec, error) {
-	_, statErr := os.Stat(path)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, nil, err
+// journalPaths returns the journal's two files for the store file path:
+// STATE.journal (the only one before the second was added, so a journal
+// left by an older ispmux replays) and STATE.journal.1.
+func journalPaths(path string) [2]string {
+	return [2]string{path + ".journal", path + ".journal.1"}
+}
+
+// openJournal opens (creating, and zero-filling to journalGrow) the
+// journal of the store file path and returns it with the records of its
+// two files: of each, the run of whole records from the start of the
+// file of one tag whose LSNs follow each other (the caller merges them
+// and skips those already checkpointed). The journal's next generation
+// gets a new tag and starts in the first file.
+func openJournal(path string, noSync bool) (*journal, [2][]jrec, error) {
+	j := &journal{paths: journalPaths(path), noSync: noSync, tag: newTag()}
+	var runs [2][]jrec
+	for i, p := range j.paths {
+		recs, err := j.openFile(i, p)
+		if err != nil {
+			j.close()
+			return nil, runs, fmt.Errorf("journal %s: %w", p, err)
+		}
+		runs[i] = recs
 	}
-	if os.IsNotExist(statErr) && !noSync {
+	return j, runs, nil
+}
+
+// openFile opens (creating) the journal file i at p, reads its run of
+// records and makes it at least journalGrow long.
+func (j *journal) openFile(i int, p string) ([]jrec, error) {
+	_, statErr := os.Stat(p)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	j.files[i] = f
+	if os.IsNotExist(statErr) && !j.noSync {
 		// A new file: its directory entry is durable before any
 		// record in it is acknowledged.
-		if err := syncDir(filepath.Dir(path)); err != nil {
-			f.Close()
-			return nil, nil, fmt.Errorf("journal %s: sync directory: %w", path, err)
+		if err := syncDir(filepath.Dir(p)); err != nil {
+			return nil, fmt.Errorf("sync directory: %w", err)
 		}
-	}
-	j := &journal{f: f, path: path, noSync: noSync, tag: newTag()}
-	fail := func(err error) (*journal, []jrec, error) {
-		f.Close()
-		return nil, nil, fmt.Errorf("journal %s: %w", path, err)
 	}
 	st, err := f.Stat()
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
-	j.size = min(st.Size(), journalMax)
-	data := make([]byte, j.size)
+	j.sizes[i] = min(st.Size(), journalMax)
+	data := make([]byte, j.sizes[i])
 	if _, err := io.ReadFull(f, data); err != nil {
-		return fail(err)
+		return nil, err
 	}
 	var recs []jrec
 	for off := 0; ; {
@@ -213,7 +243,42 @@ func openJournal(path string, noSync bool) (*journal, []jrec, error) {
 		recs = append(recs, r)
 		off += n
 	}
-	return j, recs, nil
+	// Zero-filled ahead now, not at the first appends after a swap.
+	if j.sizes[i] < journalGrow {
+		if err := j.grow(i, journalGrow); err != nil {
+			return nil, err
+		}
+	}
+	return recs, nil
+}
+
+// mergeRuns returns the records of both files' runs with LSNs past
+// applied, in LSN order, up to the first missing LSN (what follows a
+// hole was never acknowledged: a power loss during its batch). It
+// returns an error if the first of them is not applied + 1 (records
+// lost: a store file restored from a backup under a journal of later
+// writes) or if an LSN is in both runs.
+func mergeRuns(runs [2][]jrec, applied uint64) ([]*jrec, error) {
+	var recs []*jrec
+	for i := range runs {
+		for k := range runs[i] {
+			if runs[i][k].lsn > applied {
+				recs = append(recs, &runs[i][k])
+			}
+		}
+	}
+	slices.SortFunc(recs, func(a, b *jrec) int { return cmp.Compare(a.lsn, b.lsn) })
+	for i, r := range recs {
+		switch {
+		case i == 0 && r.lsn != applied+1:
+			return nil, fmt.Errorf("its records start at LSN %d but the store holds them up to %d (a journal not written after this file: restored from a backup?)", r.lsn, applied)
+		case i > 0 && r.lsn == recs[i-1].lsn:
+			return nil, fmt.Errorf("LSN %d is in both of its files", r.lsn)
+		case i > 0 && r.lsn != recs[i-1].lsn+1:
+			return recs[:i], nil
+		}
+	}
+	return recs, nil
 }
 
 // append writes recs after the tail and makes them durable (one write,
@@ -228,17 +293,18 @@ func (j *journal) append(recs []*jrec) error {
 	if end > journalMax {
 		return errJournalFull
 	}
-	if end > j.size {
-		if err := j.grow(end); err != nil {
+	if end > j.sizes[j.cur] {
+		if err := j.grow(j.cur, end); err != nil {
 			return err
 		}
 	}
-	if _, err := j.f.WriteAt(j.buf, j.tail); err != nil {
+	f := j.files[j.cur]
+	if _, err := f.WriteAt(j.buf, j.tail); err != nil {
 		return err
 	}
 	failpoint.Hit(failpoint.JournalAfterWrite)
 	if !j.noSync {
-		if err := fdatasync(j.f); err != nil {
+		if err := fdatasync(f); err != nil {
 			return err
 		}
 	}
@@ -247,27 +313,32 @@ func (j *journal) append(recs []*jrec) error {
 	return nil
 }
 
-// grow zero-fills the file up to at least end (in journalGrow steps) and
+// grow zero-fills file i up to at least end (in journalGrow steps) and
 // fsyncs it, file size included.
-func (j *journal) grow(end int64) error {
+func (j *journal) grow(i int, end int64) error {
 	size := min((end+journalGrow-1)/journalGrow*journalGrow, journalMax)
-	if _, err := j.f.WriteAt(make([]byte, size-j.size), j.size); err != nil {
+	if _, err := j.files[i].WriteAt(make([]byte, size-j.sizes[i]), j.sizes[i]); err != nil {
 		return err
 	}
 	if !j.noSync {
-		if err := j.f.Sync(); err != nil {
+		if err := j.files[i].Sync(); err != nil {
 			return err
 		}
 	}
-	j.size = size
+	j.sizes[i] = size
 	return nil
 }
 
 // reset starts a new generation, with a new tag, at the start of the
-// file, once every record written is checkpointed. It writes nothing: the
-// old records left behind are of another tag (and have LSNs up to the
-// checkpointed one), and the new records overwrite them.
+// current file, once every record written is checkpointed. It writes
+// nothing: the old records left behind are of another tag (and have LSNs
+// up to the checkpointed one), and the new records overwrite them.
 func (j *journal) reset() { j.tail, j.tag = 0, newTag() }
+
+// swap starts a new generation at the start of the other file, whose
+// records must all be checkpointed: the current file's records are then
+// written into bbolt by a background checkpoint while appends go on.
+func (j *journal) swap() { j.cur ^= 1; j.reset() }
 
 // newTag returns a random generation tag.
 func newTag() uint64 { return rand.Uint64() }
@@ -282,17 +353,33 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// invalidate makes the file hold no record (its first header zeroed,
+// invalidate makes the files hold no record (their first headers zeroed,
 // durably), for a clean Close: a file restored from a backup then finds
 // no earlier records to replay.
 func (j *journal) invalidate() error {
-	if _, err := j.f.WriteAt(make([]byte, jrecHeader), 0); err != nil {
-		return err
+	for _, f := range j.files {
+		if _, err := f.WriteAt(make([]byte, jrecHeader), 0); err != nil {
+			return err
+		}
+		if !j.noSync {
+			if err := fdatasync(f); err != nil {
+				return err
+			}
+		}
 	}
-	if j.noSync {
-		return nil
-	}
-	return fdatasync(j.f)
+	return nil
 }
 
-func (j *journal) close() error { return j.f.Close() }
+// close closes the files that are open.
+func (j *journal) close() error {
+	var err error
+	for _, f := range j.files {
+		if f == nil {
+			continue
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	return err
+}

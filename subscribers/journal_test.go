@@ -342,16 +342,16 @@ func TestJournalAppendFails(t *testing.T) {
 	if err := s.CommitBinding(testBinding(0)); err != nil {
 		t.Fatal(err)
 	}
-	f := s.jr.f
+	f := s.jr.files[s.jr.cur]
 	ro, err := os.Open(path + ".journal") // writes to it fail
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.jr.f = ro
+	s.jr.files[s.jr.cur] = ro
 	if err := s.CommitBinding(x); err == nil {
 		t.Fatal("CommitBinding succeeded with the journal failing")
 	}
-	s.jr.f = f
+	s.jr.files[s.jr.cur] = f
 	ro.Close()
 	if !s.jfailed {
 		t.Fatal("the failed append did not switch the journal off")
@@ -390,16 +390,17 @@ func TestJournalAppendFails(t *testing.T) {
 }
 
 // copyStore copies the store's files as they are (a crash now), damage
-// applied to the journal's bytes first, and returns the copy's path.
+// applied to the bytes of the journal's first file first, and returns
+// the copy's path.
 func copyStore(t *testing.T, path string, damage func(j []byte)) string {
 	t.Helper()
 	dir := t.TempDir()
-	for _, suffix := range []string{"", ".journal"} {
+	for _, suffix := range []string{"", ".journal", ".journal.1"} {
 		b, err := os.ReadFile(path + suffix)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if suffix != "" && damage != nil {
+		if suffix == ".journal" && damage != nil {
 			damage(b)
 		}
 		if err := os.WriteFile(filepath.Join(dir, "s.db"+suffix), b, 0o600); err != nil {

@@ -188,23 +188,30 @@ type Store struct {
 	// closed. The leader-only fields are used by the group commit's
 	// leader (and by Open and Close, with no leader): pending (the
 	// journaled records not yet in bbolt, in LSN order), appliedLSN (the
-	// LSN bbolt's meta bucket holds), jfailed (an append failed: records
-	// go through bbolt until the next checkpoint) and txEvSeq (checkpointTx).
-	jr         *journal
-	pending    []*jrec
-	appliedLSN uint64
-	jfailed    bool
-	txEvSeq    uint64
+	// LSN bbolt's meta bucket holds, as far as the leader knows: a
+	// background checkpoint may have stored a later one), jfailed (an
+	// append failed: records go through bbolt until the next
+	// checkpoint), txEvSeq (checkpointTx), ckptRunning (a background
+	// checkpoint is running, or queued through the group commit) and
+	// swappedUpTo (the last LSN the journal's other file holds: it is
+	// free for the next swap once appliedLSN reaches it).
+	jr          *journal
+	pending     []*jrec
+	appliedLSN  uint64
+	jfailed     bool
+	txEvSeq     uint64
+	ckptRunning bool
+	swappedUpTo uint64
 	// pendingN is len(pending), for the readers' fast path; pendingB the
 	// pending bindings' values by key (Binding reads them), under pmu.
 	pmu      sync.RWMutex
 	pendingN atomic.Int64
-	pendingB map[string][]byte
+	pendingB map[string]pendingVal
 	// evSeq is the sequence number of the newest durable event (in the
 	// journal or in bbolt): LastEventSeq, and the journal's next events.
 	evSeq atomic.Uint64
-	// ckptQueued is set while a background checkpoint is queued.
-	ckptQueued atomic.Bool
+	// bgCheckpoints counts the background checkpoints committed.
+	bgCheckpoints atomic.Uint64
 
 	// mu is held for reading by every operation for its whole duration
 	// and for writing by Close, so Close waits for them.
@@ -335,6 +342,12 @@ func setUp(tx *bolt.Tx) error {
 		}
 	}
 	return meta.Put(keySchema, []byte{schemaVersion})
+}
+
+// pendingVal is a pending binding's value and the LSN of its record.
+type pendingVal struct {
+	val []byte
+	lsn uint64
 }
 
 // Path returns the file the store was opened from.
