@@ -54,6 +54,9 @@ func (s *Store) journalAppend(cs []*call) error {
 	s.pmu.Lock()
 	for _, r := range recs {
 		s.pendingB[string(r.key)] = pendingVal{r.val, r.lsn}
+		if r.ev != nil {
+			s.pendingEv = append(s.pendingEv, r)
+		}
 	}
 	s.pendingN.Store(int64(len(s.pending)))
 	s.pmu.Unlock()
@@ -155,6 +158,8 @@ func (s *Store) checkpointed() {
 	s.pending = s.pending[:0]
 	s.pmu.Lock()
 	clear(s.pendingB)
+	clear(s.pendingEv)
+	s.pendingEv = s.pendingEv[:0]
 	s.pendingN.Store(0)
 	s.pmu.Unlock()
 	s.jr.reset()
@@ -265,7 +270,14 @@ func (s *Store) checkpointedUpTo(upTo uint64, ok bool) {
 	k := copy(s.pending, s.pending[n:])
 	clear(s.pending[k:])
 	s.pending = s.pending[:k]
-	s.pendingN.Store(int64(k))
+	e := 0
+	for e < len(s.pendingEv) && s.pendingEv[e].lsn <= upTo {
+		e++
+	}
+	k = copy(s.pendingEv, s.pendingEv[e:])
+	clear(s.pendingEv[k:])
+	s.pendingEv = s.pendingEv[:k]
+	s.pendingN.Store(int64(len(s.pending)))
 	s.pmu.Unlock()
 }
 
@@ -349,6 +361,7 @@ func (s *Store) closeJournal() error {
 	s.pending = nil
 	s.pmu.Lock()
 	clear(s.pendingB)
+	s.pendingEv = nil
 	s.pendingN.Store(0)
 	s.pmu.Unlock()
 	return err

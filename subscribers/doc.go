@@ -149,12 +149,14 @@
 // byte of its current file (reset: nothing written). Such a checkpoint is
 // also run when a batch does not fit in the journal (those writes go
 // through bbolt), and for every reader of the bindings or the events
-// (viewJournaled: Bindings, ForEachBinding, BindingsPage, Events,
-// EventsOf, EventBounds, WebhookEvents, CountEventsOf, Backup), so a
-// reader sees every write that returned. Binding reads a pending record
-// itself (the DHCP path's renewals), and LastEventSeq answers from evSeq,
-// so neither checkpoints. Close checkpoints and zeroes both files' first
-// headers.
+// (viewJournaled: Bindings, ForEachBinding, BindingsPage, EventBounds,
+// CountEventsOf, Backup), so a reader sees every write that returned.
+// Binding reads a pending record itself (the DHCP path's renewals),
+// LastEventSeq answers from evSeq, and the event log's followers (Events,
+// EventsOf, WebhookEvents: an event stream, a webhook worker, reading in
+// a loop) merge the pending records' events with bbolt's
+// (pendingevents.go), so none of them checkpoints. Close checkpoints and
+// zeroes both files' first headers.
 //
 // When 1024 records are pending, a background checkpoint starts: the
 // journal swaps files (a new generation at the start of the other file,

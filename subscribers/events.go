@@ -218,14 +218,16 @@ func (s *Store) eventAt(tx *bolt.Tx, seq uint64, val []byte, isp string, cutTime
 
 // Events returns up to limit events with Seq > afterSeq, ascending by Seq
 // (limit <= 0: all). If some values are corrupt it returns the others
-// together with an error wrapping ErrCorrupt for each bad one.
+// together with an error wrapping ErrCorrupt for each bad one. It reads
+// the binding journal's pending events without a checkpoint
+// (pendingevents.go), as EventsOf and WebhookEvents do.
 func (s *Store) Events(afterSeq uint64, limit int) ([]Event, error) {
 	if afterSeq == math.MaxUint64 {
 		return nil, nil
 	}
 	var evs []Event
 	var bad []error
-	err := s.viewJournaled(func(tx *bolt.Tx) error {
+	err := s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
 		c := tx.Bucket(bucketEvents).Cursor()
 		for k, v := c.Seek(seqKey(afterSeq + 1)); k != nil && (limit <= 0 || len(evs) < limit); k, v = c.Next() {
 			e, err := decodeEvent(k, v)
@@ -235,6 +237,9 @@ func (s *Store) Events(afterSeq uint64, limit int) ([]Event, error) {
 			}
 			evs = append(evs, e)
 		}
+		var pbad []error
+		evs, pbad = mergePending(evs, pend, "", afterSeq, limit)
+		bad = append(bad, pbad...)
 		return nil
 	})
 	if err == nil {
@@ -259,8 +264,11 @@ func (s *Store) EventsOf(isp string, after uint64, limit int) ([]Event, error) {
 	}
 	var evs []Event
 	var bad []error
-	err := s.viewJournaled(func(tx *bolt.Tx) error {
+	err := s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
 		evs, bad = eventsOfTx(tx, isp, after, limit)
+		var pbad []error
+		evs, pbad = mergePending(evs, pend, isp, after, limit)
+		bad = append(bad, pbad...)
 		return nil
 	})
 	if err == nil {

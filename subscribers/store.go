@@ -203,10 +203,13 @@ type Store struct {
 	ckptRunning bool
 	swappedUpTo uint64
 	// pendingN is len(pending), for the readers' fast path; pendingB the
-	// pending bindings' values by key (Binding reads them), under pmu.
-	pmu      sync.RWMutex
-	pendingN atomic.Int64
-	pendingB map[string]pendingVal
+	// pending bindings' values by key (Binding reads them) and pendingEv
+	// the pending records with an event, in LSN order (the event log's
+	// followers read them: pendingevents.go), under pmu.
+	pmu       sync.RWMutex
+	pendingN  atomic.Int64
+	pendingB  map[string]pendingVal
+	pendingEv []*jrec
 	// evSeq is the sequence number of the newest durable event (in the
 	// journal or in bbolt): LastEventSeq, and the journal's next events.
 	evSeq atomic.Uint64

@@ -77,12 +77,21 @@ func (s *Store) WebhookEvents(isp string, after uint64, limit int) (evs []Event,
 		return nil, 0, 0, fmt.Errorf("webhook events: %w: empty ISP", ErrInvalid)
 	}
 	var bad []error
-	err = s.viewJournaled(func(tx *bolt.Tx) error {
+	err = s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
 		oldest, newest = eventBoundsTx(tx)
+		if p := pendingNewest(pend); p > newest {
+			newest = p
+		}
+		if p := pendingOldest(pend); p != 0 && p < oldest {
+			oldest = p
+		}
 		if after >= newest {
 			return nil
 		}
 		evs, bad = eventsOfTx(tx, isp, after, limit)
+		var pbad []error
+		evs, pbad = mergePending(evs, pend, isp, after, limit)
+		bad = append(bad, pbad...)
 		return nil
 	})
 	if err == nil {

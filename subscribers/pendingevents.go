@@ -1,0 +1,94 @@
+package subscribers
+
+import (
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The events of the pending journal records, read without a checkpoint.
+//
+// A webhook worker or an event stream follows the log in a loop: read
+// the events after its cursor, deliver them, wait for more. Through
+// viewJournaled each read would checkpoint the journal (a bbolt commit
+// through the group commit, which the DHCP path's appends wait for), so
+// with a follower and a busy DHCP path every few appends would pay for
+// one. The followers' reads (Events, EventsOf, WebhookEvents) take the
+// pending records' events from memory instead, merged with bbolt's.
+
+// pendingEvents returns the pending journal records that carry an event,
+// in LSN (and so Seq) order. Taken before the read transaction it is
+// merged with: a record that leaves pendingEv after this is in bbolt,
+// committed before it left, so the later transaction holds it.
+func (s *Store) pendingEvents() []*jrec {
+	if s.pendingN.Load() == 0 {
+		return nil
+	}
+	s.pmu.RLock()
+	defer s.pmu.RUnlock()
+	return slices.Clone(s.pendingEv)
+}
+
+// viewEvents runs fn in a read transaction with the pending events taken
+// just before it (see pendingEvents).
+func (s *Store) viewEvents(fn func(tx *bolt.Tx, pend []*jrec) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return ErrClosed
+	}
+	pend := s.pendingEvents()
+	return s.db.View(func(tx *bolt.Tx) error { return fn(tx, pend) })
+}
+
+// mergePending appends to evs (bbolt's events with Seq > after,
+// ascending, at most limit: limit <= 0 for all) the pending events of isp
+// ("": any) with Seq past after and past evs' last, up to limit in all,
+// with an error for each that does not decode. Every pending event bbolt
+// does not hold is newer than every event it holds, and pend is in Seq
+// order, so the result is the log's, ascending: those past evs' last
+// that bbolt holds too (checkpointed after pend was taken) are the ones
+// it would have returned next.
+func mergePending(evs []Event, pend []*jrec, isp string, after uint64, limit int) ([]Event, []error) {
+	var bad []error
+	last := after
+	if len(evs) > 0 {
+		last = max(last, evs[len(evs)-1].Seq)
+	}
+	for _, r := range pend {
+		if limit > 0 && len(evs) >= limit {
+			break
+		}
+		seq, risp, _ := r.event()
+		if seq <= last || (isp != "" && risp != isp) {
+			continue
+		}
+		e, err := decodeEvent(seqKey(seq), r.evVal)
+		if err != nil {
+			bad = append(bad, err)
+			continue
+		}
+		evs = append(evs, e)
+	}
+	return evs, bad
+}
+
+// pendingNewest returns the largest event Seq of pend (0: none).
+func pendingNewest(pend []*jrec) uint64 {
+	for i := len(pend) - 1; i >= 0; i-- {
+		if seq, _, _ := pend[i].event(); seq != 0 {
+			return seq
+		}
+	}
+	return 0
+}
+
+// pendingOldest returns the smallest event Seq of pend (0: none).
+func pendingOldest(pend []*jrec) uint64 {
+	for _, r := range pend {
+		if seq, _, _ := r.event(); seq != 0 {
+			return seq
+		}
+	}
+	return 0
+}
