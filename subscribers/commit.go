@@ -25,7 +25,11 @@ type call struct {
 	// nil): a background checkpoint's steps that change the leader's
 	// state.
 	lead func()
-	err  error
+	// own marks a write to none of the buckets the binding journal writes
+	// (bindings, events, events-by-isp): a batch of only such writes
+	// commits without checkpointing the journal (updateOwn).
+	own bool
+	err error
 	// wakes says whom fn's commit wakes: wakeChanges (fn appends to the
 	// change feed: Watch), wakeEvents (fn appends events: WaitEvents).
 	wakes uint8
@@ -41,6 +45,16 @@ type call struct {
 // more than once, in different transactions, and only the last run counts.
 func (s *Store) update(fn func(*bolt.Tx) error) error {
 	return s.updateWaking(fn, 0)
+}
+
+// updateOwn is update for a fn that reads and writes none of the buckets
+// the binding journal writes (bindings, events, events-by-isp): when its
+// batch holds only such writes, the transaction does not checkpoint the
+// journal's pending records (a webhook cursor, written ten times a second
+// beside the DHCP path's binding commits, would otherwise make each of
+// its commits a checkpoint).
+func (s *Store) updateOwn(fn func(*bolt.Tx) error) error {
+	return s.submit(&call{fn: fn, own: true})
 }
 
 // updateWaking is update for a fn that appends to the change feed
@@ -164,6 +178,16 @@ func (s *Store) commitBatch(batch []*call) {
 	s.startCheckpoint()
 }
 
+// onlyOwn reports whether every call of cs is an updateOwn write.
+func onlyOwn(cs []*call) bool {
+	for _, c := range cs {
+		if !c.own {
+			return false
+		}
+	}
+	return true
+}
+
 // onlyCheckpoints reports whether every call of cs is a checkpoint
 // request.
 func onlyCheckpoints(cs []*call) bool {
@@ -188,7 +212,7 @@ func (s *Store) commitLocked(batch []*call) {
 		s.writeTxs.Add(1)
 		s.writes.Add(uint64(len(batch)))
 		start := time.Now()
-		err := s.db.Update(s.checkpointTx(func(tx *bolt.Tx) error {
+		fn := func(tx *bolt.Tx) error {
 			for i, c := range batch {
 				if err := c.fn(tx); err != nil {
 					failed = i
@@ -196,9 +220,14 @@ func (s *Store) commitLocked(batch []*call) {
 				}
 			}
 			return nil
-		}))
+		}
+		own := onlyOwn(batch)
+		if !own {
+			fn = s.checkpointTx(fn)
+		}
+		err := s.db.Update(fn)
 		s.commitTime.Since(start)
-		if err == nil {
+		if err == nil && !own {
 			s.checkpointed()
 		}
 		if failed < 0 {
@@ -220,10 +249,16 @@ func (s *Store) commitLocked(batch []*call) {
 		s.writeTxs.Add(1)
 		s.writes.Add(1)
 		start = time.Now()
-		c.err = s.db.Update(s.checkpointTx(c.fn))
+		if c.own {
+			c.err = s.db.Update(c.fn)
+		} else {
+			c.err = s.db.Update(s.checkpointTx(c.fn))
+		}
 		s.commitTime.Since(start)
 		if c.err == nil {
-			s.checkpointed()
+			if !c.own {
+				s.checkpointed()
+			}
 			s.wake(c.wakes)
 		}
 		c.wake <- false

@@ -189,3 +189,36 @@ func TestPendingEventsRead(t *testing.T) {
 		t.Fatal("EventsOf from the pending events differs from the checkpointed log")
 	}
 }
+
+// TestWebhookCursorNoCheckpoint: storing a webhook cursor (a write to
+// none of the journal's buckets) does not checkpoint the journal, and a
+// crash after it loses neither the cursor nor the pending records.
+func TestWebhookCursorNoCheckpoint(t *testing.T) {
+	s, path := openTest(t, Options{})
+	for i := range 10 {
+		b := testBinding(i)
+		if _, err := s.CommitBindingEvent(b, Event{Kind: EventBound, MAC: b.MAC, ISP: b.ISP}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SetWebhookCursor("isp-1", 7); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.pendingN.Load(); n != 10 {
+		t.Fatalf("%d records pending after the cursor's write, want 10 (it checkpointed)", n)
+	}
+	c, _ := crashCopy(t, path)
+	if seq, ok, err := c.WebhookCursor("isp-1"); err != nil || !ok || seq != 7 {
+		t.Errorf("cursor after the crash: %d, %v, %v", seq, ok, err)
+	}
+	if all, err := c.Bindings(); err != nil || len(all) != 10 {
+		t.Errorf("bindings after the crash: %d, %v", len(all), err)
+	}
+	// Any other write checkpoints, as before.
+	if _, err := s.AddEvent(Event{Kind: EventReleased, MAC: testBinding(1).MAC}); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.pendingN.Load(); n != 0 {
+		t.Errorf("%d records pending after AddEvent, want 0", n)
+	}
+}

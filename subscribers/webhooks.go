@@ -50,7 +50,7 @@ func (s *Store) SetWebhookCursor(isp string, seq uint64) error {
 		return fmt.Errorf("set webhook cursor: %w: bad ISP name %q", ErrInvalid, isp)
 	}
 	key := []byte(isp)
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.updateOwn(func(tx *bolt.Tx) error {
 		bk, err := tx.CreateBucketIfNotExists(bucketWebhooks)
 		if err != nil {
 			return err

@@ -50,13 +50,13 @@
 // acknowledged) lives in the store (Store.SetWebhookCursor, durable). An
 // acknowledgement moves the in-memory cursor at once; a committer
 // goroutine stores it, coalescing (one store write covers every
-// acknowledgement since the previous one), while the worker sends the next
-// event, so the fsync is not in the delivery path. Run stores the last
-// acknowledged cursor before it returns: a clean restart neither loses nor
-// repeats an acknowledged event. After a crash (kill -9, power loss) the
-// events acknowledged after the last stored cursor (at most the ones in
-// flight during one store write) are sent again: the receiver drops them by
-// webhook-id. No event is lost: the cursor never moves past an event that
+// acknowledgement since the previous one, and writes are at least 100 ms
+// apart), while the worker sends the next event, so the fsync is not in
+// the delivery path. Run stores the last acknowledged cursor before it
+// returns: a clean restart neither loses nor repeats an acknowledged
+// event. After a crash (kill -9, power loss) the events acknowledged
+// after the last stored cursor (at most those of the last 100 ms and of
+// one store write) are sent again: the receiver drops them by webhook-id. No event is lost: the cursor never moves past an event that
 // was not acknowledged. An ISP whose webhook_url is configured for the
 // first time starts at the newest event at that moment (the history is on
 // GET /v1/isps/{isp}/events), and the cursor stays when the URL changes or

@@ -186,9 +186,17 @@ func (w *worker) ack(seq uint64) {
 	}
 }
 
+// cursorEvery is the least time between two writes of a worker's cursor:
+// a receiver acknowledging hundreds of events a second costs the store
+// ten writes a second, not one per acknowledgement (each is a bbolt
+// commit, and the store's group commit runs them one at a time with the
+// DHCP path's binding commits).
+const cursorEvery = 100 * time.Millisecond
+
 // committer stores the acknowledged cursor whenever it moved, one store
-// write for every acknowledgement since the last one, and once more when
-// stop is closed (the worker's loop is over: no more acknowledgements).
+// write for every acknowledgement since the last one (at most one per
+// cursorEvery), and once more when stop is closed (the worker's loop is
+// over: no more acknowledgements).
 func (w *worker) committer(stored uint64, stop <-chan struct{}) {
 	flush := func() bool {
 		a := w.acked.Load()
@@ -210,6 +218,13 @@ func (w *worker) committer(stored uint64, stop <-chan struct{}) {
 					flush()
 					return
 				}
+			}
+			// Let acknowledgements gather before the next write.
+			select {
+			case <-time.After(cursorEvery):
+			case <-stop:
+				flush()
+				return
 			}
 		case <-stop:
 			flush()
