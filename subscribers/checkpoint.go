@@ -26,7 +26,8 @@ import (
 // checkpoint records them as applied, so replay skips them) and the
 // journal is left alone until that checkpoint.
 func (s *Store) journalAppend(cs []*call) error {
-	recs := make([]*jrec, len(cs))
+	recs := slices.Grow(s.jrecs[:0], len(cs))[:len(cs)]
+	defer func() { clear(recs); s.jrecs = recs[:0] }()
 	lsn, seq := s.jr.lsn, s.evSeq.Load()
 	for i, c := range cs {
 		lsn++

@@ -134,8 +134,13 @@ func (s *Store) submit(c *call) error {
 // one bbolt transaction, which also checkpoints every pending record.
 // Preconditions as commitLocked's.
 func (s *Store) commitBatch(batch []*call) {
-	var jcalls []*call
-	tcalls := batch[:0:0]
+	// The leader's scratch slices, reused batch after batch.
+	jcalls, tcalls := s.jcalls[:0], s.tcalls[:0]
+	defer func() {
+		clear(jcalls)
+		clear(tcalls)
+		s.jcalls, s.tcalls = jcalls[:0], tcalls[:0]
+	}()
 	for _, c := range batch {
 		if c.lead != nil {
 			c.lead()

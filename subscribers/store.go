@@ -202,6 +202,10 @@ type Store struct {
 	txEvSeq     uint64
 	ckptRunning bool
 	swappedUpTo uint64
+	// jcalls, tcalls and jrecs are the leader's scratch slices
+	// (commitBatch, journalAppend).
+	jcalls, tcalls []*call
+	jrecs          []*jrec
 	// pendingN is len(pending), for the readers' fast path; pendingB the
 	// pending bindings' values by key (Binding reads them) and pendingEv
 	// the pending records with an event, in LSN order (the event log's
