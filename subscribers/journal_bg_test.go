@@ -2,6 +2,7 @@ package subscribers
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -294,20 +295,8 @@ func TestMergeRuns(t *testing.T) {
 			t.Errorf("%s: err %v, want %q", tc.name, err, tc.err)
 		case tc.err == "" && err != nil:
 			t.Errorf("%s: %v", tc.name, err)
-		case tc.err == "" && !equalU64(lsns(got), tc.want):
+		case tc.err == "" && !slices.Equal(lsns(got), tc.want):
 			t.Errorf("%s: %v, want %v", tc.name, lsns(got), tc.want)
 		}
 	}
-}
-
-func equalU64(a, b []uint64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
