@@ -31,7 +31,17 @@ func (s *frameStack) pop() (Desc, bool) {
 
 // push returns the frame holding d (any address inside it) to the stack.
 func (s *frameStack) push(d Desc) {
-	s.free = append(s.free, d.Addr-d.Addr%s.frameSize)
+	s.free = append(s.free, frameBase(d.Addr, s.frameSize))
+}
+
+// frameBase is the address of the frame of size fs holding addr: a mask
+// when fs is a power of two (AF_XDP's aligned chunks always are), not a
+// 64-bit division per frame.
+func frameBase(addr, fs uint64) uint64 {
+	if fs&(fs-1) == 0 {
+		return addr &^ (fs - 1)
+	}
+	return addr - addr%fs
 }
 
 // len is the number of free frames.

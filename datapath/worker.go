@@ -422,7 +422,7 @@ func (w *Worker) dispatch(in uint8, q Queue, n int) {
 	umem := w.umems[in]
 	fs := uint64(w.fsize[in])
 	for i, d := range w.rx[:n] {
-		w.frames[i] = umem[d.Addr : d.Addr+uint64(d.Len) : d.Addr-d.Addr%fs+fs]
+		w.frames[i] = umem[d.Addr : d.Addr+uint64(d.Len) : frameBase(d.Addr, fs)+fs]
 		w.out[i] = Verdict{}
 	}
 	w.b = Batch{Port: in, Frames: w.frames[:n], Out: w.out[:n]}
@@ -472,9 +472,12 @@ func (w *Worker) dispatch(in uint8, q Queue, n int) {
 			continue
 		}
 		if v.HdrLen == v.Strip {
-			// Same header length: rewrite the header in the received
-			// frame (ours until freed) and copy the frame once.
-			copy(f, v.Hdr[:v.HdrLen])
+			// Same header length (or none: the handler rewrote the
+			// frame): rewrite the header in the received frame (ours
+			// until freed) and copy the frame once.
+			if v.HdrLen != 0 {
+				copy(f, v.Hdr[:v.HdrLen])
+			}
 			copy(dst, f[:l])
 		} else {
 			copy(dst, v.Hdr[:v.HdrLen])
