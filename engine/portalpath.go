@@ -21,11 +21,17 @@ import (
 
 // toPortal reports whether the IPv4 packet (of a subscriber bound in VRF
 // vrf < GardenVRF) is for the portal; if so it rewrites its destination
-// port, in place.
+// port, in place. Its first checks inline into the caller (every
+// forwarded packet asks; only TCP goes on to toPortalTCP).
 func (p *Processor) toPortal(vrf uint8, pkt *classifier.Packet, f []byte) bool {
 	if pkt.Proto != classifier.ProtoTCP || pkt.Frag || vrf >= binding.GardenVRF {
 		return false
 	}
+	return p.toPortalTCP(vrf, pkt, f)
+}
+
+// toPortalTCP is the rest of toPortal, for TCP of a VRF below GardenVRF.
+func (p *Processor) toPortalTCP(vrf uint8, pkt *classifier.Packet, f []byte) bool {
 	g := p.s.garden.Load()
 	if g == nil || pkt.DstIP != g.portal || pkt.DstPort != portHTTP && pkt.DstPort != portHTTPS {
 		return false

@@ -227,7 +227,7 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 			p.timeExceeded(in, out, pkt, f, pt.mac, pt.addr[pkt.VLAN&0xfff])
 			return
 		}
-		p.route(out, up.Port, up.GatewayMAC, up.MAC, up.VLAN, pkt.L3, pkt.L3+pkt.TotalLen)
+		p.route(out, f, up.Port, up.GatewayMAC, up.MAC, up.VLAN, pkt.L3, pkt.L3+pkt.TotalLen)
 		p.upN[in]++
 		p.touched |= 1 << in
 
@@ -363,7 +363,7 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 				portalAnswer(pkt, f) // back to port 80/443 (portalpath.go)
 			}
 		}
-		p.route(out, d.Port, d.MAC, p.s.ports[d.Port%datapath.MaxPorts].mac, d.VLAN, pkt.L3, pkt.L3+pkt.TotalLen)
+		p.route(out, f, d.Port, d.MAC, p.s.ports[d.Port%datapath.MaxPorts].mac, d.VLAN, pkt.L3, pkt.L3+pkt.TotalLen)
 		p.downN[in]++
 		p.touched |= 1 << in
 
@@ -399,14 +399,27 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 	}
 }
 
-// route sets a Forward verdict that replaces the L2 header [0:l3] with
-// dst/src MACs and the egress VLAN, keeping bytes [l3:end).
-func (p *Processor) route(out *datapath.Verdict, egress uint8, dst, src uint64, vlan uint16, l3, end int) {
+// route sets a Forward verdict that replaces the L2 header f[0:l3] with
+// dst/src MACs and the egress VLAN, keeping bytes [l3:end). A header that
+// fits in front of l3 (every case but an untagged frame leaving tagged) is
+// written into f itself, ending at l3, and the verdict strips what lies
+// before it: the worker then copies the frame once, with no header to
+// splice in from Verdict.Hdr.
+func (p *Processor) route(out *datapath.Verdict, f []byte, egress uint8, dst, src uint64, vlan uint16, l3, end int) {
 	out.Action = datapath.Forward
 	out.Port = egress
-	out.HdrLen = uint8(fib.WriteL2(out.Hdr[:], dst, src, vlan, vlan != 0, etherTypeIPv4))
-	out.Strip = uint8(l3)
 	out.Len = uint16(end)
+	n := 14
+	if vlan != 0 {
+		n = 18
+	}
+	if n <= l3 {
+		fib.WriteL2(f[l3-n:l3], dst, src, vlan, vlan != 0, etherTypeIPv4)
+		out.HdrLen, out.Strip = 0, uint8(l3-n)
+		return
+	}
+	out.HdrLen = uint8(fib.WriteL2(out.Hdr[:], dst, src, vlan, true, etherTypeIPv4))
+	out.Strip = uint8(l3)
 }
 
 // answerARP turns the request in f into our reply, in place, and sends it

@@ -22,12 +22,8 @@ const (
 // PutMAC writes the 48-bit MAC m into b[0:6], most significant byte first.
 func PutMAC(b []byte, m uint64) {
 	_ = b[5]
-	b[0] = byte(m >> 40)
-	b[1] = byte(m >> 32)
-	b[2] = byte(m >> 24)
-	b[3] = byte(m >> 16)
-	b[4] = byte(m >> 8)
-	b[5] = byte(m)
+	binary.BigEndian.PutUint16(b[0:2], uint16(m>>32))
+	binary.BigEndian.PutUint32(b[2:6], uint32(m))
 }
 
 // MAC reads the 48-bit MAC in b[0:6].
@@ -45,15 +41,16 @@ func MAC(b []byte) uint64 {
 // on frame[l3-n:], where n is 18 or 14; the frame then starts at l3-n.
 func WriteL2(b []byte, dst, src uint64, vlan uint16, tagged bool, etherType uint16) int {
 	_ = b[13]
-	PutMAC(b[0:6], dst)
-	PutMAC(b[6:12], src)
+	// Three stores, not one per byte: dst and src's top 16 bits, src's
+	// low 32, then the EtherType (or the tag and the EtherType).
+	binary.BigEndian.PutUint64(b[0:8], dst<<16|src>>32&0xffff)
+	binary.BigEndian.PutUint32(b[8:12], uint32(src))
 	if !tagged {
 		binary.BigEndian.PutUint16(b[12:14], etherType)
 		return 14
 	}
 	_ = b[17]
-	binary.BigEndian.PutUint16(b[12:14], EtherTypeVLAN)
-	binary.BigEndian.PutUint16(b[14:16], vlan&0x0fff)
+	binary.BigEndian.PutUint32(b[12:16], EtherTypeVLAN<<16|uint32(vlan&0x0fff))
 	binary.BigEndian.PutUint16(b[16:18], etherType)
 	return 18
 }
