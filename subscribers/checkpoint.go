@@ -1,8 +1,8 @@
 package subscribers
 
 import (
-	"cmp"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -184,11 +184,11 @@ func (s *Store) checkpoint() error {
 // into bbolt by a transaction of their own, outside the group commit,
 // while appends go on in the other file; only the group commit's own
 // bbolt transactions wait for it (bbolt has one writer at a time). If
-// the other file is not free (the last background checkpoint failed),
-// the checkpoint goes through the group commit instead, as a reader's
-// does.
+// the other file is not free (the last background checkpoint failed) or
+// an append failed (jfailed), the checkpoint goes through the group
+// commit instead, as a reader's does.
 func (s *Store) startCheckpoint() {
-	if s.ckptRunning || s.jr == nil || len(s.pending) < journalMaxPending {
+	if s.ckptRunning || s.jr == nil || len(s.pending) == 0 || len(s.pending) < journalMaxPending {
 		return
 	}
 	s.ckptRunning = true
@@ -211,8 +211,9 @@ func (s *Store) startCheckpoint() {
 }
 
 // Test hooks (nil in production): called by a background checkpoint
-// before its transaction, and after it committed, before its records stop
-// being pending.
+// before its transaction, and after it committed (or found its records
+// checkpointed already), before they stop being pending; both with s.mu
+// held for reading (a hook must not wait for Close).
 var testHookCheckpoint, testHookCheckpointed func()
 
 // checkpointRecords writes recs (a background checkpoint's, in LSN
@@ -230,16 +231,21 @@ func (s *Store) checkpointRecords(recs []*jrec) error {
 		testHookCheckpoint()
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		stored := storedLSN(tx)
-		i, _ := slices.BinarySearchFunc(recs, stored+1, func(r *jrec, lsn uint64) int { return cmp.Compare(r.lsn, lsn) })
-		if i == len(recs) {
-			return nil
+		if storedLSN(tx) >= upTo {
+			// A group commit transaction checkpointed them all first:
+			// roll back, nothing to write (and no fsync).
+			return errCheckpointed
 		}
-		if err := s.applyRecords(tx, recs[i:]); err != nil {
+		// Every group commit transaction stores the last LSN handed out,
+		// past upTo: the file holds none of recs.
+		if err := s.applyRecords(tx, recs); err != nil {
 			return err
 		}
 		return putStoredLSN(tx, upTo)
 	})
+	if err == errCheckpointed {
+		err = nil
+	}
 	if err == nil {
 		s.bgCheckpoints.Add(1)
 		if testHookCheckpointed != nil {
@@ -248,6 +254,10 @@ func (s *Store) checkpointRecords(recs []*jrec) error {
 	}
 	return err
 }
+
+// errCheckpointed rolls back a background checkpoint whose records the
+// file holds already.
+var errCheckpointed = errors.New("checkpointed already")
 
 // checkpointedUpTo ends a background checkpoint: if it committed, the
 // pending records up to upTo are in bbolt and stop being pending (unless a
@@ -331,6 +341,19 @@ func (s *Store) openJournalFor(path string, noSync bool) error {
 		}
 		s.evSeq.Store(s.txEvSeq)
 		s.appliedLSN, s.pending = jr.lsn, nil
+	}
+	if len(runs[0]) > 0 || len(runs[1]) > 0 {
+		// Every record of both files is now in bbolt, or past the
+		// replay's end (never to replay: after a hole or damage). Both
+		// runs are made empty, durably, before the LSNs past the end
+		// are handed out again: a run left in the other file must not
+		// chain to the new ones after the next crash (found in
+		// review: a damaged record between the files did that).
+		if err := jr.invalidate(); err != nil {
+			jr.close()
+			s.jr = nil
+			return fmt.Errorf("journal %s: %w", jr.paths[0], err)
+		}
 	}
 	s.pendingB = map[string]pendingVal{}
 	return nil

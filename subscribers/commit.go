@@ -114,12 +114,12 @@ func (s *Store) submit(c *call) error {
 	s.queue = append([]*call(nil), s.queue[n:]...)
 	s.gmu.Unlock()
 
-	s.commitBatch(batch)
+	leads := s.commitBatch(batch)
 
 	// Hand over to the oldest waiter, which takes everything that queued
 	// up during our fsync; or step down.
 	s.gmu.Lock()
-	s.lastCommit, s.lastBatch = time.Now(), n
+	s.lastCommit, s.lastBatch = time.Now(), n-leads
 	if len(s.queue) > 0 {
 		s.queue[0].wake <- true
 	} else {
@@ -132,8 +132,9 @@ func (s *Store) submit(c *call) error {
 // commitBatch commits batch: its journal records by one append to the
 // binding journal, the rest (and the records the journal cannot take) in
 // one bbolt transaction, which also checkpoints every pending record.
-// Preconditions as commitLocked's.
-func (s *Store) commitBatch(batch []*call) {
+// It returns the number of lead calls (no write) it ran. Preconditions
+// as commitLocked's.
+func (s *Store) commitBatch(batch []*call) (leads int) {
 	// The leader's scratch slices, reused batch after batch.
 	jcalls, tcalls := s.jcalls[:0], s.tcalls[:0]
 	defer func() {
@@ -145,6 +146,7 @@ func (s *Store) commitBatch(batch []*call) {
 		if c.lead != nil {
 			c.lead()
 			c.wake <- false
+			leads++
 			continue
 		}
 		if c.rec != nil && s.jr != nil && !s.jfailed && !s.noJournal {
@@ -181,6 +183,7 @@ func (s *Store) commitBatch(batch []*call) {
 		}
 	}
 	s.startCheckpoint()
+	return leads
 }
 
 // onlyOwn reports whether every call of cs is an updateOwn write.

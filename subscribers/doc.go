@@ -164,10 +164,12 @@
 // outside the group commit, writes the records of the file just left
 // into bbolt with their last LSN as journal-lsn, skipping those the file
 // holds already (a group commit transaction that ran first). Appends go
-// on in the other file meanwhile: a DHCP ACK never waits for a
+// on in the other file meanwhile: a DHCP ACK does not wait for a
 // checkpoint's pages and fsyncs (before, it waited ~5 ms once per 1024
-// records, about once per 0.5 s at 2000 DORA/s); only the group commit's
-// own bbolt transactions wait for it, as bbolt has one writer at a time.
+// records, about once per 0.5 s at 2000 DORA/s), unless a group commit
+// bbolt transaction (a release, an AddEvent, a reader's checkpoint) comes
+// meanwhile: that one waits for bbolt's writer lock (one writer at a
+// time), and the appends queued behind it wait with it.
 // Once it has committed, the leader drops those records from the
 // pending ones. The next swap waits until the other file is free again:
 // checkpointed by this transaction or by a group commit one.
@@ -258,15 +260,16 @@
 //
 // # Schema versions
 //
-// The meta bucket's schema byte is the version of the whole file (7 now;
+// The meta bucket's schema byte is the version of the whole file (8 now;
 // see schemaVersion). Open migrates an older file in place, in one
 // transaction (all or nothing: schema 1 to 2 re-encodes every value and
 // adds the intents bucket; 2 to 3 adds the customers bucket and the change
 // feed and builds the two new indexes from the registrations and events
 // already stored; 3 to 4 only moves the byte (events may carry a lease
 // end); 4 to 5 adds the onboarding bucket; 5 to 6 deletes the
-// binding-expiry index; 6 to 7 only moves the byte, for the binding
-// journal), and refuses a newer one with ErrSchema: an
+// binding-expiry index; 6 to 7 and 7 to 8 only move the byte, for the
+// binding journal and its second file), and refuses a newer one with
+// ErrSchema: an
 // older ispmux never writes a file it cannot fully read. Open of a current
 // file writes nothing. Backup writes a consistent copy of the file while
 // the store is in use (`ispmux ctl backup FILE`).

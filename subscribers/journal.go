@@ -25,8 +25,9 @@ var (
 	// would pass it goes through bbolt instead (a checkpoint).
 	journalMax int64 = 8 << 20
 	// journalMaxPending is the number of journaled records at which a
-	// background checkpoint starts: it bounds the replay at open, the
-	// memory of the pending records and a journal file's length.
+	// background checkpoint starts (while one runs, more records pend,
+	// up to journalMax in the other file: a checkpoint through the group
+	// commit takes the rest when that file is full).
 	journalMaxPending = 1024
 )
 
@@ -253,8 +254,9 @@ func (j *journal) openFile(i int, p string) ([]jrec, error) {
 }
 
 // mergeRuns returns the records of both files' runs with LSNs past
-// applied, in LSN order, up to the first missing LSN (what follows a
-// hole was never acknowledged: a power loss during its batch). It
+// applied, in LSN order, up to the first missing LSN (a hole: a power
+// loss during a batch, never acknowledged, or a damaged record; Open then
+// empties both files before it hands those LSNs out again). It
 // returns an error if the first of them is not applied + 1 (records
 // lost: a store file restored from a backup under a journal of later
 // writes) or if an LSN is in both runs.

@@ -12,7 +12,7 @@ import (
 // transaction tx (whose buckets exist): either the whole migration and
 // the new schema byte commit, or nothing does and the file stays as it
 // was. It runs the steps from `from` on: 1 → 2, 2 → 3, 3 → 4, 4 → 5,
-// 5 → 6, 6 → 7.
+// 5 → 6, 6 → 7, 7 → 8.
 //
 // 1 → 2: every registration, binding and event is re-encoded in the
 // current format (the fields added since read as empty); the keys and
@@ -45,6 +45,13 @@ import (
 // one) is new. The schema byte moves so that an older ispmux, which would
 // not replay the journal and would lose the bindings it holds, refuses
 // the file.
+//
+// 7 → 8: nothing to rewrite: the binding journal has a second file
+// (STATE.journal.1). The schema byte moves so that an older ispmux, which
+// reads only the first, refuses the file: it would lose the acknowledged
+// bindings a crash left in the second, hand their LSNs out again, and a
+// later upgrade would replay the second file's stale records over its
+// writes (found in review).
 func migrate(tx *bolt.Tx, from byte) error {
 	if from < 1 || from >= schemaVersion {
 		return fmt.Errorf("no migration from schema %d", from)

@@ -51,7 +51,9 @@ var (
 // which saves every binding commit a write into a second tree.
 // 7: the binding journal (journal.go; the meta bucket's journal-lsn): an
 // older ispmux would not replay it and would lose the bindings it holds.
-const schemaVersion = 7
+// 8: the binding journal's second file (STATE.journal.1), which an ispmux
+// of schema 7 would not read.
+const schemaVersion = 8
 
 // Defaults for Options.
 const (
@@ -217,7 +219,8 @@ type Store struct {
 	// evSeq is the sequence number of the newest durable event (in the
 	// journal or in bbolt): LastEventSeq, and the journal's next events.
 	evSeq atomic.Uint64
-	// bgCheckpoints counts the background checkpoints committed.
+	// bgCheckpoints counts the background checkpoints that ended
+	// without error (committed, or found their records in the file).
 	bgCheckpoints atomic.Uint64
 
 	// mu is held for reading by every operation for its whole duration
