@@ -196,6 +196,9 @@ func splitmix64(x uint64) uint64 {
 // entries, hashing 64 keys and reading their home lines cost 3.3 ns per key
 // with XXH64 against 2.0 ns with this hash; the whole batched lookup was
 // 1.2–1.5 ns per key faster at 1K, 100K and 1M entries.
+//
+// lookup_amd64.s computes it too (TestLookupChunkImpls checks that they
+// agree): a change here must be made there.
 func hash(key, k0, k1 uint64) uint64 {
 	return mix(hashM5^8, mix(key^k1, key^k0))
 }
@@ -248,31 +251,41 @@ const MaxBatch = 64
 type line [lineSlots]slot
 
 // LookupBatch looks up keys[i] into vals[i] and ok[i] (vals and ok must be
-// at least as long as keys). A zero key is skipped (ok false). It never
-// locks and never allocates.
+// at least as long as keys). A reserved key (0 or ^0) is absent (ok false).
+// It never locks and never allocates.
 //
-// It works in three passes over up to MaxBatch keys. The first hashes every
-// key to its home line, then, in a separate loop of a few instructions per
-// key, loads the first word of each home line: loads that do not depend on
-// one another, so the CPU overlaps their cache misses (at a million entries
-// a lookup is a DRAM miss, ~100 ns, and a batch pays for a few of them at
-// once instead of one per key; touching in the hashing loop itself measured
-// slower at 1M). The second pass resolves each key in its home line, now in
+// It works in passes over up to MaxBatch keys. The first hashes every key to
+// its home line and asks for that line before it is used, so that the CPU
+// overlaps the cache misses of the batch (at a million entries a lookup is
+// a DRAM miss, ~100 ns, and a batch pays for a few of them at once instead
+// of one per key). The second resolves each key in its home line, now in
 // cache, without a branch on the slots' contents (see probeLine): a branch
 // per slot mispredicts about once per key (the key's position in its line
 // is random), and a mispredicted branch on a load that missed stalls until
 // the miss is served, which made the batched lookup at 100K entries, all in
 // L3, 10× its memory floor. Keys neither found nor ended by an empty slot in
-// their home line (about 16% of present keys at the 0.8 maximum load) are
-// finished in a third pass, line by line. (Touching, in the second pass,
-// the next line of those keys did not measure faster.)
+// their home line (about 16% of present keys at the 0.8 maximum load, 7%
+// past their second line) are finished line by line.
 //
-// BenchmarkMACTable (package classifier), median of 3 interleaved runs,
-// ns per key at 1K/100K/1M entries: 6.9/9.2/14.7 against 8.0/21.7/34.2 for
-// the previous version (XXH64, one probe loop per key with a branch per
-// slot); its memory floor in the same runs, 1.7–1.9/2.2/3.9–7.2. At 1M the
-// lookup is thus about twice its floor: what is left is instructions
-// (~2 ns per key of hashing and touching, ~3 of probing) and the third pass.
+// On amd64 the passes are assembly (lookup_amd64.s): the first asks for
+// each home line with a PREFETCHT0, which retires at once, where a load
+// holds back the retirement of everything after it until its miss is
+// served; the second prefetches the next two lines of each key it leaves
+// over, and those keys are then finished in rounds of one line per key,
+// each round prefetching the line after next for the keys it leaves over,
+// so that a key needing three lines does not wait for two misses in turn.
+// Elsewhere, and with the purego build tag, lookupChunkGo does it in Go: it
+// touches the home lines with atomic loads (touching in the hashing loop
+// itself measured slower at 1M), and finishes the keys left over with
+// probeAfter, one miss after the other. (Touching, with a load, the next
+// line of those keys in the second pass did not measure faster.)
+//
+// BenchmarkMACTable (package classifier), median of 3 interleaved runs, ns
+// per key at 1K/100K/1M entries: 6.9/9.2/14.7 for lookupChunkGo against
+// 8.0/21.7/34.2 for the version before it (XXH64, one probe loop per key
+// with a branch per slot); its memory floor in the same runs,
+// 1.7–1.9/2.2/3.9–7.2. The amd64 assembly roughly halves the lookup at 1M
+// (figures at lookupChunk in lookup_amd64.go).
 func (v *View) LookupBatch(keys, vals []uint64, ok []bool) {
 	for len(keys) > 0 {
 		n := min(len(keys), MaxBatch)
@@ -290,8 +303,10 @@ func b2u(b bool) uint64 {
 	return 0
 }
 
-// lookupChunk is LookupBatch for len(keys) <= MaxBatch.
-func (v *View) lookupChunk(keys, vals []uint64, ok []bool) {
+// lookupChunkGo is lookupChunk in Go: the only one on other architectures
+// (and with the purego tag), and the reference the amd64 one is tested
+// against.
+func (v *View) lookupChunkGo(keys, vals []uint64, ok []bool) {
 	var homes [MaxBatch]*line // keys[i]'s home line
 	var pend [MaxBatch]uint8  // keys left to the third pass
 	base := unsafe.Pointer(unsafe.SliceData(v.lines))
@@ -342,20 +357,26 @@ func (v *View) lookupChunk(keys, vals []uint64, ok []bool) {
 		pend[np&(MaxBatch-1)] = uint8(i) // np <= i: the mask only drops a bounds check
 		np += int(b2u(f == 0) & b2u(min(k0, k1, k2, k3) != keyEmpty))
 	}
-	end := uintptr(base) + uintptr(len(v.lines))*lineBytes
 	for _, i := range pend[:np] {
-		k, l := keys[i], unsafe.Pointer(hs[i])
-		for {
-			if uintptr(l)+lineBytes == end {
-				l = base
-			} else {
-				l = unsafe.Add(l, lineBytes)
-			}
-			val, f, more := probeLine((*line)(l), k)
-			if more == 0 {
-				vals[i], ok[i] = val, f != 0
-				break
-			}
+		vals[i], ok[i] = v.probeAfter(unsafe.Pointer(hs[i]), keys[i])
+	}
+}
+
+// probeAfter finishes the probe for k (not a reserved key) after the line
+// at l, which held neither k nor an empty slot: it goes on line by line
+// from the next one, the first after the last.
+func (v *View) probeAfter(l unsafe.Pointer, k uint64) (uint64, bool) {
+	base := unsafe.Pointer(unsafe.SliceData(v.lines))
+	last := unsafe.Add(base, uintptr(len(v.lines)-1)*lineBytes)
+	for {
+		if l == last {
+			l = base
+		} else {
+			l = unsafe.Add(l, lineBytes)
+		}
+		val, f, more := probeLine((*line)(l), k)
+		if more == 0 {
+			return val, f != 0
 		}
 	}
 }
