@@ -139,12 +139,20 @@ const (
 // For Forward, the frame sent is Hdr[:HdrLen] followed by the received
 // frame's bytes [Strip:Len]. With HdrLen == 0 and Strip == 0 the frame's
 // first Len bytes are sent as they are (the handler rewrote them in place).
+//
+// DecTTL asks the worker to decrement the TTL of the IPv4 header the kept
+// bytes start with (at Strip in the received frame, HdrLen in the frame
+// sent) and patch its checksum (fib.DecTTL), in the frame it sends: a
+// router's handler need not write into the received frame, which the
+// worker reads right after (copying it), for that. The handler has
+// checked that the TTL is above 1.
 type Verdict struct {
 	Action Action
 	Port   uint8
 	HdrLen uint8
 	Strip  uint8
 	Len    uint16
+	DecTTL bool
 	Hdr    [18]byte
 }
 

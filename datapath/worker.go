@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ispmux/ispmux/fib"
 )
 
 // Worker runs the receive–decide–transmit loop for one queue index over
@@ -450,6 +452,9 @@ func (w *Worker) dispatch(in uint8, q Queue, n int) {
 				copy(f[v.HdrLen:], f[v.Strip:l])
 			}
 			copy(f, v.Hdr[:v.HdrLen])
+			if v.DecTTL && newLen-int(v.HdrLen) >= 20 {
+				fib.DecTTL(f[v.HdrLen:newLen])
+			}
 			d.Len = uint32(newLen)
 			w.tx[in] = append(w.tx[in], d)
 			w.txIn[in] = append(w.txIn[in], in)
@@ -471,17 +476,21 @@ func (w *Worker) dispatch(in uint8, q Queue, n int) {
 			q.Free(d)
 			continue
 		}
-		if v.HdrLen == v.Strip {
-			// Same header length (or none: the handler rewrote the
-			// frame): rewrite the header in the received frame (ours
-			// until freed) and copy the frame once.
-			if v.HdrLen != 0 {
-				copy(f, v.Hdr[:v.HdrLen])
+		// The received frame is only read (the header goes straight
+		// into dst): writing into it just before copying it out was
+		// slower than the second copy.
+		if v.HdrLen != 0 {
+			if len(dst) >= len(v.Hdr) {
+				// All of Hdr in one fixed-size move, no memmove
+				// call: the frame overwrites what lies past HdrLen.
+				*(*[len(v.Hdr)]byte)(dst) = v.Hdr
+			} else {
+				copy(dst, v.Hdr[:v.HdrLen])
 			}
-			copy(dst, f[:l])
-		} else {
-			copy(dst, v.Hdr[:v.HdrLen])
-			copy(dst[v.HdrLen:], f[v.Strip:l])
+		}
+		copy(dst[v.HdrLen:], f[v.Strip:l])
+		if v.DecTTL && l-int(v.Strip) >= 20 {
+			fib.DecTTLTo(dst[v.HdrLen:newLen], f[v.Strip:l])
 		}
 		nd.Len = uint32(newLen)
 		w.tx[v.Port] = append(w.tx[v.Port], nd)

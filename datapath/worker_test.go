@@ -1,6 +1,8 @@
 package datapath
 
 import (
+	"bytes"
+	"encoding/binary"
 	"runtime"
 	"slices"
 	"sync/atomic"
@@ -97,6 +99,79 @@ func TestInPlaceHeaderChange(t *testing.T) {
 			t.Errorf("push=%v: frames leaked", push)
 		}
 	}
+}
+
+// decTTLer forwards every frame to port out with Verdict.DecTTL set,
+// replacing its 14-byte header with one of hdrLen bytes.
+type decTTLer struct {
+	out    uint8
+	hdrLen uint8
+}
+
+func (h decTTLer) Process(b *Batch) {
+	for i, f := range b.Frames {
+		v := Verdict{Action: Forward, Port: h.out, Len: uint16(len(f)), DecTTL: true, HdrLen: h.hdrLen, Strip: 14}
+		for k := range v.Hdr {
+			v.Hdr[k] = 0xa0 + byte(k)
+		}
+		b.Out[i] = v
+	}
+}
+func (decTTLer) Flush() {}
+
+// TestVerdictDecTTL: the worker decrements the TTL and patches the header
+// checksum of the IPv4 packet a DecTTL verdict keeps, whether it copies
+// the frame to another port (with a header of the same length or a longer
+// one) or sends it back in place; nothing else changes.
+func TestVerdictDecTTL(t *testing.T) {
+	ip := []byte{0x45, 0, 0, 28, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0, 100, 64, 0, 11, 198, 51, 100, 10,
+		0x04, 0x00, 0x00, 0x09, 0x00, 0x08, 0x00, 0x00}
+	binary.BigEndian.PutUint16(ip[10:12], ^ipSum(ip[:20]))
+	frame := append([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x08, 0x00}, ip...)
+	for _, c := range []struct {
+		name   string
+		out    uint8
+		hdrLen uint8
+	}{{"copy", 1, 14}, {"copy, longer header", 1, 18}, {"in place", 0, 18}, {"in place, same length", 0, 14}} {
+		qs := []*MemQueue{NewMemQueue(16, 2048), NewMemQueue(16, 2048)}
+		var got []byte
+		qs[c.out].Sink = func(f []byte) { got = append([]byte(nil), f...) }
+		w, err := NewWorker(0, []Queue{qs[0], qs[1]}, decTTLer{c.out, c.hdrLen}, 64, time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		qs[0].Inject(frame)
+		w.RunOnce()
+		off := int(c.hdrLen)
+		if len(got) != off+len(ip) {
+			t.Fatalf("%s: sent %d bytes, want %d", c.name, len(got), off+len(ip))
+		}
+		want := append([]byte(nil), ip...)
+		want[8]--
+		binary.BigEndian.PutUint16(want[10:12], 0)
+		binary.BigEndian.PutUint16(want[10:12], ^ipSum(want[:20]))
+		if !bytes.Equal(got[off:], want) {
+			t.Errorf("%s: IPv4 packet sent\n% x, want\n% x", c.name, got[off:], want)
+		}
+		if !bytes.Equal(got[:off], []byte{0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf, 0xb0, 0xb1}[:off]) {
+			t.Errorf("%s: header not replaced: % x", c.name, got[:off])
+		}
+		if qs[0].FreeFrames() != 16 || qs[1].FreeFrames() != 16 {
+			t.Errorf("%s: frames leaked", c.name)
+		}
+	}
+}
+
+// ipSum is the one's complement sum of h (even length).
+func ipSum(h []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		s += uint32(binary.BigEndian.Uint16(h[i:]))
+	}
+	for s > 0xffff {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
 }
 
 // TestIdleWaitFreesP: with one P (GOMAXPROCS=1, as under taskset -c N),

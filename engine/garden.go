@@ -210,7 +210,7 @@ func (p *Processor) answer(in uint8, out *datapath.Verdict, pkt *classifier.Pack
 	}
 	out.Action = datapath.Forward
 	out.Port = in
-	out.HdrLen, out.Strip = 0, 0
+	out.HdrLen, out.Strip, out.DecTTL = 0, 0, false
 	out.Len = uint16(n)
 	p.touched |= 1 << in
 }

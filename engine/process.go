@@ -222,12 +222,12 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 			p.tooBig(in, out, pkt, f, pt.mac, pt.addr[pkt.VLAN&0xfff], mtu)
 			return
 		}
-		if !fib.DecTTL(f[pkt.L3:]) {
+		if pkt.TTL <= 1 { // the worker decrements it (route)
 			p.drop(in, out, classifier.ReasonTTLExpired)
 			p.timeExceeded(in, out, pkt, f, pt.mac, pt.addr[pkt.VLAN&0xfff])
 			return
 		}
-		p.route(out, f, up.Port, up.GatewayMAC, up.MAC, up.VLAN, pkt.L3, pkt.L3+pkt.TotalLen)
+		p.route(out, up.Port, up.GatewayMAC, up.MAC, up.VLAN, pkt.L3, pkt.L3+pkt.TotalLen)
 		p.upN[in]++
 		p.touched |= 1 << in
 
@@ -353,7 +353,7 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 			p.tooBig(in, out, pkt, f, pt.mac, up.Addr, mtu)
 			return
 		}
-		if !fib.DecTTL(f[pkt.L3:]) {
+		if pkt.TTL <= 1 { // the worker decrements it (route)
 			p.drop(in, out, classifier.ReasonTTLExpired)
 			p.timeExceeded(in, out, pkt, f, pt.mac, up.Addr)
 			return
@@ -363,7 +363,7 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 				portalAnswer(pkt, f) // back to port 80/443 (portalpath.go)
 			}
 		}
-		p.route(out, f, d.Port, d.MAC, p.s.ports[d.Port%datapath.MaxPorts].mac, d.VLAN, pkt.L3, pkt.L3+pkt.TotalLen)
+		p.route(out, d.Port, d.MAC, p.s.ports[d.Port%datapath.MaxPorts].mac, d.VLAN, pkt.L3, pkt.L3+pkt.TotalLen)
 		p.downN[in]++
 		p.touched |= 1 << in
 
@@ -399,27 +399,20 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 	}
 }
 
-// route sets a Forward verdict that replaces the L2 header f[0:l3] with
-// dst/src MACs and the egress VLAN, keeping bytes [l3:end). A header that
-// fits in front of l3 (every case but an untagged frame leaving tagged) is
-// written into f itself, ending at l3, and the verdict strips what lies
-// before it: the worker then copies the frame once, with no header to
-// splice in from Verdict.Hdr.
-func (p *Processor) route(out *datapath.Verdict, f []byte, egress uint8, dst, src uint64, vlan uint16, l3, end int) {
+// route sets a Forward verdict that replaces the L2 header [0:l3] with
+// dst/src MACs and the egress VLAN, keeping bytes [l3:end), an IPv4 packet
+// whose TTL (checked above 1) the worker decrements as it sends it
+// (Verdict.DecTTL). The frame itself is left alone: the worker reads it
+// right after, and writing into it here (TTL, checksum, header in place)
+// cost ~7 ns per packet (BenchmarkPipeline/1K, 15 interleaved runs: 71.0
+// vs 64.1 ns median).
+func (p *Processor) route(out *datapath.Verdict, egress uint8, dst, src uint64, vlan uint16, l3, end int) {
 	out.Action = datapath.Forward
 	out.Port = egress
-	out.Len = uint16(end)
-	n := 14
-	if vlan != 0 {
-		n = 18
-	}
-	if n <= l3 {
-		fib.WriteL2(f[l3-n:l3], dst, src, vlan, vlan != 0, etherTypeIPv4)
-		out.HdrLen, out.Strip = 0, uint8(l3-n)
-		return
-	}
-	out.HdrLen = uint8(fib.WriteL2(out.Hdr[:], dst, src, vlan, true, etherTypeIPv4))
+	out.HdrLen = uint8(fib.WriteL2(out.Hdr[:], dst, src, vlan, vlan != 0, etherTypeIPv4))
 	out.Strip = uint8(l3)
+	out.Len = uint16(end)
+	out.DecTTL = true
 }
 
 // answerARP turns the request in f into our reply, in place, and sends it
@@ -543,7 +536,7 @@ func (p *Processor) icmpError(in uint8, out *datapath.Verdict, pkt *classifier.P
 	binary.BigEndian.PutUint16(ic[2:], ^fib.Checksum(ic, 0))
 	out.Action = datapath.Forward
 	out.Port = in
-	out.HdrLen, out.Strip = 0, 0
+	out.HdrLen, out.Strip, out.DecTTL = 0, 0, false
 	out.Len = uint16(l3 + 28 + quote)
 	p.icmpN[in]++
 	p.touched |= 1 << in

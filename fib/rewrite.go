@@ -66,15 +66,22 @@ func WriteL2(b []byte, dst, src uint64, vlan uint16, tagged bool, etherType uint
 // end-around carry. Unlike RFC 1141's HC + m + ~m' (and Linux's
 // ip_decrease_ttl) it never yields 0xffff where a full recomputation gives
 // 0x0000.
-func DecTTL(ip []byte) bool {
-	_ = ip[11]
-	if ip[8] <= 1 {
+func DecTTL(ip []byte) bool { return DecTTLTo(ip, ip) }
+
+// DecTTLTo is DecTTL reading the header at src and writing the new TTL
+// and checksum into dst, a copy of it (for a frame just copied: src is in
+// the cache, and reading back what was just written into dst may stall).
+// src and dst may be the same; both must hold at least 12 bytes.
+func DecTTLTo(dst, src []byte) bool {
+	_, _ = src[11], dst[11]
+	ttl := src[8]
+	if ttl <= 1 {
 		return false
 	}
-	ip[8]--
-	sum := uint32(^binary.BigEndian.Uint16(ip[10:12])) + 0xfeff
+	sum := uint32(^binary.BigEndian.Uint16(src[10:12])) + 0xfeff
 	sum = sum&0xffff + sum>>16
-	binary.BigEndian.PutUint16(ip[10:12], ^uint16(sum))
+	dst[8] = ttl - 1
+	binary.BigEndian.PutUint16(dst[10:12], ^uint16(sum))
 	return true
 }
 

@@ -181,6 +181,26 @@ func TestDecTTL(t *testing.T) {
 	t.Logf("%d corner headers checked after, %d before", zeroAfter, zeroBefore)
 }
 
+// TestDecTTLTo: reading one header and writing into its copy gives what
+// DecTTL gives in place, and leaves the source alone.
+func TestDecTTLTo(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	for n := range 20_000 {
+		src := randHeader(r)
+		if n < 256 {
+			src[8] = byte(n)
+			binary.BigEndian.PutUint16(src[10:12], checksum(src))
+		}
+		orig := bytes.Clone(src)
+		want := bytes.Clone(src)
+		wantOK := DecTTL(want)
+		dst := bytes.Clone(src)
+		if ok := DecTTLTo(dst, src); ok != wantOK || !bytes.Equal(dst, want) || !bytes.Equal(src, orig) {
+			t.Fatalf("header % x: DecTTLTo = %v, % x (source now % x); DecTTL = %v, % x", orig, ok, dst, src, wantOK, want)
+		}
+	}
+}
+
 // TestDecTTLNonCanonical: a sender may write a zero checksum as 0xffff
 // (negative zero); the patch must still give the correct value.
 func TestDecTTLNonCanonical(t *testing.T) {
