@@ -193,6 +193,76 @@ func benchDORACommit(b *testing.B, noJournal bool) {
 	b.ReportMetric(float64(st1.GetWrite()-st0.GetWrite())/float64(b.N), "pages/op")
 }
 
+// BenchmarkCommitTail measures what a DHCP ACK waits for in the store at
+// 2000 commits a second: 8 committers, each CommitBindingEvent at its
+// own steady 250/s (fsync on, the 1 ms commit window, over 50k bindings),
+// for b.N commits (-benchtime 24000x: 12 s), and reports the commits'
+// latency p50/p99/p99.9/max. "background" is the store as it runs (a
+// background checkpoint every journalMaxPending records, beside the
+// appends); "in-leader-1024" is stop 20's store: a checkpoint every 1024
+// records through the group commit, so the appends queued behind it
+// wait. Run each alternately in its own process (-count 1, several
+// times): the machine's noise then falls on both.
+func BenchmarkCommitTail(b *testing.B) {
+	b.Run("background", func(b *testing.B) { benchCommitTail(b, false) })
+	b.Run("in-leader-1024", func(b *testing.B) {
+		old := journalMaxPending
+		journalMaxPending = 1024
+		defer func() { journalMaxPending = old }()
+		benchCommitTail(b, true)
+	})
+}
+
+func benchCommitTail(b *testing.B, inLeader bool) {
+	const existing, committers, perSecond = 50_000, 8, 250
+	s, _ := openTest(b, Options{CommitWindow: time.Millisecond})
+	s.db.NoSync, s.jr.noSync = true, true // seeding only
+	for i := range existing {
+		if err := s.CommitBinding(testBinding(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := s.checkpoint(); err != nil {
+		b.Fatal(err)
+	}
+	s.db.NoSync, s.jr.noSync = false, false
+	s.ckptInLeader = inLeader
+	bg0 := s.bgCheckpoints.Load()
+	lat := make([]time.Duration, b.N)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for w := range committers {
+		wg.Go(func() {
+			tick := time.NewTicker(time.Second / perSecond)
+			defer tick.Stop()
+			time.Sleep(time.Duration(w) * time.Second / perSecond / committers) // spread the ticks
+			for range tick.C {
+				i := int(next.Add(1)) - 1
+				if i >= b.N {
+					return
+				}
+				k := (i * 7919) % existing
+				start := time.Now()
+				if _, err := s.CommitBindingEvent(testBinding(k), Event{Kind: "bound", ISP: "isp-1", MAC: mac(k)}); err != nil {
+					b.Error(err)
+					return
+				}
+				lat[i] = time.Since(start)
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	slices.Sort(lat)
+	q := func(f float64) float64 { return float64(lat[int(f*float64(len(lat)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(q(0.5), "p50-ms")
+	b.ReportMetric(q(0.99), "p99-ms")
+	b.ReportMetric(q(0.999), "p99.9-ms")
+	b.ReportMetric(q(1), "max-ms")
+	b.ReportMetric(float64(s.bgCheckpoints.Load()-bg0), "bg-ckpts")
+}
+
 // cpuTime is the process's user + system CPU time so far.
 func cpuTime() time.Duration {
 	var ru syscall.Rusage

@@ -192,7 +192,7 @@ func (s *Store) startCheckpoint() {
 		return
 	}
 	s.ckptRunning = true
-	if s.jfailed || s.appliedLSN < s.swappedUpTo {
+	if s.jfailed || s.appliedLSN < s.swappedUpTo || s.ckptInLeader {
 		go func() {
 			s.checkpoint()
 			s.submit(&call{lead: func() { s.ckptRunning = false }})

@@ -178,6 +178,10 @@ type Store struct {
 	// noJournal makes the binding commits go through bbolt transactions
 	// instead of the journal; set only by the comparison benchmark.
 	noJournal bool
+	// ckptInLeader makes the checkpoints every journalMaxPending records
+	// run through the group commit, as before the background checkpoint;
+	// set only by the comparison benchmark (BenchmarkCommitTail).
+	ckptInLeader bool
 
 	// nmu guards notify: channels closed (and replaced by nil) after
 	// every commit that appended to the change feed (notify[0], for
