@@ -231,6 +231,7 @@ func benchCommitTail(b *testing.B, inLeader bool) {
 	lat := make([]time.Duration, b.N)
 	var next atomic.Int64
 	var wg sync.WaitGroup
+	cpu0 := cpuTime()
 	b.ResetTimer()
 	for w := range committers {
 		wg.Go(func() {
@@ -261,6 +262,7 @@ func benchCommitTail(b *testing.B, inLeader bool) {
 	b.ReportMetric(q(0.999), "p99.9-ms")
 	b.ReportMetric(q(1), "max-ms")
 	b.ReportMetric(float64(s.bgCheckpoints.Load()-bg0), "bg-ckpts")
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
 }
 
 // cpuTime is the process's user + system CPU time so far.
