@@ -218,8 +218,8 @@ var testHookCheckpoint, testHookCheckpointed func()
 
 // checkpointRecords writes recs (a background checkpoint's, in LSN
 // order) into bbolt in one transaction with the last of their LSNs as the
-// file's journal-lsn. The records the file already holds (a group commit
-// transaction ran first and checkpointed everything) are skipped.
+// file's journal-lsn. If the file holds them already (a group commit
+// transaction ran first and checkpointed everything), it rolls back.
 func (s *Store) checkpointRecords(recs []*jrec) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -268,28 +268,31 @@ func (s *Store) checkpointedUpTo(upTo uint64, ok bool) {
 		return
 	}
 	s.appliedLSN = upTo
-	n := 0
-	for n < len(s.pending) && s.pending[n].lsn <= upTo {
-		n++
-	}
 	s.pmu.Lock()
-	for _, r := range s.pending[:n] {
+	for _, r := range s.pending {
+		if r.lsn > upTo {
+			break
+		}
 		if v, ok := s.pendingB[string(r.key)]; ok && v.lsn <= upTo {
 			delete(s.pendingB, string(r.key))
 		}
 	}
-	k := copy(s.pending, s.pending[n:])
-	clear(s.pending[k:])
-	s.pending = s.pending[:k]
-	e := 0
-	for e < len(s.pendingEv) && s.pendingEv[e].lsn <= upTo {
-		e++
-	}
-	k = copy(s.pendingEv, s.pendingEv[e:])
-	clear(s.pendingEv[k:])
-	s.pendingEv = s.pendingEv[:k]
+	s.pending = dropThrough(s.pending, upTo)
+	s.pendingEv = dropThrough(s.pendingEv, upTo)
 	s.pendingN.Store(int64(len(s.pending)))
 	s.pmu.Unlock()
+}
+
+// dropThrough removes from rs (in LSN order) the records with LSNs up to
+// upTo, in place.
+func dropThrough(rs []*jrec, upTo uint64) []*jrec {
+	n := 0
+	for n < len(rs) && rs[n].lsn <= upTo {
+		n++
+	}
+	k := copy(rs, rs[n:])
+	clear(rs[k:])
+	return rs[:k]
 }
 
 // pendingBinding returns the journaled value of the binding under key,

@@ -219,8 +219,7 @@ func (s *Store) commitLocked(batch []*call) {
 		failed := -1
 		s.writeTxs.Add(1)
 		s.writes.Add(uint64(len(batch)))
-		start := time.Now()
-		fn := func(tx *bolt.Tx) error {
+		err := s.commitTx(onlyOwn(batch), func(tx *bolt.Tx) error {
 			for i, c := range batch {
 				if err := c.fn(tx); err != nil {
 					failed = i
@@ -228,16 +227,7 @@ func (s *Store) commitLocked(batch []*call) {
 				}
 			}
 			return nil
-		}
-		own := onlyOwn(batch)
-		if !own {
-			fn = s.checkpointTx(fn)
-		}
-		err := s.db.Update(fn)
-		s.commitTime.Since(start)
-		if err == nil && !own {
-			s.checkpointed()
-		}
+		})
 		if failed < 0 {
 			if err == nil {
 				var wakes uint8
@@ -256,19 +246,26 @@ func (s *Store) commitLocked(batch []*call) {
 		batch = append(batch[:failed:failed], batch[failed+1:]...)
 		s.writeTxs.Add(1)
 		s.writes.Add(1)
-		start = time.Now()
-		if c.own {
-			c.err = s.db.Update(c.fn)
-		} else {
-			c.err = s.db.Update(s.checkpointTx(c.fn))
-		}
-		s.commitTime.Since(start)
+		c.err = s.commitTx(c.own, c.fn)
 		if c.err == nil {
-			if !c.own {
-				s.checkpointed()
-			}
 			s.wake(c.wakes)
 		}
 		c.wake <- false
 	}
+}
+
+// commitTx runs fn in one write transaction, timed for CommitStats: a
+// checkpoint (checkpointTx, then checkpointed once committed) unless own
+// (fn touches none of the journal's buckets: updateOwn).
+func (s *Store) commitTx(own bool, fn func(*bolt.Tx) error) error {
+	if !own {
+		fn = s.checkpointTx(fn)
+	}
+	start := time.Now()
+	err := s.db.Update(fn)
+	s.commitTime.Since(start)
+	if err == nil && !own {
+		s.checkpointed()
+	}
+	return err
 }

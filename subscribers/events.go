@@ -237,9 +237,7 @@ func (s *Store) Events(afterSeq uint64, limit int) ([]Event, error) {
 			}
 			evs = append(evs, e)
 		}
-		var pbad []error
-		evs, pbad = mergePending(evs, pend, "", afterSeq, limit)
-		bad = append(bad, pbad...)
+		evs, bad = mergePending(evs, bad, pend, "", afterSeq, limit)
 		return nil
 	})
 	if err == nil {
@@ -266,9 +264,7 @@ func (s *Store) EventsOf(isp string, after uint64, limit int) ([]Event, error) {
 	var bad []error
 	err := s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
 		evs, bad = eventsOfTx(tx, isp, after, limit)
-		var pbad []error
-		evs, pbad = mergePending(evs, pend, isp, after, limit)
-		bad = append(bad, pbad...)
+		evs, bad = mergePending(evs, bad, pend, isp, after, limit)
 		return nil
 	})
 	if err == nil {

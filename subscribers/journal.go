@@ -364,8 +364,9 @@ func syncDir(dir string) error {
 }
 
 // invalidate makes the files hold no record (their first headers zeroed,
-// durably), for a clean Close: a file restored from a backup then finds
-// no earlier records to replay.
+// durably): at a clean Close, so that a file restored from a backup finds
+// no earlier records to replay, and at Open once the records are
+// replayed.
 func (j *journal) invalidate() error {
 	for _, f := range j.files {
 		if _, err := f.WriteAt(make([]byte, jrecHeader), 0); err != nil {

@@ -350,14 +350,7 @@ func TestJournalSecondFileSchema(t *testing.T) {
 	if _, err := old.Binding(x.Access, x.VLAN, x.MAC); err != nil {
 		t.Errorf("acknowledged binding 5 lost by a schema-7 reader of the store: %v", err)
 	}
-	x2 := x
-	x2.IP = testBinding(99).IP
-	if err := old.CommitBinding(x2); err != nil { // LSN 5 again
-		t.Fatal(err)
-	}
-	if found, err := old.DeleteBinding(x.Access, x.VLAN, x.MAC); err != nil || !found {
-		t.Fatal(found, err)
-	}
+	rebindThenDelete(t, old, x) // LSN 5 again, then a delete
 	if err := old.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -409,14 +402,7 @@ func TestJournalDamagedRecordNoChain(t *testing.T) {
 		t.Fatalf("replayed up to LSN %d, want 2", c.jr.lsn)
 	}
 	x := testBinding(5)
-	x2 := x
-	x2.IP = testBinding(99).IP
-	if err := c.CommitBinding(x2); err != nil { // LSN 3 again
-		t.Fatal(err)
-	}
-	if found, err := c.DeleteBinding(x.Access, x.VLAN, x.MAC); err != nil || !found {
-		t.Fatal(found, err)
-	}
+	rebindThenDelete(t, c, x) // LSN 3 again, then a delete
 	if err := c.CommitBinding(testBinding(20)); err != nil { // LSN 4
 		t.Fatal(err)
 	}
@@ -432,5 +418,19 @@ func TestJournalDamagedRecordNoChain(t *testing.T) {
 	}
 	if _, err := d.Binding(testBinding(20).Access, testBinding(20).VLAN, testBinding(20).MAC); err != nil {
 		t.Errorf("binding of the new generation after the second crash: %v", err)
+	}
+}
+
+// rebindThenDelete journals x again with another address (the next LSN),
+// then deletes it through a bbolt transaction.
+func rebindThenDelete(t *testing.T, s *Store, x Binding) {
+	t.Helper()
+	x2 := x
+	x2.IP = testBinding(99).IP
+	if err := s.CommitBinding(x2); err != nil {
+		t.Fatal(err)
+	}
+	if found, err := s.DeleteBinding(x.Access, x.VLAN, x.MAC); err != nil || !found {
+		t.Fatal(found, err)
 	}
 }

@@ -44,13 +44,12 @@ func (s *Store) viewEvents(fn func(tx *bolt.Tx, pend []*jrec) error) error {
 // mergePending appends to evs (bbolt's events with Seq > after,
 // ascending, at most limit: limit <= 0 for all) the pending events of isp
 // ("": any) with Seq past after and past evs' last, up to limit in all,
-// with an error for each that does not decode. Every pending event bbolt
+// and to bad an error for each that does not decode. Every pending event bbolt
 // does not hold is newer than every event it holds, and pend is in Seq
 // order, so the result is the log's, ascending: those past evs' last
 // that bbolt holds too (checkpointed after pend was taken) are the ones
 // it would have returned next.
-func mergePending(evs []Event, pend []*jrec, isp string, after uint64, limit int) ([]Event, []error) {
-	var bad []error
+func mergePending(evs []Event, bad []error, pend []*jrec, isp string, after uint64, limit int) ([]Event, []error) {
 	last := after
 	if len(evs) > 0 {
 		last = max(last, evs[len(evs)-1].Seq)

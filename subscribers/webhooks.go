@@ -89,9 +89,7 @@ func (s *Store) WebhookEvents(isp string, after uint64, limit int) (evs []Event,
 			return nil
 		}
 		evs, bad = eventsOfTx(tx, isp, after, limit)
-		var pbad []error
-		evs, pbad = mergePending(evs, pend, isp, after, limit)
-		bad = append(bad, pbad...)
+		evs, bad = mergePending(evs, bad, pend, isp, after, limit)
 		return nil
 	})
 	if err == nil {

@@ -56,7 +56,8 @@
 // returns: a clean restart neither loses nor repeats an acknowledged
 // event. After a crash (kill -9, power loss) the events acknowledged
 // after the last stored cursor (at most those of the last 100 ms and of
-// one store write) are sent again: the receiver drops them by webhook-id. No event is lost: the cursor never moves past an event that
+// one store write) are sent again: the receiver drops them by
+// webhook-id. No event is lost: the cursor never moves past an event that
 // was not acknowledged. An ISP whose webhook_url is configured for the
 // first time starts at the newest event at that moment (the history is on
 // GET /v1/isps/{isp}/events), and the cursor stays when the URL changes or
