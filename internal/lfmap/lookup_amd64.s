@@ -9,32 +9,20 @@
 // (&sc.zero[1]), and a line with neither gives &sc.zero[0]. The slots are
 // compared from the last to the first with conditional moves, so the first
 // one wins, without a branch. Clobbers DX and R8.
-#define PROBE \
-	LEAQ batchScratch_zero(SI), R12 \
-	MOVQ 48(BX), DX \
-	LEAQ 56(BX), R8 \
-	CMPQ DX, AX \
-	CMOVQEQ R8, R12 \
-	TESTQ DX, DX \
-	CMOVQEQ R13, R12 \
-	MOVQ 32(BX), DX \
-	LEAQ 40(BX), R8 \
-	CMPQ DX, AX \
-	CMOVQEQ R8, R12 \
-	TESTQ DX, DX \
-	CMOVQEQ R13, R12 \
-	MOVQ 16(BX), DX \
-	LEAQ 24(BX), R8 \
-	CMPQ DX, AX \
-	CMOVQEQ R8, R12 \
-	TESTQ DX, DX \
-	CMOVQEQ R13, R12 \
-	MOVQ (BX), DX \
-	LEAQ 8(BX), R8 \
+#define SLOT(key, val) \
+	MOVQ key(BX), DX \
+	LEAQ val(BX), R8 \
 	CMPQ DX, AX \
 	CMOVQEQ R8, R12 \
 	TESTQ DX, DX \
 	CMOVQEQ R13, R12
+
+#define PROBE \
+	LEAQ batchScratch_zero(SI), R12 \
+	SLOT(48, 56) \
+	SLOT(32, 40) \
+	SLOT(16, 24) \
+	SLOT(0, 8)
 
 // RESULT loads the value at R12 (after the keys: rule 1) into vals[i] and
 // stores found into ok[i], i in a register, and leaves DX 0 if the probe
