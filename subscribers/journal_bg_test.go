@@ -402,7 +402,7 @@ func TestJournalDamagedRecordNoChain(t *testing.T) {
 		t.Fatalf("replayed up to LSN %d, want 2", c.jr.lsn)
 	}
 	x := testBinding(5)
-	rebindThenDelete(t, c, x) // LSN 3 again, then a delete
+	rebindThenDelete(t, c, x)                                // LSN 3 again, then a delete
 	if err := c.CommitBinding(testBinding(20)); err != nil { // LSN 4
 		t.Fatal(err)
 	}
