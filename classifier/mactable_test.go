@@ -97,6 +97,16 @@ func TestMACTableSet(t *testing.T) {
 	}
 }
 
+// TestMACTableBytes: the table's memory is its maximum load's (macLoad,
+// 0.5): 2 slots of 16 B per subscriber of capacity.
+func TestMACTableBytes(t *testing.T) {
+	for _, c := range []int{1000, 100_000} {
+		if got := NewMACTable(c, 1).Bytes(); got != 32*c {
+			t.Errorf("NewMACTable(%d).Bytes() = %d, want %d (32 B per entry)", c, got, 32*c)
+		}
+	}
+}
+
 type macKey struct {
 	port uint8
 	vlan uint16
@@ -229,8 +239,8 @@ func TestMACLookupAllocs(t *testing.T) {
 }
 
 // BenchmarkMACTable looks up random present keys in a table filled to n
-// entries (capacity n: the 0.8 maximum load). B/entry is the slot array's
-// memory per entry.
+// entries (capacity n: the table's maximum load, see macLoad). B/entry is
+// the slot array's memory per entry.
 func BenchmarkMACTable(b *testing.B) {
 	for _, n := range []int{1_000, 100_000, 1_000_000} {
 		name := strconv.Itoa(n/1000) + "K"

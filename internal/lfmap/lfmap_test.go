@@ -135,20 +135,68 @@ func TestNewSmall(t *testing.T) {
 	}
 }
 
+// TestNewLoad checks NewLoad's slot counts (capacity×Den/Num rounded up to
+// a line), its rebuild threshold (strictly between capacity and the slot
+// count) and that it rejects loads outside (0, 1).
+func TestNewLoad(t *testing.T) {
+	for _, tc := range []struct {
+		capacity int
+		load     Load
+		slots    int
+	}{
+		{1000, DefaultLoad, 1252}, // as New
+		{1000, Load{Num: 1, Den: 2}, 2000},
+		{1000, Load{Num: 3, Den: 5}, 1668},           // 1666.7 rounded up to a slot, then a line
+		{1000, Load{Num: 2, Den: 3}, 1500},           // 1500: already whole lines
+		{1_000_000, Load{Num: 1, Den: 2}, 2_000_000}, // 32 B per entry
+		{3, Load{Num: 1, Den: 2}, 8},                 // 6 slots, rounded to two lines
+		{1, Load{Num: 99, Den: 100}, 4},              // at least capacity+2
+		{1000, Load{Num: 999, Den: 1000}, 1004},      // 1001 rounded to a line
+		{1_000_000, Load{Num: 4, Den: 5}, 1_250_000}, // 20 B per entry
+	} {
+		m := NewLoad(tc.capacity, tc.load, 1)
+		n := len(m.View().slots)
+		if n != tc.slots || m.Bytes() != 16*n || m.Cap() != tc.capacity {
+			t.Errorf("NewLoad(%d, %d/%d): %d slots, Bytes %d, Cap %d; want %d slots",
+				tc.capacity, tc.load.Num, tc.load.Den, n, m.Bytes(), m.Cap(), tc.slots)
+		}
+		if m.maxUsed <= m.capacity || m.maxUsed >= n {
+			t.Errorf("NewLoad(%d, %d/%d): maxUsed %d not in (%d, %d)",
+				tc.capacity, tc.load.Num, tc.load.Den, m.maxUsed, m.capacity, n)
+		}
+	}
+	for _, bad := range []Load{{}, {Num: 0, Den: 5}, {Num: -1, Den: 2}, {Num: 1, Den: 1}, {Num: 5, Den: 4}, {Num: 1, Den: -2}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("NewLoad(10, %d/%d) did not panic", bad.Num, bad.Den)
+				}
+			}()
+			NewLoad(10, bad, 1)
+		}()
+	}
+}
+
 // TestDifferential runs random insert/update/delete sequences against a Go map.
 // A small key space and many delete/reinsert cycles force rebuilds.
 func TestDifferential(t *testing.T) {
 	for _, tc := range []struct {
 		capacity, keys, ops int
+		load                Load
 	}{
-		{1, 4, 2000},
-		{8, 12, 20000},
-		{100, 150, 50000},
-		{1000, 1100, 200000},
-		{1000, 100000, 100000}, // mostly ErrFull and misses
+		{1, 4, 2000, DefaultLoad},
+		{8, 12, 20000, DefaultLoad},
+		{100, 150, 50000, DefaultLoad},
+		{1000, 1100, 200000, DefaultLoad},
+		{1000, 100000, 100000, DefaultLoad}, // mostly ErrFull and misses
+		{1, 4, 2000, Load{Num: 1, Den: 2}},
+		{8, 12, 20000, Load{Num: 1, Den: 2}},
+		{100, 150, 50000, Load{Num: 1, Den: 2}},
+		{1000, 1100, 200000, Load{Num: 1, Den: 2}},
+		{1000, 1600, 200000, Load{Num: 3, Den: 5}},
 	} {
 		r := rand.New(rand.NewPCG(uint64(tc.capacity), uint64(tc.keys)))
-		m := New(tc.capacity, r.Uint64())
+		m := NewLoad(tc.capacity, tc.load, r.Uint64())
 		md := &model{m: map[uint64]uint64{}, cap: tc.capacity}
 		key := func() uint64 {
 			switch r.IntN(64) {
@@ -178,7 +226,7 @@ func TestDifferential(t *testing.T) {
 			}
 		}
 		checkSame(t, m, md, probe)
-		t.Logf("capacity %d: %d rebuilds", tc.capacity, m.rebuilds)
+		t.Logf("capacity %d, load %d/%d: %d rebuilds", tc.capacity, tc.load.Num, tc.load.Den, m.rebuilds)
 		if tc.keys < 2*tc.capacity && m.rebuilds == 0 {
 			t.Errorf("capacity %d: no rebuild happened", tc.capacity)
 		}

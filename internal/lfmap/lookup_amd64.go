@@ -39,7 +39,7 @@ func lookupBatchAsm(base unsafe.Pointer, nlines, k0, k1 uint64, keys, vals *uint
 // fewer instructions (0.7 ns per key at 1K): with the same passes but loads
 // in place of PREFETCHT0 it was no faster than lookupChunkGo. The rounds
 // matter as much: keys past their second line (7% of the present keys of a
-// full table; linear probing's clusters make the tail long, 3% need 5
+// full table at 0.8; linear probing's clusters make the tail long, 3% need 5
 // lines or more) finished one after the other, each miss waited for, cost
 // 5 ns per key of the batch at 1M. What is left beyond the floor: ~5.5 ns
 // per key of instructions (at 1K: 1.3 hashing and prefetching, 2.7
