@@ -149,9 +149,9 @@ type Map struct {
 // in capacity×5/4 slots, rounded up to a whole cache line of 4 slots (and at
 // least capacity+2, so that a probe always meets an empty slot). seed is mixed
 // into the hash; use a random one to make the probe sequences unpredictable to
-// whoever chooses the keys. It is NewLoad(capacity, DefaultLoad, seed).
+// whoever chooses the keys. It is NewLoad(capacity, defaultLoad, seed).
 func New(capacity int, seed uint64) *Map {
-	return NewLoad(capacity, DefaultLoad, seed)
+	return NewLoad(capacity, defaultLoad, seed)
 }
 
 // Load is a map's maximum load factor, live entries per slot, as the
@@ -170,8 +170,8 @@ func New(capacity int, seed uint64) *Map {
 // rarely.
 type Load struct{ Num, Den int }
 
-// DefaultLoad is New's maximum load, 0.8: 1.25 slots, 20 B, per entry.
-var DefaultLoad = Load{Num: 4, Den: 5}
+// defaultLoad is New's maximum load, 0.8: 1.25 slots, 20 B, per entry.
+var defaultLoad = Load{Num: 4, Den: 5}
 
 // NewLoad is New with a maximum load of load.Num/load.Den instead of 0.8:
 // capacity×Den/Num slots (rounded up to a whole line, and at least

@@ -144,7 +144,7 @@ func TestNewLoad(t *testing.T) {
 		load     Load
 		slots    int
 	}{
-		{1000, DefaultLoad, 1252}, // as New
+		{1000, defaultLoad, 1252}, // as New
 		{1000, Load{Num: 1, Den: 2}, 2000},
 		{1000, Load{Num: 3, Den: 5}, 1668},           // 1666.7 rounded up to a slot, then a line
 		{1000, Load{Num: 2, Den: 3}, 1500},           // 1500: already whole lines
@@ -184,11 +184,11 @@ func TestDifferential(t *testing.T) {
 		capacity, keys, ops int
 		load                Load
 	}{
-		{1, 4, 2000, DefaultLoad},
-		{8, 12, 20000, DefaultLoad},
-		{100, 150, 50000, DefaultLoad},
-		{1000, 1100, 200000, DefaultLoad},
-		{1000, 100000, 100000, DefaultLoad}, // mostly ErrFull and misses
+		{1, 4, 2000, defaultLoad},
+		{8, 12, 20000, defaultLoad},
+		{100, 150, 50000, defaultLoad},
+		{1000, 1100, 200000, defaultLoad},
+		{1000, 100000, 100000, defaultLoad}, // mostly ErrFull and misses
 		{1, 4, 2000, Load{Num: 1, Den: 2}},
 		{8, 12, 20000, Load{Num: 1, Den: 2}},
 		{100, 150, 50000, Load{Num: 1, Den: 2}},
