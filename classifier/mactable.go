@@ -20,7 +20,8 @@ const (
 	FlagStatic uint8 = 1 << 1 // configured, not learnt through DHCP
 )
 
-// Pack encodes s as IP<<32 | ISP<<8 | Flags.
+// Pack encodes s as IP<<32 | ISP<<8 | Flags: never ^0 (bits 16–31 are 0),
+// the value lfmap reserves for a deleted entry.
 func (s Sub) Pack() uint64 { return uint64(s.IP)<<32 | uint64(s.ISP)<<8 | uint64(s.Flags) }
 
 // UnpackSub decodes a value made by Sub.Pack.
@@ -34,7 +35,7 @@ const (
 
 // Key builds the table key mac<<16 | vlan<<4 | port. port and vlan are masked
 // to 4 and 12 bits; check them against MaxPort and MaxVLAN first. The key is
-// never 0 (or the lfmap tombstone ^0) for a non-zero unicast MAC.
+// never 0 (or lfmap's other reserved key, ^0) for a non-zero unicast MAC.
 func Key(port uint8, vlan uint16, mac uint64) uint64 {
 	return mac<<16 | uint64(vlan&MaxVLAN)<<4 | uint64(port&MaxPort)
 }

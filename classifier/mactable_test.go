@@ -48,8 +48,8 @@ func TestMACTableSet(t *testing.T) {
 		{1, 1, BroadcastMAC},       // broadcast
 		{1, 1, 0x01005e000001},     // multicast
 		{1, 1, 0x1_02aabbccdd01},   // wider than 48 bits
-		{15, 4095, 0xfeffffffffff}, // unicast; key is not the tombstone, so fine below
-		{15, 4095, 0xffffffffffff}, // would be the lfmap tombstone
+		{15, 4095, 0xfeffffffffff}, // unicast; key is not lfmap's reserved ^0, so fine below
+		{15, 4095, 0xffffffffffff}, // would be lfmap's reserved key ^0
 	} {
 		err := tb.Set(bad.port, bad.vlan, bad.mac, Sub{})
 		if bad.mac == 0xfeffffffffff {

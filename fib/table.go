@@ -29,7 +29,8 @@ type Dest struct {
 }
 
 // Pack encodes d as MAC<<16 | VLAN<<4 | Port. Out-of-range fields are
-// truncated; Table.Set rejects them instead.
+// truncated; Table.Set rejects them instead. For a unicast MAC it is never
+// ^0, the value lfmap reserves for a deleted entry.
 func (d Dest) Pack() uint64 {
 	return (d.MAC&macMask)<<16 | uint64(d.VLAN&0xfff)<<4 | uint64(d.Port&0xf)
 }

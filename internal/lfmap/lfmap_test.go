@@ -19,8 +19,11 @@ type model struct {
 }
 
 func (md *model) store(k, v uint64) error {
-	if k == keyEmpty || k == keyTomb {
+	if k == keyEmpty || k == keyReserved {
 		return ErrBadKey
+	}
+	if v == valDeleted {
+		return ErrBadValue
 	}
 	if _, ok := md.m[k]; !ok && len(md.m) >= md.cap {
 		return ErrFull
@@ -66,21 +69,28 @@ func checkSame(t testing.TB, m *Map, md *model, probe []uint64) {
 	if len(seen) != len(md.m) {
 		t.Fatalf("Range visited %d entries, model has %d", len(seen), len(md.m))
 	}
-	// Invariants: at least one empty slot, used counts live+tombstones.
-	var live, tomb, empty int
+	// Invariants: at least one empty slot, used counts live+deleted keys,
+	// no key in two slots (rule 3).
+	var live, deleted, empty int
+	keys := make(map[uint64]bool, m.used)
 	for _, s := range m.View().slots {
-		switch s.key {
-		case keyEmpty:
+		switch {
+		case s.key == keyEmpty:
 			empty++
-		case keyTomb:
-			tomb++
+			continue
+		case s.val == valDeleted:
+			deleted++
 		default:
 			live++
 		}
+		if keys[s.key] {
+			t.Fatalf("key %#x in two slots", s.key)
+		}
+		keys[s.key] = true
 	}
-	if empty == 0 || live != m.Len() || live+tomb != m.used || m.used > m.maxUsed {
-		t.Fatalf("slots: live %d tomb %d empty %d; Len %d used %d maxUsed %d",
-			live, tomb, empty, m.Len(), m.used, m.maxUsed)
+	if empty == 0 || live != m.Len() || live+deleted != m.used || m.used > m.maxUsed {
+		t.Fatalf("slots: live %d deleted %d empty %d; Len %d used %d maxUsed %d",
+			live, deleted, empty, m.Len(), m.used, m.maxUsed)
 	}
 }
 
@@ -178,22 +188,25 @@ func TestNewLoad(t *testing.T) {
 }
 
 // TestDifferential runs random insert/update/delete sequences against a Go map.
-// A small key space and many delete/reinsert cycles force rebuilds.
+// A key space a few times the slot count, with many deletes, forces
+// rebuilds: a key that comes back takes its own slot again (rule 3), so
+// only keys new to the array use slots up.
 func TestDifferential(t *testing.T) {
 	for _, tc := range []struct {
 		capacity, keys, ops int
 		load                Load
 	}{
-		{1, 4, 2000, defaultLoad},
-		{8, 12, 20000, defaultLoad},
-		{100, 150, 50000, defaultLoad},
-		{1000, 1100, 200000, defaultLoad},
+		{1, 8, 2000, defaultLoad},
+		{8, 48, 20000, defaultLoad},
+		{100, 600, 50000, defaultLoad},
+		{1000, 6000, 200000, defaultLoad},
 		{1000, 100000, 100000, defaultLoad}, // mostly ErrFull and misses
-		{1, 4, 2000, Load{Num: 1, Den: 2}},
-		{8, 12, 20000, Load{Num: 1, Den: 2}},
-		{100, 150, 50000, Load{Num: 1, Den: 2}},
-		{1000, 1100, 200000, Load{Num: 1, Den: 2}},
-		{1000, 1600, 200000, Load{Num: 3, Den: 5}},
+		{1, 8, 2000, Load{Num: 1, Den: 2}},
+		{8, 48, 20000, Load{Num: 1, Den: 2}},
+		{100, 600, 50000, Load{Num: 1, Den: 2}},
+		{1000, 6000, 200000, Load{Num: 1, Den: 2}},
+		{1000, 6000, 200000, Load{Num: 3, Den: 5}},
+		{100, 150, 50000, defaultLoad}, // a key space just above the slots
 	} {
 		r := rand.New(rand.NewPCG(uint64(tc.capacity), uint64(tc.keys)))
 		m := NewLoad(tc.capacity, tc.load, r.Uint64())
@@ -227,7 +240,7 @@ func TestDifferential(t *testing.T) {
 		}
 		checkSame(t, m, md, probe)
 		t.Logf("capacity %d, load %d/%d: %d rebuilds", tc.capacity, tc.load.Num, tc.load.Den, m.rebuilds)
-		if tc.keys < 2*tc.capacity && m.rebuilds == 0 {
+		if tc.keys >= 6*tc.capacity && tc.keys <= 10*tc.capacity && m.rebuilds == 0 {
 			t.Errorf("capacity %d: no rebuild happened", tc.capacity)
 		}
 	}
@@ -251,7 +264,7 @@ func TestRebuildKeepsOldView(t *testing.T) {
 		t.Fatal("rebuild did not publish a new View")
 	}
 	for k := uint64(1); k <= 10; k++ {
-		// Deleted keys were tombstoned in old before the swap, so old misses
+		// Deleted keys were marked deleted in old before the swap, so old misses
 		// them; keys still live must be found with their value.
 		if v, ok := old.Lookup(k); ok && v != k {
 			t.Fatalf("old view: Lookup(%d) = %d", k, v)
@@ -616,7 +629,7 @@ func TestLookupChunkImpls(t *testing.T) {
 				}
 				keys = append(keys, k)
 				if m.Store(k, r.Uint64()) == nil && r.IntN(4) == 0 {
-					m.Delete(k) // a tombstone
+					m.Delete(k) // present, deleted
 				}
 			}
 			for range len(keys) / 4 {
@@ -717,5 +730,75 @@ func BenchmarkLookupChunkAB(b *testing.B) {
 func floorChunk(s []slot, idx []uint32, vals []uint64) {
 	for i, k := range idx {
 		vals[i] = s[k].key ^ s[k].val
+	}
+}
+
+// TestChurnKeepsSlots: keys deleted and stored again (a subscriber that
+// unbinds and binds again) take their own slots back (rule 3): the
+// probe sequences do not grow, nothing is rebuilt, and a deleted key is
+// absent to Lookup, LookupBatch and Range while its slot holds it. With
+// the tombstones this replaced, used grew by len(keys) a round.
+func TestChurnKeepsSlots(t *testing.T) {
+	m := NewLoad(1<<16, Load{1, 2}, 7)
+	keys := make([]uint64, 4000)
+	for i := range keys {
+		keys[i] = uint64(i)*0x9e3779b97f4a7c15 | 1
+		if err := m.Store(keys[i], uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slotOf := func(k uint64) uint64 {
+		i, found := m.View().find(k)
+		if !found {
+			t.Fatalf("key %#x has no slot", k)
+		}
+		return i
+	}
+	first := make([]uint64, len(keys))
+	for i, k := range keys {
+		first[i] = slotOf(k)
+	}
+	vals := make([]uint64, len(keys))
+	ok := make([]bool, len(keys))
+	for round := range 100 {
+		for i, k := range keys {
+			if i%2 == round%2 && !m.Delete(k) {
+				t.Fatalf("round %d: Delete(%#x) = false", round, k)
+			}
+		}
+		if m.Delete(keys[round%2]) {
+			t.Fatalf("round %d: a deleted key deleted again", round)
+		}
+		m.View().LookupBatch(keys, vals, ok)
+		n := 0
+		m.Range(func(uint64, uint64) bool { n++; return true })
+		for i, k := range keys {
+			v, found := m.Lookup(k)
+			want := i%2 != round%2
+			if found != want || ok[i] != want || (want && (v != uint64(i) || vals[i] != v)) || (!want && (v != 0 || vals[i] != 0)) {
+				t.Fatalf("round %d key %d: Lookup (%d, %v), batch (%d, %v), want present %v", round, i, v, found, vals[i], ok[i], want)
+			}
+		}
+		if n != len(keys)/2 || m.Len() != len(keys)/2 {
+			t.Fatalf("round %d: Range %d, Len %d, want %d", round, n, m.Len(), len(keys)/2)
+		}
+		for i, k := range keys {
+			if i%2 == round%2 {
+				if err := m.Store(k, uint64(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	if m.used != len(keys) || m.rebuilds != 0 {
+		t.Fatalf("used %d rebuilds %d after the churn, want %d, 0", m.used, m.rebuilds, len(keys))
+	}
+	for i, k := range keys {
+		if s := slotOf(k); s != first[i] {
+			t.Fatalf("key %d moved from slot %d to %d", i, first[i], s)
+		}
+	}
+	if err := m.Store(5, valDeleted); !errors.Is(err, ErrBadValue) {
+		t.Fatalf("Store of the deleted value: %v, want ErrBadValue", err)
 	}
 }

@@ -25,16 +25,23 @@
 	SLOT(0, 8)
 
 // RESULT loads the value at R12 (after the keys: rule 1) into vals[i] and
-// stores found into ok[i], i in a register, and leaves DX 0 if the probe
-// must go on (R12 is &sc.zero[0]), 8 if it ended without the key.
+// stores found into ok[i], i in a register: found, and not the deleted
+// value (rule 3; then vals[i] is 0). It leaves DX 0 if the probe must go on
+// (R12 is &sc.zero[0]), 8 if it ended without the key. Clobbers AX (the
+// key, not needed after PROBE) and R8.
 #define RESULT(i) \
-	MOVQ (R12), DX \
-	MOVQ DX, (R9)(i*8) \
+	MOVQ (R12), AX \
+	LEAQ 1(AX), R8 \
+	TESTQ R8, R8 \
+	CMOVQEQ R8, AX \
+	MOVQ AX, (R9)(i*8) \
+	SETNE R8 \
 	MOVQ R12, DX \
 	SUBQ R13, DX \
 	ADDQ $8, DX \
 	CMPQ DX, $16 \
-	SETCC (R10)(i*1)
+	SETCC (R10)(i*1) \
+	ANDB R8, (R10)(i*1)
 
 // func lookupBatchAsm(base unsafe.Pointer, nlines, k0, k1 uint64, keys, vals *uint64, ok *bool, n int, sc *batchScratch)
 //
