@@ -1,5 +1,7 @@
 package engine
 
+import "sync"
+
 // MaxPuntFrame is the largest frame the punt path carries (DHCP and ARP
 // fit many times over); a larger one is dropped and counted.
 const MaxPuntFrame = 2048
@@ -20,10 +22,16 @@ func (p *Punted) Frame() []byte { return p.buf[:p.n] }
 // bounded queue with its own preallocated buffers per ingress port, read in
 // turn, so a flood on one port (a subscriber port sending DHCP as fast as
 // it can) cannot crowd out another (an ISP's replies, ARP from a router).
-// Workers never block on it: when a port's buffers are all in use the frame
-// is dropped and counted (punt_queue_full).
+// Workers never wait for the consumer: when a port's buffers are all in use
+// the frame is dropped and counted (punt_queue_full).
+//
+// A port's free buffers are a stack (last released, first reused), not a
+// ring: at the usual depth of a few frames in flight the same buffers are
+// written by the worker and read by the control plane again and again and
+// stay in cache, where a ring walked through all perPort buffers (1 MB per
+// port) and every punt touched a cold one.
 type PuntQueue struct {
-	free []chan *Punted
+	free []puntStack
 	q    []chan *Punted
 	// Ready receives a value when frames may be waiting; the consumer then
 	// calls Next until it returns nil.
@@ -31,39 +39,50 @@ type PuntQueue struct {
 	next  int // consumer's round-robin position
 }
 
+// puntStack is a port's free buffers. The lock is held for a slice push or
+// pop only (the workers of the port and the consumer's Release).
+type puntStack struct {
+	mu  sync.Mutex
+	buf []*Punted
+}
+
 // NewPuntQueue preallocates perPort buffers for each of ports ports.
 func NewPuntQueue(ports, perPort int) *PuntQueue {
-	q := &PuntQueue{Ready: make(chan struct{}, 1)}
-	for range ports {
-		free, c := make(chan *Punted, perPort), make(chan *Punted, perPort)
-		for range perPort {
-			free <- new(Punted)
+	q := &PuntQueue{Ready: make(chan struct{}, 1), free: make([]puntStack, ports)}
+	for i := range ports {
+		bufs := make([]Punted, perPort)
+		for j := range bufs {
+			q.free[i].buf = append(q.free[i].buf, &bufs[j])
 		}
-		q.free = append(q.free, free)
-		q.q = append(q.q, c)
+		q.q = append(q.q, make(chan *Punted, perPort))
 	}
 	return q
 }
 
 // put copies frame into a free buffer of port's queue and queues it. It
-// never blocks.
+// never blocks on the consumer.
 func (q *PuntQueue) put(port uint8, frame []byte) bool {
 	if int(port) >= len(q.q) || len(frame) > MaxPuntFrame {
 		return false
 	}
-	select {
-	case p := <-q.free[port]:
-		p.Port = port
-		p.n = copy(p.buf[:], frame)
-		q.q[port] <- p // cannot block: the queue has room for every buffer
-		select {
-		case q.Ready <- struct{}{}:
-		default:
-		}
-		return true
-	default:
+	f := &q.free[port]
+	f.mu.Lock()
+	n := len(f.buf)
+	if n == 0 {
+		f.mu.Unlock()
 		return false
 	}
+	p := f.buf[n-1]
+	f.buf = f.buf[:n-1]
+	f.mu.Unlock()
+	p.Port = port
+	p.n = copy(p.buf[:], frame)
+	q.q[port] <- p // cannot block: the queue has room for every buffer
+	select {
+	case q.Ready <- struct{}{}:
+	default:
+	}
+	return true
 }
 
 // Next returns the next punted frame, taking the ports in turn, or nil when
@@ -82,4 +101,9 @@ func (q *PuntQueue) Next() *Punted {
 }
 
 // Release returns a punted buffer to its port's pool.
-func (q *PuntQueue) Release(p *Punted) { q.free[p.Port] <- p }
+func (q *PuntQueue) Release(p *Punted) {
+	f := &q.free[p.Port]
+	f.mu.Lock()
+	f.buf = append(f.buf, p) // within its capacity: perPort
+	f.mu.Unlock()
+}
