@@ -16,7 +16,8 @@ var (
 	// ErrInvalidVRF reports a VRF (ISP index) >= MaxISPs.
 	ErrInvalidVRF = errors.New("vrf out of range (ISP index must be below 255)")
 	// ErrInvalidDest reports a Dest whose Port, VLAN or MAC does not fit its
-	// packed field (port < 16, VLAN < 4096, MAC < 1<<48).
+	// packed field (port < 16, VLAN < 4096, MAC < 1<<48), or whose MAC is
+	// not unicast (a subscriber's never is).
 	ErrInvalidDest = errors.New("destination out of range")
 )
 
@@ -29,8 +30,8 @@ type Dest struct {
 }
 
 // Pack encodes d as MAC<<16 | VLAN<<4 | Port. Out-of-range fields are
-// truncated; Table.Set rejects them instead. For a unicast MAC it is never
-// ^0, the value lfmap reserves for a deleted entry.
+// truncated; Table.Set rejects them instead, and multicast MACs, so that a
+// stored value is never ^0, the value lfmap reserves for a deleted entry.
 func (d Dest) Pack() uint64 {
 	return (d.MAC&macMask)<<16 | uint64(d.VLAN&0xfff)<<4 | uint64(d.Port&0xf)
 }
@@ -41,8 +42,12 @@ func UnpackDest(v uint64) Dest {
 }
 
 func (d Dest) valid() bool {
-	return d.Port < 16 && d.VLAN < 4096 && d.MAC <= macMask
+	return d.Port < 16 && d.VLAN < 4096 && d.MAC <= macMask && d.MAC&groupBit == 0
 }
+
+// groupBit is the I/G bit of a MAC in the low 48 bits: set for multicast
+// and broadcast. Without it Pack is never ^0, lfmap's deleted value.
+const groupBit = 1 << 40
 
 const macMask = 1<<48 - 1
 
@@ -157,7 +162,7 @@ func (t *Table) Bytes() int { return t.m.Bytes() }
 
 // Range calls fn for every entry until fn returns false, for dumps and
 // status pages. Any goroutine; entries set or deleted while it runs may be
-// missed or seen twice. fn must not call Set or Delete.
+// missed (never seen twice). fn must not call Set or Delete.
 func (t *Table) Range(fn func(vrf uint8, ip uint32, d Dest) bool) {
 	t.m.Range(func(k, v uint64) bool {
 		return fn(uint8(k>>32), uint32(k), UnpackDest(v))

@@ -30,7 +30,7 @@ func TestDestPack(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(1, 2))
 	for range 10000 {
-		d := Dest{Port: uint8(r.IntN(16)), VLAN: uint16(r.IntN(4096)), MAC: r.Uint64() & macMask}
+		d := Dest{Port: uint8(r.IntN(16)), VLAN: uint16(r.IntN(4096)), MAC: r.Uint64() & macMask &^ groupBit} // unicast
 		if got := UnpackDest(d.Pack()); got != d {
 			t.Fatalf("round trip %+v -> %+v", d, got)
 		}
@@ -119,6 +119,8 @@ func TestTableSetErrors(t *testing.T) {
 		{0, Dest{Port: 16}, ErrInvalidDest},
 		{0, Dest{VLAN: 4096}, ErrInvalidDest},
 		{0, Dest{MAC: 1 << 48}, ErrInvalidDest},
+		{0, Dest{MAC: 0x01005e000001}, ErrInvalidDest},                       // multicast
+		{0, Dest{Port: 15, VLAN: 4095, MAC: 0xffffffffffff}, ErrInvalidDest}, // would Pack to lfmap's deleted value
 	} {
 		if err := tb.Set(c.vrf, 1, c.d); !errors.Is(err, c.want) {
 			t.Errorf("Set(%d, %+v) = %v, want %v", c.vrf, c.d, err, c.want)
@@ -162,7 +164,7 @@ func TestTableModel(t *testing.T) {
 		}
 		switch op := r.IntN(5); {
 		case op < sets:
-			d := Dest{Port: uint8(r.IntN(16)), VLAN: uint16(r.IntN(4096)), MAC: r.Uint64() & macMask}
+			d := Dest{Port: uint8(r.IntN(16)), VLAN: uint16(r.IntN(4096)), MAC: r.Uint64() & macMask &^ groupBit} // unicast
 			err := tb.Set(k.vrf, k.ip, d)
 			if _, present := model[k]; errors.Is(err, lfmap.ErrFull) && !present && len(model) == capacity {
 				full++

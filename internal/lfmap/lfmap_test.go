@@ -565,7 +565,7 @@ func TestLookupBatch(t *testing.T) {
 }
 
 // TestLookupBatchSmall checks the batched lookup against Lookup on small,
-// full tables with tombstones, where probe sequences are long and wrap
+// full tables with deleted entries, where probe sequences are long and wrap
 // around the end of the array.
 func TestLookupBatchSmall(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
