@@ -106,7 +106,7 @@ func (r *Resolver) Learn(isp uint8, ip uint32, mac uint64, now time.Time) (chang
 	mac &= macMask
 	u := r.up.Load().Get(isp)
 	n := r.sync(isp, u)
-	if !n.tracked || ip != n.gw || mac == 0 || mac&(1<<40) != 0 {
+	if !n.tracked || ip != n.gw || mac == 0 || mac&groupBit != 0 {
 		return false // not our gateway, or a zero, broadcast or multicast MAC
 	}
 	changed = !u.Resolved || u.GatewayMAC != mac

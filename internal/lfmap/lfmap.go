@@ -57,13 +57,14 @@
 // Now a key that comes back costs nothing; keys that leave for good still
 // hold their slots (deleted) until a rebuild.
 //
-// When keys ever stored (live or deleted) would exceed the slot budget (halfway from capacity to the slot count: 0.9
-// × slots at New's 0.8 load, 0.75 × slots at 0.5), the writer builds a fresh
-// slot array holding only the live entries and publishes it with one atomic
-// pointer swap (read-copy-update). Readers that still hold the old array keep
-// reading a consistent, frozen snapshot; the garbage collector frees it once
-// the last such reader drops its reference, and the deleted entries are gone.
-// The writer never waits for readers. A rebuild costs O(slots) on the writer
+// When keys ever stored (live or deleted) would exceed the slot budget
+// (halfway from capacity to the slot count: 0.9 × slots at New's 0.8 load,
+// 0.75 × slots at 0.5), the writer builds a fresh slot array holding only
+// the live entries and publishes it with one atomic pointer swap
+// (read-copy-update). Readers that still hold the old array keep reading a
+// consistent, frozen snapshot; the garbage collector frees it once the last
+// such reader drops its reference, and the deleted entries are gone. The
+// writer never waits for readers. A rebuild costs O(slots) on the writer
 // and, while it lasts, twice the memory.
 //
 // # Using it
@@ -516,20 +517,17 @@ func (m *Map) Store(key, val uint64) error {
 	}
 	v := m.view.Load()
 	i, found := v.find(key)
-	if found {
-		if atomic.LoadUint64(&v.slots[i].val) != valDeleted {
-			atomic.StoreUint64(&v.slots[i].val, val) // rule 2
-			return nil
-		}
-		if int(m.live.Load()) >= m.capacity {
-			return ErrFull
-		}
-		atomic.StoreUint64(&v.slots[i].val, val) // rule 3: revived in place
-		m.live.Add(1)
+	if found && atomic.LoadUint64(&v.slots[i].val) != valDeleted {
+		atomic.StoreUint64(&v.slots[i].val, val) // rule 2
 		return nil
 	}
 	if int(m.live.Load()) >= m.capacity {
 		return ErrFull
+	}
+	if found {
+		atomic.StoreUint64(&v.slots[i].val, val) // rule 3: revived in place
+		m.live.Add(1)
+		return nil
 	}
 	if m.used >= m.maxUsed {
 		// live < capacity < maxUsed, so the rebuild frees at least one slot.
@@ -545,8 +543,9 @@ func (m *Map) Store(key, val uint64) error {
 }
 
 // rebuild copies the live entries of old (not the deleted ones) into a fresh
-// array, publishes it and returns it. The new array is private until the pointer swap, so it is filled
-// with plain stores; the atomic swap orders them before any reader's loads.
+// array, publishes it and returns it. The new array is private until the
+// pointer swap, so it is filled with plain stores; the atomic swap orders
+// them before any reader's loads.
 func (m *Map) rebuild(old *View) *View {
 	nv := newView(len(old.slots), m.seed)
 	n := uint64(len(nv.slots))

@@ -12,9 +12,10 @@ import (
 	"time"
 )
 
-// TestStress (LFMAP_STRESS_SECONDS sets its length, 2 s by default): one writer (model-checked) with Store/Delete/revive
-// and rebuilds; readers check per-key linearizability with a per-key
-// seqlock published by the writer around each op:
+// TestStress (LFMAP_STRESS_SECONDS sets its length, 2 s by default): one
+// writer (model-checked) with Store/Delete/revive and rebuilds; readers
+// check per-key linearizability with a per-key seqlock published by the
+// writer around each op:
 //
 //	seq odd: an op on the key is in progress
 //	seq even: state[k] (present, val) is the key's state
