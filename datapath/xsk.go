@@ -428,6 +428,11 @@ func (q *xskQueue) FD() int {
 
 func (q *xskQueue) Stats() QueueStats { return q.c.snapshot() }
 
+// rxReady reports whether the RX ring holds frames (the worker's look
+// before it parks, epollReady): the producer index the kernel publishes
+// against the consumer's, read from the shared ring, no system call.
+func (q *xskQueue) rxReady() bool { return q.sock != nil && q.sock.NumReceived() > 0 }
+
 func (q *xskQueue) Receive(dst []Desc) []Desc {
 	room := cap(dst) - len(dst)
 	if room <= 0 || q.sock == nil {

@@ -179,6 +179,86 @@ func openWire(t *testing.T, id string) []*XDPPort {
 	return ports
 }
 
+// TestXDPIdleWake: a worker that parks with no deadline worth the name
+// (an hour) is woken by each frame that arrives, and a frame already in
+// the RX ring when it goes to sleep keeps it awake. The worker looks at the
+// rings instead of calling epoll_wait before it parks (epollReady); a
+// frame the netpoller saw before the wait is forgotten by the runtime, so
+// the look must find it, or the worker would sleep on it for the hour.
+func TestXDPIdleWake(t *testing.T) {
+	privtest.Lab(t)
+	id := wireTopo(t)
+	ports := openWire(t, id)
+	defer inNetns(t, id+"-x", func() {
+		for _, p := range ports {
+			p.Close()
+		}
+	})
+	w, err := NewWorker(0, []Queue{ports[0].Queue(0), ports[1].Queue(0)}, wire{}, 64, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.epc == nil {
+		t.Fatal("no netpoller wait")
+	}
+
+	// A frame in the ring before the worker sleeps: one ping, nobody
+	// forwarding (a static neighbour: no ARP request, which would be
+	// sent again a second later and wake the worker itself). Once the
+	// ring shows it, give the netpoller time to see (and the runtime to
+	// forget) its edge, then sleep.
+	bMAC := strings.Fields(sh(t, "ip", "-n", id+"-b", "-br", "link", "show", "eth0"))[2]
+	sh(t, "ip", "-n", id+"-a", "neigh", "replace", "10.9.0.2", "lladdr", bMAC, "dev", "eth0", "nud", "permanent")
+	// Nor IPv6 (router solicitations, MLD reports): a stray frame would
+	// wake a worker that missed the ping.
+	for _, ns := range []string{"-a", "-b"} {
+		sh(t, "ip", "netns", "exec", id+ns, "sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1")
+	}
+	ping := exec.Command("ip", "netns", "exec", id+"-a", "ping", "-c", "1", "-W", "1", "10.9.0.2")
+	if err := ping.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer ping.Wait()
+	rx := ports[0].Queue(0).(rxPeeker)
+	for deadline := time.Now().Add(5 * time.Second); !rx.rxReady(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the ping never reached p0's RX ring")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	slept := make(chan error, 1)
+	start := time.Now()
+	go func() { slept <- w.sleep() }()
+	select {
+	case err := <-slept:
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("slept %v with a frame in the ring", time.Since(start))
+	case <-time.After(500 * time.Millisecond):
+		w.Stop() // ends the sleep, and the test
+		<-slept
+		t.Fatal("the worker slept on a frame waiting in its RX ring")
+	}
+	w.RunOnce() // forward it (its answer may come too late for ping)
+
+	// Frames that arrive while it is parked: each wakes it.
+	done := make(chan error)
+	go func() { done <- w.Run() }()
+	out, err := exec.Command("ip", "netns", "exec", id+"-a", "ping", "-c", "30", "-i", "0.02", "-W", "1", "10.9.0.2").CombinedOutput()
+	w.Stop()
+	if err := <-done; err != nil {
+		t.Errorf("worker: %v", err)
+	}
+	if err != nil || !strings.Contains(string(out), " 0% packet loss") {
+		t.Errorf("ping through a worker parked for an hour at a time: %v\n%s", err, out)
+	}
+	if _, sleeps := w.Loops(); sleeps < 30 {
+		t.Errorf("the worker parked %d times for 30 pings 20 ms apart: the test did not test the wake-up", sleeps)
+	}
+}
+
 // TestXDPPortVanishes deletes one port's interface under a running worker:
 // the worker keeps running and the other port keeps working.
 func TestXDPPortVanishes(t *testing.T) {
