@@ -88,6 +88,8 @@ import (
 	"math/bits"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/ispmux/ispmux/internal/hugemem"
 )
 
 // Reserved keys and value.
@@ -138,7 +140,7 @@ func newView(nslots int, seed uint64) *View {
 	// Over-allocate by one line minus a slot and start at a cache-line
 	// boundary, so that every line of 4 slots is one hardware cache line.
 	buf := make([]slot, nslots+lineOffset)
-	adviseHuge(buf)
+	hugemem.Prepare(unsafe.Slice((*byte)(unsafe.Pointer(&buf[0])), len(buf)*slotBytes))
 	skip := 0
 	if off := int(uintptr(unsafe.Pointer(&buf[0])) % lineBytes); off != 0 {
 		skip = (lineBytes - off) / slotBytes

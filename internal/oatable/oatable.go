@@ -15,6 +15,8 @@ package oatable
 import (
 	"math/bits"
 	"unsafe"
+
+	"github.com/ispmux/ispmux/internal/hugemem"
 )
 
 // maxLoad is the fill (in 1/1000) above which a table grows; reserve
@@ -221,7 +223,7 @@ func (t *Table[K, V]) Probe(h uint64, fn func(k K, v V) bool) {
 func (t *Table[K, V]) resize(n int) {
 	old := t.slots
 	t.slots = make([]slot[K, V], n)
-	adviseHuge(unsafe.Pointer(&t.slots[0]), uintptr(n)*unsafe.Sizeof(t.slots[0]))
+	hugemem.Prepare(unsafe.Slice((*byte)(unsafe.Pointer(&t.slots[0])), uintptr(n)*unsafe.Sizeof(t.slots[0])))
 	var zk K
 	for i := range old {
 		if s := &old[i]; s.k != zk {

@@ -1,5 +1,0 @@
-//go:build !linux
-
-package lfmap
-
-func adviseHuge([]slot) {}
