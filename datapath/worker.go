@@ -56,8 +56,9 @@ type Worker struct {
 	epIn     [MaxPorts]bool // queue i's fd is in ep
 	epErr    error          // epoll_wait's error, from epollReady
 	// epPeek: epollReady's next call may look at the RX rings instead of
-	// calling epoll_wait (see waitNetpoll); epFull: the last wait ended
-	// on its deadline, so the next one starts with epoll_wait.
+	// calling epoll_wait (see epollReady); epFull: the last wait ended
+	// on its deadline, not a kick, so the next one starts with
+	// epoll_wait (defensive: see epollReady).
 	epPeek, epFull bool
 	// wakeF is epf while the netpoller wait is set up (nil after
 	// closeEpoll): wake sets its read deadline in the past, which
@@ -314,9 +315,10 @@ func (w *Worker) sleep() error {
 	return nil
 }
 
-// waitNetpoll is sleep through the netpoller: epoll_wait(0) on the
-// worker's epoll instance first, and if nothing is ready, park until the
-// runtime sees it readable or the deadline passes.
+// waitNetpoll is sleep through the netpoller: a look at the RX rings first
+// (epoll_wait(0) on the worker's epoll instance after a wake-up or a
+// deadline, epollReady), and if nothing is ready, park until the runtime
+// sees the epoll instance readable or the deadline passes.
 func (w *Worker) waitNetpoll(now time.Time) error {
 	timeout := w.idle
 	for i, q := range w.queues {
@@ -368,14 +370,18 @@ func (w *Worker) waitNetpoll(now time.Time) error {
 // Its first call in a wait looks at the RX rings instead of calling
 // epoll_wait(0) (a system call before every park: ~5 % of ispmux's CPU in
 // bench dhcp at 2000/s). That is enough: the runtime forgets a readiness
-// it saw before the wait (RawRead resets the descriptor), so only a frame
-// that arrived before the park can be missed, and the rings show it; every
-// frame after that wakes the socket's wait queue, hence ep's, hence the
-// netpoller's edge-triggered registration of ep (the kernel's
-// ep_poll_callback wakes ep's pollers whether or not the socket already
-// sat on ep's ready list). A call after a wake-up, and the first after a
-// wait that ended on its deadline, use epoll_wait: it also reports a port
-// in error (EPOLLERR, no RX), which has no ring to look at.
+// it saw before RawRead reset the descriptor, so only a frame that arrived
+// before that reset can be missed, and the rings show it (the reset is an
+// atomic exchange, so the look reads a producer index at least as new as
+// any wake-up already reported); every frame after it wakes the socket's
+// wait queue (xsk_flush publishes the producer index, then calls
+// sk_data_ready), hence ep's, hence the netpoller's edge-triggered
+// registration of ep (ep_poll_callback wakes ep's pollers whether or not
+// the socket already sat on ep's ready list). A call after a wake-up, and
+// the first after a wait that ended on its deadline, use epoll_wait. That
+// is defensive: Linux 6.18's xsk_poll reports nothing, not EPOLLERR, once
+// a socket's interface is gone, but a queue of another kind, or another
+// kernel, may report readiness that no ring shows.
 func (w *Worker) epollReady(fd uintptr) bool {
 	if w.epPeek {
 		w.epPeek = false
@@ -396,7 +402,10 @@ func (w *Worker) epollReady(fd uintptr) bool {
 }
 
 // rxPeeker is a queue whose RX ring can be looked at without a system
-// call (xskQueue).
+// call (xskQueue). The worker's look before it parks relies on two things
+// an implementation must keep: rxReady is true whenever the queue's FD
+// polls readable, and every change of the FD to readable wakes its wait
+// queue (and so the worker's epoll instance).
 type rxPeeker interface {
 	// rxReady reports whether received frames wait in the RX ring.
 	rxReady() bool

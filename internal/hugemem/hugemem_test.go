@@ -26,24 +26,48 @@ func resident(t *testing.T, b []byte) (in, pages int) {
 	return in, len(vec)
 }
 
+// fresh maps n bytes of anonymous memory no one has touched (the Go heap
+// may hand back pages it already used, which would prove nothing).
+func fresh(t *testing.T, n int) []byte {
+	t.Helper()
+	b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Munmap(b) })
+	return b
+}
+
 // TestPrepareFaultsIn: a fresh table's pages are all resident after
-// Prepare (none was before: fresh heap memory comes untouched from the
-// kernel), and its contents are still zero.
+// Prepare, none before, and its contents are still zero; also for a table
+// that starts and ends inside a page.
 func TestPrepareFaultsIn(t *testing.T) {
-	b := make([]byte, 3*Min+123) // not a multiple of any page size
-	before, pages := resident(t, b)
-	Prepare(b)
-	after, _ := resident(t, b)
-	t.Logf("%d pages: %d resident before Prepare, %d after", pages, before, after)
-	if after != pages {
-		t.Errorf("%d of %d pages resident after Prepare", after, pages)
-	}
-	if before == pages {
-		t.Logf("every page was resident before Prepare (reused heap memory): the test proves less")
-	}
-	for i, v := range b {
-		if v != 0 {
-			t.Fatalf("byte %d is %d after Prepare", i, v)
+	for _, c := range []struct{ off, cut int }{{0, 0}, {1, 7}, {100, 4095}, {4095, 1}} {
+		m := fresh(t, 3*Min+2*page)
+		b := m[c.off : len(m)-c.cut]
+		if in, _ := resident(t, m); in != 0 {
+			t.Fatalf("offset %d: %d pages of fresh memory already resident", c.off, in)
 		}
+		Prepare(b)
+		// Every page b touches, the partial ones at both ends included.
+		first := c.off &^ (page - 1)
+		last := (len(m) - c.cut + page - 1) &^ (page - 1)
+		if in, pages := resident(t, m[first:last]); in != pages {
+			t.Errorf("offset %d, cut %d: %d of %d pages resident after Prepare", c.off, c.cut, in, pages)
+		}
+		for i, v := range m {
+			if v != 0 {
+				t.Fatalf("offset %d: byte %d is %d after Prepare", c.off, i, v)
+			}
+		}
+	}
+}
+
+// TestPrepareSmall: below Min, Prepare leaves the memory alone.
+func TestPrepareSmall(t *testing.T) {
+	m := fresh(t, Min-page)
+	Prepare(m)
+	if in, _ := resident(t, m); in != 0 {
+		t.Errorf("%d pages resident after Prepare of %d bytes (< Min)", in, len(m))
 	}
 }

@@ -140,7 +140,7 @@ func newView(nslots int, seed uint64) *View {
 	// Over-allocate by one line minus a slot and start at a cache-line
 	// boundary, so that every line of 4 slots is one hardware cache line.
 	buf := make([]slot, nslots+lineOffset)
-	hugemem.Prepare(unsafe.Slice((*byte)(unsafe.Pointer(&buf[0])), len(buf)*slotBytes))
+	hugemem.Prepare(unsafe.Slice((*byte)(unsafe.Pointer(&buf[0])), uintptr(len(buf))*unsafe.Sizeof(buf[0])))
 	skip := 0
 	if off := int(uintptr(unsafe.Pointer(&buf[0])) % lineBytes); off != 0 {
 		skip = (lineBytes - off) / slotBytes
