@@ -13,7 +13,9 @@
 // lab VM, whose guest memory the host backs lazily, that cost 8–20 µs per
 // new key over the first 4,000 keys of a fresh million-entry table
 // (against 56 ns once the memory was backed), a one-off that bench dhcp
-// charged to every run's CPU per DORA and to the ACKs waiting behind it.
+// charged to a run's CPU per DORA (8 % of ispmux's profile samples in one
+// run; none measurable once the guest's memory was backed) and to the
+// ACKs waiting behind it.
 // Equipment pins or pre-faults its tables at start for the same reason;
 // bench scale measures what start-up pays for it.
 //
