@@ -1,10 +1,10 @@
 package datapath
 
 import (
+	"errors"
 	"math/rand/v2"
-	"os/exec"
-	"regexp"
-	"strconv"
+	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -13,18 +13,22 @@ import (
 	"github.com/ispmux/ispmux/internal/privtest"
 )
 
-// TestXDPIdleWakeStress pings through a worker that parks for an hour at a
-// time and whose iterations sometimes end slowly (slowFlush), so that
-// frames (ping -f's next request, sent as soon as the reply is out) often
-// land after the worker read its rings and before its wait begins: the
-// netpoller sees their edge then and the runtime forgets it when the wait
-// starts (RawRead resets the descriptor); only the look at the rings
-// (epollReady) finds them. A frame left in a ring waits for the next
-// request (10 ms in a flood) or, the last of a run, for the hour (lost to
-// ping's -W 1), so the short floods from both sides (p0's ring, p1's)
-// catch a look that misses a ring: a mutant that skips it, or skips p1,
-// loses 2-7 of the 60 last requests. "kicks" adds injections at random
-// moments (read deadlines in the past racing the parks).
+// TestXDPIdleWakeStress runs UDP exchanges through a worker that parks for
+// an hour at a time and whose iterations sometimes end slowly (slowFlush),
+// so that frames (each exchange's next datagram, sent as soon as the
+// previous answer is in) often land after the worker read its rings and
+// before its wait begins: the netpoller sees their edge then and the
+// runtime forgets it when the wait starts (RawRead resets the descriptor);
+// only the look at the rings (epollReady) finds them. One exchange at a
+// time: a datagram left in a ring has nothing behind it to wake the
+// worker, so the exchange waits the hour, and the test fails it after
+// 500 ms (far above what a loaded machine adds; ping's own wait for its
+// last reply, two round trips, was not). Exchanges start from both sides,
+// so both p0's and p1's rings are tried: a mutant that skips the look, or
+// looks at p0 only, fails. "kicks" adds injections at random moments
+// (read deadlines in the past racing the parks). (The first version of
+// this test, a review helper's, used ping floods and failed on a loaded
+// machine with the look and without it: ping gave up on a late reply.)
 func TestXDPIdleWakeStress(t *testing.T) {
 	privtest.Lab(t)
 	if testing.Short() {
@@ -36,8 +40,32 @@ func TestXDPIdleWakeStress(t *testing.T) {
 	}
 }
 
+// listenUDP opens a UDP socket on addr in network namespace ns (a socket
+// stays in the namespace it was made in).
+func listenUDP(t *testing.T, ns, addr string) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	var err error
+	inNetns(t, ns, func() { c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr))) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func idleWakeStress(t *testing.T, kicks bool) {
 	id := wireTopo(t)
+	// No ARP and no IPv6 on the wire: a stray frame would wake a worker
+	// that missed a datagram.
+	for _, side := range []struct{ ns, peerNS, peerIP string }{{"-a", "-b", "10.9.0.2"}, {"-b", "-a", "10.9.0.1"}} {
+		mac := strings.Fields(sh(t, "ip", "-n", id+side.peerNS, "-br", "link", "show", "eth0"))[2]
+		sh(t, "ip", "-n", id+side.ns, "neigh", "replace", side.peerIP, "lladdr", mac, "dev", "eth0", "nud", "permanent")
+		sh(t, "ip", "netns", "exec", id+side.ns, "sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1")
+		// The veth would leave the UDP checksum to an offload that
+		// never happens on the way through the AF_XDP copy.
+		sh(t, "ip", "netns", "exec", id+side.ns, "ethtool", "-K", "eth0", "tx", "off")
+	}
 	ports := openWire(t, id)
 	defer inNetns(t, id+"-x", func() {
 		for _, p := range ports {
@@ -53,8 +81,16 @@ func idleWakeStress(t *testing.T, kicks bool) {
 	}
 	done := make(chan error)
 	go func() { done <- w.Run() }()
+	defer func() {
+		w.Stop()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	}()
 	stopInj := make(chan struct{})
 	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(stopInj)
 	if kicks {
 		wg.Add(1)
 		go func() { // junk frames out of p1, dropped by b
@@ -71,48 +107,59 @@ func idleWakeStress(t *testing.T, kicks bool) {
 			}
 		}()
 	}
-	// Each run pings from a or from b: requests wait in p0's ring or in p1's.
-	type run struct {
-		from, to string
-		args     []string
-	}
-	runs := []run{
-		{"a", "10.9.0.2", []string{"-f", "-c", "2000", "-W", "1"}},
-		{"b", "10.9.0.1", []string{"-c", "300", "-i", "0.003", "-W", "1"}},
-	}
-	if !kicks {
-		// Short floods: within one, the next request rescues a stuck
-		// frame (10 ms later); the last request of each has nothing
-		// after it. Kicks would rescue it within 3 ms.
-		for i := range 60 {
-			r := run{"a", "10.9.0.2", []string{"-f", "-c", "25", "-W", "1"}}
-			if i%2 == 1 {
-				r.from, r.to = "b", "10.9.0.1"
+
+	// An echo server on each side, and a client on each side.
+	echoA := listenUDP(t, id+"-a", "10.9.0.1:7001")
+	echoB := listenUDP(t, id+"-b", "10.9.0.2:7002")
+	clientA := listenUDP(t, id+"-a", "10.9.0.1:7101")
+	clientB := listenUDP(t, id+"-b", "10.9.0.2:7102")
+	for _, e := range []*net.UDPConn{echoA, echoB} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 64)
+			for {
+				n, from, err := e.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					return // closed at cleanup
+				}
+				_, _ = e.WriteToUDPAddrPort(buf[:n], from)
 			}
-			runs = append(runs, r)
-		}
+		}()
 	}
-	rtt := regexp.MustCompile(`= [0-9.]+/[0-9.]+/([0-9.]+)/`)
-	for _, r := range runs {
-		cmd := append([]string{"netns", "exec", id + "-" + r.from, "ping"}, append(r.args, r.to)...)
-		out, err := exec.Command("ip", cmd...).CombinedOutput()
-		s := string(out)
-		maxms := 1e9
-		if m := rtt.FindStringSubmatch(s); m != nil {
-			maxms, _ = strconv.ParseFloat(m[1], 64)
+	defer echoA.Close()
+	defer echoB.Close()
+
+	const exchanges = 2000
+	const wait = 500 * time.Millisecond
+	var slowest time.Duration
+	buf := make([]byte, 64)
+	for i := range exchanges {
+		c, to := clientA, netip.MustParseAddrPort("10.9.0.2:7002")
+		if i%2 == 1 {
+			c, to = clientB, netip.MustParseAddrPort("10.9.0.1:7001")
 		}
-		if r.args[2] != "25" {
-			t.Logf("%s: ping %v: max rtt %v ms", r.from, r.args, maxms)
+		msg := []byte{byte(i >> 8), byte(i)}
+		start := time.Now()
+		if _, err := c.WriteToUDPAddrPort(msg, to); err != nil {
+			t.Fatal(err)
 		}
-		if err != nil || !strings.Contains(s, " 0% packet loss") || maxms > 100 {
-			t.Errorf("%s: ping %v through a worker parked for an hour: %v\n%s", r.from, r.args, err, s[max(0, len(s)-300):])
+		_ = c.SetReadDeadline(start.Add(wait))
+		n, _, err := c.ReadFromUDPAddrPort(buf)
+		if errors.Is(err, net.ErrClosed) {
+			t.Fatal(err)
 		}
+		if err != nil || n != 2 || buf[0] != msg[0] || buf[1] != msg[1] {
+			it, sl := w.Loops()
+			t.Fatalf("exchange %d of %d (from %s): no answer within %v (%v): a datagram stayed in a ring while the worker slept (loops %d, sleeps %d)",
+				i, exchanges, map[bool]string{true: "a", false: "b"}[i%2 == 0], wait, err, it, sl)
+		}
+		slowest = max(slowest, time.Since(start))
 	}
-	close(stopInj)
-	wg.Wait()
-	w.Stop()
-	if err := <-done; err != nil {
-		t.Errorf("worker: %v", err)
+	_, sleeps := w.Loops()
+	t.Logf("%d exchanges, slowest %v, worker parked %d times", exchanges, slowest, sleeps)
+	if sleeps < exchanges/4 {
+		t.Errorf("the worker parked %d times in %d exchanges: the test did not test the wake-up", sleeps, exchanges)
 	}
 }
 
