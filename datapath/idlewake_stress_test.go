@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -56,29 +55,7 @@ func listenUDP(t *testing.T, ns, addr string) *net.UDPConn {
 
 func idleWakeStress(t *testing.T, kicks bool) {
 	id := wireTopo(t)
-	// No ARP and no IPv6 on the wire: a stray frame would wake a worker
-	// that missed a datagram.
-	for _, side := range []struct{ ns, peerNS, peerIP string }{{"-a", "-b", "10.9.0.2"}, {"-b", "-a", "10.9.0.1"}} {
-		mac := strings.Fields(sh(t, "ip", "-n", id+side.peerNS, "-br", "link", "show", "eth0"))[2]
-		sh(t, "ip", "-n", id+side.ns, "neigh", "replace", side.peerIP, "lladdr", mac, "dev", "eth0", "nud", "permanent")
-		sh(t, "ip", "netns", "exec", id+side.ns, "sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1")
-		// The veth would leave the UDP checksum to an offload that
-		// never happens on the way through the AF_XDP copy.
-		sh(t, "ip", "netns", "exec", id+side.ns, "ethtool", "-K", "eth0", "tx", "off")
-	}
-	ports := openWire(t, id)
-	defer inNetns(t, id+"-x", func() {
-		for _, p := range ports {
-			p.Close()
-		}
-	})
-	w, err := NewWorker(0, []Queue{ports[0].Queue(0), ports[1].Queue(0)}, slowFlush{}, 64, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if w.epc == nil {
-		t.Fatal("no netpoller wait")
-	}
+	_, w := parkedWire(t, id, slowFlush{})
 	done := make(chan error)
 	go func() { done <- w.Run() }()
 	defer func() {

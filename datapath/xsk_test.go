@@ -179,6 +179,40 @@ func openWire(t *testing.T, id string) []*XDPPort {
 	return ports
 }
 
+// parkedWire opens p0 and p1 of wireTopo id (closed when the test ends)
+// with nothing on the wire but what the test sends: a stray frame would
+// wake a worker that missed one. Static neighbours both ways (no ARP, which
+// is sent again a second later), no IPv6 (router solicitations, MLD
+// reports), and checksums computed in software (a veth leaves UDP's to an
+// offload that never happens on the way through the AF_XDP copy). It
+// returns them with a worker over both, handler h, that parks in the
+// netpoller for an hour at a time (not running: the test runs it).
+func parkedWire(t *testing.T, id string, h Handler) ([]*XDPPort, *Worker) {
+	t.Helper()
+	for _, side := range []struct{ ns, peerNS, peerIP string }{{"-a", "-b", "10.9.0.2"}, {"-b", "-a", "10.9.0.1"}} {
+		mac := strings.Fields(sh(t, "ip", "-n", id+side.peerNS, "-br", "link", "show", "eth0"))[2]
+		sh(t, "ip", "-n", id+side.ns, "neigh", "replace", side.peerIP, "lladdr", mac, "dev", "eth0", "nud", "permanent")
+		sh(t, "ip", "netns", "exec", id+side.ns, "sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1")
+		sh(t, "ip", "netns", "exec", id+side.ns, "ethtool", "-K", "eth0", "tx", "off")
+	}
+	ports := openWire(t, id)
+	t.Cleanup(func() {
+		inNetns(t, id+"-x", func() {
+			for _, p := range ports {
+				p.Close()
+			}
+		})
+	})
+	w, err := NewWorker(0, []Queue{ports[0].Queue(0), ports[1].Queue(0)}, h, 64, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.epc == nil {
+		t.Fatal("no netpoller wait")
+	}
+	return ports, w
+}
+
 // TestXDPIdleWake: a frame already in the RX ring when a worker goes to
 // sleep (with a deadline an hour away) keeps it awake. The worker looks at
 // the rings instead of calling epoll_wait before it parks (epollReady); a
@@ -188,32 +222,12 @@ func openWire(t *testing.T, id string) []*XDPPort {
 func TestXDPIdleWake(t *testing.T) {
 	privtest.Lab(t)
 	id := wireTopo(t)
-	ports := openWire(t, id)
-	defer inNetns(t, id+"-x", func() {
-		for _, p := range ports {
-			p.Close()
-		}
-	})
-	w, err := NewWorker(0, []Queue{ports[0].Queue(0), ports[1].Queue(0)}, wire{}, 64, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if w.epc == nil {
-		t.Fatal("no netpoller wait")
-	}
+	ports, w := parkedWire(t, id, wire{})
 
 	// A frame in the ring before the worker sleeps: one ping, nobody
-	// forwarding (a static neighbour: no ARP request, which would be
-	// sent again a second later and wake the worker itself). Once the
-	// ring shows it, give the netpoller time to see (and the runtime to
+	// forwarding, nothing else on the wire (parkedWire). Once the ring
+	// shows it, give the netpoller time to see (and the runtime to
 	// forget) its edge, then sleep.
-	bMAC := strings.Fields(sh(t, "ip", "-n", id+"-b", "-br", "link", "show", "eth0"))[2]
-	sh(t, "ip", "-n", id+"-a", "neigh", "replace", "10.9.0.2", "lladdr", bMAC, "dev", "eth0", "nud", "permanent")
-	// Nor IPv6 (router solicitations, MLD reports): a stray frame would
-	// wake a worker that missed the ping.
-	for _, ns := range []string{"-a", "-b"} {
-		sh(t, "ip", "netns", "exec", id+ns, "sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1")
-	}
 	ping := exec.Command("ip", "netns", "exec", id+"-a", "ping", "-c", "1", "-W", "1", "10.9.0.2")
 	if err := ping.Start(); err != nil {
 		t.Fatal(err)
