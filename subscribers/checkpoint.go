@@ -334,6 +334,14 @@ func (s *Store) openJournalFor(path string, noSync bool) error {
 	}
 	jr.lsn = applied
 	s.jr, s.appliedLSN = jr, applied
+	switch {
+	case noSync:
+		s.syncVia = "none"
+	case jr.ring != nil:
+		s.syncVia = "io_uring"
+	default:
+		s.syncVia = "fdatasync"
+	}
 	if len(replay) > 0 {
 		// The replayed records are pending, checkpointed at once.
 		jr.lsn, s.pending = replay[len(replay)-1].lsn, replay

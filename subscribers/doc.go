@@ -139,6 +139,16 @@
 // start of a file since Open, the last checkpoint or the last swap; its
 // tag is random. A file's directory is fsynced when the file is created.
 //
+// The append's fdatasync goes through io_uring where the kernel offers it
+// (internal/uring: IORING_OP_FSYNC with IORING_FSYNC_DATASYNC, the same
+// flush as fdatasync(2), run by the kernel's io-wq worker), and the
+// leader waits for its completion in the netpoller: it holds no P
+// meanwhile, so the datapath worker and the DHCP relay run on a process
+// pinned to one CPU, which Go runs with one P (cmd/ispmux's sizeProcs).
+// Where io_uring is refused (kernel.io_uring_disabled, a container's
+// seccomp profile, Linux < 5.4) it calls fdatasync(2); JournalSync says
+// which, and ispmux logs it at start ("store open", journal_sync).
+//
 // A checkpoint writes the pending records into bbolt. Every bbolt write
 // transaction of the group commit is one: it applies the pending records
 // the file does not hold yet (past its journal-lsn), in order, then its

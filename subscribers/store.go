@@ -202,6 +202,7 @@ type Store struct {
 	// swappedUpTo (the last LSN the journal's other file holds: it is
 	// free for the next swap once appliedLSN reaches it).
 	jr          *journal
+	syncVia     string // JournalSync's answer; set by Open
 	pending     []*jrec
 	appliedLSN  uint64
 	jfailed     bool
@@ -366,6 +367,12 @@ type pendingVal struct {
 
 // Path returns the file the store was opened from.
 func (s *Store) Path() string { return s.path }
+
+// JournalSync says how the binding journal's appends are made durable:
+// "io_uring" (the waiting goroutine holds no P: internal/uring),
+// "fdatasync" (the system call, where io_uring is not available) or "none"
+// (Options.NoSync).
+func (s *Store) JournalSync() string { return s.syncVia }
 
 // Close waits for the operations in flight, then closes the file.
 // Closing twice returns ErrClosed.

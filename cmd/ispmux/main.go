@@ -27,6 +27,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 
 	"github.com/ispmux/ispmux/appliance"
@@ -163,6 +164,19 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		defer pprof.StopCPUProfile()
 	}
+	// ISPMUX_TRACE=FILE writes a runtime/trace of the whole run (where
+	// goroutines waited, and for what: go tool trace -pprof=sched FILE).
+	if path := os.Getenv("ISPMUX_TRACE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("trace: %w", err)
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return fmt.Errorf("trace: %w", err)
+		}
+		defer trace.Stop()
+	}
 	a, err := appliance.Start(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -197,11 +211,16 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // Go sizes GOMAXPROCS from the CPU affinity mask: pinned to one CPU
 // (taskset, a cgroup cpuset) it runs one P, and a goroutine in a blocking
 // system call keeps that P until sysmon retakes it, 20 µs to 10 ms later.
-// The datapath workers wait through the netpoller and no longer hold a P
-// while idle, but the store's group commit sits in fdatasync (0.2 ms, and
-// tens of ms on a busy disk) before every DHCP ACK, and a worker under
-// load runs without blocking: with one P, every other goroutine (the
-// control plane relaying the next DISCOVER) waited behind them. More Ps
+// The datapath workers wait through the netpoller and hold no P while
+// idle, and the binding journal's fdatasync before every DHCP ACK is
+// waited for in the netpoller too (internal/uring; fdatasync(2) where
+// io_uring is refused), but a worker under load runs without blocking,
+// and the store's bbolt commits (releases, the API's writes, the
+// background checkpoints) still fsync in the system call: with one P,
+// every other goroutine (the control plane relaying the next DISCOVER)
+// waited behind them. A worker preempted after its 10 ms slice goes back
+// to the head of the queue before the netpoller is read again, so with
+// one P a saturated worker would hold DHCP back by whole slices. More Ps
 // than CPUs cost little here: the OS time-slices the threads the way it
 // would a C relay's, and idle Ps cost nothing. The price: up to workers+2
 // threads may compete for one CPU (the scheduler's spinning threads burn
