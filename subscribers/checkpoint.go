@@ -230,6 +230,7 @@ func (s *Store) checkpointRecords(recs []*jrec) error {
 	if testHookCheckpoint != nil {
 		testHookCheckpoint()
 	}
+	failpoint.Hit(failpoint.BgCheckpointBeforeCommit)
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if storedLSN(tx) >= upTo {
 			// A group commit transaction checkpointed them all first:
@@ -247,6 +248,7 @@ func (s *Store) checkpointRecords(recs []*jrec) error {
 		err = nil
 	}
 	if err == nil {
+		failpoint.Hit(failpoint.BgCheckpointAfterCommit)
 		s.bgCheckpoints.Add(1)
 		if testHookCheckpointed != nil {
 			testHookCheckpointed()

@@ -76,6 +76,12 @@ var Points = []string{
 	// A checkpoint (a bbolt transaction holding the journaled records)
 	// is durable; the journal not yet reset.
 	CheckpointAfterCommit,
+	// A background checkpoint (its own bbolt transaction, beside the
+	// appends going on in the journal's other file) is about to begin.
+	BgCheckpointBeforeCommit,
+	// The background checkpoint is durable; its records are still
+	// pending (the leader has not dropped them) and its file not reused.
+	BgCheckpointAfterCommit,
 }
 
 // The failpoint names.
@@ -107,4 +113,7 @@ const (
 	JournalAfterWrite     = "journal/after-write"
 	JournalAfterSync      = "journal/after-sync"
 	CheckpointAfterCommit = "journal/checkpoint-after-commit"
+
+	BgCheckpointBeforeCommit = "journal/bg-checkpoint-before-commit"
+	BgCheckpointAfterCommit  = "journal/bg-checkpoint-after-commit"
 )
