@@ -39,7 +39,11 @@ func (s *Store) journalAppend(cs []*call) error {
 		recs[i] = c.rec
 	}
 	start := time.Now()
+	hadRing := s.jr.ring != nil
 	err := s.jr.append(recs)
+	if hadRing && s.jr.ring == nil {
+		s.syncVia.Store(s.jr.syncVia()) // dropped: fdatasync from now on
+	}
 	if err == errJournalFull {
 		return err
 	}
@@ -336,14 +340,7 @@ func (s *Store) openJournalFor(path string, noSync bool) error {
 	}
 	jr.lsn = applied
 	s.jr, s.appliedLSN = jr, applied
-	switch {
-	case noSync:
-		s.syncVia = "none"
-	case jr.ring != nil:
-		s.syncVia = "io_uring"
-	default:
-		s.syncVia = "fdatasync"
-	}
+	s.syncVia.Store(jr.syncVia())
 	if len(replay) > 0 {
 		// The replayed records are pending, checkpointed at once.
 		jr.lsn, s.pending = replay[len(replay)-1].lsn, replay

@@ -35,9 +35,21 @@ var (
 	// commits a p99 of 6–8 ms, 4096 2.5–4.1 ms).
 	journalMaxPending = 4096
 	// newRing opens the journal's io_uring (a test makes it fail, as it
-	// does where io_uring is refused).
-	newRing = uring.New
+	// does where io_uring is refused, or gives a syncer that records).
+	newRing = func() (syncer, error) {
+		r, err := uring.New()
+		if err != nil {
+			return nil, err
+		}
+		return r, nil
+	}
 )
+
+// syncer makes a file's data durable as fdatasync(2) does: *uring.Ring.
+type syncer interface {
+	Sync(f *os.File) error
+	Close() error
+}
 
 const (
 	// journalGrow is the step the file grows by, zero-filled and
@@ -179,8 +191,9 @@ type journal struct {
 	// ring syncs the appends through io_uring, so that the group commit's
 	// leader waits for its fdatasync in the netpoller instead of holding
 	// a P in the system call (internal/uring); nil where io_uring is not
-	// available: fdatasync(2).
-	ring *uring.Ring
+	// available (ringErr says why): fdatasync(2).
+	ring    syncer
+	ringErr error
 	// sizes are the files' (zero-filled) lengths; tail where the next
 	// append goes in files[cur].
 	sizes [2]int64
@@ -216,7 +229,7 @@ func journalPaths(path string) [2]string {
 func openJournal(path string, noSync bool) (*journal, [2][]jrec, error) {
 	j := &journal{paths: journalPaths(path), noSync: noSync, tag: newTag()}
 	if !noSync {
-		j.ring, _ = newRing() // nil: fdatasync(2)
+		j.ring, j.ringErr = newRing() // nil: fdatasync(2)
 	}
 	var runs [2][]jrec
 	for i, p := range j.paths {
@@ -335,12 +348,33 @@ func (j *journal) append(recs []*jrec) error {
 	return nil
 }
 
-// sync makes f's data durable: through the ring if there is one.
+// sync makes f's data durable: through the ring if there is one. If the
+// ring could not run the fsync (uring.NotRunError: the file was not looked
+// at), the journal drops the ring and calls fdatasync(2) from then on.
 func (j *journal) sync(f *os.File) error {
 	if j.ring != nil {
-		return j.ring.Sync(f)
+		err := j.ring.Sync(f)
+		var nr *uring.NotRunError
+		if !errors.As(err, &nr) {
+			return err
+		}
+		j.ring.Close()
+		j.ring, j.ringErr = nil, err
 	}
 	return fdatasync(f)
+}
+
+// syncVia says how appends are made durable (Store.JournalSync).
+func (j *journal) syncVia() string {
+	switch {
+	case j.noSync:
+		return "none"
+	case j.ring != nil:
+		return "io_uring"
+	case j.ringErr != nil:
+		return "fdatasync (" + j.ringErr.Error() + ")"
+	}
+	return "fdatasync"
 }
 
 // grow zero-fills file i up to at least end (in journalGrow steps) and

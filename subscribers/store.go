@@ -202,7 +202,7 @@ type Store struct {
 	// swappedUpTo (the last LSN the journal's other file holds: it is
 	// free for the next swap once appliedLSN reaches it).
 	jr          *journal
-	syncVia     string // JournalSync's answer; set by Open
+	syncVia     atomic.Value // JournalSync's answer (string): Open, the leader
 	pending     []*jrec
 	appliedLSN  uint64
 	jfailed     bool
@@ -370,9 +370,13 @@ func (s *Store) Path() string { return s.path }
 
 // JournalSync says how the binding journal's appends are made durable:
 // "io_uring" (the waiting goroutine holds no P: internal/uring),
-// "fdatasync" (the system call, where io_uring is not available) or "none"
-// (Options.NoSync).
-func (s *Store) JournalSync() string { return s.syncVia }
+// "fdatasync" (the system call), followed by why io_uring is not used
+// where it was refused or failed to run an fsync (then the journal drops
+// it), or "none" (Options.NoSync).
+func (s *Store) JournalSync() string {
+	v, _ := s.syncVia.Load().(string)
+	return v
+}
 
 // Close waits for the operations in flight, then closes the file.
 // Closing twice returns ErrClosed.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -17,7 +18,6 @@ import (
 const (
 	opFsync         = 3      // IORING_OP_FSYNC
 	fsyncDatasync   = 1      // IORING_FSYNC_DATASYNC
-	sqeAsync        = 1 << 4 // IOSQE_ASYNC: straight to io-wq
 	featSingleMmap  = 1 << 0 // IORING_FEAT_SINGLE_MMAP
 	registerEventfd = 4      // IORING_REGISTER_EVENTFD
 	offSQES         = 0x10000000
@@ -70,7 +70,27 @@ func New() (*Ring, error) {
 		r.Close()
 		return nil, err
 	}
+	if err := r.probe(); err != nil {
+		r.Close()
+		return nil, err
+	}
 	return r, nil
+}
+
+// probe runs one fsync through the ring, of a memfd (its fsync does
+// nothing and succeeds), so that a kernel that sets the ring up but
+// cannot run the request (an opcode or flag it does not know, io-wq
+// refused) fails New, not the first Sync.
+func (r *Ring) probe() error {
+	mfd, err := unix.MemfdCreate("ispmux-uring-probe", unix.MFD_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("io_uring: probe: memfd: %w", err)
+	}
+	defer unix.Close(mfd)
+	if err := r.fsync(int32(mfd)); err != nil {
+		return fmt.Errorf("io_uring: probe fsync: %w", err)
+	}
+	return nil
 }
 
 func (r *Ring) init(p *params) error {
@@ -131,40 +151,59 @@ func (r *Ring) Sync(f *os.File) error {
 	return serr
 }
 
+// putFsync encodes, in sqe (one 64-byte SQE, zeroed), an IORING_OP_FSYNC
+// of the whole file fd with IORING_FSYNC_DATASYNC (off 0 and len 0: the
+// range the kernel then syncs is the whole file, as fdatasync(2) does),
+// tagged user.
+func putFsync(sqe []byte, fd int32, user uint64) {
+	clear(sqe)
+	sqe[0] = opFsync
+	binary.NativeEndian.PutUint32(sqe[4:], uint32(fd))
+	binary.NativeEndian.PutUint32(sqe[28:], fsyncDatasync)
+	binary.NativeEndian.PutUint64(sqe[32:], user)
+}
+
 // fsync submits one IORING_OP_FSYNC on fd and waits for its completion.
 // At most one request is in flight (r.mu), so the SQ ring has room and
 // the next CQE is this request's.
+//
+// No flag asks for io-wq (IOSQE_ASYNC, Linux 5.6, which 5.4 and 5.5
+// refuse): the kernel's fsync cannot run non-blocking and goes to io-wq
+// by itself (io_fsync returns -EAGAIN to a non-blocking issue before 5.6,
+// later kernels force it in its prep).
 func (r *Ring) fsync(fd int32) error {
-	r.seq++
 	tail := atomic.LoadUint32(r.sqTail)
 	if tail-atomic.LoadUint32(r.sqHead) > r.sqMask {
-		return errors.New("io_uring: submission queue full")
+		return &NotRunError{errors.New("submission queue full")}
 	}
 	idx := tail & r.sqMask
-	sqe := r.sqes[idx*sqeSize : (idx+1)*sqeSize]
-	clear(sqe)
-	sqe[0], sqe[1] = opFsync, sqeAsync
-	binary.NativeEndian.PutUint32(sqe[4:], uint32(fd))
-	binary.NativeEndian.PutUint32(sqe[28:], fsyncDatasync)
-	binary.NativeEndian.PutUint64(sqe[32:], r.seq)
+	putFsync(r.sqes[idx*sqeSize:(idx+1)*sqeSize], fd, r.seq+1)
 	*(*uint32)(unsafe.Add(r.sqArr, 4*uintptr(idx))) = idx
 	atomic.StoreUint32(r.sqTail, tail+1) // publishes the SQE (release)
 	for {
 		n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 1, 0, 0, 0, 0)
+		if errno == 0 && n == 1 {
+			break
+		}
+		if atomic.LoadUint32(r.sqHead) != tail {
+			// The kernel took the SQE (and may have dropped it, an
+			// invalid one): it is no longer ours to take back. Wait
+			// for its CQE as if the call had succeeded; a dropped
+			// SQE bumps the SQ's dropped count instead, which this
+			// ring never causes (the index is always in range).
+			break
+		}
 		if errno == syscall.EINTR {
 			continue
 		}
-		if errno != 0 {
-			// Not consumed: take it back, so the ring stays in step.
-			atomic.StoreUint32(r.sqTail, tail)
-			return fmt.Errorf("io_uring_enter: %w", errno)
+		// Not consumed: take it back, so the ring stays in step.
+		atomic.StoreUint32(r.sqTail, tail)
+		if errno == 0 {
+			errno = syscall.EIO
 		}
-		if n != 1 {
-			atomic.StoreUint32(r.sqTail, tail)
-			return fmt.Errorf("io_uring_enter: submitted %d of 1", n)
-		}
-		break
+		return &NotRunError{fmt.Errorf("io_uring_enter: %w", errno)}
 	}
+	r.seq++
 	for {
 		head := atomic.LoadUint32(r.cqHead)
 		if atomic.LoadUint32(r.cqTail) != head { // acquire: the CQE is written
@@ -172,10 +211,15 @@ func (r *Ring) fsync(fd int32) error {
 			user := *(*uint64)(cqe)
 			res := *(*int32)(unsafe.Add(cqe, 8))
 			atomic.StoreUint32(r.cqHead, head+1)
-			if user != r.seq {
+			switch {
+			case user != r.seq:
 				continue // not ours (cannot happen: one in flight)
-			}
-			if res < 0 {
+			case res == -int32(syscall.ECANCELED):
+				// io-wq could not run it (no worker thread could be
+				// made: pids.max, RLIMIT_NPROC): the file was not
+				// looked at.
+				return &NotRunError{syscall.ECANCELED}
+			case res < 0:
 				return syscall.Errno(-res)
 			}
 			return nil
@@ -184,7 +228,10 @@ func (r *Ring) fsync(fd int32) error {
 		// signals the eventfd; a count left from an earlier completion
 		// only sends the loop round once more.
 		if _, err := r.ev.Read(r.evBuf[:]); err != nil {
-			return fmt.Errorf("io_uring: eventfd: %w", err)
+			// Cannot happen (Close waits for r.mu). The request is in
+			// flight on fd, which Sync's Control keeps open: never
+			// return before its CQE, poll for it.
+			time.Sleep(50 * time.Microsecond)
 		}
 	}
 }

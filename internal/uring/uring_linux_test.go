@@ -1,6 +1,8 @@
 package uring
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -34,6 +36,10 @@ func TestSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	base := r.Seq() // New's probe
+	if base != 1 {
+		t.Fatalf("New ran %d probes, want 1", base)
+	}
 	for i := range 100 {
 		if _, err := f.WriteAt([]byte("record"), int64(i*6)); err != nil {
 			t.Fatal(err)
@@ -42,8 +48,8 @@ func TestSync(t *testing.T) {
 			t.Fatalf("sync %d: %v", i, err)
 		}
 	}
-	if r.seq != 100 {
-		t.Fatalf("%d requests went through the ring, want 100", r.seq)
+	if n := r.Seq() - base; n != 100 {
+		t.Fatalf("%d requests went through the ring, want 100", n)
 	}
 	// fdatasync on a pipe fails with EINVAL: the CQE's result comes back.
 	pr, pw, err := os.Pipe()
@@ -73,6 +79,7 @@ func TestSync(t *testing.T) {
 // each gets its own completion.
 func TestSyncConcurrent(t *testing.T) {
 	r := newRing(t)
+	base := r.Seq()
 	dir := t.TempDir()
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
@@ -98,8 +105,8 @@ func TestSyncConcurrent(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if r.seq != 400 {
-		t.Fatalf("%d requests, want 400", r.seq)
+	if n := r.Seq() - base; n != 400 {
+		t.Fatalf("%d requests, want 400", n)
 	}
 }
 
@@ -162,4 +169,50 @@ func TestSyncWaitsInNetpoller(t *testing.T) {
 	if parked < 3 || inSyscall > 0 {
 		t.Fatalf("Sync seen parked in the netpoller %d times, in fdatasync(2) %d times; want parked 3 times and never in the system call", parked, inSyscall)
 	}
+}
+
+// TestPutFsync: the SQE is IORING_OP_FSYNC of the whole file (off 0, len
+// 0) with IORING_FSYNC_DATASYNC, on fd, tagged user, and nothing else
+// (no flags: IOSQE_ASYNC is refused before Linux 5.6), at the offsets
+// of linux/io_uring.h's struct io_uring_sqe.
+func TestPutFsync(t *testing.T) {
+	sqe := make([]byte, sqeSize)
+	for i := range sqe {
+		sqe[i] = 0xee // left over from an earlier request
+	}
+	putFsync(sqe, 0x01020304, 0x1122334455667788)
+	want := make([]byte, sqeSize)
+	want[0] = 3                                                  // opcode: IORING_OP_FSYNC
+	binary.NativeEndian.PutUint32(want[4:], 0x01020304)          // fd
+	binary.NativeEndian.PutUint32(want[28:], 1)                  // fsync_flags: IORING_FSYNC_DATASYNC
+	binary.NativeEndian.PutUint64(want[32:], 0x1122334455667788) // user_data
+	if !bytes.Equal(sqe, want) {
+		t.Fatalf("SQE\n got %x\nwant %x", sqe, want)
+	}
+}
+
+// TestSyncBadFD: the kernel's error for the request comes back as the
+// fsync's own (not NotRunError), and the ring stays in step.
+func TestSyncBadFD(t *testing.T) {
+	r := newRing(t)
+	err := r.fsyncLocked(-1)
+	var nr *NotRunError
+	if !errors.Is(err, syscall.EBADF) || errors.As(err, &nr) {
+		t.Fatalf("fsync of fd -1: %v, want EBADF", err)
+	}
+	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := r.Sync(f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fsyncLocked is fsync under r.mu.
+func (r *Ring) fsyncLocked(fd int32) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fsync(fd)
 }
