@@ -435,17 +435,35 @@ func theExchanges() []exchange {
 	// The store's binding journal: crashes between its write and its
 	// fdatasync, and before the writers are released.
 	bindJ := append(slices.Clone(bind), failpoint.JournalAfterWrite, failpoint.JournalAfterSync)
+	// A DORA's act and settle: dhclient started, and bound again after the
+	// restart.
+	startDhclient := func(c *caseRun) {
+		c.cl = c.m.r.startDhclient(c.sub, c.m.conf)
+		c.m.clients = append(c.m.clients, c.cl)
+	}
+	dhclientBound := func(c *caseRun) {
+		if _, _, ok := c.m.waitBound(c.sub, 20*time.Second, netip.Addr{}); !ok {
+			c.t.Errorf("dhclient not bound after the restart; client:\n%s", lastLines(c.cl.out.String(), 10))
+		}
+	}
 	return []exchange{
 		{
 			name: "DORA", sub: "s1", client: "dhclient", points: bindJ,
-			act: func(c *caseRun) {
-				c.cl = c.m.r.startDhclient(c.sub, c.m.conf)
-				c.m.clients = append(c.m.clients, c.cl)
-			},
-			settle: func(c *caseRun) {
-				if _, _, ok := c.m.waitBound(c.sub, 20*time.Second, netip.Addr{}); !ok {
-					c.t.Errorf("dhclient not bound after the restart; client:\n%s", lastLines(c.cl.out.String(), 10))
-				}
+			act:    startDhclient,
+			settle: dhclientBound,
+		},
+		{
+			// The same, but the client is gone at the crash (unplugged)
+			// and never retries: what is left is what ispmux alone
+			// makes of it. A crash after the ISP's ACK and before the
+			// commit leaves the lease at the ISP, unknown to ispmux,
+			// until it expires (allowed: not a release, decline or
+			// revocation; nobody can know).
+			name: "DORA, client gone at the crash", sub: "s1", client: "dhclient, killed at the crash", points: bind, orphanOK: true,
+			act: startDhclient,
+			afterCrash: func(c *caseRun) {
+				c.cl.kill()
+				_, _ = c.m.r.run(c.sub.NS, "ip", "addr", "flush", "dev", c.sub.If)
 			},
 		},
 		{
@@ -460,32 +478,8 @@ func theExchanges() []exchange {
 			name: "DORA (background checkpoint)", sub: "s1", client: "dhclient",
 			points: []string{failpoint.BgCheckpointBeforeCommit, failpoint.BgCheckpointAfterCommit},
 			env:    []string{"ISPMUX_JOURNAL_MAX_PENDING=1"},
-			act: func(c *caseRun) {
-				c.cl = c.m.r.startDhclient(c.sub, c.m.conf)
-				c.m.clients = append(c.m.clients, c.cl)
-			},
-			settle: func(c *caseRun) {
-				if _, _, ok := c.m.waitBound(c.sub, 20*time.Second, netip.Addr{}); !ok {
-					c.t.Errorf("dhclient not bound after the restart; client:\n%s", lastLines(c.cl.out.String(), 10))
-				}
-			},
-		},
-		{
-			// The same, but the client is gone at the crash (unplugged)
-			// and never retries: what is left is what ispmux alone
-			// makes of it. A crash after the ISP's ACK and before the
-			// commit leaves the lease at the ISP, unknown to ispmux,
-			// until it expires (allowed: not a release, decline or
-			// revocation; nobody can know).
-			name: "DORA, client gone at the crash", sub: "s1", client: "dhclient, killed at the crash", points: bind, orphanOK: true,
-			act: func(c *caseRun) {
-				c.cl = c.m.r.startDhclient(c.sub, c.m.conf)
-				c.m.clients = append(c.m.clients, c.cl)
-			},
-			afterCrash: func(c *caseRun) {
-				c.cl.kill()
-				_, _ = c.m.r.run(c.sub.NS, "ip", "addr", "flush", "dev", c.sub.If)
-			},
+			act:    startDhclient,
+			settle: dhclientBound,
 		},
 		{
 			name: "renew", sub: "s2", client: "udhcpc (SIGUSR1: unicast REQUEST)", points: bindJ,

@@ -151,31 +151,31 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if from, to := sizeProcs(cfg.Datapath.Queues); to != from {
 		log.Info("GOMAXPROCS raised for the goroutines that block in system calls", "from", from, "to", to)
 	}
-	// ISPMUX_CPUPROFILE=FILE profiles the whole run (for performance work
-	// in the lab; the benchmarks pass their environment to ispmux).
-	if path := os.Getenv("ISPMUX_CPUPROFILE"); path != "" {
+	// For performance work in the lab (the benchmarks pass their
+	// environment to ispmux): ISPMUX_CPUPROFILE=FILE profiles the whole
+	// run; ISPMUX_TRACE=FILE writes a runtime/trace of it (where goroutines
+	// waited, and for what: go tool trace -pprof=sched FILE).
+	for _, p := range []struct {
+		env, what string
+		start     func(io.Writer) error
+		stop      func()
+	}{
+		{"ISPMUX_CPUPROFILE", "cpu profile", pprof.StartCPUProfile, pprof.StopCPUProfile},
+		{"ISPMUX_TRACE", "trace", trace.Start, trace.Stop},
+	} {
+		path := os.Getenv(p.env)
+		if path == "" {
+			continue
+		}
 		f, err := os.Create(path)
 		if err != nil {
-			return fmt.Errorf("cpu profile: %w", err)
+			return fmt.Errorf("%s: %w", p.what, err)
 		}
 		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("cpu profile: %w", err)
+		if err := p.start(f); err != nil {
+			return fmt.Errorf("%s: %w", p.what, err)
 		}
-		defer pprof.StopCPUProfile()
-	}
-	// ISPMUX_TRACE=FILE writes a runtime/trace of the whole run (where
-	// goroutines waited, and for what: go tool trace -pprof=sched FILE).
-	if path := os.Getenv("ISPMUX_TRACE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			return fmt.Errorf("trace: %w", err)
-		}
-		defer f.Close()
-		if err := trace.Start(f); err != nil {
-			return fmt.Errorf("trace: %w", err)
-		}
-		defer trace.Stop()
+		defer p.stop()
 	}
 	a, err := appliance.Start(ctx, cfg, log)
 	if err != nil {
