@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -157,6 +158,17 @@ func TestTenants(t *testing.T) {
 		}
 		if after[`ispmux_dhcp_exchanges_total{isp="alpha",outcome="ack"}`] != before[`ispmux_dhcp_exchanges_total{isp="alpha",outcome="ack"}`] {
 			t.Error("alpha's acks moved with beta's DORA")
+		}
+		// The binding's journal append went through io_uring (this
+		// machine's kernel allows it; CI runs here as root).
+		if after[`ispmux_store_journal_sync_info{via="io_uring"}`] != 1 {
+			var got []string
+			for k, v := range after {
+				if strings.HasPrefix(k, "ispmux_store_journal_sync_info") {
+					got = append(got, fmt.Sprint(k, " ", v))
+				}
+			}
+			t.Errorf("journal sync not through io_uring: %q", got)
 		}
 	})
 

@@ -3,6 +3,7 @@ package metrics
 import (
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -75,6 +76,7 @@ var (
 	storeCommit = desc("ispmux_store_commit_seconds", "Time of each write of the store's group commit (a bbolt transaction or a binding journal append), fsync included (a DHCP ACK waits for one).")
 	storeWrites = desc("ispmux_store_writes_total", "Writes committed by the store's group commit; divided by ispmux_store_commit_seconds_count, the writes that share one commit's fsyncs.")
 	storeWaits  = desc("ispmux_store_commit_window_waits_total", "Times the group commit's leader waited a commit window (2 ms, under concurrent writes only) for more writes before committing.")
+	storeSync   = desc("ispmux_store_journal_sync_info", "1, labelled with how the binding journal's appends are made durable: io_uring (the waiting goroutine holds no Go P), fdatasync (the system call: io_uring refused, or dropped after the kernel could not run an fsync through it) or none (no fsync: tests only).", "via")
 
 	// API.
 	apiRequests = desc("ispmux_api_requests_total", "Management API requests by route (the route's pattern, or other) and HTTP status code.", "route", "code")
@@ -93,7 +95,7 @@ var (
 		dhcpDecisions, dhcpPending, dhcpIntents, dhcpLeases, dhcpSuppressed, onbLeases, onbOffers, portalRequests,
 		portDNS, portResets,
 		ctlARPSent, ctlARPLearned, ctlPuntUnknown,
-		storeCommit, storeWrites, storeWaits,
+		storeCommit, storeWrites, storeWaits, storeSync,
 		apiRequests, apiDuration, apiConns,
 		whDelivered, whFailures, whLag,
 	}
@@ -222,6 +224,10 @@ func (c *Collector) collectRest(ch chan<- prometheus.Metric) {
 	histogram(ch, storeCommit, st.Latency)
 	counter(ch, storeWrites, st.Writes)
 	counter(ch, storeWaits, st.WindowWaits)
+	if st.JournalSync != "" {
+		via, _, _ := strings.Cut(st.JournalSync, " ") // the reason stays out of the label
+		gauge(ch, storeSync, 1, via)
+	}
 
 	a := c.src.API()
 	for _, r := range a.Requests {

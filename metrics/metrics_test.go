@@ -113,7 +113,7 @@ func newFake(nisp int) *fake {
 		f.isps = append(f.isps, ISP{Name: name, DHCP: c, Bindings: 4, StaticBindings: 1, Customers: 7, Devices: 9, NextHopResolved: true})
 		f.webhooks = append(f.webhooks, WebhookSample{ISP: name, Delivered: 12, Failures: 1, Lag: 2})
 	}
-	f.store = subscribers.CommitStats{Transactions: 9, Writes: 31, WindowWaits: 4, Latency: snapshot(time.Millisecond, 2*time.Millisecond)}
+	f.store = subscribers.CommitStats{Transactions: 9, Writes: 31, WindowWaits: 4, JournalSync: "fdatasync (io_uring_setup: operation not permitted)", Latency: snapshot(time.Millisecond, 2*time.Millisecond)}
 	f.api = API{Requests: []api.RequestCount{{Route: "GET /v1/isps", Code: 200, Count: 3}, {Route: api.RouteOther, Code: 404, Count: 1}},
 		Latency: []api.RouteLatency{{Route: "GET /v1/isps", Latency: snapshot(time.Millisecond)}}, Connections: 1}
 	return f
@@ -155,7 +155,7 @@ func TestEveryMetricCollected(t *testing.T) {
 		t.Errorf("%d series", n)
 	}
 	allowed := map[string]bool{"port": true, "isp": true, "reason": true, "outcome": true, "kind": true, "direction": true,
-		"decision": true, "route": true, "code": true}
+		"decision": true, "route": true, "code": true, "via": true}
 	dch := make(chan *prometheus.Desc, 100)
 	c.Describe(dch)
 	close(dch)
@@ -263,6 +263,7 @@ func TestValuesMove(t *testing.T) {
 		{"ispmux_store_commit_seconds_count", nil, 3},
 		{"ispmux_store_writes_total", nil, 31},
 		{"ispmux_store_commit_window_waits_total", nil, 4},
+		{"ispmux_store_journal_sync_info", map[string]string{"via": "fdatasync"}, 1},
 	}
 	text := scrape(t, Handler(c))
 	for _, ck := range checks {

@@ -17,9 +17,12 @@ type CommitStats struct {
 	// WindowWaits counts the times a leader waited a commit window
 	// (Options.CommitWindow) for more writes.
 	WindowWaits uint64
+	// JournalSync is how the binding journal's appends are made durable
+	// (Store.JournalSync).
+	JournalSync string
 }
 
 // CommitStats returns the group commit's statistics (package metrics).
 func (s *Store) CommitStats() CommitStats {
-	return CommitStats{Transactions: s.writeTxs.Load(), Writes: s.writes.Load(), Latency: s.commitTime.Snapshot(), WindowWaits: s.windowWaits.Load()}
+	return CommitStats{Transactions: s.writeTxs.Load(), Writes: s.writes.Load(), Latency: s.commitTime.Snapshot(), WindowWaits: s.windowWaits.Load(), JournalSync: s.JournalSync()}
 }
