@@ -141,7 +141,12 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	if err != nil {
 		return nil, fmt.Errorf("appliance: %w", err)
 	}
-	log.Info("store open", "path", a.store.Path(), "journal_sync", a.store.JournalSync())
+	via, why := a.store.JournalSync()
+	attrs := []any{"path", a.store.Path(), "journal_sync", via}
+	if why != "" {
+		attrs = append(attrs, "journal_sync_why", why)
+	}
+	log.Info("store open", attrs...)
 	// Webhooks before anything writes events: an ISP whose webhook is new
 	// hears from here on, the start's own events included.
 	a.hooks, err = webhooks.New(cfg, a.store, log)

@@ -3,7 +3,6 @@ package metrics
 import (
 	"sort"
 	"strconv"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -225,8 +224,7 @@ func (c *Collector) collectRest(ch chan<- prometheus.Metric) {
 	counter(ch, storeWrites, st.Writes)
 	counter(ch, storeWaits, st.WindowWaits)
 	if st.JournalSync != "" {
-		via, _, _ := strings.Cut(st.JournalSync, " ") // the reason stays out of the label
-		gauge(ch, storeSync, 1, via)
+		gauge(ch, storeSync, 1, st.JournalSync)
 	}
 
 	a := c.src.API()

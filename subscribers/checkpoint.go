@@ -42,7 +42,7 @@ func (s *Store) journalAppend(cs []*call) error {
 	hadRing := s.jr.ring != nil
 	err := s.jr.append(recs)
 	if hadRing && s.jr.ring == nil {
-		s.syncVia.Store(s.jr.syncVia()) // dropped: fdatasync from now on
+		s.noteJournalSync() // dropped: fdatasync from now on
 	}
 	if err == errJournalFull {
 		return err
@@ -340,7 +340,7 @@ func (s *Store) openJournalFor(path string, noSync bool) error {
 	}
 	jr.lsn = applied
 	s.jr, s.appliedLSN = jr, applied
-	s.syncVia.Store(jr.syncVia())
+	s.noteJournalSync()
 	if len(replay) > 0 {
 		// The replayed records are pending, checkpointed at once.
 		jr.lsn, s.pending = replay[len(replay)-1].lsn, replay

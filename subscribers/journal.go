@@ -364,17 +364,18 @@ func (j *journal) sync(f *os.File) error {
 	return fdatasync(f)
 }
 
-// syncVia says how appends are made durable (Store.JournalSync).
-func (j *journal) syncVia() string {
+// syncVia says how appends are made durable and, for fdatasync, why
+// io_uring is not used (Store.JournalSync).
+func (j *journal) syncVia() (via, why string) {
 	switch {
 	case j.noSync:
-		return "none"
+		return "none", ""
 	case j.ring != nil:
-		return "io_uring"
+		return "io_uring", ""
 	case j.ringErr != nil:
-		return "fdatasync (" + j.ringErr.Error() + ")"
+		return "fdatasync", j.ringErr.Error()
 	}
-	return "fdatasync"
+	return "fdatasync", ""
 }
 
 // grow zero-fills file i up to at least end (in journalGrow steps) and

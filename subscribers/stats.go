@@ -18,11 +18,12 @@ type CommitStats struct {
 	// (Options.CommitWindow) for more writes.
 	WindowWaits uint64
 	// JournalSync is how the binding journal's appends are made durable
-	// (Store.JournalSync).
+	// (Store.JournalSync's via).
 	JournalSync string
 }
 
 // CommitStats returns the group commit's statistics (package metrics).
 func (s *Store) CommitStats() CommitStats {
-	return CommitStats{Transactions: s.writeTxs.Load(), Writes: s.writes.Load(), Latency: s.commitTime.Snapshot(), WindowWaits: s.windowWaits.Load(), JournalSync: s.JournalSync()}
+	via, _ := s.JournalSync()
+	return CommitStats{Transactions: s.writeTxs.Load(), Writes: s.writes.Load(), Latency: s.commitTime.Snapshot(), WindowWaits: s.windowWaits.Load(), JournalSync: via}
 }

@@ -202,7 +202,7 @@ type Store struct {
 	// swappedUpTo (the last LSN the journal's other file holds: it is
 	// free for the next swap once appliedLSN reaches it).
 	jr          *journal
-	syncVia     atomic.Value // JournalSync's answer (string): Open, the leader
+	syncVia     atomic.Pointer[[2]string] // JournalSync's answer: noteJournalSync
 	pending     []*jrec
 	appliedLSN  uint64
 	jfailed     bool
@@ -369,13 +369,22 @@ type pendingVal struct {
 func (s *Store) Path() string { return s.path }
 
 // JournalSync says how the binding journal's appends are made durable:
-// "io_uring" (the waiting goroutine holds no P: internal/uring),
-// "fdatasync" (the system call), followed by why io_uring is not used
-// where it was refused or failed to run an fsync (then the journal drops
-// it), or "none" (Options.NoSync).
-func (s *Store) JournalSync() string {
-	v, _ := s.syncVia.Load().(string)
-	return v
+// via "io_uring" (the waiting goroutine holds no P: internal/uring),
+// "fdatasync" (the system call) or "none" (Options.NoSync); why, for
+// fdatasync, is why io_uring is not used where it was refused or failed to
+// run an fsync (then the journal drops it).
+func (s *Store) JournalSync() (via, why string) {
+	if p := s.syncVia.Load(); p != nil {
+		return p[0], p[1]
+	}
+	return "", ""
+}
+
+// noteJournalSync records the journal's way of syncing for JournalSync
+// (Open, and the leader when the journal dropped its ring).
+func (s *Store) noteJournalSync() {
+	via, why := s.jr.syncVia()
+	s.syncVia.Store(&[2]string{via, why})
 }
 
 // Close waits for the operations in flight, then closes the file.

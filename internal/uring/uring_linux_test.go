@@ -27,15 +27,23 @@ func newRing(t *testing.T) *Ring {
 	return r
 }
 
-// TestSync: Sync goes through the ring (its sequence counts each
-// request) and returns the kernel's result, including its errors.
-func TestSync(t *testing.T) {
-	r := newRing(t)
+// tempFile creates a file in the test's temporary directory, closed at
+// cleanup.
+func tempFile(t *testing.T) *os.File {
+	t.Helper()
 	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// TestSync: Sync goes through the ring (its sequence counts each
+// request) and returns the kernel's result, including its errors.
+func TestSync(t *testing.T) {
+	r := newRing(t)
+	f := tempFile(t)
 	base := r.Seq() // New's probe
 	if base != 1 {
 		t.Fatalf("New ran %d probes, want 1", base)
@@ -116,11 +124,7 @@ func TestSyncConcurrent(t *testing.T) {
 // sampler to see one in flight.
 func TestSyncWaitsInNetpoller(t *testing.T) {
 	r := newRing(t)
-	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := tempFile(t)
 	data := make([]byte, 4<<20)
 	stop := make(chan struct{})
 	syncErr := make(chan error, 1)
@@ -200,11 +204,7 @@ func TestSyncBadFD(t *testing.T) {
 	if !errors.Is(err, syscall.EBADF) || errors.As(err, &nr) {
 		t.Fatalf("fsync of fd -1: %v, want EBADF", err)
 	}
-	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := tempFile(t)
 	if err := r.Sync(f); err != nil {
 		t.Fatal(err)
 	}
