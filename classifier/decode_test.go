@@ -2,6 +2,7 @@ package classifier
 
 import (
 	"encoding/hex"
+	"math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -387,5 +388,43 @@ func BenchmarkDecode(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestChecksumOK checks checksumOK against RFC 1071's sum of big-endian
+// 16-bit words, for random headers of every IPv4 length: valid ones (the
+// checksum field set to make the sum 0xffff), and each with one byte
+// changed, which must fail.
+func TestChecksumOK(t *testing.T) {
+	ref := func(h []byte) uint16 {
+		var s uint32
+		for i := 0; i < len(h); i += 2 {
+			s += uint32(h[i])<<8 | uint32(h[i+1])
+		}
+		for s > 0xffff {
+			s = s&0xffff + s>>16
+		}
+		return uint16(s)
+	}
+	rng := rand.New(rand.NewPCG(7, 11))
+	for ihl := 5; ihl <= 15; ihl++ {
+		for range 2000 {
+			h := make([]byte, ihl*4)
+			for i := range h {
+				h[i] = byte(rng.Uint32())
+			}
+			h[10], h[11] = 0, 0
+			c := ^ref(h)
+			h[10], h[11] = byte(c>>8), byte(c)
+			if !checksumOK(h) {
+				t.Fatalf("valid %d-byte header % x: checksumOK false", len(h), h)
+			}
+			i := rng.IntN(len(h))
+			d := byte(1 + rng.IntN(255))
+			h[i] += d
+			if want := ref(h) == 0xffff; checksumOK(h) != want {
+				t.Fatalf("%d-byte header % x (byte %d changed): checksumOK %v, RFC 1071 sum says %v", len(h), h, i, !want, want)
+			}
+		}
 	}
 }

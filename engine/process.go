@@ -158,18 +158,29 @@ func (p *Processor) Process(b *datapath.Batch) {
 		// at most, so the two batches share the result arrays.
 		p.fib.LookupBatch(p.fibKeys[:n], p.fvals[:n], p.ffound[:n])
 	}
+	var up, down uint64 // routed frames, counted once per batch
 	for i, f := range b.Frames {
 		switch p.role[i] {
 		case roleAccess:
-			p.fromSubscriber(in, pt, i, f, &b.Out[i])
+			if p.fromSubscriber(in, pt, i, f, &b.Out[i]) {
+				up++
+			}
 		case roleUplink:
-			p.fromISP(in, pt, i, f, &b.Out[i])
+			if p.fromISP(in, pt, i, f, &b.Out[i]) {
+				down++
+			}
 		}
+	}
+	if up|down != 0 {
+		p.upN[in] += up
+		p.downN[in] += down
+		p.touched |= 1 << in
 	}
 }
 
-// fromSubscriber handles a decoded frame received on an access VLAN.
-func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *datapath.Verdict) {
+// fromSubscriber handles a decoded frame received on an access VLAN. It
+// reports whether it routed the frame to an uplink (Process counts those).
+func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *datapath.Verdict) (routed bool) {
 	pkt := &p.pkts[i]
 	sub := classifier.UnpackSub(p.vals[i])
 	bound := p.macKeys[i] != 0 && p.found[i] && sub.Flags&classifier.FlagBound != 0
@@ -227,9 +238,8 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 			p.timeExceeded(in, out, pkt, f, pt.mac, pt.addr[pkt.VLAN&0xfff])
 			return
 		}
-		p.route(out, up.Port, up.GatewayMAC, up.MAC, up.VLAN, pkt.L3, pkt.L3+pkt.TotalLen)
-		p.upN[in]++
-		p.touched |= 1 << in
+		p.routeL2(out, up.Port, &up.L2, up.L2Len, pkt.L3, pkt.L3+pkt.TotalLen)
+		return true
 
 	case classifier.KindARP:
 		if !bound {
@@ -266,6 +276,7 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 	default:
 		p.drop(in, out, classifier.ReasonUnsupportedEtherType)
 	}
+	return false
 }
 
 // Unregistered DHCP sampled per ingress port and worker: enough for the
@@ -303,7 +314,9 @@ func (p *Processor) admitted(in uint8, mac uint64) bool {
 }
 
 // fromISP handles a decoded frame received on the uplink VLAN of ISP isp.
-func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.Verdict) {
+// It reports whether it routed the frame to a subscriber (Process counts
+// those).
+func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.Verdict) (routed bool) {
 	pkt := &p.pkts[i]
 	isp := pt.isp[pkt.VLAN&0xfff]
 	d, known := fib.UnpackDest(p.fvals[i]), p.ffound[i] && p.fibKeys[i] != 0
@@ -364,8 +377,7 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 			}
 		}
 		p.route(out, d.Port, d.MAC, p.s.ports[d.Port%datapath.MaxPorts].mac, d.VLAN, pkt.L3, pkt.L3+pkt.TotalLen)
-		p.downN[in]++
-		p.touched |= 1 << in
+		return true
 
 	case classifier.KindARP:
 		if pkt.SPA == up.Gateway && pkt.SPA != 0 {
@@ -397,6 +409,7 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 	default:
 		p.drop(in, out, classifier.ReasonUnsupportedEtherType)
 	}
+	return false
 }
 
 // route sets a Forward verdict that replaces the L2 header [0:l3] with
@@ -410,6 +423,18 @@ func (p *Processor) route(out *datapath.Verdict, egress uint8, dst, src uint64, 
 	out.Action = datapath.Forward
 	out.Port = egress
 	out.HdrLen = uint8(fib.WriteL2(out.Hdr[:], dst, src, vlan, vlan != 0, etherTypeIPv4))
+	out.Strip = uint8(l3)
+	out.Len = uint16(end)
+	out.DecTTL = true
+}
+
+// routeL2 is route with the new L2 header already built (an uplink's, see
+// fib.Uplink.L2): one array copy instead of the header's fields.
+func (p *Processor) routeL2(out *datapath.Verdict, egress uint8, hdr *[18]byte, hdrLen uint8, l3, end int) {
+	out.Action = datapath.Forward
+	out.Port = egress
+	out.Hdr = *hdr
+	out.HdrLen = hdrLen
 	out.Strip = uint8(l3)
 	out.Len = uint16(end)
 	out.DecTTL = true

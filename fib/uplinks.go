@@ -17,6 +17,22 @@ type Uplink struct {
 	Gateway    uint32 // next hop: the ISP's router
 	GatewayMAC uint64 // valid only when Resolved
 	Resolved   bool
+
+	// L2 is the Ethernet header of a frame to the gateway (GatewayMAC,
+	// MAC, the VLAN tag when VLAN != 0) and L2Len its length, 14 or 18:
+	// set by Uplinks whenever it publishes the uplink, valid only when
+	// Resolved, so that the datapath copies one array per packet instead
+	// of writing the header field by field. Callers' values are ignored.
+	L2    [18]byte
+	L2Len uint8
+}
+
+// setL2 computes L2 and L2Len from the other fields.
+func (up *Uplink) setL2() {
+	up.L2, up.L2Len = [18]byte{}, 0
+	if up.Configured && up.Resolved {
+		up.L2Len = uint8(WriteL2(up.L2[:], up.GatewayMAC, up.MAC, up.VLAN, up.VLAN != 0, EtherTypeIPv4))
+	}
 }
 
 // UplinkSet is one published, immutable view of every ISP's uplink.
@@ -81,6 +97,7 @@ func (u *Uplinks) Configure(isp uint8, up Uplink) {
 		if !up.Configured {
 			up = Uplink{}
 		}
+		up.setL2()
 		*old = up
 	})
 }
@@ -98,6 +115,7 @@ func (u *Uplinks) SetGatewayMAC(isp uint8, mac uint64) {
 		up := &s.ISP[isp]
 		if up.Configured {
 			up.GatewayMAC, up.Resolved = mac, mac != 0
+			up.setL2()
 		}
 	})
 }

@@ -105,3 +105,50 @@ func TestUplinksLoadAllocs(t *testing.T) {
 		t.Fatalf("%v allocations", a)
 	}
 }
+
+// TestUplinksL2 checks the prebuilt Ethernet header against WriteL2 of the
+// published fields after every kind of change, and that it is absent while
+// the gateway is unresolved.
+func TestUplinksL2(t *testing.T) {
+	var u Uplinks
+	const gw, gwMAC = 0x64400001, 0x00_1b_21_00_00_01
+	check := func(what string) {
+		t.Helper()
+		g := u.Load().Get(7)
+		if !g.Resolved {
+			if g.L2Len != 0 || g.L2 != ([18]byte{}) {
+				t.Fatalf("%s: unresolved uplink has a header %d % x", what, g.L2Len, g.L2)
+			}
+			return
+		}
+		var want [18]byte
+		n := WriteL2(want[:], g.GatewayMAC, g.MAC, g.VLAN, g.VLAN != 0, EtherTypeIPv4)
+		if int(g.L2Len) != n || g.L2 != want {
+			t.Fatalf("%s: header %d % x, want %d % x", what, g.L2Len, g.L2, n, want)
+		}
+	}
+	up := testUplink(gw)
+	up.L2, up.L2Len = [18]byte{1, 2, 3}, 18 // ignored
+	u.Configure(7, up)
+	check("configured")
+	u.SetGatewayMAC(7, gwMAC)
+	check("resolved")
+	if u.Load().Get(7).L2Len != 18 {
+		t.Fatal("tagged uplink: header not 18 bytes")
+	}
+	up.MAC = 0x02_00_00_00_02_02 // same gateway: resolution kept, our MAC changed
+	u.Configure(7, up)
+	check("our MAC changed")
+	if g := u.Load().Get(7); !g.Resolved {
+		t.Fatal("resolution not kept")
+	}
+	up.VLAN = 0
+	u.Configure(7, up)
+	u.SetGatewayMAC(7, gwMAC+1)
+	check("untagged")
+	if u.Load().Get(7).L2Len != 14 {
+		t.Fatal("untagged uplink: header not 14 bytes")
+	}
+	u.SetGatewayMAC(7, 0)
+	check("withdrawn")
+}
