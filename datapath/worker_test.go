@@ -258,3 +258,38 @@ func TestIdleWaitAllocs(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestEpollPeek checks the raw epoll_wait(0) against an eventfd: nothing
+// ready, then its event, and the kernel's error for a descriptor that is
+// not an epoll instance.
+func TestEpollPeek(t *testing.T) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(ep)
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(efd)
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, efd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}); err != nil {
+		t.Fatal(err)
+	}
+	ev := make([]unix.EpollEvent, 4)
+	if n, err := epollPeek(ep, ev); n != 0 || err != nil {
+		t.Fatalf("nothing ready: %d, %v", n, err)
+	}
+	if _, err := unix.Write(efd, []byte{1, 0, 0, 0, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := epollPeek(ep, ev); n != 1 || err != nil || ev[0].Fd != int32(efd) || ev[0].Events&unix.EPOLLIN == 0 {
+		t.Fatalf("eventfd readable: %d, %v, %+v", n, err, ev[0])
+	}
+	if n, err := epollPeek(efd, ev); n != 0 || err != unix.EINVAL {
+		t.Fatalf("not an epoll fd: %d, %v; want EINVAL", n, err)
+	}
+	if n, err := epollPeek(ep, nil); n != 0 || err != nil {
+		t.Fatalf("no room for events: %d, %v", n, err)
+	}
+}

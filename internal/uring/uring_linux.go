@@ -43,7 +43,9 @@ type Ring struct {
 	mu     sync.Mutex
 	fd     int
 	ev     *os.File // the eventfd, non-blocking: read through the netpoller
-	ring   []byte   // SQ and CQ rings (one mapping)
+	evc    syscall.RawConn
+	evRead func(fd uintptr) bool // r.readEventfd, bound once (no allocation per wait)
+	ring   []byte                // SQ and CQ rings (one mapping)
 	sqes   []byte
 	sqHead *uint32
 	sqTail *uint32
@@ -124,6 +126,10 @@ func (r *Ring) init(p *params) error {
 	// A non-blocking descriptor: os.NewFile registers it with the
 	// netpoller, so a Read parks the goroutine, not the thread.
 	r.ev = os.NewFile(uintptr(efd), "io_uring eventfd")
+	if r.evc, err = r.ev.SyscallConn(); err != nil {
+		return fmt.Errorf("io_uring: eventfd: %w", err)
+	}
+	r.evRead = r.readEventfd
 	e := int32(efd)
 	if _, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerEventfd, uintptr(unsafe.Pointer(&e)), 1, 0, 0); errno != 0 {
 		return fmt.Errorf("io_uring: register eventfd: %w", errno)
@@ -181,7 +187,10 @@ func (r *Ring) fsync(fd int32) error {
 	*(*uint32)(unsafe.Add(r.sqArr, 4*uintptr(idx))) = idx
 	atomic.StoreUint32(r.sqTail, tail+1) // publishes the SQE (release)
 	for {
-		n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 1, 0, 0, 0, 0)
+		// A raw system call: it only submits (the fsync goes to
+		// io-wq) and cannot block, and a syscall.Syscall would wake
+		// the runtime's sysmon from its sleep (readEventfd).
+		n, _, errno := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 1, 0, 0, 0, 0)
 		if errno == 0 && n == 1 {
 			break
 		}
@@ -227,13 +236,27 @@ func (r *Ring) fsync(fd int32) error {
 		// Parks the goroutine in the netpoller until a completion
 		// signals the eventfd; a count left from an earlier completion
 		// only sends the loop round once more.
-		if _, err := r.ev.Read(r.evBuf[:]); err != nil {
+		if err := r.evc.Read(r.evRead); err != nil {
 			// Cannot happen (Close waits for r.mu). The request is in
 			// flight on fd, which Sync's Control keeps open: never
 			// return before its CQE, poll for it.
 			time.Sleep(50 * time.Microsecond)
 		}
 	}
+}
+
+// readEventfd reads the eventfd's count (which only wakes fsync's loop)
+// as RawConn.Read's callback: false, nothing to read yet, parks the
+// goroutine in the netpoller until the descriptor is readable. The read is
+// a raw system call: on a non-blocking descriptor it cannot block, and
+// every syscall.Syscall made while the runtime's sysmon thread sleeps (all
+// Ps idle, as between DHCP messages) wakes it to poll every 20 µs for a
+// millisecond or more (third_party/asavie-xdp/PATCHES.md, item 3). An
+// error other than EAGAIN also ends the wait: the loop looks at the CQ
+// and reads again.
+func (r *Ring) readEventfd(fd uintptr) bool {
+	_, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&r.evBuf[0])), uintptr(len(r.evBuf)))
+	return errno != syscall.EAGAIN
 }
 
 // Close releases the ring. A Sync in progress completes first.

@@ -475,7 +475,8 @@ func (xsk *Socket) Transmit(descs []Desc) (numSubmitted int) {
 	var rc uintptr
 	var errno syscall.Errno
 	for {
-		rc, _, errno = unix.Syscall6(syscall.SYS_SENDTO,
+		// ispmux patch: RawSyscall6, not Syscall6 (see PATCHES.md).
+		rc, _, errno = unix.RawSyscall6(syscall.SYS_SENDTO,
 			uintptr(xsk.fd),
 			0, 0,
 			uintptr(unix.MSG_DONTWAIT),
