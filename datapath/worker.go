@@ -405,8 +405,10 @@ func (w *Worker) epollReady(fd uintptr) bool {
 // epollPeek is epoll_wait(2) with a timeout of 0, made as a raw system
 // call: it cannot block, so it needs none of what syscall.Syscall adds for
 // one that may (handing the P to another thread); and a Syscall made while
-// the runtime's sysmon sleeps wakes it, to poll every 20 µs for a
-// millisecond or more (third_party/asavie-xdp/PATCHES.md, item 3).
+// the runtime's sysmon sleeps wakes it, to poll every 20 µs until all Ps
+// are idle again (third_party/asavie-xdp/PATCHES.md, item 3). The sockets
+// are bound without XDP_USE_NEED_WAKEUP, so xsk_poll does not transmit
+// from here; with that flag it would, as the kick does.
 // epoll_pwait with no signal mask is epoll_wait, and exists on every
 // architecture.
 func epollPeek(epfd int, events []unix.EpollEvent) (int, error) {

@@ -45,6 +45,7 @@ type Ring struct {
 	ev     *os.File // the eventfd, non-blocking: read through the netpoller
 	evc    syscall.RawConn
 	evRead func(fd uintptr) bool // r.readEventfd, bound once (no allocation per wait)
+	evErr  syscall.Errno         // readEventfd's error other than EAGAIN and EINTR
 	ring   []byte                // SQ and CQ rings (one mapping)
 	sqes   []byte
 	sqHead *uint32
@@ -187,10 +188,11 @@ func (r *Ring) fsync(fd int32) error {
 	*(*uint32)(unsafe.Add(r.sqArr, 4*uintptr(idx))) = idx
 	atomic.StoreUint32(r.sqTail, tail+1) // publishes the SQE (release)
 	for {
-		// A raw system call: it only submits (the fsync goes to
-		// io-wq) and cannot block, and a syscall.Syscall would wake
-		// the runtime's sysmon from its sleep (readEventfd).
-		n, _, errno := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 1, 0, 0, 0, 0)
+		// Not a raw call (as readEventfd's is): a submit is ~2 µs,
+		// but the first from a thread, or one that must create an
+		// io-wq worker, took 30-70 µs here, and can wait on kernel
+		// locks or reclaim. Once per group commit, not per packet.
+		n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 1, 0, 0, 0, 0)
 		if errno == 0 && n == 1 {
 			break
 		}
@@ -236,10 +238,12 @@ func (r *Ring) fsync(fd int32) error {
 		// Parks the goroutine in the netpoller until a completion
 		// signals the eventfd; a count left from an earlier completion
 		// only sends the loop round once more.
-		if err := r.evc.Read(r.evRead); err != nil {
-			// Cannot happen (Close waits for r.mu). The request is in
-			// flight on fd, which Sync's Control keeps open: never
-			// return before its CQE, poll for it.
+		r.evErr = 0
+		if err := r.evc.Read(r.evRead); err != nil || r.evErr != 0 {
+			// Cannot happen (Close waits for r.mu; the eventfd is
+			// ours). The request is in flight on fd, which Sync's
+			// Control keeps open: never return before its CQE, poll
+			// for it.
 			time.Sleep(50 * time.Microsecond)
 		}
 	}
@@ -248,14 +252,18 @@ func (r *Ring) fsync(fd int32) error {
 // readEventfd reads the eventfd's count (which only wakes fsync's loop)
 // as RawConn.Read's callback: false, nothing to read yet, parks the
 // goroutine in the netpoller until the descriptor is readable. The read is
-// a raw system call: on a non-blocking descriptor it cannot block, and
-// every syscall.Syscall made while the runtime's sysmon thread sleeps (all
-// Ps idle, as between DHCP messages) wakes it to poll every 20 µs for a
-// millisecond or more (third_party/asavie-xdp/PATCHES.md, item 3). An
-// error other than EAGAIN also ends the wait: the loop looks at the CQ
-// and reads again.
+// a raw system call: an eventfd's read on a non-blocking descriptor does
+// not sleep, and every syscall.Syscall made while the runtime's sysmon
+// thread sleeps (all Ps idle, as between DHCP messages) wakes it to poll
+// every 20 µs until all Ps are idle again
+// (third_party/asavie-xdp/PATCHES.md, item 3). Another error ends the
+// wait too, recorded in evErr (fsync then waits before it looks again,
+// rather than spin).
 func (r *Ring) readEventfd(fd uintptr) bool {
 	_, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&r.evBuf[0])), uintptr(len(r.evBuf)))
+	if errno != 0 && errno != syscall.EINTR && errno != syscall.EAGAIN {
+		r.evErr = errno
+	}
 	return errno != syscall.EAGAIN
 }
 

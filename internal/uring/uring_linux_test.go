@@ -216,3 +216,32 @@ func (r *Ring) fsyncLocked(fd int32) error {
 	defer r.mu.Unlock()
 	return r.fsync(fd)
 }
+
+// TestReadEventfd checks the eventfd callback: nothing to read parks
+// (false), a count is read (true), and an error other than EAGAIN ends the
+// wait with the error recorded, so fsync's loop waits instead of spinning.
+func TestReadEventfd(t *testing.T) {
+	r := newRing(t)
+	var rfd uintptr
+	if err := r.evc.Control(func(fd uintptr) { rfd = fd }); err != nil {
+		t.Fatal(err)
+	}
+	if r.readEventfd(rfd) || r.evErr != 0 {
+		t.Fatalf("empty eventfd: want false, no error (evErr %v)", r.evErr)
+	}
+	if _, err := r.ev.Write([]byte{3, 0, 0, 0, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if !r.readEventfd(rfd) || r.evErr != 0 || binary.NativeEndian.Uint64(r.evBuf[:]) != 3 {
+		t.Fatalf("count 3: evErr %v, read %d", r.evErr, binary.NativeEndian.Uint64(r.evBuf[:]))
+	}
+	p := make([]int, 2)
+	if err := syscall.Pipe(p); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Close(p[0])
+	defer syscall.Close(p[1])
+	if !r.readEventfd(uintptr(p[1])) || r.evErr != syscall.EBADF {
+		t.Fatalf("a pipe's write end: want true and EBADF, evErr %v", r.evErr)
+	}
+}
