@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -243,19 +244,35 @@ func (w *Worker) Stop() {
 func (w *Worker) Run() error {
 	defer unix.Close(w.efd)
 	defer w.closeEpoll()
+	busy := 0
 	for !w.stop.Load() {
 		if w.calls.n.Load() > 0 {
 			w.runCalls()
 		}
-		if w.RunOnce() > 0 {
+		if n := w.RunOnce(); n > 0 {
+			if busy += n; busy >= yieldFrames {
+				busy = 0
+				runtime.Gosched()
+			}
 			continue
 		}
+		busy = 0
 		if err := w.sleep(); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// yieldFrames is how many frames a worker handles without parking before
+// it yields its P (runtime.Gosched). A worker under load never parks, and
+// the Go scheduler preempts a running goroutine only after 10 ms: with one
+// P per CPU (ispmux confined to as many CPUs as it has workers) the control
+// plane, readied by a punted DHCP frame, would wait that long behind it.
+// 2048 frames are ~0.1–0.5 ms of work; a yield costs under a microsecond
+// (a little more when another P is idle: the scheduler wakes a thread for
+// it).
+const yieldFrames = 2048
 
 // sleep waits until a queue or the eventfd is readable or the idle timeout
 // passes. While frames are in flight it waits with a short timeout so

@@ -223,6 +223,58 @@ func TestIdleWaitFreesP(t *testing.T) {
 	}
 }
 
+// TestBusyWorkerYields: with one P, a goroutine the worker readies (as it
+// readies the control plane with a punted DHCP frame) runs within about
+// yieldFrames more frames, not after the scheduler's 10 ms preemption
+// (hundreds of thousands of MemQueue frames). Counted in frames, not
+// timed.
+func TestBusyWorkerYields(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	q := NewMemQueue(512, 2048)
+	q.Source = func([]byte) int { return 60 } // always more traffic
+	h := &readier{ready: make(chan struct{})}
+	w, err := NewWorker(0, []Queue{q}, h, 64, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { done <- w.Run() }()
+	var worst uint64
+	for range 20 {
+		h.arm.Store(true)
+		<-h.ready // readied by the handler's send
+		worst = max(worst, h.frames.Load()-h.at.Load())
+	}
+	w.Stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("frames the worker handled before the goroutine it readied ran: at most %d", worst)
+	if worst > 3*yieldFrames {
+		t.Errorf("the readied goroutine waited %d frames (yield every %d): the busy worker holds the P", worst, yieldFrames)
+	}
+}
+
+// readier drops every frame; once armed, its next batch sends on ready
+// (to a goroutine waiting there) and notes the frame count at the time.
+type readier struct {
+	arm        atomic.Bool
+	frames, at atomic.Uint64
+	ready      chan struct{}
+}
+
+func (r *readier) Process(b *Batch) {
+	for i := range b.Frames {
+		b.Out[i] = Verdict{Action: Drop}
+	}
+	n := r.frames.Add(uint64(len(b.Frames)))
+	if r.arm.CompareAndSwap(true, false) {
+		r.at.Store(n)
+		r.ready <- struct{}{}
+	}
+}
+func (r *readier) Flush() {}
+
 // TestIdleWaitAllocs: going to sleep and waking allocates nothing.
 func TestIdleWaitAllocs(t *testing.T) {
 	q := NewMemQueue(64, 2048)

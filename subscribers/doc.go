@@ -144,7 +144,7 @@
 // flush as fdatasync(2), run by the kernel's io-wq worker), and the
 // leader waits for its completion in the netpoller: it holds no P
 // meanwhile, so the datapath worker and the DHCP relay run on a process
-// pinned to one CPU, which Go runs with one P (cmd/ispmux's sizeProcs).
+// pinned to one CPU, which Go runs with one P (docs/DEPLOY.md, GOMAXPROCS).
 // Where io_uring is refused (kernel.io_uring_disabled, a container's
 // seccomp profile, Linux < 5.4) it calls fdatasync(2); JournalSync says
 // which, and ispmux logs it at start ("store open", journal_sync).

@@ -3,6 +3,7 @@ package subscribers
 import (
 	"errors"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -432,5 +433,35 @@ func rebindThenDelete(t *testing.T, s *Store, x Binding) {
 	}
 	if found, err := s.DeleteBinding(x.Access, x.VLAN, x.MAC); err != nil || !found {
 		t.Fatal(found, err)
+	}
+}
+
+// TestCheckpointYields: with one P, a goroutine readied while a
+// background checkpoint starts runs before that checkpoint has committed
+// (applyRecords yields every checkpointYield records), not after it or
+// at the scheduler's 10 ms preemption. 512 records take a few ms here.
+func TestCheckpointYields(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	const n = 512
+	var committed, during atomic.Bool
+	ran := make(chan struct{})
+	var once sync.Once
+	withMaxPending(t, n, func() {
+		once.Do(func() {
+			go func() { // readied into the checkpointing goroutine's P
+				during.Store(!committed.Load())
+				close(ran)
+			}()
+		})
+	}, func() { committed.Store(true) })
+	s, _ := openTest(t, Options{NoSync: true})
+	for i := range n {
+		if err := s.CommitBinding(testBinding(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-ran
+	if !during.Load() {
+		t.Error("the goroutine readied at the checkpoint's start ran only after it committed: the checkpoint held the P")
 	}
 }

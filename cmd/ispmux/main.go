@@ -148,9 +148,16 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	log := slog.New(logHandler(logFormat, stderr, logLevel(cfg.Appliance.LogLevel)))
-	if from, to := sizeProcs(cfg.Datapath.Queues); to != from {
-		log.Info("GOMAXPROCS raised for the goroutines that block in system calls", "from", from, "to", to)
-	}
+	// GOMAXPROCS is Go's own: one P per CPU ispmux may run on (see
+	// docs/DEPLOY.md, "IRQs, CPUs and GOMAXPROCS"). Nothing on the DHCP
+	// path holds a P while it waits: the workers' idle wait and the
+	// binding journal's fdatasync go through the netpoller, and the long
+	// CPU work that cannot (a busy worker, a background checkpoint)
+	// yields its P every fraction of a millisecond. Ps beyond the CPUs
+	// cost ~25 % more CPU per DHCP exchange on one CPU (the scheduler
+	// wakes an idle P's thread for every goroutine hand-off) for no
+	// lower latency.
+	log.Info("scheduler", "gomaxprocs", runtime.GOMAXPROCS(0), "queues", cfg.Datapath.Queues)
 	// For performance work in the lab (the benchmarks pass their
 	// environment to ispmux): ISPMUX_CPUPROFILE=FILE profiles the whole
 	// run; ISPMUX_TRACE=FILE writes a runtime/trace of it (where goroutines
@@ -204,39 +211,6 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 	return a.Run(ctx)
-}
-
-// sizeProcs gives the Go scheduler at least workers+2 Ps (it returns the
-// count before and after), unless GOMAXPROCS is set in the environment.
-// Go sizes GOMAXPROCS from the CPU affinity mask: pinned to one CPU
-// (taskset, a cgroup cpuset) it runs one P, and a goroutine in a blocking
-// system call keeps that P until sysmon retakes it, 20 µs to 10 ms later.
-// The datapath workers wait through the netpoller and hold no P while
-// idle, and the binding journal's fdatasync before every DHCP ACK is
-// waited for in the netpoller too (internal/uring; fdatasync(2) where
-// io_uring is refused), but a worker under load runs without blocking,
-// and the store's bbolt commits (releases, the API's writes, the
-// background checkpoints) still fsync in the system call: with one P,
-// every other goroutine (the control plane relaying the next DISCOVER)
-// waited behind them. A worker preempted after its 10 ms slice goes back
-// to the head of the queue before the netpoller is read again, so with
-// one P a saturated worker would hold DHCP back by whole slices. More Ps
-// than CPUs cost little here: the OS time-slices the threads the way it
-// would a C relay's, and idle Ps cost nothing. The price: up to workers+2
-// threads may compete for one CPU (the scheduler's spinning threads burn
-// a little of it looking for work), and the GC, which sizes its background
-// work as a quarter of the Ps, may take a larger share of that CPU while it
-// marks.
-func sizeProcs(workers int) (from, to int) {
-	from = runtime.GOMAXPROCS(0)
-	if os.Getenv("GOMAXPROCS") != "" {
-		return from, from
-	}
-	if want := workers + 2; from < want {
-		runtime.GOMAXPROCS(want)
-		return from, want
-	}
-	return from, from
 }
 
 func logLevel(s string) slog.Level {

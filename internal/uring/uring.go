@@ -8,7 +8,7 @@
 // with one P, the binding journal's fdatasync in front of every DHCP ACK
 // (0.2 ms here, tens of ms on a busy disk) held that P, and every other
 // goroutine, the datapath worker and the DHCP relay included, waited
-// behind it (see cmd/ispmux's sizeProcs). Through this package the syncing
+// behind it (docs/DEPLOY.md, GOMAXPROCS). Through this package the syncing
 // goroutine is parked like one reading a socket, and the P runs the rest.
 //
 // New fails where io_uring is not available (before Linux 5.4, which this
