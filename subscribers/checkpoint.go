@@ -84,7 +84,7 @@ func (s *Store) applyPending(tx *bolt.Tx) error {
 	for len(recs) > 0 && recs[0].lsn <= stored {
 		recs = recs[1:]
 	}
-	if err := s.applyRecords(tx, recs); err != nil {
+	if err := s.applyRecords(tx, recs, false); err != nil {
 		return err
 	}
 	if s.jr.lsn <= stored {
@@ -109,18 +109,30 @@ func putStoredLSN(tx *bolt.Tx, lsn uint64) error {
 }
 
 // applyRecords puts each record's binding and appends its event (with the
-// sequence number it was given), in order.
-func (s *Store) applyRecords(tx *bolt.Tx, recs []*jrec) error {
+// sequence number it was given), in order, yielding its P every
+// checkpointYield records; with pause, every fourth yield is a pause.
+//
+// A background checkpoint of 4096 records is 25–60 ms of CPU, most of it
+// in these Puts (BenchmarkBgCheckpoint): with one P (ispmux on one CPU)
+// it would hold the DHCP path back by the scheduler's 10 ms preemption
+// slices. A Gosched lets the goroutines readied through channels run
+// (the control plane); a pause (bgPause: parked on a timer) also lets the
+// P poll the netpoller, where the parked datapath worker and the
+// journal's fsync completion wait (the runtime takes a Gosched's yielder
+// back from its run queue before it looks at the network). Only the
+// background checkpoint pauses: a pause may cost up to a millisecond
+// (below), and the group commit's bbolt transactions wait for it.
+// bbolt's commit that follows (spill, page writes) cannot yield.
+func (s *Store) applyRecords(tx *bolt.Tx, recs []*jrec, pause bool) error {
 	bk := tx.Bucket(bucketBindings)
 	evs := tx.Bucket(bucketEvents)
 	for i, r := range recs {
 		if i%checkpointYield == checkpointYield-1 {
-			// A background checkpoint of 4096 records is 25–60 ms
-			// of CPU, most of it in these Puts (BenchmarkBgCheckpoint):
-			// with one P (ispmux on one CPU) the DHCP path runs
-			// between slices of ~0.5 ms instead of waiting for the
-			// scheduler's 10 ms preemption.
-			runtime.Gosched()
+			if pause && i%(4*checkpointYield) == 4*checkpointYield-1 {
+				bgPause()
+			} else {
+				runtime.Gosched()
+			}
 		}
 		if err := bk.Put(r.key, r.val); err != nil {
 			return err
@@ -143,8 +155,15 @@ func (s *Store) applyRecords(tx *bolt.Tx, recs []*jrec) error {
 }
 
 // checkpointYield is how many records applyRecords writes between yields
-// of its P.
+// of its P (~0.1–0.6 ms of work).
 const checkpointYield = 64
+
+// bgPause is a background checkpoint's pause: a sleep as short as the
+// runtime's timers allow when nothing else is ready (up to ~1 ms: the
+// netpoller's wait has millisecond resolution), so 4096 records take up
+// to ~16 ms longer, in the background; the netpoller waits at most 256
+// records (~1.5–2.5 ms) for a look.
+func bgPause() { time.Sleep(20 * time.Microsecond) }
 
 // checkpointTx returns fn (nil: nothing more) as a write transaction of
 // the store: the pending journal records first (applyPending), then fn,
@@ -233,6 +252,10 @@ func (s *Store) startCheckpoint() {
 // held for reading (a hook must not wait for Close).
 var testHookCheckpoint, testHookCheckpointed func()
 
+// testHookApplied (nil in production) is called by a background
+// checkpoint once its records are in the transaction, before it commits.
+var testHookApplied func()
+
 // checkpointRecords writes recs (a background checkpoint's, in LSN
 // order) into bbolt in one transaction with the last of their LSNs as the
 // file's journal-lsn. If the file holds them already (a group commit
@@ -256,8 +279,11 @@ func (s *Store) checkpointRecords(recs []*jrec) error {
 		}
 		// Every group commit transaction stores the last LSN handed out,
 		// past upTo: the file holds none of recs.
-		if err := s.applyRecords(tx, recs); err != nil {
+		if err := s.applyRecords(tx, recs, true); err != nil {
 			return err
+		}
+		if testHookApplied != nil {
+			testHookApplied()
 		}
 		return putStoredLSN(tx, upTo)
 	})

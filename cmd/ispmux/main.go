@@ -149,14 +149,16 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	log := slog.New(logHandler(logFormat, stderr, logLevel(cfg.Appliance.LogLevel)))
 	// GOMAXPROCS is Go's own: one P per CPU ispmux may run on (see
-	// docs/DEPLOY.md, "IRQs, CPUs and GOMAXPROCS"). Nothing on the DHCP
-	// path holds a P while it waits: the workers' idle wait and the
-	// binding journal's fdatasync go through the netpoller, and the long
-	// CPU work that cannot (a busy worker, a background checkpoint)
-	// yields its P every fraction of a millisecond. Ps beyond the CPUs
-	// cost ~25 % more CPU per DHCP exchange on one CPU (the scheduler
-	// wakes an idle P's thread for every goroutine hand-off) for no
-	// lower latency.
+	// docs/DEPLOY.md, "IRQs, CPUs and GOMAXPROCS"). The DHCP path's waits
+	// hold no P: the workers' idle wait and the binding journal's
+	// fdatasync (through io_uring) are waited for in the netpoller. The
+	// long CPU work it meets most yields the P: a worker under load every
+	// 2048 frames, a background checkpoint every 64 records. Ps beyond
+	// the CPUs cost ~25 % more CPU per DHCP exchange on one CPU (the
+	// scheduler wakes an idle P's thread at every goroutine hand-off);
+	// what they buy is the kernel time-slicing work that does not yield
+	// (an argon2id hash, a reload at 1M subscribers, bbolt's commits), and
+	// a thread to read the netpoller while a worker is saturated.
 	log.Info("scheduler", "gomaxprocs", runtime.GOMAXPROCS(0), "queues", cfg.Datapath.Queues)
 	// For performance work in the lab (the benchmarks pass their
 	// environment to ispmux): ISPMUX_CPUPROFILE=FILE profiles the whole
