@@ -91,20 +91,28 @@ func TestCommitWindow(t *testing.T) {
 		}
 		return st.Transactions, st.WindowWaits
 	}
+	// Grouped: at most half as many transactions as commits, and a third
+	// fewer than without a window. Alone on this machine: 49 with the
+	// window, 144 without; in CI, which runs packages in parallel, 114-118
+	// with it in three attempts in a row, 230-304 without (a third of the
+	// commits, 106, was required before).
+	grouped := func(with, without uint64) bool {
+		return with <= workers*per/2 && 3*with <= 2*without
+	}
 	var without, with, waits0, waits uint64
 	for range 3 {
 		without, waits0 = run(0)
 		with, waits = run(20 * time.Millisecond)
-		if with <= workers*per/3 && with < without {
+		if grouped(with, without) {
 			break
 		}
 	}
 	if waits0 != 0 || waits == 0 {
 		t.Errorf("window waits: %d without a window (want 0), %d with one (want > 0)", waits0, waits)
 	}
-	if with > workers*per/3 || with >= without {
-		t.Errorf("%d commits took %d transactions with a 20 ms window (want <= %d), %d without: the window did not group them",
-			workers*per, with, workers*per/3, without)
+	if !grouped(with, without) {
+		t.Errorf("%d commits took %d transactions with a 20 ms window (want <= %d, and a third fewer than without), %d without: the window did not group them",
+			workers*per, with, workers*per/2, without)
 	}
 
 	// A lone writer's writes, one after the other, never wait.
