@@ -61,6 +61,7 @@ type dhcpOptions struct {
 	outageDefaults bool
 	outageMax      time.Duration
 	direct         bool
+	legs           bool
 	timeout        time.Duration
 	retries        int
 	asJSON         bool
@@ -106,6 +107,7 @@ func parseDHCP(args []string, stderr io.Writer) (*dhcpOptions, error) {
 	fs.BoolVar(&o.outageDefaults, "outage-defaults", true, "also run the outage case once with ispmux's default [dhcp] limits")
 	fs.DurationVar(&o.outageMax, "outage-max", 2*time.Minute, "the outage case gives up after this long")
 	fs.BoolVar(&o.direct, "direct", true, "measure perfdhcp straight to Kea once (a reference ceiling, another client)")
+	fs.BoolVar(&o.legs, "legs", true, "at the fixed rates, time each message at the generator's and Kea's interfaces: the relay's part of each exchange apart from Kea's")
 	fs.DurationVar(&o.timeout, "timeout", 4*time.Second, "client's first retransmission wait, doubled at each (RFC 2131: 4, 8, 16 s ± 1)")
 	fs.IntVar(&o.retries, "retries", 2, "client retransmissions per message")
 	fs.BoolVar(&o.asJSON, "json", false, "print one JSON object instead of the table")
@@ -263,6 +265,10 @@ type DHCPCase struct {
 	// (Udp RcvbufErrors); nil when unknown. Drops there fail exchanges of
 	// whichever system is measured.
 	KeaRcvbufDrops *uint64 `json:"kea_rcvbuf_drops,omitempty"`
+
+	// Legs splits the fixed rates' exchanges into the relay's part and
+	// the ISP server's (--legs).
+	Legs *DHCPLegs `json:"legs,omitempty"`
 
 	Diagnostics map[string]any `json:"diagnostics,omitempty"`
 	Error       string         `json:"error,omitempty"`

@@ -330,8 +330,10 @@ func TestDHCPResultOutputs(t *testing.T) {
 		f := float64(run)
 		r.Cases = append(r.Cases,
 			DHCPCase{Name: CaseDHCPISPmux, Phase: PhaseRate, Run: run, OfferedRate: 100, AckP99Ms: ptr(2 * f), OfferP99Ms: ptr(f), CPUUsPerDORA: ptr(300)},
-			DHCPCase{Name: CaseDHCPISPmux, Phase: PhaseRate, Run: run, OfferedRate: 2000, AckP99Ms: ptr(8 + f), OfferP99Ms: ptr(4), CPUUsPerDORA: ptr(100 + 10*f)},
-			DHCPCase{Name: CaseDHCPRelay, Phase: PhaseRate, Run: run, OfferedRate: 2000, AckP99Ms: ptr(1), CPUUsPerDORA: ptr(80)},
+			DHCPCase{Name: CaseDHCPISPmux, Phase: PhaseRate, Run: run, OfferedRate: 2000, AckP99Ms: ptr(8 + f), OfferP99Ms: ptr(4), CPUUsPerDORA: ptr(100 + 10*f),
+				Legs: &DHCPLegs{OfferThroughP99Ms: ptr(f), AckThroughP99Ms: ptr(3 * f), OfferServerP99Ms: ptr(2.5)}},
+			DHCPCase{Name: CaseDHCPRelay, Phase: PhaseRate, Run: run, OfferedRate: 2000, AckP99Ms: ptr(1), CPUUsPerDORA: ptr(80),
+				Legs: &DHCPLegs{OfferThroughP99Ms: ptr(0.5)}},
 			// search: ispmux passes 1000, 2000, fails 4000, passes 2828 (run 2 fails it)
 			DHCPCase{Name: CaseDHCPISPmux, Phase: PhaseSearch, Run: run, OfferedRate: 1000},
 			DHCPCase{Name: CaseDHCPISPmux, Phase: PhaseSearch, Run: run, OfferedRate: 2000},
@@ -347,6 +349,10 @@ func TestDHCPResultOutputs(t *testing.T) {
 	r.finish()
 	if r.P99Ms["2000"] != 10 || r.P99Ms["100"] != 4 || r.OfferP99Ms["2000"] != 4 || r.RelayP99Ms["2000"] != 1 {
 		t.Errorf("p99 maps %v %v %v", r.P99Ms, r.OfferP99Ms, r.RelayP99Ms)
+	}
+	if r.OfferThroughP99Ms["2000"] != 2 || r.AckThroughP99Ms["2000"] != 6 || r.ServerOfferP99Ms["2000"] != 2.5 ||
+		r.RelayOfferThroughP99Ms["2000"] != 0.5 || r.RelayAckThroughP99Ms != nil || len(r.OfferThroughP99Ms) != 1 {
+		t.Errorf("legs maps %v %v %v %v %v", r.OfferThroughP99Ms, r.AckThroughP99Ms, r.ServerOfferP99Ms, r.RelayOfferThroughP99Ms, r.RelayAckThroughP99Ms)
 	}
 	if *r.ISPmuxCPUUsPerDORA != 120 || *r.RelayCPUUsPerDORA != 80 || *r.CPURatio != 1.5 || r.CPURate != 2000 {
 		t.Errorf("cpu %v %v %v", *r.ISPmuxCPUUsPerDORA, *r.RelayCPUUsPerDORA, *r.CPURatio)
@@ -378,7 +384,8 @@ func TestDHCPResultOutputs(t *testing.T) {
 	svg, _ := os.ReadFile(filepath.Join(dir, "dhcp.svg"))
 	js, _ := os.ReadFile(filepath.Join(dir, "dhcp.json"))
 	if !strings.Contains(string(md), "| 2000 | ispmux | 4.00 | 4.00 [4.00–4.00]") && !strings.Contains(string(md), "| 2000 | ispmux |") ||
-		!strings.Contains(string(md), "boom") || !strings.Contains(string(svg), "120 µs") {
+		!strings.Contains(string(md), "boom") || !strings.Contains(string(svg), "120 µs") ||
+		!strings.Contains(string(md), "| 2000 | ispmux | - | 2.00 [1.00–3.00] | 2.50 [2.50–2.50] | - | 6.00 [3.00–9.00] | - |") {
 		t.Errorf("md:\n%s\nsvg:\n%s", md, svg)
 	}
 	var m map[string]any
@@ -447,6 +454,27 @@ func TestDHCPLab(t *testing.T) {
 		if v, _ := c["completed"].(float64); !(v > 0) || c["error"] != nil {
 			t.Errorf("case %v %v: completed %v, error %v", c["name"], c["phase"], c["completed"], c["error"])
 		}
+	}
+	// --legs (the default): the fixed rate's exchanges timed at both
+	// interfaces, with the kernel's timestamps, none lost; a relay's part
+	// of an exchange is less than the whole the generator measured.
+	for _, c := range cases {
+		c := c.(map[string]any)
+		if c["phase"] != PhaseRate {
+			continue
+		}
+		l, _ := c["legs"].(map[string]any)
+		offers, _ := l["offers"].(float64)
+		acks, _ := l["acks"].(float64)
+		done, _ := c["completed"].(float64)
+		through, _ := l["offer_through_p50_ms"].(float64)
+		whole, _ := c["offer_p50_ms"].(float64)
+		if offers < done || acks < done || l["capture_drops"] != 0.0 || l["no_timestamp"] != 0.0 || !(through > 0 && through <= whole) {
+			t.Errorf("case %v: legs %v (completed %v, OFFER p50 %v ms)", c["name"], l, done, whole)
+		}
+	}
+	if _, ok := m["offer_through_p99_ms"].(map[string]any); !ok {
+		t.Errorf("JSON lacks offer_through_p99_ms")
 	}
 	if v, _ := m["every_binding_durable"].(bool); !v {
 		t.Errorf("not every ACKed binding durable in ispmux's store: %v", m["durable"])

@@ -103,6 +103,18 @@ func (d *dhcpBencher) runGen(ctx context.Context, c *DHCPCase, sutp *child, gr g
 	drops0, dropsErr := udpRcvbufErrors(d.kea)
 	before := readCPU(sut, d.kea)
 	progress := &dhcpProgressLines{prefix: "progress: ", logf: func(s string) { d.logf("  %s %s %g/s: %s", c.Name, c.Phase, gr.rate, s) }}
+	var legs *legCaptures
+	if gr.legs {
+		var err error
+		if legs, err = d.startLegs(); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if legs != nil {
+				legs.finish()
+			}
+		}()
+	}
 	g, err := startChildErr("dhcp-client-gen", d.genArgv(gr), &out, progress, syscall.SIGINT)
 	if err != nil {
 		return nil, err
@@ -131,6 +143,14 @@ wait:
 		}
 	}
 	after := readCPU(sut, d.kea)
+	if legs != nil {
+		l, err := legs.finish()
+		legs = nil
+		if err != nil {
+			return nil, fmt.Errorf("timing the legs: %w", err)
+		}
+		c.Legs = l
+	}
 	if drops1, err := udpRcvbufErrors(d.kea); err == nil && dropsErr == nil && drops1 >= drops0 {
 		n := drops1 - drops0
 		c.KeaRcvbufDrops = &n

@@ -82,6 +82,16 @@ type DHCPResult struct {
 	OfferP50Ms      map[string]float64 `json:"offer_p50_ms"`
 	RelayP99Ms      map[string]float64 `json:"relay_p99_ms"`
 	RelayOfferP99Ms map[string]float64 `json:"relay_offer_p99_ms"`
+	// Where the time goes (--legs, DHCPLegs), per fixed rate: the p99 of
+	// ispmux's own part of DISCOVER → OFFER and of REQUEST → ACK (its
+	// legs, timed at the generator's and Kea's interfaces), the same for
+	// dhcrelay, and Kea's part in ispmux's cases.
+	OfferThroughP99Ms      map[string]float64 `json:"offer_through_p99_ms,omitempty"`
+	AckThroughP99Ms        map[string]float64 `json:"ack_through_p99_ms,omitempty"`
+	RelayOfferThroughP99Ms map[string]float64 `json:"relay_offer_through_p99_ms,omitempty"`
+	RelayAckThroughP99Ms   map[string]float64 `json:"relay_ack_through_p99_ms,omitempty"`
+	ServerOfferP99Ms       map[string]float64 `json:"server_offer_p99_ms,omitempty"`
+	ServerAckP99Ms         map[string]float64 `json:"server_ack_p99_ms,omitempty"`
 	// Capacity: the highest rate with at most 1 % failed exchanges; the
 	// process that saturated at the lowest failing rate (most frequent
 	// over the runs).
@@ -182,6 +192,14 @@ func (r *DHCPResult) finish() {
 			add(p+".offer_p50_ms", c.OfferP50Ms)
 			add(p+".offer_p99_ms", c.OfferP99Ms)
 			add(p+".loss_pct", ptr(c.LossPct))
+			if l := c.Legs; l != nil {
+				add(p+".offer_through_p50_ms", l.OfferThroughP50Ms)
+				add(p+".offer_through_p99_ms", l.OfferThroughP99Ms)
+				add(p+".offer_server_p99_ms", l.OfferServerP99Ms)
+				add(p+".ack_through_p50_ms", l.AckThroughP50Ms)
+				add(p+".ack_through_p99_ms", l.AckThroughP99Ms)
+				add(p+".ack_server_p99_ms", l.AckServerP99Ms)
+			}
 		case PhaseSearch:
 			k := sr{c.Name, c.Run}
 			searched[k] = true
@@ -231,14 +249,21 @@ func (r *DHCPResult) finish() {
 	}
 	r.P99Ms, r.P50Ms, r.OfferP99Ms, r.OfferP50Ms = map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}
 	r.RelayP99Ms, r.RelayOfferP99Ms = map[string]float64{}, map[string]float64{}
+	r.OfferThroughP99Ms, r.AckThroughP99Ms, r.RelayOfferThroughP99Ms, r.RelayAckThroughP99Ms, r.ServerOfferP99Ms, r.ServerAckP99Ms = nil, nil, nil, nil, nil, nil
 	for _, rate := range r.Rates {
 		k := dhcpRateKey(rate)
 		for m, name := range map[*map[string]float64]string{
 			&r.P99Ms: CaseDHCPISPmux + "." + k + ".ack_p99_ms", &r.P50Ms: CaseDHCPISPmux + "." + k + ".ack_p50_ms",
 			&r.OfferP99Ms: CaseDHCPISPmux + "." + k + ".offer_p99_ms", &r.OfferP50Ms: CaseDHCPISPmux + "." + k + ".offer_p50_ms",
 			&r.RelayP99Ms: CaseDHCPRelay + "." + k + ".ack_p99_ms", &r.RelayOfferP99Ms: CaseDHCPRelay + "." + k + ".offer_p99_ms",
+			&r.OfferThroughP99Ms: CaseDHCPISPmux + "." + k + ".offer_through_p99_ms", &r.AckThroughP99Ms: CaseDHCPISPmux + "." + k + ".ack_through_p99_ms",
+			&r.RelayOfferThroughP99Ms: CaseDHCPRelay + "." + k + ".offer_through_p99_ms", &r.RelayAckThroughP99Ms: CaseDHCPRelay + "." + k + ".ack_through_p99_ms",
+			&r.ServerOfferP99Ms: CaseDHCPISPmux + "." + k + ".offer_server_p99_ms", &r.ServerAckP99Ms: CaseDHCPISPmux + "." + k + ".ack_server_p99_ms",
 		} {
 			if v := med(name); v != nil {
+				if *m == nil {
+					*m = map[string]float64{}
+				}
 				(*m)[k] = *v
 			}
 		}
@@ -363,6 +388,33 @@ func (r *DHCPResult) rateRows() [][]string {
 	return rows
 }
 
+// legRows are the where-the-time-goes table's rows (--legs): per rate and
+// system, the p99 of the relay's part and of Kea's, medians [min–max].
+func (r *DHCPResult) legRows() [][]string {
+	var rows [][]string
+	for _, rate := range r.Rates {
+		k := dhcpRateKey(rate)
+		for _, sys := range []string{CaseDHCPISPmuxBase, CaseDHCPISPmux, CaseDHCPRelay} {
+			p := sys + "." + k + "."
+			if r.Summary[p+"offer_through_p99_ms"] == nil && r.Summary[p+"ack_through_p99_ms"] == nil {
+				continue
+			}
+			rows = append(rows, []string{k, sys,
+				fmtDHCPStat(r.Summary[p+"offer_through_p50_ms"], "%.2f"), fmtDHCPStat(r.Summary[p+"offer_through_p99_ms"], "%.2f"),
+				fmtDHCPStat(r.Summary[p+"offer_server_p99_ms"], "%.2f"),
+				fmtDHCPStat(r.Summary[p+"ack_through_p50_ms"], "%.2f"), fmtDHCPStat(r.Summary[p+"ack_through_p99_ms"], "%.2f"),
+				fmtDHCPStat(r.Summary[p+"ack_server_p99_ms"], "%.2f")})
+		}
+	}
+	return rows
+}
+
+var dhcpLegHeader = []string{"rate/s", "system", "OFFER: relay's part p50 ms", "relay's part p99 ms", "Kea's part p99 ms", "ACK: relay's part p50 ms", "relay's part p99 ms", "Kea's part p99 ms"}
+
+// dhcpLegNote says what legRows' figures are.
+const dhcpLegNote = "Where the time goes: each message timed by the kernel at the generator's interface and at Kea's (the far ends of the veths from the appliance). " +
+	"The relay's part of an exchange is the request's way from the generator to Kea plus the answer's way back (the relay, ispmux's store commit before an ACK included, the veths and the access bridge); Kea's part is from the request's arrival to its answer; the generator's own delays are in neither. Exchanges seen at both interfaces, first transmissions only."
+
 var dhcpRateHeader = []string{"rate/s", "system", "OFFER p50 ms", "OFFER p99 ms", "ACK p50 ms", "ACK p99 ms", "CPU µs/DORA", "loss %"}
 
 func (r *DHCPResult) headline() []string {
@@ -410,6 +462,17 @@ func (r *DHCPResult) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if rows := r.legRows(); len(rows) > 0 {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, strings.Join(dhcpLegHeader, "\t")+"\t")
+		for _, row := range rows {
+			fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(w, "\nmedian [min–max] of %d run(s)\n", r.Runs)
 	for _, l := range r.headline() {
 		fmt.Fprintln(w, l)
@@ -443,6 +506,13 @@ func (r *DHCPResult) Markdown() string {
 		b.WriteString("| " + strings.Join(row, " | ") + " |\n")
 	}
 	b.WriteString("\n")
+	if rows := r.legRows(); len(rows) > 0 {
+		b.WriteString(dhcpLegNote + "\n\n| " + strings.Join(dhcpLegHeader, " | ") + " |\n|---|---|" + strings.Repeat("---:|", len(dhcpLegHeader)-2) + "\n")
+		for _, row := range rows {
+			b.WriteString("| " + strings.Join(row, " | ") + " |\n")
+		}
+		b.WriteString("\n")
+	}
 	for _, l := range r.headline() {
 		fmt.Fprintf(&b, "- %s\n", l)
 	}

@@ -44,6 +44,7 @@ type genRun struct {
 	failFast float64       // percent, 0 off
 	persist  bool          // the outage case
 	maxTime  time.Duration // with persist
+	legs     bool          // record where the time goes (DHCPLegs)
 }
 
 // genArgv is the client generator's command, identical for ispmux and
@@ -196,7 +197,7 @@ func (d *dhcpBencher) runSystem(ctx context.Context, name string, run int, r *DH
 		}
 		acked := map[string]bool{}
 		for _, rate := range d.o.rates {
-			c, res := d.step(ctx, s, run, PhaseRate, genRun{clients: d.o.clients, rate: rate, duration: d.o.duration, drain: fixedDrain(d.o.timeout)})
+			c, res := d.step(ctx, s, run, PhaseRate, genRun{clients: d.o.clients, rate: rate, duration: d.o.duration, drain: fixedDrain(d.o.timeout), legs: d.o.legs})
 			cases = append(cases, c)
 			d.settle(ctx)
 			markAcked(acked, res)

@@ -306,9 +306,37 @@ func renderDHCP(js []byte, h, svgDir, dir string) (string, map[string][]byte, er
 			}
 			return a < c
 		})
-		fmt.Fprintf(&b, "\n| offered DORA/s | ispmux REQUEST → ACK p99, ms |\n|---:|---:|\n")
+		// The p99 table: the end-to-end figures, then (bench dhcp
+		// --legs) the relays' own parts and Kea's.
+		cols := []struct{ key, label string }{
+			{"p99_ms", "ispmux REQUEST → ACK p99, ms"},
+			{"offer_p99_ms", "ispmux DISCOVER → OFFER p99, ms"},
+			{"ack_through_p99_ms", "of which ispmux's part: ACK p99, ms"},
+			{"offer_through_p99_ms", "ispmux's part: OFFER p99, ms"},
+			{"server_offer_p99_ms", "Kea's part: OFFER p99, ms"},
+			{"relay_ack_through_p99_ms", "dhcrelay's part: ACK p99, ms"},
+			{"relay_offer_through_p99_ms", "dhcrelay's part: OFFER p99, ms"},
+		}
+		var head, align []string
+		var maps []map[string]any
+		for _, c := range cols {
+			if mm, ok := m[c.key].(map[string]any); ok && len(mm) > 0 {
+				head, align, maps = append(head, c.label), append(align, "---:"), append(maps, mm)
+			}
+		}
+		fmt.Fprintf(&b, "\n| offered DORA/s | %s |\n|---:|%s|\n", strings.Join(head, " | "), strings.Join(align, "|"))
 		for _, k := range keys {
-			fmt.Fprintf(&b, "| %s | %s |\n", k, fmtAny(p99[k]))
+			cells := make([]string, len(maps))
+			for i, mm := range maps {
+				cells[i] = "-"
+				if v, ok := mm[k]; ok {
+					cells[i] = fmtAny(v)
+				}
+			}
+			fmt.Fprintf(&b, "| %s | %s |\n", k, strings.Join(cells, " | "))
+		}
+		if len(maps) > 2 {
+			b.WriteString("\nThe parts come from kernel timestamps at the generator's interface and at Kea's (`bench dhcp --legs`): a relay's part is the request's way to Kea and the answer's way back, ispmux's store commit before an ACK included; Kea's part is from a request's arrival to its answer.\n")
 		}
 	}
 	if exists(filepath.Join(dir, "dhcp.svg")) {

@@ -1,0 +1,313 @@
+package bench
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ispmux/ispmux/internal/netnsrun"
+)
+
+// Where an exchange's time goes. The client generator measures DISCOVER →
+// OFFER and REQUEST → ACK end to end: the relay (ispmux or dhcrelay, on
+// CPU 1), the ISP's server (Kea, on CPU 0 with the generator) and the
+// generator itself. To tell the relay's share from the server's, bench
+// dhcp records every DHCP message at two points with the kernel's
+// timestamps: the generator's interface (the subscribers' side, before the
+// access bridge) and the ISP server's interface (after the uplink), both
+// the far ends of veths from the appliance. For each exchange matched at
+// both (by xid and chaddr, which both relays keep),
+//
+//	up      = server's interface in  − generator's interface out (the request)
+//	server  = server's interface out − server's interface in
+//	down    = generator's interface in − server's interface out (the answer)
+//	through = up + down: the relay's part, the veths and the bridge included
+//
+// Only the first transmission of each message counts, as in the
+// generator's own figures.
+
+// DHCPLegs splits a case's exchanges into the relay's part and the ISP
+// server's, from the kernel's timestamps at the generator's and the
+// server's interfaces (milliseconds; nil when no exchange matched).
+type DHCPLegs struct {
+	Offers            int      `json:"offers"` // DISCOVER → OFFER exchanges seen at both interfaces
+	OfferThroughP50Ms *float64 `json:"offer_through_p50_ms"`
+	OfferThroughP99Ms *float64 `json:"offer_through_p99_ms"`
+	OfferServerP50Ms  *float64 `json:"offer_server_p50_ms"`
+	OfferServerP99Ms  *float64 `json:"offer_server_p99_ms"`
+	Acks              int      `json:"acks"` // REQUEST → ACK exchanges seen at both interfaces
+	AckThroughP50Ms   *float64 `json:"ack_through_p50_ms"`
+	AckThroughP99Ms   *float64 `json:"ack_through_p99_ms"`
+	AckServerP50Ms    *float64 `json:"ack_server_p50_ms"`
+	AckServerP99Ms    *float64 `json:"ack_server_p99_ms"`
+	// CaptureDrops counts frames the capture sockets lost (their receive
+	// buffer was full); NoTimestamp frames that came without a kernel
+	// timestamp and were timed on reading. Both should be 0.
+	CaptureDrops uint64 `json:"capture_drops"`
+	NoTimestamp  int    `json:"no_timestamp"`
+}
+
+// legKey identifies one client's exchange: the xid and chaddr.
+type legKey struct {
+	xid uint32
+	mac [6]byte
+}
+
+// legRec is one DHCP message seen on an interface.
+type legRec struct {
+	t   int64 // kernel timestamp, Unix ns
+	key legKey
+	mt  uint8 // option 53
+	out bool  // sent by this side (PACKET_OUTGOING)
+}
+
+// legCapture records the DHCP messages crossing one interface, on an
+// AF_PACKET socket bound to it (ETH_P_ALL, so that it sees what the
+// interface sends as well), with SO_TIMESTAMPNS.
+type legCapture struct {
+	fd   int
+	stop atomic.Bool
+	done chan struct{}
+	recs []legRec
+	noTS int
+	err  error
+}
+
+// startLegCapture starts recording on interface ifname of network
+// namespace ns.
+func startLegCapture(ns, ifname string) (*legCapture, error) {
+	fd := -1
+	err := netnsrun.InNamed(ns, func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		proto := int(htons(unix.ETH_P_ALL))
+		s, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+		if err != nil {
+			return err
+		}
+		fd = s
+		if err := unix.Bind(s, &unix.SockaddrLinklayer{Protocol: uint16(proto), Ifindex: ifi.Index}); err != nil {
+			return err
+		}
+		if err := unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+			return err
+		}
+		// 8 MiB holds seconds of the fixed rates' messages should the
+		// reader be descheduled.
+		if unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20) != nil {
+			_ = unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
+		}
+		tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
+		return unix.SetsockoptTimeval(s, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	})
+	if err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return nil, fmt.Errorf("capture on %s in %s: %w", ifname, ns, err)
+	}
+	c := &legCapture{fd: fd, done: make(chan struct{})}
+	go c.read()
+	return c, nil
+}
+
+// read records frames until stopped; a receive timeout lets it look at
+// the stop flag.
+func (c *legCapture) read() {
+	defer close(c.done)
+	buf := make([]byte, 2048)
+	oob := make([]byte, 256)
+	for !c.stop.Load() {
+		n, oobn, _, from, err := unix.Recvmsg(c.fd, buf, oob, 0)
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+				continue
+			}
+			c.err = err
+			return
+		}
+		r, ok := parseLegFrame(buf[:n])
+		if !ok {
+			continue
+		}
+		if ll, ok := from.(*unix.SockaddrLinklayer); ok {
+			r.out = ll.Pkttype == unix.PACKET_OUTGOING
+		}
+		if r.t, ok = cmsgTimestamp(oob[:oobn]); !ok {
+			r.t = time.Now().UnixNano()
+			c.noTS++
+		}
+		c.recs = append(c.recs, r)
+	}
+}
+
+// cmsgTimestamp is the SCM_TIMESTAMPNS in a control message buffer.
+func cmsgTimestamp(oob []byte) (int64, bool) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return 0, false
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
+			ts := (*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
+			return ts.Nano(), true
+		}
+	}
+	return 0, false
+}
+
+// finish stops the capture and returns its records and the frames the
+// kernel dropped for a full receive buffer.
+func (c *legCapture) finish() ([]legRec, uint64, error) {
+	c.stop.Store(true)
+	<-c.done
+	var drops uint64
+	if st, err := unix.GetsockoptTpacketStats(c.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
+		drops = uint64(st.Drops)
+	}
+	unix.Close(c.fd)
+	return c.recs, drops, c.err
+}
+
+// parseLegFrame decodes an Ethernet frame carrying a DHCP message (IPv4,
+// UDP port 67 or 68, an optional 802.1Q tag): its xid, chaddr and type.
+func parseLegFrame(b []byte) (legRec, bool) {
+	if len(b) < 14 {
+		return legRec{}, false
+	}
+	off, et := 14, binary.BigEndian.Uint16(b[12:14])
+	if et == 0x8100 && len(b) >= 18 {
+		off, et = 18, binary.BigEndian.Uint16(b[16:18])
+	}
+	if et != 0x0800 || len(b) < off+20 {
+		return legRec{}, false
+	}
+	ip := b[off:]
+	ihl := int(ip[0]&0x0f) * 4
+	if ip[0]>>4 != 4 || ihl < 20 || ip[9] != 17 || len(ip) < ihl+8 {
+		return legRec{}, false
+	}
+	udp := ip[ihl:]
+	sp, dp := binary.BigEndian.Uint16(udp[0:2]), binary.BigEndian.Uint16(udp[2:4])
+	if (sp != 67 && sp != 68) || (dp != 67 && dp != 68) {
+		return legRec{}, false
+	}
+	m := udp[8:]
+	if len(m) < 240 || binary.BigEndian.Uint32(m[236:240]) != 0x63825363 {
+		return legRec{}, false
+	}
+	r := legRec{key: legKey{xid: binary.BigEndian.Uint32(m[4:8]), mac: [6]byte(m[28:34])}}
+	for o := m[240:]; len(o) > 0; {
+		switch o[0] {
+		case 0:
+			o = o[1:]
+			continue
+		case 255:
+			return legRec{}, false
+		}
+		if len(o) < 2 || len(o) < 2+int(o[1]) {
+			return legRec{}, false
+		}
+		if o[0] == 53 && o[1] == 1 {
+			r.mt = o[2]
+			return r, true
+		}
+		o = o[2+int(o[1]):]
+	}
+	return legRec{}, false
+}
+
+// DHCP message types (option 53).
+const (
+	legDiscover = 1
+	legOffer    = 2
+	legRequest  = 3
+	legAck      = 5
+)
+
+// dhcpLegs matches the generator's records with the server's (see
+// DHCPLegs).
+func dhcpLegs(gen, srv []legRec) *DHCPLegs {
+	type km struct {
+		k   legKey
+		mt  uint8
+		out bool
+	}
+	first := func(rs []legRec) map[km]int64 {
+		m := make(map[km]int64, len(rs))
+		for _, r := range rs {
+			k := km{r.key, r.mt, r.out}
+			if _, ok := m[k]; !ok {
+				m[k] = r.t
+			}
+		}
+		return m
+	}
+	g, s := first(gen), first(srv)
+	leg := func(req, ans uint8) (through, server []float64) {
+		for k, tOut := range g {
+			if k.mt != req || !k.out {
+				continue
+			}
+			sIn, ok1 := s[km{k.k, req, false}]
+			sOut, ok2 := s[km{k.k, ans, true}]
+			gIn, ok3 := g[km{k.k, ans, false}]
+			if !ok1 || !ok2 || !ok3 {
+				continue
+			}
+			through = append(through, float64((sIn-tOut)+(gIn-sOut))/1e6)
+			server = append(server, float64(sOut-sIn)/1e6)
+		}
+		return through, server
+	}
+	l := &DHCPLegs{}
+	ot, os := leg(legDiscover, legOffer)
+	l.Offers = len(ot)
+	l.OfferThroughP50Ms, l.OfferThroughP99Ms = percentile(ot, 50), percentile(ot, 99)
+	l.OfferServerP50Ms, l.OfferServerP99Ms = percentile(os, 50), percentile(os, 99)
+	at, as := leg(legRequest, legAck)
+	l.Acks = len(at)
+	l.AckThroughP50Ms, l.AckThroughP99Ms = percentile(at, 50), percentile(at, 99)
+	l.AckServerP50Ms, l.AckServerP99Ms = percentile(as, 50), percentile(as, 99)
+	return l
+}
+
+// legCaptures records at the generator's interface and the ISP server's
+// for one case.
+type legCaptures struct{ gen, srv *legCapture }
+
+// startLegs starts both captures.
+func (d *dhcpBencher) startLegs() (*legCaptures, error) {
+	g, err := startLegCapture(d.t.Generator.NS, d.t.Generator.If)
+	if err != nil {
+		return nil, err
+	}
+	isp := d.t.ISPs[0]
+	s, err := startLegCapture(isp.NS, isp.RouterIf)
+	if err != nil {
+		g.finish()
+		return nil, err
+	}
+	return &legCaptures{g, s}, nil
+}
+
+// finish stops both captures and computes the case's legs.
+func (l *legCaptures) finish() (*DHCPLegs, error) {
+	gen, gd, gerr := l.gen.finish()
+	srv, sd, serr := l.srv.finish()
+	if err := errors.Join(gerr, serr); err != nil {
+		return nil, err
+	}
+	legs := dhcpLegs(gen, srv)
+	legs.CaptureDrops = gd + sd
+	legs.NoTimestamp = l.gen.noTS + l.srv.noTS
+	return legs, nil
+}

@@ -1,0 +1,93 @@
+package bench
+
+import (
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// TestParseLegFrame: the generator's own frames decode to their xid,
+// chaddr and type, tagged or not; other frames do not.
+func TestParseLegFrame(t *testing.T) {
+	mac := genMAC(7)
+	xid := dhcpv4.TransactionID{9, 8, 7, 6}
+	f := discoverFrame(mac, xid)
+	r, ok := parseLegFrame(f)
+	want := legKey{xid: 0x09080706, mac: [6]byte(mac)}
+	if !ok || r.key != want || r.mt != legDiscover {
+		t.Fatalf("DISCOVER: %+v %v, want %+v type 1", r, ok, want)
+	}
+	// 802.1Q: the tag between the MACs and the EtherType.
+	tagged := append(append(append([]byte{}, f[:12]...), 0x81, 0x00, 0x00, 0x64), f[12:]...)
+	if r, ok := parseLegFrame(tagged); !ok || r.key != want || r.mt != legDiscover {
+		t.Fatalf("tagged DISCOVER: %+v %v", r, ok)
+	}
+	if r, ok := parseLegFrame(requestFrame(mac, xid, []byte{100, 64, 0, 9}, []byte{100, 64, 0, 1})); !ok || r.mt != legRequest {
+		t.Fatalf("REQUEST: %+v %v", r, ok)
+	}
+	bad := map[string][]byte{"short": f[:40], "truncated DHCP": f[:14+20+8+200]}
+	port := append([]byte{}, f...)
+	binary.BigEndian.PutUint16(port[14+20+2:], 53)
+	bad["port 53"] = port
+	arp := append([]byte{}, f...)
+	arp[12], arp[13] = 0x08, 0x06
+	bad["ARP"] = arp
+	cookie := append([]byte{}, f...)
+	cookie[14+20+8+236] = 0
+	bad["no magic cookie"] = cookie
+	for name, b := range bad {
+		if r, ok := parseLegFrame(b); ok {
+			t.Errorf("%s: decoded %+v", name, r)
+		}
+	}
+}
+
+// TestDHCPLegs: each exchange's legs from the first transmission of each
+// message at both interfaces; exchanges not seen at both are left out.
+func TestDHCPLegs(t *testing.T) {
+	ms := int64(time.Millisecond)
+	var gen, srv []legRec
+	for i := range 100 {
+		k := legKey{xid: uint32(i), mac: [6]byte{2, 0, 0, 0, 0, byte(i)}}
+		t0 := int64(i) * 10 * ms
+		server := int64(2+i%3) * ms // 2, 3 or 4 ms at the server
+		// DISCOVER → OFFER: 1 ms up, 0.5 ms down.
+		gen = append(gen, legRec{t0, k, legDiscover, true})
+		srv = append(srv, legRec{t0 + ms, k, legDiscover, false}, legRec{t0 + ms + server, k, legOffer, true})
+		gen = append(gen, legRec{t0 + ms + server + ms/2, k, legOffer, false})
+		// A retransmission of the DISCOVER and its second OFFER: not
+		// counted.
+		gen = append(gen, legRec{t0 + 4000*ms, k, legDiscover, true}, legRec{t0 + 4100*ms, k, legOffer, false})
+		srv = append(srv, legRec{t0 + 4050*ms, k, legOffer, true})
+		// REQUEST → ACK: 0.25 up, 2.75 down (a store commit).
+		r0 := t0 + 5*ms
+		gen = append(gen, legRec{r0, k, legRequest, true})
+		srv = append(srv, legRec{r0 + ms/4, k, legRequest, false}, legRec{r0 + ms/4 + ms, k, legAck, true})
+		if i%10 != 0 { // every tenth ACK was lost
+			gen = append(gen, legRec{r0 + ms/4 + ms + 11*ms/4, k, legAck, false})
+		}
+	}
+	// A client the server never saw.
+	gen = append(gen, legRec{0, legKey{xid: 1000}, legDiscover, true}, legRec{5 * ms, legKey{xid: 1000}, legOffer, false})
+	l := dhcpLegs(gen, srv)
+	if l.Offers != 100 || l.Acks != 90 {
+		t.Fatalf("matched %d offers, %d acks; want 100, 90", l.Offers, l.Acks)
+	}
+	for name, c := range map[string]struct {
+		got  *float64
+		want float64
+	}{
+		"offer through p50": {l.OfferThroughP50Ms, 1.5}, "offer through p99": {l.OfferThroughP99Ms, 1.5},
+		"offer server p50": {l.OfferServerP50Ms, 3}, "offer server p99": {l.OfferServerP99Ms, 4},
+		"ack through p99": {l.AckThroughP99Ms, 3}, "ack server p50": {l.AckServerP50Ms, 1},
+	} {
+		if c.got == nil || *c.got != c.want {
+			t.Errorf("%s = %v, want %v", name, fmtOpt(c.got, "%.3f"), c.want)
+		}
+	}
+	if l := dhcpLegs(nil, nil); l.Offers != 0 || l.OfferThroughP99Ms != nil {
+		t.Errorf("no records: %+v", l)
+	}
+}
