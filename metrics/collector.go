@@ -8,6 +8,7 @@ import (
 
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/dhcpproxy"
+	"github.com/ispmux/ispmux/internal/asynclog"
 	"github.com/ispmux/ispmux/internal/histo"
 )
 
@@ -77,6 +78,9 @@ var (
 	storeWaits  = desc("ispmux_store_commit_window_waits_total", "Times the group commit's leader waited a commit window (2 ms, under concurrent writes only) for more writes before committing.")
 	storeSync   = desc("ispmux_store_journal_sync_info", "1, labelled with how the binding journal's appends are made durable: io_uring (the waiting goroutine holds no Go P), fdatasync (the system call: io_uring refused, or dropped after the kernel could not run an fsync through it) or none (no fsync: tests only).", "via")
 
+	// The log.
+	logDropped = desc("ispmux_log_dropped_lines_total", "Log lines dropped because the log's reader (journald, a pipe) fell behind: ispmux queues its log and never waits for the reader.")
+
 	// API.
 	apiRequests = desc("ispmux_api_requests_total", "Management API requests by route (the route's pattern, or other) and HTTP status code.", "route", "code")
 	apiDuration = desc("ispmux_api_request_duration_seconds", "Time to serve a management API request, by route (an event stream's is its whole life).", "route")
@@ -94,7 +98,7 @@ var (
 		dhcpDecisions, dhcpPending, dhcpIntents, dhcpLeases, dhcpSuppressed, onbLeases, onbOffers, portalRequests,
 		portDNS, portResets,
 		ctlARPSent, ctlARPLearned, ctlPuntUnknown,
-		storeCommit, storeWrites, storeWaits, storeSync,
+		storeCommit, storeWrites, storeWaits, storeSync, logDropped,
 		apiRequests, apiDuration, apiConns,
 		whDelivered, whFailures, whLag,
 	}
@@ -218,6 +222,8 @@ func (c *Collector) collectRest(ch chan<- prometheus.Metric) {
 	counter(ch, ctlARPSent, ctl.ARPSent)
 	counter(ch, ctlARPLearned, ctl.ARPLearned)
 	counter(ch, ctlPuntUnknown, ctl.PuntUnhandled)
+
+	counter(ch, logDropped, asynclog.Dropped())
 
 	st := c.src.Store()
 	histogram(ch, storeCommit, st.Latency)

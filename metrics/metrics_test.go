@@ -264,6 +264,7 @@ func TestValuesMove(t *testing.T) {
 		{"ispmux_store_writes_total", nil, 31},
 		{"ispmux_store_commit_window_waits_total", nil, 4},
 		{"ispmux_store_journal_sync_info", map[string]string{"via": "fdatasync"}, 1},
+		{"ispmux_log_dropped_lines_total", nil, 0},
 	}
 	text := scrape(t, Handler(c))
 	for _, ck := range checks {

@@ -17,6 +17,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -29,11 +30,13 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 	"syscall"
+	"time"
 
 	"github.com/ispmux/ispmux/appliance"
 	"github.com/ispmux/ispmux/bench"
 	"github.com/ispmux/ispmux/configs"
 	"github.com/ispmux/ispmux/demo"
+	"github.com/ispmux/ispmux/internal/asynclog"
 	"github.com/ispmux/ispmux/lab"
 )
 
@@ -147,7 +150,16 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := checkCapabilities(cfg); err != nil {
 		return err
 	}
-	log := slog.New(logHandler(logFormat, stderr, logLevel(cfg.Appliance.LogLevel)))
+	// The log is queued and written by a goroutine of its own
+	// (internal/asynclog): a reader that falls behind (journald) costs
+	// dropped lines, counted and reported, never a stalled DHCP path.
+	lw := asynclog.New(stderr, asynclog.DefaultSize, func(n uint64) []byte {
+		var b bytes.Buffer
+		slog.New(logHandler(logFormat, &b, slog.LevelWarn)).Warn("log lines dropped: the log's reader fell behind", "lines", n)
+		return b.Bytes()
+	})
+	defer lw.Close(2 * time.Second)
+	log := slog.New(logHandler(logFormat, lw, logLevel(cfg.Appliance.LogLevel)))
 	// GOMAXPROCS is Go's own: one P per CPU ispmux may run on (see
 	// docs/DEPLOY.md, "IRQs, CPUs and GOMAXPROCS"). The DHCP path's waits
 	// hold no P: the workers' idle wait and the binding journal's

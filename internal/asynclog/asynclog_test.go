@@ -1,0 +1,157 @@
+package asynclog
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// gate is an io.Writer that blocks every write until opened, and records
+// what it was given.
+type gate struct {
+	open chan struct{}
+	mu   sync.Mutex
+	got  bytes.Buffer
+}
+
+func (g *gate) Write(p []byte) (int, error) {
+	<-g.open
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.got.Write(p)
+}
+
+func (g *gate) String() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.got.String()
+}
+
+func line(i int) string { return fmt.Sprintf("line %04d %s\n", i, strings.Repeat("x", i%50)) }
+
+func notice(n uint64) []byte { return fmt.Appendf(nil, "dropped %d\n", n) }
+
+// TestWriteDoesNotBlock: with the reader stuck, writes return at once;
+// what does not fit is dropped whole and counted; once the reader reads,
+// the queued lines come out whole and in order, then the notice.
+func TestWriteDoesNotBlock(t *testing.T) {
+	g := &gate{open: make(chan struct{})}
+	w := New(g, 4096, notice)
+	before := Dropped()
+	start := time.Now()
+	for i := range 500 {
+		w.Write([]byte(line(i)))
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("500 writes took %v with the reader stuck", d)
+	}
+	lost := Dropped() - before
+	if lost == 0 || lost >= 500 {
+		t.Fatalf("%d of 500 lines dropped into a 4 KiB buffer", lost)
+	}
+	close(g.open)
+	if !w.Close(5 * time.Second) {
+		t.Fatal("Close timed out with the reader reading")
+	}
+	out := g.String()
+	lines := strings.SplitAfter(out, "\n")
+	lines = lines[:len(lines)-1] // after the last newline
+	var noticed uint64
+	next, kept := 0, 0
+	for _, l := range lines {
+		var n uint64
+		if _, err := fmt.Sscanf(l, "dropped %d\n", &n); err == nil {
+			noticed += n
+			continue
+		}
+		var i int
+		if _, err := fmt.Sscanf(l, "line %d", &i); err != nil || i < next || l != line(i) {
+			t.Fatalf("line %q out of order or torn (after %d)", l, next)
+		}
+		next = i + 1
+		kept++
+	}
+	if noticed != lost || uint64(kept)+lost != 500 {
+		t.Fatalf("%d lines out, %d dropped, %d reported dropped, of 500", kept, lost, noticed)
+	}
+	if !strings.HasPrefix(lines[len(lines)-1], "dropped ") {
+		t.Errorf("the last line is %q, not the notice of the last drops", lines[len(lines)-1])
+	}
+	// After Close: straight through.
+	w.Write([]byte("late\n"))
+	if !strings.HasSuffix(g.String(), "late\n") {
+		t.Error("a write after Close was not written")
+	}
+}
+
+// TestWrapAround: lines of every length through a small ring, read as
+// they come: nothing dropped, nothing torn.
+func TestWrapAround(t *testing.T) {
+	var mu sync.Mutex
+	var got bytes.Buffer
+	out := writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return got.Write(p)
+	})
+	w := New(out, 97, nil) // prime, so the lines wrap at every offset
+	var want bytes.Buffer
+	before := Dropped()
+	for i := range 2000 {
+		l := fmt.Sprintf("%05d %s\n", i, strings.Repeat("y", i%40))
+		for {
+			// Wait for room, so that no line is dropped.
+			w.mu.Lock()
+			room := len(w.buf) - w.n
+			w.mu.Unlock()
+			if room >= len(l) {
+				break
+			}
+			time.Sleep(10 * time.Microsecond)
+		}
+		w.Write([]byte(l))
+		want.WriteString(l)
+	}
+	w.Close(5 * time.Second)
+	if Dropped() != before {
+		t.Fatalf("%d lines dropped", Dropped()-before)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Fatalf("out differs: %d bytes, want %d", got.Len(), want.Len())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestCloseTimeout: a reader that never reads does not keep Close
+// waiting past its timeout.
+func TestCloseTimeout(t *testing.T) {
+	g := &gate{open: make(chan struct{})}
+	defer close(g.open)
+	w := New(g, 1024, nil)
+	w.Write([]byte("stuck\n"))
+	start := time.Now()
+	if w.Close(100 * time.Millisecond) {
+		t.Fatal("Close reported everything written with the reader stuck")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Close took %v", d)
+	}
+}
+
+// TestWriteAllocs: queueing a line allocates nothing.
+func TestWriteAllocs(t *testing.T) {
+	w := New(writerFunc(func(p []byte) (int, error) { return len(p), nil }), 1<<16, nil)
+	defer w.Close(time.Second)
+	p := []byte(line(7))
+	if n := testing.AllocsPerRun(1000, func() { w.Write(p) }); n != 0 {
+		t.Fatalf("%v allocations per Write", n)
+	}
+}
