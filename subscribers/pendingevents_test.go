@@ -174,6 +174,17 @@ func TestPendingEventsRead(t *testing.T) {
 	if err != nil || len(hook) != 20 || oldest != 1 || newest != n+1 || hook[0].Seq != 3 {
 		t.Fatalf("WebhookEvents: %d events from %d, bounds %d..%d, %v", len(hook), hook[0].Seq, oldest, newest, err)
 	}
+	// isp-1's events: the one in bbolt (seq 1) and the even-numbered
+	// pending ones (seqs 3, 5, ...).
+	for _, c := range []struct {
+		after uint64
+		limit int
+		want  int
+	}{{0, 0, n/2 + 1}, {1, 0, n / 2}, {2, 0, n / 2}, {3, 0, n/2 - 1}, {0, 10, 10}, {n + 1, 0, 0}} {
+		if got, err := s.CountEventsOf("isp-1", c.after, c.limit); err != nil || got != c.want {
+			t.Fatalf("CountEventsOf(isp-1, %d, %d) = %d, %v; want %d", c.after, c.limit, got, err, c.want)
+		}
+	}
 	if s.writes.Load() != writes || s.pendingN.Load() != n {
 		t.Fatalf("the reads checkpointed (writes %d -> %d, %d pending)", writes, s.writes.Load(), s.pendingN.Load())
 	}
@@ -187,6 +198,9 @@ func TestPendingEventsRead(t *testing.T) {
 	wof, _ := s.EventsOf("isp-1", 0, 0)
 	if !reflect.DeepEqual(of, wof) {
 		t.Fatal("EventsOf from the pending events differs from the checkpointed log")
+	}
+	if got, err := s.CountEventsOf("isp-1", 2, 0); err != nil || got != n/2 {
+		t.Fatalf("CountEventsOf after the checkpoint = %d, %v; want %d", got, err, n/2)
 	}
 }
 

@@ -113,10 +113,25 @@ func (s *Store) CountEventsOf(isp string, after uint64, limit int) (int, error) 
 	}
 	prefix := append([]byte(isp), 0)
 	n := 0
-	err := s.viewJournaled(func(tx *bolt.Tx) error {
+	// The pending journal records' events are counted from memory, as
+	// the followers read them (pendingevents.go): a metrics scrape or a
+	// status read does not checkpoint the journal in front of the ACKs.
+	err := s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
+		last := after
 		c := tx.Bucket(bucketEventIndex).Cursor()
 		for k, _ := c.Seek(eventIndexKey(isp, after+1)); k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || n < limit); k, _ = c.Next() {
 			n++
+			last = binary.BigEndian.Uint64(k[len(k)-8:])
+		}
+		// Every pending event bbolt does not hold is newer than all it
+		// holds (see mergePending).
+		for _, r := range pend {
+			if limit > 0 && n >= limit {
+				break
+			}
+			if seq, risp, _ := r.event(); seq > last && risp == isp {
+				n++
+			}
 		}
 		return nil
 	})
