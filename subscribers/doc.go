@@ -159,14 +159,14 @@
 // byte of its current file (reset: nothing written). Such a checkpoint is
 // also run when a batch does not fit in the journal (those writes go
 // through bbolt), and for every reader of the bindings or the events
-// (viewJournaled: Bindings, ForEachBinding, BindingsPage, EventBounds,
-// Backup), so a reader sees every write that returned. Binding reads a
-// pending record itself (the DHCP path's renewals), LastEventSeq answers
-// from evSeq, and the event log's followers (Events, EventsOf,
-// WebhookEvents: an event stream, a webhook worker, reading in a loop) and
-// CountEventsOf (a webhook's lag, at every metrics scrape) merge the
-// pending records' events with bbolt's (pendingevents.go), so none of
-// them checkpoints. Close checkpoints and
+// (viewJournaled: Bindings, ForEachBinding, BindingsPage, Backup), so a
+// reader sees every write that returned. Binding reads a pending record
+// itself (the DHCP path's renewals), LastEventSeq answers from evSeq, and
+// the event log's followers (Events, EventsOf, WebhookEvents: an event
+// stream, a webhook worker, reading in a loop), EventBounds (every page
+// of the events API) and CountEventsOf (a webhook's lag, at every metrics
+// scrape) merge the pending records' events with bbolt's
+// (pendingevents.go), so none of them checkpoints. Close checkpoints and
 // zeroes both files' first headers.
 //
 // When 4096 records are pending, a background checkpoint starts: the

@@ -319,13 +319,28 @@ func eventBoundsTx(tx *bolt.Tx) (oldest, newest uint64) {
 	return oldest, newest
 }
 
+// eventBoundsPending is eventBoundsTx with the pending journal records'
+// events pend (pendingevents.go).
+func eventBoundsPending(tx *bolt.Tx, pend []*jrec) (oldest, newest uint64) {
+	oldest, newest = eventBoundsTx(tx)
+	if p := pendingNewest(pend); p > newest {
+		newest = p
+	}
+	if p := pendingOldest(pend); p != 0 && p < oldest {
+		oldest = p
+	}
+	return oldest, newest
+}
+
 // EventBounds returns the Seq of the oldest event the log still holds and
 // of the newest event ever added. A reader that has seen the events up to
 // Seq n missed some (trimmed by count or age) if n+1 < oldest. An empty
-// log (a new store) gives oldest = newest+1.
+// log (a new store) gives oldest = newest+1. The pending journal records'
+// events count without a checkpoint (an API client paging through the
+// events calls it for every page).
 func (s *Store) EventBounds() (oldest, newest uint64, err error) {
-	err = s.viewJournaled(func(tx *bolt.Tx) error {
-		oldest, newest = eventBoundsTx(tx)
+	err = s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
+		oldest, newest = eventBoundsPending(tx, pend)
 		return nil
 	})
 	if err != nil {

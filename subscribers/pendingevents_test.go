@@ -185,6 +185,9 @@ func TestPendingEventsRead(t *testing.T) {
 			t.Fatalf("CountEventsOf(isp-1, %d, %d) = %d, %v; want %d", c.after, c.limit, got, err, c.want)
 		}
 	}
+	if oldest, newest, err := s.EventBounds(); err != nil || oldest != 1 || newest != n+1 {
+		t.Fatalf("EventBounds = %d, %d, %v; want 1, %d", oldest, newest, err, n+1)
+	}
 	if s.writes.Load() != writes || s.pendingN.Load() != n {
 		t.Fatalf("the reads checkpointed (writes %d -> %d, %d pending)", writes, s.writes.Load(), s.pendingN.Load())
 	}

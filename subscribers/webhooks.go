@@ -78,13 +78,7 @@ func (s *Store) WebhookEvents(isp string, after uint64, limit int) (evs []Event,
 	}
 	var bad []error
 	err = s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
-		oldest, newest = eventBoundsTx(tx)
-		if p := pendingNewest(pend); p > newest {
-			newest = p
-		}
-		if p := pendingOldest(pend); p != 0 && p < oldest {
-			oldest = p
-		}
+		oldest, newest = eventBoundsPending(tx, pend)
 		if after >= newest {
 			return nil
 		}
