@@ -469,7 +469,7 @@ func TestDHCPLab(t *testing.T) {
 		done, _ := c["completed"].(float64)
 		through, _ := l["offer_through_p50_ms"].(float64)
 		whole, _ := c["offer_p50_ms"].(float64)
-		if offers < done || acks < done || l["capture_drops"] != 0.0 || l["no_timestamp"] != 0.0 || !(through > 0 && through <= whole) {
+		if offers < done || acks < done || l["capture_drops"] != 0.0 || l["no_timestamp"] != 0.0 || l["unmatched"] != 0.0 || !(through > 0 && through <= whole) {
 			t.Errorf("case %v: legs %v (completed %v, OFFER p50 %v ms)", c["name"], l, done, whole)
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
+	"strconv"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -51,6 +53,9 @@ type DHCPLegs struct {
 	// timestamp and were timed on reading. Both should be 0.
 	CaptureDrops uint64 `json:"capture_drops"`
 	NoTimestamp  int    `json:"no_timestamp"`
+	// Unmatched counts the case's completed exchanges whose REQUEST →
+	// ACK was not seen at both interfaces (should be 0).
+	Unmatched int `json:"unmatched"`
 }
 
 // legKey identifies one client's exchange: the xid and chaddr.
@@ -120,9 +125,36 @@ func startLegCapture(ns, ifname string) (*legCapture, error) {
 }
 
 // read records frames until stopped; a receive timeout lets it look at
-// the stop flag.
+// the stop flag. Its thread runs on the generator's CPU (where Kea runs
+// too), never on the relay's: the relay's part is what it measures.
+//
+// The thread goes back to the runtime afterwards with its affinity
+// restored, never ends with the goroutine: a child the bench started from
+// that thread (ispmux, dhcrelay: Pdeathsig) would be sent SIGTERM when
+// the thread that forked it exits.
 func (c *legCapture) read() {
 	defer close(c.done)
+	runtime.LockOSThread()
+	var orig unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &orig); err != nil {
+		runtime.UnlockOSThread()
+		c.err = fmt.Errorf("capture: CPU affinity: %w", err)
+		return
+	}
+	defer func() {
+		_ = unix.SchedSetaffinity(0, &orig) // all CPUs again (a failure leaves a thread of the bench on one)
+		runtime.UnlockOSThread()
+	}()
+	cpu, err := strconv.Atoi(genCPU)
+	var cpus unix.CPUSet
+	cpus.Set(cpu)
+	if err == nil {
+		err = unix.SchedSetaffinity(0, &cpus)
+	}
+	if err != nil {
+		c.err = fmt.Errorf("pin the capture to CPU %s: %w", genCPU, err)
+		return
+	}
 	buf := make([]byte, 2048)
 	oob := make([]byte, 256)
 	for !c.stop.Load() {

@@ -163,6 +163,9 @@ wait:
 		return nil, fmt.Errorf("dhcp-client-gen output: %w%s", err, g.tail())
 	}
 	fillFromGen(c, &res)
+	if c.Legs != nil {
+		c.Legs.Unmatched = max(0, c.Completed-c.Legs.Acks)
+	}
 	c.Stopped = res.Stopped
 	c.CPUBusyPct = busyPct(before.cpu, after.cpu)
 	c.ProcCPUS, c.KeaCPUS = procS(before, after, sut), procS(before, after, d.kea)

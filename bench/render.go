@@ -311,7 +311,7 @@ func renderDHCP(js []byte, h, svgDir, dir string) (string, map[string][]byte, er
 		cols := []struct{ key, label string }{
 			{"p99_ms", "ispmux REQUEST → ACK p99, ms"},
 			{"offer_p99_ms", "ispmux DISCOVER → OFFER p99, ms"},
-			{"ack_through_p99_ms", "of which ispmux's part: ACK p99, ms"},
+			{"ack_through_p99_ms", "ispmux's part: ACK p99, ms"},
 			{"offer_through_p99_ms", "ispmux's part: OFFER p99, ms"},
 			{"server_offer_p99_ms", "Kea's part: OFFER p99, ms"},
 			{"relay_ack_through_p99_ms", "dhcrelay's part: ACK p99, ms"},
@@ -336,7 +336,7 @@ func renderDHCP(js []byte, h, svgDir, dir string) (string, map[string][]byte, er
 			fmt.Fprintf(&b, "| %s | %s |\n", k, strings.Join(cells, " | "))
 		}
 		if len(maps) > 2 {
-			b.WriteString("\nThe parts come from kernel timestamps at the generator's interface and at Kea's (`bench dhcp --legs`): a relay's part is the request's way to Kea and the answer's way back, ispmux's store commit before an ACK included; Kea's part is from a request's arrival to its answer.\n")
+			b.WriteString("\nThe parts come from kernel timestamps at the generator's interface and at Kea's (`bench dhcp --legs`): a relay's part is the request's way to Kea and the answer's way back, ispmux's store commit before an ACK included; Kea's part is from a request's arrival to its answer. Each column is its own p99: the parts' p99s do not add up to the whole's, and the generator's own time is in neither.\n")
 		}
 	}
 	if exists(filepath.Join(dir, "dhcp.svg")) {

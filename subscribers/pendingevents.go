@@ -13,8 +13,10 @@ import (
 // viewJournaled each read would checkpoint the journal (a bbolt commit
 // through the group commit, which the DHCP path's appends wait for), so
 // with a follower and a busy DHCP path every few appends would pay for
-// one. The followers' reads (Events, EventsOf, WebhookEvents) take the
-// pending records' events from memory instead, merged with bbolt's.
+// one. The followers' reads (Events, EventsOf, WebhookEvents), and
+// EventBounds and CountEventsOf (every page of the events API, every
+// metrics scrape with a webhook), take the pending records' events from
+// memory instead, merged with bbolt's.
 
 // pendingEvents returns the pending journal records that carry an event,
 // in LSN (and so Seq) order. Taken before the read transaction it is

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // TestPendingEventsFollowers: followers of the event log (Events,
@@ -184,6 +186,16 @@ func TestPendingEventsRead(t *testing.T) {
 		if got, err := s.CountEventsOf("isp-1", c.after, c.limit); err != nil || got != c.want {
 			t.Fatalf("CountEventsOf(isp-1, %d, %d) = %d, %v; want %d", c.after, c.limit, got, err, c.want)
 		}
+	}
+	// A malformed index key (short) among isp-1's is neither counted
+	// nor a crash.
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketEventIndex).Put([]byte("isp-1\x00\x01"), nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.CountEventsOf("isp-1", 0, 0); err != nil || got != n/2+1 {
+		t.Fatalf("CountEventsOf with a malformed key = %d, %v; want %d", got, err, n/2+1)
 	}
 	if oldest, newest, err := s.EventBounds(); err != nil || oldest != 1 || newest != n+1 {
 		t.Fatalf("EventBounds = %d, %d, %v; want 1, %d", oldest, newest, err, n+1)

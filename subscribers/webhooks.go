@@ -96,8 +96,9 @@ func (s *Store) WebhookEvents(isp string, after uint64, limit int) (evs []Event,
 }
 
 // CountEventsOf returns how many events of isp the log holds with Seq >
-// after, counting at most limit (limit <= 0: no cap). It reads only the
-// events-by-isp index keys (a webhook's lag).
+// after, counting at most limit (limit <= 0: no cap): a webhook's lag. It
+// reads bbolt's events-by-isp index keys (a malformed one is not counted)
+// and the pending journal records' events, not the events themselves.
 func (s *Store) CountEventsOf(isp string, after uint64, limit int) (int, error) {
 	if isp == "" {
 		return 0, fmt.Errorf("count events: %w: empty ISP", ErrInvalid)
@@ -114,8 +115,11 @@ func (s *Store) CountEventsOf(isp string, after uint64, limit int) (int, error) 
 		last := after
 		c := tx.Bucket(bucketEventIndex).Cursor()
 		for k, _ := c.Seek(eventIndexKey(isp, after+1)); k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || n < limit); k, _ = c.Next() {
+			if len(k) != len(prefix)+8 {
+				continue // malformed: not an event a worker would deliver (eventsOfTx reports it)
+			}
 			n++
-			last = binary.BigEndian.Uint64(k[len(k)-8:])
+			last = binary.BigEndian.Uint64(k[len(prefix):])
 		}
 		// Every pending event bbolt does not hold is newer than all it
 		// holds (see mergePending).

@@ -20,8 +20,9 @@ import (
 	"time"
 )
 
-// DefaultSize is the buffer New makes for a size of 0: about 5000 lines
-// of ~200 bytes, seconds of a busy appliance's log.
+// DefaultSize is the queue New makes for a size of 0: about 5000 lines of
+// ~200 bytes, seconds of a busy appliance's log (and as much again being
+// written).
 const DefaultSize = 1 << 20
 
 // dropped counts the lines every Writer dropped.
@@ -36,75 +37,80 @@ type Writer struct {
 	// notice renders the line that reports n dropped lines (in the log's
 	// own format).
 	notice func(n uint64) []byte
+	size   int
 
-	mu      sync.Mutex
-	buf     []byte // ring of queued bytes
-	head, n int    // the queued bytes: n of them from buf[head]
-	lost    uint64 // lines dropped since the last notice
-	closed  bool
+	mu     sync.Mutex
+	q      []byte // the queued lines (capacity size)
+	lost   uint64 // lines dropped since the last notice
+	closed bool
+	// stuck: Close timed out with the reader stuck; later lines are
+	// dropped rather than written past it.
+	stuck bool
 
-	wake chan struct{} // capacity 1: something queued, or closed
+	// free is the buffer the writing goroutine hands back (it swaps it
+	// with q: no copy under mu).
+	free []byte
+	wake chan struct{} // capacity 1: something queued or dropped, or closed
 	done chan struct{} // closed when the writing goroutine ends
 }
 
-// New returns a Writer that queues up to size bytes for out; notice (nil:
-// none) renders the line reporting dropped lines.
+// New returns a Writer that queues up to size bytes for out, while it
+// writes out up to size more (the previous batch); notice (nil: none)
+// renders the line reporting dropped lines.
 func New(out io.Writer, size int, notice func(n uint64) []byte) *Writer {
 	if size <= 0 {
 		size = DefaultSize
 	}
-	w := &Writer{out: out, notice: notice, buf: make([]byte, size), wake: make(chan struct{}, 1), done: make(chan struct{})}
+	w := &Writer{out: out, notice: notice, size: size, q: make([]byte, 0, size), free: make([]byte, 0, size),
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go w.run()
 	return w
 }
 
 // Write queues p, a whole line, and returns at once: it is dropped (and
-// counted) if the buffer cannot hold it. After Close it writes p to out
-// directly.
+// counted) if the queue cannot hold it. After Close it writes p to out
+// directly, or drops it if Close timed out (the reader stuck).
 func (w *Writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
-	if w.closed {
+	if w.closed && !w.stuck {
 		w.mu.Unlock()
 		return w.out.Write(p)
 	}
-	if len(p) > len(w.buf)-w.n {
+	if w.stuck || len(w.q)+len(p) > w.size {
 		w.lost++
 		w.mu.Unlock()
 		dropped.Add(1)
+		w.signal() // the notice, once the reader reads
 		return len(p), nil
 	}
-	tail := (w.head + w.n) % len(w.buf)
-	c := copy(w.buf[tail:], p)
-	copy(w.buf, p[c:]) // wrapped around
-	w.n += len(p)
+	w.q = append(w.q, p...) // within q's capacity: no allocation
 	w.mu.Unlock()
+	w.signal()
+	return len(p), nil
+}
+
+func (w *Writer) signal() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
-	return len(p), nil
 }
 
-// run writes out what is queued, then the notice of what was dropped.
+// run writes out the queued lines, then the notice of the dropped ones.
 func (w *Writer) run() {
 	defer close(w.done)
-	var out []byte
 	for {
 		<-w.wake
 		for {
 			w.mu.Lock()
-			out = out[:0]
-			if end := w.head + w.n; end <= len(w.buf) {
-				out = append(out, w.buf[w.head:end]...)
-			} else {
-				out = append(append(out, w.buf[w.head:]...), w.buf[:end-len(w.buf)]...)
-			}
-			w.head, w.n = 0, 0
+			out := w.q
+			w.q = w.free[:0]
 			lost := w.lost
 			w.lost = 0
 			closed := w.closed
 			w.mu.Unlock()
 			if len(out) == 0 && lost == 0 {
+				w.free = out
 				if closed {
 					return
 				}
@@ -115,32 +121,35 @@ func (w *Writer) run() {
 			if lost > 0 && w.notice != nil {
 				_, _ = w.out.Write(w.notice(lost))
 			}
+			w.free = out
 		}
 	}
 }
 
 // Close writes out what is queued, waiting at most timeout for the reader
 // (a reader that never reads would keep the process from exiting), and
-// makes later writes go to out directly. It reports whether everything
-// queued was written.
+// reports whether everything was written. Later writes go to out directly
+// or, if it timed out, are dropped. A second Close returns the first one's
+// result.
 func (w *Writer) Close(timeout time.Duration) bool {
 	w.mu.Lock()
 	if w.closed {
+		ok := !w.stuck
 		w.mu.Unlock()
-		return true
+		return ok
 	}
 	w.closed = true
 	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
+	w.signal()
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case <-w.done:
 		return true
 	case <-t.C:
+		w.mu.Lock()
+		w.stuck = true
+		w.mu.Unlock()
 		return false
 	}
 }

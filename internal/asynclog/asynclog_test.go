@@ -87,9 +87,11 @@ func TestWriteDoesNotBlock(t *testing.T) {
 	}
 }
 
-// TestWrapAround: lines of every length through a small ring, read as
-// they come: nothing dropped, nothing torn.
-func TestWrapAround(t *testing.T) {
+// TestStream: lines of every length through a 97-byte queue, the writer
+// waiting for room: the queue and the batch being written swap buffers
+// thousands of times, and every line comes out whole and in order,
+// none dropped.
+func TestStream(t *testing.T) {
 	var mu sync.Mutex
 	var got bytes.Buffer
 	out := writerFunc(func(p []byte) (int, error) {
@@ -97,7 +99,7 @@ func TestWrapAround(t *testing.T) {
 		defer mu.Unlock()
 		return got.Write(p)
 	})
-	w := New(out, 97, nil) // prime, so the lines wrap at every offset
+	w := New(out, 97, nil)
 	var want bytes.Buffer
 	before := Dropped()
 	for i := range 2000 {
@@ -105,7 +107,7 @@ func TestWrapAround(t *testing.T) {
 		for {
 			// Wait for room, so that no line is dropped.
 			w.mu.Lock()
-			room := len(w.buf) - w.n
+			room := w.size - len(w.q)
 			w.mu.Unlock()
 			if room >= len(l) {
 				break
@@ -144,6 +146,42 @@ func TestCloseTimeout(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("Close took %v", d)
 	}
+	// After a Close that timed out, a line is dropped, not written past
+	// the stuck reader (the write would block), and Close says so again.
+	before := Dropped()
+	done := make(chan struct{})
+	go func() { w.Write([]byte("after\n")); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("a write after a timed-out Close blocked")
+	}
+	if Dropped() != before+1 || w.Close(time.Millisecond) {
+		t.Errorf("after the timed-out Close: %d dropped, second Close ok", Dropped()-before)
+	}
+}
+
+// TestNoticeWithoutNextLine: a drop alone (a line longer than the queue)
+// is reported without waiting for another line.
+func TestNoticeWithoutNextLine(t *testing.T) {
+	var mu sync.Mutex
+	var got bytes.Buffer
+	w := New(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return got.Write(p)
+	}), 16, notice)
+	defer w.Close(time.Second)
+	w.Write([]byte(strings.Repeat("z", 40) + "\n"))
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		mu.Lock()
+		s := got.String()
+		mu.Unlock()
+		if s == "dropped 1\n" {
+			return
+		}
+	}
+	t.Fatal("no notice of the dropped line")
 }
 
 // TestWriteAllocs: queueing a line allocates nothing.
