@@ -62,6 +62,7 @@ type dhcpOptions struct {
 	outageMax      time.Duration
 	direct         bool
 	legs           bool
+	idlePoll       bool
 	timeout        time.Duration
 	retries        int
 	asJSON         bool
@@ -108,6 +109,7 @@ func parseDHCP(args []string, stderr io.Writer) (*dhcpOptions, error) {
 	fs.DurationVar(&o.outageMax, "outage-max", 2*time.Minute, "the outage case gives up after this long")
 	fs.BoolVar(&o.direct, "direct", true, "measure perfdhcp straight to Kea once (a reference ceiling, another client)")
 	fs.BoolVar(&o.legs, "legs", true, "at the fixed rates, time each message at the generator's and Kea's interfaces: the relay's part of each exchange apart from Kea's")
+	fs.BoolVar(&o.idlePoll, "idle-poll", true, "idle CPUs poll instead of halting during the run (PM QoS /dev/cpu_dma_latency = 0), for every case alike")
 	fs.DurationVar(&o.timeout, "timeout", 4*time.Second, "client's first retransmission wait, doubled at each (RFC 2131: 4, 8, 16 s ± 1)")
 	fs.IntVar(&o.retries, "retries", 2, "client retransmissions per message")
 	fs.BoolVar(&o.asJSON, "json", false, "print one JSON object instead of the table")
@@ -312,6 +314,15 @@ func dhcpBench(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	}
 	defer restore()
 	r.Notes = append(r.Notes, rnote)
+	if o.idlePoll {
+		release, note, err := holdCPULatency()
+		if err != nil {
+			return fmt.Errorf("bench dhcp: --idle-poll: %w", err)
+		}
+		defer release()
+		r.IdlePoll = true
+		r.Notes = append(r.Notes, note)
+	}
 
 	logf("lab %s up (DHCP, open Kea pool, generator on acc1)", o.id)
 	t, err = lab.Up(ctx, lab.Options{ID: o.id, ISPs: 1, Subscribers: 1, Generator: true, DHCP: true, KeaOpen: true})

@@ -331,7 +331,7 @@ func TestDHCPResultOutputs(t *testing.T) {
 		r.Cases = append(r.Cases,
 			DHCPCase{Name: CaseDHCPISPmux, Phase: PhaseRate, Run: run, OfferedRate: 100, AckP99Ms: ptr(2 * f), OfferP99Ms: ptr(f), CPUUsPerDORA: ptr(300)},
 			DHCPCase{Name: CaseDHCPISPmux, Phase: PhaseRate, Run: run, OfferedRate: 2000, AckP99Ms: ptr(8 + f), OfferP99Ms: ptr(4), CPUUsPerDORA: ptr(100 + 10*f),
-				Legs: &DHCPLegs{OfferThroughP99Ms: ptr(f), AckThroughP99Ms: ptr(3 * f), OfferServerP99Ms: ptr(2.5)}},
+				Legs: &DHCPLegs{OfferThroughP99Ms: ptr(f), AckThroughP99Ms: ptr(3 * f), OfferServerP99Ms: ptr(2.5), AckWireP99Ms: ptr(4 * f)}},
 			DHCPCase{Name: CaseDHCPRelay, Phase: PhaseRate, Run: run, OfferedRate: 2000, AckP99Ms: ptr(1), CPUUsPerDORA: ptr(80),
 				Legs: &DHCPLegs{OfferThroughP99Ms: ptr(0.5)}},
 			// search: ispmux passes 1000, 2000, fails 4000, passes 2828 (run 2 fails it)
@@ -353,6 +353,9 @@ func TestDHCPResultOutputs(t *testing.T) {
 	if r.OfferThroughP99Ms["2000"] != 2 || r.AckThroughP99Ms["2000"] != 6 || r.ServerOfferP99Ms["2000"] != 2.5 ||
 		r.RelayOfferThroughP99Ms["2000"] != 0.5 || r.RelayAckThroughP99Ms != nil || len(r.OfferThroughP99Ms) != 1 {
 		t.Errorf("legs maps %v %v %v %v %v", r.OfferThroughP99Ms, r.AckThroughP99Ms, r.ServerOfferP99Ms, r.RelayOfferThroughP99Ms, r.RelayAckThroughP99Ms)
+	}
+	if r.WireAckP99Ms["2000"] != 8 || r.WireOfferP99Ms != nil || r.RelayWireAckP99Ms != nil {
+		t.Errorf("wire maps %v %v %v", r.WireAckP99Ms, r.WireOfferP99Ms, r.RelayWireAckP99Ms)
 	}
 	if *r.ISPmuxCPUUsPerDORA != 120 || *r.RelayCPUUsPerDORA != 80 || *r.CPURatio != 1.5 || r.CPURate != 2000 {
 		t.Errorf("cpu %v %v %v", *r.ISPmuxCPUUsPerDORA, *r.RelayCPUUsPerDORA, *r.CPURatio)
@@ -457,7 +460,8 @@ func TestDHCPLab(t *testing.T) {
 	}
 	// --legs (the default): the fixed rate's exchanges timed at both
 	// interfaces, with the kernel's timestamps, none lost; a relay's part
-	// of an exchange is less than the whole the generator measured.
+	// of an exchange is less than the whole at the client's wire, and that
+	// no more than the whole the generator measured.
 	for _, c := range cases {
 		c := c.(map[string]any)
 		if c["phase"] != PhaseRate {
@@ -468,13 +472,20 @@ func TestDHCPLab(t *testing.T) {
 		acks, _ := l["acks"].(float64)
 		done, _ := c["completed"].(float64)
 		through, _ := l["offer_through_p50_ms"].(float64)
+		wire, _ := l["offer_wire_p50_ms"].(float64)
 		whole, _ := c["offer_p50_ms"].(float64)
-		if offers < done || acks < done || l["capture_drops"] != 0.0 || l["no_timestamp"] != 0.0 || l["unmatched"] != 0.0 || !(through > 0 && through <= whole) {
+		if offers < done || acks < done || l["capture_drops"] != 0.0 || l["no_timestamp"] != 0.0 || l["unmatched"] != 0.0 || !(through > 0 && through <= wire && wire <= whole) {
 			t.Errorf("case %v: legs %v (completed %v, OFFER p50 %v ms)", c["name"], l, done, whole)
 		}
 	}
-	if _, ok := m["offer_through_p99_ms"].(map[string]any); !ok {
-		t.Errorf("JSON lacks offer_through_p99_ms")
+	for _, k := range []string{"offer_through_p99_ms", "wire_p99_ms"} {
+		if _, ok := m[k].(map[string]any); !ok {
+			t.Errorf("JSON lacks %s", k)
+		}
+	}
+	// --idle-poll (the default): the PM QoS request was held.
+	if v, _ := m["idle_poll"].(bool); !v {
+		t.Errorf("idle_poll %v", m["idle_poll"])
 	}
 	if v, _ := m["every_binding_durable"].(bool); !v {
 		t.Errorf("not every ACKed binding durable in ispmux's store: %v", m["durable"])

@@ -30,6 +30,9 @@ import (
 //	server  = server's interface out − server's interface in
 //	down    = generator's interface in − server's interface out (the answer)
 //	through = up + down: the relay's part, the veths and the bridge included
+//	wire    = generator's interface in − generator's interface out: the
+//	          whole exchange as a tester on the client's wire times it,
+//	          without the generator's own delays in reading and sending
 //
 // Only the first transmission of each message counts, as in the
 // generator's own figures.
@@ -48,6 +51,12 @@ type DHCPLegs struct {
 	AckThroughP99Ms   *float64 `json:"ack_through_p99_ms"`
 	AckServerP50Ms    *float64 `json:"ack_server_p50_ms"`
 	AckServerP99Ms    *float64 `json:"ack_server_p99_ms"`
+	// At the client's wire: the generator's interface out → in (the
+	// exchanges above).
+	OfferWireP50Ms *float64 `json:"offer_wire_p50_ms"`
+	OfferWireP99Ms *float64 `json:"offer_wire_p99_ms"`
+	AckWireP50Ms   *float64 `json:"ack_wire_p50_ms"`
+	AckWireP99Ms   *float64 `json:"ack_wire_p99_ms"`
 	// CaptureDrops counts frames the capture sockets lost (their receive
 	// buffer was full); NoTimestamp frames that came without a kernel
 	// timestamp and were timed on reading. Both should be 0.
@@ -284,7 +293,7 @@ func dhcpLegs(gen, srv []legRec) *DHCPLegs {
 		return m
 	}
 	g, s := first(gen), first(srv)
-	leg := func(req, ans uint8) (through, server []float64) {
+	leg := func(req, ans uint8) (through, server, wire []float64) {
 		for k, tOut := range g {
 			if k.mt != req || !k.out {
 				continue
@@ -297,18 +306,21 @@ func dhcpLegs(gen, srv []legRec) *DHCPLegs {
 			}
 			through = append(through, float64((sIn-tOut)+(gIn-sOut))/1e6)
 			server = append(server, float64(sOut-sIn)/1e6)
+			wire = append(wire, float64(gIn-tOut)/1e6)
 		}
-		return through, server
+		return through, server, wire
 	}
 	l := &DHCPLegs{}
-	ot, os := leg(legDiscover, legOffer)
+	ot, os, ow := leg(legDiscover, legOffer)
 	l.Offers = len(ot)
 	l.OfferThroughP50Ms, l.OfferThroughP99Ms = percentile(ot, 50), percentile(ot, 99)
 	l.OfferServerP50Ms, l.OfferServerP99Ms = percentile(os, 50), percentile(os, 99)
-	at, as := leg(legRequest, legAck)
+	l.OfferWireP50Ms, l.OfferWireP99Ms = percentile(ow, 50), percentile(ow, 99)
+	at, as, aw := leg(legRequest, legAck)
 	l.Acks = len(at)
 	l.AckThroughP50Ms, l.AckThroughP99Ms = percentile(at, 50), percentile(at, 99)
 	l.AckServerP50Ms, l.AckServerP99Ms = percentile(as, 50), percentile(as, 99)
+	l.AckWireP50Ms, l.AckWireP99Ms = percentile(aw, 50), percentile(aw, 99)
 	return l
 }
 

@@ -82,6 +82,9 @@ func TestDHCPLegs(t *testing.T) {
 		"offer through p50": {l.OfferThroughP50Ms, 1.5}, "offer through p99": {l.OfferThroughP99Ms, 1.5},
 		"offer server p50": {l.OfferServerP50Ms, 3}, "offer server p99": {l.OfferServerP99Ms, 4},
 		"ack through p99": {l.AckThroughP99Ms, 3}, "ack server p50": {l.AckServerP50Ms, 1},
+		// At the wire: both parts of each exchange.
+		"offer wire p50": {l.OfferWireP50Ms, 4.5}, "offer wire p99": {l.OfferWireP99Ms, 5.5},
+		"ack wire p50": {l.AckWireP50Ms, 4}, "ack wire p99": {l.AckWireP99Ms, 4},
 	} {
 		if c.got == nil || *c.got != c.want {
 			t.Errorf("%s = %v, want %v", name, fmtOpt(c.got, "%.3f"), c.want)

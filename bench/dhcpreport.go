@@ -92,6 +92,15 @@ type DHCPResult struct {
 	RelayAckThroughP99Ms   map[string]float64 `json:"relay_ack_through_p99_ms,omitempty"`
 	ServerOfferP99Ms       map[string]float64 `json:"server_offer_p99_ms,omitempty"`
 	ServerAckP99Ms         map[string]float64 `json:"server_ack_p99_ms,omitempty"`
+	// The whole exchange at the client's wire (the generator's interface
+	// out → in, DHCPLegs): ispmux's and dhcrelay's REQUEST → ACK and
+	// DISCOVER → OFFER p99 without the generator's own delays.
+	WireAckP99Ms        map[string]float64 `json:"wire_p99_ms,omitempty"`
+	WireOfferP99Ms      map[string]float64 `json:"wire_offer_p99_ms,omitempty"`
+	RelayWireAckP99Ms   map[string]float64 `json:"relay_wire_p99_ms,omitempty"`
+	RelayWireOfferP99Ms map[string]float64 `json:"relay_wire_offer_p99_ms,omitempty"`
+	// IdlePoll: idle CPUs polled instead of halting (--idle-poll).
+	IdlePoll bool `json:"idle_poll"`
 	// Capacity: the highest rate with at most 1 % failed exchanges; the
 	// process that saturated at the lowest failing rate (most frequent
 	// over the runs).
@@ -199,6 +208,8 @@ func (r *DHCPResult) finish() {
 				add(p+".ack_through_p50_ms", l.AckThroughP50Ms)
 				add(p+".ack_through_p99_ms", l.AckThroughP99Ms)
 				add(p+".ack_server_p99_ms", l.AckServerP99Ms)
+				add(p+".offer_wire_p99_ms", l.OfferWireP99Ms)
+				add(p+".ack_wire_p99_ms", l.AckWireP99Ms)
 			}
 		case PhaseSearch:
 			k := sr{c.Name, c.Run}
@@ -250,6 +261,7 @@ func (r *DHCPResult) finish() {
 	r.P99Ms, r.P50Ms, r.OfferP99Ms, r.OfferP50Ms = map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}
 	r.RelayP99Ms, r.RelayOfferP99Ms = map[string]float64{}, map[string]float64{}
 	r.OfferThroughP99Ms, r.AckThroughP99Ms, r.RelayOfferThroughP99Ms, r.RelayAckThroughP99Ms, r.ServerOfferP99Ms, r.ServerAckP99Ms = nil, nil, nil, nil, nil, nil
+	r.WireAckP99Ms, r.WireOfferP99Ms, r.RelayWireAckP99Ms, r.RelayWireOfferP99Ms = nil, nil, nil, nil
 	for _, rate := range r.Rates {
 		k := dhcpRateKey(rate)
 		for m, name := range map[*map[string]float64]string{
@@ -259,6 +271,8 @@ func (r *DHCPResult) finish() {
 			&r.OfferThroughP99Ms: CaseDHCPISPmux + "." + k + ".offer_through_p99_ms", &r.AckThroughP99Ms: CaseDHCPISPmux + "." + k + ".ack_through_p99_ms",
 			&r.RelayOfferThroughP99Ms: CaseDHCPRelay + "." + k + ".offer_through_p99_ms", &r.RelayAckThroughP99Ms: CaseDHCPRelay + "." + k + ".ack_through_p99_ms",
 			&r.ServerOfferP99Ms: CaseDHCPISPmux + "." + k + ".offer_server_p99_ms", &r.ServerAckP99Ms: CaseDHCPISPmux + "." + k + ".ack_server_p99_ms",
+			&r.WireAckP99Ms: CaseDHCPISPmux + "." + k + ".ack_wire_p99_ms", &r.WireOfferP99Ms: CaseDHCPISPmux + "." + k + ".offer_wire_p99_ms",
+			&r.RelayWireAckP99Ms: CaseDHCPRelay + "." + k + ".ack_wire_p99_ms", &r.RelayWireOfferP99Ms: CaseDHCPRelay + "." + k + ".offer_wire_p99_ms",
 		} {
 			if v := med(name); v != nil {
 				if *m == nil {
@@ -403,17 +417,18 @@ func (r *DHCPResult) legRows() [][]string {
 				fmtDHCPStat(r.Summary[p+"offer_through_p50_ms"], "%.2f"), fmtDHCPStat(r.Summary[p+"offer_through_p99_ms"], "%.2f"),
 				fmtDHCPStat(r.Summary[p+"offer_server_p99_ms"], "%.2f"),
 				fmtDHCPStat(r.Summary[p+"ack_through_p50_ms"], "%.2f"), fmtDHCPStat(r.Summary[p+"ack_through_p99_ms"], "%.2f"),
-				fmtDHCPStat(r.Summary[p+"ack_server_p99_ms"], "%.2f")})
+				fmtDHCPStat(r.Summary[p+"ack_server_p99_ms"], "%.2f"),
+				fmtDHCPStat(r.Summary[p+"offer_wire_p99_ms"], "%.2f"), fmtDHCPStat(r.Summary[p+"ack_wire_p99_ms"], "%.2f")})
 		}
 	}
 	return rows
 }
 
-var dhcpLegHeader = []string{"rate/s", "system", "OFFER: relay's part p50 ms", "relay's part p99 ms", "Kea's part p99 ms", "ACK: relay's part p50 ms", "relay's part p99 ms", "Kea's part p99 ms"}
+var dhcpLegHeader = []string{"rate/s", "system", "OFFER: relay's part p50 ms", "relay's part p99 ms", "Kea's part p99 ms", "ACK: relay's part p50 ms", "relay's part p99 ms", "Kea's part p99 ms", "at the client's wire: OFFER p99 ms", "ACK p99 ms"}
 
 // dhcpLegNote says what legRows' figures are.
 const dhcpLegNote = "Where the time goes: each message timed by the kernel at the generator's interface and at Kea's (the far ends of the veths from the appliance). " +
-	"The relay's part of an exchange is the request's way from the generator to Kea plus the answer's way back (the relay, ispmux's store commit before an ACK included, the veths and the access bridge); Kea's part is from the request's arrival to its answer; the generator's own delays are in neither. Exchanges seen at both interfaces, first transmissions only."
+	"The relay's part of an exchange is the request's way from the generator to Kea plus the answer's way back (the relay, ispmux's store commit before an ACK included, the veths and the access bridge); Kea's part is from the request's arrival to its answer; the generator's own delays are in neither. At the client's wire: the whole exchange from the request leaving the generator's interface to the answer arriving there, as a tester timing the wire would see it (the generator's own delays in sending and reading are not in it; they are in the table above). Exchanges seen at both interfaces, first transmissions only."
 
 var dhcpRateHeader = []string{"rate/s", "system", "OFFER p50 ms", "OFFER p99 ms", "ACK p50 ms", "ACK p99 ms", "CPU µs/DORA", "loss %"}
 

@@ -311,6 +311,8 @@ func renderDHCP(js []byte, h, svgDir, dir string) (string, map[string][]byte, er
 		cols := []struct{ key, label string }{
 			{"p99_ms", "ispmux REQUEST → ACK p99, ms"},
 			{"offer_p99_ms", "ispmux DISCOVER → OFFER p99, ms"},
+			{"wire_p99_ms", "at the client's wire: ispmux ACK p99, ms"},
+			{"wire_offer_p99_ms", "at the client's wire: ispmux OFFER p99, ms"},
 			{"ack_through_p99_ms", "ispmux's part: ACK p99, ms"},
 			{"offer_through_p99_ms", "ispmux's part: OFFER p99, ms"},
 			{"server_offer_p99_ms", "Kea's part: OFFER p99, ms"},
@@ -336,7 +338,7 @@ func renderDHCP(js []byte, h, svgDir, dir string) (string, map[string][]byte, er
 			fmt.Fprintf(&b, "| %s | %s |\n", k, strings.Join(cells, " | "))
 		}
 		if len(maps) > 2 {
-			b.WriteString("\nThe parts come from kernel timestamps at the generator's interface and at Kea's (`bench dhcp --legs`): a relay's part is the request's way to Kea and the answer's way back, ispmux's store commit before an ACK included; Kea's part is from a request's arrival to its answer. Each column is its own p99: the parts' p99s do not add up to the whole's, and the generator's own time is in neither.\n")
+			b.WriteString("\nThe parts come from kernel timestamps at the generator's interface and at Kea's (`bench dhcp --legs`): a relay's part is the request's way to Kea and the answer's way back, ispmux's store commit before an ACK included; Kea's part is from a request's arrival to its answer. At the client's wire is the whole exchange from the request leaving the generator's interface to the answer arriving there: the end-to-end figures without the generator's own delays in sending and reading. Each column is its own p99: the parts' p99s do not add up to the whole's, and the generator's own time is in none of them.\n")
 		}
 	}
 	if exists(filepath.Join(dir, "dhcp.svg")) {
