@@ -83,15 +83,33 @@ type legRec struct {
 
 // legCapture records the DHCP messages crossing one interface, on an
 // AF_PACKET socket bound to it (ETH_P_ALL, so that it sees what the
-// interface sends as well), with SO_TIMESTAMPNS.
+// interface sends as well) with a TPACKET_V3 receive ring: the kernel
+// copies each frame into a block of the ring with its timestamp and hands
+// over whole blocks, full or after ringRetire, so the reader wakes a few
+// tens of times a second instead of once per frame. Reading each frame
+// with its own recvmsg woke the reader 16,000 times a second at 2000
+// DORA/s on the CPU Kea shares with the generator, and that alone raised
+// the p99 at 2000/s of both systems several-fold (ispmux 38–151 ms against
+// 11–12 without the capture, dhcrelay 0.4–3.9 s against 40–47 ms).
 type legCapture struct {
 	fd   int
+	ring []byte
 	stop atomic.Bool
 	done chan struct{}
 	recs []legRec
 	noTS int
 	err  error
 }
+
+// The capture ring: ringBlocks blocks of ringBlock bytes (8 MiB, seconds of
+// the fixed rates' messages), each handed to the reader when full or
+// ringRetire ms after its first frame.
+const (
+	ringBlock  = 256 << 10
+	ringBlocks = 32
+	ringFrame  = 2048 // the kernel's frame size hint; V3 packs frames tightly
+	ringRetire = 20
+)
 
 // startLegCapture starts recording on interface ifname of network
 // namespace ns.
@@ -108,34 +126,41 @@ func startLegCapture(ns, ifname string) (*legCapture, error) {
 			return err
 		}
 		fd = s
-		if err := unix.Bind(s, &unix.SockaddrLinklayer{Protocol: uint16(proto), Ifindex: ifi.Index}); err != nil {
-			return err
-		}
+		// SO_TIMESTAMPNS turns the kernel's receive timestamps on, so
+		// each frame carries the time it crossed the interface
+		// (TP_STATUS_TS_SOFTWARE), not the time it was copied.
 		if err := unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
 			return err
 		}
-		// 8 MiB holds seconds of the fixed rates' messages should the
-		// reader be descheduled.
-		if unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20) != nil {
-			_ = unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
+		if err := unix.SetsockoptInt(s, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V3); err != nil {
+			return err
 		}
-		tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
-		return unix.SetsockoptTimeval(s, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		req := unix.TpacketReq3{Block_size: ringBlock, Block_nr: ringBlocks, Frame_size: ringFrame,
+			Frame_nr: ringBlock / ringFrame * ringBlocks, Retire_blk_tov: ringRetire}
+		if err := unix.SetsockoptTpacketReq3(s, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
+			return fmt.Errorf("PACKET_RX_RING: %w", err)
+		}
+		// Bound last: frames flow into the ring from here on.
+		return unix.Bind(s, &unix.SockaddrLinklayer{Protocol: uint16(proto), Ifindex: ifi.Index})
 	})
+	var ring []byte
+	if err == nil {
+		ring, err = unix.Mmap(fd, 0, ringBlock*ringBlocks, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	}
 	if err != nil {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
 		return nil, fmt.Errorf("capture on %s in %s: %w", ifname, ns, err)
 	}
-	c := &legCapture{fd: fd, done: make(chan struct{})}
+	c := &legCapture{fd: fd, ring: ring, done: make(chan struct{})}
 	go c.read()
 	return c, nil
 }
 
-// read records frames until stopped; a receive timeout lets it look at
-// the stop flag. Its thread runs on the generator's CPU (where Kea runs
-// too), never on the relay's: the relay's part is what it measures.
+// read records frames until stopped, then takes what the ring still holds.
+// Its thread runs on the generator's CPU (where Kea runs too), never on the
+// relay's: the relay's part is what it measures.
 //
 // The thread goes back to the runtime afterwards with its affinity
 // restored, never ends with the goroutine: a child the bench started from
@@ -164,45 +189,91 @@ func (c *legCapture) read() {
 		c.err = fmt.Errorf("pin the capture to CPU %s: %w", genCPU, err)
 		return
 	}
-	buf := make([]byte, 2048)
-	oob := make([]byte, 256)
-	for !c.stop.Load() {
-		n, oobn, _, from, err := unix.Recvmsg(c.fd, buf, oob, 0)
-		if err != nil {
-			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-				continue
+	blk := 0
+	var drainUntil time.Time // after stop: until the last block is retired
+	for {
+		if n := c.takeBlocks(&blk); n > 0 {
+			continue
+		}
+		if c.stop.Load() {
+			if drainUntil.IsZero() {
+				drainUntil = time.Now().Add(3 * ringRetire * time.Millisecond)
+			} else if time.Now().After(drainUntil) {
+				return
 			}
+		}
+		fds := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN | unix.POLLERR}}
+		if _, err := unix.Poll(fds, 2*ringRetire); err != nil && !errors.Is(err, unix.EINTR) {
 			c.err = err
 			return
 		}
-		r, ok := parseLegFrame(buf[:n])
-		if !ok {
-			continue
-		}
-		if ll, ok := from.(*unix.SockaddrLinklayer); ok {
-			r.out = ll.Pkttype == unix.PACKET_OUTGOING
-		}
-		if r.t, ok = cmsgTimestamp(oob[:oobn]); !ok {
-			r.t = time.Now().UnixNano()
-			c.noTS++
-		}
-		c.recs = append(c.recs, r)
 	}
 }
 
-// cmsgTimestamp is the SCM_TIMESTAMPNS in a control message buffer.
-func cmsgTimestamp(oob []byte) (int64, bool) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return 0, false
-	}
-	for _, m := range msgs {
-		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
-			ts := (*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
-			return ts.Nano(), true
+// takeBlocks records the frames of every block handed over to user space,
+// from block *blk on, returns each to the kernel and reports how many it
+// took.
+func (c *legCapture) takeBlocks(blk *int) int {
+	n := 0
+	for {
+		b := c.ring[*blk*ringBlock : (*blk+1)*ringBlock]
+		status := (*uint32)(unsafe.Pointer(&b[blockStatusOff]))
+		if atomic.LoadUint32(status)&unix.TP_STATUS_USER == 0 {
+			return n
 		}
+		c.noTS += walkBlock(b, func(r legRec) { c.recs = append(c.recs, r) })
+		atomic.StoreUint32(status, unix.TP_STATUS_KERNEL)
+		*blk = (*blk + 1) % ringBlocks
+		n++
 	}
-	return 0, false
+}
+
+// Offsets in a TPACKET_V3 block (struct tpacket_block_desc, whose header
+// tpacket_hdr_v1 starts at 8) and in each frame's struct tpacket3_hdr,
+// which struct sockaddr_ll follows at TPACKET_ALIGN(48).
+const (
+	blockStatusOff = 8
+	blockNumOff    = 12
+	blockFirstOff  = 16
+	frameLLOff     = 48
+	llPkttypeOff   = 10
+)
+
+// walkBlock calls rec with every DHCP message in the TPACKET_V3 block b
+// and returns how many of them carried no kernel timestamp (they are
+// timed when the kernel copied them, a little later).
+func walkBlock(b []byte, rec func(legRec)) (noTS int) {
+	if len(b) < blockFirstOff+4 {
+		return 0
+	}
+	num := binary.NativeEndian.Uint32(b[blockNumOff:])
+	off := int(binary.NativeEndian.Uint32(b[blockFirstOff:]))
+	for range num {
+		if off <= 0 || off+frameLLOff+llPkttypeOff+1 > len(b) {
+			return noTS
+		}
+		h := b[off:]
+		next := int(binary.NativeEndian.Uint32(h[0:4]))
+		sec, nsec := binary.NativeEndian.Uint32(h[4:8]), binary.NativeEndian.Uint32(h[8:12])
+		snap := int(binary.NativeEndian.Uint32(h[12:16]))
+		st := binary.NativeEndian.Uint32(h[20:24])
+		mac := int(binary.NativeEndian.Uint16(h[24:26]))
+		if mac+snap <= len(h) {
+			if r, ok := parseLegFrame(h[mac : mac+snap]); ok {
+				r.t = int64(sec)*1e9 + int64(nsec)
+				r.out = h[frameLLOff+llPkttypeOff] == unix.PACKET_OUTGOING
+				if st&unix.TP_STATUS_TS_SOFTWARE == 0 {
+					noTS++
+				}
+				rec(r)
+			}
+		}
+		if next == 0 {
+			return noTS
+		}
+		off += next
+	}
+	return noTS
 }
 
 // finish stops the capture and returns its records and the frames the
@@ -214,6 +285,7 @@ func (c *legCapture) finish() ([]legRec, uint64, error) {
 	if st, err := unix.GetsockoptTpacketStats(c.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
 		drops = uint64(st.Drops)
 	}
+	_ = unix.Munmap(c.ring)
 	unix.Close(c.fd)
 	return c.recs, drops, c.err
 }

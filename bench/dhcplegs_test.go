@@ -44,6 +44,66 @@ func TestParseLegFrame(t *testing.T) {
 	}
 }
 
+// TestWalkBlock: the DHCP messages of a TPACKET_V3 block, as the kernel
+// lays it out, with their timestamps and direction; other frames are
+// skipped, and a frame without the kernel's timestamp is counted.
+func TestWalkBlock(t *testing.T) {
+	mac := genMAC(3)
+	xid := dhcpv4.TransactionID{1, 2, 3, 4}
+	disc := discoverFrame(mac, xid)
+	arp := append([]byte{}, disc...)
+	arp[12], arp[13] = 0x08, 0x06
+	b := make([]byte, 8192)
+	ne := binary.NativeEndian
+	ne.PutUint32(b[blockStatusOff:], 1) // TP_STATUS_USER
+	ne.PutUint32(b[blockFirstOff:], 64)
+	frames := []struct {
+		data    []byte
+		sec     uint32
+		nsec    uint32
+		status  uint32
+		pkttype uint8
+	}{
+		{disc, 10, 500, 1<<29 | 1, 4}, // TP_STATUS_TS_SOFTWARE, PACKET_OUTGOING
+		{arp, 11, 0, 1<<29 | 1, 0},
+		{disc, 12, 7, 1, 0}, // no kernel timestamp, PACKET_HOST
+	}
+	off := 64
+	for i, f := range frames {
+		const macOff = 82 // past tpacket3_hdr and sockaddr_ll, as the kernel places it
+		h := b[off:]
+		ne.PutUint32(h[4:], f.sec)
+		ne.PutUint32(h[8:], f.nsec)
+		ne.PutUint32(h[12:], uint32(len(f.data)))
+		ne.PutUint32(h[16:], uint32(len(f.data)))
+		ne.PutUint32(h[20:], f.status)
+		ne.PutUint16(h[24:], macOff)
+		h[frameLLOff+llPkttypeOff] = f.pkttype
+		copy(h[macOff:], f.data)
+		next := (macOff + len(f.data) + 15) &^ 15
+		if i < len(frames)-1 {
+			ne.PutUint32(h[0:], uint32(next))
+		}
+		off += next
+	}
+	ne.PutUint32(b[blockNumOff:], uint32(len(frames)))
+	var got []legRec
+	noTS := walkBlock(b[:off], func(r legRec) { got = append(got, r) })
+	key := legKey{xid: 0x01020304, mac: [6]byte(mac)}
+	want := []legRec{{t: 10e9 + 500, key: key, mt: legDiscover, out: true}, {t: 12e9 + 7, key: key, mt: legDiscover}}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] || noTS != 1 {
+		t.Fatalf("got %+v (no timestamp %d), want %+v and 1", got, noTS, want)
+	}
+	// A count beyond the frames (the last has no next offset) stops
+	// there; a first frame past the block's end is not read.
+	ne.PutUint32(b[blockNumOff:], 1000)
+	if n := walkBlock(b[:off], func(legRec) {}); n != 1 {
+		t.Errorf("count past the frames: %d without timestamp, want 1", n)
+	}
+	ne.PutUint32(b[blockFirstOff:], uint32(off+100))
+	walkBlock(b[:off], func(r legRec) { t.Errorf("frame past the end: %+v", r) })
+}
+
 // TestDHCPLegs: each exchange's legs from the first transmission of each
 // message at both interfaces; exchanges not seen at both are left out.
 func TestDHCPLegs(t *testing.T) {
