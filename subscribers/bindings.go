@@ -242,8 +242,7 @@ func (s *Store) ForEachBindingBorrowed(fn func(*Binding) error) error {
 
 func (s *Store) forEachBinding(borrow bool, fn func(*Binding) error) error {
 	var bad []error
-	err := s.viewJournaled(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketBindings).Cursor()
+	err := s.viewBindings(func(c *bindingCursor) error {
 		var b Binding // one for the walk: fn gets its address
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			var err error
@@ -275,8 +274,7 @@ func (s *Store) forEachBinding(borrow bool, fn func(*Binding) error) error {
 func (s *Store) bindings(prefix []byte) ([]Binding, error) {
 	var bs []Binding
 	var bad []error
-	err := s.viewJournaled(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketBindings).Cursor()
+	err := s.viewBindings(func(c *bindingCursor) error {
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			b, err := decodeBinding(k, v)
 			if err != nil {
@@ -313,8 +311,8 @@ func (s *Store) BindingsPage(isp, after string, limit int) (bs []Binding, next s
 		return nil, "", fmt.Errorf("bindings of %q: %w", isp, err)
 	}
 	var bad []error
-	err = s.viewJournaled(func(tx *bolt.Tx) error {
-		next = encodeCursor(pageScan(tx.Bucket(bucketBindings).Cursor(), nil, from, limit, func(k, v []byte) bool {
+	err = s.viewBindings(func(c *bindingCursor) error {
+		next = encodeCursor(pageScan(c, nil, from, limit, func(k, v []byte) bool {
 			b, err := decodeBinding(k, v)
 			if err != nil {
 				bad = append(bad, err)

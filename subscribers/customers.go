@@ -227,13 +227,20 @@ func decodeCursor(cursor string, prefix []byte) ([]byte, error) {
 	return k, nil
 }
 
+// seekCursor is what pageScan needs of a cursor: a *bolt.Cursor, or a
+// bindingCursor (bbolt's bindings merged with the pending ones).
+type seekCursor interface {
+	Seek(k []byte) ([]byte, []byte)
+	Next() ([]byte, []byte)
+}
+
 // pageScan walks the keys under prefix after from (all of them if from is
 // nil), calling take for each until it has accepted limit (limit <= 0: no
 // limit). take reports whether it accepted the item (a skipped one, e.g.
 // corrupt or filtered out, does not count). It returns the key the next
 // page starts after (the last key looked at) if a key under prefix
 // follows it, else nil.
-func pageScan(c *bolt.Cursor, prefix, from []byte, limit int, take func(k, v []byte) bool) []byte {
+func pageScan(c seekCursor, prefix, from []byte, limit int, take func(k, v []byte) bool) []byte {
 	var k, v []byte
 	if from == nil {
 		k, v = c.Seek(prefix)

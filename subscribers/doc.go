@@ -158,13 +158,15 @@
 // once that transaction is committed the journal starts over at the first
 // byte of its current file (reset: nothing written). Such a checkpoint is
 // also run when a batch does not fit in the journal (those writes go
-// through bbolt), and for every reader of the bindings or the events
-// (viewJournaled: Bindings, ForEachBinding, BindingsPage, Backup), so a
-// reader sees every write that returned. Binding reads a pending record
-// itself (the DHCP path's renewals), LastEventSeq answers from evSeq, and
-// the event log's followers (Events, EventsOf, WebhookEvents: an event
-// stream, a webhook worker, reading in a loop), EventBounds (every page
-// of the events API) and CountEventsOf (a webhook's lag, at every metrics
+// through bbolt), and for Backup (viewJournaled), so the copy holds every
+// write that returned. The other readers see every write that returned
+// without one: Binding reads a pending record itself (the DHCP path's
+// renewals), LastEventSeq answers from evSeq, the listings of bindings
+// (Bindings, ForEachBinding, BindingsPage) merge the pending records'
+// values with bbolt's in key order (pendingbindings.go), and the event
+// log's followers (Events, EventsOf, WebhookEvents: an event stream, a
+// webhook worker, reading in a loop), EventBounds (every page of the
+// events API) and CountEventsOf (a webhook's lag, at every metrics
 // scrape) merge the pending records' events with bbolt's
 // (pendingevents.go), so none of them checkpoints. Close checkpoints and
 // zeroes both files' first headers.

@@ -1,0 +1,107 @@
+package subscribers
+
+import (
+	"bytes"
+	"slices"
+	"unsafe"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The pending journal records' bindings, read without a checkpoint.
+//
+// A listing of bindings (BindingsPage: every page of the bindings API and
+// of `ispmux ctl bindings`; Bindings, ForEachBinding: status and restore)
+// used to checkpoint the journal first (viewJournaled): a bbolt commit
+// through the group commit, which the DHCP path's ACKs wait for, per page.
+// Paging through a million bindings put a thousand checkpoints in front of
+// the ACKs. They read the pending records' values from memory instead,
+// merged in key order with bbolt's: a journal record is always a put (a
+// release or a deletion is a bbolt transaction, after a checkpoint), so a
+// pending value replaces bbolt's for its key or adds a key bbolt lacks.
+
+// pendKV is a pending binding: its key and value in the bindings bucket,
+// both shared with the store's pending state and never written.
+type pendKV struct{ k, v []byte }
+
+// pendingSorted returns the pending bindings in key order. Taken before
+// the read transaction it is merged with: a record that leaves pendingB
+// after this is in bbolt, committed before it left, so the later
+// transaction holds it (or a value written after it: the merge shows the
+// pending one, as a read at the instant of the copy would).
+func (s *Store) pendingSorted() []pendKV {
+	if s.pendingN.Load() == 0 {
+		return nil
+	}
+	s.pmu.RLock()
+	kvs := make([]pendKV, 0, len(s.pendingB))
+	for k, v := range s.pendingB {
+		// The map's key, not a copy: read only, as bbolt's keys are
+		// (a copy per key made the walks allocate per pending record).
+		kvs = append(kvs, pendKV{unsafe.Slice(unsafe.StringData(k), len(k)), v.val})
+	}
+	s.pmu.RUnlock()
+	slices.SortFunc(kvs, func(a, b pendKV) int { return bytes.Compare(a.k, b.k) })
+	return kvs
+}
+
+// viewBindings runs fn in a read transaction with a cursor over the
+// bindings bucket merged with the pending bindings taken just before it.
+func (s *Store) viewBindings(fn func(c *bindingCursor) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return ErrClosed
+	}
+	pend := s.pendingSorted()
+	return s.db.View(func(tx *bolt.Tx) error {
+		return fn(&bindingCursor{c: tx.Bucket(bucketBindings).Cursor(), pend: pend})
+	})
+}
+
+// bindingCursor walks the bindings bucket and the pending bindings
+// together, in key order; on a key both hold, the pending value. Its
+// Seek and Next are bolt.Cursor's (pageScan takes either).
+type bindingCursor struct {
+	c      *bolt.Cursor
+	pend   []pendKV
+	i      int    // next pending entry
+	bk, bv []byte // bbolt's current entry (bk nil: at the end)
+}
+
+// Seek moves to the first key at or after k.
+func (m *bindingCursor) Seek(k []byte) ([]byte, []byte) {
+	m.bk, m.bv = m.c.Seek(k)
+	m.i, _ = slices.BinarySearchFunc(m.pend, k, func(p pendKV, k []byte) int { return bytes.Compare(p.k, k) })
+	return m.cur()
+}
+
+// First moves to the first key.
+func (m *bindingCursor) First() ([]byte, []byte) { return m.Seek(nil) }
+
+// Next moves past the current key.
+func (m *bindingCursor) Next() ([]byte, []byte) {
+	k, _ := m.cur()
+	if k == nil {
+		return nil, nil
+	}
+	if m.bk != nil && bytes.Equal(m.bk, k) {
+		m.bk, m.bv = m.c.Next()
+	}
+	if m.i < len(m.pend) && bytes.Equal(m.pend[m.i].k, k) {
+		m.i++
+	}
+	return m.cur()
+}
+
+// cur is the smaller of the two current keys, the pending value on a tie.
+func (m *bindingCursor) cur() ([]byte, []byte) {
+	if m.i >= len(m.pend) {
+		return m.bk, m.bv
+	}
+	p := m.pend[m.i]
+	if m.bk != nil && bytes.Compare(m.bk, p.k) < 0 {
+		return m.bk, m.bv
+	}
+	return p.k, p.v
+}

@@ -1,0 +1,196 @@
+package subscribers
+
+import (
+	"net/netip"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// TestPendingBindingsRead: the listings of bindings (Bindings, BindingsOn,
+// ForEachBinding, BindingsPage of every ISP and of one) see the pending
+// journal records without checkpointing them: a pending value replaces
+// bbolt's for its key, a pending key bbolt lacks is listed in its place,
+// pages neither repeat nor skip a key across the two; and they list the
+// same after the checkpoint.
+func TestPendingBindingsRead(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	const inDB, changed, added = 200, 50, 100
+	for i := range inDB {
+		if err := s.CommitBinding(testBinding(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	moved := func(i int) Binding {
+		b := testBinding(i)
+		b.IP = netip.AddrFrom4([4]byte{100, 65, byte(i >> 8), byte(i)})
+		return b
+	}
+	for i := range changed {
+		if err := s.CommitBinding(moved(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := inDB; i < inDB+added; i++ {
+		if err := s.CommitBinding(testBinding(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.pendingN.Load(); got != changed+added {
+		t.Fatalf("%d records pending, want %d", got, changed+added)
+	}
+	writes := s.writes.Load()
+
+	type listing struct {
+		all, on, walk, paged, pagedISP []Binding
+	}
+	list := func() listing {
+		var l listing
+		var err error
+		if l.all, err = s.Bindings(); err != nil {
+			t.Fatal(err)
+		}
+		if l.on, err = s.BindingsOn("acc1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ForEachBinding(func(b Binding) error { l.walk = append(l.walk, b); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			isp   string
+			limit int
+			into  *[]Binding
+		}{{"", 37, &l.paged}, {"isp-1", 13, &l.pagedISP}} {
+			after := ""
+			for pages := 0; ; pages++ {
+				bs, next, err := s.BindingsPage(c.isp, after, c.limit)
+				if err != nil || pages > 100 {
+					t.Fatalf("BindingsPage(%q, %q): %v after %d pages", c.isp, after, err, pages)
+				}
+				*c.into = append(*c.into, bs...)
+				if next == "" {
+					break
+				}
+				after = next
+			}
+		}
+		return l
+	}
+	before := list()
+	if s.writes.Load() != writes || s.pendingN.Load() != changed+added {
+		t.Fatalf("the listings checkpointed (writes %d -> %d, %d pending)", writes, s.writes.Load(), s.pendingN.Load())
+	}
+	want := map[MAC]Binding{}
+	for i := range inDB + added {
+		b := testBinding(i)
+		if i < changed {
+			b = moved(i)
+		}
+		want[b.MAC] = b
+	}
+	for name, bs := range map[string][]Binding{"Bindings": before.all, "ForEachBinding": before.walk, "BindingsPage": before.paged} {
+		if len(bs) != len(want) {
+			t.Errorf("%s: %d bindings, want %d", name, len(bs), len(want))
+		}
+		for i, b := range bs {
+			if w := want[b.MAC]; b.IP != w.IP || b.ISP != w.ISP {
+				t.Errorf("%s: %s at %s (%s), want %s (%s)", name, b.MAC, b.IP, b.ISP, w.IP, w.ISP)
+			}
+			if i > 0 && string(bindingKey(bs[i-1].Access, bs[i-1].VLAN, bs[i-1].MAC)) >= string(bindingKey(b.Access, b.VLAN, b.MAC)) {
+				t.Errorf("%s: %s after %s, not in key order", name, b.MAC, bs[i-1].MAC)
+			}
+		}
+	}
+	if !reflect.DeepEqual(before.all, before.walk) || !reflect.DeepEqual(before.all, before.paged) {
+		t.Errorf("Bindings, ForEachBinding and BindingsPage differ")
+	}
+	var on, isp1 int
+	for _, b := range before.all {
+		if b.Access == "acc1" {
+			on++
+		}
+		if b.ISP == "isp-1" {
+			isp1++
+		}
+	}
+	if len(before.on) != on || len(before.pagedISP) != isp1 {
+		t.Errorf("BindingsOn(acc1) %d, want %d; BindingsPage(isp-1) %d, want %d", len(before.on), on, len(before.pagedISP), isp1)
+	}
+	if err := s.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if s.pendingN.Load() != 0 {
+		t.Fatalf("%d pending after the checkpoint", s.pendingN.Load())
+	}
+	if after := list(); !reflect.DeepEqual(before, after) {
+		t.Errorf("the listings differ after the checkpoint")
+	}
+}
+
+// TestPendingBindingsConcurrent: pages of bindings read while writers
+// commit and background checkpoints (every 16 records here) move the
+// records into bbolt: every listing is in key order without a repeat and
+// holds every binding whose commit returned before it started; none of
+// the reads checkpoints through the group commit.
+func TestPendingBindingsConcurrent(t *testing.T) {
+	withMaxPending(t, 16, nil, nil)
+	s, _ := openTest(t, Options{NoSync: true})
+	const n = 1200
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 3 {
+		wg.Go(func() {
+			for i := w; i < n; i += 3 {
+				if err := s.CommitBinding(testBinding(i)); err != nil {
+					t.Error(err)
+					return
+				}
+				done.Add(1)
+			}
+		})
+	}
+	listings := 0
+	for {
+		finished := done.Load() == n
+		before := int(done.Load())
+		var keys []string
+		after := ""
+		for {
+			bs, next, err := s.BindingsPage("", after, 37)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range bs {
+				keys = append(keys, string(bindingKey(b.Access, b.VLAN, b.MAC)))
+			}
+			if next == "" {
+				break
+			}
+			after = next
+		}
+		listings++
+		for i := 1; i < len(keys); i++ {
+			if keys[i-1] >= keys[i] {
+				t.Fatalf("listing %d: key %q after %q", listings, keys[i], keys[i-1])
+			}
+		}
+		if len(keys) < before {
+			t.Fatalf("listing %d: %d bindings, %d commits had returned before it", listings, len(keys), before)
+		}
+		if finished {
+			if len(keys) != n {
+				t.Fatalf("last listing: %d bindings, want %d", len(keys), n)
+			}
+			break
+		}
+	}
+	wg.Wait()
+	if s.writes.Load() > n {
+		t.Errorf("%d durable writes for %d commits: the reads checkpointed", s.writes.Load(), n)
+	}
+	t.Logf("%d listings", listings)
+}
