@@ -14,8 +14,9 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/ispmux
 
-# The whole suite: lint, unit + privileged end-to-end tests (root), the failpoint
-# build (its test checks a real SIGKILL), short fuzz runs. It first installs what
+# The whole suite: lint, unit + privileged end-to-end tests (root), the unit
+# tests again under the race detector (-short: ~2.5 min, mostly building), the
+# failpoint build (its test checks a real SIGKILL), short fuzz runs. It first installs what
 # the tests need (Debian packages of the lab, staticcheck). A privileged test
 # that cannot run (not root, Kea missing) fails; ISPMUX_SKIP_PRIVILEGED=1 lets a
 # non-root run skip them, and says so (go test shows a passing package's output
@@ -26,6 +27,7 @@ SKIPNOTE = @if [ "$${ISPMUX_SKIP_PRIVILEGED:-}" = 1 ] && [ "$$(id -u)" != 0 ]; t
 test: deps tools lint build
 	$(SKIPNOTE)
 	$(GO) test -count=1 -timeout 40m $(PKGS)
+	$(GO) test -count=1 -race -short -timeout 20m $(PKGS)
 	$(GO) test -count=1 -tags failpoints ./internal/failpoint/
 	$(MAKE) fuzz
 	$(SKIPNOTE)

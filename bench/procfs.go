@@ -253,8 +253,10 @@ func treeTicks(pid int) (uint64, error) {
 // holdCPULatency asks the kernel, through the PM QoS interface
 // /dev/cpu_dma_latency, for a CPU wake-up latency of 0 µs until release is
 // called (or the process ends: the request lives as long as the file is
-// open): idle CPUs poll instead of halting, as tuned's latency profiles
-// run a machine. On a virtual machine whose idle vCPUs halt (cpuidle
+// open): idle CPUs poll instead of halting. (tuned's latency-performance
+// profile asks for 1 µs, which still allows a state of that exit latency:
+// haltpoll's halt is one, so that profile does not keep this machine's
+// vCPUs polling.) On a virtual machine whose idle vCPUs halt (cpuidle
 // haltpoll with no halt polling, as here), a halted vCPU waits for the
 // hypervisor to run it again when a packet or a timer wakes it: at 100
 // DORA/s, with every CPU idle most of the time, that wake-up was most of
@@ -270,6 +272,6 @@ func holdCPULatency() (release func(), note string, err error) {
 		return nil, "", fmt.Errorf("/dev/cpu_dma_latency: %w", err)
 	}
 	driver, _ := os.ReadFile("/sys/devices/system/cpu/cpuidle/current_driver")
-	note = fmt.Sprintf("Idle CPUs polled instead of halting for the whole run (PM QoS: /dev/cpu_dma_latency held at 0 µs, as tuned's latency-performance profile does; cpuidle driver %s), the same for every case: without it, a halted vCPU's wake-up by the hypervisor dominated every system's p99 at the low rates (--idle-poll=false measures without)", strings.TrimSpace(string(driver)))
+	note = fmt.Sprintf("Idle CPUs polled instead of halting for the whole run (PM QoS: /dev/cpu_dma_latency held at 0 µs: only the polling state is allowed; cpuidle driver %s), the same for every case: without it, a halted vCPU's wake-up by the hypervisor dominated every system's p99 at the low rates (--idle-poll=false measures without)", strings.TrimSpace(string(driver)))
 	return func() { f.Close() }, note, nil
 }

@@ -222,7 +222,7 @@ func (s *Store) checkpoint() error {
 // bbolt transactions wait for it (bbolt has one writer at a time). If
 // the other file is not free (the last background checkpoint failed) or
 // an append failed (jfailed), the checkpoint goes through the group
-// commit instead, as a reader's does.
+// commit instead, as Backup's does.
 func (s *Store) startCheckpoint() {
 	if s.ckptRunning || s.jr == nil || len(s.pending) == 0 || len(s.pending) < journalMaxPending {
 		return
@@ -271,6 +271,10 @@ func (s *Store) checkpointRecords(recs []*jrec) error {
 		testHookCheckpoint()
 	}
 	failpoint.Hit(failpoint.BgCheckpointBeforeCommit)
+	// Held across the transaction (snapshotView); the records stay
+	// pending after it until the leader drops them, which is harmless:
+	// the same values, or newer ones, in both.
+	s.bmu.Lock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if storedLSN(tx) >= upTo {
 			// A group commit transaction checkpointed them all first:
@@ -287,6 +291,7 @@ func (s *Store) checkpointRecords(recs []*jrec) error {
 		}
 		return putStoredLSN(tx, upTo)
 	})
+	s.bmu.Unlock()
 	if err == errCheckpointed {
 		err = nil
 	}

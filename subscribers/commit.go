@@ -258,13 +258,20 @@ func (s *Store) commitLocked(batch []*call) {
 // checkpoint (checkpointTx, then checkpointed once committed) unless own
 // (fn touches none of the journal's buckets: updateOwn).
 func (s *Store) commitTx(own bool, fn func(*bolt.Tx) error) error {
-	if !own {
-		fn = s.checkpointTx(fn)
+	if own {
+		start := time.Now()
+		err := s.db.Update(fn)
+		s.commitTime.Since(start)
+		return err
 	}
+	fn = s.checkpointTx(fn)
+	// Held until the pending records are dropped too (snapshotView).
+	s.bmu.Lock()
+	defer s.bmu.Unlock()
 	start := time.Now()
 	err := s.db.Update(fn)
 	s.commitTime.Since(start)
-	if err == nil && !own {
+	if err == nil {
 		s.checkpointed()
 	}
 	return err

@@ -168,8 +168,11 @@
 // webhook worker, reading in a loop), EventBounds (every page of the
 // events API) and CountEventsOf (a webhook's lag, at every metrics
 // scrape) merge the pending records' events with bbolt's
-// (pendingevents.go), so none of them checkpoints. Close checkpoints and
-// zeroes both files' first headers.
+// (pendingevents.go), so none of them checkpoints. Such a reader copies
+// the pending state and begins its read transaction with no bbolt write
+// of those buckets in between (snapshotView: a lock the writers hold
+// across their transaction), so what it sees is the store at one
+// instant. Close checkpoints and zeroes both files' first headers.
 //
 // When 4096 records are pending, a background checkpoint starts: the
 // journal swaps files (a new generation at the start of the other file,

@@ -457,7 +457,9 @@ func TestCheckpointYields(t *testing.T) {
 		})
 	}, nil)
 	testHookApplied = func() { applied.Store(true) }
-	defer func() { testHookApplied = nil }()
+	// Reset after the store's Close (cleanups run last first), which
+	// waits for the background checkpoint: a deferred reset raced with it.
+	t.Cleanup(func() { testHookApplied = nil })
 	s, _ := openTest(t, Options{NoSync: true})
 	for i := range n {
 		if err := s.CommitBinding(testBinding(i)); err != nil {

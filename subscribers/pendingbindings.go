@@ -24,11 +24,8 @@ import (
 // both shared with the store's pending state and never written.
 type pendKV struct{ k, v []byte }
 
-// pendingSorted returns the pending bindings in key order. Taken before
-// the read transaction it is merged with: a record that leaves pendingB
-// after this is in bbolt, committed before it left, so the later
-// transaction holds it (or a value written after it: the merge shows the
-// pending one, as a read at the instant of the copy would).
+// pendingSorted returns the pending bindings in key order (under
+// s.bmu: see snapshotView).
 func (s *Store) pendingSorted() []pendKV {
 	if s.pendingN.Load() == 0 {
 		return nil
@@ -45,16 +42,51 @@ func (s *Store) pendingSorted() []pendKV {
 	return kvs
 }
 
-// viewBindings runs fn in a read transaction with a cursor over the
-// bindings bucket merged with the pending bindings taken just before it.
-func (s *Store) viewBindings(fn func(c *bindingCursor) error) error {
+// snapshotView runs take, then fn in a read transaction begun with no
+// bbolt write of the journal's buckets in between: take copies pending
+// journal state, and the two together are the store at one instant.
+//
+// Without s.bmu a transaction could commit between them: a group commit
+// transaction checkpoints the pending records, deletes binding K and
+// (later) another puts Y and checkpoints; a listing whose pending copy
+// was taken before the first and whose transaction began after the last
+// showed K (from the copy) beside Y, a state that never was (found in
+// review). A background checkpoint in between is no better: it puts
+// values newer than the copy's, so a key written again after the copy
+// showed its older value beside other keys' newer ones. The writers
+// (commitTx, checkpointRecords) hold s.bmu across their transaction and
+// the change to the pending state after it; the readers hold it for
+// reading only across take and the transaction's begin (a sort of at
+// most journalMaxPending keys), not while fn walks.
+func (s *Store) snapshotView(take func(), fn func(tx *bolt.Tx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.db == nil {
 		return ErrClosed
 	}
-	pend := s.pendingSorted()
-	return s.db.View(func(tx *bolt.Tx) error {
+	s.bmu.RLock()
+	take()
+	if testHookSnapshot != nil {
+		testHookSnapshot()
+	}
+	tx, err := s.db.Begin(false)
+	s.bmu.RUnlock()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	return fn(tx)
+}
+
+// testHookSnapshot (nil in production) is called by snapshotView between
+// take and the transaction's begin.
+var testHookSnapshot func()
+
+// viewBindings runs fn in a read transaction with a cursor over the
+// bindings bucket merged with the pending bindings of the same instant.
+func (s *Store) viewBindings(fn func(c *bindingCursor) error) error {
+	var pend []pendKV
+	return s.snapshotView(func() { pend = s.pendingSorted() }, func(tx *bolt.Tx) error {
 		return fn(&bindingCursor{c: tx.Bucket(bucketBindings).Cursor(), pend: pend})
 	})
 }

@@ -19,9 +19,7 @@ import (
 // memory instead, merged with bbolt's.
 
 // pendingEvents returns the pending journal records that carry an event,
-// in LSN (and so Seq) order. Taken before the read transaction it is
-// merged with: a record that leaves pendingEv after this is in bbolt,
-// committed before it left, so the later transaction holds it.
+// in LSN (and so Seq) order (under s.bmu: see snapshotView).
 func (s *Store) pendingEvents() []*jrec {
 	if s.pendingN.Load() == 0 {
 		return nil
@@ -31,16 +29,11 @@ func (s *Store) pendingEvents() []*jrec {
 	return slices.Clone(s.pendingEv)
 }
 
-// viewEvents runs fn in a read transaction with the pending events taken
-// just before it (see pendingEvents).
+// viewEvents runs fn in a read transaction with the pending events of
+// the same instant (snapshotView).
 func (s *Store) viewEvents(fn func(tx *bolt.Tx, pend []*jrec) error) error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.db == nil {
-		return ErrClosed
-	}
-	pend := s.pendingEvents()
-	return s.db.View(func(tx *bolt.Tx) error { return fn(tx, pend) })
+	var pend []*jrec
+	return s.snapshotView(func() { pend = s.pendingEvents() }, func(tx *bolt.Tx) error { return fn(tx, pend) })
 }
 
 // mergePending appends to evs (bbolt's events with Seq > after,

@@ -217,8 +217,12 @@ type Store struct {
 	// pending bindings' values by key (Binding reads them) and pendingEv
 	// the pending records with an event, in LSN order (the event log's
 	// followers read them: pendingevents.go), under pmu.
-	pmu       sync.RWMutex
-	pendingN  atomic.Int64
+	pmu      sync.RWMutex
+	pendingN atomic.Int64
+	// bmu orders the bbolt writes of the journal's buckets (held by
+	// commitTx and checkpointRecords) against the readers' copies of
+	// the pending state (held for reading: snapshotView).
+	bmu       sync.RWMutex
 	pendingB  map[string]pendingVal
 	pendingEv []*jrec
 	// evSeq is the sequence number of the newest durable event (in the
