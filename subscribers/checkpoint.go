@@ -273,25 +273,28 @@ func (s *Store) checkpointRecords(recs []*jrec) error {
 	failpoint.Hit(failpoint.BgCheckpointBeforeCommit)
 	// Held across the transaction (snapshotView); the records stay
 	// pending after it until the leader drops them, which is harmless:
-	// the same values, or newer ones, in both.
-	s.bmu.Lock()
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		if storedLSN(tx) >= upTo {
-			// A group commit transaction checkpointed them all first:
-			// roll back, nothing to write (and no fsync).
-			return errCheckpointed
-		}
-		// Every group commit transaction stores the last LSN handed out,
-		// past upTo: the file holds none of recs.
-		if err := s.applyRecords(tx, recs, true); err != nil {
-			return err
-		}
-		if testHookApplied != nil {
-			testHookApplied()
-		}
-		return putStoredLSN(tx, upTo)
-	})
-	s.bmu.Unlock()
+	// the same values, or newer ones, in both. Deferred (a closure): a
+	// panic must not leave every writer waiting.
+	err := func() error {
+		s.bmu.Lock()
+		defer s.bmu.Unlock()
+		return s.db.Update(func(tx *bolt.Tx) error {
+			if storedLSN(tx) >= upTo {
+				// A group commit transaction checkpointed them all first:
+				// roll back, nothing to write (and no fsync).
+				return errCheckpointed
+			}
+			// Every group commit transaction stores the last LSN handed out,
+			// past upTo: the file holds none of recs.
+			if err := s.applyRecords(tx, recs, true); err != nil {
+				return err
+			}
+			if testHookApplied != nil {
+				testHookApplied()
+			}
+			return putStoredLSN(tx, upTo)
+		})
+	}()
 	if err == errCheckpointed {
 		err = nil
 	}

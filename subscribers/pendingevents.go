@@ -42,8 +42,12 @@ func (s *Store) viewEvents(fn func(tx *bolt.Tx, pend []*jrec) error) error {
 // and to bad an error for each that does not decode. Every pending event bbolt
 // does not hold is newer than every event it holds, and pend is in Seq
 // order, so the result is the log's, ascending: those past evs' last
-// that bbolt holds too (checkpointed after pend was taken) are the ones
-// it would have returned next.
+// that bbolt holds too (a background checkpoint committed them, and they
+// stay pending until the leader drops them) are the ones it would have
+// returned next. Were that checkpoint to trim events still pending, one
+// could be shown once more; the default retention (100,000 events, 30
+// days) is larger than any checkpoint, so only a retention set below a
+// checkpoint's records or a clock jump does that.
 func mergePending(evs []Event, bad []error, pend []*jrec, isp string, after uint64, limit int) ([]Event, []error) {
 	last := after
 	if len(evs) > 0 {
