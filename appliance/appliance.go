@@ -54,7 +54,12 @@ const StoreName = ctlsock.StoreName
 // bench dhcp at 2000 DORA/s, µs of CPU per DORA: none 469, 1 ms 435–442
 // (ACK p50 8.0 → 4.3–4.6 ms, less CPU busy); 2 ms against 1 ms in the same
 // 3 runs, 379–387 against 404–415 (ACK p50 3.6–3.9 against 3.4–3.6 ms,
-// p99 16–20 against 12–48 ms).
+// p99 16–20 against 12–48 ms). Tried again at stop 28, with one P and
+// the journal, 5 alternated runs at 2000/s each (bench dhcp --base):
+// 1 ms against 2 ms, CPU per DORA 172 against 146 µs, ACK p50 1.7 against
+// 2.4 ms but ACK p99 7.9 against 5.1 ms and OFFER p99 6.8 against 4.1
+// (the extra CPU lengthens every queue); 4 ms against 2 ms, 134 against
+// 156 µs, ACK p50 3.6 against 2.4 ms, ACK p99 10.1 against 7.4 ms.
 const commitWindow = 2 * time.Millisecond
 
 // Appliance is a running ispmux.
