@@ -194,6 +194,7 @@ func (c *legCapture) read() {
 	}
 	blk := 0
 	var drainUntil time.Time // after stop: until the last block is retired
+	fds := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN | unix.POLLERR}}
 	for {
 		if n := c.takeBlocks(&blk); n > 0 {
 			continue
@@ -205,7 +206,6 @@ func (c *legCapture) read() {
 				return
 			}
 		}
-		fds := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN | unix.POLLERR}}
 		if _, err := unix.Poll(fds, 2*ringRetire); err != nil && !errors.Is(err, unix.EINTR) {
 			c.err = err
 			return

@@ -261,24 +261,26 @@ func (s *Store) commitLocked(batch []*call) {
 // (fn touches none of the journal's buckets: updateOwn).
 func (s *Store) commitTx(own bool, fn func(*bolt.Tx) error) error {
 	if own {
-		start := time.Now()
-		err := s.db.Update(fn)
-		s.commitTime.Since(start)
-		return err
+		return s.timedUpdate(fn)
 	}
-	fn = s.checkpointTx(fn)
 	// Held until the pending records are dropped too (snapshotView).
 	s.bmu.Lock()
 	defer s.bmu.Unlock()
-	start := time.Now()
-	err := s.db.Update(fn)
-	s.commitTime.Since(start)
+	err := s.timedUpdate(s.checkpointTx(fn))
 	if err == nil {
 		if testHookCommitted != nil {
 			testHookCommitted()
 		}
 		s.checkpointed()
 	}
+	return err
+}
+
+// timedUpdate runs fn in one write transaction, timed for CommitStats.
+func (s *Store) timedUpdate(fn func(*bolt.Tx) error) error {
+	start := time.Now()
+	err := s.db.Update(fn)
+	s.commitTime.Since(start)
 	return err
 }
 

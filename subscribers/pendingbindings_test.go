@@ -227,29 +227,17 @@ func TestPendingBindingsSnapshot(t *testing.T) {
 	if s.pendingN.Load() != 1 {
 		t.Fatalf("%d records pending, want K's", s.pendingN.Load())
 	}
-	writes := make(chan error, 1)
-	var once sync.Once
-	testHookSnapshot = func() {
-		once.Do(func() {
-			go func() {
-				_, err := s.DeleteBinding(kb.Access, kb.VLAN, kb.MAC)
-				if err == nil {
-					err = s.CommitBinding(yb)
-				}
-				if err == nil {
-					err = s.checkpoint()
-				}
-				writes <- err
-			}()
-			// Long enough for the writes to commit, were they not held
-			// back; a fixed wait only in that they would.
-			select {
-			case err := <-writes:
-				writes <- err
-			case <-time.After(300 * time.Millisecond):
-			}
-		})
-	}
+	hook, writes := duringHook(func() error {
+		_, err := s.DeleteBinding(kb.Access, kb.VLAN, kb.MAC)
+		if err == nil {
+			err = s.CommitBinding(yb)
+		}
+		if err == nil {
+			err = s.checkpoint()
+		}
+		return err
+	})
+	testHookSnapshot = hook
 	t.Cleanup(func() { testHookSnapshot = nil })
 	macs := func() map[MAC]bool {
 		bs, err := s.Bindings()
@@ -265,7 +253,7 @@ func TestPendingBindingsSnapshot(t *testing.T) {
 	if got := macs(); !got[kb.MAC] || got[yb.MAC] {
 		t.Errorf("listing during the writes: K %v, Y %v; want K without Y", got[kb.MAC], got[yb.MAC])
 	}
-	if err := <-writes; err != nil {
+	if err := writes(); err != nil {
 		t.Fatal(err)
 	}
 	if got := macs(); got[kb.MAC] || !got[yb.MAC] {
@@ -287,27 +275,17 @@ func TestPendingBindingsSnapshotBg(t *testing.T) {
 	if err := s.CommitBinding(kb); err != nil {
 		t.Fatal(err)
 	}
-	writes := make(chan error, 1)
-	var once sync.Once
-	testHookSnapshot = func() {
-		once.Do(func() {
-			go func() {
-				err := s.CommitBinding(kb2)
-				if err == nil {
-					err = s.CommitBinding(yb)
-				}
-				for dl := time.Now().Add(2 * time.Second); err == nil && s.bgCheckpoints.Load() == 0 && time.Now().Before(dl); {
-					time.Sleep(time.Millisecond)
-				}
-				writes <- err
-			}()
-			select {
-			case err := <-writes:
-				writes <- err
-			case <-time.After(300 * time.Millisecond):
-			}
-		})
-	}
+	hook, writes := duringHook(func() error {
+		err := s.CommitBinding(kb2)
+		if err == nil {
+			err = s.CommitBinding(yb)
+		}
+		for dl := time.Now().Add(2 * time.Second); err == nil && s.bgCheckpoints.Load() == 0 && time.Now().Before(dl); {
+			time.Sleep(time.Millisecond)
+		}
+		return err
+	})
+	testHookSnapshot = hook
 	t.Cleanup(func() { testHookSnapshot = nil })
 	bs, err := s.Bindings()
 	if err != nil {
@@ -323,7 +301,7 @@ func TestPendingBindingsSnapshotBg(t *testing.T) {
 			gotY = true
 		}
 	}
-	if err := <-writes; err != nil {
+	if err := writes(); err != nil {
 		t.Fatal(err)
 	}
 	if s.bgCheckpoints.Load() == 0 {
@@ -355,30 +333,16 @@ func TestPendingBindingsSnapshotCommitted(t *testing.T) {
 	if s.pendingN.Load() != 1 {
 		t.Fatal("K1 not pending")
 	}
-	type res struct {
-		k1, k2 bool
-		err    error
-	}
-	got := make(chan res, 1)
-	var once sync.Once
-	testHookCommitted = func() {
-		once.Do(func() {
-			go func() {
-				bs, err := s.Bindings()
-				r := res{err: err}
-				for _, b := range bs {
-					r.k1 = r.k1 || b.MAC == k1.MAC
-					r.k2 = r.k2 || b.MAC == k2.MAC
-				}
-				got <- r
-			}()
-			select {
-			case r := <-got:
-				got <- r
-			case <-time.After(300 * time.Millisecond):
-			}
-		})
-	}
+	var got1, got2 bool // set by the listing, read after it returned
+	hook, listed := duringHook(func() error {
+		bs, err := s.Bindings()
+		for _, b := range bs {
+			got1 = got1 || b.MAC == k1.MAC
+			got2 = got2 || b.MAC == k2.MAC
+		}
+		return err
+	})
+	testHookCommitted = hook
 	t.Cleanup(func() { testHookCommitted = nil })
 	d1, d2 := bindingDelete(k1.Access, k1.VLAN, k1.MAC), bindingDelete(k2.Access, k2.VLAN, k2.MAC)
 	if err := s.update(func(tx *bolt.Tx) error {
@@ -390,11 +354,35 @@ func TestPendingBindingsSnapshotCommitted(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	r := <-got
-	if r.err != nil {
-		t.Fatal(r.err)
+	if err := listed(); err != nil {
+		t.Fatal(err)
 	}
-	if r.k1 != r.k2 {
-		t.Errorf("listing: K1 %v K2 %v: a state that never was", r.k1, r.k2)
+	if got1 != got2 {
+		t.Errorf("listing: K1 %v K2 %v: a state that never was", got1, got2)
 	}
+}
+
+// duringHook returns a test hook that, at its first call, runs fn in a
+// goroutine and waits for it up to 300 ms: long enough for fn to finish
+// were it not held back by the lock under test (a fixed wait only in
+// that it would be); and a wait that returns fn's error once it finished.
+func duringHook(fn func() error) (hook func(), wait func() error) {
+	done := make(chan error, 1)
+	var once sync.Once
+	hook = func() {
+		once.Do(func() {
+			go func() { done <- fn() }()
+			select {
+			case err := <-done:
+				done <- err
+			case <-time.After(300 * time.Millisecond):
+			}
+		})
+	}
+	wait = func() error {
+		err := <-done
+		done <- err
+		return err
+	}
+	return hook, wait
 }
