@@ -170,6 +170,9 @@ func (t *Tenants) AttachDevice(ctx context.Context, a Actor, isp string, in Devi
 	if err != nil {
 		return Device{}, err
 	}
+	if err := validCustomerID(in.CustomerID); err != nil {
+		return Device{}, err
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c, err := t.store.Customer(isp, in.CustomerID)
@@ -253,6 +256,9 @@ func (t *Tenants) Move(ctx context.Context, a Actor, mac string, to MoveRequest)
 	}
 	m, err := parseMAC(mac)
 	if err != nil {
+		return Device{}, err
+	}
+	if err := validCustomerID(to.CustomerID); err != nil {
 		return Device{}, err
 	}
 	t.mu.Lock()

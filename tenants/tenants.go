@@ -395,8 +395,13 @@ func listErr(err error) error {
 	return err
 }
 
+// notFound maps a store error of a lookup by key to the API's: no such
+// record is ErrNotFound, and so is a key the store refuses (empty, too
+// long, a NUL): nothing can be stored under it. Input that names a record
+// to create or attach to is checked before (validCustomerID) and refused
+// as ErrInvalid instead.
 func notFound(what string, err error) error {
-	if errors.Is(err, subscribers.ErrNotFound) {
+	if errors.Is(err, subscribers.ErrNotFound) || errors.Is(err, subscribers.ErrInvalid) {
 		return fmt.Errorf("%w: %s", ErrNotFound, what)
 	}
 	return err
