@@ -12,21 +12,34 @@ import (
 )
 
 // ClaimLimits bound password guessing through claims. Every attempt is
-// counted before any hash is computed: per (customer, MAC) a token bucket
-// (PerPairBurst attempts, one more every PerPairEvery), and per customer an
-// exponential back-off after consecutive failures (BackoffBase doubling up
-// to BackoffMax). There is no lock-out: the back-off is capped, so whoever
-// guesses a customer ID can slow its owner's claims by at most BackoffMax
-// per attempt, never stop them.
+// counted before any hash is computed:
+//   - per (customer, MAC) a token bucket (PerPairBurst attempts, one more
+//     every PerPairEvery);
+//   - per customer an exponential back-off after consecutive failures
+//     (BackoffBase doubling up to BackoffMax), and one attempt at a time:
+//     a claim for a customer while another one's password is being
+//     checked is refused, so concurrent guesses cannot all get in before
+//     the first failure starts the back-off;
+//   - per MAC, across customers, a bucket of failures (PerMACBurst, one
+//     more every PerMACEvery): one device trying a common password
+//     against many customer IDs. An attempt takes a token before the
+//     check and a successful one gives it back.
+//
+// There is no lock-out: the back-off is capped, so whoever guesses a
+// customer ID can slow its owner's claims by at most BackoffMax per
+// attempt, never stop them.
 type ClaimLimits struct {
 	PerPairBurst int
 	PerPairEvery time.Duration
 	BackoffBase  time.Duration
 	BackoffMax   time.Duration
+	PerMACBurst  int
+	PerMACEvery  time.Duration
 }
 
 // Default claim limits.
-var DefaultClaimLimits = ClaimLimits{PerPairBurst: 5, PerPairEvery: 12 * time.Second, BackoffBase: time.Second, BackoffMax: time.Minute}
+var DefaultClaimLimits = ClaimLimits{PerPairBurst: 5, PerPairEvery: 12 * time.Second, BackoffBase: time.Second, BackoffMax: time.Minute,
+	PerMACBurst: 10, PerMACEvery: 30 * time.Second}
 
 type pairKey struct{ isp, customer, mac string }
 type custKey struct{ isp, customer string }
@@ -40,6 +53,7 @@ type custState struct {
 	failures int
 	until    time.Time // no attempt before
 	last     time.Time
+	busy     bool // an attempt's password is being checked
 }
 
 // claimLimiter holds the claim limits' state; mu guards it. Old state is
@@ -49,6 +63,7 @@ type claimLimiter struct {
 	mu   sync.Mutex
 	pair map[pairKey]*pairState
 	cust map[custKey]*custState
+	mac  map[string]*pairState // failures per MAC, across customers
 	gcAt time.Time
 }
 
@@ -66,16 +81,47 @@ func newClaimLimiter(l ClaimLimits) *claimLimiter {
 	if l.BackoffMax <= 0 {
 		l.BackoffMax = d.BackoffMax
 	}
-	return &claimLimiter{lim: l, pair: map[pairKey]*pairState{}, cust: map[custKey]*custState{}}
+	if l.PerMACBurst <= 0 {
+		l.PerMACBurst = d.PerMACBurst
+	}
+	if l.PerMACEvery <= 0 {
+		l.PerMACEvery = d.PerMACEvery
+	}
+	return &claimLimiter{lim: l, pair: map[pairKey]*pairState{}, cust: map[custKey]*custState{}, mac: map[string]*pairState{}}
+}
+
+// busyRetry is the Retry-After of a claim refused because another one for
+// the same customer is being checked (a password check takes tens of ms).
+const busyRetry = time.Second
+
+// refill tops a bucket up for the time since its last change.
+func refill(b *pairState, burst int, every time.Duration, now time.Time) {
+	b.tokens = min(float64(burst), b.tokens+now.Sub(b.last).Seconds()/every.Seconds())
+	b.last = now
 }
 
 // allow takes one attempt for (isp, customer, mac), or says when to retry.
+// An attempt it allows must be ended by result or by release.
 func (l *claimLimiter) allow(isp, customer, mac string, now time.Time) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.gc(now)
-	if c := l.cust[custKey{isp, customer}]; c != nil && now.Before(c.until) {
+	ck := custKey{isp, customer}
+	c := l.cust[ck]
+	if c != nil && now.Before(c.until) {
 		return &RateLimitError{RetryAfter: c.until.Sub(now)}
+	}
+	if c != nil && c.busy {
+		return &RateLimitError{RetryAfter: busyRetry}
+	}
+	m := l.mac[mac]
+	if m == nil {
+		m = &pairState{tokens: float64(l.lim.PerMACBurst), last: now}
+		l.mac[mac] = m
+	}
+	refill(m, l.lim.PerMACBurst, l.lim.PerMACEvery, now)
+	if m.tokens < 1 {
+		return &RateLimitError{RetryAfter: time.Duration((1 - m.tokens) * float64(l.lim.PerMACEvery))}
 	}
 	k := pairKey{isp, customer, mac}
 	p := l.pair[k]
@@ -83,22 +129,32 @@ func (l *claimLimiter) allow(isp, customer, mac string, now time.Time) error {
 		p = &pairState{tokens: float64(l.lim.PerPairBurst), last: now}
 		l.pair[k] = p
 	}
-	p.tokens = min(float64(l.lim.PerPairBurst), p.tokens+now.Sub(p.last).Seconds()/l.lim.PerPairEvery.Seconds())
-	p.last = now
+	refill(p, l.lim.PerPairBurst, l.lim.PerPairEvery, now)
 	if p.tokens < 1 {
 		return &RateLimitError{RetryAfter: time.Duration((1 - p.tokens) * float64(l.lim.PerPairEvery))}
 	}
 	p.tokens--
+	m.tokens-- // given back if the attempt succeeds
+	if c == nil {
+		c = &custState{last: now}
+		l.cust[ck] = c
+	}
+	c.busy = true
 	return nil
 }
 
-// result records an attempt's outcome for the customer's back-off.
-func (l *claimLimiter) result(isp, customer string, ok bool, now time.Time) {
+// result ends an attempt allow allowed with its outcome: a success clears
+// the customer's back-off and gives the MAC's token back, a failure
+// lengthens the back-off.
+func (l *claimLimiter) result(isp, customer, mac string, ok bool, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	k := custKey{isp, customer}
 	if ok {
 		delete(l.cust, k)
+		if m := l.mac[mac]; m != nil {
+			m.tokens = min(float64(l.lim.PerMACBurst), m.tokens+1)
+		}
 		return
 	}
 	c := l.cust[k]
@@ -106,12 +162,26 @@ func (l *claimLimiter) result(isp, customer string, ok bool, now time.Time) {
 		c = &custState{}
 		l.cust[k] = c
 	}
+	c.busy = false
 	c.failures++
 	d := l.lim.BackoffBase << min(c.failures-1, 20)
 	if d > l.lim.BackoffMax || d <= 0 {
 		d = l.lim.BackoffMax
 	}
 	c.until, c.last = now.Add(d), now
+}
+
+// release ends an attempt allow allowed that checked no password (the
+// store failed): no outcome is recorded, the MAC's token is given back.
+func (l *claimLimiter) release(isp, customer, mac string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c := l.cust[custKey{isp, customer}]; c != nil {
+		c.busy = false
+	}
+	if m := l.mac[mac]; m != nil {
+		m.tokens = min(float64(l.lim.PerMACBurst), m.tokens+1)
+	}
 }
 
 func (l *claimLimiter) gc(now time.Time) {
@@ -125,8 +195,13 @@ func (l *claimLimiter) gc(now time.Time) {
 		}
 	}
 	for k, c := range l.cust {
-		if now.Sub(c.last) > 2*l.lim.BackoffMax && now.After(c.until) {
+		if !c.busy && now.Sub(c.last) > 2*l.lim.BackoffMax && now.After(c.until) {
 			delete(l.cust, k)
+		}
+	}
+	for k, m := range l.mac {
+		if now.Sub(m.last) > time.Duration(l.lim.PerMACBurst)*l.lim.PerMACEvery {
+			delete(l.mac, k)
 		}
 	}
 }
@@ -156,10 +231,16 @@ func (t *Tenants) Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, e
 	if len(r.Password) > 1024 || validCustomerID(r.CustomerID) != nil {
 		return Device{}, ErrBadCredentials
 	}
-	now := time.Now()
-	if err := t.claims.allow(r.ISP, r.CustomerID, macString(mac), now); err != nil {
+	now, ms := time.Now(), macString(mac)
+	if err := t.claims.allow(r.ISP, r.CustomerID, ms, now); err != nil {
 		return Device{}, err
 	}
+	settled := false
+	defer func() {
+		if !settled { // the store failed, or a panic: no outcome to record
+			t.claims.release(r.ISP, r.CustomerID, ms)
+		}
+	}()
 	c, cerr := t.store.Customer(r.ISP, r.CustomerID)
 	var ok, rehash bool
 	if cerr != nil {
@@ -171,7 +252,8 @@ func (t *Tenants) Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, e
 		t.log.Warn("tenants: a customer's stored password hash does not parse", "isp", r.ISP, "customer", r.CustomerID, "err", err)
 		ok = false
 	}
-	t.claims.result(r.ISP, r.CustomerID, ok, time.Now())
+	t.claims.result(r.ISP, r.CustomerID, ms, ok, time.Now())
+	settled = true
 	if !ok {
 		why := "wrong customer ID or password"
 		if cerr == nil && c.Status == string(StatusSuspended) {
