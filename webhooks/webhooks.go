@@ -39,7 +39,11 @@ type Status struct {
 	ISP string `json:"isp"`
 	// URL is the receiver, without user info and query.
 	URL string `json:"url"`
-	// Cursor is the sequence number of the last acknowledged event.
+	// Cursor is the event log's sequence number up to which this ISP's
+	// events are delivered: its receiver acknowledged every one of them
+	// up to Cursor. It is the ISP's last acknowledged event, or a later
+	// one of another ISP (a worker moves past those: their trimming is
+	// no loss of this ISP's).
 	Cursor uint64 `json:"cursor"`
 	// Lag is the number of this ISP's events after Cursor, not yet
 	// acknowledged.

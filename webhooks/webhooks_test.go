@@ -313,8 +313,14 @@ func TestDeliveryInOrderPerISP(t *testing.T) {
 		t.Fatalf("Status %+v", st)
 	}
 	b := st[1]
+	// The cursor is at beta's last event, or past the gamma event after
+	// it (a worker moves it past other ISPs' events).
+	_, newest, err := s.EventBounds()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if b.Lag != 0 || b.Delivered != uint64(len(wantB)) || b.Failures != 0 || b.Attempts != 0 || b.LastSuccess.IsZero() ||
-		b.Cursor != wantB[len(wantB)-1].Seq || b.URL != rb.srv.URL+"/hook" {
+		b.Cursor < wantB[len(wantB)-1].Seq || b.Cursor > newest || b.URL != rb.srv.URL+"/hook" {
 		t.Errorf("beta's status %+v", b)
 	}
 	if _, ok := r.m.StatusOf("gamma"); ok {

@@ -53,6 +53,9 @@ type worker struct {
 	// committer stores it; commit (buffered 1) says it moved.
 	acked  atomic.Uint64
 	commit chan struct{}
+	// idleAck: when run last woke the committer for a cursor moved past
+	// other ISPs' events only (see skipAckEvery).
+	idleAck time.Time
 
 	mu sync.Mutex
 	st Status // Cursor, Lag and URL are filled by Manager.fill
@@ -142,6 +145,15 @@ func (w *worker) run() {
 			w.ack(cursor)
 		}
 		if len(evs) == 0 {
+			// None of this ISP's events up to newest (one read, see
+			// WebhookEvents): the cursor moves past the other ISPs'.
+			// Left behind them, it would fall before the log's oldest
+			// once they are trimmed, and the receiver would be told
+			// events were lost that were never its ISP's.
+			if newest > cursor {
+				cursor = newest
+				w.skipAck(cursor)
+			}
 			if err := store.WaitEvents(w.ctx, newest); err != nil && errors.Is(err, subscribers.ErrClosed) {
 				return
 			}
@@ -174,6 +186,23 @@ func (w *worker) sleep(d time.Duration) bool {
 		return true
 	case <-w.ctx.Done():
 		return false
+	}
+}
+
+// skipAckEvery is the least time between two stores of a cursor moved
+// only past other ISPs' events: a quiet ISP's worker on a busy box wakes
+// at every event and would otherwise write its cursor ten times a second.
+// In between, the cursor is stored with the next delivery's, or when the
+// worker stops; a crash leaves the stored one at most this far behind.
+const skipAckEvery = 5 * time.Second
+
+// skipAck moves the in-memory cursor to seq, past other ISPs' events, and
+// wakes the committer at most every skipAckEvery.
+func (w *worker) skipAck(seq uint64) {
+	w.acked.Store(seq)
+	if now := time.Now(); now.Sub(w.idleAck) >= skipAckEvery {
+		w.idleAck = now
+		w.ack(seq)
 	}
 }
 
