@@ -331,25 +331,24 @@ func requestID() string {
 	return "portal-" + hex.EncodeToString(b[:])
 }
 
-// captive is the RFC 8908 API's answer.
+// captive is the RFC 8908 API's answer. It has no seconds-remaining: that
+// is the time until a client that is not captive becomes captive (§5), to
+// be left out for a captive one, and a subscriber bound at an ISP has no
+// session the portal ends.
 type captive struct {
-	Captive          bool   `json:"captive"`
-	UserPortalURL    string `json:"user-portal-url"`
-	SecondsRemaining *int64 `json:"seconds-remaining,omitempty"`
+	Captive       bool   `json:"captive"`
+	UserPortalURL string `json:"user-portal-url"`
 }
 
-// serveAPI is the RFC 8908 API (its URI is in DHCP option 114).
+// serveAPI is the RFC 8908 API (its URI is in DHCP option 114). A
+// subscriber bound at an ISP is not captive, also while it waits to be
+// handed over to another ISP it chose (it is online at the first until
+// then); a device in the walled garden, or one ispmux does not know, is.
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	s.st.api.Add(1)
 	ans := captive{Captive: true, UserPortalURL: s.url}
-	sub, ok := s.lookup(r)
-	switch {
-	case !ok:
-	case sub.ISP != "" && sub.Claimed == "":
+	if sub, ok := s.lookup(r); ok && sub.ISP != "" {
 		ans.Captive = false
-	case !sub.Expires.IsZero():
-		n := max(0, int64((time.Until(sub.Expires)+time.Second-1)/time.Second))
-		ans.SecondsRemaining = &n
 	}
 	b, _ := json.Marshal(ans)
 	w.Header().Set("Content-Type", "application/captive+json")
