@@ -20,24 +20,29 @@ import (
 // is rewritten back. Stateless: nothing is kept per connection.
 
 // toPortal reports whether the IPv4 packet (of a subscriber bound in VRF
-// vrf < GardenVRF) is for the portal; if so it rewrites its destination
-// port, in place. Its first checks inline into the caller (every
-// forwarded packet asks; only TCP goes on to toPortalTCP).
-func (p *Processor) toPortal(vrf uint8, pkt *classifier.Packet, f []byte) bool {
+// vrf < GardenVRF) is for the portal. Its first checks inline into the
+// caller (every forwarded packet asks; only TCP goes on to toPortalTCP).
+// The caller rewrites the destination port (portalRewrite) once it knows
+// it forwards the packet: an ICMP error for it (too big, TTL expired)
+// quotes it as the subscriber sent it, port 80 or 443, or the
+// subscriber's stack matches the error to no connection.
+func (p *Processor) toPortal(vrf uint8, pkt *classifier.Packet) bool {
 	if pkt.Proto != classifier.ProtoTCP || pkt.Frag || vrf >= binding.GardenVRF {
 		return false
 	}
-	return p.toPortalTCP(vrf, pkt, f)
+	return p.toPortalTCP(pkt)
 }
 
 // toPortalTCP is the rest of toPortal, for TCP of a VRF below GardenVRF.
-func (p *Processor) toPortalTCP(vrf uint8, pkt *classifier.Packet, f []byte) bool {
+func (p *Processor) toPortalTCP(pkt *classifier.Packet) bool {
 	g := p.s.garden.Load()
-	if g == nil || pkt.DstIP != g.portal || pkt.DstPort != portHTTP && pkt.DstPort != portHTTPS {
-		return false
-	}
+	return g != nil && pkt.DstIP == g.portal && (pkt.DstPort == portHTTP || pkt.DstPort == portHTTPS)
+}
+
+// portalRewrite rewrites the destination port of a packet toPortal said
+// yes to, in place, to VRF vrf's portal port.
+func portalRewrite(vrf uint8, pkt *classifier.Packet, f []byte) {
 	rewritePort(f, pkt.L4, 2, pkt.DstPort, binding.PortalPort(vrf, pkt.DstPort == portHTTPS))
-	return true
 }
 
 // fromPortalVRF reports the VRF an answer from the portal is for (by its

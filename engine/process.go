@@ -221,7 +221,8 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 			return
 		}
 		vrf := sub.ISP
-		if p.toPortal(vrf, pkt, f) {
+		portal := p.toPortal(vrf, pkt)
+		if portal {
 			vrf = binding.GardenVRF // the portal, not the ISP (portalpath.go)
 		}
 		up := p.up.Get(vrf)
@@ -237,6 +238,9 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 			p.drop(in, out, classifier.ReasonTTLExpired)
 			p.timeExceeded(in, out, pkt, f, pt.mac, pt.addr[pkt.VLAN&0xfff])
 			return
+		}
+		if portal {
+			portalRewrite(sub.ISP, pkt, f)
 		}
 		p.routeL2(out, up.Port, &up.L2, up.L2Len, pkt.L3, pkt.L3+pkt.TotalLen)
 		return true
