@@ -160,7 +160,10 @@ func checkServer(m *dhcpv4.DHCPv4, want []byte) error {
 	if m.OpCode != dhcpv4.OpcodeBootReply {
 		return errNotReply
 	}
-	if len(m.ClientHWAddr) != 6 || m.Options.Has(dhcpv4.OptionOptionOverload) {
+	if len(m.ClientHWAddr) != 6 {
+		return errServerMalformed
+	}
+	if badOverload(m) {
 		return errServerMalformed
 	}
 	got := m.Options.Get(dhcpv4.OptionRelayAgentInformation)
@@ -177,6 +180,16 @@ func checkServer(m *dhcpv4.DHCPv4, want []byte) error {
 		return nil // a VSS server's echo: ours without VSS-Control
 	}
 	return errOption82
+}
+
+// badOverload reports whether a server's m has an option 52 that is not
+// one of RFC 2132 §9.3's values (1 file, 2 sname, 3 both).
+func badOverload(m *dhcpv4.DHCPv4) bool {
+	if !m.Options.Has(dhcpv4.OptionOptionOverload) {
+		return false
+	}
+	v := m.Options.Get(dhcpv4.OptionOptionOverload)
+	return len(v) != 1 || v[0] < 1 || v[0] > 3
 }
 
 // hasSubOption reports whether the Option 82 payload b (as we encode it)
@@ -212,6 +225,12 @@ func withoutSubOption(b []byte, code byte) []byte {
 // 0 (an OFFER or ACK of a lease) 51 = lease, 58 = half of it, 59 = 7/8
 // (appendLeaseOptions) take their place. Like relayUp it works on the
 // bytes of a message dhcpv4.FromBytes accepted.
+//
+// A server may carry options in the file and sname fields (option 52,
+// RFC 2131 §4.1, RFC 2132 §9.3): those fields are filtered in place (82,
+// 51, 58, 59 and the ISP's 54 taken out, the rest kept in order) and
+// option 52 is passed on, so the client reads them there as the server
+// meant; ours go in the options field.
 func relayDown(raw []byte, ourServerID netip.Addr, lease time.Duration) []byte {
 	out := make([]byte, 0, len(raw)+8)
 	out = append(out, raw[:optionsStart]...)
@@ -237,6 +256,11 @@ func relayDown(raw []byte, ourServerID netip.Addr, lease time.Duration) []byte {
 		out = append(out, code, byte(len(data)))
 		out = append(out, data...)
 	})
+	for _, f := range overloadedFields(raw) {
+		if filterField(out[f.lo:f.hi]) {
+			sawType = true
+		}
+	}
 	if !sawServerID && sawType {
 		out = append(out, optServerID, 4)
 		out = append(out, our[:]...)
@@ -245,6 +269,70 @@ func relayDown(raw []byte, ourServerID netip.Addr, lease time.Duration) []byte {
 		out = appendLeaseOptions(out, lease)
 	}
 	return finish(out)
+}
+
+// The BOOTP fields a server may use for options (option 52).
+const (
+	snameStart, snameEnd = 44, 108
+	fileStart, fileEnd   = 108, 236
+)
+
+// field is a byte range of a DHCP message.
+type field struct{ lo, hi int }
+
+// overloadedFields returns the fields of raw that hold options by its
+// option 52, in the order they are read (RFC 2131 §4.1: file, then
+// sname); none when it has no valid option 52.
+func overloadedFields(raw []byte) []field {
+	v := byte(0)
+	forEachOption(raw, func(code byte, data []byte) {
+		if code == optOverload && len(data) == 1 && v == 0 {
+			v = data[0]
+		}
+	})
+	switch v {
+	case 1:
+		return []field{{fileStart, fileEnd}}
+	case 2:
+		return []field{{snameStart, snameEnd}}
+	case 3:
+		return []field{{fileStart, fileEnd}, {snameStart, snameEnd}}
+	}
+	return nil
+}
+
+// forEachOptionAll is forEachOption over the options field and then the
+// fields option 52 says hold options.
+func forEachOptionAll(raw []byte, fn func(code byte, data []byte)) {
+	forEachOption(raw, fn)
+	for _, f := range overloadedFields(raw) {
+		forEachTLV(raw[f.lo:f.hi], fn)
+	}
+}
+
+// filterField rewrites the options in an overloaded field b in place for
+// the subscriber (relayDown): 82, 51, 58, 59 and 54 taken out, the others
+// kept in order, END after them and the rest zeroed. It reports whether
+// the field holds the message type (53).
+func filterField(b []byte) (sawType bool) {
+	var buf [fileEnd - fileStart]byte
+	kept := buf[:0]
+	forEachTLV(b, func(code byte, data []byte) {
+		switch code {
+		case optRelayAgentInfo, optLeaseTime, optRenewalTime, optRebindingTime, optServerID:
+			return
+		case optMessageType:
+			sawType = true
+		}
+		kept = append(kept, code, byte(len(data)))
+		kept = append(kept, data...)
+	})
+	n := copy(b, kept)
+	if n < len(b) {
+		b[n] = optEnd
+		clear(b[n+1:])
+	}
+	return sawType
 }
 
 // appendLeaseOptions appends the lease options of a client lease: 51 =
@@ -266,6 +354,7 @@ func appendLeaseOptions(out []byte, lease time.Duration) []byte {
 const (
 	optionsStart      = 240
 	optLeaseTime      = 51
+	optOverload       = 52
 	optServerID       = 54
 	optMessage        = 56
 	optMessageType    = 53

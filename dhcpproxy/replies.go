@@ -52,7 +52,7 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			p.count(errOption82.Error())
 			return
 		}
-		if m.OpCode != dhcpv4.OpcodeBootReply || m.Options.Has(dhcpv4.OptionOptionOverload) {
+		if m.OpCode != dhcpv4.OpcodeBootReply || badOverload(m) {
 			p.count(errServerMalformed.Error())
 			return
 		}
@@ -81,12 +81,15 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 		// answering one DISCOVER, the first one's OFFER is delivered
 		// and its server-id goes into the REQUEST, so the others see
 		// they were not chosen (RFC 2131 §4.3.2) and only one ACKs.
+		// Servers are told apart by source address (with server-id
+		// override, RFC 5107, they all name ours), and an OFFER
+		// arriving once the client has sent its REQUEST is late.
 		sid, _ := netip.AddrFromSlice(m.ServerIdentifier().To4())
 		if !sid.IsValid() {
 			p.count("offer_without_server_id")
 			return
 		}
-		if !p.tx.offer(t, isp, sid, time.Now(), p.cfg.Timeout) {
+		if !p.tx.offer(t, isp, src, sid, time.Now(), p.cfg.Timeout) {
 			p.count("offer_other_server")
 			return
 		}
@@ -141,12 +144,13 @@ func (p *Proxy) nakFromISP(t *txn, m *dhcpv4.DHCPv4, payload []byte) {
 	p.ispStat(t.isp.Index).outcomes[OutcomeNak].Add(1)
 }
 
-// ackOptions returns an ACK's options as raw TLVs, Option 82 and padding
-// left out, cut at an option boundary to what a binding keeps.
+// ackOptions returns an ACK's options as raw TLVs (those the server put in
+// the file and sname fields too, by option 52), Option 82, option 52 and
+// padding left out, cut at an option boundary to what a binding keeps.
 func ackOptions(raw []byte) []byte {
 	var out []byte
-	forEachOption(raw, func(code byte, data []byte) {
-		if code == optRelayAgentInfo || len(out)+2+len(data) > maxStoredOptions {
+	forEachOptionAll(raw, func(code byte, data []byte) {
+		if code == optRelayAgentInfo || code == optOverload || len(out)+2+len(data) > maxStoredOptions {
 			return
 		}
 		out = append(out, code, byte(len(data)))

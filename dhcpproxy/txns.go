@@ -31,6 +31,9 @@ type txn struct {
 	msgType  dhcpv4.MessageType
 	deadline time.Time
 	serverID netip.Addr // the ISP server's identifier, from its OFFER
+	// offerFrom is the address the OFFER taken came from: the server
+	// chosen (with server-id override every server names ours).
+	offerFrom netip.Addr
 	// requested is the address the client asked for (option 50, or
 	// ciaddr when renewing), for the event of a NAK.
 	requested netip.Addr
@@ -198,15 +201,17 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 	return t, sid, nil
 }
 
-// offered records the OFFER of server sid for t. Of several ISP servers
-// answering one DISCOVER only the first is taken: false for the others.
-func (x *txns) offer(t *txn, isp *ISP, sid netip.Addr, now time.Time, timeout time.Duration) bool {
+// offer records the OFFER from server address from, naming server-id
+// sid, for t. Of several ISP servers answering one DISCOVER only the first
+// is taken: false for the others' (told apart by address), and for any
+// OFFER once t is no longer a DISCOVER (the client has chosen).
+func (x *txns) offer(t *txn, isp *ISP, from, sid netip.Addr, now time.Time, timeout time.Duration) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if t.serverID.IsValid() && t.serverID != sid && t.msgType == dhcpv4.MessageTypeDiscover {
+	if t.msgType != dhcpv4.MessageTypeDiscover || t.offerFrom.IsValid() && t.offerFrom != from {
 		return false
 	}
-	t.serverID = sid
+	t.serverID, t.offerFrom = sid, from
 	t.deadline = now.Add(timeout)
 	x.offered[t.sub] = offer{isp: isp, sid: sid, at: now}
 	return true
@@ -219,6 +224,14 @@ func (x *txns) extend(t *txn, until time.Time) {
 	if t.deadline.Before(until) {
 		t.deadline = until
 	}
+}
+
+// chosen returns the address of the server whose OFFER t took (invalid if
+// none).
+func (x *txns) chosen(t *txn) netip.Addr {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return t.offerFrom
 }
 
 // serverID returns t's ISP server identifier (from its OFFER).

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -235,14 +236,31 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		failpoint.Hit(failpoint.RenewRelayBeforeSend)
 		p.count("renewal_relayed")
 	}
-	p.sendRelay(isp, gw, sk.mac, mt, m.TransactionID, payload)
+	var only netip.Addr
+	if t != nil && isp.ServerIDOverride && mt == dhcpv4.MessageTypeRequest {
+		// With server-id override every server's OFFER named ours, so
+		// a REQUEST naming it cannot tell the others they were not
+		// chosen (RFC 2131 §4.3.2): they would take it for theirs and
+		// NAK an address they did not offer. It goes to the server
+		// whose OFFER was taken only (all of them when none was).
+		only = p.tx.chosen(t)
+	}
+	p.sendRelay(isp, gw, sk.mac, mt, m.TransactionID, payload, only)
 }
 
-// sendRelay sends a relayed message to every server of isp via gw.
-func (p *Proxy) sendRelay(isp *ISP, gw, mac uint64, mt dhcpv4.MessageType, xid dhcpv4.TransactionID, payload []byte) {
+// sendRelay sends a relayed message via gw to the server only of isp, or
+// to every server of isp when only is not valid or not one of them (an
+// OFFER from an address the configuration does not name).
+func (p *Proxy) sendRelay(isp *ISP, gw, mac uint64, mt dhcpv4.MessageType, xid dhcpv4.TransactionID, payload []byte, only netip.Addr) {
 	failpoint.Hit(failpoint.RelayBeforeSend)
+	if !slices.Contains(isp.Servers, only) {
+		only = netip.Addr{}
+	}
 	sent := false
 	for _, srv := range isp.Servers {
+		if only.IsValid() && srv != only {
+			continue
+		}
 		if p.injectUDP(isp.Port, gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, payload) {
 			sent = true
 		}
@@ -303,7 +321,7 @@ func (p *Proxy) relayLater(pk pendKey, t *txn, isp *ISP, subj subject, mt dhcpv4
 			if gw, ok := p.nextHop(isp); ok {
 				p.tx.extend(t, time.Now().Add(p.cfg.Timeout))
 				p.flushIntentsOf(pk.mac)
-				p.sendRelay(isp, gw, pk.mac, mt, pk.xid, payload)
+				p.sendRelay(isp, gw, pk.mac, mt, pk.xid, payload, netip.Addr{})
 				return
 			}
 		}
