@@ -42,6 +42,16 @@ func (r *prig) relayedTo() (map[netip.Addr]*dhcpv4.DHCPv4, []*dhcpv4.DHCPv4) {
 	return up, toClient
 }
 
+// twoServers is the rig with a second server at alpha (192.0.2.3), and
+// server-id override on or off.
+func twoServers(t *testing.T, override bool) (*prig, netip.Addr) {
+	r := newPRig(t)
+	second := netip.MustParseAddr("192.0.2.3")
+	r.p.isps["alpha"].Servers = []netip.Addr{ispSID, second}
+	r.p.isps["alpha"].ServerIDOverride = override
+	return r, second
+}
+
 func (r *prig) fromServerAt(srv netip.Addr, rep *dhcpv4.DHCPv4) {
 	r.p.HandleFrame(upPort, fib.UDPFrame(upMAC, gwMAC, 0, srv, giaddr, 67, 67, rep.ToBytes()))
 	r.p.committing.Wait()
@@ -54,9 +64,7 @@ func (r *prig) fromServerAt(srv netip.Addr, rep *dhcpv4.DHCPv4) {
 // REQUEST must still name the first server (RFC 2131 §4.3.2: the server-id
 // in a SELECTING REQUEST says which server was chosen).
 func TestLateOfferAfterRequest(t *testing.T) {
-	r := newPRig(t)
-	second := netip.MustParseAddr("192.0.2.3")
-	r.p.isps["alpha"].Servers = []netip.Addr{ispSID, second}
+	r, second := twoServers(t, false)
 
 	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
 	up, _ := r.relayedTo()
@@ -112,10 +120,7 @@ func TestLateOfferAfterRequest(t *testing.T) {
 // (the subscriber sees one server, only the chosen one is selected by the
 // REQUEST) must still hold.
 func TestOverrideTwoServersOneOffer(t *testing.T) {
-	r := newPRig(t)
-	second := netip.MustParseAddr("192.0.2.3")
-	r.p.isps["alpha"].Servers = []netip.Addr{ispSID, second}
-	r.p.isps["alpha"].ServerIDOverride = true
+	r, second := twoServers(t, true)
 
 	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
 	up, _ := r.relayedTo()
@@ -193,10 +198,7 @@ func TestServerOptionOverloadFiltered(t *testing.T) {
 // cannot tell they were not chosen and would NAK an address they did not
 // offer.
 func TestOverrideRequestToChosenServer(t *testing.T) {
-	r := newPRig(t)
-	second := netip.MustParseAddr("192.0.2.3")
-	r.p.isps["alpha"].Servers = []netip.Addr{ispSID, second}
-	r.p.isps["alpha"].ServerIDOverride = true
+	r, second := twoServers(t, true)
 	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
 	up, _ := r.relayedTo()
 	r.fromServerAt(second, serverReply(up[second], dhcpv4.MessageTypeOffer, second, ourSID))

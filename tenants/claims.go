@@ -94,10 +94,25 @@ func newClaimLimiter(l ClaimLimits) *claimLimiter {
 // the same customer is being checked (a password check takes tens of ms).
 const busyRetry = time.Second
 
-// refill tops a bucket up for the time since its last change.
-func refill(b *pairState, burst int, every time.Duration, now time.Time) {
+// bucketOf returns m's token bucket for k, a full one (burst) if none.
+func bucketOf[K comparable](m map[K]*pairState, k K, burst int, now time.Time) *pairState {
+	b := m[k]
+	if b == nil {
+		b = &pairState{tokens: float64(burst), last: now}
+		m[k] = b
+	}
+	return b
+}
+
+// refill tops a bucket up for the time since its last change and says
+// when it has a token again (nil: it has one now).
+func refill(b *pairState, burst int, every time.Duration, now time.Time) error {
 	b.tokens = min(float64(burst), b.tokens+now.Sub(b.last).Seconds()/every.Seconds())
 	b.last = now
+	if b.tokens < 1 {
+		return &RateLimitError{RetryAfter: time.Duration((1 - b.tokens) * float64(every))}
+	}
+	return nil
 }
 
 // allow takes one attempt for (isp, customer, mac), or says when to retry.
@@ -114,24 +129,13 @@ func (l *claimLimiter) allow(isp, customer, mac string, now time.Time) error {
 	if c != nil && c.busy {
 		return &RateLimitError{RetryAfter: busyRetry}
 	}
-	m := l.mac[mac]
-	if m == nil {
-		m = &pairState{tokens: float64(l.lim.PerMACBurst), last: now}
-		l.mac[mac] = m
+	m := bucketOf(l.mac, mac, l.lim.PerMACBurst, now)
+	if err := refill(m, l.lim.PerMACBurst, l.lim.PerMACEvery, now); err != nil {
+		return err
 	}
-	refill(m, l.lim.PerMACBurst, l.lim.PerMACEvery, now)
-	if m.tokens < 1 {
-		return &RateLimitError{RetryAfter: time.Duration((1 - m.tokens) * float64(l.lim.PerMACEvery))}
-	}
-	k := pairKey{isp, customer, mac}
-	p := l.pair[k]
-	if p == nil {
-		p = &pairState{tokens: float64(l.lim.PerPairBurst), last: now}
-		l.pair[k] = p
-	}
-	refill(p, l.lim.PerPairBurst, l.lim.PerPairEvery, now)
-	if p.tokens < 1 {
-		return &RateLimitError{RetryAfter: time.Duration((1 - p.tokens) * float64(l.lim.PerPairEvery))}
+	p := bucketOf(l.pair, pairKey{isp, customer, mac}, l.lim.PerPairBurst, now)
+	if err := refill(p, l.lim.PerPairBurst, l.lim.PerPairEvery, now); err != nil {
+		return err
 	}
 	p.tokens--
 	m.tokens-- // given back if the attempt succeeds
