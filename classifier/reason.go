@@ -37,6 +37,7 @@ const (
 	ReasonUnregisteredDHCP              // DHCP from an unregistered MAC beyond the sample the proxy sees
 	ReasonTooBig                        // larger than the egress port's MTU (no fragmentation; DF gets ICMP)
 	ReasonWalledGarden                  // from a walled-garden (onboarding) subscriber, to anything but the portal, DNS or the gateway
+	ReasonNotUnicast                    // from a subscriber, IPv4 to no single host (broadcast, multicast, 0/8, 127/8, class E): not routed
 	NumReasons                          // number of reasons; not a reason
 )
 
@@ -63,6 +64,7 @@ var reasonNames = [NumReasons]string{
 	ReasonUnregisteredDHCP:       "unregistered_dhcp",
 	ReasonTooBig:                 "too_big",
 	ReasonWalledGarden:           "walled_garden",
+	ReasonNotUnicast:             "not_unicast",
 }
 
 // String returns the reason's snake_case name, used as a metric label (for

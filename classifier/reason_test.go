@@ -25,7 +25,8 @@ func TestReasonNames(t *testing.T) {
 		ReasonSubscriberToSubscriber: "subscriber_to_subscriber",
 		ReasonTooBig:                 "too_big",
 		ReasonWalledGarden:           "walled_garden",
-		NumReasons:                   "reason_22",
+		ReasonNotUnicast:             "not_unicast",
+		NumReasons:                   "reason_23",
 	} {
 		if got := r.String(); got != want {
 			t.Errorf("Reason(%d).String() = %q, want %q", r, got, want)

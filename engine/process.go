@@ -213,6 +213,14 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 		if sub.ISP == binding.GardenVRF && !p.gardenPass(in, pt, out, pkt, f) {
 			return // walled garden: answered in place or dropped (garden.go)
 		}
+		if !unicastAddr(pkt.DstIP) {
+			// The limited broadcast, multicast (link-local 224.0.0/24
+			// included) and the like: a router does not forward them
+			// (RFC 1812 §5.3.5.1, RFC 5771 §4), and ispmux routes
+			// no multicast.
+			p.drop(in, out, classifier.ReasonNotUnicast)
+			return
+		}
 		if a := pt.addr[pkt.VLAN&0xfff]; a != 0 && pkt.DstIP == a {
 			// To the gateway itself: answer a ping, nothing else.
 			if !p.answerEcho(in, out, pkt, f, pt.mac) {
@@ -519,10 +527,14 @@ func (p *Processor) tooBig(in uint8, out *datapath.Verdict, pkt *classifier.Pack
 
 // icmpError turns f into the ICMP error (typ, code; mtu for "fragmentation
 // needed") from src about it, in place, back out of the port it came from,
-// rate limited per port. Never about an ICMP error or a non-first fragment.
+// rate limited per port. Never about an ICMP error, a non-first fragment, a
+// datagram to a broadcast or multicast address, or one whose source is no
+// single host (RFC 1812 §4.3.2.7, RFC 1122 §3.2.2: zero, broadcast,
+// multicast, loopback, class E): such sources, spoofed from the Internet,
+// would also spend the port's error budget.
 func (p *Processor) icmpError(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64, src uint32, typ, code uint8, mtu uint16) {
 	const icmp = 1
-	if src == 0 || pkt.FragOff != 0 {
+	if src == 0 || pkt.FragOff != 0 || !unicastAddr(pkt.SrcIP) || !unicastAddr(pkt.DstIP) {
 		return
 	}
 	if pkt.Proto == icmp && pkt.L4 < len(f) {

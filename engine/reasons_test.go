@@ -94,6 +94,9 @@ func TestEveryDropReason(t *testing.T) {
 		classifier.ReasonL2Broadcast: {frame: func(t testing.TB) []byte {
 			return udpFrame(t, sub1, broadcastMAC, 0, "100.64.0.11", "100.64.0.255", 64, 1, 2)
 		}},
+		classifier.ReasonNotUnicast: {frame: func(t testing.TB) []byte {
+			return udpFrame(t, sub1, accMAC, 0, "100.64.0.11", "255.255.255.255", 64, 1, 2)
+		}},
 		classifier.ReasonNotForUs: {port: 1, frame: func(t testing.TB) []byte {
 			return udpFrame(t, gwaMAC, sub1, 0, "198.51.100.10", "100.64.0.11", 64, 1, 2)
 		}},
