@@ -324,7 +324,9 @@ func (w *Worker) adoptQueue(i int) {
 	w.umems[i] = q.UMEM()
 	w.fsize[i] = q.FrameSize()
 	w.backof[i] = time.Time{}
-	w.qerr[i] = false
+	// Asked now, not at the end of the next iteration: frames that
+	// iteration forwards to a queue just closed are port_error drops.
+	w.qerr[i] = q.Service() != nil
 	if fd := q.FD(); fd >= 0 && w.ep >= 0 && w.epc != nil {
 		if unix.EpollCtl(w.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(i)}) == nil {
 			w.epIn[i] = true

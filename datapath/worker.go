@@ -561,7 +561,13 @@ func (w *Worker) dispatch(in uint8, q Queue, n int) {
 		if !ok {
 			countNoFrame(eq)
 			if w.txd != nil {
-				w.txd.TxDropped(in, TxNoFrame, 1)
+				// A closed queue (link down, interface gone) has
+				// no frames either: the cause is the port.
+				why := TxNoFrame
+				if w.qerr[v.Port] {
+					why = TxPortError
+				}
+				w.txd.TxDropped(in, why, 1)
 			}
 			q.Free(d)
 			continue
