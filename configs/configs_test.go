@@ -20,9 +20,11 @@ import (
 const (
 	head = "version = 1\n"
 	acc0 = "[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n"
-	isp0 = "[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n"
-	isp1 = "[[isp]]\nname = \"beta\"\nuplink = \"upb\"\naddress = \"198.51.100.2/24\"\nnext_hop = \"198.51.100.1\"\n"
-	base = head + acc0 + isp0
+	isp0 = "[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\ndhcp_servers = [\"192.0.2.1\"]\n"
+	// isp0Bare is isp0 without dhcp_servers, for cases that set them.
+	isp0Bare = "[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n"
+	isp1     = "[[isp]]\nname = \"beta\"\nuplink = \"upb\"\naddress = \"198.51.100.2/24\"\nnext_hop = \"198.51.100.1\"\ndhcp_servers = [\"198.51.100.1\"]\n"
+	base     = head + acc0 + isp0
 )
 
 // markerLine returns the 1-based line of "#!m" in text.
@@ -80,14 +82,14 @@ func TestParseErrors(t *testing.T) {
 				"B datapath.batch: expected an integer, got float 1.5",
 				"C api.listen: expected a string, got integer 8080",
 			}},
-		{"wrong element type in multi-line array", head + acc0 + isp0 + "dhcp_servers = [\n  \"192.0.2.1\",\n  7, #!A\n]\n",
+		{"wrong element type in multi-line array", head + acc0 + isp0Bare + "dhcp_servers = [\n  \"192.0.2.1\",\n  7, #!A\n]\n",
 			[]string{"A isp[0].dhcp_servers[1]: expected a string, got integer 7"}},
 		{"table instead of array of tables", head + "[access] #!A\ninterface = \"acc0\"\n" + isp0,
 			[]string{"A access: expected an array of tables (write [[access]], not [access])"}},
 		{"inline array of tables", head + "isp = [{name = \"alpha\", uplink = \"upa\", address = \"192.0.2.2/24\", next_hop = \"192.0.2.1\", foo = 1}] #!A\n" + acc0,
 			[]string{"A isp[0].foo: unknown key"}},
-		{"line after multi-line string", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"\"\"\n[[isp]]\n# not a comment\n\"\"\"\nbogus = 1 #!A\n",
-			[]string{"A subscriber[0].bogus: unknown key"}},
+		{"line after multi-line string", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"\"\" #!B\n[[isp]]\n# not a comment\n\"\"\"\nbogus = 1 #!A\n",
+			[]string{"B subscriber[0].customer_id: has a space or control character", "A subscriber[0].bogus: unknown key"}},
 
 		// Version and syntax.
 		{"bad version", "version = 2 #!A\n" + acc0 + isp0 + "junk = 1\n",
@@ -190,7 +192,7 @@ func TestParseErrors(t *testing.T) {
 			[]string{"A isp[0].next_hop: 192.0.2.2 is our own address"}},
 		{"next hop is broadcast", head + acc0 + "[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.255\" #!A\n",
 			[]string{"A isp[0].next_hop: 192.0.2.255 is the broadcast address of 192.0.2.0/24"}},
-		{"bad dhcp servers", base + "dhcp_servers = [\"192.0.2.1\", \"192.0.2.1\", \"x\"] #!A\n",
+		{"bad dhcp servers", head + acc0 + isp0Bare + "dhcp_servers = [\"192.0.2.1\", \"192.0.2.1\", \"x\"] #!A\n",
 			[]string{
 				"A isp[0].dhcp_servers[1]: duplicate dhcp server 192.0.2.1 (also dhcp_servers[0])",
 				`A isp[0].dhcp_servers[2]: not an IPv4 address: "x"`,
@@ -299,36 +301,52 @@ func TestParseErrors(t *testing.T) {
 		// Option 82 (RFC 3046): every sub-option and the whole option fit
 		// 255 bytes. base's ISP sends circuit-id "acc0:0" (2+6),
 		// remote-id (2+6) and, when the client unicasts, relay flags
-		// (2+1): 19 bytes, which leaves 255-19-2 = 234 for customer_id.
-		{"customer_id longer than a sub-option", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"" + strings.Repeat("c", 300) + "\" #!A\n",
-			[]string{`A subscriber[0].customer_id: 300 bytes do not fit Option 82: isp "alpha"'s other sub-options on access "acc0" leave 234 bytes for it (the whole option holds 255, RFC 3046)`}},
-		{"customer_id one byte over", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"" + strings.Repeat("c", 235) + "\" #!A\n",
-			[]string{`A subscriber[0].customer_id: 235 bytes do not fit Option 82: isp "alpha"'s other sub-options on access "acc0" leave 234 bytes`}},
+		// (2+1): 19 bytes, which would leave 255-19-2 = 234 for
+		// customer_id, but a customer ID is at most 64 bytes (the API's
+		// rule too). A circuit-id of 180 bytes leaves 240-180 = 60.
+		{"customer_id longer than 64 bytes", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"" + strings.Repeat("c", 300) + "\" #!A\n",
+			[]string{`A subscriber[0].customer_id: must be 1..64 bytes`}},
+		{"customer_id one byte over", base + "circuit_id = \"" + strings.Repeat("x", 180) + "\"\n[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"" + strings.Repeat("c", 61) + "\" #!A\n",
+			[]string{`A subscriber[0].customer_id: 61 bytes do not fit Option 82: isp "alpha"'s other sub-options on access "acc0" leave 60 bytes for it (the whole option holds 255, RFC 3046)`}},
 		// server-id override (2+4), link selection (2+4), vss
 		// "vpn-alpha" (2+1+9) and its VSS-Control (2) take 26 more:
-		// 208 left.
-		{"customer_id with every sub-option", base + "server_id_override = true\nlink_selection = \"100.64.0.1\"\nvss = \"vpn-alpha\"\n" +
-			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"" + strings.Repeat("c", 209) + "\" #!A\n",
-			[]string{`A subscriber[0].customer_id: 209 bytes do not fit Option 82: isp "alpha"'s other sub-options on access "acc0" leave 208 bytes`}},
-		// Circuit-id "{access}/{mac}": "acc0/" + 17 = 22 bytes on acc0
-		// (218 left), "longinterface1.4000/" + 17 = 37 on the other port
-		// (203 left). Without an access the subscriber may ask on
-		// either: the longer circuit-id counts.
+		// with a circuit-id of 154 bytes, 60 left.
+		{"customer_id with every sub-option", base + "server_id_override = true\nlink_selection = \"100.64.0.1\"\nvss = \"vpn-alpha\"\ncircuit_id = \"" + strings.Repeat("x", 154) + "\"\n" +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"" + strings.Repeat("c", 61) + "\" #!A\n",
+			[]string{`A subscriber[0].customer_id: 61 bytes do not fit Option 82: isp "alpha"'s other sub-options on access "acc0" leave 60 bytes`}},
+		// Circuit-id 160 x + "{access}/{mac}": 160 + "acc0/" + 17 = 182
+		// bytes on acc0 (58 left), 160 + "longinterface1.4000/" + 17 =
+		// 197 on the other port (43 left). Without an access the
+		// subscriber may ask on either: the longer circuit-id counts.
 		{"customer_id on the access with the longest circuit-id", head + acc0 + "[[access]]\ninterface = \"longinterface1\"\nvlan = 4000\naddress = \"100.64.0.1\"\n" +
-			isp0 + "circuit_id = \"{access}/{mac}\"\n" +
-			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"" + strings.Repeat("c", 204) + "\" #!A\n" +
-			"[[subscriber]]\nmac = \"02:00:00:00:00:02\"\nisp = \"alpha\"\naccess = \"acc0\"\ncustomer_id = \"" + strings.Repeat("c", 219) + "\" #!B\n",
+			isp0 + "circuit_id = \"" + strings.Repeat("x", 160) + "{access}/{mac}\"\n" +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"" + strings.Repeat("c", 44) + "\" #!A\n" +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:02\"\nisp = \"alpha\"\naccess = \"acc0\"\ncustomer_id = \"" + strings.Repeat("c", 59) + "\" #!B\n",
 			[]string{
-				`A subscriber[0].customer_id: 204 bytes do not fit Option 82: isp "alpha"'s other sub-options on access "longinterface1.4000" leave 203 bytes`,
-				`B subscriber[1].customer_id: 219 bytes do not fit Option 82: isp "alpha"'s other sub-options on access "acc0" leave 218 bytes`,
+				`A subscriber[0].customer_id: 44 bytes do not fit Option 82: isp "alpha"'s other sub-options on access "longinterface1.4000" leave 43 bytes`,
+				`B subscriber[1].customer_id: 59 bytes do not fit Option 82: isp "alpha"'s other sub-options on access "acc0" leave 58 bytes`,
 			}},
+		{"customer_id with a space, a control character, NUL", base +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\nip = \"100.64.0.9\"\ncustomer_id = \"c 1001\" #!A\n" +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:02\"\nisp = \"alpha\"\nip = \"100.64.0.10\"\ncustomer_id = \"tab\\there\" #!B\n" +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:03\"\nisp = \"alpha\"\nip = \"100.64.0.11\"\ncustomer_id = \"c\\u0000x\" #!C\n",
+			[]string{
+				"A subscriber[0].customer_id: has a space or control character",
+				"B subscriber[1].customer_id: has a space or control character",
+				"C subscriber[2].customer_id: has a space or control character",
+			}},
+		{"DHCP subscriber of an isp without dhcp_servers", head + acc0 + isp0Bare +
+			"[[subscriber]] #!A\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"c-1\"\n" +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:02\"\nisp = \"alpha\"\nblocked = true\n" +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:03\"\nisp = \"alpha\"\nip = \"100.64.0.9\"\n",
+			[]string{`A subscriber[0].ip: missing, and isp "alpha" has no dhcp_servers`}},
 		{"circuit-id expands beyond a sub-option", head + "[[access]]\ninterface = \"abcdefghijklmno\"\naddress = \"100.64.0.1\"\n" +
 			"[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\ncircuit_id = \"" + strings.Repeat("{interface}", 18) + "\" #!A\n",
 			[]string{`A isp[0].circuit_id: expands to 270 bytes on access "abcdefghijklmno", more than the 255 a sub-option holds`}},
 		// vss of 250 (2+1+250) and VSS-Control (2) with the 19 bytes of
 		// base: 274. Its
 		// subscriber's customer_id is not reported again.
-		{"isp sub-options beyond one option", head + acc0 + "[[isp]] #!A\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\nvss = \"" + strings.Repeat("v", 250) + "\"\n" +
+		{"isp sub-options beyond one option", head + acc0 + "[[isp]] #!A\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\ndhcp_servers = [\"192.0.2.1\"]\nvss = \"" + strings.Repeat("v", 250) + "\"\n" +
 			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"c-1\"\n",
 			[]string{`A isp[0]: Option 82 would be 274 bytes on access "acc0" (circuit-id 6 bytes;`}},
 		{"mac table smaller than subscribers", base + "[datapath]\nmac_table_size = 1 #!A\n[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\n[[subscriber]]\nmac = \"02:00:00:00:00:02\"\nisp = \"alpha\"\n",
@@ -444,8 +462,8 @@ func TestParseOK(t *testing.T) {
 				t.Errorf("isp %+v", b)
 			}
 		}},
-		{"customer_id that exactly fills Option 82", base + "[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"" + strings.Repeat("c", 234) + "\"\n", func(t *testing.T, c *Config) {
-			if len(c.Subscribers[0].CustomerID) != 234 {
+		{"customer_id that exactly fills Option 82", base + "circuit_id = \"" + strings.Repeat("x", 180) + "\"\n[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\ncustomer_id = \"" + strings.Repeat("c", 60) + "\"\n", func(t *testing.T, c *Config) {
+			if len(c.Subscribers[0].CustomerID) != 60 {
 				t.Errorf("customer_id %d bytes", len(c.Subscribers[0].CustomerID))
 			}
 		}},

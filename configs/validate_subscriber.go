@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+
+	"github.com/ispmux/ispmux/internal/circuitid"
 )
 
 // Validation of the [[subscriber]] entries and of their references to
@@ -77,8 +79,14 @@ func (v *validator) subscribers() {
 		// The customer ID goes to the ISP as the Option 82 subscriber-id
 		// (RFC 3993), next to the ISP's other sub-options: all of them
 		// must fit the one option. A subscriber registered without an
-		// access may ask on any access port.
-		if s.CustomerID != "" && s.ISPIndex >= 0 && !v.option82Failed(indexKey("isp", s.ISPIndex)) && !v.c.failed(key+".access") {
+		// access may ask on any access port. It also names the ISP's
+		// customer record, by the rule the API applies.
+		if s.CustomerID != "" {
+			if why := circuitid.CustomerIDProblem(s.CustomerID); why != "" {
+				v.errorf(key+".customer_id", "%s (it is the customer's ID at the ISP and the Option 82 subscriber-id)", why)
+			}
+		}
+		if s.CustomerID != "" && s.ISPIndex >= 0 && !v.c.failed(key+".customer_id") && !v.option82Failed(indexKey("isp", s.ISPIndex)) && !v.c.failed(key+".access") {
 			var accesses []int
 			if v.defined[key+".access"] {
 				accesses = []int{s.AccessIndex}
@@ -107,6 +115,9 @@ func (v *validator) subscribers() {
 			// access port's address as its server identifier.
 			if s.AccessIndex >= 0 && !cfg.Access[s.AccessIndex].Addr.IsValid() && !s.Blocked {
 				v.errorf(key+".ip", "missing, and access %q has no address: a DHCP subscriber needs the access port's address (ispmux's server identifier)", cfg.Access[s.AccessIndex].Name)
+			}
+			if s.ISPIndex >= 0 && len(cfg.ISPs[s.ISPIndex].DHCPServers) == 0 && !s.Blocked {
+				v.errorf(key+".ip", "missing, and isp %q has no dhcp_servers: a DHCP subscriber's requests are relayed to them (give the subscriber an ip, or the isp dhcp_servers)", s.ISP)
 			}
 			continue
 		}

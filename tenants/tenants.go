@@ -12,6 +12,7 @@ import (
 
 	"github.com/ispmux/ispmux/auth"
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/internal/circuitid"
 	"github.com/ispmux/ispmux/registry"
 	"github.com/ispmux/ispmux/subscribers"
 )
@@ -350,22 +351,17 @@ func parseMAC(s string) (subscribers.MAC, error) {
 	return subscribers.MAC(hw), nil
 }
 
-// validCustomerID checks a customer ID: it becomes the Option 82
-// subscriber-id (RFC 3993), so printable, no NUL, at most 64 bytes (the
-// whole Option 82 has 255).
+// validCustomerID checks a customer ID (circuitid.CustomerIDProblem: it
+// becomes the Option 82 subscriber-id).
 func validCustomerID(id string) error {
-	if id == "" || len(id) > maxCustomerID {
-		return fmt.Errorf("%w: customer_id must be 1..%d bytes", ErrInvalid, maxCustomerID)
-	}
-	for _, r := range id {
-		if r < 0x21 || r == 0x7f {
-			return fmt.Errorf("%w: customer_id %q has a space or control character", ErrInvalid, id)
+	if why := circuitid.CustomerIDProblem(id); why != "" {
+		if id == "" || len(id) > circuitid.MaxCustomerID {
+			return fmt.Errorf("%w: customer_id %s", ErrInvalid, why)
 		}
+		return fmt.Errorf("%w: customer_id %q %s", ErrInvalid, id, why)
 	}
 	return nil
 }
-
-const maxCustomerID = 64
 
 // hashPassword hashes or checks the password of in.
 func hashOf(password, hash string) (string, error) {

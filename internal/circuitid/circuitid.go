@@ -1,7 +1,10 @@
-// Package circuitid expands the Option 82 circuit-id templates of the
-// configuration ({interface}, {vlan}, {access}, {mac}). It is the one
-// expansion both the DHCP proxy (what goes on the wire) and the
-// configuration's size checks (what must fit in Option 82) use.
+// Package circuitid holds what the configuration, the tenants and the DHCP
+// proxy share about the identifiers ispmux sends in Option 82: the
+// expansion of the circuit-id templates ({interface}, {vlan}, {access},
+// {mac}), the one both the proxy (what goes on the wire) and the
+// configuration's size checks (what must fit in Option 82) use, and the
+// rule for a customer ID (the subscriber-id, RFC 3993), the one both the
+// configuration and the management API apply.
 package circuitid
 
 import (
@@ -40,4 +43,22 @@ func Expand(t, iface string, vlan int, access, mac string) string {
 		}
 		t = t[j+1:]
 	}
+}
+
+// MaxCustomerID is the longest customer ID, in bytes.
+const MaxCustomerID = 64
+
+// CustomerIDProblem says what is wrong with a customer ID, "" if nothing:
+// it becomes the Option 82 subscriber-id (RFC 3993), so 1..MaxCustomerID
+// bytes, printable, no space, no control character (NUL included).
+func CustomerIDProblem(id string) string {
+	if id == "" || len(id) > MaxCustomerID {
+		return "must be 1.." + strconv.Itoa(MaxCustomerID) + " bytes"
+	}
+	for _, r := range id {
+		if r < 0x21 || r == 0x7f {
+			return "has a space or control character"
+		}
+	}
+	return ""
 }
