@@ -125,14 +125,20 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 		bound++
 		a.staticEvent(subscribers.EventBound, b, "static binding added by a reload")
 	}
-	// Token files (rotation) and the API's certificate are re-read.
-	if err := a.tokens.SetFiles(auth.TokenFilesFromConfig(cfg)); err != nil {
+	// Token files (rotation) and the API's certificate are re-read. The
+	// ISPs are the running ones: each takes its token files and webhook
+	// settings from its entry in the new file, and keeps the ones in
+	// force when the file no longer has it (removed or renamed: a change
+	// that needs a restart, reported above, not half applied here).
+	eff := *cfg
+	eff.ISPs = a.reloadedISPs(cfg.ISPs)
+	if err := a.tokens.SetFiles(auth.TokenFilesFromConfig(&eff)); err != nil {
 		errs = append(errs, fmt.Errorf("api tokens: %w (the tokens in force stay)", err))
 	}
 	if err := a.api.Reload(); err != nil {
 		errs = append(errs, fmt.Errorf("api: %w", err))
 	}
-	if err := a.hooks.Reload(cfg); err != nil {
+	if err := a.hooks.Reload(&eff); err != nil {
 		errs = append(errs, fmt.Errorf("webhooks: %w", err))
 	}
 	if a.portal != nil {
@@ -168,6 +174,31 @@ func (a *Appliance) staticEvent(kind subscribers.EventKind, b engine.Binding, wh
 	}
 }
 
+// reloadedISPs returns the running ISPs, each with the token files and
+// webhook settings of its entry (by name) in isps, the new file's, or as
+// they are when isps has none: a running ISP's API access and webhook are
+// never cut by a file a reload does not apply.
+func (a *Appliance) reloadedISPs(isps []configs.ISP) []configs.ISP {
+	out := slices.Clone(a.cfg.ISPs)
+	for i := range out {
+		j := slices.IndexFunc(isps, func(p configs.ISP) bool { return p.Name == out[i].Name })
+		if j < 0 {
+			a.log.Warn("reload: an ISP ispmux runs is not in the file: its API tokens and webhook stay as they are until a restart", "isp", out[i].Name)
+			continue
+		}
+		setReloadable(&out[i], &isps[j])
+	}
+	return out
+}
+
+// setReloadable sets what a reload applies of an ISP (token files and
+// webhook settings) in to from from.
+func setReloadable(to, from *configs.ISP) {
+	to.TokenFiles = from.TokenFiles
+	to.WebhookURL, to.WebhookSecretFile, to.WebhookCAFile = from.WebhookURL, from.WebhookSecretFile, from.WebhookCAFile
+	to.WebhookInsecure, to.WebhookRetryMax, to.WebhookRetryMaxDur = from.WebhookInsecure, from.WebhookRetryMax, from.WebhookRetryMaxDur
+}
+
 // restartOnly names the top-level sections that differ between a and b,
 // other than the subscriber entries.
 func restartOnly(a, b *configs.Config) []string {
@@ -199,9 +230,7 @@ func reloadableAPI(c configs.API) configs.API {
 func reloadableISPs(isps []configs.ISP) []configs.ISP {
 	out := slices.Clone(isps)
 	for i := range out {
-		out[i].TokenFiles = nil
-		out[i].WebhookURL, out[i].WebhookSecretFile, out[i].WebhookCAFile = "", "", ""
-		out[i].WebhookInsecure, out[i].WebhookRetryMax, out[i].WebhookRetryMaxDur = false, "", 0
+		setReloadable(&out[i], &configs.ISP{})
 	}
 	return out
 }

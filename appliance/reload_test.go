@@ -1,0 +1,130 @@
+package appliance
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ispmux/ispmux/api"
+	"github.com/ispmux/ispmux/auth"
+	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/dhcpproxy"
+	"github.com/ispmux/ispmux/engine"
+	"github.com/ispmux/ispmux/registry"
+	"github.com/ispmux/ispmux/subscribers"
+	"github.com/ispmux/ispmux/tenants"
+	"github.com/ispmux/ispmux/webhooks"
+)
+
+// reloadRig is the control plane of an Appliance built from cfg, as
+// Start builds it, without ports (what Reload touches).
+func reloadRig(t *testing.T, cfg *configs.Config) *Appliance {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	st, err := subscribers.Open(filepath.Join(t.TempDir(), "s.db"), subscribers.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	state, err := engine.NewState([]engine.PortConfig{{Name: "acc0", AccessVLANs: []uint16{0}}, {Name: "upa", Uplinks: map[uint16]uint8{0: 0}}}, 64, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Appliance{cfg: cfg, log: log, names: []string{"acc0", "upa"}, state: state, started: time.Now(), subs: cfg.Subscribers, store: st}
+	a.reg = registry.New()
+	a.ctl = engine.NewControl(state, nil, log)
+	var isps []string
+	for _, p := range cfg.ISPs {
+		isps = append(isps, p.Name)
+	}
+	a.ten = tenants.New(tenants.Config{ISPs: isps, MaxDevices: 64}, st, a.reg, nil, a.ctl, log)
+	a.dhcp = dhcpproxy.New(dhcpproxy.Config{}, st, a.reg, a.ctl, nil, log)
+	if _, err := a.syncRegistrations(); err != nil {
+		t.Fatal(err)
+	}
+	if a.hooks, err = webhooks.New(cfg, st, log); err != nil {
+		t.Fatal(err)
+	}
+	if a.tokens, err = auth.LoadTokens(auth.TokenFilesFromConfig(cfg)); err != nil {
+		t.Fatal(err)
+	}
+	a.api = api.New(cfg.API, a.ten, a.tokens, log)
+	return a
+}
+
+// TestReloadKeepsRemovedISPsAccess: the [[isp]] list is read at start
+// only ("isp" is reported as a change that needs a restart, not applied).
+// A SIGHUP after an [[isp]] was taken out of the file (or renamed) dropped
+// that running ISP's API tokens and stopped its webhook, while the ISP was
+// still served; they now stay until a restart. The ISP's token files are
+// still re-read when the file has it (rotation).
+func TestReloadKeepsRemovedISPsAccess(t *testing.T) {
+	dir := t.TempDir()
+	tok := "0123456789abcdefghijklmnopqrstuvwxyz"
+	write := func(name, s string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(s+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tokFile := write("beta.token", tok)
+	tok2 := "zyxwvutsrqponmlkjihgfedcba9876543210"
+	tokFile2 := write("beta2.token", tok2)
+	secret := write("beta.whsec", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	text := func(withBeta bool, tokFile string) string {
+		s := "version = 1\n[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" +
+			"[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\ndhcp_servers = [\"192.0.2.1\"]\n"
+		if withBeta {
+			s += "[[isp]]\nname = \"beta\"\nuplink = \"upa\"\nvlan = 7\naddress = \"198.51.100.2/24\"\nnext_hop = \"198.51.100.1\"\n" +
+				"token_files = [\"" + tokFile + "\"]\nwebhook_url = \"http://127.0.0.1:9/hook\"\nwebhook_secret_file = \"" + secret + "\"\n"
+		}
+		return s
+	}
+	cfg, err := configs.Parse("t.toml", []byte(text(true, tokFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := reloadRig(t, cfg)
+	if p, ok := a.tokens.Lookup(tok); !ok || p.ISP != "beta" {
+		t.Fatalf("before: beta's token: %+v %v", p, ok)
+	}
+	if _, ok := a.hooks.StatusOf("beta"); !ok {
+		t.Fatalf("before: beta has no webhook")
+	}
+	next, err := configs.Parse("t.toml", []byte(text(false, tokFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := restartOnly(a.cfg, next); len(got) == 0 {
+		t.Fatalf("restartOnly reports nothing")
+	}
+	if err := a.Reload(next); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if len(a.cfg.ISPs) != 2 {
+		t.Fatalf("running ISPs changed: %d", len(a.cfg.ISPs))
+	}
+	if _, ok := a.tokens.Lookup(tok); !ok {
+		t.Errorf("the running ISP beta's API token stopped working, though the isp change was reported as not applied (needs a restart)")
+	}
+	if _, ok := a.hooks.StatusOf("beta"); !ok {
+		t.Errorf("the running ISP beta's webhook was removed, though the isp change was reported as not applied (needs a restart)")
+	}
+	// beta back in the file with another token file: rotated.
+	rot, err := configs.Parse("t.toml", []byte(text(true, tokFile2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Reload(rot); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if p, ok := a.tokens.Lookup(tok2); !ok || p.ISP != "beta" {
+		t.Errorf("rotated token: %+v %v", p, ok)
+	}
+	if _, ok := a.tokens.Lookup(tok); ok {
+		t.Error("the token file taken out of the file still works")
+	}
+}
