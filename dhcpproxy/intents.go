@@ -340,14 +340,19 @@ func (p *Proxy) flushIntents(now time.Time) {
 }
 
 // flushIntentsOf sends mac's pending intents now, before a new message of
-// mac is relayed: the ISP must hear the old RELEASE before the new
+// mac is relayed to isp: the ISP must hear the old RELEASE before the new
 // DISCOVER or REQUEST (after a restart, a replayed RELEASE arriving after
 // the client's new DORA would free the lease the ISP just granted again).
-// It reports false when one could not be sent (the new message must wait).
-func (p *Proxy) flushIntentsOf(mac uint64) bool {
+// It reports false when one of isp's could not be sent (the new message
+// must wait). Another ISP's are tried too but hold nothing back: a RELEASE
+// to the ISP a device left cannot free its lease at the new one, and that
+// ISP may be the one that is unreachable.
+func (p *Proxy) flushIntentsOf(mac uint64, isp string) bool {
 	ok := true
 	for _, pi := range p.intents.ofMAC(mac) {
-		ok = p.sendIntent(pi) && ok
+		if sent := p.sendIntent(pi); !sent && pi.in.ISP == isp {
+			ok = false
+		}
 	}
 	return ok
 }

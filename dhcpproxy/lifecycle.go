@@ -37,6 +37,11 @@ type toEnd struct {
 	b      subscribers.Binding
 	why    string
 	revoke bool // stale or not installable (else expired or unconfigured)
+	// noCircuit: its access circuit is no longer configured. sk has no
+	// circuit then: the binding is ended by its stored key, and nothing
+	// in the lease or forwarding tables (which hold only configured
+	// circuits' bindings) is touched.
+	noCircuit bool
 }
 
 // LoadBindings starts reading the store's bindings as of now, in a
@@ -61,7 +66,7 @@ func (p *Proxy) LoadBindings(now time.Time) *Loaded {
 				if c == nil || isp == nil {
 					why = "its access or ISP is no longer configured"
 				}
-				ld.ends = append(ld.ends, toEnd{sk, b.Clone(), why, false})
+				ld.ends = append(ld.ends, toEnd{sk: sk, b: b.Clone(), why: why, noCircuit: c == nil})
 				return nil
 			}
 			if ld.n%loadChunk == 0 {
@@ -129,7 +134,7 @@ func (p *Proxy) RestoreLoaded(ld *Loaded) (int, error) {
 			if why != "" {
 				// The whole binding (Option 82, client identifier) for
 				// the RELEASE on the subscriber's behalf.
-				ld.ends = append(ld.ends, toEnd{k, p.full(h), why, true})
+				ld.ends = append(ld.ends, toEnd{sk: k, b: p.full(h), why: why, revoke: true})
 			}
 		}
 	}
@@ -158,6 +163,20 @@ func (p *Proxy) RestoreLoaded(ld *Loaded) (int, error) {
 	return n, nil
 }
 
+// endUnconfigured ends a stored binding of an access circuit that is no
+// longer configured, by its stored key (access, VLAN, MAC), with its
+// expired event. The lease and forwarding tables never held it: the same
+// MAC's bindings on configured circuits are not touched.
+func (p *Proxy) endUnconfigured(b subscribers.Binding, why string) error {
+	_, stored, _, err := p.store.EndBinding(b.Access, b.VLAN, b.MAC, nil, bindingSubject(b).event(subscribers.EventExpired, b.IP, why))
+	if err != nil {
+		p.count("store_error")
+		return fmt.Errorf("dhcp restore: binding of %s on %s not ended: %w", binding.MACString(binding.MAC48(b.MAC)), b.Access, err)
+	}
+	p.logEvent(stored)
+	return nil
+}
+
 // restoreEnders is how many bindings RestoreLoaded ends at once.
 const restoreEnders = 64
 
@@ -179,6 +198,10 @@ func (p *Proxy) endAll(ends []toEnd) error {
 				e := &ends[i]
 				var err error
 				switch {
+				case e.noCircuit:
+					if err = p.endUnconfigured(e.b, e.why); err == nil {
+						p.count("expired")
+					}
 				case e.revoke:
 					if !p.revoke(e.sk, e.b, e.why) {
 						err = fmt.Errorf("dhcp restore: binding of %s not revoked", binding.MACString(e.sk.mac))

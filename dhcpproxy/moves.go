@@ -78,18 +78,45 @@ func (p *Proxy) onlyMoved(h held) bool {
 // endMoved ends the binding want of a moved device through an intent (a
 // RELEASE to its old ISP) if it still holds exactly it (a later binding,
 // made since, is left alone). False: the store refused, nothing changed.
-func (p *Proxy) endMoved(sk subKey, want lease) bool {
+func (p *Proxy) endMoved(sk subKey, want lease) bool { return p.endHeld(sk, want, "") }
+
+// endHeld is endMoved with the reason why ("": the registration's
+// staleness, else "subscriber moved to another ISP").
+func (p *Proxy) endHeld(sk subKey, want lease, why string) bool {
 	defer p.lockSub(sk.mac).Unlock()
 	l, ok := p.leases.get(sk)
 	if !ok || !l.same(&want) {
 		return true
 	}
 	h := held{sk, l}
-	why := p.staleHeld(h)
+	if why == "" {
+		why = p.staleHeld(h)
+	}
 	if why == "" {
 		why = "subscriber moved to another ISP"
 	}
 	return p.revokeLocked(sk, p.full(h), why)
+}
+
+// endOtherCircuits ends the bindings sk's MAC holds on circuits other than
+// sk's (c): a device that asks for a lease on c has left them (one
+// registered for any access, plugged in elsewhere). Left in place, such a
+// binding forwarded to a port the device is no longer on until its lease
+// ended, and the ISP, seeing the same client, ACKed it that binding's
+// address again, which ispmux refused as another subscriber's. Each is
+// revoked with a RELEASE to its ISP (sent before the new message,
+// flushIntentsOf). False: one could not be ended (the client retransmits).
+func (p *Proxy) endOtherCircuits(c *Circuit, sk subKey, now time.Time) bool {
+	for _, h := range p.leases.ofMAC(sk.mac) {
+		if h.k == sk || !h.l.endsAfter(now) {
+			continue
+		}
+		if !p.endHeld(h.k, h.l, "the device asked for a lease on access "+c.Name) {
+			return false
+		}
+		p.count("moved_circuit")
+	}
+	return true
 }
 
 // cutMoves ends the old bindings of moved devices that did not ask within

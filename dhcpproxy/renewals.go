@@ -78,9 +78,10 @@ const (
 	handled             // answered (or dropped) here
 )
 
-// serveRequest applies the client-lease rules (above) and the end of a
-// moved device's old binding to a registered subscriber's message m (raw:
-// its bytes) before it is relayed, and says what to do with it.
+// serveRequest applies the client-lease rules (above), the end of a moved
+// device's old binding and of its bindings on other circuits
+// (endOtherCircuits) to a registered subscriber's message m (raw: its
+// bytes) before it is relayed, and says what to do with it.
 func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey, reg *registry.Entry, now time.Time) int {
 	mt := m.MessageType()
 	l, held := p.leases.get(sk)
@@ -116,6 +117,11 @@ func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey
 				return handled
 			}
 			return relayRenewal
+		}
+	}
+	if mt == dhcpv4.MessageTypeDiscover || mt == dhcpv4.MessageTypeRequest {
+		if !p.endOtherCircuits(c, sk, now) {
+			return handled
 		}
 	}
 	if moved {

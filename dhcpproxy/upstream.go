@@ -225,7 +225,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		p.tx.abandon(pk, t)
 		return
 	}
-	if !p.flushIntentsOf(sk.mac) {
+	if !p.flushIntentsOf(sk.mac, isp.Name) {
 		// A RELEASE of this subscriber's old lease is still unsent:
 		// the new message would overtake it. The client retransmits.
 		p.count("relay_after_pending_intent")
@@ -320,7 +320,7 @@ func (p *Proxy) relayLater(pk pendKey, t *txn, isp *ISP, subj subject, mt dhcpv4
 			time.Sleep(20 * time.Millisecond)
 			if gw, ok := p.nextHop(isp); ok {
 				p.tx.extend(t, time.Now().Add(p.cfg.Timeout))
-				p.flushIntentsOf(pk.mac)
+				p.flushIntentsOf(pk.mac, isp.Name)
 				p.sendRelay(isp, gw, pk.mac, mt, pk.xid, payload, netip.Addr{})
 				return
 			}

@@ -1,0 +1,244 @@
+package dhcpproxy
+
+import (
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// downISPTables is the rig's tables with one ISP's next hop unresolved
+// (its uplink lost) and the others reachable.
+type downISPTables struct {
+	*fakeTables
+	down uint8
+}
+
+func (d downISPTables) NextHopMAC(isp uint8) (uint64, bool) {
+	if isp == d.down {
+		return 0, false
+	}
+	return d.fakeTables.NextHopMAC(isp)
+}
+
+// A device bound at alpha moves to beta (the portal, the API) while
+// alpha's uplink is down. Its DISCOVER ends the alpha binding through an
+// intent (the RELEASE to alpha waits for alpha's next hop) and reaches
+// beta: a RELEASE to alpha cannot free a lease at beta, so nothing is to
+// be ordered between the two. Before, it was dropped
+// (relay_after_pending_intent) at every retransmission for as long as
+// alpha was unreachable.
+func TestMoveAwayFromUnreachableISP(t *testing.T) {
+	r, cs := boundAtAlpha(t)
+	r.p = New(r.p.cfg, cs, r.p.reg, downISPTables{r.tab, 0}, r.snd, nil)
+	if _, err := r.p.Restore(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	r.moveTo("beta")
+	r.p.RevalidateMACs([]uint64{s1MAC})
+	for i := range 3 {
+		d := discover(t, dhcpv4.WithHwAddr(mac(s1)))
+		d.TransactionID[3] = byte(i + 1)
+		r.fromClient(d)
+		r.p.expire(time.Now())
+	}
+	if r.tab.isBound(s1MAC) {
+		t.Error("still bound at alpha")
+	}
+	sent := r.toPorts()
+	if len(sent[betaPort]) == 0 {
+		t.Errorf("no DISCOVER reached beta in 3 tries while alpha is unreachable (counters %v)", r.p.Counters())
+	}
+	if r.p.PendingIntents() != 1 {
+		t.Errorf("pending intents %d, want alpha's RELEASE kept", r.p.PendingIntents())
+	}
+}
+
+// A stored binding of a circuit no longer configured (the operator removed
+// access acc1, VLAN 5, while ispmux was stopped) is ended at the restore
+// with an expired event, by its stored key. Before, its end was keyed
+// with the zero circuit (VLAN 0), not the binding's VLAN: (a) the store
+// kept it, ended again with a new event at every start; (b) once acc1 was
+// configured again it was restored and forwarded, after the log said it
+// ended; (c) the end removed the same MAC's binding on port 0, VLAN 0
+// (acc0) from the lease and forwarding tables, though the store kept it.
+func TestRestoreEndsRemovedCircuitsBinding(t *testing.T) {
+	r := newPRig(t)
+	now := time.Now()
+	m := [6]byte(mac(s1))
+	gone := subscribers.Binding{MAC: m, Access: "acc1", VLAN: 5, ISP: "alpha", IP: netip.MustParseAddr("100.64.0.101"),
+		Expires: now.Add(time.Hour), Updated: now, LeaseTime: 2 * time.Hour}
+	live := subscribers.Binding{MAC: m, Access: "acc0", VLAN: 0, ISP: "alpha", IP: netip.MustParseAddr("100.64.0.100"),
+		Expires: now.Add(time.Hour), Updated: now, LeaseTime: 2 * time.Hour}
+	for _, b := range []subscribers.Binding{gone, live} {
+		if err := r.store.CommitBinding(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.p.Restore(now); err != nil {
+		t.Fatal(err)
+	}
+	r.p.notes.wait()
+	ended := 0
+	evs, _ := r.store.Events(0, 100)
+	for _, e := range evs {
+		if e.Kind == subscribers.EventExpired && e.Access == "acc1" {
+			ended++
+		}
+	}
+	if ended != 1 {
+		t.Fatalf("%d expired events for acc1's binding, want 1", ended)
+	}
+	if _, err := r.store.Binding("acc1", 5, m); err == nil {
+		t.Error("(a) the binding of the removed circuit is still stored after its end event")
+	}
+	_, leased := r.p.Lease(accPort, 0, s1MAC)
+	_, serr := r.store.Binding("acc0", 0, m)
+	if !leased || !r.tab.isBound(s1MAC) {
+		t.Errorf("(c) the live binding at acc0 (port 0, VLAN 0): in the lease table %v, forwarding %v, stored %v; want all three",
+			leased, r.tab.isBound(s1MAC), serr == nil)
+	}
+
+	// acc1 is configured again: the ended binding comes back.
+	cfg := r.p.cfg
+	cfg.Circuits = append(cfg.Circuits, Circuit{Name: "acc1", Interface: "acc1", Port: 3, VLAN: 5, MAC: accMAC, Addr: ourSID})
+	r.tab = &fakeTables{bound: map[uint64]binding.Binding{}, store: r.store}
+	p2 := New(cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	if _, err := p2.Restore(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p2.Lease(3, 5, s1MAC); ok {
+		t.Error("(b) the binding ended at the previous start is restored on acc1 again")
+	}
+}
+
+// engineTables has engine.Control's conflict rule: an address at an ISP
+// is another subscriber's when its FIB entry names another (MAC, port,
+// VLAN); the MAC table is keyed by (port, VLAN, MAC).
+type engineTables struct {
+	mu  sync.Mutex
+	mac map[subKey]binding.Binding
+	fib map[[2]any]subKey
+}
+
+func newEngineTables() *engineTables {
+	return &engineTables{mac: map[subKey]binding.Binding{}, fib: map[[2]any]subKey{}}
+}
+
+func (e *engineTables) conflict(b binding.Binding) error {
+	if d, ok := e.fib[[2]any{b.ISP, b.IP}]; ok && d != (subKey{circuitKey{b.Port, b.VLAN}, b.MAC}) {
+		return binding.ErrConflict
+	}
+	return nil
+}
+
+func (e *engineTables) CheckBind(b binding.Binding) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.conflict(b)
+}
+
+func (e *engineTables) Bind(b binding.Binding) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.conflict(b); err != nil {
+		return err
+	}
+	k := subKey{circuitKey{b.Port, b.VLAN}, b.MAC}
+	if old, ok := e.mac[k]; ok {
+		delete(e.fib, [2]any{old.ISP, old.IP})
+	}
+	e.mac[k] = b
+	e.fib[[2]any{b.ISP, b.IP}] = k
+	return nil
+}
+
+func (e *engineTables) Unbind(port uint8, vlan uint16, m uint64) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	k := subKey{circuitKey{port, vlan}, m}
+	old, ok := e.mac[k]
+	if ok {
+		delete(e.mac, k)
+		delete(e.fib, [2]any{old.ISP, old.IP})
+	}
+	return ok
+}
+
+func (e *engineTables) Holder(isp uint8, a netip.Addr) (binding.Binding, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	k, ok := e.fib[[2]any{isp, a}]
+	if !ok {
+		return binding.Binding{}, false
+	}
+	return e.mac[k], true
+}
+
+func (e *engineTables) NextHopMAC(uint8) (uint64, bool) { return gwMAC, true }
+
+func (e *engineTables) boundOn(vlan uint16, m uint64) (binding.Binding, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	b, ok := e.mac[subKey{circuitKey{accPort, vlan}, m}]
+	return b, ok
+}
+
+// A device registered for any access (the registry's Access "") bound at
+// alpha on acc0 is plugged in on acc1 (another VLAN). Its INIT-REBOOT is
+// NAKed (no binding on acc1); its DISCOVER ends the binding on acc0 (a
+// RELEASE to alpha) and is relayed; alpha hands it the same address and
+// the device is bound on acc1. Before, the acc0 binding was never ended
+// nor alpha told, and ispmux refused alpha's ACK as "the address of DHCP
+// subscriber <itself>": the device stayed offline until the ISP's lease
+// ran out (an hour here).
+func TestDeviceMovedToAnotherCircuit(t *testing.T) {
+	r := newPRig(t)
+	et := newEngineTables()
+	cfg := r.p.cfg
+	cfg.Circuits = append(cfg.Circuits, Circuit{Name: "acc1", Interface: "acc0", Port: accPort, VLAN: 5, MAC: accMAC, Addr: ourSID})
+	r.p = New(cfg, r.store, r.p.reg, et, r.snd, nil)
+	if got := r.dora(s1, kea(t, time.Hour), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("DORA on acc0: %v", got)
+	}
+	if _, ok := et.boundOn(0, s1MAC); !ok {
+		t.Fatal("not bound on acc0")
+	}
+	// Plugged in on acc1: INIT-REBOOT, NAKed; then DISCOVER.
+	r.fromClientVLAN(5, initReboot(t, s1, netip.MustParseAddr(s1Addr)))
+	if got := r.serve(kea(t, time.Hour)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("INIT-REBOOT on acc1: %v, want a NAK", got)
+	}
+	r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	got := r.serve(kea(t, time.Hour))
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("DISCOVER on acc1: %v", got)
+	}
+	req, _ := dhcpv4.NewRequestFromOffer(got[0])
+	r.fromClientVLAN(5, req)
+	got = r.serve(kea(t, time.Hour))
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Errorf("REQUEST on acc1: %v, want the ACK (counters %v)", got, r.p.Counters())
+	}
+	if _, ok := et.boundOn(5, s1MAC); !ok {
+		t.Error("not bound on acc1")
+	}
+	if _, ok := et.boundOn(0, s1MAC); ok {
+		t.Error("still forwarding on acc0, where the device no longer is")
+	}
+	// The acc0 binding ended as revoked, its RELEASE sent to alpha.
+	r.p.notes.wait()
+	revoked := false
+	evs, _ := r.store.Events(0, 100)
+	for _, e := range evs {
+		revoked = revoked || e.Kind == subscribers.EventRevoked && e.Access == "acc0"
+	}
+	if sent := r.p.Counters()["intent_sent_release"]; !revoked || sent != 1 {
+		t.Errorf("acc0's binding: revoked event %v, RELEASEs sent %d (want its RELEASE sent to alpha)", revoked, sent)
+	}
+}
