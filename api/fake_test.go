@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -351,6 +352,21 @@ func (f *fakeService) Bindings(ctx context.Context, isp string, o tenants.ListOp
 		}
 	}
 	return p, nil
+}
+
+func (f *fakeService) BindingsOf(ctx context.Context, isp, mac string) ([]tenants.Binding, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record(fakeCall{Method: "BindingsOf", ISP: isp, Arg: mac}); err != nil {
+		return nil, err
+	}
+	out := []tenants.Binding{}
+	for _, b := range f.bindings {
+		if (isp == "" || b.ISP == isp) && strings.EqualFold(b.MAC, mac) {
+			out = append(out, b)
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeService) Events(ctx context.Context, isp string, after uint64, limit int) (tenants.EventPage, error) {

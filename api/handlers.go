@@ -348,6 +348,19 @@ func (s *Server) listBindings(w http.ResponseWriter, r *http.Request, c *call) {
 	if !ok {
 		return
 	}
+	if mac := r.URL.Query().Get("mac"); mac != "" {
+		// One MAC's bindings (one lookup per circuit): one page.
+		bs, err := s.svc.BindingsOf(r.Context(), c.isp, mac)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if c.isp != "" {
+			bs = keep(bs, func(b tenants.Binding) bool { return b.ISP == c.isp })
+		}
+		writeJSON(w, http.StatusOK, pageOf(tenants.Page[tenants.Binding]{Items: bs}))
+		return
+	}
 	p, err := s.svc.Bindings(r.Context(), c.isp, o)
 	if err != nil {
 		s.fail(w, r, err)

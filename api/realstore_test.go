@@ -1,8 +1,10 @@
 package api
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -35,7 +37,7 @@ func newRealFixtureLimits(t *testing.T, lim tenants.ClaimLimits) (*fixture, *ten
 	}
 	t.Cleanup(func() { st.Close() })
 	ten := tenants.New(tenants.Config{ISPs: []string{"alpha", "beta"}, MaxDevices: 100,
-		Claim: lim},
+		Claim: lim, Circuits: []tenants.Circuit{{Access: "acc0"}, {Access: "acc1", VLAN: 7}}},
 		st, registry.New(), realNopProxy{}, nil, nil)
 	if err := ten.Load(); err != nil {
 		t.Fatal(err)
@@ -114,5 +116,46 @@ func TestClaimBackoffConcurrent(t *testing.T) {
 	}
 	if guesses > 1 {
 		t.Errorf("%d of %d concurrent wrong-password claims were verified (401 bad-credentials), not rate-limited (429): the back-off admits one guess", guesses, n)
+	}
+}
+
+// GET …/bindings?mac= is one MAC's bindings, looked up on each access
+// circuit (at most one per circuit, any ISP for the operator, the token's
+// ISP's only for an ISP).
+func TestBindingsOfMAC(t *testing.T) {
+	f, _, st := newRealFixture(t)
+	m := subscribers.MAC{2, 0, 0, 0, 0, 9}
+	for _, b := range []subscribers.Binding{
+		{MAC: m, Access: "acc0", ISP: "alpha", IP: netip.MustParseAddr("100.64.0.9"), Expires: time.Now().Add(time.Hour)},
+		{MAC: m, Access: "acc1", VLAN: 7, ISP: "beta", IP: netip.MustParseAddr("100.64.0.10"), Expires: time.Now().Add(time.Hour)},
+		{MAC: subscribers.MAC{2, 0, 0, 0, 0, 8}, Access: "acc0", ISP: "alpha", IP: netip.MustParseAddr("100.64.0.8"), Expires: time.Now().Add(time.Hour)},
+	} {
+		if err := st.CommitBinding(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func(tok, path string) []tenants.Binding {
+		t.Helper()
+		w := f.do("GET", path, tok, "")
+		if w.Code != http.StatusOK {
+			t.Fatalf("%s: %d %s", path, w.Code, w.Body)
+		}
+		var p struct{ Items []tenants.Binding }
+		if err := json.Unmarshal(w.Body.Bytes(), &p); err != nil {
+			t.Fatal(err)
+		}
+		return p.Items
+	}
+	if bs := get("operator", "/v1/bindings?mac=02:00:00:00:00:09"); len(bs) != 2 || bs[0].Access != "acc0" || bs[1].VLAN != 7 {
+		t.Errorf("operator: %+v", bs)
+	}
+	if bs := get("beta", "/v1/isps/beta/bindings?mac=02-00-00-00-00-09"); len(bs) != 1 || bs[0].ISP != "beta" {
+		t.Errorf("beta: %+v", bs)
+	}
+	if bs := get("alpha", "/v1/isps/alpha/bindings?mac=02:00:00:00:00:07"); len(bs) != 0 {
+		t.Errorf("no binding: %+v", bs)
+	}
+	if w := f.do("GET", "/v1/bindings?mac=nonsense", "operator", ""); w.Code < 400 || w.Code >= 500 {
+		t.Errorf("bad MAC: %d", w.Code)
 	}
 }

@@ -237,7 +237,11 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	for i, isp := range cfg.ISPs {
 		isps[i] = isp.Name
 	}
-	a.ten = tenants.New(tenants.Config{ISPs: isps, MaxDevices: dp.MACTableSize}, a.store, a.reg, nil, a.ctl, log)
+	circuits := make([]tenants.Circuit, 0, len(cfg.Access))
+	for _, ac := range cfg.Access {
+		circuits = append(circuits, tenants.Circuit{Access: ac.Name, VLAN: uint16(ac.VLAN)})
+	}
+	a.ten = tenants.New(tenants.Config{ISPs: isps, MaxDevices: dp.MACTableSize, Circuits: circuits}, a.store, a.reg, nil, a.ctl, log)
 	// The stored bindings are read (one goroutine) while the registry
 	// loads (this one): at a million subscribers each is seconds of CPU,
 	// and the restore's checks need both.

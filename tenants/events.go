@@ -2,6 +2,7 @@ package tenants
 
 import (
 	"context"
+	"errors"
 	"net"
 
 	"github.com/ispmux/ispmux/subscribers"
@@ -81,4 +82,35 @@ func (t *Tenants) Bindings(ctx context.Context, isp string, o ListOptions) (Page
 			VLAN: b.VLAN, IP: b.IP, Expires: b.Expires})
 	}
 	return p, nil
+}
+
+// BindingsOf returns mac's DHCP bindings (at most one per access circuit),
+// isp's only unless isp is "": one lookup per configured circuit, no scan
+// of the others' (a binding of a circuit no longer configured is ended at
+// start).
+func (t *Tenants) BindingsOf(ctx context.Context, isp, mac string) ([]Binding, error) {
+	if isp != "" {
+		if err := t.checkISP(isp); err != nil {
+			return nil, err
+		}
+	}
+	m, err := parseMAC(mac)
+	if err != nil {
+		return nil, err
+	}
+	out := []Binding{}
+	for _, c := range t.cfg.Circuits {
+		b, err := t.store.Binding(c.Access, c.VLAN, m)
+		switch {
+		case errors.Is(err, subscribers.ErrNotFound):
+			continue
+		case err != nil:
+			return nil, err
+		case isp != "" && b.ISP != isp:
+			continue
+		}
+		out = append(out, Binding{MAC: macString(b.MAC), ISP: b.ISP, CustomerID: b.Customer, Access: b.Access,
+			VLAN: b.VLAN, IP: b.IP, Expires: b.Expires})
+	}
+	return out, nil
 }

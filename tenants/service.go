@@ -51,6 +51,8 @@ type Service interface {
 
 	// Bindings lists DHCP bindings of isp ("" = all).
 	Bindings(ctx context.Context, isp string, o ListOptions) (Page[Binding], error)
+	// BindingsOf returns a MAC's DHCP bindings (isp's only, unless "").
+	BindingsOf(ctx context.Context, isp, mac string) ([]Binding, error)
 
 	// Events returns up to limit events of isp ("" = all) after seq.
 	Events(ctx context.Context, isp string, after uint64, limit int) (EventPage, error)

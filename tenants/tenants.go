@@ -50,6 +50,16 @@ type Config struct {
 	MaxDevices int
 	// Claim limits (zero values: the defaults below).
 	Claim ClaimLimits
+	// Circuits are the configured access circuits, where bindings are
+	// (BindingsOf looks a MAC up on each).
+	Circuits []Circuit
+}
+
+// Circuit is an access circuit: its name and VLAN, a binding's key with
+// the MAC.
+type Circuit struct {
+	Access string
+	VLAN   uint16
 }
 
 // Tenants implements Service over the store, the registry and the proxy.

@@ -420,6 +420,18 @@ func (c *Client) Bindings(ctx context.Context, isp string, o tenants.ListOptions
 	return out, err
 }
 
+// BindingsOf returns mac's DHCP bindings (isp "" = of any ISP, operator):
+// GET …/bindings?mac=, one lookup per access circuit, no paging.
+func (c *Client) BindingsOf(ctx context.Context, isp, mac string) ([]tenants.Binding, error) {
+	var out tenants.Page[tenants.Binding]
+	path := "/v1/bindings"
+	if isp != "" {
+		path = ispPath(isp) + "/bindings"
+	}
+	err := c.do(ctx, "GET", path, url.Values{"mac": {mac}}, nil, &out)
+	return out.Items, err
+}
+
 // EventList is the answer of Events (api.EventList).
 type EventList struct {
 	Items  []tenants.Event `json:"items"`

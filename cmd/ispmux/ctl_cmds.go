@@ -248,27 +248,18 @@ func ctlSubscriber(e *ctlEnv, args []string) error {
 	case !errors.Is(err, tenants.ErrNotFound):
 		return err
 	}
-	bisp := isp
-	if bisp == "" && v.Device != nil && v.Device.ISP != "" {
-		bisp = v.Device.ISP
+	// Its bindings at any ISP (a moved device keeps its old ISP's until
+	// it renews), one lookup per circuit.
+	bs, err := c.BindingsOf(e.ctx, isp, mac)
+	if err != nil {
+		return err
 	}
-	// No endpoint reads one binding: scan the (ISP's) list.
-	for after := ""; ; {
-		p, err := c.Bindings(e.ctx, bisp, tenants.ListOptions{After: after, Limit: tenants.MaxLimit})
-		if err != nil {
-			return err
+	for i := range bs {
+		if v.Binding == nil || bs[i].Expires.After(v.Binding.Expires) {
+			v.Binding = &bs[i]
 		}
-		for i := range p.Items {
-			if strings.EqualFold(p.Items[i].MAC, mac) {
-				v.Binding = &p.Items[i]
-			}
-		}
-		if v.Binding != nil || p.Next == "" || p.Next == after {
-			break
-		}
-		after = p.Next
 	}
-	evs, _, err := newestEvents(e, c, isp, subscriberWindow, func(ev tenants.Event) bool {
+	evs, _, err := newestEvents(e, c, isp, subscriberEvents, subscriberWindow, subscriberWindow, func(ev tenants.Event) bool {
 		return strings.EqualFold(ev.MAC, mac)
 	})
 	if err != nil {

@@ -77,7 +77,8 @@ func newRig(t *testing.T, svc tenants.Service) *rig {
 		t.Cleanup(func() { st.Close() })
 		r.store = st
 		r.ten = tenants.New(tenants.Config{ISPs: []string{"alpha", "beta"}, MaxDevices: 100,
-			Claim: tenants.ClaimLimits{BackoffBase: time.Millisecond, BackoffMax: 10 * time.Millisecond}},
+			Claim:    tenants.ClaimLimits{BackoffBase: time.Millisecond, BackoffMax: 10 * time.Millisecond},
+			Circuits: []tenants.Circuit{{Access: "acc0"}, {Access: "acc1", VLAN: 7}}},
 			st, registry.New(), nil, nil, nil)
 		if err := r.ten.Load(); err != nil {
 			t.Fatal(err)
