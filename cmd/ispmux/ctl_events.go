@@ -17,15 +17,19 @@ type eventBounds struct{ oldest, newest uint64 }
 
 // newestEvents returns (oldest first) the newest n events of isp ("" =
 // all) that keep accepts (nil: all). The API reads forward only, so it
-// reads after newest-n, and widens the window tenfold while an ISP's (or
-// keep's) share of it is short of n and older events are kept.
-func newestEvents(e *ctlEnv, c *client.Client, isp string, n int, keep func(tenants.Event) bool) ([]tenants.Event, eventBounds, error) {
+// reads the last window events of the log (window 0: n), and widens the
+// window tenfold while an ISP's (or keep's) share of it is short of n and
+// older events are kept, up to maxWindow (0: no bound).
+func newestEvents(e *ctlEnv, c *client.Client, isp string, n int, window, maxWindow uint64, keep func(tenants.Event) bool) ([]tenants.Event, eventBounds, error) {
 	head, err := c.Events(e.ctx, isp, 0, 1)
 	if err != nil {
 		return nil, eventBounds{}, err
 	}
 	b := eventBounds{head.Oldest, head.Newest}
-	for window := uint64(n); ; window *= 10 {
+	if window == 0 {
+		window = uint64(n)
+	}
+	for ; ; window *= 10 {
 		var after uint64
 		if b.newest > window {
 			after = b.newest - window
@@ -50,7 +54,7 @@ func newestEvents(e *ctlEnv, c *client.Client, isp string, n int, keep func(tena
 			}
 			pos = next
 		}
-		if len(out) >= n || after == 0 || after < b.oldest || window > 1<<40 {
+		if len(out) >= n || after == 0 || after < b.oldest || window > 1<<40 || maxWindow > 0 && window*10 > maxWindow {
 			return out, b, nil
 		}
 	}
@@ -92,7 +96,7 @@ func ctlEvents(e *ctlEnv, args []string) error {
 		if e.o.limit > 0 {
 			n = e.o.limit
 		}
-		evs, b, err := newestEvents(e, c, isp, n, nil)
+		evs, b, err := newestEvents(e, c, isp, n, 0, 0, nil)
 		if err != nil {
 			return err
 		}

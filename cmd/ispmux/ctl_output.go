@@ -23,7 +23,39 @@ func newTable(w io.Writer, header ...string) *table {
 	return t
 }
 
-func (t *table) row(cells ...string) { fmt.Fprintln(t.tw, strings.Join(cells, "\t")) }
+func (t *table) row(cells ...string) {
+	for i, c := range cells {
+		cells[i] = printable(c)
+	}
+	fmt.Fprintln(t.tw, strings.Join(cells, "\t"))
+}
+
+// printable returns s with its control characters (C0, tab and newline
+// included, DEL, C1) written as escapes (\n, \t, \x1b): a cell is one
+// line of one column, and text from outside (an ISP's DHCPNAK message in
+// an event's reason, a customer ID) must not add rows or columns, or reach
+// the operator's terminal as a control sequence.
+func printable(s string) string {
+	if !strings.ContainsFunc(s, isControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case isControl(r):
+			fmt.Fprintf(&b, `\x%02x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+func isControl(r rune) bool { return r < 0x20 || r >= 0x7f && r <= 0x9f }
 
 func (t *table) flush() error { return t.tw.Flush() }
 
@@ -134,6 +166,7 @@ func eventCells(ev tenants.Event) []string {
 func eventLine(cells []string) string {
 	var b strings.Builder
 	for i, c := range cells {
+		c = printable(c)
 		if i > 0 {
 			b.WriteString("  ")
 		}

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// After a make-before-break move (ctl move without --immediate) the device
+// belongs to the new ISP while its binding, still served, is the old
+// ISP's. `ctl subscriber MAC` shows that binding (it looked at the device's
+// ISP's bindings only, and said none).
+func TestSubscriberViewAfterMove(t *testing.T) {
+	r := newRig(t, nil)
+	op := func(args ...string) []string { return r.api("operator", args...) }
+	mac := "02:00:00:00:00:41"
+	r.ok("", op("customer-add", "alpha", "a-1")...)
+	r.ok("", op("customer-add", "beta", "b-1")...)
+	r.ok("", op("device-add", "alpha", mac, "a-1")...)
+	hw := subscribers.MAC{2, 0, 0, 0, 0, 0x41}
+	ip := netip.MustParseAddr("198.51.100.41")
+	if _, err := r.store.CommitBindingEvent(subscribers.Binding{MAC: hw, Access: "acc0", ISP: "alpha", Customer: "a-1",
+		IP: ip, Expires: time.Now().Add(time.Hour)},
+		subscribers.Event{Kind: subscribers.EventBound, MAC: hw, ISP: "alpha", Customer: "a-1", IP: ip}); err != nil {
+		t.Fatal(err)
+	}
+	r.ok("", op("move", mac, "beta", "b-1")...)
+	out, _ := r.ok("", op("bindings", "alpha")...)
+	if rows := column(t, out); len(rows) != 1 || rows[0]["IP"] != ip.String() {
+		t.Fatalf("the old ISP's binding is gone after a make-before-break move:\n%s", out)
+	}
+	out, _ = r.ok("", op("subscriber", mac, "--json")...)
+	var sv subscriberView
+	if err := json.Unmarshal([]byte(out), &sv); err != nil {
+		t.Fatal(err)
+	}
+	if sv.Binding == nil {
+		t.Errorf("ctl subscriber %s shows no binding while it is bound (at alpha, %s) after the move:\n%s", mac, ip, out)
+	}
+}
+
+// An ISP's DHCPNAK message (option 56: text the ISP's server chooses)
+// becomes the nak event's reason verbatim (dhcpproxy nakFromISP). `ctl
+// events` prints one row per event, and nothing that the operator's
+// terminal takes as a control sequence (a newline in it printed a forged
+// row, ESC and BEL reached the terminal).
+func TestEventsTableControlCharacters(t *testing.T) {
+	r := newRig(t, nil)
+	op := func(args ...string) []string { return r.api("operator", args...) }
+	hw := subscribers.MAC{2, 0, 0, 0, 0, 0x42}
+	ip := netip.MustParseAddr("198.51.100.42")
+	if _, err := r.store.CommitBindingEvent(subscribers.Binding{MAC: hw, Access: "acc0", ISP: "alpha", Customer: "a-1",
+		IP: ip, Expires: time.Now().Add(time.Hour)},
+		subscribers.Event{Kind: subscribers.EventBound, MAC: hw, ISP: "alpha", Customer: "a-1", IP: ip}); err != nil {
+		t.Fatal(err)
+	}
+	// What nakFromISP records for a NAK whose message is this.
+	msg := "wrong network\n999      2026-01-01T00:00:00  bound  02:00:00:00:00:99  beta  forged\x1b[2J\x1b]0;pwned\x07"
+	if _, _, _, err := r.store.EndBinding("acc0", 0, hw, nil, subscribers.Event{Kind: subscribers.EventNak, MAC: hw, ISP: "alpha",
+		Customer: "a-1", IP: ip, Reason: "the ISP refused (DHCPNAK): " + msg}); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := r.ok("", op("events")...)
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	if len(lines) != 3 { // the header, bound, nak
+		t.Errorf("ctl events: 2 events printed as %d rows:\n%s", len(lines)-1, out)
+	}
+	if strings.ContainsAny(out, "\x1b\x07") {
+		t.Errorf("ctl events passes the ISP's control characters to the terminal: %q", out)
+	}
+}
+
+// `ctl subscriber` shows a MAC's recent events "among the newest 1000 of
+// the log" (subscriberWindow) and reads no further: it passed 1000 to
+// newestEvents as the number of the MAC's events wanted, so for a MAC with
+// fewer the window widened tenfold until it covered the whole log (100,000
+// events at the default retention), re-reading it page by page.
+func TestSubscriberEventsWindow(t *testing.T) {
+	r := newRig(t, nil)
+	op := func(args ...string) []string { return r.api("operator", args...) }
+	hw := subscribers.MAC{2, 0, 0, 0, 0, 0x43}
+	if _, err := r.store.AddEvent(subscribers.Event{Kind: subscribers.EventUnknown, MAC: hw, Reason: "old event of this MAC"}); err != nil {
+		t.Fatal(err)
+	}
+	const others = 30000
+	for i := range others {
+		other := subscribers.MAC{2, 0, 0, 1, byte(i >> 8), byte(i)}
+		if _, err := r.store.AddEvent(subscribers.Event{Kind: subscribers.EventUnknown, MAC: other, Reason: "other"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	out, _, err := runCmd(t, "", op("subscriber", "02:00:00:00:00:43")...)
+	took := time.Since(start)
+	t.Logf("ctl subscriber took %v with %d events in the log", took, others+1)
+	if err == nil && strings.Contains(out, "old event of this MAC") {
+		t.Errorf("ctl subscriber shows seq 1, %d events before the newest, as one of its events %q:\n%s",
+			others, "among the newest 1000 of the log", out)
+	}
+}
