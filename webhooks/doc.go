@@ -8,7 +8,8 @@
 // One event per request (a receiver dedupes by webhook-id, which is one
 // event's sequence number, so a batch would have no id of its own). The
 // body is the event as the API shows it (tenants.Event: seq, time, kind,
-// mac, isp, customer_id, access, ip, reason, actor, request_id; the empty
+// mac, isp, customer_id, access, ip, lease_end, reason, actor, request_id;
+// tenants.EventView makes both, so they cannot drift apart; the empty
 // ones left out), Content-Type application/json, with the headers
 //
 //	webhook-id:        the event's sequence number ("1201"), the same on every attempt

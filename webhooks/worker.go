@@ -163,7 +163,7 @@ func (w *worker) run() {
 			if e.Seq <= cursor {
 				continue
 			}
-			body, err := json.Marshal(view(e))
+			body, err := json.Marshal(tenants.EventView(e))
 			if err != nil {
 				w.m.log.Error("webhook: encoding an event", "isp", w.isp, "seq", e.Seq, "err", err)
 				continue
@@ -379,15 +379,3 @@ func clean(s string) string {
 	return s
 }
 
-// view is the event as the API shows it (tenants.Event).
-func view(e subscribers.Event) tenants.Event {
-	v := tenants.Event{Seq: e.Seq, Time: e.Time, Kind: string(e.Kind), ISP: e.ISP, CustomerID: e.Customer, Access: e.Access,
-		Reason: e.Reason, Actor: e.Actor, RequestID: e.RequestID}
-	if e.MAC != (subscribers.MAC{}) {
-		v.MAC = net.HardwareAddr(e.MAC[:]).String()
-	}
-	if e.IP.IsValid() {
-		v.IP = e.IP.String()
-	}
-	return v
-}
