@@ -77,6 +77,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, c *call) {
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriter(w)
+	var wrote time.Time // the last write: a heartbeat follows at most Heartbeat after it
 	write := func() error {
 		if err := rc.SetWriteDeadline(time.Now().Add(s.Limits.StreamWrite)); err != nil && !errors.Is(err, http.ErrNotSupported) {
 			return err
@@ -84,6 +85,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, c *call) {
 		if err := bw.Flush(); err != nil {
 			return err
 		}
+		wrote = time.Now()
 		return rc.Flush()
 	}
 	fmt.Fprintf(bw, "retry: 3000\n\n")
@@ -135,19 +137,28 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, c *call) {
 			after = max(after, page.Newest) // see listEvents
 		}
 		if len(page.Events) < streamBatch {
-			// Caught up: wait for news, with a heartbeat.
-			wctx, wcancel := context.WithTimeout(ctx, s.Limits.Heartbeat)
-			err := s.svc.WaitEvents(wctx, after)
-			timedOut := errors.Is(wctx.Err(), context.DeadlineExceeded)
-			wcancel()
+			// Caught up: wait for news, with a heartbeat at most
+			// Heartbeat after the last write. A wake-up for other
+			// ISPs' events writes nothing to an ISP's stream: the
+			// deadline counts from the last write, not the wake-up,
+			// or a busy log kept a quiet ISP's stream silent.
+			var err error
+			if wait := s.Limits.Heartbeat - time.Since(wrote); wait > 0 {
+				wctx, wcancel := context.WithTimeout(ctx, wait)
+				err = s.svc.WaitEvents(wctx, after)
+				if errors.Is(wctx.Err(), context.DeadlineExceeded) {
+					err = nil
+				}
+				wcancel()
+			}
 			if ctx.Err() != nil {
 				return
 			}
-			if err != nil && !timedOut {
+			if err != nil {
 				s.log.Warn("api event stream", "request_id", c.actor.RequestID, "err", err)
 				return
 			}
-			if timedOut {
+			if time.Since(wrote) >= s.Limits.Heartbeat {
 				fmt.Fprintf(bw, ": heartbeat %d\n\n", after)
 				if err := write(); err != nil {
 					return

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"net/netip"
 	"strings"
 	"time"
@@ -227,48 +226,36 @@ func (s *Store) eventAt(tx *bolt.Tx, seq uint64, val []byte, isp string, cutTime
 // the binding journal's pending events without a checkpoint
 // (pendingevents.go), as EventsOf and WebhookEvents do.
 func (s *Store) Events(afterSeq uint64, limit int) ([]Event, error) {
-	if afterSeq == math.MaxUint64 {
-		return nil, nil
-	}
-	var evs []Event
-	var bad []error
-	err := s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
-		c := tx.Bucket(bucketEvents).Cursor()
-		for k, v := c.Seek(seqKey(afterSeq + 1)); k != nil && (limit <= 0 || len(evs) < limit); k, v = c.Next() {
-			e, err := decodeEvent(k, v)
-			if err != nil {
-				bad = append(bad, err)
-				continue
-			}
-			evs = append(evs, e)
-		}
-		evs, bad = mergePending(evs, bad, pend, "", afterSeq, limit)
-		return nil
-	})
-	if err == nil {
-		err = errors.Join(bad...)
-	}
-	if err != nil {
-		return evs, fmt.Errorf("events after %d: %w", afterSeq, err)
-	}
-	return evs, nil
+	evs, _, _, err := s.EventsPage("", afterSeq, limit)
+	return evs, err
 }
 
 // EventsOf returns up to limit events of one ISP (those whose ISP is isp)
 // with Seq > after, ascending by Seq (limit <= 0: all), reading the
 // events-by-isp index: other ISPs' events are not looked at. isp "" means
-// every event (Events). Errors as Events.
+// every event (Events).
 func (s *Store) EventsOf(isp string, after uint64, limit int) ([]Event, error) {
-	if isp == "" {
-		return s.Events(after, limit)
-	}
-	if after == math.MaxUint64 {
-		return nil, nil
-	}
-	var evs []Event
+	evs, _, _, err := s.EventsPage(isp, after, limit)
+	return evs, err
+}
+
+// EventsPage is Events (isp "") or EventsOf (isp) together with the log's
+// bounds (EventBounds), all read in one transaction: a page that starts
+// past after+1 while after+1 < oldest was trimmed in front of its reader,
+// which the bounds read apart could not tell (an API page's missed, a
+// stream's reset).
+func (s *Store) EventsPage(isp string, after uint64, limit int) (evs []Event, oldest, newest uint64, err error) {
 	var bad []error
-	err := s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
-		evs, bad = eventsOfTx(tx, isp, after, limit)
+	err = s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
+		oldest, newest = eventBoundsPending(tx, pend)
+		if after >= newest {
+			return nil
+		}
+		if isp == "" {
+			evs, bad = eventsTx(tx, after, limit)
+		} else {
+			evs, bad = eventsOfTx(tx, isp, after, limit)
+		}
 		evs, bad = mergePending(evs, bad, pend, isp, after, limit)
 		return nil
 	})
@@ -276,9 +263,28 @@ func (s *Store) EventsOf(isp string, after uint64, limit int) ([]Event, error) {
 		err = errors.Join(bad...)
 	}
 	if err != nil {
-		return evs, fmt.Errorf("events of %q after %d: %w", isp, after, err)
+		if isp == "" {
+			return evs, oldest, newest, fmt.Errorf("events after %d: %w", after, err)
+		}
+		return evs, oldest, newest, fmt.Errorf("events of %q after %d: %w", isp, after, err)
 	}
-	return evs, nil
+	return evs, oldest, newest, nil
+}
+
+// eventsTx walks the event log in tx from Seq after+1 (after <
+// math.MaxUint64): up to limit events (limit <= 0: all), ascending, and
+// an ErrCorrupt error for each event that does not decode.
+func eventsTx(tx *bolt.Tx, after uint64, limit int) (evs []Event, bad []error) {
+	c := tx.Bucket(bucketEvents).Cursor()
+	for k, v := c.Seek(seqKey(after + 1)); k != nil && (limit <= 0 || len(evs) < limit); k, v = c.Next() {
+		e, err := decodeEvent(k, v)
+		if err != nil {
+			bad = append(bad, err)
+			continue
+		}
+		evs = append(evs, e)
+	}
+	return evs, bad
 }
 
 // eventsOfTx walks isp's events-by-isp index in tx from Seq after+1 (after

@@ -3,7 +3,6 @@ package subscribers
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -76,23 +75,7 @@ func (s *Store) WebhookEvents(isp string, after uint64, limit int) (evs []Event,
 	if isp == "" {
 		return nil, 0, 0, fmt.Errorf("webhook events: %w: empty ISP", ErrInvalid)
 	}
-	var bad []error
-	err = s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
-		oldest, newest = eventBoundsPending(tx, pend)
-		if after >= newest {
-			return nil
-		}
-		evs, bad = eventsOfTx(tx, isp, after, limit)
-		evs, bad = mergePending(evs, bad, pend, isp, after, limit)
-		return nil
-	})
-	if err == nil {
-		err = errors.Join(bad...)
-	}
-	if err != nil {
-		return evs, oldest, newest, fmt.Errorf("webhook events of %q after %d: %w", isp, after, err)
-	}
-	return evs, oldest, newest, nil
+	return s.EventsPage(isp, after, limit)
 }
 
 // CountEventsOf returns how many events of isp the log holds with Seq >

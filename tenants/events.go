@@ -8,7 +8,8 @@ import (
 	"github.com/ispmux/ispmux/subscribers"
 )
 
-func eventView(e subscribers.Event) Event {
+// EventView is the event as the API and the webhooks show it.
+func EventView(e subscribers.Event) Event {
 	v := Event{Seq: e.Seq, Time: e.Time, Kind: string(e.Kind), ISP: e.ISP, CustomerID: e.Customer, Access: e.Access,
 		Reason: e.Reason, Actor: e.Actor, RequestID: e.RequestID}
 	if e.MAC != (subscribers.MAC{}) {
@@ -32,16 +33,9 @@ func (t *Tenants) Events(ctx context.Context, isp string, after uint64, limit in
 		}
 	}
 	limit = pageLimit(limit)
-	oldest, newest, err := t.store.EventBounds()
-	if err != nil {
-		return EventPage{}, err
-	}
-	var evs []subscribers.Event
-	if isp == "" {
-		evs, err = t.store.Events(after, limit)
-	} else {
-		evs, err = t.store.EventsOf(isp, after, limit)
-	}
+	// The events and the bounds in one read: a page trimmed in front of
+	// its reader is told (missed), not skipped silently.
+	evs, oldest, newest, err := t.store.EventsPage(isp, after, limit)
 	if err != nil && len(evs) == 0 {
 		return EventPage{}, err
 	}
@@ -50,7 +44,7 @@ func (t *Tenants) Events(ctx context.Context, isp string, after uint64, limit in
 		if isp != "" && e.ISP != isp {
 			continue // never another ISP's
 		}
-		p.Events = append(p.Events, eventView(e))
+		p.Events = append(p.Events, EventView(e))
 	}
 	return p, nil
 }
