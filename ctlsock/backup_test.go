@@ -108,6 +108,14 @@ func TestBackup(t *testing.T) {
 	if _, err := Backup(ctx, sock, filepath.Join(dir, ".", StoreName)); err == nil || !strings.Contains(err.Error(), "running appliance's store") {
 		t.Errorf("backup over the live store: %v", err)
 	}
+	// Nor its journal files (the appliance would go on appending to the
+	// replaced file: every later binding lost at the next start), nor
+	// anything else in the state directory.
+	for _, f := range []string{StoreName + ".journal", StoreName + ".journal.1", "ispmux.sock", "copy.db"} {
+		if _, err := Backup(ctx, sock, filepath.Join(dir, f)); err == nil {
+			t.Errorf("backup to %s in the state directory accepted", f)
+		}
+	}
 	if _, err := store.Bindings(); err != nil {
 		t.Errorf("live store after the refused backup: %v", err)
 	}

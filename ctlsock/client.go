@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+
+	"github.com/ispmux/ispmux/subscribers"
 )
 
 // FetchEvents asks the appliance for the events after seq (at most 1000:
@@ -112,12 +114,24 @@ type BackupResult struct {
 // size and SHA-256 the appliance sent, fsynced, then renamed over file
 // (and the directory fsynced). So file is either the whole copy or left as
 // it was. The copy is a store file subscribers.Open opens. file must not
-// be the running store itself (state_dir's StoreName, next to sock):
-// replacing it under the appliance would lose every later write.
+// be in the state directory (sock's): the copy would replace the running
+// store, one of its journal files or the socket under the appliance
+// (over a journal file, the appliance went on appending to the replaced
+// file, and every binding acknowledged from then on was lost at the next
+// start), or sit where a restore expects the live files.
 func Backup(ctx context.Context, sock, file string) (*BackupResult, error) {
-	live := filepath.Join(filepath.Dir(sock), StoreName)
-	if same(live, file) {
-		return nil, fmt.Errorf("backup: %s is the running appliance's store; write the copy elsewhere", file)
+	state := filepath.Dir(sock)
+	live := filepath.Join(state, StoreName)
+	for _, f := range subscribers.JournalFiles(live) {
+		if same(f, file) {
+			return nil, fmt.Errorf("backup: %s is the running appliance's journal; write the copy outside %s", file, state)
+		}
+	}
+	switch {
+	case same(live, file):
+		return nil, fmt.Errorf("backup: %s is the running appliance's store; write the copy outside %s", file, state)
+	case same(sock, file) || same(state, filepath.Dir(file)):
+		return nil, fmt.Errorf("backup: %s is in the running appliance's state directory %s; write the copy elsewhere", file, state)
 	}
 	dir := filepath.Dir(file)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(file)+".tmp-*")

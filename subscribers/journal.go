@@ -220,6 +220,11 @@ func journalPaths(path string) [2]string {
 	return [2]string{path + ".journal", path + ".journal.1"}
 }
 
+// JournalFiles returns the binding journal's two files beside the store
+// file path: a store is the file and these (a backup tool must not write
+// over them; a restore removes them).
+func JournalFiles(path string) [2]string { return journalPaths(path) }
+
 // openJournal opens (creating, and zero-filling to journalInitial) the
 // journal of the store file path and returns it with the records of its
 // two files: of each, the run of whole records from the start of the

@@ -89,7 +89,7 @@ func (s *Store) snapshotView(take func(), fn func(tx *bolt.Tx) error) error {
 		return err
 	}
 	defer tx.Rollback()
-	return fn(tx)
+	return guardRead(func() error { return fn(tx) })
 }
 
 // testHookSnapshot (nil in production) is called by snapshotView between

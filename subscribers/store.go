@@ -266,7 +266,10 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.InitialMmapSize <= 0 {
 		opts.InitialMmapSize = DefaultInitialMmapSize
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
+	if err := checkStoreFile(path); err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db, err := openBolt(path, &bolt.Options{
 		Timeout:      opts.LockTimeout,
 		NoSync:       opts.NoSync,
 		FreelistType: bolt.FreelistMapType,
@@ -431,7 +434,7 @@ func (s *Store) view(fn func(*bolt.Tx) error) error {
 	if s.db == nil {
 		return ErrClosed
 	}
-	return s.db.View(fn)
+	return guardRead(func() error { return s.db.View(fn) })
 }
 
 // CorruptError reports a stored value that does not decode.

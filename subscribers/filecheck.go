@@ -1,0 +1,122 @@
+package subscribers
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"os"
+	"runtime/debug"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// A store file is checked before bbolt opens it. bbolt maps the file and
+// trusts its meta page: a file cut short (a restore's copy that did not
+// complete, a disk that filled while it was copied) made it read pages past
+// the end of the file, and the process died of SIGBUS at start, in a
+// restart loop under systemd, instead of saying the file is damaged; an
+// empty file opened as a new, empty store, every registration and binding
+// silently gone.
+
+// bbolt's file layout (go.etcd.io/bbolt internal/common): pages start
+// with a 16-byte header; pages 0 and 1 are meta pages, the meta at
+// offset 16 of the page: magic, version, page size, flags (4 bytes each),
+// the root bucket (16), the freelist's page (8), the high-water mark: the
+// pages in use (8), the transaction id (8), then an FNV-64a checksum of
+// the 56 bytes before it. Integers are in the machine's byte order.
+const (
+	boltPageHeader = 16
+	boltMagic      = 0xED0CDAED
+	boltVersion    = 2
+	boltMetaSum    = 56 // checksummed bytes of a meta
+	boltMetaLen    = boltMetaSum + 8
+)
+
+// boltMeta is what checkStoreFile reads of a meta page.
+type boltMeta struct {
+	pageSize   uint32
+	pages, txn uint64
+}
+
+// readBoltMeta decodes the meta page at off of f, if it is valid.
+func readBoltMeta(f io.ReaderAt, off int64) (boltMeta, bool) {
+	var b [boltMetaLen]byte
+	if _, err := f.ReadAt(b[:], off+boltPageHeader); err != nil {
+		return boltMeta{}, false
+	}
+	ne := binary.NativeEndian
+	h := fnv.New64a()
+	h.Write(b[:boltMetaSum])
+	if ne.Uint32(b[0:]) != boltMagic || ne.Uint32(b[4:]) != boltVersion || ne.Uint64(b[boltMetaSum:]) != h.Sum64() {
+		return boltMeta{}, false
+	}
+	return boltMeta{pageSize: ne.Uint32(b[8:]), pages: ne.Uint64(b[40:]), txn: ne.Uint64(b[48:])}, true
+}
+
+// checkStoreFile refuses, with an error wrapping ErrCorrupt, a store file
+// that exists but is empty, or is shorter than the pages its newest valid
+// meta page says it uses. A missing file is fine (a new store); one with
+// no valid meta page is left to bbolt, which refuses it.
+func checkStoreFile(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() == 0 {
+		return fmt.Errorf("%w: the store file is empty (a copy that did not complete?); restore a complete copy, or remove it and its journal files to start with an empty store", ErrCorrupt)
+	}
+	m, ok := readBoltMeta(f, 0)
+	ps := int64(os.Getpagesize())
+	if ok {
+		ps = int64(m.pageSize)
+	}
+	if m1, ok1 := readBoltMeta(f, ps); ok1 && (!ok || m1.txn > m.txn) {
+		m, ok = m1, true
+	}
+	if !ok {
+		return nil
+	}
+	if need := int64(m.pages) * int64(m.pageSize); fi.Size() < need {
+		return fmt.Errorf("%w: the store file is truncated: %d bytes, its header says it uses %d (a copy that did not complete?); restore a complete copy", ErrCorrupt, fi.Size(), need)
+	}
+	return nil
+}
+
+// openBolt is bolt.Open with a fault or panic in it (a damaged page that
+// checkStoreFile's header check cannot see: bbolt reads the freelist and
+// panics on a page that is not what it expects) returned as an error
+// wrapping ErrCorrupt instead of ending the process.
+func openBolt(path string, o *bolt.Options) (db *bolt.DB, err error) {
+	err = guardRead(func() error {
+		var err error
+		db, err = bolt.Open(path, 0o600, o)
+		return err
+	})
+	return db, err
+}
+
+// guardRead runs fn, a read of the store's pages, with a fault or panic in
+// it returned as an error wrapping ErrCorrupt: bbolt panics on a page that
+// is not what it expects (a damaged file), and a read that ended the
+// process (the restore at start, a listing) became a restart loop. Reads
+// only: a write transaction that panics is rolled back by bbolt and the
+// panic goes on.
+func guardRead(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: the store file is damaged: %v", ErrCorrupt, r)
+		}
+	}()
+	return fn()
+}
