@@ -378,4 +378,3 @@ func clean(s string) string {
 	}
 	return s
 }
-
