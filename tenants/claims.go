@@ -269,13 +269,20 @@ func (t *Tenants) Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, e
 		}
 		return Device{}, ErrBadCredentials
 	}
+	// The password was checked against checked, outside the lock (a hash
+	// takes tens of ms): the customer the device is attached to must
+	// still hold it. A password changed (a leaked one revoked) or the
+	// customer deleted and created again meanwhile: the claim is refused.
+	checked := c.PasswordHash
 	if rehash {
 		if h, err := auth.HashPassword(r.Password); err == nil {
 			t.mu.Lock()
-			if cur, err := t.store.Customer(r.ISP, r.CustomerID); err == nil && cur.PasswordHash == c.PasswordHash {
+			if cur, err := t.store.Customer(r.ISP, r.CustomerID); err == nil && cur.PasswordHash == checked {
 				cur.PasswordHash, cur.Updated = h, time.Now()
 				if _, err := t.apply(subscribers.TenantWrite{PutCustomers: []subscribers.Customer{cur}}); err != nil {
 					t.log.Warn("tenants: rehash not stored", "err", err)
+				} else {
+					checked = h
 				}
 			}
 			t.mu.Unlock()
@@ -284,7 +291,7 @@ func (t *Tenants) Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, e
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c, err = t.store.Customer(r.ISP, r.CustomerID)
-	if err != nil {
+	if err != nil || c.PasswordHash != checked {
 		return Device{}, ErrBadCredentials
 	}
 	// Another ISP's device: only the portal, on the subscriber's own line,

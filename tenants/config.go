@@ -63,9 +63,22 @@ func (t *Tenants) SyncConfig(devs []ConfigDevice) (SyncReport, error) {
 		return rep, fmt.Errorf("tenants: configured subscribers: %w", err)
 	}
 	rep.Added, rep.Changed, rep.Removed = diff.Added, diff.Changed, diff.Removed
+	held := map[subscribers.MAC]bool{}
 	for _, h := range diff.Held {
 		rep.Conflicts = append(rep.Conflicts, fmt.Sprintf("subscriber %s: attached through the %s to %s/%s; the configuration's %s/%s is not applied",
 			macString(h.New.MAC), h.Old.Source, h.Old.ISP, h.Old.CustomerID, h.New.ISP, h.New.CustomerID))
+		held[h.New.MAC] = true
+	}
+	if len(held) > 0 {
+		// A held entry's customer is not made: no device of it would
+		// be, and nothing would ever remove it (removal follows the
+		// devices a sync removes).
+		wantCust = map[subscribers.CustomerKey]bool{}
+		for _, d := range devs {
+			if d.CustomerID != "" && !held[d.MAC] {
+				wantCust[subscribers.CustomerKey{ISP: d.ISP, ID: d.CustomerID}] = true
+			}
+		}
 	}
 	// Customer records: created for the file's (ISP, ID) pairs that have
 	// none, removed for configuration-sourced ones whose devices this

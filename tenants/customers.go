@@ -389,12 +389,15 @@ func (t *Tenants) DeleteCustomer(ctx context.Context, a Actor, isp, id string) e
 	if err != nil {
 		return notFound("customer "+id, err)
 	}
-	if c.Source == SourceConfig {
-		return fmt.Errorf("%w: customer %q comes from the configuration (read-only)", ErrConflict, id)
-	}
 	regs, err := t.store.DevicesOf(isp, id)
 	if err != nil {
 		return err
+	}
+	if c.Source == SourceConfig && len(regs) > 0 {
+		// One without devices is left over (its entries left the file
+		// while API devices kept it, say): it may go; if the file still
+		// names it, the next reload makes it again.
+		return fmt.Errorf("%w: customer %q comes from the configuration (read-only while it has devices)", ErrConflict, id)
 	}
 	w := subscribers.TenantWrite{DeleteCustomers: []subscribers.CustomerKey{{ISP: isp, ID: id}}}
 	for _, r := range regs {
