@@ -158,16 +158,15 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	if err != nil {
 		return nil, fmt.Errorf("appliance: %w", err)
 	}
-	if cfg.Portal.Enabled {
-		// The portal's link must exist before its port opens.
-		if a.portalNS, err = openPortalNS(cfg.Portal, onboardingPools(cfg), len(cfg.ISPs)); err != nil {
-			return nil, fmt.Errorf("appliance: %w", err)
-		}
-		a.portalIdx = idx[cfg.Portal.Interface]
-		log.Info("portal namespace ready", "link", cfg.Portal.Interface, "portal", cfg.Portal.Addr, "next_hop", a.portalNS.gateway)
-	}
+	// The access and uplink ports first: opening one takes its
+	// interface's lock, so a second ispmux on the same interfaces is
+	// refused here, before it touches anything of the first (it deleted
+	// the running one's portal link, which the portal's port opened
+	// later). The portal's link must exist before its port opens.
 	dp := cfg.Datapath
-	for _, n := range names {
+	a.ports = make([]*datapath.XDPPort, len(names))
+	openPort := func(i int) error {
+		n := names[i]
 		p, err := datapath.OpenXDP(datapath.XDPConfig{
 			Interface: n, Queues: dp.Queues, Frames: dp.Frames, FrameSize: dp.FrameSize,
 			FillRing: dp.FillRing, CompletionRing: dp.CompletionRing, RXRing: dp.RxRing, TXRing: dp.TxRing,
@@ -177,9 +176,9 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 			if dp.BindMode == "zerocopy" && (errors.Is(err, syscall.EOPNOTSUPP) || strings.Contains(err.Error(), "not supported")) {
 				err = fmt.Errorf("%w (interface %s has no zero-copy AF_XDP support: set [datapath] bind_mode = \"auto\" or \"copy\")", err, n)
 			}
-			return nil, fmt.Errorf("appliance: %w", err)
+			return fmt.Errorf("appliance: %w", err)
 		}
-		a.ports = append(a.ports, p)
+		a.ports[i] = p
 		if p.VLANStripOff {
 			log.Info("turned receive VLAN stripping off (tags must reach the datapath in the frame)", "interface", n)
 		} else if p.VLANStripErr != nil {
@@ -190,6 +189,25 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		}
 		log.Info("port open", "interface", n, "index", idx[n], "mac", p.MAC.String(),
 			"queues", p.NumQueues(), "attach", dp.AttachMode, "zerocopy", p.ZeroCopy)
+		return nil
+	}
+	for i, n := range names {
+		if cfg.Portal.Enabled && n == cfg.Portal.Interface {
+			continue
+		}
+		if err := openPort(i); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Portal.Enabled {
+		if a.portalNS, err = openPortalNS(cfg.Portal, onboardingPools(cfg), len(cfg.ISPs)); err != nil {
+			return nil, fmt.Errorf("appliance: %w", err)
+		}
+		a.portalIdx = idx[cfg.Portal.Interface]
+		log.Info("portal namespace ready", "link", cfg.Portal.Interface, "portal", cfg.Portal.Addr, "next_hop", a.portalNS.gateway)
+		if err := openPort(a.portalIdx); err != nil {
+			return nil, err
+		}
 	}
 
 	pcs := make([]engine.PortConfig, len(names))

@@ -145,6 +145,17 @@ func (a *Appliance) watchLinks(ctx context.Context) {
 		index[i] = p.Index()
 		mtu[i] = ifMTU(a.names[i])
 	}
+	// The state each interface is in now, subscribed: a port whose
+	// interface was down at start (or went down before the subscription)
+	// sends no notification until it changes again, and was taken for up
+	// (its ISP's next hop kept, ctl status saying up).
+	for i, l := range ls {
+		if link, err := netlink.LinkByIndex(index[i]); err == nil {
+			if now, why := linkStateOf(link.Attrs(), false); now != linkUp {
+				l.report(now, why, index[i])
+			}
+		}
+	}
 	for {
 		var u netlink.LinkUpdate
 		var ok bool
@@ -160,6 +171,11 @@ func (a *Appliance) watchLinks(ctx context.Context) {
 		for i, l := range ls {
 			del := u.Header.Type == unix.RTM_DELLINK
 			switch {
+			case at.Index == index[i] && !del && at.Name != l.name:
+				// The port's interface renamed away: the port lost
+				// its interface (one of its name may come).
+				l.report(linkGone, "renamed to "+at.Name, at.Index)
+				continue
 			case at.Index == index[i]:
 			case !del && at.Name == l.name:
 				// An interface of the port's name with another
@@ -178,18 +194,24 @@ func (a *Appliance) watchLinks(ctx context.Context) {
 				a.ctl.SetMTU(uint8(i), at.MTU)
 				a.dhcp.SetUplinkMTU(uint8(i), at.MTU)
 			}
-			now, why := linkUp, ""
-			switch {
-			case del:
-				now, why = linkGone, "removed"
-			case at.Flags&net.FlagUp == 0:
-				now, why = linkDown, "set down"
-			case at.RawFlags&unix.IFF_LOWER_UP == 0:
-				now, why = linkDown, "carrier lost"
-			}
+			now, why := linkStateOf(at, del)
 			l.report(now, why, at.Index)
 		}
 	}
+}
+
+// linkStateOf is the port state an interface's attributes (deleted: del)
+// say, and why when not up.
+func linkStateOf(at *netlink.LinkAttrs, del bool) (linkState, string) {
+	switch {
+	case del:
+		return linkGone, "removed"
+	case at.Flags&net.FlagUp == 0:
+		return linkDown, "set down"
+	case at.RawFlags&unix.IFF_LOWER_UP == 0:
+		return linkDown, "carrier lost"
+	}
+	return linkUp, ""
 }
 
 // get returns what the kernel said last.

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/datapath"
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/internal/netnsrun"
 )
@@ -42,6 +43,10 @@ type portalNS struct {
 	http     net.Listener
 	https    net.Listener
 	hostLink netlink.Link
+	// lock is the host link's name lock (datapath.LockLinkName), held
+	// while the link is ours: a second ispmux configured with the same
+	// portal interface is refused before it deletes this one's link.
+	lock *os.File
 }
 
 // openPortalNS creates the portal's namespace and link and listens on the
@@ -56,6 +61,10 @@ type portalNS struct {
 // back to the appliance's namespace stays locked and ends with that
 // goroutine.
 func openPortalNS(cfg configs.Portal, pools []netip.Prefix, isps int) (*portalNS, error) {
+	lock, err := datapath.LockLinkName(cfg.Interface)
+	if err != nil {
+		return nil, fmt.Errorf("portal: link %s: %w", cfg.Interface, err)
+	}
 	type result struct {
 		p   *portalNS
 		err error
@@ -66,7 +75,12 @@ func openPortalNS(cfg configs.Portal, pools []netip.Prefix, isps int) (*portalNS
 		done <- result{p, err}
 	}()
 	r := <-done
-	return r.p, r.err
+	if r.err != nil {
+		lock.Close()
+		return nil, r.err
+	}
+	r.p.lock = lock
+	return r.p, nil
 }
 
 // newPortalNS is openPortalNS on its own goroutine.
@@ -82,7 +96,8 @@ func newPortalNS(cfg configs.Portal, pools []netip.Prefix, isps int) (_ *portalN
 		return nil, fmt.Errorf("portal: %w", err)
 	}
 	// A link of the same name is an earlier ispmux's (its namespace may
-	// still be on its way out): replace it.
+	// still be on its way out; a running one holds the name's lock, which
+	// openPortalNS took): replace it.
 	for attempt := 0; ; attempt++ {
 		if old, err := netlink.LinkByName(cfg.Interface); err == nil {
 			_ = netlink.LinkDel(old)
@@ -291,6 +306,10 @@ func (p *portalNS) close() error {
 	}
 	if p.ns.IsOpen() {
 		_ = p.ns.Close()
+	}
+	if p.lock != nil {
+		p.lock.Close()
+		p.lock = nil
 	}
 	return errors.Join(errs...)
 }

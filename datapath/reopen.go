@@ -192,6 +192,21 @@ func (p *XDPPort) checkWorkers(pi int, workers []*Worker) error {
 	return nil
 }
 
+// oursOn reports whether the XDP program attached to the interface of
+// attrs is this port's.
+func (p *XDPPort) oursOn(attrs *netlink.LinkAttrs) bool {
+	x := attrs.Xdp
+	if x == nil || !x.Attached || p.prog == nil {
+		return false
+	}
+	info, err := p.prog.Program.Info()
+	if err != nil {
+		return false
+	}
+	id, ok := info.ID()
+	return ok && uint32(id) == x.ProgId
+}
+
 // relink re-attaches the port's program to the interface named p.Name:
 // detached first from the interface it was on, with the flags it was
 // attached with (if that interface still exists under this name: a
@@ -203,7 +218,12 @@ func (p *XDPPort) relink(info *ReopenInfo) error {
 	defer p.mu.Unlock()
 	info.OldIfindex = p.Index()
 	if p.attachFlags >= 0 {
-		if l, err := netlink.LinkByIndex(info.OldIfindex); err == nil && l.Attrs().Name == p.Name {
+		// Detached from the interface it was on if that still exists
+		// under the port's name, or under another (renamed away: a NIC
+		// swap) with our program attached: left there, its traffic
+		// went to a socket that no longer reads it, after ispmux's
+		// exit too.
+		if l, err := netlink.LinkByIndex(info.OldIfindex); err == nil && (l.Attrs().Name == p.Name || p.oursOn(l.Attrs())) {
 			if err := p.detach(); err != nil {
 				return err
 			}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -357,7 +358,17 @@ var lockDirs = []string{"/run/ispmux", filepath.Join(os.TempDir(), "ispmux-run")
 // across namespaces). The lock is a flock on a file named by the
 // namespace's inode and the index: the kernel releases it when its holder
 // exits, however it exits, so a crashed ispmux never blocks the next.
-func lockInterface(ifindex int) (*os.File, error) {
+func lockInterface(ifindex int) (*os.File, error) { return lockFile(strconv.Itoa(ifindex)) }
+
+// LockLinkName takes the exclusive lock of the interface name in the
+// calling thread's network namespace, as lockInterface does for an index:
+// for a link the caller creates and deletes itself (the portal's veth), so
+// that a second ispmux never deletes a running one's. Close the file to
+// release it (the kernel does at exit).
+func LockLinkName(name string) (*os.File, error) { return lockFile("name-" + name) }
+
+// lockFile takes the lock named key in the calling thread's namespace.
+func lockFile(key string) (*os.File, error) {
 	var st unix.Stat_t
 	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
 		return nil, fmt.Errorf("network namespace: %w", err)
@@ -368,7 +379,7 @@ func lockInterface(ifindex int) (*os.File, error) {
 			errs = append(errs, err)
 			continue
 		}
-		name := filepath.Join(dir, fmt.Sprintf("xdp-%d-%d.lock", st.Ino, ifindex))
+		name := filepath.Join(dir, fmt.Sprintf("xdp-%d-%s.lock", st.Ino, key))
 		f, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o644)
 		if err != nil {
 			errs = append(errs, err)
