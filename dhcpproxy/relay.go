@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -301,6 +302,22 @@ func overloadedFields(raw []byte) []field {
 	return nil
 }
 
+// withOverloaded adds to m the options raw carries only in its file and
+// sname fields (option 52): the parser reads the options field alone, so
+// a lease time, server identifier or message type a server put there was
+// not seen (its OFFER dropped as without a server-id, its ACK as without a
+// lease time). An option the options field has keeps that value (m is
+// read for single values; relayDown passes the fields on as they are).
+func withOverloaded(m *dhcpv4.DHCPv4, raw []byte) {
+	for _, f := range overloadedFields(raw) {
+		forEachTLV(raw[f.lo:f.hi], func(code byte, data []byte) {
+			if _, ok := m.Options[code]; !ok {
+				m.Options[code] = slices.Clone(data)
+			}
+		})
+	}
+}
+
 // forEachOptionAll is forEachOption over the options field and then the
 // fields option 52 says hold options.
 func forEachOptionAll(raw []byte, fn func(code byte, data []byte)) {
@@ -355,6 +372,7 @@ const (
 	optionsStart      = 240
 	optLeaseTime      = 51
 	optOverload       = 52
+	optMaxMessageSize = 57
 	optServerID       = 54
 	optMessage        = 56
 	optMessageType    = 53

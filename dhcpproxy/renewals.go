@@ -159,8 +159,30 @@ func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []by
 	if len(b.Options) == 0 {
 		return false
 	}
-	p.deliverBytes(c, localACK(raw, l.addr(), b.Options, c.Addr, lt, clientID))
+	ack := localACK(raw, l.addr(), b.Options, c.Addr, lt, clientID)
+	if len(ack) > maxReply(raw) {
+		// The ISP's options do not fit what the client takes (its
+		// server may have put some in file/sname): the ISP answers.
+		p.count("renewal_local_too_big")
+		return false
+	}
+	p.deliverBytes(c, ack)
 	return true
+}
+
+// maxReply is the longest DHCP message ispmux sends the client of
+// request raw: 576 bytes (RFC 2131 §2: what every client takes; busybox
+// udhcpc drops more in raw-socket mode), or what its option 57 asks for
+// (RFC 2132 §9.10, the IP datagram's size: less 28 for the IP and UDP
+// headers) up to what one Ethernet frame carries.
+func maxReply(raw []byte) int {
+	limit := 576
+	forEachOption(raw, func(code byte, data []byte) {
+		if code == optMaxMessageSize && len(data) == 2 {
+			limit = max(limit, min(int(data[0])<<8|int(data[1])-28, 1500-28))
+		}
+	})
+	return limit
 }
 
 // localACK builds ispmux's DHCPACK to the client REQUEST req (bytes that

@@ -32,10 +32,11 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 		return
 	}
 	m, err := dhcpv4.FromBytes(payload)
-	if err != nil || len(m.ClientHWAddr) != 6 {
+	if err != nil || len(m.ClientHWAddr) != 6 || badOverload(m) {
 		p.count(errServerMalformed.Error())
 		return
 	}
+	withOverloaded(m, payload)
 	mac := binding.MAC48([6]byte(m.ClientHWAddr))
 	pk := pendKey{m.TransactionID, mac, isp.Index}
 	t := p.tx.get(pk)

@@ -164,9 +164,10 @@ func TestServerOptionOverload(t *testing.T) {
 	}
 }
 
-// The options a server put in the file field are filtered as those of the
-// options field: its lease options, server identifier and option 82 never
-// reach the subscriber (ours are in the options field), the others do.
+// The options a server put in the file and sname fields are filtered as
+// those of the options field: its lease options and server identifier
+// never reach the subscriber (ours are in the options field), the others
+// do.
 func TestServerOptionOverloadFiltered(t *testing.T) {
 	r := newPRig(t)
 	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
