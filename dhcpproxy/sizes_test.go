@@ -2,7 +2,6 @@ package dhcpproxy
 
 import (
 	"bytes"
-	"net"
 	"testing"
 	"time"
 
@@ -122,7 +121,6 @@ func TestLocalACKWithinMaxMessageSize(t *testing.T) {
 	}
 }
 
-var _ = net.IPv4
 
 // fibFrameFromISP is a frame from the ISP's server to our giaddr.
 func fibFrameFromISP(payload []byte) []byte {
