@@ -121,7 +121,6 @@ func TestLocalACKWithinMaxMessageSize(t *testing.T) {
 	}
 }
 
-
 // fibFrameFromISP is a frame from the ISP's server to our giaddr.
 func fibFrameFromISP(payload []byte) []byte {
 	return fib.UDPFrame(upMAC, gwMAC, 0, ispSID, giaddr, 67, 67, payload)
