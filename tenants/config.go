@@ -118,7 +118,8 @@ func (t *Tenants) SyncConfig(devs []ConfigDevice) (SyncReport, error) {
 			w.DeleteCustomers = append(w.DeleteCustomers, k)
 		}
 	}
-	if len(w.PutCustomers)+len(w.DeleteCustomers) > 0 {
+	w.Events = syncEvents(diff)
+	if len(w.PutCustomers)+len(w.DeleteCustomers)+len(w.Events) > 0 {
 		if _, err := t.apply(w); err != nil {
 			return rep, err
 		}
@@ -166,4 +167,74 @@ func (t *Tenants) publishSync(diff subscribers.SyncDiff, w subscribers.TenantWri
 		t.count(r.ISP, 0, 1)
 	}
 	return nil
+}
+
+// syncEventMax is how many device events one configuration sync records
+// one by one; a sync that changes more (a first import of a large file)
+// records one per ISP and kind, with the count.
+const syncEventMax = 10000
+
+// syncEvents are the events of a configuration sync's device changes, by
+// the configuration (ActorConfig), as the API's own would be: a device
+// added is device-attached for its ISP; removed, device-detached; moved to
+// another ISP, moved for the old one and device-attached for the new; to
+// another customer of its ISP, moved; blocked or unblocked, device-blocked
+// or unblocked. An ISP hears of a reload that moved its customer's device
+// away as of an API call that did. They are written with the sync's
+// customer records, after its registrations (a crash in between loses the
+// events, never a registration).
+func syncEvents(diff subscribers.SyncDiff) []subscribers.Event {
+	a := Actor{Kind: ActorConfig}
+	type key struct {
+		isp  string
+		kind subscribers.EventKind
+	}
+	var evs []subscribers.Event
+	counts := map[key]int{}
+	var order []key
+	total := 0
+	add := func(kind subscribers.EventKind, isp, customer string, mac subscribers.MAC, why string) {
+		// Counted always; kept one by one only up to the cap (a
+		// million-device first import builds no million events).
+		k := key{isp, kind}
+		if counts[k] == 0 {
+			order = append(order, k)
+		}
+		counts[k]++
+		total++
+		if total <= syncEventMax {
+			evs = append(evs, event(a, kind, isp, customer, mac, why))
+		}
+	}
+	for _, o := range diff.Deleted {
+		add(subscribers.EventDeviceDetached, o.ISP, o.CustomerID, o.MAC, "removed from the configuration")
+	}
+	for _, p := range diff.Puts {
+		n, o := p.New, p.Old
+		switch {
+		case o == nil:
+			add(subscribers.EventDeviceAttached, n.ISP, n.CustomerID, n.MAC, "added by the configuration")
+		case o.ISP != n.ISP:
+			add(subscribers.EventMoved, o.ISP, o.CustomerID, n.MAC, "moved to another ISP by the configuration")
+			add(subscribers.EventDeviceAttached, n.ISP, n.CustomerID, n.MAC, "moved here by the configuration")
+		case o.CustomerID != n.CustomerID:
+			add(subscribers.EventMoved, n.ISP, n.CustomerID, n.MAC, "moved from customer "+o.CustomerID+" by the configuration")
+		}
+		if o != nil && o.Blocked != n.Blocked {
+			if n.Blocked {
+				add(subscribers.EventDeviceBlocked, n.ISP, n.CustomerID, n.MAC, "blocked by the configuration")
+			} else {
+				add(subscribers.EventUnblocked, n.ISP, n.CustomerID, n.MAC, "unblocked by the configuration")
+			}
+		}
+	}
+	if total <= syncEventMax {
+		return evs
+	}
+	out := make([]subscribers.Event, 0, len(order))
+	for _, k := range order {
+		out = append(out, event(a, k.kind, k.isp, "", subscribers.MAC{},
+			fmt.Sprintf("%d devices, by the configuration (a sync of more than %d changes: one event per ISP and kind)", counts[k], syncEventMax)))
+	}
+	return out
 }

@@ -215,3 +215,76 @@ func TestConcurrentWritersConsistent(t *testing.T) {
 	wg.Wait()
 	r.consistent()
 }
+
+// TestImportSuspendEvent: suspending a customer through an import line
+// ends its bindings as PATCH does, and records a suspended event naming
+// it, as PATCH does (before, only the batch's customer-updated, naming no
+// customer).
+func TestImportSuspendEvent(t *testing.T) {
+	r := newRig(t)
+	if _, err := r.ten.CreateCustomer(ctx, op, "beta", CustomerInput{ID: "c-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.AttachDevice(ctx, op, "beta", DeviceInput{MAC: "02:00:00:00:05:01", CustomerID: "c-1"}); err != nil {
+		t.Fatal(err)
+	}
+	r.px.take()
+	if res := r.ten.ImportCustomer(ctx, beta, "beta", 1, CustomerInput{ID: "c-1", Status: StatusSuspended}); res.Result != "updated" {
+		t.Fatalf("import: %+v", res)
+	}
+	if got := r.px.take(); len(got) != 1 {
+		t.Fatalf("revalidated %v", got)
+	}
+	for _, e := range r.events("beta") {
+		if e.Kind == "suspended" && e.CustomerID == "c-1" {
+			return
+		}
+	}
+	t.Errorf("c-1 suspended by an import, its binding ended, but no suspended event: %v", kinds(r.events("beta")))
+}
+
+// TestSyncConfigEvents: a configuration sync that attaches, moves and
+// removes devices records their events by the configuration, as the API's
+// own changes do (before, none: an ISP never heard that a reload moved its
+// customer's device away). A sync of more than syncEventMax changes
+// records one event per ISP and kind, with the count.
+func TestSyncConfigEvents(t *testing.T) {
+	r := newRig(t)
+	m := subscribers.MAC{2, 0, 0, 0, 3, 1}
+	if _, err := r.ten.SyncConfig([]ConfigDevice{{MAC: m, ISP: "alpha", CustomerID: "k-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.SyncConfig([]ConfigDevice{{MAC: m, ISP: "beta", CustomerID: "k-2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.SyncConfig(nil); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{"alpha": {"device-attached", "moved"}, "beta": {"device-attached", "device-detached"}}
+	for isp, kinds := range want {
+		var got []string
+		for _, e := range r.events(isp) {
+			if e.MAC == "02:00:00:00:03:01" {
+				if e.Actor != "config" {
+					t.Errorf("%s: %s by %q", isp, e.Kind, e.Actor)
+				}
+				got = append(got, e.Kind)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(kinds) {
+			t.Errorf("%s's events of the device: %v, want %v", isp, got, kinds)
+		}
+	}
+	// A large sync: one event per ISP and kind.
+	var devs []ConfigDevice
+	for i := range syncEventMax + 1 {
+		devs = append(devs, ConfigDevice{MAC: subscribers.MAC{2, 1, 0, byte(i >> 16), byte(i >> 8), byte(i)}, ISP: []string{"alpha", "beta"}[i%2]})
+	}
+	before := len(r.events("alpha")) + len(r.events("beta"))
+	if _, err := r.ten.SyncConfig(devs); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(r.events("alpha")) + len(r.events("beta")) - before; n != 2 {
+		t.Errorf("a sync of %d additions recorded %d events, want one per ISP", len(devs), n)
+	}
+}

@@ -194,6 +194,14 @@ func (t *Tenants) ImportCustomers(ctx context.Context, a Actor, isp string, firs
 	}
 	w.Events = append(w.Events, event(a, subscribers.EventCustomerUpdated, isp, "", subscribers.MAC{},
 		fmt.Sprintf("import lines %d..%d: %d created, %d updated", first, first+len(ins)-1, created, updated)))
+	for _, ch := range changes {
+		// A customer this import suspends loses service: its own
+		// event, as a PATCH gives it (the batch's names no customer).
+		if !ch.created && !ch.was && recs[ch.i].Status == string(StatusSuspended) {
+			w.Events = append(w.Events, event(a, subscribers.EventSuspended, isp, recs[ch.i].ID, subscribers.MAC{},
+				fmt.Sprintf("status suspended (import line %d)", first+ch.i)))
+		}
+	}
 	if _, err := t.apply(w); err != nil {
 		for _, ch := range changes {
 			fail(ch.i, err)
