@@ -87,8 +87,12 @@ type Appliance struct {
 	portal    *portal.Server
 	portalIdx int // the portal link's port index
 
-	reloadMu sync.Mutex           // one Reload at a time
-	subs     []configs.Subscriber // the subscriber entries in force (Reload replaces them)
+	reloadMu sync.Mutex // one Reload at a time
+	// ispsInForce are the running ISPs with the token files and webhook
+	// settings the last reload applied (nil: a.cfg.ISPs, start's); under
+	// reloadMu.
+	ispsInForce []configs.ISP
+	subs        []configs.Subscriber // the subscriber entries in force (Reload replaces them)
 
 	linksMu sync.Mutex
 	links   []*portLink // each port's link keeper (links.go), set by Run
@@ -434,7 +438,7 @@ func (a *Appliance) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	if len(auth.TokenFilesFromConfig(a.cfg)) == 0 {
+	if !a.cfg.ServesAPI() {
 		a.log.Info("api: no token files configured; the tenant API is served on the control socket only")
 	} else {
 		wg.Add(1)
@@ -472,6 +476,9 @@ func (a *Appliance) Run(ctx context.Context) error {
 func (a *Appliance) closePorts() error {
 	var errs []error
 	for _, p := range a.ports {
+		if p == nil {
+			continue // not opened: Start failed before it
+		}
 		if err := p.Close(); err != nil {
 			errs = append(errs, err)
 		}

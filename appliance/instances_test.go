@@ -296,3 +296,30 @@ func TestRenamedAwayDetached(t *testing.T) {
 		t.Errorf("after a clean stop, the renamed-away interface still has ispmux's XDP program:\n%s", out)
 	}
 }
+
+// TestPortOpenFailureNoPanic: a port that fails to open (here: a second
+// ispmux on the same interfaces) makes Start return its error ("START
+// ERROR"), not a nil pointer panic in the deferred closePorts (a.ports
+// holds nil for the ports not opened yet).
+func TestPortOpenFailureNoPanic(t *testing.T) {
+	r := newInstRig(t)
+	a := r.start(r.config("a", "state-a", false))
+	a.waitFor(t, "msg=forwarding", 20*time.Second)
+	b := r.start(r.config("b", "state-b", false))
+	select {
+	case <-b.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the second appliance neither started nor failed")
+	}
+	out := b.log.String()
+	if strings.Contains(out, "panic:") || !strings.Contains(out, "START ERROR") {
+		t.Errorf("second appliance did not fail cleanly (exit %v):\n%s", b.err, tail(out, 3000))
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}

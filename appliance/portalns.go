@@ -308,6 +308,9 @@ func (p *portalNS) close() error {
 		_ = p.ns.Close()
 	}
 	if p.lock != nil {
+		// Removed while held, as the ports' locks are: lock files do
+		// not pile up in /run/ispmux.
+		_ = os.Remove(p.lock.Name())
 		p.lock.Close()
 		p.lock = nil
 	}

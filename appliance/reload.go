@@ -29,6 +29,11 @@ import (
 func (a *Appliance) Reload(cfg *configs.Config) error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
+	if !a.cfg.ServesAPI() && cfg.ServesAPI() {
+		// Token files apply on reload, but the listener of an API
+		// started without any is opened at start only.
+		a.log.Warn("reload: the management API was started without token files: its listener opens at the next restart; the token files are read now", "listen", cfg.API.Listen)
+	}
 	if other := restartOnly(a.cfg, cfg); len(other) > 0 {
 		a.log.Warn("reload: changes that need a restart are not applied", "sections", strings.Join(other, ", "))
 	}
@@ -132,14 +137,20 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 	// that needs a restart, reported above, not half applied here).
 	eff := *cfg
 	eff.ISPs = a.reloadedISPs(cfg.ISPs)
+	applied := true
 	if err := a.tokens.SetFiles(auth.TokenFilesFromConfig(&eff)); err != nil {
 		errs = append(errs, fmt.Errorf("api tokens: %w (the tokens in force stay)", err))
+		applied = false
 	}
 	if err := a.api.Reload(); err != nil {
 		errs = append(errs, fmt.Errorf("api: %w", err))
 	}
 	if err := a.hooks.Reload(&eff); err != nil {
 		errs = append(errs, fmt.Errorf("webhooks: %w", err))
+		applied = false
+	}
+	if applied {
+		a.ispsInForce = eff.ISPs
 	}
 	if a.portal != nil {
 		if err := a.portal.Reload(); err != nil {
@@ -175,11 +186,16 @@ func (a *Appliance) staticEvent(kind subscribers.EventKind, b engine.Binding, wh
 }
 
 // reloadedISPs returns the running ISPs, each with the token files and
-// webhook settings of its entry (by name) in isps, the new file's, or as
-// they are when isps has none: a running ISP's API access and webhook are
-// never cut by a file a reload does not apply.
+// webhook settings of its entry (by name) in isps, the new file's, or the
+// ones in force (the last reload's, else start's) when isps has none: a
+// running ISP's API access and webhook are never cut by a file a reload
+// does not apply, nor turned back to start's (a retired token revived).
 func (a *Appliance) reloadedISPs(isps []configs.ISP) []configs.ISP {
-	out := slices.Clone(a.cfg.ISPs)
+	base := a.ispsInForce
+	if base == nil {
+		base = a.cfg.ISPs
+	}
+	out := slices.Clone(base)
 	for i := range out {
 		j := slices.IndexFunc(isps, func(p configs.ISP) bool { return p.Name == out[i].Name })
 		if j < 0 {

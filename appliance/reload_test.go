@@ -1,9 +1,11 @@
 package appliance
 
 import (
+	"bytes"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,5 +128,90 @@ func TestReloadKeepsRemovedISPsAccess(t *testing.T) {
 	}
 	if _, ok := a.tokens.Lookup(tok); ok {
 		t.Error("the token file taken out of the file still works")
+	}
+}
+
+// TestReloadWarnsAPIListener: an appliance started without token files
+// serves no API listener; a reload that adds some reads them but cannot
+// open the listener, and says so (before, it logged nothing and the API
+// stayed closed).
+func TestReloadWarnsAPIListener(t *testing.T) {
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "op.token")
+	if err := os.WriteFile(tok, []byte("0123456789abcdefghijklmnopqrstuvwxyz\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := "version = 1\n[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" +
+		"[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\ndhcp_servers = [\"192.0.2.1\"]\n"
+	cfg, err := configs.Parse("t.toml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ServesAPI() {
+		t.Fatal("no token files, yet ServesAPI")
+	}
+	a := reloadRig(t, cfg)
+	var logs bytes.Buffer
+	a.log = slog.New(slog.NewTextHandler(&logs, nil))
+	next, err := configs.Parse("t.toml", []byte(base+"[api]\noperator_token_file = \""+tok+"\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Reload(next); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if !strings.Contains(logs.String(), "listener opens at the next restart") {
+		t.Errorf("no warning that the API listener needs a restart:\n%s", logs.String())
+	}
+}
+
+// TestReloadRemovedISPKeepsTokensInForce: beta's token file is rotated by
+// a reload (tok -> tok2, the old one retired, say leaked), then a later
+// reload's file lacks beta: beta keeps the settings in force (tok2), not
+// start's (before, reloadedISPs started from a.cfg.ISPs and the retired
+// token came back).
+func TestReloadRemovedISPKeepsTokensInForce(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, s string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(s+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tok := "0123456789abcdefghijklmnopqrstuvwxyz"
+	tok2 := "zyxwvutsrqponmlkjihgfedcba9876543210"
+	tokFile, tokFile2 := write("beta.token", tok), write("beta2.token", tok2)
+	text := func(withBeta bool, tf string) string {
+		s := "version = 1\n[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" +
+			"[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\ndhcp_servers = [\"192.0.2.1\"]\n"
+		if withBeta {
+			s += "[[isp]]\nname = \"beta\"\nuplink = \"upa\"\nvlan = 7\naddress = \"198.51.100.2/24\"\nnext_hop = \"198.51.100.1\"\n" +
+				"token_files = [\"" + tf + "\"]\n"
+		}
+		return s
+	}
+	parse := func(s string) *configs.Config {
+		c, err := configs.Parse("t.toml", []byte(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a := reloadRig(t, parse(text(true, tokFile)))
+	if err := a.Reload(parse(text(true, tokFile2))); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a.tokens.Lookup(tok); ok {
+		t.Fatal("rotation did not retire tok")
+	}
+	if err := a.Reload(parse(text(false, ""))); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a.tokens.Lookup(tok2); !ok {
+		t.Error("beta's token in force (tok2) stopped working")
+	}
+	if _, ok := a.tokens.Lookup(tok); ok {
+		t.Error("beta's retired token (tok, from the start-time file) works again")
 	}
 }

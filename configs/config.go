@@ -246,7 +246,17 @@ func Parse(file string, data []byte) (*Config, error) {
 	if _, err := toml.Decode(string(data), &raw); err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return nil, Errors{{File: file, Line: pe.Position.Line, Key: pe.LastKey, Msg: oneLine(pe.Message)}}
+			line, key := pe.Position.Line, pe.LastKey
+			if strings.Contains(pe.Message, "table name") || strings.Contains(pe.Message, "table array name") {
+				// A broken [table] header: LastKey is the table
+				// before it, and a header cut by its newline is
+				// reported on the line after.
+				key = ""
+				if strings.Contains(pe.Message, `'\n'`) && line > 1 {
+					line--
+				}
+			}
+			return nil, Errors{{File: file, Line: line, Key: key, Msg: oneLine(pe.Message)}}
 		}
 		return nil, Errors{{File: file, Msg: oneLine(err.Error())}}
 	}
@@ -277,12 +287,31 @@ func Parse(file string, data []byte) (*Config, error) {
 	return cfg, nil
 }
 
+// ServesAPI reports whether the management API listens: it does when some
+// token file is configured (operator, claim or an ISP's); without one the
+// tenant API is served on the control socket only.
+func (c *Config) ServesAPI() bool {
+	if c.API.OperatorTokenFile != "" || len(c.API.ClaimTokenFiles) > 0 {
+		return true
+	}
+	for _, p := range c.ISPs {
+		if len(p.TokenFiles) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // Summary describes the configuration in a few lines, for `ispmux check`.
 func (c *Config) Summary() string {
 	var b strings.Builder
 	dp := c.Datapath
-	fmt.Fprintf(&b, "config version %d, state in %s, log level %s, api on %s\n",
-		c.Version, c.Appliance.StateDir, c.Appliance.LogLevel, c.API.Listen)
+	api := "api on " + c.API.Listen
+	if !c.ServesAPI() {
+		api = "api: control socket only (no token files: nothing listens on " + c.API.Listen + ")"
+	}
+	fmt.Fprintf(&b, "config version %d, state in %s, log level %s, %s\n",
+		c.Version, c.Appliance.StateDir, c.Appliance.LogLevel, api)
 	fmt.Fprintf(&b, "datapath: %d queue(s), %d frames of %d B, rings rx/tx/fill/comp %d/%d/%d/%d, batch %d, attach %s, bind %s, poll %s, mac table %d\n",
 		dp.Queues, dp.Frames, dp.FrameSize, dp.RxRing, dp.TxRing, dp.FillRing, dp.CompletionRing,
 		dp.Batch, dp.AttachMode, dp.BindMode, dp.PollTimeoutDur, dp.MACTableSize)

@@ -627,3 +627,16 @@ func TestDefaultUsedByExample(t *testing.T) {
 		t.Errorf("example.toml shows values other than the defaults")
 	}
 }
+
+// TestSyntaxErrorLine: a [table] header cut by its newline is reported on
+// its own line and with no key (the parser says the line after, and its
+// last key is the table before).
+func TestSyntaxErrorLine(t *testing.T) {
+	text := base + "[[isp]]\nname = \"beta\"\n[dhcp\ntimeout = \"4s\"\n"
+	line := strings.Count(text[:strings.Index(text, "[dhcp")], "\n") + 1
+	_, err := Parse("t.toml", []byte(text))
+	want := fmt.Sprintf("t.toml:%d: expected '.' or ']' to end table name", line)
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("got %v, want %s…", err, want)
+	}
+}

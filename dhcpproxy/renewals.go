@@ -171,12 +171,13 @@ func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []by
 }
 
 // maxReply is the longest DHCP message ispmux sends the client of
-// request raw: 576 bytes (RFC 2131 §2: what every client takes; busybox
-// udhcpc drops more in raw-socket mode), or what its option 57 asks for
-// (RFC 2132 §9.10, the IP datagram's size: less 28 for the IP and UDP
-// headers) up to what one Ethernet frame carries.
+// request raw: 548 bytes, a 576-byte IP datagram (RFC 2131 §2: what every
+// client takes, 312 bytes of options; busybox udhcpc drops more than its
+// buffer in raw-socket mode), or what its option 57 asks for (RFC 2132
+// §9.10, the IP datagram's size: less 28 for the IP and UDP headers) up to
+// what one Ethernet frame carries.
 func maxReply(raw []byte) int {
-	limit := 576
+	limit := 576 - 28
 	forEachOption(raw, func(code byte, data []byte) {
 		if code == optMaxMessageSize && len(data) == 2 {
 			limit = max(limit, min(int(data[0])<<8|int(data[1])-28, 1500-28))

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ispmux/ispmux/api/client"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -100,5 +101,22 @@ func TestSubscriberEventsWindow(t *testing.T) {
 	if err == nil && strings.Contains(out, "old event of this MAC") {
 		t.Errorf("ctl subscriber shows seq 1, %d events before the newest, as one of its events %q:\n%s",
 			others, "among the newest 1000 of the log", out)
+	}
+}
+
+// TestProblemLine: a problem's detail that repeats its title is not
+// printed twice ("Not found: not found: customer c-1").
+func TestProblemLine(t *testing.T) {
+	for _, c := range []struct {
+		p    client.Error
+		want string
+	}{
+		{client.Error{Status: 404, Title: "Not found", Detail: "not found: customer c-1"}, "Not found: customer c-1 (HTTP 404)"},
+		{client.Error{Status: 409, Title: "Conflict", Detail: "the device is attached elsewhere"}, "Conflict: the device is attached elsewhere (HTTP 409)"},
+		{client.Error{Status: 400, Title: "Bad request", Detail: "Bad request", RequestID: "r1"}, "Bad request (HTTP 400, request r1)"},
+	} {
+		if got := problemLine(&c.p); got != c.want {
+			t.Errorf("problemLine(%+v) = %q, want %q", c.p, got, c.want)
+		}
 	}
 }

@@ -51,7 +51,7 @@ func report(w io.Writer, err error) {
 		fmt.Fprintln(w, "ispmux:", problemLine(p))
 		switch {
 		case len(p.Devices) > 0:
-			fmt.Fprintf(w, "  the customer's devices: %s; claim again with --replace one of them\n", strings.Join(p.Devices, ", "))
+			fmt.Fprintf(w, "  the customer's devices: %s; detach one first (device-del), or claim again with --replace one of them\n", strings.Join(p.Devices, ", "))
 		case p.RetryAfter > 0:
 			fmt.Fprintf(w, "  retry after %s\n", p.RetryAfter)
 		}
@@ -68,8 +68,12 @@ func problemLine(p *client.Error) string {
 	if p.Title == "" {
 		b.WriteString(p.Slug())
 	}
-	if p.Detail != "" && p.Detail != p.Title {
-		b.WriteString(": " + p.Detail)
+	switch d := p.Detail; {
+	case d == "" || d == p.Title:
+	case p.Title != "" && len(d) > len(p.Title) && strings.EqualFold(d[:len(p.Title)], p.Title) && d[len(p.Title)] == ':':
+		b.WriteString(d[len(p.Title):]) // "Not found: customer c-1", not "Not found: not found: customer c-1"
+	default:
+		b.WriteString(": " + d)
 	}
 	fmt.Fprintf(&b, " (HTTP %d", p.Status)
 	if p.RequestID != "" {
