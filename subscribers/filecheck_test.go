@@ -26,29 +26,10 @@ func storeChild(t *testing.T, name string, env ...string) (string, error) {
 // store. Each Open runs in a child process: a crash fails the test, not
 // the test binary.
 func TestTruncatedStoreRefused(t *testing.T) {
-	if p := os.Getenv("ISPMUX_TEST_TRUNC_PATH"); p != "" {
-		s, err := Open(p, Options{NoSync: true})
-		if err != nil {
-			t.Logf("CHILD: Open refused: %v", err)
-			return
-		}
-		defer s.Close()
-		bs, err := s.Bindings()
-		t.Logf("CHILD: Bindings = %d, %v", len(bs), err)
+	if childOpen(t, "ISPMUX_TEST_TRUNC_PATH") {
 		return
 	}
-	s, path := openTest(t, Options{NoSync: true})
-	for i := range 5000 {
-		if err := s.CommitBinding(testBinding(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s.Close()
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, _ := os.ReadFile(path)
+	data := storeOf5000(t)
 	for _, n := range []int{0, 100, 8192, 64 << 10, 256 << 10} {
 		cut := filepath.Join(t.TempDir(), "cut.db")
 		if err := os.WriteFile(cut, data[:n], 0o600); err != nil {
@@ -57,13 +38,48 @@ func TestTruncatedStoreRefused(t *testing.T) {
 		out, err := storeChild(t, "TestTruncatedStoreRefused", "ISPMUX_TEST_TRUNC_PATH="+cut)
 		switch {
 		case err != nil || !strings.Contains(out, "CHILD:"):
-			t.Errorf("store of %d bytes cut to %d: the process died (%v):\n%s", fi.Size(), n, err, tail(out, 600))
+			t.Errorf("store of %d bytes cut to %d: the process died (%v):\n%s", len(data), n, err, tail(out, 600))
 		case strings.Contains(out, "CHILD: Bindings = 0, <nil>"):
-			t.Errorf("store of %d bytes cut to %d: opened as an empty store, no error:\n%s", fi.Size(), n, tail(out, 600))
+			t.Errorf("store of %d bytes cut to %d: opened as an empty store, no error:\n%s", len(data), n, tail(out, 600))
 		default:
 			t.Logf("cut to %d: %s", n, tail(out, 600))
 		}
 	}
+}
+
+// childOpen is the child process's part of the tests below: it opens the
+// store named by the environment variable env and lists its bindings,
+// logging what happened. It reports whether it ran (false: not the child).
+func childOpen(t *testing.T, env string) bool {
+	p := os.Getenv(env)
+	if p == "" {
+		return false
+	}
+	s, err := Open(p, Options{NoSync: true})
+	if err != nil {
+		t.Logf("CHILD: Open refused: %v", err)
+		return true
+	}
+	defer s.Close()
+	bs, err := s.Bindings()
+	t.Logf("CHILD: Bindings = %d, %v", len(bs), err)
+	return true
+}
+
+// storeOf5000 returns the file of a closed store of 5000 bindings.
+func storeOf5000(t *testing.T) []byte {
+	s, path := openTest(t, Options{NoSync: true})
+	for i := range 5000 {
+		if err := s.CommitBinding(testBinding(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 func tail(s string, n int) string {
@@ -78,25 +94,10 @@ func tail(s string, n int) string {
 // dead process: bbolt's page check panicked, in the child as it would in
 // the restore at start.
 func TestCorruptPageNoCrash(t *testing.T) {
-	if p := os.Getenv("ISPMUX_TEST_CORRUPT_PATH"); p != "" {
-		s, err := Open(p, Options{NoSync: true})
-		if err != nil {
-			t.Logf("CHILD: Open refused: %v", err)
-			return
-		}
-		defer s.Close()
-		bs, err := s.Bindings()
-		t.Logf("CHILD: Bindings = %d, %v", len(bs), err)
+	if childOpen(t, "ISPMUX_TEST_CORRUPT_PATH") {
 		return
 	}
-	s, path := openTest(t, Options{NoSync: true})
-	for i := range 5000 {
-		if err := s.CommitBinding(testBinding(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s.Close()
-	data, _ := os.ReadFile(path)
+	data := storeOf5000(t)
 	for _, pg := range []int{20, 60, 100} {
 		d := append([]byte(nil), data...)
 		for k := pg * 4096; k < (pg+1)*4096; k++ {
