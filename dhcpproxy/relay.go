@@ -240,9 +240,10 @@ func relayDown(raw []byte, ourServerID netip.Addr, lease time.Duration) []byte {
 	our := ourServerID.As4()
 	sawServerID, sawType := false, false
 	forEachOption(raw, func(code byte, data []byte) {
-		switch code {
-		case optRelayAgentInfo, optLeaseTime, optRenewalTime, optRebindingTime:
+		if ispOwned(code) {
 			return
+		}
+		switch code {
 		case optServerID:
 			if sawServerID {
 				return // a split 54 would concatenate onto ours
@@ -327,6 +328,18 @@ func forEachOptionAll(raw []byte, fn func(code byte, data []byte)) {
 	}
 }
 
+// ispOwned reports whether option code is one relayDown never passes on
+// from an ISP's reply: option 82 (ours, echoed) and the lease options
+// (ispmux sets the client's lease). The server identifier is not passed
+// on either, but replaced by ours.
+func ispOwned(code byte) bool {
+	switch code {
+	case optRelayAgentInfo, optLeaseTime, optRenewalTime, optRebindingTime:
+		return true
+	}
+	return false
+}
+
 // filterField rewrites the options in an overloaded field b in place for
 // the subscriber (relayDown): 82, 51, 58, 59 and 54 taken out, the others
 // kept in order, END after them and the rest zeroed. It reports whether
@@ -335,10 +348,10 @@ func filterField(b []byte) (sawType bool) {
 	var buf [fileEnd - fileStart]byte
 	kept := buf[:0]
 	forEachTLV(b, func(code byte, data []byte) {
-		switch code {
-		case optRelayAgentInfo, optLeaseTime, optRenewalTime, optRebindingTime, optServerID:
+		if ispOwned(code) || code == optServerID {
 			return
-		case optMessageType:
+		}
+		if code == optMessageType {
 			sawType = true
 		}
 		kept = append(kept, code, byte(len(data)))

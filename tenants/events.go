@@ -72,10 +72,15 @@ func (t *Tenants) Bindings(ctx context.Context, isp string, o ListOptions) (Page
 		if isp != "" && b.ISP != isp {
 			continue
 		}
-		p.Items = append(p.Items, Binding{MAC: macString(b.MAC), ISP: b.ISP, CustomerID: b.Customer, Access: b.Access,
-			VLAN: b.VLAN, IP: b.IP, Expires: b.Expires})
+		p.Items = append(p.Items, bindingView(b))
 	}
 	return p, nil
+}
+
+// bindingView is the binding as the API shows it (Bindings, BindingsOf).
+func bindingView(b subscribers.Binding) Binding {
+	return Binding{MAC: macString(b.MAC), ISP: b.ISP, CustomerID: b.Customer, Access: b.Access,
+		VLAN: b.VLAN, IP: b.IP, Expires: b.Expires}
 }
 
 // BindingsOf returns mac's DHCP bindings (at most one per access circuit),
@@ -103,8 +108,7 @@ func (t *Tenants) BindingsOf(ctx context.Context, isp, mac string) ([]Binding, e
 		case isp != "" && b.ISP != isp:
 			continue
 		}
-		out = append(out, Binding{MAC: macString(b.MAC), ISP: b.ISP, CustomerID: b.Customer, Access: b.Access,
-			VLAN: b.VLAN, IP: b.IP, Expires: b.Expires})
+		out = append(out, bindingView(b))
 	}
 	return out, nil
 }
