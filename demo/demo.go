@@ -152,8 +152,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) (err err
 	for _, s := range topo.Subscribers {
 		addr, res := "-", "-"
 		isp, cust, role := s.ISP, s.CustomerID, s.Role
-		if s.Name == newSub {
+		switch {
+		case s.Name == newSub:
 			isp, cust, role = "", "-", "new device (registered nowhere)"
+		case s.Role == lab.RoleUnregistered:
+			// The lab names every device's customer, but this one's is
+			// in no configuration and no store: nothing to show.
+			cust = "-"
 		}
 		if p, ok := topo.SubAddr(ctx, s); ok && pool.Contains(p.Addr()) {
 			addr, res, isp = p.String()+" (onboarding, from ispmux)", "- (walled garden)", "(none yet)"
