@@ -197,7 +197,15 @@ func (r *ForwardResult) merge(prev *ForwardResult) error {
 		order[c] = i
 	}
 	sort.SliceStable(r.Cases, func(i, j int) bool { return order[r.Cases[i].Name] < order[r.Cases[j].Name] })
-	r.Runs = min(r.Runs, prev.Runs)
+	// The earlier result's run count holds only for the sweep points of
+	// it that are kept: its runs per point are those points' run numbers.
+	prevRuns := map[int]int{}
+	for _, t := range trials {
+		prevRuns[t.Sources] = max(prevRuns[t.Sources], t.Run)
+	}
+	for _, n := range prevRuns {
+		r.Runs = min(r.Runs, n)
+	}
 	var sess []Session
 	for _, x := range prev.Sessions {
 		if slicesAny(x.Sources, func(n int) bool { return !mine[n] }) {
@@ -205,8 +213,14 @@ func (r *ForwardResult) merge(prev *ForwardResult) error {
 		}
 	}
 	r.Sessions = append(sess, r.Sessions...)
-	if prev.Started < r.Started && len(sess) > 0 {
-		r.Started = prev.Started
+	// The result started when the earliest session it still holds did.
+	for _, x := range sess {
+		if x.Started != "" && x.Started < r.Started {
+			r.Started = x.Started
+		}
+	}
+	if len(prev.Sessions) == 0 && len(trials) > 0 && prev.Started < r.Started {
+		r.Started = prev.Started // an earlier result from before sessions were recorded
 	}
 	for _, n := range prev.Notes {
 		if strings.HasPrefix(n, "Warning:") && !containsStr(r.Notes, n) {
