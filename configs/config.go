@@ -255,6 +255,11 @@ func Parse(file string, data []byte) (*Config, error) {
 				if strings.Contains(pe.Message, `'\n'`) && line > 1 {
 					line--
 				}
+			} else if k := keyAt(data, line); k != "" {
+				// The parser's LastKey has no array indices
+				// ("isp.name") and, for a bad value, is the table
+				// holding the key ("datapath" for batch = 4s).
+				key = k
 			}
 			return nil, Errors{{File: file, Line: line, Key: key, Msg: oneLine(pe.Message)}}
 		}

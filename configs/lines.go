@@ -28,6 +28,18 @@ type lineIndexer struct {
 	line   int
 	lines  map[string]int
 	arrays map[string]int // array-of-tables path (with parent indices) → elements seen
+	at     int            // keyAt: the line asked about
+	atKey  string         // keyAt: the last key written on line at
+}
+
+// keyAt returns the path of the last key written on line (1-based) of
+// src, with its array indices ("isp[1].name"), or "" when none is. Unlike
+// indexLines, a key written twice (a syntax error) is found on each of
+// its lines.
+func keyAt(src []byte, line int) string {
+	ix := &lineIndexer{src: src, line: 1, lines: map[string]int{}, arrays: map[string]int{}, at: line}
+	ix.document()
+	return ix.atKey
 }
 
 func (ix *lineIndexer) eof() bool { return ix.pos >= len(ix.src) }
@@ -144,6 +156,9 @@ func (ix *lineIndexer) keyValue(prefix string) {
 	for _, k := range keys {
 		cur = joinKey(cur, k)
 		ix.setFirst(cur, line)
+	}
+	if line == ix.at {
+		ix.atKey = cur
 	}
 	ix.skipSpace(false)
 	if ix.peek() != '=' {
@@ -272,6 +287,9 @@ func (ix *lineIndexer) inlineTable(path string) {
 		for _, k := range ix.keys() {
 			cur = joinKey(cur, k)
 			ix.setFirst(cur, line)
+		}
+		if line == ix.at && cur != path {
+			ix.atKey = cur
 		}
 		ix.skipSpace(false)
 		if ix.peek() == '=' {

@@ -113,6 +113,9 @@ func (v *validator) isps() {
 			if pr == "" {
 				pr = specialProblem(a)
 			}
+			if pr == "" && prefixOK && a == p.Prefix.Addr() {
+				pr = a.String() + " is our own address (isp address): ispmux would relay the subscribers' DHCP to itself"
+			}
 			if pr != "" {
 				v.errorf(k, "%s", pr)
 				continue
