@@ -287,6 +287,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 			return nil, err
 		}
 	}
+	a.subs = a.withoutHeld(a.subs)
 	statics := staticBindings(cfg.Access, a.subs, idx)
 	for _, b := range statics {
 		if err := a.ctl.Bind(b); err != nil {

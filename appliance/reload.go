@@ -50,6 +50,7 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 		}
 		subs[i].AccessIndex, subs[i].ISPIndex = ai, ii
 	}
+	subs = a.withoutHeld(subs)
 	_, idx := portPlan(a.cfg)
 	oldStatic, newStatic := staticBindings(a.cfg.Access, a.subs, idx), staticBindings(a.cfg.Access, subs, idx)
 	changed := func(k uint64, b engine.Binding, other map[uint64]engine.Binding) bool {
@@ -137,21 +138,33 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 	// that needs a restart, reported above, not half applied here).
 	eff := *cfg
 	eff.ISPs = a.reloadedISPs(cfg.ISPs)
-	applied := true
+	// What is in force afterwards: the token files if they were applied,
+	// the webhook settings if they were, each on its own (a reload that
+	// rotated a token but failed a webhook keeps the rotation).
+	inForce := slices.Clone(a.ispsInForce)
+	if inForce == nil {
+		inForce = slices.Clone(a.cfg.ISPs)
+	}
 	if err := a.tokens.SetFiles(auth.TokenFilesFromConfig(&eff)); err != nil {
 		errs = append(errs, fmt.Errorf("api tokens: %w (the tokens in force stay)", err))
-		applied = false
+	} else {
+		for i := range inForce {
+			inForce[i].TokenFiles = eff.ISPs[i].TokenFiles
+		}
 	}
 	if err := a.api.Reload(); err != nil {
 		errs = append(errs, fmt.Errorf("api: %w", err))
 	}
 	if err := a.hooks.Reload(&eff); err != nil {
 		errs = append(errs, fmt.Errorf("webhooks: %w", err))
-		applied = false
+	} else {
+		for i := range inForce {
+			tf := inForce[i].TokenFiles
+			setReloadable(&inForce[i], &eff.ISPs[i])
+			inForce[i].TokenFiles = tf
+		}
 	}
-	if applied {
-		a.ispsInForce = eff.ISPs
-	}
+	a.ispsInForce = inForce
 	if a.portal != nil {
 		if err := a.portal.Reload(); err != nil {
 			errs = append(errs, fmt.Errorf("portal: %w (the certificate in force stays)", err))
@@ -270,4 +283,27 @@ func (a *Appliance) syncRegistrations() ([]uint64, error) {
 	a.log.Info("registrations", "from_config", len(devs), "added", rep.Added, "changed", rep.Changed, "removed", rep.Removed,
 		"conflicts", len(rep.Conflicts))
 	return rep.Touched, nil
+}
+
+// withoutHeld returns subs without the static address of the entries whose
+// MAC the API or a claim attached: the sync leaves such an entry out (the
+// API's choice stays), so its address is not bound either, nor its MAC
+// taken for static (which would revoke the API's device's lease).
+func (a *Appliance) withoutHeld(subs []configs.Subscriber) []configs.Subscriber {
+	cloned := false
+	for i, s := range subs {
+		if !s.Addr.IsValid() {
+			continue
+		}
+		r, err := a.store.Registration(s.HWAddr)
+		if err != nil || r.Source == subscribers.SourceConfig {
+			continue
+		}
+		if !cloned {
+			subs, cloned = slices.Clone(subs), true
+		}
+		a.log.Warn("static subscriber not bound: the API or a claim attached its MAC (the API's choice stays)", "mac", s.MAC, "isp", r.ISP, "source", r.Source)
+		subs[i].Addr = netip.Addr{}
+	}
+	return subs
 }
