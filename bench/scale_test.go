@@ -48,8 +48,15 @@ func TestLinearity(t *testing.T) {
 		t.Error("a verdict on zero restart times")
 	}
 	tg := targets(pts)
-	if len(tg) != 3 || tg[0].Met || tg[1].Met || !tg[2].Met {
+	if len(tg) != 6 || tg[0].Met || tg[1].Met || !tg[2].Met {
 		t.Errorf("targets %+v", tg)
+	}
+	// The failed static 1M point misses its targets rather than dropping
+	// them (they were left out, as if there were none to meet).
+	for _, x := range tg[3:] {
+		if x.Kind != "static" || x.Met || !strings.Contains(x.Name, "failed") {
+			t.Errorf("failed point's target %+v", x)
+		}
 	}
 }
 
