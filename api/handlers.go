@@ -95,6 +95,18 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any, empty
 	return false
 }
 
+// failQuery answers a list's error: a query parameter the model refuses
+// (a cursor that is not one, a MAC that is not one) is the caller's
+// malformed request, 400 bad-request as docs/API.md says; other errors
+// as fail.
+func (s *Server) failQuery(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, tenants.ErrInvalid) {
+		s.problem(w, r, "bad-request", oneLine(err.Error()))
+		return
+	}
+	s.fail(w, r, err)
+}
+
 func oneLine(s string) string {
 	return strings.NewReplacer("\n", " ", "\r", " ").Replace(s)
 }
@@ -165,7 +177,7 @@ func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request, c *call) 
 	}
 	p, err := s.svc.Customers(r.Context(), c.isp, o)
 	if err != nil {
-		s.fail(w, r, err)
+		s.failQuery(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, pageOf(p))
@@ -228,7 +240,7 @@ func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, c *call) {
 	}
 	p, err := s.svc.Devices(r.Context(), c.isp, r.URL.Query().Get("customer_id"), o)
 	if err != nil {
-		s.fail(w, r, err)
+		s.failQuery(w, r, err)
 		return
 	}
 	if c.isp != "" { // the Service scopes; never show another ISP's device anyway
@@ -352,7 +364,7 @@ func (s *Server) listBindings(w http.ResponseWriter, r *http.Request, c *call) {
 		// One MAC's bindings (one lookup per circuit): one page.
 		bs, err := s.svc.BindingsOf(r.Context(), c.isp, mac)
 		if err != nil {
-			s.fail(w, r, err)
+			s.failQuery(w, r, err)
 			return
 		}
 		if c.isp != "" {
@@ -363,7 +375,7 @@ func (s *Server) listBindings(w http.ResponseWriter, r *http.Request, c *call) {
 	}
 	p, err := s.svc.Bindings(r.Context(), c.isp, o)
 	if err != nil {
-		s.fail(w, r, err)
+		s.failQuery(w, r, err)
 		return
 	}
 	if c.isp != "" {
@@ -413,6 +425,12 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request, c *call) {
 		return
 	}
 	out := EventList{Items: []tenants.Event{}, Oldest: p.Oldest, Newest: p.Newest, Missed: missed(after, p)}
+	if after > p.Newest {
+		// Newer than the log (a restored store): as the stream's reset,
+		// say so and go on from the newest, or the events up to after
+		// would be skipped silently.
+		after, out.Missed = p.Newest, true
+	}
 	next := after
 	for _, ev := range p.Events {
 		next = max(next, ev.Seq)

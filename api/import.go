@@ -77,6 +77,7 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 	// far is used up (the client may be waiting for results) and at the
 	// end. Results go out in line order.
 	var batch []tenants.CustomerInput
+	inBatch := map[string]bool{} // customer IDs in batch
 	first := 0
 	flushBatch := func() error {
 		if len(batch) == 0 {
@@ -96,6 +97,7 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 			}
 		}
 		batch = batch[:0]
+		clear(inBatch)
 		return nil
 	}
 	readErr := func(line int, err error) {
@@ -158,6 +160,14 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 					return
 				}
 			default:
+				// A customer named again goes in the next batch: lines
+				// are upserts in line order, however the body was cut
+				// into batches (the Service refuses a customer twice in
+				// one batch).
+				if inBatch[in.ID] && flushBatch() != nil {
+					return
+				}
+				inBatch[in.ID] = true
 				if len(batch) == 0 {
 					first = lineNo
 				}

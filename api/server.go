@@ -166,6 +166,9 @@ type call struct {
 	// isp is the ISP the request is scoped to: the {isp} of a tenant
 	// route, or "" (all ISPs) on an operator route.
 	isp string
+	// tok is the bearer token presented ("" on the control socket): an
+	// event stream checks it is still known (rotation ends its streams).
+	tok string
 }
 
 func setRequestID(w http.ResponseWriter, r *http.Request) string {
@@ -259,7 +262,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt Route, id 
 		s.problem(w, r, "unauthorized", "unknown token")
 		return c, false
 	}
-	c.p = p
+	c.p, c.tok = p, tok
 	c.actor = tenants.Actor{Kind: tenants.ActorKind(p.Kind), Name: p.Name, ISP: p.ISP, RequestID: id}
 	switch rt.Scope {
 	case ScopeOperator:
@@ -436,6 +439,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	return srv.Shutdown(ctx)
+}
+
+// stillValid reports whether the token of c is still one of the known
+// tokens, for the same principal (true on the control socket): a stream
+// opened with a token rotated out since ends.
+func (s *Server) stillValid(c *call) bool {
+	if c.tok == "" {
+		return true
+	}
+	p, ok := s.tokens.Lookup(c.tok)
+	return ok && p == c.p
 }
 
 func (s *Server) stopStreams() { s.stopOnce.Do(func() { close(s.stop) }) }

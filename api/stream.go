@@ -165,6 +165,9 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, c *call) {
 				}
 			}
 		}
+		if !s.stillValid(c) {
+			return // the token was rotated out (Reload): 401 from now on, streams included
+		}
 		var err error
 		page, err = s.svc.Events(ctx, c.isp, after, streamBatch)
 		if err != nil {

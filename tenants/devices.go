@@ -23,6 +23,22 @@ func (t *Tenants) Devices(ctx context.Context, isp, customerID string, o ListOpt
 			return Page[Device]{}, err
 		}
 	}
+	if isp == "" && customerID != "" {
+		// Every ISP's customers of that ID (operator): a customer's
+		// devices are few (its device limit), so one page, from one
+		// lookup per ISP.
+		p := Page[Device]{Items: []Device{}}
+		for _, name := range t.cfg.ISPs {
+			regs, _, err := t.store.Devices(name, customerID, "", 0)
+			if err != nil {
+				return Page[Device]{}, listErr(err)
+			}
+			for _, r := range regs {
+				p.Items = append(p.Items, deviceView(r))
+			}
+		}
+		return p, nil
+	}
 	regs, next, err := t.store.Devices(isp, customerID, o.After, pageLimit(o.Limit))
 	if err != nil {
 		return Page[Device]{}, listErr(err)

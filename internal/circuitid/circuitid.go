@@ -50,7 +50,8 @@ const MaxCustomerID = 64
 
 // CustomerIDProblem says what is wrong with a customer ID, "" if nothing:
 // it becomes the Option 82 subscriber-id (RFC 3993), so 1..MaxCustomerID
-// bytes, printable, no space, no control character (NUL included).
+// bytes, printable, no space, no control character (NUL included), and
+// not "." or ".." (the API names a customer in its URL path).
 func CustomerIDProblem(id string) string {
 	if id == "" || len(id) > MaxCustomerID {
 		return "must be 1.." + strconv.Itoa(MaxCustomerID) + " bytes"
@@ -59,6 +60,11 @@ func CustomerIDProblem(id string) string {
 		if r < 0x21 || r == 0x7f {
 			return "has a space or control character"
 		}
+	}
+	if id == "." || id == ".." {
+		// A dot-segment (RFC 3986 §5.2.4): clients and servers remove
+		// it, so /v1/isps/{isp}/customers/.. would never reach it.
+		return "is a dot-segment, which cannot be named in a URL path"
 	}
 	return ""
 }
