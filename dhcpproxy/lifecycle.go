@@ -273,13 +273,32 @@ func (p *Proxy) stale(mac uint64, access, isp string) string {
 
 // expireLeases ends the leases that ran out (the ISP's ran out with them:
 // nothing to tell it).
+//
+// Each end is its own durable transaction; many leases that end together
+// (bound together) are ended side by side, restoreEnders at a time, so
+// the store's group commit puts many in one fsync and the tick's other
+// timers are not held up for one fsync per lease.
 func (p *Proxy) expireLeases(now time.Time) {
-	for _, e := range p.leases.expired(now) {
-		failpoint.Hit(failpoint.ExpireBeforeCommit)
-		if p.endExpired(e) {
-			p.count("expired")
-		}
+	due := p.leases.expired(now)
+	var (
+		wg   sync.WaitGroup
+		next atomic.Int64
+	)
+	for range min(restoreEnders, len(due)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(due) {
+					return
+				}
+				failpoint.Hit(failpoint.ExpireBeforeCommit)
+				if p.endExpired(due[i]) {
+					p.count("expired")
+				}
+			}
+		})
 	}
+	wg.Wait()
 }
 
 // endExpired ends the expired lease h if the subscriber still holds that
@@ -319,7 +338,11 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte) {
 	}
 	lt := m.IPAddressLeaseTime(0)
 	if lt <= 0 {
+		// Nothing to bind: the client is told (it starts over) and
+		// the refusal is an event, not only a counter.
 		p.count("ack_without_lease_time")
+		p.refuse(subscribers.EventRejected, subj, ip, "the ISP's ACK has no lease time (option 51 missing or 0); not bound")
+		p.nak(c, m, "no lease time")
 		return
 	}
 	sid := p.tx.serverID(t)

@@ -37,6 +37,7 @@ var (
 	errClientGiaddr    = errors.New("client_giaddr")
 	errOverload        = errors.New("option_overload")
 	errNoMessageType   = errors.New("no_message_type")
+	errNotClientType   = errors.New("not_client_message")
 	errHops            = errors.New("too_many_hops")
 	errServerMalformed = errors.New("server_malformed")
 	errNotReply        = errors.New("bootrequest_from_server")
@@ -117,7 +118,15 @@ func checkClient(m *dhcpv4.DHCPv4, mac []byte) error {
 	case m.MessageType() == dhcpv4.MessageTypeNone:
 		return errNoMessageType
 	}
-	return nil
+	switch m.MessageType() {
+	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeDecline,
+		dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeInform:
+		return nil
+	}
+	// RFC 2131 table 2: nothing else comes from a client (a LEASEQUERY,
+	// RFC 4388, or a server's type must not reach the ISP from our
+	// giaddr).
+	return errNotClientType
 }
 
 // relayUp turns a subscriber's message into the extended request ispmux

@@ -90,6 +90,16 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			p.count("offer_without_server_id")
 			return
 		}
+		if m.IPAddressLeaseTime(0) <= 0 {
+			// No lease time (or 0): nothing to give the client (51 is
+			// a MUST in an OFFER, RFC 2131 Table 3), and its ACK would
+			// bind nothing. Another server's OFFER may still come.
+			p.count("offer_without_lease_time")
+			subj := regSubject(mac, c, t.reg)
+			subj.isp = isp.Name
+			p.refuse(subscribers.EventRejected, subj, addrOf(m.YourIPAddr), "ISP server "+src.String()+" offered no lease time (option 51 missing or 0)")
+			return
+		}
 		if !p.tx.offer(t, isp, src, sid, time.Now(), p.cfg.Timeout) {
 			p.count("offer_other_server")
 			return
@@ -215,7 +225,7 @@ func (p *Proxy) nak(c *Circuit, m *dhcpv4.DHCPv4, msg string) {
 
 // nakBytes is ispmux's DHCPNAK to the client message m (RFC 2131 table 3:
 // xid, flags, giaddr 0 and chaddr of the request; ciaddr, yiaddr, siaddr 0;
-// options 53, 54 = sid, 56 = msg cut at 255 bytes).
+// options 53, 54 = sid, 56 = msg cut at 255 bytes, 61 echoed, RFC 6842).
 func nakBytes(m *dhcpv4.DHCPv4, sid netip.Addr, msg string) []byte {
 	out := make([]byte, optionsStart, bootpMinLen+len(msg))
 	out[0], out[1], out[2] = byte(dhcpv4.OpcodeBootReply), 1, 6
@@ -231,6 +241,11 @@ func nakBytes(m *dhcpv4.DHCPv4, sid netip.Addr, msg string) []byte {
 	if msg != "" {
 		out = append(out, optMessage, byte(len(msg)))
 		out = append(out, msg...)
+	}
+	// RFC 6842 §3: the client identifier the client sent, unaltered.
+	if id := m.Options.Get(dhcpv4.OptionClientIdentifier); len(id) > 0 && len(id) <= 255 {
+		out = append(out, optClientID, byte(len(id)))
+		out = append(out, id...)
 	}
 	return finish(out)
 }

@@ -63,9 +63,10 @@ type unreachableNote struct {
 
 // offer is the ISP server that last offered a subscriber an address.
 type offer struct {
-	isp *ISP
-	sid netip.Addr
-	at  time.Time
+	isp  *ISP
+	sid  netip.Addr
+	from netip.Addr // the server's address (server-id override: all name ours)
+	at   time.Time
 }
 
 // offerMemory is how long an OFFER's server is remembered.
@@ -155,13 +156,14 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 	if t != nil {
 		sid = t.serverID
 	}
+	var from netip.Addr
 	if !sid.IsValid() {
 		// A REQUEST after its DISCOVER's transaction ended (a client
 		// slow to choose, or ispmux restarted in between) names our
 		// server-id: the ISP's comes from the OFFER we remember, or is
 		// the ISP's only server.
 		if o, ok := x.offered[sk]; ok && o.isp == isp && now.Sub(o.at) < offerMemory {
-			sid = o.sid
+			sid, from = o.sid, o.from
 		} else if len(isp.Servers) == 1 {
 			sid = isp.Servers[0]
 		}
@@ -197,6 +199,9 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 	}
 	if t.serverID.IsValid() {
 		sid = t.serverID
+	} else if from.IsValid() && mt == dhcpv4.MessageTypeRequest {
+		// The remembered OFFER's server is the one chosen (chosen).
+		t.serverID, t.offerFrom = sid, from
 	}
 	return t, sid, nil
 }
@@ -213,12 +218,15 @@ func (x *txns) offer(t *txn, isp *ISP, from, sid netip.Addr, now time.Time, time
 	}
 	t.serverID, t.offerFrom = sid, from
 	t.deadline = now.Add(timeout)
-	x.offered[t.sub] = offer{isp: isp, sid: sid, at: now}
+	x.offered[t.sub] = offer{isp: isp, sid: sid, from: from, at: now}
 	return true
 }
 
 // extend moves t's deadline to at least until.
 func (x *txns) extend(t *txn, until time.Time) {
+	if t == nil {
+		return
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if t.deadline.Before(until) {

@@ -185,6 +185,15 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		p.count("pending_full")
 		return
 	}
+	if sid := addrOf(m.ServerIdentifier()); mt == dhcpv4.MessageTypeRequest && sid.IsValid() && sid != c.Addr {
+		// A SELECTING REQUEST naming another server: the client chose
+		// it (RFC 2131 §4.3.2). Relayed, so the ISP's servers see they
+		// were not chosen, but no answer is due: no transaction (its
+		// silence is no timeout), the DISCOVER's forgotten.
+		p.count("request_other_server")
+		p.tx.abandon(pk, t)
+		t = nil
+	}
 	if t != nil {
 		var rn *renewNote
 		if renewal && hasLease && held.isp == isp.Index {

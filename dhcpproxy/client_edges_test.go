@@ -1,0 +1,122 @@
+package dhcpproxy
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+var nakClientID = []byte{1, 2, 0, 0, 0, 1, 1}
+
+// RFC 6842 §3: a server MUST return the client identifier a client sent,
+// unaltered, in its DHCPOFFER, DHCPACK and DHCPNAK. ispmux's own NAK (the
+// NAK rule, an INIT-REBOOT for an address it does not hold) dropped it.
+func TestOwnNakEchoesClientID(t *testing.T) {
+	r, _ := newSRig(t)
+	m := initReboot(t, s1, netip.MustParseAddr("10.1.2.3"))
+	m.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionClientIdentifier, nakClientID))
+	r.fromClient(m)
+	sent := r.toPorts()
+	if len(sent[accPort]) != 1 || sent[accPort][0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("sent %v, want a NAK", sent)
+	}
+	if id := sent[accPort][0].Options.Get(dhcpv4.OptionClientIdentifier); !bytes.Equal(id, nakClientID) {
+		t.Errorf("NAK client identifier %x, want the request's %x (RFC 6842)", id, nakClientID)
+	}
+}
+
+// RFC 2131 §4.3.2: a REQUEST naming another server's identifier says the
+// client chose that server; no answer is due. ispmux relays it (so the
+// ISP's server frees its offer) but then recorded a timeout event blaming
+// the ISP for not answering it; it keeps no transaction for it now.
+func TestRequestForAnotherServerIsNoTimeout(t *testing.T) {
+	r := newPRig(t)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	got := r.serve(kea(t, time.Minute))
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("got %v", got)
+	}
+	other := net.IPv4(100, 64, 0, 254) // a second server on the access link
+	req, _ := dhcpv4.NewRequestFromOffer(got[0])
+	req.UpdateOption(dhcpv4.OptServerIdentifier(other))
+	r.fromClient(req)
+	r.serve(func(*dhcpv4.DHCPv4) *dhcpv4.DHCPv4 { return nil }) // the ISP's server: not chosen, silent
+	time.Sleep(350 * time.Millisecond)
+	r.p.expire(time.Now())
+	r.p.notes.wait()
+	evs, _ := r.store.Events(0, 100)
+	for _, e := range evs {
+		if e.Kind == subscribers.EventTimeout {
+			t.Errorf("timeout event for a REQUEST naming another server: %q", e.Reason)
+		}
+	}
+}
+
+// RFC 2131 §3 and table 2: a client sends DISCOVER, REQUEST, DECLINE,
+// RELEASE and INFORM; a relay agent forwards client messages. A
+// subscriber's message of any other type (a DHCPLEASEQUERY, RFC 4388,
+// which servers accept from access concentrators, i.e. from ispmux's
+// giaddr; a server message type with op BOOTREQUEST) reached the ISP with
+// ispmux's giaddr and Option 82; it is dropped (not_client_message).
+func TestNonClientMessageTypesNotRelayed(t *testing.T) {
+	r := newPRig(t)
+	for _, mt := range []dhcpv4.MessageType{dhcpv4.MessageType(10), dhcpv4.MessageTypeAck, dhcpv4.MessageType(9), dhcpv4.MessageType(200)} {
+		m := clientMsg(t, s1, mt, dhcpv4.WithClientIP(net.ParseIP("100.64.0.77")))
+		r.fromClient(m)
+		for _, s := range r.snd.take() {
+			if s.port == upPort {
+				t.Errorf("a subscriber's %s was relayed to the ISP: %v", mt, dhcpOf(s.frame).Summary())
+			}
+		}
+	}
+}
+
+// With server-id override, a REQUEST that comes after its DISCOVER's
+// transaction ended (a client slow to choose: the OFFER is remembered for
+// offerMemory so that such a REQUEST still names the right server) must
+// still go to the server whose OFFER was taken only; sent to every server,
+// the others take the override address for theirs and NAK an address they
+// did not offer (TestOverrideRequestToChosenServer's rule).
+func TestOverrideSlowRequestToChosenServer(t *testing.T) {
+	r, second := twoServers(t, true)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	up, _ := r.relayedTo()
+	r.fromServerAt(second, serverReply(up[second], dhcpv4.MessageTypeOffer, second, ourSID))
+	_, toClient := r.relayedTo()
+	if len(toClient) != 1 {
+		t.Fatalf("subscriber got %d messages, want the OFFER", len(toClient))
+	}
+	// The client takes longer than dhcp.timeout to send its REQUEST.
+	time.Sleep(350 * time.Millisecond)
+	r.p.expire(time.Now())
+	req, _ := dhcpv4.NewRequestFromOffer(toClient[0])
+	r.fromClient(req)
+	up, _ = r.relayedTo()
+	if len(up) != 1 || up[second] == nil {
+		t.Errorf("late REQUEST relayed to %d servers, want the chosen one (%v) only", len(up), second)
+	}
+}
+
+// At start-up, before an ISP's next hop was ever resolved, a message
+// waits for it (relayLater). A subscriber's message of a type that opens
+// no transaction (anything but DISCOVER, REQUEST, INFORM, and not a
+// RELEASE or DECLINE) reached relayLater with no transaction, and
+// relayLater's tx.extend dereferenced it: the control plane panicked, and
+// ispmux with it. One frame from any registered subscriber did it.
+func TestStartupOddTypeNoPanic(t *testing.T) {
+	r := newPRig(t)
+	r.tab.uplinkDown = true // never resolved since start
+	defer func() {
+		if v := recover(); v != nil {
+			t.Fatalf("HandleFrame panicked: %v", v)
+		}
+	}()
+	r.fromClient(clientMsg(t, s1, dhcpv4.MessageType(10), dhcpv4.WithClientIP(net.ParseIP("100.64.0.77"))))
+	r.p.committing.Wait()
+}
