@@ -353,9 +353,9 @@ func (p *Proxy) endOnboardingStored(l subscribers.OnboardingLease, reason string
 }
 
 // endOnboardingLocked removes the lease l and appends its onboarding-ended
-// event (one transaction), then forgets and unbinds it, unless the MAC is
-// bound to an ISP on that circuit now (its binding replaced the garden's
-// in the tables). False: the store refused, nothing changed. The caller
+// event (one transaction), then forgets and unbinds it, unless the MAC's
+// entry in the tables is no longer the garden's (bound to an ISP or made
+// a static subscriber since: that binding replaced the garden's). False: the store refused, nothing changed. The caller
 // holds the MAC's stripe.
 func (p *Proxy) endOnboardingLocked(l subscribers.OnboardingLease, reason string) bool {
 	mac := binding.MAC48(l.MAC)
@@ -371,7 +371,11 @@ func (p *Proxy) endOnboardingLocked(l subscribers.OnboardingLease, reason string
 	}
 	if held, ok := p.ob.remove(mac); ok {
 		c := held.pool.c
-		if !p.hasLease(subKey{circuitKey{c.Port, c.VLAN}, mac}) {
+		// Only the garden's binding: the MAC may be bound to an ISP or
+		// be a static subscriber now (a reload), whose binding replaced
+		// it in the tables.
+		if b, ok := p.tables.Holder(binding.GardenVRF, held.ip); ok && b.MAC == mac && b.Port == c.Port && b.VLAN == c.VLAN &&
+			!p.hasLease(subKey{circuitKey{c.Port, c.VLAN}, mac}) {
 			p.tables.Unbind(c.Port, c.VLAN, mac)
 		}
 	}
@@ -522,7 +526,10 @@ func (p *Proxy) restoreOnboarding(now time.Time) (int, error) {
 			reason = subscribers.OnboardingEndRemoved
 		case !l.Expires.After(now):
 			reason = subscribers.OnboardingEndExpired
-		case p.hasLease(subKey{circuitKey{pl.c.Port, pl.c.VLAN}, mac}):
+		case p.hasLease(subKey{circuitKey{pl.c.Port, pl.c.VLAN}, mac}) || p.isStatic(mac):
+			// Bound to an ISP since, or a static subscriber now (its
+			// binding is installed before Restore): not installed
+			// over it.
 			reason = subscribers.OnboardingEndHandover
 		}
 		if reason == "" {

@@ -310,6 +310,10 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request, sub Subscriber, i
 		s.st.claimsFailed.Add(1)
 		outcome("device-limit")
 		again(http.StatusConflict, sentence("This customer already has the most devices it may connect. Ask "+name+" to remove one.", "", nil))
+	case errors.Is(err, tenants.ErrSuspended):
+		s.st.claimsFailed.Add(1)
+		outcome("suspended")
+		again(http.StatusConflict, sentence("This customer's service is suspended, so this device cannot connect with it. Ask "+name+".", "", nil))
 	case errors.Is(err, tenants.ErrConflict):
 		s.st.claimsFailed.Add(1)
 		outcome("conflict", "err", err.Error())

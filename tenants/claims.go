@@ -294,6 +294,16 @@ func (t *Tenants) Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, e
 	if err != nil || c.PasswordHash != checked {
 		return Device{}, ErrBadCredentials
 	}
+	if a.Kind == ActorPortal && c.Status == string(StatusSuspended) {
+		// Attached, the device would leave the walled garden (or its
+		// current ISP) for the silence a suspended customer's devices
+		// get; the portal does not lift a suspension.
+		if _, err := t.apply(subscribers.TenantWrite{Events: []subscribers.Event{
+			event(a, subscribers.EventClaimRefused, r.ISP, r.CustomerID, mac, "customer suspended")}}); err != nil {
+			t.log.Warn("tenants: claim-refused event not stored", "err", err)
+		}
+		return Device{}, ErrSuspended
+	}
 	// Another ISP's device: only the portal, on the subscriber's own line,
 	// takes it with the new ISP's credentials (a move); a claim token
 	// cannot (an installer must not move a line it does not stand on).

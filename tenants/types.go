@@ -200,6 +200,9 @@ var (
 	ErrBadCredentials = errors.New("invalid credentials")     // 401 on claim: one generic message
 	ErrRateLimited    = errors.New("too many attempts")       // 429 with Retry-After
 	ErrDeviceLimit    = errors.New("customer's device limit") // 409, with the devices (DeviceLimitError)
+	// ErrSuspended: a portal claim with a suspended customer's right
+	// password (its device would get no service); a conflict (409).
+	ErrSuspended = fmt.Errorf("%w: customer suspended", ErrConflict)
 )
 
 // RateLimitError says when to try again.
