@@ -590,12 +590,15 @@ func TestBindingsPerCircuitCap(t *testing.T) {
 	}
 }
 
-// FuzzHandleFrame feeds arbitrary frames to both sides of the proxy: it
-// must never panic, and nothing it sends to the subscriber side may carry
-// option 82.
+// FuzzHandleFrame feeds arbitrary frames to both sides of the proxy, once
+// with the ISP's next hop resolved and once never resolved since start
+// (messages wait in relayLater): it must never panic, and nothing it sends
+// to the subscriber side may carry option 82.
 func FuzzHandleFrame(f *testing.F) {
 	d := discover(f, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")))
 	f.Add(uint8(accPort), fib.UDPFrame(0xffffffffffff, 0x020000000101, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, d.ToBytes()))
+	lq := discover(f, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageType(10)))
+	f.Add(uint8(accPort), fib.UDPFrame(0xffffffffffff, 0x020000000101, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, lq.ToBytes()))
 	offer, _ := dhcpv4.NewReplyFromRequest(d, dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer))
 	f.Add(uint8(upPort), fib.UDPFrame(upMAC, gwMAC, 0, ispSID, giaddr, 67, 67, offer.ToBytes()))
 	st, err := subscribers.Open(filepath.Join(f.TempDir(), "s.db"), subscribers.Options{NoSync: true})
@@ -606,22 +609,32 @@ func FuzzHandleFrame(f *testing.F) {
 	if err := st.PutRegistration(subscribers.Registration{MAC: [6]byte(mac("02:00:00:00:01:01")), CustomerID: "c-s1", ISP: "alpha", Source: "api"}); err != nil {
 		f.Fatal(err)
 	}
-	snd := &fakeSender{}
-	tab := &fakeTables{bound: map[uint64]binding.Binding{}, store: st}
-	p := New(Config{Timeout: time.Second, MaxPending: 64, MACRate: 1000, MACBurst: 1000, CircuitRate: 1000, CircuitBurst: 1000, MaxBindingsPerCircuit: 10,
-		Circuits: []Circuit{{Name: "acc0", Interface: "acc0", Port: accPort, MAC: accMAC, Addr: ourSID}},
-		ISPs:     []ISP{{Index: 0, Name: "alpha", Port: upPort, MAC: upMAC, Addr: giaddr, Servers: []netip.Addr{ispSID}, CircuitID: "{interface}:{vlan}"}},
-	}, st, storeRegistry{st}, tab, snd, nil)
+	type proxy struct {
+		p   *Proxy
+		snd *fakeSender
+	}
+	var ps []proxy
+	for _, down := range []bool{false, true} {
+		snd := &fakeSender{}
+		tab := &fakeTables{bound: map[uint64]binding.Binding{}, store: st, uplinkDown: down}
+		p := New(Config{Timeout: time.Second, MaxPending: 64, MACRate: 1000, MACBurst: 1000, CircuitRate: 1000, CircuitBurst: 1000, MaxBindingsPerCircuit: 10,
+			Circuits: []Circuit{{Name: "acc0", Interface: "acc0", Port: accPort, MAC: accMAC, Addr: ourSID}},
+			ISPs:     []ISP{{Index: 0, Name: "alpha", Port: upPort, MAC: upMAC, Addr: giaddr, Servers: []netip.Addr{ispSID}, CircuitID: "{interface}:{vlan}"}},
+		}, st, storeRegistry{st}, tab, snd, nil)
+		ps = append(ps, proxy{p, snd})
+	}
 	f.Fuzz(func(t *testing.T, port uint8, frame []byte) {
-		p.HandleFrame(port%2, frame)
-		p.committing.Wait()
-		p.notes.wait()
-		for _, s := range snd.take() {
-			if s.port != accPort {
-				continue
-			}
-			if m := dhcpOf(s.frame); m != nil && m.Options.Has(dhcpv4.OptionRelayAgentInformation) {
-				t.Fatalf("option 82 sent to a subscriber")
+		for _, x := range ps {
+			x.p.HandleFrame(port%2, frame)
+			x.p.committing.Wait()
+			x.p.notes.wait()
+			for _, s := range x.snd.take() {
+				if s.port != accPort {
+					continue
+				}
+				if m := dhcpOf(s.frame); m != nil && m.Options.Has(dhcpv4.OptionRelayAgentInformation) {
+					t.Fatalf("option 82 sent to a subscriber")
+				}
 			}
 		}
 	})
