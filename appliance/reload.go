@@ -288,15 +288,17 @@ func (a *Appliance) syncRegistrations() ([]uint64, error) {
 // withoutHeld returns subs without the static address of the entries whose
 // MAC the API or a claim attached: the sync leaves such an entry out (the
 // API's choice stays), so its address is not bound either, nor its MAC
-// taken for static (which would revoke the API's device's lease).
+// taken for static (which would revoke the API's device's lease). It reads
+// the registry (in memory: a start or reload with 100k static entries
+// makes no store read for them).
 func (a *Appliance) withoutHeld(subs []configs.Subscriber) []configs.Subscriber {
 	cloned := false
 	for i, s := range subs {
 		if !s.Addr.IsValid() {
 			continue
 		}
-		r, err := a.store.Registration(s.HWAddr)
-		if err != nil || r.Source == subscribers.SourceConfig {
+		r, ok := a.reg.Lookup(engine.MAC48(s.HWAddr))
+		if !ok || r.Source == subscribers.SourceConfig {
 			continue
 		}
 		if !cloned {
