@@ -152,6 +152,10 @@ func relayUp(raw []byte, m *dhcpv4.DHCPv4, giaddr netip.Addr, ourServerID, ispSe
 		switch {
 		case code == optRelayAgentInfo:
 			// Never forwarded (checkClient refuses such messages).
+		case code == optSubnetSelection:
+			// A subscriber does not choose the ISP's subnet (RFC
+			// 3011: a server allocates from it, ahead of giaddr;
+			// ispmux's link selection, when configured, says where).
 		case code == optServerID && restore && bytes.Equal(data, our[:]):
 			out = append(out, optServerID, 4)
 			out = append(out, isp[:]...)
@@ -402,9 +406,11 @@ const (
 	optRebindingTime  = 59
 	optClientID       = 61
 	optRelayAgentInfo = 82
-	optPad            = 0
-	optEnd            = 255
-	bootpMinLen       = 300
+	// optSubnetSelection is RFC 3011's subnet selection.
+	optSubnetSelection = 118
+	optPad             = 0
+	optEnd             = 255
+	bootpMinLen        = 300
 )
 
 // forEachOption calls fn for every option instance of a well-formed

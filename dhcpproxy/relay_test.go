@@ -123,6 +123,28 @@ func TestRelayUp(t *testing.T) {
 	}
 }
 
+// TestRelayUpDropsSubnetSelection: a subscriber's option 118 (RFC 3011
+// subnet selection, which servers honour ahead of giaddr) was passed to the
+// ISP, so a subscriber could pick the subnet or pool it is served from. It
+// is left out; the other options stay.
+func TestRelayUpDropsSubnetSelection(t *testing.T) {
+	m := discover(t)
+	m.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionSubnetSelection, []byte{10, 9, 8, 0}))
+	out := relayUp(m.ToBytes(), m, giaddr, ourSID, ispSID, &testRelay)
+	for _, o := range rawOptions(t, out) {
+		if o[0][0] == optSubnetSelection {
+			t.Errorf("option 118 %v relayed to the ISP", o[1])
+		}
+	}
+	got, err := dhcpv4.FromBytes(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Options.Get(dhcpv4.OptionParameterRequestList), m.Options.Get(dhcpv4.OptionParameterRequestList)) {
+		t.Error("parameter request list changed")
+	}
+}
+
 func TestRelayDown(t *testing.T) {
 	d := discover(t)
 	offer, err := dhcpv4.NewReplyFromRequest(d,
