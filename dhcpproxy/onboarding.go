@@ -1,6 +1,7 @@
 package dhcpproxy
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -284,12 +285,21 @@ func (p *Proxy) onboardCommit(c *Circuit, pl *obPool, m *dhcpv4.DHCPv4, mac uint
 	failpoint.Hit(failpoint.OnboardAfterCommit)
 	if err := p.tables.Bind(binding.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: binding.GardenVRF, IP: ip}); err != nil {
 		// Another subscriber holds the address in the garden (a static
-		// entry, say): the committed lease is ended, no ACK.
-		p.count("onboarding_bind_conflict")
-		p.log.Warn("dhcp: onboarding lease not installable", "mac", binding.MACString(mac), "ip", ip, "err", err)
+		// entry, say), or the MAC table is full: the committed lease is
+		// ended, no ACK. Only a conflict quarantines the address.
+		conflict := errors.Is(err, binding.ErrConflict)
+		if conflict {
+			p.count("onboarding_bind_conflict")
+			p.log.Warn("dhcp: onboarding lease not installable", "mac", binding.MACString(mac), "ip", ip, "err", err)
+		} else {
+			p.count("onboarding_bind_failed")
+			p.log.Error("dhcp: onboarding lease not installable", "mac", binding.MACString(mac), "ip", ip, "err", err)
+		}
 		p.ob.forgetOffer(mac)
 		p.endOnboardingStored(l, subscribers.OnboardingEndConflict)
-		p.ob.quarantineAddr(ip, now.Add(pl.leaseTime), 0, false)
+		if conflict {
+			p.ob.quarantineAddr(ip, now.Add(pl.leaseTime), 0, false)
+		}
 		return
 	}
 	p.ob.put(mac, pl, ip, granted, l.Expires)

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/subscribers"
 )
@@ -66,4 +68,36 @@ func TestRestoreOnboardingOverStatic(t *testing.T) {
 	if vrf, ip, ok := r.vrfOf(m48); !ok || vrf != 0 || ip != static.IP {
 		t.Errorf("after the onboarding lease's time the static subscriber is bound %v %v %v, want VRF 0 %v", vrf, ip, ok, static.IP)
 	}
+}
+
+// TestOnboardingTableFullNoQuarantine: when the MAC table is full, the
+// onboarding lease cannot be installed. That was handled as an address
+// conflict: the pool address was quarantined for a lease time (the pool
+// shrank by one per attempt while the table stayed full) and counted as a
+// conflict. Only a conflict quarantines now; a full table is counted as
+// such, and the same address is granted once there is room.
+func TestOnboardingTableFullNoQuarantine(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, false)
+	const m = "02:77:00:00:00:09"
+	r.tab.full = true
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(m))))
+	offer := r.one(dhcpv4.MessageTypeOffer)
+	req, _ := dhcpv4.NewRequestFromOffer(offer)
+	r.fromClient(req)
+	if got := r.clientMsgs(); len(got) != 0 {
+		t.Fatalf("subscriber got %v with the table full, want nothing", got)
+	}
+	c := r.p.Counters()
+	if c["onboarding_bind_conflict"] != 0 || c["onboarding_bind_failed"] != 1 {
+		t.Errorf("counters: conflict %d, failed %d; want 0, 1", c["onboarding_bind_conflict"], c["onboarding_bind_failed"])
+	}
+	ip, _ := netip.AddrFromSlice(offer.YourIPAddr.To4())
+	r.p.ob.mu.Lock()
+	_, quarantined := r.p.ob.quarantine[ip]
+	r.p.ob.mu.Unlock()
+	if quarantined {
+		t.Errorf("%v quarantined after a full table refused its binding", ip)
+	}
+	r.tab.full = false
+	r.obDORA(m)
 }

@@ -56,7 +56,12 @@ type fakeTables struct {
 	committedFirst []bool
 	// uplinkDown makes NextHopMAC report the ISP unreachable.
 	uplinkDown bool
+	// full makes Bind fail as a full MAC table does.
+	full bool
 }
+
+// errTablesFull is Bind's error when the fake's tables are full.
+var errTablesFull = errors.New("bind: mac table: table full")
 
 func (f *fakeTables) Bind(b binding.Binding) error {
 	f.mu.Lock()
@@ -65,6 +70,9 @@ func (f *fakeTables) Bind(b binding.Binding) error {
 	copy(m[:], macBytes(b.MAC))
 	_, err := f.store.Binding("acc0", b.VLAN, m)
 	f.committedFirst = append(f.committedFirst, err == nil)
+	if f.full {
+		return errTablesFull
+	}
 	for m, o := range f.bound {
 		if m != b.MAC && o.IP == b.IP && o.ISP == b.ISP {
 			return binding.ErrConflict
