@@ -113,7 +113,7 @@ func (a *Appliance) portalStatus() *ctlsock.PortalStatus {
 		"pages": ps.Pages, "redirects": ps.Redirects, "insecure_refused": ps.InsecureRefused, "api": ps.API,
 		"claims_ok": ps.ClaimsOK, "claims_refused": ps.ClaimsRefused, "claims_rate_limited": ps.ClaimsRateLimited,
 		"claims_failed": ps.ClaimsFailed, "cross_origin": ps.CrossOrigin, "bad_token": ps.BadToken,
-		"unknown_source": ps.UnknownSource, "busy": ps.Busy,
+		"unknown_source": ps.UnknownSource, "busy": ps.Busy, "conns_refused": ps.ConnsRefused,
 	} {
 		p.Counters[k] = v
 	}

@@ -89,6 +89,7 @@ type Stats struct {
 	BadToken          uint64 // POSTs without cookie or with a token not of this subscriber
 	UnknownSource     uint64 // requests from an address the Directory does not know
 	Busy              uint64 // refused: too many requests in flight from one address
+	ConnsRefused      uint64 // connections closed at once: too many from one address, or in all
 }
 
 // Limits of the HTTP servers.
@@ -132,6 +133,7 @@ type counters struct {
 	pages, redirects, insecure, api                      atomic.Uint64
 	claimsOK, claimsRefused, claimsLimited, claimsFailed atomic.Uint64
 	crossOrigin, badToken, unknownSource, busy           atomic.Uint64
+	connsRefused                                         atomic.Uint64
 }
 
 // New checks cfg, loads the certificate and returns the portal. Nothing
@@ -199,7 +201,7 @@ func (s *Server) Stats() Stats {
 		Pages: c.pages.Load(), Redirects: c.redirects.Load(), InsecureRefused: c.insecure.Load(), API: c.api.Load(),
 		ClaimsOK: c.claimsOK.Load(), ClaimsRefused: c.claimsRefused.Load(), ClaimsRateLimited: c.claimsLimited.Load(),
 		ClaimsFailed: c.claimsFailed.Load(), CrossOrigin: c.crossOrigin.Load(), BadToken: c.badToken.Load(),
-		UnknownSource: c.unknownSource.Load(), Busy: c.busy.Load(),
+		UnknownSource: c.unknownSource.Load(), Busy: c.busy.Load(), ConnsRefused: c.connsRefused.Load(),
 	}
 }
 
@@ -243,6 +245,11 @@ func (s *Server) Serve(ctx context.Context, httpL, httpsL net.Listener) error {
 		err  error
 	}
 	errc := make(chan result, 2)
+	refused := func() { s.st.connsRefused.Add(1) }
+	httpsL = newConnLimit(httpsL, refused)
+	if httpL != nil {
+		httpL = newConnLimit(httpL, refused)
+	}
 	secure := s.newHTTPServer(s.Handler())
 	secure.TLSConfig = s.cert.TLSConfig()
 	servers := []*http.Server{secure}
