@@ -29,8 +29,12 @@ const streamBatch = 500
 // streamEvents serves Server-Sent Events: `id:` the event's sequence,
 // `event:` its kind, `data:` the tenants.Event as JSON. It resumes after
 // Last-Event-ID (or ?after=); with neither it starts after the newest
-// event (live events only). A comment line goes out every
-// Limits.Heartbeat when nothing else does.
+// event (live events only). A heartbeat goes out every Limits.Heartbeat
+// when nothing else does. The heartbeat and the position at the start
+// carry `id:` with no data: an SSE client takes the resume point from it
+// and dispatches nothing (WHATWG HTML §9.2.6), so an ISP's stream moves
+// past other ISPs' events and a reconnect after they were trimmed is no
+// reset.
 func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, c *call) {
 	var after uint64
 	resume := r.Header.Get("Last-Event-ID")
@@ -109,7 +113,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, c *call) {
 	}
 	// Where the stream stands: a client that has seen no event yet
 	// resumes from here after a disconnect (package client does).
-	fmt.Fprintf(bw, ": position %d\n\n", after)
+	fmt.Fprintf(bw, "id: %d\n: position %d\n\n", after, after)
 	if err := write(); err != nil {
 		return
 	}
@@ -159,7 +163,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, c *call) {
 				return
 			}
 			if time.Since(wrote) >= s.Limits.Heartbeat {
-				fmt.Fprintf(bw, ": heartbeat %d\n\n", after)
+				fmt.Fprintf(bw, "id: %d\n: heartbeat %d\n\n", after, after)
 				if err := write(); err != nil {
 					return
 				}

@@ -53,7 +53,7 @@ func TestISPStreamHeartbeatOnBusyLog(t *testing.T) {
 		f.svc.addEvent(tenants.Event{Kind: "bound", ISP: "alpha"})
 		time.Sleep(20 * time.Millisecond)
 	}
-	heartbeats := 0
+	heartbeats, lastID := 0, ""
 	for {
 		select {
 		case ev, ok := <-got:
@@ -62,6 +62,9 @@ func TestISPStreamHeartbeatOnBusyLog(t *testing.T) {
 			}
 			if ev.comment {
 				heartbeats++
+				if ev.id != "" {
+					lastID = ev.id // what an EventSource resumes from
+				}
 			} else {
 				t.Errorf("beta's stream got %+v", ev)
 			}
@@ -72,6 +75,12 @@ func TestISPStreamHeartbeatOnBusyLog(t *testing.T) {
 	}
 	if heartbeats == 0 {
 		t.Fatalf("beta's stream sent nothing in 1 s (10 heartbeat periods) while alpha's events kept coming: no heartbeat")
+	}
+	// The heartbeats carry an id (no data): a browser's EventSource,
+	// which reads no comments, resumes past alpha's events too, so a
+	// reconnect after they were trimmed is no reset.
+	if n, err := parseSeq(lastID); err != nil || n < 10 {
+		t.Errorf("last heartbeat's id %q; want a resume point past alpha's events (≥ 10 of them)", lastID)
 	}
 }
 

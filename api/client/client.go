@@ -560,7 +560,14 @@ func (c *Client) followOnce(ctx context.Context, path string, pos *string, fn fu
 		}
 		line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
 		if line == "" {
-			if id == "" && event == "" && data == nil {
+			if event == "" && data == nil {
+				// No data: nothing to dispatch, but an id still
+				// moves the resume point (the heartbeat's and the
+				// position's, WHATWG HTML §9.2.6).
+				if id != "" {
+					*pos = id
+				}
+				id = ""
 				continue
 			}
 			msg := StreamMessage{}
