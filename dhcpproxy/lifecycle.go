@@ -461,6 +461,8 @@ func (p *Proxy) unusable(c *Circuit, isp *ISP, ip netip.Addr) string {
 	switch {
 	case !ip.Is4() || ip.IsUnspecified() || ip.IsLoopback() || ip.IsMulticast() || ip.IsLinkLocalUnicast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 		return "not a unicast address"
+	case ip.As4()[0] >= 240:
+		return "a reserved (class E) address"
 	case ip == c.Addr:
 		return "the subscribers' gateway address"
 	case ip == isp.Addr:

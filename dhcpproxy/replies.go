@@ -125,6 +125,12 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 		}()
 	case dhcpv4.MessageTypeNak:
 		p.tx.take(pk)
+		if t.msgType != dhcpv4.MessageTypeRequest {
+			// A NAK answers a REQUEST only (RFC 2131 table 2): one to
+			// a DISCOVER or an INFORM ends no lease.
+			p.count("nak_not_request")
+			return
+		}
 		p.nakFromISP(t, m, payload)
 	default:
 		p.count("server_unexpected_type")

@@ -152,6 +152,11 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	t := x.pending[pk]
+	if t != nil && t.sub != sk {
+		// The same MAC and xid on another circuit (the device moved):
+		// the transaction is the new circuit's, its answer goes there.
+		t = nil
+	}
 	sid := leaseSID
 	if t != nil {
 		sid = t.serverID
@@ -174,7 +179,7 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 		return t, sid, nil
 	}
 	if t == nil {
-		if len(x.pending) >= max {
+		if len(x.pending) >= max && x.pending[pk] == nil {
 			return nil, sid, errPendingFull
 		}
 		t = &txn{sub: sk, circuit: c, isp: isp}

@@ -253,6 +253,12 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		// NAK an address they did not offer. It goes to the server
 		// whose OFFER was taken only (all of them when none was).
 		only = p.tx.chosen(t)
+	} else if renewal && unicast && leaseSID.IsValid() {
+		// RENEWING (unicast to us, its server): the client's REQUEST
+		// goes to the server that granted the lease only (RFC 2131
+		// §4.4.5); another server, which has no such lease, would NAK
+		// it. REBINDING (broadcast) goes to every server.
+		only = leaseSID
 	}
 	p.sendRelay(isp, gw, sk.mac, mt, m.TransactionID, payload, only)
 }

@@ -87,6 +87,9 @@ func (c *Control) Bind(b Binding) error {
 	ip := ip4(b.IP)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.uplinkAddr(b); err != nil {
+		return err
+	}
 	if d, ok := c.s.FIB.Lookup(b.ISP, ip); ok && (d.MAC != b.MAC || d.Port != b.Port || d.VLAN != b.VLAN) {
 		return fmt.Errorf("bind %012x to %v at ISP %d: %w (by %012x)", b.MAC, b.IP, b.ISP, ErrConflict, d.MAC)
 	}
@@ -197,8 +200,24 @@ func (c *Control) CheckBind(b Binding) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.uplinkAddr(b); err != nil {
+		return err
+	}
 	if d, ok := c.s.FIB.Lookup(b.ISP, ip4(b.IP)); ok && (d.MAC != b.MAC || d.Port != b.Port || d.VLAN != b.VLAN) {
 		return fmt.Errorf("%v at ISP %d: %w (by %s)", b.IP, b.ISP, ErrConflict, MACString(d.MAC))
+	}
+	return nil
+}
+
+// uplinkAddr refuses b's address when it is ours or the router's on its
+// ISP's uplink: bound, it would be proxy-ARPed on that uplink. c.mu held.
+func (c *Control) uplinkAddr(b Binding) error {
+	u := c.s.Up.Load().Get(b.ISP)
+	if u == nil || !u.Configured {
+		return nil
+	}
+	if ip := ip4(b.IP); ip != 0 && (ip == u.Gateway || ip == u.Addr) {
+		return fmt.Errorf("%v at ISP %d: %w (the ISP uplink's own or its router's address)", b.IP, b.ISP, ErrConflict)
 	}
 	return nil
 }
