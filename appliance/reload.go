@@ -14,6 +14,7 @@ import (
 	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/subscribers"
 	"github.com/ispmux/ispmux/tenants"
+	"github.com/ispmux/ispmux/webhooks"
 )
 
 // Reload (SIGHUP): what a new reading of the configuration file changes
@@ -155,14 +156,20 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 	if err := a.api.Reload(); err != nil {
 		errs = append(errs, fmt.Errorf("api: %w", err))
 	}
-	if err := a.hooks.Reload(&eff); err != nil {
-		errs = append(errs, fmt.Errorf("webhooks: %w", err))
-	} else {
-		for i := range inForce {
-			tf := inForce[i].TokenFiles
-			setReloadable(&inForce[i], &eff.ISPs[i])
-			inForce[i].TokenFiles = tf
+	// Each ISP's webhook settings are in force once applied: a reload
+	// that failed one ISP's webhook applied the others'.
+	herr := a.hooks.Reload(&eff)
+	if herr != nil {
+		errs = append(errs, fmt.Errorf("webhooks: %w", herr))
+	}
+	failed := webhooks.FailedISPs(herr)
+	for i := range inForce {
+		if failed[inForce[i].Name] {
+			continue
 		}
+		tf := inForce[i].TokenFiles
+		setReloadable(&inForce[i], &eff.ISPs[i])
+		inForce[i].TokenFiles = tf
 	}
 	a.ispsInForce = inForce
 	if a.portal != nil {

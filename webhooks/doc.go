@@ -34,7 +34,9 @@
 // request timeout, a TLS verification failure) is retried, with the same
 // webhook-id and a new timestamp and signature, after an exponential
 // back-off with jitter: 1 s doubling up to webhook_retry_max (5 min by
-// default), each delay drawn in [d/2, d] (Backoff). An event a receiver
+// default), each delay drawn in [d/2, d] (Backoff), and no shorter than
+// the answer's Retry-After (seconds or an HTTP-date, a 429 or 503's) up to
+// webhook_retry_max. An event a receiver
 // keeps refusing therefore holds up that ISP's later events (in order,
 // at least once), and the status shows it (attempts, last error, lag).
 // When the worker has nothing to send it waits on Store.WaitEvents: a new

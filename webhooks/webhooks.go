@@ -281,7 +281,7 @@ func (m *Manager) Reload(cfg *configs.Config) error {
 		}
 		t, err := m.build(p)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%w (the webhook in force stays)", err))
+			errs = append(errs, &ReloadError{ISP: p.Name, Err: fmt.Errorf("%w (the webhook in force stays)", err)})
 			continue
 		}
 		if old != nil && old.key == t.key {
@@ -290,7 +290,8 @@ func (m *Manager) Reload(cfg *configs.Config) error {
 		}
 		if old == nil {
 			if err := m.initCursor(p.Name); err != nil {
-				errs = append(errs, err)
+				t.close()
+				errs = append(errs, &ReloadError{ISP: p.Name, Err: err})
 				continue
 			}
 		}
@@ -313,6 +314,39 @@ func (m *Manager) Reload(cfg *configs.Config) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ReloadError is one ISP's failure in Reload: that ISP keeps the webhook
+// it had; the other ISPs' settings were applied.
+type ReloadError struct {
+	ISP string
+	Err error
+}
+
+func (e *ReloadError) Error() string { return e.Err.Error() }
+func (e *ReloadError) Unwrap() error { return e.Err }
+
+// FailedISPs returns the ISPs whose settings a Reload that returned err
+// did not apply (nil if err is nil).
+func FailedISPs(err error) map[string]bool {
+	var out map[string]bool
+	var walk func(error)
+	walk = func(err error) {
+		switch e := err.(type) {
+		case nil:
+		case *ReloadError:
+			if out == nil {
+				out = map[string]bool{}
+			}
+			out[e.ISP] = true
+		case interface{ Unwrap() []error }:
+			for _, x := range e.Unwrap() {
+				walk(x)
+			}
+		}
+	}
+	walk(err)
+	return out
 }
 
 // stopLocked stops isp's worker, if running (it stores its cursor on the

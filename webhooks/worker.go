@@ -290,6 +290,13 @@ func (w *worker) deliver(id string, body []byte) bool {
 		}
 		attempts++
 		d := Backoff(attempts, w.m.minBackoff, t.retryMax, jitter())
+		// A Retry-After the receiver sent (429, 503) is the least delay,
+		// up to the back-off cap (Standard Webhooks 1.0, "Delivery success
+		// and failure"; RFC 9110 10.2.3).
+		var ra *retryAfterError
+		if errors.As(err, &ra) && ra.after > d {
+			d = min(ra.after, max(t.retryMax, d))
+		}
 		w.mu.Lock()
 		w.st.Failures++
 		w.st.Attempts = attempts
@@ -359,8 +366,38 @@ func (w *worker) post(t *target, id string, body []byte) error {
 	case c >= 300 && c < 400:
 		return fmt.Errorf("POST %s: HTTP %d: redirect to %q not followed", t.shown, c, clean(resp.Header.Get("Location")))
 	default:
-		return fmt.Errorf("POST %s: HTTP %d: %s", t.shown, c, clean(string(head)))
+		err := fmt.Errorf("POST %s: HTTP %d: %s", t.shown, c, clean(string(head)))
+		if d := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); d > 0 {
+			return &retryAfterError{err: err, after: d}
+		}
+		return err
 	}
+}
+
+// retryAfterError is a failed attempt whose answer asked for the next
+// one no sooner than after.
+type retryAfterError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *retryAfterError) Error() string { return e.err.Error() }
+func (e *retryAfterError) Unwrap() error { return e.err }
+
+// parseRetryAfter reads a Retry-After header: delay-seconds or an
+// HTTP-date (RFC 9110 10.2.3); 0 if absent, malformed or past.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+		return time.Duration(n) * time.Second
+	}
+	if at, err := http.ParseTime(v); err == nil && at.After(now) {
+		return at.Sub(now)
+	}
+	return 0
 }
 
 // clean makes a receiver's text safe for a log line and a status: one
