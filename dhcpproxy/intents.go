@@ -211,8 +211,17 @@ func (p *Proxy) loadIntents() error {
 // would free the new lease (the same address, often).
 func (p *Proxy) supersede() {
 	for _, pi := range p.intents.unsent() {
+		isp := p.isps[pi.in.ISP]
+		if isp == nil {
+			continue // sendIntent drops it: nobody to tell
+		}
 		for _, h := range p.leases.ofMAC(binding.MAC48(pi.in.MAC)) {
-			if h.l.updated > pi.in.Created.UnixNano() {
+			// Only a binding at the intent's own ISP proves it was
+			// sent: the same uplink queue carried the RELEASE before
+			// that exchange. Another ISP's exchange was never held
+			// back by it (flushIntentsOf), so its binding proves
+			// nothing (the old ISP's uplink may have been down).
+			if h.l.isp == isp.Index && h.l.updated > pi.in.Created.UnixNano() {
 				p.count("intent_superseded")
 				p.completeIntent(pi.in.ID)
 				break

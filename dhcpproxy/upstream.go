@@ -334,8 +334,14 @@ func (p *Proxy) relayLater(pk pendKey, t *txn, isp *ISP, subj subject, mt dhcpv4
 		for time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 			if gw, ok := p.nextHop(isp); ok {
+				if !p.flushIntentsOf(pk.mac, isp.Name) {
+					// A RELEASE of this subscriber to isp is not
+					// on its way yet (the tick is sending it, or
+					// its frame could not be queued): the message
+					// must not overtake it. Wait for it.
+					continue
+				}
 				p.tx.extend(t, time.Now().Add(p.cfg.Timeout))
-				p.flushIntentsOf(pk.mac, isp.Name)
 				p.sendRelay(isp, gw, pk.mac, mt, pk.xid, payload, netip.Addr{})
 				return
 			}
