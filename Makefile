@@ -28,7 +28,7 @@ test: deps tools lint build
 	$(SKIPNOTE)
 	$(GO) test -count=1 -timeout 40m $(PKGS)
 	$(GO) test -count=1 -race -short -timeout 20m $(PKGS)
-	$(GO) test -count=1 -tags failpoints ./internal/failpoint/
+	$(GO) test -count=1 -tags failpoints ./internal/failpoint/ ./subscribers/ ./dhcpproxy/
 	$(MAKE) fuzz
 	$(SKIPNOTE)
 
