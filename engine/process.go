@@ -86,7 +86,13 @@ func (p *Processor) TxDropped(in uint8, why datapath.TxDrop, n int) {
 
 var _ datapath.TxDropCounter = (*Processor)(nil)
 
-func (p *Processor) punt(in uint8, out *datapath.Verdict, frame []byte) {
+func (p *Processor) punt(in uint8, out *datapath.Verdict, pkt *classifier.Packet, frame []byte) {
+	frame = puntFrame(pkt, frame)
+	if len(frame) > MaxPuntFrame {
+		// A datagram the punt path cannot carry: not the queue's fault.
+		p.drop(in, out, classifier.ReasonTooBig)
+		return
+	}
 	if !p.s.Punts.put(in, frame) {
 		p.drop(in, out, classifier.ReasonPuntQueueFull)
 		return
@@ -94,6 +100,20 @@ func (p *Processor) punt(in uint8, out *datapath.Verdict, frame []byte) {
 	out.Action = datapath.Consumed
 	p.punN[in]++
 	p.touched |= 1 << in
+}
+
+// puntFrame is the part of frame the control plane needs: the headers and
+// the IPv4 datagram or ARP packet, without the Ethernet padding or
+// trailing bytes Decode accepted after it.
+func puntFrame(pkt *classifier.Packet, frame []byte) []byte {
+	end := len(frame)
+	switch pkt.Kind {
+	case classifier.KindIPv4:
+		end = pkt.L3 + pkt.TotalLen
+	case classifier.KindARP:
+		end = pkt.L3 + fib.ARPLen
+	}
+	return frame[:min(end, len(frame))]
 }
 
 // Process decides every frame of one batch, in three passes: decode every
@@ -191,7 +211,7 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 				p.drop(in, out, classifier.ReasonUnregisteredDHCP)
 				return
 			}
-			p.punt(in, out, f)
+			p.punt(in, out, pkt, f)
 			return
 		}
 		if pkt.Dst != pt.mac {
@@ -341,7 +361,7 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 	case classifier.KindIPv4:
 		if pkt.Dst != pt.mac {
 			if pkt.Dst&(1<<40) != 0 && classifier.IsDHCP(pkt) {
-				p.punt(in, out, f)
+				p.punt(in, out, pkt, f)
 			} else {
 				p.drop(in, out, classifier.ReasonNotForUs)
 			}
@@ -350,11 +370,11 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 		if pkt.DstIP == up.Addr {
 			switch {
 			case classifier.IsDHCP(pkt):
-				p.punt(in, out, f) // relay replies to our giaddr
+				p.punt(in, out, pkt, f) // relay replies to our giaddr
 			case pkt.Proto == 1 && pkt.FragOff == 0 && pkt.L4 < len(f) && f[pkt.L4] == 3:
 				// Destination unreachable about what we sent (a DHCP
 				// server down): the proxy says so in its events.
-				p.punt(in, out, f)
+				p.punt(in, out, pkt, f)
 			case p.answerEcho(in, out, pkt, f, pt.mac):
 				// The ISP pinged our uplink address.
 			default:
@@ -371,7 +391,7 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 			// A DHCP server answering a subscriber directly (the ACK to
 			// an INFORM goes to ciaddr): the proxy answers as the ISP,
 			// so the subscriber never sees the ISP's server.
-			p.punt(in, out, f)
+			p.punt(in, out, pkt, f)
 			return
 		}
 		if mtu := int(p.s.mtu[d.Port%datapath.MaxPorts].Load()); mtu != 0 && pkt.TotalLen > mtu {
@@ -397,10 +417,13 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 			// MAC from its replies and its requests; a request is also
 			// answered below.
 			if pkt.ARPOp != arpRequest {
-				p.punt(in, out, f)
+				p.punt(in, out, pkt, f)
 				return
 			}
-			p.s.Punts.put(in, f) // best effort: the answer matters more
+			if p.s.Punts.put(in, puntFrame(pkt, f)) { // best effort: the answer matters more
+				p.punN[in]++
+				p.touched |= 1 << in
+			}
 		}
 		if pkt.ARPOp != arpRequest {
 			p.drop(in, out, classifier.ReasonARPIgnored)
@@ -471,7 +494,8 @@ func (p *Processor) answerARP(in uint8, out *datapath.Verdict, pkt *classifier.P
 func (p *Processor) answerEcho(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64) bool {
 	const icmp, echoRequest = 1, 8
 	l4, end := pkt.L4, pkt.L3+pkt.TotalLen
-	if pkt.Proto != icmp || pkt.Frag || end-l4 < 8 || end > len(f) || f[l4] != echoRequest || f[l4+1] != 0 {
+	if pkt.Proto != icmp || pkt.Frag || end-l4 < 8 || end > len(f) || f[l4] != echoRequest || f[l4+1] != 0 ||
+		!unicastAddr(pkt.SrcIP) { // no single host: RFC 1122 §3.2.1.3 (g)
 		return false
 	}
 	fib.PutMAC(f[0:6], pkt.Src)
