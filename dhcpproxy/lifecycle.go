@@ -342,7 +342,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte) {
 		// the refusal is an event, not only a counter.
 		p.count("ack_without_lease_time")
 		p.refuse(subscribers.EventRejected, subj, ip, "the ISP's ACK has no lease time (option 51 missing or 0); not bound")
-		p.nak(c, m, "no lease time")
+		p.nakAck(t, m, "no lease time")
 		return
 	}
 	sid := p.tx.serverID(t)
@@ -363,7 +363,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte) {
 	if why := p.stale(mac, c.Name, t.isp.Name); why != "" {
 		p.count("ack_registration_changed")
 		p.refuse(subscribers.EventRejected, subj, ip, "not bound: "+why+" during the exchange")
-		p.nak(c, m, "not admitted")
+		p.nakAck(t, m, "not admitted")
 		return
 	}
 	// An address no subscriber may hold (ours, broadcast, multicast...)
@@ -388,7 +388,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte) {
 			// its holder: only this subscriber is refused.
 			p.refuse(subscribers.EventRejected, subj, ip, "the ISP assigned the address of DHCP subscriber "+
 				binding.MACString(holder.MAC)+" (the same client identifier?); refused")
-			p.nak(c, m, "address in use")
+			p.nakAck(t, m, "address in use")
 			return
 		}
 		p.refuse(subscribers.EventRejected, subj, ip, "the ISP assigned an address in use: "+err.Error()+"; declined to the ISP")

@@ -95,6 +95,7 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			// a MUST in an OFFER, RFC 2131 Table 3), and its ACK would
 			// bind nothing. Another server's OFFER may still come.
 			p.count("offer_without_lease_time")
+			p.tx.refuse(t)
 			subj := regSubject(mac, c, t.reg)
 			subj.isp = isp.Name
 			p.refuse(subscribers.EventRejected, subj, addrOf(m.YourIPAddr), "ISP server "+src.String()+" offered no lease time (option 51 missing or 0)")
@@ -186,7 +187,19 @@ const maxStoredOptions = 1500
 // matches its lease), and a DHCPNAK to the subscriber.
 func (p *Proxy) declineAndNak(t *txn, ack *dhcpv4.DHCPv4, ip, ispServerID netip.Addr) {
 	p.decline(t, ack, ip, ispServerID)
-	p.nak(t.circuit, ack, "address in use")
+	p.nakAck(t, ack, "address in use")
+}
+
+// nakAck NAKs the subscriber of t instead of passing the ISP's ack on:
+// the NAK echoes the client identifier the client sent (RFC 6842 §3),
+// which the ISP's ACK may not carry (a server that predates RFC 6842).
+func (p *Proxy) nakAck(t *txn, ack *dhcpv4.DHCPv4, msg string) {
+	m := *ack
+	m.Options = dhcpv4.Options{}
+	if len(t.clientID) > 0 {
+		m.Options.Update(dhcpv4.OptGeneric(dhcpv4.OptionClientIdentifier, t.clientID))
+	}
+	p.nak(t.circuit, &m, msg)
 }
 
 // decline sends the ISP a DHCPDECLINE of ip for the subscriber of t.

@@ -52,6 +52,10 @@ type txn struct {
 	// renew is set for a renewal relayed past the ISP's T1: answered
 	// from the binding if the ISP stays silent (answerAfterSilence).
 	renew *renewNote
+	// refused is set when an ISP server answered msgType with a reply
+	// ispmux refused (an OFFER without a lease time, its own event): its
+	// end is no silence of the ISP.
+	refused bool
 }
 
 // unreachableNote is an ICMP unreachable heard about an ISP's server.
@@ -191,6 +195,7 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 		t.deadline = now.Add(timeout)
 		t.relayed = now
 		t.resent = time.Time{}
+		t.refused = false
 	} else {
 		t.resent = now
 	}
@@ -225,6 +230,13 @@ func (x *txns) offer(t *txn, isp *ISP, from, sid netip.Addr, now time.Time, time
 	t.deadline = now.Add(timeout)
 	x.offered[t.sub] = offer{isp: isp, sid: sid, from: from, at: now}
 	return true
+}
+
+// refuse notes that an answer to t was refused (see txn.refused).
+func (x *txns) refuse(t *txn) {
+	x.mu.Lock()
+	t.refused = true
+	x.mu.Unlock()
 }
 
 // extend moves t's deadline to at least until.
@@ -285,7 +297,7 @@ func (x *txns) expire(now time.Time) []timedOut {
 	defer x.mu.Unlock()
 	for k, t := range x.pending {
 		if now.After(t.deadline) {
-			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() || t.msgType == dhcpv4.MessageTypeRequest {
+			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() && !t.refused || t.msgType == dhcpv4.MessageTypeRequest {
 				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, x.unreach[t.isp.Index], t.renew})
 			}
 			// The client retransmitted, and we relayed its copy less

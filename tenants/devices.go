@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ispmux/ispmux/internal/binding"
@@ -24,17 +26,39 @@ func (t *Tenants) Devices(ctx context.Context, isp, customerID string, o ListOpt
 		}
 	}
 	if isp == "" && customerID != "" {
-		// Every ISP's customers of that ID (operator): a customer's
-		// devices are few (its device limit), so one page, from one
-		// lookup per ISP.
+		// Every ISP's customers of that ID (operator), ISP after ISP,
+		// paged like any list: the cursor is the ISP's index, ":" and
+		// the store's cursor within it (a configuration customer has
+		// as many devices as the file gives it).
+		start, after := 0, ""
+		if o.After != "" {
+			n, rest, ok := strings.Cut(o.After, ":")
+			i, err := strconv.Atoi(n)
+			if !ok || err != nil || i < 0 || i >= len(t.cfg.ISPs) {
+				return Page[Device]{}, fmt.Errorf("%w: bad cursor %q", ErrInvalid, o.After)
+			}
+			start, after = i, rest
+		}
+		limit := pageLimit(o.Limit)
 		p := Page[Device]{Items: []Device{}}
-		for _, name := range t.cfg.ISPs {
-			regs, _, err := t.store.Devices(name, customerID, "", 0)
+		for i := start; i < len(t.cfg.ISPs); i++ {
+			regs, next, err := t.store.Devices(t.cfg.ISPs[i], customerID, after, limit-len(p.Items))
 			if err != nil {
 				return Page[Device]{}, listErr(err)
 			}
+			after = ""
 			for _, r := range regs {
 				p.Items = append(p.Items, deviceView(r))
+			}
+			if next != "" {
+				p.Next = strconv.Itoa(i) + ":" + next
+				return p, nil
+			}
+			if len(p.Items) >= limit {
+				if i+1 < len(t.cfg.ISPs) {
+					p.Next = strconv.Itoa(i+1) + ":"
+				}
+				return p, nil
 			}
 		}
 		return p, nil
