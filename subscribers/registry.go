@@ -2,6 +2,8 @@ package subscribers
 
 import (
 	"bytes"
+	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -260,6 +262,15 @@ func (s *Store) SyncRegistrations(source string, rs []Registration) (added, chan
 // SyncDiff says what SyncRegistrationsDiff wrote.
 type SyncDiff struct {
 	Added, Changed, Removed int
+	// Events are the sync's events (SyncOptions.Events), as stored, with
+	// Seq: written in the sync's own transaction.
+	Events []Event
+	// Left are the customers that devices of this source left in this
+	// sync (removed, or moved to another customer), together with those
+	// an earlier sync recorded and ClearSyncLeft has not cleared yet (a
+	// crash came between that sync and its caller's follow-up). Recorded
+	// in the sync's transaction, sorted, each once.
+	Left []CustomerKey
 	// Puts are the registrations written, sorted by MAC, each with the
 	// one it replaced (Old is nil for a new MAC or a corrupt value).
 	Puts []RegistrationChange
@@ -292,6 +303,34 @@ type RegistrationChange struct {
 // are one transaction (a reload is all or nothing): its size is the
 // number of changes, not bounded.
 func (s *Store) SyncRegistrationsDiff(source string, rs []Registration, keepOthers bool) (SyncDiff, error) {
+	return s.SyncRegistrationsWith(source, rs, SyncOptions{KeepOthers: keepOthers})
+}
+
+// SyncOptions are SyncRegistrationsWith's.
+type SyncOptions struct {
+	// KeepOthers: an entry whose MAC another source registered is held
+	// (SyncDiff.Held), not taken over.
+	KeepOthers bool
+	// Events, if set, returns the events of the diff, written in the
+	// sync's transaction: a crash loses the changes and their events
+	// together or neither.
+	Events func(SyncDiff) []Event
+	// RecordLeft: the customers the devices left (SyncDiff.Left) are
+	// recorded in the sync's transaction until a TenantWrite with
+	// ClearSyncLeft = source clears them, so that a caller whose
+	// follow-up (removing such a customer) is cut short by a crash gets
+	// them again from its next sync.
+	RecordLeft bool
+}
+
+// keySyncLeft is the meta key of source's recorded SyncDiff.Left.
+func keySyncLeft(source string) []byte { return []byte("sync-left/" + source) }
+
+// SyncRegistrationsWith is SyncRegistrationsDiff with options: the sync's
+// events and the customers its devices left are written in its own
+// transaction.
+func (s *Store) SyncRegistrationsWith(source string, rs []Registration, o SyncOptions) (SyncDiff, error) {
+	keepOthers := o.KeepOthers
 	now := time.Now()
 	want := make([]Registration, len(rs))
 	for i := range rs {
@@ -312,6 +351,10 @@ func (s *Store) SyncRegistrationsDiff(source string, rs []Registration, keepOthe
 		}
 	}
 	var d SyncDiff
+	wakes := wakeChanges
+	if o.Events != nil {
+		wakes |= wakeEvents
+	}
 	err := s.updateWaking(func(tx *bolt.Tx) error {
 		d = SyncDiff{}
 		bk := tx.Bucket(bucketRegistrations)
@@ -380,12 +423,106 @@ func (s *Store) SyncRegistrationsDiff(source string, rs []Registration, keepOthe
 			}
 			d.Puts = append(d.Puts, RegistrationChange{New: *p.r, Old: p.old})
 		}
-		return ix.apply(tx)
-	}, wakeChanges)
+		if err := ix.apply(tx); err != nil {
+			return err
+		}
+		if o.RecordLeft {
+			if err := recordLeft(tx, source, &d); err != nil {
+				return err
+			}
+		}
+		if o.Events != nil {
+			d.Events = o.Events(d)
+			for i := range d.Events {
+				if err := prepareEvent(&d.Events[i]); err != nil {
+					return err
+				}
+				if err := s.eventPut(&d.Events[i])(tx); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}, wakes)
 	if err != nil {
 		return SyncDiff{}, fmt.Errorf("sync registrations %q: %w", source, err)
 	}
 	return d, nil
+}
+
+// recordLeft sets d.Left to the customers d's devices left (removed, or
+// moved to another customer or ISP) and those source's record holds, and
+// stores the union as the record. Linear in the changes and the record.
+func recordLeft(tx *bolt.Tx, source string, d *SyncDiff) error {
+	set := map[CustomerKey]bool{}
+	meta := tx.Bucket(bucketMeta)
+	if v := meta.Get(keySyncLeft(source)); v != nil {
+		ks, err := decodeCustomerKeys(v)
+		if err != nil {
+			return &CorruptError{Bucket: string(bucketMeta), Key: keySyncLeft(source), Err: err}
+		}
+		for _, k := range ks {
+			set[k] = true
+		}
+	}
+	add := func(isp, id string) {
+		if id != "" {
+			set[CustomerKey{ISP: isp, ID: id}] = true
+		}
+	}
+	for _, o := range d.Deleted {
+		add(o.ISP, o.CustomerID)
+	}
+	for _, p := range d.Puts {
+		if p.Old != nil && (p.Old.ISP != p.New.ISP || p.Old.CustomerID != p.New.CustomerID) {
+			add(p.Old.ISP, p.Old.CustomerID)
+		}
+	}
+	if len(set) == 0 {
+		return nil
+	}
+	d.Left = make([]CustomerKey, 0, len(set))
+	for k := range set {
+		d.Left = append(d.Left, k)
+	}
+	slices.SortFunc(d.Left, func(a, b CustomerKey) int { return cmp.Or(cmp.Compare(a.ISP, b.ISP), cmp.Compare(a.ID, b.ID)) })
+	return meta.Put(keySyncLeft(source), encodeCustomerKeys(d.Left))
+}
+
+// encodeCustomerKeys encodes ks: for each, the ISP and the ID, each a
+// uvarint length and its bytes.
+func encodeCustomerKeys(ks []CustomerKey) []byte {
+	var b []byte
+	for _, k := range ks {
+		b = binary.AppendUvarint(b, uint64(len(k.ISP)))
+		b = append(b, k.ISP...)
+		b = binary.AppendUvarint(b, uint64(len(k.ID)))
+		b = append(b, k.ID...)
+	}
+	return b
+}
+
+// decodeCustomerKeys decodes encodeCustomerKeys.
+func decodeCustomerKeys(b []byte) ([]CustomerKey, error) {
+	var ks []CustomerKey
+	str := func() (string, bool) {
+		n, w := binary.Uvarint(b)
+		if w <= 0 || n > uint64(len(b)-w) {
+			return "", false
+		}
+		v := string(b[w : w+int(n)])
+		b = b[w+int(n):]
+		return v, true
+	}
+	for len(b) > 0 {
+		isp, ok1 := str()
+		id, ok2 := str()
+		if !ok1 || !ok2 {
+			return nil, errors.New("customer keys: truncated")
+		}
+		ks = append(ks, CustomerKey{ISP: isp, ID: id})
+	}
+	return ks, nil
 }
 
 // sourceIs reports whether the stored registration v has source source,

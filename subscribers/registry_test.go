@@ -125,3 +125,51 @@ func TestForEachRegistrationAndSummary(t *testing.T) {
 		t.Errorf("missing %v, %v", miss, err)
 	}
 }
+
+// TestSyncRecordsLeftAndEvents: SyncRegistrationsWith writes the sync's
+// events in its own transaction, and records the customers its devices
+// left (removed, or moved to another customer) until a TenantWrite with
+// ClearSyncLeft clears them: a later sync returns them again meanwhile.
+func TestSyncRecordsLeftAndEvents(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	m := func(b byte) MAC { return MAC{2, 0, 0, 0, 0, b} }
+	opts := SyncOptions{KeepOthers: true, RecordLeft: true, Events: func(d SyncDiff) []Event {
+		var evs []Event
+		for _, o := range d.Deleted {
+			evs = append(evs, Event{Kind: EventDeviceDetached, MAC: o.MAC, ISP: o.ISP, Customer: o.CustomerID})
+		}
+		return evs
+	}}
+	if _, err := s.SyncRegistrationsWith("config", []Registration{
+		{MAC: m(1), ISP: "a", CustomerID: "c1"}, {MAC: m(2), ISP: "a", CustomerID: "c2"}, {MAC: m(3), ISP: "a", CustomerID: "c3"},
+	}, opts); err != nil {
+		t.Fatal(err)
+	}
+	// m(2) removed, m(3) moved to customer c4: c2 and c3 were left.
+	d, err := s.SyncRegistrationsWith("config", []Registration{{MAC: m(1), ISP: "a", CustomerID: "c1"}, {MAC: m(3), ISP: "a", CustomerID: "c4"}}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []CustomerKey{{ISP: "a", ID: "c2"}, {ISP: "a", ID: "c3"}}
+	if !slices.Equal(d.Left, want) {
+		t.Fatalf("left %v, want %v", d.Left, want)
+	}
+	if len(d.Events) != 1 || d.Events[0].Seq == 0 || d.Events[0].MAC != m(2) {
+		t.Fatalf("events %+v", d.Events)
+	}
+	if evs, err := s.Events(0, 0); err != nil || len(evs) != 1 || evs[0].Seq != d.Events[0].Seq {
+		t.Fatalf("stored events %+v %v", evs, err)
+	}
+	// Not cleared (the follow-up never came): the next sync has them.
+	d, err = s.SyncRegistrationsWith("config", []Registration{{MAC: m(1), ISP: "a", CustomerID: "c1"}, {MAC: m(3), ISP: "a", CustomerID: "c4"}}, opts)
+	if err != nil || !slices.Equal(d.Left, want) || len(d.Events) != 0 {
+		t.Fatalf("after an uncleared sync: left %v events %v %v", d.Left, d.Events, err)
+	}
+	if _, err := s.ApplyTenant(TenantWrite{ClearSyncLeft: "config"}); err != nil {
+		t.Fatal(err)
+	}
+	d, err = s.SyncRegistrationsWith("config", []Registration{{MAC: m(1), ISP: "a", CustomerID: "c1"}, {MAC: m(3), ISP: "a", CustomerID: "c4"}}, opts)
+	if err != nil || len(d.Left) != 0 {
+		t.Fatalf("after ClearSyncLeft: left %v %v", d.Left, err)
+	}
+}

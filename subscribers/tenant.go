@@ -29,6 +29,10 @@ type TenantWrite struct {
 	DeleteRegistrations []MAC
 	EndBindings         []EndBindingOp
 	Events              []Event
+	// ClearSyncLeft, if set, clears that source's record of the
+	// customers its sync's devices left (SyncOptions.RecordLeft): the
+	// caller has dealt with them in this write.
+	ClearSyncLeft string
 }
 
 // TenantResult is what ApplyTenant assigned.
@@ -174,6 +178,9 @@ func (s *Store) ApplyTenant(w TenantWrite) (TenantResult, error) {
 			if err := put(tx); err != nil {
 				return err
 			}
+		}
+		if w.ClearSyncLeft != "" {
+			return tx.Bucket(bucketMeta).Delete(keySyncLeft(w.ClearSyncLeft))
 		}
 		return nil
 	}, wakes)

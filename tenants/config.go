@@ -58,7 +58,12 @@ func (t *Tenants) SyncConfig(devs []ConfigDevice) (SyncReport, error) {
 			wantCust[subscribers.CustomerKey{ISP: d.ISP, ID: d.CustomerID}] = true
 		}
 	}
-	diff, err := t.store.SyncRegistrationsDiff(SourceConfig, regs, true)
+	// The sync's events and the customers its devices left are written
+	// with its registrations (one transaction): a crash before the
+	// customer records below are written loses neither; the next sync
+	// gets the left customers again (diff.Left) until this write clears
+	// them.
+	diff, err := t.store.SyncRegistrationsWith(SourceConfig, regs, configSyncOptions())
 	if err != nil {
 		return rep, fmt.Errorf("tenants: configured subscribers: %w", err)
 	}
@@ -97,16 +102,7 @@ func (t *Tenants) SyncConfig(devs []ConfigDevice) (SyncReport, error) {
 		w.PutCustomers = append(w.PutCustomers, subscribers.Customer{ISP: k.ISP, ID: k.ID, Status: string(StatusActive),
 			DeviceLimit: maxDeviceLimit, Source: SourceConfig})
 	}
-	left := map[subscribers.CustomerKey]bool{}
-	for _, o := range diff.Deleted {
-		left[subscribers.CustomerKey{ISP: o.ISP, ID: o.CustomerID}] = true
-	}
-	for _, p := range diff.Puts {
-		if p.Old != nil {
-			left[subscribers.CustomerKey{ISP: p.Old.ISP, ID: p.Old.CustomerID}] = true
-		}
-	}
-	for k := range left {
+	for _, k := range diff.Left {
 		if k.ID == "" || wantCust[k] {
 			continue
 		}
@@ -118,8 +114,10 @@ func (t *Tenants) SyncConfig(devs []ConfigDevice) (SyncReport, error) {
 			w.DeleteCustomers = append(w.DeleteCustomers, k)
 		}
 	}
-	w.Events = syncEvents(diff)
-	if len(w.PutCustomers)+len(w.DeleteCustomers)+len(w.Events) > 0 {
+	if len(diff.Left) > 0 {
+		w.ClearSyncLeft = SourceConfig
+	}
+	if len(w.PutCustomers)+len(w.DeleteCustomers) > 0 || w.ClearSyncLeft != "" {
 		if _, err := t.apply(w); err != nil {
 			return rep, err
 		}
@@ -134,6 +132,12 @@ func (t *Tenants) SyncConfig(devs []ConfigDevice) (SyncReport, error) {
 		return rep, t.loadLocked()
 	}
 	return rep, t.publishSync(diff, w)
+}
+
+// configSyncOptions are SyncConfig's options for the store's sync: held
+// entries, events and left customers in the sync's transaction.
+func configSyncOptions() subscribers.SyncOptions {
+	return subscribers.SyncOptions{KeepOthers: true, Events: syncEvents, RecordLeft: true}
 }
 
 // publishSync publishes a later sync's changes (diff, and the customer
@@ -180,9 +184,8 @@ const syncEventMax = 10000
 // another ISP, moved for the old one and device-attached for the new; to
 // another customer of its ISP, moved; blocked or unblocked, device-blocked
 // or unblocked. An ISP hears of a reload that moved its customer's device
-// away as of an API call that did. They are written with the sync's
-// customer records, after its registrations (a crash in between loses the
-// events, never a registration).
+// away as of an API call that did. They are written in the sync's own
+// transaction (SyncOptions.Events): with its registrations or not at all.
 func syncEvents(diff subscribers.SyncDiff) []subscribers.Event {
 	a := Actor{Kind: ActorConfig}
 	type key struct {
