@@ -26,10 +26,7 @@ func TestMergeRunsAndStartFromKeptSessions(t *testing.T) {
 	}
 	// Session B: 256 and 64K again, 5 runs: nothing of A is left.
 	b := testForwardResult()
-	var trials []Trial
-	for _, tr := range b.Trials {
-		trials = append(trials, tr)
-	}
+	trials := append([]Trial(nil), b.Trials...)
 	for _, tr := range b.Trials { // runs 4 and 5
 		if tr.Run <= 2 {
 			tr.Run += 3

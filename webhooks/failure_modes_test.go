@@ -44,7 +44,7 @@ func TestErrorsHideCredentials(t *testing.T) {
 	hangSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-hang }))
 	defer hangSrv.Close()
 	defer close(hang)
-	redir := httptest.NewServer(http.RedirectHandler("https://elsewhere.example/x", 302))
+	redir := httptest.NewServer(http.RedirectHandler("https://elsewhere.example/x", http.StatusFound))
 	defer redir.Close()
 	u := func(base string) string {
 		return strings.Replace(base, "://", "://user:S3CRETPW@", 1) + "/p?token=S3CRETQ"
