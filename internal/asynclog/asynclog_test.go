@@ -10,14 +10,19 @@ import (
 )
 
 // gate is an io.Writer that blocks every write until opened, and records
-// what it was given.
+// what it was given. entered, if set, is closed at the first write.
 type gate struct {
-	open chan struct{}
-	mu   sync.Mutex
-	got  bytes.Buffer
+	open    chan struct{}
+	entered chan struct{}
+	once    sync.Once
+	mu      sync.Mutex
+	got     bytes.Buffer
 }
 
 func (g *gate) Write(p []byte) (int, error) {
+	if g.entered != nil {
+		g.once.Do(func() { close(g.entered) })
+	}
 	<-g.open
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -38,11 +43,17 @@ func notice(n uint64) []byte { return fmt.Appendf(nil, "dropped %d\n", n) }
 // what does not fit is dropped whole and counted; once the reader reads,
 // the queued lines come out whole and in order, then the notice.
 func TestWriteDoesNotBlock(t *testing.T) {
-	g := &gate{open: make(chan struct{})}
+	g := &gate{open: make(chan struct{}), entered: make(chan struct{})}
 	w := New(g, 4096, notice)
 	before := Dropped()
 	start := time.Now()
-	for i := range 500 {
+	// The reader takes the first line and is stuck with it before the
+	// rest are written: had it first run late (under -race), it would
+	// have taken a full queue then, and the last lines would have fit
+	// after all.
+	w.Write([]byte(line(0)))
+	<-g.entered
+	for i := 1; i < 500; i++ {
 		w.Write([]byte(line(i)))
 	}
 	if d := time.Since(start); d > time.Second {
