@@ -137,7 +137,7 @@ type OnboardingStats struct {
 var onboardingEndReasons = []string{
 	subscribers.OnboardingEndReleased, subscribers.OnboardingEndDeclined, subscribers.OnboardingEndExpired,
 	subscribers.OnboardingEndHandover, subscribers.OnboardingEndRemoved, subscribers.OnboardingEndMoved,
-	subscribers.OnboardingEndConflict,
+	subscribers.OnboardingEndConflict, subscribers.OnboardingEndNoRoom,
 }
 
 // OnboardingStats returns the onboarding figures.
@@ -296,7 +296,11 @@ func (p *Proxy) onboardCommit(c *Circuit, pl *obPool, m *dhcpv4.DHCPv4, mac uint
 			p.log.Error("dhcp: onboarding lease not installable", "mac", binding.MACString(mac), "ip", ip, "err", err)
 		}
 		p.ob.forgetOffer(mac)
-		p.endOnboardingStored(l, subscribers.OnboardingEndConflict)
+		reason := subscribers.OnboardingEndNoRoom
+		if conflict {
+			reason = subscribers.OnboardingEndConflict
+		}
+		p.endOnboardingStored(l, reason)
 		if conflict {
 			p.ob.quarantineAddr(ip, now.Add(pl.leaseTime), 0, false)
 		}
@@ -546,7 +550,10 @@ func (p *Proxy) restoreOnboarding(now time.Time) (int, error) {
 			if _, taken := p.ob.holder(l.IP); taken {
 				reason = subscribers.OnboardingEndConflict
 			} else if err := p.tables.Bind(binding.Binding{Port: pl.c.Port, VLAN: pl.c.VLAN, MAC: mac, ISP: binding.GardenVRF, IP: l.IP}); err != nil {
-				reason = subscribers.OnboardingEndConflict
+				reason = subscribers.OnboardingEndNoRoom
+				if errors.Is(err, binding.ErrConflict) {
+					reason = subscribers.OnboardingEndConflict
+				}
 			}
 		}
 		if reason != "" {

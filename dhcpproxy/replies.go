@@ -125,13 +125,15 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			p.bindAndAck(t, m, ack, opts)
 		}()
 	case dhcpv4.MessageTypeNak:
-		p.tx.take(pk)
 		if t.msgType != dhcpv4.MessageTypeRequest {
 			// A NAK answers a REQUEST only (RFC 2131 table 2): one to
-			// a DISCOVER or an INFORM ends no lease.
+			// a DISCOVER or an INFORM ends no lease, nor the
+			// transaction (another server's answer may follow).
 			p.count("nak_not_request")
+			p.tx.refuse(t) // a server answered: its end is no silence
 			return
 		}
+		p.tx.take(pk)
 		p.nakFromISP(t, m, payload)
 	default:
 		p.count("server_unexpected_type")

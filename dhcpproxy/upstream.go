@@ -218,13 +218,28 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		p.endByClient(sk, held, mt, payload)
 		return
 	}
+	var only netip.Addr
+	if t != nil && isp.ServerIDOverride && mt == dhcpv4.MessageTypeRequest {
+		// With server-id override every server's OFFER named ours, so
+		// a REQUEST naming it cannot tell the others they were not
+		// chosen (RFC 2131 §4.3.2): they would take it for theirs and
+		// NAK an address they did not offer. It goes to the server
+		// whose OFFER was taken only (all of them when none was).
+		only = p.tx.chosen(t)
+	} else if renewal && unicast && leaseSID.IsValid() {
+		// RENEWING (unicast to us, its server): the client's REQUEST
+		// goes to the server that granted the lease only (RFC 2131
+		// §4.4.5); another server, which has no such lease, would NAK
+		// it. REBINDING (broadcast) goes to every server.
+		only = leaseSID
+	}
 	gw, ok := p.nextHop(isp)
 	if !ok {
 		if !p.resolvedOnce(isp) {
 			// ispmux has just started and has not resolved the ISP's
 			// router yet: the message waits a little for it rather
 			// than being refused for our own start-up.
-			p.relayLater(pk, t, isp, subj, mt, payload)
+			p.relayLater(pk, t, isp, subj, mt, payload, only)
 			return
 		}
 		// The ISP cannot be reached now: say so, rather than let the
@@ -244,21 +259,6 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 	if renewal {
 		failpoint.Hit(failpoint.RenewRelayBeforeSend)
 		p.count("renewal_relayed")
-	}
-	var only netip.Addr
-	if t != nil && isp.ServerIDOverride && mt == dhcpv4.MessageTypeRequest {
-		// With server-id override every server's OFFER named ours, so
-		// a REQUEST naming it cannot tell the others they were not
-		// chosen (RFC 2131 §4.3.2): they would take it for theirs and
-		// NAK an address they did not offer. It goes to the server
-		// whose OFFER was taken only (all of them when none was).
-		only = p.tx.chosen(t)
-	} else if renewal && unicast && leaseSID.IsValid() {
-		// RENEWING (unicast to us, its server): the client's REQUEST
-		// goes to the server that granted the lease only (RFC 2131
-		// §4.4.5); another server, which has no such lease, would NAK
-		// it. REBINDING (broadcast) goes to every server.
-		only = leaseSID
 	}
 	p.sendRelay(isp, gw, sk.mac, mt, m.TransactionID, payload, only)
 }
@@ -314,7 +314,7 @@ func (p *Proxy) resolvedOnce(isp *ISP) bool { return p.resolved[isp.Index].Load(
 // relayLater waits (at most startupWait) for isp's first next-hop
 // resolution, then relays payload; if it does not come, the refusal says
 // it is ispmux's start-up, not the ISP.
-func (p *Proxy) relayLater(pk pendKey, t *txn, isp *ISP, subj subject, mt dhcpv4.MessageType, payload []byte) {
+func (p *Proxy) relayLater(pk pendKey, t *txn, isp *ISP, subj subject, mt dhcpv4.MessageType, payload []byte, only netip.Addr) {
 	select {
 	case p.waiting <- struct{}{}:
 	default:
@@ -342,7 +342,7 @@ func (p *Proxy) relayLater(pk pendKey, t *txn, isp *ISP, subj subject, mt dhcpv4
 					continue
 				}
 				p.tx.extend(t, time.Now().Add(p.cfg.Timeout))
-				p.sendRelay(isp, gw, pk.mac, mt, pk.xid, payload, netip.Addr{})
+				p.sendRelay(isp, gw, pk.mac, mt, pk.xid, payload, only)
 				return
 			}
 		}

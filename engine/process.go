@@ -375,7 +375,7 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 				// Destination unreachable about what we sent (a DHCP
 				// server down): the proxy says so in its events.
 				p.punt(in, out, pkt, f)
-			case p.answerEcho(in, out, pkt, f, pt.mac):
+			case !subnetBroadcast(up, pkt.SrcIP) && p.answerEcho(in, out, pkt, f, pt.mac):
 				// The ISP pinged our uplink address.
 			default:
 				p.drop(in, out, classifier.ReasonNotForUs)
@@ -655,4 +655,14 @@ func (p *Processor) Flush() {
 			p.rstN[in] = 0
 		}
 	}
+}
+
+// subnetBroadcast reports whether a is the directed broadcast address of
+// up's subnet (no single host: RFC 1122 §3.2.1.3 (g)).
+func subnetBroadcast(up *fib.Uplink, a uint32) bool {
+	if up.PrefixLen <= 0 || up.PrefixLen >= 31 {
+		return false
+	}
+	host := uint32(1)<<(32-up.PrefixLen) - 1
+	return a&^host == up.Addr&^host && a&host == host
 }

@@ -66,6 +66,7 @@ const (
 	OnboardingEndRemoved  = "removed"  // its access no longer has onboarding, or the address is no longer in the pool
 	OnboardingEndMoved    = "moved"    // the MAC asked for service on another access
 	OnboardingEndConflict = "conflict" // the address could not be installed (held by another subscriber)
+	OnboardingEndNoRoom   = "no_room"  // the lease could not be installed for another reason (the MAC table full)
 )
 
 // Event is one entry of the event log. Seq increases by one per event,
