@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"slices"
 	"sort"
 	"strconv"
 
@@ -44,7 +45,7 @@ var (
 	portEcho     = desc("ispmux_port_echo_replies_total", "Pings to ispmux's own addresses received on the port and answered in place.", "port")
 	portDNS      = desc("ispmux_port_garden_dns_answers_total", "DNS queries of walled-garden subscribers received on the port and answered in place.", "port")
 	portResets   = desc("ispmux_port_garden_resets_total", "HTTPS connections of walled-garden subscribers to addresses other than the portal, reset in place.", "port")
-	portICMP     = desc("ispmux_port_icmp_errors_sent_total", "ICMP errors (time exceeded) sent for frames received on the port.", "port")
+	portICMP     = desc("ispmux_port_icmp_errors_sent_total", "ICMP errors sent for frames received on the port: time exceeded (TTL expired) and fragmentation needed (DF over the egress MTU).", "port")
 	portPunts    = desc("ispmux_port_punted_frames_total", "Frames received on the port and copied to the control plane (DHCP, ARP from ISP routers).", "port")
 
 	// Per ISP.
@@ -107,6 +108,10 @@ var (
 // suppressedCounter is the proxy counter exported as
 // ispmux_events_suppressed_total rather than as a decision.
 const suppressedCounter = "events_suppressed"
+
+// knownDecisions are the DHCP proxy's counter names, exported from the
+// first scrape on.
+var knownDecisions = dhcpproxy.CounterNames()
 
 // Describe sends every metric's description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
@@ -189,9 +194,11 @@ func (c *Collector) collectISPs(ch chan<- prometheus.Metric) {
 
 func (c *Collector) collectDHCP(ch chan<- prometheus.Metric) {
 	d := c.src.DHCP()
-	names := make([]string, 0, len(d.Counters))
+	// Every known decision, zero included (a counter appears in
+	// d.Counters at its first count only): rate() sees the first one.
+	names := append(make([]string, 0, len(knownDecisions)+len(d.Counters)), knownDecisions...)
 	for k := range d.Counters {
-		if k != suppressedCounter {
+		if k != suppressedCounter && !slices.Contains(knownDecisions, k) {
 			names = append(names, k)
 		}
 	}
