@@ -25,6 +25,7 @@ type lease struct {
 	renewAt  int64 // the ISP's T1 (ispRenewal), Unix nanoseconds; 0: unknown, relay every renewal
 	ip       [4]byte
 	serverID [4]byte // the ISP server's identifier (option 54); zero if unknown
+	relay    [4]byte // the address of the server that granted it (Binding.Relay); zero if unknown
 	isp      uint8   // ISP index
 	// options: the store holds the ISP's ACK options for this binding
 	// (a local renewal can be answered).
@@ -46,7 +47,19 @@ func leaseOf(b *subscribers.Binding, isp *ISP) lease {
 	if b.ServerID.Is4() {
 		l.serverID = b.ServerID.As4()
 	}
+	if b.Relay.Is4() {
+		l.relay = b.Relay.As4()
+	}
 	return l
+}
+
+// relayAddr is the address of the server that granted l (invalid if
+// unknown).
+func (l *lease) relayAddr() netip.Addr {
+	if l.relay == [4]byte{} {
+		return netip.Addr{}
+	}
+	return netip.AddrFrom4(l.relay)
 }
 
 func (l *lease) addr() netip.Addr           { return netip.AddrFrom4(l.ip) }
@@ -244,7 +257,7 @@ func (p *Proxy) full(h held) subscribers.Binding {
 	access, isp := p.names(h)
 	b := subscribers.Binding{
 		MAC: binding.MACBytes(h.k.mac), Access: access, VLAN: h.k.circuit.vlan, ISP: isp, IP: h.l.addr(), ServerID: h.l.sid(),
-		Expires: h.l.expiresAt().UTC(), Updated: time.Unix(0, h.l.updated).UTC(),
+		Relay: h.l.relayAddr(), Expires: h.l.expiresAt().UTC(), Updated: time.Unix(0, h.l.updated).UTC(),
 	}
 	if access == "" {
 		return b

@@ -318,7 +318,7 @@ func (p *Proxy) endExpired(h held) bool {
 // bindAndAck commits the lease durably (with its bound or renewed event),
 // installs it, and only then sends the ACK to the subscriber. opts are the
 // ACK's options (Option 82 stripped), kept with the binding.
-func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte) {
+func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from netip.Addr) {
 	c := t.circuit
 	mac := t.sub.mac
 	defer p.lockSub(mac).Unlock()
@@ -401,7 +401,12 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte) {
 		Circuit: circuitID(t.isp.CircuitID, c, mac), ServerID: sid, Expires: now.Add(lt), Updated: now,
 		ClientID: t.clientID, Option82: t.op82, Options: opts, LeaseTime: lt, Customer: t.reg.CustomerID,
 	}
-	if len(t.isp.Servers) > 0 {
+	// The server that granted it (the ACK's source): with server-id
+	// override every server's identifier is ours, and a renewal goes to
+	// this one (relay).
+	if from.IsValid() {
+		b.Relay = from
+	} else if len(t.isp.Servers) > 0 {
 		b.Relay = t.isp.Servers[0]
 	}
 	// The binding and its event are one transaction (one fsync): a new

@@ -82,3 +82,41 @@ func TestOnboardingTableFullEventReason(t *testing.T) {
 		t.Errorf("OnboardingStats.Ends[conflict] = %d after a full table", n)
 	}
 }
+
+// TestOverrideRenewalToGrantingServer: with server-id override (RFC 5107)
+// every server names our address as its identifier, so the lease's
+// server-id cannot say which server granted it, and a RENEWING REQUEST
+// went to every server (the override branch, only = chosen(t), is empty
+// for a renewal): one without the lease could NAK it. The binding keeps
+// the granting server's address (Binding.Relay, the ACK's source), and the
+// renewal goes there only. The lease here is the second server's.
+func TestOverrideRenewalToGrantingServer(t *testing.T) {
+	r, second := twoServers(t, true)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	up, _ := r.relayedTo()
+	r.fromServerAt(second, serverReply(up[second], dhcpv4.MessageTypeOffer, second, ourSID))
+	_, toClient := r.relayedTo()
+	if len(toClient) != 1 {
+		t.Fatalf("subscriber got %v, want the OFFER", toClient)
+	}
+	req, _ := dhcpv4.NewRequestFromOffer(toClient[0])
+	r.fromClient(req)
+	up, _ = r.relayedTo()
+	if up[second] == nil || up[ispSID] != nil {
+		t.Fatalf("REQUEST relayed to %v, want the chosen server %v only", up, second)
+	}
+	r.fromServerAt(second, serverReply(up[second], dhcpv4.MessageTypeAck, second, ourSID))
+	_, toClient = r.relayedTo()
+	if len(toClient) != 1 || toClient[0].MessageType() != dhcpv4.MessageTypeAck || !r.tab.isBound(s1MAC) {
+		t.Fatalf("subscriber got %v, want the ACK and a binding", toClient)
+	}
+	ip := netip.MustParseAddr("100.64.0.103") // serverReply: 100.64.0.(100 + the server's last octet)
+	r.fromClientUnicast(renewing(t, s1, ip.String()), ip)
+	up, _ = r.relayedTo()
+	if up[second] == nil {
+		t.Fatalf("renewal not relayed to the granting server %v (relayed to %v; counters %v)", second, up, r.p.Counters())
+	}
+	if up[ispSID] != nil {
+		t.Errorf("with server-id override, the renewal of a lease granted by %v also went to %v", second, ispSID)
+	}
+}

@@ -122,7 +122,7 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 		p.committing.Add(1)
 		go func() {
 			defer p.committing.Done()
-			p.bindAndAck(t, m, ack, opts)
+			p.bindAndAck(t, m, ack, opts, src)
 		}()
 	case dhcpv4.MessageTypeNak:
 		if t.msgType != dhcpv4.MessageTypeRequest {

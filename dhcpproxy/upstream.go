@@ -226,6 +226,12 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		// NAK an address they did not offer. It goes to the server
 		// whose OFFER was taken only (all of them when none was).
 		only = p.tx.chosen(t)
+		if !only.IsValid() && renewal && unicast && hasLease && held.isp == isp.Index {
+			// A renewal has had no OFFER: it goes to the server that
+			// granted the lease (its address; the identifiers are all
+			// ours), as below without override.
+			only = held.relayAddr()
+		}
 	} else if renewal && unicast && leaseSID.IsValid() {
 		// RENEWING (unicast to us, its server): the client's REQUEST
 		// goes to the server that granted the lease only (RFC 2131
