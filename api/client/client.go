@@ -159,6 +159,14 @@ func WithRequestID(ctx context.Context, id string) context.Context {
 // newRequest builds a request for path, whose wildcard segments are
 // already escaped (seg).
 func (c *Client) newRequest(ctx context.Context, method, path string, q url.Values, body io.Reader, ctype string) (*http.Request, error) {
+	// A "." or ".." segment (an ID given as such) would be cleaned away by
+	// the server's mux and redirected to another resource, whose answer
+	// would be decoded as the one asked for.
+	for _, s := range strings.Split(path, "/") {
+		if s == "." || s == ".." {
+			return nil, fmt.Errorf("api client: %q names no ISP, customer or device (a dot-segment cannot be named in a URL path)", s)
+		}
+	}
 	u := *c.base
 	u.RawPath = c.base.EscapedPath() + path
 	p, err := url.PathUnescape(u.RawPath)

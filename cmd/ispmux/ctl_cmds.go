@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -112,12 +113,20 @@ func (e *ctlEnv) checkMAC(what, s string) error {
 	return nil
 }
 
+// statusTimeout bounds `ctl status` (the API client's default timeout; a
+// variable for the tests).
+var statusTimeout = 30 * time.Second
+
 func ctlStatus(e *ctlEnv, _ []string) error {
 	sock, err := e.socketPath()
 	if err != nil {
 		return err
 	}
-	st, err := ctlsock.FetchStatus(e.ctx, sock)
+	// Bounded as the API client's calls are: a wedged daemon is an
+	// error, not a status that never comes.
+	ctx, cancel := context.WithTimeout(e.ctx, statusTimeout)
+	defer cancel()
+	st, err := ctlsock.FetchStatus(ctx, sock)
 	if err != nil {
 		return err
 	}

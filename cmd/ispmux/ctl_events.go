@@ -144,6 +144,12 @@ func ctlEvents(e *ctlEnv, args []string) error {
 
 // followEvents prints the stream until the context ends (Ctrl-C).
 func (e *ctlEnv) followEvents(c *client.Client, isp string, after int64) error {
+	// The first connection is tried once, as every other command's: a
+	// socket that is not there, or an ISP or token refused, is an error
+	// now, not a silent retry for ever (Follow retries only cuts).
+	if _, err := c.Events(e.ctx, isp, 0, 1); err != nil {
+		return err
+	}
 	enc := json.NewEncoder(e.stdout)
 	if !e.g.json {
 		if _, err := fmt.Fprintln(e.stdout, eventLine(eventHeader)); err != nil {

@@ -137,10 +137,12 @@ func ctlImport(e *ctlEnv, args []string) error {
 	var n, failed int
 	counts := map[string]int{}
 	enc := json.NewEncoder(e.stdout)
-	if !e.g.json {
-		fmt.Fprintf(e.stdout, "%7s  %-24s  %-9s  %s\n", "LINE", "CUSTOMER", "RESULT", "ERROR")
-	}
 	err = c.Import(e.ctx, args[0], in, func(r tenants.ImportResult) error {
+		// The header comes with the first result: an import refused as
+		// a whole prints only its error (on stderr).
+		if n == 0 && !e.g.json {
+			fmt.Fprintf(e.stdout, "%7s  %-24s  %-9s  %s\n", "LINE", "CUSTOMER", "RESULT", "ERROR")
+		}
 		n++
 		counts[r.Result]++
 		if r.Result == "error" {
@@ -149,7 +151,7 @@ func ctlImport(e *ctlEnv, args []string) error {
 		if e.g.json {
 			return enc.Encode(r)
 		}
-		_, err := fmt.Fprintf(e.stdout, "%7d  %-24s  %-9s  %s\n", r.Line, orDash(r.CustomerID), r.Result, r.Error)
+		_, err := fmt.Fprintf(e.stdout, "%7d  %-24s  %-9s  %s\n", r.Line, printable(orDash(r.CustomerID)), printable(r.Result), printable(r.Error))
 		return err
 	})
 	if err != nil {
