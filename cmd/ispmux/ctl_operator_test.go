@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"path/filepath"
 	"strings"
@@ -122,5 +123,20 @@ func TestImportRefusedPrintsNoTable(t *testing.T) {
 		if err == nil || out != "" {
 			t.Errorf("%q refused: err %v, stdout %q: want an error and nothing on stdout", args, err, out)
 		}
+	}
+}
+
+// TestDeleteJSONPrintsObject: --json is "one object", but customer-del and
+// device-del printed nothing (the API answers 204): a script's `jq -e .`
+// failed on a success. They print what was deleted now.
+func TestDeleteJSONPrintsObject(t *testing.T) {
+	r := newRig(t, nil)
+	if _, _, err := runCmd(t, "", "ctl", "customer-add", "alpha", "c-del", "--socket", r.sock); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := runCmd(t, "", "ctl", "customer-del", "alpha", "c-del", "--socket", r.sock, "--json")
+	var got map[string]any
+	if err != nil || json.Unmarshal([]byte(out), &got) != nil || got["deleted"] != true || got["customer_id"] != "c-del" {
+		t.Errorf("customer-del --json: %v, stdout %q", err, out)
 	}
 }

@@ -114,9 +114,11 @@ func ctlCustomerDel(e *ctlEnv, args []string) error {
 	if err := c.DeleteCustomer(e.ctx, args[0], args[1]); err != nil {
 		return err
 	}
-	if !e.g.json {
-		fmt.Fprintf(e.stdout, "deleted customer %s of %s\n", args[1], args[0])
+	if e.g.json {
+		// The API answers 204, no body: --json still prints one object.
+		return json.NewEncoder(e.stdout).Encode(map[string]any{"isp": args[0], "customer_id": args[1], "deleted": true})
 	}
+	fmt.Fprintf(e.stdout, "deleted customer %s of %s\n", args[1], args[0])
 	return nil
 }
 
@@ -219,9 +221,10 @@ func ctlDeviceDel(e *ctlEnv, args []string) error {
 	if err := c.DetachDevice(e.ctx, args[0], args[1]); err != nil {
 		return err
 	}
-	if !e.g.json {
-		fmt.Fprintf(e.stdout, "detached %s from %s\n", args[1], args[0])
+	if e.g.json {
+		return json.NewEncoder(e.stdout).Encode(map[string]any{"isp": args[0], "mac": args[1], "detached": true})
 	}
+	fmt.Fprintf(e.stdout, "detached %s from %s\n", args[1], args[0])
 	return nil
 }
 
