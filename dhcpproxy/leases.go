@@ -62,6 +62,17 @@ func (l *lease) relayAddr() netip.Addr {
 	return netip.AddrFrom4(l.relay)
 }
 
+// pastRebind reports whether now is past the ISP's rebinding time (T2)
+// of l, taken as 7/8 of the lease when T1 (renewAt) is half of it: the
+// last quarter of the time from T1 to the lease's end. False when T1 is
+// unknown.
+func (l *lease) pastRebind(now time.Time) bool {
+	if l.renewAt == 0 || l.renewAt >= l.expires {
+		return false
+	}
+	return now.UnixNano() >= l.expires-(l.expires-l.renewAt)/4
+}
+
 func (l *lease) addr() netip.Addr           { return netip.AddrFrom4(l.ip) }
 func (l *lease) expiresAt() time.Time       { return time.Unix(0, l.expires) }
 func (l *lease) endsAfter(t time.Time) bool { return l.expires > t.UnixNano() }

@@ -131,6 +131,9 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			// transaction (another server's answer may follow).
 			p.count("nak_not_request")
 			p.tx.refuse(t) // a server answered: its end is no silence
+			if t.msgType == dhcpv4.MessageTypeDiscover {
+				p.tx.nak(t, src) // but if nothing else does, the NAK is reported
+			}
 			return
 		}
 		p.tx.take(pk)

@@ -56,6 +56,9 @@ type txn struct {
 	// ispmux refused (an OFFER without a lease time, its own event): its
 	// end is no silence of the ISP.
 	refused bool
+	// nakBy is the ISP server that answered the DISCOVER with a NAK (no
+	// event of its own): if no OFFER follows, its end says so.
+	nakBy netip.Addr
 }
 
 // unreachableNote is an ICMP unreachable heard about an ISP's server.
@@ -196,6 +199,7 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 		t.relayed = now
 		t.resent = time.Time{}
 		t.refused = false
+		t.nakBy = netip.Addr{}
 	} else {
 		t.resent = now
 	}
@@ -239,6 +243,15 @@ func (x *txns) refuse(t *txn) {
 	x.mu.Unlock()
 }
 
+// nak notes that server from answered t's DISCOVER with a NAK.
+func (x *txns) nak(t *txn, from netip.Addr) {
+	x.mu.Lock()
+	if !t.nakBy.IsValid() {
+		t.nakBy = from
+	}
+	x.mu.Unlock()
+}
+
 // extend moves t's deadline to at least until.
 func (x *txns) extend(t *txn, until time.Time) {
 	if t == nil {
@@ -279,6 +292,7 @@ type timedOut struct {
 	mt      dhcpv4.MessageType
 	unreach unreachableNote
 	renew   *renewNote // a renewal past the ISP's T1 (nil: anything else)
+	nakBy   netip.Addr // the server that NAKed the DISCOVER (no OFFER came)
 }
 
 // noteRenewal sets (or, with nil, clears) t's renewal note.
@@ -297,8 +311,8 @@ func (x *txns) expire(now time.Time) []timedOut {
 	defer x.mu.Unlock()
 	for k, t := range x.pending {
 		if now.After(t.deadline) {
-			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() && !t.refused || t.msgType == dhcpv4.MessageTypeRequest {
-				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, x.unreach[t.isp.Index], t.renew})
+			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() && (!t.refused || t.nakBy.IsValid()) || t.msgType == dhcpv4.MessageTypeRequest {
+				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, x.unreach[t.isp.Index], t.renew, t.nakBy})
 			}
 			// The client retransmitted, and we relayed its copy less
 			// than the ISP's time ago: the ISP's silence to the first
@@ -327,6 +341,13 @@ func (x *txns) expire(now time.Time) []timedOut {
 // expireTxns turns the ISP's silence into timeout events.
 func (p *Proxy) expireTxns(now time.Time) {
 	for _, to := range p.tx.expire(now) {
+		if to.nakBy.IsValid() {
+			// Not silence: the ISP refused the DISCOVER (with a NAK,
+			// which answers a REQUEST only, so not passed on).
+			p.outcome(to.subj.isp, OutcomeNak)
+			p.refuse(subscribers.EventNak, to.subj, netip.Addr{}, fmt.Sprintf("ISP server %s answered the DISCOVER with a NAK; no server offered within %s", to.nakBy, p.cfg.Timeout))
+			continue
+		}
 		p.count("timeout")
 		why := fmt.Sprintf("no answer from the ISP to %s within %s", to.mt, p.cfg.Timeout)
 		if u := to.unreach; u.server.IsValid() && now.Sub(u.at) < 2*p.cfg.Timeout {

@@ -218,6 +218,11 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		p.endByClient(sk, held, mt, payload)
 		return
 	}
+	// Past the ISP's T2 the renewal is ispmux's REBINDING (the client,
+	// answered by ispmux, stays RENEWING): it goes to every server, as a
+	// client's would (RFC 2131 §4.4.5), so a lease whose server is gone
+	// (its failover partner took over) is extended by another.
+	renewing := renewal && unicast && hasLease && held.isp == isp.Index && !held.pastRebind(now)
 	var only netip.Addr
 	if t != nil && isp.ServerIDOverride && mt == dhcpv4.MessageTypeRequest {
 		// With server-id override every server's OFFER named ours, so
@@ -226,13 +231,13 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		// NAK an address they did not offer. It goes to the server
 		// whose OFFER was taken only (all of them when none was).
 		only = p.tx.chosen(t)
-		if !only.IsValid() && renewal && unicast && hasLease && held.isp == isp.Index {
+		if !only.IsValid() && renewing {
 			// A renewal has had no OFFER: it goes to the server that
 			// granted the lease (its address; the identifiers are all
 			// ours), as below without override.
 			only = held.relayAddr()
 		}
-	} else if renewal && unicast && leaseSID.IsValid() {
+	} else if renewing && leaseSID.IsValid() {
 		// RENEWING (unicast to us, its server): the client's REQUEST
 		// goes to the server that granted the lease only (RFC 2131
 		// §4.4.5); another server, which has no such lease, would NAK

@@ -1,0 +1,102 @@
+package dhcpproxy
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// ispmux answers the subscriber's renewals itself (its own short client
+// lease, and from the binding when the ISP stays silent), so the client
+// stays RENEWING (unicast) for the whole ISP lease and never REBINDs: the
+// ISP-side rebinding of RFC 2131 §4.4.5 (past T2, to every server) is
+// ispmux's to do. Since the lease-server routing of this stop a renewal
+// went to the lease's server only, at any point of the ISP's lease: past
+// the ISP's T2 (here 7/8 of 60 s) a lease whose server is down for good
+// (an HA partner has taken over) was never offered to the other server,
+// and ended at the ISP's expiry (NAK, re-DORA) though the partner would
+// have ACKed it. Past T2 the renewal goes to every server now.
+func TestRenewalPastISPT2GoesToEveryServer(t *testing.T) {
+	r, second := twoServersBound(t)
+	base := time.Now()
+	r.p.now = func() time.Time { return base.Add(55 * time.Second) } // past T2 (52.5 s), before expiry (60 s)
+	ip := netip.MustParseAddr("100.64.0.101")
+	r.fromClientUnicast(renewing(t, s1, ip.String()), ip)
+	up, _ := r.relayedTo()
+	if up[ispSID] == nil {
+		t.Fatalf("renewal not relayed (relayed to %v; counters %v)", up, r.p.Counters())
+	}
+	if up[second] == nil {
+		t.Errorf("renewal past the ISP's T2 relayed to the lease's server %v only, not to %v (REBINDING, RFC 2131 §4.4.5)", ispSID, second)
+	}
+}
+
+// The same under server-id override (the granting server is Binding.Relay).
+func TestOverrideRenewalPastISPT2GoesToEveryServer(t *testing.T) {
+	r, second := twoServers(t, true)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	up, _ := r.relayedTo()
+	r.fromServerAt(ispSID, serverReply(up[ispSID], dhcpv4.MessageTypeOffer, ispSID, ourSID))
+	_, toClient := r.relayedTo()
+	req, _ := dhcpv4.NewRequestFromOffer(toClient[0])
+	r.fromClient(req)
+	up, _ = r.relayedTo()
+	r.fromServerAt(ispSID, serverReply(up[ispSID], dhcpv4.MessageTypeAck, ispSID, ourSID))
+	if _, toClient = r.relayedTo(); len(toClient) != 1 || !r.tab.isBound(s1MAC) {
+		t.Fatalf("not bound: %v", toClient)
+	}
+	base := time.Now()
+	r.p.now = func() time.Time { return base.Add(55 * time.Second) }
+	ip := netip.MustParseAddr("100.64.0.101")
+	r.fromClientUnicast(renewing(t, s1, ip.String()), ip)
+	up, _ = r.relayedTo()
+	if up[ispSID] == nil || up[second] == nil {
+		t.Errorf("override: renewal past the ISP's T2 relayed to %v, want every server", keys(up))
+	}
+}
+
+func keys(m map[netip.Addr]*dhcpv4.DHCPv4) []netip.Addr {
+	var out []netip.Addr
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// An ISP server that NAKs a DISCOVER (and nothing else answers): the
+// subscriber never gets an address, yet after this stop's NAK fixes the
+// NAK was only a counter (nak_not_request) and the transaction, marked
+// refused, ended without its timeout event: no event named the
+// subscriber, and no exchange outcome counted it, so the refused share
+// OPERATIONS.md alerts on and `ctl events --isp` showed nothing. It ends
+// with a nak event and outcome now.
+func TestNakToDiscoverAloneIsReported(t *testing.T) {
+	r := newPRig(t)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	up, _ := r.relayedTo()
+	if up[ispSID] == nil {
+		t.Fatalf("DISCOVER not relayed")
+	}
+	r.fromServerAt(ispSID, serverReply(up[ispSID], dhcpv4.MessageTypeNak, ispSID, ispSID))
+	time.Sleep(350 * time.Millisecond)
+	r.p.expire(time.Now())
+	r.p.notes.wait()
+	evs, _ := r.store.Events(0, 100)
+	var seen []string
+	for _, e := range evs {
+		if e.Kind == subscribers.EventNak || e.Kind == subscribers.EventTimeout || e.Kind == subscribers.EventRejected {
+			seen = append(seen, string(e.Kind)+": "+e.Reason)
+		}
+	}
+	var refused uint64
+	for _, c := range r.p.ISPCounters() {
+		refused += c.Outcomes[OutcomeNak] + c.Outcomes[OutcomeTimeout] + c.Outcomes[OutcomeRejected]
+	}
+	if len(seen) == 0 || refused == 0 {
+		t.Errorf("DISCOVER NAKed by the ISP's only server, no other answer: events %v, refused outcomes %d; counters %v", seen, refused, r.p.Counters())
+	}
+}
