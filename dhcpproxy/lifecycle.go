@@ -50,6 +50,13 @@ type toEnd struct {
 // Nothing is installed until RestoreLoaded.
 func (p *Proxy) LoadBindings(now time.Time) *Loaded {
 	ld := &Loaded{done: make(chan struct{}), now: now}
+	// A binding last written by an older ispmux has the ISP's first
+	// server in Relay, not the one that granted it: unknown (a renewal
+	// under server-id override then goes to every server).
+	var relaySince int64
+	if rs, ok := p.store.(interface{ RelayIsSourceSince() time.Time }); ok {
+		relaySince = rs.RelayIsSourceSince().UnixNano()
+	}
 	go func() {
 		defer close(ld.done)
 		// Borrowed: nothing of b is kept but the compact lease, or a
@@ -79,7 +86,11 @@ func (p *Proxy) LoadBindings(now time.Time) *Loaded {
 				ld.ks, ld.ls = append(ld.ks, make([]subKey, 0, size)), append(ld.ls, make([]lease, 0, size))
 			}
 			last := len(ld.ks) - 1
-			ld.ks[last], ld.ls[last] = append(ld.ks[last], sk), append(ld.ls[last], leaseOf(b, isp))
+			l := leaseOf(b, isp)
+			if l.updated < relaySince {
+				l.relay = [4]byte{}
+			}
+			ld.ks[last], ld.ls[last] = append(ld.ks[last], sk), append(ld.ls[last], l)
 			ld.n++
 			return nil
 		})

@@ -456,11 +456,13 @@ func (s *Store) SyncRegistrationsWith(source string, rs []Registration, o SyncOp
 func recordLeft(tx *bolt.Tx, source string, d *SyncDiff) error {
 	set := map[CustomerKey]bool{}
 	meta := tx.Bucket(bucketMeta)
+	damaged := false
 	if v := meta.Get(keySyncLeft(source)); v != nil {
+		// The record is a hint (a crashed sync's follow-up): one that
+		// does not decode is dropped and rewritten, rather than failing
+		// every sync (start-up and reloads) for ever.
 		ks, err := decodeCustomerKeys(v)
-		if err != nil {
-			return &CorruptError{Bucket: string(bucketMeta), Key: keySyncLeft(source), Err: err}
-		}
+		damaged = err != nil
 		for _, k := range ks {
 			set[k] = true
 		}
@@ -479,6 +481,9 @@ func recordLeft(tx *bolt.Tx, source string, d *SyncDiff) error {
 		}
 	}
 	if len(set) == 0 {
+		if damaged {
+			return meta.Delete(keySyncLeft(source))
+		}
 		return nil
 	}
 	d.Left = make([]CustomerKey, 0, len(set))

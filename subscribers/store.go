@@ -1,6 +1,7 @@
 package subscribers
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -133,9 +134,11 @@ type Options struct {
 
 // Store is the durable subscriber store. Safe for concurrent use.
 type Store struct {
-	path      string
-	retention uint64
-	maxAge    time.Duration
+	path string
+	// relaySince: RelayIsSourceSince.
+	relaySince time.Time
+	retention  uint64
+	maxAge     time.Duration
 
 	changeRetention uint64
 	changeMaxAge    time.Duration
@@ -302,12 +305,21 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		if current {
 			v := tx.Bucket(bucketMeta).Get(keySchema)
-			current = len(v) == 1 && v[0] == schemaVersion
+			current = len(v) == 1 && v[0] == schemaVersion && len(tx.Bucket(bucketMeta).Get(keyRelaySince)) == 8
 		}
 		return nil
 	})
 	if err == nil && !current {
 		err = db.Update(setUp)
+	}
+	var relaySince time.Time
+	if err == nil {
+		err = db.View(func(tx *bolt.Tx) error {
+			if v := tx.Bucket(bucketMeta).Get(keyRelaySince); len(v) == 8 {
+				relaySince = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+			}
+			return nil
+		})
 	}
 	if err != nil {
 		db.Close()
@@ -322,6 +334,7 @@ func Open(path string, opts Options) (*Store, error) {
 		maxBatch:        opts.MaxBatchSize,
 		window:          opts.CommitWindow,
 		db:              db,
+		relaySince:      relaySince,
 	}
 	if err := s.openJournalFor(path, opts.NoSync); err != nil {
 		db.Close()
@@ -363,8 +376,24 @@ func setUp(tx *bolt.Tx) error {
 			return fmt.Errorf("migrate from schema %d to %d: %w", from, schemaVersion, err)
 		}
 	}
+	if meta.Get(keyRelaySince) == nil {
+		if err := meta.Put(keyRelaySince, binary.BigEndian.AppendUint64(nil, uint64(time.Now().UnixNano()))); err != nil {
+			return err
+		}
+	}
 	return meta.Put(keySchema, []byte{schemaVersion})
 }
+
+// keyRelaySince is when a build that stores Binding.Relay as the server
+// that granted the lease first opened the file (Unix nanoseconds): before
+// it, Relay was the ISP's first configured server (RelayIsSourceSince).
+var keyRelaySince = []byte("relay-is-source-since")
+
+// RelayIsSourceSince is when the file's bindings began to hold, in Relay,
+// the address of the server that granted them: a binding last updated
+// before it has the ISP's first configured server there, whoever granted
+// it (an older ispmux wrote it so).
+func (s *Store) RelayIsSourceSince() time.Time { return s.relaySince }
 
 // pendingVal is a pending binding's value and the LSN of its record.
 type pendingVal struct {
