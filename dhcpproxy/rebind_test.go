@@ -38,22 +38,12 @@ func TestRenewalPastISPT2GoesToEveryServer(t *testing.T) {
 // The same under server-id override (the granting server is Binding.Relay).
 func TestOverrideRenewalPastISPT2GoesToEveryServer(t *testing.T) {
 	r, second := twoServers(t, true)
-	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
-	up, _ := r.relayedTo()
-	r.fromServerAt(ispSID, serverReply(up[ispSID], dhcpv4.MessageTypeOffer, ispSID, ourSID))
-	_, toClient := r.relayedTo()
-	req, _ := dhcpv4.NewRequestFromOffer(toClient[0])
-	r.fromClient(req)
-	up, _ = r.relayedTo()
-	r.fromServerAt(ispSID, serverReply(up[ispSID], dhcpv4.MessageTypeAck, ispSID, ourSID))
-	if _, toClient = r.relayedTo(); len(toClient) != 1 || !r.tab.isBound(s1MAC) {
-		t.Fatalf("not bound: %v", toClient)
-	}
+	r.bindThrough(ispSID)
 	base := time.Now()
 	r.p.now = func() time.Time { return base.Add(55 * time.Second) }
 	ip := netip.MustParseAddr("100.64.0.101")
 	r.fromClientUnicast(renewing(t, s1, ip.String()), ip)
-	up, _ = r.relayedTo()
+	up, _ := r.relayedTo()
 	if up[ispSID] == nil || up[second] == nil {
 		t.Errorf("override: renewal past the ISP's T2 relayed to %v, want every server", keys(up))
 	}

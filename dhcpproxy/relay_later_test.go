@@ -92,27 +92,10 @@ func TestOnboardingTableFullEventReason(t *testing.T) {
 // renewal goes there only. The lease here is the second server's.
 func TestOverrideRenewalToGrantingServer(t *testing.T) {
 	r, second := twoServers(t, true)
-	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
-	up, _ := r.relayedTo()
-	r.fromServerAt(second, serverReply(up[second], dhcpv4.MessageTypeOffer, second, ourSID))
-	_, toClient := r.relayedTo()
-	if len(toClient) != 1 {
-		t.Fatalf("subscriber got %v, want the OFFER", toClient)
-	}
-	req, _ := dhcpv4.NewRequestFromOffer(toClient[0])
-	r.fromClient(req)
-	up, _ = r.relayedTo()
-	if up[second] == nil || up[ispSID] != nil {
-		t.Fatalf("REQUEST relayed to %v, want the chosen server %v only", up, second)
-	}
-	r.fromServerAt(second, serverReply(up[second], dhcpv4.MessageTypeAck, second, ourSID))
-	_, toClient = r.relayedTo()
-	if len(toClient) != 1 || toClient[0].MessageType() != dhcpv4.MessageTypeAck || !r.tab.isBound(s1MAC) {
-		t.Fatalf("subscriber got %v, want the ACK and a binding", toClient)
-	}
+	r.bindThrough(second)
 	ip := netip.MustParseAddr("100.64.0.103") // serverReply: 100.64.0.(100 + the server's last octet)
 	r.fromClientUnicast(renewing(t, s1, ip.String()), ip)
-	up, _ = r.relayedTo()
+	up, _ := r.relayedTo()
 	if up[second] == nil {
 		t.Fatalf("renewal not relayed to the granting server %v (relayed to %v; counters %v)", second, up, r.p.Counters())
 	}

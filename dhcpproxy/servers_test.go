@@ -214,3 +214,27 @@ func TestOverrideRequestToChosenServer(t *testing.T) {
 		t.Errorf("REQUEST relayed to %d servers (%v), want the chosen one only", len(up), up)
 	}
 }
+
+// bindThrough runs s1's DORA on r (twoServers with server-id override)
+// with server srv answering (its identifier ours, as under override) and
+// fails the test unless s1 is bound.
+func (r *prig) bindThrough(srv netip.Addr) {
+	r.t.Helper()
+	r.fromClient(discover(r.t, dhcpv4.WithHwAddr(mac(s1))))
+	up, _ := r.relayedTo()
+	r.fromServerAt(srv, serverReply(up[srv], dhcpv4.MessageTypeOffer, srv, ourSID))
+	_, toClient := r.relayedTo()
+	if len(toClient) != 1 {
+		r.t.Fatalf("subscriber got %v, want the OFFER", toClient)
+	}
+	req, _ := dhcpv4.NewRequestFromOffer(toClient[0])
+	r.fromClient(req)
+	up, _ = r.relayedTo()
+	if up[srv] == nil || len(up) != 1 {
+		r.t.Fatalf("REQUEST relayed to %v, want the chosen server %v only", up, srv)
+	}
+	r.fromServerAt(srv, serverReply(up[srv], dhcpv4.MessageTypeAck, srv, ourSID))
+	if _, toClient = r.relayedTo(); len(toClient) != 1 || toClient[0].MessageType() != dhcpv4.MessageTypeAck || !r.tab.isBound(s1MAC) {
+		r.t.Fatalf("subscriber got %v, want the ACK and a binding", toClient)
+	}
+}

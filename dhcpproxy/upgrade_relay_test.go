@@ -4,8 +4,6 @@ import (
 	"net/netip"
 	"testing"
 	"time"
-
-	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
 // TestUpgradedRelayIsFirstServer: a store written by a build before the
@@ -19,17 +17,7 @@ import (
 // the build before sent it.
 func TestUpgradedRelayIsFirstServer(t *testing.T) {
 	r, second := twoServers(t, true)
-	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
-	up, _ := r.relayedTo()
-	r.fromServerAt(second, serverReply(up[second], dhcpv4.MessageTypeOffer, second, ourSID))
-	_, toClient := r.relayedTo()
-	req, _ := dhcpv4.NewRequestFromOffer(toClient[0])
-	r.fromClient(req)
-	up, _ = r.relayedTo()
-	r.fromServerAt(second, serverReply(up[second], dhcpv4.MessageTypeAck, second, ourSID))
-	if _, toClient = r.relayedTo(); len(toClient) != 1 || !r.tab.isBound(s1MAC) {
-		t.Fatalf("not bound: %v", toClient)
-	}
+	r.bindThrough(second)
 	// What the old build stored: Relay = the first configured server.
 	bs, err := r.store.Bindings()
 	if err != nil || len(bs) != 1 || bs[0].Relay != second {
@@ -49,7 +37,7 @@ func TestUpgradedRelayIsFirstServer(t *testing.T) {
 	r.p = p2
 	ip := netip.MustParseAddr("100.64.0.103")
 	r.fromClientUnicast(renewing(t, s1, ip.String()), ip)
-	up, _ = r.relayedTo()
+	up, _ := r.relayedTo()
 	if up[second] == nil {
 		t.Errorf("after the upgrade the renewal of %v's lease went to %v only, not to the granting server (the old build sent it to every server)", second, keys(up))
 	}
