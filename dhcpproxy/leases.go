@@ -27,6 +27,10 @@ type lease struct {
 	serverID [4]byte // the ISP server's identifier (option 54); zero if unknown
 	relay    [4]byte // the address of the server that granted it (Binding.Relay); zero if unknown
 	isp      uint8   // ISP index
+	// rebind: the ISP's T2 (option 59), as the part of the time from T1
+	// to the end left at T2, in 1/65536; 0: not given (7/8 of the lease
+	// when T1 is half of it, a quarter).
+	rebind uint16
 	// options: the store holds the ISP's ACK options for this binding
 	// (a local renewal can be answered).
 	options bool
@@ -40,6 +44,10 @@ func leaseOf(b *subscribers.Binding, isp *ISP) lease {
 	}
 	if t := ispRenewal(b); !t.IsZero() {
 		l.renewAt = t.UnixNano()
+		if t2 := ispRebinding(b); !t2.IsZero() && t2.After(t) && t2.Before(b.Expires) {
+			f := float64(b.Expires.Sub(t2)) / float64(b.Expires.Sub(t)) * 65536
+			l.rebind = uint16(min(max(f, 1), 65535))
+		}
 	}
 	if b.IP.Is4() {
 		l.ip = b.IP.As4()
@@ -70,7 +78,23 @@ func (l *lease) pastRebind(now time.Time) bool {
 	if l.renewAt == 0 || l.renewAt >= l.expires {
 		return false
 	}
+	if l.rebind != 0 {
+		return now.UnixNano() >= l.expires-int64(float64(l.expires-l.renewAt)*float64(l.rebind)/65536)
+	}
 	return now.UnixNano() >= l.expires-(l.expires-l.renewAt)/4
+}
+
+// ispRebinding is the ISP's T2 of b when its ACK gave one (option 59,
+// less than the lease time), zero otherwise.
+func ispRebinding(b *subscribers.Binding) time.Time {
+	if b.LeaseTime <= 0 {
+		return time.Time{}
+	}
+	t2 := ispTimer(b, optRebindingTime)
+	if t2 == 0 {
+		return time.Time{}
+	}
+	return b.Expires.Add(t2 - b.LeaseTime)
 }
 
 func (l *lease) addr() netip.Addr           { return netip.AddrFrom4(l.ip) }

@@ -59,16 +59,26 @@ func ispRenewal(b *subscribers.Binding) time.Time {
 	if b.LeaseTime <= 0 {
 		return time.Time{}
 	}
-	t1 := b.LeaseTime / 2
-	forEachTLV(b.Options, func(code byte, data []byte) {
-		if code == optRenewalTime && len(data) == 4 {
+	t1 := ispTimer(b, optRenewalTime)
+	if t1 == 0 {
+		t1 = b.LeaseTime / 2
+	}
+	return b.Expires.Add(t1 - b.LeaseTime)
+}
+
+// ispTimer is the time option code (58 T1, 59 T2) of b's stored ACK
+// options when it is set and less than the lease time; 0 otherwise.
+func ispTimer(b *subscribers.Binding, code byte) time.Duration {
+	var t time.Duration
+	forEachTLV(b.Options, func(c byte, data []byte) {
+		if c == code && len(data) == 4 {
 			v := time.Duration(uint32(data[0])<<24|uint32(data[1])<<16|uint32(data[2])<<8|uint32(data[3])) * time.Second
 			if v > 0 && v < b.LeaseTime {
-				t1 = v
+				t = v
 			}
 		}
 	})
-	return b.Expires.Add(t1 - b.LeaseTime)
+	return t
 }
 
 // What serveRequest decided for a registered subscriber's message.
