@@ -46,8 +46,10 @@ func (l *connLimit) Accept() (net.Conn, error) {
 		}
 		l.mu.Unlock()
 		if !ok {
-			c.Close()
+			// Counted before the close: a client that sees the close
+			// sees it counted.
 			l.onRefuse()
+			c.Close()
 			continue
 		}
 		return &limitedConn{Conn: c, l: l, src: src}, nil
