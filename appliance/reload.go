@@ -164,12 +164,9 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 	}
 	failed := webhooks.FailedISPs(herr)
 	for i := range inForce {
-		if failed[inForce[i].Name] {
-			continue
+		if !failed[inForce[i].Name] {
+			setWebhook(&inForce[i], &eff.ISPs[i])
 		}
-		tf := inForce[i].TokenFiles
-		setReloadable(&inForce[i], &eff.ISPs[i])
-		inForce[i].TokenFiles = tf
 	}
 	a.ispsInForce = inForce
 	if a.portal != nil {
@@ -231,6 +228,11 @@ func (a *Appliance) reloadedISPs(isps []configs.ISP) []configs.ISP {
 // webhook settings) in to from from.
 func setReloadable(to, from *configs.ISP) {
 	to.TokenFiles = from.TokenFiles
+	setWebhook(to, from)
+}
+
+// setWebhook sets an ISP's webhook settings in to from from.
+func setWebhook(to, from *configs.ISP) {
 	to.WebhookURL, to.WebhookSecretFile, to.WebhookCAFile = from.WebhookURL, from.WebhookSecretFile, from.WebhookCAFile
 	to.WebhookInsecure, to.WebhookRetryMax, to.WebhookRetryMaxDur = from.WebhookInsecure, from.WebhookRetryMax, from.WebhookRetryMaxDur
 }
