@@ -86,20 +86,30 @@ func (p *Processor) TxDropped(in uint8, why datapath.TxDrop, n int) {
 
 var _ datapath.TxDropCounter = (*Processor)(nil)
 
+// punt copies the frame's datagram to the control plane (puntCopy) and
+// consumes the frame, or drops it with the reason it could not be copied.
 func (p *Processor) punt(in uint8, out *datapath.Verdict, pkt *classifier.Packet, frame []byte) {
-	frame = puntFrame(pkt, frame)
-	if len(frame) > MaxPuntFrame {
-		// A datagram the punt path cannot carry: not the queue's fault.
-		p.drop(in, out, classifier.ReasonTooBig)
-		return
-	}
-	if !p.s.Punts.put(in, frame) {
-		p.drop(in, out, classifier.ReasonPuntQueueFull)
+	if why := p.puntCopy(in, pkt, frame); why != classifier.ReasonNone {
+		p.drop(in, out, why)
 		return
 	}
 	out.Action = datapath.Consumed
+}
+
+// puntCopy puts the frame's datagram (puntFrame) on the punt queue and
+// counts it, or says why it could not: too big for the punt path (not the
+// queue's fault) or the queue full.
+func (p *Processor) puntCopy(in uint8, pkt *classifier.Packet, frame []byte) classifier.Reason {
+	frame = puntFrame(pkt, frame)
+	if len(frame) > MaxPuntFrame {
+		return classifier.ReasonTooBig
+	}
+	if !p.s.Punts.put(in, frame) {
+		return classifier.ReasonPuntQueueFull
+	}
 	p.punN[in]++
 	p.touched |= 1 << in
+	return classifier.ReasonNone
 }
 
 // puntFrame is the part of frame the control plane needs: the headers and
@@ -420,10 +430,7 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 				p.punt(in, out, pkt, f)
 				return
 			}
-			if p.s.Punts.put(in, puntFrame(pkt, f)) { // best effort: the answer matters more
-				p.punN[in]++
-				p.touched |= 1 << in
-			}
+			p.puntCopy(in, pkt, f) // best effort: the answer matters more
 		}
 		if pkt.ARPOp != arpRequest {
 			p.drop(in, out, classifier.ReasonARPIgnored)
