@@ -130,9 +130,10 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			// a DISCOVER or an INFORM ends no lease, nor the
 			// transaction (another server's answer may follow).
 			p.count("nak_not_request")
-			p.tx.refuse(t) // a server answered: its end is no silence
 			if t.msgType == dhcpv4.MessageTypeDiscover {
-				p.tx.nak(t, src) // but if nothing else does, the NAK is reported
+				// Not silence: if no OFFER follows, its end reports
+				// the NAK (an INFORM's end reports nothing anyway).
+				p.tx.nak(t, src)
 			}
 			return
 		}
