@@ -296,6 +296,7 @@ func Open(path string, opts Options) (*Store, error) {
 	// A file that is already current is only read: a second Open writes
 	// nothing.
 	var current bool
+	var relaySince time.Time
 	err = db.View(func(tx *bolt.Tx) error {
 		current = true
 		for _, name := range allBuckets {
@@ -305,19 +306,17 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		if current {
 			v := tx.Bucket(bucketMeta).Get(keySchema)
-			current = len(v) == 1 && v[0] == schemaVersion && len(tx.Bucket(bucketMeta).Get(keyRelaySince)) == 8
+			relaySince, current = relaySinceOf(tx)
+			current = current && len(v) == 1 && v[0] == schemaVersion
 		}
 		return nil
 	})
 	if err == nil && !current {
-		err = db.Update(setUp)
-	}
-	var relaySince time.Time
-	if err == nil {
-		err = db.View(func(tx *bolt.Tx) error {
-			if v := tx.Bucket(bucketMeta).Get(keyRelaySince); len(v) == 8 {
-				relaySince = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+		err = db.Update(func(tx *bolt.Tx) error {
+			if err := setUp(tx); err != nil {
+				return err
 			}
+			relaySince, _ = relaySinceOf(tx)
 			return nil
 		})
 	}
@@ -388,6 +387,15 @@ func setUp(tx *bolt.Tx) error {
 // that granted the lease first opened the file (Unix nanoseconds): before
 // it, Relay was the ISP's first configured server (RelayIsSourceSince).
 var keyRelaySince = []byte("relay-is-source-since")
+
+// relaySinceOf reads keyRelaySince; false if it is not there.
+func relaySinceOf(tx *bolt.Tx) (time.Time, bool) {
+	v := tx.Bucket(bucketMeta).Get(keyRelaySince)
+	if len(v) != 8 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, int64(binary.BigEndian.Uint64(v))), true
+}
 
 // RelayIsSourceSince is when the file's bindings began to hold, in Relay,
 // the address of the server that granted them: a binding last updated
