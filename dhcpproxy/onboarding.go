@@ -296,11 +296,7 @@ func (p *Proxy) onboardCommit(c *Circuit, pl *obPool, m *dhcpv4.DHCPv4, mac uint
 			p.log.Error("dhcp: onboarding lease not installable", "mac", binding.MACString(mac), "ip", ip, "err", err)
 		}
 		p.ob.forgetOffer(mac)
-		reason := subscribers.OnboardingEndNoRoom
-		if conflict {
-			reason = subscribers.OnboardingEndConflict
-		}
-		p.endOnboardingStored(l, reason)
+		p.endOnboardingStored(l, notInstalled(err))
 		if conflict {
 			p.ob.quarantineAddr(ip, now.Add(pl.leaseTime), 0, false)
 		}
@@ -366,11 +362,21 @@ func (p *Proxy) endOnboardingStored(l subscribers.OnboardingLease, reason string
 	return p.endOnboardingLocked(l, reason)
 }
 
+// notInstalled is the end reason of an onboarding lease the tables
+// refused with err: another subscriber holds the address (conflict), or
+// there is no room (the MAC table full).
+func notInstalled(err error) string {
+	if errors.Is(err, binding.ErrConflict) {
+		return subscribers.OnboardingEndConflict
+	}
+	return subscribers.OnboardingEndNoRoom
+}
+
 // endOnboardingLocked removes the lease l and appends its onboarding-ended
 // event (one transaction), then forgets and unbinds it, unless the MAC's
 // entry in the tables is no longer the garden's (bound to an ISP or made
-// a static subscriber since: that binding replaced the garden's). False: the store refused, nothing changed. The caller
-// holds the MAC's stripe.
+// a static subscriber since: that binding replaced the garden's). False:
+// the store refused, nothing changed. The caller holds the MAC's stripe.
 func (p *Proxy) endOnboardingLocked(l subscribers.OnboardingLease, reason string) bool {
 	mac := binding.MAC48(l.MAC)
 	ev := subject{mac: mac, access: l.Access}.event(subscribers.EventOnboardingEnded, l.IP, reason)
@@ -550,10 +556,7 @@ func (p *Proxy) restoreOnboarding(now time.Time) (int, error) {
 			if _, taken := p.ob.holder(l.IP); taken {
 				reason = subscribers.OnboardingEndConflict
 			} else if err := p.tables.Bind(binding.Binding{Port: pl.c.Port, VLAN: pl.c.VLAN, MAC: mac, ISP: binding.GardenVRF, IP: l.IP}); err != nil {
-				reason = subscribers.OnboardingEndNoRoom
-				if errors.Is(err, binding.ErrConflict) {
-					reason = subscribers.OnboardingEndConflict
-				}
+				reason = notInstalled(err)
 			}
 		}
 		if reason != "" {
