@@ -2,7 +2,6 @@ package portal
 
 import (
 	"net"
-	"net/netip"
 	"sync"
 )
 
@@ -15,19 +14,28 @@ const (
 	maxConns          = 4096
 )
 
-// connLimit wraps a listener: a connection past maxConnsPerSource from one
-// source (address and local port, as inflight) or past maxConns in all is
-// closed at once and counted (onRefuse).
-type connLimit struct {
-	net.Listener
+// connLimits counts the open connections of the listeners it wraps
+// (wrap), one count for all of them: a connection past maxConnsPerSource
+// from one source (address and local port, as inflight) or past maxConns
+// in all is closed at once and counted (onRefuse).
+type connLimits struct {
 	mu       sync.Mutex
 	n        map[source]int
 	total    int
 	onRefuse func()
 }
 
-func newConnLimit(l net.Listener, onRefuse func()) *connLimit {
-	return &connLimit{Listener: l, n: map[source]int{}, onRefuse: onRefuse}
+func newConnLimits(onRefuse func()) *connLimits {
+	return &connLimits{n: map[source]int{}, onRefuse: onRefuse}
+}
+
+// wrap returns l with its connections counted in ls.
+func (ls *connLimits) wrap(l net.Listener) net.Listener { return &connLimit{Listener: l, ls: ls} }
+
+// connLimit is a listener whose connections ls counts.
+type connLimit struct {
+	net.Listener
+	ls *connLimits
 }
 
 // Accept returns the next connection within the limits.
@@ -37,51 +45,39 @@ func (l *connLimit) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		src := connSource(c)
-		l.mu.Lock()
-		ok := l.n[src] < maxConnsPerSource && l.total < maxConns
+		src, _ := sourceOf(c.RemoteAddr().String(), c.LocalAddr())
+		ls := l.ls
+		ls.mu.Lock()
+		ok := ls.n[src] < maxConnsPerSource && ls.total < maxConns
 		if ok {
-			l.n[src]++
-			l.total++
+			ls.n[src]++
+			ls.total++
 		}
-		l.mu.Unlock()
+		ls.mu.Unlock()
 		if !ok {
 			// Counted before the close: a client that sees the close
 			// sees it counted.
-			l.onRefuse()
+			ls.onRefuse()
 			c.Close()
 			continue
 		}
-		return &limitedConn{Conn: c, l: l, src: src}, nil
+		return &limitedConn{Conn: c, l: ls, src: src}, nil
 	}
 }
 
-func (l *connLimit) release(src source) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.total--
-	if l.n[src]--; l.n[src] <= 0 {
-		delete(l.n, src)
+func (ls *connLimits) release(src source) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.total--
+	if ls.n[src]--; ls.n[src] <= 0 {
+		delete(ls.n, src)
 	}
-}
-
-// connSource is a connection's source: its remote address and the local
-// port it reached.
-func connSource(c net.Conn) source {
-	var src source
-	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-		src.addr = ap.Addr().Unmap().WithZone("")
-	}
-	if ap, err := netip.ParseAddrPort(c.LocalAddr().String()); err == nil {
-		src.port = ap.Port()
-	}
-	return src
 }
 
 // limitedConn gives its place back once, at its first Close.
 type limitedConn struct {
 	net.Conn
-	l    *connLimit
+	l    *connLimits
 	src  source
 	once sync.Once
 }

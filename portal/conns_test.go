@@ -69,3 +69,42 @@ func closedByPeer(c net.Conn) bool {
 	}
 	return err != nil
 }
+
+// TestConnLimitsShared: the HTTP and HTTPS listeners count into one total
+// (maxConns is "in all", OPERATIONS.md); each listener had its own.
+func TestConnLimitsShared(t *testing.T) {
+	ls := newConnLimits(func() {})
+	var conns []net.Conn
+	for range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		wl := ls.wrap(l)
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		a, err := wl.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, a)
+	}
+	ls.mu.Lock()
+	total := ls.total
+	ls.mu.Unlock()
+	if total != 2 {
+		t.Errorf("one connection on each of two listeners: total %d, want 2", total)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.total != 0 || len(ls.n) != 0 {
+		t.Errorf("after closing: total %d, sources %v", ls.total, ls.n)
+	}
+}

@@ -80,16 +80,25 @@ func hostOnly(h string) string {
 // sourceAddr is the request's source address (the connection's, never a
 // header's).
 func sourceAddr(r *http.Request) (source, bool) {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return source{}, false
-	}
-	src := source{addr: ap.Addr().Unmap().WithZone("")}
-	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		if l, err := netip.ParseAddrPort(la.String()); err == nil {
+	la, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	return sourceOf(r.RemoteAddr, la)
+}
+
+// sourceOf is the source of a connection from remote to local (nil: the
+// port is unknown); false if remote is no address and port (the source
+// then has the port only).
+func sourceOf(remote string, local net.Addr) (source, bool) {
+	var src source
+	if local != nil {
+		if l, err := netip.ParseAddrPort(local.String()); err == nil {
 			src.port = l.Port()
 		}
 	}
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return src, false
+	}
+	src.addr = ap.Addr().Unmap().WithZone("")
 	return src, true
 }
 

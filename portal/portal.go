@@ -245,10 +245,10 @@ func (s *Server) Serve(ctx context.Context, httpL, httpsL net.Listener) error {
 		err  error
 	}
 	errc := make(chan result, 2)
-	refused := func() { s.st.connsRefused.Add(1) }
-	httpsL = newConnLimit(httpsL, refused)
+	limits := newConnLimits(func() { s.st.connsRefused.Add(1) })
+	httpsL = limits.wrap(httpsL)
 	if httpL != nil {
-		httpL = newConnLimit(httpL, refused)
+		httpL = limits.wrap(httpL)
 	}
 	secure := s.newHTTPServer(s.Handler())
 	secure.TLSConfig = s.cert.TLSConfig()
