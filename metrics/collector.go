@@ -109,8 +109,8 @@ var (
 // ispmux_events_suppressed_total rather than as a decision.
 const suppressedCounter = "events_suppressed"
 
-// knownDecisions are the DHCP proxy's counter names, exported from the
-// first scrape on.
+// knownDecisions are the DHCP proxy's counter names, sorted, exported
+// from the first scrape on.
 var knownDecisions = dhcpproxy.CounterNames()
 
 // Describe sends every metric's description.
@@ -198,7 +198,7 @@ func (c *Collector) collectDHCP(ch chan<- prometheus.Metric) {
 	// d.Counters at its first count only): rate() sees the first one.
 	names := append(make([]string, 0, len(knownDecisions)+len(d.Counters)), knownDecisions...)
 	for k := range d.Counters {
-		if k != suppressedCounter && !slices.Contains(knownDecisions, k) {
+		if _, known := slices.BinarySearch(knownDecisions, k); k != suppressedCounter && !known {
 			names = append(names, k)
 		}
 	}
