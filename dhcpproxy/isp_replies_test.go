@@ -25,21 +25,7 @@ func (r *prig) fromClientUnicast(m *dhcpv4.DHCPv4, src netip.Addr) {
 // first server (192.0.2.1), at 100.64.0.101.
 func twoServersBound(t *testing.T) (*prig, netip.Addr) {
 	r, second := twoServers(t, false)
-	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
-	up, _ := r.relayedTo()
-	r.fromServerAt(ispSID, serverReply(up[ispSID], dhcpv4.MessageTypeOffer, ispSID, ispSID))
-	_, toClient := r.relayedTo()
-	if len(toClient) != 1 {
-		t.Fatalf("subscriber got %v, want the OFFER", toClient)
-	}
-	req, _ := dhcpv4.NewRequestFromOffer(toClient[0])
-	r.fromClient(req)
-	up, _ = r.relayedTo()
-	r.fromServerAt(ispSID, serverReply(up[ispSID], dhcpv4.MessageTypeAck, ispSID, ispSID))
-	_, toClient = r.relayedTo()
-	if len(toClient) != 1 || toClient[0].MessageType() != dhcpv4.MessageTypeAck || !r.tab.isBound(s1MAC) {
-		t.Fatalf("subscriber got %v, want the ACK and a binding", toClient)
-	}
+	r.bindVia(ispSID, ispSID)
 	return r, second
 }
 

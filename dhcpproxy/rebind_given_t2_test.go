@@ -12,32 +12,20 @@ import (
 // renew-timer 1/4, rebind-timer 1/2 of the lease). ispmux stores them
 // (ackOptions keeps 58 and 59) but pastRebind estimated T2 from T1 as if
 // T1 were half the lease: T2 = end - (end-T1)/4 = 48.75 s of 60 here,
-// not the ISP's 30 s. The ISP's own T2 is used now when it gave one. ISP-SERVERS.md: "so does a renewal past the ISP's
-// T2"; RFC 2131 §4.4.5: T1 and T2 are the server's (options 58, 59).
+// not the ISP's 30 s. The ISP's own T2 is used now when it gave one.
+// ISP-SERVERS.md: "so does a renewal past the ISP's T2"; RFC 2131
+// §4.4.5: T1 and T2 are the server's (options 58, 59).
 func TestRenewalPastISPGivenT2GoesToEveryServer(t *testing.T) {
 	r, second := twoServers(t, false)
-	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
-	up, _ := r.relayedTo()
-	r.fromServerAt(ispSID, serverReply(up[ispSID], dhcpv4.MessageTypeOffer, ispSID, ispSID))
-	_, toClient := r.relayedTo()
-	if len(toClient) != 1 {
-		t.Fatalf("subscriber got %v, want the OFFER", toClient)
-	}
-	req, _ := dhcpv4.NewRequestFromOffer(toClient[0])
-	r.fromClient(req)
-	up, _ = r.relayedTo()
-	ack := serverReply(up[ispSID], dhcpv4.MessageTypeAck, ispSID, ispSID)
-	ack.UpdateOption(dhcpv4.OptRenewTimeValue(15 * time.Second))
-	ack.UpdateOption(dhcpv4.OptRebindingTimeValue(30 * time.Second))
-	r.fromServerAt(ispSID, ack)
-	if _, toClient = r.relayedTo(); len(toClient) != 1 || toClient[0].MessageType() != dhcpv4.MessageTypeAck || !r.tab.isBound(s1MAC) {
-		t.Fatalf("subscriber got %v, want the ACK and a binding", toClient)
-	}
+	r.bindVia(ispSID, ispSID, func(ack *dhcpv4.DHCPv4) {
+		ack.UpdateOption(dhcpv4.OptRenewTimeValue(15 * time.Second))
+		ack.UpdateOption(dhcpv4.OptRebindingTimeValue(30 * time.Second))
+	})
 	base := time.Now()
 	r.p.now = func() time.Time { return base.Add(40 * time.Second) } // past the ISP's T2 (30 s), before 7/8-from-T1 (48.75 s)
 	ip := netip.MustParseAddr("100.64.0.101")
 	r.fromClientUnicast(renewing(t, s1, ip.String()), ip)
-	up, _ = r.relayedTo()
+	up, _ := r.relayedTo()
 	if up[ispSID] == nil {
 		t.Fatalf("renewal not relayed (relayed to %v; counters %v)", keys(up), r.p.Counters())
 	}

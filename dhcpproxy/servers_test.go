@@ -216,13 +216,18 @@ func TestOverrideRequestToChosenServer(t *testing.T) {
 }
 
 // bindThrough runs s1's DORA on r (twoServers with server-id override)
-// with server srv answering (its identifier ours, as under override) and
-// fails the test unless s1 is bound.
-func (r *prig) bindThrough(srv netip.Addr) {
+// with server srv answering (its identifier ours, as under override).
+func (r *prig) bindThrough(srv netip.Addr) { r.t.Helper(); r.bindVia(srv, ourSID) }
+
+// bindVia runs s1's DORA on r (twoServers) with server srv answering and
+// naming sid as its identifier, mods applied to its ACK, and fails the
+// test unless s1 is bound. With server-id override the REQUEST must have
+// gone to srv only.
+func (r *prig) bindVia(srv, sid netip.Addr, mods ...func(ack *dhcpv4.DHCPv4)) {
 	r.t.Helper()
 	r.fromClient(discover(r.t, dhcpv4.WithHwAddr(mac(s1))))
 	up, _ := r.relayedTo()
-	r.fromServerAt(srv, serverReply(up[srv], dhcpv4.MessageTypeOffer, srv, ourSID))
+	r.fromServerAt(srv, serverReply(up[srv], dhcpv4.MessageTypeOffer, srv, sid))
 	_, toClient := r.relayedTo()
 	if len(toClient) != 1 {
 		r.t.Fatalf("subscriber got %v, want the OFFER", toClient)
@@ -230,10 +235,14 @@ func (r *prig) bindThrough(srv netip.Addr) {
 	req, _ := dhcpv4.NewRequestFromOffer(toClient[0])
 	r.fromClient(req)
 	up, _ = r.relayedTo()
-	if up[srv] == nil || len(up) != 1 {
-		r.t.Fatalf("REQUEST relayed to %v, want the chosen server %v only", up, srv)
+	if up[srv] == nil || r.p.isps["alpha"].ServerIDOverride && len(up) != 1 {
+		r.t.Fatalf("REQUEST relayed to %v, want the chosen server %v (only, with override)", up, srv)
 	}
-	r.fromServerAt(srv, serverReply(up[srv], dhcpv4.MessageTypeAck, srv, ourSID))
+	ack := serverReply(up[srv], dhcpv4.MessageTypeAck, srv, sid)
+	for _, mod := range mods {
+		mod(ack)
+	}
+	r.fromServerAt(srv, ack)
 	if _, toClient = r.relayedTo(); len(toClient) != 1 || toClient[0].MessageType() != dhcpv4.MessageTypeAck || !r.tab.isBound(s1MAC) {
 		r.t.Fatalf("subscriber got %v, want the ACK and a binding", toClient)
 	}
