@@ -233,19 +233,8 @@ func TestCrashAfterMoveReplaysOtherISPsRelease(t *testing.T) {
 // before any new message of it is relayed"); it waits now. The tick's
 // claim is made here by hand, at the instant the tick would hold it.
 func TestRelayLaterWaitsForClaimedRelease(t *testing.T) {
-	r := newPRig(t)
-	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
-	r.snd.take()
-	r.setUplinkDown(true)
-	rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
-		dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))
-	r.fromClient(rel)
-	// Restart, the next hop not resolved yet.
-	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
-	if _, err := p2.Restore(time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	r.p = p2
+	r := releasedWhileDown(t, false) // restarted, the next hop not resolved yet
+	p2 := r.p
 	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
 	un := p2.intents.unsent()
 	if len(un) != 1 {

@@ -204,10 +204,11 @@ func TestReleaseDropsInFlightRenewal(t *testing.T) {
 	}
 }
 
-// After a restart with a RELEASE still pending, the subscriber's next
-// DISCOVER reaches the ISP only after that RELEASE (a replayed RELEASE
-// arriving after the new DORA would free the lease the ISP just granted).
-func TestPendingReleaseGoesFirst(t *testing.T) {
+// releasedWhileDown binds 02:00:00:00:01:01, has it RELEASE while its
+// ISP's uplink is down (the RELEASE stays a pending intent), and restarts
+// the proxy on the same store, the uplink up again if up.
+func releasedWhileDown(t *testing.T, up bool) *prig {
+	t.Helper()
 	r := newPRig(t)
 	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
 	r.snd.take()
@@ -215,12 +216,20 @@ func TestPendingReleaseGoesFirst(t *testing.T) {
 	rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
 		dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))
 	r.fromClient(rel)
-	r.setUplinkDown(false)
+	r.setUplinkDown(!up)
 	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
 	if _, err := p2.Restore(time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	r.p = p2
+	return r
+}
+
+// After a restart with a RELEASE still pending, the subscriber's next
+// DISCOVER reaches the ISP only after that RELEASE (a replayed RELEASE
+// arriving after the new DORA would free the lease the ISP just granted).
+func TestPendingReleaseGoesFirst(t *testing.T) {
+	r := releasedWhileDown(t, true)
 	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
 	sent := r.snd.take()
 	if len(sent) != 2 {
@@ -229,7 +238,7 @@ func TestPendingReleaseGoesFirst(t *testing.T) {
 	if a, b := dhcpOf(sent[0].frame).MessageType(), dhcpOf(sent[1].frame).MessageType(); a != dhcpv4.MessageTypeRelease || b != dhcpv4.MessageTypeDiscover {
 		t.Errorf("sent %v then %v, want RELEASE then DISCOVER", a, b)
 	}
-	p2.expire(time.Now().Add(time.Second))
+	r.p.expire(time.Now().Add(time.Second))
 	if ins, _ := r.store.Intents(); len(ins) != 0 {
 		t.Errorf("intent still pending: %+v", ins)
 	}
