@@ -2,7 +2,6 @@ package appliance
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -67,13 +66,7 @@ func TestReloadStaticHeldByAPI(t *testing.T) {
 // force each when applied.
 func TestReloadPartialKeepsTokensInForce(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, s string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(s+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, s string) string { return writeTestFile(t, dir, name, s) }
 	tok := "0123456789abcdefghijklmnopqrstuvwxyz"
 	tok2 := "zyxwvutsrqponmlkjihgfedcba9876543210"
 	tokFile, tokFile2 := write("beta.token", tok), write("beta2.token", tok2)
@@ -86,13 +79,7 @@ func TestReloadPartialKeepsTokensInForce(t *testing.T) {
 		}
 		return s
 	}
-	parse := func(s string) *configs.Config {
-		c, err := configs.Parse("t.toml", []byte(s))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
+	parse := func(s string) *configs.Config { return parseTestConfig(t, s) }
 	a := reloadRig(t, parse(text(true, tokFile, "")))
 	hook := "webhook_url = \"http://127.0.0.1:9/hook\"\nwebhook_secret_file = \"" + filepath.Join(dir, "missing.whsec") + "\"\n"
 	if err := a.Reload(parse(text(true, tokFile2, hook))); err == nil {

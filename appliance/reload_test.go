@@ -22,6 +22,27 @@ import (
 
 // reloadRig is the control plane of an Appliance built from cfg, as
 // Start builds it, without ports (what Reload touches).
+// writeTestFile writes s and a newline to dir/name (mode 0600) and
+// returns its path.
+func writeTestFile(t *testing.T, dir, name, s string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(s+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// parseTestConfig parses the configuration text s.
+func parseTestConfig(t *testing.T, s string) *configs.Config {
+	t.Helper()
+	c, err := configs.Parse("t.toml", []byte(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func reloadRig(t *testing.T, cfg *configs.Config) *Appliance {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
@@ -65,13 +86,7 @@ func reloadRig(t *testing.T, cfg *configs.Config) *Appliance {
 func TestReloadKeepsRemovedISPsAccess(t *testing.T) {
 	dir := t.TempDir()
 	tok := "0123456789abcdefghijklmnopqrstuvwxyz"
-	write := func(name, s string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(s+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, s string) string { return writeTestFile(t, dir, name, s) }
 	tokFile := write("beta.token", tok)
 	tok2 := "zyxwvutsrqponmlkjihgfedcba9876543210"
 	tokFile2 := write("beta2.token", tok2)
@@ -172,13 +187,7 @@ func TestReloadWarnsAPIListener(t *testing.T) {
 // token came back).
 func TestReloadRemovedISPKeepsTokensInForce(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, s string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(s+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, s string) string { return writeTestFile(t, dir, name, s) }
 	tok := "0123456789abcdefghijklmnopqrstuvwxyz"
 	tok2 := "zyxwvutsrqponmlkjihgfedcba9876543210"
 	tokFile, tokFile2 := write("beta.token", tok), write("beta2.token", tok2)
@@ -191,13 +200,7 @@ func TestReloadRemovedISPKeepsTokensInForce(t *testing.T) {
 		}
 		return s
 	}
-	parse := func(s string) *configs.Config {
-		c, err := configs.Parse("t.toml", []byte(s))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
+	parse := func(s string) *configs.Config { return parseTestConfig(t, s) }
 	a := reloadRig(t, parse(text(true, tokFile)))
 	if err := a.Reload(parse(text(true, tokFile2))); err != nil {
 		t.Fatal(err)

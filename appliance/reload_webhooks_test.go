@@ -1,7 +1,6 @@
 package appliance
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -16,13 +15,7 @@ import (
 // [is] never ... turned back to start's".
 func TestPartialWebhookReloadKeepsOthersInForce(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, s string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(s+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, s string) string { return writeTestFile(t, dir, name, s) }
 	sec := write("a.whsec", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
 	secB := write("b.whsec", "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYX")
 	text := func(withAlpha bool, alphaURL, betaSecret string) string {
@@ -35,13 +28,7 @@ func TestPartialWebhookReloadKeepsOthersInForce(t *testing.T) {
 			"webhook_url = \"http://127.0.0.1:9/beta\"\nwebhook_secret_file = \"" + betaSecret + "\"\n"
 		return s
 	}
-	parse := func(s string) *configs.Config {
-		c, err := configs.Parse("t.toml", []byte(s))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
+	parse := func(s string) *configs.Config { return parseTestConfig(t, s) }
 	const old, neu = "http://127.0.0.1:9/old", "http://127.0.0.1:9/new"
 	a := reloadRig(t, parse(text(true, old, secB)))
 	if err := a.Reload(parse(text(true, neu, filepath.Join(dir, "missing.whsec")))); err == nil {
