@@ -156,6 +156,10 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		attrs = append(attrs, "journal_sync_why", why)
 	}
 	log.Info("store open", attrs...)
+	if jump := a.store.OpenedFromCopy(); jump > 0 {
+		last, _ := a.store.LastEventSeq()
+		log.Warn("store opened from a backup copy: event numbers continue past every number the original store may have given out since the backup", "next_event_seq", last+1, "skipped", jump)
+	}
 	// Webhooks before anything writes events: an ISP whose webhook is new
 	// hears from here on, the start's own events included.
 	a.hooks, err = webhooks.New(cfg, a.store, log)

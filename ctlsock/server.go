@@ -99,11 +99,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, fmt.Sprintf("last must be 1..%d, got %q", maxEvents, last), http.StatusBadRequest)
 			return
 		}
-		var after uint64
-		if newest > uint64(n) {
-			after = newest - uint64(n)
-		}
-		evs, err = s.Store.Events(after, n)
+		evs, err = s.Store.Events(s.Store.SeqBefore(newest, uint64(n)), n)
 	} else {
 		after, _ := strconv.ParseUint(q.Get("after"), 10, 64)
 		limit, perr := strconv.Atoi(q.Get("limit"))

@@ -1,8 +1,10 @@
 package subscribers
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -11,15 +13,166 @@ import (
 // read transaction: writers go on meanwhile, and the copy is the store as
 // of the moment Backup began. The copy is a store file Open opens. It
 // returns the bytes written.
+//
+// The copy is marked as one (keyBackupCopy): the live store holds the
+// mark for the moment of the copy's transaction, and Open of a marked
+// file moves the event log's sequence numbers far ahead (openedCopy), so
+// that a store restored from the copy never gives out again a number the
+// store it was copied from gave out after the backup (webhook receivers
+// drop an id they have seen; API pollers resume after their last number).
+// Should removing the mark from the live store fail, or ispmux stop
+// before it, the live store's next Open takes it for a copy: a jump in
+// the numbers, nothing lost.
 func (s *Store) Backup(w io.Writer) (int64, error) {
+	s.backupMu.Lock()
+	defer s.backupMu.Unlock()
+	mark := binary.BigEndian.AppendUint64(nil, uint64(time.Now().UnixNano()))
+	if err := s.updateOwn(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyBackupCopy, mark)
+	}); err != nil {
+		return 0, fmt.Errorf("backup %s: mark the copy: %w", s.path, err)
+	}
 	var n int64
 	err := s.viewJournaled(func(tx *bolt.Tx) error {
 		var err error
 		n, err = tx.WriteTo(w)
 		return err
 	})
+	if uerr := s.updateOwn(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Delete(keyBackupCopy)
+	}); uerr != nil && err == nil {
+		err = fmt.Errorf("unmark the store (its next start will skip event numbers, as a restored copy's does): %w", uerr)
+	}
 	if err != nil {
 		return n, fmt.Errorf("backup %s: %w", s.path, err)
 	}
 	return n, nil
+}
+
+var (
+	// keyBackupCopy marks a copy written by Backup; its value is the
+	// time of the backup (Unix nanoseconds).
+	keyBackupCopy = []byte("backup-copy")
+	// keyEventGaps lists the jumps openedCopy made in the event log's
+	// sequence numbers, 16 bytes each: the newest number before the
+	// jump, and the jump (the next number given out is newest+jump+1).
+	keyEventGaps = []byte("event-seq-gaps")
+)
+
+// Jumps in the event numbers of a restored copy: at least minCopyJump,
+// and copyEventRate numbers for every second since the backup, far more
+// than the events any store writes in that time (each one is a durable
+// write; a DHCP burst at the box's capacity is a few thousand a second),
+// so that the copy's new numbers begin past every number the original
+// store may have given out since. At that rate the numbers stay below
+// 2^53 (exact in JSON numbers) for over a century of backup age.
+const (
+	minCopyJump   = 1 << 32
+	copyEventRate = 1_000_000
+)
+
+// seqGap is a jump in the event log's numbers: the numbers after
+// Newest up to Newest+Jump were never given out.
+type seqGap struct{ Newest, Jump uint64 }
+
+// readGaps decodes keyEventGaps (a damaged value: no gaps, which only
+// makes the log's trimming count the jump as events).
+func readGaps(tx *bolt.Tx) []seqGap {
+	v := tx.Bucket(bucketMeta).Get(keyEventGaps)
+	var gaps []seqGap
+	for ; len(v) >= 16; v = v[16:] {
+		gaps = append(gaps, seqGap{binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])})
+	}
+	return gaps
+}
+
+// openedCopy runs at Open, after the journal's replay: if the file is a
+// Backup copy, it moves the event log's next number ahead (copyJump),
+// records the gap, and removes the mark, in one transaction. It loads the
+// gaps either way; a file that is not a copy is only read. It returns
+// the jump made (0: not a copy).
+func (s *Store) openedCopy(now time.Time) (uint64, error) {
+	var marked bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		s.gaps = readGaps(tx)
+		marked = tx.Bucket(bucketMeta).Get(keyBackupCopy) != nil
+		return nil
+	})
+	if err != nil || !marked { // a file that is not a copy is only read
+		return 0, err
+	}
+	var jump, next uint64
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		v := meta.Get(keyBackupCopy)
+		var at time.Time
+		if len(v) == 8 {
+			at = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+		}
+		jump = copyJump(at, now)
+		evs := tx.Bucket(bucketEvents)
+		newest := evs.Sequence()
+		next = newest + jump
+		if err := evs.SetSequence(next); err != nil {
+			return err
+		}
+		gaps := append(readGaps(tx), seqGap{newest, jump})
+		var enc []byte
+		for _, g := range gaps {
+			enc = binary.BigEndian.AppendUint64(enc, g.Newest)
+			enc = binary.BigEndian.AppendUint64(enc, g.Jump)
+		}
+		if err := meta.Put(keyEventGaps, enc); err != nil {
+			return err
+		}
+		s.gaps = gaps
+		return meta.Delete(keyBackupCopy)
+	})
+	if err != nil {
+		s.gaps = nil
+		return 0, fmt.Errorf("restored copy: %w", err)
+	}
+	if jump > 0 {
+		s.evSeq.Store(next)
+	}
+	return jump, nil
+}
+
+// copyJump is how far openedCopy moves the numbers of a copy taken at
+// backup (zero: unknown) and opened at now.
+func copyJump(backup, now time.Time) uint64 {
+	jump := uint64(minCopyJump)
+	if !backup.IsZero() && now.After(backup) {
+		jump += uint64(now.Sub(backup)/time.Second+1) * copyEventRate
+	}
+	return jump
+}
+
+// virtual is seq less the jumps below it: the count of numbers given out
+// up to seq, for the trimming of the log by count (the identity on a
+// store never restored from a copy).
+func (s *Store) virtual(seq uint64) uint64 {
+	for _, g := range s.gaps {
+		if seq > g.Newest {
+			seq -= min(g.Jump, seq-g.Newest)
+		}
+	}
+	return seq
+}
+
+// SeqBefore returns the number n events before seq: the after for a read
+// of the newest n events up to seq (0 if fewer than n were given out), the
+// numbers a restored copy skipped not counted.
+func (s *Store) SeqBefore(seq, n uint64) uint64 {
+	v := s.virtual(seq)
+	if v <= n {
+		return 0
+	}
+	r := v - n
+	for _, g := range s.gaps {
+		if r > g.Newest {
+			r += g.Jump
+		}
+	}
+	return r
 }

@@ -294,6 +294,11 @@
 // binding journal and its second file), and refuses a newer one with
 // ErrSchema: an
 // older ispmux never writes a file it cannot fully read. Open of a current
-// file writes nothing. Backup writes a consistent copy of the file while
-// the store is in use (`ispmux ctl backup FILE`).
+// file writes nothing (a Backup copy's first Open writes once, below).
+// Backup writes a consistent copy of the file while the store is in use
+// (`ispmux ctl backup FILE`), marked as a copy: Open of a marked file
+// moves the event log's numbering far ahead of the copy's newest event
+// (backup.go), so that a restored store never numbers a new event as the
+// original numbered another after the backup (webhook ids, API cursors);
+// the log's trimming by count does not count the skipped numbers.
 package subscribers

@@ -181,10 +181,13 @@ func (s *Store) eventAt(tx *bolt.Tx, seq uint64, val []byte, isp string, cutTime
 	// the loop below only reads the oldest event's time (nothing
 	// dirtied); past it, this append trims the whole slack at once.
 	c := bk.Cursor()
-	var cutoff uint64 // trim every seq <= cutoff
+	var cutoff uint64 // trim every seq whose virtual number <= cutoff
 	k, v := c.First()
-	if len(k) == 8 && seq-binary.BigEndian.Uint64(k) >= s.retention+trimSlack(s.retention) {
-		cutoff = seq - s.retention
+	// Counted in numbers given out (virtual): a store restored from a
+	// backup copy skipped a range of them (openedCopy).
+	vseq := s.virtual(seq)
+	if len(k) == 8 && vseq-s.virtual(binary.BigEndian.Uint64(k)) >= s.retention+trimSlack(s.retention) {
+		cutoff = vseq - s.retention
 	}
 	// Re-seek after each delete (a bbolt cursor may skip a key if Next
 	// follows Delete), to the deleted key, never First: bbolt
@@ -200,13 +203,13 @@ func (s *Store) eventAt(tx *bolt.Tx, seq uint64, val []byte, isp string, cutTime
 		}
 		// The common case, a young event within the retention,
 		// reads only its time (no allocation).
-		if len(k) == 8 && binary.BigEndian.Uint64(k) > cutoff {
+		if len(k) == 8 && s.virtual(binary.BigEndian.Uint64(k)) > cutoff {
 			if t, ok := eventTime(v); ok && !t.Before(cutTime) {
 				break
 			}
 		}
 		old, err := decodeEvent(k, v)
-		if len(k) == 8 && binary.BigEndian.Uint64(k) > cutoff && err == nil && !old.Time.Before(cutTime) {
+		if len(k) == 8 && s.virtual(binary.BigEndian.Uint64(k)) > cutoff && err == nil && !old.Time.Before(cutTime) {
 			break
 		}
 		if err == nil && old.ISP != "" {

@@ -235,6 +235,14 @@ type Store struct {
 	// without error (committed, or found their records in the file).
 	bgCheckpoints atomic.Uint64
 
+	// backupMu serialises Backup (its mark on the live store).
+	backupMu sync.Mutex
+	// gaps are the jumps openedCopy made in the event log's numbers
+	// (set at Open, read by the trimming of the log); copyJump is the
+	// jump made by this Open (0: the file was not a backup copy).
+	gaps     []seqGap
+	copyJump uint64
+
 	// mu is held for reading by every operation for its whole duration
 	// and for writing by Close, so Close waits for them.
 	mu sync.RWMutex
@@ -339,6 +347,11 @@ func Open(path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	if s.copyJump, err = s.openedCopy(time.Now()); err != nil {
+		s.jr.close()
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
 	return s, nil
 }
 
@@ -408,6 +421,11 @@ type pendingVal struct {
 	val []byte
 	lsn uint64
 }
+
+// OpenedFromCopy returns how far Open moved the event log's numbers
+// because the file was a Backup copy (0: it was not): the first event
+// after the copy's newest, N, is numbered N+jump+1.
+func (s *Store) OpenedFromCopy() (jump uint64) { return s.copyJump }
 
 // Path returns the file the store was opened from.
 func (s *Store) Path() string { return s.path }

@@ -1,0 +1,200 @@
+package subscribers
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// restoreCopy writes a Backup of s to a new file and opens it.
+func restoreCopy(t *testing.T, s *Store, opts Options) (*Store, string) {
+	t.Helper()
+	var buf bytes.Buffer
+	if _, err := s.Backup(&buf); err != nil {
+		t.Fatalf("Backup: %v", err)
+	}
+	path := filepath.Join(t.TempDir(), "restored.db")
+	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(path, opts)
+	if err != nil {
+		t.Fatalf("Open of the copy: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, path
+}
+
+func addEvents(t *testing.T, s *Store, n int, isp string) []uint64 {
+	t.Helper()
+	var seqs []uint64
+	for i := range n {
+		e, err := s.AddEvent(Event{Kind: EventBound, MAC: mac(i), ISP: isp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, e.Seq)
+	}
+	return seqs
+}
+
+// A store restored from a backup copy must not give out again the numbers
+// the original gave out after the backup: webhook receivers drop an id
+// (the number) they have seen, and API pollers resume after their last
+// one, so new events under reused numbers were silently lost to both.
+// The copy's events keep their own numbers (the same events, the same
+// ids); the original, unmarked after the copy, goes on without a jump.
+func TestRestoredCopySkipsEventSeqs(t *testing.T) {
+	s, path := openTest(t, Options{NoSync: true})
+	before := addEvents(t, s, 5, "alpha")
+	c, _ := restoreCopy(t, s, Options{NoSync: true})
+	after := addEvents(t, s, 3, "alpha") // the original goes on after the backup
+	if after[0] != before[4]+1 {
+		t.Errorf("original after the backup: seq %d, want %d (no jump)", after[0], before[4]+1)
+	}
+	if c.OpenedFromCopy() < minCopyJump {
+		t.Errorf("OpenedFromCopy = %d, want >= %d", c.OpenedFromCopy(), minCopyJump)
+	}
+	got := addEvents(t, c, 2, "alpha")
+	if got[0] <= after[2] || got[0] != before[4]+c.OpenedFromCopy()+1 || got[1] != got[0]+1 {
+		t.Errorf("restored copy's new events: %v; the original gave out up to %d, the copy's newest %d, jump %d", got, after[2], before[4], c.OpenedFromCopy())
+	}
+	evs, err := c.Events(0, 0)
+	if err != nil || len(evs) != 7 || evs[4].Seq != before[4] {
+		t.Fatalf("copy's log: %d events, %v; want the 5 copied with their numbers and 2 new", len(evs), err)
+	}
+	if last, _ := c.LastEventSeq(); last != got[1] {
+		t.Errorf("LastEventSeq = %d, want %d", last, got[1])
+	}
+	// The jump is made once: reopened, the copy is a store like any other.
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := Open(c.Path(), Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if c2.OpenedFromCopy() != 0 {
+		t.Errorf("reopened copy jumped again: %d", c2.OpenedFromCopy())
+	}
+	if e := addEvents(t, c2, 1, "alpha"); e[0] != got[1]+1 {
+		t.Errorf("reopened copy: seq %d, want %d", e[0], got[1]+1)
+	}
+	// And the original, reopened, was not taken for a copy.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	o, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if o.OpenedFromCopy() != 0 {
+		t.Errorf("the original, reopened after a backup, jumped: %d", o.OpenedFromCopy())
+	}
+}
+
+// The log is trimmed to its newest EventRetention events by count: the
+// numbers a restored copy skipped are not events, and must not push the
+// copy's own events out of the log at its first new event.
+func TestRestoredCopyKeepsItsLog(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true, EventRetention: 10})
+	addEvents(t, s, 8, "alpha")
+	c, _ := restoreCopy(t, s, Options{NoSync: true, EventRetention: 10})
+	addEvents(t, c, 3, "alpha")
+	evs, err := c.Events(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 10 || evs[0].Seq != 2 {
+		var seqs []uint64
+		for _, e := range evs {
+			seqs = append(seqs, e.Seq)
+		}
+		t.Fatalf("copy's log after 3 new events: %v; want the newest 10 (copied 2..8 and the 3 new)", seqs)
+	}
+	// Trimming by count still works past the jump.
+	addEvents(t, c, 20, "alpha")
+	evs, err = c.Events(0, 0)
+	if err != nil || len(evs) != 10 || evs[0].Seq <= 8 {
+		t.Fatalf("after 20 more: %d events from %d, %v; want the newest 10, all new", len(evs), evs[0].Seq, err)
+	}
+}
+
+// A mark left on the live store (ispmux stopped between the copy and the
+// removal of the mark) makes its next Open jump like a copy's: a gap in
+// the numbers, nothing lost.
+func TestBackupMarkLeftOnLiveStore(t *testing.T) {
+	s, path := openTest(t, Options{NoSync: true})
+	seqs := addEvents(t, s, 3, "")
+	if err := s.updateOwn(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyBackupCopy, []byte("garbage")) // not 8 bytes: time unknown
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	o, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if o.OpenedFromCopy() != minCopyJump {
+		t.Errorf("jump %d, want %d (backup time unknown)", o.OpenedFromCopy(), minCopyJump)
+	}
+	evs, err := o.Events(0, 0)
+	if err != nil || len(evs) != 3 {
+		t.Fatalf("events kept: %d, %v", len(evs), err)
+	}
+	if e := addEvents(t, o, 1, ""); e[0] != seqs[2]+minCopyJump+1 {
+		t.Errorf("next seq %d, want %d", e[0], seqs[2]+minCopyJump+1)
+	}
+}
+
+func TestCopyJump(t *testing.T) {
+	at := time.Unix(1_800_000_000, 0)
+	for _, c := range []struct {
+		backup, now time.Time
+		want        uint64
+	}{
+		{time.Time{}, at, minCopyJump},
+		{at, at.Add(-time.Hour), minCopyJump}, // clock went back
+		{at, at.Add(90 * time.Second), minCopyJump + 91*copyEventRate},
+		{at, at.Add(100 * 365 * 24 * time.Hour), minCopyJump + (100*365*24*3600+1)*copyEventRate},
+	} {
+		if got := copyJump(c.backup, c.now); got != c.want {
+			t.Errorf("copyJump(%v, %v) = %d, want %d", c.backup, c.now, got, c.want)
+		}
+		if got := copyJump(c.backup, c.now); got >= 1<<53 {
+			t.Errorf("copyJump(%v, %v) = %d: past 2^53", c.backup, c.now, got)
+		}
+	}
+}
+
+// The newest n events of a restored copy's log reach back past the
+// numbers it skipped (ctl's `events --last`, over the control socket).
+func TestSeqBeforeAcrossTheJump(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	addEvents(t, s, 6, "")
+	c, _ := restoreCopy(t, s, Options{NoSync: true})
+	got := addEvents(t, c, 2, "")
+	last := got[1]
+	for _, tc := range []struct {
+		n    uint64
+		want int // events read
+	}{{1, 1}, {2, 2}, {3, 3}, {5, 5}, {8, 8}, {100, 8}} {
+		evs, err := c.Events(c.SeqBefore(last, tc.n), int(tc.n))
+		if err != nil || len(evs) != tc.want || evs[len(evs)-1].Seq != last {
+			t.Errorf("newest %d: %d events, %v; want %d ending at %d", tc.n, len(evs), err, tc.want, last)
+		}
+	}
+	if got := s.SeqBefore(6, 2); got != 4 {
+		t.Errorf("SeqBefore without a jump = %d, want 4", got)
+	}
+}
