@@ -341,13 +341,15 @@ func forEachOptionAll(raw []byte, fn func(code byte, data []byte)) {
 	}
 }
 
-// ispOwned reports whether option code is one relayDown never passes on
-// from an ISP's reply: option 82 (ours, echoed) and the lease options
-// (ispmux sets the client's lease). The server identifier is not passed
-// on either, but replaced by ours.
+// ispOwned reports whether option code is one ispmux never passes on from
+// an ISP's reply (relayDown) or a stored binding's options (localACK):
+// option 82 (ours, echoed), the lease options (ispmux sets the client's
+// lease) and IPv6-only preferred (108, RFC 8925: it tells the client to
+// give up IPv4 for IPv6 alone, which ispmux does not forward). The server
+// identifier is not passed on either, but replaced by ours.
 func ispOwned(code byte) bool {
 	switch code {
-	case optRelayAgentInfo, optLeaseTime, optRenewalTime, optRebindingTime:
+	case optRelayAgentInfo, optLeaseTime, optRenewalTime, optRebindingTime, optIPv6OnlyPreferred:
 		return true
 	}
 	return false
@@ -408,9 +410,11 @@ const (
 	optRelayAgentInfo = 82
 	// optSubnetSelection is RFC 3011's subnet selection.
 	optSubnetSelection = 118
-	optPad             = 0
-	optEnd             = 255
-	bootpMinLen        = 300
+	// optIPv6OnlyPreferred is RFC 8925's IPv6-only preferred.
+	optIPv6OnlyPreferred = 108
+	optPad               = 0
+	optEnd               = 255
+	bootpMinLen          = 300
 )
 
 // forEachOption calls fn for every option instance of a well-formed

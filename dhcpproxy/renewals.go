@@ -216,8 +216,11 @@ func localACK(req []byte, ip netip.Addr, opts []byte, sid netip.Addr, lease time
 	out = append(out, optMessageType, 1, byte(dhcpv4.MessageTypeAck), optServerID, 4, s[0], s[1], s[2], s[3])
 	out = appendLeaseOptions(out, lease)
 	forEachTLV(opts, func(code byte, data []byte) {
+		if ispOwned(code) {
+			return
+		}
 		switch code {
-		case optMessageType, optServerID, optLeaseTime, optRenewalTime, optRebindingTime, optClientID, optRelayAgentInfo:
+		case optMessageType, optServerID, optClientID:
 			return
 		}
 		out = append(out, code, byte(len(data)))
