@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ispmux/ispmux/api/client"
@@ -313,7 +314,9 @@ func ctlToken(e *ctlEnv, _ []string) error {
 }
 
 // writeFileAtomic writes data to a temporary file next to path and
-// renames it over path.
+// renames it over path. A file replaced keeps its mode, owner and group
+// (a token file the service reads as root:ispmux 0640, docs/DEPLOY.md);
+// a new one gets mode.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -321,6 +324,15 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp)
+	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() {
+		mode = fi.Mode().Perm()
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			if err := f.Chown(int(st.Uid), int(st.Gid)); err != nil {
+				f.Close()
+				return fmt.Errorf("keep %s's owner and group: %w", path, err)
+			}
+		}
+	}
 	if err := f.Chmod(mode); err != nil {
 		f.Close()
 		return err
