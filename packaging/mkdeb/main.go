@@ -114,6 +114,7 @@ func build(bin, outDir, version, root string) (string, int64, error) {
 		{"usr/share/doc/ispmux/ISP-SERVERS.md", read("docs/ISP-SERVERS.md"), 0o644},
 		{"usr/share/doc/ispmux/OPERATIONS.md", read("docs/OPERATIONS.md"), 0o644},
 		{"usr/share/doc/ispmux/examples/minimal.toml", read("configs/minimal.toml"), 0o644},
+		{"usr/share/doc/ispmux/examples/onboarding.toml", read("configs/onboarding.toml"), 0o644},
 	}
 	control := []pkgFile{
 		{"conffiles", read("packaging/deb/conffiles"), 0o644},
