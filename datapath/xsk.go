@@ -375,15 +375,19 @@ func lockFile(key string) (*os.File, error) {
 	}
 	var errs []error
 	for _, dir := range lockDirs {
+		// Only a directory that cannot be made is passed over: a lock
+		// taken elsewhere than where another ispmux looks (the service's
+		// temporary directory is its own, PrivateTmp) excludes nobody.
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		name := filepath.Join(dir, fmt.Sprintf("xdp-%d-%s.lock", st.Ino, key))
-		f, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o644)
+		// Read-only: flock needs no write access, and the file may be
+		// another user's (root's ispmux by hand, the service's user).
+		f, err := os.OpenFile(name, os.O_CREATE|os.O_RDONLY, 0o644)
 		if err != nil {
-			errs = append(errs, err)
-			continue
+			return nil, fmt.Errorf("lock %s: %w", name, err)
 		}
 		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 			f.Close()
