@@ -26,6 +26,7 @@ need nft nftables
 need chromium chromium
 need certutil libnss3-tools
 need dnsmasq dnsmasq-base
+need dhcpcd dhcpcd-base
 if [ -z "$missing" ]; then
 	echo "lab deps: all present"
 	exit 0

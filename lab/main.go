@@ -171,6 +171,7 @@ var Packages = map[string]string{
 	"chromium":  "chromium",      // the portal's browser tests (e2e), headless
 	"certutil":  "libnss3-tools", // the lab CA in the browser's trust store
 	"dnsmasq":   "dnsmasq-base",  // the second kind of ISP DHCP server (no system service)
+	"dhcpcd":    "dhcpcd-base",   // a third kind of subscriber client (e2e; no system service)
 }
 
 // MissingPackages returns the Debian packages whose binaries are missing.
