@@ -410,12 +410,37 @@ const (
 	optRelayAgentInfo = 82
 	// optSubnetSelection is RFC 3011's subnet selection.
 	optSubnetSelection = 118
+	// optRapidCommit is RFC 4039's rapid commit.
+	optRapidCommit = 80
 	// optIPv6OnlyPreferred is RFC 8925's IPv6-only preferred.
 	optIPv6OnlyPreferred = 108
 	optPad               = 0
 	optEnd               = 255
 	bootpMinLen          = 300
 )
+
+// withEnd returns raw with an END option after its options when they fill
+// the message to its last byte without one: ISC dhcpd 4.4 leaves END out
+// of a full options field when it overloads file/sname (RFC 2131 §4.1 says
+// it MUST be there, but the message is otherwise sound and clients accept
+// it). raw itself otherwise.
+func withEnd(raw []byte) []byte {
+	if len(raw) <= optionsStart {
+		return raw
+	}
+	b := raw[optionsStart:]
+	for len(b) > 0 {
+		switch {
+		case b[0] == optPad:
+			b = b[1:]
+			continue
+		case b[0] == optEnd, len(b) < 2, int(b[1]) > len(b)-2:
+			return raw
+		}
+		b = b[2+int(b[1]):]
+	}
+	return append(raw[:len(raw):len(raw)], optEnd)
+}
 
 // forEachOption calls fn for every option instance of a well-formed
 // message, in order, until END; pads are skipped.

@@ -220,7 +220,7 @@ func localACK(req []byte, ip netip.Addr, opts []byte, sid netip.Addr, lease time
 			return
 		}
 		switch code {
-		case optMessageType, optServerID, optClientID:
+		case optMessageType, optServerID, optClientID, optRapidCommit:
 			return
 		}
 		out = append(out, code, byte(len(data)))

@@ -32,6 +32,12 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 		return
 	}
 	m, err := dhcpv4.FromBytes(payload)
+	if err != nil {
+		if fixed := withEnd(payload); len(fixed) != len(payload) {
+			m, err = dhcpv4.FromBytes(fixed)
+			payload = fixed
+		}
+	}
 	if err != nil || len(m.ClientHWAddr) != 6 || badOverload(m) {
 		p.count(errServerMalformed.Error())
 		return
@@ -59,11 +65,18 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 		}
 	} else if err := checkServer(m, t.op82); err != nil {
 		p.count(err.Error())
-		if err == errVSSUnsupported {
-			subj := regSubject(mac, t.circuit, t.reg)
-			subj.isp = isp.Name
+		subj := regSubject(mac, t.circuit, t.reg)
+		subj.isp = isp.Name
+		switch err {
+		case errVSSUnsupported:
 			p.refuse(subscribers.EventRejected, subj, netip.Addr{}, "ISP server "+src.String()+
 				" does not support VSS (RFC 6607: it echoed VSS-Control); its answer is not used")
+		case errOption82:
+			// An answer, not silence: its timeout would blame the ISP
+			// for not answering.
+			p.tx.refuse(t)
+			p.refuse(subscribers.EventRejected, subj, netip.Addr{}, "ISP server "+src.String()+
+				" answered without ispmux's Option 82 echoed unchanged (RFC 3046 §2.2); its answer is not used")
 		}
 		return
 	}

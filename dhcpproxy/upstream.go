@@ -243,6 +243,12 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		// §4.4.5); another server, which has no such lease, would NAK
 		// it. REBINDING (broadcast) goes to every server.
 		only = leaseSID
+		if !slices.Contains(isp.Servers, only) && held.relayAddr().IsValid() {
+			// The server's identifier is not an address ispmux sends
+			// to (a server-identifier statement, a service address):
+			// the server that granted the lease is the ACK's source.
+			only = held.relayAddr()
+		}
 	}
 	gw, ok := p.nextHop(isp)
 	if !ok {

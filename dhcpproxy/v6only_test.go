@@ -1,6 +1,7 @@
 package dhcpproxy
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -58,5 +59,20 @@ func TestIPv6OnlyPreferredNotPassedOn(t *testing.T) {
 	local := sent[accPort][0]
 	if local.MessageType() != dhcpv4.MessageTypeAck || local.Options.Has(dhcpv4.GenericOptionCode(optIPv6OnlyPreferred)) {
 		t.Errorf("ispmux's own ACK: %v, want an ACK without option 108", local)
+	}
+}
+
+// ispmux's own ACK to a renewal repeats the stored ACK's options, but not
+// rapid commit (80, RFC 4039): it belongs to the ACK that answered a
+// DISCOVER, not to one answering a REQUEST.
+func TestLocalACKLeavesOutRapidCommit(t *testing.T) {
+	req := renewing(t, s1, s1Addr).ToBytes()
+	stored := []byte{optRapidCommit, 0, 3, 4, 100, 64, 0, 1}
+	ack, err := dhcpv4.FromBytes(localACK(req, netip.MustParseAddr(s1Addr), stored, ourSID, time.Minute, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.Options.Has(dhcpv4.OptionRapidCommit) || ack.Router() == nil {
+		t.Errorf("local ACK: %v; want the router and no option 80", ack)
 	}
 }
