@@ -27,6 +27,7 @@ need chromium chromium
 need certutil libnss3-tools
 need dnsmasq dnsmasq-base
 need dhcpcd dhcpcd-base
+need dhcpd isc-dhcp-server
 if [ -z "$missing" ]; then
 	echo "lab deps: all present"
 	exit 0

@@ -167,11 +167,12 @@ var Packages = map[string]string{
 	"perfdhcp":  "kea-admin",
 	"dhcrelay":  "isc-dhcp-relay",
 	"sysctl":    "procps",
-	"nft":       "nftables",      // bench forward's kernel baseline (lab.Topology.NFTRouter)
-	"chromium":  "chromium",      // the portal's browser tests (e2e), headless
-	"certutil":  "libnss3-tools", // the lab CA in the browser's trust store
-	"dnsmasq":   "dnsmasq-base",  // the second kind of ISP DHCP server (no system service)
-	"dhcpcd":    "dhcpcd-base",   // a third kind of subscriber client (e2e; no system service)
+	"nft":       "nftables",        // bench forward's kernel baseline (lab.Topology.NFTRouter)
+	"chromium":  "chromium",        // the portal's browser tests (e2e), headless
+	"certutil":  "libnss3-tools",   // the lab CA in the browser's trust store
+	"dnsmasq":   "dnsmasq-base",    // the second kind of ISP DHCP server (no system service)
+	"dhcpcd":    "dhcpcd-base",     // a third kind of subscriber client (e2e; no system service)
+	"dhcpd":     "isc-dhcp-server", // a third kind of ISP DHCP server (e2e; its service is left unconfigured)
 }
 
 // MissingPackages returns the Debian packages whose binaries are missing.
