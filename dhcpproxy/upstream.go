@@ -117,7 +117,11 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		p.refuse(subscribers.EventRejected, regSubject(pkt.Src, c, reg), netip.Addr{}, "ISP has no DHCP server configured")
 		return
 	}
-	unicast := pkt.Dst == c.MAC && pkt.DstIP == ip4(c.Addr)
+	// Unicast: to our MAC, not to an IP broadcast. A RENEWING client
+	// unicasts to the server identifier it holds, which may not be our
+	// address now (the access address renumbered, a lease from before
+	// ispmux): still RENEWING (RFC 2131 §4.4.5), not REBINDING.
+	unicast := pkt.Dst == c.MAC && pkt.DstIP != 0xffffffff
 	p.relay(c, isp, reg, sk, payload, m, unicast, what == relayRenewal, now)
 }
 
