@@ -1,6 +1,8 @@
 package dhcpproxy
 
 import (
+	"bytes"
+	"net"
 	"net/netip"
 	"sync"
 	"testing"
@@ -61,7 +63,10 @@ func TestMoveAwayFromUnreachableISP(t *testing.T) {
 
 // A stored binding of a circuit no longer configured (the operator removed
 // access acc1, VLAN 5, while ispmux was stopped) is ended at the restore
-// with an expired event, by its stored key. Before, its end was keyed
+// with a revoked event, by its stored key, and its ISP, still configured,
+// gets a RELEASE with the binding's stored Option 82 (before, nothing:
+// the ISP held the address, its customer online, until the lease ran
+// out). Before that, its end was keyed
 // with the zero circuit (VLAN 0), not the binding's VLAN: (a) the store
 // kept it, ended again with a new event at every start; (b) once acc1 was
 // configured again it was restored and forwarded, after the log said it
@@ -71,8 +76,9 @@ func TestRestoreEndsRemovedCircuitsBinding(t *testing.T) {
 	r := newPRig(t)
 	now := time.Now()
 	m := [6]byte(mac(s1))
+	goneOp82 := (&relayInfo{CircuitID: []byte("acc1:5"), RemoteID: mac(s1)}).encode()
 	gone := subscribers.Binding{MAC: m, Access: "acc1", VLAN: 5, ISP: "alpha", IP: netip.MustParseAddr("100.64.0.101"),
-		Expires: now.Add(time.Hour), Updated: now, LeaseTime: 2 * time.Hour}
+		Expires: now.Add(time.Hour), Updated: now, LeaseTime: 2 * time.Hour, ServerID: ispSID, Option82: goneOp82}
 	live := subscribers.Binding{MAC: m, Access: "acc0", VLAN: 0, ISP: "alpha", IP: netip.MustParseAddr("100.64.0.100"),
 		Expires: now.Add(time.Hour), Updated: now, LeaseTime: 2 * time.Hour}
 	for _, b := range []subscribers.Binding{gone, live} {
@@ -87,12 +93,24 @@ func TestRestoreEndsRemovedCircuitsBinding(t *testing.T) {
 	ended := 0
 	evs, _ := r.store.Events(0, 100)
 	for _, e := range evs {
-		if e.Kind == subscribers.EventExpired && e.Access == "acc1" {
+		if e.Kind == subscribers.EventRevoked && e.Access == "acc1" {
 			ended++
 		}
 	}
 	if ended != 1 {
-		t.Fatalf("%d expired events for acc1's binding, want 1", ended)
+		t.Fatalf("%d revoked events for acc1's binding, want 1 (events %v)", ended, evs)
+	}
+	var release *dhcpv4.DHCPv4
+	for _, s := range r.snd.take() {
+		if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeRelease {
+			release = m
+		}
+	}
+	if release == nil {
+		t.Fatal("no RELEASE to alpha for the removed circuit's binding")
+	}
+	if !release.ClientIPAddr.Equal(net.IP(gone.IP.AsSlice())) || !bytes.Equal(release.Options.Get(dhcpv4.OptionRelayAgentInformation), goneOp82) {
+		t.Errorf("RELEASE: ciaddr %v, option 82 %x; want %v and the binding's stored %x", release.ClientIPAddr, release.Options.Get(dhcpv4.OptionRelayAgentInformation), gone.IP, goneOp82)
 	}
 	if _, err := r.store.Binding("acc1", 5, m); err == nil {
 		t.Error("(a) the binding of the removed circuit is still stored after its end event")

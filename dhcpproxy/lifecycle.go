@@ -175,16 +175,35 @@ func (p *Proxy) RestoreLoaded(ld *Loaded) (int, error) {
 }
 
 // endUnconfigured ends a stored binding of an access circuit that is no
-// longer configured, by its stored key (access, VLAN, MAC), with its
-// expired event. The lease and forwarding tables never held it: the same
-// MAC's bindings on configured circuits are not touched.
+// longer configured, by its stored key (access, VLAN, MAC). The lease and
+// forwarding tables never held it: the same MAC's bindings on configured
+// circuits are not touched. While its ISP is configured, the ISP gets a
+// RELEASE on the subscriber's behalf (an intent, with the binding's stored
+// Option 82), as for a revocation, and the event is revoked: otherwise the
+// ISP held the address, and counted its customer online, until the lease
+// ran out. An ISP no longer configured cannot be told: expired.
 func (p *Proxy) endUnconfigured(b subscribers.Binding, why string) error {
-	_, stored, _, err := p.store.EndBinding(b.Access, b.VLAN, b.MAC, nil, bindingSubject(b).event(subscribers.EventExpired, b.IP, why))
+	kind := subscribers.EventExpired
+	var in *subscribers.Intent
+	if isp := p.isps[b.ISP]; isp != nil {
+		if msg := p.revokeMessage(b, isp, nil, "ended by the access operator: "+why); msg != nil {
+			in = &subscribers.Intent{Kind: subscribers.IntentRelease, ISP: isp.Name, MAC: b.MAC, Access: b.Access, VLAN: b.VLAN, IP: b.IP, Message: msg}
+			kind = subscribers.EventRevoked
+		}
+	}
+	it, stored, _, err := p.store.EndBinding(b.Access, b.VLAN, b.MAC, in, bindingSubject(b).event(kind, b.IP, why))
 	if err != nil {
 		p.count("store_error")
 		return fmt.Errorf("dhcp restore: binding of %s on %s not ended: %w", binding.MACString(binding.MAC48(b.MAC)), b.Access, err)
 	}
 	p.logEvent(stored)
+	if in == nil {
+		p.count("expired")
+		return nil
+	}
+	p.count("binding_revoked")
+	p.intents.add(it, false)
+	p.sendIntent(pendingIntent{it, false})
 	return nil
 }
 
@@ -210,9 +229,7 @@ func (p *Proxy) endAll(ends []toEnd) error {
 				var err error
 				switch {
 				case e.noCircuit:
-					if err = p.endUnconfigured(e.b, e.why); err == nil {
-						p.count("expired")
-					}
+					err = p.endUnconfigured(e.b, e.why)
 				case e.revoke:
 					if !p.revoke(e.sk, e.b, e.why) {
 						err = fmt.Errorf("dhcp restore: binding of %s not revoked", binding.MACString(e.sk.mac))
