@@ -367,11 +367,17 @@ func (c *Control) resolve(now time.Time) {
 	var due [fib.MaxISPs]uint8
 	var frame [64]byte
 	c.mu.Lock()
+	before := c.s.Up.Load()
 	isps := c.resolver.Due(now, due[:0])
 	set := c.s.Up.Load()
 	c.mu.Unlock()
 	for _, isp := range isps {
 		up := set.Get(isp)
+		if was := before.Get(isp); was.Resolved && !up.Resolved && was.Gateway == up.Gateway {
+			// The gateway stayed silent through every refresh probe.
+			c.log.Warn("next hop withdrawn: gateway does not answer ARP", "isp", isp,
+				"ip", netip.AddrFrom4(be4(up.Gateway)), "mac", macString(was.GatewayMAC))
+		}
 		n := fib.ARPRequest(frame[:], up.MAC, up.Addr, up.Gateway, up.VLAN, up.VLAN != 0)
 		if c.inj.Inject(up.Port, frame[:n]) {
 			c.arpSent.Add(1)
@@ -391,12 +397,34 @@ func (c *Control) handlePunt(p *Punted) {
 		if pt.role[vlan] != roleUplink {
 			return
 		}
+		isp := pt.isp[vlan]
+		src := fib.FromReply
+		switch {
+		case pkt.SPA == pkt.TPA:
+			src = fib.FromGARP // RFC 5227 §2.4, either form
+		case pkt.ARPOp == arpRequest:
+			src = fib.FromRequestOther
+			if up := c.s.Up.Load().Get(isp); up != nil && pkt.TPA == up.Addr {
+				src = fib.FromRequestToUs
+			} else if _, ok := c.s.FIB.Lookup(isp, pkt.TPA); ok {
+				src = fib.FromRequestToUs
+			}
+		}
 		c.mu.Lock()
-		changed := c.resolver.Learn(pt.isp[vlan], pkt.SPA, pkt.SHA, time.Now())
+		var was bool
+		var oldMAC uint64
+		if old := c.s.Up.Load().Get(isp); old != nil {
+			was, oldMAC = old.Resolved, old.GatewayMAC
+		}
+		changed := c.resolver.LearnFrom(isp, pkt.SPA, pkt.SHA, src, time.Now())
 		c.mu.Unlock()
 		c.arpLearned.Add(1)
-		if changed {
-			c.log.Info("next hop resolved", "port", pt.name, "isp", pt.isp[vlan],
+		switch {
+		case changed && was:
+			c.log.Warn("next hop moved to another MAC", "port", pt.name, "isp", isp,
+				"ip", netip.AddrFrom4(be4(pkt.SPA)), "mac", macString(pkt.SHA), "was", macString(oldMAC))
+		case changed:
+			c.log.Info("next hop resolved", "port", pt.name, "isp", isp,
 				"ip", netip.AddrFrom4(be4(pkt.SPA)), "mac", macString(pkt.SHA))
 		}
 		return

@@ -13,6 +13,37 @@ const (
 	ProbeInterval = time.Second
 	ReachableTime = 30 * time.Second
 	MaxProbes     = 3
+	// LockTime is how long a learnt MAC cannot be replaced by another
+	// one from an ARP reply (as Linux's arp locktime): of two answers to
+	// one broadcast request the first wins, and a host on the ISP's
+	// segment answering for the gateway's address right after it does
+	// not take its traffic.
+	LockTime = time.Second
+)
+
+// ARPSource says what kind of ARP packet a Learn comes from; it decides
+// whether the packet may move the gateway to another MAC.
+type ARPSource uint8
+
+const (
+	// FromReply: an ARP reply (ours to a request of ours, or unsolicited).
+	// A new MAC is taken unless another was learnt less than LockTime ago.
+	FromReply ARPSource = iota
+	// FromGARP: a gratuitous ARP, request or reply with sender address ==
+	// target address (RFC 5227 §2.4, a VRRP master taking over, RFC 5798
+	// §8.1.2): a new MAC is always taken.
+	FromGARP
+	// FromRequestToUs: an ARP request from the gateway's address for an
+	// address of ours (our uplink address, a bound subscriber's): the
+	// router talking to us, from a new MAC after a silent failover or a
+	// replacement; a new MAC is taken at once (it is no answer racing
+	// another, which LockTime is about).
+	FromRequestToUs
+	// FromRequestOther: an ARP request from the gateway's address for
+	// anyone else: it confirms the MAC already known, never replaces it
+	// (a host misconfigured with the gateway's address asks for others
+	// too).
+	FromRequestOther
 )
 
 // NeighState is the resolution state of one ISP gateway.
@@ -100,6 +131,13 @@ func (r *Resolver) sync(isp uint8, u *Uplink) *neigh {
 // Reachable. changed reports whether the published GatewayMAC changed
 // (newly resolved, or the gateway moved to another MAC).
 func (r *Resolver) Learn(isp uint8, ip uint32, mac uint64, now time.Time) (changed bool) {
+	return r.LearnFrom(isp, ip, mac, FromReply, now)
+}
+
+// LearnFrom is Learn for an ARP packet of kind src: a request for someone
+// else only confirms the known MAC, and a reply does not replace a MAC
+// learnt less than LockTime ago.
+func (r *Resolver) LearnFrom(isp uint8, ip uint32, mac uint64, src ARPSource, now time.Time) (changed bool) {
 	if isp >= MaxISPs {
 		return false
 	}
@@ -108,6 +146,19 @@ func (r *Resolver) Learn(isp uint8, ip uint32, mac uint64, now time.Time) (chang
 	n := r.sync(isp, u)
 	if !n.tracked || ip != n.gw || mac == 0 || mac&groupBit != 0 {
 		return false // not our gateway, or a zero, broadcast or multicast MAC
+	}
+	if n.state != Incomplete && n.mac != mac {
+		switch {
+		case src == FromGARP, src == FromRequestToUs:
+		case src == FromRequestOther:
+			return false
+		case !n.lastReply.IsZero() && now.Sub(n.lastReply) < LockTime:
+			return false
+		}
+	} else if n.state == Incomplete && src == FromRequestOther {
+		// Nothing known to confirm; a request for someone else names
+		// no MAC we asked for (the resolver's own request is answered).
+		return false
 	}
 	changed = !u.Resolved || u.GatewayMAC != mac
 	n.state, n.mac, n.lastReply, n.probes = Reachable, mac, now, 0
