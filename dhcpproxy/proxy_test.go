@@ -2,6 +2,7 @@ package dhcpproxy
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -1191,6 +1192,21 @@ func TestStaticSubscriberDHCP(t *testing.T) {
 // The ISP's router says its DHCP server's port is unreachable (Kea down):
 // the timeout event names that cause instead of a silent server.
 func TestServerPortUnreachable(t *testing.T) {
+	serverUnreachable(t, 3, 0, "port unreachable")
+}
+
+// A router on the way says the relayed message needs fragmenting (ICMP
+// 3/4, RFC 1191): the timeout event says the path's MTU is the cause, not
+// a server that is down or silent.
+func TestServerPathFragNeeded(t *testing.T) {
+	serverUnreachable(t, 4, 576, "too big for the path to it (MTU 576)")
+}
+
+// serverUnreachable: the ISP's side answers a relayed DISCOVER with an
+// ICMP destination unreachable of code (mtu: its next-hop MTU field); the
+// timeout event must contain want.
+func serverUnreachable(t *testing.T, code byte, mtu uint16, want string) {
+	t.Helper()
 	r := newPRig(t)
 	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:02"))))
 	sent := r.snd.take()
@@ -1199,7 +1215,8 @@ func TestServerPortUnreachable(t *testing.T) {
 	}
 	relayed := sent[0].frame[14:] // the IPv4 packet we sent
 	icmp := make([]byte, 8+len(relayed))
-	icmp[0], icmp[1] = 3, 3 // destination unreachable, port unreachable
+	icmp[0], icmp[1] = 3, code // destination unreachable
+	binary.BigEndian.PutUint16(icmp[6:], mtu)
 	copy(icmp[8:], relayed)
 	ipl := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: net.IP(ispSID.AsSlice()), DstIP: net.IP(giaddr.AsSlice())}
 	buf := gopacket.NewSerializeBuffer()
@@ -1215,8 +1232,8 @@ func TestServerPortUnreachable(t *testing.T) {
 	r.p.expire(time.Now())
 	r.p.notes.wait()
 	evs, _ := r.store.Events(0, 10)
-	if len(evs) != 1 || evs[0].Kind != subscribers.EventTimeout || !strings.Contains(evs[0].Reason, "port unreachable") {
-		t.Errorf("events %+v, want a timeout naming the unreachable port", evs)
+	if len(evs) != 1 || evs[0].Kind != subscribers.EventTimeout || !strings.Contains(evs[0].Reason, want) {
+		t.Errorf("events %+v, want a timeout saying %q", evs, want)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -385,6 +386,13 @@ func (p *Proxy) unreachable(isp *ISP, pkt *classifier.Packet, f []byte) {
 		why = "host unreachable"
 	case 0:
 		why = "network unreachable"
+	case 4:
+		// The relayed message was too big for a link on the way (RFC
+		// 1191): the server is fine, the path is not.
+		why = "fragmentation needed: the relayed message is too big for the path to it (MTU " +
+			strconv.Itoa(int(binary.BigEndian.Uint16(f[pkt.L4+6:]))) + ")"
+	case 13:
+		why = "administratively prohibited: a filter on the way"
 	}
 	p.count("server_unreachable")
 	p.tx.noteUnreachable(isp.Index, unreachableNote{at: time.Now(), server: srv, why: why})
