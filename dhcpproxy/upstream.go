@@ -207,6 +207,17 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		p.tx.noteRenewal(t, rn)
 	}
 	payload := relayUp(raw, m, isp.Addr, c.Addr, ispServerID, &ri)
+	if renewal && hasLease && held.isp == isp.Index && held.renewAt != 0 && now.UnixNano() > held.renewAt {
+		// ispmux's own renewal of the ISP's lease began at the ISP's
+		// T1; the subscriber's secs counts its short renewal with
+		// ispmux only. secs is what the ISP's servers judge a client
+		// unanswered by (RFC 2131 §2; Kea HA's max-ack-delay: a
+		// standby takes over when it sees unanswered clients).
+		if el := (now.UnixNano() - held.renewAt) / int64(time.Second); el > int64(m.NumSeconds) {
+			el = min(el, 0xffff)
+			payload[8], payload[9] = byte(el>>8), byte(el)
+		}
+	}
 	if n, mtu := ipv4HeaderLen+udpHeaderLen+len(payload), p.uplinkMTU(isp); n > mtu {
 		// The subscriber's message is legal; with our Option 82 it no
 		// longer fits the uplink. Relaying it without Option 82 would
@@ -225,8 +236,13 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 	// Past the ISP's T2 the renewal is ispmux's REBINDING (the client,
 	// answered by ispmux, stays RENEWING): it goes to every server, as a
 	// client's would (RFC 2131 §4.4.5), so a lease whose server is gone
-	// (its failover partner took over) is extended by another.
-	renewing := renewal && unicast && hasLease && held.isp == isp.Index && !held.pastRebind(now)
+	// (its failover partner took over) is extended by another. So does
+	// one whose timeout would end past T2: should the lease's server stay
+	// silent, the client's next renewal (ispmux's answer from the binding
+	// halves what is left) may come only past the ISP's expiry, and
+	// ispmux would never have rebound (a Kea HA standby back in
+	// hot-standby answers nothing).
+	renewing := renewal && unicast && hasLease && held.isp == isp.Index && !held.pastRebind(now.Add(p.cfg.Timeout))
 	var only netip.Addr
 	if t != nil && isp.ServerIDOverride && mt == dhcpv4.MessageTypeRequest {
 		// With server-id override every server's OFFER named ours, so
