@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -375,18 +376,29 @@ func lockFile(key string) (*os.File, error) {
 	}
 	var errs []error
 	for _, dir := range lockDirs {
-		// Only a directory that cannot be made is passed over: a lock
-		// taken elsewhere than where another ispmux looks (the service's
-		// temporary directory is its own, PrivateTmp) excludes nobody.
+		// A directory is passed over only when it cannot be made or
+		// holds no lock file we can make: a lock taken elsewhere than
+		// where another ispmux looks (the service's temporary directory
+		// is its own, PrivateTmp) excludes nobody.
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		name := filepath.Join(dir, fmt.Sprintf("xdp-%d-%s.lock", st.Ino, key))
-		// Read-only: flock needs no write access, and the file may be
-		// another user's (root's ispmux by hand, the service's user).
-		f, err := os.OpenFile(name, os.O_CREATE|os.O_RDONLY, 0o644)
-		if err != nil {
+		// Read-only: flock needs no write access, and an existing file
+		// may be another user's (root's ispmux by hand, the service's
+		// user): it is where that one locks, so it is ours too.
+		f, err := os.OpenFile(name, os.O_RDONLY, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			f, err = os.OpenFile(name, os.O_CREATE|os.O_RDONLY, 0o644)
+			if err != nil {
+				// Nobody locks this interface here, and we may not
+				// create the file (a directory of another user's):
+				// the next directory.
+				errs = append(errs, err)
+				continue
+			}
+		} else if err != nil {
 			return nil, fmt.Errorf("lock %s: %w", name, err)
 		}
 		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
