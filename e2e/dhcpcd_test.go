@@ -116,8 +116,12 @@ func TestDHCPDhcpcd(t *testing.T) {
 	if b, ok := r.bound(s1.MAC); !ok || b.IP != a.Addr().String() {
 		t.Errorf("binding after renewals and a restart: %+v %v\n%s", b, ok, out.String())
 	}
-	if !r.ping("s1", hostAddr, 3) {
-		t.Errorf("s1 cannot reach alpha after renewals")
+	// The restart can show on the subscriber's link as a carrier loss
+	// (seen in CI: dhcpcd logged it, dropped its address and got it back
+	// by a rebind and 3 ARP probes, ~6 s). Forwarding must resume once
+	// it has.
+	if !eventually(15*time.Second, func() bool { return r.ping("s1", hostAddr, 1) }) {
+		t.Errorf("s1 cannot reach alpha after renewals\n%s", out.String())
 	}
 
 	// INIT-REBOOT: dhcpcd killed (no release) and started again.
