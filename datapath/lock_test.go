@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/ispmux/ispmux/internal/privtest"
@@ -75,5 +76,82 @@ func TestInterfaceLockAcrossUsers(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "in use by another process") {
 		t.Errorf("the service's user locking an interface root's ispmux holds: %q; want \"in use by another process\"", strings.TrimSpace(string(out)))
+	}
+}
+
+// The design (xsk.go lockFile) has the users of two ispmux (root by
+// hand, the service's user) lock in the same file, each opening the
+// other's read-only. The file and the directory root's ispmux makes must
+// be readable by the other user whatever root's umask: made under 027 or
+// 077 (hardened boxes) they were 0640/0600 and 0750/0700, and the other
+// user's ispmux could not open the lock (it failed to start).
+func TestLockModesIgnoreUmask(t *testing.T) {
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	base := t.TempDir()
+	run := filepath.Join(base, "run")
+	oldDirs := lockDirs
+	lockDirs = []string{run}
+	defer func() { lockDirs = oldDirs }()
+	f, err := lockFile("umask-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o644 {
+		t.Errorf("lock file made under umask 077: mode %v, want 0644 (another user's ispmux opens it read-only)", fi.Mode().Perm())
+	}
+	di, err := os.Stat(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if di.Mode().Perm() != 0o755 {
+		t.Errorf("lock directory made under umask 077: mode %v, want 0755", di.Mode().Perm())
+	}
+}
+
+// A non-root ispmux (capabilities) whose first lock directory is root's
+// and closed to it (made under umask 027/077) cannot tell whether a lock
+// file is there: as when it cannot create one there, it takes its lock in
+// the next directory rather than fail to start.
+func TestLockDirClosedToOtherUser(t *testing.T) {
+	privtest.Require(t)
+	setpriv := privtest.Tool(t, "setpriv")
+	const uid = 64128 // an id no account uses
+	base := t.TempDir()
+	for _, d := range []string{filepath.Dir(base), base} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closed, fallback, bin := filepath.Join(base, "run"), filepath.Join(base, "tmp"), filepath.Join(base, "datapath.test")
+	if err := os.Mkdir(closed, 0o700); err != nil { // root's, closed to uid
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(fallback, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(fallback, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(setpriv, "--reuid="+strconv.Itoa(uid), "--regid="+strconv.Itoa(uid), "--clear-groups", bin)
+	cmd.Env = append(os.Environ(), lockChildEnv+"="+closed+":"+fallback)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v %s", err, out)
+	}
+	if got := strings.TrimSpace(string(out)); got != "lockFile: <nil>" {
+		t.Errorf("locking with the first lock directory closed to us: %q; want the lock taken in %s", got, fallback)
 	}
 }

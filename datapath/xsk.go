@@ -380,9 +380,15 @@ func lockFile(key string) (*os.File, error) {
 		// holds no lock file we can make: a lock taken elsewhere than
 		// where another ispmux looks (the service's temporary directory
 		// is its own, PrivateTmp) excludes nobody.
+		_, serr := os.Stat(dir)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		if errors.Is(serr, fs.ErrNotExist) {
+			// Made here: open to the other user's ispmux whatever
+			// our umask.
+			_ = os.Chmod(dir, 0o755)
 		}
 		name := filepath.Join(dir, fmt.Sprintf("xdp-%d-%s.lock", st.Ino, key))
 		// Read-only: flock needs no write access, and an existing file
@@ -398,6 +404,12 @@ func lockFile(key string) (*os.File, error) {
 				errs = append(errs, err)
 				continue
 			}
+			_ = f.Chmod(0o644) // readable by the other user whatever our umask
+		} else if errors.Is(err, fs.ErrPermission) {
+			// A directory of another user's closed to us (made
+			// under umask 027/077): as one we cannot create in.
+			errs = append(errs, err)
+			continue
 		} else if err != nil {
 			return nil, fmt.Errorf("lock %s: %w", name, err)
 		}

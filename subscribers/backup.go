@@ -152,8 +152,10 @@ func copyJump(backup, now time.Time) uint64 {
 // up to seq, for the trimming of the log by count (the identity on a
 // store never restored from a copy).
 func (s *Store) virtual(seq uint64) uint64 {
-	for _, g := range s.gaps {
-		if seq > g.Newest {
+	// Newest first: each gap's Newest is a real number, compared with
+	// seq before the jumps below it are taken off.
+	for i := len(s.gaps) - 1; i >= 0; i-- {
+		if g := s.gaps[i]; seq > g.Newest {
 			seq -= min(g.Jump, seq-g.Newest)
 		}
 	}
@@ -175,4 +177,17 @@ func (s *Store) SeqBefore(seq, n uint64) uint64 {
 		}
 	}
 	return r
+}
+
+// gapOldest is the log's oldest number as its readers see it: a log whose
+// oldest event follows a jump (the events before it trimmed) begins, for
+// a reader's n+1 < oldest, right after the jump's Newest, the numbers in
+// the jump never having been events.
+func (s *Store) gapOldest(oldest uint64) uint64 {
+	for i := len(s.gaps) - 1; i >= 0; i-- {
+		if g := s.gaps[i]; oldest == g.Newest+g.Jump+1 {
+			oldest = g.Newest + 1
+		}
+	}
+	return oldest
 }

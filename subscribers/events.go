@@ -252,6 +252,7 @@ func (s *Store) EventsPage(isp string, after uint64, limit int) (evs []Event, ol
 	var bad []error
 	err = s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
 		oldest, newest = eventBoundsPending(tx, pend)
+		oldest = s.gapOldest(oldest)
 		if after >= newest {
 			return nil
 		}
@@ -356,6 +357,7 @@ func eventBoundsPending(tx *bolt.Tx, pend []*jrec) (oldest, newest uint64) {
 func (s *Store) EventBounds() (oldest, newest uint64, err error) {
 	err = s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
 		oldest, newest = eventBoundsPending(tx, pend)
+		oldest = s.gapOldest(oldest)
 		return nil
 	})
 	if err != nil {
@@ -393,7 +395,9 @@ func (s *Store) WaitEvents(ctx context.Context, after uint64) error {
 		if err != nil {
 			return err
 		}
-		if seq > after {
+		// Numbers a restored copy skipped (openedCopy) are no
+		// events: the newest number right after the jump is none.
+		if seq > after && s.virtual(seq) > s.virtual(after) {
 			return nil
 		}
 		select {

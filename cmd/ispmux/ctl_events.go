@@ -29,16 +29,30 @@ func newestEvents(e *ctlEnv, c *client.Client, isp string, n int, window, maxWin
 	if window == 0 {
 		window = uint64(n)
 	}
+	// skipped: numbers inside the window that were never events (a
+	// store restored from a backup copy jumps 2^32 and more): they do
+	// not count in the window, which is of events.
+	var skipped uint64
 	for ; ; window *= 10 {
+	again:
 		var after uint64
-		if b.newest > window {
-			after = b.newest - window
+		if b.newest > window+skipped {
+			after = b.newest - window - skipped
 		}
 		var out []tenants.Event
+		gap := false
 		for pos := after; ; {
 			l, err := c.Events(e.ctx, isp, pos, tenants.MaxLimit)
 			if err != nil {
 				return nil, b, err
+			}
+			if isp == "" && pos == after && after >= b.oldest && len(l.Items) > 0 && l.Items[0].Seq > after+1 {
+				// Every event is listed: the numbers before the
+				// first one were skipped. Read again from as
+				// many events back.
+				skipped += l.Items[0].Seq - after - 1
+				gap = true
+				break
 			}
 			for _, ev := range l.Items {
 				if keep == nil || keep(ev) {
@@ -53,6 +67,9 @@ func newestEvents(e *ctlEnv, c *client.Client, isp string, n int, window, maxWin
 				break
 			}
 			pos = next
+		}
+		if gap {
+			goto again // the same window, past the skipped numbers
 		}
 		if len(out) >= n || after == 0 || after < b.oldest || window > 1<<40 || maxWindow > 0 && window*10 > maxWindow {
 			return out, b, nil
