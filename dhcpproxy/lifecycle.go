@@ -42,6 +42,9 @@ type toEnd struct {
 	// in the lease or forwarding tables (which hold only configured
 	// circuits' bindings) is touched.
 	noCircuit bool
+	// lapsed: its lease ran out while ispmux was stopped (nothing left at
+	// the ISP to release).
+	lapsed bool
 }
 
 // LoadBindings starts reading the store's bindings as of now, in a
@@ -70,10 +73,11 @@ func (p *Proxy) LoadBindings(now time.Time) *Loaded {
 			}
 			if c == nil || isp == nil || !b.Expires.After(now) {
 				why := "lease expired while ispmux was stopped"
-				if c == nil || isp == nil {
+				lapsed := !b.Expires.After(now)
+				if (c == nil || isp == nil) && !lapsed {
 					why = "its access or ISP is no longer configured"
 				}
-				ld.ends = append(ld.ends, toEnd{sk: sk, b: b.Clone(), why: why, noCircuit: c == nil})
+				ld.ends = append(ld.ends, toEnd{sk: sk, b: b.Clone(), why: why, noCircuit: c == nil, lapsed: lapsed})
 				return nil
 			}
 			if ld.n%loadChunk == 0 {
@@ -181,11 +185,12 @@ func (p *Proxy) RestoreLoaded(ld *Loaded) (int, error) {
 // RELEASE on the subscriber's behalf (an intent, with the binding's stored
 // Option 82), as for a revocation, and the event is revoked: otherwise the
 // ISP held the address, and counted its customer online, until the lease
-// ran out. An ISP no longer configured cannot be told: expired.
-func (p *Proxy) endUnconfigured(b subscribers.Binding, why string) error {
+// ran out. An ISP no longer configured cannot be told, and a lease that ran
+// out while ispmux was stopped (lapsed) has nothing left to free: expired.
+func (p *Proxy) endUnconfigured(b subscribers.Binding, why string, lapsed bool) error {
 	kind := subscribers.EventExpired
 	var in *subscribers.Intent
-	if isp := p.isps[b.ISP]; isp != nil {
+	if isp := p.isps[b.ISP]; isp != nil && !lapsed {
 		if msg := p.revokeMessage(b, isp, nil, "ended by the access operator: "+why); msg != nil {
 			in = &subscribers.Intent{Kind: subscribers.IntentRelease, ISP: isp.Name, MAC: b.MAC, Access: b.Access, VLAN: b.VLAN, IP: b.IP, Message: msg}
 			kind = subscribers.EventRevoked
@@ -229,7 +234,7 @@ func (p *Proxy) endAll(ends []toEnd) error {
 				var err error
 				switch {
 				case e.noCircuit:
-					err = p.endUnconfigured(e.b, e.why)
+					err = p.endUnconfigured(e.b, e.why, e.lapsed)
 				case e.revoke:
 					if !p.revoke(e.sk, e.b, e.why) {
 						err = fmt.Errorf("dhcp restore: binding of %s not revoked", binding.MACString(e.sk.mac))

@@ -69,6 +69,8 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 		subj.isp = isp.Name
 		switch err {
 		case errVSSUnsupported:
+			// An answer too: no timeout event blaming silence.
+			p.tx.refuse(t)
 			p.refuse(subscribers.EventRejected, subj, netip.Addr{}, "ISP server "+src.String()+
 				" does not support VSS (RFC 6607: it echoed VSS-Control); its answer is not used")
 		case errOption82:

@@ -294,6 +294,9 @@ type timedOut struct {
 	unreach unreachableNote
 	renew   *renewNote // a renewal past the ISP's T1 (nil: anything else)
 	nakBy   netip.Addr // the server that NAKed the DISCOVER (no OFFER came)
+	// refused: a server answered the REQUEST with a reply ispmux refused
+	// (its own rejected event): no silence of the ISP.
+	refused bool
 }
 
 // noteRenewal sets (or, with nil, clears) t's renewal note.
@@ -313,7 +316,7 @@ func (x *txns) expire(now time.Time) []timedOut {
 	for k, t := range x.pending {
 		if now.After(t.deadline) {
 			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() && (!t.refused || t.nakBy.IsValid()) || t.msgType == dhcpv4.MessageTypeRequest {
-				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, x.unreach[t.isp.Index], t.renew, t.nakBy})
+				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, x.unreach[t.isp.Index], t.renew, t.nakBy, t.refused})
 			}
 			// The client retransmitted, and we relayed its copy less
 			// than the ISP's time ago: the ISP's silence to the first
@@ -347,6 +350,15 @@ func (p *Proxy) expireTxns(now time.Time) {
 			// which answers a REQUEST only, so not passed on).
 			p.outcome(to.subj.isp, OutcomeNak)
 			p.refuse(subscribers.EventNak, to.subj, netip.Addr{}, fmt.Sprintf("ISP server %s answered the DISCOVER with a NAK; no server offered within %s", to.nakBy, p.cfg.Timeout))
+			continue
+		}
+		if to.refused {
+			// Answered, with a reply refused and reported when it came
+			// (rejected): no timeout event. A renewal is still answered
+			// from the binding, within the ISP's lease.
+			if to.renew != nil {
+				p.answerAfterSilence(to, now)
+			}
 			continue
 		}
 		p.count("timeout")
@@ -389,8 +401,10 @@ func (p *Proxy) unreachable(isp *ISP, pkt *classifier.Packet, f []byte) {
 	case 4:
 		// The relayed message was too big for a link on the way (RFC
 		// 1191): the server is fine, the path is not.
-		why = "fragmentation needed: the relayed message is too big for the path to it (MTU " +
-			strconv.Itoa(int(binary.BigEndian.Uint16(f[pkt.L4+6:]))) + ")"
+		why = "fragmentation needed: the relayed message is too big for the path to it"
+		if mtu := binary.BigEndian.Uint16(f[pkt.L4+6:]); mtu != 0 { // 0: a router from before RFC 1191
+			why += " (MTU " + strconv.Itoa(int(mtu)) + ")"
+		}
 	case 13:
 		why = "administratively prohibited: a filter on the way"
 	}
