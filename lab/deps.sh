@@ -34,6 +34,23 @@ if [ -z "$missing" ]; then
 fi
 echo "lab deps: installing$missing"
 export DEBIAN_FRONTEND=noninteractive
+# The lab runs its DHCP servers by hand in its namespaces: the packages'
+# own services (Kea's; isc-dhcp-server's, which with no interface
+# configured fails to start) are not started at install (a policy-rc.d for
+# the install, unless the machine has one), and isc-dhcp-server's is not
+# left enabled at boot either.
+policy=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+	policy=/usr/sbin/policy-rc.d
+	printf '#!/bin/sh\n# ispmux lab/deps.sh: no service starts during its install\nexit 101\n' > "$policy"
+	chmod 755 "$policy"
+	trap 'rm -f "$policy"' EXIT
+fi
 apt-get update
 # shellcheck disable=SC2086
 apt-get install -y --no-install-recommends $missing
+if [ -d /run/systemd/system ]; then
+	for unit in isc-dhcp-server.service isc-dhcp-server6.service; do
+		case "$missing" in *isc-dhcp-server*) systemctl disable --now "$unit" >/dev/null 2>&1 || true ;; esac
+	done
+fi
