@@ -28,6 +28,7 @@ func CounterNames() []string {
 		"expiry_superseded",
 		"handover_nak",
 		"icmp_unreachable_other",
+		"inform_unanswered",
 		"inject_full",
 		"intent_deferred",
 		"intent_replayed",

@@ -440,6 +440,27 @@ func (p *Proxy) onboardingHandover(c *Circuit, m *dhcpv4.DHCPv4, sk subKey, now 
 		p.endOnboarding(sk.mac, subscribers.OnboardingEndHandover)
 	case dhcpv4.MessageTypeDiscover:
 		p.endOnboarding(sk.mac, subscribers.OnboardingEndHandover)
+	case dhcpv4.MessageTypeInform:
+		// From an onboarding address (not its ISP binding's: an ISP
+		// pool overlapping an onboarding pool): no ISP sees it. Its
+		// own onboarding lease's is answered as the garden's server;
+		// any other is nobody's to answer.
+		ci := addrOf(m.ClientIPAddr)
+		if !ci.IsValid() || !p.ob.inAnyPool(ci) {
+			return false
+		}
+		if l, ok := p.leases.get(sk); ok && l.addr() == ci {
+			return false
+		}
+		if l, ok := p.ob.leaseOf(sk.mac); ok && l.ip == ci && l.pool.c == c {
+			if r := p.onboardReply(c, l.pool, m, dhcpv4.MessageTypeAck, netip.Addr{}); r != nil {
+				p.deliver(c, r, r.ToBytes())
+				p.count("onboarding_inform")
+			}
+			return true
+		}
+		p.count("onboarding_ignored")
+		return true
 	case dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeDecline:
 		l, ok := p.ob.leaseOf(sk.mac)
 		if !ok {

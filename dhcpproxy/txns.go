@@ -67,6 +67,19 @@ type unreachableNote struct {
 	at     time.Time
 	server netip.Addr
 	why    string
+	// xid, with datagram set, is the quoted message's transaction: a
+	// frag-needed is about that message's size (RFC 1191), not the
+	// server, and names no other transaction's silence.
+	xid      [4]byte
+	datagram bool
+}
+
+// about returns n if it concerns the transaction xid.
+func (n unreachableNote) about(xid [4]byte) unreachableNote {
+	if n.datagram && n.xid != xid {
+		return unreachableNote{}
+	}
+	return n
 }
 
 // offer is the ISP server that last offered a subscriber an address.
@@ -315,8 +328,9 @@ func (x *txns) expire(now time.Time) []timedOut {
 	defer x.mu.Unlock()
 	for k, t := range x.pending {
 		if now.After(t.deadline) {
-			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() && (!t.refused || t.nakBy.IsValid()) || t.msgType == dhcpv4.MessageTypeRequest {
-				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, x.unreach[t.isp.Index], t.renew, t.nakBy, t.refused})
+			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() && (!t.refused || t.nakBy.IsValid()) || t.msgType == dhcpv4.MessageTypeRequest ||
+				t.msgType == dhcpv4.MessageTypeInform {
+				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, x.unreach[t.isp.Index].about(k.xid), t.renew, t.nakBy, t.refused})
 			}
 			// The client retransmitted, and we relayed its copy less
 			// than the ISP's time ago: the ISP's silence to the first
@@ -345,6 +359,16 @@ func (x *txns) expire(now time.Time) []timedOut {
 // expireTxns turns the ISP's silence into timeout events.
 func (p *Proxy) expireTxns(now time.Time) {
 	for _, to := range p.tx.expire(now) {
+		if to.mt == dhcpv4.MessageTypeInform {
+			// No lease rides on an INFORM: its silence is no refusal
+			// (no event), but it is counted. An ISP server that
+			// answers straight to ciaddr (RFC 2131 §4.3.5) for an
+			// address bound nowhere (set by hand, no binding, not a
+			// static subscriber) has its ACK dropped by the datapath
+			// (no_route): this is where that shows.
+			p.count("inform_unanswered")
+			continue
+		}
 		if to.nakBy.IsValid() {
 			// Not silence: the ISP refused the DISCOVER (with a NAK,
 			// which answers a REQUEST only, so not passed on).
@@ -389,7 +413,19 @@ func (p *Proxy) unreachable(isp *ISP, pkt *classifier.Packet, f []byte) {
 		p.count("icmp_unreachable_other")
 		return
 	}
+	// About a message we relayed: from our uplink address, port 67, to
+	// one of the ISP's servers. Anything else (a forgery from the ISP's
+	// segment, or about someone else's datagram) must not name a server
+	// and a cause in the timeouts of the ISP's subscribers.
 	srv := netip.AddrFrom4([4]byte(q[16:20]))
+	known := false
+	for _, s := range isp.Servers {
+		known = known || s == srv
+	}
+	if netip.AddrFrom4([4]byte(q[12:16])) != isp.Addr || binary.BigEndian.Uint16(q[ihl:]) != 67 || !known {
+		p.count("icmp_unreachable_other")
+		return
+	}
 	why := "unreachable"
 	switch f[pkt.L4+1] {
 	case 3:
@@ -408,6 +444,10 @@ func (p *Proxy) unreachable(isp *ISP, pkt *classifier.Packet, f []byte) {
 	case 13:
 		why = "administratively prohibited: a filter on the way"
 	}
+	n := unreachableNote{at: time.Now(), server: srv, why: why}
+	if f[pkt.L4+1] == 4 && len(q) >= ihl+8+8 { // the quote holds the xid (DHCP bytes 4–8)
+		n.xid, n.datagram = [4]byte(q[ihl+8+4:ihl+8+8]), true
+	}
 	p.count("server_unreachable")
-	p.tx.noteUnreachable(isp.Index, unreachableNote{at: time.Now(), server: srv, why: why})
+	p.tx.noteUnreachable(isp.Index, n)
 }

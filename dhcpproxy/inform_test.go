@@ -1,0 +1,80 @@
+package dhcpproxy
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// A device registered (a claim, the API) while it holds an onboarding
+// lease keeps it until its handover (its next REQUEST is NAKed by ispmux,
+// never relayed). Its DHCPINFORM from that garden address (Windows sends
+// one right after binding, and for WPAD) was relayed to its ISP: the ISP
+// saw the onboarding address (docs/ARCHITECTURE.md, Onboarding: "No ISP
+// ever sees an onboarding lease"), and its answer, via giaddr, gave the
+// device in the walled garden the ISP's options (router, DNS, WPAD) for an
+// address the ISP never leased; sent straight to ciaddr it is dropped by
+// the datapath (no_route: the garden address is not in the ISP's VRF).
+func TestHandoverInformNotRelayed(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, false)
+	const m = "02:77:00:00:00:01"
+	ack := r.obDORA(m)
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m)), CustomerID: "c-s1", ISP: "alpha", Source: "claim"}); err != nil {
+		t.Fatal(err)
+	}
+	inf := clientMsg(t, m, dhcpv4.MessageTypeInform, dhcpv4.WithClientIP(ack.YourIPAddr))
+	r.p.HandleFrame(accPort, fib.UDPFrame(accMAC, 0x027700000001, 0, addrOf(ack.YourIPAddr), ourSID, 68, 67, inf.ToBytes()))
+	r.p.committing.Wait()
+	var toClient []*dhcpv4.DHCPv4
+	for _, s := range r.snd.take() {
+		if s.port != accPort {
+			t.Errorf("INFORM from the onboarding address %v relayed to an ISP (port %d): %v", ack.YourIPAddr, s.port, dhcpOf(s.frame).MessageType())
+			continue
+		}
+		toClient = append(toClient, dhcpOf(s.frame))
+	}
+	// Still in the garden until its handover: the garden's answer.
+	if len(toClient) != 1 || toClient[0].MessageType() != dhcpv4.MessageTypeAck || len(toClient[0].Router()) != 1 ||
+		!toClient[0].Router()[0].Equal(net.IPv4(100, 65, 0, 1)) || toClient[0].Options.Has(dhcpv4.OptionIPAddressLeaseTime) {
+		t.Errorf("subscriber got %v, want the garden's ACK to its INFORM (router 100.65.0.1, no lease)", toClient)
+	}
+}
+
+// A registered subscriber with no binding (an address set by hand, not a
+// [[subscriber]]) sends a DHCPINFORM: relayed (RFC 2131 §4.3.5: the
+// server must not check for a lease). An ISP server that answers straight
+// to ciaddr (RFC 2131 §4.3.5) has its ACK dropped by the datapath
+// (no_route: the address is bound nowhere), so the INFORM goes unanswered.
+// Nothing says so: no event (fine) but no counter either — the
+// transaction ends silently; relayed_inform is the only trace.
+func TestUnansweredInformCounted(t *testing.T) {
+	r := newPRig(t)
+	inf := clientMsg(t, s1, dhcpv4.MessageTypeInform, dhcpv4.WithClientIP(net.ParseIP("100.64.0.77")))
+	r.fromClientUnicast(inf, netip.MustParseAddr("100.64.0.77"))
+	if up, _ := r.relayedTo(); up[ispSID] == nil {
+		t.Fatalf("INFORM not relayed (counters %v)", r.p.Counters())
+	}
+	r.p.expire(time.Now().Add(time.Second))
+	r.p.notes.wait()
+	found := false
+	for k, v := range r.p.Counters() {
+		if v > 0 && strings.Contains(k, "inform") && k != "relayed_inform" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("an INFORM the ISP never answered left no counter (counters %v)", r.p.Counters())
+	}
+	if evs, _ := r.store.Events(0, 0); len(evs) != 0 {
+		for _, e := range evs {
+			t.Logf("event %s %s", e.Kind, e.Reason)
+		}
+	}
+}
