@@ -413,15 +413,23 @@ func (p *Proxy) revoke(sk subKey, b subscribers.Binding, why string) bool {
 	return p.revokeLocked(sk, b, why)
 }
 
+// releaseIntent is the intent to send isp revokeMessage's RELEASE of b
+// (nil if it cannot be built).
+func (p *Proxy) releaseIntent(b subscribers.Binding, isp *ISP, c *Circuit, why string) *subscribers.Intent {
+	msg := p.revokeMessage(b, isp, c, why)
+	if msg == nil {
+		return nil
+	}
+	return &subscribers.Intent{Kind: subscribers.IntentRelease, ISP: isp.Name, MAC: b.MAC, Access: b.Access, VLAN: b.VLAN, IP: b.IP, Message: msg}
+}
+
 // revokeLocked is revoke with sk's stripe of subMu held.
 func (p *Proxy) revokeLocked(sk subKey, b subscribers.Binding, why string) bool {
 	isp := p.isps[b.ISP]
 	e := bindingSubject(b).event(subscribers.EventRevoked, b.IP, why)
 	var in *subscribers.Intent
 	if isp != nil {
-		if msg := p.revokeMessage(b, isp, p.circuitByName(b.Access, b.VLAN), "revoked by the access operator: "+why); msg != nil {
-			in = &subscribers.Intent{Kind: subscribers.IntentRelease, ISP: isp.Name, MAC: b.MAC, Access: b.Access, VLAN: b.VLAN, IP: b.IP, Message: msg}
-		}
+		in = p.releaseIntent(b, isp, p.circuitByName(b.Access, b.VLAN), "revoked by the access operator: "+why)
 	}
 	if !p.endBindingLocked(sk, b.Access, in, e) {
 		return false

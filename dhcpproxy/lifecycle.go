@@ -191,8 +191,7 @@ func (p *Proxy) endUnconfigured(b subscribers.Binding, why string, lapsed bool) 
 	kind := subscribers.EventExpired
 	var in *subscribers.Intent
 	if isp := p.isps[b.ISP]; isp != nil && !lapsed {
-		if msg := p.revokeMessage(b, isp, nil, "ended by the access operator: "+why); msg != nil {
-			in = &subscribers.Intent{Kind: subscribers.IntentRelease, ISP: isp.Name, MAC: b.MAC, Access: b.Access, VLAN: b.VLAN, IP: b.IP, Message: msg}
+		if in = p.releaseIntent(b, isp, nil, "ended by the access operator: "+why); in != nil {
 			kind = subscribers.EventRevoked
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -418,11 +419,7 @@ func (p *Proxy) unreachable(isp *ISP, pkt *classifier.Packet, f []byte) {
 	// segment, or about someone else's datagram) must not name a server
 	// and a cause in the timeouts of the ISP's subscribers.
 	srv := netip.AddrFrom4([4]byte(q[16:20]))
-	known := false
-	for _, s := range isp.Servers {
-		known = known || s == srv
-	}
-	if netip.AddrFrom4([4]byte(q[12:16])) != isp.Addr || binary.BigEndian.Uint16(q[ihl:]) != 67 || !known {
+	if netip.AddrFrom4([4]byte(q[12:16])) != isp.Addr || binary.BigEndian.Uint16(q[ihl:]) != 67 || !slices.Contains(isp.Servers, srv) {
 		p.count("icmp_unreachable_other")
 		return
 	}
