@@ -47,10 +47,7 @@ func TestRequestForAnotherServerIsNoTimeout(t *testing.T) {
 	req.UpdateOption(dhcpv4.OptServerIdentifier(other))
 	r.fromClient(req)
 	r.serve(func(*dhcpv4.DHCPv4) *dhcpv4.DHCPv4 { return nil }) // the ISP's server: not chosen, silent
-	time.Sleep(350 * time.Millisecond)
-	r.p.expire(time.Now())
-	r.p.notes.wait()
-	evs, _ := r.store.Events(0, 100)
+	evs := r.eventsAfterTimeout()
 	for _, e := range evs {
 		if e.Kind == subscribers.EventTimeout {
 			t.Errorf("timeout event for a REQUEST naming another server: %q", e.Reason)

@@ -155,11 +155,7 @@ func TestNoOption82EchoIsNoSilence(t *testing.T) {
 	if r.p.Counters()["option82_mismatch"] != 1 {
 		t.Errorf("not counted: %v", r.p.Counters())
 	}
-	time.Sleep(350 * time.Millisecond)
-	r.p.expire(time.Now())
-	r.p.notes.wait()
-	evs, _ := r.store.Events(0, 100)
-	for _, e := range evs {
+	for _, e := range r.eventsAfterTimeout() {
 		t.Logf("event %s: %s", e.Kind, e.Reason)
 		if e.Kind == subscribers.EventTimeout {
 			t.Errorf("timeout event (%q) though the ISP answered, without Option 82", e.Reason)

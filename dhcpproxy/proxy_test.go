@@ -252,6 +252,35 @@ func (r *prig) serve(reply func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4) []*dhcpv4.DHCP
 	return toClient
 }
 
+// eventsAfterTimeout lets newPRig's dhcp.timeout (300 ms) run out, ends
+// the transactions it ended (their timeout events) and returns the store's
+// first 100 events.
+func (r *prig) eventsAfterTimeout() []subscribers.Event {
+	time.Sleep(350 * time.Millisecond)
+	r.p.expire(time.Now())
+	r.p.notes.wait()
+	evs, _ := r.store.Events(0, 100)
+	return evs
+}
+
+// wantRejectedNoTimeout checks that evs hold one rejected event and no
+// timeout event: the ISP answered (why), with a reply ispmux refused.
+func wantRejectedNoTimeout(t *testing.T, evs []subscribers.Event, why string) {
+	t.Helper()
+	rejected := 0
+	for _, e := range evs {
+		switch e.Kind {
+		case subscribers.EventRejected:
+			rejected++
+		case subscribers.EventTimeout:
+			t.Errorf("timeout event (%q) though %s", e.Reason, why)
+		}
+	}
+	if rejected != 1 {
+		t.Errorf("%d rejected events, want 1", rejected)
+	}
+}
+
 // kea answers like the lab's Kea: it knows customer c-s1 only.
 func kea(t *testing.T, lease time.Duration) func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 	return func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
@@ -1228,10 +1257,7 @@ func serverUnreachable(t *testing.T, code byte, mtu uint16, want string) {
 	if c := r.p.Counters(); c["server_unreachable"] != 1 {
 		t.Fatalf("counters %v", c)
 	}
-	time.Sleep(350 * time.Millisecond)
-	r.p.expire(time.Now())
-	r.p.notes.wait()
-	evs, _ := r.store.Events(0, 10)
+	evs := r.eventsAfterTimeout()
 	if len(evs) != 1 || evs[0].Kind != subscribers.EventTimeout || !strings.Contains(evs[0].Reason, want) {
 		t.Errorf("events %+v, want a timeout saying %q", evs, want)
 	}

@@ -72,10 +72,7 @@ func TestNakToDiscoverAloneIsReported(t *testing.T) {
 		t.Fatalf("DISCOVER not relayed")
 	}
 	r.fromServerAt(ispSID, serverReply(up[ispSID], dhcpv4.MessageTypeNak, ispSID, ispSID))
-	time.Sleep(350 * time.Millisecond)
-	r.p.expire(time.Now())
-	r.p.notes.wait()
-	evs, _ := r.store.Events(0, 100)
+	evs := r.eventsAfterTimeout()
 	var seen []string
 	for _, e := range evs {
 		if e.Kind == subscribers.EventNak || e.Kind == subscribers.EventTimeout || e.Kind == subscribers.EventRejected {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"net"
 	"testing"
-	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
@@ -50,11 +49,7 @@ func TestOfferWithoutLeaseNoSilenceTimeout(t *testing.T) {
 	if got := r.serve(kea(t, 0)); len(got) != 0 {
 		t.Fatalf("subscriber got %v, want nothing (OFFER without lease time dropped)", got)
 	}
-	time.Sleep(350 * time.Millisecond)
-	r.p.expire(time.Now())
-	r.p.notes.wait()
-	evs, _ := r.store.Events(0, 100)
-	for _, e := range evs {
+	for _, e := range r.eventsAfterTimeout() {
 		if e.Kind == subscribers.EventTimeout {
 			t.Errorf("timeout event after the ISP answered (its OFFER was refused): %q", e.Reason)
 		}

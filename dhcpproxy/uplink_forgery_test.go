@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
@@ -93,10 +92,7 @@ func TestForgedUnreachableChangesNoTimeouts(t *testing.T) {
 		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(m))))
 	}
 	r.snd.take() // the ISP is silent
-	time.Sleep(350 * time.Millisecond)
-	r.p.expire(time.Now())
-	r.p.notes.wait()
-	evs, _ := r.store.Events(0, 10)
+	evs := r.eventsAfterTimeout()
 	if len(evs) != 2 {
 		t.Fatalf("events %+v, want two timeouts", evs)
 	}
@@ -141,10 +137,7 @@ func TestFragNeededBlamesOnlyItsMessage(t *testing.T) {
 	}
 	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:02"))))
 	r.snd.take()
-	time.Sleep(350 * time.Millisecond)
-	r.p.expire(time.Now())
-	r.p.notes.wait()
-	evs, _ := r.store.Events(0, 10)
+	evs := r.eventsAfterTimeout()
 	if len(evs) != 2 {
 		t.Fatalf("events %+v", evs)
 	}
