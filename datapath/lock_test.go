@@ -35,16 +35,9 @@ func TestMain(m *testing.M) {
 // interface. A lock needs no write access: the file is opened read-only,
 // and an existing lock directory is never skipped.
 func TestInterfaceLockAcrossUsers(t *testing.T) {
-	privtest.Require(t)
-	setpriv := privtest.Tool(t, "setpriv")
 	const uid = 64127 // an id no account uses: the service's user
-	base := t.TempDir()
-	for _, d := range []string{filepath.Dir(base), base} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	run, fallback, bin := filepath.Join(base, "run"), filepath.Join(base, "tmp"), filepath.Join(base, "datapath.test")
+	base := otherUserBase(t)
+	run, fallback := filepath.Join(base, "run"), filepath.Join(base, "tmp")
 	for _, d := range []string{run, fallback} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -52,13 +45,6 @@ func TestInterfaceLockAcrossUsers(t *testing.T) {
 		if err := os.Chown(d, uid, uid); err != nil { // the service's RuntimeDirectory
 			t.Fatal(err)
 		}
-	}
-	self, err := os.ReadFile("/proc/self/exe")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, self, 0o755); err != nil {
-		t.Fatal(err)
 	}
 	old := lockDirs
 	lockDirs = []string{run, fallback}
@@ -68,15 +54,47 @@ func TestInterfaceLockAcrossUsers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	out := lockAs(t, uid, base, run, fallback)
+	if !strings.Contains(out, "in use by another process") {
+		t.Errorf("the service's user locking an interface root's ispmux holds: %q; want \"in use by another process\"", out)
+	}
+}
+
+// otherUserBase returns a new temporary directory another user may
+// traverse (it and its parent 0755).
+func otherUserBase(t *testing.T) string {
+	t.Helper()
+	privtest.Require(t)
+	base := t.TempDir()
+	for _, d := range []string{filepath.Dir(base), base} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return base
+}
+
+// lockAs runs lockFile("lock-test") as user uid with lock directories dirs,
+// in a child process (this test binary, copied into base, where uid may
+// run it: TestMain), and returns what the child printed, trimmed.
+func lockAs(t *testing.T, uid int, base string, dirs ...string) string {
+	t.Helper()
+	setpriv := privtest.Tool(t, "setpriv")
+	self, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(base, "datapath.test")
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(setpriv, "--reuid="+strconv.Itoa(uid), "--regid="+strconv.Itoa(uid), "--clear-groups", bin)
-	cmd.Env = append(os.Environ(), lockChildEnv+"="+run+":"+fallback)
+	cmd.Env = append(os.Environ(), lockChildEnv+"="+strings.Join(dirs, ":"))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("child: %v %s", err, out)
 	}
-	if !strings.Contains(string(out), "in use by another process") {
-		t.Errorf("the service's user locking an interface root's ispmux holds: %q; want \"in use by another process\"", strings.TrimSpace(string(out)))
-	}
+	return strings.TrimSpace(string(out))
 }
 
 // The design (xsk.go lockFile) has the users of two ispmux (root by
@@ -119,16 +137,9 @@ func TestLockModesIgnoreUmask(t *testing.T) {
 // file is there: as when it cannot create one there, it takes its lock in
 // the next directory rather than fail to start.
 func TestLockDirClosedToOtherUser(t *testing.T) {
-	privtest.Require(t)
-	setpriv := privtest.Tool(t, "setpriv")
 	const uid = 64128 // an id no account uses
-	base := t.TempDir()
-	for _, d := range []string{filepath.Dir(base), base} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	closed, fallback, bin := filepath.Join(base, "run"), filepath.Join(base, "tmp"), filepath.Join(base, "datapath.test")
+	base := otherUserBase(t)
+	closed, fallback := filepath.Join(base, "run"), filepath.Join(base, "tmp")
 	if err := os.Mkdir(closed, 0o700); err != nil { // root's, closed to uid
 		t.Fatal(err)
 	}
@@ -138,20 +149,7 @@ func TestLockDirClosedToOtherUser(t *testing.T) {
 	if err := os.Chown(fallback, uid, uid); err != nil {
 		t.Fatal(err)
 	}
-	self, err := os.ReadFile("/proc/self/exe")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, self, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(setpriv, "--reuid="+strconv.Itoa(uid), "--regid="+strconv.Itoa(uid), "--clear-groups", bin)
-	cmd.Env = append(os.Environ(), lockChildEnv+"="+closed+":"+fallback)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("child: %v %s", err, out)
-	}
-	if got := strings.TrimSpace(string(out)); got != "lockFile: <nil>" {
+	if got := lockAs(t, uid, base, closed, fallback); got != "lockFile: <nil>" {
 		t.Errorf("locking with the first lock directory closed to us: %q; want the lock taken in %s", got, fallback)
 	}
 }
