@@ -10,6 +10,21 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// reopen closes s and opens its file again with opts (closed at the
+// test's end).
+func reopen(t *testing.T, s *Store, opts Options) *Store {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	o, err := Open(s.Path(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close() })
+	return o
+}
+
 // restoreCopy writes a Backup of s to a new file and opens it.
 func restoreCopy(t *testing.T, s *Store, opts Options) (*Store, string) {
 	t.Helper()
@@ -49,7 +64,7 @@ func addEvents(t *testing.T, s *Store, n int, isp string) []uint64 {
 // The copy's events keep their own numbers (the same events, the same
 // ids); the original, unmarked after the copy, goes on without a jump.
 func TestRestoredCopySkipsEventSeqs(t *testing.T) {
-	s, path := openTest(t, Options{NoSync: true})
+	s, _ := openTest(t, Options{NoSync: true})
 	before := addEvents(t, s, 5, "alpha")
 	c, _ := restoreCopy(t, s, Options{NoSync: true})
 	after := addEvents(t, s, 3, "alpha") // the original goes on after the backup
@@ -71,14 +86,7 @@ func TestRestoredCopySkipsEventSeqs(t *testing.T) {
 		t.Errorf("LastEventSeq = %d, want %d", last, got[1])
 	}
 	// The jump is made once: reopened, the copy is a store like any other.
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-	c2, err := Open(c.Path(), Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
+	c2 := reopen(t, c, Options{NoSync: true})
 	if c2.OpenedFromCopy() != 0 {
 		t.Errorf("reopened copy jumped again: %d", c2.OpenedFromCopy())
 	}
@@ -86,14 +94,7 @@ func TestRestoredCopySkipsEventSeqs(t *testing.T) {
 		t.Errorf("reopened copy: seq %d, want %d", e[0], got[1]+1)
 	}
 	// And the original, reopened, was not taken for a copy.
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	o, err := Open(path, Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer o.Close()
+	o := reopen(t, s, Options{NoSync: true})
 	if o.OpenedFromCopy() != 0 {
 		t.Errorf("the original, reopened after a backup, jumped: %d", o.OpenedFromCopy())
 	}
@@ -130,21 +131,14 @@ func TestRestoredCopyKeepsItsLog(t *testing.T) {
 // removal of the mark) makes its next Open jump like a copy's: a gap in
 // the numbers, nothing lost.
 func TestBackupMarkLeftOnLiveStore(t *testing.T) {
-	s, path := openTest(t, Options{NoSync: true})
+	s, _ := openTest(t, Options{NoSync: true})
 	seqs := addEvents(t, s, 3, "")
 	if err := s.updateOwn(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put(keyBackupCopy, []byte("garbage")) // not 8 bytes: time unknown
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	o, err := Open(path, Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer o.Close()
+	o := reopen(t, s, Options{NoSync: true})
 	if o.OpenedFromCopy() != minCopyJump {
 		t.Errorf("jump %d, want %d (backup time unknown)", o.OpenedFromCopy(), minCopyJump)
 	}
