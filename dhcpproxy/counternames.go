@@ -55,6 +55,7 @@ func CounterNames() []string {
 		"onboarding_bind_conflict",
 		"onboarding_bind_failed",
 		"onboarding_commit_lost",
+		"onboarding_decline_not_own",
 		"onboarding_full",
 		"onboarding_grant",
 		"onboarding_handover_nak",

@@ -33,7 +33,8 @@ import (
 //     REQUEST naming another server forgets the offer, silently.
 //   - RELEASE, DECLINE (the address quarantined one lease time), expiry:
 //     the lease and its onboarding-ended event removed in one transaction,
-//     then unbound.
+//     then unbound. A RELEASE or DECLINE naming another server (option
+//     54) is ignored, counted (RFC 2131 §4.3.3, §4.3.4).
 //   - Handover: the lease is not ended when the MAC gets a device record
 //     (the portal's answer travels over the garden). A registered MAC's
 //     REQUEST naming an address of any onboarding pool is NAKed by ispmux
@@ -178,13 +179,13 @@ func (p *Proxy) onboard(c *Circuit, pl *obPool, m *dhcpv4.DHCPv4, mac uint64, no
 	case dhcpv4.MessageTypeRequest:
 		p.onboardRequest(c, pl, m, mac)
 	case dhcpv4.MessageTypeRelease:
-		if sid := addrOf(m.ServerIdentifier()); sid.IsValid() && sid != c.Addr {
-			p.count("onboarding_release_not_own")
-			return
+		if !p.forOtherServer(c, m) {
+			p.onboardEndByClient(pl, mac, addrOf(m.ClientIPAddr), false, now)
 		}
-		p.onboardEndByClient(pl, mac, addrOf(m.ClientIPAddr), false, now)
 	case dhcpv4.MessageTypeDecline:
-		p.onboardEndByClient(pl, mac, addrOf(m.RequestedIPAddress()), true, now)
+		if !p.forOtherServer(c, m) {
+			p.onboardEndByClient(pl, mac, addrOf(m.RequestedIPAddress()), true, now)
+		}
 	case dhcpv4.MessageTypeInform:
 		ci := addrOf(m.ClientIPAddr)
 		if !pl.prefix.Contains(ci) {
@@ -417,7 +418,8 @@ func (p *Proxy) endOnboardingLocked(l subscribers.OnboardingLease, reason string
 //     (an ISP pool overlapping an onboarding pool);
 //   - a DISCOVER, or a REQUEST for another address, ends its onboarding
 //     lease (it turns to its ISP) and is relayed;
-//   - a RELEASE or DECLINE of its onboarding lease's address ends it.
+//   - a RELEASE or DECLINE of its onboarding lease's address ends it,
+//     unless it names another server (ignored, forOtherServer).
 func (p *Proxy) onboardingHandover(c *Circuit, m *dhcpv4.DHCPv4, sk subKey, now time.Time) bool {
 	if len(p.ob.prefixes) == 0 {
 		return false
@@ -473,10 +475,30 @@ func (p *Proxy) onboardingHandover(c *Circuit, m *dhcpv4.DHCPv4, sk subKey, now 
 		if named != l.ip {
 			return false
 		}
-		p.onboardEndByClient(l.pool, sk.mac, named, m.MessageType() == dhcpv4.MessageTypeDecline, now)
+		if !p.forOtherServer(c, m) {
+			p.onboardEndByClient(l.pool, sk.mac, named, m.MessageType() == dhcpv4.MessageTypeDecline, now)
+		}
 		return true
 	}
 	return false
+}
+
+// forOtherServer reports whether the RELEASE or DECLINE m names a server
+// other than ispmux on c (option 54), and counts it if so: a server acts
+// only on those naming it (RFC 2131 §4.3.3, §4.3.4), so a client's
+// message for another server on its link cannot end an onboarding lease.
+// One naming no server is taken as ispmux's.
+func (p *Proxy) forOtherServer(c *Circuit, m *dhcpv4.DHCPv4) bool {
+	sid := addrOf(m.ServerIdentifier())
+	if !sid.IsValid() || sid == c.Addr {
+		return false
+	}
+	if m.MessageType() == dhcpv4.MessageTypeDecline {
+		p.count("onboarding_decline_not_own")
+	} else {
+		p.count("onboarding_release_not_own")
+	}
+	return true
 }
 
 // onboardReply builds ispmux's answer of type mt to req from pl: OFFER or

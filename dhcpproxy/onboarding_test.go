@@ -613,3 +613,67 @@ func TestOnboardingMoved(t *testing.T) {
 		t.Errorf("events %+v", evs)
 	}
 }
+
+// A server acts only on the DHCPRELEASE and DHCPDECLINE naming it (RFC
+// 2131 §4.3.3, §4.3.4: option 54 says which server the client means). An
+// onboarding DECLINE, and a registered MAC's RELEASE or DECLINE of its
+// onboarding lease (the handover path), ended the onboarding lease
+// whatever server they named: a client's message for some other server on
+// its link ended its garden lease (and a DECLINE quarantined the address).
+// They are ignored and counted now, as the onboarding RELEASE already was;
+// the same message naming ispmux still ends the lease.
+func TestOnboardingEndNamingOtherServerIgnored(t *testing.T) {
+	other := net.IPv4(192, 168, 1, 1) // another DHCP server on the link
+	for _, tc := range []struct {
+		name       string
+		registered bool
+		mt         dhcpv4.MessageType
+		counter    string
+		reason     string
+	}{
+		{"release", false, dhcpv4.MessageTypeRelease, "onboarding_release_not_own", subscribers.OnboardingEndReleased},
+		{"decline", false, dhcpv4.MessageTypeDecline, "onboarding_decline_not_own", subscribers.OnboardingEndDeclined},
+		{"handover release", true, dhcpv4.MessageTypeRelease, "onboarding_release_not_own", subscribers.OnboardingEndReleased},
+		{"handover decline", true, dhcpv4.MessageTypeDecline, "onboarding_decline_not_own", subscribers.OnboardingEndDeclined},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newORig(t, Onboarding{}, 0, false)
+			const m, m48 = "02:77:00:00:00:01", 0x027700000001
+			ip := addrOf(r.obDORA(m).YourIPAddr)
+			if tc.registered {
+				if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m)), CustomerID: "c-s1", ISP: "alpha", Source: "claim"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			msg := func(sid net.IP) *dhcpv4.DHCPv4 {
+				named := dhcpv4.WithClientIP(net.IP(ip.AsSlice()))
+				if tc.mt == dhcpv4.MessageTypeDecline {
+					named = dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP(ip.AsSlice())))
+				}
+				return clientMsg(t, m, tc.mt, named, dhcpv4.WithOption(dhcpv4.OptServerIdentifier(sid)))
+			}
+			r.fromClient(msg(other))
+			if got := r.clientMsgs(); len(got) != 0 {
+				t.Errorf("%s for server %v answered: %v", tc.mt, other, got)
+			}
+			if vrf, _, ok := r.vrfOf(m48); !ok || vrf != binding.GardenVRF {
+				t.Errorf("%s naming server %v ended the onboarding lease of %v", tc.mt, other, ip)
+			}
+			if evs := r.eventsOf(subscribers.EventOnboardingEnded); len(evs) != 0 {
+				t.Errorf("%s naming server %v: events %+v", tc.mt, other, evs)
+			}
+			if n := r.p.Counters()[tc.counter]; n != 1 {
+				t.Errorf("%s = %d, want 1 (counters %v)", tc.counter, n, r.p.Counters())
+			}
+			// Naming ispmux, it ends the lease.
+			r.fromClient(msg(net.IP(ourSID.AsSlice())))
+			r.clientMsgs()
+			if r.tab.isBound(m48) {
+				t.Errorf("%s naming ispmux left the lease bound", tc.mt)
+			}
+			if evs := r.eventsOf(subscribers.EventOnboardingEnded); len(evs) != 1 || evs[0].Reason != tc.reason {
+				t.Errorf("%s naming ispmux: events %+v, want one %s", tc.mt, evs, tc.reason)
+			}
+		})
+	}
+}
