@@ -9,6 +9,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
+	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/subscribers"
 )
@@ -76,5 +77,47 @@ func TestUnansweredInformCounted(t *testing.T) {
 		for _, e := range evs {
 			t.Logf("event %s %s", e.Kind, e.Reason)
 		}
+	}
+}
+
+// The server sends the DHCPACK to a DHCPINFORM to the INFORM's ciaddr
+// (RFC 2131 §4.3.5; §4.1: giaddr 0 and ciaddr set, unicast to ciaddr). An
+// ISP's ACK that leaves ciaddr 0 (table 3 allows it) and, as it should,
+// yiaddr 0 was delivered to 255.255.255.255: a bound client's stack need
+// not take a broadcast on port 68 for the socket its INFORM went out of.
+// It goes to the INFORM's ciaddr now (else, ciaddr 0, to the address the
+// INFORM came from), at the client's MAC.
+func TestInformAckToInformAddress(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		ciaddr string
+	}{
+		{"ciaddr", "100.64.0.77"},
+		{"no ciaddr, from 100.64.0.77", "0.0.0.0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newPRig(t)
+			from := netip.MustParseAddr("100.64.0.77")
+			inf := clientMsg(t, s1, dhcpv4.MessageTypeInform, dhcpv4.WithClientIP(net.ParseIP(tc.ciaddr)))
+			r.fromClientUnicast(inf, from)
+			up, _ := r.relayedTo()
+			if up[ispSID] == nil {
+				t.Fatalf("INFORM not relayed (counters %v)", r.p.Counters())
+			}
+			ack, _ := dhcpv4.NewReplyFromRequest(up[ispSID], dhcpv4.WithMessageType(dhcpv4.MessageTypeAck),
+				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ispSID.AsSlice()))),
+				dhcpv4.WithOption(dhcpv4.OptDNS(net.IPv4(192, 0, 2, 53))),
+				dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, up[ispSID].Options.Get(dhcpv4.OptionRelayAgentInformation)))
+			ack.ClientIPAddr, ack.YourIPAddr = net.IPv4zero, net.IPv4zero
+			r.fromServerAt(ispSID, ack)
+			sent := r.snd.take()
+			if len(sent) != 1 || sent[0].port != accPort {
+				t.Fatalf("sent %d frames, want the ACK to the subscriber (counters %v)", len(sent), r.p.Counters())
+			}
+			var pkt classifier.Packet
+			if pkt.Decode(sent[0].frame) != classifier.ReasonNone || pkt.Dst != s1MAC || addr4(pkt.DstIP) != from {
+				t.Errorf("ACK to the INFORM sent to MAC %012x, IP %v; want the client's MAC and %v", pkt.Dst, addr4(pkt.DstIP), from)
+			}
+		})
 	}
 }

@@ -126,7 +126,14 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 	case dhcpv4.MessageTypeAck:
 		p.tx.take(pk)
 		if t.msgType == dhcpv4.MessageTypeInform {
-			p.deliver(c, m, relayDown(payload, c.Addr, 0))
+			// To the address the INFORM came from (RFC 2131
+			// §4.3.5), whatever ciaddr and yiaddr the ISP's ACK
+			// carries (table 3 lets its ciaddr be 0).
+			dst := p.tx.informFrom(t)
+			if !dst.IsValid() {
+				dst = replyAddr(m)
+			}
+			p.deliverTo(c, m, relayDown(payload, c.Addr, 0), dst)
 			p.count("ack_inform")
 			return
 		}
@@ -294,30 +301,39 @@ func nakBytes(m *dhcpv4.DHCPv4, sid netip.Addr, msg string) []byte {
 // for a server on the client's link (giaddr 0): NAKs are broadcast; a
 // client with an address (ciaddr) gets unicast; a client that asked for
 // broadcast gets broadcast; otherwise unicast to yiaddr at chaddr. Every
-// frame is addressed to chaddr at L2 (see below).
+// frame is addressed to chaddr at L2 (deliverTo).
 func (p *Proxy) deliver(c *Circuit, m *dhcpv4.DHCPv4, payload []byte) {
+	p.deliverTo(c, m, payload, replyAddr(m))
+}
+
+// replyAddr is the IP destination of the server message m by RFC 2131
+// §4.1 (see deliver).
+func replyAddr(m *dhcpv4.DHCPv4) netip.Addr {
+	bcast := netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	ciaddr, _ := netip.AddrFromSlice(m.ClientIPAddr.To4())
+	yiaddr, _ := netip.AddrFromSlice(m.YourIPAddr.To4())
+	switch {
+	case m.MessageType() == dhcpv4.MessageTypeNak:
+		return bcast
+	case ciaddr.IsValid() && !ciaddr.IsUnspecified():
+		return ciaddr
+	case m.IsBroadcast():
+		return bcast
+	case yiaddr.IsValid() && !yiaddr.IsUnspecified():
+		return yiaddr
+	}
+	return bcast
+}
+
+// deliverTo sends the server message m (payload) to the subscriber at IP
+// address dst, its frame to chaddr.
+func (p *Proxy) deliverTo(c *Circuit, m *dhcpv4.DHCPv4, payload []byte, dst netip.Addr) {
 	// The Ethernet destination is always the client's own MAC: where RFC
 	// 2131 says broadcast, the IP destination is 255.255.255.255 (which
 	// a client without an address accepts) but the frame goes to chaddr
 	// only — a broadcast frame would show every subscriber on the access
 	// network its neighbour's MAC, address and options.
 	dstMAC := binding.MAC48([6]byte(m.ClientHWAddr))
-	var dst netip.Addr
-	bcast := netip.AddrFrom4([4]byte{255, 255, 255, 255})
-	ciaddr, _ := netip.AddrFromSlice(m.ClientIPAddr.To4())
-	yiaddr, _ := netip.AddrFromSlice(m.YourIPAddr.To4())
-	switch {
-	case m.MessageType() == dhcpv4.MessageTypeNak:
-		dst = bcast
-	case ciaddr.IsValid() && !ciaddr.IsUnspecified():
-		dst = ciaddr
-	case m.IsBroadcast():
-		dst = bcast
-	case yiaddr.IsValid() && !yiaddr.IsUnspecified():
-		dst = yiaddr
-	default:
-		dst = bcast
-	}
 	if !p.injectUDP(c.Port, dstMAC, c.MAC, c.VLAN, c.Addr, dst, 67, 68, payload) {
 		p.count("inject_full")
 	}

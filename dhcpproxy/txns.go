@@ -41,6 +41,9 @@ type txn struct {
 	requested netip.Addr
 	// clientID is the client's identifier (option 61), if it sent one.
 	clientID []byte
+	// informFrom is, for an INFORM, the client's address its ACK goes to
+	// (informAddr; invalid: unknown).
+	informFrom netip.Addr
 	// gen is the subscriber's generation when the message was relayed
 	// (leaseTable.gen).
 	gen uint64
@@ -249,6 +252,20 @@ func (x *txns) offer(t *txn, isp *ISP, from, sid netip.Addr, now time.Time, time
 	t.deadline = now.Add(timeout)
 	x.offered[t.sub] = offer{isp: isp, sid: sid, from: from, at: now}
 	return true
+}
+
+// informed notes that t's INFORM came from a (txn.informFrom).
+func (x *txns) informed(t *txn, a netip.Addr) {
+	x.mu.Lock()
+	t.informFrom = a
+	x.mu.Unlock()
+}
+
+// informFrom returns the address t's INFORM came from (invalid: unknown).
+func (x *txns) informFrom(t *txn) netip.Addr {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return t.informFrom
 }
 
 // refuse notes that an answer to t was refused (see txn.refused).

@@ -122,7 +122,7 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 	// address now (the access address renumbered, a lease from before
 	// ispmux): still RENEWING (RFC 2131 §4.4.5), not REBINDING.
 	unicast := pkt.Dst == c.MAC && pkt.DstIP != 0xffffffff
-	p.relay(c, isp, reg, sk, payload, m, unicast, what == relayRenewal, now)
+	p.relay(c, isp, reg, sk, payload, m, addr4(pkt.SrcIP), unicast, what == relayRenewal, now)
 }
 
 // relayInfo is the Option 82 ispmux sends isp for the subscriber mac of
@@ -144,9 +144,10 @@ func (p *Proxy) relayInfo(c *Circuit, isp *ISP, mac uint64, customer string, uni
 
 // relay sends m to every DHCP server of isp as an extended request; a
 // RELEASE or DECLINE also ends the subscriber's binding (endByClient).
-// renewal: m renews the subscriber's binding past the ISP's T1 (answered
-// from the binding if the ISP stays silent).
-func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw []byte, m *dhcpv4.DHCPv4, unicast, renewal bool, now time.Time) {
+// src is the IP source of m's frame; renewal: m renews the subscriber's
+// binding past the ISP's T1 (answered from the binding if the ISP stays
+// silent).
+func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw []byte, m *dhcpv4.DHCPv4, src netip.Addr, unicast, renewal bool, now time.Time) {
 	mt := m.MessageType()
 	subj := regSubject(sk.mac, c, reg)
 	ri := p.relayInfo(c, isp, sk.mac, reg.CustomerID, unicast)
@@ -197,6 +198,9 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		p.count("request_other_server")
 		p.tx.abandon(pk, t)
 		t = nil
+	}
+	if t != nil && mt == dhcpv4.MessageTypeInform {
+		p.tx.informed(t, informAddr(m, src))
 	}
 	if t != nil {
 		var rn *renewNote
@@ -388,6 +392,19 @@ func (p *Proxy) relayLater(pk pendKey, t *txn, isp *ISP, subj subject, mt dhcpv4
 			"was not resolved within %s of the request (not the ISP's fault)", isp.Name, startupWait))
 		p.tx.abandon(pk, t)
 	}()
+}
+
+// informAddr is where the ACK to the INFORM m, whose frame came from src,
+// goes: its ciaddr (RFC 2131 §4.3.5), else src (a client that left ciaddr
+// 0, as ISC dhcpd answers it); invalid if neither is set.
+func informAddr(m *dhcpv4.DHCPv4, src netip.Addr) netip.Addr {
+	if a := addrOf(m.ClientIPAddr); a.IsValid() && !a.IsUnspecified() {
+		return a
+	}
+	if src.IsValid() && !src.IsUnspecified() && src != netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return src
+	}
+	return netip.Addr{}
 }
 
 // endByClient ends the subscriber's binding l on its RELEASE or DECLINE
