@@ -47,7 +47,7 @@
 //   - proxy.go: configuration (immutable after New), counters (atomic),
 //     the dispatch of punted frames, Run.
 //   - txns.go: the transactions in flight with the ISPs, the OFFERs
-//     remembered, the ICMP unreachables heard (txns.mu).
+//     remembered, the ICMP unreachables heard about them (txns.mu).
 //   - upstream.go: messages from subscribers: checks, admission, relay up.
 //   - replies.go: messages from the ISPs' servers and what the subscriber
 //     is sent (no state of its own).

@@ -2,7 +2,6 @@ package dhcpproxy
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -13,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/ispmux/ispmux/classifier"
@@ -1242,18 +1239,7 @@ func serverUnreachable(t *testing.T, code byte, mtu uint16, want string) {
 	if len(sent) != 1 {
 		t.Fatalf("relayed %d frames", len(sent))
 	}
-	relayed := sent[0].frame[14:] // the IPv4 packet we sent
-	icmp := make([]byte, 8+len(relayed))
-	icmp[0], icmp[1] = 3, code // destination unreachable
-	binary.BigEndian.PutUint16(icmp[6:], mtu)
-	copy(icmp[8:], relayed)
-	ipl := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: net.IP(ispSID.AsSlice()), DstIP: net.IP(giaddr.AsSlice())}
-	buf := gopacket.NewSerializeBuffer()
-	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(macBytes(gwMAC)), DstMAC: net.HardwareAddr(macBytes(upMAC)), EthernetType: layers.EthernetTypeIPv4}
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ipl, gopacket.Payload(icmp)); err != nil {
-		t.Fatal(err)
-	}
-	r.p.HandleFrame(upPort, buf.Bytes())
+	r.unreachableQuoting(code, mtu, sent[0].frame[14:]) // the IPv4 packet we sent
 	if c := r.p.Counters(); c["server_unreachable"] != 1 {
 		t.Fatalf("counters %v", c)
 	}

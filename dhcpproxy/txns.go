@@ -12,6 +12,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/registry"
 	"github.com/ispmux/ispmux/subscribers"
 )
@@ -64,26 +65,21 @@ type txn struct {
 	// nakBy is the ISP server that answered the DISCOVER with a NAK (no
 	// event of its own): if no OFFER follows, its end says so.
 	nakBy netip.Addr
+	// sentTo is the ISP server msgType was last relayed to (invalid:
+	// every server of the ISP); an ICMP unreachable from another is not
+	// about it.
+	sentTo netip.Addr
+	// unreach is the ICMP unreachable heard about msgType as relayed
+	// (zero: none): its timeout names the server and the cause.
+	unreach unreachableNote
 }
 
-// unreachableNote is an ICMP unreachable heard about an ISP's server.
+// unreachableNote is an ICMP unreachable heard about a message relayed
+// to an ISP's server.
 type unreachableNote struct {
 	at     time.Time
 	server netip.Addr
 	why    string
-	// xid, with datagram set, is the quoted message's transaction: a
-	// frag-needed is about that message's size (RFC 1191), not the
-	// server, and names no other transaction's silence.
-	xid      [4]byte
-	datagram bool
-}
-
-// about returns n if it concerns the transaction xid.
-func (n unreachableNote) about(xid [4]byte) unreachableNote {
-	if n.datagram && n.xid != xid {
-		return unreachableNote{}
-	}
-	return n
 }
 
 // offer is the ISP server that last offered a subscriber an address.
@@ -97,21 +93,19 @@ type offer struct {
 // offerMemory is how long an OFFER's server is remembered.
 const offerMemory = 5 * time.Minute
 
-// txns owns the transactions in flight with the ISPs, the OFFERs
-// remembered for late REQUESTs and the ICMP unreachables heard from the
-// ISPs' side. mu guards all of it, including the mutable fields of each
+// txns owns the transactions in flight with the ISPs (with the ICMP
+// unreachables heard about them) and the OFFERs remembered for late
+// REQUESTs. mu guards all of it, including the mutable fields of each
 // txn; it is held only inside these methods.
 type txns struct {
 	mu      sync.Mutex
 	pending map[pendKey]*txn
 	offered map[subKey]offer
-	unreach map[uint8]unreachableNote
 }
 
 func (x *txns) init() {
 	x.pending = map[pendKey]*txn{}
 	x.offered = map[subKey]offer{}
-	x.unreach = map[uint8]unreachableNote{}
 }
 
 // get returns the transaction under pk, or nil.
@@ -218,6 +212,7 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 		t.resent = time.Time{}
 		t.refused = false
 		t.nakBy = netip.Addr{}
+		t.unreach = unreachableNote{}
 	} else {
 		t.resent = now
 	}
@@ -311,11 +306,30 @@ func (x *txns) serverID(t *txn) netip.Addr {
 	return t.serverID
 }
 
-// noteUnreachable records an ICMP unreachable about an ISP's server.
-func (x *txns) noteUnreachable(isp uint8, n unreachableNote) {
+// relayedTo notes that t's message is relayed to only of isp's servers,
+// or to all of them when only is not valid or not one of them (as
+// sendRelay sends it).
+func (x *txns) relayedTo(t *txn, isp *ISP, only netip.Addr) {
+	if !slices.Contains(isp.Servers, only) {
+		only = netip.Addr{}
+	}
 	x.mu.Lock()
-	x.unreach[isp] = n
+	t.sentTo = only
 	x.mu.Unlock()
+}
+
+// noteUnreachable keeps n on the pending transaction at isp that an ICMP
+// unreachable quotes (its xid and chaddr mac), if it was relayed to
+// n.server. It reports whether there was one.
+func (x *txns) noteUnreachable(isp uint8, xid [4]byte, mac uint64, n unreachableNote) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	t := x.pending[pendKey{xid, mac, isp}]
+	if t == nil || t.sentTo.IsValid() && t.sentTo != n.server {
+		return false
+	}
+	t.unreach = n
+	return true
 }
 
 // timedOut is a transaction the ISP did not answer in time.
@@ -348,7 +362,7 @@ func (x *txns) expire(now time.Time) []timedOut {
 		if now.After(t.deadline) {
 			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() && (!t.refused || t.nakBy.IsValid()) || t.msgType == dhcpv4.MessageTypeRequest ||
 				t.msgType == dhcpv4.MessageTypeInform {
-				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, x.unreach[t.isp.Index].about(k.xid), t.renew, t.nakBy, t.refused})
+				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, t.unreach, t.renew, t.nakBy, t.refused})
 			}
 			// The client retransmitted, and we relayed its copy less
 			// than the ISP's time ago: the ISP's silence to the first
@@ -417,7 +431,8 @@ func (p *Proxy) expireTxns(now time.Time) {
 
 // unreachable notes an ICMP destination unreachable received on isp's
 // uplink about a DHCP message we relayed to one of its servers: the
-// timeout event then names the cause instead of blaming a silent server.
+// timeout event of that message's transaction (no other) then names the
+// cause instead of blaming a silent server.
 func (p *Proxy) unreachable(isp *ISP, pkt *classifier.Packet, f []byte) {
 	// ICMP header (8 bytes), then the quoted IPv4 header and at least 8
 	// bytes of its payload (RFC 792).
@@ -440,6 +455,20 @@ func (p *Proxy) unreachable(isp *ISP, pkt *classifier.Packet, f []byte) {
 		p.count("icmp_unreachable_other")
 		return
 	}
+	// Which message: the quoted DHCP message's xid (bytes 4–8) and chaddr
+	// (28–34). A router may quote as little as 8 bytes past the IP header
+	// (RFC 792; Linux and RFC 1812 routers quote far more): a quote that
+	// stops before the chaddr could be about any of the ISP's
+	// transactions, or forged, and names none (finding the one xid among
+	// up to max_pending transactions would be a scan per ICMP packet from
+	// the ISP's segment).
+	dhcp := q[ihl+8:]
+	if len(dhcp) < 34 {
+		p.count("icmp_unreachable_short")
+		return
+	}
+	xid := [4]byte(dhcp[4:8])
+	mac := binding.MAC48([6]byte(dhcp[28:34]))
 	why := "unreachable"
 	switch f[pkt.L4+1] {
 	case 3:
@@ -458,10 +487,11 @@ func (p *Proxy) unreachable(isp *ISP, pkt *classifier.Packet, f []byte) {
 	case 13:
 		why = "administratively prohibited: a filter on the way"
 	}
-	n := unreachableNote{at: time.Now(), server: srv, why: why}
-	if f[pkt.L4+1] == 4 && len(q) >= ihl+8+8 { // the quote holds the xid (DHCP bytes 4–8)
-		n.xid, n.datagram = [4]byte(q[ihl+8+4:ihl+8+8]), true
+	if !p.tx.noteUnreachable(isp.Index, xid, mac, unreachableNote{at: time.Now(), server: srv, why: why}) {
+		// About no transaction pending (ended, or relayed to another
+		// server), or forged.
+		p.count("icmp_unreachable_no_transaction")
+		return
 	}
 	p.count("server_unreachable")
-	p.tx.noteUnreachable(isp.Index, n)
 }

@@ -2,8 +2,10 @@ package dhcpproxy
 
 import (
 	"encoding/binary"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
+	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/subscribers"
 )
@@ -120,18 +123,7 @@ func TestFragNeededBlamesOnlyItsMessage(t *testing.T) {
 		t.Fatalf("relayed %d frames", len(sent))
 	}
 	relayed := sent[0].frame[14:]
-	quote := relayed[:min(len(relayed), 20+8+236)] // as a router quotes (RFC 1812 §4.3.2.3)
-	icmp := make([]byte, 8+len(quote))
-	icmp[0], icmp[1] = 3, 4
-	binary.BigEndian.PutUint16(icmp[6:], 576)
-	copy(icmp[8:], quote)
-	ipl := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: net.IPv4(192, 0, 2, 254), DstIP: net.IP(giaddr.AsSlice())}
-	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(macBytes(gwMAC)), DstMAC: net.HardwareAddr(macBytes(upMAC)), EthernetType: layers.EthernetTypeIPv4}
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ipl, gopacket.Payload(icmp)); err != nil {
-		t.Fatal(err)
-	}
-	r.p.HandleFrame(upPort, buf.Bytes())
+	r.unreachableQuoting(4, 576, relayed[:min(len(relayed), 20+8+236)]) // as a router quotes (RFC 1812 §4.3.2.3)
 	if c := r.p.Counters(); c["server_unreachable"] != 1 {
 		t.Fatalf("counters %v", c)
 	}
@@ -150,5 +142,149 @@ func TestFragNeededBlamesOnlyItsMessage(t *testing.T) {
 		if a == "02:00:00:00:01:01" && !tooBig {
 			t.Errorf("A's timeout does not say too big: %q", e.Reason)
 		}
+	}
+}
+
+// relayedPackets takes the frames sent so far and returns the IPv4
+// packets relayed to the ISP's servers, by server.
+func (r *prig) relayedPackets() map[netip.Addr][]byte {
+	out := map[netip.Addr][]byte{}
+	for _, s := range r.snd.take() {
+		var p classifier.Packet
+		if s.port == upPort && p.Decode(s.frame) == classifier.ReasonNone {
+			out[addr4(p.DstIP)] = s.frame[p.L3:]
+		}
+	}
+	return out
+}
+
+// unreachableQuoting: the ISP's router sends our uplink address an ICMP
+// destination unreachable of code (mtu: its next-hop MTU field) quoting
+// quote, the start of an IPv4 packet.
+func (r *prig) unreachableQuoting(code byte, mtu uint16, quote []byte) {
+	r.t.Helper()
+	icmp := make([]byte, 8+len(quote))
+	icmp[0], icmp[1] = 3, code // destination unreachable
+	binary.BigEndian.PutUint16(icmp[6:], mtu)
+	copy(icmp[8:], quote)
+	ipl := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: net.IPv4(192, 0, 2, 254), DstIP: net.IP(giaddr.AsSlice())}
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(macBytes(gwMAC)), DstMAC: net.HardwareAddr(macBytes(upMAC)), EthernetType: layers.EthernetTypeIPv4}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ipl, gopacket.Payload(icmp)); err != nil {
+		r.t.Fatal(err)
+	}
+	r.p.HandleFrame(upPort, buf.Bytes())
+}
+
+// timeoutsByMAC returns the reasons of the timeout events in evs, by MAC.
+func timeoutsByMAC(evs []subscribers.Event) map[string][]string {
+	out := map[string][]string{}
+	for _, e := range evs {
+		if e.Kind == subscribers.EventTimeout {
+			a := binding.MACString(binding.MAC48(e.MAC))
+			out[a] = append(out[a], e.Reason)
+		}
+	}
+	return out
+}
+
+// An ISP with two servers. s1 renews (relayed to its lease's server, the
+// first, only) and the first server's router says host unreachable about
+// it; then s2's DISCOVER (relayed to both) gets a port unreachable from
+// the second server's side. The ISP had one note: the later one replaced
+// the earlier, and s1's timeout named the second server's port
+// unreachable, about a message s1's renewal never went to. Each note is
+// now the transaction's it quotes: s1's timeout names the first server's
+// host unreachable, s2's the second's port unreachable.
+func TestUnreachableNamesItsTransactionOnly(t *testing.T) {
+	r, second := twoServersBound(t)
+	ip := netip.MustParseAddr("100.64.0.101")
+	r.fromClientUnicast(renewing(t, s1, ip.String()), ip)
+	renewal := r.relayedPackets()
+	if len(renewal) != 1 || renewal[ispSID] == nil {
+		t.Fatalf("renewal relayed to %v, want %v only", slices.Collect(maps.Keys(renewal)), ispSID)
+	}
+	r.unreachableQuoting(1, 0, renewal[ispSID])
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:02"))))
+	disc := r.relayedPackets()
+	if disc[second] == nil {
+		t.Fatalf("DISCOVER relayed to %v, want both servers", slices.Collect(maps.Keys(disc)))
+	}
+	r.unreachableQuoting(3, 0, disc[second])
+	if c := r.p.Counters(); c["server_unreachable"] != 2 {
+		t.Fatalf("server_unreachable %d, want 2 (counters %v)", c["server_unreachable"], c)
+	}
+	tos := timeoutsByMAC(r.eventsAfterTimeout())
+	want := map[string]string{
+		s1:                  ispSID.String() + ": host unreachable",
+		"02:00:00:00:01:02": second.String() + ": port unreachable",
+	}
+	for m, w := range want {
+		if len(tos[m]) != 1 || !strings.Contains(tos[m][0], w) {
+			t.Errorf("%s's timeouts %q, want one naming %q", m, tos[m], w)
+		}
+	}
+}
+
+// A host on the ISP's segment forges port unreachables quoting realistic
+// datagrams: from our uplink address, port 67, to the ISP's real server,
+// in the form of the DISCOVER ispmux relayed for s1 but with a made-up
+// xid, or s1's xid with another chaddr. Each was taken, and explained
+// every pending subscriber's timeout ("no DHCP server running"). So was a
+// quote too short to hold an xid (RFC 792's 8 bytes past the IP header).
+// Now an unreachable counts only when its quote names a pending
+// transaction (xid, and chaddr when quoted): those count as
+// icmp_unreachable_no_transaction and icmp_unreachable_short, and no
+// timeout names them.
+func TestUnreachableQuotingNoTransaction(t *testing.T) {
+	r := newPRig(t)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	relayed := r.relayedPackets()[ispSID]
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:02"))))
+	if relayed == nil || r.relayedPackets()[ispSID] == nil {
+		t.Fatal("DISCOVERs not relayed")
+	}
+	const dhcp = 20 + 8 // the DHCP message in the quoted packet
+	madeUpXID := slices.Clone(relayed)
+	copy(madeUpXID[dhcp+4:], []byte{0xde, 0xad, 0xbe, 0xef})
+	r.unreachableQuoting(3, 0, madeUpXID)
+	otherChaddr := slices.Clone(relayed)
+	copy(otherChaddr[dhcp+28:], mac("02:00:00:00:09:09"))
+	r.unreachableQuoting(3, 0, otherChaddr)
+	r.unreachableQuoting(3, 0, relayed[:dhcp])
+	c := r.p.Counters()
+	if c["server_unreachable"] != 0 || c["icmp_unreachable_no_transaction"] != 2 || c["icmp_unreachable_short"] != 1 {
+		t.Errorf("server_unreachable %d, icmp_unreachable_no_transaction %d, icmp_unreachable_short %d; want 0, 2, 1",
+			c["server_unreachable"], c["icmp_unreachable_no_transaction"], c["icmp_unreachable_short"])
+	}
+	tos := timeoutsByMAC(r.eventsAfterTimeout())
+	for _, m := range []string{s1, "02:00:00:00:01:02"} {
+		if len(tos[m]) != 1 || strings.Contains(tos[m][0], "unreachable") {
+			t.Errorf("%s's timeouts %q, want one naming no unreachable", m, tos[m])
+		}
+	}
+}
+
+// An unreachable quoting s1's renewal exactly (xid, chaddr), but as if it
+// had gone to the ISP's second server, which it did not (a renewal goes
+// to its lease's server only): it is about no message ispmux relayed, and
+// names nothing in s1's timeout.
+func TestUnreachableFromServerNotRelayedTo(t *testing.T) {
+	r, second := twoServersBound(t)
+	ip := netip.MustParseAddr("100.64.0.101")
+	r.fromClientUnicast(renewing(t, s1, ip.String()), ip)
+	renewal := r.relayedPackets()[ispSID]
+	if renewal == nil {
+		t.Fatal("renewal not relayed to its lease's server")
+	}
+	forged := slices.Clone(renewal)
+	copy(forged[16:20], second.AsSlice())
+	r.unreachableQuoting(3, 0, forged)
+	if c := r.p.Counters(); c["server_unreachable"] != 0 || c["icmp_unreachable_no_transaction"] != 1 {
+		t.Errorf("server_unreachable %d, icmp_unreachable_no_transaction %d; want 0, 1", c["server_unreachable"], c["icmp_unreachable_no_transaction"])
+	}
+	tos := timeoutsByMAC(r.eventsAfterTimeout())
+	if len(tos[s1]) != 1 || strings.Contains(tos[s1][0], second.String()) {
+		t.Errorf("s1's timeouts %q, want one not naming %v", tos[s1], second)
 	}
 }

@@ -274,6 +274,9 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 			only = held.relayAddr()
 		}
 	}
+	if t != nil {
+		p.tx.relayedTo(t, isp, only)
+	}
 	gw, ok := p.nextHop(isp)
 	if !ok {
 		if !p.resolvedOnce(isp) {
