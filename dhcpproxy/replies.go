@@ -47,7 +47,9 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 	pk := pendKey{m.TransactionID, mac, isp.Index}
 	t := p.tx.get(pk)
 	if t == nil {
-		p.count("no_transaction")
+		if direct || m.MessageType() != dhcpv4.MessageTypeAck || !p.releaseRapid(isp, pk, src, m) {
+			p.count("no_transaction")
+		}
 		return
 	}
 	if direct {
@@ -124,7 +126,17 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 		p.count("offer")
 		p.ispStat(isp.Index).outcomes[OutcomeOffer].Add(1)
 	case dhcpv4.MessageTypeAck:
-		p.tx.take(pk)
+		if !p.tx.selected(t, src, addrOf(m.ServerIdentifier()), isp.ServerIDOverride) {
+			// A SELECTING REQUEST names one server; another one's
+			// ACK is not the client's lease (that server should have
+			// taken the REQUEST as the decline of its OFFER). The
+			// selected server's ACK is still awaited.
+			p.count("ack_other_server")
+			p.log.Debug("dhcp: ACK from an ISP server the client did not select ignored", "mac", binding.MACString(mac),
+				"isp", isp.Name, "server", src, "yiaddr", m.YourIPAddr)
+			return
+		}
+		p.tx.takeAck(pk, t, src, addrOf(m.YourIPAddr), time.Now().Add(p.cfg.Timeout))
 		if t.msgType == dhcpv4.MessageTypeInform {
 			// To the address the INFORM came from (RFC 2131
 			// §4.3.5), whatever ciaddr and yiaddr the ISP's ACK
@@ -164,6 +176,48 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 	default:
 		p.count("server_unexpected_type")
 	}
+}
+
+// releaseRapid handles the ACK of server src to a rapid-commit DISCOVER
+// (RFC 4039) under pk whose transaction another server's ACK already
+// took, and reports whether it did (false: no such DISCOVER, or src is
+// the server taken). src has committed a lease the client will never use
+// (RFC 3315 §22.14, which RFC 4039 follows: "some servers will commit
+// addresses that are not actually used by the client"), held until it
+// expires: ispmux, the client's side of the exchange, releases it to src,
+// once, as the client would: ciaddr the address src committed, its
+// server identifier, the DISCOVER's client identifier and Option 82, our
+// giaddr. Not when src ACKed the address bound (servers sharing one lease
+// database): that RELEASE would free the subscriber's own address.
+func (p *Proxy) releaseRapid(isp *ISP, pk pendKey, src netip.Addr, m *dhcpv4.DHCPv4) bool {
+	w, ok := p.tx.rapidWon(pk)
+	if !ok || src == w.from {
+		return false
+	}
+	if err := checkServer(m, w.op82); err != nil {
+		p.count(err.Error())
+		return true
+	}
+	ip := addrOf(m.YourIPAddr)
+	if !ip.IsValid() || ip.IsUnspecified() || ip == w.ip || !p.tx.releaseOnce(pk, src) {
+		p.count("rapid_commit_extra_ack")
+		return true
+	}
+	sid := addrOf(m.ServerIdentifier())
+	if !sid.IsValid() {
+		sid = src
+	}
+	b := subscribers.Binding{MAC: binding.MACBytes(w.sub.mac), IP: ip, ServerID: sid, ClientID: w.clientID, Option82: w.op82}
+	msg := p.revokeMessage(b, isp, nil, "rapid commit: the client took another server's ACK (RFC 4039)")
+	gw, ok := p.nextHop(isp)
+	if msg == nil || !ok || !p.injectUDP(isp.Port, gw, isp.MAC, isp.VLAN, isp.Addr, src, 67, 67, msg) {
+		p.count("rapid_commit_not_released")
+		return true
+	}
+	p.count("rapid_commit_released")
+	p.log.Info("dhcp: a second ISP server's rapid-commit lease released (the client took the first ACK)",
+		"mac", binding.MACString(w.sub.mac), "isp", isp.Name, "server", src, "ip", ip, "bound", w.ip)
+	return true
 }
 
 // nakFromISP passes the ISP's NAK on: the subscriber's binding (if any)

@@ -1,6 +1,7 @@
 package dhcpproxy
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"strings"
@@ -245,5 +246,169 @@ func (r *prig) bindVia(srv, sid netip.Addr, mods ...func(ack *dhcpv4.DHCPv4)) {
 	r.fromServerAt(srv, ack)
 	if _, toClient = r.relayedTo(); len(toClient) != 1 || toClient[0].MessageType() != dhcpv4.MessageTypeAck || !r.tab.isBound(s1MAC) {
 		r.t.Fatalf("subscriber got %v, want the ACK and a binding", toClient)
+	}
+}
+
+// rapidAck is server srv's rapid-commit ACK (RFC 4039: option 80) to the
+// relayed DISCOVER m, naming itself as server identifier.
+func rapidAck(m *dhcpv4.DHCPv4, srv netip.Addr) *dhcpv4.DHCPv4 {
+	ack := serverReply(m, dhcpv4.MessageTypeAck, srv, srv)
+	ack.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionRapidCommit, nil))
+	return ack
+}
+
+// A rapid-commit DISCOVER (RFC 4039) goes to both servers of the ISP, and
+// both commit a lease and ACK. The first ACK is bound; the second server
+// has committed 100.64.0.103 to the client, which will never use it
+// (RFC 3315 §22.14, which RFC 4039 follows: "some servers will commit
+// addresses that are not actually used by the client"): ispmux, which
+// holds the client's side of the exchange, releases it, once, to that
+// server, as the client would its own lease: ciaddr the address that
+// server committed, its server identifier, the DISCOVER's Option 82 and
+// client identifier, giaddr ours. Before, the second ACK found no
+// transaction and was dropped: the address stayed held for nobody until
+// the ISP's lease ran out.
+func TestRapidCommitSecondServerReleased(t *testing.T) {
+	r, second := twoServers(t, false)
+	clientID := []byte{1, 2, 0, 0, 0, 1, 1}
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionRapidCommit, nil),
+		dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, clientID)))
+	up, _ := r.relayedTo()
+	if up[ispSID] == nil || up[second] == nil {
+		t.Fatalf("rapid-commit DISCOVER relayed to %v, want both servers", keys(up))
+	}
+	op82 := up[second].Options.Get(dhcpv4.OptionRelayAgentInformation)
+	r.fromServerAt(ispSID, rapidAck(up[ispSID], ispSID))
+	if _, toClient := r.relayedTo(); len(toClient) != 1 || toClient[0].MessageType() != dhcpv4.MessageTypeAck || !r.tab.isBound(s1MAC) {
+		t.Fatalf("subscriber got %v, want the first server's ACK and a binding", toClient)
+	}
+	late := rapidAck(up[second], second)
+	r.fromServerAt(second, late)
+	sent, toClient := r.relayedTo()
+	if len(toClient) != 0 {
+		t.Errorf("second server's rapid-commit ACK delivered too: %v", toClient[0].YourIPAddr)
+	}
+	rel := sent[second]
+	if rel == nil || rel.MessageType() != dhcpv4.MessageTypeRelease {
+		t.Fatalf("second server's rapid-commit lease not released: sent %v (counters %v)", sent, r.p.Counters())
+	}
+	if sent[ispSID] != nil {
+		t.Errorf("the bound server was sent a %s", sent[ispSID].MessageType())
+	}
+	if !rel.ClientIPAddr.Equal(net.IPv4(100, 64, 0, 103)) || !rel.GatewayIPAddr.Equal(net.IP(giaddr.AsSlice())) ||
+		!rel.ServerIdentifier().Equal(net.IP(second.AsSlice())) || rel.ClientHWAddr.String() != s1 {
+		t.Errorf("RELEASE ciaddr %v giaddr %v server-id %v chaddr %v; want 100.64.0.103, %v, %v, %s",
+			rel.ClientIPAddr, rel.GatewayIPAddr, rel.ServerIdentifier(), rel.ClientHWAddr, giaddr, second, s1)
+	}
+	if got := rel.Options.Get(dhcpv4.OptionRelayAgentInformation); !bytes.Equal(got, op82) {
+		t.Errorf("RELEASE Option 82 %x, want the DISCOVER's %x", got, op82)
+	}
+	if got := rel.Options.Get(dhcpv4.OptionClientIdentifier); !bytes.Equal(got, clientID) {
+		t.Errorf("RELEASE client identifier %x, want the client's %x", got, clientID)
+	}
+	// The same ACK again (the server answering a retransmission): released
+	// once only.
+	r.fromServerAt(second, late)
+	if sent, _ = r.relayedTo(); len(sent) != 0 {
+		t.Errorf("second copy of the losing ACK: sent %v again", keys(sent))
+	}
+	if c := r.p.Counters(); c["rapid_commit_released"] != 1 {
+		t.Errorf("rapid_commit_released = %d, want 1 (counters %v)", c["rapid_commit_released"], c)
+	}
+	if b, err := r.store.Binding("acc0", 0, [6]byte(mac(s1))); err != nil || b.IP != netip.MustParseAddr("100.64.0.101") {
+		t.Errorf("binding %v (%v), want 100.64.0.101 from the first server", b.IP, err)
+	}
+}
+
+// Two servers sharing one lease database (a Kea HA pair, or servers on
+// one SQL backend) both ACK a rapid-commit DISCOVER with the same
+// address: that lease is the one bound, and releasing it to the second
+// server would free the address the subscriber uses. Nothing is sent.
+func TestRapidCommitSameAddressNotReleased(t *testing.T) {
+	r, second := twoServers(t, false)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionRapidCommit, nil)))
+	up, _ := r.relayedTo()
+	r.fromServerAt(ispSID, rapidAck(up[ispSID], ispSID))
+	r.relayedTo()
+	same := rapidAck(up[second], second)
+	same.YourIPAddr = net.IPv4(100, 64, 0, 101)
+	r.fromServerAt(second, same)
+	if sent, toClient := r.relayedTo(); len(sent) != 0 || len(toClient) != 0 {
+		t.Errorf("second ACK of the bound address: sent the ISP %v, the subscriber %d messages", keys(sent), len(toClient))
+	}
+	if !r.tab.isBound(s1MAC) {
+		t.Error("binding lost")
+	}
+}
+
+// The client's REQUEST names the first server (RFC 2131 §4.3.2: the
+// server identifier of the OFFER it took); ispmux relays it to both
+// servers so the second sees it was not chosen (§3.1 step 3: "Those
+// servers not selected by the DHCPREQUEST message use the message as
+// notification that the client has declined that server's offer"). A
+// second server that ACKs anyway (its own offer, 100.64.0.103) first must
+// not be bound: the client asked for 100.64.0.101, the first server is
+// committing it, and its ACK, which follows, would then find no
+// transaction. Before, the wrong server's ACK was bound and delivered.
+func TestAckFromServerNotSelectedIgnored(t *testing.T) {
+	r, second := twoServers(t, false)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	up, _ := r.relayedTo()
+	discToB := up[second]
+	r.fromServerAt(ispSID, serverReply(up[ispSID], dhcpv4.MessageTypeOffer, ispSID, ispSID))
+	_, toClient := r.relayedTo()
+	if len(toClient) != 1 {
+		t.Fatalf("subscriber got %v, want the OFFER", toClient)
+	}
+	req, _ := dhcpv4.NewRequestFromOffer(toClient[0])
+	r.fromClient(req)
+	up, _ = r.relayedTo()
+	if up[second] == nil || up[ispSID] == nil {
+		t.Fatalf("REQUEST relayed to %v, want both servers", keys(up))
+	}
+	// The second server ACKs its own offer (of the DISCOVER, same xid).
+	r.fromServerAt(second, serverReply(discToB, dhcpv4.MessageTypeAck, second, second))
+	if _, toClient = r.relayedTo(); len(toClient) != 0 {
+		t.Errorf("ACK of %v from %v, a server the client did not select, delivered", toClient[0].YourIPAddr, second)
+	}
+	if r.tab.isBound(s1MAC) {
+		t.Errorf("bound by the ACK of %v, a server the client did not select", second)
+	}
+	if c := r.p.Counters(); c["ack_other_server"] != 1 {
+		t.Errorf("ack_other_server = %d, want 1", c["ack_other_server"])
+	}
+	// The selected server's ACK binds what the client asked for.
+	r.fromServerAt(ispSID, serverReply(up[ispSID], dhcpv4.MessageTypeAck, ispSID, ispSID))
+	_, toClient = r.relayedTo()
+	if len(toClient) != 1 || toClient[0].MessageType() != dhcpv4.MessageTypeAck || !toClient[0].YourIPAddr.Equal(net.IPv4(100, 64, 0, 101)) {
+		t.Fatalf("subscriber got %v after the selected server's ACK, want its ACK of 100.64.0.101 (counters %v)", toClient, r.p.Counters())
+	}
+	if b, err := r.store.Binding("acc0", 0, [6]byte(mac(s1))); err != nil || b.IP != netip.MustParseAddr("100.64.0.101") {
+		t.Errorf("binding %v (%v), want 100.64.0.101", b.IP, err)
+	}
+}
+
+// With server-id override every server names ispmux's address, so the
+// identifier does not tell which server the client selected: the source
+// does. The REQUEST went to the chosen server only; an ACK with its xid
+// from the other one, which was never sent that REQUEST (a misbehaving
+// server), is not bound.
+func TestOverrideAckFromServerNotSelectedIgnored(t *testing.T) {
+	r, second := twoServers(t, true)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	up, _ := r.relayedTo()
+	discToB := up[second]
+	r.fromServerAt(ispSID, serverReply(up[ispSID], dhcpv4.MessageTypeOffer, ispSID, ourSID))
+	_, toClient := r.relayedTo()
+	req, _ := dhcpv4.NewRequestFromOffer(toClient[0])
+	r.fromClient(req)
+	up, _ = r.relayedTo()
+	r.fromServerAt(second, serverReply(discToB, dhcpv4.MessageTypeAck, second, ourSID))
+	if _, toClient = r.relayedTo(); len(toClient) != 0 || r.tab.isBound(s1MAC) {
+		t.Errorf("ACK from %v, a server the client did not select, delivered (%d) or bound", second, len(toClient))
+	}
+	r.fromServerAt(ispSID, serverReply(up[ispSID], dhcpv4.MessageTypeAck, ispSID, ourSID))
+	if _, toClient = r.relayedTo(); len(toClient) != 1 || !toClient[0].YourIPAddr.Equal(net.IPv4(100, 64, 0, 101)) || !r.tab.isBound(s1MAC) {
+		t.Errorf("subscriber got %v after the selected server's ACK, want its ACK of 100.64.0.101 and a binding", toClient)
 	}
 }

@@ -72,6 +72,24 @@ type txn struct {
 	// unreach is the ICMP unreachable heard about msgType as relayed
 	// (zero: none): its timeout names the server and the cause.
 	unreach unreachableNote
+	// selecting is set for a SELECTING REQUEST (it names a server
+	// identifier, ours, RFC 2131 §4.3.2): only the server selected may
+	// ACK it (selected).
+	selecting bool
+}
+
+// rapidWin is a rapid-commit DISCOVER (RFC 4039) to an ISP with several
+// servers, once the first server's ACK took its transaction: each other
+// server may have committed a lease the client will never use, which
+// ispmux releases when its ACK comes (Proxy.releaseRapid).
+type rapidWin struct {
+	sub      subKey
+	from     netip.Addr // the server whose ACK was taken
+	ip       netip.Addr // the address that ACK bound
+	op82     []byte
+	clientID []byte
+	until    time.Time
+	released []netip.Addr // servers already sent a RELEASE
 }
 
 // unreachableNote is an ICMP unreachable heard about a message relayed
@@ -101,11 +119,13 @@ type txns struct {
 	mu      sync.Mutex
 	pending map[pendKey]*txn
 	offered map[subKey]offer
+	rapid   map[pendKey]*rapidWin
 }
 
 func (x *txns) init() {
 	x.pending = map[pendKey]*txn{}
 	x.offered = map[subKey]offer{}
+	x.rapid = map[pendKey]*rapidWin{}
 }
 
 // get returns the transaction under pk, or nil.
@@ -122,6 +142,65 @@ func (x *txns) take(pk pendKey) *txn {
 	t := x.pending[pk]
 	delete(x.pending, pk)
 	return t
+}
+
+// takeAck removes the transaction t under pk, answered by the ACK of
+// server from for ip. A DISCOVER's ACK (rapid commit) at an ISP with
+// several servers is remembered until until: the other servers' ACKs to it
+// follow (rapidWon).
+func (x *txns) takeAck(pk pendKey, t *txn, from, ip netip.Addr, until time.Time) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.pending[pk] == t {
+		delete(x.pending, pk)
+	}
+	if t.msgType == dhcpv4.MessageTypeDiscover && len(t.isp.Servers) > 1 {
+		x.rapid[pk] = &rapidWin{sub: t.sub, from: from, ip: ip, op82: t.op82, clientID: t.clientID, until: until}
+	}
+}
+
+// rapidWon returns a copy of the rapid-commit win under pk (takeAck).
+func (x *txns) rapidWon(pk pendKey) (rapidWin, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	w := x.rapid[pk]
+	if w == nil {
+		return rapidWin{}, false
+	}
+	return *w, true
+}
+
+// releaseOnce reports whether server from is yet to be sent the RELEASE
+// of its rapid-commit lease under pk, and notes that it is sent.
+func (x *txns) releaseOnce(pk pendKey, from netip.Addr) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	w := x.rapid[pk]
+	if w == nil || slices.Contains(w.released, from) {
+		return false
+	}
+	w.released = append(w.released, from)
+	return true
+}
+
+// selected reports whether the ACK of server address from, naming server
+// identifier sid (invalid: none), may answer t: for a SELECTING REQUEST,
+// only the server the client selected ACKs (RFC 2131 §3.1 step 3, §4.3.2;
+// the others take the REQUEST as the decline of their OFFER). That server
+// is the one whose OFFER t took: its identifier, which the relayed REQUEST
+// named (servers sharing one identifier are one server to the client), or,
+// with server-id override (every identifier ours) or an ACK naming none,
+// its address.
+func (x *txns) selected(t *txn, from, sid netip.Addr, override bool) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if t.msgType != dhcpv4.MessageTypeRequest || !t.selecting || !t.serverID.IsValid() {
+		return true
+	}
+	if override || !sid.IsValid() {
+		return !t.offerFrom.IsValid() || from == t.offerFrom
+	}
+	return sid == t.serverID
 }
 
 // abandon forgets transaction t (if it is still pending under pk): it was
@@ -217,6 +296,7 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 		t.resent = now
 	}
 	t.reg, t.op82, t.msgType, t.gen = reg, op82, mt, gen
+	t.selecting = mt == dhcpv4.MessageTypeRequest && m.Options.Has(dhcpv4.OptionServerIdentifier)
 	t.clientID = m.Options.Get(dhcpv4.OptionClientIdentifier)
 	t.requested = netip.Addr{}
 	if a, ok := netip.AddrFromSlice(m.RequestedIPAddress().To4()); ok && !a.IsUnspecified() {
@@ -383,6 +463,11 @@ func (x *txns) expire(now time.Time) []timedOut {
 	for k, o := range x.offered {
 		if now.Sub(o.at) >= offerMemory {
 			delete(x.offered, k)
+		}
+	}
+	for k, w := range x.rapid {
+		if now.After(w.until) {
+			delete(x.rapid, k)
 		}
 	}
 	return tos
