@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -207,15 +208,11 @@ func (e *engineTables) boundOn(vlan uint16, m uint64) (binding.Binding, bool) {
 	return b, ok
 }
 
-// A device registered for any access (the registry's Access "") bound at
-// alpha on acc0 is plugged in on acc1 (another VLAN). Its INIT-REBOOT is
-// NAKed (no binding on acc1); its DISCOVER ends the binding on acc0 (a
-// RELEASE to alpha) and is relayed; alpha hands it the same address and
-// the device is bound on acc1. Before, the acc0 binding was never ended
-// nor alpha told, and ispmux refused alpha's ACK as "the address of DHCP
-// subscriber <itself>": the device stayed offline until the ISP's lease
-// ran out (an hour here).
-func TestDeviceMovedToAnotherCircuit(t *testing.T) {
+// boundOnAcc0 is the rig with a second circuit, acc1 (VLAN 5 of the same
+// port), and s1, registered for any access (the registry's Access ""),
+// bound at alpha on acc0 (a one-hour lease, client_lease_max 10 min).
+func boundOnAcc0(t *testing.T) (*prig, *engineTables) {
+	t.Helper()
 	r := newPRig(t)
 	et := newEngineTables()
 	cfg := r.p.cfg
@@ -227,15 +224,47 @@ func TestDeviceMovedToAnotherCircuit(t *testing.T) {
 	if _, ok := et.boundOn(0, s1MAC); !ok {
 		t.Fatal("not bound on acc0")
 	}
+	return r, et
+}
+
+// discoverOnAcc1 sends s1's DISCOVER on acc1 and returns what the ISP and
+// the subscriber were sent.
+func (r *prig) discoverOnAcc1() map[uint8][]*dhcpv4.DHCPv4 {
+	r.t.Helper()
+	r.fromClientVLAN(5, discover(r.t, dhcpv4.WithHwAddr(mac(s1))))
+	r.p.committing.Wait()
+	r.p.notes.wait()
+	return r.toPorts()
+}
+
+// A device registered for any access bound on acc0 is plugged in on acc1
+// (another VLAN). Its INIT-REBOOT is NAKed (no binding on acc1). Its
+// DISCOVER is refused while the lease ispmux gave it on acc0 may still be
+// in use (a device on acc1 forging its MAC must not take it over: see
+// TestForgedMACOnAnotherCircuit); once client_lease_max has passed since,
+// without a word from acc0, its DISCOVER ends the binding on acc0 (a
+// RELEASE to alpha) and is relayed; alpha hands it the same address and
+// the device is bound on acc1. Before, the acc0 binding was never ended
+// nor alpha told, and ispmux refused alpha's ACK as "the address of DHCP
+// subscriber <itself>": the device stayed offline until the ISP's lease
+// ran out (an hour here).
+func TestDeviceMovedToAnotherCircuit(t *testing.T) {
+	r, et := boundOnAcc0(t)
 	// Plugged in on acc1: INIT-REBOOT, NAKed; then DISCOVER.
 	r.fromClientVLAN(5, initReboot(t, s1, netip.MustParseAddr(s1Addr)))
 	if got := r.serve(kea(t, time.Hour)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
 		t.Fatalf("INIT-REBOOT on acc1: %v, want a NAK", got)
 	}
+	if sent := r.discoverOnAcc1(); len(sent[upPort]) != 0 || len(sent[accPort]) != 0 {
+		t.Fatalf("DISCOVER on acc1 while the acc0 lease may be in use: %v relayed, %v answered; want it refused", sent[upPort], sent[accPort])
+	}
+	// client_lease_max later, acc0 silent: every lease ispmux gave the
+	// device there has run out.
+	r.pastT1(r.p.cfg.ClientLeaseMax)
 	r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(mac(s1))))
 	got := r.serve(kea(t, time.Hour))
 	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer {
-		t.Fatalf("DISCOVER on acc1: %v", got)
+		t.Fatalf("DISCOVER on acc1 client_lease_max later: %v (counters %v)", got, r.p.Counters())
 	}
 	req, _ := dhcpv4.NewRequestFromOffer(got[0])
 	r.fromClientVLAN(5, req)
@@ -258,5 +287,93 @@ func TestDeviceMovedToAnotherCircuit(t *testing.T) {
 	}
 	if sent := r.p.Counters()["intent_sent_release"]; !revoked || sent != 1 {
 		t.Errorf("acc0's binding: revoked event %v, RELEASEs sent %d (want its RELEASE sent to alpha)", revoked, sent)
+	}
+}
+
+// wantHeldOnAcc0 checks that s1's binding on acc0 is still forwarding and
+// held, and that nothing of s1's reached alpha (sent: what was sent since
+// the DORA, by port).
+func (r *prig) wantHeldOnAcc0(et *engineTables, what string, sent map[uint8][]*dhcpv4.DHCPv4) {
+	r.t.Helper()
+	if len(sent[upPort]) != 0 {
+		r.t.Errorf("%s: sent to alpha %v; want nothing (no RELEASE of acc0's lease, nothing relayed)", what, sent[upPort])
+	}
+	_, fwd := et.boundOn(0, s1MAC)
+	_, held := r.p.Lease(accPort, 0, s1MAC)
+	if !fwd || !held {
+		r.t.Fatalf("%s: s1's binding on acc0: forwarding %v, held %v; want both (counters %v)", what, fwd, held, r.p.Counters())
+	}
+}
+
+// A device on acc1 forging the MAC of s1, registered for any access and
+// bound on acc0, sends every DHCP message that could end or move a
+// binding: INIT-REBOOT, RELEASE and DECLINE of s1's address, DISCOVER, a
+// SELECTING REQUEST. None ends s1's binding or reaches alpha (the
+// INIT-REBOOT gets a NAK on acc1 only); each DISCOVER and REQUEST is
+// counted (moved_circuit_refused) and a rejected event says why. Before,
+// its first DISCOVER revoked s1's binding (a RELEASE to alpha: s1
+// offline) and was relayed, and the forger was bound on acc1 with s1's
+// service.
+func TestForgedMACOnAnotherCircuit(t *testing.T) {
+	r, et := boundOnAcc0(t)
+	ip := netip.MustParseAddr(s1Addr)
+	for _, m := range []struct {
+		what string
+		msg  *dhcpv4.DHCPv4
+	}{
+		{"INIT-REBOOT", initReboot(t, s1, ip)},
+		{"RELEASE", clientMsg(t, s1, dhcpv4.MessageTypeRelease, dhcpv4.WithClientIP(net.IP(ip.AsSlice())),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))},
+		{"DECLINE", clientMsg(t, s1, dhcpv4.MessageTypeDecline, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP(ip.AsSlice()))),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))},
+		{"DISCOVER", discover(t, dhcpv4.WithHwAddr(mac(s1)))},
+		{"SELECTING REQUEST", clientMsg(t, s1, dhcpv4.MessageTypeRequest, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP(ip.AsSlice()))),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))},
+	} {
+		r.fromClientVLAN(5, m.msg)
+		r.p.committing.Wait()
+		r.p.notes.wait()
+		r.wantHeldOnAcc0(et, m.what+" on acc1", r.toPorts())
+	}
+	if n := r.p.Counters()["moved_circuit_refused"]; n != 2 {
+		t.Errorf("moved_circuit_refused %d, want 2 (the DISCOVER and the REQUEST)", n)
+	}
+	found := false
+	for _, e := range r.eventsOf(subscribers.EventRejected) {
+		found = found || e.Access == "acc1" && strings.Contains(e.Reason, "bound on access acc0")
+	}
+	if !found {
+		t.Errorf("no rejected event on acc1 naming acc0's binding (events %v)", r.eventsOf(subscribers.EventRejected))
+	}
+}
+
+// The forger on acc1 keeps asking for s1's MAC; s1, still on acc0, renews
+// there within its client lease. Its renewal withdraws acc1's claim
+// (moved_circuit_withdrawn): acc1's DISCOVER past client_lease_max from
+// its first is still refused, and s1 keeps its binding for as long as it
+// renews. Before, acc1's first DISCOVER revoked it.
+func TestRenewalOnOwnCircuitWithdrawsAnotherCircuitsClaim(t *testing.T) {
+	r, et := boundOnAcc0(t)
+	clm := r.p.cfg.ClientLeaseMax
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1", r.discoverOnAcc1())
+	// s1 renews on acc0 at its client lease's half: answered from the
+	// binding.
+	r.pastT1(clm / 2)
+	r.fromClient(renewing(t, s1, s1Addr))
+	if got := r.serve(kea(t, time.Hour)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("s1's renewal on acc0: %v, want an ACK", got)
+	}
+	if n := r.p.Counters()["moved_circuit_withdrawn"]; n != 1 {
+		t.Errorf("moved_circuit_withdrawn %d, want 1", n)
+	}
+	r.pastT1(clm)
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1 client_lease_max after its first", r.discoverOnAcc1())
+	r.pastT1(clm * 3 / 2)
+	r.fromClient(renewing(t, s1, s1Addr))
+	r.serve(kea(t, time.Hour))
+	r.pastT1(2 * clm)
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1 client_lease_max after its second", r.discoverOnAcc1())
+	if n := r.p.Counters()["moved_circuit_refused"]; n != 3 {
+		t.Errorf("moved_circuit_refused %d, want 3", n)
 	}
 }

@@ -42,6 +42,8 @@ func CounterNames() []string {
 		"move_nak",
 		"move_pending",
 		"moved_circuit",
+		"moved_circuit_refused",
+		"moved_circuit_withdrawn",
 		"nak",
 		"nak_not_request",
 		"nak_sent",

@@ -139,12 +139,17 @@ type leaseTable struct {
 	// cuts holds, for the bindings of devices moved to another ISP
 	// (make-before-break, moves.go), when they end at the latest.
 	cuts map[subKey]time.Time
+	// claims holds, for the bindings whose MAC asked for a lease on
+	// another circuit (moves.go, endOtherCircuits), when that circuit
+	// may take the MAC over unless the holder is heard from first.
+	claims map[subKey]time.Time
 }
 
 func (t *leaseTable) init() {
 	t.m = oatable.New[subKey, lease](hashSubKey)
 	t.perCircuit = map[circuitKey]int{}
 	t.cuts = map[subKey]time.Time{}
+	t.claims = map[subKey]time.Time{}
 	t.gen = map[subKey]uint64{}
 }
 
@@ -216,6 +221,7 @@ func (t *leaseTable) putLocked(sk subKey, l lease) {
 	}
 	t.perISP[l.isp]++
 	delete(t.cuts, sk)
+	delete(t.claims, sk)
 }
 
 // load stores the leases restored at start in one step: the expiry heap
@@ -236,6 +242,7 @@ func (t *leaseTable) remove(sk subKey) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.cuts, sk)
+	delete(t.claims, sk)
 	l, ok := t.m.Delete(sk)
 	if !ok {
 		return false

@@ -1,9 +1,12 @@
 package dhcpproxy
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/ispmux/ispmux/internal/failpoint"
+	"github.com/ispmux/ispmux/registry"
+	"github.com/ispmux/ispmux/subscribers"
 )
 
 // Moves, make-before-break. When a device's registration moves to another
@@ -98,25 +101,70 @@ func (p *Proxy) endHeld(sk subKey, want lease, why string) bool {
 	return p.revokeLocked(sk, p.full(h), why)
 }
 
-// endOtherCircuits ends the bindings sk's MAC holds on circuits other than
-// sk's (c): a device that asks for a lease on c has left them (one
-// registered for any access, plugged in elsewhere). Left in place, such a
-// binding forwarded to a port the device is no longer on until its lease
-// ended, and the ISP, seeing the same client, ACKed it that binding's
-// address again, which ispmux refused as another subscriber's. Each is
-// revoked with a RELEASE to its ISP (sent before the new message,
-// flushIntentsOf). False: one could not be ended (the client retransmits).
-func (p *Proxy) endOtherCircuits(c *Circuit, sk subKey, now time.Time) bool {
+// endOtherCircuits lets a message of sk's MAC asking for a lease on c
+// (DISCOVER, REQUEST) take the MAC over from the live bindings it holds
+// on other circuits (a device registered for any access, plugged in
+// elsewhere), and reports whether the message may go on. A binding is
+// taken over only once its holder has let ClientLeaseMax pass, from the
+// first such message, without a word on its own circuit: by then every
+// lease ispmux gave it has run out, so a device still there would have
+// renewed (which withdraws the claim, serveRequest). Until then the
+// message is refused (moved_circuit_refused, a rejected event): the
+// other circuit may be a device forging the MAC, and the ISP's ACK of
+// its DORA would prove nothing (it answers any client with that MAC).
+// Taken over, the binding is revoked with a RELEASE to its ISP (sent
+// before the new message, flushIntentsOf). Left in place, it forwarded
+// to a port the device is no longer on until its lease ended, and the
+// ISP, seeing the same client, ACKed it that binding's address again,
+// which ispmux refused as another subscriber's. False: refused, or one
+// could not be ended (the client retransmits).
+func (p *Proxy) endOtherCircuits(c *Circuit, sk subKey, reg *registry.Entry, now time.Time) bool {
 	for _, h := range p.leases.ofMAC(sk.mac) {
 		if h.k == sk || !h.l.endsAfter(now) {
 			continue
 		}
-		if !p.endHeld(h.k, h.l, "the device asked for a lease on access "+c.Name) {
+		if now.Before(p.leases.claim(h.k, now.Add(p.cfg.ClientLeaseMax))) {
+			access, _ := p.names(h)
+			p.count("moved_circuit_refused")
+			p.refuse(subscribers.EventRejected, regSubject(sk.mac, c, *reg), netip.Addr{},
+				"bound on access "+access+", where its lease is in use: not served on "+c.Name+
+					" unless that lease lapses unrenewed")
+			return false
+		}
+		if !p.endHeld(h.k, h.l, "the device asked for a lease on access "+c.Name+
+			" and did not renew this one") {
 			return false
 		}
 		p.count("moved_circuit")
 	}
 	return true
+}
+
+// claim records that another circuit asked for sk's MAC: it may take it
+// over at at, unless sk's holder is heard from first (unclaim). It
+// returns when that circuit may, the first claim's time if one is
+// pending; the zero time (now) if sk holds no binding any more.
+func (t *leaseTable) claim(sk subKey, at time.Time) time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m.Ptr(sk) == nil {
+		return time.Time{}
+	}
+	if first, ok := t.claims[sk]; ok {
+		return first
+	}
+	t.claims[sk] = at
+	return at
+}
+
+// unclaim withdraws the claim on sk's binding (its holder spoke on its
+// circuit) and reports whether there was one.
+func (t *leaseTable) unclaim(sk subKey) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.claims[sk]
+	delete(t.claims, sk)
+	return ok
 }
 
 // cutMoves ends the old bindings of moved devices that did not ask within

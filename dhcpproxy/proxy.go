@@ -58,8 +58,10 @@
 //     ISP's T1, the NAK of any REQUEST not for the subscriber's binding at
 //     its current ISP (no state of its own).
 //   - moves.go: a device moved to another ISP keeps its old binding until
-//     its next REQUEST or ClientLeaseMax (make-before-break; the deadlines
-//     are leaseTable's).
+//     its next REQUEST or ClientLeaseMax (make-before-break); a binding
+//     another circuit asks for is taken over only after ClientLeaseMax
+//     without its holder's renewal (the deadlines and claims are
+//     leaseTable's).
 //   - intents.go: ending a binding the ISP must hear about, through a
 //     durable intent; the intents not yet completed (intentQueue.mu).
 //   - limit.go: the per-MAC and per-circuit rate limits (limiter.mu).

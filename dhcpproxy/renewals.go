@@ -90,13 +90,20 @@ const (
 
 // serveRequest applies the client-lease rules (above), the end of a moved
 // device's old binding and of its bindings on other circuits
-// (endOtherCircuits) to a registered subscriber's message m (raw: its
-// bytes) before it is relayed, and says what to do with it.
+// (endOtherCircuits: taken over, or the message refused) to a registered
+// subscriber's message m (raw: its bytes) before it is relayed, and says
+// what to do with it. A message from the holder of a binding withdraws
+// another circuit's claim on it.
 func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey, reg *registry.Entry, now time.Time) int {
 	mt := m.MessageType()
 	l, held := p.leases.get(sk)
 	// Ended by its expiry already, whether or not the tick has run.
 	held = held && l.endsAfter(now)
+	if held && p.leases.unclaim(sk) {
+		// Its holder, on its own circuit: the other circuit asking
+		// for its MAC is not where the device went (endOtherCircuits).
+		p.count("moved_circuit_withdrawn")
+	}
 	moved := held && p.ispAt[l.isp].Name != reg.ISP
 	if mt == dhcpv4.MessageTypeRequest && !m.Options.Has(dhcpv4.OptionServerIdentifier) {
 		asked := addrOf(m.RequestedIPAddress())
@@ -130,7 +137,7 @@ func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey
 		}
 	}
 	if mt == dhcpv4.MessageTypeDiscover || mt == dhcpv4.MessageTypeRequest {
-		if !p.endOtherCircuits(c, sk, now) {
+		if !p.endOtherCircuits(c, sk, reg, now) {
 			return handled
 		}
 	}
