@@ -200,6 +200,9 @@ func (p *Proxy) endUnconfigured(b subscribers.Binding, why string, lapsed bool) 
 		p.count("store_error")
 		return fmt.Errorf("dhcp restore: binding of %s on %s not ended: %w", binding.MACString(binding.MAC48(b.MAC)), b.Access, err)
 	}
+	if in != nil {
+		failpoint.Hit(failpoint.EndAfterIntent)
+	}
 	p.logEvent(stored)
 	if in == nil {
 		p.count("expired")
