@@ -1145,6 +1145,9 @@ func TestCrashMatrixCoversEveryPoint(t *testing.T) {
 	for _, p := range switchCrashCovers { // TestCrashMatrixSwitch
 		covered[p] = true
 	}
+	for _, p := range backupCrashCovers { // TestCrashBackup
+		covered[p] = true
+	}
 	for _, ex := range append(theExchanges(), theOnboardingExchanges()...) {
 		for _, p := range ex.points {
 			covered[p] = true

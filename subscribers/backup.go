@@ -1,12 +1,20 @@
 package subscribers
 
 import (
+	"bytes"
+	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/ispmux/ispmux/internal/failpoint"
 )
 
 // Backup writes a consistent copy of the whole store file to w, from one
@@ -20,28 +28,48 @@ import (
 // that a store restored from the copy never gives out again a number the
 // store it was copied from gave out after the backup (webhook receivers
 // drop an id they have seen; API pollers resume after their last number).
-// Should removing the mark from the live store fail, or ispmux stop
-// before it, the live store's next Open takes it for a copy: a jump in
-// the numbers, nothing lost.
+// The mark is a random value, written first to the file beside the store
+// (backupPendingPath) and removed from it last: should ispmux stop before
+// the mark is removed from the live store, or its removal fail, the live
+// store's next Open finds its own mark there and removes it, without a
+// jump. A copy never has that file beside it with its mark: Backup
+// returns an error (the copy is not to be used) unless both the mark and
+// the file are gone.
 func (s *Store) Backup(w io.Writer) (int64, error) {
 	s.backupMu.Lock()
 	defer s.backupMu.Unlock()
 	mark := binary.BigEndian.AppendUint64(nil, uint64(time.Now().UnixNano()))
+	mark = append(mark, make([]byte, 8)...)
+	if _, err := rand.Read(mark[8:]); err != nil {
+		return 0, fmt.Errorf("backup %s: %w", s.path, err)
+	}
+	pending := backupPendingPath(s.path)
+	if err := writeSynced(pending, mark); err != nil {
+		return 0, fmt.Errorf("backup %s: record the backup in progress: %w", s.path, err)
+	}
 	if err := s.updateOwn(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put(keyBackupCopy, mark)
 	}); err != nil {
 		return 0, fmt.Errorf("backup %s: mark the copy: %w", s.path, err)
 	}
+	failpoint.Hit(failpoint.BackupAfterMark)
 	var n int64
 	err := s.viewJournaled(func(tx *bolt.Tx) error {
 		var err error
 		n, err = tx.WriteTo(w)
 		return err
 	})
+	if err == nil {
+		failpoint.Hit(failpoint.BackupAfterCopy)
+	}
 	if uerr := s.updateOwn(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Delete(keyBackupCopy)
-	}); uerr != nil && err == nil {
-		err = fmt.Errorf("unmark the store (its next start will skip event numbers, as a restored copy's does): %w", uerr)
+	}); uerr != nil {
+		if err == nil {
+			err = fmt.Errorf("unmark the store (its next Open removes the mark): %w", uerr)
+		}
+	} else if rerr := removeSynced(pending); rerr != nil && err == nil {
+		err = fmt.Errorf("remove %s: %w", pending, rerr)
 	}
 	if err != nil {
 		return n, fmt.Errorf("backup %s: %w", s.path, err)
@@ -49,9 +77,47 @@ func (s *Store) Backup(w io.Writer) (int64, error) {
 	return n, nil
 }
 
+// backupPendingPath is the file beside the store file path that holds the
+// mark of a Backup in progress (Backup): a file marked with the same value
+// is the live store, not a copy.
+func backupPendingPath(path string) string { return path + ".backup-in-progress" }
+
+// writeSynced writes b to a new file path (replacing one left by a
+// crash), durably: the file and its directory are fsynced.
+func writeSynced(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// removeSynced removes path (none: nothing to do) and fsyncs its
+// directory.
+func removeSynced(path string) error {
+	if err := os.Remove(path); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
 var (
 	// keyBackupCopy marks a copy written by Backup; its value is the
-	// time of the backup (Unix nanoseconds).
+	// time of the backup (Unix nanoseconds) and 8 random bytes (an older
+	// ispmux wrote the time only).
 	keyBackupCopy = []byte("backup-copy")
 	// keyEventGaps lists the jumps openedCopy made in the event log's
 	// sequence numbers, 16 bytes each: the newest number before the
@@ -88,25 +154,48 @@ func readGaps(tx *bolt.Tx) []seqGap {
 
 // openedCopy runs at Open, after the journal's replay: if the file is a
 // Backup copy, it moves the event log's next number ahead (copyJump),
-// records the gap, and removes the mark, in one transaction. It loads the
-// gaps either way; a file that is not a copy is only read. It returns
-// the jump made (0: not a copy).
+// records the gap, and removes the mark, in one transaction. A file whose
+// mark is the one in backupPendingPath is the live store of a Backup that
+// did not finish: the mark is removed, with no jump. It loads the gaps
+// either way; a file that is not marked is only read (a backupPendingPath
+// left by a Backup that stopped before or after its mark is removed). It
+// returns the jump made (0: not a copy).
 func (s *Store) openedCopy(now time.Time) (uint64, error) {
-	var marked bool
+	var mark []byte
 	err := s.db.View(func(tx *bolt.Tx) error {
 		s.gaps = readGaps(tx)
-		marked = tx.Bucket(bucketMeta).Get(keyBackupCopy) != nil
+		mark = bytes.Clone(tx.Bucket(bucketMeta).Get(keyBackupCopy))
 		return nil
 	})
-	if err != nil || !marked { // a file that is not a copy is only read
+	pending := backupPendingPath(s.path)
+	own, perr := os.ReadFile(pending)
+	if perr != nil && !errors.Is(perr, fs.ErrNotExist) {
+		return 0, fmt.Errorf("read %s: %w", pending, perr)
+	}
+	if err != nil {
 		return 0, err
+	}
+	if perr == nil && len(mark) > 0 && bytes.Equal(own, mark) {
+		err = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyBackupCopy) })
+		if err != nil {
+			return 0, fmt.Errorf("unmark the store after an unfinished backup: %w", err)
+		}
+		mark = nil
+	}
+	if perr == nil {
+		if err := removeSynced(pending); err != nil {
+			return 0, fmt.Errorf("remove %s: %w", pending, err)
+		}
+	}
+	if mark == nil { // a file that is not a copy is only read
+		return 0, nil
 	}
 	var jump, next uint64
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		v := meta.Get(keyBackupCopy)
 		var at time.Time
-		if len(v) == 8 {
+		if len(v) >= 8 {
 			at = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
 		}
 		jump = copyJump(at, now)

@@ -2,12 +2,18 @@ package subscribers
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/ispmux/ispmux/internal/failpoint"
 )
 
 // reopen closes s and opens its file again with opts (closed at the
@@ -127,9 +133,10 @@ func TestRestoredCopyKeepsItsLog(t *testing.T) {
 	}
 }
 
-// A mark left on the live store (ispmux stopped between the copy and the
-// removal of the mark) makes its next Open jump like a copy's: a gap in
-// the numbers, nothing lost.
+// A mark with no record of a backup in progress beside the file (one an
+// older ispmux, which kept no such record, left on its live store when it
+// stopped between the copy and the removal of the mark) makes Open jump
+// like a copy's: a gap in the numbers, nothing lost.
 func TestBackupMarkLeftOnLiveStore(t *testing.T) {
 	s, _ := openTest(t, Options{NoSync: true})
 	seqs := addEvents(t, s, 3, "")
@@ -190,5 +197,124 @@ func TestSeqBeforeAcrossTheJump(t *testing.T) {
 	}
 	if got := s.SeqBefore(6, 2); got != 4 {
 		t.Errorf("SeqBefore without a jump = %d, want 4", got)
+	}
+}
+
+const backupCrashEnv = "SUBSCRIBERS_BACKUP_CRASH_CHILD"
+
+// A Backup is SIGKILLed (the child, armed at the failpoint) after the
+// live store's mark is durable and before any of the copy is written, and
+// after the whole copy is written and before the mark is removed. The
+// live store, reopened, is the store it was: its event numbers go on
+// without a jump (it is not taken for a copy, and does not log that it
+// was opened from one). A copy written whole before the crash is marked:
+// opened, it jumps.
+func TestBackupCrash(t *testing.T) {
+	if dir := os.Getenv(backupCrashEnv); dir != "" {
+		backupCrashChild(t, dir)
+		return
+	}
+	if !failpoint.Enabled {
+		t.Skip("needs -tags failpoints")
+	}
+	for _, point := range []string{failpoint.BackupAfterMark, failpoint.BackupAfterCopy} {
+		t.Run(point, func(t *testing.T) {
+			dir := t.TempDir()
+			cmd := exec.Command(os.Args[0], "-test.run=^TestBackupCrash$", "-test.count=1")
+			cmd.Env = append(os.Environ(), backupCrashEnv+"="+dir, "ISPMUX_FAILPOINT="+point)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL ||
+				!bytes.Contains(stderr.Bytes(), []byte("failpoint "+point+": SIGKILL")) {
+				t.Fatalf("child not killed at %s: %v\n%s", point, err, stderr.String())
+			}
+			live, err := Open(filepath.Join(dir, "live.db"), Options{})
+			if err != nil {
+				t.Fatalf("reopen the live store: %v", err)
+			}
+			t.Cleanup(func() { live.Close() })
+			if j := live.OpenedFromCopy(); j != 0 {
+				t.Errorf("the live store, reopened after a crash at %s, was taken for a backup copy: its event numbers jumped %d", point, j)
+			}
+			if e := addEvents(t, live, 1, "alpha"); e[0] != backupCrashEvents+1 {
+				t.Errorf("the live store's next event: seq %d, want %d", e[0], backupCrashEvents+1)
+			}
+			if _, err := os.Stat(backupPendingPath(live.Path())); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the record of the unfinished backup is left beside the live store: %v", err)
+			}
+			if live2 := reopen(t, live, Options{}); live2.OpenedFromCopy() != 0 {
+				t.Errorf("the live store jumped at its second Open: %d", live2.OpenedFromCopy())
+			}
+			if point != failpoint.BackupAfterCopy {
+				return // nothing of the copy was written
+			}
+			c, err := Open(filepath.Join(dir, "copy.db"), Options{})
+			if err != nil {
+				t.Fatalf("open the copy written before the crash: %v", err)
+			}
+			defer c.Close()
+			if c.OpenedFromCopy() < minCopyJump {
+				t.Errorf("the copy written before the crash is not marked: jump %d, want >= %d", c.OpenedFromCopy(), minCopyJump)
+			}
+			if e := addEvents(t, c, 1, "alpha"); e[0] <= backupCrashEvents+minCopyJump {
+				t.Errorf("the copy's next event: seq %d, want past %d", e[0], backupCrashEvents+minCopyJump)
+			}
+		})
+	}
+}
+
+// backupCrashEvents is how many events TestBackupCrash's child writes
+// before its Backup.
+const backupCrashEvents = 3
+
+// backupCrashChild writes events to dir/live.db and backs it up to
+// dir/copy.db; the armed failpoint kills it in the Backup.
+func backupCrashChild(t *testing.T, dir string) {
+	s, err := Open(filepath.Join(dir, "live.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addEvents(t, s, backupCrashEvents, "alpha")
+	f, err := os.Create(filepath.Join(dir, "copy.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Backup(f); err != nil {
+		t.Fatal(err)
+	}
+	t.Fatal("child: the failpoint was not hit")
+}
+
+// A copy restored where a Backup that did not finish left its record of
+// the backup in progress (another backup's mark) is still a copy: it
+// jumps, and the stale record is removed.
+func TestRestoredCopyBesideUnfinishedBackup(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	addEvents(t, s, 3, "alpha")
+	var buf bytes.Buffer
+	if _, err := s.Backup(&buf); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "ispmux.db")
+	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other := binary.BigEndian.AppendUint64(nil, uint64(time.Now().UnixNano()))
+	other = append(other, 1, 2, 3, 4, 5, 6, 7, 8)
+	if err := os.WriteFile(backupPendingPath(path), other, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.OpenedFromCopy() < minCopyJump {
+		t.Errorf("a copy beside another backup's record: jump %d, want >= %d", c.OpenedFromCopy(), minCopyJump)
+	}
+	if _, err := os.Stat(backupPendingPath(path)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the stale record is left: %v", err)
 	}
 }

@@ -300,5 +300,11 @@
 // moves the event log's numbering far ahead of the copy's newest event
 // (backup.go), so that a restored store never numbers a new event as the
 // original numbered another after the backup (webhook ids, API cursors);
-// the log's trimming by count does not count the skipped numbers.
+// the log's trimming by count does not count the skipped numbers. The
+// live store holds the mark while the copy is written, and the file
+// STATE.backup-in-progress beside it holds the same (random) mark from
+// before the mark is made until after it is removed: an Open that finds
+// the two equal is the live store's after a crash in mid-backup, and
+// removes the mark without a jump (failpoints backup/after-mark and
+// backup/after-copy, TestBackupCrash).
 package subscribers

@@ -82,6 +82,12 @@ var Points = []string{
 	// The background checkpoint is durable; its records are still
 	// pending (the leader has not dropped them) and its file not reused.
 	BgCheckpointAfterCommit,
+	// A backup (ctl backup): the live store's mark for the copy is
+	// durable; nothing of the copy written yet.
+	BackupAfterMark,
+	// The whole copy was written; the mark not yet removed from the live
+	// store.
+	BackupAfterCopy,
 }
 
 // The failpoint names.
@@ -116,4 +122,7 @@ const (
 
 	BgCheckpointBeforeCommit = "journal/bg-checkpoint-before-commit"
 	BgCheckpointAfterCommit  = "journal/bg-checkpoint-after-commit"
+
+	BackupAfterMark = "backup/after-mark"
+	BackupAfterCopy = "backup/after-copy"
 )
