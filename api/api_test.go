@@ -236,6 +236,11 @@ func TestProblemMapping(t *testing.T) {
 				t.Errorf("detail %q", p.Detail)
 			}
 		}},
+		{fmt.Errorf("%w: device 02:00:00:00:00:03 cannot be attached here; ask the operator", tenants.ErrDeviceTaken), 409, "device-unavailable", func(t *testing.T, w *httptest.ResponseRecorder, p Problem) {
+			if !strings.Contains(p.Detail, "ask the operator") {
+				t.Errorf("detail %q: the Service's words for the caller", p.Detail)
+			}
+		}},
 		{fmt.Errorf("%w: device_limit must be 1..64", tenants.ErrInvalid), 422, "invalid", nil},
 		{tenants.ErrForbidden, 403, "forbidden", nil},
 		{fmt.Errorf("customer c-9 unknown: %w", tenants.ErrBadCredentials), 401, "bad-credentials", func(t *testing.T, w *httptest.ResponseRecorder, p Problem) {

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
@@ -101,6 +102,13 @@ func TestClient(t *testing.T) {
 	_, err = claim.Claim(ctx, tenants.ClaimRequest{ISP: "alpha", CustomerID: "c-1", Password: "pw", MAC: "02:00:00:00:00:04"})
 	if !errors.Is(err, tenants.ErrDeviceLimit) || !errors.As(err, &ce) || len(ce.Devices) != 1 {
 		t.Fatalf("device limit: %v", err)
+	}
+	f.svc.mu.Lock()
+	f.svc.err = fmt.Errorf("%w: device 02:00:00:00:00:04 cannot be attached here; ask the operator", tenants.ErrDeviceTaken)
+	f.svc.mu.Unlock()
+	_, err = claim.Claim(ctx, tenants.ClaimRequest{ISP: "alpha", CustomerID: "c-1", Password: "pw", MAC: "02:00:00:00:00:04"})
+	if !errors.Is(err, tenants.ErrDeviceTaken) || !errors.Is(err, tenants.ErrConflict) || !errors.As(err, &ce) || ce.Slug() != "device-unavailable" {
+		t.Fatalf("device taken: %v", err)
 	}
 	f.svc.mu.Lock()
 	f.svc.err = &tenants.RateLimitError{RetryAfter: 7 * time.Second}

@@ -45,6 +45,7 @@ var problemTypes = map[string]struct {
 	"method-not-allowed": {http.StatusMethodNotAllowed, "Method not allowed"},
 	"conflict":           {http.StatusConflict, "Conflict"},
 	"device-limit":       {http.StatusConflict, "Customer's device limit reached"},
+	"device-unavailable": {http.StatusConflict, "Device registered with another provider"},
 	"bad-request":        {http.StatusBadRequest, "Bad request"},
 	"unsupported-media":  {http.StatusUnsupportedMediaType, "Unsupported media type"},
 	"invalid":            {http.StatusUnprocessableEntity, "Invalid value"},
@@ -122,6 +123,10 @@ func errorProblem(err error) *Problem {
 		return newProblem("bad-credentials", "invalid credentials")
 	case errors.Is(err, tenants.ErrNotFound):
 		return newProblem("not-found", err.Error())
+	case errors.Is(err, tenants.ErrDeviceTaken):
+		// Worded by the Service for the caller: the holder is named
+		// to the operator only.
+		return newProblem("device-unavailable", err.Error())
 	case errors.Is(err, tenants.ErrConflict):
 		return newProblem("conflict", err.Error())
 	case errors.Is(err, tenants.ErrInvalid), errors.Is(err, auth.ErrBadHash),

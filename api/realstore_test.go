@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -157,5 +158,111 @@ func TestBindingsOfMAC(t *testing.T) {
 	}
 	if w := f.do("GET", "/v1/bindings?mac=nonsense", "operator", ""); w.Code < 400 || w.Code >= 500 {
 		t.Errorf("bad MAC: %d", w.Code)
+	}
+}
+
+// attachAs posts a device attach to isp's devices as who, with request id
+// id, and returns the answer.
+func attachAs(f *fixture, who, isp, mac, customer, id string) *httptest.ResponseRecorder {
+	f.t.Helper()
+	return f.do("POST", "/v1/isps/"+isp+"/devices", who, `{"mac":"`+mac+`","customer_id":"`+customer+`"}`, "X-Request-Id", id)
+}
+
+// eventsOf returns the events GET path answers who.
+func eventsOf(t *testing.T, f *fixture, who, path string) []tenants.Event {
+	t.Helper()
+	w := f.do("GET", path, who, "")
+	var el EventList
+	if w.Code != http.StatusOK || json.Unmarshal(w.Body.Bytes(), &el) != nil {
+		t.Fatalf("%s: %d %s", path, w.Code, w.Body)
+	}
+	return el.Items
+}
+
+// An ISP attaching a MAC that is another ISP's customer's device learns
+// that it cannot have it (409 device-unavailable: ask the operator), and
+// nothing about whose it is: not the ISP, not the customer, not how it
+// was attached (a configuration device answered "comes from the
+// configuration", an API one "attached elsewhere": a competitor's
+// provisioning, told apart). The operator's answer names the holder, and
+// the refusal is an attach-refused event in the operator's log only, with
+// the ISP's request id (what the ISP quotes to the operator).
+func TestAttachOtherISPsDeviceTellsNothing(t *testing.T) {
+	f, ten, _ := newRealFixture(t)
+	if _, err := ten.SyncConfig([]tenants.ConfigDevice{{MAC: subscribers.MAC{2, 0, 0, 0, 0, 8}, ISP: "alpha", CustomerID: "building-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ isp, body string }{
+		{"alpha", `{"customer_id":"a-5"}`},
+		{"beta", `{"customer_id":"c-77","password":"correct horse"}`},
+	} {
+		if w := f.do("POST", "/v1/isps/"+c.isp+"/customers", c.isp, c.body); w.Code != http.StatusCreated {
+			t.Fatalf("create: %d %s", w.Code, w.Body)
+		}
+	}
+	if w := attachAs(f, "alpha", "alpha", "02:00:00:00:00:07", "a-5", "alpha-attach"); w.Code != http.StatusCreated {
+		t.Fatalf("alpha attach: %d %s", w.Code, w.Body)
+	}
+	secret := []string{"alpha", "a-5", "building-1", "config"}
+	leaks := func(who string, p Problem) {
+		t.Helper()
+		for _, s := range secret {
+			if strings.Contains(strings.ToLower(p.Title+" "+p.Detail), s) {
+				t.Errorf("%s's problem says %q: %+v", who, s, p)
+			}
+		}
+	}
+	var details []string
+	for _, mac := range []string{"02:00:00:00:00:07", "02:00:00:00:00:08"} { // alpha's API device, alpha's config device
+		w := attachAs(f, "beta", "beta", mac, "c-77", "beta-probe-"+mac[len(mac)-1:])
+		p := decodeProblem(t, w)
+		if w.Code != http.StatusConflict || p.Type != ProblemTypePrefix+"device-unavailable" || !strings.Contains(p.Detail, "operator") {
+			t.Errorf("beta attaching alpha's %s: %d %s %q, want 409 device-unavailable telling to ask the operator", mac, w.Code, p.Type, p.Detail)
+		}
+		leaks("beta", p)
+		details = append(details, strings.ReplaceAll(p.Detail, mac, "MAC"))
+	}
+	if details[0] != details[1] {
+		t.Errorf("an API device and a configuration device of another ISP answer differently: %q, %q", details[0], details[1])
+	}
+	// A claim (an installer's token) for beta's customer: the same.
+	w := f.do("POST", "/v1/claims", "claim", `{"isp":"beta","customer_id":"c-77","password":"correct horse","mac":"02:00:00:00:00:07"}`)
+	if p := decodeProblem(t, w); w.Code != http.StatusConflict || p.Type != ProblemTypePrefix+"device-unavailable" {
+		t.Errorf("claim of alpha's device: %d %s %q", w.Code, p.Type, p.Detail)
+	} else {
+		leaks("the claim token", p)
+	}
+
+	// The operator, attaching to beta's customer, is told whose it is.
+	w = attachAs(f, "operator", "beta", "02:00:00:00:00:07", "c-77", "op-attach")
+	if p := decodeProblem(t, w); w.Code != http.StatusConflict || p.Type != ProblemTypePrefix+"device-unavailable" ||
+		!strings.Contains(p.Detail, `"alpha"`) || !strings.Contains(p.Detail, `"a-5"`) {
+		t.Errorf("operator: %d %s %q, want the holder (alpha, a-5) named", w.Code, p.Type, p.Detail)
+	}
+	// The operator's log has the refusal with the whole story; neither
+	// ISP's has anything of it.
+	var refused []tenants.Event
+	for _, e := range eventsOf(t, f, "operator", "/v1/events") {
+		if e.Kind == "attach-refused" {
+			refused = append(refused, e)
+		}
+	}
+	if len(refused) == 0 {
+		t.Fatal("no attach-refused event in the operator's log")
+	}
+	if e := refused[0]; e.RequestID != "beta-probe-7" || e.ISP != "" || e.MAC != "02:00:00:00:00:07" || e.Actor != "isp:beta-1" ||
+		!strings.Contains(e.Reason, `"a-5"`) || !strings.Contains(e.Reason, `"c-77"`) {
+		t.Errorf("attach-refused event %+v: want beta's request, the MAC, both customers, no ISP (the operator's only)", e)
+	}
+	for _, isp := range []string{"alpha", "beta"} {
+		for _, e := range eventsOf(t, f, isp, "/v1/isps/"+isp+"/events") {
+			if e.Kind == "attach-refused" || strings.HasPrefix(e.RequestID, "beta-probe") && isp == "alpha" {
+				t.Errorf("%s's events show %+v", isp, e)
+			}
+		}
+	}
+	// Nothing moved.
+	if w := f.do("GET", "/v1/devices/02:00:00:00:00:07", "operator", ""); !strings.Contains(w.Body.String(), `"customer_id":"a-5"`) {
+		t.Errorf("device after the refusals: %s", w.Body)
 	}
 }

@@ -3,7 +3,6 @@ package tenants
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -307,9 +306,6 @@ func (t *Tenants) Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, e
 	// Another ISP's device: only the portal, on the subscriber's own line,
 	// takes it with the new ISP's credentials (a move); a claim token
 	// cannot (an installer must not move a line it does not stand on).
-	d, err := t.attachLocked(a, c, mac, r.Access, r.Replace, SourceClaim, a.Kind == ActorPortal)
-	if err != nil && errors.Is(err, ErrConflict) && !errors.Is(err, ErrDeviceLimit) {
-		return Device{}, fmt.Errorf("%w: this device is attached to another provider's customer; ask the operator", ErrConflict)
-	}
-	return d, err
+	// Refused: ErrDeviceTaken, worded for the caller by attachLocked.
+	return t.attachLocked(a, c, mac, r.Access, r.Replace, SourceClaim, a.Kind == ActorPortal)
 }

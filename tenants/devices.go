@@ -108,14 +108,15 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 	if err != nil && !errors.Is(err, subscribers.ErrNotFound) {
 		return Device{}, err
 	}
+	if had && old.ISP != c.ISP && !mayTake {
+		// Another ISP's device: only the operator (or the portal on
+		// that subscriber's own line) moves it. Checked before
+		// anything else about it, so that the caller learns nothing
+		// more of it (its source, say).
+		return Device{}, t.refuseTaken(a, c, old)
+	}
 	if had && old.Source == SourceConfig {
 		return Device{}, fmt.Errorf("%w: device %s comes from the configuration (read-only)", ErrConflict, macString(mac))
-	}
-	if had && old.ISP != c.ISP && !mayTake {
-		// Another ISP's device: only the operator (or, later, the
-		// portal on that subscriber's own line) moves it. Not found
-		// for the caller: it must not learn another tenant's device.
-		return Device{}, fmt.Errorf("%w: device %s is attached elsewhere", ErrConflict, macString(mac))
 	}
 	if had && old.ISP == c.ISP && old.CustomerID == c.ID {
 		return deviceView(old), nil // already attached: idempotent
@@ -199,6 +200,29 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 	t.count(c.ISP, 0, 1)
 	t.revalidate(gone...)
 	return deviceView(r), nil
+}
+
+// refuseTaken is the error of a's attach of old's MAC to customer c, of
+// another ISP than old's (t.mu held). A MAC names one device on the
+// access network, so the caller must be told it cannot have it; the
+// operator is told whose it is, anyone else only to ask the operator
+// (never the other ISP, its customer or the device's source: another
+// tenant's data). The refusal, with both sides, goes to the operator's
+// log as an attach-refused event of no ISP: the caller's request id finds
+// it.
+func (t *Tenants) refuseTaken(a Actor, c subscribers.Customer, old subscribers.Registration) error {
+	ms := macString(old.MAC)
+	why := fmt.Sprintf("%s asked to attach it to ISP %q, customer %q; it is attached to ISP %q, customer %q (source %s)",
+		a, c.ISP, c.ID, old.ISP, old.CustomerID, old.Source)
+	if _, err := t.apply(subscribers.TenantWrite{Events: []subscribers.Event{
+		event(a, subscribers.EventAttachRefused, "", "", old.MAC, why)}}); err != nil {
+		t.log.Warn("tenants: attach-refused event not stored", "err", err)
+	}
+	if a.Kind == ActorOperator {
+		return fmt.Errorf("%w: device %s is attached to ISP %q, customer %q: move it with POST /v1/devices/%s/move",
+			ErrDeviceTaken, ms, old.ISP, old.CustomerID, ms)
+	}
+	return fmt.Errorf("%w: device %s cannot be attached here; ask the operator to move it, quoting this request's id", ErrDeviceTaken, ms)
 }
 
 // AttachDevice attaches a MAC to a customer of isp.

@@ -36,12 +36,14 @@ type Service interface {
 	// Device returns one device; isp "" = any ISP.
 	Device(ctx context.Context, isp, mac string) (Device, error)
 	// AttachDevice attaches a MAC to a customer of isp (ISP or operator;
-	// the MAC must be unattached or already this ISP's).
+	// the MAC must be unattached or already this ISP's: another ISP's is
+	// ErrDeviceTaken, naming its holder to the operator only).
 	AttachDevice(ctx context.Context, a Actor, isp string, in DeviceInput) (Device, error)
 	// DetachDevice ends the device's binding and detaches it; isp "" =
 	// any ISP (operator).
 	DetachDevice(ctx context.Context, a Actor, isp, mac string) error
-	// Claim attaches a MAC with the customer's credentials.
+	// Claim attaches a MAC with the customer's credentials (another
+	// ISP's MAC: ErrDeviceTaken, except for the portal, which moves it).
 	Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, error)
 	// Block blocks or unblocks a MAC (operator): a blocked MAC's binding
 	// ends and it gets no DHCP answer.

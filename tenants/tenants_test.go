@@ -412,3 +412,23 @@ func TestImportAndConfig(t *testing.T) {
 		t.Errorf("bad device cursor: %v, want ErrInvalid", err)
 	}
 }
+
+// A claim refused for a reason of the customer's own ISP says that
+// reason. Claim turned every conflict of the attach into "attached to
+// another provider's customer; ask the operator": a device of the
+// ISP's own configuration, read-only, or a box at its maximum of devices,
+// sent the installer to the operator to move a device no other provider
+// held. Only a device of another ISP's customer is ErrDeviceTaken.
+func TestClaimConflictOfOwnISPIsNotTaken(t *testing.T) {
+	r := newRig(t)
+	if _, err := r.ten.SyncConfig([]ConfigDevice{{MAC: subscribers.MAC{2, 0, 0, 0, 0, 8}, ISP: "beta", CustomerID: "building-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.CreateCustomer(ctx, op, "beta", CustomerInput{ID: "c-77", Password: "s3cret-pass"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := r.ten.Claim(ctx, Actor{Kind: ActorClaim, Name: "installer"}, ClaimRequest{ISP: "beta", CustomerID: "c-77", Password: "s3cret-pass", MAC: "02:00:00:00:00:08"})
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "configuration") {
+		t.Errorf("claiming beta's own configuration device: %v, want a conflict saying it comes from the configuration", err)
+	}
+}

@@ -200,6 +200,11 @@ var (
 	ErrBadCredentials = errors.New("invalid credentials")     // 401 on claim: one generic message
 	ErrRateLimited    = errors.New("too many attempts")       // 429 with Retry-After
 	ErrDeviceLimit    = errors.New("customer's device limit") // 409, with the devices (DeviceLimitError)
+	// ErrDeviceTaken: the MAC is attached to another ISP's customer (an
+	// ISP's attach, a claim token's claim); a conflict (409). The
+	// operator's error names that ISP and customer; anyone else's names
+	// neither, nor how the device was attached.
+	ErrDeviceTaken = fmt.Errorf("%w: device registered with another provider", ErrConflict)
 	// ErrSuspended: a portal claim with a suspended customer's right
 	// password (its device would get no service); a conflict (409).
 	ErrSuspended = fmt.Errorf("%w: customer suspended", ErrConflict)

@@ -136,6 +136,8 @@ func (e *Error) Is(target error) bool {
 		return target == tenants.ErrConflict
 	case "device-limit":
 		return target == tenants.ErrDeviceLimit || target == tenants.ErrConflict
+	case "device-unavailable":
+		return target == tenants.ErrDeviceTaken || target == tenants.ErrConflict
 	case "invalid":
 		return target == tenants.ErrInvalid
 	case "forbidden":
