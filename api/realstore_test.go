@@ -266,3 +266,73 @@ func TestAttachOtherISPsDeviceTellsNothing(t *testing.T) {
 		t.Errorf("device after the refusals: %s", w.Body)
 	}
 }
+
+// What docs/API.md promises an ISP token: another ISP's customer, device,
+// binding or cursor is answered exactly as one that does not exist
+// (status, problem type, title and detail, the probed key aside), on every
+// route that looks one up. A guard: no existence oracle found on these.
+func TestOtherISPsObjectsAnswerAsAbsent(t *testing.T) {
+	f, ten, st := newRealFixture(t)
+	if _, err := ten.SyncConfig([]tenants.ConfigDevice{{MAC: subscribers.MAC{2, 0, 0, 0, 0, 8}, ISP: "alpha", CustomerID: "building-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a-1", "a-2", "a-3"} {
+		if w := f.do("POST", "/v1/isps/alpha/customers", "alpha", `{"customer_id":"`+id+`"}`); w.Code != http.StatusCreated {
+			t.Fatalf("create: %d %s", w.Code, w.Body)
+		}
+	}
+	if w := attachAs(f, "alpha", "alpha", "02:00:00:00:00:07", "a-1", "r"); w.Code != http.StatusCreated {
+		t.Fatalf("attach: %d %s", w.Code, w.Body)
+	}
+	if err := st.CommitBinding(subscribers.Binding{MAC: subscribers.MAC{2, 0, 0, 0, 0, 7}, Access: "acc0", ISP: "alpha", Customer: "a-1",
+		IP: netip.MustParseAddr("100.64.0.7"), Expires: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	var page list[tenants.Customer]
+	if w := f.do("GET", "/v1/isps/alpha/customers?limit=1", "alpha", ""); json.Unmarshal(w.Body.Bytes(), &page) != nil || page.Next == "" {
+		t.Fatalf("alpha's cursor: %s", w.Body)
+	}
+	if w := f.do("POST", "/v1/isps/beta/customers", "beta", `{"customer_id":"b-1"}`); w.Code != http.StatusCreated {
+		t.Fatalf("create: %d %s", w.Code, w.Body)
+	}
+	absentCursor := "YmV0YQB6enp6" // "beta\x00zzzz": no such customer, beta's own shape
+	cases := []struct{ method, alphas, absent, body string }{
+		{"GET", "/v1/isps/beta/customers/a-1", "/v1/isps/beta/customers/zz-9", ""},
+		{"PATCH", "/v1/isps/beta/customers/a-1", "/v1/isps/beta/customers/zz-9", `{"status":"suspended"}`},
+		{"DELETE", "/v1/isps/beta/customers/a-1", "/v1/isps/beta/customers/zz-9", ""},
+		{"GET", "/v1/isps/beta/devices/02:00:00:00:00:07", "/v1/isps/beta/devices/02:00:00:00:00:99", ""},
+		{"GET", "/v1/isps/beta/devices/02:00:00:00:00:08", "/v1/isps/beta/devices/02:00:00:00:00:99", ""},
+		{"DELETE", "/v1/isps/beta/devices/02:00:00:00:00:07", "/v1/isps/beta/devices/02:00:00:00:00:99", ""},
+		{"DELETE", "/v1/isps/beta/devices/02:00:00:00:00:08", "/v1/isps/beta/devices/02:00:00:00:00:99", ""},
+		{"GET", "/v1/isps/beta/devices?customer_id=a-1", "/v1/isps/beta/devices?customer_id=zz-9", ""},
+		{"GET", "/v1/isps/beta/bindings?mac=02:00:00:00:00:07", "/v1/isps/beta/bindings?mac=02:00:00:00:00:99", ""},
+		{"GET", "/v1/isps/beta/customers?after=" + page.Next, "/v1/isps/beta/customers?after=" + absentCursor + "x", ""},
+		{"POST", "/v1/isps/beta/devices", "/v1/isps/beta/devices", `{"mac":"02:00:00:00:00:09","customer_id":"a-1"}`},
+		{"GET", "/v1/isps/alpha/customers/a-1", "/v1/isps/gamma/customers/a-1", ""},
+	}
+	for _, c := range cases {
+		body2 := strings.ReplaceAll(c.body, "a-1", "zz-9")
+		w1, w2 := f.do(c.method, c.alphas, "beta", c.body), f.do(c.method, c.absent, "beta", body2)
+		norm := func(w *httptest.ResponseRecorder, path string) string {
+			var p Problem
+			_ = json.Unmarshal(w.Body.Bytes(), &p)
+			p.RequestID, p.Instance = "", ""
+			d := p.Detail
+			for _, k := range []string{"a-1", "zz-9", "02:00:00:00:00:07", "02:00:00:00:00:08", "02:00:00:00:00:99", page.Next, absentCursor + "x"} {
+				d = strings.ReplaceAll(d, k, "KEY")
+			}
+			p.Detail = d
+			if p.Type == "" {
+				return fmt.Sprintf("%d %s", w.Code, w.Body)
+			}
+			return fmt.Sprintf("%d %+v", w.Code, p)
+		}
+		if a, b := norm(w1, c.alphas), norm(w2, c.absent); a != b || w1.Code < 300 && !strings.Contains(w1.Body.String(), `"items":[]`) {
+			t.Errorf("%s %s as beta: %s\n  an absent one: %s", c.method, c.alphas, a, b)
+		}
+	}
+	// Nothing of alpha's changed.
+	if w := f.do("GET", "/v1/isps/alpha/customers/a-1", "alpha", ""); !strings.Contains(w.Body.String(), `"status":"active"`) || !strings.Contains(w.Body.String(), `"devices":1`) {
+		t.Errorf("alpha's customer after beta's probes: %s", w.Body)
+	}
+}
