@@ -66,6 +66,7 @@ func CounterNames() []string {
 		"onboarding_handover_nak",
 		"onboarding_ignored",
 		"onboarding_inform",
+		"onboarding_moved_refused",
 		"onboarding_nak",
 		"onboarding_offer",
 		"onboarding_offer_declined",

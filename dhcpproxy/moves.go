@@ -117,8 +117,13 @@ func (p *Proxy) endHeld(sk subKey, want lease, why string) bool {
 // to a port the device is no longer on until its lease ended, and the
 // ISP, seeing the same client, ACKed it that binding's address again,
 // which ispmux refused as another subscriber's. False: refused, or one
-// could not be ended (the client retransmits).
+// could not be ended (the client retransmits). An onboarding lease the
+// MAC holds on another circuit is taken over as takeOnboarding says (after
+// its lease time, or its handover's hold, without a word there).
 func (p *Proxy) endOtherCircuits(c *Circuit, sk subKey, reg *registry.Entry, now time.Time) bool {
+	if len(p.ob.pools) > 0 && !p.takeOnboarding(c, regSubject(sk.mac, c, *reg), now) {
+		return false
+	}
 	for _, h := range p.leases.ofMAC(sk.mac) {
 		if h.k == sk || !h.l.endsAfter(now) {
 			continue

@@ -38,10 +38,21 @@ import (
 //   - Handover: the lease is not ended when the MAC gets a device record
 //     (the portal's answer travels over the garden). A registered MAC's
 //     REQUEST naming an address of any onboarding pool is NAKed by ispmux
-//     (its server-id), never relayed, and its onboarding lease ended: a
-//     stateless rule, so it holds across restarts. Its DISCOVER (or a
-//     REQUEST for another address) ends the onboarding lease and is relayed
-//     as usual.
+//     (its server-id), never relayed, and its onboarding lease on that
+//     circuit ended: a stateless rule, so it holds across restarts. Its
+//     DISCOVER (or a REQUEST for another address) ends the onboarding lease
+//     on that circuit and is relayed as usual. The handover holds the MAC
+//     on the lease's circuit one lease time (RAM), while the device does
+//     its DORA with its ISP there.
+//   - Another circuit: a MAC's lease, its handover's hold, is only its
+//     circuit's to end. A DISCOVER (or a registered MAC's DISCOVER or
+//     REQUEST) on another circuit is refused while the lease is live or
+//     the hold lasts (onboarding_moved_refused, a rejected event): it may
+//     be a device forging the MAC; the device on the lease's circuit
+//     renews before the lease ends. Once the lease ran out unrenewed, the
+//     other circuit's DISCOVER ends it (moved) and is served: a device
+//     really moved waits one lease time at most. A RELEASE or DECLINE from
+//     another circuit ends nothing.
 //   - Restore: the unexpired leases are bound again, the others ended; every
 //     stored lease's address is quarantined one lease time for the other
 //     MACs.
@@ -201,15 +212,11 @@ func (p *Proxy) onboard(c *Circuit, pl *obPool, m *dhcpv4.DHCPv4, mac uint64, no
 	}
 }
 
-// onboardDiscover answers a DISCOVER with an OFFER (see offer).
+// onboardDiscover answers a DISCOVER with an OFFER (see offer), unless
+// the MAC is held on another circuit (takeOnboarding).
 func (p *Proxy) onboardDiscover(c *Circuit, pl *obPool, m *dhcpv4.DHCPv4, mac uint64, now time.Time) {
-	if l, ok := p.ob.leaseOf(mac); ok && l.pool != pl {
-		// The MAC holds a lease on another circuit (one a MAC): it
-		// moved. If that end is not committed, no offer (the client
-		// retries).
-		if !p.endOnboarding(mac, subscribers.OnboardingEndMoved) {
-			return
-		}
+	if !p.takeOnboarding(c, subject{mac: mac, access: c.Name}, now) {
+		return
 	}
 	ip, ok := p.ob.offer(pl, mac, now, p.cfg.MaxOnboarding)
 	if !ok {
@@ -266,7 +273,7 @@ func (p *Proxy) onboardCommit(c *Circuit, pl *obPool, m *dhcpv4.DHCPv4, mac uint
 		p.count("onboarding_commit_lost")
 		return
 	}
-	now := time.Now()
+	now := p.now() // the clock the messages are handled by (heldOn)
 	if !renewal {
 		granted = now
 	}
@@ -344,17 +351,57 @@ func (p *Proxy) onboardEndByClient(pl *obPool, mac uint64, ip netip.Addr, declin
 	p.count("onboarding_release_not_own")
 }
 
-// endOnboarding ends mac's onboarding lease, if it holds one.
-func (p *Proxy) endOnboarding(mac uint64, reason string) bool {
-	if _, ok := p.ob.leaseOf(mac); !ok {
-		return false // the common case, without the stripe
+// takeOnboarding lets a DISCOVER or REQUEST of s's MAC on c (s: its
+// subject there) take the MAC over from its onboarding on another circuit
+// (one lease a MAC), and reports whether the message may go on. While the
+// MAC is held on another circuit (heldOn: its onboarding lease there is
+// live, or its handover there is under way) the message is refused
+// (onboarding_moved_refused, a rejected event): c may be a device forging
+// the MAC, and the device on the other circuit, still there, renews its
+// lease before it ends. A lease there that ran out unrenewed (its expiry
+// not yet ticked) is ended (moved) first; false if that end is not
+// committed (the client retries). A device really moved is served within
+// one onboarding lease time plus its DISCOVER backoff.
+func (p *Proxy) takeOnboarding(c *Circuit, s subject, now time.Time) bool {
+	if pl, ok := p.ob.heldOn(s.mac, now); ok && pl.c != c {
+		p.count("onboarding_moved_refused")
+		p.refuse(subscribers.EventRejected, s, netip.Addr{},
+			"onboarding on access "+pl.c.Name+", where it is in use: not served on "+c.Name+
+				" unless its lease there lapses unrenewed")
+		return false
+	}
+	if l, ok := p.ob.leaseOf(s.mac); !ok || l.pool.c == c {
+		return true // the common case, without the stripe
+	}
+	defer p.lockSub(s.mac).Unlock()
+	l, ok := p.ob.leaseOf(s.mac)
+	if !ok || l.pool.c == c {
+		return true
+	}
+	if pl, held := p.ob.heldOn(s.mac, now); held && pl.c != c {
+		return false // renewed meanwhile
+	}
+	return p.endOnboardingLocked(l.stored(), subscribers.OnboardingEndMoved)
+}
+
+// endHandover ends mac's onboarding lease if it is on c (handover: the MAC
+// has a device record and turns to its ISP, on c) and holds the MAC on c
+// one lease time from now (heldOn), so that no other circuit is served
+// the MAC's DHCP while the device does its DORA with its ISP on c (the
+// onboarding lease just ended, nothing else would hold it). A lease on
+// another circuit is not this message's to end (takeOnboarding).
+func (p *Proxy) endHandover(c *Circuit, mac uint64, now time.Time) {
+	if l, ok := p.ob.leaseOf(mac); !ok || l.pool.c != c {
+		return // the common case, without the stripe
 	}
 	defer p.lockSub(mac).Unlock()
 	l, ok := p.ob.leaseOf(mac)
-	if !ok {
-		return false
+	if !ok || l.pool.c != c {
+		return
 	}
-	return p.endOnboardingLocked(l.stored(), reason)
+	if p.endOnboardingLocked(l.stored(), subscribers.OnboardingEndHandover) {
+		p.ob.hold(mac, l.pool, now.Add(l.pool.leaseTime))
+	}
 }
 
 // endOnboardingStored is endOnboardingLocked for a lease of the store
@@ -413,13 +460,19 @@ func (p *Proxy) endOnboardingLocked(l subscribers.OnboardingLease, reason string
 //
 //   - a REQUEST naming an address inside any onboarding pool (option 50,
 //     else ciaddr) is NAKed by ispmux with its own server-id, and the
-//     MAC's onboarding lease (if any) ended: it has a device record now
-//     and must DISCOVER its ISP. Unless the address is its ISP binding's
-//     (an ISP pool overlapping an onboarding pool);
+//     MAC's onboarding lease on c (if any) ended: it has a device record
+//     now and must DISCOVER its ISP. Unless the address is its ISP
+//     binding's (an ISP pool overlapping an onboarding pool);
 //   - a DISCOVER, or a REQUEST for another address, ends its onboarding
-//     lease (it turns to its ISP) and is relayed;
-//   - a RELEASE or DECLINE of its onboarding lease's address ends it,
-//     unless it names another server (ignored, forOtherServer).
+//     lease on c (it turns to its ISP) and goes on to serveRequest;
+//   - a RELEASE or DECLINE of its onboarding lease's address, on the
+//     lease's circuit, ends it, unless it names another server (ignored,
+//     forOtherServer).
+//
+// Every handover end holds the MAC on c a lease time (endHandover). A
+// lease on another circuit is never ended here: a DISCOVER or REQUEST
+// from c waits for it to lapse (takeOnboarding, from endOtherCircuits), a
+// RELEASE or DECLINE names nothing c's (relay: release_not_own_address).
 func (p *Proxy) onboardingHandover(c *Circuit, m *dhcpv4.DHCPv4, sk subKey, now time.Time) bool {
 	if len(p.ob.prefixes) == 0 {
 		return false
@@ -432,16 +485,16 @@ func (p *Proxy) onboardingHandover(c *Circuit, m *dhcpv4.DHCPv4, sk subKey, now 
 		}
 		if asked.IsValid() && p.ob.inAnyPool(asked) {
 			if l, ok := p.leases.get(sk); !ok || l.addr() != asked {
-				p.endOnboarding(sk.mac, subscribers.OnboardingEndHandover)
+				p.endHandover(c, sk.mac, now)
 				p.count("handover_nak")
 				p.count("onboarding_handover_nak")
 				p.nak(c, m, "onboarding over: start over with your ISP")
 				return true
 			}
 		}
-		p.endOnboarding(sk.mac, subscribers.OnboardingEndHandover)
+		p.endHandover(c, sk.mac, now)
 	case dhcpv4.MessageTypeDiscover:
-		p.endOnboarding(sk.mac, subscribers.OnboardingEndHandover)
+		p.endHandover(c, sk.mac, now)
 	case dhcpv4.MessageTypeInform:
 		// From an onboarding address (not its ISP binding's: an ISP
 		// pool overlapping an onboarding pool): no ISP sees it. Its
@@ -472,7 +525,9 @@ func (p *Proxy) onboardingHandover(c *Circuit, m *dhcpv4.DHCPv4, sk subKey, now 
 		if m.MessageType() == dhcpv4.MessageTypeDecline {
 			named = addrOf(m.RequestedIPAddress())
 		}
-		if named != l.ip {
+		if named != l.ip || l.pool.c != c {
+			// Not its onboarding lease, or not on c: the lease's
+			// circuit alone ends it.
 			return false
 		}
 		if !p.forOtherServer(c, m) {

@@ -11,8 +11,8 @@ import (
 
 // The onboarding state (see onboarding.go for the protocol): each
 // onboarding circuit's pool, the onboarding leases and the outstanding
-// offers (RAM only), the quarantined addresses, and one timer heap for
-// all three. onboardingTable.mu guards all of it and is held only inside
+// offers (RAM only), the quarantined addresses, the handovers' holds (RAM
+// only), and one timer heap for all four. onboardingTable.mu guards all of it and is held only inside
 // these methods.
 
 // Onboarding defaults and limits.
@@ -107,12 +107,20 @@ type obQuarantine struct {
 	owned bool
 }
 
+// obHold keeps a MAC handed over to its ISP on the circuit of the
+// onboarding lease the handover ended (pool's), until until (heldOn).
+type obHold struct {
+	pool  *obPool
+	until time.Time
+}
+
 type obTimerKind uint8
 
 const (
 	timerLease obTimerKind = iota
 	timerOffer
 	timerQuarantine
+	timerHold
 )
 
 // obTimer is a due time in the heap. It may be stale (the lease was
@@ -152,6 +160,7 @@ type onboardingTable struct {
 	held       map[netip.Addr]uint64
 	quarantine map[netip.Addr]obQuarantine
 	qOwner     map[uint64]netip.Addr // owner → its quarantined address
+	holds      map[uint64]obHold     // by MAC: handed over, see heldOn
 	total      int                   // leases and offers, all circuits
 	timers     obTimers
 }
@@ -163,6 +172,7 @@ func (t *onboardingTable) init(circuits []Circuit, log *slog.Logger) {
 	t.held = map[netip.Addr]uint64{}
 	t.quarantine = map[netip.Addr]obQuarantine{}
 	t.qOwner = map[uint64]netip.Addr{}
+	t.holds = map[uint64]obHold{}
 	for i := range circuits {
 		c := &circuits[i]
 		if c.Onboarding == nil {
@@ -204,6 +214,32 @@ func (t *onboardingTable) leaseOf(mac uint64) (obLease, bool) {
 		return obLease{}, false
 	}
 	return *l, true
+}
+
+// heldOn returns the pool whose circuit holds mac against the other
+// circuits at now: its lease's while the lease is live (its holder renews
+// it before its end: T1 half of it, T2 7/8), else, once its handover
+// ended it, that lease's until its hold lapses (hold). No other circuit is
+// served mac's DHCP meanwhile (takeOnboarding).
+func (t *onboardingTable) heldOn(mac uint64, now time.Time) (*obPool, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l := t.leases[mac]; l != nil && l.expires.After(now) {
+		return l.pool, true
+	}
+	if h, ok := t.holds[mac]; ok && h.until.After(now) {
+		return h.pool, true
+	}
+	return nil, false
+}
+
+// hold keeps mac on pl's circuit until until: its handover ended its
+// onboarding lease there, and its DORA with its ISP follows there.
+func (t *onboardingTable) hold(mac uint64, pl *obPool, until time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.holds[mac] = obHold{pool: pl, until: until}
+	heap.Push(&t.timers, obTimer{at: until, kind: timerHold, mac: mac})
 }
 
 // offer returns the address to offer mac on pl: its lease's, its
@@ -401,8 +437,8 @@ func (t *onboardingTable) holder(ip netip.Addr) (uint64, bool) {
 }
 
 // due returns the leases that ran out at or before now (their end is the
-// caller's, under the subscriber's lock), and drops the offers and
-// quarantines that did. O(k log n) for k timers due.
+// caller's, under the subscriber's lock), and drops the offers,
+// quarantines and holds that did. O(k log n) for k timers due.
 func (t *onboardingTable) due(now time.Time) []obLease {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -430,6 +466,10 @@ func (t *onboardingTable) due(now time.Time) []obLease {
 				if q.owned && t.qOwner[q.owner] == tm.ip {
 					delete(t.qOwner, q.owner)
 				}
+			}
+		case timerHold:
+			if h, ok := t.holds[tm.mac]; ok && !h.until.After(now) {
+				delete(t.holds, tm.mac)
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package dhcpproxy
 import (
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -597,20 +598,248 @@ func TestOnboardingRestore(t *testing.T) {
 	checkOptions(t, r.one(dhcpv4.MessageTypeAck), obAddr(2))
 }
 
-// A MAC holding a lease on one circuit that DISCOVERs on another: the old
-// lease ends (moved), the new circuit offers from its own pool.
+// wantGardenOnAcc0 checks that m48's onboarding lease of ip on acc0 is
+// still held and bound in the garden, and no onboarding lease ended.
+func (r *prig) wantGardenOnAcc0(m48 uint64, ip netip.Addr, what string) {
+	r.t.Helper()
+	ls := r.p.OnboardingLeases()
+	vrf, bound, ok := r.vrfOf(m48)
+	if len(ls) != 1 || ls[0].Access != "acc0" || ls[0].IP != ip || !ok || vrf != binding.GardenVRF || bound != ip {
+		r.t.Errorf("%s: onboarding leases %+v, bound %v %v %v; want %v held on acc0 and in the garden (counters %v)",
+			what, ls, vrf, bound, ok, ip, r.p.Counters())
+	}
+	if evs := r.eventsOf(subscribers.EventOnboardingEnded); len(evs) != 0 {
+		r.t.Errorf("%s: onboarding ended %+v", what, evs)
+	}
+}
+
+// wantRefusedNamingAcc0 checks the onboarding_moved_refused counter and a
+// rejected event on acc1 naming acc0.
+func (r *prig) wantRefusedNamingAcc0(n uint64) {
+	r.t.Helper()
+	if got := r.p.Counters()["onboarding_moved_refused"]; got != n {
+		r.t.Errorf("onboarding_moved_refused %d, want %d", got, n)
+	}
+	found := false
+	for _, e := range r.eventsOf(subscribers.EventRejected) {
+		found = found || e.Access == "acc1" && strings.Contains(e.Reason, "access acc0")
+	}
+	if !found {
+		r.t.Errorf("no rejected event on acc1 naming acc0 (events %v)", r.eventsOf(subscribers.EventRejected))
+	}
+}
+
+// A MAC holding an onboarding lease on acc0 that DISCOVERs on acc1: no
+// offer while that lease may be in use (a device on acc1 forging the MAC
+// must not cut the device on acc0 out of the portal: see
+// TestOnboardingForgedMACOnAnotherCircuit). Once the lease has run out
+// unrenewed (one lease time at most), the old lease ends (moved) and acc1
+// offers from its own pool. Before, the first DISCOVER ended it.
 func TestOnboardingMoved(t *testing.T) {
 	r := newORig(t, Onboarding{}, 0, true)
-	r.obDORA("02:77:00:00:00:01")
-	r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(mac("02:77:00:00:00:01"))))
+	const m, m48 = "02:77:00:00:00:01", 0x027700000001
+	r.obDORA(m)
+	r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(mac(m))))
+	if got := r.clientMsgs(); len(got) != 0 {
+		t.Errorf("DISCOVER on acc1 while the acc0 lease is live: %v, want no answer", got)
+	}
+	r.wantGardenOnAcc0(m48, obAddr(2), "DISCOVER on acc1")
+	r.pastT1(20 * time.Second)
+	r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(mac(m))))
 	if o := r.one(dhcpv4.MessageTypeOffer); addrOf(o.YourIPAddr) != netip.MustParseAddr("100.65.1.2") {
 		t.Errorf("offered %v on acc1", o.YourIPAddr)
 	}
-	if r.tab.isBound(0x027700000001) {
+	if r.tab.isBound(m48) {
 		t.Error("still bound on acc0")
 	}
 	if evs := r.eventsOf(subscribers.EventOnboardingEnded); len(evs) != 1 || evs[0].Reason != subscribers.OnboardingEndMoved || evs[0].Access != "acc0" {
 		t.Errorf("events %+v", evs)
+	}
+}
+
+// A device on acc1 forging the MAC of a device without a record that holds
+// an onboarding lease on acc0 (in the portal) DISCOVERs again and again;
+// the device on acc0 renews. No DISCOVER is answered or ends the lease:
+// each is counted (onboarding_moved_refused) with a rejected event naming
+// acc0, and the renewal keeps the lease past its first end. Before, the
+// first DISCOVER ended the lease (moved): the device on acc0 lost the
+// garden (and the portal) mid-onboarding, and the forger got an address.
+func TestOnboardingForgedMACOnAnotherCircuit(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, true)
+	const m, m48 = "02:77:00:00:00:01", 0x027700000001
+	ip := addrOf(r.obDORA(m).YourIPAddr)
+	r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(mac(m))))
+	if got := r.clientMsgs(); len(got) != 0 {
+		t.Errorf("forged DISCOVER on acc1 answered: %v", got)
+	}
+	r.wantGardenOnAcc0(m48, ip, "forged DISCOVER on acc1")
+	r.wantRefusedNamingAcc0(1)
+	// The device renews at T1, on acc0.
+	r.pastT1(10 * time.Second)
+	r.fromClient(renewOf(t, m, ip))
+	checkOptions(t, r.one(dhcpv4.MessageTypeAck), ip)
+	// Past the lease's first end, not its renewed one: still refused.
+	r.pastT1(25 * time.Second)
+	r.p.expire(r.p.now())
+	r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(mac(m))))
+	if got := r.clientMsgs(); len(got) != 0 {
+		t.Errorf("forged DISCOVER on acc1 after the renewal answered: %v", got)
+	}
+	r.wantGardenOnAcc0(m48, ip, "forged DISCOVER on acc1 after the renewal")
+	r.wantRefusedNamingAcc0(2)
+}
+
+// registeredInGarden is the two-circuit onboarding rig with MAC m holding
+// an onboarding lease on acc0 and then registered at alpha for any access
+// (the API, a claim token: not pinned), its handover not done yet. It
+// returns the lease's address.
+func registeredInGarden(t *testing.T, m string) (*prig, netip.Addr) {
+	r := newORig(t, Onboarding{}, 0, true)
+	ip := addrOf(r.obDORA(m).YourIPAddr)
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m)), CustomerID: "c-s1", ISP: "alpha", Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	return r, ip
+}
+
+// A registered MAC's RELEASE or DECLINE of its onboarding lease, sent on
+// another circuit than the lease's (a device there forging the MAC, the
+// address guessed), ends nothing and is counted (release_not_own_address:
+// it holds nothing there); a DECLINE quarantines nothing. Before, either
+// ended the device's onboarding lease on acc0 (released, declined).
+func TestOnboardingEndFromAnotherCircuitIgnored(t *testing.T) {
+	const m, m48 = "02:77:00:00:00:01", 0x027700000001
+	for _, mt := range []dhcpv4.MessageType{dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeDecline} {
+		t.Run(mt.String(), func(t *testing.T) {
+			r, ip := registeredInGarden(t, m)
+			named := dhcpv4.WithClientIP(net.IP(ip.AsSlice()))
+			if mt == dhcpv4.MessageTypeDecline {
+				named = dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP(ip.AsSlice())))
+			}
+			r.fromClientVLAN(5, clientMsg(t, m, mt, named, dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice())))))
+			if got := r.clientMsgs(); len(got) != 0 {
+				t.Errorf("%s on acc1: %v", mt, got)
+			}
+			r.wantGardenOnAcc0(m48, ip, mt.String()+" on acc1")
+			if n := r.p.Counters()["release_not_own_address"]; n != 1 {
+				t.Errorf("release_not_own_address %d, want 1 (counters %v)", n, r.p.Counters())
+			}
+			// The same message on acc0 ends it.
+			r.fromClient(clientMsg(t, m, mt, named, dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice())))))
+			r.clientMsgs()
+			if r.tab.isBound(m48) || len(r.p.OnboardingLeases()) != 0 {
+				t.Errorf("%s on acc0 left the lease", mt)
+			}
+		})
+	}
+}
+
+// The handover of a registered MAC (any access) from the garden to its
+// ISP cannot be triggered or taken from another circuit. From acc1 (a
+// device forging the MAC): an INIT-REBOOT of the onboarding address is
+// NAKed there and ends nothing; a DISCOVER and a SELECTING REQUEST for an
+// ISP's address are refused (onboarding_moved_refused, rejected events
+// naming acc0) and reach no ISP. The device's handover on acc0 then goes
+// as usual, and while it does its DORA with alpha (the onboarding lease
+// ended by the handover NAK), acc1's DISCOVER is still refused: acc1
+// cannot be bound first, which would leave the device on acc0 refused for
+// client_lease_max (endOtherCircuits). Before, each of the three messages
+// ended the onboarding lease on acc0 (handover), the DISCOVER and REQUEST
+// were relayed, and the forger could be bound at alpha with the device's
+// service.
+func TestOnboardingHandoverFromAnotherCircuit(t *testing.T) {
+	const m, m48 = "02:77:00:00:00:01", 0x027700000001
+	r, ip := registeredInGarden(t, m)
+	isp := net.IP(netip.MustParseAddr("100.64.0.100").AsSlice())
+	r.fromClientVLAN(5, initReboot(t, m, ip))
+	if got := r.toPorts(); len(got[upPort]) != 0 || len(got[accPort]) != 1 || got[accPort][0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Errorf("INIT-REBOOT of the onboarding address on acc1: %v, want a NAK on the access only", got)
+	}
+	r.wantGardenOnAcc0(m48, ip, "INIT-REBOOT on acc1")
+	for _, msg := range []*dhcpv4.DHCPv4{
+		discover(t, dhcpv4.WithHwAddr(mac(m))),
+		clientMsg(t, m, dhcpv4.MessageTypeRequest, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(isp)),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice())))),
+	} {
+		r.fromClientVLAN(5, msg)
+		r.p.committing.Wait()
+		if got := r.toPorts(); len(got[upPort]) != 0 || len(got[accPort]) != 0 {
+			t.Errorf("%s on acc1: relayed %v, answered %v; want it refused", msg.MessageType(), got[upPort], got[accPort])
+		}
+		r.wantGardenOnAcc0(m48, ip, msg.MessageType().String()+" on acc1")
+	}
+	r.wantRefusedNamingAcc0(2)
+
+	// The handover on acc0: its renewal NAKed, the onboarding lease
+	// ended; acc1's DISCOVER meanwhile refused; its DORA with alpha.
+	r.fromClient(renewOf(t, m, ip))
+	r.one(dhcpv4.MessageTypeNak)
+	r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(mac(m))))
+	r.p.committing.Wait()
+	if got := r.toPorts(); len(got[upPort]) != 0 || len(got[accPort]) != 0 {
+		t.Errorf("DISCOVER on acc1 after acc0's handover NAK: relayed %v, answered %v; want it refused", got[upPort], got[accPort])
+	}
+	got := r.dora(m, kea(t, time.Hour), nil)
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("the handover's DORA on acc0: %v (counters %v)", got, r.p.Counters())
+	}
+	if _, ok := r.p.Lease(accPort, 0, m48); !ok {
+		t.Errorf("not bound at alpha on acc0 after the handover (counters %v)", r.p.Counters())
+	}
+	r.wantRefusedNamingAcc0(3)
+}
+
+// A registered MAC (any access) holding an onboarding lease on acc0,
+// really moved to acc1: its DISCOVER there is refused while that lease is
+// live; once it has run out unrenewed, the next DISCOVER ends it (moved)
+// and is relayed to the ISP. Before, the first DISCOVER ended it
+// (handover) and was relayed at once, whoever sent it.
+func TestOnboardingRegisteredMoved(t *testing.T) {
+	const m, m48 = "02:77:00:00:00:01", 0x027700000001
+	r, ip := registeredInGarden(t, m)
+	r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(mac(m))))
+	r.p.committing.Wait()
+	if got := r.toPorts(); len(got[upPort]) != 0 || len(got[accPort]) != 0 {
+		t.Errorf("DISCOVER on acc1 while the acc0 lease is live: relayed %v, answered %v; want it refused", got[upPort], got[accPort])
+	}
+	r.wantGardenOnAcc0(m48, ip, "DISCOVER on acc1")
+	r.pastT1(20 * time.Second)
+	r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(mac(m))))
+	r.p.committing.Wait()
+	if got := r.toPorts(); len(got[upPort]) != 1 || got[upPort][0].MessageType() != dhcpv4.MessageTypeDiscover {
+		t.Errorf("DISCOVER on acc1 one lease time later: relayed %v, want it relayed", got[upPort])
+	}
+	if evs := r.eventsOf(subscribers.EventOnboardingEnded); len(evs) != 1 || evs[0].Reason != subscribers.OnboardingEndMoved || evs[0].Access != "acc0" {
+		t.Errorf("onboarding ended %+v, want acc0's lease moved", evs)
+	}
+	if len(r.p.OnboardingLeases()) != 0 {
+		t.Errorf("onboarding leases %+v, want none", r.p.OnboardingLeases())
+	}
+}
+
+// A device the portal registered is pinned to the access it claimed from
+// (the portal sends the onboarding lease's access): from another circuit
+// its messages are refused outright (wrong_circuit) and its onboarding
+// lease is untouched. (A guard: this held before.)
+func TestOnboardingPortalClaimPinned(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, true)
+	const m, m48 = "02:77:00:00:00:01", 0x027700000001
+	ip := addrOf(r.obDORA(m).YourIPAddr)
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m)), CustomerID: "c-s1", ISP: "alpha", Access: "acc0", Source: "claim"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, msg := range []*dhcpv4.DHCPv4{
+		initReboot(t, m, ip), discover(t, dhcpv4.WithHwAddr(mac(m))),
+		clientMsg(t, m, dhcpv4.MessageTypeRelease, dhcpv4.WithClientIP(net.IP(ip.AsSlice()))),
+	} {
+		r.fromClientVLAN(5, msg)
+		if got := r.toPorts(); len(got) != 0 {
+			t.Errorf("%s on acc1: %v", msg.MessageType(), got)
+		}
+		r.wantGardenOnAcc0(m48, ip, msg.MessageType().String()+" on acc1")
+	}
+	if n := r.p.Counters()["wrong_circuit"]; n != 3 {
+		t.Errorf("wrong_circuit %d, want 3", n)
 	}
 }
 

@@ -70,8 +70,8 @@
 //   - onboarding.go, onboarding_pool.go: ispmux as the DHCP server of the
 //     MACs without a device record on circuits with an onboarding pool
 //     (leases in the walled garden's VRF), the handover to their ISP; the
-//     pools, onboarding leases, offers and quarantined addresses
-//     (onboardingTable.mu).
+//     pools, onboarding leases, offers, quarantined addresses and
+//     handovers' holds (onboardingTable.mu).
 //
 // The static-IP subscribers' set is an atomically replaced map (SetStatic);
 // the uplinks' MTUs are atomics (SetUplinkMTU).

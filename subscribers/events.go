@@ -69,7 +69,7 @@ const (
 	OnboardingEndExpired  = "expired"  // the lease ran out (or ran out while ispmux was stopped)
 	OnboardingEndHandover = "handover" // the MAC got a device record and turned to its ISP
 	OnboardingEndRemoved  = "removed"  // its access no longer has onboarding, or the address is no longer in the pool
-	OnboardingEndMoved    = "moved"    // the MAC asked for service on another access
+	OnboardingEndMoved    = "moved"    // the MAC asked for service on another access after this lease ran out unrenewed
 	OnboardingEndConflict = "conflict" // the address could not be installed (held by another subscriber)
 	OnboardingEndNoRoom   = "no_room"  // the lease could not be installed for another reason (the MAC table full)
 )
