@@ -30,6 +30,12 @@ import (
 // A subscriber's pending intents are sent before any new message of it is
 // relayed, so the ISP always hears the old RELEASE first.
 //
+// The DECLINE of an address the ISP ACKed but another subscriber holds
+// (decline) is an intent too, with no binding to remove in step 1 (the
+// address was never bound): stored before the DECLINE and the subscriber's
+// NAK are sent, so a crash or a failed send leaves it pending and the ISP's
+// lease of the address in conflict is still declined.
+//
 // A crash before 1 leaves the binding, which the subscriber still holds; a
 // crash after 1 finds the intent pending at start, and it is sent again
 // (replay) once the ISP's next hop is resolved. So ispmux never forwards

@@ -2,14 +2,22 @@ package dhcpproxy
 
 import (
 	"bytes"
+	"errors"
 	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -311,5 +319,102 @@ func TestACKOfEarlierGenerationBindsNothing(t *testing.T) {
 	}
 	if c := r.p.Counters(); c["ack_after_end"] != 1 {
 		t.Errorf("counters %v", c)
+	}
+}
+
+const declineCrashEnv = "DHCPPROXY_DECLINE_CRASH_CHILD"
+
+// inUse is the address the ISP ACKs in TestCrashDecliningAnAddressInUse,
+// held at alpha by a static customer.
+var inUse = binding.Binding{Port: accPort, MAC: 0x020000000199, IP: netip.MustParseAddr("100.64.0.100"), Static: true}
+
+// The ISP ACKs an address a static customer holds: ispmux declines it on
+// the subscriber's behalf through an intent (stored, the DECLINE sent and
+// the subscriber NAKed, the intent completed by a later tick). ispmux is
+// SIGKILLed at each step (the child, armed at the failpoint, runs the DORA
+// and ticks past intentSettle), then restarted twice: the DECLINE not known
+// to be on the wire is sent once after the restart, one completed is not
+// sent again, and the address is never bound to the subscriber. Before,
+// the DECLINE was sent directly and a crash before it left lost it: the
+// ISP kept a lease of the address in conflict until it expired.
+func TestCrashDecliningAnAddressInUse(t *testing.T) {
+	if path := os.Getenv(declineCrashEnv); path != "" {
+		r := switchRigAt(t, path)
+		if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(s1)), CustomerID: "c-s1", ISP: "alpha", Source: "api"}); err != nil {
+			t.Fatal(err)
+		}
+		r.tab.bound[inUse.MAC] = inUse
+		r.dora(s1, kea(t, time.Hour), nil)
+		r.p.expire(time.Now())
+		r.p.expire(time.Now().Add(time.Second))
+		t.Fatal("child: the failpoint was not hit")
+	}
+	if !failpoint.Enabled {
+		t.Skip("needs -tags failpoints")
+	}
+	for _, c := range []struct {
+		point string
+		// pending: the intent is still stored after the crash (and its
+		// DECLINE is sent once after the restart).
+		pending bool
+	}{
+		{failpoint.EndAfterIntent, true},
+		{failpoint.EndAfterSend, true},
+		{failpoint.EndAfterComplete, false},
+	} {
+		t.Run(c.point, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "s.db")
+			cmd := exec.Command(os.Args[0], "-test.run=^TestCrashDecliningAnAddressInUse$", "-test.count=1")
+			cmd.Env = append(os.Environ(), declineCrashEnv+"="+path, "ISPMUX_FAILPOINT="+c.point)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL ||
+				!bytes.Contains(stderr.Bytes(), []byte("failpoint "+c.point+": SIGKILL")) {
+				t.Fatalf("child not killed at %s (the DECLINE of the address in use does not pass it): %v\n%s", c.point, err, stderr.String())
+			}
+			for restart := 1; restart <= 2; restart++ {
+				r := switchRigAt(t, path)
+				r.tab.bound[inUse.MAC] = inUse
+				wantIns, wantDeclines := 0, 0
+				if c.pending && restart == 1 {
+					wantIns, wantDeclines = 1, 1
+				}
+				if ins, _ := r.store.Intents(); len(ins) != wantIns {
+					t.Fatalf("restart %d after a crash at %s: %d intents stored, want %d", restart, c.point, len(ins), wantIns)
+				}
+				if _, err := r.p.Restore(time.Now()); err != nil {
+					t.Fatal(err)
+				}
+				r.p.expire(time.Now())
+				r.p.expire(time.Now().Add(time.Second))
+				declines := 0
+				for _, s := range r.snd.take() {
+					if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeDecline {
+						declines++
+						if !m.RequestedIPAddress().Equal(net.IP(inUse.IP.AsSlice())) || !bytes.Equal(m.ClientHWAddr, mac(s1)) ||
+							!m.Options.Has(dhcpv4.OptionRelayAgentInformation) {
+							t.Errorf("restart %d: DECLINE %v, want %v of %s with our Option 82", restart, m, inUse.IP, s1)
+						}
+					}
+				}
+				if declines != wantDeclines {
+					t.Errorf("restart %d after a crash at %s: %d DECLINEs to alpha, want %d", restart, c.point, declines, wantDeclines)
+				}
+				if n := r.p.PendingIntents(); n != 0 {
+					t.Errorf("restart %d: %d intents still pending after the tick", restart, n)
+				}
+				if _, ok := r.p.Lease(accPort, 0, s1MAC); ok {
+					t.Errorf("restart %d: the subscriber holds the address in use", restart)
+				}
+				if _, err := r.store.Binding("acc0", 0, [6]byte(mac(s1))); !errors.Is(err, subscribers.ErrNotFound) {
+					t.Errorf("restart %d: the subscriber's binding is stored: %v", restart, err)
+				}
+				if err := r.store.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
 	}
 }

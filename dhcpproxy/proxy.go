@@ -109,6 +109,9 @@ type Store interface {
 	// recording it, in one durable transaction (nothing if it had none).
 	EndOnboarding(mac subscribers.MAC, e subscribers.Event) (subscribers.Event, bool, error)
 	OnboardingLeases() ([]subscribers.OnboardingLease, error)
+	// AddIntent stores an intent on its own, durably (a DECLINE of an
+	// address ispmux never bound: no binding ends with it).
+	AddIntent(in subscribers.Intent) (subscribers.Intent, error)
 	CompleteIntent(id uint64) error
 	Intents() ([]subscribers.Intent, error)
 	// ForEachBindingBorrowed calls fn with every stored binding, one at

@@ -984,6 +984,57 @@ func TestACKOfAnAddressInUse(t *testing.T) {
 	}
 }
 
+// The DECLINE of an ACKed address in use cannot be sent at once (the ISP's
+// next hop went unresolved while its server answered): the subscriber is
+// NAKed all the same, and the DECLINE stays pending (an intent) and is sent
+// once the next hop is back, then completed. Before, it was dropped: the
+// ISP kept the lease of the address in conflict until it expired.
+func TestACKOfAnAddressInUseDeclinedWhenUplinkBack(t *testing.T) {
+	r := newPRig(t)
+	static := binding.Binding{Port: accPort, MAC: 0x020000000199, IP: netip.MustParseAddr("100.64.0.100"), Static: true}
+	r.tab.bound[static.MAC] = static
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
+	offer := r.serve(kea(t, time.Minute))[0]
+	req, _ := dhcpv4.NewRequestFromOffer(offer)
+	r.fromClient(req)
+	got := r.serve(func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		r.setUplinkDown(true)
+		return kea(t, time.Minute)(m)
+	})
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("subscriber got %v, want a NAK", got)
+	}
+	declines := func() int {
+		n := 0
+		for _, s := range r.snd.take() {
+			if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeDecline {
+				n++
+				if !m.RequestedIPAddress().Equal(net.IPv4(100, 64, 0, 100)) {
+					t.Errorf("DECLINE of %v, want 100.64.0.100", m.RequestedIPAddress())
+				}
+			}
+		}
+		return n
+	}
+	if n := declines(); n != 0 {
+		t.Fatalf("%d DECLINEs sent with the uplink down", n)
+	}
+	r.setUplinkDown(false)
+	now := time.Now()
+	r.p.expire(now)
+	if n := declines(); n != 1 {
+		ins, _ := r.store.Intents()
+		t.Fatalf("%d DECLINEs sent once the uplink is back, want 1 (intents stored %d): the ISP keeps the lease of an address in use", n, len(ins))
+	}
+	r.p.expire(now.Add(time.Second))
+	if n := declines(); n != 0 {
+		t.Errorf("%d more DECLINEs after the completion", n)
+	}
+	if ins, _ := r.store.Intents(); len(ins) != 0 || r.p.PendingIntents() != 0 {
+		t.Errorf("intents stored %d, pending %d after the DECLINE left; want none", len(ins), r.p.PendingIntents())
+	}
+}
+
 // A registration whose customer ID would make Option 82 overflow is refused
 // (not cut, not split into two options).
 func TestOption82TooLong(t *testing.T) {

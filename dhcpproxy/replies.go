@@ -266,7 +266,11 @@ const maxStoredOptions = 1500
 // declineAndNak refuses an ACKed address on the subscriber's behalf: a
 // DHCPDECLINE for ip to the ISP's servers (relayed as ours, with the
 // transaction's Option 82 and the client's identifier, so the server
-// matches its lease), and a DHCPNAK to the subscriber.
+// matches its lease) through an intent, durable before the DECLINE and the
+// DHCPNAK to the subscriber are sent: a crash after the NAK, or a send that
+// fails, leaves the intent pending, and the DECLINE is sent again at the
+// next tick or start instead of the ISP keeping the lease in conflict
+// until it expires.
 func (p *Proxy) declineAndNak(t *txn, ack *dhcpv4.DHCPv4, ip, ispServerID netip.Addr) {
 	p.decline(t, ack, ip, ispServerID)
 	p.nakAck(t, ack, "address in use")
@@ -284,8 +288,37 @@ func (p *Proxy) nakAck(t *txn, ack *dhcpv4.DHCPv4, msg string) {
 	p.nak(t.circuit, &m, msg)
 }
 
-// decline sends the ISP a DHCPDECLINE of ip for the subscriber of t.
+// decline sends the ISP a DHCPDECLINE of ip for the subscriber of t,
+// through an intent (intents.go): stored, sent, completed by a later tick.
+// If the store refuses the intent the DECLINE is still sent, once.
 func (p *Proxy) decline(t *txn, ack *dhcpv4.DHCPv4, ip, ispServerID netip.Addr) {
+	msg := p.declineMessage(t, ack, ip, ispServerID)
+	if msg == nil {
+		return
+	}
+	isp := t.isp
+	p.count("declined_for_subscriber")
+	it, err := p.store.AddIntent(subscribers.Intent{Kind: subscribers.IntentDecline, ISP: isp.Name,
+		MAC: binding.MACBytes(t.sub.mac), Access: t.circuit.Name, VLAN: t.circuit.VLAN, IP: ip, Message: msg})
+	if err != nil {
+		p.count("store_error")
+		p.log.Error("dhcp: DECLINE of an address in conflict not recorded; sent once, not replayed after a crash",
+			"mac", binding.MACString(t.sub.mac), "ip", ip, "err", err)
+		if gw, ok := p.nextHop(isp); ok {
+			for _, srv := range isp.Servers {
+				p.injectUDP(isp.Port, gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, msg)
+			}
+		}
+		return
+	}
+	failpoint.Hit(failpoint.EndAfterIntent)
+	p.intents.add(it, false)
+	p.sendIntent(pendingIntent{it, false})
+}
+
+// declineMessage builds the DHCPDECLINE of ip that decline sends (nil if
+// it cannot be built).
+func (p *Proxy) declineMessage(t *txn, ack *dhcpv4.DHCPv4, ip, ispServerID netip.Addr) []byte {
 	isp := t.isp
 	mods := []dhcpv4.Modifier{
 		dhcpv4.WithMessageType(dhcpv4.MessageTypeDecline),
@@ -300,16 +333,12 @@ func (p *Proxy) decline(t *txn, ack *dhcpv4.DHCPv4, ip, ispServerID netip.Addr) 
 		mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, t.clientID))
 	}
 	mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, t.op82))
-	if dec, err := dhcpv4.New(mods...); err == nil {
-		dec.HopCount = 1
-		if gw, ok := p.tables.NextHopMAC(isp.Index); ok {
-			payload := dec.ToBytes()
-			for _, srv := range isp.Servers {
-				p.injectUDP(isp.Port, gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, payload)
-			}
-			p.count("declined_for_subscriber")
-		}
+	dec, err := dhcpv4.New(mods...)
+	if err != nil {
+		return nil
 	}
+	dec.HopCount = 1
+	return dec.ToBytes()
 }
 
 // nak sends the subscriber a DHCPNAK for the transaction of ack, as its

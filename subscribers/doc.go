@@ -82,7 +82,9 @@
 // again and completed. A crash before EndBinding leaves the binding and the
 // ISP's lease as they were (they agree, and run out together); a crash
 // after it leaves the intent, so the message is sent at least once (a
-// server ignores a RELEASE for a lease it no longer holds). ApplyTenant's
+// server ignores a RELEASE for a lease it no longer holds). AddIntent stores
+// an intent alone, for a message about an address never bound (the DECLINE
+// of an address the ISP ACKed in conflict). ApplyTenant's
 // EndBindings are the same first step, taken in the transaction of the
 // tenant change that ends the service (suspend, delete, block, move,
 // detach).

@@ -110,6 +110,25 @@ func (s *Store) EndBinding(access string, vlan uint16, mac MAC, in *Intent, e Ev
 	return it, e, found, nil
 }
 
+// AddIntent stores in (its ID assigned, Created set to now if zero) on its
+// own, durable on return: the first step of a message to an ISP about an
+// address ispmux never bound (a DECLINE of an ACKed address in conflict),
+// so there is no binding to remove with it. Then send in.Message, then
+// CompleteIntent(ID), as for EndBinding's.
+func (s *Store) AddIntent(in Intent) (Intent, error) {
+	in.ID = 0
+	if in.Created.IsZero() {
+		in.Created = time.Now()
+	}
+	if err := validateIntent(&in); err != nil {
+		return Intent{}, fmt.Errorf("add intent: %w", err)
+	}
+	if err := s.update(intentPut(&in)); err != nil {
+		return Intent{}, fmt.Errorf("add intent %s of %v: %w", in.Kind, in.IP, err)
+	}
+	return in, nil
+}
+
 // intentPut returns the transaction step that stores in (validated) under
 // the next ID of the intents bucket, assigning in.ID.
 func intentPut(in *Intent) func(tx *bolt.Tx) error {

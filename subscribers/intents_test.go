@@ -114,6 +114,51 @@ func TestEndBinding(t *testing.T) {
 	}
 }
 
+// AddIntent stores an intent on its own (a DECLINE of an address never
+// bound): the subscriber's binding, if any, stays; IDs follow EndBinding's;
+// an invalid intent is refused and nothing is stored.
+func TestAddIntent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := testBinding(1)
+	if err := s.CommitBinding(b); err != nil {
+		t.Fatal(err)
+	}
+	in := *testIntent(1)
+	in.Kind, in.IP, in.ID = IntentDecline, netip.MustParseAddr("100.64.9.9"), 77
+	it, err := s.AddIntent(in)
+	if err != nil || it.ID != 1 || it.Created.IsZero() {
+		t.Fatalf("AddIntent = %+v, %v; want ID 1, Created set", it, err)
+	}
+	if _, err := s.Binding(b.Access, b.VLAN, b.MAC); err != nil {
+		t.Errorf("the subscriber's binding after AddIntent: %v", err)
+	}
+	if last, _ := s.LastEventSeq(); last != 0 {
+		t.Errorf("AddIntent appended events (last seq %d)", last)
+	}
+	bad := in
+	bad.Message = nil
+	if _, err := s.AddIntent(bad); !errors.Is(err, ErrInvalid) {
+		t.Errorf("AddIntent without a message = %v, want ErrInvalid", err)
+	}
+	s.Close()
+	if s, err = Open(path, Options{NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ins, err := s.Intents()
+	if err != nil || len(ins) != 1 || !intentEqual(ins[0], it) {
+		t.Fatalf("Intents after reopen = %+v, %v; want [%+v]", ins, err, it)
+	}
+	rel := testIntent(2)
+	if it2, _, _, err := s.EndBinding(rel.Access, rel.VLAN, rel.MAC, rel, Event{Kind: EventReleased}); err != nil || it2.ID != 2 {
+		t.Errorf("EndBinding after AddIntent: ID %d, %v; want 2", it2.ID, err)
+	}
+}
+
 func intentEqual(a, b Intent) bool {
 	return a.ID == b.ID && a.Kind == b.Kind && a.ISP == b.ISP && a.MAC == b.MAC && a.Access == b.Access &&
 		a.VLAN == b.VLAN && a.IP == b.IP && bytes.Equal(a.Message, b.Message) && a.Created.Equal(b.Created)

@@ -26,7 +26,9 @@ var Points = []string{
 	// The ACK was sent to the subscriber.
 	BindAfterAck,
 	// A RELEASE/DECLINE/revocation: the binding is gone and the intent
-	// durable; nothing sent to the ISP yet.
+	// durable; nothing sent to the ISP yet. Also the DECLINE of an
+	// address the ISP ACKed in conflict (never bound): the intent is
+	// durable; no DECLINE sent, the subscriber not yet NAKed.
 	EndAfterIntent,
 	// The message was sent to the ISP; the intent is not yet completed.
 	EndAfterSend,
