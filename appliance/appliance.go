@@ -361,7 +361,7 @@ func (a *Appliance) dhcpConfig(idx map[string]int) dhcpproxy.Config {
 		pi := idx[ac.Interface]
 		c.Circuits = append(c.Circuits, dhcpproxy.Circuit{
 			Name: ac.Name, Interface: ac.Interface, Port: uint8(pi), VLAN: uint16(ac.VLAN),
-			MAC: mac48(a.ports[pi].MAC), Addr: ac.Addr, Onboarding: onboardingOf(a.cfg, ac),
+			MAC: mac48(a.ports[pi].MAC), Addr: ac.Addr, Onboarding: onboardingOf(a.cfg, ac), MTU: ifMTU(ac.Interface),
 		})
 	}
 	for _, isp := range a.cfg.ISPs {

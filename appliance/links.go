@@ -192,7 +192,7 @@ func (a *Appliance) watchLinks(ctx context.Context) {
 				a.log.Info("port MTU changed", "port", l.name, "from", mtu[i], "to", at.MTU)
 				mtu[i] = at.MTU
 				a.ctl.SetMTU(uint8(i), at.MTU)
-				a.dhcp.SetUplinkMTU(uint8(i), at.MTU)
+				a.dhcp.SetPortMTU(uint8(i), at.MTU)
 			}
 			now, why := linkStateOf(at, del)
 			l.report(now, why, at.Index)
@@ -436,7 +436,7 @@ func (l *portLink) reopened(p *datapath.XDPPort, info datapath.ReopenInfo, since
 	}
 	if info.MTU > 0 {
 		a.ctl.SetMTU(uint8(l.i), info.MTU)
-		a.dhcp.SetUplinkMTU(uint8(l.i), info.MTU)
+		a.dhcp.SetPortMTU(uint8(l.i), info.MTU)
 	}
 }
 

@@ -74,7 +74,7 @@
 //     handovers' holds (onboardingTable.mu).
 //
 // The static-IP subscribers' set is an atomically replaced map (SetStatic);
-// the uplinks' MTUs are atomics (SetUplinkMTU).
+// the ports' MTUs are atomics (SetPortMTU).
 package dhcpproxy
 
 import (
@@ -188,6 +188,10 @@ type Circuit struct {
 	VLAN      uint16
 	MAC       uint64     // our MAC on the port
 	Addr      netip.Addr // our address: the server identifier subscribers see
+	// MTU is the access port's IP MTU at start (0: 1500): no reply to a
+	// subscriber is longer (fitReply). SetPortMTU changes it while
+	// running.
+	MTU int
 	// Onboarding is the circuit's onboarding pool; nil: onboarding off
 	// (MACs without a device record get no answer, an event).
 	Onboarding *Onboarding
@@ -208,7 +212,7 @@ type ISP struct {
 	VSS              string
 	// MTU is the uplink's IP MTU at start (0: 1500). A relayed message
 	// that would not fit is refused, not sent to be dropped on the wire.
-	// SetUplinkMTU changes it while running.
+	// SetPortMTU changes it while running.
 	MTU int
 }
 
@@ -268,6 +272,9 @@ type Proxy struct {
 
 	// mtu is each ISP uplink's current MTU, by ISP index.
 	mtu [256]atomic.Int32
+	// portMTU is each port's current MTU, by port (0: unknown), for
+	// the access ports (accessMTU).
+	portMTU [256]atomic.Int32
 	// static is the set of static-IP subscribers' MACs (SetStatic).
 	static atomic.Pointer[map[uint64]bool]
 	// resolved says, by ISP index, whether its next hop was ever
@@ -321,6 +328,9 @@ func New(cfg Config, store Store, reg Registry, tables Tables, send Sender, log 
 	for i := range cfg.Circuits {
 		c := &p.cfg.Circuits[i]
 		p.circuits[circuitKey{c.Port, c.VLAN}] = c
+		if c.MTU > 0 {
+			p.portMTU[c.Port].Store(int32(c.MTU))
+		}
 		if _, dup := p.circuitNamed[circuitName{c.Name, c.VLAN}]; !dup {
 			p.circuitNamed[circuitName{c.Name, c.VLAN}] = c
 		}
@@ -354,14 +364,50 @@ func (p *Proxy) Counters() map[string]uint64 {
 	return out
 }
 
-// SetUplinkMTU records that the interface of port now has MTU mtu (for
-// the ISPs whose uplink it is).
-func (p *Proxy) SetUplinkMTU(port uint8, mtu int) {
+// SetPortMTU records that the interface of port now has MTU mtu (for
+// the ISPs whose uplink it is and the circuits on it).
+func (p *Proxy) SetPortMTU(port uint8, mtu int) {
 	for _, isp := range p.isps {
 		if isp.Port == port {
 			p.mtu[isp.Index].Store(int32(mtu))
 		}
 	}
+	p.portMTU[port].Store(int32(mtu))
+}
+
+// accessMTU is circuit c's access port MTU now.
+func (p *Proxy) accessMTU(c *Circuit) int {
+	if m := int(p.portMTU[c.Port].Load()); m > 0 {
+		return m
+	}
+	return 1500
+}
+
+// replyLimit is the longest DHCP message ispmux sends a client on circuit
+// c that takes clientMax bytes (maxReplyOf): no more than one IP datagram
+// of the access port's MTU carries either.
+func (p *Proxy) replyLimit(c *Circuit, clientMax int) int {
+	return min(clientMax, p.accessMTU(c)-ipv4HeaderLen-udpHeaderLen)
+}
+
+// fitted returns the ISP's reply b (relayDown's) made to fit what t's
+// client takes on its circuit (fitReply), counting a reply laid out again
+// (reply_repacked), one with options left out (reply_options_truncated)
+// or one that cannot fit (reply_too_big, nil: not to be sent).
+func (p *Proxy) fitted(t *txn, b []byte) []byte {
+	limit := p.replyLimit(t.circuit, t.replyMax)
+	out, how := fitReply(b, limit, t.prl)
+	switch how {
+	case fitRepacked:
+		p.count("reply_repacked")
+	case fitTruncated:
+		p.count("reply_options_truncated")
+		p.log.Debug("dhcp: options of an ISP's reply left out to fit the client", "mac", binding.MACString(t.sub.mac),
+			"isp", t.isp.Name, "bytes", len(b), "limit", limit)
+	case fitImpossible:
+		p.count("reply_too_big")
+	}
+	return out
 }
 
 // uplinkMTU is isp's uplink MTU now.

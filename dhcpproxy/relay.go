@@ -244,7 +244,8 @@ func withoutSubOption(b []byte, code byte) []byte {
 // RFC 2131 §4.1, RFC 2132 §9.3): those fields are filtered in place (82,
 // 51, 58, 59 and the ISP's 54 taken out, the rest kept in order) and
 // option 52 is passed on, so the client reads them there as the server
-// meant; ours go in the options field.
+// meant; ours go in the options field. The message may be longer than
+// the ISP's (fitReply, which makes it fit the client, says why).
 func relayDown(raw []byte, ourServerID netip.Addr, lease time.Duration) []byte {
 	out := make([]byte, 0, len(raw)+8)
 	out = append(out, raw[:optionsStart]...)

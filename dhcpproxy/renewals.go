@@ -177,9 +177,10 @@ func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []by
 		return false
 	}
 	ack := localACK(raw, l.addr(), b.Options, c.Addr, lt, clientID)
-	if len(ack) > maxReply(raw) {
+	if len(ack) > p.replyLimit(c, maxReply(raw)) {
 		// The ISP's options do not fit what the client takes (its
-		// server may have put some in file/sname): the ISP answers.
+		// server may have put some in file/sname) or the access port's
+		// MTU: the ISP answers (and its answer is made to fit).
 		p.count("renewal_local_too_big")
 		return false
 	}
@@ -187,19 +188,29 @@ func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []by
 	return true
 }
 
-// maxReply is the longest DHCP message ispmux sends the client of
-// request raw: 548 bytes, a 576-byte IP datagram (RFC 2131 §2: what every
-// client takes, 312 bytes of options; busybox udhcpc drops more than its
-// buffer in raw-socket mode), or what its option 57 asks for (RFC 2132
-// §9.10, the IP datagram's size: less 28 for the IP and UDP headers) up to
-// what one Ethernet frame carries.
+// maxReply is the longest DHCP message the client of request raw takes:
+// maxReplyOf its option 57.
 func maxReply(raw []byte) int {
-	limit := 576 - 28
+	var v []byte
 	forEachOption(raw, func(code byte, data []byte) {
-		if code == optMaxMessageSize && len(data) == 2 {
-			limit = max(limit, min(int(data[0])<<8|int(data[1])-28, 1500-28))
+		if code == optMaxMessageSize && v == nil {
+			v = data
 		}
 	})
+	return maxReplyOf(v)
+}
+
+// maxReplyOf is the longest DHCP message a client whose option 57 is v
+// takes: 548 bytes, a 576-byte IP datagram (RFC 2131 §2: what every
+// client takes, 312 bytes of options; busybox udhcpc drops more than its
+// buffer in raw-socket mode), or what v asks for (RFC 2132 §9.10, the IP
+// datagram's size: less 28 for the IP and UDP headers) up to what one
+// Ethernet frame carries.
+func maxReplyOf(v []byte) int {
+	limit := 576 - ipv4HeaderLen - udpHeaderLen
+	if len(v) == 2 {
+		limit = max(limit, min(int(v[0])<<8|int(v[1])-ipv4HeaderLen-udpHeaderLen, 1500-ipv4HeaderLen-udpHeaderLen))
+	}
 	return limit
 }
 

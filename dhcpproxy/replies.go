@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -122,7 +123,12 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			p.count("offer_other_server")
 			return
 		}
-		p.deliver(c, m, relayDown(payload, c.Addr, p.clientLease(m.IPAddressLeaseTime(0))))
+		out := p.fitted(t, relayDown(payload, c.Addr, p.clientLease(m.IPAddressLeaseTime(0))))
+		if out == nil {
+			p.refuseTooBig(t, isp, src, m, len(payload))
+			return
+		}
+		p.deliver(c, m, out)
 		p.count("offer")
 		p.ispStat(isp.Index).outcomes[OutcomeOffer].Add(1)
 	case dhcpv4.MessageTypeAck:
@@ -145,13 +151,23 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			if !dst.IsValid() {
 				dst = replyAddr(m)
 			}
-			p.deliverTo(c, m, relayDown(payload, c.Addr, 0), dst)
+			out := p.fitted(t, relayDown(payload, c.Addr, 0))
+			if out == nil {
+				p.refuseTooBig(t, isp, src, m, len(payload))
+				return
+			}
+			p.deliverTo(c, m, out, dst)
 			p.count("ack_inform")
 			return
 		}
 		// The ACK goes out after the commit, from another goroutine:
 		// build it now, while payload (the punt buffer) is ours.
-		ack := relayDown(payload, c.Addr, p.clientLease(m.IPAddressLeaseTime(0)))
+		ack := p.fitted(t, relayDown(payload, c.Addr, p.clientLease(m.IPAddressLeaseTime(0))))
+		if ack == nil {
+			// Not bound: the client would never see the ACK.
+			p.refuseTooBig(t, isp, src, m, len(payload))
+			return
+		}
 		opts := ackOptions(payload)
 		p.committing.Add(1)
 		go func() {
@@ -220,6 +236,18 @@ func (p *Proxy) releaseRapid(isp *ISP, pk pendKey, src netip.Addr, m *dhcpv4.DHC
 	return true
 }
 
+// refuseTooBig refuses the reply m (size bytes) of ISP server src to t:
+// its essential options alone do not fit what the client takes
+// (fitReply), which would drop it unseen.
+func (p *Proxy) refuseTooBig(t *txn, isp *ISP, src netip.Addr, m *dhcpv4.DHCPv4, size int) {
+	p.tx.refuse(t)
+	subj := regSubject(t.sub.mac, t.circuit, t.reg)
+	subj.isp = isp.Name
+	p.refuse(subscribers.EventRejected, subj, addrOf(m.YourIPAddr), fmt.Sprintf(
+		"ISP server %s's %s (%d bytes) does not fit the %d bytes the client takes (option 57, access MTU) even with its optional options left out; not sent",
+		src, m.MessageType(), size, p.replyLimit(t.circuit, t.replyMax)))
+}
+
 // nakFromISP passes the ISP's NAK on: the subscriber's binding (if any)
 // ends with the nak event in one transaction, then the NAK is delivered.
 func (p *Proxy) nakFromISP(t *txn, m *dhcpv4.DHCPv4, payload []byte) {
@@ -239,7 +267,11 @@ func (p *Proxy) nakFromISP(t *txn, m *dhcpv4.DHCPv4, payload []byte) {
 		return
 	}
 	failpoint.Hit(failpoint.NakAfterCommit)
-	p.deliver(c, m, relayDown(payload, c.Addr, 0))
+	out := p.fitted(t, relayDown(payload, c.Addr, 0))
+	if out == nil {
+		out = nakBytes(m, c.Addr, "") // the ISP's, without its options
+	}
+	p.deliver(c, m, out)
 	p.count("nak")
 	p.ispStat(t.isp.Index).outcomes[OutcomeNak].Add(1)
 }

@@ -2,6 +2,7 @@ package dhcpproxy
 
 import (
 	"bytes"
+	"net"
 	"testing"
 	"time"
 
@@ -165,4 +166,370 @@ func TestLeaseTimeInOverloadedField(t *testing.T) {
 	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
 		t.Errorf("after the REQUEST the client got %v, want an ACK (counters %v)", got, r.p.Counters())
 	}
+}
+
+// serveRaw plays the ISP's server as serve does, reply giving the bytes
+// of its answer (nil: silence), and returns the messages (UDP payloads)
+// the subscriber was sent.
+func (r *prig) serveRaw(reply func(m *dhcpv4.DHCPv4) []byte) [][]byte {
+	r.t.Helper()
+	var toClient [][]byte
+	for _, s := range r.snd.take() {
+		if s.port == accPort {
+			toClient = append(toClient, dhcpPayloadOf(r.t, s.frame))
+			continue
+		}
+		if rep := reply(dhcpOf(s.frame)); rep != nil {
+			r.p.HandleFrame(upPort, fibFrameFromISP(rep))
+		}
+	}
+	r.p.committing.Wait()
+	for _, s := range r.snd.take() {
+		if s.port == accPort {
+			toClient = append(toClient, dhcpPayloadOf(r.t, s.frame))
+		}
+	}
+	return toClient
+}
+
+// clientView is what a client reads in the DHCP message b: every option,
+// the instances of each concatenated (RFC 3396), from the options field
+// and then the file and sname fields when option 52 says they hold
+// options (RFC 2131 §4.1). Read independently of the code under test.
+func clientView(t *testing.T, b []byte) map[byte][]byte {
+	t.Helper()
+	out := map[byte][]byte{}
+	read := func(area []byte) {
+		for i := 0; i < len(area); {
+			c := area[i]
+			if c == 0 {
+				i++
+				continue
+			}
+			if c == 255 {
+				return
+			}
+			if i+1 >= len(area) || i+2+int(area[i+1]) > len(area) {
+				t.Fatalf("option %d overruns its field in %x", c, b)
+			}
+			out[c] = append(out[c], area[i+2:i+2+int(area[i+1])]...)
+			i += 2 + int(area[i+1])
+		}
+	}
+	read(b[240:])
+	if v := out[52]; len(v) == 1 {
+		if v[0]&1 != 0 {
+			read(b[108:236])
+		}
+		if v[0]&2 != 0 {
+			read(b[44:108])
+		}
+	}
+	return out
+}
+
+// addrList is n addresses from 198.51.100.1 on, as option 6 holds them.
+func addrList(n int) []byte {
+	var b []byte
+	for i := range n {
+		b = append(b, 198, 51, byte(100+i/250), byte(1+i%250))
+	}
+	return b
+}
+
+// keaMany answers like kea() with many options besides (Kea never uses
+// option overload: it sends what the client may not take): subnet mask,
+// router, dns DNS servers and extra.
+func keaMany(t *testing.T, dns int, extra ...dhcpv4.Option) func(m *dhcpv4.DHCPv4) []byte {
+	return func(m *dhcpv4.DHCPv4) []byte {
+		rep := kea(t, time.Hour)(m)
+		if rep == nil {
+			return nil
+		}
+		rep.UpdateOption(dhcpv4.OptSubnetMask(net.IPv4Mask(255, 255, 255, 0)))
+		rep.UpdateOption(dhcpv4.OptRouter(net.IPv4(100, 64, 0, 1)))
+		rep.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionDomainNameServer, addrList(dns)))
+		for _, o := range extra {
+			rep.UpdateOption(o)
+		}
+		return rep.ToBytes()
+	}
+}
+
+// wantOptions checks that the client reading b sees the ISP's options
+// want (code → value), ispmux's server identifier and a lease time.
+func wantOptions(t *testing.T, what string, b []byte, want map[byte][]byte) {
+	t.Helper()
+	got := clientView(t, b)
+	for code, v := range want {
+		if !bytes.Equal(got[code], v) {
+			t.Errorf("%s: option %d is %d bytes %x, want the ISP's %d bytes", what, code, len(got[code]), got[code], len(v))
+		}
+	}
+	if sid := ourSID.As4(); !bytes.Equal(got[54], sid[:]) || len(got[51]) != 4 || len(got[53]) != 1 {
+		t.Errorf("%s: server id %v, lease time %x, type %x", what, got[54], got[51], got[53])
+	}
+	inField := map[byte]bool{}
+	for _, o := range rawOptions(t, b) {
+		inField[o[0][0]] = true
+	}
+	if !inField[53] || !inField[54] || !inField[51] {
+		t.Errorf("%s: message type, server id or lease time not in the options field (%v)", what, inField)
+	}
+}
+
+// A client that sends no option 57 takes a 576-byte IP datagram, a DHCP
+// message of 548 bytes (RFC 2131 §2, RFC 2132 §9.10). An ISP server that
+// ignores that (Kea never overloads) with 90 DNS servers (e2e TestDHCPISC's
+// configuration) answers with about 690 bytes; ispmux passed them on (its
+// OFFER and ACK 700 bytes, which the client drops unseen: no address).
+// They now go out within 548 bytes, every DNS server carried on in the
+// file and sname fields (option 52).
+func TestReplyWithinClientWithoutOption57(t *testing.T) {
+	r := newPRig(t)
+	dom := dhcpv4.OptDomainName("customers.isp.example.net")
+	isp := keaMany(t, 90, dom)
+	want := map[byte][]byte{1: {255, 255, 255, 0}, 3: {100, 64, 0, 1}, 6: addrList(90), 15: dom.Value.ToBytes()}
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	got := r.serveRaw(isp)
+	if len(got) != 1 {
+		t.Fatalf("client got %d messages (counters %v), want the OFFER", len(got), r.p.Counters())
+	}
+	if len(got[0]) > 548 {
+		t.Errorf("OFFER of %d bytes to a client without option 57 (548 at most)", len(got[0]))
+	}
+	wantOptions(t, "OFFER", got[0], want)
+	offer, err := dhcpv4.FromBytes(got[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := dhcpv4.NewRequestFromOffer(offer)
+	r.fromClient(req)
+	got = r.serveRaw(isp)
+	if len(got) != 1 || !r.tab.isBound(s1MAC) {
+		t.Fatalf("client got %d messages (counters %v), want the ACK and a binding", len(got), r.p.Counters())
+	}
+	if len(got[0]) > 548 {
+		t.Errorf("ACK of %d bytes to a client without option 57 (548 at most)", len(got[0]))
+	}
+	wantOptions(t, "ACK", got[0], want)
+	if n := r.p.Counters()["reply_repacked"]; n != 2 {
+		t.Errorf("reply_repacked %d, want 2", n)
+	}
+}
+
+// When the file and sname fields are taken (a boot file and server name)
+// and the options do not fit the client's 548 bytes, options are left out
+// so that the client gets an address: never the essential ones (53, 54,
+// 51, 1, 3, 6), first 58/59 (the values a client assumes without them),
+// then those the client did not ask for (option 55), the last first, then
+// those it asked for. Before, the 680-byte OFFER went out as it was.
+func TestReplyOptionsLeftOutInOrder(t *testing.T) {
+	r := newPRig(t)
+	vendor := dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, bytes.Repeat([]byte{7}, 200))
+	search := dhcpv4.OptGeneric(dhcpv4.OptionDNSDomainSearchList, bytes.Repeat([]byte{3, 'a', 'b', 'c'}, 25))
+	dom := dhcpv4.OptDomainName("customers.isp.example.net")
+	ntp := dhcpv4.OptNTPServers(net.IPv4(192, 0, 2, 123), net.IPv4(192, 0, 2, 124))
+	kea := keaMany(t, 20, vendor, search, dom, ntp)
+	isp := func(m *dhcpv4.DHCPv4) []byte {
+		rep, _ := dhcpv4.FromBytes(kea(m))
+		rep.BootFileName = "pxelinux.0"
+		rep.ServerHostName = "boot.isp.example.net"
+		return rep.ToBytes()
+	}
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithRequestedOptions(
+		dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer, dhcpv4.OptionDomainName, dhcpv4.OptionNTPServers)))
+	got := r.serveRaw(isp)
+	if len(got) != 1 {
+		t.Fatalf("client got %d messages (counters %v), want the OFFER", len(got), r.p.Counters())
+	}
+	if len(got[0]) > 548 {
+		t.Errorf("OFFER of %d bytes to a client without option 57 (548 at most)", len(got[0]))
+	}
+	wantOptions(t, "OFFER", got[0], map[byte][]byte{1: {255, 255, 255, 0}, 3: {100, 64, 0, 1}, 6: addrList(20),
+		15: dom.Value.ToBytes(), 42: ntp.Value.ToBytes()})
+	view := clientView(t, got[0])
+	for _, code := range []byte{43, 119, 52} {
+		if _, ok := view[code]; ok {
+			t.Errorf("option %d in the OFFER", code)
+		}
+	}
+	if m, err := dhcpv4.FromBytes(got[0]); err != nil || m.BootFileName != "pxelinux.0" || m.ServerHostName != "boot.isp.example.net" {
+		t.Errorf("boot file and server name not the ISP's (%v)", err)
+	}
+	if n := r.p.Counters()["reply_options_truncated"]; n != 1 {
+		t.Errorf("reply_options_truncated %d, want 1", n)
+	}
+}
+
+// A client may say it takes 1500 bytes (option 57), but the access port's
+// MTU bounds every datagram sent on it: with a 1000-byte MTU, an ISP's
+// 1100-byte answer was passed on as it was (dropped on the wire or by the
+// client); now it fits 972 bytes, every option kept.
+func TestReplyWithinAccessMTU(t *testing.T) {
+	r := newPRig(t)
+	r.p.SetPortMTU(accPort, 1000)
+	vendor := dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, bytes.Repeat([]byte{7}, 100))
+	isp := keaMany(t, 150, vendor)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(1500))))
+	got := r.serveRaw(isp)
+	if len(got) != 1 {
+		t.Fatalf("client got %d messages (counters %v), want the OFFER", len(got), r.p.Counters())
+	}
+	if len(got[0])+28 > 1000 {
+		t.Errorf("OFFER of %d bytes: an IP datagram of %d on a 1000-byte MTU", len(got[0]), len(got[0])+28)
+	}
+	wantOptions(t, "OFFER", got[0], map[byte][]byte{1: {255, 255, 255, 0}, 3: {100, 64, 0, 1}, 6: addrList(150), 43: vendor.Value.ToBytes()})
+}
+
+// iscFull548 answers like ISC dhcpd to a client without option 57 (its
+// lab capture: iscFullReply): the options field filled to the 548 bytes
+// the client takes, with no END, the rest of the DNS servers in the file
+// field (option 52 = 1), its lease time alone (no 58/59), and its Option
+// 82 echo past the 548 bytes (a relay strips it). vendor is set to its
+// option 43.
+func iscFull548(t *testing.T, vendor *[]byte) func(m *dhcpv4.DHCPv4) []byte {
+	return func(m *dhcpv4.DHCPv4) []byte {
+		rep := kea(t, time.Hour)(m)
+		if rep == nil {
+			return nil
+		}
+		op82 := rep.Options.Get(dhcpv4.OptionRelayAgentInformation)
+		rep.Options.Del(dhcpv4.OptionRelayAgentInformation)
+		raw := rep.ToBytes()
+		out := append([]byte(nil), raw[:optionsStart]...)
+		forEachOption(raw, func(code byte, data []byte) {
+			out = append(out, code, byte(len(data)))
+			out = append(out, data...)
+		})
+		dns := addrList(70)
+		file := append([]byte{6, byte(len(dns) - 200)}, dns[200:]...)
+		copy(out[fileStart:fileEnd], append(file, 255))
+		out = append(out, 6, 200)
+		out = append(out, dns[:200]...)
+		out = append(out, 52, 1, 1)
+		// Vendor data (43) fills the options field to 548 bytes.
+		*vendor = bytes.Repeat([]byte{9}, 548-len(out)-2)
+		out = append(out, 43, byte(len(*vendor)))
+		out = append(out, *vendor...)
+		if len(out) != 548 {
+			t.Fatalf("ISC answer of %d bytes", len(out))
+		}
+		out = append(out, 82, byte(len(op82)))
+		return append(out, op82...)
+	}
+}
+
+// ispmux's rewrite is not size-neutral: for an answer ISC dhcpd sized to
+// the 548 bytes a client without option 57 takes (iscFull548), stripping
+// its Option 82 gained nothing (ISC leaves it out of its count), and
+// relayDown added 58 and 59 (12 bytes) and the END the full options field
+// lacked: a 561-byte OFFER. It fits 548 bytes now, every option kept.
+func TestRelayDownGrowthFitted(t *testing.T) {
+	r := newPRig(t)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	var vendor []byte
+	got := r.serveRaw(iscFull548(t, &vendor))
+	if len(got) != 1 {
+		t.Fatalf("client got %d messages (counters %v), want the OFFER", len(got), r.p.Counters())
+	}
+	if len(got[0]) > 548 {
+		t.Errorf("OFFER of %d bytes for ISC's 548 (a client without option 57 takes 548)", len(got[0]))
+	}
+	wantOptions(t, "OFFER", got[0], map[byte][]byte{6: addrList(70), 43: vendor})
+}
+
+// With more DNS servers than the 548 bytes hold even with option
+// overload (200: 800 bytes), the list is cut (to the first servers, whole
+// addresses) rather than the client left without an address; before, the
+// 1000-byte OFFER went out as it was.
+func TestReplyDNSListCut(t *testing.T) {
+	r := newPRig(t)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	got := r.serveRaw(keaMany(t, 200))
+	if len(got) != 1 {
+		t.Fatalf("client got %d messages (counters %v), want the OFFER", len(got), r.p.Counters())
+	}
+	if len(got[0]) > 548 {
+		t.Errorf("OFFER of %d bytes to a client without option 57 (548 at most)", len(got[0]))
+	}
+	dns := clientView(t, got[0])[6]
+	if len(dns) < 4 || len(dns)%4 != 0 || !bytes.Equal(dns, addrList(200)[:len(dns)]) {
+		t.Errorf("DNS servers %x: want the ISP's first ones", dns)
+	}
+	wantOptions(t, "OFFER", got[0], map[byte][]byte{1: {255, 255, 255, 0}, 3: {100, 64, 0, 1}})
+	if n := r.p.Counters()["reply_options_truncated"]; n != 1 {
+		t.Errorf("reply_options_truncated %d, want 1", n)
+	}
+}
+
+// An access port whose MTU leaves less than a DHCP message's minimum (300
+// bytes, the BOOTP size ispmux pads to) cannot carry the ISP's OFFER: it is
+// refused with an event saying why and reply_too_big, not sent to be
+// dropped (before, it went out, 300 bytes on a 320-byte MTU).
+func TestReplyTooBigRefused(t *testing.T) {
+	r := newPRig(t)
+	r.p.SetPortMTU(accPort, 320)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	got := r.serveRaw(keaMany(t, 2))
+	if len(got) != 0 || r.p.Counters()["reply_too_big"] != 1 {
+		t.Fatalf("client got %d messages (counters %v), want none and reply_too_big", len(got), r.p.Counters())
+	}
+	wantRejectedNoTimeout(t, r.eventsAfterTimeout(), "the OFFER was refused as too big")
+}
+
+// FuzzFitReply: whatever an ISP's server answers, the reply ispmux sends
+// is within the limit or not sent; a client reads it (options that do not
+// overrun their fields), with the essential options as relayDown made
+// them (the DNS server and router lists possibly cut to their first
+// addresses), the message type in the options field, and the header's
+// addresses unchanged.
+func FuzzFitReply(f *testing.F) {
+	d := discover(f)
+	offer, _ := dhcpv4.NewReplyFromRequest(d, dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer),
+		dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionDomainNameServer, addrList(120))),
+		dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, bytes.Repeat([]byte{1}, 200))),
+		dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionRelayAgentInformation, Value: dhcpv4.OptionGeneric{Data: testRelay.encode()}}))
+	f.Add(offer.ToBytes(), uint16(548))
+	f.Add(offer.ToBytes(), uint16(700))
+	f.Fuzz(func(t *testing.T, payload []byte, limit uint16) {
+		if _, err := dhcpv4.FromBytes(payload); err != nil {
+			return
+		}
+		b := relayDown(payload, ourSID, 10*time.Minute)
+		out, how := fitReply(b, int(limit), []byte{1, 3, 6, 15})
+		if out == nil {
+			if how != fitImpossible {
+				t.Fatalf("no reply, how %v", how)
+			}
+			return
+		}
+		if len(out) > max(int(limit), len(b)) || len(out) > int(limit) && how != fitAsIs {
+			t.Fatalf("%d bytes for a limit of %d (%v)", len(out), limit, how)
+		}
+		if !bytes.Equal(out[:44], b[:44]) {
+			t.Fatalf("header changed")
+		}
+		in, was := clientView(t, out), clientView(t, b)
+		for code, v := range was {
+			switch {
+			case !essential(code):
+			case code == 6 || code == 3:
+				if len(in[code]) == 0 && len(v) > 0 || !bytes.HasPrefix(v, in[code]) {
+					t.Fatalf("option %d: %x, want a prefix of %x", code, in[code], v)
+				}
+			case !bytes.Equal(in[code], v):
+				t.Fatalf("option %d: %x, want %x", code, in[code], v)
+			}
+		}
+		if _, ok := was[53]; ok {
+			found := false
+			for _, o := range rawOptions(t, out) {
+				found = found || o[0][0] == 53
+			}
+			if !found {
+				t.Fatal("message type not in the options field")
+			}
+		}
+	})
 }

@@ -42,6 +42,11 @@ type txn struct {
 	requested netip.Addr
 	// clientID is the client's identifier (option 61), if it sent one.
 	clientID []byte
+	// replyMax is the longest reply the client takes (maxReplyOf its
+	// option 57) and prl its parameter request list (option 55): what
+	// fitReply makes the ISP's answer fit, and which options it keeps.
+	replyMax int
+	prl      []byte
 	// informFrom is, for an INFORM, the client's address its ACK goes to
 	// (informAddr; invalid: unknown).
 	informFrom netip.Addr
@@ -298,6 +303,8 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 	t.reg, t.op82, t.msgType, t.gen = reg, op82, mt, gen
 	t.selecting = mt == dhcpv4.MessageTypeRequest && m.Options.Has(dhcpv4.OptionServerIdentifier)
 	t.clientID = m.Options.Get(dhcpv4.OptionClientIdentifier)
+	t.replyMax = maxReplyOf(m.Options.Get(dhcpv4.OptionMaximumDHCPMessageSize))
+	t.prl = m.Options.Get(dhcpv4.OptionParameterRequestList)
 	t.requested = netip.Addr{}
 	if a, ok := netip.AddrFromSlice(m.RequestedIPAddress().To4()); ok && !a.IsUnspecified() {
 		t.requested = a
