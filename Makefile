@@ -26,7 +26,7 @@ SKIPNOTE = @if [ "$${ISPMUX_SKIP_PRIVILEGED:-}" = 1 ] && [ "$$(id -u)" != 0 ]; t
 
 test: deps tools lint build
 	$(SKIPNOTE)
-	$(GO) test -count=1 -timeout 40m $(PKGS)
+	$(GO) test -count=1 -parallel 4 -timeout 40m $(PKGS)
 	$(GO) test -count=1 -race -short -timeout 20m $(PKGS)
 	$(GO) test -count=1 -tags failpoints ./internal/failpoint/ ./subscribers/ ./dhcpproxy/
 	$(MAKE) fuzz

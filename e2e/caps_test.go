@@ -209,6 +209,7 @@ func capMask(t *testing.T, caps []string) string {
 // it. The captive portal needs the unit's commented pair: CAP_SYS_ADMIN
 // and CAP_NET_BIND_SERVICE on top.
 func TestCapabilities(t *testing.T) {
+	t.Parallel()
 	base, portal, keys := unitCaps(t)
 	wantBase := []string{"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_BPF", "CAP_IPC_LOCK"}
 	if !slices.Equal(base, wantBase) {

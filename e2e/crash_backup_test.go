@@ -31,6 +31,7 @@ const copyLogLine = "store opened from a backup copy"
 // its own store for a copy (no jump in the event numbers, no log line).
 // Then a backup that completes gives a marked copy.
 func TestCrashBackup(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, lab.Options{Subscribers: 1, DHCP: true, LeaseTime: time.Hour})
 	fp := failpointBinary(t)
 	r.start()

@@ -249,6 +249,7 @@ func (c *caseRun) bindFor(lease time.Duration) {
 // TestCrashMatrixSwitch runs the switching rows of the failpoint matrix
 // on a lab of their own (Kea leases of 120 s, client leases of 30 s).
 func TestCrashMatrixSwitch(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, lab.Options{Subscribers: 3, DHCP: true, LeaseTime: switchLease, ClientLeaseMax: switchClientLease})
 	m := &matrix{r: r, fp: failpointBinary(t)}
 	var err error

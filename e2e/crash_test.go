@@ -753,9 +753,17 @@ func theExchanges() []exchange {
 // completed), then restart clean.
 var replayOf = []string{"release", "decline", "revocation (blocked, SIGHUP)", "revocation (blocked while down, at start)"}
 
-func TestCrashMatrix(t *testing.T) {
+// matrixShards is how many labs the matrix's cases are spread over, each
+// running its share beside the others (the onboarding cases have a portal
+// lab of their own beside them): on one lab the cases took ~340 s, most
+// of it waiting for a lease's renewal time, not working.
+const matrixShards = 3
+
+// newMatrix builds a lab for the matrix's cases and the matrix's view of
+// it; its processes are killed when t ends.
+func newMatrix(t *testing.T, fp string) *matrix {
 	r := newRig(t, lab.Options{Subscribers: 3, DHCP: true, LeaseTime: matrixLease})
-	m := &matrix{r: r, fp: failpointBinary(t)}
+	m := &matrix{r: r, fp: fp}
 	var err error
 	if m.base, err = os.ReadFile(r.cfg); err != nil {
 		t.Fatal(err)
@@ -773,63 +781,118 @@ func TestCrashMatrix(t *testing.T) {
 		}
 		m.cur.kill9()
 	})
+	return m
+}
+
+func TestCrashMatrix(t *testing.T) {
+	t.Parallel()
+	fp := failpointBinary(t)
 	start := time.Now()
-	selfCheck := t.Run("the harness sees lost, phantom and orphaned leases", m.selfCheck)
-	r.t = t
+	// The harness is checked on the first shard's lab, before any case.
+	first := newMatrix(t, fp)
+	selfCheck := t.Run("the harness sees lost, phantom and orphaned leases", first.selfCheck)
+	first.r.t = t
 	if !selfCheck {
 		t.Fatal("the views cannot be trusted: no case run")
 	}
-	var results []caseResult
 	exs := theExchanges()
+	obs := theOnboardingExchanges()
 	only := os.Getenv("ISPMUX_CRASH_ONLY") // a substring of "exchange/point": run those cases only
-	caseName := func(ex exchange, point, then string) string {
+	type crashCase struct {
+		ex          exchange
+		point, then string
+		onboarding  bool
+	}
+	var cases []crashCase
+	add := func(ex exchange, point, then string, onboarding bool) {
 		name := ex.name + "/" + point
 		if then != "" {
 			name += "+" + then
 		}
-		return name
-	}
-	run := func(t *testing.T, m *matrix, ex exchange, point, then string) {
-		name := caseName(ex, point, then)
-		if only != "" && !strings.Contains(name, only) {
-			return
+		if only == "" || strings.Contains(name, only) {
+			cases = append(cases, crashCase{ex, point, then, onboarding})
 		}
-		res := caseResult{Exchange: ex.name, Point: point, Then: then, Client: ex.client}
-		t.Run(name, func(t *testing.T) { m.runCase(t, ex, point, then, &res) })
-		m.r.t = t
-		results = append(results, res)
 	}
 	for _, ex := range exs {
 		for _, p := range ex.points {
-			run(t, m, ex, p, "")
+			add(ex, p, "", false)
 		}
 	}
 	for _, ex := range exs {
 		for _, name := range replayOf {
 			if ex.name == name {
-				run(t, m, ex, failpoint.EndAfterIntent, failpoint.ReplayAfterSend)
+				add(ex, failpoint.EndAfterIntent, failpoint.ReplayAfterSend, false)
 			}
 		}
 	}
-	// The onboarding exchanges, on a portal lab of their own (torn down
-	// when they are done).
-	obs := theOnboardingExchanges()
-	want := false
 	for _, ex := range obs {
 		for _, p := range ex.points {
-			want = want || only == "" || strings.Contains(caseName(ex, p, ""), only)
+			add(ex, p, "", true)
 		}
 	}
-	if want {
-		t.Run("onboarding", func(t *testing.T) {
-			om := newOnboardingMatrix(t, m.fp)
-			for _, ex := range obs {
-				for _, p := range ex.points {
-					run(t, om, ex, p, "")
-				}
+	// Each shard runs its cases in order on a lab of its own, beside the
+	// other shards; results keep the cases' order.
+	results := make([]caseResult, len(cases))
+	ran := make([]bool, len(cases))
+	runShard := func(t *testing.T, m *matrix, onboarding bool, k, n int) {
+		j := 0
+		for i, c := range cases {
+			if c.onboarding != onboarding {
+				continue
 			}
-		})
+			j++
+			if (j-1)%n != k {
+				continue
+			}
+			name := c.ex.name + "/" + c.point
+			if c.then != "" {
+				name += "+" + c.then
+			}
+			results[i] = caseResult{Exchange: c.ex.name, Point: c.point, Then: c.then, Client: c.ex.client}
+			t.Run(name, func(t *testing.T) { m.runCase(t, c.ex, c.point, c.then, &results[i]) })
+			m.r.t = t
+			ran[i] = true
+		}
 	}
+	some := func(onboarding bool) bool {
+		for _, c := range cases {
+			if c.onboarding == onboarding {
+				return true
+			}
+		}
+		return false
+	}
+	t.Run("shards", func(t *testing.T) {
+		for k := range matrixShards {
+			if !some(false) {
+				break
+			}
+			t.Run(fmt.Sprintf("lab%d", k), func(t *testing.T) {
+				t.Parallel()
+				m := first
+				if k > 0 {
+					m = newMatrix(t, fp)
+				} else {
+					m.r.t = t
+				}
+				runShard(t, m, false, k, matrixShards)
+			})
+		}
+		// The onboarding exchanges, on a portal lab of their own.
+		if some(true) {
+			t.Run("onboarding", func(t *testing.T) {
+				t.Parallel()
+				runShard(t, newOnboardingMatrix(t, fp), true, 0, 1)
+			})
+		}
+	})
+	var done []caseResult
+	for i, res := range results {
+		if ran[i] {
+			done = append(done, res)
+		}
+	}
+	results = done
 	rep := &matrixReport{LeaseTimeS: int(matrixLease / time.Second), OnboardingLeaseS: int(onboardLease / time.Second), Points: failpoint.Points}
 	for _, ex := range exs {
 		rep.Exchanges = append(rep.Exchanges, ex.name)
@@ -1174,6 +1237,7 @@ func TestCrashMatrixCoversEveryPoint(t *testing.T) {
 // ispmux must not be left with a binding: no crash here, only the order
 // of a commit and a release.
 func TestReleaseRacesRenewal(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, lab.Options{Subscribers: 1, DHCP: true, LeaseTime: matrixLease})
 	m := &matrix{r: r, fp: binPath}
 	var err error

@@ -165,6 +165,7 @@ func (r *rig) capture(sub lab.Sub) (stop func() []*dhcpv4.DHCPv4) {
 // leases from their chosen ISP's real Kea through ispmux, which relays with
 // Option 82 and answers as the server.
 func TestDHCP(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, lab.Options{Subscribers: 5, DHCP: true, LeaseTime: dhcpLease})
 	r.start()
 	ctx := context.Background()

@@ -73,6 +73,7 @@ func joinArgs(a []string) string {
 // RELEASE (dhcpcd -k) ending the binding and Kea's lease, and a DECLINE
 // after its ARP probe finds the address taken.
 func TestDHCPDhcpcd(t *testing.T) {
+	t.Parallel()
 	privtest.Lab(t)
 	privtest.Tool(t, "dhcpcd") // Debian's dhcpcd-base (lab/deps.sh)
 	r := newRig(t, lab.Options{Subscribers: 2, DHCP: true, LeaseTime: dhcpLease})
@@ -270,6 +271,7 @@ func startClientKeepOut(t *testing.T, cmd *exec.Cmd) {
 // FQDN, vendor class, a lease time asked for, a user class) gets a lease,
 // forwards, and releases on SIGUSR2.
 func TestUdhcpcClientOptions(t *testing.T) {
+	t.Parallel()
 	privtest.Lab(t)
 	r := newRig(t, lab.Options{Subscribers: 2, DHCP: true, LeaseTime: dhcpLease})
 	r.start()

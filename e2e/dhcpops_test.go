@@ -23,6 +23,7 @@ import (
 // binding at restart (it must not keep forwarding to the old ISP until its
 // lease runs out).
 func TestDHCPOperations(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, lab.Options{Subscribers: 3, DHCP: true, LeaseTime: time.Minute})
 	// Alpha's first DHCP server is an address nobody answers on.
 	cfg, err := os.ReadFile(r.cfg)

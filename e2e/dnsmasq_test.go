@@ -25,6 +25,7 @@ import (
 // dnsmasq is silent to ispmux's relayed requests, and ispmux's
 // link_selection makes it answer again.
 func TestDHCPDnsmasq(t *testing.T) {
+	t.Parallel()
 	privtest.Lab(t)
 	privtest.Tool(t, "dnsmasq") // Debian's dnsmasq-base (lab/deps.sh)
 	r := newRig(t, lab.Options{Subscribers: 5, DHCP: true, ISPServer: lab.ServerDnsmasq})

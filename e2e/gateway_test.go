@@ -17,6 +17,7 @@ import (
 // the silent change within ReachableTime + a probe (~31 s), the GARP at
 // once, reports the dead router within ~33 s (status, log) and recovers.
 func TestGatewayFailover(t *testing.T) {
+	t.Parallel()
 	privtest.Lab(t)
 	r := newRig(t, lab.Options{Subscribers: 1})
 	r.start()

@@ -83,6 +83,7 @@ func (r *rig) startISC(t *testing.T, i int, conf string) string {
 // gets its lease with every DNS server, through ispmux; before, ispmux
 // dropped dhcpd's OFFER as server_malformed and s1 got nothing.
 func TestDHCPISC(t *testing.T) {
+	t.Parallel()
 	privtest.Lab(t)
 	privtest.Tool(t, "dnsmasq")
 	privtest.Tool(t, "dhcpd") // Debian's isc-dhcp-server

@@ -182,6 +182,7 @@ func (r *rig) logEvents(t *testing.T) {
 // only the clients' few seconds and took over once every lease had
 // expired.
 func TestKeaHAUnackedDetection(t *testing.T) {
+	t.Parallel()
 	privtest.Lab(t)
 	r := newRig(t, lab.Options{Subscribers: 8, ISPs: 1, DHCP: true, LeaseTime: 30 * time.Second})
 	keas := r.startKeaHA(t, "hot-standby", map[string]any{"max-unacked-clients": 1, "max-ack-delay": 2000})

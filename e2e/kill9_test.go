@@ -197,6 +197,7 @@ func (ch *churner) wanting() []*client {
 }
 
 func TestKill9Loop(t *testing.T) {
+	t.Parallel()
 	cycles := 25
 	if v := os.Getenv(KillCyclesEnv); v != "" {
 		n, err := strconv.Atoi(v)

@@ -20,6 +20,7 @@ import (
 // pipe is read again, the queued lines come out. Debug logging, so that
 // every DHCP message logs.
 func TestStuckLogReader(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, lab.Options{Subscribers: 3, DHCP: true, LeaseTime: dhcpLease})
 	cfg, err := os.ReadFile(r.cfg)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 // DF packet is answered with ICMP fragmentation-needed (mtu = 1400) by
 // ispmux, and its kernel then sends smaller packets that get through.
 func TestUplinkMTU(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, lab.Options{Subscribers: 2})
 	for _, c := range [][]string{
 		{r.topo.Appliance.NS, "ip", "link", "set", "dev", "upa", "mtu", "1400"},

@@ -24,6 +24,7 @@ import (
 // release and beta's moved event does not name alpha; a form posted from
 // another origin is refused.
 func TestPortalMove(t *testing.T) {
+	t.Parallel()
 	const clientLease = 30 * time.Second
 	// s2 is attached over the API (a device of the configuration is
 	// read-only: only the operator's file moves it).

@@ -35,6 +35,7 @@ import (
 // the attacks of the issue, and the handover timed over 10 runs for
 // dhclient and for udhcpc.
 func TestOnboarding(t *testing.T) {
+	t.Parallel()
 	const runs = 10
 	const subs = 8 + 2*runs // s9..s18: dhclient runs; s19..s28: udhcpc runs
 	var unconf, known []string

@@ -125,6 +125,7 @@ const switchDNS = "192.0.2.53"
 //   - the same 20 subscribers flood ispmux with renewals (hand-built, at
 //     fixed rates): how many a second the datapath and the proxy answer.
 func TestSwitching(t *testing.T) {
+	t.Parallel()
 	const (
 		clientLease = 30 * time.Second
 		ispLease    = 120 * time.Second // what s1's dhclient asks for

@@ -112,6 +112,7 @@ func eventually(within time.Duration, f func() bool) bool {
 // ispmux NAKs the old address), the configuration never overrides the
 // API, and a crash right after a tenant change loses nothing.
 func TestTenants(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, lab.Options{Subscribers: 8, DHCP: true, LeaseTime: time.Hour, API: true, KeaNotAuthoritative: true,
 		Unconfigured: []string{"s7", "s8"}, KeaKnown: map[string][]string{"beta": {"c-77"}, "alpha": {"a-77"}}})
 	r.start()

@@ -24,6 +24,7 @@ import (
 // subscribers have no VLAN devices (this kernel has no 8021q): they send
 // raw tagged frames, and a capture on their link reads the replies.
 func TestVLANAccess(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, lab.Options{Subscribers: 2})
 	cfg, err := os.ReadFile(r.cfg)
 	if err != nil {

@@ -238,6 +238,7 @@ func testCA(t *testing.T, ip, caFile string) *tls.Config {
 // alpha's receiver never sees beta's events. Needs the appliance wired
 // (webhooks.New in Start, Run, SetWebhookStatus on the API server).
 func TestWebhooks(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, lab.Options{Subscribers: 6, DHCP: true, API: true, LeaseTime: time.Hour, Unconfigured: []string{"s6"}})
 	ctx := context.Background()
 	tStart := time.Now()
