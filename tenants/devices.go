@@ -208,16 +208,13 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 // operator is told whose it is, anyone else only to ask the operator
 // (never the other ISP, its customer or the device's source: another
 // tenant's data). The refusal, with both sides, goes to the operator's
-// log as an attach-refused event of no ISP: the caller's request id finds
-// it.
+// log as an attach-refused event of no ISP, which the caller's request id
+// finds (within the actor's budget: noteRefusal).
 func (t *Tenants) refuseTaken(a Actor, c subscribers.Customer, old subscribers.Registration) error {
 	ms := macString(old.MAC)
 	why := fmt.Sprintf("%s asked to attach it to ISP %q, customer %q; it is attached to ISP %q, customer %q (source %s)",
 		a, c.ISP, c.ID, old.ISP, old.CustomerID, old.Source)
-	if _, err := t.apply(subscribers.TenantWrite{Events: []subscribers.Event{
-		event(a, subscribers.EventAttachRefused, "", "", old.MAC, why)}}); err != nil {
-		t.log.Warn("tenants: attach-refused event not stored", "err", err)
-	}
+	t.noteRefusal(event(a, subscribers.EventAttachRefused, "", "", old.MAC, why))
 	if a.Kind == ActorOperator {
 		return fmt.Errorf("%w: device %s is attached to ISP %q, customer %q: move it with POST /v1/devices/%s/move",
 			ErrDeviceTaken, ms, old.ISP, old.CustomerID, ms)

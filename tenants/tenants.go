@@ -83,6 +83,8 @@ type Tenants struct {
 	counts map[string]*ispCounts
 
 	claims *claimLimiter
+	// refusals bounds the attach-refused events per actor (refusals.go).
+	refusals *refusalNotes
 
 	// loaded is set by the first load: a configuration sync after it
 	// publishes its changes alone (SyncConfig).
@@ -97,7 +99,7 @@ func New(cfg Config, store *subscribers.Store, reg *registry.Registry, proxy Pro
 		log = slog.New(slog.DiscardHandler)
 	}
 	t := &Tenants{cfg: cfg, store: store, reg: reg, proxy: proxy, adm: adm, log: log,
-		isps: map[string]bool{}, counts: map[string]*ispCounts{}, claims: newClaimLimiter(cfg.Claim)}
+		isps: map[string]bool{}, counts: map[string]*ispCounts{}, claims: newClaimLimiter(cfg.Claim), refusals: newRefusalNotes()}
 	for _, n := range cfg.ISPs {
 		t.isps[n] = true
 		t.counts[n] = &ispCounts{}

@@ -3,6 +3,7 @@ package tenants
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -430,5 +431,148 @@ func TestClaimConflictOfOwnISPIsNotTaken(t *testing.T) {
 	_, err := r.ten.Claim(ctx, Actor{Kind: ActorClaim, Name: "installer"}, ClaimRequest{ISP: "beta", CustomerID: "c-77", Password: "s3cret-pass", MAC: "02:00:00:00:00:08"})
 	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "configuration") {
 		t.Errorf("claiming beta's own configuration device: %v, want a conflict saying it comes from the configuration", err)
+	}
+}
+
+// floodRig is a rig where alpha's customer a-5 holds 50 devices and
+// beta's customer c-77 one; refuse makes an attach that must be refused
+// as ErrDeviceTaken, each with its own request id.
+type floodRig struct {
+	*rig
+	macs     []string
+	attempts int
+}
+
+func newFloodRig(t *testing.T) *floodRig {
+	r := &floodRig{rig: newRig(t)}
+	if _, err := r.ten.CreateCustomer(ctx, alphaTok, "alpha", CustomerInput{ID: "a-5", DeviceLimit: 50}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.CreateCustomer(ctx, beta, "beta", CustomerInput{ID: "c-77", DeviceLimit: 5}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		m := fmt.Sprintf("02:00:00:00:01:%02x", i)
+		r.macs = append(r.macs, m)
+		if _, err := r.ten.AttachDevice(ctx, alphaTok, "alpha", DeviceInput{MAC: m, CustomerID: "a-5"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: "02:00:00:00:02:01", CustomerID: "c-77"}); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+var alphaTok = Actor{Kind: ActorISP, Name: "alpha-token", ISP: "alpha", RequestID: "a"}
+
+func (r *floodRig) refuse(a Actor, isp, mac, customer string) string {
+	r.t.Helper()
+	r.attempts++
+	a.RequestID = fmt.Sprintf("req-%d", r.attempts)
+	if _, err := r.ten.AttachDevice(ctx, a, isp, DeviceInput{MAC: mac, CustomerID: customer}); !errors.Is(err, ErrDeviceTaken) {
+		r.t.Fatalf("attach %s as %s: %v, want ErrDeviceTaken", mac, a, err)
+	}
+	return a.RequestID
+}
+
+// flood has beta's token retry one refused attach 1000 times, then try
+// each of alpha's 50 MACs.
+func (r *floodRig) flood() {
+	for range 1000 {
+		r.refuse(beta, "beta", r.macs[0], "c-77")
+	}
+	for _, m := range r.macs {
+		r.refuse(beta, "beta", m, "c-77")
+	}
+}
+
+// all returns the whole event log of isp ("" = all), page after page.
+func (r *floodRig) all(isp string) []Event {
+	r.t.Helper()
+	var out []Event
+	var after uint64
+	for {
+		p, err := r.ten.Events(ctx, isp, after, MaxLimit)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		out = append(out, p.Events...)
+		if len(p.Events) == 0 {
+			return out
+		}
+		after = p.Events[len(p.Events)-1].Seq
+	}
+}
+
+// count returns how many of evs are of kind.
+func count(evs []Event, kind subscribers.EventKind) int {
+	n := 0
+	for _, e := range evs {
+		if e.Kind == string(kind) {
+			n++
+		}
+	}
+	return n
+}
+
+// An ISP's script retrying an attach of another ISP's device, or walking
+// a list of MACs, must not write one attach-refused event per request:
+// the log is trimmed by count, so a flood pushed every other event (other
+// ISPs' included: their streams and webhooks reset) out of it, with a
+// commit each under the tenant writer lock. Refusals are budgeted per
+// actor (token) and repeats folded; another token's refusal is still
+// recorded.
+func TestAttachRefusedEventsBounded(t *testing.T) {
+	r := newFloodRig(t)
+	before := len(r.all(""))
+	r.flood()
+	if n := count(r.all("")[before:], subscribers.EventAttachRefused); n > 30 {
+		t.Fatalf("%d refusals of one token wrote %d attach-refused events, want a bounded few", r.attempts, n)
+	}
+	id := r.refuse(alphaTok, "alpha", "02:00:00:00:02:01", "a-5")
+	found := false
+	for _, e := range r.all("") {
+		found = found || e.Kind == string(subscribers.EventAttachRefused) && e.RequestID == id
+	}
+	if !found {
+		t.Error("alpha's refusal after beta's flood was not recorded")
+	}
+}
+
+// The refusals a token's budget did not record are counted, and summed up
+// in a "suppressed" event of no ISP naming the token: the operator's log
+// accounts for every refusal, and no ISP's log shows any of it.
+func TestAttachRefusedSummaryCountsEveryRefusal(t *testing.T) {
+	r := newFloodRig(t)
+	before, start := len(r.all("")), time.Now()
+	r.flood()
+	// The budget refills while the flood runs (a slow machine's).
+	budget := refusalBurst + int(time.Since(start)/refusalEvery)
+	r.ten.summarizeRefusals()
+	evs := r.all("")[before:]
+	recorded, counted := count(evs, subscribers.EventAttachRefused), 0
+	for _, e := range evs {
+		if e.Kind != string(subscribers.EventSuppressed) {
+			continue
+		}
+		if e.ISP != "" || e.Actor != beta.String() {
+			t.Errorf("summary %+v: want beta's token as its actor and no ISP", e)
+		}
+		var n int
+		if _, err := fmt.Sscanf(e.Reason, "%d ", &n); err != nil {
+			t.Errorf("summary reason %q: no count", e.Reason)
+		}
+		counted += n
+	}
+	if recorded > budget || recorded+counted != r.attempts {
+		t.Errorf("%d refusals: %d recorded (budget %d) + %d counted as not recorded", r.attempts, recorded, budget, counted)
+	}
+	for _, isp := range []string{"alpha", "beta"} {
+		for _, e := range r.all(isp) {
+			if e.Kind == string(subscribers.EventAttachRefused) || e.Kind == string(subscribers.EventSuppressed) {
+				t.Errorf("%s's log shows %+v", isp, e)
+			}
+		}
 	}
 }
