@@ -205,7 +205,8 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 // refuseTaken is the error of a's attach of old's MAC to customer c, of
 // another ISP than old's (t.mu held). A MAC names one device on the
 // access network, so the caller must be told it cannot have it; the
-// operator is told whose it is, anyone else only to ask the operator
+// operator is told whose it is and how to take it (a move, or the
+// configuration for a device of it), anyone else only to ask the operator
 // (never the other ISP, its customer or the device's source: another
 // tenant's data). The refusal, with both sides, goes to the operator's
 // log as an attach-refused event of no ISP, which the caller's request id
@@ -215,11 +216,17 @@ func (t *Tenants) refuseTaken(a Actor, c subscribers.Customer, old subscribers.R
 	why := fmt.Sprintf("%s asked to attach it to ISP %q, customer %q; it is attached to ISP %q, customer %q (source %s)",
 		a, c.ISP, c.ID, old.ISP, old.CustomerID, old.Source)
 	t.noteRefusal(event(a, subscribers.EventAttachRefused, "", "", old.MAC, why))
-	if a.Kind == ActorOperator {
+	switch {
+	case a.Kind == ActorOperator && old.Source == SourceConfig:
+		// Move refuses it too: the configuration is where it changes.
+		return fmt.Errorf("%w: device %s is attached to ISP %q, customer %q by the configuration ([[subscriber]], read-only): change it there",
+			ErrDeviceTaken, ms, old.ISP, old.CustomerID)
+	case a.Kind == ActorOperator:
 		return fmt.Errorf("%w: device %s is attached to ISP %q, customer %q: move it with POST /v1/devices/%s/move",
 			ErrDeviceTaken, ms, old.ISP, old.CustomerID, ms)
+	default:
+		return fmt.Errorf("%w: device %s cannot be attached here; ask the operator to move it, quoting this request's id", ErrDeviceTaken, ms)
 	}
-	return fmt.Errorf("%w: device %s cannot be attached here; ask the operator to move it, quoting this request's id", ErrDeviceTaken, ms)
 }
 
 // AttachDevice attaches a MAC to a customer of isp.

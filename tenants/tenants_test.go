@@ -576,3 +576,28 @@ func TestAttachRefusedSummaryCountsEveryRefusal(t *testing.T) {
 		}
 	}
 }
+
+// The operator attaching another ISP's configuration device is told whose
+// it is, and a way that works: the move it was told to use refuses a
+// configuration device (read-only), so the answer says it comes from the
+// configuration (where it is changed), not to move it.
+func TestOperatorTakenConfigDeviceNotToldToMove(t *testing.T) {
+	r := newRig(t)
+	if _, err := r.ten.SyncConfig([]ConfigDevice{{MAC: subscribers.MAC{2, 0, 0, 0, 0, 8}, ISP: "alpha", CustomerID: "building-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.CreateCustomer(ctx, op, "beta", CustomerInput{ID: "c-77"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := r.ten.AttachDevice(ctx, op, "beta", DeviceInput{MAC: "02:00:00:00:00:08", CustomerID: "c-77"})
+	if !errors.Is(err, ErrDeviceTaken) || !strings.Contains(err.Error(), `"alpha"`) || !strings.Contains(err.Error(), `"building-1"`) {
+		t.Fatalf("operator attaching alpha's configuration device: %v, want ErrDeviceTaken naming alpha and building-1", err)
+	}
+	_, merr := r.ten.Move(ctx, op, "02:00:00:00:00:08", MoveRequest{ISP: "beta", CustomerID: "c-77"})
+	if merr == nil {
+		t.Fatal("a configuration device was moved")
+	}
+	if strings.Contains(err.Error(), "move") || !strings.Contains(err.Error(), "configuration") {
+		t.Errorf("operator told %q; the move it names answers %q", err, merr)
+	}
+}
