@@ -68,8 +68,9 @@ type DHCP struct {
 	Timeout string `toml:"timeout"`
 	// MaxPending caps the transactions waiting for an ISP's answer.
 	MaxPending int `toml:"max_pending"`
-	// MACRate and MACBurst limit DHCP messages per subscriber MAC
-	// (token bucket: per second, burst).
+	// MACRate and MACBurst limit DHCP messages per subscriber MAC on
+	// each access circuit (token bucket: per second, burst): a MAC's
+	// messages on one circuit spend nothing of its budget on another.
 	MACRate  int `toml:"mac_rate"`
 	MACBurst int `toml:"mac_burst"`
 	// CircuitRate and CircuitBurst limit DHCP messages per access circuit

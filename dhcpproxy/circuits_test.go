@@ -377,3 +377,38 @@ func TestRenewalOnOwnCircuitWithdrawsAnotherCircuitsClaim(t *testing.T) {
 		t.Errorf("moved_circuit_refused %d, want 3", n)
 	}
 }
+
+// The forger on acc1 floods DISCOVERs with s1's MAC, far over the
+// per-MAC rate limit, before and through s1's renewals on acc0. The
+// flood spends only its own budget: s1's renewal on acc0 is answered and
+// withdraws acc1's claim, and acc1's DISCOVER client_lease_max after the
+// flood began still takes nothing over. Before, the MAC's one bucket was
+// shared by every circuit: the flood on acc1 left s1's renewal on acc0
+// rate-limited (no ACK, the claim kept), so the forger, having silenced
+// the holder it could not outrun, took its binding over
+// client_lease_max later.
+func TestForgedFloodOnAnotherCircuitDoesNotSilenceTheHolder(t *testing.T) {
+	r, et := boundOnAcc0(t)
+	r.p.cfg.MACRate, r.p.cfg.MACBurst = 1, 3
+	clm := r.p.cfg.ClientLeaseMax
+	flood := func(what string) {
+		for range 20 {
+			r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(mac(s1))))
+		}
+		r.p.committing.Wait()
+		r.p.notes.wait()
+		r.wantHeldOnAcc0(et, what, r.toPorts())
+	}
+	flood("flood on acc1")
+	r.pastT1(clm / 2)
+	flood("flood on acc1 at s1's T1")
+	r.fromClient(renewing(t, s1, s1Addr))
+	if got := r.serve(kea(t, time.Hour)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Errorf("s1's renewal on acc0 during acc1's flood: %v, want an ACK (counters %v)", got, r.p.Counters())
+	}
+	if n := r.p.Counters()["moved_circuit_withdrawn"]; n != 1 {
+		t.Errorf("moved_circuit_withdrawn %d, want 1", n)
+	}
+	r.pastT1(clm + time.Second)
+	flood("flood on acc1 client_lease_max after its first")
+}

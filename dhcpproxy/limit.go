@@ -32,32 +32,38 @@ func (b *bucket) full(now time.Time, rate, burst int) bool {
 // limiter owns the per-MAC and per-circuit token buckets; mu guards them
 // and is held only inside these methods.
 type limiter struct {
-	mu      sync.Mutex
-	cfg     *Config // the rates and bursts (read at each call)
-	mac     map[uint64]*bucket
+	mu  sync.Mutex
+	cfg *Config // the rates and bursts (read at each call)
+	// mac holds a MAC's bucket on each circuit it is heard on: messages
+	// with its MAC on another circuit (a device there forging it) spend
+	// none of the budget of the device on its own, whose renewals there
+	// keep its binding (endOtherCircuits) and must not be rate-limited
+	// by someone else's flood.
+	mac     map[subKey]*bucket
 	circuit map[circuitKey]*bucket
 }
 
 func (l *limiter) init(cfg *Config) {
 	l.cfg = cfg
-	l.mac = map[uint64]*bucket{}
+	l.mac = map[subKey]*bucket{}
 	l.circuit = map[circuitKey]*bucket{}
 }
 
-// allow applies the per-MAC and then the per-circuit limit: a subscriber
-// over its own limit does not spend the circuit's shared budget. Callers
-// admit the MAC (registered, not blocked) first, so the per-MAC state is
-// bounded by the registry.
+// allow applies the per-MAC (on its circuit) and then the per-circuit
+// limit: a subscriber over its own limit does not spend the circuit's
+// shared budget. Callers admit the MAC (registered, not blocked) first,
+// so the per-MAC state is bounded by the registry times the circuits a
+// MAC is sent on, and forget drops it once refilled.
 //
 // It returns "" when the message may go on, else which limit refused it:
 // "mac" (this subscriber) or "circuit" (its access circuit as a whole).
 func (l *limiter) allow(sk subKey, now time.Time) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	mb := l.mac[sk.mac]
+	mb := l.mac[sk]
 	if mb == nil {
 		mb = &bucket{}
-		l.mac[sk.mac] = mb
+		l.mac[sk] = mb
 	}
 	if !mb.take(now, l.cfg.MACRate, l.cfg.MACBurst) {
 		return "mac"
@@ -77,9 +83,9 @@ func (l *limiter) allow(sk subKey, now time.Time) string {
 func (l *limiter) forget(now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for mac, b := range l.mac {
+	for sk, b := range l.mac {
 		if b.full(now, l.cfg.MACRate, l.cfg.MACBurst) {
-			delete(l.mac, mac)
+			delete(l.mac, sk)
 		}
 	}
 }
