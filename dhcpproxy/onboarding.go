@@ -42,8 +42,9 @@ import (
 //     circuit ended: a stateless rule, so it holds across restarts. Its
 //     DISCOVER (or a REQUEST for another address) ends the onboarding lease
 //     on that circuit and is relayed as usual. The handover holds the MAC
-//     on the lease's circuit one lease time (RAM), while the device does
-//     its DORA with its ISP there.
+//     on the lease's circuit one lease time (RAM), and one more from each
+//     DISCOVER or REQUEST of its DORA with its ISP there (the ISP may be
+//     silent a while).
 //   - Another circuit: a MAC's lease, its handover's hold, is only its
 //     circuit's to end. A DISCOVER (or a registered MAC's DISCOVER or
 //     REQUEST) on another circuit is refused while the lease is live or
@@ -361,14 +362,20 @@ func (p *Proxy) onboardEndByClient(pl *obPool, mac uint64, ip netip.Addr, declin
 // lease before it ends. A lease there that ran out unrenewed (its expiry
 // not yet ticked) is ended (moved) first; false if that end is not
 // committed (the client retries). A device really moved is served within
-// one onboarding lease time plus its DISCOVER backoff.
+// one onboarding lease time plus its DISCOVER backoff. A handover's hold
+// on c is kept one more lease time by each such message on c.
 func (p *Proxy) takeOnboarding(c *Circuit, s subject, now time.Time) bool {
-	if pl, ok := p.ob.heldOn(s.mac, now); ok && pl.c != c {
+	pl, held := p.ob.heldOn(s.mac, now)
+	if held && pl.c != c {
 		p.count("onboarding_moved_refused")
 		p.refuse(subscribers.EventRejected, s, netip.Addr{},
 			"onboarding on access "+pl.c.Name+", where it is in use: not served on "+c.Name+
 				" unless its lease there lapses unrenewed")
 		return false
+	}
+	if held {
+		// Held on c: its handover's DORA on c goes on (keepHold).
+		p.ob.keepHold(s.mac, c, now)
 	}
 	if l, ok := p.ob.leaseOf(s.mac); !ok || l.pool.c == c {
 		return true // the common case, without the stripe

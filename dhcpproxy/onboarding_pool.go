@@ -219,7 +219,7 @@ func (t *onboardingTable) leaseOf(mac uint64) (obLease, bool) {
 // heldOn returns the pool whose circuit holds mac against the other
 // circuits at now: its lease's while the lease is live (its holder renews
 // it before its end: T1 half of it, T2 7/8), else, once its handover
-// ended it, that lease's until its hold lapses (hold). No other circuit is
+// ended it, that lease's until its hold lapses (hold, keepHold). No other circuit is
 // served mac's DHCP meanwhile (takeOnboarding).
 func (t *onboardingTable) heldOn(mac uint64, now time.Time) (*obPool, bool) {
 	t.mu.Lock()
@@ -240,6 +240,24 @@ func (t *onboardingTable) hold(mac uint64, pl *obPool, until time.Time) {
 	defer t.mu.Unlock()
 	t.holds[mac] = obHold{pool: pl, until: until}
 	heap.Push(&t.timers, obTimer{at: until, kind: timerHold, mac: mac})
+}
+
+// keepHold extends mac's hold on c (its handover's, still lasting at
+// now) to one lease time from now: the device handed over asks on c
+// (its DORA with its ISP, which may take longer than a lease time when
+// the ISP is silent), and c keeps it against the other circuits for as
+// long as it does.
+func (t *onboardingTable) keepHold(mac uint64, c *Circuit, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h, ok := t.holds[mac]
+	if !ok || h.pool.c != c || !h.until.After(now) {
+		return
+	}
+	if until := now.Add(h.pool.leaseTime); until.After(h.until) {
+		t.holds[mac] = obHold{pool: h.pool, until: until}
+		heap.Push(&t.timers, obTimer{at: until, kind: timerHold, mac: mac})
+	}
 }
 
 // offer returns the address to offer mac on pl: its lease's, its

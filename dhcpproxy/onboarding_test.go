@@ -789,6 +789,47 @@ func TestOnboardingHandoverFromAnotherCircuit(t *testing.T) {
 	r.wantRefusedNamingAcc0(3)
 }
 
+// The handover's DORA with the ISP takes longer than one onboarding lease
+// time (the ISP silent: its server does not know the customer yet, or is
+// down), the device on acc0 DISCOVERing all along. A DISCOVER with its
+// MAC on acc1 is refused for as long as the device keeps asking on acc0
+// (each of its DISCOVERs holds the MAC there one more lease time), and
+// again once the ISP answers: the device's DORA on acc0 binds it. Before,
+// the hold ended one lease time after the handover whatever the device
+// did: acc1's DISCOVER was relayed, and whoever the ISP answered first
+// was bound (acc1 spamming, acc0 backing off), the device on acc0 then
+// refused client_lease_max and for good while acc1 renewed.
+func TestOnboardingHandoverHoldLastsWhileTheDeviceAsks(t *testing.T) {
+	const m, m48 = "02:77:00:00:00:01", 0x027700000001
+	r, ip := registeredInGarden(t, m)
+	r.fromClient(renewOf(t, m, ip))
+	r.one(dhcpv4.MessageTypeNak) // the handover: the MAC held on acc0
+	for _, at := range []time.Duration{0, 10 * time.Second, 18 * time.Second} {
+		r.pastT1(at)
+		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(m))))
+		if got := r.toPorts(); len(got[upPort]) != 1 || got[upPort][0].MessageType() != dhcpv4.MessageTypeDiscover {
+			t.Fatalf("the device's DISCOVER on acc0 %v after the handover: relayed %v, want it relayed", at, got[upPort])
+		}
+	}
+	// One lease time and more after the handover, 7 s after the
+	// device's last DISCOVER.
+	r.pastT1(25 * time.Second)
+	r.p.expire(r.p.now())
+	r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(mac(m))))
+	r.p.committing.Wait()
+	if got := r.toPorts(); len(got[upPort]) != 0 || len(got[accPort]) != 0 {
+		t.Errorf("DISCOVER on acc1 while the device on acc0 still asks: relayed %v, answered %v; want it refused (counters %v)",
+			got[upPort], got[accPort], r.p.Counters())
+	}
+	got := r.dora(m, kea(t, time.Hour), nil)
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("the handover's DORA on acc0 once alpha answers: %v (counters %v)", got, r.p.Counters())
+	}
+	if _, ok := r.p.Lease(accPort, 0, m48); !ok {
+		t.Errorf("not bound at alpha on acc0 (counters %v)", r.p.Counters())
+	}
+}
+
 // A registered MAC (any access) holding an onboarding lease on acc0,
 // really moved to acc1: its DISCOVER there is refused while that lease is
 // live; once it has run out unrenewed, the next DISCOVER ends it (moved)
