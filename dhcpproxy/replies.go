@@ -140,6 +140,12 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			p.count("ack_other_server")
 			p.log.Debug("dhcp: ACK from an ISP server the client did not select ignored", "mac", binding.MACString(mac),
 				"isp", isp.Name, "server", src, "yiaddr", m.YourIPAddr)
+			if m.Options.Has(dhcpv4.OptionRapidCommit) {
+				// Its rapid-commit ACK to the DISCOVER (RFC 4039),
+				// after the client took another server's OFFER: a
+				// lease committed that the client will not use.
+				p.releaseUnused(isp, pk, t, t.sub, t.op82, t.clientID, p.tx.requestedOf(t), src, m)
+			}
 			return
 		}
 		p.tx.takeAck(pk, t, src, addrOf(m.YourIPAddr), time.Now().Add(p.cfg.Timeout))
@@ -197,14 +203,7 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 // releaseRapid handles the ACK of server src to a rapid-commit DISCOVER
 // (RFC 4039) under pk whose transaction another server's ACK already
 // took, and reports whether it did (false: no such DISCOVER, or src is
-// the server taken). src has committed a lease the client will never use
-// (RFC 3315 §22.14, which RFC 4039 follows: "some servers will commit
-// addresses that are not actually used by the client"), held until it
-// expires: ispmux, the client's side of the exchange, releases it to src,
-// once, as the client would: ciaddr the address src committed, its
-// server identifier, the DISCOVER's client identifier and Option 82, our
-// giaddr. Not when src ACKed the address bound (servers sharing one lease
-// database): that RELEASE would free the subscriber's own address.
+// the server taken): src's lease is released (releaseUnused).
 func (p *Proxy) releaseRapid(isp *ISP, pk pendKey, src netip.Addr, m *dhcpv4.DHCPv4) bool {
 	w, ok := p.tx.rapidWon(pk)
 	if !ok || src == w.from {
@@ -214,26 +213,50 @@ func (p *Proxy) releaseRapid(isp *ISP, pk pendKey, src netip.Addr, m *dhcpv4.DHC
 		p.count(err.Error())
 		return true
 	}
+	p.releaseUnused(isp, pk, nil, w.sub, w.op82, w.clientID, w.ip, src, m)
+	return true
+}
+
+// releaseUnused releases the lease server src committed with its
+// rapid-commit ACK m (RFC 4039) to the DISCOVER under pk of subscriber
+// sub, which the client will not use (it took another server's ACK or
+// OFFER; t is the transaction still pending, nil once taken): held until
+// it expires otherwise (RFC 3315 §22.14, which RFC 4039 follows: "some
+// servers will commit addresses that are not actually used by the
+// client"). ispmux, the client's side of the exchange, releases it to
+// src, once, as the client would: ciaddr the address src committed, its
+// server identifier, the exchange's client identifier and Option 82
+// (op82), our giaddr. Not when src ACKed keep (the address the client
+// took or asks for) or the address sub holds at isp: servers sharing one
+// lease database ACK the same address, and that RELEASE would free the
+// subscriber's own (a binding ispmux still forwards for, if the address
+// the client took is refused: a phantom the ISP could give to another).
+func (p *Proxy) releaseUnused(isp *ISP, pk pendKey, t *txn, sub subKey, op82, clientID []byte, keep, src netip.Addr, m *dhcpv4.DHCPv4) {
 	ip := addrOf(m.YourIPAddr)
-	if !ip.IsValid() || ip.IsUnspecified() || ip == w.ip || !p.tx.releaseOnce(pk, src) {
+	if !ip.IsValid() || ip.IsUnspecified() || ip == keep || p.holds(sub, isp, ip) || !p.tx.releaseOnce(pk, t, src) {
 		p.count("rapid_commit_extra_ack")
-		return true
+		return
 	}
 	sid := addrOf(m.ServerIdentifier())
 	if !sid.IsValid() {
 		sid = src
 	}
-	b := subscribers.Binding{MAC: binding.MACBytes(w.sub.mac), IP: ip, ServerID: sid, ClientID: w.clientID, Option82: w.op82}
-	msg := p.revokeMessage(b, isp, nil, "rapid commit: the client took another server's ACK (RFC 4039)")
+	b := subscribers.Binding{MAC: binding.MACBytes(sub.mac), IP: ip, ServerID: sid, ClientID: clientID, Option82: op82}
+	msg := p.revokeMessage(b, isp, nil, "rapid commit: the client took another server's answer (RFC 4039)")
 	gw, ok := p.nextHop(isp)
 	if msg == nil || !ok || !p.injectUDP(isp.Port, gw, isp.MAC, isp.VLAN, isp.Addr, src, 67, 67, msg) {
 		p.count("rapid_commit_not_released")
-		return true
+		return
 	}
 	p.count("rapid_commit_released")
-	p.log.Info("dhcp: a second ISP server's rapid-commit lease released (the client took the first ACK)",
-		"mac", binding.MACString(w.sub.mac), "isp", isp.Name, "server", src, "ip", ip, "bound", w.ip)
-	return true
+	p.log.Info("dhcp: an ISP server's rapid-commit lease the client does not use released",
+		"mac", binding.MACString(sub.mac), "isp", isp.Name, "server", src, "ip", ip, "kept", keep)
+}
+
+// holds reports whether subscriber sk's binding is of ip at isp.
+func (p *Proxy) holds(sk subKey, isp *ISP, ip netip.Addr) bool {
+	l, ok := p.leases.get(sk)
+	return ok && l.isp == isp.Index && l.addr() == ip
 }
 
 // refuseTooBig refuses the reply m (size bytes) of ISP server src to t:

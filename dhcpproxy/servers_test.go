@@ -12,6 +12,7 @@ import (
 
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/internal/binding"
 )
 
 // serverReply is server srv's answer of type mt to the relayed m, offering
@@ -408,6 +409,75 @@ func TestOverrideAckFromServerNotSelectedIgnored(t *testing.T) {
 		t.Errorf("ACK from %v, a server the client did not select, delivered (%d) or bound", second, len(toClient))
 	}
 	r.fromServerAt(ispSID, serverReply(up[ispSID], dhcpv4.MessageTypeAck, ispSID, ourSID))
+	if _, toClient = r.relayedTo(); len(toClient) != 1 || !toClient[0].YourIPAddr.Equal(net.IPv4(100, 64, 0, 101)) || !r.tab.isBound(s1MAC) {
+		t.Errorf("subscriber got %v after the selected server's ACK, want its ACK of 100.64.0.101 and a binding", toClient)
+	}
+}
+
+// s1 holds 100.64.0.103, granted by the second server. Its rapid-commit
+// DISCOVER is ACKed by both servers: the first with 100.64.0.101, which a
+// static customer holds (declined, s1 NAKed: nothing bound, its binding
+// of 100.64.0.103 stays), the second with 100.64.0.103, s1's own lease.
+// That lease is still bound: a RELEASE of it would free at the ISP an
+// address ispmux forwards for (a phantom the ISP may give to another).
+func TestRapidCommitBoundAddressNotReleased(t *testing.T) {
+	r, second := twoServers(t, false)
+	r.bindVia(second, second)
+	held := netip.MustParseAddr("100.64.0.103")
+	if l, ok := r.p.Lease(accPort, 0, s1MAC); !ok || l.IP != held {
+		t.Fatalf("s1 holds %v (%v), want %v", l.IP, ok, held)
+	}
+	static := binding.Binding{Port: accPort, MAC: 0x020000000199, IP: netip.MustParseAddr("100.64.0.101"), Static: true}
+	r.tab.bound[static.MAC] = static
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionRapidCommit, nil)))
+	up, _ := r.relayedTo()
+	r.fromServerAt(ispSID, rapidAck(up[ispSID], ispSID))
+	r.relayedTo()
+	r.fromServerAt(second, rapidAck(up[second], second))
+	sent, _ := r.relayedTo()
+	if m := sent[second]; m != nil && m.MessageType() == dhcpv4.MessageTypeRelease {
+		t.Errorf("RELEASE of %v sent to %v while s1's binding of it is held (counters %v)", m.ClientIPAddr, second, r.p.Counters())
+	}
+	if l, ok := r.p.Lease(accPort, 0, s1MAC); !ok || l.IP != held {
+		t.Errorf("s1's binding %v (%v), want %v kept", l.IP, ok, held)
+	}
+}
+
+// The first server answers s1's rapid-commit DISCOVER with an OFFER (it
+// does not do rapid commit), delivered; s1 REQUESTs it. The second server
+// then ACKs the DISCOVER (rapid commit): it has committed 100.64.0.103 to
+// s1, which took the other server's OFFER. That ACK is not bound (the
+// client selected the first server), and its lease is released to the
+// second server, once, as a second rapid-commit ACK is. Before, it was
+// only counted (ack_other_server): the address stayed held for nobody.
+func TestRapidCommitAckAfterSelectingReleased(t *testing.T) {
+	r, second := twoServers(t, false)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionRapidCommit, nil)))
+	up, _ := r.relayedTo()
+	discToB := up[second]
+	r.fromServerAt(ispSID, serverReply(up[ispSID], dhcpv4.MessageTypeOffer, ispSID, ispSID))
+	_, toClient := r.relayedTo()
+	if len(toClient) != 1 {
+		t.Fatalf("subscriber got %v, want the OFFER", toClient)
+	}
+	req, _ := dhcpv4.NewRequestFromOffer(toClient[0])
+	r.fromClient(req)
+	up, _ = r.relayedTo()
+	late := rapidAck(discToB, second)
+	r.fromServerAt(second, late)
+	sent, toClient := r.relayedTo()
+	if len(toClient) != 0 || r.tab.isBound(s1MAC) {
+		t.Fatalf("the second server's rapid-commit ACK was delivered (%d) or bound", len(toClient))
+	}
+	rel := sent[second]
+	if rel == nil || rel.MessageType() != dhcpv4.MessageTypeRelease || !rel.ClientIPAddr.Equal(net.IPv4(100, 64, 0, 103)) {
+		t.Fatalf("second server's rapid-commit lease not released: sent %v (counters %v)", sent, r.p.Counters())
+	}
+	r.fromServerAt(second, late)
+	if sent, _ = r.relayedTo(); len(sent) != 0 {
+		t.Errorf("second copy of the ACK: sent %v again", keys(sent))
+	}
+	r.fromServerAt(ispSID, serverReply(up[ispSID], dhcpv4.MessageTypeAck, ispSID, ispSID))
 	if _, toClient = r.relayedTo(); len(toClient) != 1 || !toClient[0].YourIPAddr.Equal(net.IPv4(100, 64, 0, 101)) || !r.tab.isBound(s1MAC) {
 		t.Errorf("subscriber got %v after the selected server's ACK, want its ACK of 100.64.0.101 and a binding", toClient)
 	}

@@ -81,6 +81,10 @@ type txn struct {
 	// identifier, ours, RFC 2131 §4.3.2): only the server selected may
 	// ACK it (selected).
 	selecting bool
+	// released lists the servers sent the RELEASE of a rapid-commit
+	// lease they ACKed while t was pending (releaseOnce); takeAck hands
+	// it on to the rapid win.
+	released []netip.Addr
 }
 
 // rapidWin is a rapid-commit DISCOVER (RFC 4039) to an ISP with several
@@ -160,7 +164,8 @@ func (x *txns) takeAck(pk pendKey, t *txn, from, ip netip.Addr, until time.Time)
 		delete(x.pending, pk)
 	}
 	if t.msgType == dhcpv4.MessageTypeDiscover && len(t.isp.Servers) > 1 {
-		x.rapid[pk] = &rapidWin{sub: t.sub, from: from, ip: ip, op82: t.op82, clientID: t.clientID, until: until}
+		x.rapid[pk] = &rapidWin{sub: t.sub, from: from, ip: ip, op82: t.op82, clientID: t.clientID, until: until,
+			released: t.released}
 	}
 }
 
@@ -176,15 +181,24 @@ func (x *txns) rapidWon(pk pendKey) (rapidWin, bool) {
 }
 
 // releaseOnce reports whether server from is yet to be sent the RELEASE
-// of its rapid-commit lease under pk, and notes that it is sent.
-func (x *txns) releaseOnce(pk pendKey, from netip.Addr) bool {
+// of its rapid-commit lease: under pk once another server's ACK took the
+// transaction (t nil), or of the transaction t still pending. It notes
+// that it is sent.
+func (x *txns) releaseOnce(pk pendKey, t *txn, from netip.Addr) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	w := x.rapid[pk]
-	if w == nil || slices.Contains(w.released, from) {
+	var list *[]netip.Addr
+	if t != nil {
+		list = &t.released
+	} else if w := x.rapid[pk]; w != nil {
+		list = &w.released
+	} else {
 		return false
 	}
-	w.released = append(w.released, from)
+	if slices.Contains(*list, from) {
+		return false
+	}
+	*list = append(*list, from)
 	return true
 }
 
@@ -384,6 +398,13 @@ func (x *txns) chosen(t *txn) netip.Addr {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	return t.offerFrom
+}
+
+// requestedOf returns the address t's client asks for (txn.requested).
+func (x *txns) requestedOf(t *txn) netip.Addr {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return t.requested
 }
 
 // serverID returns t's ISP server identifier (from its OFFER).
