@@ -162,8 +162,10 @@ func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey
 // answerLocally sends the subscriber ispmux's own ACK to its renewal raw
 // for sk's binding l (a client lease of what is left of the ISP's lease,
 // at most ClientLeaseMax, with the ISP's stored ACK options, read from the
-// store) and reports whether it did: not for a binding without stored
-// options (from before schema 2) nor with less than a second left.
+// store), made to fit what the client takes (fitReply), and reports
+// whether it did: not for a binding without stored options (from before
+// schema 2), with less than a second left, or whose essential options
+// alone do not fit.
 func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []byte, now time.Time) bool {
 	if !l.options {
 		return false
@@ -177,15 +179,32 @@ func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []by
 		return false
 	}
 	ack := localACK(raw, l.addr(), b.Options, c.Addr, lt, clientID)
-	if len(ack) > p.replyLimit(c, maxReply(raw)) {
-		// The ISP's options do not fit what the client takes (its
-		// server may have put some in file/sname) or the access port's
-		// MTU: the ISP answers (and its answer is made to fit).
-		p.count("renewal_local_too_big")
-		return false
+	if limit := p.replyLimit(c, maxReply(raw)); len(ack) > limit {
+		// The ISP's options (its server may have put some in
+		// file/sname) do not fit what the client takes or the access
+		// port's MTU as localACK lays them out: laid out again, as the
+		// ISP's ACK was (fitReply).
+		if ack, _ = fitReply(ack, limit, requestList(raw)); ack == nil {
+			// Not even its essential options: the ISP answers (and
+			// its answer is refused the same way).
+			p.count("renewal_local_too_big")
+			return false
+		}
 	}
 	p.deliverBytes(c, ack)
 	return true
+}
+
+// requestList is the parameter request list (option 55) of the client
+// message raw, its instances concatenated (RFC 3396).
+func requestList(raw []byte) []byte {
+	var prl []byte
+	forEachOption(raw, func(code byte, data []byte) {
+		if code == optParamRequest {
+			prl = append(prl, data...)
+		}
+	})
+	return prl
 }
 
 // maxReply is the longest DHCP message the client of request raw takes:

@@ -67,10 +67,11 @@ func keaOverloading(t *testing.T, lease time.Duration) func(m *dhcpv4.DHCPv4) *d
 // receive" that much, no more). The ISP's ACK respects it by overloading
 // the file field; relayed, ispmux's copy does too. ispmux's own ACK to a
 // renewal (localACK, from the stored ACK options) would put the file
-// field's options into the options field and add 58/59: over 576 bytes it
-// is not sent and the renewal goes to the ISP (before, a 680-byte ACK went
-// out: busybox udhcpc drops a reply larger than its 576+80-byte buffer in
-// raw mode, "oversized packet, ignoring", and truncates it in RENEWING).
+// field's options into the options field and add 58/59: it is laid out
+// again within the limit (fitReply), or, if it cannot be, not sent and the
+// renewal goes to the ISP (before, a 680-byte ACK went out: busybox udhcpc
+// drops a reply larger than its 576+80-byte buffer in raw mode,
+// "oversized packet, ignoring", and truncates it in RENEWING).
 func TestLocalACKWithinMaxMessageSize(t *testing.T) {
 	r, _ := newSRig(t)
 	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
@@ -532,4 +533,77 @@ func FuzzFitReply(f *testing.F) {
 			}
 		}
 	})
+}
+
+// kea90 answers like kea() with 90 DNS servers besides (Kea never uses
+// option overload): its ACK, and the options a binding stores from it,
+// do not fit the 548 bytes of a client without option 57 as they are.
+func kea90(t *testing.T) func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	return func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		rep := kea(t, time.Hour)(m)
+		if rep != nil && rep.MessageType() != dhcpv4.MessageTypeNak {
+			rep.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionDomainNameServer, addrList(90)))
+		}
+		return rep
+	}
+}
+
+// localACKsTo returns the DHCP messages sent to the subscriber so far.
+func (r *prig) localACKsTo() [][]byte {
+	var out [][]byte
+	for _, s := range r.snd.take() {
+		if s.port == accPort {
+			out = append(out, dhcpPayloadOf(r.t, s.frame))
+		}
+	}
+	return out
+}
+
+// ispmux's own ACK to a renewal (localACK, from the binding's stored
+// options) is laid out to fit the client as the ISP's ACK was
+// (fitReply), not given up: given up, a renewal before the ISP's T1 was
+// relayed rather than answered (renewal_local_too_big), and the ISP
+// silent past its T1 (an outage of its DHCP server), the renewal went
+// unanswered though ispmux holds the binding: the client lost its
+// address at the end of its short client lease.
+func TestLocalRenewalAckFitted(t *testing.T) {
+	r, _ := newSRig(t)
+	got := r.dora(s1, kea90(t), nil)
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck || !r.tab.isBound(s1MAC) {
+		t.Fatalf("got %v (counters %v), want the ACK and a binding", got, r.p.Counters())
+	}
+	r.p.committing.Wait()
+	check := func(what string, sent [][]byte, req *dhcpv4.DHCPv4) {
+		t.Helper()
+		if len(sent) != 1 {
+			t.Fatalf("%s: the subscriber was sent %d messages (counters %v), want ispmux's ACK", what, len(sent), r.p.Counters())
+		}
+		ack, err := dhcpv4.FromBytes(sent[0])
+		if err != nil || ack.MessageType() != dhcpv4.MessageTypeAck || ack.TransactionID != req.TransactionID {
+			t.Fatalf("%s: %v (%v), want an ACK to the renewal", what, ack, err)
+		}
+		if len(sent[0]) > 548 {
+			t.Errorf("%s: ACK of %d bytes to a client without option 57 (548 at most)", what, len(sent[0]))
+		}
+		wantOptions(t, what, sent[0], map[byte][]byte{6: addrList(90)})
+	}
+	// Before the ISP's T1: answered by ispmux.
+	req := renewing(t, s1, s1Addr)
+	r.fromClient(req)
+	check("renewal before T1", r.localACKsTo(), req)
+	if c := r.p.Counters(); c["renewal_local"] != 1 || c["renewal_local_too_big"] != 0 {
+		t.Errorf("counters %v, want renewal_local", c)
+	}
+	// Past it, the ISP silent: answered from the binding.
+	b, _ := r.store.Binding("acc0", 0, [6]byte(mac(s1)))
+	at := b.Expires.Add(-4 * time.Minute)
+	r.p.now = func() time.Time { return at }
+	req = renewing(t, s1, s1Addr)
+	r.fromClient(req)
+	if got := r.serve(func(*dhcpv4.DHCPv4) *dhcpv4.DHCPv4 { return nil }); len(got) != 0 {
+		t.Fatalf("got %v before the timeout", got)
+	}
+	r.p.expire(at.Add(time.Second))
+	r.p.notes.wait()
+	check("renewal past T1, the ISP silent", r.localACKsTo(), req)
 }
