@@ -66,18 +66,35 @@ type dhcpOpt struct {
 // first, then those it asked for, the last asked first. Last, the DNS
 // server and router lists are cut, one address at a time. Never left out:
 // the essential options. nil and fitImpossible when even they do not fit.
+//
+// A set of options is laid out only when its bytes can fit at all (most):
+// one layout per option left out or address cut would cost a long reply
+// (hundreds of DNS servers) hundreds of messages built on the goroutine
+// that handles every subscriber's DHCP.
 func fitReply(b []byte, limit int, prl []byte) ([]byte, replyFit) {
 	if len(b) <= limit {
 		return b, fitAsIs
 	}
 	opts := gatherOptions(b)
 	file, sname := freeFields(b)
+	most := mostOptionBytes(limit, file, sname)
+	need := 0
+	for _, o := range opts {
+		need += encodedLen(len(o.data))
+	}
+	try := func() []byte {
+		if need > most {
+			return nil
+		}
+		return layout(b, opts, limit, file, sname)
+	}
 	how := fitRepacked
 	for _, i := range dropOrder(opts, prl) {
-		if out := layout(b, opts, limit, file, sname); out != nil {
+		if out := try(); out != nil {
 			return out, how
 		}
 		opts[i].gone, how = true, fitTruncated
+		need -= encodedLen(len(opts[i].data))
 	}
 	for _, code := range []byte{optDNSServers, optRouters} {
 		for i := range opts {
@@ -85,20 +102,43 @@ func fitReply(b []byte, limit int, prl []byte) ([]byte, replyFit) {
 				continue
 			}
 			for {
-				if out := layout(b, opts, limit, file, sname); out != nil {
+				if out := try(); out != nil {
 					return out, how
 				}
 				if len(opts[i].data) <= 4 {
 					break
 				}
+				need -= encodedLen(len(opts[i].data))
 				opts[i].data, how = opts[i].data[:(len(opts[i].data)-1)/4*4], fitTruncated
+				need += encodedLen(len(opts[i].data))
 			}
 		}
 	}
-	if out := layout(b, opts, limit, file, sname); out != nil {
+	if out := try(); out != nil {
 		return out, how
 	}
 	return nil, fitImpossible
+}
+
+// encodedLen is the fewest bytes an option with n bytes of data takes:
+// its instances of at most 255 bytes, each with its code and length.
+func encodedLen(n int) int {
+	return n + 2*max(1, (n+254)/255)
+}
+
+// mostOptionBytes is the most bytes of options (encodedLen each) a
+// layout within limit holds: all in the options field (less its END), or
+// there (less option 52 and END) and in the free file and sname fields
+// (less their ENDs). Options that need more never fit.
+func mostOptionBytes(limit int, fileFree, snameFree bool) int {
+	overloaded := limit - optionsStart - 3 - 1
+	if fileFree {
+		overloaded += fileEnd - fileStart - 1
+	}
+	if snameFree {
+		overloaded += snameEnd - snameStart - 1
+	}
+	return max(limit-optionsStart-1, overloaded)
 }
 
 // gatherOptions returns the options of b (options field, then the fields
