@@ -20,13 +20,15 @@ build:
 # the tests need (Debian packages of the lab, staticcheck). A privileged test
 # that cannot run (not root, Kea missing) fails; ISPMUX_SKIP_PRIVILEGED=1 lets a
 # non-root run skip them, and says so (go test shows a passing package's output
-# only with -v, so the line is printed here too).
+# only with -v, so the line is printed here too). -parallel 6: the e2e tests each
+# build a lab of their own and mostly wait (lease timers, restarts, clients'
+# backoff), so up to six run at once (~9 min instead of ~21 one after another).
 SKIPNOTE = @if [ "$${ISPMUX_SKIP_PRIVILEGED:-}" = 1 ] && [ "$$(id -u)" != 0 ]; then \
 	echo "ISPMUX_SKIP_PRIVILEGED=1: privileged tests SKIPPED — this run does not test the datapath" >&2; fi
 
 test: deps tools lint build
 	$(SKIPNOTE)
-	$(GO) test -count=1 -parallel 4 -timeout 40m $(PKGS)
+	$(GO) test -count=1 -parallel 6 -timeout 40m $(PKGS)
 	$(GO) test -count=1 -race -short -timeout 20m $(PKGS)
 	$(GO) test -count=1 -tags failpoints ./internal/failpoint/ ./subscribers/ ./dhcpproxy/
 	$(MAKE) fuzz

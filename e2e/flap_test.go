@@ -305,6 +305,7 @@ func (fp *flapPort) up(t *testing.T, kind string) {
 // descriptors and the kernel's AF_XDP sockets are the same after each
 // series as before.
 func TestLinkFlap(t *testing.T) {
+	t.Parallel()
 	flaps := 20
 	if v := os.Getenv(FlapsEnv); v != "" {
 		n, err := strconv.Atoi(v)
@@ -314,7 +315,7 @@ func TestLinkFlap(t *testing.T) {
 		flaps = n
 	}
 	r := newRig(t, lab.Options{Subscribers: 3, Generator: true, TrafficSubscribers: 2})
-	t.Setenv(gcEnv, "1")
+	r.env = append(r.env, gcEnv+"=1")
 	r.start()
 	pid := r.cmd.Process.Pid // ip netns exec execs ispmux
 	start := time.Now()
@@ -472,6 +473,7 @@ type ctlsockPort struct {
 // configured as at start, and re-opens it. Either way the walled garden's
 // next hop (the portal's namespace) answers again through it.
 func TestLinkFlapPortal(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, lab.Options{Subscribers: 1, DHCP: true, Portal: true})
 	p := r.launch(binPath)
 	t.Cleanup(func() {

@@ -61,6 +61,9 @@ type rig struct {
 	dir  string
 	cmd  *exec.Cmd
 	log  *syncBuffer
+	// env is added to the environment start gives ispmux (a test's own,
+	// not the process's: the tests run in parallel).
+	env []string
 }
 
 type syncBuffer struct {
@@ -112,6 +115,7 @@ func (r *rig) start() {
 	r.t.Helper()
 	r.log = &syncBuffer{}
 	r.cmd = exec.Command("ip", "netns", "exec", r.topo.Appliance.NS, binPath, "run", "-c", r.cfg)
+	r.cmd.Env = append(os.Environ(), r.env...)
 	r.cmd.Stderr = r.log
 	r.cmd.Stdout = r.log
 	if err := r.cmd.Start(); err != nil {
@@ -188,8 +192,12 @@ func (r *rig) run(ns string, args ...string) (string, error) {
 	return string(out), err
 }
 
+// ping sends n echo requests from from's namespace to to and reports
+// whether every one was answered. A reply may take up to 3 s: the lab
+// tests run beside each other on a shared machine, and a late reply is
+// still a reply (a datapath that drops fails all the same).
 func (r *rig) ping(from, to string, n int) bool {
-	out, err := r.run(r.ns(from), "ping", "-c", fmt.Sprint(n), "-i", "0.05", "-W", "1", "-q", to)
+	out, err := r.run(r.ns(from), "ping", "-c", fmt.Sprint(n), "-i", "0.05", "-W", "3", "-q", to)
 	return err == nil && strings.Contains(out, " 0% packet loss")
 }
 

@@ -145,8 +145,7 @@ func TestSoak(t *testing.T) {
 	}
 	plan := planSoak(d)
 	r := newRig(t, lab.Options{Subscribers: 200, DHCP: true, LeaseTime: soakLease, ClientLeaseMax: soakLease, API: true})
-	t.Setenv(gcEnv, "1")
-	p := r.launch(binPath)
+	p := r.launch(binPath, gcEnv+"=1")
 	t.Cleanup(func() {
 		if err := p.term(); err != nil {
 			t.Error(err)
