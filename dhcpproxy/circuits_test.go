@@ -266,19 +266,26 @@ func TestDeviceMovedToAnotherCircuit(t *testing.T) {
 	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer {
 		t.Fatalf("DISCOVER on acc1 client_lease_max later: %v (counters %v)", got, r.p.Counters())
 	}
-	req, _ := dhcpv4.NewRequestFromOffer(got[0])
+	r.wantMovedToAcc1(et, got[0])
+}
+
+// wantMovedToAcc1 completes s1's DORA on acc1 from alpha's offer and
+// checks that s1 is bound there and that its binding on acc0 ended as
+// revoked, its RELEASE sent to alpha.
+func (r *prig) wantMovedToAcc1(et *engineTables, offer *dhcpv4.DHCPv4) {
+	r.t.Helper()
+	req, _ := dhcpv4.NewRequestFromOffer(offer)
 	r.fromClientVLAN(5, req)
-	got = r.serve(kea(t, time.Hour))
+	got := r.serve(kea(r.t, time.Hour))
 	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
-		t.Errorf("REQUEST on acc1: %v, want the ACK (counters %v)", got, r.p.Counters())
+		r.t.Errorf("REQUEST on acc1: %v, want the ACK (counters %v)", got, r.p.Counters())
 	}
 	if _, ok := et.boundOn(5, s1MAC); !ok {
-		t.Error("not bound on acc1")
+		r.t.Error("not bound on acc1")
 	}
 	if _, ok := et.boundOn(0, s1MAC); ok {
-		t.Error("still forwarding on acc0, where the device no longer is")
+		r.t.Error("still forwarding on acc0, where the device no longer is")
 	}
-	// The acc0 binding ended as revoked, its RELEASE sent to alpha.
 	r.p.notes.wait()
 	revoked := false
 	evs, _ := r.store.Events(0, 100)
@@ -286,7 +293,7 @@ func TestDeviceMovedToAnotherCircuit(t *testing.T) {
 		revoked = revoked || e.Kind == subscribers.EventRevoked && e.Access == "acc0"
 	}
 	if sent := r.p.Counters()["intent_sent_release"]; !revoked || sent != 1 {
-		t.Errorf("acc0's binding: revoked event %v, RELEASEs sent %d (want its RELEASE sent to alpha)", revoked, sent)
+		r.t.Errorf("acc0's binding: revoked event %v, RELEASEs sent %d (want its RELEASE sent to alpha)", revoked, sent)
 	}
 }
 
@@ -411,4 +418,112 @@ func TestForgedFloodOnAnotherCircuitDoesNotSilenceTheHolder(t *testing.T) {
 	}
 	r.pastT1(clm + time.Second)
 	flood("flood on acc1 client_lease_max after its first")
+}
+
+// wantOfferOnAcc1 sends s1's DISCOVER on acc1 and returns alpha's OFFER
+// to it, failing the test if it was not relayed and answered.
+func (r *prig) wantOfferOnAcc1(what string) *dhcpv4.DHCPv4 {
+	r.t.Helper()
+	r.fromClientVLAN(5, discover(r.t, dhcpv4.WithHwAddr(mac(s1))))
+	got := r.serve(kea(r.t, time.Hour))
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer {
+		r.t.Fatalf("%s: %v, want alpha's OFFER (counters %v)", what, got, r.p.Counters())
+	}
+	return got[0]
+}
+
+// s1, bound on acc0 with a client lease of client_lease_max (the ISP's is
+// an hour), is unplugged and plugged in on acc1 halfway through that
+// lease. Its DISCOVER there is refused while the lease may still be in
+// use on acc0; once it has run out with no word from acc0 (a device
+// still there renews before), its next DISCOVER on acc1 ends acc0's
+// binding and is served: the move waits the rest of the client lease
+// ispmux gave, not client_lease_max from acc1's first DISCOVER. Before,
+// it waited client_lease_max from the claim: refused here, half a client
+// lease longer.
+func TestDeviceMovedServedOnceItsClientLeaseRanOut(t *testing.T) {
+	r, et := boundOnAcc0(t)
+	clm := r.p.cfg.ClientLeaseMax
+	r.pastT1(clm / 2)
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1 halfway through acc0's client lease", r.discoverOnAcc1())
+	r.pastT1(clm - 2*time.Second)
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1 2 s before acc0's client lease ends", r.discoverOnAcc1())
+	r.pastT1(clm + 2*time.Second)
+	r.wantMovedToAcc1(et, r.wantOfferOnAcc1("DISCOVER on acc1 once acc0's client lease ran out"))
+}
+
+// Every lease ispmux gives the holder on acc0 counts, however it was
+// given: a RENEWING or INIT-REBOOT REQUEST answered from the binding
+// before the ISP's T1, or a renewal past it relayed and ACKed by alpha.
+// From each, the holder's lease runs client_lease_max: a DISCOVER on
+// acc1 is refused until then (2 s before its end too), and served once
+// it has run out unrenewed. Before, the move waited client_lease_max
+// from acc1's first DISCOVER (half a client lease later here).
+func TestMoveWaitsForTheHoldersLastClientLease(t *testing.T) {
+	ip := netip.MustParseAddr(s1Addr)
+	for _, c := range []struct {
+		what string
+		at   time.Duration // since the DORA
+		msg  func(t *testing.T) *dhcpv4.DHCPv4
+	}{
+		{"RENEWING answered from the binding", 5 * time.Minute, func(t *testing.T) *dhcpv4.DHCPv4 { return renewing(t, s1, s1Addr) }},
+		{"INIT-REBOOT answered from the binding", 5 * time.Minute, func(t *testing.T) *dhcpv4.DHCPv4 { return initReboot(t, s1, ip) }},
+		{"RENEWING past the ISP's T1, ACKed by alpha", 31 * time.Minute, func(t *testing.T) *dhcpv4.DHCPv4 { return renewing(t, s1, s1Addr) }},
+	} {
+		t.Run(c.what, func(t *testing.T) {
+			r, et := boundOnAcc0(t)
+			clm := r.p.cfg.ClientLeaseMax
+			r.pastT1(c.at)
+			r.fromClient(c.msg(t))
+			if got := r.serve(kea(t, time.Hour)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+				t.Fatalf("%s on acc0: %v, want an ACK", c.what, got)
+			}
+			r.pastT1(c.at + clm/2)
+			r.wantHeldOnAcc0(et, "DISCOVER on acc1 halfway through the lease", r.discoverOnAcc1())
+			r.pastT1(c.at + clm - 2*time.Second)
+			r.wantHeldOnAcc0(et, "DISCOVER on acc1 2 s before the lease ends", r.discoverOnAcc1())
+			r.pastT1(c.at + clm + 2*time.Second)
+			r.wantMovedToAcc1(et, r.wantOfferOnAcc1("DISCOVER on acc1 once the lease ran out"))
+		})
+	}
+}
+
+// s1's client lease on acc0 has run out, and s1, still there, DISCOVERs
+// again (alpha silent, as when its server is down): a holder asking on
+// its own circuit is there whatever its lease, so acc1's DISCOVER is
+// refused client_lease_max from its first, as it was before client
+// leases were counted, not served at once because the last lease ispmux
+// gave has run out.
+func TestHolderAskingAfterItsLeaseKeepsTheFullWait(t *testing.T) {
+	r, et := boundOnAcc0(t)
+	clm := r.p.cfg.ClientLeaseMax
+	r.pastT1(clm + 30*time.Second)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	if sent := r.toPorts(); len(sent[upPort]) != 1 {
+		t.Fatalf("s1's DISCOVER on acc0: sent to alpha %v, want it relayed", sent[upPort])
+	}
+	r.pastT1(clm + 31*time.Second)
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1 just after s1's on acc0", r.discoverOnAcc1())
+	r.pastT1(2*clm + 29*time.Second)
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1 client_lease_max - 2 s after its first", r.discoverOnAcc1())
+	r.pastT1(2*clm + 33*time.Second)
+	r.wantMovedToAcc1(et, r.wantOfferOnAcc1("DISCOVER on acc1 client_lease_max after its first"))
+}
+
+// A restart forgets the client leases ispmux gave (RAM): the binding on
+// acc0 restored, a DISCOVER on acc1 waits client_lease_max from its
+// first, as before client leases were counted, never less.
+func TestMoveAfterRestartWaitsClientLeaseMax(t *testing.T) {
+	r, et := boundOnAcc0(t)
+	clm := r.p.cfg.ClientLeaseMax
+	r.p = New(r.p.cfg, r.store, r.p.reg, et, r.snd, nil)
+	if n, err := r.p.Restore(time.Now()); err != nil || n != 1 {
+		t.Fatalf("restored %d, %v", n, err)
+	}
+	r.pastT1(clm / 2)
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1 after the restart", r.discoverOnAcc1())
+	r.pastT1(clm + 2*time.Second)
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1 once the client lease given before the restart ran out", r.discoverOnAcc1())
+	r.pastT1(clm*3/2 + 2*time.Second)
+	r.wantMovedToAcc1(et, r.wantOfferOnAcc1("DISCOVER on acc1 client_lease_max after its first"))
 }

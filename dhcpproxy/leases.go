@@ -1,6 +1,7 @@
 package dhcpproxy
 
 import (
+	"math"
 	"net/netip"
 	"sync"
 	"time"
@@ -11,7 +12,7 @@ import (
 )
 
 // lease is a binding ispmux holds, in the compact form the lease table
-// keeps for up to a million subscribers: 40 bytes, no pointers (the GC
+// keeps for up to a million subscribers: 48 bytes, no pointers (the GC
 // never scans the table). Its circuit and MAC are its key. What only a
 // few paths need — the ISP's stored ACK options for a local renewal, the
 // Option 82 and client identifier for a RELEASE on the subscriber's
@@ -26,7 +27,16 @@ type lease struct {
 	ip       [4]byte
 	serverID [4]byte // the ISP server's identifier (option 54); zero if unknown
 	relay    [4]byte // the address of the server that granted it (Binding.Relay); zero if unknown
-	isp      uint8   // ISP index
+	// clientEnd: when the last client lease ispmux gave the subscriber
+	// on this binding (its ACK's option 51, at most ClientLeaseMax) runs
+	// out, in whole seconds after updated, rounded up (setClientEnd: 4
+	// bytes, in what was the struct's padding, where Unix nanoseconds
+	// would make it 56); 0: unknown (RAM only: not restored at start),
+	// or the subscriber asked again since (heard). Not the ISP's lease
+	// (expires). Another circuit's claim on the MAC may take the binding
+	// over from then (endOtherCircuits).
+	clientEnd uint32
+	isp       uint8 // ISP index
 	// rebind: the ISP's T2 (option 59), as the part of the time from T1
 	// to the end left at T2, in 1/65536; 0: not given (7/8 of the lease
 	// when T1 is half of it, a quarter).
@@ -97,6 +107,19 @@ func ispRebinding(b *subscribers.Binding) time.Time {
 	return b.Expires.Add(t2 - b.LeaseTime)
 }
 
+// setClientEnd records that the client lease ispmux gave on l runs out
+// at end (clientEnd).
+func (l *lease) setClientEnd(end time.Time) {
+	s := (end.UnixNano() - l.updated + int64(time.Second) - 1) / int64(time.Second)
+	l.clientEnd = uint32(min(max(s, 1), math.MaxUint32))
+}
+
+// clientEndAt is when the client lease ispmux last gave on l runs out, in
+// Unix nanoseconds, and whether that is known.
+func (l *lease) clientEndAt() (int64, bool) {
+	return l.updated + int64(l.clientEnd)*int64(time.Second), l.clientEnd != 0
+}
+
 func (l *lease) addr() netip.Addr           { return netip.AddrFrom4(l.ip) }
 func (l *lease) expiresAt() time.Time       { return time.Unix(0, l.expires) }
 func (l *lease) endsAfter(t time.Time) bool { return l.expires > t.UnixNano() }
@@ -116,12 +139,13 @@ func (l *lease) same(o *lease) bool {
 
 // leaseTable owns the bindings ispmux holds and the count per circuit.
 // mu guards it all; it is held only inside these methods. A lease value is
-// never changed once stored: it is replaced whole.
+// never changed once stored, but for its clientEnd (gaveClient, heard):
+// it is replaced whole.
 type leaseTable struct {
 	mu sync.Mutex
 	// m holds the leases by value in one flat open-addressed table
-	// (internal/oatable: 56-byte slots, no pointers, sized to the leases
-	// restored instead of a Go map's power of two: about 80 B a lease,
+	// (internal/oatable: 64-byte slots, no pointers, sized to the leases
+	// restored instead of a Go map's power of two: about 91 B a lease,
 	// where Go maps of the leases and of their MACs took about 170 at
 	// 1M). Its keys are hashed by their MAC only: the leases of one MAC
 	// (a device on several circuits, rare: it moved between access

@@ -239,3 +239,22 @@ func TestLeaseCompact(t *testing.T) {
 	runtime.KeepAlive(ks)
 	runtime.KeepAlive(ls)
 }
+
+// A lease's client end is kept in whole seconds after its version
+// (updated), rounded up: never before the end ispmux gave, never more
+// than a second after it; unknown until set.
+func TestLeaseClientEndRoundsUp(t *testing.T) {
+	at := time.Unix(1_800_000_000, 123_456_789)
+	l := lease{updated: at.UnixNano()}
+	if _, ok := l.clientEndAt(); ok {
+		t.Fatal("client end known before any was set")
+	}
+	for _, d := range []time.Duration{0, time.Nanosecond, 10*time.Minute + time.Second, 10*time.Minute + 1500*time.Millisecond, 400 * 24 * time.Hour} {
+		end := at.Add(d)
+		l.setClientEnd(end)
+		got, ok := l.clientEndAt()
+		if !ok || got < end.UnixNano() || got > end.Add(time.Second).UnixNano() {
+			t.Errorf("client end set to %v after updated: %v after (known %v), want within a second after it", d, time.Duration(got-at.UnixNano()), ok)
+		}
+	}
+}

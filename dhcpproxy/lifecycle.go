@@ -471,7 +471,11 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 		p.revokeLocked(t.sub, b, "address not installable: "+err.Error())
 		return
 	}
-	p.leases.put(t.sub, leaseOf(&b, t.isp))
+	l := leaseOf(&b, t.isp)
+	// The client lease the ACK gives (relayDown's option 51), counted
+	// by the messages' clock, as the claims it bounds (endOtherCircuits).
+	l.setClientEnd(clientEnd(p.now(), p.clientLease(lt)))
+	p.leases.put(t.sub, l)
 	p.deliver(c, m, ack)
 	failpoint.Hit(failpoint.BindAfterAck)
 	p.count("ack")

@@ -105,21 +105,23 @@ func (p *Proxy) endHeld(sk subKey, want lease, why string) bool {
 // (DISCOVER, REQUEST) take the MAC over from the live bindings it holds
 // on other circuits (a device registered for any access, plugged in
 // elsewhere), and reports whether the message may go on. A binding is
-// taken over only once its holder has let ClientLeaseMax pass, from the
-// first such message, without a word on its own circuit: by then every
-// lease ispmux gave it has run out, so a device still there would have
-// renewed (which withdraws the claim, serveRequest). Until then the
-// message is refused (moved_circuit_refused, a rejected event): the
-// other circuit may be a device forging the MAC, and the ISP's ACK of
-// its DORA would prove nothing (it answers any client with that MAC).
-// Taken over, the binding is revoked with a RELEASE to its ISP (sent
-// before the new message, flushIntentsOf). Left in place, it forwarded
-// to a port the device is no longer on until its lease ended, and the
-// ISP, seeing the same client, ACKed it that binding's address again,
-// which ispmux refused as another subscriber's. False: refused, or one
-// could not be ended (the client retransmits). An onboarding lease the
-// MAC holds on another circuit is taken over as takeOnboarding says (after
-// its lease time, or its handover's hold, without a word there).
+// taken over only once its holder, without a word on its own circuit
+// (which withdraws the claim, serveRequest), has let the client lease
+// ispmux last gave it run out, and at the latest ClientLeaseMax from the
+// first such message (claim): a device still there renews before its
+// lease ends (RFC 2131 §4.4.5), and one that let it end has stopped
+// using the address. Until then the message is refused
+// (moved_circuit_refused, a rejected event): the other circuit may be a
+// device forging the MAC, and the ISP's ACK of its DORA would prove
+// nothing (it answers any client with that MAC). Taken over, the binding
+// is revoked with a RELEASE to its ISP (sent before the new message,
+// flushIntentsOf). Left in place, it forwarded to a port the device is no
+// longer on until its lease ended, and the ISP, seeing the same client,
+// ACKed it that binding's address again, which ispmux refused as another
+// subscriber's. False: refused, or one could not be ended (the client
+// retransmits). An onboarding lease the MAC holds on another circuit is
+// taken over as takeOnboarding says (after its lease time, or its
+// handover's hold, without a word there).
 func (p *Proxy) endOtherCircuits(c *Circuit, sk subKey, reg *registry.Entry, now time.Time) bool {
 	if len(p.ob.pools) > 0 && !p.takeOnboarding(c, regSubject(sk.mac, c, *reg), now) {
 		return false
@@ -146,30 +148,62 @@ func (p *Proxy) endOtherCircuits(c *Circuit, sk subKey, reg *registry.Entry, now
 }
 
 // claim records that another circuit asked for sk's MAC: it may take it
-// over at at, unless sk's holder is heard from first (unclaim). It
-// returns when that circuit may, the first claim's time if one is
-// pending; the zero time (now) if sk holds no binding any more.
+// over at at (the first claim's at, if one is pending), or when the
+// client lease ispmux last gave sk's holder runs out if that is sooner
+// (its clientEnd, when known), unless the holder is heard from first
+// (heard). It returns when that circuit may; the zero time (now) if sk
+// holds no binding any more.
 func (t *leaseTable) claim(sk subKey, at time.Time) time.Time {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.m.Ptr(sk) == nil {
+	l := t.m.Ptr(sk)
+	if l == nil {
 		return time.Time{}
 	}
 	if first, ok := t.claims[sk]; ok {
-		return first
+		at = first
+	} else {
+		t.claims[sk] = at
 	}
-	t.claims[sk] = at
+	if end, ok := l.clientEndAt(); ok && end < at.UnixNano() {
+		return time.Unix(0, end)
+	}
 	return at
 }
 
-// unclaim withdraws the claim on sk's binding (its holder spoke on its
-// circuit) and reports whether there was one.
-func (t *leaseTable) unclaim(sk subKey) bool {
+// heard notes a message of sk's holder on its own circuit: it withdraws
+// the claim on sk's binding and reports whether there was one, and
+// forgets the client lease last given (a device asking again, a DISCOVER
+// or a renewal not yet answered, is there whatever that lease: another
+// circuit waits ClientLeaseMax from its claim, until ispmux gives the
+// holder a lease again, gaveClient or a new binding).
+func (t *leaseTable) heard(sk subKey) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if l := t.m.Ptr(sk); l != nil {
+		l.clientEnd = 0
+	}
 	_, ok := t.claims[sk]
 	delete(t.claims, sk)
 	return ok
+}
+
+// gaveClient records that the client lease ispmux gave sk's holder on
+// its binding want runs out at end (clientEnd), if sk still holds that
+// version of it.
+func (t *leaseTable) gaveClient(sk subKey, want lease, end time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l := t.m.Ptr(sk); l != nil && l.same(&want) {
+		l.setClientEnd(end)
+	}
+}
+
+// clientEnd is when a client lease of lt given at from runs out, as
+// lease.clientEnd counts it: a second later, as the client may count it
+// from the ACK's arrival (lease times are whole seconds).
+func clientEnd(from time.Time, lt time.Duration) time.Time {
+	return from.Add(lt + time.Second)
 }
 
 // cutMoves ends the old bindings of moved devices that did not ask within

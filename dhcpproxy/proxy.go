@@ -59,9 +59,10 @@
 //     its current ISP (no state of its own).
 //   - moves.go: a device moved to another ISP keeps its old binding until
 //     its next REQUEST or ClientLeaseMax (make-before-break); a binding
-//     another circuit asks for is taken over only after ClientLeaseMax
-//     without its holder's renewal (the deadlines and claims are
-//     leaseTable's).
+//     another circuit asks for is taken over only once the client lease
+//     ispmux last gave its holder has run out unrenewed, at the latest
+//     ClientLeaseMax after the claim without a word from the holder (the
+//     deadlines, claims and client leases' ends are leaseTable's).
 //   - intents.go: ending a binding the ISP must hear about, through a
 //     durable intent; the intents not yet completed (intentQueue.mu).
 //   - limit.go: the per-MAC and per-circuit rate limits (limiter.mu).

@@ -99,7 +99,7 @@ func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey
 	l, held := p.leases.get(sk)
 	// Ended by its expiry already, whether or not the tick has run.
 	held = held && l.endsAfter(now)
-	if held && p.leases.unclaim(sk) {
+	if held && p.leases.heard(sk) {
 		// Its holder, on its own circuit: the other circuit asking
 		// for its MAC is not where the device went (endOtherCircuits).
 		p.count("moved_circuit_withdrawn")
@@ -165,7 +165,7 @@ func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey
 // store), made to fit what the client takes (fitReply), and reports
 // whether it did: not for a binding without stored options (from before
 // schema 2), with less than a second left, or whose essential options
-// alone do not fit.
+// alone do not fit. The client lease's end is noted (gaveClient).
 func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []byte, now time.Time) bool {
 	if !l.options {
 		return false
@@ -192,6 +192,7 @@ func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []by
 		}
 	}
 	p.deliverBytes(c, ack)
+	p.leases.gaveClient(sk, l, clientEnd(now, lt))
 	return true
 }
 
