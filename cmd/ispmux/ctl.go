@@ -57,6 +57,7 @@ type ctlOpts struct {
 	access        string
 	replace       string
 	isp           string
+	requestID     string
 	follow        bool
 	file          string
 }
@@ -96,13 +97,16 @@ var ctlCommands = []*ctlCommand{
 	{name: "status", short: "counters, next hops, bindings, DHCP counters (control socket)", summary: "The appliance's counters per port (drops by reason), next hops, bindings, DHCP counters\n" +
 		"and messages to ISPs recorded and not yet sent (pending intents). Control socket only.",
 		run: ctlStatus, where: whereSocket},
-	{name: "events", short: "the newest events, those after AFTER-SEQ, or --follow them live", args: "[--isp ISP] [--follow] [--limit N] [AFTER-SEQ]", max: 1,
+	{name: "events", short: "the newest events, those after AFTER-SEQ, or --follow them live", args: "[--isp ISP] [--request-id ID] [--follow] [--limit N] [AFTER-SEQ]", max: 1,
 		summary: "Subscriber and tenant events (bound, rejected, expired, customer-created, claimed, moved, ...).\n" +
 			"Without AFTER-SEQ the newest 100; with it, up to 1000 after that sequence (0: from the oldest).\n" +
 			"--follow streams them live (from after AFTER-SEQ if given), resuming without gap after a cut,\n" +
-			"until interrupted.",
+			"until interrupted. --request-id ID: the events of the API request ID only (the request id an\n" +
+			"API error quotes, e.g. an ISP's refused attach: its attach-refused event), looked for in the\n" +
+			"whole log.",
 		flags: func(fs *flag.FlagSet, o *ctlOpts) {
 			fs.StringVar(&o.isp, "isp", "", "one `ISP`'s events only (needed with an ISP's token)")
+			fs.StringVar(&o.requestID, "request-id", "", "the events of the API request `ID` only (REQUEST in the table)")
 			fs.BoolVar(&o.follow, "follow", false, "stream events live (Server-Sent Events) until interrupted")
 			fs.IntVar(&o.limit, "limit", 0, "at most `N` events (1..1000)")
 		},

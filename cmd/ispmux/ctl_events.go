@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/ispmux/ispmux/api/client"
 	"github.com/ispmux/ispmux/tenants"
@@ -77,6 +78,92 @@ func newestEvents(e *ctlEnv, c *client.Client, isp string, n int, window, maxWin
 	}
 }
 
+// wholeLog is a window of more events than a log holds (its retention is
+// subscribers.DefaultEventRetention, 100,000, unless configured): read
+// from the oldest.
+const wholeLog = 1 << 40
+
+// newest returns (oldest first) the newest n events of isp that keep
+// accepts (nil: all), the log's bounds, and whether older ones are left
+// out. Without keep that is whether the log holds older events; with it,
+// the whole log is read once from the oldest (the events of one request
+// can be anywhere in it, and are few: the tenfold windows of
+// newestEvents would read it about twice), and more says more than n
+// matched.
+func (e *ctlEnv) newest(c *client.Client, isp string, n int, keep func(tenants.Event) bool) ([]tenants.Event, eventBounds, bool, error) {
+	if keep == nil {
+		evs, b, err := newestEvents(e, c, isp, n, 0, 0, nil)
+		return evs, b, err == nil && len(evs) > 0 && evs[0].Seq > b.oldest, err
+	}
+	evs, b, err := newestEvents(e, c, isp, n+1, wholeLog, 0, keep)
+	if len(evs) > n {
+		return evs[1:], b, true, err
+	}
+	return evs, b, false, err
+}
+
+// matchingAfter reads the events of isp after seq after, up to the log's
+// newest, until it has limit that keep accepts: one list, whose Next is
+// the sequence to read after next time.
+func matchingAfter(e *ctlEnv, c *client.Client, isp string, after uint64, limit int, keep func(tenants.Event) bool) (client.EventList, error) {
+	out := client.EventList{Items: []tenants.Event{}}
+	for pos := after; ; {
+		l, err := c.Events(e.ctx, isp, pos, tenants.MaxLimit)
+		if err != nil {
+			return out, err
+		}
+		out.Missed = out.Missed || l.Missed
+		out.Oldest, out.Newest = l.Oldest, l.Newest
+		for _, ev := range l.Items {
+			if !keep(ev) {
+				continue
+			}
+			out.Items = append(out.Items, ev)
+			if len(out.Items) == limit {
+				out.Next = strconv.FormatUint(ev.Seq, 10)
+				return out, nil
+			}
+		}
+		next, err := strconv.ParseUint(l.Next, 10, 64)
+		if err != nil || next <= pos || next >= l.Newest {
+			out.Next = l.Next
+			return out, nil
+		}
+		pos = next
+	}
+}
+
+// eventFilter is the filter of the events flags (--request-id): nil when
+// none is given.
+func (e *ctlEnv) eventFilter() (func(tenants.Event) bool, error) {
+	id := e.o.requestID
+	if !e.set["request-id"] {
+		return nil, nil
+	}
+	if !validRequestID(id) {
+		return nil, e.h.usage("--request-id %q: a request id is 1..64 characters of A-Z a-z 0-9 . _ : -", id)
+	}
+	return func(ev tenants.Event) bool { return ev.RequestID == id }, nil
+}
+
+// validRequestID is the API's rule for the ids it records (api: an
+// X-Request-Id it echoes).
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	return !strings.ContainsFunc(id, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._:-", r))
+	})
+}
+
+// noneOfRequest says no event where has the request id asked for, and why
+// that may be.
+func (e *ctlEnv) noneOfRequest(where string) {
+	e.notice("no event %s has request id %s: a request that changed nothing records none, and an attach refusal over its token's budget is only counted (in a suppressed event of that token)",
+		where, e.o.requestID)
+}
+
 func ctlEvents(e *ctlEnv, args []string) error {
 	if err := e.checkLimit(); err != nil {
 		return err
@@ -92,6 +179,10 @@ func ctlEvents(e *ctlEnv, args []string) error {
 	if e.o.follow && e.set["limit"] {
 		return e.h.usage("--limit and --follow: a stream has no limit")
 	}
+	keep, err := e.eventFilter()
+	if err != nil {
+		return err
+	}
 	c, err := e.client()
 	if err != nil {
 		return err
@@ -101,19 +192,22 @@ func ctlEvents(e *ctlEnv, args []string) error {
 	if isp != "" {
 		again += " --isp " + isp
 	}
+	if keep != nil {
+		again += " --request-id " + e.o.requestID
+	}
 	if e.o.follow {
 		from := int64(-1)
 		if hasAfter {
 			from = int64(after)
 		}
-		return e.followEvents(c, isp, from)
+		return e.followEvents(c, isp, from, keep)
 	}
 	if !hasAfter {
 		n := defaultNewest
 		if e.o.limit > 0 {
 			n = e.o.limit
 		}
-		evs, b, err := newestEvents(e, c, isp, n, 0, 0, nil)
+		evs, b, more, err := e.newest(c, isp, n, keep)
 		if err != nil {
 			return err
 		}
@@ -125,7 +219,10 @@ func ctlEvents(e *ctlEnv, args []string) error {
 		if err != nil {
 			return err
 		}
-		if len(evs) > 0 && evs[0].Seq > b.oldest {
+		switch {
+		case len(evs) == 0 && keep != nil:
+			e.noneOfRequest(fmt.Sprintf("in the log (seq %d..%d)", b.oldest, b.newest))
+		case more:
 			e.notice("the newest %d events (seq %d..%d); the log holds seq %d..%d: `%s events N` shows those after seq N (0: from the oldest)",
 				len(evs), evs[0].Seq, evs[len(evs)-1].Seq, b.oldest, b.newest, again)
 		}
@@ -135,7 +232,12 @@ func ctlEvents(e *ctlEnv, args []string) error {
 	if e.o.limit > 0 {
 		limit = e.o.limit
 	}
-	l, err := c.Events(e.ctx, isp, after, limit)
+	var l client.EventList
+	if keep != nil {
+		l, err = matchingAfter(e, c, isp, after, limit, keep)
+	} else {
+		l, err = c.Events(e.ctx, isp, after, limit)
+	}
 	if err != nil {
 		return err
 	}
@@ -151,6 +253,9 @@ func ctlEvents(e *ctlEnv, args []string) error {
 	if l.Missed {
 		e.notice("events after seq %d were trimmed before they could be read: the log starts at seq %d", after, l.Oldest)
 	}
+	if len(l.Items) == 0 && keep != nil {
+		e.noneOfRequest(fmt.Sprintf("after seq %d", after))
+	}
 	next, _ := strconv.ParseUint(l.Next, 10, 64)
 	if next < l.Newest && len(l.Items) > 0 {
 		e.notice("events seq %d..%d; the log holds up to seq %d: `%s events %d` shows the next ones",
@@ -159,8 +264,9 @@ func ctlEvents(e *ctlEnv, args []string) error {
 	return nil
 }
 
-// followEvents prints the stream until the context ends (Ctrl-C).
-func (e *ctlEnv) followEvents(c *client.Client, isp string, after int64) error {
+// followEvents prints the stream's events keep accepts (nil: all) until
+// the context ends (Ctrl-C).
+func (e *ctlEnv) followEvents(c *client.Client, isp string, after int64, keep func(tenants.Event) bool) error {
 	// The first connection is tried once, as every other command's: a
 	// socket that is not there, or an ISP or token refused, is an error
 	// now, not a silent retry for ever (Follow retries only cuts).
@@ -182,6 +288,9 @@ func (e *ctlEnv) followEvents(c *client.Client, isp string, after int64) error {
 			}
 			e.notice("events after seq %d were trimmed before they could be read; the log holds seq %d..%d: going on from there",
 				m.Reset.After, m.Reset.Oldest, m.Reset.Newest)
+			return nil
+		}
+		if keep != nil && !keep(m.Event) {
 			return nil
 		}
 		if e.g.json {

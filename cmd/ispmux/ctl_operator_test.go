@@ -4,12 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ispmux/ispmux/api/client"
+	"github.com/ispmux/ispmux/tenants"
 )
 
 // TestImportTableEscapesControlCharacters: the import's table
@@ -138,5 +144,147 @@ func TestDeleteJSONPrintsObject(t *testing.T) {
 	var got map[string]any
 	if err != nil || json.Unmarshal([]byte(out), &got) != nil || got["deleted"] != true || got["customer_id"] != "c-del" {
 		t.Errorf("customer-del --json: %v, stdout %q", err, out)
+	}
+}
+
+// refusalRig is a rig where alpha's customer a-5 holds mac (attached by
+// the operator) and beta has a customer c-77 (password pw).
+func refusalRig(t *testing.T, mac, pw string) *rig {
+	t.Helper()
+	r := newRig(t, nil)
+	r.ok("", r.api("operator", "customer-add", "alpha", "a-5")...)
+	r.ok(pw+"\n", r.api("operator", "customer-add", "beta", "c-77", "--password-stdin")...)
+	r.ok("", r.api("operator", "device-add", "alpha", mac, "a-5")...)
+	return r
+}
+
+// refused runs args, which must fail with a device-unavailable problem,
+// and returns the problem and what ispmux prints for it.
+func refused(t *testing.T, stdin string, args ...string) (*client.Error, string) {
+	t.Helper()
+	out, _, err := runCmd(t, stdin, args...)
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Slug() != "device-unavailable" || ce.RequestID == "" {
+		t.Fatalf("%q: %v, stdout %q: want a device-unavailable problem with a request id", args, err, out)
+	}
+	var b bytes.Buffer
+	report(&b, err)
+	return ce, b.String()
+}
+
+// An ISP refused another ISP's device (409 device-unavailable) is told to
+// ask the operator quoting the request id, and the refusal is an
+// attach-refused event carrying it. `ctl events` showed the request id in
+// --json only, with no way to pick the event out: the operator, given the
+// id, paged through the whole log. The table has a REQUEST column, and
+// --request-id ID shows that request's events only (in the newest, after
+// AFTER-SEQ, and followed).
+func TestEventsRequestID(t *testing.T) {
+	const mac = "02:00:00:00:00:07"
+	r := refusalRig(t, mac, "correct horse")
+	for i := range 3 { // other events after the refusal, some with request ids
+		r.ok("", r.api("operator", "customer-add", "beta", fmt.Sprintf("x-%d", i))...)
+	}
+	ce, _ := refused(t, "", r.api("beta", "device-add", "beta", mac, "c-77")...)
+	r.ok("", r.api("operator", "customer-add", "beta", "after")...)
+	id := ce.RequestID
+
+	op := func(args ...string) []string { return r.api("operator", args...) }
+	out, _ := r.ok("", op("events")...)
+	var seen bool
+	for _, row := range column(t, out) {
+		if row["REQUEST"] == "" {
+			t.Fatalf("events: no REQUEST column:\n%s", out)
+		}
+		if row["KIND"] == "attach-refused" {
+			seen = true
+			if row["REQUEST"] != id {
+				t.Errorf("attach-refused row: REQUEST %q, want %q:\n%s", row["REQUEST"], id, out)
+			}
+		}
+	}
+	if !seen {
+		t.Fatalf("events: no attach-refused row:\n%s", out)
+	}
+
+	for _, args := range [][]string{
+		op("events", "--request-id", id),
+		op("events", "--request-id", id, "0"),
+		op("events", "--request-id", id, "--limit", "1"),
+		{"ctl", "events", "--socket", r.sock, "--request-id", id},
+	} {
+		out, errOut := r.ok("", args...)
+		rows := column(t, out)
+		if len(rows) != 1 || rows[0]["KIND"] != "attach-refused" || rows[0]["MAC"] != mac || rows[0]["REQUEST"] != id {
+			t.Errorf("%q: want the one attach-refused event of request %s:\n%s%s", args[1:], id, out, errOut)
+		}
+	}
+	out, _ = r.ok("", op("events", "--request-id", id, "--json")...)
+	var el client.EventList
+	if err := json.Unmarshal([]byte(out), &el); err != nil || len(el.Items) != 1 || el.Items[0].RequestID != id || el.Items[0].Kind != "attach-refused" {
+		t.Errorf("events --request-id --json: %v\n%s", err, out)
+	}
+
+	// A client's own id, used for 5 requests (the API records it as
+	// given): the newest N of them, the first N after AFTER-SEQ, and how
+	// to see the others.
+	reuse := tenants.Actor{Kind: tenants.ActorISP, Name: "beta-1", ISP: "beta", RequestID: "script-run-1"}
+	for i := range 5 {
+		if _, err := r.ten.CreateCustomer(context.Background(), reuse, "beta", tenants.CustomerInput{ID: fmt.Sprintf("s-%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+		r.ok("", op("customer-add", "alpha", fmt.Sprintf("between-%d", i))...)
+	}
+	customers := func(out string) (ids []string) {
+		for _, row := range column(t, out) {
+			ids = append(ids, row["CUSTOMER"])
+		}
+		return ids
+	}
+	out, errOut := r.ok("", op("events", "--request-id", "script-run-1", "--limit", "2")...)
+	if got := customers(out); !slices.Equal(got, []string{"s-3", "s-4"}) || !strings.Contains(errOut, "--request-id script-run-1 events N`") {
+		t.Errorf("the newest 2 of request script-run-1: %v\n%s%s", got, out, errOut)
+	}
+	out, errOut = r.ok("", op("events", "0", "--request-id", "script-run-1", "--limit", "2")...)
+	_, next, _ := strings.Cut(errOut, "--request-id script-run-1 events ")
+	next, _, found := strings.Cut(next, "` shows the next ones")
+	if got := customers(out); !slices.Equal(got, []string{"s-0", "s-1"}) || !found {
+		t.Fatalf("the first 2 of request script-run-1: %v\n%s%s", got, out, errOut)
+	}
+	out, errOut = r.ok("", op("events", next, "--request-id", "script-run-1")...)
+	if got := customers(out); !slices.Equal(got, []string{"s-2", "s-3", "s-4"}) || errOut != "" {
+		t.Errorf("the rest of request script-run-1 after seq %s: %v\n%s%s", next, got, out, errOut)
+	}
+
+	// No such request: no rows, and a word on why there may be none.
+	out, errOut = r.ok("", op("events", "--request-id", "no-such-request")...)
+	if rows := column(t, out); len(rows) != 0 || !strings.Contains(errOut, "no-such-request") {
+		t.Errorf("events --request-id no-such-request:\n%s%s", out, errOut)
+	}
+	// Not a request id at all: a usage error.
+	if _, _, err := runCmd(t, "", op("events", "--request-id", "two words")...); exitCode(err) != 2 {
+		t.Errorf("events --request-id 'two words': %v, want a usage error", err)
+	}
+
+	// Followed: that request's events only.
+	ctx, cancel := context.WithCancel(context.Background())
+	var fo, fe lockedBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, op("events", "--follow", "0", "--request-id", id, "--json"), strings.NewReader(""), &fo, &fe)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(fo.String(), id) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.ok("", op("customer-add", "beta", "while-following")...)
+	_, _ = r.ok("", op("events", "--request-id", id)...) // a round trip after the new event
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("follow: %v\n%s", err, fe.String())
+	}
+	lines := strings.Split(strings.TrimSpace(fo.String()), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], id) {
+		t.Errorf("events --follow --request-id %s printed:\n%s", id, fo.String())
 	}
 }

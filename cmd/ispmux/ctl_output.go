@@ -149,17 +149,17 @@ var bindingColumns = columns[tenants.Binding]{
 }
 
 // Event columns: the tables use a tabwriter; a followed stream, whose
-// rows come one at a time, fixed widths.
+// rows come one at a time, fixed widths. REQUEST is the API request that
+// made the change (with its ACTOR): what a caller quotes, and what
+// `ctl events --request-id` looks for.
 var (
-	eventHeader = []string{"SEQ", "TIME", "KIND", "MAC", "ISP", "CUSTOMER", "IP", "REASON", "ACTOR"}
-	eventWidths = []int{8, 19, 15, 17, 10, 14, 15, 0, 0}
+	eventHeader = []string{"SEQ", "TIME", "KIND", "MAC", "ISP", "CUSTOMER", "IP", "REASON", "ACTOR", "REQUEST"}
+	eventWidths = []int{8, 19, 15, 17, 10, 14, 15, 0, 0, 0}
 )
 
 func eventCells(ev tenants.Event) []string {
-	// The request id is in --json (tables stay readable).
-	actor := ev.Actor
 	return []string{strconv.FormatUint(ev.Seq, 10), timeString(ev.Time), ev.Kind, orDash(ev.MAC), orDash(ev.ISP),
-		orDash(ev.CustomerID), orDash(ev.IP), orDash(ev.Reason), orDash(actor)}
+		orDash(ev.CustomerID), orDash(ev.IP), orDash(ev.Reason), orDash(ev.Actor), orDash(ev.RequestID)}
 }
 
 // eventLine is one row of fixed-width columns.
@@ -218,10 +218,10 @@ func writeSubscriber(w io.Writer, v subscriberView) error {
 		return nil
 	}
 	t := newTable(w)
-	t.row("  SEQ", "TIME", "KIND", "ISP", "CUSTOMER", "IP", "REASON", "ACTOR")
+	t.row("  SEQ", "TIME", "KIND", "ISP", "CUSTOMER", "IP", "REASON", "ACTOR", "REQUEST")
 	for _, ev := range v.Events {
 		c := eventCells(ev)
-		t.row("  "+c[0], c[1], c[2], c[4], c[5], c[6], c[7], c[8])
+		t.row("  "+c[0], c[1], c[2], c[4], c[5], c[6], c[7], c[8], c[9])
 	}
 	return t.flush()
 }
