@@ -288,3 +288,21 @@ func TestEventsRequestID(t *testing.T) {
 		t.Errorf("events --follow --request-id %s printed:\n%s", id, fo.String())
 	}
 }
+
+// The device-unavailable problem's detail is the tenants error, which
+// begins with its sentinels ("conflict: device registered with another
+// provider: ..."): ctl printed "Device registered with another provider:
+// conflict: device registered with another provider: device ...". The
+// title is printed once, then the detail once.
+func TestDeviceUnavailableReportedOnce(t *testing.T) {
+	const mac = "02:00:00:00:00:07"
+	r := refusalRig(t, mac, "correct horse")
+	for _, who := range []string{"beta", "operator"} {
+		_, msg := refused(t, "", r.api(who, "device-add", "beta", mac, "c-77")...)
+		first, _, _ := strings.Cut(msg, "\n")
+		if n := strings.Count(strings.ToLower(first), "registered with another provider"); n != 1 || strings.Contains(first, "conflict:") ||
+			!strings.HasPrefix(first, "ispmux: Device registered with another provider: device "+mac) {
+			t.Errorf("%s's refusal printed:\n%s\nwant the title once, then the detail (\"device %s ...\") once", who, msg, mac)
+		}
+	}
+}

@@ -105,7 +105,9 @@ func TestSubscriberEventsWindow(t *testing.T) {
 }
 
 // TestProblemLine: a problem's detail that repeats its title is not
-// printed twice ("Not found: not found: customer c-1").
+// printed twice ("Not found: not found: customer c-1"), nor one that
+// repeats it after its status's words ("Device registered with another
+// provider: conflict: device registered with another provider: ...").
 func TestProblemLine(t *testing.T) {
 	for _, c := range []struct {
 		p    client.Error
@@ -114,6 +116,12 @@ func TestProblemLine(t *testing.T) {
 		{client.Error{Status: 404, Title: "Not found", Detail: "not found: customer c-1"}, "Not found: customer c-1 (HTTP 404)"},
 		{client.Error{Status: 409, Title: "Conflict", Detail: "the device is attached elsewhere"}, "Conflict: the device is attached elsewhere (HTTP 409)"},
 		{client.Error{Status: 400, Title: "Bad request", Detail: "Bad request", RequestID: "r1"}, "Bad request (HTTP 400, request r1)"},
+		// The detail is the tenants error, its sentinels first (ErrConflict's, then ErrDeviceTaken's, the title).
+		{client.Error{Status: 409, Title: "Device registered with another provider", Detail: "conflict: device registered with another provider: device 02:00:00:00:00:07 cannot be attached here; ask the operator", RequestID: "r2"},
+			"Device registered with another provider: device 02:00:00:00:00:07 cannot be attached here; ask the operator (HTTP 409, request r2)"},
+		{client.Error{Status: 409, Title: "Conflict", Detail: "conflict: customer suspended"}, "Conflict: customer suspended (HTTP 409)"},
+		// A detail that only begins with words of the title keeps them.
+		{client.Error{Status: 409, Title: "Conflict", Detail: "conflicting access: acc1"}, "Conflict: conflicting access: acc1 (HTTP 409)"},
 	} {
 		if got := problemLine(&c.p); got != c.want {
 			t.Errorf("problemLine(%+v) = %q, want %q", c.p, got, c.want)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -68,11 +70,7 @@ func problemLine(p *client.Error) string {
 	if p.Title == "" {
 		b.WriteString(p.Slug())
 	}
-	switch d := p.Detail; {
-	case d == "" || d == p.Title:
-	case p.Title != "" && len(d) > len(p.Title) && strings.EqualFold(d[:len(p.Title)], p.Title) && d[len(p.Title)] == ':':
-		b.WriteString(d[len(p.Title):]) // "Not found: customer c-1", not "Not found: not found: customer c-1"
-	default:
+	if d := problemDetail(p); d != "" {
 		b.WriteString(": " + d)
 	}
 	fmt.Fprintf(&b, " (HTTP %d", p.Status)
@@ -81,6 +79,32 @@ func problemLine(p *client.Error) string {
 	}
 	b.WriteString(")")
 	return b.String()
+}
+
+// problemDetail is a problem's detail without what repeats its title: a
+// detail is the service's error, whose sentinels come first ("not found:
+// customer c-1" under "Not found"; "conflict: device registered with
+// another provider: device ..." under "Device registered with another
+// provider"), so its leading "WORDS: " are dropped while they are the
+// title, the status's words or the problem type's. "" when nothing else
+// is left.
+func problemDetail(p *client.Error) string {
+	echoes := []string{p.Title, http.StatusText(p.Status), strings.ReplaceAll(p.Slug(), "-", " ")}
+	d := strings.TrimSpace(p.Detail)
+	for {
+		head, rest, ok := strings.Cut(d, ":")
+		if !ok {
+			break
+		}
+		if !slices.ContainsFunc(echoes, func(e string) bool { return e != "" && strings.EqualFold(head, e) }) {
+			break
+		}
+		d = strings.TrimSpace(rest)
+	}
+	if slices.ContainsFunc(echoes, func(e string) bool { return strings.EqualFold(d, e) }) {
+		return ""
+	}
+	return d
 }
 
 // newFlagSet returns a flag set whose errors are returned, never printed
