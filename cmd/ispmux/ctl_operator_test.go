@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ispmux/ispmux/api/client"
+	"github.com/ispmux/ispmux/subscribers"
 	"github.com/ispmux/ispmux/tenants"
 )
 
@@ -304,5 +305,50 @@ func TestDeviceUnavailableReportedOnce(t *testing.T) {
 			!strings.HasPrefix(first, "ispmux: Device registered with another provider: device "+mac) {
 			t.Errorf("%s's refusal printed:\n%s\nwant the title once, then the detail (\"device %s ...\") once", who, msg, mac)
 		}
+	}
+}
+
+// The operator refused another ISP's device (attaching it through an
+// ISP's path, or claiming it) is told whose it is and to move it with POST
+// /v1/devices/MAC/move: ctl named only the API route. It names the ctl
+// command too, with the device, ISP and customer the operator asked for,
+// and that command moves it. An ISP is told nothing of the kind; for a
+// device of the configuration (which a move refuses) no move is named.
+func TestOperatorRefusalNamesCtlMove(t *testing.T) {
+	const mac = "02:00:00:00:00:07"
+	r := refusalRig(t, mac, "correct horse")
+	_, msg := refused(t, "", r.api("beta", "device-add", "beta", mac, "c-77")...)
+	if strings.Contains(msg, "ispmux ctl") || strings.Contains(msg, "/move") {
+		t.Errorf("beta's refusal names a move command:\n%s", msg)
+	}
+
+	sock := []string{"ctl", "--socket", r.sock}
+	for _, c := range []struct {
+		args  []string
+		stdin string
+	}{
+		{append(sock, "device-add", "beta", mac, "c-77"), ""},
+		{append(sock, "claim", "beta", "c-77", mac, "--password-stdin"), "correct horse\n"},
+	} {
+		_, msg := refused(t, c.stdin, c.args...)
+		want := "ispmux ctl --socket " + r.sock + " move " + mac + " beta c-77"
+		if !strings.Contains(msg, want) {
+			t.Errorf("%q refused:\n%s\nwant the ctl command that moves it: %s", c.args[3:], msg, want)
+		}
+	}
+	r.ok("", append(sock, "move", mac, "beta", "c-77")...)
+	out, _ := r.ok("", append(sock, "devices", "beta")...)
+	if rows := column(t, out); len(rows) != 1 || rows[0]["MAC"] != mac || rows[0]["CUSTOMER"] != "c-77" {
+		t.Errorf("after the move named:\n%s", out)
+	}
+
+	// A configuration device: changed in the configuration, no move.
+	hw := subscribers.MAC{2, 0, 0, 0, 0, 8}
+	if _, err := r.ten.SyncConfig([]tenants.ConfigDevice{{MAC: hw, ISP: "alpha", CustomerID: "building-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, msg = refused(t, "", append(sock, "device-add", "beta", "02:00:00:00:00:08", "c-77")...)
+	if strings.Contains(msg, " move ") || !strings.Contains(msg, "configuration") {
+		t.Errorf("refused a configuration device:\n%s\nwant the configuration named, no move", msg)
 	}
 }

@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/ispmux/ispmux/api/client"
 	"github.com/ispmux/ispmux/tenants"
@@ -205,7 +207,7 @@ func ctlDeviceAdd(e *ctlEnv, args []string) error {
 	}
 	d, err := c.AttachDevice(e.ctx, args[0], tenants.DeviceInput{MAC: args[1], CustomerID: args[2], Access: e.o.access})
 	if err != nil {
-		return err
+		return e.moveHint(err, args[1], args[0], args[2])
 	}
 	return e.showDevice(d)
 }
@@ -251,9 +253,23 @@ func ctlClaim(e *ctlEnv, args []string) error {
 	d, err := c.Claim(e.ctx, tenants.ClaimRequest{ISP: args[0], CustomerID: args[1], Password: pw, MAC: args[2],
 		Replace: e.o.replace, Access: e.o.access})
 	if err != nil {
-		return err
+		return e.moveHint(err, args[2], args[0], args[1])
 	}
 	return e.showDevice(d)
+}
+
+// moveHint is err, an attach or claim of mac to isp's customer; when it
+// is the operator's refusal of another ISP's device that names the move
+// to use (POST /v1/devices/MAC/move: an ISP's names none, nor the one of a
+// device of the configuration, which a move refuses), with the ctl
+// command that makes that move.
+func (e *ctlEnv) moveHint(err error, mac, isp, customer string) error {
+	var p *client.Error
+	if !errors.As(err, &p) || p.Slug() != "device-unavailable" || !strings.Contains(p.Detail, "/move") {
+		return err
+	}
+	return hinted{err, fmt.Sprintf("`%s move %s %s %s` moves it (the old ISP serves it until its next renewal; --immediate ends that at once)",
+		e.again(), mac, isp, customer)}
 }
 
 func ctlBlock(e *ctlEnv, args []string) error   { return e.block(args[0], true) }

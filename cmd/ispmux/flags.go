@@ -35,9 +35,27 @@ func exitCode(err error) int {
 	return 1
 }
 
+// hinted is an error with what to do about it, a line report prints
+// after the error.
+type hinted struct {
+	error
+	hint string
+}
+
+func (h hinted) Unwrap() error { return h.error }
+
 // report prints err for a person: a usage error with the usage after
-// it, an API problem with its title and detail.
+// it, an API problem with its title and detail, then a hint (hinted).
 func report(w io.Writer, err error) {
+	reportError(w, err)
+	var h hinted
+	if errors.As(err, &h) {
+		fmt.Fprintln(w, "  "+h.hint)
+	}
+}
+
+// reportError prints err (report), without its hint.
+func reportError(w io.Writer, err error) {
 	var u usageError
 	if errors.As(err, &u) {
 		if u.msg != "" {
