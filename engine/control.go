@@ -52,7 +52,9 @@ type Control struct {
 	perISP   [256][2]int
 	resolver *fib.Resolver
 
-	// OnPunt handles punted frames that are not ARP (DHCP). Set before Run.
+	// OnPunt handles punted frames that are not ARP from an uplink: DHCP,
+	// ICMP unreachables about it, subscribers' ARP replies to the DHCP
+	// proxy's probes. Set before Run.
 	OnPunt PuntHandler
 
 	arpSent, arpLearned, puntOther atomic.Uint64
@@ -395,6 +397,11 @@ func (c *Control) handlePunt(p *Punted) {
 		pt := &c.s.ports[p.Port]
 		vlan := pkt.VLAN & 0xfff
 		if pt.role[vlan] != roleUplink {
+			// A subscriber's answer to the DHCP proxy's probe
+			// (probeReply): the proxy's.
+			if pt.role[vlan] == roleAccess && c.OnPunt != nil {
+				c.OnPunt(p)
+			}
 			return
 		}
 		isp := pt.isp[vlan]

@@ -745,3 +745,107 @@ func TestICMPUnreachableToUplinkIsPunted(t *testing.T) {
 		t.Errorf("other ICMP punted")
 	}
 }
+
+// TestARPProbeReplyPunted: a bound subscriber's ARP reply to our MAC, for
+// its bound address, to its circuit's gateway address (the answer to the
+// DHCP proxy's probe of a claimed binding, dhcpproxy/probes.go) reaches
+// the control plane's punt handler, the frame as received; any other ARP
+// reply from a subscriber is still dropped (arp_ignored, or unknown_mac
+// unbound), and nothing is sent back. Before, every reply was dropped.
+func TestARPProbeReplyPunted(t *testing.T) {
+	r := newRig(t, 64)
+	r.bindAll()
+	r.resolve()
+	var got [][]byte
+	r.c.OnPunt = func(p *Punted) { got = append(got, append([]byte(nil), p.Frame()...)) }
+	for _, c := range []struct {
+		what string
+		f    []byte
+	}{
+		{"untagged", arpFrame(t, sub1, accMAC, 0, layers.ARPReply, sub1, "100.64.0.11", accMAC, "100.64.0.1")},
+		{"VLAN 100", arpFrame(t, sub3, accMAC, 100, layers.ARPReply, sub3, "100.64.0.11", accMAC, "100.64.0.1")},
+	} {
+		got = nil
+		out := r.send(0, c.f)
+		if len(got) != 1 || string(got[0]) != string(c.f[:len(got[0])]) || len(got[0]) < 14+fib.ARPLen {
+			t.Errorf("%s: punted %x, want the reply %x", c.what, got, c.f)
+		}
+		if len(out[0]) != 0 {
+			t.Errorf("%s: answered a reply: %x", c.what, out[0])
+		}
+	}
+	ignored := r.dropCount(0, classifier.ReasonARPIgnored)
+	for _, c := range []struct {
+		what string
+		f    []byte
+		why  classifier.Reason
+	}{
+		{"broadcast (gratuitous) reply", arpFrame(t, sub1, broadcastMAC, 0, layers.ARPReply, sub1, "100.64.0.11", broadcastMAC, "100.64.0.11"), classifier.ReasonARPIgnored},
+		{"reply for another address", arpFrame(t, sub1, accMAC, 0, layers.ARPReply, sub1, "100.64.0.12", accMAC, "100.64.0.1"), classifier.ReasonARPIgnored},
+		{"reply to another address", arpFrame(t, sub1, accMAC, 0, layers.ARPReply, sub1, "100.64.0.11", accMAC, "100.64.0.99"), classifier.ReasonARPIgnored},
+		{"reply to another MAC in the ARP header", arpFrame(t, sub1, accMAC, 0, layers.ARPReply, sub1, "100.64.0.11", sub2, "100.64.0.1"), classifier.ReasonARPIgnored},
+		{"sender MAC not the source", arpFrame(t, sub1, accMAC, 0, layers.ARPReply, sub2, "100.64.0.11", accMAC, "100.64.0.1"), classifier.ReasonSpoofedSource},
+		{"unbound MAC", arpFrame(t, sub4, accMAC, 0, layers.ARPReply, sub4, "100.64.0.14", accMAC, "100.64.0.1"), classifier.ReasonUnknownMAC},
+	} {
+		got = nil
+		before := r.dropCount(0, c.why)
+		if out := r.send(0, c.f); len(got) != 0 || len(out[0]) != 0 || r.dropCount(0, c.why) != before+1 {
+			t.Errorf("%s: punted %d, sent back %d, %s drops %d→%d; want dropped as %s", c.what, len(got), len(out[0]),
+				c.why, before, r.dropCount(0, c.why), c.why)
+		}
+	}
+	if n := r.dropCount(0, classifier.ReasonARPIgnored); n != ignored+4 {
+		t.Errorf("arp_ignored %d, want %d", n, ignored+4)
+	}
+}
+
+// TestARPProbeReplyPuntRate: a bound subscriber flooding such replies
+// reaches the control plane within the port's ARP punt budget only (the
+// rest dropped as arp_ignored): it cannot fill the punt queue that
+// carries its circuit's DHCP.
+func TestARPProbeReplyPuntRate(t *testing.T) {
+	r := newRig(t, 64)
+	r.bindAll()
+	r.resolve()
+	got := 0
+	r.c.OnPunt = func(p *Punted) { got++ }
+	f := arpFrame(t, sub1, accMAC, 0, layers.ARPReply, sub1, "100.64.0.11", accMAC, "100.64.0.1")
+	for range 10 {
+		var fs [][]byte
+		for range 50 {
+			fs = append(fs, f)
+		}
+		r.send(0, fs...)
+	}
+	if got < arpPuntBurst || got > arpPuntBurst+10 {
+		t.Errorf("%d of 500 replies punted, want about %d (the burst)", got, arpPuntBurst)
+	}
+	if n := r.dropCount(0, classifier.ReasonARPIgnored); n != uint64(500-got) {
+		t.Errorf("arp_ignored %d, want %d", n, 500-got)
+	}
+}
+
+// TestARPProbeReplyAllocs: punting a probe's reply allocates nothing in
+// the worker.
+func TestARPProbeReplyAllocs(t *testing.T) {
+	r := newRig(t, 64)
+	r.bindAll()
+	r.resolve()
+	f := arpFrame(t, sub1, accMAC, 0, layers.ARPReply, sub1, "100.64.0.11", accMAC, "100.64.0.1")
+	for _, q := range r.q {
+		q.Sink = nil
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		r.q[0].Inject(f)
+		r.w.RunOnce()
+		for p := r.s.Punts.Next(); p != nil; p = r.s.Punts.Next() {
+			r.s.Punts.Release(p)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("worker iteration punting an ARP reply allocates %.1f times", allocs)
+	}
+	if c := r.s.Counters()[0]; c.Punts == 0 {
+		t.Error("no reply punted")
+	}
+}

@@ -52,7 +52,11 @@ type Processor struct {
 	// Sample of unregistered DHCP passed to the proxy, per ingress port.
 	unregTokens [datapath.MaxPorts]float64
 	unregLast   [datapath.MaxPorts]int64
-	touched     uint32 // bit p: port p has counts to flush
+	// Budget of subscribers' ARP replies passed to the proxy (answers to
+	// its probes), per ingress port.
+	arpTokens [datapath.MaxPorts]float64
+	arpLast   [datapath.MaxPorts]int64
+	touched   uint32 // bit p: port p has counts to flush
 }
 
 // NewProcessor returns a processor for one worker.
@@ -303,6 +307,8 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 			return
 		}
 		switch {
+		case pkt.ARPOp == arpReply && pkt.Dst == pt.mac:
+			p.probeReply(in, pt, out, pkt, f, sub.IP)
 		case pkt.ARPOp != arpRequest:
 			p.drop(in, out, classifier.ReasonARPIgnored)
 		case pkt.SPA == 0 || pkt.SPA == pkt.TPA || pkt.TPA == sub.IP:
@@ -321,11 +327,36 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 	return false
 }
 
+// probeReply punts a bound subscriber's ARP reply to our MAC (in the
+// ARP header too) for its bound address ip, to its circuit's gateway
+// address: the answer to the DHCP proxy's probe of a binding another
+// circuit claims (dhcpproxy/probes.go). Within the port's budget
+// (arpPuntRate); any other reply is dropped, as ispmux asks subscribers
+// nothing else.
+func (p *Processor) probeReply(in uint8, pt *port, out *datapath.Verdict, pkt *classifier.Packet, f []byte, ip uint32) {
+	gw := pt.addr[pkt.VLAN&0xfff]
+	if pkt.THA != pt.mac || gw == 0 || pkt.TPA != gw || pkt.SPA != ip ||
+		!takeToken(&p.arpTokens[in], &p.arpLast[in], arpPuntRate, arpPuntBurst) {
+		p.drop(in, out, classifier.ReasonARPIgnored)
+		return
+	}
+	p.punt(in, out, pkt, f)
+}
+
 // Unregistered DHCP sampled per ingress port and worker: enough for the
 // proxy to record who asked (it keeps one event per MAC a minute anyway).
 const (
 	unregRate  = 20 // per second
 	unregBurst = 20
+)
+
+// Subscribers' ARP replies punted per ingress port and worker: the proxy
+// sends at most a few probes a second per circuit (dhcpproxy/probes.go),
+// and a subscriber flooding replies must not fill the port's punt queue,
+// which carries its neighbours' DHCP.
+const (
+	arpPuntRate  = 50 // per second
+	arpPuntBurst = 50
 )
 
 // isAdmitted reports whether mac is a registered subscriber's.
@@ -340,14 +371,20 @@ func (p *Processor) admitted(in uint8, mac uint64) bool {
 	if p.isAdmitted(mac) {
 		return true
 	}
-	now := nanotime() + 1 // never 0: unregLast 0 means a full bucket
-	b := &p.unregTokens[in]
-	if p.unregLast[in] == 0 {
-		*b = unregBurst
+	return takeToken(&p.unregTokens[in], &p.unregLast[in], unregRate, unregBurst)
+}
+
+// takeToken takes a token from the bucket *b (rate per second, up to
+// burst) last refilled at *last (nanotime; 0: never, a full bucket), and
+// reports whether there was one.
+func takeToken(b *float64, last *int64, rate, burst float64) bool {
+	now := nanotime() + 1 // never 0
+	if *last == 0 {
+		*b = burst
 	} else {
-		*b = min(unregBurst, *b+float64(now-p.unregLast[in])*unregRate/1e9)
+		*b = min(burst, *b+float64(now-*last)*rate/1e9)
 	}
-	p.unregLast[in] = now
+	*last = now
 	if *b < 1 {
 		return false
 	}

@@ -108,7 +108,9 @@ func TestEveryDropReason(t *testing.T) {
 			return udpFrame(t, gwaMAC, upaMAC, 0, "198.51.100.10", "100.64.0.99", 64, 1, 2)
 		}},
 		classifier.ReasonARPIgnored: {frame: func(t testing.TB) []byte {
-			return arpFrame(t, sub1, accMAC, 0, layers.ARPReply, sub1, "100.64.0.11", accMAC, "100.64.0.1")
+			// A gratuitous reply (a reply to our MAC is punted when it
+			// answers the proxy's probe: TestARPProbeReplyPunted).
+			return arpFrame(t, sub1, broadcastMAC, 0, layers.ARPReply, sub1, "100.64.0.11", broadcastMAC, "100.64.0.11")
 		}},
 		// More DHCP than the punt queue holds, in one worker iteration per
 		// batch with nobody draining it.
