@@ -2,6 +2,7 @@ package dhcpproxy
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
+	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/subscribers"
 )
@@ -526,4 +529,162 @@ func TestMoveAfterRestartWaitsClientLeaseMax(t *testing.T) {
 	r.wantHeldOnAcc0(et, "DISCOVER on acc1 once the client lease given before the restart ran out", r.discoverOnAcc1())
 	r.pastT1(clm*3/2 + 2*time.Second)
 	r.wantMovedToAcc1(et, r.wantOfferOnAcc1("DISCOVER on acc1 client_lease_max after its first"))
+}
+
+// arpSent takes what the proxy sent and returns the ARP frames decoded,
+// with their port; anything else sent fails the test.
+func (r *prig) arpSent(what string) []arpOut {
+	r.t.Helper()
+	var out []arpOut
+	for _, s := range r.snd.take() {
+		var pkt classifier.Packet
+		if pkt.Decode(s.frame) != classifier.ReasonNone || pkt.Kind != classifier.KindARP {
+			r.t.Fatalf("%s: sent on port %d a frame that is not ARP: %x", what, s.port, s.frame)
+		}
+		out = append(out, arpOut{s.port, pkt})
+	}
+	return out
+}
+
+type arpOut struct {
+	port uint8
+	pkt  classifier.Packet
+}
+
+// wantProbe checks that the proxy sent, on its tick at, one ARP probe of
+// s1's address on the access port, VLAN vlan: a request (Ethernet unicast
+// to s1, target hardware address zero) from our MAC and the circuit's
+// gateway address.
+func (r *prig) wantProbe(at time.Time, vlan uint16, what string) {
+	r.t.Helper()
+	r.p.expire(at)
+	got := r.arpSent(what)
+	if len(got) != 1 {
+		r.t.Fatalf("%s: %d ARP frames sent, want one probe (counters %v)", what, len(got), r.p.Counters())
+	}
+	a := got[0].pkt
+	tagged := vlan != 0
+	if got[0].port != accPort || a.VLAN&0xfff != vlan || a.Tagged != tagged || a.Dst != s1MAC || a.Src != accMAC ||
+		a.ARPOp != 1 || a.SHA != accMAC || a.SPA != ip4(ourSID) || a.THA != 0 || a.TPA != ip4(netip.MustParseAddr(s1Addr)) {
+		r.t.Errorf("%s: sent on port %d %+v; want on port %d, VLAN %d (tagged %v), a request to %x from %x: who has %s, tell %s",
+			what, got[0].port, a, accPort, vlan, tagged, uint64(s1MAC), uint64(accMAC), s1Addr, ourSID)
+	}
+}
+
+// wantNoARP checks that the proxy's tick at sends nothing.
+func (r *prig) wantNoARP(at time.Time, what string) {
+	r.t.Helper()
+	r.p.expire(at)
+	if got := r.arpSent(what); len(got) != 0 {
+		r.t.Errorf("%s: sent %d ARP frames, want none", what, len(got))
+	}
+}
+
+// arpReplyFrom is s1's ARP reply on VLAN vlan to a probe: s1Addr is at
+// s1's MAC, to our MAC and the gateway address.
+func (r *prig) arpReplyFrom(vlan uint16) {
+	f := make([]byte, 64)
+	n := fib.ARPReply(f, s1MAC, ip4(netip.MustParseAddr(s1Addr)), accMAC, ip4(ourSID), vlan, vlan != 0)
+	r.p.HandleFrame(accPort, f[:n])
+}
+
+// A DISCOVER with s1's MAC on acc1, s1 bound on acc0: the claim starts
+// one probe set of s1's circuit, three ARP requests a second apart on
+// acc0 (VLAN 0, untagged) to s1's MAC for its address. s1 answers there
+// (the second probe): the claim is withdrawn (moved_circuit_probe_answered),
+// no more probes are sent, and acc1's DISCOVER is still refused, after
+// the probes' time as much as before; s1 keeps its binding. Before, no
+// probe was sent.
+func TestClaimProbeAnsweredOnTheHoldersCircuit(t *testing.T) {
+	r, et := boundOnAcc0(t)
+	t0 := time.Now()
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1", r.discoverOnAcc1())
+	r.wantProbe(t0, 0, "first tick after the claim")
+	r.wantNoARP(t0.Add(500*time.Millisecond), "half a second later")
+	r.wantProbe(t0.Add(time.Second), 0, "a second later")
+	r.arpReplyFrom(0)
+	if n := r.p.Counters()["moved_circuit_probe_answered"]; n != 1 {
+		t.Errorf("moved_circuit_probe_answered %d, want 1 (counters %v)", n, r.p.Counters())
+	}
+	r.wantNoARP(t0.Add(2*time.Second), "after the answer")
+	r.wantNoARP(t0.Add(3*time.Second), "when the probes would have ended")
+	r.wantNoARP(t0.Add(4*time.Second), "a second after")
+	if n := r.p.Counters()["moved_circuit_probe_silent"]; n != 0 {
+		t.Errorf("moved_circuit_probe_silent %d, want 0", n)
+	}
+	r.pastT1(5 * time.Second)
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1 after the answered probes", r.discoverOnAcc1())
+	r.pastT1(r.p.cfg.ClientLeaseMax / 2)
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1 half a client lease later", r.discoverOnAcc1())
+}
+
+// s1 moved from acc0 to acc1 (unplugged, plugged in on the other
+// circuit): its DISCOVER on acc1 is refused and starts the probes of
+// acc0, which nobody answers there (a reply with s1's MAC on acc1, where
+// s1 now is or a forger might be, is not an answer). Once the three
+// probes and a second have passed, the claim may take the binding over
+// (moved_circuit_probe_silent): s1's next DISCOVER on acc1, seconds after
+// its first, is served and s1 bound there, its acc0 binding revoked.
+// Bound on acc1 (VLAN 5), its MAC asking on acc0 again probes acc1,
+// tagged. Before, acc1's DISCOVER was refused until acc0's client lease
+// (10 min) had run out.
+func TestClaimProbeSilentServesTheMoveInSeconds(t *testing.T) {
+	r, et := boundOnAcc0(t)
+	t0 := time.Now()
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1", r.discoverOnAcc1())
+	for i := range 3 {
+		r.wantProbe(t0.Add(time.Duration(i)*time.Second), 0, fmt.Sprintf("probe %d", i+1))
+		r.arpReplyFrom(5)
+	}
+	r.pastT1(2500 * time.Millisecond)
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1 before the probes ended", r.discoverOnAcc1())
+	r.wantNoARP(t0.Add(3*time.Second), "a second after the last probe")
+	if n := r.p.Counters()["moved_circuit_probe_silent"]; n != 1 {
+		t.Errorf("moved_circuit_probe_silent %d, want 1 (counters %v)", n, r.p.Counters())
+	}
+	if n := r.p.Counters()["moved_circuit_probe_answered"]; n != 0 {
+		t.Errorf("moved_circuit_probe_answered %d, want 0: the replies came from acc1", n)
+	}
+	r.pastT1(4 * time.Second)
+	r.wantMovedToAcc1(et, r.wantOfferOnAcc1("DISCOVER on acc1 4 s after its first"))
+	r.snd.take()
+	r.pastT1(5 * time.Second)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	if sent := r.toPorts(); len(sent[upPort]) != 0 || len(sent[accPort]) != 0 {
+		t.Fatalf("DISCOVER on acc0 with s1 bound on acc1: %v relayed, %v answered; want it refused", sent[upPort], sent[accPort])
+	}
+	r.wantProbe(t0.Add(5*time.Second), 5, "probe of acc1")
+}
+
+// Probe sets are budgeted per probed circuit: probeSetBurst at once, then
+// probeSetRate a second; a circuit's budget spends none of another's. A
+// claim over the budget sends nothing (moved_circuit_probe_skipped) and
+// leaves the client-lease rule to decide: acc1's DISCOVER is still
+// refused after the probes' time; its next message, the budget refilled,
+// starts the claim's probe set.
+func TestClaimProbesBudgetedPerCircuit(t *testing.T) {
+	r, et := boundOnAcc0(t)
+	t0 := time.Now()
+	acc0 := circuitKey{accPort, 0}
+	for i := range probeSetBurst {
+		if !r.p.probes.start(subKey{acc0, uint64(0x026600000000 + i)}, [4]byte{100, 64, 1, byte(i)}, t0) {
+			t.Fatalf("probe set %d of acc0 refused, within the burst of %d", i+1, probeSetBurst)
+		}
+	}
+	if r.p.probes.start(subKey{acc0, 0x0266000000ff}, [4]byte{100, 64, 1, 255}, t0) {
+		t.Errorf("probe set %d of acc0 started at once, over the burst", probeSetBurst+1)
+	}
+	if !r.p.probes.start(subKey{circuitKey{accPort, 5}, 0x0266000000ff}, [4]byte{100, 64, 1, 255}, t0) {
+		t.Error("acc1's first probe set refused: acc0's spent budget is not acc1's")
+	}
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1, acc0's probe budget spent", r.discoverOnAcc1())
+	if n := r.p.Counters()["moved_circuit_probe_skipped"]; n != 1 {
+		t.Errorf("moved_circuit_probe_skipped %d, want 1", n)
+	}
+	// The other sets' bindings are not held: they stop, unsent.
+	r.wantNoARP(t0, "first tick, the claim unprobed")
+	r.wantNoARP(t0.Add(3*time.Second), "the probes' time later")
+	r.pastT1(3 * time.Second)
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1 3 s later", r.discoverOnAcc1())
+	r.wantProbe(t0.Add(3*time.Second), 0, "the budget refilled, acc1's next DISCOVER")
 }

@@ -166,14 +166,14 @@ type leaseTable struct {
 	// claims holds, for the bindings whose MAC asked for a lease on
 	// another circuit (moves.go, endOtherCircuits), when that circuit
 	// may take the MAC over unless the holder is heard from first.
-	claims map[subKey]time.Time
+	claims map[subKey]claim
 }
 
 func (t *leaseTable) init() {
 	t.m = oatable.New[subKey, lease](hashSubKey)
 	t.perCircuit = map[circuitKey]int{}
 	t.cuts = map[subKey]time.Time{}
-	t.claims = map[subKey]time.Time{}
+	t.claims = map[subKey]claim{}
 	t.gen = map[subKey]uint64{}
 }
 

@@ -110,7 +110,10 @@ func (p *Proxy) endHeld(sk subKey, want lease, why string) bool {
 // ispmux last gave it run out, and at the latest ClientLeaseMax from the
 // first such message (claim): a device still there renews before its
 // lease ends (RFC 2131 §4.4.5), and one that let it end has stopped
-// using the address. Until then the message is refused
+// using the address. The claim also has the holder's circuit probed by
+// ARP (probeClaim): a holder that answers there withdraws it, one silent
+// through the probes lets it take the binding over within seconds.
+// Until then the message is refused
 // (moved_circuit_refused, a rejected event): the other circuit may be a
 // device forging the MAC, and the ISP's ACK of its DORA would prove
 // nothing (it answers any client with that MAC). Taken over, the binding
@@ -130,7 +133,10 @@ func (p *Proxy) endOtherCircuits(c *Circuit, sk subKey, reg *registry.Entry, now
 		if h.k == sk || !h.l.endsAfter(now) {
 			continue
 		}
-		if now.Before(p.leases.claim(h.k, now.Add(p.cfg.ClientLeaseMax))) {
+		if at, unprobed := p.leases.claim(h.k, now.Add(p.cfg.ClientLeaseMax)); now.Before(at) {
+			if unprobed {
+				p.probeClaim(h, now)
+			}
 			access, _ := p.names(h)
 			p.count("moved_circuit_refused")
 			p.refuse(subscribers.EventRejected, regSubject(sk.mac, c, *reg), netip.Addr{},
@@ -147,28 +153,39 @@ func (p *Proxy) endOtherCircuits(c *Circuit, sk subKey, reg *registry.Entry, now
 	return true
 }
 
+// claim is another circuit's claim on a binding's MAC (endOtherCircuits).
+type claim struct {
+	// at: when that circuit may take the MAC over at the latest (the
+	// first claim's ClientLeaseMax later; now once the probes of the
+	// holder's circuit went unanswered, probes.go).
+	at time.Time
+	// probed: a probe set was started for it (one per claim).
+	probed bool
+}
+
 // claim records that another circuit asked for sk's MAC: it may take it
 // over at at (the first claim's at, if one is pending), or when the
 // client lease ispmux last gave sk's holder runs out if that is sooner
 // (its clientEnd, when known), unless the holder is heard from first
-// (heard). It returns when that circuit may; the zero time (now) if sk
-// holds no binding any more.
-func (t *leaseTable) claim(sk subKey, at time.Time) time.Time {
+// (heard). It returns when that circuit may, the zero time (now) if sk
+// holds no binding any more, and whether no probe set was started for the
+// claim yet (probeClaim).
+func (t *leaseTable) claim(sk subKey, at time.Time) (time.Time, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	l := t.m.Ptr(sk)
 	if l == nil {
-		return time.Time{}
+		return time.Time{}, false
 	}
-	if first, ok := t.claims[sk]; ok {
-		at = first
-	} else {
-		t.claims[sk] = at
+	c, ok := t.claims[sk]
+	if !ok {
+		c = claim{at: at}
+		t.claims[sk] = c
 	}
-	if end, ok := l.clientEndAt(); ok && end < at.UnixNano() {
-		return time.Unix(0, end)
+	if end, ok := l.clientEndAt(); ok && end < c.at.UnixNano() {
+		return time.Unix(0, end), !c.probed
 	}
-	return at
+	return c.at, !c.probed
 }
 
 // heard notes a message of sk's holder on its own circuit: it withdraws

@@ -63,6 +63,9 @@
 //     ispmux last gave its holder has run out unrenewed, at the latest
 //     ClientLeaseMax after the claim without a word from the holder (the
 //     deadlines, claims and client leases' ends are leaseTable's).
+//   - probes.go: the ARP probes of a claimed binding's circuit, which end
+//     the claim (an answer) or let it take the binding over at once
+//     (silence); the probe sets in flight and budgets (probeTable.mu).
 //   - intents.go: ending a binding the ISP must hear about, through a
 //     durable intent; the intents not yet completed (intentQueue.mu).
 //   - limit.go: the per-MAC and per-circuit rate limits (limiter.mu).
@@ -290,6 +293,7 @@ type Proxy struct {
 	notes   eventNotes
 	intents intentQueue
 	ob      onboardingTable
+	probes  probeTable
 
 	// subMu serialises, per subscriber (striped by MAC), a binding's
 	// commit (bindAndAck) and its end (endBinding): an ACK committed
@@ -324,6 +328,7 @@ func New(cfg Config, store Store, reg Registry, tables Tables, send Sender, log 
 	p.tx.init()
 	p.intents.init()
 	p.leases.init()
+	p.probes.init()
 	p.limits.init(&p.cfg)
 	p.notes.init()
 	for i := range cfg.Circuits {
@@ -444,7 +449,8 @@ type circuitName struct {
 	vlan uint16
 }
 
-// HandleFrame processes one punted DHCP frame received on port.
+// HandleFrame processes one punted frame received on port: DHCP, an ICMP
+// unreachable about it, a subscriber's ARP reply to a probe (probes.go).
 func (p *Proxy) HandleFrame(port uint8, f []byte) {
 	var pkt classifier.Packet
 	if pkt.Decode(f) != classifier.ReasonNone {
@@ -452,6 +458,14 @@ func (p *Proxy) HandleFrame(port uint8, f []byte) {
 		return
 	}
 	k := circuitKey{port, pkt.VLAN & 0xfff}
+	if pkt.Kind == classifier.KindARP {
+		if c, ok := p.circuits[k]; ok {
+			p.fromSubscriberARP(c, &pkt)
+		} else {
+			p.count("not_for_us")
+		}
+		return
+	}
 	if isp, ok := p.uplinks[k]; ok && pkt.Kind == classifier.KindIPv4 && pkt.Proto == 1 && pkt.FragOff == 0 && pkt.L4+8 <= len(f) && f[pkt.L4] == 3 {
 		p.unreachable(isp, &pkt, f)
 		return
@@ -502,6 +516,7 @@ func (p *Proxy) expire(now time.Time) {
 	p.summarize(now)
 	p.expireLeases(now)
 	p.cutMoves(now)
+	p.sendProbes(now)
 	p.expireOnboarding(now)
 	p.flushIntents(now)
 }

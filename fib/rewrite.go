@@ -101,6 +101,14 @@ func ARPRequest(b []byte, srcMAC uint64, srcIP uint32, targetIP uint32, vlan uin
 	return writeARP(b, 1, BroadcastMAC, srcMAC, srcIP, 0, targetIP, vlan, tagged)
 }
 
+// ARPProbe is ARPRequest sent to dstMAC alone (Ethernet unicast, the
+// target hardware address zero, as Linux probes a neighbour it knows):
+// "who has targetIP? tell srcIP (srcMAC)", asked of the one device
+// expected to hold it.
+func ARPProbe(b []byte, dstMAC, srcMAC uint64, srcIP uint32, targetIP uint32, vlan uint16, tagged bool) int {
+	return writeARP(b, 1, dstMAC, srcMAC, srcIP, 0, targetIP, vlan, tagged)
+}
+
 func writeARP(b []byte, op uint16, ethDst, sha uint64, spa uint32, tha uint64, tpa uint32, vlan uint16, tagged bool) int {
 	_ = b[MinFrameLen-1]
 	n := WriteL2(b, ethDst, sha, vlan, tagged, EtherTypeARP)

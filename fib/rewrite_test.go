@@ -306,6 +306,14 @@ func TestARPBuilders(t *testing.T) {
 			htype: 1, ptype: 0x0800, hlen: 6, plen: 4, op: 1,
 			sha: ours, spa: ourIP, tha: 0, tpa: peerIP,
 		})
+
+		b = bytes.Repeat([]byte{0xee}, 80)
+		n = ARPProbe(b, theirs, ours, ourIP, peerIP, 7, tagged)
+		checkARP(t, "probe", b, n, tagged, arp{
+			ethDst: theirs, ethSrc: ours, tagged: tagged, tci: 7, etherType: 0x0806,
+			htype: 1, ptype: 0x0800, hlen: 6, plen: 4, op: 1,
+			sha: ours, spa: ourIP, tha: 0, tpa: peerIP,
+		})
 	}
 }
 
