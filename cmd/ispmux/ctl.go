@@ -452,19 +452,49 @@ func (e *ctlEnv) client() (*client.Client, error) {
 	return client.NewSocket(sock, client.Options{})
 }
 
-// again is the command line that reaches the same appliance (for the
-// hints printed on stderr): "ispmux ctl -c FILE".
-func (e *ctlEnv) again() string {
-	s := "ispmux ctl"
+// again is the command line that reaches the same appliance, then words
+// (for the hints printed on stderr): "ispmux ctl -c FILE WORDS...", each
+// argument quoted for a POSIX shell (shellQuote), as it is copied and
+// pasted. Over the API it names the certificate and token file given
+// (--ca, --insecure, --token-file); never a --token (a secret: the command
+// then asks for one, as $ISPMUX_TOKEN would give it).
+func (e *ctlEnv) again(words ...string) string {
+	args := []string{"ispmux", "ctl"}
 	switch {
 	case e.set["api"]:
-		s += " --api " + e.g.apiURL
+		args = append(args, "--api", e.g.apiURL)
+		if e.set["token-file"] {
+			args = append(args, "--token-file", e.g.tokenFile)
+		}
+		if e.set["ca"] {
+			args = append(args, "--ca", e.g.ca)
+		}
+		if e.set["insecure"] && e.g.insecure {
+			args = append(args, "--insecure")
+		}
 	case e.set["socket"]:
-		s += " --socket " + e.g.socket
+		args = append(args, "--socket", e.g.socket)
 	case e.set["c"]:
-		s += " -c " + e.g.config
+		args = append(args, "-c", e.g.config)
 	}
-	return s
+	args = append(args, words...)
+	for i, a := range args {
+		args[i] = shellQuote(a)
+	}
+	return strings.Join(args, " ")
+}
+
+// shellQuote is s as one word of a POSIX shell command line: as it is
+// when no shell gives any of its characters a meaning, else in single
+// quotes (a customer ID may hold ; $ ' * and the like).
+func shellQuote(s string) string {
+	plain := s != "" && !strings.ContainsFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:@%+,", r))
+	})
+	if plain {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // notice prints a hint to stderr.

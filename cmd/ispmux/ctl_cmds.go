@@ -94,16 +94,16 @@ func (e *ctlEnv) moreNotice(next string, args ...string) {
 	if next == "" {
 		return
 	}
-	cmd := e.again() + " " + e.cmd.name
+	words := []string{e.cmd.name}
 	for _, a := range args {
 		if a != "" {
-			cmd += " " + a
+			words = append(words, a)
 		}
 	}
 	if e.o.limit > 0 {
-		cmd += " --limit " + strconv.Itoa(e.o.limit)
+		words = append(words, "--limit", strconv.Itoa(e.o.limit))
 	}
-	e.notice("more: `%s --after %s` shows the next page", cmd, next)
+	e.notice("more: `%s` shows the next page", e.again(append(words, "--after", next)...))
 }
 
 // checkMAC refuses what is not a MAC address before any request.

@@ -164,6 +164,23 @@ func (e *ctlEnv) noneOfRequest(where string) {
 		where, e.o.requestID)
 }
 
+// eventsAgain is the `ctl events` command line of the hints: the same
+// appliance, filters and --limit, after seq after (or "N"). The events
+// flags follow the command word: before it they are not ctl's.
+func (e *ctlEnv) eventsAgain(after string) string {
+	words := []string{"events"}
+	if e.o.isp != "" {
+		words = append(words, "--isp", e.o.isp)
+	}
+	if e.set["request-id"] {
+		words = append(words, "--request-id", e.o.requestID)
+	}
+	if e.o.limit > 0 {
+		words = append(words, "--limit", strconv.Itoa(e.o.limit))
+	}
+	return e.again(append(words, after)...)
+}
+
 func ctlEvents(e *ctlEnv, args []string) error {
 	if err := e.checkLimit(); err != nil {
 		return err
@@ -188,13 +205,6 @@ func ctlEvents(e *ctlEnv, args []string) error {
 		return err
 	}
 	isp := e.o.isp
-	again := e.again()
-	if isp != "" {
-		again += " --isp " + isp
-	}
-	if keep != nil {
-		again += " --request-id " + e.o.requestID
-	}
 	if e.o.follow {
 		from := int64(-1)
 		if hasAfter {
@@ -223,8 +233,8 @@ func ctlEvents(e *ctlEnv, args []string) error {
 		case len(evs) == 0 && keep != nil:
 			e.noneOfRequest(fmt.Sprintf("in the log (seq %d..%d)", b.oldest, b.newest))
 		case more:
-			e.notice("the newest %d events (seq %d..%d); the log holds seq %d..%d: `%s events N` shows those after seq N (0: from the oldest)",
-				len(evs), evs[0].Seq, evs[len(evs)-1].Seq, b.oldest, b.newest, again)
+			e.notice("the newest %d events (seq %d..%d); the log holds seq %d..%d: `%s` shows those after seq N (0: from the oldest)",
+				len(evs), evs[0].Seq, evs[len(evs)-1].Seq, b.oldest, b.newest, e.eventsAgain("N"))
 		}
 		return nil
 	}
@@ -258,8 +268,8 @@ func ctlEvents(e *ctlEnv, args []string) error {
 	}
 	next, _ := strconv.ParseUint(l.Next, 10, 64)
 	if next < l.Newest && len(l.Items) > 0 {
-		e.notice("events seq %d..%d; the log holds up to seq %d: `%s events %d` shows the next ones",
-			l.Items[0].Seq, l.Items[len(l.Items)-1].Seq, l.Newest, again, next)
+		e.notice("events seq %d..%d; the log holds up to seq %d: `%s` shows the next ones",
+			l.Items[0].Seq, l.Items[len(l.Items)-1].Seq, l.Newest, e.eventsAgain(strconv.FormatUint(next, 10)))
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -243,18 +244,21 @@ func TestEventsRequestID(t *testing.T) {
 		return ids
 	}
 	out, errOut := r.ok("", op("events", "--request-id", "script-run-1", "--limit", "2")...)
-	if got := customers(out); !slices.Equal(got, []string{"s-3", "s-4"}) || !strings.Contains(errOut, "--request-id script-run-1 events N`") {
+	if got := customers(out); !slices.Equal(got, []string{"s-3", "s-4"}) || !strings.Contains(errOut, "events --request-id script-run-1 --limit 2 N`") {
 		t.Errorf("the newest 2 of request script-run-1: %v\n%s%s", got, out, errOut)
 	}
 	out, errOut = r.ok("", op("events", "0", "--request-id", "script-run-1", "--limit", "2")...)
-	_, next, _ := strings.Cut(errOut, "--request-id script-run-1 events ")
-	next, _, found := strings.Cut(next, "` shows the next ones")
-	if got := customers(out); !slices.Equal(got, []string{"s-0", "s-1"}) || !found {
+	if got := customers(out); !slices.Equal(got, []string{"s-0", "s-1"}) || !strings.Contains(errOut, "` shows the next ones") {
 		t.Fatalf("the first 2 of request script-run-1: %v\n%s%s", got, out, errOut)
 	}
-	out, errOut = r.ok("", op("events", next, "--request-id", "script-run-1")...)
-	if got := customers(out); !slices.Equal(got, []string{"s-2", "s-3", "s-4"}) || errOut != "" {
-		t.Errorf("the rest of request script-run-1 after seq %s: %v\n%s%s", next, got, out, errOut)
+	// The next page, as the hint names it (the token as given).
+	out, errOut = r.ok("", append(hintArgs(t, errOut), "--token", r.tokens["operator"])...)
+	if got := customers(out); !slices.Equal(got, []string{"s-2", "s-3"}) || !strings.Contains(errOut, "` shows the next ones") {
+		t.Errorf("the next 2 of request script-run-1: %v\n%s%s", got, out, errOut)
+	}
+	out, errOut = r.ok("", append(hintArgs(t, errOut), "--token", r.tokens["operator"])...)
+	if got := customers(out); !slices.Equal(got, []string{"s-4"}) || errOut != "" {
+		t.Errorf("the rest of request script-run-1: %v\n%s%s", got, out, errOut)
 	}
 
 	// No such request: no rows, and a word on why there may be none.
@@ -351,4 +355,58 @@ func TestOperatorRefusalNamesCtlMove(t *testing.T) {
 	if strings.Contains(msg, " move ") || !strings.Contains(msg, "configuration") {
 		t.Errorf("refused a configuration device:\n%s\nwant the configuration named, no move", msg)
 	}
+}
+
+// The move a refusal names is a command line to paste into a shell: the
+// customer ID the operator typed (which may hold ' ; $ * and the like)
+// and the -c or --socket path (which may hold a space) were printed as
+// they are, so the pasted line moved another customer, ran what followed
+// a ';', or split the path. Each argument is shell-quoted, and the line
+// runs as given.
+func TestMoveHintPastesIntoAShell(t *testing.T) {
+	const mac = "02:00:00:00:00:07"
+	const cust = `o'hara;$(id)*&`
+	r := refusalRig(t, mac, "correct horse")
+	r.ok("", r.api("operator", "customer-add", "beta", cust)...)
+
+	cfg := filepath.Join(t.TempDir(), "my config", "ispmux.toml")
+	b, err := os.ReadFile(r.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Dir(cfg), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, msg := refused(t, "", "ctl", "-c", cfg, "device-add", "beta", mac, cust)
+	got := hintArgs(t, strings.SplitN(msg, "\n", 2)[1])
+	if want := []string{"ctl", "-c", cfg, "move", mac, "beta", cust}; !slices.Equal(got, want) {
+		t.Fatalf("refused:\n%s\nthe move pasted into a shell runs %q, want %q", msg, got, want)
+	}
+	r.ok("", got...)
+	out, _ := r.ok("", "ctl", "-c", cfg, "devices", "beta")
+	if rows := column(t, out); len(rows) != 1 || rows[0]["CUSTOMER"] != cust {
+		t.Errorf("after the move named:\n%s", out)
+	}
+}
+
+// Over the API the move named --api only: the token file given (and
+// --ca, --insecure) was left out, so the line pasted failed for want of a
+// token ("--api needs a token"). It names them.
+func TestMoveHintOverAPINamesTokenFile(t *testing.T) {
+	const mac = "02:00:00:00:00:07"
+	r := refusalRig(t, mac, "correct horse")
+	t.Setenv(tokenEnv, "")
+	tf := filepath.Join(t.TempDir(), "operator.token")
+	if err := os.WriteFile(tf, []byte(r.tokens["operator"]+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, msg := refused(t, "", "ctl", "--api", r.apiURL, "--token-file", tf, "device-add", "beta", mac, "c-77")
+	got := hintArgs(t, strings.SplitN(msg, "\n", 2)[1])
+	if want := []string{"ctl", "--api", r.apiURL, "--token-file", tf, "move", mac, "beta", "c-77"}; !slices.Equal(got, want) {
+		t.Fatalf("refused over the API:\n%s\nthe move pasted runs %q, want %q", msg, got, want)
+	}
+	r.ok("", got...)
 }

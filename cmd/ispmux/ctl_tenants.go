@@ -268,8 +268,8 @@ func (e *ctlEnv) moveHint(err error, mac, isp, customer string) error {
 	if !errors.As(err, &p) || p.Slug() != "device-unavailable" || !strings.Contains(p.Detail, "/move") {
 		return err
 	}
-	return hinted{err, fmt.Sprintf("`%s move %s %s %s` moves it (the old ISP serves it until its next renewal; --immediate ends that at once)",
-		e.again(), mac, isp, customer)}
+	return hinted{err, fmt.Sprintf("`%s` moves it (the old ISP serves it until its next renewal; --immediate ends that at once)",
+		e.again("move", mac, isp, customer))}
 }
 
 func ctlBlock(e *ctlEnv, args []string) error   { return e.block(args[0], true) }

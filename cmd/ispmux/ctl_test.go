@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -386,7 +387,7 @@ func TestCtlEventsNewestAndPaging(t *testing.T) {
 	if len(s) != 100 || s[99] != 1500 || s[0] != 1203 {
 		t.Errorf("alpha's newest: %d events, %v..%v", len(s), s[0], s[len(s)-1])
 	}
-	if !strings.Contains(errOut, "--socket "+r.sock+" --isp alpha events N`") {
+	if !strings.Contains(errOut, "--socket "+r.sock+" events --isp alpha N`") {
 		t.Errorf("notice %q", errOut)
 	}
 
@@ -404,6 +405,33 @@ func TestCtlEventsNewestAndPaging(t *testing.T) {
 	f.mu.Unlock()
 	if _, errOut = r.ok("", "ctl", "-c", cfg, "events", "2"); !strings.Contains(errOut, "events after seq 2 were trimmed") {
 		t.Errorf("trimmed: notice %q", errOut)
+	}
+}
+
+// The hints of `ctl events` name the command that shows the next events:
+// it put the events flags (--isp, --request-id) before the command word,
+// where they are not ctl's, so the line pasted was refused ("flag
+// provided but not defined: -isp"). They follow it, and the line runs.
+func TestCtlEventsHintsRun(t *testing.T) {
+	f := &eventLog{oldest: 1, newest: 1500}
+	r := newRig(t, f)
+	_, errOut := r.ok("", "ctl", "--socket", r.sock, "events", "--isp", "alpha", "--limit", "5")
+	args := hintArgs(t, errOut)
+	if want := []string{"ctl", "--socket", r.sock, "events", "--isp", "alpha", "--limit", "5", "N"}; !slices.Equal(args, want) {
+		t.Fatalf("newest: the hint runs %q, want %q", args, want)
+	}
+	args[len(args)-1] = "0"
+	_, errOut = r.ok("", args...)
+	for range 2 { // the next page, as each hint names it
+		if !strings.Contains(errOut, "shows the next ones") {
+			t.Fatalf("%q: no next page named: %q", args, errOut)
+		}
+		args = hintArgs(t, errOut)
+		out, e := r.ok("", append(args, "--json")...)
+		if s := seqs(t, out); len(s) != 5 || s[0]%3 != 0 {
+			t.Errorf("%q: seq %v, want 5 of alpha's", args, s)
+		}
+		errOut = e
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -184,3 +185,24 @@ func (l *lockedBuffer) String() string {
 }
 
 var _ io.Writer = (*lockedBuffer)(nil)
+
+// hintArgs is the command line a hint prints between backticks (the
+// first in text), as a POSIX shell splits it when it is pasted, without
+// its "ispmux": the arguments run takes.
+func hintArgs(t *testing.T, text string) []string {
+	t.Helper()
+	_, rest, ok := strings.Cut(text, "`")
+	line, _, ok2 := strings.Cut(rest, "`")
+	if !ok || !ok2 {
+		t.Fatalf("no command line in %q", text)
+	}
+	out, err := exec.Command("sh", "-c", "set -- "+line+"\nfor a; do printf '%s\\000' \"$a\"; done").Output()
+	if err != nil {
+		t.Fatalf("sh splitting %s: %v", line, err)
+	}
+	words := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00")
+	if len(words) < 2 || words[0] != "ispmux" {
+		t.Fatalf("%s: not an ispmux command line: %q", line, words)
+	}
+	return words[1:]
+}
