@@ -103,14 +103,19 @@ func (e *ctlEnv) newest(c *client.Client, isp string, n int, keep func(tenants.E
 }
 
 // matchingAfter reads the events of isp after seq after, up to the log's
-// newest, until it has limit that keep accepts: one list, whose Next is
-// the sequence to read after next time.
+// newest as its first read found it (a log appended to faster than it is
+// read has no newest to reach), until it has limit that keep accepts: one
+// list, whose Next is the sequence to read after next time.
 func matchingAfter(e *ctlEnv, c *client.Client, isp string, after uint64, limit int, keep func(tenants.Event) bool) (client.EventList, error) {
 	out := client.EventList{Items: []tenants.Event{}}
+	var end uint64
 	for pos := after; ; {
 		l, err := c.Events(e.ctx, isp, pos, tenants.MaxLimit)
 		if err != nil {
 			return out, err
+		}
+		if pos == after {
+			end = l.Newest
 		}
 		out.Missed = out.Missed || l.Missed
 		out.Oldest, out.Newest = l.Oldest, l.Newest
@@ -125,7 +130,7 @@ func matchingAfter(e *ctlEnv, c *client.Client, isp string, after uint64, limit 
 			}
 		}
 		next, err := strconv.ParseUint(l.Next, 10, 64)
-		if err != nil || next <= pos || next >= l.Newest {
+		if err != nil || next <= pos || next >= end {
 			out.Next = l.Next
 			return out, nil
 		}

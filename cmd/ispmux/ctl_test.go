@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -305,12 +306,15 @@ func TestCtlOverSocket(t *testing.T) {
 }
 
 // eventLog is a tenants.Service with only an event log, seq oldest..newest,
-// every third event alpha's, the others beta's.
+// every third event alpha's, the others beta's. grow events are appended
+// after each read (a busy box); a read past maxReads (0: none) fails.
 type eventLog struct {
 	tenants.Service
 	mu             sync.Mutex
 	oldest, newest uint64
 	calls          []string
+	grow           uint64
+	maxReads       int
 }
 
 func (f *eventLog) HasISP(name string) bool { return name == "alpha" || name == "beta" }
@@ -319,6 +323,10 @@ func (f *eventLog) Events(_ context.Context, isp string, after uint64, limit int
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, isp+":"+strconv.FormatUint(after, 10)+":"+strconv.Itoa(limit))
+	if f.maxReads > 0 && len(f.calls) > f.maxReads {
+		return tenants.EventPage{}, fmt.Errorf("read %d of the event log: over %d", len(f.calls), f.maxReads)
+	}
+	defer func() { f.newest += f.grow }()
 	p := tenants.EventPage{Events: []tenants.Event{}, Oldest: f.oldest, Newest: f.newest}
 	for s := max(after+1, f.oldest); s <= f.newest && len(p.Events) < limit; s++ {
 		ev := tenants.Event{Seq: s, Kind: "bound", MAC: "02:00:00:00:00:01", ISP: "beta"}
@@ -432,6 +440,31 @@ func TestCtlEventsHintsRun(t *testing.T) {
 			t.Errorf("%q: seq %v, want 5 of alpha's", args, s)
 		}
 		errOut = e
+	}
+}
+
+// ctl events --request-id reads the log from AFTER-SEQ to its newest; on
+// a box appending more events per read than a read returns (1000), the
+// newest ran away from it and the read never ended. It ends at the newest
+// its first read found; the newest 100 of a request likewise (the whole
+// log of 100,000 events read in 1000s, once).
+func TestCtlEventsRequestIDEndsOnAGrowingLog(t *testing.T) {
+	f := &eventLog{oldest: 1, newest: 100_000, grow: 2 * tenants.MaxLimit, maxReads: 500}
+	r := newRig(t, f)
+	for _, args := range [][]string{
+		{"ctl", "--socket", r.sock, "events", "--request-id", "none-such", "0"},
+		{"ctl", "--socket", r.sock, "events", "--request-id", "none-such"},
+	} {
+		f.mu.Lock()
+		f.calls, f.newest = nil, 100_000
+		f.mu.Unlock()
+		out, errOut, err := runCmd(t, "", args...)
+		f.mu.Lock()
+		n := len(f.calls)
+		f.mu.Unlock()
+		if err != nil || n > 102 || !strings.Contains(errOut, "no event") {
+			t.Errorf("%q: %v after %d reads\n%s%s", args[3:], err, n, out, errOut)
+		}
 	}
 }
 
