@@ -51,7 +51,7 @@ func parseScale(args []string, stderr io.Writer) (*scaleOptions, error) {
 	fs.BoolVar(&o.asJSON, "json", false, "print one JSON object instead of the table")
 	fs.StringVar(&o.out, "out", "bench-out", "directory for scale.json, scale.md and scale.svg")
 	fs.StringVar(&o.id, "id", "benchsc", "lab ID (namespace prefix)")
-	fs.IntVar(&o.runs, "runs", 3, "starts per point (the first start, then restarts): medians with min and max")
+	fs.IntVar(&o.runs, "runs", 3, "starts per point (the first start, then restarts: at least 2): medians with min and max")
 	fs.StringVar(&kinds, "kinds", KindStatic+","+KindDHCP, "point kinds: static ([[subscriber]] entries with an address), dhcp (store devices with a binding each)")
 	fs.BoolVar(&o.keep, "keep", false, "leave the lab and the state up afterwards")
 	fs.IntVar(&o.staticMax, "static-max", 200000, "largest static point: a file of more [[subscriber]] entries is beyond what the configuration file supports (README)")
@@ -77,8 +77,8 @@ func parseScale(args []string, stderr io.Writer) (*scaleOptions, error) {
 	if o.subscribers < 1 || o.subscribers > 1<<24 {
 		return nil, fmt.Errorf("bench scale: --subscribers %d: want 1..16777216", o.subscribers)
 	}
-	if o.runs < 1 || o.runs > 20 {
-		return nil, fmt.Errorf("bench scale: --runs %d: want 1..20", o.runs)
+	if o.runs < 2 || o.runs > 20 {
+		return nil, fmt.Errorf("bench scale: --runs %d: want 2..20 (the first start, then at least one restart)", o.runs)
 	}
 	for _, k := range strings.Split(kinds, ",") {
 		if k != KindStatic && k != KindDHCP {

@@ -104,14 +104,13 @@ func (s *scaler) point(ctx context.Context, n int, kind string, runs int) (Scale
 			}
 		}
 	}
-	if len(restarts) == 0 {
-		restarts, restartCPU = []float64{p.FirstStartS}, []float64{p.FirstStartCPUS}
+	if len(restarts) > 0 { // one start (the base point) measures no restart
+		med, _, _ := median(restartCPU)
+		p.RestartCPUS = round(med, 2)
+		med, lo, hi := median(restarts)
+		p.RestartS, p.RestartMinS, p.RestartMaxS = round(med, 3), round(lo, 3), round(hi, 3)
 	}
-	med, _, _ := median(restartCPU)
-	p.RestartCPUS = round(med, 2)
-	med, lo, hi := median(restarts)
-	p.RestartS, p.RestartMinS, p.RestartMaxS = round(med, 3), round(lo, 3), round(hi, 3)
-	med, lo, hi = median(reloads)
+	med, lo, hi := median(reloads)
 	p.ReloadS, p.ReloadMinS, p.ReloadMaxS = round(med, 3), round(lo, 3), round(hi, 3)
 	med, _, _ = median(lists)
 	p.ListS = round(med, 3)

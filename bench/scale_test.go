@@ -99,6 +99,11 @@ func TestParseScale(t *testing.T) {
 	if _, err := parseScale([]string{"--subscribers", "1000", "--points", "5000"}, io.Discard); err == nil {
 		t.Error("a point above --subscribers accepted")
 	}
+	// One start measures no restart: it used to report the first start
+	// as the restart.
+	if _, err := parseScale([]string{"--runs", "1"}, io.Discard); err == nil {
+		t.Error("--runs 1 accepted: no restart to measure")
+	}
 }
 
 func TestLogWatch(t *testing.T) {
