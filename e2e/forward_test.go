@@ -83,16 +83,33 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// labIDs holds the IDs of this process's labs that are up: the tests run
+// in parallel, and a lab brought up under a live one's ID would first
+// clear that one's namespaces (lab.Up removes leftovers of its ID).
+var labIDs sync.Map
+
+// newLabID returns a random lab ID ("e" and 4 hex digits, what TestMain
+// sweeps) that none of this process's live labs has.
+func newLabID() string {
+	for {
+		var b [2]byte
+		_, _ = rand.Read(b[:])
+		id := "e" + hex.EncodeToString(b[:])
+		if _, taken := labIDs.LoadOrStore(id, true); !taken {
+			return id
+		}
+	}
+}
+
 // newRig builds the lab (see package lab for the picture) under a unique ID
 // and removes it when the test ends, whatever happened.
 func newRig(t *testing.T, o lab.Options) *rig {
 	privtest.Lab(t) // root, and not in -short (make unit)
-	var b [2]byte
-	_, _ = rand.Read(b[:])
-	o.ID = "e" + hex.EncodeToString(b[:])
+	o.ID = newLabID()
 	ctx := context.Background()
 	topo, err := lab.Up(ctx, o)
 	if err != nil {
+		labIDs.Delete(o.ID)
 		t.Fatalf("lab up: %v", err)
 	}
 	r := &rig{t: t, topo: topo, dir: t.TempDir()}
@@ -101,6 +118,7 @@ func newRig(t *testing.T, o lab.Options) *rig {
 		if err := lab.Down(context.Background(), o.ID); err != nil {
 			t.Errorf("lab down: %v", err)
 		}
+		labIDs.Delete(o.ID)
 	})
 	r.cfg = filepath.Join(r.dir, "ispmux.toml")
 	if err := os.WriteFile(r.cfg, topo.ConfigTOML(filepath.Join(r.dir, "state")), 0o644); err != nil {
