@@ -849,3 +849,53 @@ func TestARPProbeReplyAllocs(t *testing.T) {
 		t.Error("no reply punted")
 	}
 }
+
+// TestARPProbeReplyBudgetPerSubscriber: the reply budget is each
+// subscriber's own. sub3 (bound on VLAN 100 of the access port) flooding
+// replies for its own address, in the same batch as sub1's single answer
+// on VLAN 0 (a probe of sub1's binding, claimed from another circuit),
+// does not keep sub1's answer from the proxy; sub2 on sub1's own circuit
+// neither. Before, the budget was the port's: sub3's flood spent it and
+// sub1's answer was dropped (arp_ignored), so the proxy took sub1 for
+// gone and let the claim (possibly a forger of sub1's MAC) take its live
+// binding over.
+func TestARPProbeReplyBudgetPerSubscriber(t *testing.T) {
+	for _, c := range []struct {
+		what string
+		f    []byte
+	}{
+		{"sub3 on another circuit of the port", arpFrame(t, sub3, accMAC, 100, layers.ARPReply, sub3, "100.64.0.11", accMAC, "100.64.0.1")},
+		{"sub2 on sub1's circuit", arpFrame(t, sub2, accMAC, 0, layers.ARPReply, sub2, "100.64.0.12", accMAC, "100.64.0.1")},
+	} {
+		t.Run(c.what, func(t *testing.T) {
+			r := newRig(t, 64)
+			r.bindAll()
+			r.resolve()
+			// The budgets' key drawn so that the three share no bucket
+			// (they do once in about 500 draws).
+			slot := func(vlan uint16, mac uint64) uint64 { return r.proc.arpSlot(classifier.Key(0, vlan, mac)) }
+			for slot(0, sub1) == slot(0, sub2) || slot(0, sub1) == slot(100, sub3) {
+				r.proc.arpSeed++
+			}
+			var got []uint64
+			r.c.OnPunt = func(p *Punted) {
+				var pkt classifier.Packet
+				pkt.Decode(p.Frame())
+				got = append(got, pkt.Src)
+			}
+			answer := arpFrame(t, sub1, accMAC, 0, layers.ARPReply, sub1, "100.64.0.11", accMAC, "100.64.0.1")
+			var fs [][]byte
+			for range 60 {
+				fs = append(fs, c.f)
+			}
+			r.send(0, append(fs, answer)...)
+			if len(got) == 0 || got[len(got)-1] != sub1 {
+				t.Errorf("punted %d replies, the last from %x; want sub1's answer punted after the flood's (drops %v)",
+					len(got), got[max(len(got)-1, 0):], r.dropCount(0, classifier.ReasonARPIgnored))
+			}
+			if flood := len(got) - 1; flood > arpPuntBurst {
+				t.Errorf("%d of the flood's 60 replies punted, want at most its own budget (%d)", flood, arpPuntBurst)
+			}
+		})
+	}
+}

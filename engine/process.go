@@ -3,11 +3,13 @@ package engine
 import (
 	"encoding/binary"
 	"math/bits"
+	"math/rand/v2"
 
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/datapath"
 	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/internal/oatable"
 )
 
 const (
@@ -53,14 +55,16 @@ type Processor struct {
 	unregTokens [datapath.MaxPorts]float64
 	unregLast   [datapath.MaxPorts]int64
 	// Budget of subscribers' ARP replies passed to the proxy (answers to
-	// its probes), per ingress port.
-	arpTokens [datapath.MaxPorts]float64
-	arpLast   [datapath.MaxPorts]int64
+	// its probes), per subscriber: arpSlots buckets, a subscriber's
+	// chosen by a keyed hash of its circuit and MAC (arpSlot).
+	arpTokens [arpSlots]float64
+	arpLast   [arpSlots]int64
+	arpSeed   uint64
 	touched   uint32 // bit p: port p has counts to flush
 }
 
 // NewProcessor returns a processor for one worker.
-func (s *State) NewProcessor() *Processor { return &Processor{s: s} }
+func (s *State) NewProcessor() *Processor { return &Processor{s: s, arpSeed: rand.Uint64()} }
 
 var _ datapath.Handler = (*Processor)(nil)
 
@@ -308,7 +312,7 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 		}
 		switch {
 		case pkt.ARPOp == arpReply && pkt.Dst == pt.mac:
-			p.probeReply(in, pt, out, pkt, f, sub.IP)
+			p.probeReply(in, pt, out, pkt, f, sub.IP, p.macKeys[i])
 		case pkt.ARPOp != arpRequest:
 			p.drop(in, out, classifier.ReasonARPIgnored)
 		case pkt.SPA == 0 || pkt.SPA == pkt.TPA || pkt.TPA == sub.IP:
@@ -330,18 +334,26 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 // probeReply punts a bound subscriber's ARP reply to our MAC (in the
 // ARP header too) for its bound address ip, to its circuit's gateway
 // address: the answer to the DHCP proxy's probe of a binding another
-// circuit claims (dhcpproxy/probes.go). Within the port's budget
+// circuit claims (dhcpproxy/probes.go). Within the subscriber's budget
 // (arpPuntRate); any other reply is dropped, as ispmux asks subscribers
 // nothing else.
-func (p *Processor) probeReply(in uint8, pt *port, out *datapath.Verdict, pkt *classifier.Packet, f []byte, ip uint32) {
+func (p *Processor) probeReply(in uint8, pt *port, out *datapath.Verdict, pkt *classifier.Packet, f []byte, ip uint32, key uint64) {
 	gw := pt.addr[pkt.VLAN&0xfff]
-	if pkt.THA != pt.mac || gw == 0 || pkt.TPA != gw || pkt.SPA != ip ||
-		!takeToken(&p.arpTokens[in], &p.arpLast[in], arpPuntRate, arpPuntBurst) {
+	if pkt.THA != pt.mac || gw == 0 || pkt.TPA != gw || pkt.SPA != ip {
+		p.drop(in, out, classifier.ReasonARPIgnored)
+		return
+	}
+	i := p.arpSlot(key)
+	if !takeToken(&p.arpTokens[i], &p.arpLast[i], arpPuntRate, arpPuntBurst) {
 		p.drop(in, out, classifier.ReasonARPIgnored)
 		return
 	}
 	p.punt(in, out, pkt, f)
 }
+
+// arpSlot is the reply budget's bucket of the subscriber whose MAC table
+// key is key.
+func (p *Processor) arpSlot(key uint64) uint64 { return oatable.Mix64(key^p.arpSeed) % arpSlots }
 
 // Unregistered DHCP sampled per ingress port and worker: enough for the
 // proxy to record who asked (it keeps one event per MAC a minute anyway).
@@ -350,13 +362,21 @@ const (
 	unregBurst = 20
 )
 
-// Subscribers' ARP replies punted per ingress port and worker: the proxy
-// sends at most a few probes a second per circuit (dhcpproxy/probes.go),
+// Subscribers' ARP replies punted per subscriber and worker: the proxy
+// sends a circuit at most a few probes a second (dhcpproxy/probes.go),
 // and a subscriber flooding replies must not fill the port's punt queue,
-// which carries its neighbours' DHCP.
+// which carries its neighbours' DHCP. The budget is each subscriber's
+// (its circuit and MAC, hashed to one of arpSlots buckets with a key
+// drawn per worker, so a subscriber cannot pick a neighbour's): one
+// flooding replies for its own address does not spend its neighbours'
+// answers, which would make the proxy take them for gone and let
+// another circuit's claim take their binding over. A per-port budget
+// did, and dropped answers past it when many circuits of a port were
+// probed at once.
 const (
-	arpPuntRate  = 50 // per second
-	arpPuntBurst = 50
+	arpPuntRate  = 4 // per second
+	arpPuntBurst = 8
+	arpSlots     = 1024
 )
 
 // isAdmitted reports whether mac is a registered subscriber's.
