@@ -688,3 +688,29 @@ func TestClaimProbesBudgetedPerCircuit(t *testing.T) {
 	r.wantHeldOnAcc0(et, "DISCOVER on acc1 3 s later", r.discoverOnAcc1())
 	r.wantProbe(t0.Add(3*time.Second), 0, "the budget refilled, acc1's next DISCOVER")
 }
+
+// s1's answer to the probes of acc0 comes late, after the tick that
+// found the probes unanswered (moved_circuit_probe_silent): s1 is there
+// all the same, on its own circuit, for its own address, which no device
+// on acc1 can answer for. The answer withdraws the claim, as an answer in
+// time does (moved_circuit_probe_answered), and acc1's next DISCOVER is
+// refused. Before, an answer with no probe set in flight was no answer
+// (arp_not_probe_answer): acc1's DISCOVER took s1's live binding over.
+func TestClaimProbeAnsweredLate(t *testing.T) {
+	r, et := boundOnAcc0(t)
+	t0 := time.Now()
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1", r.discoverOnAcc1())
+	for i := range 3 {
+		r.wantProbe(t0.Add(time.Duration(i)*time.Second), 0, fmt.Sprintf("probe %d", i+1))
+	}
+	r.wantNoARP(t0.Add(3*time.Second), "a second after the last probe")
+	if n := r.p.Counters()["moved_circuit_probe_silent"]; n != 1 {
+		t.Fatalf("moved_circuit_probe_silent %d, want 1 (counters %v)", n, r.p.Counters())
+	}
+	r.arpReplyFrom(0)
+	if n := r.p.Counters()["moved_circuit_probe_answered"]; n != 1 {
+		t.Errorf("moved_circuit_probe_answered %d, want 1 (counters %v)", n, r.p.Counters())
+	}
+	r.pastT1(4 * time.Second)
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1 after s1's late answer", r.discoverOnAcc1())
+}

@@ -20,8 +20,9 @@ import (
 // engine.probeReply): a reply there withdraws the claim, as a DHCP
 // message of the holder does (moved_circuit_probe_answered); no reply
 // probeInterval after the last probe lets the claim take the binding over
-// at once (moved_circuit_probe_silent). A forger on the claiming circuit
-// cannot answer on the holder's. One probe set per claim, within a budget
+// at once (moved_circuit_probe_silent), and a reply after that, while the
+// claim stands (it has not taken the binding over yet), still withdraws
+// it. A forger on the claiming circuit cannot answer on the holder's. One probe set per claim, within a budget
 // per probed circuit (probeSetRate, probeSetBurst): a flood of claims
 // does not make ispmux an ARP flooder; a claim over the budget
 // (moved_circuit_probe_skipped, tried again at its next message), a probe
@@ -183,11 +184,16 @@ func (p *Proxy) sendProbe(sk subKey, ip [4]byte) bool {
 
 // fromSubscriberARP handles an ARP frame from circuit c (the engine
 // punts a bound subscriber's reply to our MAC and gateway address): the
-// answer to a probe of its binding there withdraws the claim on it.
+// answer to a probe of its binding there withdraws the claim on it. An
+// answer that comes after its probe set ended (late, once the probes were
+// found unanswered) withdraws it too while it stands: the device is on
+// its circuit, answering for its address, which no device on the
+// claiming circuit can do.
 func (p *Proxy) fromSubscriberARP(c *Circuit, pkt *classifier.Packet) {
 	sk := subKey{circuitKey{c.Port, c.VLAN}, pkt.Src}
+	ip := be4(pkt.SPA)
 	if pkt.ARPOp != 2 || pkt.SHA != pkt.Src || pkt.THA != c.MAC || pkt.TPA != ip4(c.Addr) ||
-		!p.probes.answered(sk, be4(pkt.SPA)) {
+		!p.probes.answered(sk, ip) && !p.leases.claimedAt(sk, ip) {
 		p.count("arp_not_probe_answer")
 		return
 	}
