@@ -714,3 +714,50 @@ func TestClaimProbeAnsweredLate(t *testing.T) {
 	r.pastT1(4 * time.Second)
 	r.wantHeldOnAcc0(et, "DISCOVER on acc1 after s1's late answer", r.discoverOnAcc1())
 }
+
+// The probes of acc0 go unanswered (s1's link down for a few seconds, a
+// CPE busy rebooting its radio), and the device on acc1 with s1's MAC
+// does not ask again within the two minutes that silence lets it take
+// the binding over (probeVerdict). s1, back, has no reason to speak DHCP
+// before its renewal, up to half a client lease away. acc1's DISCOVER
+// three minutes later is refused and probes acc0 again, where s1 answers:
+// the claim is withdrawn. Before, the silence let acc1 take s1's live
+// binding over whenever it asked until s1 next spoke DHCP (hours, with a
+// long client_lease_max).
+func TestClaimProbeSilenceGoesStale(t *testing.T) {
+	r, et := boundOnAcc0(t)
+	t0 := time.Now()
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1", r.discoverOnAcc1())
+	for i := range 3 {
+		r.wantProbe(t0.Add(time.Duration(i)*time.Second), 0, fmt.Sprintf("probe %d", i+1))
+	}
+	r.wantNoARP(t0.Add(3*time.Second), "a second after the last probe")
+	if n := r.p.Counters()["moved_circuit_probe_silent"]; n != 1 {
+		t.Fatalf("moved_circuit_probe_silent %d, want 1 (counters %v)", n, r.p.Counters())
+	}
+	r.pastT1(3 * time.Minute)
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1 three minutes after the silence", r.discoverOnAcc1())
+	r.wantProbe(t0.Add(3*time.Minute), 0, "acc1's DISCOVER three minutes after the silence")
+	r.arpReplyFrom(0)
+	if n := r.p.Counters()["moved_circuit_probe_answered"]; n != 1 {
+		t.Errorf("moved_circuit_probe_answered %d, want 1 (counters %v)", n, r.p.Counters())
+	}
+	r.wantNoARP(t0.Add(3*time.Minute+time.Second), "after the answer")
+	r.pastT1(3*time.Minute + 5*time.Second)
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1 after s1's answer", r.discoverOnAcc1())
+}
+
+// A device that moved (nobody answers on acc0) and asks again on acc1
+// within probeVerdict of the silence (its DHCP client backed off to 64 s)
+// is served, at the last moment too.
+func TestClaimProbeSilenceServesWithinProbeVerdict(t *testing.T) {
+	r, et := boundOnAcc0(t)
+	t0 := time.Now()
+	r.wantHeldOnAcc0(et, "DISCOVER on acc1", r.discoverOnAcc1())
+	for i := range 4 {
+		r.p.expire(t0.Add(time.Duration(i) * time.Second))
+	}
+	r.arpSent("the probes")
+	r.pastT1(3*time.Second + probeVerdict - time.Second)
+	r.wantMovedToAcc1(et, r.wantOfferOnAcc1("DISCOVER on acc1 a second before probeVerdict after the silence"))
+}

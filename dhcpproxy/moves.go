@@ -133,7 +133,7 @@ func (p *Proxy) endOtherCircuits(c *Circuit, sk subKey, reg *registry.Entry, now
 		if h.k == sk || !h.l.endsAfter(now) {
 			continue
 		}
-		if at, unprobed := p.leases.claim(h.k, now.Add(p.cfg.ClientLeaseMax)); now.Before(at) {
+		if at, unprobed := p.leases.claim(h.k, now, p.cfg.ClientLeaseMax); now.Before(at) {
 			if unprobed {
 				p.probeClaim(h, now)
 			}
@@ -156,21 +156,28 @@ func (p *Proxy) endOtherCircuits(c *Circuit, sk subKey, reg *registry.Entry, now
 // claim is another circuit's claim on a binding's MAC (endOtherCircuits).
 type claim struct {
 	// at: when that circuit may take the MAC over at the latest (the
-	// first claim's ClientLeaseMax later; now once the probes of the
-	// holder's circuit went unanswered, probes.go).
+	// first claim's ClientLeaseMax later).
 	at time.Time
-	// probed: a probe set was started for it (one per claim).
+	// probed: a probe set was started for it (one per claim, and one
+	// more once its silence is stale).
 	probed bool
+	// silent: when the probes of the holder's circuit went unanswered
+	// (probes.go, claimNow): the claim may take the binding over from
+	// then, for probeVerdict; zero if they did not.
+	silent time.Time
 }
 
-// claim records that another circuit asked for sk's MAC: it may take it
-// over at at (the first claim's at, if one is pending), or when the
-// client lease ispmux last gave sk's holder runs out if that is sooner
-// (its clientEnd, when known), unless the holder is heard from first
-// (heard). It returns when that circuit may, the zero time (now) if sk
-// holds no binding any more, and whether no probe set was started for the
-// claim yet (probeClaim).
-func (t *leaseTable) claim(sk subKey, at time.Time) (time.Time, bool) {
+// claim records that another circuit asked at now for sk's MAC: it may
+// take it over wait later (the first claim's, if one is pending), or when
+// the client lease ispmux last gave sk's holder runs out if that is
+// sooner (its clientEnd, when known), or at once within probeVerdict of
+// the probes of the holder's circuit going unanswered, unless the holder
+// is heard from first (heard). Silence older than that is forgotten (the
+// holder may be back, with no reason to speak DHCP before its renewal),
+// and the claim is probed again. It returns when that circuit may, the
+// zero time (now) if sk holds no binding any more, and whether no probe
+// set was started for the claim yet (probeClaim).
+func (t *leaseTable) claim(sk subKey, now time.Time, wait time.Duration) (time.Time, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	l := t.m.Ptr(sk)
@@ -179,8 +186,14 @@ func (t *leaseTable) claim(sk subKey, at time.Time) (time.Time, bool) {
 	}
 	c, ok := t.claims[sk]
 	if !ok {
-		c = claim{at: at}
-		t.claims[sk] = c
+		c = claim{at: now.Add(wait)}
+	}
+	if !c.silent.IsZero() && now.Sub(c.silent) > probeVerdict {
+		c.silent, c.probed = time.Time{}, false
+	}
+	t.claims[sk] = c
+	if !c.silent.IsZero() {
+		return c.silent, false
 	}
 	if end, ok := l.clientEndAt(); ok && end < c.at.UnixNano() {
 		return time.Unix(0, end), !c.probed

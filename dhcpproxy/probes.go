@@ -20,7 +20,8 @@ import (
 // engine.probeReply): a reply there withdraws the claim, as a DHCP
 // message of the holder does (moved_circuit_probe_answered); no reply
 // probeInterval after the last probe lets the claim take the binding over
-// at once (moved_circuit_probe_silent), and a reply after that, while the
+// at once (moved_circuit_probe_silent), for probeVerdict (past it, the
+// claim's next message probes again), and a reply after that, while the
 // claim stands (it has not taken the binding over yet), still withdraws
 // it. A forger on the claiming circuit cannot answer on the holder's. One probe set per claim, within a budget
 // per probed circuit (probeSetRate, probeSetBurst): a flood of claims
@@ -33,6 +34,13 @@ const (
 	probeInterval = time.Second
 	probeSetRate  = 1 // probe sets a second, per probed circuit
 	probeSetBurst = 4
+	// probeVerdict: how long the probes' silence lets the claiming
+	// circuit take the binding over (its DHCP client asks again within
+	// it: RFC 2131 §4.1 backs off to 64 s ± 1 at most). Past it, the
+	// holder may be back (its link was down for the probes' seconds)
+	// with no reason to speak DHCP before its renewal, up to half a
+	// client lease away: the claim's next message probes again.
+	probeVerdict = 2 * time.Minute
 )
 
 // probeTable owns the probe sets in flight and the budgets; mu guards
@@ -225,14 +233,15 @@ func (t *leaseTable) claimedAt(sk subKey, ip [4]byte) bool {
 	return ok && l != nil && l.ip == ip
 }
 
-// claimNow lets the claim on sk take the binding over from now (its
-// holder did not answer the probes); false if there is no claim.
+// claimNow lets the claim on sk take the binding over from now, for
+// probeVerdict (its holder did not answer the probes); false if there is
+// no claim.
 func (t *leaseTable) claimNow(sk subKey, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c, ok := t.claims[sk]
-	if ok && now.Before(c.at) {
-		c.at = now
+	if ok {
+		c.silent = now
 		t.claims[sk] = c
 	}
 	return ok
