@@ -761,3 +761,33 @@ func TestClaimProbeSilenceServesWithinProbeVerdict(t *testing.T) {
 	r.pastT1(3*time.Second + probeVerdict - time.Second)
 	r.wantMovedToAcc1(et, r.wantOfferOnAcc1("DISCOVER on acc1 a second before probeVerdict after the silence"))
 }
+
+// TestClaimProbesBudgetedOverall: claims on many circuits at once (one
+// claiming circuit forging the MACs of devices on a thousand others) start
+// at most probeAllBurst probe sets, then probeAllRate a second, however
+// many circuits each budget allows: ispmux's ARP output stays bounded.
+func TestClaimProbesBudgetedOverall(t *testing.T) {
+	var pt probeTable
+	pt.init()
+	now := time.Unix(1e9, 0)
+	started := 0
+	for i := range 1000 {
+		sk := subKey{circuit: circuitKey{port: uint8(i % 4), vlan: uint16(1 + i/4)}, mac: uint64(i)}
+		if pt.start(sk, [4]byte{100, 64, byte(i >> 8), byte(i)}, now) {
+			started++
+		}
+	}
+	if started != probeAllBurst {
+		t.Errorf("1000 claims on 1000 circuits at once started %d probe sets, want %d", started, probeAllBurst)
+	}
+	later := 0
+	for i := range 1000 {
+		sk := subKey{circuit: circuitKey{port: uint8(i % 4), vlan: uint16(1 + i/4)}, mac: uint64(5000 + i)}
+		if pt.start(sk, [4]byte{100, 65, byte(i >> 8), byte(i)}, now.Add(time.Second)) {
+			later++
+		}
+	}
+	if later > probeAllRate+1 {
+		t.Errorf("a second later, %d more probe sets started, want at most %d", later, probeAllRate)
+	}
+}

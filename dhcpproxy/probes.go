@@ -24,8 +24,9 @@ import (
 // claim's next message probes again), and a reply after that, while the
 // claim stands (it has not taken the binding over yet), still withdraws
 // it. A forger on the claiming circuit cannot answer on the holder's. One probe set per claim, within a budget
-// per probed circuit (probeSetRate, probeSetBurst): a flood of claims
-// does not make ispmux an ARP flooder; a claim over the budget
+// per probed circuit (probeSetRate, probeSetBurst) and one over all of
+// them (probeAllRate, probeAllBurst): a flood of claims does not make
+// ispmux an ARP flooder; a claim over the budget
 // (moved_circuit_probe_skipped, tried again at its next message), a probe
 // that cannot be sent (moved_circuit_probe_unsent) and a restart (probes
 // and claims are RAM) leave the client-lease rule alone to decide.
@@ -34,6 +35,11 @@ const (
 	probeInterval = time.Second
 	probeSetRate  = 1 // probe sets a second, per probed circuit
 	probeSetBurst = 4
+	// probeAllRate, probeAllBurst: probe sets a second over every
+	// circuit (claims forging the MACs of devices on many circuits at
+	// once): at most ~3 × 100 ARP requests a second in all.
+	probeAllRate  = 100
+	probeAllBurst = 200
 	// probeVerdict: how long the probes' silence lets the claiming
 	// circuit take the binding over (its DHCP client asks again within
 	// it: RFC 2131 §4.1 backs off to 64 s ± 1 at most). Past it, the
@@ -52,6 +58,7 @@ type probeTable struct {
 	// second: Run's tick walks them all).
 	m      map[subKey]*probe
 	budget map[circuitKey]*bucket
+	all    bucket // over every circuit (probeAllRate)
 }
 
 // probe is one probe set: the address asked for, the probes sent, and
@@ -81,7 +88,7 @@ func (t *probeTable) start(sk subKey, ip [4]byte, now time.Time) bool {
 		b = &bucket{}
 		t.budget[sk.circuit] = b
 	}
-	if !b.take(now, probeSetRate, probeSetBurst) {
+	if !b.take(now, probeSetRate, probeSetBurst) || !t.all.take(now, probeAllRate, probeAllBurst) {
 		return false
 	}
 	t.m[sk] = &probe{ip: ip}
