@@ -2,6 +2,7 @@ package dhcpproxy
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/subscribers"
 )
 
 // serverReply is server srv's answer of type mt to the relayed m, offering
@@ -481,4 +483,207 @@ func TestRapidCommitAckAfterSelectingReleased(t *testing.T) {
 	if _, toClient = r.relayedTo(); len(toClient) != 1 || !toClient[0].YourIPAddr.Equal(net.IPv4(100, 64, 0, 101)) || !r.tab.isBound(s1MAC) {
 		t.Errorf("subscriber got %v after the selected server's ACK, want its ACK of 100.64.0.101 and a binding", toClient)
 	}
+}
+
+// sidOf is server srv's identifier: its address, or ours under server-id
+// override.
+func (r *prig) sidOf(srv netip.Addr) netip.Addr {
+	if r.p.isps["alpha"].ServerIDOverride {
+		return ourSID
+	}
+	return srv
+}
+
+// offerFrom has server srv answer the DISCOVER relayed to it (in up) with
+// an OFFER naming its identifier (sidOf), and returns what the subscriber
+// was sent.
+func (r *prig) offerFrom(up map[netip.Addr]*dhcpv4.DHCPv4, srv netip.Addr) []*dhcpv4.DHCPv4 {
+	r.t.Helper()
+	if up[srv] == nil || up[srv].MessageType() != dhcpv4.MessageTypeDiscover {
+		r.t.Fatalf("no DISCOVER relayed to %v (relayed: %v)", srv, up)
+	}
+	r.fromServerAt(srv, serverReply(up[srv], dhcpv4.MessageTypeOffer, srv, r.sidOf(srv)))
+	_, toClient := r.relayedTo()
+	return toClient
+}
+
+// wantOfferOf fails the test unless got is the one OFFER of server srv
+// (serverReply's address for it).
+func wantOfferOf(t *testing.T, got []*dhcpv4.DHCPv4, srv netip.Addr, counters map[string]uint64) {
+	t.Helper()
+	want := net.IPv4(100, 64, 0, 100+srv.As4()[3])
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer || !got[0].YourIPAddr.Equal(want) {
+		for _, m := range got {
+			t.Logf("subscriber got %s of %v", m.MessageType(), m.YourIPAddr)
+		}
+		t.Fatalf("subscriber got %d messages, want the OFFER of %v from %v (offer_other_server %d)",
+			len(got), want, srv, counters["offer_other_server"])
+	}
+}
+
+// finishWith has the subscriber REQUEST the offer (delivered from server
+// srv) and srv ACK it, and fails the test unless the REQUEST named srv's
+// identifier (and went to srv only, under server-id override) and the
+// subscriber is bound.
+func (r *prig) finishWith(offer *dhcpv4.DHCPv4, srv netip.Addr) {
+	r.t.Helper()
+	req, _ := dhcpv4.NewRequestFromOffer(offer)
+	r.fromClient(req)
+	up, _ := r.relayedTo()
+	sid := r.sidOf(srv)
+	if up[srv] == nil || !up[srv].ServerIdentifier().Equal(net.IP(sid.AsSlice())) || sid == ourSID && len(up) != 1 {
+		r.t.Fatalf("REQUEST relayed as %v, want it to %v naming %v", up, srv, sid)
+	}
+	r.fromServerAt(srv, serverReply(up[srv], dhcpv4.MessageTypeAck, srv, sid))
+	_, toClient := r.relayedTo()
+	if len(toClient) != 1 || toClient[0].MessageType() != dhcpv4.MessageTypeAck || !r.tab.isBound(s1MAC) {
+		r.t.Fatalf("subscriber got %v, want %v's ACK and a binding", toClient, srv)
+	}
+}
+
+// Two servers (a Kea HA pair, or two independent ones); the first's OFFER
+// is taken, but it never answers the client's REQUEST: past dhcp.timeout
+// the REQUEST's transaction ends, the client retransmits it (a new
+// transaction, the remembered OFFER's server chosen), gives up and goes
+// back to INIT with a new DISCOVER under the same xid (RFC 2131 lets the
+// client keep it; some do). The other server's OFFER to that DISCOVER must
+// reach the client: the first server is the one failing. Before, the
+// DISCOVER took over the REQUEST's transaction with the first server still
+// chosen, and the second's OFFER was dropped (offer_other_server) — the
+// client got no address while a server was there to serve it.
+func TestRediscoverAfterUnansweredRequest(t *testing.T) {
+	r, second := twoServers(t, false)
+	d := discover(t, dhcpv4.WithHwAddr(mac(s1)))
+	r.fromClient(d)
+	up, _ := r.relayedTo()
+	got := r.offerFrom(up, ispSID)
+	wantOfferOf(t, got, ispSID, r.p.Counters())
+	req, _ := dhcpv4.NewRequestFromOffer(got[0])
+	r.fromClient(req)
+	r.relayedTo() // the first server is silent, the second was not chosen
+	r.p.expire(time.Now().Add(time.Second))
+	if evs := r.eventsOf(subscribers.EventTimeout); len(evs) != 1 {
+		t.Fatalf("timeout events %d, want the REQUEST's", len(evs))
+	}
+	r.fromClient(req) // a retransmission, still unanswered
+	r.relayedTo()
+	r.fromClient(d) // back to INIT, the same xid
+	up, _ = r.relayedTo()
+	if len(up) != 2 {
+		t.Fatalf("new DISCOVER relayed to %d servers, want both", len(up))
+	}
+	got = r.offerFrom(up, second)
+	wantOfferOf(t, got, second, r.p.Counters())
+	r.finishWith(got[0], second)
+}
+
+// As TestRediscoverAfterUnansweredRequest, the client going back to INIT
+// while its REQUEST's transaction is still waiting (it retransmitted it
+// less than dhcp.timeout before): the same, with server-id override too
+// (the servers told apart by address).
+func TestRediscoverWhileRequestPending(t *testing.T) {
+	for _, override := range []bool{false, true} {
+		t.Run(fmt.Sprint("override=", override), func(t *testing.T) { rediscoverWhileRequestPending(t, override) })
+	}
+}
+
+func rediscoverWhileRequestPending(t *testing.T, override bool) {
+	r, second := twoServers(t, override)
+	d := discover(t, dhcpv4.WithHwAddr(mac(s1)))
+	r.fromClient(d)
+	up, _ := r.relayedTo()
+	got := r.offerFrom(up, ispSID)
+	wantOfferOf(t, got, ispSID, r.p.Counters())
+	req, _ := dhcpv4.NewRequestFromOffer(got[0])
+	r.fromClient(req)
+	r.fromClient(req)
+	r.relayedTo()
+	r.fromClient(d)
+	up, _ = r.relayedTo()
+	got = r.offerFrom(up, second)
+	wantOfferOf(t, got, second, r.p.Counters())
+	// The first server, back, offers too: the second's was taken.
+	if got := r.offerFrom(up, ispSID); len(got) != 0 {
+		t.Errorf("a second OFFER to one DISCOVER delivered: %v", got[0].YourIPAddr)
+	}
+	r.finishWith(got[0], second)
+}
+
+// The chosen server NAKs the REQUEST (its partner holds the client's
+// lease, say); the client goes back to INIT under the same xid, and the
+// other server's OFFER reaches it.
+func TestRediscoverAfterNak(t *testing.T) {
+	r, second := twoServers(t, false)
+	d := discover(t, dhcpv4.WithHwAddr(mac(s1)))
+	r.fromClient(d)
+	up, _ := r.relayedTo()
+	got := r.offerFrom(up, ispSID)
+	wantOfferOf(t, got, ispSID, r.p.Counters())
+	req, _ := dhcpv4.NewRequestFromOffer(got[0])
+	r.fromClient(req)
+	up, _ = r.relayedTo()
+	r.fromServerAt(ispSID, serverReply(up[ispSID], dhcpv4.MessageTypeNak, ispSID, ispSID))
+	if _, toClient := r.relayedTo(); len(toClient) != 1 || toClient[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("subscriber got %v, want the NAK", toClient)
+	}
+	r.fromClient(d)
+	up, _ = r.relayedTo()
+	got = r.offerFrom(up, second)
+	wantOfferOf(t, got, second, r.p.Counters())
+	r.finishWith(got[0], second)
+}
+
+// The client declines the first server's address (in use on its link) and
+// goes back to INIT under the same xid: the other server's OFFER reaches
+// it.
+func TestRediscoverAfterDecline(t *testing.T) {
+	r, second := twoServers(t, false)
+	d := discover(t, dhcpv4.WithHwAddr(mac(s1)))
+	r.fromClient(d)
+	up, _ := r.relayedTo()
+	got := r.offerFrom(up, ispSID)
+	wantOfferOf(t, got, ispSID, r.p.Counters())
+	r.finishWith(got[0], ispSID)
+	r.fromClient(clientMsg(t, s1, dhcpv4.MessageTypeDecline, dhcpv4.WithTransactionID(d.TransactionID),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(got[0].YourIPAddr)),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice())))))
+	r.p.committing.Wait()
+	r.p.notes.wait()
+	if r.tab.isBound(s1MAC) {
+		t.Fatal("still bound after the DECLINE")
+	}
+	r.relayedTo()
+	r.fromClient(d)
+	up, _ = r.relayedTo()
+	got = r.offerFrom(up, second)
+	wantOfferOf(t, got, second, r.p.Counters())
+	r.finishWith(got[0], second)
+}
+
+// A DISCOVER retransmitted (the same xid) while the first is pending, or
+// after the OFFER taken was lost on the access link, is the same
+// selection: one OFFER delivered, from the server taken first, and a
+// later one from another server is dropped (the REQUEST will name the
+// first). TestRetransmissionOutlivesDeadline relies on the retransmission
+// staying in the first copy's transaction too.
+func TestRetransmittedDiscoverOneSelection(t *testing.T) {
+	r, second := twoServers(t, false)
+	d := discover(t, dhcpv4.WithHwAddr(mac(s1)))
+	r.fromClient(d)
+	first, _ := r.relayedTo()
+	r.fromClient(d) // no answer yet: retransmitted
+	r.relayedTo()
+	got := r.offerFrom(first, ispSID)
+	wantOfferOf(t, got, ispSID, r.p.Counters())
+	if got := r.offerFrom(first, second); len(got) != 0 {
+		t.Fatalf("the second server's OFFER to the same DISCOVER delivered: %v", got[0].YourIPAddr)
+	}
+	r.fromClient(d) // the OFFER was lost: retransmitted again
+	up, _ := r.relayedTo()
+	if got := r.offerFrom(up, second); len(got) != 0 {
+		t.Fatalf("the second server's OFFER to the retransmission delivered: %v", got[0].YourIPAddr)
+	}
+	got = r.offerFrom(up, ispSID)
+	wantOfferOf(t, got, ispSID, r.p.Counters())
+	r.finishWith(got[0], ispSID)
 }

@@ -262,7 +262,11 @@ var errPendingFull = fmt.Errorf("pending_full")
 // for other types). It returns the transaction and the ISP server-id to
 // put in the relayed message: the transaction's, else leaseSID (the
 // subscriber's binding at this ISP), else the remembered OFFER's, else the
-// ISP's only server. At most max transactions are pending.
+// ISP's only server. A DISCOVER retransmitted (the same xid) is the same
+// selection: the server whose OFFER was taken stays chosen; one that
+// follows another message under its xid (a REQUEST: the client went back
+// to INIT) starts the selection afresh. At most max transactions are
+// pending.
 func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.Entry, op82 []byte,
 	m *dhcpv4.DHCPv4, leaseSID netip.Addr, gen uint64, now time.Time, timeout time.Duration, max int) (*txn, netip.Addr, error) {
 	mt := m.MessageType()
@@ -273,6 +277,13 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 		// The same MAC and xid on another circuit (the device moved):
 		// the transaction is the new circuit's, its answer goes there.
 		t = nil
+	}
+	if t != nil && mt == dhcpv4.MessageTypeDiscover && t.msgType != dhcpv4.MessageTypeDiscover {
+		// The client went back to INIT (its REQUEST NAKed or
+		// unanswered) and kept its xid, as RFC 2131 lets it: a new
+		// selection among every server. The server chosen before may
+		// be the one failing; its OFFER must not be the only one taken.
+		t.serverID, t.offerFrom, t.released = netip.Addr{}, netip.Addr{}, nil
 	}
 	sid := leaseSID
 	if t != nil {
