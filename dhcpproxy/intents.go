@@ -25,10 +25,16 @@ import (
 //  2. the binding leaves the tables, and the message is queued to every
 //     server of the ISP;
 //  3. the intent is completed (deleted) by the next tick at least
-//     intentSettle later, once the queued frames are surely on the wire.
+//     intentSettle later, once the queued frames are surely on the wire;
+//     or before that by the subscriber's next binding at the same ISP,
+//     before it is committed (completeAnswered).
 //
 // A subscriber's pending intents are sent before any new message of it is
-// relayed, so the ISP always hears the old RELEASE first.
+// relayed, so the ISP always hears the old RELEASE first; and its answer
+// to that message proves them sent, so they are completed before the
+// binding it grants is stored. Ordering is by the store's commits, never
+// by the wall clock (which a start on a box without an RTC, or an NTP
+// step, moves back or forth).
 //
 // The DECLINE of an address the ISP ACKed but another subscriber holds
 // (decline) is an intent too, with no binding to remove in step 1 (the
@@ -107,6 +113,14 @@ func (q *intentQueue) due(now time.Time) []uint64 {
 		}
 	}
 	return out
+}
+
+// queued reports whether id's message was handed to the datapath.
+func (q *intentQueue) queued(id uint64) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	_, ok := q.sentAt[id]
+	return ok
 }
 
 // unclaim ends a claim whose send failed (the intent stays pending).
@@ -195,8 +209,9 @@ func (q *intentQueue) len() int {
 func (p *Proxy) PendingIntents() int { return p.intents.len() }
 
 // loadIntents queues the intents a previous run left pending (step 1 done,
-// step 3 not): they are sent again by flushIntents, unless supersede finds
-// them already sent.
+// step 3 not): flushIntents sends them again. None was followed by a
+// binding at its ISP that its message preceded: bindAndAck completes those
+// before it commits that binding (completeAnswered).
 func (p *Proxy) loadIntents() error {
 	ins, err := p.store.Intents()
 	for _, in := range ins {
@@ -208,32 +223,34 @@ func (p *Proxy) loadIntents() error {
 	return err
 }
 
-// supersede completes, without sending them again, the loaded intents of
-// subscribers that bound again after the intent was recorded (a binding
-// restored with an Updated later than the intent's Created): a new binding
-// means a new exchange was relayed, and a subscriber's pending intents are
-// always sent before its next message is (flushIntentsOf), so that RELEASE
-// reached the ISP before the new lease was granted — sending it again now
-// would free the new lease (the same address, often).
-func (p *Proxy) supersede() {
-	for _, pi := range p.intents.unsent() {
-		isp := p.isps[pi.in.ISP]
-		if isp == nil {
-			continue // sendIntent drops it: nobody to tell
-		}
-		for _, h := range p.leases.ofMAC(binding.MAC48(pi.in.MAC)) {
-			// Only a binding at the intent's own ISP proves it was
-			// sent: the same uplink queue carried the RELEASE before
-			// that exchange. Another ISP's exchange was never held
-			// back by it (flushIntentsOf), so its binding proves
-			// nothing (the old ISP's uplink may have been down).
-			if h.l.isp == isp.Index && h.l.updated > pi.in.Created.UnixNano() {
-				p.count("intent_superseded")
-				p.completeIntent(pi.in.ID)
-				break
-			}
-		}
+// completeAnswered completes, durably, the intents of t's subscriber to
+// t's ISP whose message was queued before t's was relayed (ID at most
+// t's intentsBefore, flushIntentsOf): the ISP answered t's message, which
+// the same uplink queue carried after them, so they are on the wire. Run
+// before the binding the answer grants is committed, so that a restart
+// never finds a RELEASE pending beside the lease granted after it (sending
+// it again would free that lease, the same address often). The order is
+// the store's commit order, not the wall clock's: a clock stepped back
+// between the RELEASE and the new exchange (a box without an RTC, NTP
+// stepping) made a comparison of the intent's Created with the binding's
+// Updated replay such a RELEASE, and one stepped forward at start
+// completed, unsent, RELEASEs recorded by the restore itself.
+func (p *Proxy) completeAnswered(t *txn) error {
+	upTo := p.tx.intentsBeforeOf(t)
+	if upTo == 0 {
+		return nil
 	}
+	for _, pi := range p.intents.ofMAC(t.sub.mac) {
+		if pi.in.ISP != t.isp.Name || pi.in.ID > upTo || !p.intents.queued(pi.in.ID) {
+			continue
+		}
+		if err := p.store.CompleteIntent(pi.in.ID); err != nil {
+			return err
+		}
+		p.intents.done(pi.in.ID)
+		p.count("intent_superseded")
+	}
+	return nil
 }
 
 // endBinding runs step 1 and 2 (and 3 when it can send now) for the
@@ -359,17 +376,25 @@ func (p *Proxy) flushIntents(now time.Time) {
 // DISCOVER or REQUEST (after a restart, a replayed RELEASE arriving after
 // the client's new DORA would free the lease the ISP just granted again).
 // It reports false when one of isp's could not be sent (the new message
-// must wait). Another ISP's are tried too but hold nothing back: a RELEASE
-// to the ISP a device left cannot free its lease at the new one, and that
-// ISP may be the one that is unreachable.
-func (p *Proxy) flushIntentsOf(mac uint64, isp string) bool {
-	ok := true
+// must wait), and upTo, the highest ID of isp's now queued or done (the
+// ISP's answer to the new message proves them on the wire:
+// completeAnswered). Another ISP's are tried too but hold nothing back: a
+// RELEASE to the ISP a device left cannot free its lease at the new one,
+// and that ISP may be the one that is unreachable.
+func (p *Proxy) flushIntentsOf(mac uint64, isp string) (upTo uint64, ok bool) {
+	ok = true
 	for _, pi := range p.intents.ofMAC(mac) {
-		if sent := p.sendIntent(pi); !sent && pi.in.ISP == isp {
+		sent := p.sendIntent(pi)
+		if pi.in.ISP != isp {
+			continue
+		}
+		if !sent {
 			ok = false
+		} else {
+			upTo = max(upTo, pi.in.ID)
 		}
 	}
-	return ok
+	return upTo, ok
 }
 
 // revokeMessage builds the DHCPRELEASE ispmux sends the ISP on a

@@ -83,8 +83,9 @@ func (r *prig) serveBeta() []*dhcpv4.DHCPv4 {
 // sending it: alpha kept the lease for good (orphaned past the start,
 // which the rules forbid for a revocation). The beta binding proves only
 // that beta's DISCOVER went out, not alpha's RELEASE: flushIntentsOf
-// holds back only the intents of the ISP the message goes to. Only a
-// binding at the intent's own ISP supersedes it now.
+// holds back only the intents of the ISP the message goes to. Only the
+// answer of the intent's own ISP to a message relayed after it completes
+// it early now (completeAnswered).
 func TestMovedDeviceReleaseToDownISPNotSuperseded(t *testing.T) {
 	r, cs := boundAtAlpha(t)
 	down := downISPTables{r.tab, 0}

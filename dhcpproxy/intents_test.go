@@ -252,10 +252,11 @@ func TestPendingReleaseGoesFirst(t *testing.T) {
 	}
 }
 
-// A RELEASE still recorded as pending at a restart, while the subscriber
-// holds a newer binding (it bound again after the RELEASE was sent, and the
-// crash came before the intent was completed), is not sent again: it would
-// free the new lease.
+// A RELEASE still pending (its 200 ms not over) when the subscriber bound
+// again at the same ISP: the ISP's ACK proves the RELEASE on the wire (the
+// same uplink queue carried it before the new DISCOVER), so the intent is
+// completed, durably, before the new binding is committed. A crash after
+// the ACK leaves no RELEASE to send again: it would free the new lease.
 func TestSupersededIntentNotReplayed(t *testing.T) {
 	r := newPRig(t)
 	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
@@ -266,11 +267,10 @@ func TestSupersededIntentNotReplayed(t *testing.T) {
 	if sent := r.snd.take(); len(sent) != 1 {
 		t.Fatalf("RELEASE: %d frames", len(sent))
 	}
-	time.Sleep(10 * time.Millisecond) // the new binding's Updated after the intent's Created
 	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
 	r.snd.take()
-	if ins, _ := r.store.Intents(); len(ins) != 1 {
-		t.Fatalf("intents %+v: want the RELEASE still recorded (the crash comes before its completion)", ins)
+	if ins, _ := r.store.Intents(); len(ins) != 0 || r.p.Counters()["intent_superseded"] != 1 {
+		t.Fatalf("intents %+v, counters %v: want the RELEASE completed by the new binding's commit", ins, r.p.Counters())
 	}
 	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
 	if _, err := p2.Restore(time.Now()); err != nil {
@@ -280,11 +280,103 @@ func TestSupersededIntentNotReplayed(t *testing.T) {
 	if sent := r.snd.take(); len(sent) != 0 {
 		t.Errorf("the superseded RELEASE was sent again (%d frames)", len(sent))
 	}
-	if ins, _ := r.store.Intents(); len(ins) != 0 || p2.Counters()["intent_superseded"] != 1 {
-		t.Errorf("intents %+v, counters %v", ins, p2.Counters())
+	if _, ok := p2.Lease(accPort, 0, 0x020000000101); !ok {
+		t.Error("the new binding was not restored")
+	}
+}
+
+// The same with the clock stepped back an hour between the RELEASE and the
+// new DORA (NTP correcting a clock that ran ahead), and ispmux killed
+// before the RELEASE's completion: the new binding's Updated is then older
+// than the intent's Created. The restore decided by those two times: it
+// took the RELEASE for one no new exchange followed and sent it again,
+// and the ISP freed the lease the subscriber had just been granted
+// (phantom: ispmux forwards for it, the ISP may give the address away).
+func TestReleaseNotReplayedOverNewLeaseAfterClockStepBack(t *testing.T) {
+	const step = time.Hour
+	r := newPRig(t)
+	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
+	r.snd.take()
+	rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
+		dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))
+	r.fromClient(rel)
+	if sent := r.snd.take(); len(sent) != 1 {
+		t.Fatalf("RELEASE: %d frames", len(sent))
+	}
+	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
+	r.snd.take()
+	// The clock stepped back before the DORA: the binding as the proxy
+	// wrote it then, its times an hour earlier (the store's clock is the
+	// system's; the intent's Created was taken before the step).
+	m := [6]byte(mac("02:00:00:00:01:01"))
+	b, err := r.store.Binding("acc0", 0, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Updated, b.Expires = b.Updated.Add(-step), b.Expires.Add(-step)
+	if err := r.store.CommitBinding(b); err != nil {
+		t.Fatal(err)
+	}
+
+	// Killed now; the restart runs on the stepped-back clock.
+	now := time.Now().Add(-step)
+	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	if _, err := p2.Restore(now); err != nil {
+		t.Fatal(err)
+	}
+	p2.expire(now)
+	for _, s := range r.snd.take() {
+		if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeRelease {
+			t.Errorf("the RELEASE sent before the new DORA was sent again after it: the ISP frees the new lease of %v", m.ClientIPAddr)
+		}
 	}
 	if _, ok := p2.Lease(accPort, 0, 0x020000000101); !ok {
 		t.Error("the new binding was not restored")
+	}
+}
+
+// A device holds a binding at alpha on acc0 and one at alpha on a circuit
+// removed while ispmux was stopped; the previous run wrote the acc0 one
+// with its clock an hour ahead of the restart's (a box without an RTC
+// starts with its clock behind until NTP). The restore ends the removed
+// circuit's binding with a RELEASE intent, which waits for alpha's next
+// hop (not resolved yet at a start). The restore then compared the acc0
+// binding's Updated with that fresh intent's Created, took the binding
+// for a newer exchange and completed the RELEASE unsent: alpha kept the
+// removed circuit's lease until it ran out, counting its customer online.
+func TestRestoreReleaseSentAfterClockStepBack(t *testing.T) {
+	r := newPRig(t)
+	now := time.Now()
+	ahead := now.Add(time.Hour) // the previous run's clock
+	m := [6]byte(mac("02:00:00:00:01:01"))
+	for _, b := range []subscribers.Binding{
+		{MAC: m, Access: "acc0", ISP: "alpha", IP: netip.MustParseAddr("100.64.0.100"), Expires: ahead.Add(time.Hour), Updated: ahead},
+		{MAC: m, Access: "gone", ISP: "alpha", IP: netip.MustParseAddr("100.64.0.101"), Expires: ahead.Add(time.Hour), Updated: ahead.Add(-time.Minute)},
+	} {
+		if err := r.store.CommitBinding(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.setUplinkDown(true) // the ISP's next hop is not resolved yet
+	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	if _, err := p2.Restore(now); err != nil {
+		t.Fatal(err)
+	}
+	r.setUplinkDown(false)
+	p2.expire(now)
+	released := false
+	for _, s := range r.snd.take() {
+		if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeRelease &&
+			m.ClientIPAddr.Equal(net.IPv4(100, 64, 0, 101)) {
+			released = true
+		}
+	}
+	if !released {
+		ins, _ := r.store.Intents()
+		t.Errorf("alpha was never sent the RELEASE of the removed circuit's lease (intents left %d, counters %v)", len(ins), p2.Counters())
+	}
+	if _, ok := p2.Lease(accPort, 0, 0x020000000101); !ok {
+		t.Error("the acc0 binding was not restored")
 	}
 }
 

@@ -165,7 +165,6 @@ func (p *Proxy) RestoreLoaded(ld *Loaded) (int, error) {
 	if err := p.endAll(ld.ends); err != nil {
 		return n, err
 	}
-	p.supersede()
 	// After the ISP bindings: an onboarding lease of a MAC bound to an
 	// ISP since is ended (handover), not installed over its binding.
 	ob, err := p.restoreOnboarding(now)
@@ -449,6 +448,13 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 	kind, why := subscribers.EventBound, "lease "+leaseString(lt)
 	if hadOld && !moved {
 		kind, why = subscribers.EventRenewed, "lease extended by "+leaseString(lt)
+	}
+	// The intents this exchange proves sent are completed first: a crash
+	// after the commit must not leave one pending beside the new lease.
+	if err := p.completeAnswered(t); err != nil {
+		p.count("store_error")
+		p.log.Error("dhcp: intent not completed; binding not committed, ACK withheld", "mac", binding.MACString(mac), "err", err)
+		return
 	}
 	failpoint.Hit(failpoint.BindBeforeCommit)
 	ev := subj.event(kind, ip, why)

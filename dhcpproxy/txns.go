@@ -81,6 +81,10 @@ type txn struct {
 	// identifier, ours, RFC 2131 §4.3.2): only the server selected may
 	// ACK it (selected).
 	selecting bool
+	// intentsBefore is the highest ID of the subscriber's intents to the
+	// ISP that were queued before msgType was relayed (flushIntentsOf;
+	// 0: none): the ISP's answer proves them on the wire.
+	intentsBefore uint64
 	// released lists the servers sent the RELEASE of a rapid-commit
 	// lease they ACKed while t was pending (releaseOnce); takeAck hands
 	// it on to the rapid win.
@@ -389,6 +393,24 @@ func (x *txns) nak(t *txn, from netip.Addr) {
 		t.nakBy = from
 	}
 	x.mu.Unlock()
+}
+
+// flushedBefore records that the subscriber's intents to t's ISP up to
+// ID upTo were queued before t's message was relayed.
+func (x *txns) flushedBefore(t *txn, upTo uint64) {
+	if t == nil {
+		return
+	}
+	x.mu.Lock()
+	t.intentsBefore = max(t.intentsBefore, upTo)
+	x.mu.Unlock()
+}
+
+// intentsBeforeOf is t's intentsBefore.
+func (x *txns) intentsBeforeOf(t *txn) uint64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return t.intentsBefore
 }
 
 // extend moves t's deadline to at least until.

@@ -293,13 +293,15 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		p.tx.abandon(pk, t)
 		return
 	}
-	if !p.flushIntentsOf(sk.mac, isp.Name) {
+	upTo, flushed := p.flushIntentsOf(sk.mac, isp.Name)
+	if !flushed {
 		// A RELEASE of this subscriber's old lease is still unsent:
 		// the new message would overtake it. The client retransmits.
 		p.count("relay_after_pending_intent")
 		p.tx.abandon(pk, t)
 		return
 	}
+	p.tx.flushedBefore(t, upTo)
 	if renewal {
 		failpoint.Hit(failpoint.RenewRelayBeforeSend)
 		p.count("renewal_relayed")
@@ -378,13 +380,15 @@ func (p *Proxy) relayLater(pk pendKey, t *txn, isp *ISP, subj subject, mt dhcpv4
 		for time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 			if gw, ok := p.nextHop(isp); ok {
-				if !p.flushIntentsOf(pk.mac, isp.Name) {
+				upTo, flushed := p.flushIntentsOf(pk.mac, isp.Name)
+				if !flushed {
 					// A RELEASE of this subscriber to isp is not
 					// on its way yet (the tick is sending it, or
 					// its frame could not be queued): the message
 					// must not overtake it. Wait for it.
 					continue
 				}
+				p.tx.flushedBefore(t, upTo)
 				p.tx.extend(t, time.Now().Add(p.cfg.Timeout))
 				p.sendRelay(isp, gw, pk.mac, mt, pk.xid, payload, only)
 				return
