@@ -211,7 +211,8 @@ func (p *Proxy) PendingIntents() int { return p.intents.len() }
 // loadIntents queues the intents a previous run left pending (step 1 done,
 // step 3 not): flushIntents sends them again. None was followed by a
 // binding at its ISP that its message preceded: bindAndAck completes those
-// before it commits that binding (completeAnswered).
+// before it commits that binding (completeAnswered); an older build's
+// were not, and supersedeLegacy completes those.
 func (p *Proxy) loadIntents() error {
 	ins, err := p.store.Intents()
 	for _, in := range ins {
@@ -221,6 +222,39 @@ func (p *Proxy) loadIntents() error {
 		p.log.Info("dhcp: messages to ISPs pending from before the restart are sent again", "intents", len(ins))
 	}
 	return err
+}
+
+// supersedeLegacy completes, without sending them again, the intents an
+// older ispmux left pending (ID below the store's IntentsOrderedFrom)
+// beside a binding of the subscriber at the intent's ISP written after it
+// (Updated later than the intent's Created). That build did not complete
+// a subscriber's intents before committing the binding the ISP granted
+// after them (completeAnswered), so such a binding is its proof that the
+// RELEASE went out first, as it judged at its own start: sending it again
+// would free that lease (a phantom). The wall clock decides for these
+// only, once: the intents of this build, the restore's own among them,
+// are ordered by the store's commits and all sent.
+func (p *Proxy) supersedeLegacy() {
+	os, ok := p.store.(interface{ IntentsOrderedFrom() uint64 })
+	if !ok {
+		return
+	}
+	from := os.IntentsOrderedFrom()
+	for _, pi := range p.intents.unsent() {
+		isp := p.isps[pi.in.ISP]
+		if !pi.replay || pi.in.ID >= from || isp == nil {
+			continue
+		}
+		for _, h := range p.leases.ofMAC(binding.MAC48(pi.in.MAC)) {
+			// Only a binding at the intent's own ISP: another ISP's
+			// exchange was never held back by it (flushIntentsOf).
+			if h.l.isp == isp.Index && h.l.updated > pi.in.Created.UnixNano() {
+				p.count("intent_superseded")
+				p.completeIntent(pi.in.ID)
+				break
+			}
+		}
+	}
 }
 
 // completeAnswered completes, durably, the intents of t's subscriber to

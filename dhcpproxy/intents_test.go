@@ -19,6 +19,7 @@ import (
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
+	bolt "go.etcd.io/bbolt"
 )
 
 func (r *prig) setUplinkDown(down bool) {
@@ -332,6 +333,96 @@ func TestReleaseNotReplayedOverNewLeaseAfterClockStepBack(t *testing.T) {
 	}
 	if _, ok := p2.Lease(accPort, 0, 0x020000000101); !ok {
 		t.Error("the new binding was not restored")
+	}
+}
+
+// legacyReleaseBesideNewBinding leaves in r's store what an ispmux
+// killed within 200 ms of a DORA that followed a RELEASE leaves: the
+// RELEASE's intent pending beside the binding granted after it. With
+// older true, the file is then made one an older ispmux wrote (no
+// intents-ordered-from marker: that build did not complete the intent
+// before committing the binding) and opened again. It returns the store
+// to restart on.
+func legacyReleaseBesideNewBinding(t *testing.T, r *prig, older bool) *subscribers.Store {
+	t.Helper()
+	now := time.Now()
+	m := [6]byte(mac("02:00:00:00:01:01"))
+	rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(m[:]), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
+		dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)))
+	if _, err := r.store.AddIntent(subscribers.Intent{Kind: subscribers.IntentRelease, ISP: "alpha", MAC: m, Access: "acc0",
+		IP: netip.MustParseAddr("100.64.0.100"), Message: rel.ToBytes(), Created: now.Add(-time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.store.CommitBinding(subscribers.Binding{MAC: m, Access: "acc0", ISP: "alpha",
+		IP: netip.MustParseAddr("100.64.0.100"), Expires: now.Add(time.Hour), Updated: now}); err != nil {
+		t.Fatal(err)
+	}
+	if !older {
+		return r.store
+	}
+	path := r.store.Path()
+	if err := r.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("meta")).Delete([]byte("intents-ordered-from")) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	st, err := subscribers.Open(path, subscribers.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	r.tab.store = st
+	return st
+}
+
+// An ispmux upgraded from a build that left a RELEASE pending beside the
+// binding granted after it (it completed such an intent at its next start,
+// by comparing the intent's Created with the binding's Updated): the first
+// start of this build sent that RELEASE, and the ISP freed the new lease
+// (phantom). The intents of an older build keep that build's rule.
+func TestOlderBuildsReleaseBesideNewBindingNotReplayed(t *testing.T) {
+	r := newPRig(t)
+	st := legacyReleaseBesideNewBinding(t, r, true)
+	p2 := New(r.p.cfg, st, storeRegistry{st}, r.tab, r.snd, nil)
+	if _, err := p2.Restore(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	p2.expire(time.Now())
+	for _, s := range r.snd.take() {
+		if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeRelease {
+			t.Errorf("an older build's RELEASE sent before the new binding was sent again: the ISP frees the lease of %v", m.ClientIPAddr)
+		}
+	}
+	if ins, _ := st.Intents(); len(ins) != 0 || p2.Counters()["intent_superseded"] != 1 {
+		t.Errorf("intents left %d, counters %v: want the older build's RELEASE completed", len(ins), p2.Counters())
+	}
+}
+
+// The same store state written by this build (the intent not completed
+// before the binding was committed cannot have preceded it: completeAnswered)
+// is not judged by the clocks: the RELEASE is sent.
+func TestThisBuildsPendingReleaseSentBesideBinding(t *testing.T) {
+	r := newPRig(t)
+	st := legacyReleaseBesideNewBinding(t, r, false)
+	p2 := New(r.p.cfg, st, storeRegistry{st}, r.tab, r.snd, nil)
+	if _, err := p2.Restore(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	p2.expire(time.Now())
+	released := false
+	for _, s := range r.snd.take() {
+		if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeRelease {
+			released = true
+		}
+	}
+	if !released || p2.Counters()["intent_superseded"] != 0 {
+		t.Errorf("released %v, counters %v: want this build's pending RELEASE sent", released, p2.Counters())
 	}
 }
 

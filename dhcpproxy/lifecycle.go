@@ -165,6 +165,7 @@ func (p *Proxy) RestoreLoaded(ld *Loaded) (int, error) {
 	if err := p.endAll(ld.ends); err != nil {
 		return n, err
 	}
+	p.supersedeLegacy()
 	// After the ISP bindings: an onboarding lease of a MAC bound to an
 	// ISP since is ended (handover), not installed over its binding.
 	ob, err := p.restoreOnboarding(now)

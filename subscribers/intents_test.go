@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func testIntent(i int) *Intent {
@@ -457,5 +459,43 @@ func TestBindingEqualCoversFields(t *testing.T) {
 		if bindingEqual(full(), b) {
 			t.Errorf("bindingEqual misses change %d", i)
 		}
+	}
+}
+
+// IntentsOrderedFrom is set at the first open by a build that records it,
+// past every intent ID given out before (an older ispmux's), and kept by
+// later opens: the intents of this build are at or above it.
+func TestIntentsOrderedFrom(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.IntentsOrderedFrom(); got != 1 {
+		t.Fatalf("a new file: IntentsOrderedFrom %d, want 1", got)
+	}
+	for i := range 3 {
+		if _, err := s.AddIntent(*testIntent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The file as an older ispmux left it: no marker.
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyIntentsFrom) }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	for range 2 {
+		s, err = Open(path, Options{NoSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.IntentsOrderedFrom(); got != 4 {
+			t.Errorf("IntentsOrderedFrom %d, want 4 (past the older build's 3 intents)", got)
+		}
+		it, err := s.AddIntent(*testIntent(9))
+		if err != nil || it.ID < s.IntentsOrderedFrom() {
+			t.Errorf("AddIntent = ID %d, %v: want at or above %d", it.ID, err, s.IntentsOrderedFrom())
+		}
+		s.Close()
 	}
 }

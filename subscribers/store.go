@@ -137,8 +137,10 @@ type Store struct {
 	path string
 	// relaySince: RelayIsSourceSince.
 	relaySince time.Time
-	retention  uint64
-	maxAge     time.Duration
+	// intentsFrom: IntentsOrderedFrom.
+	intentsFrom uint64
+	retention   uint64
+	maxAge      time.Duration
 
 	changeRetention uint64
 	changeMaxAge    time.Duration
@@ -305,6 +307,7 @@ func Open(path string, opts Options) (*Store, error) {
 	// nothing.
 	var current bool
 	var relaySince time.Time
+	var intentsFrom uint64
 	err = db.View(func(tx *bolt.Tx) error {
 		current = true
 		for _, name := range allBuckets {
@@ -314,8 +317,10 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		if current {
 			v := tx.Bucket(bucketMeta).Get(keySchema)
+			var ordered bool
 			relaySince, current = relaySinceOf(tx)
-			current = current && len(v) == 1 && v[0] == schemaVersion
+			intentsFrom, ordered = intentsFromOf(tx)
+			current = current && ordered && len(v) == 1 && v[0] == schemaVersion
 		}
 		return nil
 	})
@@ -325,6 +330,7 @@ func Open(path string, opts Options) (*Store, error) {
 				return err
 			}
 			relaySince, _ = relaySinceOf(tx)
+			intentsFrom, _ = intentsFromOf(tx)
 			return nil
 		})
 	}
@@ -342,6 +348,7 @@ func Open(path string, opts Options) (*Store, error) {
 		window:          opts.CommitWindow,
 		db:              db,
 		relaySince:      relaySince,
+		intentsFrom:     intentsFrom,
 	}
 	if err := s.openJournalFor(path, opts.NoSync); err != nil {
 		db.Close()
@@ -393,6 +400,12 @@ func setUp(tx *bolt.Tx) error {
 			return err
 		}
 	}
+	if meta.Get(keyIntentsFrom) == nil {
+		next := tx.Bucket(bucketIntents).Sequence() + 1
+		if err := meta.Put(keyIntentsFrom, binary.BigEndian.AppendUint64(nil, next)); err != nil {
+			return err
+		}
+	}
 	return meta.Put(keySchema, []byte{schemaVersion})
 }
 
@@ -409,6 +422,27 @@ func relaySinceOf(tx *bolt.Tx) (time.Time, bool) {
 	}
 	return time.Unix(0, int64(binary.BigEndian.Uint64(v))), true
 }
+
+// keyIntentsFrom is the first intent ID given out after a build that
+// completes an intent before committing the binding its ISP's answer to a
+// later message grants first opened the file (IntentsOrderedFrom).
+var keyIntentsFrom = []byte("intents-ordered-from")
+
+// intentsFromOf reads keyIntentsFrom; false if it is not there.
+func intentsFromOf(tx *bolt.Tx) (uint64, bool) {
+	v := tx.Bucket(bucketMeta).Get(keyIntentsFrom)
+	if len(v) != 8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(v), true
+}
+
+// IntentsOrderedFrom is the first intent ID this file gave out under a
+// build that completes a subscriber's intents before it commits the
+// binding the ISP granted after them: a lower ID's intent was written by
+// an older ispmux, which left it pending beside such a binding (it decided
+// at start by comparing the intent's Created with the binding's Updated).
+func (s *Store) IntentsOrderedFrom() uint64 { return s.intentsFrom }
 
 // RelayIsSourceSince is when the file's bindings began to hold, in Relay,
 // the address of the server that granted them: a binding last updated
