@@ -1,18 +1,15 @@
 package dhcpproxy
 
 import (
-	"bytes"
-	"errors"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/ispmux/ispmux/internal/crashtest"
 	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
 )
@@ -49,16 +46,7 @@ func TestCrashEndingRemovedCircuitsBinding(t *testing.T) {
 	} {
 		t.Run(c.point, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "s.db")
-			cmd := exec.Command(os.Args[0], "-test.run=^TestCrashEndingRemovedCircuitsBinding$", "-test.count=1")
-			cmd.Env = append(os.Environ(), removedCircuitCrashEnv+"="+path, "ISPMUX_FAILPOINT="+c.point)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			err := cmd.Run()
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL ||
-				!bytes.Contains(stderr.Bytes(), []byte("failpoint "+c.point+": SIGKILL")) {
-				t.Fatalf("child not killed at %s: %v\n%s", c.point, err, stderr.String())
-			}
+			crashtest.KillAt(t, "TestCrashEndingRemovedCircuitsBinding", removedCircuitCrashEnv+"="+path, c.point)
 			m := [6]byte(mac(s1))
 			for restart := 1; restart <= 2; restart++ {
 				r := switchRigAt(t, path)

@@ -6,17 +6,16 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/internal/crashtest"
 	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
 	bolt "go.etcd.io/bbolt"
@@ -547,16 +546,7 @@ func TestCrashDecliningAnAddressInUse(t *testing.T) {
 	} {
 		t.Run(c.point, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "s.db")
-			cmd := exec.Command(os.Args[0], "-test.run=^TestCrashDecliningAnAddressInUse$", "-test.count=1")
-			cmd.Env = append(os.Environ(), declineCrashEnv+"="+path, "ISPMUX_FAILPOINT="+c.point)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			err := cmd.Run()
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL ||
-				!bytes.Contains(stderr.Bytes(), []byte("failpoint "+c.point+": SIGKILL")) {
-				t.Fatalf("child not killed at %s (the DECLINE of the address in use does not pass it): %v\n%s", c.point, err, stderr.String())
-			}
+			crashtest.KillAt(t, "TestCrashDecliningAnAddressInUse", declineCrashEnv+"="+path, c.point)
 			for restart := 1; restart <= 2; restart++ {
 				r := switchRigAt(t, path)
 				r.tab.bound[inUse.MAC] = inUse

@@ -5,14 +5,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/ispmux/ispmux/internal/crashtest"
 	"github.com/ispmux/ispmux/internal/failpoint"
 )
 
@@ -220,16 +219,7 @@ func TestBackupCrash(t *testing.T) {
 	for _, point := range []string{failpoint.BackupAfterMark, failpoint.BackupAfterCopy} {
 		t.Run(point, func(t *testing.T) {
 			dir := t.TempDir()
-			cmd := exec.Command(os.Args[0], "-test.run=^TestBackupCrash$", "-test.count=1")
-			cmd.Env = append(os.Environ(), backupCrashEnv+"="+dir, "ISPMUX_FAILPOINT="+point)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			err := cmd.Run()
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL ||
-				!bytes.Contains(stderr.Bytes(), []byte("failpoint "+point+": SIGKILL")) {
-				t.Fatalf("child not killed at %s: %v\n%s", point, err, stderr.String())
-			}
+			crashtest.KillAt(t, "TestBackupCrash", backupCrashEnv+"="+dir, point)
 			live, err := Open(filepath.Join(dir, "live.db"), Options{})
 			if err != nil {
 				t.Fatalf("reopen the live store: %v", err)
