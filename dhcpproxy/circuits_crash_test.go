@@ -14,6 +14,19 @@ import (
 	"github.com/ispmux/ispmux/subscribers"
 )
 
+// endCrashPoints are an intent's crash points, in order (EndBinding's
+// or AddIntent's store transaction, the send, the completion), each with
+// pending: the intent is still stored after the crash, and its message
+// is sent once after the restart.
+var endCrashPoints = []struct {
+	point   string
+	pending bool
+}{
+	{failpoint.EndAfterIntent, true},
+	{failpoint.EndAfterSend, true},
+	{failpoint.EndAfterComplete, false},
+}
+
 const removedCircuitCrashEnv = "DHCPPROXY_REMOVED_CIRCUIT_CRASH_CHILD"
 
 // A binding of a removed access circuit ends at start through an intent
@@ -34,16 +47,7 @@ func TestCrashEndingRemovedCircuitsBinding(t *testing.T) {
 	if !failpoint.Enabled {
 		t.Skip("needs -tags failpoints")
 	}
-	for _, c := range []struct {
-		point string
-		// pending: the intent is still stored after the crash (and its
-		// RELEASE is sent once after the restart).
-		pending bool
-	}{
-		{failpoint.EndAfterIntent, true},
-		{failpoint.EndAfterSend, true},
-		{failpoint.EndAfterComplete, false},
-	} {
+	for _, c := range endCrashPoints {
 		t.Run(c.point, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "s.db")
 			crashtest.KillAt(t, "TestCrashEndingRemovedCircuitsBinding", removedCircuitCrashEnv+"="+path, c.point)

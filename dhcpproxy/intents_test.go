@@ -196,8 +196,7 @@ func TestReleaseDropsInFlightRenewal(t *testing.T) {
 	if len(toISP) != 1 || toISP[0].port != upPort {
 		t.Fatalf("renewal: %d frames, want it relayed", len(toISP))
 	}
-	rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
-		dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))
+	rel := releaseOf100(t)
 	r.fromClient(rel)
 	r.snd.take()
 	r.snd.mu.Lock()
@@ -221,8 +220,7 @@ func releasedWhileDown(t *testing.T, up bool) *prig {
 	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
 	r.snd.take()
 	r.setUplinkDown(true)
-	rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
-		dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))
+	rel := releaseOf100(t)
 	r.fromClient(rel)
 	r.setUplinkDown(!up)
 	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
@@ -261,8 +259,7 @@ func TestSupersededIntentNotReplayed(t *testing.T) {
 	r := newPRig(t)
 	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
 	r.snd.take()
-	rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
-		dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))
+	rel := releaseOf100(t)
 	r.fromClient(rel)
 	if sent := r.snd.take(); len(sent) != 1 {
 		t.Fatalf("RELEASE: %d frames", len(sent))
@@ -297,8 +294,7 @@ func TestReleaseNotReplayedOverNewLeaseAfterClockStepBack(t *testing.T) {
 	r := newPRig(t)
 	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
 	r.snd.take()
-	rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
-		dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))
+	rel := releaseOf100(t)
 	r.fromClient(rel)
 	if sent := r.snd.take(); len(sent) != 1 {
 		t.Fatalf("RELEASE: %d frames", len(sent))
@@ -490,8 +486,7 @@ func TestACKOfEarlierGenerationBindsNothing(t *testing.T) {
 	if t0 == nil {
 		t.Fatal("no transaction for the renewal")
 	}
-	rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
-		dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))
+	rel := releaseOf100(t)
 	r.fromClient(rel)
 	r.snd.take()
 	payload := ack.ToBytes()
@@ -534,16 +529,7 @@ func TestCrashDecliningAnAddressInUse(t *testing.T) {
 	if !failpoint.Enabled {
 		t.Skip("needs -tags failpoints")
 	}
-	for _, c := range []struct {
-		point string
-		// pending: the intent is still stored after the crash (and its
-		// DECLINE is sent once after the restart).
-		pending bool
-	}{
-		{failpoint.EndAfterIntent, true},
-		{failpoint.EndAfterSend, true},
-		{failpoint.EndAfterComplete, false},
-	} {
+	for _, c := range endCrashPoints {
 		t.Run(c.point, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "s.db")
 			crashtest.KillAt(t, "TestCrashDecliningAnAddressInUse", declineCrashEnv+"="+path, c.point)
@@ -590,4 +576,16 @@ func TestCrashDecliningAnAddressInUse(t *testing.T) {
 			}
 		})
 	}
+}
+
+// releaseOf100 is 02:00:00:00:01:01's RELEASE of 100.64.0.100 (the
+// address kea gives it in these tests), naming our server identifier.
+func releaseOf100(t *testing.T) *dhcpv4.DHCPv4 {
+	t.Helper()
+	rel, err := dhcpv4.New(dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
+		dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rel
 }

@@ -206,7 +206,7 @@ func (p *Proxy) sendProbe(sk subKey, ip [4]byte) bool {
 // claiming circuit can do.
 func (p *Proxy) fromSubscriberARP(c *Circuit, pkt *classifier.Packet) {
 	sk := subKey{circuitKey{c.Port, c.VLAN}, pkt.Src}
-	ip := be4(pkt.SPA)
+	ip := addr4(pkt.SPA).As4()
 	if pkt.ARPOp != 2 || pkt.SHA != pkt.Src || pkt.THA != c.MAC || pkt.TPA != ip4(c.Addr) ||
 		!p.probes.answered(sk, ip) && !p.leases.claimedAt(sk, ip) {
 		p.count("arp_not_probe_answer")
@@ -218,8 +218,6 @@ func (p *Proxy) fromSubscriberARP(c *Circuit, pkt *classifier.Packet) {
 			"mac", binding.MACString(sk.mac), "access", c.Name)
 	}
 }
-
-func be4(a uint32) [4]byte { return [4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)} }
 
 // setProbed records that a probe set was started for the claim on sk.
 func (t *leaseTable) setProbed(sk subKey) {
