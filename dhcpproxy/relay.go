@@ -164,7 +164,7 @@ func relayUp(raw []byte, m *dhcpv4.DHCPv4, giaddr netip.Addr, ourServerID, ispSe
 			out = append(out, data...)
 		}
 	})
-	out = appendOption82(out, op82)
+	out = appendSplit(out, optRelayAgentInfo, op82) // ours always fits one instance
 	return finish(out)
 }
 
@@ -465,20 +465,6 @@ func forEachTLV(b []byte, fn func(code byte, data []byte)) {
 		n := 2 + int(b[1]) // int: 2+b[1] in byte arithmetic wraps at 254
 		fn(code, b[2:n])
 		b = b[n:]
-	}
-}
-
-// appendOption82 appends option 82 with payload v (split into 255-byte
-// instances, RFC 3396, though ours always fits one).
-func appendOption82(out, v []byte) []byte {
-	for {
-		n := min(len(v), 255)
-		out = append(out, optRelayAgentInfo, byte(n))
-		out = append(out, v[:n]...)
-		v = v[n:]
-		if len(v) == 0 {
-			return out
-		}
 	}
 }
 

@@ -631,18 +631,9 @@ func (p *Processor) icmpError(in uint8, out *datapath.Verdict, pkt *classifier.P
 			return
 		}
 	}
-	now := nanotime() + 1 // never 0: icmpLast 0 means "never sent", a full bucket
-	b := &p.icmpTokens[in]
-	if p.icmpLast[in] == 0 {
-		*b = icmpErrBurst
-	} else {
-		*b = min(icmpErrBurst, *b+float64(now-p.icmpLast[in])*icmpErrRate/1e9)
-	}
-	p.icmpLast[in] = now
-	if *b < 1 {
+	if !takeToken(&p.icmpTokens[in], &p.icmpLast[in], icmpErrRate, icmpErrBurst) {
 		return
 	}
-	*b--
 	quote := min(pkt.IHL+8, pkt.TotalLen)
 	l3 := pkt.L3
 	if l3+28+quote > cap(f) {
