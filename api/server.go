@@ -173,7 +173,7 @@ type call struct {
 
 func setRequestID(w http.ResponseWriter, r *http.Request) string {
 	id := r.Header.Get("X-Request-Id")
-	if !validRequestID(id) {
+	if !ValidRequestID(id) {
 		var b [12]byte
 		_, _ = rand.Read(b[:])
 		id = hex.EncodeToString(b[:])
@@ -182,9 +182,10 @@ func setRequestID(w http.ResponseWriter, r *http.Request) string {
 	return id
 }
 
-// validRequestID accepts a client's id of 1..64 characters from
-// [A-Za-z0-9._:-] (it goes into events and logs as it is).
-func validRequestID(id string) bool {
+// ValidRequestID accepts a client's id of 1..64 characters from
+// [A-Za-z0-9._:-] (it goes into events and logs as it is): the ids the API
+// records, and so the ones ctl events --request-id can find.
+func ValidRequestID(id string) bool {
 	if id == "" || len(id) > 64 {
 		return false
 	}

@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"strings"
 
+	"github.com/ispmux/ispmux/api"
 	"github.com/ispmux/ispmux/api/client"
 	"github.com/ispmux/ispmux/tenants"
 )
@@ -145,21 +145,10 @@ func (e *ctlEnv) eventFilter() (func(tenants.Event) bool, error) {
 	if !e.set["request-id"] {
 		return nil, nil
 	}
-	if !validRequestID(id) {
+	if !api.ValidRequestID(id) {
 		return nil, e.h.usage("--request-id %q: a request id is 1..64 characters of A-Z a-z 0-9 . _ : -", id)
 	}
 	return func(ev tenants.Event) bool { return ev.RequestID == id }, nil
-}
-
-// validRequestID is the API's rule for the ids it records (api: an
-// X-Request-Id it echoes).
-func validRequestID(id string) bool {
-	if id == "" || len(id) > 64 {
-		return false
-	}
-	return !strings.ContainsFunc(id, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._:-", r))
-	})
 }
 
 // noneOfRequest says no event where has the request id asked for, and why
