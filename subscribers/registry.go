@@ -648,10 +648,21 @@ func (s *Store) CustomerSummary() (CustomerSummary, error) {
 	return sum, nil
 }
 
-// MissingCustomers returns those of keys that have no customer record,
-// looked up in one read transaction in key order (a configuration sync
-// checks every customer its file names).
-func (s *Store) MissingCustomers(keys []CustomerKey) ([]CustomerKey, error) {
+// CustomerCheck is what CheckCustomers found of a list of customer keys.
+type CustomerCheck struct {
+	// Missing are the keys with no customer record, in key order.
+	Missing []CustomerKey
+	// Limits are the device limits of the keys whose record comes from
+	// another source than the one asked about (nil when there are none).
+	Limits map[CustomerKey]int
+}
+
+// CheckCustomers looks keys up in one read transaction, in key order (a
+// configuration sync checks every customer its file names): which have
+// no customer record, and the device limits of those whose record comes
+// from another source than source (the API's customers, for a sync of
+// the configuration's devices).
+func (s *Store) CheckCustomers(keys []CustomerKey, source string) (CustomerCheck, error) {
 	ks := slices.Clone(keys)
 	slices.SortFunc(ks, func(a, b CustomerKey) int {
 		if c := strings.Compare(a.ISP, b.ISP); c != 0 {
@@ -659,18 +670,31 @@ func (s *Store) MissingCustomers(keys []CustomerKey) ([]CustomerKey, error) {
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
-	var out []CustomerKey
+	var out CustomerCheck
 	err := s.view(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketCustomers)
 		for _, k := range ks {
-			if bk.Get(customerKey(k.ISP, k.ID)) == nil {
-				out = append(out, k)
+			key := customerKey(k.ISP, k.ID)
+			v := bk.Get(key)
+			if v == nil {
+				out.Missing = append(out.Missing, k)
+				continue
+			}
+			c, err := decodeCustomer(key, v)
+			if err != nil {
+				return err
+			}
+			if c.Source != source {
+				if out.Limits == nil {
+					out.Limits = map[CustomerKey]int{}
+				}
+				out.Limits[k] = c.DeviceLimit
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("missing customers: %w", err)
+		return CustomerCheck{}, fmt.Errorf("check customers: %w", err)
 	}
 	return out, nil
 }

@@ -70,7 +70,8 @@ func TestSyncRegistrationsDiff(t *testing.T) {
 
 // TestForEachRegistrationAndSummary: the stream sees every registration
 // in MAC order with shared name strings; the summary counts customers per
-// ISP and lists the suspended ones; MissingCustomers finds the absent.
+// ISP and lists the suspended ones; CheckCustomers finds the absent, and
+// the limits of those from another source.
 func TestForEachRegistrationAndSummary(t *testing.T) {
 	s, _ := openTest(t, Options{NoSync: true})
 	var w TenantWrite
@@ -120,9 +121,17 @@ func TestForEachRegistrationAndSummary(t *testing.T) {
 	if len(sum.Suspended) != 1 || sum.Suspended[0] != (CustomerKey{"beta", "cH"}) {
 		t.Errorf("suspended %+v", sum.Suspended)
 	}
-	miss, err := s.MissingCustomers([]CustomerKey{{"beta", "cH"}, {"alpha", "nope"}, {"zeta", "cA"}, {"alpha", "cA"}})
-	if err != nil || !slices.Equal(miss, []CustomerKey{{"alpha", "nope"}, {"zeta", "cA"}}) {
-		t.Errorf("missing %v, %v", miss, err)
+	keys := []CustomerKey{{"beta", "cH"}, {"alpha", "nope"}, {"zeta", "cA"}, {"alpha", "cA"}}
+	chk, err := s.CheckCustomers(keys, "api")
+	if err != nil || !slices.Equal(chk.Missing, []CustomerKey{{"alpha", "nope"}, {"zeta", "cA"}}) || chk.Limits != nil {
+		t.Errorf("check against api: %+v, %v", chk, err)
+	}
+	chk, err = s.CheckCustomers(keys, "config")
+	if err != nil || len(chk.Limits) != 2 || chk.Limits[CustomerKey{"beta", "cH"}] != 0 {
+		t.Errorf("check against config: %+v, %v", chk, err)
+	}
+	if _, ok := chk.Limits[CustomerKey{"alpha", "cA"}]; !ok {
+		t.Errorf("check against config: alpha/cA, an api customer, has no limit: %+v", chk)
 	}
 }
 

@@ -1,6 +1,7 @@
 package tenants
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/ispmux/ispmux/internal/binding"
@@ -30,7 +31,8 @@ type SyncReport struct {
 
 // SyncConfig makes the configuration-sourced devices those of the file,
 // at start and on reload. A MAC the API or a claim attached is left as it
-// is and reported (a reload never overrides the API). Each (ISP, customer
+// is and reported (a reload never overrides the API), and so is an entry
+// past the device limit of the API customer it names (withinLimits). Each (ISP, customer
 // ID) the file names gets a configuration-sourced customer record if it
 // has none (no password: it cannot be claimed); one that the file no
 // longer names is removed when its last device went with this sync.
@@ -45,12 +47,30 @@ func (t *Tenants) SyncConfig(devs []ConfigDevice) (SyncReport, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var rep SyncReport
-	regs := make([]subscribers.Registration, 0, len(devs))
-	wantCust := map[subscribers.CustomerKey]bool{}
+	named := map[subscribers.CustomerKey]bool{}
 	for _, d := range devs {
 		if !t.isps[d.ISP] {
 			return rep, fmt.Errorf("%w: subscriber %s: ISP %q is not configured", ErrInvalid, macString(d.MAC), d.ISP)
 		}
+		if d.CustomerID != "" {
+			named[subscribers.CustomerKey{ISP: d.ISP, ID: d.CustomerID}] = true
+		}
+	}
+	keys := make([]subscribers.CustomerKey, 0, len(named))
+	for k := range named {
+		keys = append(keys, k)
+	}
+	chk, err := t.store.CheckCustomers(keys, SourceConfig)
+	if err != nil {
+		return rep, fmt.Errorf("tenants: configured subscribers: %w", err)
+	}
+	devs, rep.Conflicts, err = t.withinLimits(devs, chk.Limits)
+	if err != nil {
+		return rep, fmt.Errorf("tenants: configured subscribers: %w", err)
+	}
+	regs := make([]subscribers.Registration, 0, len(devs))
+	wantCust := map[subscribers.CustomerKey]bool{}
+	for _, d := range devs {
 		regs = append(regs, subscribers.Registration{MAC: d.MAC, CustomerID: d.CustomerID, ISP: d.ISP, Access: d.Access,
 			Blocked: d.Blocked, Source: SourceConfig})
 		if d.CustomerID != "" {
@@ -89,16 +109,11 @@ func (t *Tenants) SyncConfig(devs []ConfigDevice) (SyncReport, error) {
 	// none, removed for configuration-sourced ones whose devices this
 	// sync removed or moved away, when the file no longer names them and
 	// no device uses them.
-	keys := make([]subscribers.CustomerKey, 0, len(wantCust))
-	for k := range wantCust {
-		keys = append(keys, k)
-	}
-	missing, err := t.store.MissingCustomers(keys)
-	if err != nil {
-		return rep, err
-	}
 	var w subscribers.TenantWrite
-	for _, k := range missing {
+	for _, k := range chk.Missing {
+		if !wantCust[k] {
+			continue
+		}
 		w.PutCustomers = append(w.PutCustomers, subscribers.Customer{ISP: k.ISP, ID: k.ID, Status: string(StatusActive),
 			DeviceLimit: maxDeviceLimit, Source: SourceConfig})
 	}
@@ -132,6 +147,80 @@ func (t *Tenants) SyncConfig(devs []ConfigDevice) (SyncReport, error) {
 		return rep, t.loadLocked()
 	}
 	return rep, t.publishSync(diff, w)
+}
+
+// withinLimits holds the configuration's devices to the device limits of
+// the API's customers they name (limits, from CheckCustomers), as an API
+// attach is held: a customer's devices from other sources take their
+// room first, then the entries already attached to it from the file, then
+// the file's new ones in its order. The entries past the limit are left
+// out of the sync and reported (the returned conflicts, in file order);
+// an entry whose MAC the API or a claim attached takes no room (the sync
+// holds it anyway). t.mu held.
+func (t *Tenants) withinLimits(devs []ConfigDevice, limits map[subscribers.CustomerKey]int) ([]ConfigDevice, []string, error) {
+	if len(limits) == 0 {
+		return devs, nil, nil
+	}
+	byCust := map[subscribers.CustomerKey][]int{}
+	for i, d := range devs {
+		k := subscribers.CustomerKey{ISP: d.ISP, ID: d.CustomerID}
+		if _, ok := limits[k]; ok {
+			byCust[k] = append(byCust[k], i)
+		}
+	}
+	over := map[int]int{} // index in devs → the limit it is past
+	for k, idx := range byCust {
+		cur, err := t.store.DevicesOf(k.ISP, k.ID)
+		if err != nil {
+			return nil, nil, err
+		}
+		room := limits[k]
+		fromFile := map[subscribers.MAC]bool{}
+		for _, r := range cur {
+			if r.Source == SourceConfig {
+				fromFile[r.MAC] = true
+			} else {
+				room--
+			}
+		}
+		var kept, fresh []int
+		for _, i := range idx {
+			if fromFile[devs[i].MAC] {
+				kept = append(kept, i)
+				continue
+			}
+			r, err := t.store.Registration(devs[i].MAC)
+			switch {
+			case err == nil && r.Source != SourceConfig:
+				continue // held by the sync
+			case err != nil && !errors.Is(err, subscribers.ErrNotFound):
+				return nil, nil, err
+			}
+			fresh = append(fresh, i)
+		}
+		for _, i := range append(kept, fresh...) {
+			if room > 0 {
+				room--
+			} else {
+				over[i] = limits[k]
+			}
+		}
+	}
+	if len(over) == 0 {
+		return devs, nil, nil
+	}
+	var conflicts []string
+	in := make([]ConfigDevice, 0, len(devs)-len(over))
+	for i, d := range devs {
+		lim, past := over[i]
+		if !past {
+			in = append(in, d)
+			continue
+		}
+		conflicts = append(conflicts, fmt.Sprintf("subscriber %s: customer %s/%s is at its device limit (%d); the configuration's entry is not applied",
+			macString(d.MAC), d.ISP, d.CustomerID, lim))
+	}
+	return in, conflicts, nil
 }
 
 // configSyncOptions are SyncConfig's options for the store's sync: held

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -287,4 +288,48 @@ func TestSyncConfigEvents(t *testing.T) {
 	if n := len(r.events("alpha")) + len(r.events("beta")) - before; n != 2 {
 		t.Errorf("a sync of %d additions recorded %d events, want one per ISP", len(devs), n)
 	}
+}
+
+// TestSyncConfigDeviceLimit: a configuration entry naming an API
+// customer is held to that customer's device limit as an API attach is:
+// entries past it are not applied and are reported (before, a reload
+// attached them all, past the limit the ISP set; the flake of
+// TestConcurrentWritersConsistent). An entry the customer already has
+// keeps its place ahead of new ones.
+func TestSyncConfigDeviceLimit(t *testing.T) {
+	r := newRig(t)
+	if _, err := r.ten.CreateCustomer(ctx, op, "beta", CustomerInput{ID: "c-1", DeviceLimit: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.AttachDevice(ctx, op, "beta", DeviceInput{MAC: "02:00:00:00:04:01", CustomerID: "c-1"}); err != nil {
+		t.Fatal(err)
+	}
+	m := func(b byte) subscribers.MAC { return subscribers.MAC{2, 0, 0, 0, 4, b} }
+	rep, err := r.ten.SyncConfig([]ConfigDevice{{MAC: m(2), ISP: "beta", CustomerID: "c-1"}})
+	if err != nil || len(rep.Conflicts) != 0 || rep.Added != 1 {
+		t.Fatalf("sync within the limit: %+v %v", rep, err)
+	}
+	// m(3) comes first in the file, but m(2) is already the customer's:
+	// m(2) stays, m(3) is refused.
+	rep, err = r.ten.SyncConfig([]ConfigDevice{{MAC: m(3), ISP: "beta", CustomerID: "c-1"}, {MAC: m(2), ISP: "beta", CustomerID: "c-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Conflicts) != 1 || !strings.Contains(rep.Conflicts[0], "02:00:00:00:04:03") || !strings.Contains(rep.Conflicts[0], "device limit") {
+		t.Errorf("conflicts %q, want one naming 02:00:00:00:04:03 and the device limit", rep.Conflicts)
+	}
+	devs, err := r.store.DevicesOf("beta", "c-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(devs) != 2 {
+		t.Errorf("customer beta/c-1 (limit 2) has %d devices: %v", len(devs), devs)
+	}
+	if _, err := r.store.Registration(m(3)); err == nil {
+		t.Errorf("02:00:00:00:04:03 registered past the limit")
+	}
+	if _, err := r.store.Registration(m(2)); err != nil {
+		t.Errorf("02:00:00:00:04:02, the customer's config device within the limit, lost: %v", err)
+	}
+	r.consistent()
 }
