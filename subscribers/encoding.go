@@ -474,7 +474,13 @@ func encodeCustomer(c *Customer) []byte {
 }
 
 func decodeCustomer(key, val []byte) (Customer, error) {
-	d := decoder{b: val}
+	return decodeCustomerOf(key, val, false)
+}
+
+// decodeCustomerOf is decodeCustomer; with borrow, the strings are read
+// in place (no copies): valid only within the transaction that read val.
+func decodeCustomerOf(key, val []byte, borrow bool) (Customer, error) {
+	d := decoder{b: val, borrow: borrow}
 	if v := d.version(); d.err == nil && v < 3 {
 		d.fail(fmt.Errorf("format version %d has no customers", v))
 	}

@@ -680,7 +680,7 @@ func (s *Store) CheckCustomers(keys []CustomerKey, source string) (CustomerCheck
 				out.Missing = append(out.Missing, k)
 				continue
 			}
-			c, err := decodeCustomer(key, v)
+			c, err := decodeCustomerOf(key, v, true) // read here only
 			if err != nil {
 				return err
 			}

@@ -69,15 +69,14 @@ func (t *Tenants) SyncConfig(devs []ConfigDevice) (SyncReport, error) {
 		return rep, fmt.Errorf("tenants: configured subscribers: %w", err)
 	}
 	regs := make([]subscribers.Registration, 0, len(devs))
-	wantCust := map[subscribers.CustomerKey]bool{}
 	for _, d := range devs {
 		regs = append(regs, subscribers.Registration{MAC: d.MAC, CustomerID: d.CustomerID, ISP: d.ISP, Access: d.Access,
 			Blocked: d.Blocked, Source: SourceConfig})
-		if d.CustomerID != "" {
-			// A static subscriber may have none: no customer record.
-			wantCust[subscribers.CustomerKey{ISP: d.ISP, ID: d.CustomerID}] = true
-		}
 	}
+	// The customers wanted: those the file names (a static subscriber
+	// may name none: no customer record). An entry left out for a device
+	// limit names an API customer, which is neither made nor removed.
+	wantCust := named
 	// The sync's events and the customers its devices left are written
 	// with its registrations (one transaction): a crash before the
 	// customer records below are written loses neither; the next sync
