@@ -464,6 +464,7 @@ func (a *Appliance) Run(ctx context.Context) error {
 		w.Stop()
 	}
 	wg.Wait()
+	a.ten.Close() // its pending summaries, before the store closes
 	a.logCounters()
 	closeErr := errors.Join(a.closePorts(), a.store.Close())
 	if a.portalNS != nil {

@@ -42,6 +42,8 @@ type refusalNotes struct {
 	budget     map[string]*pairState    // per actor: refusalBurst, one more every refusalEvery
 	unrecorded map[string]int           // per actor, since the last summary
 	armed      bool                     // a summary is due
+	timer      *time.Timer              // the due summary's, until it fires or close stops it
+	closed     bool                     // close ran: nothing more is scheduled
 	gcAt       time.Time
 }
 
@@ -74,6 +76,27 @@ func (n *refusalNotes) count(actor string) (arm bool) {
 	n.unrecorded[actor]++
 	arm, n.armed = !n.armed, true
 	return arm
+}
+
+// schedule arms the summary's timer to run fn after refusalSummary,
+// unless close ran.
+func (n *refusalNotes) schedule(fn func()) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.closed {
+		n.timer = time.AfterFunc(refusalSummary, fn)
+	}
+}
+
+// close stops the due summary's timer and schedules no more: the caller
+// writes what is counted itself (Tenants.Close).
+func (n *refusalNotes) close() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.closed = true
+	if n.timer != nil {
+		n.timer.Stop()
+	}
 }
 
 // take returns the refusals not recorded per actor since the last call,
@@ -111,7 +134,7 @@ func (n *refusalNotes) gc(now time.Time) {
 func (t *Tenants) noteRefusal(e subscribers.Event) {
 	record, arm := t.refusals.admit(refusalKey{e.Actor, e.MAC}, e.Time)
 	if arm {
-		time.AfterFunc(refusalSummary, t.summarizeRefusals)
+		t.refusals.schedule(t.summarizeRefusals)
 	}
 	if !record {
 		return
@@ -133,4 +156,14 @@ func (t *Tenants) summarizeRefusals() {
 		}
 		t.log.Warn("tenants: attach refusals not recorded", "actor", actor, "count", n)
 	}
+}
+
+// Close writes the summary of the refusals not recorded yet, which would
+// otherwise be lost with the process (the summary is written up to
+// refusalSummary after the first of them), and schedules no more. Called
+// at shutdown, once the API and the portal have stopped and before the
+// store closes; the Tenants are not used after it.
+func (t *Tenants) Close() {
+	t.refusals.close()
+	t.summarizeRefusals()
 }

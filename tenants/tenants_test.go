@@ -577,6 +577,35 @@ func TestAttachRefusedSummaryCountsEveryRefusal(t *testing.T) {
 	}
 }
 
+// A shutdown within a minute of a flood writes its summary: before, the
+// summary was only written by a timer a minute after the first refusal
+// not recorded, so a restart (an upgrade, a reload that restarts) lost
+// the count of every refusal held back, and the operator's log no longer
+// accounted for them.
+func TestAttachRefusedSummaryAtClose(t *testing.T) {
+	r := newFloodRig(t)
+	before := len(r.all(""))
+	r.flood()
+	r.ten.Close()
+	evs := r.all("")[before:]
+	recorded, counted := count(evs, subscribers.EventAttachRefused), 0
+	for _, e := range evs {
+		if e.Kind == string(subscribers.EventSuppressed) {
+			var n int
+			fmt.Sscanf(e.Reason, "%d ", &n)
+			counted += n
+		}
+	}
+	if counted == 0 || recorded+counted != r.attempts {
+		t.Errorf("%d refusals before Close: %d recorded + %d counted in a summary", r.attempts, recorded, counted)
+	}
+	// Nothing is scheduled after Close.
+	r.refuse(beta, "beta", r.macs[0], "c-77")
+	if r.ten.refusals.timer != nil && r.ten.refusals.timer.Stop() {
+		t.Error("a summary was scheduled after Close")
+	}
+}
+
 // The operator attaching another ISP's configuration device is told whose
 // it is, and a way that works: the move it was told to use refuses a
 // configuration device (read-only), so the answer says it comes from the
