@@ -97,6 +97,8 @@ func CounterNames() []string {
 		"reply_options_truncated",
 		"reply_repacked",
 		"reply_too_big",
+		"reply_too_big_not_released",
+		"reply_too_big_released",
 		"request_nak",
 		"request_other_server",
 		"server_direct_unexpected",

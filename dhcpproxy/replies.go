@@ -170,8 +170,10 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 		// build it now, while payload (the punt buffer) is ours.
 		ack := p.fitted(t, relayDown(payload, c.Addr, p.clientLease(m.IPAddressLeaseTime(0))))
 		if ack == nil {
-			// Not bound: the client would never see the ACK.
+			// Not bound: the client would never see the ACK, and the
+			// lease the ISP committed for it is released.
 			p.refuseTooBig(t, isp, src, m, len(payload))
+			p.releaseTooBig(isp, t, src, m)
 			return
 		}
 		opts := ackOptions(payload)
@@ -237,20 +239,52 @@ func (p *Proxy) releaseUnused(isp *ISP, pk pendKey, t *txn, sub subKey, op82, cl
 		p.count("rapid_commit_extra_ack")
 		return
 	}
-	sid := addrOf(m.ServerIdentifier())
-	if !sid.IsValid() {
-		sid = src
-	}
-	b := subscribers.Binding{MAC: binding.MACBytes(sub.mac), IP: ip, ServerID: sid, ClientID: clientID, Option82: op82}
-	msg := p.revokeMessage(b, isp, nil, "rapid commit: the client took another server's answer (RFC 4039)")
-	gw, ok := p.nextHop(isp)
-	if msg == nil || !ok || !p.injectUDP(isp.Port, gw, isp.MAC, isp.VLAN, isp.Addr, src, 67, 67, msg) {
+	if !p.sendRelease(isp, src, sub, op82, clientID, m, "rapid commit: the client took another server's answer (RFC 4039)") {
 		p.count("rapid_commit_not_released")
 		return
 	}
 	p.count("rapid_commit_released")
 	p.log.Info("dhcp: an ISP server's rapid-commit lease the client does not use released",
 		"mac", binding.MACString(sub.mac), "isp", isp.Name, "server", src, "ip", ip, "kept", keep)
+}
+
+// releaseTooBig releases the lease server src committed with its ACK m to
+// t (a REQUEST, or a rapid-commit DISCOVER), refused as too big for the
+// client (refuseTooBig): the client never sees it, and the ISP would hold
+// the address for nobody until its lease ran out. Not the address of the
+// subscriber's binding at isp (a renewal's ACK: the binding stands, its
+// client answered from it), which that RELEASE would free. The client is
+// not NAKed: a NAK (300 bytes at least, its client identifier echoed) is
+// only a few bytes shorter than the ACK's essential options, and a new
+// DISCOVER would meet the same limit.
+func (p *Proxy) releaseTooBig(isp *ISP, t *txn, src netip.Addr, m *dhcpv4.DHCPv4) {
+	ip := addrOf(m.YourIPAddr)
+	if !ip.IsValid() || ip.IsUnspecified() || p.holds(t.sub, isp, ip) {
+		return
+	}
+	if !p.sendRelease(isp, src, t.sub, t.op82, t.clientID, m, "the ACK does not fit what the client takes; not delivered") {
+		p.count("reply_too_big_not_released")
+		return
+	}
+	p.count("reply_too_big_released")
+	p.log.Info("dhcp: an ISP's lease in an ACK too big for the client released",
+		"mac", binding.MACString(t.sub.mac), "isp", isp.Name, "server", src, "ip", ip)
+}
+
+// sendRelease sends server src of isp a DHCPRELEASE of the lease its ACK
+// m committed to subscriber sub, as the client would release it: ciaddr
+// m's yiaddr, m's server identifier (else src), the exchange's client
+// identifier and Option 82 (op82), our giaddr (revokeMessage). It reports
+// whether it went out.
+func (p *Proxy) sendRelease(isp *ISP, src netip.Addr, sub subKey, op82, clientID []byte, m *dhcpv4.DHCPv4, why string) bool {
+	sid := addrOf(m.ServerIdentifier())
+	if !sid.IsValid() {
+		sid = src
+	}
+	b := subscribers.Binding{MAC: binding.MACBytes(sub.mac), IP: addrOf(m.YourIPAddr), ServerID: sid, ClientID: clientID, Option82: op82}
+	msg := p.revokeMessage(b, isp, nil, why)
+	gw, ok := p.nextHop(isp)
+	return msg != nil && ok && p.injectUDP(isp.Port, gw, isp.MAC, isp.VLAN, isp.Addr, src, 67, 67, msg)
 }
 
 // holds reports whether subscriber sk's binding is of ip at isp.

@@ -3,6 +3,7 @@ package dhcpproxy
 import (
 	"bytes"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -477,6 +478,69 @@ func TestReplyTooBigRefused(t *testing.T) {
 		t.Fatalf("client got %d messages (counters %v), want none and reply_too_big", len(got), r.p.Counters())
 	}
 	wantRejectedNoTimeout(t, r.eventsAfterTimeout(), "the OFFER was refused as too big")
+}
+
+// An ACK refused as too big (the access MTU fell to 320 bytes between the
+// OFFER and the REQUEST) is neither delivered nor bound, and the lease the
+// ISP committed for it is released to its server, as the client would:
+// ciaddr the address ACKed, the ISP's server identifier, the REQUEST's
+// Option 82 (reply_too_big_released). Before, nothing was sent: the ISP
+// held the address for a client that never saw it until the lease ran out.
+// A renewal's too-big ACK releases nothing: the address is the binding the
+// subscriber keeps.
+func TestReplyTooBigAckReleased(t *testing.T) {
+	r := newPRig(t)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	got := r.serve(kea(t, time.Minute))
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("subscriber got %v, want the OFFER", got)
+	}
+	r.p.SetPortMTU(accPort, 320)
+	req, _ := dhcpv4.NewRequestFromOffer(got[0])
+	r.fromClient(req)
+	var op82 []byte
+	got = r.serve(func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		op82 = m.Options.Get(dhcpv4.OptionRelayAgentInformation)
+		return kea(t, time.Minute)(m)
+	})
+	if len(got) != 0 || r.tab.isBound(s1MAC) || r.p.Counters()["reply_too_big"] != 1 {
+		t.Fatalf("subscriber got %v, bound %v (counters %v); want nothing, not bound, reply_too_big", got, r.tab.isBound(s1MAC), r.p.Counters())
+	}
+	if _, err := r.store.Binding("acc0", 0, [6]byte(mac(s1))); err == nil {
+		t.Error("a binding stored for an ACK the client never got")
+	}
+	up, _ := r.relayedTo()
+	rel := up[ispSID]
+	if rel == nil || rel.MessageType() != dhcpv4.MessageTypeRelease {
+		t.Fatalf("the ISP's lease of the refused ACK not released: sent %v (counters %v)", up, r.p.Counters())
+	}
+	if !rel.ClientIPAddr.Equal(net.IPv4(100, 64, 0, 100)) || !rel.ServerIdentifier().Equal(net.IP(ispSID.AsSlice())) ||
+		!rel.GatewayIPAddr.Equal(net.IP(giaddr.AsSlice())) || !bytes.Equal(rel.Options.Get(dhcpv4.OptionRelayAgentInformation), op82) {
+		t.Errorf("RELEASE ciaddr %v server-id %v giaddr %v Option 82 %x; want 100.64.0.100, %v, %v, the REQUEST's %x",
+			rel.ClientIPAddr, rel.ServerIdentifier(), rel.GatewayIPAddr, rel.Options.Get(dhcpv4.OptionRelayAgentInformation), ispSID, giaddr, op82)
+	}
+	if n := r.p.Counters()["reply_too_big_released"]; n != 1 {
+		t.Errorf("reply_too_big_released %d, want 1", n)
+	}
+
+	// Bound, then a renewal (relayed: a one-minute lease) whose ACK no
+	// longer fits: the binding is the subscriber's, nothing is released.
+	r.p.SetPortMTU(accPort, 1500)
+	r.fromClient(req)
+	if got := r.serve(kea(t, time.Minute)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("subscriber got %v, want the ACK", got)
+	}
+	r.p.SetPortMTU(accPort, 320)
+	r.fromClient(renewOf(t, s1, netip.MustParseAddr("100.64.0.100")))
+	if got := r.serve(kea(t, time.Minute)); len(got) != 0 {
+		t.Fatalf("renewal: subscriber got %v, want nothing", got)
+	}
+	if up, _ := r.relayedTo(); len(up) != 0 {
+		t.Errorf("renewal's too-big ACK: sent the ISP %v, the subscriber's own lease", up)
+	}
+	if c := r.p.Counters(); c["reply_too_big"] != 2 || c["reply_too_big_released"] != 1 || !r.tab.isBound(s1MAC) {
+		t.Errorf("counters %v, bound %v; want reply_too_big 2, reply_too_big_released 1, still bound", c, r.tab.isBound(s1MAC))
+	}
 }
 
 // FuzzFitReply: whatever an ISP's server answers, the reply ispmux sends
