@@ -546,13 +546,11 @@ func (p *Proxy) onboardingHandover(c *Circuit, m *dhcpv4.DHCPv4, sk subKey, now 
 }
 
 // forOtherServer reports whether the RELEASE or DECLINE m names a server
-// other than ispmux on c (option 54), and counts it if so: a server acts
-// only on those naming it (RFC 2131 §4.3.3, §4.3.4), so a client's
-// message for another server on its link cannot end an onboarding lease.
-// One naming no server is taken as ispmux's.
+// other than ispmux on c (namesOtherServer), and counts it if so: a
+// client's message for another server on its link cannot end an
+// onboarding lease.
 func (p *Proxy) forOtherServer(c *Circuit, m *dhcpv4.DHCPv4) bool {
-	sid := addrOf(m.ServerIdentifier())
-	if !sid.IsValid() || sid == c.Addr {
+	if !namesOtherServer(c, m) {
 		return false
 	}
 	if m.MessageType() == dhcpv4.MessageTypeDecline {
@@ -561,6 +559,14 @@ func (p *Proxy) forOtherServer(c *Circuit, m *dhcpv4.DHCPv4) bool {
 		p.count("onboarding_release_not_own")
 	}
 	return true
+}
+
+// namesOtherServer reports whether m names a server other than ispmux on
+// c (option 54): a server acts only on a RELEASE or DECLINE naming it (RFC
+// 2131 §4.3.3, §4.3.4). One naming no server is taken as ispmux's.
+func namesOtherServer(c *Circuit, m *dhcpv4.DHCPv4) bool {
+	sid := addrOf(m.ServerIdentifier())
+	return sid.IsValid() && sid != c.Addr
 }
 
 // onboardReply builds ispmux's answer of type mt to req from pl: OFFER or

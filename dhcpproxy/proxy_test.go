@@ -1203,6 +1203,41 @@ func TestReleaseOfAnotherAddress(t *testing.T) {
 	}
 }
 
+// A RELEASE or DECLINE of the subscriber's own address naming another
+// server (option 54: a stray message for another server on its link, or a
+// forged one) is ignored, as RFC 2131 §4.3.3/§4.3.4 servers ignore one not
+// naming them: not relayed, the binding kept, counted by reason. Before,
+// either ended the binding and released the lease at the ISP. One naming
+// ispmux's server identifier still ends it.
+func TestReleaseForOtherServerIgnored(t *testing.T) {
+	r := newPRig(t)
+	if got := r.dora(s1, kea(t, time.Minute), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("got %v", got)
+	}
+	other := dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(192, 168, 1, 1)))
+	for _, m := range []*dhcpv4.DHCPv4{
+		clientMsg(t, s1, dhcpv4.MessageTypeRelease, dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 100)), other),
+		clientMsg(t, s1, dhcpv4.MessageTypeDecline, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IPv4(100, 64, 0, 100))), other),
+	} {
+		r.fromClient(m)
+		r.p.committing.Wait()
+		if sent := r.snd.take(); len(sent) != 0 {
+			t.Errorf("%s for another server: sent %d frames", m.MessageType(), len(sent))
+		}
+		if _, err := r.store.Binding("acc0", 0, [6]byte(mac(s1))); err != nil || !r.tab.isBound(s1MAC) {
+			t.Fatalf("%s for another server ended the binding (stored: %v, installed: %v)", m.MessageType(), err, r.tab.isBound(s1MAC))
+		}
+	}
+	if c := r.p.Counters(); c["release_other_server"] != 1 || c["decline_other_server"] != 1 {
+		t.Errorf("release_other_server %d, decline_other_server %d; want 1 each", c["release_other_server"], c["decline_other_server"])
+	}
+	r.fromClient(releaseOf100(t))
+	r.p.committing.Wait()
+	if r.tab.isBound(s1MAC) {
+		t.Error("a RELEASE naming ispmux did not end the binding")
+	}
+}
+
 // A client that takes longer than dhcp.timeout to REQUEST its OFFER: the
 // REQUEST still carries the ISP's server-id, and the ISP ACKs.
 func TestRequestAfterTransactionEnded(t *testing.T) {

@@ -104,6 +104,18 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		// here), or its RELEASE/DECLINE of its onboarding lease.
 		return
 	}
+	if mt := m.MessageType(); (mt == dhcpv4.MessageTypeRelease || mt == dhcpv4.MessageTypeDecline) && namesOtherServer(c, m) {
+		// For another server on the subscriber's link (a stray or
+		// forged message): the server ispmux emulates names itself
+		// (c.Addr) in every OFFER and ACK, and ignores it, as RFC 2131
+		// §4.3.3, §4.3.4 servers do. It ends no binding.
+		if mt == dhcpv4.MessageTypeDecline {
+			p.count("decline_other_server")
+		} else {
+			p.count("release_other_server")
+		}
+		return
+	}
 	// The client-lease rules (renewals.go): renewals answered from the
 	// binding, REQUESTs for anything but the binding at its current ISP
 	// NAKed, a moved device's old binding ended.
