@@ -13,6 +13,7 @@ import (
 func CounterNames() []string {
 	out := []string{
 		"ack",
+		"ack_after_discover",
 		"ack_after_end",
 		"ack_inform",
 		"ack_other_server",
@@ -51,6 +52,7 @@ func CounterNames() []string {
 		"moved_circuit_refused",
 		"moved_circuit_withdrawn",
 		"nak",
+		"nak_after_discover",
 		"nak_not_request",
 		"nak_sent",
 		"no_access_address",

@@ -132,6 +132,22 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 		p.count("offer")
 		p.ispStat(isp.Index).outcomes[OutcomeOffer].Add(1)
 	case dhcpv4.MessageTypeAck:
+		// Without option 80 it is no rapid-commit ACK (RFC 4039): to a
+		// DISCOVER that took over a REQUEST's transaction, it is the
+		// ACK of that REQUEST. The client, SELECTING, takes no ACK, so
+		// nothing is bound, and the DISCOVER's OFFER is still awaited.
+		// The ISP's lease is left: the DISCOVER is at its servers,
+		// which offer a client its current lease first (RFC 2131
+		// §4.3.1), for the client's next REQUEST; a RELEASE now would
+		// free the address they offer.
+		if !m.Options.Has(dhcpv4.OptionRapidCommit) {
+			if _, ok := p.tx.overtakenAnswer(t); ok {
+				p.count("ack_after_discover")
+				p.log.Debug("dhcp: ACK of a REQUEST the client gave up (it went back to DISCOVER) not bound", "mac", binding.MACString(mac),
+					"isp", isp.Name, "server", src, "yiaddr", m.YourIPAddr)
+				return
+			}
+		}
 		if !p.tx.selected(t, src, addrOf(m.ServerIdentifier()), isp.ServerIDOverride) {
 			// A SELECTING REQUEST names one server; another one's
 			// ACK is not the client's lease (that server should have
@@ -183,6 +199,17 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			p.bindAndAck(t, m, ack, opts, src)
 		}()
 	case dhcpv4.MessageTypeNak:
+		if ip, ok := p.tx.overtakenAnswer(t); ok {
+			// The NAK of the REQUEST the client's DISCOVER under
+			// this xid took over: recorded as any NAK, but not sent
+			// (the client, SELECTING, takes none) and not the
+			// DISCOVER's; its OFFER is still awaited.
+			p.count("nak_after_discover")
+			if p.endByNak(t, m, ip) {
+				p.ispStat(t.isp.Index).outcomes[OutcomeNak].Add(1)
+			}
+			return
+		}
 		if t.msgType != dhcpv4.MessageTypeRequest {
 			// A NAK answers a REQUEST only (RFC 2131 table 2): one to
 			// a DISCOVER or an INFORM ends no lease, nor the
@@ -309,18 +336,8 @@ func (p *Proxy) refuseTooBig(t *txn, isp *ISP, src netip.Addr, m *dhcpv4.DHCPv4,
 // ends with the nak event in one transaction, then the NAK is delivered.
 func (p *Proxy) nakFromISP(t *txn, m *dhcpv4.DHCPv4, payload []byte) {
 	c := t.circuit
-	subj := regSubject(t.sub.mac, c, t.reg)
-	subj.isp = t.isp.Name
-	ip := t.requested // what the ISP refused
-	if l, ok := p.leases.get(t.sub); ok && !ip.IsValid() {
-		ip = l.addr()
-	}
-	why := "the ISP refused (DHCPNAK)"
-	if msg := m.Message(); msg != "" {
-		why += ": " + msg
-	}
 	failpoint.Hit(failpoint.NakBeforeCommit)
-	if !p.endBinding(t.sub, c.Name, nil, subj.event(subscribers.EventNak, ip, why)) {
+	if !p.endByNak(t, m, p.tx.requestedOf(t)) {
 		return
 	}
 	failpoint.Hit(failpoint.NakAfterCommit)
@@ -331,6 +348,22 @@ func (p *Proxy) nakFromISP(t *txn, m *dhcpv4.DHCPv4, payload []byte) {
 	p.deliver(c, m, out)
 	p.count("nak")
 	p.ispStat(t.isp.Index).outcomes[OutcomeNak].Add(1)
+}
+
+// endByNak ends the binding of t's subscriber (if any) with the nak event
+// of the ISP's NAK m to its REQUEST for ip (what the ISP refused; invalid:
+// the binding's address), in one transaction, and reports whether it did.
+func (p *Proxy) endByNak(t *txn, m *dhcpv4.DHCPv4, ip netip.Addr) bool {
+	subj := regSubject(t.sub.mac, t.circuit, t.reg)
+	subj.isp = t.isp.Name
+	if l, ok := p.leases.get(t.sub); ok && !ip.IsValid() {
+		ip = l.addr()
+	}
+	why := "the ISP refused (DHCPNAK)"
+	if msg := m.Message(); msg != "" {
+		why += ": " + msg
+	}
+	return p.endBinding(t.sub, t.circuit.Name, nil, subj.event(subscribers.EventNak, ip, why))
 }
 
 // ackOptions returns an ACK's options as raw TLVs (those the server put in

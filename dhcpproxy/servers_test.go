@@ -687,3 +687,97 @@ func TestRetransmittedDiscoverOneSelection(t *testing.T) {
 	wantOfferOf(t, got, ispSID, r.p.Counters())
 	r.finishWith(got[0], ispSID)
 }
+
+// rediscoverPending has the subscriber take server srv's OFFER, REQUEST
+// it, and go back to INIT under the same xid (a DISCOVER) before srv
+// answers the REQUEST; it returns the relayed REQUEST and DISCOVER (to
+// srv).
+func (r *prig) rediscoverPending(srv netip.Addr) (req, disc *dhcpv4.DHCPv4) {
+	r.t.Helper()
+	d := discover(r.t, dhcpv4.WithHwAddr(mac(s1)))
+	r.fromClient(d)
+	up, _ := r.relayedTo()
+	got := r.offerFrom(up, srv)
+	wantOfferOf(r.t, got, srv, r.p.Counters())
+	creq, _ := dhcpv4.NewRequestFromOffer(got[0])
+	r.fromClient(creq)
+	up, _ = r.relayedTo()
+	req = up[srv]
+	r.fromClient(d)
+	up, _ = r.relayedTo()
+	disc = up[srv]
+	if req == nil || req.MessageType() != dhcpv4.MessageTypeRequest || disc == nil || disc.MessageType() != dhcpv4.MessageTypeDiscover {
+		r.t.Fatalf("relayed REQUEST %v, DISCOVER %v", req, disc)
+	}
+	return req, disc
+}
+
+// The client gave up its REQUEST and went back to INIT under the same xid
+// (its DISCOVER took over the REQUEST's transaction); the server's ACK to
+// the REQUEST comes after. The client, SELECTING, takes no ACK: it is not
+// bound, stored nor delivered (ack_after_discover), no RELEASE is sent
+// (the server offers that lease again), and the DISCOVER's OFFER, after
+// it, reaches the client, whose REQUEST is then bound. Before, the late
+// ACK was bound and delivered as a rapid-commit answer to the DISCOVER,
+// which it took: the OFFER found no transaction (no_transaction).
+func TestLateAckAfterRediscoverNotBound(t *testing.T) {
+	r := newPRig(t)
+	req, disc := r.rediscoverPending(ispSID)
+	r.fromServerAt(ispSID, serverReply(req, dhcpv4.MessageTypeAck, ispSID, ispSID))
+	up, toClient := r.relayedTo()
+	if len(toClient) != 0 || len(up) != 0 || r.tab.isBound(s1MAC) {
+		t.Errorf("late ACK of the REQUEST: subscriber got %v, ISP sent %v, bound %v; want nothing", toClient, up, r.tab.isBound(s1MAC))
+	}
+	if _, err := r.store.Binding("acc0", 0, [6]byte(mac(s1))); err == nil {
+		t.Error("a binding stored for an ACK the client, SELECTING, does not take")
+	}
+	if n := r.p.Counters()["ack_after_discover"]; n != 1 {
+		t.Errorf("ack_after_discover %d, want 1", n)
+	}
+	got := r.offerFrom(map[netip.Addr]*dhcpv4.DHCPv4{ispSID: disc}, ispSID)
+	wantOfferOf(t, got, ispSID, r.p.Counters())
+	r.finishWith(got[0], ispSID)
+	r.p.expire(time.Now().Add(time.Second))
+	if evs := r.eventsOf(subscribers.EventTimeout); len(evs) != 0 {
+		t.Errorf("timeout events %v: the REQUEST was answered", evs)
+	}
+}
+
+// As TestLateAckAfterRediscoverNotBound, the ISP never answering the
+// REQUEST: its silence is still a timeout event, though the DISCOVER that
+// took over its transaction was answered. Before, it was reported by
+// nobody.
+func TestOvertakenRequestTimeoutReported(t *testing.T) {
+	r := newPRig(t)
+	_, disc := r.rediscoverPending(ispSID)
+	got := r.offerFrom(map[netip.Addr]*dhcpv4.DHCPv4{ispSID: disc}, ispSID)
+	wantOfferOf(t, got, ispSID, r.p.Counters())
+	r.p.expire(time.Now().Add(time.Second))
+	evs := r.eventsOf(subscribers.EventTimeout)
+	if len(evs) != 1 || !strings.Contains(evs[0].Reason, "REQUEST") {
+		t.Fatalf("timeout events %v, want the REQUEST's", evs)
+	}
+}
+
+// As TestLateAckAfterRediscoverNotBound, the server NAKing the REQUEST:
+// the refusal is recorded (a nak event, nak_after_discover), not sent to
+// the client (SELECTING, it takes none), not taken for the DISCOVER's NAK,
+// and the DISCOVER's OFFER still reaches the client.
+func TestLateNakAfterRediscover(t *testing.T) {
+	r := newPRig(t)
+	req, disc := r.rediscoverPending(ispSID)
+	r.fromServerAt(ispSID, serverReply(req, dhcpv4.MessageTypeNak, ispSID, ispSID))
+	if _, toClient := r.relayedTo(); len(toClient) != 0 {
+		t.Errorf("late NAK of the REQUEST delivered: %v", toClient)
+	}
+	if evs := r.eventsOf(subscribers.EventNak); len(evs) != 1 || evs[0].IP != netip.MustParseAddr("100.64.0.101") {
+		t.Errorf("nak events %v, want the REQUEST's of 100.64.0.101", evs)
+	}
+	c := r.p.Counters()
+	if c["nak_after_discover"] != 1 || c["nak_not_request"] != 0 {
+		t.Errorf("nak_after_discover %d, nak_not_request %d; want 1, 0", c["nak_after_discover"], c["nak_not_request"])
+	}
+	got := r.offerFrom(map[netip.Addr]*dhcpv4.DHCPv4{ispSID: disc}, ispSID)
+	wantOfferOf(t, got, ispSID, r.p.Counters())
+	r.finishWith(got[0], ispSID)
+}

@@ -89,6 +89,19 @@ type txn struct {
 	// lease they ACKed while t was pending (releaseOnce); takeAck hands
 	// it on to the rapid win.
 	released []netip.Addr
+	// overtook is the REQUEST whose transaction this DISCOVER took over
+	// (nil: none; see overtaken).
+	overtook *overtaken
+}
+
+// overtaken is a REQUEST whose transaction a DISCOVER under its xid took
+// over (the client went back to INIT) before the ISP answered it. Its
+// answer, late, is no answer to the DISCOVER: an ACK is not bound (the
+// client, SELECTING, takes none), a NAK is recorded but not sent; its
+// silence past due is still a timeout.
+type overtaken struct {
+	due       time.Time  // its deadline (zero: answered or reported)
+	requested netip.Addr // the address it asked for (txn.requested)
 }
 
 // rapidWin is a rapid-commit DISCOVER (RFC 4039) to an ISP with several
@@ -288,6 +301,16 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 		// selection among every server. The server chosen before may
 		// be the one failing; its OFFER must not be the only one taken.
 		t.serverID, t.offerFrom, t.released = netip.Addr{}, netip.Addr{}, nil
+		if t.msgType == dhcpv4.MessageTypeRequest {
+			// Its deadline still runs, unless a reply to it was
+			// refused already (not silence).
+			t.overtook = &overtaken{requested: t.requested}
+			if !t.refused {
+				t.overtook.due = t.deadline
+			}
+		}
+	} else if t != nil && mt != dhcpv4.MessageTypeDiscover {
+		t.overtook = nil
 	}
 	sid := leaseSID
 	if t != nil {
@@ -347,6 +370,19 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 		t.serverID, t.offerFrom = sid, from
 	}
 	return t, sid, nil
+}
+
+// overtakenAnswer reports whether an ACK or NAK to t is the answer to the
+// REQUEST t's DISCOVER took over (overtaken), and if so returns the address
+// that REQUEST asked for and notes it answered (no timeout).
+func (x *txns) overtakenAnswer(t *txn) (netip.Addr, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if t.msgType != dhcpv4.MessageTypeDiscover || t.overtook == nil {
+		return netip.Addr{}, false
+	}
+	t.overtook.due = time.Time{}
+	return t.overtook.requested, true
 }
 
 // offer records the OFFER from server address from, naming server-id
@@ -500,6 +536,11 @@ func (x *txns) expire(now time.Time) []timedOut {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for k, t := range x.pending {
+		if o := t.overtook; o != nil && !o.due.IsZero() && now.After(o.due) {
+			// The REQUEST a DISCOVER took over, still unanswered.
+			o.due = time.Time{}
+			tos = append(tos, timedOut{subj: regSubject(t.sub.mac, t.circuit, t.reg), mt: dhcpv4.MessageTypeRequest})
+		}
 		if now.After(t.deadline) {
 			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() && (!t.refused || t.nakBy.IsValid()) || t.msgType == dhcpv4.MessageTypeRequest ||
 				t.msgType == dhcpv4.MessageTypeInform {
