@@ -134,6 +134,8 @@ func requestFor(rt Route) (path, body string) {
 		body = `{"status":"suspended"}`
 	case "POST /v1/isps/{isp}/devices":
 		body = `{"mac":"02:00:00:00:00:03","customer_id":"c-1"}`
+	case "PATCH /v1/isps/{isp}/devices/{mac}", "PATCH /v1/devices/{mac}":
+		body = `{"access":"acc0"}`
 	case "POST /v1/claims":
 		body = `{"isp":"alpha","customer_id":"c-1","password":"pw","mac":"02:00:00:00:00:03"}`
 	case "POST /v1/devices/{mac}/move":

@@ -287,6 +287,22 @@ func (f *fakeService) AttachDevice(ctx context.Context, a tenants.Actor, isp str
 	return tenants.Device{MAC: in.MAC, ISP: isp, CustomerID: in.CustomerID, Source: "api"}, nil
 }
 
+func (f *fakeService) UpdateDevice(ctx context.Context, a tenants.Actor, isp, mac string, p tenants.DevicePatch) (tenants.Device, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record(fakeCall{Method: "UpdateDevice", Actor: a, ISP: isp, Arg: p}); err != nil {
+		return tenants.Device{}, err
+	}
+	d, ok := f.devices[mac]
+	if !ok || (isp != "" && d.ISP != isp) {
+		return tenants.Device{}, tenants.ErrNotFound
+	}
+	if p.Access != nil {
+		d.Access = *p.Access
+	}
+	return d, nil
+}
+
 func (f *fakeService) DetachDevice(ctx context.Context, a tenants.Actor, isp, mac string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -290,6 +290,25 @@ func (s *Server) getDevice(w http.ResponseWriter, r *http.Request, c *call) {
 	writeJSON(w, http.StatusOK, d)
 }
 
+// updateDevice serves PATCH /v1/isps/{isp}/devices/{mac} and
+// /v1/devices/{mac} (operator, any ISP): the device's access pin.
+func (s *Server) updateDevice(w http.ResponseWriter, r *http.Request, c *call) {
+	mac, ok := s.pathMAC(w, r)
+	if !ok {
+		return
+	}
+	var p tenants.DevicePatch
+	if !s.decodeBody(w, r, &p, false) {
+		return
+	}
+	d, err := s.svc.UpdateDevice(r.Context(), c.actor, c.isp, mac, p)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
 func (s *Server) detachDevice(w http.ResponseWriter, r *http.Request, c *call) {
 	mac, ok := s.pathMAC(w, r)
 	if !ok {

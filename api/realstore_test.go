@@ -303,6 +303,8 @@ func TestOtherISPsObjectsAnswerAsAbsent(t *testing.T) {
 		{"GET", "/v1/isps/beta/devices/02:00:00:00:00:07", "/v1/isps/beta/devices/02:00:00:00:00:99", ""},
 		{"GET", "/v1/isps/beta/devices/02:00:00:00:00:08", "/v1/isps/beta/devices/02:00:00:00:00:99", ""},
 		{"DELETE", "/v1/isps/beta/devices/02:00:00:00:00:07", "/v1/isps/beta/devices/02:00:00:00:00:99", ""},
+		{"PATCH", "/v1/isps/beta/devices/02:00:00:00:00:07", "/v1/isps/beta/devices/02:00:00:00:00:99", `{"access":"acc0"}`},
+		{"PATCH", "/v1/isps/beta/devices/02:00:00:00:00:08", "/v1/isps/beta/devices/02:00:00:00:00:99", `{"pin_to_binding":true}`},
 		{"DELETE", "/v1/isps/beta/devices/02:00:00:00:00:08", "/v1/isps/beta/devices/02:00:00:00:00:99", ""},
 		{"GET", "/v1/isps/beta/devices?customer_id=a-1", "/v1/isps/beta/devices?customer_id=zz-9", ""},
 		{"GET", "/v1/isps/beta/bindings?mac=02:00:00:00:00:07", "/v1/isps/beta/bindings?mac=02:00:00:00:00:99", ""},
@@ -334,5 +336,88 @@ func TestOtherISPsObjectsAnswerAsAbsent(t *testing.T) {
 	// Nothing of alpha's changed.
 	if w := f.do("GET", "/v1/isps/alpha/customers/a-1", "alpha", ""); !strings.Contains(w.Body.String(), `"status":"active"`) || !strings.Contains(w.Body.String(), `"devices":1`) {
 		t.Errorf("alpha's customer after beta's probes: %s", w.Body)
+	}
+}
+
+// PATCH on a device sets, moves and clears its access pin: the device's
+// ISP on its own path, the operator on either; a device-updated event
+// names the actor and the request; a pin to an access that is not one of
+// the box's, or to a binding the device does not hold, is refused; a
+// device of the configuration is read-only. Before, no route changed an
+// attached device's pin (405 on PATCH).
+func TestPatchDevicePin(t *testing.T) {
+	f, ten, st := newRealFixture(t)
+	const m = "02:00:00:00:00:07"
+	if w := f.do("POST", "/v1/isps/alpha/customers", "alpha", `{"customer_id":"a-1"}`); w.Code != http.StatusCreated {
+		t.Fatalf("create: %d %s", w.Code, w.Body)
+	}
+	if w := attachAs(f, "alpha", "alpha", m, "a-1", "r-attach"); w.Code != http.StatusCreated {
+		t.Fatalf("attach: %d %s", w.Code, w.Body)
+	}
+	patch := func(who, path, body string) (*httptest.ResponseRecorder, tenants.Device) {
+		t.Helper()
+		w := f.do("PATCH", path, who, body, "Content-Type", "application/json", "X-Request-Id", "r-pin-"+who)
+		var d tenants.Device
+		if w.Code == http.StatusOK {
+			if err := json.Unmarshal(w.Body.Bytes(), &d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return w, d
+	}
+	if w, d := patch("alpha", "/v1/isps/alpha/devices/"+m, `{"access":"acc1"}`); w.Code != http.StatusOK || d.Access != "acc1" {
+		t.Fatalf("alpha pins its device to acc1: %d %s", w.Code, w.Body)
+	}
+	if w := f.do("GET", "/v1/isps/alpha/devices/"+m, "alpha", ""); !strings.Contains(w.Body.String(), `"access":"acc1"`) {
+		t.Errorf("GET after the pin: %s", w.Body)
+	}
+	evs := eventsOf(t, f, "alpha", "/v1/isps/alpha/events")
+	if e := evs[len(evs)-1]; e.Kind != "device-updated" || e.MAC != m || e.Access != "acc1" || e.Actor != "isp:alpha-1" || e.RequestID != "r-pin-alpha" {
+		t.Errorf("event %+v, want device-updated to acc1 by isp:alpha-1, request r-pin-alpha", e)
+	}
+	if w, d := patch("operator", "/v1/devices/"+m, `{"access":""}`); w.Code != http.StatusOK || d.Access != "" || strings.Contains(w.Body.String(), `"access"`) {
+		t.Errorf("operator clears the pin: %d %s", w.Code, w.Body)
+	}
+	if w, d := patch("operator", "/v1/isps/alpha/devices/"+m, `{"access":"acc0"}`); w.Code != http.StatusOK || d.Access != "acc0" {
+		t.Errorf("operator pins on the ISP's path: %d %s", w.Code, w.Body)
+	}
+	if w, d := patch("alpha", "/v1/isps/alpha/devices/"+m, `{}`); w.Code != http.StatusOK || d.Access != "acc0" {
+		t.Errorf("an empty patch: %d %s, want the device unchanged", w.Code, w.Body)
+	}
+
+	refused := []struct{ who, path, body, want string }{
+		{"alpha", "/v1/isps/alpha/devices/" + m, `{"access":"nope"}`, "invalid"},
+		{"alpha", "/v1/isps/alpha/devices/" + m, `{"access":"acc1","pin_to_binding":true}`, "invalid"},
+		{"alpha", "/v1/isps/alpha/devices/" + m, `{"pin_to_binding":true}`, "conflict"}, // no binding
+		{"alpha", "/v1/isps/alpha/devices/" + m, `{"acces":"acc1"}`, "bad-request"},
+		{"alpha", "/v1/devices/" + m, `{"access":"acc1"}`, "forbidden"},
+		{"claim", "/v1/isps/alpha/devices/" + m, `{"access":"acc1"}`, "forbidden"},
+		{"beta", "/v1/isps/beta/devices/" + m, `{"access":"acc1"}`, "not-found"},
+		{"alpha", "/v1/isps/alpha/devices/not-a-mac", `{"access":"acc1"}`, "bad-request"},
+	}
+	for _, c := range refused {
+		w, _ := patch(c.who, c.path, c.body)
+		var p Problem
+		_ = json.Unmarshal(w.Body.Bytes(), &p)
+		if p.Type != ProblemTypePrefix+c.want {
+			t.Errorf("%s PATCH %s %s: %d %s, want %s", c.who, c.path, c.body, w.Code, w.Body, c.want)
+		}
+	}
+
+	// Pinned to the access it is bound on: acc1, VLAN 7.
+	if err := st.CommitBinding(subscribers.Binding{MAC: subscribers.MAC{2, 0, 0, 0, 0, 7}, Access: "acc1", VLAN: 7, ISP: "alpha", Customer: "a-1",
+		IP: netip.MustParseAddr("100.64.0.7"), Expires: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if w, d := patch("alpha", "/v1/isps/alpha/devices/"+m, `{"pin_to_binding":true}`); w.Code != http.StatusOK || d.Access != "acc1" {
+		t.Errorf("pin to its binding: %d %s, want acc1", w.Code, w.Body)
+	}
+
+	// A device of the configuration: read-only.
+	if _, err := ten.SyncConfig([]tenants.ConfigDevice{{MAC: subscribers.MAC{2, 0, 0, 0, 0, 8}, ISP: "alpha", CustomerID: "building-1", Access: "acc0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := patch("operator", "/v1/devices/02:00:00:00:00:08", `{"access":""}`); w.Code != http.StatusConflict {
+		t.Errorf("clear a configuration device's pin: %d %s, want 409", w.Code, w.Body)
 	}
 }

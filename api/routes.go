@@ -40,6 +40,7 @@ var routes = []Route{
 	{"GET", "/v1/isps/{isp}/devices", ScopeTenant, (*Server).listDevices},
 	{"POST", "/v1/isps/{isp}/devices", ScopeTenant, (*Server).attachDevice},
 	{"GET", "/v1/isps/{isp}/devices/{mac}", ScopeTenant, (*Server).getDevice},
+	{"PATCH", "/v1/isps/{isp}/devices/{mac}", ScopeTenant, (*Server).updateDevice},
 	{"DELETE", "/v1/isps/{isp}/devices/{mac}", ScopeTenant, (*Server).detachDevice},
 
 	{"GET", "/v1/isps/{isp}/bindings", ScopeTenant, (*Server).listBindings},
@@ -51,6 +52,7 @@ var routes = []Route{
 
 	{"GET", "/v1/devices", ScopeOperator, (*Server).listDevices},
 	{"GET", "/v1/devices/{mac}", ScopeOperator, (*Server).getDevice},
+	{"PATCH", "/v1/devices/{mac}", ScopeOperator, (*Server).updateDevice},
 	{"POST", "/v1/devices/{mac}/block", ScopeOperator, (*Server).block},
 	{"POST", "/v1/devices/{mac}/unblock", ScopeOperator, (*Server).unblock},
 	{"POST", "/v1/devices/{mac}/move", ScopeOperator, (*Server).move},

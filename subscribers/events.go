@@ -47,6 +47,7 @@ const (
 	EventDeviceDetached  EventKind = "device-detached"  // device detached
 	EventDeviceBlocked   EventKind = "device-blocked"   // the operator blocked a MAC (EventBlocked is a blocked MAC asking for service)
 	EventUnblocked       EventKind = "unblocked"        // the operator unblocked a MAC
+	EventDeviceUpdated   EventKind = "device-updated"   // device changed: pinned to an access, or its pin cleared
 	// EventAttachRefused: an attach or claim of a MAC attached to
 	// another ISP's customer was refused. It names both customers, so it
 	// has no ISP: the operator's log only (no ISP's stream, index or

@@ -276,6 +276,104 @@ func (t *Tenants) DetachDevice(ctx context.Context, a Actor, isp, mac string) er
 	return nil
 }
 
+// UpdateDevice changes a device's access pin (isp "" = any ISP). The new
+// pin is published before it returns; a binding the device holds on
+// another access ends then (a RELEASE to the ISP). A patch that changes
+// nothing writes nothing.
+func (t *Tenants) UpdateDevice(ctx context.Context, a Actor, isp, mac string, p DevicePatch) (Device, error) {
+	m, err := parseMAC(mac)
+	if err != nil {
+		return Device{}, err
+	}
+	if p.PinToBinding && p.Access != nil {
+		return Device{}, fmt.Errorf("%w: access and pin_to_binding: give one", ErrInvalid)
+	}
+	if p.Access != nil && *p.Access != "" {
+		if err := t.checkAccess(*p.Access); err != nil {
+			return Device{}, err
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r, err := t.store.Registration(m)
+	if err != nil || isp != "" && r.ISP != isp {
+		return Device{}, notFound("device "+mac, orNotFound(err))
+	}
+	if r.Source == SourceConfig {
+		return Device{}, fmt.Errorf("%w: device %s comes from the configuration (read-only): pin it there", ErrConflict, mac)
+	}
+	access, why := r.Access, ""
+	switch {
+	case p.PinToBinding:
+		if access, err = t.boundAccess(m); err != nil {
+			return Device{}, err
+		}
+		why = "pinned to access " + access + ", where it is bound"
+	case p.Access == nil:
+	case *p.Access == "":
+		access, why = "", "pin to access "+r.Access+" cleared: any access"
+	default:
+		access, why = *p.Access, "pinned to access "+*p.Access
+	}
+	if access == r.Access {
+		return deviceView(r), nil
+	}
+	r.Access, r.Updated = access, time.Now()
+	ev := event(a, subscribers.EventDeviceUpdated, r.ISP, r.CustomerID, m, why)
+	ev.Access = access
+	if _, err := t.apply(subscribers.TenantWrite{PutRegistrations: []subscribers.Registration{r},
+		Events: []subscribers.Event{ev}}); err != nil {
+		return Device{}, err
+	}
+	failpoint.Hit(failpoint.TenantAfterCommit)
+	c, _ := t.store.Customer(r.ISP, r.CustomerID)
+	if err := t.publish(r, c.Status == string(StatusSuspended)); err != nil {
+		t.log.Warn("tenants: device not admitted", "err", err)
+	}
+	if access != "" {
+		t.revalidate(binding.MAC48(m))
+	}
+	return deviceView(r), nil
+}
+
+// boundAccess is the access m holds its one DHCP binding on: a conflict
+// when it holds none (nothing to pin to) or several (which one is not
+// for ispmux to guess).
+func (t *Tenants) boundAccess(m subscribers.MAC) (string, error) {
+	var on []string
+	for _, c := range t.cfg.Circuits {
+		_, err := t.store.Binding(c.Access, c.VLAN, m)
+		switch {
+		case errors.Is(err, subscribers.ErrNotFound):
+			continue
+		case err != nil:
+			return "", err
+		}
+		on = append(on, c.Access)
+	}
+	switch len(on) {
+	case 0:
+		return "", fmt.Errorf("%w: device %s holds no binding to pin to: name the access", ErrConflict, macString(m))
+	case 1:
+		return on[0], nil
+	}
+	return "", fmt.Errorf("%w: device %s is bound on accesses %s: name the one to pin to", ErrConflict, macString(m), strings.Join(on, ", "))
+}
+
+// checkAccess checks that name is an access pin this box can serve: one
+// of its access entries.
+func (t *Tenants) checkAccess(name string) error {
+	if err := validAccessName(name); err != nil {
+		return err
+	}
+	for _, c := range t.cfg.Circuits {
+		if c.Access == name {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: no access entry is named %q", ErrInvalid, name)
+}
+
 // Block blocks or unblocks a MAC (operator).
 func (t *Tenants) Block(ctx context.Context, a Actor, mac string, blocked bool) (Device, error) {
 	m, err := parseMAC(mac)

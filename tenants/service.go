@@ -39,6 +39,10 @@ type Service interface {
 	// the MAC must be unattached or already this ISP's: another ISP's is
 	// ErrDeviceTaken, naming its holder to the operator only).
 	AttachDevice(ctx context.Context, a Actor, isp string, in DeviceInput) (Device, error)
+	// UpdateDevice changes a device of isp ("" = any ISP, operator): its
+	// access pin. A binding on another access than the new pin ends (a
+	// RELEASE to the ISP); a device of the configuration is read-only.
+	UpdateDevice(ctx context.Context, a Actor, isp, mac string, p DevicePatch) (Device, error)
 	// DetachDevice ends the device's binding and detaches it; isp "" =
 	// any ISP (operator).
 	DetachDevice(ctx context.Context, a Actor, isp, mac string) error

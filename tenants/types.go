@@ -170,6 +170,16 @@ type DeviceInput struct {
 	Access     string `json:"access,omitempty"`
 }
 
+// DevicePatch changes a device (ISP or operator); nil fields are left
+// alone. Access pins the device to that access entry (its DHCP on any
+// other is refused), "" clears the pin (any access). PinToBinding pins it
+// to the access it holds its DHCP binding on now, instead of naming one
+// (not with Access).
+type DevicePatch struct {
+	Access       *string `json:"access,omitempty"`
+	PinToBinding bool    `json:"pin_to_binding,omitempty"`
+}
+
 // MoveRequest moves a device to another customer, possibly of another ISP
 // (operator only).
 type MoveRequest struct {

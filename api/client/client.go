@@ -386,6 +386,18 @@ func (c *Client) AttachDevice(ctx context.Context, isp string, in tenants.Device
 	return out, err
 }
 
+// UpdateDevice changes a device's access pin (isp "" = of any ISP,
+// operator).
+func (c *Client) UpdateDevice(ctx context.Context, isp, mac string, p tenants.DevicePatch) (tenants.Device, error) {
+	var out tenants.Device
+	path := "/v1/devices/" + seg(mac)
+	if isp != "" {
+		path = ispPath(isp) + "/devices/" + seg(mac)
+	}
+	err := c.do(ctx, "PATCH", path, nil, p, &out)
+	return out, err
+}
+
 // DetachDevice detaches one of isp's devices.
 func (c *Client) DetachDevice(ctx context.Context, isp, mac string) error {
 	return c.do(ctx, "DELETE", ispPath(isp)+"/devices/"+seg(mac), nil, nil, nil)

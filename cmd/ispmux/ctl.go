@@ -55,6 +55,8 @@ type ctlOpts struct {
 	status        string
 	customer      string
 	access        string
+	anyAccess     bool
+	pinBound      bool
 	replace       string
 	isp           string
 	requestID     string
@@ -162,6 +164,17 @@ var ctlCommands = []*ctlCommand{
 			fs.StringVar(&o.access, "access", "", "pin it to the access entry `NAME`")
 		},
 		run: ctlDeviceAdd},
+	{name: "device-set", short: "pin a device to an access, or clear its pin", args: "ISP MAC (--access NAME | --bound | --any-access)", min: 2, max: 2,
+		summary: "Pin a device to an access entry (its DHCP on any other is refused: the full protection against\n" +
+			"its MAC forged elsewhere; a binding it holds on another access ends, RELEASE to the ISP), to the\n" +
+			"access it is bound on now (--bound), or clear its pin (--any-access). Devices of the\n" +
+			"configuration are read-only.",
+		flags: func(fs *flag.FlagSet, o *ctlOpts) {
+			fs.StringVar(&o.access, "access", "", "pin it to the access entry `NAME`")
+			fs.BoolVar(&o.pinBound, "bound", false, "pin it to the access it holds its DHCP binding on now")
+			fs.BoolVar(&o.anyAccess, "any-access", false, "clear its pin: served on any access")
+		},
+		run: ctlDeviceSet},
 	{name: "device-del", short: "detach a device", args: "ISP MAC", min: 2, max: 2,
 		summary: "Detach a device: its binding ends (RELEASE to the ISP).", run: ctlDeviceDel},
 	{name: "claim", short: "attach a MAC with the customer's password", args: "ISP CUSTOMER MAC [--replace MAC] [--password-stdin] [--access NAME]", min: 3, max: 3,

@@ -212,6 +212,42 @@ func ctlDeviceAdd(e *ctlEnv, args []string) error {
 	return e.showDevice(d)
 }
 
+func ctlDeviceSet(e *ctlEnv, args []string) error {
+	if err := e.checkMAC("MAC", args[1]); err != nil {
+		return err
+	}
+	var p tenants.DevicePatch
+	n := 0
+	if e.set["access"] {
+		if e.o.access == "" {
+			return e.h.usage("--access needs an access name (--any-access clears the pin)")
+		}
+		p.Access = &e.o.access
+		n++
+	}
+	if e.o.anyAccess {
+		none := ""
+		p.Access = &none
+		n++
+	}
+	if e.o.pinBound {
+		p.PinToBinding = true
+		n++
+	}
+	if n != 1 {
+		return e.h.usage("give one of --access NAME, --bound and --any-access")
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	d, err := c.UpdateDevice(e.ctx, args[0], args[1], p)
+	if err != nil {
+		return err
+	}
+	return e.showDevice(d)
+}
+
 func ctlDeviceDel(e *ctlEnv, args []string) error {
 	if err := e.checkMAC("MAC", args[1]); err != nil {
 		return err

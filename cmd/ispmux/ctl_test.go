@@ -206,6 +206,23 @@ func TestCtlOverAPI(t *testing.T) {
 		subscribers.Event{Kind: subscribers.EventBound, MAC: hw, ISP: "beta", Customer: "b-1", IP: netip.MustParseAddr("198.51.100.50")}); err != nil {
 		t.Fatal(err)
 	}
+	// The device's pin: to the access it is bound on (the ISP's token),
+	// cleared, named; one of the three flags exactly.
+	for _, c := range []struct {
+		flags []string
+		want  string
+	}{{[]string{"--bound"}, "acc0"}, {[]string{"--any-access"}, ""}, {[]string{"--access", "acc1"}, "acc1"}} {
+		out, _ = r.ok("", r.api("beta", append([]string{"device-set", "beta", mac1, "--json"}, c.flags...)...)...)
+		d = tenants.Device{}
+		if err := json.Unmarshal([]byte(out), &d); err != nil || d.Access != c.want {
+			t.Errorf("device-set %v: %v\n%s, want access %q", c.flags, err, out, c.want)
+		}
+	}
+	for _, flags := range [][]string{nil, {"--bound", "--any-access"}, {"--access", ""}} {
+		if _, _, err := runCmd(t, "", op(append([]string{"device-set", "beta", mac1}, flags...)...)...); exitCode(err) != 2 {
+			t.Errorf("device-set %v: %v, want a usage error", flags, err)
+		}
+	}
 	out, _ = r.ok("", op("bindings")...)
 	if rows := column(t, out); len(rows) != 1 || rows[0]["IP"] != "198.51.100.50" || rows[0]["VLAN"] != "-" {
 		t.Errorf("bindings:\n%s", out)
