@@ -191,7 +191,10 @@ func newTenants(t *testing.T, lim tenants.ClaimLimits) *tenants.Tenants {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	ten := tenants.New(tenants.Config{ISPs: []string{"alpha", "beta"}, MaxDevices: 100, Claim: lim}, st, registry.New(), nopProxy{}, nopAdm{}, nil)
+	// The box's access entries: the ones the rig's directory names (a
+	// claim pins the device to its access, which must be one of them).
+	ten := tenants.New(tenants.Config{ISPs: []string{"alpha", "beta"}, MaxDevices: 100, Claim: lim,
+		Circuits: []tenants.Circuit{{Access: "port1"}, {Access: "port2"}}}, st, registry.New(), nopProxy{}, nopAdm{}, nil)
 	if err := ten.Load(); err != nil {
 		t.Fatal(err)
 	}

@@ -99,7 +99,7 @@ func orNotFound(err error) error {
 // write with its events, then publication and revalidation.
 func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.MAC, access, replace, source string, mayTake bool) (Device, error) {
 	if access != "" {
-		if err := validAccessName(access); err != nil {
+		if err := t.checkAccess(access); err != nil {
 			return Device{}, err
 		}
 	}
@@ -443,8 +443,8 @@ func (t *Tenants) Move(ctx context.Context, a Actor, mac string, to MoveRequest)
 	return d, err
 }
 
-// validAccessName checks an access pin's shape (the appliance checks that
-// it names an [[access]] entry).
+// validAccessName checks an access pin's shape (checkAccess, that it names
+// one of the box's access entries).
 func validAccessName(s string) error {
 	if len(s) > 64 {
 		return fmt.Errorf("%w: access name longer than 64 bytes", ErrInvalid)

@@ -134,6 +134,30 @@ func TestUpdateDeviceConfigReadOnly(t *testing.T) {
 	}
 }
 
+// An attach or claim pinned to an access the box does not have is
+// refused: the device would be refused on every access. Before, any name
+// of at most 64 bytes was taken (201) and the device never served.
+func TestAttachPinUnknownAccessRefused(t *testing.T) {
+	r := newRig(t)
+	r.ten.cfg.Circuits = pinCircuits
+	if _, err := r.ten.CreateCustomer(ctx, beta, "beta", CustomerInput{ID: "c-77", Password: "pw", DeviceLimit: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: "02:00:00:00:00:07", CustomerID: "c-77", Access: "acc7"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("attach pinned to acc7: %v, want invalid", err)
+	}
+	claimer := Actor{Kind: ActorClaim, Name: "installer", RequestID: "r3"}
+	if _, err := r.ten.Claim(ctx, claimer, ClaimRequest{ISP: "beta", CustomerID: "c-77", Password: "pw", MAC: "02:00:00:00:00:08", Access: "acc7"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("claim pinned to acc7: %v, want invalid", err)
+	}
+	if _, ok := r.reg.Lookup(mac48("02:00:00:00:00:07")); ok {
+		t.Error("the refused device is registered")
+	}
+	if d, err := r.ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: "02:00:00:00:00:07", CustomerID: "c-77", Access: "acc1"}); err != nil || d.Access != "acc1" {
+		t.Errorf("attach pinned to acc1: %+v, %v", d, err)
+	}
+}
+
 func mustMAC(s string) net.HardwareAddr {
 	m, err := net.ParseMAC(s)
 	if err != nil {
