@@ -46,7 +46,7 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 		fs.StringVar(&cfg, "config", "", "also write an ispmux config for the lab to FILE")
 		fs.StringVar(&stateDir, "state-dir", "/var/lib/ispmux", "state_dir written into --config")
 		if err := fs.Parse(args[1:]); err != nil {
-			return fmt.Errorf("%v\n%s", err, usage)
+			return parseError(err, stdout)
 		}
 		if fs.NArg() != 0 {
 			return fmt.Errorf("lab up: unexpected arguments %q\n%s", fs.Args(), usage)
@@ -75,7 +75,7 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 		fs.SetOutput(io.Discard)
 		id := fs.String("id", DefaultID, "namespace prefix")
 		if err := fs.Parse(args[1:]); err != nil {
-			return fmt.Errorf("%v\n%s", err, usage)
+			return parseError(err, stdout)
 		}
 		if fs.NArg() != 0 {
 			return fmt.Errorf("lab down: unexpected arguments %q\n%s", fs.Args(), usage)
@@ -86,6 +86,9 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 		switch len(args) {
 		case 1:
 		case 2:
+			if isHelp(args[1]) {
+				return printHelp(stdout)
+			}
 			server = args[1]
 		default:
 			return fmt.Errorf("lab isp-config: unexpected arguments %q\n%s", args[2:], usage)
@@ -101,6 +104,33 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	return fmt.Errorf("lab: unknown command %q\n%s", args[0], usage)
+}
+
+// parseError is a subcommand's flag error: on -h (--help) the usage,
+// printed to stdout, and flag.ErrHelp, which the command takes for
+// success; else the error with the usage.
+func parseError(err error, stdout io.Writer) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return printHelp(stdout)
+	}
+	return fmt.Errorf("%v\n%s", err, usage)
+}
+
+// printHelp prints the usage to stdout and returns flag.ErrHelp.
+func printHelp(stdout io.Writer) error {
+	if _, err := fmt.Fprintln(stdout, usage); err != nil {
+		return err
+	}
+	return flag.ErrHelp
+}
+
+// isHelp reports whether arg asks for help, as the flag package reads it.
+func isHelp(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--h", "--help":
+		return true
+	}
+	return false
 }
 
 // WriteTable prints the topology as human-readable tables.

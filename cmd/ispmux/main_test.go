@@ -187,6 +187,14 @@ func TestHelp(t *testing.T) {
 				t.Errorf("ctl %s does not list %s", h, c.name)
 			}
 		}
+		// The lab's subcommands too: `lab up -h` must not fail with
+		// "flag: help requested", nor isp-config take -h for a server.
+		for _, args := range [][]string{{"lab", "up", h}, {"lab", "down", h}, {"lab", "isp-config", h}} {
+			out, _, err := runCmd(t, "", args...)
+			if err != nil || !strings.HasPrefix(out, "usage:") || !strings.Contains(out, "lab up") {
+				t.Errorf("%q: %v\n%s", args, err, out)
+			}
+		}
 		for _, args := range [][]string{{h}, {"run", h}, {"check", h}, {"version", h}} {
 			out, _, err := runCmd(t, "", args...)
 			if err != nil || !strings.HasPrefix(out, "usage: ispmux") || !strings.Contains(out, h[len(h)-1:]) {
