@@ -412,10 +412,12 @@ func (t *Tenants) Block(ctx context.Context, a Actor, mac string, blocked bool) 
 	return deviceView(r), nil
 }
 
-// Move moves a device to another customer, of any ISP (operator): its
-// binding ends at once with a RELEASE to the old ISP on its behalf, and
-// its next REQUEST for the old address is NAKed by ispmux, so it starts
-// over with the new ISP.
+// Move moves a device to another customer, of any ISP (operator). It is
+// make-before-break: the old binding keeps forwarding until the device's
+// next renewal, which ispmux NAKs so that it starts over with the new ISP
+// (the old ISP then gets a RELEASE on its behalf); to.Immediate ends the
+// old binding at once. The device keeps its access pin: a move changes
+// who owns it, not where it is plugged in.
 func (t *Tenants) Move(ctx context.Context, a Actor, mac string, to MoveRequest) (Device, error) {
 	if err := t.checkISP(to.ISP); err != nil {
 		return Device{}, err
@@ -429,14 +431,15 @@ func (t *Tenants) Move(ctx context.Context, a Actor, mac string, to MoveRequest)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, err := t.store.Registration(m); err != nil {
+	old, err := t.store.Registration(m)
+	if err != nil {
 		return Device{}, notFound("device "+mac, err)
 	}
 	c, err := t.store.Customer(to.ISP, to.CustomerID)
 	if err != nil {
 		return Device{}, notFound("customer "+to.CustomerID, err)
 	}
-	d, err := t.attachLocked(a, c, m, "", "", SourceAPI, true)
+	d, err := t.attachLocked(a, c, m, old.Access, "", SourceAPI, true)
 	if err == nil && to.Immediate && t.proxy != nil {
 		t.proxy.RevalidateMACsImmediate([]uint64{binding.MAC48(m)})
 	}

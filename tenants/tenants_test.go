@@ -334,6 +334,40 @@ func TestMoveAndBlock(t *testing.T) {
 	}
 }
 
+// TestMoveKeepsAccessPin: a move changes who owns a device, not where it
+// is plugged in; a device pinned to its access (by the portal's claim, or
+// attached with access set) stays pinned, to the same access, after a
+// move to another ISP's customer or to another customer of its ISP. The
+// pin is the full protection against a forger on another access
+// (docs/OPERATIONS.md): a move must not drop it silently.
+func TestMoveKeepsAccessPin(t *testing.T) {
+	r := newRig(t)
+	for _, c := range []struct{ isp, id string }{{"beta", "c-77"}, {"beta", "c-78"}, {"alpha", "a-9"}} {
+		if _, err := r.ten.CreateCustomer(ctx, op, c.isp, CustomerInput{ID: c.id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const mac = "02:00:00:00:00:07"
+	if _, err := r.ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: mac, CustomerID: "c-77", Access: "acc0"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, to := range []MoveRequest{{ISP: "alpha", CustomerID: "a-9"}, {ISP: "beta", CustomerID: "c-78", Immediate: true}} {
+		d, err := r.ten.Move(ctx, op, mac, to)
+		if err != nil {
+			t.Fatalf("move to %+v: %v", to, err)
+		}
+		if d.Access != "acc0" {
+			t.Errorf("move to %s/%s answered access %q, want the device's pin acc0", to.ISP, to.CustomerID, d.Access)
+		}
+		if got, _ := r.ten.Device(ctx, "", mac); got.Access != "acc0" {
+			t.Errorf("stored device after the move to %s/%s: access %q, want acc0", to.ISP, to.CustomerID, got.Access)
+		}
+		if e, _ := r.reg.Lookup(mac48(mac)); e.Access != "acc0" {
+			t.Errorf("registry after the move to %s/%s: access %q, want acc0", to.ISP, to.CustomerID, e.Access)
+		}
+	}
+}
+
 func TestImportAndConfig(t *testing.T) {
 	r := newRig(t)
 	in := CustomerInput{ID: "c-1", Password: "pw-1-long-enough", DeviceLimit: 2}
