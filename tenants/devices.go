@@ -387,7 +387,11 @@ func (t *Tenants) Block(ctx context.Context, a Actor, mac string, blocked bool) 
 		return Device{}, notFound("device "+mac, err)
 	}
 	if r.Source == SourceConfig {
-		return Device{}, fmt.Errorf("%w: device %s comes from the configuration: block it there", ErrConflict, mac)
+		how := "block it there (blocked = true)"
+		if !blocked {
+			how = "unblock it there (remove blocked = true)"
+		}
+		return Device{}, fmt.Errorf("%w: device %s comes from the configuration ([[subscriber]], read-only): %s", ErrConflict, mac, how)
 	}
 	if r.Blocked == blocked {
 		return deviceView(r), nil

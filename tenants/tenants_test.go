@@ -644,6 +644,25 @@ func TestAttachRefusedSummaryAtClose(t *testing.T) {
 // it is, and a way that works: the move it was told to use refuses a
 // configuration device (read-only), so the answer says it comes from the
 // configuration (where it is changed), not to move it.
+// TestBlockConfigDeviceSaysWhere: a device of the configuration is blocked
+// and unblocked in its [[subscriber]] entry, and the refusal says which:
+// an unblock is not told to "block it there".
+func TestBlockConfigDeviceSaysWhere(t *testing.T) {
+	r := newRig(t)
+	if _, err := r.ten.SyncConfig([]ConfigDevice{{MAC: subscribers.MAC{2, 0, 0, 0, 0, 8}, ISP: "alpha", CustomerID: "building-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		blocked bool
+		want    string
+	}{{true, "block it there (blocked = true)"}, {false, "unblock it there (remove blocked = true)"}} {
+		_, err := r.ten.Block(ctx, op, "02:00:00:00:00:08", c.blocked)
+		if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "[[subscriber]]") || !strings.HasSuffix(err.Error(), c.want) {
+			t.Errorf("Block(%v) of a configuration device: %v, want ErrConflict naming [[subscriber]], ending %q", c.blocked, err, c.want)
+		}
+	}
+}
+
 func TestOperatorTakenConfigDeviceNotToldToMove(t *testing.T) {
 	r := newRig(t)
 	if _, err := r.ten.SyncConfig([]ConfigDevice{{MAC: subscribers.MAC{2, 0, 0, 0, 0, 8}, ISP: "alpha", CustomerID: "building-1"}}); err != nil {
