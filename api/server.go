@@ -460,10 +460,8 @@ func (s *Server) stopStreams() { s.stopOnce.Do(func() { close(s.stop) }) }
 // returned.
 func (s *Server) Reload() error {
 	var errs []error
-	if s.cert != nil {
-		if err := s.cert.Load(); err != nil {
-			errs = append(errs, err)
-		}
+	if err := s.ReloadCert(); err != nil {
+		errs = append(errs, err)
 	}
 	if s.tokens != nil {
 		if err := s.tokens.Reload(); err != nil {
@@ -471,6 +469,16 @@ func (s *Server) Reload() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ReloadCert re-reads the TLS certificate and key only, for a caller that
+// re-reads the token files itself (the appliance's reload gives them the
+// new configuration's list). A pair that fails to load is kept as it was.
+func (s *Server) ReloadCert() error {
+	if s.cert == nil {
+		return nil
+	}
+	return s.cert.Load()
 }
 
 // Connections is the number of open API connections.

@@ -147,13 +147,15 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 		inForce = slices.Clone(a.cfg.ISPs)
 	}
 	if err := a.tokens.SetFiles(auth.TokenFilesFromConfig(&eff)); err != nil {
-		errs = append(errs, fmt.Errorf("api tokens: %w (the tokens in force stay)", err))
+		errs = append(errs, a.reloadTokensInForce(err))
 	} else {
 		for i := range inForce {
 			inForce[i].TokenFiles = eff.ISPs[i].TokenFiles
 		}
 	}
-	if err := a.api.Reload(); err != nil {
+	// The token files were read just above: the API re-reads only its
+	// certificate (a second read of the files reported their error twice).
+	if err := a.api.ReloadCert(); err != nil {
 		errs = append(errs, fmt.Errorf("api: %w", err))
 	}
 	// Each ISP's webhook settings are in force once applied: a reload
@@ -200,6 +202,22 @@ func (a *Appliance) staticEvent(kind subscribers.EventKind, b engine.Binding, wh
 	if _, err := a.store.AddEvent(e); err != nil {
 		a.log.Warn("event not stored", "kind", kind, "err", err)
 	}
+}
+
+// reloadTokensInForce is the reload's error when the new configuration's
+// token files failed to load (err): the files in force are re-read all the
+// same, so that a token retired by rewriting its file stops working even
+// when another file is broken; an error of that re-read is added when it
+// says something err does not.
+func (a *Appliance) reloadTokensInForce(err error) error {
+	rerr := a.tokens.Reload()
+	switch {
+	case rerr == nil:
+		return fmt.Errorf("api tokens: %w (the token files in force were re-read)", err)
+	case rerr.Error() == err.Error():
+		return fmt.Errorf("api tokens: %w (the tokens in force stay)", err)
+	}
+	return fmt.Errorf("api tokens: %w; the token files in force: %w (the tokens in force stay)", err, rerr)
 }
 
 // reloadedISPs returns the running ISPs, each with the token files and

@@ -218,3 +218,55 @@ func TestReloadRemovedISPKeepsTokensInForce(t *testing.T) {
 		t.Error("beta's retired token (tok, from the start-time file) works again")
 	}
 }
+
+// TestReloadBadTokenFileReportedOnce: a token file broken by an edit is
+// refused by a reload, the tokens in force stay, and the error names the
+// file once (the API's own re-read of the same files reported it a second
+// time: "api tokens: … token file F: …\napi: … token file F: …").
+func TestReloadBadTokenFileReportedOnce(t *testing.T) {
+	dir := t.TempDir()
+	tok := "0123456789abcdefghijklmnopqrstuvwxyz"
+	tokFile := writeTestFile(t, dir, "beta.token", tok)
+	text := "version = 1\n[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" +
+		"[[isp]]\nname = \"beta\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n" +
+		"token_files = [\"" + tokFile + "\"]\n"
+	a := reloadRig(t, parseTestConfig(t, text))
+	writeTestFile(t, dir, "beta.token", "short")
+	err := a.Reload(parseTestConfig(t, text))
+	if err == nil {
+		t.Fatal("a reload with a broken token file succeeded")
+	}
+	if n := strings.Count(err.Error(), tokFile); n != 1 {
+		t.Errorf("the reload's error names the token file %d times, want once:\n%v", n, err)
+	}
+	if _, ok := a.tokens.Lookup(tok); !ok {
+		t.Error("the token in force stopped working after a refused reload")
+	}
+}
+
+// TestReloadRotatesInPlaceDespiteBrokenNewFile: a token rewritten in its
+// file (retired, say leaked) stops working at the reload even when the
+// same reload's new token file is broken, and the error names that file.
+func TestReloadRotatesInPlaceDespiteBrokenNewFile(t *testing.T) {
+	dir := t.TempDir()
+	tok, tok2 := "0123456789abcdefghijklmnopqrstuvwxyz", "zyxwvutsrqponmlkjihgfedcba9876543210"
+	tokFile := writeTestFile(t, dir, "beta.token", tok)
+	text := func(files string) string {
+		return "version = 1\n[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" +
+			"[[isp]]\nname = \"beta\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n" +
+			"token_files = [" + files + "]\n"
+	}
+	a := reloadRig(t, parseTestConfig(t, text(`"`+tokFile+`"`)))
+	writeTestFile(t, dir, "beta.token", tok2)
+	broken := writeTestFile(t, dir, "beta-2.token", "short")
+	err := a.Reload(parseTestConfig(t, text(`"`+tokFile+`", "`+broken+`"`)))
+	if err == nil || strings.Count(err.Error(), broken) != 1 {
+		t.Errorf("reload with a broken new token file: %v, want its error naming %s once", err, broken)
+	}
+	if _, ok := a.tokens.Lookup(tok); ok {
+		t.Error("the token retired in its file still works")
+	}
+	if _, ok := a.tokens.Lookup(tok2); !ok {
+		t.Error("the token written in its place does not work")
+	}
+}
