@@ -342,6 +342,7 @@ func TestMoveAndBlock(t *testing.T) {
 // (docs/OPERATIONS.md): a move must not drop it silently.
 func TestMoveKeepsAccessPin(t *testing.T) {
 	r := newRig(t)
+	r.ten.cfg.Circuits = pinCircuits
 	for _, c := range []struct{ isp, id string }{{"beta", "c-77"}, {"beta", "c-78"}, {"alpha", "a-9"}} {
 		if _, err := r.ten.CreateCustomer(ctx, op, c.isp, CustomerInput{ID: c.id}); err != nil {
 			t.Fatal(err)
