@@ -32,7 +32,7 @@ func checkLimit(n int) (int, error) {
 	case n == 0:
 		return 1, nil
 	case n < 0 || n > maxDeviceLimit:
-		return 0, fmt.Errorf("%w: device_limit must be 1..%d", ErrInvalid, maxDeviceLimit)
+		return 0, fmt.Errorf("%w: device_limit must be 1..%d (0 or absent: 1), got %d", ErrInvalid, maxDeviceLimit, n)
 	}
 	return n, nil
 }

@@ -139,6 +139,11 @@ func TestCustomerLifecycle(t *testing.T) {
 			t.Errorf("%+v: %v, want ErrInvalid", bad, err)
 		}
 	}
+	// The limit's error says what 0 means (accepted: 1) and what was sent.
+	if _, err := r.ten.CreateCustomer(ctx, beta, "beta", CustomerInput{ID: "ok", DeviceLimit: 65}); err == nil ||
+		!strings.Contains(err.Error(), "0 or absent: 1") || !strings.Contains(err.Error(), "got 65") {
+		t.Errorf("device_limit 65: %v, want the range, what 0 means and the value sent", err)
+	}
 	// Claim attaches s7; the registry and the datapath see it at once.
 	d, err := r.ten.Claim(ctx, Actor{Kind: ActorClaim, Name: "installer"}, ClaimRequest{ISP: "beta", CustomerID: "c-77", Password: "s3cret-pass", MAC: "02:00:00:00:00:07"})
 	if err != nil {
