@@ -403,7 +403,7 @@ func (f *fakeService) Events(ctx context.Context, isp string, after uint64, limi
 	return p, nil
 }
 
-func (f *fakeService) WaitEvents(ctx context.Context, after uint64) error {
+func (f *fakeService) WaitEvents(ctx context.Context, isp string, after uint64) error {
 	f.mu.Lock()
 	newest, wake := f.newestLocked(), f.wake
 	f.mu.Unlock()

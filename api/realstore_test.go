@@ -421,3 +421,48 @@ func TestPatchDevicePin(t *testing.T) {
 		t.Errorf("clear a configuration device's pin: %d %s, want 409", w.Code, w.Body)
 	}
 }
+
+// An ISP's event numbers never count the other ISPs' events: alpha's
+// events, between which beta had many, are numbered 1, 2, 3 in
+// everything alpha reads (seq, next, oldest, newest), and alpha's cursor
+// resumes in that sequence. Before, they carried the box's one sequence,
+// whose gaps told alpha how busy its competitor's customers were. The
+// operator's log keeps the box's sequence.
+func TestISPEventNumbersHideOtherISPs(t *testing.T) {
+	f, _, st := newRealFixture(t)
+	for i := range 3 {
+		if _, err := st.AddEvent(subscribers.Event{Kind: subscribers.EventBound, ISP: "alpha", MAC: subscribers.MAC{2, 0, 0, 0, 0, byte(i)}}); err != nil {
+			t.Fatal(err)
+		}
+		for j := range 5 * (i + 1) {
+			if _, err := st.AddEvent(subscribers.Event{Kind: subscribers.EventBound, ISP: "beta", MAC: subscribers.MAC{2, 0, 0, 0, 1, byte(j)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	page := func(after string) EventList {
+		t.Helper()
+		w := f.do("GET", "/v1/isps/alpha/events?after="+after, "alpha", "")
+		var el EventList
+		if w.Code != http.StatusOK || json.Unmarshal(w.Body.Bytes(), &el) != nil {
+			t.Fatalf("alpha's events: %d %s", w.Code, w.Body)
+		}
+		return el
+	}
+	el := page("0")
+	var seqs []uint64
+	for _, e := range el.Items {
+		seqs = append(seqs, e.Seq)
+	}
+	if fmt.Sprint(seqs) != "[1 2 3]" || el.Next != "3" || el.Oldest != 1 || el.Newest != 3 || el.Missed {
+		t.Errorf("alpha reads seq %v, next %s, oldest %d, newest %d, missed %v; want [1 2 3], 3, 1, 3, false (its own sequence)",
+			seqs, el.Next, el.Oldest, el.Newest, el.Missed)
+	}
+	if el := page("1"); len(el.Items) != 2 || el.Items[0].Seq != 2 || el.Next != "3" {
+		t.Errorf("alpha after 1: %+v; want its events 2 and 3", el)
+	}
+	all := eventsOf(t, f, "operator", "/v1/events")
+	if len(all) != 33 || all[len(all)-1].Seq != 33 {
+		t.Errorf("the operator's log: %d events, the last %+v; want 33, the last numbered 33", len(all), all[len(all)-1])
+	}
+}

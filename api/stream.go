@@ -149,7 +149,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, c *call) {
 			var err error
 			if wait := s.Limits.Heartbeat - time.Since(wrote); wait > 0 {
 				wctx, wcancel := context.WithTimeout(ctx, wait)
-				err = s.svc.WaitEvents(wctx, after)
+				err = s.svc.WaitEvents(wctx, c.isp, after)
 				if errors.Is(wctx.Err(), context.DeadlineExceeded) {
 					err = nil
 				}

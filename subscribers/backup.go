@@ -153,7 +153,8 @@ func readGaps(tx *bolt.Tx) []seqGap {
 }
 
 // openedCopy runs at Open, after the journal's replay: if the file is a
-// Backup copy, it moves the event log's next number ahead (copyJump),
+// Backup copy, it moves the event log's next number, and every ISP's
+// (jumpISPSeqs), ahead (copyJump),
 // records the gap, and removes the mark, in one transaction. A file whose
 // mark is the one in backupPendingPath is the live store of a Backup that
 // did not finish: the mark is removed, with no jump. It loads the gaps
@@ -212,6 +213,9 @@ func (s *Store) openedCopy(now time.Time) (uint64, error) {
 			enc = binary.BigEndian.AppendUint64(enc, g.Jump)
 		}
 		if err := meta.Put(keyEventGaps, enc); err != nil {
+			return err
+		}
+		if err := jumpISPSeqs(tx, jump); err != nil {
 			return err
 		}
 		s.gaps = gaps

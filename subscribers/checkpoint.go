@@ -18,7 +18,7 @@ import (
 // group commit's leader, which serialises them.
 
 // journalAppend assigns the calls' records their LSNs and event sequence
-// numbers and appends them to the journal. On success they are pending:
+// numbers (Seq and ISPSeq) and appends them to the journal. On success they are pending:
 // durable, not yet in bbolt. On errJournalFull nothing was written and
 // the journal's counters did not move (the records' LSNs and the events'
 // Seq were assigned, and are assigned again by the bbolt transaction the
@@ -30,12 +30,22 @@ func (s *Store) journalAppend(cs []*call) error {
 	recs := slices.Grow(s.jrecs[:0], len(cs))[:len(cs)]
 	defer func() { clear(recs); s.jrecs = recs[:0] }()
 	lsn, seq := s.jr.lsn, s.evSeq.Load()
+	isps := s.jISP // the ISPs' last ISPSeqs, as this append gives them out
+	clear(isps)
 	for i, c := range cs {
 		lsn++
 		c.rec.lsn = lsn
-		if c.rec.ev != nil {
+		if ev := c.rec.ev; ev != nil {
 			seq++
-			c.rec.ev.Seq = seq
+			ev.Seq = seq
+			if ev.ISP != "" {
+				n, ok := isps[ev.ISP]
+				if !ok {
+					n = s.lastISPSeq(ev.ISP)
+				}
+				ev.ISPSeq = n + 1
+				isps[ev.ISP] = n + 1
+			}
 		}
 		recs[i] = c.rec
 	}
@@ -67,6 +77,7 @@ func (s *Store) journalAppend(cs []*call) error {
 	s.pendingN.Store(int64(len(s.pending)))
 	s.pmu.Unlock()
 	s.evSeq.Store(seq)
+	s.setISPSeqs(isps, 0)
 	return nil
 }
 
@@ -147,8 +158,8 @@ func (s *Store) applyRecords(tx *bolt.Tx, recs []*jrec, pause bool) error {
 		if err := evs.SetSequence(seq); err != nil {
 			return err
 		}
-		if err := s.eventAt(tx, seq, r.evVal, isp, t.Add(-s.maxAge)); err != nil {
-			return err
+		if _, err := s.eventAt(tx, seq, r.evVal, isp, r.ispSeq(), t.Add(-s.maxAge)); err != nil {
+			return fmt.Errorf("journal record %d: %w", r.lsn, err)
 		}
 	}
 	return nil
@@ -167,7 +178,8 @@ func bgPause() { time.Sleep(20 * time.Microsecond) }
 
 // checkpointTx returns fn (nil: nothing more) as a write transaction of
 // the store: the pending journal records first (applyPending), then fn,
-// then the event log's sequence noted for checkpointed (txEvSeq).
+// then the event log's sequence noted for checkpointed (txEvSeq, and the
+// ISPs' in txISP).
 func (s *Store) checkpointTx(fn func(*bolt.Tx) error) func(*bolt.Tx) error {
 	return func(tx *bolt.Tx) error {
 		if err := s.applyPending(tx); err != nil {
@@ -179,6 +191,11 @@ func (s *Store) checkpointTx(fn func(*bolt.Tx) error) func(*bolt.Tx) error {
 			}
 		}
 		s.txEvSeq = tx.Bucket(bucketEvents).Sequence()
+		s.txISP, s.txISPBase = nil, 0
+		if s.txEvSeq != s.evSeq.Load() {
+			// Events were written: the ISPs' sequences moved too.
+			s.txISP, s.txISPBase = loadISPSeqs(tx)
+		}
 		return nil
 	}
 }
@@ -187,6 +204,9 @@ func (s *Store) checkpointTx(fn func(*bolt.Tx) error) func(*bolt.Tx) error {
 // bbolt, so the journal starts a new generation.
 func (s *Store) checkpointed() {
 	s.evSeq.Store(s.txEvSeq)
+	if s.txISP != nil {
+		s.setISPSeqs(s.txISP, s.txISPBase)
+	}
 	if s.jr == nil || s.jr.lsn == s.appliedLSN {
 		return
 	}

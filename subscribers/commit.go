@@ -81,6 +81,7 @@ func (s *Store) submit(c *call) error {
 				seq := tx.Bucket(bucketEvents).Sequence()
 				for old := s.evSeq.Load(); seq > old && !s.evSeq.CompareAndSwap(old, seq); old = s.evSeq.Load() {
 				}
+				s.setISPSeqs(loadISPSeqs(tx))
 				return nil
 			})
 			s.wake(c.wakes)

@@ -76,9 +76,13 @@ const (
 )
 
 // Event is one entry of the event log. Seq increases by one per event,
-// across restarts.
+// across restarts. ISPSeq, of an event with an ISP, increases by one per
+// event of that ISP (eventseq.go): it is the number an ISP sees. The
+// reads of one ISP's events set it; the reads of the whole log
+// (Events, EventsPage with no ISP) leave it 0.
 type Event struct {
 	Seq      uint64
+	ISPSeq   uint64
 	Time     time.Time
 	Kind     EventKind
 	MAC      MAC
@@ -96,7 +100,7 @@ type Event struct {
 }
 
 // AddEvent appends e to the log, durably (grouped with concurrent writes),
-// and returns it with its Seq assigned (any Seq passed in is ignored) and
+// and returns it with its Seq and ISPSeq assigned (any passed in are ignored) and
 // Time set to now if it was zero. The oldest events beyond the retention
 // (Options.EventRetention, batched as eventPut says, and Options.EventMaxAge)
 // are dropped in the same transaction.
@@ -125,11 +129,12 @@ func prepareEvent(e *Event) error {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
-	e.Seq = 0
+	e.Seq, e.ISPSeq = 0, 0
 	return nil
 }
 
-// eventPut returns the transaction step that appends e (assigning e.Seq)
+// eventPut returns the transaction step that appends e (assigning e.Seq
+// and, if it has an ISP, e.ISPSeq)
 // and trims the log: by count to the newest s.retention, and by age to
 // the events at most s.maxAge older than e.Time.
 //
@@ -163,25 +168,39 @@ func (s *Store) eventPutVal(e *Event, val []byte) func(tx *bolt.Tx) error {
 			return err
 		}
 		e.Seq = seq
-		return s.eventAt(tx, seq, val, e.ISP, cutTime)
+		e.ISPSeq, err = s.eventAt(tx, seq, val, e.ISP, 0, cutTime)
+		return err
 	}
 }
 
 // eventAt stores the event val (of ISP isp) under seq, the log's newest
-// sequence number, with its index entry, and trims the log as eventPut
-// says, by count and by cutTime.
-func (s *Store) eventAt(tx *bolt.Tx, seq uint64, val []byte, isp string, cutTime time.Time) error {
+// sequence number, with its index entry under ispSeq (0: the ISP's next
+// number), and trims the log as eventPut says, by count and by cutTime.
+// It returns the event's ISPSeq (0 for an event with no ISP).
+func (s *Store) eventAt(tx *bolt.Tx, seq uint64, val []byte, isp string, ispSeq uint64, cutTime time.Time) (uint64, error) {
 	bk := tx.Bucket(bucketEvents)
 	bk.FillPercent = 0.95 // append-only: keep the pages full
 	idx := tx.Bucket(bucketEventIndex)
 	if err := bk.Put(seqKey(seq), val); err != nil {
-		return err
+		return 0, err
 	}
 	if isp != "" {
-		if err := idx.Put(eventIndexKey(isp, seq), nil); err != nil {
-			return err
+		var err error
+		if ispSeq, err = takeISPSeq(tx, isp, ispSeq); err != nil {
+			return 0, err
+		}
+		if err := idx.Put(eventIndexKey(isp, ispSeq), seqKey(seq)); err != nil {
+			return 0, err
 		}
 	}
+	return ispSeq, s.trimEvents(tx, seq, cutTime)
+}
+
+// trimEvents trims the log in tx, whose newest event is seq, as eventPut
+// says.
+func (s *Store) trimEvents(tx *bolt.Tx, seq uint64, cutTime time.Time) error {
+	bk := tx.Bucket(bucketEvents)
+	idx := tx.Bucket(bucketEventIndex)
 	// The log holds at most seq-oldest+1 events (only its front is
 	// ever deleted). Within retention + slack, cutoff stays 0 and
 	// the loop below only reads the oldest event's time (nothing
@@ -219,7 +238,7 @@ func (s *Store) eventAt(tx *bolt.Tx, seq uint64, val []byte, isp string, cutTime
 			break
 		}
 		if err == nil && old.ISP != "" {
-			if err := idx.Delete(eventIndexKey(old.ISP, old.Seq)); err != nil {
+			if err := trimIndex(idx, old.ISP, old.Seq); err != nil {
 				return err
 			}
 		}
@@ -241,9 +260,9 @@ func (s *Store) Events(afterSeq uint64, limit int) ([]Event, error) {
 }
 
 // EventsOf returns up to limit events of one ISP (those whose ISP is isp)
-// with Seq > after, ascending by Seq (limit <= 0: all), reading the
+// with ISPSeq > after, ascending (limit <= 0: all), reading the
 // events-by-isp index: other ISPs' events are not looked at. isp "" means
-// every event (Events).
+// every event (Events: Seq > after).
 func (s *Store) EventsOf(isp string, after uint64, limit int) ([]Event, error) {
 	evs, _, _, err := s.EventsPage(isp, after, limit)
 	return evs, err
@@ -253,12 +272,18 @@ func (s *Store) EventsOf(isp string, after uint64, limit int) ([]Event, error) {
 // bounds (EventBounds), all read in one transaction: a page that starts
 // past after+1 while after+1 < oldest was trimmed in front of its reader,
 // which the bounds read apart could not tell (an API page's missed, a
-// stream's reset).
+// stream's reset). For an ISP, after and the bounds are ISPSeqs: the
+// ISPSeq of its oldest event the log holds (newest+1: none), and its last
+// given out.
 func (s *Store) EventsPage(isp string, after uint64, limit int) (evs []Event, oldest, newest uint64, err error) {
 	var bad []error
 	err = s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
-		oldest, newest = eventBoundsPending(tx, pend)
-		oldest = s.gapOldest(oldest)
+		if isp == "" {
+			oldest, newest = eventBoundsPending(tx, pend)
+			oldest = s.gapOldest(oldest)
+		} else {
+			oldest, newest = ispBoundsTx(tx, pend, isp)
+		}
 		if after >= newest {
 			return nil
 		}
@@ -298,21 +323,23 @@ func eventsTx(tx *bolt.Tx, after uint64, limit int) (evs []Event, bad []error) {
 	return evs, bad
 }
 
-// eventsOfTx walks isp's events-by-isp index in tx from Seq after+1 (after
-// < math.MaxUint64): up to limit events of isp (limit <= 0: all),
-// ascending by Seq, and an ErrCorrupt error for each malformed index key
-// and each event that does not decode. Entries whose event was trimmed,
-// and stale ones (the event is another ISP's), are skipped.
+// eventsOfTx walks isp's events-by-isp index in tx from ISPSeq after+1
+// (after < math.MaxUint64): up to limit events of isp (limit <= 0: all),
+// ascending, with their ISPSeq, and an ErrCorrupt error for each
+// malformed index entry and each event that does not decode. Entries
+// whose event was trimmed, and stale ones (the event is another ISP's),
+// are skipped.
 func eventsOfTx(tx *bolt.Tx, isp string, after uint64, limit int) (evs []Event, bad []error) {
 	prefix := append([]byte(isp), 0)
 	bk := tx.Bucket(bucketEvents)
 	c := tx.Bucket(bucketEventIndex).Cursor()
-	for k, _ := c.Seek(eventIndexKey(isp, after+1)); k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || len(evs) < limit); k, _ = c.Next() {
-		if len(k) != len(prefix)+8 {
-			bad = append(bad, corrupt(bucketEventIndex, k, errors.New("key is not ISP, 0x00, 8-byte sequence")))
+	for k, iv := c.Seek(eventIndexKey(isp, after+1)); k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || len(evs) < limit); k, iv = c.Next() {
+		n, seq, ok := indexSeq(k, iv, len(prefix))
+		if !ok {
+			bad = append(bad, corrupt(bucketEventIndex, k, errors.New("entry is not ISP, 0x00, 8-byte sequence: 8-byte sequence or nothing")))
 			continue
 		}
-		key := k[len(prefix):]
+		key := seqKey(seq)
 		v := bk.Get(key)
 		if v == nil {
 			continue // trimmed while it did not decode
@@ -325,6 +352,7 @@ func eventsOfTx(tx *bolt.Tx, isp string, after uint64, limit int) (evs []Event, 
 		if e.ISP != isp {
 			continue // stale entry
 		}
+		e.ISPSeq = n
 		evs = append(evs, e)
 	}
 	return evs, bad

@@ -182,10 +182,11 @@ func TestEventV2Fields(t *testing.T) {
 	want := Event{Time: time.Date(2026, 6, 1, 0, 0, 0, 1, time.UTC), Kind: EventSuppressed, MAC: mac(1), ISP: "alpha",
 		IP: netip.MustParseAddr("100.64.0.9"), Reason: "12 refusals were not recorded", Customer: "cust-1", Access: "acc0.100"}
 	got, err := s.AddEvent(want)
-	want.Seq = 1
+	want.Seq, want.ISPSeq = 1, 1
 	if err != nil || got != want {
 		t.Errorf("AddEvent = %+v, %v; want %+v", got, err, want)
 	}
+	want.ISPSeq = 0 // the whole log's reads do not number by ISP
 	if evs, err := s.Events(0, 0); err != nil || len(evs) != 1 || evs[0] != want {
 		t.Errorf("Events = %+v, %v; want [%+v]", evs, err, want)
 	}

@@ -22,15 +22,16 @@ func TestEventsOfDamagedIndex(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	putRaw(t, s, bucketEventIndex, eventIndexKey("alpha", 2), nil)            // stale: seq 2 is beta's
-	putRaw(t, s, bucketEventIndex, eventIndexKey("alpha", 40), nil)           // no such event
-	putRaw(t, s, bucketEventIndex, append(eventIndexKey("alpha", 3), 0), nil) // malformed key, after seq 3's
-	putRaw(t, s, bucketEvents, seqKey(7), []byte{3, 0xff})                    // alpha's seq 7 does not decode
+	// alpha's events are Seq 1, 3, 5, 7, 9: ISPSeq 1..5.
+	putRaw(t, s, bucketEventIndex, eventIndexKey("alpha", 41), seqKey(2))           // stale: seq 2 is beta's
+	putRaw(t, s, bucketEventIndex, eventIndexKey("alpha", 40), seqKey(40))          // no such event
+	putRaw(t, s, bucketEventIndex, append(eventIndexKey("alpha", 2), 0), seqKey(3)) // malformed key, after ISPSeq 2's
+	putRaw(t, s, bucketEvents, seqKey(7), []byte{3, 0xff})                          // alpha's seq 7 (ISPSeq 4) does not decode
 
 	seqs := func(evs []Event) []uint64 {
 		var out []uint64
 		for _, e := range evs {
-			out = append(out, e.Seq)
+			out = append(out, e.ISPSeq)
 		}
 		return out
 	}
@@ -40,13 +41,14 @@ func TestEventsOfDamagedIndex(t *testing.T) {
 		want  []uint64
 		bad   int // corrupt entries met
 	}{
-		{0, 0, []uint64{1, 3, 5, 9}, 2},
-		{0, 2, []uint64{1, 3}, 0}, // the page ends before the damage
-		{1, 1, []uint64{3}, 0},
-		{3, 0, []uint64{5, 9}, 1}, // the malformed key sorts before seq 4's
-		{5, 1, []uint64{9}, 1},
-		{9, 0, nil, 0},
-		{10, 0, nil, 0},
+		{0, 0, []uint64{1, 2, 3, 5}, 2},
+		{0, 2, []uint64{1, 2}, 0}, // the page ends before the damage
+		{1, 1, []uint64{2}, 0},
+		{1, 0, []uint64{2, 3, 5}, 2},
+		{2, 0, []uint64{3, 5}, 1}, // the malformed key sorts before ISPSeq 3's
+		{3, 1, []uint64{5}, 1},
+		{5, 0, nil, 0},
+		{41, 0, nil, 0},
 		{^uint64(0), 0, nil, 0},
 	} {
 		name := fmt.Sprintf("after %d limit %d", c.after, c.limit)
@@ -79,4 +81,83 @@ func countCorrupt(err error) int {
 		return n
 	}
 	return 0
+}
+
+// TestISPSeqContinues: an ISP's events are numbered 1, 2, 3, ... in its
+// own sequence whatever the other ISPs' events between them, through the
+// journal and through bbolt transactions alike; the numbers a crash's
+// replay gives the pending events are the ones returned, and the
+// sequence goes on from them after the replay and after a clean restart.
+func TestISPSeqContinues(t *testing.T) {
+	s, path := openTest(t, Options{})
+	var want []uint64 // alpha's ISPSeqs as returned
+	add := func(s *Store, i int, isp string, journal bool) {
+		t.Helper()
+		var e Event
+		var err error
+		if journal {
+			b := testBinding(i)
+			b.ISP = isp
+			e, err = s.CommitBindingEvent(b, Event{Kind: EventBound, MAC: b.MAC, ISP: isp})
+		} else {
+			e, err = s.AddEvent(Event{Kind: EventCustomerCreated, ISP: isp})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if isp == "alpha" {
+			want = append(want, e.ISPSeq)
+		}
+	}
+	check := func(s *Store, what string) {
+		t.Helper()
+		evs, oldest, newest, err := s.EventsPage("alpha", 0, 0)
+		var got []uint64
+		for _, e := range evs {
+			got = append(got, e.ISPSeq)
+		}
+		var consecutive []uint64
+		for i := range want {
+			consecutive = append(consecutive, uint64(i+1))
+		}
+		if err != nil || !slices.Equal(got, want) || !slices.Equal(want, consecutive) || oldest != 1 || newest != uint64(len(want)) {
+			t.Fatalf("%s: alpha reads ISPSeqs %v (bounds %d..%d, %v); returned %v, want %v", what, got, oldest, newest, err, want, consecutive)
+		}
+		if last, err := s.LastEventSeqOf("alpha"); err != nil || last != uint64(len(want)) {
+			t.Fatalf("%s: LastEventSeqOf(alpha) = %d, %v; want %d", what, last, err, len(want))
+		}
+	}
+	for i := range 30 {
+		add(s, i, "beta", i%2 == 0)
+		if i%3 == 0 {
+			add(s, 100+i, "alpha", i%2 == 1)
+		}
+	}
+	for i := range 4 { // the last ones left pending (a bbolt write checkpoints)
+		add(s, 150+i, []string{"beta", "alpha"}[i%2], true)
+	}
+	if s.pendingN.Load() != 4 {
+		t.Fatalf("%d records pending in the journal, want 4", s.pendingN.Load())
+	}
+	check(s, "pending")
+
+	// A crash now: the replay numbers the pending events as the leader did.
+	c, cpath := crashCopy(t, path)
+	check(c, "after the replay")
+	add(c, 200, "alpha", true)
+	add(c, 201, "beta", false)
+	add(c, 202, "alpha", false)
+	check(c, "after the replay, new events")
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(cpath, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	check(c, "after a restart")
+	add(c, 203, "beta", true)
+	add(c, 204, "alpha", true)
+	check(c, "after a restart, new events")
 }

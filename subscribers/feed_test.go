@@ -1,6 +1,7 @@
 package subscribers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -54,7 +55,7 @@ func TestEventsOf(t *testing.T) {
 		if err != nil || !slices.Equal(got, want) {
 			t.Errorf("EventsOf(%q) = %d events, %v; want %d", isp, len(got), err, len(want))
 		}
-		// Paged by 3 from each event's Seq.
+		// Paged by 3 from each event's ISPSeq.
 		var paged []Event
 		for after := uint64(0); ; {
 			page, err := s.EventsOf(isp, after, 3)
@@ -65,7 +66,7 @@ func TestEventsOf(t *testing.T) {
 				break
 			}
 			paged = append(paged, page...)
-			after = page[len(page)-1].Seq
+			after = page[len(page)-1].ISPSeq
 		}
 		if !slices.Equal(paged, want) {
 			t.Errorf("EventsOf(%q) paged = %d events, want %d", isp, len(paged), len(want))
@@ -120,9 +121,11 @@ func checkEventIndex(t *testing.T, s *Store) {
 	}
 	n := 0
 	s.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketEventIndex).ForEach(func(k, _ []byte) error {
+		return tx.Bucket(bucketEventIndex).ForEach(func(k, v []byte) error {
 			n++
-			if !want[string(k)] {
+			i := bytes.IndexByte(k, 0)
+			_, seq, ok := indexSeq(k, v, i+1)
+			if i < 0 || !ok || !want[string(eventIndexKey(string(k[:i]), seq))] {
 				t.Errorf("stale events-by-isp key %q", k)
 			}
 			return nil

@@ -104,6 +104,16 @@ func (r *jrec) event() (seq uint64, isp string, t time.Time) {
 	return r.evSeq, r.evISP, r.evTime
 }
 
+// ispSeq returns the record's event's ISPSeq (eventseq.go): given by the
+// leader to an appended record; 0 for a decoded one (replay numbers it
+// after the ISP's last, as the leader did: the journal holds no ISPSeq).
+func (r *jrec) ispSeq() uint64 {
+	if r.ev != nil {
+		return r.ev.ISPSeq
+	}
+	return 0
+}
+
 // appendRecord appends r's encoding, in the generation tag, to b: header
 // (body length, CRC-32C of the body), then the body: tag, LSN, event seq
 // (0: no event), event time (Unix seconds, then nanoseconds: u32), then

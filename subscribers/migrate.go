@@ -12,7 +12,7 @@ import (
 // transaction tx (whose buckets exist): either the whole migration and
 // the new schema byte commit, or nothing does and the file stays as it
 // was. It runs the steps from `from` on: 1 → 2, 2 → 3, 3 → 4, 4 → 5,
-// 5 → 6, 6 → 7, 7 → 8.
+// 5 → 6, 6 → 7, 7 → 8, 8 → 9.
 //
 // 1 → 2: every registration, binding and event is re-encoded in the
 // current format (the fields added since read as empty); the keys and
@@ -52,6 +52,13 @@ import (
 // bindings a crash left in the second, hand their LSNs out again, and a
 // later upgrade would replay the second file's stale records over its
 // writes (found in review).
+//
+// 8 → 9: per-ISP event numbers (eventseq.go). The index entries stay as
+// they are (keyed by Seq, no value: their ISPSeq is their Seq); the
+// event-isp-seqs bucket is new, and startISPSeqs starts every ISP's
+// sequence at the log's newest Seq. The schema byte moves so that an
+// older ispmux, which would key its new index entries by Seq among the
+// ISPs' numbers, refuses the file.
 func migrate(tx *bolt.Tx, from byte) error {
 	if from < 1 || from >= schemaVersion {
 		return fmt.Errorf("no migration from schema %d", from)
@@ -69,6 +76,11 @@ func migrate(tx *bolt.Tx, from byte) error {
 	if tx.Bucket(bucketExpiry) != nil {
 		if err := tx.DeleteBucket(bucketExpiry); err != nil {
 			return fmt.Errorf("delete bucket %s: %w", bucketExpiry, err)
+		}
+	}
+	if from <= 8 {
+		if err := startISPSeqs(tx); err != nil {
+			return fmt.Errorf("bucket %s: %w", bucketEventISPSeq, err)
 		}
 	}
 	return nil

@@ -48,23 +48,36 @@ func (s *Store) viewEvents(fn func(tx *bolt.Tx, pend []*jrec) error) error {
 // could be shown once more; the default retention (100,000 events, 30
 // days) is larger than any checkpoint, so only a retention set below a
 // checkpoint's records or a clock jump does that.
+//
+// For an ISP, after and the order are ISPSeqs, and the events get theirs.
 func mergePending(evs []Event, bad []error, pend []*jrec, isp string, after uint64, limit int) ([]Event, []error) {
 	last := after
 	if len(evs) > 0 {
-		last = max(last, evs[len(evs)-1].Seq)
+		if isp == "" {
+			last = max(last, evs[len(evs)-1].Seq)
+		} else {
+			last = max(last, evs[len(evs)-1].ISPSeq)
+		}
 	}
 	for _, r := range pend {
 		if limit > 0 && len(evs) >= limit {
 			break
 		}
 		seq, risp, _ := r.event()
-		if seq <= last || (isp != "" && risp != isp) {
+		n := seq
+		if isp != "" {
+			n = r.ispSeq()
+		}
+		if seq == 0 || n <= last || (isp != "" && risp != isp) {
 			continue
 		}
 		e, err := decodeEvent(seqKey(seq), r.evVal)
 		if err != nil {
 			bad = append(bad, err)
 			continue
+		}
+		if isp != "" {
+			e.ISPSeq = n
 		}
 		evs = append(evs, e)
 	}

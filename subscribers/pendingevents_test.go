@@ -76,11 +76,11 @@ func TestPendingEventsFollowers(t *testing.T) {
 				return
 			}
 			for _, e := range evs {
-				if e.Seq <= cursor || e.ISP != "isp-0" {
-					t.Errorf("EventsOf after %d: seq %d of %q", cursor, e.Seq, e.ISP)
+				if e.ISPSeq != cursor+1 || e.ISP != "isp-0" {
+					t.Errorf("EventsOf after %d: ISPSeq %d of %q", cursor, e.ISPSeq, e.ISP)
 					return
 				}
-				cursor = e.Seq
+				cursor = e.ISPSeq
 			}
 			got.isp["isp-0"] = append(got.isp["isp-0"], evs...)
 		}
@@ -98,11 +98,11 @@ func TestPendingEventsFollowers(t *testing.T) {
 				return
 			}
 			for _, e := range evs {
-				if e.Seq <= cursor || e.ISP != "isp-1" || e.Seq > newest {
-					t.Errorf("WebhookEvents after %d: seq %d of %q (newest %d)", cursor, e.Seq, e.ISP, newest)
+				if e.ISPSeq != cursor+1 || e.ISP != "isp-1" || e.ISPSeq > newest {
+					t.Errorf("WebhookEvents after %d: ISPSeq %d of %q (newest %d)", cursor, e.ISPSeq, e.ISP, newest)
 					return
 				}
-				cursor = e.Seq
+				cursor = e.ISPSeq
 			}
 			got.hook = append(got.hook, evs...)
 		}
@@ -129,13 +129,13 @@ func TestPendingEventsFollowers(t *testing.T) {
 	if !reflect.DeepEqual(got.all, want) {
 		t.Error("Events read from the pending records differ from the checkpointed log")
 	}
-	var w0, w1 []Event
-	for _, e := range want {
-		if e.ISP == "isp-0" {
-			w0 = append(w0, e)
-		} else {
-			w1 = append(w1, e)
-		}
+	w0, err := s.EventsOf("isp-0", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w1, err := s.EventsOf("isp-1", 0, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got.isp["isp-0"], w0) || !reflect.DeepEqual(got.hook, w1) {
 		t.Error("EventsOf or WebhookEvents read from the pending records differ from the checkpointed log")
@@ -173,16 +173,16 @@ func TestPendingEventsRead(t *testing.T) {
 		t.Fatalf("EventsOf: %d, %v; want %d", len(of), err, n/2+1)
 	}
 	hook, oldest, newest, err := s.WebhookEvents("isp-1", 1, 20)
-	if err != nil || len(hook) != 20 || oldest != 1 || newest != n+1 || hook[0].Seq != 3 {
+	if err != nil || len(hook) != 20 || oldest != 1 || newest != n/2+1 || hook[0].Seq != 3 || hook[0].ISPSeq != 2 {
 		t.Fatalf("WebhookEvents: %d events from %d, bounds %d..%d, %v", len(hook), hook[0].Seq, oldest, newest, err)
 	}
-	// isp-1's events: the one in bbolt (seq 1) and the even-numbered
-	// pending ones (seqs 3, 5, ...).
+	// isp-1's events: the one in bbolt (seq 1, ISPSeq 1) and the
+	// even-numbered pending ones (seqs 3, 5, ...: ISPSeqs 2, 3, ...).
 	for _, c := range []struct {
 		after uint64
 		limit int
 		want  int
-	}{{0, 0, n/2 + 1}, {1, 0, n / 2}, {2, 0, n / 2}, {3, 0, n/2 - 1}, {0, 10, 10}, {n + 1, 0, 0}} {
+	}{{0, 0, n/2 + 1}, {1, 0, n / 2}, {2, 0, n/2 - 1}, {3, 0, n/2 - 2}, {0, 10, 10}, {n/2 + 1, 0, 0}} {
 		if got, err := s.CountEventsOf("isp-1", c.after, c.limit); err != nil || got != c.want {
 			t.Fatalf("CountEventsOf(isp-1, %d, %d) = %d, %v; want %d", c.after, c.limit, got, err, c.want)
 		}
@@ -214,7 +214,7 @@ func TestPendingEventsRead(t *testing.T) {
 	if !reflect.DeepEqual(of, wof) {
 		t.Fatal("EventsOf from the pending events differs from the checkpointed log")
 	}
-	if got, err := s.CountEventsOf("isp-1", 2, 0); err != nil || got != n/2 {
+	if got, err := s.CountEventsOf("isp-1", 1, 0); err != nil || got != n/2 {
 		t.Fatalf("CountEventsOf after the checkpoint = %d, %v; want %d", got, err, n/2)
 	}
 }

@@ -54,7 +54,11 @@ var (
 // older ispmux would not replay it and would lose the bindings it holds.
 // 8: the binding journal's second file (STATE.journal.1), which an ispmux
 // of schema 7 would not read.
-const schemaVersion = 8
+// 9: per-ISP event numbers (eventseq.go): the events-by-isp index is keyed
+// by the ISP's number, with the event's sequence as value, and the
+// event-isp-seqs bucket holds each ISP's last number; an older ispmux
+// would key its new entries by the global sequence among them.
+const schemaVersion = 9
 
 // Defaults for Options.
 const (
@@ -213,6 +217,11 @@ type Store struct {
 	jfailed     bool
 	txEvSeq     uint64
 	ckptRunning bool
+	// txISP and txISPBase are checkpointTx's ISP sequences (nil: no
+	// event written), and jISP journalAppend's scratch map.
+	txISP       map[string]uint64
+	txISPBase   uint64
+	jISP        map[string]uint64
 	swappedUpTo uint64
 	// jcalls, tcalls and jrecs are the leader's scratch slices
 	// (commitBatch, journalAppend).
@@ -233,6 +242,12 @@ type Store struct {
 	// evSeq is the sequence number of the newest durable event (in the
 	// journal or in bbolt): LastEventSeq, and the journal's next events.
 	evSeq atomic.Uint64
+	// ispLast is the ISPSeq of each ISP's newest durable event, like
+	// evSeq (eventseq.go), and ispBase that of an ISP not in it; under
+	// ispMu.
+	ispMu   sync.Mutex
+	ispLast map[string]uint64
+	ispBase uint64
 	// bgCheckpoints counts the background checkpoints that ended
 	// without error (committed, or found their records in the file).
 	bgCheckpoints atomic.Uint64
@@ -349,12 +364,16 @@ func Open(path string, opts Options) (*Store, error) {
 		db:              db,
 		relaySince:      relaySince,
 		intentsFrom:     intentsFrom,
+		jISP:            map[string]uint64{},
 	}
 	if err := s.openJournalFor(path, opts.NoSync); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	if s.copyJump, err = s.openedCopy(time.Now()); err != nil {
+	if s.copyJump, err = s.openedCopy(time.Now()); err == nil {
+		err = s.reloadISPSeqs()
+	}
+	if err != nil {
 		s.jr.close()
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -366,6 +385,7 @@ func Open(path string, opts Options) (*Store, error) {
 var allBuckets = [][]byte{
 	bucketMeta, bucketRegistrations, bucketBindings, bucketEvents, bucketIntents,
 	bucketCustomers, bucketDeviceIndex, bucketEventIndex, bucketChanges, bucketOnboarding,
+	bucketEventISPSeq,
 }
 
 // setUp creates the buckets of a new file, refuses a newer schema, and

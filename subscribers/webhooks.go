@@ -11,13 +11,14 @@ import (
 )
 
 // bucketWebhooks holds the webhook delivery cursors (package webhooks):
-// key the ISP name, value the big-endian Seq of the last event the ISP's
-// receiver acknowledged. It is created by the first SetWebhookCursor, so a
+// key the ISP name, value the big-endian ISPSeq of the last event the
+// ISP's receiver acknowledged (eventseq.go: a cursor stored by an older
+// ispmux, a Seq, is that ISPSeq too). It is created by the first SetWebhookCursor, so a
 // store that never delivered webhooks has no such bucket and its schema is
 // unchanged (an older ispmux of the same schema ignores the bucket).
 var bucketWebhooks = []byte("webhook-cursors")
 
-// WebhookCursor returns the Seq of the last event of isp that its webhook
+// WebhookCursor returns the ISPSeq of the last event of isp that its webhook
 // receiver acknowledged, and whether a cursor was ever stored for isp.
 func (s *Store) WebhookCursor(isp string) (seq uint64, ok bool, err error) {
 	err = s.view(func(tx *bolt.Tx) error {
@@ -42,7 +43,7 @@ func (s *Store) WebhookCursor(isp string) (seq uint64, ok bool, err error) {
 }
 
 // SetWebhookCursor records, durably (grouped with concurrent writes), that
-// isp's receiver acknowledged the events up to seq. The cursor only moves
+// isp's receiver acknowledged its events up to ISPSeq seq. The cursor only moves
 // forward: a seq below the stored one is ignored (and is no error).
 func (s *Store) SetWebhookCursor(isp string, seq uint64) error {
 	if isp == "" || strings.IndexByte(isp, 0) >= 0 || len(isp) > maxString {
@@ -66,11 +67,11 @@ func (s *Store) SetWebhookCursor(isp string, seq uint64) error {
 }
 
 // WebhookEvents is EventsOf(isp, after, limit) (isp must not be empty)
-// together with the log's bounds (EventBounds), all read in one
-// transaction: a webhook worker that finds after+1 < oldest knows exactly
-// which sequence numbers were trimmed before it delivered them, and one
-// that gets no event knows it has looked at the log up to newest (it then
-// waits with WaitEvents(ctx, newest)).
+// together with isp's bounds (EventsPage), all read in one transaction,
+// all ISPSeqs: a webhook worker that finds after+1 < oldest knows exactly
+// which of its ISP's numbers were trimmed before it delivered them, and
+// one that gets no event knows it has looked at the log up to newest (it
+// then waits with WaitEventsOf(ctx, isp, newest)).
 func (s *Store) WebhookEvents(isp string, after uint64, limit int) (evs []Event, oldest, newest uint64, err error) {
 	if isp == "" {
 		return nil, 0, 0, fmt.Errorf("webhook events: %w: empty ISP", ErrInvalid)
@@ -78,9 +79,9 @@ func (s *Store) WebhookEvents(isp string, after uint64, limit int) (evs []Event,
 	return s.EventsPage(isp, after, limit)
 }
 
-// CountEventsOf returns how many events of isp the log holds with Seq >
-// after, counting at most limit (limit <= 0: no cap): a webhook's lag. It
-// reads bbolt's events-by-isp index keys (a malformed one is not counted)
+// CountEventsOf returns how many events of isp the log holds with ISPSeq
+// > after, counting at most limit (limit <= 0: no cap): a webhook's lag. It
+// reads bbolt's events-by-isp index (a malformed entry is not counted)
 // and the pending journal records' events, not the events themselves.
 func (s *Store) CountEventsOf(isp string, after uint64, limit int) (int, error) {
 	if isp == "" {
@@ -97,12 +98,13 @@ func (s *Store) CountEventsOf(isp string, after uint64, limit int) (int, error) 
 	err := s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
 		last := after
 		c := tx.Bucket(bucketEventIndex).Cursor()
-		for k, _ := c.Seek(eventIndexKey(isp, after+1)); k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || n < limit); k, _ = c.Next() {
-			if len(k) != len(prefix)+8 {
+		for k, v := c.Seek(eventIndexKey(isp, after+1)); k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || n < limit); k, v = c.Next() {
+			num, _, ok := indexSeq(k, v, len(prefix))
+			if !ok {
 				continue // malformed: not an event a worker would deliver (eventsOfTx reports it)
 			}
 			n++
-			last = binary.BigEndian.Uint64(k[len(prefix):])
+			last = num
 		}
 		// Every pending event bbolt does not hold is newer than all it
 		// holds (see mergePending).
@@ -110,7 +112,7 @@ func (s *Store) CountEventsOf(isp string, after uint64, limit int) (int, error) 
 			if limit > 0 && n >= limit {
 				break
 			}
-			if seq, risp, _ := r.event(); seq > last && risp == isp {
+			if _, risp, _ := r.event(); risp == isp && r.ispSeq() > last {
 				n++
 			}
 		}

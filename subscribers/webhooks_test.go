@@ -55,17 +55,18 @@ func TestWebhookEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// beta's Seq 1, 3, 5, 7 are its ISPSeq 1..4: it keeps 3 and 4.
 	evs, oldest, newest, err := s.WebhookEvents("beta", 0, 0)
-	if err != nil || oldest != 4 || newest != 8 || len(evs) != 2 || evs[0].Seq != 5 || evs[1].Seq != 7 {
+	if err != nil || oldest != 3 || newest != 4 || len(evs) != 2 || evs[0].Seq != 5 || evs[1].Seq != 7 || evs[0].ISPSeq != 3 || evs[1].ISPSeq != 4 {
 		t.Fatalf("WebhookEvents(beta, 0) = %+v %d %d %v", evs, oldest, newest, err)
 	}
-	evs, _, _, err = s.WebhookEvents("beta", 5, 1)
+	evs, _, _, err = s.WebhookEvents("beta", 3, 1)
 	if err != nil || len(evs) != 1 || evs[0].Seq != 7 {
-		t.Errorf("WebhookEvents(beta, 5, 1) = %+v %v", evs, err)
+		t.Errorf("WebhookEvents(beta, 3, 1) = %+v %v", evs, err)
 	}
-	evs, oldest, newest, err = s.WebhookEvents("beta", 8, 0)
-	if err != nil || len(evs) != 0 || oldest != 4 || newest != 8 {
-		t.Errorf("WebhookEvents(beta, 8) = %+v %d %d %v", evs, oldest, newest, err)
+	evs, oldest, newest, err = s.WebhookEvents("beta", 4, 0)
+	if err != nil || len(evs) != 0 || oldest != 3 || newest != 4 {
+		t.Errorf("WebhookEvents(beta, 4) = %+v %d %d %v", evs, oldest, newest, err)
 	}
 	if _, _, _, err := s.WebhookEvents("", 0, 0); !errors.Is(err, ErrInvalid) {
 		t.Errorf("empty ISP: %v", err)
@@ -74,7 +75,7 @@ func TestWebhookEvents(t *testing.T) {
 		after uint64
 		limit int
 		want  int
-	}{{0, 0, 2}, {5, 0, 1}, {0, 1, 1}, {7, 0, 0}, {^uint64(0), 0, 0}} {
+	}{{0, 0, 2}, {3, 0, 1}, {0, 1, 1}, {4, 0, 0}, {^uint64(0), 0, 0}} {
 		if n, err := s.CountEventsOf("beta", c.after, c.limit); err != nil || n != c.want {
 			t.Errorf("CountEventsOf(beta, %d, %d) = %d %v, want %d", c.after, c.limit, n, err, c.want)
 		}

@@ -8,7 +8,8 @@ import (
 	"github.com/ispmux/ispmux/subscribers"
 )
 
-// EventView is the event as the API and the webhooks show it.
+// EventView is the event as the API shows it to the operator, numbered
+// by the event log's Seq (ISPEventView: as an ISP sees it).
 func EventView(e subscribers.Event) Event {
 	v := Event{Seq: e.Seq, Time: e.Time, Kind: string(e.Kind), ISP: e.ISP, CustomerID: e.Customer, Access: e.Access,
 		Reason: e.Reason, Actor: e.Actor, RequestID: e.RequestID}
@@ -25,7 +26,17 @@ func EventView(e subscribers.Event) Event {
 	return v
 }
 
-// Events returns up to limit events of isp ("" = all) after seq.
+// ISPEventView is the event as its ISP's API reads and webhooks show it:
+// numbered in the ISP's own sequence (e.ISPSeq, which the reads of one
+// ISP's events set), never by the box's.
+func ISPEventView(e subscribers.Event) Event {
+	v := EventView(e)
+	v.Seq = e.ISPSeq
+	return v
+}
+
+// Events returns up to limit events of isp ("" = all) after seq: for an
+// ISP, in its own sequence (ISPEventView).
 func (t *Tenants) Events(ctx context.Context, isp string, after uint64, limit int) (EventPage, error) {
 	if isp != "" {
 		if err := t.checkISP(isp); err != nil {
@@ -44,15 +55,23 @@ func (t *Tenants) Events(ctx context.Context, isp string, after uint64, limit in
 		if isp != "" && e.ISP != isp {
 			continue // never another ISP's
 		}
-		p.Events = append(p.Events, EventView(e))
+		if isp != "" {
+			p.Events = append(p.Events, ISPEventView(e))
+		} else {
+			p.Events = append(p.Events, EventView(e))
+		}
 	}
 	return p, nil
 }
 
-// WaitEvents returns when an event newer than after may exist, or ctx is
-// done (the store wakes it on every commit that appends events, whoever
-// wrote them: the DHCP proxy included).
-func (t *Tenants) WaitEvents(ctx context.Context, after uint64) error {
+// WaitEvents returns when an event of isp ("" = any) newer than after
+// (in isp's own sequence, for an ISP) may exist, or ctx is done (the
+// store wakes it on every commit that appends events, whoever wrote them:
+// the DHCP proxy included).
+func (t *Tenants) WaitEvents(ctx context.Context, isp string, after uint64) error {
+	if isp != "" {
+		return t.store.WaitEventsOf(ctx, isp, after)
+	}
 	return t.store.WaitEvents(ctx, after)
 }
 

@@ -60,16 +60,23 @@ type Service interface {
 	// BindingsOf returns a MAC's DHCP bindings (isp's only, unless "").
 	BindingsOf(ctx context.Context, isp, mac string) ([]Binding, error)
 
-	// Events returns up to limit events of isp ("" = all) after seq.
+	// Events returns up to limit events of isp ("" = all) after seq:
+	// for an ISP, its own sequence (Event.Seq).
 	Events(ctx context.Context, isp string, after uint64, limit int) (EventPage, error)
-	// WaitEvents returns when an event newer than after may exist, or
-	// ctx is done (for streams).
-	WaitEvents(ctx context.Context, after uint64) error
+	// WaitEvents returns when an event of isp ("" = any) newer than
+	// after (in the same sequence as Events) may exist, or ctx is done
+	// (for streams).
+	WaitEvents(ctx context.Context, isp string, after uint64) error
 
 	Stats(ctx context.Context) (Stats, error)
 }
 
-// Event is one stored event as the API shows it.
+// Event is one stored event as the API shows it. Seq is its number in
+// the sequence of its reader: the event log's (subscribers.Event.Seq, one
+// for the whole box) for the operator, the ISP's own
+// (subscribers.Event.ISPSeq) for an ISP's events, its webhooks and the
+// operator reading one ISP's events, so that an ISP never sees how many
+// events the other ISPs had.
 type Event struct {
 	Seq        uint64    `json:"seq"`
 	Time       time.Time `json:"time"`
@@ -88,7 +95,8 @@ type Event struct {
 
 // EventPage is a slice of the event log and the range the log holds:
 // Oldest is the oldest kept sequence (a reader resuming after a sequence
-// below Oldest-1 missed some), Newest the newest.
+// below Oldest-1 missed some), Newest the newest; for one ISP's events,
+// in its own sequence (Event).
 type EventPage struct {
 	Events []Event `json:"events"`
 	Oldest uint64  `json:"oldest"`

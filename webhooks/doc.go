@@ -6,13 +6,16 @@
 // # Messages
 //
 // One event per request (a receiver dedupes by webhook-id, which is one
-// event's sequence number, so a batch would have no id of its own). The
-// body is the event as the API shows it (tenants.Event: seq, time, kind,
+// event's sequence number, so a batch would have no id of its own). Every
+// number an ISP's receiver gets is in the ISP's own sequence
+// (subscribers.Event.ISPSeq: 1, 2, 3, ... per ISP, never the box's event
+// log sequence, whose gaps would count the other ISPs' events). The
+// body is the event as the ISP's API reads show it (tenants.Event: seq, time, kind,
 // mac, isp, customer_id, access, ip, lease_end, reason, actor, request_id;
-// tenants.EventView makes both, so they cannot drift apart; the empty
+// tenants.ISPEventView makes both, so they cannot drift apart; the empty
 // ones left out), Content-Type application/json, with the headers
 //
-//	webhook-id:        the event's sequence number ("1201"), the same on every attempt
+//	webhook-id:        the event's sequence number, the ISP's ("1201"), the same on every attempt
 //	webhook-timestamp: the attempt's time, Unix seconds (re-signed on every attempt)
 //	webhook-signature: v1,<base64 HMAC-SHA256 over id "." timestamp "." body>
 //
@@ -20,9 +23,9 @@
 // webhook_secret_file (24..64 bytes; Sign, Verify). If the log trimmed
 // events (retention: 100 000 events, 30 days) before they were delivered,
 // the receiver gets a synthetic message instead of them: kind "events-lost",
-// first_seq and last_seq naming the range of sequence numbers that is gone
-// (it may have held none of this ISP's events; the log cannot tell any
-// more), webhook-id "lost-FIRST-LAST"; then delivery goes on after the gap.
+// first_seq and last_seq naming the range of the ISP's sequence numbers
+// that is gone, webhook-id "lost-FIRST-LAST"; then delivery goes on after
+// the gap.
 //
 // # Delivery
 //
@@ -39,7 +42,7 @@
 // webhook_retry_max. An event a receiver
 // keeps refusing therefore holds up that ISP's later events (in order,
 // at least once), and the status shows it (attempts, last error, lag).
-// When the worker has nothing to send it waits on Store.WaitEvents: a new
+// When the worker has nothing to send it waits on Store.WaitEventsOf: a new
 // event is sent as soon as its commit wakes it (no polling).
 //
 // TLS is verified, against the system roots or the PEM file
@@ -49,8 +52,8 @@
 //
 // # Cursor
 //
-// The delivery cursor (the sequence number of the last event the receiver
-// acknowledged) lives in the store (Store.SetWebhookCursor, durable). An
+// The delivery cursor (the ISP's sequence number of the last event the
+// receiver acknowledged) lives in the store (Store.SetWebhookCursor, durable). An
 // acknowledgement moves the in-memory cursor at once; a committer
 // goroutine stores it, coalescing (one store write covers every
 // acknowledgement since the previous one, and writes are at least 100 ms

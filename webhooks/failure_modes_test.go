@@ -131,8 +131,8 @@ func TestShutdownMidFlightNoRepeat(t *testing.T) {
 	e2 := addEvent(t, s, "beta", subscribers.EventBound, 2)
 	<-inflight
 	r.stop()
-	if seq, _, _ := s.WebhookCursor("beta"); seq != e2.Seq {
-		t.Errorf("stored cursor %d, want %d", seq, e2.Seq)
+	if seq, _, _ := s.WebhookCursor("beta"); seq != e2.ISPSeq {
+		t.Errorf("stored cursor %d, want %d", seq, e2.ISPSeq)
 	}
 	e3 := addEvent(t, s, "beta", subscribers.EventBound, 3)
 	start(t, cfg, s)

@@ -53,7 +53,7 @@ func TestQuietISPNothingLost(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return e.Seq
+		return e.ISPSeq
 	}
 	first := add("beta")
 	for range 20 {

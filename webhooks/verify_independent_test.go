@@ -58,7 +58,7 @@ func TestDeliveryVerifiesIndependently(t *testing.T) {
 	e := addEvent(t, s, "alpha", subscribers.EventBound, 1)
 	select {
 	case id := <-got:
-		if id != strconv.FormatUint(e.Seq, 10) {
+		if id != strconv.FormatUint(e.ISPSeq, 10) {
 			t.Fatalf("delivery: %s", id)
 		}
 	case <-time.After(5 * time.Second):

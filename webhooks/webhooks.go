@@ -39,11 +39,9 @@ type Status struct {
 	ISP string `json:"isp"`
 	// URL is the receiver, without user info and query.
 	URL string `json:"url"`
-	// Cursor is the event log's sequence number up to which this ISP's
-	// events are delivered: its receiver acknowledged every one of them
-	// up to Cursor. It is the ISP's last acknowledged event, or a later
-	// one of another ISP (a worker moves past those: their trimming is
-	// no loss of this ISP's).
+	// Cursor is the ISP's own sequence number (subscribers.Event.ISPSeq)
+	// up to which its events are delivered: its receiver acknowledged
+	// every one of them up to Cursor.
 	Cursor uint64 `json:"cursor"`
 	// Lag is the number of this ISP's events after Cursor, not yet
 	// acknowledged.
@@ -144,7 +142,7 @@ func (m *Manager) initCursor(isp string) error {
 	if _, ok, err := m.store.WebhookCursor(isp); err != nil || ok {
 		return err
 	}
-	last, err := m.store.LastEventSeq()
+	last, err := m.store.LastEventSeqOf(isp)
 	if err != nil {
 		return err
 	}

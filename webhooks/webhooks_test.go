@@ -273,7 +273,7 @@ func addEvent(t testing.TB, s *subscribers.Store, ispName string, kind subscribe
 func ids(evs ...subscribers.Event) []string {
 	var out []string
 	for _, e := range evs {
-		out = append(out, strconv.FormatUint(e.Seq, 10))
+		out = append(out, strconv.FormatUint(e.ISPSeq, 10))
 	}
 	return out
 }
@@ -313,14 +313,9 @@ func TestDeliveryInOrderPerISP(t *testing.T) {
 		t.Fatalf("Status %+v", st)
 	}
 	b := st[1]
-	// The cursor is at beta's last event, or past the gamma event after
-	// it (a worker moves it past other ISPs' events).
-	_, newest, err := s.EventBounds()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The cursor is at beta's last event, in beta's own sequence.
 	if b.Lag != 0 || b.Delivered != uint64(len(wantB)) || b.Failures != 0 || b.Attempts != 0 || b.LastSuccess.IsZero() ||
-		b.Cursor < wantB[len(wantB)-1].Seq || b.Cursor > newest || b.URL != rb.srv.URL+"/hook" {
+		b.Cursor != wantB[len(wantB)-1].ISPSeq || b.URL != rb.srv.URL+"/hook" {
 		t.Errorf("beta's status %+v", b)
 	}
 	if _, ok := r.m.StatusOf("gamma"); ok {
@@ -367,15 +362,15 @@ func TestRetries(t *testing.T) {
 		t.Fatalf("%d requests: %+v", len(all), all)
 	}
 	for _, d := range all {
-		if d.id != strconv.FormatUint(e.Seq, 10) {
-			t.Errorf("retry with id %s, want %d", d.id, e.Seq)
+		if d.id != strconv.FormatUint(e.ISPSeq, 10) {
+			t.Errorf("retry with id %s, want %d", d.id, e.ISPSeq)
 		}
 	}
 	deadline := time.Now().Add(2 * time.Second)
 	for {
 		st, _ := r.m.StatusOf("beta")
 		if st.Delivered == 1 {
-			if st.Failures != 4 || st.Attempts != 0 || !strings.Contains(st.LastError, "timeout") || st.Lag != 0 || st.Cursor != e.Seq {
+			if st.Failures != 4 || st.Attempts != 0 || !strings.Contains(st.LastError, "timeout") || st.Lag != 0 || st.Cursor != e.ISPSeq {
 				t.Errorf("status after 500, 404, 429, timeout, 204: %+v", st)
 			}
 			break
@@ -427,8 +422,8 @@ func TestCursorSurvivesRestart(t *testing.T) {
 	}
 	rc.waitAcked(5, 5*time.Second)
 	r.stop()
-	if seq, ok, err := s.WebhookCursor("beta"); err != nil || !ok || seq != first[4].Seq {
-		t.Fatalf("stored cursor %d %v %v, want %d", seq, ok, err, first[4].Seq)
+	if seq, ok, err := s.WebhookCursor("beta"); err != nil || !ok || seq != first[4].ISPSeq {
+		t.Fatalf("stored cursor %d %v %v, want %d", seq, ok, err, first[4].ISPSeq)
 	}
 	// Down: events keep coming; the store is closed and opened again.
 	var second []subscribers.Event
@@ -564,7 +559,7 @@ func TestReload(t *testing.T) {
 	if got := r2.waitAcked(2, 5*time.Second); got[1] != ids(e3)[0] {
 		t.Errorf("after a refused reload: %v", got)
 	}
-	waitCursor(t, r.m, "beta", e3.Seq)
+	waitCursor(t, r.m, "beta", e3.ISPSeq)
 	// beta's webhook removed: no more requests, its cursor stays.
 	if err := r.m.Reload(&configs.Config{ISPs: []configs.ISP{isp("beta", "", ""), isp("alpha", ra.srv.URL, sa)}}); err != nil {
 		t.Fatal(err)
@@ -574,8 +569,8 @@ func TestReload(t *testing.T) {
 	if n := len(r2.all()); n != 2 {
 		t.Errorf("removed webhook got %d requests", n)
 	}
-	if seq, _, _ := s.WebhookCursor("beta"); seq != e3.Seq {
-		t.Errorf("beta's cursor %d, want %d", seq, e3.Seq)
+	if seq, _, _ := s.WebhookCursor("beta"); seq != e3.ISPSeq {
+		t.Errorf("beta's cursor %d, want %d", seq, e3.ISPSeq)
 	}
 	if st := r.m.Status(); len(st) != 1 || st[0].ISP != "alpha" {
 		t.Errorf("status after removal %+v", st)
@@ -618,5 +613,50 @@ func waitCursor(t *testing.T, m *Manager, isp string, seq uint64) {
 			t.Fatalf("%s's cursor %d, want %d", isp, st.Cursor, seq)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// An ISP's receiver never learns how many events the other ISPs had:
+// beta's deliveries are numbered 1, 2, 3 (webhook-id and the body's seq),
+// whatever alpha's events between them. Before, both were the box's one
+// sequence, whose gaps counted alpha's events.
+func TestWebhookIDsHideOtherISPs(t *testing.T) {
+	s := openStore(t, "", subscribers.Options{NoSync: true})
+	sec := writeSecret(t, specSecret)
+	rb := newReceiver(t, specSecret)
+	start(t, &configs.Config{ISPs: []configs.ISP{isp("alpha", "", ""), isp("beta", rb.srv.URL, sec)}}, s)
+	for i := range 3 {
+		addEvent(t, s, "beta", subscribers.EventBound, i)
+		for j := range 4 * (i + 1) {
+			addEvent(t, s, "alpha", subscribers.EventBound, 10+j)
+		}
+	}
+	got := rb.waitAcked(3, 5*time.Second)
+	if strings.Join(got, ",") != "1,2,3" {
+		t.Fatalf("beta's receiver got webhook-ids %v, want 1,2,3 (its own sequence)", got)
+	}
+	for _, d := range rb.all() {
+		if strconv.FormatUint(d.ev.Seq, 10) != d.id {
+			t.Errorf("body seq %d, webhook-id %s", d.ev.Seq, d.id)
+		}
+	}
+	if st, ok := storedCursorStatus(t, s); ok && st.Cursor != 3 {
+		t.Errorf("beta's stored cursor %d, want 3", st.Cursor)
+	}
+}
+
+// storedCursorStatus returns beta's stored webhook cursor as a Status.
+func storedCursorStatus(t *testing.T, s *subscribers.Store) (Status, bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		seq, ok, err := s.WebhookCursor("beta")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok && seq >= 3 || time.Now().After(deadline) {
+			return Status{ISP: "beta", Cursor: seq}, ok
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -25,9 +25,9 @@ import (
 // events trimmed from the log before they were delivered.
 const KindEventsLost = "events-lost"
 
-// LostMessage is the body of an events-lost message: the sequence numbers
-// FirstSeq..LastSeq were trimmed from the log before delivery (some or
-// none of them were this ISP's events).
+// LostMessage is the body of an events-lost message: the ISP's events
+// FirstSeq..LastSeq (its own sequence numbers) were trimmed from the log
+// before delivery.
 type LostMessage struct {
 	Kind     string    `json:"kind"` // KindEventsLost
 	Time     time.Time `json:"time"`
@@ -49,7 +49,7 @@ type worker struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// acked is the in-memory cursor: the last acknowledged Seq. The
+	// acked is the in-memory cursor: the last acknowledged ISPSeq. The
 	// committer stores it; commit (buffered 1) says it moved.
 	acked  atomic.Uint64
 	commit chan struct{}
@@ -154,24 +154,24 @@ func (w *worker) run() {
 				cursor = newest
 				w.skipAck(cursor)
 			}
-			if err := store.WaitEvents(w.ctx, newest); err != nil && errors.Is(err, subscribers.ErrClosed) {
+			if err := store.WaitEventsOf(w.ctx, w.isp, newest); err != nil && errors.Is(err, subscribers.ErrClosed) {
 				return
 			}
 			continue
 		}
 		for _, e := range evs {
-			if e.Seq <= cursor {
+			if e.ISPSeq <= cursor {
 				continue
 			}
-			body, err := json.Marshal(tenants.EventView(e))
+			body, err := json.Marshal(tenants.ISPEventView(e))
 			if err != nil {
-				w.m.log.Error("webhook: encoding an event", "isp", w.isp, "seq", e.Seq, "err", err)
+				w.m.log.Error("webhook: encoding an event", "isp", w.isp, "seq", e.ISPSeq, "err", err)
 				continue
 			}
-			if !w.deliver(strconv.FormatUint(e.Seq, 10), body) {
+			if !w.deliver(strconv.FormatUint(e.ISPSeq, 10), body) {
 				return
 			}
-			cursor = e.Seq
+			cursor = e.ISPSeq
 			w.ack(cursor)
 		}
 	}

@@ -1,0 +1,326 @@
+package subscribers
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Per-ISP event numbers.
+//
+// The event log's Seq is one sequence for the whole box: the gaps between
+// one ISP's own Seqs would count the events of every other ISP (the
+// activity of its competitors' customers on the same access network). So
+// each event with an ISP also gets ISPSeq, its number in its ISP's own
+// sequence, given out in the same transaction (or journal append) as Seq,
+// one more than the ISP's last: an ISP's consecutive events have
+// consecutive numbers. The ISP's reads (EventsOf, EventsPage with an ISP,
+// WebhookEvents, CountEventsOf, WaitEventsOf) are numbered, bounded and
+// resumed in it; the operator's (Events) in Seq.
+//
+// The events-by-isp index is keyed by (ISP, ISPSeq), its value the
+// event's Seq (8 bytes). The events a store of schema 8 or older held keep
+// their index entries as they were, keyed by Seq with no value: their
+// ISPSeq is their Seq (so the numbers an ISP already read, its API
+// cursors and its webhook receiver's cursor and ids, stay valid), and the
+// migration starts every ISP's sequence at the log's newest Seq then (the
+// base, in the meta bucket), so the ISPs' new numbers are above every old
+// one. A jump from an ISP's last event to where its sequence goes on (the
+// migration's, and a restored copy's: openedCopy) is a gap of that ISP:
+// numbers never given out, which are no events it missed.
+
+var (
+	// bucketEventISPSeq holds each ISP's sequence: key the ISP's name,
+	// value its last ISPSeq given out (8 bytes) and its gaps (16 bytes
+	// each, as keyEventGaps). An ISP without an entry is at the base,
+	// with a gap from 0 to it.
+	bucketEventISPSeq = []byte("event-isp-seqs")
+	// keyEventISPBase (meta) is where the ISPs' sequences began: the
+	// log's newest Seq when schema 9 was first opened (0, or absent, for
+	// a store created at schema 9), moved by every restored copy's jump.
+	keyEventISPBase = []byte("event-isp-base")
+)
+
+// ispSeq is one ISP's sequence: the last number given out and the gaps.
+type ispSeq struct {
+	last uint64
+	gaps []seqGap
+}
+
+// ispBase returns keyEventISPBase.
+func ispBase(tx *bolt.Tx) uint64 {
+	if v := tx.Bucket(bucketMeta).Get(keyEventISPBase); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+// baseSeq is the sequence of an ISP without an entry.
+func baseSeq(base uint64) ispSeq {
+	if base == 0 {
+		return ispSeq{}
+	}
+	return ispSeq{last: base, gaps: []seqGap{{0, base}}}
+}
+
+// readISPSeq returns isp's sequence in tx. A damaged entry (shorter than
+// 8 bytes) reads as the log's newest Seq, which no ISPSeq passes (each is
+// given out with a Seq at least as large), with no gaps.
+func readISPSeq(tx *bolt.Tx, isp string) ispSeq {
+	v := tx.Bucket(bucketEventISPSeq).Get([]byte(isp))
+	if v == nil {
+		return baseSeq(ispBase(tx))
+	}
+	return decodeISPSeq(tx, v)
+}
+
+// decodeISPSeq decodes an entry of bucketEventISPSeq (see readISPSeq).
+func decodeISPSeq(tx *bolt.Tx, v []byte) ispSeq {
+	if len(v) < 8 {
+		return ispSeq{last: tx.Bucket(bucketEvents).Sequence()}
+	}
+	q := ispSeq{last: binary.BigEndian.Uint64(v)}
+	for v = v[8:]; len(v) >= 16; v = v[16:] {
+		q.gaps = append(q.gaps, seqGap{binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])})
+	}
+	return q
+}
+
+// putISPSeq stores isp's sequence q in tx.
+func putISPSeq(tx *bolt.Tx, isp string, q ispSeq) error {
+	v := binary.BigEndian.AppendUint64(make([]byte, 0, 8+16*len(q.gaps)), q.last)
+	for _, g := range q.gaps {
+		v = binary.BigEndian.AppendUint64(v, g.Newest)
+		v = binary.BigEndian.AppendUint64(v, g.Jump)
+	}
+	return tx.Bucket(bucketEventISPSeq).Put([]byte(isp), v)
+}
+
+// takeISPSeq records in tx that isp's event got ISPSeq n (0: the next
+// number, which it returns). An n not past the ISP's last is an error, as
+// a journal record's Seq not past the log's newest is.
+func takeISPSeq(tx *bolt.Tx, isp string, n uint64) (uint64, error) {
+	q := readISPSeq(tx, isp)
+	if n == 0 {
+		n = q.last + 1
+	}
+	if n <= q.last {
+		return 0, fmt.Errorf("event of %q numbered %d is not after the ISP's newest, %d", isp, n, q.last)
+	}
+	q.last = n
+	return n, putISPSeq(tx, isp, q)
+}
+
+// gapOldestOf is gapOldest for an ISP's sequence with gaps.
+func gapOldestOf(gaps []seqGap, oldest uint64) uint64 {
+	for i := len(gaps) - 1; i >= 0; i-- {
+		if g := gaps[i]; oldest == g.Newest+g.Jump+1 {
+			oldest = g.Newest + 1
+		}
+	}
+	return oldest
+}
+
+// indexSeq returns the Seq of the events-by-isp entry k, v whose prefix
+// (ISP, 0x00) is plen bytes: its value, or, for an entry of a store of
+// schema 8 or older (no value), its ISPSeq. ok is false for a malformed
+// entry.
+func indexSeq(k, v []byte, plen int) (ispSeq, seq uint64, ok bool) {
+	if len(k) != plen+8 || (len(v) != 0 && len(v) != 8) {
+		return 0, 0, false
+	}
+	ispSeq = binary.BigEndian.Uint64(k[plen:])
+	if len(v) == 0 {
+		return ispSeq, ispSeq, true
+	}
+	return ispSeq, binary.BigEndian.Uint64(v), true
+}
+
+// trimIndex removes from isp's index entries those of events up to Seq
+// seq (the log trims its oldest events first, so they are the ISP's
+// first ones: the trimmed event's, and any left by an event that no
+// longer decoded). A malformed entry is left (eventsOfTx reports it).
+func trimIndex(idx *bolt.Bucket, isp string, seq uint64) error {
+	prefix := append([]byte(isp), 0)
+	c := idx.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); {
+		_, s, ok := indexSeq(k, v, len(prefix))
+		if !ok {
+			k, v = c.Next()
+			continue
+		}
+		if s > seq {
+			return nil
+		}
+		at := bytes.Clone(k)
+		if err := c.Delete(); err != nil {
+			return err
+		}
+		k, v = c.Seek(at) // never Next after Delete (see eventAt)
+	}
+	return nil
+}
+
+// ispBoundsTx is eventBoundsPending for isp's sequence: the ISPSeq of
+// its oldest event the log holds (newest+1: none) and the last ISPSeq
+// given out, as its readers see them (gapOldestOf).
+func ispBoundsTx(tx *bolt.Tx, pend []*jrec, isp string) (oldest, newest uint64) {
+	q := readISPSeq(tx, isp)
+	newest = q.last
+	var pendOldest uint64
+	for _, r := range pend {
+		if _, risp, _ := r.event(); risp == isp {
+			if pendOldest == 0 {
+				pendOldest = r.ispSeq()
+			}
+			newest = max(newest, r.ispSeq())
+		}
+	}
+	oldest = newest + 1
+	prefix := append([]byte(isp), 0)
+	c := tx.Bucket(bucketEventIndex).Cursor()
+	found := false
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		if n, _, ok := indexSeq(k, v, len(prefix)); ok {
+			oldest, found = n, true
+			break
+		}
+	}
+	if !found && pendOldest != 0 {
+		oldest = pendOldest
+	}
+	return gapOldestOf(q.gaps, oldest), newest
+}
+
+// loadISPSeqs returns the last ISPSeq of every ISP with an entry, and the
+// base (that of the others).
+func loadISPSeqs(tx *bolt.Tx) (map[string]uint64, uint64) {
+	m := map[string]uint64{}
+	tx.Bucket(bucketEventISPSeq).ForEach(func(k, v []byte) error {
+		m[string(k)] = decodeISPSeq(tx, v).last
+		return nil
+	})
+	return m, ispBase(tx)
+}
+
+// setISPSeqs makes the in-memory last ISPSeqs (ispLast) those of m and
+// base, where they are larger.
+func (s *Store) setISPSeqs(m map[string]uint64, base uint64) {
+	s.ispMu.Lock()
+	defer s.ispMu.Unlock()
+	if s.ispLast == nil {
+		s.ispLast = map[string]uint64{}
+	}
+	for isp, n := range m {
+		s.ispLast[isp] = max(s.ispLast[isp], n)
+	}
+	s.ispBase = max(s.ispBase, base)
+}
+
+// lastISPSeq returns the last ISPSeq given out to isp (in the journal or
+// in bbolt).
+func (s *Store) lastISPSeq(isp string) uint64 {
+	s.ispMu.Lock()
+	defer s.ispMu.Unlock()
+	if n, ok := s.ispLast[isp]; ok {
+		return n
+	}
+	return s.ispBase
+}
+
+// reloadISPSeqs sets the in-memory last ISPSeqs from bbolt (Open, and
+// the benchmarks' DB.Batch writes).
+func (s *Store) reloadISPSeqs() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		s.setISPSeqs(loadISPSeqs(tx))
+		return nil
+	})
+}
+
+// LastEventSeqOf returns the ISPSeq of isp's newest event ever added (0
+// if none), for a reader of isp's events that wants to start following
+// from now (a new webhook's cursor). In memory, as LastEventSeq.
+func (s *Store) LastEventSeqOf(isp string) (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return 0, fmt.Errorf("last event seq of %q: %w", isp, ErrClosed)
+	}
+	return s.lastISPSeq(isp), nil
+}
+
+// WaitEventsOf is WaitEvents for a reader of isp's events, after an
+// ISPSeq: it returns nil as soon as isp has an event numbered past after.
+// Other ISPs' events wake it, and it waits again.
+func (s *Store) WaitEventsOf(ctx context.Context, isp string, after uint64) error {
+	for {
+		woken := s.waitChannel(wakeEvents)
+		n, err := s.LastEventSeqOf(isp)
+		if err != nil {
+			return err
+		}
+		if n > after {
+			return nil
+		}
+		select {
+		case <-woken:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// jumpISPSeqs moves every ISP's sequence, and the base, ahead by jump in
+// tx, each with a gap (openedCopy: a restored copy).
+func jumpISPSeqs(tx *bolt.Tx, jump uint64) error {
+	bk := tx.Bucket(bucketEventISPSeq)
+	seqs := map[string]ispSeq{}
+	if err := bk.ForEach(func(k, v []byte) error {
+		seqs[string(k)] = decodeISPSeq(tx, v)
+		return nil
+	}); err != nil {
+		return err
+	}
+	for isp, q := range seqs {
+		q.gaps = append(q.gaps, seqGap{q.last, jump})
+		q.last += jump
+		if err := putISPSeq(tx, isp, q); err != nil {
+			return err
+		}
+	}
+	return tx.Bucket(bucketMeta).Put(keyEventISPBase, binary.BigEndian.AppendUint64(nil, ispBase(tx)+jump))
+}
+
+// startISPSeqs is the 8 → 9 migration step: the base is the log's newest
+// Seq, and every ISP with an event in the log starts there, with a gap
+// from its newest event.
+func startISPSeqs(tx *bolt.Tx) error {
+	base := tx.Bucket(bucketEvents).Sequence()
+	if base == 0 {
+		return nil
+	}
+	last := map[string]uint64{}
+	err := tx.Bucket(bucketEventIndex).ForEach(func(k, _ []byte) error {
+		if i := bytes.IndexByte(k, 0); i >= 0 && len(k) == i+9 {
+			isp := string(k[:i])
+			last[isp] = max(last[isp], binary.BigEndian.Uint64(k[i+1:]))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for isp, n := range last {
+		q := ispSeq{last: base}
+		if n < base {
+			q.gaps = []seqGap{{n, base - n}}
+		}
+		if err := putISPSeq(tx, isp, q); err != nil {
+			return err
+		}
+	}
+	return tx.Bucket(bucketMeta).Put(keyEventISPBase, binary.BigEndian.AppendUint64(nil, base))
+}
