@@ -241,9 +241,12 @@
 // "binding-expiry" index, which nothing read), "intents" (key: the big-endian intent ID, from the
 // bucket's persistent sequence), "events" (key: the big-endian sequence
 // number, from the bucket's persistent sequence, so it keeps increasing
-// across restarts), "events-by-isp" (an index: ISP, 0x00, sequence number
-// → nil; EventsOf reads one ISP's events without looking at the others';
-// events without an ISP, such as the onboarding ones, are not indexed),
+// across restarts), "events-by-isp" (an index: ISP, 0x00, the event's number in its
+// ISP's own sequence → the event's sequence number; entries of schema 8
+// and older: ISP, 0x00, sequence number → nil; EventsOf reads one ISP's
+// events without looking at the others'; events without an ISP, such as
+// the onboarding ones, are not indexed), "event-isp-seqs" (per ISP: its
+// last number given out and its gaps; eventseq.go),
 // "changes" (the change feed; key: the big-endian sequence number) and
 // "onboarding" (the onboarding leases; key: the 6-byte MAC). The
 // indexes are written in the transactions that write what they index; an

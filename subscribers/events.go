@@ -220,6 +220,7 @@ func (s *Store) trimEvents(tx *bolt.Tx, seq uint64, cutTime time.Time) error {
 	// transaction emptied, and trimming n events in one write cost
 	// O(n²) (80k: ~1 s). Seek descends from the root past them.
 	var del []byte
+	at := map[string][]byte{} // trimIndex's places, per ISP
 	for ; k != nil; k, v = c.Seek(del) {
 		del = append(del[:0], k...)
 		s.trimLooked++
@@ -238,7 +239,7 @@ func (s *Store) trimEvents(tx *bolt.Tx, seq uint64, cutTime time.Time) error {
 			break
 		}
 		if err == nil && old.ISP != "" {
-			if err := trimIndex(idx, old.ISP, old.Seq); err != nil {
+			if err := trimIndex(idx, old.ISP, old.Seq, at); err != nil {
 				return err
 			}
 		}
