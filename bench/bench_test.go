@@ -525,14 +525,6 @@ func TestNiceCeilAndHuman(t *testing.T) {
 	}
 }
 
-func TestShellQuote(t *testing.T) {
-	got := shellQuote([]string{"ip", "netns", "exec", "a-b", "/x/y z", "it's", ""})
-	want := `ip netns exec a-b '/x/y z' 'it'\''s' ''`
-	if got != want {
-		t.Errorf("got %s, want %s", got, want)
-	}
-}
-
 func TestParseForward(t *testing.T) {
 	o, err := parseForward(nil, io.Discard)
 	if err != nil {

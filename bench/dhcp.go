@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ispmux/ispmux/internal/shellquote"
 	"github.com/ispmux/ispmux/lab"
 )
 
@@ -340,9 +341,9 @@ func dhcpBench(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	if !o.keep {
 		defer os.RemoveAll(d.keaDir)
 	}
-	r.Generator = shellQuote(d.genArgv(genRun{clients: o.clients, rate: o.topRate(), duration: o.duration}))
-	r.ISPmuxCommand = shellQuote(d.ispmuxArgv("CONFIG"))
-	r.RelayCommand = shellQuote(d.relayArgv())
+	r.Generator = shellquote.Join(d.genArgv(genRun{clients: o.clients, rate: o.topRate(), duration: o.duration}))
+	r.ISPmuxCommand = shellquote.Join(d.ispmuxArgv("CONFIG"))
+	r.RelayCommand = shellquote.Join(d.relayArgv())
 	r.ISPmuxLimits = dhcpLimits(o.clients, o.maxRate(), o.retries)
 	if o.outage > 0 {
 		r.OutageLimits = dhcpLimits(o.outage, float64(o.outage), o.retries)
@@ -358,7 +359,7 @@ func dhcpBench(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	if o.direct && o.topRate() > 0 {
 		c := DHCPCase{Name: CaseDHCPKeaDirect, Phase: PhaseDirect, Run: 1, OfferedRate: o.topRate(),
 			Description: "perfdhcp as a relay (giaddr " + lab.RelayAddr + ") from the appliance namespace straight to Kea, pinned to CPU " + genCPU + ": a reference ceiling (another client: no retransmissions, a reply later than 1 s is a drop)",
-			Command:     shellQuote(d.perfdhcpArgv(o.topRate()))}
+			Command:     shellquote.Join(d.perfdhcpArgv(o.topRate()))}
 		logf("kea_direct: perfdhcp at %g/s for %v", o.topRate(), o.duration)
 		if err := d.runDirect(ctx, &c); err != nil {
 			if ctx.Err() != nil {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/ispmux/ispmux/internal/shellquote"
 )
 
 // DHCPStat is one figure over the runs.
@@ -152,7 +154,7 @@ func newDHCPResult(o *dhcpOptions, args []string) *DHCPResult {
 		Search: o.search, SearchDurationS: o.searchDuration.Seconds(), OutageSubscribers: o.outage,
 		TimeoutS: o.timeout.Seconds(), Retries: o.retries, CPUs: runtime.NumCPU(), Kernel: kernelRelease(),
 		Started: time.Now().UTC().Format(time.RFC3339),
-		Command: shellQuote(append([]string{"ispmux", "bench", "dhcp"}, args...)),
+		Command: shellquote.Join(append([]string{"ispmux", "bench", "dhcp"}, args...)),
 		Notes: []string{
 			"One exchange is a full DORA: broadcast DISCOVER, OFFER, broadcast REQUEST (options 50 and 54 from the OFFER), ACK. Latencies run from a message's first transmission to its reply.",
 			"The same Go client generator (one AF_PACKET socket in promiscuous mode, pinned to CPU " + genCPU + ") drives ispmux and dhcrelay, which run pinned to CPU " + fwdCPU + " (taskset: ispmux sees one CPU); Kea, the ISP, is not under test: it runs on CPU " + genCPU + " at nice " + strconv.Itoa(keaNice) + ", ahead of the generator and never on the measured system's CPU. A client retransmits like an RFC 2131 client: after 4, 8, 16 s ± 1 s (--timeout doubled at each retransmission, ±1/4), then the exchange has failed.",

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ispmux/ispmux/appliance"
 	"github.com/ispmux/ispmux/ctlsock"
+	"github.com/ispmux/ispmux/internal/shellquote"
 	"github.com/ispmux/ispmux/lab"
 )
 
@@ -295,7 +296,7 @@ func (d *dhcpBencher) diagnose(ctx context.Context, s *dhcpSUT, cases []DHCPCase
 
 // step runs the generator once against s and fills a case from it.
 func (d *dhcpBencher) step(ctx context.Context, s *dhcpSUT, run int, phase string, g genRun) (DHCPCase, *GenResult) {
-	c := DHCPCase{Name: s.name, Phase: phase, Run: run, OfferedRate: g.rate, Command: shellQuote(d.genArgv(g))}
+	c := DHCPCase{Name: s.name, Phase: phase, Run: run, OfferedRate: g.rate, Command: shellquote.Join(d.genArgv(g))}
 	if s.p.exited() {
 		c.Error = fmt.Sprintf("%s exited: %v%s", s.name, s.p.err, s.p.tail())
 		return c, nil
@@ -351,7 +352,7 @@ func (d *dhcpBencher) runOutage(ctx context.Context, name string, run int, defau
 		limits, label = "", "ispmux's default [dhcp] limits"
 	}
 	g := genRun{clients: n, rate: float64(n), persist: true, maxTime: d.o.outageMax}
-	c := DHCPCase{Name: name, Phase: PhaseOutage, Run: run, OfferedRate: float64(n), Subscribers: n, Command: shellQuote(d.genArgv(g))}
+	c := DHCPCase{Name: name, Phase: PhaseOutage, Run: run, OfferedRate: float64(n), Subscribers: n, Command: shellquote.Join(d.genArgv(g))}
 	if isISPmux(name) {
 		c.Limits = limits
 		if defaults {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ispmux/ispmux/internal/shellquote"
 	"github.com/ispmux/ispmux/lab"
 )
 
@@ -236,7 +237,7 @@ func forward(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 		return err
 	}
 	r.LoadBefore = loadAvg()
-	r.Generator = shellQuote(b.genArgv(o.sources[0], o.rates[0], o.duration))
+	r.Generator = shellquote.Join(b.genArgv(o.sources[0], o.rates[0], o.duration))
 	for _, n := range o.sources {
 		if err := b.point(ctx, n); err != nil {
 			if ctx.Err() != nil {

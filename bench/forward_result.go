@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/ispmux/ispmux/internal/shellquote"
 )
 
 // bench forward's result (forward.json, --json): ForwardResult and its
@@ -349,7 +351,7 @@ func newForwardResult(o *forwardOptions, args []string) *ForwardResult {
 		Benchmark: "forward", Runs: o.runs, DurationS: o.duration.Seconds(), WarmupS: o.warmup.Seconds(),
 		NDRLossPct: o.ndrLoss, NDRDurationS: o.ndrDuration.Seconds(), Rates: o.rates, Sources: o.sources,
 		FrameBytes: frameBytes, CPUs: runtime.NumCPU(), Kernel: kernelRelease(), Started: time.Now().UTC().Format(time.RFC3339),
-		Command: shellQuote(append([]string{"ispmux", "bench", "forward"}, args...)),
+		Command: shellquote.Join(append([]string{"ispmux", "bench", "forward"}, args...)),
 	}
 	for _, c := range append(append([]string(nil), o.cases...), CaseCalibration) {
 		r.Cases = append(r.Cases, CaseInfo{Name: c, Description: caseDescriptions[c]})

@@ -171,21 +171,6 @@ func (l *lineWaiter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// shellQuote renders argv as a copy-pasteable shell command.
-func shellQuote(argv []string) string {
-	q := make([]string, len(argv))
-	for i, a := range argv {
-		if a != "" && strings.IndexFunc(a, func(r rune) bool {
-			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=,+@%", r))
-		}) < 0 {
-			q[i] = a
-			continue
-		}
-		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-	}
-	return strings.Join(q, " ")
-}
-
 // exists reports whether path exists.
 func exists(path string) bool {
 	_, err := os.Stat(path)

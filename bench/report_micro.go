@@ -18,6 +18,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/ispmux/ispmux/internal/shellquote"
 )
 
 // bench micro: the Go microbenchmarks of the lookup and the pipeline next
@@ -353,7 +355,7 @@ func microBench(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	defer p.close()
 	r := &MicroResult{Benchmark: "micro", Runs: *runs, Benchtime: *benchtime, GoVersion: runtime.Version(), Kernel: kernelRelease(),
 		CPU: cpuModel(), Started: time.Now().UTC().Format(time.RFC3339), LoadBefore: loadAvg(),
-		Command: shellQuote(append([]string{"ispmux", "bench", "micro"}, args...))}
+		Command: shellquote.Join(append([]string{"ispmux", "bench", "micro"}, args...))}
 	r.Notes = []string{
 		"Memory floor: random 16-byte reads over a table of the same size as the structure measured (the MAC table's slot array at N entries), 64 per batch as the datapath batches, indices precomputed: what touching the memory costs with nothing else done (BenchmarkMACTableFloor, BenchmarkPipelineFloor). Ratios are taken within a run, then their median over the runs.",
 		"BenchmarkPipeline/bare is the worker, the in-memory ports, the generator's copy into RX frames, the egress copy and TX with a handler that decides nothing: the pipeline's floor apart from the table.",
@@ -380,7 +382,7 @@ func microBench(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			cmd.Dir = filepath.Join(*src, s.pkg)
 			o, err := cmd.CombinedOutput()
 			if err != nil {
-				return fmt.Errorf("bench micro: %s: %v\n%s", shellQuote(argv), err, o)
+				return fmt.Errorf("bench micro: %s: %v\n%s", shellquote.Join(argv), err, o)
 			}
 			l, err := parseBenchOutput(o)
 			if err != nil {

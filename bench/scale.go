@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ispmux/ispmux/internal/shellquote"
 	"github.com/ispmux/ispmux/lab"
 )
 
@@ -126,7 +127,7 @@ func scaleBench(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	pr := newProgress(stderr)
 	defer pr.stop()
 	r := &ScaleResult{
-		Benchmark: "scale", Command: shellQuote(append([]string{"ispmux", "bench", "scale"}, args...)),
+		Benchmark: "scale", Command: shellquote.Join(append([]string{"ispmux", "bench", "scale"}, args...)),
 		Started: time.Now().UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(), Kernel: kernelRelease(), Runs: o.runs, LoadBefore: loadAvg(),
 		Seeding: "dhcp points: written straight into the store by package subscribers (ApplyTenant batches of 5000 customers + devices, " +
 			"then CommitBinding from 256 writers), no API; static points: [[subscriber]] entries with an address in the configuration file, " +

@@ -14,6 +14,7 @@ import (
 	"github.com/ispmux/ispmux/api/client"
 	"github.com/ispmux/ispmux/appliance"
 	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/internal/shellquote"
 )
 
 // tokenEnv is the environment variable ctl reads the API token from.
@@ -467,7 +468,7 @@ func (e *ctlEnv) client() (*client.Client, error) {
 
 // again is the command line that reaches the same appliance, then words
 // (for the hints printed on stderr): "ispmux ctl -c FILE WORDS...", each
-// argument quoted for a POSIX shell (shellQuote), as it is copied and
+// argument quoted for a POSIX shell (shellquote.Join), as it is copied and
 // pasted. Over the API it names the certificate and token file given
 // (--ca, --insecure, --token-file); never a --token (a secret: the command
 // then asks for one, as $ISPMUX_TOKEN would give it).
@@ -490,24 +491,7 @@ func (e *ctlEnv) again(words ...string) string {
 	case e.set["c"]:
 		args = append(args, "-c", e.g.config)
 	}
-	args = append(args, words...)
-	for i, a := range args {
-		args[i] = shellQuote(a)
-	}
-	return strings.Join(args, " ")
-}
-
-// shellQuote is s as one word of a POSIX shell command line: as it is
-// when no shell gives any of its characters a meaning, else in single
-// quotes (a customer ID may hold ; $ ' * and the like).
-func shellQuote(s string) string {
-	plain := s != "" && !strings.ContainsFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:@%+,", r))
-	})
-	if plain {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	return shellquote.Join(append(args, words...))
 }
 
 // notice prints a hint to stderr.
