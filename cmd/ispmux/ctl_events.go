@@ -1,8 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 
 	"github.com/ispmux/ispmux/api"
@@ -41,20 +43,17 @@ func newestEvents(e *ctlEnv, c *client.Client, isp string, n int, window, maxWin
 			after = b.newest - window - skipped
 		}
 		var out []tenants.Event
-		gap := false
-		for pos := after; ; {
-			l, err := c.Events(e.ctx, isp, pos, tenants.MaxLimit)
-			if err != nil {
-				return nil, b, err
-			}
-			if isp == "" && pos == after && after >= b.oldest && len(l.Items) > 0 && l.Items[0].Seq > after+1 {
+		first, gap := true, false
+		_, err := readEvents(e, c, isp, after, b.newest, func(l client.EventList) bool {
+			if isp == "" && first && after >= b.oldest && len(l.Items) > 0 && l.Items[0].Seq > after+1 {
 				// Every event is listed: the numbers before the
 				// first one were skipped. Read again from as
 				// many events back.
 				skipped += l.Items[0].Seq - after - 1
 				gap = true
-				break
+				return false
 			}
+			first = false
 			for _, ev := range l.Items {
 				if keep == nil || keep(ev) {
 					out = append(out, ev)
@@ -63,11 +62,10 @@ func newestEvents(e *ctlEnv, c *client.Client, isp string, n int, window, maxWin
 			if len(out) > n {
 				out = append(out[:0], out[len(out)-n:]...)
 			}
-			next, err := strconv.ParseUint(l.Next, 10, 64)
-			if err != nil || next <= pos || next >= b.newest || len(l.Items) == 0 && isp == "" {
-				break
-			}
-			pos = next
+			return len(l.Items) > 0 || isp != ""
+		})
+		if err != nil {
+			return nil, b, err
 		}
 		if gap {
 			goto again // the same window, past the skipped numbers
@@ -102,21 +100,43 @@ func (e *ctlEnv) newest(c *client.Client, isp string, n int, keep func(tenants.E
 	return evs, b, false, err
 }
 
-// matchingAfter reads the events of isp after seq after, up to the log's
-// newest as its first read found it (a log appended to faster than it is
-// read has no newest to reach), until it has limit that keep accepts: one
-// list, whose Next is the sequence to read after next time.
-func matchingAfter(e *ctlEnv, c *client.Client, isp string, after uint64, limit int, keep func(tenants.Event) bool) (client.EventList, error) {
-	out := client.EventList{Items: []tenants.Event{}}
-	var end uint64
+// toFirstNewest is the end of readEvents that is the log's newest as its
+// first page found it.
+const toFirstNewest = math.MaxUint64
+
+// readEvents reads the events of isp ("" = all) after seq after, a page of
+// tenants.MaxLimit at a time, following each page's Next, and gives each
+// page to page until page returns false, a Next does not move on (or is
+// not a sequence), or it reaches end: a sequence, or toFirstNewest (a
+// log appended to faster than it is read has no newest to reach). It
+// returns the Next of the last page read.
+func readEvents(e *ctlEnv, c *client.Client, isp string, after, end uint64, page func(client.EventList) bool) (string, error) {
 	for pos := after; ; {
 		l, err := c.Events(e.ctx, isp, pos, tenants.MaxLimit)
 		if err != nil {
-			return out, err
+			return "", err
 		}
-		if pos == after {
+		if pos == after && end == toFirstNewest {
 			end = l.Newest
 		}
+		if !page(l) {
+			return l.Next, nil
+		}
+		next, err := strconv.ParseUint(l.Next, 10, 64)
+		if err != nil || next <= pos || next >= end {
+			return l.Next, nil
+		}
+		pos = next
+	}
+}
+
+// matchingAfter reads the events of isp after seq after, up to the log's
+// newest as its first read found it, until it has limit that keep
+// accepts: one list, whose Next is the sequence to read after next time.
+func matchingAfter(e *ctlEnv, c *client.Client, isp string, after uint64, limit int, keep func(tenants.Event) bool) (client.EventList, error) {
+	out := client.EventList{Items: []tenants.Event{}}
+	full := ""
+	next, err := readEvents(e, c, isp, after, toFirstNewest, func(l client.EventList) bool {
 		out.Missed = out.Missed || l.Missed
 		out.Oldest, out.Newest = l.Oldest, l.Newest
 		for _, ev := range l.Items {
@@ -125,17 +145,14 @@ func matchingAfter(e *ctlEnv, c *client.Client, isp string, after uint64, limit 
 			}
 			out.Items = append(out.Items, ev)
 			if len(out.Items) == limit {
-				out.Next = strconv.FormatUint(ev.Seq, 10)
-				return out, nil
+				full = strconv.FormatUint(ev.Seq, 10)
+				return false
 			}
 		}
-		next, err := strconv.ParseUint(l.Next, 10, 64)
-		if err != nil || next <= pos || next >= end {
-			out.Next = l.Next
-			return out, nil
-		}
-		pos = next
-	}
+		return true
+	})
+	out.Next = cmp.Or(full, next)
+	return out, err
 }
 
 // eventFilter is the filter of the events flags (--request-id): nil when

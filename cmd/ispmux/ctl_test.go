@@ -485,6 +485,62 @@ func TestCtlEventsRequestIDEndsOnAGrowingLog(t *testing.T) {
 	}
 }
 
+// readEvents is the paging of both newestEvents (up to the head's
+// newest) and matchingAfter (up to the first page's newest): on a log
+// that grows by 1000 events a read it follows Next to the end it was
+// given, not to a newest that runs away, and stops where its page
+// function says so, returning that page's Next.
+func TestReadEvents(t *testing.T) {
+	f := &eventLog{oldest: 1, newest: 3500, grow: tenants.MaxLimit}
+	r := newRig(t, f)
+	c, err := client.NewSocket(r.sock, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &ctlEnv{ctx: context.Background()}
+	read := func(after, end uint64, pages int) (got []uint64, next string) {
+		t.Helper()
+		f.mu.Lock()
+		f.newest = 3500
+		f.mu.Unlock()
+		next, err := readEvents(e, c, "", after, end, func(l client.EventList) bool {
+			for _, ev := range l.Items {
+				got = append(got, ev.Seq)
+			}
+			pages--
+			return pages > 0
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got, next
+	}
+	for _, tt := range []struct {
+		name       string
+		after, end uint64
+		pages      int
+		want       string // the seqs read, all of them, and the Next
+	}{
+		{"to the first page's newest", 500, toFirstNewest, 100, "501..3500, next 3500"},
+		{"to an end given", 0, 2000, 100, "1..2000, next 2000"},
+		{"to an end inside a page", 0, 1500, 100, "1..2000, next 2000"},
+		{"stopped by its page function", 0, toFirstNewest, 2, "1..2000, next 2000"},
+		{"past the newest", 9000, toFirstNewest, 100, "none, next 3500"},
+	} {
+		evs, next := read(tt.after, tt.end, tt.pages)
+		got := "none"
+		if len(evs) > 0 {
+			got = fmt.Sprintf("%d..%d", evs[0], evs[len(evs)-1])
+			if len(evs) != int(evs[len(evs)-1]-evs[0]+1) {
+				got += fmt.Sprintf(" (%d of them)", len(evs))
+			}
+		}
+		if got += ", next " + next; got != tt.want {
+			t.Errorf("%s: read %s, want %s", tt.name, got, tt.want)
+		}
+	}
+}
+
 // TestCtlEventsFollow: --follow prints the events as they are stored,
 // from after AFTER-SEQ, until interrupted.
 func TestCtlEventsFollow(t *testing.T) {
