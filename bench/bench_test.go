@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -521,6 +522,32 @@ func TestNiceCeilAndHuman(t *testing.T) {
 	for in, want := range map[float64]string{0: "0", 950: "950", 12_500: "12.5k", 100_000: "100k", 1_000_000: "1M", 1_250_000: "1.25M"} {
 		if got := humanPPS(in); got != want {
 			t.Errorf("humanPPS(%v) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// -h of bench forward, scale and dhcp (one setUsage): the usage line,
+// then each flag with its default and usage, the tests' hidden flags
+// (--exe and the like, no usage) left out.
+func TestBenchUsage(t *testing.T) {
+	for _, tt := range []struct {
+		parse        func([]string, io.Writer) error
+		line, listed string
+	}{
+		{func(a []string, w io.Writer) error { _, err := parseForward(a, w); return err },
+			"usage: ispmux bench forward [--sources", "  --runs (default \"5\")\n    \tinterleaved runs"},
+		{func(a []string, w io.Writer) error { _, err := parseScale(a, w); return err },
+			"usage: ispmux bench scale [--subscribers", "  --runs (default \"3\")\n    \tstarts per point"},
+		{func(a []string, w io.Writer) error { _, err := parseDHCP(a, w); return err },
+			"usage: ispmux bench dhcp [--clients", "  --keep (default \"false\")\n    \t"},
+	} {
+		var b strings.Builder
+		if err := tt.parse([]string{"-h"}, &b); !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("%s: -h: %v, want flag.ErrHelp", tt.line, err)
+		}
+		out := b.String()
+		if !strings.HasPrefix(out, tt.line) || !strings.Contains(out, tt.listed) || strings.Contains(out, "--exe") {
+			t.Errorf("-h printed:\n%s\nwant it to begin %q, to list %q and not --exe", out, tt.line, tt.listed)
 		}
 	}
 }

@@ -123,14 +123,7 @@ func parseDHCP(args []string, stderr io.Writer) (*dhcpOptions, error) {
 	fs.StringVar(&o.exe, "exe", "", "")
 	fs.StringVar(&o.ispmuxExe, "ispmux", "", "")
 	fs.StringVar(&o.baseExe, "base", "", "")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ispmux bench dhcp [--clients 4000] [--rates 100,500,2000] [--duration 10s] [--runs 5] [--search=true] [--outage 10000] [--json] [--id benchdh] [--out DIR] [--keep]")
-		fs.VisitAll(func(f *flag.Flag) {
-			if f.Usage != "" {
-				fmt.Fprintf(stderr, "  --%s (default %q)\n    \t%s\n", f.Name, f.DefValue, f.Usage)
-			}
-		})
-	}
+	setUsage(fs, stderr, "usage: ispmux bench dhcp [--clients 4000] [--rates 100,500,2000] [--duration 10s] [--runs 5] [--search=true] [--outage 10000] [--json] [--id benchdh] [--out DIR] [--keep]")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

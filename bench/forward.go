@@ -95,14 +95,7 @@ func parseForward(args []string, stderr io.Writer) (*forwardOptions, error) {
 	// Hidden: tests run a freshly built ispmux binary instead of themselves.
 	fs.StringVar(&o.exe, "exe", "", "")
 	fs.DurationVar(&o.tick, "tick", 100*time.Microsecond, "")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ispmux bench forward [--sources 256,64K,1M] [--rates 100k,200k,300k] [--runs 5] [--duration 5s] [--cases ...] [--json] [--id benchfw] [--out DIR] [--keep]")
-		fs.VisitAll(func(f *flag.Flag) {
-			if f.Usage != "" {
-				fmt.Fprintf(stderr, "  --%s (default %q)\n    \t%s\n", f.Name, f.DefValue, f.Usage)
-			}
-		})
-	}
+	setUsage(fs, stderr, "usage: ispmux bench forward [--sources 256,64K,1M] [--rates 100k,200k,300k] [--runs 5] [--duration 5s] [--cases ...] [--json] [--id benchfw] [--out DIR] [--keep]")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -169,6 +170,20 @@ func (l *lineWaiter) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// setUsage makes fs's usage (-h) line, then each flag with its default
+// and its usage: those with a usage only (the tests' hidden flags have
+// none).
+func setUsage(fs *flag.FlagSet, stderr io.Writer, line string) {
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, line)
+		fs.VisitAll(func(f *flag.Flag) {
+			if f.Usage != "" {
+				fmt.Fprintf(stderr, "  --%s (default %q)\n    \t%s\n", f.Name, f.DefValue, f.Usage)
+			}
+		})
+	}
 }
 
 // exists reports whether path exists.

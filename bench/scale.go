@@ -61,14 +61,7 @@ func parseScale(args []string, stderr io.Writer) (*scaleOptions, error) {
 	fs.StringVar(&o.fromJSON, "from-json", "", "")
 	fs.StringVar(&o.exe, "exe", "", "")
 	fs.DurationVar(&o.timeout, "start-timeout", 5*time.Minute, "")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ispmux bench scale [--subscribers N] [--kinds static,dhcp] [--runs 3] [--json] [--id benchsc] [--out DIR] [--keep]")
-		fs.VisitAll(func(f *flag.Flag) {
-			if f.Usage != "" {
-				fmt.Fprintf(stderr, "  --%s (default %q)\n    \t%s\n", f.Name, f.DefValue, f.Usage)
-			}
-		})
-	}
+	setUsage(fs, stderr, "usage: ispmux bench scale [--subscribers N] [--kinds static,dhcp] [--runs 3] [--json] [--id benchsc] [--out DIR] [--keep]")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
