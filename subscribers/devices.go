@@ -24,17 +24,7 @@ func (s *Store) DevicesOf(isp, customer string) ([]Registration, error) {
 	var rs []Registration
 	var bad []error
 	err := s.view(func(tx *bolt.Tx) error {
-		regs := tx.Bucket(bucketRegistrations)
-		pageScan(tx.Bucket(bucketDeviceIndex).Cursor(), prefix, nil, 0, func(k, _ []byte) bool {
-			r, ok, err := indexedDevice(regs, k, prefix)
-			if err != nil {
-				bad = append(bad, err)
-			}
-			if ok {
-				rs = append(rs, r)
-			}
-			return ok
-		})
+		indexedDevices(tx, prefix, nil, 0, &rs, &bad)
 		return nil
 	})
 	if err == nil {
@@ -44,6 +34,27 @@ func (s *Store) DevicesOf(isp, customer string) ([]Registration, error) {
 		return rs, fmt.Errorf("devices of %s: %w", customerName(isp, customer), err)
 	}
 	return rs, nil
+}
+
+// indexedDevices appends to *rs the registrations the devices-by-customer
+// index names under prefix (ending in 0x00), after key from (nil: from
+// the first), up to limit (<= 0: all), and to *bad an error for each
+// malformed entry or corrupt value (stale entries are skipped: see
+// indexedDevice), as it reads them: a read that faults on a damaged page
+// (guardRead) leaves those read before. It returns the key the next page
+// starts after, nil when none follows (pageScan).
+func indexedDevices(tx *bolt.Tx, prefix, from []byte, limit int, rs *[]Registration, bad *[]error) []byte {
+	regs := tx.Bucket(bucketRegistrations)
+	return pageScan(tx.Bucket(bucketDeviceIndex).Cursor(), prefix, from, limit, func(k, _ []byte) bool {
+		r, ok, err := indexedDevice(regs, k, prefix)
+		if err != nil {
+			*bad = append(*bad, err)
+		}
+		if ok {
+			*rs = append(*rs, r)
+		}
+		return ok
+	})
 }
 
 // indexedDevice reads the registration an index key k (under prefix, which
@@ -127,17 +138,7 @@ func (s *Store) Devices(isp, customer, after string, limit int) (rs []Registrati
 			return nil, "", fmt.Errorf("%s: %w", what, cerr)
 		}
 		err = s.view(func(tx *bolt.Tx) error {
-			regs := tx.Bucket(bucketRegistrations)
-			next = encodeCursor(pageScan(tx.Bucket(bucketDeviceIndex).Cursor(), prefix, from, limit, func(k, _ []byte) bool {
-				r, ok, err := indexedDevice(regs, k, prefix)
-				if err != nil {
-					bad = append(bad, err)
-				}
-				if ok {
-					rs = append(rs, r)
-				}
-				return ok
-			}))
+			next = encodeCursor(indexedDevices(tx, prefix, from, limit, &rs, &bad))
 			return nil
 		})
 	}
