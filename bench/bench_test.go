@@ -552,6 +552,30 @@ func TestBenchUsage(t *testing.T) {
 	}
 }
 
+// The end of the error messages that quote a child's output (child.tail)
+// or a watched log (logWatch.tail), one errTail: the last 8 lines on one
+// line after ": ", nothing for none; perfdhcp's quotes lastLinesOf.
+func TestErrTail(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                            "",
+		" \n\n":                       "",
+		"one\n":                       ": one",
+		"\na\nb\n\n":                  ": a | b",
+		"1\n2\n3\n4\n5\n6\n7\n8\n9\n": ": 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9",
+	} {
+		c := &child{out: &tailBuffer{max: 1 << 10}}
+		lw := &logWatch{want: map[string]chan struct{}{}}
+		_, _ = c.out.Write([]byte(in))
+		_, _ = lw.Write([]byte(in))
+		if got, got2 := c.tail(), lw.tail(); got != want || got2 != want {
+			t.Errorf("output %q: child.tail %q, logWatch.tail %q, want %q", in, got, got2, want)
+		}
+	}
+	if got := lastLinesOf("a\nb\nc\n", 2); got != "b | c" {
+		t.Errorf("lastLinesOf(a b c, 2) = %q", got)
+	}
+}
+
 func TestParseForward(t *testing.T) {
 	o, err := parseForward(nil, io.Discard)
 	if err != nil {

@@ -241,8 +241,3 @@ func (d *dhcpBencher) runDirect(ctx context.Context, c *DHCPCase) (err error) {
 	c.Diagnostics = map[string]any{"perfdhcp": ps}
 	return nil
 }
-
-func lastLinesOf(s string, n int) string {
-	l := strings.Split(strings.TrimSpace(s), "\n")
-	return strings.Join(l[max(0, len(l)-n):], " | ")
-}

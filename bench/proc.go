@@ -105,16 +105,22 @@ func (c *child) exitErr(sig syscall.Signal) error {
 }
 
 // tail returns the child's last output lines, for error messages.
-func (c *child) tail() string {
-	s := strings.TrimSpace(c.out.String())
-	if s == "" {
-		return ""
+func (c *child) tail() string { return errTail(c.out.String()) }
+
+// errTail is the end of an error message that quotes output s: its last 8
+// lines after ": ", "" when s is blank.
+func errTail(s string) string {
+	if l := lastLinesOf(s, 8); l != "" {
+		return ": " + l
 	}
-	l := strings.Split(s, "\n")
-	if len(l) > 8 {
-		l = l[len(l)-8:]
-	}
-	return ": " + strings.Join(l, " | ")
+	return ""
+}
+
+// lastLinesOf is the last n lines of s (blank lines at its ends left
+// out) on one line, joined by " | ".
+func lastLinesOf(s string, n int) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(l[max(0, len(l)-n):], " | ")
 }
 
 // tailBuffer keeps the last max bytes written to it. It is safe for

@@ -359,14 +359,4 @@ func (l *logWatch) Write(p []byte) (int, error) {
 }
 
 // tail returns the last lines written, for error messages.
-func (l *logWatch) tail() string {
-	s := strings.TrimSpace(l.last.String())
-	if s == "" {
-		return ""
-	}
-	lines := strings.Split(s, "\n")
-	if len(lines) > 8 {
-		lines = lines[len(lines)-8:]
-	}
-	return ": " + strings.Join(lines, " | ")
-}
+func (l *logWatch) tail() string { return errTail(l.last.String()) }
