@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -869,6 +870,8 @@ func TestForwardResultMerge(t *testing.T) {
 	prev.Sessions = []Session{{Command: "ispmux bench forward --sources 256,64K", Sources: []int{256, 65536}, Started: "2026-12-02T01:00:00Z"}}
 	prev.Started = "2026-12-02T01:00:00Z"
 	prev.Errors = []string{"bare, 64K sources, run 1: boom", "ispmux, 256 sources, run 2: bang"}
+	prev.Points = []PointInfo{{Sources: 256, Bindings: "static"}, {Sources: 65536, Bindings: "static"}}
+	prev.Diagnostics = []Diagnostic{{Case: "bare", Sources: 256, Run: 1}, {Case: "bare", Sources: 65536, Run: 1}}
 	js, err := prev.JSON()
 	if err != nil {
 		t.Fatal(err)
@@ -895,6 +898,8 @@ func TestForwardResultMerge(t *testing.T) {
 		}
 	}
 	cur.Trials, cur.NDRRuns = trials, nil
+	cur.Points = []PointInfo{{Sources: 65536, Bindings: "store"}, {Sources: 1 << 20, Bindings: "store"}}
+	cur.Diagnostics = []Diagnostic{{Case: "ispmux", Sources: 65536, Run: 1}}
 	cur.Sessions = []Session{{Command: "ispmux bench forward --sources 64K,1M", Sources: cur.Sources, Started: "2026-12-02T02:00:00Z"}}
 	cur.Started = "2026-12-02T02:00:00Z"
 	if err := cur.merge(&old); err != nil {
@@ -913,9 +918,44 @@ func TestForwardResultMerge(t *testing.T) {
 	if _, ok := cur.ndrRow(CaseISPmux, 256); !ok {
 		t.Error("256's no-drop rates lost")
 	}
+	if want := []PointInfo{{Sources: 256, Bindings: "static"}, {Sources: 65536, Bindings: "store"}, {Sources: 1 << 20, Bindings: "store"}}; !reflect.DeepEqual(cur.Points, want) {
+		t.Errorf("points: %+v, want %+v", cur.Points, want)
+	}
+	var diags []string
+	for _, d := range cur.Diagnostics {
+		diags = append(diags, fmt.Sprintf("%s %d run %d", d.Case, d.Sources, d.Run))
+	}
+	if want := []string{"bare 256 run 1", "ispmux 65536 run 1"}; !slices.Equal(diags, want) {
+		t.Errorf("diagnostics: %q, want %q", diags, want)
+	}
 	other := testForwardResult()
 	other.Rates = []float64{1}
 	if err := other.merge(&old); err == nil {
 		t.Error("results with other rates merged")
+	}
+}
+
+// dropRun (a run measured again after the lab was rebuilt) forgets that
+// run of that sweep point only: its trials, no-drop runs, diagnostics and
+// errors; the run's nothing else left is null in the JSON, as before.
+func TestForwardDropRun(t *testing.T) {
+	r := &ForwardResult{
+		Trials:      []Trial{{Case: "bare", Sources: 256, Run: 1}, {Case: "bare", Sources: 256, Run: 2}, {Case: "bare", Sources: 65536, Run: 2}},
+		NDRRuns:     []NDRRun{{Case: "bare", Sources: 256, Run: 2}},
+		Diagnostics: []Diagnostic{{Case: "bare", Sources: 256, Run: 2}, {Case: "ispmux", Sources: 256, Run: 3}},
+		Errors:      []string{"bare, 256 sources, run 2: boom", "bare, 256 sources, run 20: bang", "bare, 64K sources, run 2: pow"},
+	}
+	(&fwdBench{r: r}).dropRun(256, 2)
+	if want := []Trial{{Case: "bare", Sources: 256, Run: 1}, {Case: "bare", Sources: 65536, Run: 2}}; !reflect.DeepEqual(r.Trials, want) {
+		t.Errorf("trials %+v, want %+v", r.Trials, want)
+	}
+	if r.NDRRuns != nil {
+		t.Errorf("no-drop runs %+v, want nil", r.NDRRuns)
+	}
+	if want := []Diagnostic{{Case: "ispmux", Sources: 256, Run: 3}}; !reflect.DeepEqual(r.Diagnostics, want) {
+		t.Errorf("diagnostics %+v, want %+v", r.Diagnostics, want)
+	}
+	if want := []string{"bare, 256 sources, run 20: bang", "bare, 64K sources, run 2: pow"}; !slices.Equal(r.Errors, want) {
+		t.Errorf("errors %q, want %q", r.Errors, want)
 	}
 }

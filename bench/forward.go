@@ -301,35 +301,24 @@ func (b *fwdBench) labGone(err error) error {
 // dropRun forgets what run of sweep point n measured (it is measured again).
 func (b *fwdBench) dropRun(n, run int) {
 	r := b.r
-	var trials []Trial
-	for _, t := range r.Trials {
-		if t.Sources != n || t.Run != run {
-			trials = append(trials, t)
-		}
-	}
-	r.Trials = trials
-	var ndr []NDRRun
-	for _, x := range r.NDRRuns {
-		if x.Sources != n || x.Run != run {
-			ndr = append(ndr, x)
-		}
-	}
-	r.NDRRuns = ndr
-	var diags []Diagnostic
-	for _, x := range r.Diagnostics {
-		if x.Sources != n || x.Run != run {
-			diags = append(diags, x)
-		}
-	}
-	r.Diagnostics = diags
-	var errs []string
+	other := func(sources, r int) bool { return sources != n || r != run }
+	r.Trials = filtered(r.Trials, func(t Trial) bool { return other(t.Sources, t.Run) })
+	r.NDRRuns = filtered(r.NDRRuns, func(x NDRRun) bool { return other(x.Sources, x.Run) })
+	r.Diagnostics = filtered(r.Diagnostics, func(x Diagnostic) bool { return other(x.Sources, x.Run) })
 	tag := fmt.Sprintf(", %s sources, run %d:", sizeLabel(n), run)
-	for _, e := range r.Errors {
-		if !strings.Contains(e, tag) {
-			errs = append(errs, e)
+	r.Errors = filtered(r.Errors, func(e string) bool { return !strings.Contains(e, tag) })
+}
+
+// filtered is the items of s that keep accepts, in order: nil when it
+// accepts none (a result's JSON then has null, as it had before).
+func filtered[T any](s []T, keep func(T) bool) []T {
+	var out []T
+	for _, x := range s {
+		if keep(x) {
+			out = append(out, x)
 		}
 	}
-	r.Errors = errs
+	return out
 }
 
 // genStatsPath is where the generator keeps its counters: tmpfs when there

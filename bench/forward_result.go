@@ -136,47 +136,19 @@ func (r *ForwardResult) merge(prev *ForwardResult) error {
 	for _, n := range r.Sources {
 		mine[n] = true
 	}
-	var trials []Trial
-	for _, t := range prev.Trials {
-		if !mine[t.Sources] {
-			trials = append(trials, t)
-		}
-	}
+	trials := filtered(prev.Trials, func(t Trial) bool { return !mine[t.Sources] })
 	r.Trials = append(trials, r.Trials...)
-	var ndr []NDRRun
-	for _, x := range prev.NDRRuns {
-		if !mine[x.Sources] {
-			ndr = append(ndr, x)
-		}
-	}
-	r.NDRRuns = append(ndr, r.NDRRuns...)
-	var pts []PointInfo
-	for _, x := range prev.Points {
-		if !mine[x.Sources] {
-			pts = append(pts, x)
-		}
-	}
-	r.Points = append(pts, r.Points...)
-	var diags []Diagnostic
-	for _, x := range prev.Diagnostics {
-		if !mine[x.Sources] {
-			diags = append(diags, x)
-		}
-	}
-	r.Diagnostics = append(diags, r.Diagnostics...)
-	var errs []string
-	for _, e := range prev.Errors {
-		keep := true
+	r.NDRRuns = append(filtered(prev.NDRRuns, func(x NDRRun) bool { return !mine[x.Sources] }), r.NDRRuns...)
+	r.Points = append(filtered(prev.Points, func(x PointInfo) bool { return !mine[x.Sources] }), r.Points...)
+	r.Diagnostics = append(filtered(prev.Diagnostics, func(x Diagnostic) bool { return !mine[x.Sources] }), r.Diagnostics...)
+	r.Errors = append(filtered(prev.Errors, func(e string) bool {
 		for n := range mine {
 			if strings.Contains(e, ", "+sizeLabel(n)+" sources") {
-				keep = false
+				return false
 			}
 		}
-		if keep {
-			errs = append(errs, e)
-		}
-	}
-	r.Errors = append(errs, r.Errors...)
+		return true
+	}), r.Errors...)
 	sources := append([]int(nil), r.Sources...)
 	for _, n := range prev.Sources {
 		if !mine[n] {
@@ -208,12 +180,7 @@ func (r *ForwardResult) merge(prev *ForwardResult) error {
 	for _, n := range prevRuns {
 		r.Runs = min(r.Runs, n)
 	}
-	var sess []Session
-	for _, x := range prev.Sessions {
-		if slicesAny(x.Sources, func(n int) bool { return !mine[n] }) {
-			sess = append(sess, x)
-		}
-	}
+	sess := filtered(prev.Sessions, func(x Session) bool { return slicesAny(x.Sources, func(n int) bool { return !mine[n] }) })
 	r.Sessions = append(sess, r.Sessions...)
 	// The result started when the earliest session it still holds did.
 	for _, x := range sess {
