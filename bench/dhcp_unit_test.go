@@ -100,6 +100,18 @@ func TestDHCPCPUAccounting(t *testing.T) {
 	if got := saturatedProc(map[string]float64{"relay": 20, "kea": 40}); got != "none (kea 40%)" {
 		t.Errorf("saturated = %q", got)
 	}
+	// Both name the largest: the first by name of equals; a process at 0%
+	// is named, a process saturated in none of the runs is not.
+	for _, tt := range []struct{ got, want string }{
+		{saturatedProc(map[string]float64{"relay": 0, "kea": 0}), "none (kea 0%)"},
+		{saturatedProc(nil), ""},
+		{dhcpMostFrequent(map[string]int{"none": 2, "kea": 2, "x": 0}), "kea (2 of 4 runs)"},
+		{dhcpMostFrequent(map[string]int{"kea": 0}), ""},
+	} {
+		if tt.got != tt.want {
+			t.Errorf("got %q, want %q", tt.got, tt.want)
+		}
+	}
 	if dhcpProcName("none (kea 40%)") != "none" || dhcpProcName("kea 97%") != "kea" {
 		t.Error("dhcpProcName")
 	}

@@ -74,17 +74,7 @@ const saturationPct = 85
 // saturatedProc names the busiest process of util (percent of one CPU) and
 // whether it reached saturationPct: "kea 97%" or "none (ispmux 40%)".
 func saturatedProc(util map[string]float64) string {
-	best, bv := "", -1.0
-	names := make([]string, 0, len(util))
-	for n := range util {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		if util[n] > bv {
-			best, bv = n, util[n]
-		}
-	}
+	best, bv := largest(util, -1)
 	if best == "" {
 		return ""
 	}

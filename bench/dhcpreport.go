@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -314,18 +316,21 @@ func dhcpProcName(s string) string {
 	return s
 }
 
-func dhcpMostFrequent(m map[string]int) string {
-	best, n := "", 0
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if m[k] > n {
-			best, n = k, m[k]
+// largest returns the key of m with the largest value, the first in
+// order of those alike, and its value; "" and above when no value is
+// larger than above.
+func largest[V int | float64](m map[string]V, above V) (string, V) {
+	best, bv := "", above
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if m[k] > bv {
+			best, bv = k, m[k]
 		}
 	}
+	return best, bv
+}
+
+func dhcpMostFrequent(m map[string]int) string {
+	best, n := largest(m, 0)
 	if best == "" {
 		return ""
 	}
