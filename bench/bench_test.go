@@ -452,23 +452,22 @@ func checkForwardJSON(t *testing.T, js []byte) map[string]any {
 	return m
 }
 
-func TestWriteBarSVG(t *testing.T) {
-	var b bytes.Buffer
-	bars := []Bar{{"ispmux", 297_000}, {"kernel <&> \"x\"", 200_000}, {"bare", 0}}
-	if err := writeBarSVG(&b, "pps & more <title>", bars); err != nil {
-		t.Fatal(err)
-	}
-	dec := xml.NewDecoder(bytes.NewReader(b.Bytes()))
+// readSVG parses an SVG document (failing t unless it is well-formed with
+// one svg root in the SVG namespace): how many of each element it has,
+// and its texts, trimmed, in order.
+func readSVG(t *testing.T, doc []byte) (elems map[string]int, texts []string) {
+	t.Helper()
+	dec := xml.NewDecoder(bytes.NewReader(doc))
+	elems = map[string]int{}
 	var root string
-	rects, depth := 0, 0
-	var texts []string
+	depth := 0
 	for {
 		tok, err := dec.Token()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			t.Fatalf("not well-formed XML: %v\n%s", err, b.String())
+			t.Fatalf("not well-formed XML: %v\n%s", err, doc)
 		}
 		switch e := tok.(type) {
 		case xml.StartElement:
@@ -478,9 +477,7 @@ func TestWriteBarSVG(t *testing.T) {
 					t.Errorf("root namespace %q", e.Name.Space)
 				}
 			}
-			if e.Name.Local == "rect" {
-				rects++
-			}
+			elems[e.Name.Local]++
 			depth++
 		case xml.EndElement:
 			depth--
@@ -493,7 +490,17 @@ func TestWriteBarSVG(t *testing.T) {
 	if root != "svg" || depth != 0 {
 		t.Errorf("root %q, depth %d", root, depth)
 	}
-	if rects != 1+len(bars) { // background + one per bar
+	return elems, texts
+}
+
+func TestWriteBarSVG(t *testing.T) {
+	var b bytes.Buffer
+	bars := []Bar{{"ispmux", 297_000}, {"kernel <&> \"x\"", 200_000}, {"bare", 0}}
+	if err := writeBarSVG(&b, "pps & more <title>", bars); err != nil {
+		t.Fatal(err)
+	}
+	els, texts := readSVG(t, b.Bytes())
+	if rects := els["rect"]; rects != 1+len(bars) { // background + one per bar
 		t.Errorf("%d rects, want %d", rects, 1+len(bars))
 	}
 	all := strings.Join(texts, "|")
@@ -510,6 +517,32 @@ func TestWriteBarSVG(t *testing.T) {
 		}
 		if err := xml.Unmarshal(e.Bytes(), new(struct{})); err != nil {
 			t.Errorf("empty chart: %v", err)
+		}
+	}
+}
+
+// writeGroupedChart, like writeBarChart, begins with svgStart and draws
+// its axis with svgAxis: well-formed SVG, every text escaped (title, axis
+// label, series, groups), the axis values 0 to the scale, a bar per value
+// given (a nil one none) and a whisker where min and max differ.
+func TestWriteGroupedChart(t *testing.T) {
+	st := func(med, lo, hi float64, n int) *Stat { return &Stat{Median: med, Min: lo, Max: hi, N: n} }
+	var b bytes.Buffer
+	err := writeGroupedChart(&b, "ns & <t>", "ns <per> op", []string{"1k", "1M <&>"}, []string{"ispmux", "kernel \"k\""},
+		[][]*Stat{{st(10, 8, 12, 3), nil}, {st(20, 20, 20, 1), st(30, 25, 35, 2)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	els, texts := readSVG(t, b.Bytes())
+	rects, lines := els["rect"], els["line"]
+	// Background, 2 legend swatches, 3 bars; 6 grid lines, the base line, 2 whiskers.
+	if rects != 1+2+3 || lines != 6+1+2 {
+		t.Errorf("%d rects, %d lines; want 6 and 9\n%s", rects, lines, b.String())
+	}
+	all := strings.Join(texts, "|")
+	for _, want := range []string{"ns & <t>|", "|ns <per> op|", "|ispmux|", "|kernel \"k\"|", "|1M <&>", "|0|", "|50|", "1k, ispmux: 10 [8–12]"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("SVG text lacks %q: %s", want, all)
 		}
 	}
 }

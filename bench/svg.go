@@ -25,12 +25,11 @@ func writeBarSVG(w io.Writer, title string, bars []Bar) error {
 // label and unit follows each bar's value.
 func writeBarChart(w io.Writer, title, axis, unit string, bars []Bar) error {
 	const (
-		width, height      = 640, 400
-		left, right        = 70, 20
-		top, bottom        = 50, 60
-		plotW, plotH       = width - left - right, height - top - bottom
-		ticks              = 5
-		barFill, gridColor = "#4a7ab5", "#dddddd"
+		width, height = 640, 400
+		left, right   = 70, 20
+		top, bottom   = 50, 60
+		plotW, plotH  = width - left - right, height - top - bottom
+		barFill       = "#4a7ab5"
 	)
 	max := 0.0
 	for _, b := range bars {
@@ -39,24 +38,9 @@ func writeBarChart(w io.Writer, title, axis, unit string, bars []Bar) error {
 		}
 	}
 	scale := niceCeil(max)
-	esc := func(s string) string {
-		var b bytes.Buffer
-		_ = xml.EscapeText(&b, []byte(s))
-		return b.String()
-	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, `<?xml version="1.0" encoding="UTF-8"?>`+"\n")
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="13">`+"\n", width, height, width, height)
-	fmt.Fprintf(&b, `<rect x="0" y="0" width="%d" height="%d" fill="#ffffff"/>`+"\n", width, height)
-	fmt.Fprintf(&b, `<text x="%d" y="28" text-anchor="middle" font-size="16" font-weight="bold">%s</text>`+"\n", width/2, esc(title))
-	for i := 0; i <= ticks; i++ {
-		v := scale * float64(i) / ticks
-		y := float64(top+plotH) - float64(plotH)*float64(i)/ticks
-		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="%s"/>`+"\n", left, y, left+plotW, y, gridColor)
-		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", left-6, y+4, esc(humanPPS(v)))
-	}
-	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#000000"/>`+"\n", left, top+plotH, left+plotW, top+plotH)
-	fmt.Fprintf(&b, `<text x="16" y="%d" text-anchor="middle" transform="rotate(-90 16 %d)">%s</text>`+"\n", top+plotH/2, top+plotH/2, esc(axis))
+	svgStart(&b, width, height, 13, title, 28, 16)
+	svgAxis(&b, left, top, plotW, plotH, scale, axis)
 	if n := len(bars); n > 0 {
 		slot := float64(plotW) / float64(n)
 		bw := slot * 0.6
@@ -68,13 +52,45 @@ func writeBarChart(w io.Writer, title, axis, unit string, bars []Bar) error {
 			x := float64(left) + slot*float64(i) + (slot-bw)/2
 			y := float64(top+plotH) - h
 			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`+"\n", x, y, bw, h, barFill)
-			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", x+bw/2, y-6, esc(fmt.Sprintf("%.0f %s", bar.Value, unit)))
-			fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle" font-weight="bold">%s</text>`+"\n", x+bw/2, top+plotH+22, esc(bar.Label))
+			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", x+bw/2, y-6, xmlText(fmt.Sprintf("%.0f %s", bar.Value, unit)))
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle" font-weight="bold">%s</text>`+"\n", x+bw/2, top+plotH+22, xmlText(bar.Label))
 		}
 	}
 	b.WriteString("</svg>\n")
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// xmlText is s escaped for the text of an SVG element.
+func xmlText(s string) string {
+	var b bytes.Buffer
+	_ = xml.EscapeText(&b, []byte(s))
+	return b.String()
+}
+
+// svgStart writes a chart's beginning: the XML declaration, the svg
+// element of width x height (font size fontSize) on a white background,
+// and title in bold, centred at y titleY in font size titleSize.
+func svgStart(b *bytes.Buffer, width, height, fontSize int, title string, titleY, titleSize int) {
+	fmt.Fprintf(b, `<?xml version="1.0" encoding="UTF-8"?>`+"\n")
+	fmt.Fprintf(b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="%d">`+"\n", width, height, width, height, fontSize)
+	fmt.Fprintf(b, `<rect x="0" y="0" width="%d" height="%d" fill="#ffffff"/>`+"\n", width, height)
+	fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="middle" font-size="%d" font-weight="bold">%s</text>`+"\n", width/2, titleY, titleSize, xmlText(title))
+}
+
+// svgAxis writes the vertical axis of a plot of plotW x plotH at (left,
+// top): a grid line with its value (humanPPS) at each of 6 ticks from 0
+// to scale, the base line, and the axis label turned upright.
+func svgAxis(b *bytes.Buffer, left, top, plotW, plotH int, scale float64, axis string) {
+	const ticks, gridColor = 5, "#dddddd"
+	for i := 0; i <= ticks; i++ {
+		v := scale * float64(i) / ticks
+		y := float64(top+plotH) - float64(plotH)*float64(i)/ticks
+		fmt.Fprintf(b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="%s"/>`+"\n", left, y, left+plotW, y, gridColor)
+		fmt.Fprintf(b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", left-6, y+4, xmlText(humanPPS(v)))
+	}
+	fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#000000"/>`+"\n", left, top+plotH, left+plotW, top+plotH)
+	fmt.Fprintf(b, `<text x="16" y="%d" text-anchor="middle" transform="rotate(-90 16 %d)">%s</text>`+"\n", top+plotH/2, top+plotH/2, xmlText(axis))
 }
 
 // niceCeil rounds v up to 1, 2, 2.5 or 5 times a power of ten (1 for v <= 0).
@@ -131,8 +147,6 @@ func writeGroupedChart(w io.Writer, title, axis string, groups, series []string,
 		left, right      = 70, 20
 		top, bottom      = 70, 70
 		plotH            = height - top - bottom
-		ticks            = 5
-		gridColor        = "#dddddd"
 		minGroupW        = 90
 		defaultW         = 720
 		legendRowHeight  = 18
@@ -149,30 +163,15 @@ func writeGroupedChart(w io.Writer, title, axis string, groups, series []string,
 		}
 	}
 	scale := niceCeil(hi)
-	esc := func(s string) string {
-		var b bytes.Buffer
-		_ = xml.EscapeText(&b, []byte(s))
-		return b.String()
-	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, `<?xml version="1.0" encoding="UTF-8"?>`+"\n")
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
-	fmt.Fprintf(&b, `<rect x="0" y="0" width="%d" height="%d" fill="#ffffff"/>`+"\n", width, height)
-	fmt.Fprintf(&b, `<text x="%d" y="22" text-anchor="middle" font-size="15" font-weight="bold">%s</text>`+"\n", width/2, esc(title))
+	svgStart(&b, width, height, 12, title, 22, 15)
 	for i, s := range series {
 		x := left + (i%legendItemsPerRw)*170
 		y := 40 + (i/legendItemsPerRw)*legendRowHeight
 		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/>`+"\n", x, y-10, seriesColors[i%len(seriesColors)])
-		fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", x+16, y, esc(s))
+		fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", x+16, y, xmlText(s))
 	}
-	for i := 0; i <= ticks; i++ {
-		v := scale * float64(i) / ticks
-		y := float64(top+plotH) - float64(plotH)*float64(i)/ticks
-		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="%s"/>`+"\n", left, y, left+plotW, y, gridColor)
-		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", left-6, y+4, esc(humanPPS(v)))
-	}
-	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#000000"/>`+"\n", left, top+plotH, left+plotW, top+plotH)
-	fmt.Fprintf(&b, `<text x="16" y="%d" text-anchor="middle" transform="rotate(-90 16 %d)">%s</text>`+"\n", top+plotH/2, top+plotH/2, esc(axis))
+	svgAxis(&b, left, top, plotW, plotH, scale, axis)
 	y := func(v float64) float64 {
 		if scale <= 0 {
 			return float64(top + plotH)
@@ -194,13 +193,13 @@ func writeGroupedChart(w io.Writer, title, axis string, groups, series []string,
 				}
 				x := x0 + bw*float64(si)
 				fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s</title></rect>`+"\n",
-					x, y(s.Median), bw*0.9, float64(top+plotH)-y(s.Median), seriesColors[si%len(seriesColors)], esc(fmt.Sprintf("%s, %s: %.0f [%.0f–%.0f]", g, series[si], s.Median, s.Min, s.Max)))
+					x, y(s.Median), bw*0.9, float64(top+plotH)-y(s.Median), seriesColors[si%len(seriesColors)], xmlText(fmt.Sprintf("%s, %s: %.0f [%.0f–%.0f]", g, series[si], s.Median, s.Min, s.Max)))
 				if s.N > 1 && s.Max > s.Min {
 					cx := x + bw*0.45
 					fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#000000"/>`+"\n", cx, y(s.Min), cx, y(s.Max))
 				}
 			}
-			fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle" font-weight="bold">%s</text>`+"\n", x0+slot*0.4, top+plotH+18, esc(g))
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle" font-weight="bold">%s</text>`+"\n", x0+slot*0.4, top+plotH+18, xmlText(g))
 		}
 	}
 	b.WriteString("</svg>\n")
