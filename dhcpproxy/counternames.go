@@ -17,6 +17,8 @@ func CounterNames() []string {
 		"ack_after_end",
 		"ack_inform",
 		"ack_other_server",
+		"ack_refused_not_released",
+		"ack_refused_released",
 		"ack_registration_changed",
 		"ack_unusable_address",
 		"ack_without_address",

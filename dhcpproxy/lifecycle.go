@@ -378,6 +378,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 		p.count("ack_without_lease_time")
 		p.refuse(subscribers.EventRejected, subj, ip, "the ISP's ACK has no lease time (option 51 missing or 0); not bound")
 		p.nakAck(t, m, "no lease time")
+		p.releaseRefused(t, m, ip, from, "the ACK has no lease time; not bound")
 		return
 	}
 	sid := p.tx.serverID(t)
@@ -391,6 +392,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 	if !hadOld && p.leases.full(t.sub, p.cfg.MaxBindingsPerCircuit) {
 		p.count("circuit_full")
 		p.refuse(subscribers.EventRejected, subj, ip, "too many bindings on access "+c.Name)
+		p.releaseRefused(t, m, ip, from, "too many bindings on the subscriber's access circuit; not bound")
 		return
 	}
 	// The registration may have changed while the ISP was answering (the
@@ -399,6 +401,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 		p.count("ack_registration_changed")
 		p.refuse(subscribers.EventRejected, subj, ip, "not bound: "+why+" during the exchange")
 		p.nakAck(t, m, "not admitted")
+		p.releaseRefused(t, m, ip, from, "not bound: "+why+" during the exchange")
 		return
 	}
 	// An address no subscriber may hold (ours, broadcast, multicast...)
@@ -496,6 +499,32 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 	} else {
 		p.count("renewed")
 	}
+}
+
+// releaseRefused releases the lease of ip that server from committed with
+// its ACK m to t, which bindAndAck refused (why): not bound, not
+// delivered, the client holds nothing (NAKed, it starts over; not
+// answered, it asks again, and each ACK refused is released in turn),
+// and the ISP would hold the address for nobody until its lease ran out.
+// Not an address a binding ispmux installed holds at that ISP: the
+// subscriber's own (a renewal's ACK refused: the binding stands, and its
+// own end tells the ISP) or another's, whose lease that RELEASE, naming
+// this exchange's client, could free at a server that keys its leases by
+// client identifier.
+func (p *Proxy) releaseRefused(t *txn, m *dhcpv4.DHCPv4, ip, from netip.Addr, why string) {
+	if p.holds(t.sub, t.isp, ip) {
+		return
+	}
+	if _, held := p.tables.Holder(t.isp.Index, ip); held {
+		return
+	}
+	if !from.IsValid() || !p.sendRelease(t.isp, from, t.sub, t.op82, t.clientID, m, why) {
+		p.count("ack_refused_not_released")
+		return
+	}
+	p.count("ack_refused_released")
+	p.log.Info("dhcp: an ISP's lease in an ACK refused released", "mac", binding.MACString(t.sub.mac),
+		"isp", t.isp.Name, "server", from, "ip", ip, "why", why)
 }
 
 // leaseString spells a lease time; 0xffffffff seconds is infinite (RFC 2131).

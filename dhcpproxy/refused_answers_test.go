@@ -3,7 +3,9 @@ package dhcpproxy
 import (
 	"bytes"
 	"net"
+	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
@@ -53,5 +55,150 @@ func TestOfferWithoutLeaseNoSilenceTimeout(t *testing.T) {
 		if e.Kind == subscribers.EventTimeout {
 			t.Errorf("timeout event after the ISP answered (its OFFER was refused): %q", e.Reason)
 		}
+	}
+}
+
+// An ISP's ACK that bindAndAck refuses (too many bindings on the circuit,
+// the registration changed during the exchange, no lease time) is neither
+// bound nor delivered, and the lease the ISP's server committed for it is
+// released to that server as the client would release it: ciaddr the
+// address ACKed, the ISP's server identifier, the REQUEST's Option 82 and
+// client identifier, our giaddr (ack_refused_released). Before, nothing
+// was sent: the ISP held the address for a client that never got it until
+// its lease ran out, one per retransmitted REQUEST ACKed. Not released:
+// an address a binding ispmux installed holds at that ISP (another
+// subscriber's, which the RELEASE could free at a server keying leases by
+// client identifier; the subscriber's own, a renewal's ACK refused).
+func TestRefusedAckReleased(t *testing.T) {
+	s2 := "02:00:00:00:01:02"
+	addr101 := netip.MustParseAddr("100.64.0.101")
+	t.Run("circuit_full", func(t *testing.T) {
+		r := newPRig(t)
+		r.p.cfg.MaxBindingsPerCircuit = 1
+		// Customer c-s1, which the fake ISP accepts.
+		if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(s2)), CustomerID: "c-s1", ISP: "alpha", Source: "api"}); err != nil {
+			t.Fatal(err)
+		}
+		if got := r.dora(s1, kea(t, time.Minute), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+			t.Fatalf("first subscriber got %v, want the ACK", got)
+		}
+		// The ISP ACKs the second the first one's address: refused,
+		// and that address is the first one's, not released.
+		if got := r.dora(s2, kea(t, time.Minute), nil); len(got) != 0 {
+			t.Fatalf("second subscriber on a full circuit got %v", got)
+		}
+		if up, _ := r.relayedTo(); len(up) != 0 {
+			t.Errorf("sent the ISP %v: the RELEASE of the address the first subscriber holds", up)
+		}
+		isp := recordingOp82(atAddr(kea(t, time.Minute), addr101))
+		if got := r.dora(s2, isp.serve, nil); len(got) != 0 {
+			t.Fatalf("second subscriber on a full circuit got %v", got)
+		}
+		if c := r.p.Counters(); c["circuit_full"] != 2 || r.tab.isBound(0x020000000102) {
+			t.Fatalf("counters %v, second bound %v; want circuit_full 2, not bound", c, r.tab.isBound(0x020000000102))
+		}
+		r.wantRefusedReleased(addr101, isp.op82, nil)
+	})
+	t.Run("ack_registration_changed", func(t *testing.T) {
+		r := newPRig(t)
+		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+		offer := r.serve(kea(t, time.Minute))[0]
+		req, _ := dhcpv4.NewRequestFromOffer(offer)
+		r.fromClient(req)
+		block(t, r, s1)
+		isp := recordingOp82(kea(t, time.Minute))
+		if got := r.serve(isp.serve); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+			t.Fatalf("subscriber got %v, want a NAK", got)
+		}
+		if c := r.p.Counters(); c["ack_registration_changed"] != 1 {
+			t.Fatalf("counters %v, want ack_registration_changed", c)
+		}
+		r.wantRefusedReleased(netip.MustParseAddr(s1Addr), isp.op82, nil)
+
+		// Bound, then blocked while its renewal was at the ISP: the
+		// address is the binding's, not released.
+		r2 := newPRig(t)
+		if got := r2.dora(s1, kea(t, time.Minute), nil); len(got) != 1 {
+			t.Fatalf("got %v, want the ACK", got)
+		}
+		r2.fromClient(renewOf(t, s1, netip.MustParseAddr(s1Addr)))
+		block(t, r2, s1)
+		if got := r2.serve(kea(t, time.Minute)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+			t.Fatalf("renewal: subscriber got %v, want a NAK", got)
+		}
+		if up, _ := r2.relayedTo(); len(up) != 0 || r2.p.Counters()["ack_registration_changed"] != 1 {
+			t.Errorf("renewal refused: sent the ISP %v (counters %v); want nothing, the binding's own lease", up, r2.p.Counters())
+		}
+	})
+	t.Run("ack_without_lease_time", func(t *testing.T) {
+		r := newPRig(t)
+		r.fromClient(clientMsg(t, s1, dhcpv4.MessageTypeRequest, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP(addr101.AsSlice()))),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))),
+			dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, nakClientID)))
+		isp := recordingOp82(atAddr(kea(t, 0), addr101))
+		if got := r.serve(isp.serve); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+			t.Fatalf("subscriber got %v, want a NAK", got)
+		}
+		if c := r.p.Counters(); c["ack_without_lease_time"] != 1 {
+			t.Fatalf("counters %v, want ack_without_lease_time", c)
+		}
+		r.wantRefusedReleased(addr101, isp.op82, nakClientID)
+	})
+}
+
+// block blocks subscriber m's registration (customer c-s1 at alpha).
+func block(t *testing.T, r *prig, m string) {
+	t.Helper()
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m)), CustomerID: "c-s1", ISP: "alpha", Blocked: true, Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// atAddr answers as serve does, with ip as the address offered or ACKed.
+func atAddr(serve func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4, ip netip.Addr) func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	return func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		rep := serve(m)
+		if rep != nil {
+			rep.YourIPAddr = net.IP(ip.AsSlice())
+		}
+		return rep
+	}
+}
+
+// op82Recorder answers as its ISP's server does and keeps the Option 82
+// of the last message it answered.
+type op82Recorder struct {
+	isp  func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4
+	op82 []byte
+}
+
+func recordingOp82(isp func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4) *op82Recorder {
+	return &op82Recorder{isp: isp}
+}
+
+func (o *op82Recorder) serve(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	o.op82 = m.Options.Get(dhcpv4.OptionRelayAgentInformation)
+	return o.isp(m)
+}
+
+// wantRefusedReleased checks that the ISP's server was sent one message,
+// the RELEASE of ip as the refused exchange's client (Option 82 op82,
+// client identifier clientID), and that it was counted.
+func (r *prig) wantRefusedReleased(ip netip.Addr, op82, clientID []byte) {
+	r.t.Helper()
+	up, _ := r.relayedTo()
+	rel := up[ispSID]
+	if len(up) != 1 || rel == nil || rel.MessageType() != dhcpv4.MessageTypeRelease {
+		r.t.Fatalf("the ISP's lease of the refused ACK not released: sent %v (counters %v)", up, r.p.Counters())
+	}
+	if !rel.ClientIPAddr.Equal(net.IP(ip.AsSlice())) || !rel.ServerIdentifier().Equal(net.IP(ispSID.AsSlice())) ||
+		!rel.GatewayIPAddr.Equal(net.IP(giaddr.AsSlice())) || !bytes.Equal(rel.Options.Get(dhcpv4.OptionRelayAgentInformation), op82) ||
+		!bytes.Equal(rel.Options.Get(dhcpv4.OptionClientIdentifier), clientID) {
+		r.t.Errorf("RELEASE ciaddr %v server-id %v giaddr %v Option 82 %x client id %x; want %v, %v, %v, the REQUEST's %x and %x",
+			rel.ClientIPAddr, rel.ServerIdentifier(), rel.GatewayIPAddr, rel.Options.Get(dhcpv4.OptionRelayAgentInformation),
+			rel.Options.Get(dhcpv4.OptionClientIdentifier), ip, ispSID, giaddr, op82, clientID)
+	}
+	if c := r.p.Counters(); c["ack_refused_released"] != 1 || c["ack_refused_not_released"] != 0 {
+		r.t.Errorf("ack_refused_released %d, ack_refused_not_released %d; want 1, 0", c["ack_refused_released"], c["ack_refused_not_released"])
 	}
 }
