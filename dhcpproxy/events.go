@@ -153,6 +153,19 @@ func (n *eventNotes) summary(now time.Time) map[string]int {
 	if now.Sub(n.lastSummary) < noiseSummary {
 		return nil
 	}
+	return n.takeLocked(now)
+}
+
+// take returns what summary does, due or not (Run's last summary).
+func (n *eventNotes) take(now time.Time) map[string]int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.takeLocked(now)
+}
+
+// takeLocked returns the refusals each budget suppressed since the last
+// summary (only budgets with some) and resets them; n.mu is held.
+func (n *eventNotes) takeLocked(now time.Time) map[string]int {
 	var out map[string]int
 	for isp, b := range n.budgets {
 		if b.suppressed > 0 {
@@ -210,9 +223,16 @@ func (p *Proxy) refuse(kind subscribers.EventKind, s subject, ip netip.Addr, rea
 	p.logEvent(e)
 }
 
-// summarize writes a "suppressed" event per budget that held refusals back.
+// summarize writes, once a noiseSummary, a "suppressed" event per budget
+// that held refusals back.
 func (p *Proxy) summarize(now time.Time) {
-	for isp, n := range p.notes.summary(now) {
+	p.writeSummary(now, p.notes.summary(now))
+}
+
+// writeSummary writes a "suppressed" event per budget in held: the
+// refusals it held back.
+func (p *Proxy) writeSummary(now time.Time, held map[string]int) {
+	for isp, n := range held {
 		who := "unregistered MACs"
 		if isp != "" {
 			who = "ISP " + isp + "'s subscribers"

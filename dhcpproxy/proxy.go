@@ -492,12 +492,12 @@ func (p *Proxy) HandleFrame(port uint8, f []byte) {
 
 // Run expires pending transactions (rejection by silence), leases and
 // onboarding leases and offers, and sends the pending intents, until ctx ends; then waits for in-flight
-// commits.
+// commits and event writes and writes the summary of the refusals held
+// back (stop).
 func (p *Proxy) Run(ctx context.Context) {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	defer p.notes.wait()
-	defer p.committing.Wait()
+	defer p.stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -506,6 +506,19 @@ func (p *Proxy) Run(ctx context.Context) {
 			p.expire(now)
 		}
 	}
+}
+
+// stop ends Run: it waits for the ACKs being committed (refusing some,
+// maybe) and the refusal events being written, then writes the summary of
+// the refusals held back since the last one, due or not: the process may
+// be ending (the appliance closes the store once Run has returned), and
+// with it the count the next summary, up to noiseSummary later, would
+// have given the operator's log.
+func (p *Proxy) stop() {
+	p.committing.Wait()
+	p.notes.wait()
+	now := time.Now()
+	p.writeSummary(now, p.notes.take(now))
 }
 
 // expire runs the timers of every concern.
