@@ -32,3 +32,38 @@ func TestMaxReply(t *testing.T) {
 		}
 	}
 }
+
+// TestClientOptionReadsAsParser: what fitReply makes a reply fit for
+// (options 55 and 57) is read by clientOption alone, for the ISP's answer
+// (the transaction, begin) and ispmux's own (answerLocally), and it reads
+// them as the parser does (dhcpv4.Options.Get): every instance in the
+// options field, concatenated (RFC 3396). A repeated option 57 is then 4
+// bytes, no size: the 548 every client takes.
+func TestClientOptionReadsAsParser(t *testing.T) {
+	m, err := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := m.ToBytes()
+	for raw[len(raw)-1] == optPad {
+		raw = raw[:len(raw)-1]
+	}
+	raw = raw[:len(raw)-1] // END, for the options after it
+	raw = append(raw,
+		optParamRequest, 3, 1, 3, 6,
+		optMaxMessageSize, 2, 0x05, 0xdc,
+		optParamRequest, 2, 15, 119,
+		optMaxMessageSize, 2, 0x05, 0xdc,
+		optEnd)
+	parsed, err := dhcpv4.FromBytes(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prl := parsed.Options.Get(dhcpv4.OptionParameterRequestList)
+	if got := requestList(raw); string(got) != string(prl) || len(got) != 5 {
+		t.Errorf("requestList %v, parser %v", got, prl)
+	}
+	if got, want := maxReply(raw), maxReplyOf(parsed.Options.Get(dhcpv4.OptionMaximumDHCPMessageSize)); got != want || got != 548 {
+		t.Errorf("maxReply of a repeated option 57: %d, parser's reading %d, want 548", got, want)
+	}
+}

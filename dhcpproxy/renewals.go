@@ -197,27 +197,31 @@ func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []by
 }
 
 // requestList is the parameter request list (option 55) of the client
-// message raw, its instances concatenated (RFC 3396).
+// message raw (clientOption).
 func requestList(raw []byte) []byte {
-	var prl []byte
-	forEachOption(raw, func(code byte, data []byte) {
-		if code == optParamRequest {
-			prl = append(prl, data...)
-		}
-	})
-	return prl
+	return clientOption(raw, optParamRequest)
 }
 
 // maxReply is the longest DHCP message the client of request raw takes:
-// maxReplyOf its option 57.
+// maxReplyOf its option 57 (clientOption).
 func maxReply(raw []byte) int {
+	return maxReplyOf(clientOption(raw, optMaxMessageSize))
+}
+
+// clientOption is option code of the client message raw, its instances in
+// the options field concatenated (RFC 3396, RFC 2131 §4.1), as the
+// parser reads it (dhcpv4.Options.Get); nil when raw has none. What
+// fitReply makes a reply fit (options 55 and 57) is read here alone,
+// for the ISP's answer (the transaction's) and for ispmux's own
+// (answerLocally).
+func clientOption(raw []byte, code byte) []byte {
 	var v []byte
-	forEachOption(raw, func(code byte, data []byte) {
-		if code == optMaxMessageSize && v == nil {
-			v = data
+	forEachOption(raw, func(c byte, data []byte) {
+		if c == code {
+			v = append(v, data...)
 		}
 	})
-	return maxReplyOf(v)
+	return v
 }
 
 // maxReplyOf is the longest DHCP message a client whose option 57 is v

@@ -42,9 +42,9 @@ type txn struct {
 	requested netip.Addr
 	// clientID is the client's identifier (option 61), if it sent one.
 	clientID []byte
-	// replyMax is the longest reply the client takes (maxReplyOf its
-	// option 57) and prl its parameter request list (option 55): what
-	// fitReply makes the ISP's answer fit, and which options it keeps.
+	// replyMax is the longest reply the client takes (maxReply) and prl
+	// its parameter request list (requestList): what fitReply makes the
+	// ISP's answer fit, and which options it keeps.
 	replyMax int
 	prl      []byte
 	// informFrom is, for an INFORM, the client's address its ACK goes to
@@ -274,18 +274,18 @@ func (x *txns) dropSub(sk subKey) int {
 // errPendingFull: no room for another transaction.
 var errPendingFull = fmt.Errorf("pending_full")
 
-// begin records that m is about to be relayed for sk: for DISCOVER,
-// REQUEST and INFORM it creates or updates the transaction under pk (nil
-// for other types). It returns the transaction and the ISP server-id to
-// put in the relayed message: the transaction's, else leaseSID (the
-// subscriber's binding at this ISP), else the remembered OFFER's, else the
-// ISP's only server. A DISCOVER retransmitted (the same xid) is the same
-// selection: the server whose OFFER was taken stays chosen; one that
-// follows another message under its xid (a REQUEST: the client went back
-// to INIT) starts the selection afresh. At most max transactions are
-// pending.
+// begin records that m (raw, parsed) is about to be relayed for sk: for
+// DISCOVER, REQUEST and INFORM it creates or updates the transaction under
+// pk (nil for other types). It returns the transaction and the ISP
+// server-id to put in the relayed message: the transaction's, else
+// leaseSID (the subscriber's binding at this ISP), else the remembered
+// OFFER's, else the ISP's only server. A DISCOVER retransmitted (the
+// same xid) is the same selection: the server whose OFFER was taken stays
+// chosen; one that follows another message under its xid (a REQUEST: the
+// client went back to INIT) starts the selection afresh. At most max
+// transactions are pending.
 func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.Entry, op82 []byte,
-	m *dhcpv4.DHCPv4, leaseSID netip.Addr, gen uint64, now time.Time, timeout time.Duration, max int) (*txn, netip.Addr, error) {
+	raw []byte, m *dhcpv4.DHCPv4, leaseSID netip.Addr, gen uint64, now time.Time, timeout time.Duration, max int) (*txn, netip.Addr, error) {
 	mt := m.MessageType()
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -355,8 +355,7 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 	t.reg, t.op82, t.msgType, t.gen = reg, op82, mt, gen
 	t.selecting = mt == dhcpv4.MessageTypeRequest && m.Options.Has(dhcpv4.OptionServerIdentifier)
 	t.clientID = m.Options.Get(dhcpv4.OptionClientIdentifier)
-	t.replyMax = maxReplyOf(m.Options.Get(dhcpv4.OptionMaximumDHCPMessageSize))
-	t.prl = m.Options.Get(dhcpv4.OptionParameterRequestList)
+	t.replyMax, t.prl = maxReply(raw), requestList(raw)
 	t.requested = netip.Addr{}
 	if a, ok := netip.AddrFromSlice(m.RequestedIPAddress().To4()); ok && !a.IsUnspecified() {
 		t.requested = a

@@ -197,7 +197,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		leaseSID = held.sid()
 	}
 	pk := pendKey{m.TransactionID, sk.mac, isp.Index}
-	t, ispServerID, err := p.tx.begin(pk, sk, c, isp, reg, op82, m, leaseSID, p.leases.generation(sk), now, p.cfg.Timeout, p.cfg.MaxPending)
+	t, ispServerID, err := p.tx.begin(pk, sk, c, isp, reg, op82, raw, m, leaseSID, p.leases.generation(sk), now, p.cfg.Timeout, p.cfg.MaxPending)
 	if err != nil {
 		p.count("pending_full")
 		return
