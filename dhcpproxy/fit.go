@@ -131,14 +131,22 @@ func encodedLen(n int) int {
 // there (less option 52 and END) and in the free file and sname fields
 // (less their ENDs). Options that need more never fit.
 func mostOptionBytes(limit int, fileFree, snameFree bool) int {
-	overloaded := limit - optionsStart - 3 - 1
+	room := areaRoom(limit, fileFree, snameFree)
+	return max(limit-optionsStart-1, room[0]+room[1]+room[2])
+}
+
+// areaRoom is the room for options in each area of a layout within limit
+// that uses option 52: the options field less option 52 and its END, the
+// file and sname fields (when free) less their ENDs.
+func areaRoom(limit int, fileFree, snameFree bool) [3]int {
+	room := [3]int{limit - optionsStart - 3 - 1, 0, 0}
 	if fileFree {
-		overloaded += fileEnd - fileStart - 1
+		room[1] = fileEnd - fileStart - 1
 	}
 	if snameFree {
-		overloaded += snameEnd - snameStart - 1
+		room[2] = snameEnd - snameStart - 1
 	}
-	return max(limit-optionsStart-1, overloaded)
+	return room
 }
 
 // gatherOptions returns the options of b (options field, then the fields
@@ -231,14 +239,7 @@ func layout(b []byte, opts []dhcpOpt, limit int, fileFree, snameFree bool) []byt
 		}
 		return out
 	}
-	// Room in each area, less its END (and option 52 in the options field).
-	room := [3]int{limit - optionsStart - 3 - 1, 0, 0}
-	if fileFree {
-		room[1] = fileEnd - fileStart - 1
-	}
-	if snameFree {
-		room[2] = snameEnd - snameStart - 1
-	}
+	room := areaRoom(limit, fileFree, snameFree)
 	var area [3][]byte
 	place := func(o dhcpOpt) bool {
 		if len(o.data) <= 255 {

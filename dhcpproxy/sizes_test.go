@@ -715,3 +715,54 @@ func TestFitReplyCost(t *testing.T) {
 		})
 	}
 }
+
+// TestMostOptionBytesIsLayoutRoom: the bytes of options fitReply deems
+// able to fit (mostOptionBytes) are the room layout fills (areaRoom, one
+// reckoning for both): options needing exactly that many bytes are laid
+// out within the limit, one byte more and they are not, with the file and
+// sname fields free (options field, file and sname filled to their END)
+// and with neither (the options field alone, without option 52).
+func TestMostOptionBytesIsLayoutRoom(t *testing.T) {
+	const limit = 548
+	hdr := make([]byte, optionsStart)
+	copy(hdr[236:], magicCookie[:])
+	opt := func(code byte, n int) dhcpOpt { return dhcpOpt{code: code, data: bytes.Repeat([]byte{code}, n)} }
+	for _, c := range []struct {
+		free bool
+		opts []dhcpOpt // need exactly mostOptionBytes; the last grows by one
+	}{
+		// 3 + 257 + 44 in the options field (304), 127 in file, 63 in sname.
+		{true, []dhcpOpt{{code: optMessageType, data: []byte{5}}, opt(224, 255), opt(225, 42), opt(226, 125), opt(227, 61)}},
+		// 3 + 257 + 47 and END: 548 bytes, no option 52.
+		{false, []dhcpOpt{{code: optMessageType, data: []byte{5}}, opt(224, 255), opt(225, 45)}},
+	} {
+		need := 0
+		for _, o := range c.opts {
+			need += encodedLen(len(o.data))
+		}
+		if most := mostOptionBytes(limit, c.free, c.free); need != most {
+			t.Fatalf("free %v: options of %d bytes, mostOptionBytes %d", c.free, need, most)
+		}
+		out := layout(hdr, c.opts, limit, c.free, c.free)
+		if out == nil || len(out) > limit {
+			t.Fatalf("free %v: %d bytes of options (mostOptionBytes) not laid out within %d: %d bytes", c.free, need, limit, len(out))
+		}
+		var got []byte
+		forEachOptionAll(out, func(code byte, _ []byte) {
+			if code != optOverload {
+				got = append(got, code)
+			}
+		})
+		if !bytes.Equal(got, []byte{optMessageType, 224, 225, 226, 227}[:len(c.opts)]) {
+			t.Errorf("free %v: options laid out %v", c.free, got)
+		}
+		last := &c.opts[len(c.opts)-1]
+		last.data = append(last.data, 0)
+		if need+1 <= mostOptionBytes(limit, c.free, c.free) {
+			t.Errorf("free %v: %d bytes still within mostOptionBytes", c.free, need+1)
+		}
+		if out := layout(hdr, c.opts, limit, c.free, c.free); out != nil {
+			t.Errorf("free %v: options of %d bytes laid out within %d (%d bytes)", c.free, need+1, limit, len(out))
+		}
+	}
+}
