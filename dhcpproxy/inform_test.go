@@ -121,3 +121,29 @@ func TestInformAckToInformAddress(t *testing.T) {
 		})
 	}
 }
+
+// An ISP's ACK to an INFORM that does not fit what the client takes (the
+// access MTU fell to 320 bytes: 292 for the DHCP message, less than the
+// BOOTP minimum every reply is padded to) is refused as a too-big OFFER or
+// ACK to a REQUEST is (fitOrRefuse): reply_too_big, a rejected event and
+// no timeout event, nothing sent to the subscriber.
+func TestInformAckTooBigRefused(t *testing.T) {
+	r := newPRig(t)
+	from := netip.MustParseAddr("100.64.0.77")
+	inf := clientMsg(t, s1, dhcpv4.MessageTypeInform, dhcpv4.WithClientIP(net.IP(from.AsSlice())))
+	r.fromClientUnicast(inf, from)
+	up, _ := r.relayedTo()
+	if up[ispSID] == nil {
+		t.Fatalf("INFORM not relayed (counters %v)", r.p.Counters())
+	}
+	r.p.SetPortMTU(accPort, 320)
+	ack, _ := dhcpv4.NewReplyFromRequest(up[ispSID], dhcpv4.WithMessageType(dhcpv4.MessageTypeAck),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ispSID.AsSlice()))),
+		dhcpv4.WithOption(dhcpv4.OptDNS(net.IPv4(192, 0, 2, 53))),
+		dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, up[ispSID].Options.Get(dhcpv4.OptionRelayAgentInformation)))
+	r.fromServerAt(ispSID, ack)
+	if sent := r.snd.take(); len(sent) != 0 || r.p.Counters()["reply_too_big"] != 1 || r.p.Counters()["ack_inform"] != 0 {
+		t.Fatalf("sent %d frames (counters %v), want none and reply_too_big", len(sent), r.p.Counters())
+	}
+	wantRejectedNoTimeout(t, r.eventsAfterTimeout(), "the ACK to the INFORM was refused as too big")
+}

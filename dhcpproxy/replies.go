@@ -123,9 +123,8 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			p.count("offer_other_server")
 			return
 		}
-		out := p.fitted(t, relayDown(payload, c.Addr, p.clientLease(m.IPAddressLeaseTime(0))))
+		out := p.fitOrRefuse(t, isp, src, m, payload, p.clientLease(m.IPAddressLeaseTime(0)))
 		if out == nil {
-			p.refuseTooBig(t, isp, src, m, len(payload))
 			return
 		}
 		p.deliver(c, m, out)
@@ -173,9 +172,8 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			if !dst.IsValid() {
 				dst = replyAddr(m)
 			}
-			out := p.fitted(t, relayDown(payload, c.Addr, 0))
+			out := p.fitOrRefuse(t, isp, src, m, payload, 0)
 			if out == nil {
-				p.refuseTooBig(t, isp, src, m, len(payload))
 				return
 			}
 			p.deliverTo(c, m, out, dst)
@@ -184,11 +182,10 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 		}
 		// The ACK goes out after the commit, from another goroutine:
 		// build it now, while payload (the punt buffer) is ours.
-		ack := p.fitted(t, relayDown(payload, c.Addr, p.clientLease(m.IPAddressLeaseTime(0))))
+		ack := p.fitOrRefuse(t, isp, src, m, payload, p.clientLease(m.IPAddressLeaseTime(0)))
 		if ack == nil {
 			// Not bound: the client would never see the ACK, and the
 			// lease the ISP committed for it is released.
-			p.refuseTooBig(t, isp, src, m, len(payload))
 			p.releaseTooBig(isp, t, src, m)
 			return
 		}
@@ -227,6 +224,18 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 	default:
 		p.count("server_unexpected_type")
 	}
+}
+
+// fitOrRefuse returns the reply m of ISP server src to t (payload) as
+// relayDown passes it on to t's client, with a client lease of lease (0:
+// none), made to fit what the client takes (fitted); nil when even its
+// essential options do not fit, the reply refused (refuseTooBig).
+func (p *Proxy) fitOrRefuse(t *txn, isp *ISP, src netip.Addr, m *dhcpv4.DHCPv4, payload []byte, lease time.Duration) []byte {
+	out := p.fitted(t, relayDown(payload, t.circuit.Addr, lease))
+	if out == nil {
+		p.refuseTooBig(t, isp, src, m, len(payload))
+	}
+	return out
 }
 
 // releaseRapid handles the ACK of server src to a rapid-commit DISCOVER
