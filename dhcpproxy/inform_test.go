@@ -147,3 +147,28 @@ func TestInformAckTooBigRefused(t *testing.T) {
 	}
 	wantRejectedNoTimeout(t, r.eventsAfterTimeout(), "the ACK to the INFORM was refused as too big")
 }
+
+// The garden's ACK to an INFORM from an onboarding lease's address
+// (onboardInform) is sent and counted (onboarding_inform) alike for a
+// device without a record and for one registered since, before its
+// handover (onboardingHandover).
+func TestOnboardingInformCounted(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, false)
+	const m = "02:77:00:00:00:01"
+	ack := r.obDORA(m)
+	for i, registered := range []bool{false, true} {
+		if registered {
+			if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m)), CustomerID: "c-s1", ISP: "alpha", Source: "claim"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r.fromClient(clientMsg(t, m, dhcpv4.MessageTypeInform, dhcpv4.WithClientIP(ack.YourIPAddr)))
+		iack := r.one(dhcpv4.MessageTypeAck)
+		if iack.Options.Has(dhcpv4.OptionIPAddressLeaseTime) || len(iack.Router()) != 1 || !iack.Router()[0].Equal(net.IPv4(100, 65, 0, 1)) {
+			t.Errorf("registered %v: ACK to the INFORM %v, want the garden's (router 100.65.0.1, no lease)", registered, iack)
+		}
+		if n := r.p.Counters()["onboarding_inform"]; n != uint64(i+1) {
+			t.Errorf("registered %v: onboarding_inform %d, want %d", registered, n, i+1)
+		}
+	}
+}

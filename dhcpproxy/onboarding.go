@@ -204,12 +204,18 @@ func (p *Proxy) onboard(c *Circuit, pl *obPool, m *dhcpv4.DHCPv4, mac uint64, no
 			p.count("onboarding_ignored")
 			return
 		}
-		if r := p.onboardReply(c, pl, m, dhcpv4.MessageTypeAck, netip.Addr{}); r != nil {
-			p.deliver(c, r, r.ToBytes())
-			p.count("onboarding_inform")
-		}
+		p.onboardInform(c, pl, m)
 	default:
 		p.count("onboarding_ignored")
+	}
+}
+
+// onboardInform answers the INFORM m from an address of pl on c as the
+// garden's server: its ACK (onboardReply), without a lease.
+func (p *Proxy) onboardInform(c *Circuit, pl *obPool, m *dhcpv4.DHCPv4) {
+	if r := p.onboardReply(c, pl, m, dhcpv4.MessageTypeAck, netip.Addr{}); r != nil {
+		p.deliver(c, r, r.ToBytes())
+		p.count("onboarding_inform")
 	}
 }
 
@@ -515,10 +521,7 @@ func (p *Proxy) onboardingHandover(c *Circuit, m *dhcpv4.DHCPv4, sk subKey, now 
 			return false
 		}
 		if l, ok := p.ob.leaseOf(sk.mac); ok && l.ip == ci && l.pool.c == c {
-			if r := p.onboardReply(c, l.pool, m, dhcpv4.MessageTypeAck, netip.Addr{}); r != nil {
-				p.deliver(c, r, r.ToBytes())
-				p.count("onboarding_inform")
-			}
+			p.onboardInform(c, l.pool, m)
 			return true
 		}
 		p.count("onboarding_ignored")
