@@ -781,3 +781,29 @@ func TestLateNakAfterRediscover(t *testing.T) {
 	wantOfferOf(t, got, ispSID, r.p.Counters())
 	r.finishWith(got[0], ispSID)
 }
+
+// A renewal whose lease's server is no longer one of the ISP's (its
+// identifier and the address its ACK came from both unnamed now) goes to
+// every server, and the transaction notes as much (relay decides the
+// target once, for relayedTo and sendRelay): an ICMP port unreachable for
+// the server it went to is the transaction's (server_unreachable), not
+// taken for another server's.
+func TestRenewalToUnnamedServerUnreachableNoted(t *testing.T) {
+	r, second := twoServers(t, false)
+	r.bindVia(ispSID, netip.MustParseAddr("198.51.100.7"))
+	r.p.isps["alpha"].Servers = []netip.Addr{second}
+	ip := netip.MustParseAddr("100.64.0.101")
+	r.fromClientUnicast(renewing(t, s1, ip.String()), ip)
+	sent := r.snd.take()
+	if len(sent) != 1 || sent[0].port != upPort {
+		t.Fatalf("relayed %d frames, want the renewal to %v (counters %v)", len(sent), second, r.p.Counters())
+	}
+	var pkt classifier.Packet
+	if pkt.Decode(sent[0].frame) != classifier.ReasonNone || addr4(pkt.DstIP) != second {
+		t.Fatalf("renewal relayed to %v, want %v", addr4(pkt.DstIP), second)
+	}
+	r.unreachableQuoting(3, 0, sent[0].frame[14:])
+	if c := r.p.Counters(); c["server_unreachable"] != 1 {
+		t.Errorf("server_unreachable %d, want 1 (counters %v)", c["server_unreachable"], c)
+	}
+}

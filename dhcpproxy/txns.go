@@ -482,13 +482,9 @@ func (x *txns) serverID(t *txn) netip.Addr {
 	return t.serverID
 }
 
-// relayedTo notes that t's message is relayed to only of isp's servers,
-// or to all of them when only is not valid or not one of them (as
-// sendRelay sends it).
-func (x *txns) relayedTo(t *txn, isp *ISP, only netip.Addr) {
-	if !slices.Contains(isp.Servers, only) {
-		only = netip.Addr{}
-	}
+// relayedTo notes that t's message is relayed to the server only, or to
+// every server of its ISP when only is not valid (as sendRelay sends it).
+func (x *txns) relayedTo(t *txn, only netip.Addr) {
 	x.mu.Lock()
 	t.sentTo = only
 	x.mu.Unlock()

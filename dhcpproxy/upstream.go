@@ -286,8 +286,14 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 			only = held.relayAddr()
 		}
 	}
+	if !slices.Contains(isp.Servers, only) {
+		// Not one of isp's servers (none chosen, or an address the
+		// configuration does not name): to every server. What the
+		// transaction notes (relayedTo) is what sendRelay sends.
+		only = netip.Addr{}
+	}
 	if t != nil {
-		p.tx.relayedTo(t, isp, only)
+		p.tx.relayedTo(t, only)
 	}
 	gw, ok := p.nextHop(isp)
 	if !ok {
@@ -322,13 +328,10 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 }
 
 // sendRelay sends a relayed message via gw to the server only of isp, or
-// to every server of isp when only is not valid or not one of them (an
-// OFFER from an address the configuration does not name).
+// to every server of isp when only is not valid (relay makes only one of
+// isp's servers or invalid).
 func (p *Proxy) sendRelay(isp *ISP, gw, mac uint64, mt dhcpv4.MessageType, xid dhcpv4.TransactionID, payload []byte, only netip.Addr) {
 	failpoint.Hit(failpoint.RelayBeforeSend)
-	if !slices.Contains(isp.Servers, only) {
-		only = netip.Addr{}
-	}
 	sent := false
 	for _, srv := range isp.Servers {
 		if only.IsValid() && srv != only {
