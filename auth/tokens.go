@@ -177,6 +177,20 @@ func (t *Tokens) Lookup(bearer string) (Principal, bool) {
 	return entries[found].p, true
 }
 
+// FileError is the problem of one token file: LoadTokens, SetFiles and
+// Reload return them joined (errors.Join), one per file that failed.
+type FileError struct {
+	TokenFile
+	Err error
+}
+
+// Error reads "key: problem".
+func (e *FileError) Error() string { return e.Key + ": " + e.Err.Error() }
+
+// Unwrap returns the problem (an fs error for a file that could not be
+// read: errors.Is(err, fs.ErrPermission) tells one that was not allowed).
+func (e *FileError) Unwrap() error { return e.Err }
+
 func readAll(files []TokenFile) ([]entry, error) {
 	var errs []error
 	out := make([]entry, 0, len(files))
@@ -184,11 +198,11 @@ func readAll(files []TokenFile) ([]entry, error) {
 	for _, f := range files {
 		sum, err := ReadTokenFile(f.Path)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", f.Key, err))
+			errs = append(errs, &FileError{TokenFile: f, Err: err})
 			continue
 		}
 		if other, dup := seen[sum]; dup {
-			errs = append(errs, fmt.Errorf("%s: token file %s holds the same token as %s", f.Key, f.Path, other))
+			errs = append(errs, &FileError{TokenFile: f, Err: fmt.Errorf("token file %s holds the same token as %s", f.Path, other)})
 			continue
 		}
 		seen[sum] = f.Key

@@ -149,3 +149,13 @@ func printable(s string) string {
 func oneLine(s string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(s, "\r", " "), "\n", " ")
 }
+
+// ErrorAt is the problem msg with key of the configuration file (named
+// file, read as src), at the key's line as Parse would report it: for
+// problems found after parsing, in the files the configuration names
+// (ispmux check).
+func ErrorAt(file string, src []byte, key, msg string) *Error {
+	c := newCollector(file, src)
+	c.add(key, msg)
+	return c.errs[0]
+}

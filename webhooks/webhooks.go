@@ -152,6 +152,21 @@ func (m *Manager) initCursor(isp string) error {
 	return nil
 }
 
+// ReadCA reads a webhook_ca_file: the PEM certificates the receiver's
+// certificate must chain to, as a pool and as read. A file without one is
+// an error.
+func ReadCA(path string) (*x509.CertPool, []byte, error) {
+	ca, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return nil, nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, ca, nil
+}
+
 // build makes the target of ISP p (p.WebhookURL set).
 func (m *Manager) build(p configs.ISP) (*target, error) {
 	u, err := url.Parse(p.WebhookURL)
@@ -165,15 +180,9 @@ func (m *Manager) build(p configs.ISP) (*target, error) {
 	tlsc := &tls.Config{MinVersion: tls.VersionTLS12}
 	var ca []byte
 	if p.WebhookCAFile != "" {
-		ca, err = os.ReadFile(p.WebhookCAFile)
-		if err != nil {
+		if tlsc.RootCAs, ca, err = ReadCA(p.WebhookCAFile); err != nil {
 			return nil, fmt.Errorf("isp %s webhook_ca_file: %w", p.Name, err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(ca) {
-			return nil, fmt.Errorf("isp %s webhook_ca_file: %s holds no PEM certificate", p.Name, p.WebhookCAFile)
-		}
-		tlsc.RootCAs = pool
 	}
 	retryMax := p.WebhookRetryMaxDur
 	if retryMax <= 0 {

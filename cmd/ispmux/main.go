@@ -3,7 +3,7 @@
 //
 //	ispmux run   -c FILE           run the appliance (headless; SIGINT/SIGTERM stop it cleanly,
 //	                               SIGHUP re-reads the file's subscriber entries)
-//	ispmux check -c FILE           validate a configuration and exit
+//	ispmux check -c FILE           validate a configuration and the files it names, and exit
 //	ispmux ctl   COMMAND ...       talk to a running appliance: over the API (--api URL, a token)
 //	                               or, as root on the box, its control socket (-c FILE or --socket PATH):
 //	                               status, events, backup, isps, customers, devices, bindings,
@@ -18,6 +18,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -29,6 +30,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
+	"slices"
 	"syscall"
 	"time"
 
@@ -57,7 +59,7 @@ const usage = `usage: ispmux <command> [flags]
 
 commands:
   run   -c FILE              run the appliance (--log-format text|json)
-  check -c FILE              validate a configuration
+  check -c FILE              validate a configuration and the files it names (tokens, TLS, webhooks)
   ctl   COMMAND [flags]      talk to a running appliance: over the API (--api URL and a token) or,
                              as root on the box, over its control socket (-c FILE or --socket PATH);
                              status, events, backup, isps, customers, devices, bindings, subscriber,
@@ -89,7 +91,7 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	case "run":
 		return cmdRun(ctx, args[1:], stdout, stderr)
 	case "check":
-		return cmdCheck(args[1:], stdout)
+		return cmdCheck(args[1:], stdout, stderr)
 	case "ctl":
 		return cmdCtl(ctx, args[1:], stdin, stdout, stderr)
 	case "version":
@@ -123,14 +125,38 @@ func configCommand(name, summary string, args []string, stdout io.Writer) (strin
 	return *path, nil
 }
 
-func cmdCheck(args []string, stdout io.Writer) error {
-	path, err := configCommand("check", "Validate a configuration file and print a summary of it; errors name file:line: key.", args, stdout)
+func cmdCheck(args []string, stdout, stderr io.Writer) error {
+	path, err := configCommand("check", "Validate a configuration file and the files it names (token files, TLS certificates\n"+
+		"and keys, webhook secrets and CAs) as run reads them, and print a summary of it; errors name\n"+
+		"file:line: key. A file check may not read is a warning: run check as the user ispmux runs as.", args, stdout)
 	if err != nil {
 		return err
 	}
-	cfg, err := configs.Load(path)
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := configs.Parse(path, src)
 	if err != nil {
 		return err
+	}
+	var errs configs.Errors
+	unchecked := 0
+	for _, p := range appliance.CheckFiles(cfg) {
+		if p.Unchecked {
+			unchecked++
+			fmt.Fprintln(stderr, configs.ErrorAt(path, src, p.Key, fmt.Sprintf("warning: could not be checked: %v (run check as the user ispmux runs as)", p.Err)))
+			continue
+		}
+		errs = append(errs, configs.ErrorAt(path, src, p.Key, p.Err.Error()))
+	}
+	if len(errs) > 0 {
+		slices.SortStableFunc(errs, func(a, b *configs.Error) int { return cmp.Compare(a.Line, b.Line) })
+		return errs
+	}
+	if unchecked > 0 {
+		fmt.Fprintf(stdout, "%s: ok, but %d file(s) it names could not be checked (see the warnings)\n%s", path, unchecked, cfg.Summary())
+		return nil
 	}
 	fmt.Fprintf(stdout, "%s: ok\n%s", path, cfg.Summary())
 	return nil

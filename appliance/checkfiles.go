@@ -1,0 +1,98 @@
+package appliance
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"github.com/ispmux/ispmux/auth"
+	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/internal/tlsreload"
+	"github.com/ispmux/ispmux/webhooks"
+)
+
+// FileProblem is a file named by the configuration that Start (or Run,
+// for the API's and the metrics' certificates) would refuse, found by
+// CheckFiles.
+type FileProblem struct {
+	Key string // the configuration key naming the file, e.g. "isp[0].token_files[1]"
+	Err error
+	// Unchecked: the file could not be read for want of permission
+	// (ispmux check run as another user than ispmux): neither good nor
+	// bad as far as CheckFiles knows.
+	Unchecked bool
+}
+
+// CheckFiles reads the files cfg names that ispmux reads when it starts
+// (token files, TLS certificates and keys, webhook secrets and CAs), with
+// the functions it reads them with, and returns what it would refuse.
+// A file is checked only where ispmux reads it: the API's certificate when
+// the API listens (cfg.ServesAPI), the metrics' when metrics are served,
+// the portal's when it is enabled, an ISP's webhook files when it has a
+// webhook_url.
+func CheckFiles(cfg *configs.Config) []FileProblem {
+	var out []FileProblem
+	add := func(key string, err error) {
+		out = append(out, FileProblem{Key: key, Err: err, Unchecked: errors.Is(err, fs.ErrPermission)})
+	}
+	if _, err := auth.LoadTokens(auth.TokenFilesFromConfig(cfg)); err != nil {
+		for _, e := range joined(err) {
+			var fe *auth.FileError
+			if errors.As(e, &fe) {
+				add(fe.Key, fe.Err)
+			} else {
+				add("api", e)
+			}
+		}
+	}
+	for i, p := range cfg.ISPs {
+		if p.WebhookURL == "" {
+			continue
+		}
+		key := fmt.Sprintf("isp[%d].", i)
+		if _, err := webhooks.ReadSecret(p.WebhookSecretFile); err != nil {
+			add(key+"webhook_secret_file", err)
+		}
+		if p.WebhookCAFile != "" {
+			if _, _, err := webhooks.ReadCA(p.WebhookCAFile); err != nil {
+				add(key+"webhook_ca_file", err)
+			}
+		}
+	}
+	for _, c := range []struct {
+		on             bool
+		name, cert, ky string
+	}{
+		{cfg.ServesAPI(), "api", cfg.API.TLSCert, cfg.API.TLSKey},
+		{cfg.Metrics.Enabled(), "metrics", cfg.Metrics.TLSCert, cfg.Metrics.TLSKey},
+		{cfg.Portal.Enabled, "portal", cfg.Portal.TLSCert, cfg.Portal.TLSKey},
+	} {
+		if !c.on || c.cert == "" {
+			continue
+		}
+		err := tlsreload.New(tlsreload.Config{Name: c.name, CertFile: c.cert, KeyFile: c.ky}).Load()
+		if err != nil {
+			add(c.name+"."+tlsKey(err, c.ky), err)
+		}
+	}
+	return out
+}
+
+// tlsKey is the key a certificate pair's load error belongs to: tls_key
+// when the key file could not be read, else tls_cert (the pair's parse
+// errors name both files).
+func tlsKey(err error, keyFile string) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Path == keyFile {
+		return "tls_key"
+	}
+	return "tls_cert"
+}
+
+// joined is the errors errors.Join made err of, or err alone.
+func joined(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// checkConfig writes a configuration of one access port and one ISP
+// alpha, with extra appended to its [api] table and isp (if any) to its
+// [[isp]] entry, in dir; it returns the file's path.
+func checkConfig(t *testing.T, dir, api, isp string) string {
+	t.Helper()
+	path := filepath.Join(dir, "ispmux.toml")
+	cfg := "version = 1\n[api]\n" + api +
+		"[metrics]\nlisten = \"127.0.0.1:9400\"\n" +
+		"[[access]]\ninterface = \"acc0\"\n" +
+		"[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n" + isp
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// lineOf is the 1-based line of path's first line starting with prefix.
+func lineOf(t *testing.T, path, prefix string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return i + 1
+		}
+	}
+	t.Fatalf("no line %q in %s", prefix, path)
+	return 0
+}
+
+// writeTestCert writes a self-signed certificate and its key.
+func writeTestCert(t *testing.T, certFile, keyFile string) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ispmux"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, certFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	writeFile(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})))
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCheckReadsTheFilesRunReads: check refuses a configuration whose
+// token files, TLS certificates or webhook files run would refuse at
+// start, naming file:line: key and the file; it passes them when they are
+// good, and does not read what run does not read.
+func TestCheckReadsTheFilesRunReads(t *testing.T) {
+	const token = "abcdefghijklmnopqrstuvwxyz0123456789"
+	secret := "whsec_" + base64.StdEncoding.EncodeToString(make([]byte, 32))
+	for _, tt := range []struct {
+		name     string
+		api, isp string
+		files    func(dir string)
+		key      string // the key of the error, "" for none; its line starts with key's last part
+		want     string
+	}{
+		{name: "good files", api: "operator_token_file = \"D/op.token\"\ntls_cert = \"D/api.crt\"\ntls_key = \"D/api.key\"\n",
+			isp: "token_files = [\"D/alpha.token\"]\nwebhook_url = \"https://hooks.example/\"\nwebhook_secret_file = \"D/alpha.whsec\"\nwebhook_ca_file = \"D/ca.pem\"\n",
+			files: func(d string) {
+				writeFile(t, d+"/op.token", token+"\n")
+				writeFile(t, d+"/alpha.token", "sha256:"+strings.Repeat("ab", 32)+"\n")
+				writeFile(t, d+"/alpha.whsec", secret+"\n")
+				writeTestCert(t, d+"/api.crt", d+"/api.key")
+				writeTestCert(t, d+"/ca.pem", d+"/ca.key")
+			}},
+		{name: "missing operator token", api: "operator_token_file = \"D/op.token\"\n",
+			key: "api.operator_token_file", want: "D/op.token: no such file"},
+		{name: "short isp token", isp: "token_files = [\"D/alpha.token\"]\n",
+			files: func(d string) { writeFile(t, d+"/alpha.token", "short\n") },
+			key:   "isp[0].token_files[0]", want: "token file D/alpha.token: a token must be"},
+		{name: "same token twice", api: "operator_token_file = \"D/op.token\"\n", isp: "token_files = [\"D/alpha.token\"]\n",
+			files: func(d string) { writeFile(t, d+"/op.token", token); writeFile(t, d+"/alpha.token", token) },
+			key:   "isp[0].token_files[0]", want: "holds the same token as api.operator_token_file"},
+		{name: "bad webhook secret", isp: "webhook_url = \"https://hooks.example/\"\nwebhook_secret_file = \"D/alpha.whsec\"\n",
+			files: func(d string) { writeFile(t, d+"/alpha.whsec", "hunter2\n") },
+			key:   "isp[0].webhook_secret_file", want: "D/alpha.whsec: webhook secret must start with whsec_"},
+		{name: "webhook ca without a certificate", isp: "webhook_url = \"https://hooks.example/\"\nwebhook_secret_file = \"D/alpha.whsec\"\nwebhook_ca_file = \"D/ca.pem\"\n",
+			files: func(d string) {
+				writeFile(t, d+"/alpha.whsec", secret)
+				writeFile(t, d+"/ca.pem", "not a certificate\n")
+			},
+			key: "isp[0].webhook_ca_file", want: "D/ca.pem holds no PEM certificate"},
+		{name: "missing api key", api: "operator_token_file = \"D/op.token\"\ntls_cert = \"D/api.crt\"\ntls_key = \"D/api.key\"\n",
+			files: func(d string) { writeFile(t, d+"/op.token", token); writeTestCert(t, d+"/api.crt", d+"/other.key") },
+			key:   "api.tls_key", want: "D/api.key: no such file"},
+		{name: "api key of another certificate", api: "operator_token_file = \"D/op.token\"\ntls_cert = \"D/api.crt\"\ntls_key = \"D/api.key\"\n",
+			files: func(d string) {
+				writeFile(t, d+"/op.token", token)
+				writeTestCert(t, d+"/api.crt", d+"/other.key")
+				writeTestCert(t, d+"/other.crt", d+"/api.key")
+			},
+			key: "api.tls_cert", want: "D/api.crt, D/api.key: tls: private key does not match public key"},
+		// Without a token file the API does not listen: run never reads
+		// its certificate.
+		{name: "api certificate of an API that does not listen", api: "tls_cert = \"D/api.crt\"\ntls_key = \"D/api.key\"\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			d := func(s string) string { return strings.ReplaceAll(s, "D/", dir+"/") }
+			if tt.files != nil {
+				tt.files(dir)
+			}
+			path := checkConfig(t, dir, d(tt.api), d(tt.isp))
+			out, _, err := runCmd(t, "", "check", "-c", path)
+			if tt.key == "" {
+				if err != nil || !strings.HasPrefix(out, path+": ok\n") {
+					t.Fatalf("check: %v\n%s", err, out)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("check passed, want %s refused:\n%s", tt.key, out)
+			}
+			short := tt.key[strings.LastIndexAny(tt.key, ".")+1:]
+			if i := strings.IndexByte(short, '['); i >= 0 {
+				short = short[:i]
+			}
+			prefix := fmt.Sprintf("%s:%d: %s: ", path, lineOf(t, path, short+" ="), tt.key)
+			if msg := err.Error(); !strings.HasPrefix(msg, prefix) || !strings.Contains(msg, d(tt.want)) {
+				t.Fatalf("check: %v\nwant %q... %q", err, prefix, d(tt.want))
+			}
+		})
+	}
+}
+
+// TestCheckWarnsOfFilesItMayNotRead: a file check is not allowed to read
+// (check run as another user than ispmux) is neither ok nor an error: a
+// warning names it, file:line: key, and says it could not be checked.
+func TestCheckWarnsOfFilesItMayNotRead(t *testing.T) {
+	dir := t.TempDir()
+	// The configuration is readable by all (the test's directories too).
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok := filepath.Join(dir, "op.token")
+	writeFile(t, tok, "abcdefghijklmnopqrstuvwxyz0123456789\n")
+	path := checkConfig(t, dir, fmt.Sprintf("operator_token_file = %q\n", tok), "")
+	var out, errOut string
+	var err error
+	if os.Geteuid() == 0 {
+		// Root reads any file: check runs on a thread of its own whose
+		// file-system uid is nobody's (which drops, on that thread
+		// only, the capability to read what the mode forbids). The
+		// thread ends with the goroutine that locked it.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			runtime.LockOSThread()
+			if e := syscall.Setfsuid(65534); e != nil {
+				err = e
+				return
+			}
+			out, errOut, err = runCmd(t, "", "check", "-c", path)
+		}()
+		<-done
+	} else {
+		if e := os.Chmod(tok, 0); e != nil {
+			t.Fatal(e)
+		}
+		out, errOut, err = runCmd(t, "", "check", "-c", path)
+	}
+	if err != nil {
+		t.Fatalf("check: %v\n%s%s", err, out, errOut)
+	}
+	want := fmt.Sprintf("%s:%d: api.operator_token_file: warning: could not be checked: ", path, lineOf(t, path, "operator_token_file ="))
+	if !strings.HasPrefix(errOut, want) || !strings.Contains(errOut, tok+": permission denied") {
+		t.Errorf("stderr %q, want %q... %s: permission denied", errOut, want, tok)
+	}
+	if !strings.HasPrefix(out, path+": ok, but 1 file(s) it names could not be checked") {
+		t.Errorf("stdout %q", out)
+	}
+}
