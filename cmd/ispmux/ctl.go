@@ -113,7 +113,7 @@ var ctlCommands = []*ctlCommand{
 			fs.BoolVar(&o.follow, "follow", false, "stream events live (Server-Sent Events) until interrupted")
 			fs.IntVar(&o.limit, "limit", 0, "at most `N` events (1..1000)")
 		},
-		run: ctlEvents},
+		run: withISPHint(ctlEvents)},
 	{name: "backup", short: "a consistent copy of the running store (control socket)", args: "OUT", min: 1, max: 1,
 		summary: "Write a consistent copy of the running appliance's store (state_dir/ispmux.db) to OUT,\n" +
 			"checked against the size and SHA-256 the appliance sent. Control socket only.",
@@ -208,7 +208,7 @@ var ctlCommands = []*ctlCommand{
 		flags: func(fs *flag.FlagSet, o *ctlOpts) {
 			fs.StringVar(&o.isp, "isp", "", "look in this `ISP` only (needed with an ISP's token)")
 		},
-		run: ctlSubscriber},
+		run: withISPHint(ctlSubscriber)},
 	{name: "webhook", short: "an ISP's webhook delivery: cursor, lag, attempts, last error", args: "ISP", min: 1, max: 1,
 		summary: "An ISP's webhook delivery state: the last acknowledged event, how many are behind (lag), the\n" +
 			"failing attempts, the last error and success, totals since start. An ISP sees its own only.",

@@ -3,12 +3,15 @@ package main
 import (
 	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"strconv"
 
 	"github.com/ispmux/ispmux/api"
 	"github.com/ispmux/ispmux/api/client"
+	"github.com/ispmux/ispmux/internal/shellquote"
 	"github.com/ispmux/ispmux/tenants"
 )
 
@@ -320,4 +323,31 @@ func (e *ctlEnv) followEvents(c *client.Client, isp string, after int64, keep fu
 		_, err := fmt.Fprintln(e.stdout, eventLine(eventCells(m.Event)))
 		return err
 	})
+}
+
+// withISPHint is run with a hint on the refusal an ISP's token gets
+// without --isp (the command then asks for every ISP's, the operator's
+// endpoint): add --isp with the token's ISP, which GET /v1/isps names (an
+// ISP's token lists its own ISP only). A token that may not list ISPs (a
+// claim token) gets no hint: --isp would not help it.
+func withISPHint(run func(*ctlEnv, []string) error) func(*ctlEnv, []string) error {
+	return func(e *ctlEnv, args []string) error {
+		err := run(e, args)
+		var p *client.Error
+		if e.o.isp != "" || !errors.As(err, &p) || p.Status != http.StatusForbidden {
+			return err
+		}
+		c, cerr := e.client()
+		if cerr != nil {
+			return err
+		}
+		isps, lerr := c.ISPs(e.ctx)
+		switch {
+		case lerr != nil:
+			return err
+		case len(isps) == 1:
+			return hinted{err, fmt.Sprintf("an ISP's token sees its own ISP only: add --isp %s", shellquote.Join([]string{isps[0].Name}))}
+		}
+		return hinted{err, "an ISP's token sees its own ISP only: add --isp ISP"}
+	}
 }

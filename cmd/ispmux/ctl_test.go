@@ -594,3 +594,28 @@ func TestCtlEventsFollow(t *testing.T) {
 		})
 	}
 }
+
+// TestCtlISPTokenWithoutISPHint: an ISP's token without --isp asks for
+// the operator's endpoint of every ISP's events (or device); the refusal
+// says what to do: add --isp with the token's ISP.
+func TestCtlISPTokenWithoutISPHint(t *testing.T) {
+	r := newRig(t, nil)
+	for _, args := range [][]string{
+		r.api("alpha", "events"),
+		r.api("alpha", "events", "--follow"),
+		r.api("alpha", "subscriber", "02:00:00:00:00:01"),
+	} {
+		_, _, err := runCmd(t, "", args...)
+		var b strings.Builder
+		report(&b, err)
+		if err == nil || !strings.Contains(b.String(), "this endpoint is the operator's") || !strings.Contains(b.String(), "add --isp alpha") {
+			t.Errorf("%q: %v\n%s", args, err, b.String())
+		}
+	}
+	// A claim token may not read events whatever --isp says: no hint.
+	_, _, err := runCmd(t, "", r.api("claim", "events")...)
+	var h hinted
+	if err == nil || errors.As(err, &h) {
+		t.Errorf("claim token: %v (hint %q)", err, h.hint)
+	}
+}
