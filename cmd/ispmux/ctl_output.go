@@ -149,12 +149,15 @@ var bindingColumns = columns[tenants.Binding]{
 }
 
 // Event columns: the tables use a tabwriter; a followed stream, whose
-// rows come one at a time, fixed widths. REQUEST is the API request that
-// made the change (with its ACTOR): what a caller quotes, and what
-// `ctl events --request-id` looks for.
+// rows come one at a time, a fixed width per column (but the last), wide
+// enough for its usual values: every kind, a MAC, an IPv4 address, a
+// reason of a few words, an actor "isp:NAME". A longer cell is never cut:
+// it pushes the rest of its own row to the right. REQUEST is the API
+// request that made the change (with its ACTOR): what a caller quotes,
+// and what `ctl events --request-id` looks for.
 var (
 	eventHeader = []string{"SEQ", "TIME", "KIND", "MAC", "ISP", "CUSTOMER", "IP", "REASON", "ACTOR", "REQUEST"}
-	eventWidths = []int{8, 19, 15, 17, 10, 14, 15, 0, 0, 0}
+	eventWidths = []int{8, 19, 16, 17, 10, 14, 15, 32, 20, 0}
 )
 
 func eventCells(ev tenants.Event) []string {
@@ -162,7 +165,7 @@ func eventCells(ev tenants.Event) []string {
 		orDash(ev.CustomerID), orDash(ev.IP), orDash(ev.Reason), orDash(ev.Actor), orDash(ev.RequestID)}
 }
 
-// eventLine is one row of fixed-width columns.
+// eventLine is one row of fixed-width columns (eventWidths).
 func eventLine(cells []string) string {
 	var b strings.Builder
 	for i, c := range cells {
@@ -170,7 +173,7 @@ func eventLine(cells []string) string {
 		if i > 0 {
 			b.WriteString("  ")
 		}
-		if i < len(cells)-1 && eventWidths[i] > 0 {
+		if i < len(cells)-1 {
 			fmt.Fprintf(&b, "%-*s", eventWidths[i], c)
 		} else {
 			b.WriteString(c)

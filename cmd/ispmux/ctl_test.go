@@ -619,3 +619,43 @@ func TestCtlISPTokenWithoutISPHint(t *testing.T) {
 		t.Errorf("claim token: %v (hint %q)", err, h.hint)
 	}
 }
+
+// TestFollowedEventsAligned: ctl events --follow prints each event as it
+// comes, in fixed-width columns: every column of every row starts under
+// its header, as in the table without --follow, for the usual values of
+// each (every kind, a reason of a few words, an ISP's actor).
+func TestFollowedEventsAligned(t *testing.T) {
+	at := time.Date(2026, 12, 5, 2, 20, 13, 0, time.UTC)
+	var evs []tenants.Event
+	for i, k := range []subscribers.EventKind{
+		subscribers.EventBound, subscribers.EventNak, subscribers.EventRateLimited, subscribers.EventClaimRefused,
+		subscribers.EventCustomerCreated, subscribers.EventCustomerUpdated, subscribers.EventDeviceAttached,
+		subscribers.EventAttachRefused, subscribers.EventOnboardingEnded, subscribers.EventSuppressed,
+	} {
+		ev := tenants.Event{Seq: uint64(1200 + i), Time: at, Kind: string(k)}
+		switch i % 3 {
+		case 0:
+			ev.MAC, ev.ISP, ev.CustomerID, ev.IP = "02:00:00:00:00:07", "alpha", "c-12", "100.64.255.254"
+			ev.Reason = "address not available"
+		case 1:
+			ev.ISP, ev.CustomerID, ev.Reason = "beta", "a-5", "status suspended, device_limit 3"
+			ev.Actor, ev.RequestID = "isp:beta-1", "9ba6a62faa12a5d8249d39a4"
+		case 2:
+			ev.Actor, ev.RequestID = "operator:operator", "4658d3144a6c8d4a93f010a5"
+		}
+		evs = append(evs, ev)
+	}
+	header := eventLine(eventHeader)
+	for _, ev := range evs {
+		row := eventLine(eventCells(ev))
+		pos, hpos := 0, 0
+		for i, c := range eventCells(ev) {
+			at := strings.Index(row[pos:], c) + pos
+			want := strings.Index(header[hpos:], eventHeader[i]) + hpos
+			if at != want {
+				t.Fatalf("%s: column %s starts at %d, its header at %d:\n%s\n%s", ev.Kind, eventHeader[i], at, want, header, row)
+			}
+			pos, hpos = at+len(c), want+len(eventHeader[i])
+		}
+	}
+}
