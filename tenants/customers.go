@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -311,6 +312,8 @@ func pageLimit(n int) int {
 }
 
 // UpdateCustomer changes a customer's password, status or device limit.
+// A patch that changes nothing (every field absent or set to the value it
+// has) writes nothing and records no event: the customer is returned.
 func (t *Tenants) UpdateCustomer(ctx context.Context, a Actor, isp, id string, p CustomerPatch) (Customer, error) {
 	if err := t.checkISP(isp); err != nil {
 		return Customer{}, err
@@ -339,8 +342,10 @@ func (t *Tenants) UpdateCustomer(ctx context.Context, a Actor, isp, id string, p
 		return Customer{}, fmt.Errorf("%w: customer %q comes from the configuration (read-only)", ErrConflict, id)
 	}
 	was := c.Status
+	// what lists the changes: a field set to the value it has is none,
+	// and a patch without any writes nothing and records no event.
 	var what []string
-	if h != "" {
+	if h != "" && h != c.PasswordHash {
 		c.PasswordHash = h
 		what = append(what, "password")
 	}
@@ -349,16 +354,27 @@ func (t *Tenants) UpdateCustomer(ctx context.Context, a Actor, isp, id string, p
 		if err != nil {
 			return Customer{}, err
 		}
-		c.Status = string(st)
-		what = append(what, "status "+c.Status)
+		if string(st) != c.Status {
+			c.Status = string(st)
+			what = append(what, "status "+c.Status)
+		}
 	}
 	if p.DeviceLimit != nil {
 		lim, err := checkLimit(*p.DeviceLimit)
 		if err != nil {
 			return Customer{}, err
 		}
-		c.DeviceLimit = lim
-		what = append(what, fmt.Sprintf("device limit %d", lim))
+		if lim != c.DeviceLimit {
+			c.DeviceLimit = lim
+			what = append(what, fmt.Sprintf("device limit %d", lim))
+		}
+	}
+	if len(what) == 0 {
+		regs, err := t.store.DevicesOf(isp, id)
+		if err != nil {
+			return Customer{}, err
+		}
+		return t.customerView(c, len(regs)), nil
 	}
 	c.Updated = time.Now()
 	kind := subscribers.EventCustomerUpdated
@@ -366,24 +382,13 @@ func (t *Tenants) UpdateCustomer(ctx context.Context, a Actor, isp, id string, p
 		kind = subscribers.EventSuspended
 	}
 	if _, err := t.apply(subscribers.TenantWrite{PutCustomers: []subscribers.Customer{c},
-		Events: []subscribers.Event{event(a, kind, isp, id, subscribers.MAC{}, joinWhat(what))}}); err != nil {
+		Events: []subscribers.Event{event(a, kind, isp, id, subscribers.MAC{}, strings.Join(what, ", "))}}); err != nil {
 		return Customer{}, err
 	}
 	failpoint.Hit(failpoint.TenantAfterCommit)
 	t.afterStatus(isp, id, was == string(StatusSuspended), c.Status == string(StatusSuspended))
 	regs, _ := t.store.DevicesOf(isp, id)
 	return t.customerView(c, len(regs)), nil
-}
-
-func joinWhat(what []string) string {
-	if len(what) == 0 {
-		return "nothing changed"
-	}
-	s := what[0]
-	for _, w := range what[1:] {
-		s += ", " + w
-	}
-	return s
 }
 
 // DeleteCustomer ends its devices' bindings, detaches them and removes it.

@@ -689,3 +689,49 @@ func TestOperatorTakenConfigDeviceNotToldToMove(t *testing.T) {
 		t.Errorf("operator told %q; the move it names answers %q", err, merr)
 	}
 }
+
+// TestUpdateCustomerUnchanged: a PATCH that sets a customer's fields to
+// the values they have (or sets none) changes nothing: nothing is written
+// (Updated stays) and no event is recorded, as for a device's PATCH; the
+// answer is the customer. A PATCH that changes one field of several
+// given names only that one in its event.
+func TestUpdateCustomerUnchanged(t *testing.T) {
+	r := newRig(t)
+	pw := "correct horse battery"
+	c, err := r.ten.CreateCustomer(ctx, beta, "beta", CustomerInput{ID: "c-1", Password: pw, DeviceLimit: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := r.store.Customer("beta", "c-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := r.events("beta")
+	active, lim, hash := StatusActive, c.DeviceLimit, stored.PasswordHash
+	for _, p := range []CustomerPatch{
+		{},
+		{DeviceLimit: &lim},
+		{Status: &active},
+		{Status: &active, DeviceLimit: &lim},
+		{PasswordHash: &hash},
+	} {
+		got, err := r.ten.UpdateCustomer(ctx, beta, "beta", "c-1", p)
+		if err != nil || got.ID != "c-1" || got.Status != StatusActive || got.DeviceLimit != lim || !got.Updated.Equal(c.Updated) {
+			t.Errorf("patch %+v: %+v, %v; want the customer unchanged", p, got, err)
+		}
+		if now, _ := r.store.Customer("beta", "c-1"); !now.Updated.Equal(stored.Updated) || now.PasswordHash != hash {
+			t.Errorf("patch %+v wrote the customer: %+v", p, now)
+		}
+		if n := r.events("beta"); len(n) != len(evs) {
+			t.Errorf("patch %+v recorded %v", p, kinds(n[len(evs):]))
+		}
+	}
+	three := 3
+	if _, err := r.ten.UpdateCustomer(ctx, beta, "beta", "c-1", CustomerPatch{Status: &active, DeviceLimit: &three}); err != nil {
+		t.Fatal(err)
+	}
+	n := r.events("beta")
+	if len(n) != len(evs)+1 || n[len(n)-1].Kind != string(subscribers.EventCustomerUpdated) || n[len(n)-1].Reason != "device limit 3" {
+		t.Errorf("device limit 2 → 3 (status as it was): %+v", n[len(evs):])
+	}
+}
