@@ -531,6 +531,62 @@ func TestMoveAfterRestartWaitsClientLeaseMax(t *testing.T) {
 	r.wantMovedToAcc1(et, r.wantOfferOnAcc1("DISCOVER on acc1 client_lease_max after its first"))
 }
 
+// A device registered for any access, bound at alpha on acc0, is moved to
+// beta: its old binding forwards until its next message or
+// client_lease_max (make-before-break), and meanwhile refuses another
+// circuit's DISCOVER of its MAC (endOtherCircuits). Then ispmux restarts.
+// The restore ended the old binding at once (a stale registration): the
+// MAC held no binding anywhere, and a device forging it on acc1 was
+// served at its first DISCOVER (relayed to beta), then held the service
+// against the device, answering ARP there. The old binding is restored
+// now, with the move's deadline client_lease_max from the restore (every
+// client lease given before has run out by then): the forger is refused,
+// and the binding ends at that deadline.
+func TestMovedDeviceOldBindingKeptAcrossRestart(t *testing.T) {
+	r, _ := newSRig(t)
+	cfg := r.p.cfg
+	cfg.Circuits = append(cfg.Circuits, Circuit{Name: "acc1", Interface: "acc0", Port: accPort, VLAN: 5, MAC: accMAC, Addr: ourSID})
+	r.p = New(cfg, r.store, r.p.reg, newEngineTables(), r.snd, nil)
+	if got := r.dora(s1, kea(t, time.Hour), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("DORA on acc0: %v", got)
+	}
+	r.moveTo("beta")
+	if n := r.p.RevalidateMACs([]uint64{s1MAC}); n != 1 || r.p.MovesPending() != 1 {
+		t.Fatalf("RevalidateMACs = %d, moves pending %d; want the move pending", n, r.p.MovesPending())
+	}
+	r.p.committing.Wait()
+	r.p.notes.wait()
+	r.snd.take()
+
+	et := newEngineTables()
+	start := time.Now()
+	r.p = New(cfg, r.store, r.p.reg, et, r.snd, nil)
+	if _, err := r.p.Restore(start); err != nil {
+		t.Fatal(err)
+	}
+	r.p.notes.wait()
+	sent := r.discoverOnAcc1()
+	if len(sent[betaPort]) != 0 || r.p.Counters()["moved_circuit_refused"] != 1 {
+		t.Errorf("a DISCOVER of s1's MAC on acc1 after the restart: relayed to beta %v (counters %v); want it refused while s1's old binding on acc0 lasts",
+			sent[betaPort], r.p.Counters())
+	}
+	r.wantHeldOnAcc0(et, "after the restart", sent)
+	if r.p.MovesPending() != 1 {
+		t.Errorf("moves pending %d after the restart, want the old binding's deadline", r.p.MovesPending())
+	}
+	r.p.expire(start.Add(cfg.ClientLeaseMax - time.Second))
+	r.snd.take() // the probes of acc0
+	if _, ok := et.boundOn(0, s1MAC); !ok {
+		t.Fatal("the old binding ended before client_lease_max from the restore")
+	}
+	r.p.expire(start.Add(cfg.ClientLeaseMax + time.Second))
+	r.p.notes.wait()
+	if _, ok := et.boundOn(0, s1MAC); ok || r.p.MovesPending() != 0 || r.p.Counters()["move_cut"] != 1 {
+		t.Errorf("client_lease_max after the restore: still forwarding %v, moves pending %d (counters %v); want the old binding cut",
+			ok, r.p.MovesPending(), r.p.Counters())
+	}
+}
+
 // arpSent takes what the proxy sent and returns the ARP frames decoded,
 // with their port; anything else sent fails the test.
 func (r *prig) arpSent(what string) []arpOut {

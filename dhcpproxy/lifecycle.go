@@ -107,7 +107,9 @@ func (p *Proxy) Restore(now time.Time) (int, error) { return p.RestoreLoaded(p.L
 
 // RestoreLoaded installs every unexpired binding ld read in the tables,
 // ends the expired and stale ones (with their events, and a RELEASE to the
-// ISP for a revoked one), and queues the intents a previous run left
+// ISP for a revoked one) but the old binding of a moved device registered
+// for any access, kept until ClientLeaseMax from now as a move's is
+// (holdsCircuit), and queues the intents a previous run left
 // pending; then the onboarding leases (restoreOnboarding). It returns the
 // number of ISP bindings restored. Call it with the registry loaded and
 // the static bindings installed, before the datapath starts forwarding.
@@ -134,16 +136,23 @@ func (p *Proxy) RestoreLoaded(ld *Loaded) (int, error) {
 		p.leases.load(ld.ks, ld.ls)
 	}()
 	stale := len(ld.ends)
+	var moved []subKey
 	for c, ks := range ld.ks {
 		ls := ld.ls[c]
 		for i, k := range ks {
 			h := held{k, ls[i]}
 			why := p.staleHeld(h)
-			if why == "" {
+			// A moved device's old binding that holds its circuit
+			// forwards until its deadline, as before the restart.
+			move := why != "" && p.holdsCircuit(h)
+			if why == "" || move {
 				if err := p.tables.Bind(binding.Binding{Port: k.circuit.port, VLAN: k.circuit.vlan, MAC: k.mac, ISP: h.l.isp, IP: h.l.addr()}); err != nil {
 					// Its address is now a static subscriber's (the
 					// configuration changed while ispmux was down).
 					why = "its address is taken: " + err.Error()
+				} else if move {
+					why = ""
+					moved = append(moved, k)
 				}
 			}
 			if why != "" {
@@ -156,6 +165,9 @@ func (p *Proxy) RestoreLoaded(ld *Loaded) (int, error) {
 	<-tableDone
 	for _, e := range ld.ends[stale:] {
 		p.leases.remove(e.sk)
+	}
+	for _, k := range moved {
+		p.setMoveCut(k, now)
 	}
 	n := ld.n - (len(ld.ends) - stale)
 	ld.ks, ld.ls = nil, nil

@@ -21,9 +21,10 @@ import (
 // move, when every lease ispmux gave it has run out (no ACK is given to a
 // moved device: renewals are NAKed, and an ISP's ACK of an exchange begun
 // before the move binds nothing, bindAndAck). The deadline is in RAM: at a
-// restart, Restore ends a moved device's binding at once (it cannot tell
-// when the device last renewed), and the rule being stateless, its next
-// REQUEST is NAKed all the same.
+// restart, Restore ends a moved device's old binding at once (the rule
+// being stateless, its next REQUEST is NAKed all the same), unless the
+// device is registered for any access: that binding is kept, its deadline
+// ClientLeaseMax from the restore (holdsCircuit).
 //
 // Blocked, suspended, detached and deleted devices, and moves the operator
 // wants cut at once (RevalidateMACsImmediate), end at once, as before.
@@ -57,13 +58,34 @@ func (p *Proxy) revalidate(h held, immediate bool, now time.Time) bool {
 		return false
 	}
 	if !immediate && p.onlyMoved(h) {
-		if p.leases.setCut(h.k, now.Add(p.cfg.ClientLeaseMax)) {
-			p.count("move_pending")
-		}
+		p.setMoveCut(h.k, now)
 		return true
 	}
 	p.revoke(h.k, p.full(h), why)
 	return true
+}
+
+// setMoveCut has the old binding sk of a device moved at now end at the
+// latest ClientLeaseMax later (the first move's deadline holds).
+func (p *Proxy) setMoveCut(sk subKey, now time.Time) {
+	if p.leases.setCut(sk, now.Add(p.cfg.ClientLeaseMax)) {
+		p.count("move_pending")
+	}
+}
+
+// holdsCircuit reports whether Restore keeps h, a stored binding whose
+// registration only moved to another ISP (onlyMoved) and is for any
+// access, until ClientLeaseMax from the restore (setMoveCut), when every
+// lease ispmux gave it before has run out. Its binding is what holds the
+// device's circuit against the others (endOtherCircuits): ended at once,
+// the MAC had no binding anywhere, and the first circuit to DISCOVER it
+// was served, a device forging the MAC on another circuit as well, which
+// then held the service against the device by answering ARP there. A
+// device pinned to its access is refused on the others outright
+// (wrong_circuit): its binding ends at once.
+func (p *Proxy) holdsCircuit(h held) bool {
+	reg, ok := p.reg.Lookup(h.k.mac)
+	return ok && reg.Access == "" && p.onlyMoved(h)
 }
 
 // onlyMoved reports whether h's registration is in force and only names

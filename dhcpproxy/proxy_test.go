@@ -494,15 +494,17 @@ func TestRestore(t *testing.T) {
 }
 
 // A registration changed while ispmux was down (blocked, withdrawn, moved
-// to another ISP) revokes the stored binding at restore: it must not
-// forward until its lease would have run out.
+// to another ISP while pinned to its access) revokes the stored binding at
+// restore: it must not forward until its lease would have run out. (The
+// old binding of a device registered for any access is kept until its
+// move's deadline: TestMovedDeviceOldBindingKeptAcrossRestart.)
 func TestRestoreRevokesChangedRegistrations(t *testing.T) {
 	r := newPRig(t)
 	now := time.Now()
 	regs := []subscribers.Registration{
 		{MAC: [6]byte{2, 0, 0, 0, 2, 1}, CustomerID: "keep", ISP: "alpha"},
 		{MAC: [6]byte{2, 0, 0, 0, 2, 2}, CustomerID: "blocked", ISP: "alpha", Blocked: true},
-		{MAC: [6]byte{2, 0, 0, 0, 2, 3}, CustomerID: "moved", ISP: "beta"},
+		{MAC: [6]byte{2, 0, 0, 0, 2, 3}, CustomerID: "moved", ISP: "beta", Access: "acc0"},
 		{MAC: [6]byte{2, 0, 0, 0, 2, 4}, CustomerID: "elsewhere", ISP: "alpha", Access: "acc9"},
 		// 02:00:00:00:02:05 has no registration at all.
 	}
