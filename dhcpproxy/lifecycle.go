@@ -518,16 +518,11 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 // delivered, the client holds nothing (NAKed, it starts over; not
 // answered, it asks again, and each ACK refused is released in turn),
 // and the ISP would hold the address for nobody until its lease ran out.
-// Not an address a binding ispmux installed holds at that ISP: the
-// subscriber's own (a renewal's ACK refused: the binding stands, and its
-// own end tells the ISP) or another's, whose lease that RELEASE, naming
-// this exchange's client, could free at a server that keys its leases by
-// client identifier.
+// Not an address a binding ispmux installed holds at that ISP
+// (installedAt): the subscriber's own (a renewal's ACK refused: the
+// binding stands, and its own end tells the ISP) or another's.
 func (p *Proxy) releaseRefused(t *txn, m *dhcpv4.DHCPv4, ip, from netip.Addr, why string) {
-	if p.holds(t.sub, t.isp, ip) {
-		return
-	}
-	if _, held := p.tables.Holder(t.isp.Index, ip); held {
+	if p.installedAt(t.sub, t.isp, ip) {
 		return
 	}
 	if !from.IsValid() || !p.sendRelease(t.isp, from, t.sub, t.op82, t.clientID, m, why) {

@@ -287,15 +287,16 @@ func (p *Proxy) releaseUnused(isp *ISP, pk pendKey, t *txn, sub subKey, op82, cl
 // releaseTooBig releases the lease server src committed with its ACK m to
 // t (a REQUEST, or a rapid-commit DISCOVER), refused as too big for the
 // client (refuseTooBig): the client never sees it, and the ISP would hold
-// the address for nobody until its lease ran out. Not the address of the
-// subscriber's binding at isp (a renewal's ACK: the binding stands, its
-// client answered from it), which that RELEASE would free. The client is
+// the address for nobody until its lease ran out. Not an address a
+// binding ispmux installed holds at isp (installedAt): the subscriber's
+// own (a renewal's ACK: the binding stands, its client answered from it),
+// which that RELEASE would free, or another's. The client is
 // not NAKed: a NAK (300 bytes at least, its client identifier echoed) is
 // only a few bytes shorter than the ACK's essential options, and a new
 // DISCOVER would meet the same limit.
 func (p *Proxy) releaseTooBig(isp *ISP, t *txn, src netip.Addr, m *dhcpv4.DHCPv4) {
 	ip := addrOf(m.YourIPAddr)
-	if !ip.IsValid() || ip.IsUnspecified() || p.holds(t.sub, isp, ip) {
+	if !ip.IsValid() || ip.IsUnspecified() || p.installedAt(t.sub, isp, ip) {
 		return
 	}
 	if !p.sendRelease(isp, src, t.sub, t.op82, t.clientID, m, "the ACK does not fit what the client takes; not delivered") {
@@ -327,6 +328,19 @@ func (p *Proxy) sendRelease(isp *ISP, src netip.Addr, sub subKey, op82, clientID
 func (p *Proxy) holds(sk subKey, isp *ISP, ip netip.Addr) bool {
 	l, ok := p.leases.get(sk)
 	return ok && l.isp == isp.Index && l.addr() == ip
+}
+
+// installedAt reports whether a binding ispmux installed holds ip at isp:
+// subscriber sk's own, or another subscriber's. A RELEASE of ip naming
+// sk's client, for an ACK sk does not take, must not go then: it would
+// free sk's binding, or the other's lease at a server keying leases by
+// client identifier.
+func (p *Proxy) installedAt(sk subKey, isp *ISP, ip netip.Addr) bool {
+	if p.holds(sk, isp, ip) {
+		return true
+	}
+	_, held := p.tables.Holder(isp.Index, ip)
+	return held
 }
 
 // refuseTooBig refuses the reply m (size bytes) of ISP server src to t:

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/subscribers"
 )
 
 // dhcpPayloadOf returns the DHCP message (UDP payload) of a frame.
@@ -540,6 +541,42 @@ func TestReplyTooBigAckReleased(t *testing.T) {
 	}
 	if c := r.p.Counters(); c["reply_too_big"] != 2 || c["reply_too_big_released"] != 1 || !r.tab.isBound(s1MAC) {
 		t.Errorf("counters %v, bound %v; want reply_too_big 2, reply_too_big_released 1, still bound", c, r.tab.isBound(s1MAC))
+	}
+}
+
+// An ACK refused as too big carrying the address another subscriber's
+// installed binding holds at that ISP (a server that ACKed it twice)
+// releases nothing: that RELEASE, naming this exchange's client, could
+// free the other's lease at a server keying leases by client identifier,
+// the same rule as for the ACKs bindAndAck refuses (releaseRefused).
+// Before, releaseTooBig checked only the subscriber's own binding and
+// sent it.
+func TestReplyTooBigAckOfAnothersAddressNotReleased(t *testing.T) {
+	r := newPRig(t)
+	const s2 = "02:00:00:00:01:02"
+	// Customer c-s1, which the fake ISP answers.
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(s2)), CustomerID: "c-s1", ISP: "alpha", Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.dora(s1, kea(t, time.Minute), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("s1 got %v, want the ACK", got)
+	}
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s2))))
+	got := r.serve(atAddr(kea(t, time.Minute), netip.MustParseAddr("100.64.0.101")))
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("s2 got %v, want the OFFER", got)
+	}
+	r.p.SetPortMTU(accPort, 320)
+	req, _ := dhcpv4.NewRequestFromOffer(got[0])
+	r.fromClient(req)
+	if got := r.serve(kea(t, time.Minute)); len(got) != 0 || r.p.Counters()["reply_too_big"] != 1 {
+		t.Fatalf("s2 got %v (counters %v); want nothing, reply_too_big", got, r.p.Counters())
+	}
+	if up, _ := r.relayedTo(); len(up) != 0 {
+		t.Errorf("sent the ISP %v: the RELEASE of %s, s1's address", up, s1Addr)
+	}
+	if !r.tab.isBound(s1MAC) {
+		t.Error("s1 no longer bound")
 	}
 }
 
