@@ -464,7 +464,9 @@ func (a *Appliance) Run(ctx context.Context) error {
 		w.Stop()
 	}
 	wg.Wait()
-	a.ten.Close() // its pending summaries, before the store closes
+	// Their pending summaries, before the store closes.
+	a.dhcp.Close()
+	a.ten.Close()
 	a.logCounters()
 	closeErr := errors.Join(a.closePorts(), a.store.Close())
 	if a.portalNS != nil {

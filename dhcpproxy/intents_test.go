@@ -592,23 +592,31 @@ func releaseOf100(t *testing.T) *dhcpv4.DHCPv4 {
 	return rel
 }
 
-// Run writes, on its way out, the summary of the refusals a budget held
-// back since the last one: before, it was written only when due (once a
-// noiseSummary, from the tick), so a shutdown within 10 s of a flood lost
-// the count of every refusal held back (the appliance closes the store
-// after Run), and the operator's log no longer accounted for them.
-func TestRefusalSummaryAtRunEnd(t *testing.T) {
+// Close writes the summary of the refusals a budget held back since the
+// last one: before, it was written only when due (once a noiseSummary,
+// from the tick), so a shutdown within 10 s of a flood lost the count of
+// every refusal held back (the appliance closes the store after the
+// proxy), and the operator's log no longer accounted for them. Run wrote
+// it on its way out then, which missed the refusals of the frames the
+// control plane (stopped by the same cancel) handed the proxy after Run
+// had returned: those made after Run returned are counted too.
+func TestRefusalSummaryAtClose(t *testing.T) {
 	r := newPRig(t)
 	r.p.summarize(time.Now()) // the last summary: the next is not due for 10 s
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.p.Run(ctx); close(done) }()
 	const flood = 3 * noiseBurst
-	for i := range flood {
-		r.p.refuse(subscribers.EventUnknown, subject{mac: 0x026600000000 + uint64(i), access: "acc0"}, netip.Addr{}, "not registered")
+	refuse := func(from, to int) {
+		for i := from; i < to; i++ {
+			r.p.refuse(subscribers.EventUnknown, subject{mac: 0x026600000000 + uint64(i), access: "acc0"}, netip.Addr{}, "not registered")
+		}
 	}
+	refuse(0, flood/2)
 	cancel()
 	<-done
+	refuse(flood/2, flood)
+	r.p.Close()
 	evs, _ := r.store.Events(0, 1000)
 	var recorded, counted int
 	for _, e := range evs {
@@ -622,7 +630,7 @@ func TestRefusalSummaryAtRunEnd(t *testing.T) {
 		}
 	}
 	if counted == 0 || recorded+counted != flood || counted != int(r.p.Counters()["events_suppressed"]) {
-		t.Errorf("%d refusals before Run ended: %d recorded + %d counted in a summary (events_suppressed %d)",
+		t.Errorf("%d refusals, half of them after Run returned: %d recorded + %d counted in a summary (events_suppressed %d)",
 			flood, recorded, counted, r.p.Counters()["events_suppressed"])
 	}
 }

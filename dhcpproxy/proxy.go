@@ -491,13 +491,11 @@ func (p *Proxy) HandleFrame(port uint8, f []byte) {
 }
 
 // Run expires pending transactions (rejection by silence), leases and
-// onboarding leases and offers, and sends the pending intents, until ctx ends; then waits for in-flight
-// commits and event writes and writes the summary of the refusals held
-// back (stop).
+// onboarding leases and offers, and sends the pending intents, until ctx
+// ends. The last summary of the refusals held back is Close's.
 func (p *Proxy) Run(ctx context.Context) {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	defer p.stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -508,13 +506,17 @@ func (p *Proxy) Run(ctx context.Context) {
 	}
 }
 
-// stop ends Run: it waits for the ACKs being committed (refusing some,
-// maybe) and the refusal events being written, then writes the summary of
-// the refusals held back since the last one, due or not: the process may
-// be ending (the appliance closes the store once Run has returned), and
+// Close waits for the ACKs being committed (refusing some, maybe) and the
+// refusal events being written, then writes the summary of the refusals
+// held back since the last one, due or not: the process is ending, and
 // with it the count the next summary, up to noiseSummary later, would
-// have given the operator's log.
-func (p *Proxy) stop() {
+// have given the operator's log. Call it once Run has returned and
+// nothing hands the proxy frames any more (the appliance: once its
+// goroutines, the control plane's among them, have returned; ctl.Run and
+// Run stop on the same cancel, and a frame refused after Run returned
+// was counted in no summary), before the store closes; the proxy is not
+// used after it.
+func (p *Proxy) Close() {
 	p.committing.Wait()
 	p.notes.wait()
 	now := time.Now()
