@@ -429,7 +429,9 @@ func TestWebhooks(t *testing.T) {
 			t.Errorf("alpha's receiver refused %v", abad)
 		}
 		for _, m := range aseen {
-			if m.ev.ISP != "alpha" || want[m.id] || strings.EqualFold(m.ev.MAC, s2.MAC) || strings.EqualFold(m.ev.MAC, s6.MAC) ||
+			// (Each ISP's webhook ids are its own sequence: alpha's may
+			// equal beta's numbers; what must not leak is beta's events.)
+			if m.ev.ISP != "alpha" || strings.EqualFold(m.ev.MAC, s2.MAC) || strings.EqualFold(m.ev.MAC, s6.MAC) ||
 				strings.HasPrefix(m.ev.CustomerID, "c-66") || strings.Contains(m.raw, "beta") {
 				t.Errorf("alpha's receiver got %s", m.raw)
 			}
