@@ -44,7 +44,9 @@ import (
 //     on that circuit and is relayed as usual. The handover holds the MAC
 //     on the lease's circuit one lease time (RAM), and one more from each
 //     DISCOVER or REQUEST of its DORA with its ISP there (the ISP may be
-//     silent a while).
+//     silent a while). A handover the ISP refuses or leaves unanswered
+//     sends the device back to the garden, and is tried again about once
+//     a lease time (onboarding_fallback.go).
 //   - Another circuit: a MAC's lease, its handover's hold, is only its
 //     circuit's to end. A DISCOVER (or a registered MAC's DISCOVER or
 //     REQUEST) on another circuit is refused while the lease is live or
@@ -94,6 +96,13 @@ type OnboardingLease struct {
 	VLAN             uint16
 	IP               netip.Addr
 	Granted, Expires time.Time
+	// HandoverFailed says why the MAC, registered, is back in the
+	// garden: its handover to HandoverISP failed (HandoverRefused,
+	// HandoverUnanswered; onboarding_fallback.go), and is tried again
+	// from HandoverRetry on. "": it is not.
+	HandoverFailed string
+	HandoverISP    string
+	HandoverRetry  time.Time
 }
 
 func (l obLease) public() OnboardingLease {
@@ -113,15 +122,15 @@ func (p *Proxy) OnboardingByAddr(a netip.Addr) (OnboardingLease, bool) {
 	if !ok {
 		return OnboardingLease{}, false
 	}
-	return l.public(), true
+	return p.withFailure(l, p.now()), true
 }
 
 // OnboardingLeases returns every onboarding lease, sorted by address.
 func (p *Proxy) OnboardingLeases() []OnboardingLease {
-	all := p.ob.all()
+	all, now := p.ob.all(), p.now()
 	out := make([]OnboardingLease, len(all))
 	for i, l := range all {
-		out[i] = l.public()
+		out[i] = p.withFailure(l, now)
 	}
 	slices.SortFunc(out, func(a, b OnboardingLease) int { return a.IP.Compare(b.IP) })
 	return out
@@ -287,7 +296,7 @@ func (p *Proxy) onboardCommit(c *Circuit, pl *obPool, m *dhcpv4.DHCPv4, mac uint
 	l := subscribers.OnboardingLease{MAC: binding.MACBytes(mac), Access: c.Name, VLAN: c.VLAN, IP: ip, Granted: granted, Expires: now.Add(pl.leaseTime)}
 	var ev subscribers.Event
 	if !renewal {
-		ev = subject{mac: mac, access: c.Name}.event(subscribers.EventOnboarded, ip, "onboarding lease "+pl.leaseTime.String())
+		ev = subject{mac: mac, access: c.Name}.event(subscribers.EventOnboarded, ip, "onboarding lease "+pl.leaseTime.String()+p.fallbackNote(mac, pl, now))
 		ev.LeaseEnd = l.Expires
 	}
 	e, err := p.store.CommitOnboarding(l, ev)
@@ -490,6 +499,9 @@ func (p *Proxy) onboardingHandover(c *Circuit, m *dhcpv4.DHCPv4, sk subKey, now 
 	if len(p.ob.prefixes) == 0 {
 		return false
 	}
+	if p.fromGarden(c, m, sk, now) {
+		return true // its handover failed: back in the garden
+	}
 	switch m.MessageType() {
 	case dhcpv4.MessageTypeRequest:
 		asked := addrOf(m.RequestedIPAddress())
@@ -616,6 +628,7 @@ func (p *Proxy) expireOnboarding(now time.Time) {
 	for _, l := range p.ob.due(now) {
 		p.expireOnboardingLease(l.mac, now)
 	}
+	p.sweepFallbacks(now)
 }
 
 func (p *Proxy) expireOnboardingLease(mac uint64, now time.Time) {

@@ -293,6 +293,7 @@ type Proxy struct {
 	notes   eventNotes
 	intents intentQueue
 	ob      onboardingTable
+	fb      fallbacks // failed handovers (onboarding_fallback.go)
 	probes  probeTable
 
 	// subMu serialises, per subscriber (striped by MAC), a binding's

@@ -364,6 +364,7 @@ func (p *Proxy) nakFromISP(t *txn, m *dhcpv4.DHCPv4, payload []byte) {
 		return
 	}
 	failpoint.Hit(failpoint.NakAfterCommit)
+	p.handoverRefusedByNak(t, p.now()) // back to the garden, if a handover
 	out := p.fitted(t, relayDown(payload, c.Addr, 0))
 	if out == nil {
 		out = nakBytes(m, c.Addr, "") // the ISP's, without its options

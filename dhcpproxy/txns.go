@@ -514,6 +514,8 @@ type timedOut struct {
 	// refused: a server answered the REQUEST with a reply ispmux refused
 	// (its own rejected event): no silence of the ISP.
 	refused bool
+	// selecting: a SELECTING REQUEST (txn.selecting).
+	selecting bool
 }
 
 // noteRenewal sets (or, with nil, clears) t's renewal note.
@@ -539,7 +541,7 @@ func (x *txns) expire(now time.Time) []timedOut {
 		if now.After(t.deadline) {
 			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() && (!t.refused || t.nakBy.IsValid()) || t.msgType == dhcpv4.MessageTypeRequest ||
 				t.msgType == dhcpv4.MessageTypeInform {
-				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, t.unreach, t.renew, t.nakBy, t.refused})
+				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, t.unreach, t.renew, t.nakBy, t.refused, t.selecting})
 			}
 			// The client retransmitted, and we relayed its copy less
 			// than the ISP's time ago: the ISP's silence to the first
@@ -588,6 +590,7 @@ func (p *Proxy) expireTxns(now time.Time) {
 			// which answers a REQUEST only, so not passed on).
 			p.outcome(to.subj.isp, OutcomeNak)
 			p.refuse(subscribers.EventNak, to.subj, netip.Addr{}, fmt.Sprintf("ISP server %s answered the DISCOVER with a NAK; no server offered within %s", to.nakBy, p.cfg.Timeout))
+			p.handoverTimedOut(to, now)
 			continue
 		}
 		if to.refused {
@@ -608,6 +611,7 @@ func (p *Proxy) expireTxns(now time.Time) {
 			why += "; the renewal was answered by ispmux from the binding (within the ISP's lease)"
 		}
 		p.refuse(subscribers.EventTimeout, to.subj, netip.Addr{}, why)
+		p.handoverTimedOut(to, now)
 	}
 }
 

@@ -1,0 +1,334 @@
+package dhcpproxy
+
+import (
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/internal/binding"
+)
+
+// Handover fallback: a device handed over to its ISP (onboarding.go,
+// Handover) that its ISP refuses, or leaves unanswered, goes back to the
+// walled garden, where the portal tells its user why, and is handed over
+// again about once a garden lease time until its ISP takes it:
+//
+//   - Failed: while the MAC is held on the circuit for its handover
+//     (heldOn: the handover is at most one lease time older than the
+//     device's last DISCOVER or REQUEST there) and is bound at no ISP
+//     there, its ISP NAKed its SELECTING REQUEST, or answered its
+//     DISCOVER with NAKs only (refused); or its DISCOVERs and SELECTING
+//     REQUESTs went unanswered (their timeout events) for one onboarding
+//     lease time from the first of them timing out (unanswered). A device
+//     bound before, or handed over longer ago than its hold, is not sent
+//     to the garden: its ISP's outage is reported as ever (nak, timeout
+//     events), nothing more. The first failure counts handover_failed
+//     and handover_failed_REASON.
+//   - Back in the garden: its DISCOVER, and its REQUEST for its garden
+//     offer or lease, are served from the circuit's onboarding pool with
+//     the rules, lease time and caps of a device without a record; the
+//     grant's onboarded event says why it is back. Its REQUEST for any
+//     other address (an ISP's late OFFER, taken) goes to its ISP.
+//   - Retry: its first DISCOVER or REQUEST for its garden address one
+//     lease time or more after the failure (with T1 half the lease: its
+//     second renewal) is the handover again (handover_retry): the
+//     REQUEST NAKed, the DISCOVER relayed, as for a claim. The ISP takes
+//     it now: bound, the failure forgotten. Still failing: back in the
+//     garden.
+//   - The failure is a record per MAC in RAM (at most maxFallbacks;
+//     beyond, a failing handover is left as it was, handover_fallback_full),
+//     forgotten once the MAC is bound at an ISP on that circuit, or
+//     registered to another ISP or customer (the next handover is then at
+//     once), or handoverFallbackKeep after its last use. A restart forgets
+//     them all: a garden lease restored is handed over at its renewal.
+//
+// Only a MAC with a device record that held an onboarding lease gets a
+// record, so a subscriber's messages cannot grow it beyond the registry,
+// and maxFallbacks bounds it regardless.
+
+// Why a device is back in the garden (OnboardingLease.HandoverFailed).
+const (
+	// HandoverRefused: its ISP's DHCP server refused it (DHCPNAK).
+	HandoverRefused = "refused"
+	// HandoverUnanswered: its ISP's DHCP server did not answer.
+	HandoverUnanswered = "unanswered"
+)
+
+const (
+	// maxFallbacks bounds the handover records.
+	maxFallbacks = 4096
+	// handoverFallbackKeep is how long a record outlives its last use
+	// (a failure, a message served from the garden).
+	handoverFallbackKeep = 5 * time.Minute
+)
+
+// fallback is a MAC's failing handover on pool's circuit, to isp as
+// customer.
+type fallback struct {
+	pool          *obPool
+	isp, customer string
+	// silentSince is when its handover's first message timed out (zero:
+	// none since the handover or its retry).
+	silentSince time.Time
+	// reason is why it is back in the garden (HandoverRefused,
+	// HandoverUnanswered); "": not, its handover goes on.
+	reason string
+	// retryAt is when it is handed over again (reason set).
+	retryAt time.Time
+	// until is when the record is forgotten.
+	until time.Time
+}
+
+// fallbacks are the handover records by MAC, guarded by mu (never held
+// with another lock).
+type fallbacks struct {
+	mu sync.Mutex
+	m  map[uint64]fallback
+}
+
+// get returns mac's record, live at now.
+func (t *fallbacks) get(mac uint64, now time.Time) (fallback, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f, ok := t.m[mac]
+	if !ok || !f.until.After(now) {
+		return fallback{}, false
+	}
+	return f, true
+}
+
+// update applies fn to mac's record (a new one: the zero record, with
+// pool, isp and customer), keeps it handoverFallbackKeep from now and
+// returns it; false: no room for a new one.
+func (t *fallbacks) update(mac uint64, pl *obPool, s subject, now time.Time, fn func(*fallback)) (fallback, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f, ok := t.m[mac]
+	if ok && (!f.until.After(now) || f.pool != pl || f.isp != s.isp || f.customer != s.customer) {
+		ok = false // stale, or of another handover
+	}
+	if !ok {
+		if t.m == nil {
+			t.m = map[uint64]fallback{}
+		}
+		if _, had := t.m[mac]; !had && len(t.m) >= maxFallbacks {
+			t.sweepLocked(now)
+			if len(t.m) >= maxFallbacks {
+				return fallback{}, false
+			}
+		}
+		f = fallback{pool: pl, isp: s.isp, customer: s.customer}
+	}
+	fn(&f)
+	f.until = now.Add(handoverFallbackKeep)
+	t.m[mac] = f
+	return f, true
+}
+
+// drop forgets mac's record.
+func (t *fallbacks) drop(mac uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.m, mac)
+}
+
+// sweep forgets the records past their time and returns the others'
+// MACs and pools.
+func (t *fallbacks) sweep(now time.Time) map[uint64]*obPool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sweepLocked(now)
+	if len(t.m) == 0 {
+		return nil
+	}
+	out := make(map[uint64]*obPool, len(t.m))
+	for mac, f := range t.m {
+		out[mac] = f.pool
+	}
+	return out
+}
+
+// sweepFallbacks forgets the handover records past their time, and those
+// of MACs bound at an ISP on their circuit (Run's tick).
+func (p *Proxy) sweepFallbacks(now time.Time) {
+	for mac, pl := range p.fb.sweep(now) {
+		if p.hasLease(subKey{circuitKey{pl.c.Port, pl.c.VLAN}, mac}) {
+			p.fb.drop(mac)
+		}
+	}
+}
+
+func (t *fallbacks) sweepLocked(now time.Time) {
+	for mac, f := range t.m {
+		if !f.until.After(now) {
+			delete(t.m, mac)
+		}
+	}
+}
+
+// handoverRefusedByNak notes the ISP's NAK to t, a SELECTING REQUEST (not
+// a renewal), as its handover's failure (refused), if it is one.
+func (p *Proxy) handoverRefusedByNak(t *txn, now time.Time) {
+	if t.msgType != dhcpv4.MessageTypeRequest || !t.selecting || t.renew != nil {
+		return
+	}
+	s := regSubject(t.sub.mac, t.circuit, t.reg)
+	p.handoverFailed(s, HandoverRefused, now)
+}
+
+// handoverTimedOut notes the timeout of to, a DISCOVER or a SELECTING
+// REQUEST (not a renewal), as its handover's failure, if it is one:
+// refused when the ISP answered the DISCOVER with a NAK, else silence.
+func (p *Proxy) handoverTimedOut(to timedOut, now time.Time) {
+	if to.renew != nil || (to.mt != dhcpv4.MessageTypeDiscover && !(to.mt == dhcpv4.MessageTypeRequest && to.selecting)) {
+		return
+	}
+	why := HandoverUnanswered
+	if to.nakBy.IsValid() {
+		why = HandoverRefused
+	}
+	p.handoverFailed(to.subj, why, now)
+}
+
+// handoverFailed notes that s's ISP refused it (why HandoverRefused) or
+// left a message of it unanswered (HandoverUnanswered), if s's MAC is
+// being handed over on s's access (heldOn, or a record of its handover
+// there) and is not bound there: refused sends it back to the garden at
+// once, silence once it has lasted one lease time.
+func (p *Proxy) handoverFailed(s subject, why string, now time.Time) {
+	pl, ok := p.handoverPool(s, now)
+	if !ok {
+		return
+	}
+	failed := false
+	f, ok := p.fb.update(s.mac, pl, s, now, func(f *fallback) {
+		if f.reason != "" {
+			return // back in the garden already: a late answer
+		}
+		if why == HandoverUnanswered {
+			if f.silentSince.IsZero() {
+				f.silentSince = now
+			}
+			if now.Sub(f.silentSince) < pl.leaseTime {
+				return
+			}
+		}
+		p.backToGarden(f, why, now)
+		failed = true
+	})
+	if !ok {
+		p.count("handover_fallback_full")
+		return
+	}
+	if failed {
+		p.log.Info("dhcp: handover failed, back to the walled garden", "mac", binding.MACString(s.mac), "access", s.access,
+			"isp", s.isp, "reason", why, "retry_at", f.retryAt)
+	}
+}
+
+// backToGarden marks f's device back in the garden for why, from now:
+// handed over again one lease time later.
+func (p *Proxy) backToGarden(f *fallback, why string, now time.Time) {
+	f.reason, f.retryAt = why, now.Add(f.pool.leaseTime)
+	p.count("handover_failed")
+	p.count("handover_failed_" + why)
+}
+
+// handoverPool returns the onboarding pool of s's access whose handover
+// s's MAC is in at now (its record's, or heldOn's), unless it is bound at
+// an ISP there.
+func (p *Proxy) handoverPool(s subject, now time.Time) (*obPool, bool) {
+	var pl *obPool
+	if f, ok := p.fb.get(s.mac, now); ok {
+		pl = f.pool
+	} else if h, held := p.ob.heldOn(s.mac, now); held {
+		pl = h
+	} else {
+		return nil, false
+	}
+	if pl.c.Name != s.access || p.hasLease(subKey{circuitKey{pl.c.Port, pl.c.VLAN}, s.mac}) {
+		return nil, false
+	}
+	return pl, true
+}
+
+// fromGarden serves m of sk's MAC (registered, on c) from the garden if
+// its handover failed (see above), and reports whether it did; false: the
+// handover's rules apply (onboardingHandover), for a retry too.
+func (p *Proxy) fromGarden(c *Circuit, m *dhcpv4.DHCPv4, sk subKey, now time.Time) bool {
+	f, ok := p.fb.get(sk.mac, now)
+	if !ok || f.pool.c != c {
+		return false
+	}
+	mt := m.MessageType()
+	if mt != dhcpv4.MessageTypeDiscover && mt != dhcpv4.MessageTypeRequest {
+		return false // INFORM, RELEASE, DECLINE: the handover's rules
+	}
+	if reg, ok := p.reg.Lookup(sk.mac); !ok || reg.ISP != f.isp || reg.CustomerID != f.customer || p.hasLease(sk) {
+		// Registered elsewhere since (handed over at once), or bound.
+		p.fb.drop(sk.mac)
+		return false
+	}
+	s := subject{mac: sk.mac, isp: f.isp, customer: f.customer, access: c.Name}
+	if f.reason == "" {
+		// Its handover goes on: a DISCOVER after one lease time of
+		// silence is not relayed again.
+		if mt != dhcpv4.MessageTypeDiscover || f.silentSince.IsZero() || now.Sub(f.silentSince) < f.pool.leaseTime {
+			return false
+		}
+		if f, ok = p.fb.update(sk.mac, f.pool, s, now, func(f *fallback) {
+			if f.reason == "" {
+				p.backToGarden(f, HandoverUnanswered, now)
+			}
+		}); !ok {
+			return false
+		}
+	}
+	garden := mt == dhcpv4.MessageTypeDiscover
+	if !garden {
+		asked := addrOf(m.RequestedIPAddress())
+		if !asked.IsValid() || asked.IsUnspecified() {
+			asked = addrOf(m.ClientIPAddr)
+		}
+		if !asked.IsValid() || !p.ob.mine(sk.mac, f.pool, asked) {
+			return false // another address: its ISP's, say
+		}
+	}
+	if !now.Before(f.retryAt) {
+		// Time to try its ISP again: the handover, afresh.
+		p.fb.update(sk.mac, f.pool, s, now, func(f *fallback) { *f = fallback{pool: f.pool, isp: f.isp, customer: f.customer} })
+		p.count("handover_retry")
+		return false
+	}
+	p.fb.update(sk.mac, f.pool, s, now, func(*fallback) {})
+	p.onboard(c, f.pool, m, sk.mac, now)
+	return true
+}
+
+// gardenReason returns why mac, holding an onboarding lease on pl, is back
+// in the garden, and its ISP and next try ("": it is not).
+func (p *Proxy) gardenReason(mac uint64, pl *obPool, now time.Time) (reason, isp string, retry time.Time) {
+	f, ok := p.fb.get(mac, now)
+	if !ok || f.pool != pl || f.reason == "" {
+		return "", "", time.Time{}
+	}
+	return f.reason, f.isp, f.retryAt
+}
+
+// withFailure is l with its handover's failure, if any.
+func (p *Proxy) withFailure(l obLease, now time.Time) OnboardingLease {
+	o := l.public()
+	o.HandoverFailed, o.HandoverISP, o.HandoverRetry = p.gardenReason(l.mac, l.pool, now)
+	return o
+}
+
+// fallbackNote is the onboarded event's note for mac back in the garden
+// on pl ("": not).
+func (p *Proxy) fallbackNote(mac uint64, pl *obPool, now time.Time) string {
+	reason, isp, _ := p.gardenReason(mac, pl, now)
+	if reason == "" {
+		return ""
+	}
+	return "; back in the walled garden: its handover to ISP " + isp + " failed (" + reason + "), retried every lease time"
+}

@@ -1,0 +1,191 @@
+package dhcpproxy
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// keaRefusing is kea() (customer c-s1) with every REQUEST NAKed: the ISP
+// offers, then refuses (its server rejects the subscriber-id, say).
+func keaRefusing(t *testing.T) func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	return func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		rep := kea(t, time.Minute)(m)
+		if rep != nil && m.MessageType() == dhcpv4.MessageTypeRequest {
+			rep.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeNak))
+			rep.YourIPAddr = netip.IPv4Unspecified().AsSlice()
+		}
+		return rep
+	}
+}
+
+// handedOver returns the rig with m registered (customer cust, alpha)
+// while in the garden, and handed over: its renewal of its onboarding
+// address NAKed.
+func handedOver(t *testing.T, m, cust string) *prig {
+	t.Helper()
+	r := newORig(t, Onboarding{}, 0, false)
+	ip := addrOf(r.obDORA(m).YourIPAddr)
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m)), CustomerID: cust, ISP: "alpha", Source: "claim"}); err != nil {
+		t.Fatal(err)
+	}
+	r.fromClient(renewOf(t, m, ip))
+	r.one(dhcpv4.MessageTypeNak)
+	return r
+}
+
+// gardenDORA expects m's DISCOVER and REQUEST answered from the garden
+// (nothing relayed) and returns the address acked.
+func (r *prig) gardenDORA(m, what string) netip.Addr {
+	r.t.Helper()
+	r.fromClient(discover(r.t, dhcpv4.WithHwAddr(mac(m))))
+	got := r.clientMsgs()
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer || !obPoolPfx.Contains(addrOf(got[0].YourIPAddr)) {
+		r.t.Fatalf("%s: the device's DISCOVER got %v, want an OFFER from the onboarding pool (counters %v)", what, got, r.p.Counters())
+	}
+	req, _ := dhcpv4.NewRequestFromOffer(got[0])
+	r.fromClient(req)
+	ack := r.one(dhcpv4.MessageTypeAck)
+	ip := addrOf(ack.YourIPAddr)
+	if vrf, bound, ok := r.vrfOf(binding.MAC48([6]byte(mac(m)))); !ok || vrf != binding.GardenVRF || bound != ip {
+		r.t.Errorf("%s: bound %v %v %v, want %v in the garden", what, vrf, bound, ok, ip)
+	}
+	return ip
+}
+
+// A device handed over whose ISP NAKs its REQUEST goes back to the
+// walled garden at its next DISCOVER: an onboarding lease, the failure
+// (refused, its ISP, the retry) given with it to the portal, the grant's
+// event saying why. Its renewals are ACKed by the garden until one lease
+// time has passed; the next one is the handover again, and the ISP, fixed
+// meanwhile, binds it. Before, its DISCOVER went to its ISP again and
+// again: no address at all, no way to the portal.
+func TestHandoverRefusedBackToGarden(t *testing.T) {
+	const m, m48 = "02:77:00:00:00:01", 0x027700000001
+	r := handedOver(t, m, "c-s1")
+	if got := r.dora(m, keaRefusing(t), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("the handover's DORA: %v, want alpha's NAK passed on", got)
+	}
+
+	ip := r.gardenDORA(m, "after alpha's NAK")
+	l, ok := r.p.OnboardingByAddr(ip)
+	if !ok || l.MAC != m48 || l.HandoverFailed != HandoverRefused || l.HandoverISP != "alpha" || !l.HandoverRetry.After(r.p.now()) {
+		t.Errorf("OnboardingByAddr = %+v, %v; want the refused handover to alpha, retried later", l, ok)
+	}
+	evs := r.eventsOf(subscribers.EventOnboarded)
+	if len(evs) != 2 || !strings.Contains(evs[1].Reason, "handover to ISP alpha failed (refused)") {
+		t.Errorf("onboarded events %+v, want the second saying the handover failed", evs)
+	}
+	if c := r.p.Counters(); c["handover_failed"] != 1 || c["handover_failed_refused"] != 1 || c["handover_retry"] != 0 {
+		t.Errorf("counters %v", c)
+	}
+
+	// Its first renewal (T1, 10 s): the garden's.
+	r.pastT1(10 * time.Second)
+	r.fromClient(renewOf(t, m, ip))
+	r.one(dhcpv4.MessageTypeAck)
+	// One lease time after the failure: the handover again.
+	r.pastT1(21 * time.Second)
+	r.fromClient(renewOf(t, m, ip))
+	r.one(dhcpv4.MessageTypeNak)
+	if c := r.p.Counters(); c["handover_retry"] != 1 || c["handover_nak"] != 2 {
+		t.Errorf("counters after the retry %v", c)
+	}
+	if got := r.dora(m, kea(t, time.Hour), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("the retry's DORA, alpha fixed: %v (counters %v)", got, r.p.Counters())
+	}
+	if vrf, _, ok := r.vrfOf(m48); !ok || vrf != 0 {
+		t.Errorf("bound in VRF %d (%v), want alpha's", vrf, ok)
+	}
+	if ls := r.p.OnboardingLeases(); len(ls) != 0 {
+		t.Errorf("onboarding leases %+v after the handover", ls)
+	}
+}
+
+// A device handed over whose ISP stays silent (its server does not know
+// the customer): its DISCOVERs are relayed for one onboarding lease time
+// from the first timeout; the next one is answered from the garden
+// (unanswered). A change of its registration (the ISP fixed the customer
+// ID) hands it over again at its next renewal, without waiting.
+func TestHandoverUnansweredBackToGarden(t *testing.T) {
+	const m, m48 = "02:77:00:00:00:01", 0x027700000001
+	r := handedOver(t, m, "c-s9") // kea knows c-s1 only
+	silent := func(at time.Duration) {
+		t.Helper()
+		r.pastT1(at)
+		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(m))))
+		if got := r.toPorts(); len(got[upPort]) != 1 || len(got[accPort]) != 0 {
+			t.Fatalf("DISCOVER %v after the handover: relayed %v, answered %v; want it relayed", at, got[upPort], got[accPort])
+		}
+		r.pastT1(at + time.Second)
+		r.p.expire(r.p.now())
+	}
+	silent(0)
+	silent(10 * time.Second)
+	silent(18 * time.Second) // timed out 18 s after the first
+	if c := r.p.Counters(); c["handover_failed"] != 0 || c["timeout"] != 3 {
+		t.Errorf("counters %v", c)
+	}
+	r.pastT1(22 * time.Second)
+	ip := r.gardenDORA(m, "after 21 s of silence")
+	if l, ok := r.p.OnboardingByAddr(ip); !ok || l.HandoverFailed != HandoverUnanswered || l.HandoverISP != "alpha" {
+		t.Errorf("OnboardingByAddr = %+v, %v; want the unanswered handover to alpha", l, ok)
+	}
+	if c := r.p.Counters(); c["handover_failed"] != 1 || c["handover_failed_unanswered"] != 1 {
+		t.Errorf("counters %v", c)
+	}
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m)), CustomerID: "c-s1", ISP: "alpha", Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	r.pastT1(25 * time.Second)
+	r.fromClient(renewOf(t, m, ip))
+	r.one(dhcpv4.MessageTypeNak)
+	if got := r.dora(m, kea(t, time.Hour), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("DORA after the registration's fix: %v (counters %v)", got, r.p.Counters())
+	}
+	if _, ok := r.p.Lease(accPort, 0, m48); !ok {
+		t.Error("not bound at alpha")
+	}
+}
+
+// A registered device that was never onboarded (or whose handover is
+// older than its hold) is not sent to the garden when its ISP is silent
+// or refuses: an outage of its ISP is its ISP's, reported as ever.
+func TestHandoverFallbackOnlyForHandovers(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, false)
+	const m = "02:00:00:00:01:02" // customer c-s2, unknown to kea
+	for _, at := range []time.Duration{0, 30 * time.Second, time.Minute} {
+		r.pastT1(at)
+		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(m))))
+		if got := r.toPorts(); len(got[upPort]) != 1 || len(got[accPort]) != 0 {
+			t.Fatalf("DISCOVER at %v: relayed %v, answered %v; want it relayed", at, got[upPort], got[accPort])
+		}
+		r.pastT1(at + time.Second)
+		r.p.expire(r.p.now())
+	}
+	// Handed over, then silent past its hold: its ISP's NAK is no
+	// handover's failure any more.
+	const m2 = "02:77:00:00:00:02"
+	r2 := handedOver(t, m2, "c-s1")
+	r2.pastT1(time.Minute)
+	r2.p.expire(r2.p.now())
+	got := r2.dora(m2, keaRefusing(t), nil)
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("got %v, want alpha's NAK", got)
+	}
+	r2.fromClient(discover(t, dhcpv4.WithHwAddr(mac(m2))))
+	if got := r2.toPorts(); len(got[upPort]) != 1 || len(got[accPort]) != 0 {
+		t.Errorf("DISCOVER after the NAK: relayed %v, answered %v; want it relayed", got[upPort], got[accPort])
+	}
+	for _, rig := range []*prig{r, r2} {
+		if c := rig.p.Counters(); c["handover_failed"] != 0 {
+			t.Errorf("counters %v", c)
+		}
+	}
+}
