@@ -77,7 +77,8 @@ func (a *Appliance) newPortal() (*portal.Server, error) {
 // portalDir tells the portal who is behind a connection. On ports 80
 // and 443: the holder of that onboarding lease (the garden's addresses are
 // ispmux's own, so one address is one device), with the ISP it chose if it
-// already did. On a VRF's portal port (binding.PortalPort): the subscriber
+// already did, and why it is back in the garden if its handover to that
+// ISP failed (dhcpproxy's onboarding fallback). On a VRF's portal port (binding.PortalPort): the subscriber
 // bound at that ISP with that address (the datapath sent it there,
 // engine/portalpath.go), with the ISP it is moving to if the registry
 // already says another.
@@ -111,6 +112,21 @@ func (d portalDir) Lookup(local, remote netip.AddrPort) (portal.Subscriber, bool
 	s := portal.Subscriber{MAC: l.MAC, Access: l.Access, Addr: remote.Addr(), Expires: l.Expires}
 	if e, ok := a.reg.Lookup(l.MAC); ok && !e.Blocked {
 		s.Claimed = e.ISP
+		if l.HandoverISP == e.ISP {
+			s.HandoverFailed, s.Retry = handoverFailed(l.HandoverFailed), l.HandoverRetry
+		}
 	}
 	return s, true
+}
+
+// handoverFailed is the portal's word for why the DHCP proxy sent a
+// device back to the walled garden ("": it did not).
+func handoverFailed(why string) string {
+	switch why {
+	case dhcpproxy.HandoverRefused:
+		return portal.HandoverRefused
+	case dhcpproxy.HandoverUnanswered:
+		return portal.HandoverUnanswered
+	}
+	return ""
 }

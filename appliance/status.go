@@ -92,6 +92,9 @@ func (a *Appliance) status(maxBindings int) ctlsock.Status {
 			Expires: l.Expires.UTC().Format(time.RFC3339)}
 		if e, ok := a.reg.Lookup(l.MAC); ok {
 			o.Chosen = e.ISP
+			if l.HandoverISP == e.ISP {
+				o.HandoverFailed = l.HandoverFailed
+			}
 		}
 		st.Onboarding = append(st.Onboarding, o)
 	}

@@ -52,6 +52,11 @@ type OnboardingStatus struct {
 	// the operator) while it held this lease: it moves there at its next
 	// renewal. Empty while it has not chosen.
 	Chosen string `json:"chosen,omitempty"`
+	// HandoverFailed is set when the device is back in the walled garden
+	// because Chosen did not take it: "refused" (its DHCP server NAKed)
+	// or "unanswered" (it stayed silent). The device is handed over
+	// again about once an onboarding lease time.
+	HandoverFailed string `json:"handover_failed,omitempty"`
 }
 
 // PortalStatus is the captive portal's state and counters.

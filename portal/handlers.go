@@ -154,7 +154,7 @@ func (s *Server) serveChoose(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if sub.Claimed != "" {
-		s.render(w, http.StatusOK, s.pendingPage(sub.Claimed, sub.ISP != ""))
+		s.render(w, http.StatusOK, s.claimedPage(sub))
 		return
 	}
 	nonce := ensureNonce(w, r)
@@ -172,7 +172,7 @@ func (s *Server) serveDone(w http.ResponseWriter, r *http.Request) {
 	recent, hasRecent := s.recent.get(sub.MAC, time.Now())
 	switch {
 	case sub.Claimed != "":
-		s.render(w, http.StatusOK, s.pendingPage(sub.Claimed, sub.ISP != ""))
+		s.render(w, http.StatusOK, s.claimedPage(sub))
 	case hasRecent && recent != sub.ISP:
 		s.render(w, http.StatusOK, s.pendingPage(recent, sub.ISP != ""))
 	case sub.ISP != "":

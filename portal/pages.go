@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/ispmux/ispmux/internal/binding"
 )
 
 //go:embed templates/page.html templates/portal.css
@@ -219,6 +221,38 @@ func (s *Server) pendingPage(isp string, moving bool) page {
 		Lead: []string{
 			"You chose " + n + ". This device will switch to " + n + " within " + about(s.hint(moving)) +
 				" (it renews its address by itself; if it does not, turn Wi-Fi or the network cable off and on). You can close this page.",
+		},
+		Refresh: true,
+	}
+}
+
+// claimedPage is the page of a device that chose an ISP and is not on it
+// yet: switching (pendingPage), or back in the walled garden because its
+// ISP did not take it (failedPage).
+func (s *Server) claimedPage(sub Subscriber) page {
+	if sub.HandoverFailed != "" && sub.ISP == "" {
+		return s.failedPage(sub.Claimed, sub.HandoverFailed, sub.MAC, sub.Retry)
+	}
+	return s.pendingPage(sub.Claimed, sub.ISP != "")
+}
+
+// failedPage says the device mac tried to switch to isp, which refused it
+// or did not answer (why), and that it tries again by itself (at retry,
+// then the switch's time).
+func (s *Server) failedPage(isp, why string, mac uint64, retry time.Time) page {
+	n := s.displayName(isp)
+	what := n + " refused it: " + n + " has not (yet) set up service for this device."
+	if why == HandoverUnanswered {
+		what = n + " did not answer when this device asked it for service."
+	}
+	wait := max(time.Until(retry), 0) + s.hint(false)
+	return page{
+		Heading: n + " has not connected this device yet",
+		Lead: []string{
+			"You chose " + n + " and this device tried to switch to it, but " + what,
+			"Contact " + n + " and tell them this device is not getting service. Its hardware (MAC) address is " + binding.MACString(mac) + ".",
+			"This device tries again by itself within " + about(wait) + ", and again after that, until " + n +
+				" connects it. You do not need to do anything else: once " + n + " has fixed it, this device switches by itself.",
 		},
 		Refresh: true,
 	}

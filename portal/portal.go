@@ -36,7 +36,21 @@ type Subscriber struct {
 	ISP     string     // current ISP name; "" while onboarding
 	Expires time.Time  // onboarding lease end (or the binding's); zero = unknown
 	Claimed string     // ISP chosen and waiting for the handover, "" if none
+	// HandoverFailed says why the device, which chose Claimed, is back
+	// in the walled garden: Claimed refused it (HandoverRefused) or did
+	// not answer it (HandoverUnanswered); "" if it is not.
+	HandoverFailed string
+	// Retry is when the device is handed over to Claimed again (with
+	// HandoverFailed; zero: unknown).
+	Retry time.Time
 }
+
+// Why a device that chose an ISP is back in the walled garden
+// (Subscriber.HandoverFailed).
+const (
+	HandoverRefused    = "refused"
+	HandoverUnanswered = "unanswered"
+)
 
 // Directory finds the subscriber behind a connection: local is the
 // portal's address and port the connection reached (for a bound subscriber

@@ -519,3 +519,34 @@ func TestNew(t *testing.T) {
 		t.Errorf("%v %v", s, err)
 	}
 }
+
+// A device that chose an ISP and is back in the walled garden because
+// the ISP refused it, or did not answer: the page (/ and /done) says so
+// plainly, names the ISP and the device's MAC, tells the user to contact
+// the ISP and that the device tries again by itself; no form. Before, it
+// said the device would switch within 40 seconds, for ever.
+func TestHandoverFailedPage(t *testing.T) {
+	r := newRig(t, nil)
+	for _, tc := range []struct{ why, says string }{
+		{HandoverRefused, "but Alpha Net refused it: Alpha Net has not (yet) set up service for this device."},
+		{HandoverUnanswered, "but Alpha Net did not answer when this device asked it for service."},
+	} {
+		r.dir.set(Subscriber{MAC: macA, Access: "port1", Addr: addrA, Claimed: "alpha", HandoverFailed: tc.why})
+		for _, target := range []string{"/", "/done"} {
+			w := r.do(req{target: target, from: addrA})
+			b := w.Body.String()
+			for _, want := range []string{
+				"Alpha Net has not connected this device yet", tc.says,
+				"Contact Alpha Net and tell them this device is not getting service. Its hardware (MAC) address is 02:00:00:00:00:0a.",
+				"This device tries again by itself within about 40 seconds",
+			} {
+				if w.Code != http.StatusOK || !strings.Contains(b, html.EscapeString(want)) {
+					t.Errorf("%s %s: %d, page lacks %q:\n%s", tc.why, target, w.Code, want, b)
+				}
+			}
+			if !strings.Contains(b, `<meta http-equiv="refresh" content="5">`) || strings.Contains(b, "<form") || strings.Contains(b, "will switch") {
+				t.Errorf("%s %s: no refresh, or a form or the switching page:\n%s", tc.why, target, b)
+			}
+		}
+	}
+}

@@ -287,7 +287,11 @@ func writeStatus(w io.Writer, st *ctlsock.Status) error {
 	fmt.Fprintf(w, "\nonboarding (walled garden): %d\n", len(st.Onboarding))
 	t = newTable(w, "MAC", "ACCESS", "IP", "EXPIRES", "CHOSEN")
 	for _, o := range st.Onboarding {
-		t.row(o.MAC, o.Access, o.IP, o.Expires, orDash(o.Chosen))
+		chosen := orDash(o.Chosen)
+		if o.HandoverFailed != "" {
+			chosen += " (handover " + o.HandoverFailed + ")"
+		}
+		t.row(o.MAC, o.Access, o.IP, o.Expires, chosen)
 	}
 	return t.flush()
 }
