@@ -1,0 +1,102 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ispmux/ispmux/lab"
+	"github.com/ispmux/ispmux/tenants"
+)
+
+// A device claimed on the portal for a customer its ISP registered in
+// ispmux's API but not in its own DHCP server (beta's Kea knows p-known
+// only): its handover to beta goes unanswered, so it goes back to the
+// walled garden (dhclient, real Kea) instead of staying without an
+// address; the portal says beta did not answer and that it retries; the
+// operator sees it in ctl status, the counters and the events. Once beta
+// fixes its side (the device attached to the customer its Kea knows), the
+// device moves to beta by itself. Before, the device had no address after
+// the claim, for as long as beta was not fixed.
+func TestOnboardingHandoverUnanswered(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, lab.Options{Subscribers: 8, DHCP: true, API: true, Portal: true, Unconfigured: []string{"s8"},
+		KeaKnown: map[string][]string{"beta": {"p-known"}}})
+	r.start()
+	ctx := context.Background()
+	beta := r.apiAs(r.topo.API.ISP["beta"])
+	for _, id := range []string{"p-known", "p-unknown"} {
+		if _, err := beta.CreateCustomer(ctx, "beta", tenants.CustomerInput{ID: id, Password: "pw-" + id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pool := netip.MustParsePrefix(lab.OnboardingPool)
+	s8 := r.sub("s8")
+	startClient(t, r.topo.Dhclient(ctx, s8))
+	if a, ok := r.waitAddr(s8, 30*time.Second); !ok || !pool.Contains(a.Addr()) {
+		t.Fatalf("s8's address %v %v, want one from %s; ispmux log:\n%s", a, ok, pool, r.log.String())
+	}
+	c := r.portalClient(s8)
+	_, tok, err := portalPage(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, body, err := portalClaim(c, tok, "beta", "p-unknown", "pw-p-unknown", nil); err != nil || resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("claim: %v %v\n%s", resp, err, body)
+	}
+
+	// The handover (T1, 10 s), beta silent for one onboarding lease time
+	// (20 s), the next DISCOVER of dhclient's back-off: the garden again.
+	if !eventually(90*time.Second, func() bool {
+		o, ok := r.onboarding(s8.MAC)
+		a, has := r.topo.SubAddr(ctx, s8)
+		return ok && o.HandoverFailed == "unanswered" && o.Chosen == "beta" && has && pool.Contains(a.Addr()) && o.IP == a.Addr().String()
+	}) {
+		o, ok := r.onboarding(s8.MAC)
+		t.Fatalf("s8 not back in the walled garden after beta's silence: onboarding %+v %v; ispmux log:\n%s", o, ok, r.log.String())
+	}
+	page := ""
+	if !eventually(10*time.Second, func() bool {
+		resp, err := c.Get("https://" + lab.PortalHostname + "/done")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		page = string(b)
+		return resp.StatusCode == http.StatusOK && strings.Contains(page, "did not answer when this device asked it for service")
+	}) {
+		t.Errorf("the portal's page for s8 back in the garden:\n%s", page)
+	}
+	if n := r.counterNow("handover_failed_unanswered"); n == 0 {
+		t.Error("handover_failed_unanswered not counted")
+	}
+	garden, timeout := false, false
+	for _, e := range r.events() {
+		garden = garden || e.Kind == "onboarded" && e.MAC == s8.MAC && strings.Contains(e.Reason, "back in the walled garden")
+		timeout = timeout || e.Kind == "timeout" && e.MAC == s8.MAC && e.ISP == "beta"
+	}
+	if !garden || !timeout {
+		t.Errorf("events: onboarded back in the garden %v, beta's timeout %v", garden, timeout)
+	}
+
+	// beta fixes its side: the device is its known customer's now. It
+	// moves to beta at its next renewal in the garden, by itself.
+	if err := beta.DetachDevice(ctx, "beta", s8.MAC); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := beta.AttachDevice(ctx, "beta", tenants.DeviceInput{MAC: s8.MAC, CustomerID: "p-known"}); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(60*time.Second, func() bool { return r.handoverDone(s8, "beta") }) {
+		o, ok := r.onboarding(s8.MAC)
+		t.Fatalf("s8 not on beta after the fix: onboarding %+v %v; ispmux log:\n%s", o, ok, r.log.String())
+	}
+	if _, ok := r.onboarding(s8.MAC); ok {
+		t.Error("s8 still has an onboarding lease")
+	}
+}
