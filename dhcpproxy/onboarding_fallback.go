@@ -23,8 +23,8 @@ import (
 //     lease time from the first of them timing out (unanswered). A device
 //     bound before, or handed over longer ago than its hold, is not sent
 //     to the garden: its ISP's outage is reported as ever (nak, timeout
-//     events), nothing more. The first failure counts handover_failed
-//     and handover_failed_REASON.
+//     events), nothing more. Each return to the garden counts
+//     handover_failed and handover_failed_REASON.
 //   - Back in the garden: its DISCOVER, and its REQUEST for its garden
 //     offer or lease, are served from the circuit's onboarding pool with
 //     the rules, lease time and caps of a device without a record; the
@@ -222,7 +222,8 @@ func (p *Proxy) handoverFailed(s subject, why string, now time.Time) {
 		return
 	}
 	if failed {
-		p.log.Info("dhcp: handover failed, back to the walled garden", "mac", binding.MACString(s.mac), "access", s.access,
+		// Its return's onboarded event, logged, says it too.
+		p.log.Debug("dhcp: handover failed, back to the walled garden", "mac", binding.MACString(s.mac), "access", s.access,
 			"isp", s.isp, "reason", why, "retry_at", f.retryAt)
 	}
 }
@@ -285,8 +286,7 @@ func (p *Proxy) fromGarden(c *Circuit, m *dhcpv4.DHCPv4, sk subKey, now time.Tim
 			return false
 		}
 	}
-	garden := mt == dhcpv4.MessageTypeDiscover
-	if !garden {
+	if mt == dhcpv4.MessageTypeRequest {
 		asked := addrOf(m.RequestedIPAddress())
 		if !asked.IsValid() || asked.IsUnspecified() {
 			asked = addrOf(m.ClientIPAddr)
