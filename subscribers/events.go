@@ -274,16 +274,16 @@ func (s *Store) EventsOf(isp string, after uint64, limit int) ([]Event, error) {
 // past after+1 while after+1 < oldest was trimmed in front of its reader,
 // which the bounds read apart could not tell (an API page's missed, a
 // stream's reset). For an ISP, after and the bounds are ISPSeqs: the
-// ISPSeq of its oldest event the log holds (newest+1: none), and its last
-// given out.
+// ISPSeq of its oldest event the log holds (newest+1: none; the log's
+// oldest while that is an event of a store of schema 8: ispBoundsTx), and
+// its last given out.
 func (s *Store) EventsPage(isp string, after uint64, limit int) (evs []Event, oldest, newest uint64, err error) {
 	var bad []error
 	err = s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
-		if isp == "" {
-			oldest, newest = eventBoundsPending(tx, pend)
-			oldest = s.gapOldest(oldest)
-		} else {
-			oldest, newest = ispBoundsTx(tx, pend, isp)
+		oldest, newest = eventBoundsPending(tx, pend)
+		oldest = s.gapOldest(oldest)
+		if isp != "" {
+			oldest, newest = ispBoundsTx(tx, pend, isp, oldest)
 		}
 		if after >= newest {
 			return nil

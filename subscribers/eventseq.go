@@ -177,7 +177,17 @@ func trimIndex(idx *bolt.Bucket, isp string, seq uint64, at map[string][]byte) e
 // ispBoundsTx is eventBoundsPending for isp's sequence: the ISPSeq of
 // its oldest event the log holds (newest+1: none) and the last ISPSeq
 // given out, as its readers see them (gapOldestOf).
-func ispBoundsTx(tx *bolt.Tx, pend []*jrec, isp string) (oldest, newest uint64) {
+//
+// While that oldest event is one of a store of schema 8 or older (an
+// index entry with no value), the oldest is the log's, logOldest (the
+// Seq of its oldest event, as readers see it), as it was before schema
+// 9: the ISP's old numbers are Seqs, with holes (the other ISPs' events)
+// that no gap records, so a reader whose place is in one, such as a
+// webhook cursor that had moved past the other ISPs' events, was told
+// that the numbers from there to the ISP's oldest event were its events
+// trimmed. The log keeps no trace of which ISP's events it trimmed: a
+// number before the log's oldest may have been one of isp's.
+func ispBoundsTx(tx *bolt.Tx, pend []*jrec, isp string, logOldest uint64) (oldest, newest uint64) {
 	q := readISPSeq(tx, isp)
 	newest = q.last
 	var pendOldest uint64
@@ -196,6 +206,9 @@ func ispBoundsTx(tx *bolt.Tx, pend []*jrec, isp string) (oldest, newest uint64) 
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		if n, _, ok := indexSeq(k, v, len(prefix)); ok {
 			oldest, found = n, true
+			if len(v) == 0 { // an entry of schema 8 or older: see above
+				oldest = min(n, logOldest)
+			}
 			break
 		}
 	}

@@ -1,7 +1,10 @@
 package subscribers
 
 import (
+	"errors"
+
 	"bytes"
+	bolt "go.etcd.io/bbolt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -141,4 +144,150 @@ func TestMigrateV1Indexes(t *testing.T) {
 func legacyNumbered(e Event) Event {
 	e.ISPSeq = e.Seq
 	return e
+}
+
+// TestMigrateISPSeqsReaders: the 8 → 9 migration (per-ISP numbers) as the
+// readers of an ISP's events see it, on testdata/v2.db (events alpha 1,
+// beta 2, none 3, alpha 4, alpha 5) with webhook cursors stored before
+// the upgrade (alpha 2: its worker had moved past beta's 2; beta 0: set
+// when the log was empty). The old numbers (the Seqs) read back with the
+// same cursors; the ISPs' new numbers go on above the base (5) with no
+// event reported missed across the jump; an ISP's position in a hole of
+// its old numbers (numbers of other ISPs' events) is not taken for
+// events of its own that were trimmed: the ISP's oldest is the log's, as
+// before the upgrade, while its oldest event is an old one. Through the
+// calls the API (EventsPage: missed, a stream's reset) and the webhook
+// worker (WebhookEvents: events-lost when cursor+1 < oldest) use.
+func TestMigrateISPSeqsReaders(t *testing.T) {
+	path := openV2Copy(t)
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		bk, err := tx.CreateBucket(bucketWebhooks)
+		if err != nil {
+			return err
+		}
+		if err := bk.Put([]byte("alpha"), seqKey(2)); err != nil {
+			return err
+		}
+		return bk.Put([]byte("beta"), seqKey(0))
+	})
+	if err := errors.Join(err, db.Close()); err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{NoSync: true, EventRetention: 8} // the 9th event trims Seq 1
+	s, err := Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+
+	type page struct {
+		seqs           []uint64 // ISPSeqs
+		oldest, newest uint64
+	}
+	read := func(isp string, after uint64, limit int) page {
+		t.Helper()
+		evs, oldest, newest, err := s.EventsPage(isp, after, limit)
+		if err != nil {
+			t.Fatalf("EventsPage(%s, %d): %v", isp, after, err)
+		}
+		wevs, wo, wn, err := s.WebhookEvents(isp, after, limit)
+		if err != nil || len(wevs) != len(evs) || wo != oldest || wn != newest {
+			t.Fatalf("WebhookEvents(%s, %d) = %d events %d..%d, %v; EventsPage %d events %d..%d", isp, after, len(wevs), wo, wn, err, len(evs), oldest, newest)
+		}
+		p := page{oldest: oldest, newest: newest}
+		for _, e := range evs {
+			if e.ISP != isp {
+				t.Fatalf("%s's page holds %+v", isp, e)
+			}
+			p.seqs = append(p.seqs, e.ISPSeq)
+		}
+		return p
+	}
+	// expect checks isp's page after `after`, and that a reader there is
+	// told it missed events (after+1 < oldest: API missed, stream reset,
+	// webhook events-lost) exactly when lost says.
+	expect := func(what, isp string, after uint64, limit int, want []uint64, newest uint64, lost bool) {
+		t.Helper()
+		p := read(isp, after, limit)
+		if !slices.Equal(p.seqs, want) || p.newest != newest || (after+1 < p.oldest) != lost {
+			t.Errorf("%s: %s after %d: ISPSeqs %v, bounds %d..%d; want %v, newest %d, missed %v", what, isp, after, p.seqs, p.oldest, p.newest, want, newest, lost)
+		}
+	}
+
+	// The old numbers, with the old cursors.
+	expect("migrated", "alpha", 0, 0, []uint64{1, 4, 5}, 5, false)
+	expect("migrated", "alpha", 1, 1, []uint64{4}, 5, false)
+	expect("migrated", "beta", 0, 0, []uint64{2}, 5, false)
+	for isp, want := range map[string]uint64{"alpha": 2, "beta": 0} {
+		if c, ok, err := s.WebhookCursor(isp); err != nil || !ok || c != want {
+			t.Errorf("WebhookCursor(%s) = %d, %v, %v; want %d (stored before the upgrade)", isp, c, ok, err, want)
+		}
+	}
+	expect("beta's cursor stored before the upgrade", "beta", 0, 0, []uint64{2}, 5, false)
+	expect("alpha's cursor stored before the upgrade", "alpha", 2, 0, []uint64{4, 5}, 5, false)
+	for isp, want := range map[string]uint64{"alpha": 5, "beta": 5} {
+		if n, err := s.LastEventSeqOf(isp); err != nil || n != want {
+			t.Errorf("LastEventSeqOf(%s) = %d, %v; want %d (the base)", isp, n, err, want)
+		}
+	}
+
+	// New events: numbered above the base; the 4th (Seq 9) trims Seq 1
+	// (by count: dated after the fixture's, none is trimmed by age).
+	_, _, _, fixture := v2Fixture()
+	at := fixture[len(fixture)-1].Time
+	add := func(isp string, wantISPSeq uint64) {
+		t.Helper()
+		at = at.Add(time.Second)
+		e, err := s.AddEvent(Event{Kind: EventCustomerCreated, ISP: isp, Time: at})
+		if err != nil || e.ISPSeq != wantISPSeq {
+			t.Fatalf("AddEvent(%s): ISPSeq %d, %v; want %d", isp, e.ISPSeq, err, wantISPSeq)
+		}
+	}
+	add("beta", 6)
+	add("alpha", 6)
+	add("", 0)
+	add("beta", 7)
+	if evs, _ := s.Events(0, 1); len(evs) != 1 || evs[0].Seq != 2 {
+		t.Fatalf("log's oldest: %+v; want Seq 2 (Seq 1 trimmed)", evs)
+	}
+	expect("after the jump", "alpha", 5, 0, []uint64{6}, 6, false)
+	expect("after the jump", "beta", 2, 0, []uint64{6, 7}, 7, false)
+	expect("after the jump, paged", "beta", 6, 0, []uint64{7}, 7, false)
+	// alpha's 1 was trimmed: a reader before it missed it.
+	if p := read("alpha", 0, 0); p.oldest != 2 {
+		t.Errorf("alpha's oldest with its 1 trimmed: %d, want 2 (a webhook cursor 0 is told 1..1 was lost)", p.oldest)
+	}
+	// alpha's webhook cursor 2 sits in a hole of its old numbers (3 was an
+	// event of no ISP): it resumes at 4 with nothing lost.
+	expect("alpha's old cursor, its 1 trimmed", "alpha", 2, 0, []uint64{4, 5, 6}, 6, false)
+	expect("alpha's old cursor, its 1 trimmed", "alpha", 3, 0, []uint64{4, 5, 6}, 6, false)
+
+	// Every old event trimmed: the gaps the migration recorded (beta: 2..5)
+	// are no events missed; a reader before an old event is told.
+	for range 4 {
+		add("", 0)
+	}
+	if evs, _ := s.Events(0, 1); len(evs) != 1 || evs[0].Seq != 6 {
+		t.Fatalf("log's oldest: %+v; want Seq 6 (every old event trimmed)", evs)
+	}
+	expect("old events trimmed", "alpha", 5, 0, []uint64{6}, 6, false)
+	expect("old events trimmed", "alpha", 4, 0, []uint64{6}, 6, true)
+	expect("old events trimmed", "beta", 2, 0, []uint64{6, 7}, 7, false)
+	expect("old events trimmed", "beta", 1, 0, []uint64{6, 7}, 7, true)
+
+	// Reopened: the numbers go on.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(path, Options{NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	add("alpha", 7)
+	add("beta", 8)
+	expect("reopened", "alpha", 5, 0, []uint64{6, 7}, 7, false)
+	expect("reopened", "beta", 2, 0, []uint64{6, 7, 8}, 8, false)
 }
