@@ -157,6 +157,108 @@ func TestBackupMarkLeftOnLiveStore(t *testing.T) {
 	}
 }
 
+// TestRestoredCopyJumpsISPSeqs: a restored copy's numbers, the log's and
+// every ISP's (those with events in the copy, and one with none, whose
+// sequence is at the base), go on above every number the original gave
+// out after the backup: an ISP's receiver, which saw the original's, never
+// gets a number again for another event. And the jump is a gap, in both:
+// no reader is told it missed events across it (API missed, a stream's
+// reset, webhook events-lost), whether its place is the copy's newest or
+// a number the original gave out after the backup, also once the log has
+// trimmed every copied event.
+func TestRestoredCopyJumpsISPSeqs(t *testing.T) {
+	opts := Options{NoSync: true, EventRetention: 10}
+	s, _ := openTest(t, opts)
+	add := func(s *Store, isp string) Event {
+		t.Helper()
+		e, err := s.AddEvent(Event{Kind: EventCustomerCreated, ISP: isp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	for _, isp := range []string{"alpha", "beta", "alpha", "", "beta", "alpha"} {
+		add(s, isp)
+	}
+	c, _ := restoreCopy(t, s, opts)
+	// The original goes on after the backup: a receiver may have seen these.
+	seen := map[string]uint64{"": 0}
+	for _, isp := range []string{"alpha", "gamma", "alpha", "", "beta", "gamma", "alpha"} {
+		e := add(s, isp)
+		if isp != "" {
+			seen[isp] = e.ISPSeq
+		}
+		seen[""] = e.Seq
+	}
+	if seen["alpha"] != 6 || seen["beta"] != 3 || seen["gamma"] != 2 || seen[""] != 13 {
+		t.Fatalf("the original's numbers after the backup: %v", seen)
+	}
+	copied := map[string]uint64{"alpha": 3, "beta": 2, "gamma": 0, "": 6} // the copy's newest
+	jump := c.OpenedFromCopy()
+	if jump < minCopyJump {
+		t.Fatalf("OpenedFromCopy = %d", jump)
+	}
+	first := map[string]uint64{} // the copy's first new numbers
+	for _, isp := range []string{"alpha", "gamma", "beta", ""} {
+		e := add(c, isp)
+		if _, ok := first[""]; !ok {
+			first[""] = e.Seq
+		}
+		if isp != "" {
+			first[isp] = e.ISPSeq
+		}
+	}
+	for isp, n := range first {
+		if n <= seen[isp] || n != copied[isp]+jump+1 {
+			t.Errorf("copy's first new number of %q: %d; the original gave out up to %d, the copy's newest %d, jump %d", isp, n, seen[isp], copied[isp], jump)
+		}
+	}
+	// A reader's place: the copy's newest, or the original's after the
+	// backup (the copy's new events are then all unread), nothing missed.
+	// missed: after+1 < oldest.
+	check := func(what string) {
+		t.Helper()
+		for _, isp := range []string{"alpha", "beta", "gamma", ""} {
+			for _, after := range []uint64{copied[isp], seen[isp]} {
+				evs, oldest, newest, err := c.EventsPage(isp, after, 0)
+				if err != nil || len(evs) == 0 || newest < first[isp] || after+1 < oldest {
+					t.Errorf("%s: %q after %d: %d events, bounds %d..%d, %v; want the new ones, none missed", what, isp, after, len(evs), oldest, newest, err)
+					continue
+				}
+				n := evs[0].ISPSeq
+				if isp == "" {
+					n = evs[0].Seq
+				}
+				if after >= copied[isp] && n != first[isp] {
+					t.Errorf("%s: %q after %d: first event %d, want %d", what, isp, after, n, first[isp])
+				}
+				if isp == "" {
+					continue
+				}
+				if _, wo, _, err := c.WebhookEvents(isp, after, 0); err != nil || after+1 < wo {
+					t.Errorf("%s: webhook of %q at %d: oldest %d, %v: events-lost %d..%d", what, isp, after, wo, err, after+1, wo-1)
+				}
+			}
+		}
+	}
+	check("copied events kept")
+	// Every copied event trimmed (the copy's 6 and 4 new ones, and 6 more:
+	// the newest 10 kept): the jump is still a gap, each reader's oldest
+	// the number after its copied newest.
+	for range 6 {
+		add(c, "")
+	}
+	if evs, _ := c.Events(0, 1); len(evs) != 1 || evs[0].Seq != first[""] {
+		t.Fatalf("copy's oldest: %+v; want Seq %d, its first new event", evs, first[""])
+	}
+	for isp, n := range copied {
+		if _, oldest, _, err := c.EventsPage(isp, 0, 0); err != nil || oldest != n+1 {
+			t.Errorf("%q's oldest with the copied events trimmed: %d, %v; want %d (the jump is no events)", isp, oldest, err, n+1)
+		}
+	}
+	check("copied events trimmed")
+}
+
 func TestCopyJump(t *testing.T) {
 	at := time.Unix(1_800_000_000, 0)
 	for _, c := range []struct {
