@@ -18,11 +18,16 @@ import (
 const crashChildEnv = "SUBSCRIBERS_CRASH_CHILD"
 
 // TestCrashSafety re-executes the test binary as a child that commits
-// bindings from several goroutines (so group commits happen) and prints
-// each index once CommitBinding has returned. The parent SIGKILLs it in
-// mid-stream, reopens the file and checks that every binding the child
-// reported is there, intact. It fails if CommitBinding ever returns before
-// its transaction has committed.
+// bindings from several goroutines (so group commits happen), some with
+// an event (CommitBindingEvent, in the journal) and some followed by one
+// (AddEvent, a bbolt transaction), and prints each index, and each
+// event's Seq and ISPSeq, once the call has returned. The parent SIGKILLs
+// it in mid-stream, reopens the file and checks that every binding the
+// child reported is there, intact, that every reported event reads back
+// with its numbers, and that no ISP's sequence has a gap or a number given
+// twice (checkISPNumbering). It fails if a call ever returns before its
+// record is durable, or the replay numbers an event otherwise than the
+// call returned it.
 //
 // A SIGKILL keeps the page cache, so this proves commit-before-return, not
 // fsync; the fsync is bbolt's (Options.NoSync false, checked below).
@@ -47,9 +52,19 @@ func TestCrashSafety(t *testing.T) {
 	}
 	const killAfter = 300
 	committed := map[int]bool{}
+	var events []Event // as the child's calls returned them
 	sc := bufio.NewScanner(out)
 	killed := false
 	for sc.Scan() {
+		if line, ok := strings.CutPrefix(sc.Text(), "event "); ok {
+			var i int
+			var seq, ispSeq uint64
+			if _, err := fmt.Sscanf(line, "%d %d %d", &i, &seq, &ispSeq); err != nil {
+				t.Fatalf("child printed %q", sc.Text())
+			}
+			events = append(events, Event{Seq: seq, ISPSeq: ispSeq, MAC: mac(i), ISP: testBinding(i).ISP})
+			continue
+		}
 		line, ok := strings.CutPrefix(sc.Text(), "committed ")
 		if !ok {
 			continue
@@ -106,11 +121,16 @@ func TestCrashSafety(t *testing.T) {
 	if lost > 0 {
 		t.Errorf("%d of %d committed bindings lost", lost, len(committed))
 	}
-	t.Logf("child reported %d commits before it died; file holds %d bindings", len(committed), len(all))
+	if len(events) == 0 {
+		t.Fatal("the child reported no event")
+	}
+	checkISPNumbering(t, "after the SIGKILL", s, events)
+	t.Logf("child reported %d commits and %d events before it died; file holds %d bindings", len(committed), len(events), len(all))
 }
 
-// crashChild commits bindings forever from 8 goroutines; the parent kills
-// it.
+// crashChild commits bindings forever from 8 goroutines, binding i with
+// its event (of its ISP) if i is odd, followed by an event of its own if
+// i%4 == 0; the parent kills it.
 func crashChild(path string) {
 	s, err := Open(path, Options{})
 	if err != nil {
@@ -128,11 +148,27 @@ func crashChild(path string) {
 	for g := range workers {
 		wg.Go(func() {
 			for i := g; ; i += workers {
-				if err := s.CommitBinding(testBinding(i)); err != nil {
+				b := testBinding(i)
+				var e Event
+				var err error
+				switch {
+				case i%2 == 1:
+					e, err = s.CommitBindingEvent(b, Event{Kind: EventBound, MAC: b.MAC, ISP: b.ISP})
+				case i%4 == 0:
+					if err = s.CommitBinding(b); err == nil {
+						e, err = s.AddEvent(Event{Kind: EventRenewed, MAC: b.MAC, ISP: b.ISP})
+					}
+				default:
+					err = s.CommitBinding(b)
+				}
+				if err != nil {
 					fmt.Fprintln(os.Stderr, "child:", err)
 					os.Exit(2)
 				}
 				mu.Lock()
+				if e.Seq != 0 {
+					fmt.Fprintf(w, "event %d %d %d\n", i, e.Seq, e.ISPSeq)
+				}
 				fmt.Fprintf(w, "committed %d\n", i)
 				w.Flush() // one write(2) per line, after the commit returned
 				mu.Unlock()

@@ -161,3 +161,49 @@ func TestISPSeqContinues(t *testing.T) {
 	add(c, 204, "alpha", true)
 	check(c, "after a restart, new events")
 }
+
+// checkISPNumbering checks s, a store whose log trimmed nothing (after a
+// crash and its replay): each ISP's events are numbered 1, 2, 3, ... in
+// its sequence (no number skipped, none given twice), its sequence goes
+// on after the last of them (LastEventSeqOf), and every event of returned
+// (as AddEvent or CommitBindingEvent returned them to their callers) reads
+// back with its Seq and ISPSeq, as the event it was.
+func checkISPNumbering(t *testing.T, what string, s *Store, returned []Event) {
+	t.Helper()
+	all, err := s.Events(0, 0)
+	if err != nil {
+		t.Fatalf("%s: Events: %v", what, err)
+	}
+	bySeq := map[uint64]Event{}
+	count := map[string]int{}
+	for _, e := range all {
+		bySeq[e.Seq] = e
+		if e.ISP != "" {
+			count[e.ISP]++
+		}
+	}
+	ispSeqOf := map[uint64]uint64{} // Seq → ISPSeq, as the ISPs read them
+	for isp, n := range count {
+		evs, err := s.EventsOf(isp, 0, 0)
+		if err != nil || len(evs) != n {
+			t.Errorf("%s: EventsOf(%s): %d events, %v; the log holds %d", what, isp, len(evs), err, n)
+			continue
+		}
+		for j, e := range evs {
+			if e.ISPSeq != uint64(j+1) || e.ISP != isp {
+				t.Errorf("%s: %s's event %d (seq %d, of %q) is numbered %d in its sequence: a gap or a number given twice", what, isp, j+1, e.Seq, e.ISP, e.ISPSeq)
+				break
+			}
+			ispSeqOf[e.Seq] = e.ISPSeq
+		}
+		if last, err := s.LastEventSeqOf(isp); err != nil || last != uint64(n) {
+			t.Errorf("%s: LastEventSeqOf(%s) = %d, %v; want %d (its newest)", what, isp, last, err, n)
+		}
+	}
+	for _, r := range returned {
+		got, ok := bySeq[r.Seq]
+		if !ok || got.MAC != r.MAC || got.ISP != r.ISP || ispSeqOf[r.Seq] != r.ISPSeq {
+			t.Errorf("%s: event returned as seq %d, %s's %d (%v) reads back as %s's %d (%v, found %v)", what, r.Seq, r.ISP, r.ISPSeq, r.MAC, got.ISP, ispSeqOf[r.Seq], got.MAC, ok)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package subscribers
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"runtime"
 	"slices"
@@ -27,13 +28,15 @@ func withMaxPending(t *testing.T, n int, before, after func()) {
 // records here) run beside four writers of journaled bindings and
 // events. A crash at the instant each checkpoint's transaction has
 // committed, while the writers go on in the journal's other file,
-// loses nothing acknowledged, and the event log has no gap; the
-// appends never waited for a checkpoint (no group commit transaction
-// ran).
+// loses nothing acknowledged, and the event log has no gap, nor has
+// any ISP's sequence, every event reading back with the numbers it was
+// returned with; the appends never waited for a checkpoint (no group
+// commit transaction ran).
 func TestJournalBackgroundCheckpoint(t *testing.T) {
 	const n = 1200
 	var acked [n]atomic.Bool
 	seqs := make([]atomic.Uint64, n)
+	returned := make([]Event, n) // read after the writers are done
 	type crash struct {
 		path  string
 		acked []int // bindings acknowledged before the copy began
@@ -71,6 +74,7 @@ func TestJournalBackgroundCheckpoint(t *testing.T) {
 					return
 				}
 				seqs[i].Store(e.Seq)
+				returned[i] = e
 				acked[i].Store(true)
 			}
 		})
@@ -120,6 +124,11 @@ func TestJournalBackgroundCheckpoint(t *testing.T) {
 				t.Errorf("crash %d: binding %d's event %d missing or another's", k, i, seqs[i].Load())
 			}
 		}
+		var ret []Event
+		for _, i := range c.acked {
+			ret = append(ret, returned[i])
+		}
+		checkISPNumbering(t, fmt.Sprintf("crash %d", k), cs, ret)
 		cs.Close()
 	}
 	// And the store itself, closed and opened again.
@@ -194,7 +203,8 @@ func TestJournalBackgroundCheckpointOvertaken(t *testing.T) {
 // TestJournalBackgroundCheckpointCrash: a crash while a background
 // checkpoint has not committed (its records only in the journal's first
 // file, later ones in the second), and one after it committed but before
-// the leader knew: both files replay, in LSN order, each record once.
+// the leader knew: both files replay, in LSN order, each record once,
+// the events with the Seq and ISPSeq they were returned with.
 func TestJournalBackgroundCheckpointCrash(t *testing.T) {
 	for _, when := range []string{"before", "after"} {
 		t.Run(when, func(t *testing.T) {
@@ -211,18 +221,25 @@ func TestJournalBackgroundCheckpointCrash(t *testing.T) {
 			}
 			s, path := openTest(t, Options{})
 			defer close(hold)
-			for i := range 4 {
-				if _, err := s.CommitBindingEvent(testBinding(i), Event{Kind: EventBound, MAC: testBinding(i).MAC}); err != nil {
+			var returned []Event
+			commit := func(i int) {
+				t.Helper()
+				b := testBinding(i)
+				e, err := s.CommitBindingEvent(b, Event{Kind: EventBound, MAC: b.MAC, ISP: b.ISP})
+				if err != nil {
 					t.Fatal(err)
 				}
+				returned = append(returned, e)
+			}
+			for i := range 4 {
+				commit(i)
 			}
 			<-at
 			for i := 4; i < 7; i++ { // into the journal's second file
-				if _, err := s.CommitBindingEvent(testBinding(i), Event{Kind: EventBound, MAC: testBinding(i).MAC}); err != nil {
-					t.Fatal(err)
-				}
+				commit(i)
 			}
 			c, _ := crashCopy(t, path)
+			checkISPNumbering(t, "after the crash", c, returned)
 			for i := range 7 {
 				want := testBinding(i)
 				if got, err := c.Binding(want.Access, want.VLAN, want.MAC); err != nil || !bindingEqual(got, want) {
@@ -245,10 +262,13 @@ func TestJournalBackgroundCheckpointCrash(t *testing.T) {
 			if found, err := s.DeleteBinding(x.Access, x.VLAN, x.MAC); err != nil || !found {
 				t.Fatalf("DeleteBinding = %v, %v", found, err)
 			}
-			if _, err := s.AddEvent(Event{Kind: EventReleased, MAC: x.MAC}); err != nil {
+			e, err := s.AddEvent(Event{Kind: EventReleased, MAC: x.MAC, ISP: x.ISP})
+			if err != nil {
 				t.Fatal(err)
 			}
+			returned = append(returned, e)
 			c, _ = crashCopy(t, path)
+			checkISPNumbering(t, "after the release", c, returned)
 			if _, err := c.Binding(x.Access, x.VLAN, x.MAC); !errors.Is(err, ErrNotFound) {
 				t.Errorf("released binding after the crash: %v, want ErrNotFound", err)
 			}

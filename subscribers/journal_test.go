@@ -452,6 +452,7 @@ func TestJournalLSNReused(t *testing.T) {
 	}
 	// A later binding whose record is exactly as long as LSN 2 and 3 were.
 	y := testBinding(4)
+	y.ISP = x.ISP
 	for n := 0; recLen(y) != la+lb; n++ {
 		y.Circuit = strings.Repeat("c", n)
 		if n > 1000 {
@@ -480,15 +481,23 @@ func recLenEv(b Binding, e Event) int {
 
 // TestJournalLSNReusedEvents: the same hole with events: chained, the
 // stale record's event seq collided with a newer one and the store no
-// longer opened.
+// longer opened. The events given out again (Seq, and ISPSeq: the lost
+// record's event and the stale one were isp-1's) were never returned:
+// after the second crash each ISP's numbers are gap-free and the events
+// returned since read back with theirs.
 func TestJournalLSNReusedEvents(t *testing.T) {
 	s, path := openTest(t, Options{NoSync: true})
 	ts := testBinding(0).Updated
 	ev := func(b Binding) Event { return Event{Kind: EventBound, MAC: b.MAC, ISP: b.ISP, Time: ts} }
 	a, b, x := testBinding(2), testBinding(3), testBinding(1)
-	for _, bb := range []Binding{a, b, x} { // LSN 1, 2, 3; seq 1, 2, 3
-		if _, err := s.CommitBindingEvent(bb, ev(bb)); err != nil {
+	var returned []Event                    // those the crash keeps: a's, then the new ones
+	for k, bb := range []Binding{a, b, x} { // LSN 1, 2, 3; seq 1, 2, 3
+		e, err := s.CommitBindingEvent(bb, ev(bb))
+		if err != nil {
 			t.Fatal(err)
+		}
+		if k == 0 {
+			returned = append(returned, e)
 		}
 	}
 	la, lb := recLenEv(a, ev(a)), recLenEv(b, ev(b))
@@ -497,21 +506,26 @@ func TestJournalLSNReusedEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.AddEvent(Event{Kind: EventReleased}); err != nil { // seq 2, through bbolt
+	e, err := c.AddEvent(Event{Kind: EventReleased, ISP: b.ISP}) // seq 2, isp-1's 1, through bbolt
+	if err != nil {
 		t.Fatal(err)
 	}
+	returned = append(returned, e)
 	y := testBinding(4)
+	y.ISP = x.ISP
 	for n := 0; recLenEv(y, ev(y)) != la+lb; n++ {
 		y.Circuit = strings.Repeat("c", n)
 	}
-	if _, err := c.CommitBindingEvent(y, ev(y)); err != nil { // LSN 2 again, seq 3
+	if e, err = c.CommitBindingEvent(y, ev(y)); err != nil { // LSN 2 again, seq 3, isp-1's 2
 		t.Fatal(err)
 	}
+	returned = append(returned, e)
 	p2 := copyStore(t, p, nil)
 	c.Close()
 	d, err := Open(p2, Options{NoSync: true})
 	if err != nil {
 		t.Fatalf("open after the second crash: %v", err)
 	}
+	checkISPNumbering(t, "after the second crash", d, returned)
 	d.Close()
 }
