@@ -122,6 +122,8 @@ func putStoredLSN(tx *bolt.Tx, lsn uint64) error {
 // applyRecords puts each record's binding and appends its event (with the
 // sequence number it was given), in order, yielding its P every
 // checkpointYield records; with pause, every fourth yield is a pause.
+// The sequences of the events' ISPs are written once, at the end
+// (ispSeqs).
 //
 // A background checkpoint of 4096 records is 25–60 ms of CPU, most of it
 // in these Puts (BenchmarkBgCheckpoint): with one P (ispmux on one CPU)
@@ -137,6 +139,7 @@ func putStoredLSN(tx *bolt.Tx, lsn uint64) error {
 func (s *Store) applyRecords(tx *bolt.Tx, recs []*jrec, pause bool) error {
 	bk := tx.Bucket(bucketBindings)
 	evs := tx.Bucket(bucketEvents)
+	held := ispSeqs{}
 	for i, r := range recs {
 		if i%checkpointYield == checkpointYield-1 {
 			if pause && i%(4*checkpointYield) == 4*checkpointYield-1 {
@@ -158,11 +161,11 @@ func (s *Store) applyRecords(tx *bolt.Tx, recs []*jrec, pause bool) error {
 		if err := evs.SetSequence(seq); err != nil {
 			return err
 		}
-		if _, err := s.eventAt(tx, seq, r.evVal, isp, r.ispSeq(), t.Add(-s.maxAge)); err != nil {
+		if _, err := s.eventAt(tx, seq, r.evVal, isp, r.ispSeq(), t.Add(-s.maxAge), held); err != nil {
 			return fmt.Errorf("journal record %d: %w", r.lsn, err)
 		}
 	}
-	return nil
+	return putISPSeqs(tx, held)
 }
 
 // checkpointYield is how many records applyRecords writes between yields

@@ -168,7 +168,7 @@ func (s *Store) eventPutVal(e *Event, val []byte) func(tx *bolt.Tx) error {
 			return err
 		}
 		e.Seq = seq
-		e.ISPSeq, err = s.eventAt(tx, seq, val, e.ISP, 0, cutTime)
+		e.ISPSeq, err = s.eventAt(tx, seq, val, e.ISP, 0, cutTime, nil)
 		return err
 	}
 }
@@ -176,8 +176,9 @@ func (s *Store) eventPutVal(e *Event, val []byte) func(tx *bolt.Tx) error {
 // eventAt stores the event val (of ISP isp) under seq, the log's newest
 // sequence number, with its index entry under ispSeq (0: the ISP's next
 // number), and trims the log as eventPut says, by count and by cutTime.
-// It returns the event's ISPSeq (0 for an event with no ISP).
-func (s *Store) eventAt(tx *bolt.Tx, seq uint64, val []byte, isp string, ispSeq uint64, cutTime time.Time) (uint64, error) {
+// It returns the event's ISPSeq (0 for an event with no ISP). The ISP's
+// sequence is kept in held if not nil (takeISPSeq).
+func (s *Store) eventAt(tx *bolt.Tx, seq uint64, val []byte, isp string, ispSeq uint64, cutTime time.Time, held ispSeqs) (uint64, error) {
 	bk := tx.Bucket(bucketEvents)
 	bk.FillPercent = 0.95 // append-only: keep the pages full
 	idx := tx.Bucket(bucketEventIndex)
@@ -186,7 +187,7 @@ func (s *Store) eventAt(tx *bolt.Tx, seq uint64, val []byte, isp string, ispSeq 
 	}
 	if isp != "" {
 		var err error
-		if ispSeq, err = takeISPSeq(tx, isp, ispSeq); err != nil {
+		if ispSeq, err = takeISPSeq(tx, isp, ispSeq, held); err != nil {
 			return 0, err
 		}
 		if err := idx.Put(eventIndexKey(isp, ispSeq), seqKey(seq)); err != nil {
