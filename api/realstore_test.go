@@ -465,4 +465,25 @@ func TestISPEventNumbersHideOtherISPs(t *testing.T) {
 	if len(all) != 33 || all[len(all)-1].Seq != 33 {
 		t.Errorf("the operator's log: %d events, the last %+v; want 33, the last numbered 33", len(all), all[len(all)-1])
 	}
+	// The operator sees each event's number in its ISP's sequence too
+	// (isp_seq), to find an event an ISP names; an ISP's reads have no
+	// such field (their seq is it).
+	var alphaAt, betaAt []uint64 // isp_seq of alpha's, beta's events, by seq
+	for _, e := range all {
+		switch e.ISP {
+		case "alpha":
+			alphaAt = append(alphaAt, e.ISPSeq)
+		case "beta":
+			betaAt = append(betaAt, e.ISPSeq)
+		}
+	}
+	if fmt.Sprint(alphaAt) != "[1 2 3]" || len(betaAt) != 30 || betaAt[0] != 1 || betaAt[29] != 30 {
+		t.Errorf("the operator's log: alpha's isp_seq %v, beta's %v; want [1 2 3] and 1..30", alphaAt, betaAt)
+	}
+	if w := f.do("GET", "/v1/isps/alpha/events?after=0", "alpha", ""); strings.Contains(w.Body.String(), "isp_seq") {
+		t.Errorf("alpha's read shows isp_seq: %s", w.Body)
+	}
+	if w := f.do("GET", "/v1/events?after=0&limit=2", "operator", ""); !strings.Contains(w.Body.String(), `"seq":2,"isp_seq":1,`) {
+		t.Errorf("the operator's read: %s; want seq 2 (beta's 1) with isp_seq 1", w.Body)
+	}
 }

@@ -78,8 +78,9 @@ const (
 // Event is one entry of the event log. Seq increases by one per event,
 // across restarts. ISPSeq, of an event with an ISP, increases by one per
 // event of that ISP (eventseq.go): it is the number an ISP sees. The
-// reads of one ISP's events set it; the reads of the whole log
-// (Events, EventsPage with no ISP) leave it 0.
+// reads of one ISP's events set it, and so does EventsPage with no ISP
+// (the operator's page, for the operator to find an event an ISP names);
+// Events leaves it 0.
 type Event struct {
 	Seq      uint64
 	ISPSeq   uint64
@@ -257,7 +258,7 @@ func (s *Store) trimEvents(tx *bolt.Tx, seq uint64, cutTime time.Time) error {
 // the binding journal's pending events without a checkpoint
 // (pendingevents.go), as EventsOf and WebhookEvents do.
 func (s *Store) Events(afterSeq uint64, limit int) ([]Event, error) {
-	evs, _, _, err := s.EventsPage("", afterSeq, limit)
+	evs, _, _, err := s.eventsPage("", afterSeq, limit, false)
 	return evs, err
 }
 
@@ -266,7 +267,7 @@ func (s *Store) Events(afterSeq uint64, limit int) ([]Event, error) {
 // events-by-isp index: other ISPs' events are not looked at. isp "" means
 // every event (Events: Seq > after).
 func (s *Store) EventsOf(isp string, after uint64, limit int) ([]Event, error) {
-	evs, _, _, err := s.EventsPage(isp, after, limit)
+	evs, _, _, err := s.eventsPage(isp, after, limit, false)
 	return evs, err
 }
 
@@ -278,7 +279,17 @@ func (s *Store) EventsOf(isp string, after uint64, limit int) ([]Event, error) {
 // ISPSeq of its oldest event the log holds (newest+1: none; the log's
 // oldest while that is an event of a store of schema 8: ispBoundsTx), and
 // its last given out.
+//
+// The events of a page of the whole log (isp "": the operator's) have
+// their ISPSeq too (0 for an event with no ISP), the number their ISP
+// knows them by.
 func (s *Store) EventsPage(isp string, after uint64, limit int) (evs []Event, oldest, newest uint64, err error) {
+	return s.eventsPage(isp, after, limit, true)
+}
+
+// eventsPage is EventsPage; with numbered false, a page of the whole log
+// leaves the events' ISPSeq 0 (Events).
+func (s *Store) eventsPage(isp string, after uint64, limit int, numbered bool) (evs []Event, oldest, newest uint64, err error) {
 	var bad []error
 	err = s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
 		oldest, newest = eventBoundsPending(tx, pend)
@@ -291,10 +302,17 @@ func (s *Store) EventsPage(isp string, after uint64, limit int) (evs []Event, ol
 		}
 		if isp == "" {
 			evs, bad = eventsTx(tx, after, limit)
+			if numbered {
+				ispSeqsTx(tx, evs)
+			}
 		} else {
 			evs, bad = eventsOfTx(tx, isp, after, limit)
 		}
+		n := len(evs)
 		evs, bad = mergePending(evs, bad, pend, isp, after, limit)
+		if isp == "" && numbered {
+			pendingISPSeqs(evs[n:], pend)
+		}
 		return nil
 	})
 	if err == nil {

@@ -371,3 +371,90 @@ func startISPSeqs(tx *bolt.Tx) error {
 	}
 	return tx.Bucket(bucketMeta).Put(keyEventISPBase, binary.BigEndian.AppendUint64(nil, base))
 }
+
+// ispSeqsTx sets the ISPSeq of the events of evs (a page of the whole
+// log, ascending by Seq, read in tx) that have an ISP, from the
+// events-by-isp index, for the operator's view (EventsPage with no ISP):
+// the number the event's ISP knows it by. An ISP's index is in ISPSeq
+// order and so in Seq order (both are given out together), so a binary
+// search finds the entry of the ISP's first event in the page (O(log Seq)
+// Seeks: an ISPSeq is at most its Seq), and one walk forward the others.
+// An event whose entry is not found (damaged index) keeps 0.
+func ispSeqsTx(tx *bolt.Tx, evs []Event) {
+	done := map[string]bool{}
+	for i := range evs {
+		isp := evs[i].ISP
+		if isp == "" || done[isp] || evs[i].ISPSeq != 0 {
+			continue
+		}
+		done[isp] = true
+		prefix := append([]byte(isp), 0)
+		c := tx.Bucket(bucketEventIndex).Cursor()
+		k, v := seekIndexSeq(c, prefix, evs[i].Seq)
+		for j := i; j < len(evs) && k != nil; j++ {
+			if evs[j].ISP != isp {
+				continue
+			}
+			for k != nil {
+				n, seq, ok := indexSeq(k, v, len(prefix))
+				if ok && seq >= evs[j].Seq {
+					if seq == evs[j].Seq {
+						evs[j].ISPSeq = n
+					}
+					break
+				}
+				if k, v = c.Next(); k != nil && !bytes.HasPrefix(k, prefix) {
+					k = nil
+				}
+			}
+		}
+	}
+}
+
+// seekIndexSeq positions c at the first well-formed entry of the ISP's
+// index (prefix: ISP, 0x00) whose event's Seq is seq or later, and
+// returns it (nil: none).
+func seekIndexSeq(c *bolt.Cursor, prefix []byte, seq uint64) (k, v []byte) {
+	// at returns the Seq of the first well-formed entry from ISPSeq n on
+	// (none: the largest Seq).
+	at := func(n uint64) uint64 {
+		for k, v := c.Seek(eventIndexKey(string(prefix[:len(prefix)-1]), n)); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if _, s, ok := indexSeq(k, v, len(prefix)); ok {
+				return s
+			}
+		}
+		return ^uint64(0)
+	}
+	lo, hi := uint64(1), seq // the ISPSeq sought is in [lo, hi], or there is none
+	for lo < hi {
+		if mid := lo + (hi-lo)/2; at(mid) >= seq {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	for k, v = c.Seek(eventIndexKey(string(prefix[:len(prefix)-1]), lo)); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		if _, s, ok := indexSeq(k, v, len(prefix)); ok && s >= seq {
+			return k, v
+		}
+	}
+	return nil, nil
+}
+
+// pendingISPSeqs sets the ISPSeq of evs, pending journal records' events
+// (of pend) of a page of the whole log, as the leader gave them out. Both
+// are in Seq order.
+func pendingISPSeqs(evs []Event, pend []*jrec) {
+	for i := range evs {
+		for len(pend) > 0 {
+			seq, _, _ := pend[0].event()
+			if seq > evs[i].Seq {
+				break
+			}
+			if seq == evs[i].Seq {
+				evs[i].ISPSeq = pend[0].ispSeq()
+			}
+			pend = pend[1:]
+		}
+	}
+}

@@ -207,3 +207,69 @@ func checkISPNumbering(t *testing.T, what string, s *Store, returned []Event) {
 		}
 	}
 }
+
+// TestEventsPageISPSeq: a page of the whole log (the operator's,
+// EventsPage with no ISP) gives each event of an ISP the number its ISP
+// reads it by (EventsOf), whatever page it starts at (the index's binary
+// search by Seq), for events in bbolt and pending in the journal, and
+// with events trimmed; Events leaves it 0. An event with no ISP has 0.
+func TestEventsPageISPSeq(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true, EventRetention: 40})
+	isps := []string{"alpha", "beta", "", "alpha", "gamma", "alpha", "beta"}
+	for i := range 60 {
+		isp := isps[i%len(isps)]
+		var err error
+		if i%3 == 0 {
+			b := testBinding(i)
+			b.ISP = isp
+			_, err = s.CommitBindingEvent(b, Event{Kind: EventBound, MAC: b.MAC, ISP: isp})
+		} else {
+			_, err = s.AddEvent(Event{Kind: EventCustomerCreated, ISP: isp})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 { // left pending
+		b := testBinding(100 + i)
+		b.ISP = isps[i]
+		if _, err := s.CommitBindingEvent(b, Event{Kind: EventBound, MAC: b.MAC, ISP: b.ISP}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.pendingN.Load() == 0 {
+		t.Fatal("no event pending in the journal")
+	}
+	want := map[uint64]uint64{} // Seq → ISPSeq, as the ISPs read them
+	for _, isp := range []string{"alpha", "beta", "gamma"} {
+		evs, err := s.EventsOf(isp, 0, 0)
+		if err != nil || len(evs) == 0 {
+			t.Fatalf("EventsOf(%s): %d, %v", isp, len(evs), err)
+		}
+		for _, e := range evs {
+			want[e.Seq] = e.ISPSeq
+		}
+	}
+	all, err := s.Events(0, 0)
+	if err != nil || len(all) < 40 || all[0].Seq == 1 {
+		t.Fatalf("Events: %d from %d, %v; want the log trimmed to about 40", len(all), all[0].Seq, err)
+	}
+	for _, e := range all {
+		if e.ISPSeq != 0 {
+			t.Fatalf("Events: seq %d has ISPSeq %d, want 0", e.Seq, e.ISPSeq)
+		}
+	}
+	for _, after := range []uint64{0, all[0].Seq, all[5].Seq, all[len(all)-4].Seq, all[len(all)-2].Seq} {
+		for _, limit := range []int{0, 1, 7} {
+			evs, _, _, err := s.EventsPage("", after, limit)
+			if err != nil || len(evs) == 0 {
+				t.Fatalf("EventsPage(\"\", %d, %d): %d, %v", after, limit, len(evs), err)
+			}
+			for _, e := range evs {
+				if e.ISPSeq != want[e.Seq] || (e.ISP == "") != (e.ISPSeq == 0) {
+					t.Errorf("EventsPage(\"\", %d, %d): seq %d (%q) has ISPSeq %d, want %d", after, limit, e.Seq, e.ISP, e.ISPSeq, want[e.Seq])
+				}
+			}
+		}
+	}
+}

@@ -2,6 +2,7 @@ package subscribers
 
 import (
 	"errors"
+	"maps"
 
 	"bytes"
 	bolt "go.etcd.io/bbolt"
@@ -253,6 +254,18 @@ func TestMigrateISPSeqsReaders(t *testing.T) {
 	add("beta", 7)
 	if evs, _ := s.Events(0, 1); len(evs) != 1 || evs[0].Seq != 2 {
 		t.Fatalf("log's oldest: %+v; want Seq 2 (Seq 1 trimmed)", evs)
+	}
+	// The operator's page: each event with its ISP's number (old: its Seq).
+	if evs, _, _, err := s.EventsPage("", 0, 0); err == nil {
+		got := map[uint64]uint64{}
+		for _, e := range evs {
+			got[e.Seq] = e.ISPSeq
+		}
+		if want := map[uint64]uint64{2: 2, 3: 0, 4: 4, 5: 5, 6: 6, 7: 6, 8: 0, 9: 7}; !maps.Equal(got, want) {
+			t.Errorf("the operator's page: Seq → ISPSeq %v, want %v", got, want)
+		}
+	} else {
+		t.Fatal(err)
 	}
 	expect("after the jump", "alpha", 5, 0, []uint64{6}, 6, false)
 	expect("after the jump", "beta", 2, 0, []uint64{6, 7}, 7, false)

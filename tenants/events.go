@@ -9,9 +9,11 @@ import (
 )
 
 // EventView is the event as the API shows it to the operator, numbered
-// by the event log's Seq (ISPEventView: as an ISP sees it).
+// by the event log's Seq, with its ISP's number for it, e.ISPSeq (where
+// the read set it: subscribers.Store.EventsPage does) (ISPEventView: as
+// an ISP sees it).
 func EventView(e subscribers.Event) Event {
-	v := Event{Seq: e.Seq, Time: e.Time, Kind: string(e.Kind), ISP: e.ISP, CustomerID: e.Customer, Access: e.Access,
+	v := Event{Seq: e.Seq, ISPSeq: e.ISPSeq, Time: e.Time, Kind: string(e.Kind), ISP: e.ISP, CustomerID: e.Customer, Access: e.Access,
 		Reason: e.Reason, Actor: e.Actor, RequestID: e.RequestID}
 	if e.MAC != (subscribers.MAC{}) {
 		v.MAC = net.HardwareAddr(e.MAC[:]).String()
@@ -31,7 +33,7 @@ func EventView(e subscribers.Event) Event {
 // ISP's events set), never by the box's.
 func ISPEventView(e subscribers.Event) Event {
 	v := EventView(e)
-	v.Seq = e.ISPSeq
+	v.Seq, v.ISPSeq = e.ISPSeq, 0
 	return v
 }
 

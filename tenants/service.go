@@ -78,7 +78,11 @@ type Service interface {
 // operator reading one ISP's events, so that an ISP never sees how many
 // events the other ISPs had.
 type Event struct {
-	Seq        uint64    `json:"seq"`
+	Seq uint64 `json:"seq"`
+	// ISPSeq, in the operator's view only (EventView), is the event's
+	// number in its ISP's own sequence: the seq its ISP's reads, stream
+	// and webhooks show (0, left out, for an event with no ISP).
+	ISPSeq     uint64    `json:"isp_seq,omitempty"`
 	Time       time.Time `json:"time"`
 	Kind       string    `json:"kind"`
 	MAC        string    `json:"mac,omitempty"`
