@@ -30,7 +30,11 @@ import (
 // base, in the meta bucket), so the ISPs' new numbers are above every old
 // one. A jump from an ISP's last event to where its sequence goes on (the
 // migration's, and a restored copy's: openedCopy) is a gap of that ISP:
-// numbers never given out, which are no events it missed.
+// numbers never given out, which are no events it missed. The numbers
+// below the log's oldest event at the migration were trimmed before it,
+// nobody knows whose: a reader of any ISP still behind them is told it
+// missed them (the floor, for an ISP with no event then; ispBoundsTx, for
+// one whose oldest event is an old one), as it was before schema 9.
 
 var (
 	// bucketEventISPSeq holds each ISP's sequence: key the ISP's name,
@@ -42,6 +46,11 @@ var (
 	// log's newest Seq when schema 9 was first opened (0, or absent, for
 	// a store created at schema 9), moved by every restored copy's jump.
 	keyEventISPBase = []byte("event-isp-base")
+	// keyEventISPFloor (meta) is the number before the log's oldest
+	// event when schema 9 was first opened (absent: 0): the numbers up to
+	// it may have been any ISP's events, trimmed; those from there to the
+	// base were of the ISPs with an entry then, and are gaps of the others.
+	keyEventISPFloor = []byte("event-isp-floor")
 )
 
 // ispSeq is one ISP's sequence: the last number given out and the gaps.
@@ -58,12 +67,26 @@ func ispBase(tx *bolt.Tx) uint64 {
 	return 0
 }
 
-// baseSeq is the sequence of an ISP without an entry.
-func baseSeq(base uint64) ispSeq {
+// ispFloor returns keyEventISPFloor.
+func ispFloor(tx *bolt.Tx) uint64 {
+	if v := tx.Bucket(bucketMeta).Get(keyEventISPFloor); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+// baseSeq is the sequence of an ISP without an entry: at the base, with a
+// gap from the floor (the numbers up to it may have been its events,
+// trimmed before schema 9: a reader behind them is told it missed them,
+// as it was before).
+func baseSeq(base, floor uint64) ispSeq {
 	if base == 0 {
 		return ispSeq{}
 	}
-	return ispSeq{last: base, gaps: []seqGap{{0, base}}}
+	if floor >= base {
+		return ispSeq{last: base}
+	}
+	return ispSeq{last: base, gaps: []seqGap{{floor, base - floor}}}
 }
 
 // readISPSeq returns isp's sequence in tx. A damaged entry (shorter than
@@ -72,7 +95,7 @@ func baseSeq(base uint64) ispSeq {
 func readISPSeq(tx *bolt.Tx, isp string) ispSeq {
 	v := tx.Bucket(bucketEventISPSeq).Get([]byte(isp))
 	if v == nil {
-		return baseSeq(ispBase(tx))
+		return baseSeq(ispBase(tx), ispFloor(tx))
 	}
 	return decodeISPSeq(tx, v)
 }
@@ -343,11 +366,17 @@ func jumpISPSeqs(tx *bolt.Tx, jump uint64) error {
 
 // startISPSeqs is the 8 → 9 migration step: the base is the log's newest
 // Seq, and every ISP with an event in the log starts there, with a gap
-// from its newest event.
+// from its newest event; the floor is the number before the log's oldest
+// event (as its readers saw it: gapOldestOf).
 func startISPSeqs(tx *bolt.Tx) error {
 	base := tx.Bucket(bucketEvents).Sequence()
 	if base == 0 {
 		return nil
+	}
+	oldest, _ := eventBoundsTx(tx)
+	floor := gapOldestOf(readGaps(tx), oldest) - 1
+	if err := tx.Bucket(bucketMeta).Put(keyEventISPFloor, binary.BigEndian.AppendUint64(nil, floor)); err != nil {
+		return err
 	}
 	last := map[string]uint64{}
 	err := tx.Bucket(bucketEventIndex).ForEach(func(k, _ []byte) error {

@@ -56,7 +56,9 @@ import (
 // 8 → 9: per-ISP event numbers (eventseq.go). The index entries stay as
 // they are (keyed by Seq, no value: their ISPSeq is their Seq); the
 // event-isp-seqs bucket is new, and startISPSeqs starts every ISP's
-// sequence at the log's newest Seq. The schema byte moves so that an
+// sequence at the log's newest Seq (an ISP with no event in the log, with
+// a gap from the number before the log's oldest: those up to it may have
+// been its events, trimmed). The schema byte moves so that an
 // older ispmux, which would key its new index entries by Seq among the
 // ISPs' numbers, refuses the file.
 func migrate(tx *bolt.Tx, from byte) error {

@@ -304,3 +304,65 @@ func TestMigrateISPSeqsReaders(t *testing.T) {
 	expect("reopened", "alpha", 5, 0, []uint64{6, 7}, 7, false)
 	expect("reopened", "beta", 2, 0, []uint64{6, 7, 8}, 8, false)
 }
+
+// TestMigrateISPSeqsTrimmedBefore: an ISP all of whose events the log
+// trimmed before the upgrade (beta's 2 in testdata/v2.db, with Seq 1 and 2
+// trimmed) has no index entry for the migration to start from. A reader
+// of its events still behind them (its webhook cursor 0) was told, before
+// the upgrade, that 1..2 were lost (the log's oldest was 3); after it, the
+// same: the numbers below the log's oldest at the upgrade may have been
+// its events, while those from there to the base were not.
+func TestMigrateISPSeqsTrimmedBefore(t *testing.T) {
+	path := openV2Copy(t)
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		bk, err := tx.CreateBucket(bucketWebhooks)
+		if err != nil {
+			return err
+		}
+		if err := bk.Put([]byte("beta"), seqKey(0)); err != nil {
+			return err
+		}
+		if err := bk.Put([]byte("gamma"), seqKey(4)); err != nil {
+			return err
+		}
+		for seq := range uint64(2) {
+			if err := tx.Bucket(bucketEvents).Delete(seqKey(seq + 1)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err := errors.Join(err, db.Close()); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, c := range []struct {
+		isp            string
+		after          uint64
+		oldest, newest uint64
+	}{
+		{"beta", 0, 3, 5},  // 1..2 lost (beta's 2 among them), as before the upgrade
+		{"beta", 2, 3, 5},  // nothing lost
+		{"gamma", 4, 3, 5}, // an ISP with no event ever: its cursor at 4 lost nothing
+		{"alpha", 3, 3, 5}, // alpha's 4 and 5 kept, the log's oldest 3
+	} {
+		evs, oldest, newest, err := s.WebhookEvents(c.isp, c.after, 0)
+		if err != nil || oldest != c.oldest || newest != c.newest {
+			t.Errorf("WebhookEvents(%s, %d): %d events, bounds %d..%d, %v; want bounds %d..%d", c.isp, c.after, len(evs), oldest, newest, err, c.oldest, c.newest)
+		}
+	}
+	if e, err := s.AddEvent(Event{Kind: EventCustomerCreated, ISP: "beta"}); err != nil || e.ISPSeq != 6 {
+		t.Fatalf("beta's next: %d, %v; want 6", e.ISPSeq, err)
+	}
+	if _, oldest, _, err := s.WebhookEvents("beta", 0, 0); err != nil || oldest != 3 {
+		t.Errorf("beta's oldest after its 6: %d, %v; want 3 (1..2 lost, 3..5 a gap)", oldest, err)
+	}
+}
