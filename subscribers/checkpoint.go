@@ -385,7 +385,10 @@ func (s *Store) pendingBinding(key []byte) ([]byte, bool) {
 
 // openJournalFor opens the journal of the store file path, replays into
 // db the records it holds past the last checkpoint (one transaction), and
-// sets s's journal state. A journal whose records start after the
+// sets s's journal state. A store just migrated from schema 8
+// (keyEventISPStart) has its journal's events indexed by their Seq
+// (replayLegacy), then its ISPs' sequences started (startISPSeqs), in
+// the replay's transaction. A journal whose records start after the
 // checkpoint's LSN + 1 (records lost: not this file's journal, or a file
 // restored from a backup under a journal of later writes) is refused.
 func (s *Store) openJournalFor(path string, noSync bool) error {
@@ -394,9 +397,11 @@ func (s *Store) openJournalFor(path string, noSync bool) error {
 		return err
 	}
 	var applied uint64
+	var legacy bool
 	err = s.db.View(func(tx *bolt.Tx) error {
 		applied = storedLSN(tx)
 		s.evSeq.Store(tx.Bucket(bucketEvents).Sequence())
+		legacy = tx.Bucket(bucketMeta).Get(keyEventISPStart) != nil
 		return nil
 	})
 	if err != nil {
@@ -412,15 +417,26 @@ func (s *Store) openJournalFor(path string, noSync bool) error {
 	s.jr, s.appliedLSN = jr, applied
 	s.noteJournalSync()
 	if len(replay) > 0 {
-		// The replayed records are pending, checkpointed at once.
+		// The replayed records are pending, checkpointed at once (with
+		// the 8 → 9 migration's last step, if it waits for them:
+		// keyEventISPStart).
 		jr.lsn, s.pending = replay[len(replay)-1].lsn, replay
-		if err := s.db.Update(s.checkpointTx(nil)); err != nil {
+		s.replayLegacy = legacy
+		err := s.db.Update(s.checkpointTx(startISPSeqsAfterReplay))
+		s.replayLegacy = false
+		if err != nil {
 			jr.close()
 			s.jr, s.pending = nil, nil
 			return fmt.Errorf("replay journal %s: %w", jr.paths[0], err)
 		}
 		s.evSeq.Store(s.txEvSeq)
 		s.appliedLSN, s.pending = jr.lsn, nil
+	} else if legacy {
+		if err := s.db.Update(startISPSeqsAfterReplay); err != nil {
+			jr.close()
+			s.jr = nil
+			return fmt.Errorf("open journal %s: %w", jr.paths[0], err)
+		}
 	}
 	if len(runs[0]) > 0 || len(runs[1]) > 0 {
 		// Every record of both files is now in bbolt, or past the

@@ -186,7 +186,14 @@ func (s *Store) eventAt(tx *bolt.Tx, seq uint64, val []byte, isp string, ispSeq 
 	if err := bk.Put(seqKey(seq), val); err != nil {
 		return 0, err
 	}
-	if isp != "" {
+	if isp != "" && s.replayLegacy {
+		// An event of a schema 8 journal: indexed as the migrated ones
+		// (keyed by its Seq, no value), its ISPSeq (replayLegacy).
+		if err := idx.Put(eventIndexKey(isp, seq), nil); err != nil {
+			return 0, err
+		}
+		ispSeq = seq
+	} else if isp != "" {
 		var err error
 		if ispSeq, err = takeISPSeq(tx, isp, ispSeq, held); err != nil {
 			return 0, err

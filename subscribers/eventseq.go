@@ -51,6 +51,12 @@ var (
 	// it may have been any ISP's events, trimmed; those from there to the
 	// base were of the ISPs with an entry then, and are gaps of the others.
 	keyEventISPFloor = []byte("event-isp-floor")
+	// keyEventISPStart (meta), present: the 8 → 9 migration has not yet
+	// started the ISPs' sequences (startISPSeqs), which waits for the
+	// binding journal's replay at Open (openJournalFor): its records
+	// were written by an ispmux of schema 8, whose readers knew their
+	// events by their Seq (replayLegacy).
+	keyEventISPStart = []byte("event-isp-start")
 )
 
 // ispSeq is one ISP's sequence: the last number given out and the gaps.
@@ -362,6 +368,20 @@ func jumpISPSeqs(tx *bolt.Tx, jump uint64) error {
 		}
 	}
 	return tx.Bucket(bucketMeta).Put(keyEventISPBase, binary.BigEndian.AppendUint64(nil, ispBase(tx)+jump))
+}
+
+// startISPSeqsAfterReplay is startISPSeqs once the binding journal's
+// records are replayed, if the 8 → 9 migration left it for then
+// (keyEventISPStart), in tx: the base is then past the replayed events.
+func startISPSeqsAfterReplay(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if meta.Get(keyEventISPStart) == nil {
+		return nil
+	}
+	if err := startISPSeqs(tx); err != nil {
+		return err
+	}
+	return meta.Delete(keyEventISPStart)
 }
 
 // startISPSeqs is the 8 → 9 migration step: the base is the log's newest

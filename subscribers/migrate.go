@@ -58,7 +58,10 @@ import (
 // event-isp-seqs bucket is new, and startISPSeqs starts every ISP's
 // sequence at the log's newest Seq (an ISP with no event in the log, with
 // a gap from the number before the log's oldest: those up to it may have
-// been its events, trimmed). The schema byte moves so that an
+// been its events, trimmed), once the binding journal's records are
+// replayed (keyEventISPStart marks it to do): their events, which the
+// ISPs' readers may have read already by their Seq, are indexed by it as
+// the older ones are, and the ISPs' new numbers go on above them. The schema byte moves so that an
 // older ispmux, which would key its new index entries by Seq among the
 // ISPs' numbers, refuses the file.
 func migrate(tx *bolt.Tx, from byte) error {
@@ -81,8 +84,9 @@ func migrate(tx *bolt.Tx, from byte) error {
 		}
 	}
 	if from <= 8 {
-		if err := startISPSeqs(tx); err != nil {
-			return fmt.Errorf("bucket %s: %w", bucketEventISPSeq, err)
+		// startISPSeqs, after the journal's replay (openJournalFor).
+		if err := tx.Bucket(bucketMeta).Put(keyEventISPStart, []byte{1}); err != nil {
+			return fmt.Errorf("bucket %s: %w", bucketMeta, err)
 		}
 	}
 	return nil

@@ -366,3 +366,98 @@ func TestMigrateISPSeqsTrimmedBefore(t *testing.T) {
 		t.Errorf("beta's oldest after its 6: %d, %v; want 3 (1..2 lost, 3..5 a gap)", oldest, err)
 	}
 }
+
+// TestMigrateISPSeqsJournal: an ispmux of schema 8 that stopped without
+// a checkpoint (a crash, a kill) leaves events in its binding journal,
+// which its ISPs' readers had read by their Seq (the pending events are
+// read without a checkpoint): alpha's webhook delivered its 6 and 8 and
+// stored its cursor, 8. The upgrade replays them with those numbers, and
+// the ISPs' sequences go on above them: before, the migration started
+// them at the file's newest Seq (5), the replay numbered alpha's 6 and 8
+// as 6 and 7, and its next event was 8, at its webhook's cursor: never
+// delivered.
+func TestMigrateISPSeqsJournal(t *testing.T) {
+	path := openV2Copy(t)
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		bk, err := tx.CreateBucket(bucketWebhooks)
+		if err != nil {
+			return err
+		}
+		return bk.Put([]byte("alpha"), seqKey(8))
+	})
+	if err := errors.Join(err, db.Close()); err != nil {
+		t.Fatal(err)
+	}
+	_, _, _, fixture := v2Fixture()
+	at := fixture[len(fixture)-1].Time
+	jr, _, err := openJournal(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []*jrec
+	for i, isp := range []string{"alpha", "beta", "alpha"} { // Seq 6, 7, 8
+		b := testBinding(i)
+		b.ISP = isp
+		e := Event{Seq: uint64(6 + i), Kind: EventBound, ISP: isp, MAC: b.MAC, IP: b.IP, Time: at.Add(time.Duration(i+1) * time.Second)}
+		recs = append(recs, &jrec{lsn: uint64(i + 1), key: bindingKey(b.Access, b.VLAN, b.MAC), val: encodeBinding(&b), ev: &e, evVal: encodeEvent(&e)})
+	}
+	if err := errors.Join(jr.append(recs), jr.close()); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	numbers := func(isp string) []uint64 {
+		t.Helper()
+		evs, err := s.EventsOf(isp, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ns []uint64
+		for _, e := range evs {
+			ns = append(ns, e.ISPSeq)
+		}
+		return ns
+	}
+	check := func(what string, alpha ...uint64) {
+		t.Helper()
+		if got, want := numbers("alpha"), append([]uint64{1, 4, 5, 6, 8}, alpha...); !slices.Equal(got, want) {
+			t.Errorf("%s: alpha's events %v, want %v (the journal's 6 and 8: their Seqs, as its readers knew them)", what, got, want)
+		}
+		if got := numbers("beta"); !slices.Equal(got, []uint64{2, 7}) {
+			t.Errorf("%s: beta's events %v, want 2 7", what, got)
+		}
+	}
+	check("replayed")
+	for isp, want := range map[string]uint64{"alpha": 8, "beta": 8, "gamma": 8} {
+		if n, err := s.LastEventSeqOf(isp); err != nil || n != want {
+			t.Errorf("LastEventSeqOf(%s) = %d, %v; want %d (the base: the replayed log's newest)", isp, n, err, want)
+		}
+	}
+	e, err := s.AddEvent(Event{Kind: EventCustomerCreated, ISP: "alpha", Time: at.Add(time.Minute)})
+	if err != nil || e.ISPSeq != 9 {
+		t.Fatalf("alpha's next event: ISPSeq %d, %v; want 9 (past its webhook's cursor, 8)", e.ISPSeq, err)
+	}
+	evs, oldest, newest, err := s.WebhookEvents("alpha", 8, 0)
+	if err != nil || len(evs) != 1 || evs[0].ISPSeq != 9 || oldest > 9 || newest != 9 {
+		t.Errorf("alpha's webhook after its cursor 8: %d events, bounds %d..%d, %v; want its 9", len(evs), oldest, newest, err)
+	}
+	// Reopened (the migration done): the numbers stay.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(path, Options{NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	check("reopened", 9)
+	if e, err := s.AddEvent(Event{Kind: EventCustomerCreated, ISP: "beta", Time: at.Add(2 * time.Minute)}); err != nil || e.ISPSeq != 9 {
+		t.Fatalf("beta's next event: ISPSeq %d, %v; want 9", e.ISPSeq, err)
+	}
+}

@@ -248,6 +248,10 @@ type Store struct {
 	ispMu   sync.Mutex
 	ispLast map[string]uint64
 	ispBase uint64
+	// replayLegacy is set while Open replays a journal an ispmux of
+	// schema 8 wrote (keyEventISPStart): its events are indexed by
+	// their Seq, as that ispmux's readers knew them (eventAt).
+	replayLegacy bool
 	// bgCheckpoints counts the background checkpoints that ended
 	// without error (committed, or found their records in the file).
 	bgCheckpoints atomic.Uint64
