@@ -288,7 +288,7 @@
 //
 // # Schema versions
 //
-// The meta bucket's schema byte is the version of the whole file (8 now;
+// The meta bucket's schema byte is the version of the whole file (9 now;
 // see schemaVersion). Open migrates an older file in place, in one
 // transaction (all or nothing: schema 1 to 2 re-encodes every value and
 // adds the intents bucket; 2 to 3 adds the customers bucket and the change
@@ -296,7 +296,9 @@
 // already stored; 3 to 4 only moves the byte (events may carry a lease
 // end); 4 to 5 adds the onboarding bucket; 5 to 6 deletes the
 // binding-expiry index; 6 to 7 and 7 to 8 only move the byte, for the
-// binding journal and its second file), and refuses a newer one with
+// binding journal and its second file; 8 to 9 adds the event-isp-seqs
+// bucket, whose sequences start in the transaction that replays the
+// binding journal, past that journal's events: eventseq.go), and refuses a newer one with
 // ErrSchema: an
 // older ispmux never writes a file it cannot fully read. Open of a current
 // file writes nothing (a Backup copy's first Open writes once, below).
