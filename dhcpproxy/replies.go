@@ -265,13 +265,16 @@ func (p *Proxy) releaseRapid(isp *ISP, pk pendKey, src netip.Addr, m *dhcpv4.DHC
 // src, once, as the client would: ciaddr the address src committed, its
 // server identifier, the exchange's client identifier and Option 82
 // (op82), our giaddr. Not when src ACKed keep (the address the client
-// took or asks for) or the address sub holds at isp: servers sharing one
-// lease database ACK the same address, and that RELEASE would free the
-// subscriber's own (a binding ispmux still forwards for, if the address
-// the client took is refused: a phantom the ISP could give to another).
+// took or asks for) or an address a binding ispmux installed holds at isp
+// (installedAt): servers sharing one lease database ACK the same address,
+// and that RELEASE would free the subscriber's own (a binding ispmux still
+// forwards for, if the address the client took is refused: a phantom the
+// ISP could give to another), or another subscriber's (a server that gave
+// it twice), as for the ACKs refused (releaseRefused) or too big
+// (releaseTooBig).
 func (p *Proxy) releaseUnused(isp *ISP, pk pendKey, t *txn, sub subKey, op82, clientID []byte, keep, src netip.Addr, m *dhcpv4.DHCPv4) {
 	ip := addrOf(m.YourIPAddr)
-	if !ip.IsValid() || ip.IsUnspecified() || ip == keep || p.holds(sub, isp, ip) || !p.tx.releaseOnce(pk, t, src) {
+	if !ip.IsValid() || ip.IsUnspecified() || ip == keep || p.installedAt(sub, isp, ip) || !p.tx.releaseOnce(pk, t, src) {
 		p.count("rapid_commit_extra_ack")
 		return
 	}

@@ -445,6 +445,36 @@ func TestRapidCommitBoundAddressNotReleased(t *testing.T) {
 	}
 }
 
+// The losing server's rapid-commit ACK names 100.64.0.103, an address
+// another subscriber's installed binding holds at that ISP (a server that
+// gave it twice): nothing is released. That RELEASE, naming s1's client,
+// could free the other's lease at a server keying leases by address, the
+// same rule as for an ACK refused (releaseRefused) or too big
+// (releaseTooBig). Before, releaseUnused checked only s1's own binding
+// (holds) and sent it.
+func TestRapidCommitAnothersAddressNotReleased(t *testing.T) {
+	r, second := twoServers(t, false)
+	other := binding.Binding{Port: accPort, MAC: 0x020000000102, IP: netip.MustParseAddr("100.64.0.103")}
+	r.tab.bound[other.MAC] = other
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionRapidCommit, nil)))
+	up, _ := r.relayedTo()
+	if up[ispSID] == nil || up[second] == nil {
+		t.Fatalf("rapid-commit DISCOVER relayed to %v, want both servers", keys(up))
+	}
+	r.fromServerAt(ispSID, rapidAck(up[ispSID], ispSID))
+	if _, toClient := r.relayedTo(); len(toClient) != 1 || !r.tab.isBound(s1MAC) {
+		t.Fatalf("subscriber got %v, want the first server's ACK and a binding", toClient)
+	}
+	r.fromServerAt(second, rapidAck(up[second], second))
+	if sent, _ := r.relayedTo(); sent[second] != nil {
+		t.Errorf("sent %v a %s of %v, the address another subscriber's binding holds (counters %v)",
+			second, sent[second].MessageType(), sent[second].ClientIPAddr, r.p.Counters())
+	}
+	if c := r.p.Counters(); c["rapid_commit_released"] != 0 || c["rapid_commit_extra_ack"] != 1 {
+		t.Errorf("counters %v; want rapid_commit_extra_ack 1, nothing released", c)
+	}
+}
+
 // The first server answers s1's rapid-commit DISCOVER with an OFFER (it
 // does not do rapid commit), delivered; s1 REQUESTs it. The second server
 // then ACKs the DISCOVER (rapid commit): it has committed 100.64.0.103 to
