@@ -40,7 +40,9 @@ import (
 //     beyond, a failing handover is left as it was, handover_fallback_full),
 //     forgotten once the MAC is bound at an ISP on that circuit, or
 //     registered to another ISP or customer (the next handover is then at
-//     once), or handoverFallbackKeep after its last use. A restart forgets
+//     once; until that message the lease no longer gives the failure, so
+//     a claim corrected on the portal is not shown as refused), or
+//     handoverFallbackKeep after its last use. A restart forgets
 //     them all: a garden lease restored is handed over at its renewal.
 //
 // Only a MAC with a device record that held an onboarding lease gets a
@@ -307,10 +309,16 @@ func (p *Proxy) fromGarden(c *Circuit, m *dhcpv4.DHCPv4, sk subKey, now time.Tim
 }
 
 // gardenReason returns why mac, holding an onboarding lease on pl, is back
-// in the garden, and its ISP and next try ("": it is not).
+// in the garden, and its ISP and next try ("": it is not). A record of
+// another registration than mac's now (another ISP or customer ID, a
+// claim corrected on the portal, say) is no failure of it: its next
+// message hands it over at once (fromGarden).
 func (p *Proxy) gardenReason(mac uint64, pl *obPool, now time.Time) (reason, isp string, retry time.Time) {
 	f, ok := p.fb.get(mac, now)
 	if !ok || f.pool != pl || f.reason == "" {
+		return "", "", time.Time{}
+	}
+	if reg, ok := p.reg.Lookup(mac); !ok || reg.ISP != f.isp || reg.CustomerID != f.customer {
 		return "", "", time.Time{}
 	}
 	return f.reason, f.isp, f.retryAt

@@ -154,6 +154,61 @@ func TestHandoverUnansweredBackToGarden(t *testing.T) {
 	}
 }
 
+// A device back in the garden whose user corrects its claim on the
+// portal (the same ISP, another customer ID) is no longer shown as
+// failed: its record is of the old registration, which the ISP refused,
+// and its next message hands it over at once (the NAK of its renewal,
+// before the retry's time), the ISP binding it now. Before, the lease
+// still said refused by alpha until that message, so the portal showed
+// the failure again right after the corrected claim.
+func TestHandoverFailureGoneOnReclaim(t *testing.T) {
+	const m, m48 = "02:77:00:00:00:01", 0x027700000001
+	r := handedOver(t, m, "c-s9") // a customer ID kea does not know
+	// Alpha's server offers, then refuses the unknown subscriber-id.
+	refusing := func(q *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		mt := dhcpv4.MessageTypeOffer
+		if q.MessageType() == dhcpv4.MessageTypeRequest {
+			mt = dhcpv4.MessageTypeNak
+		}
+		rep, _ := dhcpv4.NewReplyFromRequest(q, dhcpv4.WithMessageType(mt),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ispSID.AsSlice())),
+			dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, q.Options.Get(dhcpv4.OptionRelayAgentInformation)))
+		if mt == dhcpv4.MessageTypeOffer {
+			rep.YourIPAddr = netip.MustParseAddr("100.64.0.100").AsSlice()
+			rep.UpdateOption(dhcpv4.OptIPAddressLeaseTime(time.Minute))
+		}
+		return rep
+	}
+	if got := r.dora(m, refusing, nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("the handover's DORA: %v, want alpha's NAK passed on", got)
+	}
+	ip := r.gardenDORA(m, "after alpha's NAK")
+	if l, ok := r.p.OnboardingByAddr(ip); !ok || l.HandoverFailed != HandoverRefused {
+		t.Fatalf("OnboardingByAddr = %+v, %v; want the refused handover", l, ok)
+	}
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m)), CustomerID: "c-s1", ISP: "alpha", Source: "claim"}); err != nil {
+		t.Fatal(err)
+	}
+	if l, ok := r.p.OnboardingByAddr(ip); !ok || l.HandoverFailed != "" || l.HandoverISP != "" || !l.HandoverRetry.IsZero() {
+		t.Errorf("OnboardingByAddr after the new claim = %+v, %v; want no failure (the refused claim is not this one)", l, ok)
+	}
+	if ls := r.p.OnboardingLeases(); len(ls) != 1 || ls[0].HandoverFailed != "" {
+		t.Errorf("OnboardingLeases after the new claim = %+v, want one without a failure", ls)
+	}
+	r.pastT1(10 * time.Second) // its first renewal, before the retry's time
+	r.fromClient(renewOf(t, m, ip))
+	r.one(dhcpv4.MessageTypeNak)
+	if got := r.dora(m, kea(t, time.Hour), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("DORA after the new claim: %v (counters %v)", got, r.p.Counters())
+	}
+	if _, ok := r.p.Lease(accPort, 0, m48); !ok {
+		t.Error("not bound at alpha")
+	}
+	if c := r.p.Counters(); c["handover_retry"] != 0 {
+		t.Errorf("counters %v: the new claim's handover is no retry", c)
+	}
+}
+
 // A registered device that was never onboarded (or whose handover is
 // older than its hold) is not sent to the garden when its ISP is silent
 // or refuses: an outage of its ISP is its ISP's, reported as ever.
