@@ -100,3 +100,75 @@ func TestOnboardingHandoverUnanswered(t *testing.T) {
 		t.Error("s8 still has an onboarding lease")
 	}
 }
+
+// The same device, back in the walled garden after beta left its
+// handover unanswered (the user typed a customer ID beta's Kea does not
+// know), is offered the claim form on the failure page; the user claims
+// again there with the right customer ID. The portal then shows the new
+// claim switching, not the old failure, and the device moves to beta at
+// its next renewal in the garden (T1, 10 s), not a retry's time later.
+func TestOnboardingHandoverReclaim(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, lab.Options{Subscribers: 8, DHCP: true, API: true, Portal: true, Unconfigured: []string{"s8"},
+		KeaKnown: map[string][]string{"beta": {"p-known"}}})
+	r.start()
+	ctx := context.Background()
+	beta := r.apiAs(r.topo.API.ISP["beta"])
+	for _, id := range []string{"p-known", "p-unknown"} {
+		if _, err := beta.CreateCustomer(ctx, "beta", tenants.CustomerInput{ID: id, Password: "pw-" + id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pool := netip.MustParsePrefix(lab.OnboardingPool)
+	s8 := r.sub("s8")
+	startClient(t, r.topo.Dhclient(ctx, s8))
+	if a, ok := r.waitAddr(s8, 30*time.Second); !ok || !pool.Contains(a.Addr()) {
+		t.Fatalf("s8's address %v %v, want one from %s; ispmux log:\n%s", a, ok, pool, r.log.String())
+	}
+	c := r.portalClient(s8)
+	_, tok, err := portalPage(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, body, err := portalClaim(c, tok, "beta", "p-unknown", "pw-p-unknown", nil); err != nil || resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("claim: %v %v\n%s", resp, err, body)
+	}
+	if !eventually(90*time.Second, func() bool {
+		o, ok := r.onboarding(s8.MAC)
+		a, has := r.topo.SubAddr(ctx, s8)
+		return ok && o.HandoverFailed == "unanswered" && has && pool.Contains(a.Addr()) && o.IP == a.Addr().String()
+	}) {
+		o, ok := r.onboarding(s8.MAC)
+		t.Fatalf("s8 not back in the walled garden after beta's silence: onboarding %+v %v; ispmux log:\n%s", o, ok, r.log.String())
+	}
+	page := ""
+	if !eventually(10*time.Second, func() bool {
+		page, tok, err = portalPage(c)
+		return err == nil && strings.Contains(page, "did not answer when this device asked it for service")
+	}) {
+		t.Fatalf("the failure page with a form for s8: %v\n%s", err, page)
+	}
+	if resp, body, err := portalClaim(c, tok, "beta", "p-known", "pw-p-known", nil); err != nil || resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("claim again from the failure page: %v %v\n%s", resp, err, body)
+	}
+	claimed := time.Now()
+	resp, err := c.Get("https://" + lab.PortalHostname + "/done")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "will switch to") || strings.Contains(string(b), "did not answer") {
+		t.Errorf("/done after the claim again: %s\n%s", resp.Status, b)
+	}
+	if !eventually(40*time.Second, func() bool { return r.handoverDone(s8, "beta") }) {
+		o, ok := r.onboarding(s8.MAC)
+		t.Fatalf("s8 not on beta after the claim again: onboarding %+v %v; ispmux log:\n%s", o, ok, r.log.String())
+	}
+	if d := time.Since(claimed); d > 25*time.Second {
+		t.Errorf("s8 on beta %v after the claim again, want within T1 (10 s) and a DORA", d)
+	}
+	if n := r.counterNow("handover_retry"); n != 0 {
+		t.Errorf("handover_retry %d: the new claim's handover waited for the retry", n)
+	}
+}

@@ -25,4 +25,11 @@
 // confirmation page names the current and the new ISP and asks for the
 // password there. The password is thus posted once, on the step that
 // acts, and never kept by the portal between requests.
+//
+// A device that chose an ISP and is back in the walled garden because
+// that ISP refused it or did not answer (Subscriber.HandoverFailed) sees
+// why, what to do, and the claim form (one step: it is on no ISP to
+// leave), to claim again with another customer ID or ISP: the same POST
+// /claim, token and Claimer. That page does not reload by itself; the
+// page of a device switching does, every 5 s.
 package portal

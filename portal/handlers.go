@@ -154,7 +154,7 @@ func (s *Server) serveChoose(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if sub.Claimed != "" {
-		s.render(w, http.StatusOK, s.claimedPage(sub))
+		s.serveClaimed(w, r, sub)
 		return
 	}
 	nonce := ensureNonce(w, r)
@@ -172,7 +172,7 @@ func (s *Server) serveDone(w http.ResponseWriter, r *http.Request) {
 	recent, hasRecent := s.recent.get(sub.MAC, time.Now())
 	switch {
 	case sub.Claimed != "":
-		s.render(w, http.StatusOK, s.claimedPage(sub))
+		s.serveClaimed(w, r, sub)
 	case hasRecent && recent != sub.ISP:
 		s.render(w, http.StatusOK, s.pendingPage(recent, sub.ISP != ""))
 	case sub.ISP != "":
@@ -180,6 +180,19 @@ func (s *Server) serveDone(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.Redirect(w, r, "/", http.StatusSeeOther)
 	}
+}
+
+// serveClaimed is the page of a device that chose an ISP and is not on it
+// yet: switching (pendingPage), or back in the walled garden because its
+// ISP did not take it (failedPage, with the claim form to correct the
+// choice).
+func (s *Server) serveClaimed(w http.ResponseWriter, r *http.Request, sub Subscriber) {
+	if !handoverFailed(sub) {
+		s.render(w, http.StatusOK, s.pendingPage(sub.Claimed, sub.ISP != ""))
+		return
+	}
+	nonce := ensureNonce(w, r)
+	s.render(w, http.StatusOK, s.failedPage(sub, s.token(purposeForm, sub.MAC, nonce), formInput{ISP: sub.Claimed}, problems{}))
 }
 
 func (s *Server) serveCrossOrigin(w http.ResponseWriter, r *http.Request) {
@@ -213,7 +226,9 @@ func (s *Server) serveClaim(w http.ResponseWriter, r *http.Request) {
 		Password:   r.PostForm.Get("password"),
 	}
 	// A device on an ISP moves (confirmation first); one that has chosen
-	// and not yet switched claims again (the same choice is idempotent).
+	// and not yet switched claims again (the same choice is idempotent),
+	// also one back in the walled garden because its ISP did not take it
+	// (another customer ID or ISP: its handover is then the new one's).
 	cur := sub.ISP
 	moving := cur != ""
 	confirming := moving && r.URL.Query().Get("confirm") == "1"
@@ -229,9 +244,12 @@ func (s *Server) serveClaim(w http.ResponseWriter, r *http.Request) {
 	}
 	formToken := s.token(purposeForm, sub.MAC, nonce)
 	again := func(status int, pr problems) {
-		if confirming {
+		switch {
+		case confirming:
 			s.render(w, status, s.confirmPage(want, cur, in, pr))
-		} else {
+		case handoverFailed(sub):
+			s.render(w, status, s.failedPage(sub, formToken, in, pr))
+		default:
 			s.render(w, status, s.choosePage(formToken, cur, in, pr))
 		}
 	}

@@ -136,11 +136,8 @@ func (s *Server) hint(moving bool) time.Duration {
 // choosePage is the claim form: for a device being onboarded, or, when
 // current is set (the ISP it is on), the first step of a move.
 func (s *Server) choosePage(token, current string, in formInput, pr problems) page {
-	f := &form{Action: "/claim", Token: token, AskCustomerID: true, CustomerID: in.CustomerID, Msg: pr.Fields,
+	f := &form{Action: "/claim", Token: token, ISPs: s.ispChoices(in.ISP), AskCustomerID: true, CustomerID: in.CustomerID, Msg: pr.Fields,
 		PasswordLabel: "Password"}
-	for _, p := range s.cfg.ISPs {
-		f.ISPs = append(f.ISPs, ispChoice{ISP: p, Checked: p.Name == in.ISP})
-	}
 	hint := about(s.hint(current != ""))
 	p := page{Form: f}
 	if current == "" {
@@ -162,6 +159,15 @@ func (s *Server) choosePage(token, current string, in formInput, pr problems) pa
 	}
 	p.Errors = pr.Summary
 	return p
+}
+
+// ispChoices are the ISPs offered, checked the one named checked.
+func (s *Server) ispChoices(checked string) []ispChoice {
+	out := make([]ispChoice, len(s.cfg.ISPs))
+	for i, p := range s.cfg.ISPs {
+		out[i] = ispChoice{ISP: p, Checked: p.Name == checked}
+	}
+	return out
 }
 
 // confirmPage asks a subscriber on current to confirm the move to in.ISP
@@ -226,35 +232,45 @@ func (s *Server) pendingPage(isp string, moving bool) page {
 	}
 }
 
-// claimedPage is the page of a device that chose an ISP and is not on it
-// yet: switching (pendingPage), or back in the walled garden because its
-// ISP did not take it (failedPage).
-func (s *Server) claimedPage(sub Subscriber) page {
-	if sub.HandoverFailed != "" && sub.ISP == "" {
-		return s.failedPage(sub.Claimed, sub.HandoverFailed, sub.MAC, sub.Retry)
-	}
-	return s.pendingPage(sub.Claimed, sub.ISP != "")
+// handoverFailed reports whether sub chose an ISP and is back in the
+// walled garden because that ISP did not take it.
+func handoverFailed(sub Subscriber) bool {
+	return sub.Claimed != "" && sub.ISP == "" && sub.HandoverFailed != ""
 }
 
-// failedPage says the device mac tried to switch to isp, which refused it
-// or did not answer (why), and that it tries again by itself (at retry,
-// then the switch's time).
-func (s *Server) failedPage(isp, why string, mac uint64, retry time.Time) page {
-	n := s.displayName(isp)
+// failedPage says the device sub tried to switch to sub.Claimed, which
+// refused it or did not answer (sub.HandoverFailed), and that it tries
+// again by itself (at sub.Retry, then the switch's time); and offers the
+// claim form (token, in: what to show in it) to correct the choice:
+// another customer ID or ISP. It does not reload by itself: that would
+// erase what the user types, and a reload while the device retries (no
+// address for a while) would end on the browser's error page anyway.
+func (s *Server) failedPage(sub Subscriber, token string, in formInput, pr problems) page {
+	n := s.displayName(sub.Claimed)
 	what := n + " refused it: " + n + " has not (yet) set up service for this device."
-	if why == HandoverUnanswered {
+	if sub.HandoverFailed == HandoverUnanswered {
 		what = n + " did not answer when this device asked it for service."
 	}
-	wait := max(time.Until(retry), 0) + s.hint(false)
+	wait := max(time.Until(sub.Retry), 0) + s.hint(false)
+	f := &form{Action: "/claim", Token: token, ISPs: s.ispChoices(in.ISP), AskCustomerID: true, CustomerID: in.CustomerID,
+		AskPassword: true, PasswordLabel: "Password", Submit: "Sign in again", Msg: pr.Fields}
 	return page{
 		Heading: n + " has not connected this device yet",
+		Errors:  pr.Summary,
 		Lead: []string{
 			"You chose " + n + " and this device tried to switch to it, but " + what,
-			"Contact " + n + " and tell them this device is not getting service. Its hardware (MAC) address is " + binding.MACString(mac) + ".",
+			"Contact " + n + " and tell them this device is not getting service. Its hardware (MAC) address is " + binding.MACString(sub.MAC) + ".",
 			"This device tries again by itself within " + about(wait) + ", and again after that, until " + n +
-				" connects it. You do not need to do anything else: once " + n + " has fixed it, this device switches by itself.",
+				" connects it: once " + n + " has fixed it, this device switches by itself.",
+			"Chose the wrong provider, or mistyped the customer ID? Choose your provider and sign in again here: " +
+				"this device then switches to it within " + about(s.hint(false)) + ".",
 		},
-		Refresh: true,
+		Form: f,
+		After: []string{
+			"This page does not update by itself. While this device tries again it is without a connection for a while, " +
+				"and this page may not load then: open it again a little later.",
+		},
+		Link: &link{Href: "/done", Text: "Check again"},
 	}
 }
 

@@ -523,8 +523,9 @@ func TestNew(t *testing.T) {
 // A device that chose an ISP and is back in the walled garden because
 // the ISP refused it, or did not answer: the page (/ and /done) says so
 // plainly, names the ISP and the device's MAC, tells the user to contact
-// the ISP and that the device tries again by itself; no form. Before, it
-// said the device would switch within 40 seconds, for ever.
+// the ISP and that the device tries again by itself. Before, it said the
+// device would switch within 40 seconds, for ever. (It holds the claim
+// form: TestHandoverFailedReclaim; so it does not reload by itself.)
 func TestHandoverFailedPage(t *testing.T) {
 	r := newRig(t, nil)
 	for _, tc := range []struct{ why, says string }{
@@ -544,9 +545,91 @@ func TestHandoverFailedPage(t *testing.T) {
 					t.Errorf("%s %s: %d, page lacks %q:\n%s", tc.why, target, w.Code, want, b)
 				}
 			}
-			if !strings.Contains(b, `<meta http-equiv="refresh" content="5">`) || strings.Contains(b, "<form") || strings.Contains(b, "will switch") {
-				t.Errorf("%s %s: no refresh, or a form or the switching page:\n%s", tc.why, target, b)
+			if strings.Contains(b, `http-equiv="refresh"`) || strings.Contains(b, "will switch") {
+				t.Errorf("%s %s: a refresh (it would erase the form's input), or the switching page:\n%s", tc.why, target, b)
 			}
 		}
+	}
+}
+
+// A device back in the walled garden because its ISP refused it (a wrong
+// ISP chosen, or a mistyped customer ID its ISP's server does not know)
+// is offered the claim form on that page (/ and /done), its ISP checked,
+// to claim again with another customer ID or ISP: the same POST /claim,
+// its token bound to the MAC and the browser's nonce, the Claimer's
+// errors and limits answered on the failure page again. A successful one
+// goes to /done, which shows the new claim switching. Before, the failure
+// page had no form: nothing to correct a wrong choice with but waiting
+// for the operator.
+func TestHandoverFailedReclaim(t *testing.T) {
+	r := newRig(t, nil)
+	failed := Subscriber{MAC: macA, Access: "port1", Addr: addrA, Claimed: "alpha", HandoverFailed: HandoverRefused, Retry: time.Now().Add(10 * time.Second)}
+	r.dir.set(failed)
+	w := r.do(req{target: "/", from: addrA})
+	b := w.Body.String()
+	c, tok := r.cookieAndToken(w, nil)
+	for _, want := range []string{
+		"Alpha Net has not connected this device yet", `action="/claim"`, `value="alpha" required checked>`, `value="beta" required>`,
+		`<label for="customer_id">Customer ID</label>`, `type="password" id="password"`, "Sign in again",
+		"Chose the wrong provider, or mistyped the customer ID? Choose your provider and sign in again here: this device then switches to it within about 40 seconds.",
+		"This page does not update by itself.", `<a href="/done">Check again</a>`,
+	} {
+		if !strings.Contains(b, want) {
+			t.Errorf("failure page lacks %q:\n%s", want, b)
+		}
+	}
+	// /done offers it too, with the browser's cookie kept.
+	w = r.do(req{target: "/done", from: addrA, cookie: c})
+	if _, tok2 := r.cookieAndToken(w, c); w.Header().Get("Set-Cookie") != "" || tok2 != tok {
+		t.Errorf("/done: cookie set again (%q) or another token", w.Header().Get("Set-Cookie"))
+	}
+	post := func(from netip.Addr, c *http.Cookie, tok, isp, id string) *httptest.ResponseRecorder {
+		return r.do(req{method: http.MethodPost, target: "/claim", from: from, form: claimForm(tok, isp, id, "pw-2"), cookie: c, hdr: sameOrigin})
+	}
+	// The form's protections: another device's address, no cookie.
+	if w := post(addrB, c, tok, "alpha", "c-43"); w.Code != http.StatusForbidden {
+		t.Errorf("A's failure-page token from B's address: %d", w.Code)
+	}
+	if w := post(addrA, nil, tok, "alpha", "c-43"); w.Code != http.StatusForbidden {
+		t.Errorf("no cookie: %d", w.Code)
+	}
+	// The Claimer's refusals: the failure page again, with the problem.
+	for _, tc := range []struct {
+		err  error
+		code int
+		text string
+	}{
+		{tenants.ErrBadCredentials, http.StatusUnauthorized, "The customer ID or password is not right."},
+		{&tenants.RateLimitError{RetryAfter: 3 * time.Second}, http.StatusTooManyRequests, "Too many attempts. Wait 3 seconds and try again."},
+	} {
+		r.cl.err = tc.err
+		w := post(addrA, c, tok, "alpha", "c-43")
+		b := w.Body.String()
+		if w.Code != tc.code || !strings.Contains(b, tc.text) || !strings.Contains(b, `role="alert"`) ||
+			!strings.Contains(b, "Alpha Net has not connected this device yet") || !strings.Contains(b, `value="c-43"`) || strings.Contains(b, "pw-2") {
+			t.Errorf("%v: %d\n%s", tc.err, w.Code, b)
+		}
+		if _, tok2 := r.cookieAndToken(w, c); tok2 != tok {
+			t.Errorf("%v: the form again has another token", tc.err)
+		}
+	}
+	r.cl.err = nil
+	if w := post(addrA, c, tok, "alpha", "c-43"); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/done" {
+		t.Fatalf("re-claim: %d %v %s", w.Code, w.Header(), w.Body)
+	}
+	got := r.cl.calls()
+	want := tenants.ClaimRequest{ISP: "alpha", CustomerID: "c-43", Password: "pw-2", MAC: "02:00:00:00:00:0a", Access: "port1"}
+	if len(got) != 3 || got[2] != want {
+		t.Fatalf("claims %+v, want the last %+v", got, want)
+	}
+	// Another ISP: the Directory then shows the new claim switching.
+	if w := post(addrA, c, tok, "beta", "b-7"); w.Code != http.StatusSeeOther {
+		t.Fatalf("re-claim at beta: %d %s", w.Code, w.Body)
+	}
+	r.dir.set(Subscriber{MAC: macA, Access: "port1", Addr: addrA, Claimed: "beta"})
+	w = r.do(req{target: "/done", from: addrA, cookie: c})
+	if b := w.Body.String(); !strings.Contains(b, "You chose Beta &amp; Co. This device will switch to Beta &amp; Co within about 40 seconds") ||
+		strings.Contains(b, "has not connected") {
+		t.Errorf("done after the re-claim: %s", b)
 	}
 }
