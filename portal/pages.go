@@ -35,7 +35,7 @@ type page struct {
 	Form           *form
 	After          []string // paragraphs after the form
 	Link           *link
-	Refresh        bool // reload every 5 s (the handover's progress)
+	Refresh        bool // reload /done every 5 s (the handover's progress)
 }
 
 type summaryError struct{ Field, Text string }

@@ -335,13 +335,14 @@ func TestClaimFlow(t *testing.T) {
 	w = r.do(req{target: "/done", from: addrA, cookie: c})
 	b := w.Body.String()
 	if w.Code != http.StatusOK || !strings.Contains(b, "You chose Beta &amp; Co. This device will switch to Beta &amp; Co within about 40 seconds") ||
-		!strings.Contains(b, `<meta http-equiv="refresh" content="5">`) || !strings.Contains(b, "You can close this page.") {
+		!strings.Contains(b, `<meta http-equiv="refresh" content="5; url=/done">`) || !strings.Contains(b, "You can close this page.") {
 		t.Errorf("done: %d %s", w.Code, b)
 	}
 	// The Directory's view: chosen, then switched.
 	r.dir.set(Subscriber{MAC: macA, Access: "port1", Addr: addrA, Claimed: "beta"})
-	if w := r.do(req{target: "/", from: addrA}); !strings.Contains(w.Body.String(), "You chose Beta &amp; Co.") || strings.Contains(w.Body.String(), "<form") {
-		t.Errorf("page while switching: %s", w.Body)
+	if w := r.do(req{target: "/", from: addrA}); !strings.Contains(w.Body.String(), "You chose Beta &amp; Co.") || strings.Contains(w.Body.String(), "<form") ||
+		!strings.Contains(w.Body.String(), `content="5; url=/done"`) {
+		t.Errorf("page while switching (it reloads /done: / would show the move form once switched): %s", w.Body)
 	}
 	r.dir.set(Subscriber{MAC: macA, Access: "port1", Addr: addrA, ISP: "beta"})
 	if w := r.do(req{target: "/done", from: addrA}); !strings.Contains(w.Body.String(), "This device is connected to Beta &amp; Co.") ||
