@@ -418,6 +418,42 @@ func TestEventsList(t *testing.T) {
 	}
 }
 
+// TestMalformedQuery: a query string that does not parse is 400, not read
+// as if the malformed pair were absent (url.Query drops it): a mangled
+// after= would otherwise read the events again from the oldest kept, or
+// a list from its first page.
+func TestMalformedQuery(t *testing.T) {
+	f := newFixture(t)
+	for range 4 {
+		f.svc.addEvent(tenants.Event{Kind: "bound", ISP: "beta", MAC: "02:00:00:00:00:01"})
+	}
+	for _, c := range []struct{ path, who string }{
+		{"/v1/isps/beta/events?after=3%&limit=1", "beta"},
+		{"/v1/isps/beta/events?limit=1&after=%zz", "beta"},
+		{"/v1/events?after=3%25%", "operator"},
+		{"/v1/isps/beta/customers?limit=2&after=%G1", "beta"},
+		{"/v1/isps/beta/events/stream?after=3%", "beta"},
+		{"/v1/isps/beta/events?after=3;limit=1", "beta"},
+	} {
+		w := f.do("GET", c.path, c.who, "")
+		if w.Code != 400 {
+			t.Errorf("GET %s: status %d, body %.200s: want 400", c.path, w.Code, w.Body)
+			continue
+		}
+		if p := decodeProblem(t, w); p.Type != ProblemTypePrefix+"bad-request" {
+			t.Errorf("GET %s: %+v", c.path, p)
+		}
+	}
+	// A well-formed query still works, and a bad one is refused only
+	// after the token: no token is 401 whatever the query.
+	if w := f.do("GET", "/v1/isps/beta/events?after=3&limit=1", "beta", ""); w.Code != 200 {
+		t.Fatalf("good query: %d %s", w.Code, w.Body)
+	}
+	if w := f.do("GET", "/v1/isps/beta/events?after=3%", "", ""); w.Code != 401 {
+		t.Fatalf("no token, bad query: %d, want 401", w.Code)
+	}
+}
+
 func TestImport(t *testing.T) {
 	f := newFixture(t)
 	body := strings.Join([]string{

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -230,12 +231,24 @@ func (s *Server) wrap(rt Route) http.Handler {
 			}
 		}()
 		c, ok := s.authorize(sw, r, rt, id)
-		if ok {
+		if ok && s.queryOK(sw, r) {
 			rt.h(s, sw, r, c)
 		}
 		s.log.Debug("api", "request_id", id, "route", rt.Method+" "+rt.Path, "status", sw.code(),
 			"principal", c.p.Name, "kind", string(c.p.Kind), "duration", time.Since(start))
 	})
+}
+
+// queryOK answers 400 bad-request for a query string that does not parse
+// (a bad %-escape, a semicolon): url.Query drops such a pair as if it
+// were absent, and a dropped after= would read the events again from the
+// oldest kept, a list from its first page.
+func (s *Server) queryOK(w http.ResponseWriter, r *http.Request) bool {
+	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+		s.problem(w, r, "bad-request", fmt.Sprintf("malformed query string: %v", err))
+		return false
+	}
+	return true
 }
 
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt Route, id string) (*call, bool) {
