@@ -151,7 +151,7 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 		n--
 	}
 	if n >= c.DeviceLimit {
-		e := &DeviceLimitError{Limit: c.DeviceLimit}
+		e := &DeviceLimitError{Limit: c.DeviceLimit, Claim: source == SourceClaim}
 		for _, d := range devs {
 			e.Devices = append(e.Devices, macString(d.MAC))
 		}

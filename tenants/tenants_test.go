@@ -735,3 +735,38 @@ func TestUpdateCustomerUnchanged(t *testing.T) {
 		t.Errorf("device limit 2 → 3 (status as it was): %+v", n[len(evs):])
 	}
 }
+
+// TestDeviceLimitSaysWhatTheCallerCanDo: the device-limit error's text is
+// the API's problem detail. Only a claim has a replace field: an attach
+// (POST /v1/isps/{isp}/devices, whose body refuses replace as an unknown
+// field) or an operator's move told to "claim again with replace" is
+// sent to a field it cannot use.
+func TestDeviceLimitSaysWhatTheCallerCanDo(t *testing.T) {
+	r := newRig(t)
+	if _, err := r.ten.CreateCustomer(ctx, beta, "beta", CustomerInput{ID: "c-1", Password: "right-password"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.CreateCustomer(ctx, beta, "beta", CustomerInput{ID: "c-2"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: "02:00:00:00:00:01", CustomerID: "c-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: "02:00:00:00:00:02", CustomerID: "c-2"}); err != nil {
+		t.Fatal(err)
+	}
+	var dl *DeviceLimitError
+	_, err := r.ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: "02:00:00:00:00:03", CustomerID: "c-1"})
+	if !errors.As(err, &dl) || strings.Contains(err.Error(), "replace") || !strings.Contains(err.Error(), "detach") {
+		t.Errorf("attach at the limit: %v: want the devices named and detaching (no replace) offered", err)
+	}
+	_, err = r.ten.Move(ctx, op, "02:00:00:00:00:02", MoveRequest{ISP: "beta", CustomerID: "c-1"})
+	if !errors.As(err, &dl) || strings.Contains(err.Error(), "replace") || !strings.Contains(err.Error(), "detach") {
+		t.Errorf("move to a customer at the limit: %v: want detaching (no replace) offered", err)
+	}
+	claimer := Actor{Kind: ActorClaim, Name: "installer", RequestID: "r3"}
+	_, err = r.ten.Claim(ctx, claimer, ClaimRequest{ISP: "beta", CustomerID: "c-1", Password: "right-password", MAC: "02:00:00:00:00:03"})
+	if !errors.As(err, &dl) || !strings.Contains(err.Error(), "claim again with replace") {
+		t.Errorf("claim at the limit: %v: want replace offered", err)
+	}
+}

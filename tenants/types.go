@@ -235,10 +235,17 @@ func (e *RateLimitError) Is(target error) bool { return target == ErrRateLimited
 type DeviceLimitError struct {
 	Limit   int
 	Devices []string // MACs
+	// Claim: the refused call was a claim, the one call with a replace
+	// field; an attach or a move is told to detach one instead.
+	Claim bool
 }
 
 func (e *DeviceLimitError) Error() string {
-	return fmt.Sprintf("%v (%d) reached: attached %v; claim again with replace set to one of them", ErrDeviceLimit, e.Limit, e.Devices)
+	what := "detach one of them first (or raise the customer's device_limit)"
+	if e.Claim {
+		what = "claim again with replace set to one of them"
+	}
+	return fmt.Sprintf("%v (%d) reached: attached %v; %s", ErrDeviceLimit, e.Limit, e.Devices, what)
 }
 
 // Is makes errors.Is(err, ErrDeviceLimit) true.
