@@ -160,6 +160,14 @@ func TestParseErrors(t *testing.T) {
 				"C api.claim_token_files[1]: /t/b1 is already named by isp[1].token_files[0]",
 				"D api.claim_token_files[2]: empty path",
 			}},
+		// A token's name (its file's base name without the extension) is
+		// the actor of its changes: an ISP's two files (rotation) or two
+		// claim files of one name would make them one actor in the events.
+		{"api token names", base + isp1 + "token_files = [\"/etc/ispmux/beta-1.token\", \"/etc/ispmux/next/beta-1.token\"] #!A\n[api]\nclaim_token_files = [\n \"/t/installer.token\",\n \"/u/installer\", #!B\n]\n",
+			[]string{
+				`A isp[1].token_files[1]: /etc/ispmux/next/beta-1.token has the name "beta-1" of isp[1].token_files[0]`,
+				`B api.claim_token_files[1]: /u/installer has the name "installer" of api.claim_token_files[0]`,
+			}},
 		{"api token type", base + "token_files = \"/t/a\" #!A\n",
 			[]string{`A isp[0].token_files: expected an array, got string "/t/a"`}},
 		{"access values", head + "[[access]]\ninterface = \"a/b\" #!A\nvlan = 4095 #!B\naddress = \"224.0.0.1\" #!C\n" + isp0,

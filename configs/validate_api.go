@@ -53,12 +53,13 @@ func IsLoopbackHost(host string) bool {
 }
 
 // apiFiles checks the paths of the TLS and token files: absolute, TLS both
-// or neither, at most two token files per ISP, no file named twice. The
+// or neither, at most two token files per ISP, no file named twice, no
+// two files of an ISP (or two claim files) with one token name. The
 // files themselves are read when the API starts (package auth, api).
 func (v *validator) apiFiles() {
 	a := &v.cfg.API
 	paths := map[string]string{} // path → key that named it first
-	file := func(key, p string) {
+	file := func(key, p string) bool {
 		switch {
 		case p == "":
 			v.errorf(key, "empty path")
@@ -68,10 +69,12 @@ func (v *validator) apiFiles() {
 			c := filepath.Clean(p)
 			if other, dup := paths[c]; dup {
 				v.errorf(key, "%s is already named by %s (one file, one token)", p, other)
-				return
+				return false
 			}
 			paths[c] = key
+			return true
 		}
+		return false
 	}
 	switch {
 	case a.TLSCert != "" && a.TLSKey == "":
@@ -93,11 +96,35 @@ func (v *validator) apiFiles() {
 		if len(p.TokenFiles) > 2 {
 			v.errorf(key, "at most two token files per ISP (the current one and the next, for rotation), got %d", len(p.TokenFiles))
 		}
+		names := map[string]string{}
 		for j, f := range p.TokenFiles {
-			file(fmt.Sprintf("%s[%d]", key, j), f)
+			if k := fmt.Sprintf("%s[%d]", key, j); file(k, f) {
+				v.tokenName(names, k, f)
+			}
 		}
 	}
+	names := map[string]string{}
 	for i, f := range a.ClaimTokenFiles {
-		file(fmt.Sprintf("api.claim_token_files[%d]", i), f)
+		if k := fmt.Sprintf("api.claim_token_files[%d]", i); file(k, f) {
+			v.tokenName(names, k, f)
+		}
 	}
+}
+
+// tokenName refuses a token file whose name (auth.TokenName: the base
+// name without its extension) another file of the same principals has
+// (names: name → key): the name is the actor of the token's changes, and
+// two tokens of one name are one actor in the events (the old and the new
+// token of a rotation could not be told apart).
+func (v *validator) tokenName(names map[string]string, key, path string) {
+	b := filepath.Base(path)
+	n := strings.TrimSuffix(b, filepath.Ext(b))
+	if n == "" {
+		n = b
+	}
+	if other, dup := names[n]; dup {
+		v.errorf(key, "%s has the name %q of %s: a token's name is the actor of its changes in the events; rename one", path, n, other)
+		return
+	}
+	names[n] = key
 }
