@@ -106,9 +106,11 @@ var ctlCommands = []*ctlCommand{
 			"--follow streams them live (from after AFTER-SEQ if given), resuming without gap after a cut,\n" +
 			"until interrupted. --request-id ID: the events of the API request ID only (the request id an\n" +
 			"API error quotes, e.g. an ISP's refused attach: its attach-refused event), looked for in the\n" +
-			"whole log.",
+			"whole log. With --isp, SEQ and AFTER-SEQ are that ISP's own numbers (1, 2, 3, ... for its\n" +
+			"events alone: what its API reads, stream and webhooks show); without, the box's (the\n" +
+			"operator's --json has both: seq and isp_seq).",
 		flags: func(fs *flag.FlagSet, o *ctlOpts) {
-			fs.StringVar(&o.isp, "isp", "", "one `ISP`'s events only (needed with an ISP's token)")
+			fs.StringVar(&o.isp, "isp", "", "one `ISP`'s events only, in its own numbering (needed with an ISP's token)")
 			fs.StringVar(&o.requestID, "request-id", "", "the events of the API request `ID` only (REQUEST in the table)")
 			fs.BoolVar(&o.follow, "follow", false, "stream events live (Server-Sent Events) until interrupted")
 			fs.IntVar(&o.limit, "limit", 0, "at most `N` events (1..1000)")
