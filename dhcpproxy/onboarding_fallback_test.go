@@ -244,3 +244,24 @@ func TestHandoverFallbackOnlyForHandovers(t *testing.T) {
 		}
 	}
 }
+
+// A device handed over takes its ISP's OFFER, REQUESTs it, and goes back
+// to INIT under the same xid before the ISP answers; the ISP then NAKs
+// that SELECTING REQUEST: the handover is refused, and the device's next
+// DISCOVER is answered from the garden. Before, the NAK of a REQUEST a
+// DISCOVER took over was a nak event only: the device's DISCOVERs went to
+// its ISP again, a refused handover at most reported as unanswered.
+func TestHandoverOvertakenRequestNakRefused(t *testing.T) {
+	const m = "02:77:00:00:00:01"
+	r := handedOver(t, m, "c-s1")
+	req, _ := r.rediscoverPendingOf(m, ispSID)
+	r.fromServerAt(ispSID, serverReply(req, dhcpv4.MessageTypeNak, ispSID, ispSID))
+	r.relayedTo()
+	if c := r.p.Counters(); c["nak_after_discover"] != 1 || c["handover_failed_refused"] != 1 {
+		t.Errorf("nak_after_discover %d, handover_failed_refused %d; want 1, 1", c["nak_after_discover"], c["handover_failed_refused"])
+	}
+	ip := r.gardenDORA(m, "after alpha's NAK of the overtaken REQUEST")
+	if l, ok := r.p.OnboardingByAddr(ip); !ok || l.HandoverFailed != HandoverRefused {
+		t.Errorf("OnboardingByAddr = %+v, %v; want the refused handover", l, ok)
+	}
+}

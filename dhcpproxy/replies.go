@@ -196,14 +196,18 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			p.bindAndAck(t, m, ack, opts, src)
 		}()
 	case dhcpv4.MessageTypeNak:
-		if ip, ok := p.tx.overtakenAnswer(t); ok {
+		if o, ok := p.tx.overtakenNak(t, src, addrOf(m.ServerIdentifier()), isp.ServerIDOverride); ok {
 			// The NAK of the REQUEST the client's DISCOVER under
-			// this xid took over: recorded as any NAK, but not sent
-			// (the client, SELECTING, takes none) and not the
-			// DISCOVER's; its OFFER is still awaited.
+			// this xid took over: recorded as any NAK (a SELECTING
+			// one's a handover refused), but not sent (the client,
+			// SELECTING, takes none) and not the DISCOVER's; its
+			// OFFER is still awaited.
 			p.count("nak_after_discover")
-			if p.endByNak(t, m, ip) {
+			if p.endByNak(t, m, o.requested) {
 				p.ispStat(t.isp.Index).outcomes[OutcomeNak].Add(1)
+				if o.selecting {
+					p.handoverFailed(regSubject(t.sub.mac, t.circuit, t.reg), HandoverRefused, p.now())
+				}
 			}
 			return
 		}

@@ -724,7 +724,13 @@ func TestRetransmittedDiscoverOneSelection(t *testing.T) {
 // srv).
 func (r *prig) rediscoverPending(srv netip.Addr) (req, disc *dhcpv4.DHCPv4) {
 	r.t.Helper()
-	d := discover(r.t, dhcpv4.WithHwAddr(mac(s1)))
+	return r.rediscoverPendingOf(s1, srv)
+}
+
+// rediscoverPendingOf is rediscoverPending for the subscriber of MAC m.
+func (r *prig) rediscoverPendingOf(m string, srv netip.Addr) (req, disc *dhcpv4.DHCPv4) {
+	r.t.Helper()
+	d := discover(r.t, dhcpv4.WithHwAddr(mac(m)))
 	r.fromClient(d)
 	up, _ := r.relayedTo()
 	got := r.offerFrom(up, srv)
@@ -810,6 +816,68 @@ func TestLateNakAfterRediscover(t *testing.T) {
 	got := r.offerFrom(map[netip.Addr]*dhcpv4.DHCPv4{ispSID: disc}, ispSID)
 	wantOfferOf(t, got, ispSID, r.p.Counters())
 	r.finishWith(got[0], ispSID)
+}
+
+// As TestLateNakAfterRediscover, with two servers: the server the
+// REQUEST did not select (it took the REQUEST as the decline of its
+// OFFER, RFC 2131 §4.3.2: no answer) NAKs the DISCOVER. That NAK is the
+// DISCOVER's (nak_not_request; if no OFFER comes, its end reports the
+// DISCOVER refused), not the REQUEST's, whose silence is still a timeout.
+// Before, it was taken for the REQUEST's (nak_after_discover, a nak event
+// for the address the REQUEST asked for), the REQUEST's silence went
+// unreported, and the DISCOVER's end was reported as silence (a timeout
+// event: a refused handover counted as unanswered).
+func TestDiscoverNakAfterRediscoverNotRequests(t *testing.T) {
+	r, second := twoServers(t, false)
+	_, disc := r.rediscoverPending(ispSID)
+	r.fromServerAt(second, serverReply(disc, dhcpv4.MessageTypeNak, second, second))
+	if _, toClient := r.relayedTo(); len(toClient) != 0 {
+		t.Errorf("NAK to the DISCOVER delivered: %v", toClient)
+	}
+	c := r.p.Counters()
+	if c["nak_after_discover"] != 0 || c["nak_not_request"] != 1 {
+		t.Errorf("nak_after_discover %d, nak_not_request %d; want 0, 1", c["nak_after_discover"], c["nak_not_request"])
+	}
+	if evs := r.eventsOf(subscribers.EventNak); len(evs) != 0 {
+		t.Errorf("nak events %v before the DISCOVER's end, want none", evs)
+	}
+	r.p.expire(time.Now().Add(time.Second))
+	naks, tos := r.eventsOf(subscribers.EventNak), r.eventsOf(subscribers.EventTimeout)
+	if len(naks) != 1 || !strings.Contains(naks[0].Reason, "answered the DISCOVER with a NAK") {
+		t.Errorf("nak events %v, want the DISCOVER's", naks)
+	}
+	if len(tos) != 1 || !strings.Contains(tos[0].Reason, "REQUEST") {
+		t.Errorf("timeout events %v, want the REQUEST's only", tos)
+	}
+}
+
+// As TestLateNakAfterRediscover, the server NAKing the DISCOVER too: its
+// first NAK is the REQUEST's (it answers in order), its second the
+// DISCOVER's. Before, both were the REQUEST's: two nak events for one
+// REQUEST, and the DISCOVER's end reported as silence.
+func TestSecondNakAfterRediscoverIsDiscovers(t *testing.T) {
+	r := newPRig(t)
+	req, disc := r.rediscoverPending(ispSID)
+	r.fromServerAt(ispSID, serverReply(req, dhcpv4.MessageTypeNak, ispSID, ispSID))
+	r.fromServerAt(ispSID, serverReply(disc, dhcpv4.MessageTypeNak, ispSID, ispSID))
+	if _, toClient := r.relayedTo(); len(toClient) != 0 {
+		t.Errorf("NAKs delivered: %v", toClient)
+	}
+	c := r.p.Counters()
+	if c["nak_after_discover"] != 1 || c["nak_not_request"] != 1 {
+		t.Errorf("nak_after_discover %d, nak_not_request %d; want 1, 1", c["nak_after_discover"], c["nak_not_request"])
+	}
+	if evs := r.eventsOf(subscribers.EventNak); len(evs) != 1 || evs[0].IP != netip.MustParseAddr("100.64.0.101") {
+		t.Errorf("nak events %v, want the REQUEST's of 100.64.0.101 only", evs)
+	}
+	r.p.expire(time.Now().Add(time.Second))
+	naks := r.eventsOf(subscribers.EventNak)
+	if len(naks) != 2 || !strings.Contains(naks[1].Reason, "answered the DISCOVER with a NAK") {
+		t.Errorf("nak events %v, want the REQUEST's, then the DISCOVER's", naks)
+	}
+	if tos := r.eventsOf(subscribers.EventTimeout); len(tos) != 0 {
+		t.Errorf("timeout events %v: both were answered", tos)
+	}
 }
 
 // A renewal whose lease's server is no longer one of the ISP's (its

@@ -98,10 +98,21 @@ type txn struct {
 // over (the client went back to INIT) before the ISP answered it. Its
 // answer, late, is no answer to the DISCOVER: an ACK is not bound (the
 // client, SELECTING, takes none), a NAK is recorded but not sent; its
-// silence past due is still a timeout.
+// silence past due is still a timeout. A NAK is the same to a REQUEST and
+// to a DISCOVER (RFC 2131 table 3: nothing of the client's message but
+// xid, flags, giaddr and chaddr echoed), so it is the REQUEST's only if it
+// is the first answer of a server that answers that REQUEST (a server
+// answers in the order it was sent them, the REQUEST first; for a
+// SELECTING REQUEST, the server selected); another server's NAK, or a
+// second one, answers the DISCOVER (overtakenNak).
 type overtaken struct {
 	due       time.Time  // its deadline (zero: answered or reported)
 	requested netip.Addr // the address it asked for (txn.requested)
+	answered  bool       // an ACK or NAK to it came
+	selecting bool       // a SELECTING REQUEST (txn.selecting)
+	// serverID, offerFrom and sentTo are the REQUEST's (txn): the server
+	// that answers it.
+	serverID, offerFrom, sentTo netip.Addr
 }
 
 // rapidWin is a rapid-commit DISCOVER (RFC 4039) to an ISP with several
@@ -230,13 +241,24 @@ func (x *txns) releaseOnce(pk pendKey, t *txn, from netip.Addr) bool {
 func (x *txns) selected(t *txn, from, sid netip.Addr, override bool) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if t.msgType != dhcpv4.MessageTypeRequest || !t.selecting || !t.serverID.IsValid() {
+	if t.msgType != dhcpv4.MessageTypeRequest || !t.selecting {
+		return true
+	}
+	return isSelected(t.serverID, t.offerFrom, from, sid, override)
+}
+
+// isSelected reports whether server from, naming server identifier sid,
+// is the one a SELECTING REQUEST selected: the server whose OFFER it took
+// (identifier serverID, from address offerFrom; see selected). Any, when
+// that is unknown (serverID invalid).
+func isSelected(serverID, offerFrom, from, sid netip.Addr, override bool) bool {
+	if !serverID.IsValid() {
 		return true
 	}
 	if override || !sid.IsValid() {
-		return !t.offerFrom.IsValid() || from == t.offerFrom
+		return !offerFrom.IsValid() || from == offerFrom
 	}
-	return sid == t.serverID
+	return sid == serverID
 }
 
 // abandon forgets transaction t (if it is still pending under pk): it was
@@ -300,15 +322,16 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 		// unanswered) and kept its xid, as RFC 2131 lets it: a new
 		// selection among every server. The server chosen before may
 		// be the one failing; its OFFER must not be the only one taken.
-		t.serverID, t.offerFrom, t.released = netip.Addr{}, netip.Addr{}, nil
 		if t.msgType == dhcpv4.MessageTypeRequest {
 			// Its deadline still runs, unless a reply to it was
 			// refused already (not silence).
-			t.overtook = &overtaken{requested: t.requested}
+			t.overtook = &overtaken{requested: t.requested, selecting: t.selecting,
+				serverID: t.serverID, offerFrom: t.offerFrom, sentTo: t.sentTo}
 			if !t.refused {
 				t.overtook.due = t.deadline
 			}
 		}
+		t.serverID, t.offerFrom, t.released = netip.Addr{}, netip.Addr{}, nil
 	} else if t != nil && mt != dhcpv4.MessageTypeDiscover {
 		t.overtook = nil
 	}
@@ -380,8 +403,27 @@ func (x *txns) overtakenAnswer(t *txn) (netip.Addr, bool) {
 	if t.msgType != dhcpv4.MessageTypeDiscover || t.overtook == nil {
 		return netip.Addr{}, false
 	}
-	t.overtook.due = time.Time{}
+	t.overtook.due, t.overtook.answered = time.Time{}, true
 	return t.overtook.requested, true
+}
+
+// overtakenNak reports whether the NAK of server from (naming server
+// identifier sid) to t is the answer to the REQUEST t's DISCOVER took
+// over, and if so returns that REQUEST (a copy) and notes it answered (no
+// timeout): the first answer to it, from a server it went to (txn.sentTo)
+// and, if SELECTING, the server selected (isSelected). Otherwise the NAK
+// answers the DISCOVER.
+func (x *txns) overtakenNak(t *txn, from, sid netip.Addr, override bool) (overtaken, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	o := t.overtook
+	if t.msgType != dhcpv4.MessageTypeDiscover || o == nil || o.answered ||
+		o.sentTo.IsValid() && from != o.sentTo ||
+		o.selecting && !isSelected(o.serverID, o.offerFrom, from, sid, override) {
+		return overtaken{}, false
+	}
+	o.due, o.answered = time.Time{}, true
+	return *o, true
 }
 
 // offer records the OFFER from server address from, naming server-id
