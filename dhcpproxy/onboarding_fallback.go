@@ -42,8 +42,10 @@ import (
 //     registered to another ISP or customer (the next handover is then at
 //     once; until that message the lease no longer gives the failure, so
 //     a claim corrected on the portal is not shown as refused), or
-//     handoverFallbackKeep after its last use. A restart forgets
-//     them all: a garden lease restored is handed over at its renewal.
+//     fallbackKeep after its last use (two garden lease times, at least
+//     handoverFallbackKeep: the device's next message, its renewal or
+//     its retry, comes within one). A restart forgets them all: a garden
+//     lease restored is handed over at its renewal.
 //
 // Only a MAC with a device record that held an onboarding lease gets a
 // record, so a subscriber's messages cannot grow it beyond the registry,
@@ -61,9 +63,20 @@ const (
 	// maxFallbacks bounds the handover records.
 	maxFallbacks = 4096
 	// handoverFallbackKeep is how long a record outlives its last use
-	// (a failure, a message served from the garden).
+	// (a failure, a message served from the garden) at least
+	// (fallbackKeep).
 	handoverFallbackKeep = 5 * time.Minute
 )
+
+// fallbackKeep is how long a record on pl outlives its last use: two of
+// pl's lease times, at least handoverFallbackKeep. A device back in the
+// garden sends its next message within one lease time (its renewal at
+// T1, else its rebinding, else its DISCOVER once its lease ends), and its
+// retry is one lease time after the failure: a record gone before would
+// hand it over at its next renewal, not once a lease time.
+func fallbackKeep(pl *obPool) time.Duration {
+	return max(handoverFallbackKeep, 2*pl.leaseTime)
+}
 
 // fallback is a MAC's failing handover on pool's circuit, to isp as
 // customer.
@@ -101,7 +114,7 @@ func (t *fallbacks) get(mac uint64, now time.Time) (fallback, bool) {
 }
 
 // update applies fn to mac's record (a new one: the zero record, with
-// pool, isp and customer), keeps it handoverFallbackKeep from now and
+// pool, isp and customer), keeps it fallbackKeep from now and
 // returns it; false: no room for a new one.
 func (t *fallbacks) update(mac uint64, pl *obPool, s subject, now time.Time, fn func(*fallback)) (fallback, bool) {
 	t.mu.Lock()
@@ -123,7 +136,7 @@ func (t *fallbacks) update(mac uint64, pl *obPool, s subject, now time.Time, fn 
 		f = fallback{pool: pl, isp: s.isp, customer: s.customer}
 	}
 	fn(&f)
-	f.until = now.Add(handoverFallbackKeep)
+	f.until = now.Add(fallbackKeep(pl))
 	t.m[mac] = f
 	return f, true
 }

@@ -30,7 +30,13 @@ func keaRefusing(t *testing.T) func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 // address NAKed.
 func handedOver(t *testing.T, m, cust string) *prig {
 	t.Helper()
-	r := newORig(t, Onboarding{}, 0, false)
+	return handedOverOn(t, m, cust, Onboarding{})
+}
+
+// handedOverOn is handedOver with the onboarding configuration ob.
+func handedOverOn(t *testing.T, m, cust string, ob Onboarding) *prig {
+	t.Helper()
+	r := newORig(t, ob, 0, false)
 	ip := addrOf(r.obDORA(m).YourIPAddr)
 	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m)), CustomerID: cust, ISP: "alpha", Source: "claim"}); err != nil {
 		t.Fatal(err)
@@ -263,5 +269,34 @@ func TestHandoverOvertakenRequestNakRefused(t *testing.T) {
 	ip := r.gardenDORA(m, "after alpha's NAK of the overtaken REQUEST")
 	if l, ok := r.p.OnboardingByAddr(ip); !ok || l.HandoverFailed != HandoverRefused {
 		t.Errorf("OnboardingByAddr = %+v, %v; want the refused handover", l, ok)
+	}
+}
+
+// As TestHandoverRefusedBackToGarden with a 20 min onboarding lease: the
+// device's renewal at T1 (10 min) is still the garden's, its failure
+// still given with its lease, and its next one (one lease time on) is the
+// retry. Before, the record was forgotten 5 min after its last use: the
+// renewal at T1 found none and was the handover again (NAKed) half a
+// lease time early, the portal no longer told why.
+func TestHandoverFallbackOutlivesLongLease(t *testing.T) {
+	const m = "02:77:00:00:00:01"
+	r := handedOverOn(t, m, "c-s1", Onboarding{LeaseTime: 20 * time.Minute})
+	if got := r.dora(m, keaRefusing(t), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("the handover's DORA: %v, want alpha's NAK passed on", got)
+	}
+	ip := r.gardenDORA(m, "after alpha's NAK")
+	r.pastT1(10 * time.Minute)
+	if l, ok := r.p.OnboardingByAddr(ip); !ok || l.HandoverFailed != HandoverRefused {
+		t.Errorf("OnboardingByAddr at T1 = %+v, %v; want the refused handover", l, ok)
+	}
+	r.fromClient(renewOf(t, m, ip))
+	if got := r.clientMsgs(); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("the renewal at T1 got %v, want the garden's ACK (counters %v)", got, r.p.Counters())
+	}
+	r.pastT1(21 * time.Minute)
+	r.fromClient(renewOf(t, m, ip))
+	r.one(dhcpv4.MessageTypeNak)
+	if c := r.p.Counters(); c["handover_retry"] != 1 {
+		t.Errorf("handover_retry %d one lease time on, want 1", c["handover_retry"])
 	}
 }
