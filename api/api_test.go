@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -454,6 +455,51 @@ func TestMalformedQuery(t *testing.T) {
 	}
 }
 
+// TestUnknownQueryParam: a query parameter the route does not take is 400
+// naming it and the ones the route takes, not ignored: a typo such as
+// ?afer= or ?cursor= would otherwise return the first page again. Every
+// route's documented parameters still work.
+func TestUnknownQueryParam(t *testing.T) {
+	f := newFixture(t)
+	for range 3 {
+		f.svc.addEvent(tenants.Event{Kind: "bound", ISP: "beta", MAC: "02:00:00:00:00:01"})
+	}
+	for _, c := range []struct{ method, path, who, want string }{
+		{"GET", "/v1/isps/beta/customers?cursor=c-2", "beta", `"cursor": GET /v1/isps/{isp}/customers takes only after, limit`},
+		{"GET", "/v1/isps/beta/events?afer=2", "beta", `"afer"`},
+		{"GET", "/v1/events?after=1&limt=1", "operator", `"limt"`},
+		{"GET", "/v1/isps/beta/devices?customer=c-1", "beta", "after, limit, customer_id"},
+		{"GET", "/v1/bindings?MAC=02:00:00:00:00:01", "operator", "after, limit, mac"},
+		{"GET", "/v1/isps/beta/events/stream?limit=1", "beta", "takes only after"},
+		{"GET", "/v1/stats?verbose=1", "operator", "takes no query parameters"},
+		{"GET", "/v1/isps/beta?after=", "beta", `"after"`},
+	} {
+		w := f.do(c.method, c.path, c.who, "")
+		if w.Code != 400 {
+			t.Errorf("%s %s: status %d, body %.200s: want 400", c.method, c.path, w.Code, w.Body)
+			continue
+		}
+		if p := decodeProblem(t, w); p.Type != ProblemTypePrefix+"bad-request" || !strings.Contains(p.Detail, c.want) {
+			t.Errorf("%s %s: %+v, want bad-request with %q", c.method, c.path, p, c.want)
+		}
+	}
+	for _, c := range []struct{ path, who string }{
+		{"/v1/isps/beta/customers?after=&limit=2", "beta"},
+		{"/v1/isps/beta/devices?customer_id=c-1&limit=2&after=", "beta"},
+		{"/v1/devices?customer_id=c-1", "operator"},
+		{"/v1/isps/beta/bindings?mac=02:00:00:00:00:01&limit=5", "beta"},
+		{"/v1/bindings?after=&limit=5", "operator"},
+		{"/v1/isps/beta/events?after=1&limit=1", "beta"},
+		{"/v1/events?after=1&limit=1", "operator"},
+		{"/v1/isps", "beta"},
+		{"/v1/stats", "operator"},
+	} {
+		if w := f.do("GET", c.path, c.who, ""); w.Code != 200 {
+			t.Errorf("GET %s: %d %.200s, want 200", c.path, w.Code, w.Body)
+		}
+	}
+}
+
 func TestImport(t *testing.T) {
 	f := newFixture(t)
 	body := strings.Join([]string{
@@ -567,6 +613,14 @@ func TestDocsRoutes(t *testing.T) {
 	for op := range served {
 		if !doc[op] {
 			t.Errorf("%s is served but not in docs/openapi.yaml", op)
+		}
+	}
+	// Each operation takes the query parameters it documents, no other.
+	query := openAPIQueryParams(data)
+	for _, rt := range Routes() {
+		op := rt.Method + " " + rt.Path
+		if got, want := slices.Sorted(slices.Values(rt.Query)), slices.Sorted(slices.Values(query[op])); !slices.Equal(got, want) {
+			t.Errorf("%s takes query parameters %v, docs/openapi.yaml says %v", op, got, want)
 		}
 	}
 	// docs/API.md has a curl example for every route.

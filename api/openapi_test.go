@@ -74,3 +74,79 @@ func openAPIOperations(data []byte) (map[string]bool, error) {
 	}
 	return ops, sc.Err()
 }
+
+// openAPIQueryParams reads the query parameters of each operation of an
+// OpenAPI document in docs/openapi.yaml's block style: an operation's
+// "parameters:" list (indent 6) of inline "- name: X" with "in: query" or
+// "- $ref: …/parameters/Y" resolved in components.parameters.
+func openAPIQueryParams(data []byte) map[string][]string {
+	type param struct{ name, in string }
+	comp := map[string]*param{} // components.parameters by key
+	type use struct{ op, ref string }
+	var uses []use
+	var inline []*struct {
+		op string
+		p  param
+	}
+	section, sub, path, op, compKey := "", "", "", "", ""
+	var cur *param
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		line := sc.Text()
+		t := strings.TrimSpace(line)
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		indent := len(line) - len(strings.TrimLeft(line, " "))
+		key, val, _ := strings.Cut(strings.TrimPrefix(t, "- "), ":")
+		key, val = strings.Trim(key, `"'`), strings.Trim(strings.TrimSpace(val), `"'`)
+		switch {
+		case indent == 0:
+			section = key
+		case section == "paths" && indent == 2:
+			path, op = key, ""
+		case section == "paths" && indent == 4:
+			op = ""
+			if key != "parameters" && key != "summary" && key != "description" {
+				op = strings.ToUpper(key) + " " + path
+			}
+		case section == "paths" && indent == 6:
+			sub = key
+		case section == "paths" && op != "" && sub == "parameters" && indent == 8 && strings.HasPrefix(t, "- "):
+			cur = nil
+			if key == "$ref" {
+				uses = append(uses, use{op, strings.TrimPrefix(val, "#/components/parameters/")})
+			} else if key == "name" {
+				e := &struct {
+					op string
+					p  param
+				}{op: op, p: param{name: val}}
+				inline = append(inline, e)
+				cur = &e.p
+			}
+		case section == "paths" && cur != nil && indent == 10 && key == "in":
+			cur.in = val
+		case section == "components" && indent == 2:
+			sub = key
+		case section == "components" && sub == "parameters" && indent == 4:
+			compKey = key
+			comp[key] = &param{}
+		case section == "components" && sub == "parameters" && indent == 6 && key == "name":
+			comp[compKey].name = val
+		case section == "components" && sub == "parameters" && indent == 6 && key == "in":
+			comp[compKey].in = val
+		}
+	}
+	out := map[string][]string{}
+	for _, e := range inline {
+		if e.p.in == "query" {
+			out[e.op] = append(out[e.op], e.p.name)
+		}
+	}
+	for _, u := range uses {
+		if p := comp[u.ref]; p != nil && p.in == "query" {
+			out[u.op] = append(out[u.op], p.name)
+		}
+	}
+	return out
+}

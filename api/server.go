@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -231,7 +233,7 @@ func (s *Server) wrap(rt Route) http.Handler {
 			}
 		}()
 		c, ok := s.authorize(sw, r, rt, id)
-		if ok && s.queryOK(sw, r) {
+		if ok && s.queryOK(sw, r, rt) {
 			rt.h(s, sw, r, c)
 		}
 		s.log.Debug("api", "request_id", id, "route", rt.Method+" "+rt.Path, "status", sw.code(),
@@ -242,10 +244,24 @@ func (s *Server) wrap(rt Route) http.Handler {
 // queryOK answers 400 bad-request for a query string that does not parse
 // (a bad %-escape, a semicolon): url.Query drops such a pair as if it
 // were absent, and a dropped after= would read the events again from the
-// oldest kept, a list from its first page.
-func (s *Server) queryOK(w http.ResponseWriter, r *http.Request) bool {
-	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+// oldest kept, a list from its first page. It answers the same for a
+// parameter the route does not take (rt.Query): a typo such as ?afer=
+// or ?cursor= would be read as no parameter, the first page again.
+func (s *Server) queryOK(w http.ResponseWriter, r *http.Request, rt Route) bool {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
 		s.problem(w, r, "bad-request", fmt.Sprintf("malformed query string: %v", err))
+		return false
+	}
+	for _, k := range slices.Sorted(maps.Keys(q)) {
+		if slices.Contains(rt.Query, k) {
+			continue
+		}
+		takes := "no query parameters"
+		if len(rt.Query) > 0 {
+			takes = "only " + strings.Join(rt.Query, ", ")
+		}
+		s.problem(w, r, "bad-request", fmt.Sprintf("unknown query parameter %q: %s %s takes %s", k, rt.Method, rt.Path, takes))
 		return false
 	}
 	return true
