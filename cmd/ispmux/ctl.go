@@ -160,7 +160,7 @@ var ctlCommands = []*ctlCommand{
 			fs.StringVar(&o.customer, "customer", "", "one customer's devices (`ID`; needs ISP)")
 			listFlags(fs, o)
 		},
-		run: ctlDevices},
+		run: withISPArgHint(ctlDevices)},
 	{name: "device-add", short: "attach a MAC to one of the ISP's customers", args: "ISP MAC CUSTOMER [--access NAME]", min: 3, max: 3,
 		summary: "Attach a MAC to one of the ISP's customers (it must be unattached or already this ISP's).",
 		flags: func(fs *flag.FlagSet, o *ctlOpts) {
@@ -203,7 +203,7 @@ var ctlCommands = []*ctlCommand{
 		run: ctlMove},
 	{name: "bindings", short: "one page of DHCP bindings (of one ISP, or all)", args: "[ISP] " + listArgs, max: 1,
 		summary: "One page of DHCP bindings: of one ISP, or of every ISP (operator).",
-		flags:   listFlags, run: ctlBindings},
+		flags:   listFlags, run: withISPArgHint(ctlBindings)},
 	{name: "subscriber", short: "a MAC in one view: device, binding, recent events", args: "MAC [--isp ISP]", min: 1, max: 1,
 		summary: "One subscriber in one view: its device (customer, ISP, access, source, blocked), its DHCP\n" +
 			"binding and its recent events (among the newest 1000).",

@@ -327,27 +327,49 @@ func (e *ctlEnv) followEvents(c *client.Client, isp string, after int64, keep fu
 
 // withISPHint is run with a hint on the refusal an ISP's token gets
 // without --isp (the command then asks for every ISP's, the operator's
-// endpoint): add --isp with the token's ISP, which GET /v1/isps names (an
-// ISP's token lists its own ISP only). A token that may not list ISPs (a
-// claim token) gets no hint: --isp would not help it.
+// endpoint): add --isp with the token's ISP (ispHint).
 func withISPHint(run func(*ctlEnv, []string) error) func(*ctlEnv, []string) error {
 	return func(e *ctlEnv, args []string) error {
 		err := run(e, args)
-		var p *client.Error
-		if e.o.isp != "" || !errors.As(err, &p) || p.Status != http.StatusForbidden {
+		if e.o.isp != "" {
 			return err
 		}
-		c, cerr := e.client()
-		if cerr != nil {
-			return err
-		}
-		isps, lerr := c.ISPs(e.ctx)
-		switch {
-		case lerr != nil:
-			return err
-		case len(isps) == 1:
-			return hinted{err, fmt.Sprintf("an ISP's token sees its own ISP only: add --isp %s", shellquote.Join([]string{isps[0].Name}))}
-		}
-		return hinted{err, "an ISP's token sees its own ISP only: add --isp ISP"}
+		return e.ispHint(err, func(isp string) string { return "add --isp " + shellquote.Join([]string{isp}) })
 	}
+}
+
+// withISPArgHint is withISPHint for a command whose ISP is its optional
+// argument (bindings, devices): the hint is the command with the ISP.
+func withISPArgHint(run func(*ctlEnv, []string) error) func(*ctlEnv, []string) error {
+	return func(e *ctlEnv, args []string) error {
+		err := run(e, args)
+		if len(args) > 0 {
+			return err
+		}
+		return e.ispHint(err, func(isp string) string { return "name it (`" + e.again(e.cmd.name, isp) + "`)" })
+	}
+}
+
+// ispHint is err with a hint when it is the 403 an ISP's token gets from
+// an operator's endpoint of every ISP: add(the token's ISP), which GET
+// /v1/isps names (an ISP's token lists its own ISP only), or add("ISP")
+// when that does not name one. A token that may not list ISPs (a claim
+// token) gets no hint: naming the ISP would not help it.
+func (e *ctlEnv) ispHint(err error, add func(isp string) string) error {
+	var p *client.Error
+	if !errors.As(err, &p) || p.Status != http.StatusForbidden {
+		return err
+	}
+	c, cerr := e.client()
+	if cerr != nil {
+		return err
+	}
+	isps, lerr := c.ISPs(e.ctx)
+	switch {
+	case lerr != nil:
+		return err
+	case len(isps) == 1:
+		return hinted{err, "an ISP's token sees its own ISP only: " + add(isps[0].Name)}
+	}
+	return hinted{err, "an ISP's token sees its own ISP only: " + add("ISP")}
 }

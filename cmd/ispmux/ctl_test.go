@@ -595,28 +595,38 @@ func TestCtlEventsFollow(t *testing.T) {
 	}
 }
 
-// TestCtlISPTokenWithoutISPHint: an ISP's token without --isp asks for
-// the operator's endpoint of every ISP's events (or device); the refusal
-// says what to do: add --isp with the token's ISP.
+// TestCtlISPTokenWithoutISPHint: an ISP's token without --isp (or the
+// ISP argument of bindings and devices) asks for the operator's endpoint
+// of every ISP's events (devices, bindings, device); the refusal says
+// what to do: add --isp with the token's ISP, or name it.
 func TestCtlISPTokenWithoutISPHint(t *testing.T) {
 	r := newRig(t, nil)
-	for _, args := range [][]string{
-		r.api("alpha", "events"),
-		r.api("alpha", "events", "--follow"),
-		r.api("alpha", "subscriber", "02:00:00:00:00:01"),
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{r.api("alpha", "events"), "add --isp alpha"},
+		{r.api("alpha", "events", "--follow"), "add --isp alpha"},
+		{r.api("alpha", "subscriber", "02:00:00:00:00:01"), "add --isp alpha"},
+		{r.api("alpha", "bindings"), "name it (`ispmux ctl --api "},
+		{r.api("alpha", "bindings"), " bindings alpha`)"},
+		{r.api("alpha", "devices", "--limit", "5"), " devices alpha`)"},
 	} {
-		_, _, err := runCmd(t, "", args...)
+		_, _, err := runCmd(t, "", c.args...)
 		var b strings.Builder
 		report(&b, err)
-		if err == nil || !strings.Contains(b.String(), "this endpoint is the operator's") || !strings.Contains(b.String(), "add --isp alpha") {
-			t.Errorf("%q: %v\n%s", args, err, b.String())
+		if err == nil || !strings.Contains(b.String(), "this endpoint is the operator's") || !strings.Contains(b.String(), c.want) {
+			t.Errorf("%q: %v\n%s", c.args, err, b.String())
+
 		}
 	}
 	// A claim token may not read events whatever --isp says: no hint.
-	_, _, err := runCmd(t, "", r.api("claim", "events")...)
-	var h hinted
-	if err == nil || errors.As(err, &h) {
-		t.Errorf("claim token: %v (hint %q)", err, h.hint)
+	for _, cmd := range []string{"events", "bindings", "devices"} {
+		_, _, err := runCmd(t, "", r.api("claim", cmd)...)
+		var h hinted
+		if err == nil || errors.As(err, &h) {
+			t.Errorf("claim token, %s: %v (hint %q)", cmd, err, h.hint)
+		}
 	}
 }
 
