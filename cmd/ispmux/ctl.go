@@ -63,6 +63,7 @@ type ctlOpts struct {
 	requestID     string
 	follow        bool
 	file          string
+	force         bool
 }
 
 // ctlCommand is one ctl subcommand.
@@ -216,13 +217,15 @@ var ctlCommands = []*ctlCommand{
 			"failing attempts, the last error and success, totals since start. An ISP sees its own only.",
 		run: ctlWebhook},
 	{name: "stats", short: "the box's counts (operator)", summary: "The box's counts: ISPs, customers, devices, bindings (operator).", run: ctlStats},
-	{name: "token", short: "make a new API token and its sha256: line for a token file", args: "[--file FILE]",
+	{name: "token", short: "make a new API token and its sha256: line for a token file", args: "[--file FILE [--force]]",
 		summary: "Make a new API token (256 bits). Prints the token (line 1: give it to the client, once) and\n" +
 			"its sha256: line (line 2: the content of a token file on the box, which then never holds the\n" +
 			"token itself). With --file the sha256: line is written to FILE (mode 0600) and only the token\n" +
-			"is printed.",
+			"is printed. An existing FILE is refused unless --force: replacing a live token file ends its\n" +
+			"token at the next SIGHUP or restart (it keeps its mode, owner and group).",
 		flags: func(fs *flag.FlagSet, o *ctlOpts) {
-			fs.StringVar(&o.file, "file", "", "write the sha256: line to the token `FILE`")
+			fs.StringVar(&o.file, "file", "", "write the sha256: line to the token `FILE` (a new file unless --force)")
+			fs.BoolVar(&o.force, "force", false, "replace --file's FILE if it exists (its old token ends at the next SIGHUP)")
 		},
 		run: ctlToken, where: whereNone},
 }

@@ -289,8 +289,15 @@ func ctlSubscriber(e *ctlEnv, args []string) error {
 }
 
 func ctlToken(e *ctlEnv, _ []string) error {
+	if e.o.force && e.o.file == "" {
+		return e.h.usage("--force needs --file")
+	}
 	tok, line := auth.NewToken()
 	if e.o.file != "" {
+		if _, err := os.Lstat(e.o.file); err == nil && !e.o.force {
+			return fmt.Errorf("token: %s exists: replacing a live token file ends its token at the next SIGHUP or restart; "+
+				"give a new FILE, or --force to replace it", e.o.file)
+		}
 		if err := writeFileAtomic(e.o.file, []byte(line+"\n"), 0o600); err != nil {
 			return fmt.Errorf("token: %w", err)
 		}

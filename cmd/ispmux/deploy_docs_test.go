@@ -34,7 +34,7 @@ func TestTokenFileReplaceKeepsModeAndGroup(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, errOut, err := runCmd(t, "", "ctl", "token", "--file", file); err != nil {
+	if _, errOut, err := runCmd(t, "", "ctl", "token", "--file", file, "--force"); err != nil {
 		t.Fatalf("token --file: %v %s", err, errOut)
 	}
 	fi, err := os.Stat(file)

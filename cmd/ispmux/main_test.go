@@ -252,6 +252,20 @@ func TestToken(t *testing.T) {
 	if len(tok) != 43 || !strings.HasPrefix(string(b), "sha256:") || strings.Contains(string(b), tok) || fi.Mode().Perm() != 0o600 {
 		t.Errorf("token file %q (%v) for token %q", b, fi.Mode(), tok)
 	}
+	// An existing file is refused (a live token file replaced ends its
+	// token at the next SIGHUP), untouched; --force replaces it.
+	_, _, err = runCmd(t, "", "ctl", "token", "--file", file)
+	if b2, _ := os.ReadFile(file); err == nil || !strings.Contains(err.Error(), "exists") || !strings.Contains(err.Error(), "--force") || string(b2) != string(b) {
+		t.Errorf("token --file over an existing file: %v, file %q was %q", err, b2, b)
+	}
+	if _, _, err := runCmd(t, "", "ctl", "token", "--file", file, "--force"); err != nil {
+		t.Errorf("token --file --force: %v", err)
+	} else if b2, _ := os.ReadFile(file); string(b2) == string(b) || !strings.HasPrefix(string(b2), "sha256:") {
+		t.Errorf("token --file --force left %q (was %q)", b2, b)
+	}
+	if _, _, err := runCmd(t, "", "ctl", "token", "--force"); err == nil || !strings.Contains(err.Error(), "--force needs --file") {
+		t.Errorf("token --force without --file: %v", err)
+	}
 	// The box's file is no client token file.
 	_, _, err = runCmd(t, "", "ctl", "isps", "--api", "http://127.0.0.1:1", "--token-file", file)
 	if err == nil || !strings.Contains(err.Error(), "--token-file wants the token itself") {
