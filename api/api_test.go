@@ -591,6 +591,32 @@ func TestImport(t *testing.T) {
 	}
 }
 
+// TestImportNDJSONNamesAndBOM: application/ndjson (a common name of the
+// format) is accepted as x-ndjson and jsonl are; a UTF-8 byte order mark
+// at the start of the body (a spreadsheet's export) is skipped, one
+// anywhere else is still a bad line.
+func TestImportNDJSONNamesAndBOM(t *testing.T) {
+	f := newFixture(t)
+	for i, ct := range []string{"application/ndjson", "application/ndjson; charset=utf-8", "application/x-ndjson", "application/jsonl", "application/json"} {
+		body := fmt.Sprintf("{\"customer_id\":\"m-%d\"}\n", i)
+		w := f.do("POST", "/v1/isps/alpha/customers:import", "alpha", body, "Content-Type", ct)
+		if w.Code != 200 || !strings.Contains(w.Body.String(), `"result":"created"`) {
+			t.Errorf("Content-Type %s: %d %s", ct, w.Code, w.Body)
+		}
+	}
+	if w := f.do("POST", "/v1/isps/alpha/customers:import", "alpha", `{"customer_id":"m-9"}`, "Content-Type", "text/csv"); w.Code != 415 {
+		t.Errorf("text/csv: %d %s, want 415", w.Code, w.Body)
+	}
+	bom := "\xEF\xBB\xBF"
+	body := bom + `{"customer_id":"b-1"}` + "\n" + bom + `{"customer_id":"b-2"}` + "\n"
+	w := f.do("POST", "/v1/isps/alpha/customers:import", "alpha", body, "Content-Type", "application/x-ndjson")
+	out := strings.Split(strings.TrimSpace(w.Body.String()), "\n")
+	if w.Code != 200 || len(out) != 2 || !strings.Contains(out[0], `"line":1,"customer_id":"b-1","result":"created"`) ||
+		!strings.Contains(out[1], `"line":2`) || !strings.Contains(out[1], `"result":"error"`) {
+		t.Errorf("BOM: %d\n%s", w.Code, w.Body)
+	}
+}
+
 // TestDocsRoutes holds docs/openapi.yaml against the route table.
 func TestDocsRoutes(t *testing.T) {
 	data, err := os.ReadFile("../docs/openapi.yaml")

@@ -15,6 +15,29 @@ import (
 	"github.com/ispmux/ispmux/tenants"
 )
 
+// importTypes are the media types an import body may be sent as: NDJSON
+// under its names (x-ndjson, ndjson, jsonl) and plain JSON (a one-line
+// body is one JSON value).
+var importTypes = map[string]bool{
+	"application/x-ndjson": true,
+	"application/ndjson":   true,
+	"application/jsonl":    true,
+	"application/json":     true,
+}
+
+// utf8BOM is the UTF-8 byte order mark some editors and spreadsheet
+// exports put at the start of a file.
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
+// skipBOM discards a UTF-8 byte order mark at the start of the body (only
+// there: elsewhere it is part of a line, and JSON does not allow it), so
+// that an exported file's first line is not refused as bad JSON.
+func skipBOM(br *bufio.Reader) {
+	if b, _ := br.Peek(len(utf8BOM)); bytes.Equal(b, utf8BOM) {
+		_, _ = br.Discard(len(utf8BOM))
+	}
+}
+
 // importCustomers reads an NDJSON body line by line (one CustomerInput
 // per line) and answers one ImportResult per non-blank line, as NDJSON,
 // while it reads: the body may be far larger than what the server keeps
@@ -25,7 +48,7 @@ import (
 func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/x-ndjson" && mt != "application/jsonl" && mt != "application/json") {
+		if err != nil || !importTypes[mt] {
 			s.problem(w, r, "unsupported-media", fmt.Sprintf("send application/x-ndjson, not %q", ct))
 			return
 		}
@@ -40,6 +63,7 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 
 	body := http.MaxBytesReader(w, r.Body, s.Limits.MaxImportBody)
 	br := bufio.NewReaderSize(body, s.Limits.MaxImportLine)
+	skipBOM(br)
 	ctx := r.Context()
 	started := false
 	var bw *bufio.Writer
