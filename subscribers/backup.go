@@ -144,12 +144,26 @@ type seqGap struct{ Newest, Jump uint64 }
 // readGaps decodes keyEventGaps (a damaged value: no gaps, which only
 // makes the log's trimming count the jump as events).
 func readGaps(tx *bolt.Tx) []seqGap {
-	v := tx.Bucket(bucketMeta).Get(keyEventGaps)
+	return decodeGaps(tx.Bucket(bucketMeta).Get(keyEventGaps))
+}
+
+// decodeGaps decodes a list of gaps, 16 bytes each (keyEventGaps, and an
+// ISP's sequence after its last number); a short tail is ignored.
+func decodeGaps(v []byte) []seqGap {
 	var gaps []seqGap
 	for ; len(v) >= 16; v = v[16:] {
 		gaps = append(gaps, seqGap{binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])})
 	}
 	return gaps
+}
+
+// appendGaps appends gaps to b as decodeGaps reads them.
+func appendGaps(b []byte, gaps []seqGap) []byte {
+	for _, g := range gaps {
+		b = binary.BigEndian.AppendUint64(b, g.Newest)
+		b = binary.BigEndian.AppendUint64(b, g.Jump)
+	}
+	return b
 }
 
 // openedCopy runs at Open, after the journal's replay: if the file is a
@@ -207,12 +221,7 @@ func (s *Store) openedCopy(now time.Time) (uint64, error) {
 			return err
 		}
 		gaps := append(readGaps(tx), seqGap{newest, jump})
-		var enc []byte
-		for _, g := range gaps {
-			enc = binary.BigEndian.AppendUint64(enc, g.Newest)
-			enc = binary.BigEndian.AppendUint64(enc, g.Jump)
-		}
-		if err := meta.Put(keyEventGaps, enc); err != nil {
+		if err := meta.Put(keyEventGaps, appendGaps(nil, gaps)); err != nil {
 			return err
 		}
 		if err := jumpISPSeqs(tx, jump); err != nil {
@@ -277,10 +286,5 @@ func (s *Store) SeqBefore(seq, n uint64) uint64 {
 // a reader's n+1 < oldest, right after the jump's Newest, the numbers in
 // the jump never having been events.
 func (s *Store) gapOldest(oldest uint64) uint64 {
-	for i := len(s.gaps) - 1; i >= 0; i-- {
-		if g := s.gaps[i]; oldest == g.Newest+g.Jump+1 {
-			oldest = g.Newest + 1
-		}
-	}
-	return oldest
+	return gapOldestOf(s.gaps, oldest)
 }

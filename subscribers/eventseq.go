@@ -111,21 +111,13 @@ func decodeISPSeq(tx *bolt.Tx, v []byte) ispSeq {
 	if len(v) < 8 {
 		return ispSeq{last: tx.Bucket(bucketEvents).Sequence()}
 	}
-	q := ispSeq{last: binary.BigEndian.Uint64(v)}
-	for v = v[8:]; len(v) >= 16; v = v[16:] {
-		q.gaps = append(q.gaps, seqGap{binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])})
-	}
-	return q
+	return ispSeq{last: binary.BigEndian.Uint64(v), gaps: decodeGaps(v[8:])}
 }
 
 // putISPSeq stores isp's sequence q in tx.
 func putISPSeq(tx *bolt.Tx, isp string, q ispSeq) error {
 	v := binary.BigEndian.AppendUint64(make([]byte, 0, 8+16*len(q.gaps)), q.last)
-	for _, g := range q.gaps {
-		v = binary.BigEndian.AppendUint64(v, g.Newest)
-		v = binary.BigEndian.AppendUint64(v, g.Jump)
-	}
-	return tx.Bucket(bucketEventISPSeq).Put([]byte(isp), v)
+	return tx.Bucket(bucketEventISPSeq).Put([]byte(isp), appendGaps(v, q.gaps))
 }
 
 // takeISPSeq records in tx that isp's event got ISPSeq n (0: the next
@@ -167,7 +159,7 @@ func putISPSeqs(tx *bolt.Tx, held ispSeqs) error {
 	return nil
 }
 
-// gapOldestOf is gapOldest for an ISP's sequence with gaps.
+// gapOldestOf is gapOldest for a sequence with gaps (the log's, an ISP's).
 func gapOldestOf(gaps []seqGap, oldest uint64) uint64 {
 	for i := len(gaps) - 1; i >= 0; i-- {
 		if g := gaps[i]; oldest == g.Newest+g.Jump+1 {
