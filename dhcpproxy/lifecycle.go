@@ -390,7 +390,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 		p.count("ack_without_lease_time")
 		p.refuse(subscribers.EventRejected, subj, ip, "the ISP's ACK has no lease time (option 51 missing or 0); not bound")
 		p.nakAck(t, m, "no lease time")
-		p.releaseRefused(t, m, ip, from, "the ACK has no lease time; not bound")
+		p.releaseRefused(t, t.isp, m, ip, from, "ack_refused", "the ACK has no lease time; not bound")
 		return
 	}
 	sid := p.tx.serverID(t)
@@ -404,7 +404,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 	if !hadOld && p.leases.full(t.sub, p.cfg.MaxBindingsPerCircuit) {
 		p.count("circuit_full")
 		p.refuse(subscribers.EventRejected, subj, ip, "too many bindings on access "+c.Name)
-		p.releaseRefused(t, m, ip, from, "too many bindings on the subscriber's access circuit; not bound")
+		p.releaseRefused(t, t.isp, m, ip, from, "ack_refused", "too many bindings on the subscriber's access circuit; not bound")
 		return
 	}
 	// The registration may have changed while the ISP was answering (the
@@ -413,7 +413,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 		p.count("ack_registration_changed")
 		p.refuse(subscribers.EventRejected, subj, ip, "not bound: "+why+" during the exchange")
 		p.nakAck(t, m, "not admitted")
-		p.releaseRefused(t, m, ip, from, "not bound: "+why+" during the exchange")
+		p.releaseRefused(t, t.isp, m, ip, from, "ack_refused", "not bound: "+why+" during the exchange")
 		return
 	}
 	// An address no subscriber may hold (ours, broadcast, multicast...)
@@ -513,25 +513,26 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 	}
 }
 
-// releaseRefused releases the lease of ip that server from committed with
-// its ACK m to t, which bindAndAck refused (why): not bound, not
-// delivered, the client holds nothing (NAKed, it starts over; not
-// answered, it asks again, and each ACK refused is released in turn),
-// and the ISP would hold the address for nobody until its lease ran out.
-// Not an address a binding ispmux installed holds at that ISP
-// (installedAt): the subscriber's own (a renewal's ACK refused: the
-// binding stands, and its own end tells the ISP) or another's.
-func (p *Proxy) releaseRefused(t *txn, m *dhcpv4.DHCPv4, ip, from netip.Addr, why string) {
-	if p.installedAt(t.sub, t.isp, ip) {
+// releaseRefused releases the lease of ip that server from of isp
+// committed with its ACK m to t, which ispmux refused (why; bindAndAck,
+// or too big: releaseTooBig): not bound, not delivered, the client holds
+// nothing (NAKed, it starts over; not answered, it asks again, and each
+// ACK refused is released in turn), and the ISP would hold the address
+// for nobody until its lease ran out. Not an address a binding ispmux
+// installed holds at that ISP (installedAt): the subscriber's own (a
+// renewal's ACK refused: the binding stands, and its own end tells the
+// ISP) or another's. Counted as what_released, or what_not_released.
+func (p *Proxy) releaseRefused(t *txn, isp *ISP, m *dhcpv4.DHCPv4, ip, from netip.Addr, what, why string) {
+	if p.installedAt(t.sub, isp, ip) {
 		return
 	}
-	if !from.IsValid() || !p.sendRelease(t.isp, from, t.sub, t.op82, t.clientID, m, why) {
-		p.count("ack_refused_not_released")
+	if !from.IsValid() || !p.sendRelease(isp, from, t.sub, t.op82, t.clientID, m, why) {
+		p.count(what + "_not_released")
 		return
 	}
-	p.count("ack_refused_released")
-	p.log.Info("dhcp: an ISP's lease in an ACK refused released", "mac", binding.MACString(t.sub.mac),
-		"isp", t.isp.Name, "server", from, "ip", ip, "why", why)
+	p.count(what + "_released")
+	p.log.Info("dhcp: an ISP's lease in an ACK not delivered released", "mac", binding.MACString(t.sub.mac),
+		"isp", isp.Name, "server", from, "ip", ip, "why", why)
 }
 
 // leaseString spells a lease time; 0xffffffff seconds is infinite (RFC 2131).

@@ -303,16 +303,10 @@ func (p *Proxy) releaseUnused(isp *ISP, pk pendKey, t *txn, sub subKey, op82, cl
 // DISCOVER would meet the same limit.
 func (p *Proxy) releaseTooBig(isp *ISP, t *txn, src netip.Addr, m *dhcpv4.DHCPv4) {
 	ip := addrOf(m.YourIPAddr)
-	if !ip.IsValid() || ip.IsUnspecified() || p.installedAt(t.sub, isp, ip) {
+	if !ip.IsValid() || ip.IsUnspecified() {
 		return
 	}
-	if !p.sendRelease(isp, src, t.sub, t.op82, t.clientID, m, "the ACK does not fit what the client takes; not delivered") {
-		p.count("reply_too_big_not_released")
-		return
-	}
-	p.count("reply_too_big_released")
-	p.log.Info("dhcp: an ISP's lease in an ACK too big for the client released",
-		"mac", binding.MACString(t.sub.mac), "isp", isp.Name, "server", src, "ip", ip)
+	p.releaseRefused(t, isp, m, ip, src, "reply_too_big", "the ACK does not fit what the client takes; not delivered")
 }
 
 // sendRelease sends server src of isp a DHCPRELEASE of the lease its ACK
