@@ -321,6 +321,13 @@ func (t *Tenants) UpdateDevice(ctx context.Context, a Actor, isp, mac string, p 
 	r.Access, r.Updated = access, time.Now()
 	ev := event(a, subscribers.EventDeviceUpdated, r.ISP, r.CustomerID, m, why)
 	ev.Access = access
+	return t.rewriteDevice(r, ev, access != "")
+}
+
+// rewriteDevice stores r, an attached device changed in place, with its
+// event ev in one write, publishes it, and revalidates its bindings if
+// revalidate (a change that may end them: a block, a pin). t.mu held.
+func (t *Tenants) rewriteDevice(r subscribers.Registration, ev subscribers.Event, revalidate bool) (Device, error) {
 	if _, err := t.apply(subscribers.TenantWrite{PutRegistrations: []subscribers.Registration{r},
 		Events: []subscribers.Event{ev}}); err != nil {
 		return Device{}, err
@@ -330,8 +337,8 @@ func (t *Tenants) UpdateDevice(ctx context.Context, a Actor, isp, mac string, p 
 	if err := t.publish(r, c.Status == string(StatusSuspended)); err != nil {
 		t.log.Warn("tenants: device not admitted", "err", err)
 	}
-	if access != "" {
-		t.revalidate(binding.MAC48(m))
+	if revalidate {
+		t.revalidate(binding.MAC48(r.MAC))
 	}
 	return deviceView(r), nil
 }
@@ -401,19 +408,7 @@ func (t *Tenants) Block(ctx context.Context, a Actor, mac string, blocked bool) 
 	if !blocked {
 		kind, why = subscribers.EventUnblocked, "unblocked by the operator"
 	}
-	if _, err := t.apply(subscribers.TenantWrite{PutRegistrations: []subscribers.Registration{r},
-		Events: []subscribers.Event{event(a, kind, r.ISP, r.CustomerID, m, why)}}); err != nil {
-		return Device{}, err
-	}
-	failpoint.Hit(failpoint.TenantAfterCommit)
-	c, _ := t.store.Customer(r.ISP, r.CustomerID)
-	if err := t.publish(r, c.Status == string(StatusSuspended)); err != nil {
-		t.log.Warn("tenants: device not admitted", "err", err)
-	}
-	if blocked {
-		t.revalidate(binding.MAC48(m))
-	}
-	return deviceView(r), nil
+	return t.rewriteDevice(r, event(a, kind, r.ISP, r.CustomerID, m, why), blocked)
 }
 
 // Move moves a device to another customer, of any ISP (operator). It is
