@@ -70,7 +70,7 @@ func newFixture(t testing.TB) *fixture {
 	if _, ok := toks.Lookup(f.tokens["rotated"]); !ok {
 		t.Fatal("token not loaded")
 	}
-	if err := f.srv.Reload(); err != nil {
+	if err := toks.Reload(); err != nil {
 		t.Fatal(err)
 	}
 	f.tokens["beta-2"] = newTok

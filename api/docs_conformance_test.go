@@ -108,7 +108,7 @@ func TestRotatedTokenEndsStream(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(f.dir, "alpha-1.token"), []byte(line), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.srv.Reload(); err != nil {
+	if err := f.srv.tokens.Reload(); err != nil {
 		t.Fatal(err)
 	}
 	if w := f.do("GET", "/v1/isps/alpha", "alpha", ""); w.Code != 401 {

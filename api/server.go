@@ -484,25 +484,10 @@ func (s *Server) stillValid(c *call) bool {
 
 func (s *Server) stopStreams() { s.stopOnce.Do(func() { close(s.stop) }) }
 
-// Reload re-reads the TLS certificate and key and the token files (after
-// SIGHUP). What fails to load is kept as it was, and the errors are
-// returned.
-func (s *Server) Reload() error {
-	var errs []error
-	if err := s.ReloadCert(); err != nil {
-		errs = append(errs, err)
-	}
-	if s.tokens != nil {
-		if err := s.tokens.Reload(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// ReloadCert re-reads the TLS certificate and key only, for a caller that
-// re-reads the token files itself (the appliance's reload gives them the
-// new configuration's list). A pair that fails to load is kept as it was.
+// ReloadCert re-reads the TLS certificate and key (after SIGHUP); the
+// token files are the caller's to re-read (the appliance's reload gives
+// the Tokens the new configuration's list). A pair that fails to load is
+// kept as it was.
 func (s *Server) ReloadCert() error {
 	if s.cert == nil {
 		return nil

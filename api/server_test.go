@@ -308,7 +308,7 @@ func TestTLSReload(t *testing.T) {
 	if s := subject(); s != "first" {
 		t.Fatalf("certificate changed before Reload: %q", s)
 	}
-	if err := f.srv.Reload(); err != nil {
+	if err := f.srv.ReloadCert(); err != nil {
 		t.Fatal(err)
 	}
 	if s := subject(); s != "second" {
@@ -318,7 +318,7 @@ func TestTLSReload(t *testing.T) {
 	if err := os.WriteFile(cert, []byte("junk"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.srv.Reload(); err == nil {
+	if err := f.srv.ReloadCert(); err == nil {
 		t.Fatal("Reload of a broken certificate succeeded")
 	}
 	if s := subject(); s != "second" {
