@@ -281,7 +281,7 @@ func (p *Proxy) fromGarden(c *Circuit, m *dhcpv4.DHCPv4, sk subKey, now time.Tim
 	if mt != dhcpv4.MessageTypeDiscover && mt != dhcpv4.MessageTypeRequest {
 		return false // INFORM, RELEASE, DECLINE: the handover's rules
 	}
-	if reg, ok := p.reg.Lookup(sk.mac); !ok || reg.ISP != f.isp || reg.CustomerID != f.customer || p.hasLease(sk) {
+	if !p.stillRegistered(sk.mac, f) || p.hasLease(sk) {
 		// Registered elsewhere since (handed over at once), or bound.
 		p.fb.drop(sk.mac)
 		return false
@@ -331,10 +331,17 @@ func (p *Proxy) gardenReason(mac uint64, pl *obPool, now time.Time) (reason, isp
 	if !ok || f.pool != pl || f.reason == "" {
 		return "", "", time.Time{}
 	}
-	if reg, ok := p.reg.Lookup(mac); !ok || reg.ISP != f.isp || reg.CustomerID != f.customer {
+	if !p.stillRegistered(mac, f) {
 		return "", "", time.Time{}
 	}
 	return f.reason, f.isp, f.retryAt
+}
+
+// stillRegistered reports whether mac is registered to f's ISP and
+// customer ID, the handover f records: not since registered elsewhere.
+func (p *Proxy) stillRegistered(mac uint64, f fallback) bool {
+	reg, ok := p.reg.Lookup(mac)
+	return ok && reg.ISP == f.isp && reg.CustomerID == f.customer
 }
 
 // withFailure is l with its handover's failure, if any.
