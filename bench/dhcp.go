@@ -64,6 +64,7 @@ type dhcpOptions struct {
 	direct         bool
 	legs           bool
 	idlePoll       bool
+	keaRealtime    bool
 	timeout        time.Duration
 	retries        int
 	asJSON         bool
@@ -111,6 +112,7 @@ func parseDHCP(args []string, stderr io.Writer) (*dhcpOptions, error) {
 	fs.BoolVar(&o.direct, "direct", true, "measure perfdhcp straight to Kea once (a reference ceiling, another client)")
 	fs.BoolVar(&o.legs, "legs", true, "at the fixed rates, time each message at the generator's and Kea's interfaces: the relay's part of each exchange apart from Kea's")
 	fs.BoolVar(&o.idlePoll, "idle-poll", true, "idle CPUs poll instead of halting during the run (PM QoS /dev/cpu_dma_latency = 0), for every case alike")
+	fs.BoolVar(&o.keaRealtime, "kea-realtime", true, "Kea (the ISP, on the generator's CPU) runs SCHED_FIFO, ahead of the generator as if on a CPU of its own; false: nice -10 only")
 	fs.DurationVar(&o.timeout, "timeout", 4*time.Second, "client's first retransmission wait, doubled at each (RFC 2131: 4, 8, 16 s ± 1)")
 	fs.IntVar(&o.retries, "retries", 2, "client retransmissions per message")
 	fs.BoolVar(&o.asJSON, "json", false, "print one JSON object instead of the table")

@@ -159,7 +159,7 @@ func newDHCPResult(o *dhcpOptions, args []string) *DHCPResult {
 		Command: shellquote.Join(append([]string{"ispmux", "bench", "dhcp"}, args...)),
 		Notes: []string{
 			"One exchange is a full DORA: broadcast DISCOVER, OFFER, broadcast REQUEST (options 50 and 54 from the OFFER), ACK. Latencies run from a message's first transmission to its reply.",
-			"The same Go client generator (one AF_PACKET socket in promiscuous mode, pinned to CPU " + genCPU + ") drives ispmux and dhcrelay, which run pinned to CPU " + fwdCPU + " (taskset: ispmux sees one CPU); Kea, the ISP, is not under test: it runs on CPU " + genCPU + " at nice " + strconv.Itoa(keaNice) + ", ahead of the generator and never on the measured system's CPU. A client retransmits like an RFC 2131 client: after 4, 8, 16 s ± 1 s (--timeout doubled at each retransmission, ±1/4), then the exchange has failed.",
+			"The same Go client generator (one AF_PACKET socket in promiscuous mode, pinned to CPU " + genCPU + ") drives ispmux and dhcrelay, which run pinned to CPU " + fwdCPU + " (taskset: ispmux sees one CPU); Kea, the ISP, is not under test: it runs on CPU " + genCPU + " " + keaPlacement(o) + ", ahead of the generator and never on the measured system's CPU. A client retransmits like an RFC 2131 client: after 4, 8, 16 s ± 1 s (--timeout doubled at each retransmission, ±1/4), then the exchange has failed.",
 			"Fixed rates and the search cycle over --clients clients (the next idle one starts); a start due while every client is busy is skipped. CPU per DORA is the system's own CPU time (utime + stime of all its threads, /proc/PID/stat: ispmux with its bbolt store and fsyncs; dhcrelay) during the generator's run ÷ completed exchanges.",
 			fmt.Sprintf("Capacity: the highest rate whose step (%gs of starts) has ≤ %g %% loss, loss = (failed exchanges + skipped starts) ÷ (started + skipped); an exchange still unfinished one retransmission wait after the window counts as failed, and a step stops as soon as its loss exceeds the limit. The search doubles the rate from --search-min until a step fails, then bisects geometrically to within ×%g. The process named saturated is the busiest (percent of one CPU) at the lowest failing rate.", o.searchDuration.Seconds(), failLimitPct, searchPrecision),
 			"Outage: every one of --outage clients starts DORA within one second and keeps trying until bound (DISCOVER retransmitted with the RFC backoff capped at 64 s; after an unanswered REQUEST or a NAK, a new DISCOVER); the figure is the time from the first start until 99.9 % are bound. Each outage starts a fresh ispmux (empty store) or dhcrelay in front of a Kea restarted with an empty lease file.",
@@ -170,6 +170,14 @@ func newDHCPResult(o *dhcpOptions, args []string) *DHCPResult {
 		},
 	}
 	return r
+}
+
+// keaPlacement says how Kea was scheduled on the generator's CPU.
+func keaPlacement(o *dhcpOptions) string {
+	if o.keaRealtime {
+		return "with SCHED_FIFO priority " + strconv.Itoa(keaRTPriority) + " (--kea-realtime: it runs as soon as a message wakes it, as a server on its own CPU would; at nice -10 alone its part of an exchange had a p99 of 1.4 to 36 ms from one run to the next at 2000/s)"
+	}
+	return "at nice " + strconv.Itoa(keaNice)
 }
 
 func dhcpRateKey(r float64) string { return strconv.FormatFloat(r, 'f', -1, 64) }

@@ -198,6 +198,31 @@ func raiseRmemDefault(bytes int) (restore func(), note string, err error) {
 // keaNice is the nice value bench dhcp gives Kea (see restartKea).
 const keaNice = -10
 
+// keaRTPriority is Kea's SCHED_FIFO priority with --kea-realtime: the
+// lowest, above every normal thread (the generator and the capture).
+const keaRTPriority = 1
+
+// realtimeThreads gives every thread of process pid the SCHED_FIFO policy
+// at priority prio. The kernel's RT throttling (sched_rt_runtime_us) still
+// leaves the other threads on its CPU a share if it ever spins.
+func realtimeThreads(pid, prio int) error {
+	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: uint32(prio)}
+		if err := unix.SchedSetAttr(tid, &attr, 0); err != nil {
+			return fmt.Errorf("sched_setattr SCHED_FIFO %d (thread of %d): %w", tid, pid, err)
+		}
+	}
+	return nil
+}
+
 // placeThreads sets the nice value of every thread of process pid (on
 // Linux a priority belongs to a thread) and, with cpu >= 0, pins each to
 // that CPU.
