@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 
 	"github.com/ispmux/ispmux/auth"
 	"github.com/ispmux/ispmux/configs"
 	"github.com/ispmux/ispmux/internal/tlsreload"
 	"github.com/ispmux/ispmux/webhooks"
+	"golang.org/x/sys/unix"
 )
 
 // FileProblem is a file named by the configuration that Start (or Run,
@@ -29,11 +32,15 @@ type FileProblem struct {
 // A file is checked only where ispmux reads it: the API's certificate when
 // the API listens (cfg.ServesAPI), the metrics' when metrics are served,
 // the portal's when it is enabled, an ISP's webhook files when it has a
-// webhook_url.
+// webhook_url. The state directory must be a directory ispmux can write
+// in, or one it can create (Start makes it with its parents).
 func CheckFiles(cfg *configs.Config) []FileProblem {
 	var out []FileProblem
 	add := func(key string, err error) {
 		out = append(out, FileProblem{Key: key, Err: err, Unchecked: errors.Is(err, fs.ErrPermission)})
+	}
+	if err := checkStateDir(cfg.Appliance.StateDir); err != nil {
+		add("appliance.state_dir", err)
 	}
 	if _, err := auth.LoadTokens(auth.TokenFilesFromConfig(cfg)); err != nil {
 		for _, e := range joined(err) {
@@ -76,6 +83,34 @@ func CheckFiles(cfg *configs.Config) []FileProblem {
 		}
 	}
 	return out
+}
+
+// checkStateDir reports why ispmux could not keep its store in dir: dir,
+// or the nearest of its parents that exists when dir does not, is not a
+// directory, or this process may not create files in it (a read-only file
+// system included). A permission refusal wraps fs.ErrPermission: check run
+// as another user than ispmux cannot tell.
+func checkStateDir(dir string) error {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if errors.Is(err, fs.ErrNotExist) && d != filepath.Dir(d) {
+			continue // Start creates it
+		}
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", d)
+		}
+		if err := unix.Faccessat(unix.AT_FDCWD, d, unix.W_OK|unix.X_OK, unix.AT_EACCESS); err != nil {
+			what := "write in"
+			if d != filepath.Clean(dir) {
+				what = "create " + dir + " in"
+			}
+			return fmt.Errorf("cannot %s %s: %w", what, d, &fs.PathError{Op: "access", Path: d, Err: err})
+		}
+		return nil
+	}
 }
 
 // tlsKey is the key a certificate pair's load error belongs to: tls_key

@@ -24,8 +24,14 @@ import (
 // [[isp]] entry, in dir; it returns the file's path.
 func checkConfig(t *testing.T, dir, api, isp string) string {
 	t.Helper()
+	return checkConfigState(t, dir, filepath.Join(dir, "state"), api, isp)
+}
+
+// checkConfigState is checkConfig with the state directory state.
+func checkConfigState(t *testing.T, dir, state, api, isp string) string {
+	t.Helper()
 	path := filepath.Join(dir, "ispmux.toml")
-	cfg := "version = 1\n[api]\n" + api +
+	cfg := fmt.Sprintf("version = 1\n[appliance]\nstate_dir = %q\n[api]\n", state) + api +
 		"[metrics]\nlisten = \"127.0.0.1:9400\"\n" +
 		"[[access]]\ninterface = \"acc0\"\n" +
 		"[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n" + isp
@@ -92,6 +98,7 @@ func TestCheckReadsTheFilesRunReads(t *testing.T) {
 		name     string
 		api, isp string
 		files    func(dir string)
+		state    string // state_dir, "" for D/state
 		key      string // the key of the error, "" for none; its line starts with key's last part
 		want     string
 	}{
@@ -131,6 +138,13 @@ func TestCheckReadsTheFilesRunReads(t *testing.T) {
 				writeTestCert(t, d+"/other.crt", d+"/api.key")
 			},
 			key: "api.tls_cert", want: "D/api.crt, D/api.key: tls: private key does not match public key"},
+		// The state directory: run creates it with its parents, but it
+		// cannot be, or be under, a file.
+		{name: "state_dir to create", state: "D/a/b/state"},
+		{name: "state_dir is a file", state: "D/state", files: func(d string) { writeFile(t, d+"/state", "x") },
+			key: "appliance.state_dir", want: "D/state is not a directory"},
+		{name: "state_dir under a file", state: "D/f/state", files: func(d string) { writeFile(t, d+"/f", "x") },
+			key: "appliance.state_dir", want: "D/f/state: not a directory"},
 		// Without a token file the API does not listen: run never reads
 		// its certificate.
 		{name: "api certificate of an API that does not listen", api: "tls_cert = \"D/api.crt\"\ntls_key = \"D/api.key\"\n"},
@@ -141,7 +155,11 @@ func TestCheckReadsTheFilesRunReads(t *testing.T) {
 			if tt.files != nil {
 				tt.files(dir)
 			}
-			path := checkConfig(t, dir, d(tt.api), d(tt.isp))
+			state := d(tt.state)
+			if state == "" {
+				state = dir + "/state"
+			}
+			path := checkConfigState(t, dir, state, d(tt.api), d(tt.isp))
 			out, _, err := runCmd(t, "", "check", "-c", path)
 			if tt.key == "" {
 				if err != nil || !strings.HasPrefix(out, path+": ok\n") {
@@ -177,37 +195,83 @@ func TestCheckWarnsOfFilesItMayNotRead(t *testing.T) {
 	}
 	tok := filepath.Join(dir, "op.token")
 	writeFile(t, tok, "abcdefghijklmnopqrstuvwxyz0123456789\n")
+	// ispmux's state directory is its own; here, everyone's.
+	state := filepath.Join(dir, "state")
+	if err := os.Mkdir(state, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(state, 0o777); err != nil {
+		t.Fatal(err)
+	}
 	path := checkConfig(t, dir, fmt.Sprintf("operator_token_file = %q\n", tok), "")
-	var out, errOut string
-	var err error
-	if os.Geteuid() == 0 {
-		// Root reads any file: check runs on a thread of its own whose
-		// file-system uid is nobody's (which drops, on that thread
-		// only, the capability to read what the mode forbids). The
-		// thread ends with the goroutine that locked it.
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			runtime.LockOSThread()
-			if e := syscall.Setfsuid(65534); e != nil {
-				err = e
-				return
-			}
-			out, errOut, err = runCmd(t, "", "check", "-c", path)
-		}()
-		<-done
-	} else {
+	out, errOut, err := checkAsAnother(t, path, func() {
 		if e := os.Chmod(tok, 0); e != nil {
 			t.Fatal(e)
 		}
-		out, errOut, err = runCmd(t, "", "check", "-c", path)
-	}
+	})
 	if err != nil {
 		t.Fatalf("check: %v\n%s%s", err, out, errOut)
 	}
 	want := fmt.Sprintf("%s:%d: api.operator_token_file: warning: could not be checked: ", path, lineOf(t, path, "operator_token_file ="))
 	if !strings.HasPrefix(errOut, want) || !strings.Contains(errOut, tok+": permission denied") {
 		t.Errorf("stderr %q, want %q... %s: permission denied", errOut, want, tok)
+	}
+	if !strings.HasPrefix(out, path+": ok, but 1 file(s) it names could not be checked") {
+		t.Errorf("stdout %q", out)
+	}
+}
+
+// checkAsAnother runs check -c path as a user who may not read or write
+// what its mode keeps to its owner. Root reads any file: check runs on a
+// thread of its own whose file-system uid is nobody's (which drops, on
+// that thread only, the capability to override file modes; the thread
+// ends with the goroutine that locked it). Another user runs restrict
+// first, which must take the permission away from it.
+func checkAsAnother(t *testing.T, path string, restrict func()) (out, errOut string, err error) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		restrict()
+		return runCmd(t, "", "check", "-c", path)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		if e := syscall.Setfsuid(65534); e != nil {
+			err = e
+			return
+		}
+		out, errOut, err = runCmd(t, "", "check", "-c", path)
+	}()
+	<-done
+	return out, errOut, err
+}
+
+// TestCheckStateDirNotWritable: a state directory check may not write in
+// is a warning naming appliance.state_dir, as a file it may not read is.
+func TestCheckStateDirNotWritable(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	state := filepath.Join(dir, "state")
+	if err := os.Mkdir(state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := checkConfig(t, dir, "", "")
+	out, errOut, err := checkAsAnother(t, path, func() {
+		if e := os.Chmod(state, 0o555); e != nil {
+			t.Fatal(e)
+		}
+	})
+	if err != nil {
+		t.Fatalf("check: %v\n%s%s", err, out, errOut)
+	}
+	want := fmt.Sprintf("%s:%d: appliance.state_dir: warning: could not be checked: cannot write in %s: ", path, lineOf(t, path, "state_dir ="), state)
+	if !strings.HasPrefix(errOut, want) || !strings.Contains(errOut, "permission denied") {
+		t.Errorf("stderr %q, want %q... permission denied", errOut, want)
 	}
 	if !strings.HasPrefix(out, path+": ok, but 1 file(s) it names could not be checked") {
 		t.Errorf("stdout %q", out)

@@ -127,7 +127,8 @@ func configCommand(name, summary string, args []string, stdout io.Writer) (strin
 
 func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	path, err := configCommand("check", "Validate a configuration file and the files it names (token files, TLS certificates\n"+
-		"and keys, webhook secrets and CAs) as run reads them, and print a summary of it; errors name\n"+
+		"and keys, webhook secrets and CAs) as run reads them, and that run can write in (or create)\n"+
+		"its state directory, and print a summary of it; errors name\n"+
 		"file:line: key. A file check may not read is a warning: run check as the user ispmux runs as.", args, stdout)
 	if err != nil {
 		return err
