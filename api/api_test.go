@@ -604,8 +604,15 @@ func TestImportNDJSONNamesAndBOM(t *testing.T) {
 			t.Errorf("Content-Type %s: %d %s", ct, w.Code, w.Body)
 		}
 	}
-	if w := f.do("POST", "/v1/isps/alpha/customers:import", "alpha", `{"customer_id":"m-9"}`, "Content-Type", "text/csv"); w.Code != 415 {
-		t.Errorf("text/csv: %d %s, want 415", w.Code, w.Body)
+	// The refusal names every type taken, in its detail and Accept-Post.
+	w415 := f.do("POST", "/v1/isps/alpha/customers:import", "alpha", `{"customer_id":"m-9"}`, "Content-Type", "text/csv")
+	if w415.Code != 415 {
+		t.Errorf("text/csv: %d %s, want 415", w415.Code, w415.Body)
+	}
+	for ct := range importTypes {
+		if !strings.Contains(w415.Body.String(), ct) || !strings.Contains(w415.Header().Get("Accept-Post"), ct) {
+			t.Errorf("415 does not name %s: %s (Accept-Post %q)", ct, w415.Body, w415.Header().Get("Accept-Post"))
+		}
 	}
 	bom := "\xEF\xBB\xBF"
 	body := bom + `{"customer_id":"b-1"}` + "\n" + bom + `{"customer_id":"b-2"}` + "\n"

@@ -25,6 +25,10 @@ var importTypes = map[string]bool{
 	"application/json":     true,
 }
 
+// importTypeList is importTypes for a client to read, NDJSON's usual name
+// first.
+const importTypeList = "application/x-ndjson, application/ndjson, application/jsonl or application/json"
+
 // utf8BOM is the UTF-8 byte order mark some editors and spreadsheet
 // exports put at the start of a file.
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
@@ -49,7 +53,10 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || !importTypes[mt] {
-			s.problem(w, r, "unsupported-media", fmt.Sprintf("send application/x-ndjson, not %q", ct))
+			// Accept-Post (registered with IANA, W3C LDP §7.1) names
+			// them for a client that reads headers.
+			w.Header().Set("Accept-Post", importTypeList)
+			s.problem(w, r, "unsupported-media", fmt.Sprintf("send one JSON customer per line as %s, not %q", importTypeList, ct))
 			return
 		}
 	}
