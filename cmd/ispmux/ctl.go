@@ -154,7 +154,7 @@ var ctlCommands = []*ctlCommand{
 			"\"status\",\"device_limit\"} per line (FILE \"-\": stdin). Prints each line's result; exits 1 if\n" +
 			"any line failed. Reruns are safe: an identical line is unchanged.",
 		run: ctlImport},
-	{name: "devices", short: "one page of devices (of one ISP, or all)", args: "[ISP] [--customer ID] " + listArgs, max: 1,
+	{name: "devices", short: "one page of devices (of one ISP, or all; --customer: that customer ID's, at every ISP without ISP)", args: "[ISP] [--customer ID] " + listArgs, max: 1,
 		summary: "One page of devices (subscriber MACs attached to customers): of one ISP, or of every ISP\n" +
 			"(operator).",
 		flags: func(fs *flag.FlagSet, o *ctlOpts) {

@@ -339,14 +339,21 @@ func withISPHint(run func(*ctlEnv, []string) error) func(*ctlEnv, []string) erro
 }
 
 // withISPArgHint is withISPHint for a command whose ISP is its optional
-// argument (bindings, devices): the hint is the command with the ISP.
+// argument (bindings, devices): the hint is the command with the ISP (and
+// the --customer it was given).
 func withISPArgHint(run func(*ctlEnv, []string) error) func(*ctlEnv, []string) error {
 	return func(e *ctlEnv, args []string) error {
 		err := run(e, args)
 		if len(args) > 0 {
 			return err
 		}
-		return e.ispHint(err, func(isp string) string { return "name it (`" + e.again(e.cmd.name, isp) + "`)" })
+		return e.ispHint(err, func(isp string) string {
+			words := []string{e.cmd.name, isp}
+			if e.o.customer != "" { // devices --customer: the same customer's
+				words = append(words, "--customer", e.o.customer)
+			}
+			return "name it (`" + e.again(words...) + "`)"
+		})
 	}
 }
 

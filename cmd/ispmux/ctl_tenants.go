@@ -177,12 +177,6 @@ func ctlDevices(e *ctlEnv, args []string) error {
 	}
 	return runList(e, listCmd[tenants.Device]{
 		columns: deviceColumns,
-		check: func() error {
-			if customer != "" && isp == "" {
-				return e.h.usage("--customer needs the ISP (devices ISP --customer ID)")
-			}
-			return nil
-		},
 		page: func(c *client.Client, o tenants.ListOptions) (tenants.Page[tenants.Device], error) {
 			return c.Devices(e.ctx, isp, customer, o)
 		},

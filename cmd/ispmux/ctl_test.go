@@ -185,6 +185,12 @@ func TestCtlOverAPI(t *testing.T) {
 	if rows := column(t, out); len(rows) != 2 || rows[0]["CUSTOMER"] != "c-1" {
 		t.Errorf("devices --customer:\n%s", out)
 	}
+	// The operator without an ISP: that customer ID's devices at every
+	// ISP (GET /v1/devices?customer_id=).
+	out, _ = r.ok("", op("devices", "--customer", "c-1")...)
+	if rows := column(t, out); len(rows) != 2 || rows[0]["CUSTOMER"] != "c-1" || rows[1]["CUSTOMER"] != "c-1" || rows[0]["ISP"] != "alpha" {
+		t.Errorf("devices --customer without ISP:\n%s", out)
+	}
 	out, _ = r.ok("", op("block", mac1)...)
 	if !strings.Contains(out, "blocked:") || !strings.Contains(out, "yes") {
 		t.Errorf("block:\n%s", out)
@@ -611,6 +617,7 @@ func TestCtlISPTokenWithoutISPHint(t *testing.T) {
 		{r.api("alpha", "bindings"), "name it (`ispmux ctl --api "},
 		{r.api("alpha", "bindings"), " bindings alpha`)"},
 		{r.api("alpha", "devices", "--limit", "5"), " devices alpha`)"},
+		{r.api("alpha", "devices", "--customer", "c-1"), " devices alpha --customer c-1`)"},
 	} {
 		_, _, err := runCmd(t, "", c.args...)
 		var b strings.Builder

@@ -101,7 +101,6 @@ func TestUsageErrors(t *testing.T) {
 		{append([]string{"ctl", "customer-set", "alpha", "c-1", "--status", "gone"}, api...), "", "--status must be active or suspended"},
 		{append([]string{"ctl", "customer-add", "alpha", "c-1", "--password-stdin", "--password-hash", "h"}, api...), "pw\n", "are alternatives"},
 		{append([]string{"ctl", "customer-add", "alpha", "c-1", "--device-limit", "0"}, api...), "", "--device-limit must be at least 1"},
-		{append([]string{"ctl", "devices", "--customer", "c-1"}, api...), "", "--customer needs the ISP"},
 		{append([]string{"ctl", "events", "--follow", "--limit", "5"}, api...), "", "a stream has no limit"},
 		{[]string{"ctl", "token", "--api", r.apiURL}, "", "this command talks to no appliance"},
 		{[]string{"version", "extra"}, "", `version: unexpected argument(s) ["extra"]`},
