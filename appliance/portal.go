@@ -101,7 +101,7 @@ func (d portalDir) Lookup(local, remote netip.AddrPort) (portal.Subscriber, bool
 			s.Expires = l.Expires
 		}
 		if e, ok := a.reg.Lookup(b.MAC); ok && !e.Blocked && e.ISP != s.ISP {
-			s.Claimed = e.ISP
+			s.Claimed, s.ClaimedCustomerID = e.ISP, e.CustomerID
 		}
 		return s, true
 	}
@@ -111,7 +111,7 @@ func (d portalDir) Lookup(local, remote netip.AddrPort) (portal.Subscriber, bool
 	}
 	s := portal.Subscriber{MAC: l.MAC, Access: l.Access, Addr: remote.Addr(), Expires: l.Expires}
 	if e, ok := a.reg.Lookup(l.MAC); ok && !e.Blocked {
-		s.Claimed = e.ISP
+		s.Claimed, s.ClaimedCustomerID = e.ISP, e.CustomerID
 		if l.HandoverISP == e.ISP {
 			s.HandoverFailed, s.Retry = handoverFailed(l.HandoverFailed), l.HandoverRetry
 		}

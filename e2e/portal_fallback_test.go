@@ -152,6 +152,10 @@ func TestOnboardingHandoverReclaim(t *testing.T) {
 	}) {
 		t.Fatalf("the failure page with a form for s8: %v\n%s", err, page)
 	}
+	// It names the customer ID the claim gave, and its form holds it.
+	if !strings.Contains(page, "You chose Beta Telecom with customer ID p-unknown") || !strings.Contains(page, `value="p-unknown"`) {
+		t.Errorf("the failure page does not name customer ID p-unknown:\n%s", page)
+	}
 	if resp, body, err := portalClaim(c, tok, "beta", "p-known", "pw-p-known", nil); err != nil || resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("claim again from the failure page: %v %v\n%s", resp, err, body)
 	}

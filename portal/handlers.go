@@ -192,7 +192,7 @@ func (s *Server) serveClaimed(w http.ResponseWriter, r *http.Request, sub Subscr
 		return
 	}
 	nonce := ensureNonce(w, r)
-	s.render(w, http.StatusOK, s.failedPage(sub, s.token(purposeForm, sub.MAC, nonce), formInput{ISP: sub.Claimed}, problems{}))
+	s.render(w, http.StatusOK, s.failedPage(sub, s.token(purposeForm, sub.MAC, nonce), formInput{ISP: sub.Claimed, CustomerID: sub.ClaimedCustomerID}, problems{}))
 }
 
 func (s *Server) serveCrossOrigin(w http.ResponseWriter, r *http.Request) {

@@ -258,7 +258,7 @@ func (s *Server) failedPage(sub Subscriber, token string, in formInput, pr probl
 		Heading: n + " has not connected this device yet",
 		Errors:  pr.Summary,
 		Lead: []string{
-			"You chose " + n + " and this device tried to switch to it, but " + what,
+			"You chose " + n + withCustomerID(sub.ClaimedCustomerID) + " and this device tried to switch to it, but " + what,
 			"Contact " + n + " and tell them this device is not getting service. Its hardware (MAC) address is " + binding.MACString(sub.MAC) + ".",
 			"This device tries again by itself within " + about(wait) + ", and again after that, until " + n +
 				" connects it: once " + n + " has fixed it, this device switches by itself.",
@@ -272,6 +272,15 @@ func (s *Server) failedPage(sub Subscriber, token string, in formInput, pr probl
 		},
 		Link: &link{Href: "/done", Text: "Check again"},
 	}
+}
+
+// withCustomerID is " with customer ID id", naming the ID a claim gave ("" if
+// unknown).
+func withCustomerID(id string) string {
+	if id == "" {
+		return ""
+	}
+	return " with customer ID " + id
 }
 
 // connectedPage says the device is on isp.

@@ -36,6 +36,9 @@ type Subscriber struct {
 	ISP     string     // current ISP name; "" while onboarding
 	Expires time.Time  // onboarding lease end (or the binding's); zero = unknown
 	Claimed string     // ISP chosen and waiting for the handover, "" if none
+	// ClaimedCustomerID is the customer ID the device is registered to
+	// at Claimed (what the claim gave), "" if unknown.
+	ClaimedCustomerID string
 	// HandoverFailed says why the device, which chose Claimed, is back
 	// in the walled garden: Claimed refused it (HandoverRefused) or did
 	// not answer it (HandoverUnanswered); "" if it is not.

@@ -553,6 +553,32 @@ func TestHandoverFailedPage(t *testing.T) {
 	}
 }
 
+// The failure page names the customer ID the claim gave and fills the
+// form with it, so a user who mistyped it sees so and corrects it in
+// place. Before, it named only the ISP and the form's customer ID was
+// empty: the user could not tell a typo from the ISP's mistake.
+func TestHandoverFailedShowsCustomerID(t *testing.T) {
+	r := newRig(t, nil)
+	r.dir.set(Subscriber{MAC: macA, Access: "port1", Addr: addrA, Claimed: "alpha", ClaimedCustomerID: "c-4O2", HandoverFailed: HandoverRefused})
+	for _, target := range []string{"/", "/done"} {
+		w := r.do(req{target: target, from: addrA})
+		b := w.Body.String()
+		for _, want := range []string{
+			html.EscapeString("You chose Alpha Net with customer ID c-4O2 and this device tried to switch to it, but Alpha Net refused it"),
+			`value="c-4O2"`,
+		} {
+			if w.Code != http.StatusOK || !strings.Contains(b, want) {
+				t.Errorf("%s: %d, page lacks %q:\n%s", target, w.Code, want, b)
+			}
+		}
+	}
+	// Unknown: the sentence as before, the field empty.
+	r.dir.set(Subscriber{MAC: macA, Access: "port1", Addr: addrA, Claimed: "alpha", HandoverFailed: HandoverRefused})
+	if b := r.do(req{target: "/", from: addrA}).Body.String(); !strings.Contains(b, html.EscapeString("You chose Alpha Net and this device")) {
+		t.Errorf("no customer ID known:\n%s", b)
+	}
+}
+
 // A device back in the walled garden because its ISP refused it (a wrong
 // ISP chosen, or a mistyped customer ID its ISP's server does not know)
 // is offered the claim form on that page (/ and /done), its ISP checked,
