@@ -361,6 +361,9 @@ func renderScale(js []byte, h, svgDir, dir string) (string, map[string][]byte, e
 		{"reload_s", "reload (one change), s"}, {"rss_anon_bytes_per_subscriber", "RssAnon B/subscriber"}, {"store_bytes_per_subscriber", "store B/subscriber"},
 	}
 	if pts, ok := m["points"].([]any); ok && len(pts) > 0 {
+		if pm, _ := pts[0].(map[string]any); pm != nil && pm["idle_cpu_pct"] != nil { // measured since stop 34
+			cols = append(cols, struct{ key, title string }{"idle_cpu_pct", "idle CPU, % of one"})
+		}
 		b.WriteString("|")
 		for _, c := range cols {
 			b.WriteString(" " + c.title + " |")

@@ -35,6 +35,7 @@ type scaleOptions struct {
 	keep        bool
 	exe         string
 	timeout     time.Duration
+	idleWindow  time.Duration
 	staticMax   int
 	fromJSON    string // re-render a result: verdicts and files from its JSON
 }
@@ -61,6 +62,7 @@ func parseScale(args []string, stderr io.Writer) (*scaleOptions, error) {
 	fs.StringVar(&o.fromJSON, "from-json", "", "")
 	fs.StringVar(&o.exe, "exe", "", "")
 	fs.DurationVar(&o.timeout, "start-timeout", 5*time.Minute, "")
+	fs.DurationVar(&o.idleWindow, "idle-window", 10*time.Second, "after each start, ispmux's CPU time is measured over this long with nothing happening (0: not measured)")
 	setUsage(fs, stderr, "usage: ispmux bench scale [--subscribers N] [--kinds static,dhcp] [--runs 3] [--json] [--id benchsc] [--out DIR] [--keep]")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -69,7 +69,7 @@ func (s *scaler) point(ctx context.Context, n int, kind string, runs int) (Scale
 		}
 	}
 	p.SeedS = round(time.Since(t0).Seconds(), 3)
-	var restarts, restartCPU, reloads, lists, rss []float64
+	var restarts, restartCPU, reloads, lists, rss, idle []float64
 	var extra []int
 	for run := range runs {
 		m, err := s.run(ctx, kind, n, run, cfgPath, stateDir, &extra)
@@ -87,6 +87,7 @@ func (s *scaler) point(ctx context.Context, n int, kind string, runs int) (Scale
 		reloads = append(reloads, m.reload)
 		lists = append(lists, m.list)
 		rss = append(rss, float64(m.rssAnon))
+		idle = append(idle, m.idleCPU)
 		if run == 0 {
 			store := filepath.Join(stateDir, appliance.StoreName)
 			if st, err := os.Stat(store); err == nil {
@@ -116,6 +117,8 @@ func (s *scaler) point(ctx context.Context, n int, kind string, runs int) (Scale
 	p.ListS = round(med, 3)
 	med, _, _ = median(rss)
 	p.RSSAnonBytes = int64(med)
+	med, _, _ = median(idle)
+	p.IdleCPUPct, p.IdleWindowS = round(med, 2), s.o.idleWindow.Seconds()
 	return p, nil
 }
 
@@ -124,6 +127,7 @@ type runMeasure struct {
 	start, reload, list float64
 	startCPU            float64 // ispmux's CPU time (user + system) at "forwarding"
 	rssAnon, peak       int64
+	idleCPU             float64 // percent of one CPU, settled, nothing happening
 }
 
 // run starts ispmux once on the point's state and measures the start,
@@ -196,6 +200,12 @@ func (s *scaler) run(ctx context.Context, kind string, n, run int, cfgPath, stat
 		return m, err
 	}
 
+	// Idle CPU: nothing happens for a window.
+	s.pr.set("%s: idle CPU over %v", label, s.o.idleWindow)
+	if m.idleCPU, err = idleCPU(ctx, pid, s.o.idleWindow); err != nil {
+		return m, err
+	}
+
 	// A reload with one change: one more [[subscriber]] entry.
 	s.pr.set("%s: reload", label)
 	*extra = append(*extra, n+len(*extra))
@@ -245,6 +255,27 @@ func (s *scaler) run(ctx context.Context, kind string, n, run int, cfgPath, stat
 	}
 	s.pr.set("%s: stopping ispmux", label)
 	return m, nil
+}
+
+// idleCPU is process pid's CPU time (user + system, all threads) over
+// window, in percent of one CPU.
+func idleCPU(ctx context.Context, pid int, window time.Duration) (float64, error) {
+	if window <= 0 {
+		return 0, nil
+	}
+	_, t0, err := readPIDStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	if err := sleep(ctx, window); err != nil {
+		return 0, err
+	}
+	_, t1, err := readPIDStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	return 100 * float64(t1-t0) / clockTicks / time.Since(start).Seconds(), nil
 }
 
 // settledRSSAnon asks the process for a GC (SIGUSR1, see scale_gc.go) and

@@ -53,6 +53,13 @@ type ScalePoint struct {
 	// subscribers.
 	RSSAnonBytes              int64   `json:"rss_anon_bytes"`
 	RSSAnonBytesPerSubscriber float64 `json:"rss_anon_bytes_per_subscriber"`
+	// IdleCPUPct is ispmux's CPU time (user + system, all threads) in
+	// percent of one CPU over IdleWindowS seconds after start-up settled
+	// (after the GC of RSSAnonBytes), with no traffic and no API calls:
+	// what the subscribers cost while nothing happens (timers, expiry
+	// scans, checkpoints). Median of the runs.
+	IdleCPUPct  float64 `json:"idle_cpu_pct"`
+	IdleWindowS float64 `json:"idle_window_s,omitempty"`
 	// PeakRSSBytes is VmHWM at the end of the first run.
 	PeakRSSBytes int64 `json:"peak_rss_bytes"`
 	// StoreBytes is the store's size after the first run (its bbolt
@@ -250,17 +257,17 @@ func scaleRange(med, lo, hi float64, runs int) string {
 // rows renders the points as table rows (header first).
 func (r *ScaleResult) rows() [][]string {
 	out := [][]string{{"subscribers", "kind", "first start s (CPU s)", "restart s (min–max)", "restart CPU s", "reload s (min–max)", "ctl pages s",
-		"RssAnon MB", "B/sub", "peak RSS MB", "store B/sub"}}
+		"RssAnon MB", "B/sub", "peak RSS MB", "store B/sub", "idle CPU %"}}
 	for _, p := range r.Points {
 		if p.Error != "" {
-			out = append(out, []string{humanCount(p.Subscribers), p.Kind, "error: " + truncate(p.Error, 80), "", "", "", "", "", "", "", ""})
+			out = append(out, []string{humanCount(p.Subscribers), p.Kind, "error: " + truncate(p.Error, 80), "", "", "", "", "", "", "", "", ""})
 			continue
 		}
 		out = append(out, []string{humanCount(p.Subscribers), p.Kind, fmt.Sprintf("%.3f (%.2f)", p.FirstStartS, p.FirstStartCPUS),
 			scaleRange(p.RestartS, p.RestartMinS, p.RestartMaxS, p.Runs), fmt.Sprintf("%.2f", p.RestartCPUS), scaleRange(p.ReloadS, p.ReloadMinS, p.ReloadMaxS, p.Runs),
 			fmt.Sprintf("%.3f", p.ListS), fmt.Sprintf("%.0f", float64(p.RSSAnonBytes)/1e6),
 			fmt.Sprintf("%.0f", p.RSSAnonBytesPerSubscriber), fmt.Sprintf("%.0f", float64(p.PeakRSSBytes)/1e6),
-			fmt.Sprintf("%.0f", p.StoreBytesPerSubscriber)})
+			fmt.Sprintf("%.0f", p.StoreBytesPerSubscriber), fmt.Sprintf("%.2f", p.IdleCPUPct)})
 	}
 	return out
 }

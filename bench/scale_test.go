@@ -143,13 +143,14 @@ func TestScaleReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := m["points"].([]any)[0].(map[string]any)
-	for _, k := range []string{"subscribers", "kind", "first_start_s", "restart_s", "reload_s", "rss_anon_bytes_per_subscriber", "store_bytes_per_subscriber"} {
+	for _, k := range []string{"subscribers", "kind", "first_start_s", "restart_s", "reload_s", "rss_anon_bytes_per_subscriber", "store_bytes_per_subscriber", "idle_cpu_pct"} {
 		if _, ok := p[k]; !ok {
 			t.Errorf("point lacks %q", k)
 		}
 	}
 	md := r.Markdown()
-	if !strings.Contains(md, "| 10k | dhcp | 0.500 (0.00) |") || !strings.Contains(md, "| 100k | dhcp |") || !strings.Contains(md, "linear") {
+	if !strings.Contains(md, "idle CPU %") ||
+		!strings.Contains(md, "| 10k | dhcp | 0.500 (0.00) |") || !strings.Contains(md, "| 100k | dhcp |") || !strings.Contains(md, "linear") {
 		t.Errorf("markdown:\n%s", md)
 	}
 	var svg bytes.Buffer
@@ -177,7 +178,7 @@ func TestScaleLab(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	err := Main(ctx, []string{"scale", "--subscribers", "100000", "--points", "25000,100000", "--kinds", "dhcp", "--runs", "2",
+	err := Main(ctx, []string{"scale", "--subscribers", "100000", "--points", "25000,100000", "--kinds", "dhcp", "--runs", "2", "--idle-window", "2s",
 		"--json", "--id", labID, "--out", filepath.Join(dir, "out"), "--exe", exe}, &stdout, &stderr)
 	t.Logf("stderr:\n%s", stderr.String())
 	if err != nil {
@@ -200,6 +201,13 @@ func TestScaleLab(t *testing.T) {
 	t.Logf("start-up 25k: %.3f s, %.2f CPU s (restart %.3f s, %.2f CPU s); 100k: %.3f s, %.2f CPU s (restart %.3f s, %.2f CPU s): ×%.2f wall, ×%.2f CPU",
 		small.FirstStartS, small.FirstStartCPUS, small.RestartS, small.RestartCPUS,
 		large.FirstStartS, large.FirstStartCPUS, large.RestartS, large.RestartCPUS, wall, cpu)
+	// Nothing happening: a start-up that left a loop spinning (or a
+	// scan of every subscriber on a short timer) would show here.
+	for _, p := range r.Points {
+		if p.IdleWindowS != 2 || p.IdleCPUPct > 25 {
+			t.Errorf("%d subscribers: idle CPU %.2f %% of one over %v s (at most 25)", p.Subscribers, p.IdleCPUPct, p.IdleWindowS)
+		}
+	}
 	if wall > 6 && cpu > 6 {
 		t.Errorf("start-up grew ×%.2f (wall) and ×%.2f (CPU) from 25k to 100k subscribers (at most 6)", wall, cpu)
 	}
