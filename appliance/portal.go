@@ -78,7 +78,8 @@ func (a *Appliance) newPortal() (*portal.Server, error) {
 // and 443: the holder of that onboarding lease (the garden's addresses are
 // ispmux's own, so one address is one device), with the ISP it chose if it
 // already did, and why it is back in the garden if its handover to that
-// ISP failed (dhcpproxy's onboarding fallback). On a VRF's portal port (binding.PortalPort): the subscriber
+// ISP failed (dhcpproxy's onboarding fallback), or when the retry a claim
+// again asked for is due. On a VRF's portal port (binding.PortalPort): the subscriber
 // bound at that ISP with that address (the datapath sent it there,
 // engine/portalpath.go), with the ISP it is moving to if the registry
 // already says another.
@@ -117,6 +118,16 @@ func (d portalDir) Lookup(local, remote netip.AddrPort) (portal.Subscriber, bool
 		}
 	}
 	return s, true
+}
+
+// RetryHandover asks the DHCP proxy to hand sub's device, back in the
+// walled garden, over again at its next message (dhcpproxy's
+// RetryHandover: bounded there, and a no-op unless it is back in the
+// garden for a failed handover of its registration now); Lookup then
+// gives the retry's time without the failure, until its outcome.
+func (d portalDir) RetryHandover(sub portal.Subscriber) bool {
+	_, ok := d.a.dhcp.RetryHandover(sub.MAC)
+	return ok
 }
 
 // handoverFailed is the portal's word for why the DHCP proxy sent a

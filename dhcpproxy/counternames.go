@@ -38,6 +38,7 @@ func CounterNames() []string {
 		"handover_fallback_full",
 		"handover_nak",
 		"handover_retry",
+		"handover_retry_asked",
 		"icmp_unreachable_no_transaction",
 		"icmp_unreachable_other",
 		"icmp_unreachable_short",

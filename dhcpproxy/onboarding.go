@@ -99,7 +99,9 @@ type OnboardingLease struct {
 	// HandoverFailed says why the MAC, registered, is back in the
 	// garden: its handover to HandoverISP failed (HandoverRefused,
 	// HandoverUnanswered; onboarding_fallback.go), and is tried again
-	// from HandoverRetry on. "": it is not.
+	// from HandoverRetry on. "": it is not; with HandoverISP set, a
+	// retry asked for (RetryHandover) is due at HandoverRetry, its
+	// outcome not known yet.
 	HandoverFailed string
 	HandoverISP    string
 	HandoverRetry  time.Time

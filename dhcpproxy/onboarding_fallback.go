@@ -36,6 +36,17 @@ import (
 //     REQUEST NAKed, the DISCOVER relayed, as for a claim. The ISP takes
 //     it now: bound, the failure forgotten. Still failing: back in the
 //     garden.
+//   - Asked retry: a claim again on the portal with the same ISP and
+//     customer ID (the user had the ISP fix it; the registration, and so
+//     the record, unchanged) asks for the retry now (RetryHandover): its
+//     next DISCOVER or REQUEST (its renewal at T1 at the latest) is the
+//     retry, and its failure is not reported (OnboardingLease) until the
+//     retry's outcome is known: the portal shows it switching, and a new
+//     failure again. Asked retries are due handoverAskEvery apart at
+//     least (a later ask's is then due that long after the previous one,
+//     if before the retry's time), so a subscriber claiming again and
+//     again cannot hammer its ISP with handovers (the claims are limited
+//     too: tenants.ClaimLimits).
 //   - The failure is a record per MAC in RAM (at most maxFallbacks;
 //     beyond, a failing handover is left as it was, handover_fallback_full),
 //     forgotten once the MAC is bound at an ISP on that circuit, or
@@ -66,6 +77,9 @@ const (
 	// (a failure, a message served from the garden) at least
 	// (fallbackKeep).
 	handoverFallbackKeep = 5 * time.Minute
+	// handoverAskEvery is how far apart retries asked for
+	// (RetryHandover) are due at least.
+	handoverAskEvery = time.Minute
 )
 
 // fallbackKeep is how long a record on pl outlives its last use: two of
@@ -91,6 +105,12 @@ type fallback struct {
 	reason string
 	// retryAt is when it is handed over again (reason set).
 	retryAt time.Time
+	// asked: its retry was asked for (RetryHandover) and is due at
+	// retryAt; its failure is not reported until the retry's outcome.
+	asked bool
+	// askedDue is when the last retry asked for was due (kept over the
+	// retry): the next is not due before handoverAskEvery later.
+	askedDue time.Time
 	// until is when the record is forgotten.
 	until time.Time
 }
@@ -137,6 +157,33 @@ func (t *fallbacks) update(mac uint64, pl *obPool, s subject, now time.Time, fn 
 	}
 	fn(&f)
 	f.until = now.Add(fallbackKeep(pl))
+	t.m[mac] = f
+	return f, true
+}
+
+// ask moves the retry of mac's record, back in the garden and of isp and
+// customer, to now (handoverAskEvery after the last asked one's at the
+// earliest; never later than it was) and marks it asked, unless it is
+// already, and returns it; false: no such record.
+func (t *fallbacks) ask(mac uint64, isp, customer string, now time.Time) (fallback, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f, ok := t.m[mac]
+	if !ok || !f.until.After(now) || f.reason == "" || f.isp != isp || f.customer != customer {
+		return fallback{}, false
+	}
+	if f.asked {
+		return f, true
+	}
+	due := now
+	if next := f.askedDue.Add(handoverAskEvery); next.After(due) {
+		due = next
+	}
+	if due.Before(f.retryAt) {
+		f.retryAt = due
+	}
+	f.asked, f.askedDue = true, f.retryAt
+	f.until = now.Add(fallbackKeep(f.pool))
 	t.m[mac] = f
 	return f, true
 }
@@ -312,7 +359,9 @@ func (p *Proxy) fromGarden(c *Circuit, m *dhcpv4.DHCPv4, sk subKey, now time.Tim
 	}
 	if !now.Before(f.retryAt) {
 		// Time to try its ISP again: the handover, afresh.
-		p.fb.update(sk.mac, f.pool, s, now, func(f *fallback) { *f = fallback{pool: f.pool, isp: f.isp, customer: f.customer} })
+		p.fb.update(sk.mac, f.pool, s, now, func(f *fallback) {
+			*f = fallback{pool: f.pool, isp: f.isp, customer: f.customer, askedDue: f.askedDue}
+		})
 		p.count("handover_retry")
 		return false
 	}
@@ -321,20 +370,41 @@ func (p *Proxy) fromGarden(c *Circuit, m *dhcpv4.DHCPv4, sk subKey, now time.Tim
 	return true
 }
 
-// gardenReason returns why mac, holding an onboarding lease on pl, is back
-// in the garden, and its ISP and next try ("": it is not). A record of
-// another registration than mac's now (another ISP or customer ID, a
-// claim corrected on the portal, say) is no failure of it: its next
+// inGarden returns the record of mac, holding an onboarding lease on pl,
+// if it is back in the garden (its reason set); false: it is not. A
+// record of another registration than mac's now (another ISP or customer
+// ID, a claim corrected on the portal, say) is no failure of it: its next
 // message hands it over at once (fromGarden).
-func (p *Proxy) gardenReason(mac uint64, pl *obPool, now time.Time) (reason, isp string, retry time.Time) {
+func (p *Proxy) inGarden(mac uint64, pl *obPool, now time.Time) (fallback, bool) {
 	f, ok := p.fb.get(mac, now)
-	if !ok || f.pool != pl || f.reason == "" {
-		return "", "", time.Time{}
+	if !ok || f.pool != pl || f.reason == "" || !p.stillRegistered(mac, f) {
+		return fallback{}, false
 	}
-	if !p.stillRegistered(mac, f) {
-		return "", "", time.Time{}
+	return f, true
+}
+
+// RetryHandover asks for the failed handover of mac, back in the garden
+// (see above), to be tried again at its next DISCOVER or REQUEST instead
+// of one lease time after the failure, and returns when the retry is due
+// (now, or handoverAskEvery after the last asked one's); until its
+// outcome is known the failure is not reported (OnboardingLease). The
+// portal asks after a claim again from its failure page: with the same
+// ISP and customer ID the registration, and so the record, is unchanged.
+// False: mac has no failed handover of its registration now (none, its
+// retry under way, or registered elsewhere since: handed over at its next
+// message anyway).
+func (p *Proxy) RetryHandover(mac uint64) (time.Time, bool) {
+	now := p.now()
+	f, ok := p.fb.get(mac, now)
+	if !ok || f.reason == "" || !p.stillRegistered(mac, f) {
+		return time.Time{}, false
 	}
-	return f.reason, f.isp, f.retryAt
+	if f, ok = p.fb.ask(mac, f.isp, f.customer, now); !ok {
+		return time.Time{}, false
+	}
+	p.count("handover_retry_asked")
+	p.log.Debug("dhcp: handover retry asked", "mac", binding.MACString(mac), "access", f.pool.c.Name, "isp", f.isp, "retry_at", f.retryAt)
+	return f.retryAt, true
 }
 
 // stillRegistered reports whether mac is registered to f's ISP and
@@ -344,19 +414,25 @@ func (p *Proxy) stillRegistered(mac uint64, f fallback) bool {
 	return ok && reg.ISP == f.isp && reg.CustomerID == f.customer
 }
 
-// withFailure is l with its handover's failure, if any.
+// withFailure is l with its handover's failure, if any (or its asked
+// retry: HandoverISP and HandoverRetry without HandoverFailed).
 func (p *Proxy) withFailure(l obLease, now time.Time) OnboardingLease {
 	o := l.public()
-	o.HandoverFailed, o.HandoverISP, o.HandoverRetry = p.gardenReason(l.mac, l.pool, now)
+	if f, ok := p.inGarden(l.mac, l.pool, now); ok {
+		o.HandoverISP, o.HandoverRetry = f.isp, f.retryAt
+		if !f.asked {
+			o.HandoverFailed = f.reason
+		}
+	}
 	return o
 }
 
 // fallbackNote is the onboarded event's note for mac back in the garden
 // on pl ("": not).
 func (p *Proxy) fallbackNote(mac uint64, pl *obPool, now time.Time) string {
-	reason, isp, _ := p.gardenReason(mac, pl, now)
-	if reason == "" {
+	f, ok := p.inGarden(mac, pl, now)
+	if !ok {
 		return ""
 	}
-	return "; back in the walled garden: its handover to ISP " + isp + " failed (" + reason + "), retried every lease time"
+	return "; back in the walled garden: its handover to ISP " + f.isp + " failed (" + f.reason + "), retried every lease time"
 }

@@ -300,3 +300,102 @@ func TestHandoverFallbackOutlivesLongLease(t *testing.T) {
 		t.Errorf("handover_retry %d one lease time on, want 1", c["handover_retry"])
 	}
 }
+
+// A device back in the garden whose user has its ISP fix it and claims
+// again on the portal with the same ISP and customer ID (its registration,
+// and so its record, unchanged) asks for the retry (RetryHandover): its
+// failure is no longer given with its lease (the portal shows it
+// switching), and its next message, its renewal at T1, long before the
+// retry's time one lease time on, is the retry: NAKed, and the ISP binds
+// it. Before, the same claim changed nothing: the lease still gave the
+// failure, and the device waited a lease time for the retry.
+func TestHandoverRetryAsked(t *testing.T) {
+	const m, m48 = "02:77:00:00:00:01", 0x027700000001
+	r := handedOverOn(t, m, "c-s1", Onboarding{LeaseTime: 20 * time.Minute})
+	if got := r.dora(m, keaRefusing(t), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("the handover's DORA: %v, want alpha's NAK passed on", got)
+	}
+	ip := r.gardenDORA(m, "after alpha's NAK")
+	r.pastT1(time.Minute)
+	at, ok := r.p.RetryHandover(m48)
+	if !ok || at.After(r.p.now()) {
+		t.Fatalf("RetryHandover = %v, %v; want a retry due now (%v)", at, ok, r.p.now())
+	}
+	if l, ok := r.p.OnboardingByAddr(ip); !ok || l.HandoverFailed != "" || l.HandoverISP != "alpha" || !l.HandoverRetry.Equal(at) {
+		t.Errorf("OnboardingByAddr after the asked retry = %+v, %v; want no failure, the retry to alpha due at %v", l, ok, at)
+	}
+	r.pastT1(10 * time.Minute) // its renewal at T1
+	r.fromClient(renewOf(t, m, ip))
+	if got := r.clientMsgs(); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("the renewal at T1 after the asked retry got %v, want the handover's NAK (counters %v)", got, r.p.Counters())
+	}
+	if c := r.p.Counters(); c["handover_retry"] != 1 || c["handover_retry_asked"] != 1 {
+		t.Errorf("counters %v", c)
+	}
+	if got := r.dora(m, kea(t, time.Hour), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("the retry's DORA, alpha fixed: %v (counters %v)", got, r.p.Counters())
+	}
+	if _, ok := r.p.Lease(accPort, 0, m48); !ok {
+		t.Error("not bound at alpha")
+	}
+}
+
+// Asked retries are bounded: none without a failure (a handover under
+// way, or registered elsewhere since), one due at a time (asking again
+// while it is due changes nothing), a failing one reported again (the
+// portal shows the failure), and the next one due handoverAskEvery after
+// the last: a subscriber claiming again and again gets its ISP one
+// handover a minute at most.
+func TestHandoverRetryAskedBounded(t *testing.T) {
+	const m, m48 = "02:77:00:00:00:01", 0x027700000001
+	r := handedOverOn(t, m, "c-s1", Onboarding{LeaseTime: 20 * time.Minute})
+	if at, ok := r.p.RetryHandover(m48); ok {
+		t.Errorf("RetryHandover during the handover = %v, want none", at)
+	}
+	if got := r.dora(m, keaRefusing(t), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("the handover's DORA: %v, want alpha's NAK passed on", got)
+	}
+	ip := r.gardenDORA(m, "after alpha's NAK")
+	first, ok := r.p.RetryHandover(m48)
+	if !ok {
+		t.Fatal("RetryHandover after the failure: none")
+	}
+	if again, ok := r.p.RetryHandover(m48); !ok || !again.Equal(first) {
+		t.Errorf("RetryHandover again = %v, %v; want the same retry, due %v", again, ok, first)
+	}
+	r.fromClient(renewOf(t, m, ip))
+	r.one(dhcpv4.MessageTypeNak)
+	if got := r.dora(m, keaRefusing(t), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("the retry's DORA: %v, want alpha's NAK passed on", got)
+	}
+	ip = r.gardenDORA(m, "after alpha's NAK of the retry")
+	if l, ok := r.p.OnboardingByAddr(ip); !ok || l.HandoverFailed != HandoverRefused || !l.HandoverRetry.After(r.p.now()) {
+		t.Errorf("OnboardingByAddr after the retry failed = %+v, %v; want the refused handover again", l, ok)
+	}
+	next, ok := r.p.RetryHandover(m48)
+	if !ok || !next.Equal(first.Add(handoverAskEvery)) {
+		t.Fatalf("RetryHandover after the retry failed = %v, %v; want due %v", next, ok, first.Add(handoverAskEvery))
+	}
+	if l, ok := r.p.OnboardingByAddr(ip); !ok || l.HandoverFailed != "" || !l.HandoverRetry.Equal(next) {
+		t.Errorf("OnboardingByAddr after the second ask = %+v, %v; want no failure, the retry due %v", l, ok, next)
+	}
+	r.fromClient(renewOf(t, m, ip))
+	if got := r.clientMsgs(); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("a renewal before the second asked retry is due got %v, want the garden's ACK", got)
+	}
+	r.pastT1(handoverAskEvery + time.Second)
+	r.fromClient(renewOf(t, m, ip))
+	r.one(dhcpv4.MessageTypeNak)
+	if c := r.p.Counters(); c["handover_retry"] != 2 || c["handover_failed_refused"] != 2 {
+		t.Errorf("counters %v", c)
+	}
+	// Registered elsewhere: no failure of its registration to retry.
+	r.dora(m, keaRefusing(t), nil)
+	r.gardenDORA(m, "after alpha's third NAK")
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m)), CustomerID: "c-s2", ISP: "alpha", Source: "claim"}); err != nil {
+		t.Fatal(err)
+	}
+	if at, ok := r.p.RetryHandover(m48); ok {
+		t.Errorf("RetryHandover registered elsewhere = %v, want none", at)
+	}
+}

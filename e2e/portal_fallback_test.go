@@ -111,6 +111,9 @@ func TestOnboardingHandoverUnanswered(t *testing.T) {
 // again there with the right customer ID. The portal then shows the new
 // claim switching, not the old failure, and the device moves to beta at
 // its next renewal in the garden (T1, 10 s), not a retry's time later.
+// First the user signs in again with the same customer ID (as after
+// phoning beta): that asks for the retry at once, the portal shows the
+// device switching, not the failure, until the retry fails again.
 func TestOnboardingHandoverReclaim(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, lab.Options{Subscribers: 8, DHCP: true, API: true, Portal: true, Unconfigured: []string{"s8"},
@@ -156,15 +159,41 @@ func TestOnboardingHandoverReclaim(t *testing.T) {
 	if !strings.Contains(page, "You chose Beta Telecom with customer ID p-unknown") || !strings.Contains(page, `value="p-unknown"`) {
 		t.Errorf("the failure page does not name customer ID p-unknown:\n%s", page)
 	}
-	if resp, body, err := portalClaim(c, tok, "beta", "p-known", "pw-p-known", nil); err != nil || resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("claim again from the failure page: %v %v\n%s", resp, err, body)
+	// The same claim again: the retry asked for, the device switching.
+	retries := r.counterNow("handover_retry")
+	if resp, body, err := portalClaim(c, tok, "beta", "p-unknown", "pw-p-unknown", nil); err != nil || resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the same claim again from the failure page: %v %v\n%s", resp, err, body)
 	}
-	claimed := time.Now()
 	resp, err := c.Get("https://" + lab.PortalHostname + "/done")
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "will switch to") || strings.Contains(string(b), "did not answer") {
+		t.Errorf("/done after the same claim again: %s\n%s", resp.Status, b)
+	}
+	if n := r.counterNow("handover_retry_asked"); n != 1 {
+		t.Errorf("handover_retry_asked %d after the same claim again, want 1", n)
+	}
+	// Its retry (its next message) and beta's silence again: the failure
+	// page is back.
+	if !eventually(90*time.Second, func() bool {
+		page, tok, err = portalPage(c)
+		return err == nil && strings.Contains(page, "did not answer when this device asked it for service") && r.counterNow("handover_retry") > retries
+	}) {
+		t.Fatalf("the failure page after the asked retry (handover_retry %d, was %d): %v\n%s", r.counterNow("handover_retry"), retries, err, page)
+	}
+	retries = r.counterNow("handover_retry")
+	if resp, body, err := portalClaim(c, tok, "beta", "p-known", "pw-p-known", nil); err != nil || resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("claim again from the failure page: %v %v\n%s", resp, err, body)
+	}
+	claimed := time.Now()
+	resp, err = c.Get("https://" + lab.PortalHostname + "/done")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if !strings.Contains(string(b), "will switch to") || strings.Contains(string(b), "did not answer") {
 		t.Errorf("/done after the claim again: %s\n%s", resp.Status, b)
@@ -176,7 +205,7 @@ func TestOnboardingHandoverReclaim(t *testing.T) {
 	if d := time.Since(claimed); d > 25*time.Second {
 		t.Errorf("s8 on beta %v after the claim again, want within T1 (10 s) and a DORA", d)
 	}
-	if n := r.counterNow("handover_retry"); n != 0 {
-		t.Errorf("handover_retry %d: the new claim's handover waited for the retry", n)
+	if n := r.counterNow("handover_retry"); n != retries {
+		t.Errorf("handover_retry %d, was %d: the new claim's handover waited for the retry", n, retries)
 	}
 }

@@ -30,6 +30,9 @@
 // that ISP refused it or did not answer (Subscriber.HandoverFailed) sees
 // why, what to do, and the claim form (one step: it is on no ISP to
 // leave), to claim again with another customer ID or ISP: the same POST
-// /claim, token and Claimer. That page does not reload by itself; the
+// /claim, token and Claimer. The same ISP and customer ID again (the ISP
+// fixed it) asks the Directory for the handover's retry at once
+// (Directory.RetryHandover), and the device is shown switching until the
+// retry's outcome is known. That page does not reload by itself; the
 // page of a device switching does, every 5 s.
 package portal

@@ -174,7 +174,7 @@ func (s *Server) serveDone(w http.ResponseWriter, r *http.Request) {
 	case sub.Claimed != "":
 		s.serveClaimed(w, r, sub)
 	case hasRecent && recent != sub.ISP:
-		s.render(w, http.StatusOK, s.pendingPage(recent, sub.ISP != ""))
+		s.render(w, http.StatusOK, s.pendingPage(recent, s.hint(sub.ISP != "")))
 	case sub.ISP != "":
 		s.render(w, http.StatusOK, s.connectedPage(sub.ISP))
 	default:
@@ -183,12 +183,17 @@ func (s *Server) serveDone(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveClaimed is the page of a device that chose an ISP and is not on it
-// yet: switching (pendingPage), or back in the walled garden because its
-// ISP did not take it (failedPage, with the claim form to correct the
-// choice).
+// yet: switching (pendingPage; a retry asked for by a claim again is due
+// at sub.Retry), or back in the walled garden because its ISP did not
+// take it (failedPage, with the claim form to correct the choice or ask
+// for a retry).
 func (s *Server) serveClaimed(w http.ResponseWriter, r *http.Request, sub Subscriber) {
 	if !handoverFailed(sub) {
-		s.render(w, http.StatusOK, s.pendingPage(sub.Claimed, sub.ISP != ""))
+		wait := s.hint(sub.ISP != "")
+		if sub.ISP == "" {
+			wait += max(time.Until(sub.Retry), 0)
+		}
+		s.render(w, http.StatusOK, s.pendingPage(sub.Claimed, wait))
 		return
 	}
 	nonce := ensureNonce(w, r)
@@ -228,7 +233,8 @@ func (s *Server) serveClaim(w http.ResponseWriter, r *http.Request) {
 	// A device on an ISP moves (confirmation first); one that has chosen
 	// and not yet switched claims again (the same choice is idempotent),
 	// also one back in the walled garden because its ISP did not take it
-	// (another customer ID or ISP: its handover is then the new one's).
+	// (another customer ID or ISP: its handover is then the new one's;
+	// the same: its handover is retried at once, see claim).
 	cur := sub.ISP
 	moving := cur != ""
 	confirming := moving && r.URL.Query().Get("confirm") == "1"
@@ -316,7 +322,11 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request, sub Subscriber, i
 		s.st.claimsOK.Add(1)
 		// The customer ID is logged on success only: a failed attempt's
 		// may be a password typed in the wrong field.
-		outcome("ok", "customer_id", in.CustomerID)
+		// Back in the walled garden: the same claim again (the user had
+		// the ISP fix it) asks for the handover's retry now; another
+		// one's handover is at once anyway.
+		retry := handoverFailed(sub) && s.dir.RetryHandover(sub)
+		outcome("ok", "customer_id", in.CustomerID, "handover_retry", retry)
 		s.recent.put(sub.MAC, in.ISP, time.Now())
 		http.Redirect(w, r, "/done", http.StatusSeeOther)
 	case errors.Is(err, tenants.ErrBadCredentials):

@@ -218,14 +218,15 @@ func sentence(text, anchor string, fields map[string]string) problems {
 	return problems{Summary: []summaryError{{Field: anchor, Text: text}}, Fields: fields}
 }
 
-// pendingPage says the device will switch to isp (moving: from another
-// ISP, at its next renewal of a client lease; else from onboarding).
-func (s *Server) pendingPage(isp string, moving bool) page {
+// pendingPage says the device will switch to isp within wait (from
+// another ISP, at its next renewal of a client lease: s.hint(true); from
+// onboarding: s.hint(false), later if its retry is due later).
+func (s *Server) pendingPage(isp string, wait time.Duration) page {
 	n := s.displayName(isp)
 	return page{
 		Heading: "You chose " + n,
 		Lead: []string{
-			"You chose " + n + ". This device will switch to " + n + " within " + about(s.hint(moving)) +
+			"You chose " + n + ". This device will switch to " + n + " within " + about(wait) +
 				" (it renews its address by itself; if it does not, turn Wi-Fi or the network cable off and on). You can close this page.",
 		},
 		Refresh: true,
@@ -241,8 +242,8 @@ func handoverFailed(sub Subscriber) bool {
 // failedPage says the device sub tried to switch to sub.Claimed, which
 // refused it or did not answer (sub.HandoverFailed), and that it tries
 // again by itself (at sub.Retry, then the switch's time); and offers the
-// claim form (token, in: what to show in it) to correct the choice:
-// another customer ID or ISP. It does not reload by itself: that would
+// claim form (token, in: what to show in it) to correct the choice
+// (another customer ID or ISP) or, the same again, to try again now. It does not reload by itself: that would
 // erase what the user types, and a reload while the device retries (no
 // address for a while) would end on the browser's error page anyway.
 func (s *Server) failedPage(sub Subscriber, token string, in formInput, pr problems) page {
@@ -262,6 +263,8 @@ func (s *Server) failedPage(sub Subscriber, token string, in formInput, pr probl
 			"Contact " + n + " and tell them this device is not getting service. Its hardware (MAC) address is " + binding.MACString(sub.MAC) + ".",
 			"This device tries again by itself within " + about(wait) + ", and again after that, until " + n +
 				" connects it: once " + n + " has fixed it, this device switches by itself.",
+			"Has " + n + " fixed it already? Sign in again here with the same details: this device then tries again within " +
+				about(s.hint(false)) + ".",
 			"Chose the wrong provider, or mistyped the customer ID? Choose your provider and sign in again here: " +
 				"this device then switches to it within " + about(s.hint(false)) + ".",
 		},

@@ -44,7 +44,9 @@ type Subscriber struct {
 	// not answer it (HandoverUnanswered); "" if it is not.
 	HandoverFailed string
 	// Retry is when the device is handed over to Claimed again (with
-	// HandoverFailed; zero: unknown).
+	// HandoverFailed; zero: unknown). Without HandoverFailed: when the
+	// retry asked for (Directory.RetryHandover) is due, its outcome not
+	// known yet (zero: none asked, or now).
 	Retry time.Time
 }
 
@@ -60,8 +62,17 @@ const (
 // the port says its ISP, since ISP address plans overlap), remote the
 // subscriber's source address and port (its onboarding lease, or its
 // binding at that ISP).
+//
+// RetryHandover asks for the device sub, back in the walled garden
+// because its handover to sub.Claimed failed, to be handed over again at
+// its next DHCP message (a claim again from the failure page succeeded:
+// with the same ISP and customer ID nothing else changed); until that
+// retry's outcome is known Lookup gives no HandoverFailed (the retry's
+// time in Retry). False: nothing to retry (the claim changed the device's
+// registration, whose handover is then at once anyway, say).
 type Directory interface {
 	Lookup(local, remote netip.AddrPort) (Subscriber, bool)
+	RetryHandover(sub Subscriber) bool
 }
 
 // Claimer attaches a device to a customer given the customer's password;

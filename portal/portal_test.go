@@ -62,10 +62,24 @@ func writeCert(t *testing.T, certFile, keyFile, cn string) *big.Int {
 
 // fakeDir maps source addresses to subscribers.
 type fakeDir struct {
-	mu   sync.Mutex
-	subs map[netip.Addr]Subscriber
-	wait chan struct{} // if set, Lookup blocks until it is closed
-	in   chan struct{} // if set, Lookup signals here first
+	mu      sync.Mutex
+	subs    map[netip.Addr]Subscriber
+	wait    chan struct{} // if set, Lookup blocks until it is closed
+	in      chan struct{} // if set, Lookup signals here first
+	retries []Subscriber  // RetryHandover's calls (it answers true)
+}
+
+func (d *fakeDir) RetryHandover(sub Subscriber) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.retries = append(d.retries, sub)
+	return true
+}
+
+func (d *fakeDir) retried() []Subscriber {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]Subscriber(nil), d.retries...)
 }
 
 func (d *fakeDir) Lookup(_, remote netip.AddrPort) (Subscriber, bool) {
@@ -658,5 +672,66 @@ func TestHandoverFailedReclaim(t *testing.T) {
 	if b := w.Body.String(); !strings.Contains(b, "You chose Beta &amp; Co. This device will switch to Beta &amp; Co within about 40 seconds") ||
 		strings.Contains(b, "has not connected") {
 		t.Errorf("done after the re-claim: %s", b)
+	}
+}
+
+// A device back in the walled garden whose user had its ISP fix it signs
+// in again from the failure page with the same ISP and customer ID (the
+// page says it may): the claim, its password checked as any, asks the
+// Directory for the handover's retry, and /done shows the device
+// switching (within the retry's time, T1 and a DORA), not the failure
+// again, until the retry's outcome is known: failed again, the failure
+// page. A refused claim, or one of a device not back in the garden, asks
+// for none. Before, the claim was all: the Directory still gave the
+// failure, the failure page came back, and the device waited a lease time.
+func TestHandoverFailedSameReclaimRetries(t *testing.T) {
+	r := newRig(t, nil)
+	failed := Subscriber{MAC: macA, Access: "port1", Addr: addrA, Claimed: "alpha", ClaimedCustomerID: "c-43",
+		HandoverFailed: HandoverRefused, Retry: time.Now().Add(10 * time.Minute)}
+	r.dir.set(failed)
+	w := r.do(req{target: "/", from: addrA})
+	c, tok := r.cookieAndToken(w, nil)
+	if want := "Has Alpha Net fixed it already? Sign in again here with the same details: this device then tries again within about 40 seconds."; !strings.Contains(w.Body.String(), want) {
+		t.Errorf("failure page lacks %q:\n%s", want, w.Body)
+	}
+	post := func() *httptest.ResponseRecorder {
+		return r.do(req{method: http.MethodPost, target: "/claim", from: addrA, form: claimForm(tok, "alpha", "c-43", "pw-2"), cookie: c, hdr: sameOrigin})
+	}
+	r.cl.err = tenants.ErrBadCredentials
+	if w := post(); w.Code != http.StatusUnauthorized || len(r.dir.retried()) != 0 {
+		t.Errorf("refused claim: %d, retries asked %+v", w.Code, r.dir.retried())
+	}
+	r.cl.err = nil
+	if w := post(); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/done" {
+		t.Fatalf("the same claim again: %d %v %s", w.Code, w.Header(), w.Body)
+	}
+	if got := r.dir.retried(); len(got) != 1 || got[0] != failed {
+		t.Fatalf("retries asked %+v, want one for %+v", got, failed)
+	}
+	// The Directory's view: the retry due in 30 s, its outcome unknown.
+	asked := failed
+	asked.HandoverFailed, asked.Retry = "", time.Now().Add(30*time.Second)
+	r.dir.set(asked)
+	for _, target := range []string{"/done", "/"} {
+		b := r.do(req{target: target, from: addrA, cookie: c}).Body.String()
+		if !strings.Contains(b, "You chose Alpha Net. This device will switch to Alpha Net within about 70 seconds") || strings.Contains(b, "has not connected") {
+			t.Errorf("%s after the same claim again: %s", target, b)
+		}
+	}
+	// Due now: T1 and a DORA.
+	asked.Retry = time.Now().Add(-time.Second)
+	r.dir.set(asked)
+	if b := r.do(req{target: "/done", from: addrA, cookie: c}).Body.String(); !strings.Contains(b, "will switch to Alpha Net within about 40 seconds") {
+		t.Errorf("/done with the retry due: %s", b)
+	}
+	// The retry failed again: the failure page again.
+	r.dir.set(failed)
+	if b := r.do(req{target: "/done", from: addrA, cookie: c}).Body.String(); !strings.Contains(b, "Alpha Net has not connected this device yet") {
+		t.Errorf("/done after the retry failed: %s", b)
+	}
+	// Switching, not back in the garden: a claim asks for no retry.
+	r.dir.set(Subscriber{MAC: macA, Access: "port1", Addr: addrA, Claimed: "alpha", ClaimedCustomerID: "c-43"})
+	if w := post(); w.Code != http.StatusSeeOther || len(r.dir.retried()) != 1 {
+		t.Errorf("claim while switching: %d, retries asked %+v", w.Code, r.dir.retried())
 	}
 }
