@@ -38,6 +38,7 @@ const (
 	ReasonTooBig                        // larger than the egress port's MTU (no fragmentation; DF gets ICMP)
 	ReasonWalledGarden                  // from a walled-garden (onboarding) subscriber, to anything but the portal, DNS or the gateway
 	ReasonNotUnicast                    // from a subscriber, IPv4 to no single host (broadcast, multicast, 0/8, 127/8, class E): not routed
+	ReasonDHCPFlood                     // DHCP from one subscriber (circuit and MAC) beyond its budget: faster than any client sends
 	NumReasons                          // number of reasons; not a reason
 )
 
@@ -65,6 +66,7 @@ var reasonNames = [NumReasons]string{
 	ReasonTooBig:                 "too_big",
 	ReasonWalledGarden:           "walled_garden",
 	ReasonNotUnicast:             "not_unicast",
+	ReasonDHCPFlood:              "dhcp_flood",
 }
 
 // String returns the reason's snake_case name, used as a metric label (for

@@ -26,7 +26,8 @@ func TestReasonNames(t *testing.T) {
 		ReasonTooBig:                 "too_big",
 		ReasonWalledGarden:           "walled_garden",
 		ReasonNotUnicast:             "not_unicast",
-		NumReasons:                   "reason_23",
+		ReasonDHCPFlood:              "dhcp_flood",
+		NumReasons:                   "reason_24",
 	} {
 		if got := r.String(); got != want {
 			t.Errorf("Reason(%d).String() = %q, want %q", r, got, want)

@@ -850,6 +850,55 @@ func TestARPProbeReplyAllocs(t *testing.T) {
 	}
 }
 
+// TestDHCPPuntBudgetPerSubscriber: a subscriber flooding DHCP (sub2, bound
+// on the access port, 600 DISCOVERs while the proxy reads nothing) does not
+// keep its neighbour's DISCOVER (sub1, same port) from the proxy: the
+// flood is held to sub2's budget (dhcp_flood), not let fill the port's
+// punt queue. Before, the 600 filled the queue's 512 buffers and sub1's
+// DISCOVER was dropped as punt_queue_full, as every other subscriber's on
+// the port would have been for as long as the flood lasted.
+func TestDHCPPuntBudgetPerSubscriber(t *testing.T) {
+	r := newRig(t, 64)
+	r.bindAll()
+	r.resolve()
+	for r.proc.dhcpSlot(classifier.Key(0, 0, sub1)) == r.proc.dhcpSlot(classifier.Key(0, 0, sub2)) {
+		r.proc.arpSeed++ // the two share no bucket (once in 4096 draws they do)
+	}
+	discover := func(mac uint64) []byte {
+		return udpFrame(t, mac, broadcastMAC, 0, "0.0.0.0", "255.255.255.255", 64, 68, 67)
+	}
+	// The worker only: nobody reads the punt queue (rig.send would).
+	inject := func(f []byte, n int) {
+		for range n {
+			if !r.q[0].Inject(f) {
+				t.Fatal("inject failed")
+			}
+		}
+		r.w.RunOnce()
+	}
+	flood := discover(sub2)
+	for range 10 {
+		inject(flood, 60)
+	}
+	inject(discover(sub1), 1)
+	if n := r.dropCount(0, classifier.ReasonPuntQueueFull); n != 0 {
+		t.Errorf("%d DHCP frames dropped as punt_queue_full: the flood filled the port's queue", n)
+	}
+	if n := r.dropCount(0, classifier.ReasonDHCPFlood); n < 600-dhcpPuntBurst-5 || n > 600-dhcpPuntBurst {
+		t.Errorf("%d of the flood's 600 dropped as dhcp_flood, want about %d (beyond its burst)", n, 600-dhcpPuntBurst)
+	}
+	var got []uint64
+	for p := r.s.Punts.Next(); p != nil; p = r.s.Punts.Next() {
+		var pkt classifier.Packet
+		pkt.Decode(p.Frame())
+		got = append(got, pkt.Src)
+		r.s.Punts.Release(p)
+	}
+	if len(got) == 0 || got[len(got)-1] != sub1 {
+		t.Errorf("%d frames punted, the last from %x: want sub1's DISCOVER punted after the flood's", len(got), got[max(len(got)-1, 0):])
+	}
+}
+
 // TestARPProbeReplyBudgetPerSubscriber: the reply budget is each
 // subscriber's own. sub3 (bound on VLAN 100 of the access port) flooding
 // replies for its own address, in the same batch as sub1's single answer

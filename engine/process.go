@@ -60,7 +60,12 @@ type Processor struct {
 	arpTokens [arpSlots]float64
 	arpLast   [arpSlots]int64
 	arpSeed   uint64
-	touched   uint32 // bit p: port p has counts to flush
+	// Budget of DHCP passed to the proxy per subscriber: dhcpSlots
+	// buckets, a subscriber's chosen by a keyed hash of its circuit and
+	// MAC (dhcpSlot).
+	dhcpTokens [dhcpSlots]float64
+	dhcpLast   [dhcpSlots]int64
+	touched    uint32 // bit p: port p has counts to flush
 }
 
 // NewProcessor returns a processor for one worker.
@@ -229,6 +234,10 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 				p.drop(in, out, classifier.ReasonUnregisteredDHCP)
 				return
 			}
+			if i := p.dhcpSlot(classifier.Key(in, pkt.VLAN&0xfff, pkt.Src)); !takeToken(&p.dhcpTokens[i], &p.dhcpLast[i], dhcpPuntRate, dhcpPuntBurst) {
+				p.drop(in, out, classifier.ReasonDHCPFlood)
+				return
+			}
 			p.punt(in, out, pkt, f)
 			return
 		}
@@ -354,6 +363,28 @@ func (p *Processor) probeReply(in uint8, pt *port, out *datapath.Verdict, pkt *c
 // arpSlot is the reply budget's bucket of the subscriber whose MAC table
 // key is key.
 func (p *Processor) arpSlot(key uint64) uint64 { return oatable.Mix64(key^p.arpSeed) % arpSlots }
+
+// dhcpSlot is the DHCP budget's bucket of the subscriber whose MAC table
+// key is key (its circuit and MAC; the same seed as arpSlot's).
+func (p *Processor) dhcpSlot(key uint64) uint64 { return oatable.Mix64(key^p.arpSeed) % dhcpSlots }
+
+// Subscribers' DHCP punted per subscriber and worker. The port's punt
+// queue (puntPerPort frames) carries every subscriber's DHCP on that port:
+// one sending DHCP as fast as its link allows, with its own MAC or a
+// registered neighbour's it forged, filled it faster than the proxy
+// drained it, and every other subscriber's DISCOVER and REQUEST on the
+// port was dropped (punt_queue_full) until it stopped. Now each
+// subscriber (its circuit and MAC, hashed to one of dhcpSlots buckets with
+// a key drawn per worker, so that it cannot pick a neighbour's) has a
+// budget far above any client's (a DORA is two messages; the proxy's own
+// per-MAC limit, [dhcp] mac_rate, is a few a second) and below what fills
+// the queue; past it, dhcp_flood. A flood spends its own bucket's budget,
+// shared with the few subscribers hashed to it (one in dhcpSlots).
+const (
+	dhcpPuntRate  = 32 // per second
+	dhcpPuntBurst = 64
+	dhcpSlots     = 4096
+)
 
 // Unregistered DHCP sampled per ingress port and worker: enough for the
 // proxy to record who asked (it keeps one event per MAC a minute anyway).

@@ -113,8 +113,13 @@ func TestEveryDropReason(t *testing.T) {
 			return arpFrame(t, sub1, broadcastMAC, 0, layers.ARPReply, sub1, "100.64.0.11", broadcastMAC, "100.64.0.11")
 		}},
 		// More DHCP than the punt queue holds, in one worker iteration per
-		// batch with nobody draining it.
-		classifier.ReasonPuntQueueFull: {times: puntPerPort + 64, frame: func(t testing.TB) []byte { return dhcp(t, sub4) }},
+		// batch with nobody draining it: an ISP's server answering our
+		// giaddr (a subscriber's flood is held to its budget first).
+		classifier.ReasonPuntQueueFull: {port: 1, times: puntPerPort + 64, frame: func(t testing.TB) []byte {
+			return udpFrame(t, gwaMAC, upaMAC, 0, "192.0.2.1", "192.0.2.2", 64, 67, 67)
+		}},
+		// One subscriber's DHCP beyond its budget.
+		classifier.ReasonDHCPFlood: {times: dhcpPuntBurst + 10, frame: func(t testing.TB) []byte { return dhcp(t, sub1) }},
 		// The egress (alpha's uplink) UMEM has no free frame for the copy.
 		classifier.ReasonNoTxFrame: {frame: up, setup: func(r *rig) {
 			for {
