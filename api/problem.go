@@ -46,6 +46,7 @@ var problemTypes = map[string]struct {
 	"conflict":           {http.StatusConflict, "Conflict"},
 	"device-limit":       {http.StatusConflict, "Customer's device limit reached"},
 	"device-unavailable": {http.StatusConflict, "Device registered with another provider"},
+	"device-blocked":     {http.StatusConflict, "Device blocked by the operator"},
 	"bad-request":        {http.StatusBadRequest, "Bad request"},
 	"unsupported-media":  {http.StatusUnsupportedMediaType, "Unsupported media type"},
 	"invalid":            {http.StatusUnprocessableEntity, "Invalid value"},
@@ -127,6 +128,10 @@ func errorProblem(err error) *Problem {
 		// Worded by the Service for the caller: the holder is named
 		// to the operator only.
 		return newProblem("device-unavailable", err.Error())
+	case errors.Is(err, tenants.ErrBlocked):
+		// A MAC the operator blocked while no ISP had it: the
+		// operator lifts the block, no attach or claim does.
+		return newProblem("device-blocked", err.Error())
 	case errors.Is(err, tenants.ErrConflict):
 		return newProblem("conflict", err.Error())
 	case errors.Is(err, tenants.ErrInvalid), errors.Is(err, auth.ErrBadHash),

@@ -487,3 +487,44 @@ func TestISPEventNumbersHideOtherISPs(t *testing.T) {
 		t.Errorf("the operator's read: %s; want seq 2 (beta's 1) with isp_seq 1", w.Body)
 	}
 }
+
+// The operator blocks a MAC no ISP has attached (POST
+// /v1/devices/{mac}/block): 200 with the device of no ISP, blocked,
+// listed among the operator's devices and no ISP's. Before, 404. An ISP's
+// attach and a claim of it are then 409 device-blocked, naming the
+// operator's block; the unblock removes it (a second unblock: 404).
+func TestBlockUnregisteredMACOverAPI(t *testing.T) {
+	f, _, _ := newRealFixture(t)
+	const mac = "02:00:00:00:00:66"
+	w := f.do("POST", "/v1/devices/"+mac+"/block", "operator", "")
+	var d tenants.Device
+	if w.Code != http.StatusOK || json.Unmarshal(w.Body.Bytes(), &d) != nil || d.MAC != mac || !d.Blocked || d.ISP != "" {
+		t.Fatalf("block of an unregistered MAC: %d %s", w.Code, w.Body)
+	}
+	if w := f.do("GET", "/v1/devices", "operator", ""); w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"mac":"`+mac+`"`) {
+		t.Errorf("operator's devices: %d %s", w.Code, w.Body)
+	}
+	if w := f.do("GET", "/v1/isps/beta/devices", "beta", ""); w.Code != http.StatusOK || strings.Contains(w.Body.String(), mac) {
+		t.Errorf("beta's devices: %d %s", w.Code, w.Body)
+	}
+	if w := f.do("POST", "/v1/isps/beta/customers", "beta", `{"customer_id":"c-77","password":"correct horse"}`); w.Code != http.StatusCreated {
+		t.Fatalf("create: %d %s", w.Code, w.Body)
+	}
+	w = attachAs(f, "beta", "beta", mac, "c-77", "beta-attach")
+	if p := decodeProblem(t, w); w.Code != http.StatusConflict || p.Type != ProblemTypePrefix+"device-blocked" || !strings.Contains(p.Detail, "blocked by the operator") {
+		t.Errorf("beta attaching the blocked MAC: %d %s %q, want 409 device-blocked", w.Code, p.Type, p.Detail)
+	}
+	w = f.do("POST", "/v1/claims", "claim", `{"isp":"beta","customer_id":"c-77","password":"correct horse","mac":"`+mac+`"}`)
+	if p := decodeProblem(t, w); w.Code != http.StatusConflict || p.Type != ProblemTypePrefix+"device-blocked" {
+		t.Errorf("claim of the blocked MAC: %d %s %q", w.Code, p.Type, p.Detail)
+	}
+	if w := f.do("POST", "/v1/devices/"+mac+"/unblock", "operator", ""); w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"blocked":false`) {
+		t.Errorf("unblock: %d %s", w.Code, w.Body)
+	}
+	if w := f.do("POST", "/v1/devices/"+mac+"/unblock", "operator", ""); w.Code != http.StatusNotFound {
+		t.Errorf("second unblock: %d %s, want 404", w.Code, w.Body)
+	}
+	if w := attachAs(f, "beta", "beta", mac, "c-77", "beta-attach-2"); w.Code != http.StatusCreated {
+		t.Errorf("beta attaching after the unblock: %d %s", w.Code, w.Body)
+	}
+}

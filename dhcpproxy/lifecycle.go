@@ -290,7 +290,9 @@ func (p *Proxy) Revalidate() int {
 
 // RevalidateMACs is Revalidate for the bindings of macs only (after a
 // tenant change: a device moved, blocked, detached, its customer suspended
-// or deleted): linear in len(macs), not in the bindings held. A moved
+// or deleted): linear in len(macs), not in the bindings held. It also
+// ends the onboarding lease of a MAC blocked now (onboarding-ended,
+// reason blocked): a blocked MAC keeps no walled garden. A moved
 // device's old binding ends at its next REQUEST (make-before-break);
 // RevalidateMACsImmediate cuts it at once.
 func (p *Proxy) RevalidateMACs(macs []uint64) int { return p.revalidateMACs(macs, false) }

@@ -38,6 +38,7 @@ func (p *Proxy) revalidateMACs(macs []uint64, immediate bool) int {
 	n := 0
 	now := time.Now()
 	for _, mac := range macs {
+		p.endBlockedOnboarding(mac)
 		for _, h := range p.leases.ofMAC(mac) {
 			if p.revalidate(h, immediate, now) {
 				n++

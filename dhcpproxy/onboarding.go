@@ -161,7 +161,7 @@ type OnboardingStats struct {
 var onboardingEndReasons = []string{
 	subscribers.OnboardingEndReleased, subscribers.OnboardingEndDeclined, subscribers.OnboardingEndExpired,
 	subscribers.OnboardingEndHandover, subscribers.OnboardingEndRemoved, subscribers.OnboardingEndMoved,
-	subscribers.OnboardingEndConflict, subscribers.OnboardingEndNoRoom,
+	subscribers.OnboardingEndConflict, subscribers.OnboardingEndNoRoom, subscribers.OnboardingEndBlocked,
 }
 
 // OnboardingStats returns the onboarding figures.
@@ -644,11 +644,31 @@ func (p *Proxy) expireOnboardingLease(mac uint64, now time.Time) {
 	}
 }
 
+// blocked reports whether the operator blocked mac.
+func (p *Proxy) blocked(mac uint64) bool {
+	reg, ok := p.reg.Lookup(mac)
+	return ok && reg.Blocked
+}
+
+// endBlockedOnboarding ends mac's onboarding lease, if it holds one, when
+// the operator blocked it (RevalidateMACs): a blocked MAC keeps no garden
+// service. A store that refuses the end leaves the lease to run out.
+func (p *Proxy) endBlockedOnboarding(mac uint64) {
+	if _, ok := p.ob.leaseOf(mac); !ok || !p.blocked(mac) {
+		return // the common case, without the stripe
+	}
+	defer p.lockSub(mac).Unlock()
+	if l, ok := p.ob.leaseOf(mac); ok && p.blocked(mac) {
+		p.endOnboardingLocked(l.stored(), subscribers.OnboardingEndBlocked)
+	}
+}
+
 // restoreOnboarding reinstalls the stored onboarding leases at start:
 // each unexpired one whose circuit still has its pool is bound in the
 // garden VRF again (registered since or not: it keeps the garden until its
-// handover or expiry); the others are ended (expired, removed; handover
-// if the MAC was bound to an ISP on that circuit since). Every stored
+// handover or expiry); the others are ended (expired, removed; blocked if
+// the operator blocked the MAC; handover if the MAC was bound to an ISP
+// on that circuit since). Every stored
 // lease's address is quarantined one lease time (of its circuit) for the
 // other MACs: after a restart no address is handed to another device while
 // its last holder may still use it.
@@ -675,6 +695,10 @@ func (p *Proxy) restoreOnboarding(now time.Time) (int, error) {
 			reason = subscribers.OnboardingEndRemoved
 		case !l.Expires.After(now):
 			reason = subscribers.OnboardingEndExpired
+		case p.blocked(mac):
+			// Blocked by the operator while ispmux was down, or
+			// before the lease's end was committed.
+			reason = subscribers.OnboardingEndBlocked
 		case p.hasLease(subKey{circuitKey{pl.c.Port, pl.c.VLAN}, mac}) || p.isStatic(mac):
 			// Bound to an ISP since, or a static subscriber now (its
 			// binding is installed before Restore): not installed

@@ -544,6 +544,81 @@ func TestOnboardingBlocked(t *testing.T) {
 	}
 }
 
+// TestOnboardingBlockedEndsLease: the operator's block of a MAC in the
+// walled garden (a MAC no ISP has: a registration of no ISP, blocked)
+// ends its onboarding lease at once (RevalidateMACs, as the tenant
+// service calls it after the block): unbound from the garden, removed
+// from the store with an onboarding-ended event of reason blocked and no
+// ISP, counted; its next DISCOVER gets silence and is counted
+// blocked_subscriber, with a blocked event of no ISP. Before, the lease
+// and the garden were kept until the lease ran out.
+func TestOnboardingBlockedEndsLease(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, false)
+	const m = "02:77:00:00:00:01"
+	const m48 = 0x027700000001
+	checkOptions(t, r.obDORA(m), obAddr(2))
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m)), Blocked: true, Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	r.p.RevalidateMACs([]uint64{m48})
+	if _, ok := r.p.OnboardingByAddr(obAddr(2)); ok {
+		t.Error("the blocked MAC still holds its onboarding lease")
+	}
+	if r.tab.isBound(m48) {
+		t.Error("the blocked MAC is still bound in the garden")
+	}
+	if ls, err := r.store.OnboardingLeases(); err != nil || len(ls) != 0 {
+		t.Errorf("stored onboarding leases %+v, %v", ls, err)
+	}
+	evs := r.eventsOf(subscribers.EventOnboardingEnded)
+	if len(evs) != 1 || evs[0].Reason != subscribers.OnboardingEndBlocked || evs[0].ISP != "" || evs[0].IP != obAddr(2) {
+		t.Errorf("onboarding-ended events %+v", evs)
+	}
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(m))))
+	if got := r.clientMsgs(); len(got) != 0 {
+		t.Errorf("blocked MAC got %v", got)
+	}
+	c := r.p.Counters()
+	if c["onboarding_end_blocked"] != 1 || c["blocked_subscriber"] != 1 || c["onboarding_offer"] != 1 {
+		t.Errorf("counters: onboarding_end_blocked %d, blocked_subscriber %d, onboarding_offer %d; want 1, 1, 1",
+			c["onboarding_end_blocked"], c["blocked_subscriber"], c["onboarding_offer"])
+	}
+	if evs := r.eventsOf(subscribers.EventBlocked); len(evs) != 1 || evs[0].ISP != "" || evs[0].MAC != [6]byte(mac(m)) {
+		t.Errorf("blocked events %+v", evs)
+	}
+	if n := r.p.OnboardingStats().Ends[subscribers.OnboardingEndBlocked]; n != 1 {
+		t.Errorf("OnboardingStats ends blocked = %d", n)
+	}
+}
+
+// TestOnboardingRestoreBlocked: an onboarding lease stored for a MAC the
+// operator blocked meanwhile (while ispmux was down, or a crash between
+// the block's commit and the lease's end) is ended at start (reason
+// blocked), not bound in the garden again.
+func TestOnboardingRestoreBlocked(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, false)
+	now := time.Now()
+	l := subscribers.OnboardingLease{MAC: [6]byte{2, 0x77, 0, 0, 0, 1}, Access: "acc0", IP: obAddr(2), Expires: now.Add(10 * time.Second)}
+	if _, err := r.store.CommitOnboarding(l, subscribers.Event{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: l.MAC, Blocked: true, Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.p.Restore(now); err != nil {
+		t.Fatal(err)
+	}
+	if r.tab.isBound(0x027700000001) {
+		t.Error("the blocked MAC's lease was bound in the garden again")
+	}
+	if ls, _ := r.store.OnboardingLeases(); len(ls) != 0 {
+		t.Errorf("stored after restore: %+v", ls)
+	}
+	if evs := r.eventsOf(subscribers.EventOnboardingEnded); len(evs) != 1 || evs[0].Reason != subscribers.OnboardingEndBlocked {
+		t.Errorf("onboarding-ended events %+v, want one, blocked", evs)
+	}
+}
+
 // Restore: an unexpired lease is bound in the garden again, an expired one
 // and one of a circuit without onboarding now are ended; every stored
 // address is quarantined one lease time for the other MACs (its holder may

@@ -73,6 +73,7 @@ const (
 	OnboardingEndMoved    = "moved"    // the MAC asked for service on another access after this lease ran out unrenewed
 	OnboardingEndConflict = "conflict" // the address could not be installed (held by another subscriber)
 	OnboardingEndNoRoom   = "no_room"  // the lease could not be installed for another reason (the MAC table full)
+	OnboardingEndBlocked  = "blocked"  // the operator blocked the MAC
 )
 
 // Event is one entry of the event log. Seq increases by one per event,

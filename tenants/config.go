@@ -89,6 +89,12 @@ func (t *Tenants) SyncConfig(devs []ConfigDevice) (SyncReport, error) {
 	rep.Added, rep.Changed, rep.Removed = diff.Added, diff.Changed, diff.Removed
 	held := map[subscribers.MAC]bool{}
 	for _, h := range diff.Held {
+		if h.Old.ISP == "" {
+			rep.Conflicts = append(rep.Conflicts, fmt.Sprintf("subscriber %s: blocked by the operator through the %s (no ISP); the configuration's %s/%s is not applied until it is unblocked",
+				macString(h.New.MAC), h.Old.Source, h.New.ISP, h.New.CustomerID))
+			held[h.New.MAC] = true
+			continue
+		}
 		rep.Conflicts = append(rep.Conflicts, fmt.Sprintf("subscriber %s: attached through the %s to %s/%s; the configuration's %s/%s is not applied",
 			macString(h.New.MAC), h.Old.Source, h.Old.ISP, h.Old.CustomerID, h.New.ISP, h.New.CustomerID))
 		held[h.New.MAC] = true

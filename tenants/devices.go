@@ -108,6 +108,11 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 	if err != nil && !errors.Is(err, subscribers.ErrNotFound) {
 		return Device{}, err
 	}
+	if had && old.ISP == "" && !(mayTake && a.Kind == ActorOperator) {
+		// The operator's block of a MAC no ISP had: not lifted by an
+		// attach or a claim (only the operator unblocks or moves it).
+		return Device{}, t.refuseBlocked(a, c, old)
+	}
 	if had && old.ISP != c.ISP && !mayTake {
 		// Another ISP's device: only the operator (or the portal on
 		// that subscriber's own line) moves it. Checked before
@@ -169,7 +174,10 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 	if had {
 		r.Blocked = old.Blocked
 		r.Created = old.Created
-		if old.ISP != c.ISP {
+		if old.ISP == "" {
+			// The operator's block, moved to c by the operator: the
+			// device stays blocked (rewritten above); no ISP lost it.
+		} else if old.ISP != c.ISP {
 			// The losing ISP learns its customer's device left, not
 			// where it went.
 			w.Events = append(w.Events, event(a, subscribers.EventMoved, old.ISP, old.CustomerID, mac, "device moved away from this ISP"))
@@ -229,6 +237,28 @@ func (t *Tenants) refuseTaken(a Actor, c subscribers.Customer, old subscribers.R
 	}
 }
 
+// refuseBlocked is the error of a's attach or claim of old's MAC, which
+// the operator blocked while no ISP had it (ownerless: ISP ""), to
+// customer c (t.mu held). Refused rather than attached blocked: the block
+// is the operator's word on a device nobody owns (a stolen modem, a MAC
+// hammering the walled garden), so no ISP takes it on, and an attach
+// that succeeded would hand the ISP a device that never gets service,
+// found out by its customer. The operator and the ISP are told it is the
+// operator's block (the operator: how to lift it or move the device);
+// the portal's page says only that the device cannot be attached from
+// it (ErrConflict, its generic wording). The refusal goes to the
+// operator's log as an attach-refused event of no ISP, as refuseTaken's.
+func (t *Tenants) refuseBlocked(a Actor, c subscribers.Customer, old subscribers.Registration) error {
+	ms := macString(old.MAC)
+	t.noteRefusal(event(a, subscribers.EventAttachRefused, "", "", old.MAC,
+		fmt.Sprintf("%s asked to attach it to ISP %q, customer %q; the operator blocked it (no ISP)", a, c.ISP, c.ID)))
+	if a.Kind == ActorOperator {
+		return fmt.Errorf("%w: device %s is blocked by the operator and attached to no ISP: unblock it first (POST /v1/devices/%s/unblock), or move it, still blocked, with POST /v1/devices/%s/move",
+			ErrBlocked, ms, ms, ms)
+	}
+	return fmt.Errorf("%w: device %s is blocked by the operator and cannot be attached; ask the operator, quoting this request's id", ErrBlocked, ms)
+}
+
 // AttachDevice attaches a MAC to a customer of isp.
 func (t *Tenants) AttachDevice(ctx context.Context, a Actor, isp string, in DeviceInput) (Device, error) {
 	if err := t.checkISP(isp); err != nil {
@@ -264,6 +294,9 @@ func (t *Tenants) DetachDevice(ctx context.Context, a Actor, isp, mac string) er
 	}
 	if r.Source == SourceConfig {
 		return fmt.Errorf("%w: device %s comes from the configuration (read-only)", ErrConflict, mac)
+	}
+	if r.ISP == "" {
+		return fmt.Errorf("%w: %s is the operator's block of a MAC no ISP has: unblock it (POST /v1/devices/%s/unblock)", ErrConflict, mac, mac)
 	}
 	if _, err := t.apply(subscribers.TenantWrite{DeleteRegistrations: []subscribers.MAC{m},
 		Events: []subscribers.Event{event(a, subscribers.EventDeviceDetached, r.ISP, r.CustomerID, m, "detached")}}); err != nil {
@@ -324,9 +357,10 @@ func (t *Tenants) UpdateDevice(ctx context.Context, a Actor, isp, mac string, p 
 	return t.rewriteDevice(r, ev, access != "")
 }
 
-// rewriteDevice stores r, an attached device changed in place, with its
-// event ev in one write, publishes it, and revalidates its bindings if
-// revalidate (a change that may end them: a block, a pin). t.mu held.
+// rewriteDevice stores r, an attached device changed in place (or the
+// operator's new block of a MAC no ISP has), with its event ev in one
+// write, publishes it, and revalidates its bindings if revalidate (a
+// change that may end them: a block, a pin). t.mu held.
 func (t *Tenants) rewriteDevice(r subscribers.Registration, ev subscribers.Event, revalidate bool) (Device, error) {
 	if _, err := t.apply(subscribers.TenantWrite{PutRegistrations: []subscribers.Registration{r},
 		Events: []subscribers.Event{ev}}); err != nil {
@@ -381,7 +415,9 @@ func (t *Tenants) checkAccess(name string) error {
 	return fmt.Errorf("%w: no access entry is named %q", ErrInvalid, name)
 }
 
-// Block blocks or unblocks a MAC (operator).
+// Block blocks or unblocks a MAC (operator). A MAC no ISP has attached
+// is blocked too: it gets a registration of no ISP and no customer, the
+// operator's block (blockOwnerless), which its unblock removes.
 func (t *Tenants) Block(ctx context.Context, a Actor, mac string, blocked bool) (Device, error) {
 	m, err := parseMAC(mac)
 	if err != nil {
@@ -390,6 +426,9 @@ func (t *Tenants) Block(ctx context.Context, a Actor, mac string, blocked bool) 
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	r, err := t.store.Registration(m)
+	if blocked && errors.Is(err, subscribers.ErrNotFound) {
+		return t.blockOwnerless(a, m)
+	}
 	if err != nil {
 		return Device{}, notFound("device "+mac, err)
 	}
@@ -400,6 +439,9 @@ func (t *Tenants) Block(ctx context.Context, a Actor, mac string, blocked bool) 
 		}
 		return Device{}, fmt.Errorf("%w: device %s comes from the configuration ([[subscriber]], read-only): %s", ErrConflict, mac, how)
 	}
+	if r.ISP == "" && !blocked {
+		return t.unblockOwnerless(a, r)
+	}
 	if r.Blocked == blocked {
 		return deviceView(r), nil
 	}
@@ -409,6 +451,36 @@ func (t *Tenants) Block(ctx context.Context, a Actor, mac string, blocked bool) 
 		kind, why = subscribers.EventUnblocked, "unblocked by the operator"
 	}
 	return t.rewriteDevice(r, event(a, kind, r.ISP, r.CustomerID, m, why), blocked)
+}
+
+// blockOwnerless blocks m, which has no registration (t.mu held): a
+// blocked registration of no ISP and no customer (source api), stored
+// with its device-blocked event (of no ISP: the operator's log only),
+// then published, and m's onboarding lease, if any, ended (revalidate).
+// It takes a place in the registry as a device does (MaxDevices), and
+// none in the datapath's admitted set (publish).
+func (t *Tenants) blockOwnerless(a Actor, m subscribers.MAC) (Device, error) {
+	if t.cfg.MaxDevices > 0 && t.reg.Len() >= t.cfg.MaxDevices {
+		return Device{}, fmt.Errorf("%w: the box holds its maximum of %d devices (datapath.mac_table_size)", ErrConflict, t.cfg.MaxDevices)
+	}
+	now := time.Now()
+	r := subscribers.Registration{MAC: m, Blocked: true, Source: SourceAPI, Updated: now}
+	return t.rewriteDevice(r, event(a, subscribers.EventDeviceBlocked, "", "", m, "blocked by the operator (no ISP had it)"), true)
+}
+
+// unblockOwnerless lifts the operator's block r of a MAC no ISP has
+// (t.mu held): the registration is removed, with an unblocked event of
+// no ISP, and the MAC is unknown again (onboarded, if its access offers
+// it).
+func (t *Tenants) unblockOwnerless(a Actor, r subscribers.Registration) (Device, error) {
+	if _, err := t.apply(subscribers.TenantWrite{DeleteRegistrations: []subscribers.MAC{r.MAC},
+		Events: []subscribers.Event{event(a, subscribers.EventUnblocked, "", "", r.MAC, "unblocked by the operator (no ISP has it)")}}); err != nil {
+		return Device{}, err
+	}
+	failpoint.Hit(failpoint.TenantAfterCommit)
+	t.unpublish(binding.MAC48(r.MAC))
+	r.Blocked, r.Updated = false, time.Now()
+	return deviceView(r), nil
 }
 
 // Move moves a device to another customer, of any ISP (operator). It is

@@ -176,7 +176,9 @@ func (t *Tenants) loadLocked() error {
 		if seen != nil {
 			seen[mac] = struct{}{}
 		}
-		macs = append(macs, mac)
+		if !r.Blocked {
+			macs = append(macs, mac) // admitted: see publish
+		}
 		cur = append(cur, pending{mac, registry.Entry{ISP: r.ISP, CustomerID: r.CustomerID, Access: r.Access, Blocked: r.Blocked, Source: r.Source},
 			suspended[[2]string{r.ISP, r.CustomerID}]})
 		if len(cur) == batch {
@@ -224,14 +226,20 @@ func (t *Tenants) loadLocked() error {
 	}
 	t.cmu.Unlock()
 	t.loaded = true
-	t.log.Info("tenants loaded", "customers", customers, "devices", len(macs))
+	t.log.Info("tenants loaded", "customers", customers, "devices", t.reg.Len())
 	return nil
 }
 
-// publish makes r visible to the DHCP path and the datapath.
+// publish makes r visible to the DHCP path and the datapath. A blocked
+// MAC is not in the datapath's admitted set: its DHCP reaches the proxy
+// only within the unregistered MACs' sample (and is refused there,
+// blocked_subscriber), so a blocked device's flood cannot fill the punt
+// queue the admitted subscribers' DHCP goes through.
 func (t *Tenants) publish(r subscribers.Registration, suspended bool) error {
 	mac := binding.MAC48(r.MAC)
-	if t.adm != nil {
+	if t.adm != nil && r.Blocked {
+		t.adm.Unadmit(mac)
+	} else if t.adm != nil {
 		if err := t.adm.Admit(mac); err != nil {
 			return fmt.Errorf("tenants: device %s: %w", binding.MACString(mac), err)
 		}

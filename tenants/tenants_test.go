@@ -770,3 +770,166 @@ func TestDeviceLimitSaysWhatTheCallerCanDo(t *testing.T) {
 		t.Errorf("claim at the limit: %v: want replace offered", err)
 	}
 }
+
+// TestBlockUnregisteredMAC: the operator blocks a MAC no ISP has attached
+// (a device hammering the walled garden, a stolen modem reported before
+// any ISP attached it). Before, Block answered ErrNotFound. Now it is a
+// registration of no ISP and no customer, blocked: durable (a restart
+// loads it), an event of the operator's log only, published to the
+// registry (the DHCP path's silence) and not to the datapath's admitted
+// set, its onboarding lease ended (revalidated), listed among the
+// operator's devices and no ISP's. An ISP's attach, the operator's attach
+// and the portal's claim of it are refused (ErrBlocked, a conflict); the
+// operator may move it (it stays blocked). Its unblock removes it, and
+// the ISP's attach then succeeds.
+func TestBlockUnregisteredMAC(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	open := func() (*subscribers.Store, *Tenants, *registry.Registry, *fakeAdm, *fakeProxy) {
+		st, err := subscribers.Open(path, subscribers.Options{NoSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg, adm, px := registry.New(), &fakeAdm{set: map[uint64]bool{}}, &fakeProxy{}
+		ten := New(Config{ISPs: []string{"alpha", "beta"}, MaxDevices: 100}, st, reg, px, adm, nil)
+		if err := ten.Load(); err != nil {
+			t.Fatal(err)
+		}
+		return st, ten, reg, adm, px
+	}
+	st, ten, reg, adm, px := open()
+	const m = "02:00:00:00:00:66"
+	d, err := ten.Block(ctx, op, m, true)
+	if err != nil || d.MAC != m || !d.Blocked || d.ISP != "" || d.CustomerID != "" {
+		t.Fatalf("Block of an unregistered MAC: %+v, %v", d, err)
+	}
+	if e, ok := reg.Lookup(mac48(m)); !ok || !e.Blocked || e.ISP != "" {
+		t.Errorf("registry after the block: %+v %v", e, ok)
+	}
+	if adm.has(mac48(m)) {
+		t.Error("the blocked MAC is admitted by the datapath (its DHCP would skip the unregistered sample)")
+	}
+	if got := px.take(); !slices.Equal(got, []uint64{mac48(m)}) {
+		t.Errorf("the block revalidated %v (its onboarding lease must end)", got)
+	}
+	if d, err := ten.Block(ctx, op, m, true); err != nil || !d.Blocked {
+		t.Errorf("second block: %+v, %v", d, err)
+	}
+	evs, err := ten.Events(ctx, "", 0, 100)
+	if err != nil || len(evs.Events) != 1 || evs.Events[0].Kind != "device-blocked" || evs.Events[0].ISP != "" {
+		t.Errorf("operator's events %+v, %v", evs.Events, err)
+	}
+	for _, isp := range []string{"alpha", "beta"} {
+		if p, err := ten.Events(ctx, isp, 0, 100); err != nil || len(p.Events) != 0 {
+			t.Errorf("%s's events %+v, %v", isp, p.Events, err)
+		}
+		if p, err := ten.Devices(ctx, isp, "", ListOptions{}); err != nil || len(p.Items) != 0 {
+			t.Errorf("%s's devices %+v, %v", isp, p.Items, err)
+		}
+	}
+	if p, err := ten.Devices(ctx, "", "", ListOptions{}); err != nil || len(p.Items) != 1 || p.Items[0].MAC != m || !p.Items[0].Blocked {
+		t.Errorf("operator's devices %+v, %v", p.Items, err)
+	}
+	// Durable: a restart loads it, blocked, not admitted.
+	st.Close()
+	st, ten, reg, adm, _ = open()
+	defer st.Close()
+	if e, ok := reg.Lookup(mac48(m)); !ok || !e.Blocked || e.ISP != "" || adm.has(mac48(m)) {
+		t.Errorf("after a restart: registry %+v %v, admitted %v", e, ok, adm.has(mac48(m)))
+	}
+
+	if _, err := ten.CreateCustomer(ctx, op, "beta", CustomerInput{ID: "c-1", Password: "beta-password"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: m, CustomerID: "c-1"})
+	if !errors.Is(err, ErrBlocked) || !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "blocked by the operator") {
+		t.Errorf("the ISP's attach of the blocked MAC: %v, want ErrBlocked naming the operator's block", err)
+	}
+	if _, err := ten.AttachDevice(ctx, op, "beta", DeviceInput{MAC: m, CustomerID: "c-1"}); !errors.Is(err, ErrBlocked) || !strings.Contains(err.Error(), "/unblock") {
+		t.Errorf("the operator's attach of the blocked MAC: %v, want ErrBlocked saying how to unblock", err)
+	}
+	_, err = ten.Claim(ctx, Actor{Kind: ActorPortal, Name: "portal"}, ClaimRequest{ISP: "beta", CustomerID: "c-1", Password: "beta-password", MAC: m})
+	if !errors.Is(err, ErrConflict) || errors.Is(err, ErrSuspended) || errors.Is(err, ErrBadCredentials) {
+		t.Errorf("the portal's claim of the blocked MAC: %v, want a conflict (the portal's generic page)", err)
+	}
+	if err := ten.DetachDevice(ctx, op, "", m); !errors.Is(err, ErrConflict) {
+		t.Errorf("the operator's detach of its block: %v, want a conflict (unblock it)", err)
+	}
+	if e, _ := reg.Lookup(mac48(m)); !e.Blocked || e.ISP != "" {
+		t.Errorf("registry after the refusals: %+v", e)
+	}
+	refused := 0
+	evs, _ = ten.Events(ctx, "", 0, 100)
+	for _, e := range evs.Events {
+		if e.Kind == "attach-refused" && e.ISP == "" {
+			refused++
+		}
+	}
+	if refused != 3 {
+		t.Errorf("%d attach-refused events of no ISP, want 3: %v", refused, kinds(evs.Events))
+	}
+	if p, _ := ten.Events(ctx, "beta", 0, 100); !slices.Equal(kinds(p.Events), []string{"customer-created"}) {
+		t.Errorf("beta's events %v", kinds(p.Events))
+	}
+
+	// A [[subscriber]] entry of the MAC is held, as for an API device,
+	// and says it is the operator's block.
+	rep, err := ten.SyncConfig([]ConfigDevice{{MAC: [6]byte{2, 0, 0, 0, 0, 0x66}, ISP: "alpha", CustomerID: "k-1"}})
+	if err != nil || len(rep.Conflicts) != 1 || !strings.Contains(rep.Conflicts[0], "blocked by the operator") {
+		t.Errorf("configuration sync of the blocked MAC: %+v, %v", rep, err)
+	}
+	if e, _ := reg.Lookup(mac48(m)); !e.Blocked || e.ISP != "" {
+		t.Errorf("registry after the configuration sync: %+v", e)
+	}
+	if _, err := ten.SyncConfig(nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// Unblocked: gone; a second unblock finds nothing; the ISP attaches it.
+	if d, err := ten.Block(ctx, op, m, false); err != nil || d.Blocked || d.MAC != m {
+		t.Fatalf("unblock: %+v, %v", d, err)
+	}
+	if _, ok := reg.Lookup(mac48(m)); ok {
+		t.Error("registry still holds the MAC after the unblock")
+	}
+	if _, err := st.Registration([6]byte{2, 0, 0, 0, 0, 0x66}); !errors.Is(err, subscribers.ErrNotFound) {
+		t.Errorf("stored registration after the unblock: %v", err)
+	}
+	if _, err := ten.Block(ctx, op, m, false); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second unblock: %v, want ErrNotFound", err)
+	}
+	evs, _ = ten.Events(ctx, "", 0, 100)
+	if k := kinds(evs.Events); k[len(k)-1] != "unblocked" || evs.Events[len(k)-1].ISP != "" {
+		t.Errorf("operator's events after the unblock: %v", k)
+	}
+	if d, err := ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: m, CustomerID: "c-1"}); err != nil || d.Blocked || !adm.has(mac48(m)) {
+		t.Errorf("the ISP's attach after the unblock: %+v, %v, admitted %v", d, err, adm.has(mac48(m)))
+	}
+}
+
+// TestMoveOwnerlessBlock: the operator moves its block of a MAC no ISP
+// had to an ISP's customer: the device stays blocked (unblocked by the
+// operator later), is counted the ISP's, and no ISP gets a moved event.
+func TestMoveOwnerlessBlock(t *testing.T) {
+	r := newRig(t)
+	const m = "02:00:00:00:00:67"
+	if _, err := r.ten.CreateCustomer(ctx, op, "beta", CustomerInput{ID: "c-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.Block(ctx, op, m, true); err != nil {
+		t.Fatal(err)
+	}
+	d, err := r.ten.Move(ctx, op, m, MoveRequest{ISP: "beta", CustomerID: "c-1"})
+	if err != nil || d.ISP != "beta" || d.CustomerID != "c-1" || !d.Blocked {
+		t.Fatalf("move of the operator's block: %+v, %v", d, err)
+	}
+	if r.adm.has(mac48(m)) {
+		t.Error("moved, still blocked: admitted")
+	}
+	if k := kinds(r.events("beta")); !slices.Equal(k, []string{"customer-created", "device-attached"}) {
+		t.Errorf("beta's events %v", k)
+	}
+	if d, err := r.ten.Block(ctx, op, m, false); err != nil || d.Blocked || d.ISP != "beta" || !r.adm.has(mac48(m)) {
+		t.Errorf("unblock of the moved device: %+v, %v, admitted %v", d, err, r.adm.has(mac48(m)))
+	}
+	r.consistent()
+}

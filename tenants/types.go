@@ -218,6 +218,9 @@ var (
 	// ErrSuspended: a portal claim with a suspended customer's right
 	// password (its device would get no service); a conflict (409).
 	ErrSuspended = fmt.Errorf("%w: customer suspended", ErrConflict)
+	// ErrBlocked: an attach or claim of a MAC the operator blocked while
+	// no ISP had it (409; the portal's generic conflict page).
+	ErrBlocked = fmt.Errorf("%w: device blocked by the operator", ErrConflict)
 )
 
 // RateLimitError says when to try again.

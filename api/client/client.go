@@ -138,6 +138,8 @@ func (e *Error) Is(target error) bool {
 		return target == tenants.ErrDeviceLimit || target == tenants.ErrConflict
 	case "device-unavailable":
 		return target == tenants.ErrDeviceTaken || target == tenants.ErrConflict
+	case "device-blocked":
+		return target == tenants.ErrBlocked || target == tenants.ErrConflict
 	case "invalid":
 		return target == tenants.ErrInvalid
 	case "forbidden":

@@ -192,7 +192,9 @@ var ctlCommands = []*ctlCommand{
 		},
 		run: ctlClaim},
 	{name: "block", short: "block a MAC (operator)", args: "MAC", min: 1, max: 1,
-		summary: "Block a MAC (operator): its binding ends and it gets no DHCP answer.", run: ctlBlock},
+		summary: "Block a MAC (operator): its binding ends and it gets no DHCP answer. A MAC no ISP has attached\n" +
+			"is blocked too: a device of no ISP (listed by devices), out of the walled garden, that no ISP or\n" +
+			"claim may attach; unblock removes it.", run: ctlBlock},
 	{name: "unblock", short: "unblock a MAC (operator)", args: "MAC", min: 1, max: 1, summary: "Unblock a MAC (operator).", run: ctlUnblock},
 	{name: "move", short: "move a device to another customer or ISP (operator)", args: "MAC ISP CUSTOMER [--immediate]", min: 3, max: 3,
 		summary: "Move a device to another customer, of any ISP (operator). Make-before-break: the old ISP keeps\n" +

@@ -200,6 +200,20 @@ func TestCtlOverAPI(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &d); err != nil || d.Blocked {
 		t.Errorf("unblock --json: %v\n%s", err, out)
 	}
+	// A MAC no ISP has: blocked all the same (before: 404), a device of
+	// no ISP in the operator's list, gone again with its unblock.
+	out, _ = r.ok("", op("block", "02:00:00:00:00:66")...)
+	if !strings.Contains(out, "blocked:") || !strings.Contains(out, "yes") {
+		t.Errorf("block of a MAC no ISP has:\n%s", out)
+	}
+	out, _ = r.ok("", op("devices")...)
+	if !strings.Contains(out, "02:00:00:00:00:66") {
+		t.Errorf("devices after the block of a MAC no ISP has:\n%s", out)
+	}
+	r.ok("", op("unblock", "02:00:00:00:00:66")...)
+	if out, _ = r.ok("", op("devices")...); strings.Contains(out, "02:00:00:00:00:66") {
+		t.Errorf("devices after its unblock:\n%s", out)
+	}
 	out, _ = r.ok("", op("move", mac1, "beta", "b-1")...)
 	if !strings.Contains(out, "beta") || !strings.Contains(out, "b-1") {
 		t.Errorf("move:\n%s", out)
