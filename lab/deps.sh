@@ -28,6 +28,7 @@ need certutil libnss3-tools
 need dnsmasq dnsmasq-base
 need dhcpcd dhcpcd-base
 need dhcpd isc-dhcp-server
+need promtool prometheus
 if [ -z "$missing" ]; then
 	echo "lab deps: all present"
 	exit 0
@@ -36,8 +37,9 @@ echo "lab deps: installing$missing"
 export DEBIAN_FRONTEND=noninteractive
 # The lab runs its DHCP servers by hand in its namespaces: the packages'
 # own services (Kea's; isc-dhcp-server's, which with no interface
-# configured fails to start) are not started at install (a policy-rc.d for
-# the install, unless the machine has one), and isc-dhcp-server's is not
+# configured fails to start; Prometheus's, whose promtool only the tests
+# use) are not started at install (a policy-rc.d for the install, unless
+# the machine has one), and isc-dhcp-server's and Prometheus's are not
 # left enabled at boot either.
 policy=""
 if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -53,4 +55,5 @@ if [ -d /run/systemd/system ]; then
 	for unit in isc-dhcp-server.service isc-dhcp-server6.service; do
 		case "$missing" in *isc-dhcp-server*) systemctl disable --now "$unit" >/dev/null 2>&1 || true ;; esac
 	done
+	case "$missing" in *prometheus*) systemctl disable --now prometheus.service >/dev/null 2>&1 || true ;; esac
 fi

@@ -203,6 +203,7 @@ var Packages = map[string]string{
 	"dnsmasq":   "dnsmasq-base",    // the second kind of ISP DHCP server (no system service)
 	"dhcpcd":    "dhcpcd-base",     // a third kind of subscriber client (e2e; no system service)
 	"dhcpd":     "isc-dhcp-server", // a third kind of ISP DHCP server (e2e; its service is left unconfigured)
+	"promtool":  "prometheus",      // the metrics tests check the suggested alert rules and /metrics with it (the server is not run)
 }
 
 // MissingPackages returns the Debian packages whose binaries are missing.

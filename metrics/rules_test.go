@@ -1,0 +1,550 @@
+package metrics
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ispmux/ispmux/api"
+	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/dhcpproxy"
+	"github.com/ispmux/ispmux/internal/histo"
+)
+
+// promtool returns the path of Prometheus's promtool (Debian's prometheus
+// package, which lab/deps.sh installs), failing the test without it.
+func promtool(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatalf("promtool is not installed (Debian package prometheus): run bash lab/deps.sh as root: %v", err)
+	}
+	return p
+}
+
+// runPromtool runs promtool with args in dir, failing the test with its
+// output when it fails.
+func runPromtool(t *testing.T, dir string, stdin string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(promtool(t), args...)
+	cmd.Dir = dir
+	cmd.Stdin = strings.NewReader(stdin)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// docRules returns the alert rules of docs/OPERATIONS.md ("Suggested
+// rules", the yaml block an operator copies) written to a file in dir, and
+// the names of its alerts.
+func docRules(t *testing.T, dir string) (file string, alerts []string) {
+	t.Helper()
+	block := docBlock(t, "## Suggested rules\n")
+	for _, m := range regexp.MustCompile(`(?m)^\s*- alert: (\w+)\s*$`).FindAllStringSubmatch(block, -1) {
+		alerts = append(alerts, m[1])
+	}
+	file = filepath.Join(dir, "ispmux-rules.yml")
+	if err := os.WriteFile(file, []byte(block), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file, alerts
+}
+
+// docBlock returns the first yaml block of docs/OPERATIONS.md after the
+// line that starts with heading.
+func docBlock(t *testing.T, heading string) string {
+	t.Helper()
+	raw, err := os.ReadFile("../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(raw), "\n"+heading)
+	if !ok {
+		t.Fatalf("docs/OPERATIONS.md: no %q", heading)
+	}
+	_, block, ok := strings.Cut(after, "```yaml\n")
+	if !ok {
+		t.Fatalf("docs/OPERATIONS.md: no yaml block after %q", heading)
+	}
+	block, _, ok = strings.Cut(block, "```")
+	if !ok {
+		t.Fatalf("docs/OPERATIONS.md: the yaml block after %q does not end", heading)
+	}
+	return block
+}
+
+// The suggested rules are valid for Prometheus (promtool check rules: the
+// YAML, every PromQL expression, every template), and so is the scrape
+// configuration with them (promtool check config), its job the one the
+// rules' IspmuxDown watches.
+func TestSuggestedRulesValid(t *testing.T) {
+	dir := t.TempDir()
+	file, alerts := docRules(t, dir)
+	if len(alerts) < 10 {
+		t.Errorf("%d alerts in the suggested rules: %v", len(alerts), alerts)
+	}
+	runPromtool(t, dir, "", "check", "rules", file)
+
+	scrape := docBlock(t, "Prometheus:\n")
+	job := regexp.MustCompile(`job_name: (\S+)`).FindStringSubmatch(scrape)
+	rules, _ := os.ReadFile(file)
+	if job == nil || !strings.Contains(string(rules), `up{job="`+job[1]+`"}`) {
+		t.Errorf("the rules watch no up{job=...} of the scrape configuration's job %v", job)
+	}
+	conf := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(conf, []byte(scrape+"rule_files: ["+filepath.Base(file)+"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runPromtool(t, dir, "", "check", "config", conf)
+}
+
+// A whole /metrics (ispmux's series, the Go runtime's and the process's)
+// passes promtool check metrics: names, units, HELP and TYPE.
+func TestExpositionPromtool(t *testing.T) {
+	f := newFake(2)
+	for i := range f.ports {
+		for r := 1; r < int(classifier.NumReasons); r++ {
+			f.ports[i].Engine.Drops[r] = uint64(r)
+		}
+	}
+	runPromtool(t, t.TempDir(), scrape(t, Handler(New(f))), "check", "metrics")
+}
+
+// ruleBox is one ispmux whose counters a rules scenario moves minute by
+// minute: two access ports, one uplink per ISP (port2, port3), ISPs isp0
+// and isp1.
+type ruleBox struct {
+	instance string
+	f        *fake
+	// answer, reqAck and commit are the histograms the box observes.
+	answer, reqAck [2]histo.Histogram
+	commit         histo.Histogram
+	// down: the box answers no scrape (up 0, no series).
+	down bool
+	// isp is how each ISP's DHCP goes this minute (see ispMinute).
+	isp [2]string
+}
+
+func newRuleBox(instance string) *ruleBox {
+	b := &ruleBox{instance: instance, f: &fake{dhcp: DHCP{Counters: map[string]uint64{}}}}
+	for i := range 4 {
+		b.f.ports = append(b.f.ports, Port{Name: fmt.Sprintf("port%d", i)})
+	}
+	for i := range 2 {
+		name := fmt.Sprintf("isp%d", i)
+		b.f.isps = append(b.f.isps, ISP{Name: name, DHCP: dhcpproxy.ISPCounters{Index: uint8(i), Name: name},
+			Bindings: 100, StaticBindings: 2, Customers: 90, Devices: 110, NextHopResolved: true})
+		b.f.webhooks = append(b.f.webhooks, WebhookSample{ISP: name})
+	}
+	b.f.store.JournalSync = "io_uring"
+	return b
+}
+
+func observe(h *histo.Histogram, n int, d time.Duration) {
+	for range n {
+		h.Observe(d)
+	}
+}
+
+// healthy is one minute of a healthy box: every ISP answers every DHCP
+// message within 20 ms, commits take 2 ms, webhooks are delivered.
+func (b *ruleBox) healthy() {
+	for i := range b.f.ports {
+		p := &b.f.ports[i]
+		p.Queue.RxFrames += 60000
+		p.Queue.RxBytes += 60000 * 500
+		p.Queue.TxFrames += 60000
+		p.Queue.TxBytes += 60000 * 500
+		p.Engine.Up += 30000
+		p.Engine.Down += 30000
+		p.Engine.Drops[classifier.ReasonUnknownMAC] += 30
+		p.Engine.Punts += 120
+	}
+	for i := range b.f.isps {
+		b.ispMinute(i)
+	}
+	for _, k := range []string{"relayed_discover", "relayed_request", "offer", "ack"} {
+		b.f.dhcp.Counters[k] += 60
+	}
+	b.f.dhcp.Counters["unknown_subscriber"] += 5
+	b.f.store.Writes += 300
+	b.f.store.Transactions += 120
+	observe(&b.commit, 120, 2*time.Millisecond)
+	b.f.ctl.ARPSent += 2
+	b.f.ctl.ARPLearned += 2
+	b.f.api = API{Requests: []api.RequestCount{{Route: "GET /v1/isps/{isp}/customers", Code: 200, Count: apiCount(b.f.api, 200) + 10},
+		{Route: "GET /v1/isps/{isp}/customers", Code: 500, Count: apiCount(b.f.api, 500)}}, Connections: 1}
+}
+
+// ispMinute is one minute of ISP i's DHCP, as b.isp[i] says: "" every
+// message answered (60 a minute, half DISCOVERs, half REQUESTs); "nak" the
+// REQUESTs NAKed; "trickle-nak" two REQUESTs a minute, NAKed; "silent" no
+// answer; "slow" the ACKs delivered in 3 s; "unreachable" the ISP's next
+// hop lost, every message rejected unrelayed; "rejected" every message
+// rejected unrelayed (e.g. over the uplink's MTU); "webhook-down" its
+// webhook receiver refuses every delivery.
+func (b *ruleBox) ispMinute(i int) {
+	isp := &b.f.isps[i]
+	d := &isp.DHCP
+	out := &d.Outcomes
+	wh := &b.f.webhooks[i]
+	isp.NextHopResolved = true
+	switch b.isp[i] {
+	case "nak":
+		d.Relayed += 60
+		out[dhcpproxy.OutcomeOffer] += 30
+		out[dhcpproxy.OutcomeNak] += 30
+		observe(&b.answer[i], 60, 20*time.Millisecond)
+	case "trickle-nak":
+		d.Relayed += 2
+		out[dhcpproxy.OutcomeNak] += 2
+		observe(&b.answer[i], 2, 20*time.Millisecond)
+	case "silent":
+		d.Relayed += 60
+		out[dhcpproxy.OutcomeTimeout] += 60
+	case "unreachable":
+		isp.NextHopResolved = false
+		out[dhcpproxy.OutcomeRejected] += 60
+		b.f.dhcp.Counters["no_next_hop"] += 60
+		b.f.ports[0].Engine.Drops[classifier.ReasonNoNextHop] += 600
+	case "rejected":
+		out[dhcpproxy.OutcomeRejected] += 60
+	default:
+		d.Relayed += 60
+		out[dhcpproxy.OutcomeOffer] += 30
+		out[dhcpproxy.OutcomeAck] += 30
+		observe(&b.answer[i], 60, 20*time.Millisecond)
+		if b.isp[i] == "slow" {
+			observe(&b.reqAck[i], 30, 3*time.Second)
+		} else {
+			observe(&b.reqAck[i], 30, 25*time.Millisecond)
+		}
+	}
+	if b.isp[i] == "webhook-down" {
+		wh.Failures += 4
+		wh.Lag += 10
+	} else {
+		wh.Delivered += 60
+	}
+}
+
+// apiCount is the requests a counts with code.
+func apiCount(a API, code int) uint64 {
+	for _, r := range a.Requests {
+		if r.Code == code {
+			return r.Count
+		}
+	}
+	return 0
+}
+
+// timeline is input_series for promtool test rules: each series's value
+// at each minute ("_": no sample).
+type timeline struct {
+	minutes int
+	values  map[string][]string
+}
+
+// scrape records the box's /metrics at minute m, with the labels
+// Prometheus adds (instance, job) and the up series.
+func (tl *timeline) scrape(t *testing.T, b *ruleBox, m int) {
+	t.Helper()
+	up := "1"
+	if b.down {
+		up = "0"
+	}
+	tl.set(fmt.Sprintf(`up{instance=%q,job="ispmux"}`, b.instance), m, up)
+	if b.down {
+		return
+	}
+	for _, line := range strings.Split(scrape(t, Handler(New(b.f))), "\n") {
+		if !strings.HasPrefix(line, "ispmux_") { // not a comment, nor the runtime's series
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		series, value := line[:i], line[i+1:]
+		target := fmt.Sprintf(`instance=%q,job="ispmux"`, b.instance)
+		if name, labels, ok := strings.Cut(series, "{"); ok {
+			series = name + "{" + target + "," + labels
+		} else {
+			series += "{" + target + "}"
+		}
+		tl.set(series, m, value)
+	}
+}
+
+func (tl *timeline) set(series string, m int, v string) {
+	if tl.values[series] == nil {
+		tl.values[series] = slices.Repeat([]string{"_"}, tl.minutes)
+	}
+	tl.values[series][m] = v
+}
+
+// inputSeries is the timeline in promtool's notation: runs of one value
+// are written a+0xN.
+func (tl *timeline) inputSeries() []map[string]string {
+	var out []map[string]string
+	for _, s := range slices.Sorted(func(yield func(string) bool) {
+		for k := range tl.values {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		v := tl.values[s]
+		var parts []string
+		for i := 0; i < len(v); {
+			j := i + 1
+			for j < len(v) && v[j] == v[i] {
+				j++
+			}
+			switch {
+			case j-i == 1:
+				parts = append(parts, v[i])
+			case v[i] == "_":
+				parts = append(parts, "_x"+strconv.Itoa(j-i))
+			default:
+				parts = append(parts, v[i]+"+0x"+strconv.Itoa(j-i-1))
+			}
+			i = j
+		}
+		out = append(out, map[string]string{"series": s, "values": strings.Join(parts, " ")})
+	}
+	return out
+}
+
+// firing is an alert expected to fire: its labels (besides alertname)
+// and its summary.
+type firing struct {
+	labels  map[string]string
+	summary string
+}
+
+// ruleScenario is a story of one or two boxes and the alerts expected at
+// some minutes: at each check every alert of the rules is tested, and
+// those not named must not fire.
+type ruleScenario struct {
+	name    string
+	minutes int
+	// fault moves the boxes at minute m, before their minute (healthy,
+	// but for the ISP modes fault sets).
+	fault  func(m int, a, b *ruleBox)
+	checks map[int]map[string][]firing
+}
+
+// build runs the scenario and returns its promtool test.
+func (sc ruleScenario) build(t *testing.T, alerts []string) map[string]any {
+	tl := &timeline{minutes: sc.minutes, values: map[string][]string{}}
+	a, b := newRuleBox("gw-a:9400"), newRuleBox("gw-b:9400")
+	for m := range sc.minutes {
+		sc.fault(m, a, b)
+		for _, x := range []*ruleBox{a, b} {
+			x.healthy()
+			for i := range x.f.isps {
+				x.f.isps[i].DHCP.Answer, x.f.isps[i].DHCP.RequestAck = x.answer[i].Snapshot(), x.reqAck[i].Snapshot()
+			}
+			x.f.store.Latency = x.commit.Snapshot()
+			tl.scrape(t, x, m)
+		}
+	}
+	var tests []map[string]any
+	for _, m := range slices.Sorted(func(yield func(int) bool) {
+		for k := range sc.checks {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		for alert := range sc.checks[m] {
+			if !slices.Contains(alerts, alert) {
+				t.Fatalf("%s: no alert %s in the rules", sc.name, alert)
+			}
+		}
+		for _, alert := range alerts {
+			exp := []map[string]any{}
+			for _, f := range sc.checks[m][alert] {
+				exp = append(exp, map[string]any{"exp_labels": f.labels, "exp_annotations": map[string]string{"summary": f.summary}})
+			}
+			tests = append(tests, map[string]any{"eval_time": fmt.Sprintf("%dm", m), "alertname": alert, "exp_alerts": exp})
+		}
+	}
+	return map[string]any{"name": sc.name, "interval": "1m", "input_series": tl.inputSeries(), "alert_rule_test": tests}
+}
+
+// at is the labels of box a's series.
+func at(box string, kv ...string) map[string]string {
+	l := map[string]string{"instance": box, "job": "ispmux"}
+	for i := 0; i+1 < len(kv); i += 2 {
+		l[kv[i]] = kv[i+1]
+	}
+	return l
+}
+
+const gwA, gwB = "gw-a:9400", "gw-b:9400"
+
+// Each suggested alert fires, with its labels and summary, from the
+// series ispmux really exports when what it is about happens, and no
+// alert fires on a healthy box (promtool test rules).
+func TestSuggestedRulesFire(t *testing.T) {
+	dir := t.TempDir()
+	file, alerts := docRules(t, dir)
+	none := map[string][]firing{}
+	scenarios := []ruleScenario{
+		{name: "healthy", minutes: 60, fault: func(int, *ruleBox, *ruleBox) {},
+			checks: map[int]map[string][]firing{10: none, 30: none, 59: none}},
+		{name: "box b stops answering scrapes", minutes: 25, fault: func(m int, _, b *ruleBox) { b.down = m >= 10 },
+			checks: map[int]map[string][]firing{
+				11: none,
+				13: {"IspmuxDown": {{at(gwB, "severity", "page"), "ispmux gw-b:9400 is not answering scrapes"}}},
+				24: {"IspmuxDown": {{at(gwB, "severity", "page"), "ispmux gw-b:9400 is not answering scrapes"}}},
+			}},
+		{name: "isp1's next hop lost on box a", minutes: 30, fault: func(m int, a, _ *ruleBox) {
+			if m >= 10 {
+				a.isp[1] = "unreachable"
+			}
+		}, checks: map[int]map[string][]firing{
+			9:  none,
+			11: {"IspmuxISPUnreachable": {{at(gwA, "isp", "isp1", "severity", "page"), "ISP isp1: next hop unresolved, its subscribers are offline"}}},
+			29: {"IspmuxISPUnreachable": {{at(gwA, "isp", "isp1", "severity", "page"), "ISP isp1: next hop unresolved, its subscribers are offline"}}},
+		}},
+		{name: "a data port down", minutes: 20, fault: func(m int, a, b *ruleBox) {
+			a.f.ports[2].Queue.Down = m >= 10
+			b.f.ports[1].Queue.Down = m == 10 // one scrape: shorter than for
+			if a.f.ports[2].Queue.Down {
+				a.f.ports[2].Queue.Errors += 10
+			}
+		}, checks: map[int]map[string][]firing{
+			10: none,
+			11: {"IspmuxPortDown": {{at(gwA, "port", "port2", "severity", "page"), "data port port2 is failing (link down or gone)"}}},
+			19: {"IspmuxPortDown": {{at(gwA, "port", "port2", "severity", "page"), "data port port2 is failing (link down or gone)"}}},
+		}},
+		{name: "isp0 NAKs half the messages on box a; isp1 NAKs a trickle on box b", minutes: 31, fault: func(m int, a, b *ruleBox) {
+			if m >= 5 {
+				a.isp[0], b.isp[1] = "nak", "trickle-nak"
+			}
+		}, checks: map[int]map[string][]firing{
+			4:  none,
+			30: {"IspmuxDHCPRefusals": {{at(gwA, "isp", "isp0", "severity", "ticket"), "ISP isp0: 50% of DHCP exchanges refused"}}},
+		}},
+		{name: "isp1's servers silent on box b", minutes: 30, fault: func(m int, _, b *ruleBox) {
+			if m >= 10 {
+				b.isp[1] = "silent"
+			}
+		}, checks: map[int]map[string][]firing{
+			9: none,
+			29: {
+				"IspmuxISPDHCPSilent": {{at(gwB, "isp", "isp1", "severity", "page"), "ISP isp1: its DHCP servers answer nothing"}},
+				"IspmuxDHCPRefusals":  {{at(gwB, "isp", "isp1", "severity", "ticket"), "ISP isp1: 100% of DHCP exchanges refused"}},
+			},
+		}},
+		{name: "isp0's ACKs slow on box a", minutes: 31, fault: func(m int, a, _ *ruleBox) {
+			if m >= 5 {
+				a.isp[0] = "slow"
+			}
+		}, checks: map[int]map[string][]firing{
+			4:  none,
+			30: {"IspmuxDHCPSlow": {{at(gwA, "isp", "isp0", "severity", "ticket"), "ISP isp0: REQUEST→ACK p99 4.975s"}}},
+		}},
+		{name: "box a's disk slow, box b busy", minutes: 31, fault: func(m int, a, b *ruleBox) {
+			if m >= 5 {
+				observe(&a.commit, 120, 300*time.Millisecond)
+			}
+			observe(&b.commit, 20000, time.Millisecond)
+		}, checks: map[int]map[string][]firing{
+			4:  none,
+			30: {"IspmuxStoreSlow": {{at(gwA, "severity", "ticket"), "store commit p99 495ms: every ACK waits for it"}}},
+		}},
+		{name: "a store error on box a", minutes: 21, fault: func(m int, a, _ *ruleBox) {
+			if m == 10 {
+				a.f.dhcp.Counters["store_error"]++
+			}
+		}, checks: map[int]map[string][]firing{
+			9:  none,
+			11: {"IspmuxStoreErrors": {{at(gwA, "decision", "store_error", "severity", "page"), "store commits failing: DHCP ACKs withheld"}}},
+			20: none,
+		}},
+		{name: "box a's punt queue full", minutes: 21, fault: func(m int, a, b *ruleBox) {
+			if m >= 5 {
+				a.f.ports[0].Engine.Drops[classifier.ReasonPuntQueueFull] += 120
+				b.f.ports[0].Engine.Drops[classifier.ReasonPuntQueueFull] += 36
+			}
+		}, checks: map[int]map[string][]firing{
+			4:  none,
+			20: {"IspmuxControlPlaneBehind": {{at(gwA, "severity", "page"), "punt queue full: DHCP frames are being lost"}}},
+		}},
+		{name: "box a's port2 egress full", minutes: 21, fault: func(m int, a, b *ruleBox) {
+			if m >= 5 {
+				a.f.ports[2].Queue.TxFull += 12000
+				b.f.ports[2].Queue.TxFull += 3600
+			}
+		}, checks: map[int]map[string][]firing{
+			4:  none,
+			20: {"IspmuxEgressDrops": {{at(gwA, "port", "port2", "severity", "ticket"), "port port2: 200 frames/s not sent (egress full)"}}},
+		}},
+		{name: "spoofing on box a's port0", minutes: 26, fault: func(m int, a, b *ruleBox) {
+			if m >= 5 {
+				a.f.ports[0].Engine.Drops[classifier.ReasonSpoofedSource] += 20
+				b.f.ports[0].Engine.Drops[classifier.ReasonSpoofedSource] += 1
+			}
+		}, checks: map[int]map[string][]firing{
+			4:  none,
+			25: {"IspmuxSpoofing": {{at(gwA, "port", "port0", "severity", "ticket"), "port port0: subscribers sending from addresses not theirs"}}},
+		}},
+		{name: "releases pending on box a", minutes: 40, fault: func(m int, a, _ *ruleBox) {
+			if m >= 5 {
+				a.f.dhcp.PendingIntents = 3
+			}
+		}, checks: map[int]map[string][]firing{
+			30: none,
+			36: {"IspmuxPendingIntents": {{at(gwA, "severity", "ticket"), "3 RELEASE/DECLINE not delivered to ISPs for 30 min"}}},
+		}},
+		{name: "isp1's webhook receiver down on box a", minutes: 41, fault: func(m int, a, _ *ruleBox) {
+			if m >= 5 {
+				a.isp[1] = "webhook-down"
+			}
+		}, checks: map[int]map[string][]firing{
+			4:  none,
+			40: {"IspmuxWebhookLag": {{at(gwA, "isp", "isp1", "severity", "ticket"), "ISP isp1: webhook 360 events behind"}}},
+		}},
+		{name: "refusal events over budget on box a", minutes: 21, fault: func(m int, a, _ *ruleBox) {
+			if m >= 5 {
+				a.f.dhcp.Counters["events_suppressed"] += 120
+			}
+		}, checks: map[int]map[string][]firing{
+			4:  none,
+			20: {"IspmuxEventsSuppressed": {{at(gwA, "severity", "ticket"), "refusal events over budget: the log and webhooks see a sample"}}},
+		}},
+		{name: "box a's API answers 5xx", minutes: 16, fault: func(m int, a, _ *ruleBox) {
+			if m >= 5 {
+				a.f.api.Requests[1].Count++
+			}
+		}, checks: map[int]map[string][]firing{
+			4:  none,
+			15: {"IspmuxAPIErrors": {{at(gwA, "severity", "ticket"), "the management API answers 5xx"}}},
+		}},
+	}
+	var tests []map[string]any
+	for _, sc := range scenarios {
+		tests = append(tests, sc.build(t, alerts))
+	}
+	unit, err := json.MarshalIndent(map[string]any{
+		"rule_files":          []string{filepath.Base(file)},
+		"evaluation_interval": "1m",
+		"tests":               tests,
+	}, "", " ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ispmux-rules-test.yml"), unit, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runPromtool(t, dir, "", "test", "rules", "ispmux-rules-test.yml")
+}
