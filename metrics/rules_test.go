@@ -413,7 +413,18 @@ func TestSuggestedRulesFire(t *testing.T) {
 		}, checks: map[int]map[string][]firing{
 			9:  none,
 			11: {"IspmuxISPUnreachable": {{at(gwA, "isp", "isp1", "severity", "page"), "ISP isp1: next hop unresolved, its subscribers are offline"}}},
-			29: {"IspmuxISPUnreachable": {{at(gwA, "isp", "isp1", "severity", "page"), "ISP isp1: next hop unresolved, its subscribers are offline"}}},
+			29: {
+				"IspmuxISPUnreachable": {{at(gwA, "isp", "isp1", "severity", "page"), "ISP isp1: next hop unresolved, its subscribers are offline"}},
+				"IspmuxDHCPRefusals":   {{at(gwA, "isp", "isp1", "severity", "ticket"), "ISP isp1: 100% of DHCP exchanges refused"}},
+			},
+		}},
+		{name: "every message to isp0 refused by ispmux on box b (over the uplink's MTU)", minutes: 30, fault: func(m int, _, b *ruleBox) {
+			if m >= 5 {
+				b.isp[0] = "rejected"
+			}
+		}, checks: map[int]map[string][]firing{
+			4:  none,
+			29: {"IspmuxDHCPRefusals": {{at(gwB, "isp", "isp0", "severity", "ticket"), "ISP isp0: 100% of DHCP exchanges refused"}}},
 		}},
 		{name: "a data port down", minutes: 20, fault: func(m int, a, b *ruleBox) {
 			a.f.ports[2].Queue.Down = m >= 10
