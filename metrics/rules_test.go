@@ -338,6 +338,16 @@ type ruleScenario struct {
 	// but for the ISP modes fault sets).
 	fault  func(m int, a, b *ruleBox)
 	checks map[int]map[string][]firing
+	// queries are PromQL expressions checked at some minutes
+	// (promql_expr_test).
+	queries []queryCheck
+}
+
+// queryCheck is an expression's expected samples at a minute.
+type queryCheck struct {
+	minute  int
+	expr    string
+	samples []map[string]any
 }
 
 // build runs the scenario and returns its promtool test.
@@ -376,7 +386,39 @@ func (sc ruleScenario) build(t *testing.T, alerts []string) map[string]any {
 			tests = append(tests, map[string]any{"eval_time": fmt.Sprintf("%dm", m), "alertname": alert, "exp_alerts": exp})
 		}
 	}
-	return map[string]any{"name": sc.name, "interval": "1m", "input_series": tl.inputSeries(), "alert_rule_test": tests}
+	var queries []map[string]any
+	for _, q := range sc.queries {
+		queries = append(queries, map[string]any{"eval_time": fmt.Sprintf("%dm", q.minute), "expr": q.expr, "exp_samples": q.samples})
+	}
+	return map[string]any{"name": sc.name, "interval": "1m", "input_series": tl.inputSeries(), "alert_rule_test": tests, "promql_expr_test": queries}
+}
+
+// dashboardQuery returns the query of the Grafana dashboard's panel
+// titled title, its variables set to every ISP and port and 5m.
+func dashboardQuery(t *testing.T, title string) string {
+	t.Helper()
+	raw, err := os.ReadFile("../contrib/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range d.Panels {
+		if p.Title == title && len(p.Targets) > 0 {
+			return strings.NewReplacer("$__rate_interval", "5m", "$isp", ".*", "$port", ".*").Replace(p.Targets[0].Expr)
+		}
+	}
+	t.Fatalf("no panel %q in the dashboard", title)
+	return ""
 }
 
 // at is the labels of box a's series.
@@ -392,7 +434,8 @@ const gwA, gwB = "gw-a:9400", "gw-b:9400"
 
 // Each suggested alert fires, with its labels and summary, from the
 // series ispmux really exports when what it is about happens, and no
-// alert fires on a healthy box (promtool test rules).
+// alert fires on a healthy box (promtool test rules); so do some of the
+// Grafana dashboard's queries.
 func TestSuggestedRulesFire(t *testing.T) {
 	dir := t.TempDir()
 	file, alerts := docRules(t, dir)
@@ -425,7 +468,10 @@ func TestSuggestedRulesFire(t *testing.T) {
 		}, checks: map[int]map[string][]firing{
 			4:  none,
 			29: {"IspmuxDHCPRefusals": {{at(gwB, "isp", "isp0", "severity", "ticket"), "ISP isp0: 100% of DHCP exchanges refused"}}},
-		}},
+		}, queries: []queryCheck{{29, dashboardQuery(t, "Refused share per ISP"), []map[string]any{
+			// Box a's isp0 answers all, box b's refuses all.
+			{"labels": `{isp="isp0"}`, "value": 0.5}, {"labels": `{isp="isp1"}`, "value": 0},
+		}}}},
 		{name: "a data port down", minutes: 20, fault: func(m int, a, b *ruleBox) {
 			a.f.ports[2].Queue.Down = m >= 10
 			b.f.ports[1].Queue.Down = m == 10 // one scrape: shorter than for
