@@ -176,9 +176,7 @@ func (t *Tenants) loadLocked() error {
 		if seen != nil {
 			seen[mac] = struct{}{}
 		}
-		if !r.Blocked {
-			macs = append(macs, mac) // admitted: see publish
-		}
+		macs = append(macs, mac)
 		cur = append(cur, pending{mac, registry.Entry{ISP: r.ISP, CustomerID: r.CustomerID, Access: r.Access, Blocked: r.Blocked, Source: r.Source},
 			suspended[[2]string{r.ISP, r.CustomerID}]})
 		if len(cur) == batch {
@@ -231,15 +229,14 @@ func (t *Tenants) loadLocked() error {
 }
 
 // publish makes r visible to the DHCP path and the datapath. A blocked
-// MAC is not in the datapath's admitted set: its DHCP reaches the proxy
-// only within the unregistered MACs' sample (and is refused there,
-// blocked_subscriber), so a blocked device's flood cannot fill the punt
-// queue the admitted subscribers' DHCP goes through.
+// MAC is admitted too: its DHCP reaches the proxy, which refuses it
+// (blocked_subscriber) and says so, within the datapath's budget of each
+// subscriber's DHCP (engine, dhcp_flood), so a blocked device's flood
+// neither fills the punt queue nor spends the port's sample of
+// unregistered MACs' DHCP, which new devices' onboarding goes through.
 func (t *Tenants) publish(r subscribers.Registration, suspended bool) error {
 	mac := binding.MAC48(r.MAC)
-	if t.adm != nil && r.Blocked {
-		t.adm.Unadmit(mac)
-	} else if t.adm != nil {
+	if t.adm != nil {
 		if err := t.adm.Admit(mac); err != nil {
 			return fmt.Errorf("tenants: device %s: %w", binding.MACString(mac), err)
 		}

@@ -776,8 +776,9 @@ func TestDeviceLimitSaysWhatTheCallerCanDo(t *testing.T) {
 // any ISP attached it). Before, Block answered ErrNotFound. Now it is a
 // registration of no ISP and no customer, blocked: durable (a restart
 // loads it), an event of the operator's log only, published to the
-// registry (the DHCP path's silence) and not to the datapath's admitted
-// set, its onboarding lease ended (revalidated), listed among the
+// registry (the DHCP path's silence) and the datapath's admitted set (its
+// DHCP reaches the proxy, which refuses it, within the datapath's budget
+// of a subscriber's DHCP), its onboarding lease ended (revalidated), listed among the
 // operator's devices and no ISP's. An ISP's attach, the operator's attach
 // and the portal's claim of it are refused (ErrBlocked, a conflict); the
 // operator may move it (it stays blocked). Its unblock removes it, and
@@ -805,8 +806,8 @@ func TestBlockUnregisteredMAC(t *testing.T) {
 	if e, ok := reg.Lookup(mac48(m)); !ok || !e.Blocked || e.ISP != "" {
 		t.Errorf("registry after the block: %+v %v", e, ok)
 	}
-	if adm.has(mac48(m)) {
-		t.Error("the blocked MAC is admitted by the datapath (its DHCP would skip the unregistered sample)")
+	if !adm.has(mac48(m)) {
+		t.Error("the blocked MAC is not admitted by the datapath (its DHCP would spend the port's sample of unregistered MACs')")
 	}
 	if got := px.take(); !slices.Equal(got, []uint64{mac48(m)}) {
 		t.Errorf("the block revalidated %v (its onboarding lease must end)", got)
@@ -829,11 +830,11 @@ func TestBlockUnregisteredMAC(t *testing.T) {
 	if p, err := ten.Devices(ctx, "", "", ListOptions{}); err != nil || len(p.Items) != 1 || p.Items[0].MAC != m || !p.Items[0].Blocked {
 		t.Errorf("operator's devices %+v, %v", p.Items, err)
 	}
-	// Durable: a restart loads it, blocked, not admitted.
+	// Durable: a restart loads it, blocked, admitted.
 	st.Close()
 	st, ten, reg, adm, _ = open()
 	defer st.Close()
-	if e, ok := reg.Lookup(mac48(m)); !ok || !e.Blocked || e.ISP != "" || adm.has(mac48(m)) {
+	if e, ok := reg.Lookup(mac48(m)); !ok || !e.Blocked || e.ISP != "" || !adm.has(mac48(m)) {
 		t.Errorf("after a restart: registry %+v %v, admitted %v", e, ok, adm.has(mac48(m)))
 	}
 
@@ -922,8 +923,8 @@ func TestMoveOwnerlessBlock(t *testing.T) {
 	if err != nil || d.ISP != "beta" || d.CustomerID != "c-1" || !d.Blocked {
 		t.Fatalf("move of the operator's block: %+v, %v", d, err)
 	}
-	if r.adm.has(mac48(m)) {
-		t.Error("moved, still blocked: admitted")
+	if !r.adm.has(mac48(m)) {
+		t.Error("moved, still blocked: not admitted")
 	}
 	if k := kinds(r.events("beta")); !slices.Equal(k, []string{"customer-created", "device-attached"}) {
 		t.Errorf("beta's events %v", k)
