@@ -537,6 +537,72 @@ func TestSuggestedRulesFire(t *testing.T) {
 			4:  none,
 			20: {"IspmuxControlPlaneBehind": {{at(gwA, "severity", "page"), "punt queue full: DHCP frames are being lost"}}},
 		}},
+		{name: "box a's DHCP transactions at max_pending; box b's at a peak now and then", minutes: 16, fault: func(m int, a, b *ruleBox) {
+			if m >= 5 {
+				a.f.dhcp.Pending = 4096
+				a.f.dhcp.Counters["pending_full"] += 60
+				b.f.dhcp.Counters["pending_full"]++
+			}
+		}, checks: map[int]map[string][]firing{
+			4:  none,
+			9:  none,
+			15: {"IspmuxDHCPPendingFull": {{at(gwA, "decision", "pending_full", "severity", "page"), "DHCP transactions at [dhcp] max_pending: subscribers' DISCOVERs and REQUESTs dropped"}}},
+		}},
+		{name: "box a drops traffic for want of a next hop, every ISP's resolved (the portal's path)", minutes: 21, fault: func(m int, a, _ *ruleBox) {
+			if m >= 5 {
+				a.f.ports[0].Engine.Drops[classifier.ReasonNoNextHop] += 600
+			}
+		}, checks: map[int]map[string][]firing{
+			4:  none,
+			20: {"IspmuxNoNextHopDrops": {{at(gwA, "severity", "ticket"), "10 frames/s dropped for want of a next hop while every ISP's is resolved: the portal's, or a router flapping"}}},
+		}},
+		{name: "a subscriber floods DHCP on box a's port0; one a moment on box b", minutes: 41, fault: func(m int, a, b *ruleBox) {
+			if m >= 5 {
+				a.f.ports[0].Engine.Drops[classifier.ReasonDHCPFlood] += 1200
+			}
+			if m == 5 {
+				b.f.ports[1].Engine.Drops[classifier.ReasonDHCPFlood] += 1200
+			}
+		}, checks: map[int]map[string][]firing{
+			4:  none,
+			14: none,
+			40: {"IspmuxDHCPFlood": {{at(gwA, "port", "port0", "severity", "ticket"), "port port0: a subscriber floods DHCP past its budget (its MAC: the rate-limited events)"}}},
+		}},
+		{name: "box a's walled garden full; box b's a moment", minutes: 26, fault: func(m int, a, b *ruleBox) {
+			if m >= 5 {
+				a.f.dhcp.Counters["onboarding_full"] += 10
+			}
+			if m == 5 {
+				b.f.dhcp.Counters["onboarding_full"] += 3
+			}
+		}, checks: map[int]map[string][]firing{
+			4:  none,
+			14: none,
+			25: {"IspmuxOnboardingFull": {{at(gwA, "decision", "onboarding_full", "severity", "ticket"), "walled garden full: new devices get no onboarding lease"}}},
+		}},
+		{name: "claimed devices refused by their ISP on box a; one handover failing once on box b", minutes: 56, fault: func(m int, a, b *ruleBox) {
+			if m >= 5 {
+				a.f.dhcp.Counters["handover_failed"] += 3
+				a.f.dhcp.Counters["handover_failed_refused"] += 3
+			}
+			if m == 5 {
+				b.f.dhcp.Counters["handover_failed"]++
+				b.f.dhcp.Counters["handover_failed_unanswered"]++
+			}
+		}, checks: map[int]map[string][]firing{
+			4:  none,
+			34: none,
+			36: none,
+			55: {"IspmuxHandoverFailing": {{at(gwA, "severity", "ticket"), "devices claimed on the portal not taken by their ISP (handover failed): ispmux ctl status"}}},
+		}},
+		{name: "box a's journal falls back to fdatasync", minutes: 21, fault: func(m int, a, _ *ruleBox) {
+			if m >= 10 {
+				a.f.store.JournalSync = "fdatasync"
+			}
+		}, checks: map[int]map[string][]firing{
+			9:  none,
+			20: {"IspmuxJournalFdatasync": {{at(gwA, "via", "fdatasync", "severity", "ticket"), "binding journal synced by fdatasync, not io_uring: slower ACKs (the store open log line says why)"}}},
+		}},
 		{name: "box a's port2 egress full", minutes: 21, fault: func(m int, a, b *ruleBox) {
 			if m >= 5 {
 				a.f.ports[2].Queue.TxFull += 12000
