@@ -2,7 +2,9 @@ package metrics
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -95,5 +97,138 @@ func TestGrafanaDashboard(t *testing.T) {
 	}
 	if queries < 10 {
 		t.Errorf("%d queries", queries)
+	}
+}
+
+// dashboard is what the tests read of contrib/grafana-dashboard.json.
+type dashboard struct {
+	Panels []struct {
+		Title   string `json:"title"`
+		Targets []struct {
+			Expr string `json:"expr"`
+		} `json:"targets"`
+	} `json:"panels"`
+	Templating struct {
+		List []struct {
+			Name       string `json:"name"`
+			Type       string `json:"type"`
+			Definition string `json:"definition"`
+			Multi      bool   `json:"multi"`
+			IncludeAll bool   `json:"includeAll"`
+			AllValue   string `json:"allValue"`
+		} `json:"list"`
+	} `json:"templating"`
+}
+
+func readDashboard(t *testing.T) dashboard {
+	t.Helper()
+	raw, err := os.ReadFile("../contrib/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d dashboard
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatalf("contrib/grafana-dashboard.json: %v", err)
+	}
+	return d
+}
+
+// labelValues is a query variable's label_values(SELECTOR, LABEL).
+var labelValues = regexp.MustCompile(`^label_values\((.+), *(\w+)\)$`)
+
+// Every query of the dashboard (each panel's, and each variable's
+// selector) is PromQL Prometheus parses, once Grafana has put in the
+// variables (every one of them the dashboard's, or $__rate_interval): a
+// rules file with one recording rule per query passes promtool check
+// rules, which parses every expression.
+func TestGrafanaQueriesParse(t *testing.T) {
+	d := readDashboard(t)
+	vars := map[string]bool{"__rate_interval": true}
+	for _, v := range d.Templating.List {
+		vars[v.Name] = true
+	}
+	varRE := regexp.MustCompile(`\$\{?(\w+)\}?`)
+	var rules strings.Builder
+	rules.WriteString("groups:\n  - name: dashboard\n    rules:\n")
+	n := 0
+	add := func(where, expr string) {
+		t.Helper()
+		for _, m := range varRE.FindAllStringSubmatch(expr, -1) {
+			if !vars[m[1]] {
+				t.Errorf("%s: $%s is no variable of the dashboard", where, m[1])
+			}
+		}
+		expr = varRE.ReplaceAllStringFunc(expr, func(v string) string {
+			if strings.Contains(v, "__rate_interval") {
+				return "5m"
+			}
+			return ".*" // a variable's All
+		})
+		q, _ := json.Marshal(expr) // a JSON string is a YAML one
+		n++
+		fmt.Fprintf(&rules, "      - record: dashboard:query%d\n        expr: %s\n        labels: { where: %q }\n", n, q, where)
+	}
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			add("panel "+p.Title, tg.Expr)
+		}
+	}
+	for _, v := range d.Templating.List {
+		if v.Type != "query" {
+			continue
+		}
+		m := labelValues.FindStringSubmatch(v.Definition)
+		if m == nil {
+			t.Errorf("variable %s: %q is not label_values(SELECTOR, LABEL)", v.Name, v.Definition)
+			continue
+		}
+		add("variable "+v.Name, m[1])
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "dashboard-rules.yml")
+	if err := os.WriteFile(file, []byte(rules.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runPromtool(t, dir, "", "check", "rules", file)
+}
+
+// The dashboard has a variable instance (the gateways, several or All),
+// and every ispmux series each panel and each other variable reads is
+// filtered by it: with several gateways, the panels show the ones picked,
+// not every box summed.
+func TestGrafanaInstanceVariable(t *testing.T) {
+	d := readDashboard(t)
+	found := false
+	for _, v := range d.Templating.List {
+		if v.Name != "instance" {
+			continue
+		}
+		found = true
+		if v.Type != "query" || !v.Multi || !v.IncludeAll || v.AllValue != ".*" || !strings.HasPrefix(v.Definition, "label_values(ispmux_") ||
+			!strings.HasSuffix(v.Definition, ", instance)") {
+			t.Errorf("variable instance: %+v: want label_values(ispmux_..., instance), multi, include All (.*)", v)
+		}
+	}
+	if !found {
+		t.Error("no variable instance")
+	}
+	selector := regexp.MustCompile(`\bispmux_[a-z0-9_]+(\{[^}]*\})?`)
+	check := func(where, expr string) {
+		t.Helper()
+		for _, m := range selector.FindAllStringSubmatch(expr, -1) {
+			if !strings.Contains(m[1], `instance=~"$instance"`) {
+				t.Errorf("%s: %s is not filtered by instance=~\"$instance\"", where, m[0])
+			}
+		}
+	}
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			check("panel "+p.Title, tg.Expr)
+		}
+	}
+	for _, v := range d.Templating.List {
+		if v.Type == "query" && v.Name != "instance" {
+			check("variable "+v.Name, v.Definition)
+		}
 	}
 }

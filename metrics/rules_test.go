@@ -394,27 +394,13 @@ func (sc ruleScenario) build(t *testing.T, alerts []string) map[string]any {
 }
 
 // dashboardQuery returns the query of the Grafana dashboard's panel
-// titled title, its variables set to every ISP and port and 5m.
-func dashboardQuery(t *testing.T, title string) string {
+// titled title, its variables set to every ISP and port, the gateways
+// instance (a regexp: ".*" for All) and 5m.
+func dashboardQuery(t *testing.T, title, instance string) string {
 	t.Helper()
-	raw, err := os.ReadFile("../contrib/grafana-dashboard.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var d struct {
-		Panels []struct {
-			Title   string `json:"title"`
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	if err := json.Unmarshal(raw, &d); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range d.Panels {
+	for _, p := range readDashboard(t).Panels {
 		if p.Title == title && len(p.Targets) > 0 {
-			return strings.NewReplacer("$__rate_interval", "5m", "$isp", ".*", "$port", ".*").Replace(p.Targets[0].Expr)
+			return strings.NewReplacer("$__rate_interval", "5m", "$instance", instance, "$isp", ".*", "$port", ".*").Replace(p.Targets[0].Expr)
 		}
 	}
 	t.Fatalf("no panel %q in the dashboard", title)
@@ -468,9 +454,12 @@ func TestSuggestedRulesFire(t *testing.T) {
 		}, checks: map[int]map[string][]firing{
 			4:  none,
 			29: {"IspmuxDHCPRefusals": {{at(gwB, "isp", "isp0", "severity", "ticket"), "ISP isp0: 100% of DHCP exchanges refused"}}},
-		}, queries: []queryCheck{{29, dashboardQuery(t, "Refused share per ISP"), []map[string]any{
+		}, queries: []queryCheck{{29, dashboardQuery(t, "Refused share per ISP", ".*"), []map[string]any{
 			// Box a's isp0 answers all, box b's refuses all.
 			{"labels": `{isp="isp0"}`, "value": 0.5}, {"labels": `{isp="isp1"}`, "value": 0},
+		}}, {29, dashboardQuery(t, "Refused share per ISP", regexp.QuoteMeta(gwB)), []map[string]any{
+			// Box b alone.
+			{"labels": `{isp="isp0"}`, "value": 1}, {"labels": `{isp="isp1"}`, "value": 0},
 		}}}},
 		{name: "a data port down", minutes: 20, fault: func(m int, a, b *ruleBox) {
 			a.f.ports[2].Queue.Down = m >= 10
