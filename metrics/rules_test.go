@@ -84,7 +84,9 @@ func docBlock(t *testing.T, heading string) string {
 // The suggested rules are valid for Prometheus (promtool check rules: the
 // YAML, every PromQL expression, every template), and so is the scrape
 // configuration with them (promtool check config), its job the one the
-// rules' IspmuxDown watches.
+// rules' IspmuxDown watches, over https with a ca_file, and still valid
+// with its commented server_name in use. (promtool does not look for a
+// ca_file, only for a client's cert_file and key_file.)
 func TestSuggestedRulesValid(t *testing.T) {
 	dir := t.TempDir()
 	file, alerts := docRules(t, dir)
@@ -99,11 +101,23 @@ func TestSuggestedRulesValid(t *testing.T) {
 	if job == nil || !strings.Contains(string(rules), `up{job="`+job[1]+`"}`) {
 		t.Errorf("the rules watch no up{job=...} of the scrape configuration's job %v", job)
 	}
-	conf := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(conf, []byte(scrape+"rule_files: ["+filepath.Base(file)+"]\n"), 0o644); err != nil {
-		t.Fatal(err)
+	if !regexp.MustCompile(`(?m)^\s*scheme: https\b`).MatchString(scrape) || !regexp.MustCompile(`(?m)^\s*tls_config:(\s*\{\s*|\n\s*)ca_file: /\S+`).MatchString(scrape) {
+		t.Errorf("the scrape configuration is not https with a tls_config's ca_file:\n%s", scrape)
 	}
-	runPromtool(t, dir, "", "check", "config", conf)
+	serverName := regexp.MustCompile(`(?m)^(\s*)# (server_name: )`)
+	if !serverName.MatchString(scrape) {
+		t.Errorf("the scrape configuration shows no server_name:\n%s", scrape)
+	}
+	for _, c := range []struct{ name, conf string }{
+		{"prometheus.yml", scrape},
+		{"prometheus-server-name.yml", serverName.ReplaceAllString(scrape, "$1$2")},
+	} {
+		conf := filepath.Join(dir, c.name)
+		if err := os.WriteFile(conf, []byte(c.conf+"rule_files: ["+filepath.Base(file)+"]\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		runPromtool(t, dir, "", "check", "config", conf)
+	}
 }
 
 // A whole /metrics (ispmux's series, the Go runtime's and the process's)
