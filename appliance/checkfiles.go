@@ -87,13 +87,18 @@ func CheckFiles(cfg *configs.Config) []FileProblem {
 
 // checkStateDir reports why ispmux could not keep its store in dir: dir,
 // or the nearest of its parents that exists when dir does not, is not a
-// directory, or this process may not create files in it (a read-only file
-// system included). A permission refusal wraps fs.ErrPermission: check run
-// as another user than ispmux cannot tell.
+// directory, or is a symbolic link to nothing (Start's MkdirAll does not
+// follow it: a target not made yet, a disk not mounted), or this process
+// may not create files in it (a read-only file system included). A
+// permission refusal wraps fs.ErrPermission: check run as another user
+// than ispmux cannot tell.
 func checkStateDir(dir string) error {
 	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
 		fi, err := os.Stat(d)
 		if errors.Is(err, fs.ErrNotExist) && d != filepath.Dir(d) {
+			if target, lerr := os.Readlink(d); lerr == nil {
+				return fmt.Errorf("%s is a symbolic link to %s, which does not exist", d, target)
+			}
 			continue // Start creates it
 		}
 		if err != nil {

@@ -87,6 +87,22 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
+// symlink makes a symbolic link at path to target.
+func symlink(t *testing.T, target, path string) {
+	t.Helper()
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// mkdir makes the directory path.
+func mkdir(t *testing.T, path string) {
+	t.Helper()
+	if err := os.Mkdir(path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestCheckReadsTheFilesRunReads: check refuses a configuration whose
 // token files, TLS certificates or webhook files run would refuse at
 // start, naming file:line: key and the file; it passes them when they are
@@ -145,6 +161,17 @@ func TestCheckReadsTheFilesRunReads(t *testing.T) {
 			key: "appliance.state_dir", want: "D/state is not a directory"},
 		{name: "state_dir under a file", state: "D/f/state", files: func(d string) { writeFile(t, d+"/f", "x") },
 			key: "appliance.state_dir", want: "D/f/state: not a directory"},
+		// A symbolic link to a directory not there (a disk not mounted,
+		// a target not made yet): run's MkdirAll does not follow it
+		// (mkdir: file exists).
+		{name: "state_dir a dangling symlink", state: "D/state",
+			files: func(d string) { symlink(t, d+"/data/ispmux", d+"/state") },
+			key:   "appliance.state_dir", want: "D/state is a symbolic link to D/data/ispmux, which does not exist"},
+		{name: "state_dir under a dangling symlink", state: "D/var/state",
+			files: func(d string) { symlink(t, d+"/mnt/var", d+"/var") },
+			key:   "appliance.state_dir", want: "D/var is a symbolic link to D/mnt/var, which does not exist"},
+		{name: "state_dir a symlink to a directory", state: "D/state",
+			files: func(d string) { mkdir(t, d+"/data"); symlink(t, d+"/data", d+"/state") }},
 		// Without a token file the API does not listen: run never reads
 		// its certificate.
 		{name: "api certificate of an API that does not listen", api: "tls_cert = \"D/api.crt\"\ntls_key = \"D/api.key\"\n"},
