@@ -61,8 +61,8 @@ type Processor struct {
 	arpLast   [arpSlots]int64
 	arpSeed   uint64
 	// Budget of DHCP passed to the proxy per subscriber: dhcpSlots
-	// buckets, a subscriber's chosen by a keyed hash of its circuit and
-	// MAC (dhcpSlot).
+	// buckets, a subscriber's two chosen by keyed hashes of its circuit
+	// and MAC (dhcpSlot, dhcpSlot2).
 	dhcpTokens [dhcpSlots]float64
 	dhcpLast   [dhcpSlots]int64
 	touched    uint32 // bit p: port p has counts to flush
@@ -234,7 +234,7 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 				p.drop(in, out, classifier.ReasonUnregisteredDHCP)
 				return
 			}
-			if i := p.dhcpSlot(classifier.Key(in, pkt.VLAN&0xfff, pkt.Src)); !takeToken(&p.dhcpTokens[i], &p.dhcpLast[i], dhcpPuntRate, dhcpPuntBurst) {
+			if !p.dhcpBudget(classifier.Key(in, pkt.VLAN&0xfff, pkt.Src)) {
 				p.drop(in, out, classifier.ReasonDHCPFlood)
 				return
 			}
@@ -364,9 +364,37 @@ func (p *Processor) probeReply(in uint8, pt *port, out *datapath.Verdict, pkt *c
 // key is key.
 func (p *Processor) arpSlot(key uint64) uint64 { return oatable.Mix64(key^p.arpSeed) % arpSlots }
 
-// dhcpSlot is the DHCP budget's bucket of the subscriber whose MAC table
-// key is key (its circuit and MAC; the same seed as arpSlot's).
+// dhcpSlot is the DHCP budget's first bucket of the subscriber whose MAC
+// table key is key (its circuit and MAC; the same seed as arpSlot's).
 func (p *Processor) dhcpSlot(key uint64) uint64 { return oatable.Mix64(key^p.arpSeed) % dhcpSlots }
+
+// dhcpSlot2 is its second bucket: the same keyed hash's high half.
+func (p *Processor) dhcpSlot2(key uint64) uint64 {
+	return (oatable.Mix64(key^p.arpSeed) >> 32) % dhcpSlots
+}
+
+// dhcpBudget takes a token of the subscriber whose MAC table key is key
+// from the fuller of its two buckets (each refilled at half its rate, up
+// to half its burst), and reports whether there was one. A subscriber
+// alone on its buckets gets dhcpPuntRate and dhcpPuntBurst; a flood
+// drains its own two, and a neighbour hashed to one of them still has its
+// other: only one whose two buckets are both a flood's (one in 8 million
+// per flood at 4096 buckets) goes without. One whose two hashes fall on
+// the same bucket (one in 4096) has half the budget, still far above any
+// client's.
+func (p *Processor) dhcpBudget(key uint64) bool {
+	i, j := p.dhcpSlot(key), p.dhcpSlot2(key)
+	refill(&p.dhcpTokens[i], &p.dhcpLast[i], dhcpPuntRate/2, dhcpPuntBurst/2)
+	refill(&p.dhcpTokens[j], &p.dhcpLast[j], dhcpPuntRate/2, dhcpPuntBurst/2)
+	if p.dhcpTokens[j] > p.dhcpTokens[i] {
+		i = j
+	}
+	if p.dhcpTokens[i] < 1 {
+		return false
+	}
+	p.dhcpTokens[i]--
+	return true
+}
 
 // Subscribers' DHCP punted per subscriber and worker. The port's punt
 // queue (puntPerPort frames) carries every subscriber's DHCP on that port:
@@ -378,8 +406,12 @@ func (p *Processor) dhcpSlot(key uint64) uint64 { return oatable.Mix64(key^p.arp
 // a key drawn per worker, so that it cannot pick a neighbour's) has a
 // budget far above any client's (a DORA is two messages; the proxy's own
 // per-MAC limit, [dhcp] mac_rate, is a few a second) and below what fills
-// the queue; past it, dhcp_flood. A flood spends its own bucket's budget,
-// shared with the few subscribers hashed to it (one in dhcpSlots).
+// the queue; past it, dhcp_flood. The budget is two buckets of half of
+// it each, at two keyed hashes, the fuller spent (dhcpBudget): with one,
+// a flood spent the budget of every subscriber hashed to its bucket (one
+// in dhcpSlots: 24 of 100,000 on a worker), whose DHCP was all dropped
+// while it lasted; with two, a neighbour sharing one of a flood's buckets
+// goes through its other.
 const (
 	dhcpPuntRate  = 32 // per second
 	dhcpPuntBurst = 64
@@ -429,6 +461,17 @@ func (p *Processor) admitted(in uint8, mac uint64) bool {
 // burst) last refilled at *last (nanotime; 0: never, a full bucket), and
 // reports whether there was one.
 func takeToken(b *float64, last *int64, rate, burst float64) bool {
+	refill(b, last, rate, burst)
+	if *b < 1 {
+		return false
+	}
+	*b--
+	return true
+}
+
+// refill adds to the bucket *b (rate per second, up to burst) the tokens
+// due since *last (nanotime; 0: never, a full bucket).
+func refill(b *float64, last *int64, rate, burst float64) {
 	now := nanotime() + 1 // never 0
 	if *last == 0 {
 		*b = burst
@@ -436,11 +479,6 @@ func takeToken(b *float64, last *int64, rate, burst float64) bool {
 		*b = min(burst, *b+float64(now-*last)*rate/1e9)
 	}
 	*last = now
-	if *b < 1 {
-		return false
-	}
-	*b--
-	return true
 }
 
 // fromISP handles a decoded frame received on the uplink VLAN of ISP isp.
