@@ -259,6 +259,9 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		a.workers = append(a.workers, w)
 	}
 	a.ctl = engine.NewControl(a.state, a.workers[0], log)
+	// The datapath's budget of each subscriber's DHCP stays above the
+	// proxy's own per-MAC limit, which decides (and says so in events).
+	a.ctl.SetDHCPBudget(2*float64(cfg.DHCP.MACRate), 2*float64(cfg.DHCP.MACBurst))
 	isps := make([]string, len(cfg.ISPs))
 	for i, isp := range cfg.ISPs {
 		isps[i] = isp.Name

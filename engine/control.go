@@ -186,6 +186,16 @@ func (c *Control) Unadmit(mac uint64) {
 	c.s.Admitted.Delete(mac)
 }
 
+// SetDHCPBudget sets each subscriber's budget of DHCP frames the workers
+// pass to the control plane (per worker, per second and burst; past it,
+// dhcp_flood): at least dhcpPuntRate and dhcpPuntBurst, whatever is
+// asked. The appliance keeps it above the proxy's own per-MAC limit
+// ([dhcp] mac_rate and mac_burst), so the proxy, not the datapath, is
+// what a subscriber within reason meets.
+func (c *Control) SetDHCPBudget(rate, burst float64) {
+	c.s.dhcpRate.Store(&puntBudget{rate: max(rate, dhcpPuntRate), burst: max(burst, dhcpPuntBurst)})
+}
+
 // SetMTU sets the largest IPv4 packet port sends (the interface's MTU
 // changed); 0 removes the limit.
 func (c *Control) SetMTU(port uint8, mtu int) {

@@ -109,7 +109,14 @@ type State struct {
 	// garden is the walled garden's configuration (SetGarden); nil:
 	// none, walled-garden subscribers reach nothing past the gateway.
 	garden atomic.Pointer[garden]
+
+	// dhcpRate is each subscriber's DHCP punt budget (Control.SetDHCPBudget);
+	// nil: dhcpPuntRate and dhcpPuntBurst.
+	dhcpRate atomic.Pointer[puntBudget]
 }
+
+// puntBudget is a token bucket's rate per second and burst.
+type puntBudget struct{ rate, burst float64 }
 
 // puntPerPort is the punt queue depth of each port.
 const puntPerPort = 512

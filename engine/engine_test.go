@@ -979,6 +979,41 @@ func TestDHCPPuntBudgetSharedBucket(t *testing.T) {
 	}
 }
 
+// TestDHCPBudgetSet: Control.SetDHCPBudget raises each subscriber's DHCP
+// budget (the appliance keeps it at twice the proxy's [dhcp] mac_rate and
+// mac_burst, so a box configured for clients that send more meets the
+// proxy's limit, not the datapath's), and never lowers it below the
+// defaults.
+func TestDHCPBudgetSet(t *testing.T) {
+	for _, c := range []struct {
+		rate, burst float64
+		dropped     bool
+	}{
+		{0, 0, true},        // not set: the defaults
+		{1, 1, true},        // below the defaults: the defaults
+		{2000, 4000, false}, // raised: 300 in a burst pass
+	} {
+		r := newRig(t, 64)
+		r.bindAll()
+		r.resolve()
+		if c.rate != 0 {
+			r.c.SetDHCPBudget(c.rate, c.burst)
+		}
+		f := udpFrame(t, sub2, broadcastMAC, 0, "0.0.0.0", "255.255.255.255", 64, 68, 67)
+		for range 5 {
+			fs := make([][]byte, 60)
+			for i := range fs {
+				fs[i] = f
+			}
+			r.send(0, fs...)
+		}
+		n := r.dropCount(0, classifier.ReasonDHCPFlood)
+		if c.dropped && (n < 300-dhcpPuntBurst-5 || n > 300-dhcpPuntBurst/2) || !c.dropped && n != 0 {
+			t.Errorf("budget set to %v/s, burst %v: %d of 300 dropped as dhcp_flood", c.rate, c.burst, n)
+		}
+	}
+}
+
 // TestARPProbeReplyBudgetPerSubscriber: the reply budget is each
 // subscriber's own. sub3 (bound on VLAN 100 of the access port) flooding
 // replies for its own address, in the same batch as sub1's single answer

@@ -376,16 +376,21 @@ func (p *Processor) dhcpSlot2(key uint64) uint64 {
 // dhcpBudget takes a token of the subscriber whose MAC table key is key
 // from the fuller of its two buckets (each refilled at half its rate, up
 // to half its burst), and reports whether there was one. A subscriber
-// alone on its buckets gets dhcpPuntRate and dhcpPuntBurst; a flood
+// alone on its buckets gets the whole budget (dhcpPuntRate and
+// dhcpPuntBurst, or what Control.SetDHCPBudget set); a flood
 // drains its own two, and a neighbour hashed to one of them still has its
 // other: only one whose two buckets are both a flood's (one in 8 million
 // per flood at 4096 buckets) goes without. One whose two hashes fall on
 // the same bucket (one in 4096) has half the budget, still far above any
 // client's.
 func (p *Processor) dhcpBudget(key uint64) bool {
+	rate, burst := float64(dhcpPuntRate), float64(dhcpPuntBurst)
+	if b := p.s.dhcpRate.Load(); b != nil {
+		rate, burst = b.rate, b.burst
+	}
 	i, j := p.dhcpSlot(key), p.dhcpSlot2(key)
-	refill(&p.dhcpTokens[i], &p.dhcpLast[i], dhcpPuntRate/2, dhcpPuntBurst/2)
-	refill(&p.dhcpTokens[j], &p.dhcpLast[j], dhcpPuntRate/2, dhcpPuntBurst/2)
+	refill(&p.dhcpTokens[i], &p.dhcpLast[i], rate/2, burst/2)
+	refill(&p.dhcpTokens[j], &p.dhcpLast[j], rate/2, burst/2)
 	if p.dhcpTokens[j] > p.dhcpTokens[i] {
 		i = j
 	}
