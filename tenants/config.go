@@ -90,7 +90,7 @@ func (t *Tenants) SyncConfig(devs []ConfigDevice) (SyncReport, error) {
 	held := map[subscribers.MAC]bool{}
 	for _, h := range diff.Held {
 		if h.Old.ISP == "" {
-			rep.Conflicts = append(rep.Conflicts, fmt.Sprintf("subscriber %s: blocked by the operator through the %s (no ISP); the configuration's %s/%s is not applied until it is unblocked",
+			rep.Conflicts = append(rep.Conflicts, fmt.Sprintf("subscriber %s: blocked by the operator through the %s (no ISP); the configuration's %s/%s is not applied while it is: unblock it (ctl unblock), then reload; a claim of the MAC in between is kept, as any API device is",
 				macString(h.New.MAC), h.Old.Source, h.New.ISP, h.New.CustomerID))
 			held[h.New.MAC] = true
 			continue

@@ -875,7 +875,7 @@ func TestBlockUnregisteredMAC(t *testing.T) {
 	// A [[subscriber]] entry of the MAC is held, as for an API device,
 	// and says it is the operator's block.
 	rep, err := ten.SyncConfig([]ConfigDevice{{MAC: [6]byte{2, 0, 0, 0, 0, 0x66}, ISP: "alpha", CustomerID: "k-1"}})
-	if err != nil || len(rep.Conflicts) != 1 || !strings.Contains(rep.Conflicts[0], "blocked by the operator") {
+	if err != nil || len(rep.Conflicts) != 1 || !strings.Contains(rep.Conflicts[0], "blocked by the operator") || !strings.Contains(rep.Conflicts[0], "then reload") {
 		t.Errorf("configuration sync of the blocked MAC: %+v, %v", rep, err)
 	}
 	if e, _ := reg.Lookup(mac48(m)); !e.Blocked || e.ISP != "" {
