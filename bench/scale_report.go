@@ -267,9 +267,18 @@ func (r *ScaleResult) rows() [][]string {
 			scaleRange(p.RestartS, p.RestartMinS, p.RestartMaxS, p.Runs), fmt.Sprintf("%.2f", p.RestartCPUS), scaleRange(p.ReloadS, p.ReloadMinS, p.ReloadMaxS, p.Runs),
 			fmt.Sprintf("%.3f", p.ListS), fmt.Sprintf("%.0f", float64(p.RSSAnonBytes)/1e6),
 			fmt.Sprintf("%.0f", p.RSSAnonBytesPerSubscriber), fmt.Sprintf("%.0f", float64(p.PeakRSSBytes)/1e6),
-			fmt.Sprintf("%.0f", p.StoreBytesPerSubscriber), fmt.Sprintf("%.2f", p.IdleCPUPct)})
+			fmt.Sprintf("%.0f", p.StoreBytesPerSubscriber), idleCell(p)})
 	}
 	return out
+}
+
+// idleCell is p's idle CPU, or "–" when it was not measured
+// (--idle-window 0).
+func idleCell(p ScalePoint) string {
+	if p.IdleWindowS == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", p.IdleCPUPct)
 }
 
 // verdicts are the linearity and target lines, in words.

@@ -130,7 +130,7 @@ func TestLogWatch(t *testing.T) {
 // Markdown has a row per point.
 func TestScaleReport(t *testing.T) {
 	r := &ScaleResult{Benchmark: "scale", Points: []ScalePoint{
-		{Subscribers: 10000, Kind: KindDHCP, FirstStartS: 0.5, RestartS: 0.4, ReloadS: 0.1, Runs: 3},
+		{Subscribers: 10000, Kind: KindDHCP, FirstStartS: 0.5, RestartS: 0.4, ReloadS: 0.1, Runs: 3, IdleCPUPct: 0.35, IdleWindowS: 10},
 		{Subscribers: 100000, Kind: KindDHCP, FirstStartS: 2, RestartS: 1.5, ReloadS: 0.2, Runs: 3},
 	}}
 	r.finish()
@@ -149,7 +149,7 @@ func TestScaleReport(t *testing.T) {
 		}
 	}
 	md := r.Markdown()
-	if !strings.Contains(md, "idle CPU %") ||
+	if !strings.Contains(md, "idle CPU %") || !strings.Contains(md, "| 0.35 |") || !strings.Contains(md, "| – |") ||
 		!strings.Contains(md, "| 10k | dhcp | 0.500 (0.00) |") || !strings.Contains(md, "| 100k | dhcp |") || !strings.Contains(md, "linear") {
 		t.Errorf("markdown:\n%s", md)
 	}
