@@ -979,6 +979,52 @@ func TestDHCPPuntBudgetSharedBucket(t *testing.T) {
 	}
 }
 
+// TestUnregisteredFloodKeepsSample: one unregistered device repeating
+// DISCOVERs (a broken CPE, 200 in a few batches) does not spend its port's
+// sample of unregistered MACs' DHCP: a new device's DISCOVER after it
+// still reaches the proxy (to be onboarded). The flood's messages past
+// its own budget (unregCost each) are dhcp_flood. Before, the flood's
+// first 20 took the port's whole sample and the new device's DISCOVER was
+// dropped (unregistered_dhcp) for as long as it lasted.
+func TestUnregisteredFloodKeepsSample(t *testing.T) {
+	r := newRig(t, 64)
+	r.bindAll()
+	r.resolve()
+	if err := r.c.SetAdmitted([]uint64{sub1}); err != nil {
+		t.Fatal(err)
+	}
+	const flooder, newcomer = 0x026600000001, 0x026600000002
+	for r.proc.dhcpSlot(classifier.Key(0, 0, flooder)) == r.proc.dhcpSlot(classifier.Key(0, 0, newcomer)) ||
+		r.proc.dhcpSlot2(classifier.Key(0, 0, flooder)) == r.proc.dhcpSlot2(classifier.Key(0, 0, newcomer)) {
+		r.proc.arpSeed++
+	}
+	var got []uint64
+	r.c.OnPunt = func(p *Punted) {
+		var pkt classifier.Packet
+		pkt.Decode(p.Frame())
+		got = append(got, pkt.Src)
+	}
+	discover := func(mac uint64) []byte {
+		return udpFrame(t, mac, broadcastMAC, 0, "0.0.0.0", "255.255.255.255", 64, 68, 67)
+	}
+	f := discover(flooder)
+	for range 4 {
+		fs := make([][]byte, 50)
+		for i := range fs {
+			fs[i] = f
+		}
+		r.send(0, fs...)
+	}
+	r.send(0, discover(newcomer))
+	if len(got) == 0 || got[len(got)-1] != newcomer {
+		t.Errorf("%d punted, the last from %x; want the new device's DISCOVER punted (drops: unregistered_dhcp %d, dhcp_flood %d)",
+			len(got), got[max(len(got)-1, 0):], r.dropCount(0, classifier.ReasonUnregisteredDHCP), r.dropCount(0, classifier.ReasonDHCPFlood))
+	}
+	if n := len(got) - 1; n > dhcpPuntBurst/unregCost+2 {
+		t.Errorf("%d of the flooder's 200 punted, want about its own burst (%d)", n, dhcpPuntBurst/unregCost)
+	}
+}
+
 // TestDHCPBudgetSet: Control.SetDHCPBudget raises each subscriber's DHCP
 // budget (the appliance keeps it at twice the proxy's [dhcp] mac_rate and
 // mac_burst, so a box configured for clients that send more meets the

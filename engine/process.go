@@ -230,12 +230,21 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 	switch pkt.Kind {
 	case classifier.KindIPv4:
 		if classifier.IsDHCP(pkt) && pkt.DstPort == 67 {
-			if !bound && p.s.admitOn.Load() && !p.admitted(in, pkt.Src) {
-				p.drop(in, out, classifier.ReasonUnregisteredDHCP)
+			// A MAC's own budget first (an unregistered one's messages
+			// cost unregCost: one device cannot spend the port's sample
+			// of unregistered MACs, which new devices onboard through),
+			// then the port's sample.
+			registered := bound || !p.s.admitOn.Load() || p.isAdmitted(pkt.Src)
+			cost := 1.0
+			if !registered {
+				cost = unregCost
+			}
+			if !p.dhcpBudget(classifier.Key(in, pkt.VLAN&0xfff, pkt.Src), cost) {
+				p.drop(in, out, classifier.ReasonDHCPFlood)
 				return
 			}
-			if !p.dhcpBudget(classifier.Key(in, pkt.VLAN&0xfff, pkt.Src)) {
-				p.drop(in, out, classifier.ReasonDHCPFlood)
+			if !registered && !takeToken(&p.unregTokens[in], &p.unregLast[in], unregRate, unregBurst) {
+				p.drop(in, out, classifier.ReasonUnregisteredDHCP)
 				return
 			}
 			p.punt(in, out, pkt, f)
@@ -373,9 +382,10 @@ func (p *Processor) dhcpSlot2(key uint64) uint64 {
 	return (oatable.Mix64(key^p.arpSeed) >> 32) % dhcpSlots
 }
 
-// dhcpBudget takes a token of the subscriber whose MAC table key is key
-// from the fuller of its two buckets (each refilled at half its rate, up
-// to half its burst), and reports whether there was one. A subscriber
+// dhcpBudget takes cost tokens (1 for a registered subscriber's message,
+// unregCost for an unregistered MAC's) of the subscriber whose MAC table
+// key is key from the fuller of its two buckets (each refilled at half
+// its rate, up to half its burst), and reports whether it had them. A subscriber
 // alone on its buckets gets the whole budget (dhcpPuntRate and
 // dhcpPuntBurst, or what Control.SetDHCPBudget set); a flood
 // drains its own two, and a neighbour hashed to one of them still has its
@@ -383,7 +393,7 @@ func (p *Processor) dhcpSlot2(key uint64) uint64 {
 // per flood at 4096 buckets) goes without. One whose two hashes fall on
 // the same bucket (one in 4096) has half the budget, still far above any
 // client's.
-func (p *Processor) dhcpBudget(key uint64) bool {
+func (p *Processor) dhcpBudget(key uint64, cost float64) bool {
 	rate, burst := float64(dhcpPuntRate), float64(dhcpPuntBurst)
 	if b := p.s.dhcpRate.Load(); b != nil {
 		rate, burst = b.rate, b.burst
@@ -394,10 +404,10 @@ func (p *Processor) dhcpBudget(key uint64) bool {
 	if p.dhcpTokens[j] > p.dhcpTokens[i] {
 		i = j
 	}
-	if p.dhcpTokens[i] < 1 {
+	if p.dhcpTokens[i] < cost {
 		return false
 	}
-	p.dhcpTokens[i]--
+	p.dhcpTokens[i] -= cost
 	return true
 }
 
@@ -424,10 +434,17 @@ const (
 )
 
 // Unregistered DHCP sampled per ingress port and worker: enough for the
-// proxy to record who asked (it keeps one event per MAC a minute anyway).
+// proxy to record who asked (it keeps one event per MAC a minute anyway),
+// and to onboard new devices into the walled garden. Each unregistered
+// MAC's message costs unregCost of its own DHCP budget first (dhcpBudget:
+// 4/s, a burst of 8 at the default budget): a DORA and its
+// retransmissions fit, and one broken or hostile device repeating
+// DISCOVERs cannot spend the port's sample on its own (made-up MACs
+// still can: that is what the sample is for).
 const (
 	unregRate  = 20 // per second
 	unregBurst = 20
+	unregCost  = 8
 )
 
 // Subscribers' ARP replies punted per subscriber and worker: the proxy
@@ -451,15 +468,6 @@ const (
 func (p *Processor) isAdmitted(mac uint64) bool {
 	_, ok := p.s.Admitted.Lookup(mac)
 	return ok
-}
-
-// admitted reports whether DHCP from mac goes to the proxy: a registered
-// MAC always, an unregistered one within the port's sample rate.
-func (p *Processor) admitted(in uint8, mac uint64) bool {
-	if p.isAdmitted(mac) {
-		return true
-	}
-	return takeToken(&p.unregTokens[in], &p.unregLast[in], unregRate, unregBurst)
 }
 
 // takeToken takes a token from the bucket *b (rate per second, up to

@@ -62,7 +62,9 @@ func TestEveryDropReason(t *testing.T) {
 		port  int
 		setup func(r *rig)
 		frame func(t testing.TB) []byte
-		times int // frames sent (default 1); at least one must be dropped
+		// frameN, if set, is the i-th frame sent instead of frame's.
+		frameN func(t testing.TB, i int) []byte
+		times  int // frames sent (default 1); at least one must be dropped
 		// unresolved: the ISP gateways' MACs are not learned.
 		unresolved bool
 	}
@@ -134,12 +136,13 @@ func TestEveryDropReason(t *testing.T) {
 			c.room, c.down = 0, true
 			r.w.RunOnce() // Service reports the port in error
 		}},
-		// Beyond the per-port sample of unregistered MACs' DHCP.
+		// Beyond the per-port sample of unregistered MACs' DHCP: made-up
+		// MACs, one message each.
 		classifier.ReasonUnregisteredDHCP: {times: unregBurst + 10, setup: func(r *rig) {
 			if err := r.c.SetAdmitted([]uint64{sub1}); err != nil {
 				r.t.Fatal(err)
 			}
-		}, frame: func(t testing.TB) []byte { return dhcp(t, sub4) }},
+		}, frameN: func(t testing.TB, i int) []byte { return dhcp(t, 0x026600000000|uint64(i)) }},
 		classifier.ReasonTooBig: {setup: func(r *rig) { r.c.SetMTU(1, 1400) }, frame: func(t testing.TB) []byte {
 			ipl := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP,
 				SrcIP: net.ParseIP("100.64.0.11").To4(), DstIP: net.ParseIP("198.51.100.10").To4()}
@@ -171,12 +174,15 @@ func TestEveryDropReason(t *testing.T) {
 			if c.setup != nil {
 				c.setup(rg)
 			}
-			f := c.frame(t)
+			frame := func(int) []byte { return c.frame(t) }
+			if c.frameN != nil {
+				frame = func(i int) []byte { return c.frameN(t, i) }
+			}
 			n := max(c.times, 1)
 			for sent := 0; sent < n; {
 				k := min(n-sent, 64)
-				for range k {
-					if !rg.q[c.port].Inject(f) {
+				for i := range k {
+					if !rg.q[c.port].Inject(frame(sent + i)) {
 						t.Fatal("inject failed")
 					}
 				}
