@@ -94,6 +94,9 @@ func (a *Appliance) status(maxBindings int) ctlsock.Status {
 			o.Chosen = e.ISP
 			if l.HandoverISP == e.ISP {
 				o.HandoverFailed = l.HandoverFailed
+				if !l.HandoverRetry.IsZero() {
+					o.HandoverRetry = l.HandoverRetry.UTC().Format(time.RFC3339)
+				}
 			}
 		}
 		st.Onboarding = append(st.Onboarding, o)

@@ -57,6 +57,11 @@ type OnboardingStatus struct {
 	// or "unanswered" (it stayed silent). The device is handed over
 	// again about once an onboarding lease time.
 	HandoverFailed string `json:"handover_failed,omitempty"`
+	// HandoverRetry is when the device is handed over to Chosen again
+	// (RFC 3339): after a failure (HandoverFailed set), or a retry asked
+	// for on the portal's failure page (HandoverFailed empty: its
+	// outcome not known yet). Empty: none due.
+	HandoverRetry string `json:"handover_retry,omitempty"`
 }
 
 // PortalStatus is the captive portal's state and counters.

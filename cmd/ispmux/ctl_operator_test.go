@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ispmux/ispmux/api/client"
+	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/subscribers"
 	"github.com/ispmux/ispmux/tenants"
 )
@@ -409,4 +410,34 @@ func TestMoveHintOverAPINamesTokenFile(t *testing.T) {
 		t.Fatalf("refused over the API:\n%s\nthe move pasted runs %q, want %q", msg, got, want)
 	}
 	r.ok("", got...)
+}
+
+// TestStatusOnboardingHandoverRetry: ctl status's CHOSEN column says when a
+// failed handover is retried, and that a retry asked for on the portal's
+// failure page is pending (no failure reported until its outcome). Before,
+// a failed one showed no retry time, and an asked one showed only the ISP,
+// as a device switching normally.
+func TestStatusOnboardingHandoverRetry(t *testing.T) {
+	st := &ctlsock.Status{Onboarding: []ctlsock.OnboardingStatus{
+		{MAC: "02:00:00:00:00:01", Access: "acc0", IP: "100.127.0.10", Expires: "2026-12-05T08:00:00Z", Chosen: "alpha",
+			HandoverFailed: "refused", HandoverRetry: "2026-12-05T08:10:00Z"},
+		{MAC: "02:00:00:00:00:02", Access: "acc0", IP: "100.127.0.11", Expires: "2026-12-05T08:00:00Z", Chosen: "beta",
+			HandoverRetry: "2026-12-05T08:01:00Z"},
+		{MAC: "02:00:00:00:00:03", Access: "acc0", IP: "100.127.0.12", Expires: "2026-12-05T08:00:00Z", Chosen: "beta"},
+	}}
+	var b bytes.Buffer
+	if err := writeStatus(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"alpha (handover refused, retry 2026-12-05T08:10:00Z)",
+		"beta (retry asked, 2026-12-05T08:01:00Z)",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
+	}
+	if !strings.Contains(b.String(), "100.127.0.12  2026-12-05T08:00:00Z  beta\n") {
+		t.Errorf("a device switching normally shows more than its ISP:\n%s", b.String())
+	}
 }

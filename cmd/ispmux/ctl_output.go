@@ -288,8 +288,13 @@ func writeStatus(w io.Writer, st *ctlsock.Status) error {
 	t = newTable(w, "MAC", "ACCESS", "IP", "EXPIRES", "CHOSEN")
 	for _, o := range st.Onboarding {
 		chosen := orDash(o.Chosen)
-		if o.HandoverFailed != "" {
+		switch {
+		case o.HandoverFailed != "" && o.HandoverRetry != "":
+			chosen += " (handover " + o.HandoverFailed + ", retry " + o.HandoverRetry + ")"
+		case o.HandoverFailed != "":
 			chosen += " (handover " + o.HandoverFailed + ")"
+		case o.HandoverRetry != "":
+			chosen += " (retry asked, " + o.HandoverRetry + ")"
 		}
 		t.row(o.MAC, o.Access, o.IP, o.Expires, chosen)
 	}
