@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"github.com/ispmux/ispmux/configs"
 	"github.com/ispmux/ispmux/datapath"
 	"github.com/ispmux/ispmux/metrics"
 )
@@ -48,7 +49,9 @@ func (a *Appliance) metricsSource() metrics.Source {
 			ob := a.dhcp.OnboardingStats()
 			return metrics.DHCP{Counters: a.dhcp.Counters(), Pending: a.dhcp.PendingTransactions(),
 				PendingIntents: a.dhcp.PendingIntents(), Leases: a.dhcp.Leases(),
-				OnboardingLeases: ob.Leases, OnboardingOffers: ob.Offers}
+				OnboardingLeases: ob.Leases, OnboardingOffers: ob.Offers,
+				MaxPending: a.cfg.DHCP.MaxPending, Registered: a.reg.Len(), MaxRegistered: a.cfg.Datapath.MACTableSize,
+				MaxOnboarding: maxOnboarding(a.cfg)}
 		},
 		ControlFunc: a.ctl.Counters,
 		StoreFunc:   a.store.CommitStats,
@@ -71,4 +74,13 @@ func (a *Appliance) metricsSource() metrics.Source {
 			return metrics.API{Requests: r, Latency: l, Connections: a.api.Connections()}
 		},
 	}
+}
+
+// maxOnboarding is the onboarding cap in force: [portal] max_onboarding
+// with the portal, 0 without (no device is onboarded).
+func maxOnboarding(cfg *configs.Config) int {
+	if !cfg.Portal.Enabled {
+		return 0
+	}
+	return cfg.Portal.MaxOnboarding
 }

@@ -63,6 +63,10 @@ var (
 	dhcpPending    = desc("ispmux_dhcp_pending_transactions", "DHCP transactions waiting for an ISP's answer.")
 	onbLeases      = desc("ispmux_onboarding_leases", "Onboarding leases held: devices without a device record, in the walled garden.")
 	onbOffers      = desc("ispmux_onboarding_offers", "Onboarding offers outstanding (counted against the onboarding caps).")
+	dhcpPendingMax = desc("ispmux_dhcp_pending_transactions_max", "The most DHCP transactions that may wait for ISPs at once ([dhcp] max_pending): past it, new DISCOVERs and REQUESTs are dropped (pending_full).")
+	onbMax         = desc("ispmux_onboarding_max", "The most onboarding leases and offers held at once ([portal] max_onboarding; 0 without the portal).")
+	regDevices     = desc("ispmux_registered_devices", "Device records of every source: every ISP's devices, the configuration's [[subscriber]] entries and the operator's blocks of MACs no ISP has.")
+	regDevicesMax  = desc("ispmux_registered_devices_max", "The most device records the box holds ([datapath] mac_table_size): past it, attaches and claims are refused.")
 	portalRequests = desc("ispmux_portal_requests_total", "Captive portal requests and claims by outcome.", "outcome")
 	dhcpIntents    = desc("ispmux_dhcp_pending_intents", "Messages to ISPs (RELEASE, DECLINE at a binding's end) recorded and not yet sent.")
 	dhcpLeases     = desc("ispmux_dhcp_leases", "DHCP leases held.")
@@ -97,6 +101,7 @@ var (
 		portARP, portEcho, portICMP, portPunts,
 		ispRelayed, ispOutcomes, ispAnswer, ispReqAck, ispBindings, ispCustomers, ispDevices, ispNextHop,
 		dhcpDecisions, dhcpPending, dhcpIntents, dhcpLeases, dhcpSuppressed, onbLeases, onbOffers, portalRequests,
+		dhcpPendingMax, onbMax, regDevices, regDevicesMax,
 		portDNS, portResets,
 		ctlARPSent, ctlARPLearned, ctlPuntUnknown,
 		storeCommit, storeWrites, storeWaits, storeSync, logDropped,
@@ -212,6 +217,10 @@ func (c *Collector) collectDHCP(ch chan<- prometheus.Metric) {
 	gauge(ch, dhcpLeases, float64(d.Leases))
 	gauge(ch, onbLeases, float64(d.OnboardingLeases))
 	gauge(ch, onbOffers, float64(d.OnboardingOffers))
+	gauge(ch, dhcpPendingMax, float64(d.MaxPending))
+	gauge(ch, onbMax, float64(d.MaxOnboarding))
+	gauge(ch, regDevices, float64(d.Registered))
+	gauge(ch, regDevicesMax, float64(d.MaxRegistered))
 	if pc := c.src.Portal(); pc != nil {
 		names := make([]string, 0, len(pc))
 		for k := range pc {

@@ -237,6 +237,7 @@ func TestValuesMove(t *testing.T) {
 	f.api.Requests[0].Count++
 	f.dhcp.Counters["events_suppressed"] = 4
 	f.dhcp.Pending = 0
+	f.dhcp.MaxPending, f.dhcp.MaxOnboarding, f.dhcp.Registered, f.dhcp.MaxRegistered = 4096, 100000, 12, 1<<20
 	f.mu.Unlock()
 
 	expect("exchanges after", exchanges(5, 6), "ispmux_dhcp_exchanges_total")
@@ -256,6 +257,10 @@ func TestValuesMove(t *testing.T) {
 		{"ispmux_api_requests_total", map[string]string{"route": "GET /v1/isps", "code": "200"}, 4},
 		{"ispmux_events_suppressed_total", nil, 4},
 		{"ispmux_dhcp_pending_transactions", nil, 0},
+		{"ispmux_dhcp_pending_transactions_max", nil, 4096},
+		{"ispmux_onboarding_max", nil, 100000},
+		{"ispmux_registered_devices", nil, 12},
+		{"ispmux_registered_devices_max", nil, 1 << 20},
 		{"ispmux_dhcp_decisions_total", map[string]string{"decision": "unknown_subscriber"}, 2},
 		{"ispmux_isp_next_hop_resolved", map[string]string{"isp": "isp0"}, 1},
 		{"ispmux_dhcp_request_ack_seconds_count", map[string]string{"isp": "isp1"}, 2},

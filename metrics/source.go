@@ -97,6 +97,12 @@ type DHCP struct {
 	// OnboardingLeases and OnboardingOffers are the onboarding leases
 	// held and offers outstanding (devices in the walled garden).
 	OnboardingLeases, OnboardingOffers int
+	// The caps the figures above run into, so that an alert can fire
+	// before: MaxPending ([dhcp] max_pending), MaxOnboarding ([portal]
+	// max_onboarding, 0 without the portal); Registered is every device
+	// record (of any source, the operator's blocks of MACs of no ISP
+	// included), MaxRegistered its cap ([datapath] mac_table_size).
+	MaxPending, MaxOnboarding, Registered, MaxRegistered int
 }
 
 // API is the management API's request statistics (api.Server).
