@@ -173,7 +173,10 @@ func TestOnboardingHandoverReclaim(t *testing.T) {
 	if !strings.Contains(string(b), "will switch to") || strings.Contains(string(b), "did not answer") {
 		t.Errorf("/done after the same claim again: %s\n%s", resp.Status, b)
 	}
-	if n := r.counterNow("handover_retry_asked"); n != 1 {
+	// (Unless the retry due a lease time after the failure began between
+	// the page's load and the claim: the record was then under way, and
+	// nothing was left to ask.)
+	if n := r.counterNow("handover_retry_asked"); n != 1 && !(n == 0 && r.counterNow("handover_retry") > retries) {
 		t.Errorf("handover_retry_asked %d after the same claim again, want 1", n)
 	}
 	// Its retry (its next message) and beta's silence again: the failure
