@@ -131,7 +131,7 @@ func CounterNames() []string {
 		errOverload, errNoMessageType, errNotClientType, errHops, errServerMalformed, errNotReply, errOption82} {
 		out = append(out, e.Error())
 	}
-	for _, k := range []subscribers.IntentKind{subscribers.IntentRelease, subscribers.IntentDecline} {
+	for _, k := range []subscribers.IntentKind{subscribers.IntentRelease, subscribers.IntentDecline, subscribers.IntentReleaseUnbound} {
 		out = append(out, "intent_sent_"+string(k))
 	}
 	for _, r := range onboardingEndReasons {

@@ -40,7 +40,14 @@ import (
 // (decline) is an intent too, with no binding to remove in step 1 (the
 // address was never bound): stored before the DECLINE and the subscriber's
 // NAK are sent, so a crash or a failed send leaves it pending and the ISP's
-// lease of the address in conflict is still declined.
+// lease of the address in conflict is still declined. So is the RELEASE
+// of a lease an ISP's server committed in an ACK ispmux did not bind
+// (IntentReleaseUnbound: an ACK refused, releaseRefused; a rapid-commit
+// ACK the client does not use, releaseUnused), sent to that server only
+// (intentServers); before it is sent, at once or later, the address is
+// checked again (installedAt): if a binding ispmux installed holds it now,
+// the subscriber's or another's, the intent is completed unsent, since the
+// RELEASE would free that binding's lease.
 //
 // A crash before 1 leaves the binding, which the subscriber still holds; a
 // crash after 1 finds the intent pending at start, and it is sent again
@@ -331,10 +338,12 @@ func (p *Proxy) endBindingLocked(sk subKey, access string, in *subscribers.Inten
 	return true
 }
 
-// sendIntent sends an intent's message to every server of its ISP and
-// completes it. It reports false (the intent stays pending) when the ISP's
-// next hop is not resolved, no frame could be queued, or another goroutine
-// is sending it right now.
+// sendIntent sends an intent's message to the servers of its ISP
+// (intentServers) and completes it; the RELEASE of an ACK not bound whose
+// address a binding ispmux installed now holds is completed unsent. It
+// reports false (the intent stays pending) when the ISP's next hop is not
+// resolved, no frame could be queued, or another goroutine is sending it
+// right now.
 func (p *Proxy) sendIntent(pi pendingIntent) bool {
 	in := pi.in
 	claimed, done := p.intents.claim(in.ID)
@@ -358,12 +367,23 @@ func (p *Proxy) sendIntent(pi pendingIntent) bool {
 		p.completeIntent(in.ID)
 		return true
 	}
+	if in.Kind == subscribers.IntentReleaseUnbound && p.installedAt(p.intentSub(&in), isp, in.IP) {
+		// A binding ispmux installed holds the address now (a replay,
+		// or a send deferred while it was bound): the RELEASE would
+		// free it.
+		p.log.Info("dhcp: pending RELEASE of an ACK not bound dropped: a binding holds the address now", "isp", in.ISP,
+			"mac", binding.MACString(binding.MAC48(in.MAC)), "ip", in.IP)
+		p.count("intent_superseded")
+		sent = true
+		p.completeIntent(in.ID)
+		return true
+	}
 	gw, ok := p.nextHop(isp)
 	if !ok {
 		p.count("intent_deferred")
 		return false
 	}
-	for _, srv := range isp.Servers {
+	for _, srv := range intentServers(isp, &in) {
 		if p.injectUDP(isp.Port, gw, isp.MAC, isp.VLAN, isp.Addr, srv, 67, 67, in.Message) {
 			sent = true
 		}
@@ -382,6 +402,38 @@ func (p *Proxy) sendIntent(pi pendingIntent) bool {
 	p.count("intent_sent_" + string(in.Kind))
 	p.intents.markSent(in.ID, time.Now())
 	return true
+}
+
+// intentSub is the subscriber of in (no circuit if in's access circuit
+// is no longer configured).
+func (p *Proxy) intentSub(in *subscribers.Intent) subKey {
+	sk := subKey{mac: binding.MAC48(in.MAC)}
+	if c := p.circuitByName(in.Access, in.VLAN); c != nil {
+		sk.circuit = circuitKey{c.Port, c.VLAN}
+	}
+	return sk
+}
+
+// intentServers returns the servers of isp that in's message goes to:
+// every one, but for the RELEASE of an ACK not bound
+// (IntentReleaseUnbound) the one whose ACK committed the lease, which its
+// server identifier names; every one if that is none of isp's (with RFC
+// 5107's override it names ispmux), a server that holds no such lease of
+// the client ignoring it.
+func intentServers(isp *ISP, in *subscribers.Intent) []netip.Addr {
+	if in.Kind != subscribers.IntentReleaseUnbound {
+		return isp.Servers
+	}
+	var sid netip.Addr
+	forEachOption(in.Message, func(code byte, data []byte) {
+		if code == optServerID && len(data) == 4 {
+			sid = netip.AddrFrom4([4]byte(data))
+		}
+	})
+	if slices.Contains(isp.Servers, sid) {
+		return []netip.Addr{sid}
+	}
+	return isp.Servers
 }
 
 func (p *Proxy) completeIntent(id uint64) {

@@ -580,6 +580,83 @@ func TestCrashDecliningAnAddressInUse(t *testing.T) {
 	}
 }
 
+const refusedReleaseCrashEnv = "DHCPPROXY_REFUSED_RELEASE_CRASH_CHILD"
+
+// refusedAddr is the address the ISP ACKs without a lease time in
+// TestCrashReleasingRefusedAck.
+var refusedAddr = netip.MustParseAddr("100.64.0.101")
+
+// The ISP ACKs a REQUEST without a lease time: ispmux refuses the ACK
+// (NAK) and releases the lease to the ISP's server through an intent
+// (stored alone, the RELEASE sent, the intent completed by a later tick).
+// ispmux is SIGKILLed at each step (the child, armed at the failpoint, runs
+// the exchange and ticks past intentSettle), then restarted twice: the
+// RELEASE not known to be on the wire is sent once after the restart, one
+// completed is not sent again, and nothing is bound. Before, the RELEASE
+// was sent directly and a crash before it left lost it: the ISP held the
+// address for a client that never got it until its lease ran out.
+func TestCrashReleasingRefusedAck(t *testing.T) {
+	if path := os.Getenv(refusedReleaseCrashEnv); path != "" {
+		r := switchRigAt(t, path)
+		if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(s1)), CustomerID: "c-s1", ISP: "alpha", Source: "api"}); err != nil {
+			t.Fatal(err)
+		}
+		r.fromClient(clientMsg(t, s1, dhcpv4.MessageTypeRequest, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP(refusedAddr.AsSlice()))),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice())))))
+		r.p.committing.Wait()
+		r.serve(atAddr(kea(t, 0), refusedAddr))
+		r.p.expire(time.Now())
+		r.p.expire(time.Now().Add(time.Second))
+		t.Fatal("child: the failpoint was not hit")
+	}
+	if !failpoint.Enabled {
+		t.Skip("needs -tags failpoints")
+	}
+	for _, c := range endCrashPoints {
+		t.Run(c.point, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "s.db")
+			crashtest.KillAt(t, "TestCrashReleasingRefusedAck", refusedReleaseCrashEnv+"="+path, c.point)
+			for restart := 1; restart <= 2; restart++ {
+				r := switchRigAt(t, path)
+				wantIns, wantReleases := 0, 0
+				if c.pending && restart == 1 {
+					wantIns, wantReleases = 1, 1
+				}
+				if ins, _ := r.store.Intents(); len(ins) != wantIns {
+					t.Fatalf("restart %d after a crash at %s: %d intents stored, want %d", restart, c.point, len(ins), wantIns)
+				}
+				if _, err := r.p.Restore(time.Now()); err != nil {
+					t.Fatal(err)
+				}
+				r.p.expire(time.Now())
+				r.p.expire(time.Now().Add(time.Second))
+				releases := 0
+				for _, s := range r.snd.take() {
+					if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeRelease {
+						releases++
+						if !m.ClientIPAddr.Equal(net.IP(refusedAddr.AsSlice())) || !bytes.Equal(m.ClientHWAddr, mac(s1)) ||
+							!m.ServerIdentifier().Equal(net.IP(ispSID.AsSlice())) || !m.Options.Has(dhcpv4.OptionRelayAgentInformation) {
+							t.Errorf("restart %d: RELEASE %v, want %v of %s to %v with our Option 82", restart, m, refusedAddr, s1, ispSID)
+						}
+					}
+				}
+				if releases != wantReleases {
+					t.Errorf("restart %d after a crash at %s: %d RELEASEs to alpha, want %d", restart, c.point, releases, wantReleases)
+				}
+				if n := r.p.PendingIntents(); n != 0 {
+					t.Errorf("restart %d: %d intents still pending after the tick", restart, n)
+				}
+				if _, err := r.store.Binding("acc0", 0, [6]byte(mac(s1))); !errors.Is(err, subscribers.ErrNotFound) {
+					t.Errorf("restart %d: the subscriber's binding is stored: %v", restart, err)
+				}
+				if err := r.store.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // releaseOf100 is 02:00:00:00:01:01's RELEASE of 100.64.0.100 (the
 // address kea gives it in these tests), naming our server identifier.
 func releaseOf100(t *testing.T) *dhcpv4.DHCPv4 {

@@ -523,12 +523,15 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 // for nobody until its lease ran out. Not an address a binding ispmux
 // installed holds at that ISP (installedAt): the subscriber's own (a
 // renewal's ACK refused: the binding stands, and its own end tells the
-// ISP) or another's. Counted as what_released, or what_not_released.
+// ISP) or another's, checked again when the RELEASE is sent. Through an
+// intent (releaseUnbound): a crash, or the ISP's next hop unresolved,
+// delays it, never loses it. Counted as what_released (recorded, or sent),
+// or what_not_released.
 func (p *Proxy) releaseRefused(t *txn, isp *ISP, m *dhcpv4.DHCPv4, ip, from netip.Addr, what, why string) {
 	if p.installedAt(t.sub, isp, ip) {
 		return
 	}
-	if !from.IsValid() || !p.sendRelease(isp, from, t.sub, t.op82, t.clientID, m, why) {
+	if !from.IsValid() || !p.releaseUnbound(isp, t.circuit, from, t.sub, t.op82, t.clientID, m, why) {
 		p.count(what + "_not_released")
 		return
 	}

@@ -201,4 +201,133 @@ func (r *prig) wantRefusedReleased(ip netip.Addr, op82, clientID []byte) {
 	if c := r.p.Counters(); c["ack_refused_released"] != 1 || c["ack_refused_not_released"] != 0 {
 		r.t.Errorf("ack_refused_released %d, ack_refused_not_released %d; want 1, 0", c["ack_refused_released"], c["ack_refused_not_released"])
 	}
+	// Through an intent, stored before the RELEASE was sent and completed
+	// by a tick once it is surely on the wire.
+	if ins, _ := r.store.Intents(); len(ins) != 1 || ins[0].Kind != subscribers.IntentReleaseUnbound || ins[0].IP != ip {
+		r.t.Errorf("intents %+v; want the RELEASE of %v stored until the tick", ins, ip)
+	}
+	r.p.expire(time.Now().Add(time.Second))
+	if up, _ := r.relayedTo(); len(up) != 0 {
+		r.t.Errorf("the RELEASE was sent again: %v", up)
+	}
+	if ins, _ := r.store.Intents(); len(ins) != 0 || r.p.PendingIntents() != 0 {
+		r.t.Errorf("intents %+v after the tick; want the RELEASE completed", ins)
+	}
+}
+
+// The RELEASE of a refused ACK's lease is an intent (stored alone, before
+// it is sent): with the ISP's next hop unresolved at that instant it stays
+// pending, and a restarted proxy on the same store sends it to the server
+// that ACKed, once, and completes it. Before, it was sent directly, and
+// with the uplink down (or a crash before it left) it was lost: the ISP
+// held the address for a client that never got it until its lease ran
+// out.
+func TestRefusedAckReleaseReplayed(t *testing.T) {
+	r, second := twoServers(t, false)
+	addr101 := netip.MustParseAddr("100.64.0.101")
+	// To both servers; the first ACKs without a lease time, with the
+	// uplink's next hop lost meanwhile.
+	r.fromClient(clientMsg(t, s1, dhcpv4.MessageTypeRequest, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP(addr101.AsSlice()))),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice()))),
+		dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, nakClientID)))
+	r.p.committing.Wait() // the first relay waits for the next hop (relayLater)
+	up, _ := r.relayedTo()
+	if up[ispSID] == nil || up[second] == nil {
+		t.Fatalf("REQUEST relayed to %v (counters %v)", keys(up), r.p.Counters())
+	}
+	op82 := up[ispSID].Options.Get(dhcpv4.OptionRelayAgentInformation)
+	r.setUplinkDown(true)
+	ack := serverReply(up[ispSID], dhcpv4.MessageTypeAck, ispSID, ispSID)
+	ack.YourIPAddr = net.IP(addr101.AsSlice())
+	ack.Options.Del(dhcpv4.OptionIPAddressLeaseTime)
+	r.fromServerAt(ispSID, ack)
+	if up, toClient := r.relayedTo(); len(up) != 0 || len(toClient) != 1 || toClient[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("with the uplink down: sent the ISP %v, the subscriber %v; want nothing, a NAK", keys(up), toClient)
+	}
+	ins, err := r.store.Intents()
+	if err != nil || len(ins) != 1 || ins[0].Kind != subscribers.IntentReleaseUnbound || ins[0].IP != addr101 ||
+		ins[0].ISP != "alpha" || ins[0].Access != "acc0" || ins[0].MAC != [6]byte(mac(s1)) {
+		t.Fatalf("intents %+v, %v; want the RELEASE of %v pending (counters %v)", ins, err, addr101, r.p.Counters())
+	}
+	if c := r.p.Counters(); c["ack_refused_released"] != 1 || c["ack_refused_not_released"] != 0 || c["intent_deferred"] == 0 {
+		t.Errorf("counters %v; want ack_refused_released 1 (recorded), intent_deferred", c)
+	}
+
+	// Restart: a new proxy on the same store, the ISP reachable again.
+	r.setUplinkDown(false)
+	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	p2.isps["alpha"].Servers = []netip.Addr{ispSID, second}
+	if _, err := p2.Restore(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	p2.expire(time.Now())
+	up, _ = r.relayedTo()
+	rel := up[ispSID]
+	if len(up) != 1 || rel == nil || rel.MessageType() != dhcpv4.MessageTypeRelease {
+		t.Fatalf("replay sent %v, want the RELEASE to the server that ACKed only", keys(up))
+	}
+	if !rel.ClientIPAddr.Equal(net.IP(addr101.AsSlice())) || !rel.ServerIdentifier().Equal(net.IP(ispSID.AsSlice())) ||
+		!rel.GatewayIPAddr.Equal(net.IP(giaddr.AsSlice())) || !bytes.Equal(rel.Options.Get(dhcpv4.OptionRelayAgentInformation), op82) ||
+		!bytes.Equal(rel.Options.Get(dhcpv4.OptionClientIdentifier), nakClientID) {
+		t.Errorf("replayed %v; want the RELEASE of %v with the REQUEST's Option 82 and client identifier", rel, addr101)
+	}
+	if ins, _ := r.store.Intents(); len(ins) != 1 {
+		t.Errorf("intent completed as soon as its frame was queued: %+v", ins)
+	}
+	p2.expire(time.Now().Add(time.Second))
+	if up, _ := r.relayedTo(); len(up) != 0 {
+		t.Errorf("the RELEASE was sent again: %v", keys(up))
+	}
+	if ins, _ := r.store.Intents(); len(ins) != 0 || p2.PendingIntents() != 0 {
+		t.Errorf("intents after the replay: %+v", ins)
+	}
+	if c := p2.Counters(); c["intent_replayed"] != 1 || c["intent_sent_release_unbound"] != 1 {
+		t.Errorf("counters %v; want intent_replayed 1, intent_sent_release_unbound 1", c)
+	}
+}
+
+// A pending RELEASE of a refused ACK's lease is not sent once a binding
+// ispmux installed holds the address (installedAt, checked again when it
+// is sent): at the restart, another subscriber's binding of it (the ISP's
+// server freed the lease meanwhile and granted it again) would be freed by
+// that RELEASE at a server keying leases by client identifier. The intent
+// is completed unsent.
+func TestRefusedAckReleaseNotReplayedOverBinding(t *testing.T) {
+	r := newPRig(t)
+	addr101 := netip.MustParseAddr("100.64.0.101")
+	r.fromClient(clientMsg(t, s1, dhcpv4.MessageTypeRequest, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP(addr101.AsSlice()))),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice())))))
+	r.p.committing.Wait()
+	up, _ := r.relayedTo()
+	r.setUplinkDown(true)
+	r.fromServerAt(ispSID, atAddr(kea(t, 0), addr101)(up[ispSID]))
+	if ins, _ := r.store.Intents(); len(ins) != 1 {
+		t.Fatalf("intents %+v; want the RELEASE of %v pending", ins, addr101)
+	}
+	now := time.Now()
+	s2 := "02:00:00:00:01:02"
+	if err := r.store.CommitBinding(subscribers.Binding{MAC: [6]byte(mac(s2)), Access: "acc0", ISP: "alpha", IP: addr101,
+		Expires: now.Add(time.Hour), Updated: now, LeaseTime: 2 * time.Hour, ServerID: ispSID, Customer: "c-s2"}); err != nil {
+		t.Fatal(err)
+	}
+	r.relayedTo()
+	r.setUplinkDown(false)
+	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	if _, err := p2.Restore(now); err != nil {
+		t.Fatal(err)
+	}
+	if !r.tab.isBound(0x020000000102) {
+		t.Fatal("the other subscriber's binding was not restored")
+	}
+	p2.expire(now)
+	p2.expire(now.Add(time.Second))
+	if up, _ := r.relayedTo(); len(up) != 0 {
+		t.Errorf("sent %v: the RELEASE of the address another subscriber's binding holds", up)
+	}
+	if ins, _ := r.store.Intents(); len(ins) != 0 || p2.PendingIntents() != 0 {
+		t.Errorf("intents %+v; want the RELEASE completed unsent", ins)
+	}
+	if c := p2.Counters(); c["intent_superseded"] != 1 || c["intent_sent_release_unbound"] != 0 {
+		t.Errorf("counters %v; want intent_superseded 1, no RELEASE sent", c)
+	}
 }

@@ -275,14 +275,19 @@ func (p *Proxy) releaseRapid(isp *ISP, pk pendKey, src netip.Addr, m *dhcpv4.DHC
 // forwards for, if the address the client took is refused: a phantom the
 // ISP could give to another), or another subscriber's (a server that gave
 // it twice), as for the ACKs refused (releaseRefused) or too big
-// (releaseTooBig).
+// (releaseTooBig); nor, later, once such a binding holds it (the intent,
+// releaseUnbound, is checked again when sent).
 func (p *Proxy) releaseUnused(isp *ISP, pk pendKey, t *txn, sub subKey, op82, clientID []byte, keep, src netip.Addr, m *dhcpv4.DHCPv4) {
 	ip := addrOf(m.YourIPAddr)
 	if !ip.IsValid() || ip.IsUnspecified() || ip == keep || p.installedAt(sub, isp, ip) || !p.tx.releaseOnce(pk, t, src) {
 		p.count("rapid_commit_extra_ack")
 		return
 	}
-	if !p.sendRelease(isp, src, sub, op82, clientID, m, "rapid commit: the client took another server's answer (RFC 4039)") {
+	c := p.circuits[sub.circuit]
+	if t != nil {
+		c = t.circuit
+	}
+	if !p.releaseUnbound(isp, c, src, sub, op82, clientID, m, "rapid commit: the client took another server's answer (RFC 4039)") {
 		p.count("rapid_commit_not_released")
 		return
 	}
@@ -309,20 +314,44 @@ func (p *Proxy) releaseTooBig(isp *ISP, t *txn, src netip.Addr, m *dhcpv4.DHCPv4
 	p.releaseRefused(t, isp, m, ip, src, "reply_too_big", "the ACK does not fit what the client takes; not delivered")
 }
 
-// sendRelease sends server src of isp a DHCPRELEASE of the lease its ACK
-// m committed to subscriber sub, as the client would release it: ciaddr
-// m's yiaddr, m's server identifier (else src), the exchange's client
-// identifier and Option 82 (op82), our giaddr (revokeMessage). It reports
-// whether it went out.
-func (p *Proxy) sendRelease(isp *ISP, src netip.Addr, sub subKey, op82, clientID []byte, m *dhcpv4.DHCPv4, why string) bool {
+// releaseUnbound releases to server src of isp the lease its ACK m
+// committed to subscriber sub on circuit c, which ispmux did not bind
+// (why), through an intent (intents.go: stored alone, nothing was bound;
+// sent; completed by a later tick; sent again at the next tick while the
+// ISP's next hop is unresolved, and at the next start after a crash): a
+// DHCPRELEASE as the client would release it: ciaddr m's yiaddr, m's
+// server identifier (else src), the exchange's client identifier and
+// Option 82 (op82), our giaddr (revokeMessage). It reports whether the
+// RELEASE is on its way: recorded (sent now or later), or, when it cannot
+// be (the store refused it, c is nil), sent once now. The store write is
+// on the frame's path: these are rare (an ACK refused, a rapid-commit ACK
+// lost), and the RELEASE must be queued before the subscriber's next
+// message is relayed (flushIntentsOf).
+func (p *Proxy) releaseUnbound(isp *ISP, c *Circuit, src netip.Addr, sub subKey, op82, clientID []byte, m *dhcpv4.DHCPv4, why string) bool {
 	sid := addrOf(m.ServerIdentifier())
 	if !sid.IsValid() {
 		sid = src
 	}
 	b := subscribers.Binding{MAC: binding.MACBytes(sub.mac), IP: addrOf(m.YourIPAddr), ServerID: sid, ClientID: clientID, Option82: op82}
 	msg := p.revokeMessage(b, isp, nil, why)
+	if msg == nil {
+		return false
+	}
+	if c != nil {
+		it, err := p.store.AddIntent(subscribers.Intent{Kind: subscribers.IntentReleaseUnbound, ISP: isp.Name,
+			MAC: b.MAC, Access: c.Name, VLAN: c.VLAN, IP: b.IP, Message: msg})
+		if err == nil {
+			failpoint.Hit(failpoint.EndAfterIntent)
+			p.intents.add(it, false)
+			p.sendIntent(pendingIntent{it, false})
+			return true
+		}
+		p.count("store_error")
+		p.log.Error("dhcp: RELEASE of an ACK not bound not recorded; sent once, not replayed after a crash",
+			"mac", binding.MACString(sub.mac), "isp", isp.Name, "ip", b.IP, "err", err)
+	}
 	gw, ok := p.nextHop(isp)
-	return msg != nil && ok && p.injectUDP(isp.Port, gw, isp.MAC, isp.VLAN, isp.Addr, src, 67, 67, msg)
+	return ok && p.injectUDP(isp.Port, gw, isp.MAC, isp.VLAN, isp.Addr, src, 67, 67, msg)
 }
 
 // holds reports whether subscriber sk's binding is of ip at isp.

@@ -323,6 +323,52 @@ func TestRapidCommitSecondServerReleased(t *testing.T) {
 	}
 }
 
+// The RELEASE of the losing server's rapid-commit lease is an intent:
+// with the ISP's next hop unresolved when that ACK comes, it is stored and
+// stays pending, and the tick sends it to that server (only) once the next
+// hop is back, then completes it. Before, it was sent directly and lost
+// (rapid_commit_not_released): the server held the address for nobody
+// until its lease ran out.
+func TestRapidCommitReleaseSentWhenUplinkBack(t *testing.T) {
+	r, second := twoServers(t, false)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionRapidCommit, nil)))
+	r.p.committing.Wait()
+	up, _ := r.relayedTo()
+	if up[ispSID] == nil || up[second] == nil {
+		t.Fatalf("rapid-commit DISCOVER relayed to %v, want both servers", keys(up))
+	}
+	r.fromServerAt(ispSID, rapidAck(up[ispSID], ispSID))
+	if _, toClient := r.relayedTo(); len(toClient) != 1 || !r.tab.isBound(s1MAC) {
+		t.Fatalf("subscriber got %v, want the first server's ACK and a binding", toClient)
+	}
+	r.setUplinkDown(true)
+	r.fromServerAt(second, rapidAck(up[second], second))
+	if sent, _ := r.relayedTo(); len(sent) != 0 {
+		t.Fatalf("sent %v with the uplink down", keys(sent))
+	}
+	ins, err := r.store.Intents()
+	if err != nil || len(ins) != 1 || ins[0].Kind != subscribers.IntentReleaseUnbound || ins[0].IP != netip.MustParseAddr("100.64.0.103") {
+		t.Fatalf("intents %+v, %v; want the RELEASE of 100.64.0.103 pending (counters %v)", ins, err, r.p.Counters())
+	}
+	if c := r.p.Counters(); c["rapid_commit_released"] != 1 || c["rapid_commit_not_released"] != 0 {
+		t.Errorf("counters %v; want rapid_commit_released 1 (recorded)", c)
+	}
+	r.setUplinkDown(false)
+	r.p.expire(time.Now())
+	sent, _ := r.relayedTo()
+	if rel := sent[second]; len(sent) != 1 || rel == nil || rel.MessageType() != dhcpv4.MessageTypeRelease ||
+		!rel.ClientIPAddr.Equal(net.IPv4(100, 64, 0, 103)) || !rel.ServerIdentifier().Equal(net.IP(second.AsSlice())) {
+		t.Fatalf("uplink back: sent %v, want the RELEASE of 100.64.0.103 to %v only", sent, second)
+	}
+	r.p.expire(time.Now().Add(time.Second))
+	if sent, _ := r.relayedTo(); len(sent) != 0 {
+		t.Errorf("the RELEASE was sent again: %v", keys(sent))
+	}
+	if ins, _ := r.store.Intents(); len(ins) != 0 || r.p.PendingIntents() != 0 {
+		t.Errorf("intents %+v after the tick; want the RELEASE completed", ins)
+	}
+}
+
 // Two servers sharing one lease database (a Kea HA pair, or servers on
 // one SQL backend) both ACK a rapid-commit DISCOVER with the same
 // address: that lease is the one bound, and releasing it to the second

@@ -68,7 +68,7 @@ var (
 	regDevices     = desc("ispmux_registered_devices", "Device records of every source: every ISP's devices, the configuration's [[subscriber]] entries and the operator's blocks of MACs no ISP has.")
 	regDevicesMax  = desc("ispmux_registered_devices_max", "The most device records the box holds ([datapath] mac_table_size): past it, attaches and claims are refused.")
 	portalRequests = desc("ispmux_portal_requests_total", "Captive portal requests and claims by outcome.", "outcome")
-	dhcpIntents    = desc("ispmux_dhcp_pending_intents", "Messages to ISPs (RELEASE, DECLINE at a binding's end) recorded and not yet sent.")
+	dhcpIntents    = desc("ispmux_dhcp_pending_intents", "Messages to ISPs (RELEASE, DECLINE at a binding's end; RELEASE of the lease of an ACK ispmux did not bind) recorded and not yet sent.")
 	dhcpLeases     = desc("ispmux_dhcp_leases", "DHCP leases held.")
 	dhcpSuppressed = desc("ispmux_events_suppressed_total", "Refusal events not recorded: over the per-ISP event budget, or too many writes in flight (summed up in suppressed events).")
 

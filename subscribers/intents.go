@@ -16,6 +16,11 @@ type IntentKind string
 const (
 	IntentRelease IntentKind = "release" // a DHCPRELEASE for the binding's lease
 	IntentDecline IntentKind = "decline" // a DHCPDECLINE of the binding's address
+	// IntentReleaseUnbound is a DHCPRELEASE of a lease an ISP's server
+	// committed in an ACK ispmux did not bind (refused, or a rapid-commit
+	// ACK the client does not use): stored alone (AddIntent), there is no
+	// binding to remove.
+	IntentReleaseUnbound IntentKind = "release_unbound"
 )
 
 // Intent is the durable record of a message about to be sent to an ISP
@@ -38,7 +43,7 @@ type Intent struct {
 
 func validateIntent(in *Intent) error {
 	switch in.Kind {
-	case IntentRelease, IntentDecline:
+	case IntentRelease, IntentDecline, IntentReleaseUnbound:
 	default:
 		return fmt.Errorf("%w: unknown intent kind %q", ErrInvalid, in.Kind)
 	}
@@ -112,8 +117,9 @@ func (s *Store) EndBinding(access string, vlan uint16, mac MAC, in *Intent, e Ev
 
 // AddIntent stores in (its ID assigned, Created set to now if zero) on its
 // own, durable on return: the first step of a message to an ISP about an
-// address ispmux never bound (a DECLINE of an ACKed address in conflict),
-// so there is no binding to remove with it. Then send in.Message, then
+// address ispmux never bound (a DECLINE of an ACKed address in conflict,
+// the RELEASE of an ACK it refused), so there is no binding to remove with
+// it. Then send in.Message, then
 // CompleteIntent(ID), as for EndBinding's.
 func (s *Store) AddIntent(in Intent) (Intent, error) {
 	in.ID = 0

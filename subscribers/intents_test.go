@@ -162,6 +162,36 @@ func TestAddIntent(t *testing.T) {
 	}
 }
 
+// The RELEASE of a lease in an ACK ispmux did not bind is an intent of its
+// own kind, stored alone (AddIntent) and read back at the next start; an
+// unknown kind is refused.
+func TestAddIntentReleaseUnbound(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := *testIntent(1)
+	in.Kind = IntentReleaseUnbound
+	it, err := s.AddIntent(in)
+	if err != nil || it.ID != 1 {
+		t.Fatalf("AddIntent(%s) = %+v, %v; want ID 1", in.Kind, it, err)
+	}
+	bad := in
+	bad.Kind = "release_all"
+	if _, err := s.AddIntent(bad); !errors.Is(err, ErrInvalid) {
+		t.Errorf("AddIntent of kind %q = %v, want ErrInvalid", bad.Kind, err)
+	}
+	s.Close()
+	if s, err = Open(path, Options{NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if ins, err := s.Intents(); err != nil || len(ins) != 1 || !intentEqual(ins[0], it) {
+		t.Fatalf("Intents after reopen = %+v, %v; want [%+v]", ins, err, it)
+	}
+}
+
 func intentEqual(a, b Intent) bool {
 	return a.ID == b.ID && a.Kind == b.Kind && a.ISP == b.ISP && a.MAC == b.MAC && a.Access == b.Access &&
 		a.VLAN == b.VLAN && a.IP == b.IP && bytes.Equal(a.Message, b.Message) && a.Created.Equal(b.Created)

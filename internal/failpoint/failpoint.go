@@ -28,7 +28,10 @@ var Points = []string{
 	// A RELEASE/DECLINE/revocation: the binding is gone and the intent
 	// durable; nothing sent to the ISP yet. Also the DECLINE of an
 	// address the ISP ACKed in conflict (never bound): the intent is
-	// durable; no DECLINE sent, the subscriber not yet NAKed.
+	// durable; no DECLINE sent, the subscriber not yet NAKed. And the
+	// RELEASE of a lease in an ACK ispmux refused or a rapid-commit ACK
+	// the client does not use (never bound): the intent is durable, no
+	// RELEASE sent.
 	EndAfterIntent,
 	// The message was sent to the ISP; the intent is not yet completed.
 	EndAfterSend,
