@@ -53,9 +53,13 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestBody$$' -fuzztime $(FUZZN_SLOW)x ./api/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZN_SLOW)x ./subscribers/
 
+# staticcheck, and the node packages of api's OpenAPI checks (pinned by
+# api/testdata/openapi/package-lock.json, installed outside the tree in
+# ~/.cache/ispmux/openapi-tools; needs node and npm).
 tools:
 	@command -v staticcheck >/dev/null 2>&1 || [ -x $(HOME)/go/bin/staticcheck ] || \
 		$(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+	@sh api/testdata/openapi/install.sh
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -3,8 +3,13 @@ package api
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"testing"
 )
 
 // openAPIOperations reads the (method, path) pairs of an OpenAPI document's
@@ -149,4 +154,79 @@ func openAPIQueryParams(data []byte) map[string][]string {
 		}
 	}
 	return out
+}
+
+// openAPITools returns the node binary and the node_modules directory
+// api/testdata/openapi/install.sh installs the checker's packages in
+// ($ISPMUX_OPENAPI_TOOLS, by default the user's cache directory), or fails
+// the test saying how to install them.
+func openAPITools(t *testing.T) (node, modules string) {
+	t.Helper()
+	const how = "install them: apt-get install nodejs npm (if missing), then sh api/testdata/openapi/install.sh (make tools and .ci/run do both)"
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node not found: the OpenAPI checks run under node; %s", how)
+	}
+	dir := os.Getenv("ISPMUX_OPENAPI_TOOLS")
+	if dir == "" {
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			t.Fatalf("no cache directory (%v): set ISPMUX_OPENAPI_TOOLS; %s", err, how)
+		}
+		dir = filepath.Join(cache, "ispmux", "openapi-tools")
+	}
+	want, err := os.ReadFile("testdata/openapi/package-lock.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "installed.lock")); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("the OpenAPI checker's node packages are not installed in %s as testdata/openapi/package-lock.json pins them; %s", dir, how)
+	}
+	return node, filepath.Join(dir, "node_modules")
+}
+
+// openAPICheck runs testdata/openapi/check.js with args and returns what
+// it printed and whether it found nothing wrong; a checker that did not
+// run (exit status other than 0 and 1) fails the test.
+func openAPICheck(t *testing.T, args ...string) (string, bool) {
+	t.Helper()
+	node, modules := openAPITools(t)
+	cmd := exec.Command(node, append([]string{"testdata/openapi/check.js"}, args...)...)
+	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return out.String(), true
+	case errors.As(err, &ee) && ee.ExitCode() == 1:
+		return out.String(), false
+	}
+	t.Fatalf("check.js %s: %v\n%s", strings.Join(args, " "), err, out.String())
+	return "", false
+}
+
+// TestOpenAPIValid holds docs/openapi.yaml to OpenAPI 3.1: every $ref
+// resolves, the document validates against the OpenAPI 3.1 schema, each
+// Schema Object is valid JSON Schema under Ajv's strict mode (a YAML slip
+// such as an unquoted comma in a flow mapping's description is a keyword
+// of its own there), defaults are valid, operation ids unique, path
+// parameters those of the path (check.js says what it checks). A copy
+// with a $ref to no schema must be refused, or the checker checks nothing.
+func TestOpenAPIValid(t *testing.T) {
+	if out, ok := openAPICheck(t, "validate", "../docs/openapi.yaml"); !ok {
+		t.Errorf("docs/openapi.yaml is not a valid OpenAPI document:\n%s", out)
+	}
+	data, err := os.ReadFile("../docs/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, bytes.Replace(data, []byte(`schemas/Device"}`), []byte(`schemas/NoSuchSchema"}`), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, ok := openAPICheck(t, "validate", bad); ok || !strings.Contains(out, "NoSuchSchema") {
+		t.Errorf("a document with a $ref to no schema passed the check: %q", out)
+	}
 }
