@@ -13,10 +13,10 @@
 // path's {wildcards} are exactly its path parameters.
 //
 // answers: FILE is a JSON array of {op, status, type, body}: op a route
-// ("GET /v1/isps/{isp}"), status the HTTP status, type the media type,
-// body the JSON the API answered. Each body is validated against the
-// schema DOC gives that operation's response (the status's, else
-// default) for that media type, with one addition: an object schema that
+// ("GET /v1/isps/{isp}"), status the HTTP status, type the media type ("":
+// no body), body the JSON the API answered. Each body is validated against
+// the schema DOC gives that operation's response (the status's; for an
+// error, else default) for that media type, with one addition: an object schema that
 // lists properties and says nothing of others admits no other (a field
 // the API sends that the document does not name is a mismatch).
 //
@@ -159,8 +159,19 @@ async function answers(doc, file) {
       out.push(`${a.op}: not in the document`);
       continue;
     }
-    const r = (op.responses || {})[String(a.status)] || (op.responses || {}).default;
-    const media = r && r.content && r.content[a.type];
+    // A success has its own status in the document; an error may be the
+    // default response's.
+    const rs = op.responses || {};
+    const r = rs[String(a.status)] || (a.status >= 400 ? rs.default : undefined);
+    if (!r) {
+      out.push(`${a.op} ${a.status}: the document gives no such status`);
+      continue;
+    }
+    if (a.type === "") {
+      if (r.content) out.push(`${a.op} ${a.status}: the API answers no body, the document gives one`);
+      continue;
+    }
+    const media = r.content && r.content[a.type];
     if (!media || !media.schema) {
       out.push(`${a.op} ${a.status} ${a.type}: the document gives no such answer`);
       continue;
