@@ -178,7 +178,7 @@ func openAPIQueryParams(data []byte) map[string][]string {
 // the test saying how to install them.
 func openAPITools(t *testing.T) (node, modules string) {
 	t.Helper()
-	const how = "install them: apt-get install nodejs npm (if missing), then sh api/testdata/openapi/install.sh (make tools and .ci/run do both)"
+	const how = "install them: apt-get install nodejs npm (if missing), then sh api/testdata/openapi/install.sh (make tools runs it; .ci/run does both)"
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Fatalf("node not found: the OpenAPI checks run under node; %s", how)
