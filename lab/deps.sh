@@ -29,6 +29,8 @@ need dnsmasq dnsmasq-base
 need dhcpcd dhcpcd-base
 need dhcpd isc-dhcp-server
 need promtool prometheus
+need node nodejs
+need npm npm
 if [ -z "$missing" ]; then
 	echo "lab deps: all present"
 	exit 0

@@ -204,6 +204,8 @@ var Packages = map[string]string{
 	"dhcpcd":    "dhcpcd-base",     // a third kind of subscriber client (e2e; no system service)
 	"dhcpd":     "isc-dhcp-server", // a third kind of ISP DHCP server (e2e; its service is left unconfigured)
 	"promtool":  "prometheus",      // the metrics tests check the suggested alert rules and /metrics with it (the server is not run)
+	"node":      "nodejs",          // api's OpenAPI tests run their checker (api/testdata/openapi) with it
+	"npm":       "npm",             // ... and install its pinned packages with it (make tools)
 }
 
 // MissingPackages returns the Debian packages whose binaries are missing.
