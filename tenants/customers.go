@@ -391,7 +391,9 @@ func (t *Tenants) UpdateCustomer(ctx context.Context, a Actor, isp, id string, p
 	return t.customerView(c, len(regs)), nil
 }
 
-// DeleteCustomer ends its devices' bindings, detaches them and removes it.
+// DeleteCustomer ends its devices' bindings, detaches them and removes it,
+// in one write; a device the operator blocked stays blocked, attached to
+// no ISP (detachWrite).
 func (t *Tenants) DeleteCustomer(ctx context.Context, a Actor, isp, id string) error {
 	if err := t.checkISP(isp); err != nil {
 		return err
@@ -413,12 +415,13 @@ func (t *Tenants) DeleteCustomer(ctx context.Context, a Actor, isp, id string) e
 		return fmt.Errorf("%w: customer %q comes from the configuration (read-only while it has devices)", ErrConflict, id)
 	}
 	w := subscribers.TenantWrite{DeleteCustomers: []subscribers.CustomerKey{{ISP: isp, ID: id}}}
-	for _, r := range regs {
+	kept := make([]bool, len(regs))
+	for i, r := range regs {
 		if r.Source == SourceConfig {
 			return fmt.Errorf("%w: device %s of customer %q comes from the configuration: remove it there first", ErrConflict, macString(r.MAC), id)
 		}
-		w.DeleteRegistrations = append(w.DeleteRegistrations, r.MAC)
-		w.Events = append(w.Events, event(a, subscribers.EventDeviceDetached, isp, id, r.MAC, "customer deleted"))
+		// A device the operator blocked stays blocked (detachWrite).
+		kept[i] = detachWrite(&w, a, r, "customer deleted")
 	}
 	w.Events = append(w.Events, event(a, subscribers.EventCustomerDeleted, isp, id, subscribers.MAC{}, fmt.Sprintf("%d devices detached", len(regs))))
 	if _, err := t.apply(w); err != nil {
@@ -426,13 +429,12 @@ func (t *Tenants) DeleteCustomer(ctx context.Context, a Actor, isp, id string) e
 	}
 	failpoint.Hit(failpoint.TenantAfterCommit)
 	macs := make([]uint64, 0, len(regs))
-	for _, r := range regs {
-		mac := binding.MAC48(r.MAC)
-		t.unpublish(mac)
-		macs = append(macs, mac)
+	for i, r := range regs {
+		t.afterDetach(r, kept[i])
+		macs = append(macs, binding.MAC48(r.MAC))
 	}
 	t.reg.SetSuspended(isp, id, false)
-	t.count(isp, -1, -len(regs))
+	t.count(isp, -1, 0)
 	t.revalidate(macs...)
 	return nil
 }

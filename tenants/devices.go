@@ -132,6 +132,7 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 	}
 	w := subscribers.TenantWrite{}
 	var replaced *subscribers.Registration
+	keptReplaced := false
 	if replace != "" {
 		rm, err := parseMAC(replace)
 		if err != nil {
@@ -148,8 +149,7 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 		if replaced.Source == SourceConfig {
 			return Device{}, fmt.Errorf("%w: device %s comes from the configuration (read-only)", ErrConflict, replace)
 		}
-		w.DeleteRegistrations = append(w.DeleteRegistrations, replaced.MAC)
-		w.Events = append(w.Events, event(a, subscribers.EventDeviceDetached, c.ISP, c.ID, replaced.MAC, "replaced by "+macString(mac)))
+		keptReplaced = detachWrite(&w, a, *replaced, "replaced by "+macString(mac))
 	}
 	n := len(devs)
 	if replaced != nil {
@@ -193,10 +193,8 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 	failpoint.Hit(failpoint.TenantAfterCommit)
 	var gone []uint64
 	if replaced != nil {
-		rm := binding.MAC48(replaced.MAC)
-		t.unpublish(rm)
-		gone = append(gone, rm)
-		t.count(c.ISP, 0, -1)
+		t.afterDetach(*replaced, keptReplaced)
+		gone = append(gone, binding.MAC48(replaced.MAC))
 	}
 	if err := t.publish(r, c.Status == string(StatusSuspended)); err != nil {
 		t.log.Warn("tenants: device stored but not admitted", "err", err)
@@ -280,7 +278,8 @@ func (t *Tenants) AttachDevice(ctx context.Context, a Actor, isp string, in Devi
 	return t.attachLocked(a, c, mac, in.Access, "", SourceAPI, false)
 }
 
-// DetachDevice ends the device's binding and detaches it.
+// DetachDevice ends the device's binding and detaches it. A device the
+// operator blocked stays blocked, attached to no ISP (detachWrite).
 func (t *Tenants) DetachDevice(ctx context.Context, a Actor, isp, mac string) error {
 	m, err := parseMAC(mac)
 	if err != nil {
@@ -298,15 +297,60 @@ func (t *Tenants) DetachDevice(ctx context.Context, a Actor, isp, mac string) er
 	if r.ISP == "" {
 		return fmt.Errorf("%w: %s is the operator's block of a MAC no ISP has: unblock it (POST /v1/devices/%s/unblock)", ErrConflict, mac, mac)
 	}
-	if _, err := t.apply(subscribers.TenantWrite{DeleteRegistrations: []subscribers.MAC{m},
-		Events: []subscribers.Event{event(a, subscribers.EventDeviceDetached, r.ISP, r.CustomerID, m, "detached")}}); err != nil {
+	var w subscribers.TenantWrite
+	kept := detachWrite(&w, a, r, "detached")
+	if _, err := t.apply(w); err != nil {
 		return err
 	}
 	failpoint.Hit(failpoint.TenantAfterCommit)
-	t.unpublish(binding.MAC48(m))
-	t.count(r.ISP, 0, -1)
+	t.afterDetach(r, kept)
 	t.revalidate(binding.MAC48(m))
 	return nil
+}
+
+// detachWrite adds the detach of r, a device of an ISP (not of the
+// configuration: the callers refuse those), by a to w: its
+// device-detached event for the ISP (reason why), and its registration
+// deleted, or, if the operator blocked it, rewritten as the operator's
+// block of a MAC no ISP has (ownerless, as Block makes it), with a
+// device-blocked event of no ISP saying the block was kept. It reports
+// whether it kept a block. An ISP that detaches a device, or deletes its
+// customer, or a claim that replaces it, cleans up the ISP's lists; the
+// block is the operator's word on the device (a stolen modem, a hostile
+// MAC), not the ISP's, and only the operator's unblock lifts it: deleted
+// with the registration, the MAC would be unknown again (onboarded, and
+// free to be claimed at any ISP).
+func detachWrite(w *subscribers.TenantWrite, a Actor, r subscribers.Registration, why string) bool {
+	w.Events = append(w.Events, event(a, subscribers.EventDeviceDetached, r.ISP, r.CustomerID, r.MAC, why))
+	if !r.Blocked {
+		w.DeleteRegistrations = append(w.DeleteRegistrations, r.MAC)
+		return false
+	}
+	w.PutRegistrations = append(w.PutRegistrations, ownerlessBlock(r.MAC))
+	w.Events = append(w.Events, event(a, subscribers.EventDeviceBlocked, "", "", r.MAC,
+		fmt.Sprintf("the operator's block kept (no ISP has it now); ISP %q, customer %q: %s", r.ISP, r.CustomerID, why)))
+	return true
+}
+
+// afterDetach publishes the detach of r, an ISP's device, that
+// detachWrite wrote (t.mu held, after the commit): r unpublished, or, if
+// kept, the operator's block published in its place; r's ISP counts one
+// device less either way. The caller revalidates r's bindings.
+func (t *Tenants) afterDetach(r subscribers.Registration, kept bool) {
+	if kept {
+		if err := t.publish(ownerlessBlock(r.MAC), false); err != nil {
+			t.log.Warn("tenants: the operator's block stored but not admitted", "err", err)
+		}
+	} else {
+		t.unpublish(binding.MAC48(r.MAC))
+	}
+	t.count(r.ISP, 0, -1)
+}
+
+// ownerlessBlock is the operator's block of m while no ISP has it: a
+// blocked registration of no ISP and no customer (source api).
+func ownerlessBlock(m subscribers.MAC) subscribers.Registration {
+	return subscribers.Registration{MAC: m, Blocked: true, Source: SourceAPI, Updated: time.Now()}
 }
 
 // UpdateDevice changes a device's access pin (isp "" = any ISP). The new
@@ -463,9 +507,7 @@ func (t *Tenants) blockOwnerless(a Actor, m subscribers.MAC) (Device, error) {
 	if t.cfg.MaxDevices > 0 && t.reg.Len() >= t.cfg.MaxDevices {
 		return Device{}, fmt.Errorf("%w: the box holds its maximum of %d devices (datapath.mac_table_size)", ErrConflict, t.cfg.MaxDevices)
 	}
-	now := time.Now()
-	r := subscribers.Registration{MAC: m, Blocked: true, Source: SourceAPI, Updated: now}
-	return t.rewriteDevice(r, event(a, subscribers.EventDeviceBlocked, "", "", m, "blocked by the operator (no ISP had it)"), true)
+	return t.rewriteDevice(ownerlessBlock(m), event(a, subscribers.EventDeviceBlocked, "", "", m, "blocked by the operator (no ISP had it)"), true)
 }
 
 // unblockOwnerless lifts the operator's block r of a MAC no ISP has

@@ -934,3 +934,201 @@ func TestMoveOwnerlessBlock(t *testing.T) {
 	}
 	r.consistent()
 }
+
+// ownerlessBlocked checks that mac is the operator's block of a MAC no
+// ISP has, in the store, the registry and the admission set.
+func (r *rig) ownerlessBlocked(mac string) {
+	r.t.Helper()
+	m, _ := parseMAC(mac)
+	g, err := r.store.Registration(m)
+	if err != nil || !g.Blocked || g.ISP != "" || g.CustomerID != "" {
+		r.t.Errorf("%s stored: %+v, %v; want the operator's block of no ISP", mac, g, err)
+	}
+	if e, ok := r.reg.Lookup(mac48(mac)); !ok || !e.Blocked || e.ISP != "" || e.CustomerID != "" {
+		r.t.Errorf("%s in the registry: %+v %v; want blocked, of no ISP", mac, e, ok)
+	}
+	if !r.adm.has(mac48(mac)) {
+		r.t.Errorf("%s not admitted (a blocked MAC's DHCP must reach the proxy)", mac)
+	}
+}
+
+// keptBlockEvents counts the operator's events of no ISP saying its
+// block of mac was kept.
+func (r *rig) keptBlockEvents(mac string) int {
+	r.t.Helper()
+	n := 0
+	for _, e := range r.events("") {
+		if e.Kind == "device-blocked" && e.ISP == "" && e.MAC == mac && strings.Contains(e.Reason, "block kept") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestDetachKeepsOperatorBlock: the ISP detached a device the operator
+// had blocked (a stolen modem, say), and the detach deleted its
+// registration, the block with it: the MAC was unknown again, onboarded
+// into the walled garden and free to be attached or claimed at any ISP.
+// The block is the operator's, not the ISP's: the detach succeeds for
+// the ISP (its lists, counts and events as for any detach) and the
+// device stays blocked, the operator's block of a MAC no ISP has (an
+// event of no ISP says so), which only the operator's unblock removes.
+func TestDetachKeepsOperatorBlock(t *testing.T) {
+	r := newRig(t)
+	const m = "02:00:00:00:00:71"
+	if _, err := r.ten.CreateCustomer(ctx, beta, "beta", CustomerInput{ID: "c-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.CreateCustomer(ctx, op, "alpha", CustomerInput{ID: "a-1", Password: "alpha-password"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: m, CustomerID: "c-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.Block(ctx, op, m, true); err != nil {
+		t.Fatal(err)
+	}
+	r.px.take()
+	if err := r.ten.DetachDevice(ctx, beta, "beta", m); err != nil {
+		t.Fatalf("the ISP's detach of a device the operator blocked: %v", err)
+	}
+	r.ownerlessBlocked(m)
+	if r.keptBlockEvents(m) != 1 {
+		t.Errorf("the operator's log has no event of the block kept: %v", kinds(r.events("")))
+	}
+	if got := r.px.take(); !slices.Equal(got, []uint64{mac48(m)}) {
+		t.Errorf("the detach revalidated %v", got)
+	}
+	// For the ISP, it is detached.
+	if _, err := r.ten.Device(ctx, "beta", m); !errors.Is(err, ErrNotFound) {
+		t.Errorf("beta's device after its detach: %v, want not found", err)
+	}
+	if p, err := r.ten.Devices(ctx, "beta", "", ListOptions{}); err != nil || len(p.Items) != 0 {
+		t.Errorf("beta's devices %+v, %v", p.Items, err)
+	}
+	if c := r.ten.Counts()["beta"]; c.Devices != 0 {
+		t.Errorf("beta counts %d devices", c.Devices)
+	}
+	if k := kinds(r.events("beta")); k[len(k)-1] != "device-detached" {
+		t.Errorf("beta's events %v, want the detach last", k)
+	}
+	r.consistent()
+	// Not attached nor claimed anywhere while the operator's block holds.
+	if _, err := r.ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: m, CustomerID: "c-1"}); !errors.Is(err, ErrBlocked) {
+		t.Errorf("beta's attach again: %v, want ErrBlocked", err)
+	}
+	if _, err := r.ten.Claim(ctx, Actor{Kind: ActorPortal, Name: "portal"}, ClaimRequest{ISP: "alpha", CustomerID: "a-1", Password: "alpha-password", MAC: m}); !errors.Is(err, ErrBlocked) {
+		t.Errorf("a claim at alpha: %v, want ErrBlocked", err)
+	}
+	// Durable: a restart loads it.
+	reg, adm := registry.New(), &fakeAdm{set: map[uint64]bool{}}
+	if err := New(Config{ISPs: []string{"alpha", "beta"}, MaxDevices: 100}, r.store, reg, &fakeProxy{}, adm, nil).Load(); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := reg.Lookup(mac48(m)); !ok || !e.Blocked || e.ISP != "" || !adm.has(mac48(m)) {
+		t.Errorf("after a restart: %+v %v, admitted %v", e, ok, adm.has(mac48(m)))
+	}
+	// The operator's unblock removes it.
+	if d, err := r.ten.Block(ctx, op, m, false); err != nil || d.Blocked {
+		t.Fatalf("unblock: %+v, %v", d, err)
+	}
+	if _, ok := r.reg.Lookup(mac48(m)); ok {
+		t.Error("still registered after the operator's unblock")
+	}
+	r.consistent()
+}
+
+// TestDeleteCustomerKeepsOperatorBlocks: deleting a customer detaches
+// its devices; those the operator blocked stay blocked, of no ISP (one
+// write), the others go; the ISP's counts and events are those of any
+// deletion.
+func TestDeleteCustomerKeepsOperatorBlocks(t *testing.T) {
+	r := newRig(t)
+	if _, err := r.ten.CreateCustomer(ctx, beta, "beta", CustomerInput{ID: "c-1", DeviceLimit: 6}); err != nil {
+		t.Fatal(err)
+	}
+	macs := []string{"02:00:00:00:00:81", "02:00:00:00:00:82", "02:00:00:00:00:83", "02:00:00:00:00:84"}
+	for i, m := range macs {
+		if _, err := r.ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: m, CustomerID: "c-1"}); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if _, err := r.ten.Block(ctx, op, m, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := r.ten.DeleteCustomer(ctx, beta, "beta", "c-1"); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range macs {
+		if i%2 == 0 {
+			r.ownerlessBlocked(m)
+			if r.keptBlockEvents(m) != 1 {
+				t.Errorf("%s: no event of the block kept", m)
+			}
+		} else if _, ok := r.reg.Lookup(mac48(m)); ok {
+			t.Errorf("%s (not blocked) still registered", m)
+		}
+	}
+	if c := r.ten.Counts()["beta"]; c.Devices != 0 || c.Customers != 0 {
+		t.Errorf("beta counts %+v", c)
+	}
+	if n := count(r.events("beta"), subscribers.EventDeviceDetached); n != 4 {
+		t.Errorf("beta has %d device-detached events, want 4", n)
+	}
+	r.consistent()
+}
+
+// TestClaimReplaceKeepsOperatorBlock: a customer whose modem was stolen
+// (the operator blocked it) claims the new one, replacing the old at the
+// device limit: the old one leaves the customer and stays blocked, of no
+// ISP; deleted, the thief's modem would have been onboarded and free to
+// be claimed.
+func TestClaimReplaceKeepsOperatorBlock(t *testing.T) {
+	r := newRig(t)
+	const old, nu = "02:00:00:00:00:91", "02:00:00:00:00:92"
+	if _, err := r.ten.CreateCustomer(ctx, beta, "beta", CustomerInput{ID: "c-1", Password: "right-password"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: old, CustomerID: "c-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.Block(ctx, op, old, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.Claim(ctx, Actor{Kind: ActorPortal, Name: "portal"},
+		ClaimRequest{ISP: "beta", CustomerID: "c-1", Password: "right-password", MAC: nu, Replace: old}); err != nil {
+		t.Fatal(err)
+	}
+	r.ownerlessBlocked(old)
+	if r.keptBlockEvents(old) != 1 {
+		t.Error("no event of the block kept")
+	}
+	if c := r.ten.Counts()["beta"]; c.Devices != 1 {
+		t.Errorf("beta counts %d devices, want 1 (the new one)", c.Devices)
+	}
+	r.consistent()
+}
+
+// TestConfigBlockGoesWithItsEntry pins a choice: a [[subscriber]] entry
+// with blocked = true that a reload removes takes its block with it. The
+// block is the file's (the operator's Block refuses a configuration
+// device: it is blocked there), so no block set through the API is lost,
+// and the file, which no longer names the MAC, is the operator's word on
+// it; a block kept here would be one no file names, lifted only through
+// the API.
+func TestConfigBlockGoesWithItsEntry(t *testing.T) {
+	r := newRig(t)
+	m := subscribers.MAC{2, 0, 0, 0, 0, 0xa1}
+	if _, err := r.ten.SyncConfig([]ConfigDevice{{MAC: m, ISP: "alpha", CustomerID: "k-1", Blocked: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.SyncConfig(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.store.Registration(m); !errors.Is(err, subscribers.ErrNotFound) {
+		t.Errorf("the configuration's blocked entry, removed from the file: %v, want gone", err)
+	}
+	r.consistent()
+}
