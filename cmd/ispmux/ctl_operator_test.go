@@ -441,3 +441,110 @@ func TestStatusOnboardingHandoverRetry(t *testing.T) {
 		t.Errorf("a device switching normally shows more than its ISP:\n%s", b.String())
 	}
 }
+
+// The operator's attach or claim of a MAC it blocked while no ISP had it
+// is refused (409 device-blocked) with the API's routes to lift the block
+// or move the device (POST /v1/devices/MAC/unblock, .../move): ctl named
+// no command, so the operator on the box translated the routes by hand.
+// It names the ctl unblock, which pasted lifts the block (the attach then
+// succeeds), and the ctl move with the ISP and customer asked for. An
+// ISP's refusal names neither.
+func TestOperatorRefusalOfBlockedNamesCtl(t *testing.T) {
+	const mac = "02:00:00:00:00:09"
+	r := refusalRig(t, "02:00:00:00:00:07", "correct horse")
+	sock := []string{"ctl", "--socket", r.sock}
+	r.ok("", append(sock, "block", mac)...)
+	blocked := func(stdin string, args ...string) string {
+		t.Helper()
+		_, _, err := runCmd(t, stdin, args...)
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Slug() != "device-blocked" {
+			t.Fatalf("%q: %v, want a device-blocked problem", args, err)
+		}
+		var b bytes.Buffer
+		report(&b, err)
+		return b.String()
+	}
+	if msg := blocked("", r.api("beta", "device-add", "beta", mac, "c-77")...); strings.Contains(msg, "ispmux ctl") {
+		t.Errorf("beta's refusal names a ctl command:\n%s", msg)
+	}
+	var msg string
+	for _, c := range []struct {
+		args  []string
+		stdin string
+	}{
+		{append(sock, "device-add", "beta", mac, "c-77"), ""},
+		{append(sock, "claim", "beta", "c-77", mac, "--password-stdin"), "correct horse\n"},
+	} {
+		msg = blocked(c.stdin, c.args...)
+		for _, want := range []string{
+			"`ispmux ctl --socket " + r.sock + " unblock " + mac + "`",
+			"`ispmux ctl --socket " + r.sock + " move " + mac + " beta c-77`",
+		} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("%q refused:\n%s\nwant the ctl command %s", c.args[3:], msg, want)
+			}
+		}
+	}
+	r.ok("", hintArgs(t, strings.SplitN(msg, "\n", 2)[1])...)
+	r.ok("", append(sock, "device-add", "beta", mac, "c-77")...)
+}
+
+// A customer at its device limit: the refusal lists its devices, and ctl
+// said "detach one first (device-del), or claim again with --replace one
+// of them" after every command, though only claim has --replace: the
+// operator's device-add or move was told to use a flag it does not take.
+// Claim's refusal names --replace; device-add's and move's name the
+// device limit instead (customer-set --device-limit).
+func TestDeviceLimitHintFitsTheCommand(t *testing.T) {
+	r := newRig(t, nil)
+	op := func(args ...string) []string { return r.api("operator", args...) }
+	r.ok("pw-of-c-1\n", op("customer-add", "beta", "c-1", "--password-stdin", "--device-limit", "1")...)
+	r.ok("", op("customer-add", "alpha", "a-1")...)
+	r.ok("", op("device-add", "beta", "02:00:00:00:00:01", "c-1")...)
+	r.ok("", op("device-add", "alpha", "02:00:00:00:00:03", "a-1")...)
+	for _, c := range []struct {
+		args        []string
+		stdin, want string
+	}{
+		{op("device-add", "beta", "02:00:00:00:00:02", "c-1"), "", "--device-limit"},
+		{op("move", "02:00:00:00:00:03", "beta", "c-1"), "", "--device-limit"},
+		{op("claim", "beta", "c-1", "02:00:00:00:00:02", "--password-stdin"), "pw-of-c-1\n", "--replace"},
+	} {
+		_, _, err := runCmd(t, c.stdin, c.args...)
+		var ce *client.Error
+		if !errors.As(err, &ce) || len(ce.Devices) != 1 {
+			t.Fatalf("%q: %v, want the device limit's refusal naming the customer's device", c.args[1:], err)
+		}
+		var b bytes.Buffer
+		report(&b, err)
+		msg := b.String()
+		if !strings.Contains(msg, "02:00:00:00:00:01") || !strings.Contains(msg, c.want) {
+			t.Errorf("%q refused:\n%s\nwant the customer's device and %s named", c.args[1:], msg, c.want)
+		}
+		if c.want != "--replace" && strings.Contains(msg, "--replace") {
+			t.Errorf("%q refused:\n%s\nnames --replace, which %s does not take", c.args[1:], msg, c.args[1])
+		}
+	}
+}
+
+// Unblocking a MAC no ISP has removes its device (the MAC is unknown
+// again), but ctl printed the removed device's card, "blocked: no" and
+// "source: api", as if a device of no ISP stayed. It says the device is
+// gone; --json still prints the API's object.
+func TestUnblockOwnerlessSaysRemoved(t *testing.T) {
+	const mac = "02:00:00:00:00:66"
+	r := newRig(t, nil)
+	op := func(args ...string) []string { return r.api("operator", args...) }
+	r.ok("", op("block", mac)...)
+	out, _ := r.ok("", op("unblock", mac)...)
+	if strings.Contains(out, "blocked:") || !strings.Contains(out, mac) || !strings.Contains(out, "unknown again") {
+		t.Errorf("unblock of a MAC no ISP has printed:\n%s\nwant that its device is removed, the MAC unknown again", out)
+	}
+	r.ok("", op("block", mac)...)
+	out, _ = r.ok("", op("unblock", mac, "--json")...)
+	var d tenants.Device
+	if err := json.Unmarshal([]byte(out), &d); err != nil || d.MAC != mac || d.Blocked {
+		t.Errorf("unblock --json: %v\n%s", err, out)
+	}
+}

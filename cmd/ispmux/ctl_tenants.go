@@ -283,23 +283,42 @@ func ctlClaim(e *ctlEnv, args []string) error {
 	d, err := c.Claim(e.ctx, tenants.ClaimRequest{ISP: args[0], CustomerID: args[1], Password: pw, MAC: args[2],
 		Replace: e.o.replace, Access: e.o.access})
 	if err != nil {
-		return e.moveHint(err, args[2], args[0], args[1])
+		return e.replaceHint(e.moveHint(err, args[2], args[0], args[1]))
 	}
 	return e.showDevice(d)
 }
 
-// moveHint is err, an attach or claim of mac to isp's customer; when it
-// is the operator's refusal of another ISP's device that names the move
-// to use (POST /v1/devices/MAC/move: an ISP's names none, nor the one of a
-// device of the configuration, which a move refuses), with the ctl
-// command that makes that move.
-func (e *ctlEnv) moveHint(err error, mac, isp, customer string) error {
+// replaceHint is err, a claim's; when it is the customer's device limit,
+// it names claim's --replace (report names the customer's devices).
+func (e *ctlEnv) replaceHint(err error) error {
 	var p *client.Error
-	if !errors.As(err, &p) || p.Slug() != "device-unavailable" || !strings.Contains(p.Detail, "/move") {
+	if !errors.As(err, &p) || len(p.Devices) == 0 {
 		return err
 	}
-	return hinted{err, fmt.Sprintf("`%s` moves it (the old ISP serves it until its next renewal; --immediate ends that at once)",
-		e.again("move", mac, isp, customer))}
+	return hinted{err, "or claim again with --replace one of them"}
+}
+
+// moveHint is err, an attach or claim of mac to isp's customer, with
+// the ctl commands that do what the operator's refusal names by its API
+// routes: for another ISP's device (POST /v1/devices/MAC/move: an ISP's
+// refusal names none, nor the one of a device of the configuration, which
+// a move refuses) the move; for a device the operator blocked while no
+// ISP had it (POST /v1/devices/MAC/unblock, or the move, still blocked)
+// the unblock and the move.
+func (e *ctlEnv) moveHint(err error, mac, isp, customer string) error {
+	var p *client.Error
+	if !errors.As(err, &p) || !strings.Contains(p.Detail, "/move") {
+		return err
+	}
+	switch p.Slug() {
+	case "device-unavailable":
+		return hinted{err, fmt.Sprintf("`%s` moves it (the old ISP serves it until its next renewal; --immediate ends that at once)",
+			e.again("move", mac, isp, customer))}
+	case "device-blocked":
+		return hinted{err, fmt.Sprintf("`%s` lifts the block (then attach it again), or `%s` attaches it, still blocked",
+			e.again("unblock", mac), e.again("move", mac, isp, customer))}
+	}
+	return err
 }
 
 func ctlBlock(e *ctlEnv, args []string) error   { return e.block(args[0], true) }
@@ -321,6 +340,12 @@ func (e *ctlEnv) block(mac string, blocked bool) error {
 	}
 	if err != nil {
 		return err
+	}
+	if !blocked && d.ISP == "" && !e.g.json {
+		// The operator's block of a MAC no ISP had: its unblock
+		// removed the device.
+		fmt.Fprintf(e.stdout, "unblocked %s: no ISP has it, so its device is removed (the MAC is unknown again)\n", d.MAC)
+		return nil
 	}
 	return e.showDevice(d)
 }

@@ -71,7 +71,7 @@ func reportError(w io.Writer, err error) {
 		fmt.Fprintln(w, "ispmux:", problemLine(p))
 		switch {
 		case len(p.Devices) > 0:
-			fmt.Fprintf(w, "  the customer's devices: %s; detach one first (device-del), or claim again with --replace one of them\n", strings.Join(p.Devices, ", "))
+			fmt.Fprintf(w, "  the customer's devices: %s; detach one first (device-del), or raise the customer's limit (customer-set --device-limit N)\n", strings.Join(p.Devices, ", "))
 		case p.RetryAfter > 0:
 			fmt.Fprintf(w, "  retry after %s\n", p.RetryAfter)
 		}

@@ -131,7 +131,7 @@ func TestReport(t *testing.T) {
 	report(&b, &client.Error{Status: 409, Type: "urn:ispmux:problem:device-limit", Title: "Customer's device limit reached",
 		Detail: "limit (1) reached", RequestID: "r-1", Limit: 1, Devices: []string{"02:00:00:00:00:01"}})
 	want = "ispmux: Customer's device limit reached: limit (1) reached (HTTP 409, request r-1)\n" +
-		"  the customer's devices: 02:00:00:00:00:01; detach one first (device-del), or claim again with --replace one of them\n"
+		"  the customer's devices: 02:00:00:00:00:01; detach one first (device-del), or raise the customer's limit (customer-set --device-limit N)\n"
 	if b.String() != want {
 		t.Errorf("report:\n%s\nwant:\n%s", b.String(), want)
 	}
