@@ -86,7 +86,8 @@ func CheckFiles(cfg *configs.Config) []FileProblem {
 }
 
 // checkStateDir reports why ispmux could not keep its store in dir: dir,
-// or the nearest of its parents that exists when dir does not, is not a
+// or the nearest of its parents that exists when dir does not (the file
+// it is under, if any: named, not the path under it), is not a
 // directory, or is a symbolic link to nothing (Start's MkdirAll does not
 // follow it: a target not made yet, a disk not mounted), or this process
 // may not create files in it (a read-only file system included). A
@@ -95,6 +96,9 @@ func CheckFiles(cfg *configs.Config) []FileProblem {
 func checkStateDir(dir string) error {
 	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
 		fi, err := os.Stat(d)
+		if errors.Is(err, unix.ENOTDIR) && d != filepath.Dir(d) {
+			continue // under a file: the parent that is one is named
+		}
 		if errors.Is(err, fs.ErrNotExist) && d != filepath.Dir(d) {
 			if target, lerr := os.Readlink(d); lerr == nil {
 				return fmt.Errorf("%s is a symbolic link to %s, which does not exist", d, target)
@@ -105,6 +109,9 @@ func checkStateDir(dir string) error {
 			return err
 		}
 		if !fi.IsDir() {
+			if d != filepath.Clean(dir) {
+				return fmt.Errorf("%s is not a directory, so %s cannot be made under it", d, dir)
+			}
 			return fmt.Errorf("%s is not a directory", d)
 		}
 		if err := unix.Faccessat(unix.AT_FDCWD, d, unix.W_OK|unix.X_OK, unix.AT_EACCESS); err != nil {

@@ -160,7 +160,9 @@ func TestCheckReadsTheFilesRunReads(t *testing.T) {
 		{name: "state_dir is a file", state: "D/state", files: func(d string) { writeFile(t, d+"/state", "x") },
 			key: "appliance.state_dir", want: "D/state is not a directory"},
 		{name: "state_dir under a file", state: "D/f/state", files: func(d string) { writeFile(t, d+"/f", "x") },
-			key: "appliance.state_dir", want: "D/f/state: not a directory"},
+			key: "appliance.state_dir", want: "D/f is not a directory, so D/f/state cannot be made under it"},
+		{name: "state_dir deep under a file", state: "D/f/a/state", files: func(d string) { writeFile(t, d+"/f", "x") },
+			key: "appliance.state_dir", want: "D/f is not a directory, so D/f/a/state cannot be made under it"},
 		// A symbolic link to a directory not there (a disk not mounted,
 		// a target not made yet): run's MkdirAll does not follow it
 		// (mkdir: file exists).
