@@ -569,7 +569,7 @@ func TestSuggestedRulesFire(t *testing.T) {
 		}, checks: map[int]map[string][]firing{
 			4:  none,
 			14: none,
-			40: {"IspmuxDHCPFlood": {{at(gwA, "port", "port0", "severity", "ticket"), "port port0: a subscriber floods DHCP past its budget (its MAC: the rate-limited events)"}}},
+			40: {"IspmuxDHCPFlood": {{at(gwA, "port", "port0", "severity", "ticket"), "port port0: a subscriber floods DHCP past its budget (its MAC: the proxy's rate-limited, unknown, blocked or rejected events)"}}},
 		}},
 		{name: "box a's walled garden full; box b's a moment", minutes: 26, fault: func(m int, a, b *ruleBox) {
 			if m >= 5 {
