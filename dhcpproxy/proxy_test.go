@@ -1133,8 +1133,43 @@ func TestForgedOption82IsAnEvent(t *testing.T) {
 	}
 	r.p.notes.wait()
 	evs, _ := r.store.Events(0, 10)
-	if len(evs) != 1 || evs[0].Kind != subscribers.EventRejected || evs[0].Reason != "DHCP message refused: client_option82" {
+	if len(evs) != 1 || evs[0].Kind != subscribers.EventRejected || !strings.HasPrefix(evs[0].Reason, "DHCP message refused (client_option82): ") {
 		t.Errorf("events %+v, want one rejection for client_option82", evs)
+	}
+}
+
+// The rejected event of a client message refused before anything else
+// (forged chaddr, Option 82 or giaddr from a subscriber port) gave the
+// counter's name only, "DHCP message refused: client_giaddr", which the
+// operator reading ctl events found explained nowhere. It says what the
+// message carried, after the counter's name.
+func TestClientRefusalEventSaysWhy(t *testing.T) {
+	for _, tt := range []struct {
+		name, want string
+		m          func(t *testing.T) *dhcpv4.DHCPv4
+	}{
+		{"chaddr_mismatch", "its client hardware address (chaddr) is not the frame's source MAC", func(t *testing.T) *dhcpv4.DHCPv4 {
+			return discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:09")))
+		}},
+		{"client_option82", "it carries Option 82 (relay agent information), which only a relay adds", func(t *testing.T) *dhcpv4.DHCPv4 {
+			return discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")),
+				dhcpv4.WithOption(dhcpv4.OptRelayAgentInfo(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(2), []byte("spoof")))))
+		}},
+		{"client_giaddr", "it carries a relay agent address (giaddr), which only a relay sets", func(t *testing.T) *dhcpv4.DHCPv4 {
+			return discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")), dhcpv4.WithGatewayIP(net.IPv4(10, 9, 9, 9)))
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newPRig(t)
+			f := fib.UDPFrame(0xffffffffffff, 0x020000000101, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, tt.m(t).ToBytes())
+			r.p.HandleFrame(accPort, f)
+			r.p.notes.wait()
+			evs, _ := r.store.Events(0, 10)
+			want := "DHCP message refused (" + tt.name + "): " + tt.want
+			if len(evs) != 1 || evs[0].Kind != subscribers.EventRejected || evs[0].Reason != want {
+				t.Errorf("events %+v, want one rejection %q", evs, want)
+			}
+		})
 	}
 }
 

@@ -44,6 +44,24 @@ var (
 	errOption82        = errors.New("option82_mismatch")
 )
 
+// clientRefusal is the rejected event's reason for a client message
+// checkClient refused with err (errChaddr, errClientOption82 or
+// errClientGiaddr): the counter's name, and what the message carried.
+func clientRefusal(err error) string {
+	why := ""
+	switch err {
+	case errChaddr:
+		why = "its client hardware address (chaddr) is not the frame's source MAC"
+	case errClientOption82:
+		why = "it carries Option 82 (relay agent information), which only a relay adds"
+	case errClientGiaddr:
+		why = "it carries a relay agent address (giaddr), which only a relay sets"
+	default:
+		return "DHCP message refused: " + err.Error()
+	}
+	return "DHCP message refused (" + err.Error() + "): " + why
+}
+
 // relayInfo is what ispmux asserts about a subscriber to its ISP.
 type relayInfo struct {
 	CircuitID        []byte

@@ -40,7 +40,7 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		case errChaddr, errClientOption82, errClientGiaddr:
 			// What a subscriber forging identities or posing as a
 			// relay sends: worth an event, not only a counter.
-			p.refuse(subscribers.EventRejected, subject{mac: pkt.Src, access: c.Name}, netip.Addr{}, "DHCP message refused: "+err.Error())
+			p.refuse(subscribers.EventRejected, subject{mac: pkt.Src, access: c.Name}, netip.Addr{}, clientRefusal(err))
 		}
 		return
 	}
