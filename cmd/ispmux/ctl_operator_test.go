@@ -548,3 +548,21 @@ func TestUnblockOwnerlessSaysRemoved(t *testing.T) {
 		t.Errorf("unblock --json: %v\n%s", err, out)
 	}
 }
+
+// A device pinned to no access: its card (device-add, block, subscriber)
+// says "access: any", but the devices table showed "-" in ACCESS, which
+// reads as no access at all. The table says any too.
+func TestDevicesTableUnpinnedSaysAny(t *testing.T) {
+	const mac = "02:00:00:00:00:66"
+	r := newRig(t, nil)
+	op := func(args ...string) []string { return r.api("operator", args...) }
+	card, _ := r.ok("", op("block", mac)...)
+	if !strings.Contains(card, "access:    any") {
+		t.Fatalf("block's card:\n%s\nwant access: any", card)
+	}
+	out, _ := r.ok("", op("devices")...)
+	rows := column(t, out)
+	if len(rows) != 1 || rows[0]["MAC"] != mac || rows[0]["ACCESS"] != "any" {
+		t.Errorf("devices:\n%s\nwant %s's ACCESS any, as its card", out, mac)
+	}
+}

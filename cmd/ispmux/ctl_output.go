@@ -117,17 +117,21 @@ func writeCustomer(w io.Writer, c tenants.Customer) error {
 var deviceColumns = columns[tenants.Device]{
 	header: []string{"MAC", "ISP", "CUSTOMER", "ACCESS", "SOURCE", "BLOCKED", "UPDATED"},
 	cells: func(d tenants.Device) []string {
-		return []string{d.MAC, orDash(d.ISP), orDash(d.CustomerID), orDash(d.Access), orDash(d.Source), yesNo(d.Blocked), timeString(d.Updated)}
+		return []string{d.MAC, orDash(d.ISP), orDash(d.CustomerID), accessOrAny(d.Access), orDash(d.Source), yesNo(d.Blocked), timeString(d.Updated)}
 	},
 }
 
-func deviceKV(d tenants.Device) [][2]string {
-	access := d.Access
+// accessOrAny is a device's access pin, "any" for none.
+func accessOrAny(access string) string {
 	if access == "" {
-		access = "any"
+		return "any"
 	}
+	return access
+}
+
+func deviceKV(d tenants.Device) [][2]string {
 	return [][2]string{
-		{"mac", d.MAC}, {"isp", orDash(d.ISP)}, {"customer", orDash(d.CustomerID)}, {"access", access},
+		{"mac", d.MAC}, {"isp", orDash(d.ISP)}, {"customer", orDash(d.CustomerID)}, {"access", accessOrAny(d.Access)},
 		{"source", orDash(d.Source)}, {"blocked", yesNo(d.Blocked)}, {"updated", timeString(d.Updated)},
 	}
 }
