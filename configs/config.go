@@ -316,8 +316,16 @@ func (c *Config) Summary() string {
 	if !c.ServesAPI() {
 		api = "api: control socket only (no token files: nothing listens on " + c.API.Listen + ")"
 	}
-	fmt.Fprintf(&b, "config version %d, state in %s, log level %s, %s\n",
-		c.Version, c.Appliance.StateDir, c.Appliance.LogLevel, api)
+	metrics := "metrics off"
+	if c.Metrics.Enabled() {
+		scheme := "http"
+		if c.Metrics.TLSCert != "" {
+			scheme = "https"
+		}
+		metrics = "metrics on " + c.Metrics.Listen + " (" + scheme + ")"
+	}
+	fmt.Fprintf(&b, "config version %d, state in %s, log level %s, %s, %s\n",
+		c.Version, c.Appliance.StateDir, c.Appliance.LogLevel, api, metrics)
 	fmt.Fprintf(&b, "datapath: %d queue(s), %d frames of %d B, rings rx/tx/fill/comp %d/%d/%d/%d, batch %d, attach %s, bind %s, poll %s, mac table %d\n",
 		dp.Queues, dp.Frames, dp.FrameSize, dp.RxRing, dp.TxRing, dp.FillRing, dp.CompletionRing,
 		dp.Batch, dp.AttachMode, dp.BindMode, dp.PollTimeoutDur, dp.MACTableSize)

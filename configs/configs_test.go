@@ -648,3 +648,24 @@ func TestSyntaxErrorLine(t *testing.T) {
 		t.Errorf("got %v, want %s…", err, want)
 	}
 }
+
+// check's summary named the API's listener but not the metrics': an
+// operator who set [metrics] listen saw nothing of it. It names it
+// (with TLS or in clear text), or says metrics are off.
+func TestSummaryNamesMetrics(t *testing.T) {
+	const base = "version = 1\n[[access]]\ninterface = \"acc0\"\n[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n"
+	for _, tt := range []struct{ metrics, want string }{
+		{"", "metrics off"},
+		{"[metrics]\nlisten = \"127.0.0.1:9400\"\n", "metrics on 127.0.0.1:9400 (http)"},
+		{"[metrics]\nlisten = \"192.0.2.9:9400\"\ninsecure = true\n", "metrics on 192.0.2.9:9400 (http)"},
+		{"[metrics]\nlisten = \"192.0.2.9:9400\"\ntls_cert = \"/etc/ispmux/m.crt\"\ntls_key = \"/etc/ispmux/m.key\"\n", "metrics on 192.0.2.9:9400 (https)"},
+	} {
+		c, err := Parse("t.toml", []byte(base+tt.metrics))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first, _, _ := strings.Cut(c.Summary(), "\n"); !strings.HasSuffix(first, ", "+tt.want) {
+			t.Errorf("%q: summary's first line %q, want it to end with %q", tt.metrics, first, tt.want)
+		}
+	}
+}
