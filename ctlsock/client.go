@@ -6,8 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -136,7 +138,13 @@ func Backup(ctx context.Context, sock, file string) (*BackupResult, error) {
 	dir := filepath.Dir(file)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(file)+".tmp-*")
 	if err != nil {
-		return nil, fmt.Errorf("backup: %w", err)
+		// Named by file and its directory, not by the temporary
+		// file's name, which the operator never gave.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("backup: cannot write %s: its directory %s: %w", file, dir, err)
 	}
 	done := false
 	defer func() {

@@ -320,7 +320,14 @@ func TestBackup(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &res); err != nil || res.Bytes != 13000 || res.File != out {
 		t.Errorf("backup --json: %v %q", err, stdout)
 	}
-	if _, _, err := runCmd(t, "", "ctl", "--socket", r.sock, "backup", filepath.Join(t.TempDir(), "no", "dir.db")); err == nil || exitCode(err) != 1 {
-		t.Errorf("backup into a missing directory: %v", err)
+	// Into a missing directory: the error named the temporary file the
+	// copy goes through (".dir.db.tmp-123"), which the operator never
+	// asked for, not the directory missing. It names OUT and its
+	// directory.
+	missing := filepath.Join(t.TempDir(), "no")
+	_, _, err = runCmd(t, "", "ctl", "--socket", r.sock, "backup", filepath.Join(missing, "dir.db"))
+	if want := "backup: cannot write " + filepath.Join(missing, "dir.db") + ": its directory " + missing + ": no such file or directory"; err == nil || exitCode(err) != 1 ||
+		err.Error() != want {
+		t.Errorf("backup into a missing directory: %v, want %q", err, want)
 	}
 }
