@@ -107,12 +107,12 @@ func (p *Proxy) Restore(now time.Time) (int, error) { return p.RestoreLoaded(p.L
 
 // RestoreLoaded installs every unexpired binding ld read in the tables,
 // ends the expired and stale ones (with their events, and a RELEASE to the
-// ISP for a revoked one) but the old binding of a moved device registered
-// for any access, kept until ClientLeaseMax from now as a move's is
-// (holdsCircuit), and queues the intents a previous run left
-// pending; then the onboarding leases (restoreOnboarding). It returns the
-// number of ISP bindings restored. Call it with the registry loaded and
-// the static bindings installed, before the datapath starts forwarding.
+// ISP for a revoked one) but the old binding of a device moved to another
+// ISP, kept until ClientLeaseMax from now as a move's is (moves.go), and
+// queues the intents a previous run left pending; then the onboarding
+// leases (restoreOnboarding). It returns the number of ISP bindings
+// restored. Call it with the registry loaded and the static bindings
+// installed, before the datapath starts forwarding.
 func (p *Proxy) RestoreLoaded(ld *Loaded) (int, error) {
 	now := ld.now
 	if err := p.loadIntents(); err != nil {
@@ -142,9 +142,10 @@ func (p *Proxy) RestoreLoaded(ld *Loaded) (int, error) {
 		for i, k := range ks {
 			h := held{k, ls[i]}
 			why := p.staleHeld(h)
-			// A moved device's old binding that holds its circuit
-			// forwards until its deadline, as before the restart.
-			move := why != "" && p.holdsCircuit(h)
+			// A moved device's old binding forwards until its
+			// deadline, as before the restart (pinned to its access
+			// or not: moves.go).
+			move := why != "" && p.onlyMoved(h)
 			if why == "" || move {
 				if err := p.tables.Bind(binding.Binding{Port: k.circuit.port, VLAN: k.circuit.vlan, MAC: k.mac, ISP: h.l.isp, IP: h.l.addr()}); err != nil {
 					// Its address is now a static subscriber's (the

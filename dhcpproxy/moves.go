@@ -21,10 +21,19 @@ import (
 // move, when every lease ispmux gave it has run out (no ACK is given to a
 // moved device: renewals are NAKed, and an ISP's ACK of an exchange begun
 // before the move binds nothing, bindAndAck). The deadline is in RAM: at a
-// restart, Restore ends a moved device's old binding at once (the rule
-// being stateless, its next REQUEST is NAKed all the same), unless the
-// device is registered for any access: that binding is kept, its deadline
-// ClientLeaseMax from the restore (holdsCircuit).
+// restart, Restore keeps a moved device's old binding, forwarding, with
+// the deadline ClientLeaseMax from the restore (every lease ispmux gave it
+// before has run out by then), whether the move was pending at the
+// restart or made while ispmux was down, and whether the device is pinned
+// to its access or not (RestoreLoaded): a restart changes nothing the
+// subscriber sees. The NAK rule being stateless, its next message ends
+// the old binding all the same. Ended at once instead, a pinned device
+// lost its service until its next renewal (up to ClientLeaseMax / 2),
+// then a DORA at the new ISP; and for a device registered for any access,
+// the binding is what holds its circuit against the others
+// (endOtherCircuits): ended, the MAC was bound nowhere and the first
+// circuit to DISCOVER it was served, a device forging the MAC on another
+// circuit as well, which then held the service by answering ARP there.
 //
 // Blocked, suspended, detached and deleted devices, and moves the operator
 // wants cut at once (RevalidateMACsImmediate), end at once, as before.
@@ -72,21 +81,6 @@ func (p *Proxy) setMoveCut(sk subKey, now time.Time) {
 	if p.leases.setCut(sk, now.Add(p.cfg.ClientLeaseMax)) {
 		p.count("move_pending")
 	}
-}
-
-// holdsCircuit reports whether Restore keeps h, a stored binding whose
-// registration only moved to another ISP (onlyMoved) and is for any
-// access, until ClientLeaseMax from the restore (setMoveCut), when every
-// lease ispmux gave it before has run out. Its binding is what holds the
-// device's circuit against the others (endOtherCircuits): ended at once,
-// the MAC had no binding anywhere, and the first circuit to DISCOVER it
-// was served, a device forging the MAC on another circuit as well, which
-// then held the service against the device by answering ARP there. A
-// device pinned to its access is refused on the others outright
-// (wrong_circuit): its binding ends at once.
-func (p *Proxy) holdsCircuit(h held) bool {
-	reg, ok := p.reg.Lookup(h.k.mac)
-	return ok && reg.Access == "" && p.onlyMoved(h)
 }
 
 // onlyMoved reports whether h's registration is in force and only names

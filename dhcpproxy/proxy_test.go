@@ -493,11 +493,13 @@ func TestRestore(t *testing.T) {
 	}
 }
 
-// A registration changed while ispmux was down (blocked, withdrawn, moved
-// to another ISP while pinned to its access) revokes the stored binding at
-// restore: it must not forward until its lease would have run out. (The
-// old binding of a device registered for any access is kept until its
-// move's deadline: TestMovedDeviceOldBindingKeptAcrossRestart.)
+// A registration changed while ispmux was down (blocked, withdrawn, pinned
+// to another access) revokes the stored binding at restore: it must not
+// forward until its lease would have run out. One only moved to another
+// ISP (pinned to its access here) keeps its old binding until its next
+// message or its move's deadline, as without a restart
+// (TestMovedPinnedDeviceKeptAcrossRestart,
+// TestMovedDeviceOldBindingKeptAcrossRestart).
 func TestRestoreRevokesChangedRegistrations(t *testing.T) {
 	r := newPRig(t)
 	now := time.Now()
@@ -522,23 +524,27 @@ func TestRestoreRevokesChangedRegistrations(t *testing.T) {
 		}
 	}
 	n, err := r.p.Restore(now)
-	if err != nil || n != 1 {
-		t.Fatalf("restored %d, %v; want 1", n, err)
+	if err != nil || n != 2 {
+		t.Fatalf("restored %d, %v; want 2", n, err)
 	}
 	if !r.tab.isBound(0x020000000201) {
 		t.Error("unchanged registration not restored")
 	}
-	// The lease table (filled beside the checks) keeps only the one.
-	if r.p.Leases() != 1 || !r.p.hasLease(subKey{circuitKey{accPort, 0}, 0x020000000201}) {
-		t.Errorf("%d leases after the restore, want the unchanged one", r.p.Leases())
+	if !r.tab.isBound(0x020000000203) || r.p.MovesPending() != 1 {
+		t.Errorf("moved registration: forwarding %v, moves pending %d; want its old binding kept until its deadline",
+			r.tab.isBound(0x020000000203), r.p.MovesPending())
 	}
-	for m := uint64(0x020000000202); m <= 0x020000000205; m++ {
+	// The lease table (filled beside the checks) keeps only those two.
+	if r.p.Leases() != 2 || !r.p.hasLease(subKey{circuitKey{accPort, 0}, 0x020000000201}) || !r.p.hasLease(subKey{circuitKey{accPort, 0}, 0x020000000203}) {
+		t.Errorf("%d leases after the restore, want the unchanged and the moved one", r.p.Leases())
+	}
+	for _, m := range []uint64{0x020000000202, 0x020000000204, 0x020000000205} {
 		if r.tab.isBound(m) {
 			t.Errorf("%012x restored despite its registration", m)
 		}
 	}
-	if bs, _ := r.store.Bindings(); len(bs) != 1 {
-		t.Errorf("%d bindings left in the store, want 1", len(bs))
+	if bs, _ := r.store.Bindings(); len(bs) != 2 {
+		t.Errorf("%d bindings left in the store, want 2", len(bs))
 	}
 	r.p.notes.wait()
 	evs, _ := r.store.Events(0, 100)
@@ -548,8 +554,8 @@ func TestRestoreRevokesChangedRegistrations(t *testing.T) {
 			revoked++
 		}
 	}
-	if revoked != 4 || r.p.Counters()["binding_revoked"] != 4 {
-		t.Errorf("%d revoked events, counter %d; want 4", revoked, r.p.Counters()["binding_revoked"])
+	if revoked != 3 || r.p.Counters()["binding_revoked"] != 3 {
+		t.Errorf("%d revoked events, counter %d; want 3", revoked, r.p.Counters()["binding_revoked"])
 	}
 }
 

@@ -577,6 +577,62 @@ func TestMoveDeadline(t *testing.T) {
 	}
 }
 
+// A device pinned to its access (acc0), bound at alpha, is moved to beta
+// while ispmux is down (or the move was pending at the restart: the same
+// restore). Its old binding is restored, forwarding, as a move's without
+// a restart: ended by its next REQUEST (NAKed, RELEASE to alpha) or at the
+// move's deadline, client_lease_max from the restore. Before, the restore
+// revoked it at once (RELEASE to alpha): a restart cut the pinned device,
+// offline until its next renewal, then a DORA.
+func TestMovedPinnedDeviceKeptAcrossRestart(t *testing.T) {
+	restart := func(t *testing.T) (*prig, time.Time) {
+		r, cs := boundAtAlpha(t)
+		if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(s1)), CustomerID: "c-s1", ISP: "beta", Access: "acc0", Source: "api"}); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		r.p = New(r.p.cfg, cs, r.p.reg, r.tab, r.snd, nil)
+		if n, err := r.p.Restore(start); err != nil || n != 1 {
+			t.Fatalf("restored %d, %v; want the old binding", n, err)
+		}
+		r.p.notes.wait()
+		if sent := r.toPorts(); len(sent[upPort]) != 0 || !r.tab.isBound(s1MAC) || r.p.MovesPending() != 1 {
+			t.Fatalf("after the restart: sent to alpha %v, forwarding %v, moves pending %d (counters %v); want the old binding kept with its deadline",
+				sent[upPort], r.tab.isBound(s1MAC), r.p.MovesPending(), r.p.Counters())
+		}
+		if _, err := r.store.Binding("acc0", 0, [6]byte(mac(s1))); err != nil {
+			t.Fatalf("the old binding left the store at the restart: %v", err)
+		}
+		return r, start
+	}
+	t.Run("its renewal ends it", func(t *testing.T) {
+		r, _ := restart(t)
+		r.fromClient(renewing(t, s1, s1Addr))
+		sent := r.toPorts()
+		if len(sent[accPort]) != 1 || sent[accPort][0].MessageType() != dhcpv4.MessageTypeNak {
+			t.Fatalf("to the subscriber %v, want ispmux's NAK", sent[accPort])
+		}
+		r.checkReleasedToAlpha(sent)
+		if r.tab.isBound(s1MAC) || r.p.MovesPending() != 0 || r.p.Counters()["move_nak"] != 1 {
+			t.Errorf("after the NAK: forwarding %v, moves pending %d (counters %v)", r.tab.isBound(s1MAC), r.p.MovesPending(), r.p.Counters())
+		}
+	})
+	t.Run("the deadline ends it", func(t *testing.T) {
+		r, start := restart(t)
+		clm := r.p.cfg.ClientLeaseMax
+		r.p.expire(start.Add(clm - time.Second))
+		if !r.tab.isBound(s1MAC) || len(r.snd.take()) != 0 {
+			t.Fatal("cut before client_lease_max from the restore")
+		}
+		r.p.expire(start.Add(clm + time.Second))
+		r.checkReleasedToAlpha(r.toPorts())
+		if r.tab.isBound(s1MAC) || r.p.MovesPending() != 0 || r.p.Counters()["move_cut"] != 1 {
+			t.Errorf("client_lease_max after the restore: forwarding %v, moves pending %d (counters %v); want it cut",
+				r.tab.isBound(s1MAC), r.p.MovesPending(), r.p.Counters())
+		}
+	})
+}
+
 // Blocked, suspended or removed devices keep today's behaviour: their
 // binding ends at once, whatever RevalidateMACs is asked.
 func TestRevalidateMACsBlockedIsImmediate(t *testing.T) {

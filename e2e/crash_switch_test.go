@@ -118,10 +118,11 @@ func (c *caseRun) rebindUntilACK() {
 	c.t.Errorf("no answer to the rebinding REQUEST after the restart")
 }
 
-// oldLeaseReleased checks that alpha's Kea no longer holds c's lease.
-func (c *caseRun) oldLeaseReleased() {
-	if !c.m.waitKea(c.sub, 10*time.Second, func(l lab.KeaLease, ok bool) bool { return !ok || !l.Active(time.Now()) }) {
-		c.t.Errorf("alpha's Kea still holds the lease of the subscriber moved to beta after the restart")
+// oldLeaseReleased checks that alpha's Kea no longer holds c's lease
+// within the given time after the restart.
+func (c *caseRun) oldLeaseReleased(within time.Duration) {
+	if !c.m.waitKea(c.sub, within, func(l lab.KeaLease, ok bool) bool { return !ok || !l.Active(time.Now()) }) {
+		c.t.Errorf("alpha's Kea still holds the lease of the subscriber moved to beta %v after the restart", within)
 	}
 }
 
@@ -183,8 +184,10 @@ func theSwitchExchanges() []exchange {
 		{
 			// Moved by a reload: its next renewal is NAKed, the old
 			// binding ended first (RELEASE to alpha). At a restart
-			// before that end, the start ends it at once (the move is
-			// in the configuration).
+			// before that end, the start keeps it, forwarding, until
+			// the device's next message or client_lease_max (the move
+			// is in the configuration): the client's renewal (again)
+			// ends it.
 			name: "move, renewal NAKed", sub: "s1", client: "udhcpc (SIGUSR1 after the move)", staleClient: true,
 			points: []string{failpoint.MoveNakBeforeEnd, failpoint.MoveAfterNak},
 			setup:  func(c *caseRun) { c.bindWith("udhcpc") },
@@ -195,11 +198,27 @@ func theSwitchExchanges() []exchange {
 				}
 				c.cl.signal(syscall.SIGUSR1)
 			},
-			settle: func(c *caseRun) { c.oldLeaseReleased() },
+			settle: func(c *caseRun) {
+				// After move/after-nak the end is durable and its
+				// replayed intent frees alpha's lease; after
+				// move/nak-before-end the client's renewal does.
+				deadline := time.Now().Add(15 * time.Second)
+				for time.Now().Before(deadline) {
+					if l, ok := c.m.keaLease(c.sub); !ok || !l.Active(time.Now()) {
+						return
+					}
+					c.cl.signal(syscall.SIGUSR1)
+					time.Sleep(1500 * time.Millisecond)
+				}
+				c.t.Errorf("alpha's Kea still holds the lease of the subscriber moved to beta after the restart and its renewals")
+			},
 		},
 		{
 			// Moved by a reload, the client gone: the old binding is cut
-			// client_lease_max after the move.
+			// client_lease_max after the move. At a restart before that
+			// cut, the start keeps it until client_lease_max from the
+			// start (a deadline in RAM, every lease ispmux gave before
+			// the restart run out by then).
 			name: "move, client gone", sub: "s1", client: "dhclient, killed", staleClient: true,
 			points: []string{failpoint.MoveCutBeforeEnd},
 			setup: func(c *caseRun) {
@@ -211,7 +230,12 @@ func theSwitchExchanges() []exchange {
 				// The runner waits 20 s for the crash.
 				time.Sleep(switchClientLease - 15*time.Second)
 			},
-			settle: func(c *caseRun) { c.oldLeaseReleased() },
+			settle: func(c *caseRun) {
+				if b, ok := c.m.r.boundNoFail(c.sub.MAC); !ok || b.ISP != "alpha" {
+					c.t.Errorf("the start ended the moved device's old binding: %+v %v; want it kept until client_lease_max from the start", b, ok)
+				}
+				c.oldLeaseReleased(switchClientLease + 10*time.Second)
+			},
 		},
 	}
 }

@@ -684,14 +684,29 @@ func theExchanges() []exchange {
 		},
 		{
 			// The subscriber moves to the other ISP while ispmux is
-			// down: its lease at the old one is released at start.
-			name: "revocation (moved to the other ISP while down, at start)", sub: "s1", client: "dhclient, killed", points: end, staleClient: true,
+			// down: the start keeps its old binding, forwarding, as
+			// a move's (make-before-break: a restart changes nothing
+			// the subscriber sees). Its next REQUEST (a rebinding,
+			// the client killed: the test is the client now) is
+			// NAKed after the old binding ends, its lease at the old
+			// ISP released.
+			name: "revocation (moved to the other ISP while down, at the next REQUEST)", sub: "s1",
+			client: "hand-built REBINDING REQUEST (dhclient's lease, killed)", points: end, staleClient: true,
 			setup: func(c *caseRun) {
 				c.bindWith("dhclient")
-				c.cl.kill() // (beta does not know s1: it would only ask beta in vain)
+				c.cl.kill() // its address stays (beta does not know s1: it would only ask beta in vain)
 			},
 			whileDown: func(c *caseRun) {
 				c.reconfigure(func(e string) string { return strings.Replace(e, `isp = "alpha"`, `isp = "beta"`, 1) })
+			},
+			act: func(c *caseRun) {
+				if b, ok := c.m.r.boundNoFail(c.sub.MAC); !ok || b.ISP != "alpha" || b.IP != c.addr.String() {
+					c.t.Errorf("after the start, s1's binding %+v %v; want alpha's binding of %v kept until its next message", b, ok, c.addr)
+				}
+				if l, ok := c.m.keaLease(c.sub); !ok || !l.Active(time.Now()) {
+					c.t.Errorf("alpha's Kea released s1's lease at the start: %+v %v", l, ok)
+				}
+				c.rebind(0)
 			},
 			settle: func(c *caseRun) {
 				if !c.m.waitKea(c.sub, 10*time.Second, func(l lab.KeaLease, ok bool) bool { return !ok || !l.Active(time.Now()) }) {
