@@ -1025,6 +1025,55 @@ func TestUnregisteredFloodKeepsSample(t *testing.T) {
 	}
 }
 
+// TestMadeUpMACFloodKeepsBudgets: a flood of made-up MACs (40,000
+// unregistered DISCOVERs, each from its own MAC, past the port's sample)
+// leaves the registered subscribers' DHCP budgets whole: sub1's 32
+// DISCOVERs after it all reach the proxy. Only the messages the sample
+// passes spend their MAC's budget (unregCost each). Before, every
+// unregistered message spent unregCost from the buckets it hashed to,
+// dropped by the sample or not: the flood drained every bucket of the
+// worker below unregCost, and a registered subscriber, whose buckets are
+// the same, had a burst of a few messages instead of dhcpPuntBurst.
+func TestMadeUpMACFloodKeepsBudgets(t *testing.T) {
+	r := newRig(t, 64)
+	r.bindAll()
+	r.resolve()
+	r.proc.arpSeed = 1 // a fixed draw: the same buckets each run
+	if err := r.c.SetAdmitted([]uint64{sub1}); err != nil {
+		t.Fatal(err)
+	}
+	var fromSub1 int
+	r.c.OnPunt = func(p *Punted) {
+		var pkt classifier.Packet
+		pkt.Decode(p.Frame())
+		if pkt.Src == sub1 {
+			fromSub1++
+		}
+	}
+	discover := func(mac uint64) []byte {
+		return udpFrame(t, mac, broadcastMAC, 0, "0.0.0.0", "255.255.255.255", 64, 68, 67)
+	}
+	const flood, batch = 40000, 50
+	for i := 0; i < flood; i += batch {
+		fs := make([][]byte, batch)
+		for j := range fs {
+			fs[j] = discover(0x026600000000 + uint64(i+j))
+		}
+		r.send(0, fs...)
+	}
+	if n := r.dropCount(0, classifier.ReasonUnregisteredDHCP) + r.dropCount(0, classifier.ReasonDHCPFlood); n < flood-1000 {
+		t.Fatalf("%d of the flood's %d dropped, want all but the port's sample", n, flood)
+	}
+	fs := make([][]byte, 32)
+	for i := range fs {
+		fs[i] = discover(sub1)
+	}
+	r.send(0, fs...)
+	if fromSub1 != len(fs) {
+		t.Errorf("%d of sub1's %d DISCOVERs punted after the made-up MACs' flood, want all (its burst is %d)", fromSub1, len(fs), dhcpPuntBurst)
+	}
+}
+
 // TestDHCPBudgetSet: Control.SetDHCPBudget raises each subscriber's DHCP
 // budget (the appliance keeps it at twice the proxy's [dhcp] mac_rate and
 // mac_burst, so a box configured for clients that send more meets the

@@ -233,13 +233,16 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 			// A MAC's own budget first (an unregistered one's messages
 			// cost unregCost: one device cannot spend the port's sample
 			// of unregistered MACs, which new devices onboard through),
-			// then the port's sample.
+			// then the port's sample; the MAC's budget is spent only
+			// for a message punted (a flood of made-up MACs the sample
+			// drops spends nobody's buckets).
 			registered := bound || !p.s.admitOn.Load() || p.isAdmitted(pkt.Src)
 			cost := 1.0
 			if !registered {
 				cost = unregCost
 			}
-			if !p.dhcpBudget(classifier.Key(in, pkt.VLAN&0xfff, pkt.Src), cost) {
+			b, ok := p.dhcpBudget(classifier.Key(in, pkt.VLAN&0xfff, pkt.Src), cost)
+			if !ok {
 				p.drop(in, out, classifier.ReasonDHCPFlood)
 				return
 			}
@@ -247,6 +250,7 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 				p.drop(in, out, classifier.ReasonUnregisteredDHCP)
 				return
 			}
+			p.dhcpTokens[b] -= cost
 			p.punt(in, out, pkt, f)
 			return
 		}
@@ -382,10 +386,11 @@ func (p *Processor) dhcpSlot2(key uint64) uint64 {
 	return (oatable.Mix64(key^p.arpSeed) >> 32) % dhcpSlots
 }
 
-// dhcpBudget takes cost tokens (1 for a registered subscriber's message,
-// unregCost for an unregistered MAC's) of the subscriber whose MAC table
-// key is key from the fuller of its two buckets (each refilled at half
-// its rate, up to half its burst), and reports whether it had them. A subscriber
+// dhcpBudget returns the fuller of the two buckets of the subscriber whose
+// MAC table key is key (each refilled at half its rate, up to half its
+// burst), and whether it holds cost tokens (1 for a registered
+// subscriber's message, unregCost for an unregistered MAC's); the caller
+// takes them (p.dhcpTokens[b] -= cost) once the message is punted. A subscriber
 // alone on its buckets gets the whole budget (dhcpPuntRate and
 // dhcpPuntBurst, or what Control.SetDHCPBudget set); a flood
 // drains its own two, and a neighbour hashed to one of them still has its
@@ -393,7 +398,7 @@ func (p *Processor) dhcpSlot2(key uint64) uint64 {
 // per flood at 4096 buckets) goes without. One whose two hashes fall on
 // the same bucket (one in 4096) has half the budget, still far above any
 // client's.
-func (p *Processor) dhcpBudget(key uint64, cost float64) bool {
+func (p *Processor) dhcpBudget(key uint64, cost float64) (b uint64, ok bool) {
 	rate, burst := float64(dhcpPuntRate), float64(dhcpPuntBurst)
 	if b := p.s.dhcpRate.Load(); b != nil {
 		rate, burst = b.rate, b.burst
@@ -404,11 +409,7 @@ func (p *Processor) dhcpBudget(key uint64, cost float64) bool {
 	if p.dhcpTokens[j] > p.dhcpTokens[i] {
 		i = j
 	}
-	if p.dhcpTokens[i] < cost {
-		return false
-	}
-	p.dhcpTokens[i] -= cost
-	return true
+	return i, p.dhcpTokens[i] >= cost
 }
 
 // Subscribers' DHCP punted per subscriber and worker. The port's punt
@@ -440,7 +441,10 @@ const (
 // 4/s, a burst of 8 at the default budget): a DORA and its
 // retransmissions fit, and one broken or hostile device repeating
 // DISCOVERs cannot spend the port's sample on its own (made-up MACs
-// still can: that is what the sample is for).
+// still can: that is what the sample is for). Only a message the sample
+// passes spends its MAC's budget: the buckets are the registered
+// subscribers' too, and a flood of made-up MACs, each message charged,
+// drained every bucket of the worker below unregCost.
 const (
 	unregRate  = 20 // per second
 	unregBurst = 20
