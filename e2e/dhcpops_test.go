@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -46,9 +47,11 @@ func TestDHCPOperations(t *testing.T) {
 	r.start()
 	ctx := context.Background()
 	s1 := r.sub("s1")
+	outer := t // s1's dhclient runs on into the next subtest, which waits for its renewal
+	var s1Client *exec.Cmd
 
 	t.Run("a dead first server does not stop service", func(t *testing.T) {
-		startClient(t, r.topo.Dhclient(ctx, s1))
+		s1Client = startClient(outer, r.topo.Dhclient(ctx, s1))
 		if _, ok := r.waitAddr(s1, 15*time.Second); !ok {
 			t.Fatalf("s1 got no address with one of alpha's two servers dead; log:\n%s", r.log.String())
 		}
@@ -102,7 +105,7 @@ func TestDHCPOperations(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 		}
 		if !r.hasEvent("revoked", s1.MAC) {
-			t.Fatalf("no revoked event for s1 45 s after the restart: its renewal did not end the old binding; dhcp counters %v", r.mustStatus().DHCP)
+			t.Fatalf("no revoked event for s1 45 s after the restart: its renewal did not end the old binding; dhcp counters %v; ispmux log:\n%s", r.mustStatus().DHCP, r.log.String())
 		}
 		if b, ok := r.bound(s1.MAC); ok {
 			t.Errorf("s1 still bound after its renewal was NAKed: %+v", b)
@@ -113,6 +116,7 @@ func TestDHCPOperations(t *testing.T) {
 		if r.ping("s1", hostAddr, 2) {
 			t.Errorf("s1 still forwards to its old ISP")
 		}
+		killClient(s1Client) // the last subtest starts s1's dhclient again
 	})
 
 	t.Run("SIGHUP applies subscriber changes while running", func(t *testing.T) {
