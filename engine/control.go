@@ -192,8 +192,16 @@ func (c *Control) Unadmit(mac uint64) {
 // asked. The appliance keeps it above the proxy's own per-MAC limit
 // ([dhcp] mac_rate and mac_burst), so the proxy, not the datapath, is
 // what a subscriber within reason meets.
+//
+// An unregistered MAC's message costs at least a quarter of the rate and
+// an eighth of the burst (so at most about 4 a second and a burst of 8, as
+// at the defaults, whatever they are set to), at least unregCost, at most
+// half the burst (one bucket: it must fit): with [dhcp] mac_rate raised, a
+// fixed cost would let one unregistered device spend its port's whole
+// sample of unregistered MACs' DHCP again.
 func (c *Control) SetDHCPBudget(rate, burst float64) {
-	c.s.dhcpRate.Store(&puntBudget{rate: max(rate, dhcpPuntRate), burst: max(burst, dhcpPuntBurst)})
+	rate, burst = max(rate, dhcpPuntRate), max(burst, dhcpPuntBurst)
+	c.s.dhcpRate.Store(&puntBudget{rate: rate, burst: burst, unregCost: min(max(unregCost, rate/4, burst/8), burst/2)})
 }
 
 // SetMTU sets the largest IPv4 packet port sends (the interface's MTU

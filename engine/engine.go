@@ -115,8 +115,9 @@ type State struct {
 	dhcpRate atomic.Pointer[puntBudget]
 }
 
-// puntBudget is a token bucket's rate per second and burst.
-type puntBudget struct{ rate, burst float64 }
+// puntBudget is each subscriber's DHCP budget: its rate per second and
+// burst, and what an unregistered MAC's message costs of it.
+type puntBudget struct{ rate, burst, unregCost float64 }
 
 // puntPerPort is the punt queue depth of each port.
 const puntPerPort = 512

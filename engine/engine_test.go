@@ -1074,6 +1074,47 @@ func TestMadeUpMACFloodKeepsBudgets(t *testing.T) {
 	}
 }
 
+// TestUnregisteredCostFollowsBudget: with the budget raised (the lab's
+// mac_rate 1000, mac_burst 10000 make it 2000/s and 20000), one
+// unregistered device repeating DISCOVERs still gets about 8 through, and
+// a new device's DISCOVER after it is punted. With a fixed cost of 8, it
+// got 20 at once (the port's whole sample) and the newcomer was dropped.
+func TestUnregisteredCostFollowsBudget(t *testing.T) {
+	r := newRig(t, 64)
+	r.bindAll()
+	r.resolve()
+	r.c.SetDHCPBudget(2000, 20000)
+	if err := r.c.SetAdmitted([]uint64{sub1}); err != nil {
+		t.Fatal(err)
+	}
+	const flooder, newcomer = 0x026600000001, 0x026600000002
+	for r.proc.dhcpSlot(classifier.Key(0, 0, flooder)) == r.proc.dhcpSlot(classifier.Key(0, 0, newcomer)) ||
+		r.proc.dhcpSlot2(classifier.Key(0, 0, flooder)) == r.proc.dhcpSlot2(classifier.Key(0, 0, newcomer)) {
+		r.proc.arpSeed++
+	}
+	var got []uint64
+	r.c.OnPunt = func(p *Punted) {
+		var pkt classifier.Packet
+		pkt.Decode(p.Frame())
+		got = append(got, pkt.Src)
+	}
+	f := udpFrame(t, flooder, broadcastMAC, 0, "0.0.0.0", "255.255.255.255", 64, 68, 67)
+	for range 4 {
+		fs := make([][]byte, 50)
+		for i := range fs {
+			fs[i] = f
+		}
+		r.send(0, fs...)
+	}
+	r.send(0, udpFrame(t, newcomer, broadcastMAC, 0, "0.0.0.0", "255.255.255.255", 64, 68, 67))
+	if len(got) == 0 || got[len(got)-1] != newcomer {
+		t.Errorf("%d punted, the last from %x; want the new device's DISCOVER punted", len(got), got[max(len(got)-1, 0):])
+	}
+	if n := len(got) - 1; n > 10 {
+		t.Errorf("%d of the unregistered flooder's 200 punted with the budget raised, want about 8", n)
+	}
+}
+
 // TestDHCPBudgetSet: Control.SetDHCPBudget raises each subscriber's DHCP
 // budget (the appliance keeps it at twice the proxy's [dhcp] mac_rate and
 // mac_burst, so a box configured for clients that send more meets the

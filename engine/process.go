@@ -237,11 +237,7 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 			// for a message punted (a flood of made-up MACs the sample
 			// drops spends nobody's buckets).
 			registered := bound || !p.s.admitOn.Load() || p.isAdmitted(pkt.Src)
-			cost := 1.0
-			if !registered {
-				cost = unregCost
-			}
-			b, ok := p.dhcpBudget(classifier.Key(in, pkt.VLAN&0xfff, pkt.Src), cost)
+			b, cost, ok := p.dhcpBudget(classifier.Key(in, pkt.VLAN&0xfff, pkt.Src), !registered)
 			if !ok {
 				p.drop(in, out, classifier.ReasonDHCPFlood)
 				return
@@ -398,10 +394,16 @@ func (p *Processor) dhcpSlot2(key uint64) uint64 {
 // per flood at 4096 buckets) goes without. One whose two hashes fall on
 // the same bucket (one in 4096) has half the budget, still far above any
 // client's.
-func (p *Processor) dhcpBudget(key uint64, cost float64) (b uint64, ok bool) {
-	rate, burst := float64(dhcpPuntRate), float64(dhcpPuntBurst)
-	if b := p.s.dhcpRate.Load(); b != nil {
-		rate, burst = b.rate, b.burst
+func (p *Processor) dhcpBudget(key uint64, unregistered bool) (b uint64, cost float64, ok bool) {
+	rate, burst, cost := float64(dhcpPuntRate), float64(dhcpPuntBurst), 1.0
+	if unregistered {
+		cost = unregCost
+	}
+	if bg := p.s.dhcpRate.Load(); bg != nil {
+		rate, burst = bg.rate, bg.burst
+		if unregistered {
+			cost = bg.unregCost
+		}
 	}
 	i, j := p.dhcpSlot(key), p.dhcpSlot2(key)
 	refill(&p.dhcpTokens[i], &p.dhcpLast[i], rate/2, burst/2)
@@ -409,7 +411,7 @@ func (p *Processor) dhcpBudget(key uint64, cost float64) (b uint64, ok bool) {
 	if p.dhcpTokens[j] > p.dhcpTokens[i] {
 		i = j
 	}
-	return i, p.dhcpTokens[i] >= cost
+	return i, cost, p.dhcpTokens[i] >= cost
 }
 
 // Subscribers' DHCP punted per subscriber and worker. The port's punt
