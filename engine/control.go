@@ -195,13 +195,14 @@ func (c *Control) Unadmit(mac uint64) {
 //
 // An unregistered MAC's message costs at least a quarter of the rate and
 // an eighth of the burst (so at most about 4 a second and a burst of 8, as
-// at the defaults, whatever they are set to), at least unregCost, at most
-// half the burst (one bucket: it must fit): with [dhcp] mac_rate raised, a
-// fixed cost would let one unregistered device spend its port's whole
-// sample of unregistered MACs' DHCP again.
+// at the defaults, whatever they are set to), at least unregCost: with
+// [dhcp] mac_rate raised, a fixed cost would let one unregistered device
+// spend its port's whole sample of unregistered MACs' DHCP again. A cost
+// above a bucket (the rate raised past four times the burst) needs a full
+// bucket and leaves it in debt (dhcpBudget).
 func (c *Control) SetDHCPBudget(rate, burst float64) {
 	rate, burst = max(rate, dhcpPuntRate), max(burst, dhcpPuntBurst)
-	c.s.dhcpRate.Store(&puntBudget{rate: rate, burst: burst, unregCost: min(max(unregCost, rate/4, burst/8), burst/2)})
+	c.s.dhcpRate.Store(&puntBudget{rate: rate, burst: burst, unregCost: max(unregCost, rate/4, burst/8)})
 }
 
 // SetMTU sets the largest IPv4 packet port sends (the interface's MTU

@@ -1115,6 +1115,61 @@ func TestUnregisteredCostFollowsBudget(t *testing.T) {
 	}
 }
 
+// TestUnregisteredCostRateOnly: with only [dhcp] mac_rate raised (1000,
+// mac_burst left at 8: the budget 2000/s and a burst of 64), one
+// unregistered device repeating DISCOVERs for two seconds still gets about
+// 4 a second through, and a new device's DISCOVER after it is punted.
+// With the cost capped at a bucket (32 tokens), it got 59 of the port's
+// sample of 60 in those two seconds (62 a second but for the sample).
+func TestUnregisteredCostRateOnly(t *testing.T) {
+	r := newRig(t, 64)
+	r.bindAll()
+	r.resolve()
+	r.c.SetDHCPBudget(2000, 16)
+	if err := r.c.SetAdmitted([]uint64{sub1}); err != nil {
+		t.Fatal(err)
+	}
+	const flooder, newcomer = 0x026600000001, 0x026600000002
+	for r.proc.dhcpSlot(classifier.Key(0, 0, flooder)) == r.proc.dhcpSlot(classifier.Key(0, 0, newcomer)) ||
+		r.proc.dhcpSlot2(classifier.Key(0, 0, flooder)) == r.proc.dhcpSlot2(classifier.Key(0, 0, newcomer)) {
+		r.proc.arpSeed++
+	}
+	var got []uint64
+	r.c.OnPunt = func(p *Punted) {
+		var pkt classifier.Packet
+		pkt.Decode(p.Frame())
+		got = append(got, pkt.Src)
+	}
+	// advance moves the worker's DHCP buckets and samples d into the
+	// past, as if d had passed since each was last refilled.
+	advance := func(d time.Duration) {
+		for i := range r.proc.dhcpLast {
+			if r.proc.dhcpLast[i] != 0 {
+				r.proc.dhcpLast[i] -= int64(d)
+			}
+		}
+		for i := range r.proc.unregLast {
+			if r.proc.unregLast[i] != 0 {
+				r.proc.unregLast[i] -= int64(d)
+			}
+		}
+	}
+	f := udpFrame(t, flooder, broadcastMAC, 0, "0.0.0.0", "255.255.255.255", 64, 68, 67)
+	const steps, step = 80, 25 * time.Millisecond // two seconds
+	for range steps {
+		r.send(0, f, f, f, f, f, f, f, f, f, f)
+		advance(step)
+	}
+	r.send(0, udpFrame(t, newcomer, broadcastMAC, 0, "0.0.0.0", "255.255.255.255", 64, 68, 67))
+	if len(got) == 0 || got[len(got)-1] != newcomer {
+		t.Errorf("%d punted, the last from %x; want the new device's DISCOVER punted (drops: unregistered_dhcp %d, dhcp_flood %d)",
+			len(got), got[max(len(got)-1, 0):], r.dropCount(0, classifier.ReasonUnregisteredDHCP), r.dropCount(0, classifier.ReasonDHCPFlood))
+	}
+	if n := len(got) - 1; n > 2*4+8 {
+		t.Errorf("%d of the unregistered flooder's %d punted in 2 s with mac_rate raised, want about 4/s and a burst of 8", n, steps*10)
+	}
+}
+
 // TestDHCPBudgetSet: Control.SetDHCPBudget raises each subscriber's DHCP
 // budget (the appliance keeps it at twice the proxy's [dhcp] mac_rate and
 // mac_burst, so a box configured for clients that send more meets the

@@ -386,7 +386,11 @@ func (p *Processor) dhcpSlot2(key uint64) uint64 {
 // MAC table key is key (each refilled at half its rate, up to half its
 // burst), and whether it holds cost tokens (1 for a registered
 // subscriber's message, unregCost for an unregistered MAC's); the caller
-// takes them (p.dhcpTokens[b] -= cost) once the message is punted. A subscriber
+// takes them (p.dhcpTokens[b] -= cost) once the message is punted. A cost
+// above a bucket (half the burst) needs a full one, which it leaves in
+// debt: capped at a bucket, the cost let an unregistered MAC past its 4 a
+// second once the rate was raised past four times the burst (62 a second
+// at mac_rate 1000 and mac_burst 8). A subscriber
 // alone on its buckets gets the whole budget (dhcpPuntRate and
 // dhcpPuntBurst, or what Control.SetDHCPBudget set); a flood
 // drains its own two, and a neighbour hashed to one of them still has its
@@ -411,7 +415,7 @@ func (p *Processor) dhcpBudget(key uint64, unregistered bool) (b uint64, cost fl
 	if p.dhcpTokens[j] > p.dhcpTokens[i] {
 		i = j
 	}
-	return i, cost, p.dhcpTokens[i] >= cost
+	return i, cost, p.dhcpTokens[i] >= min(cost, burst/2)
 }
 
 // Subscribers' DHCP punted per subscriber and worker. The port's punt
