@@ -510,23 +510,36 @@ type openAPISchema struct {
 	Required   []string                  `json:"required"`
 	Properties map[string]*openAPISchema `json:"properties"`
 	Enum       []any                     `json:"enum"`
+	AnyOf      []*openAPISchema          `json:"anyOf"`
 }
 
-// types returns the schema's type names.
+// types returns the schema's type names, its anyOf branches' included
+// (anyOf: [{type: string, enum: [...]}, {type: "null"}] is a nullable enum).
 func (s *openAPISchema) types() []string {
+	var out []string
 	switch v := s.Type.(type) {
 	case string:
-		return []string{v}
+		out = append(out, v)
 	case []any:
-		var out []string
 		for _, x := range v {
 			if n, ok := x.(string); ok {
 				out = append(out, n)
 			}
 		}
-		return out
 	}
-	return nil
+	for _, b := range s.AnyOf {
+		out = append(out, b.types()...)
+	}
+	return out
+}
+
+// enum returns the schema's enum values, its anyOf branches' included.
+func (s *openAPISchema) enum() []any {
+	out := slices.Clone(s.Enum)
+	for _, b := range s.AnyOf {
+		out = append(out, b.enum()...)
+	}
+	return out
 }
 
 // jsonFields returns a struct type's JSON fields by their JSON name.
@@ -681,7 +694,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		name, prop, _ := strings.Cut(at, ".")
 		var got []string
 		if s := schemas[name]; s != nil && s.Properties[prop] != nil {
-			for _, v := range s.Properties[prop].Enum {
+			for _, v := range s.Properties[prop].enum() {
 				if v, ok := v.(string); ok {
 					got = append(got, v)
 				}
