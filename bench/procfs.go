@@ -206,6 +206,18 @@ const keaRTPriority = 1
 // at priority prio. The kernel's RT throttling (sched_rt_runtime_us) still
 // leaves the other threads on its CPU a share if it ever spins.
 func realtimeThreads(pid, prio int) error {
+	return forEachThread(pid, func(tid int) error {
+		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: uint32(prio)}
+		if err := unix.SchedSetAttr(tid, &attr, 0); err != nil {
+			return fmt.Errorf("sched_setattr SCHED_FIFO %d (thread of %d): %w", tid, pid, err)
+		}
+		return nil
+	})
+}
+
+// forEachThread calls fn with the ID of every thread of process pid
+// (/proc/PID/task), stopping at its first error.
+func forEachThread(pid int, fn func(tid int) error) error {
 	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
 	if err != nil {
 		return err
@@ -215,9 +227,8 @@ func realtimeThreads(pid, prio int) error {
 		if err != nil {
 			continue
 		}
-		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: uint32(prio)}
-		if err := unix.SchedSetAttr(tid, &attr, 0); err != nil {
-			return fmt.Errorf("sched_setattr SCHED_FIFO %d (thread of %d): %w", tid, pid, err)
+		if err := fn(tid); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -227,15 +238,7 @@ func realtimeThreads(pid, prio int) error {
 // Linux a priority belongs to a thread) and, with cpu >= 0, pins each to
 // that CPU.
 func placeThreads(pid, nice, cpu int) error {
-	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
-	if err != nil {
-		return err
-	}
-	for _, t := range tasks {
-		tid, err := strconv.Atoi(t.Name())
-		if err != nil {
-			continue
-		}
+	return forEachThread(pid, func(tid int) error {
 		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, nice); err != nil {
 			return fmt.Errorf("setpriority %d (thread of %d): %w", tid, pid, err)
 		}
@@ -246,8 +249,8 @@ func placeThreads(pid, nice, cpu int) error {
 				return fmt.Errorf("sched_setaffinity %d (thread of %d): %w", tid, pid, err)
 			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // treeTicks is utime + stime of process pid and of its descendants alive
