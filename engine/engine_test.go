@@ -979,6 +979,48 @@ func TestDHCPPuntBudgetSharedBucket(t *testing.T) {
 	}
 }
 
+// unregFlooder and unregNewcomer are two unregistered MACs (unregRig).
+const unregFlooder, unregNewcomer = 0x026600000001, 0x026600000002
+
+// unregRig is a bound rig where only sub1 is registered (SetAdmitted),
+// its DHCP budget set to rate and burst unless rate is 0, the budget
+// buckets of unregFlooder and unregNewcomer apart, and the source MACs of
+// the frames punted appended to the slice returned.
+func unregRig(t *testing.T, rate, burst float64) (*rig, *[]uint64) {
+	r := newRig(t, 64)
+	r.bindAll()
+	r.resolve()
+	if rate != 0 {
+		r.c.SetDHCPBudget(rate, burst)
+	}
+	if err := r.c.SetAdmitted([]uint64{sub1}); err != nil {
+		t.Fatal(err)
+	}
+	key := func(mac uint64) uint64 { return classifier.Key(0, 0, mac) }
+	for r.proc.dhcpSlot(key(unregFlooder)) == r.proc.dhcpSlot(key(unregNewcomer)) ||
+		r.proc.dhcpSlot2(key(unregFlooder)) == r.proc.dhcpSlot2(key(unregNewcomer)) {
+		r.proc.arpSeed++
+	}
+	got := new([]uint64)
+	r.c.OnPunt = func(p *Punted) {
+		var pkt classifier.Packet
+		pkt.Decode(p.Frame())
+		*got = append(*got, pkt.Src)
+	}
+	return r, got
+}
+
+// sendRepeated sends frame f on the access port in batches batches of n.
+func (r *rig) sendRepeated(f []byte, batches, n int) {
+	fs := make([][]byte, n)
+	for i := range fs {
+		fs[i] = f
+	}
+	for range batches {
+		r.send(0, fs...)
+	}
+}
+
 // TestUnregisteredFloodKeepsSample: one unregistered device repeating
 // DISCOVERs (a broken CPE, 200 in a few batches) does not spend its port's
 // sample of unregistered MACs' DHCP: a new device's DISCOVER after it
@@ -987,35 +1029,15 @@ func TestDHCPPuntBudgetSharedBucket(t *testing.T) {
 // first 20 took the port's whole sample and the new device's DISCOVER was
 // dropped (unregistered_dhcp) for as long as it lasted.
 func TestUnregisteredFloodKeepsSample(t *testing.T) {
-	r := newRig(t, 64)
-	r.bindAll()
-	r.resolve()
-	if err := r.c.SetAdmitted([]uint64{sub1}); err != nil {
-		t.Fatal(err)
-	}
-	const flooder, newcomer = 0x026600000001, 0x026600000002
-	for r.proc.dhcpSlot(classifier.Key(0, 0, flooder)) == r.proc.dhcpSlot(classifier.Key(0, 0, newcomer)) ||
-		r.proc.dhcpSlot2(classifier.Key(0, 0, flooder)) == r.proc.dhcpSlot2(classifier.Key(0, 0, newcomer)) {
-		r.proc.arpSeed++
-	}
-	var got []uint64
-	r.c.OnPunt = func(p *Punted) {
-		var pkt classifier.Packet
-		pkt.Decode(p.Frame())
-		got = append(got, pkt.Src)
-	}
+	r, punted := unregRig(t, 0, 0)
+	const flooder, newcomer = unregFlooder, unregNewcomer
 	discover := func(mac uint64) []byte {
 		return udpFrame(t, mac, broadcastMAC, 0, "0.0.0.0", "255.255.255.255", 64, 68, 67)
 	}
 	f := discover(flooder)
-	for range 4 {
-		fs := make([][]byte, 50)
-		for i := range fs {
-			fs[i] = f
-		}
-		r.send(0, fs...)
-	}
+	r.sendRepeated(f, 4, 50)
 	r.send(0, discover(newcomer))
+	got := *punted
 	if len(got) == 0 || got[len(got)-1] != newcomer {
 		t.Errorf("%d punted, the last from %x; want the new device's DISCOVER punted (drops: unregistered_dhcp %d, dhcp_flood %d)",
 			len(got), got[max(len(got)-1, 0):], r.dropCount(0, classifier.ReasonUnregisteredDHCP), r.dropCount(0, classifier.ReasonDHCPFlood))
@@ -1080,33 +1102,12 @@ func TestMadeUpMACFloodKeepsBudgets(t *testing.T) {
 // a new device's DISCOVER after it is punted. With a fixed cost of 8, it
 // got 20 at once (the port's whole sample) and the newcomer was dropped.
 func TestUnregisteredCostFollowsBudget(t *testing.T) {
-	r := newRig(t, 64)
-	r.bindAll()
-	r.resolve()
-	r.c.SetDHCPBudget(2000, 20000)
-	if err := r.c.SetAdmitted([]uint64{sub1}); err != nil {
-		t.Fatal(err)
-	}
-	const flooder, newcomer = 0x026600000001, 0x026600000002
-	for r.proc.dhcpSlot(classifier.Key(0, 0, flooder)) == r.proc.dhcpSlot(classifier.Key(0, 0, newcomer)) ||
-		r.proc.dhcpSlot2(classifier.Key(0, 0, flooder)) == r.proc.dhcpSlot2(classifier.Key(0, 0, newcomer)) {
-		r.proc.arpSeed++
-	}
-	var got []uint64
-	r.c.OnPunt = func(p *Punted) {
-		var pkt classifier.Packet
-		pkt.Decode(p.Frame())
-		got = append(got, pkt.Src)
-	}
+	r, punted := unregRig(t, 2000, 20000)
+	const flooder, newcomer = unregFlooder, unregNewcomer
 	f := udpFrame(t, flooder, broadcastMAC, 0, "0.0.0.0", "255.255.255.255", 64, 68, 67)
-	for range 4 {
-		fs := make([][]byte, 50)
-		for i := range fs {
-			fs[i] = f
-		}
-		r.send(0, fs...)
-	}
+	r.sendRepeated(f, 4, 50)
 	r.send(0, udpFrame(t, newcomer, broadcastMAC, 0, "0.0.0.0", "255.255.255.255", 64, 68, 67))
+	got := *punted
 	if len(got) == 0 || got[len(got)-1] != newcomer {
 		t.Errorf("%d punted, the last from %x; want the new device's DISCOVER punted", len(got), got[max(len(got)-1, 0):])
 	}
@@ -1122,24 +1123,8 @@ func TestUnregisteredCostFollowsBudget(t *testing.T) {
 // With the cost capped at a bucket (32 tokens), it got 59 of the port's
 // sample of 60 in those two seconds (62 a second but for the sample).
 func TestUnregisteredCostRateOnly(t *testing.T) {
-	r := newRig(t, 64)
-	r.bindAll()
-	r.resolve()
-	r.c.SetDHCPBudget(2000, 16)
-	if err := r.c.SetAdmitted([]uint64{sub1}); err != nil {
-		t.Fatal(err)
-	}
-	const flooder, newcomer = 0x026600000001, 0x026600000002
-	for r.proc.dhcpSlot(classifier.Key(0, 0, flooder)) == r.proc.dhcpSlot(classifier.Key(0, 0, newcomer)) ||
-		r.proc.dhcpSlot2(classifier.Key(0, 0, flooder)) == r.proc.dhcpSlot2(classifier.Key(0, 0, newcomer)) {
-		r.proc.arpSeed++
-	}
-	var got []uint64
-	r.c.OnPunt = func(p *Punted) {
-		var pkt classifier.Packet
-		pkt.Decode(p.Frame())
-		got = append(got, pkt.Src)
-	}
+	r, punted := unregRig(t, 2000, 16)
+	const flooder, newcomer = unregFlooder, unregNewcomer
 	// advance moves the worker's DHCP buckets and samples d into the
 	// past, as if d had passed since each was last refilled.
 	advance := func(d time.Duration) {
@@ -1161,6 +1146,7 @@ func TestUnregisteredCostRateOnly(t *testing.T) {
 		advance(step)
 	}
 	r.send(0, udpFrame(t, newcomer, broadcastMAC, 0, "0.0.0.0", "255.255.255.255", 64, 68, 67))
+	got := *punted
 	if len(got) == 0 || got[len(got)-1] != newcomer {
 		t.Errorf("%d punted, the last from %x; want the new device's DISCOVER punted (drops: unregistered_dhcp %d, dhcp_flood %d)",
 			len(got), got[max(len(got)-1, 0):], r.dropCount(0, classifier.ReasonUnregisteredDHCP), r.dropCount(0, classifier.ReasonDHCPFlood))
