@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/ispmux/ispmux/api"
 	"github.com/ispmux/ispmux/auth"
 	"github.com/ispmux/ispmux/classifier"
@@ -32,6 +34,7 @@ import (
 	"github.com/ispmux/ispmux/datapath"
 	"github.com/ispmux/ispmux/dhcpproxy"
 	"github.com/ispmux/ispmux/engine"
+	"github.com/ispmux/ispmux/fastpath"
 	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/metrics"
@@ -67,6 +70,7 @@ type Appliance struct {
 	cfg     *configs.Config
 	log     *slog.Logger
 	ports   []*datapath.XDPPort
+	fast    *fastpath.Maps // [datapath] fastpath = "xdp"; nil: off
 	names   []string
 	state   *engine.State
 	ctl     *engine.Control
@@ -173,13 +177,31 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	// later). The portal's link must exist before its port opens.
 	dp := cfg.Datapath
 	a.ports = make([]*datapath.XDPPort, len(names))
+	if dp.FastPath == "xdp" {
+		// The fast path's maps before the ports: every port's program
+		// reads them. Empty, they send every frame to the engine, until
+		// SetOffload below fills them.
+		if a.fast, err = fastpath.New(dp.MACTableSize); err != nil {
+			return nil, fmt.Errorf("appliance: %w", err)
+		}
+	}
 	openPort := func(i int) error {
 		n := names[i]
-		p, err := datapath.OpenXDP(datapath.XDPConfig{
+		xc := datapath.XDPConfig{
 			Interface: n, Queues: dp.Queues, Frames: dp.Frames, FrameSize: dp.FrameSize,
 			FillRing: dp.FillRing, CompletionRing: dp.CompletionRing, RXRing: dp.RxRing, TXRing: dp.TxRing,
 			AttachMode: dp.AttachMode, BindMode: dp.BindMode,
-		})
+		}
+		if a.fast != nil {
+			xc.Program = func(qidconf, xsks *ebpf.Map) (*ebpf.Program, error) {
+				ifi, err := net.InterfaceByName(n)
+				if err != nil {
+					return nil, err
+				}
+				return a.fast.Program(uint8(i), mac48(ifi.HardwareAddr), qidconf, xsks)
+			}
+		}
+		p, err := datapath.OpenXDP(xc)
 		if err != nil {
 			if dp.BindMode == "zerocopy" && (errors.Is(err, syscall.EOPNOTSUPP) || strings.Contains(err.Error(), "not supported")) {
 				err = fmt.Errorf("%w (interface %s has no zero-copy AF_XDP support: set [datapath] bind_mode = \"auto\" or \"copy\")", err, n)
@@ -259,6 +281,10 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		a.workers = append(a.workers, w)
 	}
 	a.ctl = engine.NewControl(a.state, a.workers[0], log)
+	if a.fast != nil {
+		a.ctl.SetOffload(a.fast, func(p uint8) int { return a.ports[p].Index() })
+		log.Info("fast path on: bound subscribers' traffic is forwarded in the XDP hook")
+	}
 	// The datapath's budget of each subscriber's DHCP stays above the
 	// proxy's own per-MAC limit, which decides (and says so in events).
 	a.ctl.SetDHCPBudget(2*float64(cfg.DHCP.MACRate), 2*float64(cfg.DHCP.MACBurst))
@@ -495,6 +521,10 @@ func (a *Appliance) closePorts() error {
 		}
 	}
 	a.ports = nil
+	if a.fast != nil {
+		errs = append(errs, a.fast.Close())
+		a.fast = nil
+	}
 	return errors.Join(errs...)
 }
 

@@ -306,6 +306,7 @@ func (l *portLink) run(ctx context.Context) {
 		l.mu.Unlock()
 		switch {
 		case kernel != linkUp && open:
+			a.ctl.SetPortDevice(uint8(l.i), 0) // the fast path leaves it to the engine
 			err := p.CloseQueues(ctx, l.i, a.workers)
 			if ctx.Err() != nil {
 				return
@@ -346,6 +347,7 @@ func (l *portLink) run(ctx context.Context) {
 			}
 			backoff = reopenRetryMin
 			openedAt = downs
+			a.ctl.SetPortDevice(uint8(l.i), p.Index())
 			l.reopened(p, info, time.Since(upAt))
 			if a.probeNextHops(uint8(l.i)) {
 				probes = 1

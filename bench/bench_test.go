@@ -292,7 +292,7 @@ func testForwardResult() *ForwardResult {
 		duration: 5 * time.Second, warmup: time.Second, ndrLoss: 0.1, ndrDuration: 2 * time.Second, tick: 100 * time.Microsecond}
 	r := newForwardResult(o, []string{"--runs", "3"})
 	r.Generator = "ispmux bench forward-gen ..."
-	cost := map[string]float64{CaseISPmux: 1000, CaseKernel: 1500, CaseKernelRules: 2500, CaseBare: 950}
+	cost := map[string]float64{CaseISPmux: 1000, CaseISPmuxXDP: 500, CaseKernel: 1500, CaseKernelRules: 2500, CaseBare: 950}
 	for _, n := range o.sources {
 		for run := 1; run <= o.runs; run++ {
 			for _, rate := range o.rates {
@@ -364,8 +364,12 @@ func TestForwardResultFinish(t *testing.T) {
 	if r.RatioVsKernel != 1.5 || r.RatioVsBare != 0.95 {
 		t.Errorf("headline ratios %v %v", r.RatioVsKernel, r.RatioVsBare)
 	}
-	if len(r.Targets) != 2 || !r.Targets[0].Met || r.Targets[0].Got != 1.5 || r.Targets[1].Met || r.Targets[1].Got != 1.053 {
+	if len(r.Targets) != 4 || !r.Targets[0].Met || r.Targets[0].Got != 1.5 || r.Targets[1].Met || r.Targets[1].Got != 1.053 ||
+		!r.Targets[2].Met || r.Targets[2].Got != 3 || !r.Targets[3].Met || r.Targets[3].Got != 0.526 {
 		t.Errorf("targets: %+v", r.Targets)
+	}
+	if *row.ISPmuxXDPNsPerPkt != 500 || *row.RatioVsKernelXDP != 3 || r.RatioVsKernelXDP != 3 || r.RatioVsBareXDP != 1.9 {
+		t.Errorf("fast path: %v %v %v %v", *row.ISPmuxXDPNsPerPkt, *row.RatioVsKernelXDP, r.RatioVsKernelXDP, r.RatioVsBareXDP)
 	}
 	if len(r.Calibration) != 6 || r.Calibration[0].BusyPerS.Median != 0.2 || r.Calibration[2].OfferedPPS != 0 {
 		t.Errorf("calibration: %+v", r.Calibration)

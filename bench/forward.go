@@ -31,13 +31,14 @@ const (
 // Case names of bench forward, in their default order.
 const (
 	CaseISPmux      = "ispmux"
+	CaseISPmuxXDP   = "ispmux-xdp"   // ispmux with [datapath] fastpath = "xdp"
 	CaseKernel      = "kernel"       // nftables map + fwmark rules + RPS
 	CaseKernelRules = "kernel-rules" // one ip rule per subscriber + RPS
 	CaseBare        = "bare"
 	CaseCalibration = "calibration" // the generator into a sink
 )
 
-var allCases = []string{CaseISPmux, CaseKernel, CaseKernelRules, CaseBare}
+var allCases = []string{CaseISPmux, CaseISPmuxXDP, CaseKernel, CaseKernelRules, CaseBare}
 
 // forwardOptions are the flags of `bench forward`.
 type forwardOptions struct {

@@ -77,11 +77,16 @@ func (b *fwdBench) point(ctx context.Context, n int) (err error) {
 	mode := bindingsFor(o.bindings, n)
 	pi := PointInfo{Sources: n, Bindings: mode}
 	defer func() { b.r.Points = append(b.r.Points, pi) }()
-	if containsStr(o.cases, CaseISPmux) {
+	if containsStr(o.cases, CaseISPmux) || containsStr(o.cases, CaseISPmuxXDP) {
 		if err := os.WriteFile(cfg, forwardConfig(t, stateDir, n, mode == BindingsStatic), 0o644); err != nil {
 			return err
 		}
 		defer os.Remove(cfg)
+		xdp := xdpConfigPath(cfg)
+		if err := os.WriteFile(xdp, withFastPath(forwardConfig(t, stateDir, n, mode == BindingsStatic)), 0o644); err != nil {
+			return err
+		}
+		defer os.Remove(xdp)
 		if mode == BindingsStore {
 			if err := os.MkdirAll(stateDir, 0o750); err != nil {
 				return err
@@ -218,6 +223,16 @@ func forwardConfig(t *lab.Topology, stateDir string, n int, static bool) []byte 
 	return []byte(sb.String())
 }
 
+// xdpConfigPath is where case ispmux-xdp's configuration is, beside
+// case ispmux's at cfg.
+func xdpConfigPath(cfg string) string { return strings.TrimSuffix(cfg, ".toml") + "-xdp.toml" }
+
+// withFastPath turns the fast path on in a configuration made by
+// forwardConfig.
+func withFastPath(cfg []byte) []byte {
+	return []byte(strings.Replace(string(cfg), "completion_ring = ", "fastpath = \"xdp\"\ncompletion_ring = ", 1))
+}
+
 // sizeLabel is n as in the tables: 256, 64K, 1M.
 func sizeLabel(n int) string {
 	switch {
@@ -271,7 +286,7 @@ func (b *fwdBench) runCase(ctx context.Context, c string, n, run int, cfg, state
 		b.noStart[c+"/"+strconv.Itoa(n)] = err.Error()
 		return err
 	}
-	if c == CaseISPmux {
+	if c == CaseISPmux || c == CaseISPmuxXDP {
 		pi.ISPmuxReadyS = append(pi.ISPmuxReadyS, round(time.Since(start).Seconds(), 1))
 	}
 	defer func() {
@@ -325,15 +340,39 @@ func (b *fwdBench) up(ctx context.Context, c string, n int, cfg, stateDir string
 	}
 	b.p.set("%s, %s sources: starting", c, sizeLabel(n))
 	switch c {
-	case CaseISPmux:
+	case CaseISPmux, CaseISPmuxXDP:
+		var gro []string // ISP routers' ends with GRO turned on
+		groOff := func() error {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			var errs []error
+			for i, isp := range t.ISPs {
+				if i < len(gro) {
+					errs = append(errs, lab.SetGRO(cctx, isp.NS, isp.RouterIf, false))
+				}
+			}
+			return errors.Join(errs...)
+		}
+		if c == CaseISPmuxXDP {
+			cfg = xdpConfigPath(cfg)
+			// The fast path redirects into the uplinks in the XDP hook:
+			// a veth delivers that to its peer only with the peer's
+			// NAPI receive on, which GRO turns on.
+			for _, isp := range t.ISPs {
+				if err := lab.SetGRO(ctx, isp.NS, isp.RouterIf, true); err != nil {
+					return nil, nil, errors.Join(err, groOff())
+				}
+				gro = append(gro, isp.RouterIf)
+			}
+		}
 		argv := b.caseArgv(c, cfg)
 		p, err := startChild("ispmux", argv, nil, syscall.SIGTERM)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, errors.Join(err, groOff())
 		}
 		stop := func() error {
 			// SIGTERM: ispmux stops its workers and detaches XDP.
-			return p.stop(syscall.SIGTERM, 60*time.Second)
+			return errors.Join(p.stop(syscall.SIGTERM, 60*time.Second), groOff())
 		}
 		start := time.Now()
 		b.readyTimeout = min(b.o.readyMax, 20*time.Second+time.Duration(n)*time.Millisecond)
@@ -405,7 +444,7 @@ func (b *fwdBench) caseArgv(c, cfg string) []string {
 	t := b.t
 	app := t.Appliance.NS
 	switch c {
-	case CaseISPmux:
+	case CaseISPmux, CaseISPmuxXDP:
 		return []string{"taskset", "-c", fwdCPU, "ip", "netns", "exec", app, b.o.exe, "run", "-c", cfg}
 	case CaseBare:
 		var in, out, macs []string

@@ -15,6 +15,7 @@ import (
 // caseTitles are the cases' column titles.
 var caseTitles = map[string]string{
 	CaseISPmux:      "ispmux",
+	CaseISPmuxXDP:   "ispmux, XDP fast path",
 	CaseKernel:      "kernel (nftables map)",
 	CaseKernelRules: "kernel (rule per subscriber)",
 	CaseBare:        "bare AF_XDP",
@@ -105,6 +106,10 @@ func (r *ForwardResult) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "\nratio_vs_kernel %.3f  ratio_vs_bare %.3f  (other's CPU/pkt ÷ ispmux's at %s sources; higher is better)\n",
 		r.RatioVsKernel, r.RatioVsBare, sizeLabel(r.headSources()))
+	if r.RatioVsKernelXDP != 0 || r.RatioVsBareXDP != 0 {
+		fmt.Fprintf(w, "ratio_vs_kernel_xdp %.3f  ratio_vs_bare_xdp %.3f  (the same for ispmux with its XDP fast path)\n",
+			r.RatioVsKernelXDP, r.RatioVsBareXDP)
+	}
 	for _, t := range r.Targets {
 		fmt.Fprintf(w, "target %s: %s, got %.3f (%s): %s\n", t.Name, t.Want, t.Got, t.Note, metWord(t.Met))
 	}
@@ -140,6 +145,10 @@ func (r *ForwardResult) section(h, svg string) string {
 	}
 	fmt.Fprintf(&b, "**ratio_vs_kernel = %.2f, ratio_vs_bare = %.2f** (the other's CPU per packet ÷ ispmux's at %s sources, lowest over the offered rates; higher is better for ispmux).\n\n",
 		r.RatioVsKernel, r.RatioVsBare, sizeLabel(r.headSources()))
+	if r.RatioVsKernelXDP != 0 || r.RatioVsBareXDP != 0 {
+		fmt.Fprintf(&b, "**With the XDP fast path: ratio_vs_kernel_xdp = %.2f, ratio_vs_bare_xdp = %.2f** (the same ratios for case ispmux-xdp).\n\n",
+			r.RatioVsKernelXDP, r.RatioVsBareXDP)
+	}
 	if len(r.Targets) > 0 {
 		b.WriteString("| target | want | got | |\n|---|---|---:|---|\n")
 		for _, t := range r.Targets {

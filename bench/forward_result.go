@@ -31,9 +31,13 @@ type ForwardResult struct {
 	// forwarder's CPU per packet divided by ispmux's at 256 sources (the
 	// smallest sweep point if 256 was not measured), the lowest over that
 	// point's offered rates; higher is better for ispmux. 0: not measured.
-	RatioVsKernel float64  `json:"ratio_vs_kernel"`
-	RatioVsBare   float64  `json:"ratio_vs_bare"`
-	Targets       []Target `json:"targets"`
+	RatioVsKernel float64 `json:"ratio_vs_kernel"`
+	RatioVsBare   float64 `json:"ratio_vs_bare"`
+	// RatioVsKernelXDP and RatioVsBareXDP are the same for case
+	// ispmux-xdp (ispmux with its XDP fast path); 0: not measured.
+	RatioVsKernelXDP float64  `json:"ratio_vs_kernel_xdp"`
+	RatioVsBareXDP   float64  `json:"ratio_vs_bare_xdp"`
+	Targets          []Target `json:"targets"`
 
 	Runs         int        `json:"runs"`
 	DurationS    float64    `json:"duration_s"`
@@ -81,6 +85,8 @@ type SweepRow struct {
 	BareNsPerPkt        *float64 `json:"bare_ns_per_pkt"`
 	KernelRulesNsPerPkt *float64 `json:"kernel_rules_ns_per_pkt"`
 	ISPmuxNDRPPS        float64  `json:"ispmux_ndr_pps"`
+	ISPmuxXDPNsPerPkt   *float64 `json:"ispmux_xdp_ns_per_pkt,omitempty"`
+	ISPmuxXDPNDRPPS     float64  `json:"ispmux_xdp_ndr_pps,omitempty"`
 	KernelNDRPPS        float64  `json:"kernel_ndr_pps"`
 	BareNDRPPS          float64  `json:"bare_ndr_pps"`
 	// GeneratorBound: the generator bounded something in this row — it
@@ -90,6 +96,8 @@ type SweepRow struct {
 	RateGeneratorBound bool             `json:"rate_generator_bound"`
 	RatioVsKernel      *float64         `json:"ratio_vs_kernel"`
 	RatioVsBare        *float64         `json:"ratio_vs_bare"`
+	RatioVsKernelXDP   *float64         `json:"ratio_vs_kernel_xdp,omitempty"`
+	RatioVsBareXDP     *float64         `json:"ratio_vs_bare_xdp,omitempty"`
 	NsPerPkt           map[string]*Stat `json:"ns_per_pkt"`
 	LossPct            map[string]*Stat `json:"loss_pct"`
 	Offered            map[string]*Stat `json:"offered_actual_pps"`
@@ -306,6 +314,8 @@ type Diagnostic struct {
 var caseDescriptions = map[string]string{
 	CaseISPmux: "ispmux pinned to CPU " + fwdCPU + ", every source a binding on acc1 (static [[subscriber]] entries up to 100,000, else restored from the store; MAC lookup, anti-spoofing, next hop, TTL and checksum, new L2 header), " +
 		"one worker over four AF_XDP ports in copy mode (veth allows no zero-copy)",
+	CaseISPmuxXDP: "the same ispmux with [datapath] fastpath = \"xdp\": bound subscribers' packets are forwarded by its eBPF program in the XDP hook of acc1 (the same decisions, package fastpath) and redirected to the uplink; " +
+		"everything else still goes to the AF_XDP sockets. The ISP routers' veth ends have GRO on during this case (a veth delivers XDP_REDIRECT to its peer only with the peer's NAPI receive on)",
 	CaseKernel: "Linux as an operator would build it: an nftables map MAC . address → mark at prerouting priority raw (notrack; a source not in the map is dropped: anti-spoofing in the same lookup), " +
 		"one ip rule per ISP (fwmark → the ISP's table), RPS moving forwarding from the generator's CPU to CPU " + fwdCPU + " (lab.Topology.NFTRouter)",
 	CaseKernelRules: "Linux with one ip rule per subscriber source (from ADDRESS lookup TABLE; no anti-spoofing) and the same RPS, the router the benchmark used before; only for small sweep points, the rule list is searched linearly (lab.Topology.RuleRouter)",

@@ -55,8 +55,12 @@ type Datapath struct {
 	Batch          int    `toml:"batch"`           // 1..256
 	AttachMode     string `toml:"attach_mode"`     // native|skb
 	BindMode       string `toml:"bind_mode"`       // auto|zerocopy|copy
-	PollTimeout    string `toml:"poll_timeout"`    // Go duration, 1ms..10s
-	MACTableSize   int    `toml:"mac_table_size"`  // 1..16777216, >= number of subscribers
+	// FastPath is "xdp" (bound subscribers' traffic forwarded in the XDP
+	// hook, package fastpath) or "off" (every frame to the AF_XDP
+	// sockets).
+	FastPath     string `toml:"fastpath"`
+	PollTimeout  string `toml:"poll_timeout"`   // Go duration, 1ms..10s
+	MACTableSize int    `toml:"mac_table_size"` // 1..16777216, >= number of subscribers
 
 	PollTimeoutDur time.Duration `toml:"-"` // PollTimeout parsed
 }
@@ -204,6 +208,7 @@ func Default() *Config {
 			Batch:          64,
 			AttachMode:     "native",
 			BindMode:       "auto",
+			FastPath:       "off",
 			PollTimeout:    "100ms",
 			MACTableSize:   1 << 20,
 		},
@@ -326,9 +331,9 @@ func (c *Config) Summary() string {
 	}
 	fmt.Fprintf(&b, "config version %d, state in %s, log level %s, %s, %s\n",
 		c.Version, c.Appliance.StateDir, c.Appliance.LogLevel, api, metrics)
-	fmt.Fprintf(&b, "datapath: %d queue(s), %d frames of %d B, rings rx/tx/fill/comp %d/%d/%d/%d, batch %d, attach %s, bind %s, poll %s, mac table %d\n",
+	fmt.Fprintf(&b, "datapath: %d queue(s), %d frames of %d B, rings rx/tx/fill/comp %d/%d/%d/%d, batch %d, attach %s, bind %s, poll %s, mac table %d, fast path %s\n",
 		dp.Queues, dp.Frames, dp.FrameSize, dp.RxRing, dp.TxRing, dp.FillRing, dp.CompletionRing,
-		dp.Batch, dp.AttachMode, dp.BindMode, dp.PollTimeoutDur, dp.MACTableSize)
+		dp.Batch, dp.AttachMode, dp.BindMode, dp.PollTimeoutDur, dp.MACTableSize, dp.FastPath)
 	perAccess := make([]int, len(c.Access))
 	perISP := make([]int, len(c.ISPs))
 	static := 0

@@ -99,6 +99,11 @@ func (v *validator) datapath() {
 	default:
 		v.errorf("datapath.bind_mode", "must be auto, zerocopy or copy, got %q", d.BindMode)
 	}
+	switch d.FastPath {
+	case "off", "xdp":
+	default:
+		v.errorf("datapath.fastpath", "must be off or xdp, got %q", d.FastPath)
+	}
 	if dur, err := time.ParseDuration(d.PollTimeout); err != nil {
 		v.errorf("datapath.poll_timeout", "not a duration (e.g. \"100ms\"): %q", d.PollTimeout)
 	} else if dur < time.Millisecond || dur > 10*time.Second {

@@ -15,6 +15,7 @@ import (
 	"unsafe"
 
 	"github.com/asavie/xdp"
+	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -34,6 +35,12 @@ type XDPConfig struct {
 	AttachMode string
 	// BindMode is "auto", "zerocopy" or "copy".
 	BindMode string
+	// Program, when set, builds the port's XDP program instead of the
+	// default one (every frame to its queue's socket): it must send what
+	// it does not handle itself to xsks[rx_queue_index] when
+	// qidconf[rx_queue_index] is 1, as the default does (package
+	// fastpath's programs). It gets the maps sized for the port's queues.
+	Program func(qidconf, xsks *ebpf.Map) (*ebpf.Program, error)
 }
 
 // XDPPort is a network interface driven through AF_XDP sockets: an XDP
@@ -148,7 +155,7 @@ func OpenXDP(cfg XDPConfig) (_ *XDPPort, err error) {
 	p.VLANStripOff, p.VLANStripErr = disableVLANStrip(cfg.Interface)
 
 	maxQ := max(cfg.Queues, attrs.NumRxQueues, 1)
-	p.prog, err = xdp.NewProgram(maxQ)
+	p.prog, err = newProgram(maxQ, cfg.Program)
 	if err != nil {
 		return nil, fmt.Errorf("xdp port %s: load program: %w (memlock may be too low)", cfg.Interface, err)
 	}
@@ -187,6 +194,30 @@ func OpenXDP(cfg XDPConfig) (_ *XDPPort, err error) {
 		p.ZeroCopy = q.zeroCopy
 	}
 	return p, nil
+}
+
+// newProgram is xdp.NewProgram (every frame to its queue's socket) or, with
+// build, the program build makes with the same two maps.
+func newProgram(maxQ int, build func(qidconf, xsks *ebpf.Map) (*ebpf.Program, error)) (*xdp.Program, error) {
+	if build == nil {
+		return xdp.NewProgram(maxQ)
+	}
+	q, err := ebpf.NewMap(&ebpf.MapSpec{Name: "qidconf_map", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: uint32(maxQ)})
+	if err != nil {
+		return nil, err
+	}
+	x, err := ebpf.NewMap(&ebpf.MapSpec{Name: "xsks_map", Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: uint32(maxQ)})
+	if err != nil {
+		q.Close()
+		return nil, err
+	}
+	prog, err := build(q, x)
+	if err != nil {
+		q.Close()
+		x.Close()
+		return nil, err
+	}
+	return &xdp.Program{Program: prog, Queues: q, Sockets: x}, nil
 }
 
 // open creates the queue's socket (its UMEM and four rings) on interface

@@ -96,8 +96,12 @@ func (c *Control) Bind(b Binding) error {
 		return fmt.Errorf("bind %012x to %v at ISP %d: %w (by %012x)", b.MAC, b.IP, b.ISP, ErrConflict, d.MAC)
 	}
 	old, hadOld := c.s.MAC.Lookup(b.Port, b.VLAN, b.MAC)
+	off := c.s.offload()
 	if hadOld && (old.ISP != b.ISP || old.IP != ip) {
 		c.s.FIB.Delete(old.ISP, old.IP)
+		if off != nil {
+			off.DelDest(fib.Key(old.ISP, old.IP))
+		}
 	}
 	flags := classifier.FlagBound
 	if b.Static {
@@ -105,12 +109,21 @@ func (c *Control) Bind(b Binding) error {
 	}
 	// The downstream entry first: once the MAC table says bound, replies
 	// must already find their way back.
-	if err := c.s.FIB.Set(b.ISP, ip, fib.Dest{Port: b.Port, VLAN: b.VLAN, MAC: b.MAC}); err != nil {
+	dest := fib.Dest{Port: b.Port, VLAN: b.VLAN, MAC: b.MAC}
+	if err := c.s.FIB.Set(b.ISP, ip, dest); err != nil {
 		return fmt.Errorf("bind %012x: fib: %w", b.MAC, err)
 	}
-	if err := c.s.MAC.Set(b.Port, b.VLAN, b.MAC, classifier.Sub{IP: ip, ISP: b.ISP, Flags: flags}); err != nil {
+	sub := classifier.Sub{IP: ip, ISP: b.ISP, Flags: flags}
+	if err := c.s.MAC.Set(b.Port, b.VLAN, b.MAC, sub); err != nil {
 		c.s.FIB.Delete(b.ISP, ip)
+		if off != nil {
+			off.DelDest(fib.Key(b.ISP, ip))
+		}
 		return fmt.Errorf("bind %012x: mac table: %w", b.MAC, err)
+	}
+	if off != nil {
+		off.SetDest(fib.Key(b.ISP, ip), dest.Pack())
+		off.SetSub(classifier.Key(b.Port, b.VLAN, b.MAC), sub.Pack())
 	}
 	if hadOld {
 		c.perISP[old.ISP][kindOf(old.Flags)]--
@@ -210,6 +223,9 @@ func (c *Control) SetDHCPBudget(rate, burst float64) {
 func (c *Control) SetMTU(port uint8, mtu int) {
 	if int(port) < datapath.MaxPorts {
 		c.s.mtu[port].Store(int32(mtu))
+		if off := c.s.offload(); off != nil {
+			off.SetMTU(port, mtu)
+		}
 	}
 }
 
@@ -255,6 +271,10 @@ func (c *Control) Unbind(port uint8, vlan uint16, mac uint64) bool {
 	// delivering to it.
 	c.s.MAC.Delete(port, vlan, mac)
 	c.s.FIB.Delete(sub.ISP, sub.IP)
+	if off := c.s.offload(); off != nil {
+		off.DelSub(classifier.Key(port, vlan, mac))
+		off.DelDest(fib.Key(sub.ISP, sub.IP))
+	}
 	c.perISP[sub.ISP][kindOf(sub.Flags)]--
 	return true
 }

@@ -113,6 +113,10 @@ type State struct {
 	// dhcpRate is each subscriber's DHCP punt budget (Control.SetDHCPBudget);
 	// nil: dhcpPuntRate and dhcpPuntBurst.
 	dhcpRate atomic.Pointer[puntBudget]
+
+	// off is the kernel fast path the control plane mirrors its tables
+	// into (Control.SetOffload); nil: none.
+	off atomic.Pointer[offloadRef]
 }
 
 // puntBudget is each subscriber's DHCP budget: its rate per second and
@@ -182,7 +186,8 @@ type PortCounters struct {
 	// Drops counts dropped frames received on the port, by reason.
 	Drops classifier.Counters
 	// Up counts frames from subscribers forwarded to an ISP; Down frames
-	// from an ISP forwarded to a subscriber.
+	// from an ISP forwarded to a subscriber (by the workers and the kernel
+	// fast path, when there is one).
 	Up, Down uint64
 	// ARPReplies counts ARP requests answered in place.
 	ARPReplies uint64
@@ -215,6 +220,11 @@ func (s *State) Counters() []PortCounters {
 		c.ARPReplies, c.Punts = st.arpReplies.Load(), st.punts.Load()
 		c.EchoReplies, c.ICMPErrors = st.echoReplies.Load(), st.icmpErrors.Load()
 		c.DNSAnswers, c.GardenResets = st.dnsAnswers.Load(), st.gardenResets.Load()
+		if o := s.offload(); o != nil {
+			up, down := o.Forwarded(uint8(i))
+			c.Up += up
+			c.Down += down
+		}
 	}
 	return out
 }

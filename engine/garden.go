@@ -50,6 +50,9 @@ type garden struct {
 func (s *State) SetGarden(g *Garden) error {
 	if g == nil {
 		s.garden.Store(nil)
+		if o := s.offload(); o != nil {
+			o.SetPortal(0)
+		}
 		return nil
 	}
 	if g.PortalAddr == 0 {
@@ -64,6 +67,9 @@ func (s *State) SetGarden(g *Garden) error {
 		ng.names = append(ng.names, w)
 	}
 	s.garden.Store(ng)
+	if o := s.offload(); o != nil {
+		o.SetPortal(ng.portal)
+	}
 	return nil
 }
 

@@ -57,6 +57,17 @@ type Uplinks struct {
 
 	// mu serialises writers (copy, modify, swap); readers never take it.
 	mu sync.Mutex
+	// observe, when set, is called with mu held after every publication.
+	observe func(prev, next *UplinkSet)
+}
+
+// Observe calls fn with the previous and the new snapshot after every
+// publication from now on (a kernel fast path's copy follows them), with
+// the writers' lock held: fn must not call back into u.
+func (u *Uplinks) Observe(fn func(prev, next *UplinkSet)) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.observe = fn
 }
 
 var emptyUplinks UplinkSet
@@ -74,10 +85,14 @@ func (u *Uplinks) Load() *UplinkSet {
 func (u *Uplinks) update(fn func(s *UplinkSet)) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	prev := u.Load()
 	next := new(UplinkSet)
-	*next = *u.Load()
+	*next = *prev
 	fn(next)
 	u.cur.Store(next)
+	if u.observe != nil {
+		u.observe(prev, next)
+	}
 }
 
 // Configure sets ISP isp's uplink from up. Pass Uplink{} to remove it.

@@ -212,3 +212,18 @@ add chain netdev %[1]s in { type filter hook ingress device %[2]q priority 0; po
 add rule netdev %[1]s in ip daddr %[3]s drop
 `, table, dev, prefix))
 }
+
+// SetGRO turns GRO on dev in ns on or off. On a veth, GRO also turns on
+// its NAPI receive path, which XDP_REDIRECT into its peer needs (ispmux's
+// fast path redirects into the appliance's ports; their peers are the
+// ISP routers' and subscribers' ends).
+func SetGRO(ctx context.Context, ns, dev string, on bool) error {
+	v := "off"
+	if on {
+		v = "on"
+	}
+	if _, err := run(ctx, "ip", "netns", "exec", ns, "ethtool", "-K", dev, "gro", v); err != nil {
+		return fmt.Errorf("lab: GRO %s on %s in %s: %w", v, dev, ns, err)
+	}
+	return nil
+}
