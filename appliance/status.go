@@ -54,6 +54,7 @@ func (a *Appliance) status(maxBindings int) ctlsock.Status {
 		c := ec[i]
 		ps.FwdUp, ps.FwdDown, ps.ARPReplies, ps.Punts = c.Up, c.Down, c.ARPReplies, c.Punts
 		ps.Echo = c.EchoReplies
+		ps.FastUp, ps.FastDown = c.FastUp, c.FastDown
 		for r, n := range c.Drops {
 			if n > 0 {
 				ps.Drops[classifier.Reason(r).String()] = n

@@ -82,17 +82,22 @@ type ControlStatus struct {
 // PortStatus is one port's datapath and engine counters, summed over queues
 // and workers.
 type PortStatus struct {
-	Name       string            `json:"name"`
-	RxFrames   uint64            `json:"rx_frames"`
-	RxBytes    uint64            `json:"rx_bytes"`
-	TxFrames   uint64            `json:"tx_frames"`
-	TxBytes    uint64            `json:"tx_bytes"`
-	TxFull     uint64            `json:"tx_full"`
-	NoFrame    uint64            `json:"no_frame"`
-	Errors     uint64            `json:"errors"`
-	Down       bool              `json:"down"`
-	FwdUp      uint64            `json:"forwarded_up"`
-	FwdDown    uint64            `json:"forwarded_down"`
+	Name     string `json:"name"`
+	RxFrames uint64 `json:"rx_frames"`
+	RxBytes  uint64 `json:"rx_bytes"`
+	TxFrames uint64 `json:"tx_frames"`
+	TxBytes  uint64 `json:"tx_bytes"`
+	TxFull   uint64 `json:"tx_full"`
+	NoFrame  uint64 `json:"no_frame"`
+	Errors   uint64 `json:"errors"`
+	Down     bool   `json:"down"`
+	FwdUp    uint64 `json:"forwarded_up"`
+	FwdDown  uint64 `json:"forwarded_down"`
+	// FastUp and FastDown are the part of FwdUp and FwdDown the XDP fast
+	// path forwarded ([datapath] fastpath = "xdp"): those frames are in
+	// no RxFrames or TxFrames, which count the AF_XDP sockets' frames.
+	FastUp     uint64            `json:"fastpath_up,omitempty"`
+	FastDown   uint64            `json:"fastpath_down,omitempty"`
 	ARPReplies uint64            `json:"arp_replies"`
 	Echo       uint64            `json:"echo_replies"`
 	Punts      uint64            `json:"punts"`

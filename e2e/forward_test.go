@@ -203,6 +203,19 @@ func (r *rig) drops(port, reason string) uint64 {
 	return 0
 }
 
+// fastpath returns the frames the XDP fast path forwarded that port
+// received: up and down.
+func (r *rig) fastpath(port string) (up, down uint64) {
+	r.t.Helper()
+	for _, p := range r.mustStatus().Ports {
+		if p.Name == port {
+			return p.FastUp, p.FastDown
+		}
+	}
+	r.t.Fatalf("no port %s in status", port)
+	return 0, 0
+}
+
 func (r *rig) ns(name string) string { return r.topo.ID + "-" + name }
 
 func (r *rig) run(ns string, args ...string) (string, error) {
@@ -233,14 +246,32 @@ const hostAddr = lab.HostAddr
 // TestForwarding is the end-to-end proof of issue 2: static subscribers are
 // forwarded to their ISP over AF_XDP, both ways, the VRFs keep overlapping
 // plans apart, bad frames are dropped by reason, and a restart resumes.
-func TestForwarding(t *testing.T) {
-	r := newRig(t, lab.Options{Subscribers: 3, Generator: true, TrafficSubscribers: 4})
+func TestForwarding(t *testing.T) { forwarding(t, false) }
+
+// TestForwardingFastPath is TestForwarding with the XDP fast path on
+// ([datapath] fastpath = "xdp"): everything behaves the same (drops and
+// their reasons, answers, ICMP errors, the restart), and the fast path,
+// not the AF_XDP sockets, forwards the subscribers' pings both ways.
+func TestForwardingFastPath(t *testing.T) { forwarding(t, true) }
+
+func forwarding(t *testing.T, fast bool) {
+	r := newRig(t, lab.Options{Subscribers: 3, Generator: true, TrafficSubscribers: 4, FastPath: fast})
 	r.start()
 
 	t.Run("ping", func(t *testing.T) {
 		haBefore, hbBefore := r.rx(r.ns("ha"), "eth0"), r.rx(r.ns("hb"), "eth0")
+		upBefore, _ := r.fastpath("acc0")
+		_, downBefore := r.fastpath("upa")
 		if !r.ping("s1", hostAddr, 10) {
 			t.Fatalf("s1 (ISP alpha) cannot ping alpha's host\n%s", r.log.String())
+		}
+		up, _ := r.fastpath("acc0")
+		_, down := r.fastpath("upa")
+		if fast && (up < upBefore+10 || down < downBefore+10) {
+			t.Errorf("fast path forwarded %d up on acc0 and %d down on upa during 10 pings, want >= 10 each", up-upBefore, down-downBefore)
+		}
+		if !fast && up+down != 0 {
+			t.Errorf("fast path off, yet it counts %d up and %d down", up, down)
 		}
 		if r.rx(r.ns("hb"), "eth0") != hbBefore {
 			t.Errorf("s1's traffic reached ISP beta's host")

@@ -189,6 +189,9 @@ type PortCounters struct {
 	// from an ISP forwarded to a subscriber (by the workers and the kernel
 	// fast path, when there is one).
 	Up, Down uint64
+	// FastUp and FastDown are the part of Up and Down the kernel fast
+	// path forwarded (Control.SetOffload); 0 without one.
+	FastUp, FastDown uint64
 	// ARPReplies counts ARP requests answered in place.
 	ARPReplies uint64
 	// EchoReplies counts pings to our own addresses answered in place.
@@ -221,9 +224,9 @@ func (s *State) Counters() []PortCounters {
 		c.EchoReplies, c.ICMPErrors = st.echoReplies.Load(), st.icmpErrors.Load()
 		c.DNSAnswers, c.GardenResets = st.dnsAnswers.Load(), st.gardenResets.Load()
 		if o := s.offload(); o != nil {
-			up, down := o.Forwarded(uint8(i))
-			c.Up += up
-			c.Down += down
+			c.FastUp, c.FastDown = o.Forwarded(uint8(i))
+			c.Up += c.FastUp
+			c.Down += c.FastDown
 		}
 	}
 	return out

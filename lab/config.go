@@ -31,7 +31,11 @@ func (t *Topology) ConfigTOML(stateDir string) []byte {
 	b.WriteString("version = 1\n\n")
 	fmt.Fprintf(&b, "[appliance]\nstate_dir = %s\n\n", q(stateDir))
 	b.WriteString(t.dhcpTOML())
-	fmt.Fprintf(&b, "[datapath]\nattach_mode = \"native\"\nbind_mode = \"copy\"\nframes = %d\nrx_ring = %[2]d\ntx_ring = %[2]d\nfill_ring = %[2]d\ncompletion_ring = %[2]d\n", ConfigFrames, ConfigRings)
+	b.WriteString("[datapath]\n")
+	if t.FastPath {
+		b.WriteString("fastpath = \"xdp\"\n")
+	}
+	fmt.Fprintf(&b, "attach_mode = \"native\"\nbind_mode = \"copy\"\nframes = %d\nrx_ring = %[2]d\ntx_ring = %[2]d\nfill_ring = %[2]d\ncompletion_ring = %[2]d\n", ConfigFrames, ConfigRings)
 	for i, a := range t.Appliance.Access {
 		fmt.Fprintf(&b, "\n[[access]]\ninterface = %s\naddress = %s\n", q(a.Name), q(Gateway))
 		if t.Portal != nil && i == 0 {

@@ -73,6 +73,7 @@ package lab
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -120,6 +121,12 @@ type Options struct {
 	// 100.64.0.1 (or by giaddr inside it), pool KeaOpenPoolFirst -
 	// KeaOpenPoolLast without a client class.
 	KeaOpen bool
+	// FastPath turns ispmux's XDP fast path on in ConfigTOML ([datapath]
+	// fastpath = "xdp") and GRO on the lab's ends of the appliance's
+	// ports (the access bridge's port, the ISP routers', the
+	// generator's): a veth delivers an XDP_REDIRECT to its peer only with
+	// the peer's NAPI receive on, which GRO turns on.
+	FastPath bool
 	// KeaKnown (DHCP only) adds customer IDs each ISP's Kea accepts as
 	// Option 82 subscriber-id, by ISP name: customers registered through
 	// the API rather than the lab's own c-sN.
@@ -254,6 +261,7 @@ type Topology struct {
 	StateDir    string    `json:"state_dir,omitempty"`  // the lab's files; removed by Down
 	LeaseTime   int       `json:"lease_time,omitempty"` // Kea's valid-lifetime in seconds (DHCP lab)
 	KeaOpen     bool      `json:"kea_open,omitempty"`   // Kea serves every relayed client (Options.KeaOpen)
+	FastPath    bool      `json:"fastpath,omitempty"`   // Options.FastPath
 	// KeaKnown, KeaNotAuthoritative and Unconfigured: see Options.
 	KeaKnown            map[string][]string `json:"kea_known,omitempty"`
 	KeaNotAuthoritative bool                `json:"kea_not_authoritative,omitempty"`
@@ -307,7 +315,10 @@ func plan(o Options) (*Topology, error) {
 		stateDir = filepath.Clean(o.StateDir)
 	}
 	app := o.ID + "-app"
-	t := &Topology{ID: o.ID, AccessNS: o.ID + "-acc"}
+	if os.Getenv("ISPMUX_LAB_FASTPATH") == "1" {
+		o.FastPath = true // every lab with the fast path: the e2e suite against it
+	}
+	t := &Topology{ID: o.ID, AccessNS: o.ID + "-acc", FastPath: o.FastPath}
 	if err := checkISPServer(o); err != nil {
 		return nil, err
 	}

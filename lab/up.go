@@ -40,6 +40,16 @@ func veth(ctx context.Context, ns1, if1, mac1, ns2, if2, mac2 string) error {
 	return ipn(ctx, ns2, "link", "set", "dev", if2, "up")
 }
 
+// fastPathPeer turns GRO on on dev in ns, the lab's end of one of the
+// appliance's ports, when the topology runs ispmux's fast path
+// (Options.FastPath).
+func (t *Topology) fastPathPeer(ctx context.Context, ns, dev string) error {
+	if !t.FastPath {
+		return nil
+	}
+	return SetGRO(ctx, ns, dev, true)
+}
+
 // Up removes leftovers of the same ID (see Down) and builds the lab. On any
 // failure it tears down what it built and returns an error naming the failed
 // command and its stderr.
@@ -105,6 +115,9 @@ func (t *Topology) build(ctx context.Context) error {
 	if err := ipn(ctx, acc, "link", "set", "dev", a0.Peer, "master", "br0"); err != nil {
 		return err
 	}
+	if err := t.fastPathPeer(ctx, acc, a0.Peer); err != nil {
+		return err
+	}
 	for i, s := range t.Subscribers {
 		port := "p" + strconv.Itoa(i+1)
 		if err := veth(ctx, s.NS, s.If, s.MAC, acc, port, mac(0xc1, byte(i+1))); err != nil {
@@ -133,6 +146,9 @@ func (t *Topology) build(ctx context.Context) error {
 		if err := veth(ctx, app, up.Name, up.MAC, isp.NS, isp.RouterIf, isp.RouterMAC); err != nil {
 			return err
 		}
+		if err := t.fastPathPeer(ctx, isp.NS, isp.RouterIf); err != nil {
+			return err
+		}
 		if err := veth(ctx, isp.NS, "h0", mac(0xb2, byte(i+1)), isp.HostNS, "eth0", mac(0xb3, byte(i+1))); err != nil {
 			return err
 		}
@@ -158,6 +174,9 @@ func (t *Topology) build(ctx context.Context) error {
 
 	if g := t.Generator; g != nil {
 		if err := veth(ctx, app, g.Access, g.AccessMAC, g.NS, g.If, g.MAC); err != nil {
+			return err
+		}
+		if err := t.fastPathPeer(ctx, g.NS, g.If); err != nil {
 			return err
 		}
 	}

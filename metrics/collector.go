@@ -41,6 +41,7 @@ var (
 	portErrors   = desc("ispmux_port_errors_total", "Failed kernel calls (sendto, poll) on the port's AF_XDP sockets.", "port")
 	portDown     = desc("ispmux_port_down", "1 while the last kernel call on one of the port's queues failed (interface down or gone).", "port")
 	portFwd      = desc("ispmux_port_forwarded_frames_total", "Frames received on the port and forwarded: direction up (subscriber to ISP) or down (ISP to subscriber).", "port", "direction")
+	portFast     = desc("ispmux_port_fastpath_forwarded_frames_total", "Frames received on the port and forwarded by the XDP fast path (a part of ispmux_port_forwarded_frames_total; in no rx/tx frame count, which are the AF_XDP sockets').", "port", "direction")
 	portARP      = desc("ispmux_port_arp_replies_total", "ARP requests received on the port and answered in place.", "port")
 	portEcho     = desc("ispmux_port_echo_replies_total", "Pings to ispmux's own addresses received on the port and answered in place.", "port")
 	portDNS      = desc("ispmux_port_garden_dns_answers_total", "DNS queries of walled-garden subscribers received on the port and answered in place.", "port")
@@ -97,7 +98,7 @@ var (
 	whLag       = desc("ispmux_webhook_lag_events", "The ISP's events not yet acknowledged by its webhook receiver.", "isp")
 
 	allDescs = []*prometheus.Desc{
-		portRxFrames, portRxBytes, portTxFrames, portTxBytes, portDrops, portTxDrops, portErrors, portDown, portFwd,
+		portRxFrames, portRxBytes, portTxFrames, portTxBytes, portDrops, portTxDrops, portErrors, portDown, portFwd, portFast,
 		portARP, portEcho, portICMP, portPunts,
 		ispRelayed, ispOutcomes, ispAnswer, ispReqAck, ispBindings, ispCustomers, ispDevices, ispNextHop,
 		dhcpDecisions, dhcpPending, dhcpIntents, dhcpLeases, dhcpSuppressed, onbLeases, onbOffers, portalRequests,
@@ -170,6 +171,8 @@ func (c *Collector) collectPorts(ch chan<- prometheus.Metric) {
 		}
 		counter(ch, portFwd, e.Up, p.Name, "up")
 		counter(ch, portFwd, e.Down, p.Name, "down")
+		counter(ch, portFast, e.FastUp, p.Name, "up")
+		counter(ch, portFast, e.FastDown, p.Name, "down")
 		counter(ch, portARP, e.ARPReplies, p.Name)
 		counter(ch, portEcho, e.EchoReplies, p.Name)
 		counter(ch, portDNS, e.DNSAnswers, p.Name)
