@@ -271,6 +271,20 @@ func TestCapabilities(t *testing.T) {
 		}
 	})
 
+	t.Run("fast path", func(t *testing.T) {
+		// The XDP fast path's maps and programs load with the same
+		// capabilities (no CAP_PERFMON: the verifier refuses a packet
+		// pointer plus a variable without it), and forward.
+		c := newCapsRig(t, lab.Options{Subscribers: 2, FastPath: true})
+		c.startWith(base)
+		if !c.ping("s1", hostAddr, 3) || !c.ping("s2", hostAddr, 3) {
+			t.Fatalf("no forwarding with the fast path as uid %d with %v\n%s", capsUID, base, c.log.String())
+		}
+		if up, _ := c.fastpath("acc0"); up < 6 {
+			t.Errorf("the fast path forwarded %d of the 6 pings", up)
+		}
+	})
+
 	t.Run("portal", func(t *testing.T) {
 		c := newCapsRig(t, lab.Options{Subscribers: 1, DHCP: true, Portal: true})
 		for _, drop := range []string{"CAP_SYS_ADMIN", "CAP_NET_BIND_SERVICE"} {

@@ -255,6 +255,7 @@ type flapPort struct {
 	iface     lab.Iface
 	peerMAC   string
 	afterPeer [][]string // `ip -n PEERNS` commands that configure a re-created peer, once up
+	gro       bool       // the lab runs the fast path: a re-created peer gets GRO on (lab.Options.FastPath)
 }
 
 func sh2(t *testing.T, args ...string) {
@@ -287,6 +288,9 @@ func (fp *flapPort) up(t *testing.T, kind string) {
 	for _, e := range [][2]string{{i.NS, i.Name}, {i.PeerNS, i.Peer}} {
 		sh2(t, "ip", "netns", "exec", e[0], "ethtool", "-K", e[1], "tx", "off",
 			"txvlan", "off", "tx-vlan-stag-hw-insert", "off", "rxvlan", "off", "rx-vlan-stag-hw-parse", "off")
+	}
+	if fp.gro {
+		sh2(t, "ip", "netns", "exec", i.PeerNS, "ethtool", "-K", i.Peer, "gro", "on")
 	}
 	// The far end is ready (up, configured) before ispmux's end comes
 	// up: the link is up when the last command returns.
@@ -359,6 +363,7 @@ func TestLinkFlap(t *testing.T) {
 	}
 	for _, fp := range ports {
 		fp.peerMAC = linkMAC(t, fp.iface.PeerNS, fp.iface.Peer)
+		fp.gro = r.topo.FastPath
 	}
 	rep := &flapReport{}
 	for _, fp := range ports {

@@ -253,6 +253,7 @@ func TestSoak(t *testing.T) {
 	acc.peerMAC = linkMAC(t, acc.iface.PeerNS, acc.iface.Peer)
 	upa := &flapPort{role: "uplink", iface: r.topo.Appliance.Uplinks[0]}
 	upb := &flapPort{role: "uplink", iface: r.topo.Appliance.Uplinks[1]}
+	acc.gro, upa.gro, upb.gro = r.topo.FastPath, r.topo.FastPath, r.topo.FastPath
 	// Uplinks are only set down and up: deleting one would take the ISP
 	// router's interface, and Kea's socket on it, with it (the flap
 	// test deletes uplinks; here the ISPs' servers must stay).

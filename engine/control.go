@@ -98,10 +98,10 @@ func (c *Control) Bind(b Binding) error {
 	old, hadOld := c.s.MAC.Lookup(b.Port, b.VLAN, b.MAC)
 	off := c.s.offload()
 	if hadOld && (old.ISP != b.ISP || old.IP != ip) {
-		c.s.FIB.Delete(old.ISP, old.IP)
 		if off != nil {
 			off.DelDest(fib.Key(old.ISP, old.IP))
 		}
+		c.s.FIB.Delete(old.ISP, old.IP)
 	}
 	flags := classifier.FlagBound
 	if b.Static {
@@ -115,10 +115,10 @@ func (c *Control) Bind(b Binding) error {
 	}
 	sub := classifier.Sub{IP: ip, ISP: b.ISP, Flags: flags}
 	if err := c.s.MAC.Set(b.Port, b.VLAN, b.MAC, sub); err != nil {
-		c.s.FIB.Delete(b.ISP, ip)
 		if off != nil {
 			off.DelDest(fib.Key(b.ISP, ip))
 		}
+		c.s.FIB.Delete(b.ISP, ip)
 		return fmt.Errorf("bind %012x: mac table: %w", b.MAC, err)
 	}
 	if off != nil {
@@ -269,12 +269,14 @@ func (c *Control) Unbind(port uint8, vlan uint16, mac uint64) bool {
 	}
 	// Upstream first: stop accepting the subscriber's frames, then stop
 	// delivering to it.
-	c.s.MAC.Delete(port, vlan, mac)
-	c.s.FIB.Delete(sub.ISP, sub.IP)
+	// The fast path's copy first: it never forwards what the engine no
+	// longer would.
 	if off := c.s.offload(); off != nil {
 		off.DelSub(classifier.Key(port, vlan, mac))
 		off.DelDest(fib.Key(sub.ISP, sub.IP))
 	}
+	c.s.MAC.Delete(port, vlan, mac)
+	c.s.FIB.Delete(sub.ISP, sub.IP)
 	c.perISP[sub.ISP][kindOf(sub.Flags)]--
 	return true
 }

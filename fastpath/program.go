@@ -37,6 +37,7 @@ const (
 	stHdrPtr = -72  // the new L2 header: a map value, or stHdr
 	stDir    = -80  // 0 up (subscriber to ISP), 8 down (stats value offset)
 	stHdr    = -104 // 24 bytes: a downstream frame's new L2 header
+	stLen    = -112 // the frame's length (bpf_xdp_get_buff_len)
 )
 
 // builder assembles one port's program.
@@ -206,10 +207,15 @@ func (b *builder) ipv4(s progSpec, l int16) {
 		asm.And.Imm(asm.R1, 0xffff),
 		asm.JLT.Imm(asm.R1, 28, "slow"), // with 8 bytes of L4
 		asm.StoreMem(asm.RFP, stTotal, asm.R1, asm.DWord),
-		asm.Mov.Reg(asm.R2, asm.R7),
-		asm.Add.Imm(asm.R2, int32(l)),
-		asm.Add.Reg(asm.R2, asm.R1),
-		asm.JGT.Reg(asm.R2, asm.R8, "slow"),
+		// Compared with the frame's length as numbers: a packet
+		// pointer plus a variable is refused to a loader without
+		// CAP_PERFMON (ispmux runs with CAP_BPF and CAP_NET_ADMIN).
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.FnXdpGetBuffLen.Call(),
+		asm.StoreMem(asm.RFP, stLen, asm.R0, asm.DWord),
+		asm.LoadMem(asm.R1, asm.RFP, stTotal, asm.DWord),
+		asm.Add.Imm(asm.R1, int32(l)),
+		asm.JGT.Reg(asm.R1, asm.R0, "slow"),
 		// DHCP (either port 67 or 68, either side) is the proxy's; TCP
 		// needs its whole header (the engine drops it otherwise).
 		asm.LoadMem(asm.R1, asm.R7, l+9, asm.Byte),
@@ -440,8 +446,7 @@ func (b *builder) down(s progSpec, l int16) {
 	// The frame becomes new L2 + the datagram (no Ethernet padding):
 	// trim the tail by len - (l + total), then move the head by l - L2.
 	b.emit(
-		asm.Mov.Reg(asm.R1, asm.R6),
-		asm.FnXdpGetBuffLen.Call(),
+		asm.LoadMem(asm.R0, asm.RFP, stLen, asm.DWord),
 		asm.LoadMem(asm.R2, asm.RFP, stTotal, asm.DWord),
 		asm.Add.Imm(asm.R2, int32(l)),
 		asm.Sub.Reg(asm.R2, asm.R0),
