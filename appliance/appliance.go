@@ -281,10 +281,6 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		a.workers = append(a.workers, w)
 	}
 	a.ctl = engine.NewControl(a.state, a.workers[0], log)
-	if a.fast != nil {
-		a.ctl.SetOffload(a.fast, func(p uint8) int { return a.ports[p].Index() })
-		log.Info("fast path on: bound subscribers' traffic is forwarded in the XDP hook")
-	}
 	// The datapath's budget of each subscriber's DHCP stays above the
 	// proxy's own per-MAC limit, which decides (and says so in events).
 	a.ctl.SetDHCPBudget(2*float64(cfg.DHCP.MACRate), 2*float64(cfg.DHCP.MACBurst))
@@ -345,6 +341,12 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	leased, err := a.dhcp.RestoreLoaded(loaded)
 	if err != nil {
 		return nil, fmt.Errorf("appliance: %w", err)
+	}
+	if a.fast != nil {
+		// After the restore: the tables are copied in batches.
+		start := time.Now()
+		a.ctl.SetOffload(a.fast, func(p uint8) int { return a.ports[p].Index() })
+		log.Info("fast path on: bound subscribers' traffic is forwarded in the XDP hook", "copied_in", time.Since(start).Round(time.Millisecond))
 	}
 	log.Info("tables ready", "static_bindings", static, "dhcp_bindings", leased, "isps", len(cfg.ISPs))
 	return a, nil

@@ -16,6 +16,10 @@ type Offload interface {
 	DelSub(key uint64)
 	SetDest(key, val uint64) // fib.Key → Dest.Pack
 	DelDest(key uint64)
+	// SetSubs and SetDests are SetSub and SetDest for many entries
+	// (keys[i] → vals[i]): the copy of the whole tables.
+	SetSubs(keys, vals []uint64)
+	SetDests(keys, vals []uint64)
 	SetPort(port uint8, mac uint64, mtu int, ifindex int)
 	SetMTU(port uint8, mtu int)
 	SetVLAN(port uint8, vlan uint16, access bool, isp uint8, gw uint32)
@@ -30,10 +34,12 @@ type Offload interface {
 type offloadRef struct{ o Offload }
 
 // SetOffload mirrors the forwarding state into o from now on: ports,
-// VLANs, uplinks, the portal and every binding are copied, then every
-// change. ifindex gives each port's interface index (its redirect
-// target). Call it once, before the datapath's programs that use o are
-// attached.
+// VLANs, uplinks, the portal and every binding are copied (in batches:
+// at a million bindings a second or so, against five one at a time),
+// then every change. ifindex gives each port's interface index (its
+// redirect target). Call it once, best after the bindings are restored;
+// until then o holds nothing and its programs leave every frame to the
+// engine.
 func (c *Control) SetOffload(o Offload, ifindex func(port uint8) int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -58,15 +64,31 @@ func (c *Control) SetOffload(o Offload, ifindex func(port uint8) int) {
 	// one is copied once.
 	c.s.Up.Observe(func(prev, next *fib.UplinkSet) { mirrorUplinks(o, prev, next) })
 	mirrorUplinks(o, nil, c.s.Up.Load())
+	keys, vals := make([]uint64, 0, mirrorBatch), make([]uint64, 0, mirrorBatch)
+	flush := func(set func(keys, vals []uint64)) {
+		set(keys, vals)
+		keys, vals = keys[:0], vals[:0]
+	}
 	c.s.FIB.Range(func(vrf uint8, ip uint32, d fib.Dest) bool {
-		o.SetDest(fib.Key(vrf, ip), d.Pack())
+		keys, vals = append(keys, fib.Key(vrf, ip)), append(vals, d.Pack())
+		if len(keys) == mirrorBatch {
+			flush(o.SetDests)
+		}
 		return true
 	})
+	flush(o.SetDests)
 	c.s.MAC.Range(func(port uint8, vlan uint16, mac uint64, s classifier.Sub) bool {
-		o.SetSub(classifier.Key(port, vlan, mac), s.Pack())
+		keys, vals = append(keys, classifier.Key(port, vlan, mac)), append(vals, s.Pack())
+		if len(keys) == mirrorBatch {
+			flush(o.SetSubs)
+		}
 		return true
 	})
+	flush(o.SetSubs)
 }
+
+// mirrorBatch is how many entries SetOffload copies per system call.
+const mirrorBatch = 8192
 
 // offload returns the Offload, or nil.
 func (s *State) offload() Offload {
