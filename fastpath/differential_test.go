@@ -3,9 +3,11 @@ package fastpath
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -464,4 +466,56 @@ func TestMirrorFollowsChanges(t *testing.T) {
 
 func classifierMAC(b []byte) uint64 {
 	return uint64(binary.BigEndian.Uint16(b))<<32 | uint64(binary.BigEndian.Uint32(b[2:]))
+}
+
+// TestFullTable: a binding the kernel's full table refuses is left to the
+// engine (no entry, no error), and the fast path stays on for the others.
+func TestFullTable(t *testing.T) {
+	needBPF(t)
+	m, err := newMaps(2, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.SetSub(1<<16, 11)
+	m.SetSub(2<<16, 22)
+	m.SetSub(3<<16, 33) // refused: full
+	m.SetSubs([]uint64{4 << 16, 1 << 16}, []uint64{44, 12})
+	var v uint64
+	for k, want := range map[uint64]uint64{1 << 16: 12, 2 << 16: 22} {
+		if err := m.macs.Lookup(k, &v); err != nil || v != want {
+			t.Errorf("entry %#x: %d, %v; want %d", k, v, err, want)
+		}
+	}
+	for _, k := range []uint64{3 << 16, 4 << 16} {
+		if err := m.macs.Lookup(k, &v); err == nil {
+			t.Errorf("entry %#x beyond the table's size is there (%d)", k, v)
+		}
+	}
+	if err := m.Err(); err != nil {
+		t.Errorf("a full table switched the fast path off: %v", err)
+	}
+}
+
+// TestSwitchedOff: a map write that failed (must) switches every program
+// to the engine, and Err says why.
+func TestSwitchedOff(t *testing.T) {
+	r := newRig(t)
+	sb := r.subs[0]
+	up := udp(0, sb.vlan, sb.mac, sb.ip, 0x08080808)
+	if _, _, ok := r.fast(0, up); !ok {
+		t.Fatal("setup: not forwarded")
+	}
+	r.m.must(errors.New("injected"), "test")
+	if _, _, ok := r.fast(0, up); ok {
+		t.Error("forwarded after the fast path was switched off")
+	}
+	if err := r.m.Err(); err == nil || !strings.Contains(err.Error(), "injected") {
+		t.Errorf("Err = %v", err)
+	}
+	// The portal's update keeps it off.
+	r.m.SetPortal(0x01010101)
+	if _, _, ok := r.fast(0, up); ok {
+		t.Error("forwarded after SetPortal")
+	}
 }
