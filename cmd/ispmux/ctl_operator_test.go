@@ -566,3 +566,25 @@ func TestDevicesTableUnpinnedSaysAny(t *testing.T) {
 		t.Errorf("devices:\n%s\nwant %s's ACCESS any, as its card", out, mac)
 	}
 }
+
+// TestStatusFastPath: ctl status's UP and DOWN say how many of the
+// forwarded frames the XDP fast path forwarded, and nothing more without
+// it.
+func TestStatusFastPath(t *testing.T) {
+	st := &ctlsock.Status{Ports: []ctlsock.PortStatus{
+		{Name: "acc0", FwdUp: 1000, FwdDown: 900, FastUp: 990, FastDown: 880},
+		{Name: "upa", FwdUp: 0, FwdDown: 12},
+	}}
+	var b bytes.Buffer
+	if err := writeStatus(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"1000 (xdp 990)", "900 (xdp 880)"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
+	}
+	if strings.Count(b.String(), "xdp") != 2 {
+		t.Errorf("the fast path shown where it forwarded nothing:\n%s", b.String())
+	}
+}

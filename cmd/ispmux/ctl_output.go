@@ -256,7 +256,15 @@ func writeStatus(w io.Writer, st *ctlsock.Status) error {
 			link += fmt.Sprintf(" (%d flaps, %d re-opens)", p.LinkFlaps, p.Reopens)
 		}
 		u := func(n uint64) string { return strconv.FormatUint(n, 10) }
-		t.row(p.Name, u(p.RxFrames), u(p.RxBytes), u(p.TxFrames), u(p.TxBytes), u(p.FwdUp), u(p.FwdDown), u(p.ARPReplies), u(p.Echo),
+		// Forwarded, and of those by the XDP fast path (in no RX/TX
+		// count: they never reach the AF_XDP sockets).
+		fwd := func(n, fast uint64) string {
+			if fast == 0 {
+				return u(n)
+			}
+			return fmt.Sprintf("%d (xdp %d)", n, fast)
+		}
+		t.row(p.Name, u(p.RxFrames), u(p.RxBytes), u(p.TxFrames), u(p.TxBytes), fwd(p.FwdUp, p.FastUp), fwd(p.FwdDown, p.FastDown), u(p.ARPReplies), u(p.Echo),
 			u(p.Punts), u(p.TxFull), u(p.NoFrame), u(p.Errors), link, counters(p.Drops))
 	}
 	if err := t.flush(); err != nil {
