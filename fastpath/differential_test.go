@@ -282,8 +282,10 @@ func (r *rig) randomFrame(rng *rand.Rand) (uint8, []byte) {
 	if pick(0.02) {
 		vlan, tagged = 99, true
 	}
-	if port == 0 && pick(0.01) {
-		src = 0x010000000001 // multicast source
+	if pick(0.02) {
+		// Decode drops these on every port (bad_source_mac): a
+		// multicast, the broadcast or the zero source MAC.
+		src = []uint64{0x010000000001, 0xffffffffffff, 0}[rng.IntN(3)]
 	}
 
 	proto := []uint8{17, 17, 6, 6, 6, 1, 1, 47}[rng.IntN(8)]

@@ -12,10 +12,11 @@
 // kernel.
 //
 // It forwards only what the engine would forward, byte for byte: IPv4
-// without options or fragments, to the port's MAC, neither DHCP nor
-// anything the engine answers itself (its gateway and uplink addresses, the
-// walled garden and its portal), from a bound subscriber's own address, to
-// a unicast destination, within the egress MTU, with a TTL above 1. A
+// without options or fragments, to the port's MAC from a unicast source
+// MAC, neither DHCP nor anything the engine answers itself (its gateway
+// and uplink addresses, the walled garden and its portal), from a bound
+// subscriber's own address, to a unicast destination, within the egress
+// MTU, with a TTL above 1. A
 // differential test runs random frames through both and compares. Every
 // other frame (ARP, DHCP, drops and their reasons, ICMP errors) is the
 // engine's, which also counts them.

@@ -115,6 +115,15 @@ func assemble(s progSpec) asm.Instructions {
 		asm.JNE.Imm32(asm.R1, int32(le32(s.mac[0:4])), "slow"),
 		asm.LoadMem(asm.R1, asm.R7, 4, asm.Half),
 		asm.JNE.Imm(asm.R1, int32(le16(s.mac[4:6])), "slow"),
+		// From a single station (classifier.Decode drops a multicast
+		// or zero source MAC as bad_source_mac): the group bit is the
+		// first byte's lowest.
+		asm.LoadMem(asm.R1, asm.R7, 6, asm.Byte),
+		asm.JSet.Imm(asm.R1, 1, "slow"),
+		asm.LoadMem(asm.R1, asm.R7, 6, asm.Half),
+		asm.LoadMem(asm.R2, asm.R7, 8, asm.Word),
+		asm.Or.Reg(asm.R1, asm.R2),
+		asm.JEq.Imm(asm.R1, 0, "slow"),
 		asm.LoadMem(asm.R1, asm.R7, 12, asm.Half),
 		asm.JEq.Imm(asm.R1, 0x0008, "untagged"), // 0x0800 on the wire
 		asm.JNE.Imm(asm.R1, 0x0081, "slow"),     // 0x8100
