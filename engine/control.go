@@ -219,13 +219,19 @@ func (c *Control) SetDHCPBudget(rate, burst float64) {
 }
 
 // SetMTU sets the largest IPv4 packet port sends (the interface's MTU
-// changed); 0 removes the limit.
+// changed); 0 removes the limit. It takes the control plane's lock, as
+// SetPortDevice and SetOffload (which copy the MTU into the fast path) do:
+// unserialised, one of them could write the MTU it read before this
+// change after this change was mirrored.
 func (c *Control) SetMTU(port uint8, mtu int) {
-	if int(port) < datapath.MaxPorts {
-		c.s.mtu[port].Store(int32(mtu))
-		if off := c.s.offload(); off != nil {
-			off.SetMTU(port, mtu)
-		}
+	if int(port) >= datapath.MaxPorts {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.s.mtu[port].Store(int32(mtu))
+	if off := c.s.offload(); off != nil {
+		off.SetMTU(port, mtu)
 	}
 }
 
