@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 	"github.com/ispmux/ispmux/datapath"
 	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/internal/lfmap"
 )
 
 // Injector sends a frame out of a port on behalf of the control plane
@@ -92,38 +94,63 @@ func (c *Control) Bind(b Binding) error {
 	if err := c.uplinkAddr(b); err != nil {
 		return err
 	}
-	if d, ok := c.s.FIB.Lookup(b.ISP, ip); ok && (d.MAC != b.MAC || d.Port != b.Port || d.VLAN != b.VLAN) {
+	d, had := c.s.FIB.Lookup(b.ISP, ip)
+	if had && (d.MAC != b.MAC || d.Port != b.Port || d.VLAN != b.VLAN) {
 		return fmt.Errorf("bind %012x to %v at ISP %d: %w (by %012x)", b.MAC, b.IP, b.ISP, ErrConflict, d.MAC)
 	}
 	old, hadOld := c.s.MAC.Lookup(b.Port, b.VLAN, b.MAC)
+	moved := hadOld && (old.ISP != b.ISP || old.IP != ip)
 	off := c.s.offload()
-	if hadOld && (old.ISP != b.ISP || old.IP != ip) {
-		if off != nil {
-			off.DelDest(fib.Key(old.ISP, old.IP))
-		}
-		c.s.FIB.Delete(old.ISP, old.IP)
-	}
 	flags := classifier.FlagBound
 	if b.Static {
 		flags |= classifier.FlagStatic
 	}
-	// The downstream entry first: once the MAC table says bound, replies
-	// must already find their way back.
+	// The new downstream entry first: once the MAC table says bound,
+	// replies must already find their way back. The old one goes once
+	// both tables hold the new binding; a failure leaves the old binding
+	// whole.
 	dest := fib.Dest{Port: b.Port, VLAN: b.VLAN, MAC: b.MAC}
-	if err := c.s.FIB.Set(b.ISP, ip, dest); err != nil {
+	oldKey := fib.Key(old.ISP, old.IP)
+	gone := false // the old entry already made room for the new one
+	err := c.s.FIB.Set(b.ISP, ip, dest)
+	if err != nil && moved && errors.Is(err, lfmap.ErrFull) {
+		// A full FIB: a move does not add an entry, the old one makes
+		// room (its replies are lost for the instant of the move).
+		if off != nil {
+			off.DelDest(oldKey) // the mirror first: it never says more than the engine
+		}
+		c.s.FIB.Delete(old.ISP, old.IP)
+		gone = true
+		err = c.s.FIB.Set(b.ISP, ip, dest)
+	}
+	restore := func() {
+		if gone { // the room it left is still there
+			if c.s.FIB.Set(old.ISP, old.IP, dest) == nil && off != nil {
+				off.SetDest(oldKey, dest.Pack())
+			}
+		}
+	}
+	if err != nil {
+		restore()
 		return fmt.Errorf("bind %012x: fib: %w", b.MAC, err)
 	}
 	sub := classifier.Sub{IP: ip, ISP: b.ISP, Flags: flags}
 	if err := c.s.MAC.Set(b.Port, b.VLAN, b.MAC, sub); err != nil {
-		if off != nil {
-			off.DelDest(fib.Key(b.ISP, ip))
+		if !had { // the subscriber's own entry, when it had one, stays
+			c.s.FIB.Delete(b.ISP, ip) // not mirrored yet
 		}
-		c.s.FIB.Delete(b.ISP, ip)
+		restore()
 		return fmt.Errorf("bind %012x: mac table: %w", b.MAC, err)
 	}
 	if off != nil {
 		off.SetDest(fib.Key(b.ISP, ip), dest.Pack())
 		off.SetSub(classifier.Key(b.Port, b.VLAN, b.MAC), sub.Pack())
+	}
+	if moved && !gone {
+		if off != nil {
+			off.DelDest(oldKey)
+		}
+		c.s.FIB.Delete(old.ISP, old.IP)
 	}
 	if hadOld {
 		c.perISP[old.ISP][kindOf(old.Flags)]--

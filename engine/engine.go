@@ -39,6 +39,7 @@ package engine
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/ispmux/ispmux/classifier"
@@ -109,6 +110,9 @@ type State struct {
 	// garden is the walled garden's configuration (SetGarden); nil:
 	// none, walled-garden subscribers reach nothing past the gateway.
 	garden atomic.Pointer[garden]
+	// gardenMu serialises publishing the garden with mirroring its
+	// portal into the fast path (SetGarden against SetOffload).
+	gardenMu sync.Mutex
 
 	// dhcpRate is each subscriber's DHCP punt budget (Control.SetDHCPBudget);
 	// nil: dhcpPuntRate and dhcpPuntBurst.

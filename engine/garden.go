@@ -48,6 +48,8 @@ type garden struct {
 // a zero PortalAddr or a name that is not a valid DNS name. Safe from any
 // goroutine; workers see it from their next batch.
 func (s *State) SetGarden(g *Garden) error {
+	s.gardenMu.Lock()
+	defer s.gardenMu.Unlock()
 	if g == nil {
 		s.garden.Store(nil)
 		if o := s.offload(); o != nil {

@@ -56,10 +56,14 @@ func (c *Control) SetOffload(o Offload, ifindex func(port uint8) int) {
 			}
 		}
 	}
+	c.s.off.Store(&offloadRef{o})
+	// The portal after o is published: a SetGarden from here on mirrors
+	// its own change, one before it is read here (gardenMu orders them).
+	c.s.gardenMu.Lock()
 	if g := c.s.garden.Load(); g != nil {
 		o.SetPortal(g.portal)
 	}
-	c.s.off.Store(&offloadRef{o})
+	c.s.gardenMu.Unlock()
 	// From here on every published uplink set is mirrored; the current
 	// one is copied once.
 	c.s.Up.Observe(func(prev, next *fib.UplinkSet) { mirrorUplinks(o, prev, next) })
