@@ -59,6 +59,8 @@ type forwardOptions struct {
 	quietMax    float64       // busy CPU-seconds per second above which the machine is not quiet
 	quietWait   time.Duration // how long a trial waits for a quiet machine
 	retries     int           // attempts beyond the first for a trial other processes disturbed
+	napiThread  bool          // case ispmux-xdp: the access ports' NAPI (and the XDP program) in a thread on CPU fwdCPU
+	kernelRPS   bool          // cases kernel and kernel-rules: RPS moves forwarding to CPU fwdCPU
 	merge       string        // an earlier forward.json whose other sweep points join this result
 	asJSON      bool
 	id          string
@@ -88,6 +90,8 @@ func parseForward(args []string, stderr io.Writer) (*forwardOptions, error) {
 	fs.Float64Var(&o.quietMax, "quiet-max", 0.15, "before each trial, wait until the machine is quiet: at most this many busy CPU-seconds per second")
 	fs.DurationVar(&o.quietWait, "quiet-wait", 30*time.Second, "longest wait for a quiet machine before a trial (then it runs anyway, marked)")
 	fs.IntVar(&o.retries, "retries", 2, "a trial during which other processes used more than --quiet-max CPU is run again up to this many times (the quietest attempt is kept)")
+	fs.BoolVar(&o.napiThread, "xdp-napi-thread", false, "case ispmux-xdp: run the access ports' receive, and so the fast path, in threaded NAPI pinned to CPU "+fwdCPU+" (by default it runs in the softirq of the generator's CPU)")
+	fs.BoolVar(&o.kernelRPS, "kernel-rps", true, "cases kernel and kernel-rules: RPS moves forwarding off the generator's CPU to CPU "+fwdCPU+" (=false: it runs in the generator's softirq, where XDP programs run)")
 	fs.StringVar(&o.merge, "merge", "", "an earlier forward.json: its sweep points that this run does not measure join the result (a sweep measured point by point)")
 	fs.BoolVar(&o.asJSON, "json", false, "print one JSON object instead of the table")
 	fs.StringVar(&o.id, "id", "benchfw", "lab ID (namespace prefix)")

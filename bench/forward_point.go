@@ -382,6 +382,26 @@ func (b *fwdBench) up(ctx context.Context, c string, n int, cfg, stateDir string
 			return nil, nil, errors.Join(err, stop())
 		}
 		b.p.logf("ispmux ready with %s bound sources after %.1fs", sizeLabel(n), time.Since(start).Seconds())
+		if c == CaseISPmuxXDP && b.o.napiThread {
+			stopApp := stop
+			var offs []func(context.Context) error
+			stop = func() error {
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+				defer cancel()
+				var errs []error
+				for _, off := range offs {
+					errs = append(errs, off(cctx))
+				}
+				return errors.Join(append(errs, stopApp())...)
+			}
+			for _, a := range t.Appliance.Access {
+				off, err := lab.ThreadedNAPI(ctx, app, a.Name, fwdCPU)
+				if err != nil {
+					return nil, nil, errors.Join(err, stop())
+				}
+				offs = append(offs, off)
+			}
+		}
 		return p, stop, nil
 	case CaseBare:
 		ready := newLineWaiter("ready", nil)
@@ -426,6 +446,9 @@ func (b *fwdBench) up(ctx context.Context, c string, n int, cfg, stateDir string
 			return nil, nil, errors.Join(err, stop())
 		}
 		for _, a := range t.Appliance.Access {
+			if !b.o.kernelRPS {
+				break
+			}
 			if err := lab.SetRPS(ctx, app, a.Name, fwdCPUMask); err != nil {
 				return nil, nil, errors.Join(err, stop())
 			}

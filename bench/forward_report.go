@@ -143,11 +143,23 @@ func (r *ForwardResult) section(h, svg string) string {
 		fmt.Fprintf(&b, "Shared machine: before each trial it was sampled without traffic, busy %s CPU-seconds per second (median [min–max]); during the windows other processes used %s; %d of %d trials kept were noisy (above the quiet threshold even after the retries).\n\n",
 			fmtStat(q.BackgroundBusy, "%.2f"), fmtStat(q.OthersCPU, "%.2f"), q.Noisy, q.Trials)
 	}
-	fmt.Fprintf(&b, "**ratio_vs_kernel = %.2f, ratio_vs_bare = %.2f** (the other's CPU per packet ÷ ispmux's at %s sources, lowest over the offered rates; higher is better for ispmux).\n\n",
-		r.RatioVsKernel, r.RatioVsBare, sizeLabel(r.headSources()))
+	has := map[string]bool{}
+	for _, c := range cs {
+		has[c] = true
+	}
+	if has[CaseISPmux] {
+		fmt.Fprintf(&b, "**ratio_vs_kernel = %.2f, ratio_vs_bare = %.2f** (the other's CPU per packet ÷ ispmux's at %s sources, lowest over the offered rates; higher is better for ispmux).\n\n",
+			r.RatioVsKernel, r.RatioVsBare, sizeLabel(r.headSources()))
+	}
 	if r.RatioVsKernelXDP != 0 || r.RatioVsBareXDP != 0 {
-		fmt.Fprintf(&b, "**With the XDP fast path: ratio_vs_kernel_xdp = %.2f, ratio_vs_bare_xdp = %.2f** (the same ratios for case ispmux-xdp).\n\n",
-			r.RatioVsKernelXDP, r.RatioVsBareXDP)
+		var parts []string
+		if has[CaseKernel] {
+			parts = append(parts, fmt.Sprintf("ratio_vs_kernel_xdp = %.2f", r.RatioVsKernelXDP))
+		}
+		if has[CaseBare] {
+			parts = append(parts, fmt.Sprintf("ratio_vs_bare_xdp = %.2f", r.RatioVsBareXDP))
+		}
+		fmt.Fprintf(&b, "**With the XDP fast path: %s** (the same ratios for case ispmux-xdp).\n\n", strings.Join(parts, ", "))
 	}
 	if len(r.Targets) > 0 {
 		b.WriteString("| target | want | got | |\n|---|---|---:|---|\n")
@@ -161,11 +173,15 @@ func (r *ForwardResult) section(h, svg string) string {
 	for _, c := range cs {
 		fmt.Fprintf(&b, " %s |", caseTitles[c])
 	}
-	b.WriteString(" kernel ÷ ispmux | bare ÷ ispmux | loss % (median) |\n|---|---:|")
-	for range cs {
+	rcs := ratioColumns(has)
+	for _, rc := range rcs {
+		fmt.Fprintf(&b, " %s |", rc.title)
+	}
+	b.WriteString(" loss % (median) |\n|---|---:|")
+	for range len(cs) + len(rcs) {
 		b.WriteString("---:|")
 	}
-	b.WriteString("---:|---:|---|\n")
+	b.WriteString("---|\n")
 	for _, row := range r.Sweep {
 		off := humanPPS(row.OfferedPPS)
 		if row.RateGeneratorBound {
@@ -181,7 +197,10 @@ func (r *ForwardResult) section(h, svg string) string {
 				losses = append(losses, fmt.Sprintf("%s %.2f", c, s.Median))
 			}
 		}
-		fmt.Fprintf(&b, " %s | %s | %s |\n", fmtRatio(row.RatioVsKernel), fmtRatio(row.RatioVsBare), strings.Join(losses, ", "))
+		for _, rc := range rcs {
+			fmt.Fprintf(&b, " %s |", fmtRatio(rc.get(row)))
+		}
+		fmt.Fprintf(&b, " %s |\n", strings.Join(losses, ", "))
 	}
 	if svg != "" {
 		fmt.Fprintf(&b, "\n![CPU ns per forwarded packet](%s)\n", svg)
@@ -295,4 +314,30 @@ func (r *ForwardResult) chart(w io.Writer) error {
 		series[i] = caseTitles[c]
 	}
 	return writeGroupedChart(w, "CPU ns per forwarded packet (both CPUs, generator subtracted)", "ns per packet", groups, series, vals)
+}
+
+// ratioColumn is a column of same-run ratios in the sweep table.
+type ratioColumn struct {
+	title string
+	get   func(SweepRow) *float64
+}
+
+// ratioColumns are the ratio columns for the cases a result has: the
+// kernel's and the bare forwarder's CPU per packet over each ispmux
+// case's, where both were run.
+func ratioColumns(has map[string]bool) []ratioColumn {
+	var out []ratioColumn
+	if has[CaseISPmux] && has[CaseKernel] {
+		out = append(out, ratioColumn{"kernel ÷ ispmux", func(s SweepRow) *float64 { return s.RatioVsKernel }})
+	}
+	if has[CaseISPmux] && has[CaseBare] {
+		out = append(out, ratioColumn{"bare ÷ ispmux", func(s SweepRow) *float64 { return s.RatioVsBare }})
+	}
+	if has[CaseISPmuxXDP] && has[CaseKernel] {
+		out = append(out, ratioColumn{"kernel ÷ ispmux-xdp", func(s SweepRow) *float64 { return s.RatioVsKernelXDP }})
+	}
+	if has[CaseISPmuxXDP] && has[CaseBare] {
+		out = append(out, ratioColumn{"bare ÷ ispmux-xdp", func(s SweepRow) *float64 { return s.RatioVsBareXDP }})
+	}
+	return out
 }

@@ -331,7 +331,14 @@ func newForwardResult(o *forwardOptions, args []string) *ForwardResult {
 		Command: shellquote.Join(append([]string{"ispmux", "bench", "forward"}, args...)),
 	}
 	for _, c := range append(append([]string(nil), o.cases...), CaseCalibration) {
-		r.Cases = append(r.Cases, CaseInfo{Name: c, Description: caseDescriptions[c]})
+		d := caseDescriptions[c]
+		if c == CaseISPmuxXDP && o.napiThread {
+			d += "; --xdp-napi-thread: acc1's receive, and so the fast path, runs in threaded NAPI pinned to CPU " + fwdCPU + ", off the generator's CPU"
+		}
+		if (c == CaseKernel || c == CaseKernelRules) && !o.kernelRPS {
+			d += "; --kernel-rps=false: no RPS, forwarding runs in the generator's softirq on CPU " + genCPU
+		}
+		r.Cases = append(r.Cases, CaseInfo{Name: c, Description: d})
 	}
 	r.Notes = []string{
 		"CPU per packet: the whole machine's busy CPU time (both CPUs, softirq included; /proc/stat, busy = elapsed − idle per CPU) per second of the window, minus the calibration's at the same offered rate in the same run, divided by the packets forwarded per second. It charges each case for everything it makes the machine do: the XDP receive and copies on the generator's CPU, the forwarder's process, the kernel's softirq work on either CPU, the ISP router's receive.",

@@ -201,7 +201,7 @@ func (r *ForwardResult) finish() {
 		for _, row := range r.Sweep {
 			measured = measured || row.NsPerPkt[c] != nil
 		}
-		if !measured && c == CaseISPmuxXDP {
+		if !measured && c == CaseISPmuxXDP || !containsString(cases, c) {
 			continue // not run (results before it existed, or --cases without it)
 		}
 		v, rows, missing := worst(c, CaseKernel, false, false, func(i, o float64) float64 { return o / i })
@@ -228,4 +228,13 @@ func slicesMin(l []int) int {
 		m = min(m, v)
 	}
 	return m
+}
+
+func containsString(l []string, x string) bool {
+	for _, v := range l {
+		if v == x {
+			return true
+		}
+	}
+	return false
 }

@@ -41,7 +41,13 @@ type renderedBench struct {
 }
 
 var renderedBenches = []renderedBench{
-	{"forward", "Lab forwarding: `ispmux bench forward`", renderForward},
+	{"forward", "Lab forwarding: `ispmux bench forward`", renderForwardAs("forward")},
+	// Where the fast path's work runs (stop 35): the same cases with the
+	// kernel's forwarding left in the generator's softirq, as the XDP
+	// program's is (--kernel-rps=false), and with the fast path moved off
+	// that CPU in threaded NAPI (--xdp-napi-thread).
+	{"forward-softirq", "Lab forwarding, both in the generator's softirq", renderForwardAs("forward-softirq")},
+	{"forward-napi", "Lab forwarding, the fast path in threaded NAPI", renderForwardAs("forward-napi")},
 	{"micro", "Microbenchmarks: `ispmux bench micro`", renderMicro},
 	{"dhcp", "DHCP: `ispmux bench dhcp`", renderDHCP},
 	{"scale", "Scale: `ispmux bench scale`", renderScale},
@@ -150,16 +156,23 @@ func reportCmd(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func renderForward(js []byte, h, svgDir, _ string) (string, map[string][]byte, error) {
-	var r ForwardResult
-	if err := json.Unmarshal(js, &r); err != nil {
-		return "", nil, err
+// renderForwardAs renders a bench forward result whose chart is
+// name.svg. The summary (sweep, ratios, targets) is derived again from the
+// trials, so a result written before a change to it reads as a new one
+// would.
+func renderForwardAs(name string) func(js []byte, h, svgDir, _ string) (string, map[string][]byte, error) {
+	return func(js []byte, h, svgDir, _ string) (string, map[string][]byte, error) {
+		var r ForwardResult
+		if err := json.Unmarshal(js, &r); err != nil {
+			return "", nil, err
+		}
+		r.finish()
+		var svg bytes.Buffer
+		if err := r.chart(&svg); err != nil {
+			return "", nil, err
+		}
+		return r.section(h, svgDir+"/"+name+".svg"), map[string][]byte{name + ".svg": svg.Bytes()}, nil
 	}
-	var svg bytes.Buffer
-	if err := r.chart(&svg); err != nil {
-		return "", nil, err
-	}
-	return r.section(h, svgDir+"/forward.svg"), map[string][]byte{"forward.svg": svg.Bytes()}, nil
 }
 
 func renderMicro(js []byte, h, svgDir, _ string) (string, map[string][]byte, error) {

@@ -214,3 +214,47 @@ func TestForwardTargetNeedsEveryRun(t *testing.T) {
 		t.Errorf("target %q met (got %v) on 1 of %d runs at 64K sources", r.Targets[0].Name, r.Targets[0].Got, r.Runs)
 	}
 }
+
+// TestForwardPartialCases: a run of some cases only (--cases
+// ispmux-xdp,kernel) has no target, ratio line or ratio column for the
+// cases it did not run; before, it rendered ratio_vs_kernel = 0.00 and a
+// missed ispmux target.
+func TestForwardPartialCases(t *testing.T) {
+	r := testForwardResult()
+	keep := map[string]bool{CaseISPmuxXDP: true, CaseKernel: true, CaseCalibration: true}
+	var cases []CaseInfo
+	for _, c := range r.Cases {
+		if keep[c.Name] {
+			cases = append(cases, c)
+		}
+	}
+	if len(cases) != 3 {
+		t.Fatalf("setup: cases %v", r.Cases)
+	}
+	var trials []Trial
+	for _, tr := range r.Trials {
+		if keep[tr.Case] {
+			trials = append(trials, tr)
+		}
+	}
+	var ndr []NDRRun
+	for _, n := range r.NDRRuns {
+		if keep[n.Case] {
+			ndr = append(ndr, n)
+		}
+	}
+	r.Cases, r.Trials, r.NDRRuns = cases, trials, ndr
+	r.finish()
+	if len(r.Targets) != 1 || !strings.Contains(r.Targets[0].Name, "XDP fast path") || !strings.Contains(r.Targets[0].Name, "kernel") {
+		t.Errorf("targets %+v, want the fast path's against the kernel only", r.Targets)
+	}
+	s := r.section("###", "")
+	for _, bad := range []string{"ratio_vs_kernel =", "bare ÷", "kernel ÷ ispmux |"} {
+		if strings.Contains(s, bad) {
+			t.Errorf("section has %q:\n%s", bad, s)
+		}
+	}
+	if !strings.Contains(s, "kernel ÷ ispmux-xdp |") {
+		t.Errorf("section lacks the column kernel ÷ ispmux-xdp:\n%s", s)
+	}
+}

@@ -2,7 +2,9 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -226,4 +228,59 @@ func SetGRO(ctx context.Context, ns, dev string, on bool) error {
 		return fmt.Errorf("lab: GRO %s on %s in %s: %w", v, dev, ns, err)
 	}
 	return nil
+}
+
+// ThreadedNAPI turns on threaded NAPI for dev in ns (its receive polling,
+// and an XDP program attached to it, then run in a kernel thread rather
+// than in the softirq of whichever CPU scheduled them) and pins the
+// threads it created to cpu. The returned func turns it off again.
+func ThreadedNAPI(ctx context.Context, ns, dev, cpu string) (func(context.Context) error, error) {
+	before := napiThreads(dev)
+	set := func(ctx context.Context, v string) error {
+		if _, err := run(ctx, "ip", "netns", "exec", ns, "sh", "-c", fmt.Sprintf("echo %s > /sys/class/net/%s/threaded", v, dev)); err != nil {
+			return fmt.Errorf("lab: threaded NAPI %s on %s in %s: %w", v, dev, ns, err)
+		}
+		return nil
+	}
+	off := func(ctx context.Context) error { return set(ctx, "0") }
+	if err := set(ctx, "1"); err != nil {
+		return nil, err
+	}
+	var pids []int
+	for pid := range napiThreads(dev) {
+		if !before[pid] {
+			pids = append(pids, pid)
+		}
+	}
+	if len(pids) == 0 {
+		return nil, errors.Join(fmt.Errorf("lab: threaded NAPI on %s in %s: no NAPI thread appeared", dev, ns), off(ctx))
+	}
+	for _, pid := range pids {
+		if _, err := run(ctx, "taskset", "-p", "-c", cpu, strconv.Itoa(pid)); err != nil {
+			return nil, errors.Join(fmt.Errorf("lab: pinning NAPI thread %d of %s: %w", pid, dev, err), off(ctx))
+		}
+	}
+	return off, nil
+}
+
+// napiThreads returns the kernel threads named napi/DEV-ID (the name is
+// cut at 15 bytes, as the kernel cuts it).
+func napiThreads(dev string) map[int]bool {
+	prefix := "napi/" + dev + "-"
+	if len(prefix) > 15 {
+		prefix = prefix[:15]
+	}
+	out := map[int]bool{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/comm")
+		if err == nil && strings.HasPrefix(string(b), prefix) {
+			out[pid] = true
+		}
+	}
+	return out
 }
