@@ -59,3 +59,55 @@ func TestClaimSprayFromOneDevice(t *testing.T) {
 		t.Errorf("one device: %d of %d guesses verified back to back, none limited (spray found %q)", verified, n, found)
 	}
 }
+
+// TestClaimReplaceAtBoxCap: with the box at its maximum of devices
+// (datapath.mac_table_size), a claim that replaces one of the customer's
+// devices takes that device's place; it was refused as if it added one.
+// A claim without replace, or replacing a device the operator blocked
+// (its block stays, as an ownerless registration), is still refused.
+func TestClaimReplaceAtBoxCap(t *testing.T) {
+	st, err := subscribers.Open(filepath.Join(t.TempDir(), "s.db"), subscribers.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ten := New(Config{ISPs: []string{"alpha"}, MaxDevices: 2}, st, registry.New(), &fakeProxy{}, &fakeAdm{set: map[uint64]bool{}}, nil)
+	if err := ten.Load(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ten.CreateCustomer(ctx, op, "alpha", CustomerInput{ID: "c-1", Password: "correct-horse-battery", DeviceLimit: 3}); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"02:00:00:00:00:01", "02:00:00:00:00:02"} {
+		if _, err := ten.AttachDevice(ctx, op, "alpha", DeviceInput{MAC: m, CustomerID: "c-1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	portal := Actor{Kind: ActorPortal, Name: "portal"}
+	claim := func(mac, replace string) error {
+		_, err := ten.Claim(ctx, portal, ClaimRequest{ISP: "alpha", CustomerID: "c-1", Password: "correct-horse-battery", MAC: mac, Replace: replace})
+		return err
+	}
+	if err := claim("02:00:00:00:00:03", ""); !errors.Is(err, ErrConflict) || isLimit(err) {
+		t.Errorf("a third device at the box's cap without replace: %v, want refused by the box's cap", err)
+	}
+	if err := claim("02:00:00:00:00:03", "02:00:00:00:00:01"); err != nil {
+		t.Fatalf("a claim replacing a device at the box's cap: %v", err)
+	}
+	devs, err := ten.store.DevicesOf("alpha", "c-1")
+	if err != nil || len(devs) != 2 {
+		t.Fatalf("devices after the replace: %v %v", devs, err)
+	}
+	// Replacing a device the operator blocked keeps its block: no room.
+	if _, err := ten.Block(ctx, op, "02:00:00:00:00:02", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := claim("02:00:00:00:00:04", "02:00:00:00:00:02"); !errors.Is(err, ErrConflict) {
+		t.Errorf("replacing a blocked device at the cap: %v, want refused (its block keeps its place)", err)
+	}
+}
+
+func isLimit(err error) bool {
+	var e *DeviceLimitError
+	return errors.As(err, &e)
+}

@@ -162,8 +162,14 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 		}
 		return Device{}, e
 	}
-	if !had && t.cfg.MaxDevices > 0 && t.reg.Len() >= t.cfg.MaxDevices {
-		return Device{}, fmt.Errorf("%w: the box holds its maximum of %d devices (datapath.mac_table_size)", ErrConflict, t.cfg.MaxDevices)
+	if !had && t.cfg.MaxDevices > 0 {
+		held := t.reg.Len()
+		if replaced != nil && !keptReplaced {
+			held-- // the replaced device's place is this one's
+		}
+		if held >= t.cfg.MaxDevices {
+			return Device{}, fmt.Errorf("%w: the box holds its maximum of %d devices (datapath.mac_table_size)", ErrConflict, t.cfg.MaxDevices)
+		}
 	}
 	now := time.Now()
 	r := subscribers.Registration{MAC: mac, CustomerID: c.ID, ISP: c.ISP, Access: access, Source: source, Updated: now}
