@@ -79,13 +79,24 @@ func (r *ForwardResult) WriteTable(w io.Writer) error {
 	for _, c := range cs {
 		fmt.Fprintf(tw, "\t%s ns/pkt", c)
 	}
-	fmt.Fprintln(tw, "\tkernel÷ispmux\tbare÷ispmux\t")
+	has := map[string]bool{}
+	for _, c := range cs {
+		has[c] = true
+	}
+	rcs := ratioColumns(has)
+	for _, rc := range rcs {
+		fmt.Fprintf(tw, "\t%s", strings.ReplaceAll(rc.title, " ", ""))
+	}
+	fmt.Fprintln(tw, "\t")
 	for _, row := range r.Sweep {
 		fmt.Fprintf(tw, "%s\t%s", sizeLabel(row.Sources), humanPPS(row.OfferedPPS))
 		for _, c := range cs {
 			fmt.Fprintf(tw, "\t%s", fmtStat(row.NsPerPkt[c], "%.0f"))
 		}
-		fmt.Fprintf(tw, "\t%s\t%s\t\n", fmtRatio(row.RatioVsKernel), fmtRatio(row.RatioVsBare))
+		for _, rc := range rcs {
+			fmt.Fprintf(tw, "\t%s", fmtRatio(rc.get(row)))
+		}
+		fmt.Fprintln(tw, "\t")
 	}
 	if len(r.NDR) > 0 {
 		fmt.Fprintf(tw, "\nno-drop rate (loss ≤ %g %%)", r.NDRLossPct)
@@ -104,8 +115,10 @@ func (r *ForwardResult) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\nratio_vs_kernel %.3f  ratio_vs_bare %.3f  (other's CPU/pkt ÷ ispmux's at %s sources; higher is better)\n",
-		r.RatioVsKernel, r.RatioVsBare, sizeLabel(r.headSources()))
+	if has[CaseISPmux] {
+		fmt.Fprintf(w, "\nratio_vs_kernel %.3f  ratio_vs_bare %.3f  (other's CPU/pkt ÷ ispmux's at %s sources; higher is better)\n",
+			r.RatioVsKernel, r.RatioVsBare, sizeLabel(r.headSources()))
+	}
 	if r.RatioVsKernelXDP != 0 || r.RatioVsBareXDP != 0 {
 		fmt.Fprintf(w, "ratio_vs_kernel_xdp %.3f  ratio_vs_bare_xdp %.3f  (the same for ispmux with its XDP fast path)\n",
 			r.RatioVsKernelXDP, r.RatioVsBareXDP)

@@ -257,4 +257,11 @@ func TestForwardPartialCases(t *testing.T) {
 	if !strings.Contains(s, "kernel ÷ ispmux-xdp |") {
 		t.Errorf("section lacks the column kernel ÷ ispmux-xdp:\n%s", s)
 	}
+	var tb strings.Builder
+	if err := r.WriteTable(&tb); err != nil {
+		t.Fatal(err)
+	}
+	if tab := tb.String(); strings.Contains(tab, "ratio_vs_kernel ") || strings.Contains(tab, "bare÷") || !strings.Contains(tab, "kernel÷ispmux-xdp") {
+		t.Errorf("table:\n%s", tab)
+	}
 }
