@@ -140,6 +140,21 @@ func (r *ForwardResult) merge(prev *ForwardResult) error {
 		return fmt.Errorf("bench forward: --merge: the earlier result has other rates, frame size or no-drop loss (%v, %d, %g; now %v, %d, %g)",
 			prev.Rates, prev.FrameBytes, prev.NDRLossPct, r.Rates, r.FrameBytes, r.NDRLossPct)
 	}
+	// A case measured with another placement (--kernel-rps,
+	// --xdp-napi-thread, which its description records) is another
+	// system: its points do not join this run's.
+	for _, c := range r.Cases {
+		for _, p := range prev.Cases {
+			if p.Name != c.Name {
+				continue
+			}
+			for _, opt := range []string{"--kernel-rps=false", "--xdp-napi-thread"} {
+				if strings.Contains(p.Description, opt) != strings.Contains(c.Description, opt) {
+					return fmt.Errorf("bench forward: --merge: case %s of the earlier result and of this run differ in %s", c.Name, opt)
+				}
+			}
+		}
+	}
 	mine := map[int]bool{}
 	for _, n := range r.Sources {
 		mine[n] = true

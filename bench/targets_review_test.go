@@ -265,3 +265,24 @@ func TestForwardPartialCases(t *testing.T) {
 		t.Errorf("table:\n%s", tab)
 	}
 }
+
+// TestMergeRefusesOtherPlacement: --merge of a result whose kernel case
+// ran without RPS (--kernel-rps=false) into a run with RPS would mix two
+// systems under one name; it is refused. The same placement merges.
+func TestMergeRefusesOtherPlacement(t *testing.T) {
+	withOpt := func(opt string) *ForwardResult {
+		r := testForwardResult()
+		for i := range r.Cases {
+			if r.Cases[i].Name == CaseKernel && opt != "" {
+				r.Cases[i].Description += "; " + opt + ": …"
+			}
+		}
+		return r
+	}
+	if err := withOpt("").merge(withOpt("--kernel-rps=false")); err == nil || !strings.Contains(err.Error(), "--kernel-rps=false") {
+		t.Errorf("merge across placements: %v, want refused", err)
+	}
+	if err := withOpt("--kernel-rps=false").merge(withOpt("--kernel-rps=false")); err != nil {
+		t.Errorf("merge of the same placement: %v", err)
+	}
+}
