@@ -288,7 +288,7 @@ func TestSearchNDR(t *testing.T) {
 // testForwardResult builds a result from synthetic trials: two sweep
 // points, two rates, three runs, every case.
 func testForwardResult() *ForwardResult {
-	o := &forwardOptions{sources: []int{256, 65536}, rates: []float64{100_000, 200_000}, cases: allCases, runs: 3,
+	o := &forwardOptions{sources: []int{256, 65536}, rates: []float64{100_000, 200_000}, cases: allCases, runs: 3, kernelRPS: true,
 		duration: 5 * time.Second, warmup: time.Second, ndrLoss: 0.1, ndrDuration: 2 * time.Second, tick: 100 * time.Microsecond}
 	r := newForwardResult(o, []string{"--runs", "3"})
 	r.Generator = "ispmux bench forward-gen ..."
