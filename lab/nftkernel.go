@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The kernel as an operator would build the appliance (bench forward's
@@ -243,8 +244,14 @@ func ThreadedNAPI(ctx context.Context, ns, dev, cpu string) (func(context.Contex
 		return nil
 	}
 	off := func(ctx context.Context) error { return set(ctx, "0") }
+	// Undone on failure even when ctx is what failed.
+	undo := func() error {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		return off(cctx)
+	}
 	if err := set(ctx, "1"); err != nil {
-		return nil, err
+		return nil, errors.Join(err, undo())
 	}
 	var pids []int
 	for pid := range napiThreads(dev) {
@@ -253,11 +260,11 @@ func ThreadedNAPI(ctx context.Context, ns, dev, cpu string) (func(context.Contex
 		}
 	}
 	if len(pids) == 0 {
-		return nil, errors.Join(fmt.Errorf("lab: threaded NAPI on %s in %s: no NAPI thread appeared", dev, ns), off(ctx))
+		return nil, errors.Join(fmt.Errorf("lab: threaded NAPI on %s in %s: no NAPI thread appeared", dev, ns), undo())
 	}
 	for _, pid := range pids {
 		if _, err := run(ctx, "taskset", "-p", "-c", cpu, strconv.Itoa(pid)); err != nil {
-			return nil, errors.Join(fmt.Errorf("lab: pinning NAPI thread %d of %s: %w", pid, dev, err), off(ctx))
+			return nil, errors.Join(fmt.Errorf("lab: pinning NAPI thread %d of %s: %w", pid, dev, err), undo())
 		}
 	}
 	return off, nil
