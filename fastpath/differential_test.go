@@ -55,7 +55,7 @@ type nopInjector struct{}
 
 func (nopInjector) Inject(uint8, []byte) bool { return true }
 
-func needBPF(t *testing.T) {
+func needBPF(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("the fast path's tests load eBPF programs: run them as root (CI does)")

@@ -6,13 +6,7 @@ import "testing"
 // FIB entries, two map updates) into the fast path: what a start-up
 // restoring N bindings adds, N times.
 func BenchmarkMirror(b *testing.B) {
-	needBPF(&testing.T{})
-	m, err := newMaps(max(b.N, 1), false)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close()
-	b.ReportAllocs()
+	m := benchMaps(b)
 	for i := range b.N {
 		k := uint64(i+1) << 16
 		m.SetSub(k, uint64(i)<<32|1)
@@ -26,13 +20,7 @@ func BenchmarkMirror(b *testing.B) {
 // BenchmarkMirrorBatch is BenchmarkMirror through SetSubs and SetDests in
 // batches of 8192, as engine.Control.SetOffload copies the tables.
 func BenchmarkMirrorBatch(b *testing.B) {
-	needBPF(&testing.T{})
-	m, err := newMaps(max(b.N, 1), false)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close()
-	b.ReportAllocs()
+	m := benchMaps(b)
 	const batch = 8192
 	keys, vals := make([]uint64, 0, batch), make([]uint64, 0, batch)
 	dkeys, dvals := make([]uint64, 0, batch), make([]uint64, 0, batch)
@@ -49,4 +37,17 @@ func BenchmarkMirrorBatch(b *testing.B) {
 	if err := m.Err(); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// benchMaps is a fresh set of maps sized for b.N bindings, closed when the
+// benchmark ends.
+func benchMaps(b *testing.B) *Maps {
+	needBPF(b)
+	m, err := newMaps(max(b.N, 1), false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.Close() })
+	b.ReportAllocs()
+	return m
 }

@@ -17,15 +17,7 @@ import (
 // only: all 20 were verified and the spray found the customer using that
 // password).
 func TestClaimSprayFromOneDevice(t *testing.T) {
-	st, err := subscribers.Open(filepath.Join(t.TempDir(), "s.db"), subscribers.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	ten := New(Config{ISPs: []string{"alpha"}, MaxDevices: 100}, st, registry.New(), &fakeProxy{}, &fakeAdm{set: map[uint64]bool{}}, nil)
-	if err := ten.Load(); err != nil {
-		t.Fatal(err)
-	}
+	ten := newAlphaTenants(t, 100)
 	const n = 20
 	for i := range n {
 		pw := fmt.Sprintf("private-%d-password", i)
@@ -66,15 +58,7 @@ func TestClaimSprayFromOneDevice(t *testing.T) {
 // A claim without replace, or replacing a device the operator blocked
 // (its block stays, as an ownerless registration), is still refused.
 func TestClaimReplaceAtBoxCap(t *testing.T) {
-	st, err := subscribers.Open(filepath.Join(t.TempDir(), "s.db"), subscribers.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	ten := New(Config{ISPs: []string{"alpha"}, MaxDevices: 2}, st, registry.New(), &fakeProxy{}, &fakeAdm{set: map[uint64]bool{}}, nil)
-	if err := ten.Load(); err != nil {
-		t.Fatal(err)
-	}
+	ten := newAlphaTenants(t, 2)
 	if _, err := ten.CreateCustomer(ctx, op, "alpha", CustomerInput{ID: "c-1", Password: "correct-horse-battery", DeviceLimit: 3}); err != nil {
 		t.Fatal(err)
 	}
@@ -110,4 +94,19 @@ func TestClaimReplaceAtBoxCap(t *testing.T) {
 func isLimit(err error) bool {
 	var e *DeviceLimitError
 	return errors.As(err, &e)
+}
+
+// newAlphaTenants is Tenants for ISP alpha alone over a fresh store, with
+// at most maxDevices devices on the box.
+func newAlphaTenants(t *testing.T, maxDevices int) *Tenants {
+	st, err := subscribers.Open(filepath.Join(t.TempDir(), "s.db"), subscribers.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ten := New(Config{ISPs: []string{"alpha"}, MaxDevices: maxDevices}, st, registry.New(), &fakeProxy{}, &fakeAdm{set: map[uint64]bool{}}, nil)
+	if err := ten.Load(); err != nil {
+		t.Fatal(err)
+	}
+	return ten
 }
