@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -79,10 +80,7 @@ func (r *ForwardResult) WriteTable(w io.Writer) error {
 	for _, c := range cs {
 		fmt.Fprintf(tw, "\t%s ns/pkt", c)
 	}
-	has := map[string]bool{}
-	for _, c := range cs {
-		has[c] = true
-	}
+	has := caseSet(cs)
 	rcs := ratioColumns(has)
 	for _, rc := range rcs {
 		fmt.Fprintf(tw, "\t%s", strings.ReplaceAll(rc.title, " ", ""))
@@ -133,7 +131,7 @@ func (r *ForwardResult) WriteTable(w io.Writer) error {
 }
 
 func (r *ForwardResult) headSources() int {
-	if containsInt(r.Sources, 256) || len(r.Sources) == 0 {
+	if slices.Contains(r.Sources, 256) || len(r.Sources) == 0 {
 		return 256
 	}
 	return slicesMin(r.Sources)
@@ -156,10 +154,7 @@ func (r *ForwardResult) section(h, svg string) string {
 		fmt.Fprintf(&b, "Shared machine: before each trial it was sampled without traffic, busy %s CPU-seconds per second (median [min–max]); during the windows other processes used %s; %d of %d trials kept were noisy (above the quiet threshold even after the retries).\n\n",
 			fmtStat(q.BackgroundBusy, "%.2f"), fmtStat(q.OthersCPU, "%.2f"), q.Noisy, q.Trials)
 	}
-	has := map[string]bool{}
-	for _, c := range cs {
-		has[c] = true
-	}
+	has := caseSet(cs)
 	if has[CaseISPmux] {
 		fmt.Fprintf(&b, "**ratio_vs_kernel = %.2f, ratio_vs_bare = %.2f** (the other's CPU per packet ÷ ispmux's at %s sources, lowest over the offered rates; higher is better for ispmux).\n\n",
 			r.RatioVsKernel, r.RatioVsBare, sizeLabel(r.headSources()))
@@ -327,6 +322,15 @@ func (r *ForwardResult) chart(w io.Writer) error {
 		series[i] = caseTitles[c]
 	}
 	return writeGroupedChart(w, "CPU ns per forwarded packet (both CPUs, generator subtracted)", "ns per packet", groups, series, vals)
+}
+
+// caseSet is the set of cases cs.
+func caseSet(cs []string) map[string]bool {
+	has := make(map[string]bool, len(cs))
+	for _, c := range cs {
+		has[c] = true
+	}
+	return has
 }
 
 // ratioColumn is a column of same-run ratios in the sweep table.

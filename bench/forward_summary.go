@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 // The summary of bench forward's trials: finish derives a ForwardResult's
@@ -126,7 +127,7 @@ func (r *ForwardResult) finish() {
 	}
 	r.RatioVsKernel, r.RatioVsBare, r.RatioVsKernelXDP, r.RatioVsBareXDP = 0, 0, 0, 0
 	head := 256
-	if !containsInt(r.Sources, head) && len(r.Sources) > 0 {
+	if !slices.Contains(r.Sources, head) && len(r.Sources) > 0 {
 		head = slicesMin(r.Sources)
 	}
 	lowest := func(get func(SweepRow) *float64, only int) (float64, bool) {
@@ -201,7 +202,7 @@ func (r *ForwardResult) finish() {
 		for _, row := range r.Sweep {
 			measured = measured || row.NsPerPkt[c] != nil
 		}
-		if !measured && c == CaseISPmuxXDP || !containsString(cases, c) {
+		if !measured && c == CaseISPmuxXDP || !slices.Contains(cases, c) {
 			continue // not run (results before it existed, or --cases without it)
 		}
 		v, rows, missing := worst(c, CaseKernel, false, false, func(i, o float64) float64 { return o / i })
@@ -213,28 +214,10 @@ func (r *ForwardResult) finish() {
 	}
 }
 
-func containsInt(l []int, x int) bool {
-	for _, v := range l {
-		if v == x {
-			return true
-		}
-	}
-	return false
-}
-
 func slicesMin(l []int) int {
 	m := l[0]
 	for _, v := range l[1:] {
 		m = min(m, v)
 	}
 	return m
-}
-
-func containsString(l []string, x string) bool {
-	for _, v := range l {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }

@@ -111,16 +111,19 @@ func (c *Control) Bind(b Binding) error {
 	// whole.
 	dest := fib.Dest{Port: b.Port, VLAN: b.VLAN, MAC: b.MAC}
 	oldKey := fib.Key(old.ISP, old.IP)
-	gone := false // the old entry already made room for the new one
-	err := c.s.FIB.Set(b.ISP, ip, dest)
-	if err != nil && moved && errors.Is(err, lfmap.ErrFull) {
-		// A full FIB: a move does not add an entry, the old one makes
-		// room (its replies are lost for the instant of the move).
+	gone := false // the old entry is out of both tables
+	dropOld := func() {
 		if off != nil {
 			off.DelDest(oldKey) // the mirror first: it never says more than the engine
 		}
 		c.s.FIB.Delete(old.ISP, old.IP)
 		gone = true
+	}
+	err := c.s.FIB.Set(b.ISP, ip, dest)
+	if err != nil && moved && errors.Is(err, lfmap.ErrFull) {
+		// A full FIB: a move does not add an entry, the old one makes
+		// room (its replies are lost for the instant of the move).
+		dropOld()
 		err = c.s.FIB.Set(b.ISP, ip, dest)
 	}
 	restore := func() {
@@ -147,10 +150,7 @@ func (c *Control) Bind(b Binding) error {
 		off.SetSub(classifier.Key(b.Port, b.VLAN, b.MAC), sub.Pack())
 	}
 	if moved && !gone {
-		if off != nil {
-			off.DelDest(oldKey)
-		}
-		c.s.FIB.Delete(old.ISP, old.IP)
+		dropOld()
 	}
 	if hadOld {
 		c.perISP[old.ISP][kindOf(old.Flags)]--
