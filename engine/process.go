@@ -34,11 +34,15 @@ type Processor struct {
 	fibKeys [datapath.MaxBatch]uint64
 	fvals   [datapath.MaxBatch]uint64
 	ffound  [datapath.MaxBatch]bool
+	laneL3  [datapath.MaxBatch]uint8 // the lane's frames' L3 offset (lane.go)
 
 	// Per-iteration views, loaded once per batch.
 	mac *classifier.MACView
 	fib *fib.TableView
 	up  *fib.UplinkSet
+	// garden is the walled garden's configuration (nil: none), loaded
+	// once per batch for the lane's portal check.
+	garden *garden
 
 	// Counters since the last Flush, per ingress port.
 	drops      [datapath.MaxPorts]classifier.Counters
@@ -148,6 +152,7 @@ func (p *Processor) Process(b *datapath.Batch) {
 	p.mac = p.s.MAC.View()
 	p.fib = p.s.FIB.View()
 	p.up = p.s.Up.Load()
+	p.garden = p.s.garden.Load()
 	in := b.Port
 	if int(in) >= len(p.s.ports) {
 		for i := range b.Out {
@@ -159,6 +164,17 @@ func (p *Processor) Process(b *datapath.Batch) {
 	n := len(b.Frames)
 	var nmac, nfib int
 	for i, f := range b.Frames {
+		if role, key, l3 := laneKey(pt, in, f); role != roleNone && laneOn {
+			p.role[i], p.laneL3[i] = role, l3
+			if role == roleLaneUp {
+				p.macKeys[i], p.fibKeys[i] = key, 0
+				nmac++
+			} else {
+				p.macKeys[i], p.fibKeys[i] = 0, key
+				nfib++
+			}
+			continue
+		}
 		pkt := &p.pkts[i]
 		p.macKeys[i], p.fibKeys[i], p.role[i] = 0, 0, roleNone
 		if r := pkt.Decode(f); r != classifier.ReasonNone {
@@ -204,6 +220,29 @@ func (p *Processor) Process(b *datapath.Batch) {
 	var up, down uint64 // routed frames, counted once per batch
 	for i, f := range b.Frames {
 		switch p.role[i] {
+		case roleLaneUp:
+			if p.laneUp(pt, i, f, &b.Out[i]) {
+				up++
+				continue
+			}
+			// The general way, with the same key and lookup: a frame
+			// laneKey took is IPv4 to our MAC, which the first pass
+			// keys the same way.
+			if r := p.pkts[i].Decode(f); r != classifier.ReasonNone {
+				p.drop(in, &b.Out[i], r)
+			} else if p.fromSubscriber(in, pt, i, f, &b.Out[i]) {
+				up++
+			}
+		case roleLaneDown:
+			if p.laneDown(pt, i, f, &b.Out[i]) {
+				down++
+				continue
+			}
+			if r := p.pkts[i].Decode(f); r != classifier.ReasonNone {
+				p.drop(in, &b.Out[i], r)
+			} else if p.fromISP(in, pt, i, f, &b.Out[i]) {
+				down++
+			}
 		case roleAccess:
 			if p.fromSubscriber(in, pt, i, f, &b.Out[i]) {
 				up++
