@@ -191,7 +191,7 @@ func (s *Store) openedCopy(now time.Time) (uint64, error) {
 		return 0, err
 	}
 	if perr == nil && len(mark) > 0 && bytes.Equal(own, mark) {
-		err = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyBackupCopy) })
+		err = s.boltUpdate(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyBackupCopy) })
 		if err != nil {
 			return 0, fmt.Errorf("unmark the store after an unfinished backup: %w", err)
 		}
@@ -206,7 +206,7 @@ func (s *Store) openedCopy(now time.Time) (uint64, error) {
 		return 0, nil
 	}
 	var jump, next uint64
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.boltUpdate(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		v := meta.Get(keyBackupCopy)
 		var at time.Time

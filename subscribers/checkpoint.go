@@ -301,7 +301,7 @@ func (s *Store) checkpointRecords(recs []*jrec) error {
 	err := func() error {
 		s.bmu.Lock()
 		defer s.bmu.Unlock()
-		return s.db.Update(func(tx *bolt.Tx) error {
+		return s.boltUpdate(func(tx *bolt.Tx) error {
 			if storedLSN(tx) >= upTo {
 				// A group commit transaction checkpointed them all first:
 				// roll back, nothing to write (and no fsync).
@@ -422,7 +422,7 @@ func (s *Store) openJournalFor(path string, noSync bool) error {
 		// keyEventISPStart).
 		jr.lsn, s.pending = replay[len(replay)-1].lsn, replay
 		s.replayLegacy = legacy
-		err := s.db.Update(s.checkpointTx(startISPSeqsAfterReplay))
+		err := s.boltUpdate(s.checkpointTx(startISPSeqsAfterReplay))
 		s.replayLegacy = false
 		if err != nil {
 			jr.close()
@@ -432,7 +432,7 @@ func (s *Store) openJournalFor(path string, noSync bool) error {
 		s.evSeq.Store(s.txEvSeq)
 		s.appliedLSN, s.pending = jr.lsn, nil
 	} else if legacy {
-		if err := s.db.Update(startISPSeqsAfterReplay); err != nil {
+		if err := s.boltUpdate(startISPSeqsAfterReplay); err != nil {
 			jr.close()
 			s.jr = nil
 			return fmt.Errorf("open journal %s: %w", jr.paths[0], err)
@@ -463,7 +463,7 @@ func (s *Store) closeJournal() error {
 	}
 	var err error
 	if s.jr.lsn != s.appliedLSN {
-		err = s.db.Update(s.checkpointTx(nil))
+		err = s.boltUpdate(s.checkpointTx(nil))
 		if err == nil {
 			s.checkpointed()
 		}

@@ -72,6 +72,9 @@ func (s *Store) submit(c *call) error {
 	if s.db == nil {
 		return ErrClosed
 	}
+	if b := s.broken.Load(); b != nil {
+		return b // journal records too: the store takes no writes
+	}
 	if s.viaDBBatch {
 		// Benchmarks only: no journal, so nothing is ever pending and
 		// the listings need no s.bmu (snapshotView).
@@ -280,7 +283,7 @@ func (s *Store) commitTx(own bool, fn func(*bolt.Tx) error) error {
 // timedUpdate runs fn in one write transaction, timed for CommitStats.
 func (s *Store) timedUpdate(fn func(*bolt.Tx) error) error {
 	start := time.Now()
-	err := s.db.Update(fn)
+	err := s.boltUpdate(fn)
 	s.commitTime.Since(start)
 	return err
 }

@@ -108,9 +108,7 @@ func openBolt(path string, o *bolt.Options) (db *bolt.DB, err error) {
 // guardRead runs fn, a read of the store's pages, with a fault or panic in
 // it returned as an error wrapping ErrCorrupt: bbolt panics on a page that
 // is not what it expects (a damaged file), and a read that ended the
-// process (the restore at start, a listing) became a restart loop. Reads
-// only: a write transaction that panics is rolled back by bbolt and the
-// panic goes on.
+// process (the restore at start, a listing) became a restart loop.
 func guardRead(fn func() error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
@@ -119,4 +117,63 @@ func guardRead(fn func() error) (err error) {
 		}
 	}()
 	return fn()
+}
+
+// update runs fn in one write transaction of db (db.Update) with a fault or
+// panic in it returned as a *writePanicError (wrapping ErrCorrupt): a write
+// descends the same pages a read does, and one that met a damaged page
+// ended the process, again at each restart if no read at start met the
+// page. bbolt rolls the transaction back as the panic unwinds, but its
+// rollback reads the freelist page again, and a panic there leaves bbolt's
+// writer lock held: every later write, and Close, would wait for ever. So
+// the Store stops writing after one (Store.boltUpdate), and never closes the
+// file (closeDB).
+func update(db *bolt.DB, fn func(*bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = &writePanicError{v: r}
+		}
+	}()
+	return db.Update(fn)
+}
+
+// writePanicError is a write transaction that panicked (update).
+type writePanicError struct{ v any }
+
+func (e *writePanicError) Error() string {
+	return fmt.Sprintf("the store file is damaged (a write met it; the store takes no more writes until ispmux restarts: restore a copy, docs/OPERATIONS.md): %v", e.v)
+}
+
+func (e *writePanicError) Unwrap() error { return ErrCorrupt }
+
+// isWritePanic reports whether err is or wraps a *writePanicError.
+func isWritePanic(err error) bool {
+	var e *writePanicError
+	return errors.As(err, &e)
+}
+
+// closeDB closes db unless err says a write transaction panicked in it:
+// its writer lock may still be held, and Close would wait for it for ever.
+// The file then stays open (and locked) until the process exits.
+func closeDB(db *bolt.DB, err error) error {
+	if isWritePanic(err) {
+		return err
+	}
+	return db.Close()
+}
+
+// boltUpdate is one write transaction of s's file (the package's update),
+// and stops the store's writes after one that panicked: it returns that
+// error from then on.
+func (s *Store) boltUpdate(fn func(*bolt.Tx) error) error {
+	if b := s.broken.Load(); b != nil {
+		return b
+	}
+	err := update(s.db, fn)
+	var wp *writePanicError
+	if errors.As(err, &wp) {
+		s.broken.CompareAndSwap(nil, wp)
+	}
+	return err
 }

@@ -139,6 +139,10 @@ type Options struct {
 // Store is the durable subscriber store. Safe for concurrent use.
 type Store struct {
 	path string
+	// broken is the error of the write transaction that met a damaged
+	// page (update); once set, every write returns it (boltUpdate,
+	// submit) and Close leaves the file open.
+	broken atomic.Pointer[writePanicError]
 	// relaySince: RelayIsSourceSince.
 	relaySince time.Time
 	// intentsFrom: IntentsOrderedFrom.
@@ -344,7 +348,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil
 	})
 	if err == nil && !current {
-		err = db.Update(func(tx *bolt.Tx) error {
+		err = update(db, func(tx *bolt.Tx) error {
 			if err := setUp(tx); err != nil {
 				return err
 			}
@@ -354,7 +358,7 @@ func Open(path string, opts Options) (*Store, error) {
 		})
 	}
 	if err != nil {
-		db.Close()
+		closeDB(db, err)
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	s := &Store{
@@ -371,7 +375,7 @@ func Open(path string, opts Options) (*Store, error) {
 		jISP:            map[string]uint64{},
 	}
 	if err := s.openJournalFor(path, opts.NoSync); err != nil {
-		db.Close()
+		closeDB(db, err)
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	if s.copyJump, err = s.openedCopy(time.Now()); err == nil {
@@ -379,7 +383,7 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	if err != nil {
 		s.jr.close()
-		db.Close()
+		closeDB(db, err)
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	return s, nil
@@ -516,7 +520,12 @@ func (s *Store) Close() error {
 		return fmt.Errorf("close %s: %w", s.path, ErrClosed)
 	}
 	jerr := s.closeJournal()
-	err := s.db.Close()
+	var err error
+	if b := s.broken.Load(); b != nil {
+		err = b // the file stays open until exit (closeDB)
+	} else {
+		err = s.db.Close()
+	}
 	s.db = nil
 	if err == nil && jerr != nil {
 		err = fmt.Errorf("journal: %w", jerr)
