@@ -167,6 +167,19 @@ func (p *Processor) laneDown(pt *port, i int, f []byte, out *datapath.Verdict) b
 	return true
 }
 
+// laneDecoded decodes frame i (f), which laneKey took and the lane left to
+// the general way, and reports whether it decoded; if not, it drops it
+// with the reason. The first pass keyed it as it keys a decoded frame (IPv4
+// to our MAC: the subscriber's MAC, or the ISP's VRF and the destination),
+// so the lookup's result serves fromSubscriber or fromISP as it is.
+func (p *Processor) laneDecoded(in uint8, i int, f []byte, out *datapath.Verdict) bool {
+	if r := p.pkts[i].Decode(f); r != classifier.ReasonNone {
+		p.drop(in, out, r)
+		return false
+	}
+	return true
+}
+
 // laneChecksumOK is classifier's IPv4 header check for a 20-byte header:
 // the one's complement sum of its words, in the machine's byte order, is
 // 0xffff.

@@ -220,27 +220,14 @@ func (p *Processor) Process(b *datapath.Batch) {
 	var up, down uint64 // routed frames, counted once per batch
 	for i, f := range b.Frames {
 		switch p.role[i] {
+		// A frame the lane leaves goes the general way with the same
+		// key and lookup (laneDecoded).
 		case roleLaneUp:
-			if p.laneUp(pt, i, f, &b.Out[i]) {
-				up++
-				continue
-			}
-			// The general way, with the same key and lookup: a frame
-			// laneKey took is IPv4 to our MAC, which the first pass
-			// keys the same way.
-			if r := p.pkts[i].Decode(f); r != classifier.ReasonNone {
-				p.drop(in, &b.Out[i], r)
-			} else if p.fromSubscriber(in, pt, i, f, &b.Out[i]) {
+			if p.laneUp(pt, i, f, &b.Out[i]) || p.laneDecoded(in, i, f, &b.Out[i]) && p.fromSubscriber(in, pt, i, f, &b.Out[i]) {
 				up++
 			}
 		case roleLaneDown:
-			if p.laneDown(pt, i, f, &b.Out[i]) {
-				down++
-				continue
-			}
-			if r := p.pkts[i].Decode(f); r != classifier.ReasonNone {
-				p.drop(in, &b.Out[i], r)
-			} else if p.fromISP(in, pt, i, f, &b.Out[i]) {
+			if p.laneDown(pt, i, f, &b.Out[i]) || p.laneDecoded(in, i, f, &b.Out[i]) && p.fromISP(in, pt, i, f, &b.Out[i]) {
 				down++
 			}
 		case roleAccess:
