@@ -177,7 +177,7 @@ func appendGaps(b []byte, gaps []seqGap) []byte {
 // returns the jump made (0: not a copy).
 func (s *Store) openedCopy(now time.Time) (uint64, error) {
 	var mark []byte
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		s.gaps = readGaps(tx)
 		mark = bytes.Clone(tx.Bucket(bucketMeta).Get(keyBackupCopy))
 		return nil

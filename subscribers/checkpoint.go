@@ -398,7 +398,7 @@ func (s *Store) openJournalFor(path string, noSync bool) error {
 	}
 	var applied uint64
 	var legacy bool
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		applied = storedLSN(tx)
 		s.evSeq.Store(tx.Bucket(bucketEvents).Sequence())
 		legacy = tx.Bucket(bucketMeta).Get(keyEventISPStart) != nil

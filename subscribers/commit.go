@@ -73,7 +73,7 @@ func (s *Store) submit(c *call) error {
 		return ErrClosed
 	}
 	if b := s.broken.Load(); b != nil {
-		return b // journal records too: the store takes no writes
+		return b // journal records too: the store takes no more writes
 	}
 	if s.viaDBBatch {
 		// Benchmarks only: no journal, so nothing is ever pending and

@@ -302,7 +302,7 @@ func (s *Store) lastISPSeq(isp string) uint64 {
 // reloadISPSeqs sets the in-memory last ISPSeqs from bbolt (Open, and
 // the benchmarks' DB.Batch writes).
 func (s *Store) reloadISPSeqs() error {
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view(func(tx *bolt.Tx) error {
 		s.setISPSeqs(loadISPSeqs(tx))
 		return nil
 	})

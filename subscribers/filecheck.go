@@ -113,11 +113,50 @@ func guardRead(fn func() error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: the store file is damaged: %v", ErrCorrupt, r)
+			err = fmt.Errorf("%w: the store file is damaged: %w: %v", ErrCorrupt, errPanicked, r)
 		}
 	}()
 	return fn()
 }
+
+// errPanicked is wrapped by guardRead's error for a recovered panic.
+var errPanicked = errors.New("bbolt panicked")
+
+// beginRead begins a read transaction of s's file. bbolt checks its meta
+// pages as the transaction begins and panics, if both are damaged (under
+// the open store: they were checked at Open), with its meta and mmap
+// locks still held: every later transaction, read or write, and Close
+// would wait for them for ever. So a panic there is an error wrapping
+// ErrCorrupt and the store is dead: every later read and write returns it
+// (s.dead), and Close leaves the file open.
+func (s *Store) beginRead() (*bolt.Tx, error) {
+	if d := s.dead.Load(); d != nil {
+		return nil, d
+	}
+	var tx *bolt.Tx
+	err := guardRead(func() error {
+		var err error
+		tx, err = s.db.Begin(false)
+		return err
+	})
+	if err != nil && tx == nil && errors.Is(err, errPanicked) {
+		d := &storeDeadError{err: err}
+		s.dead.CompareAndSwap(nil, d)
+		s.broken.CompareAndSwap(nil, &writePanicError{v: err})
+		return nil, d
+	}
+	return tx, err
+}
+
+// storeDeadError is the error of every transaction of a store whose read
+// transaction panicked as it began (beginRead).
+type storeDeadError struct{ err error }
+
+func (e *storeDeadError) Error() string {
+	return fmt.Sprintf("the store takes no more reads or writes until ispmux restarts (restore a copy, docs/OPERATIONS.md): %v", e.err)
+}
+
+func (e *storeDeadError) Unwrap() error { return e.err }
 
 // update runs fn in one write transaction of db (db.Update) with a fault or
 // panic in it returned as a *writePanicError (wrapping ErrCorrupt): a write
@@ -127,11 +166,14 @@ func guardRead(fn func() error) (err error) {
 // rollback reads the freelist page again, and a panic there leaves bbolt's
 // writer lock held: every later write, and Close, would wait for ever. So
 // the Store stops writing after one (Store.boltUpdate), and never closes the
-// file (closeDB).
+// file (Close, closeDB). The panic's stack goes to standard error, as a
+// crash's would: a bug in a transaction's own code panics too, and its
+// error alone would read as a damaged file.
 func update(db *bolt.DB, fn func(*bolt.Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
+			fmt.Fprintf(os.Stderr, "subscribers: a write transaction panicked: %v\n%s", r, debug.Stack())
 			err = &writePanicError{v: r}
 		}
 	}()
@@ -165,8 +207,13 @@ func closeDB(db *bolt.DB, err error) error {
 
 // boltUpdate is one write transaction of s's file (the package's update),
 // and stops the store's writes after one that panicked: it returns that
-// error from then on.
+// error from then on. s.wmu makes the check and the transaction one step
+// for every writer (bbolt runs one write transaction at a time anyway):
+// a writer that passed the check while another's transaction panicked
+// would wait in bbolt for the writer lock the panic left held.
 func (s *Store) boltUpdate(fn func(*bolt.Tx) error) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	if b := s.broken.Load(); b != nil {
 		return b
 	}

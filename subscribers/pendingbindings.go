@@ -83,7 +83,7 @@ func (s *Store) snapshotView(take func(), fn func(tx *bolt.Tx) error) error {
 		if testHookSnapshot != nil {
 			testHookSnapshot()
 		}
-		return s.db.Begin(false)
+		return s.beginRead()
 	}()
 	if err != nil {
 		return err

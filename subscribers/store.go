@@ -140,9 +140,15 @@ type Options struct {
 type Store struct {
 	path string
 	// broken is the error of the write transaction that met a damaged
-	// page (update); once set, every write returns it (boltUpdate,
-	// submit) and Close leaves the file open.
+	// page (update); once set, every bbolt transaction and every write
+	// submitted after it returns it (boltUpdate, submit: appends already
+	// queued for the journal may still land) and Close leaves the file
+	// open. dead is set with it when a read transaction panicked as it
+	// began (beginRead): then reads return it too.
 	broken atomic.Pointer[writePanicError]
+	dead   atomic.Pointer[storeDeadError]
+	// wmu serialises boltUpdate's check of broken with its transaction.
+	wmu sync.Mutex
 	// relaySince: RelayIsSourceSince.
 	relaySince time.Time
 	// intentsFrom: IntentsOrderedFrom.
@@ -556,7 +562,12 @@ func (s *Store) view(fn func(*bolt.Tx) error) error {
 	if s.db == nil {
 		return ErrClosed
 	}
-	return guardRead(func() error { return s.db.View(fn) })
+	tx, err := s.beginRead()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	return guardRead(func() error { return fn(tx) })
 }
 
 // CorruptError reports a stored value that does not decode.
