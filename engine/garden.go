@@ -93,7 +93,7 @@ const (
 // the portal (forwarded to the garden's uplink). Otherwise it has set the
 // verdict: a DNS answer or a TCP reset sent back, or a walled_garden drop.
 func (p *Processor) gardenPass(in uint8, pt *port, out *datapath.Verdict, pkt *classifier.Packet, f []byte) bool {
-	g := p.s.garden.Load()
+	g := p.garden
 	if g != nil && pkt.Proto == classifier.ProtoUDP && pkt.DstPort == portDNS && !pkt.Frag {
 		// Any address, the gateway's included: whatever server the
 		// client was given, it gets the portal.

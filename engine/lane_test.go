@@ -194,8 +194,9 @@ func FuzzLane(f *testing.F) {
 		if len(frame) > 2048 {
 			return
 		}
-		r.c.SetMTU(1, int(mtu))
 		r.c.SetMTU(0, int(mtu))
+		r.c.SetMTU(1, int(mtu))
+		r.c.SetMTU(2, int(mtu))
 		checkLaneAgrees(t, r, port%3, [][]byte{frame})
 	})
 }

@@ -35,7 +35,7 @@ func (p *Processor) toPortal(vrf uint8, pkt *classifier.Packet) bool {
 
 // toPortalTCP is the rest of toPortal, for TCP of a VRF below GardenVRF.
 func (p *Processor) toPortalTCP(pkt *classifier.Packet) bool {
-	g := p.s.garden.Load()
+	g := p.garden
 	return g != nil && pkt.DstIP == g.portal && (pkt.DstPort == portHTTP || pkt.DstPort == portHTTPS)
 }
 

@@ -41,7 +41,7 @@ type Processor struct {
 	fib *fib.TableView
 	up  *fib.UplinkSet
 	// garden is the walled garden's configuration (nil: none), loaded
-	// once per batch for the lane's portal check.
+	// once per batch: every frame of a batch sees the same garden.
 	garden *garden
 
 	// Counters since the last Flush, per ingress port.
@@ -143,11 +143,14 @@ func puntFrame(pkt *classifier.Packet, frame []byte) []byte {
 	return frame[:min(end, len(frame))]
 }
 
-// Process decides every frame of one batch, in three passes: decode every
-// frame and compute the table key it needs (touching each frame's headers
-// once, independent loads the CPU overlaps); look all keys up in one batch
-// per table (the table misses overlap too, see lfmap.View.LookupBatch);
-// then decide each frame with its lookup result at hand.
+// Process decides every frame of one batch, in three passes: compute the
+// table key each frame needs, from its bytes for a frame the lane may take
+// (laneKey, lane.go), else from its decoded headers (touching each frame's
+// headers once, independent loads the CPU overlaps); look all keys up in
+// one batch per table (the table misses overlap too, see
+// lfmap.View.LookupBatch); then decide each frame with its lookup result
+// at hand, the lane's frames by the lane where it can (laneUp, laneDown)
+// and the general way where it cannot.
 func (p *Processor) Process(b *datapath.Batch) {
 	p.mac = p.s.MAC.View()
 	p.fib = p.s.FIB.View()
