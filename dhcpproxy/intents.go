@@ -319,8 +319,7 @@ func (p *Proxy) endBindingLocked(sk subKey, access string, in *subscribers.Inten
 	}
 	it, stored, _, err := p.store.EndBinding(access, sk.circuit.vlan, binding.MACBytes(sk.mac), in, e)
 	if err != nil {
-		p.count("store_error")
-		p.log.Error("dhcp: binding end not committed; nothing changed", "mac", binding.MACString(sk.mac), "event", e.Kind, "err", err)
+		p.storeError("dhcp: binding end not committed; nothing changed", "mac", binding.MACString(sk.mac), "event", e.Kind, "err", err)
 		return false
 	}
 	if in != nil {

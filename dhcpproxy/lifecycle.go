@@ -471,8 +471,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 	// The intents this exchange proves sent are completed first: a crash
 	// after the commit must not leave one pending beside the new lease.
 	if err := p.completeAnswered(t); err != nil {
-		p.count("store_error")
-		p.log.Error("dhcp: intent not completed; binding not committed, ACK withheld", "mac", binding.MACString(mac), "err", err)
+		p.storeError("dhcp: intent not completed; binding not committed, ACK withheld", "mac", binding.MACString(mac), "err", err)
 		return
 	}
 	failpoint.Hit(failpoint.BindBeforeCommit)
@@ -480,8 +479,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 	ev.LeaseEnd = b.Expires
 	e, err := p.store.CommitBindingEvent(b, ev)
 	if err != nil {
-		p.count("store_error")
-		p.log.Error("dhcp: binding not committed; ACK withheld", "mac", binding.MACString(mac), "err", err)
+		p.storeError("dhcp: binding not committed; ACK withheld", "mac", binding.MACString(mac), "err", err)
 		return
 	}
 	failpoint.Hit(failpoint.BindAfterCommit)

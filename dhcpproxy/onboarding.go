@@ -304,8 +304,7 @@ func (p *Proxy) onboardCommit(c *Circuit, pl *obPool, m *dhcpv4.DHCPv4, mac uint
 	e, err := p.store.CommitOnboarding(l, ev)
 	if err != nil {
 		p.ob.unpin(mac)
-		p.count("store_error")
-		p.log.Error("dhcp: onboarding lease not committed; ACK withheld", "mac", binding.MACString(mac), "err", err)
+		p.storeError("dhcp: onboarding lease not committed; ACK withheld", "mac", binding.MACString(mac), "err", err)
 		return
 	}
 	failpoint.Hit(failpoint.OnboardAfterCommit)
@@ -454,8 +453,7 @@ func (p *Proxy) endOnboardingLocked(l subscribers.OnboardingLease, reason string
 	ev := subject{mac: mac, access: l.Access}.event(subscribers.EventOnboardingEnded, l.IP, reason)
 	e, found, err := p.store.EndOnboarding(l.MAC, ev)
 	if err != nil {
-		p.count("store_error")
-		p.log.Error("dhcp: onboarding lease end not committed; nothing changed", "mac", binding.MACString(mac), "reason", reason, "err", err)
+		p.storeError("dhcp: onboarding lease end not committed; nothing changed", "mac", binding.MACString(mac), "reason", reason, "err", err)
 		return false
 	}
 	if found {

@@ -71,6 +71,8 @@
 //   - limit.go: the per-MAC and per-circuit rate limits (limiter.mu).
 //   - events.go: state-change events (stored with their change) and
 //     refusal events (folded, budgeted per ISP: eventNotes.mu).
+//   - storeerr.go: the log lines of the writes the store refused, at most
+//     one per message every 10 s (logLimiter.mu).
 //   - onboarding.go, onboarding_pool.go: ispmux as the DHCP server of the
 //     MACs without a device record on circuits with an onboarding pool
 //     (leases in the walled garden's VRF), the handover to their ISP; the
@@ -306,6 +308,8 @@ type Proxy struct {
 	committing sync.WaitGroup
 
 	counters sync.Map // name → *atomic.Uint64
+	// storeErrs limits the log lines of store errors (storeError).
+	storeErrs logLimiter
 	// stats are the per-ISP statistics by ISP index (stats.go).
 	stats [256]atomic.Pointer[ispStats]
 }

@@ -346,8 +346,7 @@ func (p *Proxy) releaseUnbound(isp *ISP, c *Circuit, src netip.Addr, sub subKey,
 			p.sendIntent(pendingIntent{it, false})
 			return true
 		}
-		p.count("store_error")
-		p.log.Error("dhcp: RELEASE of an ACK not bound not recorded; sent once, not replayed after a crash",
+		p.storeError("dhcp: RELEASE of an ACK not bound not recorded; sent once, not replayed after a crash",
 			"mac", binding.MACString(sub.mac), "isp", isp.Name, "ip", b.IP, "err", err)
 	}
 	gw, ok := p.nextHop(isp)
@@ -477,8 +476,7 @@ func (p *Proxy) decline(t *txn, ack *dhcpv4.DHCPv4, ip, ispServerID netip.Addr) 
 	it, err := p.store.AddIntent(subscribers.Intent{Kind: subscribers.IntentDecline, ISP: isp.Name,
 		MAC: binding.MACBytes(t.sub.mac), Access: t.circuit.Name, VLAN: t.circuit.VLAN, IP: ip, Message: msg})
 	if err != nil {
-		p.count("store_error")
-		p.log.Error("dhcp: DECLINE of an address in conflict not recorded; sent once, not replayed after a crash",
+		p.storeError("dhcp: DECLINE of an address in conflict not recorded; sent once, not replayed after a crash",
 			"mac", binding.MACString(t.sub.mac), "ip", ip, "err", err)
 		if gw, ok := p.nextHop(isp); ok {
 			for _, srv := range isp.Servers {
