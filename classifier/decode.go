@@ -166,7 +166,7 @@ func (p *Packet) decodeIPv4(b []byte) Reason {
 	if ihl < ipv4MinLen || ihl > len(b) || total < ihl || total > len(b) {
 		return ReasonMalformed
 	}
-	if !checksumOK(b[:ihl]) {
+	if !ChecksumOK(b[:ihl]) {
 		return ReasonBadChecksum
 	}
 	b = b[:total] // drop Ethernet padding
@@ -203,14 +203,15 @@ func (p *Packet) decodeIPv4(b []byte) Reason {
 	return ReasonNone
 }
 
-// checksumOK reports whether the one's complement sum of the IPv4 header h
-// (checksum field included) is 0xffff. len(h) is a multiple of 4.
+// ChecksumOK reports whether the one's complement sum of the IPv4 header h
+// (checksum field included) is 0xffff: Decode's check, and the engine's
+// lane's. len(h) is a multiple of 4.
 //
 // The words are summed in the machine's byte order: a one's complement sum
 // of byte-swapped words is the byte-swapped sum (RFC 1071 §2(B)), and
 // 0xffff is its own swap. A 20-byte header, nearly every packet, is five
 // loads and adds with no loop.
-func checksumOK(h []byte) bool {
+func ChecksumOK(h []byte) bool {
 	var sum uint64
 	if len(h) == ipv4MinLen {
 		sum = uint64(binary.NativeEndian.Uint32(h[0:4])) + uint64(binary.NativeEndian.Uint32(h[4:8])) +

@@ -391,7 +391,7 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
-// TestChecksumOK checks checksumOK against RFC 1071's sum of big-endian
+// TestChecksumOK checks ChecksumOK against RFC 1071's sum of big-endian
 // 16-bit words, for random headers of every IPv4 length: valid ones (the
 // checksum field set to make the sum 0xffff), and each with one byte
 // changed, which must fail.
@@ -416,14 +416,14 @@ func TestChecksumOK(t *testing.T) {
 			h[10], h[11] = 0, 0
 			c := ^ref(h)
 			h[10], h[11] = byte(c>>8), byte(c)
-			if !checksumOK(h) {
-				t.Fatalf("valid %d-byte header % x: checksumOK false", len(h), h)
+			if !ChecksumOK(h) {
+				t.Fatalf("valid %d-byte header % x: ChecksumOK false", len(h), h)
 			}
 			i := rng.IntN(len(h))
 			d := byte(1 + rng.IntN(255))
 			h[i] += d
-			if want := ref(h) == 0xffff; checksumOK(h) != want {
-				t.Fatalf("%d-byte header % x (byte %d changed): checksumOK %v, RFC 1071 sum says %v", len(h), h, i, !want, want)
+			if want := ref(h) == 0xffff; ChecksumOK(h) != want {
+				t.Fatalf("%d-byte header % x (byte %d changed): ChecksumOK %v, RFC 1071 sum says %v", len(h), h, i, !want, want)
 			}
 		}
 	}

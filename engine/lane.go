@@ -76,6 +76,15 @@ func laneKey(pt *port, in uint8, f []byte) (role uint8, key uint64, l3 uint8) {
 	return roleNone, 0, 0
 }
 
+// laneVLAN is the VLAN of frame f, which laneKey took with its L3 at l3:
+// the tag's VID (18: one 802.1Q tag), or 0 untagged.
+func laneVLAN(f []byte, l3 int) uint16 {
+	if l3 == 18 {
+		return binary.BigEndian.Uint16(f[14:16]) & classifier.MaxVLAN
+	}
+	return 0
+}
+
 // laneIPv4 reads the IPv4 header at l3 in f for laneUp and laneDown: it
 // reports false unless the datagram is well formed as Decode checks it
 // (within the frame, its checksum right, an 8-byte UDP or 20-byte TCP
@@ -91,7 +100,7 @@ func laneIPv4(f []byte, l3 int) (total int, proto uint8, src, dst uint32, ok boo
 	flags := binary.BigEndian.Uint16(ip[6:8])
 	ttl, proto := ip[8], ip[9]
 	src, dst = binary.BigEndian.Uint32(ip[12:16]), binary.BigEndian.Uint32(ip[16:20])
-	if flags&0x3fff != 0 || ttl <= 1 || total < 28 || total > len(f)-l3 || !laneChecksumOK(ip[:20]) {
+	if flags&0x3fff != 0 || ttl <= 1 || total < 28 || total > len(f)-l3 || !classifier.ChecksumOK(ip[:20]) {
 		return 0, 0, 0, 0, false
 	}
 	switch proto {
@@ -122,10 +131,7 @@ func (p *Processor) laneUp(pt *port, i int, f []byte, out *datapath.Verdict) boo
 	}
 	l3 := int(p.laneL3[i])
 	total, proto, src, dst, ok := laneIPv4(f, l3)
-	vlan := uint16(0)
-	if l3 == 18 {
-		vlan = binary.BigEndian.Uint16(f[14:16]) & classifier.MaxVLAN
-	}
+	vlan := laneVLAN(f, l3)
 	// From the bound address, to a unicast address that is not the
 	// gateway's, and not to the portal (toPortal).
 	if !ok || src != sub.IP || !unicastAddr(dst) || dst == pt.addr[vlan] ||
@@ -153,10 +159,7 @@ func (p *Processor) laneDown(pt *port, i int, f []byte, out *datapath.Verdict) b
 	}
 	l3 := int(p.laneL3[i])
 	total, _, _, dst, ok := laneIPv4(f, l3)
-	vlan := uint16(0)
-	if l3 == 18 {
-		vlan = binary.BigEndian.Uint16(f[14:16]) & classifier.MaxVLAN
-	}
+	vlan := laneVLAN(f, l3)
 	up := p.up.Get(pt.isp[vlan])
 	if !ok || up == nil || !up.Configured || dst == up.Addr {
 		return false // not routed, or to our uplink address
@@ -180,21 +183,6 @@ func (p *Processor) laneDecoded(in uint8, i int, f []byte, out *datapath.Verdict
 		return false
 	}
 	return true
-}
-
-// laneChecksumOK is classifier's IPv4 header check for a 20-byte header:
-// the one's complement sum of its words, in the machine's byte order, is
-// 0xffff.
-func laneChecksumOK(h []byte) bool {
-	_ = h[19]
-	sum := uint64(binary.NativeEndian.Uint32(h[0:4])) + uint64(binary.NativeEndian.Uint32(h[4:8])) +
-		uint64(binary.NativeEndian.Uint32(h[8:12])) + uint64(binary.NativeEndian.Uint32(h[12:16])) +
-		uint64(binary.NativeEndian.Uint32(h[16:20]))
-	sum = sum&0xffffffff + sum>>32
-	sum = sum&0xffffffff + sum>>32
-	sum = sum&0xffff + sum>>16
-	sum = sum&0xffff + sum>>16
-	return sum == 0xffff
 }
 
 // laneOn turns the lane on; tests turn it off to compare.
