@@ -58,17 +58,12 @@ func (f *fakeInjector) Inject(port uint8, frame []byte) bool {
 
 func newRig(t testing.TB, capacity int) *rig {
 	t.Helper()
-	s, err := NewState([]PortConfig{
+	r := rigOf(t, []PortConfig{
 		{Name: "acc", MAC: accMAC, AccessVLANs: []uint16{0, 100},
 			AccessAddrs: map[uint16]uint32{0: ip("100.64.0.1"), 100: ip("100.64.0.1")}},
 		{Name: "upa", MAC: upaMAC, Uplinks: map[uint16]uint8{0: 0}},
 		{Name: "upb", MAC: upbMAC, Uplinks: map[uint16]uint8{201: 1, 250: binding.GardenVRF}}, // VLAN 250: the garden (garden_test.go)
-	}, capacity, 42)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &rig{t: t, s: s, cap: &capture{}, inj: &fakeInjector{}}
-	r.c = NewControl(s, r.inj, nil)
+	}, capacity)
 	r.c.ConfigureISP(0, fib.Uplink{Port: 1, MAC: upaMAC, Addr: ip("192.0.2.2"), PrefixLen: 24, Gateway: ip("192.0.2.1")})
 	r.c.ConfigureISP(1, fib.Uplink{Port: 2, VLAN: 201, MAC: upbMAC, Addr: ip("192.0.2.2"), PrefixLen: 24, Gateway: ip("192.0.2.1")})
 	qs := make([]datapath.Queue, 3)
@@ -79,11 +74,25 @@ func newRig(t testing.TB, capacity int) *rig {
 		r.q = append(r.q, q)
 		qs[i] = q
 	}
-	r.proc = s.NewProcessor()
+	r.proc = r.s.NewProcessor()
+	var err error
 	r.w, err = datapath.NewWorker(0, qs, r.proc, 64, time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
+
+// rigOf returns a rig of the state of ports (capacity subscribers) and
+// its control plane, without queues or a worker: newRig adds those.
+func rigOf(t testing.TB, ports []PortConfig, capacity int) *rig {
+	t.Helper()
+	s, err := NewState(ports, capacity, 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, s: s, cap: &capture{}, inj: &fakeInjector{}}
+	r.c = NewControl(s, r.inj, nil)
 	return r
 }
 

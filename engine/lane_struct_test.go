@@ -22,7 +22,6 @@ import (
 
 	"github.com/google/gopacket/layers"
 
-	"github.com/ispmux/ispmux/datapath"
 	"github.com/ispmux/ispmux/fib"
 )
 
@@ -202,26 +201,6 @@ func TestLaneStructuredSample(t *testing.T) {
 	}
 }
 
-// laneDecides reports whether the lane (laneUp, laneDown) decides frame f
-// received on port, in r's current state.
-func laneDecides(r *rig, port uint8, f []byte) bool {
-	p := r.s.NewProcessor()
-	fr := append(make([]byte, 0, 2048), f...)
-	p.Process(&datapath.Batch{Port: port, Frames: [][]byte{fr}, Out: make([]datapath.Verdict, 1)})
-	for q := r.s.Punts.Next(); q != nil; q = r.s.Punts.Next() {
-		r.s.Punts.Release(q)
-	}
-	role, _, _ := laneKey(&r.s.ports[port], port, f)
-	out := &datapath.Verdict{}
-	switch role {
-	case roleLaneUp:
-		return p.laneUp(&r.s.ports[port], 0, f, out)
-	case roleLaneDown:
-		return p.laneDown(&r.s.ports[port], 0, f, out)
-	}
-	return false
-}
-
 // laneSuspects are suspect frames (all with valid checksums):
 // priority tags (VID 0, PCP set), VLANs not configured, the garden's VLAN
 // 250 on port 2, broadcast and multicast destination MACs, the portal on
@@ -281,15 +260,10 @@ func TestLaneSuspects(t *testing.T) {
 // TestLaneHighISP: an uplink VLAN of ISP 252 (above GardenVRF, below
 // MaxISPs) and a subscriber bound there, if the control plane takes it.
 func TestLaneHighISP(t *testing.T) {
-	s, err := NewState([]PortConfig{
+	r := rigOf(t, []PortConfig{
 		{Name: "acc", MAC: accMAC, AccessVLANs: []uint16{0}, AccessAddrs: map[uint16]uint32{0: ip("100.64.0.1")}},
 		{Name: "upa", MAC: upaMAC, Uplinks: map[uint16]uint8{0: 252, 7: 249}},
-	}, 64, 42)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &rig{t: t, s: s, cap: &capture{}, inj: &fakeInjector{}}
-	r.c = NewControl(s, r.inj, nil)
+	}, 64)
 	r.c.ConfigureISP(252, fib.Uplink{Port: 1, MAC: upaMAC, Addr: ip("192.0.2.2"), PrefixLen: 24, Gateway: ip("192.0.2.1")})
 	r.c.ConfigureISP(249, fib.Uplink{Port: 1, VLAN: 7, MAC: upaMAC, Addr: ip("192.0.2.2"), PrefixLen: 24, Gateway: ip("192.0.2.1")})
 	r.learn(1, 0, gwaMAC)
@@ -329,23 +303,5 @@ func FuzzLaneBatch(f *testing.F) {
 			frames = append(frames, structFrame(port, sel, ttl+uint8(i), uint16(sel>>48)&0x6000, 0, make([]byte, sel>>56%8)))
 		}
 		structCheck(t, r, port, state, frames)
-	})
-}
-
-// FuzzLaneSuspects is FuzzLane with the suspects added.
-func FuzzLaneSuspects(f *testing.F) {
-	r := gardenRig(f)
-	for _, s := range append(laneSeeds(f), laneSuspects(f)...) {
-		f.Add(s.port, uint16(0), s.frame)
-		f.Add(s.port, uint16(60), s.frame)
-	}
-	f.Fuzz(func(t *testing.T, port uint8, mtu uint16, frame []byte) {
-		if len(frame) > 2048 {
-			return
-		}
-		r.c.SetMTU(0, int(mtu))
-		r.c.SetMTU(1, int(mtu))
-		r.c.SetMTU(2, int(mtu))
-		checkLaneAgrees(t, r, port%3, [][]byte{frame})
 	})
 }
