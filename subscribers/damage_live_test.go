@@ -56,33 +56,65 @@ func liveReads(t *testing.T, s *Store, round string) {
 	liveOp(t, round+" Events", func() error { _, err := s.Events(0, 10); return err })
 }
 
-func liveParent(t *testing.T, name, env string, wantNoHang bool) string {
+// liveParent is the parent's part of a live-damage test: it runs the test
+// named name in a child process (storeChild) with env naming a copy of a
+// closed store of 5000 bindings, logs the child's output and returns it.
+// The child must exit cleanly after logging its Close, and nothing it did
+// may have hung.
+func liveParent(t *testing.T, name, env string) string {
 	p := filepath.Join(t.TempDir(), "live.db")
 	if err := os.WriteFile(p, storeOf5000(t), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out, err := storeChild(t, name, env+"="+p)
 	t.Logf("child (err %v):\n%s", err, tail(out, 4000))
-	if !strings.Contains(out, "CHILD: Close") {
-		t.Fatalf("the child did not reach Close")
+	if err != nil || !strings.Contains(out, "CHILD: Close") {
+		t.Fatalf("the process died or did not reach Close (%v)", err)
 	}
-	if wantNoHang && strings.Contains(out, "HUNG") {
+	if strings.Contains(out, "HUNG") {
 		t.Errorf("an operation hung after a recovered bbolt panic")
 	}
 	return out
+}
+
+// liveChild is the child's part: in the child (env set), it opens the
+// store env names and returns it and its path; in the parent, ok is false.
+func liveChild(t *testing.T, env string) (s *Store, path string, ok bool) {
+	path = os.Getenv(env)
+	if path == "" {
+		return nil, "", false
+	}
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return s, path, true
+}
+
+// damagePastMetas overwrites every page of the file at p past the two meta
+// pages (the freelist included, which bbolt holds in memory).
+func damagePastMetas(t *testing.T, p string) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	damage(t, p, 2*4096, fi.Size()-2*4096)
+}
+
+// damageMetas overwrites the root bucket field of both meta pages (page
+// header 16 bytes, then magic, version, page size, flags: 16 bytes): their
+// checksums no longer match.
+func damageMetas(t *testing.T, p string) {
+	damage(t, p, 32, 8)
+	damage(t, p, 4096+32, 8)
 }
 
 // TestLiveDamageReadsAfterWritePanic: pages past the metas and the freelist
 // damaged under the open store, as TestCorruptPageWriteNoCrash; the first
 // write panics (recovered, the store is broken); do reads still return?
 func TestLiveDamageReadsAfterWritePanic(t *testing.T) {
-	if p := os.Getenv("ISPMUX_TEST_LIVE_WRITE_THEN_READ"); p != "" {
-		s, err := Open(p, Options{NoSync: true})
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
-		fi, _ := os.Stat(p)
-		damage(t, p, 2*4096, fi.Size()-2*4096)
+	if s, p, ok := liveChild(t, "ISPMUX_TEST_LIVE_WRITE_THEN_READ"); ok {
+		damagePastMetas(t, p)
 		liveOp(t, "PutRegistration", func() error {
 			return s.PutRegistration(Registration{MAC: mac(9999), CustomerID: "c-9999", ISP: "isp-1", Source: "api"})
 		})
@@ -90,7 +122,7 @@ func TestLiveDamageReadsAfterWritePanic(t *testing.T) {
 		liveOp(t, "Close", s.Close)
 		return
 	}
-	liveParent(t, "TestLiveDamageReadsAfterWritePanic", "ISPMUX_TEST_LIVE_WRITE_THEN_READ", true)
+	liveParent(t, "TestLiveDamageReadsAfterWritePanic", "ISPMUX_TEST_LIVE_WRITE_THEN_READ")
 }
 
 // TestLiveDamageMetaNoHang: both meta pages damaged under the open
@@ -102,16 +134,8 @@ func TestLiveDamageReadsAfterWritePanic(t *testing.T) {
 // waits for mmaplock) waited for ever. Now the store is dead after it
 // (beginRead): everything returns the error at once.
 func TestLiveDamageMetaNoHang(t *testing.T) {
-	if p := os.Getenv("ISPMUX_TEST_LIVE_META"); p != "" {
-		s, err := Open(p, Options{NoSync: true})
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
-		// The meta's root bucket field (page header 16 bytes, then
-		// magic, version, page size, flags: 16 bytes): its checksum no
-		// longer matches, in both meta pages.
-		damage(t, p, 32, 8)
-		damage(t, p, 4096+32, 8)
+	if s, p, ok := liveChild(t, "ISPMUX_TEST_LIVE_META"); ok {
+		damageMetas(t, p)
 		liveReads(t, s, "first")
 		liveReads(t, s, "second")
 		liveOp(t, "PutRegistration", func() error {
@@ -121,7 +145,7 @@ func TestLiveDamageMetaNoHang(t *testing.T) {
 		fmt.Fprintln(os.Stderr, "child done")
 		return
 	}
-	liveParent(t, "TestLiveDamageMetaNoHang", "ISPMUX_TEST_LIVE_META", true)
+	liveParent(t, "TestLiveDamageMetaNoHang", "ISPMUX_TEST_LIVE_META")
 }
 
 // TestLiveDamageMetaWriteFirst: the same damage, met first by a write
@@ -131,13 +155,8 @@ func TestLiveDamageMetaNoHang(t *testing.T) {
 // read waits for ever (a "reads keep working" store that serves nothing,
 // and the API's and the DHCP proxy's readers pile up).
 func TestLiveDamageMetaWriteFirst(t *testing.T) {
-	if p := os.Getenv("ISPMUX_TEST_LIVE_META_W"); p != "" {
-		s, err := Open(p, Options{NoSync: true})
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
-		damage(t, p, 32, 8)
-		damage(t, p, 4096+32, 8)
+	if s, p, ok := liveChild(t, "ISPMUX_TEST_LIVE_META_W"); ok {
+		damageMetas(t, p)
 		liveOp(t, "PutRegistration", func() error {
 			return s.PutRegistration(Registration{MAC: mac(9999), CustomerID: "c-9999", ISP: "isp-1", Source: "api"})
 		})
@@ -145,7 +164,7 @@ func TestLiveDamageMetaWriteFirst(t *testing.T) {
 		liveOp(t, "Close", s.Close)
 		return
 	}
-	liveParent(t, "TestLiveDamageMetaWriteFirst", "ISPMUX_TEST_LIVE_META_W", true)
+	liveParent(t, "TestLiveDamageMetaWriteFirst", "ISPMUX_TEST_LIVE_META_W")
 }
 
 // TestLiveDamageOwnWriteRacesCheckpoint: a background checkpoint
@@ -162,11 +181,7 @@ func TestLiveDamageMetaWriteFirst(t *testing.T) {
 // over every page past the metas, then a panic, as a Put meeting one
 // would.
 func TestLiveDamageOwnWriteRacesCheckpoint(t *testing.T) {
-	if p := os.Getenv("ISPMUX_TEST_LIVE_OWN_RACE"); p != "" {
-		s, err := Open(p, Options{NoSync: true})
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
+	if s, p, ok := liveChild(t, "ISPMUX_TEST_LIVE_OWN_RACE"); ok {
 		withMaxPending(t, 16, nil, nil)
 		own := make(chan error, 1)
 		hooked := make(chan struct{})
@@ -178,8 +193,7 @@ func TestLiveDamageOwnWriteRacesCheckpoint(t *testing.T) {
 			fired = true
 			go func() { own <- s.SetWebhookCursor("isp-1", 5) }()
 			time.Sleep(300 * time.Millisecond) // the own write waits in bbolt's Begin
-			fi, _ := os.Stat(p)
-			damage(t, p, 2*4096, fi.Size()-2*4096)
+			damagePastMetas(t, p)
 			close(hooked)
 			panic("simulated: a page of the checkpoint's descent is damaged")
 		}
@@ -202,18 +216,7 @@ func TestLiveDamageOwnWriteRacesCheckpoint(t *testing.T) {
 		liveOp(t, "Close", s.Close)
 		return
 	}
-	p := filepath.Join(t.TempDir(), "live.db")
-	if err := os.WriteFile(p, storeOf5000(t), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out, err := storeChild(t, "TestLiveDamageOwnWriteRacesCheckpoint", "ISPMUX_TEST_LIVE_OWN_RACE="+p)
-	t.Logf("child (err %v):\n%s", err, tail(out, 4000))
-	if !strings.Contains(out, "CHILD: Close") {
-		t.Fatalf("the child did not reach Close")
-	}
-	if strings.Contains(out, "HUNG") {
-		t.Errorf("an operation hung after a recovered bbolt panic")
-	}
+	liveParent(t, "TestLiveDamageOwnWriteRacesCheckpoint", "ISPMUX_TEST_LIVE_OWN_RACE")
 }
 
 // TestLiveDamageMetaListingNoCrash: with both meta pages damaged, a
@@ -221,24 +224,15 @@ func TestLiveDamageOwnWriteRacesCheckpoint(t *testing.T) {
 // s.db.Begin(false) ran outside guardRead, and bbolt's panic in DB.meta()
 // ended the process. Now it begins through beginRead.
 func TestLiveDamageMetaListingNoCrash(t *testing.T) {
-	if p := os.Getenv("ISPMUX_TEST_LIVE_META_SNAP"); p != "" {
-		s, err := Open(p, Options{NoSync: true})
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
-		damage(t, p, 32, 8)
-		damage(t, p, 4096+32, 8)
+	if s, p, ok := liveChild(t, "ISPMUX_TEST_LIVE_META_SNAP"); ok {
+		damageMetas(t, p)
 		liveOp(t, "Bindings", func() error { _, err := s.Bindings(); return err })
 		liveOp(t, "Close", s.Close)
 		return
 	}
-	p := filepath.Join(t.TempDir(), "live.db")
-	if err := os.WriteFile(p, storeOf5000(t), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out, err := storeChild(t, "TestLiveDamageMetaListingNoCrash", "ISPMUX_TEST_LIVE_META_SNAP="+p)
-	if err != nil || !strings.Contains(out, "CHILD: Bindings") {
-		t.Fatalf("the process died (%v):\n%s", err, tail(out, 1500))
+	out := liveParent(t, "TestLiveDamageMetaListingNoCrash", "ISPMUX_TEST_LIVE_META_SNAP")
+	if !strings.Contains(out, "CHILD: Bindings") {
+		t.Fatalf("the listing did not return")
 	}
 }
 
@@ -252,11 +246,7 @@ func TestLiveDamageMetaListingNoCrash(t *testing.T) {
 // is simulated inside its transaction after the damage, as a Put meeting
 // a damaged page would.
 func TestLiveDamageCheckpointRacesOwnWrite(t *testing.T) {
-	if p := os.Getenv("ISPMUX_TEST_LIVE_CKPT_RACE"); p != "" {
-		s, err := Open(p, Options{NoSync: true})
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
+	if s, p, ok := liveChild(t, "ISPMUX_TEST_LIVE_CKPT_RACE"); ok {
 		ownInside := make(chan struct{})
 		withMaxPending(t, 16, func() { <-ownInside }, nil)
 		for i := range 16 {
@@ -268,8 +258,7 @@ func TestLiveDamageCheckpointRacesOwnWrite(t *testing.T) {
 			return s.updateOwn(func(tx *bolt.Tx) error {
 				close(ownInside)
 				time.Sleep(300 * time.Millisecond) // the checkpoint waits in Begin
-				fi, _ := os.Stat(p)
-				damage(t, p, 2*4096, fi.Size()-2*4096)
+				damagePastMetas(t, p)
 				panic("simulated: the cursor's Put meets a damaged page")
 			})
 		})
@@ -282,16 +271,5 @@ func TestLiveDamageCheckpointRacesOwnWrite(t *testing.T) {
 		}
 		return
 	}
-	p := filepath.Join(t.TempDir(), "live.db")
-	if err := os.WriteFile(p, storeOf5000(t), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out, err := storeChild(t, "TestLiveDamageCheckpointRacesOwnWrite", "ISPMUX_TEST_LIVE_CKPT_RACE="+p)
-	t.Logf("child (err %v):\n%s", err, tail(out, 4000))
-	if !strings.Contains(out, "CHILD: Close") {
-		t.Fatalf("the child did not reach Close")
-	}
-	if strings.Contains(out, "HUNG") {
-		t.Errorf("an operation hung after a recovered bbolt panic")
-	}
+	liveParent(t, "TestLiveDamageCheckpointRacesOwnWrite", "ISPMUX_TEST_LIVE_CKPT_RACE")
 }
