@@ -1184,7 +1184,7 @@ func (m *matrix) runCase(t *testing.T, ex exchange, point, then string, res *cas
 		if d.Lost || d.Phantom || d.Orphaned && !ex.orphanOK || d.StaleClient && !ex.staleClient {
 			msg := fmt.Sprintf("%s after a crash at %s: %s", d, point, v)
 			res.Errors = append(res.Errors, msg)
-			t.Error(msg)
+			t.Errorf("%s\nKea's log of %s:\n%s", msg, v.MAC, r.keaLogOf(v.MAC, 12))
 		}
 	}
 	if t.Failed() {

@@ -724,6 +724,31 @@ func (r *rig) isp(name string) *lab.ISP {
 	return nil
 }
 
+// keaLogOf returns the last n lines of every lab ISP's Kea log that
+// name mac (Kea writes a client as "hwtype=1 aa:bb:…"), each prefixed
+// with the ISP: what the ISPs did with the subscriber, for the failure
+// message of a view that does not add up.
+func (r *rig) keaLogOf(mac string, n int) string {
+	mac = strings.ToLower(mac)
+	var out []string
+	for i := range r.topo.ISPs {
+		isp := &r.topo.ISPs[i]
+		b, err := os.ReadFile(isp.KeaLog)
+		if err != nil {
+			out = append(out, isp.Name+": "+err.Error())
+			continue
+		}
+		var ls []string
+		for l := range strings.SplitSeq(string(b), "\n") {
+			if strings.Contains(strings.ToLower(l), mac) {
+				ls = append(ls, isp.Name+": "+l)
+			}
+		}
+		out = append(out, ls[max(0, len(ls)-n):]...)
+	}
+	return strings.Join(out, "\n")
+}
+
 // percentile returns the p-th percentile (0..100, nearest rank) of ds.
 func percentile(ds []time.Duration, p float64) time.Duration {
 	if len(ds) == 0 {

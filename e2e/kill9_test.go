@@ -376,7 +376,8 @@ func TestKill9Loop(t *testing.T) {
 				rep.Violations = append(rep.Violations, killViolation{Cycle: cycle, Verdict: d.String(), View: v,
 					LastAction: lastAction, SinceMS: since.Milliseconds()})
 			}
-			t.Errorf("cycle %d (killed %v after %q): %s: %s", cycle, since.Round(time.Millisecond), lastAction, d, v)
+			t.Errorf("cycle %d (killed %v after %q): %s: %s\nKea's log of %s:\n%s", cycle, since.Round(time.Millisecond), lastAction, d, v,
+				v.MAC, r.keaLogOf(v.MAC, 12))
 		}
 		if bad || rd > time.Second {
 			t.Logf("cycle %d: ispmux log since the restart:\n%s", cycle, lastLines(cur.log.String(), 30))
