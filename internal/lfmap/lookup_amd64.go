@@ -55,6 +55,19 @@ func lookupBatchAsm(base unsafe.Pointer, nlines, k0, k1 uint64, keys, vals *uint
 // time, line by line with a prefetch 3 lines ahead, was 6% faster at 1K
 // but 2–4% slower at 100K and 1M (BenchmarkLookupChunkAB, 6 alternated
 // runs).
+//
+// On the Intel host (stop 37; BenchmarkLookupChunkAB, one process, 2–3
+// runs each), where the floor at 1M is 4.4–5.5 ns: the first pass alone
+// (hash and prefetch) costs 1.0 ns per key at 1K and 5.1–6.1 ns at 1M,
+// about the floor; the second pass, ~4.5 ns per key with its lines in L1,
+// is what the lookup costs beyond the floor, and it overlaps the misses
+// little. Not faster there: hashing and prefetching 8, 16 or 32 keys
+// ahead of the probe in one loop instead of all first (within 1–7 %,
+// slower in each run); a branch to record a key whose probe goes on, in
+// place of the conditional moves (6 % faster at 1K, 10–20 % slower at
+// 100K and 1M: the branch waits on the line's load). An AVX2 compare of
+// the line's four keys would save about a fifth of the second pass's
+// instructions (estimated, not written): not the 1.3× target at 1M.
 func (v *View) lookupChunk(keys, vals []uint64, ok []bool) {
 	if len(keys) == 0 {
 		return
