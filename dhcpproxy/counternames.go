@@ -98,6 +98,7 @@ func CounterNames() []string {
 		"rapid_commit_released",
 		"rate_limited",
 		"relay_after_pending_intent",
+		"relay_later_after_end",
 		"relay_too_big",
 		"release_not_own_address",
 		"release_other_server",

@@ -197,7 +197,8 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		leaseSID = held.sid()
 	}
 	pk := pendKey{m.TransactionID, sk.mac, isp.Index}
-	t, ispServerID, err := p.tx.begin(pk, sk, c, isp, reg, op82, raw, m, leaseSID, p.leases.generation(sk), now, p.cfg.Timeout, p.cfg.MaxPending)
+	gen := p.leases.generation(sk)
+	t, ispServerID, err := p.tx.begin(pk, sk, c, isp, reg, op82, raw, m, leaseSID, gen, now, p.cfg.Timeout, p.cfg.MaxPending)
 	if err != nil {
 		p.count("pending_full")
 		return
@@ -301,7 +302,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 			// ispmux has just started and has not resolved the ISP's
 			// router yet: the message waits a little for it rather
 			// than being refused for our own start-up.
-			p.relayLater(pk, t, isp, subj, mt, payload, only)
+			p.relayLater(pk, t, sk, gen, isp, subj, mt, payload, only)
 			return
 		}
 		// The ISP cannot be reached now: say so, rather than let the
@@ -375,7 +376,17 @@ func (p *Proxy) resolvedOnce(isp *ISP) bool { return p.resolved[isp.Index].Load(
 // relayLater waits (at most startupWait) for isp's first next-hop
 // resolution, then relays payload; if it does not come, the refusal says
 // it is ispmux's start-up, not the ISP.
-func (p *Proxy) relayLater(pk pendKey, t *txn, isp *ISP, subj subject, mt dhcpv4.MessageType, payload []byte, only netip.Addr) {
+//
+// The subscriber's binding may end while the message waits (its RELEASE,
+// a revocation: endBindingLocked drops its transactions and sends the
+// RELEASE): the message is then not sent. Sent after that RELEASE, a
+// renewal would have the ISP grant the lease it just freed again (a server
+// allocates a free address a RENEWING client asks for), and its ACK, with
+// no transaction left, would bind nothing: a lease nobody holds. The check
+// and the send are under the subscriber's stripe, which endBindingLocked
+// holds from the generation's bump to the RELEASE's send: the message goes
+// out before the RELEASE or not at all.
+func (p *Proxy) relayLater(pk pendKey, t *txn, sk subKey, gen uint64, isp *ISP, subj subject, mt dhcpv4.MessageType, payload []byte, only netip.Addr) {
 	select {
 	case p.waiting <- struct{}{}:
 	default:
@@ -395,18 +406,14 @@ func (p *Proxy) relayLater(pk pendKey, t *txn, isp *ISP, subj subject, mt dhcpv4
 		for time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 			if gw, ok := p.nextHop(isp); ok {
-				upTo, flushed := p.flushIntentsOf(pk.mac, isp.Name)
-				if !flushed {
-					// A RELEASE of this subscriber to isp is not
-					// on its way yet (the tick is sending it, or
-					// its frame could not be queued): the message
-					// must not overtake it. Wait for it.
-					continue
+				if p.sendWaited(pk, t, sk, gen, isp, gw, mt, payload, only) {
+					return
 				}
-				p.tx.flushedBefore(t, upTo)
-				p.tx.extend(t, time.Now().Add(p.cfg.Timeout))
-				p.sendRelay(isp, gw, pk.mac, mt, pk.xid, payload, only)
-				return
+				// A RELEASE of this subscriber to isp is not on its
+				// way yet (the tick is sending it, or its frame
+				// could not be queued): the message must not
+				// overtake it. Wait for it.
+				continue
 			}
 		}
 		p.count("no_next_hop_startup")
@@ -414,6 +421,28 @@ func (p *Proxy) relayLater(pk pendKey, t *txn, isp *ISP, subj subject, mt dhcpv4
 			"was not resolved within %s of the request (not the ISP's fault)", isp.Name, startupWait))
 		p.tx.abandon(pk, t)
 	}()
+}
+
+// sendWaited sends the message relayLater held for isp's next hop, under
+// sk's stripe of subMu, unless sk's binding ended since it was accepted
+// (generation past gen: nothing is sent, the transaction is forgotten). It
+// reports false when one of the subscriber's intents to isp could not be
+// sent first (retry later).
+func (p *Proxy) sendWaited(pk pendKey, t *txn, sk subKey, gen uint64, isp *ISP, gw uint64, mt dhcpv4.MessageType, payload []byte, only netip.Addr) bool {
+	defer p.lockSub(sk.mac).Unlock()
+	if p.leases.generation(sk) != gen {
+		p.count("relay_later_after_end")
+		p.tx.abandon(pk, t)
+		return true
+	}
+	upTo, flushed := p.flushIntentsOf(sk.mac, isp.Name)
+	if !flushed {
+		return false
+	}
+	p.tx.flushedBefore(t, upTo)
+	p.tx.extend(t, time.Now().Add(p.cfg.Timeout))
+	p.sendRelay(isp, gw, sk.mac, mt, pk.xid, payload, only)
+	return true
 }
 
 // informAddr is where the ACK to the INFORM m, whose frame came from src,
