@@ -89,7 +89,16 @@ type Worker struct {
 type injected struct {
 	port uint8
 	buf  []byte
+	held time.Time // when it first found no free frame (zero: never)
 }
+
+// injectHold is how long an injected frame waits for a free frame of its
+// port (all of them in flight: forwarded frames not yet completed) before
+// it is dropped. The control plane's frames are few and some are sent
+// once only (a RELEASE to an ISP, recorded as sent once queued here):
+// they wait for a frame rather than lose out to the forwarded traffic. A
+// port in error drops them at once.
+var injectHold = 100 * time.Millisecond
 
 // injectCap bounds the control plane's queued frames per worker: a group commit
 // can release hundreds of DHCP ACKs at once.
@@ -467,12 +476,17 @@ func (w *Worker) ringsReady() (ready, ok bool) {
 	return false, true
 }
 
-// RunOnce runs one iteration: receive and dispatch a batch on every port,
-// send injected frames, transmit, service the queues. It returns the number
+// RunOnce runs one iteration: place the injected frames, receive and
+// dispatch a batch on every port, transmit, service the queues. It returns the number
 // of frames received and injected. Tests and benchmarks call it directly.
 func (w *Worker) RunOnce() int {
 	w.iterations.Add(1)
 	work := 0
+	// The control plane's frames first: they take their port's free
+	// frames and the head of its TX batch before the forwarded ones.
+	if w.injN.Load() > 0 {
+		work += w.drainInjected()
+	}
 	for pi, q := range w.queues {
 		if q == nil {
 			continue
@@ -484,9 +498,6 @@ func (w *Worker) RunOnce() int {
 		}
 		work += n
 		w.dispatch(uint8(pi), q, n)
-	}
-	if w.injN.Load() > 0 {
-		work += w.drainInjected()
 	}
 	for pi, q := range w.queues {
 		if q == nil {
@@ -601,27 +612,54 @@ func (w *Worker) dispatch(in uint8, q Queue, n int) {
 	}
 }
 
+// drainInjected copies the queued injected frames into their ports' TX
+// batches and returns how many it placed. A frame that finds no free
+// frame of its port stays queued, in order
+// with the later ones of that port, for up to injectHold (see there); one
+// dropped then, or at once for a port in error, is counted as NoFrame.
 func (w *Worker) drainInjected() int {
 	w.injMu.Lock()
 	defer w.injMu.Unlock()
-	n := 0
+	n, kept := 0, 0
+	var waiting [(MaxPorts + 63) / 64]uint64 // ports whose earlier frame waits
+	var now time.Time
 	for _, in := range w.inj {
 		q := w.queues[in.port]
-		d, ok := q.Alloc()
-		if ok && len(in.buf) <= w.fsize[in.port] {
-			d.Len = uint32(copy(w.umems[in.port][d.Addr:d.Addr+uint64(w.fsize[in.port])], in.buf))
-			w.tx[in.port] = append(w.tx[in.port], d)
-			w.txIn[in.port] = append(w.txIn[in.port], noIngress)
-			n++
-		} else if ok {
-			q.Free(d)
-		} else {
-			countNoFrame(q)
+		bit, word := uint64(1)<<(in.port%64), in.port/64
+		if waiting[word]&bit == 0 {
+			d, ok := q.Alloc()
+			if ok && len(in.buf) <= w.fsize[in.port] {
+				d.Len = uint32(copy(w.umems[in.port][d.Addr:d.Addr+uint64(w.fsize[in.port])], in.buf))
+				w.tx[in.port] = append(w.tx[in.port], d)
+				w.txIn[in.port] = append(w.txIn[in.port], noIngress)
+				n++
+				w.injFree = append(w.injFree, in.buf)
+				continue
+			}
+			if ok { // larger than the port's frames
+				q.Free(d)
+				w.injFree = append(w.injFree, in.buf)
+				continue
+			}
 		}
-		w.injFree = append(w.injFree, in.buf)
+		if now.IsZero() {
+			now = time.Now()
+		}
+		if in.held.IsZero() {
+			in.held = now
+		}
+		if w.qerr[in.port] || now.Sub(in.held) >= injectHold {
+			countNoFrame(q) // dropped: not sent for want of a frame
+			w.injFree = append(w.injFree, in.buf)
+			continue
+		}
+		waiting[word] |= bit
+		w.inj[kept] = in
+		kept++
 	}
-	w.injN.Add(-int32(len(w.inj)))
-	w.inj = w.inj[:0]
+	w.injN.Add(-int32(len(w.inj) - kept))
+	clear(w.inj[kept:])
+	w.inj = w.inj[:kept]
 	return n
 }
 
