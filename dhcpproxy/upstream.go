@@ -302,7 +302,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 			// ispmux has just started and has not resolved the ISP's
 			// router yet: the message waits a little for it rather
 			// than being refused for our own start-up.
-			p.relayLater(pk, t, sk, gen, isp, subj, mt, payload, only)
+			p.relayLater(pk, t, sk, gen, isp, subj, mt, payload, only, renewal)
 			return
 		}
 		// The ISP cannot be reached now: say so, rather than let the
@@ -312,20 +312,56 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		p.tx.abandon(pk, t)
 		return
 	}
-	upTo, flushed := p.flushIntentsOf(sk.mac, isp.Name)
-	if !flushed {
+	switch p.sendAfterIntents(pk, t, sk, gen, isp, gw, mt, payload, only, renewal) {
+	case relayHeld:
 		// A RELEASE of this subscriber's old lease is still unsent:
 		// the new message would overtake it. The client retransmits.
 		p.count("relay_after_pending_intent")
 		p.tx.abandon(pk, t)
-		return
+	}
+}
+
+// relayOutcome is what sendAfterIntents did.
+type relayOutcome int
+
+const (
+	relaySent  relayOutcome = iota
+	relayEnded              // the binding ended since: not sent, the transaction forgotten
+	relayHeld               // an intent to the ISP could not be sent first: not sent, the transaction kept
+)
+
+// sendAfterIntents relays payload (the message of transaction t, accepted
+// in sk's generation gen) to isp via gw, after the subscriber's pending
+// intents to isp (flushIntentsOf: the ISP hears the old RELEASE first).
+//
+// It holds sk's stripe of subMu, which endBindingLocked holds from the
+// generation's bump to the RELEASE's send, and sends nothing once the
+// binding ended since gen (the subscriber's RELEASE, a revocation, a
+// move's cut or an expiry, on another goroutine, or while the message
+// waited for the next hop at start: relayLater): the message goes out
+// before the RELEASE or not at all. Sent after it, a renewal had the ISP
+// grant the lease it had just freed again (a server gives a RENEWING
+// client the free address it asks for), and its ACK, with no transaction
+// left (dropSub), bound nothing: a lease nobody held.
+func (p *Proxy) sendAfterIntents(pk pendKey, t *txn, sk subKey, gen uint64, isp *ISP, gw uint64, mt dhcpv4.MessageType,
+	payload []byte, only netip.Addr, renewal bool) relayOutcome {
+	defer p.lockSub(sk.mac).Unlock()
+	if p.leases.generation(sk) != gen {
+		p.count("relay_after_end")
+		p.tx.abandon(pk, t)
+		return relayEnded
+	}
+	upTo, flushed := p.flushIntentsOf(sk.mac, isp.Name)
+	if !flushed {
+		return relayHeld
 	}
 	p.tx.flushedBefore(t, upTo)
 	if renewal {
 		failpoint.Hit(failpoint.RenewRelayBeforeSend)
 		p.count("renewal_relayed")
 	}
-	p.sendRelay(isp, gw, sk.mac, mt, m.TransactionID, payload, only)
+	p.sendRelay(isp, gw, sk.mac, mt, pk.xid, payload, only)
+	return relaySent
 }
 
 // sendRelay sends a relayed message via gw to the server only of isp, or
@@ -374,19 +410,10 @@ func (p *Proxy) nextHop(isp *ISP) (uint64, bool) {
 func (p *Proxy) resolvedOnce(isp *ISP) bool { return p.resolved[isp.Index].Load() }
 
 // relayLater waits (at most startupWait) for isp's first next-hop
-// resolution, then relays payload; if it does not come, the refusal says
-// it is ispmux's start-up, not the ISP.
-//
-// The subscriber's binding may end while the message waits (its RELEASE,
-// a revocation: endBindingLocked drops its transactions and sends the
-// RELEASE): the message is then not sent. Sent after that RELEASE, a
-// renewal would have the ISP grant the lease it just freed again (a server
-// allocates a free address a RENEWING client asks for), and its ACK, with
-// no transaction left, would bind nothing: a lease nobody holds. The check
-// and the send are under the subscriber's stripe, which endBindingLocked
-// holds from the generation's bump to the RELEASE's send: the message goes
-// out before the RELEASE or not at all.
-func (p *Proxy) relayLater(pk pendKey, t *txn, sk subKey, gen uint64, isp *ISP, subj subject, mt dhcpv4.MessageType, payload []byte, only netip.Addr) {
+// resolution, then relays payload (sendAfterIntents: not once the
+// subscriber's binding ended meanwhile); if it does not come, the refusal
+// says it is ispmux's start-up, not the ISP.
+func (p *Proxy) relayLater(pk pendKey, t *txn, sk subKey, gen uint64, isp *ISP, subj subject, mt dhcpv4.MessageType, payload []byte, only netip.Addr, renewal bool) {
 	select {
 	case p.waiting <- struct{}{}:
 	default:
@@ -406,7 +433,7 @@ func (p *Proxy) relayLater(pk pendKey, t *txn, sk subKey, gen uint64, isp *ISP, 
 		for time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 			if gw, ok := p.nextHop(isp); ok {
-				if p.sendWaited(pk, t, sk, gen, isp, gw, mt, payload, only) {
+				if p.sendAfterIntents(pk, t, sk, gen, isp, gw, mt, payload, only, renewal) != relayHeld {
 					return
 				}
 				// A RELEASE of this subscriber to isp is not on its
@@ -421,28 +448,6 @@ func (p *Proxy) relayLater(pk pendKey, t *txn, sk subKey, gen uint64, isp *ISP, 
 			"was not resolved within %s of the request (not the ISP's fault)", isp.Name, startupWait))
 		p.tx.abandon(pk, t)
 	}()
-}
-
-// sendWaited sends the message relayLater held for isp's next hop, under
-// sk's stripe of subMu, unless sk's binding ended since it was accepted
-// (generation past gen: nothing is sent, the transaction is forgotten). It
-// reports false when one of the subscriber's intents to isp could not be
-// sent first (retry later).
-func (p *Proxy) sendWaited(pk pendKey, t *txn, sk subKey, gen uint64, isp *ISP, gw uint64, mt dhcpv4.MessageType, payload []byte, only netip.Addr) bool {
-	defer p.lockSub(sk.mac).Unlock()
-	if p.leases.generation(sk) != gen {
-		p.count("relay_later_after_end")
-		p.tx.abandon(pk, t)
-		return true
-	}
-	upTo, flushed := p.flushIntentsOf(sk.mac, isp.Name)
-	if !flushed {
-		return false
-	}
-	p.tx.flushedBefore(t, upTo)
-	p.tx.extend(t, time.Now().Add(p.cfg.Timeout))
-	p.sendRelay(isp, gw, sk.mac, mt, pk.xid, payload, only)
-	return true
 }
 
 // informAddr is where the ACK to the INFORM m, whose frame came from src,
