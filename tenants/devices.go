@@ -76,7 +76,7 @@ func (t *Tenants) Devices(ctx context.Context, isp, customerID string, o ListOpt
 
 // Device returns one device; isp "" = any ISP.
 func (t *Tenants) Device(ctx context.Context, isp, mac string) (Device, error) {
-	m, err := parseMAC(mac)
+	m, err := parseAnyMAC(mac)
 	if err != nil {
 		return Device{}, err
 	}
@@ -287,7 +287,7 @@ func (t *Tenants) AttachDevice(ctx context.Context, a Actor, isp string, in Devi
 // DetachDevice ends the device's binding and detaches it. A device the
 // operator blocked stays blocked, attached to no ISP (detachWrite).
 func (t *Tenants) DetachDevice(ctx context.Context, a Actor, isp, mac string) error {
-	m, err := parseMAC(mac)
+	m, err := parseAnyMAC(mac)
 	if err != nil {
 		return err
 	}
@@ -469,7 +469,11 @@ func (t *Tenants) checkAccess(name string) error {
 // is blocked too: it gets a registration of no ISP and no customer, the
 // operator's block (blockOwnerless), which its unblock removes.
 func (t *Tenants) Block(ctx context.Context, a Actor, mac string, blocked bool) (Device, error) {
-	m, err := parseMAC(mac)
+	parse := parseMAC
+	if !blocked {
+		parse = parseAnyMAC
+	}
+	m, err := parse(mac)
 	if err != nil {
 		return Device{}, err
 	}

@@ -114,7 +114,7 @@ func (t *Tenants) BindingsOf(ctx context.Context, isp, mac string) ([]Binding, e
 			return nil, err
 		}
 	}
-	m, err := parseMAC(mac)
+	m, err := parseAnyMAC(mac)
 	if err != nil {
 		return nil, err
 	}

@@ -146,6 +146,7 @@ func (t *Tenants) loadLocked() error {
 		seen = make(map[uint64]struct{}, sum.Registrations)
 	}
 	macs := make([]uint64, 0, sum.Registrations)
+	unusable := 0 // devices whose MAC no frame can carry
 	// The registrations are decoded here (bbolt's cursor) and published
 	// to the registry by another goroutine, side by side: at a million
 	// devices each half is about a CPU-second of a start-up.
@@ -176,7 +177,15 @@ func (t *Tenants) loadLocked() error {
 		if seen != nil {
 			seen[mac] = struct{}{}
 		}
-		macs = append(macs, mac)
+		if mac == 0 || mac&(1<<40) != 0 {
+			// No frame carries it as a source (an older build stored
+			// one: parseMAC refuses it now). Not admitted, and not a
+			// reason to refuse to start: the record stays for the
+			// operator to delete.
+			unusable++
+		} else {
+			macs = append(macs, mac)
+		}
 		cur = append(cur, pending{mac, registry.Entry{ISP: r.ISP, CustomerID: r.CustomerID, Access: r.Access, Blocked: r.Blocked, Source: r.Source},
 			suspended[[2]string{r.ISP, r.CustomerID}]})
 		if len(cur) == batch {
@@ -196,6 +205,10 @@ func (t *Tenants) loadLocked() error {
 	wg.Wait()
 	if err != nil {
 		return fmt.Errorf("tenants: load devices: %w", err)
+	}
+	if unusable > 0 {
+		t.log.Warn("tenants: stored devices with the all-zero or a group MAC address are not admitted (no frame carries one as its source); list them with ctl devices and delete them with ctl device-del",
+			"devices", unusable)
 	}
 	if t.adm != nil {
 		if err := t.adm.SetAdmitted(macs); err != nil {
@@ -356,14 +369,30 @@ func (t *Tenants) checkISP(isp string) error {
 	return nil
 }
 
-// parseMAC parses a device MAC (EUI-48).
+// parseMAC parses the MAC of a device to register, attach or block: an
+// EUI-48 unicast address, not the all-zero one (no frame carries either
+// as its source; configs refuses them too).
 func parseMAC(s string) (subscribers.MAC, error) {
+	m, err := parseAnyMAC(s)
+	if err != nil {
+		return m, err
+	}
+	if m[0]&1 != 0 {
+		return subscribers.MAC{}, fmt.Errorf("%w: MAC %q is a group address", ErrInvalid, s)
+	}
+	if m == (subscribers.MAC{}) {
+		return subscribers.MAC{}, fmt.Errorf("%w: MAC %q: the all-zero MAC address is not a subscriber", ErrInvalid, s)
+	}
+	return m, nil
+}
+
+// parseAnyMAC parses a MAC to look up, unblock or detach: any EUI-48
+// address, so that a record an older build let in (the all-zero MAC)
+// can be seen and removed.
+func parseAnyMAC(s string) (subscribers.MAC, error) {
 	hw, err := net.ParseMAC(s)
 	if err != nil || len(hw) != 6 {
 		return subscribers.MAC{}, fmt.Errorf("%w: MAC %q is not an EUI-48 address", ErrInvalid, s)
-	}
-	if hw[0]&1 != 0 {
-		return subscribers.MAC{}, fmt.Errorf("%w: MAC %q is a group address", ErrInvalid, s)
 	}
 	return subscribers.MAC(hw), nil
 }

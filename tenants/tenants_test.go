@@ -1132,3 +1132,52 @@ func TestConfigBlockGoesWithItsEntry(t *testing.T) {
 	}
 	r.consistent()
 }
+
+// TestZeroMAC: the all-zero MAC is no device (no frame carries it as its
+// source): attaching, blocking and claiming it are refused, as the
+// configuration refuses it. A record an older build let in does not stop
+// Load (it once did: the datapath's admitted set cannot hold it, and the
+// start failed), and can be seen and removed.
+func TestZeroMAC(t *testing.T) {
+	r := newRig(t)
+	if _, err := r.ten.CreateCustomer(ctx, op, "beta", CustomerInput{ID: "c-1", Password: "pw-123456789"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, zero := range []string{"00:00:00:00:00:00", "00-00-00-00-00-00"} {
+		if _, err := r.ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: zero, CustomerID: "c-1"}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("attach %s: %v, want ErrInvalid", zero, err)
+		}
+		if _, err := r.ten.Block(ctx, op, zero, true); !errors.Is(err, ErrInvalid) {
+			t.Errorf("block %s: %v, want ErrInvalid", zero, err)
+		}
+		if _, err := r.ten.Claim(ctx, op, ClaimRequest{ISP: "beta", CustomerID: "c-1", Password: "pw-123456789", MAC: zero}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("claim %s: %v, want ErrInvalid", zero, err)
+		}
+	}
+	if _, err := r.store.Registration(subscribers.MAC{}); !errors.Is(err, subscribers.ErrNotFound) {
+		t.Fatalf("the zero MAC was stored: %v", err)
+	}
+
+	// As an older build stored it, beside a good device.
+	for _, m := range []subscribers.MAC{{}, {2, 0, 0, 0, 0, 9}} {
+		if err := r.store.PutRegistration(subscribers.Registration{MAC: m, ISP: "beta", CustomerID: "c-1", Source: "api"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ten := New(Config{ISPs: []string{"alpha", "beta"}, MaxDevices: 100}, r.store, registry.New(), &fakeProxy{}, r.adm, nil)
+	if err := ten.Load(); err != nil {
+		t.Fatalf("Load with a stored zero MAC: %v", err)
+	}
+	if !r.adm.has(0x020000000009) || r.adm.has(0) {
+		t.Errorf("admitted: the good device %v, the zero MAC %v", r.adm.has(0x020000000009), r.adm.has(0))
+	}
+	if d, err := ten.Device(ctx, "", "00:00:00:00:00:00"); err != nil || d.ISP != "beta" {
+		t.Errorf("the stored zero MAC cannot be seen: %+v %v", d, err)
+	}
+	if err := ten.DetachDevice(ctx, op, "beta", "00:00:00:00:00:00"); err != nil {
+		t.Errorf("the stored zero MAC cannot be detached: %v", err)
+	}
+	if _, err := r.store.Registration(subscribers.MAC{}); !errors.Is(err, subscribers.ErrNotFound) {
+		t.Errorf("after the detach: %v", err)
+	}
+}
