@@ -530,6 +530,7 @@ func (p *Proxy) Close() {
 
 // expire runs the timers of every concern.
 func (p *Proxy) expire(now time.Time) {
+	p.noteResolved()
 	p.expireTxns(now)
 	p.limits.forget(now)
 	p.notes.forget(now)

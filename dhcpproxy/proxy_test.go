@@ -1128,6 +1128,29 @@ func TestStartupWaitsForNextHop(t *testing.T) {
 	}
 }
 
+// An ISP whose next hop the control plane resolved at start, but to which
+// no subscriber's message was relayed yet, is not "starting" when its
+// uplink fails later: the message is refused at once as unreachable
+// (no_next_hop), not held 2 s and blamed on ispmux's start-up (the proxy
+// learnt of the resolution only by relaying, found in a new-user trial).
+func TestOutageAfterStartIsNotStartup(t *testing.T) {
+	r := newPRig(t)
+	r.p.expire(time.Now()) // the tick: the next hop is resolved
+	r.tab.mu.Lock()
+	r.tab.uplinkDown = true
+	r.tab.mu.Unlock()
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
+	r.p.committing.Wait()
+	r.p.notes.wait()
+	if c := r.p.Counters(); c["no_next_hop"] != 1 || c["waited_for_next_hop"] != 0 || c["no_next_hop_startup"] != 0 {
+		t.Errorf("counters %v, want no_next_hop 1 and no wait", c)
+	}
+	evs, _ := r.store.Events(0, 10)
+	if len(evs) != 1 || !strings.Contains(evs[0].Reason, "unreachable") || strings.Contains(evs[0].Reason, "starting") {
+		t.Errorf("events %+v, want one rejection saying the ISP is unreachable", evs)
+	}
+}
+
 // A subscriber sending its own Option 82 (posing as a relay, or forging
 // another's identity) is refused with an event, not only a counter.
 func TestForgedOption82IsAnEvent(t *testing.T) {

@@ -409,6 +409,19 @@ func (p *Proxy) nextHop(isp *ISP) (uint64, bool) {
 // resolvedOnce reports whether isp's next hop was ever resolved since start.
 func (p *Proxy) resolvedOnce(isp *ISP) bool { return p.resolved[isp.Index].Load() }
 
+// noteResolved marks the ISPs whose next hop the control plane has
+// resolved (Run's tick): an ISP none of whose subscribers asked since the
+// start is then no longer "starting" once its uplink fails later, and its
+// subscribers' messages are refused as unreachable at once (no_next_hop),
+// not held 2 s and blamed on ispmux's start-up.
+func (p *Proxy) noteResolved() {
+	for _, isp := range p.isps {
+		if !p.resolved[isp.Index].Load() {
+			p.nextHop(isp)
+		}
+	}
+}
+
 // relayLater waits (at most startupWait) for isp's first next-hop
 // resolution, then relays payload (sendAfterIntents: not once the
 // subscriber's binding ended meanwhile); if it does not come, the refusal
