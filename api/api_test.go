@@ -301,7 +301,9 @@ func TestBodies(t *testing.T) {
 		{"syntax", `{"customer_id" "x"}`, "", 400, "malformed JSON"},
 		{"trailing", `{"customer_id":"x"} {"customer_id":"y"}`, "", 400, "trailing"},
 		{"empty", ``, "", 400, "empty body"},
-		{"not an object", `[1,2]`, "", 400, ""},
+		{"not an object", `[1,2]`, "", 400, "the body: expected a JSON object, got JSON array"},
+		{"null", `null`, "", 400, "send a JSON object"},
+		{"invalid UTF-8", "{\"customer_id\":\"u-\xff\xfe\"}", "", 400, "not valid UTF-8"},
 		{"media type", `{"customer_id":"x"}`, "text/plain", 415, "application/json"},
 		{"too large", `{"customer_id":"` + strings.Repeat("a", 2<<20) + `"}`, "", 413, "over 1048576 bytes"},
 	} {
@@ -510,6 +512,7 @@ func TestImport(t *testing.T) {
 		`{"customer_id":"c-1"}`,
 		`{"customer_id":"i-3"} {"customer_id":"i-4"}`,
 		`{"customer_id":"i-5","password_hash":"$2y$10$SEKU.jAb1OPMHNAevNOzW.HBCe6QWHIaUpHgs9AkHb2sf5G/cdhAC"}`,
+		"{\"customer_id\":\"u-\xff\"}",
 	}, "\n")
 	w := f.do("POST", "/v1/isps/alpha/customers:import", "alpha", body, "Content-Type", "application/x-ndjson")
 	if w.Code != 200 || w.Header().Get("Content-Type") != "application/x-ndjson" {
@@ -530,7 +533,7 @@ func TestImport(t *testing.T) {
 		errHas string
 	}{
 		{1, "created", ""}, {3, "error", `unknown field "colour"`}, {4, "error", "invalid character"},
-		{5, "unchanged", ""}, {6, "error", "more than one"}, {7, "created", ""},
+		{5, "unchanged", ""}, {6, "error", "more than one"}, {7, "created", ""}, {8, "error", "not valid UTF-8"},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("results %+v", got)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,8 +10,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/ispmux/ispmux/tenants"
 )
@@ -49,10 +52,27 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any, empty
 			return false
 		}
 	}
-	body := http.MaxBytesReader(w, r.Body, s.Limits.MaxBody)
-	dec := json.NewDecoder(body)
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.Limits.MaxBody))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		s.problem(w, r, "too-large", fmt.Sprintf("request body over %d bytes", mbe.Limit))
+		return false
+	case err != nil:
+		s.problem(w, r, "bad-request", "reading the body: "+oneLine(err.Error()))
+		return false
+	case !utf8.Valid(raw):
+		// encoding/json would replace the bytes with U+FFFD and store
+		// an ID the caller never sent (and two such IDs could collide).
+		s.problem(w, r, "bad-request", "the body is not valid UTF-8 (JSON text is UTF-8)")
+		return false
+	case string(bytes.TrimSpace(raw)) == "null":
+		s.problem(w, r, "bad-request", "the body is JSON null: send a JSON object")
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
+	err = dec.Decode(v)
 	if err == nil {
 		// One object and nothing after it.
 		var extra json.RawMessage
@@ -69,12 +89,9 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any, empty
 	if err == nil {
 		return true
 	}
-	var mbe *http.MaxBytesError
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
-	case errors.As(err, &mbe):
-		s.problem(w, r, "too-large", fmt.Sprintf("request body over %d bytes", mbe.Limit))
 	case err == io.EOF:
 		s.problem(w, r, "bad-request", "empty body: send a JSON object")
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -86,7 +103,7 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any, empty
 		if field == "" {
 			field = "the body"
 		}
-		s.problem(w, r, "bad-request", fmt.Sprintf("%s: expected %s, got JSON %s", field, te.Type, te.Value))
+		s.problem(w, r, "bad-request", fmt.Sprintf("%s: expected %s, got JSON %s", field, jsonKind(te.Type), te.Value))
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		s.problem(w, r, "bad-request", strings.TrimPrefix(err.Error(), "json: ")+" (unknown fields are refused)")
 	default:
@@ -105,6 +122,29 @@ func (s *Server) failQuery(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	s.fail(w, r, err)
+}
+
+// jsonKind names the JSON a Go type decodes from, for a type error: "a
+// JSON object", not the model's type name.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "a JSON object"
+	case reflect.Slice, reflect.Array:
+		return "a JSON array"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return t.String()
 }
 
 func oneLine(s string) string {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ispmux/ispmux/tenants"
 )
@@ -236,6 +237,11 @@ func decodeImportLine(line []byte) (tenants.CustomerInput, error) {
 	var in tenants.CustomerInput
 	if len(line) == 0 {
 		return in, nil
+	}
+	if !utf8.Valid(line) {
+		// encoding/json would store U+FFFD for the bytes: an ID the
+		// ISP never sent.
+		return in, errors.New("the line is not valid UTF-8 (JSON text is UTF-8)")
 	}
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
