@@ -324,18 +324,18 @@ func cmdCtl(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 // "ISP ID".
 func positionals(synopsis string) string {
 	var out []string
-	depth := 0 // inside a bracket that holds flags
+	depth := 0 // inside a bracket or parenthesis that holds flags
 	for _, w := range strings.Fields(synopsis) {
 		switch {
 		case depth > 0:
-		case strings.HasPrefix(w, "[-"):
+		case strings.HasPrefix(w, "[-"), strings.HasPrefix(w, "(-"):
 		case strings.HasPrefix(w, "-"):
 			continue
 		default:
 			out = append(out, w)
 			continue
 		}
-		depth += strings.Count(w, "[") - strings.Count(w, "]")
+		depth += strings.Count(w, "[") + strings.Count(w, "(") - strings.Count(w, "]") - strings.Count(w, ")")
 	}
 	return strings.Join(out, " ")
 }

@@ -26,10 +26,10 @@ func (e *ctlEnv) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-// checkLimit refuses a --limit out of 1..tenants.MaxLimit (0: not
-// given).
+// checkLimit refuses a --limit out of 1..tenants.MaxLimit (0 only when
+// not given: the default).
 func (e *ctlEnv) checkLimit() error {
-	if e.o.limit < 0 || e.o.limit > tenants.MaxLimit {
+	if e.o.limit < 0 || e.o.limit > tenants.MaxLimit || e.o.limit == 0 && e.set["limit"] {
 		return e.h.usage("--limit must be 1..%d, got %d", tenants.MaxLimit, e.o.limit)
 	}
 	return nil

@@ -274,7 +274,10 @@ func ctlEvents(e *ctlEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	if l.Missed {
+	switch {
+	case l.Missed && uint64(after) > l.Newest:
+		e.notice("seq %d is past the newest event, seq %d (a wrong number, or a store restored from an older backup)", after, l.Newest)
+	case l.Missed:
 		e.notice("events after seq %d were trimmed before they could be read: the log starts at seq %d", after, l.Oldest)
 	}
 	if len(l.Items) == 0 && keep != nil {
@@ -309,6 +312,11 @@ func (e *ctlEnv) followEvents(c *client.Client, isp string, after int64, keep fu
 				return enc.Encode(struct {
 					Reset *client.StreamReset `json:"reset"`
 				}{m.Reset})
+			}
+			if m.Reset.After > m.Reset.Newest {
+				e.notice("seq %d is past the newest event, seq %d (a wrong number, or a store restored from an older backup): going on from there",
+					m.Reset.After, m.Reset.Newest)
+				return nil
 			}
 			e.notice("events after seq %d were trimmed before they could be read; the log holds seq %d..%d: going on from there",
 				m.Reset.After, m.Reset.Oldest, m.Reset.Newest)

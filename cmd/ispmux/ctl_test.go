@@ -451,6 +451,11 @@ func TestCtlEventsNewestAndPaging(t *testing.T) {
 	if _, errOut = r.ok("", "ctl", "-c", cfg, "events", "2"); !strings.Contains(errOut, "events after seq 2 were trimmed") {
 		t.Errorf("trimmed: notice %q", errOut)
 	}
+	// Past the newest: nothing was trimmed (it said so).
+	if _, errOut = r.ok("", "ctl", "-c", cfg, "events", "99999"); !strings.Contains(errOut, "seq 99999 is past the newest event, seq 12") ||
+		strings.Contains(errOut, "trimmed") {
+		t.Errorf("past the newest: notice %q", errOut)
+	}
 }
 
 // The hints of `ctl events` name the command that shows the next events:

@@ -2,7 +2,8 @@
 // subscriber's traffic to the ISP that subscriber chose.
 //
 //	ispmux run   -c FILE           run the appliance (headless; SIGINT/SIGTERM stop it cleanly,
-//	                               SIGHUP re-reads the file's subscriber entries)
+//	                               SIGHUP re-reads the subscriber entries, token files, TLS
+//	                               certificates and webhook settings)
 //	ispmux check -c FILE           validate a configuration and the files it names, and exit
 //	ispmux ctl   COMMAND ...       talk to a running appliance: over the API (--api URL, a token)
 //	                               or, as root on the box, its control socket (-c FILE or --socket PATH):
@@ -165,7 +166,8 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	path, logFormat, err := runCommand("Run the appliance in the foreground. SIGINT/SIGTERM stop it cleanly; SIGHUP re-reads\n"+
-		"the [[subscriber]] entries, the API's token files and TLS certificate.", args, stdout)
+		"the [[subscriber]] entries, the API's token files, the TLS certificates (API, metrics,\n"+
+		"portal) and the webhook settings; other sections need a restart.", args, stdout)
 	if err != nil {
 		return err
 	}

@@ -83,6 +83,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"ctl", "customers", "alpha", "beta"}, "", `ctl customers: unexpected argument(s) ["beta"]`},
 		{[]string{"ctl", "customers", "alpha", "--limit", "x"}, "", `invalid value "x" for flag -limit`},
 		{append([]string{"ctl", "customers", "alpha", "--limit", "5000"}, api...), "", "--limit must be 1..1000"},
+		{append([]string{"ctl", "customers", "alpha", "--limit", "0"}, api...), "", "--limit must be 1..1000, got 0"},
+		{append([]string{"ctl", "events", "--limit", "0"}, api...), "", "--limit must be 1..1000, got 0"},
 		{[]string{"ctl", "isps", "--api", r.apiURL, "--socket", r.sock}, "", "--api and --socket (or -c) are alternatives"},
 		{[]string{"ctl", "isps", "-c", r.cfg, "--socket", r.sock}, "", "--socket and -c are alternatives"},
 		{[]string{"ctl", "isps", "--socket", r.sock, "--token", "x"}, "", "--token goes with --api"},
@@ -329,5 +331,21 @@ func TestBackup(t *testing.T) {
 	if want := "backup: cannot write " + filepath.Join(missing, "dir.db") + ": its directory " + missing + ": no such file or directory"; err == nil || exitCode(err) != 1 ||
 		err.Error() != want {
 		t.Errorf("backup into a missing directory: %v, want %q", err, want)
+	}
+}
+
+// TestPositionals: the help's command column keeps a synopsis's
+// positional arguments and drops its flags, in brackets or in
+// parentheses (device-set's choice of flags printed "(--access NAME | |").
+func TestPositionals(t *testing.T) {
+	for in, want := range map[string]string{
+		"ISP MAC (--access NAME | --bound | --any-access)":      "ISP MAC",
+		"ISP ID [--status active|suspended] [--device-limit N]": "ISP ID",
+		"ISP CUSTOMER MAC [--replace MAC]":                      "ISP CUSTOMER MAC",
+		"[N] [--follow]":                                        "[N]",
+	} {
+		if got := positionals(in); got != want {
+			t.Errorf("positionals(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
