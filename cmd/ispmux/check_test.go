@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ispmux/ispmux/configs"
 )
 
 // checkConfig writes a configuration of one access port and one ISP
@@ -304,5 +307,30 @@ func TestCheckStateDirNotWritable(t *testing.T) {
 	}
 	if !strings.HasPrefix(out, path+": ok, but 1 file(s) it names could not be checked") {
 		t.Errorf("stdout %q", out)
+	}
+}
+
+// TestReloadFileProblemsLocated: after a reload that failed in part, the
+// files the configuration names are reported at file:line: key, as check
+// reports them (the reload's own error named the key only, in another
+// form: "api tokens: isp[0].token_files[0]: …").
+func TestReloadFileProblemsLocated(t *testing.T) {
+	dir := t.TempDir()
+	path := checkConfigState(t, dir, dir+"/state", "", "token_files = [\""+dir+"/alpha.token\"]\n")
+	cfg, err := configs.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf strings.Builder
+	logFileProblems(slog.New(slog.NewTextHandler(&buf, nil)), path, cfg)
+	src, _ := os.ReadFile(path)
+	line := 0
+	for i, l := range strings.Split(string(src), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "token_files") {
+			line = i + 1
+		}
+	}
+	if want := fmt.Sprintf("%s:%d: isp[0].token_files[0]", path, line); line == 0 || !strings.Contains(buf.String(), want) {
+		t.Errorf("logged:\n%s\nwant a line with %q", buf.String(), want)
 	}
 }

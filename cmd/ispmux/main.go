@@ -250,10 +250,25 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 			if err := a.Reload(next); err != nil {
 				log.Error("reload", "err", err)
+				logFileProblems(log, path, next)
 			}
 		}
 	}()
 	return a.Run(ctx)
+}
+
+// logFileProblems logs, after a reload that failed in part, the problems
+// of the files cfg names (token files, TLS, webhook secrets and CAs) at
+// their file:line: key, as check names them: the reload's own error says
+// what was not applied, this says where to fix it.
+func logFileProblems(log *slog.Logger, path string, cfg *configs.Config) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	for _, p := range appliance.CheckFiles(cfg) {
+		log.Error("reload: a file the configuration names", "at", configs.ErrorAt(path, src, p.Key, p.Err.Error()).Error())
+	}
 }
 
 func logLevel(s string) slog.Level {
