@@ -220,7 +220,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return err
+		return plainDialError(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
@@ -334,7 +334,7 @@ func (c *Client) Import(ctx context.Context, isp string, r io.Reader, fn func(te
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return err
+		return plainDialError(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -565,7 +565,7 @@ func (c *Client) followOnce(ctx context.Context, path string, pos *string, fn fu
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return false, err
+		return false, plainDialError(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -20,11 +22,32 @@ func NewSocket(path string, o Options) (*Client, error) {
 		c.hc = &http.Client{Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				var d net.Dialer
-				return d.DialContext(ctx, "unix", path)
+				conn, err := d.DialContext(ctx, "unix", path)
+				if err != nil {
+					return nil, &dialError{fmt.Errorf("control socket %s: %w (is ispmux running?)", path, err)}
+				}
+				return conn, nil
 			},
 			MaxIdleConns:    4,
 			IdleConnTimeout: 30 * time.Second,
 		}}
 	}
 	return c, nil
+}
+
+// dialError is a control socket that could not be reached: the client's
+// calls return it as it is, not inside the HTTP request's error (which
+// named a URL the caller never gave, "http://ispmux/…").
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// plainDialError returns err's dialError if it has one, else err.
+func plainDialError(err error) error {
+	var de *dialError
+	if errors.As(err, &de) {
+		return de
+	}
+	return err
 }

@@ -132,6 +132,9 @@ func ctlImport(e *ctlEnv, args []string) error {
 			return fmt.Errorf("import: %w", err)
 		}
 		defer f.Close()
+		if st, err := f.Stat(); err == nil && st.IsDir() {
+			return fmt.Errorf("import: %s is a directory: give an NDJSON file (or - for stdin)", args[1])
+		}
 		in = f
 	}
 	c, err := e.client()

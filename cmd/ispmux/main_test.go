@@ -349,3 +349,22 @@ func TestPositionals(t *testing.T) {
 		}
 	}
 }
+
+// TestCtlDaemonDown: a tenant command with no appliance behind the socket
+// says so as status does, naming the socket, not the client's internal
+// URL ("Get \"http://ispmux/v1/isps\": dial unix …"); an import of a
+// directory is refused before anything is sent.
+func TestCtlDaemonDown(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "ispmux.sock")
+	for _, args := range [][]string{{"isps"}, {"customers", "alpha"}, {"events", "0"}} {
+		_, _, err := runCmd(t, "", append([]string{"ctl", "--socket", sock}, args...)...)
+		if err == nil || !strings.Contains(err.Error(), "control socket "+sock) || !strings.Contains(err.Error(), "is ispmux running?") ||
+			strings.Contains(err.Error(), "http://ispmux") {
+			t.Errorf("ctl %v with no appliance: %v", args, err)
+		}
+	}
+	dir := t.TempDir()
+	if _, _, err := runCmd(t, "", "ctl", "--socket", sock, "import", "alpha", dir); err == nil || !strings.Contains(err.Error(), dir+" is a directory") {
+		t.Errorf("import of a directory: %v", err)
+	}
+}
