@@ -116,6 +116,22 @@ func TestBackup(t *testing.T) {
 			t.Errorf("backup to %s in the state directory accepted", f)
 		}
 	}
+	// Nor a directory below it (run's package purge removes it).
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Backup(ctx, sock, filepath.Join(dir, "sub", "x.db")); err == nil || !strings.Contains(err.Error(), "state directory") {
+		t.Errorf("backup under the state directory: %v", err)
+	}
+	// A directory is not the copy's file: refused before the copy is made
+	// (it was made, then the rename failed naming a temporary file).
+	od := t.TempDir()
+	if _, err := Backup(ctx, sock, od); err == nil || !strings.Contains(err.Error(), od+" is a directory") {
+		t.Errorf("backup to a directory: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(od), ".*tmp-*")); len(left) != 0 {
+		t.Errorf("temporary files left: %q", left)
+	}
 	if _, err := store.Bindings(); err != nil {
 		t.Errorf("live store after the refused backup: %v", err)
 	}

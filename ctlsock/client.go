@@ -132,8 +132,11 @@ func Backup(ctx context.Context, sock, file string) (*BackupResult, error) {
 	switch {
 	case same(live, file):
 		return nil, fmt.Errorf("backup: %s is the running appliance's store; write the copy outside %s", file, state)
-	case same(sock, file) || same(state, filepath.Dir(file)):
+	case same(sock, file) || within(state, filepath.Dir(file)):
 		return nil, fmt.Errorf("backup: %s is in the running appliance's state directory %s; write the copy elsewhere", file, state)
+	}
+	if st, err := os.Stat(file); err == nil && st.IsDir() {
+		return nil, fmt.Errorf("backup: %s is a directory: name the file the copy is written to", file)
 	}
 	dir := filepath.Dir(file)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(file)+".tmp-*")
@@ -211,6 +214,26 @@ func Backup(ctx context.Context, sock, file string) (*BackupResult, error) {
 
 // same reports whether paths a and b name the same file (or, if b does
 // not exist yet, the same path).
+// within reports whether dir is the directory top or one below it,
+// however either is named (each of dir's ancestors is compared with top
+// as same compares files: symbolic links resolved).
+func within(top, dir string) bool {
+	d, err := filepath.Abs(dir)
+	if err != nil {
+		return false
+	}
+	for {
+		if same(top, d) {
+			return true
+		}
+		up := filepath.Dir(d)
+		if up == d {
+			return false
+		}
+		d = up
+	}
+}
+
 func same(a, b string) bool {
 	ia, errA := os.Stat(a)
 	ib, errB := os.Stat(b)

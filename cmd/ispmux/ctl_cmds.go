@@ -294,6 +294,12 @@ func ctlToken(e *ctlEnv, _ []string) error {
 	}
 	tok, line := auth.NewToken()
 	if e.o.file != "" {
+		if fi, err := os.Stat(e.o.file); err == nil && fi.IsDir() {
+			return fmt.Errorf("token: %s is a directory: give the token file's name", e.o.file)
+		}
+		if _, err := os.Stat(filepath.Dir(e.o.file)); err != nil {
+			return fmt.Errorf("token: cannot write %s: its directory: %w", e.o.file, err)
+		}
 		if _, err := os.Lstat(e.o.file); err == nil && !e.o.force {
 			return fmt.Errorf("token: %s exists: replacing a live token file ends its token at the next SIGHUP or restart; "+
 				"give a new FILE, or --force to replace it", e.o.file)

@@ -264,6 +264,16 @@ func TestToken(t *testing.T) {
 	} else if b2, _ := os.ReadFile(file); string(b2) == string(b) || !strings.HasPrefix(string(b2), "sha256:") {
 		t.Errorf("token --file --force left %q (was %q)", b2, b)
 	}
+	// A directory, or a directory not there: said as such, not through a
+	// temporary file's name.
+	d := t.TempDir()
+	if _, _, err := runCmd(t, "", "ctl", "token", "--file", d, "--force"); err == nil || !strings.Contains(err.Error(), d+" is a directory") {
+		t.Errorf("token --file DIR: %v", err)
+	}
+	if _, _, err := runCmd(t, "", "ctl", "token", "--file", d+"/none/x.token"); err == nil || strings.Contains(err.Error(), ".tmp-") ||
+		!strings.Contains(err.Error(), "cannot write "+d+"/none/x.token: its directory") {
+		t.Errorf("token --file in a missing directory: %v", err)
+	}
 	if _, _, err := runCmd(t, "", "ctl", "token", "--force"); err == nil || !strings.Contains(err.Error(), "--force needs --file") {
 		t.Errorf("token --force without --file: %v", err)
 	}
