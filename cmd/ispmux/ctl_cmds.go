@@ -191,12 +191,7 @@ func ctlWebhook(e *ctlEnv, args []string) error {
 	if e.g.json {
 		return e.printJSON(st)
 	}
-	at := func(t time.Time) string {
-		if t.IsZero() {
-			return "-"
-		}
-		return t.Format(time.RFC3339)
-	}
+	at := timeString
 	return writeKV(e.stdout, [][2]string{
 		{"isp", st.ISP}, {"url", st.URL}, {"cursor", strconv.FormatUint(st.Cursor, 10)}, {"lag", strconv.Itoa(st.Lag)},
 		{"attempts", strconv.Itoa(st.Attempts)}, {"next attempt", at(st.NextAttempt)}, {"last success", at(st.LastSuccess)},

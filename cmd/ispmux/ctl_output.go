@@ -161,7 +161,7 @@ var bindingColumns = columns[tenants.Binding]{
 // and what `ctl events --request-id` looks for.
 var (
 	eventHeader = []string{"SEQ", "TIME", "KIND", "MAC", "ISP", "CUSTOMER", "IP", "REASON", "ACTOR", "REQUEST"}
-	eventWidths = []int{8, 19, 16, 17, 10, 14, 15, 32, 20, 0}
+	eventWidths = []int{8, 20, 16, 17, 10, 14, 15, 32, 20, 0}
 )
 
 func eventCells(ev tenants.Event) []string {

@@ -249,13 +249,15 @@ func printFlags(w io.Writer, fs *flag.FlagSet, withHelp bool) {
 	tw.Flush()
 }
 
-// timeString formats a time for tables: local, to the second ("-" when
-// zero).
+// timeString formats a time for tables: UTC, to the second, marked Z
+// ("-" when zero). UTC as ctl status, the API and the JSON logs give it:
+// one clock in every view (local time without a zone read as another
+// hour beside status's).
 func timeString(t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	return t.Local().Format("2006-01-02 15:04:05")
+	return t.UTC().Format("2006-01-02 15:04:05Z")
 }
 
 // orDash is s, or "-" when s is empty.
