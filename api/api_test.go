@@ -543,6 +543,9 @@ func TestImport(t *testing.T) {
 			t.Errorf("line %d: %+v, want %+v", i, got[i], w)
 		}
 	}
+	if got[1].CustomerID != "i-2" || got[2].CustomerID != "" {
+		t.Errorf("refused lines' customers: %q (want i-2, the line names it), %q (not JSON: none)", got[1].CustomerID, got[2].CustomerID)
+	}
 	if c := f.svc.lastCall(); c.Actor.Kind != tenants.ActorISP || c.ISP != "alpha" {
 		t.Fatalf("import call %+v", c)
 	}

@@ -148,11 +148,11 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 		_ = emit(tenants.ImportResult{Line: line, Result: "error", Error: msg})
 		finish()
 	}
-	lineErr := func(line int, msg string) error {
+	lineErr := func(line int, id, msg string) error {
 		if err := flushBatch(); err != nil {
 			return err
 		}
-		return emit(tenants.ImportResult{Line: line, Result: "error", Error: msg})
+		return emit(tenants.ImportResult{Line: line, CustomerID: id, Result: "error", Error: msg})
 	}
 	lineNo := 0
 	for {
@@ -171,7 +171,7 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 				readErr(lineNo, err)
 				return
 			}
-			if lineErr(lineNo, fmt.Sprintf("line longer than %d bytes", s.Limits.MaxImportLine)) != nil {
+			if lineErr(lineNo, "", fmt.Sprintf("line longer than %d bytes", s.Limits.MaxImportLine)) != nil {
 				return
 			}
 			if err == io.EOF {
@@ -188,7 +188,9 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 					return
 				}
 			case derr != nil:
-				if lineErr(lineNo, derr.Error()) != nil {
+				// The line's customer, if it names one (the result
+				// says whose line it was).
+				if lineErr(lineNo, lineCustomer(t), derr.Error()) != nil {
 					return
 				}
 			default:
@@ -231,6 +233,18 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 
 // importBatch is the most lines given to one ImportCustomers call.
 const importBatch = 500
+
+// lineCustomer is the customer_id a refused import line names, if it is
+// a JSON object with a string customer_id in valid UTF-8; "" otherwise.
+func lineCustomer(line []byte) string {
+	var v struct {
+		ID string `json:"customer_id"`
+	}
+	if !utf8.Valid(line) || json.Unmarshal(line, &v) != nil {
+		return ""
+	}
+	return v.ID
+}
 
 // decodeImportLine decodes one NDJSON line strictly.
 func decodeImportLine(line []byte) (tenants.CustomerInput, error) {

@@ -309,7 +309,7 @@ func (s *Store) bindings(prefix []byte) ([]Binding, error) {
 func (s *Store) BindingsPage(isp, after string, limit int) (bs []Binding, next string, err error) {
 	from, err := decodeCursor(after, nil)
 	if err != nil {
-		return nil, "", fmt.Errorf("bindings of %q: %w", isp, err)
+		return nil, "", fmt.Errorf("%s: %w", bindingsOf(isp), err)
 	}
 	var bad []error
 	err = s.viewBindings(func(c *bindingCursor) error {
@@ -331,7 +331,16 @@ func (s *Store) BindingsPage(isp, after string, limit int) (bs []Binding, next s
 		err = errors.Join(bad...)
 	}
 	if err != nil {
-		return bs, next, fmt.Errorf("bindings of %q: %w", isp, err)
+		return bs, next, fmt.Errorf("%s: %w", bindingsOf(isp), err)
 	}
 	return bs, next, nil
+}
+
+// bindingsOf names the list of isp's bindings in an error ("" = every
+// ISP's).
+func bindingsOf(isp string) string {
+	if isp == "" {
+		return "bindings of every ISP"
+	}
+	return fmt.Sprintf("bindings of ISP %q", isp)
 }

@@ -95,6 +95,9 @@ func indexedDevice(regs *bolt.Bucket, k, prefix []byte) (Registration, bool, err
 // Errors as DevicesOf.
 func (s *Store) Devices(isp, customer, after string, limit int) (rs []Registration, next string, err error) {
 	what := fmt.Sprintf("devices of ISP %q", isp)
+	if isp == "" {
+		what = "devices of every ISP"
+	}
 	if customer != "" {
 		what = "devices of " + customerName(isp, customer)
 	}
