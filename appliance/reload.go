@@ -298,7 +298,8 @@ func reloadableISPs(isps []configs.ISP) []configs.ISP {
 func (a *Appliance) syncRegistrations() ([]uint64, error) {
 	devs := make([]tenants.ConfigDevice, 0, len(a.subs))
 	for _, s := range a.subs {
-		devs = append(devs, tenants.ConfigDevice{MAC: s.HWAddr, ISP: s.ISP, CustomerID: s.CustomerID, Access: s.Access, Blocked: s.Blocked})
+		devs = append(devs, tenants.ConfigDevice{MAC: s.HWAddr, ISP: s.ISP, CustomerID: s.CustomerID, Access: s.Access, Blocked: s.Blocked,
+			StaticIP: s.Addr})
 	}
 	rep, err := a.ten.SyncConfig(devs)
 	if err != nil {

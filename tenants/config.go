@@ -3,6 +3,7 @@ package tenants
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/subscribers"
@@ -16,6 +17,7 @@ type ConfigDevice struct {
 	CustomerID string
 	Access     string
 	Blocked    bool
+	StaticIP   netip.Addr // a static subscriber's address (invalid: DHCP)
 }
 
 // SyncReport says what a configuration sync did.
@@ -46,6 +48,7 @@ type SyncReport struct {
 func (t *Tenants) SyncConfig(devs []ConfigDevice) (SyncReport, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.setStatics(devs)
 	var rep SyncReport
 	named := map[subscribers.CustomerKey]bool{}
 	for _, d := range devs {

@@ -2,6 +2,7 @@ package tenants
 
 import (
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -157,5 +158,47 @@ func TestLoadMany(t *testing.T) {
 		if !ok || e.ISP != d.ISP || e.CustomerID != d.CustomerID || e.Suspended() != susp || e.Source != SourceConfig {
 			t.Fatalf("device %d: %+v %v suspended %v", i, e, ok, e.Suspended())
 		}
+	}
+}
+
+// TestStaticSubscribersShown: a static subscriber of the configuration
+// (no DHCP binding in the store) shows its address on its device and is
+// counted per ISP, so that the views do not call it unbound (ctl
+// subscriber said "binding: none" of a static subscriber forwarding, and
+// ctl isps counted it nowhere; found by a new-user trial). A reload that
+// drops the address drops it from the views.
+func TestStaticSubscribersShown(t *testing.T) {
+	r := newRig(t)
+	ip := netip.MustParseAddr("100.64.0.9")
+	static := ConfigDevice{MAC: subscribers.MAC{2, 0, 0, 0, 1, 1}, ISP: "alpha", StaticIP: ip}
+	dhcp := ConfigDevice{MAC: subscribers.MAC{2, 0, 0, 0, 1, 2}, ISP: "alpha", CustomerID: "c-2"}
+	if _, err := r.ten.SyncConfig([]ConfigDevice{static, dhcp}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := r.ten.Device(ctx, "", "02:00:00:00:01:01")
+	if err != nil || d.StaticIP != ip {
+		t.Errorf("static device: %+v %v, want static_ip %v", d, err, ip)
+	}
+	if d, _ := r.ten.Device(ctx, "", "02:00:00:00:01:02"); d.StaticIP.IsValid() {
+		t.Errorf("DHCP device shows static_ip %v", d.StaticIP)
+	}
+	if p, err := r.ten.Devices(ctx, "alpha", "", ListOptions{}); err != nil || len(p.Items) != 2 {
+		t.Fatalf("devices: %+v %v", p.Items, err)
+	} else if p.Items[0].StaticIP.IsValid() == p.Items[1].StaticIP.IsValid() {
+		t.Errorf("list: %+v, want one static", p.Items)
+	}
+	isps, err := r.ten.ISPs(ctx)
+	if err != nil || isps[0].Name != "alpha" || isps[0].Static != 1 || isps[1].Static != 0 {
+		t.Errorf("ISPs %+v %v, want alpha with 1 static", isps, err)
+	}
+	static.StaticIP = netip.Addr{}
+	if _, err := r.ten.SyncConfig([]ConfigDevice{static, dhcp}); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := r.ten.Device(ctx, "", "02:00:00:00:01:01"); d.StaticIP.IsValid() {
+		t.Errorf("after the reload: static_ip %v", d.StaticIP)
+	}
+	if isps, _ := r.ten.ISPs(ctx); isps[0].Static != 0 {
+		t.Errorf("after the reload: %+v", isps)
 	}
 }

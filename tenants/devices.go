@@ -13,11 +13,6 @@ import (
 	"github.com/ispmux/ispmux/subscribers"
 )
 
-func deviceView(r subscribers.Registration) Device {
-	return Device{MAC: macString(r.MAC), ISP: r.ISP, CustomerID: r.CustomerID, Access: r.Access, Source: r.Source,
-		Blocked: r.Blocked, Updated: r.Updated}
-}
-
 // Devices lists devices of isp ("" = all), of one customer if set.
 func (t *Tenants) Devices(ctx context.Context, isp, customerID string, o ListOptions) (Page[Device], error) {
 	if isp != "" {
@@ -48,7 +43,7 @@ func (t *Tenants) Devices(ctx context.Context, isp, customerID string, o ListOpt
 			}
 			after = ""
 			for _, r := range regs {
-				p.Items = append(p.Items, deviceView(r))
+				p.Items = append(p.Items, t.deviceView(r))
 			}
 			if next != "" {
 				p.Next = strconv.Itoa(i) + ":" + next
@@ -69,7 +64,7 @@ func (t *Tenants) Devices(ctx context.Context, isp, customerID string, o ListOpt
 	}
 	p := Page[Device]{Items: make([]Device, 0, len(regs)), Next: next}
 	for _, r := range regs {
-		p.Items = append(p.Items, deviceView(r))
+		p.Items = append(p.Items, t.deviceView(r))
 	}
 	return p, nil
 }
@@ -84,7 +79,7 @@ func (t *Tenants) Device(ctx context.Context, isp, mac string) (Device, error) {
 	if err != nil || isp != "" && r.ISP != isp {
 		return Device{}, notFound("device "+mac, orNotFound(err))
 	}
-	return deviceView(r), nil
+	return t.deviceView(r), nil
 }
 
 func orNotFound(err error) error {
@@ -124,7 +119,7 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 		return Device{}, fmt.Errorf("%w: device %s comes from the configuration (read-only)", ErrConflict, macString(mac))
 	}
 	if had && old.ISP == c.ISP && old.CustomerID == c.ID {
-		return deviceView(old), nil // already attached: idempotent
+		return t.deviceView(old), nil // already attached: idempotent
 	}
 	devs, err := t.store.DevicesOf(c.ISP, c.ID)
 	if err != nil {
@@ -211,7 +206,7 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 	}
 	t.count(c.ISP, 0, 1)
 	t.revalidate(gone...)
-	return deviceView(r), nil
+	return t.deviceView(r), nil
 }
 
 // refuseTaken is the error of a's attach of old's MAC to customer c, of
@@ -399,7 +394,7 @@ func (t *Tenants) UpdateDevice(ctx context.Context, a Actor, isp, mac string, p 
 		access, why = *p.Access, "pinned to access "+*p.Access
 	}
 	if access == r.Access {
-		return deviceView(r), nil
+		return t.deviceView(r), nil
 	}
 	r.Access, r.Updated = access, time.Now()
 	ev := event(a, subscribers.EventDeviceUpdated, r.ISP, r.CustomerID, m, why)
@@ -424,7 +419,7 @@ func (t *Tenants) rewriteDevice(r subscribers.Registration, ev subscribers.Event
 	if revalidate {
 		t.revalidate(binding.MAC48(r.MAC))
 	}
-	return deviceView(r), nil
+	return t.deviceView(r), nil
 }
 
 // boundAccess is the access m holds its one DHCP binding on: a conflict
@@ -497,7 +492,7 @@ func (t *Tenants) Block(ctx context.Context, a Actor, mac string, blocked bool) 
 		return t.unblockOwnerless(a, r)
 	}
 	if r.Blocked == blocked {
-		return deviceView(r), nil
+		return t.deviceView(r), nil
 	}
 	r.Blocked, r.Updated = blocked, time.Now()
 	kind, why := subscribers.EventDeviceBlocked, "blocked by the operator"
@@ -532,7 +527,7 @@ func (t *Tenants) unblockOwnerless(a Actor, r subscribers.Registration) (Device,
 	failpoint.Hit(failpoint.TenantAfterCommit)
 	t.unpublish(binding.MAC48(r.MAC))
 	r.Blocked, r.Updated = false, time.Now()
-	return deviceView(r), nil
+	return t.deviceView(r), nil
 }
 
 // Move moves a device to another customer, of any ISP (operator). It is

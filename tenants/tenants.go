@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -89,6 +90,14 @@ type Tenants struct {
 	// loaded is set by the first load: a configuration sync after it
 	// publishes its changes alone (SyncConfig).
 	loaded bool
+
+	// statics are the configuration's static subscribers (SyncConfig):
+	// their address, and how many each ISP has. The datapath binds them
+	// from the file; the store holds no DHCP binding of theirs, so the
+	// views show them from here (Device.StaticIP, ISPInfo.Static).
+	smu     sync.RWMutex
+	statics map[subscribers.MAC]netip.Addr
+	nstatic map[string]int
 }
 
 type ispCounts struct{ customers, devices int }
@@ -308,6 +317,11 @@ func (t *Tenants) ISPs(ctx context.Context) ([]ISPInfo, error) {
 		c := t.counts[n]
 		out = append(out, ISPInfo{Name: n, Customers: c.customers, Devices: c.devices, Bindings: bindings[n]})
 	}
+	t.smu.RLock()
+	for i := range out {
+		out[i].Static = t.nstatic[out[i].Name]
+	}
+	t.smu.RUnlock()
 	return out, nil
 }
 
@@ -450,3 +464,28 @@ func notFound(what string, err error) error {
 }
 
 func macString(m subscribers.MAC) string { return strings.ToLower(net.HardwareAddr(m[:]).String()) }
+
+// setStatics records the configuration's static subscribers (SyncConfig).
+func (t *Tenants) setStatics(devs []ConfigDevice) {
+	m, n := map[subscribers.MAC]netip.Addr{}, map[string]int{}
+	for _, d := range devs {
+		if d.StaticIP.IsValid() {
+			m[d.MAC] = d.StaticIP
+			n[d.ISP]++
+		}
+	}
+	t.smu.Lock()
+	t.statics, t.nstatic = m, n
+	t.smu.Unlock()
+}
+
+// deviceView is the device as the API shows it, with its configured
+// static address if it has one.
+func (t *Tenants) deviceView(r subscribers.Registration) Device {
+	d := Device{MAC: macString(r.MAC), ISP: r.ISP, CustomerID: r.CustomerID, Access: r.Access, Source: r.Source,
+		Blocked: r.Blocked, Updated: r.Updated}
+	t.smu.RLock()
+	d.StaticIP = t.statics[r.MAC]
+	t.smu.RUnlock()
+	return d
+}

@@ -109,6 +109,10 @@ type Device struct {
 	Source     string    `json:"source"`           // config, api, claim
 	Blocked    bool      `json:"blocked"`
 	Updated    time.Time `json:"updated"`
+	// StaticIP is the address a [[subscriber]] entry of the
+	// configuration gives it (bound at start, no DHCP; no Binding is
+	// listed for it); absent otherwise.
+	StaticIP netip.Addr `json:"static_ip,omitzero"`
 }
 
 // Binding is a DHCP lease a device holds.
@@ -127,7 +131,8 @@ type ISPInfo struct {
 	Name      string `json:"name"`
 	Customers int    `json:"customers"`
 	Devices   int    `json:"devices"`
-	Bindings  int    `json:"bindings"`
+	Bindings  int    `json:"bindings"` // DHCP bindings
+	Static    int    `json:"static"`   // static subscribers of the configuration (no DHCP binding)
 }
 
 // Page is one page of a list: Next is the cursor of the next page ("" at

@@ -92,9 +92,9 @@ func yesNo(b bool) string {
 }
 
 var ispColumns = columns[tenants.ISPInfo]{
-	header: []string{"ISP", "CUSTOMERS", "DEVICES", "BINDINGS"},
+	header: []string{"ISP", "CUSTOMERS", "DEVICES", "BINDINGS", "STATIC"},
 	cells: func(i tenants.ISPInfo) []string {
-		return []string{i.Name, strconv.Itoa(i.Customers), strconv.Itoa(i.Devices), strconv.Itoa(i.Bindings)}
+		return []string{i.Name, strconv.Itoa(i.Customers), strconv.Itoa(i.Devices), strconv.Itoa(i.Bindings), strconv.Itoa(i.Static)}
 	},
 }
 
@@ -130,10 +130,14 @@ func accessOrAny(access string) string {
 }
 
 func deviceKV(d tenants.Device) [][2]string {
-	return [][2]string{
+	kv := [][2]string{
 		{"mac", d.MAC}, {"isp", orDash(d.ISP)}, {"customer", orDash(d.CustomerID)}, {"access", accessOrAny(d.Access)},
 		{"source", orDash(d.Source)}, {"blocked", yesNo(d.Blocked)}, {"updated", timeString(d.Updated)},
 	}
+	if d.StaticIP.IsValid() {
+		kv = append(kv, [2]string{"static ip", d.StaticIP.String()})
+	}
+	return kv
 }
 
 func writeDevice(w io.Writer, d tenants.Device) error { return writeKV(w, deviceKV(d)) }
@@ -202,9 +206,12 @@ func writeSubscriber(w io.Writer, v subscriberView) error {
 		}
 	}
 	fmt.Fprint(w, "\nbinding:\n")
-	if v.Binding == nil {
+	switch {
+	case v.Binding == nil && v.Device != nil && v.Device.StaticIP.IsValid():
+		fmt.Fprintf(w, "  static %s (a [[subscriber]] entry of the configuration: no DHCP lease)\n", v.Device.StaticIP)
+	case v.Binding == nil:
 		fmt.Fprintln(w, "  none")
-	} else {
+	default:
 		b := v.Binding
 		t := newTable(w)
 		t.row("  ip:", b.IP.String())

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ispmux/ispmux/api/client"
 	"github.com/ispmux/ispmux/subscribers"
+	"github.com/ispmux/ispmux/tenants"
 )
 
 // After a make-before-break move (ctl move without --immediate) the device
@@ -126,5 +127,18 @@ func TestProblemLine(t *testing.T) {
 		if got := problemLine(&c.p); got != c.want {
 			t.Errorf("problemLine(%+v) = %q, want %q", c.p, got, c.want)
 		}
+	}
+}
+
+// TestSubscriberViewStatic: a static subscriber (no DHCP binding) is shown
+// with its configured address, not as "binding: none".
+func TestSubscriberViewStatic(t *testing.T) {
+	var b strings.Builder
+	d := tenants.Device{MAC: "02:00:00:00:01:01", ISP: "alpha", Source: "config", StaticIP: netip.MustParseAddr("100.64.0.9")}
+	if err := writeSubscriber(&b, subscriberView{MAC: d.MAC, Device: &d}); err != nil {
+		t.Fatal(err)
+	}
+	if out := b.String(); !strings.Contains(out, "binding:\n  static 100.64.0.9 (") || !strings.Contains(out, "static ip:") {
+		t.Errorf("view:\n%s", out)
 	}
 }
