@@ -202,7 +202,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) (err err
 			if who == "" || who == "00:00:00:00:00:00" { // a customer's event
 				who = "customer " + e.Customer
 			}
-			fmt.Fprintf(stdout, "  %s  %-16s %-17s %-6s %-15s %s\n", e.Time.Local().Format("15:04:05"), e.Kind, who, e.ISP, e.IP, e.Reason)
+			fmt.Fprintf(stdout, "  %s  %-16s %-17s %-6s %-15s %s\n", e.Time.UTC().Format("15:04:05Z"), e.Kind, who, e.ISP, e.IP, e.Reason)
 		}
 	}
 	if st, err := ctlsock.FetchStatus(ctx, sock); err == nil {
@@ -275,7 +275,7 @@ func printBindings(ctx context.Context, w io.Writer, topo *lab.Topology, st *ctl
 		}
 		exp := b.Expires
 		if t, err := time.Parse(time.RFC3339, exp); err == nil {
-			exp = t.Local().Format("15:04:05")
+			exp = t.UTC().Format("15:04:05Z")
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", name, b.MAC, b.ISP, b.IP, exp, res)
 	}
