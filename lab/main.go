@@ -51,6 +51,11 @@ func Main(ctx context.Context, args []string, stdout io.Writer) error {
 		if fs.NArg() != 0 {
 			return fmt.Errorf("lab up: unexpected arguments %q\n%s", fs.Args(), usage)
 		}
+		if o.Subscribers < 1 {
+			// Options' 0 means the default; on the command line it
+			// is a request the lab cannot honour.
+			return fmt.Errorf("lab up: --subscribers must be at least 1, got %d", o.Subscribers)
+		}
 		if !o.DHCP && o.ISPServer == ServerKea {
 			o.ISPServer = ""
 		}
