@@ -475,6 +475,8 @@ func TestUnknownQueryParam(t *testing.T) {
 		{"GET", "/v1/isps/beta/events/stream?limit=1", "beta", "takes only after"},
 		{"GET", "/v1/stats?verbose=1", "operator", "takes no query parameters"},
 		{"GET", "/v1/isps/beta?after=", "beta", `"after"`},
+		{"GET", "/v1/events?limit=1&limit=1000", "operator", `query parameter "limit" given 2 times`},
+		{"GET", "/v1/isps/beta/customers?after=a&after=b", "beta", `"after" given 2 times`},
 	} {
 		w := f.do(c.method, c.path, c.who, "")
 		if w.Code != 400 {

@@ -246,7 +246,8 @@ func (s *Server) wrap(rt Route) http.Handler {
 // were absent, and a dropped after= would read the events again from the
 // oldest kept, a list from its first page. It answers the same for a
 // parameter the route does not take (rt.Query): a typo such as ?afer=
-// or ?cursor= would be read as no parameter, the first page again.
+// or ?cursor= would be read as no parameter, the first page again; and
+// for one given twice.
 func (s *Server) queryOK(w http.ResponseWriter, r *http.Request, rt Route) bool {
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
@@ -255,6 +256,12 @@ func (s *Server) queryOK(w http.ResponseWriter, r *http.Request, rt Route) bool 
 	}
 	for _, k := range slices.Sorted(maps.Keys(q)) {
 		if slices.Contains(rt.Query, k) {
+			if len(q[k]) > 1 {
+				// The handlers read the first: limit=1&limit=1000 was
+				// a page of one, silently.
+				s.problem(w, r, "bad-request", fmt.Sprintf("query parameter %q given %d times: give it once", k, len(q[k])))
+				return false
+			}
 			continue
 		}
 		takes := "no query parameters"
