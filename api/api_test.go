@@ -477,6 +477,7 @@ func TestUnknownQueryParam(t *testing.T) {
 		{"GET", "/v1/isps/beta?after=", "beta", `"after"`},
 		{"GET", "/v1/events?limit=1&limit=1000", "operator", `query parameter "limit" given 2 times`},
 		{"GET", "/v1/isps/beta/customers?after=a&after=b", "beta", `"after" given 2 times`},
+		{"GET", "/v1/bindings?mac=02:00:00:00:00:01&after=x", "operator", "after does not go with mac"},
 	} {
 		w := f.do(c.method, c.path, c.who, "")
 		if w.Code != 400 {

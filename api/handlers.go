@@ -421,6 +421,10 @@ func (s *Server) listBindings(w http.ResponseWriter, r *http.Request, c *call) {
 	}
 	if mac := r.URL.Query().Get("mac"); mac != "" {
 		// One MAC's bindings (one lookup per circuit): one page.
+		if o.After != "" {
+			s.problem(w, r, "bad-request", "after does not go with mac: one MAC's bindings are one page")
+			return
+		}
 		bs, err := s.svc.BindingsOf(r.Context(), c.isp, mac)
 		if err != nil {
 			s.failQuery(w, r, err)
