@@ -3,6 +3,8 @@ package tenants
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -307,5 +309,16 @@ func (t *Tenants) Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, e
 	// takes it with the new ISP's credentials (a move); a claim token
 	// cannot (an installer must not move a line it does not stand on).
 	// Refused: ErrDeviceTaken, worded for the caller by attachLocked.
-	return t.attachLocked(a, c, mac, r.Access, r.Replace, SourceClaim, a.Kind == ActorPortal)
+	d, err := t.attachLocked(a, c, mac, r.Access, r.Replace, SourceClaim, a.Kind == ActorPortal)
+	var dl *DeviceLimitError
+	if errors.As(err, &dl) {
+		// The ISP hears of its customer trying to add a device over its
+		// limit, as of a wrong password (it was told of neither).
+		why := fmt.Sprintf("device limit (%d) reached: attached %s", dl.Limit, strings.Join(dl.Devices, ", "))
+		if _, werr := t.apply(subscribers.TenantWrite{Events: []subscribers.Event{
+			event(a, subscribers.EventClaimRefused, r.ISP, r.CustomerID, mac, why)}}); werr != nil {
+			t.log.Warn("tenants: claim-refused event not stored", "err", werr)
+		}
+	}
+	return d, err
 }

@@ -769,6 +769,13 @@ func TestDeviceLimitSaysWhatTheCallerCanDo(t *testing.T) {
 	if !errors.As(err, &dl) || !strings.Contains(err.Error(), "claim again with replace") {
 		t.Errorf("claim at the limit: %v: want replace offered", err)
 	}
+	// The ISP hears of it, as of a wrong password (it heard nothing; found
+	// by a new-user trial).
+	evs := r.events("beta")
+	if last := evs[len(evs)-1]; last.Kind != string(subscribers.EventClaimRefused) || last.MAC != "02:00:00:00:00:03" ||
+		!strings.Contains(last.Reason, "device limit (1) reached: attached 02:00:00:00:00:01") {
+		t.Errorf("beta's newest event %+v, want claim-refused for the device limit", last)
+	}
 }
 
 // TestBlockUnregisteredMAC: the operator blocks a MAC no ISP has attached
