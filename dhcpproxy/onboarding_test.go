@@ -779,8 +779,8 @@ func registeredInGarden(t *testing.T, m string) (*prig, netip.Addr) {
 
 // A registered MAC's RELEASE or DECLINE of its onboarding lease, sent on
 // another circuit than the lease's (a device there forging the MAC, the
-// address guessed), ends nothing and is counted (release_not_own_address:
-// it holds nothing there); a DECLINE quarantines nothing. Before, either
+// address guessed), ends nothing and is counted (release_not_own_address,
+// decline_not_own_address: it holds nothing there); a DECLINE quarantines nothing. Before, either
 // ended the device's onboarding lease on acc0 (released, declined).
 func TestOnboardingEndFromAnotherCircuitIgnored(t *testing.T) {
 	const m, m48 = "02:77:00:00:00:01", 0x027700000001
@@ -796,8 +796,12 @@ func TestOnboardingEndFromAnotherCircuitIgnored(t *testing.T) {
 				t.Errorf("%s on acc1: %v", mt, got)
 			}
 			r.wantGardenOnAcc0(m48, ip, mt.String()+" on acc1")
-			if n := r.p.Counters()["release_not_own_address"]; n != 1 {
-				t.Errorf("release_not_own_address %d, want 1 (counters %v)", n, r.p.Counters())
+			counter := "release_not_own_address"
+			if mt == dhcpv4.MessageTypeDecline {
+				counter = "decline_not_own_address"
+			}
+			if n := r.p.Counters()[counter]; n != 1 {
+				t.Errorf("%s %d, want 1 (counters %v)", counter, n, r.p.Counters())
 			}
 			// The same message on acc0 ends it.
 			r.fromClient(clientMsg(t, m, mt, named, dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice())))))

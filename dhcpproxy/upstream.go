@@ -187,7 +187,11 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 			// Not its own binding: relaying it would let a
 			// subscriber release or quarantine (DECLINE) a
 			// neighbour's lease at the ISP.
-			p.count("release_not_own_address")
+			if mt == dhcpv4.MessageTypeDecline {
+				p.count("decline_not_own_address")
+			} else {
+				p.count("release_not_own_address")
+			}
 			return
 		}
 	}
