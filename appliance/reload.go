@@ -176,10 +176,14 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 			errs = append(errs, fmt.Errorf("portal: %w (the certificate in force stays)", err))
 		}
 	}
-	a.log.Info("reloaded", "subscribers", len(subs), "static_unbound", unbound, "static_bound", bound, "dhcp_revoked", revoked)
+	attrs := []any{"subscribers", len(subs), "static_unbound", unbound, "static_bound", bound, "dhcp_revoked", revoked}
 	if len(errs) > 0 {
+		// Not an INFO line before the caller's ERROR: it says at once
+		// that part of the file was not applied.
+		a.log.Warn("reloaded", append(attrs, "not_applied", len(errs))...)
 		return fmt.Errorf("reload incomplete: %w", errors.Join(errs...))
 	}
+	a.log.Info("reloaded", attrs...)
 	return nil
 }
 
