@@ -56,6 +56,14 @@ func liveReads(t *testing.T, s *Store, round string) {
 	liveOp(t, round+" Events", func() error { _, err := s.Events(0, 10); return err })
 }
 
+// livePut is liveOp of a PutRegistration of device n (one write), logged
+// as what.
+func livePut(t *testing.T, s *Store, what string, n int) {
+	liveOp(t, what, func() error {
+		return s.PutRegistration(Registration{MAC: mac(n), CustomerID: fmt.Sprint("c-", n), ISP: "isp-1", Source: "api"})
+	})
+}
+
 // liveParent is the parent's part of a live-damage test: it runs the test
 // named name in a child process (storeChild) with env naming a copy of a
 // closed store of 5000 bindings, logs the child's output and returns it.
@@ -115,9 +123,7 @@ func damageMetas(t *testing.T, p string) {
 func TestLiveDamageReadsAfterWritePanic(t *testing.T) {
 	if s, p, ok := liveChild(t, "ISPMUX_TEST_LIVE_WRITE_THEN_READ"); ok {
 		damagePastMetas(t, p)
-		liveOp(t, "PutRegistration", func() error {
-			return s.PutRegistration(Registration{MAC: mac(9999), CustomerID: "c-9999", ISP: "isp-1", Source: "api"})
-		})
+		livePut(t, s, "PutRegistration", 9999)
 		liveReads(t, s, "after write")
 		liveOp(t, "Close", s.Close)
 		return
@@ -138,9 +144,7 @@ func TestLiveDamageMetaNoHang(t *testing.T) {
 		damageMetas(t, p)
 		liveReads(t, s, "first")
 		liveReads(t, s, "second")
-		liveOp(t, "PutRegistration", func() error {
-			return s.PutRegistration(Registration{MAC: mac(9999), CustomerID: "c-9999", ISP: "isp-1", Source: "api"})
-		})
+		livePut(t, s, "PutRegistration", 9999)
 		liveOp(t, "Close", s.Close)
 		fmt.Fprintln(os.Stderr, "child done")
 		return
@@ -157,9 +161,7 @@ func TestLiveDamageMetaNoHang(t *testing.T) {
 func TestLiveDamageMetaWriteFirst(t *testing.T) {
 	if s, p, ok := liveChild(t, "ISPMUX_TEST_LIVE_META_W"); ok {
 		damageMetas(t, p)
-		liveOp(t, "PutRegistration", func() error {
-			return s.PutRegistration(Registration{MAC: mac(9999), CustomerID: "c-9999", ISP: "isp-1", Source: "api"})
-		})
+		livePut(t, s, "PutRegistration", 9999)
 		liveReads(t, s, "first")
 		liveOp(t, "Close", s.Close)
 		return
@@ -210,9 +212,7 @@ func TestLiveDamageOwnWriteRacesCheckpoint(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 		liveOp(t, "SetWebhookCursor (begun during the checkpoint)", func() error { return <-own })
-		liveOp(t, "PutRegistration (after)", func() error {
-			return s.PutRegistration(Registration{MAC: mac(9999), CustomerID: "c-9999", ISP: "isp-1", Source: "api"})
-		})
+		livePut(t, s, "PutRegistration (after)", 9999)
 		liveOp(t, "Close", s.Close)
 		return
 	}

@@ -128,13 +128,9 @@ func TestCorruptPageNoCrash(t *testing.T) {
 func TestCorruptPageWriteNoCrash(t *testing.T) {
 	if s, p, ok := liveChild(t, "ISPMUX_TEST_CORRUPT_WRITE"); ok {
 		damagePastMetas(t, p)
-		liveOp(t, "PutRegistration", func() error {
-			return s.PutRegistration(Registration{MAC: mac(9999), CustomerID: "c-9999", ISP: "isp-1", Source: "api"})
-		})
+		livePut(t, s, "PutRegistration", 9999)
 		liveOp(t, "CommitBinding", func() error { return s.CommitBinding(testBinding(9999)) })
-		liveOp(t, "PutRegistration again", func() error {
-			return s.PutRegistration(Registration{MAC: mac(9998), CustomerID: "c-9998", ISP: "isp-1", Source: "api"})
-		})
+		livePut(t, s, "PutRegistration again", 9998)
 		liveOp(t, "Close", s.Close)
 		return
 	}
