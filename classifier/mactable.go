@@ -3,6 +3,7 @@ package classifier
 import (
 	"fmt"
 
+	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/internal/lfmap"
 )
 
@@ -56,7 +57,7 @@ var (
 
 // validKey reports whether (port, vlan, mac) can be a MAC table key.
 func validKey(port uint8, vlan uint16, mac uint64) bool {
-	return port <= MaxPort && vlan <= MaxVLAN && mac != 0 && mac < 1<<48 && !IsMulticastMAC(mac)
+	return port <= MaxPort && vlan <= MaxVLAN && binding.SubscriberMAC(mac)
 }
 
 // MACTable maps (access port, VLAN, MAC) to a Sub. One goroutine (the control

@@ -186,7 +186,7 @@ func (t *Tenants) loadLocked() error {
 		if seen != nil {
 			seen[mac] = struct{}{}
 		}
-		if mac == 0 || mac&(1<<40) != 0 {
+		if !binding.SubscriberMAC(mac) {
 			// No frame carries it as a source (an older build stored
 			// one: parseMAC refuses it now). Not admitted, and not a
 			// reason to refuse to start: the record stays for the

@@ -29,6 +29,11 @@ func MAC48(b [6]byte) uint64 {
 	return uint64(b[0])<<40 | uint64(b[1])<<32 | uint64(b[2])<<24 | uint64(b[3])<<16 | uint64(b[4])<<8 | uint64(b[5])
 }
 
+// SubscriberMAC reports whether m can be a subscriber's MAC: a 48-bit
+// unicast address other than the all-zero one (no frame carries the
+// others as its source).
+func SubscriberMAC(m uint64) bool { return m != 0 && m < 1<<48 && m&(1<<40) == 0 }
+
 // MACBytes is the inverse of MAC48.
 func MACBytes(m uint64) [6]byte {
 	return [6]byte{byte(m >> 40), byte(m >> 32), byte(m >> 24), byte(m >> 16), byte(m >> 8), byte(m)}

@@ -15,3 +15,14 @@ func TestMAC(t *testing.T) {
 		t.Fatalf("MACString = %q", s)
 	}
 }
+
+func TestSubscriberMAC(t *testing.T) {
+	for m, want := range map[uint64]bool{
+		0x020000000001: true, 0x001122334455: true,
+		0: false, 0x010000000001: false, 0xffffffffffff: false, 1 << 48: false,
+	} {
+		if got := SubscriberMAC(m); got != want {
+			t.Errorf("SubscriberMAC(%#x) = %v, want %v", m, got, want)
+		}
+	}
+}
