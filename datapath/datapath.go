@@ -71,6 +71,9 @@ type Desc = xdp.Desc
 // MaxPorts bounds the ports one worker serves. Port indices are uint8.
 const MaxPorts = 16
 
+// Worker.drainInjected keeps a bit per port in one uint64.
+const _ = uint(64 - MaxPorts)
+
 // MaxBatch is the largest batch a worker receives per port and iteration.
 const MaxBatch = 256
 

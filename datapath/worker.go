@@ -621,12 +621,12 @@ func (w *Worker) drainInjected() int {
 	w.injMu.Lock()
 	defer w.injMu.Unlock()
 	n, kept := 0, 0
-	var waiting [(MaxPorts + 63) / 64]uint64 // ports whose earlier frame waits
+	var waiting uint64 // a bit per port whose earlier frame waits (MaxPorts <= 64)
 	var now time.Time
 	for _, in := range w.inj {
 		q := w.queues[in.port]
-		bit, word := uint64(1)<<(in.port%64), in.port/64
-		if waiting[word]&bit == 0 {
+		bit := uint64(1) << in.port
+		if waiting&bit == 0 {
 			d, ok := q.Alloc()
 			if ok && len(in.buf) <= w.fsize[in.port] {
 				d.Len = uint32(copy(w.umems[in.port][d.Addr:d.Addr+uint64(w.fsize[in.port])], in.buf))
@@ -653,7 +653,7 @@ func (w *Worker) drainInjected() int {
 			w.injFree = append(w.injFree, in.buf)
 			continue
 		}
-		waiting[word] |= bit
+		waiting |= bit
 		w.inj[kept] = in
 		kept++
 	}

@@ -316,8 +316,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		p.tx.abandon(pk, t)
 		return
 	}
-	switch p.sendAfterIntents(pk, t, sk, gen, isp, gw, mt, payload, only, renewal) {
-	case relayHeld:
+	if p.sendAfterIntents(pk, t, sk, gen, isp, gw, mt, payload, only, renewal) == relayHeld {
 		// A RELEASE of this subscriber's old lease is still unsent:
 		// the new message would overtake it. The client retransmits.
 		p.count("relay_after_pending_intent")

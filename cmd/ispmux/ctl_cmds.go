@@ -191,11 +191,10 @@ func ctlWebhook(e *ctlEnv, args []string) error {
 	if e.g.json {
 		return e.printJSON(st)
 	}
-	at := timeString
 	return writeKV(e.stdout, [][2]string{
 		{"isp", st.ISP}, {"url", st.URL}, {"cursor", strconv.FormatUint(st.Cursor, 10)}, {"lag", strconv.Itoa(st.Lag)},
-		{"attempts", strconv.Itoa(st.Attempts)}, {"next attempt", at(st.NextAttempt)}, {"last success", at(st.LastSuccess)},
-		{"last error", st.LastError}, {"last error at", at(st.LastErrorTime)},
+		{"attempts", strconv.Itoa(st.Attempts)}, {"next attempt", timeString(st.NextAttempt)}, {"last success", timeString(st.LastSuccess)},
+		{"last error", st.LastError}, {"last error at", timeString(st.LastErrorTime)},
 		{"delivered", strconv.FormatUint(st.Delivered, 10)}, {"failures", strconv.FormatUint(st.Failures, 10)},
 		{"lost", strconv.FormatUint(st.Lost, 10)},
 	})
