@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -95,6 +96,21 @@ type caseRun struct {
 	// atCrash is the client's address while ispmux was dead (none:
 	// invalid).
 	atCrash netip.Addr
+	// actOut is what the act's client printed (dhclient -r's lines),
+	// shown when the armed failpoint is not hit.
+	actOut string
+}
+
+// dhclientRelease runs dhclient -r for c's subscriber (it stops the
+// running dhclient and sends a DHCPRELEASE) and keeps what it printed.
+func (c *caseRun) dhclientRelease() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := c.m.r.topo.DhclientReleaseOutput(ctx, c.sub)
+	c.actOut = out
+	if err != nil {
+		c.t.Errorf("dhclient -r: %v", err)
+	}
 }
 
 // held are the onboarding addresses c's subscriber was seen to hold in the
@@ -534,11 +550,7 @@ func theExchanges() []exchange {
 			name: "release", sub: "s1", client: "dhclient -r", points: end,
 			setup: func(c *caseRun) { c.bindWith("dhclient") },
 			act: func(c *caseRun) {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				if err := c.m.r.topo.DhclientRelease(ctx, c.sub); err != nil {
-					c.t.Errorf("dhclient -r: %v", err)
-				}
+				c.dhclientRelease()
 			},
 			settle: func(c *caseRun) {
 				if !c.m.waitKea(c.sub, 10*time.Second, func(l lab.KeaLease, ok bool) bool { return !ok || !l.Active(time.Now()) }) {
@@ -556,11 +568,7 @@ func theExchanges() []exchange {
 			name: "bind, then release (journal checkpoint)", sub: "s1", client: "dhclient, then dhclient -r", points: []string{failpoint.CheckpointAfterCommit},
 			act: func(c *caseRun) {
 				c.bindWith("dhclient")
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				if err := c.m.r.topo.DhclientRelease(ctx, c.sub); err != nil {
-					c.t.Errorf("dhclient -r: %v", err)
-				}
+				c.dhclientRelease()
 			},
 			settle: func(c *caseRun) {
 				if !c.m.waitKea(c.sub, 10*time.Second, func(l lab.KeaLease, ok bool) bool { return !ok || !l.Active(time.Now()) }) {
@@ -576,11 +584,7 @@ func theExchanges() []exchange {
 			name: "release, DORA again at the restart", sub: "s1", client: "dhclient -r, then hand-built DORA at the restart", points: end,
 			setup: func(c *caseRun) { c.bindWith("dhclient") },
 			act: func(c *caseRun) {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				if err := c.m.r.topo.DhclientRelease(ctx, c.sub); err != nil {
-					c.t.Errorf("dhclient -r: %v", err)
-				}
+				c.dhclientRelease()
 			},
 			atRestart: func(c *caseRun) {
 				if a, ok := c.rawDORA(10 * time.Second); !ok {
@@ -1024,6 +1028,51 @@ func (m *matrix) reset(t *testing.T) {
 	}
 }
 
+// notHitState is what the failure of a case whose armed failpoint was not
+// hit shows besides the logs: the still running ispmux's DHCP counters and
+// the access ports' drops (did the client's message arrive, and was it
+// dropped, why?), its binding of the subscriber, the subscriber's
+// address and neighbours, and the ISPs' log lines of it.
+func (m *matrix) notHitState(c *caseRun) string {
+	var b strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	st, err := ctlsock.FetchStatus(ctx, m.r.sock())
+	cancel()
+	if err != nil {
+		fmt.Fprintf(&b, "status: %v\n", err)
+	} else {
+		keys := slices.Sorted(maps.Keys(st.DHCP))
+		b.WriteString("dhcp counters:")
+		for _, k := range keys {
+			if st.DHCP[k] != 0 {
+				fmt.Fprintf(&b, " %s=%d", k, st.DHCP[k])
+			}
+		}
+		fmt.Fprintf(&b, "\npending intents: %d\n", st.PendingIntents)
+		for _, p := range st.Ports {
+			fmt.Fprintf(&b, "port %s: rx %d tx %d punts %d arp %d drops %v\n", p.Name, p.RxFrames, p.TxFrames, p.Punts, p.ARPReplies, p.Drops)
+		}
+		for _, bs := range st.Bindings {
+			if strings.EqualFold(bs.MAC, c.sub.MAC) {
+				fmt.Fprintf(&b, "binding: %+v\n", bs)
+			}
+		}
+	}
+	for _, args := range [][]string{{"ip", "-4", "addr", "show", "dev", c.sub.If}, {"ip", "neigh", "show"}} {
+		out, err := m.r.run(c.sub.NS, args...)
+		fmt.Fprintf(&b, "%s: %s%v\n", strings.Join(args, " "), out, errOrNil(err))
+	}
+	fmt.Fprintf(&b, "ISPs' log of %s:\n%s", c.sub.MAC, m.r.keaLogOf(c.sub.MAC, 10))
+	return b.String()
+}
+
+func errOrNil(err error) string {
+	if err == nil {
+		return ""
+	}
+	return " (" + err.Error() + ")"
+}
+
 // runCase runs one case and fills res (also when it stops at a fatal
 // error).
 func (m *matrix) runCase(t *testing.T, ex exchange, point, then string, res *caseResult) {
@@ -1074,7 +1123,7 @@ func (m *matrix) runCase(t *testing.T, ex exchange, point, then string, res *cas
 		if c.cl != nil && c.cl.out != nil {
 			client = lastLines(c.cl.out.String(), 15)
 		}
-		t.Fatalf("%v\nispmux:\n%s\nclient:\n%s", err, lastLines(m.cur.log.String(), 25), client)
+		t.Fatalf("%v\nispmux:\n%s\nclient:\n%s\nact:\n%s\n%s", err, lastLines(m.cur.log.String(), 25), client, c.actOut, m.notHitState(c))
 	}
 	res.Hit = true
 	// What the ISP holds while ispmux is dead (did a message "sent" at

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 // The subscribers' DHCP clients: the scripts the lab ships for dhclient and
@@ -121,11 +123,51 @@ func (t *Topology) Dhclient(ctx context.Context, sub Sub, extraArgs ...string) *
 // DhclientRelease runs `dhclient -r` with sub's lease and pid files: it
 // stops sub's running dhclient, sends a DHCPRELEASE and removes the address.
 func (t *Topology) DhclientRelease(ctx context.Context, sub Sub) error {
+	_, err := t.DhclientReleaseOutput(ctx, sub)
+	return err
+}
+
+// DhclientReleaseOutput is DhclientRelease, and returns what dhclient -r
+// printed (its "DHCPRELEASE of … to …" line says what it sent).
+//
+// dhclient -r sends the RELEASE on its kernel UDP socket, to the server's
+// address, and runs its script's RELEASE at once, which flushes the
+// address; removing a device's last address flushes its neighbours too,
+// with a RELEASE still queued for the server's ARP answer. A client in use
+// has its gateway in the neighbour table; a lab subscriber that only ran
+// DHCP (on dhclient's packet socket) has not, and its RELEASE was lost
+// whenever the answer took more than the few milliseconds before the flush
+// (ispmux on a loaded machine). So the server's neighbour is resolved first
+// (one ping, its outcome ignored: the release goes ahead either way).
+func (t *Topology) DhclientReleaseOutput(ctx context.Context, sub Sub) (string, error) {
+	if _, ok := t.SubAddr(ctx, sub); ok {
+		lf, _ := t.DhclientFiles(sub)
+		_, _ = run(ctx, "ip", "netns", "exec", sub.NS, "ping", "-c", "1", "-W", "1", "-q", leaseServer(lf))
+	}
 	out, err := exec.CommandContext(ctx, "ip", t.dhclientArgs(sub, nil, "-r")...).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("lab: dhclient -r in %s: %v: %s", sub.NS, err, lastLines(string(out), 5))
+		return string(out), fmt.Errorf("lab: dhclient -r in %s: %v: %s", sub.NS, err, lastLines(string(out), 5))
 	}
-	return nil
+	return string(out), nil
+}
+
+// leaseServer is the server identifier of the last lease in dhclient's
+// lease file lf (the server its RELEASE goes to); Gateway (the address
+// ispmux answers as) when the file names none.
+func leaseServer(lf string) string {
+	b, err := os.ReadFile(lf)
+	if err != nil {
+		return Gateway
+	}
+	server := Gateway
+	for l := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "option dhcp-server-identifier "); ok {
+			if a, err := netip.ParseAddr(strings.TrimSuffix(v, ";")); err == nil {
+				server = a.String()
+			}
+		}
+	}
+	return server
 }
 
 // Udhcpc returns `ip netns exec NS busybox udhcpc -f -i eth0 -s SCRIPT
