@@ -121,6 +121,7 @@ func CounterNames() []string {
 		"static_subscriber",
 		"store_error",
 		"suspended_customer",
+		"switch_held",
 		"timeout",
 		"transactions_dropped_at_end",
 		"unknown_server",

@@ -43,6 +43,12 @@ func betaKea(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 // subscriber was sent.
 func (r *prig) serveBeta() []*dhcpv4.DHCPv4 {
 	r.t.Helper()
+	return r.serveBetaWith(betaKea)
+}
+
+// serveBetaWith is serveBeta with betaKea's answers made by betaKea.
+func (r *prig) serveBetaWith(betaKea func(*dhcpv4.DHCPv4) *dhcpv4.DHCPv4) []*dhcpv4.DHCPv4 {
+	r.t.Helper()
 	var toClient []*dhcpv4.DHCPv4
 	var keep []sent
 	for _, s := range r.snd.take() {

@@ -7,6 +7,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/registry"
 )
 
 // Handover fallback: a device handed over to its ISP (onboarding.go,
@@ -58,9 +59,23 @@ import (
 //     its retry, comes within one). A restart forgets them all: a garden
 //     lease restored is handed over at its renewal.
 //
-// Only a MAC with a device record that held an onboarding lease gets a
-// record, so a subscriber's messages cannot grow it beyond the registry,
-// and maxFallbacks bounds it regardless.
+// A switch the subscriber made itself is a handover too (holdSwitched): a
+// device bound at one ISP whose registration moved to another by a claim
+// (the portal, a claim token: the subscriber's own choice, with the new
+// customer's password), on a circuit with an onboarding pool, is held
+// there for its DORA with the new ISP from the moment its old binding
+// ends (its next message after the move: the NAK of its renewal, its
+// DISCOVER), as a device leaving the garden is. The new ISP refusing it or
+// silent, it goes to the garden with the same rules, where the portal says
+// why and offers the claim form (its old ISP's customer again, say),
+// instead of staying with no address and no portal (the ISP may have
+// created the customer in ispmux's API and not in its own DHCP server).
+// A move by the operator or an ISP's API is theirs to get right: its
+// refusals are the new ISP's nak and timeout events, as before.
+//
+// Only a MAC with a device record that held an onboarding lease, or
+// switched by a claim, gets a record, so a subscriber's messages cannot
+// grow it beyond the registry, and maxFallbacks bounds it regardless.
 
 // Why a device is back in the garden (OnboardingLease.HandoverFailed).
 const (
@@ -227,6 +242,24 @@ func (t *fallbacks) sweepLocked(now time.Time) {
 			delete(t.m, mac)
 		}
 	}
+}
+
+// holdSwitched holds mac on c for its DORA with its new ISP when its
+// registration reg moved there by a claim (a switch the subscriber made
+// itself) and c has an onboarding pool: its binding at the old ISP just
+// ended by the move (serveRequest). Its handover's failure then sends it
+// to the garden (above); its messages on c keep the hold (keepHold) as a
+// handover's from the garden do.
+func (p *Proxy) holdSwitched(c *Circuit, mac uint64, reg *registry.Entry, now time.Time) {
+	if reg.Source != registry.SourceClaim {
+		return
+	}
+	pl := p.ob.pools[circuitKey{c.Port, c.VLAN}]
+	if pl == nil {
+		return
+	}
+	p.ob.hold(mac, pl, now.Add(pl.leaseTime))
+	p.count("switch_held")
 }
 
 // handoverRefusedByNak notes the ISP's NAK to t, a SELECTING REQUEST (not

@@ -1,6 +1,7 @@
 package dhcpproxy
 
 import (
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -397,5 +398,89 @@ func TestHandoverRetryAskedBounded(t *testing.T) {
 	}
 	if at, ok := r.p.RetryHandover(m48); ok {
 		t.Errorf("RetryHandover registered elsewhere = %v, want none", at)
+	}
+}
+
+// switchedAt binds s1 at beta, then moves its registration to alpha's
+// c-s1 with source, and has the device renew: NAKed (its beta binding
+// ends, the RELEASE to beta).
+func switchedAt(t *testing.T, source string) *prig {
+	t.Helper()
+	r := newORig(t, Onboarding{}, 0, false)
+	cfg := r.p.cfg
+	cfg.ClientLeaseMax = 10 * time.Minute
+	cfg.ISPs = append(cfg.ISPs, ISP{Index: 1, Name: "beta", Port: betaPort, MAC: upMAC + 1, Addr: betaGiaddr,
+		Servers: []netip.Addr{betaSID}, CircuitID: "{interface}:{vlan}"})
+	r.p = New(cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(s1)), CustomerID: "c-s1", ISP: "beta", Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	// beta's address outside the onboarding pool (betaKea's is in it).
+	beta := func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		rep := betaKea(m)
+		if rep != nil {
+			rep.YourIPAddr = net.IPv4(100, 66, 0, 7)
+		}
+		return rep
+	}
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	got := r.serveBetaWith(beta)
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("DISCOVER at beta: %v (counters %v)", got, r.p.Counters())
+	}
+	req, _ := dhcpv4.NewRequestFromOffer(got[0])
+	r.fromClient(req)
+	got = r.serveBetaWith(beta)
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("REQUEST at beta: %v (counters %v)", got, r.p.Counters())
+	}
+	betaIP := addrOf(got[0].YourIPAddr)
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(s1)), CustomerID: "c-s1", ISP: "alpha", Source: source}); err != nil {
+		t.Fatal(err)
+	}
+	r.p.RevalidateMACs([]uint64{s1MAC})
+	r.fromClient(renewOf(t, s1, betaIP))
+	if got := r.serveBetaWith(beta); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("the moved device's renewal: %v, want ispmux's NAK (counters %v)", got, r.p.Counters())
+	}
+	r.snd.take() // the RELEASE to beta
+	return r
+}
+
+// A subscriber bound at beta switches itself to alpha on the portal (a
+// claim), with a customer alpha registered in ispmux but refuses in its
+// DHCP server: after alpha's NAK the device's next DISCOVER is answered
+// from the garden, with the failure for the portal, as for a device
+// claimed from the garden. Before, a switch alpha did not take left the
+// device with no address and no portal, and handover_failed counted
+// nothing. A move by the API (an ISP, the operator) is not sent to the
+// garden: its refusals are alpha's nak and timeout events, as before.
+func TestSwitchRefusedBackToGarden(t *testing.T) {
+	r := switchedAt(t, "claim")
+	if c := r.p.Counters(); c["switch_held"] != 1 {
+		t.Errorf("counters after the switch's NAK %v, want switch_held 1", c)
+	}
+	if got := r.dora(s1, keaRefusing(t), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("the switch's DORA at alpha: %v, want alpha's NAK passed on", got)
+	}
+	ip := r.gardenDORA(s1, "after alpha refused the switch")
+	l, ok := r.p.OnboardingByAddr(ip)
+	if !ok || l.MAC != s1MAC || l.HandoverFailed != HandoverRefused || l.HandoverISP != "alpha" {
+		t.Errorf("OnboardingByAddr = %+v, %v; want the refused handover to alpha", l, ok)
+	}
+	if c := r.p.Counters(); c["handover_failed"] != 1 || c["handover_failed_refused"] != 1 {
+		t.Errorf("counters %v", c)
+	}
+
+	r2 := switchedAt(t, "api")
+	if got := r2.dora(s1, keaRefusing(t), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("the API move's DORA at alpha: %v, want alpha's NAK passed on", got)
+	}
+	r2.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	if got := r2.toPorts(); len(got[upPort]) != 1 || len(got[accPort]) != 0 {
+		t.Errorf("DISCOVER after the NAK of an API move: relayed %v, answered %v; want it relayed", got[upPort], got[accPort])
+	}
+	if c := r2.p.Counters(); c["handover_failed"] != 0 || c["switch_held"] != 0 {
+		t.Errorf("counters of the API move %v", c)
 	}
 }

@@ -118,6 +118,7 @@ func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey
 					if !p.endMoved(sk, l) {
 						return handled // nothing changed; the client asks again
 					}
+					p.holdSwitched(c, sk.mac, reg, now)
 					p.count("move_nak")
 					why = "your service moved: start over"
 				}
@@ -150,9 +151,12 @@ func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey
 			if !p.endMoved(sk, l) {
 				return handled
 			}
+			p.holdSwitched(c, sk.mac, reg, now)
 		case dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeDecline:
 			// Of its old lease: ended, the old ISP told (RELEASE).
-			p.endMoved(sk, l)
+			if p.endMoved(sk, l) {
+				p.holdSwitched(c, sk.mac, reg, now)
+			}
 			return handled
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
@@ -180,4 +181,103 @@ func TestPortalMove(t *testing.T) {
 			t.Error("no moved event at beta")
 		}
 	})
+}
+
+// A subscriber bound at beta switches itself to alpha on the portal with
+// a customer alpha created in ispmux's API but not in its DHCP server
+// (alpha's Kea knows a-22 only). alpha stays silent, so the device goes
+// to the walled garden (dhclient, real Kea): the portal says alpha did
+// not answer and offers the claim form, where the user switches back to
+// beta, and the device is on beta again by itself. Before, the device
+// sat without an address and without a portal once its beta lease was
+// NAKed, for as long as alpha was not fixed, and nothing counted it.
+func TestPortalSwitchUnanswered(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, lab.Options{Subscribers: 3, DHCP: true, API: true, Portal: true, LeaseTime: time.Hour,
+		KeaNotAuthoritative: true, KeaKnown: map[string][]string{"alpha": {"a-22"}}, ClientLeaseMax: 30 * time.Second,
+		Unconfigured: []string{"s2"}})
+	r.start()
+	ctx := context.Background()
+	alpha, beta := r.apiAs(r.topo.API.ISP["alpha"]), r.apiAs(r.topo.API.ISP["beta"])
+	if _, err := alpha.CreateCustomer(ctx, "alpha", tenants.CustomerInput{ID: "a-new", Password: "alpha-pass-new"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := beta.CreateCustomer(ctx, "beta", tenants.CustomerInput{ID: "c-s2", Password: "beta-pass-s2"}); err != nil {
+		t.Fatal(err)
+	}
+	s2 := r.sub("s2")
+	if _, err := beta.AttachDevice(ctx, "beta", tenants.DeviceInput{MAC: s2.MAC, CustomerID: "c-s2"}); err != nil {
+		t.Fatal(err)
+	}
+	startClient(t, r.topo.Dhclient(ctx, s2))
+	if !eventually(20*time.Second, func() bool { return r.handoverDoneQuiet(s2, "beta") }) {
+		t.Fatalf("s2 not bound at beta; ispmux log:\n%s", r.log.String())
+	}
+
+	// The switch, as the portal's pages do it: the customer ID, then the
+	// confirmation with the password.
+	c := r.portalClient(s2)
+	_, tok, err := portalPage(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, body, err := portalPost(c, "/claim", url.Values{"token": {tok}, "isp": {"alpha"}, "customer_id": {"a-new"}})
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the switch's first step: %v %v\n%s", resp, err, body)
+	}
+	m := tokenRE.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no confirmation form:\n%s", body)
+	}
+	resp, body, err = portalPost(c, "/claim?confirm=1", url.Values{"token": {m[1]}, "isp": {"alpha"}, "customer_id": {"a-new"}, "password": {"alpha-pass-new"}})
+	if err != nil || resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the switch's confirmation: %v %v\n%s", resp, err, body)
+	}
+
+	// Its renewal (T1, 15 s) NAKed, its DISCOVERs to alpha unanswered for
+	// an onboarding lease time (20 s), its next DISCOVER: the garden.
+	pool := netip.MustParsePrefix(lab.OnboardingPool)
+	if !eventually(90*time.Second, func() bool {
+		o, ok := r.onboarding(s2.MAC)
+		a, has := r.topo.SubAddr(ctx, s2)
+		return ok && o.HandoverFailed == "unanswered" && o.Chosen == "alpha" && has && pool.Contains(a.Addr()) && o.IP == a.Addr().String()
+	}) {
+		o, ok := r.onboarding(s2.MAC)
+		t.Fatalf("s2 not in the walled garden after alpha's silence: onboarding %+v %v; ispmux log:\n%s", o, ok, r.log.String())
+	}
+	if _, ok := r.keaActive("beta", s2.MAC); ok {
+		t.Error("beta's Kea still holds s2's lease (no RELEASE at the switch)")
+	}
+	for _, n := range []string{"switch_held", "handover_failed_unanswered"} {
+		if r.counterNow(n) == 0 {
+			t.Errorf("%s not counted", n)
+		}
+	}
+	c = r.portalClient(s2) // a garden address now: a new connection
+	page := ""
+	if !eventually(60*time.Second, func() bool {
+		resp, err := c.Get("https://" + lab.PortalHostname + "/done")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		page = string(b)
+		return resp.StatusCode == http.StatusOK && strings.Contains(page, "did not answer when this device asked it for service")
+	}) {
+		t.Fatalf("the portal's page for s2 in the garden:\n%s", page)
+	}
+
+	// Back to beta on the failure page's claim form.
+	_, tok, err = portalPage(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, body, err := portalClaim(c, tok, "beta", "c-s2", "beta-pass-s2", nil); err != nil || resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the claim back to beta: %v %v\n%s", resp, err, body)
+	}
+	if !eventually(60*time.Second, func() bool { return r.handoverDoneQuiet(s2, "beta") }) {
+		o, ok := r.onboarding(s2.MAC)
+		t.Fatalf("s2 not back on beta: onboarding %+v %v; ispmux log:\n%s", o, ok, r.log.String())
+	}
 }

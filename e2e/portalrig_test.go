@@ -85,7 +85,13 @@ func portalClaim(c *http.Client, token, isp, customer, password string, extra ur
 	for k, v := range extra {
 		f[k] = v
 	}
-	req, _ := http.NewRequest(http.MethodPost, "https://"+lab.PortalHostname+"/claim", strings.NewReader(f.Encode()))
+	return portalPost(c, "/claim", f)
+}
+
+// portalPost posts the form f to the portal's path as its own pages do
+// (same origin) and returns the response and its body.
+func portalPost(c *http.Client, path string, f url.Values) (*http.Response, string, error) {
+	req, _ := http.NewRequest(http.MethodPost, "https://"+lab.PortalHostname+path, strings.NewReader(f.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", "https://"+lab.PortalHostname)
 	req.Header.Set("Sec-Fetch-Site", "same-origin")

@@ -38,10 +38,23 @@ type Entry struct {
 	// Access pins the device to one access entry ("" = any).
 	Access  string
 	Blocked bool
-	Source  string
+	// Source is who made the registration: SourceConfig, SourceAPI or
+	// SourceClaim.
+	Source string
 	// suspended is the customer's status when the entry was looked up.
 	suspended bool
 }
+
+// Registration sources (Entry.Source).
+const (
+	// SourceConfig: a [[subscriber]] entry of the configuration file.
+	SourceConfig = "config"
+	// SourceAPI: the tenant API (an ISP or the operator).
+	SourceAPI = "api"
+	// SourceClaim: a claim, the subscriber's own choice with its
+	// customer's password (the portal, a claim token).
+	SourceClaim = "claim"
+)
 
 // Suspended reports whether the entry's customer was suspended when the
 // entry was looked up.

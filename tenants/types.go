@@ -21,6 +21,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/ispmux/ispmux/registry"
 )
 
 // ActorKind says who made a change.
@@ -60,11 +62,11 @@ const (
 	StatusSuspended Status = "suspended"
 )
 
-// Device sources.
+// Device sources (registry's: the DHCP proxy reads them too).
 const (
-	SourceConfig = "config"
-	SourceAPI    = "api"
-	SourceClaim  = "claim"
+	SourceConfig = registry.SourceConfig
+	SourceAPI    = registry.SourceAPI
+	SourceClaim  = registry.SourceClaim
 )
 
 // Customer is an ISP's customer as the API shows it (never its password).
