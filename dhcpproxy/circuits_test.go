@@ -348,6 +348,9 @@ func TestForgedMACOnAnotherCircuit(t *testing.T) {
 	if n := r.p.Counters()["moved_circuit_refused"]; n != 2 {
 		t.Errorf("moved_circuit_refused %d, want 2 (the DISCOVER and the REQUEST)", n)
 	}
+	if c := r.p.ISPCounters()[0]; c.Outcomes[OutcomeMisplaced] != 2 || c.Outcomes[OutcomeRejected] != 0 {
+		t.Errorf("alpha's outcomes %v, want the 2 refusals misplaced, none rejected (the forger is not alpha's doing)", c.Outcomes)
+	}
 	found := false
 	for _, e := range r.eventsOf(subscribers.EventRejected) {
 		found = found || e.Access == "acc1" && strings.Contains(e.Reason, "bound on access acc0")

@@ -195,6 +195,19 @@ func (p *Proxy) refuse(kind subscribers.EventKind, s subject, ip netip.Addr, rea
 	if o, ok := refusalOutcome(kind); ok {
 		p.outcome(s.isp, o)
 	}
+	p.note(kind, s, ip, reason)
+}
+
+// refuseMisplaced is refuse of a rejected event for where s's MAC was
+// seen (OutcomeMisplaced, not OutcomeRejected, for s's ISP).
+func (p *Proxy) refuseMisplaced(s subject, reason string) {
+	p.outcome(s.isp, OutcomeMisplaced)
+	p.note(subscribers.EventRejected, s, netip.Addr{}, reason)
+}
+
+// note records the refusal event of kind for s (refuse), within its
+// budget.
+func (p *Proxy) note(kind subscribers.EventKind, s subject, ip netip.Addr, reason string) {
 	budget := p.budgetOf(s)
 	ok, repeat := p.notes.admit(eventKey{s.mac, kind, reason}, budget, time.Now())
 	if !ok {

@@ -1,12 +1,10 @@
 package dhcpproxy
 
 import (
-	"net/netip"
 	"time"
 
 	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/registry"
-	"github.com/ispmux/ispmux/subscribers"
 )
 
 // Moves, make-before-break. When a device's registration moves to another
@@ -156,7 +154,7 @@ func (p *Proxy) endOtherCircuits(c *Circuit, sk subKey, reg *registry.Entry, now
 			}
 			access, _ := p.names(h)
 			p.count("moved_circuit_refused")
-			p.refuse(subscribers.EventRejected, regSubject(sk.mac, c, *reg), netip.Addr{},
+			p.refuseMisplaced(regSubject(sk.mac, c, *reg),
 				"bound on access "+access+", where its lease is in use: not served on "+c.Name+
 					" unless that lease lapses unrenewed")
 			return false

@@ -384,7 +384,7 @@ func (p *Proxy) takeOnboarding(c *Circuit, s subject, now time.Time) bool {
 	pl, held := p.ob.heldOn(s.mac, now)
 	if held && pl.c != c {
 		p.count("onboarding_moved_refused")
-		p.refuse(subscribers.EventRejected, s, netip.Addr{},
+		p.refuseMisplaced(s,
 			"onboarding on access "+pl.c.Name+", where it is in use: not served on "+c.Name+
 				" unless its lease there lapses unrenewed")
 		return false

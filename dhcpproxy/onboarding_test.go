@@ -961,6 +961,13 @@ func TestOnboardingPortalClaimPinned(t *testing.T) {
 	if n := r.p.Counters()["wrong_circuit"]; n != 3 {
 		t.Errorf("wrong_circuit %d, want 3", n)
 	}
+	// Counted for alpha as misplaced, not rejected: where a MAC is
+	// seen says nothing of its ISP (a refusal ratio per ISP must not
+	// blame alpha for a clone of its customer's MAC).
+	c := r.p.ISPCounters()[0]
+	if c.Outcomes[OutcomeMisplaced] != 3 || c.Outcomes[OutcomeRejected] != 0 {
+		t.Errorf("alpha's outcomes %v, want 3 misplaced and none rejected", c.Outcomes)
+	}
 }
 
 // A server acts only on the DHCPRELEASE and DHCPDECLINE naming it (RFC

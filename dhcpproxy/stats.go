@@ -33,11 +33,18 @@ const (
 	OutcomeBlocked
 	// OutcomeRateLimited: over the per-MAC or per-circuit rate limit.
 	OutcomeRateLimited
+	// OutcomeMisplaced: refused by ispmux because of where the MAC was
+	// seen (refuseMisplaced): on an access its registration does not
+	// allow, or while the MAC is bound or onboarding on another access.
+	// A clone of a customer's MAC elsewhere (or the device moved
+	// between circuits) says nothing of the ISP: counted apart from
+	// rejected, so that a refusal ratio per ISP does not blame it.
+	OutcomeMisplaced
 	// NumOutcomes is the number of outcomes.
 	NumOutcomes
 )
 
-var outcomeNames = [NumOutcomes]string{"offer", "ack", "nak", "timeout", "rejected", "blocked", "rate_limited"}
+var outcomeNames = [NumOutcomes]string{"offer", "ack", "nak", "timeout", "rejected", "blocked", "rate_limited", "misplaced"}
 
 func (o Outcome) String() string {
 	if o < NumOutcomes {

@@ -77,7 +77,7 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		return
 	case reg.Access != "" && reg.Access != c.Name:
 		p.count("wrong_circuit")
-		p.refuse(subscribers.EventRejected, regSubject(pkt.Src, c, reg), netip.Addr{}, "registered on access "+reg.Access+", seen on "+c.Name)
+		p.refuseMisplaced(regSubject(pkt.Src, c, reg), "registered on access "+reg.Access+", seen on "+c.Name)
 		return
 	}
 	if mt := m.MessageType(); p.isStatic(pkt.Src) && mt != dhcpv4.MessageTypeInform {

@@ -51,7 +51,7 @@ var (
 
 	// Per ISP.
 	ispRelayed   = desc("ispmux_dhcp_relayed_total", "Subscribers' DHCP messages (DISCOVER, REQUEST, INFORM; retransmissions included) relayed to the ISP's servers.", "isp")
-	ispOutcomes  = desc("ispmux_dhcp_exchanges_total", "Subscribers' DHCP messages by what became of them: offer, ack (bound or renewed), nak (the ISP refused), timeout (the ISP did not answer), rejected (refused by ispmux: suspended, wrong circuit, unusable address, ISP unreachable, ...), blocked, rate_limited.", "isp", "outcome")
+	ispOutcomes  = desc("ispmux_dhcp_exchanges_total", "Subscribers' DHCP messages by what became of them: offer, ack (bound or renewed), nak (the ISP refused), timeout (the ISP did not answer), rejected (refused by ispmux: suspended, unusable address, ISP unreachable, ...), blocked, rate_limited, misplaced (refused for where the MAC was seen: the wrong access, or bound or onboarding on another).", "isp", "outcome")
 	ispAnswer    = desc("ispmux_dhcp_isp_answer_seconds", "Time from relaying a subscriber's message to the ISP's answer (OFFER, ACK, NAK).", "isp")
 	ispReqAck    = desc("ispmux_dhcp_request_ack_seconds", "Time from a subscriber's REQUEST to its ACK delivered: the ISP's answer, the durable commit and the install.", "isp")
 	ispBindings  = desc("ispmux_bindings", "Subscribers bound (installed in the forwarding tables), by kind: dhcp (leases) or static.", "isp", "kind")

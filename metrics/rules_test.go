@@ -204,13 +204,19 @@ func (b *ruleBox) healthy() {
 // answer; "slow" the ACKs delivered in 3 s; "unreachable" the ISP's next
 // hop lost, every message rejected unrelayed; "rejected" every message
 // rejected unrelayed (e.g. over the uplink's MTU); "webhook-down" its
-// webhook receiver refuses every delivery.
+// webhook receiver refuses every delivery; "clone" every message answered,
+// and 120 a minute of a clone of a customer's MAC refused as misplaced.
 func (b *ruleBox) ispMinute(i int) {
 	isp := &b.f.isps[i]
 	d := &isp.DHCP
 	out := &d.Outcomes
 	wh := &b.f.webhooks[i]
 	isp.NextHopResolved = true
+	if b.isp[i] == "clone" {
+		// A clone of one of its customers' MACs on another circuit,
+		// refused twice a second; its customers served as ever.
+		out[dhcpproxy.OutcomeMisplaced] += 120
+	}
 	switch b.isp[i] {
 	case "nak":
 		d.Relayed += 60
@@ -485,6 +491,15 @@ func TestSuggestedRulesFire(t *testing.T) {
 			10: none,
 			11: {"IspmuxPortDown": {{at(gwA, "port", "port2", "severity", "page"), "data port port2 is failing (link down or gone)"}}},
 			19: {"IspmuxPortDown": {{at(gwA, "port", "port2", "severity", "page"), "data port port2 is failing (link down or gone)"}}},
+		}},
+		{name: "a clone of an isp0 customer's MAC on another circuit of box a", minutes: 31, fault: func(m int, a, _ *ruleBox) {
+			if m >= 5 {
+				a.isp[0] = "clone"
+			}
+		}, checks: map[int]map[string][]firing{
+			4:  none,
+			19: none,
+			30: {"IspmuxMACMisplaced": {{at(gwA, "isp", "isp0", "severity", "ticket"), "ISP isp0: 2/s DHCP messages of its customers' MACs refused for where they were seen (a MAC clone on another circuit, or devices moved): its rejected events name the circuits"}}},
 		}},
 		{name: "isp0 NAKs half the messages on box a; isp1 NAKs a trickle on box b", minutes: 31, fault: func(m int, a, b *ruleBox) {
 			if m >= 5 {
