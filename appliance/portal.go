@@ -99,7 +99,7 @@ func (d portalDir) Lookup(local, remote netip.AddrPort) (portal.Subscriber, bool
 		}
 		s := portal.Subscriber{MAC: b.MAC, Access: a.accessName(b.Port, b.VLAN), Addr: remote.Addr(), ISP: a.cfg.ISPs[vrf].Name}
 		if l, ok := a.dhcp.Lease(b.Port, b.VLAN, b.MAC); ok {
-			s.Expires = l.Expires
+			s.Expires, s.ClientLeaseEnd = l.Expires, l.ClientEnd
 		}
 		if e, ok := a.reg.Lookup(b.MAC); ok && !e.Blocked && e.ISP != s.ISP {
 			s.Claimed, s.ClaimedCustomerID = e.ISP, e.CustomerID

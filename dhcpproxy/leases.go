@@ -341,6 +341,10 @@ type LeaseInfo struct {
 	IP       netip.Addr
 	ServerID netip.Addr // invalid if unknown
 	Expires  time.Time
+	// ClientEnd is when the client lease ispmux last gave the subscriber
+	// runs out (zero: not known, e.g. restored): the subscriber asks
+	// again before it.
+	ClientEnd time.Time
 }
 
 // Lease returns the DHCP binding of the subscriber at port, vlan, mac.
@@ -349,7 +353,11 @@ func (p *Proxy) Lease(port uint8, vlan uint16, mac uint64) (LeaseInfo, bool) {
 	if !ok {
 		return LeaseInfo{}, false
 	}
-	return LeaseInfo{IP: l.addr(), ServerID: l.sid(), Expires: l.expiresAt()}, true
+	li := LeaseInfo{IP: l.addr(), ServerID: l.sid(), Expires: l.expiresAt()}
+	if end, ok := l.clientEndAt(); ok {
+		li.ClientEnd = time.Unix(0, end)
+	}
+	return li, true
 }
 
 // Leases returns the number of leases held.

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -131,5 +132,44 @@ func TestInFlightCap(t *testing.T) {
 	}
 	if st := r.srv.Stats(); st.Busy != 1 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// The time a move takes, on the confirmation and the switching page, is
+// until the client lease the device holds runs out (plus a DORA's few
+// seconds) when that is sooner than MoveHint (client_lease_max / 2 + 5
+// s): a device given a 30 s lease (what was left of a short ISP lease)
+// moves within that, not within 6 minutes. Before, the pages always said
+// MoveHint ("within about 6 minutes"; the switch took 10 s).
+func TestMoveWaitFollowsClientLease(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeCert(t, cert, key, "one")
+	r := &rig{t: t, cert: cert, key: key, dir: &fakeDir{subs: map[netip.Addr]Subscriber{}}, cl: &fakeClaimer{}}
+	srv, err := New(Config{Hostname: host, ISPs: isps, CertFile: cert, KeyFile: key, HandoverHint: 40 * time.Second, MoveHint: 305 * time.Second}, r.dir, r.cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.srv, r.h = srv, srv.Handler()
+	for _, c := range []struct {
+		end  time.Time
+		want string
+	}{
+		{time.Now().Add(29*time.Second + 500*time.Millisecond), "within about 35 seconds"},
+		{time.Time{}, "within about 6 minutes"},                      // not known (restored)
+		{time.Now().Add(-time.Second), "within about 6 minutes"},     // run out: its renewal is late
+		{time.Now().Add(10 * time.Minute), "within about 6 minutes"}, // MoveHint is sooner
+	} {
+		r.dir.set(Subscriber{MAC: macA, Access: "port1", Addr: addrA, ISP: "alpha", ClientLeaseEnd: c.end})
+		w := r.do(req{target: "/", from: addrA})
+		cookie, tok := r.cookieAndToken(w, nil)
+		w = r.do(req{method: http.MethodPost, target: "/claim", from: addrA, form: claimForm(tok, "beta", "c-9", ""), cookie: cookie, hdr: sameOrigin})
+		if b := w.Body.String(); !strings.Contains(b, "switches to Beta &amp; Co "+c.want+".") {
+			t.Errorf("client lease end %v: the confirmation does not say %q:\n%s", c.end, c.want, b)
+		}
+		r.dir.set(Subscriber{MAC: macA, Access: "port1", Addr: addrA, ISP: "alpha", ClientLeaseEnd: c.end, Claimed: "beta"})
+		if b := r.do(req{target: "/done", from: addrA, cookie: cookie}).Body.String(); !strings.Contains(b, "will switch to Beta &amp; Co "+c.want) {
+			t.Errorf("client lease end %v: the switching page does not say %q:\n%s", c.end, c.want, b)
+		}
 	}
 }

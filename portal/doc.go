@@ -24,7 +24,10 @@
 // to another one: it chooses the ISP and gives the customer ID, then a
 // confirmation page names the current and the new ISP and asks for the
 // password there. The password is thus posted once, on the step that
-// acts, and never kept by the portal between requests.
+// acts, and never kept by the portal between requests. The time the move
+// is said to take is until the client lease the device holds runs out
+// (Subscriber.ClientLeaseEnd, plus a DORA's few seconds) when that is
+// sooner than Config.MoveHint.
 //
 // A device that chose an ISP and is back in the walled garden because
 // that ISP refused it or did not answer (Subscriber.HandoverFailed) sees

@@ -174,7 +174,7 @@ func (s *Server) serveDone(w http.ResponseWriter, r *http.Request) {
 	case sub.Claimed != "":
 		s.serveClaimed(w, r, sub)
 	case hasRecent && recent != sub.ISP:
-		s.render(w, http.StatusOK, s.pendingPage(recent, s.hint(sub.ISP != "")))
+		s.render(w, http.StatusOK, s.pendingPage(recent, s.wait(sub)))
 	case sub.ISP != "":
 		s.render(w, http.StatusOK, s.connectedPage(sub.ISP))
 	default:
@@ -189,7 +189,7 @@ func (s *Server) serveDone(w http.ResponseWriter, r *http.Request) {
 // for a retry).
 func (s *Server) serveClaimed(w http.ResponseWriter, r *http.Request, sub Subscriber) {
 	if !handoverFailed(sub) {
-		wait := s.hint(sub.ISP != "")
+		wait := s.wait(sub)
 		if sub.ISP == "" {
 			wait += max(time.Until(sub.Retry), 0)
 		}
@@ -252,7 +252,7 @@ func (s *Server) serveClaim(w http.ResponseWriter, r *http.Request) {
 	again := func(status int, pr problems) {
 		switch {
 		case confirming:
-			s.render(w, status, s.confirmPage(want, cur, in, pr))
+			s.render(w, status, s.confirmPage(want, cur, in, pr, s.moveWait(sub)))
 		case handoverFailed(sub):
 			s.render(w, status, s.failedPage(sub, formToken, in, pr))
 		default:
@@ -266,7 +266,7 @@ func (s *Server) serveClaim(w http.ResponseWriter, r *http.Request) {
 	if moving && !confirming {
 		// The move's first step: nothing is claimed, the password (if
 		// any was sent) is not used; the confirmation asks for it.
-		s.render(w, http.StatusOK, s.confirmPage(s.token(purposeConfirm, sub.MAC, nonce, in.ISP, in.CustomerID), cur, in, problems{}))
+		s.render(w, http.StatusOK, s.confirmPage(s.token(purposeConfirm, sub.MAC, nonce, in.ISP, in.CustomerID), cur, in, problems{}, s.moveWait(sub)))
 		return
 	}
 	s.claim(w, r, sub, in, confirming, again)

@@ -124,11 +124,25 @@ type formInput struct {
 	ISP, CustomerID, Password string
 }
 
-// hint is how long a switch takes: a move (a bound device) or the end of
-// onboarding.
-func (s *Server) hint(moving bool) time.Duration {
-	if moving {
-		return s.cfg.MoveHint
+// moveWait is how long the bound device sub takes to switch to another
+// ISP: until the client lease it holds runs out (it renews before, and
+// that renewal is where the move happens), plus a DORA's few seconds, when
+// that is sooner than MoveHint (client_lease_max / 2 + 5 s, which a
+// shorter lease, e.g. what is left of a short ISP lease, beats); else
+// MoveHint.
+func (s *Server) moveWait(sub Subscriber) time.Duration {
+	w := s.cfg.MoveHint
+	if left := time.Until(sub.ClientLeaseEnd); !sub.ClientLeaseEnd.IsZero() && left > 0 {
+		w = min(w, left+5*time.Second)
+	}
+	return w
+}
+
+// wait is how long sub takes to switch to the ISP it chose: moveWait for
+// a bound device, the handover's hint from the garden.
+func (s *Server) wait(sub Subscriber) time.Duration {
+	if sub.ISP != "" {
+		return s.moveWait(sub)
 	}
 	return s.cfg.HandoverHint
 }
@@ -138,7 +152,7 @@ func (s *Server) hint(moving bool) time.Duration {
 func (s *Server) choosePage(token, current string, in formInput, pr problems) page {
 	f := &form{Action: "/claim", Token: token, ISPs: s.ispChoices(in.ISP), AskCustomerID: true, CustomerID: in.CustomerID, Msg: pr.Fields,
 		PasswordLabel: "Password"}
-	hint := about(s.hint(current != ""))
+	hint := about(s.cfg.HandoverHint)
 	p := page{Form: f}
 	if current == "" {
 		p.Heading = "Choose your Internet provider"
@@ -172,7 +186,7 @@ func (s *Server) ispChoices(checked string) []ispChoice {
 
 // confirmPage asks a subscriber on current to confirm the move to in.ISP
 // with its password.
-func (s *Server) confirmPage(token, current string, in formInput, pr problems) page {
+func (s *Server) confirmPage(token, current string, in formInput, pr problems, wait time.Duration) page {
 	cur, next := s.displayName(current), s.displayName(in.ISP)
 	q := "You are on " + cur + ". Move this line to " + next + "?"
 	if current == in.ISP {
@@ -182,7 +196,7 @@ func (s *Server) confirmPage(token, current string, in formInput, pr problems) p
 		Heading: "Move to " + next + "?",
 		Lead: []string{q,
 			"Customer ID at " + next + ": " + in.CustomerID + ".",
-			"When you confirm, this device leaves " + cur + " and switches to " + next + " within " + about(s.hint(true)) + ".",
+			"When you confirm, this device leaves " + cur + " and switches to " + next + " within " + about(wait) + ".",
 		},
 		Form: &form{Action: "/claim?confirm=1", Token: token,
 			Hidden:      []hidden{{"isp", in.ISP}, {"customer_id", in.CustomerID}},
@@ -219,8 +233,8 @@ func sentence(text, anchor string, fields map[string]string) problems {
 }
 
 // pendingPage says the device will switch to isp within wait (from
-// another ISP, at its next renewal of a client lease: s.hint(true); from
-// onboarding: s.hint(false), later if its retry is due later).
+// another ISP, at its next renewal of a client lease: moveWait; from
+// onboarding: HandoverHint, later if its retry is due later).
 func (s *Server) pendingPage(isp string, wait time.Duration) page {
 	n := s.displayName(isp)
 	return page{
@@ -252,7 +266,7 @@ func (s *Server) failedPage(sub Subscriber, token string, in formInput, pr probl
 	if sub.HandoverFailed == HandoverUnanswered {
 		what = n + " did not answer when this device asked it for service."
 	}
-	wait := max(time.Until(sub.Retry), 0) + s.hint(false)
+	wait := max(time.Until(sub.Retry), 0) + s.cfg.HandoverHint
 	f := &form{Action: "/claim", Token: token, ISPs: s.ispChoices(in.ISP), AskCustomerID: true, CustomerID: in.CustomerID,
 		AskPassword: true, PasswordLabel: "Password", Submit: "Sign in again", Msg: pr.Fields}
 	return page{
@@ -264,9 +278,9 @@ func (s *Server) failedPage(sub Subscriber, token string, in formInput, pr probl
 			"This device tries again by itself within " + about(wait) + ", and again after that, until " + n +
 				" connects it: once " + n + " has fixed it, this device switches by itself.",
 			"Has " + n + " fixed it already? Sign in again here with the same details: this device then tries again within " +
-				about(s.hint(false)) + ".",
+				about(s.cfg.HandoverHint) + ".",
 			"Chose the wrong provider, or mistyped the customer ID? Choose your provider and sign in again here: " +
-				"this device then switches to it within " + about(s.hint(false)) + ".",
+				"this device then switches to it within " + about(s.cfg.HandoverHint) + ".",
 		},
 		Form: f,
 		After: []string{

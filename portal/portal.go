@@ -35,7 +35,11 @@ type Subscriber struct {
 	Addr    netip.Addr // its address as the portal sees it (source address)
 	ISP     string     // current ISP name; "" while onboarding
 	Expires time.Time  // onboarding lease end (or the binding's); zero = unknown
-	Claimed string     // ISP chosen and waiting for the handover, "" if none
+	// ClientLeaseEnd is, for a bound subscriber, when the lease ispmux
+	// last gave the device runs out (zero: unknown): it asks again, and
+	// so moves to another ISP it chose, before then.
+	ClientLeaseEnd time.Time
+	Claimed        string // ISP chosen and waiting for the handover, "" if none
 	// ClaimedCustomerID is the customer ID the device is registered to
 	// at Claimed (what the claim gave), "" if unknown.
 	ClaimedCustomerID string
