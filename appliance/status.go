@@ -102,10 +102,24 @@ func (a *Appliance) status(maxBindings int) ctlsock.Status {
 		}
 		st.Onboarding = append(st.Onboarding, o)
 	}
+	st.Handovers = []ctlsock.HandoverStatus{}
+	for _, h := range a.dhcp.Handovers(ctlsock.StatusBindingsMax) {
+		hs := ctlsock.HandoverStatus{MAC: engine.MACString(h.MAC), Access: h.Access, ISP: h.ISP, CustomerID: h.CustomerID,
+			HeldUntil: rfc3339(h.HeldUntil), SilentSince: rfc3339(h.SilentSince), Failed: h.Failed}
+		st.Handovers = append(st.Handovers, hs)
+	}
 	if a.portal != nil {
 		st.Portal = a.portalStatus()
 	}
 	return st
+}
+
+// rfc3339 is t in UTC as RFC 3339, "" for the zero time.
+func rfc3339(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
 }
 
 // portalStatus is the portal's state: its link's next hop and its

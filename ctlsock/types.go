@@ -40,6 +40,31 @@ type Status struct {
 	// portal); [] when none. Portal is the portal's state, nil when off.
 	Onboarding []OnboardingStatus `json:"onboarding"`
 	Portal     *PortalStatus      `json:"portal,omitempty"`
+	// Handovers are the devices on their way from the walled garden, or
+	// from their old ISP (a switch they made on the portal), to the ISP
+	// they chose, with neither an onboarding lease nor a binding now:
+	// their DORA with that ISP under way, or just refused (back to the
+	// garden at their next DISCOVER). [] when none; at most
+	// StatusBindingsMax.
+	Handovers []HandoverStatus `json:"handovers"`
+}
+
+// HandoverStatus is one device in Status.Handovers.
+type HandoverStatus struct {
+	MAC    string `json:"mac"`
+	Access string `json:"access"`
+	// ISP and CustomerID are where it is going (its registration).
+	ISP        string `json:"isp"`
+	CustomerID string `json:"customer_id"`
+	// HeldUntil (RFC 3339) is when its hold on the access lapses unless
+	// it asks again there; empty: none left.
+	HeldUntil string `json:"held_until,omitempty"`
+	// SilentSince (RFC 3339) is when the ISP first left its DORA
+	// unanswered; empty: not so far.
+	SilentSince string `json:"silent_since,omitempty"`
+	// Failed is why it goes back to the walled garden at its next
+	// DISCOVER: "refused" or "unanswered"; empty while it goes on.
+	Failed string `json:"failed,omitempty"`
 }
 
 // OnboardingStatus is one onboarding lease.

@@ -236,14 +236,25 @@ func TestPortalSwitchUnanswered(t *testing.T) {
 
 	// Its renewal (T1, 15 s) NAKed, its DISCOVERs to alpha unanswered for
 	// an onboarding lease time (20 s), its next DISCOVER: the garden.
+	// Meanwhile (its beta lease NAKed, no garden lease yet) ctl status
+	// lists it among the handovers.
 	pool := netip.MustParsePrefix(lab.OnboardingPool)
+	listed := false
 	if !eventually(90*time.Second, func() bool {
+		if st, err := r.status(); err == nil {
+			for _, h := range st.Handovers {
+				listed = listed || h.MAC == s2.MAC && h.ISP == "alpha" && h.CustomerID == "a-new"
+			}
+		}
 		o, ok := r.onboarding(s2.MAC)
 		a, has := r.topo.SubAddr(ctx, s2)
 		return ok && o.HandoverFailed == "unanswered" && o.Chosen == "alpha" && has && pool.Contains(a.Addr()) && o.IP == a.Addr().String()
 	}) {
 		o, ok := r.onboarding(s2.MAC)
 		t.Fatalf("s2 not in the walled garden after alpha's silence: onboarding %+v %v; ispmux log:\n%s", o, ok, r.log.String())
+	}
+	if !listed {
+		t.Error("ctl status never listed s2 among the handovers on its way to alpha")
 	}
 	if _, ok := r.keaActive("beta", s2.MAC); ok {
 		t.Error("beta's Kea still holds s2's lease (no RELEASE at the switch)")

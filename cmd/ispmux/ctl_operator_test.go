@@ -442,6 +442,39 @@ func TestStatusOnboardingHandoverRetry(t *testing.T) {
 	}
 }
 
+// TestStatusHandovers: ctl status lists the devices on their way to the
+// ISP they chose, between the walled garden (or their old ISP) and that
+// ISP's ACK, with where their DORA stands. Before, such a device was in
+// no list of ctl status for up to an onboarding lease time.
+func TestStatusHandovers(t *testing.T) {
+	st := &ctlsock.Status{Handovers: []ctlsock.HandoverStatus{
+		{MAC: "02:00:00:00:00:01", Access: "acc0", ISP: "alpha", CustomerID: "c-1", HeldUntil: "2026-12-05T08:00:20Z"},
+		{MAC: "02:00:00:00:00:02", Access: "acc0", ISP: "beta", CustomerID: "c-2", HeldUntil: "2026-12-05T08:00:20Z", SilentSince: "2026-12-05T08:00:03Z"},
+		{MAC: "02:00:00:00:00:03", Access: "acc1", ISP: "beta", CustomerID: "c-3", Failed: "refused"},
+	}}
+	var b bytes.Buffer
+	if err := writeStatus(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"handovers (on the way to the ISP chosen): 3",
+		"c-1       asking its ISP",
+		"its ISP silent since 2026-12-05T08:00:03Z",
+		"refused: back to the garden at its next DISCOVER",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
+	}
+	var empty bytes.Buffer
+	if err := writeStatus(&empty, &ctlsock.Status{}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(empty.String(), "handovers") {
+		t.Errorf("a status without handovers lists them:\n%s", empty.String())
+	}
+}
+
 // The operator's attach or claim of a MAC it blocked while no ISP had it
 // is refused (409 device-blocked) with the API's routes to lift the block
 // or move the device (POST /v1/devices/MAC/unblock, .../move): ctl named

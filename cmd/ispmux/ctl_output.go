@@ -300,6 +300,25 @@ func writeStatus(w io.Writer, st *ctlsock.Status) error {
 	if err := t.flush(); err != nil {
 		return err
 	}
+	if len(st.Handovers) > 0 {
+		// Between the garden (or the old ISP) and the chosen ISP: in
+		// no other list.
+		fmt.Fprintf(w, "\nhandovers (on the way to the ISP chosen): %d\n", len(st.Handovers))
+		t = newTable(w, "MAC", "ACCESS", "ISP", "CUSTOMER", "STATE", "HELD UNTIL")
+		for _, h := range st.Handovers {
+			state := "asking its ISP"
+			switch {
+			case h.Failed != "":
+				state = h.Failed + ": back to the garden at its next DISCOVER"
+			case h.SilentSince != "":
+				state = "its ISP silent since " + h.SilentSince
+			}
+			t.row(h.MAC, h.Access, h.ISP, h.CustomerID, state, orDash(h.HeldUntil))
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
 	if len(st.Onboarding) == 0 {
 		return nil
 	}
