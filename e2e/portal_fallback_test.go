@@ -63,17 +63,7 @@ func TestOnboardingHandoverUnanswered(t *testing.T) {
 	// again and beta's silence for a lease time): a request sent while
 	// the retry has the device off the garden waits out the client's 10 s
 	// timeout, so the window must hold more than one attempt.
-	page := ""
-	if !eventually(60*time.Second, func() bool {
-		resp, err := c.Get("https://" + lab.PortalHostname + "/done")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		page = string(b)
-		return resp.StatusCode == http.StatusOK && strings.Contains(page, "did not answer when this device asked it for service")
-	}) {
+	if page, ok := waitDonePage(c, 60*time.Second, "did not answer when this device asked it for service"); !ok {
 		t.Errorf("the portal's page for s8 back in the garden:\n%s", page)
 	}
 	if n := r.counterNow("handover_failed_unanswered"); n == 0 {

@@ -265,17 +265,7 @@ func TestPortalSwitchUnanswered(t *testing.T) {
 		}
 	}
 	c = r.portalClient(s2) // a garden address now: a new connection
-	page := ""
-	if !eventually(60*time.Second, func() bool {
-		resp, err := c.Get("https://" + lab.PortalHostname + "/done")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		page = string(b)
-		return resp.StatusCode == http.StatusOK && strings.Contains(page, "did not answer when this device asked it for service")
-	}) {
+	if page, ok := waitDonePage(c, 60*time.Second, "did not answer when this device asked it for service"); !ok {
 		t.Fatalf("the portal's page for s2 in the garden:\n%s", page)
 	}
 

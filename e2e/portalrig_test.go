@@ -104,6 +104,24 @@ func portalPost(c *http.Client, path string, f url.Values) (*http.Response, stri
 	return resp, string(b), nil
 }
 
+// waitDonePage fetches the portal's /done page with c until it answers
+// 200 with want in it, within; it returns the last page fetched and
+// whether it did.
+func waitDonePage(c *http.Client, within time.Duration, want string) (string, bool) {
+	page := ""
+	ok := eventually(within, func() bool {
+		resp, err := c.Get("https://" + lab.PortalHostname + "/done")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		page = string(b)
+		return resp.StatusCode == http.StatusOK && strings.Contains(page, want)
+	})
+	return page, ok
+}
+
 // onboarding returns sub's onboarding lease in ispmux's status.
 func (r *rig) onboarding(mac string) (ctlsock.OnboardingStatus, bool) {
 	for _, o := range r.mustStatus().Onboarding {
