@@ -379,9 +379,17 @@ func (p *Proxy) onboardEndByClient(pl *obPool, mac uint64, ip netip.Addr, declin
 // not yet ticked) is ended (moved) first; false if that end is not
 // committed (the client retries). A device really moved is served within
 // one onboarding lease time plus its DISCOVER backoff. A handover's hold
-// on c is kept one more lease time by each such message on c.
+// on c is kept one more lease time by each such message on c. A hold on
+// another circuit where the MAC is bound now (its ISP took it) refuses
+// nothing here: its binding holds the MAC there (endOtherCircuits).
 func (p *Proxy) takeOnboarding(c *Circuit, s subject, now time.Time) bool {
 	pl, held := p.ob.heldOn(s.mac, now)
+	if held && pl.c != c && p.hasLease(subKey{circuitKey{pl.c.Port, pl.c.VLAN}, s.mac}) {
+		// Its handover's hold outlives the ISP's ACK there; bound, the
+		// MAC is held there by its binding (endOtherCircuits refuses
+		// the message, or lets it take the binding over, and says so).
+		held = false
+	}
 	if held && pl.c != c {
 		p.count("onboarding_moved_refused")
 		p.refuseMisplaced(s,

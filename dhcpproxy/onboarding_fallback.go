@@ -10,6 +10,7 @@ import (
 
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/registry"
+	"github.com/ispmux/ispmux/subscribers"
 )
 
 // Handover fallback: a device handed over to its ISP (onboarding.go,
@@ -63,8 +64,9 @@ import (
 //
 // A switch the subscriber made itself is a handover too (holdSwitched): a
 // device bound at one ISP whose registration moved to another by a claim
-// (the portal, a claim token: the subscriber's own choice, with the new
-// customer's password), on a circuit with an onboarding pool, is held
+// (the portal's: the subscriber's own choice, with the new customer's
+// password; no other claim takes a device from another ISP's customer),
+// on a circuit with an onboarding pool, is held
 // there for its DORA with the new ISP from the moment its old binding
 // ends (its next message after the move: the NAK of its renewal, its
 // DISCOVER), as a device leaving the garden is. The new ISP refusing it or
@@ -73,7 +75,8 @@ import (
 // instead of staying with no address and no portal (the ISP may have
 // created the customer in ispmux's API and not in its own DHCP server).
 // A move by the operator or an ISP's API is theirs to get right: its
-// refusals are the new ISP's nak and timeout events, as before.
+// refusals are the new ISP's nak and timeout events, as before. A restart
+// forgets the holds; recentClaim stands in for them after it.
 //
 // Only a MAC with a device record that held an onboarding lease, or
 // switched by a claim, gets a record, so a subscriber's messages cannot
@@ -334,18 +337,59 @@ func (p *Proxy) backToGarden(f *fallback, why string, now time.Time) {
 }
 
 // handoverPool returns the onboarding pool of s's access whose handover
-// s's MAC is in at now (its record's, or heldOn's), unless it is bound at
-// an ISP there.
+// s's MAC is in at now (its record's, heldOn's, or a recent claim's),
+// unless it is bound at an ISP there.
 func (p *Proxy) handoverPool(s subject, now time.Time) (*obPool, bool) {
 	var pl *obPool
 	if f, ok := p.fb.get(s.mac, now); ok {
 		pl = f.pool
 	} else if h, held := p.ob.heldOn(s.mac, now); held {
 		pl = h
+	} else if h, recent := p.recentClaim(s, now); recent {
+		pl = h
 	} else {
 		return nil, false
 	}
 	if pl.c.Name != s.access || p.hasLease(subKey{circuitKey{pl.c.Port, pl.c.VLAN}, s.mac}) {
+		return nil, false
+	}
+	return pl, true
+}
+
+// recentClaim returns the onboarding pool of s's access if s's MAC, held
+// nowhere, is registered by a claim made before this proxy started (so
+// the restart forgot the hold it may have had) and so recently that its
+// handover may be under way: within the longest a handover takes to
+// begin and be held (ClientLeaseMax, a switch's wait for the device's
+// renewal; a garden lease time; then the hold's lease time), counted from
+// the claim (the registration's Updated, from the store: the registry
+// does not keep it). So a restart during a switch, or between the end of
+// a garden lease by its handover and the ISP's answer, does not leave a
+// device its ISP refuses without an address: its failure sends it to
+// the garden as the hold's would have. A claim made since the start had
+// its hold, and its lapse is exact. Read only on a refusal or a timeout
+// (handoverFailed), and only for a MAC registered by a claim on an access
+// with an onboarding pool.
+func (p *Proxy) recentClaim(s subject, now time.Time) (*obPool, bool) {
+	reg, ok := p.reg.Lookup(s.mac)
+	if !ok || reg.Source != registry.SourceClaim || reg.ISP != s.isp || reg.CustomerID != s.customer {
+		return nil, false
+	}
+	var pl *obPool
+	for _, x := range p.ob.pools {
+		if x.c.Name == s.access {
+			pl = x
+		}
+	}
+	if pl == nil {
+		return nil, false
+	}
+	r, err := p.store.Registration(subscribers.MAC(binding.MACBytes(s.mac)))
+	if err != nil || r.Source != registry.SourceClaim {
+		return nil, false
+	}
+	window := max(p.cfg.ClientLeaseMax, pl.leaseTime) + pl.leaseTime
+	if !r.Updated.Before(p.born) || now.Sub(r.Updated) > window {
 		return nil, false
 	}
 	return pl, true

@@ -523,3 +523,87 @@ func TestHandoversListed(t *testing.T) {
 		t.Errorf("Handovers once bound at alpha = %+v, want none", hs)
 	}
 }
+
+// ispmux restarts during a switch the subscriber made on the portal: the
+// hold of its DORA with the new ISP is gone (RAM), but the claim is
+// recent (the registration's time, in the store), so alpha's refusal
+// still sends the device to the garden. Before, a restart in that window
+// left a device alpha refused without an address and without a portal,
+// and counted nothing. A claim older than a handover takes is an ISP's
+// refusal as any other.
+func TestSwitchRefusedAfterRestart(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		age    time.Duration
+		garden bool
+	}{{"recent claim", 0, true}, {"claim of long ago", time.Hour, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			r := switchedAt(t, "claim")
+			if c.age > 0 {
+				reg, err := r.store.Registration([6]byte(mac(s1)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				reg.Updated = time.Now().Add(-c.age)
+				if err := r.store.PutRegistration(reg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r.p = New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil) // the restart
+			if _, err := r.p.Restore(time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			r.p.expire(time.Now())
+			r.snd.take()
+			if got := r.dora(s1, keaRefusing(t), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+				t.Fatalf("the switch's DORA at alpha after the restart: %v, want alpha's NAK passed on", got)
+			}
+			if !c.garden {
+				r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+				if got := r.toPorts(); len(got[upPort]) != 1 || len(got[accPort]) != 0 {
+					t.Errorf("DISCOVER after the NAK: relayed %v, answered %v; want it relayed", got[upPort], got[accPort])
+				}
+				if n := r.p.Counters()["handover_failed"]; n != 0 {
+					t.Errorf("handover_failed %d", n)
+				}
+				return
+			}
+			ip := r.gardenDORA(s1, "after alpha refused the switch, restarted")
+			if l, ok := r.p.OnboardingByAddr(ip); !ok || l.HandoverFailed != HandoverRefused || l.HandoverISP != "alpha" {
+				t.Errorf("OnboardingByAddr = %+v, %v; want the refused handover to alpha", l, ok)
+			}
+		})
+	}
+}
+
+// A device handed over and bound at its ISP on acc0 is held there by its
+// binding: a DISCOVER of its MAC on another circuit within the
+// handover's hold is refused as for any bound device (moved_circuit_refused,
+// "bound on access acc0", the holder probed), not as an onboarding one.
+// Before, the hold's refusal said "onboarding on access acc0, where it is
+// in use" of a device no longer onboarding (found by a new-user trial).
+func TestHandoverHoldYieldsToBinding(t *testing.T) {
+	const m = "02:77:00:00:00:01"
+	r := newORig(t, Onboarding{}, 0, true)
+	ip := addrOf(r.obDORA(m).YourIPAddr)
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m)), CustomerID: "c-s1", ISP: "alpha", Source: "claim"}); err != nil {
+		t.Fatal(err)
+	}
+	r.fromClient(renewOf(t, m, ip))
+	r.one(dhcpv4.MessageTypeNak)
+	if got := r.dora(m, kea(t, time.Hour), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("the handover's DORA: %v", got)
+	}
+	r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(mac(m))))
+	r.p.notes.wait()
+	if c := r.p.Counters(); c["moved_circuit_refused"] != 1 || c["onboarding_moved_refused"] != 0 {
+		t.Errorf("counters %v, want the DISCOVER on acc1 refused as a bound device's (moved_circuit_refused)", c)
+	}
+	found := false
+	for _, e := range r.eventsOf(subscribers.EventRejected) {
+		found = found || strings.Contains(e.Reason, "bound on access acc0")
+	}
+	if !found {
+		t.Errorf("no rejected event naming acc0's binding: %+v", r.eventsOf(subscribers.EventRejected))
+	}
+}

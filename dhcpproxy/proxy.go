@@ -126,6 +126,9 @@ type Store interface {
 	ForEachBindingBorrowed(fn func(*subscribers.Binding) error) error
 	// Binding reads one binding (what the lease table does not keep).
 	Binding(access string, vlan uint16, mac subscribers.MAC) (subscribers.Binding, error)
+	// Registration reads a MAC's registration (when it was made: what
+	// the registry does not keep).
+	Registration(mac subscribers.MAC) (subscribers.Registration, error)
 	AddEvent(e subscribers.Event) (subscribers.Event, error)
 }
 
@@ -266,6 +269,9 @@ type Proxy struct {
 	// now is the clock of a subscriber's message (time.Now; tests move
 	// it past an ISP's T1).
 	now func() time.Time
+	// born is when New made the proxy: RAM state (the handovers' holds)
+	// begins then (recentClaim).
+	born time.Time
 
 	// Immutable after New.
 	circuits map[circuitKey]*Circuit
@@ -323,7 +329,7 @@ func New(cfg Config, store Store, reg Registry, tables Tables, send Sender, log 
 		cfg.ClientLeaseMax = DefaultClientLeaseMax
 	}
 	p := &Proxy{
-		cfg: cfg, store: store, reg: reg, tables: tables, send: send, log: log, now: time.Now,
+		cfg: cfg, store: store, reg: reg, tables: tables, send: send, log: log, now: time.Now, born: time.Now(),
 		circuits:     map[circuitKey]*Circuit{},
 		uplinks:      map[circuitKey]*ISP{},
 		isps:         map[string]*ISP{},

@@ -193,46 +193,9 @@ func TestPortalMove(t *testing.T) {
 // NAKed, for as long as alpha was not fixed, and nothing counted it.
 func TestPortalSwitchUnanswered(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, lab.Options{Subscribers: 3, DHCP: true, API: true, Portal: true, LeaseTime: time.Hour,
-		KeaNotAuthoritative: true, KeaKnown: map[string][]string{"alpha": {"a-22"}}, ClientLeaseMax: 30 * time.Second,
-		Unconfigured: []string{"s2"}})
-	r.start()
+	r, s2 := switchRig(t)
+	r.portalSwitch(s2, "alpha", "a-new", "alpha-pass-new")
 	ctx := context.Background()
-	alpha, beta := r.apiAs(r.topo.API.ISP["alpha"]), r.apiAs(r.topo.API.ISP["beta"])
-	if _, err := alpha.CreateCustomer(ctx, "alpha", tenants.CustomerInput{ID: "a-new", Password: "alpha-pass-new"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := beta.CreateCustomer(ctx, "beta", tenants.CustomerInput{ID: "c-s2", Password: "beta-pass-s2"}); err != nil {
-		t.Fatal(err)
-	}
-	s2 := r.sub("s2")
-	if _, err := beta.AttachDevice(ctx, "beta", tenants.DeviceInput{MAC: s2.MAC, CustomerID: "c-s2"}); err != nil {
-		t.Fatal(err)
-	}
-	startClient(t, r.topo.Dhclient(ctx, s2))
-	if !eventually(20*time.Second, func() bool { return r.handoverDoneQuiet(s2, "beta") }) {
-		t.Fatalf("s2 not bound at beta; ispmux log:\n%s", r.log.String())
-	}
-
-	// The switch, as the portal's pages do it: the customer ID, then the
-	// confirmation with the password.
-	c := r.portalClient(s2)
-	_, tok, err := portalPage(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, body, err := portalPost(c, "/claim", url.Values{"token": {tok}, "isp": {"alpha"}, "customer_id": {"a-new"}})
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("the switch's first step: %v %v\n%s", resp, err, body)
-	}
-	m := tokenRE.FindStringSubmatch(body)
-	if m == nil {
-		t.Fatalf("no confirmation form:\n%s", body)
-	}
-	resp, body, err = portalPost(c, "/claim?confirm=1", url.Values{"token": {m[1]}, "isp": {"alpha"}, "customer_id": {"a-new"}, "password": {"alpha-pass-new"}})
-	if err != nil || resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("the switch's confirmation: %v %v\n%s", resp, err, body)
-	}
 
 	// Its renewal (T1, 15 s) NAKed, its DISCOVERs to alpha unanswered for
 	// an onboarding lease time (20 s), its next DISCOVER: the garden.
@@ -264,13 +227,13 @@ func TestPortalSwitchUnanswered(t *testing.T) {
 			t.Errorf("%s not counted", n)
 		}
 	}
-	c = r.portalClient(s2) // a garden address now: a new connection
+	c := r.portalClient(s2) // a garden address now: a new connection
 	if page, ok := waitDonePage(c, 60*time.Second, "did not answer when this device asked it for service"); !ok {
 		t.Fatalf("the portal's page for s2 in the garden:\n%s", page)
 	}
 
 	// Back to beta on the failure page's claim form.
-	_, tok, err = portalPage(c)
+	_, tok, err := portalPage(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,5 +243,89 @@ func TestPortalSwitchUnanswered(t *testing.T) {
 	if !eventually(60*time.Second, func() bool { return r.handoverDoneQuiet(s2, "beta") }) {
 		o, ok := r.onboarding(s2.MAC)
 		t.Fatalf("s2 not back on beta: onboarding %+v %v; ispmux log:\n%s", o, ok, r.log.String())
+	}
+}
+
+// switchRig is the lab of the switch tests: s2 attached at beta (c-s2,
+// password beta-pass-s2) and bound there by dhclient; alpha has customer
+// a-new (password alpha-pass-new), which alpha's Kea does not know (it
+// knows a-22 only); client leases of 30 s.
+func switchRig(t *testing.T) (*rig, lab.Sub) {
+	t.Helper()
+	r := newRig(t, lab.Options{Subscribers: 3, DHCP: true, API: true, Portal: true, LeaseTime: time.Hour,
+		KeaNotAuthoritative: true, KeaKnown: map[string][]string{"alpha": {"a-22"}}, ClientLeaseMax: 30 * time.Second,
+		Unconfigured: []string{"s2"}})
+	r.start()
+	ctx := context.Background()
+	alpha, beta := r.apiAs(r.topo.API.ISP["alpha"]), r.apiAs(r.topo.API.ISP["beta"])
+	if _, err := alpha.CreateCustomer(ctx, "alpha", tenants.CustomerInput{ID: "a-new", Password: "alpha-pass-new"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := beta.CreateCustomer(ctx, "beta", tenants.CustomerInput{ID: "c-s2", Password: "beta-pass-s2"}); err != nil {
+		t.Fatal(err)
+	}
+	s2 := r.sub("s2")
+	if _, err := beta.AttachDevice(ctx, "beta", tenants.DeviceInput{MAC: s2.MAC, CustomerID: "c-s2"}); err != nil {
+		t.Fatal(err)
+	}
+	startClient(t, r.topo.Dhclient(ctx, s2))
+	if !eventually(20*time.Second, func() bool { return r.handoverDoneQuiet(s2, "beta") }) {
+		t.Fatalf("s2 not bound at beta; ispmux log:\n%s", r.log.String())
+	}
+	return r, s2
+}
+
+// portalSwitch moves the bound subscriber sub to isp's customer on the
+// portal, as its pages do it: the customer ID, then the confirmation
+// with the password.
+func (r *rig) portalSwitch(sub lab.Sub, isp, customer, password string) {
+	t := r.t
+	t.Helper()
+	c := r.portalClient(sub)
+	_, tok, err := portalPage(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, body, err := portalPost(c, "/claim", url.Values{"token": {tok}, "isp": {isp}, "customer_id": {customer}})
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the switch's first step: %v %v\n%s", resp, err, body)
+	}
+	m := tokenRE.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no confirmation form:\n%s", body)
+	}
+	resp, body, err = portalPost(c, "/claim?confirm=1", url.Values{"token": {m[1]}, "isp": {isp}, "customer_id": {customer}, "password": {password}})
+	if err != nil || resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the switch's confirmation: %v %v\n%s", resp, err, body)
+	}
+}
+
+// The same switch, with ispmux restarted once the device's beta lease is
+// NAKed (its DORA with alpha under way): the hold of its handover is RAM
+// and gone, but the claim is recent (its time is in the store), so
+// alpha's silence still sends the device to the walled garden. Before,
+// a restart in that window left it without an address and without a
+// portal, and counted nothing (found by a new-user trial).
+func TestPortalSwitchRestart(t *testing.T) {
+	t.Parallel()
+	r, s2 := switchRig(t)
+	r.portalSwitch(s2, "alpha", "a-new", "alpha-pass-new")
+	if !eventually(30*time.Second, func() bool { return r.counterNow("switch_held") > 0 }) {
+		t.Fatalf("s2's renewal not NAKed for the switch; ispmux log:\n%s", r.log.String())
+	}
+	r.stop()
+	r.start()
+	ctx := context.Background()
+	pool := netip.MustParsePrefix(lab.OnboardingPool)
+	if !eventually(90*time.Second, func() bool {
+		o, ok := r.onboarding(s2.MAC)
+		a, has := r.topo.SubAddr(ctx, s2)
+		return ok && o.HandoverFailed == "unanswered" && o.Chosen == "alpha" && has && pool.Contains(a.Addr()) && o.IP == a.Addr().String()
+	}) {
+		o, ok := r.onboarding(s2.MAC)
+		t.Fatalf("s2 not in the walled garden after the restart and alpha's silence: onboarding %+v %v; ispmux log:\n%s", o, ok, r.log.String())
+	}
+	if r.counterNow("handover_failed_unanswered") == 0 {
+		t.Error("handover_failed_unanswered not counted after the restart")
 	}
 }
