@@ -173,3 +173,36 @@ func TestMoveWaitFollowsClientLease(t *testing.T) {
 		}
 	}
 }
+
+// A device that chose another ISP can correct its choice until the
+// switch: the switching page links to the form again, which holds the
+// choice made; a bound one goes on to the move's confirmation (back to
+// the ISP it is on, to stay). Before, the switching page had no form and
+// no link: a wrong choice waited for the switch, and the failure page.
+func TestChooseAgainBeforeSwitch(t *testing.T) {
+	r := newRig(t, nil)
+	for _, sub := range []Subscriber{
+		{MAC: macA, Access: "port1", Addr: addrA, ISP: "alpha", Claimed: "beta", ClaimedCustomerID: "c-9"},
+		{MAC: macA, Access: "port1", Addr: addrA, Claimed: "beta", ClaimedCustomerID: "c-9", Expires: time.Now().Add(time.Minute)},
+	} {
+		r.dir.set(sub)
+		w := r.do(req{target: "/", from: addrA})
+		if b := w.Body.String(); !strings.Contains(b, "You chose Beta &amp; Co.") || !strings.Contains(b, `href="/?again=1"`) {
+			t.Fatalf("on %q, the switching page has no link to choose again:\n%s", sub.ISP, b)
+		}
+		w = r.do(req{target: "/?again=1", from: addrA})
+		b := w.Body.String()
+		if w.Code != http.StatusOK || !strings.Contains(b, `name="customer_id"`) || !strings.Contains(b, `value="c-9"`) ||
+			!strings.Contains(b, `value="beta" required checked`) {
+			t.Fatalf("on %q, choose again: %d, want the form holding beta and c-9:\n%s", sub.ISP, w.Code, b)
+		}
+		if sub.ISP == "" {
+			continue
+		}
+		c, tok := r.cookieAndToken(w, nil)
+		w = r.do(req{method: http.MethodPost, target: "/claim", from: addrA, form: claimForm(tok, "alpha", "c-1", ""), cookie: c, hdr: sameOrigin})
+		if b := w.Body.String(); w.Code != http.StatusOK || !strings.Contains(b, "Attach this line to another Alpha Net customer?") {
+			t.Errorf("back to alpha: %d, want the confirmation:\n%s", w.Code, b)
+		}
+	}
+}

@@ -37,5 +37,7 @@
 // fixed it) asks the Directory for the handover's retry at once
 // (Directory.RetryHandover), and the device is shown switching until the
 // retry's outcome is known. That page does not reload by itself; the
-// page of a device switching does, every 5 s.
+// page of a device switching does, every 5 s, and links to the form again
+// (/?again=1, holding the choice made), so that a wrong choice is
+// corrected before the switch rather than after its failure.
 package portal

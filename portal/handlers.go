@@ -147,18 +147,21 @@ func serveCSS(w http.ResponseWriter, _ *http.Request) {
 }
 
 // serveChoose is GET of any path: the form, or the handover's progress
-// for a device that has chosen and not yet switched.
+// for a device that has chosen and not yet switched (the form again with
+// ?again=1, its link: the choice corrected before the switch).
 func (s *Server) serveChoose(w http.ResponseWriter, r *http.Request) {
 	sub, ok := s.subscriber(w, r)
 	if !ok {
 		return
 	}
-	if sub.Claimed != "" {
+	if sub.Claimed != "" && r.URL.Query().Get("again") != "1" {
 		s.serveClaimed(w, r, sub)
 		return
 	}
 	nonce := ensureNonce(w, r)
-	s.render(w, http.StatusOK, s.choosePage(s.token(purposeForm, sub.MAC, nonce), sub.ISP, formInput{}, problems{}))
+	// Choosing again: the form holds the choice made, to be corrected.
+	in := formInput{ISP: sub.Claimed, CustomerID: sub.ClaimedCustomerID}
+	s.render(w, http.StatusOK, s.choosePage(s.token(purposeForm, sub.MAC, nonce), sub.ISP, in, problems{}))
 }
 
 // serveDone is the page after a claim (POST, redirect, GET): what the

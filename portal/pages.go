@@ -244,6 +244,9 @@ func (s *Server) pendingPage(isp string, wait time.Duration) page {
 				" (it renews its address by itself; if it does not, turn Wi-Fi or the network cable off and on). You can close this page.",
 		},
 		Refresh: true,
+		// Until the switch, the choice can still be corrected (another
+		// ISP or customer ID; the one it is on, to stay there).
+		Link: &link{Href: "/?again=1", Text: "Chose the wrong provider or customer ID? Choose again"},
 	}
 }
 
