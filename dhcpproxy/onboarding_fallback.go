@@ -384,12 +384,14 @@ func (p *Proxy) recentClaim(s subject, now time.Time) (*obPool, bool) {
 	if pl == nil {
 		return nil, false
 	}
-	r, err := p.store.Registration(subscribers.MAC(binding.MACBytes(s.mac)))
-	if err != nil || r.Source != registry.SourceClaim {
+	window := max(p.cfg.ClientLeaseMax, pl.leaseTime) + pl.leaseTime
+	if now.Sub(p.born) > window {
+		// Past the window since the start, every claim of before it is
+		// too old: no store read.
 		return nil, false
 	}
-	window := max(p.cfg.ClientLeaseMax, pl.leaseTime) + pl.leaseTime
-	if !r.Updated.Before(p.born) || now.Sub(r.Updated) > window {
+	r, err := p.store.Registration(subscribers.MAC(binding.MACBytes(s.mac)))
+	if err != nil || r.Source != registry.SourceClaim || !r.Updated.Before(p.born) || now.Sub(r.Updated) > window {
 		return nil, false
 	}
 	return pl, true

@@ -180,11 +180,19 @@ func (r *rig) logEvents(t *testing.T) {
 // their leases run out, and every binding must survive. Before ispmux's
 // renewals carried the time since the ISP's T1 in secs, the standby saw
 // only the clients' few seconds and took over once every lease had
-// expired.
+// expired. The ISP's leases are 2 min: ispmux relays a renewal to the
+// server that granted the lease until the ISP's T2 (7/8 of the lease),
+// then to both, so the standby first sees the clients there, counts them
+// unacked (secs: the time since T1) and takes over at the second; the
+// clients then have the last eighth of their lease to reach it (their
+// rebinding retransmissions). With 30 s leases that eighth was under 4 s,
+// and once too little on a loaded CI machine (s1's lease ran out 4 s after
+// the takeover); with 60 s, s1 renewed 2 s before its end; with 2 min,
+// the three renewed 6–7 s before theirs.
 func TestKeaHAUnackedDetection(t *testing.T) {
 	t.Parallel()
 	privtest.Lab(t)
-	r := newRig(t, lab.Options{Subscribers: 8, ISPs: 1, DHCP: true, LeaseTime: 30 * time.Second})
+	r := newRig(t, lab.Options{Subscribers: 8, ISPs: 1, DHCP: true, LeaseTime: 2 * time.Minute})
 	keas := r.startKeaHA(t, "hot-standby", map[string]any{"max-unacked-clients": 1, "max-ack-delay": 2000})
 	r.start()
 	defer r.logEvents(t)
@@ -198,7 +206,7 @@ func TestKeaHAUnackedDetection(t *testing.T) {
 	time.Sleep(5 * time.Second)
 	keas[0].kill()
 	t0 := time.Now()
-	if !waitLog(keas[1].log, "to PARTNER-DOWN state", 75*time.Second) {
+	if !waitLog(keas[1].log, "to PARTNER-DOWN state", 150*time.Second) {
 		t.Errorf("standby not partner-down %v after the primary's crash", time.Since(t0))
 	} else {
 		t.Logf("standby partner-down after %v", time.Since(t0))
