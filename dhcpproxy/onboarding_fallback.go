@@ -1,16 +1,12 @@
 package dhcpproxy
 
 import (
-	"cmp"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/ispmux/ispmux/internal/binding"
-	"github.com/ispmux/ispmux/registry"
-	"github.com/ispmux/ispmux/subscribers"
 )
 
 // Handover fallback: a device handed over to its ISP (onboarding.go,
@@ -62,24 +58,9 @@ import (
 //     its retry, comes within one). A restart forgets them all: a garden
 //     lease restored is handed over at its renewal.
 //
-// A switch the subscriber made itself is a handover too (holdSwitched): a
-// device bound at one ISP whose registration moved to another by a claim
-// (the portal's: the subscriber's own choice, with the new customer's
-// password; no other claim takes a device from another ISP's customer),
-// on a circuit with an onboarding pool, is held
-// there for its DORA with the new ISP from the moment its old binding
-// ends (its next message after the move: the NAK of its renewal, its
-// DISCOVER), as a device leaving the garden is. The new ISP refusing it or
-// silent, it goes to the garden with the same rules, where the portal says
-// why and offers the claim form (its old ISP's customer again, say),
-// instead of staying with no address and no portal (the ISP may have
-// created the customer in ispmux's API and not in its own DHCP server).
-// A move by the operator or an ISP's API is theirs to get right: its
-// refusals are the new ISP's nak and timeout events, as before. A restart
-// forgets the holds; recentClaim stands in for them after it.
-//
-// Only a MAC with a device record that held an onboarding lease, or
-// switched by a claim, gets a record, so a subscriber's messages cannot
+// A switch the subscriber made on the portal is a handover too
+// (switch_fallback.go). Only a MAC with a device record that held an
+// onboarding lease, or switched by a claim, gets a record, so a subscriber's messages cannot
 // grow it beyond the registry, and maxFallbacks bounds it regardless.
 
 // Why a device is back in the garden (OnboardingLease.HandoverFailed).
@@ -249,24 +230,6 @@ func (t *fallbacks) sweepLocked(now time.Time) {
 	}
 }
 
-// holdSwitched holds mac on c for its DORA with its new ISP when its
-// registration reg moved there by a claim (a switch the subscriber made
-// itself) and c has an onboarding pool: its binding at the old ISP just
-// ended by the move (serveRequest). Its handover's failure then sends it
-// to the garden (above); its messages on c keep the hold (keepHold) as a
-// handover's from the garden do.
-func (p *Proxy) holdSwitched(c *Circuit, mac uint64, reg *registry.Entry, now time.Time) {
-	if reg.Source != registry.SourceClaim {
-		return
-	}
-	pl := p.ob.pools[circuitKey{c.Port, c.VLAN}]
-	if pl == nil {
-		return
-	}
-	p.ob.hold(mac, pl, now.Add(pl.leaseTime))
-	p.count("switch_held")
-}
-
 // handoverRefusedByNak notes the ISP's NAK to t, a SELECTING REQUEST (not
 // a renewal), as its handover's failure (refused), if it is one.
 func (p *Proxy) handoverRefusedByNak(t *txn, now time.Time) {
@@ -351,47 +314,6 @@ func (p *Proxy) handoverPool(s subject, now time.Time) (*obPool, bool) {
 		return nil, false
 	}
 	if pl.c.Name != s.access || p.hasLease(subKey{circuitKey{pl.c.Port, pl.c.VLAN}, s.mac}) {
-		return nil, false
-	}
-	return pl, true
-}
-
-// recentClaim returns the onboarding pool of s's access if s's MAC, held
-// nowhere, is registered by a claim made before this proxy started (so
-// the restart forgot the hold it may have had) and so recently that its
-// handover may be under way: within the longest a handover takes to
-// begin and be held (ClientLeaseMax, a switch's wait for the device's
-// renewal; a garden lease time; then the hold's lease time), counted from
-// the claim (the registration's Updated, from the store: the registry
-// does not keep it). So a restart during a switch, or between the end of
-// a garden lease by its handover and the ISP's answer, does not leave a
-// device its ISP refuses without an address: its failure sends it to
-// the garden as the hold's would have. A claim made since the start had
-// its hold, and its lapse is exact. Read only on a refusal or a timeout
-// (handoverFailed), and only for a MAC registered by a claim on an access
-// with an onboarding pool.
-func (p *Proxy) recentClaim(s subject, now time.Time) (*obPool, bool) {
-	reg, ok := p.reg.Lookup(s.mac)
-	if !ok || reg.Source != registry.SourceClaim || reg.ISP != s.isp || reg.CustomerID != s.customer {
-		return nil, false
-	}
-	var pl *obPool
-	for _, x := range p.ob.pools {
-		if x.c.Name == s.access {
-			pl = x
-		}
-	}
-	if pl == nil {
-		return nil, false
-	}
-	window := max(p.cfg.ClientLeaseMax, pl.leaseTime) + pl.leaseTime
-	if now.Sub(p.born) > window {
-		// Past the window since the start, every claim of before it is
-		// too old: no store read.
-		return nil, false
-	}
-	r, err := p.store.Registration(subscribers.MAC(binding.MACBytes(s.mac)))
-	if err != nil || r.Source != registry.SourceClaim || !r.Updated.Before(p.born) || now.Sub(r.Updated) > window {
 		return nil, false
 	}
 	return pl, true
@@ -516,83 +438,4 @@ func (p *Proxy) fallbackNote(mac uint64, pl *obPool, now time.Time) string {
 		return ""
 	}
 	return "; back in the walled garden: its handover to ISP " + f.isp + " failed (" + f.reason + "), retried every lease time"
-}
-
-// Handover is a device on its way from the walled garden, or from its old
-// ISP (a switch it made itself), to the ISP it chose, with no onboarding
-// lease and no binding there now: its DORA with the ISP under way, or
-// just refused (Handovers).
-type Handover struct {
-	MAC    uint64
-	Access string
-	// ISP and CustomerID are its registration's: where it is going.
-	ISP, CustomerID string
-	// HeldUntil is when its hold on Access lapses unless it asks again
-	// there (zero: no hold left, its failure's record alone).
-	HeldUntil time.Time
-	// SilentSince is when its ISP first left its DORA unanswered (zero:
-	// not so far).
-	SilentSince time.Time
-	// Failed is why it goes back to the garden at its next DISCOVER
-	// (HandoverRefused, HandoverUnanswered); "" while its handover goes
-	// on.
-	Failed string
-}
-
-// Handovers returns the devices handed over (a hold, or a failure's
-// record, see above) that hold neither an onboarding lease (those are
-// OnboardingLeases, with their failure) nor a binding on that access, by
-// MAC: between the end of their garden lease, or of their old ISP's
-// binding, and their new ISP's ACK or their return to the garden. At most
-// limit. ctl status lists them, so that a device in that gap (up to a lease
-// time and its DISCOVER backoff) is not missing from every list.
-func (p *Proxy) Handovers(limit int) []Handover {
-	now := p.now()
-	byMAC := map[uint64]Handover{}
-	pools := map[uint64]*obPool{}
-	p.ob.mu.Lock()
-	for mac, h := range p.ob.holds {
-		if h.until.After(now) && len(byMAC) < limit {
-			byMAC[mac] = Handover{MAC: mac, Access: h.pool.c.Name, HeldUntil: h.until}
-			pools[mac] = h.pool
-		}
-	}
-	p.ob.mu.Unlock()
-	p.fb.mu.Lock()
-	for mac, f := range p.fb.m {
-		if !f.until.After(now) {
-			continue
-		}
-		h, ok := byMAC[mac]
-		if !ok {
-			if len(byMAC) >= limit {
-				continue
-			}
-			h = Handover{MAC: mac, Access: f.pool.c.Name}
-			pools[mac] = f.pool
-		} else if pools[mac] != f.pool {
-			continue // a record of another circuit's handover
-		}
-		h.SilentSince, h.Failed = f.silentSince, f.reason
-		byMAC[mac] = h
-	}
-	p.fb.mu.Unlock()
-	out := make([]Handover, 0, len(byMAC))
-	for mac, h := range byMAC {
-		pl := pools[mac]
-		if l, ok := p.ob.leaseOf(mac); ok && l.expires.After(now) {
-			continue // in the garden: an onboarding lease
-		}
-		if p.hasLease(subKey{circuitKey{pl.c.Port, pl.c.VLAN}, mac}) {
-			continue // bound: done
-		}
-		reg, ok := p.reg.Lookup(mac)
-		if !ok {
-			continue // no device record any more: a stranger to the garden
-		}
-		h.ISP, h.CustomerID = reg.ISP, reg.CustomerID
-		out = append(out, h)
-	}
-	slices.SortFunc(out, func(a, b Handover) int { return cmp.Compare(a.MAC, b.MAC) })
-	return out
 }
