@@ -187,8 +187,9 @@ func TestChooseAgainBeforeSwitch(t *testing.T) {
 	} {
 		r.dir.set(sub)
 		w := r.do(req{target: "/", from: addrA})
-		if b := w.Body.String(); !strings.Contains(b, "You chose Beta &amp; Co.") || !strings.Contains(b, `href="/?again=1"`) {
-			t.Fatalf("on %q, the switching page has no link to choose again:\n%s", sub.ISP, b)
+		if b := w.Body.String(); !strings.Contains(b, "You chose Beta &amp; Co.") || !strings.Contains(b, `href="/?again=1"`) ||
+			(sub.ISP != "") != strings.Contains(b, "or want to stay on Alpha Net? Choose again (to stay, choose Alpha Net and your customer ID there)") {
+			t.Fatalf("on %q, the switching page has no (right) link to choose again:\n%s", sub.ISP, b)
 		}
 		w = r.do(req{target: "/?again=1", from: addrA})
 		b := w.Body.String()
@@ -201,8 +202,12 @@ func TestChooseAgainBeforeSwitch(t *testing.T) {
 		}
 		c, tok := r.cookieAndToken(w, nil)
 		w = r.do(req{method: http.MethodPost, target: "/claim", from: addrA, form: claimForm(tok, "alpha", "c-1", ""), cookie: c, hdr: sameOrigin})
-		if b := w.Body.String(); w.Code != http.StatusOK || !strings.Contains(b, "Attach this line to another Alpha Net customer?") {
-			t.Errorf("back to alpha: %d, want the confirmation:\n%s", w.Code, b)
+		// Back to the ISP it is on: staying, said as such; cancelling
+		// leaves the switch chosen before to go ahead, and says so.
+		if b := w.Body.String(); w.Code != http.StatusOK || !strings.Contains(b, "Attach this line to Alpha Net customer ID c-1?") ||
+			!strings.Contains(b, "if it already is, nothing changes; a switch to another provider chosen before is called off") ||
+			!strings.Contains(b, "Cancel (the switch to Beta &amp; Co chosen before goes ahead)") || strings.Contains(b, "leaves Alpha Net") {
+			t.Errorf("back to alpha: %d, want the confirmation of staying:\n%s", w.Code, b)
 		}
 	}
 }

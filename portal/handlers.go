@@ -177,7 +177,7 @@ func (s *Server) serveDone(w http.ResponseWriter, r *http.Request) {
 	case sub.Claimed != "":
 		s.serveClaimed(w, r, sub)
 	case hasRecent && recent != sub.ISP:
-		s.render(w, http.StatusOK, s.pendingPage(recent, s.wait(sub)))
+		s.render(w, http.StatusOK, s.pendingPage(recent, sub.ISP, s.wait(sub)))
 	case sub.ISP != "":
 		s.render(w, http.StatusOK, s.connectedPage(sub.ISP))
 	default:
@@ -196,7 +196,7 @@ func (s *Server) serveClaimed(w http.ResponseWriter, r *http.Request, sub Subscr
 		if sub.ISP == "" {
 			wait += max(time.Until(sub.Retry), 0)
 		}
-		s.render(w, http.StatusOK, s.pendingPage(sub.Claimed, wait))
+		s.render(w, http.StatusOK, s.pendingPage(sub.Claimed, sub.ISP, wait))
 		return
 	}
 	nonce := ensureNonce(w, r)
@@ -255,7 +255,7 @@ func (s *Server) serveClaim(w http.ResponseWriter, r *http.Request) {
 	again := func(status int, pr problems) {
 		switch {
 		case confirming:
-			s.render(w, status, s.confirmPage(want, cur, in, pr, s.moveWait(sub)))
+			s.render(w, status, s.confirmPage(want, sub, in, pr))
 		case handoverFailed(sub):
 			s.render(w, status, s.failedPage(sub, formToken, in, pr))
 		default:
@@ -269,7 +269,7 @@ func (s *Server) serveClaim(w http.ResponseWriter, r *http.Request) {
 	if moving && !confirming {
 		// The move's first step: nothing is claimed, the password (if
 		// any was sent) is not used; the confirmation asks for it.
-		s.render(w, http.StatusOK, s.confirmPage(s.token(purposeConfirm, sub.MAC, nonce, in.ISP, in.CustomerID), cur, in, problems{}, s.moveWait(sub)))
+		s.render(w, http.StatusOK, s.confirmPage(s.token(purposeConfirm, sub.MAC, nonce, in.ISP, in.CustomerID), sub, in, problems{}))
 		return
 	}
 	s.claim(w, r, sub, in, confirming, again)

@@ -184,25 +184,39 @@ func (s *Server) ispChoices(checked string) []ispChoice {
 	return out
 }
 
-// confirmPage asks a subscriber on current to confirm the move to in.ISP
-// with its password.
-func (s *Server) confirmPage(token, current string, in formInput, pr problems, wait time.Duration) page {
-	cur, next := s.displayName(current), s.displayName(in.ISP)
+// confirmPage asks the bound subscriber sub to confirm the move to
+// in.ISP with its password. A switch it chose before and that has not
+// happened yet (sub.Claimed) goes ahead if it cancels: the cancel link
+// says so.
+func (s *Server) confirmPage(token string, sub Subscriber, in formInput, pr problems) page {
+	cur, next := s.displayName(sub.ISP), s.displayName(in.ISP)
 	q := "You are on " + cur + ". Move this line to " + next + "?"
-	if current == in.ISP {
-		q = "You are on " + cur + ". Attach this line to another " + next + " customer?"
+	then := "When you confirm, this device leaves " + cur + " and switches to " + next + " within " + about(s.moveWait(sub)) + "."
+	if sub.ISP == in.ISP {
+		// Maybe the customer it is on (to stay, calling a switch
+		// chosen before off): the portal does not know which.
+		q = "You are on " + cur + ". Attach this line to " + next + " customer ID " + in.CustomerID + "?"
+		then = "When you confirm, this device is " + next + "'s under that customer ID (if it already is, nothing changes; a switch to another provider chosen before is called off)."
+	}
+	cancel := "Cancel and stay on " + cur
+	if sub.Claimed != "" && sub.Claimed != sub.ISP {
+		cancel = "Cancel (the switch to " + s.displayName(sub.Claimed) + " chosen before goes ahead)"
 	}
 	p := page{
 		Heading: "Move to " + next + "?",
 		Lead: []string{q,
 			"Customer ID at " + next + ": " + in.CustomerID + ".",
-			"When you confirm, this device leaves " + cur + " and switches to " + next + " within " + about(wait) + ".",
+			then,
 		},
 		Form: &form{Action: "/claim?confirm=1", Token: token,
 			Hidden:      []hidden{{"isp", in.ISP}, {"customer_id", in.CustomerID}},
 			AskPassword: true, PasswordLabel: "Password for " + next, Submit: "Move to " + next, Msg: pr.Fields},
-		Link:   &link{Href: "/", Text: "Cancel and stay on " + cur},
+		Link:   &link{Href: "/", Text: cancel},
 		Errors: pr.Summary,
+	}
+	if sub.ISP == in.ISP {
+		p.Heading = "Stay with " + next + "?"
+		p.Form.Submit = "Confirm"
 	}
 	return p
 }
@@ -235,8 +249,15 @@ func sentence(text, anchor string, fields map[string]string) problems {
 // pendingPage says the device will switch to isp within wait (from
 // another ISP, at its next renewal of a client lease: moveWait; from
 // onboarding: HandoverHint, later if its retry is due later).
-func (s *Server) pendingPage(isp string, wait time.Duration) page {
+func (s *Server) pendingPage(isp, current string, wait time.Duration) page {
 	n := s.displayName(isp)
+	again := "Chose the wrong provider or customer ID? Choose again"
+	if current != "" {
+		// Staying is choosing the provider it is on, and its customer
+		// ID there, again.
+		again = "Chose the wrong provider or customer ID, or want to stay on " + s.displayName(current) +
+			"? Choose again (to stay, choose " + s.displayName(current) + " and your customer ID there)"
+	}
 	return page{
 		Heading: "You chose " + n,
 		Lead: []string{
@@ -246,7 +267,7 @@ func (s *Server) pendingPage(isp string, wait time.Duration) page {
 		Refresh: true,
 		// Until the switch, the choice can still be corrected (another
 		// ISP or customer ID; the one it is on, to stay there).
-		Link: &link{Href: "/?again=1", Text: "Chose the wrong provider or customer ID? Choose again"},
+		Link: &link{Href: "/?again=1", Text: again},
 	}
 }
 
