@@ -51,11 +51,7 @@ func TestOnboardingHandoverUnanswered(t *testing.T) {
 
 	// The handover (T1, 10 s), beta silent for one onboarding lease time
 	// (20 s), the next DISCOVER of dhclient's back-off: the garden again.
-	if !eventually(90*time.Second, func() bool {
-		o, ok := r.onboarding(s8.MAC)
-		a, has := r.topo.SubAddr(ctx, s8)
-		return ok && o.HandoverFailed == "unanswered" && o.Chosen == "beta" && has && pool.Contains(a.Addr()) && o.IP == a.Addr().String()
-	}) {
+	if !eventually(90*time.Second, func() bool { return r.backInGarden(s8, "beta") }) {
 		o, ok := r.onboarding(s8.MAC)
 		t.Fatalf("s8 not back in the walled garden after beta's silence: onboarding %+v %v; ispmux log:\n%s", o, ok, r.log.String())
 	}
@@ -130,11 +126,7 @@ func TestOnboardingHandoverReclaim(t *testing.T) {
 	if resp, body, err := portalClaim(c, tok, "beta", "p-unknown", "pw-p-unknown", nil); err != nil || resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("claim: %v %v\n%s", resp, err, body)
 	}
-	if !eventually(90*time.Second, func() bool {
-		o, ok := r.onboarding(s8.MAC)
-		a, has := r.topo.SubAddr(ctx, s8)
-		return ok && o.HandoverFailed == "unanswered" && has && pool.Contains(a.Addr()) && o.IP == a.Addr().String()
-	}) {
+	if !eventually(90*time.Second, func() bool { return r.backInGarden(s8, "") }) {
 		o, ok := r.onboarding(s8.MAC)
 		t.Fatalf("s8 not back in the walled garden after beta's silence: onboarding %+v %v; ispmux log:\n%s", o, ok, r.log.String())
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
@@ -195,13 +194,11 @@ func TestPortalSwitchUnanswered(t *testing.T) {
 	t.Parallel()
 	r, s2 := switchRig(t)
 	r.portalSwitch(s2, "alpha", "a-new", "alpha-pass-new")
-	ctx := context.Background()
 
 	// Its renewal (T1, 15 s) NAKed, its DISCOVERs to alpha unanswered for
 	// an onboarding lease time (20 s), its next DISCOVER: the garden.
 	// Meanwhile (its beta lease NAKed, no garden lease yet) ctl status
 	// lists it among the handovers.
-	pool := netip.MustParsePrefix(lab.OnboardingPool)
 	listed := false
 	if !eventually(90*time.Second, func() bool {
 		if st, err := r.status(); err == nil {
@@ -209,9 +206,7 @@ func TestPortalSwitchUnanswered(t *testing.T) {
 				listed = listed || h.MAC == s2.MAC && h.ISP == "alpha" && h.CustomerID == "a-new"
 			}
 		}
-		o, ok := r.onboarding(s2.MAC)
-		a, has := r.topo.SubAddr(ctx, s2)
-		return ok && o.HandoverFailed == "unanswered" && o.Chosen == "alpha" && has && pool.Contains(a.Addr()) && o.IP == a.Addr().String()
+		return r.backInGarden(s2, "alpha")
 	}) {
 		o, ok := r.onboarding(s2.MAC)
 		t.Fatalf("s2 not in the walled garden after alpha's silence: onboarding %+v %v; ispmux log:\n%s", o, ok, r.log.String())
@@ -315,13 +310,7 @@ func TestPortalSwitchRestart(t *testing.T) {
 	}
 	r.stop()
 	r.start()
-	ctx := context.Background()
-	pool := netip.MustParsePrefix(lab.OnboardingPool)
-	if !eventually(90*time.Second, func() bool {
-		o, ok := r.onboarding(s2.MAC)
-		a, has := r.topo.SubAddr(ctx, s2)
-		return ok && o.HandoverFailed == "unanswered" && o.Chosen == "alpha" && has && pool.Contains(a.Addr()) && o.IP == a.Addr().String()
-	}) {
+	if !eventually(90*time.Second, func() bool { return r.backInGarden(s2, "alpha") }) {
 		o, ok := r.onboarding(s2.MAC)
 		t.Fatalf("s2 not in the walled garden after the restart and alpha's silence: onboarding %+v %v; ispmux log:\n%s", o, ok, r.log.String())
 	}

@@ -122,6 +122,17 @@ func waitDonePage(c *http.Client, within time.Duration, want string) (string, bo
 	return page, ok
 }
 
+// backInGarden reports whether sub is back in the walled garden after
+// its handover to chosen ("": any ISP) went unanswered: ispmux's status
+// gives it an onboarding lease with that failure, and sub holds that
+// lease's address.
+func (r *rig) backInGarden(sub lab.Sub, chosen string) bool {
+	o, ok := r.onboarding(sub.MAC)
+	a, has := r.topo.SubAddr(context.Background(), sub)
+	return ok && o.HandoverFailed == "unanswered" && (chosen == "" || o.Chosen == chosen) && has &&
+		netip.MustParsePrefix(lab.OnboardingPool).Contains(a.Addr()) && o.IP == a.Addr().String()
+}
+
 // onboarding returns sub's onboarding lease in ispmux's status.
 func (r *rig) onboarding(mac string) (ctlsock.OnboardingStatus, bool) {
 	for _, o := range r.mustStatus().Onboarding {
