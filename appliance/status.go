@@ -94,10 +94,7 @@ func (a *Appliance) status(maxBindings int) ctlsock.Status {
 		if e, ok := a.reg.Lookup(l.MAC); ok {
 			o.Chosen = e.ISP
 			if l.HandoverISP == e.ISP {
-				o.HandoverFailed = l.HandoverFailed
-				if !l.HandoverRetry.IsZero() {
-					o.HandoverRetry = l.HandoverRetry.UTC().Format(time.RFC3339)
-				}
+				o.HandoverFailed, o.HandoverRetry = l.HandoverFailed, rfc3339(l.HandoverRetry)
 			}
 		}
 		st.Onboarding = append(st.Onboarding, o)

@@ -38,19 +38,11 @@ func (p *Proxy) Handovers(limit int) []Handover {
 	now := p.now()
 	byMAC := map[uint64]Handover{}
 	pools := map[uint64]*obPool{}
-	p.ob.mu.Lock()
-	for mac, h := range p.ob.holds {
-		if h.until.After(now) && len(byMAC) < limit {
-			byMAC[mac] = Handover{MAC: mac, Access: h.pool.c.Name, HeldUntil: h.until}
-			pools[mac] = h.pool
-		}
+	for mac, h := range p.ob.liveHolds(now, limit) {
+		byMAC[mac] = Handover{MAC: mac, Access: h.pool.c.Name, HeldUntil: h.until}
+		pools[mac] = h.pool
 	}
-	p.ob.mu.Unlock()
-	p.fb.mu.Lock()
-	for mac, f := range p.fb.m {
-		if !f.until.After(now) {
-			continue
-		}
+	for mac, f := range p.fb.live(now) {
 		h, ok := byMAC[mac]
 		if !ok {
 			if len(byMAC) >= limit {
@@ -64,7 +56,6 @@ func (p *Proxy) Handovers(limit int) []Handover {
 		h.SilentSince, h.Failed = f.silentSince, f.reason
 		byMAC[mac] = h
 	}
-	p.fb.mu.Unlock()
 	out := make([]Handover, 0, len(byMAC))
 	for mac, h := range byMAC {
 		pl := pools[mac]

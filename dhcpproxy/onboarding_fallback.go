@@ -189,6 +189,19 @@ func (t *fallbacks) ask(mac uint64, isp, customer string, now time.Time) (fallba
 	return f, true
 }
 
+// live returns a copy of the records live at now, by MAC.
+func (t *fallbacks) live(now time.Time) map[uint64]fallback {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := map[uint64]fallback{}
+	for mac, f := range t.m {
+		if f.until.After(now) {
+			out[mac] = f
+		}
+	}
+	return out
+}
+
 // drop forgets mac's record.
 func (t *fallbacks) drop(mac uint64) {
 	t.mu.Lock()

@@ -242,6 +242,19 @@ func (t *onboardingTable) hold(mac uint64, pl *obPool, until time.Time) {
 	heap.Push(&t.timers, obTimer{at: until, kind: timerHold, mac: mac})
 }
 
+// liveHolds returns up to limit of the holds lasting at now, by MAC.
+func (t *onboardingTable) liveHolds(now time.Time, limit int) map[uint64]obHold {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := map[uint64]obHold{}
+	for mac, h := range t.holds {
+		if h.until.After(now) && len(out) < limit {
+			out[mac] = h
+		}
+	}
+	return out
+}
+
 // keepHold extends mac's hold on c (its handover's, still lasting at
 // now) to one lease time from now: the device handed over asks on c
 // (its DORA with its ISP, which may take longer than a lease time when
