@@ -60,8 +60,9 @@ import (
 //
 // A switch the subscriber made on the portal is a handover too
 // (switch_fallback.go). Only a MAC with a device record that held an
-// onboarding lease, or switched by a claim, gets a record, so a subscriber's messages cannot
-// grow it beyond the registry, and maxFallbacks bounds it regardless.
+// onboarding lease, or switched by a claim, gets a record, so a
+// subscriber's messages cannot grow it beyond the registry, and
+// maxFallbacks bounds it regardless.
 
 // Why a device is back in the garden (OnboardingLease.HandoverFailed).
 const (

@@ -13,9 +13,9 @@ import (
 // to another by a claim (the portal's: the subscriber's own choice, with
 // the new customer's password; no other claim takes a device from another
 // ISP's customer), on a circuit with an onboarding pool, is held there
-// for its DORA with the new ISP from the moment its old binding
-// ends (its next message after the move: the NAK of its renewal, its
-// DISCOVER), as a device leaving the garden is. The new ISP refusing it or
+// for its DORA with the new ISP from the moment its old binding ends (its
+// next message after the move: the NAK of its renewal, its DISCOVER), as
+// a device leaving the garden is. The new ISP refusing it or
 // silent, it goes to the garden with the same rules, where the portal says
 // why and offers the claim form (its old ISP's customer again, say),
 // instead of staying with no address and no portal (the ISP may have
@@ -28,8 +28,8 @@ import (
 // registration reg moved there by a claim (a switch the subscriber made
 // itself) and c has an onboarding pool: its binding at the old ISP just
 // ended by the move (serveRequest). Its handover's failure then sends it
-// to the garden (onboarding_fallback.go); its messages on c keep the hold (keepHold) as a
-// handover's from the garden do.
+// to the garden (onboarding_fallback.go); its messages on c keep the hold
+// (keepHold) as a handover's from the garden do.
 func (p *Proxy) holdSwitched(c *Circuit, mac uint64, reg *registry.Entry, now time.Time) {
 	if reg.Source != registry.SourceClaim {
 		return
