@@ -65,9 +65,25 @@ func lookupBatchAsm(base unsafe.Pointer, nlines, k0, k1 uint64, keys, vals *uint
 // ahead of the probe in one loop instead of all first (within 1–7 %,
 // slower in each run); a branch to record a key whose probe goes on, in
 // place of the conditional moves (6 % faster at 1K, 10–20 % slower at
-// 100K and 1M: the branch waits on the line's load). An AVX2 compare of
-// the line's four keys would save about a fifth of the second pass's
-// instructions (estimated, not written): not the 1.3× target at 1M.
+// 100K and 1M: the branch waits on the line's load).
+//
+// Stop 39, same host, written and measured, not kept:
+//   - the line's four keys compared with one AVX-512 compare (a 64-byte
+//     load, VPCMPEQQ and VPTESTNMQ into mask registers, TZCNT of the
+//     first key-or-empty slot: half of PROBE's instructions). At the
+//     0.5 load of the MAC table, 0.25 ns per key faster at 1K and 1M in
+//     an alternated A/B, within the noise in BenchmarkMACTable; at 0.8
+//     (BenchmarkLookupChunkAB), the same at 1K and 0.9 ns slower at 1M
+//     (the mask moves lengthen each key's chain from its line's load).
+//   - one loop hashing and prefetching 8–32 keys ahead of the probe
+//     (again, and with the AVX-512 probe): slower at 1M in every variant,
+//     by 0.4–2 ns per key, the shorter the lead the slower.
+//
+// What they showed: the first pass alone costs 0.85× the floor at 1M
+// (prefetches are cheaper than the floor's loads), and the second pass,
+// ~2.8 ns per key, adds to it instead of overlapping it, whichever way
+// the two are interleaved. The RESULT change (one byte store for ok[i])
+// was kept.
 func (v *View) lookupChunk(keys, vals []uint64, ok []bool) {
 	if len(keys) == 0 {
 		return
