@@ -186,15 +186,17 @@ func (s *Server) serveDone(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveClaimed is the page of a device that chose an ISP and is not on it
-// yet: switching (pendingPage; a retry asked for by a claim again is due
-// at sub.Retry), or back in the walled garden because its ISP did not
+// yet: switching (pendingPage), asking again (retryPage: a retry asked
+// for by a claim again, due at sub.Retry), or back in the walled garden because its ISP did not
 // take it (failedPage, with the claim form to correct the choice or ask
 // for a retry).
 func (s *Server) serveClaimed(w http.ResponseWriter, r *http.Request, sub Subscriber) {
 	if !handoverFailed(sub) {
 		wait := s.wait(sub)
-		if sub.ISP == "" {
-			wait += max(time.Until(sub.Retry), 0)
+		if sub.ISP == "" && !sub.Retry.IsZero() {
+			// A retry asked for, its outcome not known yet.
+			s.render(w, http.StatusOK, s.retryPage(sub.Claimed, wait+max(time.Until(sub.Retry), 0)))
+			return
 		}
 		s.render(w, http.StatusOK, s.pendingPage(sub.Claimed, sub.ISP, wait))
 		return

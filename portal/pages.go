@@ -271,6 +271,26 @@ func (s *Server) pendingPage(isp, current string, wait time.Duration) page {
 	}
 }
 
+// retryPage says the device, back in the walled garden because isp
+// refused it or did not answer, asks isp again within wait (a retry asked
+// for by a claim again from the failure page, its outcome not known yet):
+// it switches if isp has set up service for it by then, and is back here
+// otherwise. Before, this was pendingPage, which promised the switch
+// while the ISP might still refuse or stay silent.
+func (s *Server) retryPage(isp string, wait time.Duration) page {
+	n := s.displayName(isp)
+	return page{
+		Heading: "Asking " + n + " again",
+		Lead: []string{
+			"This device asks " + n + " again for service within " + about(wait) + ". If " + n +
+				" has set up service for it, it switches to " + n + " then. If not, it comes back here and this page says so.",
+			"While it asks, this device may be without a connection for a little while, and this page may not load then: open it again a little later.",
+		},
+		Refresh: true,
+		Link:    &link{Href: "/?again=1", Text: "Chose the wrong provider or customer ID? Choose again"},
+	}
+}
+
 // handoverFailed reports whether sub chose an ISP and is back in the
 // walled garden because that ISP did not take it.
 func handoverFailed(sub Subscriber) bool {

@@ -678,9 +678,10 @@ func TestHandoverFailedReclaim(t *testing.T) {
 // A device back in the walled garden whose user had its ISP fix it signs
 // in again from the failure page with the same ISP and customer ID (the
 // page says it may): the claim, its password checked as any, asks the
-// Directory for the handover's retry, and /done shows the device
-// switching (within the retry's time, T1 and a DORA), not the failure
-// again, until the retry's outcome is known: failed again, the failure
+// Directory for the handover's retry, and /done shows the device asking
+// its ISP again (within the retry's time, T1 and a DORA; not "will
+// switch": the ISP may still refuse), not the failure again, until the
+// retry's outcome is known: failed again, the failure
 // page. A refused claim, or one of a device not back in the garden, asks
 // for none. Before, the claim was all: the Directory still gave the
 // failure, the failure page came back, and the device waited a lease time.
@@ -714,14 +715,15 @@ func TestHandoverFailedSameReclaimRetries(t *testing.T) {
 	r.dir.set(asked)
 	for _, target := range []string{"/done", "/"} {
 		b := r.do(req{target: target, from: addrA, cookie: c}).Body.String()
-		if !strings.Contains(b, "You chose Alpha Net. This device will switch to Alpha Net within about 70 seconds") || strings.Contains(b, "has not connected") {
+		if !strings.Contains(b, "This device asks Alpha Net again for service within about 70 seconds. If Alpha Net has set up service for it, it switches to Alpha Net then.") ||
+			strings.Contains(b, "will switch") || strings.Contains(b, "has not connected") {
 			t.Errorf("%s after the same claim again: %s", target, b)
 		}
 	}
 	// Due now: T1 and a DORA.
 	asked.Retry = time.Now().Add(-time.Second)
 	r.dir.set(asked)
-	if b := r.do(req{target: "/done", from: addrA, cookie: c}).Body.String(); !strings.Contains(b, "will switch to Alpha Net within about 40 seconds") {
+	if b := r.do(req{target: "/done", from: addrA, cookie: c}).Body.String(); !strings.Contains(b, "asks Alpha Net again for service within about 40 seconds") {
 		t.Errorf("/done with the retry due: %s", b)
 	}
 	// The retry failed again: the failure page again.
