@@ -108,6 +108,8 @@ func CounterNames() []string {
 		"renewal_local_too_big",
 		"renewal_relayed",
 		"renewed",
+		"replaced_not_released",
+		"replaced_released",
 		"reply_options_truncated",
 		"reply_repacked",
 		"reply_too_big",

@@ -474,6 +474,13 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 		p.storeError("dhcp: intent not completed; binding not committed, ACK withheld", "mac", binding.MACString(mac), "err", err)
 		return
 	}
+	// The lease the subscriber held at this ISP before this one, at
+	// another address: released below (releaseReplaced), read before the
+	// commit replaces it in the store.
+	var replaced subscribers.Binding
+	if hadOld && old.isp == t.isp.Index && old.addr() != ip {
+		replaced = p.full(held{t.sub, old})
+	}
 	failpoint.Hit(failpoint.BindBeforeCommit)
 	ev := subj.event(kind, ip, why)
 	ev.LeaseEnd = b.Expires
@@ -501,6 +508,9 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 	p.leases.put(t.sub, l)
 	p.deliver(c, m, ack)
 	failpoint.Hit(failpoint.BindAfterAck)
+	if replaced.IP.IsValid() {
+		p.releaseReplaced(t, c, replaced, ip)
+	}
 	p.count("ack")
 	st := p.ispStat(t.isp.Index)
 	st.outcomes[OutcomeAck].Add(1)
@@ -537,6 +547,39 @@ func (p *Proxy) releaseRefused(t *txn, isp *ISP, m *dhcpv4.DHCPv4, ip, from neti
 	p.count(what + "_released")
 	p.log.Info("dhcp: an ISP's lease in an ACK not delivered released", "mac", binding.MACString(t.sub.mac),
 		"isp", isp.Name, "server", from, "ip", ip, "why", why)
+}
+
+// releaseReplaced releases at t's ISP the lease old, which t's subscriber
+// held there before the ISP's ACK of another address, ip (now its
+// binding): the subscriber uses ip only. A server that keys leases by
+// client identifier (RFC 4361; Kea, ISC dhcpd) keeps the old lease when
+// the client identifier changed, so a subscriber sending a new client
+// identifier at every exchange would empty the ISP's pool; a server that
+// moved the lease itself ignores the RELEASE (no lease of that address
+// for that client). The RELEASE is the old lease's own (its client
+// identifier, Option 82 and server), sent through an intent of an
+// unbound lease: a crash delays it, and it is dropped, unsent, if a
+// binding ispmux installed holds the address by then (sendIntent).
+// Counted as replaced_released or replaced_not_released.
+func (p *Proxy) releaseReplaced(t *txn, c *Circuit, old subscribers.Binding, ip netip.Addr) {
+	msg := p.revokeMessage(old, t.isp, c, "replaced by "+ip.String())
+	if msg == nil {
+		p.count("replaced_not_released")
+		return
+	}
+	it, err := p.store.AddIntent(subscribers.Intent{Kind: subscribers.IntentReleaseUnbound, ISP: t.isp.Name,
+		MAC: old.MAC, Access: c.Name, VLAN: c.VLAN, IP: old.IP, Message: msg})
+	if err != nil {
+		p.count("replaced_not_released")
+		p.storeError("dhcp: RELEASE of a replaced lease not recorded; not sent", "mac", binding.MACString(t.sub.mac),
+			"isp", t.isp.Name, "ip", old.IP, "err", err)
+		return
+	}
+	p.intents.add(it, false)
+	p.sendIntent(pendingIntent{it, false})
+	p.count("replaced_released")
+	p.log.Info("dhcp: the subscriber's earlier lease at its ISP released: the ISP gave it another address",
+		"mac", binding.MACString(t.sub.mac), "isp", t.isp.Name, "old_ip", old.IP, "ip", ip)
 }
 
 // leaseString spells a lease time; 0xffffffff seconds is infinite (RFC 2131).

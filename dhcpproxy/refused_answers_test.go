@@ -331,3 +331,83 @@ func TestRefusedAckReleaseNotReplayedOverBinding(t *testing.T) {
 		t.Errorf("counters %v; want intent_superseded 1, no RELEASE sent", c)
 	}
 }
+
+// A bound subscriber that starts over with a new client identifier is a
+// new client to its ISP's server, which ACKs it another address and keeps
+// the old lease: the binding moves to the new address, and the old lease
+// is released to the ISP (its own client identifier, through an intent,
+// replaced_released). Before, nothing was sent: a subscriber changing its
+// client identifier at every exchange left a lease at the ISP each time
+// (a trial emptied a /24 that way). Not when the ISP ACKs the same
+// address (a renewal, or a server that moved the lease itself).
+func TestReplacedLeaseReleased(t *testing.T) {
+	r := newPRig(t)
+	addr101 := netip.MustParseAddr("100.64.0.101")
+	idA, idB := []byte{1, 2, 0xaa, 0, 0, 0, 1}, []byte{1, 2, 0xaa, 0, 0, 0, 2}
+	doraID := func(id []byte, serve func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4) []*dhcpv4.DHCPv4 {
+		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, id)))
+		got := r.serve(serve)
+		if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer {
+			t.Fatalf("got %v, want an OFFER", got)
+		}
+		req, _ := dhcpv4.NewRequestFromOffer(got[0], dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, id))
+		r.fromClient(req)
+		return r.serve(serve)
+	}
+	if got := doraID(idA, kea(t, time.Minute)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("first DORA: %v", got)
+	}
+	// The same client identifier, the same address: nothing released.
+	if got := doraID(idA, kea(t, time.Minute)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("second DORA: %v", got)
+	}
+	if up, _ := r.relayedTo(); len(up) != 0 || r.p.Counters()["replaced_released"] != 0 {
+		t.Fatalf("the same address ACKed again: sent the ISP %v (counters %v)", up, r.p.Counters())
+	}
+	op82 := recordingOp82(atAddr(kea(t, time.Minute), addr101))
+	if got := doraID(idB, op82.serve); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck ||
+		!got[0].YourIPAddr.Equal(net.IP(addr101.AsSlice())) {
+		t.Fatalf("DORA with a new client identifier: %v", got)
+	}
+	if !r.tab.isBound(0x020000000101) {
+		t.Fatal("not bound at the new address")
+	}
+	up, _ := r.relayedTo()
+	rel := up[ispSID]
+	if len(up) != 1 || rel == nil || rel.MessageType() != dhcpv4.MessageTypeRelease {
+		t.Fatalf("the old lease not released: sent %v (counters %v)", up, r.p.Counters())
+	}
+	if !rel.ClientIPAddr.Equal(net.IP(netip.MustParseAddr(s1Addr).AsSlice())) || !bytes.Equal(rel.Options.Get(dhcpv4.OptionClientIdentifier), idA) ||
+		!rel.ServerIdentifier().Equal(net.IP(ispSID.AsSlice())) || !bytes.Equal(rel.Options.Get(dhcpv4.OptionRelayAgentInformation), op82.op82) {
+		t.Errorf("RELEASE ciaddr %v client id %x server-id %v Option 82 %x; want %s, %x, %v, %x", rel.ClientIPAddr,
+			rel.Options.Get(dhcpv4.OptionClientIdentifier), rel.ServerIdentifier(), rel.Options.Get(dhcpv4.OptionRelayAgentInformation),
+			s1Addr, idA, ispSID, op82.op82)
+	}
+	if c := r.p.Counters(); c["replaced_released"] != 1 || c["replaced_not_released"] != 0 {
+		t.Errorf("replaced_released %d, replaced_not_released %d; want 1, 0", c["replaced_released"], c["replaced_not_released"])
+	}
+	if ins, _ := r.store.Intents(); len(ins) != 1 || ins[0].Kind != subscribers.IntentReleaseUnbound || ins[0].IP != netip.MustParseAddr(s1Addr) {
+		t.Errorf("intents %+v; want the RELEASE of %s", ins, s1Addr)
+	}
+	if b, err := r.store.Binding("acc0", 0, subscribers.MAC(mac(s1))); err != nil || b.IP != addr101 || !bytes.Equal(b.ClientID, idB) {
+		t.Errorf("stored binding %+v %v; want %v with client identifier %x", b, err, addr101, idB)
+	}
+}
+
+// A SELECTING REQUEST naming another server than ispmux (here the ISP's
+// own server identifier, which a subscriber can learn) is not relayed:
+// the ISP's server would commit a lease no transaction takes the ACK of.
+// Before, it was relayed (so the servers would see they were not chosen),
+// and a trial had the ISP commit 20 leases that way.
+func TestRequestOtherServerNotRelayed(t *testing.T) {
+	r := newPRig(t)
+	r.fromClient(clientMsg(t, s1, dhcpv4.MessageTypeRequest,
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP(netip.MustParseAddr("100.64.0.150").AsSlice()))),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ispSID.AsSlice())))))
+	if up, toClient := r.relayedTo(); len(up) != 0 || len(toClient) != 0 {
+		t.Fatalf("sent the ISP %v, the subscriber %v; want nothing", up, toClient)
+	}
+	if c := r.p.Counters(); c["request_other_server"] != 1 {
+		t.Errorf("request_other_server %d, want 1", c["request_other_server"])
+	}
+}

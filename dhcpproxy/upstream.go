@@ -209,12 +209,18 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 	}
 	if sid := addrOf(m.ServerIdentifier()); mt == dhcpv4.MessageTypeRequest && sid.IsValid() && sid != c.Addr {
 		// A SELECTING REQUEST naming another server: the client chose
-		// it (RFC 2131 §4.3.2). Relayed, so the ISP's servers see they
-		// were not chosen, but no answer is due: no transaction (its
-		// silence is no timeout), the DISCOVER's forgotten.
+		// it (RFC 2131 §4.3.2), where ispmux is the only server it can
+		// reach. The DISCOVER's transaction is forgotten, and nothing is
+		// relayed: named the ISP's own server identifier (a subscriber
+		// can learn it), the REQUEST would have the ISP commit a lease
+		// ispmux never hears of (no transaction takes its ACK), and a
+		// subscriber sending such REQUESTs with ever new client
+		// identifiers could empty the ISP's pool. (Before stop 39 it
+		// was relayed so that the ISP's servers would see they were not
+		// chosen; a server keeps no offer it needs told of.)
 		p.count("request_other_server")
 		p.tx.abandon(pk, t)
-		t = nil
+		return
 	}
 	if t != nil && mt == dhcpv4.MessageTypeInform {
 		p.tx.informed(t, informAddr(m, src))
