@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -200,5 +201,55 @@ func TestLocalRenewalAfterRapidCommitLeavesOutOption80(t *testing.T) {
 	}
 	if got[0].Options.Has(dhcpv4.OptionRapidCommit) {
 		t.Errorf("ispmux's ACK to a RENEWING REQUEST carries option 80 (rapid commit) from the stored ACK")
+	}
+}
+
+// A subscriber that declines every address it is given has the first
+// declineBurst DECLINEs of an hour passed to its ISP, and after that its
+// address released instead (decline_limited; a declined event saying
+// so): an ISP's server quarantines a declined address (Kea: a day), and
+// before, a trial quarantined an address a second from one subscriber.
+func TestDeclineLimited(t *testing.T) {
+	r, _ := newSRig(t)
+	r.p.cfg.MACRate, r.p.cfg.MACBurst = 1000, 1000
+	for i := range declineBurst + 2 {
+		if got := r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+			t.Fatalf("DORA %d: got %v", i, got)
+		}
+		r.fromClient(clientMsg(t, s1, dhcpv4.MessageTypeDecline,
+			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP(s1Addr))),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice())))))
+		r.p.committing.Wait()
+		ports := r.toPorts()
+		want := dhcpv4.MessageTypeDecline
+		if i >= declineBurst {
+			want = dhcpv4.MessageTypeRelease
+		}
+		if len(ports[upPort]) != 1 || ports[upPort][0].MessageType() != want {
+			t.Fatalf("DECLINE %d: to the ISP %v, want one %v", i, ports[upPort], want)
+		}
+		if m := ports[upPort][0]; !m.ServerIdentifier().Equal(net.IP(ispSID.AsSlice())) || !m.Options.Has(dhcpv4.OptionRelayAgentInformation) ||
+			(want == dhcpv4.MessageTypeRelease && !m.ClientIPAddr.Equal(net.ParseIP(s1Addr))) {
+			t.Errorf("DECLINE %d: %v to the ISP with server-id %v, ciaddr %v, Option 82 %v", i, want, m.ServerIdentifier(), m.ClientIPAddr,
+				m.Options.Has(dhcpv4.OptionRelayAgentInformation))
+		}
+		if r.tab.isBound(s1MAC) {
+			t.Fatalf("DECLINE %d: still bound", i)
+		}
+	}
+	if c := r.p.Counters(); c["relayed_decline"] != declineBurst || c["decline_limited"] != 2 {
+		t.Errorf("relayed_decline %d, decline_limited %d; want %d, 2", c["relayed_decline"], c["decline_limited"], declineBurst)
+	}
+	evs := r.eventsOf(subscribers.EventDeclined)
+	if len(evs) != declineBurst+2 || !strings.Contains(evs[len(evs)-1].Reason, "released to the ISP, not declined") {
+		t.Errorf("declined events %+v; want %d, the last saying it was released", evs, declineBurst+2)
+	}
+	// Still over the budget now; a window later it is back.
+	sk := subKey{circuitKey{accPort, 0}, s1MAC}
+	if r.p.limits.allowDecline(sk, time.Now()) {
+		t.Error("a DECLINE allowed within the window, over the budget")
+	}
+	if !r.p.limits.allowDecline(sk, time.Now().Add(declineWindow)) {
+		t.Error("no DECLINE allowed a window later")
 	}
 }

@@ -41,12 +41,58 @@ type limiter struct {
 	// by someone else's flood.
 	mac     map[subKey]*bucket
 	circuit map[circuitKey]*bucket
+	// declines counts the DECLINEs of a bound subscriber's own address
+	// passed to its ISP (allowDecline).
+	declines map[subKey]declineCount
+}
+
+// A bound subscriber's DECLINEs of its own address are passed to its ISP
+// at most declineBurst times in a declineWindow; beyond, the address is
+// released to the ISP instead (endByClient). An ISP's server quarantines
+// a declined address (Kea: a day, decline-probation-period), so a
+// subscriber declining every address it is given, within the general
+// rate limit, took one address from the ISP's pool a second (a trial
+// quarantined 10 in 10 s). A genuine DECLINE (RFC 2131 §4.4.1: the
+// address is in use on the client's link) is rare, and its conflict is
+// on that subscriber's own link, which ispmux keeps apart from the
+// others: a released address given to another subscriber does not meet
+// it.
+const (
+	declineBurst  = 3
+	declineWindow = time.Hour
+)
+
+// declineCount is a subscriber's DECLINEs passed on since since.
+type declineCount struct {
+	since time.Time
+	n     int
 }
 
 func (l *limiter) init(cfg *Config) {
 	l.cfg = cfg
 	l.mac = map[subKey]*bucket{}
 	l.circuit = map[circuitKey]*bucket{}
+	l.declines = map[subKey]declineCount{}
+}
+
+// allowDecline reports whether sk's DECLINE at now may be passed to its
+// ISP (and counts it), or is over declineBurst in declineWindow. Only a
+// bound subscriber's DECLINE of its own address is counted, so the map
+// is bounded by the bindings; forget drops the counts whose window ended.
+func (l *limiter) allowDecline(sk subKey, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d := l.declines[sk]
+	if d.since.IsZero() || now.Sub(d.since) >= declineWindow {
+		d = declineCount{since: now}
+	}
+	if d.n >= declineBurst {
+		l.declines[sk] = d
+		return false
+	}
+	d.n++
+	l.declines[sk] = d
+	return true
 }
 
 // allow applies the per-MAC (on its circuit) and then the per-circuit
@@ -79,13 +125,19 @@ func (l *limiter) allow(sk subKey, now time.Time) string {
 	return ""
 }
 
-// forget drops the per-MAC buckets that have refilled (they hold nothing).
+// forget drops the per-MAC buckets that have refilled (they hold nothing)
+// and the DECLINE counts whose window ended.
 func (l *limiter) forget(now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for sk, b := range l.mac {
 		if b.full(now, l.cfg.MACRate, l.cfg.MACBurst) {
 			delete(l.mac, sk)
+		}
+	}
+	for sk, d := range l.declines {
+		if now.Sub(d.since) >= declineWindow {
+			delete(l.declines, sk)
 		}
 	}
 }
