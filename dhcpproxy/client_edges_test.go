@@ -9,6 +9,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
+	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -116,4 +117,32 @@ func TestStartupOddTypeNoPanic(t *testing.T) {
 	}()
 	r.fromClient(clientMsg(t, s1, dhcpv4.MessageType(10), dhcpv4.WithClientIP(net.ParseIP("100.64.0.77"))))
 	r.p.committing.Wait()
+}
+
+// A DHCP message whose UDP checksum does not verify is dropped and counted
+// (udp_bad_checksum), as a host's stack or a DHCP server drops it (RFC
+// 1122 §4.1.3.4); one sent without a checksum (0, RFC 768) is taken.
+// Before, the checksum was never looked at: a DISCOVER with a wrong one
+// was relayed and answered.
+func TestBadUDPChecksumDropped(t *testing.T) {
+	r := newPRig(t)
+	d := discover(t, dhcpv4.WithHwAddr(mac(s1)))
+	f := fib.UDPFrame(0xffffffffffff, s1MAC, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, d.ToBytes())
+	sum := f[14+20+6:]
+	good := [2]byte{sum[0], sum[1]}
+	sum[0] ^= 0x12
+	r.p.HandleFrame(accPort, f)
+	if up, _ := r.relayedTo(); len(up) != 0 || r.p.Counters()["udp_bad_checksum"] != 1 {
+		t.Fatalf("a DISCOVER with a wrong UDP checksum: relayed %v (counters %v); want dropped, udp_bad_checksum 1", up, r.p.Counters())
+	}
+	sum[0], sum[1] = 0, 0
+	r.p.HandleFrame(accPort, f)
+	if up, _ := r.relayedTo(); len(up) != 1 {
+		t.Fatalf("a DISCOVER without a UDP checksum: relayed %v (counters %v); want it relayed", up, r.p.Counters())
+	}
+	sum[0], sum[1] = good[0], good[1]
+	r.p.HandleFrame(accPort, f)
+	if up, _ := r.relayedTo(); len(up) != 1 || r.p.Counters()["udp_bad_checksum"] != 1 {
+		t.Fatalf("a DISCOVER with its checksum: relayed %v (counters %v)", up, r.p.Counters())
+	}
 }

@@ -127,6 +127,7 @@ func CounterNames() []string {
 		"switch_held",
 		"timeout",
 		"transactions_dropped_at_end",
+		"udp_bad_checksum",
 		"unknown_server",
 		"unknown_subscriber",
 		"waited_for_next_hop",

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/fib"
 )
 
 // udpPayload returns the UDP payload of a decoded IPv4/UDP frame, or false
@@ -19,6 +20,27 @@ func udpPayload(p *classifier.Packet, f []byte) ([]byte, bool) {
 		return nil, false
 	}
 	return f[p.L4+8 : p.L4+ulen], true
+}
+
+// udpChecksumOK reports whether the UDP checksum of a frame udpPayload
+// accepted verifies (RFC 768: over the pseudo-header and the datagram),
+// or is 0 (none sent). A datagram whose checksum fails is dropped, as a
+// host's stack or a DHCP server would (RFC 1122 §4.1.3.4). The lab's
+// hosts compute their checksums in software (lab: veth's transmit
+// "offload" leaves only the pseudo-header sum, which AF_XDP does not
+// finish), as hosts behind a NIC have them computed.
+func udpChecksumOK(p *classifier.Packet, f []byte) bool {
+	ulen := int(binary.BigEndian.Uint16(f[p.L4+4:]))
+	seg := f[p.L4 : p.L4+ulen]
+	if seg[6] == 0 && seg[7] == 0 {
+		return true
+	}
+	var ph [12]byte
+	binary.BigEndian.PutUint32(ph[0:], p.SrcIP)
+	binary.BigEndian.PutUint32(ph[4:], p.DstIP)
+	ph[9] = 17
+	binary.BigEndian.PutUint16(ph[10:], uint16(ulen))
+	return fib.Checksum(seg, fib.Checksum(ph[:], 0)) == 0xffff
 }
 
 func addr4(v uint32) netip.Addr {

@@ -486,6 +486,10 @@ func (p *Proxy) HandleFrame(port uint8, f []byte) {
 		p.count("malformed_frame")
 		return
 	}
+	if !udpChecksumOK(&pkt, f) {
+		p.count("udp_bad_checksum")
+		return
+	}
 	if c, ok := p.circuits[k]; ok && pkt.DstPort == 67 {
 		p.fromClient(c, &pkt, payload)
 		return
