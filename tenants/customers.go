@@ -181,7 +181,8 @@ func (t *Tenants) ImportCustomers(ctx context.Context, a Actor, isp string, firs
 				fail(i, fmt.Errorf("%w: customer %q comes from the configuration (read-only)", ErrConflict, c.ID))
 				continue
 			}
-			c.Created = cur.Created
+			c = mergeImport(cur, ins[i], c)
+			recs[i] = c
 			ch.created, ch.was = false, cur.Status == string(StatusSuspended)
 			updated++
 		} else {
@@ -222,13 +223,15 @@ func (t *Tenants) ImportCustomers(ctx context.Context, a Actor, isp string, firs
 
 // unchanged reports whether importing in over old would change nothing.
 func unchanged(old subscribers.Customer, in CustomerInput) bool {
-	st, err := checkStatus(in.Status)
-	if err != nil || string(st) != old.Status {
-		return false
+	if in.Status != "" {
+		if st, err := checkStatus(in.Status); err != nil || string(st) != old.Status {
+			return false
+		}
 	}
-	lim, err := checkLimit(in.DeviceLimit)
-	if err != nil || lim != old.DeviceLimit {
-		return false
+	if in.DeviceLimit != 0 {
+		if lim, err := checkLimit(in.DeviceLimit); err != nil || lim != old.DeviceLimit {
+			return false
+		}
 	}
 	switch {
 	case in.PasswordHash != "":
@@ -237,7 +240,30 @@ func unchanged(old subscribers.Customer, in CustomerInput) bool {
 		ok, rehash, err := verify(old.PasswordHash, in.Password)
 		return err == nil && ok && !rehash
 	}
-	return old.PasswordHash == ""
+	return true // no password on the line: the customer's is kept
+}
+
+// mergeImport is the record an import line in writes over the existing
+// customer cur, c being the line's record as newCustomer made it (its
+// password hashed, its fields checked): the fields the line gives, the
+// rest kept as cur has them (status, device limit, password), as a PATCH
+// leaves absent fields alone. Before stop 39 the line replaced the whole
+// record, so a line with the status only (a bulk suspension, a re-sync)
+// deleted the customer's password, which broke every claim, and put its
+// device limit back to 1.
+func mergeImport(cur subscribers.Customer, in CustomerInput, c subscribers.Customer) subscribers.Customer {
+	m := cur
+	if in.Status != "" {
+		m.Status = c.Status
+	}
+	if in.DeviceLimit != 0 {
+		m.DeviceLimit = c.DeviceLimit
+	}
+	if in.Password != "" || in.PasswordHash != "" {
+		m.PasswordHash = c.PasswordHash
+	}
+	m.Source, m.Updated = c.Source, c.Updated
+	return m
 }
 
 // afterStatus publishes a status change and ends a newly suspended

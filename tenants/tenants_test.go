@@ -1188,3 +1188,59 @@ func TestZeroMAC(t *testing.T) {
 		t.Errorf("after the detach: %v", err)
 	}
 }
+
+// An import line for an existing customer changes the fields it gives and
+// keeps the others, as a PATCH does: a line with the status only (a bulk
+// suspension, a re-sync) keeps the customer's password and device limit.
+// Before, the line replaced the whole record: the password was deleted
+// (every claim then refused) and the device limit went back to 1, below
+// the devices attached (found by a new-user trial).
+func TestImportKeepsFieldsLeftOut(t *testing.T) {
+	r := newRig(t)
+	if res := r.ten.ImportCustomer(ctx, beta, "beta", 1, CustomerInput{ID: "c-1", Password: "pw-1-long-enough", DeviceLimit: 3}); res.Result != "created" {
+		t.Fatalf("create: %+v", res)
+	}
+	stored := func() subscribers.Customer {
+		t.Helper()
+		c, err := r.store.Customer("beta", "c-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	hash := stored().PasswordHash
+	for i, tc := range []struct {
+		in     CustomerInput
+		want   string
+		status string
+		limit  int
+	}{
+		{CustomerInput{ID: "c-1", Status: StatusSuspended}, "updated", "suspended", 3},
+		{CustomerInput{ID: "c-1", Status: StatusSuspended}, "unchanged", "suspended", 3},
+		{CustomerInput{ID: "c-1"}, "unchanged", "suspended", 3},
+		{CustomerInput{ID: "c-1", DeviceLimit: 5}, "updated", "suspended", 5},
+		{CustomerInput{ID: "c-1", Status: StatusActive}, "updated", "active", 5},
+	} {
+		if res := r.ten.ImportCustomer(ctx, beta, "beta", i+2, tc.in); res.Result != tc.want {
+			t.Errorf("line %+v: %+v, want %s", tc.in, res, tc.want)
+		}
+		c := stored()
+		if c.Status != tc.status || c.DeviceLimit != tc.limit || c.PasswordHash != hash {
+			t.Errorf("after %+v: status %s, device limit %d, hash kept %v; want %s, %d, true", tc.in, c.Status, c.DeviceLimit,
+				c.PasswordHash == hash, tc.status, tc.limit)
+		}
+	}
+	if ok, _, err := verify(stored().PasswordHash, "pw-1-long-enough"); !ok || err != nil {
+		t.Errorf("the password kept does not verify: %v %v", ok, err)
+	}
+	// A new password on a line replaces it.
+	if res := r.ten.ImportCustomer(ctx, beta, "beta", 9, CustomerInput{ID: "c-1", Password: "another-long-pw"}); res.Result != "updated" {
+		t.Fatalf("new password: %+v", res)
+	}
+	if c := stored(); c.DeviceLimit != 5 {
+		t.Errorf("after a new password: device limit %d, want 5", c.DeviceLimit)
+	}
+	if ok, _, _ := verify(stored().PasswordHash, "another-long-pw"); !ok {
+		t.Error("the new password does not verify")
+	}
+}
