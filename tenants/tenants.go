@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -130,6 +132,37 @@ func (t *Tenants) Load() error {
 	return t.loadLocked()
 }
 
+// warnUnconfigured logs, per ISP name the store holds customers or
+// devices of and the configuration has no [[isp]] of (removed, or
+// renamed), how many: they get no service and no API route reaches them
+// (/v1/isps/NAME answers 404), and its devices' MACs stay taken (an attach
+// at another ISP is refused) until the ISP is configured again under that
+// name, or the operator moves them (ctl move MAC ISP CUSTOMER). Before,
+// a renamed ISP's customers vanished from every count without a word.
+// t.cmu held (t.counts).
+func (t *Tenants) warnUnconfigured(customers, devices map[string]int) {
+	gone := map[string][2]int{}
+	for isp, n := range customers {
+		if _, ok := t.counts[isp]; !ok && n > 0 {
+			g := gone[isp]
+			g[0] = n
+			gone[isp] = g
+		}
+	}
+	for isp, n := range devices {
+		if _, ok := t.counts[isp]; !ok && isp != "" && n > 0 {
+			g := gone[isp]
+			g[1] = n
+			gone[isp] = g
+		}
+	}
+	for _, isp := range slices.Sorted(maps.Keys(gone)) {
+		t.log.Warn("tenants: the store holds customers and devices of an ISP that is not configured: they get no service, "+
+			"no API route reaches them, and the devices' MACs stay taken; configure the ISP again under this name, or move the devices (ctl move)",
+			"isp", isp, "customers", gone[isp][0], "devices", gone[isp][1])
+	}
+}
+
 // loadLocked is Load with t.mu held.
 func (t *Tenants) loadLocked() error {
 	sum, err := t.store.CustomerSummary()
@@ -244,6 +277,7 @@ func (t *Tenants) loadLocked() error {
 	for isp, c := range t.counts {
 		*c = ispCounts{customers: sum.PerISP[isp], devices: devices[isp]}
 	}
+	t.warnUnconfigured(sum.PerISP, devices)
 	t.cmu.Unlock()
 	t.loaded = true
 	t.log.Info("tenants loaded", "customers", customers, "devices", t.reg.Len())

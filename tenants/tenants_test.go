@@ -1,9 +1,11 @@
 package tenants
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -1242,5 +1244,28 @@ func TestImportKeepsFieldsLeftOut(t *testing.T) {
 	}
 	if ok, _, _ := verify(stored().PasswordHash, "another-long-pw"); !ok {
 		t.Error("the new password does not verify")
+	}
+}
+
+// Customers and devices of an ISP no longer configured (removed, or
+// renamed) are named in a warning at load, with their counts. Before, a
+// renamed ISP's customers dropped out of every count without a word
+// (found by a new-user trial).
+func TestLoadWarnsUnconfiguredISP(t *testing.T) {
+	r := newRig(t)
+	if _, err := r.ten.CreateCustomer(ctx, beta, "beta", CustomerInput{ID: "c-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: "02:00:00:00:00:07", CustomerID: "c-1"}); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	ten := New(Config{ISPs: []string{"alpha"}, MaxDevices: 100}, r.store, registry.New(), &fakeProxy{}, &fakeAdm{set: map[uint64]bool{}}, log)
+	if err := ten.Load(); err != nil {
+		t.Fatal(err)
+	}
+	if out := buf.String(); !strings.Contains(out, "level=WARN") || !strings.Contains(out, "isp=beta customers=1 devices=1") || strings.Contains(out, "isp=alpha") {
+		t.Errorf("load with beta no longer configured logged:\n%s", out)
 	}
 }
