@@ -686,3 +686,20 @@ func TestDocsRoutes(t *testing.T) {
 		}
 	}
 }
+
+// An import line that is not a JSON object is refused in the API's words,
+// not Go's (before: "cannot unmarshal array into Go value of type
+// tenants.CustomerInput"; found by a new-user trial).
+func TestImportLineErrorWords(t *testing.T) {
+	for line, want := range map[string]string{
+		`[1,2]`:                        "the line: expected a JSON object, got JSON array",
+		`{"customer_id":1}`:            "customer_id: expected a string, got JSON number",
+		`{"customer_id":"c","x":1}`:    `unknown field "x" (unknown fields are refused)`,
+		`{"customer_id":"c","device_l`: "truncated JSON",
+	} {
+		_, err := decodeImportLine([]byte(line))
+		if err == nil || err.Error() != want || strings.Contains(err.Error(), "Go value") {
+			t.Errorf("%s: %v, want %q", line, err, want)
+		}
+	}
+}

@@ -89,27 +89,36 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any, empty
 	if err == nil {
 		return true
 	}
+	if err == io.EOF {
+		s.problem(w, r, "bad-request", "empty body: send a JSON object")
+	} else {
+		s.problem(w, r, "bad-request", jsonErrorText(err, "the body"))
+	}
+	return false
+}
+
+// jsonErrorText says what is wrong with a JSON value encoding/json
+// refused (what is the value's name, "the body" or "the line", for a type
+// error at its top), in the API's words rather than Go's (no Go type
+// names, no "json: " prefix).
+func jsonErrorText(err error, what string) string {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
-	case err == io.EOF:
-		s.problem(w, r, "bad-request", "empty body: send a JSON object")
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		s.problem(w, r, "bad-request", "truncated JSON")
+		return "truncated JSON"
 	case errors.As(err, &se):
-		s.problem(w, r, "bad-request", fmt.Sprintf("malformed JSON at byte %d: %v", se.Offset, se))
+		return fmt.Sprintf("malformed JSON at byte %d: %v", se.Offset, se)
 	case errors.As(err, &te):
 		field := te.Field
 		if field == "" {
-			field = "the body"
+			field = what
 		}
-		s.problem(w, r, "bad-request", fmt.Sprintf("%s: expected %s, got JSON %s", field, jsonKind(te.Type), te.Value))
+		return fmt.Sprintf("%s: expected %s, got JSON %s", field, jsonKind(te.Type), te.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		s.problem(w, r, "bad-request", strings.TrimPrefix(err.Error(), "json: ")+" (unknown fields are refused)")
-	default:
-		s.problem(w, r, "bad-request", oneLine(err.Error()))
+		return strings.TrimPrefix(err.Error(), "json: ") + " (unknown fields are refused)"
 	}
-	return false
+	return oneLine(err.Error())
 }
 
 // failQuery answers a list's error: a query parameter the model refuses

@@ -264,7 +264,7 @@ func decodeImportLine(line []byte) (tenants.CustomerInput, error) {
 		err = errors.New("more than one JSON value on the line")
 	}
 	if err != nil {
-		return in, errors.New(strings.TrimPrefix(oneLine(err.Error()), "json: "))
+		return in, errors.New(strings.TrimPrefix(jsonErrorText(err, "the line"), "json: "))
 	}
 	return in, nil
 }

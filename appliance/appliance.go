@@ -488,6 +488,7 @@ func (a *Appliance) Run(ctx context.Context) error {
 	}
 	a.log.Info("forwarding", "workers", len(a.workers), "ports", len(a.ports))
 	<-ctx.Done()
+	a.log.Info("stopping")
 	if srv != nil {
 		_ = srv.Close()
 	}
@@ -509,7 +510,13 @@ func (a *Appliance) Run(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, closeErr)
-	return errors.Join(errs...)
+	err = errors.Join(errs...)
+	if err != nil {
+		a.log.Error("stopped", "err", err)
+	} else {
+		a.log.Info("stopped: ports closed, store closed")
+	}
+	return err
 }
 
 func (a *Appliance) closePorts() error {
