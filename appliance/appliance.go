@@ -243,6 +243,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	pcs := make([]engine.PortConfig, len(names))
 	for i, p := range a.ports {
 		pcs[i] = engine.PortConfig{Name: names[i], MAC: mac48(p.MAC), Uplinks: map[uint16]uint8{}, MTU: ifMTU(names[i])}
+		a.checkMTU(names[i], pcs[i].MTU)
 	}
 	for _, ac := range cfg.Access {
 		pi := idx[ac.Interface]
@@ -542,6 +543,26 @@ func (a *Appliance) logCounters() {
 	for _, p := range st.Ports {
 		a.log.Info("port counters", "port", p.Name, "rx", p.RxFrames, "tx", p.TxFrames,
 			"up", p.FwdUp, "down", p.FwdDown, "arp_replies", p.ARPReplies, "punts", p.Punts, "drops", p.Drops)
+	}
+}
+
+// xdpHeadroom is what the kernel keeps in front of a frame in a UMEM
+// chunk (XDP_PACKET_HEADROOM): a port's frames are at most frame_size
+// minus it.
+const xdpHeadroom = 256
+
+// maxMTU is the largest MTU whose frames (an Ethernet header and one
+// VLAN tag on top) a UMEM frame of frameSize holds.
+func maxMTU(frameSize int) int { return frameSize - xdpHeadroom - 18 }
+
+// checkMTU warns when port's MTU lets the link carry frames longer than a
+// UMEM frame holds: the kernel drops them before ispmux sees them, and no
+// counter of ispmux's says so (found by a new-user trial: an access MTU
+// raised to 3000 on a running appliance, adopted without a word).
+func (a *Appliance) checkMTU(port string, mtu int) {
+	if max := maxMTU(a.cfg.Datapath.FrameSize); mtu > max {
+		a.log.Warn("port MTU larger than a UMEM frame holds: longer frames are dropped by the kernel before ispmux sees them, uncounted; lower the MTU or set [datapath] frame_size = 4096",
+			"port", port, "mtu", mtu, "max_mtu", max, "frame_size", a.cfg.Datapath.FrameSize)
 	}
 }
 

@@ -190,6 +190,7 @@ func (a *Appliance) watchLinks(ctx context.Context) {
 			}
 			if !del && at.MTU > 0 && at.MTU != mtu[i] {
 				a.log.Info("port MTU changed", "port", l.name, "from", mtu[i], "to", at.MTU)
+				a.checkMTU(l.name, at.MTU)
 				mtu[i] = at.MTU
 				a.ctl.SetMTU(uint8(i), at.MTU)
 				a.dhcp.SetPortMTU(uint8(i), at.MTU)
