@@ -337,6 +337,8 @@ type line [lineSlots]slot
 // over, and those keys are then finished in rounds of one line per key,
 // each round prefetching the line after next for the keys it leaves over,
 // so that a key needing three lines does not wait for two misses in turn.
+// Where the CPU has AVX-512, the second pass resolves eight keys at a time
+// (lookupBatchGather: their lines' keys gathered, compared at once).
 // Elsewhere, and with the purego build tag, lookupChunkGo does it in Go: it
 // touches the home lines with atomic loads (touching in the hashing loop
 // itself measured slower at 1M), and finishes the keys left over with

@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -598,10 +597,18 @@ func TestLookupBatchSmall(t *testing.T) {
 // never-stored keys, the reserved keys, chunks of every length, and keys
 // whose home is the last line, stored until their probes wrap to the first.
 func TestLookupChunkImpls(t *testing.T) {
+	forEachChunkImpl(t, testLookupChunkImpls)
+}
+
+func testLookupChunkImpls(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
 	for _, capacity := range []int{1, 3, 7, 40, 100, 1000, 20000} {
-		for round := range 4 {
+		for round := range 6 {
+			// Rounds 4 and 5 at the MAC table's load (0.5).
 			m := New(capacity, r.Uint64())
+			if round >= 4 {
+				m = NewLoad(capacity, Load{1, 2}, r.Uint64())
+			}
 			v := m.View()
 			var keys []uint64
 			// Keys homed in the last line, enough to spill into the
@@ -669,18 +676,29 @@ func TestLookupChunkImpls(t *testing.T) {
 }
 
 // BenchmarkLookupChunkAB compares, in one process, lookupChunk (the
-// assembly one on amd64) with lookupChunkGo and with a memory floor
-// (random 16-byte reads of the same slot array, 64 per call), on a table
-// filled to capacity with random keys, looked up in a random order. Each
-// iteration times one block of 4096 keys of each, the three in turn on
-// distinct keys (a block leaves its lines in L2), so that on a shared,
-// noisy machine the three see the same conditions; ns/op is meaningless,
-// the metrics are each one's median ns per key over the blocks.
+// assembly one on amd64, the gathering one where the CPU has AVX-512),
+// lookupChunk with useGather off (on amd64 the scalar assembly),
+// lookupChunkGo and a memory floor (random 16-byte reads of the same slot
+// array, 64 per call), on a table filled to capacity with random keys,
+// looked up in a random order, at the default load (0.8) and the MAC
+// table's (0.5, "/load0.5"). Each iteration times one block of 4096 keys
+// of each, in turn on distinct keys (a block leaves its lines in L2), so
+// that on a shared, noisy machine they see the same conditions; ns/op is
+// meaningless, the metrics are each one's median ns per key over the
+// blocks.
 func BenchmarkLookupChunkAB(b *testing.B) {
-	for _, n := range []int{1_000, 100_000, 1_000_000} {
-		b.Run(strconv.Itoa(n), func(b *testing.B) {
+	for _, c := range []struct {
+		n    int
+		load Load
+		name string
+	}{
+		{1_000, defaultLoad, "1000"}, {100_000, defaultLoad, "100000"}, {1_000_000, defaultLoad, "1000000"},
+		{1_000, Load{1, 2}, "1000/load0.5"}, {1_000_000, Load{1, 2}, "1000000/load0.5"},
+	} {
+		n := c.n
+		b.Run(c.name, func(b *testing.B) {
 			r := rand.New(rand.NewPCG(uint64(n), 7))
-			m := New(n, r.Uint64())
+			m := NewLoad(n, c.load, r.Uint64())
 			keys := make([]uint64, 0, n)
 			for len(keys) < n {
 				if k := r.Uint64(); m.Store(k, k^1) == nil {
@@ -696,7 +714,8 @@ func BenchmarkLookupChunkAB(b *testing.B) {
 			const block = 64 * MaxBatch
 			var vals [MaxBatch]uint64
 			var ok [MaxBatch]bool
-			var times [3][]float64
+			var times [4][]float64
+			defer func(old bool) { useGather = old }(useGather)
 			j := 0
 			for b.Loop() {
 				for impl := range times {
@@ -710,13 +729,17 @@ func BenchmarkLookupChunkAB(b *testing.B) {
 							v.lookupChunk(keys[i:i+MaxBatch], vals[:], ok[:])
 						case 2:
 							v.lookupChunkGo(keys[i:i+MaxBatch], vals[:], ok[:])
+						case 3:
+							useGather = false
+							v.lookupChunk(keys[i:i+MaxBatch], vals[:], ok[:])
+							useGather = hasGather
 						}
 					}
 					times[impl] = append(times[impl], float64(time.Since(start).Nanoseconds())/block)
 				}
-				j = (j + 3*block) % n
+				j = (j + len(times)*block) % n
 			}
-			for impl, name := range []string{"floor", "chunk", "chunkGo"} {
+			for impl, name := range []string{"floor", "chunk", "chunkGo", "chunkScalar"} {
 				slices.Sort(times[impl])
 				b.ReportMetric(times[impl][len(times[impl])/2], name+"-ns/key")
 			}

@@ -47,6 +47,20 @@
 	ANDL R8, AX \
 	MOVB AX, (R10)(i*1)
 
+// SLOTV(Zs, Zc): the lanes whose slot Zs holds their key (K2) take the
+// slot's value offset Zc in Z6 and are found (K5); those whose slot is
+// empty (K3) are ended (K6). A key present in its home line has no empty
+// slot before it there (a slot, once taken, stays taken until a rebuild,
+// which makes a new array: rule 3), so a match anywhere in the line is
+// the first key-or-empty slot PROBE finds, and the slots need no order.
+// Each line holds a key once, so one slot at most sets Z6.
+#define SLOTV(Zs, Zc) \
+	VPCMPEQQ Zs, Z4, K7, K2 \
+	VPTESTNMQ Zs, Zs, K7, K3 \
+	VMOVDQA64 Zc, K2, Z6 \
+	KORW K2, K5, K5 \
+	KORW K3, K6, K6
+
 // func lookupBatchAsm(base unsafe.Pointer, nlines, k0, k1 uint64, keys, vals *uint64, ok *bool, n int, sc *batchScratch)
 //
 // Pass 1, for each key: hash (as hash in lfmap.go: mix(m5^8, mix(key^k1,
@@ -65,45 +79,9 @@
 // address replaces sc.home, keeps the keys still undecided in sc.pend and
 // prefetches for them the line after the next (the next one was prefetched
 // by the round before). A probe ends: there is always an empty slot.
+#define EPILOGUE
 TEXT ·lookupBatchAsm(SB), NOSPLIT, $0-72
-	MOVQ base+0(FP), R8
-	MOVQ nlines+8(FP), R9
-	MOVQ k0+16(FP), R10
-	MOVQ k1+24(FP), R11
-	MOVQ keys+32(FP), DI
-	MOVQ n+56(FP), R12
-	MOVQ sc+64(FP), SI
-	MOVQ $0x1d8e4e27c47d1247, R13 // hashM5 ^ 8
-	XORL CX, CX
-
-hash:
-	MOVQ (DI)(CX*8), AX
-	MOVQ AX, DX
-	XORQ R11, AX
-	XORQ R10, DX
-	MULQ DX
-	XORQ DX, AX
-	MULQ R13
-	XORQ DX, AX
-	MULQ R9 // DX = line number
-	SHLQ $6, DX
-	ADDQ R8, DX
-	MOVQ DX, batchScratch_home(SI)(CX*8)
-	PREFETCHT0 (DX)
-	INCQ CX
-	CMPQ CX, R12
-	JLT  hash
-
-	DECQ R9
-	SHLQ $6, R9
-	ADDQ R8, R9
-	MOVQ R9, batchScratch_last(SI)
-	MOVQ vals+40(FP), R9
-	MOVQ ok+48(FP), R10
-	LEAQ (batchScratch_zero+8)(SI), R13
-	XORL CX, CX
-	XORL R14, R14
-
+#include "lookup_hash_amd64.h"
 probe:
 	MOVQ (DI)(CX*8), AX
 	MOVQ batchScratch_home(SI)(CX*8), BX
@@ -126,35 +104,109 @@ probe:
 	CMPQ CX, n+56(FP)
 	JLT  probe
 
-round:
-	MOVQ R14, R15
-	XORL CX, CX
-	XORL R14, R14
-	TESTQ R15, R15
-	JEQ done
+#include "lookup_rounds_amd64.h"
 
-next:
-	MOVBQZX batchScratch_pend(SI)(CX*1), R11
-	MOVQ (DI)(R11*8), AX
-	MOVQ batchScratch_home(SI)(R11*8), BX
-	LEAQ 64(BX), R8
-	CMPQ BX, batchScratch_last(SI)
-	CMOVQEQ base+0(FP), R8
-	MOVQ R8, BX
-	MOVQ BX, batchScratch_home(SI)(R11*8)
-	PROBE
-	RESULT(R11)
-	LEAQ 128(BX), R8
-	TESTQ DX, DX
-	CMOVQNE BX, R8
-	PREFETCHT0 (R8)
-	MOVB R11, batchScratch_pend(SI)(R14*1) // R14 <= CX: pend[CX] was read
-	CMPQ DX, $1
-	ADCQ $0, R14
-	INCQ CX
-	CMPQ CX, R15
-	JLT  next
+#undef EPILOGUE
+
+// func lookupBatchGather(base unsafe.Pointer, nlines, k0, k1 uint64, keys, vals *uint64, ok *bool, n int, sc *batchScratch)
+//
+// lookupBatchAsm with the second pass done for eight keys at a time with
+// AVX-512 (F, BW, VL; and BMI1): their keys and home lines are loaded as
+// vectors, the four key words of the eight lines gathered (VPGATHERQQ,
+// one gather per slot), each compared with the keys and tested for 0
+// (SLOTV, from the last slot to the first so that the first wins), and
+// the values of the keys found gathered from the slots that matched (a
+// gather after the key gathers: x86 does not reorder a load with an
+// earlier one, and a gather's element loads are loads, so rule 1 holds as
+// for PROBE's loads; each element is one aligned quadword, read whole).
+// The deleted value and the reserved keys are absent, as in RESULT. vals
+// and ok are stored for the eight with masked stores (the lanes past n
+// untouched); a key its home line does not decide (neither found nor
+// ended by an empty slot) is listed in sc.pend, its next two lines
+// prefetched, for the rounds, as in lookupBatchAsm.
+#define EPILOGUE VZEROUPPER
+TEXT ·lookupBatchGather(SB), NOSPLIT, $0-72
+#include "lookup_hash_amd64.h"
+	XORL R11, R11
+	VPTERNLOGQ $0xff, Z9, Z9, Z9
+	MOVQ $8, AX
+	VPBROADCASTQ AX, Z10
+	MOVQ $24, AX
+	VPBROADCASTQ AX, Z11
+	MOVQ $40, AX
+	VPBROADCASTQ AX, Z12
+	MOVQ $56, AX
+	VPBROADCASTQ AX, Z13
+
+vgroup:
+	MOVQ n+56(FP), AX
+	SUBQ CX, AX
+	MOVL $0xff, DX
+	CMPQ AX, $8
+	JAE  vfull
+	MOVQ CX, R15
+	MOVL AX, CX
+	MOVL $1, DX
+	SHLL CX, DX
+	DECL DX
+	MOVQ R15, CX
+
+vfull:
+	KMOVW DX, K7
+	VMOVDQU64.Z (DI)(CX*8), K7, Z4
+	VMOVDQU64.Z batchScratch_home(SI)(CX*8), K7, Z5
+	VPTESTNMQ Z4, Z4, K7, K4
+	VPCMPEQQ Z9, Z4, K7, K5
+	KORW K4, K5, K4
+	KXORW K5, K5, K5
+	KXORW K6, K6, K6
+	KMOVW K7, K1
+	VPGATHERQQ 48(R11)(Z5*1), K1, Z3
+	KMOVW K7, K1
+	VPGATHERQQ 32(R11)(Z5*1), K1, Z2
+	KMOVW K7, K1
+	VPGATHERQQ 16(R11)(Z5*1), K1, Z1
+	KMOVW K7, K1
+	VPGATHERQQ (R11)(Z5*1), K1, Z0
+	SLOTV(Z3, Z13)
+	SLOTV(Z2, Z12)
+	SLOTV(Z1, Z11)
+	SLOTV(Z0, Z10)
+	KANDNW K5, K4, K5
+	KORW K4, K6, K6
+	KORW K5, K6, K6
+	VPADDQ Z6, Z5, Z7
+	VPXORQ Z8, Z8, Z8
+	KMOVW K5, K1
+	VPGATHERQQ (R11)(Z7*1), K1, Z8
+	VPCMPEQQ Z9, Z8, K5, K2
+	KANDNW K5, K2, K5
+	VMOVDQA64.Z Z8, K5, Z8
+	VMOVDQU64 Z8, K7, (R9)(CX*8)
+	VPMOVM2B K5, X15
+	VPABSB X15, X15
+	VMOVDQU8 X15, K7, (R10)(CX*1)
+	KANDNW K7, K6, K2
+	KMOVW K2, AX
+	TESTL AX, AX
+	JNE  vpend
+
+vnext:
+	ADDQ $8, CX
+	CMPQ CX, n+56(FP)
+	JLT  vgroup
 	JMP  round
 
-done:
-	RET
+vpend:
+	TZCNTL AX, DX
+	LEAQ (CX)(DX*1), R12
+	MOVB R12, batchScratch_pend(SI)(R14*1)
+	INCQ R14
+	MOVQ batchScratch_home(SI)(R12*8), BX
+	PREFETCHT0 64(BX)
+	PREFETCHT0 128(BX)
+	BLSRL AX, AX
+	JNE  vpend
+	JMP  vnext
+
+#include "lookup_rounds_amd64.h"

@@ -52,9 +52,11 @@ func TestStress(t *testing.T) {
 		{500, 520, 50, Load{1, 2}},
 	}
 	d := stressDuration() / time.Duration(len(cases))
-	for ci, tc := range cases {
-		t.Run(strconv.Itoa(ci), func(t *testing.T) { stressOne(t, tc.capacity, tc.keys, tc.pinned, tc.load, d, uint64(ci)) })
-	}
+	forEachChunkImpl(t, func(t *testing.T) {
+		for ci, tc := range cases {
+			t.Run(strconv.Itoa(ci), func(t *testing.T) { stressOne(t, tc.capacity, tc.keys, tc.pinned, tc.load, d, uint64(ci)) })
+		}
+	})
 }
 
 func keyOf(i int) uint64 { return uint64(i+1)*0x9e3779b97f4a7c15>>32 | 1 } // 32-bit keys, odd, nonzero
