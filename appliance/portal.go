@@ -138,6 +138,8 @@ func handoverFailed(why string) string {
 		return portal.HandoverRefused
 	case dhcpproxy.HandoverUnanswered:
 		return portal.HandoverUnanswered
+	case dhcpproxy.HandoverFailedBeforeStart:
+		return portal.HandoverNotTaken
 	}
 	return ""
 }

@@ -37,6 +37,7 @@ func CounterNames() []string {
 		"handover_failed",
 		"handover_failed_" + HandoverRefused,
 		"handover_failed_" + HandoverUnanswered,
+		"handover_failure_restored",
 		"handover_fallback_full",
 		"handover_nak",
 		"handover_retry",

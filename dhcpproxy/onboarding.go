@@ -728,6 +728,7 @@ func (p *Proxy) restoreOnboarding(now time.Time) (int, error) {
 			continue
 		}
 		p.ob.put(mac, pl, l.IP, l.Granted, l.Expires)
+		p.restoreFallback(mac, pl, l, now)
 		n++
 	}
 	return n, nil

@@ -7,6 +7,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/subscribers"
 )
 
 // Handover fallback: a device handed over to its ISP (onboarding.go,
@@ -55,8 +56,12 @@ import (
 //     a claim corrected on the portal is not shown as refused), or
 //     fallbackKeep after its last use (two garden lease times, at least
 //     handoverFallbackKeep: the device's next message, its renewal or
-//     its retry, comes within one). A restart forgets them all: a garden
-//     lease restored is handed over at its renewal.
+//     its retry, comes within one). A restart loses them, but a garden
+//     lease restored that was granted after its MAC's registration was
+//     last written was a return to the garden (a registered MAC's
+//     DISCOVER is otherwise its handover): restoreFallback records it
+//     again, failed (HandoverFailedBeforeStart, the reason lost), its
+//     retry one lease time after the grant.
 //
 // A switch the subscriber made on the portal is a handover too
 // (switch_fallback.go). Only a MAC with a device record that held an
@@ -70,6 +75,9 @@ const (
 	HandoverRefused = "refused"
 	// HandoverUnanswered: its ISP's DHCP server did not answer.
 	HandoverUnanswered = "unanswered"
+	// HandoverFailedBeforeStart: its handover failed before ispmux
+	// started (restoreFallback), which way is not known.
+	HandoverFailedBeforeStart = "failed"
 )
 
 const (
@@ -452,4 +460,33 @@ func (p *Proxy) fallbackNote(mac uint64, pl *obPool, now time.Time) string {
 		return ""
 	}
 	return "; back in the walled garden: its handover to ISP " + f.isp + " failed (" + f.reason + "), retried every lease time"
+}
+
+// restoreFallback records again, at a start, the failed handover a
+// restored garden lease l of mac (on pool pl) was granted for: l was
+// granted after mac's registration was last written, and a registered
+// MAC's DISCOVER is its handover unless its handover failed, so l is its
+// return to the garden. The record, in RAM, died with the process: without
+// it the device was handed over at its next renewal, before its retry was
+// due (about 30 s more without an address, then back in the garden), and
+// its portal page promised a switch instead of saying its ISP had not
+// taken it (a new-user trial). The reason is not known (the grant's
+// onboarded event says it): HandoverFailedBeforeStart. The retry is due
+// one lease time after the grant, as backToGarden sets it. Counted as
+// handover_failure_restored.
+func (p *Proxy) restoreFallback(mac uint64, pl *obPool, l subscribers.OnboardingLease, now time.Time) {
+	reg, ok := p.reg.Lookup(mac)
+	if !ok || reg.Blocked || reg.ISP == "" || reg.Access != "" && reg.Access != pl.c.Name {
+		return
+	}
+	r, err := p.store.Registration(l.MAC)
+	if err != nil || !r.Updated.Before(l.Granted) {
+		return
+	}
+	s := subject{mac: mac, isp: reg.ISP, customer: reg.CustomerID, access: pl.c.Name}
+	if _, ok := p.fb.update(mac, pl, s, now, func(f *fallback) {
+		f.reason, f.retryAt = HandoverFailedBeforeStart, l.Granted.Add(pl.leaseTime)
+	}); ok {
+		p.count("handover_failure_restored")
+	}
 }

@@ -431,3 +431,69 @@ func TestHandoverHoldYieldsToBinding(t *testing.T) {
 		t.Errorf("no rejected event naming acc0's binding: %+v", r.eventsOf(subscribers.EventRejected))
 	}
 }
+
+// A restart while a device is back in the walled garden keeps its failure:
+// the restored garden lease, granted after its registration was written,
+// was its return to the garden, so the proxy records the failure again
+// (reason unknown, handover_failure_restored) with its retry one lease
+// time after the grant: its renewals before then are the garden's, and
+// its lease tells the portal the ISP has not taken it. A garden lease
+// granted before the registration (a handover not tried yet) gets none:
+// its next message is the handover. Before, a restart forgot the failure:
+// the device was handed over at its next renewal, before its retry was
+// due, and its portal page promised a switch.
+func TestHandoverFailureRestored(t *testing.T) {
+	const m, m48 = "02:77:00:00:00:01", 0x027700000001
+	r := handedOver(t, m, "c-s1")
+	if got := r.dora(m, keaRefusing(t), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("the handover's DORA: %v, want alpha's NAK passed on", got)
+	}
+	ip := r.gardenDORA(m, "after alpha's NAK")
+	before, _ := r.p.OnboardingByAddr(ip)
+	restart := func() {
+		t.Helper()
+		r.p = New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+		if _, err := r.p.Restore(time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		r.p.expire(time.Now())
+		r.snd.take()
+	}
+	restart()
+	l, ok := r.p.OnboardingByAddr(ip)
+	if !ok || l.HandoverFailed != HandoverFailedBeforeStart || l.HandoverISP != "alpha" ||
+		l.HandoverRetry.Sub(before.HandoverRetry).Abs() > time.Second {
+		t.Errorf("after the restart OnboardingByAddr = %+v, %v; want the failed handover to alpha, its retry at %v", l, ok, before.HandoverRetry)
+	}
+	if c := r.p.Counters(); c["handover_failure_restored"] != 1 {
+		t.Errorf("counters %v, want handover_failure_restored 1", c)
+	}
+	// Its first renewal, before the retry: the garden's.
+	r.pastT1(10 * time.Second)
+	r.fromClient(renewOf(t, m, ip))
+	r.one(dhcpv4.MessageTypeAck)
+	// One lease time after the grant: the handover again.
+	r.pastT1(21 * time.Second)
+	r.fromClient(renewOf(t, m, ip))
+	r.one(dhcpv4.MessageTypeNak)
+	if c := r.p.Counters(); c["handover_retry"] != 1 {
+		t.Errorf("counters after the retry %v", c)
+	}
+
+	// Registered after its garden lease was granted: no failure restored.
+	r2 := newORig(t, Onboarding{}, 0, false)
+	ip2 := addrOf(r2.obDORA(m).YourIPAddr)
+	if err := r2.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m)), CustomerID: "c-s1", ISP: "alpha", Source: "claim"}); err != nil {
+		t.Fatal(err)
+	}
+	r2.p = New(r2.p.cfg, r2.store, r2.p.reg, r2.tab, r2.snd, nil)
+	if _, err := r2.p.Restore(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r2.p.reg.Lookup(m48); !ok {
+		t.Fatal("the registration is not in the registry")
+	}
+	if l, ok := r2.p.OnboardingByAddr(ip2); !ok || l.HandoverFailed != "" || r2.p.Counters()["handover_failure_restored"] != 0 {
+		t.Errorf("a lease granted before the registration: %+v %v (counters %v); want no failure", l, ok, r2.p.Counters())
+	}
+}

@@ -307,8 +307,11 @@ func handoverFailed(sub Subscriber) bool {
 func (s *Server) failedPage(sub Subscriber, token string, in formInput, pr problems) page {
 	n := s.displayName(sub.Claimed)
 	what := n + " refused it: " + n + " has not (yet) set up service for this device."
-	if sub.HandoverFailed == HandoverUnanswered {
+	switch sub.HandoverFailed {
+	case HandoverUnanswered:
 		what = n + " did not answer when this device asked it for service."
+	case HandoverNotTaken:
+		what = n + " has not taken it: it refused this device or did not answer."
 	}
 	wait := max(time.Until(sub.Retry), 0) + s.cfg.HandoverHint
 	f := &form{Action: "/claim", Token: token, ISPs: s.ispChoices(in.ISP), AskCustomerID: true, CustomerID: in.CustomerID,

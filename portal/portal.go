@@ -44,8 +44,9 @@ type Subscriber struct {
 	// at Claimed (what the claim gave), "" if unknown.
 	ClaimedCustomerID string
 	// HandoverFailed says why the device, which chose Claimed, is back
-	// in the walled garden: Claimed refused it (HandoverRefused) or did
-	// not answer it (HandoverUnanswered); "" if it is not.
+	// in the walled garden: Claimed refused it (HandoverRefused), did
+	// not answer it (HandoverUnanswered), or one of the two
+	// (HandoverNotTaken); "" if it is not.
 	HandoverFailed string
 	// Retry is when the device is handed over to Claimed again (with
 	// HandoverFailed; zero: unknown). Without HandoverFailed: when the
@@ -59,6 +60,9 @@ type Subscriber struct {
 const (
 	HandoverRefused    = "refused"
 	HandoverUnanswered = "unanswered"
+	// HandoverNotTaken: it refused it or did not answer, which is not
+	// known (the failure was before ispmux last started).
+	HandoverNotTaken = "failed"
 )
 
 // Directory finds the subscriber behind a connection: local is the

@@ -737,3 +737,14 @@ func TestHandoverFailedSameReclaimRetries(t *testing.T) {
 		t.Errorf("claim while switching: %d, retries asked %+v", w.Code, r.dir.retried())
 	}
 }
+
+// A failure whose reason was lost (the DHCP proxy restarted since) is
+// worded as either: the ISP has not taken the device.
+func TestHandoverNotTakenPage(t *testing.T) {
+	r := newRig(t, nil)
+	r.dir.set(Subscriber{MAC: macA, Access: "port1", Addr: addrA, Claimed: "alpha", HandoverFailed: HandoverNotTaken, Retry: time.Now().Add(10 * time.Second)})
+	b := r.do(req{target: "/", from: addrA}).Body.String()
+	if !strings.Contains(b, "Alpha Net has not connected this device yet") || !strings.Contains(b, "Alpha Net has not taken it: it refused this device or did not answer.") {
+		t.Errorf("failure page:\n%s", b)
+	}
+}
