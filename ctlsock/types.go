@@ -78,9 +78,10 @@ type OnboardingStatus struct {
 	// renewal. Empty while it has not chosen.
 	Chosen string `json:"chosen,omitempty"`
 	// HandoverFailed is set when the device is back in the walled garden
-	// because Chosen did not take it: "refused" (its DHCP server NAKed)
-	// or "unanswered" (it stayed silent). The device is handed over
-	// again about once an onboarding lease time.
+	// because Chosen did not take it: "refused" (its DHCP server NAKed),
+	// "unanswered" (it stayed silent) or "failed" (one of the two, before
+	// ispmux last started). The device is handed over again about once
+	// an onboarding lease time.
 	HandoverFailed string `json:"handover_failed,omitempty"`
 	// HandoverRetry is when the device is handed over to Chosen again
 	// (RFC 3339): after a failure (HandoverFailed set), or a retry asked

@@ -36,7 +36,7 @@ func TestOnboardingHandoverUnanswered(t *testing.T) {
 	}
 	pool := netip.MustParsePrefix(lab.OnboardingPool)
 	s8 := r.sub("s8")
-	startClient(t, r.topo.Dhclient(ctx, s8))
+	s8c := startClient(t, r.topo.Dhclient(ctx, s8))
 	if a, ok := r.waitAddr(s8, 30*time.Second); !ok || !pool.Contains(a.Addr()) {
 		t.Fatalf("s8's address %v %v, want one from %s; ispmux log:\n%s", a, ok, pool, r.log.String())
 	}
@@ -72,6 +72,30 @@ func TestOnboardingHandoverUnanswered(t *testing.T) {
 	}
 	if !garden || !timeout {
 		t.Errorf("events: onboarded back in the garden %v, beta's timeout %v", garden, timeout)
+	}
+
+	// A restart while s8 is back in the garden keeps its failure (its
+	// reason lost: "failed"), with its retry: dhclient stopped first, so
+	// that its garden lease is the one in the store at the start, not a
+	// retry under way. Before, the failure was forgotten: the device was
+	// handed over again at its next message and its page said it would
+	// switch.
+	if o, ok := r.onboarding(s8.MAC); !ok || o.HandoverFailed == "" {
+		t.Logf("s8 not back in the garden at the restart (a retry under way): %+v %v", o, ok)
+	} else {
+		killClient(s8c)
+		r.stop()
+		r.start()
+		if o, ok := r.onboarding(s8.MAC); !ok || o.HandoverFailed != "failed" || o.HandoverRetry == "" || o.Chosen != "beta" {
+			t.Errorf("s8 after the restart: onboarding %+v %v; want its failed handover to beta, its retry", o, ok)
+		}
+		if n := r.counterNow("handover_failure_restored"); n != 1 {
+			t.Errorf("handover_failure_restored %d after the restart, want 1", n)
+		}
+		if page, ok := waitDonePage(c, 30*time.Second, "Beta Telecom has not taken it"); !ok {
+			t.Errorf("the portal's page for s8 after the restart:\n%s", page)
+		}
+		s8c = startClient(t, r.topo.Dhclient(ctx, s8))
 	}
 
 	// beta fixes its side: the device is its known customer's now. It
