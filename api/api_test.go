@@ -703,3 +703,31 @@ func TestImportLineErrorWords(t *testing.T) {
 		}
 	}
 }
+
+// A member name given twice, or not exactly one of the body's field names,
+// is 400 naming it (encoding/json alone matches names case-insensitively
+// and keeps the last duplicate: found by a new-user trial); so is an
+// import line's. Exact names still work.
+func TestBodyKeysStrict(t *testing.T) {
+	f := newFixture(t)
+	for _, c := range []struct{ body, want string }{
+		{`{"customer_id":"n-3","customer_id":"n-4"}`, `field "customer_id" given twice`},
+		{`{"customer_id":"n-5","Device_Limit":2}`, `unknown field "Device_Limit" (field names are case-sensitive: "device_limit")`},
+		{`{"Customer_ID":"n-6"}`, `"customer_id"`},
+	} {
+		w := f.do("POST", "/v1/isps/beta/customers", "beta", c.body)
+		if w.Code != 400 {
+			t.Errorf("%s: status %d, body %.200s: want 400", c.body, w.Code, w.Body)
+			continue
+		}
+		if p := decodeProblem(t, w); p.Type != ProblemTypePrefix+"bad-request" || !strings.Contains(p.Detail, c.want) {
+			t.Errorf("%s: %+v, want bad-request with %q", c.body, p, c.want)
+		}
+	}
+	if w := f.do("POST", "/v1/isps/beta/customers", "beta", `{"customer_id":"n-7","device_limit":2}`); w.Code != 201 {
+		t.Errorf("exact names: %d %s", w.Code, w.Body)
+	}
+	if _, err := decodeImportLine([]byte(`{"customer_id":"a","customer_id":"b"}`)); err == nil || !strings.Contains(err.Error(), "given twice") {
+		t.Errorf("import line with a duplicate: %v", err)
+	}
+}

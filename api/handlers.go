@@ -70,6 +70,10 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any, empty
 		s.problem(w, r, "bad-request", "the body is JSON null: send a JSON object")
 		return false
 	}
+	if err := checkKeys(raw, v); err != nil {
+		s.problem(w, r, "bad-request", err.Error())
+		return false
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	err = dec.Decode(v)

@@ -257,6 +257,9 @@ func decodeImportLine(line []byte) (tenants.CustomerInput, error) {
 		// ISP never sent.
 		return in, errors.New("the line is not valid UTF-8 (JSON text is UTF-8)")
 	}
+	if err := checkKeys(line, &in); err != nil {
+		return in, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(&in)
