@@ -121,7 +121,22 @@ func checkStateDir(dir string) error {
 			}
 			return fmt.Errorf("cannot %s %s: %w", what, d, &fs.PathError{Op: "access", Path: d, Err: err})
 		}
-		return nil
+		// Permission is not all: /proc and /sys say root may write, and
+		// refuse the mkdir (a trial's state_dir = "/proc/x" passed check
+		// and failed run). What run does is tried, and undone.
+		if d == filepath.Clean(dir) {
+			f, err := os.CreateTemp(d, ".ispmux-check-*")
+			if err != nil {
+				return fmt.Errorf("cannot create files in %s: %w", d, err)
+			}
+			f.Close()
+			return os.Remove(f.Name())
+		}
+		tmp, err := os.MkdirTemp(d, ".ispmux-check-*")
+		if err != nil {
+			return fmt.Errorf("cannot create %s in %s: %w", dir, d, err)
+		}
+		return os.Remove(tmp)
 	}
 }
 

@@ -177,6 +177,10 @@ func TestCheckReadsTheFilesRunReads(t *testing.T) {
 			key:   "appliance.state_dir", want: "D/var is a symbolic link to D/mnt/var, which does not exist"},
 		{name: "state_dir a symlink to a directory", state: "D/state",
 			files: func(d string) { mkdir(t, d+"/data"); symlink(t, d+"/data", d+"/state") }},
+		// Writable by its permissions, but no directory can be made there
+		// (procfs): run's mkdir is tried (a trial's /proc/x passed check).
+		{name: "state_dir under /proc", state: "/proc/ispmux-check-test",
+			key: "appliance.state_dir", want: "cannot create /proc/ispmux-check-test in /proc"},
 		// Without a token file the API does not listen: run never reads
 		// its certificate.
 		{name: "api certificate of an API that does not listen", api: "tls_cert = \"D/api.crt\"\ntls_key = \"D/api.key\"\n"},
