@@ -731,3 +731,23 @@ func TestBodyKeysStrict(t *testing.T) {
 		t.Errorf("import line with a duplicate: %v", err)
 	}
 }
+
+// A path not in canonical form is a 404 problem naming the canonical
+// one, not ServeMux's redirect with an HTML body (found by a new-user
+// trial: //v1/isps answered 307).
+func TestNonCanonicalPath(t *testing.T) {
+	f := newFixture(t)
+	for _, p := range []string{"//v1/isps", "/v1/isps/beta//customers", "/v1/isps/", "/v1/./isps"} {
+		w := f.do("GET", p, "operator", "")
+		if w.Code != 404 || w.Header().Get("Location") != "" {
+			t.Errorf("%s: %d, Location %q; want 404 without a redirect", p, w.Code, w.Header().Get("Location"))
+			continue
+		}
+		if pr := decodeProblem(t, w); pr.Type != ProblemTypePrefix+"not-found" || !strings.Contains(pr.Detail, "not a canonical path") {
+			t.Errorf("%s: %+v", p, pr)
+		}
+	}
+	if w := f.do("GET", "/v1/isps", "operator", ""); w.Code != 200 {
+		t.Errorf("/v1/isps: %d", w.Code)
+	}
+}

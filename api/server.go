@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -159,7 +160,22 @@ func (s *Server) buildMux() http.Handler {
 		s.problem(sw, r, "not-found", "no such endpoint (see docs/API.md)")
 		s.reqs.record(RouteOther, sw.code(), time.Since(start))
 	})
-	return mux
+	// A path not in canonical form (an empty or dot segment, a trailing
+	// slash): 404 as a problem, naming the canonical one. ServeMux would
+	// answer it with a redirect to that path and an HTML body (a trial's
+	// //v1/isps: 307), which an API client should not follow with its
+	// token, nor parse.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.EscapedPath(); p != "/" && path.Clean(p) != p {
+			start := time.Now()
+			sw := &statusWriter{ResponseWriter: w}
+			setRequestID(sw, r)
+			s.problem(sw, r, "not-found", fmt.Sprintf("no such endpoint: %q is not a canonical path (%q may be the one meant)", p, path.Clean(p)))
+			s.reqs.record(RouteOther, sw.code(), time.Since(start))
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // call is what a handler knows about its request.
