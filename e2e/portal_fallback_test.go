@@ -95,7 +95,7 @@ func TestOnboardingHandoverUnanswered(t *testing.T) {
 		if page, ok := waitDonePage(c, 30*time.Second, "Beta Telecom has not taken it"); !ok {
 			t.Errorf("the portal's page for s8 after the restart:\n%s", page)
 		}
-		s8c = startClient(t, r.topo.Dhclient(ctx, s8))
+		startClient(t, r.topo.Dhclient(ctx, s8))
 	}
 
 	// beta fixes its side: the device is its known customer's now. It
