@@ -411,3 +411,52 @@ func TestRequestOtherServerNotRelayed(t *testing.T) {
 		t.Errorf("request_other_server %d, want 1", c["request_other_server"])
 	}
 }
+
+// A bound client that reboots with a new client identifier asks for its
+// address (INIT-REBOOT) as a new client: the ISP's server NAKs it (the
+// address is the old identifier's), and the binding ends with a RELEASE
+// of that old lease (its client identifier) to the ISP, through an
+// intent (replaced_released). Before, the binding ended with the NAK and
+// nothing else: the old lease stayed at the ISP until it expired, one per
+// reboot (found by a new-user trial).
+func TestNakForNewClientIDReleasesOld(t *testing.T) {
+	r := newPRig(t)
+	idA, idB := []byte{1, 2, 0xaa, 0, 0, 0, 1}, []byte{1, 2, 0xaa, 0, 0, 0, 2}
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, idA)))
+	offer := r.serve(kea(t, time.Minute))
+	req, _ := dhcpv4.NewRequestFromOffer(offer[0], dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, idA))
+	r.fromClient(req)
+	if got := r.serve(kea(t, time.Minute)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("DORA: %v", got)
+	}
+	r.fromClient(clientMsg(t, s1, dhcpv4.MessageTypeRequest,
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP(s1Addr))), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, idB)))
+	if got := r.serve(keaRefusing(t)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("INIT-REBOOT with a new client identifier: %v, want the ISP's NAK", got)
+	}
+	if r.tab.isBound(s1MAC) {
+		t.Error("still bound after the NAK")
+	}
+	up, _ := r.relayedTo()
+	rel := up[ispSID]
+	if len(up) != 1 || rel == nil || rel.MessageType() != dhcpv4.MessageTypeRelease ||
+		!rel.ClientIPAddr.Equal(net.ParseIP(s1Addr)) || !bytes.Equal(rel.Options.Get(dhcpv4.OptionClientIdentifier), idA) {
+		t.Fatalf("sent the ISP %v, want the RELEASE of %s with client identifier %x (counters %v)", up, s1Addr, idA, r.p.Counters())
+	}
+	if c := r.p.Counters(); c["replaced_released"] != 1 {
+		t.Errorf("replaced_released %d, want 1", c["replaced_released"])
+	}
+	// The same client identifier NAKed (the ISP dropped the lease): no
+	// RELEASE, the lease is not the ISP's any more.
+	r2 := newPRig(t)
+	if got := r2.dora(s1, kea(t, time.Minute), nil); len(got) != 1 {
+		t.Fatalf("DORA: %v", got)
+	}
+	r2.fromClient(renewOf(t, s1, netip.MustParseAddr(s1Addr)))
+	if got := r2.serve(keaRefusing(t)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("renewal: %v, want the NAK", got)
+	}
+	if up, _ := r2.relayedTo(); len(up) != 0 || r2.p.Counters()["replaced_released"] != 0 {
+		t.Errorf("the same client NAKed: sent the ISP %v (counters %v); want nothing", up, r2.p.Counters())
+	}
+}

@@ -416,7 +416,25 @@ func (p *Proxy) endByNak(t *txn, m *dhcpv4.DHCPv4, ip netip.Addr) bool {
 	if msg := m.Message(); msg != "" {
 		why += ": " + msg
 	}
-	return p.endBinding(t.sub, t.circuit.Name, nil, subj.event(subscribers.EventNak, ip, why))
+	// A REQUEST with another client identifier than the binding's (a
+	// client rebooted with a new one) is a new client to the ISP's
+	// server, which NAKed it the address its old identifier holds: that
+	// lease stands at the ISP, and is released with the binding's end,
+	// as releaseReplaced releases it when the ISP ACKs another address
+	// (a trial's INIT-REBOOT with a new client identifier left it there).
+	var in *subscribers.Intent
+	if l, ok := p.leases.get(t.sub); ok && l.isp == t.isp.Index {
+		if b := p.full(held{t.sub, l}); !bytes.Equal(b.ClientID, t.clientID) {
+			in = p.releaseIntent(b, t.isp, t.circuit, "replaced: the client asked again with another client identifier")
+		}
+	}
+	if !p.endBinding(t.sub, t.circuit.Name, in, subj.event(subscribers.EventNak, ip, why)) {
+		return false
+	}
+	if in != nil {
+		p.count("replaced_released")
+	}
+	return true
 }
 
 // ackOptions returns an ACK's options as raw TLVs (those the server put in
