@@ -57,7 +57,13 @@ func (a *Appliance) configureGarden(port int) error {
 		Addr: engine.IP4(a.portalNS.local), PrefixLen: p.LinkPrefix.Bits(),
 		Gateway: engine.IP4(a.portalNS.gateway),
 	})
-	return a.state.SetGarden(&engine.Garden{PortalAddr: engine.IP4(p.Addr), Names: p.DNSNames})
+	var routers []uint32
+	for _, ac := range a.cfg.Access {
+		if o := onboardingOf(a.cfg, ac); o != nil {
+			routers = append(routers, engine.IP4(o.Pool.Masked().Addr().Next()))
+		}
+	}
+	return a.state.SetGarden(&engine.Garden{PortalAddr: engine.IP4(p.Addr), Names: p.DNSNames, Routers: routers})
 }
 
 // newPortal builds the portal's web server.

@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/datapath"
@@ -33,13 +34,30 @@ type Garden struct {
 	// ("portal.example.net", case-insensitive, a trailing dot allowed);
 	// other names get NXDOMAIN. Empty: every name resolves to the portal.
 	Names []string
+	// Routers are the addresses the onboarding leases give as the router
+	// (each pool's first address; host order): a ping to one is answered
+	// from it, as the access gateway's is, anything else to it is
+	// not_for_us. (Before, the router a garden lease gave did not answer
+	// ping while the access gateway did: found by a new-user trial.)
+	Routers []uint32
 }
 
 // garden is a Garden as the workers read it: names in lower-case wire
 // format.
 type garden struct {
-	portal uint32
-	names  [][]byte
+	portal  uint32
+	names   [][]byte
+	routers []uint32
+}
+
+// isRouter reports whether a is one of the garden's routers.
+func (g *garden) isRouter(a uint32) bool {
+	for _, r := range g.routers {
+		if r == a {
+			return true
+		}
+	}
+	return false
 }
 
 // SetGarden publishes the walled garden's configuration; nil removes it
@@ -60,7 +78,7 @@ func (s *State) SetGarden(g *Garden) error {
 	if g.PortalAddr == 0 {
 		return fmt.Errorf("engine: garden: no portal address")
 	}
-	ng := &garden{portal: g.PortalAddr}
+	ng := &garden{portal: g.PortalAddr, routers: slices.Clone(g.Routers)}
 	for _, n := range g.Names {
 		w, err := gardenName(n)
 		if err != nil {
@@ -104,6 +122,14 @@ func (p *Processor) gardenPass(in uint8, pt *port, out *datapath.Verdict, pkt *c
 	}
 	if gw := pt.addr[pkt.VLAN&0xfff]; gw != 0 && pkt.DstIP == gw {
 		return true
+	}
+	if g != nil && g.isRouter(pkt.DstIP) {
+		// The router the garden lease gave: a ping answered, as the
+		// gateway's (the reply comes from the address pinged).
+		if !p.answerEcho(in, out, pkt, f, pt.mac) {
+			p.drop(in, out, classifier.ReasonNotForUs)
+		}
+		return false
 	}
 	switch {
 	case g == nil || pkt.Proto != classifier.ProtoTCP || pkt.Frag:

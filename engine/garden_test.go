@@ -297,6 +297,18 @@ func TestGardenWalls(t *testing.T) {
 	// every subscriber).
 	f := only(t, r.send(0, icmpEcho(t, sub4, accMAC, 0, "100.64.0.14", "100.64.0.1", 8)), 0)
 	checkEchoReply(t, f, sub4, accMAC, 0, "100.64.0.1", "100.64.0.14")
+	// The router a garden lease gives (its pool's first address): the
+	// same. Not one of them: walled.
+	if err := r.s.SetGarden(&Garden{PortalAddr: ip(portal), Routers: []uint32{ip("100.72.0.1")}}); err != nil {
+		t.Fatal(err)
+	}
+	f = only(t, r.send(0, icmpEcho(t, sub4, accMAC, 0, "100.64.0.14", "100.72.0.1", 8)), 0)
+	checkEchoReply(t, f, sub4, accMAC, 0, "100.72.0.1", "100.64.0.14")
+	walled := r.dropCount(0, classifier.ReasonWalledGarden)
+	r.send(0, icmpEcho(t, sub4, accMAC, 0, "100.64.0.14", "100.72.0.2", 8))
+	if n := r.dropCount(0, classifier.ReasonWalledGarden); n != walled+1 {
+		t.Errorf("ping to 100.72.0.2: walled_garden %d, want %d", n, walled+1)
+	}
 	r.send(0, udpFrame(t, sub4, accMAC, 0, "100.64.0.14", "100.64.0.1", 64, 123, 123))
 	if n := r.dropCount(0, classifier.ReasonNotForUs); n != 1 {
 		t.Errorf("UDP to the gateway: not_for_us %d, want 1", n)
