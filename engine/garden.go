@@ -23,7 +23,9 @@ import (
 //   - the portal: TCP to PortalAddr port 80 or 443 goes to the garden's
 //     uplink like any upstream traffic;
 //   - HTTPS elsewhere: TCP to port 443 of any other address is answered with
-//     a TCP reset from that address (a fast failure, no certificate error).
+//     a TCP reset from that address (a fast failure, no certificate error;
+//     an https:// URL by name resolves to the portal instead, whose
+//     certificate does not name it: docs/ARCHITECTURE.md).
 //
 // Everything else, fragments included, is dropped as walled_garden.
 type Garden struct {
