@@ -346,6 +346,17 @@ func TestARP(t *testing.T) {
 			t.Errorf("answered an ARP probe/announcement")
 		}
 	}
+	// A bound subscriber asking from another address than its binding's
+	// (its address changed, ispmux's binding did not): its gateway, and
+	// only its gateway, is answered, so that it can unicast its RENEW.
+	spoofed := r.dropCount(0, classifier.ReasonSpoofedSource)
+	if out := r.send(0, arpFrame(t, sub1, broadcastMAC, 0, layers.ARPRequest, sub1, "100.64.0.99", 0, "100.64.0.1")); len(out[0]) != 1 {
+		t.Errorf("a bound subscriber asking from another address got no answer for its gateway")
+	}
+	if out := r.send(0, arpFrame(t, sub1, broadcastMAC, 0, layers.ARPRequest, sub1, "100.64.0.99", 0, "100.64.0.77")); len(out[0]) != 0 ||
+		r.dropCount(0, classifier.ReasonSpoofedSource) != spoofed+1 {
+		t.Errorf("a bound subscriber asking from another address for another host: answered, or not spoofed_source")
+	}
 	// Unknown subscriber: no answer.
 	if out := r.send(0, arpFrame(t, sub4, broadcastMAC, 0, layers.ARPRequest, sub4, "100.64.0.14", 0, "100.64.0.1")); len(out[0]) != 0 {
 		t.Errorf("answered ARP from an unknown MAC")

@@ -367,6 +367,18 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 			// for the subscriber's own address get no answer.
 			p.drop(in, out, classifier.ReasonARPIgnored)
 		case pkt.SPA != sub.IP:
+			// From another address than its binding's: its request for
+			// the gateway (the DHCP server) is answered all the same,
+			// so that it can unicast the RENEW that puts it right (a
+			// NAK, then a DORA): a client whose address changed while
+			// ispmux's binding did not (a store restored from an older
+			// backup) was otherwise cut off until that binding expired
+			// (a new-user trial). Its IP traffic from that address is
+			// still spoofed_source; only our MAC is told.
+			if gw := pt.addr[pkt.VLAN&0xfff]; gw != 0 && pkt.TPA == gw {
+				p.answerARP(in, out, pkt, f, pt.mac)
+				return
+			}
 			p.drop(in, out, classifier.ReasonSpoofedSource)
 		default:
 			p.answerARP(in, out, pkt, f, pt.mac)
