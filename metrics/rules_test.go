@@ -546,6 +546,15 @@ func TestSuggestedRulesFire(t *testing.T) {
 			11: {"IspmuxStoreErrors": {{at(gwA, "decision", "store_error", "severity", "page"), "store commits failing: DHCP ACKs withheld"}}},
 			20: none,
 		}},
+		{name: "box b's store refuses writes (its disk full): an import's lines fail", minutes: 21, fault: func(m int, _, b *ruleBox) {
+			if m == 10 {
+				b.f.store.WriteErrors += 30232
+			}
+		}, checks: map[int]map[string][]firing{
+			9:  none,
+			11: {"IspmuxStoreWriteErrors": {{at(gwB, "severity", "page"), "store writes failing: 30.23k in 5 min, their changes not made"}}},
+			20: none,
+		}},
 		{name: "box a's punt queue full", minutes: 21, fault: func(m int, a, b *ruleBox) {
 			if m >= 5 {
 				a.f.ports[0].Engine.Drops[classifier.ReasonPuntQueueFull] += 120

@@ -242,6 +242,9 @@ func (s *Store) commitLocked(batch []*call) {
 				}
 				s.wake(wakes)
 			}
+			if failedWrite(err) {
+				s.writeErrors.Add(uint64(len(batch)))
+			}
 			for _, c := range batch {
 				c.err = err
 				c.wake <- false
@@ -255,6 +258,8 @@ func (s *Store) commitLocked(batch []*call) {
 		c.err = s.commitTx(c.own, c.fn)
 		if c.err == nil {
 			s.wake(c.wakes)
+		} else if failedWrite(c.err) {
+			s.writeErrors.Add(1)
 		}
 		c.wake <- false
 	}
@@ -292,3 +297,10 @@ func (s *Store) timedUpdate(fn func(*bolt.Tx) error) error {
 // checkpointing transaction committed, before its records stop being
 // pending (s.bmu still held).
 var testHookCommitted func()
+
+// failedWrite reports whether err, a write's, is the store failing it (a
+// full disk, an I/O error, a damaged file) rather than the write refusing
+// its own change (ErrInvalid, ErrNotFound): CommitStats.WriteErrors.
+func failedWrite(err error) bool {
+	return err != nil && !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrNotFound)
+}

@@ -124,6 +124,11 @@ func TestLiveDamageReadsAfterWritePanic(t *testing.T) {
 	if s, p, ok := liveChild(t, "ISPMUX_TEST_LIVE_WRITE_THEN_READ"); ok {
 		damagePastMetas(t, p)
 		livePut(t, s, "PutRegistration", 9999)
+		// The failed write is counted for the operator (metrics:
+		// ispmux_store_write_errors_total).
+		if n := s.CommitStats().WriteErrors; n == 0 {
+			t.Errorf("CommitStats().WriteErrors = 0 after a write the damage failed")
+		}
 		liveReads(t, s, "after write")
 		liveOp(t, "Close", s.Close)
 		return

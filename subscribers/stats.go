@@ -14,6 +14,13 @@ type CommitStats struct {
 	// Latency is the time of each write transaction or journal append,
 	// fsync included.
 	Latency histo.Snapshot
+	// WriteErrors counts the writes the store failed (their change not
+	// made): a full disk, an I/O error, a damaged file; not a write that
+	// refused its own change (ErrInvalid, ErrNotFound). DHCP's are
+	// store_error decisions as well; the API's are errors of their
+	// requests, an import's of its lines (before, those left no operator
+	// signal: a trial's import on a full disk).
+	WriteErrors uint64
 	// WindowWaits counts the times a leader waited a commit window
 	// (Options.CommitWindow) for more writes.
 	WindowWaits uint64
@@ -25,5 +32,6 @@ type CommitStats struct {
 // CommitStats returns the group commit's statistics (package metrics).
 func (s *Store) CommitStats() CommitStats {
 	via, _ := s.JournalSync()
-	return CommitStats{Transactions: s.writeTxs.Load(), Writes: s.writes.Load(), Latency: s.commitTime.Snapshot(), WindowWaits: s.windowWaits.Load(), JournalSync: via}
+	return CommitStats{Transactions: s.writeTxs.Load(), Writes: s.writes.Load(), WriteErrors: s.writeErrors.Load(), Latency: s.commitTime.Snapshot(),
+		WindowWaits: s.windowWaits.Load(), JournalSync: via}
 }

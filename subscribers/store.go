@@ -169,6 +169,9 @@ type Store struct {
 	// writes counts the writes committed by the group commit's
 	// transactions (CommitStats.Writes).
 	writes atomic.Uint64
+	// writeErrors counts the writes the group commit returned an error
+	// for (CommitStats.WriteErrors).
+	writeErrors atomic.Uint64
 	// commitTime is the time of each group commit's write transaction,
 	// fsync included (stats.go).
 	commitTime histo.Histogram
