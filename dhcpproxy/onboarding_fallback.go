@@ -21,7 +21,8 @@ import (
 //     there, its ISP NAKed its SELECTING REQUEST, or answered its
 //     DISCOVER with NAKs only (refused); or its DISCOVERs and SELECTING
 //     REQUESTs went unanswered (their timeout events) for one onboarding
-//     lease time from the first of them timing out (unanswered). A device
+//     lease time from the first of them timing out (unanswered; a retry's
+//     at the first timeout: fallback.silence). A device
 //     bound before, or handed over longer ago than its hold, is not sent
 //     to the garden: its ISP's outage is reported as ever (nak, timeout
 //     events), nothing more. Each return to the garden counts
@@ -123,6 +124,26 @@ type fallback struct {
 	askedDue time.Time
 	// until is when the record is forgotten.
 	until time.Time
+	// retry: this handover is a retry of a failed one (handover_retry,
+	// or asked): its silence sends it back to the garden at its first
+	// timeout (silence).
+	retry bool
+}
+
+// silence is how long f's handover may go unanswered, from its first
+// message's timeout, before the device goes back to the garden: one
+// onboarding lease time for a first handover (an ISP slow to set up a
+// new customer gets that long), none for a retry (its ISP was silent, or
+// refused, for the first; a retry that times out again has the device
+// back in the garden at once). Before, every retry waited a lease time
+// too: a device whose ISP stayed silent spent about 30 s of every ~60 s
+// cycle without an address, and its portal page loaded half the time
+// (found by a new-user trial).
+func (f *fallback) silence() time.Duration {
+	if f.retry {
+		return 0
+	}
+	return f.pool.leaseTime
 }
 
 // fallbacks are the handover records by MAC, guarded by mu (never held
@@ -295,7 +316,7 @@ func (p *Proxy) handoverFailed(s subject, why string, now time.Time) {
 			if f.silentSince.IsZero() {
 				f.silentSince = now
 			}
-			if now.Sub(f.silentSince) < pl.leaseTime {
+			if now.Sub(f.silentSince) < f.silence() {
 				return
 			}
 		}
@@ -362,7 +383,7 @@ func (p *Proxy) fromGarden(c *Circuit, m *dhcpv4.DHCPv4, sk subKey, now time.Tim
 	if f.reason == "" {
 		// Its handover goes on: a DISCOVER after one lease time of
 		// silence is not relayed again.
-		if mt != dhcpv4.MessageTypeDiscover || f.silentSince.IsZero() || now.Sub(f.silentSince) < f.pool.leaseTime {
+		if mt != dhcpv4.MessageTypeDiscover || f.silentSince.IsZero() || now.Sub(f.silentSince) < f.silence() {
 			return false
 		}
 		if f, ok = p.fb.update(sk.mac, f.pool, s, now, func(f *fallback) {
@@ -385,7 +406,7 @@ func (p *Proxy) fromGarden(c *Circuit, m *dhcpv4.DHCPv4, sk subKey, now time.Tim
 	if !now.Before(f.retryAt) {
 		// Time to try its ISP again: the handover, afresh.
 		p.fb.update(sk.mac, f.pool, s, now, func(f *fallback) {
-			*f = fallback{pool: f.pool, isp: f.isp, customer: f.customer, askedDue: f.askedDue}
+			*f = fallback{pool: f.pool, isp: f.isp, customer: f.customer, askedDue: f.askedDue, retry: true}
 		})
 		p.count("handover_retry")
 		return false

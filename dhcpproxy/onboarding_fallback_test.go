@@ -497,3 +497,47 @@ func TestHandoverFailureRestored(t *testing.T) {
 		t.Errorf("a lease granted before the registration: %+v %v (counters %v); want no failure", l, ok, r2.p.Counters())
 	}
 }
+
+// A retry of a handover that went unanswered goes back to the garden at
+// its first timeout: the device's next DISCOVER is the garden's, where the
+// first handover waited a lease time of silence. Before, every retry
+// waited a lease time too (a trial: about 30 s without an address in every
+// ~60 s cycle while the ISP stayed silent, the portal reachable half the
+// time).
+func TestHandoverRetryUnansweredFallsBackAtOnce(t *testing.T) {
+	const m = "02:77:00:00:00:01"
+	r := handedOver(t, m, "c-s9") // kea knows c-s1 only
+	silent := func(at time.Duration) {
+		t.Helper()
+		r.pastT1(at)
+		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(m))))
+		if got := r.toPorts(); len(got[upPort]) != 1 || len(got[accPort]) != 0 {
+			t.Fatalf("DISCOVER %v after the handover: relayed %v, answered %v; want it relayed", at, got[upPort], got[accPort])
+		}
+		r.pastT1(at + time.Second)
+		r.p.expire(r.p.now())
+	}
+	silent(0)
+	silent(10 * time.Second)
+	silent(18 * time.Second)
+	r.pastT1(22 * time.Second)
+	ip := r.gardenDORA(m, "after 21 s of silence")
+	// The retry, one lease time (20 s) after the failure: its renewal
+	// NAKed, its DISCOVER relayed, silent once.
+	r.pastT1(43 * time.Second)
+	r.fromClient(renewOf(t, m, ip))
+	r.one(dhcpv4.MessageTypeNak)
+	if c := r.p.Counters(); c["handover_retry"] != 1 {
+		t.Fatalf("counters %v, want the retry", c)
+	}
+	silent(44 * time.Second)
+	// Its next DISCOVER, 4 s later: the garden's, not a lease time later.
+	r.pastT1(48 * time.Second)
+	ip2 := r.gardenDORA(m, "after the retry's first timeout")
+	if l, ok := r.p.OnboardingByAddr(ip2); !ok || l.HandoverFailed != HandoverUnanswered {
+		t.Errorf("OnboardingByAddr = %+v, %v; want the unanswered handover again", l, ok)
+	}
+	if c := r.p.Counters(); c["handover_failed_unanswered"] != 2 {
+		t.Errorf("counters %v, want handover_failed_unanswered 2", c)
+	}
+}
