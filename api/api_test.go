@@ -751,3 +751,21 @@ func TestNonCanonicalPath(t *testing.T) {
 		t.Errorf("/v1/isps: %d", w.Code)
 	}
 }
+
+// Attaching a device already attached to that customer answers 200 with
+// it, not 201: nothing was created (a trial's retried attaches all
+// answered 201).
+func TestAttachAgainIs200(t *testing.T) {
+	f := newFixture(t)
+	body := `{"mac":"02:00:00:00:00:07","customer_id":"c-1"}`
+	if w := f.do("POST", "/v1/isps/beta/devices", "beta", body); w.Code != 201 {
+		t.Fatalf("first attach: %d %s", w.Code, w.Body)
+	}
+	f.svc.mu.Lock()
+	f.svc.devices["02:00:00:00:00:07"] = tenants.Device{MAC: "02:00:00:00:00:07", ISP: "beta", CustomerID: "c-1", Source: "api"}
+	f.svc.mu.Unlock()
+	w := f.do("POST", "/v1/isps/beta/devices", "beta", body)
+	if w.Code != 200 || !strings.Contains(w.Body.String(), `"customer_id":"c-1"`) || strings.Contains(w.Body.String(), "Unchanged") {
+		t.Errorf("attach again: %d %s, want 200 with the device", w.Code, w.Body)
+	}
+}

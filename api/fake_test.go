@@ -284,6 +284,10 @@ func (f *fakeService) AttachDevice(ctx context.Context, a tenants.Actor, isp str
 	if err := f.record(fakeCall{Method: "AttachDevice", Actor: a, ISP: isp, Arg: in}); err != nil {
 		return tenants.Device{}, err
 	}
+	if d, ok := f.devices[in.MAC]; ok && d.ISP == isp && d.CustomerID == in.CustomerID {
+		d.Unchanged = true // attached to that customer already
+		return d, nil
+	}
 	return tenants.Device{MAC: in.MAC, ISP: isp, CustomerID: in.CustomerID, Source: "api"}, nil
 }
 

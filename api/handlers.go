@@ -323,6 +323,12 @@ func (s *Server) attachDevice(w http.ResponseWriter, r *http.Request, c *call) {
 		return
 	}
 	w.Header().Set("Location", "/v1/isps/"+url.PathEscape(c.isp)+"/devices/"+url.PathEscape(d.MAC))
+	if d.Unchanged {
+		// Attached to that customer already: nothing created (a trial's
+		// retried attaches all answered 201).
+		writeJSON(w, http.StatusOK, d)
+		return
+	}
 	writeJSON(w, http.StatusCreated, d)
 }
 

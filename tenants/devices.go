@@ -119,7 +119,9 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 		return Device{}, fmt.Errorf("%w: device %s comes from the configuration (read-only)", ErrConflict, macString(mac))
 	}
 	if had && old.ISP == c.ISP && old.CustomerID == c.ID {
-		return t.deviceView(old), nil // already attached: idempotent
+		d := t.deviceView(old) // already attached: idempotent
+		d.Unchanged = true
+		return d, nil
 	}
 	devs, err := t.store.DevicesOf(c.ISP, c.ID)
 	if err != nil {

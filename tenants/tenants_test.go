@@ -1269,3 +1269,20 @@ func TestLoadWarnsUnconfiguredISP(t *testing.T) {
 		t.Errorf("load with beta no longer configured logged:\n%s", out)
 	}
 }
+
+// Attaching a device to the customer it is attached to changes nothing
+// and says so (Unchanged: the API answers 200, not 201).
+func TestAttachAgainUnchanged(t *testing.T) {
+	r := newRig(t)
+	if _, err := r.ten.CreateCustomer(ctx, beta, "beta", CustomerInput{ID: "c-1"}); err != nil {
+		t.Fatal(err)
+	}
+	in := DeviceInput{MAC: "02:00:00:00:00:07", CustomerID: "c-1"}
+	d, err := r.ten.AttachDevice(ctx, beta, "beta", in)
+	if err != nil || d.Unchanged {
+		t.Fatalf("first attach: %+v %v", d, err)
+	}
+	if d, err = r.ten.AttachDevice(ctx, beta, "beta", in); err != nil || !d.Unchanged || d.CustomerID != "c-1" {
+		t.Errorf("attach again: %+v %v, want it unchanged", d, err)
+	}
+}

@@ -115,6 +115,10 @@ type Device struct {
 	// configuration gives it (bound at start, no DHCP; no Binding is
 	// listed for it); absent otherwise.
 	StaticIP netip.Addr `json:"static_ip,omitzero"`
+	// Unchanged is set by AttachDevice when the device was attached to
+	// that customer already (nothing changed: the API answers 200, not
+	// 201). Not part of the JSON.
+	Unchanged bool `json:"-"`
 }
 
 // Binding is a DHCP lease a device holds.
