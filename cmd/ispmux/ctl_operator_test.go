@@ -430,14 +430,14 @@ func TestStatusOnboardingHandoverRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"alpha (handover refused, retry 2026-12-05T08:10:00Z)",
-		"beta (retry asked, 2026-12-05T08:01:00Z)",
+		"alpha (handover refused, retry 2026-12-05 08:10:00Z)",
+		"beta (retry asked, 2026-12-05 08:01:00Z)",
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("status lacks %q:\n%s", want, b.String())
 		}
 	}
-	if !strings.Contains(b.String(), "100.127.0.12  2026-12-05T08:00:00Z  beta\n") {
+	if !strings.Contains(b.String(), "100.127.0.12  2026-12-05 08:00:00Z  beta\n") {
 		t.Errorf("a device switching normally shows more than its ISP:\n%s", b.String())
 	}
 }
@@ -459,7 +459,7 @@ func TestStatusHandovers(t *testing.T) {
 	for _, want := range []string{
 		"handovers (on the way to the ISP chosen): 3",
 		"c-1       asking its ISP",
-		"its ISP silent since 2026-12-05T08:00:03Z",
+		"its ISP silent since 2026-12-05 08:00:03Z",
 		"refused: back to the garden at its next DISCOVER",
 	} {
 		if !strings.Contains(b.String(), want) {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/tenants"
@@ -295,7 +296,7 @@ func writeStatus(w io.Writer, st *ctlsock.Status) error {
 	}
 	t = newTable(w, "MAC", "ACCESS", "VLAN", "ISP", "IP", "STATIC", "EXPIRES", "SERVER")
 	for _, b := range st.Bindings {
-		t.row(b.MAC, b.Access, bindingVLAN(b.VLAN), b.ISP, b.IP, yesNo(b.Static), orDash(b.Expires), orDash(b.ServerID))
+		t.row(b.MAC, b.Access, bindingVLAN(b.VLAN), b.ISP, b.IP, yesNo(b.Static), stamp(b.Expires), orDash(b.ServerID))
 	}
 	if err := t.flush(); err != nil {
 		return err
@@ -311,9 +312,9 @@ func writeStatus(w io.Writer, st *ctlsock.Status) error {
 			case h.Failed != "":
 				state = h.Failed + ": back to the garden at its next DISCOVER"
 			case h.SilentSince != "":
-				state = "its ISP silent since " + h.SilentSince
+				state = "its ISP silent since " + stamp(h.SilentSince)
 			}
-			t.row(h.MAC, h.Access, h.ISP, h.CustomerID, state, orDash(h.HeldUntil))
+			t.row(h.MAC, h.Access, h.ISP, h.CustomerID, state, stamp(h.HeldUntil))
 		}
 		if err := t.flush(); err != nil {
 			return err
@@ -328,15 +329,30 @@ func writeStatus(w io.Writer, st *ctlsock.Status) error {
 		chosen := orDash(o.Chosen)
 		switch {
 		case o.HandoverFailed != "" && o.HandoverRetry != "":
-			chosen += " (handover " + o.HandoverFailed + ", retry " + o.HandoverRetry + ")"
+			chosen += " (handover " + o.HandoverFailed + ", retry " + stamp(o.HandoverRetry) + ")"
 		case o.HandoverFailed != "":
 			chosen += " (handover " + o.HandoverFailed + ")"
 		case o.HandoverRetry != "":
-			chosen += " (retry asked, " + o.HandoverRetry + ")"
+			chosen += " (retry asked, " + stamp(o.HandoverRetry) + ")"
 		}
-		t.row(o.MAC, o.Access, o.IP, o.Expires, chosen)
+		t.row(o.MAC, o.Access, o.IP, stamp(o.Expires), chosen)
 	}
 	return t.flush()
+}
+
+// stamp is an RFC 3339 time of the status (its JSON's form) as the
+// tables print every time (timeString: "2026-12-05 22:38:32Z", as ctl
+// events and ctl subscriber do); "-" when empty, and anything else as it
+// is. Before, ctl status printed the RFC 3339 form beside the others'.
+func stamp(s string) string {
+	if s == "" {
+		return "-"
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return s
+	}
+	return timeString(t)
 }
 
 // counters is "k=v k=v" in key order ("-" when none).
