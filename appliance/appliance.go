@@ -561,7 +561,11 @@ func maxMTU(frameSize int) int { return frameSize - xdpHeadroom - 18 }
 // raised to 3000 on a running appliance, adopted without a word).
 func (a *Appliance) checkMTU(port string, mtu int) {
 	if max := maxMTU(a.cfg.Datapath.FrameSize); mtu > max {
-		a.log.Warn("port MTU larger than a UMEM frame holds: longer frames are dropped by the kernel before ispmux sees them, uncounted; lower the MTU or set [datapath] frame_size = 4096",
+		fix := "lower the MTU or set [datapath] frame_size = 4096"
+		if a.cfg.Datapath.FrameSize >= 4096 {
+			fix = "lower the MTU (frames span one UMEM frame: no XDP multi-buffer)"
+		}
+		a.log.Warn("port MTU larger than a UMEM frame holds: longer frames are dropped by the kernel before ispmux sees them, uncounted; "+fix,
 			"port", port, "mtu", mtu, "max_mtu", max, "frame_size", a.cfg.Datapath.FrameSize)
 	}
 }

@@ -475,11 +475,12 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 		return
 	}
 	// The lease the subscriber held at this ISP before this one, at
-	// another address: released below (releaseReplaced), read before the
-	// commit replaces it in the store.
-	var replaced subscribers.Binding
+	// another address: its RELEASE is recorded before the commit
+	// replaces it in the store, and sent once the commit is made
+	// (releaseReplaced).
+	var replaced *subscribers.Intent
 	if hadOld && old.isp == t.isp.Index && old.addr() != ip {
-		replaced = p.full(held{t.sub, old})
+		replaced = p.recordReplaced(t, c, p.full(held{t.sub, old}), ip)
 	}
 	failpoint.Hit(failpoint.BindBeforeCommit)
 	ev := subj.event(kind, ip, why)
@@ -487,6 +488,11 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 	e, err := p.store.CommitBindingEvent(b, ev)
 	if err != nil {
 		p.storeError("dhcp: binding not committed; ACK withheld", "mac", binding.MACString(mac), "err", err)
+		if replaced != nil {
+			// The old binding stands: its lease is not to be
+			// released (a replay would find it installed anyway).
+			_ = p.store.CompleteIntent(replaced.ID)
+		}
 		return
 	}
 	failpoint.Hit(failpoint.BindAfterCommit)
@@ -499,6 +505,9 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 		// revoked (RELEASE to the ISP) and the subscriber gets no ACK.
 		p.count("bind_conflict")
 		p.revokeLocked(t.sub, b, "address not installable: "+err.Error())
+		if replaced != nil {
+			p.releaseReplaced(t, *replaced, ip) // the old lease is nobody's either
+		}
 		return
 	}
 	l := leaseOf(&b, t.isp)
@@ -506,11 +515,13 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 	// by the messages' clock, as the claims it bounds (endOtherCircuits).
 	l.setClientEnd(clientEnd(p.now(), p.clientLease(lt)))
 	p.leases.put(t.sub, l)
+	if replaced != nil {
+		// Sent now that the lease table holds the new address: the
+		// send drops a RELEASE of an address a binding holds.
+		p.releaseReplaced(t, *replaced, ip)
+	}
 	p.deliver(c, m, ack)
 	failpoint.Hit(failpoint.BindAfterAck)
-	if replaced.IP.IsValid() {
-		p.releaseReplaced(t, c, replaced, ip)
-	}
 	p.count("ack")
 	st := p.ispStat(t.isp.Index)
 	st.outcomes[OutcomeAck].Add(1)
@@ -549,23 +560,26 @@ func (p *Proxy) releaseRefused(t *txn, isp *ISP, m *dhcpv4.DHCPv4, ip, from neti
 		"isp", isp.Name, "server", from, "ip", ip, "why", why)
 }
 
-// releaseReplaced releases at t's ISP the lease old, which t's subscriber
-// held there before the ISP's ACK of another address, ip (now its
-// binding): the subscriber uses ip only. A server that keys leases by
-// client identifier (RFC 4361; Kea, ISC dhcpd) keeps the old lease when
-// the client identifier changed, so a subscriber sending a new client
-// identifier at every exchange would empty the ISP's pool; a server that
-// moved the lease itself ignores the RELEASE (no lease of that address
-// for that client). The RELEASE is the old lease's own (its client
-// identifier, Option 82 and server), sent through an intent of an
-// unbound lease: a crash delays it, and it is dropped, unsent, if a
-// binding ispmux installed holds the address by then (sendIntent).
-// Counted as replaced_released or replaced_not_released.
-func (p *Proxy) releaseReplaced(t *txn, c *Circuit, old subscribers.Binding, ip netip.Addr) {
+// recordReplaced records (in the store only) the RELEASE, at t's ISP, of
+// old, the lease t's subscriber held there before the ISP's ACK of
+// another address, ip, which is to replace it as its binding; nil if it
+// could not be recorded (replaced_not_released). The subscriber uses ip
+// only. A server that keys leases by client identifier (RFC 4361; Kea,
+// ISC dhcpd) keeps the old lease when the client identifier changed, so
+// a subscriber sending a new client identifier at every exchange would
+// empty the ISP's pool; a server that moved the lease itself ignores the
+// RELEASE (no lease of that address for that client). The RELEASE is the
+// old lease's own (its client identifier, Option 82 and server), an
+// intent of an unbound lease, recorded before the new binding is
+// committed: a crash after the commit replays it at the next start; a
+// crash before it, or a commit that fails, leaves the old binding, and
+// an intent of an unbound lease is dropped, unsent, while a binding
+// ispmux installed holds its address (sendIntent).
+func (p *Proxy) recordReplaced(t *txn, c *Circuit, old subscribers.Binding, ip netip.Addr) *subscribers.Intent {
 	msg := p.revokeMessage(old, t.isp, c, "replaced by "+ip.String())
 	if msg == nil {
 		p.count("replaced_not_released")
-		return
+		return nil
 	}
 	it, err := p.store.AddIntent(subscribers.Intent{Kind: subscribers.IntentReleaseUnbound, ISP: t.isp.Name,
 		MAC: old.MAC, Access: c.Name, VLAN: c.VLAN, IP: old.IP, Message: msg})
@@ -573,13 +587,20 @@ func (p *Proxy) releaseReplaced(t *txn, c *Circuit, old subscribers.Binding, ip 
 		p.count("replaced_not_released")
 		p.storeError("dhcp: RELEASE of a replaced lease not recorded; not sent", "mac", binding.MACString(t.sub.mac),
 			"isp", t.isp.Name, "ip", old.IP, "err", err)
-		return
+		return nil
 	}
+	return &it
+}
+
+// releaseReplaced sends the RELEASE recordReplaced recorded, once the new
+// binding (ip) is committed and holds the lease table's entry (or was
+// revoked). Counted as replaced_released.
+func (p *Proxy) releaseReplaced(t *txn, it subscribers.Intent, ip netip.Addr) {
 	p.intents.add(it, false)
 	p.sendIntent(pendingIntent{it, false})
 	p.count("replaced_released")
 	p.log.Info("dhcp: the subscriber's earlier lease at its ISP released: the ISP gave it another address",
-		"mac", binding.MACString(t.sub.mac), "isp", t.isp.Name, "old_ip", old.IP, "ip", ip)
+		"mac", binding.MACString(t.sub.mac), "isp", t.isp.Name, "old_ip", it.IP, "ip", ip)
 }
 
 // leaseString spells a lease time; 0xffffffff seconds is infinite (RFC 2131).

@@ -497,7 +497,9 @@ func (p *Proxy) fallbackNote(mac uint64, pl *obPool, now time.Time) string {
 // handover_failure_restored.
 func (p *Proxy) restoreFallback(mac uint64, pl *obPool, l subscribers.OnboardingLease, now time.Time) {
 	reg, ok := p.reg.Lookup(mac)
-	if !ok || reg.Blocked || reg.ISP == "" || reg.Access != "" && reg.Access != pl.c.Name {
+	if !ok || reg.Blocked || reg.Suspended() || reg.ISP == "" || p.isps[reg.ISP] == nil || reg.Access != "" && reg.Access != pl.c.Name {
+		// Not a handover's failure: a device its ISP suspended, or
+		// of an ISP no longer configured, is refused as ever.
 		return
 	}
 	r, err := p.store.Registration(l.MAC)

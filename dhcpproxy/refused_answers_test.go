@@ -460,3 +460,50 @@ func TestNakForNewClientIDReleasesOld(t *testing.T) {
 		t.Errorf("the same client NAKed: sent the ISP %v (counters %v); want nothing", up, r2.p.Counters())
 	}
 }
+
+// The RELEASE of a replaced lease is an intent: with the ISP's next hop
+// lost as the new ACK arrives, it stays pending, and a restart on the same
+// store sends it (the old lease's client identifier). (The crash between
+// the commit and the intent: TestCrashReplacingLease.)
+func TestReplacedLeaseReleaseReplayed(t *testing.T) {
+	r := newPRig(t)
+	addr101 := netip.MustParseAddr("100.64.0.101")
+	idA, idB := []byte{1, 2, 0xaa, 0, 0, 0, 1}, []byte{1, 2, 0xaa, 0, 0, 0, 2}
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, idA)))
+	offer := r.serve(kea(t, time.Minute))
+	req, _ := dhcpv4.NewRequestFromOffer(offer[0], dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, idA))
+	r.fromClient(req)
+	if got := r.serve(kea(t, time.Minute)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("first DORA: %v", got)
+	}
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, idB)))
+	offer = r.serve(atAddr(kea(t, time.Minute), addr101))
+	req, _ = dhcpv4.NewRequestFromOffer(offer[0], dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, idB))
+	r.fromClient(req)
+	got := r.serve(func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		rep := atAddr(kea(t, time.Minute), addr101)(m)
+		r.setUplinkDown(true) // lost as the ACK arrives
+		return rep
+	})
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("DORA with a new client identifier: %v", got)
+	}
+	if up, _ := r.relayedTo(); len(up) != 0 {
+		t.Fatalf("sent the ISP %v with its next hop lost", up)
+	}
+	if ins, _ := r.store.Intents(); len(ins) != 1 || ins[0].Kind != subscribers.IntentReleaseUnbound || ins[0].IP != netip.MustParseAddr(s1Addr) {
+		t.Fatalf("intents %+v; want the RELEASE of %s pending", ins, s1Addr)
+	}
+	r.setUplinkDown(false)
+	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil) // the restart
+	if _, err := p2.Restore(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	p2.expire(time.Now())
+	up, _ := r.relayedTo()
+	rel := up[ispSID]
+	if len(up) != 1 || rel == nil || rel.MessageType() != dhcpv4.MessageTypeRelease ||
+		!rel.ClientIPAddr.Equal(net.ParseIP(s1Addr)) || !bytes.Equal(rel.Options.Get(dhcpv4.OptionClientIdentifier), idA) {
+		t.Fatalf("replay sent %v, want the RELEASE of %s with client identifier %x (counters %v)", up, s1Addr, idA, p2.Counters())
+	}
+}

@@ -424,7 +424,10 @@ func (p *Proxy) endByNak(t *txn, m *dhcpv4.DHCPv4, ip netip.Addr) bool {
 	// (a trial's INIT-REBOOT with a new client identifier left it there).
 	var in *subscribers.Intent
 	if l, ok := p.leases.get(t.sub); ok && l.isp == t.isp.Index {
-		if b := p.full(held{t.sub, l}); !bytes.Equal(b.ClientID, t.clientID) {
+		// A binding stored without a client identifier (before they
+		// were kept) tells nothing: no RELEASE (a chaddr-only one could
+		// free the lease at a server keying by hardware address).
+		if b := p.full(held{t.sub, l}); len(b.ClientID) > 0 && !bytes.Equal(b.ClientID, t.clientID) {
 			in = p.releaseIntent(b, t.isp, t.circuit, "replaced: the client asked again with another client identifier")
 		}
 	}

@@ -64,6 +64,7 @@ func (s *Store) journalAppend(cs []*call) error {
 	s.jr.lsn = lsn
 	if err != nil {
 		s.jfailed = true
+		s.writeErrors.Add(uint64(len(cs)))
 		return fmt.Errorf("binding journal: %w", err)
 	}
 	s.pending = append(s.pending, recs...)

@@ -73,7 +73,11 @@ func (s *Store) submit(c *call) error {
 		return ErrClosed
 	}
 	if b := s.broken.Load(); b != nil {
-		return b // journal records too: the store takes no more writes
+		// Journal records too: the store takes no more writes. Each
+		// refused write is counted (CommitStats.WriteErrors), so the
+		// alert on it stays up while the store is broken.
+		s.writeErrors.Add(1)
+		return b
 	}
 	if s.viaDBBatch {
 		// Benchmarks only: no journal, so nothing is ever pending and

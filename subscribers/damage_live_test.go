@@ -126,8 +126,17 @@ func TestLiveDamageReadsAfterWritePanic(t *testing.T) {
 		livePut(t, s, "PutRegistration", 9999)
 		// The failed write is counted for the operator (metrics:
 		// ispmux_store_write_errors_total).
-		if n := s.CommitStats().WriteErrors; n == 0 {
+		n := s.CommitStats().WriteErrors
+		if n == 0 {
 			t.Errorf("CommitStats().WriteErrors = 0 after a write the damage failed")
+		}
+		// Every later write, refused by the broken store, counts too:
+		// the alert stays up while the store refuses writes.
+		if err := s.PutRegistration(Registration{MAC: MAC{2, 0, 0, 0, 0x27, 0x0f}, ISP: "alpha", CustomerID: "c", Source: "api"}); err == nil {
+			t.Errorf("a write after the damage was accepted")
+		}
+		if m := s.CommitStats().WriteErrors; m != n+1 {
+			t.Errorf("CommitStats().WriteErrors = %d after a refused write, want %d", m, n+1)
 		}
 		liveReads(t, s, "after write")
 		liveOp(t, "Close", s.Close)
