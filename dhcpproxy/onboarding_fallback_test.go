@@ -122,16 +122,7 @@ func TestHandoverRefusedBackToGarden(t *testing.T) {
 func TestHandoverUnansweredBackToGarden(t *testing.T) {
 	const m, m48 = "02:77:00:00:00:01", 0x027700000001
 	r := handedOver(t, m, "c-s9") // kea knows c-s1 only
-	silent := func(at time.Duration) {
-		t.Helper()
-		r.pastT1(at)
-		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(m))))
-		if got := r.toPorts(); len(got[upPort]) != 1 || len(got[accPort]) != 0 {
-			t.Fatalf("DISCOVER %v after the handover: relayed %v, answered %v; want it relayed", at, got[upPort], got[accPort])
-		}
-		r.pastT1(at + time.Second)
-		r.p.expire(r.p.now())
-	}
+	silent := func(at time.Duration) { t.Helper(); r.silentDiscover(m, at) }
 	silent(0)
 	silent(10 * time.Second)
 	silent(18 * time.Second) // timed out 18 s after the first
@@ -507,16 +498,7 @@ func TestHandoverFailureRestored(t *testing.T) {
 func TestHandoverRetryUnansweredFallsBackAtOnce(t *testing.T) {
 	const m = "02:77:00:00:00:01"
 	r := handedOver(t, m, "c-s9") // kea knows c-s1 only
-	silent := func(at time.Duration) {
-		t.Helper()
-		r.pastT1(at)
-		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(m))))
-		if got := r.toPorts(); len(got[upPort]) != 1 || len(got[accPort]) != 0 {
-			t.Fatalf("DISCOVER %v after the handover: relayed %v, answered %v; want it relayed", at, got[upPort], got[accPort])
-		}
-		r.pastT1(at + time.Second)
-		r.p.expire(r.p.now())
-	}
+	silent := func(at time.Duration) { t.Helper(); r.silentDiscover(m, at) }
 	silent(0)
 	silent(10 * time.Second)
 	silent(18 * time.Second)
@@ -540,4 +522,17 @@ func TestHandoverRetryUnansweredFallsBackAtOnce(t *testing.T) {
 	if c := r.p.Counters(); c["handover_failed_unanswered"] != 2 {
 		t.Errorf("counters %v, want handover_failed_unanswered 2", c)
 	}
+}
+
+// silentDiscover has m send a DISCOVER at (from now), expects it relayed,
+// not answered, and lets it time out a second later: its ISP silent.
+func (r *prig) silentDiscover(m string, at time.Duration) {
+	r.t.Helper()
+	r.pastT1(at)
+	r.fromClient(discover(r.t, dhcpv4.WithHwAddr(mac(m))))
+	if got := r.toPorts(); len(got[upPort]) != 1 || len(got[accPort]) != 0 {
+		r.t.Fatalf("DISCOVER %v after the handover: relayed %v, answered %v; want it relayed", at, got[upPort], got[accPort])
+	}
+	r.pastT1(at + time.Second)
+	r.p.expire(r.p.now())
 }

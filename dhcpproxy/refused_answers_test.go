@@ -345,14 +345,7 @@ func TestReplacedLeaseReleased(t *testing.T) {
 	addr101 := netip.MustParseAddr("100.64.0.101")
 	idA, idB := []byte{1, 2, 0xaa, 0, 0, 0, 1}, []byte{1, 2, 0xaa, 0, 0, 0, 2}
 	doraID := func(id []byte, serve func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4) []*dhcpv4.DHCPv4 {
-		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, id)))
-		got := r.serve(serve)
-		if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer {
-			t.Fatalf("got %v, want an OFFER", got)
-		}
-		req, _ := dhcpv4.NewRequestFromOffer(got[0], dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, id))
-		r.fromClient(req)
-		return r.serve(serve)
+		return r.doraWithID(s1, id, serve, serve)
 	}
 	if got := doraID(idA, kea(t, time.Minute)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
 		t.Fatalf("first DORA: %v", got)
@@ -422,11 +415,7 @@ func TestRequestOtherServerNotRelayed(t *testing.T) {
 func TestNakForNewClientIDReleasesOld(t *testing.T) {
 	r := newPRig(t)
 	idA, idB := []byte{1, 2, 0xaa, 0, 0, 0, 1}, []byte{1, 2, 0xaa, 0, 0, 0, 2}
-	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, idA)))
-	offer := r.serve(kea(t, time.Minute))
-	req, _ := dhcpv4.NewRequestFromOffer(offer[0], dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, idA))
-	r.fromClient(req)
-	if got := r.serve(kea(t, time.Minute)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+	if got := r.doraWithID(s1, idA, kea(t, time.Minute), kea(t, time.Minute)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
 		t.Fatalf("DORA: %v", got)
 	}
 	r.fromClient(clientMsg(t, s1, dhcpv4.MessageTypeRequest,
@@ -469,18 +458,10 @@ func TestReplacedLeaseReleaseReplayed(t *testing.T) {
 	r := newPRig(t)
 	addr101 := netip.MustParseAddr("100.64.0.101")
 	idA, idB := []byte{1, 2, 0xaa, 0, 0, 0, 1}, []byte{1, 2, 0xaa, 0, 0, 0, 2}
-	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, idA)))
-	offer := r.serve(kea(t, time.Minute))
-	req, _ := dhcpv4.NewRequestFromOffer(offer[0], dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, idA))
-	r.fromClient(req)
-	if got := r.serve(kea(t, time.Minute)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+	if got := r.doraWithID(s1, idA, kea(t, time.Minute), kea(t, time.Minute)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
 		t.Fatalf("first DORA: %v", got)
 	}
-	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, idB)))
-	offer = r.serve(atAddr(kea(t, time.Minute), addr101))
-	req, _ = dhcpv4.NewRequestFromOffer(offer[0], dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, idB))
-	r.fromClient(req)
-	got := r.serve(func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	got := r.doraWithID(s1, idB, atAddr(kea(t, time.Minute), addr101), func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 		rep := atAddr(kea(t, time.Minute), addr101)(m)
 		r.setUplinkDown(true) // lost as the ACK arrives
 		return rep
@@ -506,4 +487,19 @@ func TestReplacedLeaseReleaseReplayed(t *testing.T) {
 		!rel.ClientIPAddr.Equal(net.ParseIP(s1Addr)) || !bytes.Equal(rel.Options.Get(dhcpv4.OptionClientIdentifier), idA) {
 		t.Fatalf("replay sent %v, want the RELEASE of %s with client identifier %x (counters %v)", up, s1Addr, idA, p2.Counters())
 	}
+}
+
+// doraWithID runs a DORA of m with the client identifier id: offer answers
+// its DISCOVER, ack its REQUEST (from the OFFER). It returns what the
+// client got for its REQUEST.
+func (r *prig) doraWithID(m string, id []byte, offer, ack func(*dhcpv4.DHCPv4) *dhcpv4.DHCPv4) []*dhcpv4.DHCPv4 {
+	r.t.Helper()
+	r.fromClient(discover(r.t, dhcpv4.WithHwAddr(mac(m)), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, id)))
+	got := r.serve(offer)
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer {
+		r.t.Fatalf("DISCOVER with client identifier %x: got %v, want an OFFER", id, got)
+	}
+	req, _ := dhcpv4.NewRequestFromOffer(got[0], dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, id))
+	r.fromClient(req)
+	return r.serve(ack)
 }
