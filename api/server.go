@@ -145,20 +145,12 @@ func (s *Server) buildMux() http.Handler {
 			allow += ", HEAD"
 		}
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-			start := time.Now()
-			sw := &statusWriter{ResponseWriter: w}
-			setRequestID(sw, r)
-			sw.Header().Set("Allow", allow)
-			s.problem(sw, r, "method-not-allowed", fmt.Sprintf("%s is not allowed here (allowed: %s)", r.Method, allow))
-			s.reqs.record(RouteOther, sw.code(), time.Since(start))
+			w.Header().Set("Allow", allow)
+			s.answerOther(w, r, "method-not-allowed", fmt.Sprintf("%s is not allowed here (allowed: %s)", r.Method, allow))
 		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
-		setRequestID(sw, r)
-		s.problem(sw, r, "not-found", "no such endpoint (see docs/API.md)")
-		s.reqs.record(RouteOther, sw.code(), time.Since(start))
+		s.answerOther(w, r, "not-found", "no such endpoint (see docs/API.md)")
 	})
 	// A path not in canonical form (an empty or dot segment, a trailing
 	// slash): 404 as a problem, naming the canonical one. ServeMux would
@@ -167,15 +159,21 @@ func (s *Server) buildMux() http.Handler {
 	// token, nor parse.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p := r.URL.EscapedPath(); p != "/" && path.Clean(p) != p {
-			start := time.Now()
-			sw := &statusWriter{ResponseWriter: w}
-			setRequestID(sw, r)
-			s.problem(sw, r, "not-found", fmt.Sprintf("no such endpoint: %q is not a canonical path (%q may be the one meant)", p, path.Clean(p)))
-			s.reqs.record(RouteOther, sw.code(), time.Since(start))
+			s.answerOther(w, r, "not-found", fmt.Sprintf("no such endpoint: %q is not a canonical path (%q may be the one meant)", p, path.Clean(p)))
 			return
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// answerOther answers a request no route takes with the problem typ,
+// detail, its request id set and its answer counted as RouteOther's.
+func (s *Server) answerOther(w http.ResponseWriter, r *http.Request, typ, detail string) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	setRequestID(sw, r)
+	s.problem(sw, r, typ, detail)
+	s.reqs.record(RouteOther, sw.code(), time.Since(start))
 }
 
 // call is what a handler knows about its request.
