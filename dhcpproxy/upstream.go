@@ -495,17 +495,17 @@ func (p *Proxy) endByClient(sk subKey, l lease, mt dhcpv4.MessageType, payload [
 	}
 	b := p.full(held{sk, l})
 	counter := "relayed_" + strings.ToLower(mt.String())
+	in := &subscribers.Intent{Kind: ik, ISP: b.ISP, MAC: b.MAC, Access: b.Access, VLAN: b.VLAN, IP: b.IP, Message: payload}
 	if mt == dhcpv4.MessageTypeDecline && !p.limits.allowDecline(sk, p.now()) {
 		// Over the subscriber's DECLINE budget (limit.go): its ISP gets
 		// a RELEASE of the address, which stays in its pool.
 		if isp := p.isps[b.ISP]; isp != nil {
-			if msg := p.revokeMessage(b, isp, p.circuitByName(b.Access, b.VLAN), "declined by the subscriber; over its DECLINE limit, released"); msg != nil {
-				ik, payload, counter = subscribers.IntentRelease, msg, "decline_limited"
+			if rel := p.releaseIntent(b, isp, p.circuitByName(b.Access, b.VLAN), "declined by the subscriber; over its DECLINE limit, released"); rel != nil {
+				in, counter = rel, "decline_limited"
 				why += fmt.Sprintf("; over %d DECLINEs in %v: released to the ISP, not declined", declineBurst, declineWindow)
 			}
 		}
 	}
-	in := &subscribers.Intent{Kind: ik, ISP: b.ISP, MAC: b.MAC, Access: b.Access, VLAN: b.VLAN, IP: b.IP, Message: payload}
 	if p.endBinding(sk, b.Access, in, bindingSubject(b).event(kind, b.IP, why)) {
 		p.count(counter)
 	}
