@@ -60,7 +60,7 @@ func (a *Appliance) configureGarden(port int) error {
 	var routers []uint32
 	for _, ac := range a.cfg.Access {
 		if o := onboardingOf(a.cfg, ac); o != nil {
-			routers = append(routers, engine.IP4(o.Pool.Masked().Addr().Next()))
+			routers = append(routers, engine.IP4(dhcpproxy.PoolRouter(o.Pool)))
 		}
 	}
 	return a.state.SetGarden(&engine.Garden{PortalAddr: engine.IP4(p.Addr), Names: p.DNSNames, Routers: routers})

@@ -52,6 +52,10 @@ type obPool struct {
 
 // newPool returns c's pool, or nil and why when its configuration cannot
 // be served (configs checks it; a bad one turns onboarding off there).
+// PoolRouter is the router an onboarding pool's leases give (option 3):
+// its first address. The datapath answers pings to it (engine.Garden).
+func PoolRouter(pool netip.Prefix) netip.Addr { return pool.Masked().Addr().Next() }
+
 func newPool(c *Circuit) (*obPool, string) {
 	o := c.Onboarding
 	pfx := o.Pool.Masked()
@@ -61,7 +65,7 @@ func newPool(c *Circuit) (*obPool, string) {
 	net0 := ip4(pfx.Addr())
 	bcast := net0 | (1<<(32-pfx.Bits()) - 1)
 	pl := &obPool{
-		c: c, prefix: pfx, router: addr4(net0 + 1), mask: net.CIDRMask(pfx.Bits(), 32),
+		c: c, prefix: pfx, router: PoolRouter(pfx), mask: net.CIDRMask(pfx.Bits(), 32),
 		lo: net0 + 2, hi: bcast - 1, leaseTime: o.LeaseTime, maxLeases: o.MaxLeases, dns: o.DNS, uri: o.CaptiveURI,
 	}
 	if pl.leaseTime <= 0 {
