@@ -139,21 +139,15 @@ func (t *Tenants) Load() error {
 // at another ISP is refused) until the ISP is configured again under that
 // name, or the operator moves them (ctl move MAC ISP CUSTOMER). Before,
 // a renamed ISP's customers vanished from every count without a word.
-// t.cmu held (t.counts).
 func (t *Tenants) warnUnconfigured(customers, devices map[string]int) {
 	gone := map[string][2]int{}
-	for isp, n := range customers {
-		if _, ok := t.counts[isp]; !ok && n > 0 {
-			g := gone[isp]
-			g[0] = n
-			gone[isp] = g
-		}
-	}
-	for isp, n := range devices {
-		if _, ok := t.counts[isp]; !ok && isp != "" && n > 0 {
-			g := gone[isp]
-			g[1] = n
-			gone[isp] = g
+	for i, counts := range []map[string]int{customers, devices} {
+		for isp, n := range counts {
+			if !t.isps[isp] && isp != "" && n > 0 {
+				g := gone[isp]
+				g[i] = n
+				gone[isp] = g
+			}
 		}
 	}
 	for _, isp := range slices.Sorted(maps.Keys(gone)) {
@@ -277,8 +271,8 @@ func (t *Tenants) loadLocked() error {
 	for isp, c := range t.counts {
 		*c = ispCounts{customers: sum.PerISP[isp], devices: devices[isp]}
 	}
-	t.warnUnconfigured(sum.PerISP, devices)
 	t.cmu.Unlock()
+	t.warnUnconfigured(sum.PerISP, devices)
 	t.loaded = true
 	t.log.Info("tenants loaded", "customers", customers, "devices", t.reg.Len())
 	return nil
