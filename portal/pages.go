@@ -251,13 +251,6 @@ func sentence(text, anchor string, fields map[string]string) problems {
 // onboarding: HandoverHint, later if its retry is due later).
 func (s *Server) pendingPage(isp, current string, wait time.Duration) page {
 	n := s.displayName(isp)
-	again := "Chose the wrong provider or customer ID? Choose again"
-	if current != "" {
-		// Staying is choosing the provider it is on, and its customer
-		// ID there, again.
-		again = "Chose the wrong provider or customer ID, or want to stay on " + s.displayName(current) +
-			"? Choose again (to stay, choose " + s.displayName(current) + " and your customer ID there)"
-	}
 	return page{
 		Heading: "You chose " + n,
 		Lead: []string{
@@ -267,8 +260,21 @@ func (s *Server) pendingPage(isp, current string, wait time.Duration) page {
 		Refresh: true,
 		// Until the switch, the choice can still be corrected (another
 		// ISP or customer ID; the one it is on, to stay there).
-		Link: &link{Href: "/?again=1", Text: again},
+		Link: s.againLink(current),
 	}
+}
+
+// againLink is the link to the claim form again (?again=1, holding the
+// choice made) while a choice has not taken effect, for a device on
+// current ("": none). Staying is choosing the provider it is on, and its
+// customer ID there, again.
+func (s *Server) againLink(current string) *link {
+	if current == "" {
+		return &link{Href: "/?again=1", Text: "Chose the wrong provider or customer ID? Choose again"}
+	}
+	c := s.displayName(current)
+	return &link{Href: "/?again=1", Text: "Chose the wrong provider or customer ID, or want to stay on " + c +
+		"? Choose again (to stay, choose " + c + " and your customer ID there)"}
 }
 
 // retryPage says the device, back in the walled garden because isp
@@ -287,7 +293,7 @@ func (s *Server) retryPage(isp string, wait time.Duration) page {
 			"While it asks, this device may be without a connection for a little while, and this page may not load then: open it again a little later.",
 		},
 		Refresh: true,
-		Link:    &link{Href: "/?again=1", Text: "Chose the wrong provider or customer ID? Choose again"},
+		Link:    s.againLink(""),
 	}
 }
 
