@@ -71,15 +71,13 @@ func TestCrashEndingRemovedCircuitsBinding(t *testing.T) {
 				r.p.expire(time.Now())
 				r.p.expire(time.Now().Add(time.Second))
 				r.p.notes.wait()
-				releases := 0
-				for _, s := range r.snd.take() {
-					if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeRelease {
-						releases++
-						if !m.ClientIPAddr.Equal(net.IP(removedGone.AsSlice())) {
-							t.Errorf("restart %d: RELEASE of %v, want %v", restart, m.ClientIPAddr, removedGone)
-						}
+				rels := r.sentUp(dhcpv4.MessageTypeRelease)
+				for _, m := range rels {
+					if !m.ClientIPAddr.Equal(net.IP(removedGone.AsSlice())) {
+						t.Errorf("restart %d: RELEASE of %v, want %v", restart, m.ClientIPAddr, removedGone)
 					}
 				}
+				releases := len(rels)
 				if releases != wantReleases {
 					t.Errorf("restart %d after a crash at %s: %d RELEASEs to alpha, want %d", restart, c.point, releases, wantReleases)
 				}

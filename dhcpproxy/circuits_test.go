@@ -105,10 +105,8 @@ func TestRestoreEndsRemovedCircuitsBinding(t *testing.T) {
 		t.Fatalf("%d revoked events for acc1's binding, want 1 (events %v)", ended, evs)
 	}
 	var release *dhcpv4.DHCPv4
-	for _, s := range r.snd.take() {
-		if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeRelease {
-			release = m
-		}
+	if rels := r.sentUp(dhcpv4.MessageTypeRelease); len(rels) > 0 {
+		release = rels[len(rels)-1]
 	}
 	if release == nil {
 		t.Fatal("no RELEASE to alpha for the removed circuit's binding")

@@ -128,12 +128,7 @@ func TestMovedDeviceReleaseToDownISPNotSuperseded(t *testing.T) {
 	}
 	p2.expire(time.Now())
 	p2.expire(time.Now().Add(time.Second))
-	released := false
-	for _, s := range r.snd.take() {
-		if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeRelease {
-			released = true
-		}
-	}
+	released := len(r.sentUp(dhcpv4.MessageTypeRelease)) > 0
 	if !released {
 		ins, _ := r.store.Intents()
 		t.Errorf("alpha was never sent the RELEASE of the revoked lease (intents left %d, counters %v): alpha keeps it, orphaned for good", len(ins), p2.Counters())
@@ -216,12 +211,7 @@ func TestCrashAfterMoveReplaysOtherISPsRelease(t *testing.T) {
 	}
 	r.p.expire(time.Now())
 	r.p.expire(time.Now().Add(time.Second))
-	released := false
-	for _, s := range r.snd.take() {
-		if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeRelease {
-			released = true
-		}
-	}
+	released := len(r.sentUp(dhcpv4.MessageTypeRelease)) > 0
 	if !released {
 		ins, _ := r.store.Intents()
 		t.Errorf("after the crash alpha's RELEASE was completed without being sent again (intents left %d, counters %v): alpha keeps the lease of a device that left it", len(ins), r.p.Counters())

@@ -323,10 +323,8 @@ func TestReleaseNotReplayedOverNewLeaseAfterClockStepBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	p2.expire(now)
-	for _, s := range r.snd.take() {
-		if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeRelease {
-			t.Errorf("the RELEASE sent before the new DORA was sent again after it: the ISP frees the new lease of %v", m.ClientIPAddr)
-		}
+	for _, m := range r.sentUp(dhcpv4.MessageTypeRelease) {
+		t.Errorf("the RELEASE sent before the new DORA was sent again after it: the ISP frees the new lease of %v", m.ClientIPAddr)
 	}
 	if _, ok := p2.Lease(accPort, 0, 0x020000000101); !ok {
 		t.Error("the new binding was not restored")
@@ -391,10 +389,8 @@ func TestOlderBuildsReleaseBesideNewBindingNotReplayed(t *testing.T) {
 		t.Fatal(err)
 	}
 	p2.expire(time.Now())
-	for _, s := range r.snd.take() {
-		if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeRelease {
-			t.Errorf("an older build's RELEASE sent before the new binding was sent again: the ISP frees the lease of %v", m.ClientIPAddr)
-		}
+	for _, m := range r.sentUp(dhcpv4.MessageTypeRelease) {
+		t.Errorf("an older build's RELEASE sent before the new binding was sent again: the ISP frees the lease of %v", m.ClientIPAddr)
 	}
 	if ins, _ := st.Intents(); len(ins) != 0 || p2.Counters()["intent_superseded"] != 1 {
 		t.Errorf("intents left %d, counters %v: want the older build's RELEASE completed", len(ins), p2.Counters())
@@ -412,12 +408,7 @@ func TestThisBuildsPendingReleaseSentBesideBinding(t *testing.T) {
 		t.Fatal(err)
 	}
 	p2.expire(time.Now())
-	released := false
-	for _, s := range r.snd.take() {
-		if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeRelease {
-			released = true
-		}
-	}
+	released := len(r.sentUp(dhcpv4.MessageTypeRelease)) > 0
 	if !released || p2.Counters()["intent_superseded"] != 0 {
 		t.Errorf("released %v, counters %v: want this build's pending RELEASE sent", released, p2.Counters())
 	}
@@ -550,16 +541,14 @@ func TestCrashDecliningAnAddressInUse(t *testing.T) {
 				}
 				r.p.expire(time.Now())
 				r.p.expire(time.Now().Add(time.Second))
-				declines := 0
-				for _, s := range r.snd.take() {
-					if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeDecline {
-						declines++
-						if !m.RequestedIPAddress().Equal(net.IP(inUse.IP.AsSlice())) || !bytes.Equal(m.ClientHWAddr, mac(s1)) ||
-							!m.Options.Has(dhcpv4.OptionRelayAgentInformation) {
-							t.Errorf("restart %d: DECLINE %v, want %v of %s with our Option 82", restart, m, inUse.IP, s1)
-						}
+				decs := r.sentUp(dhcpv4.MessageTypeDecline)
+				for _, m := range decs {
+					if !m.RequestedIPAddress().Equal(net.IP(inUse.IP.AsSlice())) || !bytes.Equal(m.ClientHWAddr, mac(s1)) ||
+						!m.Options.Has(dhcpv4.OptionRelayAgentInformation) {
+						t.Errorf("restart %d: DECLINE %v, want %v of %s with our Option 82", restart, m, inUse.IP, s1)
 					}
 				}
+				declines := len(decs)
 				if declines != wantDeclines {
 					t.Errorf("restart %d after a crash at %s: %d DECLINEs to alpha, want %d", restart, c.point, declines, wantDeclines)
 				}
@@ -630,16 +619,14 @@ func TestCrashReleasingRefusedAck(t *testing.T) {
 				}
 				r.p.expire(time.Now())
 				r.p.expire(time.Now().Add(time.Second))
-				releases := 0
-				for _, s := range r.snd.take() {
-					if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeRelease {
-						releases++
-						if !m.ClientIPAddr.Equal(net.IP(refusedAddr.AsSlice())) || !bytes.Equal(m.ClientHWAddr, mac(s1)) ||
-							!m.ServerIdentifier().Equal(net.IP(ispSID.AsSlice())) || !m.Options.Has(dhcpv4.OptionRelayAgentInformation) {
-							t.Errorf("restart %d: RELEASE %v, want %v of %s to %v with our Option 82", restart, m, refusedAddr, s1, ispSID)
-						}
+				rels := r.sentUp(dhcpv4.MessageTypeRelease)
+				for _, m := range rels {
+					if !m.ClientIPAddr.Equal(net.IP(refusedAddr.AsSlice())) || !bytes.Equal(m.ClientHWAddr, mac(s1)) ||
+						!m.ServerIdentifier().Equal(net.IP(ispSID.AsSlice())) || !m.Options.Has(dhcpv4.OptionRelayAgentInformation) {
+						t.Errorf("restart %d: RELEASE %v, want %v of %s to %v with our Option 82", restart, m, refusedAddr, s1, ispSID)
 					}
 				}
+				releases := len(rels)
 				if releases != wantReleases {
 					t.Errorf("restart %d after a crash at %s: %d RELEASEs to alpha, want %d", restart, c.point, releases, wantReleases)
 				}

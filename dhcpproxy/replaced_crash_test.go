@@ -83,16 +83,14 @@ func TestCrashReplacingLease(t *testing.T) {
 				}
 				r.p.expire(time.Now())
 				r.p.expire(time.Now().Add(time.Second))
-				releases := 0
-				for _, s := range r.snd.take() {
-					if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeRelease {
-						releases++
-						if !m.ClientIPAddr.Equal(net.ParseIP(s1Addr)) || !bytes.Equal(m.Options.Get(dhcpv4.OptionClientIdentifier), replacedOldID) {
-							t.Errorf("restart %d: RELEASE of %v with client identifier %x, want %s and %x", restart, m.ClientIPAddr,
-								m.Options.Get(dhcpv4.OptionClientIdentifier), s1Addr, replacedOldID)
-						}
+				rels := r.sentUp(dhcpv4.MessageTypeRelease)
+				for _, m := range rels {
+					if !m.ClientIPAddr.Equal(net.ParseIP(s1Addr)) || !bytes.Equal(m.Options.Get(dhcpv4.OptionClientIdentifier), replacedOldID) {
+						t.Errorf("restart %d: RELEASE of %v with client identifier %x, want %s and %x", restart, m.ClientIPAddr,
+							m.Options.Get(dhcpv4.OptionClientIdentifier), s1Addr, replacedOldID)
 					}
 				}
+				releases := len(rels)
 				wantReleases := 0
 				if c.newBound && restart == 1 {
 					wantReleases = 1

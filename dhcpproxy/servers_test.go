@@ -951,3 +951,15 @@ func TestRenewalToUnnamedServerUnreachableNoted(t *testing.T) {
 		t.Errorf("server_unreachable %d, want 1 (counters %v)", c["server_unreachable"], c)
 	}
 }
+
+// sentUp takes what the proxy has sent and returns the DHCP messages of
+// type mt among them sent on alpha's uplink (upPort).
+func (r *prig) sentUp(mt dhcpv4.MessageType) []*dhcpv4.DHCPv4 {
+	var out []*dhcpv4.DHCPv4
+	for _, s := range r.snd.take() {
+		if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == mt {
+			out = append(out, m)
+		}
+	}
+	return out
+}

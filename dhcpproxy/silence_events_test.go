@@ -35,10 +35,8 @@ func TestUnconfiguredCircuitExpiredLease(t *testing.T) {
 			t.Errorf("lease that ran out a day ago: %s event (%q), want expired", e.Kind, e.Reason)
 		}
 	}
-	for _, s := range r.snd.take() {
-		if m := dhcpOf(s.frame); s.port == upPort && m != nil && m.MessageType() == dhcpv4.MessageTypeRelease {
-			t.Errorf("RELEASE of %v sent to the ISP for a lease that ended a day ago", m.ClientIPAddr)
-		}
+	for _, m := range r.sentUp(dhcpv4.MessageTypeRelease) {
+		t.Errorf("RELEASE of %v sent to the ISP for a lease that ended a day ago", m.ClientIPAddr)
 	}
 }
 
