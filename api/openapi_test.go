@@ -542,23 +542,6 @@ func (s *openAPISchema) enum() []any {
 	return out
 }
 
-// jsonFields returns a struct type's JSON fields by their JSON name.
-func jsonFields(t reflect.Type) map[string]reflect.StructField {
-	out := map[string]reflect.StructField{}
-	for i := range t.NumField() {
-		sf := t.Field(i)
-		name, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
-		if name == "-" || !sf.IsExported() {
-			continue
-		}
-		if name == "" {
-			name = sf.Name
-		}
-		out[name] = sf
-	}
-	return out
-}
-
 // omitted reports whether encoding/json leaves the field out when empty
 // (omitempty or omitzero).
 func omitted(sf reflect.StructField) bool {

@@ -25,18 +25,7 @@ func checkKeys(raw []byte, v any) error {
 	if t == nil || t.Kind() != reflect.Struct {
 		return nil
 	}
-	names := make(map[string]bool, t.NumField())
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "-" || !f.IsExported() {
-			continue
-		}
-		if name == "" {
-			name = f.Name
-		}
-		names[name] = true
-	}
+	names := jsonFields(t)
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return nil
@@ -52,7 +41,7 @@ func checkKeys(raw []byte, v any) error {
 			return fmt.Errorf("field %q given twice", key)
 		}
 		seen[key] = true
-		if !names[key] {
+		if _, ok := names[key]; !ok {
 			for n := range names {
 				if strings.EqualFold(n, key) {
 					return fmt.Errorf("unknown field %q (field names are case-sensitive: %q)", key, n)
@@ -66,4 +55,23 @@ func checkKeys(raw []byte, v any) error {
 		}
 	}
 	return nil
+}
+
+// jsonFields returns a struct type's JSON fields by their JSON name, as
+// encoding/json names them (the tag's name, else the field's; "-" and
+// unexported fields left out).
+func jsonFields(t reflect.Type) map[string]reflect.StructField {
+	out := map[string]reflect.StructField{}
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		name, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
+		if name == "-" || !sf.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = sf.Name
+		}
+		out[name] = sf
+	}
+	return out
 }
