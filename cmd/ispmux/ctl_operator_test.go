@@ -621,3 +621,41 @@ func TestStatusFastPath(t *testing.T) {
 		t.Errorf("the fast path shown where it forwarded nothing:\n%s", b.String())
 	}
 }
+
+// TestStatusDHCPWrapped: ctl status's dhcp counters, dozens of them on a
+// busy box, are wrapped at 100 columns under their label, every counter
+// kept whole and in order.
+func TestStatusDHCPWrapped(t *testing.T) {
+	m := map[string]uint64{}
+	for i := range 60 {
+		m[fmt.Sprintf("counter_%02d", i)] = uint64(1000 * i)
+	}
+	st := &ctlsock.Status{DHCP: m}
+	var b bytes.Buffer
+	if err := writeStatus(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	i := strings.Index(out, "dhcp: ")
+	if i < 0 {
+		t.Fatalf("no dhcp line:\n%s", out)
+	}
+	block := out[i:strings.Index(out[i:], "\n\n")+i]
+	lines := strings.Split(block, "\n")
+	if len(lines) < 2 {
+		t.Fatalf("60 counters on one line:\n%s", block)
+	}
+	var got []string
+	for n, l := range lines {
+		if len(l) > 100 {
+			t.Errorf("line %d is %d columns: %q", n, len(l), l)
+		}
+		if n > 0 && !strings.HasPrefix(l, "      ") {
+			t.Errorf("line %d not under the label: %q", n, l)
+		}
+		got = append(got, strings.Fields(strings.TrimPrefix(l, "dhcp: "))...)
+	}
+	if want := strings.Fields(counters(m)); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("counters wrapped into %q, want %q", got, want)
+	}
+}

@@ -287,7 +287,7 @@ func writeStatus(w io.Writer, st *ctlsock.Status) error {
 		return err
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "dhcp: %s\n\n", counters(st.DHCP))
+	fmt.Fprintf(w, "dhcp: %s\n\n", wrapCounters(counters(st.DHCP), len("dhcp: "), 100))
 	if p := st.Portal; p != nil {
 		fmt.Fprintf(w, "portal: https://%s/ at %s, link %s; %s\n\n", p.Hostname, p.Address, p.NextHop, counters(p.Counters))
 	}
@@ -356,6 +356,28 @@ func stamp(s string) string {
 }
 
 // counters is "k=v k=v" in key order ("-" when none).
+// wrapCounters breaks counters' line (name=value pairs, one space
+// apart) into lines of at most width columns where it can, each after the
+// first indented by indent spaces, to sit under a label of that width.
+func wrapCounters(line string, indent, width int) string {
+	var b strings.Builder
+	col := indent
+	for i, f := range strings.Fields(line) {
+		if i > 0 {
+			if col+1+len(f) > width {
+				b.WriteString("\n" + strings.Repeat(" ", indent))
+				col = indent
+			} else {
+				b.WriteByte(' ')
+				col++
+			}
+		}
+		b.WriteString(f)
+		col += len(f)
+	}
+	return b.String()
+}
+
 func counters(m map[string]uint64) string {
 	keys := make([]string, 0, len(m))
 	for k, v := range m {
