@@ -65,7 +65,10 @@ type dhcpOpt struct {
 // did not ask for in its parameter request list prl (option 55), the last
 // first, then those it asked for, the last asked first. Last, the DNS
 // server and router lists are cut, one address at a time. Never left out:
-// the essential options. nil and fitImpossible when even they do not fit.
+// the essential options. Once it fits with no list cut, the options left
+// out before the last one are put back, the most wanted first, each where
+// it still fits.
+// nil and fitImpossible when even the essential ones do not fit.
 //
 // A set of options is laid out only when its bytes can fit at all (most):
 // one layout per option left out or address cut would cost a long reply
@@ -89,12 +92,42 @@ func fitReply(b []byte, limit int, prl []byte) ([]byte, replyFit) {
 		return layout(b, opts, limit, file, sname)
 	}
 	how := fitRepacked
+	var dropped []int // left out, in the order they went
+	cut := false      // a server list cut
+	// fitted returns out, a layout that fits, with the options left out
+	// before the last one went put back where they still fit: one left
+	// out early (43 before 121, say) often fits once a later, larger one
+	// (a 240-byte server list) is gone. The most wanted (the last to go)
+	// are tried first; each costs a layout only when its bytes can fit.
+	// Not after a server list was cut: the room freed was an address's,
+	// which an essential list has the first claim on.
+	fitted := func(out []byte) ([]byte, replyFit) {
+		if cut {
+			return out, how
+		}
+		for k := len(dropped) - 1; k >= 0; k-- {
+			o := &opts[dropped[k]]
+			o.gone = false
+			need += encodedLen(len(o.data))
+			if back := try(); back != nil {
+				out = back
+				continue
+			}
+			o.gone = true
+			need -= encodedLen(len(o.data))
+		}
+		if !slices.ContainsFunc(opts, func(o dhcpOpt) bool { return o.gone }) {
+			return out, fitRepacked // every one back
+		}
+		return out, how
+	}
 	for _, i := range dropOrder(opts, prl) {
 		if out := try(); out != nil {
-			return out, how
+			return fitted(out)
 		}
 		opts[i].gone, how = true, fitTruncated
 		need -= encodedLen(len(opts[i].data))
+		dropped = append(dropped, i)
 	}
 	for _, code := range []byte{optDNSServers, optRouters} {
 		for i := range opts {
@@ -103,19 +136,19 @@ func fitReply(b []byte, limit int, prl []byte) ([]byte, replyFit) {
 			}
 			for {
 				if out := try(); out != nil {
-					return out, how
+					return fitted(out)
 				}
 				if len(opts[i].data) <= 4 {
 					break
 				}
 				need -= encodedLen(len(opts[i].data))
-				opts[i].data, how = opts[i].data[:(len(opts[i].data)-1)/4*4], fitTruncated
+				opts[i].data, how, cut = opts[i].data[:(len(opts[i].data)-1)/4*4], fitTruncated, true
 				need += encodedLen(len(opts[i].data))
 			}
 		}
 	}
 	if out := try(); out != nil {
-		return out, how
+		return fitted(out)
 	}
 	return nil, fitImpossible
 }

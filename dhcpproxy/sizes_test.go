@@ -326,7 +326,9 @@ func TestReplyWithinClientWithoutOption57(t *testing.T) {
 // so that the client gets an address: never the essential ones (53, 54,
 // 51, 1, 3, 6), first 58/59 (the values a client assumes without them),
 // then those the client did not ask for (option 55), the last first, then
-// those it asked for. Before, the 680-byte OFFER went out as it was.
+// those it asked for. Before, the 680-byte OFFER went out as it was. The
+// domain search list (119, 100 bytes), left out before the 200-byte
+// vendor option, fits once that is gone and is put back.
 func TestReplyOptionsLeftOutInOrder(t *testing.T) {
 	r := newPRig(t)
 	vendor := dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, bytes.Repeat([]byte{7}, 200))
@@ -350,15 +352,51 @@ func TestReplyOptionsLeftOutInOrder(t *testing.T) {
 		t.Errorf("OFFER of %d bytes to a client without option 57 (548 at most)", len(got[0]))
 	}
 	wantOptions(t, "OFFER", got[0], map[byte][]byte{1: {255, 255, 255, 0}, 3: {100, 64, 0, 1}, 6: addrList(20),
-		15: dom.Value.ToBytes(), 42: ntp.Value.ToBytes()})
+		15: dom.Value.ToBytes(), 42: ntp.Value.ToBytes(), 119: search.Value.ToBytes()})
 	view := clientView(t, got[0])
-	for _, code := range []byte{43, 119, 52} {
+	for _, code := range []byte{43, 52} {
 		if _, ok := view[code]; ok {
 			t.Errorf("option %d in the OFFER", code)
 		}
 	}
 	if m, err := dhcpv4.FromBytes(got[0]); err != nil || m.BootFileName != "pxelinux.0" || m.ServerHostName != "boot.isp.example.net" {
 		t.Errorf("boot file and server name not the ISP's (%v)", err)
+	}
+	if n := r.p.Counters()["reply_options_truncated"]; n != 1 {
+		t.Errorf("reply_options_truncated %d, want 1", n)
+	}
+}
+
+// Options left out early fit again once a later, larger one is gone: a
+// reply with 60 DNS and 60 NTP servers (240 bytes each) to a client
+// without option 57 lost the requested 121, 26 and 43 on the way to
+// leaving out the NTP list, which alone made it fit; the client routed by
+// option 3 where the ISP's 121 said otherwise (RFC 3442 §2). Found by a
+// trial against Kea and dhclient. Now only the NTP list is left out.
+func TestReplyOptionsPutBack(t *testing.T) {
+	r := newPRig(t)
+	ntp := dhcpv4.OptGeneric(dhcpv4.OptionNTPServers, addrList(60))
+	mtu := dhcpv4.OptGeneric(dhcpv4.OptionInterfaceMTU, []byte{0x05, 0xd4})
+	vendor := dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, []byte{1, 6, 'a', 'c', 's', '.', 'e', 'x'})
+	routes := dhcpv4.OptGeneric(dhcpv4.OptionClasslessStaticRoute, []byte{24, 10, 9, 8, 100, 64, 0, 1, 0, 100, 64, 0, 1})
+	search := dhcpv4.OptGeneric(dhcpv4.OptionDNSDomainSearchList, []byte{3, 'i', 's', 'p', 0})
+	dom := dhcpv4.OptDomainName("isp.example")
+	kea := keaMany(t, 60, ntp, mtu, vendor, routes, search, dom)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithRequestedOptions(
+		dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer, dhcpv4.OptionDomainName,
+		dhcpv4.OptionDNSDomainSearchList, dhcpv4.OptionNTPServers, dhcpv4.OptionInterfaceMTU,
+		dhcpv4.OptionClasslessStaticRoute, dhcpv4.OptionVendorSpecificInformation)))
+	got := r.serveRaw(kea)
+	if len(got) != 1 {
+		t.Fatalf("client got %d messages (counters %v), want the OFFER", len(got), r.p.Counters())
+	}
+	if len(got[0]) > 548 {
+		t.Errorf("OFFER of %d bytes to a client without option 57 (548 at most)", len(got[0]))
+	}
+	wantOptions(t, "OFFER", got[0], map[byte][]byte{6: addrList(60), 15: dom.Value.ToBytes(), 119: search.Value.ToBytes(),
+		26: mtu.Value.ToBytes(), 121: routes.Value.ToBytes(), 43: vendor.Value.ToBytes()})
+	if _, ok := clientView(t, got[0])[42]; ok {
+		t.Error("the NTP list in the OFFER: it cannot fit with the DNS list")
 	}
 	if n := r.p.Counters()["reply_options_truncated"]; n != 1 {
 		t.Errorf("reply_options_truncated %d, want 1", n)
