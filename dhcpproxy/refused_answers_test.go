@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -447,6 +448,38 @@ func TestNakForNewClientIDReleasesOld(t *testing.T) {
 	}
 	if up, _ := r2.relayedTo(); len(up) != 0 || r2.p.Counters()["replaced_released"] != 0 {
 		t.Errorf("the same client NAKed: sent the ISP %v (counters %v); want nothing", up, r2.p.Counters())
+	}
+}
+
+// A bound client's REQUEST for another address (SELECTING, after a
+// DISCOVER), NAKed by the ISP: the binding ends, and its address, which
+// the ISP's server still holds for the client, is released to it; the nak
+// event names the bound address and the one asked for. Before, the
+// binding ended with an event naming only the address asked for, and the
+// bound one stayed leased at the ISP, unused, until it expired (found by a
+// trial against Kea).
+func TestNakForAnotherAddressReleasesBound(t *testing.T) {
+	r := newPRig(t)
+	if got := r.dora(s1, kea(t, time.Minute), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("DORA: %v", got)
+	}
+	other := netip.MustParseAddr("100.64.0.150")
+	r.fromClient(clientMsg(t, s1, dhcpv4.MessageTypeRequest,
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(other.AsSlice())),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ourSID.AsSlice()))))
+	if got := r.serve(keaRefusing(t)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("REQUEST for %s: %v, want the ISP's NAK", other, got)
+	}
+	if r.tab.isBound(s1MAC) {
+		t.Error("still bound after the NAK")
+	}
+	up, _ := r.relayedTo()
+	if rel := up[ispSID]; len(up) != 1 || rel == nil || rel.MessageType() != dhcpv4.MessageTypeRelease || !rel.ClientIPAddr.Equal(net.ParseIP(s1Addr)) {
+		t.Fatalf("sent the ISP %v, want the RELEASE of %s (counters %v)", up, s1Addr, r.p.Counters())
+	}
+	evs := r.eventsOf(subscribers.EventNak)
+	if len(evs) != 1 || evs[0].IP != netip.MustParseAddr(s1Addr) || !strings.Contains(evs[0].Reason, other.String()) {
+		t.Errorf("nak events %+v, want one for %s naming %s", evs, s1Addr, other)
 	}
 }
 

@@ -407,12 +407,20 @@ func (p *Proxy) nakFromISP(t *txn, m *dhcpv4.DHCPv4, payload []byte) {
 // of the ISP's NAK m to its REQUEST for ip (what the ISP refused; invalid:
 // the binding's address), in one transaction, and reports whether it did.
 func (p *Proxy) endByNak(t *txn, m *dhcpv4.DHCPv4, ip netip.Addr) bool {
+	requested := ip
 	subj := regSubject(t.sub.mac, t.circuit, t.reg)
 	subj.isp = t.isp.Name
-	if l, ok := p.leases.get(t.sub); ok && !ip.IsValid() {
+	why := "the ISP refused (DHCPNAK)"
+	l, bound := p.leases.get(t.sub)
+	switch {
+	case bound && !ip.IsValid():
+		ip = l.addr()
+	case bound && l.isp == t.isp.Index && ip != l.addr():
+		// The event names the address whose binding ends, and the
+		// one the client asked for instead.
+		why += fmt.Sprintf(" %s, asked for in place of the bound %s", ip, l.addr())
 		ip = l.addr()
 	}
-	why := "the ISP refused (DHCPNAK)"
 	if msg := m.Message(); msg != "" {
 		why += ": " + msg
 	}
@@ -422,13 +430,24 @@ func (p *Proxy) endByNak(t *txn, m *dhcpv4.DHCPv4, ip netip.Addr) bool {
 	// lease stands at the ISP, and is released with the binding's end,
 	// as releaseReplaced releases it when the ISP ACKs another address
 	// (a trial's INIT-REBOOT with a new client identifier left it there).
+	//
+	// So is a REQUEST for another address than the binding's, the same
+	// client's: it has left its bound address (a SELECTING REQUEST after
+	// a DISCOVER, an INIT-REBOOT with an address of elsewhere), which the
+	// ISP's server still holds for it, and which ended here would stay
+	// leased there, unused, until it expired.
 	var in *subscribers.Intent
-	if l, ok := p.leases.get(t.sub); ok && l.isp == t.isp.Index {
+	if bound && l.isp == t.isp.Index {
 		// A binding stored without a client identifier (before they
-		// were kept) tells nothing: no RELEASE (a chaddr-only one could
-		// free the lease at a server keying by hardware address).
-		if b := p.full(held{t.sub, l}); len(b.ClientID) > 0 && !bytes.Equal(b.ClientID, t.clientID) {
+		// were kept) tells nothing of its client: no RELEASE for
+		// another one (a chaddr-only one could free the lease at a
+		// server keying by hardware address).
+		b := p.full(held{t.sub, l})
+		switch {
+		case len(b.ClientID) > 0 && !bytes.Equal(b.ClientID, t.clientID):
 			in = p.releaseIntent(b, t.isp, t.circuit, "replaced: the client asked again with another client identifier")
+		case requested.IsValid() && requested != l.addr():
+			in = p.releaseIntent(b, t.isp, t.circuit, "replaced: the client asked for another address")
 		}
 	}
 	if !p.endBinding(t.sub, t.circuit.Name, in, subj.event(subscribers.EventNak, ip, why)) {
