@@ -483,7 +483,7 @@ func TestACKOfEarlierGenerationBindsNothing(t *testing.T) {
 	r.fromClient(rel)
 	r.snd.take()
 	payload := ack.ToBytes()
-	r.p.bindAndAck(t0, ack, relayDown(payload, ourSID, time.Minute), ackOptions(payload), ispSID)
+	r.p.bindAndAck(t0, ack, relayDown(payload, ourSID, time.Minute), ackOptions(payload), bootFields(payload), ispSID)
 	if r.tab.isBound(0x020000000101) {
 		t.Error("the renewal's ACK bound the subscriber after its RELEASE")
 	}

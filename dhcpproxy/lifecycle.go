@@ -367,8 +367,9 @@ func (p *Proxy) endExpired(h held) bool {
 
 // bindAndAck commits the lease durably (with its bound or renewed event),
 // installs it, and only then sends the ACK to the subscriber. opts are the
-// ACK's options (Option 82 stripped), kept with the binding.
-func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from netip.Addr) {
+// ACK's options (Option 82 stripped) and boot its siaddr, sname and file
+// (bootFields), kept with the binding.
+func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from netip.Addr) {
 	c := t.circuit
 	mac := t.sub.mac
 	defer p.lockSub(mac).Unlock()
@@ -452,7 +453,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts []byte, from neti
 	b := subscribers.Binding{
 		MAC: binding.MACBytes(mac), Access: c.Name, VLAN: c.VLAN, ISP: t.isp.Name, IP: ip,
 		Circuit: circuitID(t.isp.CircuitID, c, mac), ServerID: sid, Expires: now.Add(lt), Updated: now,
-		ClientID: t.clientID, Option82: t.op82, Options: opts, LeaseTime: lt, Customer: t.reg.CustomerID,
+		ClientID: t.clientID, Option82: t.op82, Options: opts, LeaseTime: lt, Customer: t.reg.CustomerID, Boot: boot,
 	}
 	// The server that granted it (the ACK's source): with server-id
 	// override every server's identifier is ours, and a renewal goes to

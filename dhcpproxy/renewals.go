@@ -182,7 +182,7 @@ func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []by
 	if len(b.Options) == 0 {
 		return false
 	}
-	ack := localACK(raw, l.addr(), b.Options, c.Addr, lt, clientID)
+	ack := localACK(raw, l.addr(), b.Options, b.Boot, c.Addr, lt, clientID)
 	if limit := p.replyLimit(c, maxReply(raw)); len(ack) > limit {
 		// The ISP's options (its server may have put some in
 		// file/sname) do not fit what the client takes or the access
@@ -247,8 +247,10 @@ func maxReplyOf(v []byte) int {
 // from req; yiaddr ip; server-id sid (ours); the lease options of lease
 // (appendLeaseOptions); then the ISP's stored ACK options opts except
 // those ispmux sets itself (53, 54, 51, 58, 59, 61, never 82); the
-// client's identifier echoed (RFC 6842) when it sent one.
-func localACK(req []byte, ip netip.Addr, opts []byte, sid netip.Addr, lease time.Duration, clientID []byte) []byte {
+// client's identifier echoed (RFC 6842) when it sent one; siaddr, sname
+// and file from boot (subscribers.Binding.Boot), as the ISP's ACK had them
+// (RFC 2131 table 3: every ACK carries them).
+func localACK(req []byte, ip netip.Addr, opts, boot []byte, sid netip.Addr, lease time.Duration, clientID []byte) []byte {
 	out := make([]byte, optionsStart, optionsStart+48+len(opts)+len(clientID))
 	out[0], out[1], out[2] = byte(dhcpv4.OpcodeBootReply), 1, 6
 	copy(out[4:8], req[4:8])     // xid
@@ -257,6 +259,10 @@ func localACK(req []byte, ip netip.Addr, opts []byte, sid netip.Addr, lease time
 	a := ip.As4()
 	copy(out[16:20], a[:])
 	copy(out[28:44], req[28:44]) // chaddr
+	if len(boot) == subscribers.BootLen {
+		copy(out[20:24], boot[:4])              // siaddr
+		copy(out[snameStart:fileEnd], boot[4:]) // sname, file
+	}
 	copy(out[236:240], magicCookie[:])
 	s := sid.As4()
 	out = append(out, optMessageType, 1, byte(dhcpv4.MessageTypeAck), optServerID, 4, s[0], s[1], s[2], s[3])

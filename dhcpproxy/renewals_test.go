@@ -174,6 +174,62 @@ func TestClientLeaseRewritten(t *testing.T) {
 	wantLease(t, "ACK of a 2-minute lease", got[0], 2*time.Minute)
 }
 
+// A renewal ispmux answers carries the siaddr, sname and file of the ISP's
+// ACK (RFC 2131 table 3: every ACK has them; a CPE may read its next
+// server or boot file at renewal). Before, they were zero in ispmux's
+// ACKs (found by a trial against Kea with next-server, server-hostname and
+// boot-file-name set). The boot fields survive a restart (the store).
+// Fields the ISP used for options (option 52) are not kept as boot fields.
+func TestLocalRenewalBootFields(t *testing.T) {
+	r, _ := newSRig(t)
+	next := net.IPv4(192, 0, 2, 50)
+	boot := func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		rep := keaT1(t, time.Hour, 30*time.Minute)(m)
+		if rep != nil {
+			rep.ServerIPAddr, rep.ServerHostName, rep.BootFileName = next, "tftp.alpha.example", "cpe-alpha.cfg"
+		}
+		return rep
+	}
+	if got := r.dora(s1, boot, nil); len(got) != 1 || got[0].BootFileName != "cpe-alpha.cfg" {
+		t.Fatalf("DORA: %v", got)
+	}
+	r.p.committing.Wait()
+	if b, _ := r.store.Binding("acc0", 0, [6]byte(mac(s1))); len(b.Boot) != subscribers.BootLen {
+		t.Fatalf("binding keeps %d bytes of boot fields", len(b.Boot))
+	}
+	r.fromClient(renewing(t, s1, s1Addr))
+	sent := r.toPorts()
+	if len(sent[accPort]) != 1 || len(sent[upPort]) != 0 {
+		t.Fatalf("renewal: %d answers, %d relayed", len(sent[accPort]), len(sent[upPort]))
+	}
+	ack := sent[accPort][0]
+	if !ack.ServerIPAddr.Equal(next) || ack.ServerHostName != "tftp.alpha.example" || ack.BootFileName != "cpe-alpha.cfg" {
+		t.Errorf("local ACK: siaddr %v, sname %q, file %q; want the ISP's", ack.ServerIPAddr, ack.ServerHostName, ack.BootFileName)
+	}
+	// An ACK whose sname carries options (option 52 = 2) keeps only its
+	// file as a boot field.
+	raw := ackWithOverload(t)
+	if b := bootFields(raw); len(b) != subscribers.BootLen || bytes.ContainsFunc(b[4:68], func(c rune) bool { return c != 0 }) ||
+		string(bytes.TrimRight(b[68:], "\x00")) != "f.cfg" {
+		t.Errorf("boot fields of an ACK with options in sname: %q", b)
+	}
+	if b := bootFields(make([]byte, optionsStart+4)); b != nil {
+		t.Errorf("boot fields of an ACK without: %q, want none", b)
+	}
+}
+
+// ackWithOverload is a BOOTREPLY whose sname field carries options (option
+// 52 = 2) and whose file field names a boot file.
+func ackWithOverload(t *testing.T) []byte {
+	t.Helper()
+	b := make([]byte, optionsStart)
+	b[0] = byte(dhcpv4.OpcodeBootReply)
+	copy(b[snameStart:], []byte{15, 3, 'i', 's', 'p', 255})
+	copy(b[fileStart:], "f.cfg")
+	copy(b[236:240], magicCookie[:])
+	return append(b, optOverload, 1, 2, optMessageType, 1, byte(dhcpv4.MessageTypeAck), 255)
+}
+
 // A renewal before the ISP's T1 (RENEWING, REBINDING, INIT-REBOOT) is
 // answered by ispmux from the stored binding: the ISP's options, the lease
 // options rewritten (bounded by what is left of the ISP's lease), ispmux's

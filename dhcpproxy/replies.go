@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -189,11 +190,11 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			p.releaseTooBig(isp, t, src, m)
 			return
 		}
-		opts := ackOptions(payload)
+		opts, boot := ackOptions(payload), bootFields(payload)
 		p.committing.Add(1)
 		go func() {
 			defer p.committing.Done()
-			p.bindAndAck(t, m, ack, opts, src)
+			p.bindAndAck(t, m, ack, opts, boot, src)
 		}()
 	case dhcpv4.MessageTypeNak:
 		if o, ok := p.tx.overtakenNak(t, src, addrOf(m.ServerIdentifier()), isp.ServerIDOverride); ok {
@@ -472,6 +473,26 @@ func ackOptions(raw []byte) []byte {
 		out = append(out, data...)
 	})
 	return out
+}
+
+// bootFields returns the siaddr, sname and file fields of the ACK raw
+// (subscribers.BootLen bytes), those that carry options by option 52
+// zeroed (ackOptions keeps their options), or nil when they are all zero.
+func bootFields(raw []byte) []byte {
+	if len(raw) < optionsStart {
+		return nil
+	}
+	b := make([]byte, 0, subscribers.BootLen)
+	b = append(b, raw[20:24]...)
+	b = append(b, raw[snameStart:snameEnd]...)
+	b = append(b, raw[fileStart:fileEnd]...)
+	for _, f := range overloadedFields(raw) {
+		clear(b[4+f.lo-snameStart : 4+f.hi-snameStart])
+	}
+	if !slices.ContainsFunc(b, func(c byte) bool { return c != 0 }) {
+		return nil
+	}
+	return b
 }
 
 // maxStoredOptions bounds the ACK options kept with a binding (the store's

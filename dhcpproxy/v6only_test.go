@@ -68,7 +68,7 @@ func TestIPv6OnlyPreferredNotPassedOn(t *testing.T) {
 func TestLocalACKLeavesOutRapidCommit(t *testing.T) {
 	req := renewing(t, s1, s1Addr).ToBytes()
 	stored := []byte{optRapidCommit, 0, 3, 4, 100, 64, 0, 1}
-	ack, err := dhcpv4.FromBytes(localACK(req, netip.MustParseAddr(s1Addr), stored, ourSID, time.Minute, nil))
+	ack, err := dhcpv4.FromBytes(localACK(req, netip.MustParseAddr(s1Addr), stored, nil, ourSID, time.Minute, nil))
 	if err != nil {
 		t.Fatal(err)
 	}

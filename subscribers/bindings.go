@@ -35,14 +35,24 @@ type Binding struct {
 	Options   []byte        // the ISP ACK's options as received, raw DHCP TLVs (code, length, value), Option 82 stripped; at most 1500 bytes
 	LeaseTime time.Duration // option 51 as the ISP granted it (0 if unknown)
 	Customer  string        // the customer ID sent as subscriber-id ("" if none)
+	// Boot is the ISP ACK's siaddr, sname and file fields (BootLen
+	// bytes: 4, 64 and 128; the fields that carried options by option
+	// 52 zeroed), nil when all were zero: a renewal ispmux answers
+	// carries them as the ISP's ACK did (RFC 2131 table 3). Values
+	// before format version 5 have none.
+	Boot []byte
 }
+
+// BootLen is the length of Binding.Boot: a DHCP message's siaddr, sname
+// and file fields.
+const BootLen = 4 + 64 + 128
 
 // Clone returns b with its own copies of its strings and bytes (of a
 // binding ForEachBindingBorrowed lent).
 func (b *Binding) Clone() Binding {
 	c := *b
 	c.Access, c.ISP, c.Circuit, c.Customer = strings.Clone(b.Access), strings.Clone(b.ISP), strings.Clone(b.Circuit), strings.Clone(b.Customer)
-	c.ClientID, c.Option82, c.Options = bytes.Clone(b.ClientID), bytes.Clone(b.Option82), bytes.Clone(b.Options)
+	c.ClientID, c.Option82, c.Options, c.Boot = bytes.Clone(b.ClientID), bytes.Clone(b.Option82), bytes.Clone(b.Options), bytes.Clone(b.Boot)
 	return c
 }
 
@@ -86,6 +96,9 @@ func validateBinding(b *Binding) error {
 	}
 	if b.LeaseTime < 0 {
 		return fmt.Errorf("%w: negative lease time %v", ErrInvalid, b.LeaseTime)
+	}
+	if len(b.Boot) != 0 && len(b.Boot) != BootLen {
+		return fmt.Errorf("%w: boot fields are %d bytes (want %d or none)", ErrInvalid, len(b.Boot), BootLen)
 	}
 	return nil
 }

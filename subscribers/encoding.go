@@ -14,10 +14,11 @@ import (
 // Older values are still decoded, their missing fields reading as zero:
 // version 1 (schema 1) bindings and events without the fields version 2
 // added, version 2 registrations without Created and events without Actor
-// and RequestID (version 3). Open rewrites schema-1 values in the current
-// format when it migrates such a file (migrate.go); version 2 values stay
-// as they are until they are next written.
-const formatVersion = 4
+// and RequestID (version 3), bindings before version 5 without Boot.
+// Open rewrites schema-1 values in the current format when it migrates
+// such a file (migrate.go); version 2 to 4 values stay as they are until
+// they are next written.
+const formatVersion = 5
 
 // formatV1 is the format of schema-1 files; formatV2 of schema-2 files.
 const (
@@ -254,11 +255,11 @@ func decodeRegistration(key, val []byte) (Registration, error) {
 // uvarint-length-prefixed bytes), LeaseTime (varint nanoseconds), Customer.
 
 func encodeBinding(b *Binding) []byte {
-	// One allocation: the fixed fields at their widest (114 bytes: three
+	// One allocation: the fixed fields at their widest (116 bytes: three
 	// IPv6 addresses, 10+5-byte times, a 10-byte lease time, 2-byte length
 	// prefixes) plus the variable ones. Only an address zone, which no
 	// lease address carries, can make it grow.
-	e := encoder{b: make([]byte, 0, 114+len(b.Access)+len(b.ISP)+len(b.Circuit)+len(b.ClientID)+len(b.Option82)+len(b.Options)+len(b.Customer))}
+	e := encoder{b: make([]byte, 0, 116+len(b.Access)+len(b.ISP)+len(b.Circuit)+len(b.ClientID)+len(b.Option82)+len(b.Options)+len(b.Customer)+len(b.Boot))}
 	e.u8(formatVersion)
 	e.str(b.Access)
 	e.u16(b.VLAN)
@@ -275,6 +276,7 @@ func encodeBinding(b *Binding) []byte {
 	e.bytes(b.Options)
 	e.b = binary.AppendVarint(e.b, int64(b.LeaseTime))
 	e.str(b.Customer)
+	e.bytes(b.Boot)
 	return e.b
 }
 
@@ -304,6 +306,12 @@ func decodeBindingFrom(key, val []byte, borrow bool) (Binding, error) {
 		b.Customer = d.str()
 		if d.err == nil && b.LeaseTime < 0 {
 			d.fail(fmt.Errorf("negative lease time %v", b.LeaseTime))
+		}
+	}
+	if ver >= 5 {
+		b.Boot = d.bytes()
+		if d.err == nil && len(b.Boot) != 0 && len(b.Boot) != BootLen {
+			d.fail(fmt.Errorf("boot fields of %d bytes", len(b.Boot)))
 		}
 	}
 	if err := d.finish(); err != nil {

@@ -34,7 +34,7 @@ func TestEncoderAddr(t *testing.T) {
 func TestEncodeBindingAllocs(t *testing.T) {
 	b := testBinding(7)
 	b.ClientID, b.Option82, b.Options = []byte{1, 2, 3, 4, 5, 6, 7}, make([]byte, 40), make([]byte, 60)
-	b.Customer = "customer-0007"
+	b.Customer, b.Boot = "customer-0007", make([]byte, BootLen)
 	if n := testing.AllocsPerRun(100, func() { _ = encodeBinding(&b) }); n != 1 {
 		t.Errorf("encodeBinding: %v allocations, want 1", n)
 	}
@@ -46,6 +46,36 @@ func TestEncodeBindingAllocs(t *testing.T) {
 	b.LeaseTime = time.Duration(math.MaxInt64)
 	if n := testing.AllocsPerRun(100, func() { _ = encodeBinding(&b) }); n != 1 {
 		t.Errorf("encodeBinding, widest fixed fields: %v allocations, want 1", n)
+	}
+}
+
+// TestBindingBoot: a binding's boot fields (format version 5) read back
+// as written; a version 4 value, which has none, reads with Boot nil; a
+// value whose boot fields are not BootLen bytes is corrupt.
+func TestBindingBoot(t *testing.T) {
+	b := testBinding(5)
+	b.Boot = make([]byte, BootLen)
+	for i := range b.Boot {
+		b.Boot[i] = byte(i)
+	}
+	key := bindingKey(b.Access, b.VLAN, b.MAC)
+	v := encodeBinding(&b)
+	if got, err := decodeBinding(key, v); err != nil || !bindingEqual(got, b) {
+		t.Fatalf("decoded %+v, %v; want %+v", got, err, b)
+	}
+	b.Boot = nil
+	v4 := encodeBinding(&b)
+	v4 = v4[:len(v4)-1] // no boot fields' length
+	v4[0] = 4
+	if got, err := decodeBinding(key, v4); err != nil || got.Boot != nil || !bindingEqual(got, b) {
+		t.Errorf("version 4 value decoded %+v, %v; want %+v", got, err, b)
+	}
+	b.Boot = []byte{1, 2, 3}
+	if _, err := decodeBinding(key, encodeBinding(&b)); err == nil {
+		t.Error("boot fields of 3 bytes decoded")
+	}
+	if err := validateBinding(&b); err == nil {
+		t.Error("boot fields of 3 bytes valid")
 	}
 }
 

@@ -471,7 +471,8 @@ func TestBindingEqualCoversFields(t *testing.T) {
 	full := func() Binding {
 		return Binding{MAC: mac(1), Access: "a", VLAN: 1, ISP: "i", IP: netip.MustParseAddr("10.0.0.1"), Circuit: "c",
 			ServerID: netip.MustParseAddr("10.0.0.2"), Relay: netip.MustParseAddr("10.0.0.3"), Expires: time.Unix(1, 0),
-			Updated: time.Unix(2, 0), ClientID: []byte{1}, Option82: []byte{2}, Options: []byte{3}, LeaseTime: 1, Customer: "x"}
+			Updated: time.Unix(2, 0), ClientID: []byte{1}, Option82: []byte{2}, Options: []byte{3}, LeaseTime: 1, Customer: "x",
+			Boot: make([]byte, BootLen)}
 	}
 	changes := []func(*Binding){
 		func(b *Binding) { b.MAC[0]++ }, func(b *Binding) { b.Access += "x" }, func(b *Binding) { b.VLAN++ },
@@ -479,7 +480,7 @@ func TestBindingEqualCoversFields(t *testing.T) {
 		func(b *Binding) { b.ServerID = b.ServerID.Next() }, func(b *Binding) { b.Relay = b.Relay.Next() },
 		func(b *Binding) { b.Expires = b.Expires.Add(1) }, func(b *Binding) { b.Updated = b.Updated.Add(1) },
 		func(b *Binding) { b.ClientID[0]++ }, func(b *Binding) { b.Option82[0]++ }, func(b *Binding) { b.Options[0]++ },
-		func(b *Binding) { b.LeaseTime++ }, func(b *Binding) { b.Customer += "x" },
+		func(b *Binding) { b.LeaseTime++ }, func(b *Binding) { b.Customer += "x" }, func(b *Binding) { b.Boot[0]++ },
 	}
 	if n := len(changes); n != reflectNumField(Binding{}) {
 		t.Fatalf("Binding has %d fields, the test changes %d: update bindingEqual and this test", reflectNumField(Binding{}), n)

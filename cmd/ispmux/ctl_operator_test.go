@@ -640,7 +640,7 @@ func TestStatusDHCPWrapped(t *testing.T) {
 	if i < 0 {
 		t.Fatalf("no dhcp line:\n%s", out)
 	}
-	block := out[i:strings.Index(out[i:], "\n\n")+i]
+	block := out[i : strings.Index(out[i:], "\n\n")+i]
 	lines := strings.Split(block, "\n")
 	if len(lines) < 2 {
 		t.Fatalf("60 counters on one line:\n%s", block)
