@@ -179,7 +179,7 @@ type Subscriber struct {
 	ISP        string `toml:"isp"`         // name of an [[isp]]
 	IP         string `toml:"ip"`          // optional static IPv4 address
 	CustomerID string `toml:"customer_id"` // optional
-	Access     string `toml:"access"`      // optional name of an [[access]]; default the first
+	Access     string `toml:"access"`      // optional name of the [[access]] it is pinned to; without it, served on any access (a static ip: on the first)
 	Blocked    bool   `toml:"blocked"`     // registered but refused service
 
 	HWAddr      [6]byte    `toml:"-"`
@@ -337,8 +337,12 @@ func (c *Config) Summary() string {
 	perAccess := make([]int, len(c.Access))
 	perISP := make([]int, len(c.ISPs))
 	static := 0
+	anyAccess := 0
 	for _, s := range c.Subscribers {
-		if s.AccessIndex >= 0 && s.AccessIndex < len(perAccess) {
+		switch {
+		case s.Access == "" && !s.Addr.IsValid():
+			anyAccess++ // served on every access (not pinned)
+		case s.AccessIndex >= 0 && s.AccessIndex < len(perAccess):
 			perAccess[s.AccessIndex]++
 		}
 		if s.ISPIndex >= 0 && s.ISPIndex < len(perISP) {
@@ -362,6 +366,9 @@ func (c *Config) Summary() string {
 			fmt.Fprintf(&b, ", onboarding pool %s (router %s, lease %s, at most %d)", o.PoolPrefix, o.Router(), o.LeaseTimeDur, o.MaxLeases)
 		}
 		fmt.Fprintf(&b, ", %d subscriber(s)\n", perAccess[i])
+	}
+	if anyAccess > 0 {
+		fmt.Fprintf(&b, "any access: %d DHCP subscriber(s) without an access key, served on every access\n", anyAccess)
 	}
 	for i, p := range c.ISPs {
 		fmt.Fprintf(&b, "isp %s (vrf %d): uplink %s", p.Name, p.Index, p.Uplink)

@@ -542,6 +542,27 @@ func TestExampleContents(t *testing.T) {
 	}
 }
 
+// TestSummaryAnyAccess: a DHCP subscriber without an access key is served
+// on every access, and the summary says so, where it counted it under the
+// first access (a trial took that, and the example's comment, for pinned);
+// a static one is bound on the first access and counted there.
+func TestSummaryAnyAccess(t *testing.T) {
+	c, err := Load("example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Subscribers = append(c.Subscribers, Subscriber{MAC: "02:00:00:00:00:09", ISP: "alpha", AccessIndex: 0})
+	sum := c.Summary()
+	for _, want := range []string{
+		"access acc0: interface acc0 untagged, address 100.64.0.1, 2 subscriber(s)",
+		"any access: 1 DHCP subscriber(s) without an access key, served on every access",
+	} {
+		if !strings.Contains(sum, want) {
+			t.Errorf("summary lacks %q:\n%s", want, sum)
+		}
+	}
+}
+
 // TestExampleCommands: the commands the example files show use flags that
 // exist (ispmux check -c FILE).
 func TestExampleCommands(t *testing.T) {
