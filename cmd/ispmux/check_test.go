@@ -36,8 +36,8 @@ func checkConfigState(t *testing.T, dir, state, api, isp string) string {
 	path := filepath.Join(dir, "ispmux.toml")
 	cfg := fmt.Sprintf("version = 1\n[appliance]\nstate_dir = %q\n[api]\n", state) + api +
 		"[metrics]\nlisten = \"127.0.0.1:9400\"\n" +
-		"[[access]]\ninterface = \"acc0\"\n" +
-		"[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n" + isp
+		"[[access]]\ninterface = \"lo\"\n" +
+		"[[isp]]\nname = \"alpha\"\nuplink = \"lo\"\nvlan = 201\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n" + isp
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -336,5 +336,28 @@ func TestReloadFileProblemsLocated(t *testing.T) {
 	}
 	if want := fmt.Sprintf("%s:%d: isp[0].token_files[0]", path, line); line == 0 || !strings.Contains(buf.String(), want) {
 		t.Errorf("logged:\n%s\nwant a line with %q", buf.String(), want)
+	}
+}
+
+// TestInterfaceNotOnHost: an interface the file names that this host does
+// not have is a warning of check, naming file:line: key (the file may be
+// for another host), and an error of run naming the same, where check said
+// ok and run failed with "xdp port upz: Link not found" (a trial).
+func TestInterfaceNotOnHost(t *testing.T) {
+	dir := t.TempDir()
+	path := checkConfigState(t, dir, dir+"/state", "", "")
+	src, _ := os.ReadFile(path)
+	if err := os.WriteFile(path, []byte(strings.Replace(string(src), "uplink = \"lo\"", "uplink = \"nosuch0\"", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	at := fmt.Sprintf("%s:%d: isp[0].uplink: ", path, lineOf(t, path, "uplink ="))
+	out, errOut, err := runCmd(t, "", "check", "-c", path)
+	if err != nil || !strings.HasPrefix(out, path+": ok, but 1 interface(s) it names are not on this host") ||
+		!strings.Contains(errOut, at+"warning: no interface \"nosuch0\" on this host") {
+		t.Errorf("check: %v\nstdout:\n%s\nstderr:\n%s", err, out, errOut)
+	}
+	_, _, err = runCmd(t, "", "run", "-c", path)
+	if err == nil || !strings.Contains(err.Error(), at+"no interface \"nosuch0\" on this host") {
+		t.Errorf("run: %v, want the error at %s", err, at)
 	}
 }
