@@ -176,7 +176,11 @@ func (a *Appliance) Reload(cfg *configs.Config) error {
 			errs = append(errs, fmt.Errorf("portal: %w (the certificate in force stays)", err))
 		}
 	}
-	attrs := []any{"subscribers", len(subs), "static_unbound", unbound, "static_bound", bound, "dhcp_revoked", revoked}
+	// dhcp_changed: the bindings whose registration the file changed,
+	// ended at once or, for a device moved to another ISP, left until
+	// its next message (moves_pending, all of them, this reload's and
+	// earlier ones'): a trial read "dhcp_revoked=1" as ended.
+	attrs := []any{"subscribers", len(subs), "static_unbound", unbound, "static_bound", bound, "dhcp_changed", revoked, "moves_pending", a.dhcp.MovesPending()}
 	if len(errs) > 0 {
 		// Not an INFO line before the caller's ERROR: it says at once
 		// that part of the file was not applied.

@@ -5,9 +5,12 @@
 //
 // # Topology
 //
-// Every namespace name starts with an ID ("ispmux" by default; tests pass
-// unique ones) followed by a dash. Interface names inside the namespaces are
-// short fixed names, since each namespace has its own name space for links.
+// Every namespace name is an ID ("ispmux" by default; tests pass unique
+// ones), a dash and a role: app, acc, ispa…, ha…, s1…s200, gen (names.go).
+// Down removes exactly those of its ID, no other namespace that happens to
+// start with "ID-" (another lab's ID-b-s1, a user's ID-x). Interface names
+// inside the namespaces are short fixed names, since each namespace has its
+// own name space for links.
 //
 //	ID-s1  [eth0 02:00:00:00:01:01 100.64.0.11/24 gw .1]──p1─┐
 //	ID-s2  [eth0 02:00:00:00:01:02 100.64.0.12/24 gw .1]──p2─┤ ID-acc: bridge br0
@@ -76,7 +79,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -289,8 +291,8 @@ func plan(o Options) (*Topology, error) {
 	if o.ISPs == 0 {
 		o.ISPs = 2
 	}
-	if strings.ContainsAny(o.ID, "/ \t\n") || len(o.ID) > 40 {
-		return nil, fmt.Errorf("lab: bad id %q", o.ID)
+	if err := checkID(o.ID); err != nil {
+		return nil, err
 	}
 	if o.Subscribers < 0 || o.Subscribers > maxSubscribers {
 		return nil, fmt.Errorf("lab: subscribers %d out of range 1..%d", o.Subscribers, maxSubscribers)
@@ -314,11 +316,11 @@ func plan(o Options) (*Topology, error) {
 		}
 		stateDir = filepath.Clean(o.StateDir)
 	}
-	app := o.ID + "-app"
+	app := nsName(o.ID, roleApp)
 	if os.Getenv("ISPMUX_LAB_FASTPATH") == "1" {
 		o.FastPath = true // every lab with the fast path: the e2e suite against it
 	}
-	t := &Topology{ID: o.ID, AccessNS: o.ID + "-acc", FastPath: o.FastPath}
+	t := &Topology{ID: o.ID, AccessNS: nsName(o.ID, roleAcc), FastPath: o.FastPath}
 	if err := checkISPServer(o); err != nil {
 		return nil, err
 	}
@@ -340,10 +342,10 @@ func plan(o Options) (*Topology, error) {
 	t.Appliance.NS = app
 	t.Appliance.Access = []Iface{{Name: "acc0", MAC: mac(0xa0, 0), NS: app, Peer: "up0", PeerNS: t.AccessNS}}
 	for i := 0; i < o.ISPs; i++ {
-		l := string(rune('a' + i))
+		l := ispLetter(i)
 		isp := ISP{
-			Name: ispNames[i], NS: o.ID + "-isp" + l, RouterIf: "eth0", RouterMAC: mac(0xb1, byte(i+1)),
-			RouterAddr: RouterAddr, OurAddr: OurAddr, Uplink: "up" + l, HostNS: o.ID + "-h" + l,
+			Name: ispNames[i], NS: nsName(o.ID, roleISP(i)), RouterIf: "eth0", RouterMAC: mac(0xb1, byte(i+1)),
+			RouterAddr: RouterAddr, OurAddr: OurAddr, Uplink: "up" + l, HostNS: nsName(o.ID, roleHost(i)),
 			HostAddr: HostAddr, SubscriberNet: SubscriberNet, Table: kernelTableBase + i,
 		}
 		if o.DHCP {
@@ -372,7 +374,7 @@ func plan(o Options) (*Topology, error) {
 		}
 		isp %= o.ISPs
 		s := Sub{
-			Name: "s" + strconv.Itoa(i), NS: o.ID + "-s" + strconv.Itoa(i), If: "eth0",
+			Name: roleSub(i), NS: nsName(o.ID, roleSub(i)), If: "eth0",
 			MAC: mac(0x01, byte(i)), IP: "100.64.0." + strconv.Itoa(host), Gateway: Gateway,
 			ISP: t.ISPs[isp].Name, Access: "acc0",
 		}
@@ -388,8 +390,8 @@ func plan(o Options) (*Topology, error) {
 		t.Subscribers = append(t.Subscribers, s)
 	}
 	if o.Generator {
-		t.Appliance.Access = append(t.Appliance.Access, Iface{Name: "acc1", MAC: mac(0xa0, 1), NS: app, Peer: "eth0", PeerNS: o.ID + "-gen"})
-		t.Generator = &Gen{NS: o.ID + "-gen", If: "eth0", MAC: mac(0xe0, 1), Access: "acc1", AccessMAC: mac(0xa0, 1), TrafficSubscribers: o.TrafficSubscribers}
+		t.Appliance.Access = append(t.Appliance.Access, Iface{Name: "acc1", MAC: mac(0xa0, 1), NS: app, Peer: "eth0", PeerNS: nsName(o.ID, roleGen)})
+		t.Generator = &Gen{NS: nsName(o.ID, roleGen), If: "eth0", MAC: mac(0xe0, 1), Access: "acc1", AccessMAC: mac(0xa0, 1), TrafficSubscribers: o.TrafficSubscribers}
 	}
 	return t, nil
 }
