@@ -11,8 +11,10 @@ STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin
 
 all: build
 
+# -buildvcs=auto: the revision in `ispmux version` even where GOFLAGS says
+# -buildvcs=false (as on some build hosts); a tree without .git builds too.
 build:
-	$(GO) build -o $(BIN) ./cmd/ispmux
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/ispmux
 
 # The whole suite: lint, unit + privileged end-to-end tests (root), the unit
 # tests again under the race detector (-short: ~2.5 min, mostly building), the
