@@ -310,6 +310,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 			Addr: engine.IP4(isp.Prefix.Addr()), PrefixLen: isp.Prefix.Bits(),
 			Gateway: engine.IP4(isp.NextHopAddr),
 		})
+		a.ctl.NameISP(uint8(isp.Index), isp.Name)
 		a.ispIdx = append(a.ispIdx, uint8(isp.Index))
 	}
 	if cfg.Portal.Enabled {

@@ -57,6 +57,7 @@ func (a *Appliance) configureGarden(port int) error {
 		Addr: engine.IP4(a.portalNS.local), PrefixLen: p.LinkPrefix.Bits(),
 		Gateway: engine.IP4(a.portalNS.gateway),
 	})
+	a.ctl.NameISP(binding.GardenVRF, "walled garden (portal link)")
 	var routers []uint32
 	for _, ac := range a.cfg.Access {
 		if o := onboardingOf(a.cfg, ac); o != nil {

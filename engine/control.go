@@ -60,6 +60,9 @@ type Control struct {
 	OnPunt PuntHandler
 
 	arpSent, arpLearned, puntOther atomic.Uint64
+
+	// names are the ISPs' names for the log (NameISP; under mu).
+	names [256]string
 }
 
 // NewControl returns the control plane for s, sending through inj.
@@ -80,6 +83,22 @@ func (c *Control) ConfigureISP(isp uint8, up fib.Uplink) {
 	defer c.mu.Unlock()
 	up.Configured = true
 	c.s.Up.Configure(isp, up)
+}
+
+// NameISP gives ISP isp the name the log calls it by (its VRF number
+// otherwise).
+func (c *Control) NameISP(isp uint8, name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.names[isp] = name
+}
+
+// ispName is ISP isp's name for the log; c.mu held.
+func (c *Control) ispName(isp uint8) string {
+	if n := c.names[isp]; n != "" {
+		return n
+	}
+	return fmt.Sprintf("vrf %d", isp)
 }
 
 // Bind installs b in the MAC table and its ISP's VRF (replacing an earlier
@@ -446,12 +465,16 @@ func (c *Control) resolve(now time.Time) {
 	before := c.s.Up.Load()
 	isps := c.resolver.Due(now, due[:0])
 	set := c.s.Up.Load()
+	var names [256]string
+	for _, isp := range isps {
+		names[isp] = c.ispName(isp)
+	}
 	c.mu.Unlock()
 	for _, isp := range isps {
 		up := set.Get(isp)
 		if was := before.Get(isp); was.Resolved && !up.Resolved && was.Gateway == up.Gateway {
 			// The gateway stayed silent through every refresh probe.
-			c.log.Warn("next hop withdrawn: gateway does not answer ARP", "isp", isp,
+			c.log.Warn("next hop withdrawn: gateway does not answer ARP", "isp", names[isp],
 				"ip", netip.AddrFrom4(be4(up.Gateway)), "mac", macString(was.GatewayMAC))
 		}
 		n := fib.ARPRequest(frame[:], up.MAC, up.Addr, up.Gateway, up.VLAN, up.VLAN != 0)
@@ -498,14 +521,15 @@ func (c *Control) handlePunt(p *Punted) {
 			was, oldMAC = old.Resolved, old.GatewayMAC
 		}
 		changed := c.resolver.LearnFrom(isp, pkt.SPA, pkt.SHA, src, time.Now())
+		name := c.ispName(isp)
 		c.mu.Unlock()
 		c.arpLearned.Add(1)
 		switch {
 		case changed && was:
-			c.log.Warn("next hop moved to another MAC", "port", pt.name, "isp", isp,
+			c.log.Warn("next hop moved to another MAC", "port", pt.name, "isp", name,
 				"ip", netip.AddrFrom4(be4(pkt.SPA)), "mac", macString(pkt.SHA), "was", macString(oldMAC))
 		case changed:
-			c.log.Info("next hop resolved", "port", pt.name, "isp", isp,
+			c.log.Info("next hop resolved", "port", pt.name, "isp", name,
 				"ip", netip.AddrFrom4(be4(pkt.SPA)), "mac", macString(pkt.SHA))
 		}
 		return
