@@ -101,7 +101,7 @@ var ispNames = []string{"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "e
 
 // Options select the size of the lab.
 type Options struct {
-	ID                 string // namespace prefix; default "ispmux"
+	ID                 string // lab ID: its namespaces are ID-ROLE (names.go); default "ispmux"
 	Subscribers        int    // default 3, at most 200
 	ISPs               int    // default 2, at most 8
 	Generator          bool   // add ID-gen on a second access port acc1

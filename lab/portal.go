@@ -12,7 +12,6 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 )
 
@@ -130,7 +129,7 @@ func (p *Portal) onboardingTOML() string {
 }
 
 // resolvDir is where `ip netns exec NS` finds NS's own /etc files.
-const resolvDir = "/etc/netns"
+var resolvDir = "/etc/netns"
 
 // SetResolver makes every program started with `ip netns exec` in sub's
 // namespace (a browser) use nameserver addr: it writes
@@ -143,7 +142,8 @@ func (t *Topology) SetResolver(sub Sub, addr string) error {
 	return os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("# ispmux lab\nnameserver "+addr+"\noptions timeout:1 attempts:2\n"), 0o644)
 }
 
-// removeResolvers removes /etc/netns/ID-* (SetResolver's files).
+// removeResolvers removes /etc/netns/NS for lab id's namespaces NS
+// (SetResolver's files; isLabNamespace: not another lab's).
 func removeResolvers(id string) error {
 	ents, err := os.ReadDir(resolvDir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -153,7 +153,7 @@ func removeResolvers(id string) error {
 	}
 	var errs []error
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), id+"-") {
+		if isLabNamespace(id, e.Name()) {
 			if err := os.RemoveAll(filepath.Join(resolvDir, e.Name())); err != nil {
 				errs = append(errs, err)
 			}
