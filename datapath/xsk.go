@@ -373,9 +373,10 @@ func (p *XDPPort) detach() error {
 func (p *XDPPort) unlockInterface() {
 	if p.lock != nil {
 		// Removed while still held, then released, so lock files do not
-		// pile up (one per namespace and interface ever used). The
-		// price: of two processes starting on this interface at the
-		// instant this one exits, both could end up owners.
+		// pile up (one per namespace and interface ever used). A
+		// process that opened the file before the removal and locks it
+		// after finds it is no longer the file at its name (lockFile's
+		// sameFile) and starts again: one owner at a time.
 		_ = os.Remove(p.lock.Name())
 		p.lock.Close() // releases the flock
 		p.lock = nil
@@ -422,6 +423,8 @@ func lockFile(key string) (*os.File, error) {
 			_ = os.Chmod(dir, 0o755)
 		}
 		name := filepath.Join(dir, fmt.Sprintf("xdp-%d-%s.lock", st.Ino, key))
+		retry := 0
+	again:
 		// Read-only: flock needs no write access, and an existing file
 		// may be another user's (root's ispmux by hand, the service's
 		// user): it is where that one locks, so it is ours too.
@@ -451,9 +454,30 @@ func lockFile(key string) (*os.File, error) {
 			}
 			return nil, fmt.Errorf("lock %s: %w", name, err)
 		}
+		// The file locked must still be the one at name: one removed
+		// between our open and our flock (by its owner's unlock, or a
+		// clean-up of unheld lock files: the lab's teardown) locks
+		// nothing anyone else would look at. Then again, from the open.
+		if !sameFile(f, name) {
+			f.Close()
+			if retry < 8 {
+				retry++
+				goto again
+			}
+			return nil, fmt.Errorf("lock %s: the file keeps being replaced", name)
+		}
 		return f, nil
 	}
 	return nil, fmt.Errorf("no directory for interface locks: %w", errors.Join(errs...))
+}
+
+// sameFile reports whether the open file f is the file now at name.
+func sameFile(f *os.File, name string) bool {
+	var held, now unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &held) != nil || unix.Stat(name, &now) != nil {
+		return false
+	}
+	return held.Dev == now.Dev && held.Ino == now.Ino
 }
 
 // xskQueue is one AF_XDP socket and its UMEM.
