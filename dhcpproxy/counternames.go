@@ -28,6 +28,7 @@ func CounterNames() []string {
 		"binding_revoked",
 		"blocked_subscriber",
 		"circuit_full",
+		"client_id_taken",
 		"decline_limited",
 		"decline_not_own_address",
 		"decline_other_server",

@@ -36,21 +36,25 @@ type lease struct {
 	// (expires). Another circuit's claim on the MAC may take the binding
 	// over from then (endOtherCircuits).
 	clientEnd uint32
-	isp       uint8 // ISP index
+	// cid is the binding's client identifier and ISP hashed (cidKey),
+	// 0: none; its key in leaseTable.byCID (clientids.go). In what was
+	// the struct's padding.
+	cid uint32
+	isp uint8 // ISP index
+	// options: the store holds the ISP's ACK options for this binding
+	// (a local renewal can be answered).
+	options bool
 	// rebind: the ISP's T2 (option 59), as the part of the time from T1
 	// to the end left at T2, in 1/65536; 0: not given (7/8 of the lease
 	// when T1 is half of it, a quarter).
 	rebind uint16
-	// options: the store holds the ISP's ACK options for this binding
-	// (a local renewal can be answered).
-	options bool
 }
 
 // leaseOf is the compact form of b, a binding at isp.
 func leaseOf(b *subscribers.Binding, isp *ISP) lease {
 	l := lease{
 		expires: b.Expires.UnixNano(), updated: b.Updated.UnixNano(),
-		isp: isp.Index, options: len(b.Options) > 0,
+		isp: isp.Index, options: len(b.Options) > 0, cid: cidKey(isp.Index, b.ClientID),
 	}
 	if t := ispRenewal(b); !t.IsZero() {
 		l.renewAt = t.UnixNano()
@@ -167,10 +171,14 @@ type leaseTable struct {
 	// another circuit (moves.go, endOtherCircuits), when that circuit
 	// may take the MAC over unless the holder is heard from first.
 	claims map[subKey]claim
+	// byCID finds the MAC whose binding holds a client identifier at an
+	// ISP (clientids.go): lease.cid → MAC.
+	byCID *oatable.Table[uint32, uint64]
 }
 
 func (t *leaseTable) init() {
 	t.m = oatable.New[subKey, lease](hashSubKey)
+	t.byCID = oatable.New[uint32, uint64](func(k uint32) uint64 { return oatable.Mix64(uint64(k)) })
 	t.perCircuit = map[circuitKey]int{}
 	t.cuts = map[subKey]time.Time{}
 	t.claims = map[subKey]claim{}
@@ -188,6 +196,7 @@ func (t *leaseTable) reserve(n int) {
 		return
 	}
 	t.m.Reserve(n)
+	t.byCID.Reserve(n)
 	t.exp = make(expiryHeap, 0, n+n/2)
 }
 
@@ -240,10 +249,14 @@ func (t *leaseTable) putLocked(sk subKey, l lease) {
 	old, had := t.m.Put(sk, l)
 	if had {
 		t.perISP[old.isp]--
+		t.dropCID(sk.mac, old.cid)
 	} else {
 		t.perCircuit[sk.circuit]++
 	}
 	t.perISP[l.isp]++
+	if l.cid != 0 {
+		t.byCID.Put(l.cid, sk.mac)
+	}
 	delete(t.cuts, sk)
 	delete(t.claims, sk)
 }
@@ -271,6 +284,7 @@ func (t *leaseTable) remove(sk subKey) bool {
 	if !ok {
 		return false
 	}
+	t.dropCID(sk.mac, l.cid)
 	t.perISP[l.isp]--
 	t.perCircuit[sk.circuit]--
 	return true

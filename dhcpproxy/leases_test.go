@@ -208,7 +208,8 @@ func TestLeaseTableMany(t *testing.T) {
 
 // TestLeaseCompact: the table's value holds no pointer (the GC never
 // scans a million of them) and stays small. The figure counts the table's
-// slots and the expiry heap (reserved for 1.5 entries a lease).
+// slots, the expiry heap (reserved for 1.5 entries a lease) and the
+// client identifiers' index (every lease with one).
 func TestLeaseCompact(t *testing.T) {
 	if n := unsafe.Sizeof(lease{}); n > 48 {
 		t.Errorf("lease is %d bytes, want ≤ 48", n)
@@ -219,7 +220,7 @@ func TestLeaseCompact(t *testing.T) {
 	ks, ls := make([]subKey, n), make([]lease, n)
 	for i := range n {
 		ks[i] = subKey{circuitKey{1, 0}, uint64(0x020000000000 + i)}
-		ls[i] = lease{expires: time.Now().Add(time.Hour).UnixNano()}
+		ls[i] = lease{expires: time.Now().Add(time.Hour).UnixNano(), cid: uint32(i + 1)}
 	}
 	var before, after runtime.MemStats
 	runtime.GC()

@@ -129,6 +129,15 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		p.refuse(subscribers.EventRejected, regSubject(pkt.Src, c, reg), netip.Addr{}, "ISP has no DHCP server configured")
 		return
 	}
+	if mt := m.MessageType(); mt == dhcpv4.MessageTypeDiscover || mt == dhcpv4.MessageTypeRequest {
+		// Another subscriber's client identifier (clientids.go).
+		if holder, taken := p.clientIDHolder(isp.Index, m.Options.Get(dhcpv4.OptionClientIdentifier), pkt.Src); taken {
+			p.count("client_id_taken")
+			p.refuse(subscribers.EventRejected, regSubject(pkt.Src, c, reg), netip.Addr{},
+				"client identifier of subscriber "+binding.MACString(holder)+"'s binding at this ISP; not relayed")
+			return
+		}
+	}
 	// Unicast: to our MAC, not to an IP broadcast. A RENEWING client
 	// unicasts to the server identifier it holds, which may not be our
 	// address now (the access address renumbered, a lease from before

@@ -1,0 +1,92 @@
+package dhcpproxy
+
+import (
+	"bytes"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/ispmux/ispmux/internal/oatable"
+)
+
+// One subscriber must not present another's client identifier (option
+// 61) to their ISP: the ISP's server keys its leases by it (RFC 2131
+// §4.2), so it hands the other's address over, and records it as leased
+// to this subscriber's hardware address and Option 82 (its remote-id,
+// subscriber-id: the customer it bills and answers for) until the other's
+// next renewal reaches it. ispmux refused the address (bind_conflict), but
+// the ISP's record stayed wrong (a trial against Kea, with a neighbour's
+// identifier, 01 and its MAC, which most clients use). So a DISCOVER or
+// REQUEST whose client identifier another MAC's binding holds at the same
+// ISP is not relayed (client_id_taken, a rejected event naming the
+// holder): two devices with one identifier would get one lease anyway.
+//
+// The lease table keeps, per lease, a 32-bit hash of its client
+// identifier and ISP (lease.cid, in what was padding) and an index from
+// that hash to the MAC (leaseTable.byCID, ~16 B a lease). A hit is
+// checked against the holder's stored binding (Proxy.full), so a hash
+// collision refuses no one; two bindings whose hashes collide keep one
+// index entry (the later), leaving the other unguarded: about one lease
+// in ten thousand at a million.
+
+// cidKey is the hash of client identifier cid at ISP isp; 0 for none.
+func cidKey(isp uint8, cid []byte) uint32 {
+	if len(cid) == 0 {
+		return 0
+	}
+	h := xxhash.Sum64(cid) ^ uint64(isp)*0x9e3779b97f4a7c15
+	k := uint32(h ^ h>>32)
+	if k == 0 {
+		k = 1
+	}
+	return k
+}
+
+// dropCID removes mac's entry for cid from the index (t.mu held): only
+// if it is mac's (a colliding later lease took it over otherwise).
+func (t *leaseTable) dropCID(mac uint64, cid uint32) {
+	if cid == 0 {
+		return
+	}
+	if m, ok := t.byCID.Get(cid); ok && m == mac {
+		t.byCID.Delete(cid)
+	}
+}
+
+// cidHolder returns the MAC whose lease at an ISP the index has for key,
+// and its lease, if that MAC is not mac and holds a lease with that key.
+func (t *leaseTable) cidHolder(key uint32, mac uint64) (held, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	other, ok := t.byCID.Get(key)
+	if !ok || other == mac {
+		return held{}, false
+	}
+	var h held
+	found := false
+	t.m.Probe(oatable.Mix64(other), func(k subKey, l lease) bool {
+		if k.mac == other && l.cid == key {
+			h, found = held{k, l}, true
+			return false
+		}
+		return true
+	})
+	return h, found
+}
+
+// clientIDHolder returns the MAC of another subscriber whose binding at
+// ISP isp holds client identifier cid, if one does (checked against its
+// stored binding).
+func (p *Proxy) clientIDHolder(isp uint8, cid []byte, mac uint64) (uint64, bool) {
+	key := cidKey(isp, cid)
+	if key == 0 {
+		return 0, false
+	}
+	h, ok := p.leases.cidHolder(key, mac)
+	if !ok || h.l.isp != isp {
+		return 0, false
+	}
+	if b := p.full(h); !bytes.Equal(b.ClientID, cid) {
+		return 0, false // a hash collision
+	}
+	return h.k.mac, true
+}
