@@ -384,7 +384,12 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, fro
 	subj.isp = t.isp.Name
 	ip := addrOf(m.YourIPAddr)
 	if !ip.IsValid() || ip.IsUnspecified() {
+		// Nothing to bind (an ACK to a REQUEST carries the address,
+		// RFC 2131 table 3): told as a lease time missing is, where it
+		// was only counted, and the client's REQUEST went unanswered.
 		p.count("ack_without_address")
+		p.refuse(subscribers.EventRejected, subj, netip.Addr{}, "the ISP's ACK has no address (yiaddr 0.0.0.0); not bound")
+		p.nakAck(t, m, "no address")
 		return
 	}
 	lt := m.IPAddressLeaseTime(0)

@@ -145,6 +145,26 @@ func TestRefusedAckReleased(t *testing.T) {
 		}
 		r.wantRefusedReleased(addr101, isp.op82, nakClientID)
 	})
+	// An ACK without an address binds nothing either: the client is
+	// NAKed and the refusal is an event, where it was only counted and
+	// the REQUEST went unanswered.
+	t.Run("ack_without_address", func(t *testing.T) {
+		r := newPRig(t)
+		r.fromClient(clientMsg(t, s1, dhcpv4.MessageTypeRequest, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP(addr101.AsSlice()))),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ourSID.AsSlice())))))
+		noAddr := func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+			rep := kea(t, time.Minute)(m)
+			rep.YourIPAddr = net.IPv4zero
+			return rep
+		}
+		if got := r.serve(noAddr); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+			t.Fatalf("subscriber got %v, want a NAK", got)
+		}
+		r.p.notes.wait()
+		if c := r.p.Counters(); c["ack_without_address"] != 1 || len(r.eventsOf(subscribers.EventRejected)) != 1 || r.tab.isBound(s1MAC) {
+			t.Fatalf("counters %v, rejected events %v, bound %v: want ack_without_address, one event, not bound", c, r.eventsOf(subscribers.EventRejected), r.tab.isBound(s1MAC))
+		}
+	})
 }
 
 // block blocks subscriber m's registration (customer c-s1 at alpha).
