@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -92,6 +93,9 @@ type Appliance struct {
 	portalIdx int // the portal link's port index
 
 	reloadMu sync.Mutex // one Reload at a time
+	// restartPending is what the last reload read that only a restart
+	// applies (ctl status shows it).
+	restartPending atomic.Pointer[pendingRestart]
 	// ispsInForce are the running ISPs with the token files and webhook
 	// settings the last reload applied (nil: a.cfg.ISPs, start's); under
 	// reloadMu.

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/ispmux/ispmux/auth"
 	"github.com/ispmux/ispmux/configs"
@@ -20,6 +21,13 @@ import (
 // Reload (SIGHUP): what a new reading of the configuration file changes
 // while running, and what it only reports.
 
+// pendingRestart is what a reload at read in the file that only a
+// restart applies: the sections that differ from the running ones.
+type pendingRestart struct {
+	sections []string
+	at       time.Time
+}
+
 // Reload applies cfg, a new reading of the configuration file, to the
 // running appliance (SIGHUP): the subscriber entries — registrations
 // (added, changed, blocked, removed; a DHCP binding that no longer matches
@@ -30,14 +38,20 @@ import (
 func (a *Appliance) Reload(cfg *configs.Config) error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
+	other := restartOnly(a.cfg, cfg)
 	if !a.cfg.ServesAPI() && cfg.ServesAPI() {
 		// Token files apply on reload, but the listener of an API
 		// started without any is opened at start only.
 		a.log.Warn("reload: the management API was started without token files: its listener opens at the next restart; the token files are read now", "listen", cfg.API.Listen)
+		other = append(other, "api listener")
 	}
-	if other := restartOnly(a.cfg, cfg); len(other) > 0 {
+	if len(other) > 0 {
 		a.log.Warn("reload: changes that need a restart are not applied", "sections", strings.Join(other, ", "))
 	}
+	// ctl status shows them until a restart (or a reload of a file
+	// without them): a trial's operator who missed the log line could
+	// not tell the running configuration from the file's.
+	a.restartPending.Store(&pendingRestart{sections: other, at: time.Now()})
 	// Only subscriber entries are taken from the new file; the rest stays
 	// what the running appliance was built from, and indexes into Access
 	// and ISPs must mean the same as at start.

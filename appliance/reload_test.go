@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -124,6 +125,10 @@ func TestReloadKeepsRemovedISPsAccess(t *testing.T) {
 	if len(a.cfg.ISPs) != 2 {
 		t.Fatalf("running ISPs changed: %d", len(a.cfg.ISPs))
 	}
+	// What needs a restart stays visible (ctl status) after the log line.
+	if pr := a.restartPending.Load(); pr == nil || !slices.Equal(pr.sections, restartOnly(a.cfg, next)) {
+		t.Errorf("restart pending %+v, want %v", pr, restartOnly(a.cfg, next))
+	}
 	if _, ok := a.tokens.Lookup(tok); !ok {
 		t.Errorf("the running ISP beta's API token stopped working, though the isp change was reported as not applied (needs a restart)")
 	}
@@ -137,6 +142,9 @@ func TestReloadKeepsRemovedISPsAccess(t *testing.T) {
 	}
 	if err := a.Reload(rot); err != nil {
 		t.Fatalf("reload: %v", err)
+	}
+	if pr := a.restartPending.Load(); pr == nil || len(pr.sections) != 0 {
+		t.Errorf("restart pending %+v after a reload of a file the running configuration matches", pr)
 	}
 	if p, ok := a.tokens.Lookup(tok2); !ok || p.ISP != "beta" {
 		t.Errorf("rotated token: %+v %v", p, ok)

@@ -34,6 +34,9 @@ func (a *Appliance) status(maxBindings int) ctlsock.Status {
 	st := ctlsock.Status{Uptime: time.Since(a.started).Round(time.Second).String(), Control: controlStatus(a.ctl.Counters()),
 		DHCP: a.dhcp.Counters(), Leases: a.dhcp.Leases(), PendingIntents: a.dhcp.PendingIntents(), Bindings: make([]ctlsock.BindingStatus, 0, len(bs)),
 		BindingsTotal: total, BindingsOmitted: total > maxBindings}
+	if pr := a.restartPending.Load(); pr != nil && len(pr.sections) > 0 {
+		st.RestartPending, st.RestartPendingSince = pr.sections, pr.at.UTC().Format(time.RFC3339Nano)
+	}
 	ec := a.state.Counters()
 	links := a.linkStatuses()
 	for i, name := range a.names {

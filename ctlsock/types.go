@@ -14,9 +14,14 @@ import "time"
 const StatusBindingsMax = 10000
 
 type Status struct {
-	Uptime string       `json:"uptime"`
-	Ports  []PortStatus `json:"ports"`
-	ISPs   []ISPStatus  `json:"isps"`
+	Uptime string `json:"uptime"`
+	// RestartPending names what the configuration file says that only a
+	// restart applies (sections that differ from the running ones), as
+	// the last reload (at RestartPendingSince) read it; empty: nothing.
+	RestartPending      []string     `json:"restart_pending,omitempty"`
+	RestartPendingSince string       `json:"restart_pending_since,omitempty"` // RFC 3339
+	Ports               []PortStatus `json:"ports"`
+	ISPs                []ISPStatus  `json:"isps"`
 	// Bindings lists every binding when there are at most
 	// StatusBindingsMax of them; above, it is empty, BindingsOmitted is
 	// set and `ctl bindings` pages them (a status at a million

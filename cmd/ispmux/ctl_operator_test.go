@@ -659,3 +659,20 @@ func TestStatusDHCPWrapped(t *testing.T) {
 		t.Errorf("counters wrapped into %q, want %q", got, want)
 	}
 }
+
+// TestStatusRestartPending: ctl status says what the last reload read that
+// only a restart applies, where only the log said it once.
+func TestStatusRestartPending(t *testing.T) {
+	var b bytes.Buffer
+	if err := writeStatus(&b, &ctlsock.Status{}); err != nil || !strings.Contains(b.String(), "restart pending") {
+		t.Fatalf("status without a pending restart: %v\n%s", err, b.String())
+	}
+	b.Reset()
+	st := &ctlsock.Status{RestartPending: []string{"metrics", "dhcp"}, RestartPendingSince: "2026-12-06T01:02:03Z"}
+	if err := writeStatus(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	if want := "metrics, dhcp (the file read by the reload at 2026-12-06 01:02:03Z differs"; !strings.Contains(b.String(), want) {
+		t.Errorf("status lacks %q:\n%s", want, b.String())
+	}
+}

@@ -247,6 +247,7 @@ func writeStatus(w io.Writer, st *ctlsock.Status) error {
 		{"leases", strconv.Itoa(st.Leases)},
 		{"pending intents", strconv.Itoa(st.PendingIntents) + "  (messages to ISPs recorded, not yet sent)"},
 		{"control", fmt.Sprintf("arp sent %d, arp learned %d, punts unhandled %d", st.Control.ARPSent, st.Control.ARPLearned, st.Control.PuntUnhandled)},
+		{"restart pending", restartPending(st)},
 	}); err != nil {
 		return err
 	}
@@ -338,6 +339,16 @@ func writeStatus(w io.Writer, st *ctlsock.Status) error {
 		t.row(o.MAC, o.Access, o.IP, stamp(o.Expires), chosen)
 	}
 	return t.flush()
+}
+
+// restartPending is status's line on the configuration read by a reload
+// that only a restart applies.
+func restartPending(st *ctlsock.Status) string {
+	if len(st.RestartPending) == 0 {
+		return "no"
+	}
+	return fmt.Sprintf("%s (the file read by the reload at %s differs from what runs until a restart)",
+		strings.Join(st.RestartPending, ", "), stamp(st.RestartPendingSince))
 }
 
 // stamp is an RFC 3339 time of the status (its JSON's form) as the
