@@ -223,7 +223,13 @@ type subscriberView struct {
 	MAC     string           `json:"mac"`
 	Device  *tenants.Device  `json:"device"`  // null: not attached
 	Binding *tenants.Binding `json:"binding"` // null: no lease
-	Events  []tenants.Event  `json:"events"`  // its recent events, oldest first
+	// Garden is its onboarding lease in the walled garden, Handover its
+	// way to the ISP it chose (neither lease now), from the control
+	// socket's status; both null over the API (GardenUnknown).
+	Garden        *ctlsock.OnboardingStatus `json:"walled_garden"`
+	Handover      *ctlsock.HandoverStatus   `json:"handover"`
+	GardenUnknown bool                      `json:"walled_garden_unknown,omitempty"`
+	Events        []tenants.Event           `json:"events"` // its recent events, oldest first
 }
 
 // subscriberEvents is how many of a subscriber's events the view shows,
@@ -273,13 +279,51 @@ func ctlSubscriber(e *ctlEnv, args []string) error {
 		evs = evs[len(evs)-subscriberEvents:]
 	}
 	v.Events = append(v.Events, evs...)
-	if v.Device == nil && v.Binding == nil && len(v.Events) == 0 {
-		return fmt.Errorf("%s: no device, binding or recent event", mac)
+	if err := subscriberGarden(e, &v); err != nil {
+		return err
+	}
+	if v.Device == nil && v.Binding == nil && v.Garden == nil && v.Handover == nil && len(v.Events) == 0 {
+		if v.GardenUnknown {
+			return fmt.Errorf("%s: no device, binding or recent event (a walled garden lease is not known over the API: ctl on the box, through the control socket, shows it)", mac)
+		}
+		return fmt.Errorf("%s: no device, binding, walled garden lease or recent event", mac)
 	}
 	if e.g.json {
 		return e.printJSON(v)
 	}
 	return writeSubscriber(e.stdout, v)
+}
+
+// subscriberGarden fills v's walled garden lease and handover from the
+// control socket's status (bounded: at most the onboarding leases and
+// the handovers under way, never the bindings); over the API, where there
+// is no status, it says they are not known.
+func subscriberGarden(e *ctlEnv, v *subscriberView) error {
+	if e.set["api"] {
+		v.GardenUnknown = true
+		return nil
+	}
+	sock, err := e.socketPath()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, statusTimeout)
+	defer cancel()
+	st, err := ctlsock.FetchStatus(ctx, sock)
+	if err != nil {
+		return err
+	}
+	for i := range st.Onboarding {
+		if strings.EqualFold(st.Onboarding[i].MAC, v.MAC) {
+			v.Garden = &st.Onboarding[i]
+		}
+	}
+	for i := range st.Handovers {
+		if strings.EqualFold(st.Handovers[i].MAC, v.MAC) {
+			v.Handover = &st.Handovers[i]
+		}
+	}
+	return nil
 }
 
 func ctlToken(e *ctlEnv, _ []string) error {

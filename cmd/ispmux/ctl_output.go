@@ -227,6 +227,27 @@ func writeSubscriber(w io.Writer, v subscriberView) error {
 			return err
 		}
 	}
+	fmt.Fprint(w, "\nwalled garden:\n")
+	switch {
+	case v.GardenUnknown:
+		fmt.Fprintln(w, "  not known over the API (ispmux ctl on the box, through the control socket, shows it)")
+	case v.Garden == nil && v.Handover == nil:
+		fmt.Fprintln(w, "  none")
+	default:
+		t := newTable(w)
+		if g := v.Garden; g != nil {
+			t.row("  onboarding lease:", fmt.Sprintf("%s on %s, until %s", g.IP, g.Access, stamp(g.Expires)))
+			if g.Chosen != "" {
+				t.row("  chosen:", onboardingChosen(*g))
+			}
+		}
+		if h := v.Handover; h != nil {
+			t.row("  handover:", fmt.Sprintf("to %s (customer %s) on %s: %s", h.ISP, orDash(h.CustomerID), h.Access, handoverState(*h)))
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(w, "\nrecent events (at most %d, among the newest %d of the log):\n", subscriberEvents, subscriberWindow)
 	if len(v.Events) == 0 {
 		fmt.Fprintln(w, "  none")
@@ -308,14 +329,7 @@ func writeStatus(w io.Writer, st *ctlsock.Status) error {
 		fmt.Fprintf(w, "\nhandovers (on the way to the ISP chosen): %d\n", len(st.Handovers))
 		t = newTable(w, "MAC", "ACCESS", "ISP", "CUSTOMER", "STATE", "HELD UNTIL")
 		for _, h := range st.Handovers {
-			state := "asking its ISP"
-			switch {
-			case h.Failed != "":
-				state = h.Failed + ": back to the garden at its next DISCOVER"
-			case h.SilentSince != "":
-				state = "its ISP silent since " + stamp(h.SilentSince)
-			}
-			t.row(h.MAC, h.Access, h.ISP, h.CustomerID, state, stamp(h.HeldUntil))
+			t.row(h.MAC, h.Access, h.ISP, h.CustomerID, handoverState(h), stamp(h.HeldUntil))
 		}
 		if err := t.flush(); err != nil {
 			return err
@@ -327,18 +341,35 @@ func writeStatus(w io.Writer, st *ctlsock.Status) error {
 	fmt.Fprintf(w, "\nonboarding (walled garden): %d\n", len(st.Onboarding))
 	t = newTable(w, "MAC", "ACCESS", "IP", "EXPIRES", "CHOSEN")
 	for _, o := range st.Onboarding {
-		chosen := orDash(o.Chosen)
-		switch {
-		case o.HandoverFailed != "" && o.HandoverRetry != "":
-			chosen += " (handover " + o.HandoverFailed + ", retry " + stamp(o.HandoverRetry) + ")"
-		case o.HandoverFailed != "":
-			chosen += " (handover " + o.HandoverFailed + ")"
-		case o.HandoverRetry != "":
-			chosen += " (retry asked, " + stamp(o.HandoverRetry) + ")"
-		}
-		t.row(o.MAC, o.Access, o.IP, stamp(o.Expires), chosen)
+		t.row(o.MAC, o.Access, o.IP, stamp(o.Expires), onboardingChosen(o))
 	}
 	return t.flush()
+}
+
+// handoverState is where a device's handover to the ISP it chose stands.
+func handoverState(h ctlsock.HandoverStatus) string {
+	switch {
+	case h.Failed != "":
+		return h.Failed + ": back to the garden at its next DISCOVER"
+	case h.SilentSince != "":
+		return "its ISP silent since " + stamp(h.SilentSince)
+	}
+	return "asking its ISP"
+}
+
+// onboardingChosen is the ISP a device in the walled garden chose ("-":
+// none yet), with its handover's failure or retry.
+func onboardingChosen(o ctlsock.OnboardingStatus) string {
+	chosen := orDash(o.Chosen)
+	switch {
+	case o.HandoverFailed != "" && o.HandoverRetry != "":
+		chosen += " (handover " + o.HandoverFailed + ", retry " + stamp(o.HandoverRetry) + ")"
+	case o.HandoverFailed != "":
+		chosen += " (handover " + o.HandoverFailed + ")"
+	case o.HandoverRetry != "":
+		chosen += " (retry asked, " + stamp(o.HandoverRetry) + ")"
+	}
+	return chosen
 }
 
 // restartPending is status's line on the configuration read by a reload

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ispmux/ispmux/api/client"
+	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/subscribers"
 	"github.com/ispmux/ispmux/tenants"
 )
@@ -140,5 +141,54 @@ func TestSubscriberViewStatic(t *testing.T) {
 	}
 	if out := b.String(); !strings.Contains(out, "binding:\n  static 100.64.0.9 (") || !strings.Contains(out, "static ip:") {
 		t.Errorf("view:\n%s", out)
+	}
+}
+
+// TestSubscriberViewGarden: ctl subscriber shows a device's onboarding
+// lease in the walled garden and its handover, as ctl status lists them,
+// where it showed neither (an unknown device in the garden was "no device,
+// binding or recent event" once its events left the window); over the API,
+// which has no status, it says they are not known.
+func TestSubscriberViewGarden(t *testing.T) {
+	var b strings.Builder
+	v := subscriberView{MAC: "02:00:00:00:01:05",
+		Garden: &ctlsock.OnboardingStatus{MAC: "02:00:00:00:01:05", Access: "acc0", IP: "100.72.0.5", Expires: "2026-12-06T02:00:00Z",
+			Chosen: "beta", HandoverFailed: "refused", HandoverRetry: "2026-12-06T02:05:00Z"}}
+	if err := writeSubscriber(&b, v); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"walled garden:\n", "onboarding lease:  100.72.0.5 on acc0, until 2026-12-06 02:00:00Z",
+		"chosen:", "beta (handover refused, retry 2026-12-06 02:05:00Z)"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("view lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	v = subscriberView{MAC: "02:00:00:00:01:05", Handover: &ctlsock.HandoverStatus{MAC: "02:00:00:00:01:05", Access: "acc0", ISP: "beta",
+		CustomerID: "b-1", SilentSince: "2026-12-06T02:00:00Z"}}
+	if err := writeSubscriber(&b, v); err != nil {
+		t.Fatal(err)
+	}
+	if want := "handover:  to beta (customer b-1) on acc0: its ISP silent since 2026-12-06 02:00:00Z"; !strings.Contains(b.String(), want) {
+		t.Errorf("view lacks %q:\n%s", want, b.String())
+	}
+	b.Reset()
+	if err := writeSubscriber(&b, subscriberView{MAC: "02:00:00:00:01:05", GardenUnknown: true}); err != nil || !strings.Contains(b.String(), "not known over the API") {
+		t.Errorf("view over the API: %v\n%s", err, b.String())
+	}
+}
+
+// TestSubscriberGardenOverSocket: through the control socket, ctl
+// subscriber finds a device known only by its onboarding lease (no device
+// record, no binding, no event), where it said there was nothing.
+func TestSubscriberGardenOverSocket(t *testing.T) {
+	r := newRig(t, nil)
+	out, _ := r.ok("", "ctl", "-c", r.cfg, "subscriber", "02:00:00:00:00:77")
+	if !strings.Contains(out, "onboarding lease:  100.72.0.7 on acc0, until 2026-12-06 02:00:00Z") {
+		t.Errorf("ctl subscriber of a device in the walled garden:\n%s", out)
+	}
+	_, _, err := runCmd(t, "", r.api("operator", "subscriber", "02:00:00:00:00:77")...)
+	if err == nil || !strings.Contains(err.Error(), "not known over the API") {
+		t.Errorf("ctl subscriber over the API of a device known only in the garden: %v", err)
 	}
 }
