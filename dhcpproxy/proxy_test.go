@@ -1171,7 +1171,8 @@ func TestForgedOption82IsAnEvent(t *testing.T) {
 // (forged chaddr, Option 82 or giaddr from a subscriber port) gave the
 // counter's name only, "DHCP message refused: client_giaddr", which the
 // operator reading ctl events found explained nowhere. It says what the
-// message carried, after the counter's name.
+// message carried, after the counter's name; a registered MAC's names its
+// ISP and customer.
 func TestClientRefusalEventSaysWhy(t *testing.T) {
 	for _, tt := range []struct {
 		name, want string
@@ -1197,6 +1198,11 @@ func TestClientRefusalEventSaysWhy(t *testing.T) {
 			want := "DHCP message refused (" + tt.name + "): " + tt.want
 			if len(evs) != 1 || evs[0].Kind != subscribers.EventRejected || evs[0].Reason != want {
 				t.Errorf("events %+v, want one rejection %q", evs, want)
+			}
+			// The frame's MAC (02:..:01:01) is alpha's customer c-s1:
+			// the event is alpha's too, where it named no ISP.
+			if len(evs) == 1 && (evs[0].ISP != "alpha" || evs[0].Customer != "c-s1") {
+				t.Errorf("event of a registered MAC: ISP %q, customer %q; want alpha's c-s1", evs[0].ISP, evs[0].Customer)
 			}
 		})
 	}

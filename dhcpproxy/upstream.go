@@ -39,8 +39,14 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		switch err {
 		case errChaddr, errClientOption82, errClientGiaddr:
 			// What a subscriber forging identities or posing as a
-			// relay sends: worth an event, not only a counter.
-			p.refuse(subscribers.EventRejected, subject{mac: pkt.Src, access: c.Name}, netip.Addr{}, clientRefusal(err))
+			// relay sends: worth an event, not only a counter, and
+			// its ISP's when the MAC is registered (the ISP's event
+			// stream shows its customer's device doing it).
+			subj := subject{mac: pkt.Src, access: c.Name}
+			if reg, ok := p.reg.Lookup(pkt.Src); ok {
+				subj = regSubject(pkt.Src, c, reg)
+			}
+			p.refuse(subscribers.EventRejected, subj, netip.Addr{}, clientRefusal(err))
 		}
 		return
 	}
