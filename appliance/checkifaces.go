@@ -3,6 +3,9 @@ package appliance
 import (
 	"fmt"
 	"net"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ispmux/ispmux/configs"
 )
@@ -31,4 +34,29 @@ func MissingInterfaces(cfg *configs.Config) []FileProblem {
 		check(fmt.Sprintf("isp[%d].uplink", i), p.Uplink)
 	}
 	return out
+}
+
+// lowFreeSpace is the free space below which check warns of the state
+// directory's file system: the store of a million subscribers takes a few
+// hundred megabytes, a backup (ctl backup, often to the same disk) as
+// much again, and a full disk refuses every new binding.
+const lowFreeSpace = 1 << 30
+
+// StateDirSpace returns a warning when the file system of cfg's state
+// directory (or of its nearest existing parent) has less than 1 GiB free,
+// or "" (also when it cannot tell).
+func StateDirSpace(cfg *configs.Config) string {
+	for d := filepath.Clean(cfg.Appliance.StateDir); ; d = filepath.Dir(d) {
+		var st unix.Statfs_t
+		if err := unix.Statfs(d, &st); err == nil {
+			free := st.Bavail * uint64(st.Bsize)
+			if free < lowFreeSpace {
+				return fmt.Sprintf("%s has %d MiB free (the store grows with the bindings, a backup takes as much again, and a full disk refuses new bindings)", d, free>>20)
+			}
+			return ""
+		}
+		if d == filepath.Dir(d) {
+			return ""
+		}
+	}
 }

@@ -19,7 +19,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/internal/privtest"
 )
 
 // checkConfig writes a configuration of one access port and one ISP
@@ -359,5 +362,33 @@ func TestInterfaceNotOnHost(t *testing.T) {
 	_, _, err = runCmd(t, "", "run", "-c", path)
 	if err == nil || !strings.Contains(err.Error(), at+"no interface \"nosuch0\" on this host") {
 		t.Errorf("run: %v, want the error at %s", err, at)
+	}
+}
+
+// TestCheckWarnsLowSpace: check warns when the state directory's file
+// system has less than 1 GiB free (the store grows with the bindings, a
+// backup takes as much again, a full disk refuses every binding), where it
+// said nothing of space. A 64 MiB tmpfs stands for the small disk.
+func TestCheckWarnsLowSpace(t *testing.T) {
+	privtest.Lab(t)
+	dir := t.TempDir()
+	small := filepath.Join(dir, "small")
+	if err := os.Mkdir(small, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", small, "tmpfs", 0, "size=64m"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(small, unix.MNT_DETACH)
+	path := checkConfigState(t, dir, small+"/state", "", "")
+	out, errOut, err := runCmd(t, "", "check", "-c", path)
+	at := fmt.Sprintf("%s:%d: appliance.state_dir: warning: %s has 64 MiB free", path, lineOf(t, path, "state_dir ="), small)
+	if err != nil || !strings.Contains(errOut, at) {
+		t.Errorf("check of a state_dir on a 64 MiB disk: %v\nstdout:\n%s\nstderr:\n%s\nwant %q", err, out, errOut, at)
+	}
+	// A roomy one (the test's temporary directory, here): no warning.
+	path = checkConfigState(t, dir, dir+"/state", "", "")
+	if _, errOut, err := runCmd(t, "", "check", "-c", path); err != nil || strings.Contains(errOut, "MiB free") {
+		t.Errorf("check of a roomy state_dir: %v\n%s", err, errOut)
 	}
 }

@@ -163,6 +163,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	for _, p := range missing {
 		fmt.Fprintln(stderr, configs.ErrorAt(path, src, p.Key, fmt.Sprintf("warning: %v (run needs it; ignore this if the file is for another host)", p.Err)))
 	}
+	if w := appliance.StateDirSpace(cfg); w != "" {
+		fmt.Fprintln(stderr, configs.ErrorAt(path, src, "appliance.state_dir", "warning: "+w))
+	}
 	switch {
 	case unchecked > 0 && len(missing) > 0:
 		fmt.Fprintf(stdout, "%s: ok, but %d file(s) it names could not be checked and %d interface(s) are not on this host (see the warnings)\n%s", path, unchecked, len(missing), cfg.Summary())
