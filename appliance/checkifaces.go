@@ -2,9 +2,9 @@ package appliance
 
 import (
 	"fmt"
-	"net"
 	"path/filepath"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/ispmux/ispmux/configs"
@@ -23,7 +23,8 @@ func MissingInterfaces(cfg *configs.Config) []FileProblem {
 			return
 		}
 		seen[name] = true
-		if _, err := net.InterfaceByName(name); err != nil {
+		// As OpenXDP finds it: netlink resolves alternative names too.
+		if _, err := netlink.LinkByName(name); err != nil {
 			out = append(out, FileProblem{Key: key, Err: fmt.Errorf("no interface %q on this host: %v", name, err)})
 		}
 	}

@@ -41,24 +41,46 @@ func cidKey(isp uint8, cid []byte) uint32 {
 	return k
 }
 
-// dropCID removes mac's entry for cid from the index (t.mu held): only
-// if it is mac's (a colliding later lease took it over otherwise).
+// dropCID removes mac's entry for cid from the index (t.mu held), its
+// lease with cid gone from t.m: only if the entry is mac's (a colliding
+// later lease took it over otherwise), and mac holds no other lease with
+// cid (a device on two circuits, its old one's binding ending).
 func (t *leaseTable) dropCID(mac uint64, cid uint32) {
 	if cid == 0 {
 		return
 	}
-	if m, ok := t.byCID.Get(cid); ok && m == mac {
+	if m, ok := t.byCID.Get(cid); !ok || m != mac {
+		return
+	}
+	other := false
+	t.m.Probe(oatable.Mix64(mac), func(k subKey, l lease) bool {
+		other = other || k.mac == mac && l.cid == cid
+		return !other
+	})
+	if !other {
 		t.byCID.Delete(cid)
 	}
 }
 
 // cidHolder returns the MAC whose lease at an ISP the index has for key,
-// and its lease, if that MAC is not mac and holds a lease with that key.
+// and its lease, if that MAC is not mac and holds a lease with that key,
+// and mac holds none with it (two bindings with one identifier, made
+// before this check or at a server that keys leases otherwise, are each
+// their holder's: refusing either would cut it off for as long as the
+// other renews).
 func (t *leaseTable) cidHolder(key uint32, mac uint64) (held, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	other, ok := t.byCID.Get(key)
 	if !ok || other == mac {
+		return held{}, false
+	}
+	own := false
+	t.m.Probe(oatable.Mix64(mac), func(k subKey, l lease) bool {
+		own = own || k.mac == mac && l.cid == key
+		return !own
+	})
+	if own {
 		return held{}, false
 	}
 	var h held

@@ -65,6 +65,27 @@ func TestClientIDOfAnotherNotRelayed(t *testing.T) {
 	if n := forged(p2); n != 0 {
 		t.Errorf("after a restart, s2's DISCOVER with s1's client identifier relayed %d times", n)
 	}
+	// Two bindings with one identifier (made before this check, or at a
+	// server that keys leases otherwise): each holder's own messages are
+	// relayed, or it would be cut off while the other renews.
+	b2 := subscribers.Binding{MAC: [6]byte(mac(s2)), Access: "acc0", ISP: "alpha", IP: netip.MustParseAddr("100.64.0.102"),
+		ServerID: ispSID, Expires: time.Now().Add(time.Hour), ClientID: id}
+	if err := r.store.CommitBinding(b2); err != nil {
+		t.Fatal(err)
+	}
+	r.tab = &fakeTables{bound: map[uint64]binding.Binding{}, store: r.store}
+	p3 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	if _, err := p3.Restore(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := forged(p3); n != 1 {
+		t.Errorf("s2, holding a binding with the identifier too, had its DISCOVER relayed %d times, want 1", n)
+	}
+	p3.HandleFrame(accPort, fib.UDPFrame(0xffffffffffff, s1MAC, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67,
+		discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, id)).ToBytes()))
+	if up, _ := r.relayedTo(); len(up) != 1 {
+		t.Errorf("s1's own DISCOVER with s2 holding the identifier too relayed to %v", up)
+	}
 	// s1's binding ends (its RELEASE): the identifier is free.
 	r.p = p2
 	b, _ := r.store.Binding("acc0", 0, [6]byte(mac(s1)))

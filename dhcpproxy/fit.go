@@ -105,7 +105,8 @@ func fitReply(b []byte, limit int, prl []byte) ([]byte, replyFit) {
 		if cut {
 			return out, how
 		}
-		for k := len(dropped) - 1; k >= 0; k-- {
+		// Not the last to go: the layout with it failed just before.
+		for k := len(dropped) - 2; k >= 0; k-- {
 			o := &opts[dropped[k]]
 			o.gone = false
 			need += encodedLen(len(o.data))
@@ -115,9 +116,6 @@ func fitReply(b []byte, limit int, prl []byte) ([]byte, replyFit) {
 			}
 			o.gone = true
 			need -= encodedLen(len(o.data))
-		}
-		if !slices.ContainsFunc(opts, func(o dhcpOpt) bool { return o.gone }) {
-			return out, fitRepacked // every one back
 		}
 		return out, how
 	}

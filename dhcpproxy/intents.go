@@ -307,9 +307,26 @@ func (p *Proxy) endBinding(sk subKey, access string, in *subscribers.Intent, e s
 // binding's end moves the subscriber to a new generation: an ACK of a
 // transaction started before it binds nothing (bindAndAck).
 func (p *Proxy) endBindingLocked(sk subKey, access string, in *subscribers.Intent, e subscribers.Event) bool {
+	return p.endBindingTx(sk, access, in, e, in != nil)
+}
+
+// endBindingKeepTx is endBinding keeping the subscriber's transactions in
+// flight, intent or not: an ISP's NAK ends a binding whose client has
+// moved on (a DISCOVER under way, whose OFFER is awaited), and the
+// RELEASE of the address it left (endByNak) is no reason to drop that.
+// The generation the end moves on keeps an ACK of an older one from
+// binding (bindAndAck).
+func (p *Proxy) endBindingKeepTx(sk subKey, access string, in *subscribers.Intent, e subscribers.Event) bool {
+	defer p.lockSub(sk.mac).Unlock()
+	return p.endBindingTx(sk, access, in, e, false)
+}
+
+// endBindingTx is endBindingLocked, dropping the subscriber's
+// transactions in flight if drop.
+func (p *Proxy) endBindingTx(sk subKey, access string, in *subscribers.Intent, e subscribers.Event, drop bool) bool {
 	p.leases.bumpGen(sk)
 	_, hadLease := p.leases.get(sk)
-	if in != nil {
+	if drop {
 		// A RELEASE, DECLINE or revocation: answers to the subscriber's
 		// transactions still in flight (a renewal sent just before)
 		// must not bind it again.

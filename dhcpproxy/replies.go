@@ -442,7 +442,12 @@ func (p *Proxy) endByNak(t *txn, m *dhcpv4.DHCPv4, ip netip.Addr) bool {
 		// A binding stored without a client identifier (before they
 		// were kept) tells nothing of its client: no RELEASE for
 		// another one (a chaddr-only one could free the lease at a
-		// server keying by hardware address).
+		// server keying by hardware address, the new one's). The same
+		// client asking for another address is another matter: its
+		// bound address is its own at the ISP under its hardware
+		// address too, so the RELEASE, with or without an identifier,
+		// frees what it left, and a server finding the address now
+		// someone else's ignores it.
 		b := p.full(held{t.sub, l})
 		switch {
 		case len(b.ClientID) > 0 && !bytes.Equal(b.ClientID, t.clientID):
@@ -451,7 +456,7 @@ func (p *Proxy) endByNak(t *txn, m *dhcpv4.DHCPv4, ip netip.Addr) bool {
 			in = p.releaseIntent(b, t.isp, t.circuit, "replaced: the client asked for another address")
 		}
 	}
-	if !p.endBinding(t.sub, t.circuit.Name, in, subj.event(subscribers.EventNak, ip, why)) {
+	if !p.endBindingKeepTx(t.sub, t.circuit.Name, in, subj.event(subscribers.EventNak, ip, why)) {
 		return false
 	}
 	if in != nil {

@@ -864,6 +864,33 @@ func TestLateNakAfterRediscover(t *testing.T) {
 	r.finishWith(got[0], ispSID)
 }
 
+// As TestLateNakAfterRediscover, the client bound before at another
+// address: the NAK ends that binding and releases its address to the ISP
+// (the client left it), and the DISCOVER's OFFER still reaches the client.
+// Before, the RELEASE's intent dropped the subscriber's transactions in
+// flight with the binding, the DISCOVER's among them: its OFFER found no
+// transaction (a review).
+func TestLateNakAfterRediscoverBound(t *testing.T) {
+	r := newPRig(t)
+	if got := r.dora(s1, kea(t, time.Hour), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck || !got[0].YourIPAddr.Equal(net.ParseIP(s1Addr)) {
+		t.Fatalf("DORA: %v", got)
+	}
+	req, disc := r.rediscoverPending(ispSID)
+	r.fromServerAt(ispSID, serverReply(req, dhcpv4.MessageTypeNak, ispSID, ispSID))
+	up, toClient := r.relayedTo()
+	if len(toClient) != 0 {
+		t.Errorf("late NAK of the REQUEST delivered: %v", toClient)
+	}
+	if rel := up[ispSID]; rel == nil || rel.MessageType() != dhcpv4.MessageTypeRelease || !rel.ClientIPAddr.Equal(net.ParseIP(s1Addr)) {
+		t.Errorf("sent the ISP %v, want the RELEASE of %s", up, s1Addr)
+	}
+	if c := r.p.Counters(); c["transactions_dropped_at_end"] != 0 {
+		t.Errorf("transactions_dropped_at_end %d, want 0", c["transactions_dropped_at_end"])
+	}
+	got := r.offerFrom(map[netip.Addr]*dhcpv4.DHCPv4{ispSID: disc}, ispSID)
+	wantOfferOf(t, got, ispSID, r.p.Counters())
+}
+
 // As TestLateNakAfterRediscover, with two servers: the server the
 // REQUEST did not select (it took the REQUEST as the decline of its
 // OFFER, RFC 2131 §4.3.2: no answer) NAKs the DISCOVER. That NAK is the

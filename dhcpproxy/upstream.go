@@ -122,6 +122,19 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		}
 		return
 	}
+	// Another subscriber's client identifier (clientids.go), before
+	// anything of this subscriber's changes (serveRequest may end its
+	// moved binding).
+	if isp := p.isps[reg.ISP]; isp != nil {
+		if mt := m.MessageType(); mt == dhcpv4.MessageTypeDiscover || mt == dhcpv4.MessageTypeRequest {
+			if holder, taken := p.clientIDHolder(isp.Index, m.Options.Get(dhcpv4.OptionClientIdentifier), pkt.Src); taken {
+				p.count("client_id_taken")
+				p.refuse(subscribers.EventRejected, regSubject(pkt.Src, c, reg), netip.Addr{},
+					"client identifier of subscriber "+binding.MACString(holder)+"'s binding at this ISP; not relayed")
+				return
+			}
+		}
+	}
 	// The client-lease rules (renewals.go): renewals answered from the
 	// binding, REQUESTs for anything but the binding at its current ISP
 	// NAKed, a moved device's old binding ended.
@@ -134,15 +147,6 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		p.count("no_isp_server")
 		p.refuse(subscribers.EventRejected, regSubject(pkt.Src, c, reg), netip.Addr{}, "ISP has no DHCP server configured")
 		return
-	}
-	if mt := m.MessageType(); mt == dhcpv4.MessageTypeDiscover || mt == dhcpv4.MessageTypeRequest {
-		// Another subscriber's client identifier (clientids.go).
-		if holder, taken := p.clientIDHolder(isp.Index, m.Options.Get(dhcpv4.OptionClientIdentifier), pkt.Src); taken {
-			p.count("client_id_taken")
-			p.refuse(subscribers.EventRejected, regSubject(pkt.Src, c, reg), netip.Addr{},
-				"client identifier of subscriber "+binding.MACString(holder)+"'s binding at this ISP; not relayed")
-			return
-		}
 	}
 	// Unicast: to our MAC, not to an IP broadcast. A RENEWING client
 	// unicasts to the server identifier it holds, which may not be our
