@@ -230,9 +230,51 @@ func (p *Proxy) endUnconfigured(b subscribers.Binding, why string, lapsed bool) 
 // restoreEnders is how many bindings RestoreLoaded ends at once.
 const restoreEnders = 64
 
+// endLogged is how many of a restart's expired bindings the log names one
+// by one; the rest are counted in one line (their events name each).
+const endLogged = 100
+
 // endAll ends the bindings of ends (expired: the expired event; revoke:
-// revoked, with a RELEASE to the ISP), restoreEnders at a time.
+// revoked, with a RELEASE to the ISP), restoreEnders at a time. Those
+// that only expired on a configured circuit (never installed: RestoreLoaded
+// found them lapsed) end in batches (Store.EndBindings): one durable
+// transaction each cost ~95 µs a binding before the box forwarded (a
+// trial: 9.5 s at 100k, ~95 s at a million).
 func (p *Proxy) endAll(ends []toEnd) error {
+	var plain []subscribers.BindingEnd
+	rest := ends[:0:0]
+	for i := range ends {
+		e := &ends[i]
+		if e.noCircuit || e.revoke {
+			rest = append(rest, *e)
+			continue
+		}
+		p.leases.bumpGen(e.sk)
+		plain = append(plain, subscribers.BindingEnd{Access: e.b.Access, VLAN: e.b.VLAN, MAC: e.b.MAC,
+			Event: bindingSubject(e.b).event(subscribers.EventExpired, e.b.IP, e.why)})
+	}
+	if len(plain) > 0 {
+		evs, err := p.store.EndBindings(plain)
+		for i, ev := range evs {
+			p.count("expired")
+			if i < endLogged {
+				p.logEvent(ev)
+			}
+		}
+		if len(evs) > endLogged {
+			p.log.Info("dhcp: more bindings expired while ispmux was stopped (each has its expired event)", "logged", endLogged, "more", len(evs)-endLogged)
+		}
+		if err != nil {
+			p.count("store_error")
+			return fmt.Errorf("dhcp restore: %d bindings not ended: %w", len(plain)-len(evs), err)
+		}
+	}
+	return p.endEach(rest)
+}
+
+// endEach ends each binding of ends on its own (endAll's that tell the ISP
+// or have no circuit), restoreEnders at a time.
+func (p *Proxy) endEach(ends []toEnd) error {
 	var (
 		wg    sync.WaitGroup
 		next  atomic.Int64
@@ -254,10 +296,8 @@ func (p *Proxy) endAll(ends []toEnd) error {
 					if !p.revoke(e.sk, e.b, e.why) {
 						err = fmt.Errorf("dhcp restore: binding of %s not revoked", binding.MACString(e.sk.mac))
 					}
-				case !p.endBinding(e.sk, e.b.Access, nil, bindingSubject(e.b).event(subscribers.EventExpired, e.b.IP, e.why)):
-					err = fmt.Errorf("dhcp restore: binding of %s not ended", binding.MACString(e.sk.mac))
 				default:
-					p.count("expired")
+					err = fmt.Errorf("dhcp restore: binding of %s: no way to end it", binding.MACString(e.sk.mac))
 				}
 				if err != nil {
 					first.CompareAndSwap(nil, &err)

@@ -108,6 +108,9 @@ type Store interface {
 	// EndBinding removes a binding, stores the intent (if any) and the
 	// event, in one durable transaction.
 	EndBinding(access string, vlan uint16, mac subscribers.MAC, in *subscribers.Intent, e subscribers.Event) (subscribers.Intent, subscribers.Event, bool, error)
+	// EndBindings ends many bindings with no intent, each with its
+	// event, many to a durable transaction (a restart's expired ones).
+	EndBindings(ends []subscribers.BindingEnd) ([]subscribers.Event, error)
 	// CommitOnboarding stores an onboarding lease and the event recording
 	// it (none for a renewal: e.Kind ""), in one durable transaction.
 	CommitOnboarding(l subscribers.OnboardingLease, e subscribers.Event) (subscribers.Event, error)

@@ -1,9 +1,11 @@
 package subscribers
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -113,6 +115,72 @@ func (s *Store) EndBinding(access string, vlan uint16, mac MAC, in *Intent, e Ev
 		return Intent{}, Event{}, false, fmt.Errorf("end binding %s with event %s: %w", name(), e.Kind, err)
 	}
 	return it, e, found, nil
+}
+
+// BindingEnd is one binding EndBindings ends, and the event recording it.
+type BindingEnd struct {
+	Access string
+	VLAN   uint16
+	MAC    MAC
+	Event  Event
+}
+
+// endBatch is how many bindings EndBindings ends in one transaction.
+const endBatch = 4096
+
+// EndBindings ends many bindings with no intent (each removed if stored,
+// its event stored), endBatch to a durable transaction, in key order
+// within one: what a restart after a long outage does with the bindings
+// whose leases ran out meanwhile, before it forwards. One transaction each
+// (EndBinding, even side by side through the group commit) cost ~95 µs a
+// binding: 9.5 s of a restart's outage at 100k (a trial). It returns the
+// events stored (their Seq set) in the order of ends, and on error those
+// of the transactions committed before it.
+func (s *Store) EndBindings(ends []BindingEnd) ([]Event, error) {
+	evs := make([]Event, 0, len(ends))
+	for len(ends) > 0 {
+		chunk := ends[:min(endBatch, len(ends))]
+		ends = ends[len(chunk):]
+		order := make([]int, len(chunk))
+		keys := make([][]byte, len(chunk))
+		first := len(evs)
+		for i := range chunk {
+			e := &chunk[i]
+			if err := validAccess(e.Access); err != nil {
+				return evs[:first], fmt.Errorf("end binding %s: %w", bindingName(e.Access, e.VLAN, e.MAC), err)
+			}
+			ev := e.Event
+			if err := prepareEvent(&ev); err != nil {
+				return evs[:first], fmt.Errorf("end binding %s: %w", bindingName(e.Access, e.VLAN, e.MAC), err)
+			}
+			evs = append(evs, ev)
+			order[i], keys[i] = i, bindingKey(e.Access, e.VLAN, e.MAC)
+		}
+		slices.SortFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
+		batch := evs[first:]
+		err := s.updateWaking(func(tx *bolt.Tx) error {
+			bk := tx.Bucket(bucketBindings)
+			for _, i := range order {
+				if bk.Get(keys[i]) == nil {
+					continue
+				}
+				if err := bk.Delete(keys[i]); err != nil {
+					return err
+				}
+			}
+			// The events in the order of ends (their numbers follow it).
+			for i := range batch {
+				if err := s.eventPut(&batch[i])(tx); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, wakeEvents)
+		if err != nil {
+			return evs[:first], fmt.Errorf("end %d bindings: %w", len(chunk), err)
+		}
+	}
+	return evs, nil
 }
 
 // AddIntent stores in (its ID assigned, Created set to now if zero) on its

@@ -531,3 +531,44 @@ func TestIntentsOrderedFrom(t *testing.T) {
 		s.Close()
 	}
 }
+
+// TestEndBindings: many bindings end in batches of endBatch (a restart's
+// expired ones), each removed with its event, the events numbered in the
+// order given; one not stored ends nothing but still has its event, as
+// EndBinding's.
+func TestEndBindings(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	const n = endBatch + 100
+	var ends []BindingEnd
+	for i := range n {
+		b := testBinding(i)
+		if err := s.CommitBinding(b); err != nil {
+			t.Fatal(err)
+		}
+		ends = append(ends, BindingEnd{Access: b.Access, VLAN: b.VLAN, MAC: b.MAC,
+			Event: Event{Kind: EventExpired, MAC: b.MAC, ISP: b.ISP, IP: b.IP, Reason: fmt.Sprint("lease expired ", i)}})
+	}
+	gone := testBinding(n) // never stored
+	ends = append(ends, BindingEnd{Access: gone.Access, VLAN: gone.VLAN, MAC: gone.MAC, Event: Event{Kind: EventExpired, MAC: gone.MAC}})
+	tx0 := s.CommitStats().Transactions
+	evs, err := s.EndBindings(ends)
+	if err != nil || len(evs) != n+1 {
+		t.Fatalf("EndBindings: %d events, %v", len(evs), err)
+	}
+	if tx := s.CommitStats().Transactions - tx0; tx > 2 {
+		t.Errorf("%d bindings ended in %d transactions, want 2", n, tx)
+	}
+	for i := 1; i < len(evs); i++ {
+		if evs[i].Seq != evs[i-1].Seq+1 {
+			t.Fatalf("event %d has seq %d after %d", i, evs[i].Seq, evs[i-1].Seq)
+		}
+	}
+	stored, err := s.Events(evs[0].Seq-1, 10)
+	if err != nil || len(stored) == 0 || stored[0].Reason != "lease expired 0" {
+		t.Errorf("first stored event %+v, %v", stored, err)
+	}
+	left := 0
+	if err := s.ForEachBindingBorrowed(func(*Binding) error { left++; return nil }); err != nil || left != 0 {
+		t.Errorf("%d bindings left, %v", left, err)
+	}
+}
