@@ -1,6 +1,8 @@
 package dhcpproxy
 
 import (
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ispmux/ispmux/internal/failpoint"
@@ -42,17 +44,37 @@ import (
 func (p *Proxy) RevalidateMACsImmediate(macs []uint64) int { return p.revalidateMACs(macs, true) }
 
 func (p *Proxy) revalidateMACs(macs []uint64, immediate bool) int {
-	n := 0
 	now := time.Now()
+	var todo []held
 	for _, mac := range macs {
 		p.endBlockedOnboarding(mac)
-		for _, h := range p.leases.ofMAC(mac) {
-			if p.revalidate(h, immediate, now) {
-				n++
-			}
-		}
+		todo = append(todo, p.leases.ofMAC(mac)...)
 	}
-	return n
+	// Side by side, restoreEnders at a time, as a restart's ends: each
+	// revocation is a durable transaction (with its RELEASE intent), and
+	// one after the other a bulk suspension (an import of 50k lines)
+	// revoked ~310 bindings a second, one fsync each (a trial); the
+	// store's group commit puts many in one.
+	var (
+		n    atomic.Int64
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
+	for range min(restoreEnders, len(todo)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(todo) {
+					return
+				}
+				if p.revalidate(todo[i], immediate, now) {
+					n.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return int(n.Load())
 }
 
 // revalidate ends the binding h if it no longer matches its registration,
