@@ -98,7 +98,7 @@ func (t *Tenants) ImportCustomer(ctx context.Context, a Actor, isp string, line 
 // number of ins[0]) in one store transaction, with one event for the
 // batch: reruns are safe (an identical line is "unchanged" and writes
 // nothing). Plaintext passwords are hashed before the writer lock, at most
-// GOMAXPROCS at a time (auth's cap); pre-hashed lines cost no hashing.
+// GOMAXPROCS - 1 at a time, at least one (auth's cap); pre-hashed lines cost no hashing.
 func (t *Tenants) ImportCustomers(ctx context.Context, a Actor, isp string, first int, ins []CustomerInput) []ImportResult {
 	res := make([]ImportResult, len(ins))
 	recs := make([]subscribers.Customer, len(ins))
