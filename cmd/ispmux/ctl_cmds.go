@@ -233,10 +233,12 @@ type subscriberView struct {
 }
 
 // subscriberEvents is how many of a subscriber's events the view shows,
-// and how far back in the log it looks.
+// and how far back in the log it looks: 10,000 events (ten pages, ~50
+// ms), where 1000 covered only minutes of a box of 100k subscribers, and
+// a subscriber's events of an hour ago showed as none (a trial).
 const (
 	subscriberEvents = 20
-	subscriberWindow = 1000
+	subscriberWindow = 10000
 )
 
 func ctlSubscriber(e *ctlEnv, args []string) error {

@@ -77,7 +77,7 @@ func TestEventsTableControlCharacters(t *testing.T) {
 	}
 }
 
-// `ctl subscriber` shows a MAC's recent events "among the newest 1000 of
+// `ctl subscriber` shows a MAC's recent events "among the newest 10000 of
 // the log" (subscriberWindow) and reads no further: it passed 1000 to
 // newestEvents as the number of the MAC's events wanted, so for a MAC with
 // fewer the window widened tenfold until it covered the whole log (100,000
@@ -102,7 +102,7 @@ func TestSubscriberEventsWindow(t *testing.T) {
 	t.Logf("ctl subscriber took %v with %d events in the log", took, others+1)
 	if err == nil && strings.Contains(out, "old event of this MAC") {
 		t.Errorf("ctl subscriber shows seq 1, %d events before the newest, as one of its events %q:\n%s",
-			others, "among the newest 1000 of the log", out)
+			others, "among the newest 10000 of the log", out)
 	}
 }
 
