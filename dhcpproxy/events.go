@@ -267,6 +267,9 @@ func (p *Proxy) logEvent(e subscribers.Event) {
 		subscribers.EventBlocked, subscribers.EventSuppressed:
 		lvl = slog.LevelWarn
 	}
+	if lvl == slog.LevelInfo && !p.logLimit.allow(time.Now()) {
+		return // counted, and told once a second (loglimit.go)
+	}
 	attrs := []any{"mac", binding.MACString(binding.MAC48(e.MAC)), "isp", e.ISP, "ip", e.IP, "reason", e.Reason}
 	if e.Customer != "" {
 		attrs = append(attrs, "customer", e.Customer)

@@ -269,6 +269,8 @@ type Proxy struct {
 	tables Tables
 	send   Sender
 	log    *slog.Logger
+	// logLimit bounds the INFO event lines (loglimit.go).
+	logLimit logLimit
 	// now is the clock of a subscriber's message (time.Now; tests move
 	// it past an ISP's T1).
 	now func() time.Time
@@ -520,6 +522,7 @@ func (p *Proxy) Run(ctx context.Context) {
 			return
 		case now := <-tick.C:
 			p.expire(now)
+			p.logLimit.flush(p.log, now, false)
 		}
 	}
 }
@@ -539,6 +542,7 @@ func (p *Proxy) Close() {
 	p.notes.wait()
 	now := time.Now()
 	p.writeSummary(now, p.notes.take(now))
+	p.logLimit.flush(p.log, now, true)
 }
 
 // expire runs the timers of every concern.
