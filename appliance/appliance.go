@@ -154,7 +154,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	// The store first: a second ispmux on the same state_dir stops here,
 	// before it touches an interface.
 	a.reg = registry.New()
-	a.store, err = subscribers.Open(filepath.Join(cfg.Appliance.StateDir, StoreName), subscribers.Options{CommitWindow: commitWindow})
+	a.store, err = subscribers.Open(filepath.Join(cfg.Appliance.StateDir, StoreName), subscribers.Options{CommitWindow: commitWindow, EventRetention: cfg.Appliance.EventRetention})
 	if err != nil {
 		return nil, fmt.Errorf("appliance: %w", err)
 	}

@@ -41,7 +41,19 @@ type Config struct {
 type Appliance struct {
 	StateDir string `toml:"state_dir"` // absolute path; default /var/lib/ispmux
 	LogLevel string `toml:"log_level"` // debug|info|warn|error; default info
+	// EventRetention is how many events the event log keeps, the newest
+	// (and at most 30 days of them): 1000..10,000,000, default 100,000.
+	// A box of many subscribers wants more: one mass expiry ends each of
+	// them with an event.
+	EventRetention int `toml:"event_retention"`
 }
+
+// Event log retention limits.
+const (
+	MinEventRetention     = 1000
+	MaxEventRetention     = 10_000_000
+	DefaultEventRetention = 100_000
+)
 
 // Datapath is the [datapath] table: AF_XDP sizing, per socket.
 type Datapath struct {
@@ -194,8 +206,9 @@ func Default() *Config {
 	return &Config{
 		Version: Version,
 		Appliance: Appliance{
-			StateDir: "/var/lib/ispmux",
-			LogLevel: "info",
+			StateDir:       "/var/lib/ispmux",
+			LogLevel:       "info",
+			EventRetention: DefaultEventRetention,
 		},
 		Datapath: Datapath{
 			Queues:         1,
@@ -329,8 +342,8 @@ func (c *Config) Summary() string {
 		}
 		metrics = "metrics on " + c.Metrics.Listen + " (" + scheme + ")"
 	}
-	fmt.Fprintf(&b, "config version %d, state in %s, log level %s, %s, %s\n",
-		c.Version, c.Appliance.StateDir, c.Appliance.LogLevel, api, metrics)
+	fmt.Fprintf(&b, "config version %d, state in %s (event log: the newest %d), log level %s, %s, %s\n",
+		c.Version, c.Appliance.StateDir, c.Appliance.EventRetention, c.Appliance.LogLevel, api, metrics)
 	fmt.Fprintf(&b, "datapath: %d queue(s), %d frames of %d B, rings rx/tx/fill/comp %d/%d/%d/%d, batch %d, attach %s, bind %s, poll %s, mac table %d, fast path %s\n",
 		dp.Queues, dp.Frames, dp.FrameSize, dp.RxRing, dp.TxRing, dp.FillRing, dp.CompletionRing,
 		dp.Batch, dp.AttachMode, dp.BindMode, dp.PollTimeoutDur, dp.MACTableSize, dp.FastPath)

@@ -258,6 +258,8 @@ func TestParseErrors(t *testing.T) {
 				"B dhcp.max_pending: must be 1..1048576, got 0",
 				`C dhcp.mac_rate: expected an integer, got string "x"`,
 			}},
+		{"event retention", base + "[appliance]\nevent_retention = 10 #!A\n",
+			[]string{"A appliance.event_retention: must be 1000..10000000 events, got 10"}},
 		{"client lease too short", base + "[dhcp]\nclient_lease_max = \"20s\" #!A\n",
 			[]string{"A dhcp.client_lease_max: must be whole seconds, 30s..24h, got 20s"}},
 		{"client lease too long", base + "[dhcp]\nclient_lease_max = \"25h\" #!A\n",

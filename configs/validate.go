@@ -54,6 +54,9 @@ func (v *validator) appliance() {
 	default:
 		v.errorf("appliance.log_level", "must be one of debug, info, warn, error; got %q", a.LogLevel)
 	}
+	if a.EventRetention < MinEventRetention || a.EventRetention > MaxEventRetention {
+		v.errorf("appliance.event_retention", "must be %d..%d events, got %d", MinEventRetention, MaxEventRetention, a.EventRetention)
+	}
 }
 
 func isPow2(n int) bool { return n > 0 && n&(n-1) == 0 }
