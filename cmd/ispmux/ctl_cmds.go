@@ -118,16 +118,21 @@ func (e *ctlEnv) checkMAC(what, s string) error {
 // variable for the tests).
 var statusTimeout = 30 * time.Second
 
-func ctlStatus(e *ctlEnv, _ []string) error {
+// fetchStatus reads the appliance's status over its control socket,
+// bounded as the API client's calls are: a wedged daemon is an error, not
+// a status that never comes.
+func fetchStatus(e *ctlEnv) (*ctlsock.Status, error) {
 	sock, err := e.socketPath()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	// Bounded as the API client's calls are: a wedged daemon is an
-	// error, not a status that never comes.
 	ctx, cancel := context.WithTimeout(e.ctx, statusTimeout)
 	defer cancel()
-	st, err := ctlsock.FetchStatus(ctx, sock)
+	return ctlsock.FetchStatus(ctx, sock)
+}
+
+func ctlStatus(e *ctlEnv, _ []string) error {
+	st, err := fetchStatus(e)
 	if err != nil {
 		return err
 	}
@@ -305,13 +310,7 @@ func subscriberGarden(e *ctlEnv, v *subscriberView) error {
 		v.GardenUnknown = true
 		return nil
 	}
-	sock, err := e.socketPath()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(e.ctx, statusTimeout)
-	defer cancel()
-	st, err := ctlsock.FetchStatus(ctx, sock)
+	st, err := fetchStatus(e)
 	if err != nil {
 		return err
 	}
