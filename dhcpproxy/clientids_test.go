@@ -1,6 +1,8 @@
 package dhcpproxy
 
 import (
+	"bytes"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -98,5 +100,54 @@ func TestClientIDOfAnotherNotRelayed(t *testing.T) {
 	}
 	if n := forged(p2); n != 1 {
 		t.Errorf("s2's DISCOVER with the identifier s1 released relayed %d times, want 1", n)
+	}
+}
+
+// A client restarted with another client identifier (an INIT-REBOOT for
+// its bound address, before the ISP's T1) is not answered by ispmux: the
+// ISP's server holds the lease under the old identifier and decides. Its
+// NAK ends the binding and releases the old lease. Before, ispmux answered
+// it, and the client's later RELEASE, under the new identifier, was
+// ignored by the server: the lease stayed held while ispmux said released;
+// a loop of it drained a Kea pool (a trial).
+func TestRenewalOtherClientIDRelayed(t *testing.T) {
+	r, _ := newSRig(t)
+	idA, idB := []byte{1, 2, 0xaa, 0, 0, 0, 1}, []byte{1, 2, 0xaa, 0, 0, 0, 2}
+	if got := r.doraWithID(s1, idA, keaT1(t, time.Hour, 30*time.Minute), keaT1(t, time.Hour, 30*time.Minute)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("DORA: %v", got)
+	}
+	r.p.committing.Wait()
+	r.fromClient(clientMsg(t, s1, dhcpv4.MessageTypeRequest, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP(s1Addr))),
+		dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, idB)))
+	sent := r.toPorts()
+	if len(sent[accPort]) != 0 || len(sent[upPort]) != 1 || sent[upPort][0].MessageType() != dhcpv4.MessageTypeRequest {
+		t.Fatalf("INIT-REBOOT under another client identifier: to the client %v, relayed %v; want it relayed, not answered", sent[accPort], sent[upPort])
+	}
+	if c := r.p.Counters(); c["renewal_other_client_id"] != 1 || c["renewal_local"] != 0 {
+		t.Errorf("counters %v, want renewal_other_client_id", c)
+	}
+}
+
+// A bound client's RELEASE under another client identifier than its
+// binding's goes to the ISP with the binding's identifier (as a
+// revocation's RELEASE), which the ISP's server holds the lease under;
+// the client's own was ignored there (a trial).
+func TestReleaseOtherClientIDUsesBindings(t *testing.T) {
+	r := newPRig(t)
+	idA, idB := []byte{1, 2, 0xaa, 0, 0, 0, 1}, []byte{1, 2, 0xaa, 0, 0, 0, 2}
+	if got := r.doraWithID(s1, idA, kea(t, time.Minute), kea(t, time.Minute)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("DORA: %v", got)
+	}
+	r.fromClient(clientMsg(t, s1, dhcpv4.MessageTypeRelease, dhcpv4.WithClientIP(net.ParseIP(s1Addr)),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ourSID.AsSlice())), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, idB)))
+	r.p.committing.Wait()
+	up, _ := r.relayedTo()
+	rel := up[ispSID]
+	if rel == nil || rel.MessageType() != dhcpv4.MessageTypeRelease || !rel.ClientIPAddr.Equal(net.ParseIP(s1Addr)) ||
+		!bytes.Equal(rel.Options.Get(dhcpv4.OptionClientIdentifier), idA) {
+		t.Fatalf("sent the ISP %v, want the RELEASE of %s under the binding's client identifier %x", up, s1Addr, idA)
+	}
+	if r.tab.isBound(s1MAC) || r.p.Counters()["release_other_client_id"] != 1 {
+		t.Errorf("bound %v, counters %v: want ended, release_other_client_id", r.tab.isBound(s1MAC), r.p.Counters())
 	}
 }

@@ -527,6 +527,14 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, fro
 	var replaced *subscribers.Intent
 	if hadOld && old.isp == t.isp.Index && old.addr() != ip {
 		replaced = p.recordReplaced(t, c, p.full(held{t.sub, old}), ip)
+		// The bound event says what it replaces: the old address has
+		// no end event of its own (the binding is replaced in one
+		// transaction), and a consumer that follows addresses saw two
+		// at once (a trial).
+		why += "; replaces " + old.addr().String()
+		if replaced != nil {
+			why += " (released to the ISP)"
+		}
 	}
 	failpoint.Hit(failpoint.BindBeforeCommit)
 	ev := subj.event(kind, ip, why)

@@ -400,6 +400,12 @@ func TestReplacedLeaseReleased(t *testing.T) {
 	if c := r.p.Counters(); c["replaced_released"] != 1 || c["replaced_not_released"] != 0 {
 		t.Errorf("replaced_released %d, replaced_not_released %d; want 1, 0", c["replaced_released"], c["replaced_not_released"])
 	}
+	// The new address's bound event names the one it replaces (which has
+	// no end event of its own: a trial's webhook consumer saw two).
+	r.p.notes.wait()
+	if evs := r.eventsOf(subscribers.EventBound); len(evs) == 0 || !strings.Contains(evs[len(evs)-1].Reason, "replaces "+s1Addr+" (released to the ISP)") {
+		t.Errorf("bound events %+v, want the last to name %s, released", evs, s1Addr)
+	}
 	if ins, _ := r.store.Intents(); len(ins) != 1 || ins[0].Kind != subscribers.IntentReleaseUnbound || ins[0].IP != netip.MustParseAddr(s1Addr) {
 		t.Errorf("intents %+v; want the RELEASE of %s", ins, s1Addr)
 	}

@@ -1,6 +1,7 @@
 package dhcpproxy
 
 import (
+	"bytes"
 	"net/netip"
 	"time"
 
@@ -180,6 +181,16 @@ func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []by
 	}
 	b := p.full(held{sk, l})
 	if len(b.Options) == 0 {
+		return false
+	}
+	// Another client identifier than the binding's (a client restarted
+	// with a new one): the ISP's server holds the lease under the old
+	// one, and decides (its NAK ends the binding and releases that lease,
+	// endByNak). Answered here, the client then released under the new
+	// identifier, which the server ignored: the lease stayed held, ispmux
+	// said released, and a loop of it drained a pool (a trial).
+	if len(b.ClientID) > 0 && !bytes.Equal(b.ClientID, clientID) {
+		p.count("renewal_other_client_id")
 		return false
 	}
 	ack := localACK(raw, l.addr(), b.Options, b.Boot, c.Addr, lt, clientID)

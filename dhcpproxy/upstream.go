@@ -1,6 +1,7 @@
 package dhcpproxy
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -515,6 +516,18 @@ func (p *Proxy) endByClient(sk subKey, l lease, mt dhcpv4.MessageType, payload [
 	b := p.full(held{sk, l})
 	counter := "relayed_" + strings.ToLower(mt.String())
 	in := &subscribers.Intent{Kind: ik, ISP: b.ISP, MAC: b.MAC, Access: b.Access, VLAN: b.VLAN, IP: b.IP, Message: payload}
+	if mt == dhcpv4.MessageTypeRelease && len(b.ClientID) > 0 && !bytes.Equal(b.ClientID, clientOption(payload, optClientID)) {
+		// Under another client identifier than the binding's: the ISP's
+		// server, which holds the lease under the binding's, would
+		// ignore it (a trial: the lease stayed held while ispmux said
+		// released). The RELEASE goes as a revocation's does, with the
+		// binding's identifier and Option 82.
+		if isp := p.isps[b.ISP]; isp != nil {
+			if rel := p.releaseIntent(b, isp, p.circuitByName(b.Access, b.VLAN), "released by the subscriber under another client identifier"); rel != nil {
+				in, counter = rel, "release_other_client_id"
+			}
+		}
+	}
 	if mt == dhcpv4.MessageTypeDecline && !p.limits.allowDecline(sk, p.now()) {
 		// Over the subscriber's DECLINE budget (limit.go): its ISP gets
 		// a RELEASE of the address, which stays in its pool.
