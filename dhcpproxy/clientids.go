@@ -2,6 +2,8 @@ package dhcpproxy
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/binary"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -28,12 +30,22 @@ import (
 // index entry (the later), leaving the other unguarded: about one lease
 // in ten thousand at a million.
 
+// cidSeed keys cidKey, drawn at start (the leases' keys are worked out
+// again at every start): a subscriber cannot search offline for an
+// identifier whose 32-bit key is a neighbour's, to take over its index
+// entry (a review).
+var cidSeed = func() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return binary.LittleEndian.Uint64(b[:])
+}()
+
 // cidKey is the hash of client identifier cid at ISP isp; 0 for none.
 func cidKey(isp uint8, cid []byte) uint32 {
 	if len(cid) == 0 {
 		return 0
 	}
-	h := xxhash.Sum64(cid) ^ uint64(isp)*0x9e3779b97f4a7c15
+	h := oatable.Mix64(xxhash.Sum64(cid) ^ cidSeed ^ uint64(isp)*0x9e3779b97f4a7c15)
 	k := uint32(h ^ h>>32)
 	if k == 0 {
 		k = 1
@@ -62,53 +74,52 @@ func (t *leaseTable) dropCID(mac uint64, cid uint32) {
 	}
 }
 
-// cidHolder returns the MAC whose lease at an ISP the index has for key,
-// and its lease, if that MAC is not mac and holds a lease with that key,
-// and mac holds none with it (two bindings with one identifier, made
-// before this check or at a server that keys leases otherwise, are each
-// their holder's: refusing either would cut it off for as long as the
-// other renews).
-func (t *leaseTable) cidHolder(key uint32, mac uint64) (held, bool) {
+// cidHolder returns, for the identifier hashed to key, the lease of the
+// MAC the index has for it if that MAC is not mac (holder), and a lease
+// of mac's own with that key (own), each with whether there is one.
+func (t *leaseTable) cidHolder(key uint32, mac uint64) (holder, own held, isHolder, isOwn bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	other, ok := t.byCID.Get(key)
-	if !ok || other == mac {
-		return held{}, false
+	probe := func(m uint64) (held, bool) {
+		var h held
+		found := false
+		t.m.Probe(oatable.Mix64(m), func(k subKey, l lease) bool {
+			if k.mac == m && l.cid == key {
+				h, found = held{k, l}, true
+				return false
+			}
+			return true
+		})
+		return h, found
 	}
-	own := false
-	t.m.Probe(oatable.Mix64(mac), func(k subKey, l lease) bool {
-		own = own || k.mac == mac && l.cid == key
-		return !own
-	})
-	if own {
-		return held{}, false
+	own, isOwn = probe(mac)
+	if other, ok := t.byCID.Get(key); ok && other != mac {
+		holder, isHolder = probe(other)
 	}
-	var h held
-	found := false
-	t.m.Probe(oatable.Mix64(other), func(k subKey, l lease) bool {
-		if k.mac == other && l.cid == key {
-			h, found = held{k, l}, true
-			return false
-		}
-		return true
-	})
-	return h, found
+	return holder, own, isHolder, isOwn
 }
 
 // clientIDHolder returns the MAC of another subscriber whose binding at
-// ISP isp holds client identifier cid, if one does (checked against its
-// stored binding).
+// ISP isp holds client identifier cid, if one does and mac's own binding
+// at isp does not (two bindings with one identifier, made before this
+// check or at a server that keys leases otherwise, are each their
+// holder's: refusing either would cut it off for as long as the other
+// renews). Both are checked against the stored bindings' bytes, so a
+// hash collision neither refuses nor exempts anyone.
 func (p *Proxy) clientIDHolder(isp uint8, cid []byte, mac uint64) (uint64, bool) {
 	key := cidKey(isp, cid)
 	if key == 0 {
 		return 0, false
 	}
-	h, ok := p.leases.cidHolder(key, mac)
-	if !ok || h.l.isp != isp {
+	holder, own, isHolder, isOwn := p.leases.cidHolder(key, mac)
+	if !isHolder || holder.l.isp != isp {
 		return 0, false
 	}
-	if b := p.full(h); !bytes.Equal(b.ClientID, cid) {
+	if isOwn && own.l.isp == isp && bytes.Equal(p.full(own).ClientID, cid) {
+		return 0, false
+	}
+	if !bytes.Equal(p.full(holder).ClientID, cid) {
 		return 0, false // a hash collision
 	}
-	return h.k.mac, true
+	return holder.k.mac, true
 }

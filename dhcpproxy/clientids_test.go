@@ -151,3 +151,25 @@ func TestReleaseOtherClientIDUsesBindings(t *testing.T) {
 		t.Errorf("bound %v, counters %v: want ended, release_other_client_id", r.tab.isBound(s1MAC), r.p.Counters())
 	}
 }
+
+// So is a DECLINE under another client identifier: relayed with the
+// binding's (a review).
+func TestDeclineOtherClientIDUsesBindings(t *testing.T) {
+	r := newPRig(t)
+	idA, idB := []byte{1, 2, 0xaa, 0, 0, 0, 1}, []byte{1, 2, 0xaa, 0, 0, 0, 2}
+	if got := r.doraWithID(s1, idA, kea(t, time.Minute), kea(t, time.Minute)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("DORA: %v", got)
+	}
+	r.fromClient(clientMsg(t, s1, dhcpv4.MessageTypeDecline, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP(s1Addr))),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ourSID.AsSlice())), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, idB)))
+	r.p.committing.Wait()
+	up, _ := r.relayedTo()
+	dec := up[ispSID]
+	if dec == nil || dec.MessageType() != dhcpv4.MessageTypeDecline || !bytes.Equal(dec.Options.Get(dhcpv4.OptionClientIdentifier), idA) ||
+		len(dec.Options.Get(dhcpv4.OptionRelayAgentInformation)) == 0 {
+		t.Fatalf("sent the ISP %v, want the DECLINE under the binding's client identifier %x, with Option 82", up, idA)
+	}
+	if r.p.Counters()["decline_other_client_id"] != 1 {
+		t.Errorf("counters %v", r.p.Counters())
+	}
+}

@@ -31,6 +31,7 @@ func CounterNames() []string {
 		"client_id_taken",
 		"decline_limited",
 		"decline_not_own_address",
+		"decline_other_client_id",
 		"decline_other_server",
 		"declined_for_subscriber",
 		"expired",

@@ -46,7 +46,12 @@ func (p *Proxy) RevalidateMACsImmediate(macs []uint64) int { return p.revalidate
 func (p *Proxy) revalidateMACs(macs []uint64, immediate bool) int {
 	now := time.Now()
 	var todo []held
+	seen := make(map[uint64]bool, len(macs))
 	for _, mac := range macs {
+		if seen[mac] {
+			continue // listed twice (a reload's): its leases once
+		}
+		seen[mac] = true
 		p.endBlockedOnboarding(mac)
 		todo = append(todo, p.leases.ofMAC(mac)...)
 	}
@@ -91,8 +96,20 @@ func (p *Proxy) revalidate(h held, immediate bool, now time.Time) bool {
 		p.setMoveCut(h.k, now)
 		return true
 	}
-	p.revoke(h.k, p.full(h), why)
-	return true
+	return p.revokeHeld(h, why)
+}
+
+// revokeHeld is revoke of h if its subscriber still holds exactly h's
+// lease, and reports whether it revoked it: a bulk revalidation lists the
+// leases before it ends them side by side, and one may have ended
+// meanwhile (its expiry, another circuit's claim); revoked again, its ISP
+// got a second RELEASE and its stream a second revoked event (a review).
+func (p *Proxy) revokeHeld(h held, why string) bool {
+	defer p.lockSub(h.k.mac).Unlock()
+	if l, ok := p.leases.get(h.k); !ok || !l.same(&h.l) {
+		return false
+	}
+	return p.revokeLocked(h.k, p.full(h), why)
 }
 
 // setMoveCut has the old binding sk of a device moved at now end at the

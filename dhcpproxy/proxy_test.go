@@ -1194,15 +1194,26 @@ func TestClientRefusalEventSaysWhy(t *testing.T) {
 			f := fib.UDPFrame(0xffffffffffff, 0x020000000101, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, tt.m(t).ToBytes())
 			r.p.HandleFrame(accPort, f)
 			r.p.notes.wait()
-			evs, _ := r.store.Events(0, 10)
+			evs := r.eventsOf(subscribers.EventRejected)
 			want := "DHCP message refused (" + tt.name + "): " + tt.want
-			if len(evs) != 1 || evs[0].Kind != subscribers.EventRejected || evs[0].Reason != want {
+			if len(evs) != 1 || evs[0].Reason != want {
 				t.Errorf("events %+v, want one rejection %q", evs, want)
 			}
-			// The frame's MAC (02:..:01:01) is alpha's customer c-s1:
-			// the event is alpha's too, where it named no ISP.
-			if len(evs) == 1 && (evs[0].ISP != "alpha" || evs[0].Customer != "c-s1") {
-				t.Errorf("event of a registered MAC: ISP %q, customer %q; want alpha's c-s1", evs[0].ISP, evs[0].Customer)
+			// The frame's MAC (02:..:01:01) is alpha's customer c-s1,
+			// not bound on this circuit: a forger anywhere could send
+			// it, so the event names no ISP (it would spend alpha's
+			// budget). Bound here, it is alpha's, where it named none.
+			if len(evs) == 1 && evs[0].ISP != "" {
+				t.Errorf("event of a MAC not bound here: ISP %q, want none", evs[0].ISP)
+			}
+			r2 := newPRig(t)
+			if got := r2.dora(s1, kea(t, time.Minute), nil); len(got) != 1 {
+				t.Fatalf("DORA: %v", got)
+			}
+			r2.p.HandleFrame(accPort, f)
+			r2.p.notes.wait()
+			if evs = r2.eventsOf(subscribers.EventRejected); len(evs) != 1 || evs[0].ISP != "alpha" || evs[0].Customer != "c-s1" {
+				t.Errorf("events %+v of a MAC bound here: want alpha's, customer c-s1", evs)
 			}
 		})
 	}

@@ -403,7 +403,7 @@ func TestReplacedLeaseReleased(t *testing.T) {
 	// The new address's bound event names the one it replaces (which has
 	// no end event of its own: a trial's webhook consumer saw two).
 	r.p.notes.wait()
-	if evs := r.eventsOf(subscribers.EventBound); len(evs) == 0 || !strings.Contains(evs[len(evs)-1].Reason, "replaces "+s1Addr+" (released to the ISP)") {
+	if evs := r.eventsOf(subscribers.EventBound); len(evs) == 0 || !strings.Contains(evs[len(evs)-1].Reason, "replaces "+s1Addr+" (its RELEASE to the ISP recorded)") {
 		t.Errorf("bound events %+v, want the last to name %s, released", evs, s1Addr)
 	}
 	if ins, _ := r.store.Intents(); len(ins) != 1 || ins[0].Kind != subscribers.IntentReleaseUnbound || ins[0].IP != netip.MustParseAddr(s1Addr) {

@@ -189,7 +189,9 @@ func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []by
 	// endByNak). Answered here, the client then released under the new
 	// identifier, which the server ignored: the lease stayed held, ispmux
 	// said released, and a loop of it drained a pool (a trial).
-	if len(b.ClientID) > 0 && !bytes.Equal(b.ClientID, clientID) {
+	// A renewal without option 61 is not another client: clients that
+	// send it only in DISCOVER and REQUEST keep their local answers.
+	if len(b.ClientID) > 0 && len(clientID) > 0 && !bytes.Equal(b.ClientID, clientID) {
 		p.count("renewal_other_client_id")
 		return false
 	}

@@ -43,9 +43,14 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 			// relay sends: worth an event, not only a counter, and
 			// its ISP's when the MAC is registered (the ISP's event
 			// stream shows its customer's device doing it).
+			// Only for a MAC bound on this circuit: a forger elsewhere
+			// with a neighbour's MAC would otherwise put its refusals in
+			// the neighbour's ISP's stream and spend that ISP's budget.
 			subj := subject{mac: pkt.Src, access: c.Name}
 			if reg, ok := p.reg.Lookup(pkt.Src); ok {
-				subj = regSubject(pkt.Src, c, reg)
+				if _, bound := p.leases.get(subKey{circuitKey{c.Port, c.VLAN}, pkt.Src}); bound {
+					subj = regSubject(pkt.Src, c, reg)
+				}
 			}
 			p.refuse(subscribers.EventRejected, subj, netip.Addr{}, clientRefusal(err))
 		}
@@ -516,6 +521,14 @@ func (p *Proxy) endByClient(sk subKey, l lease, mt dhcpv4.MessageType, payload [
 	b := p.full(held{sk, l})
 	counter := "relayed_" + strings.ToLower(mt.String())
 	in := &subscribers.Intent{Kind: ik, ISP: b.ISP, MAC: b.MAC, Access: b.Access, VLAN: b.VLAN, IP: b.IP, Message: payload}
+	if mt == dhcpv4.MessageTypeDecline && len(b.ClientID) > 0 && !bytes.Equal(b.ClientID, clientOption(payload, optClientID)) {
+		// The same for a DECLINE (a review): the binding's identifier
+		// in place of the client's, the rest of the message as relayed.
+		if m, err := dhcpv4.FromBytes(payload); err == nil {
+			m.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionClientIdentifier, b.ClientID))
+			in.Message, counter = m.ToBytes(), "decline_other_client_id"
+		}
+	}
 	if mt == dhcpv4.MessageTypeRelease && len(b.ClientID) > 0 && !bytes.Equal(b.ClientID, clientOption(payload, optClientID)) {
 		// Under another client identifier than the binding's: the ISP's
 		// server, which holds the lease under the binding's, would

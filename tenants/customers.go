@@ -211,13 +211,19 @@ func (t *Tenants) ImportCustomers(ctx context.Context, a Actor, isp string, firs
 		return res
 	}
 	t.count(isp, created, 0)
+	// The batch's suspended customers' bindings end in one revalidation:
+	// its revocations run side by side (dhcpproxy), where one call per
+	// customer ended them one durable transaction after the other (a
+	// trial's 50k-line suspension import: 160 s).
+	var suspended []uint64
 	for _, ch := range changes {
 		res[ch.i].Result = "updated"
 		if ch.created {
 			res[ch.i].Result = "created"
 		}
-		t.afterStatus(isp, recs[ch.i].ID, ch.was, recs[ch.i].Status == string(StatusSuspended))
+		suspended = append(suspended, t.setStatus(isp, recs[ch.i].ID, ch.was, recs[ch.i].Status == string(StatusSuspended))...)
 	}
+	t.revalidate(suspended...)
 	return res
 }
 
@@ -269,13 +275,21 @@ func mergeImport(cur subscribers.Customer, in CustomerInput, c subscribers.Custo
 // afterStatus publishes a status change and ends a newly suspended
 // customer's bindings.
 func (t *Tenants) afterStatus(isp, id string, was, now bool) {
+	t.revalidate(t.setStatus(isp, id, was, now)...)
+}
+
+// setStatus is afterStatus without the revalidation: it returns the MACs
+// of a newly suspended customer's devices, for the caller to revalidate
+// (an import, once for its batch).
+func (t *Tenants) setStatus(isp, id string, was, now bool) []uint64 {
 	if was == now {
-		return
+		return nil
 	}
 	t.reg.SetSuspended(isp, id, now)
 	if now {
-		t.revalidate(t.macsOf(isp, id)...)
+		return t.macsOf(isp, id)
 	}
+	return nil
 }
 
 // macsOf returns the MACs of a customer's devices.

@@ -23,6 +23,7 @@ type fakeProxy struct {
 	mu        sync.Mutex
 	macs      []uint64
 	immediate []uint64 // the MACs revalidated with an immediate cut
+	calls     int      // RevalidateMACs calls
 }
 
 func (f *fakeProxy) RevalidateMACsImmediate(macs []uint64) int {
@@ -35,6 +36,7 @@ func (f *fakeProxy) RevalidateMACsImmediate(macs []uint64) int {
 func (f *fakeProxy) RevalidateMACs(macs []uint64) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calls++
 	f.macs = append(f.macs, macs...)
 	return len(macs)
 }

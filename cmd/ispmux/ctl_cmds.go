@@ -302,9 +302,9 @@ func ctlSubscriber(e *ctlEnv, args []string) error {
 }
 
 // subscriberGarden fills v's walled garden lease and handover from the
-// control socket's status (bounded: at most the onboarding leases and
-// the handovers under way, never the bindings); over the API, where there
-// is no status, it says they are not known.
+// control socket's status (bounded: the onboarding leases, the handovers
+// under way, and the bindings up to ctlsock.StatusBindingsMax); over the
+// API, where there is no status, it says they are not known.
 func subscriberGarden(e *ctlEnv, v *subscriberView) error {
 	if e.set["api"] {
 		v.GardenUnknown = true
