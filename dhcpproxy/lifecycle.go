@@ -227,15 +227,42 @@ func (p *Proxy) endUnconfigured(b subscribers.Binding, why string, lapsed bool) 
 	return nil
 }
 
-// restoreEnders is how many bindings RestoreLoaded ends at once.
-const restoreEnders = 64
+// endersAtOnce is how many durable ends (expiries, revocations) run at
+// once (sideBySide).
+const endersAtOnce = 64
+
+// sideBySide calls fn(i) for every i in [0, n), endersAtOnce goroutines
+// at a time: each end fn makes is a durable transaction, and side by side
+// the store's group commit puts many in one fsync, where one after the
+// other cost one fsync each. fn returns false to have no more started.
+func sideBySide(n int, fn func(i int) bool) {
+	var (
+		wg   sync.WaitGroup
+		next atomic.Int64
+		stop atomic.Bool
+	)
+	for range min(endersAtOnce, n) {
+		wg.Go(func() {
+			for !stop.Load() {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if !fn(i) {
+					stop.Store(true)
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
 
 // endLogged is how many of a restart's expired bindings the log names one
 // by one; the rest are counted in one line (their events name each).
 const endLogged = 100
 
 // endAll ends the bindings of ends (expired: the expired event; revoke:
-// revoked, with a RELEASE to the ISP), restoreEnders at a time. Those
+// revoked, with a RELEASE to the ISP), endersAtOnce at a time. Those
 // that only expired on a configured circuit (never installed: RestoreLoaded
 // found them lapsed) end in batches (Store.EndBindings): one durable
 // transaction each cost ~95 µs a binding before the box forwarded (a
@@ -290,39 +317,23 @@ func (p *Proxy) endAll(ends []toEnd) error {
 }
 
 // endEach ends each binding of ends on its own (endAll's that tell the ISP
-// or have no circuit), restoreEnders at a time.
+// or have no circuit), endersAtOnce at a time.
 func (p *Proxy) endEach(ends []toEnd) error {
-	var (
-		wg    sync.WaitGroup
-		next  atomic.Int64
-		first atomic.Pointer[error]
-	)
-	for range min(restoreEnders, len(ends)) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(ends) || first.Load() != nil {
-					return
-				}
-				e := &ends[i]
-				var err error
-				switch {
-				case e.noCircuit:
-					err = p.endUnconfigured(e.b, e.why, e.lapsed)
-				case e.revoke:
-					if !p.revoke(e.sk, e.b, e.why) {
-						err = fmt.Errorf("dhcp restore: binding of %s not revoked", binding.MACString(e.sk.mac))
-					}
-				default:
-					err = fmt.Errorf("dhcp restore: binding of %s: no way to end it", binding.MACString(e.sk.mac))
-				}
-				if err != nil {
-					first.CompareAndSwap(nil, &err)
-				}
-			}
-		})
-	}
-	wg.Wait()
+	var first atomic.Pointer[error]
+	sideBySide(len(ends), func(i int) bool {
+		e := &ends[i]
+		var err error
+		if e.noCircuit {
+			err = p.endUnconfigured(e.b, e.why, e.lapsed)
+		} else if !p.revoke(e.sk, e.b, e.why) { // endAll leaves only these two kinds
+			err = fmt.Errorf("dhcp restore: binding of %s not revoked", binding.MACString(e.sk.mac))
+		}
+		if err != nil {
+			first.CompareAndSwap(nil, &err)
+			return false
+		}
+		return true
+	})
 	if err := first.Load(); err != nil {
 		return *err
 	}
@@ -382,30 +393,18 @@ func (p *Proxy) stale(mac uint64, access, isp string) string {
 // nothing to tell it).
 //
 // Each end is its own durable transaction; many leases that end together
-// (bound together) are ended side by side, restoreEnders at a time, so
+// (bound together) are ended side by side, endersAtOnce at a time, so
 // the store's group commit puts many in one fsync and the tick's other
 // timers are not held up for one fsync per lease.
 func (p *Proxy) expireLeases(now time.Time) {
 	due := p.leases.expired(now)
-	var (
-		wg   sync.WaitGroup
-		next atomic.Int64
-	)
-	for range min(restoreEnders, len(due)) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(due) {
-					return
-				}
-				failpoint.Hit(failpoint.ExpireBeforeCommit)
-				if p.endExpired(due[i]) {
-					p.count("expired")
-				}
-			}
-		})
-	}
-	wg.Wait()
+	sideBySide(len(due), func(i int) bool {
+		failpoint.Hit(failpoint.ExpireBeforeCommit)
+		if p.endExpired(due[i]) {
+			p.count("expired")
+		}
+		return true
+	})
 }
 
 // endExpired ends the expired lease h if the subscriber still holds that

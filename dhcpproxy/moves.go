@@ -1,7 +1,6 @@
 package dhcpproxy
 
 import (
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,30 +54,17 @@ func (p *Proxy) revalidateMACs(macs []uint64, immediate bool) int {
 		p.endBlockedOnboarding(mac)
 		todo = append(todo, p.leases.ofMAC(mac)...)
 	}
-	// Side by side, restoreEnders at a time, as a restart's ends: each
-	// revocation is a durable transaction (with its RELEASE intent), and
-	// one after the other a bulk suspension (an import of 50k lines)
-	// revoked ~310 bindings a second, one fsync each (a trial); the
-	// store's group commit puts many in one.
-	var (
-		n    atomic.Int64
-		next atomic.Int64
-		wg   sync.WaitGroup
-	)
-	for range min(restoreEnders, len(todo)) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(todo) {
-					return
-				}
-				if p.revalidate(todo[i], immediate, now) {
-					n.Add(1)
-				}
-			}
-		})
-	}
-	wg.Wait()
+	// Side by side (sideBySide): each revocation is a durable
+	// transaction (with its RELEASE intent), and one after the other a
+	// bulk suspension (an import of 50k lines) revoked ~310 bindings a
+	// second, one fsync each (a trial).
+	var n atomic.Int64
+	sideBySide(len(todo), func(i int) bool {
+		if p.revalidate(todo[i], immediate, now) {
+			n.Add(1)
+		}
+		return true
+	})
 	return int(n.Load())
 }
 
