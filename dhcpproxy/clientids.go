@@ -8,6 +8,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/ispmux/ispmux/internal/oatable"
+	"github.com/ispmux/ispmux/subscribers"
 )
 
 // One subscriber must not present another's client identifier (option
@@ -39,6 +40,14 @@ var cidSeed = func() uint64 {
 	_, _ = rand.Read(b[:])
 	return binary.LittleEndian.Uint64(b[:])
 }()
+
+// otherClientID reports whether cid, a client's option 61, is another
+// client identifier than the one binding b was granted under: b keeps one
+// (a binding stored before they were kept tells nothing) and cid differs
+// (none included). The ISP's server holds b's lease under b's.
+func otherClientID(b *subscribers.Binding, cid []byte) bool {
+	return len(b.ClientID) > 0 && !bytes.Equal(b.ClientID, cid)
+}
 
 // cidKey is the hash of client identifier cid at ISP isp; 0 for none.
 func cidKey(isp uint8, cid []byte) uint32 {

@@ -1,7 +1,6 @@
 package dhcpproxy
 
 import (
-	"bytes"
 	"net/netip"
 	"time"
 
@@ -191,7 +190,7 @@ func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []by
 	// said released, and a loop of it drained a pool (a trial).
 	// A renewal without option 61 is not another client: clients that
 	// send it only in DISCOVER and REQUEST keep their local answers.
-	if len(b.ClientID) > 0 && len(clientID) > 0 && !bytes.Equal(b.ClientID, clientID) {
+	if len(clientID) > 0 && otherClientID(&b, clientID) {
 		p.count("renewal_other_client_id")
 		return false
 	}

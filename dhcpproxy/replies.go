@@ -450,7 +450,7 @@ func (p *Proxy) endByNak(t *txn, m *dhcpv4.DHCPv4, ip netip.Addr) bool {
 		// someone else's ignores it.
 		b := p.full(held{t.sub, l})
 		switch {
-		case len(b.ClientID) > 0 && !bytes.Equal(b.ClientID, t.clientID):
+		case otherClientID(&b, t.clientID):
 			in = p.releaseIntent(b, t.isp, t.circuit, "replaced: the client asked again with another client identifier")
 		case requested.IsValid() && requested != l.addr():
 			in = p.releaseIntent(b, t.isp, t.circuit, "replaced: the client asked for another address")

@@ -1,7 +1,6 @@
 package dhcpproxy
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -521,23 +520,24 @@ func (p *Proxy) endByClient(sk subKey, l lease, mt dhcpv4.MessageType, payload [
 	b := p.full(held{sk, l})
 	counter := "relayed_" + strings.ToLower(mt.String())
 	in := &subscribers.Intent{Kind: ik, ISP: b.ISP, MAC: b.MAC, Access: b.Access, VLAN: b.VLAN, IP: b.IP, Message: payload}
-	if mt == dhcpv4.MessageTypeDecline && len(b.ClientID) > 0 && !bytes.Equal(b.ClientID, clientOption(payload, optClientID)) {
-		// The same for a DECLINE (a review): the binding's identifier
-		// in place of the client's, the rest of the message as relayed.
-		if m, err := dhcpv4.FromBytes(payload); err == nil {
-			m.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionClientIdentifier, b.ClientID))
-			in.Message, counter = m.ToBytes(), "decline_other_client_id"
-		}
-	}
-	if mt == dhcpv4.MessageTypeRelease && len(b.ClientID) > 0 && !bytes.Equal(b.ClientID, clientOption(payload, optClientID)) {
-		// Under another client identifier than the binding's: the ISP's
-		// server, which holds the lease under the binding's, would
-		// ignore it (a trial: the lease stayed held while ispmux said
-		// released). The RELEASE goes as a revocation's does, with the
-		// binding's identifier and Option 82.
-		if isp := p.isps[b.ISP]; isp != nil {
-			if rel := p.releaseIntent(b, isp, p.circuitByName(b.Access, b.VLAN), "released by the subscriber under another client identifier"); rel != nil {
-				in, counter = rel, "release_other_client_id"
+	// Under another client identifier than the binding's, the ISP's
+	// server, which holds the lease under the binding's, would ignore the
+	// client's message (a trial: the lease stayed held while ispmux said
+	// released). A RELEASE goes as a revocation's does, with the
+	// binding's identifier and Option 82; a DECLINE (a review) as
+	// relayed, with the binding's identifier in place of the client's.
+	if otherClientID(&b, clientOption(payload, optClientID)) {
+		switch mt {
+		case dhcpv4.MessageTypeRelease:
+			if isp := p.isps[b.ISP]; isp != nil {
+				if rel := p.releaseIntent(b, isp, p.circuitByName(b.Access, b.VLAN), "released by the subscriber under another client identifier"); rel != nil {
+					in, counter = rel, "release_other_client_id"
+				}
+			}
+		case dhcpv4.MessageTypeDecline:
+			if m, err := dhcpv4.FromBytes(payload); err == nil {
+				m.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionClientIdentifier, b.ClientID))
+				in.Message, counter = m.ToBytes(), "decline_other_client_id"
 			}
 		}
 	}
