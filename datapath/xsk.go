@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -385,6 +386,10 @@ func (p *XDPPort) unlockInterface() {
 
 // lockDirs are where interface locks live: the first that can be created.
 var lockDirs = []string{"/run/ispmux", filepath.Join(os.TempDir(), "ispmux-run")}
+
+// LockDirs returns the directories interface locks may live in (the lab's
+// teardown removes the unheld ones of its namespaces).
+func LockDirs() []string { return slices.Clone(lockDirs) }
 
 // lockInterface takes the exclusive lock of interface ifindex in the
 // calling thread's network namespace (interface indexes and names repeat

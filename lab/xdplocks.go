@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ispmux/ispmux/datapath"
 )
 
 // XDP interface locks. ispmux takes an exclusive flock per data port (and
@@ -19,9 +21,8 @@ import (
 // timeout, a crash) leaves it behind, one per namespace and interface.
 // Down removes those of the lab's namespaces: removeXDPLocks.
 
-// xdpLockDirs are datapath's lock directories (datapath.lockDirs, which
-// is unexported: keep the two in step).
-var xdpLockDirs = []string{"/run/ispmux", filepath.Join(os.TempDir(), "ispmux-run")}
+// xdpLockDirs are datapath's lock directories (tests point it elsewhere).
+var xdpLockDirs = datapath.LockDirs()
 
 // netnsDir is where `ip netns` keeps its named namespaces.
 var netnsDir = "/run/netns"

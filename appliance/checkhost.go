@@ -10,6 +10,9 @@ import (
 	"github.com/ispmux/ispmux/configs"
 )
 
+// What check asks of the host it runs on, beside the files (checkfiles.go):
+// the interfaces the file names, and room on the state directory's disk.
+
 // MissingInterfaces returns, for each interface cfg names (access ports,
 // ISP uplinks) that this host does not have, the configuration key naming
 // it and the error: Start would fail on it ("Link not found"), with no
