@@ -61,6 +61,7 @@ func TestExpiryEndsSideBySide(t *testing.T) {
 	if _, err := r1.p.Restore(now); err != nil {
 		t.Fatal(err)
 	}
+	r1.p.lapsing.Wait()
 	restoreTook, restoreTx := time.Since(t0), r1.store.CommitStats().Transactions-tx0
 
 	// The tick ending n bindings that ran out together.

@@ -175,7 +175,9 @@ func (p *Proxy) RestoreLoaded(ld *Loaded) (int, error) {
 	// Each end is its own durable transaction; run side by side, the
 	// store's group commit puts many in one fsync (a restart after a long
 	// outage may end most of a million bindings).
-	if err := p.endAll(ld.ends); err != nil {
+	ends := ld.ends
+	ld.ends = nil
+	if err := p.endAll(ends); err != nil {
 		return n, err
 	}
 	p.supersedeLegacy()
@@ -262,58 +264,81 @@ func sideBySide(n int, fn func(i int) bool) {
 const endLogged = 100
 
 // endAll ends the bindings of ends (expired: the expired event; revoke:
-// revoked, with a RELEASE to the ISP), endersAtOnce at a time. Those
-// that only expired on a configured circuit (never installed: RestoreLoaded
-// found them lapsed) end in batches (Store.EndBindings): one durable
-// transaction each cost ~95 µs a binding before the box forwarded (a
-// trial: 9.5 s at 100k, ~95 s at a million).
+// revoked, with a RELEASE to the ISP), endersAtOnce at a time. Those that
+// only lapsed on a configured circuit (never installed: LoadBindings found
+// their leases run out) end after the start, beside the first DHCP
+// (endLapsed).
 func (p *Proxy) endAll(ends []toEnd) error {
-	// Built and ended a chunk at a time: a million ends with their events
-	// built at once took ~440 MB (a review).
-	const chunk = 4096
-	plain := make([]subscribers.BindingEnd, 0, min(chunk, len(ends)))
+	// Partitioned in place: a restart after a long outage may have a
+	// million lapsed, each with its whole binding.
 	var rest []toEnd
-	ended := 0
-	flush := func() error {
-		evs, err := p.store.EndBindings(plain)
-		for _, ev := range evs {
-			p.count("expired")
-			if ended < endLogged {
-				p.logEvent(ev)
-			}
-			ended++
-		}
-		if err != nil {
-			p.count("store_error")
-			return fmt.Errorf("dhcp restore: %d bindings not ended: %w", len(plain)-len(evs), err)
-		}
-		plain = plain[:0]
-		return nil
-	}
-	for i := range ends {
-		e := &ends[i]
+	n := 0
+	for _, e := range ends {
 		if e.noCircuit || e.revoke {
-			rest = append(rest, *e)
-			continue
+			rest = append(rest, e)
+		} else {
+			ends[n] = e
+			n++
 		}
-		p.leases.bumpGen(e.sk)
-		plain = append(plain, subscribers.BindingEnd{Access: e.b.Access, VLAN: e.b.VLAN, MAC: e.b.MAC,
-			Event: bindingSubject(e.b).event(subscribers.EventExpired, e.b.IP, e.why)})
-		if len(plain) == chunk {
-			if err := flush(); err != nil {
-				return err
+	}
+	clear(ends[n:])
+	p.endLapsed(ends[:n])
+	return p.endEach(rest)
+}
+
+// endLapsed ends the bindings of ends, which lapsed while ispmux was
+// stopped and were never installed, with their expired events, in
+// batches (Store.EndBindings), in a goroutine of its own: the box
+// forwards and answers DHCP meanwhile. Ended before the start instead,
+// they held a restart after a long outage offline: one durable transaction
+// each cost ~95 µs a binding (a trial: 9.5 s at 100k), batched ~6 s at a
+// million. Each end is conditional on the binding stored being the one
+// found lapsed: a subscriber that binds again meanwhile keeps its new
+// binding (and its lapsed one has no expired event then). Nothing else
+// refers to these bindings: not in the lease or forwarding tables, and no
+// transaction of before the start exists. Close stops it between batches
+// (the rest are ended at the next start) and waits for it.
+func (p *Proxy) endLapsed(ends []toEnd) {
+	if len(ends) == 0 {
+		return
+	}
+	p.lapsing.Go(func() {
+		// Built and ended a chunk at a time: a million ends with their
+		// events built at once took ~440 MB (a review).
+		const chunk = 4096
+		plain := make([]subscribers.BindingEnd, 0, min(chunk, len(ends)))
+		ended, kept := 0, 0
+		start := time.Now()
+		for len(ends) > 0 && !p.closing.Load() {
+			part := ends[:min(chunk, len(ends))]
+			ends = ends[len(part):]
+			plain = plain[:0]
+			for i := range part {
+				b := &part[i].b
+				plain = append(plain, subscribers.BindingEnd{Access: b.Access, VLAN: b.VLAN, MAC: b.MAC, Expires: b.Expires,
+					Event: bindingSubject(*b).event(subscribers.EventExpired, b.IP, part[i].why)})
+				part[i] = toEnd{} // its binding no longer kept
+			}
+			evs, err := p.store.EndBindings(plain)
+			kept += len(plain) - len(evs)
+			for _, ev := range evs {
+				p.count("expired")
+				if ended < endLogged {
+					p.logEvent(ev)
+				}
+				ended++
+			}
+			if err != nil {
+				p.count("store_error")
+				p.log.Error("dhcp: bindings that lapsed while ispmux was stopped not ended (the next start ends them)", "not_ended", len(plain)-len(evs)+len(ends), "err", err)
+				return
 			}
 		}
-	}
-	if len(plain) > 0 {
-		if err := flush(); err != nil {
-			return err
+		if ended > endLogged || len(ends) > 0 || kept > 0 {
+			p.log.Info("dhcp: bindings that lapsed while ispmux was stopped ended (each has its expired event)",
+				"ended", ended, "bound_again", kept, "left_to_next_start", len(ends), "took", time.Since(start).Round(time.Millisecond))
 		}
-	}
-	if ended > endLogged {
-		p.log.Info("dhcp: more bindings ended at start, expired or of an ISP no longer configured (each has its expired event)", "logged", endLogged, "more", ended-endLogged)
-	}
-	return p.endEach(rest)
+	})
 }
 
 // endEach ends each binding of ends on its own (endAll's that tell the ISP

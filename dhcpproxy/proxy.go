@@ -317,6 +317,10 @@ type Proxy struct {
 	subMu [64]sync.Mutex
 
 	committing sync.WaitGroup
+	// lapsing runs a start's ends of lapsed bindings (endLapsed); closing
+	// stops it between batches.
+	lapsing sync.WaitGroup
+	closing atomic.Bool
 
 	counters sync.Map // name → *atomic.Uint64
 	// storeErrs limits the log lines of store errors (storeError).
@@ -538,6 +542,8 @@ func (p *Proxy) Run(ctx context.Context) {
 // was counted in no summary), before the store closes; the proxy is not
 // used after it.
 func (p *Proxy) Close() {
+	p.closing.Store(true)
+	p.lapsing.Wait()
 	p.committing.Wait()
 	p.notes.wait()
 	now := time.Now()

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/ispmux/ispmux/internal/failpoint"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -122,7 +123,13 @@ type BindingEnd struct {
 	Access string
 	VLAN   uint16
 	MAC    MAC
-	Event  Event
+	// Expires, if set, ends the binding only while the one stored has
+	// this expiry (the binding a start found lapsed): one committed since
+	// (the subscriber bound again) stays, and no event is written for the
+	// end. Without it, the binding stored is removed, if any, and the
+	// event written either way.
+	Expires time.Time
+	Event   Event
 }
 
 // endBatch is how many bindings EndBindings ends in one transaction.
@@ -131,11 +138,12 @@ const endBatch = 4096
 // EndBindings ends many bindings with no intent (each removed if stored,
 // its event stored), endBatch to a durable transaction, in key order
 // within one: what a restart after a long outage does with the bindings
-// whose leases ran out meanwhile, before it forwards. One transaction each
+// whose leases ran out meanwhile, beside its first DHCP. One transaction each
 // (EndBinding, even side by side through the group commit) cost ~95 µs a
 // binding: 9.5 s of a restart's outage at 100k (a trial). It returns the
 // events stored (their Seq set) in the order of ends, and on error those
-// of the transactions committed before it.
+// of the transactions committed before it. With Expires set (a start's
+// ends, run beside its DHCP), a binding committed since is kept.
 func (s *Store) EndBindings(ends []BindingEnd) ([]Event, error) {
 	evs := make([]Event, 0, len(ends))
 	for len(ends) > 0 {
@@ -158,18 +166,34 @@ func (s *Store) EndBindings(ends []BindingEnd) ([]Event, error) {
 		}
 		slices.SortFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
 		batch := evs[first:]
+		ended := make([]bool, len(chunk))
 		err := s.updateWaking(func(tx *bolt.Tx) error {
+			clear(ended)
 			bk := tx.Bucket(bucketBindings)
 			for _, i := range order {
-				if bk.Get(keys[i]) == nil {
+				e := &chunk[i]
+				v := bk.Get(keys[i])
+				if v == nil {
+					ended[i] = e.Expires.IsZero()
 					continue
+				}
+				if !e.Expires.IsZero() {
+					// Not the one found lapsed (or not readable: not it
+					// either), left as it is.
+					if b, err := decodeBindingFrom(keys[i], v, true); err != nil || !b.Expires.Equal(e.Expires) {
+						continue
+					}
 				}
 				if err := bk.Delete(keys[i]); err != nil {
 					return err
 				}
+				ended[i] = true
 			}
 			// The events in the order of ends (their numbers follow it).
 			for i := range batch {
+				if !ended[i] {
+					continue
+				}
 				if err := s.eventPut(&batch[i])(tx); err != nil {
 					return err
 				}
@@ -179,6 +203,15 @@ func (s *Store) EndBindings(ends []BindingEnd) ([]Event, error) {
 		if err != nil {
 			return evs[:first], fmt.Errorf("end %d bindings: %w", len(chunk), err)
 		}
+		k := first
+		for i := range batch {
+			if ended[i] {
+				evs[k] = batch[i]
+				k++
+			}
+		}
+		evs = evs[:k]
+		failpoint.Hit(failpoint.RestartEndAfterBatch)
 	}
 	return evs, nil
 }

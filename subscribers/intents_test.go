@@ -572,3 +572,45 @@ func TestEndBindings(t *testing.T) {
 		t.Errorf("%d bindings left, %v", left, err)
 	}
 }
+
+// TestEndBindingsIfExpires: an end with Expires (a start's, of a binding
+// it found lapsed, run beside its DHCP) removes the binding only while the
+// stored one has that expiry: one committed since stays, and neither it
+// nor a binding gone meanwhile gets an event; the one still lapsed ends
+// with its event.
+func TestEndBindingsIfExpires(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	lapsed, rebound, gone := testBinding(1), testBinding(2), testBinding(3)
+	for _, b := range []Binding{lapsed, rebound, gone} {
+		if err := s.CommitBinding(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	again := rebound
+	again.Expires = rebound.Expires.Add(time.Hour)
+	again.IP = netip.MustParseAddr("100.64.9.9")
+	if err := s.CommitBinding(again); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteBinding(gone.Access, gone.VLAN, gone.MAC); err != nil {
+		t.Fatal(err)
+	}
+	var ends []BindingEnd
+	for _, b := range []Binding{lapsed, rebound, gone} {
+		ends = append(ends, BindingEnd{Access: b.Access, VLAN: b.VLAN, MAC: b.MAC, Expires: b.Expires,
+			Event: Event{Kind: EventExpired, MAC: b.MAC, ISP: b.ISP, IP: b.IP, Reason: "lease expired while ispmux was stopped"}})
+	}
+	evs, err := s.EndBindings(ends)
+	if err != nil || len(evs) != 1 || evs[0].MAC != lapsed.MAC {
+		t.Fatalf("EndBindings: events %+v, %v; want the lapsed binding's only", evs, err)
+	}
+	if stored, _ := s.Events(0, 10); len(stored) != 1 || stored[0].MAC != lapsed.MAC {
+		t.Errorf("stored events %+v, want the lapsed binding's only", stored)
+	}
+	if _, err := s.Binding(lapsed.Access, lapsed.VLAN, lapsed.MAC); err == nil {
+		t.Error("the lapsed binding is still stored")
+	}
+	if b, err := s.Binding(again.Access, again.VLAN, again.MAC); err != nil || b.IP != again.IP {
+		t.Errorf("the binding committed since: %+v, %v; want it kept", b, err)
+	}
+}

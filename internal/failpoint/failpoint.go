@@ -45,6 +45,10 @@ var Points = []string{
 	NakAfterCommit,
 	// At start, a pending intent was replayed to the ISP; not completed.
 	ReplayAfterSend,
+	// At start, one batch of the bindings found lapsed (Store.EndBindings)
+	// has ended, durable with its expired events; the later batches not
+	// yet.
+	RestartEndAfterBatch,
 	// A tenant change (claim, attach, move, detach, block, suspend,
 	// delete) is durable; not yet published to the registry, and the
 	// bindings it takes service from not yet revoked.
@@ -97,18 +101,19 @@ var Points = []string{
 
 // The failpoint names.
 const (
-	RelayBeforeSend    = "relay/before-send"
-	BindBeforeCommit   = "bind/before-commit"
-	BindAfterCommit    = "bind/after-commit"
-	BindAfterAck       = "bind/after-ack"
-	EndAfterIntent     = "end/after-intent"
-	EndAfterSend       = "end/after-send"
-	EndAfterComplete   = "end/after-complete"
-	ExpireBeforeCommit = "expire/before-commit"
-	NakBeforeCommit    = "nak/before-commit"
-	NakAfterCommit     = "nak/after-commit"
-	ReplayAfterSend    = "replay/after-send"
-	TenantAfterCommit  = "tenant/after-commit"
+	RelayBeforeSend      = "relay/before-send"
+	BindBeforeCommit     = "bind/before-commit"
+	BindAfterCommit      = "bind/after-commit"
+	BindAfterAck         = "bind/after-ack"
+	EndAfterIntent       = "end/after-intent"
+	EndAfterSend         = "end/after-send"
+	EndAfterComplete     = "end/after-complete"
+	ExpireBeforeCommit   = "expire/before-commit"
+	NakBeforeCommit      = "nak/before-commit"
+	NakAfterCommit       = "nak/after-commit"
+	ReplayAfterSend      = "replay/after-send"
+	RestartEndAfterBatch = "restart/end-after-batch"
+	TenantAfterCommit    = "tenant/after-commit"
 
 	OnboardAfterCommit    = "onboard/after-commit"
 	OnboardAfterAck       = "onboard/after-ack"
