@@ -73,14 +73,23 @@ func (t *leaseTable) dropCID(mac uint64, cid uint32) {
 	if m, ok := t.byCID.Get(cid); !ok || m != mac {
 		return
 	}
-	other := false
-	t.m.Probe(oatable.Mix64(mac), func(k subKey, l lease) bool {
-		other = other || k.mac == mac && l.cid == cid
-		return !other
-	})
-	if !other {
+	if _, other := t.firstOfMAC(mac, cid); !other {
 		t.byCID.Delete(cid)
 	}
+}
+
+// firstOfMAC returns a lease of mac's whose client identifier key is
+// cid, if it has one: the probe of ofMAC, stopping at the first. t.mu
+// held.
+func (t *leaseTable) firstOfMAC(mac uint64, cid uint32) (h held, found bool) {
+	t.m.Probe(oatable.Mix64(mac), func(k subKey, l lease) bool {
+		if k.mac == mac && l.cid == cid {
+			h, found = held{k, l}, true
+			return false
+		}
+		return true
+	})
+	return h, found
 }
 
 // cidHolder returns, for the identifier hashed to key, the lease of the
@@ -89,21 +98,9 @@ func (t *leaseTable) dropCID(mac uint64, cid uint32) {
 func (t *leaseTable) cidHolder(key uint32, mac uint64) (holder, own held, isHolder, isOwn bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	probe := func(m uint64) (held, bool) {
-		var h held
-		found := false
-		t.m.Probe(oatable.Mix64(m), func(k subKey, l lease) bool {
-			if k.mac == m && l.cid == key {
-				h, found = held{k, l}, true
-				return false
-			}
-			return true
-		})
-		return h, found
-	}
-	own, isOwn = probe(mac)
+	own, isOwn = t.firstOfMAC(mac, key)
 	if other, ok := t.byCID.Get(key); ok && other != mac {
-		holder, isHolder = probe(other)
+		holder, isHolder = t.firstOfMAC(other, key)
 	}
 	return holder, own, isHolder, isOwn
 }
