@@ -160,8 +160,11 @@ type leaseTable struct {
 	perISP     [256]int
 	// gen is each subscriber's generation, moved on by every end of its
 	// binding (bumpGen): a transaction remembers the generation it
-	// started in, and its ACK binds nothing in a later one.
-	gen map[subKey]uint64
+	// started in, and its ACK binds nothing in a later one. An entry
+	// not moved for genKeep is dropped (pruneGens): kept for good, every
+	// MAC ever ended stayed in it (random MACs: without bound).
+	gen       map[subKey]genEntry
+	genPruned time.Time
 	// exp orders the leases by end, for the expiry scan (expiry.go).
 	exp expiryHeap
 	// cuts holds, for the bindings of devices moved to another ISP
@@ -182,8 +185,20 @@ func (t *leaseTable) init() {
 	t.perCircuit = map[circuitKey]int{}
 	t.cuts = map[subKey]time.Time{}
 	t.claims = map[subKey]claim{}
-	t.gen = map[subKey]uint64{}
+	t.gen = map[subKey]genEntry{}
 }
+
+// genEntry is a subscriber's generation and when it last moved.
+type genEntry struct {
+	n  uint64
+	at time.Time
+}
+
+// genKeep is how long a subscriber's generation is kept after it last
+// moved: far longer than any transaction lives after reading it (its
+// timeout, at most 60 s, and the start's wait for a next hop), so no
+// transaction sees the drop, which takes the generation back to 0.
+const genKeep = 10 * time.Minute
 
 // hashSubKey hashes a lease's key by its MAC alone (see leaseTable.m).
 func hashSubKey(k subKey) uint64 { return oatable.Mix64(k.mac) }
@@ -204,14 +219,31 @@ func (t *leaseTable) reserve(n int) {
 func (t *leaseTable) generation(sk subKey) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.gen[sk]
+	return t.gen[sk].n
 }
 
 // bumpGen moves sk to its next generation.
 func (t *leaseTable) bumpGen(sk subKey) {
+	now := time.Now()
 	t.mu.Lock()
-	t.gen[sk]++
+	e := t.gen[sk]
+	t.gen[sk] = genEntry{e.n + 1, now}
 	t.mu.Unlock()
+}
+
+// pruneGens drops, once a minute, the generations not moved for genKeep.
+func (t *leaseTable) pruneGens(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if now.Sub(t.genPruned) < time.Minute {
+		return
+	}
+	t.genPruned = now
+	for sk, e := range t.gen {
+		if now.Sub(e.at) > genKeep {
+			delete(t.gen, sk)
+		}
+	}
 }
 
 // ofMAC returns mac's leases (nil if none), in no particular order: they

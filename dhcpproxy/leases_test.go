@@ -259,3 +259,32 @@ func TestLeaseClientEndRoundsUp(t *testing.T) {
 		}
 	}
 }
+
+// TestGenerationsPruned: a subscriber's generation is kept while a
+// transaction may still hold it and dropped after genKeep unmoved: kept
+// for good, every MAC ever ended stayed in the map (a random-MAC device
+// population grew it without bound).
+func TestGenerationsPruned(t *testing.T) {
+	var lt leaseTable
+	lt.init()
+	a, b := subKey{circuitKey{1, 0}, 0x020000000001}, subKey{circuitKey{1, 0}, 0x020000000002}
+	lt.bumpGen(a)
+	lt.bumpGen(a)
+	if g := lt.generation(a); g != 2 {
+		t.Fatalf("generation %d, want 2", g)
+	}
+	now := time.Now()
+	lt.pruneGens(now.Add(genKeep / 2))
+	if g := lt.generation(a); g != 2 {
+		t.Fatalf("pruned after %v: generation %d, want 2 kept", genKeep/2, g)
+	}
+	lt.bumpGen(b)
+	lt.pruneGens(now.Add(genKeep / 2).Add(30 * time.Second)) // within a minute of the last: not run
+	if len(lt.gen) != 2 {
+		t.Fatalf("%d generations, want 2", len(lt.gen))
+	}
+	lt.pruneGens(now.Add(genKeep + 2*time.Minute))
+	if len(lt.gen) != 0 || lt.generation(a) != 0 {
+		t.Fatalf("after %v unmoved: %d generations kept", genKeep, len(lt.gen))
+	}
+}

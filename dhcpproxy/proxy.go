@@ -559,6 +559,7 @@ func (p *Proxy) expire(now time.Time) {
 	p.notes.forget(now)
 	p.summarize(now)
 	p.expireLeases(now)
+	p.leases.pruneGens(now)
 	p.cutMoves(now)
 	p.sendProbes(now)
 	p.expireOnboarding(now)
