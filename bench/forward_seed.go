@@ -42,5 +42,5 @@ func seedForwardStore(ctx context.Context, path string, n int, isps []string, ac
 	return seedStore(ctx, path, n, func(k int) seedSub {
 		mac, ip := forwardSource(k)
 		return seedSub{MAC: subscribers.MAC(mac), IP: netip.AddrFrom4(ip), ISP: isps[k%len(isps)], Customer: "f" + strconv.Itoa(k)}
-	}, access, true, progress)
+	}, access, true, false, progress)
 }

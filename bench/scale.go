@@ -54,7 +54,7 @@ func parseScale(args []string, stderr io.Writer) (*scaleOptions, error) {
 	fs.StringVar(&o.out, "out", "bench-out", "directory for scale.json, scale.md and scale.svg")
 	fs.StringVar(&o.id, "id", "benchsc", "lab ID (namespace prefix)")
 	fs.IntVar(&o.runs, "runs", 3, "starts per point (the first start, then restarts: at least 2): medians with min and max")
-	fs.StringVar(&kinds, "kinds", KindStatic+","+KindDHCP, "point kinds: static ([[subscriber]] entries with an address), dhcp (store devices with a binding each)")
+	fs.StringVar(&kinds, "kinds", KindStatic+","+KindDHCP, "point kinds: static ([[subscriber]] entries with an address), dhcp (store devices with a binding each), lapsed (the same with every lease run out: a start after an outage)")
 	fs.BoolVar(&o.keep, "keep", false, "leave the lab and the state up afterwards")
 	fs.IntVar(&o.staticMax, "static-max", 200000, "largest static point: a file of more [[subscriber]] entries is beyond what the configuration file supports (README)")
 	// Hidden: the tests' own points, binary and patience.
@@ -63,7 +63,7 @@ func parseScale(args []string, stderr io.Writer) (*scaleOptions, error) {
 	fs.StringVar(&o.exe, "exe", "", "")
 	fs.DurationVar(&o.timeout, "start-timeout", 5*time.Minute, "")
 	fs.DurationVar(&o.idleWindow, "idle-window", 10*time.Second, "after each start, ispmux's CPU time is measured over this long with nothing happening (0: not measured)")
-	setUsage(fs, stderr, "usage: ispmux bench scale [--subscribers N] [--kinds static,dhcp] [--runs 3] [--json] [--id benchsc] [--out DIR] [--keep]")
+	setUsage(fs, stderr, "usage: ispmux bench scale [--subscribers N] [--kinds static,dhcp,lapsed] [--runs 3] [--json] [--id benchsc] [--out DIR] [--keep]")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -77,8 +77,8 @@ func parseScale(args []string, stderr io.Writer) (*scaleOptions, error) {
 		return nil, fmt.Errorf("bench scale: --runs %d: want 2..20 (the first start, then at least one restart)", o.runs)
 	}
 	for _, k := range strings.Split(kinds, ",") {
-		if k != KindStatic && k != KindDHCP {
-			return nil, fmt.Errorf("bench scale: --kinds: unknown kind %q (static, dhcp)", k)
+		if k != KindStatic && k != KindDHCP && k != KindLapsed {
+			return nil, fmt.Errorf("bench scale: --kinds: unknown kind %q (static, dhcp, lapsed)", k)
 		}
 		o.kinds = append(o.kinds, k)
 	}

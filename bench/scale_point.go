@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,8 +60,8 @@ func (s *scaler) point(ctx context.Context, n int, kind string, runs int) (Scale
 	if err := os.WriteFile(cfgPath, scaleConfig(s.t, stateDir, macTable, static, nil), 0o644); err != nil {
 		return p, err
 	}
-	if kind == KindDHCP && n > 0 {
-		err := seedScaleStore(ctx, filepath.Join(stateDir, appliance.StoreName), n, isps, s.t.Appliance.Access[0].Name, true,
+	if (kind == KindDHCP || kind == KindLapsed) && n > 0 {
+		err := seedScaleStore(ctx, filepath.Join(stateDir, appliance.StoreName), n, isps, s.t.Appliance.Access[0].Name, true, kind == KindLapsed,
 			func(what string, done int) {
 				s.pr.set("%s %s: seeding %s: %d of %d", kind, humanCount(n), what, done, n)
 			})
@@ -68,10 +69,25 @@ func (s *scaler) point(ctx context.Context, n int, kind string, runs int) (Scale
 			return p, err
 		}
 	}
+	pristine := filepath.Join(dir, "pristine")
+	if kind == KindLapsed {
+		if err := copyStoreFiles(stateDir, pristine); err != nil {
+			return p, err
+		}
+	}
 	p.SeedS = round(time.Since(t0).Seconds(), 3)
 	var restarts, restartCPU, reloads, lists, rss, idle []float64
 	var extra []int
+	var lapsedEnded []float64
 	for run := range runs {
+		if kind == KindLapsed && run > 0 {
+			// The start after the outage again: the last one ended
+			// what lapsed.
+			s.pr.set("%s %s run %d: the seeded store back", kind, humanCount(n), run+1)
+			if err := copyStoreFiles(pristine, stateDir); err != nil {
+				return p, err
+			}
+		}
 		m, err := s.run(ctx, kind, n, run, cfgPath, stateDir, &extra)
 		if err != nil {
 			return p, err
@@ -83,6 +99,9 @@ func (s *scaler) point(ctx context.Context, n int, kind string, runs int) (Scale
 		} else {
 			restarts = append(restarts, m.start)
 			restartCPU = append(restartCPU, m.startCPU)
+		}
+		if m.lapsedEnded > 0 {
+			lapsedEnded = append(lapsedEnded, m.lapsedEnded)
 		}
 		reloads = append(reloads, m.reload)
 		lists = append(lists, m.list)
@@ -111,6 +130,10 @@ func (s *scaler) point(ctx context.Context, n int, kind string, runs int) (Scale
 		med, lo, hi := median(restarts)
 		p.RestartS, p.RestartMinS, p.RestartMaxS = round(med, 3), round(lo, 3), round(hi, 3)
 	}
+	if len(lapsedEnded) > 0 {
+		med, _, _ := median(lapsedEnded)
+		p.LapsedEndedS = round(med, 3)
+	}
 	med, lo, hi := median(reloads)
 	p.ReloadS, p.ReloadMinS, p.ReloadMaxS = round(med, 3), round(lo, 3), round(hi, 3)
 	med, _, _ = median(lists)
@@ -126,6 +149,7 @@ func (s *scaler) point(ctx context.Context, n int, kind string, runs int) (Scale
 type runMeasure struct {
 	start, reload, list float64
 	startCPU            float64 // ispmux's CPU time (user + system) at "forwarding"
+	lapsedEnded         float64 // lapsed points: from exec to the lapsed bindings ended
 	rssAnon, peak       int64
 	idleCPU             float64 // percent of one CPU, settled, nothing happening
 }
@@ -138,6 +162,7 @@ func (s *scaler) run(ctx context.Context, kind string, n, run int, cfgPath, stat
 	argv := []string{"ip", "netns", "exec", s.t.Appliance.NS, s.o.exe, "run", "-c", cfgPath}
 	lw := &logWatch{want: map[string]chan struct{}{}}
 	forwarding := lw.expect("msg=forwarding ")
+	lapsedEnded := lw.expect(`msg="dhcp: bindings that lapsed while ispmux was stopped ended`)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), gcEnv+"=1")
 	cmd.Stdout, cmd.Stderr = lw, lw
@@ -186,6 +211,13 @@ func (s *scaler) run(ctx context.Context, kind string, n, run int, cfgPath, stat
 		return m, err
 	}
 	m.start = time.Since(t0).Seconds()
+	if kind == KindLapsed && n > 0 {
+		s.pr.set("%s: waiting for the lapsed bindings' ends", label)
+		if err := wait(lapsedEnded, "the lapsed bindings' ends", s.o.timeout); err != nil {
+			return m, err
+		}
+		m.lapsedEnded = time.Since(t0).Seconds()
+	}
 	pid := cmd.Process.Pid
 	if _, ticks, err := readPIDStat(pid); err == nil {
 		m.startCPU = float64(ticks) / clockTicks
@@ -391,3 +423,32 @@ func (l *logWatch) Write(p []byte) (int, error) {
 
 // tail returns the last lines written, for error messages.
 func (l *logWatch) tail() string { return errTail(l.last.String()) }
+
+// copyStoreFiles copies the store file and its journal's files from
+// directory from into to (created), replacing those there.
+func copyStoreFiles(from, to string) error {
+	if err := os.MkdirAll(to, 0o750); err != nil {
+		return err
+	}
+	for _, suffix := range []string{"", ".journal", ".journal.1"} {
+		name := appliance.StoreName + suffix
+		src, err := os.Open(filepath.Join(from, name))
+		if errors.Is(err, os.ErrNotExist) {
+			_ = os.Remove(filepath.Join(to, name))
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		dst, err := os.OpenFile(filepath.Join(to, name), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+		if err == nil {
+			_, err = io.Copy(dst, src)
+			err = errors.Join(err, dst.Close())
+		}
+		src.Close()
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", name, err)
+		}
+	}
+	return nil
+}

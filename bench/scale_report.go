@@ -20,6 +20,12 @@ const (
 	// KindDHCP: N devices seeded in the store (one customer each, source
 	// "api") and a DHCP binding each, restored at start.
 	KindDHCP = "dhcp"
+	// KindLapsed: the dhcp point's store after an outage: every
+	// binding's lease ran out an hour ago. Each run starts on a copy of
+	// the seeded store (a start ends what lapsed): the start after the
+	// outage, which forwards before the lapsed bindings are ended
+	// (LapsedEndedS: when they are).
+	KindLapsed = "lapsed"
 )
 
 // ScalePoint is one measured (subscribers, kind) point of bench scale.
@@ -35,6 +41,10 @@ type ScalePoint struct {
 	// machine a steadier figure than the wall-clock time.
 	FirstStartCPUS float64 `json:"first_start_cpu_s"`
 	RestartCPUS    float64 `json:"restart_cpu_s"`
+	// LapsedEndedS (lapsed points): from exec to the log line saying
+	// the lapsed bindings are ended, beside the first DHCP (median of the
+	// runs).
+	LapsedEndedS float64 `json:"lapsed_ended_s,omitempty"`
 	// RestartS: a later start on the same state (median of the runs).
 	RestartS    float64 `json:"restart_s"`
 	RestartMinS float64 `json:"restart_min_s"`
@@ -256,20 +266,29 @@ func scaleRange(med, lo, hi float64, runs int) string {
 
 // rows renders the points as table rows (header first).
 func (r *ScaleResult) rows() [][]string {
-	out := [][]string{{"subscribers", "kind", "first start s (CPU s)", "restart s (min–max)", "restart CPU s", "reload s (min–max)", "ctl pages s",
+	out := [][]string{{"subscribers", "kind", "first start s (CPU s)", "restart s (min–max)", "restart CPU s", "lapsed ended s", "reload s (min–max)", "ctl pages s",
 		"RssAnon MB", "B/sub", "peak RSS MB", "store B/sub", "idle CPU %"}}
 	for _, p := range r.Points {
 		if p.Error != "" {
-			out = append(out, []string{humanCount(p.Subscribers), p.Kind, "error: " + truncate(p.Error, 80), "", "", "", "", "", "", "", "", ""})
+			out = append(out, []string{humanCount(p.Subscribers), p.Kind, "error: " + truncate(p.Error, 80), "", "", "", "", "", "", "", "", "", ""})
 			continue
 		}
 		out = append(out, []string{humanCount(p.Subscribers), p.Kind, fmt.Sprintf("%.3f (%.2f)", p.FirstStartS, p.FirstStartCPUS),
-			scaleRange(p.RestartS, p.RestartMinS, p.RestartMaxS, p.Runs), fmt.Sprintf("%.2f", p.RestartCPUS), scaleRange(p.ReloadS, p.ReloadMinS, p.ReloadMaxS, p.Runs),
+			scaleRange(p.RestartS, p.RestartMinS, p.RestartMaxS, p.Runs), fmt.Sprintf("%.2f", p.RestartCPUS), lapsedCell(p), scaleRange(p.ReloadS, p.ReloadMinS, p.ReloadMaxS, p.Runs),
 			fmt.Sprintf("%.3f", p.ListS), fmt.Sprintf("%.0f", float64(p.RSSAnonBytes)/1e6),
 			fmt.Sprintf("%.0f", p.RSSAnonBytesPerSubscriber), fmt.Sprintf("%.0f", float64(p.PeakRSSBytes)/1e6),
 			fmt.Sprintf("%.0f", p.StoreBytesPerSubscriber), idleCell(p)})
 	}
 	return out
+}
+
+// lapsedCell is when p's lapsed bindings were ended, or "–" (not a
+// lapsed point).
+func lapsedCell(p ScalePoint) string {
+	if p.Kind != KindLapsed || p.LapsedEndedS == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.3f", p.LapsedEndedS)
 }
 
 // idleCell is p's idle CPU, or "–" when it was not measured

@@ -70,8 +70,8 @@ func scaleConfig(t *lab.Topology, stateDir string, macTable, static int, extra [
 // seedScaleStore writes bench scale's n subscribers into the store at
 // path (seedStore): subscriber i is scaleMAC(i) with scaleIP(i), customer
 // "c<i>" at isps[i mod len(isps)], written in MAC order; with bound, each
-// with its DHCP binding on access.
-func seedScaleStore(ctx context.Context, path string, n int, isps []string, access string, bound bool, progress func(string, int)) error {
+// with its DHCP binding on access (lapsed: run out an hour ago).
+func seedScaleStore(ctx context.Context, path string, n int, isps []string, access string, bound, lapsed bool, progress func(string, int)) error {
 	// Written in MAC order (the registrations' and bindings' key order):
 	// each transaction then appends to the B-trees instead of splitting
 	// pages all over them. The subscribers themselves are the same.
@@ -86,5 +86,5 @@ func seedScaleStore(ctx context.Context, path string, n int, isps []string, acce
 	return seedStore(ctx, path, n, func(x int) seedSub {
 		i := order[x]
 		return seedSub{MAC: scaleMAC(i), IP: scaleIP(i), ISP: isps[i%len(isps)], Customer: "c" + strconv.Itoa(i)}
-	}, access, bound, progress)
+	}, access, bound, lapsed, progress)
 }

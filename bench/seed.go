@@ -32,10 +32,11 @@ type seedSub struct {
 // binding on access (24 h lease, with the client identifier, Option 82
 // and ACK options a real lease carries) from 256 concurrent writers
 // (group commits). The store is opened with NoSync (a seed, not a
-// service) and closed; seeding stops when ctx ends. progress is called
+// service) and closed; seeding stops when ctx ends. With lapsed, each
+// lease ran out an hour ago (a store left by an outage). progress is called
 // with what was written so far ("devices" or "bindings"), at least every
 // 2 s while bindings are written.
-func seedStore(ctx context.Context, path string, n int, sub func(x int) seedSub, access string, bound bool, progress func(what string, done int)) (err error) {
+func seedStore(ctx context.Context, path string, n int, sub func(x int) seedSub, access string, bound, lapsed bool, progress func(what string, done int)) (err error) {
 	st, err := subscribers.Open(path, subscribers.Options{NoSync: true})
 	if err != nil {
 		return err
@@ -64,7 +65,10 @@ func seedStore(ctx context.Context, path string, n int, sub func(x int) seedSub,
 	if !bound {
 		return nil
 	}
-	now := time.Now()
+	expires := time.Now().Add(24 * time.Hour)
+	if lapsed {
+		expires = time.Now().Add(-time.Hour)
+	}
 	srv := netip.AddrFrom4([4]byte{192, 0, 2, 1})
 	var next, done atomic.Int64
 	var wg sync.WaitGroup
@@ -94,7 +98,7 @@ func seedStore(ctx context.Context, path string, n int, sub func(x int) seedSub,
 				b := subscribers.Binding{
 					MAC: m, Access: access, ISP: s.ISP, IP: s.IP,
 					Circuit: access, ServerID: srv, Relay: srv,
-					Expires: now.Add(24 * time.Hour), Updated: now, LeaseTime: 24 * time.Hour, Customer: s.Customer,
+					Expires: expires, Updated: expires.Add(-24 * time.Hour), LeaseTime: 24 * time.Hour, Customer: s.Customer,
 					ClientID: append([]byte{1}, m[:]...),
 					Option82: append([]byte{1, byte(len(access))}, append([]byte(access), 2, 6, m[0], m[1], m[2], m[3], m[4], m[5])...),
 					// subnet mask, router, DNS, lease time: a typical ACK.
