@@ -67,6 +67,7 @@ func CounterNames() []string {
 		"nak",
 		"nak_after_discover",
 		"nak_not_request",
+		"nak_other_server_before_t2",
 		"nak_sent",
 		"no_access_address",
 		"no_isp_server",

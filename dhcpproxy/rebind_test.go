@@ -87,3 +87,54 @@ func TestNakToDiscoverAloneIsReported(t *testing.T) {
 		t.Errorf("DISCOVER NAKed by the ISP's only server, no other answer: events %v, refused outcomes %d; counters %v", seen, refused, r.p.Counters())
 	}
 }
+
+// A renewal whose timeout would end past the ISP's T2 goes to every
+// server before T2 is reached; in a split scope (two servers with their own
+// lease databases, a trial's Kea and dnsmasq), the server that has no
+// record of the lease NAKs it at once, the lease's own server ACKs a
+// moment later. The first answer won: the NAK ended a binding its server
+// was renewing, and the subscriber was sent back to DISCOVER while Kea
+// kept its lease. Before T2 the client would still be RENEWING with its
+// server alone: another server's NAK ends nothing now, the ACK renews.
+// Past T2 (ispmux's REBINDING) any server's NAK still ends it.
+func TestEarlyRebindIgnoresOtherServersNak(t *testing.T) {
+	ip := netip.MustParseAddr("100.64.0.101")
+	for _, c := range []struct {
+		name  string
+		at    time.Duration
+		ended bool
+	}{
+		{"before T2", 52*time.Second + 400*time.Millisecond, false}, // T2 52.5 s, timeout 300 ms: sent to every server
+		{"past T2", 55 * time.Second, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r, second := twoServersBound(t)
+			base := time.Now()
+			r.p.now = func() time.Time { return base.Add(c.at) }
+			r.fromClientUnicast(renewing(t, s1, ip.String()), ip)
+			up, _ := r.relayedTo()
+			if up[ispSID] == nil || up[second] == nil {
+				t.Fatalf("renewal relayed to %v, want every server", keys(up))
+			}
+			r.fromServerAt(second, serverReply(up[second], dhcpv4.MessageTypeNak, second, second))
+			_, toClient := r.relayedTo()
+			_, bound := r.p.Lease(accPort, 0, s1MAC)
+			if c.ended {
+				if bound || len(toClient) != 1 || toClient[0].MessageType() != dhcpv4.MessageTypeNak {
+					t.Fatalf("past T2, the other server's NAK: bound %v, client sent %v; want the binding ended and the NAK delivered", bound, toClient)
+				}
+				return
+			}
+			if !bound || len(toClient) != 0 || r.p.Counters()["nak_other_server_before_t2"] != 1 {
+				t.Fatalf("before T2, the NAK of a server that did not grant the lease: bound %v, client sent %v, counters %v; want nothing done", bound, toClient, r.p.Counters())
+			}
+			ack := serverReply(up[ispSID], dhcpv4.MessageTypeAck, ispSID, ispSID)
+			ack.YourIPAddr = ip.AsSlice()
+			r.fromServerAt(ispSID, ack)
+			_, toClient = r.relayedTo()
+			if len(toClient) != 1 || toClient[0].MessageType() != dhcpv4.MessageTypeAck {
+				t.Fatalf("the lease's server's ACK after the other's NAK: client sent %v, want the ACK (counters %v)", toClient, r.p.Counters())
+			}
+		})
+	}
+}

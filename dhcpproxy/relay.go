@@ -364,18 +364,21 @@ func forEachOptionAll(raw []byte, fn func(code byte, data []byte)) {
 // an ISP's reply (relayDown) or a stored binding's options (localACK):
 // option 82 (ours, echoed), the lease options (ispmux sets the client's
 // lease) and IPv6-only preferred (108, RFC 8925: it tells the client to
-// give up IPv4 for IPv6 alone, which ispmux does not forward). The server
-// identifier is not passed on either, but replaced by ours.
+// give up IPv4 for IPv6 alone, which ispmux does not forward) and subnet
+// selection (118, RFC 3011: a server returns it to a client that sent it,
+// and ispmux sends none of its subscribers' up; dnsmasq answers ispmux's
+// link selection with it). The server identifier is not passed on either,
+// but replaced by ours.
 func ispOwned(code byte) bool {
 	switch code {
-	case optRelayAgentInfo, optLeaseTime, optRenewalTime, optRebindingTime, optIPv6OnlyPreferred:
+	case optRelayAgentInfo, optLeaseTime, optRenewalTime, optRebindingTime, optIPv6OnlyPreferred, optSubnetSelection:
 		return true
 	}
 	return false
 }
 
 // filterField rewrites the options in an overloaded field b in place for
-// the subscriber (relayDown): 82, 51, 58, 59 and 54 taken out, the others
+// the subscriber (relayDown): 82, 51, 58, 59, 108, 118 and 54 taken out, the others
 // kept in order, END after them and the rest zeroed. It reports whether
 // the field holds the message type (53).
 func filterField(b []byte) (sawType bool) {

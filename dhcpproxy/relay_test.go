@@ -181,10 +181,17 @@ func TestRelayDown(t *testing.T) {
 	if err := checkServer(offer, other.encode()); err != errOption82 {
 		t.Errorf("an echo that is not ours: %v, want %v", err, errOption82)
 	}
+	// dnsmasq answers ispmux's link selection with subnet selection
+	// (118), which the subscriber never sent (RFC 3011: returned only to a
+	// client that sent it).
+	offer.Options.Update(dhcpv4.OptGeneric(dhcpv4.OptionSubnetSelection, []byte{100, 64, 0, 1}))
 	out := relayDown(offer.ToBytes(), ourSID, time.Minute)
 	for _, o := range rawOptions(t, out) {
 		if o[0][0] == 82 {
 			t.Fatal("option 82 sent to the subscriber")
+		}
+		if o[0][0] == 118 {
+			t.Fatal("option 118 (subnet selection, the ISP's answer to ispmux's link selection) sent to the subscriber")
 		}
 	}
 	got, _ := dhcpv4.FromBytes(out)

@@ -31,6 +31,11 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 	}
 	if !known {
 		p.count("unknown_server")
+		// Its timeout, if it is an answer to one of ours, says so: the
+		// ISP did answer, from an address not configured.
+		if len(payload) >= 34 && payload[0] == 2 && payload[2] == 6 {
+			p.tx.noteUnlisted(isp.Index, [4]byte(payload[4:8]), binding.MAC48([6]byte(payload[28:34])), src)
+		}
 		return
 	}
 	m, err := dhcpv4.FromBytes(payload)
@@ -222,6 +227,18 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 				// the NAK (an INFORM's end reports nothing anyway).
 				p.tx.nak(t, src)
 			}
+			return
+		}
+		if g := p.tx.grantingOf(t); g.IsValid() && src != g {
+			// A renewal sent to every server before the ISP's T2:
+			// the client is still RENEWING, which only the lease's
+			// server answers; another's NAK (a split scope's server,
+			// which has no record of the lease) ends nothing. The
+			// lease's server's answer is awaited (its silence: the
+			// renewal answered from the binding, answerAfterSilence).
+			p.count("nak_other_server_before_t2")
+			p.log.Debug("dhcp: NAK of a renewal from a server that did not grant the lease, before the ISP's T2, ignored", "mac", binding.MACString(mac),
+				"isp", isp.Name, "server", src, "granting", g)
 			return
 		}
 		p.tx.take(pk)

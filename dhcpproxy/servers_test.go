@@ -990,3 +990,31 @@ func (r *prig) sentUp(mt dhcpv4.MessageType) []*dhcpv4.DHCPv4 {
 	}
 	return out
 }
+
+// An ISP's server answers from an address its dhcp_servers does not list
+// (a trial: dnsmasq on a second address of its host). The answer is
+// dropped (unknown_server), as ISP-SERVERS.md says, and the timeout event
+// said only "no answer from the ISP": the ISP did answer. The event names
+// the address now.
+func TestTimeoutNamesUnlistedServer(t *testing.T) {
+	r := newPRig(t)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	up, _ := r.relayedTo()
+	if up[ispSID] == nil {
+		t.Fatal("DISCOVER not relayed")
+	}
+	other := netip.MustParseAddr("192.0.2.77")
+	r.fromServerAt(other, serverReply(up[ispSID], dhcpv4.MessageTypeOffer, other, other))
+	if _, toClient := r.relayedTo(); len(toClient) != 0 || r.p.Counters()["unknown_server"] != 1 {
+		t.Fatalf("the unlisted server's OFFER: client sent %v, counters %v; want it dropped", toClient, r.p.Counters())
+	}
+	for _, e := range r.eventsAfterTimeout() {
+		if e.Kind == subscribers.EventTimeout {
+			if !strings.Contains(e.Reason, other.String()) {
+				t.Errorf("timeout event %q does not name %v, which answered", e.Reason, other)
+			}
+			return
+		}
+	}
+	t.Error("no timeout event")
+}

@@ -70,6 +70,10 @@ type txn struct {
 	// nakBy is the ISP server that answered the DISCOVER with a NAK (no
 	// event of its own): if no OFFER follows, its end says so.
 	nakBy netip.Addr
+	// granting is, for a renewal sent to every server before the ISP's
+	// T2 (noteGranting), the server that granted the lease: only its
+	// NAK ends the binding (invalid: any server's).
+	granting netip.Addr
 	// sentTo is the ISP server msgType was last relayed to (invalid:
 	// every server of the ISP); an ICMP unreachable from another is not
 	// about it.
@@ -77,6 +81,10 @@ type txn struct {
 	// unreach is the ICMP unreachable heard about msgType as relayed
 	// (zero: none): its timeout names the server and the cause.
 	unreach unreachableNote
+	// unlisted is the address, not one of the ISP's dhcp_servers, that
+	// a reply to t came from (dropped: unknown_server); its timeout
+	// names it.
+	unlisted netip.Addr
 	// selecting is set for a SELECTING REQUEST (it names a server
 	// identifier, ours, RFC 2131 §4.3.2): only the server selected may
 	// ACK it (selected).
@@ -372,6 +380,7 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 		t.refused = false
 		t.nakBy = netip.Addr{}
 		t.unreach = unreachableNote{}
+		t.unlisted = netip.Addr{}
 	} else {
 		t.resent = now
 	}
@@ -528,8 +537,23 @@ func (x *txns) serverID(t *txn) netip.Addr {
 // every server of its ISP when only is not valid (as sendRelay sends it).
 func (x *txns) relayedTo(t *txn, only netip.Addr) {
 	x.mu.Lock()
-	t.sentTo = only
+	t.sentTo, t.granting = only, netip.Addr{}
 	x.mu.Unlock()
+}
+
+// noteGranting notes g as the server that granted the lease t renews,
+// sent to every server before the ISP's T2 (txn.granting).
+func (x *txns) noteGranting(t *txn, g netip.Addr) {
+	x.mu.Lock()
+	t.granting = g
+	x.mu.Unlock()
+}
+
+// grantingOf is t's granting server (txn.granting).
+func (x *txns) grantingOf(t *txn) netip.Addr {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return t.granting
 }
 
 // noteUnreachable keeps n on the pending transaction at isp that an ICMP
@@ -546,11 +570,23 @@ func (x *txns) noteUnreachable(isp uint8, xid [4]byte, mac uint64, n unreachable
 	return true
 }
 
+// noteUnlisted notes on the pending transaction at isp with xid and
+// chaddr mac that a reply to it came from from, an address not among the
+// ISP's servers (txn.unlisted).
+func (x *txns) noteUnlisted(isp uint8, xid [4]byte, mac uint64, from netip.Addr) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if t := x.pending[pendKey{xid, mac, isp}]; t != nil {
+		t.unlisted = from
+	}
+}
+
 // timedOut is a transaction the ISP did not answer in time.
 type timedOut struct {
-	subj    subject
-	mt      dhcpv4.MessageType
-	unreach unreachableNote
+	subj     subject
+	mt       dhcpv4.MessageType
+	unreach  unreachableNote
+	unlisted netip.Addr // txn.unlisted
 	renew   *renewNote // a renewal past the ISP's T1 (nil: anything else)
 	nakBy   netip.Addr // the server that NAKed the DISCOVER (no OFFER came)
 	// refused: a server answered the REQUEST with a reply ispmux refused
@@ -583,7 +619,7 @@ func (x *txns) expire(now time.Time) []timedOut {
 		if now.After(t.deadline) {
 			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() && (!t.refused || t.nakBy.IsValid()) || t.msgType == dhcpv4.MessageTypeRequest ||
 				t.msgType == dhcpv4.MessageTypeInform {
-				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, t.unreach, t.renew, t.nakBy, t.refused, t.selecting})
+				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, t.unreach, t.unlisted, t.renew, t.nakBy, t.refused, t.selecting})
 			}
 			// The client retransmitted, and we relayed its copy less
 			// than the ISP's time ago: the ISP's silence to the first
@@ -648,6 +684,9 @@ func (p *Proxy) expireTxns(now time.Time) {
 		why := fmt.Sprintf("no answer from the ISP to %s within %s", to.mt, p.cfg.Timeout)
 		if u := to.unreach; u.server.IsValid() && now.Sub(u.at) < 2*p.cfg.Timeout {
 			why += fmt.Sprintf(" (its server %s: %s)", u.server, u.why)
+		}
+		if to.unlisted.IsValid() {
+			why += fmt.Sprintf(" (an answer came from %s, which is not one of the ISP's dhcp_servers: dropped)", to.unlisted)
 		}
 		if to.renew != nil && p.answerAfterSilence(to, now) {
 			why += "; the renewal was answered by ispmux from the binding (within the ISP's lease)"

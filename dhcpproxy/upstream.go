@@ -293,7 +293,14 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 	// halves what is left) may come only past the ISP's expiry, and
 	// ispmux would never have rebound (a Kea HA standby back in
 	// hot-standby answers nothing).
-	renewing := renewal && unicast && hasLease && held.isp == isp.Index && !held.pastRebind(now.Add(p.cfg.Timeout))
+	renewing := renewal && unicast && hasLease && held.isp == isp.Index
+	// Sent to every server before the ISP's T2 (only because the
+	// timeout would end past it): the client would still be RENEWING
+	// with the lease's server alone, whose answer counts; another
+	// server's NAK (one of a split scope, which has no record of the
+	// lease) is not acted on (grantingOf).
+	early := renewing && !held.pastRebind(now) && held.pastRebind(now.Add(p.cfg.Timeout))
+	renewing = renewing && !held.pastRebind(now.Add(p.cfg.Timeout))
 	var only netip.Addr
 	if t != nil && isp.ServerIDOverride && mt == dhcpv4.MessageTypeRequest {
 		// With server-id override every server's OFFER named ours, so
@@ -329,6 +336,9 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 	}
 	if t != nil {
 		p.tx.relayedTo(t, only)
+		if early && !only.IsValid() {
+			p.tx.noteGranting(t, grantingServer(isp, held, leaseSID))
+		}
 	}
 	gw, ok := p.nextHop(isp)
 	if !ok {
@@ -453,6 +463,20 @@ func (p *Proxy) noteResolved() {
 			p.nextHop(isp)
 		}
 	}
+}
+
+// grantingServer is the address of isp's server that granted the lease
+// h (leaseSID: its server identifier), as a RENEWING REQUEST is sent to
+// it, or invalid if it is not one of isp's servers.
+func grantingServer(isp *ISP, h lease, leaseSID netip.Addr) netip.Addr {
+	g := leaseSID
+	if isp.ServerIDOverride || !slices.Contains(isp.Servers, g) {
+		g = h.relayAddr()
+	}
+	if !slices.Contains(isp.Servers, g) {
+		return netip.Addr{}
+	}
+	return g
 }
 
 // relayLater waits (at most startupWait) for isp's first next-hop
