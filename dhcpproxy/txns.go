@@ -587,8 +587,8 @@ type timedOut struct {
 	mt       dhcpv4.MessageType
 	unreach  unreachableNote
 	unlisted netip.Addr // txn.unlisted
-	renew   *renewNote // a renewal past the ISP's T1 (nil: anything else)
-	nakBy   netip.Addr // the server that NAKed the DISCOVER (no OFFER came)
+	renew    *renewNote // a renewal past the ISP's T1 (nil: anything else)
+	nakBy    netip.Addr // the server that NAKed the DISCOVER (no OFFER came)
 	// refused: a server answered the REQUEST with a reply ispmux refused
 	// (its own rejected event): no silence of the ISP.
 	refused bool
