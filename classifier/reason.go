@@ -39,6 +39,7 @@ const (
 	ReasonWalledGarden                  // from a walled-garden (onboarding) subscriber, to anything but the portal, DNS or the gateway
 	ReasonNotUnicast                    // from a subscriber, IPv4 to no single host (broadcast, multicast, 0/8, 127/8, class E): not routed
 	ReasonDHCPFlood                     // DHCP from one subscriber (circuit and MAC) beyond its budget: faster than any client sends
+	ReasonIPOptions                     // IPv4 with a source route option (LSRR, SSRR) or options that do not parse: not routed (RFC 7126 §4.3, §4.4)
 	NumReasons                          // number of reasons; not a reason
 )
 
@@ -67,6 +68,7 @@ var reasonNames = [NumReasons]string{
 	ReasonWalledGarden:           "walled_garden",
 	ReasonNotUnicast:             "not_unicast",
 	ReasonDHCPFlood:              "dhcp_flood",
+	ReasonIPOptions:              "ip_options",
 }
 
 // String returns the reason's snake_case name, used as a metric label (for

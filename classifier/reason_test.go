@@ -27,7 +27,8 @@ func TestReasonNames(t *testing.T) {
 		ReasonWalledGarden:           "walled_garden",
 		ReasonNotUnicast:             "not_unicast",
 		ReasonDHCPFlood:              "dhcp_flood",
-		NumReasons:                   "reason_24",
+		ReasonIPOptions:              "ip_options",
+		NumReasons:                   "reason_25",
 	} {
 		if got := r.String(); got != want {
 			t.Errorf("Reason(%d).String() = %q, want %q", r, got, want)

@@ -250,6 +250,36 @@ func (p *Processor) Process(b *datapath.Batch) {
 	}
 }
 
+// ipOptions says why the IPv4 datagram pkt (frame f) is not routed for
+// its header options (ReasonNone: it is): a loose or strict source route
+// (LSRR 131, SSRR 137), which RFC 7126 §4.3 and §4.4 have routers drop by
+// default (a sender choosing the path through an ISP's network), or
+// options that do not parse (ReasonIPOptions too: a router parsing them
+// would refuse the datagram). Only a header longer than 20 bytes has any;
+// the lane and the XDP fast path take 20-byte headers only.
+func ipOptions(pkt *classifier.Packet, f []byte) classifier.Reason {
+	if pkt.IHL <= 20 {
+		return classifier.ReasonNone
+	}
+	o := f[pkt.L3+20 : pkt.L3+pkt.IHL]
+	for i := 0; i < len(o); {
+		switch o[i] {
+		case 0: // end of the option list
+			return classifier.ReasonNone
+		case 1: // no operation
+			i++
+			continue
+		case 131, 137:
+			return classifier.ReasonIPOptions
+		}
+		if i+1 >= len(o) || o[i+1] < 2 || i+int(o[i+1]) > len(o) {
+			return classifier.ReasonIPOptions
+		}
+		i += int(o[i+1])
+	}
+	return classifier.ReasonNone
+}
+
 // fromSubscriber handles a decoded frame received on an access VLAN. It
 // reports whether it routed the frame to an uplink (Process counts those).
 func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *datapath.Verdict) (routed bool) {
@@ -297,6 +327,10 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 		}
 		if sub.ISP == binding.GardenVRF && !p.gardenPass(in, pt, out, pkt, f) {
 			return // walled garden: answered in place or dropped (garden.go)
+		}
+		if r := ipOptions(pkt, f); r != classifier.ReasonNone {
+			p.drop(in, out, r)
+			return
 		}
 		if !unicastAddr(pkt.DstIP) {
 			// The limited broadcast, multicast (link-local 224.0.0/24
@@ -592,6 +626,10 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 			// an INFORM goes to ciaddr): the proxy answers as the ISP,
 			// so the subscriber never sees the ISP's server.
 			p.punt(in, out, pkt, f)
+			return
+		}
+		if r := ipOptions(pkt, f); r != classifier.ReasonNone {
+			p.drop(in, out, r)
 			return
 		}
 		if mtu := int(p.s.mtu[d.Port%datapath.MaxPorts].Load()); mtu != 0 && pkt.TotalLen > mtu {

@@ -150,6 +150,15 @@ func TestEveryDropReason(t *testing.T) {
 			_ = udp.SetNetworkLayerForChecksum(ipl)
 			return serialize(t, append(ethLayers(sub1, accMAC, 0, layers.EthernetTypeIPv4), ipl, udp, gopacket.Payload(make([]byte, 1472)))...)
 		}},
+		// A loose source route (LSRR) through 192.0.2.99.
+		classifier.ReasonIPOptions: {frame: func(t testing.TB) []byte {
+			ipl := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP,
+				SrcIP: net.ParseIP("100.64.0.11").To4(), DstIP: net.ParseIP("198.51.100.10").To4(),
+				Options: []layers.IPv4Option{{OptionType: 131, OptionLength: 7, OptionData: []byte{4, 192, 0, 2, 99}}}}
+			udp := &layers.UDP{SrcPort: 1, DstPort: 2}
+			_ = udp.SetNetworkLayerForChecksum(ipl)
+			return serialize(t, append(ethLayers(sub1, accMAC, 0, layers.EthernetTypeIPv4), ipl, udp, gopacket.Payload(make([]byte, 8)))...)
+		}},
 		// A walled-garden (onboarding) subscriber's NTP.
 		classifier.ReasonWalledGarden: {setup: func(r *rig) {
 			if err := r.c.Bind(Binding{Port: 0, MAC: sub4, ISP: binding.GardenVRF, IP: netip.MustParseAddr("100.64.0.14")}); err != nil {
