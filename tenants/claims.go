@@ -14,47 +14,61 @@ import (
 
 // ClaimLimits bound password guessing through claims. Every attempt is
 // counted before any hash is computed:
-//   - per (customer, MAC) a token bucket (PerPairBurst attempts, one more
-//     every PerPairEvery);
-//   - per customer an exponential back-off after consecutive failures
-//     (BackoffBase doubling up to BackoffMax), and one attempt at a time:
-//     a claim for a customer while another one's password is being
-//     checked is refused, so concurrent guesses cannot all get in before
-//     the first failure starts the back-off;
-//   - per MAC, across customers, a bucket of failures (PerMACBurst, one
-//     more every PerMACEvery): one device trying a common password
+//   - per (customer, claimant) a token bucket (PerPairBurst attempts, one
+//     more every PerPairEvery) and an exponential back-off after
+//     consecutive failures (BackoffBase doubling up to BackoffMax). The
+//     claimant is the device for the portal's claims (its MAC), the token
+//     for the API's (claimant);
+//   - per customer one attempt at a time (a claim for a customer while
+//     another one's password is being checked is refused, so concurrent
+//     guesses cannot all get in before the first failure counts), and a
+//     bucket of failures across claimants (PerCustomerFailBurst, one more
+//     every PerCustomerFailEvery): once it is empty, a claimant that has
+//     failed for the customer waits for its next token, while one that
+//     has not still has its attempt;
+//   - per claimant, across customers, a bucket of failures (PerMACBurst,
+//     one more every PerMACEvery): one device trying a common password
 //     against many customer IDs. An attempt takes a token before the
 //     check and a successful one gives it back.
 //
-// There is no lock-out: the back-off is capped, so whoever guesses a
-// customer ID can slow its owner's claims by at most BackoffMax per
-// attempt, never stop them.
+// There is no lock-out: whoever guesses a customer ID slows their own
+// attempts, not the owner's from another device (the portal's), nor an
+// ISP's, an installer's or the operator's claims. Until
+// stop 41 the back-off was per customer: one wrong password a minute from
+// any device in the walled garden kept a customer's owner from ever
+// claiming (a trial). Guessing from many MACs costs a fresh MAC (a garden
+// lease) per attempt once the customer's failure bucket is empty.
 type ClaimLimits struct {
-	PerPairBurst int
-	PerPairEvery time.Duration
-	BackoffBase  time.Duration
-	BackoffMax   time.Duration
-	PerMACBurst  int
-	PerMACEvery  time.Duration
+	PerPairBurst         int
+	PerPairEvery         time.Duration
+	BackoffBase          time.Duration
+	BackoffMax           time.Duration
+	PerCustomerFailBurst int
+	PerCustomerFailEvery time.Duration
+	PerMACBurst          int
+	PerMACEvery          time.Duration
 }
 
 // Default claim limits.
 var DefaultClaimLimits = ClaimLimits{PerPairBurst: 5, PerPairEvery: 12 * time.Second, BackoffBase: time.Second, BackoffMax: time.Minute,
+	PerCustomerFailBurst: 20, PerCustomerFailEvery: 3 * time.Minute,
 	PerMACBurst: 10, PerMACEvery: 30 * time.Second}
 
 type pairKey struct{ isp, customer, mac string }
 type custKey struct{ isp, customer string }
 
+// pairState is a token bucket; for a (customer, MAC) pair also its
+// consecutive failures and the back-off they set.
 type pairState struct {
-	tokens float64
-	last   time.Time
+	tokens   float64
+	last     time.Time
+	failures int
+	until    time.Time // no attempt before
 }
 
 type custState struct {
-	failures int
-	until    time.Time // no attempt before
-	last     time.Time
-	busy     bool // an attempt's password is being checked
+	fails pairState // the customer's failure bucket
+	busy  bool      // an attempt's password is being checked
 }
 
 // claimLimiter holds the claim limits' state; mu guards it. Old state is
@@ -81,6 +95,12 @@ func newClaimLimiter(l ClaimLimits) *claimLimiter {
 	}
 	if l.BackoffMax <= 0 {
 		l.BackoffMax = d.BackoffMax
+	}
+	if l.PerCustomerFailBurst <= 0 {
+		l.PerCustomerFailBurst = d.PerCustomerFailBurst
+	}
+	if l.PerCustomerFailEvery <= 0 {
+		l.PerCustomerFailEvery = d.PerCustomerFailEvery
 	}
 	if l.PerMACBurst <= 0 {
 		l.PerMACBurst = d.PerMACBurst
@@ -123,25 +143,35 @@ func (l *claimLimiter) allow(isp, customer, mac string, now time.Time) error {
 	defer l.mu.Unlock()
 	l.gc(now)
 	ck := custKey{isp, customer}
-	c := l.cust[ck]
-	if c != nil && now.Before(c.until) {
-		return &RateLimitError{RetryAfter: c.until.Sub(now)}
+	pk := pairKey{isp, customer, mac}
+	p := l.pair[pk]
+	if p != nil && now.Before(p.until) {
+		return &RateLimitError{RetryAfter: p.until.Sub(now)}
 	}
+	c := l.cust[ck]
 	if c != nil && c.busy {
 		return &RateLimitError{RetryAfter: busyRetry}
+	}
+	if c != nil && p != nil && p.failures > 0 {
+		// Failed for this customer before: its attempts count against
+		// the customer's failure bucket too (a MAC that never failed
+		// for it still has its attempt: the owner's device).
+		if err := refill(&c.fails, l.lim.PerCustomerFailBurst, l.lim.PerCustomerFailEvery, now); err != nil {
+			return err
+		}
 	}
 	m := bucketOf(l.mac, mac, l.lim.PerMACBurst, now)
 	if err := refill(m, l.lim.PerMACBurst, l.lim.PerMACEvery, now); err != nil {
 		return err
 	}
-	p := bucketOf(l.pair, pairKey{isp, customer, mac}, l.lim.PerPairBurst, now)
+	p = bucketOf(l.pair, pk, l.lim.PerPairBurst, now)
 	if err := refill(p, l.lim.PerPairBurst, l.lim.PerPairEvery, now); err != nil {
 		return err
 	}
 	p.tokens--
 	m.tokens-- // given back if the attempt succeeds
 	if c == nil {
-		c = &custState{last: now}
+		c = &custState{fails: pairState{tokens: float64(l.lim.PerCustomerFailBurst), last: now}}
 		l.cust[ck] = c
 	}
 	c.busy = true
@@ -149,31 +179,36 @@ func (l *claimLimiter) allow(isp, customer, mac string, now time.Time) error {
 }
 
 // result ends an attempt allow allowed with its outcome: a success clears
-// the customer's back-off and gives the MAC's token back, a failure
-// lengthens the back-off.
+// the pair's back-off and gives the MAC's token back, a failure lengthens
+// the pair's back-off and takes one of the customer's failure tokens.
 func (l *claimLimiter) result(isp, customer, mac string, ok bool, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	k := custKey{isp, customer}
+	ck := custKey{isp, customer}
+	c := l.cust[ck]
+	if c != nil {
+		c.busy = false
+	}
+	p := bucketOf(l.pair, pairKey{isp, customer, mac}, l.lim.PerPairBurst, now)
 	if ok {
-		delete(l.cust, k)
+		p.failures, p.until = 0, time.Time{}
 		if m := l.mac[mac]; m != nil {
 			m.tokens = min(float64(l.lim.PerMACBurst), m.tokens+1)
 		}
 		return
 	}
-	c := l.cust[k]
 	if c == nil {
-		c = &custState{}
-		l.cust[k] = c
+		c = &custState{fails: pairState{tokens: float64(l.lim.PerCustomerFailBurst), last: now}}
+		l.cust[ck] = c
 	}
-	c.busy = false
-	c.failures++
-	d := l.lim.BackoffBase << min(c.failures-1, 20)
+	_ = refill(&c.fails, l.lim.PerCustomerFailBurst, l.lim.PerCustomerFailEvery, now)
+	c.fails.tokens = max(c.fails.tokens-1, -float64(l.lim.PerCustomerFailBurst))
+	p.failures++
+	d := l.lim.BackoffBase << min(p.failures-1, 20)
 	if d > l.lim.BackoffMax || d <= 0 {
 		d = l.lim.BackoffMax
 	}
-	c.until, c.last = now.Add(d), now
+	p.until, p.last = now.Add(d), now
 }
 
 // release ends an attempt allow allowed that checked no password (the
@@ -195,12 +230,12 @@ func (l *claimLimiter) gc(now time.Time) {
 	}
 	l.gcAt = now
 	for k, p := range l.pair {
-		if now.Sub(p.last) > time.Duration(l.lim.PerPairBurst)*l.lim.PerPairEvery {
+		if now.Sub(p.last) > max(time.Duration(l.lim.PerPairBurst)*l.lim.PerPairEvery, 2*l.lim.BackoffMax) && now.After(p.until) {
 			delete(l.pair, k)
 		}
 	}
 	for k, c := range l.cust {
-		if !c.busy && now.Sub(c.last) > 2*l.lim.BackoffMax && now.After(c.until) {
+		if !c.busy && now.Sub(c.fails.last) > time.Duration(l.lim.PerCustomerFailBurst+1)*l.lim.PerCustomerFailEvery {
 			delete(l.cust, k)
 		}
 	}
@@ -209,6 +244,18 @@ func (l *claimLimiter) gc(now time.Time) {
 			delete(l.mac, k)
 		}
 	}
+}
+
+// claimant is who a claim's limits count it against: the device itself
+// for the portal's (mac, the MAC the datapath saw the request from), the
+// token (or the control socket) for the API's, whose MAC is a parameter
+// the caller chooses (a fresh one for every guess would be a fresh
+// claimant).
+func claimant(a Actor, mac string) string {
+	if a.Kind == ActorPortal {
+		return "mac " + mac
+	}
+	return string(a.Kind) + " " + a.Name
 }
 
 // verify checks pw against a stored hash ("" never matches).
@@ -236,14 +283,14 @@ func (t *Tenants) Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, e
 	if len(r.Password) > 1024 || validCustomerID(r.CustomerID) != nil {
 		return Device{}, ErrBadCredentials
 	}
-	now, ms := time.Now(), macString(mac)
-	if err := t.claims.allow(r.ISP, r.CustomerID, ms, now); err != nil {
+	now, who := time.Now(), claimant(a, macString(mac))
+	if err := t.claims.allow(r.ISP, r.CustomerID, who, now); err != nil {
 		return Device{}, err
 	}
 	settled := false
 	defer func() {
 		if !settled { // the store failed, or a panic: no outcome to record
-			t.claims.release(r.ISP, r.CustomerID, ms)
+			t.claims.release(r.ISP, r.CustomerID, who)
 		}
 	}()
 	c, cerr := t.store.Customer(r.ISP, r.CustomerID)
@@ -257,7 +304,7 @@ func (t *Tenants) Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, e
 		t.log.Warn("tenants: a customer's stored password hash does not parse", "isp", r.ISP, "customer", r.CustomerID, "err", err)
 		ok = false
 	}
-	t.claims.result(r.ISP, r.CustomerID, ms, ok, time.Now())
+	t.claims.result(r.ISP, r.CustomerID, who, ok, time.Now())
 	settled = true
 	if !ok {
 		why := "wrong customer ID or password"

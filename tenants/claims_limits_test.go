@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/ispmux/ispmux/registry"
 	"github.com/ispmux/ispmux/subscribers"
@@ -109,4 +110,73 @@ func newAlphaTenants(t *testing.T, maxDevices int) *Tenants {
 		t.Fatal(err)
 	}
 	return ten
+}
+
+// TestClaimNoLockout: a device in the walled garden guesses a customer's
+// password. Before stop 41 the back-off was per customer: its one wrong
+// guess a minute (each as the back-off ended) kept the customer's owner,
+// at the portal on another device with the right password, and the
+// operator's own claim, refused (429) for as long as it went on (a
+// trial). The back-off is the guesser's own now (customer, claimant): the
+// owner and the operator get in at once. The customer's failure bucket
+// still bounds guessing from many claimants: once it is empty, a claimant
+// that failed waits, one that never did has its attempt.
+func TestClaimNoLockout(t *testing.T) {
+	ten := newAlphaTenants(t, 100)
+	for _, id := range []string{"victim", "other"} {
+		if _, err := ten.CreateCustomer(ctx, op, "alpha", CustomerInput{ID: id, Password: "right-password", DeviceLimit: 4}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	portal := Actor{Kind: ActorPortal, Name: "portal"}
+	claim := func(a Actor, pw, mac string) error {
+		_, err := ten.Claim(ctx, a, ClaimRequest{ISP: "alpha", CustomerID: "victim", Password: pw, MAC: mac})
+		return err
+	}
+	if err := claim(portal, "guess", "02:00:00:00:0a:01"); !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("the guess: %v", err)
+	}
+	if err := claim(portal, "guess-2", "02:00:00:00:0a:01"); !errors.Is(err, ErrRateLimited) {
+		t.Errorf("the guesser's next guess at once: %v, want rate-limited (its back-off)", err)
+	}
+	if err := claim(portal, "right-password", "02:00:00:00:0b:01"); err != nil {
+		t.Errorf("the owner's device, right after another device's wrong guess: %v, want claimed", err)
+	}
+	if err := claim(op, "right-password", "02:00:00:00:0b:02"); err != nil {
+		t.Errorf("the operator's claim, right after a device's wrong guess: %v, want claimed", err)
+	}
+
+	// The customer's failure bucket.
+	st, err := subscribers.Open(filepath.Join(t.TempDir(), "s2.db"), subscribers.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	small := New(Config{ISPs: []string{"alpha"}, MaxDevices: 100, Claim: ClaimLimits{BackoffBase: time.Microsecond, BackoffMax: time.Microsecond,
+		PerCustomerFailBurst: 2, PerCustomerFailEvery: time.Hour}}, st, registry.New(), &fakeProxy{}, &fakeAdm{set: map[uint64]bool{}}, nil)
+	if err := small.Load(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := small.CreateCustomer(ctx, op, "alpha", CustomerInput{ID: "victim", Password: "right-password"}); err != nil {
+		t.Fatal(err)
+	}
+	guess := func(mac string) error {
+		time.Sleep(time.Millisecond) // past the pair's back-off
+		_, err := small.Claim(ctx, portal, ClaimRequest{ISP: "alpha", CustomerID: "victim", Password: "guess", MAC: mac})
+		return err
+	}
+	for i := range 2 {
+		if err := guess("02:00:00:00:0c:01"); !errors.Is(err, ErrBadCredentials) {
+			t.Fatalf("guess %d: %v", i+1, err)
+		}
+	}
+	if err := guess("02:00:00:00:0c:01"); !errors.Is(err, ErrRateLimited) {
+		t.Errorf("a third guess with the customer's failures spent: %v, want rate-limited", err)
+	}
+	if err := guess("02:00:00:00:0c:02"); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("another device's first attempt: %v, want it verified", err)
+	}
+	if err := guess("02:00:00:00:0c:02"); !errors.Is(err, ErrRateLimited) {
+		t.Errorf("that device's second, the customer's failures spent: %v, want rate-limited", err)
+	}
 }
