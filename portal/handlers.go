@@ -347,7 +347,13 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request, sub Subscriber, i
 		secs := max(1, int((wait+time.Second-1)/time.Second))
 		outcome("rate-limited", "retry_after_s", secs)
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		again(http.StatusTooManyRequests, sentence("Too many attempts. Wait "+plural(secs, "second")+" and try again.", "", nil))
+		msg := "Too many attempts. Wait " + plural(secs, "second") + " and try again."
+		if rl != nil && rl.Busy {
+			// Not this device's attempts: another device's claim for
+			// the customer was being checked at that moment.
+			msg = "Another device is signing in with this customer right now. Wait " + plural(secs, "second") + " and try again."
+		}
+		again(http.StatusTooManyRequests, sentence(msg, "", nil))
 	case errors.Is(err, tenants.ErrDeviceLimit):
 		s.st.claimsFailed.Add(1)
 		outcome("device-limit")

@@ -382,6 +382,9 @@ func TestClaimErrors(t *testing.T) {
 	}{
 		{"bad credentials", tenants.ErrBadCredentials, http.StatusUnauthorized, "The customer ID or password is not right. Check them and try again.", ""},
 		{"rate limited", &tenants.RateLimitError{RetryAfter: 7200 * time.Millisecond}, http.StatusTooManyRequests, "Too many attempts. Wait 8 seconds and try again.", "8"},
+		// Two devices claiming one customer at once (a trial): the second
+		// was told of "too many attempts" on its first.
+		{"busy", &tenants.RateLimitError{RetryAfter: time.Second, Busy: true}, http.StatusTooManyRequests, "Another device is signing in with this customer right now. Wait 1 second and try again.", "1"},
 		{"device limit", &tenants.DeviceLimitError{Limit: 1, Devices: []string{"02:00:00:00:00:99"}}, http.StatusConflict,
 			"This customer already has the most devices it may connect. Ask Beta &amp; Co to remove one.", ""},
 		{"invalid", tenants.ErrInvalid, http.StatusBadRequest, "The details sent cannot be used.", ""},

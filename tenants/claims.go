@@ -150,7 +150,7 @@ func (l *claimLimiter) allow(isp, customer, mac string, now time.Time) error {
 	}
 	c := l.cust[ck]
 	if c != nil && c.busy {
-		return &RateLimitError{RetryAfter: busyRetry}
+		return &RateLimitError{RetryAfter: busyRetry, Busy: true}
 	}
 	if c != nil && p != nil && p.failures > 0 {
 		// Failed for this customer before: its attempts count against

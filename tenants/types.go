@@ -234,8 +234,12 @@ var (
 	ErrBlocked = fmt.Errorf("%w: device blocked by the operator", ErrConflict)
 )
 
-// RateLimitError says when to try again.
-type RateLimitError struct{ RetryAfter time.Duration }
+// RateLimitError says when to try again. Busy: not for attempts made,
+// another claim for the customer was being checked (a second or less).
+type RateLimitError struct {
+	RetryAfter time.Duration
+	Busy       bool
+}
 
 func (e *RateLimitError) Error() string {
 	return fmt.Sprintf("%v: retry after %s", ErrRateLimited, e.RetryAfter.Round(time.Second))
