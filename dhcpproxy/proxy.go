@@ -298,7 +298,10 @@ type Proxy struct {
 	// resolved since start; waiting bounds the messages waiting for a
 	// first resolution (relayLater).
 	resolved [256]atomic.Bool
-	waiting  chan struct{}
+	// unresolvedSaid: the ISP's next hop, never resolved, was logged
+	// past startupGrace (noteResolved).
+	unresolvedSaid [256]atomic.Bool
+	waiting        chan struct{}
 
 	tx      txns
 	leases  leaseTable

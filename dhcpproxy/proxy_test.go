@@ -1593,3 +1593,29 @@ func TestRetransmissionOutlivesDeadline(t *testing.T) {
 		t.Error("transaction still pending after the retransmission's time ran out")
 	}
 }
+
+// An ISP whose router was never resolved, past startupGrace after the
+// start (a trial: a wrong uplink VLAN): its subscribers' messages were
+// held 2 s and refused as "ispmux is starting" for as long as it ran (90 s
+// and more), counted against the ISP's refusals with a text saying it was
+// not the ISP. Past the grace they are refused at once as unreachable, and
+// the unresolved next hop is logged once.
+func TestNeverResolvedIsNotStartupAfterGrace(t *testing.T) {
+	r := newPRig(t)
+	r.tab.uplinkDown = true
+	r.p.born = time.Now().Add(-startupGrace - time.Second)
+	r.p.expire(time.Now()) // the tick notes it unresolved
+	if !r.p.unresolvedSaid[0].Load() {
+		t.Error("the never resolved next hop was not logged")
+	}
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
+	r.p.committing.Wait()
+	r.p.notes.wait()
+	if c := r.p.Counters(); c["no_next_hop"] != 1 || c["waited_for_next_hop"] != 0 || c["no_next_hop_startup"] != 0 {
+		t.Errorf("counters %v, want no_next_hop 1 and no wait", c)
+	}
+	evs, _ := r.store.Events(0, 10)
+	if len(evs) != 1 || !strings.Contains(evs[0].Reason, "unreachable") || strings.Contains(evs[0].Reason, "starting") {
+		t.Errorf("events %+v, want one rejection naming the ISP unreachable", evs)
+	}
+}

@@ -342,10 +342,13 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 	}
 	gw, ok := p.nextHop(isp)
 	if !ok {
-		if !p.resolvedOnce(isp) {
+		if !p.resolvedOnce(isp) && time.Since(p.born) < startupGrace {
 			// ispmux has just started and has not resolved the ISP's
 			// router yet: the message waits a little for it rather
-			// than being refused for our own start-up.
+			// than being refused for our own start-up. Not past
+			// startupGrace: a router never resolved by then is the
+			// ISP's uplink, not ispmux's start (a trial: a wrong VLAN,
+			// blamed on "ispmux is starting" for as long as it ran).
 			p.relayLater(pk, t, sk, gen, isp, subj, mt, payload, only, renewal)
 			return
 		}
@@ -434,10 +437,12 @@ func (p *Proxy) sendRelay(isp *ISP, gw, mac uint64, mt dhcpv4.MessageType, xid d
 }
 
 // startupWait bounds how long a message waits for an ISP's next hop that
-// was never resolved since start; maxWaiting bounds the messages waiting.
+// was never resolved since start, within startupGrace of it; maxWaiting
+// bounds the messages waiting.
 const (
-	startupWait = 2 * time.Second
-	maxWaiting  = 256
+	startupWait  = 2 * time.Second
+	startupGrace = 30 * time.Second
+	maxWaiting   = 256
 )
 
 // nextHop returns the MAC of isp's router, noting that it was resolved.
@@ -457,10 +462,18 @@ func (p *Proxy) resolvedOnce(isp *ISP) bool { return p.resolved[isp.Index].Load(
 // start is then no longer "starting" once its uplink fails later, and its
 // subscribers' messages are refused as unreachable at once (no_next_hop),
 // not held 2 s and blamed on ispmux's start-up.
+//
+// An ISP whose next hop is still not resolved startupGrace after the
+// start is logged once: its subscribers' DHCP is refused as unreachable.
 func (p *Proxy) noteResolved() {
+	late := time.Since(p.born) >= startupGrace
 	for _, isp := range p.isps {
-		if !p.resolved[isp.Index].Load() {
-			p.nextHop(isp)
+		if p.resolved[isp.Index].Load() {
+			continue
+		}
+		if _, ok := p.nextHop(isp); !ok && late && !p.unresolvedSaid[isp.Index].Swap(true) {
+			p.log.Warn("dhcp: the next hop of ISP "+isp.Name+" is not resolved "+startupGrace.String()+" after the start: its subscribers' DHCP is refused (ISP unreachable); check its uplink (interface, VLAN, gateway) and the ISP's router",
+				"isp", isp.Name)
 		}
 	}
 }
