@@ -399,13 +399,21 @@ func (w *statusWriter) code() int {
 // shuts down (open requests get Limits.ShutdownGrace). It returns nil
 // after a shutdown, or the error that stopped it.
 func (s *Server) ListenAndServe(ctx context.Context) error {
-	if err := s.loadCert(); err != nil {
-		return err
-	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("api: %w", err)
+	}
+	return s.ServeUntil(ctx, ln)
+}
+
+// ServeUntil is ListenAndServe on a listener already open (it closes it):
+// the appliance opens it before it touches an interface, so that an
+// address in use stops the start there.
+func (s *Server) ServeUntil(ctx context.Context, ln net.Listener) error {
+	if err := s.loadCert(); err != nil {
+		ln.Close()
+		return err
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(ln) }()
@@ -416,7 +424,7 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), s.Limits.ShutdownGrace)
 	defer cancel()
-	err = s.Shutdown(sctx)
+	err := s.Shutdown(sctx)
 	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		return serr
 	}

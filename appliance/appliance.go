@@ -68,23 +68,26 @@ const commitWindow = 2 * time.Millisecond
 
 // Appliance is a running ispmux.
 type Appliance struct {
-	cfg     *configs.Config
-	log     *slog.Logger
-	ports   []*datapath.XDPPort
-	fast    *fastpath.Maps // [datapath] fastpath = "xdp"; nil: off
-	names   []string
-	state   *engine.State
-	ctl     *engine.Control
-	workers []*datapath.Worker
-	ispIdx  []uint8
-	store   *subscribers.Store
-	reg     *registry.Registry
-	ten     *tenants.Tenants
-	tokens  *auth.Tokens
-	api     *api.Server
-	hooks   *webhooks.Manager
-	dhcp    *dhcpproxy.Proxy
-	started time.Time
+	cfg   *configs.Config
+	log   *slog.Logger
+	ports []*datapath.XDPPort
+	fast  *fastpath.Maps // [datapath] fastpath = "xdp"; nil: off
+	// metricsLn and apiLn are the metrics and API listeners, opened by
+	// Start before the ports, served by Run (nil: not served).
+	metricsLn, apiLn net.Listener
+	names            []string
+	state            *engine.State
+	ctl              *engine.Control
+	workers          []*datapath.Worker
+	ispIdx           []uint8
+	store            *subscribers.Store
+	reg              *registry.Registry
+	ten              *tenants.Tenants
+	tokens           *auth.Tokens
+	api              *api.Server
+	hooks            *webhooks.Manager
+	dhcp             *dhcpproxy.Proxy
+	started          time.Time
 
 	// The captive portal (nil when [portal] is off): its namespace and
 	// link, and its web server.
@@ -139,6 +142,11 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	a := &Appliance{cfg: cfg, log: log, names: names, started: time.Now(), subs: cfg.Subscribers}
 	defer func() {
 		if err != nil {
+			for _, ln := range []net.Listener{a.metricsLn, a.apiLn} {
+				if ln != nil {
+					ln.Close()
+				}
+			}
 			a.closePorts()
 			if a.portalNS != nil {
 				_ = a.portalNS.close()
@@ -157,6 +165,21 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	a.store, err = subscribers.Open(filepath.Join(cfg.Appliance.StateDir, StoreName), subscribers.Options{CommitWindow: commitWindow, EventRetention: cfg.Appliance.EventRetention})
 	if err != nil {
 		return nil, fmt.Errorf("appliance: %w", err)
+	}
+	// The listeners next, before any interface is touched: an address in
+	// use stops the start here. Opened by Run, after the ports, a taken
+	// metrics port stopped ispmux once it forwarded, XDP attached and
+	// detached again (a trial; under systemd's Restart=, every 2 s).
+	var lc net.ListenConfig
+	if cfg.Metrics.Enabled() {
+		if a.metricsLn, err = lc.Listen(ctx, "tcp", cfg.Metrics.Listen); err != nil {
+			return nil, fmt.Errorf("appliance: [metrics] listen: %w", err)
+		}
+	}
+	if cfg.ServesAPI() {
+		if a.apiLn, err = lc.Listen(ctx, "tcp", cfg.API.Listen); err != nil {
+			return nil, fmt.Errorf("appliance: [api] listen: %w", err)
+		}
 	}
 	via, why := a.store.JournalSync()
 	attrs := []any{"path", a.store.Path(), "journal_sync", via}
@@ -460,11 +483,11 @@ func (a *Appliance) Run(ctx context.Context) error {
 			a.log.Warn("webhooks stopped", "err", err)
 		}
 	}()
-	if a.cfg.Metrics.Listen != "" {
+	if a.metricsLn != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := metrics.Serve(ctx, a.cfg.Metrics, metrics.Handler(metrics.New(a.metricsSource())), a.log); err != nil {
+			if err := metrics.ServeListener(ctx, a.metricsLn, a.cfg.Metrics, metrics.Handler(metrics.New(a.metricsSource())), a.log); err != nil {
 				errc <- fmt.Errorf("metrics on %s: %w", a.cfg.Metrics.Listen, err)
 				cancel()
 			}
@@ -480,13 +503,13 @@ func (a *Appliance) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	if !a.cfg.ServesAPI() {
+	if a.apiLn == nil {
 		a.log.Info("api: no token files configured; the tenant API is served on the control socket only")
 	} else {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := a.api.ListenAndServe(ctx); err != nil {
+			if err := a.api.ServeUntil(ctx, a.apiLn); err != nil {
 				errc <- fmt.Errorf("api on %s: %w", a.cfg.API.Listen, err)
 				cancel()
 			}

@@ -323,3 +323,47 @@ func tail(s string, n int) string {
 	}
 	return s
 }
+
+// TestListenerInUseStopsStartBeforePorts: the metrics address is taken.
+// Before, ispmux opened its ports and attached XDP, logged "forwarding",
+// then stopped on the listener's error (a trial; under systemd's
+// Restart= every 2 s, an attach and detach each time). Start refuses now,
+// naming [metrics] listen, before it touches an interface.
+func TestListenerInUseStopsStartBeforePorts(t *testing.T) {
+	r := newInstRig(t)
+	// Something else holds the metrics address in the namespace.
+	holder := exec.Command("ip", "netns", "exec", r.ns, "python3", "-c",
+		"import socket,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('127.0.0.1', 19401))\ns.listen()\nprint('held', flush=True)\ntime.sleep(60)")
+	out := &syncBuf{}
+	holder.Stdout = out
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), "held"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the address holder did not start")
+		}
+	}
+	cfg := r.config("m", "state-m", false)
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, append(b, "[metrics]\nlisten = \"127.0.0.1:19401\"\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := r.start(cfg)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the appliance neither failed nor stopped")
+	}
+	log := p.log.String()
+	if !strings.Contains(log, "START ERROR") || !strings.Contains(log, "[metrics] listen") {
+		t.Errorf("want a start error naming [metrics] listen:\n%s", tail(log, 3000))
+	}
+	if strings.Contains(log, "xdp") && strings.Contains(log, "attached") || strings.Contains(log, "msg=forwarding") {
+		t.Errorf("the ports were opened before the listener failed:\n%s", tail(log, 3000))
+	}
+}
