@@ -528,3 +528,19 @@ func TestBlockUnregisteredMACOverAPI(t *testing.T) {
 		t.Errorf("beta attaching after the unblock: %d %s", w.Code, w.Body)
 	}
 }
+
+// TestCreateEmptyPassword: a create with "password": "" is 422, as a
+// PATCH's is; it was a 201 for a customer that could never claim (a
+// trial), while a create without a password key is still one with none.
+func TestCreateEmptyPassword(t *testing.T) {
+	f, _, _ := newRealFixture(t)
+	if w := f.do("POST", "/v1/isps/alpha/customers", "alpha", `{"customer_id":"emptypw","password":""}`); w.Code != 422 {
+		t.Errorf("create with an empty password: %d %s, want 422", w.Code, w.Body)
+	}
+	if w := f.do("POST", "/v1/isps/alpha/customers", "alpha", `{"customer_id":"nopw"}`); w.Code != 201 {
+		t.Errorf("create without a password: %d %s, want 201", w.Code, w.Body)
+	}
+	if w := f.do("POST", "/v1/isps/alpha/customers:import", "alpha", `{"customer_id":"imp","password":""}`+"\n"); !strings.Contains(w.Body.String(), "empty password") {
+		t.Errorf("import line with an empty password: %d %s, want its error", w.Code, w.Body)
+	}
+}

@@ -368,3 +368,43 @@ func TestSyncConfigDeviceLimit(t *testing.T) {
 	}
 	r.consistent()
 }
+
+// TestImportEventPerCustomer: an import's creates, reactivations and other
+// changes each have the customer's own event, as a POST or PATCH gives
+// it. Before, a batch had one customer-updated event naming no customer
+// ("import lines 1..3: 2 created, 1 updated"): an ISP mirroring its
+// customers from the feed could not tell which ones another client's
+// import created or gave service back (a trial).
+func TestImportEventPerCustomer(t *testing.T) {
+	r := newRig(t)
+	if _, err := r.ten.CreateCustomer(ctx, op, "beta", CustomerInput{ID: "c-old", Status: StatusSuspended}); err != nil {
+		t.Fatal(err)
+	}
+	before := len(r.events("beta"))
+	res := r.ten.ImportCustomers(ctx, beta, "beta", 1, []CustomerInput{
+		{ID: "c-new1"}, {ID: "c-new2", DeviceLimit: 3}, {ID: "c-old", Status: StatusActive, DeviceLimit: 2},
+	})
+	for _, x := range res {
+		if x.Error != "" {
+			t.Fatalf("import: %+v", res)
+		}
+	}
+	got := map[string]string{}
+	for _, e := range r.events("beta")[before:] {
+		if e.CustomerID == "" {
+			t.Errorf("an import event naming no customer: %+v", e)
+			continue
+		}
+		got[e.CustomerID] = e.Kind + ": " + e.Reason
+	}
+	want := map[string]string{
+		"c-new1": "customer-created: status active (import line 1)",
+		"c-new2": "customer-created: status active (import line 2)",
+		"c-old":  "customer-updated: status active, device limit 2 (import line 3)",
+	}
+	for id, w := range want {
+		if got[id] != w {
+			t.Errorf("%s: event %q, want %q", id, got[id], w)
+		}
+	}
+}

@@ -53,6 +53,11 @@ func newCustomer(isp string, in CustomerInput) (subscribers.Customer, error) {
 	if err != nil {
 		return subscribers.Customer{}, err
 	}
+	if in.PasswordGiven && in.Password == "" {
+		// As a PATCH's: a customer created with one could never claim
+		// (a trial's provisioning bug would go unnoticed).
+		return subscribers.Customer{}, fmt.Errorf("%w: empty password", ErrInvalid)
+	}
 	h, err := hashOf(in.Password, in.PasswordHash)
 	if err != nil {
 		return subscribers.Customer{}, err
@@ -95,8 +100,8 @@ func (t *Tenants) ImportCustomer(ctx context.Context, a Actor, isp string, line 
 }
 
 // ImportCustomers upserts a batch of import lines (first is the line
-// number of ins[0]) in one store transaction, with one event for the
-// batch: reruns are safe (an identical line is "unchanged" and writes
+// number of ins[0]) in one store transaction, with an event per customer
+// created or changed: reruns are safe (an identical line is "unchanged" and writes
 // nothing). Plaintext passwords are hashed before the writer lock, at most
 // GOMAXPROCS - 1 at a time, at least one (auth's cap); pre-hashed lines cost no hashing.
 func (t *Tenants) ImportCustomers(ctx context.Context, a Actor, isp string, first int, ins []CustomerInput) []ImportResult {
@@ -168,6 +173,7 @@ func (t *Tenants) ImportCustomers(ctx context.Context, a Actor, isp string, firs
 		i       int
 		was     bool
 		created bool
+		what    []string // what an update changed, as a PATCH's event says
 	}
 	var changes []change
 	for i := range ins {
@@ -184,6 +190,15 @@ func (t *Tenants) ImportCustomers(ctx context.Context, a Actor, isp string, firs
 			c = mergeImport(cur, ins[i], c)
 			recs[i] = c
 			ch.created, ch.was = false, cur.Status == string(StatusSuspended)
+			if c.Status != cur.Status {
+				ch.what = append(ch.what, "status "+c.Status)
+			}
+			if c.DeviceLimit != cur.DeviceLimit {
+				ch.what = append(ch.what, fmt.Sprintf("device limit %d", c.DeviceLimit))
+			}
+			if c.PasswordHash != cur.PasswordHash {
+				ch.what = append(ch.what, "password")
+			}
 			updated++
 		} else {
 			created++
@@ -194,14 +209,24 @@ func (t *Tenants) ImportCustomers(ctx context.Context, a Actor, isp string, firs
 	if len(w.PutCustomers) == 0 {
 		return res
 	}
-	w.Events = append(w.Events, event(a, subscribers.EventCustomerUpdated, isp, "", subscribers.MAC{},
-		fmt.Sprintf("import lines %d..%d: %d created, %d updated", first, first+len(ins)-1, created, updated)))
+	// One event per customer, as a POST or PATCH gives it: an ISP
+	// mirroring its customers from the feed learns which ones another
+	// client's import created, suspended or gave service back (a trial:
+	// one event per batch, naming no customer, but for suspensions).
 	for _, ch := range changes {
-		// A customer this import suspends loses service: its own
-		// event, as a PATCH gives it (the batch's names no customer).
-		if !ch.created && !ch.was && recs[ch.i].Status == string(StatusSuspended) {
-			w.Events = append(w.Events, event(a, subscribers.EventSuspended, isp, recs[ch.i].ID, subscribers.MAC{},
-				fmt.Sprintf("status suspended (import line %d)", first+ch.i)))
+		c := recs[ch.i]
+		line := fmt.Sprintf(" (import line %d)", first+ch.i)
+		switch {
+		case ch.created:
+			w.Events = append(w.Events, event(a, subscribers.EventCustomerCreated, isp, c.ID, subscribers.MAC{}, "status "+c.Status+line))
+		case !ch.was && c.Status == string(StatusSuspended):
+			w.Events = append(w.Events, event(a, subscribers.EventSuspended, isp, c.ID, subscribers.MAC{}, strings.Join(ch.what, ", ")+line))
+		default:
+			what := strings.Join(ch.what, ", ")
+			if what == "" {
+				what = "updated"
+			}
+			w.Events = append(w.Events, event(a, subscribers.EventCustomerUpdated, isp, c.ID, subscribers.MAC{}, what+line))
 		}
 	}
 	if _, err := t.apply(w); err != nil {

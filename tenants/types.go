@@ -17,9 +17,11 @@
 package tenants
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/ispmux/ispmux/registry"
@@ -91,6 +93,32 @@ type CustomerInput struct {
 	PasswordHash string `json:"password_hash,omitempty"`
 	Status       Status `json:"status,omitempty"`       // "" = active
 	DeviceLimit  int    `json:"device_limit,omitempty"` // 0 = 1
+	// PasswordGiven: the JSON it was read from had a password key, so
+	// an empty one is an error (as a PATCH's), not "no password".
+	PasswordGiven bool `json:"-"`
+}
+
+// UnmarshalJSON reads a CustomerInput, noting whether it gave a password
+// (PasswordGiven).
+func (in *CustomerInput) UnmarshalJSON(b []byte) error {
+	type plain CustomerInput
+	var x struct {
+		plain
+		Password *string `json:"password,omitempty"`
+	}
+	if err := json.Unmarshal(b, &x); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			// The field as the caller wrote it, not through x.
+			te.Field = strings.TrimPrefix(te.Field, "plain.")
+		}
+		return err
+	}
+	*in = CustomerInput(x.plain)
+	if x.Password != nil {
+		in.Password, in.PasswordGiven = *x.Password, true
+	}
+	return nil
 }
 
 // CustomerPatch changes a customer; nil fields are left alone. The
