@@ -184,10 +184,24 @@ func (d *decoder) time() time.Time {
 	return t
 }
 
+// NewerFormatError is a record written by a newer ispmux, in a format
+// version this one does not read: a rollback without the backup taken
+// before the upgrade.
+type NewerFormatError struct{ Version byte }
+
+func (e *NewerFormatError) Error() string {
+	return fmt.Sprintf("written by a newer ispmux (record format version %d; this one reads %d to %d): run that ispmux, "+
+		"or restore the backup taken before the upgrade (docs/OPERATIONS.md, upgrades and rollbacks)", e.Version, formatV1, formatVersion)
+}
+
 // version reads the format version: formatV1 to formatVersion.
 func (d *decoder) version() byte {
 	v := d.u8()
-	if d.err == nil && (v < formatV1 || v > formatVersion) {
+	switch {
+	case d.err != nil:
+	case v > formatVersion:
+		d.fail(&NewerFormatError{Version: v})
+	case v < formatV1:
 		d.fail(fmt.Errorf("format version %d, want %d to %d", v, formatV1, formatVersion))
 	}
 	return v

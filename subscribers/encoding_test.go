@@ -3,8 +3,10 @@ package subscribers
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -90,5 +92,20 @@ func TestEncodeEventAllocs(t *testing.T) {
 	ev.Time, ev.LeaseEnd = time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC), time.Date(1, 1, 1, 0, 0, 0, 999999999, time.UTC)
 	if n := testing.AllocsPerRun(100, func() { _ = encodeEvent(&ev) }); n != 1 {
 		t.Errorf("encodeEvent, widest fixed fields: %v allocations, want 1", n)
+	}
+}
+
+// TestNewerFormatSaysRollback: a record of a newer format version (a
+// rollback to an older ispmux without the backup of before the upgrade)
+// says so, not "corrupt value in bucket ... key 616c...: format version 6"
+// (a trial read it as damage).
+func TestNewerFormatSaysRollback(t *testing.T) {
+	b := testBinding(1)
+	v := encodeBinding(&b)
+	v[0] = formatVersion + 1
+	_, err := decodeBinding(bindingKey(b.Access, b.VLAN, b.MAC), v)
+	var nf *NewerFormatError
+	if !errors.As(err, &nf) || !strings.Contains(err.Error(), "written by a newer ispmux") || !strings.Contains(err.Error(), "backup") || strings.Contains(err.Error(), "corrupt") {
+		t.Errorf("a newer record: %v", err)
 	}
 }

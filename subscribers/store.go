@@ -581,6 +581,12 @@ type CorruptError struct {
 }
 
 func (e *CorruptError) Error() string {
+	var nf *NewerFormatError
+	if errors.As(e.Err, &nf) {
+		// Not damage: a rollback (a trial read "corrupt value" and a
+		// hex key).
+		return fmt.Sprintf("the store's record in bucket %q key %x was %v", e.Bucket, e.Key, nf)
+	}
 	return fmt.Sprintf("%s in bucket %q key %x: %v", ErrCorrupt, e.Bucket, e.Key, e.Err)
 }
 
