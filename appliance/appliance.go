@@ -99,6 +99,10 @@ type Appliance struct {
 	// restartPending is what the last reload read that only a restart
 	// applies (ctl status shows it).
 	restartPending atomic.Pointer[pendingRestart]
+	// lastReload is the last reload's outcome (nil: none since the
+	// start); lastApplied when the file was last applied by one.
+	lastReload  atomic.Pointer[reloadOutcome]
+	lastApplied atomic.Pointer[time.Time]
 	// ispsInForce are the running ISPs with the token files and webhook
 	// settings the last reload applied (nil: a.cfg.ISPs, start's); under
 	// reloadMu.

@@ -10,6 +10,7 @@ import (
 // running parts (their own counters: nothing is added to the hot path).
 func (a *Appliance) metricsSource() metrics.Source {
 	return metrics.Funcs{
+		ConfigFunc: a.configState,
 		PortsFunc: func() []metrics.Port {
 			ec := a.state.Counters()
 			out := make([]metrics.Port, len(a.names))

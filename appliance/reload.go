@@ -13,6 +13,7 @@ import (
 	"github.com/ispmux/ispmux/configs"
 	"github.com/ispmux/ispmux/engine"
 	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/metrics"
 	"github.com/ispmux/ispmux/subscribers"
 	"github.com/ispmux/ispmux/tenants"
 	"github.com/ispmux/ispmux/webhooks"
@@ -28,6 +29,34 @@ type pendingRestart struct {
 	at       time.Time
 }
 
+// reloadOutcome is the last reload's: refused (err set) or applied.
+type reloadOutcome struct {
+	at  time.Time
+	err string
+}
+
+// NoteReloadRefused records a reload refused before Reload (the file does
+// not load: its error): ctl status and the metrics show it until a reload
+// applies the file.
+func (a *Appliance) NoteReloadRefused(err error) {
+	a.lastReload.Store(&reloadOutcome{at: time.Now(), err: err.Error()})
+}
+
+// configState is the reloads' state for the metrics.
+func (a *Appliance) configState() metrics.Config {
+	c := metrics.Config{LastReloadOK: true, LastSuccess: a.started}
+	if t := a.lastApplied.Load(); t != nil {
+		c.LastSuccess = *t
+	}
+	if o := a.lastReload.Load(); o != nil && o.err != "" {
+		c.LastReloadOK = false
+	}
+	if pr := a.restartPending.Load(); pr != nil && len(pr.sections) > 0 {
+		c.RestartPending = true
+	}
+	return c
+}
+
 // Reload applies cfg, a new reading of the configuration file, to the
 // running appliance (SIGHUP): the subscriber entries — registrations
 // (added, changed, blocked, removed; a DHCP binding that no longer matches
@@ -35,9 +64,19 @@ type pendingRestart struct {
 // moved, unbound). Everything else (interfaces, ISPs, datapath, DHCP
 // settings) is read at start only: a change there is reported, not
 // applied. On error the running configuration stays as it was.
-func (a *Appliance) Reload(cfg *configs.Config) error {
+func (a *Appliance) Reload(cfg *configs.Config) (err error) {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
+	defer func() {
+		now := time.Now()
+		o := &reloadOutcome{at: now}
+		if err != nil {
+			o.err = err.Error()
+		} else {
+			a.lastApplied.Store(&now)
+		}
+		a.lastReload.Store(o)
+	}()
 	other := restartOnly(a.cfg, cfg)
 	if !a.cfg.ServesAPI() && cfg.ServesAPI() {
 		// Token files apply on reload, but the listener of an API

@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -276,5 +277,44 @@ func TestReloadRotatesInPlaceDespiteBrokenNewFile(t *testing.T) {
 	}
 	if _, ok := a.tokens.Lookup(tok2); !ok {
 		t.Error("the token written in its place does not work")
+	}
+}
+
+// TestReloadRefusedShows: a refused reload (a broken file the reload
+// cannot apply, or one that does not load) is in ctl status ("last
+// reload") and the metrics (ispmux_config_last_reload_successful 0) until
+// a reload applies the file; before, only the log said it, and systemctl
+// reload succeeds either way (a trial).
+func TestReloadRefusedShows(t *testing.T) {
+	dir := t.TempDir()
+	tok := "0123456789abcdefghijklmnopqrstuvwxyz"
+	tokFile := writeTestFile(t, dir, "beta.token", tok)
+	text := "version = 1\n[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" +
+		"[[isp]]\nname = \"beta\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n" +
+		"token_files = [\"" + tokFile + "\"]\n"
+	a := reloadRig(t, parseTestConfig(t, text))
+	if c := a.configState(); !c.LastReloadOK || c.LastSuccess.IsZero() {
+		t.Fatalf("at start: %+v", c)
+	}
+	writeTestFile(t, dir, "beta.token", "short")
+	if err := a.Reload(parseTestConfig(t, text)); err == nil {
+		t.Fatal("a reload with a broken token file succeeded")
+	}
+	if c := a.configState(); c.LastReloadOK {
+		t.Errorf("after a refused reload: %+v, want LastReloadOK false", c)
+	}
+	if o := a.lastReload.Load(); o == nil || !strings.Contains(o.err, tokFile) {
+		t.Errorf("the refused reload's error kept: %+v", o)
+	}
+	writeTestFile(t, dir, "beta.token", tok)
+	if err := a.Reload(parseTestConfig(t, text)); err != nil {
+		t.Fatal(err)
+	}
+	if c := a.configState(); !c.LastReloadOK {
+		t.Errorf("after a reload applied the file: %+v", c)
+	}
+	a.NoteReloadRefused(errors.New("t.toml:3: isp.name: expected a string"))
+	if c := a.configState(); c.LastReloadOK {
+		t.Errorf("after a file that does not load: %+v", c)
 	}
 }

@@ -37,6 +37,9 @@ func (a *Appliance) status(maxBindings int) ctlsock.Status {
 	if pr := a.restartPending.Load(); pr != nil && len(pr.sections) > 0 {
 		st.RestartPending, st.RestartPendingSince = pr.sections, pr.at.UTC().Format(time.RFC3339Nano)
 	}
+	if o := a.lastReload.Load(); o != nil && o.err != "" {
+		st.ReloadRefused, st.ReloadRefusedAt = o.err, o.at.UTC().Format(time.RFC3339Nano)
+	}
 	ec := a.state.Counters()
 	links := a.linkStatuses()
 	for i, name := range a.names {

@@ -18,10 +18,17 @@ type Status struct {
 	// RestartPending names what the configuration file says that only a
 	// restart applies (sections that differ from the running ones), as
 	// the last reload (at RestartPendingSince) read it; empty: nothing.
-	RestartPending      []string     `json:"restart_pending,omitempty"`
-	RestartPendingSince string       `json:"restart_pending_since,omitempty"` // RFC 3339
-	Ports               []PortStatus `json:"ports"`
-	ISPs                []ISPStatus  `json:"isps"`
+	RestartPending      []string `json:"restart_pending,omitempty"`
+	RestartPendingSince string   `json:"restart_pending_since,omitempty"` // RFC 3339
+	// ReloadRefused is the error of the last reload (SIGHUP) when it was
+	// refused, at ReloadRefusedAt (RFC 3339): the running configuration
+	// is not the file's (RestartPending is then what the last reload
+	// that read the file saw). Empty: the last reload applied the file,
+	// or none was made.
+	ReloadRefused   string       `json:"reload_refused,omitempty"`
+	ReloadRefusedAt string       `json:"reload_refused_at,omitempty"`
+	Ports           []PortStatus `json:"ports"`
+	ISPs            []ISPStatus  `json:"isps"`
 	// Bindings lists every binding when there are at most
 	// StatusBindingsMax of them; above, it is empty, BindingsOmitted is
 	// set and `ctl bindings` pages them (a status at a million

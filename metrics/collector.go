@@ -85,6 +85,11 @@ var (
 	storeWaits  = desc("ispmux_store_commit_window_waits_total", "Times the group commit's leader waited a commit window (2 ms, under concurrent writes only) for more writes before committing.")
 	storeSync   = desc("ispmux_store_journal_sync_info", "1, labelled with how the binding journal's appends are made durable: io_uring (the waiting goroutine holds no Go P), fdatasync (the system call: io_uring refused, or dropped after the kernel could not run an fsync through it) or none (no fsync: tests only).", "via")
 
+	// The configuration file.
+	cfgReloadOK      = desc("ispmux_config_last_reload_successful", "1 when the last reload (SIGHUP) applied the configuration file, or none was made since the start; 0: it was refused (errors in the file, or a change it could not apply: the log says which), and the running configuration is not the file's.")
+	cfgReloadTime    = desc("ispmux_config_last_reload_success_timestamp_seconds", "When the configuration was last applied (the start, or the last reload not refused), Unix seconds.")
+	cfgRestartNeeded = desc("ispmux_config_restart_pending", "1 when the configuration file, as last read, has changes only a restart applies (ispmux ctl status names the sections).")
+
 	// The log.
 	logDropped = desc("ispmux_log_dropped_lines_total", "Log lines dropped because the log's reader (journald, a pipe) fell behind: ispmux queues its log and never waits for the reader.")
 
@@ -107,6 +112,7 @@ var (
 		portDNS, portResets,
 		ctlARPSent, ctlARPLearned, ctlPuntUnknown,
 		storeCommit, storeWrites, storeErrs, storeWaits, storeSync, logDropped,
+		cfgReloadOK, cfgReloadTime, cfgRestartNeeded,
 		apiRequests, apiDuration, apiConns,
 		whDelivered, whFailures, whLag,
 	}
@@ -244,6 +250,12 @@ func (c *Collector) collectRest(ch chan<- prometheus.Metric) {
 	counter(ch, ctlPuntUnknown, ctl.PuntUnhandled)
 
 	counter(ch, logDropped, asynclog.Dropped())
+
+	if cf := c.src.Config(); !cf.LastSuccess.IsZero() {
+		boolGauge(ch, cfgReloadOK, cf.LastReloadOK)
+		gauge(ch, cfgReloadTime, float64(cf.LastSuccess.UnixNano())/1e9)
+		boolGauge(ch, cfgRestartNeeded, cf.RestartPending)
+	}
 
 	st := c.src.Store()
 	histogram(ch, storeCommit, st.Latency)

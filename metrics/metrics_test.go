@@ -31,6 +31,7 @@ type fake struct {
 	store    subscribers.CommitStats
 	api      API
 	webhooks []WebhookSample
+	config   Config
 }
 
 func (f *fake) Ports() []Port {
@@ -76,6 +77,16 @@ func (f *fake) API() API {
 
 func (f *fake) Portal() map[string]uint64 {
 	return map[string]uint64{"pages": 3, "claims_ok": 1}
+}
+
+func (f *fake) Config() Config {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.config
+	if c.LastSuccess.IsZero() {
+		c.LastReloadOK, c.LastSuccess = true, time.Unix(1700000000, 0)
+	}
+	return c
 }
 
 func (f *fake) Webhooks() []WebhookSample {

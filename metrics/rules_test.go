@@ -648,6 +648,14 @@ func TestSuggestedRulesFire(t *testing.T) {
 			4:  none,
 			25: {"IspmuxSpoofing": {{at(gwA, "port", "port0", "severity", "ticket"), "port port0: subscribers sending from addresses not theirs"}}},
 		}},
+		{name: "box a's reload refused (an error in the file)", minutes: 26, fault: func(m int, a, _ *ruleBox) {
+			if m >= 5 {
+				a.f.config = Config{LastReloadOK: false, LastSuccess: time.Unix(1700000000, 0), RestartPending: true}
+			}
+		}, checks: map[int]map[string][]firing{
+			4:  none,
+			25: {"IspmuxReloadRefused": {{at(gwA, "severity", "ticket"), "the last reload of the configuration was refused: the running configuration is not the file's (ispmux ctl status, last reload)"}}},
+		}},
 		{name: "releases pending on box a", minutes: 40, fault: func(m int, a, _ *ruleBox) {
 			if m >= 5 {
 				a.f.dhcp.PendingIntents = 3

@@ -24,6 +24,7 @@ import (
 	"github.com/ispmux/ispmux/dhcpproxy"
 	"github.com/ispmux/ispmux/engine"
 	"github.com/ispmux/ispmux/subscribers"
+	"time"
 )
 
 // Source is what the appliance gives the collector. Every method is called
@@ -50,6 +51,23 @@ type Source interface {
 	// Portal returns the captive portal's counters by name (nil when the
 	// portal is off).
 	Portal() map[string]uint64
+	// Config returns the state of the configuration file's reloads.
+	Config() Config
+}
+
+// Config is the state of the configuration file's reloads (SIGHUP).
+type Config struct {
+	// LastReloadOK: the last reload applied the file (true at start,
+	// before any reload); false: it was refused (errors in the file, or
+	// a change it could not apply), and the running configuration is
+	// not the file's.
+	LastReloadOK bool
+	// LastSuccess is when the configuration was last read and applied
+	// (the start, or the last reload that was not refused).
+	LastSuccess time.Time
+	// RestartPending: the file, as last read, has changes only a
+	// restart applies.
+	RestartPending bool
 }
 
 // Port is one data port's counters, summed over its queues and workers.
@@ -140,7 +158,11 @@ type Funcs struct {
 	APIFunc      func() API
 	WebhooksFunc func() []WebhookSample
 	PortalFunc   func() map[string]uint64
+	ConfigFunc   func() Config
 }
+
+// Config calls ConfigFunc.
+func (f Funcs) Config() Config { return call(f.ConfigFunc) }
 
 // Ports calls PortsFunc.
 func (f Funcs) Ports() []Port { return call(f.PortsFunc) }

@@ -269,6 +269,7 @@ func writeStatus(w io.Writer, st *ctlsock.Status) error {
 		{"pending intents", strconv.Itoa(st.PendingIntents) + "  (messages to ISPs recorded, not yet sent)"},
 		{"control", fmt.Sprintf("arp sent %d, arp learned %d, punts unhandled %d", st.Control.ARPSent, st.Control.ARPLearned, st.Control.PuntUnhandled)},
 		{"restart pending", restartPending(st)},
+		{"last reload", lastReload(st)},
 	}); err != nil {
 		return err
 	}
@@ -380,6 +381,16 @@ func restartPending(st *ctlsock.Status) string {
 	}
 	return fmt.Sprintf("%s (the file read by the reload at %s differs from what runs until a restart)",
 		strings.Join(st.RestartPending, ", "), stamp(st.RestartPendingSince))
+}
+
+// lastReload says whether the last reload applied the file: a refused
+// one showed only in the log (a trial: systemctl reload succeeds either
+// way).
+func lastReload(st *ctlsock.Status) string {
+	if st.ReloadRefused == "" {
+		return "applied (or none since the start)"
+	}
+	return fmt.Sprintf("REFUSED at %s: %s (the running configuration is not the file's)", stamp(st.ReloadRefusedAt), st.ReloadRefused)
 }
 
 // stamp is an RFC 3339 time of the status (its JSON's form) as the

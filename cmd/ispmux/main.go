@@ -276,6 +276,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			next, err := configs.Load(path)
 			if err != nil {
 				log.Error("reload refused: the configuration has errors; the running one stays", "err", err)
+				a.NoteReloadRefused(err)
 				continue
 			}
 			if err := a.Reload(next); err != nil {
