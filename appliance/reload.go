@@ -87,6 +87,7 @@ func (a *Appliance) Reload(cfg *configs.Config) (err error) {
 	if len(other) > 0 {
 		a.log.Warn("reload: changes that need a restart are not applied", "sections", strings.Join(other, ", "))
 	}
+	a.warnRemoved(cfg)
 	// ctl status shows them until a restart (or a reload of a file
 	// without them): a trial's operator who missed the log line could
 	// not tell the running configuration from the file's.
@@ -314,6 +315,32 @@ func setReloadable(to, from *configs.ISP) {
 func setWebhook(to, from *configs.ISP) {
 	to.WebhookURL, to.WebhookSecretFile, to.WebhookCAFile = from.WebhookURL, from.WebhookSecretFile, from.WebhookCAFile
 	to.WebhookInsecure, to.WebhookRetryMax, to.WebhookRetryMaxDur = from.WebhookInsecure, from.WebhookRetryMax, from.WebhookRetryMaxDur
+}
+
+// warnRemoved warns of the accesses and ISPs running that cfg, a reload's
+// file, does not have by name (removed, or renamed: a name is the key of
+// the bindings stored with it): at the next restart their DHCP bindings
+// end, their subscribers' leases released at the ISPs. A trial's operator
+// gave an access a name and lost every binding on it at the restart, with
+// nothing saying so before.
+func (a *Appliance) warnRemoved(cfg *configs.Config) {
+	_, idx := portPlan(a.cfg)
+	for _, ac := range a.cfg.Access {
+		if slices.ContainsFunc(cfg.Access, func(x configs.Access) bool { return x.Name == ac.Name }) {
+			continue
+		}
+		n := a.dhcp.LeasesOn(uint8(idx[ac.Interface]), uint16(ac.VLAN))
+		a.log.Warn("reload: access "+ac.Name+" is not in the file (removed, or renamed: a binding is stored under its access's name): at the restart its DHCP bindings end, their leases released at the ISPs; keep the name to keep them",
+			"access", ac.Name, "interface", ac.Interface, "vlan", ac.VLAN, "bindings", n)
+	}
+	per := a.dhcp.LeasesByISP()
+	for _, isp := range a.cfg.ISPs {
+		if slices.ContainsFunc(cfg.ISPs, func(x configs.ISP) bool { return x.Name == isp.Name }) {
+			continue
+		}
+		a.log.Warn("reload: ISP "+isp.Name+" is not in the file (removed, or renamed: the name is the key of its customers, devices and bindings): at the restart its DHCP bindings end and its customers get no service; keep the name to keep them",
+			"isp", isp.Name, "bindings", per[isp.Name])
+	}
 }
 
 // restartOnly names the top-level sections that differ between a and b,

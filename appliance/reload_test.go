@@ -318,3 +318,23 @@ func TestReloadRefusedShows(t *testing.T) {
 		t.Errorf("after a file that does not load: %+v", c)
 	}
 }
+
+// TestReloadWarnsRenamedAccess: a reload of a file where a running access
+// (or ISP) has another name warns that its bindings end at the restart:
+// a binding is stored under its access's name (a trial gave acc0 a name
+// and lost every binding on it at the restart, warned of nothing).
+func TestReloadWarnsRenamedAccess(t *testing.T) {
+	base := "version = 1\n[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" +
+		"[[isp]]\nname = \"beta\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n"
+	a := reloadRig(t, parseTestConfig(t, base))
+	var logs bytes.Buffer
+	a.log = slog.New(slog.NewTextHandler(&logs, nil))
+	renamed := strings.Replace(base, "interface = \"acc0\"\n", "name = \"main\"\ninterface = \"acc0\"\n", 1)
+	renamed = strings.Replace(renamed, "name = \"beta\"", "name = \"betanet\"", 1)
+	_ = a.Reload(parseTestConfig(t, renamed))
+	for _, want := range []string{"access acc0 is not in the file", "ISP beta is not in the file"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no warning %q:\n%s", want, logs.String())
+		}
+	}
+}

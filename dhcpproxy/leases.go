@@ -409,6 +409,14 @@ func (p *Proxy) Lease(port uint8, vlan uint16, mac uint64) (LeaseInfo, bool) {
 // Leases returns the number of leases held.
 func (p *Proxy) Leases() int { return p.leases.len() }
 
+// LeasesOn returns how many leases are held on the circuit of port and
+// vlan.
+func (p *Proxy) LeasesOn(port uint8, vlan uint16) int {
+	p.leases.mu.Lock()
+	defer p.leases.mu.Unlock()
+	return p.leases.perCircuit[circuitKey{port, vlan}]
+}
+
 // hasLease reports whether ispmux holds a binding for sk.
 func (p *Proxy) hasLease(sk subKey) bool {
 	_, ok := p.leases.get(sk)
