@@ -66,6 +66,9 @@ func (a *Appliance) status(maxBindings int) ctlsock.Status {
 				ps.Drops[classifier.Reason(r).String()] = n
 			}
 		}
+		for _, d := range a.state.LastFrom(i) {
+			ps.LastDrops = append(ps.LastDrops, ctlsock.LastDrop{Reason: d.Reason.String(), MAC: engine.MACString(d.MAC), At: d.At.UTC().Format(time.RFC3339Nano)})
+		}
 		st.Ports = append(st.Ports, ps)
 	}
 	hops := a.ctl.NextHops(a.ispIdx)

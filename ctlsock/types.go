@@ -117,6 +117,13 @@ type ControlStatus struct {
 	PuntUnhandled uint64 `json:"punt_unhandled"`
 }
 
+// LastDrop is the source of a port's last frame dropped for a reason.
+type LastDrop struct {
+	Reason string `json:"reason"`
+	MAC    string `json:"mac"`
+	At     string `json:"at"` // RFC 3339
+}
+
 // PortStatus is one port's datapath and engine counters, summed over queues
 // and workers.
 type PortStatus struct {
@@ -140,6 +147,11 @@ type PortStatus struct {
 	Echo       uint64            `json:"echo_replies"`
 	Punts      uint64            `json:"punts"`
 	Drops      map[string]uint64 `json:"drops"`
+	// LastDrops names, per drop reason a subscriber causes
+	// (spoofed_source, unknown_mac, dhcp_flood, ...), the source MAC of
+	// the port's last frame dropped for it and when: who, where Drops
+	// says how many.
+	LastDrops []LastDrop `json:"last_drops,omitempty"`
 
 	// Link is the port's interface as ispmux knows it: up, down, gone,
 	// reopening (up again, its queues not open yet) or failed (re-opens

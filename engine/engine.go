@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/datapath"
@@ -106,6 +107,11 @@ type State struct {
 	mtu [datapath.MaxPorts]atomic.Int32
 
 	stats []*portStats // per port, summed over workers
+
+	// lastFrom holds, per port and drop reason a subscriber causes
+	// (dropFrom), the source MAC of the last frame dropped for it and
+	// when (nanotime): what a count alone cannot say, who (LastFrom).
+	lastFrom [datapath.MaxPorts][classifier.NumReasons]lastDrop
 
 	// garden is the walled garden's configuration (SetGarden); nil:
 	// none, walled-garden subscribers reach nothing past the gateway.
@@ -231,6 +237,39 @@ func (s *State) Counters() []PortCounters {
 			c.FastUp, c.FastDown = o.Forwarded(uint8(i))
 			c.Up += c.FastUp
 			c.Down += c.FastDown
+		}
+	}
+	return out
+}
+
+// lastDrop is the source MAC of a port's last frame dropped for a reason,
+// and when (nanotime; 0: none).
+type lastDrop struct {
+	mac atomic.Uint64
+	at  atomic.Int64
+}
+
+// DropFrom is the source of a port's last frame dropped for a reason.
+type DropFrom struct {
+	Reason classifier.Reason
+	MAC    uint64
+	At     time.Time
+}
+
+// LastFrom returns, for port, the source MAC of the last frame dropped for
+// each reason a subscriber causes (spoofed_source, unknown_mac,
+// subscriber_to_subscriber, dhcp_flood, walled_garden, not_unicast,
+// ip_options, l2_broadcast), and when; none for a reason that dropped
+// nothing since the start.
+func (s *State) LastFrom(port int) []DropFrom {
+	if port < 0 || port >= datapath.MaxPorts {
+		return nil
+	}
+	var out []DropFrom
+	for r := range classifier.NumReasons {
+		l := &s.lastFrom[port][r]
+		if at := l.at.Load(); at != 0 {
+			out = append(out, DropFrom{Reason: r, MAC: l.mac.Load(), At: clock.Add(time.Duration(at))})
 		}
 	}
 	return out

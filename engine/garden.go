@@ -118,7 +118,7 @@ func (p *Processor) gardenPass(in uint8, pt *port, out *datapath.Verdict, pkt *c
 		// Any address, the gateway's included: whatever server the
 		// client was given, it gets the portal.
 		if !p.answerDNS(in, out, pkt, f, pt.mac, g) {
-			p.drop(in, out, classifier.ReasonWalledGarden)
+			p.dropFrom(in, out, classifier.ReasonWalledGarden, pkt.Src)
 		}
 		return false
 	}
@@ -144,7 +144,7 @@ func (p *Processor) gardenPass(in uint8, pt *port, out *datapath.Verdict, pkt *c
 			return false
 		}
 	}
-	p.drop(in, out, classifier.ReasonWalledGarden)
+	p.dropFrom(in, out, classifier.ReasonWalledGarden, pkt.Src)
 	return false
 }
 

@@ -3,6 +3,7 @@ package engine
 import (
 	"net"
 	"testing"
+	"time"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
@@ -69,5 +70,28 @@ func TestIPOptions(t *testing.T) {
 		if r := ipOptions(&p, f); r != classifier.ReasonIPOptions {
 			t.Errorf("options % x: %v, want ip_options", o, r)
 		}
+	}
+}
+
+// TestLastDropFrom: a port keeps the source MAC of its last frame dropped
+// for a reason a subscriber causes, and when: a trial's operator saw
+// spoofed_source=3 in ctl status and nothing naming the device.
+func TestLastDropFrom(t *testing.T) {
+	r := newRig(t, 64)
+	r.bindAll()
+	r.resolve()
+	before := time.Now()
+	r.send(0, udpFrame(t, sub2, accMAC, 0, "100.64.0.150", "198.51.100.10", 64, 1, 2)) // not its address
+	var got []DropFrom
+	for _, d := range r.s.LastFrom(0) {
+		if d.Reason == classifier.ReasonSpoofedSource {
+			got = append(got, d)
+		}
+	}
+	if len(got) != 1 || got[0].MAC != sub2 || got[0].At.Before(before.Add(-time.Second)) || got[0].At.After(time.Now().Add(time.Second)) {
+		t.Errorf("last spoofed_source drop on port 0: %+v, want %x now", got, sub2)
+	}
+	if n := r.dropCount(0, classifier.ReasonSpoofedSource); n != 1 {
+		t.Errorf("spoofed_source %d, want 1", n)
 	}
 }

@@ -84,6 +84,19 @@ func (p *Processor) drop(in uint8, out *datapath.Verdict, r classifier.Reason) {
 	p.touched |= 1 << in
 }
 
+// dropFrom is drop for a frame a subscriber sent, from MAC mac, for a
+// reason the operator traces to a device (a spoofer, a flood): the port's
+// last such drop keeps the MAC and the time (State.LastFrom), which a
+// counter cannot say. Not on the forwarding path: a drop's cost.
+func (p *Processor) dropFrom(in uint8, out *datapath.Verdict, r classifier.Reason, mac uint64) {
+	p.drop(in, out, r)
+	l := &p.s.lastFrom[in%datapath.MaxPorts][r]
+	if l.mac.Load() != mac {
+		l.mac.Store(mac)
+	}
+	l.at.Store(nanotime() + 1) // never 0
+}
+
 // TxDropped counts, by ingress port, frames this processor forwarded that
 // the worker could not send (datapath.TxDropCounter): they stay counted as
 // forwarded (up/down) too, since the engine did route them.
@@ -298,7 +311,7 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 			registered := bound || !p.s.admitOn.Load() || p.isAdmitted(pkt.Src)
 			b, cost, ok := p.dhcpBudget(classifier.Key(in, pkt.VLAN&0xfff, pkt.Src), !registered)
 			if !ok {
-				p.drop(in, out, classifier.ReasonDHCPFlood)
+				p.dropFrom(in, out, classifier.ReasonDHCPFlood, pkt.Src)
 				return
 			}
 			if !registered && !takeToken(&p.unregTokens[in], &p.unregLast[in], unregRate, unregBurst) {
@@ -311,25 +324,25 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 		}
 		if pkt.Dst != pt.mac {
 			if pkt.Dst&(1<<40) != 0 { // group bit: broadcast or multicast
-				p.drop(in, out, classifier.ReasonL2Broadcast)
+				p.dropFrom(in, out, classifier.ReasonL2Broadcast, pkt.Src)
 			} else {
-				p.drop(in, out, classifier.ReasonSubscriberToSubscriber)
+				p.dropFrom(in, out, classifier.ReasonSubscriberToSubscriber, pkt.Src)
 			}
 			return
 		}
 		if !bound {
-			p.drop(in, out, classifier.ReasonUnknownMAC)
+			p.dropFrom(in, out, classifier.ReasonUnknownMAC, pkt.Src)
 			return
 		}
 		if pkt.SrcIP != sub.IP {
-			p.drop(in, out, classifier.ReasonSpoofedSource)
+			p.dropFrom(in, out, classifier.ReasonSpoofedSource, pkt.Src)
 			return
 		}
 		if sub.ISP == binding.GardenVRF && !p.gardenPass(in, pt, out, pkt, f) {
 			return // walled garden: answered in place or dropped (garden.go)
 		}
 		if r := ipOptions(pkt, f); r != classifier.ReasonNone {
-			p.drop(in, out, r)
+			p.dropFrom(in, out, r, pkt.Src)
 			return
 		}
 		if !unicastAddr(pkt.DstIP) {
@@ -337,7 +350,7 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 			// included) and the like: a router does not forward them
 			// (RFC 1812 §5.3.5.1, RFC 5771 §4), and ispmux routes
 			// no multicast.
-			p.drop(in, out, classifier.ReasonNotUnicast)
+			p.dropFrom(in, out, classifier.ReasonNotUnicast, pkt.Src)
 			return
 		}
 		if a := pt.addr[pkt.VLAN&0xfff]; a != 0 && pkt.DstIP == a {
@@ -384,11 +397,11 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 				p.answerARP(in, out, pkt, f, pt.mac)
 				return
 			}
-			p.drop(in, out, classifier.ReasonUnknownMAC)
+			p.dropFrom(in, out, classifier.ReasonUnknownMAC, pkt.Src)
 			return
 		}
 		if pkt.SHA != pkt.Src {
-			p.drop(in, out, classifier.ReasonSpoofedSource)
+			p.dropFrom(in, out, classifier.ReasonSpoofedSource, pkt.Src)
 			return
 		}
 		switch {
@@ -413,7 +426,7 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 				p.answerARP(in, out, pkt, f, pt.mac)
 				return
 			}
-			p.drop(in, out, classifier.ReasonSpoofedSource)
+			p.dropFrom(in, out, classifier.ReasonSpoofedSource, pkt.Src)
 		default:
 			p.answerARP(in, out, pkt, f, pt.mac)
 		}

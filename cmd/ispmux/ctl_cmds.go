@@ -234,7 +234,17 @@ type subscriberView struct {
 	Garden        *ctlsock.OnboardingStatus `json:"walled_garden"`
 	Handover      *ctlsock.HandoverStatus   `json:"handover"`
 	GardenUnknown bool                      `json:"walled_garden_unknown,omitempty"`
-	Events        []tenants.Event           `json:"events"` // its recent events, oldest first
+	// Drops are the ports' last drops this MAC caused (spoofed_source,
+	// dhcp_flood, ...: a port keeps the last MAC per reason), from the
+	// control socket's status.
+	Drops  []portDrop      `json:"last_drops,omitempty"`
+	Events []tenants.Event `json:"events"` // its recent events, oldest first
+}
+
+// portDrop is a port's last drop of a reason, caused by the subscriber.
+type portDrop struct {
+	Port string `json:"port"`
+	ctlsock.LastDrop
 }
 
 // subscriberEvents is how many of a subscriber's events the view shows,
@@ -289,7 +299,7 @@ func ctlSubscriber(e *ctlEnv, args []string) error {
 	if err := subscriberGarden(e, &v); err != nil {
 		return err
 	}
-	if v.Device == nil && v.Binding == nil && v.Garden == nil && v.Handover == nil && len(v.Events) == 0 {
+	if v.Device == nil && v.Binding == nil && v.Garden == nil && v.Handover == nil && len(v.Events) == 0 && len(v.Drops) == 0 {
 		if v.GardenUnknown {
 			return fmt.Errorf("%s: no device, binding or recent event (a walled garden lease is not known over the API: ctl on the box, through the control socket, shows it)", mac)
 		}
@@ -322,6 +332,13 @@ func subscriberGarden(e *ctlEnv, v *subscriberView) error {
 	for i := range st.Handovers {
 		if strings.EqualFold(st.Handovers[i].MAC, v.MAC) {
 			v.Handover = &st.Handovers[i]
+		}
+	}
+	for _, p := range st.Ports {
+		for _, d := range p.LastDrops {
+			if strings.EqualFold(d.MAC, v.MAC) {
+				v.Drops = append(v.Drops, portDrop{p.Name, d})
+			}
 		}
 	}
 	return nil

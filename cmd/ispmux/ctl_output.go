@@ -248,6 +248,17 @@ func writeSubscriber(w io.Writer, v subscriberView) error {
 			return err
 		}
 	}
+	if len(v.Drops) > 0 {
+		// A spoofer or a flooder: what its port last dropped of it.
+		fmt.Fprint(w, "\nits frames dropped (each port keeps the last MAC per reason):\n")
+		t := newTable(w)
+		for _, d := range v.Drops {
+			t.row("  "+d.Reason+":", fmt.Sprintf("on %s, last at %s", d.Port, stamp(d.At)))
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(w, "\nrecent events (at most %d, among the newest %d of the log):\n", subscriberEvents, subscriberWindow)
 	if len(v.Events) == 0 {
 		fmt.Fprintln(w, "  none")
@@ -300,6 +311,18 @@ func writeStatus(w io.Writer, st *ctlsock.Status) error {
 	}
 	if err := t.flush(); err != nil {
 		return err
+	}
+	// Who: the source of each port's last drop a subscriber caused (a
+	// trial's operator saw spoofed_source=3 and nothing naming the
+	// device).
+	var last []string
+	for _, p := range st.Ports {
+		for _, d := range p.LastDrops {
+			last = append(last, fmt.Sprintf("%s %s from %s at %s", p.Name, d.Reason, d.MAC, stamp(d.At)))
+		}
+	}
+	if len(last) > 0 {
+		fmt.Fprintf(w, "\nlast drop by cause: %s\n", strings.Join(last, "; "))
 	}
 	fmt.Fprintln(w)
 	t = newTable(w, "ISP", "NEXT HOP", "STATE", "MAC")
