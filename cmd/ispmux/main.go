@@ -29,6 +29,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"runtime/trace"
 	"slices"
@@ -230,6 +231,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// what they buy is the kernel time-slicing work that does not yield
 	// (an argon2id hash, a reload at 1M subscribers, bbolt's commits), and
 	// a thread to read the netpoller while a worker is saturated.
+	// The build first: which ispmux a log is of (a trial found the
+	// version in ispmux version and the metrics only).
+	bi, _ := debug.ReadBuildInfo()
+	log.Info("starting", "version", versionLine(bi), "config", path)
 	log.Info("scheduler", "gomaxprocs", runtime.GOMAXPROCS(0), "queues", cfg.Datapath.Queues)
 	// For performance work in the lab (the benchmarks pass their
 	// environment to ispmux): ISPMUX_CPUPROFILE=FILE profiles the whole
