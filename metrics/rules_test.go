@@ -706,3 +706,23 @@ func TestSuggestedRulesFire(t *testing.T) {
 	}
 	runPromtool(t, dir, "", "test", "rules", "ispmux-rules-test.yml")
 }
+
+// TestRulesFileMatchesDoc: contrib/prometheus/ispmux-rules.yml, the rules
+// file an operator loads (the Debian package ships it), is the suggested
+// rules' block of docs/OPERATIONS.md (promtool checks that block): a
+// trial's operator had to cut the rules out of the page.
+func TestRulesFileMatchesDoc(t *testing.T) {
+	raw, err := os.ReadFile("../contrib/prometheus/ispmux-rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body []string
+	for _, l := range strings.SplitAfter(string(raw), "\n") {
+		if !strings.HasPrefix(l, "#") || len(body) > 0 {
+			body = append(body, l)
+		}
+	}
+	if got, want := strings.Join(body, ""), docBlock(t, "## Suggested rules\n"); got != want {
+		t.Errorf("contrib/prometheus/ispmux-rules.yml differs from docs/OPERATIONS.md's suggested rules: copy the block over it")
+	}
+}

@@ -115,6 +115,8 @@ func build(bin, outDir, version, root string) (string, int64, error) {
 		{"usr/share/doc/ispmux/OPERATIONS.md", read("docs/OPERATIONS.md"), 0o644},
 		{"usr/share/doc/ispmux/examples/minimal.toml", read("configs/minimal.toml"), 0o644},
 		{"usr/share/doc/ispmux/examples/onboarding.toml", read("configs/onboarding.toml"), 0o644},
+		{"usr/share/doc/ispmux/examples/ispmux-rules.yml", read("contrib/prometheus/ispmux-rules.yml"), 0o644},
+		{"usr/share/doc/ispmux/examples/grafana-dashboard.json", read("contrib/grafana-dashboard.json"), 0o644},
 	}
 	control := []pkgFile{
 		{"conffiles", read("packaging/deb/conffiles"), 0o644},
