@@ -540,7 +540,9 @@ func TestCreateEmptyPassword(t *testing.T) {
 	if w := f.do("POST", "/v1/isps/alpha/customers", "alpha", `{"customer_id":"nopw"}`); w.Code != 201 {
 		t.Errorf("create without a password: %d %s, want 201", w.Code, w.Body)
 	}
-	if w := f.do("POST", "/v1/isps/alpha/customers:import", "alpha", `{"customer_id":"imp","password":""}`+"\n"); !strings.Contains(w.Body.String(), "empty password") {
-		t.Errorf("import line with an empty password: %d %s, want its error", w.Code, w.Body)
+	for _, id := range []string{"imp", "nopw"} { // new, and existing (it was "unchanged" then)
+		if w := f.do("POST", "/v1/isps/alpha/customers:import", "alpha", `{"customer_id":"`+id+`","password":""}`+"\n"); !strings.Contains(w.Body.String(), "empty password") {
+			t.Errorf("import line for %s with an empty password: %d %s, want its error", id, w.Code, w.Body)
+		}
 	}
 }

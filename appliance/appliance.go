@@ -155,6 +155,12 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 			if a.portalNS != nil {
 				_ = a.portalNS.close()
 			}
+			if a.dhcp != nil {
+				// The restore's ends of lapsed bindings may be under
+				// way: stopped between batches, before the store
+				// closes under them.
+				a.dhcp.Close()
+			}
 			if a.store != nil {
 				a.store.Close()
 			}

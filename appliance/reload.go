@@ -29,11 +29,22 @@ type pendingRestart struct {
 	at       time.Time
 }
 
-// reloadOutcome is the last reload's: refused (err set) or applied.
+// reloadOutcome is the last reload's: refused (err set), applied in part
+// (err and partial set: the subscriber entries applied, some file it names
+// not) or applied.
 type reloadOutcome struct {
-	at  time.Time
-	err string
+	at      time.Time
+	err     string
+	partial bool
 }
+
+// incompleteError is a reload that applied the subscriber entries but not
+// every file the configuration names (a token file, a certificate, a
+// webhook secret): those in force stay.
+type incompleteError struct{ err error }
+
+func (e *incompleteError) Error() string { return "reload incomplete: " + e.err.Error() }
+func (e *incompleteError) Unwrap() error { return e.err }
 
 // NoteReloadRefused records a reload refused before Reload (the file does
 // not load: its error): ctl status and the metrics show it until a reload
@@ -70,9 +81,12 @@ func (a *Appliance) Reload(cfg *configs.Config) (err error) {
 	defer func() {
 		now := time.Now()
 		o := &reloadOutcome{at: now}
+		var inc *incompleteError
 		if err != nil {
-			o.err = err.Error()
-		} else {
+			o.err, o.partial = err.Error(), errors.As(err, &inc)
+		}
+		if err == nil || o.partial {
+			// The file's subscriber entries are what runs.
 			a.lastApplied.Store(&now)
 		}
 		a.lastReload.Store(o)
@@ -239,7 +253,7 @@ func (a *Appliance) Reload(cfg *configs.Config) (err error) {
 		// Not an INFO line before the caller's ERROR: it says at once
 		// that part of the file was not applied.
 		a.log.Warn("reloaded", append(attrs, "not_applied", len(errs))...)
-		return fmt.Errorf("reload incomplete: %w", errors.Join(errs...))
+		return &incompleteError{errors.Join(errs...)}
 	}
 	a.log.Info("reloaded", attrs...)
 	return nil

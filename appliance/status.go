@@ -38,7 +38,7 @@ func (a *Appliance) status(maxBindings int) ctlsock.Status {
 		st.RestartPending, st.RestartPendingSince = pr.sections, pr.at.UTC().Format(time.RFC3339Nano)
 	}
 	if o := a.lastReload.Load(); o != nil && o.err != "" {
-		st.ReloadRefused, st.ReloadRefusedAt = o.err, o.at.UTC().Format(time.RFC3339Nano)
+		st.ReloadRefused, st.ReloadRefusedAt, st.ReloadPartial = o.err, o.at.UTC().Format(time.RFC3339Nano), o.partial
 	}
 	ec := a.state.Counters()
 	links := a.linkStatuses()

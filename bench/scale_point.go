@@ -162,7 +162,7 @@ func (s *scaler) run(ctx context.Context, kind string, n, run int, cfgPath, stat
 	argv := []string{"ip", "netns", "exec", s.t.Appliance.NS, s.o.exe, "run", "-c", cfgPath}
 	lw := &logWatch{want: map[string]chan struct{}{}}
 	forwarding := lw.expect("msg=forwarding ")
-	lapsedEnded := lw.expect(`msg="dhcp: bindings that lapsed while ispmux was stopped ended`)
+	lapsedEnded := lw.expect(`msg="dhcp: bindings that lapsed while ispmux was stopped`)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), gcEnv+"=1")
 	cmd.Stdout, cmd.Stderr = lw, lw

@@ -25,10 +25,13 @@ type Status struct {
 	// is not the file's (RestartPending is then what the last reload
 	// that read the file saw). Empty: the last reload applied the file,
 	// or none was made.
-	ReloadRefused   string       `json:"reload_refused,omitempty"`
-	ReloadRefusedAt string       `json:"reload_refused_at,omitempty"`
-	Ports           []PortStatus `json:"ports"`
-	ISPs            []ISPStatus  `json:"isps"`
+	ReloadRefused   string `json:"reload_refused,omitempty"`
+	ReloadRefusedAt string `json:"reload_refused_at,omitempty"`
+	// ReloadPartial: that reload applied the subscriber entries but not
+	// every file the configuration names (ReloadRefused says which).
+	ReloadPartial bool         `json:"reload_partial,omitempty"`
+	Ports         []PortStatus `json:"ports"`
+	ISPs          []ISPStatus  `json:"isps"`
 	// Bindings lists every binding when there are at most
 	// StatusBindingsMax of them; above, it is empty, BindingsOmitted is
 	// set and `ctl bindings` pages them (a status at a million

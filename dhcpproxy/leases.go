@@ -239,12 +239,23 @@ func (t *leaseTable) pruneGens(now time.Time) {
 		return
 	}
 	t.genPruned = now
+	// At most genPruneBudget entries a minute under the lease table's
+	// lock (after a mass end of a million, the whole map at once held
+	// DHCP up for tens of ms: a review); the map's random order reaches
+	// the rest in the next minutes.
+	n := 0
 	for sk, e := range t.gen {
 		if now.Sub(e.at) > genKeep {
 			delete(t.gen, sk)
 		}
+		if n++; n == genPruneBudget {
+			break
+		}
 	}
 }
+
+// genPruneBudget is how many generations pruneGens looks at a minute.
+const genPruneBudget = 1 << 16
 
 // ofMAC returns mac's leases (nil if none), in no particular order: they
 // are in the probe cluster of mac's hash, among other MACs' leases.

@@ -3,6 +3,7 @@ package dhcpproxy
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,7 +26,25 @@ type Loaded struct {
 	ls   [][]lease
 	n    int
 	ends []toEnd
-	err  error
+	// lapsed: the bindings of configured circuits to end at the start
+	// without telling their ISP (lapsed, or of an ISP no longer
+	// configured), compact and in chunks of loadChunk: a restart after a
+	// long outage may find a million, and cloning each whole binding
+	// before the box forwarded took 5 s there (15 s of CPU, bench scale).
+	lapsed [][]lapsedEnd
+	err    error
+}
+
+// lapsedEnd is a stored binding of a configured circuit a start ends
+// without telling its ISP (endLapsed): what the end and its event need.
+type lapsedEnd struct {
+	c        *Circuit
+	isp      string // the ISP's name (a configured ISP's own string)
+	customer string
+	expires  int64 // as stored, Unix nanoseconds: the end is conditional on it
+	mac      [6]byte
+	ip       [4]byte
+	lapsed   bool // its lease ran out; else its ISP is no longer configured
 }
 
 // loadChunk is how many bindings a chunk of Loaded holds.
@@ -72,12 +91,28 @@ func (p *Proxy) LoadBindings(now time.Time) *Loaded {
 				sk.circuit = circuitKey{c.Port, c.VLAN}
 			}
 			if c == nil || isp == nil || !b.Expires.After(now) {
-				why := "lease expired while ispmux was stopped"
 				lapsed := !b.Expires.After(now)
-				if (c == nil || isp == nil) && !lapsed {
-					why = "its access or ISP is no longer configured"
+				if c == nil {
+					why := "lease expired while ispmux was stopped"
+					if !lapsed {
+						why = "its access or ISP is no longer configured"
+					}
+					ld.ends = append(ld.ends, toEnd{sk: sk, b: b.Clone(), why: why, noCircuit: true, lapsed: lapsed})
+					return nil
 				}
-				ld.ends = append(ld.ends, toEnd{sk: sk, b: b.Clone(), why: why, noCircuit: c == nil, lapsed: lapsed})
+				le := lapsedEnd{c: c, isp: strings.Clone(b.ISP), customer: strings.Clone(b.Customer), expires: b.Expires.UnixNano(),
+					mac: b.MAC, lapsed: lapsed}
+				if isp != nil {
+					le.isp = isp.Name
+				}
+				if b.IP.Is4() {
+					le.ip = b.IP.As4()
+				}
+				if len(ld.lapsed) == 0 || len(ld.lapsed[len(ld.lapsed)-1]) == loadChunk {
+					ld.lapsed = append(ld.lapsed, make([]lapsedEnd, 0, min(loadChunk, 1024<<len(ld.lapsed))))
+				}
+				last := len(ld.lapsed) - 1
+				ld.lapsed[last] = append(ld.lapsed[last], le)
 				return nil
 			}
 			if ld.n%loadChunk == 0 {
@@ -175,9 +210,10 @@ func (p *Proxy) RestoreLoaded(ld *Loaded) (int, error) {
 	// Each end is its own durable transaction; run side by side, the
 	// store's group commit puts many in one fsync (a restart after a long
 	// outage may end most of a million bindings).
-	ends := ld.ends
-	ld.ends = nil
-	if err := p.endAll(ends); err != nil {
+	ends, lapsed := ld.ends, ld.lapsed
+	ld.ends, ld.lapsed = nil, nil
+	p.endLapsed(lapsed)
+	if err := p.endEach(ends); err != nil {
 		return n, err
 	}
 	p.supersedeLegacy()
@@ -263,64 +299,34 @@ func sideBySide(n int, fn func(i int) bool) {
 // by one; the rest are counted in one line (their events name each).
 const endLogged = 100
 
-// endAll ends the bindings of ends (expired: the expired event; revoke:
-// revoked, with a RELEASE to the ISP), endersAtOnce at a time. Those that
-// only lapsed on a configured circuit (never installed: LoadBindings found
-// their leases run out) end after the start, beside the first DHCP
-// (endLapsed).
-func (p *Proxy) endAll(ends []toEnd) error {
-	// Partitioned in place: a restart after a long outage may have a
-	// million lapsed, each with its whole binding.
-	var rest []toEnd
-	n := 0
-	for _, e := range ends {
-		if e.noCircuit || e.revoke {
-			rest = append(rest, e)
-		} else {
-			ends[n] = e
-			n++
-		}
-	}
-	clear(ends[n:])
-	p.endLapsed(ends[:n])
-	return p.endEach(rest)
-}
-
-// endLapsed ends the bindings of ends, which lapsed while ispmux was
-// stopped and were never installed, with their expired events, in
-// batches (Store.EndBindings), in a goroutine of its own: the box
-// forwards and answers DHCP meanwhile. Ended before the start instead,
-// they held a restart after a long outage offline: one durable transaction
-// each cost ~95 µs a binding (a trial: 9.5 s at 100k), batched ~6 s at a
-// million. Each end is conditional on the binding stored being the one
-// found lapsed: a subscriber that binds again meanwhile keeps its new
-// binding (and its lapsed one has no expired event then). Nothing else
-// refers to these bindings: not in the lease or forwarding tables, and no
+// endLapsed ends the bindings of chunks, of configured circuits, which
+// lapsed while ispmux was stopped (or whose ISP is no longer configured)
+// and were never installed, with their expired events, in batches
+// (Store.EndBindings), in a goroutine of its own: the box forwards and
+// answers DHCP meanwhile. Ended before the start instead, they held a
+// restart after a long outage offline: one durable transaction each cost
+// ~95 µs a binding (a trial: 9.5 s at 100k), batched ~6 s at a million.
+// Each end is conditional on the binding stored being the one found
+// lapsed: a subscriber that binds again meanwhile keeps its new binding
+// (its lapsed lease still has its expired event). Nothing else refers to
+// these bindings: not in the lease or forwarding tables, and no
 // transaction of before the start exists. Close stops it between batches
 // (the rest are ended at the next start) and waits for it.
-func (p *Proxy) endLapsed(ends []toEnd) {
-	if len(ends) == 0 {
+func (p *Proxy) endLapsed(chunks [][]lapsedEnd) {
+	total := 0
+	for _, c := range chunks {
+		total += len(c)
+	}
+	if total == 0 {
 		return
 	}
 	p.lapsing.Go(func() {
-		// Built and ended a chunk at a time: a million ends with their
-		// events built at once took ~440 MB (a review).
-		const chunk = 4096
-		plain := make([]subscribers.BindingEnd, 0, min(chunk, len(ends)))
-		ended, kept := 0, 0
+		const batch = 4096
+		plain := make([]subscribers.BindingEnd, 0, min(batch, total))
+		ended, left := 0, total
 		start := time.Now()
-		for len(ends) > 0 && !p.closing.Load() {
-			part := ends[:min(chunk, len(ends))]
-			ends = ends[len(part):]
-			plain = plain[:0]
-			for i := range part {
-				b := &part[i].b
-				plain = append(plain, subscribers.BindingEnd{Access: b.Access, VLAN: b.VLAN, MAC: b.MAC, Expires: b.Expires,
-					Event: bindingSubject(*b).event(subscribers.EventExpired, b.IP, part[i].why)})
-				part[i] = toEnd{} // its binding no longer kept
-			}
+		flush := func() bool {
 			evs, err := p.store.EndBindings(plain)
-			kept += len(plain) - len(evs)
 			for _, ev := range evs {
 				p.count("expired")
 				if ended < endLogged {
@@ -328,21 +334,48 @@ func (p *Proxy) endLapsed(ends []toEnd) {
 				}
 				ended++
 			}
+			left -= len(evs)
+			plain = plain[:0]
 			if err != nil {
 				p.count("store_error")
-				p.log.Error("dhcp: bindings that lapsed while ispmux was stopped not ended (the next start ends them)", "not_ended", len(plain)-len(evs)+len(ends), "err", err)
-				return
+				p.log.Error("dhcp: ending the bindings that lapsed while ispmux was stopped failed (the next start ends the rest)", "not_ended", left, "err", err)
+				return false
 			}
+			return true
 		}
-		if ended > endLogged || len(ends) > 0 || kept > 0 {
-			p.log.Info("dhcp: bindings that lapsed while ispmux was stopped ended (each has its expired event)",
-				"ended", ended, "bound_again", kept, "left_to_next_start", len(ends), "took", time.Since(start).Round(time.Millisecond))
+		for ci := range chunks {
+			for i := range chunks[ci] {
+				if p.closing.Load() {
+					break
+				}
+				e := &chunks[ci][i]
+				why := "lease expired while ispmux was stopped"
+				if !e.lapsed {
+					why = "its access or ISP is no longer configured"
+				}
+				ip := netip.AddrFrom4(e.ip)
+				subj := subject{mac: binding.MAC48(e.mac), isp: e.isp, customer: e.customer, access: e.c.Name}
+				plain = append(plain, subscribers.BindingEnd{Access: e.c.Name, VLAN: e.c.VLAN, MAC: e.mac, Expires: time.Unix(0, e.expires),
+					Event: subj.event(subscribers.EventExpired, ip, why)})
+				if len(plain) == batch && !flush() {
+					return
+				}
+			}
+			chunks[ci] = nil // its bindings no longer kept
+		}
+		if len(plain) > 0 && !p.closing.Load() && !flush() {
+			return
+		}
+		if ended > endLogged || left > 0 {
+			p.log.Info("dhcp: bindings that lapsed while ispmux was stopped, or of an ISP no longer configured, ended (each has its expired event)",
+				"ended", ended, "left_to_next_start", left, "took", time.Since(start).Round(time.Millisecond))
 		}
 	})
 }
 
-// endEach ends each binding of ends on its own (endAll's that tell the ISP
-// or have no circuit), endersAtOnce at a time.
+// endEach ends each binding of ends on its own (a start's that tell the
+// ISP, or have no circuit: the others are endLapsed's), endersAtOnce at a
+// time.
 func (p *Proxy) endEach(ends []toEnd) error {
 	var first atomic.Pointer[error]
 	sideBySide(len(ends), func(i int) bool {
@@ -350,7 +383,7 @@ func (p *Proxy) endEach(ends []toEnd) error {
 		var err error
 		if e.noCircuit {
 			err = p.endUnconfigured(e.b, e.why, e.lapsed)
-		} else if !p.revoke(e.sk, e.b, e.why) { // endAll leaves only these two kinds
+		} else if !p.revoke(e.sk, e.b, e.why) { // LoadBindings and RestoreLoaded make only these two kinds
 			err = fmt.Errorf("dhcp restore: binding of %s not revoked", binding.MACString(e.sk.mac))
 		}
 		if err != nil {

@@ -2,6 +2,7 @@ package dhcpproxy
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -137,4 +138,32 @@ func TestEarlyRebindIgnoresOtherServersNak(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The same before T2, the lease's server silent: the renewal times out
+// (answered from the binding), and its timeout event names the other
+// server's NAK, not acted on (a review: it said the ISP was silent).
+func TestEarlyRebindOtherNakNamedAtTimeout(t *testing.T) {
+	ip := netip.MustParseAddr("100.64.0.101")
+	r, second := twoServersBound(t)
+	base := time.Now()
+	r.p.now = func() time.Time { return base.Add(52*time.Second + 400*time.Millisecond) }
+	r.fromClientUnicast(renewing(t, s1, ip.String()), ip)
+	up, _ := r.relayedTo()
+	if up[second] == nil {
+		t.Fatalf("renewal relayed to %v, want every server", keys(up))
+	}
+	r.fromServerAt(second, serverReply(up[second], dhcpv4.MessageTypeNak, second, second))
+	r.p.expire(base.Add(54 * time.Second)) // past the renewal's timeout
+	r.p.notes.wait()
+	evs, _ := r.store.Events(0, 100)
+	for _, e := range evs {
+		if e.Kind == subscribers.EventTimeout {
+			if !strings.Contains(e.Reason, second.String()) || !strings.Contains(e.Reason, "NAKed") {
+				t.Errorf("timeout event %q does not name %v's NAK", e.Reason, second)
+			}
+			return
+		}
+	}
+	t.Errorf("no timeout event (counters %v)", r.p.Counters())
 }

@@ -229,16 +229,18 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			}
 			return
 		}
-		if g := p.tx.grantingOf(t); g.IsValid() && src != g {
+		if p.tx.earlyOf(t) && p.otherServerBeforeT2(t, src) {
 			// A renewal sent to every server before the ISP's T2:
 			// the client is still RENEWING, which only the lease's
 			// server answers; another's NAK (a split scope's server,
 			// which has no record of the lease) ends nothing. The
 			// lease's server's answer is awaited (its silence: the
-			// renewal answered from the binding, answerAfterSilence).
+			// renewal answered from the binding, answerAfterSilence;
+			// the timeout event names this NAK).
 			p.count("nak_other_server_before_t2")
+			p.tx.noteOtherNak(t, src)
 			p.log.Debug("dhcp: NAK of a renewal from a server that did not grant the lease, before the ISP's T2, ignored", "mac", binding.MACString(mac),
-				"isp", isp.Name, "server", src, "granting", g)
+				"isp", isp.Name, "server", src)
 			return
 		}
 		p.tx.take(pk)
@@ -246,6 +248,18 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 	default:
 		p.count("server_unexpected_type")
 	}
+}
+
+// otherServerBeforeT2 reports whether src, whose NAK answers t's renewal,
+// is not the server that granted the subscriber's lease (neither the
+// lease's server identifier nor the address its ACK came from), and the
+// ISP's T2 has not come yet: then the NAK is not acted on.
+func (p *Proxy) otherServerBeforeT2(t *txn, src netip.Addr) bool {
+	l, ok := p.leases.get(t.sub)
+	if !ok || l.isp != t.isp.Index || l.pastRebind(p.now()) {
+		return false
+	}
+	return src != l.sid() && src != l.relayAddr()
 }
 
 // fitOrRefuse returns the reply m of ISP server src to t (payload) as

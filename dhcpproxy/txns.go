@@ -70,10 +70,12 @@ type txn struct {
 	// nakBy is the ISP server that answered the DISCOVER with a NAK (no
 	// event of its own): if no OFFER follows, its end says so.
 	nakBy netip.Addr
-	// granting is, for a renewal sent to every server before the ISP's
-	// T2 (noteGranting), the server that granted the lease: only its
-	// NAK ends the binding (invalid: any server's).
-	granting netip.Addr
+	// early is set for a renewal sent to every server before the ISP's
+	// T2 (noteEarly): until T2 only the NAK of the server that granted
+	// the lease ends the binding; otherNak is another's, not acted on
+	// (its timeout names it).
+	early    bool
+	otherNak netip.Addr
 	// sentTo is the ISP server msgType was last relayed to (invalid:
 	// every server of the ISP); an ICMP unreachable from another is not
 	// about it.
@@ -381,6 +383,7 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 		t.nakBy = netip.Addr{}
 		t.unreach = unreachableNote{}
 		t.unlisted = netip.Addr{}
+		t.otherNak = netip.Addr{}
 	} else {
 		t.resent = now
 	}
@@ -537,23 +540,32 @@ func (x *txns) serverID(t *txn) netip.Addr {
 // every server of its ISP when only is not valid (as sendRelay sends it).
 func (x *txns) relayedTo(t *txn, only netip.Addr) {
 	x.mu.Lock()
-	t.sentTo, t.granting = only, netip.Addr{}
+	t.sentTo, t.early = only, false
 	x.mu.Unlock()
 }
 
-// noteGranting notes g as the server that granted the lease t renews,
-// sent to every server before the ISP's T2 (txn.granting).
-func (x *txns) noteGranting(t *txn, g netip.Addr) {
+// noteEarly marks t a renewal sent to every server before the ISP's T2
+// (txn.early).
+func (x *txns) noteEarly(t *txn) {
 	x.mu.Lock()
-	t.granting = g
+	t.early = true
 	x.mu.Unlock()
 }
 
-// grantingOf is t's granting server (txn.granting).
-func (x *txns) grantingOf(t *txn) netip.Addr {
+// earlyOf reports whether t is a renewal sent to every server before the
+// ISP's T2 (txn.early).
+func (x *txns) earlyOf(t *txn) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return t.granting
+	return t.early
+}
+
+// noteOtherNak notes on t the NAK of server from, not acted on
+// (txn.otherNak).
+func (x *txns) noteOtherNak(t *txn, from netip.Addr) {
+	x.mu.Lock()
+	t.otherNak = from
+	x.mu.Unlock()
 }
 
 // noteUnreachable keeps n on the pending transaction at isp that an ICMP
@@ -587,6 +599,7 @@ type timedOut struct {
 	mt       dhcpv4.MessageType
 	unreach  unreachableNote
 	unlisted netip.Addr // txn.unlisted
+	otherNak netip.Addr // txn.otherNak
 	renew    *renewNote // a renewal past the ISP's T1 (nil: anything else)
 	nakBy    netip.Addr // the server that NAKed the DISCOVER (no OFFER came)
 	// refused: a server answered the REQUEST with a reply ispmux refused
@@ -619,7 +632,7 @@ func (x *txns) expire(now time.Time) []timedOut {
 		if now.After(t.deadline) {
 			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() && (!t.refused || t.nakBy.IsValid()) || t.msgType == dhcpv4.MessageTypeRequest ||
 				t.msgType == dhcpv4.MessageTypeInform {
-				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, t.unreach, t.unlisted, t.renew, t.nakBy, t.refused, t.selecting})
+				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, t.unreach, t.unlisted, t.otherNak, t.renew, t.nakBy, t.refused, t.selecting})
 			}
 			// The client retransmitted, and we relayed its copy less
 			// than the ISP's time ago: the ISP's silence to the first
@@ -687,6 +700,9 @@ func (p *Proxy) expireTxns(now time.Time) {
 		}
 		if to.unlisted.IsValid() {
 			why += fmt.Sprintf(" (an answer came from %s, which is not one of the ISP's dhcp_servers: dropped)", to.unlisted)
+		}
+		if to.otherNak.IsValid() {
+			why += fmt.Sprintf(" (server %s, which did not grant the lease, NAKed the renewal before the ISP's T2: not acted on)", to.otherNak)
 		}
 		if to.renew != nil && p.answerAfterSilence(to, now) {
 			why += "; the renewal was answered by ispmux from the binding (within the ISP's lease)"

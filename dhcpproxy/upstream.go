@@ -298,7 +298,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 	// timeout would end past it): the client would still be RENEWING
 	// with the lease's server alone, whose answer counts; another
 	// server's NAK (one of a split scope, which has no record of the
-	// lease) is not acted on (grantingOf).
+	// lease) is not acted on (earlyOf).
 	early := renewing && !held.pastRebind(now) && held.pastRebind(now.Add(p.cfg.Timeout))
 	renewing = renewing && !held.pastRebind(now.Add(p.cfg.Timeout))
 	var only netip.Addr
@@ -337,7 +337,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 	if t != nil {
 		p.tx.relayedTo(t, only)
 		if early && !only.IsValid() {
-			p.tx.noteGranting(t, grantingServer(isp, held, leaseSID))
+			p.tx.noteEarly(t)
 		}
 	}
 	gw, ok := p.nextHop(isp)
@@ -476,20 +476,6 @@ func (p *Proxy) noteResolved() {
 				"isp", isp.Name)
 		}
 	}
-}
-
-// grantingServer is the address of isp's server that granted the lease
-// h (leaseSID: its server identifier), as a RENEWING REQUEST is sent to
-// it, or invalid if it is not one of isp's servers.
-func grantingServer(isp *ISP, h lease, leaseSID netip.Addr) netip.Addr {
-	g := leaseSID
-	if isp.ServerIDOverride || !slices.Contains(isp.Servers, g) {
-		g = h.relayAddr()
-	}
-	if !slices.Contains(isp.Servers, g) {
-		return netip.Addr{}
-	}
-	return g
 }
 
 // relayLater waits (at most startupWait) for isp's first next-hop

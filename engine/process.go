@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"math/rand/v2"
+	"time"
 
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/datapath"
@@ -88,13 +89,20 @@ func (p *Processor) drop(in uint8, out *datapath.Verdict, r classifier.Reason) {
 // reason the operator traces to a device (a spoofer, a flood): the port's
 // last such drop keeps the MAC and the time (State.LastFrom), which a
 // counter cannot say. Not on the forwarding path: a drop's cost.
+//
+// Every worker writes the same entry: under a flood of such frames (the
+// case it is for) it is written at most once a millisecond per MAC, so
+// the workers do not take its cache line from each other frame by frame
+// (a review).
 func (p *Processor) dropFrom(in uint8, out *datapath.Verdict, r classifier.Reason, mac uint64) {
 	p.drop(in, out, r)
 	l := &p.s.lastFrom[in%datapath.MaxPorts][r]
-	if l.mac.Load() != mac {
-		l.mac.Store(mac)
+	now := nanotime() + 1 // never 0
+	if l.mac.Load() == mac && now-l.at.Load() < int64(time.Millisecond) {
+		return
 	}
-	l.at.Store(nanotime() + 1) // never 0
+	l.mac.Store(mac)
+	l.at.Store(now)
 }
 
 // TxDropped counts, by ingress port, frames this processor forwarded that

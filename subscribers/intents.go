@@ -123,11 +123,10 @@ type BindingEnd struct {
 	Access string
 	VLAN   uint16
 	MAC    MAC
-	// Expires, if set, ends the binding only while the one stored has
+	// Expires, if set, removes the binding only while the one stored has
 	// this expiry (the binding a start found lapsed): one committed since
-	// (the subscriber bound again) stays, and no event is written for the
-	// end. Without it, the binding stored is removed, if any, and the
-	// event written either way.
+	// (the subscriber bound again) stays. The event is written either
+	// way: the lease it records did lapse.
 	Expires time.Time
 	Event   Event
 }
@@ -166,20 +165,17 @@ func (s *Store) EndBindings(ends []BindingEnd) ([]Event, error) {
 		}
 		slices.SortFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
 		batch := evs[first:]
-		ended := make([]bool, len(chunk))
 		err := s.updateWaking(func(tx *bolt.Tx) error {
-			clear(ended)
 			bk := tx.Bucket(bucketBindings)
 			for _, i := range order {
 				e := &chunk[i]
 				v := bk.Get(keys[i])
 				if v == nil {
-					ended[i] = e.Expires.IsZero()
 					continue
 				}
 				if !e.Expires.IsZero() {
 					// Not the one found lapsed (or not readable: not it
-					// either), left as it is.
+					// either): left as it is.
 					if b, err := decodeBindingFrom(keys[i], v, true); err != nil || !b.Expires.Equal(e.Expires) {
 						continue
 					}
@@ -187,13 +183,9 @@ func (s *Store) EndBindings(ends []BindingEnd) ([]Event, error) {
 				if err := bk.Delete(keys[i]); err != nil {
 					return err
 				}
-				ended[i] = true
 			}
 			// The events in the order of ends (their numbers follow it).
 			for i := range batch {
-				if !ended[i] {
-					continue
-				}
 				if err := s.eventPut(&batch[i])(tx); err != nil {
 					return err
 				}
@@ -203,14 +195,6 @@ func (s *Store) EndBindings(ends []BindingEnd) ([]Event, error) {
 		if err != nil {
 			return evs[:first], fmt.Errorf("end %d bindings: %w", len(chunk), err)
 		}
-		k := first
-		for i := range batch {
-			if ended[i] {
-				evs[k] = batch[i]
-				k++
-			}
-		}
-		evs = evs[:k]
 		failpoint.Hit(failpoint.RestartEndAfterBatch)
 	}
 	return evs, nil

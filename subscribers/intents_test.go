@@ -575,9 +575,9 @@ func TestEndBindings(t *testing.T) {
 
 // TestEndBindingsIfExpires: an end with Expires (a start's, of a binding
 // it found lapsed, run beside its DHCP) removes the binding only while the
-// stored one has that expiry: one committed since stays, and neither it
-// nor a binding gone meanwhile gets an event; the one still lapsed ends
-// with its event.
+// stored one has that expiry: one committed since stays. Each lapsed lease
+// has its expired event all the same (a review: a webhook consumer that
+// saw the new lease bound never saw the old one end).
 func TestEndBindingsIfExpires(t *testing.T) {
 	s, _ := openTest(t, Options{NoSync: true})
 	lapsed, rebound, gone := testBinding(1), testBinding(2), testBinding(3)
@@ -601,11 +601,8 @@ func TestEndBindingsIfExpires(t *testing.T) {
 			Event: Event{Kind: EventExpired, MAC: b.MAC, ISP: b.ISP, IP: b.IP, Reason: "lease expired while ispmux was stopped"}})
 	}
 	evs, err := s.EndBindings(ends)
-	if err != nil || len(evs) != 1 || evs[0].MAC != lapsed.MAC {
-		t.Fatalf("EndBindings: events %+v, %v; want the lapsed binding's only", evs, err)
-	}
-	if stored, _ := s.Events(0, 10); len(stored) != 1 || stored[0].MAC != lapsed.MAC {
-		t.Errorf("stored events %+v, want the lapsed binding's only", stored)
+	if err != nil || len(evs) != 3 {
+		t.Fatalf("EndBindings: events %+v, %v; want one per lapsed lease", evs, err)
 	}
 	if _, err := s.Binding(lapsed.Access, lapsed.VLAN, lapsed.MAC); err == nil {
 		t.Error("the lapsed binding is still stored")

@@ -13,62 +13,70 @@ import (
 )
 
 // ClaimLimits bound password guessing through claims. Every attempt is
-// counted before any hash is computed:
+// counted before any hash is computed. The claimant is the device for the
+// portal's claims (its MAC), the token for the API's (claimant); the
+// operator's own claims (its token, the control socket) are not limited.
 //   - per (customer, claimant) a token bucket (PerPairBurst attempts, one
-//     more every PerPairEvery) and an exponential back-off after
-//     consecutive failures (BackoffBase doubling up to BackoffMax). The
-//     claimant is the device for the portal's claims (its MAC), the token
-//     for the API's (claimant);
-//   - per customer one attempt at a time (a claim for a customer while
+//     more every PerPairEvery);
+//   - per customer, one attempt at a time (a claim for a customer while
 //     another one's password is being checked is refused, so concurrent
-//     guesses cannot all get in before the first failure counts), and a
-//     bucket of failures across claimants (PerCustomerFailBurst, one more
-//     every PerCustomerFailEvery): once it is empty, a claimant that has
-//     failed for the customer waits for its next token, while one that
-//     has not still has its attempt;
+//     guesses cannot all get in before the first failure counts);
+//   - per customer, the claimants that failed for it share one back-off
+//     (BackoffBase doubling up to BackoffMax after their consecutive
+//     failures): however many devices guess, they guess as one, as fast
+//     as a single guesser;
+//   - per customer, claimants new to it (no failure for it remembered)
+//     are not held by that back-off, but each takes one of the customer's
+//     new-claimant tokens (PerCustomerNewBurst, one more every
+//     PerCustomerNewEvery): a guesser that rotates MACs gets a few guesses
+//     more, not one per MAC;
 //   - per claimant, across customers, a bucket of failures (PerMACBurst,
 //     one more every PerMACEvery): one device trying a common password
 //     against many customer IDs. An attempt takes a token before the
 //     check and a successful one gives it back.
 //
-// There is no lock-out: whoever guesses a customer ID slows their own
-// attempts, not the owner's from another device (the portal's), nor an
-// ISP's, an installer's or the operator's claims. Until
-// stop 41 the back-off was per customer: one wrong password a minute from
-// any device in the walled garden kept a customer's owner from ever
-// claiming (a trial). Guessing from many MACs costs a fresh MAC (a garden
-// lease) per attempt once the customer's failure bucket is empty.
+// No lock-out by one guesser: its failures hold back the claimants that
+// failed too, never the owner's first attempt from its device (a new
+// claimant), an installer's or the operator's claim; an owner who mistypes
+// shares the guessers' back-off, at most BackoffMax. Until stop 41 the
+// back-off held every claimant: one wrong guess a minute from any device
+// in the walled garden kept a customer's owner out for good (a trial).
+// Keeping the owner out now takes new MACs faster than the new-claimant
+// tokens come back, and shows (claim-refused events).
 type ClaimLimits struct {
-	PerPairBurst         int
-	PerPairEvery         time.Duration
-	BackoffBase          time.Duration
-	BackoffMax           time.Duration
-	PerCustomerFailBurst int
-	PerCustomerFailEvery time.Duration
-	PerMACBurst          int
-	PerMACEvery          time.Duration
+	PerPairBurst        int
+	PerPairEvery        time.Duration
+	BackoffBase         time.Duration
+	BackoffMax          time.Duration
+	PerCustomerNewBurst int
+	PerCustomerNewEvery time.Duration
+	PerMACBurst         int
+	PerMACEvery         time.Duration
 }
 
 // Default claim limits.
 var DefaultClaimLimits = ClaimLimits{PerPairBurst: 5, PerPairEvery: 12 * time.Second, BackoffBase: time.Second, BackoffMax: time.Minute,
-	PerCustomerFailBurst: 20, PerCustomerFailEvery: 3 * time.Minute,
+	PerCustomerNewBurst: 10, PerCustomerNewEvery: 6 * time.Minute,
 	PerMACBurst: 10, PerMACEvery: 30 * time.Second}
 
 type pairKey struct{ isp, customer, mac string }
 type custKey struct{ isp, customer string }
 
-// pairState is a token bucket; for a (customer, MAC) pair also its
-// consecutive failures and the back-off they set.
+// pairState is a token bucket.
 type pairState struct {
-	tokens   float64
-	last     time.Time
-	failures int
-	until    time.Time // no attempt before
+	tokens float64
+	last   time.Time
 }
 
+// custState is a customer's claim state: its failers' shared back-off,
+// its new-claimant tokens, and whether an attempt is being checked.
 type custState struct {
-	fails pairState // the customer's failure bucket
-	busy  bool      // an attempt's password is being checked
+	failers  map[string]bool // claimants that failed for it, remembered
+	failures int             // the failers' consecutive failures
+	until    time.Time       // no failer's attempt before
+	last     time.Time       // its last attempt
+	fresh    pairState       // new-claimant tokens
+	busy     bool            // an attempt's password is being checked
 }
 
 // claimLimiter holds the claim limits' state; mu guards it. Old state is
@@ -78,7 +86,7 @@ type claimLimiter struct {
 	mu   sync.Mutex
 	pair map[pairKey]*pairState
 	cust map[custKey]*custState
-	mac  map[string]*pairState // failures per MAC, across customers
+	mac  map[string]*pairState // failures per claimant, across customers
 	gcAt time.Time
 }
 
@@ -96,11 +104,11 @@ func newClaimLimiter(l ClaimLimits) *claimLimiter {
 	if l.BackoffMax <= 0 {
 		l.BackoffMax = d.BackoffMax
 	}
-	if l.PerCustomerFailBurst <= 0 {
-		l.PerCustomerFailBurst = d.PerCustomerFailBurst
+	if l.PerCustomerNewBurst <= 0 {
+		l.PerCustomerNewBurst = d.PerCustomerNewBurst
 	}
-	if l.PerCustomerFailEvery <= 0 {
-		l.PerCustomerFailEvery = d.PerCustomerFailEvery
+	if l.PerCustomerNewEvery <= 0 {
+		l.PerCustomerNewEvery = d.PerCustomerNewEvery
 	}
 	if l.PerMACBurst <= 0 {
 		l.PerMACBurst = d.PerMACBurst
@@ -136,106 +144,118 @@ func refill(b *pairState, burst int, every time.Duration, now time.Time) error {
 	return nil
 }
 
-// allow takes one attempt for (isp, customer, mac), or says when to retry.
+// allow takes one attempt for (isp, customer, who), or says when to retry.
 // An attempt it allows must be ended by result or by release.
-func (l *claimLimiter) allow(isp, customer, mac string, now time.Time) error {
+func (l *claimLimiter) allow(isp, customer, who string, now time.Time) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.gc(now)
 	ck := custKey{isp, customer}
-	pk := pairKey{isp, customer, mac}
-	p := l.pair[pk]
-	if p != nil && now.Before(p.until) {
-		return &RateLimitError{RetryAfter: p.until.Sub(now)}
-	}
 	c := l.cust[ck]
-	if c != nil && c.busy {
+	if c == nil {
+		c = &custState{failers: map[string]bool{}, fresh: pairState{tokens: float64(l.lim.PerCustomerNewBurst), last: now}}
+		l.cust[ck] = c
+	}
+	if c.busy {
 		return &RateLimitError{RetryAfter: busyRetry, Busy: true}
 	}
-	if c != nil && p != nil && p.failures > 0 {
-		// Failed for this customer before: its attempts count against
-		// the customer's failure bucket too (a MAC that never failed
-		// for it still has its attempt: the owner's device).
-		if err := refill(&c.fails, l.lim.PerCustomerFailBurst, l.lim.PerCustomerFailEvery, now); err != nil {
+	failer := c.failers[who]
+	if failer && now.Before(c.until) {
+		return &RateLimitError{RetryAfter: c.until.Sub(now)}
+	}
+	if !failer {
+		if err := refill(&c.fresh, l.lim.PerCustomerNewBurst, l.lim.PerCustomerNewEvery, now); err != nil {
 			return err
 		}
 	}
-	m := bucketOf(l.mac, mac, l.lim.PerMACBurst, now)
+	m := bucketOf(l.mac, who, l.lim.PerMACBurst, now)
 	if err := refill(m, l.lim.PerMACBurst, l.lim.PerMACEvery, now); err != nil {
 		return err
 	}
-	p = bucketOf(l.pair, pk, l.lim.PerPairBurst, now)
+	p := bucketOf(l.pair, pairKey{isp, customer, who}, l.lim.PerPairBurst, now)
 	if err := refill(p, l.lim.PerPairBurst, l.lim.PerPairEvery, now); err != nil {
 		return err
 	}
 	p.tokens--
 	m.tokens-- // given back if the attempt succeeds
-	if c == nil {
-		c = &custState{fails: pairState{tokens: float64(l.lim.PerCustomerFailBurst), last: now}}
-		l.cust[ck] = c
+	if !failer {
+		c.fresh.tokens-- // given back if the attempt succeeds
 	}
-	c.busy = true
+	c.busy, c.last = true, now
 	return nil
 }
 
-// result ends an attempt allow allowed with its outcome: a success clears
-// the pair's back-off and gives the MAC's token back, a failure lengthens
-// the pair's back-off and takes one of the customer's failure tokens.
-func (l *claimLimiter) result(isp, customer, mac string, ok bool, now time.Time) {
+// result ends an attempt allow allowed with its outcome: a success gives
+// the tokens it took back and forgets the claimant's failures (the
+// failers' back-off ends with the last of them); a failure makes the
+// claimant a failer and lengthens the failers' back-off.
+func (l *claimLimiter) result(isp, customer, who string, ok bool, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	ck := custKey{isp, customer}
-	c := l.cust[ck]
-	if c != nil {
-		c.busy = false
+	c := l.cust[custKey{isp, customer}]
+	if c == nil {
+		return // forgotten meanwhile (cannot be: busy is kept)
 	}
-	p := bucketOf(l.pair, pairKey{isp, customer, mac}, l.lim.PerPairBurst, now)
+	c.busy = false
+	failer := c.failers[who]
 	if ok {
-		p.failures, p.until = 0, time.Time{}
-		if m := l.mac[mac]; m != nil {
+		if m := l.mac[who]; m != nil {
 			m.tokens = min(float64(l.lim.PerMACBurst), m.tokens+1)
+		}
+		if !failer {
+			c.fresh.tokens = min(float64(l.lim.PerCustomerNewBurst), c.fresh.tokens+1)
+		}
+		delete(c.failers, who)
+		if len(c.failers) == 0 {
+			c.failures, c.until = 0, time.Time{}
 		}
 		return
 	}
-	if c == nil {
-		c = &custState{fails: pairState{tokens: float64(l.lim.PerCustomerFailBurst), last: now}}
-		l.cust[ck] = c
-	}
-	_ = refill(&c.fails, l.lim.PerCustomerFailBurst, l.lim.PerCustomerFailEvery, now)
-	c.fails.tokens = max(c.fails.tokens-1, -float64(l.lim.PerCustomerFailBurst))
-	p.failures++
-	d := l.lim.BackoffBase << min(p.failures-1, 20)
+	c.failers[who] = true
+	c.failures++
+	d := l.lim.BackoffBase << min(c.failures-1, 20)
 	if d > l.lim.BackoffMax || d <= 0 {
 		d = l.lim.BackoffMax
 	}
-	p.until, p.last = now.Add(d), now
+	c.until = now.Add(d)
 }
 
 // release ends an attempt allow allowed that checked no password (the
-// store failed): no outcome is recorded, the MAC's token is given back.
-func (l *claimLimiter) release(isp, customer, mac string) {
+// store failed): no outcome is recorded, the tokens it took are given
+// back.
+func (l *claimLimiter) release(isp, customer, who string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if c := l.cust[custKey{isp, customer}]; c != nil {
 		c.busy = false
+		if !c.failers[who] {
+			c.fresh.tokens = min(float64(l.lim.PerCustomerNewBurst), c.fresh.tokens+1)
+		}
 	}
-	if m := l.mac[mac]; m != nil {
+	if m := l.mac[who]; m != nil {
 		m.tokens = min(float64(l.lim.PerMACBurst), m.tokens+1)
 	}
 }
 
+// gc forgets, once a minute, what no longer limits anything: a pair's
+// bucket once full again, a claimant's spray bucket once full again, and
+// a customer's state (its failers among it) once its new-claimant tokens
+// have all come back and its back-off is long over. A failer is so
+// remembered as long as its failures could matter: forgotten sooner, it
+// would be new again, with a token of its own.
 func (l *claimLimiter) gc(now time.Time) {
 	if now.Sub(l.gcAt) < time.Minute {
 		return
 	}
 	l.gcAt = now
 	for k, p := range l.pair {
-		if now.Sub(p.last) > max(time.Duration(l.lim.PerPairBurst)*l.lim.PerPairEvery, 2*l.lim.BackoffMax) && now.After(p.until) {
+		if now.Sub(p.last) > time.Duration(l.lim.PerPairBurst)*l.lim.PerPairEvery {
 			delete(l.pair, k)
 		}
 	}
+	keep := max(2*l.lim.BackoffMax, time.Duration(l.lim.PerCustomerNewBurst)*l.lim.PerCustomerNewEvery)
 	for k, c := range l.cust {
-		if !c.busy && now.Sub(c.fails.last) > time.Duration(l.lim.PerCustomerFailBurst+1)*l.lim.PerCustomerFailEvery {
+		if !c.busy && now.Sub(c.last) > keep && now.After(c.until) {
 			delete(l.cust, k)
 		}
 	}
@@ -244,6 +264,15 @@ func (l *claimLimiter) gc(now time.Time) {
 			delete(l.mac, k)
 		}
 	}
+}
+
+// verify checks pw against a stored hash ("" never matches).
+func verify(hash, pw string) (ok, rehash bool, err error) {
+	if hash == "" {
+		auth.DummyVerify(pw)
+		return false, false, nil
+	}
+	return auth.VerifyPassword(hash, pw)
 }
 
 // claimant is who a claim's limits count it against: the device itself
@@ -256,15 +285,6 @@ func claimant(a Actor, mac string) string {
 		return "mac " + mac
 	}
 	return string(a.Kind) + " " + a.Name
-}
-
-// verify checks pw against a stored hash ("" never matches).
-func verify(hash, pw string) (ok, rehash bool, err error) {
-	if hash == "" {
-		auth.DummyVerify(pw)
-		return false, false, nil
-	}
-	return auth.VerifyPassword(hash, pw)
 }
 
 // Claim attaches a MAC to a customer given its password. Wrong
@@ -284,10 +304,16 @@ func (t *Tenants) Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, e
 		return Device{}, ErrBadCredentials
 	}
 	now, who := time.Now(), claimant(a, macString(mac))
-	if err := t.claims.allow(r.ISP, r.CustomerID, who, now); err != nil {
-		return Device{}, err
+	// The operator (its token, the control socket) attaches devices
+	// without a password anyway: its claims are not limited, nor held
+	// back by a guesser's failures.
+	limited := a.Kind != ActorOperator
+	if limited {
+		if err := t.claims.allow(r.ISP, r.CustomerID, who, now); err != nil {
+			return Device{}, err
+		}
 	}
-	settled := false
+	settled := !limited
 	defer func() {
 		if !settled { // the store failed, or a panic: no outcome to record
 			t.claims.release(r.ISP, r.CustomerID, who)
@@ -304,7 +330,9 @@ func (t *Tenants) Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, e
 		t.log.Warn("tenants: a customer's stored password hash does not parse", "isp", r.ISP, "customer", r.CustomerID, "err", err)
 		ok = false
 	}
-	t.claims.result(r.ISP, r.CustomerID, who, ok, time.Now())
+	if limited {
+		t.claims.result(r.ISP, r.CustomerID, who, ok, time.Now())
+	}
 	settled = true
 	if !ok {
 		why := "wrong customer ID or password"

@@ -117,10 +117,12 @@ func newAlphaTenants(t *testing.T, maxDevices int) *Tenants {
 // guess a minute (each as the back-off ended) kept the customer's owner,
 // at the portal on another device with the right password, and the
 // operator's own claim, refused (429) for as long as it went on (a
-// trial). The back-off is the guesser's own now (customer, claimant): the
-// owner and the operator get in at once. The customer's failure bucket
-// still bounds guessing from many claimants: once it is empty, a claimant
-// that failed waits, one that never did has its attempt.
+// trial). The guessers share the back-off now, a new claimant (the owner's
+// device) is not held by it, and the operator is not limited. A review
+// then found per-claimant limits let a guesser rotating MACs guess once a
+// MAC: a new claimant takes one of the customer's new-claimant tokens, and
+// once they are spent new MACs wait too, while the guessers still guess
+// as one, however many.
 func TestClaimNoLockout(t *testing.T) {
 	ten := newAlphaTenants(t, 100)
 	for _, id := range []string{"victim", "other"} {
@@ -137,7 +139,7 @@ func TestClaimNoLockout(t *testing.T) {
 		t.Fatalf("the guess: %v", err)
 	}
 	if err := claim(portal, "guess-2", "02:00:00:00:0a:01"); !errors.Is(err, ErrRateLimited) {
-		t.Errorf("the guesser's next guess at once: %v, want rate-limited (its back-off)", err)
+		t.Errorf("the guesser's next guess at once: %v, want rate-limited (the back-off)", err)
 	}
 	if err := claim(portal, "right-password", "02:00:00:00:0b:01"); err != nil {
 		t.Errorf("the owner's device, right after another device's wrong guess: %v, want claimed", err)
@@ -146,14 +148,14 @@ func TestClaimNoLockout(t *testing.T) {
 		t.Errorf("the operator's claim, right after a device's wrong guess: %v, want claimed", err)
 	}
 
-	// The customer's failure bucket.
+	// Many MACs: the new-claimant tokens, and the failers' one back-off.
 	st, err := subscribers.Open(filepath.Join(t.TempDir(), "s2.db"), subscribers.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	small := New(Config{ISPs: []string{"alpha"}, MaxDevices: 100, Claim: ClaimLimits{BackoffBase: time.Microsecond, BackoffMax: time.Microsecond,
-		PerCustomerFailBurst: 2, PerCustomerFailEvery: time.Hour}}, st, registry.New(), &fakeProxy{}, &fakeAdm{set: map[uint64]bool{}}, nil)
+	small := New(Config{ISPs: []string{"alpha"}, MaxDevices: 100, Claim: ClaimLimits{BackoffBase: time.Hour, BackoffMax: time.Hour,
+		PerCustomerNewBurst: 3, PerCustomerNewEvery: time.Hour}}, st, registry.New(), &fakeProxy{}, &fakeAdm{set: map[uint64]bool{}}, nil)
 	if err := small.Load(); err != nil {
 		t.Fatal(err)
 	}
@@ -161,22 +163,23 @@ func TestClaimNoLockout(t *testing.T) {
 		t.Fatal(err)
 	}
 	guess := func(mac string) error {
-		time.Sleep(time.Millisecond) // past the pair's back-off
 		_, err := small.Claim(ctx, portal, ClaimRequest{ISP: "alpha", CustomerID: "victim", Password: "guess", MAC: mac})
 		return err
 	}
-	for i := range 2 {
-		if err := guess("02:00:00:00:0c:01"); !errors.Is(err, ErrBadCredentials) {
-			t.Fatalf("guess %d: %v", i+1, err)
+	verified := 0
+	for i := range 10 {
+		mac := fmt.Sprintf("02:00:00:00:0c:%02x", i)
+		switch err := guess(mac); {
+		case errors.Is(err, ErrBadCredentials):
+			verified++
+		case !errors.Is(err, ErrRateLimited):
+			t.Fatalf("guess from %s: %v", mac, err)
+		}
+		if err := guess(mac); !errors.Is(err, ErrRateLimited) {
+			t.Errorf("%s's second guess: %v, want rate-limited (the failers' back-off)", mac, err)
 		}
 	}
-	if err := guess("02:00:00:00:0c:01"); !errors.Is(err, ErrRateLimited) {
-		t.Errorf("a third guess with the customer's failures spent: %v, want rate-limited", err)
-	}
-	if err := guess("02:00:00:00:0c:02"); !errors.Is(err, ErrBadCredentials) {
-		t.Errorf("another device's first attempt: %v, want it verified", err)
-	}
-	if err := guess("02:00:00:00:0c:02"); !errors.Is(err, ErrRateLimited) {
-		t.Errorf("that device's second, the customer's failures spent: %v, want rate-limited", err)
+	if verified != 3 {
+		t.Errorf("10 MACs guessing: %d guesses verified, want the 3 new-claimant tokens", verified)
 	}
 }

@@ -131,6 +131,12 @@ func (t *Tenants) ImportCustomers(ctx context.Context, a Actor, isp string, firs
 			fail(i, err)
 			continue
 		}
+		if in.PasswordGiven && in.Password == "" {
+			// Whatever else the line says (a review: "unchanged" or
+			// an error depending on the other fields).
+			fail(i, fmt.Errorf("%w: empty password", ErrInvalid))
+			continue
+		}
 		// An unchanged line writes nothing (and a plaintext password is
 		// verified against the stored hash, not hashed again).
 		if old, err := t.store.Customer(isp, in.ID); err == nil {

@@ -392,3 +392,26 @@ func TestCheckWarnsLowSpace(t *testing.T) {
 		t.Errorf("check of a roomy state_dir: %v\n%s", err, errOut)
 	}
 }
+
+// TestRunRefusesBadCertBeforePorts: run refuses a certificate that does
+// not load, at its file:line: key, as check does, before it touches an
+// interface; it stopped ispmux only once its ports were open and XDP
+// attached (a review), as a taken listen address did.
+func TestRunRefusesBadCertBeforePorts(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "metrics.crt")
+	if err := os.WriteFile(bad, []byte("not a certificate\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := checkConfigState(t, dir, dir+"/state", "", "")
+	src, _ := os.ReadFile(path)
+	text := strings.Replace(string(src), "listen = \"127.0.0.1:9400\"\n", fmt.Sprintf("listen = \"127.0.0.1:9400\"\ntls_cert = %q\ntls_key = %q\n", bad, bad), 1)
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	at := fmt.Sprintf("%s:%d: metrics.tls_", path, lineOf(t, path, "tls_cert ="))
+	_, _, err := runCmd(t, "", "run", "-c", path)
+	if err == nil || !strings.Contains(err.Error(), at) {
+		t.Errorf("run with a metrics certificate that does not load: %v, want the error at %s", err, at)
+	}
+}
