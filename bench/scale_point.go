@@ -148,7 +148,7 @@ func (s *scaler) point(ctx context.Context, n int, kind string, runs int) (Scale
 // runMeasure is what one start of ispmux measured.
 type runMeasure struct {
 	start, reload, list float64
-	startCPU            float64 // ispmux's CPU time (user + system) at "forwarding"
+	startCPU            float64 // ispmux's CPU time (user + system) at "forwarding" (lapsed: at the lapsed ends)
 	lapsedEnded         float64 // lapsed points: from exec to the lapsed bindings ended
 	rssAnon, peak       int64
 	idleCPU             float64 // percent of one CPU, settled, nothing happening

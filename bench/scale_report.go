@@ -38,7 +38,9 @@ type ScalePoint struct {
 	FirstStartS float64 `json:"first_start_s"`
 	// FirstStartCPUS and RestartCPUS are ispmux's CPU time (user +
 	// system, all threads) from exec to "forwarding": on a shared
-	// machine a steadier figure than the wall-clock time.
+	// machine a steadier figure than the wall-clock time. For a lapsed
+	// point, to the lapsed bindings' end (LapsedEndedS): the start's
+	// whole work, the ends beside the first DHCP included.
 	FirstStartCPUS float64 `json:"first_start_cpu_s"`
 	RestartCPUS    float64 `json:"restart_cpu_s"`
 	// LapsedEndedS (lapsed points): from exec to the log line saying
