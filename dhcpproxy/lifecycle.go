@@ -42,8 +42,8 @@ type lapsedEnd struct {
 	isp      string // the ISP's name (a configured ISP's own string)
 	customer string
 	expires  int64 // as stored, Unix nanoseconds: the end is conditional on it
+	ip       netip.Addr
 	mac      [6]byte
-	ip       [4]byte
 	lapsed   bool // its lease ran out; else its ISP is no longer configured
 }
 
@@ -100,16 +100,21 @@ func (p *Proxy) LoadBindings(now time.Time) *Loaded {
 					ld.ends = append(ld.ends, toEnd{sk: sk, b: b.Clone(), why: why, noCircuit: true, lapsed: lapsed})
 					return nil
 				}
-				le := lapsedEnd{c: c, isp: strings.Clone(b.ISP), customer: strings.Clone(b.Customer), expires: b.Expires.UnixNano(),
-					mac: b.MAC, lapsed: lapsed}
+				le := lapsedEnd{c: c, customer: strings.Clone(b.Customer), expires: b.Expires.UnixNano(),
+					mac: b.MAC, ip: b.IP, lapsed: lapsed}
 				if isp != nil {
 					le.isp = isp.Name
+				} else {
+					le.isp = strings.Clone(b.ISP)
 				}
-				if b.IP.Is4() {
-					le.ip = b.IP.As4()
-				}
-				if len(ld.lapsed) == 0 || len(ld.lapsed[len(ld.lapsed)-1]) == loadChunk {
-					ld.lapsed = append(ld.lapsed, make([]lapsedEnd, 0, min(loadChunk, 1024<<len(ld.lapsed))))
+				if len(ld.lapsed) == 0 || len(ld.lapsed[len(ld.lapsed)-1]) == cap(ld.lapsed[len(ld.lapsed)-1]) {
+					// The first chunk small (most stores have few), the
+					// others loadChunk: none grows by copying.
+					size := loadChunk
+					if len(ld.lapsed) == 0 {
+						size = 1024
+					}
+					ld.lapsed = append(ld.lapsed, make([]lapsedEnd, 0, size))
 				}
 				last := len(ld.lapsed) - 1
 				ld.lapsed[last] = append(ld.lapsed[last], le)
@@ -353,10 +358,9 @@ func (p *Proxy) endLapsed(chunks [][]lapsedEnd) {
 				if !e.lapsed {
 					why = "its access or ISP is no longer configured"
 				}
-				ip := netip.AddrFrom4(e.ip)
 				subj := subject{mac: binding.MAC48(e.mac), isp: e.isp, customer: e.customer, access: e.c.Name}
 				plain = append(plain, subscribers.BindingEnd{Access: e.c.Name, VLAN: e.c.VLAN, MAC: e.mac, Expires: time.Unix(0, e.expires),
-					Event: subj.event(subscribers.EventExpired, ip, why)})
+					Event: subj.event(subscribers.EventExpired, e.ip, why)})
 				if len(plain) == batch && !flush() {
 					return
 				}

@@ -259,7 +259,13 @@ func (p *Proxy) otherServerBeforeT2(t *txn, src netip.Addr) bool {
 	if !ok || l.isp != t.isp.Index || l.pastRebind(p.now()) {
 		return false
 	}
-	return src != l.sid() && src != l.relayAddr()
+	sid, relay := l.sid(), l.relayAddr()
+	if !slices.Contains(t.isp.Servers, sid) && !slices.Contains(t.isp.Servers, relay) {
+		// The lease's server is not known as one of the ISP's (a binding
+		// of an older ispmux, server-id override): any NAK may be its.
+		return false
+	}
+	return src != sid && src != relay
 }
 
 // fitOrRefuse returns the reply m of ISP server src to t (payload) as

@@ -91,14 +91,14 @@ func (p *Processor) drop(in uint8, out *datapath.Verdict, r classifier.Reason) {
 // counter cannot say. Not on the forwarding path: a drop's cost.
 //
 // Every worker writes the same entry: under a flood of such frames (the
-// case it is for) it is written at most once a millisecond per MAC, so
-// the workers do not take its cache line from each other frame by frame
-// (a review).
+// case it is for, random MACs included) it is written at most once a
+// millisecond, so the workers do not take its cache line from each other
+// frame by frame (reviews); "last" is then the last to a millisecond.
 func (p *Processor) dropFrom(in uint8, out *datapath.Verdict, r classifier.Reason, mac uint64) {
 	p.drop(in, out, r)
 	l := &p.s.lastFrom[in%datapath.MaxPorts][r]
 	now := nanotime() + 1 // never 0
-	if l.mac.Load() == mac && now-l.at.Load() < int64(time.Millisecond) {
+	if now-l.at.Load() < int64(time.Millisecond) {
 		return
 	}
 	l.mac.Store(mac)

@@ -125,8 +125,10 @@ type BindingEnd struct {
 	MAC    MAC
 	// Expires, if set, removes the binding only while the one stored has
 	// this expiry (the binding a start found lapsed): one committed since
-	// (the subscriber bound again) stays. The event is written either
-	// way: the lease it records did lapse.
+	// (the subscriber bound again) stays, and the event is written only
+	// if that one is of another address (the lapsed lease's did end),
+	// saying so. Without it, the binding stored is removed, if any, and
+	// the event written either way.
 	Expires time.Time
 	Event   Event
 }
@@ -165,7 +167,12 @@ func (s *Store) EndBindings(ends []BindingEnd) ([]Event, error) {
 		}
 		slices.SortFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
 		batch := evs[first:]
+		skip := make([]bool, len(chunk))
+		again := make([]netip.Addr, len(chunk)) // the address bound again since, if any
+		put := make([]Event, len(chunk))        // the events as stored
 		err := s.updateWaking(func(tx *bolt.Tx) error {
+			clear(skip)
+			clear(again)
 			bk := tx.Bucket(bucketBindings)
 			for _, i := range order {
 				e := &chunk[i]
@@ -174,9 +181,16 @@ func (s *Store) EndBindings(ends []BindingEnd) ([]Event, error) {
 					continue
 				}
 				if !e.Expires.IsZero() {
-					// Not the one found lapsed (or not readable: not it
-					// either): left as it is.
-					if b, err := decodeBindingFrom(keys[i], v, true); err != nil || !b.Expires.Equal(e.Expires) {
+					b, err := decodeBindingFrom(keys[i], v, true)
+					if err != nil {
+						continue // not readable: not the one found lapsed either
+					}
+					if !b.Expires.Equal(e.Expires) {
+						// Bound again since: kept. Its lapsed lease's
+						// event only if it was of another address (the
+						// same address is live again: an expired event
+						// after its bound one would say it is not).
+						skip[i], again[i] = b.IP == batch[i].IP, b.IP
 						continue
 					}
 				}
@@ -186,7 +200,14 @@ func (s *Store) EndBindings(ends []BindingEnd) ([]Event, error) {
 			}
 			// The events in the order of ends (their numbers follow it).
 			for i := range batch {
-				if err := s.eventPut(&batch[i])(tx); err != nil {
+				if skip[i] {
+					continue
+				}
+				put[i] = batch[i] // batch unchanged: a retried transaction starts from it again
+				if again[i].IsValid() {
+					put[i].Reason += "; bound again since at " + again[i].String()
+				}
+				if err := s.eventPut(&put[i])(tx); err != nil {
 					return err
 				}
 			}
@@ -195,6 +216,14 @@ func (s *Store) EndBindings(ends []BindingEnd) ([]Event, error) {
 		if err != nil {
 			return evs[:first], fmt.Errorf("end %d bindings: %w", len(chunk), err)
 		}
+		k := first
+		for i := range batch {
+			if !skip[i] {
+				evs[k] = put[i]
+				k++
+			}
+		}
+		evs = evs[:k]
 		failpoint.Hit(failpoint.RestartEndAfterBatch)
 	}
 	return evs, nil

@@ -575,13 +575,15 @@ func TestEndBindings(t *testing.T) {
 
 // TestEndBindingsIfExpires: an end with Expires (a start's, of a binding
 // it found lapsed, run beside its DHCP) removes the binding only while the
-// stored one has that expiry: one committed since stays. Each lapsed lease
-// has its expired event all the same (a review: a webhook consumer that
-// saw the new lease bound never saw the old one end).
+// stored one has that expiry: one committed since stays. The lapsed lease
+// has its expired event when the binding since is of another address (a
+// review: a webhook consumer saw the new lease bound and never the old one
+// end), saying so, and none when it is of the same one (an expired event
+// after its bound one would say the live address ended).
 func TestEndBindingsIfExpires(t *testing.T) {
 	s, _ := openTest(t, Options{NoSync: true})
-	lapsed, rebound, gone := testBinding(1), testBinding(2), testBinding(3)
-	for _, b := range []Binding{lapsed, rebound, gone} {
+	lapsed, rebound, same, gone := testBinding(1), testBinding(2), testBinding(4), testBinding(3)
+	for _, b := range []Binding{lapsed, rebound, same, gone} {
 		if err := s.CommitBinding(b); err != nil {
 			t.Fatal(err)
 		}
@@ -589,25 +591,42 @@ func TestEndBindingsIfExpires(t *testing.T) {
 	again := rebound
 	again.Expires = rebound.Expires.Add(time.Hour)
 	again.IP = netip.MustParseAddr("100.64.9.9")
-	if err := s.CommitBinding(again); err != nil {
-		t.Fatal(err)
+	sameAgain := same
+	sameAgain.Expires = same.Expires.Add(time.Hour)
+	for _, b := range []Binding{again, sameAgain} {
+		if err := s.CommitBinding(b); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, err := s.DeleteBinding(gone.Access, gone.VLAN, gone.MAC); err != nil {
 		t.Fatal(err)
 	}
 	var ends []BindingEnd
-	for _, b := range []Binding{lapsed, rebound, gone} {
+	for _, b := range []Binding{lapsed, rebound, same, gone} {
 		ends = append(ends, BindingEnd{Access: b.Access, VLAN: b.VLAN, MAC: b.MAC, Expires: b.Expires,
 			Event: Event{Kind: EventExpired, MAC: b.MAC, ISP: b.ISP, IP: b.IP, Reason: "lease expired while ispmux was stopped"}})
 	}
 	evs, err := s.EndBindings(ends)
 	if err != nil || len(evs) != 3 {
-		t.Fatalf("EndBindings: events %+v, %v; want one per lapsed lease", evs, err)
+		t.Fatalf("EndBindings: events %+v, %v; want the lapsed, rebound and gone ones'", evs, err)
+	}
+	for _, e := range evs {
+		if e.MAC == same.MAC {
+			t.Errorf("an expired event for a lease bound again at the same address: %+v", e)
+		}
+		if e.MAC == rebound.MAC && !strings.Contains(e.Reason, "bound again since at 100.64.9.9") {
+			t.Errorf("the rebound lease's event does not say so: %q", e.Reason)
+		}
+	}
+	if stored, _ := s.Events(0, 10); len(stored) != 3 {
+		t.Errorf("%d events stored, want 3", len(stored))
 	}
 	if _, err := s.Binding(lapsed.Access, lapsed.VLAN, lapsed.MAC); err == nil {
 		t.Error("the lapsed binding is still stored")
 	}
-	if b, err := s.Binding(again.Access, again.VLAN, again.MAC); err != nil || b.IP != again.IP {
-		t.Errorf("the binding committed since: %+v, %v; want it kept", b, err)
+	for _, b := range []Binding{again, sameAgain} {
+		if got, err := s.Binding(b.Access, b.VLAN, b.MAC); err != nil || got.IP != b.IP {
+			t.Errorf("the binding committed since: %+v, %v; want it kept", got, err)
+		}
 	}
 }

@@ -36,13 +36,14 @@ import (
 //     check and a successful one gives it back.
 //
 // No lock-out by one guesser: its failures hold back the claimants that
-// failed too, never the owner's first attempt from its device (a new
-// claimant), an installer's or the operator's claim; an owner who mistypes
-// shares the guessers' back-off, at most BackoffMax. Until stop 41 the
+// failed too, never the owner's first attempts from its device (a new
+// claimant, or one with fewer than ownTries failures of its own, takes a
+// new-claimant token), an installer's or the operator's claim. Until stop 41 the
 // back-off held every claimant: one wrong guess a minute from any device
 // in the walled garden kept a customer's owner out for good (a trial).
 // Keeping the owner out now takes new MACs faster than the new-claimant
-// tokens come back, and shows (claim-refused events).
+// tokens come back (the guesses show as claim-refused events; the
+// refusals they cause do not).
 type ClaimLimits struct {
 	PerPairBurst        int
 	PerPairEvery        time.Duration
@@ -71,12 +72,13 @@ type pairState struct {
 // custState is a customer's claim state: its failers' shared back-off,
 // its new-claimant tokens, and whether an attempt is being checked.
 type custState struct {
-	failers  map[string]bool // claimants that failed for it, remembered
-	failures int             // the failers' consecutive failures
-	until    time.Time       // no failer's attempt before
-	last     time.Time       // its last attempt
-	fresh    pairState       // new-claimant tokens
-	busy     bool            // an attempt's password is being checked
+	failers  map[string]int // claimants that failed for it, remembered: their own failures
+	failures int            // the failers' consecutive failures
+	until    time.Time      // no failer's attempt before
+	last     time.Time      // its last attempt
+	fresh    pairState      // new-claimant tokens
+	busy     bool           // an attempt's password is being checked
+	taken    bool           // it took a new-claimant token
 }
 
 // claimLimiter holds the claim limits' state; mu guards it. Old state is
@@ -153,18 +155,26 @@ func (l *claimLimiter) allow(isp, customer, who string, now time.Time) error {
 	ck := custKey{isp, customer}
 	c := l.cust[ck]
 	if c == nil {
-		c = &custState{failers: map[string]bool{}, fresh: pairState{tokens: float64(l.lim.PerCustomerNewBurst), last: now}}
+		c = &custState{failers: map[string]int{}, fresh: pairState{tokens: float64(l.lim.PerCustomerNewBurst), last: now}}
 		l.cust[ck] = c
 	}
 	if c.busy {
 		return &RateLimitError{RetryAfter: busyRetry, Busy: true}
 	}
-	failer := c.failers[who]
-	if failer && now.Before(c.until) {
+	own := c.failers[who]
+	// A failer waits for the failers' back-off; one with few failures of
+	// its own (an owner who mistyped while a guesser holds the back-off
+	// up, trying again at every end of it: a review) may take a
+	// new-claimant token instead, as a new one does.
+	fresh := own == 0 || own < ownTries && now.Before(c.until)
+	if !fresh && now.Before(c.until) {
 		return &RateLimitError{RetryAfter: c.until.Sub(now)}
 	}
-	if !failer {
+	if fresh {
 		if err := refill(&c.fresh, l.lim.PerCustomerNewBurst, l.lim.PerCustomerNewEvery, now); err != nil {
+			if own > 0 {
+				return &RateLimitError{RetryAfter: min(c.until.Sub(now), err.(*RateLimitError).RetryAfter)}
+			}
 			return err
 		}
 	}
@@ -178,12 +188,16 @@ func (l *claimLimiter) allow(isp, customer, who string, now time.Time) error {
 	}
 	p.tokens--
 	m.tokens-- // given back if the attempt succeeds
-	if !failer {
+	if fresh {
 		c.fresh.tokens-- // given back if the attempt succeeds
 	}
-	c.busy, c.last = true, now
+	c.busy, c.last, c.taken = true, now, fresh
 	return nil
 }
+
+// ownTries is how many failures of its own a failer may have and still
+// take a new-claimant token rather than wait for the failers' back-off.
+const ownTries = 3
 
 // result ends an attempt allow allowed with its outcome: a success gives
 // the tokens it took back and forgets the claimant's failures (the
@@ -197,12 +211,11 @@ func (l *claimLimiter) result(isp, customer, who string, ok bool, now time.Time)
 		return // forgotten meanwhile (cannot be: busy is kept)
 	}
 	c.busy = false
-	failer := c.failers[who]
 	if ok {
 		if m := l.mac[who]; m != nil {
 			m.tokens = min(float64(l.lim.PerMACBurst), m.tokens+1)
 		}
-		if !failer {
+		if c.taken {
 			c.fresh.tokens = min(float64(l.lim.PerCustomerNewBurst), c.fresh.tokens+1)
 		}
 		delete(c.failers, who)
@@ -211,7 +224,7 @@ func (l *claimLimiter) result(isp, customer, who string, ok bool, now time.Time)
 		}
 		return
 	}
-	c.failers[who] = true
+	c.failers[who]++
 	c.failures++
 	d := l.lim.BackoffBase << min(c.failures-1, 20)
 	if d > l.lim.BackoffMax || d <= 0 {
@@ -228,7 +241,7 @@ func (l *claimLimiter) release(isp, customer, who string) {
 	defer l.mu.Unlock()
 	if c := l.cust[custKey{isp, customer}]; c != nil {
 		c.busy = false
-		if !c.failers[who] {
+		if c.taken {
 			c.fresh.tokens = min(float64(l.lim.PerCustomerNewBurst), c.fresh.tokens+1)
 		}
 	}

@@ -414,7 +414,7 @@ func lastReload(st *ctlsock.Status) string {
 		return "applied (or none since the start)"
 	}
 	if st.ReloadPartial {
-		return fmt.Sprintf("APPLIED IN PART at %s: %s (the files named keep what was in force)", stamp(st.ReloadRefusedAt), st.ReloadRefused)
+		return fmt.Sprintf("APPLIED IN PART at %s: %s (the rest of the file applied; what the error names was not)", stamp(st.ReloadRefusedAt), st.ReloadRefused)
 	}
 	return fmt.Sprintf("REFUSED at %s: %s (the running configuration is not the file's)", stamp(st.ReloadRefusedAt), st.ReloadRefused)
 }

@@ -200,7 +200,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// ports were open, XDP attached: a review), by their keys.
 	problems := appliance.MissingInterfaces(cfg)
 	for _, p := range appliance.CheckFiles(cfg) {
-		if !p.Unchecked { // run is the user that reads them
+		if !p.Unchecked { // a permission error is left to Start, which reads them as this user too
 			problems = append(problems, p)
 		}
 	}
