@@ -365,7 +365,7 @@ func restartOnly(a, b *configs.Config) []string {
 		name string
 		x, y any
 	}{
-		{"appliance", a.Appliance, b.Appliance}, {"datapath", a.Datapath, b.Datapath}, {"api", reloadableAPI(a.API), reloadableAPI(b.API)},
+		{"appliance", reloadableAppliance(a.Appliance), reloadableAppliance(b.Appliance)}, {"datapath", a.Datapath, b.Datapath}, {"api", reloadableAPI(a.API), reloadableAPI(b.API)},
 		{"metrics", a.Metrics, b.Metrics}, {"portal", a.Portal, b.Portal},
 		{"dhcp", a.DHCP, b.DHCP}, {"access", a.Access, b.Access}, {"isp", reloadableISPs(a.ISPs), reloadableISPs(b.ISPs)},
 	} {
@@ -374,6 +374,13 @@ func restartOnly(a, b *configs.Config) []string {
 		}
 	}
 	return out
+}
+
+// reloadableAppliance is c without what a reload applies (log_level: ispmux
+// run sets it on SIGHUP).
+func reloadableAppliance(c configs.Appliance) configs.Appliance {
+	c.LogLevel = ""
+	return c
 }
 
 // reloadableAPI is c without what a reload applies (token files; the

@@ -338,3 +338,21 @@ func TestReloadWarnsRenamedAccess(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadLogLevelNeedsNoRestart: a reload that changes only
+// [appliance] log_level reports nothing pending a restart (ispmux run
+// applies it on SIGHUP; it needed a restart, so debug could not be turned
+// on while a subscriber was on the phone: a trial).
+func TestReloadLogLevelNeedsNoRestart(t *testing.T) {
+	base := "version = 1\n[appliance]\nlog_level = \"info\"\n[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" +
+		"[[isp]]\nname = \"beta\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n"
+	a := reloadRig(t, parseTestConfig(t, base))
+	next := parseTestConfig(t, strings.Replace(base, "log_level = \"info\"", "log_level = \"debug\"", 1))
+	if got := restartOnly(a.cfg, next); len(got) != 0 {
+		t.Errorf("a log_level change: restart pending %v, want nothing", got)
+	}
+	other := parseTestConfig(t, strings.Replace(base, "log_level = \"info\"", "log_level = \"debug\"\nevent_retention = 5000", 1))
+	if got := restartOnly(a.cfg, other); !slices.Equal(got, []string{"appliance"}) {
+		t.Errorf("log_level and event_retention changed: restart pending %v, want [appliance]", got)
+	}
+}

@@ -290,7 +290,7 @@ func runCommand(summary string, args []string, stdout io.Writer) (path, logForma
 }
 
 // logHandler is the log's handler for --log-format.
-func logHandler(format string, w io.Writer, level slog.Level) slog.Handler {
+func logHandler(format string, w io.Writer, level slog.Leveler) slog.Handler {
 	o := &slog.HandlerOptions{Level: level}
 	if format == "json" {
 		return slog.NewJSONHandler(w, o)

@@ -3,7 +3,7 @@
 //
 //	ispmux run   -c FILE           run the appliance (headless; SIGINT/SIGTERM stop it cleanly,
 //	                               SIGHUP re-reads the subscriber entries, token files, TLS
-//	                               certificates and webhook settings)
+//	                               certificates, webhook settings and log_level)
 //	ispmux check -c FILE           validate a configuration and the files it names, and exit
 //	ispmux ctl   COMMAND ...       talk to a running appliance: over the API (--api URL, a token)
 //	                               or, as root on the box, its control socket (-c FILE or --socket PATH):
@@ -185,7 +185,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	path, logFormat, err := runCommand("Run the appliance in the foreground. SIGINT/SIGTERM stop it cleanly; SIGHUP re-reads\n"+
 		"the [[subscriber]] entries, the API's token files, the TLS certificates (API, metrics,\n"+
-		"portal) and the webhook settings; other sections need a restart.", args, stdout)
+		"portal), the webhook settings and log_level; other sections need a restart.", args, stdout)
 	if err != nil {
 		return err
 	}
@@ -228,7 +228,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return b.Bytes()
 	})
 	defer lw.Close(2 * time.Second)
-	log := slog.New(logHandler(logFormat, lw, logLevel(cfg.Appliance.LogLevel)))
+	// The level is a SIGHUP's to change (turning debug on while a
+	// subscriber is on the phone, a trial's operator asked).
+	var level slog.LevelVar
+	level.Set(logLevel(cfg.Appliance.LogLevel))
+	log := slog.New(logHandler(logFormat, lw, &level))
 	// GOMAXPROCS is Go's own: one P per CPU ispmux may run on (see
 	// docs/DEPLOY.md, "IRQs, CPUs and GOMAXPROCS"). The DHCP path's waits
 	// hold no P: the workers' idle wait and the binding journal's
@@ -296,6 +300,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			if err := a.Reload(next); err != nil {
 				log.Error("reload", "err", err)
 				logFileProblems(log, path, next)
+			}
+			if l := logLevel(next.Appliance.LogLevel); l != level.Level() {
+				level.Set(l)
+				log.Warn("log level changed", "log_level", next.Appliance.LogLevel)
 			}
 		}
 	}()
