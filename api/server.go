@@ -38,7 +38,7 @@ type Limits struct {
 	ImportTimeout     time.Duration // read and write deadline of a bulk import
 	Heartbeat         time.Duration // comment line on an idle event stream
 	StreamWrite       time.Duration // deadline of each write to an event stream
-	ShutdownGrace     time.Duration // ListenAndServe's wait for requests at ctx end
+	ShutdownGrace     time.Duration // ServeUntil's wait for requests at ctx end
 }
 
 // DefaultLimits are the limits New sets.
@@ -89,8 +89,8 @@ type Server struct {
 }
 
 // New returns a server for the [api] table cfg over svc, authenticating
-// with tokens. Nothing is read or opened before Serve (or
-// ListenAndServe); Reload re-reads the TLS certificate and token files.
+// with tokens. Nothing is read or opened before Serve (or ServeUntil);
+// Reload re-reads the TLS certificate and token files.
 func New(cfg configs.API, svc tenants.Service, tokens *auth.Tokens, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -395,26 +395,13 @@ func (w *statusWriter) code() int {
 	return w.status
 }
 
-// ListenAndServe listens on [api] listen and serves until ctx ends, then
-// shuts down (open requests get Limits.ShutdownGrace). It returns nil
-// after a shutdown, or the error that stopped it.
-func (s *Server) ListenAndServe(ctx context.Context) error {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("api: %w", err)
-	}
-	return s.ServeUntil(ctx, ln)
-}
-
-// ServeUntil is ListenAndServe on a listener already open (it closes it):
-// the appliance opens it before it touches an interface, so that an
-// address in use stops the start there.
+// ServeUntil serves the API on ln, a listener already open on [api]
+// listen (it closes it: the appliance opens it before it touches an
+// interface, so that an address in use stops the start there), until ctx
+// ends, then shuts down (open requests get Limits.ShutdownGrace). It
+// returns nil after a shutdown, or the error that stopped it (a
+// certificate that does not load included: Serve's).
 func (s *Server) ServeUntil(ctx context.Context, ln net.Listener) error {
-	if err := s.loadCert(); err != nil {
-		ln.Close()
-		return err
-	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(ln) }()
 	select {

@@ -35,6 +35,16 @@ type Loaded struct {
 	err    error
 }
 
+// startEndWhy is why a start ends a stored binding it does not install:
+// its lease ran out while ispmux was stopped (lapsed), or its access or
+// ISP is no longer configured.
+func startEndWhy(lapsed bool) string {
+	if lapsed {
+		return "lease expired while ispmux was stopped"
+	}
+	return "its access or ISP is no longer configured"
+}
+
 // lapsedEnd is a stored binding of a configured circuit a start ends
 // without telling its ISP (endLapsed): what the end and its event need.
 type lapsedEnd struct {
@@ -93,11 +103,7 @@ func (p *Proxy) LoadBindings(now time.Time) *Loaded {
 			if c == nil || isp == nil || !b.Expires.After(now) {
 				lapsed := !b.Expires.After(now)
 				if c == nil {
-					why := "lease expired while ispmux was stopped"
-					if !lapsed {
-						why = "its access or ISP is no longer configured"
-					}
-					ld.ends = append(ld.ends, toEnd{sk: sk, b: b.Clone(), why: why, noCircuit: true, lapsed: lapsed})
+					ld.ends = append(ld.ends, toEnd{sk: sk, b: b.Clone(), why: startEndWhy(lapsed), noCircuit: true, lapsed: lapsed})
 					return nil
 				}
 				le := lapsedEnd{c: c, customer: strings.Clone(b.Customer), expires: b.Expires.UnixNano(),
@@ -354,13 +360,9 @@ func (p *Proxy) endLapsed(chunks [][]lapsedEnd) {
 					break
 				}
 				e := &chunks[ci][i]
-				why := "lease expired while ispmux was stopped"
-				if !e.lapsed {
-					why = "its access or ISP is no longer configured"
-				}
 				subj := subject{mac: binding.MAC48(e.mac), isp: e.isp, customer: e.customer, access: e.c.Name}
 				plain = append(plain, subscribers.BindingEnd{Access: e.c.Name, VLAN: e.c.VLAN, MAC: e.mac, Expires: time.Unix(0, e.expires),
-					Event: subj.event(subscribers.EventExpired, e.ip, why)})
+					Event: subj.event(subscribers.EventExpired, e.ip, startEndWhy(e.lapsed))})
 				if len(plain) == batch && !flush() {
 					return
 				}

@@ -71,7 +71,7 @@ type txn struct {
 	// event of its own): if no OFFER follows, its end says so.
 	nakBy netip.Addr
 	// early is set for a renewal sent to every server before the ISP's
-	// T2 (noteEarly): until T2 only the NAK of the server that granted
+	// T2 (relayedTo): until T2 only the NAK of the server that granted
 	// the lease ends the binding; otherNak is another's, not acted on
 	// (its timeout names it).
 	early    bool
@@ -537,18 +537,12 @@ func (x *txns) serverID(t *txn) netip.Addr {
 }
 
 // relayedTo notes that t's message is relayed to the server only, or to
-// every server of its ISP when only is not valid (as sendRelay sends it).
-func (x *txns) relayedTo(t *txn, only netip.Addr) {
-	x.mu.Lock()
-	t.sentTo, t.early = only, false
-	x.mu.Unlock()
-}
-
-// noteEarly marks t a renewal sent to every server before the ISP's T2
+// every server of its ISP when only is not valid (as sendRelay sends it),
+// and whether it is a renewal sent to every server before the ISP's T2
 // (txn.early).
-func (x *txns) noteEarly(t *txn) {
+func (x *txns) relayedTo(t *txn, only netip.Addr, early bool) {
 	x.mu.Lock()
-	t.early = true
+	t.sentTo, t.early = only, early
 	x.mu.Unlock()
 }
 

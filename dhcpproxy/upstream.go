@@ -335,10 +335,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		only = netip.Addr{}
 	}
 	if t != nil {
-		p.tx.relayedTo(t, only)
-		if early && !only.IsValid() {
-			p.tx.noteEarly(t)
-		}
+		p.tx.relayedTo(t, only, early && !only.IsValid())
 	}
 	gw, ok := p.nextHop(isp)
 	if !ok {
