@@ -45,6 +45,11 @@ func parseTestConfig(t *testing.T, s string) *configs.Config {
 	return c
 }
 
+// betaConfig is a configuration of one access (acc0) and one ISP (beta, on
+// upa), the last line beta's: a test adds beta's keys after it.
+const betaConfig = "version = 1\n[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" +
+	"[[isp]]\nname = \"beta\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n"
+
 func reloadRig(t *testing.T, cfg *configs.Config) *Appliance {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
@@ -236,9 +241,7 @@ func TestReloadBadTokenFileReportedOnce(t *testing.T) {
 	dir := t.TempDir()
 	tok := "0123456789abcdefghijklmnopqrstuvwxyz"
 	tokFile := writeTestFile(t, dir, "beta.token", tok)
-	text := "version = 1\n[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" +
-		"[[isp]]\nname = \"beta\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n" +
-		"token_files = [\"" + tokFile + "\"]\n"
+	text := betaConfig + "token_files = [\"" + tokFile + "\"]\n"
 	a := reloadRig(t, parseTestConfig(t, text))
 	writeTestFile(t, dir, "beta.token", "short")
 	err := a.Reload(parseTestConfig(t, text))
@@ -261,9 +264,7 @@ func TestReloadRotatesInPlaceDespiteBrokenNewFile(t *testing.T) {
 	tok, tok2 := "0123456789abcdefghijklmnopqrstuvwxyz", "zyxwvutsrqponmlkjihgfedcba9876543210"
 	tokFile := writeTestFile(t, dir, "beta.token", tok)
 	text := func(files string) string {
-		return "version = 1\n[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" +
-			"[[isp]]\nname = \"beta\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n" +
-			"token_files = [" + files + "]\n"
+		return betaConfig + "token_files = [" + files + "]\n"
 	}
 	a := reloadRig(t, parseTestConfig(t, text(`"`+tokFile+`"`)))
 	writeTestFile(t, dir, "beta.token", tok2)
@@ -289,9 +290,7 @@ func TestReloadRefusedShows(t *testing.T) {
 	dir := t.TempDir()
 	tok := "0123456789abcdefghijklmnopqrstuvwxyz"
 	tokFile := writeTestFile(t, dir, "beta.token", tok)
-	text := "version = 1\n[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" +
-		"[[isp]]\nname = \"beta\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n" +
-		"token_files = [\"" + tokFile + "\"]\n"
+	text := betaConfig + "token_files = [\"" + tokFile + "\"]\n"
 	a := reloadRig(t, parseTestConfig(t, text))
 	if c := a.configState(); !c.LastReloadOK || c.LastSuccess.IsZero() {
 		t.Fatalf("at start: %+v", c)
@@ -324,8 +323,7 @@ func TestReloadRefusedShows(t *testing.T) {
 // a binding is stored under its access's name (a trial gave acc0 a name
 // and lost every binding on it at the restart, warned of nothing).
 func TestReloadWarnsRenamedAccess(t *testing.T) {
-	base := "version = 1\n[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" +
-		"[[isp]]\nname = \"beta\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n"
+	base := betaConfig
 	a := reloadRig(t, parseTestConfig(t, base))
 	var logs bytes.Buffer
 	a.log = slog.New(slog.NewTextHandler(&logs, nil))
@@ -344,8 +342,7 @@ func TestReloadWarnsRenamedAccess(t *testing.T) {
 // applies it on SIGHUP; it needed a restart, so debug could not be turned
 // on while a subscriber was on the phone: a trial).
 func TestReloadLogLevelNeedsNoRestart(t *testing.T) {
-	base := "version = 1\n[appliance]\nlog_level = \"info\"\n[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" +
-		"[[isp]]\nname = \"beta\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n"
+	base := strings.Replace(betaConfig, "version = 1\n", "version = 1\n[appliance]\nlog_level = \"info\"\n", 1)
 	a := reloadRig(t, parseTestConfig(t, base))
 	next := parseTestConfig(t, strings.Replace(base, "log_level = \"info\"", "log_level = \"debug\"", 1))
 	if got := restartOnly(a.cfg, next); len(got) != 0 {

@@ -625,21 +625,8 @@ func theExchanges() []exchange {
 		},
 		{
 			name: "expiry", sub: "s2", client: fmt.Sprintf("dhclient (%d s lease), killed", expiryLease), points: []string{failpoint.ExpireBeforeCommit},
-			setup: func(c *caseRun) {
-				c.cl = c.m.r.startDhclient(c.sub, c.m.short)
-				c.m.clients = append(c.m.clients, c.cl)
-				a, exp, ok := c.m.waitBound(c.sub, 15*time.Second, netip.Addr{})
-				if !ok {
-					c.fatalf("setup: not bound")
-				}
-				c.addr, c.exp = a, exp
-				if time.Until(exp) > expiryLease*time.Second+time.Second {
-					c.fatalf("lease until %v: Kea did not grant the %d s asked for", exp, expiryLease)
-				}
-				c.cl.kill()
-				_, _ = c.m.r.run(c.sub.NS, "ip", "addr", "flush", "dev", c.sub.If)
-			},
-			act: func(c *caseRun) {},
+			setup: func(c *caseRun) { c.bindShortLeaseAndLeave() },
+			act:   func(c *caseRun) {},
 			settle: func(c *caseRun) {
 				// Kea's lease runs out too (and is reclaimed, for the
 				// record: state 2).
@@ -659,17 +646,7 @@ func theExchanges() []exchange {
 			// dhcpproxy's TestCrashBetweenRestartEnds, 4096 to a batch).
 			name: "expiry (while down, ended at start)", sub: "s2", client: fmt.Sprintf("dhclient (%d s lease), killed", expiryLease),
 			points: []string{failpoint.RestartEndAfterBatch},
-			setup: func(c *caseRun) {
-				c.cl = c.m.r.startDhclient(c.sub, c.m.short)
-				c.m.clients = append(c.m.clients, c.cl)
-				a, exp, ok := c.m.waitBound(c.sub, 15*time.Second, netip.Addr{})
-				if !ok {
-					c.fatalf("setup: not bound")
-				}
-				c.addr, c.exp = a, exp
-				c.cl.kill()
-				_, _ = c.m.r.run(c.sub.NS, "ip", "addr", "flush", "dev", c.sub.If)
-			},
+			setup:  func(c *caseRun) { c.bindShortLeaseAndLeave() },
 			whileDown: func(c *caseRun) {
 				time.Sleep(time.Until(c.exp) + expiryTolerance)
 				if !c.m.waitKea(c.sub, 10*time.Second, func(l lab.KeaLease, ok bool) bool { return !ok || !l.Active(time.Now()) }) {
@@ -1394,4 +1371,22 @@ func TestReleaseRacesRenewal(t *testing.T) {
 	if phantoms > 0 {
 		t.Logf("ispmux log:\n%s", lastLines(m.cur.log.String(), 15))
 	}
+}
+
+// bindShortLeaseAndLeave binds the case's subscriber with dhclient asking
+// for an expiryLease lease (c.addr, c.exp), then kills the client and
+// takes its address away: the lease runs out unrenewed (the expiry rows).
+func (c *caseRun) bindShortLeaseAndLeave() {
+	c.cl = c.m.r.startDhclient(c.sub, c.m.short)
+	c.m.clients = append(c.m.clients, c.cl)
+	a, exp, ok := c.m.waitBound(c.sub, 15*time.Second, netip.Addr{})
+	if !ok {
+		c.fatalf("setup: not bound")
+	}
+	c.addr, c.exp = a, exp
+	if time.Until(exp) > expiryLease*time.Second+time.Second {
+		c.fatalf("lease until %v: Kea did not grant the %d s asked for", exp, expiryLease)
+	}
+	c.cl.kill()
+	_, _ = c.m.r.run(c.sub.NS, "ip", "addr", "flush", "dev", c.sub.If)
 }
