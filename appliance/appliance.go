@@ -319,9 +319,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		a.workers = append(a.workers, w)
 	}
 	a.ctl = engine.NewControl(a.state, a.workers[0], log)
-	// The datapath's budget of each subscriber's DHCP stays above the
-	// proxy's own per-MAC limit, which decides (and says so in events).
-	a.ctl.SetDHCPBudget(2*float64(cfg.DHCP.MACRate), 2*float64(cfg.DHCP.MACBurst))
+	setDHCPBudget(a.ctl, cfg.DHCP)
 	isps := make([]string, len(cfg.ISPs))
 	for i, isp := range cfg.ISPs {
 		isps[i] = isp.Name
@@ -420,13 +418,24 @@ func staticMACs(subs []configs.Subscriber) []uint64 {
 	return out
 }
 
-func (a *Appliance) dhcpConfig(idx map[string]int) dhcpproxy.Config {
-	d := a.cfg.DHCP
-	c := dhcpproxy.Config{
+// dhcpLimits is d, the [dhcp] table, as the proxy's limits.
+func dhcpLimits(d configs.DHCP) dhcpproxy.Limits {
+	return dhcpproxy.Limits{
 		Timeout: d.TimeoutDur, MaxPending: d.MaxPending, MACRate: d.MACRate, MACBurst: d.MACBurst,
 		CircuitRate: d.CircuitRate, CircuitBurst: d.CircuitBurst, MaxBindingsPerCircuit: d.MaxBindingsPerCircuit,
-		MaxOnboarding: a.cfg.Portal.MaxOnboarding, ClientLeaseMax: d.ClientLeaseMaxDur,
+		ClientLeaseMax: d.ClientLeaseMaxDur,
 	}
+}
+
+// setDHCPBudget keeps the datapath's budget of each subscriber's DHCP
+// above the proxy's own per-MAC limit in d, which decides (and says so in
+// events).
+func setDHCPBudget(ctl *engine.Control, d configs.DHCP) {
+	ctl.SetDHCPBudget(2*float64(d.MACRate), 2*float64(d.MACBurst))
+}
+
+func (a *Appliance) dhcpConfig(idx map[string]int) dhcpproxy.Config {
+	c := dhcpproxy.Config{Limits: dhcpLimits(a.cfg.DHCP), MaxOnboarding: a.cfg.Portal.MaxOnboarding}
 	for _, ac := range a.cfg.Access {
 		pi := idx[ac.Interface]
 		c.Circuits = append(c.Circuits, dhcpproxy.Circuit{

@@ -51,7 +51,7 @@ func (a *Appliance) metricsSource() metrics.Source {
 			return metrics.DHCP{Counters: a.dhcp.Counters(), Pending: a.dhcp.PendingTransactions(),
 				PendingIntents: a.dhcp.PendingIntents(), Leases: a.dhcp.Leases(),
 				OnboardingLeases: ob.Leases, OnboardingOffers: ob.Offers,
-				MaxPending: a.cfg.DHCP.MaxPending, Registered: a.reg.Len(), MaxRegistered: a.cfg.Datapath.MACTableSize,
+				MaxPending: a.dhcp.Limits().MaxPending, Registered: a.reg.Len(), MaxRegistered: a.cfg.Datapath.MACTableSize,
 				MaxOnboarding: maxOnboarding(a.cfg)}
 		},
 		ControlFunc: a.ctl.Counters,

@@ -77,10 +77,15 @@ func (a *Appliance) newPortal() (*portal.Server, error) {
 	}
 	return portal.New(portal.Config{
 		Hostname: p.Hostname, ISPs: isps, CertFile: p.TLSCert, KeyFile: p.TLSKey,
-		HandoverHint: handoverHint(a.cfg), MoveHint: a.cfg.DHCP.ClientLeaseMaxDur/2 + 5*time.Second,
+		HandoverHint: handoverHint(a.cfg), MoveHint: moveHint(a.cfg.DHCP),
 		Log: a.log.With("part", "portal"),
 	}, portalDir{a}, a.ten)
 }
+
+// moveHint is how long a bound device takes to move to another ISP at
+// most, with [dhcp] d: it renews at half its client lease at the latest,
+// then a DORA's few seconds (portal.Config.MoveHint).
+func moveHint(d configs.DHCP) time.Duration { return d.ClientLeaseMaxDur/2 + 5*time.Second }
 
 // portalDir tells the portal who is behind a connection. On ports 80
 // and 443: the holder of that onboarding lease (the garden's addresses are

@@ -72,9 +72,9 @@ func (a *Appliance) configState() metrics.Config {
 // running appliance (SIGHUP): the subscriber entries — registrations
 // (added, changed, blocked, removed; a DHCP binding that no longer matches
 // its registration is revoked at once) and static subscribers (bound,
-// moved, unbound). Everything else (interfaces, ISPs, datapath, DHCP
-// settings) is read at start only: a change there is reported, not
-// applied. On error the running configuration stays as it was.
+// moved, unbound), the token files, certificates and webhook settings,
+// and [dhcp] (reloadDHCP). Everything else (interfaces, ISPs, datapath)
+// is read at start only: a change there is reported, not applied. On error the running configuration stays as it was.
 func (a *Appliance) Reload(cfg *configs.Config) (err error) {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
@@ -239,6 +239,7 @@ func (a *Appliance) Reload(cfg *configs.Config) (err error) {
 		}
 	}
 	a.ispsInForce = inForce
+	a.reloadDHCP(cfg.DHCP)
 	if a.portal != nil {
 		if err := a.portal.Reload(); err != nil {
 			errs = append(errs, fmt.Errorf("portal: %w (the certificate in force stays)", err))
@@ -257,6 +258,26 @@ func (a *Appliance) Reload(cfg *configs.Config) (err error) {
 	}
 	a.log.Info("reloaded", attrs...)
 	return nil
+}
+
+// reloadDHCP applies d, a reload's [dhcp], when it differs from the limits
+// in force: the proxy's limits (dhcpproxy.Limits says how each applies),
+// the datapath's DHCP budget kept above the per-MAC limit, and the
+// portal's hint of how long a move takes. The configuration is valid
+// (configs checked every value's range), so nothing here fails.
+func (a *Appliance) reloadDHCP(d configs.DHCP) {
+	old, l := a.dhcp.Limits(), dhcpLimits(d)
+	if l == old {
+		return
+	}
+	a.dhcp.SetLimits(l)
+	setDHCPBudget(a.ctl, d)
+	if a.portal != nil {
+		a.portal.SetMoveHint(moveHint(d))
+	}
+	a.log.Info("reload: [dhcp] applied", "timeout", l.Timeout, "max_pending", l.MaxPending, "mac_rate", l.MACRate, "mac_burst", l.MACBurst,
+		"circuit_rate", l.CircuitRate, "circuit_burst", l.CircuitBurst, "max_bindings_per_circuit", l.MaxBindingsPerCircuit,
+		"client_lease_max", l.ClientLeaseMax)
 }
 
 // staticEvent records a static binding's change in the event log (the
@@ -367,7 +388,7 @@ func restartOnly(a, b *configs.Config) []string {
 	}{
 		{"appliance", reloadableAppliance(a.Appliance), reloadableAppliance(b.Appliance)}, {"datapath", a.Datapath, b.Datapath}, {"api", reloadableAPI(a.API), reloadableAPI(b.API)},
 		{"metrics", a.Metrics, b.Metrics}, {"portal", a.Portal, b.Portal},
-		{"dhcp", a.DHCP, b.DHCP}, {"access", a.Access, b.Access}, {"isp", reloadableISPs(a.ISPs), reloadableISPs(b.ISPs)},
+		{"access", a.Access, b.Access}, {"isp", reloadableISPs(a.ISPs), reloadableISPs(b.ISPs)},
 	} {
 		if !reflect.DeepEqual(c.x, c.y) {
 			out = append(out, c.name)

@@ -70,7 +70,8 @@ func reloadRig(t *testing.T, cfg *configs.Config) *Appliance {
 		isps = append(isps, p.Name)
 	}
 	a.ten = tenants.New(tenants.Config{ISPs: isps, MaxDevices: 64}, st, a.reg, nil, a.ctl, log)
-	a.dhcp = dhcpproxy.New(dhcpproxy.Config{}, st, a.reg, a.ctl, nil, log)
+	a.dhcp = dhcpproxy.New(dhcpproxy.Config{Limits: dhcpLimits(cfg.DHCP)}, st, a.reg, a.ctl, nil, log)
+	setDHCPBudget(a.ctl, cfg.DHCP)
 	if _, err := a.syncRegistrations(); err != nil {
 		t.Fatal(err)
 	}
@@ -351,5 +352,36 @@ func TestReloadLogLevelNeedsNoRestart(t *testing.T) {
 	other := parseTestConfig(t, strings.Replace(base, "log_level = \"info\"", "log_level = \"debug\"\nevent_retention = 5000", 1))
 	if got := restartOnly(a.cfg, other); !slices.Equal(got, []string{"appliance"}) {
 		t.Errorf("log_level and event_retention changed: restart pending %v, want [appliance]", got)
+	}
+}
+
+// TestReloadDHCP: a reload applies [dhcp] (a trial's operator, in an
+// outage's recovery, could not raise the rate limits without a restart
+// that would end every transaction): the proxy's limits, the datapath's
+// DHCP budget kept above the per-MAC limit, and no restart pending for
+// it; a [datapath] change beside it is still pending.
+func TestReloadDHCP(t *testing.T) {
+	a := reloadRig(t, parseTestConfig(t, betaConfig))
+	before := a.dhcp.Limits()
+	if before.MACRate != 4 || before.Timeout != 4*time.Second {
+		t.Fatalf("limits before %+v, want the defaults", before)
+	}
+	text := betaConfig + "[dhcp]\ntimeout = \"9s\"\nmac_rate = 50\nmac_burst = 100\ncircuit_rate = 2000\nmax_bindings_per_circuit = 7\nclient_lease_max = \"2m\"\n"
+	if err := a.Reload(parseTestConfig(t, text)); err != nil {
+		t.Fatal(err)
+	}
+	want := before
+	want.Timeout, want.MACRate, want.MACBurst, want.CircuitRate, want.MaxBindingsPerCircuit, want.ClientLeaseMax = 9*time.Second, 50, 100, 2000, 7, 2*time.Minute
+	if got := a.dhcp.Limits(); got != want {
+		t.Errorf("limits after the reload %+v, want %+v", got, want)
+	}
+	if rate, burst := a.ctl.DHCPBudget(); rate != 100 || burst != 200 {
+		t.Errorf("datapath DHCP budget %v/s burst %v, want twice the per-MAC limit (100, 200)", rate, burst)
+	}
+	if pr := a.restartPending.Load(); pr == nil || len(pr.sections) != 0 {
+		t.Errorf("restart pending %+v after a [dhcp] change, want nothing", pr)
+	}
+	if got := restartOnly(a.cfg, parseTestConfig(t, text+"[datapath]\nbatch = 32\n")); !slices.Equal(got, []string{"datapath"}) {
+		t.Errorf("[dhcp] and [datapath] changed: restart pending %v, want [datapath]", got)
 	}
 }

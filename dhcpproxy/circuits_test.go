@@ -41,7 +41,7 @@ func (d downISPTables) NextHopMAC(isp uint8) (uint64, bool) {
 // alpha was unreachable.
 func TestMoveAwayFromUnreachableISP(t *testing.T) {
 	r, cs := boundAtAlpha(t)
-	r.p = New(r.p.cfg, cs, r.p.reg, downISPTables{r.tab, 0}, r.snd, nil)
+	r.p = New(r.p.config(), cs, r.p.reg, downISPTables{r.tab, 0}, r.snd, nil)
 	if _, err := r.p.Restore(time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestRestoreEndsRemovedCircuitsBinding(t *testing.T) {
 	}
 
 	// acc1 is configured again: the ended binding comes back.
-	cfg := r.p.cfg
+	cfg := r.p.config()
 	cfg.Circuits = append(cfg.Circuits, Circuit{Name: "acc1", Interface: "acc1", Port: 3, VLAN: 5, MAC: accMAC, Addr: ourSID})
 	r.tab = &fakeTables{bound: map[uint64]binding.Binding{}, store: r.store}
 	p2 := New(cfg, r.store, r.p.reg, r.tab, r.snd, nil)
@@ -216,7 +216,7 @@ func boundOnAcc0(t *testing.T) (*prig, *engineTables) {
 	t.Helper()
 	r := newPRig(t)
 	et := newEngineTables()
-	cfg := r.p.cfg
+	cfg := r.p.config()
 	cfg.Circuits = append(cfg.Circuits, Circuit{Name: "acc1", Interface: "acc0", Port: accPort, VLAN: 5, MAC: accMAC, Addr: ourSID})
 	r.p = New(cfg, r.store, r.p.reg, et, r.snd, nil)
 	if got := r.dora(s1, kea(t, time.Hour), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
@@ -261,7 +261,7 @@ func TestDeviceMovedToAnotherCircuit(t *testing.T) {
 	}
 	// client_lease_max later, acc0 silent: every lease ispmux gave the
 	// device there has run out.
-	r.pastT1(r.p.cfg.ClientLeaseMax)
+	r.pastT1(r.p.Limits().ClientLeaseMax)
 	r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(mac(s1))))
 	got := r.serve(kea(t, time.Hour))
 	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer {
@@ -365,7 +365,7 @@ func TestForgedMACOnAnotherCircuit(t *testing.T) {
 // renews. Before, acc1's first DISCOVER revoked it.
 func TestRenewalOnOwnCircuitWithdrawsAnotherCircuitsClaim(t *testing.T) {
 	r, et := boundOnAcc0(t)
-	clm := r.p.cfg.ClientLeaseMax
+	clm := r.p.Limits().ClientLeaseMax
 	r.wantHeldOnAcc0(et, "DISCOVER on acc1", r.discoverOnAcc1())
 	// s1 renews on acc0 at its client lease's half: answered from the
 	// binding.
@@ -400,8 +400,8 @@ func TestRenewalOnOwnCircuitWithdrawsAnotherCircuitsClaim(t *testing.T) {
 // client_lease_max later.
 func TestForgedFloodOnAnotherCircuitDoesNotSilenceTheHolder(t *testing.T) {
 	r, et := boundOnAcc0(t)
-	r.p.cfg.MACRate, r.p.cfg.MACBurst = 1, 3
-	clm := r.p.cfg.ClientLeaseMax
+	r.p.setLimits(func(l *Limits) { l.MACRate, l.MACBurst = 1, 3 })
+	clm := r.p.Limits().ClientLeaseMax
 	flood := func(what string) {
 		for range 20 {
 			r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(mac(s1))))
@@ -447,7 +447,7 @@ func (r *prig) wantOfferOnAcc1(what string) *dhcpv4.DHCPv4 {
 // lease longer.
 func TestDeviceMovedServedOnceItsClientLeaseRanOut(t *testing.T) {
 	r, et := boundOnAcc0(t)
-	clm := r.p.cfg.ClientLeaseMax
+	clm := r.p.Limits().ClientLeaseMax
 	r.pastT1(clm / 2)
 	r.wantHeldOnAcc0(et, "DISCOVER on acc1 halfway through acc0's client lease", r.discoverOnAcc1())
 	r.pastT1(clm - 2*time.Second)
@@ -476,7 +476,7 @@ func TestMoveWaitsForTheHoldersLastClientLease(t *testing.T) {
 	} {
 		t.Run(c.what, func(t *testing.T) {
 			r, et := boundOnAcc0(t)
-			clm := r.p.cfg.ClientLeaseMax
+			clm := r.p.Limits().ClientLeaseMax
 			r.pastT1(c.at)
 			r.fromClient(c.msg(t))
 			if got := r.serve(kea(t, time.Hour)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
@@ -500,7 +500,7 @@ func TestMoveWaitsForTheHoldersLastClientLease(t *testing.T) {
 // gave has run out.
 func TestHolderAskingAfterItsLeaseKeepsTheFullWait(t *testing.T) {
 	r, et := boundOnAcc0(t)
-	clm := r.p.cfg.ClientLeaseMax
+	clm := r.p.Limits().ClientLeaseMax
 	r.pastT1(clm + 30*time.Second)
 	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
 	if sent := r.toPorts(); len(sent[upPort]) != 1 {
@@ -519,8 +519,8 @@ func TestHolderAskingAfterItsLeaseKeepsTheFullWait(t *testing.T) {
 // first, as before client leases were counted, never less.
 func TestMoveAfterRestartWaitsClientLeaseMax(t *testing.T) {
 	r, et := boundOnAcc0(t)
-	clm := r.p.cfg.ClientLeaseMax
-	r.p = New(r.p.cfg, r.store, r.p.reg, et, r.snd, nil)
+	clm := r.p.Limits().ClientLeaseMax
+	r.p = New(r.p.config(), r.store, r.p.reg, et, r.snd, nil)
 	if n, err := r.p.Restore(time.Now()); err != nil || n != 1 {
 		t.Fatalf("restored %d, %v", n, err)
 	}
@@ -545,7 +545,7 @@ func TestMoveAfterRestartWaitsClientLeaseMax(t *testing.T) {
 // and the binding ends at that deadline.
 func TestMovedDeviceOldBindingKeptAcrossRestart(t *testing.T) {
 	r, _ := newSRig(t)
-	cfg := r.p.cfg
+	cfg := r.p.config()
 	cfg.Circuits = append(cfg.Circuits, Circuit{Name: "acc1", Interface: "acc0", Port: accPort, VLAN: 5, MAC: accMAC, Addr: ourSID})
 	r.p = New(cfg, r.store, r.p.reg, newEngineTables(), r.snd, nil)
 	if got := r.dora(s1, kea(t, time.Hour), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
@@ -575,12 +575,12 @@ func TestMovedDeviceOldBindingKeptAcrossRestart(t *testing.T) {
 	if r.p.MovesPending() != 1 {
 		t.Errorf("moves pending %d after the restart, want the old binding's deadline", r.p.MovesPending())
 	}
-	r.p.expire(start.Add(cfg.ClientLeaseMax - time.Second))
+	r.p.expire(start.Add(cfg.Limits.ClientLeaseMax - time.Second))
 	r.snd.take() // the probes of acc0
 	if _, ok := et.boundOn(0, s1MAC); !ok {
 		t.Fatal("the old binding ended before client_lease_max from the restore")
 	}
-	r.p.expire(start.Add(cfg.ClientLeaseMax + time.Second))
+	r.p.expire(start.Add(cfg.Limits.ClientLeaseMax + time.Second))
 	r.p.notes.wait()
 	if _, ok := et.boundOn(0, s1MAC); ok || r.p.MovesPending() != 0 || r.p.Counters()["move_cut"] != 1 {
 		t.Errorf("client_lease_max after the restore: still forwarding %v, moves pending %d (counters %v); want the old binding cut",
@@ -671,7 +671,7 @@ func TestClaimProbeAnsweredOnTheHoldersCircuit(t *testing.T) {
 	}
 	r.pastT1(5 * time.Second)
 	r.wantHeldOnAcc0(et, "DISCOVER on acc1 after the answered probes", r.discoverOnAcc1())
-	r.pastT1(r.p.cfg.ClientLeaseMax / 2)
+	r.pastT1(r.p.Limits().ClientLeaseMax / 2)
 	r.wantHeldOnAcc0(et, "DISCOVER on acc1 half a client lease later", r.discoverOnAcc1())
 }
 

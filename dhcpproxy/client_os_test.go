@@ -211,7 +211,7 @@ func TestLocalRenewalAfterRapidCommitLeavesOutOption80(t *testing.T) {
 // before, a trial quarantined an address a second from one subscriber.
 func TestDeclineLimited(t *testing.T) {
 	r, _ := newSRig(t)
-	r.p.cfg.MACRate, r.p.cfg.MACBurst = 1000, 1000
+	r.p.setLimits(func(l *Limits) { l.MACRate, l.MACBurst = 1000, 1000 })
 	for i := range declineBurst + 2 {
 		if got := r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
 			t.Fatalf("DORA %d: got %v", i, got)

@@ -60,7 +60,7 @@ func TestClientIDOfAnotherNotRelayed(t *testing.T) {
 	// A restart on the same store: the index comes back with the lease.
 	r.p.committing.Wait()
 	r.tab = &fakeTables{bound: map[uint64]binding.Binding{}, store: r.store}
-	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	p2 := New(r.p.config(), r.store, r.p.reg, r.tab, r.snd, nil)
 	if _, err := p2.Restore(time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestClientIDOfAnotherNotRelayed(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.tab = &fakeTables{bound: map[uint64]binding.Binding{}, store: r.store}
-	p3 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	p3 := New(r.p.config(), r.store, r.p.reg, r.tab, r.snd, nil)
 	if _, err := p3.Restore(time.Now()); err != nil {
 		t.Fatal(err)
 	}

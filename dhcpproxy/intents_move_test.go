@@ -95,7 +95,7 @@ func (r *prig) serveBetaWith(betaKea func(*dhcpv4.DHCPv4) *dhcpv4.DHCPv4) []*dhc
 func TestMovedDeviceReleaseToDownISPNotSuperseded(t *testing.T) {
 	r, cs := boundAtAlpha(t)
 	down := downISPTables{r.tab, 0}
-	r.p = New(r.p.cfg, cs, r.p.reg, down, r.snd, nil)
+	r.p = New(r.p.config(), cs, r.p.reg, down, r.snd, nil)
 	if _, err := r.p.Restore(time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestMovedDeviceReleaseToDownISPNotSuperseded(t *testing.T) {
 	}
 
 	// Restart (crash or not), alpha reachable again.
-	p2 := New(r.p.cfg, cs, r.p.reg, r.tab, r.snd, nil)
+	p2 := New(r.p.config(), cs, r.p.reg, r.tab, r.snd, nil)
 	if _, err := p2.Restore(time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -144,8 +144,7 @@ func switchRigAt(t *testing.T, path string) *prig {
 	t.Cleanup(func() { st.Close() })
 	r := &prig{t: t, store: st, tab: &fakeTables{bound: map[uint64]binding.Binding{}, store: st}, snd: &fakeSender{}}
 	cfg := Config{
-		Timeout: 300 * time.Millisecond, MaxPending: 16, MACRate: 100, MACBurst: 100, CircuitRate: 1000, CircuitBurst: 1000,
-		MaxBindingsPerCircuit: 10, ClientLeaseMax: 10 * time.Minute,
+		Limits:   Limits{Timeout: 300 * time.Millisecond, MaxPending: 16, MACRate: 100, MACBurst: 100, CircuitRate: 1000, CircuitBurst: 1000, MaxBindingsPerCircuit: 10, ClientLeaseMax: 10 * time.Minute},
 		Circuits: []Circuit{{Name: "acc0", Interface: "acc0", Port: accPort, MAC: accMAC, Addr: ourSID}},
 		ISPs: []ISP{{Index: 0, Name: "alpha", Port: upPort, MAC: upMAC, Addr: giaddr, Servers: []netip.Addr{ispSID}, CircuitID: "{interface}:{vlan}"},
 			{Index: 1, Name: "beta", Port: betaPort, MAC: upMAC + 1, Addr: betaGiaddr, Servers: []netip.Addr{betaSID}, CircuitID: "{interface}:{vlan}"}},

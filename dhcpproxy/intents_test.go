@@ -63,7 +63,7 @@ func TestReleaseIntentReplayed(t *testing.T) {
 
 	// Restart: a new proxy on the same store, the ISP reachable again.
 	r.setUplinkDown(false)
-	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	p2 := New(r.p.config(), r.store, r.p.reg, r.tab, r.snd, nil)
 	if _, err := p2.Restore(time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +225,7 @@ func releasedWhileDown(t *testing.T, up bool) *prig {
 	rel := releaseOf100(t)
 	r.fromClient(rel)
 	r.setUplinkDown(!up)
-	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	p2 := New(r.p.config(), r.store, r.p.reg, r.tab, r.snd, nil)
 	if _, err := p2.Restore(time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +271,7 @@ func TestSupersededIntentNotReplayed(t *testing.T) {
 	if ins, _ := r.store.Intents(); len(ins) != 0 || r.p.Counters()["intent_superseded"] != 1 {
 		t.Fatalf("intents %+v, counters %v: want the RELEASE completed by the new binding's commit", ins, r.p.Counters())
 	}
-	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	p2 := New(r.p.config(), r.store, r.p.reg, r.tab, r.snd, nil)
 	if _, err := p2.Restore(time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +318,7 @@ func TestReleaseNotReplayedOverNewLeaseAfterClockStepBack(t *testing.T) {
 
 	// Killed now; the restart runs on the stepped-back clock.
 	now := time.Now().Add(-step)
-	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	p2 := New(r.p.config(), r.store, r.p.reg, r.tab, r.snd, nil)
 	if _, err := p2.Restore(now); err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +384,7 @@ func legacyReleaseBesideNewBinding(t *testing.T, r *prig, older bool) *subscribe
 func TestOlderBuildsReleaseBesideNewBindingNotReplayed(t *testing.T) {
 	r := newPRig(t)
 	st := legacyReleaseBesideNewBinding(t, r, true)
-	p2 := New(r.p.cfg, st, storeRegistry{st}, r.tab, r.snd, nil)
+	p2 := New(r.p.config(), st, storeRegistry{st}, r.tab, r.snd, nil)
 	if _, err := p2.Restore(time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +403,7 @@ func TestOlderBuildsReleaseBesideNewBindingNotReplayed(t *testing.T) {
 func TestThisBuildsPendingReleaseSentBesideBinding(t *testing.T) {
 	r := newPRig(t)
 	st := legacyReleaseBesideNewBinding(t, r, false)
-	p2 := New(r.p.cfg, st, storeRegistry{st}, r.tab, r.snd, nil)
+	p2 := New(r.p.config(), st, storeRegistry{st}, r.tab, r.snd, nil)
 	if _, err := p2.Restore(time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -437,7 +437,7 @@ func TestRestoreReleaseSentAfterClockStepBack(t *testing.T) {
 		}
 	}
 	r.setUplinkDown(true) // the ISP's next hop is not resolved yet
-	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	p2 := New(r.p.config(), r.store, r.p.reg, r.tab, r.snd, nil)
 	if _, err := p2.Restore(now); err != nil {
 		t.Fatal(err)
 	}

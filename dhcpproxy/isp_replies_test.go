@@ -108,7 +108,7 @@ func TestClassEAddressRefused(t *testing.T) {
 func TestSameXidOtherCircuitDeliveredToNewCircuit(t *testing.T) {
 	r := newPRig(t)
 	et := newEngineTables()
-	cfg := r.p.cfg
+	cfg := r.p.config()
 	cfg.Circuits = append(cfg.Circuits, Circuit{Name: "acc1", Interface: "acc0", Port: accPort, VLAN: 5, MAC: accMAC, Addr: ourSID})
 	r.p = New(cfg, r.store, r.p.reg, et, r.snd, nil)
 	d := discover(t, dhcpv4.WithHwAddr(mac(s1)))

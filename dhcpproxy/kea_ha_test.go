@@ -27,7 +27,7 @@ func TestRenewalSilentLeaseServerNeverRebound(t *testing.T) {
 		ack.UpdateOption(dhcpv4.OptRenewTimeValue(15 * time.Second))
 		ack.UpdateOption(dhcpv4.OptRebindingTimeValue(26 * time.Second))
 	})
-	r.p.cfg.Timeout = 4 * time.Second
+	r.p.setLimits(func(l *Limits) { l.Timeout = 4 * time.Second })
 	b, err := r.store.Binding("acc0", 0, [6]byte(mac(s1)))
 	if err != nil {
 		t.Fatal(err)

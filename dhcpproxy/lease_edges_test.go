@@ -28,7 +28,7 @@ func restoreBoundN(t *testing.T, r *prig, n int, now, end time.Time) {
 			t.Fatal(err)
 		}
 	}
-	r.p.cfg.MaxBindingsPerCircuit = n
+	r.p.setLimits(func(l *Limits) { l.MaxBindingsPerCircuit = n })
 	got, err := r.p.Restore(now)
 	if err != nil || got != n {
 		t.Fatalf("restored %d, %v; want %d", got, err, n)
@@ -116,7 +116,7 @@ func TestInfiniteLease(t *testing.T) {
 		t.Fatalf("renewal: got %v", got)
 	}
 	// A restart keeps it.
-	p2 := New(r.p.cfg, r.store, r.p.reg, &fakeTables{bound: map[uint64]binding.Binding{}, store: r.store}, r.snd, nil)
+	p2 := New(r.p.config(), r.store, r.p.reg, &fakeTables{bound: map[uint64]binding.Binding{}, store: r.store}, r.snd, nil)
 	if n, err := p2.Restore(time.Now().Add(24 * time.Hour)); err != nil || n != 1 {
 		t.Fatalf("restored %d, %v", n, err)
 	}
@@ -175,9 +175,8 @@ func TestRestoreMadeStaticKeepsStatic(t *testing.T) {
 	}
 	ctl := engine.NewControl(es, &fakeSender{}, nil)
 	cfg := Config{
-		Timeout: 300 * time.Millisecond, MaxPending: 16, MACRate: 100, MACBurst: 100, CircuitRate: 1000, CircuitBurst: 1000,
-		MaxBindingsPerCircuit: 10,
-		Circuits:              []Circuit{{Name: "acc0", Interface: "acc0", Port: accPort, MAC: accMAC, Addr: ourSID}},
+		Limits:   Limits{Timeout: 300 * time.Millisecond, MaxPending: 16, MACRate: 100, MACBurst: 100, CircuitRate: 1000, CircuitBurst: 1000, MaxBindingsPerCircuit: 10},
+		Circuits: []Circuit{{Name: "acc0", Interface: "acc0", Port: accPort, MAC: accMAC, Addr: ourSID}},
 		ISPs: []ISP{{Index: 0, Name: "alpha", Port: upPort, MAC: upMAC, Addr: giaddr,
 			Servers: []netip.Addr{ispSID}, CircuitID: "{interface}:{vlan}"}},
 	}

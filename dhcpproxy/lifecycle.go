@@ -530,7 +530,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, fro
 	// A new ISP or a new address is a new binding (its own event and log
 	// line: the audit trail must show which address a subscriber had).
 	moved := hadOld && (old.isp != t.isp.Index || old.addr() != ip)
-	if !hadOld && p.leases.full(t.sub, p.cfg.MaxBindingsPerCircuit) {
+	if !hadOld && p.leases.full(t.sub, p.lim.Load().MaxBindingsPerCircuit) {
 		p.count("circuit_full")
 		p.refuse(subscribers.EventRejected, subj, ip, "too many bindings on access "+c.Name)
 		p.releaseRefused(t, t.isp, m, ip, from, "ack_refused", "too many bindings on the subscriber's access circuit; not bound")

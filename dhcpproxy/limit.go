@@ -2,6 +2,7 @@ package dhcpproxy
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -33,7 +34,7 @@ func (b *bucket) full(now time.Time, rate, burst int) bool {
 // and is held only inside these methods.
 type limiter struct {
 	mu  sync.Mutex
-	cfg *Config // the rates and bursts (read at each call)
+	lim *atomic.Pointer[Limits] // the rates and bursts (read at each call)
 	// mac holds a MAC's bucket on each circuit it is heard on: messages
 	// with its MAC on another circuit (a device there forging it) spend
 	// none of the budget of the device on its own, whose renewals there
@@ -68,8 +69,8 @@ type declineCount struct {
 	n     int
 }
 
-func (l *limiter) init(cfg *Config) {
-	l.cfg = cfg
+func (l *limiter) init(lim *atomic.Pointer[Limits]) {
+	l.lim = lim
 	l.mac = map[subKey]*bucket{}
 	l.circuit = map[circuitKey]*bucket{}
 	l.declines = map[subKey]declineCount{}
@@ -111,7 +112,8 @@ func (l *limiter) allow(sk subKey, now time.Time) string {
 		mb = &bucket{}
 		l.mac[sk] = mb
 	}
-	if !mb.take(now, l.cfg.MACRate, l.cfg.MACBurst) {
+	lim := l.lim.Load()
+	if !mb.take(now, lim.MACRate, lim.MACBurst) {
 		return "mac"
 	}
 	cb := l.circuit[sk.circuit]
@@ -119,7 +121,7 @@ func (l *limiter) allow(sk subKey, now time.Time) string {
 		cb = &bucket{}
 		l.circuit[sk.circuit] = cb
 	}
-	if !cb.take(now, l.cfg.CircuitRate, l.cfg.CircuitBurst) {
+	if !cb.take(now, lim.CircuitRate, lim.CircuitBurst) {
 		return "circuit"
 	}
 	return ""
@@ -130,8 +132,9 @@ func (l *limiter) allow(sk subKey, now time.Time) string {
 func (l *limiter) forget(now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	lim := l.lim.Load()
 	for sk, b := range l.mac {
-		if b.full(now, l.cfg.MACRate, l.cfg.MACBurst) {
+		if b.full(now, lim.MACRate, lim.MACBurst) {
 			delete(l.mac, sk)
 		}
 	}

@@ -443,7 +443,7 @@ func TestHandoverFailureRestored(t *testing.T) {
 	before, _ := r.p.OnboardingByAddr(ip)
 	restart := func() {
 		t.Helper()
-		r.p = New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+		r.p = New(r.p.config(), r.store, r.p.reg, r.tab, r.snd, nil)
 		if _, err := r.p.Restore(time.Now()); err != nil {
 			t.Fatal(err)
 		}

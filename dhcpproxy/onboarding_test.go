@@ -41,7 +41,7 @@ func newORig(t *testing.T, ob Onboarding, maxTotal int, vlan5 bool) *prig {
 	if ob.CaptiveURI == "" {
 		ob.CaptiveURI = obURI
 	}
-	cfg := r.p.cfg
+	cfg := r.p.config()
 	cfg.Circuits = []Circuit{cfg.Circuits[0]}
 	cfg.Circuits[0].Onboarding = &ob
 	if vlan5 {
@@ -414,7 +414,7 @@ func TestOnboardingNextFit(t *testing.T) {
 // budget: one's DORA is relayed and bound as usual.
 func TestOnboardingCaps(t *testing.T) {
 	r := newORig(t, Onboarding{MaxLeases: 2}, 3, true)
-	r.p.cfg.CircuitRate, r.p.cfg.CircuitBurst = 5, 5
+	r.p.setLimits(func(l *Limits) { l.CircuitRate, l.CircuitBurst = 5, 5 })
 	for i := range 300 {
 		hw := net.HardwareAddr{0x02, 0x66, 0, 0, byte(i >> 8), byte(i)}
 		r.fromClient(discover(t, dhcpv4.WithHwAddr(hw)))

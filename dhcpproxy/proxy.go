@@ -228,23 +228,45 @@ type ISP struct {
 	MTU int
 }
 
-// Config holds the proxy's limits.
+// Config is the proxy's configuration: its circuits and ISPs, fixed for
+// its life, and its first Limits.
 type Config struct {
+	Limits   Limits
+	Circuits []Circuit
+	ISPs     []ISP
+	// MaxOnboarding caps the onboarding leases and outstanding offers
+	// over all circuits (0: no cap beyond each circuit's).
+	MaxOnboarding int
+}
+
+// Limits are the proxy's timers and limits ([dhcp]), which SetLimits
+// changes while it runs (a SIGHUP): each is read where it applies, so a
+// change applies to what comes after it. A transaction keeps the
+// deadline it was given, a lease the cut it was given, a bucket its
+// tokens (refilled at the new rate up to the new burst), and bindings
+// beyond a lowered MaxBindingsPerCircuit stay (new ones are refused).
+type Limits struct {
 	Timeout               time.Duration
 	MaxPending            int
 	MACRate, MACBurst     int
 	CircuitRate           int
 	CircuitBurst          int
 	MaxBindingsPerCircuit int
-	Circuits              []Circuit
-	ISPs                  []ISP
-	// MaxOnboarding caps the onboarding leases and outstanding offers
-	// over all circuits (0: no cap beyond each circuit's).
-	MaxOnboarding int
 	// ClientLeaseMax caps the lease a subscriber is given (renewals.go);
 	// 0: DefaultClientLeaseMax.
 	ClientLeaseMax time.Duration
 }
+
+// SetLimits applies l from now on (see Limits).
+func (p *Proxy) SetLimits(l Limits) {
+	if l.ClientLeaseMax <= 0 {
+		l.ClientLeaseMax = DefaultClientLeaseMax
+	}
+	p.lim.Store(&l)
+}
+
+// Limits returns the limits in force.
+func (p *Proxy) Limits() Limits { return *p.lim.Load() }
 
 type circuitKey struct {
 	port uint8
@@ -263,7 +285,9 @@ const ipv4HeaderLen, udpHeaderLen = 20, 8
 // (the control plane); Run drives timers. All methods are safe for
 // concurrent use.
 type Proxy struct {
-	cfg    Config
+	cfg Config
+	// lim holds the limits in force (SetLimits); cfg.Limits is zero.
+	lim    atomic.Pointer[Limits]
 	store  Store
 	reg    Registry
 	tables Tables
@@ -337,9 +361,6 @@ func New(cfg Config, store Store, reg Registry, tables Tables, send Sender, log 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.ClientLeaseMax <= 0 {
-		cfg.ClientLeaseMax = DefaultClientLeaseMax
-	}
 	p := &Proxy{
 		cfg: cfg, store: store, reg: reg, tables: tables, send: send, log: log, now: time.Now, born: time.Now(),
 		circuits:     map[circuitKey]*Circuit{},
@@ -352,7 +373,9 @@ func New(cfg Config, store Store, reg Registry, tables Tables, send Sender, log 
 	p.intents.init()
 	p.leases.init()
 	p.probes.init()
-	p.limits.init(&p.cfg)
+	p.SetLimits(cfg.Limits)
+	p.cfg.Limits = Limits{} // p.lim is the one in force
+	p.limits.init(&p.lim)
 	p.notes.init()
 	for i := range cfg.Circuits {
 		c := &p.cfg.Circuits[i]

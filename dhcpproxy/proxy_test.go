@@ -190,9 +190,8 @@ func newPRig(t *testing.T) *prig {
 	t.Cleanup(func() { st.Close() })
 	r := &prig{t: t, store: st, tab: &fakeTables{bound: map[uint64]binding.Binding{}, store: st}, snd: &fakeSender{}}
 	cfg := Config{
-		Timeout: 300 * time.Millisecond, MaxPending: 16, MACRate: 100, MACBurst: 100, CircuitRate: 1000, CircuitBurst: 1000,
-		MaxBindingsPerCircuit: 10,
-		Circuits:              []Circuit{{Name: "acc0", Interface: "acc0", Port: accPort, MAC: accMAC, Addr: ourSID}},
+		Limits:   Limits{Timeout: 300 * time.Millisecond, MaxPending: 16, MACRate: 100, MACBurst: 100, CircuitRate: 1000, CircuitBurst: 1000, MaxBindingsPerCircuit: 10},
+		Circuits: []Circuit{{Name: "acc0", Interface: "acc0", Port: accPort, MAC: accMAC, Addr: ourSID}},
 		ISPs: []ISP{{Index: 0, Name: "alpha", Port: upPort, MAC: upMAC, Addr: giaddr,
 			Servers: []netip.Addr{ispSID}, CircuitID: "{interface}:{vlan}"}},
 	}
@@ -596,7 +595,7 @@ func TestNAKUnbinds(t *testing.T) {
 
 func TestLimits(t *testing.T) {
 	r := newPRig(t)
-	r.p.cfg.MACRate, r.p.cfg.MACBurst = 1, 3
+	r.p.setLimits(func(l *Limits) { l.MACRate, l.MACBurst = 1, 3 })
 	for range 5 {
 		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01"))))
 	}
@@ -605,7 +604,7 @@ func TestLimits(t *testing.T) {
 	}
 	// Pending cap: distinct transactions beyond MaxPending are dropped.
 	r2 := newPRig(t)
-	r2.p.cfg.MaxPending = 2
+	r2.p.setLimits(func(l *Limits) { l.MaxPending = 2 })
 	for i := range 4 {
 		d := discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")))
 		d.TransactionID = dhcpv4.TransactionID{0, 0, 0, byte(i + 1)}
@@ -618,7 +617,7 @@ func TestLimits(t *testing.T) {
 
 func TestBindingsPerCircuitCap(t *testing.T) {
 	r := newPRig(t)
-	r.p.cfg.MaxBindingsPerCircuit = 1
+	r.p.setLimits(func(l *Limits) { l.MaxBindingsPerCircuit = 1 })
 	// Both MACs are customer c-s1, which the fake ISP accepts.
 	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac("02:00:00:00:01:02")), CustomerID: "c-s1", ISP: "alpha", Source: "api"}); err != nil {
 		t.Fatal(err)
@@ -661,7 +660,7 @@ func FuzzHandleFrame(f *testing.F) {
 	for _, down := range []bool{false, true} {
 		snd := &fakeSender{}
 		tab := &fakeTables{bound: map[uint64]binding.Binding{}, store: st, uplinkDown: down}
-		p := New(Config{Timeout: time.Second, MaxPending: 64, MACRate: 1000, MACBurst: 1000, CircuitRate: 1000, CircuitBurst: 1000, MaxBindingsPerCircuit: 10,
+		p := New(Config{Limits: Limits{Timeout: time.Second, MaxPending: 64, MACRate: 1000, MACBurst: 1000, CircuitRate: 1000, CircuitBurst: 1000, MaxBindingsPerCircuit: 10},
 			Circuits: []Circuit{{Name: "acc0", Interface: "acc0", Port: accPort, MAC: accMAC, Addr: ourSID}},
 			ISPs:     []ISP{{Index: 0, Name: "alpha", Port: upPort, MAC: upMAC, Addr: giaddr, Servers: []netip.Addr{ispSID}, CircuitID: "{interface}:{vlan}"}},
 		}, st, storeRegistry{st}, tab, snd, nil)
@@ -709,7 +708,7 @@ func benchDORA(b *testing.B, registered int) {
 	}
 	snd := &fakeSender{}
 	tab := &fakeTables{bound: map[uint64]binding.Binding{}, store: st}
-	p := New(Config{Timeout: time.Second, MaxPending: 4096, MACRate: 1000, MACBurst: 1000, CircuitRate: 1 << 20, CircuitBurst: 1 << 20, MaxBindingsPerCircuit: 1 << 20,
+	p := New(Config{Limits: Limits{Timeout: time.Second, MaxPending: 4096, MACRate: 1000, MACBurst: 1000, CircuitRate: 1 << 20, CircuitBurst: 1 << 20, MaxBindingsPerCircuit: 1 << 20},
 		Circuits: []Circuit{{Name: "acc0", Interface: "acc0", Port: accPort, MAC: accMAC, Addr: ourSID}},
 		ISPs:     []ISP{{Index: 0, Name: "alpha", Port: upPort, MAC: upMAC, Addr: giaddr, Servers: []netip.Addr{ispSID}, CircuitID: "{interface}:{vlan}"}},
 	}, st, reg, tab, snd, nil)
@@ -867,14 +866,14 @@ func TestRevalidate(t *testing.T) {
 // the event log (refusals beyond the event rate are counted only).
 func TestFloodOfUnknownMACs(t *testing.T) {
 	r := newPRig(t)
-	r.p.cfg.CircuitRate, r.p.cfg.CircuitBurst = 5, 5
+	r.p.setLimits(func(l *Limits) { l.CircuitRate, l.CircuitBurst = 5, 5 })
 	for i := range 2000 {
 		hw := net.HardwareAddr{0x02, 0x66, 0, 0, byte(i >> 8), byte(i)}
 		r.fromClient(discover(t, dhcpv4.WithHwAddr(hw)))
 	}
 	// A single registered MAC over its own limit does not spend the
 	// circuit's budget either.
-	r.p.cfg.MACRate, r.p.cfg.MACBurst = 1, 2
+	r.p.setLimits(func(l *Limits) { l.MACRate, l.MACBurst = 1, 2 })
 	for range 20 {
 		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:02"))))
 	}
@@ -1550,7 +1549,7 @@ func TestRestoreEndsManyExpired(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r.p.cfg.MaxBindingsPerCircuit = n
+	r.p.setLimits(func(l *Limits) { l.MaxBindingsPerCircuit = n })
 	got, err := r.p.Restore(now)
 	if err != nil || got != n/10 {
 		t.Fatalf("restored %d, %v; want %d", got, err, n/10)
@@ -1618,4 +1617,19 @@ func TestNeverResolvedIsNotStartupAfterGrace(t *testing.T) {
 		t.Error("the never resolved next hop was not logged")
 	}
 	discoverRefusedUnreachable(t, r)
+}
+
+// setLimits changes the limits in force as a test needs them.
+func (p *Proxy) setLimits(f func(*Limits)) {
+	l := p.Limits()
+	f(&l)
+	p.SetLimits(l)
+}
+
+// config is the configuration p runs with, its limits those in force: a
+// test's restart (New) starts with them.
+func (p *Proxy) config() Config {
+	c := p.cfg
+	c.Limits = p.Limits()
+	return c
 }

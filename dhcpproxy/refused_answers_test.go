@@ -75,7 +75,7 @@ func TestRefusedAckReleased(t *testing.T) {
 	addr101 := netip.MustParseAddr("100.64.0.101")
 	t.Run("circuit_full", func(t *testing.T) {
 		r := newPRig(t)
-		r.p.cfg.MaxBindingsPerCircuit = 1
+		r.p.setLimits(func(l *Limits) { l.MaxBindingsPerCircuit = 1 })
 		// Customer c-s1, which the fake ISP accepts.
 		if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(s2)), CustomerID: "c-s1", ISP: "alpha", Source: "api"}); err != nil {
 			t.Fatal(err)
@@ -276,7 +276,7 @@ func TestRefusedAckReleaseReplayed(t *testing.T) {
 
 	// Restart: a new proxy on the same store, the ISP reachable again.
 	r.setUplinkDown(false)
-	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	p2 := New(r.p.config(), r.store, r.p.reg, r.tab, r.snd, nil)
 	p2.isps["alpha"].Servers = []netip.Addr{ispSID, second}
 	if _, err := p2.Restore(time.Now()); err != nil {
 		t.Fatal(err)
@@ -333,7 +333,7 @@ func TestRefusedAckReleaseNotReplayedOverBinding(t *testing.T) {
 	}
 	r.relayedTo()
 	r.setUplinkDown(false)
-	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	p2 := New(r.p.config(), r.store, r.p.reg, r.tab, r.snd, nil)
 	if _, err := p2.Restore(now); err != nil {
 		t.Fatal(err)
 	}
@@ -535,7 +535,7 @@ func TestReplacedLeaseReleaseReplayed(t *testing.T) {
 		t.Fatalf("intents %+v; want the RELEASE of %s pending", ins, s1Addr)
 	}
 	r.setUplinkDown(false)
-	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil) // the restart
+	p2 := New(r.p.config(), r.store, r.p.reg, r.tab, r.snd, nil) // the restart
 	if _, err := p2.Restore(time.Now()); err != nil {
 		t.Fatal(err)
 	}

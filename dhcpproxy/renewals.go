@@ -13,7 +13,7 @@ import (
 )
 
 // Client leases and renewals. ispmux gives a subscriber a lease of at most
-// Config.ClientLeaseMax (client lease = min(ClientLeaseMax, what is left of
+// Limits.ClientLeaseMax (client lease = min(ClientLeaseMax, what is left of
 // the ISP's lease); options 51, 58 = half of it, 59 = 7/8 in every OFFER
 // and ACK it delivers, never the ISP's 58/59), so the subscriber comes
 // back at least every ClientLeaseMax / 2. What it asks then is decided
@@ -41,13 +41,13 @@ import (
 //     again. Past the ISP's expiry the binding is gone (expiry tick): the
 //     rule above NAKs.
 
-// DefaultClientLeaseMax is Config.ClientLeaseMax when it is 0.
+// DefaultClientLeaseMax is Limits.ClientLeaseMax when it is 0.
 const DefaultClientLeaseMax = 10 * time.Minute
 
 // clientLease is the lease a subscriber is given when remaining is what
 // is left of its ISP's lease: at most ClientLeaseMax, whole seconds.
 func (p *Proxy) clientLease(remaining time.Duration) time.Duration {
-	return min(p.cfg.ClientLeaseMax, remaining).Truncate(time.Second)
+	return min(p.lim.Load().ClientLeaseMax, remaining).Truncate(time.Second)
 }
 
 // ispRenewal is when the ISP's renewal time (T1) of b falls: its option 58
@@ -129,7 +129,7 @@ func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey
 				}
 				return handled
 			}
-			if now.UnixNano() < l.renewAt && time.Duration(l.expires-now.UnixNano()) >= p.cfg.ClientLeaseMax && p.answerLocally(c, sk, l, raw, m.Options.Get(dhcpv4.OptionClientIdentifier), now) {
+			if now.UnixNano() < l.renewAt && time.Duration(l.expires-now.UnixNano()) >= p.lim.Load().ClientLeaseMax && p.answerLocally(c, sk, l, raw, m.Options.Get(dhcpv4.OptionClientIdentifier), now) {
 				p.count("renewal_local")
 				failpoint.Hit(failpoint.RenewLocalAfterAck)
 				return handled

@@ -72,8 +72,8 @@ const (
 
 func newSRig(t *testing.T) (*prig, *countingStore) {
 	r := newPRig(t)
-	cfg := r.p.cfg
-	cfg.ClientLeaseMax = 10 * time.Minute
+	cfg := r.p.config()
+	cfg.Limits.ClientLeaseMax = 10 * time.Minute
 	cfg.ISPs = append(cfg.ISPs, ISP{Index: 1, Name: "beta", Port: betaPort, MAC: upMAC + 1, Addr: betaGiaddr,
 		Servers: []netip.Addr{betaSID}, CircuitID: "{interface}:{vlan}"})
 	cs := &countingStore{Store: r.store}
@@ -281,7 +281,7 @@ func TestLocalRenewal(t *testing.T) {
 	}
 	// Near the ISP's expiry the client lease is what is left of it.
 	r.pastT1(55 * time.Minute)
-	r.p.cfg.ClientLeaseMax = 24 * time.Hour
+	r.p.setLimits(func(l *Limits) { l.ClientLeaseMax = 24 * time.Hour })
 	b, _ := r.store.Binding("acc0", 0, [6]byte(mac(s1)))
 	// T1 (30 min) passed: relayed now. The ISP's lease as the local answer
 	// would bound it is checked on the binding directly.
@@ -306,7 +306,7 @@ func TestLocalRenewalAfterRestart(t *testing.T) {
 	r, _ := newSRig(t)
 	r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil)
 	r.p.committing.Wait()
-	r.p = New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	r.p = New(r.p.config(), r.store, r.p.reg, r.tab, r.snd, nil)
 	if n, err := r.p.Restore(time.Now()); err != nil || n != 1 {
 		t.Fatalf("restored %d, %v", n, err)
 	}
@@ -647,7 +647,7 @@ func TestMovedPinnedDeviceKeptAcrossRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		r.p = New(r.p.cfg, cs, r.p.reg, r.tab, r.snd, nil)
+		r.p = New(r.p.config(), cs, r.p.reg, r.tab, r.snd, nil)
 		if n, err := r.p.Restore(start); err != nil || n != 1 {
 			t.Fatalf("restored %d, %v; want the old binding", n, err)
 		}
@@ -675,7 +675,7 @@ func TestMovedPinnedDeviceKeptAcrossRestart(t *testing.T) {
 	})
 	t.Run("the deadline ends it", func(t *testing.T) {
 		r, start := restart(t)
-		clm := r.p.cfg.ClientLeaseMax
+		clm := r.p.Limits().ClientLeaseMax
 		r.p.expire(start.Add(clm - time.Second))
 		if !r.tab.isBound(s1MAC) || len(r.snd.take()) != 0 {
 			t.Fatal("cut before client_lease_max from the restore")
@@ -765,7 +765,7 @@ func BenchmarkLocalRenewal(b *testing.B) {
 		frames[i] = fib.UDPFrame(accMAC, binding.MAC48(m), 0, ip, ourSID, 68, 67, req.ToBytes())
 	}
 	snd := &countingSender{}
-	p := New(Config{Timeout: time.Second, MaxPending: 4096, MACRate: 1000, MACBurst: 1 << 20, CircuitRate: 1 << 30, CircuitBurst: 1 << 30, MaxBindingsPerCircuit: 1 << 20,
+	p := New(Config{Limits: Limits{Timeout: time.Second, MaxPending: 4096, MACRate: 1000, MACBurst: 1 << 20, CircuitRate: 1 << 30, CircuitBurst: 1 << 30, MaxBindingsPerCircuit: 1 << 20},
 		Circuits: []Circuit{{Name: "acc0", Interface: "acc0", Port: accPort, MAC: accMAC, Addr: ourSID}},
 		ISPs:     []ISP{{Index: 0, Name: "alpha", Port: upPort, MAC: upMAC, Addr: giaddr, Servers: []netip.Addr{ispSID}, CircuitID: "{interface}:{vlan}"}},
 	}, st, reg, nopTables{}, snd, nil)
@@ -853,7 +853,7 @@ func TestShortISPLeaseRelayed(t *testing.T) {
 		local bool
 	}{{30 * time.Second, false}, {10 * time.Second, true}} {
 		r, _ := newSRig(t)
-		r.p.cfg.ClientLeaseMax = c.cap
+		r.p.setLimits(func(l *Limits) { l.ClientLeaseMax = c.cap })
 		r.dora(s1, keaT1(t, 30*time.Second, 15*time.Second), nil)
 		r.p.committing.Wait()
 		r.pastT1(5 * time.Second) // before the ISP's T1, 25 s of its lease left

@@ -125,7 +125,7 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			p.refuse(subscribers.EventRejected, subj, addrOf(m.YourIPAddr), "ISP server "+src.String()+" offered no lease time (option 51 missing or 0)")
 			return
 		}
-		if !p.tx.offer(t, isp, src, sid, time.Now(), p.cfg.Timeout) {
+		if !p.tx.offer(t, isp, src, sid, time.Now(), p.lim.Load().Timeout) {
 			p.count("offer_other_server")
 			return
 		}
@@ -169,7 +169,7 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			}
 			return
 		}
-		p.tx.takeAck(pk, t, src, addrOf(m.YourIPAddr), time.Now().Add(p.cfg.Timeout))
+		p.tx.takeAck(pk, t, src, addrOf(m.YourIPAddr), time.Now().Add(p.lim.Load().Timeout))
 		if t.msgType == dhcpv4.MessageTypeInform {
 			// To the address the INFORM came from (RFC 2131
 			// §4.3.5), whatever ciaddr and yiaddr the ISP's ACK

@@ -159,7 +159,7 @@ func TestStartForwardsBeforeLapsedEnds(t *testing.T) {
 		}
 	}
 	st := &blockingEnds{Store: r.store, started: make(chan struct{}), release: make(chan struct{})}
-	r.p = New(r.p.cfg, st, r.p.reg, r.tab, r.snd, nil)
+	r.p = New(r.p.config(), st, r.p.reg, r.tab, r.snd, nil)
 	released := false
 	defer func() {
 		if !released {

@@ -17,8 +17,8 @@ import (
 func switchedAt(t *testing.T, source string) *prig {
 	t.Helper()
 	r := newORig(t, Onboarding{}, 0, false)
-	cfg := r.p.cfg
-	cfg.ClientLeaseMax = 10 * time.Minute
+	cfg := r.p.config()
+	cfg.Limits.ClientLeaseMax = 10 * time.Minute
 	cfg.ISPs = append(cfg.ISPs, ISP{Index: 1, Name: "beta", Port: betaPort, MAC: upMAC + 1, Addr: betaGiaddr,
 		Servers: []netip.Addr{betaSID}, CircuitID: "{interface}:{vlan}"})
 	r.p = New(cfg, r.store, r.p.reg, r.tab, r.snd, nil)
@@ -120,7 +120,7 @@ func TestSwitchRefusedAfterRestart(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			r.p = New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil) // the restart
+			r.p = New(r.p.config(), r.store, r.p.reg, r.tab, r.snd, nil) // the restart
 			if _, err := r.p.Restore(time.Now()); err != nil {
 				t.Fatal(err)
 			}

@@ -674,7 +674,7 @@ func (p *Proxy) expireTxns(now time.Time) {
 			// Not silence: the ISP refused the DISCOVER (with a NAK,
 			// which answers a REQUEST only, so not passed on).
 			p.outcome(to.subj.isp, OutcomeNak)
-			p.refuse(subscribers.EventNak, to.subj, netip.Addr{}, fmt.Sprintf("ISP server %s answered the DISCOVER with a NAK; no server offered within %s", to.nakBy, p.cfg.Timeout))
+			p.refuse(subscribers.EventNak, to.subj, netip.Addr{}, fmt.Sprintf("ISP server %s answered the DISCOVER with a NAK; no server offered within %s", to.nakBy, p.lim.Load().Timeout))
 			p.handoverTimedOut(to, now)
 			continue
 		}
@@ -688,8 +688,9 @@ func (p *Proxy) expireTxns(now time.Time) {
 			continue
 		}
 		p.count("timeout")
-		why := fmt.Sprintf("no answer from the ISP to %s within %s", to.mt, p.cfg.Timeout)
-		if u := to.unreach; u.server.IsValid() && now.Sub(u.at) < 2*p.cfg.Timeout {
+		timeout := p.lim.Load().Timeout
+		why := fmt.Sprintf("no answer from the ISP to %s within %s", to.mt, timeout)
+		if u := to.unreach; u.server.IsValid() && now.Sub(u.at) < 2*timeout {
 			why += fmt.Sprintf(" (its server %s: %s)", u.server, u.why)
 		}
 		if to.unlisted.IsValid() {

@@ -30,7 +30,7 @@ func TestUpgradedRelayIsFirstServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The upgrade: a restart of this build on that store.
-	p2 := New(r.p.cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	p2 := New(r.p.config(), r.store, r.p.reg, r.tab, r.snd, nil)
 	if _, err := p2.Restore(time.Now()); err != nil {
 		t.Fatal(err)
 	}

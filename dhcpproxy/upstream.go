@@ -103,9 +103,10 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		// rate_limited_circuit say which limit it was.
 		p.count("rate_limited")
 		p.count("rate_limited_" + limit)
-		why := fmt.Sprintf("this subscriber's DHCP rate limit (%d/s, burst %d) exceeded", p.cfg.MACRate, p.cfg.MACBurst)
+		lim := p.lim.Load()
+		why := fmt.Sprintf("this subscriber's DHCP rate limit (%d/s, burst %d) exceeded", lim.MACRate, lim.MACBurst)
 		if limit == "circuit" {
-			why = fmt.Sprintf("access %s's DHCP rate limit (%d/s, burst %d, all its subscribers) exceeded", c.Name, p.cfg.CircuitRate, p.cfg.CircuitBurst)
+			why = fmt.Sprintf("access %s's DHCP rate limit (%d/s, burst %d, all its subscribers) exceeded", c.Name, lim.CircuitRate, lim.CircuitBurst)
 		}
 		p.refuse(subscribers.EventRateLimited, regSubject(pkt.Src, c, reg), netip.Addr{}, why)
 		return
@@ -226,7 +227,8 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 	}
 	pk := pendKey{m.TransactionID, sk.mac, isp.Index}
 	gen := p.leases.generation(sk)
-	t, ispServerID, err := p.tx.begin(pk, sk, c, isp, reg, op82, raw, m, leaseSID, gen, now, p.cfg.Timeout, p.cfg.MaxPending)
+	lim := p.lim.Load()
+	t, ispServerID, err := p.tx.begin(pk, sk, c, isp, reg, op82, raw, m, leaseSID, gen, now, lim.Timeout, lim.MaxPending)
 	if err != nil {
 		p.count("pending_full")
 		return
@@ -299,8 +301,9 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 	// with the lease's server alone, whose answer counts; another
 	// server's NAK (one of a split scope, which has no record of the
 	// lease) is not acted on (earlyOf).
-	early := renewing && !held.pastRebind(now) && held.pastRebind(now.Add(p.cfg.Timeout))
-	renewing = renewing && !held.pastRebind(now.Add(p.cfg.Timeout))
+	timeout := p.lim.Load().Timeout
+	early := renewing && !held.pastRebind(now) && held.pastRebind(now.Add(timeout))
+	renewing = renewing && !held.pastRebind(now.Add(timeout))
 	var only netip.Addr
 	if t != nil && isp.ServerIDOverride && mt == dhcpv4.MessageTypeRequest {
 		// With server-id override every server's OFFER named ours, so
@@ -490,7 +493,7 @@ func (p *Proxy) relayLater(pk pendKey, t *txn, sk subKey, gen uint64, isp *ISP, 
 		return
 	}
 	// The ISP's time starts when the message is sent, not now.
-	p.tx.extend(t, time.Now().Add(startupWait+p.cfg.Timeout))
+	p.tx.extend(t, time.Now().Add(startupWait+p.lim.Load().Timeout))
 	p.committing.Add(1)
 	p.count("waited_for_next_hop")
 	go func() {

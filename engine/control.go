@@ -264,6 +264,14 @@ func (c *Control) SetDHCPBudget(rate, burst float64) {
 	c.s.dhcpRate.Store(&puntBudget{rate: rate, burst: burst, unregCost: max(unregCost, rate/4, burst/8)})
 }
 
+// DHCPBudget is the budget SetDHCPBudget set (0, 0: none yet).
+func (c *Control) DHCPBudget() (rate, burst float64) {
+	if b := c.s.dhcpRate.Load(); b != nil {
+		return b.rate, b.burst
+	}
+	return 0, 0
+}
+
 // SetMTU sets the largest IPv4 packet port sends (the interface's MTU
 // changed); 0 removes the limit. It takes the control plane's lock, as
 // SetPortDevice and SetOffload (which copy the MTU into the fast path) do:

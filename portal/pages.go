@@ -131,7 +131,7 @@ type formInput struct {
 // shorter lease, e.g. what is left of a short ISP lease, beats); else
 // MoveHint.
 func (s *Server) moveWait(sub Subscriber) time.Duration {
-	w := s.cfg.MoveHint
+	w := time.Duration(s.moveHint.Load())
 	if left := time.Until(sub.ClientLeaseEnd); !sub.ClientLeaseEnd.IsZero() && left > 0 {
 		w = min(w, left+5*time.Second)
 	}

@@ -255,8 +255,8 @@ func newPinRig(t *testing.T) *pinRig {
 	r.ten = New(Config{ISPs: []string{"alpha"}, MaxDevices: 100, Circuits: pinCircuits}, st, reg, nil, nil, nil)
 	sid := netip.MustParseAddr("100.64.0.1")
 	r.px = dhcpproxy.New(dhcpproxy.Config{
-		Timeout: time.Minute, MaxPending: 16, MACRate: 100, MACBurst: 100, CircuitRate: 1000, CircuitBurst: 1000,
-		MaxBindingsPerCircuit: 10,
+		Limits: dhcpproxy.Limits{Timeout: time.Minute, MaxPending: 16, MACRate: 100, MACBurst: 100, CircuitRate: 1000, CircuitBurst: 1000,
+			MaxBindingsPerCircuit: 10},
 		Circuits: []dhcpproxy.Circuit{
 			{Name: "acc0", Interface: "acc0", Port: pinAccPort, MAC: pinAccMAC, Addr: sid},
 			{Name: "acc1", Interface: "acc0", Port: pinAccPort, VLAN: 5, MAC: pinAccMAC, Addr: sid},

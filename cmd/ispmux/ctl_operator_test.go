@@ -668,11 +668,11 @@ func TestStatusRestartPending(t *testing.T) {
 		t.Fatalf("status without a pending restart: %v\n%s", err, b.String())
 	}
 	b.Reset()
-	st := &ctlsock.Status{RestartPending: []string{"metrics", "dhcp"}, RestartPendingSince: "2026-12-06T01:02:03Z"}
+	st := &ctlsock.Status{RestartPending: []string{"metrics", "datapath"}, RestartPendingSince: "2026-12-06T01:02:03Z"}
 	if err := writeStatus(&b, st); err != nil {
 		t.Fatal(err)
 	}
-	if want := "metrics, dhcp (the file read by the reload at 2026-12-06 01:02:03Z differs"; !strings.Contains(b.String(), want) {
+	if want := "metrics, datapath (the file read by the reload at 2026-12-06 01:02:03Z differs"; !strings.Contains(b.String(), want) {
 		t.Errorf("status lacks %q:\n%s", want, b.String())
 	}
 }

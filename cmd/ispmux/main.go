@@ -3,7 +3,7 @@
 //
 //	ispmux run   -c FILE           run the appliance (headless; SIGINT/SIGTERM stop it cleanly,
 //	                               SIGHUP re-reads the subscriber entries, token files, TLS
-//	                               certificates, webhook settings and log_level)
+//	                               certificates, webhook settings, log_level and [dhcp])
 //	ispmux check -c FILE           validate a configuration and the files it names, and exit
 //	ispmux ctl   COMMAND ...       talk to a running appliance: over the API (--api URL, a token)
 //	                               or, as root on the box, its control socket (-c FILE or --socket PATH):
@@ -185,7 +185,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	path, logFormat, err := runCommand("Run the appliance in the foreground. SIGINT/SIGTERM stop it cleanly; SIGHUP re-reads\n"+
 		"the [[subscriber]] entries, the API's token files, the TLS certificates (API, metrics,\n"+
-		"portal), the webhook settings and log_level; other sections need a restart.", args, stdout)
+		"portal), the webhook settings, log_level and [dhcp]; other sections need a restart.", args, stdout)
 	if err != nil {
 		return err
 	}
