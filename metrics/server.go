@@ -3,7 +3,6 @@ package metrics
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -58,26 +57,13 @@ func Handler(c *Collector) http.Handler {
 	return mux
 }
 
-// Serve serves h on cfg.Listen until ctx ends, then shuts down (open
-// scrapes get a few seconds). With cfg.TLSCert it serves TLS 1.2 or later,
-// the certificate and key re-read when their files change (no restart, no
-// signal: checked at each new connection). It returns nil at once when
-// metrics are off (cfg.Listen empty), nil after a shutdown, or the error
-// that stopped it (the listen address in use, an unreadable certificate at
-// start).
-func Serve(ctx context.Context, cfg configs.Metrics, h http.Handler, log *slog.Logger) error {
-	if !cfg.Enabled() {
-		return nil
-	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("metrics: %w", err)
-	}
-	return ServeListener(ctx, ln, cfg, h, log)
-}
-
-// ServeListener is Serve on a listener already open (it closes it).
+// ServeListener serves h on ln (the appliance opens it at start, so that
+// an address in use stops the start before any interface is touched)
+// until ctx ends, then shuts down (open scrapes get a few seconds) and
+// closes ln. With cfg.TLSCert it serves TLS 1.2 or later, the certificate
+// and key re-read when their files change (no restart, no signal: checked
+// at each new connection). It returns nil after a shutdown, or the error
+// that stopped it (an unreadable certificate at start).
 func ServeListener(ctx context.Context, ln net.Listener, cfg configs.Metrics, h http.Handler, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

@@ -105,24 +105,6 @@ func TestServePlain(t *testing.T) {
 	}
 }
 
-func TestServeOff(t *testing.T) {
-	if err := Serve(context.Background(), configs.Metrics{}, Handler(New(&fake{})), nil); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func TestServeAddressInUse(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	err = Serve(context.Background(), configs.Metrics{Listen: ln.Addr().String()}, Handler(New(&fake{})), nil)
-	if err == nil || !strings.Contains(err.Error(), "metrics:") {
-		t.Fatalf("got %v", err)
-	}
-}
-
 // TLS: served with the certificate; a new certificate written over the
 // files is served to the next connection; a broken one keeps the old.
 func TestServeTLSReload(t *testing.T) {

@@ -13,7 +13,7 @@
 // ID, so the size of /metrics does not grow with the subscribers.
 //
 // [Handler] serves a Collector (with the Go runtime's and the process's
-// collectors) as GET /metrics; [Serve] runs it on [metrics] listen with the
+// collectors) as GET /metrics; [ServeListener] runs it on [metrics] listen with the
 // API's rule: loopback, or TLS, or insecure = true.
 package metrics
 
