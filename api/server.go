@@ -554,6 +554,10 @@ type LimitListener struct {
 	sem       chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+	// open counts the accepted connections not yet closed: sem also
+	// holds the slot of an Accept waiting for one (a trial read
+	// ispmux_api_connections 1 with no connection open).
+	open atomic.Int64
 }
 
 // NewLimitListener wraps l.
@@ -573,7 +577,8 @@ func (l *LimitListener) Accept() (net.Conn, error) {
 		<-l.sem
 		return nil, err
 	}
-	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+	l.open.Add(1)
+	return &limitConn{Conn: c, release: func() { l.open.Add(-1); <-l.sem }}, nil
 }
 
 // Close closes the listener; a waiting Accept returns.
@@ -583,7 +588,7 @@ func (l *LimitListener) Close() error {
 }
 
 // Open is the number of accepted connections not yet closed.
-func (l *LimitListener) Open() int { return len(l.sem) }
+func (l *LimitListener) Open() int { return int(l.open.Load()) }
 
 type limitConn struct {
 	net.Conn

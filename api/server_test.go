@@ -354,3 +354,47 @@ func writeCert(t *testing.T, certFile, keyFile, cn string) {
 		t.Fatal(err)
 	}
 }
+
+// TestLimitListenerOpen: Open counts the connections accepted and not yet
+// closed, not the slot an Accept waiting for one holds (a docs trial read
+// ispmux_api_connections 1 with no connection open).
+func TestLimitListenerOpen(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewLimitListener(inner, 4)
+	defer l.Close()
+	accepted := make(chan net.Conn)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	waitOpen := func(want int) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); l.Open() != want; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("Open() = %d, want %d", l.Open(), want)
+			}
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // the Accept is waiting
+	if n := l.Open(); n != 0 {
+		t.Fatalf("Open() = %d with an Accept waiting and no connection, want 0", n)
+	}
+	client, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	c := <-accepted
+	waitOpen(1)
+	c.Close()
+	waitOpen(0)
+}
