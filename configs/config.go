@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 
@@ -257,6 +259,34 @@ func Load(path string) (*Config, error) {
 	return Parse(path, data)
 }
 
+// StateDirOf is the state_dir of the configuration file at path, read
+// leniently: whatever else the file holds, valid or not, once it parses as
+// TOML and says version = Version (the default when [appliance] has
+// none). ispmux ctl finds the
+// control socket with it when Load refuses the file: ctl status is where
+// an operator sees that a reload of that very file was refused.
+func StateDirOf(path string) (string, error) {
+	var f struct {
+		Version   any `toml:"version"`
+		Appliance struct {
+			StateDir string `toml:"state_dir"`
+		} `toml:"appliance"`
+	}
+	if _, err := toml.DecodeFile(path, &f); err != nil {
+		return "", err
+	}
+	if f.Version != int64(Version) {
+		return "", fmt.Errorf("%s: not a version %d configuration", path, Version)
+	}
+	if f.Appliance.StateDir == "" {
+		return Default().Appliance.StateDir, nil
+	}
+	if !filepath.IsAbs(f.Appliance.StateDir) {
+		return "", fmt.Errorf("%s: appliance.state_dir: %q is not an absolute path", path, f.Appliance.StateDir)
+	}
+	return f.Appliance.StateDir, nil
+}
+
 // Parse decodes data strictly, applies defaults and validates the result.
 // file names the source in error messages. On failure the error is an
 // Errors listing every problem found, and the Config is nil.
@@ -290,6 +320,19 @@ func Parse(file string, data []byte) (*Config, error) {
 	// schema the file did not ask for.
 	switch v, ok := raw["version"]; {
 	case !ok:
+		// A misspelt version key is named where it is, too: a trial's
+		// "versoin = 1" got "version: missing" alone, with no line.
+		top := map[string]int{}
+		for i, t := 0, reflect.TypeFor[Config](); i < t.NumField(); i++ {
+			if tag := t.Field(i).Tag.Get("toml"); tag != "" && tag != "-" {
+				top[tag] = i
+			}
+		}
+		for k := range raw {
+			if _, known := top[k]; !known && suggest(k, map[string]int{"version": 0}) != "" {
+				c.add(quoteKey(k), "unknown key"+suggest(k, top))
+			}
+		}
 		c.add("version", fmt.Sprintf("missing (add version = %d at the top)", Version))
 		return nil, c.result()
 	case v != int64(Version):

@@ -692,3 +692,23 @@ func TestSummaryNamesMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestMisspeltVersion: a misspelt version key is named at its line as an
+// unknown key (a docs trial's "versoin = 1" got "version: missing" alone,
+// with no line), beside the missing version.
+func TestMisspeltVersion(t *testing.T) {
+	_, err := Parse("mis.toml", []byte("# ispmux\nversoin = 1\n[[access]]\ninterface = \"a\"\n"))
+	if err == nil {
+		t.Fatal("parsed")
+	}
+	for _, want := range []string{`mis.toml:2: versoin: unknown key (did you mean "version"?)`, "version: missing"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	// Other top-level keys are not checked against a schema the file
+	// did not ask for.
+	if _, err := Parse("x.toml", []byte("datapth = 1\n")); err == nil || strings.Contains(err.Error(), "datapth") {
+		t.Errorf("without a version: %v", err)
+	}
+}

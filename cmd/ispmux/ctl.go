@@ -447,7 +447,15 @@ func (e *ctlEnv) socketPath() (string, error) {
 	}
 	cfg, err := configs.Load(e.g.config)
 	if err != nil {
-		return "", fmt.Errorf("%w\n(the control socket is found through the configuration; --socket PATH needs none)", err)
+		// A file with errors still names its state_dir: ctl status is
+		// where a refused reload of it shows (a docs trial could not
+		// see it through -c).
+		dir, derr := configs.StateDirOf(e.g.config)
+		if derr != nil {
+			return "", fmt.Errorf("%w\n(the control socket is found through the configuration; --socket PATH needs none)", err)
+		}
+		e.notice("%s has errors (ispmux check -c %s lists them); its state_dir %s is used to find the control socket", e.g.config, e.g.config, dir)
+		return filepath.Join(dir, appliance.SocketName), nil
 	}
 	return filepath.Join(cfg.Appliance.StateDir, appliance.SocketName), nil
 }

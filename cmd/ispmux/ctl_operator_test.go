@@ -676,3 +676,30 @@ func TestStatusRestartPending(t *testing.T) {
 		t.Errorf("status lacks %q:\n%s", want, b.String())
 	}
 }
+
+// TestCtlConfigWithErrors: ctl -c with a file that has errors finds the
+// control socket through the file's state_dir all the same, and says the
+// file has errors: ctl status is where an operator sees that a reload of
+// that very file was refused (a docs trial got the file's error alone).
+// A file that is not TOML at all is still refused.
+func TestCtlConfigWithErrors(t *testing.T) {
+	r := newRig(t, nil)
+	b, err := os.ReadFile(r.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.toml")
+	if err := os.WriteFile(bad, append(b, "\n[nonsense]\nbogus_key = 1\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut := r.ok("", "ctl", "-c", bad, "isps")
+	if !strings.Contains(out, "alpha") || !strings.Contains(errOut, "has errors (ispmux check -c "+bad+" lists them)") {
+		t.Errorf("ctl -c with an invalid file:\nstdout:\n%s\nstderr:\n%s", out, errOut)
+	}
+	if err := os.WriteFile(bad, append(b, "\n[broken\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCmd(t, "", "ctl", "-c", bad, "isps"); err == nil || !strings.Contains(err.Error(), "--socket PATH needs none") {
+		t.Errorf("ctl -c with a file that is not TOML: %v", err)
+	}
+}
