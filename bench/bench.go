@@ -45,10 +45,10 @@ import (
 )
 
 const usage = `usage:
-  ispmux bench forward [--sources 256,64K,1M] [--rates 100k,200k,300k] [--runs 5] [--json] [--id benchfw] [--out bench-out] [--keep]
-  ispmux bench dhcp [--clients 1000] [--rate 500] [--duration 10s] [--json] [--id benchdh] [--out bench-out] [--keep]
-  ispmux bench scale [--subscribers N] [--json] [--out bench-out]
-  ispmux bench micro [--runs 5] [--benchtime 1s] [--src .] [--json] [--out bench-out]
+  ispmux bench forward [--sources 256,64K,1M] [--rates 100k,200k,300k] [--runs 5] [--duration 5s] [--cases ...] [--json] [--id benchfw] [--out bench-out] [--keep]
+  ispmux bench dhcp [--clients 4000] [--rates 100,500,2000 | --rate R] [--duration 10s] [--runs 5] [--search=true] [--outage 10000] [--json] [--id benchdh] [--out bench-out] [--keep]
+  ispmux bench scale [--subscribers 1000000] [--kinds static,dhcp] [--runs 3] [--json] [--id benchsc] [--out bench-out] [--keep]
+  ispmux bench micro [--runs 5] [--benchtime 1s] [--src .] [--cpu 1] [--json] [--out bench-out]
   ispmux bench report [--check] [DIR [DOC]]   (docs/bench → docs/PERFORMANCE.md)`
 
 // Main runs `ispmux bench ...`; args are what follows "bench".

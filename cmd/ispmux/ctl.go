@@ -158,7 +158,7 @@ var ctlCommands = []*ctlCommand{
 		summary: "One page of devices (subscriber MACs attached to customers): of one ISP, or of every ISP\n" +
 			"(operator).",
 		flags: func(fs *flag.FlagSet, o *ctlOpts) {
-			fs.StringVar(&o.customer, "customer", "", "one customer's devices (`ID`; needs ISP)")
+			fs.StringVar(&o.customer, "customer", "", "one customer's devices (`ID`; without ISP: that customer ID at every ISP)")
 			listFlags(fs, o)
 		},
 		run: withISPArgHint(ctlDevices)},
@@ -209,7 +209,7 @@ var ctlCommands = []*ctlCommand{
 		flags:   listFlags, run: withISPArgHint(ctlBindings)},
 	{name: "subscriber", short: "a MAC in one view: device, binding, recent events", args: "MAC [--isp ISP]", min: 1, max: 1,
 		summary: "One subscriber in one view: its device (customer, ISP, access, source, blocked), its DHCP\n" +
-			"binding and its recent events (among the newest 1000).",
+			"binding and its recent events (at most 20, among the newest 10000 of the log).",
 		flags: func(fs *flag.FlagSet, o *ctlOpts) {
 			fs.StringVar(&o.isp, "isp", "", "look in this `ISP` only (needed with an ISP's token)")
 		},

@@ -12,7 +12,8 @@
 //	ispmux version                 the build's version, VCS revision and Go version
 //	ispmux lab   up|down ...       build or remove the network-namespace lab
 //	ispmux bench forward|dhcp ...  measure forwarding / DHCP against the kernel, dhcrelay, bare AF_XDP, Kea
-//	ispmux demo  [--exit] [--keep] the lab demo (what `make demo` runs)
+//	ispmux demo  [--exit] [--keep] [--lease 1m]
+//	                               the lab demo (what `make demo` runs)
 //
 // main only wires the process to run; the logic lives in the packages.
 package main
@@ -69,8 +70,10 @@ commands:
   version                    the build's version, VCS revision and Go version
   lab   up|down [flags]      build or remove the netns lab (see ispmux lab -h)
   bench forward|dhcp [flags] benchmarks in the lab (see ispmux bench -h)
-  demo  [--exit] [--keep]    the lab demo: DHCP subscribers get leases from their ISPs through ispmux
-                             (--keep keeps its directory: ispmux's config, log and state)
+  demo  [--exit] [--keep] [--lease 1m]
+                             the lab demo: DHCP subscribers get leases from their ISPs through ispmux
+                             (--keep keeps its directory: ispmux's config, log and state; --lease:
+                             the lease time the ISPs grant, default 1m)
 
 Every command takes -h (or --help).
 `
