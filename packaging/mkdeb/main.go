@@ -113,6 +113,9 @@ func build(bin, outDir, version, root string) (string, int64, error) {
 		{"usr/share/doc/ispmux/DEPLOY.md", read("docs/DEPLOY.md"), 0o644},
 		{"usr/share/doc/ispmux/ISP-SERVERS.md", read("docs/ISP-SERVERS.md"), 0o644},
 		{"usr/share/doc/ispmux/OPERATIONS.md", read("docs/OPERATIONS.md"), 0o644},
+		{"usr/share/doc/ispmux/API.md", read("docs/API.md"), 0o644},
+		{"usr/share/doc/ispmux/openapi.yaml", read("docs/openapi.yaml"), 0o644},
+		{"usr/share/doc/ispmux/ARCHITECTURE.md", read("docs/ARCHITECTURE.md"), 0o644},
 		{"usr/share/doc/ispmux/examples/minimal.toml", read("configs/minimal.toml"), 0o644},
 		{"usr/share/doc/ispmux/examples/onboarding.toml", read("configs/onboarding.toml"), 0o644},
 		{"usr/share/doc/ispmux/examples/ispmux-rules.yml", read("contrib/prometheus/ispmux-rules.yml"), 0o644},
@@ -218,8 +221,10 @@ Description: open-access broadband gateway (AF_XDP datapath, DHCP relay to each 
  remote-id, subscriber-id). A tenant API, webhooks and Prometheus metrics
  come with it.
  .
- The binary is static (no shared libraries). It needs Linux 5.11 or later on
- amd64 and NICs with XDP support; see /usr/share/doc/ispmux/DEPLOY.md. The
+ The binary is static (no shared libraries). It needs Linux 5.8 or later
+ (for the unit's CAP_BPF; 4.18 with CAP_SYS_ADMIN instead; 5.18 for the XDP
+ fast path) on amd64 and NICs with XDP support; see
+ /usr/share/doc/ispmux/DEPLOY.md, "Kernels". The
  service is installed disabled: edit /etc/ispmux/ispmux.toml, check it with
  "ispmux check", then "systemctl enable --now ispmux".
 `, version, installedKiB)
@@ -297,8 +302,8 @@ stop cleanly: XDP programs detached, the store closed.
 .TP
 .B SIGHUP
 re-read the configuration's [[subscriber]] entries, token files, TLS
-certificates and webhook settings (systemctl reload ispmux); other sections
-need a restart. A file with errors is refused and the running configuration
+certificates, webhook settings, log_level and [dhcp] (systemctl reload
+ispmux); other sections need a restart. A file with errors is refused and the running configuration
 stays.
 .SH FILES
 .TP
@@ -322,7 +327,9 @@ the service, with the capabilities it needs
 .BR journalctl (1);
 /usr/share/doc/ispmux/DEPLOY.md (NICs, queues, pinning, memory, capabilities),
 /usr/share/doc/ispmux/ISP-SERVERS.md (the ISPs' DHCP servers),
-/usr/share/doc/ispmux/OPERATIONS.md (metrics and alerts).
+/usr/share/doc/ispmux/OPERATIONS.md (metrics and alerts),
+/usr/share/doc/ispmux/API.md and openapi.yaml (the tenant API),
+/usr/share/doc/ispmux/ARCHITECTURE.md (the design).
 `)
 	return b.Bytes(), nil
 }
