@@ -78,6 +78,7 @@ func CounterNames() []string {
 		"offer",
 		"offer_other_server",
 		"offer_without_lease_time",
+		"offer_unusable_address",
 		"offer_without_server_id",
 		"onboarding_bind_conflict",
 		"onboarding_bind_failed",

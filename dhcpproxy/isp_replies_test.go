@@ -93,7 +93,7 @@ func TestNakToInformKeepsBinding(t *testing.T) {
 // local, but not 240/4. It is declined now.
 func TestClassEAddressRefused(t *testing.T) {
 	r := newPRig(t)
-	got := r.dora(s1, keaGiving(t, "240.0.0.5"), nil)
+	got := r.dora(s1, keaAcking(t, "240.0.0.5"), nil)
 	if r.tab.isBound(s1MAC) {
 		t.Errorf("bound to 240.0.0.5 (class E); subscriber got %v", got[0].MessageType())
 	}

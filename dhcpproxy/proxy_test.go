@@ -1239,6 +1239,18 @@ func keaGiving(t *testing.T, ip string) func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 	}
 }
 
+// keaAcking is kea offering its usual address and ACKing ip: the ACK's
+// own checks (the OFFER's refuse an unusable address before).
+func keaAcking(t *testing.T, ip string) func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	return func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		rep := kea(t, time.Minute)(m)
+		if rep != nil && rep.MessageType() == dhcpv4.MessageTypeAck {
+			rep.YourIPAddr = net.ParseIP(ip).To4()
+		}
+		return rep
+	}
+}
+
 // dora runs a whole exchange for the subscriber with MAC m, with server
 // answers from serve (and between, if set, run between OFFER and REQUEST),
 // and returns what the subscriber got last.
@@ -1346,7 +1358,7 @@ func TestRequestAfterTransactionEnded(t *testing.T) {
 // An ISP answering with ispmux's own gateway address: declined, NAKed.
 func TestACKOfUnusableAddress(t *testing.T) {
 	r := newPRig(t)
-	got := r.dora("02:00:00:00:01:01", keaGiving(t, ourSID.String()), nil)
+	got := r.dora("02:00:00:00:01:01", keaAcking(t, ourSID.String()), nil)
 	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
 		t.Fatalf("got %v, want a NAK", got)
 	}

@@ -265,12 +265,29 @@ func withoutSubOption(b []byte, code byte) []byte {
 // meant; ours go in the options field. The message may be longer than
 // the ISP's (fitReply, which makes it fit the client, says why).
 func relayDown(raw []byte, ourServerID netip.Addr, lease time.Duration) []byte {
+	return relayDownTo(raw, ourServerID, lease, nil)
+}
+
+// clientSide is what the client's own message says of the reply it is
+// owed (RFC 2131 Table 3): its flags, and its client identifier, which
+// the reply echoes (RFC 6842 §3).
+type clientSide struct {
+	flags    [2]byte
+	clientID []byte
+}
+
+// relayDownTo is relayDown, and with cs (nil: as the ISP sent them) the
+// header and identifier the client is owed from its server, whatever the
+// ISP's server sent (a trial's server sent otherwise): the client's flags,
+// its client identifier added when the ISP's server did not echo it, and
+// a NAK's ciaddr, yiaddr and siaddr 0.
+func relayDownTo(raw []byte, ourServerID netip.Addr, lease time.Duration, cs *clientSide) []byte {
 	out := make([]byte, 0, len(raw)+8)
 	out = append(out, raw[:optionsStart]...)
 	out[3] = 0
 	clear(out[24:28])
 	our := ourServerID.As4()
-	sawServerID, sawType := false, false
+	sawServerID, sawType, sawClientID, nak := false, false, false, false
 	forEachOption(raw, func(code byte, data []byte) {
 		if ispOwned(code) {
 			return
@@ -286,10 +303,25 @@ func relayDown(raw []byte, ourServerID netip.Addr, lease time.Duration) []byte {
 			return
 		case optMessageType:
 			sawType = true
+			nak = nak || len(data) == 1 && data[0] == byte(dhcpv4.MessageTypeNak)
+		case optClientID:
+			sawClientID = true
 		}
 		out = append(out, code, byte(len(data)))
 		out = append(out, data...)
 	})
+	if cs != nil {
+		copy(out[10:12], cs.flags[:])
+		if nak {
+			clear(out[12:24]) // ciaddr, yiaddr, siaddr
+		}
+		// Not when the server used sname or file for options: one of
+		// them may hold its 61, which a second would extend (RFC 3396).
+		if !sawClientID && len(cs.clientID) > 0 && len(cs.clientID) <= 255 && len(overloadedFields(raw)) == 0 {
+			out = append(out, optClientID, byte(len(cs.clientID)))
+			out = append(out, cs.clientID...)
+		}
+	}
 	for _, f := range overloadedFields(raw) {
 		if filterField(out[f.lo:f.hi]) {
 			sawType = true

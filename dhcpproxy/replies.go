@@ -125,6 +125,19 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			p.refuse(subscribers.EventRejected, subj, addrOf(m.YourIPAddr), "ISP server "+src.String()+" offered no lease time (option 51 missing or 0)")
 			return
 		}
+		if why := p.unusable(c, isp, addrOf(m.YourIPAddr)); why != "" {
+			// An address no subscriber may hold: the client's REQUEST
+			// for it would be refused at the ACK (ack_unusable_address),
+			// and the client would go round DISCOVER, OFFER, NAK; with
+			// several servers it would shut out a good one's OFFER (a
+			// trial). Another server's OFFER may still come.
+			p.count("offer_unusable_address")
+			p.tx.refuse(t)
+			subj := regSubject(mac, c, t.reg)
+			subj.isp = isp.Name
+			p.refuse(subscribers.EventRejected, subj, addrOf(m.YourIPAddr), "ISP server "+src.String()+" offered an unusable address ("+why+")")
+			return
+		}
 		if !p.tx.offer(t, isp, src, sid, time.Now(), p.lim.Load().Timeout) {
 			p.count("offer_other_server")
 			return
@@ -176,7 +189,7 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			// carries (table 3 lets its ciaddr be 0).
 			dst := p.tx.informFrom(t)
 			if !dst.IsValid() {
-				dst = replyAddr(m)
+				dst = replyAddr(m, nil)
 			}
 			out := p.fitOrRefuse(t, isp, src, m, payload, 0)
 			if out == nil {
@@ -273,7 +286,7 @@ func (p *Proxy) otherServerBeforeT2(t *txn, src netip.Addr) bool {
 // none), made to fit what the client takes (fitted); nil when even its
 // essential options do not fit, the reply refused (refuseTooBig).
 func (p *Proxy) fitOrRefuse(t *txn, isp *ISP, src netip.Addr, m *dhcpv4.DHCPv4, payload []byte, lease time.Duration) []byte {
-	out := p.fitted(t, relayDown(payload, t.circuit.Addr, lease))
+	out := p.fitted(t, relayDownTo(payload, t.circuit.Addr, lease, p.tx.clientSideOf(t)))
 	if out == nil {
 		p.refuseTooBig(t, isp, src, m, len(payload))
 	}
@@ -432,7 +445,7 @@ func (p *Proxy) nakFromISP(t *txn, m *dhcpv4.DHCPv4, payload []byte) {
 	}
 	failpoint.Hit(failpoint.NakAfterCommit)
 	p.handoverRefusedByNak(t, p.now()) // back to the garden, if a handover
-	out := p.fitted(t, relayDown(payload, c.Addr, 0))
+	out := p.fitted(t, relayDownTo(payload, c.Addr, 0, p.tx.clientSideOf(t)))
 	if out == nil {
 		out = nakBytes(m, c.Addr, "") // the ISP's, without its options
 	}
@@ -663,21 +676,27 @@ func nakBytes(m *dhcpv4.DHCPv4, sid netip.Addr, msg string) []byte {
 // broadcast gets broadcast; otherwise unicast to yiaddr at chaddr. Every
 // frame is addressed to chaddr at L2 (deliverTo).
 func (p *Proxy) deliver(c *Circuit, m *dhcpv4.DHCPv4, payload []byte) {
-	p.deliverTo(c, m, payload, replyAddr(m))
+	p.deliverTo(c, m, payload, replyAddr(m, payload))
 }
 
-// replyAddr is the IP destination of the server message m by RFC 2131
-// §4.1 (see deliver).
-func replyAddr(m *dhcpv4.DHCPv4) netip.Addr {
+// replyAddr is the IP destination of the server message m, sent as
+// payload, by RFC 2131 §4.1 (see deliver): the broadcast bit is the one
+// payload carries, the client's (relayDownTo), not the one the ISP's
+// server sent (a client that cannot take unicast set it).
+func replyAddr(m *dhcpv4.DHCPv4, payload []byte) netip.Addr {
 	bcast := netip.AddrFrom4([4]byte{255, 255, 255, 255})
 	ciaddr, _ := netip.AddrFromSlice(m.ClientIPAddr.To4())
 	yiaddr, _ := netip.AddrFromSlice(m.YourIPAddr.To4())
+	broadcast := m.IsBroadcast()
+	if len(payload) > 10 {
+		broadcast = payload[10]&0x80 != 0
+	}
 	switch {
 	case m.MessageType() == dhcpv4.MessageTypeNak:
 		return bcast
 	case ciaddr.IsValid() && !ciaddr.IsUnspecified():
 		return ciaddr
-	case m.IsBroadcast():
+	case broadcast:
 		return bcast
 	case yiaddr.IsValid() && !yiaddr.IsUnspecified():
 		return yiaddr

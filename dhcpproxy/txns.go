@@ -42,6 +42,8 @@ type txn struct {
 	requested netip.Addr
 	// clientID is the client's identifier (option 61), if it sent one.
 	clientID []byte
+	// flags are the client's BOOTP flags, which its replies carry.
+	flags [2]byte
 	// replyMax is the longest reply the client takes (maxReply) and prl
 	// its parameter request list (requestList): what fitReply makes the
 	// ISP's answer fit, and which options it keeps.
@@ -390,6 +392,9 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 	t.reg, t.op82, t.msgType, t.gen = reg, op82, mt, gen
 	t.selecting = mt == dhcpv4.MessageTypeRequest && m.Options.Has(dhcpv4.OptionServerIdentifier)
 	t.clientID = m.Options.Get(dhcpv4.OptionClientIdentifier)
+	if len(raw) >= 12 {
+		t.flags = [2]byte(raw[10:12])
+	}
 	t.replyMax, t.prl = maxReply(raw), requestList(raw)
 	t.requested = netip.Addr{}
 	if a, ok := netip.AddrFromSlice(m.RequestedIPAddress().To4()); ok && !a.IsUnspecified() {
@@ -466,6 +471,13 @@ func (x *txns) informFrom(t *txn) netip.Addr {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	return t.informFrom
+}
+
+// clientSideOf is what t's client is owed in a reply (relayDownTo).
+func (x *txns) clientSideOf(t *txn) *clientSide {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return &clientSide{flags: t.flags, clientID: t.clientID}
 }
 
 // refuse notes that an answer to t was refused (see txn.refused).
