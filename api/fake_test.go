@@ -359,6 +359,15 @@ func (f *fakeService) Move(ctx context.Context, a tenants.Actor, mac string, to 
 	return d, nil
 }
 
+func (f *fakeService) PurgeISP(ctx context.Context, a tenants.Actor, isp string) (tenants.PurgeResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record(fakeCall{Method: "PurgeISP", Actor: a, ISP: isp}); err != nil {
+		return tenants.PurgeResult{}, err
+	}
+	return tenants.PurgeResult{ISP: isp}, nil
+}
+
 func (f *fakeService) Bindings(ctx context.Context, isp string, o tenants.ListOptions) (tenants.Page[tenants.Binding], error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

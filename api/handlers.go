@@ -223,6 +223,17 @@ func (s *Server) getISP(w http.ResponseWriter, r *http.Request, c *call) {
 	s.problem(w, r, "not-found", "not found")
 }
 
+// purgeISP serves DELETE /v1/isps/{isp}: an ISP the configuration no
+// longer has, its customers and devices removed (tenants.PurgeISP).
+func (s *Server) purgeISP(w http.ResponseWriter, r *http.Request, c *call) {
+	res, err := s.svc.PurgeISP(r.Context(), c.actor, r.PathValue("isp"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
 func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request, c *call) {
 	o, ok := s.listOptions(w, r)
 	if !ok {

@@ -597,7 +597,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 	}
 	schemas := doc.Components.Schemas
 	answers := map[string]reflect.Type{
-		"Problem": reflect.TypeFor[Problem](), "ISPInfo": reflect.TypeFor[tenants.ISPInfo](),
+		"Problem": reflect.TypeFor[Problem](), "ISPInfo": reflect.TypeFor[tenants.ISPInfo](), "PurgeResult": reflect.TypeFor[tenants.PurgeResult](),
 		"Customer": reflect.TypeFor[tenants.Customer](), "CustomerPage": reflect.TypeFor[list[tenants.Customer]](),
 		"ImportResult": reflect.TypeFor[tenants.ImportResult](), "Device": reflect.TypeFor[tenants.Device](),
 		"DevicePage": reflect.TypeFor[list[tenants.Device]](), "Binding": reflect.TypeFor[tenants.Binding](),

@@ -43,6 +43,8 @@ type handlerFunc func(s *Server, w http.ResponseWriter, r *http.Request, c *call
 var routes = []Route{
 	{"GET", "/v1/isps", ScopeISPs, nil, (*Server).listISPs},
 	{"GET", "/v1/isps/{isp}", ScopeTenant, nil, (*Server).getISP},
+	// An ISP no longer configured: no tenant route reaches it.
+	{"DELETE", "/v1/isps/{isp}", ScopeOperator, nil, (*Server).purgeISP},
 
 	{"GET", "/v1/isps/{isp}/customers", ScopeTenant, qList, (*Server).listCustomers},
 	{"POST", "/v1/isps/{isp}/customers", ScopeTenant, nil, (*Server).createCustomer},

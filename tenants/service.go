@@ -54,6 +54,9 @@ type Service interface {
 	Block(ctx context.Context, a Actor, mac string, blocked bool) (Device, error)
 	// Move moves a device to another customer, of any ISP (operator).
 	Move(ctx context.Context, a Actor, mac string, to MoveRequest) (Device, error)
+	// PurgeISP removes every customer and device of an ISP the
+	// configuration no longer has (operator).
+	PurgeISP(ctx context.Context, a Actor, isp string) (PurgeResult, error)
 
 	// Bindings lists DHCP bindings of isp ("" = all).
 	Bindings(ctx context.Context, isp string, o ListOptions) (Page[Binding], error)

@@ -137,7 +137,8 @@ func (t *Tenants) Load() error {
 // renamed), how many: they get no service and no API route reaches them
 // (/v1/isps/NAME answers 404), and its devices' MACs stay taken (an attach
 // at another ISP is refused) until the ISP is configured again under that
-// name, or the operator moves them (ctl move MAC ISP CUSTOMER). Before,
+// name, or the operator moves them (ctl move MAC ISP CUSTOMER) or purges
+// them (PurgeISP). Before,
 // a renamed ISP's customers vanished from every count without a word.
 func (t *Tenants) warnUnconfigured(customers, devices map[string]int) {
 	gone := map[string][2]int{}
@@ -152,7 +153,7 @@ func (t *Tenants) warnUnconfigured(customers, devices map[string]int) {
 	}
 	for _, isp := range slices.Sorted(maps.Keys(gone)) {
 		t.log.Warn("tenants: the store holds customers and devices of an ISP that is not configured: they get no service, "+
-			"no API route reaches them, and the devices' MACs stay taken; configure the ISP again under this name, or move the devices (ctl move)",
+			"no API route reaches them, and the devices' MACs stay taken; configure the ISP again under this name, move the devices (ctl move), or purge them (ctl purge-isp)",
 			"isp", isp, "customers", gone[isp][0], "devices", gone[isp][1])
 	}
 }

@@ -419,6 +419,14 @@ func (c *Client) Block(ctx context.Context, mac string) (tenants.Device, error) 
 	return out, err
 }
 
+// PurgeISP removes every customer and device of isp, an ISP the
+// configuration no longer has (operator).
+func (c *Client) PurgeISP(ctx context.Context, isp string) (tenants.PurgeResult, error) {
+	var out tenants.PurgeResult
+	err := c.do(ctx, "DELETE", ispPath(isp), nil, nil, &out)
+	return out, err
+}
+
 // Unblock unblocks a MAC (operator).
 func (c *Client) Unblock(ctx context.Context, mac string) (tenants.Device, error) {
 	var out tenants.Device

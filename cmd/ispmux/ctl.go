@@ -195,6 +195,11 @@ var ctlCommands = []*ctlCommand{
 		summary: "Block a MAC (operator): its binding ends and it gets no DHCP answer. A MAC no ISP has attached\n" +
 			"is blocked too: a device of no ISP (listed by devices), out of the walled garden, that no ISP or\n" +
 			"claim may attach; unblock removes it.", run: ctlBlock},
+	{name: "purge-isp", short: "remove every customer and device of an ISP no longer configured (operator)", args: "ISP", min: 1, max: 1,
+		summary: "Remove every customer and device of ISP, which the configuration no longer has (removed, or\n" +
+			"renamed; the start's log names it): until then its devices' MACs stay taken. A configured ISP is\n" +
+			"refused. Each customer gets a customer-deleted event; a device the operator blocked stays blocked.",
+		run: ctlPurgeISP},
 	{name: "unblock", short: "unblock a MAC (operator)", args: "MAC", min: 1, max: 1, summary: "Unblock a MAC (operator).", run: ctlUnblock},
 	{name: "move", short: "move a device to another customer or ISP (operator)", args: "MAC ISP CUSTOMER [--immediate]", min: 3, max: 3,
 		summary: "Move a device to another customer, of any ISP (operator). Make-before-break: the old ISP keeps\n" +

@@ -703,3 +703,17 @@ func TestCtlConfigWithErrors(t *testing.T) {
 		t.Errorf("ctl -c with a file that is not TOML: %v", err)
 	}
 }
+
+// TestCtlPurgeISPConfigured: ctl purge-isp refuses a configured ISP,
+// saying what to do instead, and an ISP the store holds nothing of.
+func TestCtlPurgeISPConfigured(t *testing.T) {
+	r := newRig(t, nil)
+	_, _, err := runCmd(t, "", "ctl", "--socket", r.sock, "purge-isp", "beta")
+	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), `ISP "beta" is configured`) {
+		t.Errorf("purge-isp of a configured ISP: %v", err)
+	}
+	_, _, err = runCmd(t, "", "ctl", "--socket", r.sock, "purge-isp", "gamma")
+	if err == nil || !strings.Contains(err.Error(), `no customer or device of ISP "gamma"`) {
+		t.Errorf("purge-isp of an ISP with nothing stored: %v", err)
+	}
+}

@@ -324,6 +324,22 @@ func (e *ctlEnv) moveHint(err error, mac, isp, customer string) error {
 	return err
 }
 
+func ctlPurgeISP(e *ctlEnv, args []string) error {
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	res, err := c.PurgeISP(e.ctx, args[0])
+	if err != nil {
+		return err
+	}
+	if e.g.json {
+		return json.NewEncoder(e.stdout).Encode(res)
+	}
+	fmt.Fprintf(e.stdout, "purged ISP %s: %d customers, %d devices\n", res.ISP, res.Customers, res.Devices)
+	return nil
+}
+
 func ctlBlock(e *ctlEnv, args []string) error   { return e.block(args[0], true) }
 func ctlUnblock(e *ctlEnv, args []string) error { return e.block(args[0], false) }
 

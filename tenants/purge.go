@@ -1,0 +1,117 @@
+package tenants
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// PurgeResult is what PurgeISP removed.
+type PurgeResult struct {
+	ISP       string `json:"isp"`
+	Customers int    `json:"customers"`
+	Devices   int    `json:"devices"`
+}
+
+// purgeBatch is how many customers (or devices left without one) one
+// purge transaction removes: a million customers are a few hundred
+// transactions, each small.
+const purgeBatch = 512
+
+// PurgeISP removes every customer and device the store holds of isp, an
+// ISP the configuration no longer has (removed, or renamed): the operator
+// only. Until then they get no service, no API route reaches them, and
+// their devices' MACs stay taken (an attach at another ISP is refused);
+// the start's log names such an ISP and its counts. A configured ISP is
+// refused (ErrConflict: its customers are deleted one by one, or the ISP
+// removed from the configuration first); an ISP the store holds nothing of
+// is ErrNotFound.
+//
+// Each customer goes as DeleteCustomer takes it (one customer-deleted
+// event, a device-detached event per device; a device the operator blocked
+// stays blocked, ownerless), purgeBatch customers a transaction, so a
+// crash or a cancelled request leaves some purged and the rest as they
+// were: a second call finishes. The devices left after the customers (a
+// registration whose customer record is gone) go the same way.
+func (t *Tenants) PurgeISP(ctx context.Context, a Actor, isp string) (PurgeResult, error) {
+	res := PurgeResult{ISP: isp}
+	if a.Kind != ActorOperator {
+		return res, fmt.Errorf("%w: purging an ISP is the operator's", ErrForbidden)
+	}
+	if isp == "" {
+		return res, fmt.Errorf("%w: no ISP named", ErrInvalid)
+	}
+	if t.isps[isp] {
+		return res, fmt.Errorf("%w: ISP %q is configured: delete its customers one by one, or remove its [[isp]] from the configuration and restart first", ErrConflict, isp)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	why := fmt.Sprintf("ISP %q is not configured: purged by the operator", isp)
+	for {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		cs, _, err := t.store.Customers(isp, "", purgeBatch)
+		if err != nil {
+			return res, err
+		}
+		var regs []subscribers.Registration
+		w := subscribers.TenantWrite{}
+		for _, c := range cs {
+			devs, err := t.store.DevicesOf(isp, c.ID)
+			if err != nil {
+				return res, err
+			}
+			w.DeleteCustomers = append(w.DeleteCustomers, subscribers.CustomerKey{ISP: isp, ID: c.ID})
+			regs = append(regs, devs...)
+			w.Events = append(w.Events, event(a, subscribers.EventCustomerDeleted, isp, c.ID, subscribers.MAC{}, fmt.Sprintf("%s; %d devices detached", why, len(devs))))
+		}
+		if len(cs) == 0 {
+			// The devices without a customer record, if any.
+			page, _, err := t.store.Devices(isp, "", "", purgeBatch)
+			if err != nil {
+				return res, err
+			}
+			regs = page
+		}
+		if len(cs) == 0 && len(regs) == 0 {
+			break
+		}
+		n, err := t.purgeWrite(a, w, regs, why)
+		if err != nil {
+			return res, err
+		}
+		res.Customers += len(cs)
+		res.Devices += n
+	}
+	if res.Customers == 0 && res.Devices == 0 {
+		return res, fmt.Errorf("%w: the store holds no customer or device of ISP %q", ErrNotFound, isp)
+	}
+	t.log.Info("tenants: ISP purged", "isp", isp, "customers", res.Customers, "devices", res.Devices, "actor", a.String())
+	return res, nil
+}
+
+// purgeWrite commits w (customers deleted, their events) with the devices
+// regs detached (t.mu held), publishes the detaches and ends the devices'
+// bindings; it returns the devices detached.
+func (t *Tenants) purgeWrite(a Actor, w subscribers.TenantWrite, regs []subscribers.Registration, why string) (int, error) {
+	kept := make([]bool, len(regs))
+	for i, r := range regs {
+		kept[i] = detachWrite(&w, a, r, why)
+	}
+	if _, err := t.apply(w); err != nil {
+		return 0, err
+	}
+	macs := make([]uint64, 0, len(regs))
+	for i, r := range regs {
+		t.afterDetach(r, kept[i])
+		macs = append(macs, binding.MAC48(r.MAC))
+	}
+	for _, k := range w.DeleteCustomers {
+		t.reg.SetSuspended(k.ISP, k.ID, false)
+	}
+	t.revalidate(macs...)
+	return len(regs), nil
+}
