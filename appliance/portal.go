@@ -124,7 +124,11 @@ func (d portalDir) Lookup(local, remote netip.AddrPort) (portal.Subscriber, bool
 		return portal.Subscriber{}, false
 	}
 	s := portal.Subscriber{MAC: l.MAC, Access: l.Access, Addr: remote.Addr(), Expires: l.Expires}
-	if e, ok := a.reg.Lookup(l.MAC); ok && !e.Blocked {
+	if e, ok := a.reg.Lookup(l.MAC); ok && e.Suspended() && !e.Blocked {
+		// In the garden for its customer's suspension (dhcpproxy):
+		// it chose nothing.
+		s.Suspended = e.ISP
+	} else if ok && !e.Blocked {
 		s.Claimed, s.ClaimedCustomerID = e.ISP, e.CustomerID
 		if l.HandoverISP == e.ISP {
 			s.HandoverFailed, s.Retry = handoverFailed(l.HandoverFailed), l.HandoverRetry

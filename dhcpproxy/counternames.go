@@ -131,6 +131,7 @@ func CounterNames() []string {
 		"static_subscriber",
 		"store_error",
 		"suspended_customer",
+		"suspended_onboarding",
 		"switch_held",
 		"timeout",
 		"transactions_dropped_at_end",

@@ -78,6 +78,20 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		p.refuse(subscribers.EventBlocked, regSubject(pkt.Src, c, reg), netip.Addr{}, "blocked")
 		return
 	case reg.Suspended():
+		if pl := p.ob.pools[sk.circuit]; pl != nil && (reg.Access == "" || reg.Access == c.Name) {
+			// The customer's ISP suspended it, on a circuit with a
+			// walled garden: served there like a device without a
+			// record, so that its subscriber can choose another ISP
+			// at the portal (an open-access network locks no one in
+			// with the ISP that cut it off). Its ISP's service is
+			// not: a REQUEST for its ISP lease is NAKed as the
+			// garden's (onboardRequest). Lifted, or claimed at
+			// another ISP, it is handed over as any claimed device
+			// (onboardingHandover).
+			p.count("suspended_onboarding")
+			p.onboard(c, pl, m, pkt.Src, now)
+			return
+		}
 		// The customer's ISP suspended it: silence to DISCOVER, a NAK
 		// to REQUEST (a client holding a lease stops using it now).
 		p.count("suspended_customer")

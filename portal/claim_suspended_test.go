@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ispmux/ispmux/tenants"
 )
@@ -36,5 +37,30 @@ func TestClaimSuspendedCustomer(t *testing.T) {
 	}
 	if d, err := ten.Device(ctx, "beta", "02:00:00:00:00:0a"); err == nil {
 		t.Errorf("device attached to the suspended customer: %+v", d)
+	}
+}
+
+// TestSuspendedDeviceChoosesAnother: a device in the walled garden for its
+// customer's suspension (Subscriber.Suspended) is told so, with its ISP's
+// name, and offered the form to choose another provider; it chose nothing
+// (not the handover's progress page). Its claim at another ISP is made as
+// any device's.
+func TestSuspendedDeviceChoosesAnother(t *testing.T) {
+	r := newRig(t, nil)
+	r.dir.set(Subscriber{MAC: macA, Access: "port1", Addr: addrA, Suspended: "alpha", Expires: time.Now().Add(90 * time.Second)})
+	w := r.do(req{target: "/", from: addrA})
+	b := w.Body.String()
+	if w.Code != http.StatusOK || !strings.Contains(b, "Your service is suspended") ||
+		!strings.Contains(b, "Your service with Alpha Net is suspended: Alpha Net can tell you why, and restore it.") ||
+		!strings.Contains(b, "<form") || strings.Contains(b, "refresh") {
+		t.Fatalf("page of a suspended customer's device: %d %s", w.Code, b)
+	}
+	c, tok := r.open(addrA)
+	w = r.do(req{method: http.MethodPost, target: "/claim", from: addrA, form: claimForm(tok, "beta", "c-9", "right-pass"), cookie: c, hdr: sameOrigin})
+	if w.Code != http.StatusSeeOther {
+		t.Fatalf("claim at another ISP: %d %s", w.Code, w.Body)
+	}
+	if got := r.cl.calls(); len(got) != 1 || got[0].ISP != "beta" {
+		t.Errorf("claims %+v, want one at beta", got)
 	}
 }

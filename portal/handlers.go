@@ -161,7 +161,7 @@ func (s *Server) serveChoose(w http.ResponseWriter, r *http.Request) {
 	nonce := ensureNonce(w, r)
 	// Choosing again: the form holds the choice made, to be corrected.
 	in := formInput{ISP: sub.Claimed, CustomerID: sub.ClaimedCustomerID}
-	s.render(w, http.StatusOK, s.choosePage(s.token(purposeForm, sub.MAC, nonce), sub.ISP, in, problems{}))
+	s.render(w, http.StatusOK, s.choosePage(s.token(purposeForm, sub.MAC, nonce), sub.ISP, sub.Suspended, in, problems{}))
 }
 
 // serveDone is the page after a claim (POST, redirect, GET): what the
@@ -261,7 +261,7 @@ func (s *Server) serveClaim(w http.ResponseWriter, r *http.Request) {
 		case handoverFailed(sub):
 			s.render(w, status, s.failedPage(sub, formToken, in, pr))
 		default:
-			s.render(w, status, s.choosePage(formToken, cur, in, pr))
+			s.render(w, status, s.choosePage(formToken, cur, sub.Suspended, in, pr))
 		}
 	}
 	if fields := s.check(in, !moving || confirming); len(fields) > 0 {

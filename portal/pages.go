@@ -147,9 +147,10 @@ func (s *Server) wait(sub Subscriber) time.Duration {
 	return s.cfg.HandoverHint
 }
 
-// choosePage is the claim form: for a device being onboarded, or, when
-// current is set (the ISP it is on), the first step of a move.
-func (s *Server) choosePage(token, current string, in formInput, pr problems) page {
+// choosePage is the claim form: for a device being onboarded (in the
+// garden for its customer's suspension, if suspended names the ISP), or,
+// when current is set (the ISP it is on), the first step of a move.
+func (s *Server) choosePage(token, current, suspended string, in formInput, pr problems) page {
 	f := &form{Action: "/claim", Token: token, ISPs: s.ispChoices(in.ISP), AskCustomerID: true, CustomerID: in.CustomerID, Msg: pr.Fields,
 		PasswordLabel: "Password"}
 	hint := about(s.cfg.HandoverHint)
@@ -159,6 +160,14 @@ func (s *Server) choosePage(token, current string, in formInput, pr problems) pa
 		p.Lead = []string{
 			"This device is not yet connected to an Internet provider. Choose yours and sign in with the customer ID and password it gave you.",
 			"What happens next: this device switches to the provider you chose by itself, within " + hint + ". You do not need to do anything else.",
+		}
+		if suspended != "" {
+			n := s.displayName(suspended)
+			p.Heading = "Your service is suspended"
+			p.Lead = []string{
+				"Your service with " + n + " is suspended: " + n + " can tell you why, and restore it. To get service from another provider instead, choose it and sign in with the customer ID and password it gave you.",
+				"What happens next: this device switches to the provider you chose by itself, within " + hint + ". Once " + n + " restores your service, this device goes back to it by itself.",
+			}
 		}
 		f.AskPassword = true
 		f.Submit = "Sign in and connect"

@@ -40,6 +40,10 @@ type Subscriber struct {
 	// so moves to another ISP it chose, before then.
 	ClientLeaseEnd time.Time
 	Claimed        string // ISP chosen and waiting for the handover, "" if none
+	// Suspended is, for a device in the walled garden, the ISP whose
+	// customer it is and which suspended that customer ("" if none): the
+	// garden serves it so that it may choose another ISP.
+	Suspended string
 	// ClaimedCustomerID is the customer ID the device is registered to
 	// at Claimed (what the claim gave), "" if unknown.
 	ClaimedCustomerID string
