@@ -234,6 +234,7 @@ func (s *Server) serveClaim(w http.ResponseWriter, r *http.Request) {
 		ISP:        r.PostForm.Get("isp"),
 		CustomerID: strings.TrimSpace(r.PostForm.Get("customer_id")),
 		Password:   r.PostForm.Get("password"),
+		Replace:    strings.TrimSpace(r.PostForm.Get("replace")),
 	}
 	// A device on an ISP moves (confirmation first); one that has chosen
 	// and not yet switched claims again (the same choice is idempotent),
@@ -305,7 +306,7 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request, sub Subscriber, i
 	id := requestID()
 	mac := binding.MACString(sub.MAC)
 	_, err := s.claims.Claim(r.Context(), tenants.Actor{Kind: tenants.ActorPortal, Name: "portal", RequestID: id},
-		tenants.ClaimRequest{ISP: in.ISP, CustomerID: in.CustomerID, Password: in.Password, MAC: mac, Access: sub.Access})
+		tenants.ClaimRequest{ISP: in.ISP, CustomerID: in.CustomerID, Password: in.Password, MAC: mac, Access: sub.Access, Replace: in.Replace})
 	logArgs := []any{"mac", mac, "access", sub.Access, "isp", in.ISP, "from_isp", sub.ISP, "request_id", id}
 	outcome := func(o string, extra ...any) {
 		level := slog.LevelInfo
@@ -321,6 +322,7 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request, sub Subscriber, i
 		credField, credFields = "password", map[string]string{"password": "Enter the password again."}
 	}
 	var rl *tenants.RateLimitError
+	var dl *tenants.DeviceLimitError
 	name := s.displayName(in.ISP)
 	switch {
 	case err == nil:
@@ -354,6 +356,18 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request, sub Subscriber, i
 			msg = "Another device is signing in with this customer right now. Wait " + plural(secs, "second") + " and try again."
 		}
 		again(http.StatusTooManyRequests, sentence(msg, "", nil))
+	case errors.As(err, &dl) && len(dl.Devices) > 0:
+		// The password was right (the limit is checked after it): the
+		// owner may replace one of its devices by this one, as an
+		// installer's claim may (replace); the one replaced loses its
+		// service.
+		s.st.claimsFailed.Add(1)
+		outcome("device-limit")
+		pr := sentence("This customer already has "+plural(len(dl.Devices), "device")+" connected, the most it may. To connect this one, "+
+			"choose a device it replaces (that device loses its connection at "+name+") and enter the password again. Or ask "+name+" to allow more devices.", "password",
+			map[string]string{"password": "Enter the password again."})
+		pr.Replace = dl.Devices
+		again(http.StatusConflict, pr)
 	case errors.Is(err, tenants.ErrDeviceLimit):
 		s.st.claimsFailed.Add(1)
 		outcome("device-limit")

@@ -50,7 +50,10 @@ type form struct {
 	CustomerID    string
 	AskPassword   bool
 	PasswordLabel string
-	Submit        string
+	// Replace are the customer's devices (MACs) offered to be replaced
+	// by this one, at its device limit (none: not asked).
+	Replace []string
+	Submit  string
 	Msg           map[string]string // field (isp, customer_id, password) → its message
 }
 
@@ -122,6 +125,9 @@ func plural(n int, unit string) string {
 // a page).
 type formInput struct {
 	ISP, CustomerID, Password string
+	// Replace is the device (MAC) this one replaces at the customer's
+	// device limit, chosen on the form ("" none).
+	Replace string
 }
 
 // moveWait is how long the bound device sub takes to switch to another
@@ -152,7 +158,7 @@ func (s *Server) wait(sub Subscriber) time.Duration {
 // when current is set (the ISP it is on), the first step of a move.
 func (s *Server) choosePage(token, current, suspended string, in formInput, pr problems) page {
 	f := &form{Action: "/claim", Token: token, ISPs: s.ispChoices(in.ISP), AskCustomerID: true, CustomerID: in.CustomerID, Msg: pr.Fields,
-		PasswordLabel: "Password"}
+		PasswordLabel: "Password", Replace: pr.Replace}
 	hint := about(s.cfg.HandoverHint)
 	p := page{Form: f}
 	if current == "" {
@@ -219,7 +225,7 @@ func (s *Server) confirmPage(token string, sub Subscriber, in formInput, pr prob
 		},
 		Form: &form{Action: "/claim?confirm=1", Token: token,
 			Hidden:      []hidden{{"isp", in.ISP}, {"customer_id", in.CustomerID}},
-			AskPassword: true, PasswordLabel: "Password for " + next, Submit: "Move to " + next, Msg: pr.Fields},
+			AskPassword: true, PasswordLabel: "Password for " + next, Submit: "Move to " + next, Msg: pr.Fields, Replace: pr.Replace},
 		Link:   &link{Href: "/", Text: cancel},
 		Errors: pr.Summary,
 	}
@@ -235,6 +241,9 @@ func (s *Server) confirmPage(token string, sub Subscriber, in formInput, pr prob
 type problems struct {
 	Summary []summaryError
 	Fields  map[string]string // isp, customer_id, password → message
+	// Replace are the customer's devices a claim at its device limit may
+	// replace (the form asks which).
+	Replace []string
 }
 
 // fieldProblems lists the field messages in the summary, in the form's
@@ -330,7 +339,7 @@ func (s *Server) failedPage(sub Subscriber, token string, in formInput, pr probl
 	}
 	wait := max(time.Until(sub.Retry), 0) + s.cfg.HandoverHint
 	f := &form{Action: "/claim", Token: token, ISPs: s.ispChoices(in.ISP), AskCustomerID: true, CustomerID: in.CustomerID,
-		AskPassword: true, PasswordLabel: "Password", Submit: "Sign in again", Msg: pr.Fields}
+		AskPassword: true, PasswordLabel: "Password", Submit: "Sign in again", Msg: pr.Fields, Replace: pr.Replace}
 	return page{
 		Heading: n + " has not connected this device yet",
 		Errors:  pr.Summary,
