@@ -54,7 +54,7 @@ type form struct {
 	// by this one, at its device limit (none: not asked).
 	Replace []string
 	Submit  string
-	Msg           map[string]string // field (isp, customer_id, password) → its message
+	Msg     map[string]string // field (isp, customer_id, password) → its message
 }
 
 type hidden struct{ Name, Value string }
