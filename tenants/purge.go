@@ -15,10 +15,10 @@ type PurgeResult struct {
 	Devices   int    `json:"devices"`
 }
 
-// purgeBatch is how many customers (or devices left without one) one
+// purgeBatchSize is how many customers (or devices left without one) one
 // purge transaction removes: a million customers are a few hundred
 // transactions, each small.
-const purgeBatch = 512
+const purgeBatchSize = 512
 
 // PurgeISP removes every customer and device the store holds of isp, an
 // ISP the configuration no longer has (removed, or renamed): the operator
@@ -31,7 +31,7 @@ const purgeBatch = 512
 //
 // Each customer goes as DeleteCustomer takes it (one customer-deleted
 // event, a device-detached event per device; a device the operator blocked
-// stays blocked, ownerless), purgeBatch customers a transaction, so a
+// stays blocked, ownerless), purgeBatchSize customers a transaction, so a
 // crash or a cancelled request leaves some purged and the rest as they
 // were: a second call finishes. The devices left after the customers (a
 // registration whose customer record is gone) go the same way.
@@ -46,51 +46,61 @@ func (t *Tenants) PurgeISP(ctx context.Context, a Actor, isp string) (PurgeResul
 	if t.isps[isp] {
 		return res, fmt.Errorf("%w: ISP %q is configured: delete its customers one by one, or remove its [[isp]] from the configuration and restart first", ErrConflict, isp)
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	why := fmt.Sprintf("ISP %q is not configured: purged by the operator", isp)
 	for {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		cs, _, err := t.store.Customers(isp, "", purgeBatch)
+		customers, devices, err := t.purgeBatch(a, isp, why)
 		if err != nil {
 			return res, err
 		}
-		var regs []subscribers.Registration
-		w := subscribers.TenantWrite{}
-		for _, c := range cs {
-			devs, err := t.store.DevicesOf(isp, c.ID)
-			if err != nil {
-				return res, err
-			}
-			w.DeleteCustomers = append(w.DeleteCustomers, subscribers.CustomerKey{ISP: isp, ID: c.ID})
-			regs = append(regs, devs...)
-			w.Events = append(w.Events, event(a, subscribers.EventCustomerDeleted, isp, c.ID, subscribers.MAC{}, fmt.Sprintf("%s; %d devices detached", why, len(devs))))
-		}
-		if len(cs) == 0 {
-			// The devices without a customer record, if any.
-			page, _, err := t.store.Devices(isp, "", "", purgeBatch)
-			if err != nil {
-				return res, err
-			}
-			regs = page
-		}
-		if len(cs) == 0 && len(regs) == 0 {
+		if customers == 0 && devices == 0 {
 			break
 		}
-		n, err := t.purgeWrite(a, w, regs, why)
-		if err != nil {
-			return res, err
-		}
-		res.Customers += len(cs)
-		res.Devices += n
+		res.Customers += customers
+		res.Devices += devices
 	}
 	if res.Customers == 0 && res.Devices == 0 {
 		return res, fmt.Errorf("%w: the store holds no customer or device of ISP %q", ErrNotFound, isp)
 	}
 	t.log.Info("tenants: ISP purged", "isp", isp, "customers", res.Customers, "devices", res.Devices, "actor", a.String())
 	return res, nil
+}
+
+// purgeBatchSize removes up to purgeBatchSize customers of isp with their
+// devices, or, once none is left, up to purgeBatchSize devices of isp, in one
+// transaction under t.mu (held for one batch only: claims and the API go
+// on between batches); it returns how many of each it removed.
+func (t *Tenants) purgeBatch(a Actor, isp, why string) (customers, devices int, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	cs, _, err := t.store.Customers(isp, "", purgeBatchSize)
+	if err != nil {
+		return 0, 0, err
+	}
+	var regs []subscribers.Registration
+	w := subscribers.TenantWrite{}
+	for _, c := range cs {
+		devs, err := t.store.DevicesOf(isp, c.ID)
+		if err != nil {
+			return 0, 0, err
+		}
+		w.DeleteCustomers = append(w.DeleteCustomers, subscribers.CustomerKey{ISP: isp, ID: c.ID})
+		regs = append(regs, devs...)
+		w.Events = append(w.Events, event(a, subscribers.EventCustomerDeleted, isp, c.ID, subscribers.MAC{}, fmt.Sprintf("%s; %d devices detached", why, len(devs))))
+	}
+	if len(cs) == 0 {
+		// The devices without a customer record, if any.
+		if regs, _, err = t.store.Devices(isp, "", "", purgeBatchSize); err != nil {
+			return 0, 0, err
+		}
+	}
+	if len(cs) == 0 && len(regs) == 0 {
+		return 0, 0, nil
+	}
+	n, err := t.purgeWrite(a, w, regs, why)
+	return len(cs), n, err
 }
 
 // purgeWrite commits w (customers deleted, their events) with the devices
