@@ -68,7 +68,7 @@ func (t *Tenants) PurgeISP(ctx context.Context, a Actor, isp string) (PurgeResul
 	return res, nil
 }
 
-// purgeBatchSize removes up to purgeBatchSize customers of isp with their
+// purgeBatch removes up to purgeBatchSize customers of isp with their
 // devices, or, once none is left, up to purgeBatchSize devices of isp, in one
 // transaction under t.mu (held for one batch only: claims and the API go
 // on between batches); it returns how many of each it removed.
