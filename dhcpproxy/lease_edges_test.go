@@ -3,6 +3,7 @@ package dhcpproxy
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -249,5 +250,38 @@ func TestRevocationsSideBySide(t *testing.T) {
 	}
 	if tx > n/8 {
 		t.Errorf("%d revocations took %d store transactions: one after the other", n, tx)
+	}
+}
+
+// TestAckAfterLapseIsNewBinding: an ACK for a subscriber whose lease ran
+// out before it, the expiry tick not having ended it yet (ispmux frozen
+// past the lease: a crash trial's SIGSTOP), ends the lapsed binding with
+// its expired event and is a new binding (bound), as when the tick ran
+// first; it was "renewed", and the ISP's history showed a lease going on
+// where there was none.
+func TestAckAfterLapseIsNewBinding(t *testing.T) {
+	r := newPRig(t)
+	if got := r.dora("02:00:00:00:01:01", kea(t, time.Second), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("first DORA: %v", got)
+	}
+	time.Sleep(1100 * time.Millisecond) // past the lease; no tick runs here
+	if got := r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("DORA after the lease ran out: %v", got)
+	}
+	r.p.notes.wait()
+	evs, err := r.store.Events(0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []subscribers.EventKind
+	for _, e := range evs {
+		kinds = append(kinds, e.Kind)
+	}
+	want := []subscribers.EventKind{subscribers.EventBound, subscribers.EventExpired, subscribers.EventBound}
+	if !slices.Equal(kinds, want) {
+		t.Errorf("events %v, want %v", kinds, want)
+	}
+	if !r.tab.isBound(0x020000000101) {
+		t.Error("not bound after the new ACK")
 	}
 }

@@ -527,6 +527,20 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, fro
 		sid = a
 	}
 	old, hadOld := p.leases.get(t.sub)
+	if hadOld && !old.endsAfter(time.Now()) {
+		// Its lease ran out before this ACK, and the expiry tick has
+		// not ended it yet (ispmux frozen past the lease: a crash
+		// trial's SIGSTOP): ended here as the tick ends it, with its
+		// expired event, and this ACK is a new binding. It was a
+		// "renewed" one: the ISP's history showed a lease going on
+		// where there was none.
+		b := p.full(held{t.sub, old})
+		if !p.endBindingLocked(t.sub, b.Access, nil, bindingSubject(b).event(subscribers.EventExpired, b.IP, "lease expired")) {
+			return // not ended (a store error, logged): no ACK either
+		}
+		p.count("expired")
+		old, hadOld = lease{}, false
+	}
 	// A new ISP or a new address is a new binding (its own event and log
 	// line: the audit trail must show which address a subscriber had).
 	moved := hadOld && (old.isp != t.isp.Index || old.addr() != ip)
