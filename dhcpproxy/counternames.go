@@ -79,6 +79,7 @@ func CounterNames() []string {
 		"offer_other_server",
 		"offer_without_lease_time",
 		"offer_unusable_address",
+		"offer_registration_changed",
 		"offer_without_server_id",
 		"onboarding_bind_conflict",
 		"onboarding_bind_failed",

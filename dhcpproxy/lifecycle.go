@@ -440,13 +440,16 @@ func (p *Proxy) stale(mac uint64, access, isp string) string {
 	switch {
 	case !ok:
 		return "registration withdrawn"
+	case reg.ISP != isp:
+		// Never naming the new ISP, nor saying anything of the new
+		// registration (its customer suspended, say): the event is
+		// the old one's, whose customer it was (a switching trial's
+		// alpha was told "customer suspended" of its active customer).
+		return "subscriber moved to another ISP"
 	case reg.Blocked:
 		return "subscriber blocked"
 	case reg.Suspended():
 		return "customer suspended"
-	case reg.ISP != isp:
-		// Never naming the new ISP: the event is the old one's.
-		return "subscriber moved to another ISP"
 	case reg.Access != "" && reg.Access != access:
 		return "registered on access " + reg.Access
 	}

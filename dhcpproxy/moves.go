@@ -107,7 +107,9 @@ func (p *Proxy) setMoveCut(sk subKey, now time.Time) {
 }
 
 // onlyMoved reports whether h's registration is in force and only names
-// another ISP (not blocked, suspended, static, or elsewhere).
+// another ISP (not blocked, static, or elsewhere). A customer suspended at
+// the new ISP is still a move: the old ISP serves the device until its
+// next message (it was cut at once, a switching trial).
 func (p *Proxy) onlyMoved(h held) bool {
 	mac := h.k.mac
 	if p.isStatic(mac) {
@@ -115,7 +117,7 @@ func (p *Proxy) onlyMoved(h held) bool {
 	}
 	access, isp := p.names(h)
 	reg, ok := p.reg.Lookup(mac)
-	return ok && !reg.Blocked && !reg.Suspended() && reg.ISP != isp && (reg.Access == "" || reg.Access == access)
+	return ok && !reg.Blocked && reg.ISP != isp && (reg.Access == "" || reg.Access == access)
 }
 
 // endMoved ends the binding want of a moved device through an intent (a
@@ -308,6 +310,14 @@ func (t *leaseTable) setCut(sk subKey, at time.Time) bool {
 }
 
 // clearCut forgets sk's deadline.
+// cutPending reports whether sk's binding has a move's deadline.
+func (t *leaseTable) cutPending(sk subKey) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.cuts[sk]
+	return ok
+}
+
 func (t *leaseTable) clearCut(sk subKey) {
 	t.mu.Lock()
 	delete(t.cuts, sk)
@@ -350,5 +360,12 @@ func (p *Proxy) names(h held) (access, isp string) {
 // staleHeld is stale for a lease of the table.
 func (p *Proxy) staleHeld(h held) string {
 	access, isp := p.names(h)
-	return p.stale(h.k.mac, access, isp)
+	why := p.stale(h.k.mac, access, isp)
+	if why != "" && p.leases.cutPending(h.k) {
+		// Moved away before (its moved event told the ISP): what
+		// became of it since is the new ISP's (its registration
+		// deleted there, say), not this one's to read.
+		why = "subscriber moved to another ISP"
+	}
+	return why
 }

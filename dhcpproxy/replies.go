@@ -125,6 +125,20 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			p.refuse(subscribers.EventRejected, subj, addrOf(m.YourIPAddr), "ISP server "+src.String()+" offered no lease time (option 51 missing or 0)")
 			return
 		}
+		if why := p.stale(mac, c.Name, isp.Name); why != "" {
+			// The registration changed while the ISP was answering
+			// (a move to another ISP, say), as for an ACK
+			// (ack_registration_changed): the client's next DISCOVER
+			// goes where it is registered now. Delivered, the old
+			// ISP's OFFER had the client ask the new ISP for the old
+			// one's address, unanswered (a switching trial: 22 s
+			// without service, a timeout event blaming the new ISP).
+			// Answered: its end is no silence of this ISP (no
+			// timeout event).
+			p.count("offer_registration_changed")
+			p.tx.refuse(t)
+			return
+		}
 		if why := p.unusable(c, isp, addrOf(m.YourIPAddr)); why != "" {
 			// An address no subscriber may hold: the client's REQUEST
 			// for it would be refused at the ACK (ack_unusable_address),

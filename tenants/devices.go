@@ -116,7 +116,7 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 		return Device{}, t.refuseTaken(a, c, old)
 	}
 	if had && old.Source == SourceConfig {
-		return Device{}, fmt.Errorf("%w: device %s comes from the configuration (read-only)", ErrConflict, macString(mac))
+		return Device{}, fmt.Errorf("%w: device %s comes from the configuration (read-only): change its [[subscriber]] entry and reload", ErrConflict, macString(mac))
 	}
 	if had && old.ISP == c.ISP && old.CustomerID == c.ID {
 		d := t.deviceView(old) // already attached: idempotent
@@ -144,7 +144,7 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 			return Device{}, fmt.Errorf("%w: replace: %s is not a device of customer %q", ErrInvalid, replace, c.ID)
 		}
 		if replaced.Source == SourceConfig {
-			return Device{}, fmt.Errorf("%w: device %s comes from the configuration (read-only)", ErrConflict, replace)
+			return Device{}, fmt.Errorf("%w: device %s comes from the configuration (read-only): change its [[subscriber]] entry and reload", ErrConflict, replace)
 		}
 		keptReplaced = detachWrite(&w, a, *replaced, "replaced by "+macString(mac))
 	}
@@ -295,7 +295,7 @@ func (t *Tenants) DetachDevice(ctx context.Context, a Actor, isp, mac string) er
 		return notFound("device "+mac, orNotFound(err))
 	}
 	if r.Source == SourceConfig {
-		return fmt.Errorf("%w: device %s comes from the configuration (read-only)", ErrConflict, mac)
+		return fmt.Errorf("%w: device %s comes from the configuration (read-only): remove its [[subscriber]] entry and reload", ErrConflict, mac)
 	}
 	if r.ISP == "" {
 		return fmt.Errorf("%w: %s is the operator's block of a MAC no ISP has: unblock it (POST /v1/devices/%s/unblock)", ErrConflict, mac, mac)

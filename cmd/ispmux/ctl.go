@@ -204,9 +204,11 @@ var ctlCommands = []*ctlCommand{
 	{name: "move", short: "move a device to another customer or ISP (operator)", args: "MAC ISP CUSTOMER [--immediate]", min: 3, max: 3,
 		summary: "Move a device to another customer, of any ISP (operator). Make-before-break: the old ISP keeps\n" +
 			"serving it until its next renewal (at most half [dhcp] client_lease_max away), which ispmux NAKs so\n" +
-			"it starts over with the new one; the old ISP then gets a RELEASE. --immediate cuts the old service at once.",
+			"it starts over with the new one; the old ISP then gets a RELEASE. --immediate cuts the old service at once:\n" +
+			"the device is then without service until its next DHCP message (its renewal, NAKed, within half\n" +
+			"client_lease_max; no FORCERENEW): for an old ISP that must stop now, not to switch faster.",
 		flags: func(fs *flag.FlagSet, o *ctlOpts) {
-			fs.BoolVar(&o.immediate, "immediate", false, "end the old ISP's binding now (RELEASE at once) instead of at the next renewal")
+			fs.BoolVar(&o.immediate, "immediate", false, "end the old ISP's binding now (RELEASE at once) instead of at the next renewal; the device is without service until its next DHCP message")
 		},
 		run: ctlMove},
 	{name: "bindings", short: "one page of DHCP bindings (of one ISP, or all)", args: "[ISP] " + listArgs, max: 1,

@@ -1,0 +1,83 @@
+package dhcpproxy
+
+import (
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/registry"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// TestOfferAfterMoveNotDelivered: the old ISP's OFFER to a DISCOVER
+// relayed before the device was moved is not delivered (as its ACK would
+// not be bound: ack_registration_changed), and its end is no timeout of
+// that ISP. Delivered, it had the client ask the new ISP for the old one's
+// address, unanswered (a switching trial: 22 s without service, and a
+// timeout event blaming the new ISP).
+func TestOfferAfterMoveNotDelivered(t *testing.T) {
+	r, _ := newSRig(t)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	r.moveTo("beta")
+	if got := r.serve(kea(t, time.Hour)); len(got) != 0 {
+		t.Fatalf("the subscriber got %v after its move, want nothing", got)
+	}
+	if n := r.p.Counters()["offer_registration_changed"]; n != 1 {
+		t.Errorf("offer_registration_changed = %d, want 1", n)
+	}
+	for _, e := range r.eventsAfterTimeout() {
+		if e.Kind == subscribers.EventTimeout {
+			t.Errorf("timeout event %+v: alpha answered", e)
+		}
+	}
+}
+
+// TestMoveToSuspendedCustomer: a device moved to another ISP's suspended
+// customer is a move all the same (make-before-break: its old ISP serves
+// it until its next message), and what becomes of it at the new ISP since
+// (its registration deleted there) is not the old ISP's to read: the old
+// binding's end says it moved. Before, alpha's active customer's binding
+// was cut at once with "customer suspended", and later "registration
+// withdrawn" (a switching trial).
+func TestMoveToSuspendedCustomer(t *testing.T) {
+	r, _ := newSRig(t)
+	reg := registry.New()
+	reg.Put(s1MAC, registry.Entry{ISP: "alpha", CustomerID: "c-s1", Source: "api"}, false)
+	r.p = New(r.p.config(), r.store, reg, r.tab, r.snd, nil)
+	if got := r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("got %v", got)
+	}
+	r.p.committing.Wait()
+	r.snd.take()
+	reg.Put(s1MAC, registry.Entry{ISP: "beta", CustomerID: "b-9", Source: "api"}, true)
+	if n := r.p.RevalidateMACs([]uint64{s1MAC}); n != 1 {
+		t.Fatalf("RevalidateMACs = %d, want 1", n)
+	}
+	if !r.tab.isBound(s1MAC) || r.p.MovesPending() != 1 {
+		t.Fatal("moved to a suspended customer: the old binding was cut at once")
+	}
+	reg.Delete(s1MAC)
+	r.p.RevalidateMACs([]uint64{s1MAC})
+	r.p.committing.Wait()
+	r.p.notes.wait()
+	if r.tab.isBound(s1MAC) {
+		t.Fatal("still bound after its registration was deleted")
+	}
+	evs, err := r.store.Events(0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := 0
+	for _, e := range evs {
+		if e.Kind == subscribers.EventRevoked {
+			revoked++
+			if e.ISP != "alpha" || e.Reason != "subscriber moved to another ISP" {
+				t.Errorf("revoked event %+v, want alpha's, saying it moved", e)
+			}
+		}
+	}
+	if revoked != 1 {
+		t.Errorf("%d revoked events, want 1", revoked)
+	}
+}
