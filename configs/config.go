@@ -3,10 +3,12 @@ package configs
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -328,7 +330,7 @@ func Parse(file string, data []byte) (*Config, error) {
 				top[tag] = i
 			}
 		}
-		for k := range raw {
+		for _, k := range slices.Sorted(maps.Keys(raw)) {
 			if _, known := top[k]; !known && suggest(k, map[string]int{"version": 0}) != "" {
 				c.add(quoteKey(k), "unknown key"+suggest(k, top))
 			}

@@ -81,3 +81,23 @@ func TestMoveToSuspendedCustomer(t *testing.T) {
 		t.Errorf("%d revoked events, want 1", revoked)
 	}
 }
+
+// TestLoweredClientLeaseMaxKeepsLiveClientLeases: client_lease_max
+// lowered by a reload (10m → 1m) leaves the client leases given under the
+// old one as they are: a device moved after the reload keeps its old
+// binding while its client lease may run (a review: it was cut a minute
+// after the move, 8 minutes before its client would ask).
+func TestLoweredClientLeaseMaxKeepsLiveClientLeases(t *testing.T) {
+	r, _ := boundAtAlpha(t) // a client lease of 10m
+	r.p.setLimits(func(l *Limits) { l.ClientLeaseMax = time.Minute })
+	r.moveTo("beta")
+	r.p.RevalidateMACs([]uint64{s1MAC})
+	r.p.expire(time.Now().Add(2 * time.Minute))
+	if !r.tab.isBound(s1MAC) {
+		t.Fatal("old binding cut 2m after the move; its client's 10m lease is live")
+	}
+	r.p.expire(time.Now().Add(11 * time.Minute))
+	if r.tab.isBound(s1MAC) {
+		t.Error("old binding still held past the old client_lease_max")
+	}
+}

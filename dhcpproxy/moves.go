@@ -101,7 +101,7 @@ func (p *Proxy) revokeHeld(h held, why string) bool {
 // setMoveCut has the old binding sk of a device moved at now end at the
 // latest ClientLeaseMax later (the first move's deadline holds).
 func (p *Proxy) setMoveCut(sk subKey, now time.Time) {
-	if p.leases.setCut(sk, now.Add(p.lim.Load().ClientLeaseMax)) {
+	if p.leases.setCut(sk, now.Add(p.leaseMaxFor(now))) {
 		p.count("move_pending")
 	}
 }
@@ -175,7 +175,7 @@ func (p *Proxy) endOtherCircuits(c *Circuit, sk subKey, reg *registry.Entry, now
 		if h.k == sk || !h.l.endsAfter(now) {
 			continue
 		}
-		if at, unprobed := p.leases.claim(h.k, now, p.lim.Load().ClientLeaseMax); now.Before(at) {
+		if at, unprobed := p.leases.claim(h.k, now, p.leaseMaxFor(now)); now.Before(at) {
 			if unprobed {
 				p.probeClaim(h, now)
 			}

@@ -506,6 +506,14 @@ func (p *Proxy) restoreFallback(mac uint64, pl *obPool, l subscribers.Onboarding
 	if err != nil || !r.Updated.Before(l.Granted) {
 		return
 	}
+	if cu, err := p.store.Customer(reg.ISP, reg.CustomerID); err == nil && !cu.Updated.Before(l.Granted) {
+		// Its customer changed since the grant: a suspension lifted
+		// while ispmux was stopped (the garden served the device for
+		// it, suspended_onboarding), not a handover that failed; the
+		// device is handed over at its next message. A review: the
+		// portal said its ISP had not connected it.
+		return
+	}
 	s := subject{mac: mac, isp: reg.ISP, customer: reg.CustomerID, access: pl.c.Name}
 	if _, ok := p.fb.update(mac, pl, s, now, func(f *fallback) {
 		f.reason, f.retryAt = HandoverFailedBeforeStart, l.Granted.Add(pl.leaseTime)

@@ -477,7 +477,7 @@ func TestHandoverFailureRestored(t *testing.T) {
 	if err := r2.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m)), CustomerID: "c-s1", ISP: "alpha", Source: "claim"}); err != nil {
 		t.Fatal(err)
 	}
-	r2.p = New(r2.p.cfg, r2.store, r2.p.reg, r2.tab, r2.snd, nil)
+	r2.p = New(r2.p.config(), r2.store, r2.p.reg, r2.tab, r2.snd, nil)
 	if _, err := r2.p.Restore(time.Now()); err != nil {
 		t.Fatal(err)
 	}

@@ -132,6 +132,9 @@ type Store interface {
 	// Registration reads a MAC's registration (when it was made: what
 	// the registry does not keep).
 	Registration(mac subscribers.MAC) (subscribers.Registration, error)
+	// Customer reads a customer (when it last changed: a suspension
+	// lifted, restoreFallback).
+	Customer(isp, id string) (subscribers.Customer, error)
 	AddEvent(e subscribers.Event) (subscribers.Event, error)
 }
 
@@ -257,12 +260,43 @@ type Limits struct {
 	ClientLeaseMax time.Duration
 }
 
-// SetLimits applies l from now on (see Limits).
+// SetLimits applies l from now on (see Limits). A ClientLeaseMax lowered
+// leaves the leases given under the old one as they are: until the old one
+// has passed, the waits that count on every client lease being within it
+// (a moved device's deadline, another circuit's claim) take the old one
+// (leaseMaxFor).
 func (p *Proxy) SetLimits(l Limits) {
 	if l.ClientLeaseMax <= 0 {
 		l.ClientLeaseMax = DefaultClientLeaseMax
 	}
+	if old := p.lim.Load(); old != nil && old.ClientLeaseMax > l.ClientLeaseMax {
+		hw := leaseMaxHigh{max: old.ClientLeaseMax, until: time.Now().Add(old.ClientLeaseMax)}
+		if prev := p.leaseHigh.Load(); prev != nil && prev.max > hw.max && prev.until.After(hw.until) {
+			hw = *prev // an earlier, longer one still runs
+		}
+		p.leaseHigh.Store(&hw)
+	}
 	p.lim.Store(&l)
+}
+
+// leaseMaxHigh is a ClientLeaseMax lowered by SetLimits: leases given
+// under it may run until until.
+type leaseMaxHigh struct {
+	max   time.Duration
+	until time.Time
+}
+
+// leaseMaxFor is the longest client lease a subscriber may hold at now:
+// ClientLeaseMax, or one before it that was longer while leases given
+// under it may still run (SetLimits). A review: with client_lease_max
+// lowered from 10m to 1m by a reload, a moved device's old binding was cut
+// a minute after the move while its client held 8 more minutes of lease.
+func (p *Proxy) leaseMaxFor(now time.Time) time.Duration {
+	d := p.lim.Load().ClientLeaseMax
+	if hw := p.leaseHigh.Load(); hw != nil && now.Before(hw.until) {
+		d = max(d, hw.max)
+	}
+	return d
 }
 
 // Limits returns the limits in force.
@@ -287,12 +321,14 @@ const ipv4HeaderLen, udpHeaderLen = 20, 8
 type Proxy struct {
 	cfg Config
 	// lim holds the limits in force (SetLimits); cfg.Limits is zero.
-	lim    atomic.Pointer[Limits]
-	store  Store
-	reg    Registry
-	tables Tables
-	send   Sender
-	log    *slog.Logger
+	lim atomic.Pointer[Limits]
+	// leaseHigh is the last ClientLeaseMax SetLimits lowered (leaseMaxFor).
+	leaseHigh atomic.Pointer[leaseMaxHigh]
+	store     Store
+	reg       Registry
+	tables    Tables
+	send      Sender
+	log       *slog.Logger
 	// logLimit bounds the INFO event lines (loglimit.go).
 	logLimit logLimit
 	// now is the clock of a subscriber's message (time.Now; tests move

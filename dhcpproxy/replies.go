@@ -201,13 +201,13 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			// To the address the INFORM came from (RFC 2131
 			// §4.3.5), whatever ciaddr and yiaddr the ISP's ACK
 			// carries (table 3 lets its ciaddr be 0).
-			dst := p.tx.informFrom(t)
-			if !dst.IsValid() {
-				dst = replyAddr(m, nil)
-			}
 			out := p.fitOrRefuse(t, isp, src, m, payload, 0)
 			if out == nil {
 				return
+			}
+			dst := p.tx.informFrom(t)
+			if !dst.IsValid() {
+				dst = replyAddr(m, out) // the client's broadcast bit
 			}
 			p.deliverTo(c, m, out, dst)
 			p.count("ack_inform")
@@ -462,6 +462,8 @@ func (p *Proxy) nakFromISP(t *txn, m *dhcpv4.DHCPv4, payload []byte) {
 	out := p.fitted(t, relayDownTo(payload, c.Addr, 0, p.tx.clientSideOf(t)))
 	if out == nil {
 		out = nakBytes(m, c.Addr, "") // the ISP's, without its options
+		cs := p.tx.clientSideOf(t)
+		copy(out[10:12], cs.flags[:]) // the client's, as relayDownTo's
 	}
 	p.deliver(c, m, out)
 	p.count("nak")

@@ -69,3 +69,93 @@ func TestSuspendedServedInGarden(t *testing.T) {
 		t.Errorf("suspended_customer = %d, want 1", n)
 	}
 }
+
+// TestSuspensionLiftedWhileStopped: a device served by the garden for its
+// customer's suspension, lifted while ispmux was stopped, is not taken at
+// the restart for a device whose handover failed (the portal said its ISP
+// had not connected it, and it was held in the garden for a retry: a
+// review); it is handed over at its next message.
+func TestSuspensionLiftedWhileStopped(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, false)
+	const m, m48 = "02:00:00:00:01:01", 0x020000000101
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m)), CustomerID: "c-s1", ISP: "alpha", Source: "api",
+		Updated: time.Now().Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	put := func(status string) {
+		t.Helper()
+		if _, err := r.store.ApplyTenant(subscribers.TenantWrite{PutCustomers: []subscribers.Customer{{ISP: "alpha", ID: "c-s1", Status: status, Source: "api"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("suspended")
+	reg := registry.New()
+	reg.Put(m48, registry.Entry{ISP: "alpha", CustomerID: "c-s1", Source: "api"}, true)
+	r.p = New(r.p.config(), r.store, reg, r.tab, r.snd, nil)
+	ip := addrOf(r.obDORA(m).YourIPAddr)
+	time.Sleep(10 * time.Millisecond)
+	put("active") // lifted while stopped
+	reg.SetSuspended("alpha", "c-s1", false)
+	r.p = New(r.p.config(), r.store, reg, r.tab, r.snd, nil)
+	if _, err := r.p.Restore(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := r.p.OnboardingByAddr(ip); !ok || o.HandoverFailed != "" {
+		t.Errorf("after the restart: %+v %v; want its garden lease, no failed handover", o, ok)
+	}
+	if n := r.p.Counters()["handover_failure_restored"]; n != 0 {
+		t.Errorf("handover_failure_restored = %d, want 0", n)
+	}
+}
+
+// TestSuspendedGardenLimitsAndHeldBinding: a suspended customer's device
+// in the garden is within its own rate limit, as any registered device
+// (its messages spent the circuit's onboarding sample, which new devices
+// onboard through: a review); and its ISP binding, when the suspension's
+// revocation has not ended it yet, is ended before the garden serves it
+// (or the end undid the garden's entry in the tables: a review).
+func TestSuspendedGardenLimitsAndHeldBinding(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, false)
+	const m, m48 = "02:00:00:00:01:01", 0x020000000101
+	reg := registry.New()
+	reg.Put(m48, registry.Entry{ISP: "alpha", CustomerID: "c-s1", Source: "api"}, false)
+	r.p = New(r.p.config(), r.store, reg, r.tab, r.snd, nil)
+	if got := r.dora(m, kea(t, time.Hour), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("DORA at alpha: %v", got)
+	}
+	r.p.committing.Wait()
+	r.snd.take()
+	reg.SetSuspended("alpha", "c-s1", true) // its revocation not run yet
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(m))))
+	r.p.committing.Wait()
+	r.p.notes.wait()
+	sent := r.toPorts()
+	if len(sent[upPort]) != 1 || sent[upPort][0].MessageType() != dhcpv4.MessageTypeRelease {
+		t.Errorf("to alpha: %v, want the RELEASE of its binding", sent[upPort])
+	}
+	if len(sent[accPort]) != 1 || sent[accPort][0].MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("to the subscriber: %v, want the garden's OFFER", sent[accPort])
+	}
+	req, _ := dhcpv4.NewRequestFromOffer(sent[accPort][0])
+	r.fromClient(req)
+	ack := r.one(dhcpv4.MessageTypeAck)
+	if ip := addrOf(ack.YourIPAddr); !obPoolPfx.Contains(ip) {
+		t.Fatalf("got %v, want an onboarding address", ip)
+	}
+	if vrf, _, ok := r.vrfOf(m48); !ok || vrf != binding.GardenVRF {
+		t.Errorf("in VRF %d (%v) after the garden's ACK, want the garden's", vrf, ok)
+	}
+	if evs := r.eventsOf(subscribers.EventRevoked); len(evs) != 1 || evs[0].ISP != "alpha" {
+		t.Errorf("revoked events %+v, want alpha's binding ended", evs)
+	}
+
+	r.p.setLimits(func(l *Limits) { l.MACRate, l.MACBurst = 1, 3 })
+	for range 20 {
+		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(m))))
+	}
+	r.clientMsgs()
+	if c := r.p.Counters(); c["rate_limited_mac"] < 15 || c["onboarding_rate_limited"] != 0 {
+		t.Errorf("20 DISCOVERs of a suspended device past its rate: rate_limited_mac %d, onboarding_rate_limited %d",
+			c["rate_limited_mac"], c["onboarding_rate_limited"])
+	}
+}

@@ -70,7 +70,7 @@ func (p *Proxy) recentClaim(s subject, now time.Time) (*obPool, bool) {
 	if pl == nil {
 		return nil, false
 	}
-	window := max(p.lim.Load().ClientLeaseMax, pl.leaseTime) + pl.leaseTime
+	window := max(p.leaseMaxFor(now), pl.leaseTime) + pl.leaseTime
 	if now.Sub(p.born) > window {
 		// Past the window since the start, every claim of before it is
 		// too old: no store read.

@@ -88,6 +88,26 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 			// garden's (onboardRequest). Lifted, or claimed at
 			// another ISP, it is handed over as any claimed device
 			// (onboardingHandover).
+			// Within its own rate limit as any registered device: its
+			// messages would otherwise spend the circuit's onboarding
+			// sample, which new devices onboard through (a review).
+			if p.rateLimited(c, sk, reg, pkt.Src, now) {
+				return
+			}
+			// Its ISP binding, if the revocation of the suspension has
+			// not ended it yet: ended first, or the garden's entry in
+			// the tables would be undone by its end (a review).
+			if l, ok := p.leases.get(sk); ok {
+				h := held{sk, l}
+				why := p.staleHeld(h)
+				if why == "" {
+					why = "customer suspended"
+				}
+				p.revokeHeld(h, why)
+				if _, still := p.leases.get(sk); still {
+					return // not ended (a store error, logged): asked again later
+				}
+			}
 			p.count("suspended_onboarding")
 			p.onboard(c, pl, m, pkt.Src, now)
 			return
@@ -112,17 +132,7 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		}
 		return
 	}
-	if limit := p.limits.allow(sk, now); limit != "" {
-		// rate_limited counts both; rate_limited_mac and
-		// rate_limited_circuit say which limit it was.
-		p.count("rate_limited")
-		p.count("rate_limited_" + limit)
-		lim := p.lim.Load()
-		why := fmt.Sprintf("this subscriber's DHCP rate limit (%d/s, burst %d) exceeded", lim.MACRate, lim.MACBurst)
-		if limit == "circuit" {
-			why = fmt.Sprintf("access %s's DHCP rate limit (%d/s, burst %d, all its subscribers) exceeded", c.Name, lim.CircuitRate, lim.CircuitBurst)
-		}
-		p.refuse(subscribers.EventRateLimited, regSubject(pkt.Src, c, reg), netip.Addr{}, why)
+	if p.rateLimited(c, sk, reg, pkt.Src, now) {
 		return
 	}
 	if p.onboardingHandover(c, m, sk, now) {
@@ -599,4 +609,25 @@ func circuitID(tmpl string, c *Circuit, mac uint64) string {
 		return tmpl
 	}
 	return circuitid.Expand(tmpl, c.Interface, int(c.VLAN), c.Name, binding.MACString(mac))
+}
+
+// rateLimited applies the per-MAC and per-circuit limits to a message of
+// mac, registered as reg, on c, and reports whether they refused it
+// (counted, and a rate-limited event).
+func (p *Proxy) rateLimited(c *Circuit, sk subKey, reg registry.Entry, mac uint64, now time.Time) bool {
+	limit := p.limits.allow(sk, now)
+	if limit == "" {
+		return false
+	}
+	// rate_limited counts both; rate_limited_mac and
+	// rate_limited_circuit say which limit it was.
+	p.count("rate_limited")
+	p.count("rate_limited_" + limit)
+	lim := p.lim.Load()
+	why := fmt.Sprintf("this subscriber's DHCP rate limit (%d/s, burst %d) exceeded", lim.MACRate, lim.MACBurst)
+	if limit == "circuit" {
+		why = fmt.Sprintf("access %s's DHCP rate limit (%d/s, burst %d, all its subscribers) exceeded", c.Name, lim.CircuitRate, lim.CircuitBurst)
+	}
+	p.refuse(subscribers.EventRateLimited, regSubject(mac, c, reg), netip.Addr{}, why)
+	return true
 }

@@ -236,6 +236,11 @@ func (s *Server) serveClaim(w http.ResponseWriter, r *http.Request) {
 		Password:   r.PostForm.Get("password"),
 		Replace:    strings.TrimSpace(r.PostForm.Get("replace")),
 	}
+	if in.Replace != "" && r.PostForm.Get("replace_for") != replaceFor(in) {
+		// Offered for another customer (the user corrected the customer
+		// ID or the ISP since): not this claim's.
+		in.Replace = ""
+	}
 	// A device on an ISP moves (confirmation first); one that has chosen
 	// and not yet switched claims again (the same choice is idempotent),
 	// also one back in the walled garden because its ISP did not take it

@@ -158,7 +158,8 @@ func (s *Server) wait(sub Subscriber) time.Duration {
 // when current is set (the ISP it is on), the first step of a move.
 func (s *Server) choosePage(token, current, suspended string, in formInput, pr problems) page {
 	f := &form{Action: "/claim", Token: token, ISPs: s.ispChoices(in.ISP), AskCustomerID: true, CustomerID: in.CustomerID, Msg: pr.Fields,
-		PasswordLabel: "Password", Replace: pr.Replace}
+		PasswordLabel: "Password"}
+	withReplace(f, in, pr.Replace)
 	hint := about(s.cfg.HandoverHint)
 	p := page{Form: f}
 	if current == "" {
@@ -225,7 +226,7 @@ func (s *Server) confirmPage(token string, sub Subscriber, in formInput, pr prob
 		},
 		Form: &form{Action: "/claim?confirm=1", Token: token,
 			Hidden:      []hidden{{"isp", in.ISP}, {"customer_id", in.CustomerID}},
-			AskPassword: true, PasswordLabel: "Password for " + next, Submit: "Move to " + next, Msg: pr.Fields, Replace: pr.Replace},
+			AskPassword: true, PasswordLabel: "Password for " + next, Submit: "Move to " + next, Msg: pr.Fields},
 		Link:   &link{Href: "/", Text: cancel},
 		Errors: pr.Summary,
 	}
@@ -233,8 +234,24 @@ func (s *Server) confirmPage(token string, sub Subscriber, in formInput, pr prob
 		p.Heading = "Stay with " + next + "?"
 		p.Form.Submit = "Confirm"
 	}
+	withReplace(p.Form, in, pr.Replace)
 	return p
 }
+
+// withReplace has f offer replace, the customer in's devices, to replace
+// by this one (none: nothing): with the ISP and customer ID they are of
+// (replaceFor), so that a choice is not sent with another customer ID the
+// user corrected meanwhile.
+func withReplace(f *form, in formInput, replace []string) {
+	if len(replace) == 0 {
+		return
+	}
+	f.Replace = replace
+	f.Hidden = append(f.Hidden, hidden{"replace_for", replaceFor(in)})
+}
+
+// replaceFor names the customer a replace choice was offered for.
+func replaceFor(in formInput) string { return in.ISP + " " + in.CustomerID }
 
 // problems are what a form page says went wrong: the summary at the top
 // (role=alert) and the message next to each field concerned.
@@ -339,7 +356,8 @@ func (s *Server) failedPage(sub Subscriber, token string, in formInput, pr probl
 	}
 	wait := max(time.Until(sub.Retry), 0) + s.cfg.HandoverHint
 	f := &form{Action: "/claim", Token: token, ISPs: s.ispChoices(in.ISP), AskCustomerID: true, CustomerID: in.CustomerID,
-		AskPassword: true, PasswordLabel: "Password", Submit: "Sign in again", Msg: pr.Fields, Replace: pr.Replace}
+		AskPassword: true, PasswordLabel: "Password", Submit: "Sign in again", Msg: pr.Fields}
+	withReplace(f, in, pr.Replace)
 	return page{
 		Heading: n + " has not connected this device yet",
 		Errors:  pr.Summary,

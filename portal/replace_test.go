@@ -33,8 +33,25 @@ func TestClaimReplacesDeviceAtLimit(t *testing.T) {
 	if w.Code != http.StatusConflict || !strings.Contains(b, `name="replace" value="`+old+`"`) || !strings.Contains(b, "choose a device it replaces") {
 		t.Fatalf("claim at the device limit: %d %s", w.Code, b)
 	}
-	f := claimForm(tok, "beta", "c-1", "right-pass-c-1")
+	if !strings.Contains(b, `name="replace_for" value="beta c-1"`) {
+		t.Errorf("the replace choice is not tied to its customer: %s", b)
+	}
+	// Chosen, but the customer ID corrected meanwhile: not this claim's.
+	f := claimForm(tok, "beta", "c-2", "right-pass-c-2")
 	f.Set("replace", old)
+	f.Set("replace_for", "beta c-1")
+	if got := r.do(req{method: http.MethodPost, target: "/claim", from: addrA, form: f, cookie: c, hdr: sameOrigin}); got.Code != http.StatusSeeOther {
+		t.Fatalf("claim at c-2 with c-1's replace choice: %d %s", got.Code, got.Body)
+	}
+	if d, err := ten.Device(ctx, "beta", old); err != nil || d.CustomerID != "c-1" {
+		t.Fatalf("c-1's device after a claim at c-2: %+v %v; want it kept", d, err)
+	}
+	if err := ten.DetachDevice(ctx, op, "beta", "02:00:00:00:00:0a"); err != nil {
+		t.Fatal(err)
+	}
+	f = claimForm(tok, "beta", "c-1", "right-pass-c-1")
+	f.Set("replace", old)
+	f.Set("replace_for", "beta c-1")
 	w = r.do(req{method: http.MethodPost, target: "/claim", from: addrA, form: f, cookie: c, hdr: sameOrigin})
 	if w.Code != http.StatusSeeOther {
 		t.Fatalf("claim replacing %s: %d %s", old, w.Code, w.Body)
