@@ -228,6 +228,10 @@ type subscriberView struct {
 	MAC     string           `json:"mac"`
 	Device  *tenants.Device  `json:"device"`  // null: not attached
 	Binding *tenants.Binding `json:"binding"` // null: no lease
+	// Moving is set when the device is registered at another ISP than
+	// its binding's: a move under way (make-before-break), its binding
+	// at the old ISP until its next DHCP message.
+	Moving *movingView `json:"moving,omitempty"`
 	// Garden is its onboarding lease in the walled garden, Handover its
 	// way to the ISP it chose (neither lease now), from the control
 	// socket's status; both null over the API (GardenUnknown).
@@ -239,6 +243,12 @@ type subscriberView struct {
 	// control socket's status.
 	Drops  []portDrop      `json:"last_drops,omitempty"`
 	Events []tenants.Event `json:"events"` // its recent events, oldest first
+}
+
+// movingView is where a device being moved goes.
+type movingView struct {
+	ISP        string `json:"isp"`
+	CustomerID string `json:"customer_id"`
 }
 
 // portDrop is a port's last drop of a reason, caused by the subscriber.
@@ -285,6 +295,11 @@ func ctlSubscriber(e *ctlEnv, args []string) error {
 		if v.Binding == nil || bs[i].Expires.After(v.Binding.Expires) {
 			v.Binding = &bs[i]
 		}
+	}
+	if v.Device != nil && v.Binding != nil && v.Device.ISP != v.Binding.ISP {
+		// A switching trial saw device: beta, binding: alpha, and no
+		// word of a move under way.
+		v.Moving = &movingView{ISP: v.Device.ISP, CustomerID: v.Device.CustomerID}
 	}
 	evs, _, err := newestEvents(e, c, isp, subscriberEvents, subscriberWindow, subscriberWindow, func(ev tenants.Event) bool {
 		return strings.EqualFold(ev.MAC, mac)

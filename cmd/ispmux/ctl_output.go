@@ -223,6 +223,10 @@ func writeSubscriber(w io.Writer, v subscriberView) error {
 			t.row("  vlan:", strconv.Itoa(int(b.VLAN)))
 		}
 		t.row("  expires:", timeString(b.Expires))
+		if v.Moving != nil {
+			t.row("  moving:", fmt.Sprintf("to %s (customer %s): this binding forwards until the device's next DHCP message, "+
+				"which ispmux NAKs so that it starts over with %s (within half [dhcp] client_lease_max)", v.Moving.ISP, orDash(v.Moving.CustomerID), v.Moving.ISP))
+		}
 		if err := t.flush(); err != nil {
 			return err
 		}

@@ -44,6 +44,15 @@ func TestSubscriberViewAfterMove(t *testing.T) {
 	if sv.Binding == nil {
 		t.Errorf("ctl subscriber %s shows no binding while it is bound (at alpha, %s) after the move:\n%s", mac, ip, out)
 	}
+	// The move under way is said (a switching trial saw device: beta,
+	// binding: alpha, and no word of it).
+	if sv.Moving == nil || sv.Moving.ISP != "beta" || sv.Moving.CustomerID != "b-1" {
+		t.Errorf("ctl subscriber --json: moving %+v, want to beta, b-1", sv.Moving)
+	}
+	out, _ = r.ok("", op("subscriber", mac)...)
+	if !strings.Contains(out, "moving:") || !strings.Contains(out, "to beta (customer b-1)") {
+		t.Errorf("ctl subscriber does not say the device is moving:\n%s", out)
+	}
 }
 
 // An ISP's DHCPNAK message (option 56: text the ISP's server chooses)
