@@ -325,7 +325,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 	// with the lease's server alone, whose answer counts; another
 	// server's NAK (one of a split scope, which has no record of the
 	// lease) is not acted on (earlyOf).
-	timeout := p.lim.Load().Timeout
+	timeout := lim.Timeout // the transaction's (a reload meanwhile: not this one's)
 	early := renewing && !held.pastRebind(now) && held.pastRebind(now.Add(timeout))
 	renewing = renewing && !held.pastRebind(now.Add(timeout))
 	var only netip.Addr
