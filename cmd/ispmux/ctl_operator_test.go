@@ -717,3 +717,22 @@ func TestCtlPurgeISPConfigured(t *testing.T) {
 		t.Errorf("purge-isp of an ISP with nothing stored: %v", err)
 	}
 }
+
+// TestCtlMoveWarnsUnreachable: a move to an ISP whose router is not
+// resolved says so (a switching trial's was accepted without a word, and
+// the device sat without service); one to a resolved ISP says nothing.
+func TestCtlMoveWarnsUnreachable(t *testing.T) {
+	r := newRig(t, nil)
+	const mac = "02:00:00:00:00:51"
+	r.ok("", "ctl", "--socket", r.sock, "customer-add", "alpha", "a-51")
+	r.ok("", "ctl", "--socket", r.sock, "customer-add", "beta", "b-51")
+	r.ok("", "ctl", "--socket", r.sock, "device-add", "alpha", mac, "a-51")
+	_, errOut := r.ok("", "ctl", "--socket", r.sock, "move", mac, "beta", "b-51")
+	if !strings.Contains(errOut, "beta's router 192.0.2.9 is not resolved") || !strings.Contains(errOut, "from its next renewal") {
+		t.Errorf("move to an unresolved ISP: stderr %q", errOut)
+	}
+	_, errOut = r.ok("", "ctl", "--socket", r.sock, "move", mac, "alpha", "a-51")
+	if strings.Contains(errOut, "not resolved") {
+		t.Errorf("move to a resolved ISP warned: %q", errOut)
+	}
+}

@@ -381,5 +381,30 @@ func ctlMove(e *ctlEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	e.warnUnreachable(args[1])
 	return e.showDevice(d)
+}
+
+// warnUnreachable says so when isp, which a device was just moved to, has
+// its router unresolved: the device is without service from its NAK (its
+// next renewal; at once with --immediate) until the router answers (a
+// switching trial's move to such an ISP was accepted without a word). Over
+// the control socket only: the API has no next hops.
+func (e *ctlEnv) warnUnreachable(isp string) {
+	if e.set["api"] {
+		return
+	}
+	st, err := fetchStatus(e)
+	if err != nil {
+		return
+	}
+	for _, i := range st.ISPs {
+		if i.Name == isp && i.State == "incomplete" {
+			when := "from its next renewal"
+			if e.o.immediate {
+				when = "from now"
+			}
+			e.notice("warning: %s's router %s is not resolved (ctl status, next hops): the device is without service %s until it answers", isp, i.NextHop, when)
+		}
+	}
 }

@@ -116,8 +116,9 @@ func newRig(t *testing.T, svc tenants.Service) *rig {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		_ = json.NewEncoder(w).Encode(ctlsock.Status{Uptime: "42s", Leases: 1,
-			Ports:    []ctlsock.PortStatus{{Name: "acc0", RxFrames: 10, Drops: map[string]uint64{"no-binding": 3}}},
-			ISPs:     []ctlsock.ISPStatus{{Name: "alpha", NextHop: "192.0.2.1", State: "resolved", MAC: "02:aa:00:00:00:01"}},
+			Ports: []ctlsock.PortStatus{{Name: "acc0", RxFrames: 10, Drops: map[string]uint64{"no-binding": 3}}},
+			ISPs: []ctlsock.ISPStatus{{Name: "alpha", NextHop: "192.0.2.1", State: "resolved", MAC: "02:aa:00:00:00:01"},
+				{Name: "beta", NextHop: "192.0.2.9", State: "incomplete"}},
 			Bindings: []ctlsock.BindingStatus{{MAC: "02:00:00:00:00:01", Access: "acc0", ISP: "alpha", IP: "192.0.2.50"}},
 			DHCP:     map[string]uint64{"acks": 4, "offers": 5},
 			Onboarding: []ctlsock.OnboardingStatus{{MAC: "02:00:00:00:00:77", Access: "acc0", IP: "100.72.0.7",
