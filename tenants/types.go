@@ -291,7 +291,10 @@ func (e *DeviceLimitError) Error() string {
 	if e.Claim {
 		what = "claim again with replace set to one of them"
 	}
-	return fmt.Sprintf("%v (%d) reached: attached %v; %s", ErrDeviceLimit, e.Limit, e.Devices, what)
+	// "reached" leads, its figure after: ctl drops what repeats the
+	// problem's title ("Customer's device limit reached"), which a
+	// trial read twice.
+	return fmt.Sprintf("%v reached: limit %d, attached %v; %s", ErrDeviceLimit, e.Limit, e.Devices, what)
 }
 
 // Is makes errors.Is(err, ErrDeviceLimit) true.

@@ -131,6 +131,11 @@ func TestProblemLine(t *testing.T) {
 		{client.Error{Status: 409, Title: "Device registered with another provider", Detail: "conflict: device registered with another provider: device 02:00:00:00:00:07 cannot be attached here; ask the operator", RequestID: "r2"},
 			"Device registered with another provider: device 02:00:00:00:00:07 cannot be attached here; ask the operator (HTTP 409, request r2)"},
 		{client.Error{Status: 409, Title: "Conflict", Detail: "conflict: customer suspended"}, "Conflict: customer suspended (HTTP 409)"},
+		// The device limit's figure after its words (a trial read
+		// "Customer's device limit reached: customer's device limit (1)
+		// reached").
+		{client.Error{Status: 409, Title: "Customer's device limit reached", Detail: (&tenants.DeviceLimitError{Limit: 1, Devices: []string{"02:00:00:00:00:01"}, Claim: true}).Error()},
+			"Customer's device limit reached: limit 1, attached [02:00:00:00:00:01]; claim again with replace set to one of them (HTTP 409)"},
 		// A detail that only begins with words of the title keeps them.
 		{client.Error{Status: 409, Title: "Conflict", Detail: "conflicting access: acc1"}, "Conflict: conflicting access: acc1 (HTTP 409)"},
 	} {
