@@ -79,7 +79,17 @@ type custState struct {
 	fresh    pairState      // new-claimant tokens
 	busy     bool           // an attempt's password is being checked
 	taken    bool           // it took a new-claimant token
+	// held counts the attempts held back by the limits (not the busy
+	// ones) since heldSaid, when the last claim-refused event said so.
+	held     int
+	heldSaid time.Time
 }
+
+// heldEvery is how often a customer's claims held back by the limits are
+// told its ISP, in one claim-refused event: the guessing a limit holds
+// back showed nowhere (stop 41's note), and one event a refusal would let
+// a guesser fill the event log.
+const heldEvery = time.Minute
 
 // claimLimiter holds the claim limits' state; mu guards it. Old state is
 // forgotten (gc) so it stays bounded by the recent attempts.
@@ -168,10 +178,12 @@ func (l *claimLimiter) allow(isp, customer, who string, now time.Time) error {
 	// new-claimant token instead, as a new one does.
 	fresh := own == 0 || own < ownTries && now.Before(c.until)
 	if !fresh && now.Before(c.until) {
+		c.held++
 		return &RateLimitError{RetryAfter: c.until.Sub(now)}
 	}
 	if fresh {
 		if err := refill(&c.fresh, l.lim.PerCustomerNewBurst, l.lim.PerCustomerNewEvery, now); err != nil {
+			c.held++
 			if own > 0 {
 				return &RateLimitError{RetryAfter: min(c.until.Sub(now), err.(*RateLimitError).RetryAfter)}
 			}
@@ -180,10 +192,12 @@ func (l *claimLimiter) allow(isp, customer, who string, now time.Time) error {
 	}
 	m := bucketOf(l.mac, who, l.lim.PerMACBurst, now)
 	if err := refill(m, l.lim.PerMACBurst, l.lim.PerMACEvery, now); err != nil {
+		c.held++
 		return err
 	}
 	p := bucketOf(l.pair, pairKey{isp, customer, who}, l.lim.PerPairBurst, now)
 	if err := refill(p, l.lim.PerPairBurst, l.lim.PerPairEvery, now); err != nil {
+		c.held++
 		return err
 	}
 	p.tokens--
@@ -193,6 +207,21 @@ func (l *claimLimiter) allow(isp, customer, who string, now time.Time) error {
 	}
 	c.busy, c.last, c.taken = true, now, fresh
 	return nil
+}
+
+// heldToSay returns how many of the customer's attempts the limits held
+// back since the last time it returned any, at most once a heldEvery (0:
+// none, or not yet time to say).
+func (l *claimLimiter) heldToSay(isp, customer string, now time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.cust[custKey{isp, customer}]
+	if c == nil || c.held == 0 || now.Sub(c.heldSaid) < heldEvery {
+		return 0
+	}
+	n := c.held
+	c.held, c.heldSaid = 0, now
+	return n
 }
 
 // ownTries is how many failures of its own a failer may have and still
@@ -323,6 +352,13 @@ func (t *Tenants) Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, e
 	limited := a.Kind != ActorOperator
 	if limited {
 		if err := t.claims.allow(r.ISP, r.CustomerID, who, now); err != nil {
+			if n := t.claims.heldToSay(r.ISP, r.CustomerID, now); n > 0 {
+				why := fmt.Sprintf("claims held back by the claim limits (someone guessing the password?): %d since the last such event, the last from this claimant", n)
+				if _, werr := t.apply(subscribers.TenantWrite{Events: []subscribers.Event{
+					event(a, subscribers.EventClaimRefused, r.ISP, r.CustomerID, mac, why)}}); werr != nil {
+					t.log.Warn("tenants: claim-refused event not stored", "err", werr)
+				}
+			}
 			return Device{}, err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -217,5 +218,40 @@ func TestClaimOwnerMistypeUnderGuessing(t *testing.T) {
 	}
 	if err := claim("right-password", "02:00:00:00:0d:02"); err != nil {
 		t.Errorf("the owner's second try, with the guesser's back-off running: %v, want claimed", err)
+	}
+}
+
+// TestClaimHeldBackTold: attempts the claim limits hold back are told the
+// customer's ISP, in one claim-refused event a minute at most however
+// many (stop 41 left them without any: a guessing the limits stop showed
+// nowhere).
+func TestClaimHeldBackTold(t *testing.T) {
+	ten := newAlphaTenants(t, 100)
+	if _, err := ten.CreateCustomer(ctx, op, "alpha", CustomerInput{ID: "victim", Password: "right-password"}); err != nil {
+		t.Fatal(err)
+	}
+	portal := Actor{Kind: ActorPortal, Name: "portal"}
+	held := 0
+	for i := range 20 {
+		_, err := ten.Claim(ctx, portal, ClaimRequest{ISP: "alpha", CustomerID: "victim", Password: fmt.Sprint("guess-", i), MAC: "02:00:00:00:0a:01"})
+		if errors.Is(err, ErrRateLimited) {
+			held++
+		}
+	}
+	if held < 10 {
+		t.Fatalf("%d of 20 guesses held back, want most", held)
+	}
+	p, err := ten.Events(ctx, "alpha", 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	told := 0
+	for _, e := range p.Events {
+		if e.Kind == string(subscribers.EventClaimRefused) && strings.Contains(e.Reason, "held back by the claim limits") {
+			told++
+		}
+	}
+	if told != 1 {
+		t.Errorf("%d held-back events for %d guesses held back within a minute, want 1", told, held)
 	}
 }
