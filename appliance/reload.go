@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -369,12 +370,20 @@ func (a *Appliance) warnRemoved(cfg *configs.Config) {
 			"access", ac.Name, "interface", ac.Interface, "vlan", ac.VLAN, "bindings", n)
 	}
 	per := a.dhcp.LeasesByISP()
+	counts := map[string]tenants.ISPInfo{}
+	if infos, err := a.ten.ISPs(context.Background()); err == nil {
+		for _, i := range infos {
+			counts[i.Name] = i
+		}
+	}
 	for _, isp := range a.cfg.ISPs {
 		if slices.ContainsFunc(cfg.ISPs, func(x configs.ISP) bool { return x.Name == isp.Name }) {
 			continue
 		}
-		a.log.Warn("reload: ISP "+isp.Name+" is not in the file (removed, or renamed: the name is the key of its customers, devices and bindings): at the restart its DHCP bindings end and its customers get no service; keep the name to keep them",
-			"isp", isp.Name, "bindings", per[isp.Name])
+		// With its customers and devices: what the restart strands (a
+		// trial's reload said bindings=0 of an ISP with 200k customers).
+		a.log.Warn("reload: ISP "+isp.Name+" is not in the file (removed, or renamed: the name is the key of its customers, devices and bindings): at the restart its DHCP bindings end and its customers get no service; keep the name to keep them, or purge them after the restart (ctl purge-isp)",
+			"isp", isp.Name, "bindings", per[isp.Name], "customers", counts[isp.Name].Customers, "devices", counts[isp.Name].Devices)
 	}
 }
 

@@ -29,11 +29,11 @@ const purgeBatchSize = 512
 // removed from the configuration first); an ISP the store holds nothing of
 // is ErrNotFound.
 //
-// Each customer goes as DeleteCustomer takes it (one customer-deleted
-// event, a device-detached event per device; a device the operator blocked
-// stays blocked, ownerless), purgeBatchSize customers a transaction, so a
-// crash or a cancelled request leaves some purged and the rest as they
-// were: a second call finishes. The devices left after the customers (a
+// Each customer goes as DeleteCustomer takes it (a device the operator
+// blocked stays blocked, ownerless), purgeBatchSize customers a
+// transaction, each with one customer-deleted event counting what it
+// removed (purgeWrite), so a crash or a cancelled request leaves some
+// purged and the rest as they were: a second call finishes. The devices left after the customers (a
 // registration whose customer record is gone) go the same way.
 func (t *Tenants) PurgeISP(ctx context.Context, a Actor, isp string) (PurgeResult, error) {
 	res := PurgeResult{ISP: isp}
@@ -88,7 +88,6 @@ func (t *Tenants) purgeBatch(a Actor, isp, why string) (customers, devices int, 
 		}
 		w.DeleteCustomers = append(w.DeleteCustomers, subscribers.CustomerKey{ISP: isp, ID: c.ID})
 		regs = append(regs, devs...)
-		w.Events = append(w.Events, event(a, subscribers.EventCustomerDeleted, isp, c.ID, subscribers.MAC{}, fmt.Sprintf("%s; %d devices detached", why, len(devs))))
 	}
 	if len(cs) == 0 {
 		// The devices without a customer record, if any.
@@ -103,14 +102,35 @@ func (t *Tenants) purgeBatch(a Actor, isp, why string) (customers, devices int, 
 	return len(cs), n, err
 }
 
-// purgeWrite commits w (customers deleted, their events) with the devices
-// regs detached (t.mu held), publishes the detaches and ends the devices'
-// bindings; it returns the devices detached.
+// purgeWrite commits w (customers deleted) with the devices regs detached
+// and one event for the batch (t.mu held), publishes the detaches and ends
+// the devices' bindings; it returns the devices detached.
+//
+// One event a batch, not one per customer and device as DeleteCustomer
+// writes: the log is trimmed by count over every ISP, and a purge of 100k
+// customers wrote 200k events, pushing every other ISP's events out of a
+// log of the default retention, their webhooks' undelivered ones too (a
+// trial). The purged ISP has no route and no webhook to read them. Only an
+// operator's block kept (device-blocked, rare) has its own.
 func (t *Tenants) purgeWrite(a Actor, w subscribers.TenantWrite, regs []subscribers.Registration, why string) (int, error) {
 	kept := make([]bool, len(regs))
 	for i, r := range regs {
-		kept[i] = detachWrite(&w, a, r, why)
+		if kept[i] = r.Blocked; kept[i] {
+			w.PutRegistrations = append(w.PutRegistrations, ownerlessBlock(r.MAC))
+			w.Events = append(w.Events, event(a, subscribers.EventDeviceBlocked, "", "", r.MAC,
+				fmt.Sprintf("the operator's block kept (no ISP has it now); ISP %q, customer %q: %s", r.ISP, r.CustomerID, why)))
+		} else {
+			w.DeleteRegistrations = append(w.DeleteRegistrations, r.MAC)
+		}
 	}
+	isp := ""
+	if len(w.DeleteCustomers) > 0 {
+		isp = w.DeleteCustomers[0].ISP
+	} else if len(regs) > 0 {
+		isp = regs[0].ISP
+	}
+	w.Events = append(w.Events, event(a, subscribers.EventCustomerDeleted, isp, "", subscribers.MAC{},
+		fmt.Sprintf("%s: %d customers deleted, %d devices detached in this batch", why, len(w.DeleteCustomers), len(regs))))
 	if _, err := t.apply(w); err != nil {
 		return 0, err
 	}

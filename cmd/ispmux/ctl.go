@@ -198,9 +198,9 @@ var ctlCommands = []*ctlCommand{
 	{name: "purge-isp", short: "remove every customer and device of an ISP no longer configured (operator)", args: "ISP", min: 1, max: 1,
 		summary: "Remove every customer and device of ISP, which the configuration no longer has (removed, or\n" +
 			"renamed; the start's log names it): until then its devices' MACs stay taken. A configured ISP is\n" +
-			"refused. Each customer gets a customer-deleted event; a device the operator blocked stays blocked.\n" +
-			"512 customers a transaction: a purge cut short (the connection closed) stops there, and a second\n" +
-			"one finishes it.",
+			"refused. A device the operator blocked stays blocked. 512 customers a transaction, each with one\n" +
+			"customer-deleted event counting them (the other ISPs' events stay in the log): a purge cut short\n" +
+			"(the connection closed) stops there, and a second one finishes it.",
 		run: ctlPurgeISP},
 	{name: "unblock", short: "unblock a MAC (operator)", args: "MAC", min: 1, max: 1, summary: "Unblock a MAC (operator).", run: ctlUnblock},
 	{name: "move", short: "move a device to another customer or ISP (operator)", args: "MAC ISP CUSTOMER [--immediate]", min: 3, max: 3,
