@@ -37,8 +37,11 @@ func (a *Appliance) status(maxBindings int) ctlsock.Status {
 	if pr := a.restartPending.Load(); pr != nil && len(pr.sections) > 0 {
 		st.RestartPending, st.RestartPendingSince = pr.sections, pr.at.UTC().Format(time.RFC3339Nano)
 	}
-	if o := a.lastReload.Load(); o != nil && o.err != "" {
-		st.ReloadRefused, st.ReloadRefusedAt, st.ReloadPartial = o.err, o.at.UTC().Format(time.RFC3339Nano), o.partial
+	if o := a.lastReload.Load(); o != nil {
+		st.LastReloadAt = o.at.UTC().Format(time.RFC3339Nano)
+		if o.err != "" {
+			st.ReloadRefused, st.ReloadRefusedAt, st.ReloadPartial = o.err, st.LastReloadAt, o.partial
+		}
 	}
 	ec := a.state.Counters()
 	links := a.linkStatuses()

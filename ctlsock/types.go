@@ -27,6 +27,9 @@ type Status struct {
 	// or none was made.
 	ReloadRefused   string `json:"reload_refused,omitempty"`
 	ReloadRefusedAt string `json:"reload_refused_at,omitempty"`
+	// LastReloadAt (RFC 3339) is when the last reload was made, applied
+	// or not; empty: none since the start.
+	LastReloadAt string `json:"last_reload_at,omitempty"`
 	// ReloadPartial: that reload applied the subscriber entries but not
 	// every file the configuration names (ReloadRefused says which).
 	ReloadPartial bool         `json:"reload_partial,omitempty"`

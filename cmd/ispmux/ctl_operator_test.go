@@ -736,3 +736,21 @@ func TestCtlMoveWarnsUnreachable(t *testing.T) {
 		t.Errorf("move to a resolved ISP warned: %q", errOut)
 	}
 }
+
+// TestStatusLastReload: ctl status says whether a reload was made since
+// the start and when, where it said "applied (or none since the start)"
+// (an operator trial read it as a riddle).
+func TestStatusLastReload(t *testing.T) {
+	for _, c := range []struct {
+		st   ctlsock.Status
+		want string
+	}{
+		{ctlsock.Status{}, "none since the start"},
+		{ctlsock.Status{LastReloadAt: "2026-12-06T01:02:03Z"}, "applied at 2026-12-06 01:02:03Z"},
+		{ctlsock.Status{LastReloadAt: "2026-12-06T01:02:03Z", ReloadRefused: "x.toml:3: bad", ReloadRefusedAt: "2026-12-06T01:02:03Z"}, "REFUSED at 2026-12-06 01:02:03Z: x.toml:3: bad"},
+	} {
+		if got := lastReload(&c.st); !strings.HasPrefix(got, c.want) {
+			t.Errorf("lastReload(%+v) = %q, want %q", c.st, got, c.want)
+		}
+	}
+}

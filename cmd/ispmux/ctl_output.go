@@ -414,8 +414,12 @@ func restartPending(st *ctlsock.Status) string {
 // one showed only in the log (a trial: systemctl reload succeeds either
 // way).
 func lastReload(st *ctlsock.Status) string {
-	if st.ReloadRefused == "" {
-		return "applied (or none since the start)"
+	switch {
+	case st.ReloadRefused == "" && st.LastReloadAt == "":
+		return "none since the start"
+	case st.ReloadRefused == "":
+		// A trial read "applied (or none since the start)" as a riddle.
+		return "applied at " + stamp(st.LastReloadAt)
 	}
 	if st.ReloadPartial {
 		return fmt.Sprintf("APPLIED IN PART at %s: %s (the rest of the file applied; what the error names was not)", stamp(st.ReloadRefusedAt), st.ReloadRefused)
