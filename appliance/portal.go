@@ -77,15 +77,15 @@ func (a *Appliance) newPortal() (*portal.Server, error) {
 	}
 	return portal.New(portal.Config{
 		Hostname: p.Hostname, ISPs: isps, CertFile: p.TLSCert, KeyFile: p.TLSKey,
-		HandoverHint: handoverHint(a.cfg), MoveHint: moveHint(a.cfg.DHCP),
+		HandoverHint: handoverHint(a.cfg), MoveHintNow: func() time.Duration { return moveHint(a.dhcp.LeaseMax(time.Now())) },
 		Log: a.log.With("part", "portal"),
 	}, portalDir{a}, a.ten)
 }
 
 // moveHint is how long a bound device takes to move to another ISP at
-// most, with [dhcp] d: it renews at half its client lease at the latest,
-// then a DORA's few seconds (portal.Config.MoveHint).
-func moveHint(d configs.DHCP) time.Duration { return d.ClientLeaseMaxDur/2 + 5*time.Second }
+// most, its client lease at most leaseMax: it renews at half of it at the
+// latest, then a DORA's few seconds (portal.Config.MoveHintNow).
+func moveHint(leaseMax time.Duration) time.Duration { return leaseMax/2 + 5*time.Second }
 
 // portalDir tells the portal who is behind a connection. On ports 80
 // and 443: the holder of that onboarding lease (the garden's addresses are

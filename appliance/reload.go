@@ -263,8 +263,9 @@ func (a *Appliance) Reload(cfg *configs.Config) (err error) {
 
 // reloadDHCP applies d, a reload's [dhcp], when it differs from the limits
 // in force: the proxy's limits (dhcpproxy.Limits says how each applies),
-// the datapath's DHCP budget kept above the per-MAC limit, and the
-// portal's hint of how long a move takes. The configuration is valid
+// and the datapath's DHCP budget kept above the per-MAC limit (the
+// portal's hint of how long a move takes follows the proxy's LeaseMax
+// itself). The configuration is valid
 // (configs checked every value's range), so nothing here fails.
 func (a *Appliance) reloadDHCP(d configs.DHCP) {
 	old, l := a.dhcp.Limits(), dhcpLimits(d)
@@ -273,9 +274,6 @@ func (a *Appliance) reloadDHCP(d configs.DHCP) {
 	}
 	a.dhcp.SetLimits(l)
 	setDHCPBudget(a.ctl, d)
-	if a.portal != nil {
-		a.portal.SetMoveHint(moveHint(d))
-	}
 	a.log.Info("reload: [dhcp] applied", "timeout", l.Timeout, "max_pending", l.MaxPending, "mac_rate", l.MACRate, "mac_burst", l.MACBurst,
 		"circuit_rate", l.CircuitRate, "circuit_burst", l.CircuitBurst, "max_bindings_per_circuit", l.MaxBindingsPerCircuit,
 		"client_lease_max", l.ClientLeaseMax)

@@ -95,6 +95,10 @@ type OnboardingStatus struct {
 	// the operator) while it held this lease: it moves there at its next
 	// renewal. Empty while it has not chosen.
 	Chosen string `json:"chosen,omitempty"`
+	// Suspended is the ISP whose customer the device is and which
+	// suspended that customer: the device is in the garden to choose
+	// another ISP (Chosen is then empty).
+	Suspended string `json:"suspended,omitempty"`
 	// HandoverFailed is set when the device is back in the walled garden
 	// because Chosen did not take it: "refused" (its DHCP server NAKed),
 	// "unanswered" (it stayed silent) or "failed" (one of the two, before

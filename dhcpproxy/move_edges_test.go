@@ -90,6 +90,9 @@ func TestMoveToSuspendedCustomer(t *testing.T) {
 func TestLoweredClientLeaseMaxKeepsLiveClientLeases(t *testing.T) {
 	r, _ := boundAtAlpha(t) // a client lease of 10m
 	r.p.setLimits(func(l *Limits) { l.ClientLeaseMax = time.Minute })
+	if got := r.p.LeaseMax(time.Now()); got != 10*time.Minute {
+		t.Errorf("LeaseMax after the reload = %v, want the old 10m (the portal's move hint follows it)", got)
+	}
 	r.moveTo("beta")
 	r.p.RevalidateMACs([]uint64{s1MAC})
 	r.p.expire(time.Now().Add(2 * time.Minute))

@@ -286,6 +286,10 @@ type leaseMaxHigh struct {
 	until time.Time
 }
 
+// LeaseMax is the longest client lease a subscriber may hold at now
+// (leaseMaxFor): what a move waits for at most.
+func (p *Proxy) LeaseMax(now time.Time) time.Duration { return p.leaseMaxFor(now) }
+
 // leaseMaxFor is the longest client lease a subscriber may hold at now:
 // ClientLeaseMax, or one before it that was longer while leases given
 // under it may still run (SetLimits). A review: with client_lease_max

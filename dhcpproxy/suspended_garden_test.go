@@ -159,3 +159,36 @@ func TestSuspendedGardenLimitsAndHeldBinding(t *testing.T) {
 			c["rate_limited_mac"], c["onboarding_rate_limited"])
 	}
 }
+
+// TestSuspendedPinnedElsewhereIsMisplaced: a suspended customer's device
+// pinned to another access, heard on this one, is misplaced as any MAC
+// heard off its access (a clone, or the device moved): wrong_circuit, out
+// of its ISP's refusals (a trial saw "rejected ... suspended" events and
+// its REQUESTs NAKed). A device of an ISP no longer configured is refused
+// naming that, not its "DHCP servers".
+func TestSuspendedPinnedElsewhereIsMisplaced(t *testing.T) {
+	r := newORig(t, Onboarding{}, 0, false)
+	const m, m48 = "02:00:00:00:01:01", 0x020000000101
+	reg := registry.New()
+	reg.Put(m48, registry.Entry{ISP: "alpha", CustomerID: "c-s1", Source: "api", Access: "acc9"}, true)
+	reg.Put(0x020000000102, registry.Entry{ISP: "gamma", CustomerID: "g-1", Source: "api"}, false)
+	r.p = New(r.p.config(), r.store, reg, r.tab, r.snd, nil)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(m))))
+	if got := r.clientMsgs(); len(got) != 0 {
+		t.Errorf("the subscriber got %v", got)
+	}
+	if c := r.p.Counters(); c["wrong_circuit"] != 1 || c["suspended_customer"] != 0 || c["suspended_onboarding"] != 0 {
+		t.Errorf("counters %v, want wrong_circuit only", c)
+	}
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:02"))))
+	r.clientMsgs()
+	var gamma []subscribers.Event
+	for _, e := range r.eventsOf(subscribers.EventRejected) {
+		if e.ISP == "gamma" {
+			gamma = append(gamma, e)
+		}
+	}
+	if len(gamma) != 1 || gamma[0].Reason != "ISP gamma is not configured" {
+		t.Errorf("gamma's rejected events %+v, want one naming gamma not configured", gamma)
+	}
+}

@@ -77,8 +77,15 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		p.count("blocked_subscriber")
 		p.refuse(subscribers.EventBlocked, regSubject(pkt.Src, c, reg), netip.Addr{}, "blocked")
 		return
+	case reg.Access != "" && reg.Access != c.Name:
+		// Before its suspension: a clone of the MAC elsewhere (or the
+		// device moved) says nothing of its ISP (a trial saw its
+		// refusals counted as the ISP's).
+		p.count("wrong_circuit")
+		p.refuseMisplaced(regSubject(pkt.Src, c, reg), "registered on access "+reg.Access+", seen on "+c.Name)
+		return
 	case reg.Suspended():
-		if pl := p.ob.pools[sk.circuit]; pl != nil && (reg.Access == "" || reg.Access == c.Name) {
+		if pl := p.ob.pools[sk.circuit]; pl != nil {
 			// The customer's ISP suspended it, on a circuit with a
 			// walled garden: served there like a device without a
 			// record, so that its subscriber can choose another ISP
@@ -119,10 +126,6 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		if m.MessageType() == dhcpv4.MessageTypeRequest {
 			p.nak(c, m, "service suspended")
 		}
-		return
-	case reg.Access != "" && reg.Access != c.Name:
-		p.count("wrong_circuit")
-		p.refuseMisplaced(regSubject(pkt.Src, c, reg), "registered on access "+reg.Access+", seen on "+c.Name)
 		return
 	}
 	if mt := m.MessageType(); p.isStatic(pkt.Src) && mt != dhcpv4.MessageTypeInform {
@@ -175,7 +178,13 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 	isp := p.isps[reg.ISP]
 	if isp == nil || len(isp.Servers) == 0 {
 		p.count("no_isp_server")
-		p.refuse(subscribers.EventRejected, regSubject(pkt.Src, c, reg), netip.Addr{}, "ISP has no DHCP server configured")
+		why := "ISP has no DHCP server configured"
+		if isp == nil {
+			// Removed from the configuration (its devices are purged
+			// with ctl purge-isp): a trial read the other reason.
+			why = "ISP " + reg.ISP + " is not configured"
+		}
+		p.refuse(subscribers.EventRejected, regSubject(pkt.Src, c, reg), netip.Addr{}, why)
 		return
 	}
 	// Unicast: to our MAC, not to an IP broadcast. A RENEWING client

@@ -211,3 +211,26 @@ func TestChooseAgainBeforeSwitch(t *testing.T) {
 		}
 	}
 }
+
+// TestMoveHintNowFollowsLeaseMax: with MoveHintNow (the appliance's: the
+// longest client lease in force, which a reload lowering client_lease_max
+// keeps until the longer leases have run out), the pages say it at each
+// page; a trial's page said "about 20 seconds" after such a reload, and
+// the switch took 49.
+func TestMoveHintNowFollowsLeaseMax(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeCert(t, cert, key, "one")
+	r := &rig{t: t, cert: cert, key: key, dir: &fakeDir{subs: map[netip.Addr]Subscriber{}}, cl: &fakeClaimer{}}
+	hint := 65 * time.Second
+	srv, err := New(Config{Hostname: host, ISPs: isps, CertFile: cert, KeyFile: key, HandoverHint: 40 * time.Second, MoveHint: 20 * time.Second,
+		MoveHintNow: func() time.Duration { return hint }}, r.dir, r.cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.srv, r.h = srv, srv.Handler()
+	r.dir.set(Subscriber{MAC: macA, Access: "port1", Addr: addrA, ISP: "alpha", Claimed: "beta"})
+	if b := r.do(req{target: "/done", from: addrA}).Body.String(); !strings.Contains(b, "will switch to Beta &amp; Co within about 65 seconds") {
+		t.Errorf("the switching page does not follow MoveHintNow:\n%s", b)
+	}
+}

@@ -361,7 +361,7 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request, sub Subscriber, i
 			msg = "Another device is signing in with this customer right now. Wait " + plural(secs, "second") + " and try again."
 		}
 		again(http.StatusTooManyRequests, sentence(msg, "", nil))
-	case errors.As(err, &dl) && len(dl.Devices) > 0:
+	case errors.As(err, &dl) && len(dl.Replaceable) > 0:
 		// The password was right (the limit is checked after it): the
 		// owner may replace one of its devices by this one, as an
 		// installer's claim may (replace); the one replaced loses its
@@ -371,7 +371,7 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request, sub Subscriber, i
 		pr := sentence("This customer already has "+plural(len(dl.Devices), "device")+" connected, the most it may. To connect this one, "+
 			"choose a device it replaces (that device loses its connection at "+name+") and enter the password again. Or ask "+name+" to allow more devices.", "password",
 			map[string]string{"password": "Enter the password again."})
-		pr.Replace = dl.Devices
+		pr.Replace = dl.Replaceable // not the configuration's (read-only)
 		again(http.StatusConflict, pr)
 	case errors.Is(err, tenants.ErrDeviceLimit):
 		s.st.claimsFailed.Add(1)

@@ -137,7 +137,10 @@ type formInput struct {
 // shorter lease, e.g. what is left of a short ISP lease, beats); else
 // MoveHint.
 func (s *Server) moveWait(sub Subscriber) time.Duration {
-	w := time.Duration(s.moveHint.Load())
+	w := s.cfg.MoveHint
+	if s.cfg.MoveHintNow != nil {
+		w = s.cfg.MoveHintNow()
+	}
 	if left := time.Until(sub.ClientLeaseEnd); !sub.ClientLeaseEnd.IsZero() && left > 0 {
 		w = min(w, left+5*time.Second)
 	}

@@ -109,8 +109,11 @@ type Config struct {
 	HandoverHint time.Duration
 	// MoveHint is how long a bound device takes to switch to another ISP
 	// after a move on the portal (half the client lease and a few
-	// seconds); 0 = HandoverHint.
-	MoveHint time.Duration
+	// seconds); 0 = HandoverHint. MoveHintNow, if set, gives it at each
+	// page instead (client_lease_max changes with a reload, and leases
+	// given under a longer one run on: dhcpproxy's LeaseMax).
+	MoveHint    time.Duration
+	MoveHintNow func() time.Duration
 	// Log receives claims and errors (nil = discard).
 	Log *slog.Logger
 }
@@ -163,8 +166,6 @@ type Server struct {
 	handlerOnce sync.Once
 	handler     http.Handler
 	serving     atomic.Bool
-	// moveHint is Config.MoveHint in force (SetMoveHint).
-	moveHint atomic.Int64
 
 	inflight inflight
 	recent   recentClaims
@@ -176,15 +177,6 @@ type counters struct {
 	claimsOK, claimsRefused, claimsLimited, claimsFailed atomic.Uint64
 	crossOrigin, badToken, unknownSource, busy           atomic.Uint64
 	connsRefused                                         atomic.Uint64
-}
-
-// SetMoveHint changes Config.MoveHint (a reload changed [dhcp]
-// client_lease_max); 0 or less: the handover's hint.
-func (s *Server) SetMoveHint(d time.Duration) {
-	if d <= 0 {
-		d = s.cfg.HandoverHint
-	}
-	s.moveHint.Store(int64(d))
 }
 
 // New checks cfg, loads the certificate and returns the portal. Nothing
@@ -212,7 +204,6 @@ func New(cfg Config, dir Directory, claims Claimer) (*Server, error) {
 	s := &Server{cfg: cfg, url: u.String(), host: strings.ToLower(u.Hostname()), dir: dir, claims: claims,
 		log: cfg.Log, isps: map[string]ISP{}, tmpl: pageTemplate,
 		cert: tlsreload.New(tlsreload.Config{Name: "portal", CertFile: cfg.CertFile, KeyFile: cfg.KeyFile})}
-	s.moveHint.Store(int64(cfg.MoveHint))
 	s.cfg.ISPs = make([]ISP, len(cfg.ISPs))
 	for i, p := range cfg.ISPs {
 		if p.Name == "" {

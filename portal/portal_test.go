@@ -385,7 +385,7 @@ func TestClaimErrors(t *testing.T) {
 		// Two devices claiming one customer at once (a trial): the second
 		// was told of "too many attempts" on its first.
 		{"busy", &tenants.RateLimitError{RetryAfter: time.Second, Busy: true}, http.StatusTooManyRequests, "Another device is signing in with this customer right now. Wait 1 second and try again.", "1"},
-		{"device limit", &tenants.DeviceLimitError{Limit: 1, Devices: []string{"02:00:00:00:00:99"}}, http.StatusConflict,
+		{"device limit", &tenants.DeviceLimitError{Limit: 1, Devices: []string{"02:00:00:00:00:99"}, Replaceable: []string{"02:00:00:00:00:99"}}, http.StatusConflict,
 			"This customer already has 1 device connected, the most it may. To connect this one, choose a device it replaces (that device loses its connection at Beta &amp; Co)", ""},
 		{"invalid", tenants.ErrInvalid, http.StatusBadRequest, "The details sent cannot be used.", ""},
 		{"internal", errors.New("disk on fire"), http.StatusInternalServerError, "Something went wrong on our side. Try again in a minute.", ""},

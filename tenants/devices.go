@@ -156,6 +156,9 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 		e := &DeviceLimitError{Limit: c.DeviceLimit, Claim: source == SourceClaim}
 		for _, d := range devs {
 			e.Devices = append(e.Devices, macString(d.MAC))
+			if d.Source != SourceConfig {
+				e.Replaceable = append(e.Replaceable, macString(d.MAC))
+			}
 		}
 		return Device{}, e
 	}

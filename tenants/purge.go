@@ -130,7 +130,7 @@ func (t *Tenants) purgeWrite(a Actor, w subscribers.TenantWrite, regs []subscrib
 		isp = regs[0].ISP
 	}
 	w.Events = append(w.Events, event(a, subscribers.EventCustomerDeleted, isp, "", subscribers.MAC{},
-		fmt.Sprintf("%s: %d customers deleted, %d devices detached in this batch", why, len(w.DeleteCustomers), len(regs))))
+		fmt.Sprintf("%s: this batch, customers deleted: %d, devices detached: %d", why, len(w.DeleteCustomers), len(regs))))
 	if _, err := t.apply(w); err != nil {
 		return 0, err
 	}

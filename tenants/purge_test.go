@@ -88,8 +88,8 @@ func TestPurgeISP(t *testing.T) {
 			blocked++
 		}
 	}
-	if len(deleted) != 2 || !strings.Contains(deleted[0], "512 customers deleted, 3 devices detached") ||
-		!strings.Contains(deleted[1], "88 customers deleted, 0 devices detached") || blocked != 1 {
+	if len(deleted) != 2 || !strings.Contains(deleted[0], "customers deleted: 512, devices detached: 3") ||
+		!strings.Contains(deleted[1], "customers deleted: 88, devices detached: 0") || blocked != 1 {
 		t.Errorf("events: customer-deleted %q, device-blocked %d; want one a batch (512 and 88 customers), the block kept", deleted, blocked)
 	}
 	if _, err := ten.PurgeISP(ctx, op, "beta"); !errors.Is(err, ErrNotFound) {

@@ -281,6 +281,9 @@ func (e *RateLimitError) Is(target error) bool { return target == ErrRateLimited
 type DeviceLimitError struct {
 	Limit   int
 	Devices []string // MACs
+	// Replaceable are the Devices a claim may replace: not the
+	// configuration's (read-only).
+	Replaceable []string
 	// Claim: the refused call was a claim, the one call with a replace
 	// field; an attach or a move is told to detach one instead.
 	Claim bool

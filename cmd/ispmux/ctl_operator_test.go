@@ -754,3 +754,15 @@ func TestStatusLastReload(t *testing.T) {
 		}
 	}
 }
+
+// TestOnboardingChosenSuspended: a device in the garden for its customer's
+// suspension is shown so, not as having chosen its ISP (a trial read
+// "chosen: alpha").
+func TestOnboardingChosenSuspended(t *testing.T) {
+	if got := onboardingChosen(ctlsock.OnboardingStatus{Suspended: "alpha"}); !strings.Contains(got, "suspended at alpha") {
+		t.Errorf("onboardingChosen of a suspended device = %q", got)
+	}
+	if got := onboardingChosen(ctlsock.OnboardingStatus{Chosen: "beta"}); got != "beta" {
+		t.Errorf("onboardingChosen of a device that chose beta = %q", got)
+	}
+}

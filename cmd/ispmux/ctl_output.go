@@ -241,7 +241,7 @@ func writeSubscriber(w io.Writer, v subscriberView) error {
 		t := newTable(w)
 		if g := v.Garden; g != nil {
 			t.row("  onboarding lease:", fmt.Sprintf("%s on %s, until %s", g.IP, g.Access, stamp(g.Expires)))
-			if g.Chosen != "" {
+			if g.Chosen != "" || g.Suspended != "" {
 				t.row("  chosen:", onboardingChosen(*g))
 			}
 		}
@@ -388,6 +388,9 @@ func handoverState(h ctlsock.HandoverStatus) string {
 // onboardingChosen is the ISP a device in the walled garden chose ("-":
 // none yet), with its handover's failure or retry.
 func onboardingChosen(o ctlsock.OnboardingStatus) string {
+	if o.Suspended != "" {
+		return "- (suspended at " + o.Suspended + ": here to choose another ISP)"
+	}
 	chosen := orDash(o.Chosen)
 	switch {
 	case o.HandoverFailed != "" && o.HandoverRetry != "":
