@@ -374,9 +374,10 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request, sub Subscriber, i
 		pr.Replace = dl.Replaceable // not the configuration's (read-only)
 		again(http.StatusConflict, pr)
 	case errors.Is(err, tenants.ErrDeviceLimit):
+		// None to replace here: the configuration's, the operator's.
 		s.st.claimsFailed.Add(1)
 		outcome("device-limit")
-		again(http.StatusConflict, sentence("This customer already has the most devices it may connect. Ask "+name+" to remove one.", "", nil))
+		again(http.StatusConflict, sentence("This customer already has the most devices it may connect, and none can be replaced from this page. Ask "+name+" to allow more devices, or the network operator.", "", nil))
 	case errors.Is(err, tenants.ErrSuspended):
 		s.st.claimsFailed.Add(1)
 		outcome("suspended")

@@ -79,8 +79,9 @@ type custState struct {
 	fresh    pairState      // new-claimant tokens
 	busy     bool           // an attempt's password is being checked
 	taken    bool           // it took a new-claimant token
-	// held counts the attempts held back by the limits (not the busy
-	// ones) since heldSaid, when the last claim-refused event said so.
+	// held counts the attempts the customer's own limits (the failers'
+	// back-off, the new-claimant tokens) held back since heldSaid, when
+	// the last claim-refused event said so.
 	held     int
 	heldSaid time.Time
 }
@@ -190,14 +191,16 @@ func (l *claimLimiter) allow(isp, customer, who string, now time.Time) error {
 			return err
 		}
 	}
+	// The claimant's own buckets (a device spraying customer IDs, one
+	// claimant hammering one customer) hold its attempts without a word
+	// to the customer's ISP: counted per customer, a spray over new IDs
+	// wrote one event an attempt (a review).
 	m := bucketOf(l.mac, who, l.lim.PerMACBurst, now)
 	if err := refill(m, l.lim.PerMACBurst, l.lim.PerMACEvery, now); err != nil {
-		c.held++
 		return err
 	}
 	p := bucketOf(l.pair, pairKey{isp, customer, who}, l.lim.PerPairBurst, now)
 	if err := refill(p, l.lim.PerPairBurst, l.lim.PerPairEvery, now); err != nil {
-		c.held++
 		return err
 	}
 	p.tokens--
@@ -353,7 +356,8 @@ func (t *Tenants) Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, e
 	if limited {
 		if err := t.claims.allow(r.ISP, r.CustomerID, who, now); err != nil {
 			if n := t.claims.heldToSay(r.ISP, r.CustomerID, now); n > 0 {
-				why := fmt.Sprintf("claims held back by the claim limits (someone guessing the password?): %d since the last such event, the last from this claimant", n)
+				why := fmt.Sprintf("claims for this customer held back by the claim limits (someone guessing the password?): %d since the last such event, "+
+					"the last from this claimant; the next such event, %s later at the earliest, counts those held back meanwhile", n, heldEvery)
 				if _, werr := t.apply(subscribers.TenantWrite{Events: []subscribers.Event{
 					event(a, subscribers.EventClaimRefused, r.ISP, r.CustomerID, mac, why)}}); werr != nil {
 					t.log.Warn("tenants: claim-refused event not stored", "err", werr)

@@ -254,4 +254,62 @@ func TestClaimHeldBackTold(t *testing.T) {
 	if told != 1 {
 		t.Errorf("%d held-back events for %d guesses held back within a minute, want 1", told, held)
 	}
+
+	// A device spraying customer IDs is held by its own bucket: no event
+	// for each new ID it tries (a review: 190 events for 200 attempts).
+	before := len(p.Events)
+	for i := range 40 {
+		_, _ = ten.Claim(ctx, portal, ClaimRequest{ISP: "alpha", CustomerID: fmt.Sprint("sprayed-", i), Password: "x", MAC: "02:00:00:00:0c:01"})
+	}
+	p, err = ten.Events(ctx, "alpha", 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range p.Events[before:] {
+		if strings.Contains(e.Reason, "held back by the claim limits") {
+			t.Errorf("a spray over customer IDs wrote a held-back event: %+v", e)
+			break
+		}
+	}
+}
+
+// TestHeldToSay: the held-back attempts are told at most once a
+// heldEvery, each time with the number since the last; none before the
+// window ends.
+func TestHeldToSay(t *testing.T) {
+	l := newClaimLimiter(ClaimLimits{})
+	now := time.Now()
+	l.cust[custKey{"alpha", "v"}] = &custState{held: 1, failers: map[string]int{}}
+	if n := l.heldToSay("alpha", "v", now); n != 1 {
+		t.Fatalf("first: %d, want 1", n)
+	}
+	l.cust[custKey{"alpha", "v"}].held += 16
+	if n := l.heldToSay("alpha", "v", now.Add(30*time.Second)); n != 0 {
+		t.Errorf("within the window: %d, want 0", n)
+	}
+	if n := l.heldToSay("alpha", "v", now.Add(heldEvery+time.Second)); n != 16 {
+		t.Errorf("after the window: %d, want 16", n)
+	}
+	if n := l.heldToSay("nobody", "x", now); n != 0 {
+		t.Errorf("unknown customer: %d", n)
+	}
+}
+
+// TestDeviceLimitErrorNamesReplaceable: a claim's device-limit error names
+// the devices a replace may name, not the configuration's (read-only),
+// and with none says so (a review: it told to replace any of them).
+func TestDeviceLimitErrorNamesReplaceable(t *testing.T) {
+	for _, c := range []struct {
+		e    DeviceLimitError
+		want string
+	}{
+		{DeviceLimitError{Limit: 2, Devices: []string{"a", "b"}, Replaceable: []string{"a", "b"}, Claim: true}, "claim again with replace set to one of them"},
+		{DeviceLimitError{Limit: 2, Devices: []string{"a", "b"}, Replaceable: []string{"b"}, Claim: true}, "replace set to one of [b] (the others are the configuration's)"},
+		{DeviceLimitError{Limit: 1, Devices: []string{"a"}, Claim: true}, "none can be replaced"},
+		{DeviceLimitError{Limit: 1, Devices: []string{"a"}}, "detach one of them first"},
+	} {
+		if got := c.e.Error(); !strings.Contains(got, c.want) {
+			t.Errorf("%+v: %q lacks %q", c.e, got, c.want)
+		}
+	}
 }

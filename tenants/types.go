@@ -291,8 +291,13 @@ type DeviceLimitError struct {
 
 func (e *DeviceLimitError) Error() string {
 	what := "detach one of them first (or raise the customer's device_limit)"
-	if e.Claim {
+	switch {
+	case e.Claim && len(e.Replaceable) == len(e.Devices):
 		what = "claim again with replace set to one of them"
+	case e.Claim && len(e.Replaceable) > 0:
+		what = fmt.Sprintf("claim again with replace set to one of %v (the others are the configuration's)", e.Replaceable)
+	case e.Claim:
+		what = "none can be replaced (the configuration's): ask the operator, or raise the customer's device_limit"
 	}
 	// "reached" leads, its figure after: ctl drops what repeats the
 	// problem's title ("Customer's device limit reached"), which a

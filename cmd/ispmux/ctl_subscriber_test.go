@@ -134,7 +134,7 @@ func TestProblemLine(t *testing.T) {
 		// The device limit's figure after its words (a trial read
 		// "Customer's device limit reached: customer's device limit (1)
 		// reached").
-		{client.Error{Status: 409, Title: "Customer's device limit reached", Detail: (&tenants.DeviceLimitError{Limit: 1, Devices: []string{"02:00:00:00:00:01"}, Claim: true}).Error()},
+		{client.Error{Status: 409, Title: "Customer's device limit reached", Detail: (&tenants.DeviceLimitError{Limit: 1, Devices: []string{"02:00:00:00:00:01"}, Replaceable: []string{"02:00:00:00:00:01"}, Claim: true}).Error()},
 			"Customer's device limit reached: limit 1, attached [02:00:00:00:00:01]; claim again with replace set to one of them (HTTP 409)"},
 		// A detail that only begins with words of the title keeps them.
 		{client.Error{Status: 409, Title: "Conflict", Detail: "conflicting access: acc1"}, "Conflict: conflicting access: acc1 (HTTP 409)"},

@@ -377,11 +377,17 @@ func ctlMove(e *ctlEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	from := ""
+	if old, err := c.Device(e.ctx, "", args[0]); err == nil {
+		from = old.ISP
+	}
 	d, err := c.Move(e.ctx, args[0], tenants.MoveRequest{ISP: args[1], CustomerID: args[2], Immediate: e.o.immediate})
 	if err != nil {
 		return err
 	}
-	e.warnUnreachable(args[1])
+	if from != args[1] { // another customer of the same ISP keeps its binding
+		e.warnUnreachable(args[1])
+	}
 	return e.showDevice(d)
 }
 
