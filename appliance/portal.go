@@ -10,6 +10,7 @@ import (
 	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/portal"
+	"github.com/ispmux/ispmux/registry"
 )
 
 // onboardingPools are the configured onboarding pools (the portal's
@@ -87,6 +88,12 @@ func (a *Appliance) newPortal() (*portal.Server, error) {
 // latest, then a DORA's few seconds (portal.Config.MoveHintNow).
 func moveHint(leaseMax time.Duration) time.Duration { return leaseMax/2 + 5*time.Second }
 
+// gardenedForSuspension reports whether e, the registration of a device
+// holding an onboarding lease, is why it is in the garden: its customer
+// suspended, the device not blocked (dhcpproxy's suspended_onboarding). It
+// chose nothing: its ISP is the one that suspended it.
+func gardenedForSuspension(e registry.Entry) bool { return e.Suspended() && !e.Blocked }
+
 // portalDir tells the portal who is behind a connection. On ports 80
 // and 443: the holder of that onboarding lease (the garden's addresses are
 // ispmux's own, so one address is one device), with the ISP it chose if it
@@ -124,9 +131,7 @@ func (d portalDir) Lookup(local, remote netip.AddrPort) (portal.Subscriber, bool
 		return portal.Subscriber{}, false
 	}
 	s := portal.Subscriber{MAC: l.MAC, Access: l.Access, Addr: remote.Addr(), Expires: l.Expires}
-	if e, ok := a.reg.Lookup(l.MAC); ok && e.Suspended() && !e.Blocked {
-		// In the garden for its customer's suspension (dhcpproxy):
-		// it chose nothing.
+	if e, ok := a.reg.Lookup(l.MAC); ok && gardenedForSuspension(e) {
 		s.Suspended = e.ISP
 	} else if ok && !e.Blocked {
 		s.Claimed, s.ClaimedCustomerID = e.ISP, e.CustomerID

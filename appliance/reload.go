@@ -75,7 +75,8 @@ func (a *Appliance) configState() metrics.Config {
 // its registration is revoked at once) and static subscribers (bound,
 // moved, unbound), the token files, certificates and webhook settings,
 // and [dhcp] (reloadDHCP). Everything else (interfaces, ISPs, datapath)
-// is read at start only: a change there is reported, not applied. On error the running configuration stays as it was.
+// is read at start only: a change there is reported, not applied. On
+// error the running configuration stays as it was.
 func (a *Appliance) Reload(cfg *configs.Config) (err error) {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
@@ -265,8 +266,8 @@ func (a *Appliance) Reload(cfg *configs.Config) (err error) {
 // in force: the proxy's limits (dhcpproxy.Limits says how each applies),
 // and the datapath's DHCP budget kept above the per-MAC limit (the
 // portal's hint of how long a move takes follows the proxy's LeaseMax
-// itself). The configuration is valid
-// (configs checked every value's range), so nothing here fails.
+// itself). The configuration is valid (configs checked every value's
+// range), so nothing here fails.
 func (a *Appliance) reloadDHCP(d configs.DHCP) {
 	old, l := a.dhcp.Limits(), dhcpLimits(d)
 	if l == old {

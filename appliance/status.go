@@ -103,8 +103,8 @@ func (a *Appliance) status(maxBindings int) ctlsock.Status {
 	for _, l := range a.dhcp.OnboardingLeases() {
 		o := ctlsock.OnboardingStatus{MAC: engine.MACString(l.MAC), Access: l.Access, IP: l.IP.String(),
 			Expires: l.Expires.UTC().Format(time.RFC3339)}
-		if e, ok := a.reg.Lookup(l.MAC); ok && e.Suspended() && !e.Blocked {
-			o.Suspended = e.ISP // it chose nothing: a trial read "chosen: alpha"
+		if e, ok := a.reg.Lookup(l.MAC); ok && gardenedForSuspension(e) {
+			o.Suspended = e.ISP // a trial read "chosen: alpha"
 		} else if ok {
 			o.Chosen = e.ISP
 			if l.HandoverISP == e.ISP {

@@ -479,12 +479,18 @@ func (p *Proxy) expireLeases(now time.Time) {
 // between the scan and here (the subscriber's lock serialises the two),
 // and the renewed binding must not end with the old lease's expiry.
 func (p *Proxy) endExpired(h held) bool {
-	b := p.full(h)
 	defer p.lockSub(h.k.mac).Unlock()
 	if l, ok := p.leases.get(h.k); !ok || !l.same(&h.l) || l.expires != h.l.expires {
 		p.count("expiry_superseded")
 		return false
 	}
+	return p.endExpiredLocked(h)
+}
+
+// endExpiredLocked ends h, whose lease ran out, with its expired event
+// (the subscriber's lock held); false: the store refused (logged).
+func (p *Proxy) endExpiredLocked(h held) bool {
+	b := p.full(h)
 	return p.endBindingLocked(h.k, b.Access, nil, bindingSubject(b).event(subscribers.EventExpired, b.IP, "lease expired"))
 }
 
@@ -537,8 +543,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, fro
 		// expired event, and this ACK is a new binding. It was a
 		// "renewed" one: the ISP's history showed a lease going on
 		// where there was none.
-		b := p.full(held{t.sub, old})
-		if !p.endBindingLocked(t.sub, b.Access, nil, bindingSubject(b).event(subscribers.EventExpired, b.IP, "lease expired")) {
+		if !p.endExpiredLocked(held{t.sub, old}) {
 			return // not ended (a store error, logged): no ACK either
 		}
 		p.count("expired")

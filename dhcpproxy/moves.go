@@ -309,7 +309,6 @@ func (t *leaseTable) setCut(sk subKey, at time.Time) bool {
 	return true
 }
 
-// clearCut forgets sk's deadline.
 // cutPending reports whether sk's binding has a move's deadline.
 func (t *leaseTable) cutPending(sk subKey) bool {
 	t.mu.Lock()
@@ -318,6 +317,7 @@ func (t *leaseTable) cutPending(sk subKey) bool {
 	return ok
 }
 
+// clearCut forgets sk's deadline.
 func (t *leaseTable) clearCut(sk subKey) {
 	t.mu.Lock()
 	delete(t.cuts, sk)

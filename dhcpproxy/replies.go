@@ -459,10 +459,10 @@ func (p *Proxy) nakFromISP(t *txn, m *dhcpv4.DHCPv4, payload []byte) {
 	}
 	failpoint.Hit(failpoint.NakAfterCommit)
 	p.handoverRefusedByNak(t, p.now()) // back to the garden, if a handover
-	out := p.fitted(t, relayDownTo(payload, c.Addr, 0, p.tx.clientSideOf(t)))
+	cs := p.tx.clientSideOf(t)
+	out := p.fitted(t, relayDownTo(payload, c.Addr, 0, cs))
 	if out == nil {
 		out = nakBytes(m, c.Addr, "") // the ISP's, without its options
-		cs := p.tx.clientSideOf(t)
 		copy(out[10:12], cs.flags[:]) // the client's, as relayDownTo's
 	}
 	p.deliver(c, m, out)

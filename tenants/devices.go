@@ -328,6 +328,14 @@ func (t *Tenants) DetachDevice(ctx context.Context, a Actor, isp, mac string) er
 // free to be claimed at any ISP).
 func detachWrite(w *subscribers.TenantWrite, a Actor, r subscribers.Registration, why string) bool {
 	w.Events = append(w.Events, event(a, subscribers.EventDeviceDetached, r.ISP, r.CustomerID, r.MAC, why))
+	return unregisterWrite(w, a, r, why)
+}
+
+// unregisterWrite is detachWrite without the device-detached event (a
+// purge counts its devices in one event a batch): r's registration
+// deleted, or its operator's block kept ownerless with its device-blocked
+// event. It reports whether it kept a block.
+func unregisterWrite(w *subscribers.TenantWrite, a Actor, r subscribers.Registration, why string) bool {
 	if !r.Blocked {
 		w.DeleteRegistrations = append(w.DeleteRegistrations, r.MAC)
 		return false

@@ -33,8 +33,9 @@ const purgeBatchSize = 512
 // blocked stays blocked, ownerless), purgeBatchSize customers a
 // transaction, each with one customer-deleted event counting what it
 // removed (purgeWrite), so a crash or a cancelled request leaves some
-// purged and the rest as they were: a second call finishes. The devices left after the customers (a
-// registration whose customer record is gone) go the same way.
+// purged and the rest as they were: a second call finishes. The devices
+// left after the customers (a registration whose customer record is gone)
+// go the same way.
 func (t *Tenants) PurgeISP(ctx context.Context, a Actor, isp string) (PurgeResult, error) {
 	res := PurgeResult{ISP: isp}
 	if a.Kind != ActorOperator {
@@ -98,12 +99,12 @@ func (t *Tenants) purgeBatch(a Actor, isp, why string) (customers, devices int, 
 	if len(cs) == 0 && len(regs) == 0 {
 		return 0, 0, nil
 	}
-	n, err := t.purgeWrite(a, w, regs, why)
+	n, err := t.purgeWrite(a, isp, w, regs, why)
 	return len(cs), n, err
 }
 
-// purgeWrite commits w (customers deleted) with the devices regs detached
-// and one event for the batch (t.mu held), publishes the detaches and ends
+// purgeWrite commits w (customers of isp deleted) with the devices regs
+// detached and one event for the batch (t.mu held), publishes the detaches and ends
 // the devices' bindings; it returns the devices detached.
 //
 // One event a batch, not one per customer and device as DeleteCustomer
@@ -112,22 +113,10 @@ func (t *Tenants) purgeBatch(a Actor, isp, why string) (customers, devices int, 
 // log of the default retention, their webhooks' undelivered ones too (a
 // trial). The purged ISP has no route and no webhook to read them. Only an
 // operator's block kept (device-blocked, rare) has its own.
-func (t *Tenants) purgeWrite(a Actor, w subscribers.TenantWrite, regs []subscribers.Registration, why string) (int, error) {
+func (t *Tenants) purgeWrite(a Actor, isp string, w subscribers.TenantWrite, regs []subscribers.Registration, why string) (int, error) {
 	kept := make([]bool, len(regs))
 	for i, r := range regs {
-		if kept[i] = r.Blocked; kept[i] {
-			w.PutRegistrations = append(w.PutRegistrations, ownerlessBlock(r.MAC))
-			w.Events = append(w.Events, event(a, subscribers.EventDeviceBlocked, "", "", r.MAC,
-				fmt.Sprintf("the operator's block kept (no ISP has it now); ISP %q, customer %q: %s", r.ISP, r.CustomerID, why)))
-		} else {
-			w.DeleteRegistrations = append(w.DeleteRegistrations, r.MAC)
-		}
-	}
-	isp := ""
-	if len(w.DeleteCustomers) > 0 {
-		isp = w.DeleteCustomers[0].ISP
-	} else if len(regs) > 0 {
-		isp = regs[0].ISP
+		kept[i] = unregisterWrite(&w, a, r, why)
 	}
 	w.Events = append(w.Events, event(a, subscribers.EventCustomerDeleted, isp, "", subscribers.MAC{},
 		fmt.Sprintf("%s: this batch, customers deleted: %d, devices detached: %d", why, len(w.DeleteCustomers), len(regs))))
