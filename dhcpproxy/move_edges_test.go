@@ -42,9 +42,7 @@ func TestOfferAfterMoveNotDelivered(t *testing.T) {
 // withdrawn" (a switching trial).
 func TestMoveToSuspendedCustomer(t *testing.T) {
 	r, _ := newSRig(t)
-	reg := registry.New()
-	reg.Put(s1MAC, registry.Entry{ISP: "alpha", CustomerID: "c-s1", Source: "api"}, false)
-	r.p = New(r.p.config(), r.store, reg, r.tab, r.snd, nil)
+	reg := r.useRegistry(s1MAC, false)
 	if got := r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
 		t.Fatalf("got %v", got)
 	}

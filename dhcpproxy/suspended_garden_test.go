@@ -23,9 +23,7 @@ import (
 func TestSuspendedServedInGarden(t *testing.T) {
 	r := newORig(t, Onboarding{}, 0, false)
 	const m, m48 = "02:00:00:00:01:01", 0x020000000101
-	reg := registry.New()
-	reg.Put(m48, registry.Entry{ISP: "alpha", CustomerID: "c-s1", Source: "api"}, true)
-	r.p = New(r.p.config(), r.store, reg, r.tab, r.snd, nil)
+	reg := r.useRegistry(m48, true)
 
 	// Its ISP lease, asked for again: NAKed by the garden, not relayed.
 	r.fromClient(initReboot(t, m, netip.MustParseAddr("100.64.0.100")))
@@ -58,9 +56,7 @@ func TestSuspendedServedInGarden(t *testing.T) {
 
 	// No garden on the circuit: silence to DISCOVER, as before.
 	r2 := newPRig(t)
-	reg2 := registry.New()
-	reg2.Put(m48, registry.Entry{ISP: "alpha", CustomerID: "c-s1", Source: "api"}, true)
-	r2.p = New(r2.p.config(), r2.store, reg2, r2.tab, r2.snd, nil)
+	r2.useRegistry(m48, true)
 	r2.fromClient(discover(t, dhcpv4.WithHwAddr(mac(m))))
 	if got := r2.serve(kea(t, time.Minute)); len(got) != 0 {
 		t.Errorf("suspended, no garden: the subscriber got %v", got)
@@ -89,9 +85,7 @@ func TestSuspensionLiftedWhileStopped(t *testing.T) {
 		}
 	}
 	put("suspended")
-	reg := registry.New()
-	reg.Put(m48, registry.Entry{ISP: "alpha", CustomerID: "c-s1", Source: "api"}, true)
-	r.p = New(r.p.config(), r.store, reg, r.tab, r.snd, nil)
+	reg := r.useRegistry(m48, true)
 	ip := addrOf(r.obDORA(m).YourIPAddr)
 	time.Sleep(10 * time.Millisecond)
 	put("active") // lifted while stopped
@@ -117,9 +111,7 @@ func TestSuspensionLiftedWhileStopped(t *testing.T) {
 func TestSuspendedGardenLimitsAndHeldBinding(t *testing.T) {
 	r := newORig(t, Onboarding{}, 0, false)
 	const m, m48 = "02:00:00:00:01:01", 0x020000000101
-	reg := registry.New()
-	reg.Put(m48, registry.Entry{ISP: "alpha", CustomerID: "c-s1", Source: "api"}, false)
-	r.p = New(r.p.config(), r.store, reg, r.tab, r.snd, nil)
+	reg := r.useRegistry(m48, false)
 	if got := r.dora(m, kea(t, time.Hour), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
 		t.Fatalf("DORA at alpha: %v", got)
 	}
@@ -169,10 +161,9 @@ func TestSuspendedGardenLimitsAndHeldBinding(t *testing.T) {
 func TestSuspendedPinnedElsewhereIsMisplaced(t *testing.T) {
 	r := newORig(t, Onboarding{}, 0, false)
 	const m, m48 = "02:00:00:00:01:01", 0x020000000101
-	reg := registry.New()
+	reg := r.useRegistry(m48, true)
 	reg.Put(m48, registry.Entry{ISP: "alpha", CustomerID: "c-s1", Source: "api", Access: "acc9"}, true)
 	reg.Put(0x020000000102, registry.Entry{ISP: "gamma", CustomerID: "g-1", Source: "api"}, false)
-	r.p = New(r.p.config(), r.store, reg, r.tab, r.snd, nil)
 	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(m))))
 	if got := r.clientMsgs(); len(got) != 0 {
 		t.Errorf("the subscriber got %v", got)
@@ -191,4 +182,14 @@ func TestSuspendedPinnedElsewhereIsMisplaced(t *testing.T) {
 	if len(gamma) != 1 || gamma[0].Reason != "ISP gamma is not configured" {
 		t.Errorf("gamma's rejected events %+v, want one naming gamma not configured", gamma)
 	}
+}
+
+// useRegistry has r's proxy read a real registry, which knows
+// suspensions (the rigs' store-backed one does not), holding mac as alpha's
+// c-s1, suspended or not; the proxy is made anew, as at a start.
+func (r *prig) useRegistry(mac uint64, suspended bool) *registry.Registry {
+	reg := registry.New()
+	reg.Put(mac, registry.Entry{ISP: "alpha", CustomerID: "c-s1", Source: "api"}, suspended)
+	r.p = New(r.p.config(), r.store, reg, r.tab, r.snd, nil)
+	return reg
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -34,17 +33,8 @@ func TestOnboardingHandoverUnanswered(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pool := netip.MustParsePrefix(lab.OnboardingPool)
 	s8 := r.sub("s8")
-	s8c := startClient(t, r.topo.Dhclient(ctx, s8))
-	if a, ok := r.waitAddr(s8, 30*time.Second); !ok || !pool.Contains(a.Addr()) {
-		t.Fatalf("s8's address %v %v, want one from %s; ispmux log:\n%s", a, ok, pool, r.log.String())
-	}
-	c := r.portalClient(s8)
-	_, tok, err := portalPage(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s8c, c, tok := r.gardenPortal(ctx, s8)
 	if resp, body, err := portalClaim(c, tok, "beta", "p-unknown", "pw-p-unknown", nil); err != nil || resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("claim: %v %v\n%s", resp, err, body)
 	}
@@ -136,17 +126,8 @@ func TestOnboardingHandoverReclaim(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pool := netip.MustParsePrefix(lab.OnboardingPool)
 	s8 := r.sub("s8")
-	startClient(t, r.topo.Dhclient(ctx, s8))
-	if a, ok := r.waitAddr(s8, 30*time.Second); !ok || !pool.Contains(a.Addr()) {
-		t.Fatalf("s8's address %v %v, want one from %s; ispmux log:\n%s", a, ok, pool, r.log.String())
-	}
-	c := r.portalClient(s8)
-	_, tok, err := portalPage(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, c, tok := r.gardenPortal(ctx, s8)
 	if resp, body, err := portalClaim(c, tok, "beta", "p-unknown", "pw-p-unknown", nil); err != nil || resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("claim: %v %v\n%s", resp, err, body)
 	}
@@ -154,7 +135,8 @@ func TestOnboardingHandoverReclaim(t *testing.T) {
 		o, ok := r.onboarding(s8.MAC)
 		t.Fatalf("s8 not back in the walled garden after beta's silence: onboarding %+v %v; ispmux log:\n%s", o, ok, r.log.String())
 	}
-	page := ""
+	var page string
+	var err error
 	if !eventually(60*time.Second, func() bool { // a retry cycle: see TestOnboardingHandoverUnanswered
 		page, tok, err = portalPage(c)
 		return err == nil && strings.Contains(page, "did not answer when this device asked it for service")

@@ -34,17 +34,8 @@ func TestSuspendedChoosesAnotherISP(t *testing.T) {
 	if _, err := beta.CreateCustomer(ctx, "beta", tenants.CustomerInput{ID: "p-beta", Password: "pw-p-beta"}); err != nil {
 		t.Fatal(err)
 	}
-	pool := netip.MustParsePrefix(lab.OnboardingPool)
 	s8 := r.sub("s8")
-	startClient(t, r.topo.Dhclient(ctx, s8))
-	if a, ok := r.waitAddr(s8, 30*time.Second); !ok || !pool.Contains(a.Addr()) {
-		t.Fatalf("s8's address %v %v, want one from %s; ispmux log:\n%s", a, ok, pool, r.log.String())
-	}
-	c := r.portalClient(s8)
-	_, tok, err := portalPage(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, c, tok := r.gardenPortal(ctx, s8)
 	if resp, body, err := portalClaim(c, tok, "alpha", "p-alpha", "pw-p-alpha", nil); err != nil || resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("claim at alpha: %v %v\n%s", resp, err, body)
 	}
@@ -57,6 +48,7 @@ func TestSuspendedChoosesAnotherISP(t *testing.T) {
 	if _, err := alpha.UpdateCustomer(ctx, "alpha", "p-alpha", tenants.CustomerPatch{Status: &st}); err != nil {
 		t.Fatal(err)
 	}
+	pool := netip.MustParsePrefix(lab.OnboardingPool)
 	inGarden := func() bool {
 		a, ok := r.topo.SubAddr(ctx, s8)
 		o, held := r.onboarding(s8.MAC)

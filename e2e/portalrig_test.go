@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -171,4 +172,22 @@ func (r *rig) handoverDone(sub lab.Sub, isp string) bool {
 	}
 	b, ok := r.bound(sub.MAC)
 	return ok && b.ISP == isp
+}
+
+// gardenPortal starts sub's dhclient, waits for its onboarding lease (an
+// address of the walled garden's pool) and opens the portal from it: the
+// client's process, sub's portal client and the form's token.
+func (r *rig) gardenPortal(ctx context.Context, sub lab.Sub) (*exec.Cmd, *http.Client, string) {
+	r.t.Helper()
+	pool := netip.MustParsePrefix(lab.OnboardingPool)
+	cl := startClient(r.t, r.topo.Dhclient(ctx, sub))
+	if a, ok := r.waitAddr(sub, 30*time.Second); !ok || !pool.Contains(a.Addr()) {
+		r.t.Fatalf("%s's address %v %v, want one from %s; ispmux log:\n%s", sub.Name, a, ok, pool, r.log.String())
+	}
+	c := r.portalClient(sub)
+	_, tok, err := portalPage(c)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return cl, c, tok
 }

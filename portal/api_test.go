@@ -142,15 +142,7 @@ func TestInFlightCap(t *testing.T) {
 // moves within that, not within 6 minutes. Before, the pages always said
 // MoveHint ("within about 6 minutes"; the switch took 10 s).
 func TestMoveWaitFollowsClientLease(t *testing.T) {
-	dir := t.TempDir()
-	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	writeCert(t, cert, key, "one")
-	r := &rig{t: t, cert: cert, key: key, dir: &fakeDir{subs: map[netip.Addr]Subscriber{}}, cl: &fakeClaimer{}}
-	srv, err := New(Config{Hostname: host, ISPs: isps, CertFile: cert, KeyFile: key, HandoverHint: 40 * time.Second, MoveHint: 305 * time.Second}, r.dir, r.cl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.srv, r.h = srv, srv.Handler()
+	r := newHintRig(t, Config{HandoverHint: 40 * time.Second, MoveHint: 305 * time.Second})
 	for _, c := range []struct {
 		end  time.Time
 		want string
@@ -218,19 +210,27 @@ func TestChooseAgainBeforeSwitch(t *testing.T) {
 // page; a trial's page said "about 20 seconds" after such a reload, and
 // the switch took 49.
 func TestMoveHintNowFollowsLeaseMax(t *testing.T) {
-	dir := t.TempDir()
-	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	writeCert(t, cert, key, "one")
-	r := &rig{t: t, cert: cert, key: key, dir: &fakeDir{subs: map[netip.Addr]Subscriber{}}, cl: &fakeClaimer{}}
-	hint := 65 * time.Second
-	srv, err := New(Config{Hostname: host, ISPs: isps, CertFile: cert, KeyFile: key, HandoverHint: 40 * time.Second, MoveHint: 20 * time.Second,
-		MoveHintNow: func() time.Duration { return hint }}, r.dir, r.cl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.srv, r.h = srv, srv.Handler()
+	r := newHintRig(t, Config{HandoverHint: 40 * time.Second, MoveHint: 20 * time.Second,
+		MoveHintNow: func() time.Duration { return 65 * time.Second }})
 	r.dir.set(Subscriber{MAC: macA, Access: "port1", Addr: addrA, ISP: "alpha", Claimed: "beta"})
 	if b := r.do(req{target: "/done", from: addrA}).Body.String(); !strings.Contains(b, "will switch to Beta &amp; Co within about 65 seconds") {
 		t.Errorf("the switching page does not follow MoveHintNow:\n%s", b)
 	}
+}
+
+// newHintRig is the rig with cfg's hints (its host, ISPs and certificate
+// the rig's), and no subscriber in its directory.
+func newHintRig(t *testing.T, cfg Config) *rig {
+	t.Helper()
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeCert(t, cert, key, "one")
+	r := &rig{t: t, cert: cert, key: key, dir: &fakeDir{subs: map[netip.Addr]Subscriber{}}, cl: &fakeClaimer{}}
+	cfg.Hostname, cfg.ISPs, cfg.CertFile, cfg.KeyFile = host, isps, cert, key
+	srv, err := New(cfg, r.dir, r.cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.srv, r.h = srv, srv.Handler()
+	return r
 }
