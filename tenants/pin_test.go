@@ -244,8 +244,12 @@ type pinRig struct {
 	snd *pinSender
 }
 
-func newPinRig(t *testing.T) *pinRig {
-	st, err := subscribers.Open(filepath.Join(t.TempDir(), "s.db"), subscribers.Options{NoSync: true})
+func newPinRig(t *testing.T) *pinRig { return newPinRigAt(t, filepath.Join(t.TempDir(), "s.db")) }
+
+// newPinRigAt is newPinRig over the store at path (the crash tests': the
+// child's, then the restarts').
+func newPinRigAt(t *testing.T, path string) *pinRig {
+	st, err := subscribers.Open(path, subscribers.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -123,6 +124,7 @@ func (t *Tenants) purgeWrite(a Actor, isp string, w subscribers.TenantWrite, reg
 	if _, err := t.apply(w); err != nil {
 		return 0, err
 	}
+	failpoint.Hit(failpoint.TenantAfterCommit)
 	macs := make([]uint64, 0, len(regs))
 	for i, r := range regs {
 		t.afterDetach(r, kept[i])

@@ -50,8 +50,8 @@ var Points = []string{
 	// yet.
 	RestartEndAfterBatch,
 	// A tenant change (claim, attach, move, detach, block, suspend,
-	// delete) is durable; not yet published to the registry, and the
-	// bindings it takes service from not yet revoked.
+	// delete, one batch of a purge) is durable; not yet published to the
+	// registry, and the bindings it takes service from not yet revoked.
 	TenantAfterCommit,
 	// An onboarding lease (granted or renewed by ispmux itself) is
 	// durable; not installed in the garden VRF, no ACK sent.
