@@ -1,6 +1,12 @@
 package engine
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/datapath"
+	"github.com/ispmux/ispmux/fib"
+)
 
 // MaxPuntFrame is the largest frame the punt path carries (DHCP and ARP
 // fit many times over); a larger one is dropped and counted.
@@ -106,4 +112,44 @@ func (q *PuntQueue) Release(p *Punted) {
 	f.mu.Lock()
 	f.buf = append(f.buf, p) // within its capacity: perPort
 	f.mu.Unlock()
+}
+
+// punt copies the frame's datagram to the control plane (puntCopy) and
+// consumes the frame, or drops it with the reason it could not be copied.
+func (p *Processor) punt(in uint8, out *datapath.Verdict, pkt *classifier.Packet, frame []byte) {
+	if why := p.puntCopy(in, pkt, frame); why != classifier.ReasonNone {
+		p.drop(in, out, why)
+		return
+	}
+	out.Action = datapath.Consumed
+}
+
+// puntCopy puts the frame's datagram (puntFrame) on the punt queue and
+// counts it, or says why it could not: too big for the punt path (not the
+// queue's fault) or the queue full.
+func (p *Processor) puntCopy(in uint8, pkt *classifier.Packet, frame []byte) classifier.Reason {
+	frame = puntFrame(pkt, frame)
+	if len(frame) > MaxPuntFrame {
+		return classifier.ReasonTooBig
+	}
+	if !p.s.Punts.put(in, frame) {
+		return classifier.ReasonPuntQueueFull
+	}
+	p.punN[in]++
+	p.touched |= 1 << in
+	return classifier.ReasonNone
+}
+
+// puntFrame is the part of frame the control plane needs: the headers and
+// the IPv4 datagram or ARP packet, without the Ethernet padding or
+// trailing bytes Decode accepted after it.
+func puntFrame(pkt *classifier.Packet, frame []byte) []byte {
+	end := len(frame)
+	switch pkt.Kind {
+	case classifier.KindIPv4:
+		end = pkt.L3 + pkt.TotalLen
+	case classifier.KindARP:
+		end = pkt.L3 + fib.ARPLen
+	}
+	return frame[:min(end, len(frame))]
 }

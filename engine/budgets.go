@@ -1,0 +1,144 @@
+package engine
+
+import "github.com/ispmux/ispmux/internal/oatable"
+
+// The punt budgets: what a subscriber (or a port's unregistered
+// devices) may hand the control plane, decided per frame from token
+// buckets a worker keeps (no lock, no allocation). DHCP and ARP replies
+// reach the proxy through the punt queue its neighbours share, so a
+// flood from one circuit must not take it from the others.
+
+// Subscribers' DHCP punted per subscriber and worker. The port's punt
+// queue (puntPerPort frames) carries every subscriber's DHCP on that port:
+// one sending DHCP as fast as its link allows, with its own MAC or a
+// registered neighbour's it forged, filled it faster than the proxy
+// drained it, and every other subscriber's DISCOVER and REQUEST on the
+// port was dropped (punt_queue_full) until it stopped. Now each
+// subscriber (its circuit and MAC, hashed to one of dhcpSlots buckets with
+// a key drawn per worker, so that it cannot pick a neighbour's) has a
+// budget far above any client's (a DORA is two messages; the proxy's own
+// per-MAC limit, [dhcp] mac_rate, is a few a second) and below what fills
+// the queue; past it, dhcp_flood. The budget is two buckets of half of
+// it each, at two keyed hashes, the fuller spent (dhcpBudget): with one,
+// a flood spent the budget of every subscriber hashed to its bucket (one
+// in dhcpSlots: 24 of 100,000 on a worker), whose DHCP was all dropped
+// while it lasted; with two, a neighbour sharing one of a flood's buckets
+// goes through its other.
+const (
+	dhcpPuntRate  = 32 // per second
+	dhcpPuntBurst = 64
+	dhcpSlots     = 4096
+)
+
+// Unregistered DHCP sampled per ingress port and worker: enough for the
+// proxy to record who asked (it keeps one event per MAC a minute anyway),
+// and to onboard new devices into the walled garden. Each unregistered
+// MAC's message costs unregCost of its own DHCP budget first (dhcpBudget:
+// 4/s, a burst of 8 at the default budget): a DORA and its
+// retransmissions fit, and one broken or hostile device repeating
+// DISCOVERs cannot spend the port's sample on its own (made-up MACs
+// still can: that is what the sample is for). Only a message the sample
+// passes spends its MAC's budget: the buckets are the registered
+// subscribers' too, and a flood of made-up MACs, each message charged,
+// drained every bucket of the worker below unregCost.
+const (
+	unregRate  = 20 // per second
+	unregBurst = 20
+	unregCost  = 8
+)
+
+// Subscribers' ARP replies punted per subscriber and worker: the proxy
+// sends a circuit at most a few probes a second (dhcpproxy/probes.go),
+// and a subscriber flooding replies must not fill the port's punt queue,
+// which carries its neighbours' DHCP. The budget is each subscriber's
+// (its circuit and MAC, hashed to one of arpSlots buckets with a key
+// drawn per worker, so a subscriber cannot pick a neighbour's): one
+// flooding replies for its own address does not spend its neighbours'
+// answers, which would make the proxy take them for gone and let
+// another circuit's claim take their binding over. A per-port budget
+// did, and dropped answers past it when many circuits of a port were
+// probed at once.
+const (
+	arpPuntRate  = 4 // per second
+	arpPuntBurst = 8
+	arpSlots     = 1024
+)
+
+// arpSlot is the reply budget's bucket of the subscriber whose MAC table
+// key is key.
+func (p *Processor) arpSlot(key uint64) uint64 { return oatable.Mix64(key^p.arpSeed) % arpSlots }
+
+// dhcpSlot is the DHCP budget's first bucket of the subscriber whose MAC
+// table key is key (its circuit and MAC; the same seed as arpSlot's).
+func (p *Processor) dhcpSlot(key uint64) uint64 { return oatable.Mix64(key^p.arpSeed) % dhcpSlots }
+
+// dhcpSlot2 is its second bucket: the same keyed hash's high half.
+func (p *Processor) dhcpSlot2(key uint64) uint64 {
+	return (oatable.Mix64(key^p.arpSeed) >> 32) % dhcpSlots
+}
+
+// dhcpBudget returns the fuller of the two buckets of the subscriber whose
+// MAC table key is key (each refilled at half its rate, up to half its
+// burst), and whether it holds cost tokens (1 for a registered
+// subscriber's message, unregCost for an unregistered MAC's); the caller
+// takes them (p.dhcpTokens[b] -= cost) once the message is punted. A cost
+// above a bucket (half the burst) needs a full one, which it leaves in
+// debt: capped at a bucket, the cost let an unregistered MAC past its 4 a
+// second once the rate was raised past four times the burst (62 a second
+// at mac_rate 1000 and mac_burst 8). A subscriber
+// alone on its buckets gets the whole budget (dhcpPuntRate and
+// dhcpPuntBurst, or what Control.SetDHCPBudget set); a flood
+// drains its own two, and a neighbour hashed to one of them still has its
+// other: only one whose two buckets are both a flood's (one in 8 million
+// per flood at 4096 buckets) goes without. One whose two hashes fall on
+// the same bucket (one in 4096) has half the budget, still far above any
+// client's.
+func (p *Processor) dhcpBudget(key uint64, unregistered bool) (b uint64, cost float64, ok bool) {
+	rate, burst, cost := float64(dhcpPuntRate), float64(dhcpPuntBurst), 1.0
+	if unregistered {
+		cost = unregCost
+	}
+	if bg := p.s.dhcpRate.Load(); bg != nil {
+		rate, burst = bg.rate, bg.burst
+		if unregistered {
+			cost = bg.unregCost
+		}
+	}
+	i, j := p.dhcpSlot(key), p.dhcpSlot2(key)
+	refill(&p.dhcpTokens[i], &p.dhcpLast[i], rate/2, burst/2)
+	refill(&p.dhcpTokens[j], &p.dhcpLast[j], rate/2, burst/2)
+	if p.dhcpTokens[j] > p.dhcpTokens[i] {
+		i = j
+	}
+	return i, cost, p.dhcpTokens[i] >= min(cost, burst/2)
+}
+
+// isAdmitted reports whether mac is a registered subscriber's.
+func (p *Processor) isAdmitted(mac uint64) bool {
+	_, ok := p.s.Admitted.Lookup(mac)
+	return ok
+}
+
+// takeToken takes a token from the bucket *b (rate per second, up to
+// burst) last refilled at *last (nanotime; 0: never, a full bucket), and
+// reports whether there was one.
+func takeToken(b *float64, last *int64, rate, burst float64) bool {
+	refill(b, last, rate, burst)
+	if *b < 1 {
+		return false
+	}
+	*b--
+	return true
+}
+
+// refill adds to the bucket *b (rate per second, up to burst) the tokens
+// due since *last (nanotime; 0: never, a full bucket).
+func refill(b *float64, last *int64, rate, burst float64) {
+	now := nanotime() + 1 // never 0
+	if *last == 0 {
+		*b = burst
+	} else {
+		*b = min(burst, *b+float64(now-*last)*rate/1e9)
+	}
+	*last = now
+}
