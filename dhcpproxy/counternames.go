@@ -111,6 +111,7 @@ func CounterNames() []string {
 		"release_not_own_address",
 		"release_other_client_id",
 		"release_other_server",
+		"renewal_customer_changed",
 		"renewal_local",
 		"renewal_local_after_silence",
 		"renewal_local_too_big",

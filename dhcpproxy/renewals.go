@@ -81,6 +81,11 @@ func ispTimer(b *subscribers.Binding, code byte) time.Duration {
 	return t
 }
 
+// anyCustomer is answerLocally's customer when the binding's customer is
+// not checked: after the ISP's silence to the renewal, which carried the
+// registration's customer, the device keeps the lease it holds.
+const anyCustomer = "\x00any"
+
 // What serveRequest decided for a registered subscriber's message.
 const (
 	relayIt      = iota // relay it as usual
@@ -129,7 +134,7 @@ func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey
 				}
 				return handled
 			}
-			if now.UnixNano() < l.renewAt && time.Duration(l.expires-now.UnixNano()) >= p.lim.Load().ClientLeaseMax && p.answerLocally(c, sk, l, raw, m.Options.Get(dhcpv4.OptionClientIdentifier), now) {
+			if now.UnixNano() < l.renewAt && time.Duration(l.expires-now.UnixNano()) >= p.lim.Load().ClientLeaseMax && p.answerLocally(c, sk, l, raw, m.Options.Get(dhcpv4.OptionClientIdentifier), reg.CustomerID, now) {
 				p.count("renewal_local")
 				failpoint.Hit(failpoint.RenewLocalAfterAck)
 				return handled
@@ -169,8 +174,11 @@ func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey
 // store), made to fit what the client takes (fitReply), and reports
 // whether it did: not for a binding without stored options (from before
 // schema 2), with less than a second left, or whose essential options
-// alone do not fit. The client lease's end is noted (gaveClient).
-func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []byte, now time.Time) bool {
+// alone do not fit, nor under another client identifier than the
+// binding's, nor for a binding of another customer than customer (the
+// registration's; anyCustomer: not checked). The client lease's end is
+// noted (gaveClient).
+func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []byte, customer string, now time.Time) bool {
 	if !l.options {
 		return false
 	}
@@ -192,6 +200,16 @@ func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []by
 	// send it only in DISCOVER and REQUEST keep their local answers.
 	if len(clientID) > 0 && otherClientID(&b, clientID) {
 		p.count("renewal_other_client_id")
+		return false
+	}
+	// The device belongs to another customer of the same ISP since it was
+	// bound (moved by the ISP or the operator, or claimed on the portal):
+	// the ISP validates subscribers by the subscriber-id it is sent, and
+	// answered locally it would go on seeing the old customer's until its
+	// T1, up to half a lease. Relayed, the ISP sees the new one now and
+	// decides (its ACK binds the device to it, its NAK ends the binding).
+	if customer != anyCustomer && b.Customer != customer {
+		p.count("renewal_customer_changed")
 		return false
 	}
 	ack := localACK(raw, l.addr(), b.Options, b.Boot, c.Addr, lt, clientID)
@@ -333,7 +351,7 @@ func (p *Proxy) answerAfterSilence(to timedOut, now time.Time) bool {
 		return false
 	}
 	c := p.circuits[r.sub.circuit]
-	if c == nil || !p.answerLocally(c, r.sub, l, r.req, r.clientID, now) {
+	if c == nil || !p.answerLocally(c, r.sub, l, r.req, r.clientID, anyCustomer, now) {
 		return false
 	}
 	p.count("renewal_local_after_silence")

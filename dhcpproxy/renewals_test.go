@@ -290,12 +290,12 @@ func TestLocalRenewal(t *testing.T) {
 	}
 	l, _ := r.p.leases.get(subKey{circuitKey{accPort, 0}, s1MAC})
 	sk := subKey{circuitKey{accPort, 0}, s1MAC}
-	if !r.p.answerLocally(r.p.circuits[circuitKey{accPort, 0}], sk, l, renewing(t, s1, s1Addr).ToBytes(), nil, b.Expires.Add(-90*time.Second)) {
+	if !r.p.answerLocally(r.p.circuits[circuitKey{accPort, 0}], sk, l, renewing(t, s1, s1Addr).ToBytes(), nil, anyCustomer, b.Expires.Add(-90*time.Second)) {
 		t.Fatal("not answered 90 s before the ISP's expiry")
 	}
 	ack := r.toPorts()[accPort][0]
 	wantLease(t, "90 s before the ISP's expiry", ack, 90*time.Second)
-	if r.p.answerLocally(r.p.circuits[circuitKey{accPort, 0}], sk, l, renewing(t, s1, s1Addr).ToBytes(), nil, b.Expires.Add(-500*time.Millisecond)) {
+	if r.p.answerLocally(r.p.circuits[circuitKey{accPort, 0}], sk, l, renewing(t, s1, s1Addr).ToBytes(), nil, anyCustomer, b.Expires.Add(-500*time.Millisecond)) {
 		t.Error("answered with less than a second of the ISP's lease left")
 	}
 }
@@ -862,5 +862,57 @@ func TestShortISPLeaseRelayed(t *testing.T) {
 		if local := len(sent[accPort]) == 1 && len(sent[upPort]) == 0; local != c.local {
 			t.Errorf("cap %v: to the subscriber %d, to the ISP %d; want answered locally %v", c.cap, len(sent[accPort]), len(sent[upPort]), c.local)
 		}
+	}
+}
+
+// A device moved to another customer of the same ISP since it was bound
+// (the ISP's API, the operator, a portal claim) has its next renewal
+// relayed, not answered from the binding: the ISP sees the new customer's
+// subscriber-id at once and decides. Its ACK binds the device to the new
+// customer (and the renewals after it are answered locally again); its
+// silence leaves the device the lease it holds. Before, ispmux answered
+// until the ISP's T1, up to half a lease, and the ISP went on seeing the
+// old customer's subscriber-id.
+func TestRenewalAfterCustomerChangeRelayed(t *testing.T) {
+	r, _ := newSRig(t)
+	r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil)
+	r.p.committing.Wait()
+	r.fromClient(renewing(t, s1, s1Addr))
+	if sent := r.toPorts(); len(sent[accPort]) != 1 || len(sent[upPort]) != 0 {
+		t.Fatalf("renewal before the change: answered %d, relayed %d; want it answered locally", len(sent[accPort]), len(sent[upPort]))
+	}
+	// s1 now belongs to c-s9, at the same ISP.
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(s1)), CustomerID: "c-s9", ISP: "alpha", Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	r.fromClient(renewing(t, s1, s1Addr))
+	sent := r.toPorts()
+	if len(sent[accPort]) != 0 || len(sent[upPort]) != 1 {
+		t.Fatalf("renewal after the change: answered %d, relayed %d; want it relayed", len(sent[accPort]), len(sent[upPort]))
+	}
+	if sub, err := parseOption82(sent[upPort][0].Options.Get(dhcpv4.OptionRelayAgentInformation)); err != nil || string(sub[subSubscriberID]) != "c-s9" {
+		t.Errorf("relayed with subscriber-id %q (%v), want the new customer's", sub[subSubscriberID], err)
+	}
+	if c := r.p.Counters(); c["renewal_customer_changed"] != 1 {
+		t.Errorf("renewal_customer_changed = %d, want 1", c["renewal_customer_changed"])
+	}
+	// The ISP knows c-s9 and ACKs: bound to c-s9, answered locally after.
+	anyCustomerISP := func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		rep, _ := dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(dhcpv4.MessageTypeAck), dhcpv4.WithYourIP(net.ParseIP(s1Addr)),
+			dhcpv4.WithServerIP(net.IP(ispSID.AsSlice())), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ispSID.AsSlice()))),
+			dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(time.Hour)), dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(30*time.Minute)))
+		return rep
+	}
+	r.fromServerAt(ispSID, anyCustomerISP(sent[upPort][0]))
+	r.p.committing.Wait()
+	if got := r.toPorts(); len(got[accPort]) != 1 || got[accPort][0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("the ISP's ACK for c-s9: the client got %v", got[accPort])
+	}
+	if b, err := r.store.Binding("acc0", 0, [6]byte(mac(s1))); err != nil || b.Customer != "c-s9" {
+		t.Errorf("binding after the ISP's ACK: customer %q (%v), want c-s9", b.Customer, err)
+	}
+	r.fromClient(renewing(t, s1, s1Addr))
+	if sent := r.toPorts(); len(sent[accPort]) != 1 || len(sent[upPort]) != 0 {
+		t.Errorf("renewal once bound to c-s9: answered %d, relayed %d; want it answered locally", len(sent[accPort]), len(sent[upPort]))
 	}
 }
