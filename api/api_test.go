@@ -135,6 +135,8 @@ func requestFor(rt Route) (path, body string) {
 		body = `{"status":"suspended"}`
 	case "POST /v1/isps/{isp}/devices":
 		body = `{"mac":"02:00:00:00:00:03","customer_id":"c-1"}`
+	case "POST /v1/isps/{isp}/devices:import":
+		body = `{"mac":"02:00:00:00:00:04","customer_id":"c-1"}` + "\n"
 	case "PATCH /v1/isps/{isp}/devices/{mac}", "PATCH /v1/devices/{mac}":
 		body = `{"access":"acc0"}`
 	case "POST /v1/claims":
@@ -697,7 +699,7 @@ func TestImportLineErrorWords(t *testing.T) {
 		`{"customer_id":"c","x":1}`:    `unknown field "x" (unknown fields are refused)`,
 		`{"customer_id":"c","device_l`: "truncated JSON",
 	} {
-		_, err := decodeImportLine([]byte(line))
+		_, err := decodeLine[tenants.CustomerInput]([]byte(line))
 		if err == nil || err.Error() != want || strings.Contains(err.Error(), "Go value") {
 			t.Errorf("%s: %v, want %q", line, err, want)
 		}
@@ -727,7 +729,7 @@ func TestBodyKeysStrict(t *testing.T) {
 	if w := f.do("POST", "/v1/isps/beta/customers", "beta", `{"customer_id":"n-7","device_limit":2}`); w.Code != 201 {
 		t.Errorf("exact names: %d %s", w.Code, w.Body)
 	}
-	if _, err := decodeImportLine([]byte(`{"customer_id":"a","customer_id":"b"}`)); err == nil || !strings.Contains(err.Error(), "given twice") {
+	if _, err := decodeLine[tenants.CustomerInput]([]byte(`{"customer_id":"a","customer_id":"b"}`)); err == nil || !strings.Contains(err.Error(), "given twice") {
 		t.Errorf("import line with a duplicate: %v", err)
 	}
 }

@@ -174,6 +174,21 @@ func (f *fakeService) ImportCustomers(ctx context.Context, a tenants.Actor, isp 
 	return out
 }
 
+func (f *fakeService) ImportDevices(ctx context.Context, a tenants.Actor, isp string, first int, ins []tenants.DeviceInput) []tenants.DeviceImportResult {
+	out := make([]tenants.DeviceImportResult, len(ins))
+	for i, in := range ins {
+		d, err := f.AttachDevice(ctx, a, isp, in)
+		out[i] = tenants.DeviceImportResult{Line: first + i, MAC: d.MAC, CustomerID: in.CustomerID, Result: "attached"}
+		if err != nil {
+			out[i].Result, out[i].Error = "error", err.Error()
+		}
+	}
+	f.mu.Lock()
+	_ = f.record(fakeCall{Method: "ImportDevices", Actor: a, ISP: isp, Arg: len(ins)})
+	f.mu.Unlock()
+	return out
+}
+
 func (f *fakeService) Customer(ctx context.Context, isp, id string) (tenants.Customer, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -3,6 +3,7 @@ package api
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,21 +44,70 @@ func skipBOM(br *bufio.Reader) {
 	}
 }
 
-// importCustomers reads an NDJSON body line by line (one CustomerInput
-// per line) and answers one ImportResult per non-blank line, as NDJSON,
-// while it reads: the body may be far larger than what the server keeps
-// in memory. Its body limit is Limits.MaxImportBody (a line at most
+// importSpec is what one kind of bulk import (customers, devices) gives
+// serveImport: how a line decodes, the key a batch holds once, the
+// Service call for a batch, and the result of a line refused before it.
+type importSpec[In, Res any] struct {
+	noun   string // "customer", "device": for the messages
+	decode func(line []byte) (In, error)
+	key    func(In) string
+	run    func(ctx context.Context, first int, batch []In) []Res
+	// refused is the result of line (its raw bytes, maybe empty) refused
+	// with msg before it reached the Service.
+	refused func(line int, raw []byte, msg string) Res
+	// setLine numbers a result the Service gave.
+	setLine func(res *Res, line int)
+}
+
+// importCustomers is POST /v1/isps/{isp}/customers:import: one
+// CustomerInput per line (serveImport).
+func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call) {
+	serveImport(s, w, r, importSpec[tenants.CustomerInput, tenants.ImportResult]{
+		noun:   "customer",
+		decode: decodeLine[tenants.CustomerInput],
+		key:    func(in tenants.CustomerInput) string { return in.ID },
+		run: func(ctx context.Context, first int, batch []tenants.CustomerInput) []tenants.ImportResult {
+			return s.svc.ImportCustomers(ctx, c.actor, c.isp, first, batch)
+		},
+		refused: func(line int, raw []byte, msg string) tenants.ImportResult {
+			return tenants.ImportResult{Line: line, CustomerID: lineField(raw, "customer_id"), Result: "error", Error: msg}
+		},
+		setLine: func(res *tenants.ImportResult, line int) { res.Line = line },
+	})
+}
+
+// importDevices is POST /v1/isps/{isp}/devices:import: one DeviceInput
+// per line (serveImport).
+func (s *Server) importDevices(w http.ResponseWriter, r *http.Request, c *call) {
+	serveImport(s, w, r, importSpec[tenants.DeviceInput, tenants.DeviceImportResult]{
+		noun:   "device",
+		decode: decodeLine[tenants.DeviceInput],
+		key:    func(in tenants.DeviceInput) string { return strings.ToLower(in.MAC) },
+		run: func(ctx context.Context, first int, batch []tenants.DeviceInput) []tenants.DeviceImportResult {
+			return s.svc.ImportDevices(ctx, c.actor, c.isp, first, batch)
+		},
+		refused: func(line int, raw []byte, msg string) tenants.DeviceImportResult {
+			return tenants.DeviceImportResult{Line: line, MAC: lineField(raw, "mac"), CustomerID: lineField(raw, "customer_id"), Result: "error", Error: msg}
+		},
+		setLine: func(res *tenants.DeviceImportResult, line int) { res.Line = line },
+	})
+}
+
+// serveImport reads an NDJSON body line by line (one spec.decode value
+// per line) and answers one result per non-blank line, as NDJSON, while
+// it reads: the body may be far larger than what the server keeps in
+// memory. Its body limit is Limits.MaxImportBody (a line at most
 // Limits.MaxImportLine); over it, the last result says so and the rest is
 // not read. The status is 200 once the first line is read: per-line
 // errors are in the lines.
-func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call) {
+func serveImport[In, Res any](s *Server, w http.ResponseWriter, r *http.Request, spec importSpec[In, Res]) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || !importTypes[mt] {
 			// Accept-Post (registered with IANA, W3C LDP §7.1) names
 			// them for a client that reads headers.
 			w.Header().Set("Accept-Post", importTypeList)
-			s.problem(w, r, "unsupported-media", fmt.Sprintf("send one JSON customer per line as %s, not %q", importTypeList, ct))
+			s.problem(w, r, "unsupported-media", fmt.Sprintf("send one JSON %s per line as %s, not %q", spec.noun, importTypeList, ct))
 			return
 		}
 	}
@@ -76,7 +126,7 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 	started := false
 	var bw *bufio.Writer
 	var enc *json.Encoder
-	emit := func(res tenants.ImportResult) error {
+	emit := func(res Res) error {
 		if !started {
 			started = true
 			w.Header().Set("Content-Type", "application/x-ndjson")
@@ -108,22 +158,22 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 	// not part of it comes (blank, bad, too long), when the input read so
 	// far is used up (the client may be waiting for results) and at the
 	// end. Results go out in line order.
-	var batch []tenants.CustomerInput
-	inBatch := map[string]bool{} // customer IDs in batch
+	var batch []In
+	inBatch := map[string]bool{} // the batch's keys (spec.key)
 	first := 0
 	flushBatch := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
-		res := s.svc.ImportCustomers(ctx, c.actor, c.isp, first, batch)
+		res := spec.run(ctx, first, batch)
 		for i := range batch {
-			var r tenants.ImportResult
+			var r Res
 			if i < len(res) {
 				r = res[i]
 			} else {
-				r = tenants.ImportResult{Result: "error", Error: "no result"}
+				r = spec.refused(first+i, nil, "no result")
 			}
-			r.Line = first + i
+			spec.setLine(&r, first+i)
 			if err := emit(r); err != nil {
 				return err
 			}
@@ -145,14 +195,14 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 		if mbe != nil {
 			msg = fmt.Sprintf("body over the import limit of %d bytes: this line and the rest were not read", mbe.Limit)
 		}
-		_ = emit(tenants.ImportResult{Line: line, Result: "error", Error: msg})
+		_ = emit(spec.refused(line, nil, msg))
 		finish()
 	}
-	lineErr := func(line int, id, msg string) error {
+	lineErr := func(line int, raw []byte, msg string) error {
 		if err := flushBatch(); err != nil {
 			return err
 		}
-		return emit(tenants.ImportResult{Line: line, CustomerID: id, Result: "error", Error: msg})
+		return emit(spec.refused(line, raw, msg))
 	}
 	lineNo := 0
 	for {
@@ -171,7 +221,7 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 				readErr(lineNo, err)
 				return
 			}
-			if lineErr(lineNo, "", fmt.Sprintf("line longer than %d bytes", s.Limits.MaxImportLine)) != nil {
+			if lineErr(lineNo, nil, fmt.Sprintf("line longer than %d bytes", s.Limits.MaxImportLine)) != nil {
 				return
 			}
 			if err == io.EOF {
@@ -182,26 +232,27 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 		if len(line) > 0 && (err == nil || err == io.EOF) { // never a line cut by a read error
 			lineNo++
 			t := bytes.TrimSpace(line)
-			switch in, derr := decodeImportLine(t); {
+			switch in, derr := spec.decode(t); {
 			case len(t) == 0:
 				if flushBatch() != nil {
 					return
 				}
 			case derr != nil:
-				// The line's customer, if it names one (the result
-				// says whose line it was).
-				if lineErr(lineNo, lineCustomer(t), derr.Error()) != nil {
+				// The line's customer or device, if it names one
+				// (the result says whose line it was).
+				if lineErr(lineNo, t, derr.Error()) != nil {
 					return
 				}
 			default:
-				// A customer named again goes in the next batch: lines
-				// are upserts in line order, however the body was cut
-				// into batches (the Service refuses a customer twice in
-				// one batch).
-				if inBatch[in.ID] && flushBatch() != nil {
+				// A customer (device) named again goes in the next
+				// batch: lines are taken in line order, however the
+				// body was cut into batches (the Service refuses one
+				// twice in one batch).
+				k := spec.key(in)
+				if inBatch[k] && flushBatch() != nil {
 					return
 				}
-				inBatch[in.ID] = true
+				inBatch[k] = true
 				if len(batch) == 0 {
 					first = lineNo
 				}
@@ -225,30 +276,31 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 		return
 	}
 	if !started {
-		s.problem(w, r, "bad-request", "empty body: send one JSON customer per line (application/x-ndjson)")
+		s.problem(w, r, "bad-request", "empty body: send one JSON "+spec.noun+" per line (application/x-ndjson)")
 		return
 	}
 	finish()
 }
 
-// importBatch is the most lines given to one ImportCustomers call.
+// importBatch is the most lines given to one ImportCustomers or
+// ImportDevices call.
 const importBatch = 500
 
-// lineCustomer is the customer_id a refused import line names, if it is
-// a JSON object with a string customer_id in valid UTF-8; "" otherwise.
-func lineCustomer(line []byte) string {
-	var v struct {
-		ID string `json:"customer_id"`
-	}
-	if !utf8.Valid(line) || json.Unmarshal(line, &v) != nil {
+// lineField is the string field key of a refused import line, if the
+// line is a JSON object with that field a string, in valid UTF-8; ""
+// otherwise.
+func lineField(line []byte, key string) string {
+	var v map[string]any
+	if len(line) == 0 || !utf8.Valid(line) || json.Unmarshal(line, &v) != nil {
 		return ""
 	}
-	return v.ID
+	f, _ := v[key].(string)
+	return f
 }
 
-// decodeImportLine decodes one NDJSON line strictly.
-func decodeImportLine(line []byte) (tenants.CustomerInput, error) {
-	var in tenants.CustomerInput
+// decodeLine decodes one NDJSON line strictly.
+func decodeLine[In any](line []byte) (In, error) {
+	var in In
 	if len(line) == 0 {
 		return in, nil
 	}

@@ -599,7 +599,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 	answers := map[string]reflect.Type{
 		"Problem": reflect.TypeFor[Problem](), "ISPInfo": reflect.TypeFor[tenants.ISPInfo](), "PurgeResult": reflect.TypeFor[tenants.PurgeResult](),
 		"Customer": reflect.TypeFor[tenants.Customer](), "CustomerPage": reflect.TypeFor[list[tenants.Customer]](),
-		"ImportResult": reflect.TypeFor[tenants.ImportResult](), "Device": reflect.TypeFor[tenants.Device](),
+		"ImportResult": reflect.TypeFor[tenants.ImportResult](), "DeviceImportResult": reflect.TypeFor[tenants.DeviceImportResult](), "Device": reflect.TypeFor[tenants.Device](),
 		"DevicePage": reflect.TypeFor[list[tenants.Device]](), "Binding": reflect.TypeFor[tenants.Binding](),
 		"BindingPage": reflect.TypeFor[list[tenants.Binding]](), "Event": reflect.TypeFor[tenants.Event](),
 		"EventList": reflect.TypeFor[EventList](), "WebhookStatus": reflect.TypeFor[webhooks.Status](),

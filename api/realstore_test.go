@@ -549,3 +549,78 @@ func TestCreateEmptyPassword(t *testing.T) {
 		}
 	}
 }
+
+// POST /v1/isps/{isp}/devices:import: NDJSON device lines, one result
+// each in line order, the ISP's own scope (another ISP's path is 404 to
+// its token, as the single attach), a line that is not JSON or names
+// another field refused on its own, a MAC twice taken in line order across
+// batches (the second line moves it to its customer, as a second attach
+// would), the devices registered as a single attach registers them.
+func TestImportDevicesOverAPI(t *testing.T) {
+	f, ten, st := newRealFixture(t)
+	for _, id := range []string{"c-1", "c-2"} {
+		if w := f.do("POST", "/v1/isps/alpha/customers", "alpha", `{"customer_id":"`+id+`","device_limit":3}`); w.Code != http.StatusCreated {
+			t.Fatalf("create %s: %d %s", id, w.Code, w.Body)
+		}
+	}
+	body := strings.Join([]string{
+		`{"mac":"02:00:00:00:00:01","customer_id":"c-1"}`,
+		`{"mac":"02:00:00:00:00:02","customer_id":"c-1","access":"acc1"}`,
+		`not json`,
+		`{"mac":"02:00:00:00:00:03","customer_id":"c-2","colour":"red"}`,
+		``,
+		`{"mac":"02:00:00:00:00:01","customer_id":"c-2"}`,
+		`{"mac":"02:00:00:00:00:04","customer_id":"c-9"}`,
+	}, "\n") + "\n"
+	w := f.do("POST", "/v1/isps/alpha/devices:import", "alpha", body, "Content-Type", "application/x-ndjson")
+	if w.Code != http.StatusOK || w.Header().Get("Content-Type") != "application/x-ndjson" {
+		t.Fatalf("import: %d %s", w.Code, w.Body)
+	}
+	var got []tenants.DeviceImportResult
+	for _, l := range strings.Split(strings.TrimSpace(w.Body.String()), "\n") {
+		var r tenants.DeviceImportResult
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("result line %q: %v", l, err)
+		}
+		got = append(got, r)
+	}
+	want := []struct {
+		line          int
+		mac, customer string
+		result        string
+		errHas        string
+	}{
+		{1, "02:00:00:00:00:01", "c-1", "attached", ""},
+		{2, "02:00:00:00:00:02", "c-1", "attached", ""},
+		{3, "", "", "error", "JSON"},
+		{4, "02:00:00:00:00:03", "c-2", "error", "colour"},
+		{6, "02:00:00:00:00:01", "c-2", "moved", ""},
+		{7, "02:00:00:00:00:04", "c-9", "error", "customer c-9"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d results, want %d:\n%s", len(got), len(want), w.Body)
+	}
+	for i, x := range want {
+		g := got[i]
+		if g.Line != x.line || g.MAC != x.mac || g.CustomerID != x.customer || g.Result != x.result || !strings.Contains(g.Error, x.errHas) {
+			t.Errorf("result %d: %+v, want %+v", i, g, x)
+		}
+	}
+	for m, c := range map[string]string{"02:00:00:00:00:01": "c-2", "02:00:00:00:00:02": "c-1"} {
+		d, err := ten.Device(t.Context(), "alpha", m)
+		if err != nil || d.CustomerID != c {
+			t.Errorf("%s: %+v %v, want customer %s", m, d, err, c)
+		}
+	}
+	if r, err := st.Registration(subscribers.MAC{2, 0, 0, 0, 0, 2}); err != nil || r.Access != "acc1" || r.Source != tenants.SourceAPI {
+		t.Errorf("the pinned device: %+v %v", r, err)
+	}
+	// beta's token on alpha's path: as for the single attach.
+	if w := f.do("POST", "/v1/isps/alpha/devices:import", "beta", body); w.Code != http.StatusNotFound && w.Code != http.StatusForbidden {
+		t.Errorf("beta's token importing into alpha: %d %s", w.Code, w.Body)
+	}
+	w = f.do("POST", "/v1/isps/alpha/devices:import", "alpha", "x", "Content-Type", "text/csv")
+	if body := w.Body.String(); decodeProblem(t, w).Status != http.StatusUnsupportedMediaType || !strings.Contains(body, "one JSON device per line") {
+		t.Errorf("CSV: %d %s", w.Code, body)
+	}
+}

@@ -55,6 +55,7 @@ var routes = []Route{
 
 	{"GET", "/v1/isps/{isp}/devices", ScopeTenant, qDevices, (*Server).listDevices},
 	{"POST", "/v1/isps/{isp}/devices", ScopeTenant, nil, (*Server).attachDevice},
+	{"POST", "/v1/isps/{isp}/devices:import", ScopeTenant, nil, (*Server).importDevices},
 	{"GET", "/v1/isps/{isp}/devices/{mac}", ScopeTenant, nil, (*Server).getDevice},
 	{"PATCH", "/v1/isps/{isp}/devices/{mac}", ScopeTenant, nil, (*Server).updateDevice},
 	{"DELETE", "/v1/isps/{isp}/devices/{mac}", ScopeTenant, nil, (*Server).detachDevice},

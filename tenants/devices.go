@@ -93,47 +93,84 @@ func orNotFound(err error) error {
 // path shares (device limit, replace, the MAC's current owner), then one
 // write with its events, then publication and revalidation.
 func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.MAC, access, replace, source string, mayTake bool) (Device, error) {
+	var w subscribers.TenantWrite
+	pl, err := t.planAttach(&w, a, c, mac, access, replace, source, mayTake, attachPending{})
+	if err != nil || pl.unchanged {
+		return pl.view, err
+	}
+	if _, err := t.apply(w); err != nil {
+		return Device{}, err
+	}
+	failpoint.Hit(failpoint.TenantAfterCommit)
+	t.finishAttach(pl)
+	return pl.view, nil
+}
+
+// attachPlan is an attach planAttach checked and wrote into a
+// TenantWrite, for finishAttach once the write is durable.
+type attachPlan struct {
+	r            subscribers.Registration
+	suspended    bool // the customer's, for publish
+	old          subscribers.Registration
+	had          bool // the MAC was registered (old)
+	replaced     *subscribers.Registration
+	keptReplaced bool
+	unchanged    bool   // already attached to that customer: nothing written
+	view         Device // what the caller is answered
+}
+
+// attachPending is what the attaches planned before this one in the same
+// write (a bulk import's batch) add: devices per customer, and MACs new
+// to the box. planAttach counts them with the store's.
+type attachPending struct {
+	devices map[subscribers.CustomerKey]int
+	newMACs int
+}
+
+// planAttach checks the attach of mac to customer c (t.mu held) and adds
+// its registration and events to w; nothing is written yet.
+func (t *Tenants) planAttach(w *subscribers.TenantWrite, a Actor, c subscribers.Customer, mac subscribers.MAC, access, replace, source string, mayTake bool, pend attachPending) (attachPlan, error) {
+	var pl attachPlan
 	if access != "" {
 		if err := t.checkAccess(access); err != nil {
-			return Device{}, err
+			return pl, err
 		}
 	}
 	old, err := t.store.Registration(mac)
 	had := err == nil
 	if err != nil && !errors.Is(err, subscribers.ErrNotFound) {
-		return Device{}, err
+		return pl, err
 	}
 	if had && old.ISP == "" && !(mayTake && a.Kind == ActorOperator) {
 		// The operator's block of a MAC no ISP had: not lifted by an
 		// attach or a claim (only the operator unblocks or moves it).
-		return Device{}, t.refuseBlocked(a, c, old)
+		return pl, t.refuseBlocked(a, c, old)
 	}
 	if had && old.ISP != c.ISP && !mayTake {
 		// Another ISP's device: only the operator (or the portal on
 		// that subscriber's own line) moves it. Checked before
 		// anything else about it, so that the caller learns nothing
 		// more of it (its source, say).
-		return Device{}, t.refuseTaken(a, c, old)
+		return pl, t.refuseTaken(a, c, old)
 	}
 	if had && old.Source == SourceConfig {
-		return Device{}, fmt.Errorf("%w: device %s comes from the configuration (read-only): change its [[subscriber]] entry and reload", ErrConflict, macString(mac))
+		return pl, fmt.Errorf("%w: device %s comes from the configuration (read-only): change its [[subscriber]] entry and reload", ErrConflict, macString(mac))
 	}
 	if had && old.ISP == c.ISP && old.CustomerID == c.ID {
-		d := t.deviceView(old) // already attached: idempotent
-		d.Unchanged = true
-		return d, nil
+		pl.view = t.deviceView(old) // already attached: idempotent
+		pl.view.Unchanged, pl.unchanged = true, true
+		return pl, nil
 	}
 	devs, err := t.store.DevicesOf(c.ISP, c.ID)
 	if err != nil {
-		return Device{}, err
+		return pl, err
 	}
-	w := subscribers.TenantWrite{}
 	var replaced *subscribers.Registration
 	keptReplaced := false
 	if replace != "" {
 		rm, err := parseMAC(replace)
 		if err != nil {
-			return Device{}, err
+			return pl, err
 		}
 		for i := range devs {
 			if devs[i].MAC == rm {
@@ -141,14 +178,14 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 			}
 		}
 		if replaced == nil {
-			return Device{}, fmt.Errorf("%w: replace: %s is not a device of customer %q", ErrInvalid, replace, c.ID)
+			return pl, fmt.Errorf("%w: replace: %s is not a device of customer %q", ErrInvalid, replace, c.ID)
 		}
 		if replaced.Source == SourceConfig {
-			return Device{}, fmt.Errorf("%w: device %s comes from the configuration (read-only): change its [[subscriber]] entry and reload", ErrConflict, replace)
+			return pl, fmt.Errorf("%w: device %s comes from the configuration (read-only): change its [[subscriber]] entry and reload", ErrConflict, replace)
 		}
-		keptReplaced = detachWrite(&w, a, *replaced, "replaced by "+macString(mac))
+		keptReplaced = detachWrite(w, a, *replaced, "replaced by "+macString(mac))
 	}
-	n := len(devs)
+	n := len(devs) + pend.devices[subscribers.CustomerKey{ISP: c.ISP, ID: c.ID}]
 	if replaced != nil {
 		n--
 	}
@@ -160,15 +197,15 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 				e.Replaceable = append(e.Replaceable, macString(d.MAC))
 			}
 		}
-		return Device{}, e
+		return pl, e
 	}
 	if !had && t.cfg.MaxDevices > 0 {
-		held := t.reg.Len()
+		held := t.reg.Len() + pend.newMACs
 		if replaced != nil && !keptReplaced {
 			held-- // the replaced device's place is this one's
 		}
 		if held >= t.cfg.MaxDevices {
-			return Device{}, fmt.Errorf("%w: the box holds its maximum of %d devices (datapath.mac_table_size)", ErrConflict, t.cfg.MaxDevices)
+			return pl, fmt.Errorf("%w: the box holds its maximum of %d devices (datapath.mac_table_size)", ErrConflict, t.cfg.MaxDevices)
 		}
 	}
 	now := time.Now()
@@ -193,25 +230,27 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 	}
 	w.PutRegistrations = append(w.PutRegistrations, r)
 	w.Events = append(w.Events, event(a, kind, c.ISP, c.ID, mac, why))
-	if _, err := t.apply(w); err != nil {
-		return Device{}, err
-	}
-	failpoint.Hit(failpoint.TenantAfterCommit)
+	return attachPlan{r: r, suspended: c.Status == string(StatusSuspended), old: old, had: had,
+		replaced: replaced, keptReplaced: keptReplaced, view: t.deviceView(r)}, nil
+}
+
+// finishAttach publishes an attach planAttach planned, once its write is
+// durable (t.mu held), and revalidates the bindings it takes service from.
+func (t *Tenants) finishAttach(pl attachPlan) {
 	var gone []uint64
-	if replaced != nil {
-		t.afterDetach(*replaced, keptReplaced)
-		gone = append(gone, binding.MAC48(replaced.MAC))
+	if pl.replaced != nil {
+		t.afterDetach(*pl.replaced, pl.keptReplaced)
+		gone = append(gone, binding.MAC48(pl.replaced.MAC))
 	}
-	if err := t.publish(r, c.Status == string(StatusSuspended)); err != nil {
+	if err := t.publish(pl.r, pl.suspended); err != nil {
 		t.log.Warn("tenants: device stored but not admitted", "err", err)
 	}
-	if had {
-		t.count(old.ISP, 0, -1)
-		gone = append(gone, binding.MAC48(mac))
+	if pl.had {
+		t.count(pl.old.ISP, 0, -1)
+		gone = append(gone, binding.MAC48(pl.r.MAC))
 	}
-	t.count(c.ISP, 0, 1)
+	t.count(pl.r.ISP, 0, 1)
 	t.revalidate(gone...)
-	return t.deviceView(r), nil
 }
 
 // refuseTaken is the error of a's attach of old's MAC to customer c, of

@@ -39,6 +39,10 @@ type Service interface {
 	// the MAC must be unattached or already this ISP's: another ISP's is
 	// ErrDeviceTaken, naming its holder to the operator only).
 	AttachDevice(ctx context.Context, a Actor, isp string, in DeviceInput) (Device, error)
+	// ImportDevices attaches a batch of devices (first: the line number
+	// of ins[0]) in one transaction, each line as AttachDevice takes
+	// it; one result per line, in order.
+	ImportDevices(ctx context.Context, a Actor, isp string, first int, ins []DeviceInput) []DeviceImportResult
 	// UpdateDevice changes a device of isp ("" = any ISP, operator): its
 	// access pin. A binding on another access than the new pin ends (a
 	// RELEASE to the ISP); a device of the configuration is read-only.

@@ -328,7 +328,20 @@ func (c *Client) DeleteCustomer(ctx context.Context, isp, id string) error {
 // calls fn with each line's result as it arrives. It has no timeout of
 // its own: ctx bounds it.
 func (c *Client) Import(ctx context.Context, isp string, r io.Reader, fn func(tenants.ImportResult) error) error {
-	req, err := c.newRequest(ctx, "POST", ispPath(isp)+"/customers:import", nil, r, "application/x-ndjson")
+	return importNDJSON(c, ctx, ispPath(isp)+"/customers:import", r, fn)
+}
+
+// ImportDevices sends NDJSON devices (one DeviceInput per line) from r
+// and calls fn with each line's result as it arrives. It has no timeout
+// of its own: ctx bounds it.
+func (c *Client) ImportDevices(ctx context.Context, isp string, r io.Reader, fn func(tenants.DeviceImportResult) error) error {
+	return importNDJSON(c, ctx, ispPath(isp)+"/devices:import", r, fn)
+}
+
+// importNDJSON posts the NDJSON body r to path and calls fn with each
+// result line of the answer, decoded as Res.
+func importNDJSON[Res any](c *Client, ctx context.Context, path string, r io.Reader, fn func(Res) error) error {
+	req, err := c.newRequest(ctx, "POST", path, nil, r, "application/x-ndjson")
 	if err != nil {
 		return err
 	}
@@ -342,7 +355,7 @@ func (c *Client) Import(ctx context.Context, isp string, r io.Reader, fn func(te
 	}
 	dec := json.NewDecoder(resp.Body)
 	for {
-		var res tenants.ImportResult
+		var res Res
 		if err := dec.Decode(&res); err == io.EOF {
 			return nil
 		} else if err != nil {

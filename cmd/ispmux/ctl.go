@@ -168,6 +168,12 @@ var ctlCommands = []*ctlCommand{
 			fs.StringVar(&o.access, "access", "", "pin it to the access entry `NAME`")
 		},
 		run: ctlDeviceAdd},
+	{name: "device-import", short: "bulk attach NDJSON devices, one result per line", args: "ISP FILE.ndjson", min: 2, max: 2,
+		summary: "Bulk attach of NDJSON devices, one {\"mac\",\"customer_id\",\"access\"} per line (FILE \"-\": stdin),\n" +
+			"each as device-add takes it, many to a store transaction. Prints each line's result (attached,\n" +
+			"moved from another customer of the ISP, unchanged, error); exits 1 if any line failed. Reruns\n" +
+			"are safe.",
+		run: ctlDeviceImport},
 	{name: "device-set", short: "pin a device to an access, or clear its pin", args: "ISP MAC (--access NAME | --bound | --any-access)", min: 2, max: 2,
 		summary: "Pin a device to an access entry (its DHCP on any other is refused: the full protection against\n" +
 			"its MAC forged elsewhere; a binding it holds on another access ends, RELEASE to the ISP), to the\n" +

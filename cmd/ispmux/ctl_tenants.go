@@ -125,6 +125,32 @@ func ctlCustomerDel(e *ctlEnv, args []string) error {
 }
 
 func ctlImport(e *ctlEnv, args []string) error {
+	return runImport(e, args, "customer", func(c *client.Client, in io.Reader, fn func(tenants.ImportResult) error) error {
+		return c.Import(e.ctx, args[0], in, fn)
+	}, func(r tenants.ImportResult) (int, string, string, string) {
+		return r.Line, r.CustomerID, r.Result, r.Error
+	},
+		[]string{"created", "updated", "unchanged"})
+}
+
+func ctlDeviceImport(e *ctlEnv, args []string) error {
+	return runImport(e, args, "device", func(c *client.Client, in io.Reader, fn func(tenants.DeviceImportResult) error) error {
+		return c.ImportDevices(e.ctx, args[0], in, fn)
+	}, func(r tenants.DeviceImportResult) (int, string, string, string) {
+		who := r.MAC
+		if r.CustomerID != "" {
+			who += " " + r.CustomerID
+		}
+		return r.Line, who, r.Result, r.Error
+	}, []string{"attached", "moved", "unchanged"})
+}
+
+// runImport sends the NDJSON file args[1] ("-": stdin) to an import
+// (send) and prints each line's result (fields: who the line names, its
+// result, its error; and its line number), then the counts of each of kinds and of the
+// failures; it fails if any line did.
+func runImport[Res any](e *ctlEnv, args []string, noun string, send func(*client.Client, io.Reader, func(Res) error) error,
+	fields func(Res) (line int, who, result, errText string), kinds []string) error {
 	var in io.Reader = e.stdin
 	if args[1] != "-" {
 		f, err := os.Open(args[1])
@@ -144,28 +170,32 @@ func ctlImport(e *ctlEnv, args []string) error {
 	var n, failed int
 	counts := map[string]int{}
 	enc := json.NewEncoder(e.stdout)
-	err = c.Import(e.ctx, args[0], in, func(r tenants.ImportResult) error {
+	err = send(c, in, func(r Res) error {
 		// The header comes with the first result: an import refused as
 		// a whole prints only its error (on stderr).
 		if n == 0 && !e.g.json {
-			fmt.Fprintf(e.stdout, "%7s  %-24s  %-9s  %s\n", "LINE", "CUSTOMER", "RESULT", "ERROR")
+			fmt.Fprintf(e.stdout, "%7s  %-24s  %-9s  %s\n", "LINE", strings.ToUpper(noun), "RESULT", "ERROR")
 		}
 		n++
-		counts[r.Result]++
-		if r.Result == "error" {
+		line, who, result, errText := fields(r)
+		counts[result]++
+		if result == "error" {
 			failed++
 		}
 		if e.g.json {
 			return enc.Encode(r)
 		}
-		_, err := fmt.Fprintf(e.stdout, "%7d  %-24s  %-9s  %s\n", r.Line, printable(orDash(r.CustomerID)), printable(r.Result), printable(r.Error))
+		_, err := fmt.Fprintf(e.stdout, "%7d  %-24s  %-9s  %s\n", line, printable(orDash(who)), printable(result), printable(errText))
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	e.notice("import: %d lines: %d created, %d updated, %d unchanged, %d failed",
-		n, counts["created"], counts["updated"], counts["unchanged"], failed)
+	summary := fmt.Sprintf("import: %d lines:", n)
+	for _, k := range kinds {
+		summary += fmt.Sprintf(" %d %s,", counts[k], k)
+	}
+	e.notice("%s %d failed", summary, failed)
 	if failed > 0 {
 		return fmt.Errorf("import: %d of %d lines failed", failed, n)
 	}

@@ -157,6 +157,14 @@ func TestCtlOverAPI(t *testing.T) {
 	if !strings.Contains(out, mac1) || !strings.Contains(out, "acc0") {
 		t.Errorf("device-add:\n%s", out)
 	}
+	// Bulk attach: one result per line, exit 1 when a line failed.
+	out, errOut, err = runCmd(t, `{"mac":"02:00:00:00:00:21","customer_id":"i-2"}`+"\n"+`{"mac":"02:00:00:00:00:22","customer_id":"nobody"}`+"\n",
+		op("device-import", "alpha", "-")...)
+	if err == nil || exitCode(err) != 1 || !strings.Contains(out, "02:00:00:00:00:21 i-2") || !strings.Contains(out, "attached") ||
+		!strings.Contains(out, "customer nobody") || !strings.Contains(errOut, "2 lines: 1 attached, 0 moved, 0 unchanged, 1 failed") {
+		t.Errorf("device-import: %v\n%s%s", err, out, errOut)
+	}
+	r.ok("", op("device-del", "alpha", "02:00:00:00:00:21")...) // the counts below are without it
 	// A claim: a claim token, the customer's password from stdin.
 	out, errOut = r.ok(pw+"\n", r.api("claim", "claim", "alpha", "c-1", mac2, "--password-stdin")...)
 	if !strings.Contains(out, "claim") || strings.Contains(out+errOut, pw) {
