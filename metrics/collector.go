@@ -83,6 +83,7 @@ var (
 	storeWrites = desc("ispmux_store_writes_total", "Writes committed by the store's group commit; divided by ispmux_store_commit_seconds_count, the writes that share one commit's fsyncs.")
 	storeErrs   = desc("ispmux_store_write_errors_total", "Store writes that failed (a full disk, an I/O error, a damaged file): their change was not made. DHCP's are also store_error decisions (ACKs withheld); the API's are errors of their requests, an import's of its lines.")
 	storeWaits  = desc("ispmux_store_commit_window_waits_total", "Times the group commit's leader waited a commit window (2 ms, under concurrent writes only) for more writes before committing.")
+	storeHeld   = desc("ispmux_event_log_held_events", "Events the event log keeps past [appliance] event_retention because an ISP's webhook receiver has not acknowledged them yet (at most 4× the retention in all): a receiver that is down or slow while the log fills.")
 	storeSync   = desc("ispmux_store_journal_sync_info", "1, labelled with how the binding journal's appends are made durable: io_uring (the waiting goroutine holds no Go P), fdatasync (the system call: io_uring refused, or dropped after the kernel could not run an fsync through it) or none (no fsync: tests only).", "via")
 
 	// The configuration file.
@@ -111,7 +112,7 @@ var (
 		dhcpPendingMax, onbMax, regDevices, regDevicesMax,
 		portDNS, portResets,
 		ctlARPSent, ctlARPLearned, ctlPuntUnknown,
-		storeCommit, storeWrites, storeErrs, storeWaits, storeSync, logDropped,
+		storeCommit, storeWrites, storeErrs, storeWaits, storeSync, storeHeld, logDropped,
 		cfgReloadOK, cfgReloadTime, cfgRestartNeeded,
 		apiRequests, apiDuration, apiConns,
 		whDelivered, whFailures, whLag,
@@ -262,6 +263,7 @@ func (c *Collector) collectRest(ch chan<- prometheus.Metric) {
 	counter(ch, storeWrites, st.Writes)
 	counter(ch, storeWaits, st.WindowWaits)
 	counter(ch, storeErrs, st.WriteErrors)
+	gauge(ch, storeHeld, float64(st.HeldEvents))
 	if st.JournalSync != "" {
 		gauge(ch, storeSync, 1, st.JournalSync)
 	}

@@ -222,7 +222,9 @@ func (s *Store) trimEvents(tx *bolt.Tx, seq uint64, cutTime time.Time) error {
 	// backup copy skipped a range of them (openedCopy).
 	vseq := s.virtual(seq)
 	if len(k) == 8 && vseq-s.virtual(binary.BigEndian.Uint64(k)) >= s.retention+trimSlack(s.retention) {
-		cutoff = vseq - s.retention
+		cutoff = s.holdCutoff(tx, vseq, vseq-s.retention)
+	} else {
+		s.heldEvents.Store(0)
 	}
 	// Re-seek after each delete (a bbolt cursor may skip a key if Next
 	// follows Delete), to the deleted key, never First: bbolt

@@ -27,11 +27,15 @@ type CommitStats struct {
 	// JournalSync is how the binding journal's appends are made durable
 	// (Store.JournalSync's via).
 	JournalSync string
+	// HeldEvents is how many events the event log keeps past its
+	// retention for webhook receivers that have not acknowledged them
+	// (HoldEventsFor).
+	HeldEvents uint64
 }
 
 // CommitStats returns the group commit's statistics (package metrics).
 func (s *Store) CommitStats() CommitStats {
 	via, _ := s.JournalSync()
 	return CommitStats{Transactions: s.writeTxs.Load(), Writes: s.writes.Load(), WriteErrors: s.writeErrors.Load(), Latency: s.commitTime.Snapshot(),
-		WindowWaits: s.windowWaits.Load(), JournalSync: via}
+		WindowWaits: s.windowWaits.Load(), JournalSync: via, HeldEvents: s.heldEvents.Load()}
 }

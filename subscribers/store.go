@@ -155,6 +155,11 @@ type Store struct {
 	intentsFrom uint64
 	retention   uint64
 	maxAge      time.Duration
+	// holds: the ISPs whose webhook cursor holds the log's count trim
+	// (HoldEventsFor, eventhold.go); heldEvents: how many events the
+	// last trim kept past the retention for them.
+	holds      atomic.Pointer[[]string]
+	heldEvents atomic.Uint64
 
 	changeRetention uint64
 	changeMaxAge    time.Duration

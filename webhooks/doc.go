@@ -20,8 +20,11 @@
 //	webhook-signature: v1,<base64 HMAC-SHA256 over id "." timestamp "." body>
 //
 // The HMAC key is the base64-decoded part of the whsec_<base64> secret in
-// webhook_secret_file (24..64 bytes; Sign, Verify). If the log trimmed
-// events (retention: 100 000 events, 30 days) before they were delivered,
+// webhook_secret_file (24..64 bytes; Sign, Verify). The log holds the
+// events of ISPs with a webhook that their receivers have not acknowledged
+// past its retention (100 000 events by default), up to 4× it in all and
+// 30 days (Manager tells the store which ISPs: Store.HoldEventsFor). If
+// the log trimmed events before they were delivered all the same,
 // the receiver gets a synthetic message instead of them: kind "events-lost",
 // first_seq and last_seq naming the range of the ISP's sequence numbers
 // that is gone, webhook-id "lost-FIRST-LAST"; then delivery goes on after

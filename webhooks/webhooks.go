@@ -134,7 +134,19 @@ func New(cfg *configs.Config, store *subscribers.Store, log *slog.Logger) (*Mana
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	m.holdLocked()
 	return m, nil
+}
+
+// holdLocked tells the store which ISPs have a webhook: their receivers'
+// unacknowledged events are held in the log past its retention, within
+// a bound (Store.HoldEventsFor). m.mu held, or m not yet shared.
+func (m *Manager) holdLocked() {
+	isps := make([]string, 0, len(m.targets))
+	for isp := range m.targets {
+		isps = append(isps, isp)
+	}
+	m.store.HoldEventsFor(isps)
 }
 
 // initCursor stores isp's cursor at the newest event if it has none.
@@ -320,6 +332,7 @@ func (m *Manager) Reload(cfg *configs.Config) error {
 			old.close()
 		}
 	}
+	m.holdLocked()
 	return errors.Join(errs...)
 }
 

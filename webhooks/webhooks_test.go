@@ -497,23 +497,25 @@ func TestEventsLostGap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Cursor 0; ten events, the log keeps 6..10.
+	// Cursor 0; 30 events: the log holds beta's undelivered ones past
+	// its retention (5), up to 4× it (Store.HoldEventsFor), so it keeps
+	// 11..30.
 	var evs []subscribers.Event
-	for i := range 10 {
+	for i := range 30 {
 		evs = append(evs, addEvent(t, s, "beta", subscribers.EventBound, i))
 	}
 	r := run(t, m)
-	got := rc.waitAcked(6, 5*time.Second)
-	want := append([]string{LostID(1, 5)}, ids(evs[5:]...)...)
+	got := rc.waitAcked(21, 5*time.Second)
+	want := append([]string{LostID(1, 10)}, ids(evs[10:]...)...)
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("got %v, want %v", got, want)
 	}
 	l := rc.all()[0].lost
-	if l.Kind != KindEventsLost || l.FirstSeq != 1 || l.LastSeq != 5 || l.ISP != "beta" || l.Reason == "" {
+	if l.Kind != KindEventsLost || l.FirstSeq != 1 || l.LastSeq != 10 || l.ISP != "beta" || l.Reason == "" {
 		t.Errorf("lost message %+v", l)
 	}
 	time.Sleep(50 * time.Millisecond)
-	if st, _ := r.m.StatusOf("beta"); st.Lost != 1 || st.Delivered != 6 || st.Cursor != 10 {
+	if st, _ := r.m.StatusOf("beta"); st.Lost != 1 || st.Delivered != 21 || st.Cursor != 30 {
 		t.Errorf("status %+v", st)
 	}
 }
