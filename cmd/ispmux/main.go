@@ -63,6 +63,7 @@ const usage = `usage: ispmux <command> [flags]
 commands:
   run   -c FILE              run the appliance (--log-format text|json)
   check -c FILE              validate a configuration and the files it names (tokens, TLS, webhooks)
+  compact -c FILE            rewrite the store without its free pages (ispmux stopped)
   ctl   COMMAND [flags]      talk to a running appliance: over the API (--api URL and a token) or,
                              as root on the box, over its control socket (-c FILE or --socket PATH);
                              status, events, backup, isps, customers, devices, bindings, subscriber,
@@ -97,6 +98,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return cmdRun(ctx, args[1:], stdout, stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
+	case "compact":
+		return cmdCompact(args[1:], stdout)
 	case "ctl":
 		return cmdCtl(ctx, args[1:], stdin, stdout, stderr)
 	case "version":

@@ -1,0 +1,95 @@
+package subscribers
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// CompactResult is what Compact did: the file's size before and after.
+type CompactResult struct {
+	Before, After int64
+}
+
+// compactTxSize is how many bytes of keys and values one transaction of
+// the copy carries (bbolt.Compact commits every so many).
+const compactTxSize = 64 << 20
+
+// Compact rewrites the store file at path without its free pages, for a
+// store that is not open (ispmux stopped): bbolt never gives pages back to
+// the file system, so a store that once held a million customers (purged
+// since, or expired) keeps its size for good. The store is first opened
+// and closed as ispmux would (a migration, the binding journal's records
+// checkpointed into the file), then copied bucket by bucket, sequences
+// included, into PATH.compact (path's owner and mode), which is synced
+// and renamed over path
+// while the original is still locked. A crash before the rename leaves the
+// original as it was (and a PATH.compact the next Compact overwrites);
+// after it, the copy. opts are Open's (its lock timeout: ErrLocked while
+// ispmux runs).
+func Compact(path string, opts Options) (CompactResult, error) {
+	var res CompactResult
+	st, err := Open(path, opts)
+	if err != nil {
+		return res, fmt.Errorf("compact: %w", err)
+	}
+	if err := st.Close(); err != nil {
+		return res, fmt.Errorf("compact: %w", err)
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = DefaultLockTimeout
+	}
+	src, err := openBolt(path, &bolt.Options{Timeout: opts.LockTimeout, FreelistType: bolt.FreelistMapType})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return res, fmt.Errorf("compact %s: %w (is ispmux running with this state_dir?)", path, ErrLocked)
+	}
+	if err != nil {
+		return res, fmt.Errorf("compact %s: %w", path, err)
+	}
+	defer src.Close()
+	fi, err := os.Stat(path)
+	if err != nil {
+		return res, fmt.Errorf("compact: %w", err)
+	}
+	res.Before = fi.Size()
+	tmp := path + ".compact"
+	_ = os.Remove(tmp) // one left by a crash
+	dst, err := bolt.Open(tmp, fi.Mode().Perm(), &bolt.Options{FreelistType: bolt.FreelistMapType, NoFreelistSync: false})
+	if err != nil {
+		return res, fmt.Errorf("compact %s: %w", tmp, err)
+	}
+	// The store's owner (root compacting the store of ispmux's user).
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if cerr := os.Chown(tmp, int(sys.Uid), int(sys.Gid)); cerr != nil && os.Geteuid() == 0 {
+			err = cerr
+		}
+	}
+	if err == nil {
+		err = guardRead(func() error { return bolt.Compact(dst, src, compactTxSize) })
+	}
+	if err == nil {
+		err = dst.Sync()
+	}
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return res, fmt.Errorf("compact %s: %w", path, err)
+	}
+	if fi, err := os.Stat(path); err == nil {
+		res.After = fi.Size()
+	}
+	return res, nil
+}

@@ -1,0 +1,90 @@
+package subscribers
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestCompact: a store that held 20k customers, deleted since, keeps its
+// size until Compact rewrites it; the copy holds everything that was left
+// (a customer, a binding written through the journal, the event log with
+// its numbering going on from where it was, the ISP's own numbering too)
+// and Compact refuses a store that is open (ispmux running).
+func TestCompact(t *testing.T) {
+	s, path := openTest(t, Options{NoSync: true})
+	const n = 20000
+	var w TenantWrite
+	for i := range n {
+		w.PutCustomers = append(w.PutCustomers, Customer{ISP: "alpha", ID: fmt.Sprintf("c-%06d", i), PasswordHash: "x", Status: "active", DeviceLimit: 1, Source: "api"})
+	}
+	if _, err := s.ApplyTenant(w); err != nil {
+		t.Fatal(err)
+	}
+	var del TenantWrite
+	for i := 1; i < n; i++ {
+		del.DeleteCustomers = append(del.DeleteCustomers, CustomerKey{ISP: "alpha", ID: fmt.Sprintf("c-%06d", i)})
+	}
+	if _, err := s.ApplyTenant(del); err != nil {
+		t.Fatal(err)
+	}
+	b := Binding{MAC: MAC{2, 0, 0, 0, 0, 1}, Access: "acc0", ISP: "alpha", IP: netip.MustParseAddr("100.64.0.9"), Expires: time.Now().Add(time.Hour), LeaseTime: time.Hour}
+	if err := s.CommitBinding(b); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := s.AddEvent(Event{Kind: EventBound, ISP: "alpha", MAC: b.MAC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Compact(path, Options{NoSync: true, LockTimeout: 50 * time.Millisecond}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("compact of an open store: %v, want ErrLocked", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The store's owner is kept: root compacting the ispmux user's store
+	// (uid 65534 here, when the test runs as root).
+	uid, gid := os.Getuid(), os.Getgid()
+	if uid == 0 {
+		uid, gid = 65534, 65534
+		if err := os.Chown(path, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := Compact(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.After <= 0 || res.After*2 > res.Before {
+		t.Errorf("compacted %d → %d bytes: want it at most half", res.Before, res.After)
+	}
+	if _, err := os.Stat(path + ".compact"); !os.IsNotExist(err) {
+		t.Errorf("the temporary copy is left: %v", err)
+	}
+	t.Logf("%d → %d bytes", res.Before, res.After)
+	if fi, err := os.Stat(path); err != nil || fi.Sys().(*syscall.Stat_t).Uid != uint32(uid) || fi.Sys().(*syscall.Stat_t).Gid != uint32(gid) || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the compacted file: %v %v; want owner %d:%d, mode 0600", fi.Sys(), err, uid, gid)
+	}
+	s2, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if c, err := s2.Customer("alpha", "c-000000"); err != nil || c.PasswordHash != "x" {
+		t.Errorf("the customer left: %+v %v", c, err)
+	}
+	if _, err := s2.Customer("alpha", "c-000001"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a deleted customer: %v", err)
+	}
+	if got, err := s2.Binding("acc0", 0, b.MAC); err != nil || got.IP != b.IP {
+		t.Errorf("the binding: %+v %v", got, err)
+	}
+	next, err := s2.AddEvent(Event{Kind: EventBound, ISP: "alpha", MAC: b.MAC})
+	if err != nil || next.Seq != ev.Seq+1 || next.ISPSeq != ev.ISPSeq+1 {
+		t.Errorf("the next event after compaction: seq %d, isp seq %d (%v); want %d, %d", next.Seq, next.ISPSeq, err, ev.Seq+1, ev.ISPSeq+1)
+	}
+}
