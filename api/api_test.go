@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -623,6 +624,12 @@ func TestImportNDJSONNamesAndBOM(t *testing.T) {
 	for ct := range importTypes {
 		if !strings.Contains(w415.Body.String(), ct) || !strings.Contains(w415.Header().Get("Accept-Post"), ct) {
 			t.Errorf("415 does not name %s: %s (Accept-Post %q)", ct, w415.Body, w415.Header().Get("Accept-Post"))
+		}
+	}
+	// Accept-Post is a list of media types (RFC 9110 §5.6.1), nothing else.
+	for _, mt := range strings.Split(w415.Header().Get("Accept-Post"), ",") {
+		if _, _, err := mime.ParseMediaType(strings.TrimSpace(mt)); err != nil || !importTypes[strings.TrimSpace(mt)] {
+			t.Errorf("Accept-Post %q: member %q is not one of the types taken (%v)", w415.Header().Get("Accept-Post"), mt, err)
 		}
 	}
 	bom := "\xEF\xBB\xBF"

@@ -28,8 +28,12 @@ var importTypes = map[string]bool{
 }
 
 // importTypeList is importTypes for a client to read, NDJSON's usual name
-// first.
-const importTypeList = "application/x-ndjson, application/ndjson, application/jsonl or application/json"
+// first; importAcceptPost is the same as an Accept-Post header's value (a
+// comma-separated list: "or" in it made the header invalid, a trial).
+const (
+	importTypeList   = "application/x-ndjson, application/ndjson, application/jsonl or application/json"
+	importAcceptPost = "application/x-ndjson, application/ndjson, application/jsonl, application/json"
+)
 
 // utf8BOM is the UTF-8 byte order mark some editors and spreadsheet
 // exports put at the start of a file.
@@ -106,7 +110,7 @@ func serveImport[In, Res any](s *Server, w http.ResponseWriter, r *http.Request,
 		if err != nil || !importTypes[mt] {
 			// Accept-Post (registered with IANA, W3C LDP §7.1) names
 			// them for a client that reads headers.
-			w.Header().Set("Accept-Post", importTypeList)
+			w.Header().Set("Accept-Post", importAcceptPost)
 			s.problem(w, r, "unsupported-media", fmt.Sprintf("send one JSON %s per line as %s, not %q", spec.noun, importTypeList, ct))
 			return
 		}

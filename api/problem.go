@@ -22,7 +22,8 @@ type Problem struct {
 	Detail    string `json:"detail,omitempty"`
 	Instance  string `json:"instance,omitempty"`
 	RequestID string `json:"request_id,omitempty"`
-	// RetryAfter (seconds) comes with rate-limited (and Retry-After).
+	// RetryAfter (seconds) comes with rate-limited and too-many-streams
+	// (and Retry-After).
 	RetryAfter int `json:"retry_after,omitempty"`
 	// Limit and Devices come with device-limit: the customer's devices,
 	// one of which a claim may name in replace.

@@ -548,6 +548,20 @@ func TestCreateEmptyPassword(t *testing.T) {
 			t.Errorf("import line for %s with an empty password: %d %s, want its error", id, w.Code, w.Body)
 		}
 	}
+	// The same for an empty password_hash, which was taken for none: a
+	// 201 for a customer without a password, a PATCH's 200 changing
+	// nothing (an ISP integrator's trial).
+	if w := f.do("POST", "/v1/isps/alpha/customers", "alpha", `{"customer_id":"emptyph","password_hash":""}`); w.Code != 422 || !strings.Contains(w.Body.String(), "empty password_hash") {
+		t.Errorf("create with an empty password_hash: %d %s, want 422", w.Code, w.Body)
+	}
+	if w := f.do("PATCH", "/v1/isps/alpha/customers/nopw", "alpha", `{"password_hash":""}`); w.Code != 422 {
+		t.Errorf("PATCH with an empty password_hash: %d %s, want 422", w.Code, w.Body)
+	}
+	for _, id := range []string{"imp2", "nopw"} {
+		if w := f.do("POST", "/v1/isps/alpha/customers:import", "alpha", `{"customer_id":"`+id+`","password_hash":""}`+"\n"); !strings.Contains(w.Body.String(), "empty password_hash") {
+			t.Errorf("import line for %s with an empty password_hash: %d %s, want its error", id, w.Code, w.Body)
+		}
+	}
 }
 
 // POST /v1/isps/{isp}/devices:import: NDJSON device lines, one result

@@ -214,6 +214,9 @@ func TestStreamCapAndShutdown(t *testing.T) {
 	if r1.StatusCode != 200 || r2.StatusCode != 200 || r3.StatusCode != 429 {
 		t.Fatalf("streams: %d %d %d", r1.StatusCode, r2.StatusCode, r3.StatusCode)
 	}
+	if ra := r3.Header.Get("Retry-After"); ra != "10" {
+		t.Errorf("too-many-streams: Retry-After %q, want 10 (as with every 429)", ra)
+	}
 	r3.Body.Close()
 	// Another token has its own count.
 	r4, _ := f.stream(ctx, addr, "/v1/events/stream", "operator", "")

@@ -51,7 +51,12 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, c *call) {
 	}
 	key := string(c.p.Kind) + "\x00" + c.p.ISP + "\x00" + c.p.Name
 	if !s.acquireStream(key) {
-		s.problem(w, r, "too-many-streams", fmt.Sprintf("this token has %d event streams open already", max(1, s.cfg.MaxStreamsPerToken)))
+		// Retry-After as with every 429 (the OpenAPI's promise; an
+		// integrator's trial found none): a stream of this token may
+		// close meanwhile.
+		p := newProblem("too-many-streams", fmt.Sprintf("this token has %d event streams open already: close one, or retry later", max(1, s.cfg.MaxStreamsPerToken)))
+		p.RetryAfter = streamRetryAfter
+		writeProblem(w, r, p)
 		return
 	}
 	defer s.releaseStream(key)
@@ -196,3 +201,7 @@ func sseField(s string) string {
 	}
 	return s
 }
+
+// streamRetryAfter is the Retry-After, in seconds, of a stream refused
+// for the token's open streams.
+const streamRetryAfter = 10

@@ -38,6 +38,7 @@ const (
 
 	EventMoved           EventKind = "moved"            // device moved to another customer or ISP (one event per ISP involved)
 	EventSuspended       EventKind = "suspended"        // customer suspended (its devices lose service)
+	EventReactivated     EventKind = "reactivated"      // customer's suspension lifted (its devices get service again)
 	EventClaimed         EventKind = "claimed"          // device attached by a claim with the customer's credentials
 	EventClaimRefused    EventKind = "claim-refused"    // claim refused (credentials, limit, rate)
 	EventCustomerCreated EventKind = "customer-created" // customer created

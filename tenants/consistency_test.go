@@ -400,7 +400,7 @@ func TestImportEventPerCustomer(t *testing.T) {
 	want := map[string]string{
 		"c-new1": "customer-created: status active (import line 1)",
 		"c-new2": "customer-created: status active (import line 2)",
-		"c-old":  "customer-updated: status active, device limit 2 (import line 3)",
+		"c-old":  "reactivated: status active, device limit 2 (import line 3)",
 	}
 	for id, w := range want {
 		if got[id] != w {

@@ -53,10 +53,10 @@ func newCustomer(isp string, in CustomerInput) (subscribers.Customer, error) {
 	if err != nil {
 		return subscribers.Customer{}, err
 	}
-	if in.PasswordGiven && in.Password == "" {
+	if err := emptyPassword(in); err != nil {
 		// As a PATCH's: a customer created with one could never claim
 		// (a trial's provisioning bug would go unnoticed).
-		return subscribers.Customer{}, fmt.Errorf("%w: empty password", ErrInvalid)
+		return subscribers.Customer{}, err
 	}
 	h, err := hashOf(in.Password, in.PasswordHash)
 	if err != nil {
@@ -131,10 +131,10 @@ func (t *Tenants) ImportCustomers(ctx context.Context, a Actor, isp string, firs
 			fail(i, err)
 			continue
 		}
-		if in.PasswordGiven && in.Password == "" {
+		if err := emptyPassword(in); err != nil {
 			// Whatever else the line says (a review: "unchanged" or
 			// an error depending on the other fields).
-			fail(i, fmt.Errorf("%w: empty password", ErrInvalid))
+			fail(i, err)
 			continue
 		}
 		// An unchanged line writes nothing (and a plaintext password is
@@ -227,6 +227,8 @@ func (t *Tenants) ImportCustomers(ctx context.Context, a Actor, isp string, firs
 			w.Events = append(w.Events, event(a, subscribers.EventCustomerCreated, isp, c.ID, subscribers.MAC{}, "status "+c.Status+line))
 		case !ch.was && c.Status == string(StatusSuspended):
 			w.Events = append(w.Events, event(a, subscribers.EventSuspended, isp, c.ID, subscribers.MAC{}, strings.Join(ch.what, ", ")+line))
+		case ch.was && c.Status == string(StatusActive):
+			w.Events = append(w.Events, event(a, subscribers.EventReactivated, isp, c.ID, subscribers.MAC{}, strings.Join(ch.what, ", ")+line))
 		default:
 			what := strings.Join(ch.what, ", ")
 			if what == "" {
@@ -402,6 +404,9 @@ func (t *Tenants) UpdateCustomer(ctx context.Context, a Actor, isp, id string, p
 	}
 	if p.PasswordHash != nil {
 		ph = *p.PasswordHash
+		if ph == "" {
+			return Customer{}, fmt.Errorf("%w: empty password_hash", ErrInvalid)
+		}
 	}
 	h, err := hashOf(pw, ph)
 	if err != nil {
@@ -453,8 +458,14 @@ func (t *Tenants) UpdateCustomer(ctx context.Context, a Actor, isp, id string, p
 	}
 	c.Updated = time.Now()
 	kind := subscribers.EventCustomerUpdated
-	if c.Status != was && c.Status == string(StatusSuspended) {
+	switch {
+	case c.Status != was && c.Status == string(StatusSuspended):
 		kind = subscribers.EventSuspended
+	case c.Status != was && was == string(StatusSuspended):
+		// Its own kind, as the suspension's: a receiver mirroring the
+		// customer's service need not parse "status active" out of a
+		// customer-updated (an integrator's trial).
+		kind = subscribers.EventReactivated
 	}
 	if _, err := t.apply(subscribers.TenantWrite{PutCustomers: []subscribers.Customer{c},
 		Events: []subscribers.Event{event(a, kind, isp, id, subscribers.MAC{}, strings.Join(what, ", "))}}); err != nil {
@@ -511,5 +522,17 @@ func (t *Tenants) DeleteCustomer(ctx context.Context, a Actor, isp, id string) e
 	t.reg.SetSuspended(isp, id, false)
 	t.count(isp, -1, 0)
 	t.revalidate(macs...)
+	return nil
+}
+
+// emptyPassword is the error of an input that gives an empty password or
+// password_hash (nil: neither): refused, not taken for "no password".
+func emptyPassword(in CustomerInput) error {
+	switch {
+	case in.PasswordGiven && in.Password == "":
+		return fmt.Errorf("%w: empty password", ErrInvalid)
+	case in.PasswordHashGiven && in.PasswordHash == "":
+		return fmt.Errorf("%w: empty password_hash", ErrInvalid)
+	}
 	return nil
 }

@@ -171,6 +171,15 @@ func TestCustomerLifecycle(t *testing.T) {
 	if got := r.px.take(); !slices.Equal(got, []uint64{mac48("02:00:00:00:00:07")}) {
 		t.Errorf("revalidated %v, want s7", got)
 	}
+	// Lifted: its own kind, reactivated (a customer-updated before),
+	// and the registry no longer says suspended.
+	act := StatusActive
+	if _, err := r.ten.UpdateCustomer(ctx, beta, "beta", "c-77", CustomerPatch{Status: &act}); err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := r.reg.Lookup(mac48("02:00:00:00:00:07")); e.Suspended() {
+		t.Error("device of a reactivated customer still suspended in the registry")
+	}
 	// Delete: devices detached, unpublished, revalidated.
 	if err := r.ten.DeleteCustomer(ctx, beta, "beta", "c-77"); err != nil {
 		t.Fatal(err)
@@ -181,7 +190,7 @@ func TestCustomerLifecycle(t *testing.T) {
 	if _, err := r.ten.Customer(ctx, "beta", "c-77"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("deleted customer: %v", err)
 	}
-	want := []string{"customer-created", "claimed", "suspended", "device-detached", "customer-deleted"}
+	want := []string{"customer-created", "claimed", "suspended", "reactivated", "device-detached", "customer-deleted"}
 	evs := r.events("beta")
 	if !slices.Equal(kinds(evs), want) {
 		t.Errorf("beta's events %v, want %v", kinds(evs), want)

@@ -96,15 +96,19 @@ type CustomerInput struct {
 	// PasswordGiven: the JSON it was read from had a password key, so
 	// an empty one is an error (as a PATCH's), not "no password".
 	PasswordGiven bool `json:"-"`
+	// PasswordHashGiven: the same for password_hash (an empty one was
+	// taken for none: a customer created without a password, a trial).
+	PasswordHashGiven bool `json:"-"`
 }
 
 // UnmarshalJSON reads a CustomerInput, noting whether it gave a password
-// (PasswordGiven).
+// or a password hash (PasswordGiven, PasswordHashGiven).
 func (in *CustomerInput) UnmarshalJSON(b []byte) error {
 	type plain CustomerInput
 	var x struct {
 		plain
-		Password *string `json:"password,omitempty"`
+		Password     *string `json:"password,omitempty"`
+		PasswordHash *string `json:"password_hash,omitempty"`
 	}
 	if err := json.Unmarshal(b, &x); err != nil {
 		var te *json.UnmarshalTypeError
@@ -117,6 +121,9 @@ func (in *CustomerInput) UnmarshalJSON(b []byte) error {
 	*in = CustomerInput(x.plain)
 	if x.Password != nil {
 		in.Password, in.PasswordGiven = *x.Password, true
+	}
+	if x.PasswordHash != nil {
+		in.PasswordHash, in.PasswordHashGiven = *x.PasswordHash, true
 	}
 	return nil
 }
