@@ -239,3 +239,15 @@ func IsDHCP(p *Packet) bool {
 		(p.SrcPort == PortDHCPServer || p.SrcPort == PortDHCPClient) &&
 		(p.DstPort == PortDHCPServer || p.DstPort == PortDHCPClient)
 }
+
+// TouchesDHCPPort reports whether p is IPv4 UDP (not a non-first
+// fragment) with either port 67 or 68: DHCP, or a datagram that would
+// reach a DHCP server or client around the relay (a subscriber's from an
+// ephemeral port to its ISP's server at port 67, with its own giaddr and
+// Option 82, and the server's answer to that giaddr: a security trial).
+// No application uses these ports for anything else.
+func TouchesDHCPPort(p *Packet) bool {
+	return p.Kind == KindIPv4 && p.Proto == ProtoUDP && p.FragOff == 0 &&
+		(p.SrcPort == PortDHCPServer || p.SrcPort == PortDHCPClient ||
+			p.DstPort == PortDHCPServer || p.DstPort == PortDHCPClient)
+}

@@ -40,6 +40,7 @@ const (
 	ReasonNotUnicast                    // from a subscriber, IPv4 to no single host (broadcast, multicast, 0/8, 127/8, class E): not routed
 	ReasonDHCPFlood                     // DHCP from one subscriber (circuit and MAC) beyond its budget: faster than any client sends
 	ReasonIPOptions                     // IPv4 with a source route option (LSRR, SSRR) or options that do not parse: not routed (RFC 7126 §4.3, §4.4)
+	ReasonDHCPBypass                    // UDP to or from a DHCP port (67, 68) that is not a client's message to the proxy nor a server's to it: DHCP around the relay
 	NumReasons                          // number of reasons; not a reason
 )
 
@@ -69,6 +70,7 @@ var reasonNames = [NumReasons]string{
 	ReasonNotUnicast:             "not_unicast",
 	ReasonDHCPFlood:              "dhcp_flood",
 	ReasonIPOptions:              "ip_options",
+	ReasonDHCPBypass:             "dhcp_bypass",
 }
 
 // String returns the reason's snake_case name, used as a metric label (for

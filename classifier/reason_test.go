@@ -28,7 +28,8 @@ func TestReasonNames(t *testing.T) {
 		ReasonNotUnicast:             "not_unicast",
 		ReasonDHCPFlood:              "dhcp_flood",
 		ReasonIPOptions:              "ip_options",
-		NumReasons:                   "reason_25",
+		ReasonDHCPBypass:             "dhcp_bypass",
+		NumReasons:                   "reason_26",
 	} {
 		if got := r.String(); got != want {
 			t.Errorf("Reason(%d).String() = %q, want %q", r, got, want)

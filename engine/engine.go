@@ -26,15 +26,19 @@
 //
 // From a subscriber (an access port/VLAN): ARP is answered in place for any
 // address but the subscriber's own (ispmux is every subscriber's gateway);
-// DHCP is punted; IPv4 from a bound MAC whose source address is its bound
-// address goes to its ISP's uplink with TTL decremented, the checksum
-// patched and a new L2 header. Anything else is dropped with a reason: a
-// subscriber never reaches another subscriber at L2.
+// DHCP to port 67 is punted, and any other UDP to or from port 67 or 68
+// is dropped (dhcp_bypass: DHCP around the relay); IPv4 from a bound MAC
+// whose source address is its bound address goes to its ISP's uplink with
+// TTL decremented, the checksum patched and a new L2 header. Anything else
+// is dropped with a reason: a subscriber never reaches another subscriber
+// at L2.
 //
 // From an ISP (an uplink port/VLAN): ARP for our uplink address or for a
 // subscriber address bound to that ISP is answered in place; ARP from the
 // ISP's router is punted so the resolver learns its MAC; IPv4 to our MAC is
-// looked up in that ISP's VRF and sent to the subscriber.
+// looked up in that ISP's VRF and sent to the subscriber, but a server's
+// DHCP to a subscriber's address, which the proxy answers for the ISP
+// (67 → 68), and any other UDP to or from port 67 or 68 (dropped).
 package engine
 
 import (

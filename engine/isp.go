@@ -63,6 +63,13 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 			p.punt(in, out, pkt, f)
 			return
 		}
+		if classifier.TouchesDHCPPort(pkt) {
+			// Any other DHCP to a subscriber's address (a server's
+			// answer to a relay the subscriber played, 67 → 67): the
+			// subscriber gets DHCP from the proxy only.
+			p.drop(in, out, classifier.ReasonDHCPBypass)
+			return
+		}
 		if r := ipOptions(pkt, f); r != classifier.ReasonNone {
 			p.drop(in, out, r)
 			return

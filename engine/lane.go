@@ -90,8 +90,9 @@ func laneVLAN(f []byte, l3 int) uint16 {
 // reports false unless the datagram is well formed as Decode checks it
 // (within the frame, its checksum right, an 8-byte UDP or 20-byte TCP
 // header within it; the lane asks 28 bytes of any datagram), is no
-// fragment, has a TTL above 1 (the worker decrements it), and is not
-// DHCP (the proxy's, both ports 67 or 68).
+// fragment, has a TTL above 1 (the worker decrements it), and has
+// neither port 67 nor 68 (DHCP is the proxy's, and other datagrams to or
+// from those ports are dropped: classifier.TouchesDHCPPort).
 func laneIPv4(f []byte, l3 int) (total int, proto uint8, src, dst uint32, ok bool) {
 	if len(f) < l3+28 {
 		return 0, 0, 0, 0, false
@@ -120,7 +121,7 @@ func laneIPv4(f []byte, l3 int) (total int, proto uint8, src, dst uint32, ok boo
 	switch proto {
 	case classifier.ProtoUDP:
 		sport, dport := binary.BigEndian.Uint16(ip[20:22]), binary.BigEndian.Uint16(ip[22:24])
-		if (sport == 67 || sport == 68) && (dport == 67 || dport == 68) {
+		if sport == 67 || sport == 68 || dport == 67 || dport == 68 {
 			return 0, 0, 0, 0, false
 		}
 	case classifier.ProtoTCP:

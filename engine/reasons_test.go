@@ -159,6 +159,12 @@ func TestEveryDropReason(t *testing.T) {
 			_ = udp.SetNetworkLayerForChecksum(ipl)
 			return serialize(t, append(ethLayers(sub1, accMAC, 0, layers.EthernetTypeIPv4), ipl, udp, gopacket.Payload(make([]byte, 8)))...)
 		}},
+		// A bound subscriber's DHCP to its ISP's server around the
+		// relay: from an ephemeral port, so not the proxy's (a
+		// security trial forged Option 82 at Kea this way).
+		classifier.ReasonDHCPBypass: {frame: func(t testing.TB) []byte {
+			return udpFrame(t, sub1, accMAC, 0, "100.64.0.11", "192.0.2.1", 64, 1234, 67)
+		}},
 		// A walled-garden (onboarding) subscriber's NTP.
 		classifier.ReasonWalledGarden: {setup: func(r *rig) {
 			if err := r.c.Bind(Binding{Port: 0, MAC: sub4, ISP: binding.GardenVRF, IP: netip.MustParseAddr("100.64.0.14")}); err != nil {

@@ -90,6 +90,15 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 		if sub.ISP == binding.GardenVRF && !p.gardenPass(in, pt, out, pkt, f) {
 			return // walled garden: answered in place or dropped (garden.go)
 		}
+		if classifier.TouchesDHCPPort(pkt) {
+			// DHCP the proxy does not take (above: a client's to port
+			// 67): a subscriber talking to its ISP's DHCP server
+			// directly, with a giaddr and Option 82 of its own
+			// making, or acting as a server or relay. The ISP trusts
+			// Option 82 as ispmux's word (docs/ISP-SERVERS.md).
+			p.dropFrom(in, out, classifier.ReasonDHCPBypass, pkt.Src)
+			return
+		}
 		if r := ipOptions(pkt, f); r != classifier.ReasonNone {
 			p.dropFrom(in, out, r, pkt.Src)
 			return
