@@ -2,31 +2,76 @@ package portal
 
 import (
 	"net"
+	"net/netip"
 	"sync"
+
+	"github.com/ispmux/ispmux/internal/binding"
 )
 
 // Connection limits: a garden device could otherwise hold any number of
 // idle keep-alive connections (idleTimeout each) in the appliance's
 // process, and many devices its file descriptors. A browser opens about
 // six per host and scheme.
+//
+// A device (its address in its VRF: HTTP and HTTPS together) holds at
+// most maxConnsPerSource; past maxConns-connsReserved in all, only devices
+// holding fewer than fairConns get one more, up to maxConns. Before, the
+// limit was per address and port, and 64 devices holding 32 idle
+// connections on each of the two ports filled maxConns: every other
+// device's portal was refused (a security trial). Now filling the
+// reserve as well takes 96 devices at their limit and 256 more at
+// fairConns, more than an onboarding pool of a /24 holds, while a device
+// gets fairConns connections (enough for the portal's page) meanwhile.
 const (
 	maxConnsPerSource = 32
 	maxConns          = 4096
+	connsReserved     = 1024
+	fairConns         = 4
 )
 
 // connLimits counts the open connections of the listeners it wraps
-// (wrap), one count for all of them: a connection past maxConnsPerSource
-// from one source (address and local port, as inflight) or past maxConns
-// in all is closed at once and counted (onRefuse).
+// (wrap), one count for all of them: a connection past the limits above
+// is closed at once and counted (onRefuse).
 type connLimits struct {
 	mu       sync.Mutex
-	n        map[source]int
+	n        map[device]int
 	total    int
 	onRefuse func()
 }
 
+// device is whom connLimits counts a connection for: the source address
+// in its VRF (the portal's local port names the VRF of a bound
+// subscriber, binding.PortalVRF; ports 80 and 443 are the walled
+// garden's), both schemes together.
+type device struct {
+	addr netip.Addr
+	vrf  uint8
+}
+
+// deviceOf is the device of a connection from src.
+func deviceOf(src source) device {
+	vrf, _, ok := binding.PortalVRF(src.port)
+	if !ok {
+		vrf = binding.GardenVRF
+	}
+	return device{src.addr, vrf}
+}
+
+// admitLocked reports whether one more connection of d is within the
+// limits (ls.mu held).
+func (ls *connLimits) admitLocked(d device) bool {
+	n := ls.n[d]
+	switch {
+	case n >= maxConnsPerSource || ls.total >= maxConns:
+		return false
+	case ls.total >= maxConns-connsReserved && n >= fairConns:
+		return false
+	}
+	return true
+}
+
 func newConnLimits(onRefuse func()) *connLimits {
-	return &connLimits{n: map[source]int{}, onRefuse: onRefuse}
+	return &connLimits{n: map[device]int{}, onRefuse: onRefuse}
 }
 
 // wrap returns l with its connections counted in ls.
@@ -46,11 +91,12 @@ func (l *connLimit) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		src, _ := sourceOf(c.RemoteAddr().String(), c.LocalAddr())
+		d := deviceOf(src)
 		ls := l.ls
 		ls.mu.Lock()
-		ok := ls.n[src] < maxConnsPerSource && ls.total < maxConns
+		ok := ls.admitLocked(d)
 		if ok {
-			ls.n[src]++
+			ls.n[d]++
 			ls.total++
 		}
 		ls.mu.Unlock()
@@ -61,16 +107,16 @@ func (l *connLimit) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
-		return &limitedConn{Conn: c, l: ls, src: src}, nil
+		return &limitedConn{Conn: c, l: ls, d: d}, nil
 	}
 }
 
-func (ls *connLimits) release(src source) {
+func (ls *connLimits) release(d device) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	ls.total--
-	if ls.n[src]--; ls.n[src] <= 0 {
-		delete(ls.n, src)
+	if ls.n[d]--; ls.n[d] <= 0 {
+		delete(ls.n, d)
 	}
 }
 
@@ -78,12 +124,12 @@ func (ls *connLimits) release(src source) {
 type limitedConn struct {
 	net.Conn
 	l    *connLimits
-	src  source
+	d    device
 	once sync.Once
 }
 
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.l.release(c.src) })
+	c.once.Do(func() { c.l.release(c.d) })
 	return err
 }

@@ -2,59 +2,66 @@ package portal
 
 import (
 	"net"
+	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/ispmux/ispmux/internal/binding"
 )
 
 // TestConnLimit: a garden device could hold any number of idle keep-alive
 // connections open in the appliance's process (the portal capped requests
 // in flight per address, not connections). The 33rd connection from one
-// source is closed at once and counted; one closed makes room again.
+// device, HTTP and HTTPS together (it was 32 on each: a security trial), is
+// closed at once and counted; one closed makes room again.
 func TestConnLimit(t *testing.T) {
 	r := newRig(t, nil)
 	httpAddr, httpsAddr, _ := r.serve()
-	for _, addr := range []string{httpAddr, httpsAddr} {
-		var conns []net.Conn
-		for range maxConnsPerSource {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			conns = append(conns, c)
+	var conns []net.Conn
+	for i := range maxConnsPerSource {
+		to := httpAddr
+		if i%2 == 1 {
+			to = httpsAddr // half on the other scheme: one device's count
 		}
+		c, err := net.Dial("tcp", to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	for _, addr := range []string{httpAddr, httpsAddr} {
 		before := r.srv.Stats().ConnsRefused
 		extra, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !closedByPeer(extra) {
-			t.Errorf("%s: connection %d from one address kept open", addr, maxConnsPerSource+1)
+			t.Errorf("%s: connection %d from one device kept open", addr, maxConnsPerSource+1)
 		}
 		extra.Close()
 		if got := r.srv.Stats().ConnsRefused - before; got != 1 {
 			t.Errorf("%s: conns_refused +%d, want +1", addr, got)
 		}
-		conns[0].Close()
-		var again net.Conn
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			again, err = net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !closedByPeer(again) {
-				break
-			}
+	}
+	conns[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		again, err := net.Dial("tcp", httpsAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !closedByPeer(again) {
 			again.Close()
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: no room after a connection closed", addr)
-			}
-			time.Sleep(20 * time.Millisecond)
+			break
 		}
 		again.Close()
-		for _, c := range conns[1:] {
-			c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("no room after a connection closed")
 		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, c := range conns[1:] {
+		c.Close()
 	}
 }
 
@@ -106,5 +113,55 @@ func TestConnLimitsShared(t *testing.T) {
 	defer ls.mu.Unlock()
 	if ls.total != 0 || len(ls.n) != 0 {
 		t.Errorf("after closing: total %d, sources %v", ls.total, ls.n)
+	}
+}
+
+// TestConnReserve: past maxConns-connsReserved connections in all, a
+// device holding fairConns or more gets no more, one holding fewer still
+// does, up to maxConns; devices are counted per address and VRF (the
+// portal port of a bound subscriber's ISP), not per port. Before, 64
+// devices at their per-port limit filled maxConns and locked every other
+// device out of the portal (a security trial).
+func TestConnReserve(t *testing.T) {
+	ls := newConnLimits(func() {})
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{100, 72, byte(i >> 8), byte(i)}) }
+	take := func(d device) bool {
+		ls.mu.Lock()
+		defer ls.mu.Unlock()
+		if !ls.admitLocked(d) {
+			return false
+		}
+		ls.n[d]++
+		ls.total++
+		return true
+	}
+	// Attackers at their limit up to the reserve.
+	i := 0
+	for ls.total < maxConns-connsReserved {
+		d := deviceOf(source{addr: addr(i), port: 80})
+		for range maxConnsPerSource {
+			if !take(d) {
+				t.Fatalf("device %d refused at %d in all", i, ls.total)
+			}
+		}
+		i++
+	}
+	heavy := deviceOf(source{addr: addr(0), port: 443})
+	if take(heavy) {
+		t.Error("a device at its limit got one more (HTTPS counted apart from HTTP)")
+	}
+	newcomer := deviceOf(source{addr: addr(4000), port: 443})
+	for k := range fairConns {
+		if !take(newcomer) {
+			t.Fatalf("a new device refused its connection %d within the reserve", k+1)
+		}
+	}
+	if take(newcomer) {
+		t.Errorf("a device past fairConns got more within the reserve")
+	}
+	// A bound subscriber of ISP 3 with the same address: another device.
+	bound := deviceOf(source{addr: addr(4000), port: binding.PortalPort(3, true)})
+	if bound == newcomer || !take(bound) {
+		t.Errorf("a bound subscriber sharing a garden device's address: device %+v, refused", bound)
 	}
 }
