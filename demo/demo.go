@@ -15,10 +15,14 @@ package demo
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -32,6 +36,7 @@ import (
 	"github.com/ispmux/ispmux/appliance"
 	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/lab"
+	"github.com/ispmux/ispmux/tenants"
 )
 
 // Main runs `ispmux demo [--id ID] [--lease 60s] [--exit] [--keep]`.
@@ -51,7 +56,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) (err err
 	}
 	fmt.Fprintf(stdout, "demo: building lab %q (2 ISPs running Kea, 6 subscribers, the captive portal)...\n", *id)
 	topo, err := lab.Up(ctx, lab.Options{ID: *id, Subscribers: 6, DHCP: true, LeaseTime: *lease,
-		Portal: true, Unconfigured: []string{newSub}, KeaKnown: map[string][]string{newISP: {newCustomer}}})
+		Portal: true, API: true, Unconfigured: []string{newSub}, KeaKnown: map[string][]string{newISP: {newCustomer}}})
 	if err != nil {
 		return err
 	}
@@ -94,6 +99,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) (err err
 	sock := filepath.Join(dir, "state", appliance.SocketName)
 	if err := waitReady(ctx, sock); err != nil {
 		return fmt.Errorf("demo: ispmux not ready: %w (see %s)", err, logf.Name())
+	}
+	if err := showAPI(ctx, stdout, topo); err != nil {
+		return fmt.Errorf("demo: the management API: %w (see %s)", err, logf.Name())
 	}
 	if err := registerCustomer(ctx, sock); err != nil {
 		return fmt.Errorf("demo: registering customer %s at %s: %w", newCustomer, newISP, err)
@@ -214,7 +222,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) (err err
 	if *exit {
 		return nil
 	}
-	fmt.Fprintf(stdout, "\nispmux keeps forwarding. Try:\n  ip netns exec %s-%s ping %s\n  %s ctl -c %s status\nCtrl-C stops ispmux and removes the lab.\n", *id, newSub, lab.HostAddr, exe, cfg)
+	fmt.Fprintf(stdout, "\nispmux keeps forwarding. Try:\n  ip netns exec %s-%s ping %s\n  %s ctl -c %s status\n", *id, newSub, lab.HostAddr, exe, cfg)
+	fmt.Fprintf(stdout, "  ip netns exec %s curl -sS -H \"Authorization: Bearer $(cat %s)\" http://%s/v1/isps/%s/customers   # beta's API (docs/API.md)\n",
+		topo.Appliance.NS, topo.API.ISPFile[newISP], lab.APIListen, newISP)
+	fmt.Fprintf(stdout, "  ip netns exec %s curl -sS http://%s/metrics | grep '^ispmux_dhcp'\nCtrl-C stops ispmux and removes the lab.\n", topo.Appliance.NS, lab.MetricsListen)
 	select {
 	case <-ctx.Done():
 	case <-waitExit(ispmux):
@@ -352,4 +363,49 @@ func counters(m map[string]uint64) string {
 		}
 	}
 	return strings.TrimSpace(b.String())
+}
+
+// showAPI says where the management API listens in the demo and where its
+// tokens are, after a GET /v1/isps with the operator's token (from inside
+// the appliance's namespace, as the API listens on its loopback) shows it
+// answers.
+func showAPI(ctx context.Context, w io.Writer, topo *lab.Topology) error {
+	ns := topo.Appliance.NS
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return dialInNS(ctx, ns, network, addr)
+		}}}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+lab.APIListen+"/v1/isps", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+topo.API.Operator)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var isps struct {
+		Items []tenants.ISPInfo `json:"items"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&isps) != nil {
+		return fmt.Errorf("GET /v1/isps: %s", resp.Status)
+	}
+	var names []string
+	for _, i := range isps.Items {
+		names = append(names, fmt.Sprintf("%s (%d customers)", i.Name, i.Customers))
+	}
+	fmt.Fprintf(w, "demo: management API on http://%s in %s (GET /v1/isps: %s); tokens: %s (operator), %s (installer claims), %s\n",
+		lab.APIListen, ns, strings.Join(names, ", "), topo.API.OperatorFile, topo.API.ClaimFile, strings.Join(ispTokenFiles(topo), ", "))
+	return nil
+}
+
+// ispTokenFiles lists each ISP's token file, "NAME: FILE", by name.
+func ispTokenFiles(topo *lab.Topology) []string {
+	var out []string
+	for _, n := range slices.Sorted(maps.Keys(topo.API.ISPFile)) {
+		out = append(out, n+": "+topo.API.ISPFile[n])
+	}
+	return out
 }

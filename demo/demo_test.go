@@ -177,6 +177,7 @@ func TestDemo(t *testing.T) {
 		`handover: s6 on beta with 100\.64\.0\.1\d\d`,
 		`(?m)^ +s6 +02:00:00:00:01:06 +beta +100\.64\.0\.1\d\d +\S+ +ok$`,
 		`(?m)onboarding-ended +02:00:00:00:01:06 .*handover`,
+		`demo: management API on http://127\.0\.0\.1:8080 in ` + id + `-app \(GET /v1/isps: alpha \(\d+ customers\), beta \(\d+ customers\)\); tokens: \S+operator\.token`,
 		`demo: lab "` + id + `" removed`,
 	} {
 		if !regexp.MustCompile(re).MatchString(s) {

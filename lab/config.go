@@ -19,6 +19,13 @@ const (
 	ConfigRings  = 2048
 )
 
+// Where ConfigTOML has the tenant API and /metrics listen (Options.API),
+// inside the appliance's namespace.
+const (
+	APIListen     = "127.0.0.1:8080"
+	MetricsListen = "127.0.0.1:9100"
+)
+
 // ConfigTOML returns an ispmux configuration for this topology: one
 // [[access]] per access port, one [[isp]] per ISP and one [[subscriber]] per
 // subscriber, including the generator's synthetic subscribers when the lab
@@ -46,9 +53,9 @@ func (t *Topology) ConfigTOML(stateDir string) []byte {
 		b.WriteString(t.Portal.portalTOML())
 	}
 	if t.API != nil {
-		fmt.Fprintf(&b, "\n[api]\nlisten = \"127.0.0.1:8080\"\noperator_token_file = %s\nclaim_token_files = [%s]\n",
-			q(t.API.OperatorFile), q(t.API.ClaimFile))
-		b.WriteString("\n[metrics]\nlisten = \"127.0.0.1:9100\"\n")
+		fmt.Fprintf(&b, "\n[api]\nlisten = %s\noperator_token_file = %s\nclaim_token_files = [%s]\n",
+			q(APIListen), q(t.API.OperatorFile), q(t.API.ClaimFile))
+		fmt.Fprintf(&b, "\n[metrics]\nlisten = %s\n", q(MetricsListen))
 	}
 	for _, isp := range t.ISPs {
 		fmt.Fprintf(&b, "\n[[isp]]\nname = %s\nuplink = %s\naddress = %s\nnext_hop = %s\ndhcp_servers = [%s]\n",
