@@ -123,6 +123,8 @@ func (d portalDir) Lookup(local, remote netip.AddrPort) (portal.Subscriber, bool
 		}
 		if e, ok := a.reg.Lookup(b.MAC); ok && !e.Blocked && e.ISP != s.ISP {
 			s.Claimed, s.ClaimedCustomerID = e.ISP, e.CustomerID
+		} else if ok {
+			s.Fixed = e.Source == registry.SourceConfig
 		}
 		return s, true
 	}

@@ -52,12 +52,20 @@ const (
 	dnsFlagRD = 0x0100
 )
 
+// dohCanary is Firefox's canary domain, use-application-dns.net, in wire
+// format: a network whose resolver answers it NXDOMAIN asks Firefox not to
+// turn DNS over HTTPS on by itself, so that its names resolve here, to
+// the portal, and its captive-portal detection sees the garden. Answered
+// with the portal's address (a portal trial), Firefox would resolve names
+// over HTTPS, blocked here, and not find the portal.
+var dohCanary = []byte("\x13use-application-dns\x03net\x00")
+
 // dnsRespond turns the DNS query b[:n] into the garden's answer in place
 // (b's bytes beyond n are room for it) and returns the answer's length, or
 // 0 when the query is not one it answers or the answer does not fit in b.
 // It never reads or writes outside b. portal is the address A queries get;
 // names, when not empty, are the only names answered (lower-case wire
-// format, see gardenName).
+// format, see gardenName); empty, every name but dohCanary is.
 func dnsRespond(b []byte, n int, portal uint32, names [][]byte) int {
 	if n < dnsHeaderLen || n > len(b) {
 		return 0
@@ -131,7 +139,7 @@ func dnsRespond(b []byte, n int, portal uint32, names [][]byte) int {
 		return 0
 	}
 
-	known := len(names) == 0
+	known := len(names) == 0 && !bytes.Equal(name[:nameLen], dohCanary)
 	for _, nm := range names {
 		if bytes.Equal(nm, name[:nameLen]) {
 			known = true

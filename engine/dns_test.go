@@ -110,6 +110,10 @@ func TestDNSRespond(t *testing.T) {
 		{name: "EDNS", msg: query(4, "example.com", dnsTypeA, optRR(4096, 0, false, nil)), answer: true, opt: true, qname: "example.com"},
 		{name: "EDNS DO and cookie", msg: query(4, "example.com", dnsTypeA, optRR(1232, 0, true, cookie)), answer: true, opt: true, do: true, qname: "example.com"},
 		{name: "EDNS NXDOMAIN", msg: query(4, "example.com", dnsTypeA, optRR(512, 0, false, nil)), names: []string{"x.y"}, rcode: layers.DNSResponseCodeNXDomain, opt: true, qname: "example.com"},
+		// Firefox's DNS-over-HTTPS canary: NXDOMAIN keeps Firefox on the
+		// garden's DNS (it got the portal's address: a portal trial).
+		{name: "DoH canary", msg: query(5, "Use-Application-DNS.net", dnsTypeA, nil), rcode: layers.DNSResponseCodeNXDomain, qname: "Use-Application-DNS.net"},
+		{name: "below the canary", msg: query(5, "x.use-application-dns.net", dnsTypeA, nil), answer: true, qname: "x.use-application-dns.net"},
 		{name: "EDNS version 1", msg: query(5, "example.com", dnsTypeA, optRR(4096, 1, false, nil)), rcode: layers.DNSResponseCodeBadVers, opt: true, qname: "example.com"},
 		{name: "longest name", msg: query(6, strings.Repeat(strings.Repeat("a", 63)+".", 3)+strings.Repeat("b", 61), dnsTypeA, nil), answer: true},
 

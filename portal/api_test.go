@@ -66,7 +66,7 @@ func TestMove(t *testing.T) {
 	// password sent there is not used nor shown.
 	w = r.do(req{method: http.MethodPost, target: "/claim", from: addrA, form: claimForm(tok, "beta", "c-9", "early-pw"), cookie: c, hdr: sameOrigin})
 	b = w.Body.String()
-	if w.Code != http.StatusOK || !strings.Contains(b, "You are on Alpha Net. Move this line to Beta &amp; Co?") ||
+	if w.Code != http.StatusOK || !strings.Contains(b, "You are on Alpha Net. Move this device to Beta &amp; Co?") ||
 		!strings.Contains(b, `action="/claim?confirm=1"`) || !strings.Contains(b, `type="hidden" name="isp" value="beta"`) ||
 		!strings.Contains(b, `type="hidden" name="customer_id" value="c-9"`) || !strings.Contains(b, `type="password"`) ||
 		strings.Contains(b, "early-pw") || !strings.Contains(b, "Cancel and stay on Alpha Net") {
@@ -91,7 +91,7 @@ func TestMove(t *testing.T) {
 	}
 	// Wrong password: the confirmation again, its summary on the password.
 	r.cl.err = tenants.ErrBadCredentials
-	if w := confirm(ctok, "beta", "c-9", "wrong"); w.Code != http.StatusUnauthorized || !strings.Contains(w.Body.String(), "Move this line to Beta &amp; Co?") ||
+	if w := confirm(ctok, "beta", "c-9", "wrong"); w.Code != http.StatusUnauthorized || !strings.Contains(w.Body.String(), "Move this device to Beta &amp; Co?") ||
 		!strings.Contains(w.Body.String(), `<a href="#password">The customer ID or password`) {
 		t.Errorf("wrong password: %d %s", w.Code, w.Body)
 	}
@@ -196,7 +196,7 @@ func TestChooseAgainBeforeSwitch(t *testing.T) {
 		w = r.do(req{method: http.MethodPost, target: "/claim", from: addrA, form: claimForm(tok, "alpha", "c-1", ""), cookie: c, hdr: sameOrigin})
 		// Back to the ISP it is on: staying, said as such; cancelling
 		// leaves the switch chosen before to go ahead, and says so.
-		if b := w.Body.String(); w.Code != http.StatusOK || !strings.Contains(b, "Attach this line to Alpha Net customer ID c-1?") ||
+		if b := w.Body.String(); w.Code != http.StatusOK || !strings.Contains(b, "Attach this device to Alpha Net customer ID c-1?") ||
 			!strings.Contains(b, "if it already is, nothing changes; a switch to another provider chosen before is called off") ||
 			!strings.Contains(b, "Cancel (the switch to Beta &amp; Co chosen before goes ahead)") || strings.Contains(b, "leaves Alpha Net") {
 			t.Errorf("back to alpha: %d, want the confirmation of staying:\n%s", w.Code, b)

@@ -158,6 +158,12 @@ func (s *Server) serveChoose(w http.ResponseWriter, r *http.Request) {
 		s.serveClaimed(w, r, sub)
 		return
 	}
+	if sub.Fixed {
+		// Its claim would be refused after the password (a portal
+		// trial): said at once instead.
+		s.render(w, http.StatusOK, s.fixedPage(sub.ISP))
+		return
+	}
 	nonce := ensureNonce(w, r)
 	// Choosing again: the form holds the choice made, to be corrected.
 	in := formInput{ISP: sub.Claimed, CustomerID: sub.ClaimedCustomerID}
@@ -167,10 +173,16 @@ func (s *Server) serveChoose(w http.ResponseWriter, r *http.Request) {
 // serveDone is the page after a claim (POST, redirect, GET): what the
 // Directory says now, or the claim just made while the Directory does not
 // show it yet.
+//
+// ?reload=off renders it without reloading itself (a screen reader read
+// the page again at every reload: the pages that reload offer the link).
 func (s *Server) serveDone(w http.ResponseWriter, r *http.Request) {
 	sub, ok := s.subscriber(w, r)
 	if !ok {
 		return
+	}
+	if r.URL.Query().Get("reload") == "off" {
+		w = noReload{w}
 	}
 	recent, hasRecent := s.recent.get(sub.MAC, time.Now())
 	switch {
@@ -184,6 +196,10 @@ func (s *Server) serveDone(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/", http.StatusSeeOther)
 	}
 }
+
+// noReload is a ResponseWriter whose pages render does not make reload
+// themselves (serveDone's ?reload=off).
+type noReload struct{ http.ResponseWriter }
 
 // serveClaimed is the page of a device that chose an ISP and is not on it
 // yet: switching (pendingPage), asking again (retryPage: a retry asked
@@ -369,7 +385,7 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request, sub Subscriber, i
 		s.st.claimsFailed.Add(1)
 		outcome("device-limit")
 		pr := sentence("This customer already has "+plural(len(dl.Devices), "device")+" connected, the most it may. To connect this one, "+
-			"choose a device it replaces (that device loses its connection at "+name+") and enter the password again. Or ask "+name+" to allow more devices.", "password",
+			"choose a device it replaces (that device loses its connection at "+name+") and enter the password again. Or ask "+name+" to allow more devices.", "replace-0",
 			map[string]string{"password": "Enter the password again."})
 		pr.Replace = dl.Replaceable // not the configuration's (read-only)
 		again(http.StatusConflict, pr)

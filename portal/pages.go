@@ -36,6 +36,7 @@ type page struct {
 	After          []string // paragraphs after the form
 	Link           *link
 	Refresh        bool // reload /done every 5 s (the handover's progress)
+	Still          bool // a Refresh page asked not to reload (/done?reload=off): a link to check again
 }
 
 type summaryError struct{ Field, Text string }
@@ -76,6 +77,9 @@ func fieldAnchor(field string) string {
 func (s *Server) render(w http.ResponseWriter, status int, p page) {
 	if p.Title == "" {
 		p.Title = p.Heading
+	}
+	if _, ok := w.(noReload); ok && p.Refresh {
+		p.Refresh, p.Still = false, true
 	}
 	if len(p.Errors) > 0 {
 		p.Title = "Error: " + p.Title // announced first by screen readers
@@ -209,12 +213,12 @@ func (s *Server) ispChoices(checked string) []ispChoice {
 // says so.
 func (s *Server) confirmPage(token string, sub Subscriber, in formInput, pr problems) page {
 	cur, next := s.displayName(sub.ISP), s.displayName(in.ISP)
-	q := "You are on " + cur + ". Move this line to " + next + "?"
+	q := "You are on " + cur + ". Move this device to " + next + "?"
 	then := "When you confirm, this device leaves " + cur + " and switches to " + next + " within " + about(s.moveWait(sub)) + "."
 	if sub.ISP == in.ISP {
 		// Maybe the customer it is on (to stay, calling a switch
 		// chosen before off): the portal does not know which.
-		q = "You are on " + cur + ". Attach this line to " + next + " customer ID " + in.CustomerID + "?"
+		q = "You are on " + cur + ". Attach this device to " + next + " customer ID " + in.CustomerID + "?"
 		then = "When you confirm, this device is " + next + "'s under that customer ID (if it already is, nothing changes; a switch to another provider chosen before is called off)."
 	}
 	cancel := "Cancel and stay on " + cur
@@ -294,6 +298,9 @@ func (s *Server) pendingPage(isp, current string, wait time.Duration) page {
 		Lead: []string{
 			"You chose " + n + ". This device will switch to " + n + " within " + about(wait) +
 				" (it renews its address by itself; if it does not, turn Wi-Fi or the network cable off and on). You can close this page.",
+			// A portal trial: the reload in the switch's gap (no
+			// address yet) ended on the browser's error page.
+			"While it switches, this device may be without a connection for a little while, and this page may not load then: open it again a little later.",
 		},
 		Refresh: true,
 		// Until the switch, the choice can still be corrected (another
@@ -393,6 +400,17 @@ func withCustomerID(id string) string {
 }
 
 // connectedPage says the device is on isp.
+// fixedPage says the device, the network operator's (its configuration),
+// stays on isp: the portal cannot move it.
+func (s *Server) fixedPage(isp string) page {
+	n := s.displayName(isp)
+	return page{
+		Heading: "Connected to " + n,
+		Lead: []string{"This device is connected to " + n + ". The network operator set it up for " + n +
+			", so its Internet provider cannot be changed on this page: ask the network operator."},
+	}
+}
+
 func (s *Server) connectedPage(isp string) page {
 	n := s.displayName(isp)
 	return page{

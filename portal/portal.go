@@ -57,6 +57,10 @@ type Subscriber struct {
 	// retry asked for (Directory.RetryHandover) is due, its outcome not
 	// known yet (zero: none asked, or now).
 	Retry time.Time
+	// Fixed says the device is the operator's configuration's (a
+	// [[subscriber]] entry): the portal cannot move it to another ISP
+	// (a claim is refused), so it does not offer to.
+	Fixed bool
 }
 
 // Why a device that chose an ISP is back in the walled garden

@@ -358,11 +358,30 @@ func TestClaimFlow(t *testing.T) {
 		!strings.Contains(w.Body.String(), `content="5; url=/done"`) {
 		t.Errorf("page while switching (it reloads /done: / would show the move form once switched): %s", w.Body)
 	}
+	// While it switches: the page says it may not load for a while (a
+	// trial's reload in the gap ended on the browser's error page), and
+	// offers to stop reloading (a screen reader read it again at every
+	// reload); ?reload=off is the same page without the reload.
+	if b := r.do(req{target: "/done", from: addrA}).Body.String(); !strings.Contains(b, "may be without a connection for a little while") ||
+		!strings.Contains(b, `<a href="/done?reload=off">Stop reloading it</a>`) {
+		t.Errorf("done while switching: %s", b)
+	}
+	if b := r.do(req{target: "/done?reload=off", from: addrA}).Body.String(); strings.Contains(b, "refresh") || strings.Contains(b, "Stop reloading") ||
+		!strings.Contains(b, "You chose Beta &amp; Co.") || !strings.Contains(b, `<a href="/done?reload=off">Check again</a>`) {
+		t.Errorf("done?reload=off while switching: %s", b)
+	}
 	r.dir.set(Subscriber{MAC: macA, Access: "port1", Addr: addrA, ISP: "beta"})
 	if w := r.do(req{target: "/done", from: addrA}); !strings.Contains(w.Body.String(), "This device is connected to Beta &amp; Co.") ||
 		strings.Contains(w.Body.String(), "refresh") {
 		t.Errorf("done when switched: %s", w.Body)
 	}
+	// A device of the operator's configuration: no form to move it, which
+	// a claim would refuse after the password (a portal trial).
+	r.dir.set(Subscriber{MAC: macA, Access: "port1", Addr: addrA, ISP: "beta", Fixed: true})
+	if b := r.do(req{target: "/", from: addrA}).Body.String(); strings.Contains(b, "<form") || !strings.Contains(b, "cannot be changed on this page") {
+		t.Errorf("a configuration device's page: %s", b)
+	}
+	r.dir.set(Subscriber{MAC: macA, Access: "port1", Addr: addrA, ISP: "beta"})
 	// /done for a device that never claimed: the form.
 	if w := r.do(req{target: "/done", from: addrB}); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/" {
 		t.Errorf("done unclaimed: %d %v", w.Code, w.Header())

@@ -36,6 +36,12 @@ func TestClaimReplacesDeviceAtLimit(t *testing.T) {
 	if !strings.Contains(b, `name="replace_for" value="beta c-1"`) {
 		t.Errorf("the replace choice is not tied to its customer: %s", b)
 	}
+	// The error summary leads to the choice, which must be made (it led
+	// to the password, and a form sent without a choice was the same 409
+	// again: a portal trial).
+	if !strings.Contains(b, `<a href="#replace-0">`) || !strings.Contains(b, `value="`+old+`" required>`) {
+		t.Errorf("the choice is not linked from the summary or not required: %s", b)
+	}
 	// Chosen, but the customer ID corrected meanwhile: not this claim's.
 	f := claimForm(tok, "beta", "c-2", "right-pass-c-2")
 	f.Set("replace", old)
