@@ -69,23 +69,28 @@ func TestPortalMove(t *testing.T) {
 			s    lab.Sub
 			want string
 		}{{s1, "Alpha Broadband"}, {r.sub(overlap), "Beta Telecom"}} {
+			// A device of the configuration (s1, s3) gets no form: its
+			// provider is the operator's to change.
 			body, _, err := portalPage(r.portalClient(c.s))
-			if err != nil {
+			if body == "" {
 				t.Fatalf("%s: %v", c.s.Name, err)
 			}
 			if !strings.Contains(body, "connected to "+c.want) {
 				t.Errorf("%s's portal page does not say it is on %s:\n%s", c.s.Name, c.want, body)
 			}
+			if fixed := c.s.Name != "s2"; fixed != strings.Contains(body, "cannot be changed on this page") || fixed == (err == nil) {
+				t.Errorf("%s (of the configuration: %v): its page offers the move %v:\n%s", c.s.Name, fixed, err == nil, body)
+			}
 		}
 	})
 
 	t.Run("a form posted from another origin is refused", func(t *testing.T) {
-		c := r.portalClient(s1)
+		c := r.portalClient(s2)
 		_, tok, err := portalPage(c)
 		if err != nil {
 			t.Fatal(err)
 		}
-		f := url.Values{"token": {tok}, "isp": {"beta"}, "customer_id": {"c-s2"}}
+		f := url.Values{"token": {tok}, "isp": {"alpha"}, "customer_id": {"a-22"}}
 		req, _ := http.NewRequest(http.MethodPost, "https://"+lab.PortalHostname+"/claim", strings.NewReader(f.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.Header.Set("Origin", "https://evil.example")
@@ -99,8 +104,11 @@ func TestPortalMove(t *testing.T) {
 		if resp.StatusCode != http.StatusForbidden {
 			t.Errorf("cross-origin post: %s", resp.Status)
 		}
-		if b, ok := r.bound(s1.MAC); !ok || b.ISP != "alpha" {
-			t.Errorf("s1 after the cross-origin post: %+v %v", b, ok)
+		if b, ok := r.bound(s2.MAC); !ok || b.ISP != "beta" {
+			t.Errorf("s2 after the cross-origin post: %+v %v", b, ok)
+		}
+		if d, err := beta.Device(ctx, "beta", s2.MAC); err != nil || d.CustomerID != "c-s2" {
+			t.Errorf("s2's device after the cross-origin post: %+v %v", d, err)
 		}
 	})
 
