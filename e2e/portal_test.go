@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -106,10 +108,20 @@ func TestOnboarding(t *testing.T) {
 		if r.ping("s8", hostAddr, 2) {
 			t.Error("s8 pings beta's host from the walled garden")
 		}
+		// Port 80 of beta's host: answered by ispmux itself with a
+		// redirect to the portal; the host (which serves nothing there)
+		// is never reached.
 		c, err := dialInNS(ctx2s(), s8.NS, "tcp4", net.JoinHostPort(hostAddr, "80"))
-		if err == nil {
+		if err != nil {
+			t.Errorf("HTTP to beta's host from the garden: %v, want ispmux's redirect", err)
+		} else {
+			_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+			_, _ = c.Write([]byte("GET / HTTP/1.0\r\nHost: " + hostAddr + "\r\n\r\n"))
+			b, _ := io.ReadAll(c)
 			c.Close()
-			t.Error("s8 reached beta's host on port 80")
+			if !bytes.HasPrefix(b, []byte("HTTP/1.1 302 Found\r\nLocation: http://"+lab.PortalAddr+"/\r\n")) {
+				t.Errorf("HTTP to beta's host from the garden answered %q, want ispmux's redirect to the portal", b)
+			}
 		}
 		start := time.Now()
 		c, err = dialInNS(ctx2s(), s8.NS, "tcp4", net.JoinHostPort(hostAddr, "443"))
@@ -138,6 +150,30 @@ func TestOnboarding(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "https://"+lab.PortalHostname+"/" {
 			t.Errorf("http://example.com/: %s → %q", resp.Status, resp.Header.Get("Location"))
+		}
+		// An IP literal (or a cached answer): the datapath answers the
+		// connection itself, with a redirect to the portal's address,
+		// whose HTTP listener sends it on (the client dials the address
+		// asked this time, not the portal's; it waited a minute before).
+		direct := &http.Client{Timeout: 5 * time.Second,
+			Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				return dialInNS(ctx, s8.NS, "tcp4", addr)
+			}},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		start := time.Now()
+		resp, err = direct.Get("http://" + lab.HostAddr + "/")
+		if err != nil {
+			t.Fatalf("http://%s/ from the garden: %v", lab.HostAddr, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "http://"+lab.PortalAddr+"/" || time.Since(start) > 2*time.Second {
+			t.Errorf("http://%s/ from the garden: %s → %q in %v", lab.HostAddr, resp.Status, resp.Header.Get("Location"), time.Since(start))
+		}
+		if resp, err = c.Get("http://" + lab.PortalAddr + "/"); err != nil || resp.StatusCode != http.StatusFound ||
+			resp.Header.Get("Location") != "https://"+lab.PortalHostname+"/" {
+			t.Errorf("the redirect's target: %v %v", resp, err)
+		} else {
+			resp.Body.Close()
 		}
 		resp, err = c.Get("https://" + lab.PortalHostname + "/api/captive")
 		if err != nil {

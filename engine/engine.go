@@ -192,6 +192,7 @@ type portStats struct {
 	up, down, arpReplies, punts atomic.Uint64
 	echoReplies, icmpErrors     atomic.Uint64
 	dnsAnswers, gardenResets    atomic.Uint64
+	gardenRedirects             atomic.Uint64
 }
 
 // PortCounters is a snapshot of one port's engine counters.
@@ -222,6 +223,10 @@ type PortCounters struct {
 	// port 443 of an address other than the portal's, answered in place
 	// with a reset (not counted as drops).
 	GardenResets uint64
+	// GardenRedirects counts walled-garden subscribers' HTTP requests to
+	// port 80 of an address other than the portal's, answered in place
+	// with a redirect to the portal (gardenhttp.go).
+	GardenRedirects uint64
 }
 
 // Counters returns every port's counters.
@@ -237,6 +242,7 @@ func (s *State) Counters() []PortCounters {
 		c.ARPReplies, c.Punts = st.arpReplies.Load(), st.punts.Load()
 		c.EchoReplies, c.ICMPErrors = st.echoReplies.Load(), st.icmpErrors.Load()
 		c.DNSAnswers, c.GardenResets = st.dnsAnswers.Load(), st.gardenResets.Load()
+		c.GardenRedirects = st.gardenRedirects.Load()
 		if o := s.offload(); o != nil {
 			c.FastUp, c.FastDown = o.Forwarded(uint8(i))
 			c.Up += c.FastUp

@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 
 	"github.com/ispmux/ispmux/classifier"
@@ -25,7 +26,10 @@ import (
 //   - HTTPS elsewhere: TCP to port 443 of any other address is answered with
 //     a TCP reset from that address (a fast failure, no certificate error;
 //     an https:// URL by name resolves to the portal instead, whose
-//     certificate does not name it: docs/ARCHITECTURE.md).
+//     certificate does not name it: docs/ARCHITECTURE.md);
+//   - HTTP elsewhere: TCP to port 80 of any other address is answered, by
+//     the datapath and without state, with a redirect to the portal
+//     (gardenhttp.go).
 //
 // Everything else, fragments included, is dropped as walled_garden.
 type Garden struct {
@@ -50,6 +54,10 @@ type garden struct {
 	portal  uint32
 	names   [][]byte
 	routers []uint32
+	// redirect is the answer to HTTP elsewhere (gardenhttp.go), seed
+	// the key of its connections' sequence numbers (httpISN).
+	redirect []byte
+	seed     uint64
 }
 
 // isRouter reports whether a is one of the garden's routers.
@@ -80,7 +88,7 @@ func (s *State) SetGarden(g *Garden) error {
 	if g.PortalAddr == 0 {
 		return fmt.Errorf("engine: garden: no portal address")
 	}
-	ng := &garden{portal: g.PortalAddr, routers: slices.Clone(g.Routers)}
+	ng := &garden{portal: g.PortalAddr, routers: slices.Clone(g.Routers), redirect: gardenRedirect(g.PortalAddr), seed: rand.Uint64()}
 	for _, n := range g.Names {
 		w, err := gardenName(n)
 		if err != nil {
@@ -141,6 +149,10 @@ func (p *Processor) gardenPass(in uint8, pt *port, out *datapath.Verdict, pkt *c
 		}
 	case pkt.DstPort == portHTTPS:
 		if p.answerRST(in, out, pkt, f, pt.mac) {
+			return false
+		}
+	case pkt.DstPort == portHTTP:
+		if p.answerHTTP(in, out, pkt, f, pt.mac, g) {
 			return false
 		}
 	}

@@ -255,7 +255,9 @@ func TestGardenWalls(t *testing.T) {
 		{"NTP", udpFrame(t, sub4, accMAC, 0, "100.64.0.14", "162.159.200.1", 64, 123, 123)},
 		{"ping elsewhere", icmpEcho(t, sub4, accMAC, 0, "100.64.0.14", "8.8.8.8", 8)},
 		{"ping the portal", icmpEcho(t, sub4, accMAC, 0, "100.64.0.14", portal, 8)},
-		{"HTTP elsewhere", tcpFrame(t, onboard, "93.184.216.34", 80, layers.TCP{SYN: true}, nil)},
+		{"HTTP elsewhere, the handshake's last ACK", tcpFrame(t, onboard, "93.184.216.34", 80, layers.TCP{ACK: true, Seq: 1, Ack: 2}, nil)},
+		{"HTTP elsewhere, data acknowledging another SYN-ACK", tcpFrame(t, onboard, "93.184.216.34", 80, layers.TCP{ACK: true, PSH: true, Seq: 1, Ack: 2}, []byte("GET / HTTP/1.1\r\n\r\n"))},
+		{"HTTP to a broadcast address", tcpFrame(t, onboard, "255.255.255.255", 80, layers.TCP{SYN: true}, nil)},
 		{"SSH to the portal", tcpFrame(t, onboard, portal, 22, layers.TCP{SYN: true}, nil)},
 		{"DNS over TCP", tcpFrame(t, onboard, "8.8.8.8", 53, layers.TCP{SYN: true}, nil)},
 		{"reset to 443", tcpFrame(t, onboard, "93.184.216.34", 443, layers.TCP{RST: true, ACK: true, Seq: 1, Ack: 2}, nil)},
@@ -374,9 +376,12 @@ func TestGardenAllocs(t *testing.T) {
 	for _, q := range r.q {
 		q.Sink = nil
 	}
+	isn := r.s.garden.Load().httpISN(ip("100.64.0.14"), ip("93.184.216.34"), 40000, 80)
 	for name, f := range map[string][]byte{
-		"dns":   dnsFrame(t, onboard, "8.8.8.8", query(1, "Example.com", dnsTypeA, optRR(1232, 0, false, nil))),
-		"reset": tcpFrame(t, onboard, "93.184.216.34", 443, layers.TCP{SYN: true, Seq: 1}, nil),
+		"dns":          dnsFrame(t, onboard, "8.8.8.8", query(1, "Example.com", dnsTypeA, optRR(1232, 0, false, nil))),
+		"reset":        tcpFrame(t, onboard, "93.184.216.34", 443, layers.TCP{SYN: true, Seq: 1}, nil),
+		"http syn":     tcpFrame(t, onboard, "93.184.216.34", 80, layers.TCP{SYN: true, Seq: 1}, nil),
+		"http request": tcpFrame(t, onboard, "93.184.216.34", 80, layers.TCP{ACK: true, PSH: true, Seq: 2, Ack: isn + 1}, []byte("GET / HTTP/1.1\r\n\r\n")),
 	} {
 		allocs := testing.AllocsPerRun(100, func() {
 			for range 64 {
@@ -388,7 +393,7 @@ func TestGardenAllocs(t *testing.T) {
 			t.Errorf("%s: worker iteration allocates %.1f times", name, allocs)
 		}
 	}
-	if c := r.s.Counters()[0]; c.DNSAnswers == 0 || c.GardenResets == 0 {
+	if c := r.s.Counters()[0]; c.DNSAnswers == 0 || c.GardenResets == 0 || c.GardenRedirects == 0 {
 		t.Errorf("nothing answered: %+v", c)
 	}
 }

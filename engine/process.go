@@ -51,6 +51,7 @@ type Processor struct {
 	echoN      [datapath.MaxPorts]uint64
 	icmpN      [datapath.MaxPorts]uint64
 	dnsN, rstN [datapath.MaxPorts]uint64 // walled garden: DNS answers, TCP resets
+	httpN      [datapath.MaxPorts]uint64 // walled garden: HTTP redirects (gardenhttp.go)
 	// ICMP error rate limit per ingress port: tokens and last refill.
 	icmpTokens [datapath.MaxPorts]float64
 	icmpLast   [datapath.MaxPorts]int64
@@ -273,6 +274,10 @@ func (p *Processor) Flush() {
 		if n := p.rstN[in]; n != 0 {
 			st.gardenResets.Add(n)
 			p.rstN[in] = 0
+		}
+		if n := p.httpN[in]; n != 0 {
+			st.gardenRedirects.Add(n)
+			p.httpN[in] = 0
 		}
 	}
 }

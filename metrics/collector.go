@@ -46,6 +46,7 @@ var (
 	portEcho     = desc("ispmux_port_echo_replies_total", "Pings to ispmux's own addresses received on the port and answered in place.", "port")
 	portDNS      = desc("ispmux_port_garden_dns_answers_total", "DNS queries of walled-garden subscribers received on the port and answered in place.", "port")
 	portResets   = desc("ispmux_port_garden_resets_total", "HTTPS connections of walled-garden subscribers to addresses other than the portal, reset in place.", "port")
+	portRedirect = desc("ispmux_port_garden_http_redirects_total", "HTTP requests of walled-garden subscribers to addresses other than the portal, answered in place with a redirect to the portal.", "port")
 	portICMP     = desc("ispmux_port_icmp_errors_sent_total", "ICMP errors sent for frames received on the port: time exceeded (TTL expired) and fragmentation needed (DF over the egress MTU).", "port")
 	portPunts    = desc("ispmux_port_punted_frames_total", "Frames received on the port and copied to the control plane (DHCP, ARP from ISP routers).", "port")
 
@@ -110,7 +111,7 @@ var (
 		ispRelayed, ispOutcomes, ispAnswer, ispReqAck, ispBindings, ispCustomers, ispDevices, ispNextHop,
 		dhcpDecisions, dhcpPending, dhcpIntents, dhcpLeases, dhcpSuppressed, onbLeases, onbOffers, portalRequests,
 		dhcpPendingMax, onbMax, regDevices, regDevicesMax,
-		portDNS, portResets,
+		portDNS, portResets, portRedirect,
 		ctlARPSent, ctlARPLearned, ctlPuntUnknown,
 		storeCommit, storeWrites, storeErrs, storeWaits, storeSync, storeHeld, logDropped,
 		cfgReloadOK, cfgReloadTime, cfgRestartNeeded,
@@ -185,6 +186,7 @@ func (c *Collector) collectPorts(ch chan<- prometheus.Metric) {
 		counter(ch, portEcho, e.EchoReplies, p.Name)
 		counter(ch, portDNS, e.DNSAnswers, p.Name)
 		counter(ch, portResets, e.GardenResets, p.Name)
+		counter(ch, portRedirect, e.GardenRedirects, p.Name)
 		counter(ch, portICMP, e.ICMPErrors, p.Name)
 		counter(ch, portPunts, e.Punts, p.Name)
 	}

@@ -1,0 +1,115 @@
+package engine
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+
+	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/datapath"
+	"github.com/ispmux/ispmux/internal/oatable"
+)
+
+// The walled garden's HTTP elsewhere: a connection of a garden device to
+// port 80 of an address other than the portal's (an http:// URL with an
+// IP literal or a cached DNS answer, a probe that does not resolve names)
+// is answered by the datapath itself, without state, with a redirect to
+// the portal, as a captive portal's interception does. Before, it was
+// dropped and the browser waited for a minute (a portal trial); HTTPS
+// there gets a reset (answerRST), which a redirect cannot be without a
+// certificate for the name.
+//
+// The exchange, each answer computed from the segment alone:
+//
+//   - SYN → SYN-ACK from the address asked, its sequence number a keyed
+//     hash of the connection's addresses and ports (httpISN), with an MSS
+//     of 1460 so that a request fits one segment;
+//   - the first data segment (its ACK acknowledging the SYN-ACK) → one
+//     segment with the redirect (gardenRedirect), PSH and FIN: the
+//     answer, and the end of the connection;
+//   - the client's FIN acknowledging ours → its ACK.
+//
+// Anything else (the handshake's last ACK, the ACK of the answer, a
+// segment acknowledging something else, a reset) is dropped as
+// walled_garden.
+
+// httpMSS is the MSS the SYN-ACK offers.
+const httpMSS = 1460
+
+// tcpPSH is the TCP PSH flag.
+const tcpPSH = 0x08
+
+// gardenRedirect is the answer to a garden device's HTTP request to
+// another address than the portal's: a redirect to the portal by its
+// address, whose HTTP listener sends it on to the portal's https:// URL.
+func gardenRedirect(portal uint32) []byte {
+	a := netip.AddrFrom4([4]byte{byte(portal >> 24), byte(portal >> 16), byte(portal >> 8), byte(portal)})
+	return fmt.Appendf(nil, "HTTP/1.1 302 Found\r\nLocation: http://%s/\r\nCache-Control: no-store\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", a)
+}
+
+// httpISN is the sequence number the garden's SYN-ACK from dst:dport to
+// src:sport starts at: a keyed hash of the four, the same for every
+// segment of the connection (no state is kept).
+func (g *garden) httpISN(src, dst uint32, sport, dport uint16) uint32 {
+	k := uint64(src)<<32 | uint64(dst)
+	return uint32(oatable.Mix64(k ^ oatable.Mix64(uint64(sport)<<16|uint64(dport)^g.seed)))
+}
+
+// answerHTTP answers the TCP segment in f, to port 80 of an address other
+// than the portal's, as the exchange above says, in place, back out of the
+// port it came from. It reports false, leaving f alone, for a segment it
+// does not answer.
+func (p *Processor) answerHTTP(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64, g *garden) bool {
+	l3, l4, end := pkt.L3, pkt.L4, pkt.L3+pkt.TotalLen
+	seg := f[l4:end] // the classifier checked 20 bytes at least
+	doff := int(seg[12]>>4) * 4
+	flags := seg[13]
+	if doff < 20 || doff > len(seg) || flags&tcpRST != 0 || !unicastAddr(pkt.DstIP) {
+		return false
+	}
+	seq, ack := binary.BigEndian.Uint32(seg[4:]), binary.BigEndian.Uint32(seg[8:])
+	data := uint32(len(seg) - doff)
+	isn := g.httpISN(pkt.SrcIP, pkt.DstIP, pkt.SrcPort, pkt.DstPort)
+	var rseq, rack uint32
+	var rflags byte
+	var opts, payload []byte
+	var mss [4]byte
+	switch {
+	case flags&(tcpSYN|tcpACK) == tcpSYN:
+		rseq, rack, rflags = isn, seq+1, tcpSYN|tcpACK
+		mss = [4]byte{2, 4, httpMSS >> 8, httpMSS & 0xff}
+		opts = mss[:]
+	case flags&tcpACK != 0 && flags&tcpSYN == 0 && ack == isn+1 && data > 0:
+		rseq, rack, rflags = isn+1, seq+data, tcpACK|tcpPSH|tcpFIN
+		if flags&tcpFIN != 0 {
+			rack++
+		}
+		payload = g.redirect
+		p.httpN[in]++
+	case flags&(tcpACK|tcpFIN|tcpSYN) == tcpACK|tcpFIN && ack == isn+2+uint32(len(g.redirect)):
+		rseq, rack, rflags = ack, seq+data+1, tcpACK
+	default:
+		return false
+	}
+	th := 20 + len(opts)
+	total := 20 + th + len(payload)
+	b := f[:cap(f)]
+	if l3+total > len(b) {
+		return false
+	}
+	u := l3 + 20
+	putIPv4(b[l3:u], pkt.DstIP, pkt.SrcIP, classifier.ProtoTCP, total)
+	tcp := b[u : u+th+len(payload)]
+	binary.BigEndian.PutUint16(tcp[0:], pkt.DstPort)
+	binary.BigEndian.PutUint16(tcp[2:], pkt.SrcPort)
+	binary.BigEndian.PutUint32(tcp[4:], rseq)
+	binary.BigEndian.PutUint32(tcp[8:], rack)
+	tcp[12], tcp[13] = byte(th/4)<<4, rflags
+	binary.BigEndian.PutUint16(tcp[14:], 0xffff) // window
+	clear(tcp[16:20])                            // checksum, urgent pointer
+	copy(tcp[20:], opts)
+	copy(tcp[th:], payload)
+	binary.BigEndian.PutUint16(tcp[16:], l4Checksum(pkt.DstIP, pkt.SrcIP, classifier.ProtoTCP, tcp))
+	p.answer(in, out, pkt, b, mac, u+len(tcp))
+	return true
+}
