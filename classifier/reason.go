@@ -19,7 +19,7 @@ const (
 	ReasonMalformed                     // truncated or inconsistent headers
 	ReasonBadChecksum                   // IPv4 header checksum does not verify
 	ReasonUnsupportedEtherType          // not IPv4 or ARP (IPv6 included, for now), or stacked VLAN tags
-	ReasonBadSourceMAC                  // source MAC is multicast, broadcast or zero
+	ReasonBadSourceMAC                  // source MAC is multicast, broadcast or zero, or a subscriber's frame has ours
 	ReasonUnknownInterface              // frame on a port or VLAN not in the configuration
 	ReasonUnknownMAC                    // sender not in the MAC table (and not DHCP or ARP)
 	ReasonSpoofedSource                 // bound subscriber sent from another IPv4 address

@@ -47,6 +47,7 @@ func CounterNames() []string {
 		"icmp_unreachable_no_transaction",
 		"icmp_unreachable_other",
 		"icmp_unreachable_short",
+		"inform_not_own_address",
 		"inform_unanswered",
 		"inject_full",
 		"intent_deferred",

@@ -172,3 +172,32 @@ func TestOnboardingInformCounted(t *testing.T) {
 		}
 	}
 }
+
+// An INFORM naming an address another subscriber holds at the same ISP is
+// not relayed (inform_not_own_address): the ISP's server would answer to
+// that address and hear of a client at the neighbour's (a security trial).
+// The sender's own bound address is relayed as before.
+func TestInformNeighboursAddressNotRelayed(t *testing.T) {
+	r := newPRig(t)
+	const s2 = "02:00:00:00:01:02" // registered as c-s2, same ISP
+	if got := r.dora(s1, kea(t, time.Minute), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("s1's DORA: %v", got)
+	}
+	r.p.committing.Wait()
+	r.snd.take()
+	// s2 names s1's address.
+	inf := clientMsg(t, s2, dhcpv4.MessageTypeInform, dhcpv4.WithClientIP(net.ParseIP(s1Addr)))
+	r.fromClientUnicast(inf, netip.MustParseAddr(s1Addr))
+	if up, _ := r.relayedTo(); up[ispSID] != nil {
+		t.Errorf("an INFORM naming a neighbour's address was relayed")
+	}
+	if n := r.p.Counters()["inform_not_own_address"]; n != 1 {
+		t.Errorf("inform_not_own_address = %d, want 1", n)
+	}
+	// s1 itself: relayed.
+	inf = clientMsg(t, s1, dhcpv4.MessageTypeInform, dhcpv4.WithClientIP(net.ParseIP(s1Addr)))
+	r.fromClientUnicast(inf, netip.MustParseAddr(s1Addr))
+	if up, _ := r.relayedTo(); up[ispSID] == nil {
+		t.Errorf("s1's INFORM for its own address not relayed (counters %v)", r.p.Counters())
+	}
+}

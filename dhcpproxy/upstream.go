@@ -254,6 +254,21 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		}
 	}
 
+	if mt == dhcpv4.MessageTypeInform {
+		// An INFORM is about the sender's own address (ciaddr, RFC 2131
+		// §4.4.3). One another subscriber holds at this ISP (bound or
+		// static) is not relayed: the ISP's server would answer to that
+		// address (a security trial's INFORM named a neighbour's;
+		// ispmux took the answer as the sender's, but the ISP heard of
+		// a client at the neighbour's address). An address nobody holds
+		// (set by hand) is relayed, as RFC 2131 §4.3.5 has the server
+		// answer without a lease.
+		if b, ok := p.tables.Holder(isp.Index, addrOf(m.ClientIPAddr)); ok && (b.MAC != sk.mac || b.Port != c.Port || b.VLAN != c.VLAN) {
+			p.count("inform_not_own_address")
+			return
+		}
+	}
+
 	leaseSID := netip.Addr{}
 	if hasLease && held.isp == isp.Index {
 		leaseSID = held.sid()

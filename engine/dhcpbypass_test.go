@@ -60,3 +60,24 @@ func TestDHCPBypassDropped(t *testing.T) {
 	}
 	laneOn = true
 }
+
+// A subscriber's frame with our own MAC as its source is forged:
+// bad_source_mac, not unknown_mac (a security trial), whatever it carries.
+func TestOwnMACAsSourceIsBad(t *testing.T) {
+	r := newRig(t, 16)
+	r.bindAll()
+	r.resolve()
+	for _, f := range [][]byte{
+		udpFrame(t, accMAC, accMAC, 0, "100.64.0.11", "198.51.100.10", 64, 40000, 53),
+		udpFrame(t, accMAC, broadcastMAC, 0, "0.0.0.0", "255.255.255.255", 64, 68, 67),
+	} {
+		before, unknown := r.dropCount(0, classifier.ReasonBadSourceMAC), r.dropCount(0, classifier.ReasonUnknownMAC)
+		if out := r.send(0, f); len(out[0])+len(out[1])+len(out[2]) != 0 {
+			t.Errorf("a frame from our own MAC was answered or forwarded")
+		}
+		if r.dropCount(0, classifier.ReasonBadSourceMAC) != before+1 || r.dropCount(0, classifier.ReasonUnknownMAC) != unknown {
+			t.Errorf("a frame from our own MAC: bad_source_mac %d → %d, unknown_mac %d → %d", before, r.dropCount(0, classifier.ReasonBadSourceMAC),
+				unknown, r.dropCount(0, classifier.ReasonUnknownMAC))
+		}
+	}
+}

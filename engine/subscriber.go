@@ -46,6 +46,12 @@ func ipOptions(pkt *classifier.Packet, f []byte) classifier.Reason {
 // reports whether it routed the frame to an uplink (Process counts those).
 func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *datapath.Verdict) (routed bool) {
 	pkt := &p.pkts[i]
+	if pkt.Src == pt.mac {
+		// Our own MAC as a subscriber's source: forged (it was counted
+		// unknown_mac: a security trial).
+		p.drop(in, out, classifier.ReasonBadSourceMAC)
+		return
+	}
 	sub := classifier.UnpackSub(p.vals[i])
 	bound := p.macKeys[i] != 0 && p.found[i] && sub.Flags&classifier.FlagBound != 0
 	switch pkt.Kind {
