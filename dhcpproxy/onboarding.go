@@ -476,6 +476,15 @@ func (p *Proxy) endOnboardingLocked(l subscribers.OnboardingLease, reason string
 			!p.hasLease(subKey{circuitKey{c.Port, c.VLAN}, mac}) {
 			p.tables.Unbind(c.Port, c.VLAN, mac)
 		}
+		if reason == subscribers.OnboardingEndHandover {
+			// Kept for the device a while: a handover that fails
+			// brings it back to the garden, where it gets the same
+			// address (allocateLocked), and the portal page it had
+			// open works again. It got a new one at each failed
+			// retry, which broke its connections to the portal (a
+			// portal trial).
+			p.ob.quarantineAddr(held.ip, p.now().Add(handoverKeep*held.pool.leaseTime), mac, true)
+		}
 	}
 	if found {
 		p.count("onboarding_end_" + reason)
@@ -733,3 +742,9 @@ func (p *Proxy) restoreOnboarding(now time.Time) (int, error) {
 	}
 	return n, nil
 }
+
+// handoverKeep is how many onboarding lease times a device's garden
+// address is kept for it after its handover (endOnboardingLocked): a
+// handover that fails is known within one lease time, and the device
+// asks again after that.
+const handoverKeep = 3

@@ -38,6 +38,7 @@ func handedOverOn(t *testing.T, m, cust string, ob Onboarding) *prig {
 	t.Helper()
 	r := newORig(t, ob, 0, false)
 	ip := addrOf(r.obDORA(m).YourIPAddr)
+	r.gardenIP = ip
 	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m)), CustomerID: cust, ISP: "alpha", Source: "claim"}); err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +81,11 @@ func TestHandoverRefusedBackToGarden(t *testing.T) {
 	}
 
 	ip := r.gardenDORA(m, "after alpha's NAK")
+	if ip != r.gardenIP {
+		// Its garden address was kept for it (a portal trial: a new one
+		// at each failed handover broke its connections to the portal).
+		t.Errorf("back in the garden at %v, want its address before the handover, %v", ip, r.gardenIP)
+	}
 	l, ok := r.p.OnboardingByAddr(ip)
 	if !ok || l.MAC != m48 || l.HandoverFailed != HandoverRefused || l.HandoverISP != "alpha" || !l.HandoverRetry.After(r.p.now()) {
 		t.Errorf("OnboardingByAddr = %+v, %v; want the refused handover to alpha, retried later", l, ok)
@@ -131,6 +137,9 @@ func TestHandoverUnansweredBackToGarden(t *testing.T) {
 	}
 	r.pastT1(22 * time.Second)
 	ip := r.gardenDORA(m, "after 21 s of silence")
+	if ip != r.gardenIP {
+		t.Errorf("back in the garden at %v, want its address before the handover, %v", ip, r.gardenIP)
+	}
 	if l, ok := r.p.OnboardingByAddr(ip); !ok || l.HandoverFailed != HandoverUnanswered || l.HandoverISP != "alpha" {
 		t.Errorf("OnboardingByAddr = %+v, %v; want the unanswered handover to alpha", l, ok)
 	}

@@ -180,6 +180,9 @@ type prig struct {
 	store *subscribers.Store
 	tab   *fakeTables
 	snd   *fakeSender
+	// gardenIP is the onboarding address handedOverOn's device held
+	// before its handover.
+	gardenIP netip.Addr
 }
 
 func newPRig(t *testing.T) *prig {
