@@ -61,6 +61,7 @@ type ctlOpts struct {
 	replace       string
 	isp           string
 	requestID     string
+	mac           string // ctl events --mac
 	follow        bool
 	file          string
 	force         bool
@@ -101,18 +102,20 @@ var ctlCommands = []*ctlCommand{
 	{name: "status", short: "counters, next hops, bindings, DHCP counters (control socket)", summary: "The appliance's counters per port (drops by reason), next hops, bindings, DHCP counters\n" +
 		"and messages to ISPs recorded and not yet sent (pending intents). Control socket only.",
 		run: ctlStatus, where: whereSocket},
-	{name: "events", short: "the newest events, those after AFTER-SEQ, or --follow them live", args: "[--isp ISP] [--request-id ID] [--follow] [--limit N] [AFTER-SEQ]", max: 1,
+	{name: "events", short: "the newest events, those after AFTER-SEQ, or --follow them live", args: "[--isp ISP] [--request-id ID] [--mac MAC] [--follow] [--limit N] [AFTER-SEQ]", max: 1,
 		summary: "Subscriber and tenant events (bound, rejected, expired, customer-created, claimed, moved, ...).\n" +
 			"Without AFTER-SEQ the newest 100; with it, up to 1000 after that sequence (0: from the oldest).\n" +
 			"--follow streams them live (from after AFTER-SEQ if given), resuming without gap after a cut,\n" +
 			"until interrupted. --request-id ID: the events of the API request ID only (the request id an\n" +
 			"API error quotes, e.g. an ISP's refused attach: its attach-refused event), looked for in the\n" +
-			"whole log. With --isp, SEQ and AFTER-SEQ are that ISP's own numbers (1, 2, 3, ... for its\n" +
+			"whole log; --mac MAC: one device's events, from the whole log too (`ctl subscriber` shows its\n" +
+			"newest among the last 10000). With --isp, SEQ and AFTER-SEQ are that ISP's own numbers (1, 2, 3, ... for its\n" +
 			"events alone: what its API reads, stream and webhooks show); without, the box's (the\n" +
 			"operator's --json has both: seq and isp_seq).",
 		flags: func(fs *flag.FlagSet, o *ctlOpts) {
 			fs.StringVar(&o.isp, "isp", "", "one `ISP`'s events only, in its own numbering (needed with an ISP's token)")
 			fs.StringVar(&o.requestID, "request-id", "", "the events of the API request `ID` only (REQUEST in the table)")
+			fs.StringVar(&o.mac, "mac", "", "the events of the device `MAC` only, looked for in the whole log")
 			fs.BoolVar(&o.follow, "follow", false, "stream events live (Server-Sent Events) until interrupted")
 			fs.IntVar(&o.limit, "limit", 0, "at most `N` events (1..1000)")
 		},

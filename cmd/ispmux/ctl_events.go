@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"strconv"
 
@@ -158,22 +159,45 @@ func matchingAfter(e *ctlEnv, c *client.Client, isp string, after uint64, limit 
 	return out, err
 }
 
-// eventFilter is the filter of the events flags (--request-id): nil when
-// none is given.
+// eventFilter is the filter of the events flags (--request-id, --mac):
+// nil when none is given.
 func (e *ctlEnv) eventFilter() (func(tenants.Event) bool, error) {
-	id := e.o.requestID
-	if !e.set["request-id"] {
+	var keeps []func(tenants.Event) bool
+	if e.set["request-id"] {
+		id := e.o.requestID
+		if !api.ValidRequestID(id) {
+			return nil, e.h.usage("--request-id %q: a request id is 1..64 characters of A-Z a-z 0-9 . _ : -", id)
+		}
+		keeps = append(keeps, func(ev tenants.Event) bool { return ev.RequestID == id })
+	}
+	if e.set["mac"] {
+		if err := e.checkMAC("--mac", e.o.mac); err != nil {
+			return nil, err
+		}
+		hw, _ := net.ParseMAC(e.o.mac)
+		mac := hw.String() // events name MACs lower case, colons
+		keeps = append(keeps, func(ev tenants.Event) bool { return ev.MAC == mac })
+	}
+	if len(keeps) == 0 {
 		return nil, nil
 	}
-	if !api.ValidRequestID(id) {
-		return nil, e.h.usage("--request-id %q: a request id is 1..64 characters of A-Z a-z 0-9 . _ : -", id)
-	}
-	return func(ev tenants.Event) bool { return ev.RequestID == id }, nil
+	return func(ev tenants.Event) bool {
+		for _, k := range keeps {
+			if !k(ev) {
+				return false
+			}
+		}
+		return true
+	}, nil
 }
 
-// noneOfRequest says no event where has the request id asked for, and why
-// that may be.
+// noneOfRequest says no event where matches the filters asked for, and
+// why that may be.
 func (e *ctlEnv) noneOfRequest(where string) {
+	if !e.set["request-id"] {
+		e.notice("no event %s is of device %s", where, e.o.mac)
+		return
+	}
 	e.notice("no event %s has request id %s: a request that changed nothing records none, and an attach refusal over its token's budget is only counted (in a suppressed event of that token)",
 		where, e.o.requestID)
 }
@@ -188,6 +212,9 @@ func (e *ctlEnv) eventsAgain(after string) string {
 	}
 	if e.set["request-id"] {
 		words = append(words, "--request-id", e.o.requestID)
+	}
+	if e.set["mac"] {
+		words = append(words, "--mac", e.o.mac)
 	}
 	if e.o.limit > 0 {
 		words = append(words, "--limit", strconv.Itoa(e.o.limit))

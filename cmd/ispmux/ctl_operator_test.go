@@ -766,3 +766,37 @@ func TestOnboardingChosenSuspended(t *testing.T) {
 		t.Errorf("onboardingChosen of a device that chose beta = %q", got)
 	}
 }
+
+// ctl events --mac MAC: one device's events only, from the whole log
+// (finding a device's events on a busy box meant paging through the log
+// by hand: stop 42's planning list), in any MAC notation; a bad MAC is a
+// usage error.
+func TestEventsMAC(t *testing.T) {
+	const mac = "02:00:00:00:00:07"
+	r := refusalRig(t, mac, "correct horse")
+	op := func(args ...string) []string { return r.api("operator", args...) }
+	r.ok("", op("device-add", "beta", "02:00:00:00:00:08", "c-77")...)
+	for i := range 3 {
+		r.ok("", op("customer-add", "beta", fmt.Sprintf("y-%d", i))...)
+	}
+	refused(t, "", r.api("beta", "device-add", "beta", mac, "c-77")...)
+	for _, args := range [][]string{
+		op("events", "--mac", mac),
+		op("events", "--mac", "02-00-00-00-00-07", "0"),
+		op("events", "--mac", "0200.0000.0007"),
+	} {
+		out, errOut := r.ok("", args...)
+		rows := column(t, out)
+		if len(rows) == 0 {
+			t.Errorf("%q: no event:\n%s%s", args[1:], out, errOut)
+		}
+		for _, row := range rows {
+			if row["MAC"] != mac {
+				t.Errorf("%q: an event of %s:\n%s", args[1:], row["MAC"], out)
+			}
+		}
+	}
+	if _, _, err := runCmd(t, "", op("events", "--mac", "nope")...); err == nil || !strings.Contains(err.Error(), "not a MAC address") {
+		t.Errorf("events --mac nope: %v", err)
+	}
+}
