@@ -422,9 +422,9 @@ func (s *Store) openJournalFor(path string, noSync bool) error {
 		// the 8 → 9 migration's last step, if it waits for them:
 		// keyEventISPStart).
 		jr.lsn, s.pending = replay[len(replay)-1].lsn, replay
-		s.replayLegacy = legacy
+		s.replayLegacy, s.replaying = legacy, true
 		err := s.boltUpdate(s.checkpointTx(startISPSeqsAfterReplay))
-		s.replayLegacy = false
+		s.replayLegacy, s.replaying = false, false
 		if err != nil {
 			jr.close()
 			s.jr, s.pending = nil, nil

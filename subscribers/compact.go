@@ -34,12 +34,25 @@ const compactTxSize = 64 << 20
 // ispmux runs).
 func Compact(path string, opts Options) (CompactResult, error) {
 	var res CompactResult
+	owner, err := os.Stat(path)
+	if err != nil {
+		return res, fmt.Errorf("compact: %w", err)
+	}
 	st, err := Open(path, opts)
 	if err != nil {
 		return res, fmt.Errorf("compact: %w", err)
 	}
 	if err := st.Close(); err != nil {
 		return res, fmt.Errorf("compact: %w", err)
+	}
+	// Open made the journal's files if they were missing (a restored
+	// copy): the store's owner's, as the store (root compacting the
+	// ispmux user's store left them root's, and ispmux could not open
+	// them: a review).
+	for _, j := range journalPaths(path) {
+		if err := chownLike(j, owner); err != nil {
+			return res, fmt.Errorf("compact: %w", err)
+		}
 	}
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = DefaultLockTimeout
@@ -63,11 +76,11 @@ func Compact(path string, opts Options) (CompactResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("compact %s: %w", tmp, err)
 	}
-	// The store's owner (root compacting the store of ispmux's user).
-	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
-		if cerr := os.Chown(tmp, int(sys.Uid), int(sys.Gid)); cerr != nil && os.Geteuid() == 0 {
-			err = cerr
-		}
+	// The store's owner and mode (root compacting the store of
+	// ispmux's user; bolt.Open's mode is the umask's).
+	err = chownLike(tmp, fi)
+	if err == nil {
+		err = os.Chmod(tmp, fi.Mode().Perm())
 	}
 	if err == nil {
 		err = guardRead(func() error { return bolt.Compact(dst, src, compactTxSize) })
@@ -92,4 +105,46 @@ func Compact(path string, opts Options) (CompactResult, error) {
 		res.After = fi.Size()
 	}
 	return res, nil
+}
+
+// openLocked is openBolt for Open: the file at path, locked, and the file
+// at path still. bbolt opens the path, then waits for its lock; a Compact
+// that renamed its copy over path meanwhile released the lock of a file
+// no longer at path, and ispmux would have gone on in that unlinked file,
+// its writes lost at its next start (a review). Such an open is made
+// again, at most a few times.
+func openLocked(path string, o *bolt.Options) (*bolt.DB, error) {
+	for range 3 {
+		before, err := os.Stat(path)
+		if errors.Is(err, os.ErrNotExist) {
+			return openBolt(path, o) // a new store: made by bbolt
+		}
+		if err != nil {
+			return nil, err
+		}
+		db, err := openBolt(path, o)
+		if err != nil {
+			return nil, err
+		}
+		after, err := os.Stat(path)
+		if err == nil && os.SameFile(before, after) {
+			return db, nil
+		}
+		_ = db.Close()
+	}
+	return nil, fmt.Errorf("the file at %s was replaced while its lock was awaited, three times (ispmux compact?)", path)
+}
+
+// chownLike gives the file at path (if it exists) like's owner and group,
+// where this process may (root; otherwise they are its own already).
+func chownLike(path string, like os.FileInfo) error {
+	sys, ok := like.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	err := os.Chown(path, int(sys.Uid), int(sys.Gid))
+	if errors.Is(err, os.ErrNotExist) || err != nil && os.Geteuid() != 0 {
+		return nil
+	}
+	return err
 }

@@ -55,6 +55,11 @@ func TestCompact(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	for _, j := range journalPaths(path) { // as a restore leaves it
+		if err := os.Remove(j); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
 	res, err := Compact(path, Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +73,14 @@ func TestCompact(t *testing.T) {
 	t.Logf("%d → %d bytes", res.Before, res.After)
 	if fi, err := os.Stat(path); err != nil || fi.Sys().(*syscall.Stat_t).Uid != uint32(uid) || fi.Sys().(*syscall.Stat_t).Gid != uint32(gid) || fi.Mode().Perm() != 0o600 {
 		t.Errorf("the compacted file: %v %v; want owner %d:%d, mode 0600", fi.Sys(), err, uid, gid)
+	}
+	// The journal's files too: Open made them (they were removed, as
+	// after a restore), and root's would keep ispmux's user out (a
+	// review).
+	for _, j := range journalPaths(path) {
+		if fi, err := os.Stat(j); err != nil || fi.Sys().(*syscall.Stat_t).Uid != uint32(uid) {
+			t.Errorf("journal file %s: %v %v; want owner %d", j, fi.Sys(), err, uid)
+		}
 	}
 	s2, err := Open(path, Options{NoSync: true})
 	if err != nil {
@@ -86,5 +99,54 @@ func TestCompact(t *testing.T) {
 	next, err := s2.AddEvent(Event{Kind: EventBound, ISP: "alpha", MAC: b.MAC})
 	if err != nil || next.Seq != ev.Seq+1 || next.ISPSeq != ev.ISPSeq+1 {
 		t.Errorf("the next event after compaction: seq %d, isp seq %d (%v); want %d, %d", next.Seq, next.ISPSeq, err, ev.Seq+1, ev.ISPSeq+1)
+	}
+}
+
+// TestOpenRefusesReplacedFile: an Open that waited for the lock of a file
+// that was replaced meanwhile (a compaction renamed its copy over it) is
+// made again on the file now at the path: before, it went on in the
+// unlinked file, and its writes were lost at the next start (a review).
+func TestOpenRefusesReplacedFile(t *testing.T) {
+	s, path := openTest(t, Options{NoSync: true})
+	if err := s.PutRegistration(Registration{MAC: MAC{2, 0, 0, 0, 0, 1}, ISP: "alpha", CustomerID: "c-1", Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan *Store, 1)
+	go func() {
+		s2, err := Open(path, Options{NoSync: true, LockTimeout: 5 * time.Second})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- s2
+	}()
+	time.Sleep(300 * time.Millisecond) // the second Open waits for the lock
+	// As Compact: a copy renamed over the path, then the old file's
+	// lock released.
+	cp := copyStore(t, path, nil)
+	if err := os.Rename(cp, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := <-done
+	if s2 == nil {
+		t.FailNow()
+	}
+	if err := s2.PutRegistration(Registration{MAC: MAC{2, 0, 0, 0, 0, 2}, ISP: "alpha", CustomerID: "c-2", Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s3, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s3.Close()
+	for _, m := range []MAC{{2, 0, 0, 0, 0, 1}, {2, 0, 0, 0, 0, 2}} {
+		if _, err := s3.Registration(m); err != nil {
+			t.Errorf("%v after the reopen: %v (written into the unlinked file?)", m, err)
+		}
 	}
 }

@@ -32,18 +32,52 @@ func (s *Store) HoldEventsFor(isps []string) {
 	s.holds.Store(&hs)
 }
 
-// HeldEvents is how many events the log's last count trim kept past the
-// retention for webhook receivers (HoldEventsFor); 0 when none.
-func (s *Store) HeldEvents() uint64 { return s.heldEvents.Load() }
+// HeldEvents is how many events the log keeps now past its retention for
+// webhook receivers that have not acknowledged them (HoldEventsFor); 0
+// when none. Read when asked (a metrics scrape), not kept from the last
+// trim: the log is trimmed only as it is appended to, and a quiet box's
+// gauge stayed up after the receiver caught up (a trial).
+func (s *Store) HeldEvents() uint64 {
+	var held uint64
+	_ = s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEvents).Cursor()
+		fk, _ := c.First()
+		lk, _ := c.Last()
+		if len(fk) != 8 || len(lk) != 8 {
+			return nil
+		}
+		first, vseq := s.virtual(binary.BigEndian.Uint64(fk)), s.virtual(binary.BigEndian.Uint64(lk))
+		if vseq < s.retention || vseq-s.retention < first {
+			return nil // within the retention
+		}
+		cutoff := vseq - s.retention
+		if c := s.heldCutoff(tx, vseq, cutoff); c < cutoff {
+			held = cutoff - max(c, first-1)
+		}
+		return nil
+	})
+	return held
+}
 
 // holdCutoff is trimEvents' count cutoff (trim every event whose virtual
 // number is at most it) for a log whose newest event's virtual number is
-// vseq, given cutoff, the retention's: lowered to keep the oldest event a
-// held ISP's receiver has not acknowledged, but never below vseq minus
-// holdFactor × the retention. It records what it kept (HeldEvents).
-func (s *Store) holdCutoff(tx *bolt.Tx, vseq, cutoff uint64) uint64 {
-	held := uint64(0)
-	defer func() { s.heldEvents.Store(held) }()
+// vseq and oldest's first, given cutoff, the retention's: as heldCutoff
+// lowers it, and then only a slack's worth at a time (trimSlack: 0 until
+// then), as the count trim does: trimming the one event a receiver's
+// acknowledgement freed at each append rewrote the log's first pages at
+// every binding commit (a review).
+func (s *Store) holdCutoff(tx *bolt.Tx, vseq, cutoff, first uint64) uint64 {
+	c := s.heldCutoff(tx, vseq, cutoff)
+	if c < cutoff && c < first+trimSlack(s.retention) {
+		return 0 // less than a slack to trim: later
+	}
+	return c
+}
+
+// heldCutoff is cutoff lowered to keep the oldest event a held ISP's
+// receiver has not acknowledged, but never below vseq minus holdFactor ×
+// the retention.
+func (s *Store) heldCutoff(tx *bolt.Tx, vseq, cutoff uint64) uint64 {
 	hp := s.holds.Load()
 	if hp == nil || len(*hp) == 0 {
 		return cutoff
@@ -60,9 +94,7 @@ func (s *Store) holdCutoff(tx *bolt.Tx, vseq, cutoff uint64) uint64 {
 	if v == 0 || v-1 >= cutoff {
 		return cutoff
 	}
-	c := max(v-1, floor)
-	held = cutoff - c
-	return c
+	return max(v-1, floor)
 }
 
 // unacknowledged is the Seq of the oldest event of isps that their

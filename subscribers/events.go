@@ -210,6 +210,9 @@ func (s *Store) eventAt(tx *bolt.Tx, seq uint64, val []byte, isp string, ispSeq 
 // trimEvents trims the log in tx, whose newest event is seq, as eventPut
 // says.
 func (s *Store) trimEvents(tx *bolt.Tx, seq uint64, cutTime time.Time) error {
+	if s.replaying {
+		return nil // trimmed by the first append after Open (replaying)
+	}
 	bk := tx.Bucket(bucketEvents)
 	idx := tx.Bucket(bucketEventIndex)
 	// The log holds at most seq-oldest+1 events (only its front is
@@ -223,9 +226,7 @@ func (s *Store) trimEvents(tx *bolt.Tx, seq uint64, cutTime time.Time) error {
 	// backup copy skipped a range of them (openedCopy).
 	vseq := s.virtual(seq)
 	if len(k) == 8 && vseq-s.virtual(binary.BigEndian.Uint64(k)) >= s.retention+trimSlack(s.retention) {
-		cutoff = s.holdCutoff(tx, vseq, vseq-s.retention)
-	} else {
-		s.heldEvents.Store(0)
+		cutoff = s.holdCutoff(tx, vseq, vseq-s.retention, s.virtual(binary.BigEndian.Uint64(k)))
 	}
 	// Re-seek after each delete (a bbolt cursor may skip a key if Next
 	// follows Delete), to the deleted key, never First: bbolt

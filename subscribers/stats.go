@@ -37,5 +37,5 @@ type CommitStats struct {
 func (s *Store) CommitStats() CommitStats {
 	via, _ := s.JournalSync()
 	return CommitStats{Transactions: s.writeTxs.Load(), Writes: s.writes.Load(), WriteErrors: s.writeErrors.Load(), Latency: s.commitTime.Snapshot(),
-		WindowWaits: s.windowWaits.Load(), JournalSync: via, HeldEvents: s.heldEvents.Load()}
+		WindowWaits: s.windowWaits.Load(), JournalSync: via, HeldEvents: s.HeldEvents()}
 }

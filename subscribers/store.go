@@ -156,10 +156,8 @@ type Store struct {
 	retention   uint64
 	maxAge      time.Duration
 	// holds: the ISPs whose webhook cursor holds the log's count trim
-	// (HoldEventsFor, eventhold.go); heldEvents: how many events the
-	// last trim kept past the retention for them.
-	holds      atomic.Pointer[[]string]
-	heldEvents atomic.Uint64
+	// (HoldEventsFor, eventhold.go).
+	holds atomic.Pointer[[]string]
 
 	changeRetention uint64
 	changeMaxAge    time.Duration
@@ -270,6 +268,12 @@ type Store struct {
 	// schema 8 wrote (keyEventISPStart): its events are indexed by
 	// their Seq, as that ispmux's readers knew them (eventAt).
 	replayLegacy bool
+	// replaying is set while Open replays the binding journal: the
+	// replayed events trim nothing (trimEvents), since the ISPs whose
+	// webhooks hold the log (HoldEventsFor) are not known yet; the
+	// first append after Open trims as usual. (A review: a crash while
+	// a receiver was down lost its held events at the replay.)
+	replaying bool
 	// bgCheckpoints counts the background checkpoints that ended
 	// without error (committed, or found their records in the file).
 	bgCheckpoints atomic.Uint64
@@ -319,7 +323,7 @@ func Open(path string, opts Options) (*Store, error) {
 	if err := checkStoreFile(path); err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	db, err := openBolt(path, &bolt.Options{
+	db, err := openLocked(path, &bolt.Options{
 		Timeout:      opts.LockTimeout,
 		NoSync:       opts.NoSync,
 		FreelistType: bolt.FreelistMapType,
