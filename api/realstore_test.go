@@ -629,6 +629,15 @@ func TestImportDevicesOverAPI(t *testing.T) {
 	if r, err := st.Registration(subscribers.MAC{2, 0, 0, 0, 0, 2}); err != nil || r.Access != "acc1" || r.Source != tenants.SourceAPI {
 		t.Errorf("the pinned device: %+v %v", r, err)
 	}
+	// One MAC in two notations: the same device, taken in line order
+	// (the second line went into the same batch and was refused as a
+	// duplicate there: a review and a trial).
+	w = f.do("POST", "/v1/isps/alpha/devices:import", "alpha",
+		`{"mac":"02-00-00-00-00-05","customer_id":"c-1"}`+"\n"+`{"mac":"02:00:00:00:00:05","customer_id":"c-2"}`+"\n")
+	if b := w.Body.String(); !strings.Contains(b, `"line":1,"mac":"02:00:00:00:00:05","customer_id":"c-1","result":"attached"`) ||
+		!strings.Contains(b, `"line":2,"mac":"02:00:00:00:00:05","customer_id":"c-2","result":"moved"`) {
+		t.Errorf("one MAC in two notations: %s", b)
+	}
 	// beta's token on alpha's path: as for the single attach.
 	if w := f.do("POST", "/v1/isps/alpha/devices:import", "beta", body); w.Code != http.StatusNotFound && w.Code != http.StatusForbidden {
 		t.Errorf("beta's token importing into alpha: %d %s", w.Code, w.Body)

@@ -94,7 +94,7 @@ func orNotFound(err error) error {
 // write with its events, then publication and revalidation.
 func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.MAC, access, replace, source string, mayTake bool) (Device, error) {
 	var w subscribers.TenantWrite
-	pl, err := t.planAttach(&w, a, c, mac, access, replace, source, mayTake, attachPending{})
+	pl, err := t.planAttach(&w, a, c, mac, access, replace, source, mayTake, newAttachPending())
 	if err != nil || pl.unchanged {
 		return pl.view, err
 	}
@@ -120,11 +120,34 @@ type attachPlan struct {
 }
 
 // attachPending is what the attaches planned before this one in the same
-// write (a bulk import's batch) add: devices per customer, and MACs new
-// to the box. planAttach counts them with the store's.
+// write (a bulk import's batch) change: devices per customer (one more for
+// the customer attached to, one less for the customer of this ISP a
+// device moved away from), the MACs moved away, and MACs new to the box.
+// planAttach counts them with the store's.
 type attachPending struct {
 	devices map[subscribers.CustomerKey]int
+	added   map[subscribers.CustomerKey][]subscribers.MAC
+	gone    map[subscribers.MAC]bool
 	newMACs int
+}
+
+// newAttachPending returns an empty attachPending.
+func newAttachPending() attachPending {
+	return attachPending{devices: map[subscribers.CustomerKey]int{}, added: map[subscribers.CustomerKey][]subscribers.MAC{},
+		gone: map[subscribers.MAC]bool{}}
+}
+
+// add records the attach pl in p.
+func (p *attachPending) add(pl attachPlan) {
+	k := subscribers.CustomerKey{ISP: pl.r.ISP, ID: pl.r.CustomerID}
+	p.devices[k]++
+	p.added[k] = append(p.added[k], pl.r.MAC)
+	if !pl.had {
+		p.newMACs++
+	} else if pl.old.ISP != "" {
+		p.devices[subscribers.CustomerKey{ISP: pl.old.ISP, ID: pl.old.CustomerID}]--
+		p.gone[pl.r.MAC] = true
+	}
 }
 
 // planAttach checks the attach of mac to customer c (t.mu held) and adds
@@ -192,10 +215,16 @@ func (t *Tenants) planAttach(w *subscribers.TenantWrite, a Actor, c subscribers.
 	if n >= c.DeviceLimit {
 		e := &DeviceLimitError{Limit: c.DeviceLimit, Claim: source == SourceClaim}
 		for _, d := range devs {
+			if pend.gone[d.MAC] {
+				continue // moved away earlier in this write
+			}
 			e.Devices = append(e.Devices, macString(d.MAC))
 			if d.Source != SourceConfig {
 				e.Replaceable = append(e.Replaceable, macString(d.MAC))
 			}
+		}
+		for _, m := range pend.added[subscribers.CustomerKey{ISP: c.ISP, ID: c.ID}] {
+			e.Devices = append(e.Devices, macString(m)) // attached earlier in this write
 		}
 		return pl, e
 	}

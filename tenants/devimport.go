@@ -43,7 +43,7 @@ func (t *Tenants) ImportDevices(ctx context.Context, a Actor, isp string, first 
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var w subscribers.TenantWrite
-	pend := attachPending{devices: map[subscribers.CustomerKey]int{}}
+	pend := newAttachPending()
 	type planned struct {
 		i  int
 		pl attachPlan
@@ -80,10 +80,7 @@ func (t *Tenants) ImportDevices(ctx context.Context, a Actor, isp string, first 
 			res[i].Result = "unchanged"
 			continue
 		}
-		pend.devices[subscribers.CustomerKey{ISP: c.ISP, ID: c.ID}]++
-		if !pl.had {
-			pend.newMACs++
-		}
+		pend.add(pl)
 		plans = append(plans, planned{i, pl})
 	}
 	if len(plans) == 0 {

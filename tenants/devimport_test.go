@@ -142,3 +142,39 @@ func TestImportDevices(t *testing.T) {
 		t.Errorf("an unknown ISP: %+v", got[0])
 	}
 }
+
+// TestImportDevicesMovedAwayCounts: a device moved to another customer
+// earlier in the batch no longer counts against its old customer (a
+// review: b-1 at its limit of 1 refused a new device after its device had
+// moved to b-2 on the line before, which one attach at a time accepts),
+// and a customer's limit error names the devices attached to it earlier in
+// the batch (a trial: "limit 2, attached [one]").
+func TestImportDevicesMovedAwayCounts(t *testing.T) {
+	r := newRig(t)
+	for _, id := range []string{"b-1", "b-2"} {
+		if _, err := r.ten.CreateCustomer(ctx, beta, "beta", CustomerInput{ID: id, DeviceLimit: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.ten.CreateCustomer(ctx, beta, "beta", CustomerInput{ID: "b-3", DeviceLimit: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: "02:00:00:00:00:01", CustomerID: "b-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ten.AttachDevice(ctx, beta, "beta", DeviceInput{MAC: "02:00:00:00:00:31", CustomerID: "b-3"}); err != nil {
+		t.Fatal(err)
+	}
+	res := r.ten.ImportDevices(ctx, beta, "beta", 1, []DeviceInput{
+		{MAC: "02:00:00:00:00:01", CustomerID: "b-2"}, // moves away from b-1
+		{MAC: "02:00:00:00:00:02", CustomerID: "b-1"}, // b-1 has room now
+		{MAC: "02:00:00:00:00:32", CustomerID: "b-3"}, // b-3's second
+		{MAC: "02:00:00:00:00:33", CustomerID: "b-3"}, // over its limit
+	})
+	if res[0].Result != "moved" || res[1].Result != "attached" || res[2].Result != "attached" || res[3].Result != "error" {
+		t.Fatalf("results %+v", res)
+	}
+	if e := res[3].Error; !strings.Contains(e, "02:00:00:00:00:31") || !strings.Contains(e, "02:00:00:00:00:32") {
+		t.Errorf("b-3's limit error %q, want both its devices named", e)
+	}
+}
