@@ -545,3 +545,14 @@ func (r *prig) silentDiscover(m string, at time.Duration) {
 	r.pastT1(at + time.Second)
 	r.p.expire(r.p.now())
 }
+
+// TestHandoverKeptAddressLastResort: an address kept for a device after its
+// handover goes to another device when the pool has no other (a review:
+// a small pool in an onboarding burst ran out while the addresses kept
+// after successful handovers sat unused).
+func TestHandoverKeptAddressLastResort(t *testing.T) {
+	r := handedOverOn(t, "02:77:00:00:00:01", "c-s1", Onboarding{Pool: netip.MustParsePrefix("100.65.1.0/30")}) // one address: .2
+	if got := addrOf(r.obDORA("02:77:00:00:00:02").YourIPAddr); got != r.gardenIP {
+		t.Errorf("the second device got %v, want the only address, %v, kept for the first", got, r.gardenIP)
+	}
+}

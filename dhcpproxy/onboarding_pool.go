@@ -311,11 +311,12 @@ func (t *onboardingTable) offer(pl *obPool, mac uint64, now time.Time, maxTotal 
 	return ip, true
 }
 
-// allocateLocked finds a free address in pl for mac: the address
-// quarantined for mac itself after a restart (its lease's), else the next
-// free one from the cursor on (the cursor moves past it, so an address
-// freed is taken again last), skipping the leased, offered and
-// quarantined ones. Linear in the pool's size at worst.
+// allocateLocked finds a free address in pl for mac: the address kept
+// for mac itself (its lease's after a restart, its own after its
+// handover), else the next free one from the cursor on (the cursor moves
+// past it, so an address freed is taken again last), skipping the leased,
+// offered and quarantined ones, else one kept for another device. Linear
+// in the pool's size (and the kept addresses) at worst.
 func (t *onboardingTable) allocateLocked(pl *obPool, mac uint64, now time.Time) (netip.Addr, bool) {
 	if a, ok := t.qOwner[mac]; ok && pl.assignable(a) {
 		if _, taken := t.held[a]; !taken {
@@ -339,6 +340,22 @@ func (t *onboardingTable) allocateLocked(pl *obPool, mac uint64, now time.Time) 
 		if q, ok := t.quarantine[a]; ok && now.Before(q.until) && !(q.owned && q.owner == mac) {
 			continue
 		}
+		return a, true
+	}
+	// None free: an address kept for another device (after its
+	// handover, or its lease's at a restart) rather than none (a
+	// review: a small pool in an onboarding burst ran out while every
+	// address kept after a successful handover sat unused). The owner
+	// gets another when it comes back.
+	for a, q := range t.quarantine {
+		if !q.owned || !pl.assignable(a) || a == pl.c.Addr || a == pl.dns {
+			continue
+		}
+		if _, taken := t.held[a]; taken {
+			continue
+		}
+		delete(t.quarantine, a)
+		delete(t.qOwner, q.owner)
 		return a, true
 	}
 	return netip.Addr{}, false
