@@ -20,7 +20,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -401,11 +400,16 @@ func showAPI(ctx context.Context, w io.Writer, topo *lab.Topology) error {
 	return nil
 }
 
-// ispTokenFiles lists each ISP's token file, "NAME: FILE", by name.
+// ispTokenFiles lists the token file of each ISP of the lab, "NAME:
+// FILE", by name (the lab writes some for ISPs it does not run: not
+// listed, a trial's token of one was refused).
 func ispTokenFiles(topo *lab.Topology) []string {
 	var out []string
-	for _, n := range slices.Sorted(maps.Keys(topo.API.ISPFile)) {
-		out = append(out, n+": "+topo.API.ISPFile[n])
+	for _, isp := range topo.ISPs {
+		if f, ok := topo.API.ISPFile[isp.Name]; ok {
+			out = append(out, isp.Name+": "+f)
+		}
 	}
+	slices.Sort(out)
 	return out
 }

@@ -220,8 +220,8 @@ type PortCounters struct {
 	// in place (see Garden).
 	DNSAnswers uint64
 	// GardenResets counts walled-garden subscribers' TCP segments to
-	// port 443 of an address other than the portal's, answered in place
-	// with a reset (not counted as drops).
+	// port 443 (or any other but 80) of an address other than the
+	// portal's, answered in place with a reset (not counted as drops).
 	GardenResets uint64
 	// GardenRedirects counts walled-garden subscribers' HTTP requests to
 	// port 80 of an address other than the portal's, answered in place

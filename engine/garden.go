@@ -23,10 +23,11 @@ import (
 //     dnsRespond): names resolve to PortalAddr;
 //   - the portal: TCP to PortalAddr port 80 or 443 goes to the garden's
 //     uplink like any upstream traffic;
-//   - HTTPS elsewhere: TCP to port 443 of any other address is answered with
-//     a TCP reset from that address (a fast failure, no certificate error;
-//     an https:// URL by name resolves to the portal instead, whose
-//     certificate does not name it: docs/ARCHITECTURE.md);
+//   - HTTPS and any other TCP port elsewhere (but 80): TCP to any other
+//     address is answered with a TCP reset from that address (a fast
+//     failure, no certificate error; an https:// URL by name resolves to
+//     the portal instead, whose certificate does not name it:
+//     docs/ARCHITECTURE.md);
 //   - HTTP elsewhere: TCP to port 80 of any other address is answered, by
 //     the datapath and without state, with a redirect to the portal
 //     (gardenhttp.go).
@@ -147,12 +148,15 @@ func (p *Processor) gardenPass(in uint8, pt *port, out *datapath.Verdict, pkt *c
 		if pkt.DstPort == portHTTP || pkt.DstPort == portHTTPS {
 			return true
 		}
-	case pkt.DstPort == portHTTPS:
-		if p.answerRST(in, out, pkt, f, pt.mac) {
-			return false
-		}
 	case pkt.DstPort == portHTTP:
 		if p.answerHTTP(in, out, pkt, f, pt.mac, g) {
+			return false
+		}
+	default:
+		// HTTPS, and any other TCP port, elsewhere: a reset at once
+		// (another port than 443 was dropped, and an app waited for
+		// its connection to time out: a trial).
+		if p.answerRST(in, out, pkt, f, pt.mac) {
 			return false
 		}
 	}

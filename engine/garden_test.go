@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"encoding/binary"
 	"net"
 	"net/netip"
@@ -202,7 +203,8 @@ func TestGardenTCP(t *testing.T) {
 		t.Errorf("up %d, drops %v", c.Up, c.Drops)
 	}
 
-	// HTTPS elsewhere: a reset from that address (RFC 9293 §3.10.7.1).
+	// HTTPS, and any other TCP port but 80 (DNS over TCP, SSH, an app's
+	// port), elsewhere: a reset from that address (RFC 9293 §3.10.7.1).
 	for _, c := range []struct {
 		name           string
 		s              gardenSub
@@ -210,7 +212,10 @@ func TestGardenTCP(t *testing.T) {
 		payload        int
 		seq, ack       uint32
 		withACK, reset bool
+		port           uint16
 	}{
+		{name: "DNS over TCP", s: onboard, seg: syn, ack: 1001, withACK: true, port: 53},
+		{name: "port 8080", s: onboard, seg: syn, ack: 1001, withACK: true, port: 8080},
 		{name: "SYN", s: onboard, seg: syn, ack: 1001, withACK: true},
 		{name: "SYN tagged", s: onboard5, seg: syn, ack: 1001, withACK: true},
 		{name: "ACK with data", s: onboard, seg: layers.TCP{ACK: true, PSH: true, Seq: 5000, Ack: 7777}, payload: 10, seq: 7777},
@@ -219,13 +224,14 @@ func TestGardenTCP(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			before := r.s.Counters()[0]
-			f := only(t, r.send(0, tcpFrame(t, c.s, "93.184.216.34", 443, c.seg, make([]byte, c.payload))), 0)
+			port := cmp.Or(c.port, 443)
+			f := only(t, r.send(0, tcpFrame(t, c.s, "93.184.216.34", port, c.seg, make([]byte, c.payload))), 0)
 			ipl := checkIPv4(t, f, c.s.mac, accMAC, c.s.vlan, 64)
 			if ipl.SrcIP.String() != "93.184.216.34" || ipl.DstIP.String() != c.s.ip || ipl.Length != 40 || !l4Valid(ipl) {
 				t.Errorf("reset %v → %v, length %d, TCP checksum valid %v", ipl.SrcIP, ipl.DstIP, ipl.Length, l4Valid(ipl))
 			}
 			tcp := decode(t, f).Layer(layers.LayerTypeTCP).(*layers.TCP)
-			if tcp.SrcPort != 443 || tcp.DstPort != 40000 || !tcp.RST || tcp.ACK != c.withACK || tcp.SYN || tcp.FIN || tcp.PSH ||
+			if tcp.SrcPort != layers.TCPPort(port) || tcp.DstPort != 40000 || !tcp.RST || tcp.ACK != c.withACK || tcp.SYN || tcp.FIN || tcp.PSH ||
 				tcp.Seq != c.seq || tcp.Ack != c.ack || tcp.DataOffset != 5 || len(tcp.Payload) != 0 {
 				t.Errorf("reset %d → %d rst %v ack %v seq %d ack %d, want seq %d ack %d (ACK %v)",
 					tcp.SrcPort, tcp.DstPort, tcp.RST, tcp.ACK, tcp.Seq, tcp.Ack, c.seq, c.ack, c.withACK)
@@ -259,7 +265,6 @@ func TestGardenWalls(t *testing.T) {
 		{"HTTP elsewhere, data acknowledging another SYN-ACK", tcpFrame(t, onboard, "93.184.216.34", 80, layers.TCP{ACK: true, PSH: true, Seq: 1, Ack: 2}, []byte("GET / HTTP/1.1\r\n\r\n"))},
 		{"HTTP to a broadcast address", tcpFrame(t, onboard, "255.255.255.255", 80, layers.TCP{SYN: true}, nil)},
 		{"SSH to the portal", tcpFrame(t, onboard, portal, 22, layers.TCP{SYN: true}, nil)},
-		{"DNS over TCP", tcpFrame(t, onboard, "8.8.8.8", 53, layers.TCP{SYN: true}, nil)},
 		{"reset to 443", tcpFrame(t, onboard, "93.184.216.34", 443, layers.TCP{RST: true, ACK: true, Seq: 1, Ack: 2}, nil)},
 		{"bad data offset", func() []byte {
 			f := tcpFrame(t, onboard, "93.184.216.34", 443, layers.TCP{SYN: true}, nil)

@@ -45,7 +45,7 @@ var (
 	portARP      = desc("ispmux_port_arp_replies_total", "ARP requests received on the port and answered in place.", "port")
 	portEcho     = desc("ispmux_port_echo_replies_total", "Pings to ispmux's own addresses received on the port and answered in place.", "port")
 	portDNS      = desc("ispmux_port_garden_dns_answers_total", "DNS queries of walled-garden subscribers received on the port and answered in place.", "port")
-	portResets   = desc("ispmux_port_garden_resets_total", "HTTPS connections of walled-garden subscribers to addresses other than the portal, reset in place.", "port")
+	portResets   = desc("ispmux_port_garden_resets_total", "TCP connections of walled-garden subscribers to addresses other than the portal (HTTPS, and every port but HTTP's), reset in place.", "port")
 	portRedirect = desc("ispmux_port_garden_http_redirects_total", "HTTP requests of walled-garden subscribers to addresses other than the portal, answered in place with a redirect to the portal.", "port")
 	portICMP     = desc("ispmux_port_icmp_errors_sent_total", "ICMP errors sent for frames received on the port: time exceeded (TTL expired) and fragmentation needed (DF over the egress MTU).", "port")
 	portPunts    = desc("ispmux_port_punted_frames_total", "Frames received on the port and copied to the control plane (DHCP, ARP from ISP routers).", "port")

@@ -44,7 +44,10 @@ type Status struct {
 	// every one of them up to Cursor.
 	Cursor uint64 `json:"cursor"`
 	// Lag is the number of this ISP's events after Cursor, not yet
-	// acknowledged.
+	// acknowledged: those the log holds, and those it trimmed before
+	// they were delivered (they go as one events-lost message). Before,
+	// only the first: a receiver down past the log's hold showed lag 0
+	// while its events were being lost (a trial).
 	Lag int `json:"lag"`
 	// Attempts is the number of failed attempts at the event being
 	// delivered now (0 when the last attempt succeeded).
@@ -428,6 +431,11 @@ func (m *Manager) fill(st *Status, w *worker) {
 	}
 	if n, err := m.store.CountEventsOf(st.ISP, st.Cursor, maxLag); err == nil {
 		st.Lag = n
+	}
+	// The numbers trimmed before delivery, as the worker finds them
+	// (its events-lost range): after the cursor, before the oldest kept.
+	if _, oldest, _, err := m.store.WebhookEvents(st.ISP, st.Cursor, 1); err == nil && st.Cursor+1 < oldest {
+		st.Lag = min(st.Lag+int(oldest-1-st.Cursor), maxLag)
 	}
 }
 

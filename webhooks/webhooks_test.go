@@ -504,6 +504,11 @@ func TestEventsLostGap(t *testing.T) {
 	for i := range 30 {
 		evs = append(evs, addEvent(t, s, "beta", subscribers.EventBound, i))
 	}
+	// Before delivery, the lag counts the trimmed ones too (it said 20:
+	// a receiver down past the hold showed lag 0 while losing events).
+	if st, _ := m.StatusOf("beta"); st.Lag != 30 {
+		t.Errorf("lag before delivery %d, want 30 (20 held, 10 trimmed)", st.Lag)
+	}
 	r := run(t, m)
 	got := rc.waitAcked(21, 5*time.Second)
 	want := append([]string{LostID(1, 10)}, ids(evs[10:]...)...)

@@ -366,7 +366,10 @@ func (w *worker) post(t *target, id string, body []byte) error {
 	case c >= 300 && c < 400:
 		return fmt.Errorf("POST %s: HTTP %d: redirect to %q not followed", t.shown, c, clean(resp.Header.Get("Location")))
 	default:
-		err := fmt.Errorf("POST %s: HTTP %d: %s", t.shown, c, clean(string(head)))
+		err := fmt.Errorf("POST %s: HTTP %d", t.shown, c)
+		if body := clean(string(head)); body != "" {
+			err = fmt.Errorf("%w: %s", err, body) // none: no dangling colon (a trial)
+		}
 		if d := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); d > 0 {
 			return &retryAfterError{err: err, after: d}
 		}
