@@ -62,6 +62,7 @@ type ctlOpts struct {
 	isp           string
 	requestID     string
 	mac           string // ctl events --mac
+	errorsOnly    bool   // ctl import, device-import --errors
 	follow        bool
 	file          string
 	force         bool
@@ -152,10 +153,13 @@ var ctlCommands = []*ctlCommand{
 		run: ctlCustomerSet},
 	{name: "customer-del", short: "delete a customer (its devices are detached)", args: "ISP ID", min: 2, max: 2,
 		summary: "Delete a customer: its devices' bindings end and they are detached.", run: ctlCustomerDel},
-	{name: "import", short: "bulk import NDJSON customers, one result per line", args: "ISP FILE.ndjson", min: 2, max: 2,
+	{name: "import", short: "bulk import NDJSON customers, one result per line", args: "ISP FILE.ndjson [--errors]", min: 2, max: 2,
 		summary: "Bulk import (upsert) of NDJSON customers, one {\"customer_id\",\"password\"|\"password_hash\",\n" +
 			"\"status\",\"device_limit\"} per line (FILE \"-\": stdin). Prints each line's result; exits 1 if\n" +
-			"any line failed. Reruns are safe: an identical line is unchanged.",
+			"any line failed. Reruns are safe: an identical line is unchanged. --errors: the failed lines only.",
+		flags: func(fs *flag.FlagSet, o *ctlOpts) {
+			fs.BoolVar(&o.errorsOnly, "errors", false, "print the lines that failed only (the counts come at the end either way)")
+		},
 		run: ctlImport},
 	{name: "devices", short: "one page of devices (of one ISP, or all; --customer: that customer ID's, at every ISP without ISP)", args: "[ISP] [--customer ID] " + listArgs, max: 1,
 		summary: "One page of devices (subscriber MACs attached to customers): of one ISP, or of every ISP\n" +
@@ -171,11 +175,14 @@ var ctlCommands = []*ctlCommand{
 			fs.StringVar(&o.access, "access", "", "pin it to the access entry `NAME`")
 		},
 		run: ctlDeviceAdd},
-	{name: "device-import", short: "bulk attach NDJSON devices, one result per line", args: "ISP FILE.ndjson", min: 2, max: 2,
+	{name: "device-import", short: "bulk attach NDJSON devices, one result per line", args: "ISP FILE.ndjson [--errors]", min: 2, max: 2,
 		summary: "Bulk attach of NDJSON devices, one {\"mac\",\"customer_id\",\"access\"} per line (FILE \"-\": stdin),\n" +
 			"each as device-add takes it, many to a store transaction. Prints each line's result (attached,\n" +
 			"moved from another customer of the ISP, unchanged, error); exits 1 if any line failed. Reruns\n" +
-			"are safe.",
+			"are safe. --errors: the failed lines only.",
+		flags: func(fs *flag.FlagSet, o *ctlOpts) {
+			fs.BoolVar(&o.errorsOnly, "errors", false, "print the lines that failed only (the counts come at the end either way)")
+		},
 		run: ctlDeviceImport},
 	{name: "device-set", short: "pin a device to an access, or clear its pin", args: "ISP MAC (--access NAME | --bound | --any-access)", min: 2, max: 2,
 		summary: "Pin a device to an access entry (its DHCP on any other is refused: the full protection against\n" +

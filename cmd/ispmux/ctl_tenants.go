@@ -137,10 +137,7 @@ func ctlDeviceImport(e *ctlEnv, args []string) error {
 	return runImport(e, args, "device", func(c *client.Client, in io.Reader, fn func(tenants.DeviceImportResult) error) error {
 		return c.ImportDevices(e.ctx, args[0], in, fn)
 	}, func(r tenants.DeviceImportResult) (int, string, string, string) {
-		who := r.MAC
-		if r.CustomerID != "" {
-			who += " " + r.CustomerID
-		}
+		who := strings.TrimSpace(r.MAC + " " + r.CustomerID)
 		return r.Line, who, r.Result, r.Error
 	}, []string{"attached", "moved", "unchanged"})
 }
@@ -181,6 +178,9 @@ func runImport[Res any](e *ctlEnv, args []string, noun string, send func(*client
 		counts[result]++
 		if result == "error" {
 			failed++
+		}
+		if e.o.errorsOnly && result != "error" {
+			return nil
 		}
 		if e.g.json {
 			return enc.Encode(r)
