@@ -347,15 +347,24 @@ func (t *onboardingTable) allocateLocked(pl *obPool, mac uint64, now time.Time) 
 	// review: a small pool in an onboarding burst ran out while every
 	// address kept after a successful handover sat unused). The owner
 	// gets another when it comes back.
-	for a, q := range t.quarantine {
-		if !q.owned || !pl.assignable(a) || a == pl.c.Addr || a == pl.dns {
+	var a netip.Addr
+	var q obQuarantine
+	for ka, kq := range t.quarantine {
+		if !kq.owned || !pl.assignable(ka) {
 			continue
 		}
-		if _, taken := t.held[a]; taken {
+		if _, taken := t.held[ka]; taken {
 			continue
 		}
+		if !a.IsValid() || kq.until.Before(q.until) {
+			a, q = ka, kq // the one kept longest ago
+		}
+	}
+	if a.IsValid() {
 		delete(t.quarantine, a)
-		delete(t.qOwner, q.owner)
+		if t.qOwner[q.owner] == a {
+			delete(t.qOwner, q.owner) // not another address kept for it
+		}
 		return a, true
 	}
 	return netip.Addr{}, false
@@ -470,7 +479,7 @@ func (t *onboardingTable) dropOfferLocked(mac uint64) {
 func (t *onboardingTable) quarantineAddr(ip netip.Addr, until time.Time, owner uint64, owned bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if q, ok := t.quarantine[ip]; ok && q.owned {
+	if q, ok := t.quarantine[ip]; ok && q.owned && t.qOwner[q.owner] == ip {
 		delete(t.qOwner, q.owner)
 	}
 	t.quarantine[ip] = obQuarantine{until: until, owner: owner, owned: owned}

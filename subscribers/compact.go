@@ -32,12 +32,22 @@ const compactTxSize = 64 << 20
 // original as it was (and a PATH.compact the next Compact overwrites);
 // after it, the copy. opts are Open's (its lock timeout: ErrLocked while
 // ispmux runs).
-func Compact(path string, opts Options) (CompactResult, error) {
-	var res CompactResult
+func Compact(path string, opts Options) (res CompactResult, err error) {
 	owner, err := os.Stat(path)
 	if err != nil {
 		return res, fmt.Errorf("compact: %w", err)
 	}
+	// Open makes the journal's files if they are missing (a restored
+	// copy): the store's owner's, as the store, whatever becomes of the
+	// compaction (root compacting the ispmux user's store left them
+	// root's, and ispmux could not open them: a review).
+	defer func() {
+		for _, j := range journalPaths(path) {
+			if cerr := chownLike(j, owner); cerr != nil && err == nil {
+				err = fmt.Errorf("compact: %w", cerr)
+			}
+		}
+	}()
 	st, err := Open(path, opts)
 	if err != nil {
 		return res, fmt.Errorf("compact: %w", err)
@@ -45,19 +55,10 @@ func Compact(path string, opts Options) (CompactResult, error) {
 	if err := st.Close(); err != nil {
 		return res, fmt.Errorf("compact: %w", err)
 	}
-	// Open made the journal's files if they were missing (a restored
-	// copy): the store's owner's, as the store (root compacting the
-	// ispmux user's store left them root's, and ispmux could not open
-	// them: a review).
-	for _, j := range journalPaths(path) {
-		if err := chownLike(j, owner); err != nil {
-			return res, fmt.Errorf("compact: %w", err)
-		}
-	}
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = DefaultLockTimeout
 	}
-	src, err := openBolt(path, &bolt.Options{Timeout: opts.LockTimeout, FreelistType: bolt.FreelistMapType})
+	src, err := openLocked(path, &bolt.Options{Timeout: opts.LockTimeout, FreelistType: bolt.FreelistMapType})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return res, fmt.Errorf("compact %s: %w (is ispmux running with this state_dir?)", path, ErrLocked)
 	}

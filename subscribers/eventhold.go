@@ -68,7 +68,7 @@ func (s *Store) HeldEvents() uint64 {
 // every binding commit (a review).
 func (s *Store) holdCutoff(tx *bolt.Tx, vseq, cutoff, first uint64) uint64 {
 	c := s.heldCutoff(tx, vseq, cutoff)
-	if c < cutoff && c < first+trimSlack(s.retention) {
+	if c < cutoff && c+1 < first+trimSlack(s.retention) { // c-first+1 would go
 		return 0 // less than a slack to trim: later
 	}
 	return c

@@ -84,18 +84,37 @@ func (s *Store) WebhookEvents(isp string, after uint64, limit int) (evs []Event,
 // reads bbolt's events-by-isp index (a malformed entry is not counted)
 // and the pending journal records' events, not the events themselves.
 func (s *Store) CountEventsOf(isp string, after uint64, limit int) (int, error) {
+	n, _, err := s.countEventsOf(isp, after, limit, false)
+	return n, err
+}
+
+// WebhookLag is CountEventsOf(isp, after, limit) and, read at the same
+// instant, how many of isp's events after `after` the log trimmed: the
+// numbers given out between after and the oldest it holds, those a jump
+// of the numbering skipped left out (a store restored from a backup copy
+// skips 2^32: counted as events, a lag read a million: a review).
+func (s *Store) WebhookLag(isp string, after uint64, limit int) (held int, trimmed uint64, err error) {
+	return s.countEventsOf(isp, after, limit, true)
+}
+
+// countEventsOf is CountEventsOf, and with lost WebhookLag's trimmed count.
+func (s *Store) countEventsOf(isp string, after uint64, limit int, lost bool) (n int, trimmed uint64, err error) {
 	if isp == "" {
-		return 0, fmt.Errorf("count events: %w: empty ISP", ErrInvalid)
+		return 0, 0, fmt.Errorf("count events: %w: empty ISP", ErrInvalid)
 	}
 	if after == math.MaxUint64 {
-		return 0, nil
+		return 0, 0, nil
 	}
 	prefix := append([]byte(isp), 0)
-	n := 0
 	// The pending journal records' events are counted from memory, as
 	// the followers read them (pendingevents.go): a metrics scrape or a
 	// status read does not checkpoint the journal in front of the ACKs.
-	err := s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
+	err = s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
+		if lost {
+			logOldest, _ := eventBoundsPending(tx, pend)
+			oldest, _ := ispBoundsTx(tx, pend, isp, s.gapOldest(logOldest))
+			trimmed = numbersBetween(after, oldest, readISPSeq(tx, isp).gaps)
+		}
 		last := after
 		c := tx.Bucket(bucketEventIndex).Cursor()
 		for k, v := c.Seek(eventIndexKey(isp, after+1)); k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || n < limit); k, v = c.Next() {
@@ -119,7 +138,23 @@ func (s *Store) CountEventsOf(isp string, after uint64, limit int) (int, error) 
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("count events of %q after %d: %w", isp, after, err)
+		return 0, 0, fmt.Errorf("count events of %q after %d: %w", isp, after, err)
 	}
-	return n, nil
+	return n, trimmed, nil
+}
+
+// numbersBetween is how many numbers in (after, oldest) were given out:
+// all of them but those a gap's jump skipped, (Newest, Newest+Jump].
+func numbersBetween(after, oldest uint64, gaps []seqGap) uint64 {
+	if oldest <= after+1 {
+		return 0
+	}
+	n := oldest - 1 - after
+	for _, g := range gaps {
+		lo, hi := max(g.Newest+1, after+1), min(g.Newest+g.Jump, oldest-1)
+		if lo <= hi {
+			n -= hi - lo + 1
+		}
+	}
+	return n
 }

@@ -58,3 +58,39 @@ func TestRestoredCopyNoFalseEventsLost(t *testing.T) {
 		}
 	}
 }
+
+// A webhook's lag across a restored copy's jump counts the events, not the
+// numbers: with the receiver at 0, the copy's 3 events and 40 after the
+// restore (the log keeps 20 of them: retention 5, hold 4x), the lag is 43.
+// Counting the numbers before the log's oldest, the jump's 2^32 among
+// them, it read a million (the cap: a review).
+func TestRestoredCopyLag(t *testing.T) {
+	opts := subscribers.Options{NoSync: true, EventRetention: 5}
+	s := openStore(t, "", opts)
+	for i := range 3 {
+		addEvent(t, s, "beta", subscribers.EventBound, i)
+	}
+	path := filepath.Join(t.TempDir(), "restored.db")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Backup(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	c := openStore(t, path, opts)
+	if err := c.SetWebhookCursor("beta", 0); err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(&configs.Config{ISPs: []configs.ISP{isp("beta", "http://127.0.0.1:9/", writeSecret(t, specSecret))}}, c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		addEvent(t, c, "beta", subscribers.EventBound, 10+i)
+	}
+	if st, _ := m.StatusOf("beta"); st.Lag != 43 {
+		t.Errorf("lag %d, want 43 (3 events of the copy, 40 after it)", st.Lag)
+	}
+}

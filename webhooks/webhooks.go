@@ -429,13 +429,11 @@ func (m *Manager) fill(st *Status, w *worker) {
 	} else if seq, _, err := m.store.WebhookCursor(st.ISP); err == nil {
 		st.Cursor = seq
 	}
-	if n, err := m.store.CountEventsOf(st.ISP, st.Cursor, maxLag); err == nil {
-		st.Lag = n
-	}
-	// The numbers trimmed before delivery, as the worker finds them
-	// (its events-lost range): after the cursor, before the oldest kept.
-	if _, oldest, _, err := m.store.WebhookEvents(st.ISP, st.Cursor, 1); err == nil && st.Cursor+1 < oldest {
-		st.Lag = min(st.Lag+int(oldest-1-st.Cursor), maxLag)
+	// The events the log holds after the cursor and those it trimmed
+	// before they were delivered (they go as one events-lost message),
+	// read at one instant.
+	if n, trimmed, err := m.store.WebhookLag(st.ISP, st.Cursor, maxLag); err == nil {
+		st.Lag = int(min(uint64(n)+trimmed, maxLag))
 	}
 }
 

@@ -167,12 +167,8 @@ func runImport[Res any](e *ctlEnv, args []string, noun string, send func(*client
 	var n, failed int
 	counts := map[string]int{}
 	enc := json.NewEncoder(e.stdout)
+	header := false
 	err = send(c, in, func(r Res) error {
-		// The header comes with the first result: an import refused as
-		// a whole prints only its error (on stderr).
-		if n == 0 && !e.g.json {
-			fmt.Fprintf(e.stdout, "%7s  %-24s  %-9s  %s\n", "LINE", strings.ToUpper(noun), "RESULT", "ERROR")
-		}
 		n++
 		line, who, result, errText := fields(r)
 		counts[result]++
@@ -184,6 +180,13 @@ func runImport[Res any](e *ctlEnv, args []string, noun string, send func(*client
 		}
 		if e.g.json {
 			return enc.Encode(r)
+		}
+		// The header comes with the first row printed: an import
+		// refused as a whole prints only its error (on stderr), and
+		// --errors with none failed nothing.
+		if !header {
+			header = true
+			fmt.Fprintf(e.stdout, "%7s  %-24s  %-9s  %s\n", "LINE", strings.ToUpper(noun), "RESULT", "ERROR")
 		}
 		_, err := fmt.Fprintf(e.stdout, "%7d  %-24s  %-9s  %s\n", line, printable(orDash(who)), printable(result), printable(errText))
 		return err
