@@ -62,6 +62,10 @@ type importSpec[In, Res any] struct {
 	refused func(line int, raw []byte, msg string) Res
 	// setLine numbers a result the Service gave.
 	setLine func(res *Res, line int)
+	// mark gives an error result the request's id (its error may ask to
+	// quote it: an attach of another ISP's device; a trial found it in
+	// the X-Request-Id header only).
+	mark func(res *Res, requestID string)
 }
 
 // importCustomers is POST /v1/isps/{isp}/customers:import: one
@@ -78,6 +82,11 @@ func (s *Server) importCustomers(w http.ResponseWriter, r *http.Request, c *call
 			return tenants.ImportResult{Line: line, CustomerID: lineField(raw, "customer_id"), Result: "error", Error: msg}
 		},
 		setLine: func(res *tenants.ImportResult, line int) { res.Line = line },
+		mark: func(res *tenants.ImportResult, id string) {
+			if res.Result == "error" {
+				res.RequestID = id
+			}
+		},
 	})
 }
 
@@ -95,6 +104,11 @@ func (s *Server) importDevices(w http.ResponseWriter, r *http.Request, c *call) 
 			return tenants.DeviceImportResult{Line: line, MAC: lineField(raw, "mac"), CustomerID: lineField(raw, "customer_id"), Result: "error", Error: msg}
 		},
 		setLine: func(res *tenants.DeviceImportResult, line int) { res.Line = line },
+		mark: func(res *tenants.DeviceImportResult, id string) {
+			if res.Result == "error" {
+				res.RequestID = id
+			}
+		},
 	})
 }
 
@@ -131,7 +145,9 @@ func serveImport[In, Res any](s *Server, w http.ResponseWriter, r *http.Request,
 	started := false
 	var bw *bufio.Writer
 	var enc *json.Encoder
+	requestID := w.Header().Get("X-Request-Id")
 	emit := func(res Res) error {
+		spec.mark(&res, requestID)
 		if !started {
 			started = true
 			w.Header().Set("Content-Type", "application/x-ndjson")

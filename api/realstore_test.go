@@ -619,6 +619,11 @@ func TestImportDevicesOverAPI(t *testing.T) {
 		if g.Line != x.line || g.MAC != x.mac || g.CustomerID != x.customer || g.Result != x.result || !strings.Contains(g.Error, x.errHas) {
 			t.Errorf("result %d: %+v, want %+v", i, g, x)
 		}
+		// An error line carries the request's id (an error may ask to
+		// quote it; it was in the header only: a trial).
+		if (x.result == "error") != (g.RequestID != "") || g.RequestID != "" && g.RequestID != w.Header().Get("X-Request-Id") {
+			t.Errorf("result %d: request id %q (header %q)", i, g.RequestID, w.Header().Get("X-Request-Id"))
+		}
 	}
 	for m, c := range map[string]string{"02:00:00:00:00:01": "c-2", "02:00:00:00:00:02": "c-1"} {
 		d, err := ten.Device(t.Context(), "alpha", m)

@@ -17,6 +17,9 @@ type DeviceImportResult struct {
 	// unchanged (already that customer's), error.
 	Result string `json:"result"`
 	Error  string `json:"error,omitempty"`
+	// RequestID is the import request's id, on an error line (the API
+	// sets it: an error may ask to quote it).
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // ImportDevices attaches a batch of devices to customers of isp, each line

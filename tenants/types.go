@@ -245,6 +245,9 @@ type ImportResult struct {
 	CustomerID string `json:"customer_id,omitempty"`
 	Result     string `json:"result"` // created, updated, unchanged, error
 	Error      string `json:"error,omitempty"`
+	// RequestID is the import request's id, on an error line (the API
+	// sets it: an error may ask to quote it).
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // Errors, for errors.Is; the API maps them to HTTP statuses.

@@ -127,8 +127,8 @@ func ctlCustomerDel(e *ctlEnv, args []string) error {
 func ctlImport(e *ctlEnv, args []string) error {
 	return runImport(e, args, "customer", func(c *client.Client, in io.Reader, fn func(tenants.ImportResult) error) error {
 		return c.Import(e.ctx, args[0], in, fn)
-	}, func(r tenants.ImportResult) (int, string, string, string) {
-		return r.Line, r.CustomerID, r.Result, r.Error
+	}, func(r tenants.ImportResult) (int, string, string, string, string) {
+		return r.Line, r.CustomerID, r.Result, r.Error, r.RequestID
 	},
 		[]string{"created", "updated", "unchanged"})
 }
@@ -136,18 +136,19 @@ func ctlImport(e *ctlEnv, args []string) error {
 func ctlDeviceImport(e *ctlEnv, args []string) error {
 	return runImport(e, args, "device", func(c *client.Client, in io.Reader, fn func(tenants.DeviceImportResult) error) error {
 		return c.ImportDevices(e.ctx, args[0], in, fn)
-	}, func(r tenants.DeviceImportResult) (int, string, string, string) {
+	}, func(r tenants.DeviceImportResult) (int, string, string, string, string) {
 		who := strings.TrimSpace(r.MAC + " " + r.CustomerID)
-		return r.Line, who, r.Result, r.Error
+		return r.Line, who, r.Result, r.Error, r.RequestID
 	}, []string{"attached", "moved", "unchanged"})
 }
 
 // runImport sends the NDJSON file args[1] ("-": stdin) to an import
-// (send) and prints each line's result (fields: who the line names, its
-// result, its error; and its line number), then the counts of each of kinds and of the
+// (send) and prints each line's result (fields: its line number, who the
+// line names, its result, its error, and the request id an error line
+// carries), then the counts of each of kinds and of the
 // failures; it fails if any line did.
 func runImport[Res any](e *ctlEnv, args []string, noun string, send func(*client.Client, io.Reader, func(Res) error) error,
-	fields func(Res) (line int, who, result, errText string), kinds []string) error {
+	fields func(Res) (line int, who, result, errText, requestID string), kinds []string) error {
 	var in io.Reader = e.stdin
 	if args[1] != "-" {
 		f, err := os.Open(args[1])
@@ -167,13 +168,14 @@ func runImport[Res any](e *ctlEnv, args []string, noun string, send func(*client
 	var n, failed int
 	counts := map[string]int{}
 	enc := json.NewEncoder(e.stdout)
-	header := false
+	header, requestID := false, ""
 	err = send(c, in, func(r Res) error {
 		n++
-		line, who, result, errText := fields(r)
+		line, who, result, errText, id := fields(r)
 		counts[result]++
 		if result == "error" {
 			failed++
+			requestID = id
 		}
 		if e.o.errorsOnly && result != "error" {
 			return nil
@@ -199,6 +201,10 @@ func runImport[Res any](e *ctlEnv, args []string, noun string, send func(*client
 		summary += fmt.Sprintf(" %d %s,", counts[k], k)
 	}
 	e.notice("%s %d failed", summary, failed)
+	if failed > 0 && requestID != "" {
+		// An error may ask to quote it (another ISP's device).
+		return fmt.Errorf("import: %d of %d lines failed (request id %s)", failed, n, requestID)
+	}
 	if failed > 0 {
 		return fmt.Errorf("import: %d of %d lines failed", failed, n)
 	}
