@@ -212,11 +212,8 @@ func (p *Processor) answerDNS(in uint8, out *datapath.Verdict, pkt *classifier.P
 // back out of the port it came from. It reports false, leaving f alone, for
 // a reset (never answered) or a malformed header.
 func (p *Processor) answerRST(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64) bool {
-	l3, l4, end := pkt.L3, pkt.L4, pkt.L3+pkt.TotalLen
-	seg := f[l4:end] // the classifier checked 20 bytes at least
-	doff := int(seg[12]>>4) * 4
-	flags := seg[13]
-	if doff < 20 || doff > len(seg) || flags&tcpRST != 0 || !unicastAddr(pkt.DstIP) {
+	seg, doff, flags, ok := gardenSegment(pkt, f)
+	if !ok {
 		return false
 	}
 	var seq, ack uint32
@@ -233,20 +230,49 @@ func (p *Processor) answerRST(in uint8, out *datapath.Verdict, pkt *classifier.P
 		}
 		rflags |= tcpACK
 	}
-	// 40 bytes from l3: the query's IP and TCP headers held as many.
-	u := l3 + 20
-	putIPv4(f[l3:u], pkt.DstIP, pkt.SrcIP, classifier.ProtoTCP, 40)
-	tcp := f[u : u+20]
+	// 40 bytes from L3: the query's IP and TCP headers held as many.
+	n := putTCPAnswer(f[:cap(f)], pkt, seq, ack, rflags, 0, nil, nil)
+	p.answer(in, out, pkt, f[:cap(f)], mac, n)
+	p.rstN[in]++
+	return true
+}
+
+// gardenSegment returns the TCP segment of pkt in f (first and only
+// fragment), its data offset and its flags, and whether the garden may
+// answer it (answerRST, answerHTTP): a well-formed header, not a reset,
+// sent to an address it may answer from.
+func gardenSegment(pkt *classifier.Packet, f []byte) (seg []byte, doff int, flags byte, ok bool) {
+	seg = f[pkt.L4 : pkt.L3+pkt.TotalLen] // the classifier checked 20 bytes at least
+	doff = int(seg[12]>>4) * 4
+	flags = seg[13]
+	return seg, doff, flags, doff >= 20 && doff <= len(seg) && flags&tcpRST == 0 && unicastAddr(pkt.DstIP)
+}
+
+// putTCPAnswer writes into b, from pkt's L3 offset on, the answer to pkt's
+// TCP segment: a 20-byte IPv4 header and a segment from its destination
+// to its source with seq, ack, flags, window, the options opts (a multiple
+// of 4 bytes) and payload, checksums computed. It returns the frame's
+// length, or 0 (nothing written) if b cannot hold it.
+func putTCPAnswer(b []byte, pkt *classifier.Packet, seq, ack uint32, flags byte, window uint16, opts, payload []byte) int {
+	th := 20 + len(opts)
+	u := pkt.L3 + 20
+	end := u + th + len(payload)
+	if end > len(b) {
+		return 0
+	}
+	putIPv4(b[pkt.L3:u], pkt.DstIP, pkt.SrcIP, classifier.ProtoTCP, end-pkt.L3)
+	tcp := b[u:end]
 	binary.BigEndian.PutUint16(tcp[0:], pkt.DstPort)
 	binary.BigEndian.PutUint16(tcp[2:], pkt.SrcPort)
 	binary.BigEndian.PutUint32(tcp[4:], seq)
 	binary.BigEndian.PutUint32(tcp[8:], ack)
-	tcp[12], tcp[13] = 5<<4, rflags
-	clear(tcp[14:]) // window, checksum, urgent pointer
+	tcp[12], tcp[13] = byte(th/4)<<4, flags
+	binary.BigEndian.PutUint16(tcp[14:], window)
+	clear(tcp[16:20]) // checksum, urgent pointer
+	copy(tcp[20:], opts)
+	copy(tcp[th:], payload)
 	binary.BigEndian.PutUint16(tcp[16:], l4Checksum(pkt.DstIP, pkt.SrcIP, classifier.ProtoTCP, tcp))
-	p.answer(in, out, pkt, f[:cap(f)], mac, u+20)
-	p.rstN[in]++
-	return true
+	return end
 }
 
 // answer sends the first n bytes of b, an answer built in place, back to

@@ -60,11 +60,8 @@ func (g *garden) httpISN(src, dst uint32, sport, dport uint16) uint32 {
 // port it came from. It reports false, leaving f alone, for a segment it
 // does not answer.
 func (p *Processor) answerHTTP(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64, g *garden) bool {
-	l3, l4, end := pkt.L3, pkt.L4, pkt.L3+pkt.TotalLen
-	seg := f[l4:end] // the classifier checked 20 bytes at least
-	doff := int(seg[12]>>4) * 4
-	flags := seg[13]
-	if doff < 20 || doff > len(seg) || flags&tcpRST != 0 || !unicastAddr(pkt.DstIP) {
+	seg, doff, flags, ok := gardenSegment(pkt, f)
+	if !ok {
 		return false
 	}
 	seq, ack := binary.BigEndian.Uint32(seg[4:]), binary.BigEndian.Uint32(seg[8:])
@@ -85,31 +82,19 @@ func (p *Processor) answerHTTP(in uint8, out *datapath.Verdict, pkt *classifier.
 			rack++
 		}
 		payload = g.redirect
-		p.httpN[in]++
 	case flags&(tcpACK|tcpFIN|tcpSYN) == tcpACK|tcpFIN && ack == isn+2+uint32(len(g.redirect)):
 		rseq, rack, rflags = ack, seq+data+1, tcpACK
 	default:
 		return false
 	}
-	th := 20 + len(opts)
-	total := 20 + th + len(payload)
 	b := f[:cap(f)]
-	if l3+total > len(b) {
+	n := putTCPAnswer(b, pkt, rseq, rack, rflags, 0xffff, opts, payload)
+	if n == 0 {
 		return false
 	}
-	u := l3 + 20
-	putIPv4(b[l3:u], pkt.DstIP, pkt.SrcIP, classifier.ProtoTCP, total)
-	tcp := b[u : u+th+len(payload)]
-	binary.BigEndian.PutUint16(tcp[0:], pkt.DstPort)
-	binary.BigEndian.PutUint16(tcp[2:], pkt.SrcPort)
-	binary.BigEndian.PutUint32(tcp[4:], rseq)
-	binary.BigEndian.PutUint32(tcp[8:], rack)
-	tcp[12], tcp[13] = byte(th/4)<<4, rflags
-	binary.BigEndian.PutUint16(tcp[14:], 0xffff) // window
-	clear(tcp[16:20])                            // checksum, urgent pointer
-	copy(tcp[20:], opts)
-	copy(tcp[th:], payload)
-	binary.BigEndian.PutUint16(tcp[16:], l4Checksum(pkt.DstIP, pkt.SrcIP, classifier.ProtoTCP, tcp))
-	p.answer(in, out, pkt, b, mac, u+len(tcp))
+	if payload != nil {
+		p.httpN[in]++ // a redirect sent (counted once it is)
+	}
+	p.answer(in, out, pkt, b, mac, n)
 	return true
 }
