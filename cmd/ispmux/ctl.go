@@ -98,6 +98,11 @@ func listFlags(fs *flag.FlagSet, o *ctlOpts) {
 	fs.IntVar(&o.limit, "limit", 0, "at most `N` items (1..1000; default 100)")
 }
 
+// importFlags are the flags of import and device-import.
+func importFlags(fs *flag.FlagSet, o *ctlOpts) {
+	fs.BoolVar(&o.errorsOnly, "errors", false, "print the lines that failed only (the counts come at the end either way)")
+}
+
 // ctlCommands is the ctl command table: dispatch, help and tests read it.
 var ctlCommands = []*ctlCommand{
 	{name: "status", short: "counters, next hops, bindings, DHCP counters (control socket)", summary: "The appliance's counters per port (drops by reason), next hops, bindings, DHCP counters\n" +
@@ -157,9 +162,7 @@ var ctlCommands = []*ctlCommand{
 		summary: "Bulk import (upsert) of NDJSON customers, one {\"customer_id\",\"password\"|\"password_hash\",\n" +
 			"\"status\",\"device_limit\"} per line (FILE \"-\": stdin). Prints each line's result; exits 1 if\n" +
 			"any line failed. Reruns are safe: an identical line is unchanged. --errors: the failed lines only.",
-		flags: func(fs *flag.FlagSet, o *ctlOpts) {
-			fs.BoolVar(&o.errorsOnly, "errors", false, "print the lines that failed only (the counts come at the end either way)")
-		},
+		flags: importFlags,
 		run: ctlImport},
 	{name: "devices", short: "one page of devices (of one ISP, or all; --customer: that customer ID's, at every ISP without ISP)", args: "[ISP] [--customer ID] " + listArgs, max: 1,
 		summary: "One page of devices (subscriber MACs attached to customers): of one ISP, or of every ISP\n" +
@@ -180,9 +183,7 @@ var ctlCommands = []*ctlCommand{
 			"each as device-add takes it, many to a store transaction. Prints each line's result (attached,\n" +
 			"moved from another customer of the ISP, unchanged, error); exits 1 if any line failed. Reruns\n" +
 			"are safe. --errors: the failed lines only.",
-		flags: func(fs *flag.FlagSet, o *ctlOpts) {
-			fs.BoolVar(&o.errorsOnly, "errors", false, "print the lines that failed only (the counts come at the end either way)")
-		},
+		flags: importFlags,
 		run: ctlDeviceImport},
 	{name: "device-set", short: "pin a device to an access, or clear its pin", args: "ISP MAC (--access NAME | --bound | --any-access)", min: 2, max: 2,
 		summary: "Pin a device to an access entry (its DHCP on any other is refused: the full protection against\n" +
