@@ -108,34 +108,6 @@ func Compact(path string, opts Options) (res CompactResult, err error) {
 	return res, nil
 }
 
-// openLocked is openBolt for Open: the file at path, locked, and the file
-// at path still. bbolt opens the path, then waits for its lock; a Compact
-// that renamed its copy over path meanwhile released the lock of a file
-// no longer at path, and ispmux would have gone on in that unlinked file,
-// its writes lost at its next start (a review). Such an open is made
-// again, at most a few times.
-func openLocked(path string, o *bolt.Options) (*bolt.DB, error) {
-	for range 3 {
-		before, err := os.Stat(path)
-		if errors.Is(err, os.ErrNotExist) {
-			return openBolt(path, o) // a new store: made by bbolt
-		}
-		if err != nil {
-			return nil, err
-		}
-		db, err := openBolt(path, o)
-		if err != nil {
-			return nil, err
-		}
-		after, err := os.Stat(path)
-		if err == nil && os.SameFile(before, after) {
-			return db, nil
-		}
-		_ = db.Close()
-	}
-	return nil, fmt.Errorf("the file at %s was replaced while its lock was awaited, three times (ispmux compact?)", path)
-}
-
 // chownLike gives the file at path (if it exists) like's owner and group,
 // where this process may (root; otherwise they are its own already).
 func chownLike(path string, like os.FileInfo) error {
