@@ -30,13 +30,7 @@ func TestCrashAckAfterLapse(t *testing.T) {
 	if path := os.Getenv(lapseCrashEnv); path != "" {
 		r := switchRigAt(t, path)
 		now := time.Now()
-		if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(s1)), CustomerID: "c-s1", ISP: "alpha", Source: "api"}); err != nil {
-			t.Fatal(err)
-		}
-		if err := r.store.CommitBinding(subscribers.Binding{MAC: [6]byte(mac(s1)), Access: "acc0", ISP: "alpha", IP: netip.MustParseAddr(s1Addr),
-			ServerID: ispSID, Relay: ispSID, Expires: now.Add(time.Second), Updated: now, Customer: "c-s1", LeaseTime: time.Second}); err != nil {
-			t.Fatal(err)
-		}
+		r.storeS1(now, time.Second, nil)
 		if n, err := r.p.Restore(now); err != nil || n != 1 {
 			t.Fatalf("child: restore %d, %v", n, err)
 		}
@@ -75,16 +69,8 @@ func TestCrashAckAfterLapse(t *testing.T) {
 				case !c.bound && (berr == nil || n != 0 || r.tab.isBound(0x020000000101)):
 					t.Errorf("restart %d after a crash at %s: binding %+v (restored %d), want none (the lapsed one ended)", restart, c.point, b, n)
 				}
-				evs, err := r.store.Events(0, 100)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var kinds []subscribers.EventKind
-				for _, e := range evs {
-					kinds = append(kinds, e.Kind)
-				}
-				if !slices.Equal(kinds, want) {
-					t.Errorf("restart %d after a crash at %s: events %v, want %v", restart, c.point, kinds, want)
+				if kinds := r.eventKinds(); !slices.Equal(kinds, want) {
+					t.Errorf("restart %d after a crash at %s: events %v, want %v", restart, c.point, r.eventKinds(), want)
 				}
 				if rel := r.sentUp(dhcpv4.MessageTypeRelease); len(rel) != 0 {
 					t.Errorf("restart %d: %d RELEASEs of a lapsed lease", restart, len(rel))
@@ -98,4 +84,33 @@ func TestCrashAckAfterLapse(t *testing.T) {
 			}
 		})
 	}
+}
+
+// storeS1 registers s1 (customer c-s1 at alpha) and stores its binding at
+// s1Addr, granted by alpha's server at now for lease, with the client
+// identifier clientID (nil: none): the state a crash test's child starts
+// from.
+func (r *prig) storeS1(now time.Time, lease time.Duration, clientID []byte) {
+	r.t.Helper()
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(s1)), CustomerID: "c-s1", ISP: "alpha", Source: "api"}); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := r.store.CommitBinding(subscribers.Binding{MAC: [6]byte(mac(s1)), Access: "acc0", ISP: "alpha", IP: netip.MustParseAddr(s1Addr),
+		ServerID: ispSID, Relay: ispSID, Expires: now.Add(lease), Updated: now, ClientID: clientID, Customer: "c-s1", LeaseTime: lease}); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// eventKinds is the kinds of the events the store holds, oldest first.
+func (r *prig) eventKinds() []subscribers.EventKind {
+	r.t.Helper()
+	evs, err := r.store.Events(0, 0)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var kinds []subscribers.EventKind
+	for _, e := range evs {
+		kinds = append(kinds, e.Kind)
+	}
+	return kinds
 }

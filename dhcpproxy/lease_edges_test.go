@@ -269,16 +269,8 @@ func TestAckAfterLapseIsNewBinding(t *testing.T) {
 		t.Fatalf("DORA after the lease ran out: %v", got)
 	}
 	r.p.notes.wait()
-	evs, err := r.store.Events(0, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var kinds []subscribers.EventKind
-	for _, e := range evs {
-		kinds = append(kinds, e.Kind)
-	}
 	want := []subscribers.EventKind{subscribers.EventBound, subscribers.EventExpired, subscribers.EventBound}
-	if !slices.Equal(kinds, want) {
+	if kinds := r.eventKinds(); !slices.Equal(kinds, want) {
 		t.Errorf("events %v, want %v", kinds, want)
 	}
 	if !r.tab.isBound(0x020000000101) {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/ispmux/ispmux/internal/crashtest"
 	"github.com/ispmux/ispmux/internal/failpoint"
-	"github.com/ispmux/ispmux/subscribers"
 )
 
 const replacedCrashEnv = "DHCPPROXY_REPLACED_CRASH_CHILD"
@@ -38,14 +37,7 @@ func TestCrashReplacingLease(t *testing.T) {
 	if path := os.Getenv(replacedCrashEnv); path != "" {
 		r := switchRigAt(t, path)
 		now := time.Now()
-		if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(s1)), CustomerID: "c-s1", ISP: "alpha", Source: "api"}); err != nil {
-			t.Fatal(err)
-		}
-		if err := r.store.CommitBinding(subscribers.Binding{MAC: [6]byte(mac(s1)), Access: "acc0", ISP: "alpha", IP: netip.MustParseAddr(s1Addr),
-			ServerID: ispSID, Relay: ispSID, Expires: now.Add(time.Minute), Updated: now, ClientID: replacedOldID,
-			Customer: "c-s1", LeaseTime: time.Minute}); err != nil {
-			t.Fatal(err)
-		}
+		r.storeS1(now, time.Minute, replacedOldID)
 		if _, err := r.p.Restore(now); err != nil {
 			t.Fatal(err)
 		}

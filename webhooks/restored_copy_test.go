@@ -31,19 +31,7 @@ func TestRestoredCopyNoFalseEventsLost(t *testing.T) {
 	waitCursor(t, r.m, "beta", 5)
 	r.stop()
 
-	path := filepath.Join(t.TempDir(), "restored.db")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Backup(f); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	c := openStore(t, path, opts)
-	if c.OpenedFromCopy() == 0 {
-		t.Fatal("copy not taken for a copy")
-	}
+	c := restoredCopy(t, s, opts)
 	var fresh []subscribers.Event
 	for i := range 5 {
 		fresh = append(fresh, addEvent(t, c, "beta", subscribers.EventBound, 10+i))
@@ -70,16 +58,7 @@ func TestRestoredCopyLag(t *testing.T) {
 	for i := range 3 {
 		addEvent(t, s, "beta", subscribers.EventBound, i)
 	}
-	path := filepath.Join(t.TempDir(), "restored.db")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Backup(f); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	c := openStore(t, path, opts)
+	c := restoredCopy(t, s, opts)
 	if err := c.SetWebhookCursor("beta", 0); err != nil {
 		t.Fatal(err)
 	}
@@ -93,4 +72,24 @@ func TestRestoredCopyLag(t *testing.T) {
 	if st, _ := m.StatusOf("beta"); st.Lag != 43 {
 		t.Errorf("lag %d, want 43 (3 events of the copy, 40 after it)", st.Lag)
 	}
+}
+
+// restoredCopy opens, with opts, a backup copy of s (ctl backup's), as a
+// store restored from it.
+func restoredCopy(t *testing.T, s *subscribers.Store, opts subscribers.Options) *subscribers.Store {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "restored.db")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Backup(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	c := openStore(t, path, opts)
+	if c.OpenedFromCopy() == 0 {
+		t.Fatal("copy not taken for a copy")
+	}
+	return c
 }
