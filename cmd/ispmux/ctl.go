@@ -163,7 +163,7 @@ var ctlCommands = []*ctlCommand{
 			"\"status\",\"device_limit\"} per line (FILE \"-\": stdin). Prints each line's result; exits 1 if\n" +
 			"any line failed. Reruns are safe: an identical line is unchanged. --errors: the failed lines only.",
 		flags: importFlags,
-		run: ctlImport},
+		run:   ctlImport},
 	{name: "devices", short: "one page of devices (of one ISP, or all; --customer: that customer ID's, at every ISP without ISP)", args: "[ISP] [--customer ID] " + listArgs, max: 1,
 		summary: "One page of devices (subscriber MACs attached to customers): of one ISP, or of every ISP\n" +
 			"(operator).",
@@ -184,7 +184,7 @@ var ctlCommands = []*ctlCommand{
 			"moved from another customer of the ISP, unchanged, error); exits 1 if any line failed. Reruns\n" +
 			"are safe. --errors: the failed lines only.",
 		flags: importFlags,
-		run: ctlDeviceImport},
+		run:   ctlDeviceImport},
 	{name: "device-set", short: "pin a device to an access, or clear its pin", args: "ISP MAC (--access NAME | --bound | --any-access)", min: 2, max: 2,
 		summary: "Pin a device to an access entry (its DHCP on any other is refused: the full protection against\n" +
 			"its MAC forged elsewhere; a binding it holds on another access ends, RELEASE to the ISP), to the\n" +
