@@ -102,7 +102,7 @@ func (t *Tenants) attachLocked(a Actor, c subscribers.Customer, mac subscribers.
 		return Device{}, err
 	}
 	failpoint.Hit(failpoint.TenantAfterCommit)
-	t.finishAttach(pl)
+	t.revalidate(t.finishAttach(pl)...)
 	return pl.view, nil
 }
 
@@ -264,9 +264,9 @@ func (t *Tenants) planAttach(w *subscribers.TenantWrite, a Actor, c subscribers.
 }
 
 // finishAttach publishes an attach planAttach planned, once its write is
-// durable (t.mu held), and revalidates the bindings it takes service from.
-func (t *Tenants) finishAttach(pl attachPlan) {
-	var gone []uint64
+// durable (t.mu held), and returns the MACs whose bindings it takes
+// service from, for the caller to revalidate (a batch's at once).
+func (t *Tenants) finishAttach(pl attachPlan) (gone []uint64) {
 	if pl.replaced != nil {
 		t.afterDetach(*pl.replaced, pl.keptReplaced)
 		gone = append(gone, binding.MAC48(pl.replaced.MAC))
@@ -279,7 +279,7 @@ func (t *Tenants) finishAttach(pl attachPlan) {
 		gone = append(gone, binding.MAC48(pl.r.MAC))
 	}
 	t.count(pl.r.ISP, 0, 1)
-	t.revalidate(gone...)
+	return gone
 }
 
 // refuseTaken is the error of a's attach of old's MAC to customer c, of

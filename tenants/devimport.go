@@ -96,12 +96,14 @@ func (t *Tenants) ImportDevices(ctx context.Context, a Actor, isp string, first 
 		return res
 	}
 	failpoint.Hit(failpoint.TenantAfterCommit)
+	var gone []uint64
 	for _, p := range plans {
-		t.finishAttach(p.pl)
+		gone = append(gone, t.finishAttach(p.pl)...)
 		res[p.i].Result = "attached"
 		if p.pl.had && p.pl.old.ISP == isp {
 			res[p.i].Result = "moved"
 		}
 	}
+	t.revalidate(gone...) // the batch's at once: one call, not one a device
 	return res
 }
