@@ -47,12 +47,16 @@
 //   - proxy.go: configuration (immutable after New), counters (atomic),
 //     the dispatch of punted frames, Run.
 //   - txns.go: the transactions in flight with the ISPs, the OFFERs
-//     remembered, the ICMP unreachables heard about them (txns.mu).
+//     remembered (txns.mu); timeouts.go: those past their deadline, and
+//     the ICMP unreachables and unlisted repliers heard about them, which
+//     their timeout events name.
 //   - upstream.go: messages from subscribers: checks, admission, relay up.
 //   - replies.go: messages from the ISPs' servers and what the subscriber
-//     is sent (no state of its own).
-//   - lifecycle.go: the bindings held (leaseTable.mu): bind, restore,
-//     revalidation, expiry.
+//     is sent (no state of its own); naks.go: the NAKs ispmux sends, and
+//     the DECLINE of an acknowledged address it cannot use.
+//   - lifecycle.go: the bindings held (leaseTable.mu): bind, revalidation,
+//     expiry; restore.go: the stored bindings installed (or ended) at the
+//     start.
 //   - renewals.go: the client lease (at most ClientLeaseMax: options 51,
 //     58, 59 ispmux's), renewals answered from the binding before the
 //     ISP's T1, the NAK of any REQUEST not for the subscriber's binding at
@@ -73,7 +77,8 @@
 //     refusal events (folded, budgeted per ISP: eventNotes.mu).
 //   - storeerr.go: the log lines of the writes the store refused, at most
 //     one per message every 10 s (logLimiter.mu).
-//   - onboarding.go, onboarding_pool.go: ispmux as the DHCP server of the
+//   - onboarding.go, onboarding_pool.go, onboarding_end.go (how a lease
+//     ends, and comes back at a start): ispmux as the DHCP server of the
 //     MACs without a device record on circuits with an onboarding pool
 //     (leases in the walled garden's VRF), the handover to their ISP; the
 //     pools, onboarding leases, offers, quarantined addresses and

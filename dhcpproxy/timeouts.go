@@ -1,0 +1,234 @@
+package dhcpproxy
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/ispmux/ispmux/classifier"
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// An ISP that does not answer: the transactions past their deadline
+// (txns.expire, Proxy.expireTxns) and what is known of why, noted on the
+// transaction while it waited (an ICMP unreachable from the uplink, a
+// reply from an address not among the ISP's servers) so that the timeout
+// event names the cause instead of blaming a silent server.
+
+// unreachableNote is an ICMP unreachable heard about a message relayed
+// to an ISP's server.
+type unreachableNote struct {
+	at     time.Time
+	server netip.Addr
+	why    string
+}
+
+// noteUnreachable keeps n on the pending transaction at isp that an ICMP
+// unreachable quotes (its xid and chaddr mac), if it was relayed to
+// n.server. It reports whether there was one.
+func (x *txns) noteUnreachable(isp uint8, xid [4]byte, mac uint64, n unreachableNote) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	t := x.pending[pendKey{xid, mac, isp}]
+	if t == nil || t.sentTo.IsValid() && t.sentTo != n.server {
+		return false
+	}
+	t.unreach = n
+	return true
+}
+
+// noteUnlisted notes on the pending transaction at isp with xid and
+// chaddr mac that a reply to it came from from, an address not among the
+// ISP's servers (txn.unlisted).
+func (x *txns) noteUnlisted(isp uint8, xid [4]byte, mac uint64, from netip.Addr) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if t := x.pending[pendKey{xid, mac, isp}]; t != nil {
+		t.unlisted = from
+	}
+}
+
+// timedOut is a transaction the ISP did not answer in time.
+type timedOut struct {
+	subj     subject
+	mt       dhcpv4.MessageType
+	unreach  unreachableNote
+	unlisted netip.Addr // txn.unlisted
+	otherNak netip.Addr // txn.otherNak
+	renew    *renewNote // a renewal past the ISP's T1 (nil: anything else)
+	nakBy    netip.Addr // the server that NAKed the DISCOVER (no OFFER came)
+	// refused: a server answered the REQUEST with a reply ispmux refused
+	// (its own rejected event): no silence of the ISP.
+	refused bool
+	// selecting: a SELECTING REQUEST (txn.selecting).
+	selecting bool
+}
+
+// expire removes the transactions past their deadline and returns those
+// whose silence is a refusal (an unanswered DISCOVER, a REQUEST), and
+// forgets old OFFERs.
+func (x *txns) expire(now time.Time) []timedOut {
+	var tos []timedOut
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for k, t := range x.pending {
+		if o := t.overtook; o != nil && !o.due.IsZero() && now.After(o.due) {
+			// The REQUEST a DISCOVER took over, still unanswered.
+			o.due = time.Time{}
+			tos = append(tos, timedOut{subj: regSubject(t.sub.mac, t.circuit, t.reg), mt: dhcpv4.MessageTypeRequest})
+		}
+		if now.After(t.deadline) {
+			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() && (!t.refused || t.nakBy.IsValid()) || t.msgType == dhcpv4.MessageTypeRequest ||
+				t.msgType == dhcpv4.MessageTypeInform {
+				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, t.unreach, t.unlisted, t.otherNak, t.renew, t.nakBy, t.refused, t.selecting})
+			}
+			// The client retransmitted, and we relayed its copy less
+			// than the ISP's time ago: the ISP's silence to the first
+			// copy is reported all the same, but the transaction
+			// waits for the answer to the latest one. (Deleted, that
+			// answer would find no transaction and be dropped, and
+			// the client would wait for its next retransmission: in
+			// an outage, with the ISP's server behind, 4–8 s more.)
+			// A renewal is left as it was: its silence may have been
+			// answered from the binding (answerAfterSilence).
+			if wait := t.deadline.Sub(t.relayed); !t.resent.IsZero() && now.Sub(t.resent) < wait && t.renew == nil {
+				t.relayed, t.deadline, t.resent = t.resent, t.resent.Add(wait), time.Time{}
+				continue
+			}
+			delete(x.pending, k)
+		}
+	}
+	for k, o := range x.offered {
+		if now.Sub(o.at) >= offerMemory {
+			delete(x.offered, k)
+		}
+	}
+	for k, w := range x.rapid {
+		if now.After(w.until) {
+			delete(x.rapid, k)
+		}
+	}
+	return tos
+}
+
+// expireTxns turns the ISP's silence into timeout events.
+func (p *Proxy) expireTxns(now time.Time) {
+	for _, to := range p.tx.expire(now) {
+		if to.mt == dhcpv4.MessageTypeInform {
+			// No lease rides on an INFORM: its silence is no refusal
+			// (no event), but it is counted. An ISP server that
+			// answers straight to ciaddr (RFC 2131 §4.3.5) for an
+			// address bound nowhere (set by hand, no binding, not a
+			// static subscriber) has its ACK dropped by the datapath
+			// (no_route): this is where that shows.
+			p.count("inform_unanswered")
+			continue
+		}
+		if to.nakBy.IsValid() {
+			// Not silence: the ISP refused the DISCOVER (with a NAK,
+			// which answers a REQUEST only, so not passed on).
+			p.outcome(to.subj.isp, OutcomeNak)
+			p.refuse(subscribers.EventNak, to.subj, netip.Addr{}, fmt.Sprintf("ISP server %s answered the DISCOVER with a NAK; no server offered within %s", to.nakBy, p.lim.Load().Timeout))
+			p.handoverTimedOut(to, now)
+			continue
+		}
+		if to.refused {
+			// Answered, with a reply refused and reported when it came
+			// (rejected): no timeout event. A renewal is still answered
+			// from the binding, within the ISP's lease.
+			if to.renew != nil {
+				p.answerAfterSilence(to, now)
+			}
+			continue
+		}
+		p.count("timeout")
+		timeout := p.lim.Load().Timeout
+		why := fmt.Sprintf("no answer from the ISP to %s within %s", to.mt, timeout)
+		if u := to.unreach; u.server.IsValid() && now.Sub(u.at) < 2*timeout {
+			why += fmt.Sprintf(" (its server %s: %s)", u.server, u.why)
+		}
+		if to.unlisted.IsValid() {
+			why += fmt.Sprintf(" (an answer came from %s, which is not one of the ISP's dhcp_servers: dropped)", to.unlisted)
+		}
+		if to.otherNak.IsValid() {
+			why += fmt.Sprintf(" (server %s, which did not grant the lease, NAKed the renewal before the ISP's T2: not acted on)", to.otherNak)
+		}
+		if to.renew != nil && p.answerAfterSilence(to, now) {
+			why += "; the renewal was answered by ispmux from the binding (within the ISP's lease)"
+		}
+		p.refuse(subscribers.EventTimeout, to.subj, netip.Addr{}, why)
+		p.handoverTimedOut(to, now)
+	}
+}
+
+// unreachable notes an ICMP destination unreachable received on isp's
+// uplink about a DHCP message we relayed to one of its servers: the
+// timeout event of that message's transaction (no other) then names the
+// cause instead of blaming a silent server.
+func (p *Proxy) unreachable(isp *ISP, pkt *classifier.Packet, f []byte) {
+	// ICMP header (8 bytes), then the quoted IPv4 header and at least 8
+	// bytes of its payload (RFC 792).
+	q := f[pkt.L4+8:]
+	if len(q) < 28 || q[0]>>4 != 4 || q[9] != classifier.ProtoUDP {
+		p.count("icmp_unreachable_other")
+		return
+	}
+	ihl := int(q[0]&0x0f) * 4
+	if ihl < 20 || len(q) < ihl+8 || binary.BigEndian.Uint16(q[ihl+2:]) != 67 {
+		p.count("icmp_unreachable_other")
+		return
+	}
+	// About a message we relayed: from our uplink address, port 67, to
+	// one of the ISP's servers. Anything else (a forgery from the ISP's
+	// segment, or about someone else's datagram) must not name a server
+	// and a cause in the timeouts of the ISP's subscribers.
+	srv := netip.AddrFrom4([4]byte(q[16:20]))
+	if netip.AddrFrom4([4]byte(q[12:16])) != isp.Addr || binary.BigEndian.Uint16(q[ihl:]) != 67 || !slices.Contains(isp.Servers, srv) {
+		p.count("icmp_unreachable_other")
+		return
+	}
+	// Which message: the quoted DHCP message's xid (bytes 4–8) and chaddr
+	// (28–34). A router may quote as little as 8 bytes past the IP header
+	// (RFC 792; Linux and RFC 1812 routers quote far more): a quote that
+	// stops before the chaddr could be about any of the ISP's
+	// transactions, or forged, and names none (finding the one xid among
+	// up to max_pending transactions would be a scan per ICMP packet from
+	// the ISP's segment).
+	dhcp := q[ihl+8:]
+	if len(dhcp) < 34 {
+		p.count("icmp_unreachable_short")
+		return
+	}
+	xid := [4]byte(dhcp[4:8])
+	mac := binding.MAC48([6]byte(dhcp[28:34]))
+	why := "unreachable"
+	switch f[pkt.L4+1] {
+	case 3:
+		why = "port unreachable: no DHCP server running"
+	case 1:
+		why = "host unreachable"
+	case 0:
+		why = "network unreachable"
+	case 4:
+		// The relayed message was too big for a link on the way (RFC
+		// 1191): the server is fine, the path is not.
+		why = "fragmentation needed: the relayed message is too big for the path to it"
+		if mtu := binary.BigEndian.Uint16(f[pkt.L4+6:]); mtu != 0 { // 0: a router from before RFC 1191
+			why += " (MTU " + strconv.Itoa(int(mtu)) + ")"
+		}
+	case 13:
+		why = "administratively prohibited: a filter on the way"
+	}
+	if !p.tx.noteUnreachable(isp.Index, xid, mac, unreachableNote{at: time.Now(), server: srv, why: why}) {
+		// About no transaction pending (ended, or relayed to another
+		// server), or forged.
+		p.count("icmp_unreachable_no_transaction")
+		return
+	}
+	p.count("server_unreachable")
+}
