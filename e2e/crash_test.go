@@ -1288,6 +1288,15 @@ func (m *matrix) atRestart(ex exchange, c *caseRun) (subView, verdict, error) {
 	}
 }
 
+// unitCrashCovers are the failpoints no exchange of the lab passes
+// through, crashed at by a package's own crash test instead: the batches
+// of a bulk device import (tenants' TestCrashMidDeviceImport: what the
+// crash leaves is all in the store, the bindings' revalidation included)
+// and ispmux compact, run with ispmux stopped (cmd/ispmux's
+// TestCrashCompact).
+var unitCrashCovers = []string{failpoint.TenantImportBeforeBatch,
+	failpoint.CompactBeforeCopy, failpoint.CompactAfterCopy, failpoint.CompactAfterRename}
+
 // TestCrashMatrixCoversEveryPoint: every failpoint ispmux has is crashed
 // at by some exchange of the matrix (a new transition adds its points to
 // internal/failpoint and its exchange here, docs/ARCHITECTURE.md), and the
@@ -1301,6 +1310,9 @@ func TestCrashMatrixCoversEveryPoint(t *testing.T) {
 		covered[p] = true
 	}
 	for _, p := range backupCrashCovers { // TestCrashBackup
+		covered[p] = true
+	}
+	for _, p := range unitCrashCovers { // package crash tests, no lab
 		covered[p] = true
 	}
 	for _, ex := range append(theExchanges(), theOnboardingExchanges()...) {

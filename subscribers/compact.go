@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/ispmux/ispmux/internal/failpoint"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -84,6 +85,7 @@ func Compact(path string, opts Options) (res CompactResult, err error) {
 		err = os.Chmod(tmp, fi.Mode().Perm())
 	}
 	if err == nil {
+		failpoint.Hit(failpoint.CompactBeforeCopy)
 		err = guardRead(func() error { return bolt.Compact(dst, src, compactTxSize) })
 	}
 	if err == nil {
@@ -93,9 +95,11 @@ func Compact(path string, opts Options) (res CompactResult, err error) {
 		err = cerr
 	}
 	if err == nil {
+		failpoint.Hit(failpoint.CompactAfterCopy)
 		err = os.Rename(tmp, path)
 	}
 	if err == nil {
+		failpoint.Hit(failpoint.CompactAfterRename)
 		err = syncDir(filepath.Dir(path))
 	}
 	if err != nil {

@@ -32,6 +32,7 @@ type DeviceImportResult struct {
 // batch). A line refused leaves the others; a store error fails every
 // line the batch would have written.
 func (t *Tenants) ImportDevices(ctx context.Context, a Actor, isp string, first int, ins []DeviceInput) []DeviceImportResult {
+	failpoint.Hit(failpoint.TenantImportBeforeBatch)
 	res := make([]DeviceImportResult, len(ins))
 	for i, in := range ins {
 		res[i] = DeviceImportResult{Line: first + i, MAC: in.MAC, CustomerID: in.CustomerID}

@@ -50,9 +50,14 @@ var Points = []string{
 	// yet.
 	RestartEndAfterBatch,
 	// A tenant change (claim, attach, move, detach, block, suspend,
-	// delete, one batch of a purge) is durable; not yet published to the
-	// registry, and the bindings it takes service from not yet revoked.
+	// delete, one batch of a purge or of a device import) is durable; not
+	// yet published to the registry, and the bindings it takes service
+	// from not yet revoked.
 	TenantAfterCommit,
+	// A bulk device import is about to plan its next batch: the batches
+	// before it are durable, published and their bindings revalidated
+	// (the API answered their lines); nothing of this one written.
+	TenantImportBeforeBatch,
 	// An onboarding lease (granted or renewed by ispmux itself) is
 	// durable; not installed in the garden VRF, no ACK sent.
 	OnboardAfterCommit,
@@ -97,6 +102,13 @@ var Points = []string{
 	// The whole copy was written; the mark not yet removed from the live
 	// store.
 	BackupAfterCopy,
+	// ispmux compact: the copy (PATH.compact, the store's owner and mode)
+	// is made, nothing copied into it yet; the store as it was.
+	CompactBeforeCopy,
+	// The copy is complete and synced; not yet renamed over the store.
+	CompactAfterCopy,
+	// The copy was renamed over the store; the directory not yet synced.
+	CompactAfterRename,
 }
 
 // The failpoint names.
@@ -114,6 +126,8 @@ const (
 	ReplayAfterSend      = "replay/after-send"
 	RestartEndAfterBatch = "restart/end-after-batch"
 	TenantAfterCommit    = "tenant/after-commit"
+
+	TenantImportBeforeBatch = "tenant/import-before-batch"
 
 	OnboardAfterCommit    = "onboard/after-commit"
 	OnboardAfterAck       = "onboard/after-ack"
@@ -135,4 +149,8 @@ const (
 
 	BackupAfterMark = "backup/after-mark"
 	BackupAfterCopy = "backup/after-copy"
+
+	CompactBeforeCopy  = "compact/before-copy"
+	CompactAfterCopy   = "compact/after-copy"
+	CompactAfterRename = "compact/after-rename"
 )
