@@ -49,6 +49,12 @@ func Compact(path string, opts Options) (res CompactResult, err error) {
 			}
 		}
 	}()
+	// Made by Open, they were root's until Compact returned: a crash in
+	// between left ispmux's user a store it could not open (a crash
+	// test). The missing ones are made first, with the store's owner.
+	if err := makeJournalsLike(path, owner); err != nil {
+		return res, fmt.Errorf("compact: %w", err)
+	}
 	st, err := Open(path, opts)
 	if err != nil {
 		return res, fmt.Errorf("compact: %w", err)
@@ -110,6 +116,39 @@ func Compact(path string, opts Options) (res CompactResult, err error) {
 		res.After = fi.Size()
 	}
 	return res, nil
+}
+
+// makeJournalsLike makes the journal files of the store at path that are
+// missing, empty (Open takes an empty file for a new one), with like's
+// owner: each made under another name and renamed into place, so that a
+// crash leaves it either missing or like's.
+func makeJournalsLike(path string, like os.FileInfo) error {
+	made := false
+	for _, j := range journalPaths(path) {
+		if _, err := os.Lstat(j); !errors.Is(err, os.ErrNotExist) {
+			continue // there (or unreadable: Open says why)
+		}
+		tmp := j + ".compact"
+		f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err == nil {
+			err = f.Close()
+		}
+		if err == nil {
+			err = chownLike(tmp, like)
+		}
+		if err == nil {
+			err = os.Rename(tmp, j)
+		}
+		if err != nil {
+			_ = os.Remove(tmp)
+			return err
+		}
+		made = true
+	}
+	if !made {
+		return nil
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 // chownLike gives the file at path (if it exists) like's owner and group,
