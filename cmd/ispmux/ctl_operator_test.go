@@ -358,6 +358,38 @@ func TestOperatorRefusalNamesCtlMove(t *testing.T) {
 	}
 }
 
+// The operator's device import of another ISP's devices: each refused
+// line names the API route that moves the device, and ctl named no ctl
+// command (attach and claim did: TestOperatorRefusalNamesCtlMove). It
+// names one after the counts, for the first such line, and that command
+// moves it; an ISP's import names none.
+func TestDeviceImportNamesCtlMove(t *testing.T) {
+	const mac, mac2 = "02:00:00:00:00:07", "02:00:00:00:00:09"
+	r := refusalRig(t, mac, "correct horse")
+	r.ok("", r.api("operator", "customer-add", "alpha", "a-6")...)
+	r.ok("", r.api("operator", "device-add", "alpha", mac2, "a-6")...)
+	r.ok("", r.api("operator", "customer-set", "beta", "c-77", "--device-limit", "4")...)
+	lines := `{"mac":"02:00:00:00:00:0a","customer_id":"c-77"}
+{"mac":"` + mac + `","customer_id":"c-77"}
+{"mac":"` + mac2 + `","customer_id":"c-77"}
+`
+	_, errOut, err := runCmd(t, lines, r.api("beta", "device-import", "beta", "-", "--errors")...)
+	if err == nil || strings.Contains(errOut, " move ") {
+		t.Errorf("beta's import of alpha's devices: %v\n%s\nwant failed lines and no move named", err, errOut)
+	}
+	sock := []string{"ctl", "--socket", r.sock}
+	_, errOut, err = runCmd(t, lines, append(sock, "device-import", "beta", "-", "--errors")...)
+	want := "2 lines name devices another ISP has: `ispmux ctl --socket " + r.sock + " move " + mac + " beta c-77` moves line 2's"
+	if err == nil || !strings.Contains(errOut, want) {
+		t.Fatalf("the operator's import of alpha's devices: %v\n%s\nwant: %s", err, errOut, want)
+	}
+	r.ok("", append(sock, "move", mac, "beta", "c-77")...)
+	out, _ := r.ok("", append(sock, "devices", "beta")...)
+	if rows := column(t, out); len(rows) != 2 || rows[0]["MAC"] != mac && rows[1]["MAC"] != mac {
+		t.Errorf("after the move named:\n%s", out)
+	}
+}
+
 // The move a refusal names is a command line to paste into a shell: the
 // customer ID the operator typed (which may hold ' ; $ * and the like)
 // and the -c or --socket path (which may hold a space) were printed as

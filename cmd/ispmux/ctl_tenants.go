@@ -134,13 +134,36 @@ func ctlImport(e *ctlEnv, args []string) error {
 }
 
 func ctlDeviceImport(e *ctlEnv, args []string) error {
-	return runImport(e, args, "device", func(c *client.Client, in io.Reader, fn func(tenants.DeviceImportResult) error) error {
+	var taken int
+	var first tenants.DeviceImportResult
+	err := runImport(e, args, "device", func(c *client.Client, in io.Reader, fn func(tenants.DeviceImportResult) error) error {
 		return c.ImportDevices(e.ctx, args[0], in, fn)
 	}, func(r tenants.DeviceImportResult) (int, string, string, string, string) {
+		if r.Result == "error" && strings.Contains(r.Error, movedWith) {
+			if taken++; taken == 1 {
+				first = r
+			}
+		}
 		who := strings.TrimSpace(r.MAC + " " + r.CustomerID)
 		return r.Line, who, r.Result, r.Error, r.RequestID
 	}, []string{"attached", "moved", "unchanged"})
+	if taken > 0 {
+		// The operator's refusal of another ISP's device names the API
+		// route that moves it, line by line; attach and claim add the
+		// ctl command (moveHint), and so does the import, once.
+		lines := "1 line names a device"
+		if taken > 1 {
+			lines = fmt.Sprintf("%d lines name devices", taken)
+		}
+		e.notice("%s another ISP has: `%s` moves line %d's (the old ISP serves it until its next renewal; --immediate ends that at once)",
+			lines, e.again("move", first.MAC, args[0], first.CustomerID), first.Line)
+	}
+	return err
 }
+
+// movedWith is in the error of an operator's attach of another ISP's device
+// (tenants' refusal names the route that moves it).
+const movedWith = ": move it with POST /v1/devices/"
 
 // runImport sends the NDJSON file args[1] ("-": stdin) to an import
 // (send) and prints each line's result (fields: its line number, who the
