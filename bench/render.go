@@ -377,10 +377,16 @@ func renderScale(js []byte, h, svgDir, dir string) (string, map[string][]byte, e
 		if pm, _ := pts[0].(map[string]any); pm != nil && pm["idle_cpu_pct"] != nil { // measured since stop 34
 			cols = append(cols, struct{ key, title string }{"idle_cpu_pct", "idle CPU, % of one"})
 		}
-		for _, p := range pts {
-			if pm, _ := p.(map[string]any); pm != nil && pm["lapsed_ended_s"] != nil { // the lapsed kind, since stop 41
-				cols = append(cols, struct{ key, title string }{"lapsed_ended_s", "lapsed bindings ended, s"})
-				break
+		for _, c := range []struct{ key, title string }{
+			{"lapsed_ended_s", "lapsed bindings ended, s"}, // the lapsed kind, since stop 41
+			{"compact_s", "ispmux compact, s"},             // since the compaction was measured
+			{"import_devices_per_s", "device import, devices/s"},
+		} {
+			for _, p := range pts {
+				if pm, _ := p.(map[string]any); pm != nil && pm[c.key] != nil {
+					cols = append(cols, c)
+					break
+				}
 			}
 		}
 		b.WriteString("|")

@@ -54,7 +54,7 @@ func parseScale(args []string, stderr io.Writer) (*scaleOptions, error) {
 	fs.StringVar(&o.out, "out", "bench-out", "directory for scale.json, scale.md and scale.svg")
 	fs.StringVar(&o.id, "id", "benchsc", "lab ID (namespace prefix)")
 	fs.IntVar(&o.runs, "runs", 3, "starts per point (the first start, then restarts: at least 2): medians with min and max")
-	fs.StringVar(&kinds, "kinds", KindStatic+","+KindDHCP, "point kinds: static ([[subscriber]] entries with an address), dhcp (store devices with a binding each), lapsed (the same with every lease run out: a start after an outage)")
+	fs.StringVar(&kinds, "kinds", KindStatic+","+KindDHCP, "point kinds: static ([[subscriber]] entries with an address), dhcp (store devices with a binding each), lapsed (the same with every lease run out: a start after an outage), import (store customers, their devices attached by the bulk device import at the first start)")
 	fs.BoolVar(&o.keep, "keep", false, "leave the lab and the state up afterwards")
 	fs.IntVar(&o.staticMax, "static-max", 200000, "largest static point: a file of more [[subscriber]] entries is beyond what the configuration file supports (README)")
 	// Hidden: the tests' own points, binary and patience.
@@ -63,7 +63,7 @@ func parseScale(args []string, stderr io.Writer) (*scaleOptions, error) {
 	fs.StringVar(&o.exe, "exe", "", "")
 	fs.DurationVar(&o.timeout, "start-timeout", 5*time.Minute, "")
 	fs.DurationVar(&o.idleWindow, "idle-window", 10*time.Second, "after each start, ispmux's CPU time is measured over this long with nothing happening (0: not measured)")
-	setUsage(fs, stderr, "usage: ispmux bench scale [--subscribers N] [--kinds static,dhcp,lapsed] [--runs 3] [--json] [--id benchsc] [--out DIR] [--keep]")
+	setUsage(fs, stderr, "usage: ispmux bench scale [--subscribers N] [--kinds static,dhcp,lapsed,import] [--runs 3] [--json] [--id benchsc] [--out DIR] [--keep]")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -77,8 +77,8 @@ func parseScale(args []string, stderr io.Writer) (*scaleOptions, error) {
 		return nil, fmt.Errorf("bench scale: --runs %d: want 2..20 (the first start, then at least one restart)", o.runs)
 	}
 	for _, k := range strings.Split(kinds, ",") {
-		if k != KindStatic && k != KindDHCP && k != KindLapsed {
-			return nil, fmt.Errorf("bench scale: --kinds: unknown kind %q (static, dhcp, lapsed)", k)
+		if k != KindStatic && k != KindDHCP && k != KindLapsed && k != KindImport {
+			return nil, fmt.Errorf("bench scale: --kinds: unknown kind %q (static, dhcp, lapsed, import)", k)
 		}
 		o.kinds = append(o.kinds, k)
 	}
@@ -126,11 +126,13 @@ func scaleBench(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 		Started: time.Now().UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(), Kernel: kernelRelease(), Runs: o.runs, LoadBefore: loadAvg(),
 		Seeding: "dhcp points: written straight into the store by package subscribers (ApplyTenant batches of 5000 customers + devices, " +
 			"then CommitBinding from 256 writers), no API; static points: [[subscriber]] entries with an address in the configuration file, " +
-			"registered by ispmux's own configuration sync at the first start",
+			"registered by ispmux's own configuration sync at the first start; import points: the customers written into the store as the dhcp points', " +
+			"their devices attached through `ispmux ctl device-import` at the first start",
 		Notes: []string{
 			"first_start_s and restart_s run from exec of `ispmux run` to its \"forwarding\" log line (every table filled, workers started); the first start is the first run on the seeded state, restarts the later runs on it.",
 			"reload_s: SIGHUP after one [[subscriber]] entry was added to the file, to the \"reloaded\" log line. list_s: `ctl devices --limit 1000` and `ctl bindings --limit 1000` over the control socket.",
 			"rss_anon_bytes: RssAnon of /proc/PID/status after the process ran runtime.GC and debug.FreeOSMemory (SIGUSR1 with " + gcEnv + "=1) and settled; per subscriber it is net of the base run (no subscribers); peak_rss_bytes is VmHWM.",
+			"compact_s: `ispmux compact -c` on the point's state after its last run (ispmux stopped); compact_peak_rss_bytes is its maxrss (the store's mapped pages count). import_s (import points): `ispmux ctl --socket … device-import`, one file per ISP, at the first start.",
 			"The machine's 2 CPUs are shared with other work: times are medians of the runs, with min and max.",
 		},
 	}

@@ -69,6 +69,15 @@ func (s *scaler) point(ctx context.Context, n int, kind string, runs int) (Scale
 			return p, err
 		}
 	}
+	if kind == KindImport && n > 0 {
+		err := seedScaleCustomers(ctx, filepath.Join(stateDir, appliance.StoreName), dir, n, isps,
+			func(what string, done int) {
+				s.pr.set("%s %s: seeding %s: %d of %d", kind, humanCount(n), what, done, n)
+			})
+		if err != nil {
+			return p, err
+		}
+	}
 	pristine := filepath.Join(dir, "pristine")
 	if kind == KindLapsed {
 		if err := copyStoreFiles(stateDir, pristine); err != nil {
@@ -91,6 +100,11 @@ func (s *scaler) point(ctx context.Context, n int, kind string, runs int) (Scale
 		m, err := s.run(ctx, kind, n, run, cfgPath, stateDir, &extra)
 		if err != nil {
 			return p, err
+		}
+		if m.importS > 0 {
+			p.ImportS = round(m.importS, 3)
+			p.ImportDevicesPerS = round(float64(n)/m.importS, 0)
+			p.ImportPeakRSSBytes = m.importPeak
 		}
 		if run == 0 {
 			p.FirstStartS = round(m.start, 3)
@@ -124,6 +138,16 @@ func (s *scaler) point(ctx context.Context, n int, kind string, runs int) (Scale
 			}
 		}
 	}
+	if n > 0 {
+		// Compaction, ispmux stopped: the store as the runs left it.
+		s.pr.set("%s %s: ispmux compact", kind, humanCount(n))
+		c, err := s.compact(ctx, cfgPath, filepath.Join(stateDir, appliance.StoreName))
+		if err != nil {
+			return p, err
+		}
+		p.CompactS, p.CompactPeakRSSBytes = round(c.s, 3), c.peak
+		p.CompactBeforeBytes, p.CompactAfterBytes = c.before, c.after
+	}
 	if len(restarts) > 0 { // one start (the base point) measures no restart
 		med, _, _ := median(restartCPU)
 		p.RestartCPUS = round(med, 2)
@@ -152,6 +176,8 @@ type runMeasure struct {
 	lapsedEnded         float64 // lapsed points: from exec to the lapsed bindings ended
 	rssAnon, peak       int64
 	idleCPU             float64 // percent of one CPU, settled, nothing happening
+	importS             float64 // import points' first run: the device import
+	importPeak          int64   // ispmux's VmHWM right after it
 }
 
 // run starts ispmux once on the point's state and measures the start,
@@ -222,6 +248,15 @@ func (s *scaler) run(ctx context.Context, kind string, n, run int, cfgPath, stat
 	if _, ticks, err := readPIDStat(pid); err == nil {
 		m.startCPU = float64(ticks) / clockTicks
 	}
+	if kind == KindImport && n > 0 && run == 0 {
+		s.pr.set("%s: device import of %d", label, n)
+		if m.importS, err = s.importDevices(ctx, filepath.Join(stateDir, appliance.SocketName), filepath.Dir(cfgPath)); err != nil {
+			return m, err
+		}
+		if _, m.importPeak, err = procMem(pid); err != nil {
+			return m, err
+		}
+	}
 
 	// RssAnon after a GC, once it stops moving.
 	s.pr.set("%s: RssAnon after a GC", label)
@@ -287,6 +322,55 @@ func (s *scaler) run(ctx context.Context, kind string, n, run int, cfgPath, stat
 	}
 	s.pr.set("%s: stopping ispmux", label)
 	return m, nil
+}
+
+// importDevices attaches an import point's devices through the control
+// socket sock, `ispmux ctl device-import` of each ISP's file in dir in
+// turn (importFile), and returns the time they took (the first exec to
+// the last exit). A line refused fails it (ctl exits 1).
+func (s *scaler) importDevices(ctx context.Context, sock, dir string) (float64, error) {
+	t0 := time.Now()
+	for _, isp := range s.t.ISPs {
+		// The API's own limit: a bulk import's deadline is 30 min.
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+		out, err := exec.CommandContext(cctx, s.o.exe, "ctl", "--socket", sock, "device-import", isp.Name, importFile(dir, isp.Name), "--errors").CombinedOutput()
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("ctl device-import %s: %v: %s", isp.Name, err, truncate(string(out), 400))
+		}
+	}
+	return time.Since(t0).Seconds(), nil
+}
+
+// compactMeasure is what one `ispmux compact` measured.
+type compactMeasure struct {
+	s             float64
+	peak          int64 // maxrss, bytes
+	before, after int64 // the store file's size
+}
+
+// compact runs `ispmux compact -c cfgPath` (ispmux stopped) on the store
+// at store, timed, with its peak RSS.
+func (s *scaler) compact(ctx context.Context, cfgPath, store string) (c compactMeasure, err error) {
+	if st, err := os.Stat(store); err == nil {
+		c.before = st.Size()
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.o.timeout)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, s.o.exe, "compact", "-c", cfgPath)
+	t0 := time.Now()
+	out, err := cmd.CombinedOutput()
+	c.s = time.Since(t0).Seconds()
+	if err != nil {
+		return c, fmt.Errorf("ispmux compact: %v: %s", err, truncate(string(out), 400))
+	}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		c.peak = ru.Maxrss * 1024 // kB on Linux
+	}
+	if st, err := os.Stat(store); err == nil {
+		c.after = st.Size()
+	}
+	return c, nil
 }
 
 // idleCPU is process pid's CPU time (user + system, all threads) over

@@ -26,6 +26,12 @@ const (
 	// outage, which forwards before the lapsed bindings are ended
 	// (LapsedEndedS: when they are).
 	KindLapsed = "lapsed"
+	// KindImport: N customers seeded in the store and no device; the
+	// first run attaches N devices to them (one each) through the bulk
+	// device import (`ispmux ctl --socket … device-import`, one file per
+	// ISP) once ispmux forwards (ImportS), and the later runs restart on
+	// them (no bindings). Its first start is of a store without devices.
+	KindImport = "import"
 )
 
 // ScalePoint is one measured (subscribers, kind) point of bench scale.
@@ -79,6 +85,22 @@ type ScalePoint struct {
 	// StoreBytesPerSubscriber is that ÷ subscribers.
 	StoreBytes              int64   `json:"store_bytes"`
 	StoreBytesPerSubscriber float64 `json:"store_bytes_per_subscriber"`
+	// CompactS is `ispmux compact -c` on the point's state after its
+	// last run (ispmux stopped), wall clock; CompactPeakRSSBytes is that
+	// process's peak RSS (its maxrss: the store's mapped file pages
+	// count); CompactBeforeBytes and CompactAfterBytes are the store
+	// file's size (its bbolt file, not the journal) before and after.
+	CompactS            float64 `json:"compact_s,omitempty"`
+	CompactPeakRSSBytes int64   `json:"compact_peak_rss_bytes,omitempty"`
+	CompactBeforeBytes  int64   `json:"compact_before_bytes,omitempty"`
+	CompactAfterBytes   int64   `json:"compact_after_bytes,omitempty"`
+	// ImportS (import points): the bulk device import of the first run,
+	// every ISP's file in turn, from the first ctl's exec to the last's
+	// exit; ImportDevicesPerS is subscribers ÷ that; ImportPeakRSSBytes
+	// is ispmux's VmHWM right after it.
+	ImportS            float64 `json:"import_s,omitempty"`
+	ImportDevicesPerS  float64 `json:"import_devices_per_s,omitempty"`
+	ImportPeakRSSBytes int64   `json:"import_peak_rss_bytes,omitempty"`
 	// SeedS is the time the benchmark took to write the state (the store,
 	// or the configuration file for static points).
 	SeedS float64 `json:"seed_s"`
@@ -174,6 +196,8 @@ func linearity(points []ScalePoint, threshold float64) []Linearity {
 			{"reload_s", func(p ScalePoint) float64 { return p.ReloadS }},
 			{"first_start_cpu_s", func(p ScalePoint) float64 { return p.FirstStartCPUS }},
 			{"restart_cpu_s", func(p ScalePoint) float64 { return p.RestartCPUS }},
+			{"compact_s", func(p ScalePoint) float64 { return p.CompactS }},
+			{"import_s", func(p ScalePoint) float64 { return p.ImportS }},
 		} {
 			var usable []ScalePoint
 			for _, p := range ps {
@@ -198,8 +222,8 @@ func linearity(points []ScalePoint, threshold float64) []Linearity {
 func targets(points []ScalePoint) []ScaleTarget {
 	var out []ScaleTarget
 	for _, p := range points {
-		if p.Subscribers < 1000000 {
-			continue
+		if p.Subscribers < 1000000 || p.Kind == KindImport {
+			continue // an import point's first start is of a store without devices
 		}
 		ts := []ScaleTarget{
 			newTarget(p.Kind, "first_start_s", "first start", "s", p.FirstStartS, TargetFirstStartS),
@@ -237,6 +261,23 @@ func (r *ScaleResult) finish() {
 		if p.Error == "" {
 			cpu = append(cpu, fmt.Sprintf("%s %s %.2f / %.2f", p.Kind, humanCount(p.Subscribers), p.FirstStartCPUS, p.RestartCPUS))
 		}
+	}
+	var compact, imports []string
+	for _, p := range r.Points {
+		if p.Error == "" && p.CompactS > 0 {
+			compact = append(compact, fmt.Sprintf("%s %s %.2f s, peak RSS %.0f MB, %.0f → %.0f MB", p.Kind, humanCount(p.Subscribers), p.CompactS,
+				float64(p.CompactPeakRSSBytes)/1e6, float64(p.CompactBeforeBytes)/1e6, float64(p.CompactAfterBytes)/1e6))
+		}
+		if p.Error == "" && p.ImportS > 0 {
+			imports = append(imports, fmt.Sprintf("%s %.2f s, %.0f devices/s, ispmux's peak RSS %.0f MB", humanCount(p.Subscribers), p.ImportS,
+				p.ImportDevicesPerS, float64(p.ImportPeakRSSBytes)/1e6))
+		}
+	}
+	if len(compact) > 0 {
+		notes = append(notes, verdictPrefix+"`ispmux compact` after each point's last run: "+strings.Join(compact, "; ")+".")
+	}
+	if len(imports) > 0 {
+		notes = append(notes, verdictPrefix+"bulk device import (ctl device-import over the control socket, batches of 500 a transaction): "+strings.Join(imports, "; ")+".")
 	}
 	if len(cpu) > 0 {
 		notes = append(notes, verdictPrefix+"ispmux's CPU time (user + system, every thread) from exec to forwarding, first start / median restart, in seconds: "+strings.Join(cpu, "; ")+".")

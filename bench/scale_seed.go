@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 
@@ -87,4 +89,52 @@ func seedScaleStore(ctx context.Context, path string, n int, isps []string, acce
 		i := order[x]
 		return seedSub{MAC: scaleMAC(i), IP: scaleIP(i), ISP: isps[i%len(isps)], Customer: "c" + strconv.Itoa(i)}
 	}, access, bound, lapsed, progress)
+}
+
+// seedScaleCustomers writes the customers of bench scale's n subscribers
+// (customer "c<i>" at isps[i mod len(isps)], as seedScaleStore) into the
+// store at path, without their devices (an import point's), and the
+// devices' NDJSON import file of each ISP into dir (importFile): one
+// line per subscriber, scaleMAC(i) to customer "c<i>", in i's order (no
+// particular MAC order, as an ISP's export).
+func seedScaleCustomers(ctx context.Context, path, dir string, n int, isps []string, progress func(string, int)) (err error) {
+	st, err := subscribers.Open(path, subscribers.Options{NoSync: true})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := st.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	const batch = 5000
+	for lo := 0; lo < n; lo += batch {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var w subscribers.TenantWrite
+		for i := lo; i < min(n, lo+batch); i++ {
+			w.PutCustomers = append(w.PutCustomers, subscribers.Customer{ISP: isps[i%len(isps)], ID: "c" + strconv.Itoa(i), Status: "active", DeviceLimit: 4, Source: "api"})
+		}
+		if _, err := st.ApplyTenant(w); err != nil {
+			return fmt.Errorf("seed customers: %w", err)
+		}
+		progress("customers", min(n, lo+batch))
+	}
+	for k, isp := range isps {
+		var b bytes.Buffer
+		for i := k; i < n; i += len(isps) {
+			fmt.Fprintf(&b, "{\"mac\":%q,\"customer_id\":\"c%d\"}\n", macText(scaleMAC(i)), i)
+		}
+		if err := os.WriteFile(importFile(dir, isp), b.Bytes(), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// importFile is the device import file of isp in an import point's
+// directory dir.
+func importFile(dir, isp string) string {
+	return filepath.Join(dir, "import-"+isp+".ndjson")
 }

@@ -226,3 +226,77 @@ func TestProcKB(t *testing.T) {
 		t.Error("a missing key or file should read 0")
 	}
 }
+
+// TestScaleCompactImport: the compaction's and the device import's
+// figures are in the JSON under their documented keys, judged for
+// linearity, stated in the notes, and rendered as columns of the
+// document's table only when a point has them (older results do not).
+func TestScaleCompactImport(t *testing.T) {
+	if o, err := parseScale([]string{"--kinds", "dhcp,import"}, io.Discard); err != nil || len(o.kinds) != 2 || o.kinds[1] != KindImport {
+		t.Fatalf("--kinds dhcp,import: %+v %v", o, err)
+	}
+	r := &ScaleResult{Benchmark: "scale", Points: []ScalePoint{
+		{Subscribers: 100000, Kind: KindDHCP, FirstStartS: 0.3, RestartS: 0.3, Runs: 2, CompactS: 1.1, CompactPeakRSSBytes: 127e6, CompactBeforeBytes: 88e6, CompactAfterBytes: 55e6},
+		{Subscribers: 1000000, Kind: KindDHCP, FirstStartS: 2, RestartS: 1.6, Runs: 2, CompactS: 9, CompactPeakRSSBytes: 750e6, CompactBeforeBytes: 688e6, CompactAfterBytes: 411e6},
+		{Subscribers: 100000, Kind: KindImport, FirstStartS: 0.2, RestartS: 0.3, Runs: 2, CompactS: 1, ImportS: 5, ImportDevicesPerS: 20000, ImportPeakRSSBytes: 300e6},
+		{Subscribers: 1000000, Kind: KindImport, FirstStartS: 0.5, RestartS: 1.5, Runs: 2, CompactS: 8, ImportS: 100, ImportDevicesPerS: 10000, ImportPeakRSSBytes: 900e6},
+	}}
+	r.finish()
+	js, err := r.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(js, &m); err != nil {
+		t.Fatal(err)
+	}
+	pts := m["points"].([]any)
+	for _, k := range []string{"compact_s", "compact_peak_rss_bytes", "compact_before_bytes", "compact_after_bytes"} {
+		if _, ok := pts[0].(map[string]any)[k]; !ok {
+			t.Errorf("point lacks %q", k)
+		}
+	}
+	for _, k := range []string{"import_s", "import_devices_per_s", "import_peak_rss_bytes"} {
+		if _, ok := pts[3].(map[string]any)[k]; !ok {
+			t.Errorf("import point lacks %q", k)
+		}
+		if _, ok := pts[1].(map[string]any)[k]; ok {
+			t.Errorf("dhcp point has %q", k)
+		}
+	}
+	got := map[string]Linearity{}
+	for _, l := range r.Linearity {
+		got[l.Kind+" "+l.Metric] = l
+	}
+	if l := got["dhcp compact_s"]; l.Ratio != 0.82 || !l.Linear {
+		t.Errorf("dhcp compact_s %+v", l)
+	}
+	if l := got["import import_s"]; l.Ratio != 2 || l.Linear {
+		t.Errorf("import import_s %+v", l)
+	}
+	notes := strings.Join(r.Notes, "\n")
+	if !strings.Contains(notes, "`ispmux compact` after each point's last run: dhcp 100k 1.10 s, peak RSS 127 MB, 88 → 55 MB") ||
+		!strings.Contains(notes, "bulk device import (ctl device-import over the control socket, batches of 500 a transaction): 100k 5.00 s, 20000 devices/s, ispmux's peak RSS 300 MB; 1M 100.00 s, 10000 devices/s") {
+		t.Errorf("notes:\n%s", notes)
+	}
+	for _, x := range r.Targets {
+		if x.Kind == KindImport {
+			t.Errorf("a target for an import point (its first start is of a store without devices): %+v", x)
+		}
+	}
+	md, _, err := renderScale(js, "", "bench", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(md, "| ispmux compact, s | device import, devices/s |") || !strings.Contains(md, "| 1000000 | import |") ||
+		!strings.Contains(md, "| 10000 |\n") {
+		t.Errorf("rendered:\n%s", md)
+	}
+	// A result without them (the committed one, older runs): no such
+	// columns.
+	old, _ := json.Marshal(map[string]any{"points": []any{map[string]any{"subscribers": 1000, "kind": "dhcp", "first_start_s": 1}}})
+	md, _, err = renderScale(old, "", "bench", t.TempDir())
+	if err != nil || strings.Contains(md, "compact") || strings.Contains(md, "device import") {
+		t.Errorf("rendered an older result: %v\n%s", err, md)
+	}
+}
