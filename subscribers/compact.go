@@ -37,31 +37,45 @@ const compactTxSize = 4 << 20
 // included, into PATH.compact (path's owner and mode), which is synced
 // and renamed over path
 // while the original is still locked. A crash before the rename leaves the
-// original as it was (and a PATH.compact the next Compact overwrites);
+// original as it was (and a PATH.compact the next Compact removes);
 // after it, the copy. opts are Open's (its lock timeout: ErrLocked while
 // ispmux runs).
+//
+// Compact runs as root in a directory the store's owner (ispmux's user)
+// may change under it: it follows no symbolic link it did not make
+// itself, and sets owners and modes on the files it opened, never by
+// name (a review: a link planted at PATH.journal.compact had root truncate
+// and hand over the file it named). The store file itself must be a
+// regular file, not a link.
 func Compact(path string, opts Options) (res CompactResult, err error) {
-	owner, err := os.Stat(path)
+	owner, err := os.Lstat(path)
 	if err != nil {
 		return res, fmt.Errorf("compact: %w", err)
 	}
+	if !owner.Mode().IsRegular() {
+		return res, fmt.Errorf("compact %s: not a regular file (%v): compact the file itself", path, owner.Mode().Type())
+	}
+	// An empty or truncated store is refused before anything is made
+	// beside it.
+	if err := checkStoreFile(path); err != nil {
+		return res, fmt.Errorf("compact %s: %w", path, err)
+	}
 	// Open makes the journal's files if they are missing (a restored
-	// copy): the store's owner's, as the store, whatever becomes of the
-	// compaction (root compacting the ispmux user's store left them
-	// root's, and ispmux could not open them: a review).
+	// copy), as root's when root compacts the ispmux user's store, and
+	// ispmux could not open them (a review; until Compact returned: a
+	// crash test). The missing ones are made first, the store's owner's;
+	// those Open finds are given its owner after, by descriptor.
+	if err := makeJournalsLike(path, owner); err != nil {
+		return res, fmt.Errorf("compact: %w", err)
+	}
 	defer func() {
 		for _, j := range journalPaths(path) {
-			if cerr := chownLike(j, owner); cerr != nil && err == nil {
+			if cerr := chownFileLike(j, owner); cerr != nil && err == nil {
 				err = fmt.Errorf("compact: %w", cerr)
 			}
 		}
 	}()
-	// Made by Open, they were root's until Compact returned: a crash in
-	// between left ispmux's user a store it could not open (a crash
-	// test). The missing ones are made first, with the store's owner.
-	if err := makeJournalsLike(path, owner); err != nil {
-		return res, fmt.Errorf("compact: %w", err)
-	}
+	opts.NoFollow = true
 	st, err := Open(path, opts)
 	if err != nil {
 		return res, fmt.Errorf("compact: %w", err)
@@ -72,7 +86,7 @@ func Compact(path string, opts Options) (res CompactResult, err error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = DefaultLockTimeout
 	}
-	src, err := openLocked(path, &bolt.Options{Timeout: opts.LockTimeout, FreelistType: bolt.FreelistMapType})
+	src, err := openLocked(path, &bolt.Options{Timeout: opts.LockTimeout, FreelistType: bolt.FreelistMapType, OpenFile: openNoFollow})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return res, fmt.Errorf("compact %s: %w (is ispmux running with this state_dir?)", path, ErrLocked)
 	}
@@ -80,27 +94,38 @@ func Compact(path string, opts Options) (res CompactResult, err error) {
 		return res, fmt.Errorf("compact %s: %w", path, err)
 	}
 	defer src.Close()
-	fi, err := os.Stat(path)
+	fi, err := os.Lstat(path)
 	if err != nil {
 		return res, fmt.Errorf("compact: %w", err)
 	}
 	res.Before = fi.Size()
 	tmp := path + ".compact"
-	_ = os.Remove(tmp) // one left by a crash
-	dst, err := bolt.Open(tmp, fi.Mode().Perm(), &bolt.Options{FreelistType: bolt.FreelistMapType, NoFreelistSync: false})
+	// The copy's file is made here (never one left by a crash, nor a
+	// link: O_EXCL), given the store's owner and mode on its
+	// descriptor, and handed to bbolt as it is.
+	_ = os.Remove(tmp) // one left by a crash (a link: the link)
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err == nil {
+		err = fchownLike(f, fi)
+		if err == nil {
+			err = f.Chmod(fi.Mode().Perm())
+		}
+		if err != nil {
+			_ = f.Close()
+		}
+	}
 	if err != nil {
+		_ = os.Remove(tmp)
 		return res, fmt.Errorf("compact %s: %w", tmp, err)
 	}
-	// The store's owner and mode (root compacting the store of
-	// ispmux's user; bolt.Open's mode is the umask's).
-	err = chownLike(tmp, fi)
-	if err == nil {
-		err = os.Chmod(tmp, fi.Mode().Perm())
+	dst, err := bolt.Open(tmp, fi.Mode().Perm(), &bolt.Options{FreelistType: bolt.FreelistMapType, NoFreelistSync: false,
+		OpenFile: func(string, int, os.FileMode) (*os.File, error) { return f, nil }})
+	if err != nil {
+		_ = os.Remove(tmp)
+		return res, fmt.Errorf("compact %s: %w", tmp, err)
 	}
-	if err == nil {
-		failpoint.Hit(failpoint.CompactBeforeCopy)
-		err = guardRead(func() error { return bolt.Compact(dst, src, compactTxSize) })
-	}
+	failpoint.Hit(failpoint.CompactBeforeCopy)
+	err = guardRead(func() error { return bolt.Compact(dst, src, compactTxSize) })
 	if err == nil {
 		err = dst.Sync()
 	}
@@ -119,7 +144,7 @@ func Compact(path string, opts Options) (res CompactResult, err error) {
 		_ = os.Remove(tmp)
 		return res, fmt.Errorf("compact %s: %w", path, err)
 	}
-	if fi, err := os.Stat(path); err == nil {
+	if fi, err := os.Lstat(path); err == nil {
 		res.After = fi.Size()
 	}
 	return res, nil
@@ -127,8 +152,11 @@ func Compact(path string, opts Options) (res CompactResult, err error) {
 
 // makeJournalsLike makes the journal files of the store at path that are
 // missing, empty (Open takes an empty file for a new one), with like's
-// owner: each made under another name and renamed into place, so that a
-// crash leaves it either missing or like's.
+// owner: each made under another name (O_EXCL: not a link, nor one left
+// by a crash, which is removed first), given the owner on its descriptor,
+// and linked into place, so that a crash leaves it either missing or
+// like's, and a journal made meanwhile (an ispmux starting) is left as it
+// is: a link does not replace.
 func makeJournalsLike(path string, like os.FileInfo) error {
 	made := false
 	for _, j := range journalPaths(path) {
@@ -136,18 +164,22 @@ func makeJournalsLike(path string, like os.FileInfo) error {
 			continue // there (or unreadable: Open says why)
 		}
 		tmp := j + ".compact"
-		f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err == nil {
-			err = f.Close()
-		}
-		if err == nil {
-			err = chownLike(tmp, like)
-		}
-		if err == nil {
-			err = os.Rename(tmp, j)
-		}
+		_ = os.Remove(tmp)
+		f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 		if err != nil {
-			_ = os.Remove(tmp)
+			return err
+		}
+		err = fchownLike(f, like)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			if err = os.Link(tmp, j); errors.Is(err, os.ErrExist) {
+				err = nil // made meanwhile: Open takes that one
+			}
+		}
+		_ = os.Remove(tmp)
+		if err != nil {
 			return err
 		}
 		made = true
@@ -158,16 +190,33 @@ func makeJournalsLike(path string, like os.FileInfo) error {
 	return syncDir(filepath.Dir(path))
 }
 
-// chownLike gives the file at path (if it exists) like's owner and group,
-// where this process may (root; otherwise they are its own already).
-func chownLike(path string, like os.FileInfo) error {
+// fchownLike gives the open file f like's owner and group, where this
+// process may (root; otherwise they are its own already).
+func fchownLike(f *os.File, like os.FileInfo) error {
 	sys, ok := like.Sys().(*syscall.Stat_t)
 	if !ok {
 		return nil
 	}
-	err := os.Chown(path, int(sys.Uid), int(sys.Gid))
-	if errors.Is(err, os.ErrNotExist) || err != nil && os.Geteuid() != 0 {
+	if err := f.Chown(int(sys.Uid), int(sys.Gid)); err != nil && os.Geteuid() == 0 {
+		return err
+	}
+	return nil
+}
+
+// chownFileLike is fchownLike for the file at path, if it is there and a
+// regular file (opened without following a link; a link is left alone:
+// Open refused it).
+func chownFileLike(path string, like os.FileInfo) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ELOOP) {
 		return nil
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return err
+	}
+	return fchownLike(f, like)
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -211,5 +212,95 @@ func TestCompactHeapBounded(t *testing.T) {
 	t.Logf("compacted %d → %d bytes; heap in use grew by %.1f MB at most", res.Before, res.After, float64(grew)/1e6)
 	if grew > 100e6 {
 		t.Errorf("the compaction's heap grew by %.1f MB (at most 100 MB): its transactions hold too many keys", float64(grew)/1e6)
+	}
+}
+
+// TestCompactFollowsNoLink: Compact runs as root in a directory the
+// store's owner may write, and a link planted there named a file of
+// root's it would truncate and give that owner (a review: the journal's
+// temporary name PATH.journal.compact, opened and chowned by name, and
+// renamed into place as a link). A link at any name Compact makes is
+// removed, not followed; a journal or store file that is a link is
+// refused; the file named is left as it was.
+func TestCompactFollowsNoLink(t *testing.T) {
+	dir := t.TempDir()
+	victim := dir + "/victim"
+	const secret = "root's file, not the store's"
+	check := func(when string) {
+		t.Helper()
+		b, err := os.ReadFile(victim)
+		fi, serr := os.Lstat(victim)
+		if err != nil || serr != nil || string(b) != secret || fi.Mode().Perm() != 0o600 || fi.Sys().(*syscall.Stat_t).Uid != uint32(os.Getuid()) {
+			t.Fatalf("%s: the file a link named changed: %d bytes (%v), mode and owner %v (%v)", when, len(b), err, fi, serr)
+		}
+	}
+	if err := os.WriteFile(victim, []byte(secret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	newStore := func(name string) string {
+		t.Helper()
+		path := dir + "/" + name
+		s, err := Open(path, Options{NoSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.AddEvent(Event{Kind: EventBound, ISP: "alpha", MAC: MAC{2, 0, 0, 0, 0, 1}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range journalPaths(path) { // as a restore leaves it
+			if err := os.Remove(j); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return path
+	}
+
+	// Links at the temporary names: removed, the compaction done.
+	path := newStore("a.db")
+	for _, tmp := range []string{path + ".journal.compact", path + ".journal.1.compact", path + ".compact"} {
+		if err := os.Symlink(victim, tmp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Compact(path, Options{NoSync: true}); err != nil {
+		t.Fatalf("compact with links at its temporary names: %v", err)
+	}
+	check("links at the temporary names")
+	js := journalPaths(path)
+	for _, p := range append(js[:], path) {
+		if fi, err := os.Lstat(p); err != nil || !fi.Mode().IsRegular() {
+			t.Errorf("%s after the compaction: %v %v, want a regular file", p, fi, err)
+		}
+	}
+	for _, tmp := range []string{path + ".journal.compact", path + ".journal.1.compact", path + ".compact"} {
+		if _, err := os.Lstat(tmp); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left: %v", tmp, err)
+		}
+	}
+
+	// A journal that is a link: refused, by Compact and by Open.
+	path = newStore("b.db")
+	if err := os.Symlink(victim, path+".journal"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Compact(path, Options{NoSync: true}); err == nil {
+		t.Error("compact of a store whose journal is a link: done, want refused")
+	}
+	check("a journal that is a link, compacted")
+	if s, err := Open(path, Options{NoSync: true}); err == nil {
+		s.Close()
+		t.Error("open of a store whose journal is a link: done, want refused")
+	}
+	check("a journal that is a link, opened")
+
+	// The store file a link: refused.
+	if err := os.Symlink(newStore("c.db"), dir+"/d.db"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Compact(dir+"/d.db", Options{NoSync: true}); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("compact of a link to a store: %v, want refused as not a regular file", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"syscall"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -90,6 +91,16 @@ func checkStoreFile(path string) error {
 		return fmt.Errorf("%w: the store file is truncated: %d bytes, its header says it uses %d (a copy that did not complete?); restore a complete copy", ErrCorrupt, fi.Size(), need)
 	}
 	return nil
+}
+
+// openNoFollow is os.OpenFile refusing a symbolic link at name
+// (O_NOFOLLOW), for a file root opens in a directory another user owns.
+func openNoFollow(name string, flag int, perm os.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(name, flag|syscall.O_NOFOLLOW, perm)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("open %s: a symbolic link, refused", name)
+	}
+	return f, err
 }
 
 // openBolt is bolt.Open with a fault or panic in it (a damaged page that

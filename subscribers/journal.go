@@ -262,7 +262,9 @@ func openJournal(path string, noSync bool) (*journal, [2][]jrec, error) {
 // records and makes it at least journalInitial long.
 func (j *journal) openFile(i int, p string) ([]jrec, error) {
 	_, statErr := os.Stat(p)
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	// Never a link: the journal is this store's own file (Compact opens
+	// it as root in the store owner's directory).
+	f, err := openNoFollow(p, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -134,6 +135,10 @@ type Options struct {
 	// truncate + fsync per step) instead of at every commit that needs a
 	// new page, so the file's size on disk starts at 16 MiB (sparse).
 	InitialMmapSize int
+	// NoFollow refuses a store file that is a symbolic link (Compact,
+	// root in a directory its owner may change). The journal's files are
+	// never followed.
+	NoFollow bool
 }
 
 // Store is the durable subscriber store. Safe for concurrent use.
@@ -323,7 +328,12 @@ func Open(path string, opts Options) (*Store, error) {
 	if err := checkStoreFile(path); err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	var openFile func(string, int, os.FileMode) (*os.File, error)
+	if opts.NoFollow {
+		openFile = openNoFollow
+	}
 	db, err := openLocked(path, &bolt.Options{
+		OpenFile:     openFile,
 		Timeout:      opts.LockTimeout,
 		NoSync:       opts.NoSync,
 		FreelistType: bolt.FreelistMapType,
