@@ -56,7 +56,8 @@ var Points = []string{
 	TenantAfterCommit,
 	// A bulk device import is about to plan its next batch: the batches
 	// before it are durable, published and their bindings revalidated
-	// (the API answered their lines); nothing of this one written.
+	// (their lines' results handed to the API, which writes them out as
+	// its buffer fills or the input ends); nothing of this one written.
 	TenantImportBeforeBatch,
 	// An onboarding lease (granted or renewed by ispmux itself) is
 	// durable; not installed in the garden VRF, no ACK sent.
