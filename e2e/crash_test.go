@@ -1293,7 +1293,8 @@ func (m *matrix) atRestart(ex exchange, c *caseRun) (subView, verdict, error) {
 // of a bulk device import (tenants' TestCrashMidDeviceImport: what the
 // crash leaves is all in the store, the bindings' revalidation included)
 // and ispmux compact, run with ispmux stopped (cmd/ispmux's
-// TestCrashCompact).
+// TestCrashCompact). Each of those tests fails when a failpoint of its
+// prefix (tenant/import-, compact/) is not among its cases.
 var unitCrashCovers = []string{failpoint.TenantImportBeforeBatch,
 	failpoint.CompactBeforeCopy, failpoint.CompactAfterCopy, failpoint.CompactAfterRename}
 

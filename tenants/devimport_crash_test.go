@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -221,16 +222,28 @@ func TestCrashMidDeviceImport(t *testing.T) {
 		t.Fatal("close")
 	}
 
-	for _, c := range []struct {
+	type crashCase struct {
 		name, point string
 		acked       int // batches the child answered before it died
 		done        int // batches durable in the store
-	}{
+	}
+	cases := []crashCase{
 		{"after-commit-1", failpoint.TenantAfterCommit + "@1", 0, 1},
 		{"after-commit-2", failpoint.TenantAfterCommit + "@2", 1, 2},
 		{"in-revalidation-2", failpoint.EndAfterIntent + "@2", 1, 2},
 		{"between-2-and-3", failpoint.TenantImportBeforeBatch + "@3", 2, 2},
-	} {
+	}
+	// Every tenant/import- failpoint is crashed at here, the only test
+	// that does (e2e's TestCrashMatrixCoversEveryPoint takes them as
+	// covered).
+	for _, p := range failpoint.Points {
+		if strings.HasPrefix(p, "tenant/import-") && !slices.ContainsFunc(cases, func(c crashCase) bool {
+			return strings.HasPrefix(c.point, p+"@")
+		}) {
+			t.Errorf("failpoint %s: not crashed at", p)
+		}
+	}
+	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			path := copySeed(t.TempDir())
 			crashtest.KillAt(t, "TestCrashMidDeviceImport", importCrashEnv+"="+path, c.point)
