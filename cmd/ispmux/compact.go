@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/ispmux/ispmux/appliance"
 	"github.com/ispmux/ispmux/configs"
@@ -27,6 +29,9 @@ func cmdCompact(args []string, stdout io.Writer) error {
 	} else if dir, err = configs.StateDirOf(path); err != nil {
 		return err
 	}
+	if err := asStateDirOwner(dir); err != nil {
+		return err
+	}
 	store := filepath.Join(dir, appliance.StoreName)
 	res, err := subscribers.Compact(store, subscribers.Options{})
 	if err != nil {
@@ -38,3 +43,38 @@ func cmdCompact(args []string, stdout io.Writer) error {
 
 // mib is n bytes in MiB, one decimal.
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// asStateDirOwner makes this process, when root, the user owning dir (the
+// state_dir), if that is not root: the service's user, whose directory it
+// is (the unit's StateDirectory=ispmux). compact then does its work as
+// ispmux would, its files are that user's with no chown, and nothing that
+// user can put in the directory (a symbolic or hard link to a file of
+// root's, a FIFO, a file swapped in between a check and its use) reaches
+// further than that user does. Root working in a directory another user
+// writes was a security review's finding: a link there had root truncate a
+// file of its choice and hand it over, and checks by name race. Its groups
+// are the directory's group alone. Once done, for the whole process: the
+// command does nothing else after.
+func asStateDirOwner(dir string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return nil
+	}
+	if err := syscall.Setgroups([]int{}); err != nil {
+		return fmt.Errorf("compact: as %s's owner (uid %d): setgroups: %w", dir, st.Uid, err)
+	}
+	if err := syscall.Setgid(int(st.Gid)); err != nil {
+		return fmt.Errorf("compact: as %s's owner (uid %d): setgid %d: %w", dir, st.Uid, st.Gid, err)
+	}
+	if err := syscall.Setuid(int(st.Uid)); err != nil {
+		return fmt.Errorf("compact: as %s's owner: setuid %d: %w", dir, st.Uid, err)
+	}
+	return nil
+}

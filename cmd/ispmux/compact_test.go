@@ -2,11 +2,15 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/ispmux/ispmux/appliance"
+	"github.com/ispmux/ispmux/internal/privtest"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -43,6 +47,139 @@ func TestCompactCommand(t *testing.T) {
 	out, _, err := runCmd(t, "", "compact", "-c", cfg)
 	if err != nil || !strings.Contains(out, "compacted "+path) || !strings.Contains(out, "MiB →") {
 		t.Fatalf("compact: %v %q", err, out)
+	}
+	st, err = subscribers.Open(path, subscribers.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Customer("alpha", "c-00000"); err != nil {
+		t.Errorf("the customer kept: %v", err)
+	}
+}
+
+const compactOwnerEnv = "ISPMUX_COMPACT_OWNER_CHILD"
+
+// TestCompactAsStateDirOwner: root's ispmux compact of a state_dir the
+// service's user owns (uid 65534 here) works as that user (a security
+// review: root working in that user's directory followed the links it
+// planted there, a hard link among them, which no O_NOFOLLOW stops). A
+// journal file that is a hard link to a file of root's (fs.protected_
+// hardlinks aside: root made it here) is not written, the compaction
+// refused; without it, the store is compacted, and every file it made
+// is that user's with no chown.
+func TestCompactAsStateDirOwner(t *testing.T) {
+	if cfg := os.Getenv(compactOwnerEnv); cfg != "" {
+		out, errOut, err := runCmd(t, "", "compact", "-c", cfg)
+		fmt.Printf("uid %d euid %d gid %d\n", os.Getuid(), os.Geteuid(), os.Getgid())
+		if err != nil {
+			fmt.Printf("compact: %v\n%s", err, errOut)
+			os.Exit(3)
+		}
+		fmt.Print(out)
+		os.Exit(0)
+	}
+	privtest.Require(t)
+	const uid, gid = 65534, 65534
+	dir, err := os.MkdirTemp("", "ispmux-compact-owner-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil { // the user reaches its state_dir
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "ispmux.toml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("version = 1\n[appliance]\nstate_dir = %q\n"+
+		"[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n"+
+		"[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n", state)), 0o600); err != nil {
+		t.Fatal(err) // root's alone: read before the switch
+	}
+	path := filepath.Join(state, appliance.StoreName)
+	st, err := subscribers.Open(path, subscribers.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w, del subscribers.TenantWrite
+	for i := range 3000 {
+		c := subscribers.Customer{ISP: "alpha", ID: fmt.Sprintf("c-%05d", i), Status: "active", DeviceLimit: 1, Source: "api"}
+		w.PutCustomers = append(w.PutCustomers, c)
+		if i > 0 {
+			del.DeleteCustomers = append(del.DeleteCustomers, subscribers.CustomerKey{ISP: "alpha", ID: c.ID})
+		}
+	}
+	if _, err := st.ApplyTenant(w); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.ApplyTenant(del); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{state, path, path + ".journal", path + ".journal.1"} { // the service's files
+		if err := os.Chown(p, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	victim := filepath.Join(dir, "victim")
+	const secret = "root's file"
+	if err := os.WriteFile(victim, []byte(secret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	child := func() (string, error) {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCompactAsStateDirOwner$", "-test.count=1")
+		cmd.Env = append(os.Environ(), compactOwnerEnv+"="+cfg)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	checkVictim := func(when string) {
+		t.Helper()
+		b, err := os.ReadFile(victim)
+		fi, serr := os.Stat(victim)
+		if err != nil || serr != nil || string(b) != secret || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+			t.Errorf("%s: root's file changed: %d bytes (%v), %v (%v)", when, len(b), err, fi, serr)
+		}
+	}
+
+	// The journal a hard link to root's file: not opened, compact refused.
+	if err := os.Remove(path + ".journal"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(victim, path+".journal"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := child()
+	if err == nil || !strings.Contains(out, "uid 65534 euid 65534 gid 65534") || !strings.Contains(out, "permission denied") {
+		t.Errorf("compact with a journal linked to root's file: %v\n%s\nwant refused as uid 65534 (permission denied)", err, out)
+	}
+	checkVictim("a journal linked to root's file")
+
+	// Without it: compacted, as the user.
+	if err := os.Remove(path + ".journal"); err != nil {
+		t.Fatal(err)
+	}
+	out, err = child()
+	if err != nil || !strings.Contains(out, "uid 65534 euid 65534 gid 65534") || !strings.Contains(out, "compacted "+path) {
+		t.Fatalf("compact: %v\n%s\nwant compacted as uid 65534", err, out)
+	}
+	checkVictim("compacted")
+	ents, err := os.ReadDir(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		fi, err := os.Lstat(filepath.Join(state, e.Name()))
+		if err != nil || fi.Sys().(*syscall.Stat_t).Uid != uid || fi.Sys().(*syscall.Stat_t).Gid != gid || !fi.Mode().IsRegular() {
+			t.Errorf("%s after the compaction: %v %v, want a file of %d:%d", e.Name(), fi, err, uid, gid)
+		}
+		if strings.HasSuffix(e.Name(), ".compact") {
+			t.Errorf("%s left", e.Name())
+		}
 	}
 	st, err = subscribers.Open(path, subscribers.Options{NoSync: true})
 	if err != nil {
