@@ -115,6 +115,7 @@ func CounterNames() []string {
 		"renewal_customer_changed",
 		"renewal_local",
 		"renewal_local_after_silence",
+		"renewal_local_no_next_hop",
 		"renewal_local_too_big",
 		"renewal_other_client_id",
 		"renewal_relayed",

@@ -342,7 +342,19 @@ func (p *Proxy) deliverBytes(c *Circuit, payload []byte) {
 // from the binding, if the subscriber still holds it at that ISP, and its
 // registration is still there: bounded by the ISP's expiry.
 func (p *Proxy) answerAfterSilence(to timedOut, now time.Time) bool {
-	r := to.renew
+	if !p.answerFromBinding(to.renew, now) {
+		return false
+	}
+	p.count("renewal_local_after_silence")
+	failpoint.Hit(failpoint.RenewSilenceAfterAck)
+	return true
+}
+
+// answerFromBinding answers the renewal r the ISP cannot answer (silent,
+// or its router unreachable) from the binding, if the subscriber still
+// holds it at that ISP and its registration is unchanged: bounded by the
+// ISP's expiry. It reports whether it did.
+func (p *Proxy) answerFromBinding(r *renewNote, now time.Time) bool {
 	l, ok := p.leases.get(r.sub)
 	if !ok || l.isp != r.isp.Index || l.addr() != r.ip || !l.endsAfter(now) {
 		return false
@@ -351,12 +363,7 @@ func (p *Proxy) answerAfterSilence(to timedOut, now time.Time) bool {
 		return false
 	}
 	c := p.circuits[r.sub.circuit]
-	if c == nil || !p.answerLocally(c, r.sub, l, r.req, r.clientID, anyCustomer, now) {
-		return false
-	}
-	p.count("renewal_local_after_silence")
-	failpoint.Hit(failpoint.RenewSilenceAfterAck)
-	return true
+	return c != nil && p.answerLocally(c, r.sub, l, r.req, r.clientID, anyCustomer, now)
 }
 
 // renewNote is what a renewal relayed past the ISP's T1 needs for the

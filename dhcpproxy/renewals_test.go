@@ -916,3 +916,50 @@ func TestRenewalAfterCustomerChangeRelayed(t *testing.T) {
 		t.Errorf("renewal once bound to c-s9: answered %d, relayed %d; want it answered locally", len(sent[accPort]), len(sent[upPort]))
 	}
 }
+
+// A renewal past the ISP's T1 while the ISP's router is unresolved (its
+// uplink down) is answered from the binding, as when the ISP's servers are
+// silent, not refused: a field trial's uplink down for 50 s past its
+// clients' T1 had them drop addresses the ISP still leased them (ISP
+// unreachable, a rejected event), where a silent server had them answered.
+func TestRenewalUplinkDownAnsweredLocally(t *testing.T) {
+	r, cs := newSRig(t)
+	r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil)
+	r.p.committing.Wait()
+	r.p = New(r.p.config(), cs, r.p.reg, downISPTables{r.tab, 0}, r.snd, nil)
+	if _, err := r.p.Restore(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	r.p.born = time.Now().Add(-time.Hour) // past the start's grace
+	b, _ := r.store.Binding("acc0", 0, [6]byte(mac(s1)))
+	at := b.Expires.Add(-4 * time.Minute) // past T1, 4 minutes of the ISP's lease left
+	r.p.now = func() time.Time { return at }
+	req := renewing(t, s1, s1Addr)
+	r.fromClient(req)
+	r.p.notes.wait()
+	sent := r.toPorts()
+	if len(sent[upPort]) != 0 || len(sent[accPort]) != 1 {
+		t.Fatalf("sent %v, want the answer from the binding, nothing upstream", sent)
+	}
+	ack := sent[accPort][0]
+	if ack.MessageType() != dhcpv4.MessageTypeAck || ack.TransactionID != req.TransactionID || !ack.Router()[0].Equal(ispRouter) {
+		t.Errorf("answer %v", ack)
+	}
+	wantLease(t, "answer with the uplink down", ack, 4*time.Minute)
+	if c := r.p.Counters(); c["renewal_local_no_next_hop"] != 1 || c["no_next_hop"] != 1 {
+		t.Errorf("counters %v", c)
+	}
+	evs, _ := r.store.Events(0, 100)
+	for _, e := range evs {
+		if e.Kind == subscribers.EventRejected {
+			t.Errorf("event %+v, want no refusal", e)
+		}
+	}
+	// A DISCOVER (no binding to answer from) is still refused, saying so.
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
+	r.p.notes.wait()
+	evs, _ = r.store.Events(0, 100)
+	if e := evs[len(evs)-1]; e.Kind != subscribers.EventRejected || !strings.Contains(e.Reason, "ISP unreachable") {
+		t.Errorf("DISCOVER with the uplink down: last event %+v, want rejected (ISP unreachable)", e)
+	}
+}

@@ -299,8 +299,8 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 	if t != nil && mt == dhcpv4.MessageTypeInform {
 		p.tx.informed(t, informAddr(m, src))
 	}
+	var rn *renewNote
 	if t != nil {
-		var rn *renewNote
 		if renewal && hasLease && held.isp == isp.Index {
 			rn = &renewNote{sub: sk, isp: isp, ip: held.addr(), req: append([]byte(nil), raw...),
 				clientID: m.Options.Get(dhcpv4.OptionClientIdentifier)}
@@ -400,11 +400,21 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 			p.relayLater(pk, t, sk, gen, isp, subj, mt, payload, only, renewal)
 			return
 		}
-		// The ISP cannot be reached now: say so, rather than let the
-		// transaction time out and blame the ISP's servers.
+		// The ISP cannot be reached now. A renewal of the binding it
+		// granted is answered from the binding, as when its servers
+		// are silent (answerAfterSilence: within the ISP's lease, the
+		// registration unchanged): a field trial's uplink down for 50
+		// s past a binding's T1 had its clients drop addresses the ISP
+		// still leased them, where a silent server had them answered.
+		// Anything else is refused saying so, rather than left to time
+		// out blaming the ISP's servers.
 		p.count("no_next_hop")
-		p.refuse(subscribers.EventRejected, subj, netip.Addr{}, "ISP unreachable: next hop not resolved (uplink down?)")
 		p.tx.abandon(pk, t)
+		if rn != nil && p.answerFromBinding(rn, now) {
+			p.count("renewal_local_no_next_hop")
+			return
+		}
+		p.refuse(subscribers.EventRejected, subj, netip.Addr{}, "ISP unreachable: next hop not resolved (uplink down?)")
 		return
 	}
 	if p.sendAfterIntents(pk, t, sk, gen, isp, gw, mt, payload, only, renewal) == relayHeld {
