@@ -243,8 +243,7 @@ func (t *Tenants) ImportCustomers(ctx context.Context, a Actor, isp string, firs
 		}
 		// The lines' results say it to the caller; the operator's log
 		// too (a trial's full disk failed 5000 lines, logging nothing).
-		t.log.Error("tenants: import lines not stored", "isp", isp, "lines", fmt.Sprintf("%d..%d", first, first+len(ins)-1),
-			"failed", len(changes), "actor", a.Name, "request_id", a.RequestID, "err", err)
+		t.logImportFailed("customers", isp, first, len(ins), len(changes), a, err)
 		return res
 	}
 	t.count(isp, created, 0)

@@ -94,6 +94,7 @@ func (t *Tenants) ImportDevices(ctx context.Context, a Actor, isp string, first 
 		for _, p := range plans {
 			fail(p.i, err)
 		}
+		t.logImportFailed("devices", isp, first, len(ins), len(plans), a, err)
 		return res
 	}
 	failpoint.Hit(failpoint.TenantAfterCommit)

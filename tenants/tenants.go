@@ -86,6 +86,9 @@ type Tenants struct {
 	counts map[string]*ispCounts
 
 	claims *claimLimiter
+	// importLog limits the log lines of import batches the store
+	// refused (importlog.go).
+	importLog importLog
 	// refusals bounds the attach-refused events per actor (refusals.go).
 	refusals *refusalNotes
 
