@@ -197,11 +197,12 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, fro
 		p.count("bind_conflict")
 		if holder, ok := p.tables.Holder(t.isp.Index, ip); ok && !holder.Static {
 			// Another DHCP subscriber holds it: the ISP handed one
-			// lease to two clients (a shared or forged client
+			// lease to two clients (its server lost its leases, a
+			// field trial's wiped Kea; or a shared or forged client
 			// identifier). Declining it would take the address from
 			// its holder: only this subscriber is refused.
 			p.refuse(subscribers.EventRejected, subj, ip, "the ISP assigned the address of DHCP subscriber "+
-				binding.MACString(holder.MAC)+" (the same client identifier?); refused")
+				binding.MACString(holder.MAC)+", which holds it (the ISP's server lost its leases, or the two share a client identifier?); refused")
 			p.nakAck(t, m, "address in use")
 			return
 		}

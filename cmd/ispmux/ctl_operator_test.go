@@ -780,6 +780,10 @@ func TestStatusLastReload(t *testing.T) {
 		{ctlsock.Status{}, "none since the start"},
 		{ctlsock.Status{LastReloadAt: "2026-12-06T01:02:03Z"}, "applied at 2026-12-06 01:02:03Z"},
 		{ctlsock.Status{LastReloadAt: "2026-12-06T01:02:03Z", ReloadRefused: "x.toml:3: bad", ReloadRefusedAt: "2026-12-06T01:02:03Z"}, "REFUSED at 2026-12-06 01:02:03Z: x.toml:3: bad"},
+		// Several errors, one a line: joined with "; " (a field trial
+		// read them with a literal \n between, the status line
+		// escaping the newline).
+		{ctlsock.Status{ReloadRefused: "x.toml:3: bad\nx.toml:47: worse\n", ReloadRefusedAt: "2026-12-06T01:02:03Z"}, "REFUSED at 2026-12-06 01:02:03Z: x.toml:3: bad; x.toml:47: worse (the running"},
 	} {
 		if got := lastReload(&c.st); !strings.HasPrefix(got, c.want) {
 			t.Errorf("lastReload(%+v) = %q, want %q", c.st, got, c.want)

@@ -424,10 +424,13 @@ func lastReload(st *ctlsock.Status) string {
 		// A trial read "applied (or none since the start)" as a riddle.
 		return "applied at " + stamp(st.LastReloadAt)
 	}
+	// Several errors come a line each: one line here, "; " between (the
+	// status line prints a newline as \n: a field trial).
+	why := strings.ReplaceAll(strings.TrimSpace(st.ReloadRefused), "\n", "; ")
 	if st.ReloadPartial {
-		return fmt.Sprintf("APPLIED IN PART at %s: %s (the rest of the file applied; what the error names was not)", stamp(st.ReloadRefusedAt), st.ReloadRefused)
+		return fmt.Sprintf("APPLIED IN PART at %s: %s (the rest of the file applied; what the error names was not)", stamp(st.ReloadRefusedAt), why)
 	}
-	return fmt.Sprintf("REFUSED at %s: %s (the running configuration is not the file's)", stamp(st.ReloadRefusedAt), st.ReloadRefused)
+	return fmt.Sprintf("REFUSED at %s: %s (the running configuration is not the file's)", stamp(st.ReloadRefusedAt), why)
 }
 
 // stamp is an RFC 3339 time of the status (its JSON's form) as the
