@@ -64,7 +64,15 @@ func TestSuspendedChoosesAnotherISP(t *testing.T) {
 	// Its address in the garden is another: the connections of its
 	// first visit are gone with the one it had then.
 	c.CloseIdleConnections()
-	page, tok, err := portalPage(c)
+	// The client sets its new address, then its route: the page is
+	// asked for until the route is there (a CI run asked in between:
+	// network is unreachable).
+	var page string
+	var err error
+	eventually(10*time.Second, func() bool {
+		page, tok, err = portalPage(c)
+		return err == nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
