@@ -18,7 +18,8 @@ func cmdCompact(args []string, stdout io.Writer) error {
 	path, err := configCommand("compact", "Rewrite the subscriber store (state_dir/"+appliance.StoreName+") without its free pages, with ispmux\n"+
 		"stopped: the file never shrinks by itself, so a store that once held many more customers,\n"+
 		"devices or bindings than now (a purge, a mass expiry) keeps its size until compacted. Refused\n"+
-		"while ispmux runs with this state_dir. Take a backup first (ctl backup, while it runs).", args, stdout)
+		"while ispmux runs with this state_dir. Take a backup first (ctl backup, while it runs). Run as root on\n"+
+		"a state_dir another user owns (ispmux's), it works as that user once the file is read.", args, stdout)
 	if err != nil {
 		return err
 	}
