@@ -29,6 +29,21 @@ func TestConnLimit(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
+	// Dialed is not yet counted: each listener counts at its Accept,
+	// and the race run dialed the 33rd before the other listener had
+	// taken its share (it was let in).
+	ls := r.srv.limits.Load()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		ls.mu.Lock()
+		total := ls.total
+		ls.mu.Unlock()
+		if total == maxConnsPerSource {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections counted, want %d", total, maxConnsPerSource)
+		}
+	}
 	for _, addr := range []string{httpAddr, httpsAddr} {
 		before := r.srv.Stats().ConnsRefused
 		extra, err := net.Dial("tcp", addr)

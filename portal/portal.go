@@ -170,6 +170,7 @@ type Server struct {
 	handlerOnce sync.Once
 	handler     http.Handler
 	serving     atomic.Bool
+	limits      atomic.Pointer[connLimits] // Serve's (tests read its counts)
 
 	inflight inflight
 	recent   recentClaims
@@ -293,6 +294,7 @@ func (s *Server) Serve(ctx context.Context, httpL, httpsL net.Listener) error {
 	}
 	errc := make(chan result, 2)
 	limits := newConnLimits(func() { s.st.connsRefused.Add(1) })
+	s.limits.Store(limits)
 	httpsL = limits.wrap(httpsL)
 	if httpL != nil {
 		httpL = limits.wrap(httpL)
