@@ -134,7 +134,7 @@ func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey
 				}
 				return handled
 			}
-			if now.UnixNano() < l.renewAt && time.Duration(l.expires-now.UnixNano()) >= p.lim.Load().ClientLeaseMax && p.answerLocally(c, sk, l, raw, m.Options.Get(dhcpv4.OptionClientIdentifier), reg.CustomerID, now) {
+			if now.UnixNano() < l.renewAt && time.Duration(l.expires-now.UnixNano()) >= p.lim.Load().ClientLeaseMax && p.answerLocally(c, sk, l, raw, m.Options.Get(dhcpv4.OptionClientIdentifier), reg.CustomerID, false, now) {
 				p.count("renewal_local")
 				failpoint.Hit(failpoint.RenewLocalAfterAck)
 				return handled
@@ -178,7 +178,14 @@ func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey
 // binding's, nor for a binding of another customer than customer (the
 // registration's; anyCustomer: not checked). The client lease's end is
 // noted (gaveClient).
-func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []byte, customer string, now time.Time) bool {
+//
+// quiet: the reasons it declines are not counted (they were, when this
+// renewal was first tried locally: renewNote.tried).
+func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []byte, customer string, quiet bool, now time.Time) bool {
+	count := p.count
+	if quiet {
+		count = func(string) {}
+	}
 	if !l.options {
 		return false
 	}
@@ -199,7 +206,7 @@ func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []by
 	// A renewal without option 61 is not another client: clients that
 	// send it only in DISCOVER and REQUEST keep their local answers.
 	if len(clientID) > 0 && otherClientID(&b, clientID) {
-		p.count("renewal_other_client_id")
+		count("renewal_other_client_id")
 		return false
 	}
 	// The device belongs to another customer of the same ISP since it was
@@ -209,7 +216,7 @@ func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []by
 	// T1, up to half a lease. Relayed, the ISP sees the new one now and
 	// decides (its ACK binds the device to it, its NAK ends the binding).
 	if customer != anyCustomer && b.Customer != customer {
-		p.count("renewal_customer_changed")
+		count("renewal_customer_changed")
 		return false
 	}
 	ack := localACK(raw, l.addr(), b.Options, b.Boot, c.Addr, lt, clientID)
@@ -221,7 +228,7 @@ func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []by
 		if ack, _ = fitReply(ack, limit, requestList(raw)); ack == nil {
 			// Not even its essential options: the ISP answers (and
 			// its answer is refused the same way).
-			p.count("renewal_local_too_big")
+			count("renewal_local_too_big")
 			return false
 		}
 	}
@@ -342,7 +349,9 @@ func (p *Proxy) deliverBytes(c *Circuit, payload []byte) {
 // from the binding, if the subscriber still holds it at that ISP, and its
 // registration is still there: bounded by the ISP's expiry.
 func (p *Proxy) answerAfterSilence(to timedOut, now time.Time) bool {
-	if !p.answerFromBinding(to.renew, now) {
+	// Any customer: the renewal carried the registration's to the ISP,
+	// which was silent.
+	if !p.answerFromBinding(to.renew, anyCustomer, now) {
 		return false
 	}
 	p.count("renewal_local_after_silence")
@@ -352,9 +361,10 @@ func (p *Proxy) answerAfterSilence(to timedOut, now time.Time) bool {
 
 // answerFromBinding answers the renewal r the ISP cannot answer (silent,
 // or its router unreachable) from the binding, if the subscriber still
-// holds it at that ISP and its registration is unchanged: bounded by the
-// ISP's expiry. It reports whether it did.
-func (p *Proxy) answerFromBinding(r *renewNote, now time.Time) bool {
+// holds it at that ISP, its registration is still there, and the binding
+// is of customer (anyCustomer: not checked): bounded by the ISP's expiry.
+// It reports whether it did.
+func (p *Proxy) answerFromBinding(r *renewNote, customer string, now time.Time) bool {
 	l, ok := p.leases.get(r.sub)
 	if !ok || l.isp != r.isp.Index || l.addr() != r.ip || !l.endsAfter(now) {
 		return false
@@ -363,7 +373,7 @@ func (p *Proxy) answerFromBinding(r *renewNote, now time.Time) bool {
 		return false
 	}
 	c := p.circuits[r.sub.circuit]
-	return c != nil && p.answerLocally(c, r.sub, l, r.req, r.clientID, anyCustomer, now)
+	return c != nil && p.answerLocally(c, r.sub, l, r.req, r.clientID, customer, r.tried, now)
 }
 
 // renewNote is what a renewal relayed past the ISP's T1 needs for the
@@ -374,4 +384,8 @@ type renewNote struct {
 	ip       netip.Addr // the binding's address the client renews
 	req      []byte     // the client's REQUEST (a copy)
 	clientID []byte
+	// tried: answerLocally had declined it before it was relayed (before
+	// the ISP's T1), counting why; the answer from the binding does not
+	// count it again.
+	tried bool
 }

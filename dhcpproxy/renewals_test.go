@@ -290,12 +290,12 @@ func TestLocalRenewal(t *testing.T) {
 	}
 	l, _ := r.p.leases.get(subKey{circuitKey{accPort, 0}, s1MAC})
 	sk := subKey{circuitKey{accPort, 0}, s1MAC}
-	if !r.p.answerLocally(r.p.circuits[circuitKey{accPort, 0}], sk, l, renewing(t, s1, s1Addr).ToBytes(), nil, anyCustomer, b.Expires.Add(-90*time.Second)) {
+	if !r.p.answerLocally(r.p.circuits[circuitKey{accPort, 0}], sk, l, renewing(t, s1, s1Addr).ToBytes(), nil, anyCustomer, false, b.Expires.Add(-90*time.Second)) {
 		t.Fatal("not answered 90 s before the ISP's expiry")
 	}
 	ack := r.toPorts()[accPort][0]
 	wantLease(t, "90 s before the ISP's expiry", ack, 90*time.Second)
-	if r.p.answerLocally(r.p.circuits[circuitKey{accPort, 0}], sk, l, renewing(t, s1, s1Addr).ToBytes(), nil, anyCustomer, b.Expires.Add(-500*time.Millisecond)) {
+	if r.p.answerLocally(r.p.circuits[circuitKey{accPort, 0}], sk, l, renewing(t, s1, s1Addr).ToBytes(), nil, anyCustomer, false, b.Expires.Add(-500*time.Millisecond)) {
 		t.Error("answered with less than a second of the ISP's lease left")
 	}
 }
@@ -961,5 +961,37 @@ func TestRenewalUplinkDownAnsweredLocally(t *testing.T) {
 	evs, _ = r.store.Events(0, 100)
 	if e := evs[len(evs)-1]; e.Kind != subscribers.EventRejected || !strings.Contains(e.Reason, "ISP unreachable") {
 		t.Errorf("DISCOVER with the uplink down: last event %+v, want rejected (ISP unreachable)", e)
+	}
+}
+
+// With the uplink down, a renewal of a device moved to another customer
+// of the ISP since it was bound is not answered from the binding: the
+// ISP decides a customer change (renewal_customer_changed), and it cannot
+// be asked now. Refused, saying why; the change counted once (a review: it
+// was answered, and counted twice).
+func TestRenewalUplinkDownCustomerChanged(t *testing.T) {
+	r, cs := newSRig(t)
+	r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil)
+	r.p.committing.Wait()
+	r.p = New(r.p.config(), cs, r.p.reg, downISPTables{r.tab, 0}, r.snd, nil)
+	if _, err := r.p.Restore(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	r.p.born = time.Now().Add(-time.Hour)
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(s1)), CustomerID: "c-s9", ISP: "alpha", Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	r.fromClient(renewing(t, s1, s1Addr)) // before the ISP's T1
+	r.p.notes.wait()
+	if sent := r.toPorts(); len(sent[accPort]) != 0 || len(sent[upPort]) != 0 {
+		t.Fatalf("sent %v, want nothing: the ISP decides a customer change", sent)
+	}
+	c := r.p.Counters()
+	if c["renewal_customer_changed"] != 1 || c["renewal_local_no_next_hop"] != 0 || c["no_next_hop"] != 1 {
+		t.Errorf("counters %v", c)
+	}
+	evs, _ := r.store.Events(0, 100)
+	if e := evs[len(evs)-1]; e.Kind != subscribers.EventRejected || !strings.Contains(e.Reason, "ISP unreachable") {
+		t.Errorf("last event %+v, want rejected (ISP unreachable)", e)
 	}
 }

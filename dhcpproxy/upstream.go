@@ -303,7 +303,9 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 	if t != nil {
 		if renewal && hasLease && held.isp == isp.Index {
 			rn = &renewNote{sub: sk, isp: isp, ip: held.addr(), req: append([]byte(nil), raw...),
-				clientID: m.Options.Get(dhcpv4.OptionClientIdentifier)}
+				clientID: m.Options.Get(dhcpv4.OptionClientIdentifier),
+				// serveRequest's test for a local answer.
+				tried: now.UnixNano() < held.renewAt && time.Duration(held.expires-now.UnixNano()) >= p.lim.Load().ClientLeaseMax}
 		}
 		p.tx.noteRenewal(t, rn)
 	}
@@ -410,7 +412,9 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		// out blaming the ISP's servers.
 		p.count("no_next_hop")
 		p.tx.abandon(pk, t)
-		if rn != nil && p.answerFromBinding(rn, now) {
+		// The registration's customer: a device moved to another
+		// customer is the ISP's to decide (renewal_customer_changed).
+		if rn != nil && p.answerFromBinding(rn, reg.CustomerID, now) {
 			p.count("renewal_local_no_next_hop")
 			return
 		}
