@@ -41,12 +41,14 @@ const compactTxSize = 4 << 20
 // after it, the copy. opts are Open's (its lock timeout: ErrLocked while
 // ispmux runs).
 //
-// Compact runs as root in a directory the store's owner (ispmux's user)
-// may change under it: it follows no symbolic link it did not make
-// itself, and sets owners and modes on the files it opened, never by
-// name (a review: a link planted at PATH.journal.compact had root truncate
-// and hand over the file it named). The store file itself must be a
-// regular file, not a link.
+// Compact may run as root (ispmux compact switches to the owner of a
+// state_dir that is not root's, and refuses one of root's that others may
+// write), so it also keeps to what a root process needs where another user
+// might have a hand in the directory: it follows no symbolic link it did
+// not make itself, and sets owners and modes on the files it opened, never
+// by name (a review: a link planted at PATH.journal.compact had root
+// truncate and hand over the file it named). The store file itself must
+// be a regular file, not a link.
 func Compact(path string, opts Options) (res CompactResult, err error) {
 	owner, err := os.Lstat(path)
 	if err != nil {

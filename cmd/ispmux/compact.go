@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"syscall"
 
 	"github.com/ispmux/ispmux/appliance"
@@ -30,11 +32,17 @@ func cmdCompact(args []string, stdout io.Writer) error {
 	} else if dir, err = configs.StateDirOf(path); err != nil {
 		return err
 	}
-	if err := asStateDirOwner(dir); err != nil {
+	uid, err := asStateDirOwner(dir)
+	if err != nil {
 		return err
 	}
 	store := filepath.Join(dir, appliance.StoreName)
 	res, err := subscribers.Compact(store, subscribers.Options{})
+	if err != nil && uid >= 0 {
+		// Root's compact works as the state_dir's owner: say so, or a
+		// "permission denied" reads as root's (a review).
+		return fmt.Errorf("%w (compact works as uid %d, the owner of %s: the store's files and the path to them must be that user's to use)", err, uid, dir)
+	}
 	if err != nil {
 		return err
 	}
@@ -47,35 +55,60 @@ func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 // asStateDirOwner makes this process, when root, the user owning dir (the
 // state_dir), if that is not root: the service's user, whose directory it
-// is (the unit's StateDirectory=ispmux). compact then does its work as
-// ispmux would, its files are that user's with no chown, and nothing that
-// user can put in the directory (a symbolic or hard link to a file of
-// root's, a FIFO, a file swapped in between a check and its use) reaches
-// further than that user does. Root working in a directory another user
-// writes was a security review's finding: a link there had root truncate a
-// file of its choice and hand it over, and checks by name race. Its groups
-// are the directory's group alone. Once done, for the whole process: the
-// command does nothing else after.
-func asStateDirOwner(dir string) error {
+// is (the unit's StateDirectory=ispmux), with that user's groups (its
+// primary group and the others the system gives it, as systemd's User=
+// does; the directory's group alone where the user is not known). compact
+// then does its work as ispmux would, its files are that user's with no
+// chown, and nothing that user can put in the directory (a symbolic or
+// hard link to a file of root's, a FIFO, a file swapped in between a check
+// and its use) reaches further than that user does. Root working in a
+// directory another user writes was a security review's finding: a link
+// there had root truncate a file of its choice and hand it over, and
+// checks by name race. A state_dir of root's that its group or others may
+// write is refused for the same reason. Once done, for the whole process:
+// the command does nothing else after. It returns the uid it works as
+// (-1: unchanged).
+func asStateDirOwner(dir string) (int, error) {
 	if os.Geteuid() != 0 {
-		return nil
+		return -1, nil
 	}
 	fi, err := os.Stat(dir)
 	if err != nil {
-		return err
+		return -1, fmt.Errorf("compact: %w", err)
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok || st.Uid == 0 {
-		return nil
+	if !ok {
+		return -1, nil
 	}
-	if err := syscall.Setgroups([]int{}); err != nil {
-		return fmt.Errorf("compact: as %s's owner (uid %d): setgroups: %w", dir, st.Uid, err)
+	if st.Uid == 0 {
+		if fi.Mode().Perm()&0o022 != 0 {
+			return -1, fmt.Errorf("compact: state_dir %s is root's and writable by its group or others (%v): "+
+				"give it to the service's user (install -d -o ispmux -g ispmux -m 0750 %s), or run compact as the user who writes it",
+				dir, fi.Mode().Perm(), dir)
+		}
+		return -1, nil
 	}
-	if err := syscall.Setgid(int(st.Gid)); err != nil {
-		return fmt.Errorf("compact: as %s's owner (uid %d): setgid %d: %w", dir, st.Uid, st.Gid, err)
+	uid, gid, groups := int(st.Uid), int(st.Gid), []int{}
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		if g, err := strconv.Atoi(u.Gid); err == nil {
+			gid = g
+		}
+		if ids, err := u.GroupIds(); err == nil {
+			for _, id := range ids {
+				if g, err := strconv.Atoi(id); err == nil {
+					groups = append(groups, g)
+				}
+			}
+		}
 	}
-	if err := syscall.Setuid(int(st.Uid)); err != nil {
-		return fmt.Errorf("compact: as %s's owner: setuid %d: %w", dir, st.Uid, err)
+	if err := syscall.Setgroups(groups); err != nil {
+		return -1, fmt.Errorf("compact: as uid %d, the owner of %s: setgroups: %w", uid, dir, err)
 	}
-	return nil
+	if err := syscall.Setgid(gid); err != nil {
+		return -1, fmt.Errorf("compact: as uid %d, the owner of %s: setgid %d: %w", uid, dir, gid, err)
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		return -1, fmt.Errorf("compact: as uid %d, the owner of %s: setuid: %w", uid, dir, err)
+	}
+	return uid, nil
 }

@@ -154,8 +154,9 @@ func TestCompactAsStateDirOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err := child()
-	if err == nil || !strings.Contains(out, "uid 65534 euid 65534 gid 65534") || !strings.Contains(out, "permission denied") {
-		t.Errorf("compact with a journal linked to root's file: %v\n%s\nwant refused as uid 65534 (permission denied)", err, out)
+	if err == nil || !strings.Contains(out, "uid 65534 euid 65534 gid 65534") || !strings.Contains(out, appliance.StoreName+".journal: permission denied") ||
+		!strings.Contains(out, "compact works as uid 65534") {
+		t.Errorf("compact with a journal linked to root's file: %v\n%s\nwant refused as uid 65534 (the journal: permission denied), saying so", err, out)
 	}
 	checkVictim("a journal linked to root's file")
 
@@ -188,5 +189,27 @@ func TestCompactAsStateDirOwner(t *testing.T) {
 	defer st.Close()
 	if _, err := st.Customer("alpha", "c-00000"); err != nil {
 		t.Errorf("the customer kept: %v", err)
+	}
+}
+
+// A state_dir of root's that its group or others may write: compact,
+// which would work in it as root, refuses, and says how to fix it (its
+// group's users could plant links there as in TestCompactAsStateDirOwner).
+func TestCompactRefusesSharedRootStateDir(t *testing.T) {
+	privtest.Require(t)
+	cfg, state := testConfig(t)
+	if err := os.Chmod(state, 0o775); err != nil {
+		t.Fatal(err)
+	}
+	st, err := subscribers.Open(filepath.Join(state, appliance.StoreName), subscribers.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCmd(t, "", "compact", "-c", cfg); err == nil || !strings.Contains(err.Error(), "writable by its group or others") ||
+		!strings.Contains(err.Error(), "install -d -o ispmux") {
+		t.Errorf("compact of a group-writable root state_dir: %v, want refused saying how to fix it", err)
 	}
 }
