@@ -73,7 +73,7 @@ func TestImportFailuresLoggedSparingly(t *testing.T) {
 		t.Errorf("the 4 batches left out not said:\n%s", logs.String())
 	}
 	ten.ImportCustomers(ctx, op, "alpha", 15, []CustomerInput{{ID: "c-skipped", Password: "pw"}}) // left out again
-	ten.importLog.last = ten.importLog.last.Add(-importLogEvery) // 10 s on
+	ten.importLog.last = ten.importLog.last.Add(-importLogEvery)                                  // 10 s on
 	ten.ImportCustomers(ctx, op, "alpha", 16, []CustomerInput{{ID: "c-late", Password: "pw"}})
 	if !strings.Contains(logs.String(), "lines=16..16") || !strings.Contains(logs.String(), "batches_not_logged_before=1") {
 		t.Errorf("the next line, 10 s on, says neither its lines nor the batch left out:\n%s", logs.String())
