@@ -995,3 +995,30 @@ func TestRenewalUplinkDownCustomerChanged(t *testing.T) {
 		t.Errorf("last event %+v, want rejected (ISP unreachable)", e)
 	}
 }
+
+// Just after a start, a renewal for an ISP whose router is not resolved
+// yet waits for it (startupWait), and when it stays unresolved is answered
+// from the binding, not refused: an ispmux restarted while an ISP's uplink
+// is down answered its subscribers' renewals never (a review).
+func TestRenewalUplinkDownAtStartAnswered(t *testing.T) {
+	r, cs := newSRig(t)
+	r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil)
+	r.p.committing.Wait()
+	r.p = New(r.p.config(), cs, r.p.reg, downISPTables{r.tab, 0}, r.snd, nil)
+	if _, err := r.p.Restore(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := r.store.Binding("acc0", 0, [6]byte(mac(s1)))
+	at := b.Expires.Add(-4 * time.Minute) // past T1
+	r.p.now = func() time.Time { return at }
+	r.fromClient(renewing(t, s1, s1Addr))
+	r.p.committing.Wait() // startupWait, then the answer
+	r.p.notes.wait()
+	sent := r.toPorts()
+	if len(sent[upPort]) != 0 || len(sent[accPort]) != 1 || sent[accPort][0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("sent %v, want the answer from the binding", sent)
+	}
+	if c := r.p.Counters(); c["renewal_local_no_next_hop"] != 1 || c["no_next_hop_startup"] != 1 || c["waited_for_next_hop"] != 1 {
+		t.Errorf("counters %v", c)
+	}
+}

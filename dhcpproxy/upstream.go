@@ -399,7 +399,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 			// startupGrace: a router never resolved by then is the
 			// ISP's uplink, not ispmux's start (a trial: a wrong VLAN,
 			// blamed on "ispmux is starting" for as long as it ran).
-			p.relayLater(pk, t, sk, gen, isp, subj, mt, payload, only, renewal)
+			p.relayLater(pk, t, sk, gen, isp, subj, mt, payload, only, renewal, rn, reg.CustomerID)
 			return
 		}
 		// The ISP cannot be reached now. A renewal of the binding it
@@ -544,14 +544,30 @@ func (p *Proxy) noteResolved() {
 // resolution, then relays payload (sendAfterIntents: not once the
 // subscriber's binding ended meanwhile); if it does not come, the refusal
 // says it is ispmux's start-up, not the ISP.
-func (p *Proxy) relayLater(pk pendKey, t *txn, sk subKey, gen uint64, isp *ISP, subj subject, mt dhcpv4.MessageType, payload []byte, only netip.Addr, renewal bool) {
+//
+// A renewal it gives up on (rn set) is answered from the binding instead,
+// as one while the router is unresolved past the start (relay): an
+// ispmux restarted while an ISP's uplink is down answers its subscribers'
+// renewals after 2 s, not never (a review).
+func (p *Proxy) relayLater(pk pendKey, t *txn, sk subKey, gen uint64, isp *ISP, subj subject, mt dhcpv4.MessageType, payload []byte, only netip.Addr, renewal bool,
+	rn *renewNote, customer string) {
+	fromBinding := func() bool {
+		if rn != nil && p.answerFromBinding(rn, customer, time.Now()) {
+			p.count("renewal_local_no_next_hop")
+			return true
+		}
+		return false
+	}
 	select {
 	case p.waiting <- struct{}{}:
 	default:
 		p.count("no_next_hop_startup")
+		p.tx.abandon(pk, t)
+		if fromBinding() {
+			return
+		}
 		p.refuse(subscribers.EventRejected, subj, netip.Addr{}, "ispmux is starting: the next hop to ISP "+isp.Name+
 			" is not resolved yet (too many messages waiting for it)")
-		p.tx.abandon(pk, t)
 		return
 	}
 	// The ISP's time starts when the message is sent, not now.
@@ -575,9 +591,12 @@ func (p *Proxy) relayLater(pk pendKey, t *txn, sk subKey, gen uint64, isp *ISP, 
 			}
 		}
 		p.count("no_next_hop_startup")
+		p.tx.abandon(pk, t)
+		if fromBinding() {
+			return
+		}
 		p.refuse(subscribers.EventRejected, subj, netip.Addr{}, fmt.Sprintf("ispmux is starting: the next hop to ISP %s "+
 			"was not resolved within %s of the request (not the ISP's fault)", isp.Name, startupWait))
-		p.tx.abandon(pk, t)
 	}()
 }
 
