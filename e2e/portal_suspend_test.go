@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -71,7 +73,7 @@ func TestSuspendedChoosesAnotherISP(t *testing.T) {
 	var err error
 	eventually(10*time.Second, func() bool {
 		page, tok, err = portalPage(c)
-		return err == nil
+		return !errors.Is(err, syscall.ENETUNREACH) // any other error: at once
 	})
 	if err != nil {
 		t.Fatal(err)
