@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ispmux/ispmux/ctlsock"
@@ -63,7 +65,17 @@ var tokenRE = regexp.MustCompile(`name="token" value="([^"]+)"`)
 
 // portalPage GETs the portal's page and returns its body and form token.
 func portalPage(c *http.Client) (body, token string, err error) {
-	resp, err := c.Get("https://" + lab.PortalHostname + "/")
+	// A client's script sets its new address, then its default route:
+	// asked in between (as soon as the address shows), the page's
+	// connection finds no route (two CI runs). It is asked again, for a
+	// moment, on that error alone.
+	var resp *http.Response
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, err = c.Get("https://" + lab.PortalHostname + "/")
+		if !errors.Is(err, syscall.ENETUNREACH) || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		return "", "", err
 	}
