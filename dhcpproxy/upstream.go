@@ -552,7 +552,7 @@ func (p *Proxy) noteResolved() {
 func (p *Proxy) relayLater(pk pendKey, t *txn, sk subKey, gen uint64, isp *ISP, subj subject, mt dhcpv4.MessageType, payload []byte, only netip.Addr, renewal bool,
 	rn *renewNote, customer string) {
 	fromBinding := func() bool {
-		if rn != nil && p.answerFromBinding(rn, customer, time.Now()) {
+		if rn != nil && p.answerFromBinding(rn, customer, p.now()) {
 			p.count("renewal_local_no_next_hop")
 			return true
 		}
