@@ -917,12 +917,12 @@ func TestRenewalAfterCustomerChangeRelayed(t *testing.T) {
 	}
 }
 
-// A renewal past the ISP's T1 while the ISP's router is unresolved (its
-// uplink down) is answered from the binding, as when the ISP's servers are
-// silent, not refused: a field trial's uplink down for 50 s past its
-// clients' T1 had them drop addresses the ISP still leased them (ISP
-// unreachable, a rejected event), where a silent server had them answered.
-func TestRenewalUplinkDownAnsweredLocally(t *testing.T) {
+// boundUplinkDown is newSRig with s1 bound at alpha (ISP lease an hour,
+// T1 30 minutes), then a proxy restored from its store whose tables have
+// alpha's router unresolved (its uplink down); pastGrace: the proxy
+// started an hour ago (past startupGrace).
+func boundUplinkDown(t *testing.T, pastGrace bool) *prig {
+	t.Helper()
 	r, cs := newSRig(t)
 	r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil)
 	r.p.committing.Wait()
@@ -930,7 +930,30 @@ func TestRenewalUplinkDownAnsweredLocally(t *testing.T) {
 	if _, err := r.p.Restore(time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	r.p.born = time.Now().Add(-time.Hour) // past the start's grace
+	if pastGrace {
+		r.p.born = time.Now().Add(-time.Hour)
+	}
+	return r
+}
+
+// wantUnreachable fails the test unless the store's last event is a
+// rejected one saying the ISP is unreachable.
+func (r *prig) wantUnreachable(what string) {
+	r.t.Helper()
+	r.p.notes.wait()
+	evs, _ := r.store.Events(0, 100)
+	if e := evs[len(evs)-1]; e.Kind != subscribers.EventRejected || !strings.Contains(e.Reason, "ISP unreachable") {
+		r.t.Errorf("%s: last event %+v, want rejected (ISP unreachable)", what, e)
+	}
+}
+
+// A renewal past the ISP's T1 while the ISP's router is unresolved (its
+// uplink down) is answered from the binding, as when the ISP's servers are
+// silent, not refused: a field trial's uplink down for 50 s past its
+// clients' T1 had them drop addresses the ISP still leased them (ISP
+// unreachable, a rejected event), where a silent server had them answered.
+func TestRenewalUplinkDownAnsweredLocally(t *testing.T) {
+	r := boundUplinkDown(t, true)
 	b, _ := r.store.Binding("acc0", 0, [6]byte(mac(s1)))
 	at := b.Expires.Add(-4 * time.Minute) // past T1, 4 minutes of the ISP's lease left
 	r.p.now = func() time.Time { return at }
@@ -958,10 +981,7 @@ func TestRenewalUplinkDownAnsweredLocally(t *testing.T) {
 	// A DISCOVER (no binding to answer from) is still refused, saying so.
 	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1))))
 	r.p.notes.wait()
-	evs, _ = r.store.Events(0, 100)
-	if e := evs[len(evs)-1]; e.Kind != subscribers.EventRejected || !strings.Contains(e.Reason, "ISP unreachable") {
-		t.Errorf("DISCOVER with the uplink down: last event %+v, want rejected (ISP unreachable)", e)
-	}
+	r.wantUnreachable("DISCOVER with the uplink down")
 }
 
 // With the uplink down, a renewal of a device moved to another customer
@@ -970,14 +990,7 @@ func TestRenewalUplinkDownAnsweredLocally(t *testing.T) {
 // be asked now. Refused, saying why; the change counted once (a review: it
 // was answered, and counted twice).
 func TestRenewalUplinkDownCustomerChanged(t *testing.T) {
-	r, cs := newSRig(t)
-	r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil)
-	r.p.committing.Wait()
-	r.p = New(r.p.config(), cs, r.p.reg, downISPTables{r.tab, 0}, r.snd, nil)
-	if _, err := r.p.Restore(time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	r.p.born = time.Now().Add(-time.Hour)
+	r := boundUplinkDown(t, true)
 	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(s1)), CustomerID: "c-s9", ISP: "alpha", Source: "api"}); err != nil {
 		t.Fatal(err)
 	}
@@ -990,10 +1003,7 @@ func TestRenewalUplinkDownCustomerChanged(t *testing.T) {
 	if c["renewal_customer_changed"] != 1 || c["renewal_local_no_next_hop"] != 0 || c["no_next_hop"] != 1 {
 		t.Errorf("counters %v", c)
 	}
-	evs, _ := r.store.Events(0, 100)
-	if e := evs[len(evs)-1]; e.Kind != subscribers.EventRejected || !strings.Contains(e.Reason, "ISP unreachable") {
-		t.Errorf("last event %+v, want rejected (ISP unreachable)", e)
-	}
+	r.wantUnreachable("a moved device's renewal with the uplink down")
 }
 
 // Just after a start, a renewal for an ISP whose router is not resolved
@@ -1001,13 +1011,7 @@ func TestRenewalUplinkDownCustomerChanged(t *testing.T) {
 // from the binding, not refused: an ispmux restarted while an ISP's uplink
 // is down answered its subscribers' renewals never (a review).
 func TestRenewalUplinkDownAtStartAnswered(t *testing.T) {
-	r, cs := newSRig(t)
-	r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil)
-	r.p.committing.Wait()
-	r.p = New(r.p.config(), cs, r.p.reg, downISPTables{r.tab, 0}, r.snd, nil)
-	if _, err := r.p.Restore(time.Now()); err != nil {
-		t.Fatal(err)
-	}
+	r := boundUplinkDown(t, false)
 	b, _ := r.store.Binding("acc0", 0, [6]byte(mac(s1)))
 	at := b.Expires.Add(-4 * time.Minute) // past T1
 	r.p.now = func() time.Time { return at }
