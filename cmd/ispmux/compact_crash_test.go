@@ -104,26 +104,14 @@ func TestCrashCompact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var w, del subscribers.TenantWrite
-	for i := range 3000 {
-		c := subscribers.Customer{ISP: "alpha", ID: fmt.Sprintf("c-%05d", i), Status: "active", DeviceLimit: 10, Source: "api"}
-		w.PutCustomers = append(w.PutCustomers, c)
-		if i >= 10 {
-			del.DeleteCustomers = append(del.DeleteCustomers, subscribers.CustomerKey{ISP: "alpha", ID: c.ID})
-		}
-	}
+	var devs subscribers.TenantWrite // with the customers
 	for i := range 40 {
 		mac := subscribers.MAC{2, 0, 0, 0, 1, byte(i)}
 		cid := fmt.Sprintf("c-%05d", i%10)
-		w.PutRegistrations = append(w.PutRegistrations, subscribers.Registration{MAC: mac, ISP: "alpha", CustomerID: cid, Source: "api"})
-		w.Events = append(w.Events, subscribers.Event{Kind: subscribers.EventDeviceAttached, ISP: "alpha", Customer: cid, MAC: mac})
+		devs.PutRegistrations = append(devs.PutRegistrations, subscribers.Registration{MAC: mac, ISP: "alpha", CustomerID: cid, Source: "api"})
+		devs.Events = append(devs.Events, subscribers.Event{Kind: subscribers.EventDeviceAttached, ISP: "alpha", Customer: cid, MAC: mac})
 	}
-	if _, err := st.ApplyTenant(w); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.ApplyTenant(del); err != nil {
-		t.Fatal(err)
-	}
+	deletedCustomers(t, st, 3000, 10, devs)
 	for i := range 40 {
 		b := subscribers.Binding{MAC: subscribers.MAC{2, 0, 0, 0, 1, byte(i)}, Access: "acc0", ISP: "alpha", Customer: fmt.Sprintf("c-%05d", i%10),
 			IP: netip.AddrFrom4([4]byte{100, 64, 1, byte(i + 10)}), Expires: time.Now().Add(time.Hour), LeaseTime: time.Hour}

@@ -24,20 +24,7 @@ func TestCompactCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var w, del subscribers.TenantWrite
-	for i := range 5000 {
-		c := subscribers.Customer{ISP: "alpha", ID: fmt.Sprintf("c-%05d", i), Status: "active", DeviceLimit: 1, Source: "api"}
-		w.PutCustomers = append(w.PutCustomers, c)
-		if i > 0 {
-			del.DeleteCustomers = append(del.DeleteCustomers, subscribers.CustomerKey{ISP: "alpha", ID: c.ID})
-		}
-	}
-	if _, err := st.ApplyTenant(w); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.ApplyTenant(del); err != nil {
-		t.Fatal(err)
-	}
+	deletedCustomers(t, st, 5000, 1, subscribers.TenantWrite{})
 	if _, _, err := runCmd(t, "", "compact", "-c", cfg); err == nil || !strings.Contains(err.Error(), "ispmux running") {
 		t.Errorf("compact of an open store: %v", err)
 	}
@@ -94,30 +81,13 @@ func TestCompactAsStateDirOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := filepath.Join(dir, "ispmux.toml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("version = 1\n[appliance]\nstate_dir = %q\n"+
-		"[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n"+
-		"[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n", state)), 0o600); err != nil {
-		t.Fatal(err) // root's alone: read before the switch
-	}
+	writeTestConfig(t, cfg, state, 0o600) // root's alone: read before the switch
 	path := filepath.Join(state, appliance.StoreName)
 	st, err := subscribers.Open(path, subscribers.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var w, del subscribers.TenantWrite
-	for i := range 3000 {
-		c := subscribers.Customer{ISP: "alpha", ID: fmt.Sprintf("c-%05d", i), Status: "active", DeviceLimit: 1, Source: "api"}
-		w.PutCustomers = append(w.PutCustomers, c)
-		if i > 0 {
-			del.DeleteCustomers = append(del.DeleteCustomers, subscribers.CustomerKey{ISP: "alpha", ID: c.ID})
-		}
-	}
-	if _, err := st.ApplyTenant(w); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.ApplyTenant(del); err != nil {
-		t.Fatal(err)
-	}
+	deletedCustomers(t, st, 3000, 1, subscribers.TenantWrite{})
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -211,5 +181,27 @@ func TestCompactRefusesSharedRootStateDir(t *testing.T) {
 	if _, _, err := runCmd(t, "", "compact", "-c", cfg); err == nil || !strings.Contains(err.Error(), "writable by its group or others") ||
 		!strings.Contains(err.Error(), "install -d -o ispmux") {
 		t.Errorf("compact of a group-writable root state_dir: %v, want refused saying how to fix it", err)
+	}
+}
+
+// deletedCustomers writes n customers of alpha c-00000, c-00001, ...
+// (device limit 10) and also's records in one write, then deletes every
+// customer but the first keep in another: a store whose pages the
+// deleted ones left free, for compaction.
+func deletedCustomers(t *testing.T, st *subscribers.Store, n, keep int, also subscribers.TenantWrite) {
+	t.Helper()
+	w, del := also, subscribers.TenantWrite{}
+	for i := range n {
+		c := subscribers.Customer{ISP: "alpha", ID: fmt.Sprintf("c-%05d", i), Status: "active", DeviceLimit: 10, Source: "api"}
+		w.PutCustomers = append(w.PutCustomers, c)
+		if i >= keep {
+			del.DeleteCustomers = append(del.DeleteCustomers, subscribers.CustomerKey{ISP: "alpha", ID: c.ID})
+		}
+	}
+	if _, err := st.ApplyTenant(w); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.ApplyTenant(del); err != nil {
+		t.Fatal(err)
 	}
 }

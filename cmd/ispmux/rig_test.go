@@ -39,13 +39,20 @@ func testConfig(t *testing.T) (path, stateDir string) {
 		t.Fatal(err)
 	}
 	path = filepath.Join(dir, "ispmux.toml")
+	writeTestConfig(t, path, stateDir, 0o644)
+	return path, stateDir
+}
+
+// writeTestConfig writes testConfig's configuration, with stateDir, to
+// path with mode perm.
+func writeTestConfig(t *testing.T, path, stateDir string, perm os.FileMode) {
+	t.Helper()
 	cfg := fmt.Sprintf("version = 1\n[appliance]\nstate_dir = %q\n"+
 		"[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n"+
 		"[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n", stateDir)
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(cfg), perm); err != nil {
 		t.Fatal(err)
 	}
-	return path, stateDir
 }
 
 // rig is a running API: the real api.Server over a tenants service, on a
