@@ -107,19 +107,10 @@ func seedScaleCustomers(ctx context.Context, path, dir string, n int, isps []str
 			err = cerr
 		}
 	}()
-	const batch = 5000
-	for lo := 0; lo < n; lo += batch {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		var w subscribers.TenantWrite
-		for i := lo; i < min(n, lo+batch); i++ {
-			w.PutCustomers = append(w.PutCustomers, subscribers.Customer{ISP: isps[i%len(isps)], ID: "c" + strconv.Itoa(i), Status: "active", DeviceLimit: 4, Source: "api"})
-		}
-		if _, err := st.ApplyTenant(w); err != nil {
-			return fmt.Errorf("seed customers: %w", err)
-		}
-		progress("customers", min(n, lo+batch))
+	if err := seedTenants(ctx, st, n, func(i int) seedSub {
+		return seedSub{ISP: isps[i%len(isps)], Customer: "c" + strconv.Itoa(i)}
+	}, false, progress); err != nil {
+		return err
 	}
 	for k, isp := range isps {
 		var b bytes.Buffer

@@ -24,6 +24,37 @@ type seedSub struct {
 	Customer string
 }
 
+// seedTenants writes n subscribers' customers (sub(x): the x-th; source
+// "api", DeviceLimit 4) into st with ApplyTenant in batches of 5000, and
+// with devices each one's device too; progress is called after each batch
+// with what was written ("devices", or "customers" without devices). It
+// stops when ctx ends.
+func seedTenants(ctx context.Context, st *subscribers.Store, n int, sub func(x int) seedSub, devices bool, progress func(what string, done int)) error {
+	what := "customers"
+	if devices {
+		what = "devices"
+	}
+	const batch = 5000
+	for lo := 0; lo < n; lo += batch {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var w subscribers.TenantWrite
+		for x := lo; x < min(n, lo+batch); x++ {
+			s := sub(x)
+			w.PutCustomers = append(w.PutCustomers, subscribers.Customer{ISP: s.ISP, ID: s.Customer, Status: "active", DeviceLimit: 4, Source: "api"})
+			if devices {
+				w.PutRegistrations = append(w.PutRegistrations, subscribers.Registration{MAC: s.MAC, CustomerID: s.Customer, ISP: s.ISP, Source: "api"})
+			}
+		}
+		if _, err := st.ApplyTenant(w); err != nil {
+			return fmt.Errorf("seed %s: %w", what, err)
+		}
+		progress(what, min(n, lo+batch))
+	}
+	return nil
+}
+
 // seedStore writes n subscribers into the store at path: sub(x) is the
 // x-th to write (give them in MAC order, the store's key order, so that
 // each transaction appends to the B-trees instead of splitting pages all
@@ -46,21 +77,8 @@ func seedStore(ctx context.Context, path string, n int, sub func(x int) seedSub,
 			err = cerr
 		}
 	}()
-	const batch = 5000
-	for lo := 0; lo < n; lo += batch {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		var w subscribers.TenantWrite
-		for x := lo; x < min(n, lo+batch); x++ {
-			s := sub(x)
-			w.PutCustomers = append(w.PutCustomers, subscribers.Customer{ISP: s.ISP, ID: s.Customer, Status: "active", DeviceLimit: 4, Source: "api"})
-			w.PutRegistrations = append(w.PutRegistrations, subscribers.Registration{MAC: s.MAC, CustomerID: s.Customer, ISP: s.ISP, Source: "api"})
-		}
-		if _, err := st.ApplyTenant(w); err != nil {
-			return fmt.Errorf("seed devices: %w", err)
-		}
-		progress("devices", min(n, lo+batch))
+	if err := seedTenants(ctx, st, n, sub, true, progress); err != nil {
+		return err
 	}
 	if !bound {
 		return nil
