@@ -133,16 +133,8 @@ func TestScaleReport(t *testing.T) {
 		{Subscribers: 10000, Kind: KindDHCP, FirstStartS: 0.5, RestartS: 0.4, ReloadS: 0.1, Runs: 3, IdleCPUPct: 0.35, IdleWindowS: 10},
 		{Subscribers: 100000, Kind: KindDHCP, FirstStartS: 2, RestartS: 1.5, ReloadS: 0.2, Runs: 3},
 	}}
-	r.finish()
-	js, err := r.JSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(js, &m); err != nil {
-		t.Fatal(err)
-	}
-	p := m["points"].([]any)[0].(map[string]any)
+	pts, _ := finishedJSON(t, r)
+	p := pts[0]
 	for _, k := range []string{"subscribers", "kind", "first_start_s", "restart_s", "reload_s", "rss_anon_bytes_per_subscriber", "store_bytes_per_subscriber", "idle_cpu_pct"} {
 		if _, ok := p[k]; !ok {
 			t.Errorf("point lacks %q", k)
@@ -241,26 +233,17 @@ func TestScaleCompactImport(t *testing.T) {
 		{Subscribers: 100000, Kind: KindImport, FirstStartS: 0.2, RestartS: 0.3, Runs: 2, CompactS: 1, ImportS: 5, ImportDevicesPerS: 20000, ImportPeakRSSBytes: 300e6},
 		{Subscribers: 1000000, Kind: KindImport, FirstStartS: 0.5, RestartS: 1.5, Runs: 2, CompactS: 8, ImportS: 100, ImportDevicesPerS: 10000, ImportPeakRSSBytes: 900e6},
 	}}
-	r.finish()
-	js, err := r.JSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(js, &m); err != nil {
-		t.Fatal(err)
-	}
-	pts := m["points"].([]any)
+	pts, js := finishedJSON(t, r)
 	for _, k := range []string{"compact_s", "compact_peak_rss_bytes", "compact_before_bytes", "compact_after_bytes"} {
-		if _, ok := pts[0].(map[string]any)[k]; !ok {
+		if _, ok := pts[0][k]; !ok {
 			t.Errorf("point lacks %q", k)
 		}
 	}
 	for _, k := range []string{"import_s", "import_devices_per_s", "import_peak_rss_bytes"} {
-		if _, ok := pts[3].(map[string]any)[k]; !ok {
+		if _, ok := pts[3][k]; !ok {
 			t.Errorf("import point lacks %q", k)
 		}
-		if _, ok := pts[1].(map[string]any)[k]; ok {
+		if _, ok := pts[1][k]; ok {
 			t.Errorf("dhcp point has %q", k)
 		}
 	}
@@ -299,4 +282,24 @@ func TestScaleCompactImport(t *testing.T) {
 	if err != nil || strings.Contains(md, "compact") || strings.Contains(md, "device import") {
 		t.Errorf("rendered an older result: %v\n%s", err, md)
 	}
+}
+
+// finishedJSON finishes r and returns its JSON's points, decoded, and the
+// JSON.
+func finishedJSON(t *testing.T, r *ScaleResult) ([]map[string]any, []byte) {
+	t.Helper()
+	r.finish()
+	js, err := r.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(js, &m); err != nil {
+		t.Fatal(err)
+	}
+	var pts []map[string]any
+	for _, p := range m["points"].([]any) {
+		pts = append(pts, p.(map[string]any))
+	}
+	return pts, js
 }
