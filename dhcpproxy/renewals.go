@@ -81,6 +81,14 @@ func ispTimer(b *subscribers.Binding, code byte) time.Duration {
 	return t
 }
 
+// localRenewalDue reports whether a renewal of lease l at now is one
+// ispmux answers itself (answerLocally, which may still decline it):
+// before the ISP's T1, with at least client_lease_max of its lease left.
+// Else it is relayed.
+func (p *Proxy) localRenewalDue(l lease, now time.Time) bool {
+	return now.UnixNano() < l.renewAt && time.Duration(l.expires-now.UnixNano()) >= p.lim.Load().ClientLeaseMax
+}
+
 // anyCustomer is answerLocally's customer when the binding's customer is
 // not checked: after the ISP's silence to the renewal, which carried the
 // registration's customer, the device keeps the lease it holds.
@@ -134,7 +142,7 @@ func (p *Proxy) serveRequest(c *Circuit, m *dhcpv4.DHCPv4, raw []byte, sk subKey
 				}
 				return handled
 			}
-			if now.UnixNano() < l.renewAt && time.Duration(l.expires-now.UnixNano()) >= p.lim.Load().ClientLeaseMax && p.answerLocally(c, sk, l, raw, m.Options.Get(dhcpv4.OptionClientIdentifier), reg.CustomerID, false, now) {
+			if p.localRenewalDue(l, now) && p.answerLocally(c, sk, l, raw, m.Options.Get(dhcpv4.OptionClientIdentifier), reg.CustomerID, false, now) {
 				p.count("renewal_local")
 				failpoint.Hit(failpoint.RenewLocalAfterAck)
 				return handled

@@ -304,8 +304,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		if renewal && hasLease && held.isp == isp.Index {
 			rn = &renewNote{sub: sk, isp: isp, ip: held.addr(), req: append([]byte(nil), raw...),
 				clientID: m.Options.Get(dhcpv4.OptionClientIdentifier),
-				// serveRequest's test for a local answer.
-				tried: now.UnixNano() < held.renewAt && time.Duration(held.expires-now.UnixNano()) >= p.lim.Load().ClientLeaseMax}
+				tried: p.localRenewalDue(held, now)}
 		}
 		p.tx.noteRenewal(t, rn)
 	}
