@@ -304,7 +304,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		if renewal && hasLease && held.isp == isp.Index {
 			rn = &renewNote{sub: sk, isp: isp, ip: held.addr(), req: append([]byte(nil), raw...),
 				clientID: m.Options.Get(dhcpv4.OptionClientIdentifier),
-				tried: p.localRenewalDue(held, now)}
+				tried:    p.localRenewalDue(held, now)}
 		}
 		p.tx.noteRenewal(t, rn)
 	}
