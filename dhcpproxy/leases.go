@@ -39,11 +39,9 @@ type lease struct {
 	// cid is the binding's client identifier and ISP hashed (cidKey),
 	// 0: none; its key in leaseTable.byCID (clientids.go). In what was
 	// the struct's padding.
-	cid uint32
-	isp uint8 // ISP index
-	// options: the store holds the ISP's ACK options for this binding
-	// (a local renewal can be answered).
-	options bool
+	cid   uint32
+	isp   uint8 // ISP index
+	flags uint8 // leaseOptions, leaseUnanswered
 	// rebind: the ISP's T2 (option 59), as the part of the time from T1
 	// to the end left at T2, in 1/65536; 0: not given (7/8 of the lease
 	// when T1 is half of it, a quarter).
@@ -54,7 +52,10 @@ type lease struct {
 func leaseOf(b *subscribers.Binding, isp *ISP) lease {
 	l := lease{
 		expires: b.Expires.UnixNano(), updated: b.Updated.UnixNano(),
-		isp: isp.Index, options: len(b.Options) > 0, cid: cidKey(isp.Index, b.ClientID),
+		isp: isp.Index, cid: cidKey(isp.Index, b.ClientID),
+	}
+	if len(b.Options) > 0 {
+		l.flags |= leaseOptions
 	}
 	if t := ispRenewal(b); !t.IsZero() {
 		l.renewAt = t.UnixNano()
@@ -74,6 +75,18 @@ func leaseOf(b *subscribers.Binding, isp *ISP) lease {
 	}
 	return l
 }
+
+// lease.flags.
+const (
+	// leaseOptions: the store holds the ISP's ACK options for this
+	// binding (a local renewal can be answered).
+	leaseOptions = 1 << iota
+	// leaseUnanswered: a renewal relayed to the ISP past its T1 went
+	// unanswered on this version of the binding (unanswered), so an
+	// expiry that follows says why the lease ran out. A renewal the ISP
+	// answers replaces the lease, and the flag with it.
+	leaseUnanswered
+)
 
 // relayAddr is the address of the server that granted l (invalid if
 // unknown).
@@ -277,6 +290,16 @@ func (t *leaseTable) get(sk subKey) (lease, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.m.Get(sk)
+}
+
+// unanswered marks sk's lease leaseUnanswered if it is still the binding
+// at isp's address ip whose renewal the ISP left unanswered.
+func (t *leaseTable) unanswered(sk subKey, isp uint8, ip netip.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l := t.m.Ptr(sk); l != nil && l.isp == isp && l.addr() == ip {
+		l.flags |= leaseUnanswered
+	}
 }
 
 // put stores sk's lease.

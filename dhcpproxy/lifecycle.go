@@ -96,6 +96,8 @@ func (p *Proxy) endExpired(h held) bool {
 	if l, ok := p.leases.get(h.k); !ok || !l.same(&h.l) || l.expires != h.l.expires {
 		p.count("expiry_superseded")
 		return false
+	} else {
+		h.l = l // its flags as they are now (leaseUnanswered)
 	}
 	return p.endExpiredLocked(h)
 }
@@ -104,7 +106,14 @@ func (p *Proxy) endExpired(h held) bool {
 // (the subscriber's lock held); false: the store refused (logged).
 func (p *Proxy) endExpiredLocked(h held) bool {
 	b := p.full(h)
-	return p.endBindingLocked(h.k, b.Access, nil, bindingSubject(b).event(subscribers.EventExpired, b.IP, "lease expired"))
+	why := "lease expired"
+	if h.l.flags&leaseUnanswered != 0 {
+		// After an ISP outage: the timeout events before this one say
+		// when; this one says it is why the lease ran out (a trial
+		// read "lease expired" as the device gone).
+		why = "lease expired: the ISP did not answer the renewals relayed to it past its T1"
+	}
+	return p.endBindingLocked(h.k, b.Access, nil, bindingSubject(b).event(subscribers.EventExpired, b.IP, why))
 }
 
 // bindAndAck commits the lease durably (with its bound or renewed event),

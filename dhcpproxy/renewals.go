@@ -194,7 +194,7 @@ func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []by
 	if quiet {
 		count = func(string) {}
 	}
-	if !l.options {
+	if l.flags&leaseOptions == 0 {
 		return false
 	}
 	lt := p.clientLease(time.Duration(l.expires - now.UnixNano()))

@@ -426,6 +426,38 @@ func TestRenewalSilenceAnsweredLocally(t *testing.T) {
 	}
 }
 
+// The expired event of a lease whose renewals the ISP left unanswered (an
+// outage) says so; a lease whose subscriber did not renew says "lease
+// expired" only. A trial read the outage's expiries as devices gone.
+func TestExpiryAfterSilenceSaysWhy(t *testing.T) {
+	for _, silent := range []bool{true, false} {
+		r, _ := newSRig(t)
+		r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil)
+		r.p.committing.Wait()
+		b, _ := r.store.Binding("acc0", 0, [6]byte(mac(s1)))
+		if silent {
+			at := b.Expires.Add(-4 * time.Minute)
+			r.p.now = func() time.Time { return at }
+			r.fromClient(renewing(t, s1, s1Addr))
+			r.serve(func(*dhcpv4.DHCPv4) *dhcpv4.DHCPv4 { return nil })
+			r.p.expire(at.Add(time.Second))
+			r.p.notes.wait()
+		}
+		r.p.expire(b.Expires.Add(time.Hour))
+		r.p.notes.wait()
+		evs, _ := r.store.Events(0, 100)
+		e := evs[len(evs)-1]
+		switch {
+		case e.Kind != subscribers.EventExpired:
+			t.Errorf("silent %v: last event %+v, want expired", silent, e)
+		case silent && !strings.Contains(e.Reason, "did not answer the renewals"):
+			t.Errorf("renewals unanswered: expired %q", e.Reason)
+		case !silent && e.Reason != "lease expired":
+			t.Errorf("never renewed: expired %q", e.Reason)
+		}
+	}
+}
+
 // Past the ISP's expiry the binding is gone (the tick) and the client's
 // next REQUEST gets ispmux's NAK, never relayed.
 func TestPastExpiryNAK(t *testing.T) {

@@ -158,6 +158,10 @@ func (p *Proxy) expireTxns(now time.Time) {
 		if to.otherNak.IsValid() {
 			why += fmt.Sprintf(" (server %s, which did not grant the lease, NAKed the renewal before the ISP's T2: not acted on)", to.otherNak)
 		}
+		if to.renew != nil {
+			// Its expiry, should the ISP stay silent, says why.
+			p.leases.unanswered(to.renew.sub, to.renew.isp.Index, to.renew.ip)
+		}
 		if to.renew != nil && p.answerAfterSilence(to, now) {
 			why += "; the renewal was answered by ispmux from the binding (within the ISP's lease)"
 		}
