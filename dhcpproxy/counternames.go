@@ -147,7 +147,7 @@ func CounterNames() []string {
 		"rate_limited_mac", "rate_limited_circuit",
 	}
 	for _, e := range []error{errMalformed, errVSSUnsupported, errNotRequest, errChaddr, errClientOption82, errClientGiaddr,
-		errOverload, errNoMessageType, errNotClientType, errHops, errServerMalformed, errNotReply, errOption82} {
+		errOverload, errOptionLength, errNoMessageType, errNotClientType, errHops, errServerMalformed, errNotReply, errOption82} {
 		out = append(out, e.Error())
 	}
 	for _, k := range []subscribers.IntentKind{subscribers.IntentRelease, subscribers.IntentDecline, subscribers.IntentReleaseUnbound} {

@@ -36,6 +36,7 @@ var (
 	errClientOption82  = errors.New("client_option82")
 	errClientGiaddr    = errors.New("client_giaddr")
 	errOverload        = errors.New("option_overload")
+	errOptionLength    = errors.New("option_length")
 	errNoMessageType   = errors.New("no_message_type")
 	errNotClientType   = errors.New("not_client_message")
 	errHops            = errors.New("too_many_hops")
@@ -135,6 +136,8 @@ func checkClient(m *dhcpv4.DHCPv4, mac []byte) error {
 		return errHops
 	case m.MessageType() == dhcpv4.MessageTypeNone:
 		return errNoMessageType
+	case !fixedLengths(m):
+		return errOptionLength
 	}
 	switch m.MessageType() {
 	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeDecline,
@@ -145,6 +148,32 @@ func checkClient(m *dhcpv4.DHCPv4, mac []byte) error {
 	// RFC 4388, or a server's type must not reach the ISP from our
 	// giaddr).
 	return errNotClientType
+}
+
+// fixedLengths reports whether m's options of a fixed length (RFC 2132)
+// have it: 53 one byte, 50, 51 and 54 four, 57 two, 61 at least two. The
+// decisions read the parsed values, which the library leaves unset for
+// any other length, while the relay passes the bytes on as sent: a
+// REQUEST with a 5-byte option 54 (the ISP's server identifier and a junk
+// byte) would skip the NAK rule and the check of the server chosen here,
+// and reach an ISP server that reads the first four bytes (a review).
+func fixedLengths(m *dhcpv4.DHCPv4) bool {
+	for _, o := range [...]struct {
+		code     dhcpv4.OptionCode
+		min, max int
+	}{
+		{dhcpv4.OptionDHCPMessageType, 1, 1},
+		{dhcpv4.OptionRequestedIPAddress, 4, 4},
+		{dhcpv4.OptionIPAddressLeaseTime, 4, 4},
+		{dhcpv4.OptionServerIdentifier, 4, 4},
+		{dhcpv4.OptionMaximumDHCPMessageSize, 2, 2},
+		{dhcpv4.OptionClientIdentifier, 2, 255 * 255},
+	} {
+		if v, ok := m.Options[o.code.Code()]; ok && (len(v) < o.min || len(v) > o.max) {
+			return false
+		}
+	}
+	return true
 }
 
 // relayUp turns a subscriber's message into the extended request ispmux
@@ -174,6 +203,11 @@ func relayUp(raw []byte, m *dhcpv4.DHCPv4, giaddr netip.Addr, ourServerID, ispSe
 			// A subscriber does not choose the ISP's subnet (RFC
 			// 3011: a server allocates from it, ahead of giaddr;
 			// ispmux's link selection, when configured, says where).
+		case code == optVSS:
+			// Nor its VPN: a VSS-aware server (RFC 6607) would
+			// allocate from the address space a client's option 221
+			// names; ispmux's own VSS sub-option in Option 82, when
+			// configured, is the only one (a review).
 		case code == optServerID && restore && bytes.Equal(data, our[:]):
 			out = append(out, optServerID, 4)
 			out = append(out, isp[:]...)
@@ -464,6 +498,8 @@ const (
 	optRelayAgentInfo = 82
 	// optSubnetSelection is RFC 3011's subnet selection.
 	optSubnetSelection = 118
+	// optVSS is RFC 6607's Virtual Subnet Selection option.
+	optVSS = 221
 	// optRapidCommit is RFC 4039's rapid commit.
 	optRapidCommit = 80
 	// optIPv6OnlyPreferred is RFC 8925's IPv6-only preferred.

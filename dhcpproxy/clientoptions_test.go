@@ -1,0 +1,62 @@
+package dhcpproxy
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// A REQUEST whose option 54 or 50 is not four bytes (RFC 2132 §9.7, §9.8)
+// is dropped (option_length), not relayed: the decisions read the parsed
+// values, which are unset for any other length, so a REQUEST for a
+// neighbour's address with a 0- or 5-byte option 54 skipped the NAK rule
+// and the check of the server chosen, and reached the ISP as sent (a
+// review). Each of them fails without checkClient's length check.
+func TestClientOptionLengths(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		mod  dhcpv4.Modifier
+	}{
+		{"empty server id", dhcpv4.WithGeneric(dhcpv4.OptionServerIdentifier, nil)},
+		{"5-byte server id", dhcpv4.WithGeneric(dhcpv4.OptionServerIdentifier, []byte{192, 0, 2, 1, 0})},
+		{"5-byte requested address", dhcpv4.WithGeneric(dhcpv4.OptionRequestedIPAddress, []byte{100, 64, 0, 7, 0})},
+		{"1-byte client id", dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, []byte{1})},
+	} {
+		r, _ := newSRig(t)
+		r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil)
+		r.p.committing.Wait()
+		r.snd.take()
+		m := clientMsg(t, s1, dhcpv4.MessageTypeRequest,
+			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("100.64.0.7"))), c.mod)
+		r.fromClient(m)
+		sent := r.toPorts()
+		if len(sent[upPort]) != 0 {
+			t.Errorf("%s: REQUEST relayed to the ISP", c.name)
+		}
+		if n := r.p.Counters()["option_length"]; n != 1 {
+			t.Errorf("%s: option_length %d, want 1", c.name, n)
+		}
+	}
+}
+
+// A subscriber's option 221 (RFC 6607 VSS: which VPN's addresses) is not
+// relayed, as its option 118 is not: the address space is ispmux's to
+// name (a review).
+func TestClientVSSOptionNotRelayed(t *testing.T) {
+	r := newPRig(t)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)),
+		dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(optVSS), []byte{0, 'v', 'r', 'f', '2'}),
+		dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(optSubnetSelection), []byte{10, 0, 0, 0})))
+	sent := r.snd.take()
+	if len(sent) != 1 {
+		t.Fatalf("sent %d, want the relayed DISCOVER", len(sent))
+	}
+	m := dhcpOf(sent[0].frame)
+	for _, o := range []uint8{optVSS, optSubnetSelection} {
+		if m.Options.Has(dhcpv4.GenericOptionCode(o)) {
+			t.Errorf("the client's option %d relayed to the ISP: %x", o, m.Options.Get(dhcpv4.GenericOptionCode(o)))
+		}
+	}
+}
