@@ -86,7 +86,8 @@ type DHCP struct {
 	// Timeout is how long an ISP has to answer a relayed request before
 	// the subscriber is reported rejected (silence); Go duration, 1s..60s.
 	Timeout string `toml:"timeout"`
-	// MaxPending caps the transactions waiting for an ISP's answer.
+	// MaxPending caps the transactions waiting for an ISP's answer; with
+	// more than one ISP, one ISP's at three quarters of it.
 	MaxPending int `toml:"max_pending"`
 	// MACRate and MACBurst limit DHCP messages per subscriber MAC on
 	// each access circuit (token bucket: per second, burst): a MAC's

@@ -116,6 +116,7 @@ func CounterNames() []string {
 		"renewal_local",
 		"renewal_local_after_silence",
 		"renewal_local_no_next_hop",
+		"renewal_local_pending_full",
 		"renewal_local_too_big",
 		"renewal_other_client_id",
 		"renewal_relayed",

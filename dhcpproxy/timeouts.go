@@ -100,7 +100,7 @@ func (x *txns) expire(now time.Time) []timedOut {
 				t.relayed, t.deadline, t.resent = t.resent, t.resent.Add(wait), time.Time{}
 				continue
 			}
-			delete(x.pending, k)
+			x.del(k)
 		}
 	}
 	for k, o := range x.offered {

@@ -154,6 +154,9 @@ const offerMemory = 5 * time.Minute
 type txns struct {
 	mu      sync.Mutex
 	pending map[pendKey]*txn
+	// perISP counts pending's transactions by ISP index (begin's share
+	// of the table per ISP); pending is changed through put and del only.
+	perISP  [256]int
 	offered map[subKey]offer
 	rapid   map[pendKey]*rapidWin
 }
@@ -162,6 +165,20 @@ func (x *txns) init() {
 	x.pending = map[pendKey]*txn{}
 	x.offered = map[subKey]offer{}
 	x.rapid = map[pendKey]*rapidWin{}
+}
+
+// put adds t under pk, which holds none (x.mu held).
+func (x *txns) put(pk pendKey, t *txn) {
+	x.pending[pk] = t
+	x.perISP[pk.isp]++
+}
+
+// del removes the transaction under pk, if any (x.mu held).
+func (x *txns) del(pk pendKey) {
+	if _, ok := x.pending[pk]; ok {
+		delete(x.pending, pk)
+		x.perISP[pk.isp]--
+	}
 }
 
 // get returns the transaction under pk, or nil.
@@ -176,7 +193,7 @@ func (x *txns) take(pk pendKey) *txn {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	t := x.pending[pk]
-	delete(x.pending, pk)
+	x.del(pk)
 	return t
 }
 
@@ -188,7 +205,7 @@ func (x *txns) takeAck(pk pendKey, t *txn, from, ip netip.Addr, until time.Time)
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.pending[pk] == t {
-		delete(x.pending, pk)
+		x.del(pk)
 	}
 	if t.msgType == dhcpv4.MessageTypeDiscover && len(t.isp.Servers) > 1 {
 		x.rapid[pk] = &rapidWin{sub: t.sub, from: from, ip: ip, op82: t.op82, clientID: t.clientID, until: until,
@@ -268,7 +285,7 @@ func (x *txns) abandon(pk pendKey, t *txn) {
 	}
 	x.mu.Lock()
 	if x.pending[pk] == t {
-		delete(x.pending, pk)
+		x.del(pk)
 	}
 	x.mu.Unlock()
 }
@@ -284,12 +301,26 @@ func (x *txns) dropSub(sk subKey) int {
 	n := 0
 	for k, t := range x.pending {
 		if t.sub == sk {
-			delete(x.pending, k)
+			x.del(k)
 			n++
 		}
 	}
 	delete(x.offered, sk)
 	return n
+}
+
+// pendingShare is how many of max pending transactions one ISP may hold
+// when there are isps: with more than one, three quarters, so that one
+// ISP's silence (its subscribers' transactions each waiting out
+// dhcp.timeout, their clients retrying) leaves a quarter of the table to
+// the others, whose answers free their slots in milliseconds. A review
+// found one silent ISP refusing every other ISP's subscribers
+// (pending_full).
+func pendingShare(max, isps int) int {
+	if isps <= 1 {
+		return max
+	}
+	return max - max/4
 }
 
 // errPendingFull: no room for another transaction.
@@ -304,9 +335,9 @@ var errPendingFull = fmt.Errorf("pending_full")
 // same xid) is the same selection: the server whose OFFER was taken stays
 // chosen; one that follows another message under its xid (a REQUEST: the
 // client went back to INIT) starts the selection afresh. At most max
-// transactions are pending.
+// transactions are pending, at most share of them the ISP's (pendingShare).
 func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.Entry, op82 []byte,
-	raw []byte, m *dhcpv4.DHCPv4, leaseSID netip.Addr, gen uint64, now time.Time, timeout time.Duration, max int) (*txn, netip.Addr, error) {
+	raw []byte, m *dhcpv4.DHCPv4, leaseSID netip.Addr, gen uint64, now time.Time, timeout time.Duration, max, share int) (*txn, netip.Addr, error) {
 	mt := m.MessageType()
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -356,11 +387,11 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 		return t, sid, nil
 	}
 	if t == nil {
-		if len(x.pending) >= max && x.pending[pk] == nil {
+		if len(x.pending) >= max || x.perISP[pk.isp] >= share {
 			return nil, sid, errPendingFull
 		}
 		t = &txn{sub: sk, circuit: c, isp: isp}
-		x.pending[pk] = t
+		x.put(pk, t)
 	}
 	// The ISP's time runs from the first relay of this message: a
 	// client's retransmissions do not extend it.

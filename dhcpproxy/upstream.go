@@ -276,9 +276,21 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 	pk := pendKey{m.TransactionID, sk.mac, isp.Index}
 	gen := p.leases.generation(sk)
 	lim := p.lim.Load()
-	t, ispServerID, err := p.tx.begin(pk, sk, c, isp, reg, op82, raw, m, leaseSID, gen, now, lim.Timeout, lim.MaxPending)
+	t, ispServerID, err := p.tx.begin(pk, sk, c, isp, reg, op82, raw, m, leaseSID, gen, now, lim.Timeout, lim.MaxPending,
+		pendingShare(lim.MaxPending, len(p.isps)))
 	if err != nil {
 		p.count("pending_full")
+		if renewal && hasLease && held.isp == isp.Index {
+			// A renewal of a binding the ISP still leases: answered
+			// from it, as when the ISP is silent (the table is full
+			// with its subscribers' silences, most likely), not
+			// dropped for the client's lease to run out.
+			rn := &renewNote{sub: sk, isp: isp, ip: held.addr(), req: raw,
+				clientID: m.Options.Get(dhcpv4.OptionClientIdentifier), tried: p.localRenewalDue(held, now)}
+			if p.answerFromBinding(rn, reg.CustomerID, now) {
+				p.count("renewal_local_pending_full")
+			}
+		}
 		return
 	}
 	if sid := addrOf(m.ServerIdentifier()); mt == dhcpv4.MessageTypeRequest && sid.IsValid() && sid != c.Addr {
