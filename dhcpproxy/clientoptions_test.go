@@ -60,3 +60,42 @@ func TestClientVSSOptionNotRelayed(t *testing.T) {
 		}
 	}
 }
+
+// An ISP's ACK to a DISCOVER that did not ask for rapid commit (RFC 4039
+// §4: a server MUST NOT send it) binds nothing and is not delivered (the
+// client, SELECTING, would ignore it: a review found ispmux forwarding
+// for a lease the client never took); the lease is released to the
+// server. With option 80 in the DISCOVER, the ACK binds as before.
+func TestRapidACKUnasked(t *testing.T) {
+	for _, asked := range []bool{false, true} {
+		r := newPRig(t)
+		mods := []dhcpv4.Modifier{dhcpv4.WithHwAddr(mac(s1))}
+		if asked {
+			mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionRapidCommit, nil))
+		}
+		r.fromClient(discover(t, mods...))
+		got := r.serve(func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+			rep := kea(t, time.Minute)(m)
+			rep.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeAck))
+			rep.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionRapidCommit, nil))
+			return rep
+		})
+		r.p.committing.Wait()
+		if bound := r.tab.isBound(s1MAC); bound != asked {
+			t.Errorf("rapid commit asked %v: bound %v", asked, bound)
+		}
+		if asked {
+			if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+				t.Errorf("asked: client got %v, want the ACK", got)
+			}
+			continue
+		}
+		if len(got) != 0 {
+			t.Errorf("not asked: client got %v", got)
+		}
+		r.p.notes.wait()
+		if c := r.p.Counters(); c["ack_to_discover_unasked"] != 1 || c["rapid_commit_released"] != 1 {
+			t.Errorf("not asked: counters %v", c)
+		}
+	}
+}

@@ -14,6 +14,7 @@ func CounterNames() []string {
 	out := []string{
 		"ack",
 		"ack_after_discover",
+		"ack_to_discover_unasked",
 		"ack_after_end",
 		"ack_inform",
 		"ack_other_server",

@@ -177,6 +177,19 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 				return
 			}
 		}
+		if t.msgType == dhcpv4.MessageTypeDiscover && (!t.rapid || !m.Options.Has(dhcpv4.OptionRapidCommit)) {
+			// An ACK to a DISCOVER that did not ask for rapid commit
+			// (a server MUST NOT send it, RFC 4039 §4), or without
+			// option 80: the client, SELECTING, takes no ACK, so
+			// nothing is bound (a review found it bound and
+			// forwarded for, a lease the client never took), and
+			// the lease the server committed is released. The
+			// DISCOVER's OFFER is still awaited.
+			p.count("ack_to_discover_unasked")
+			p.releaseUnused(isp, pk, t, t.sub, t.op82, t.clientID, p.tx.requestedOf(t), src, m,
+				"an ACK to a DISCOVER that did not ask for rapid commit (RFC 4039 §4): the client takes none")
+			return
+		}
 		if !p.tx.selected(t, src, addrOf(m.ServerIdentifier()), isp.ServerIDOverride) {
 			// A SELECTING REQUEST names one server; another one's
 			// ACK is not the client's lease (that server should have
@@ -189,7 +202,7 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 				// Its rapid-commit ACK to the DISCOVER (RFC 4039),
 				// after the client took another server's OFFER: a
 				// lease committed that the client will not use.
-				p.releaseUnused(isp, pk, t, t.sub, t.op82, t.clientID, p.tx.requestedOf(t), src, m)
+				p.releaseUnused(isp, pk, t, t.sub, t.op82, t.clientID, p.tx.requestedOf(t), src, m, rapidNotTaken)
 			}
 			return
 		}
@@ -317,7 +330,7 @@ func (p *Proxy) releaseRapid(isp *ISP, pk pendKey, src netip.Addr, m *dhcpv4.DHC
 		p.count(err.Error())
 		return true
 	}
-	p.releaseUnused(isp, pk, nil, w.sub, w.op82, w.clientID, w.ip, src, m)
+	p.releaseUnused(isp, pk, nil, w.sub, w.op82, w.clientID, w.ip, src, m, rapidNotTaken)
 	return true
 }
 
@@ -339,7 +352,10 @@ func (p *Proxy) releaseRapid(isp *ISP, pk pendKey, src netip.Addr, m *dhcpv4.DHC
 // it twice), as for the ACKs refused (releaseRefused) or too big
 // (releaseTooBig); nor, later, once such a binding holds it (the intent,
 // releaseUnbound, is checked again when sent).
-func (p *Proxy) releaseUnused(isp *ISP, pk pendKey, t *txn, sub subKey, op82, clientID []byte, keep, src netip.Addr, m *dhcpv4.DHCPv4) {
+//
+// why is the RELEASE intent's reason: rapidNotTaken, or that the client
+// had not asked for rapid commit.
+func (p *Proxy) releaseUnused(isp *ISP, pk pendKey, t *txn, sub subKey, op82, clientID []byte, keep, src netip.Addr, m *dhcpv4.DHCPv4, why string) {
 	ip := addrOf(m.YourIPAddr)
 	if !ip.IsValid() || ip.IsUnspecified() || ip == keep || p.installedAt(sub, isp, ip) || !p.tx.releaseOnce(pk, t, src) {
 		p.count("rapid_commit_extra_ack")
@@ -349,14 +365,18 @@ func (p *Proxy) releaseUnused(isp *ISP, pk pendKey, t *txn, sub subKey, op82, cl
 	if t != nil {
 		c = t.circuit
 	}
-	if !p.releaseUnbound(isp, c, src, sub, op82, clientID, m, "rapid commit: the client took another server's answer (RFC 4039)") {
+	if !p.releaseUnbound(isp, c, src, sub, op82, clientID, m, why) {
 		p.count("rapid_commit_not_released")
 		return
 	}
 	p.count("rapid_commit_released")
 	p.log.Info("dhcp: an ISP server's rapid-commit lease the client does not use released",
-		"mac", binding.MACString(sub.mac), "isp", isp.Name, "server", src, "ip", ip, "kept", keep)
+		"mac", binding.MACString(sub.mac), "isp", isp.Name, "server", src, "ip", ip, "kept", keep, "why", why)
 }
+
+// rapidNotTaken is releaseUnused's reason for a rapid-commit lease the
+// client did not take.
+const rapidNotTaken = "rapid commit: the client took another server's answer (RFC 4039)"
 
 // releaseTooBig releases the lease server src committed with its ACK m to
 // t (a REQUEST, or a rapid-commit DISCOVER), refused as too big for the

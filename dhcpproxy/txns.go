@@ -88,6 +88,9 @@ type txn struct {
 	// identifier, ours, RFC 2131 §4.3.2): only the server selected may
 	// ACK it (selected).
 	selecting bool
+	// rapid is set for a DISCOVER with option 80: the client asked for
+	// rapid commit (RFC 4039), so a server may ACK it.
+	rapid bool
 	// intentsBefore is the highest ID of the subscriber's intents to the
 	// ISP that were queued before msgType was relayed (flushIntentsOf;
 	// 0: none): the ISP's answer proves them on the wire.
@@ -409,6 +412,7 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 	}
 	t.reg, t.op82, t.msgType, t.gen = reg, op82, mt, gen
 	t.selecting = mt == dhcpv4.MessageTypeRequest && m.Options.Has(dhcpv4.OptionServerIdentifier)
+	t.rapid = mt == dhcpv4.MessageTypeDiscover && m.Options.Has(dhcpv4.OptionRapidCommit)
 	t.clientID = m.Options.Get(dhcpv4.OptionClientIdentifier)
 	if len(raw) >= 12 {
 		t.flags = [2]byte(raw[10:12])
