@@ -130,9 +130,10 @@
 // its index's last leaves, the branch pages above them, the freelist. The
 // binding commits of the DHCP path (CommitBinding, CommitBindingEvent)
 // are the store's hot write, so they go to a write-ahead log instead: the
-// file STATE.journal beside the store (journal.go), zero-filled ahead in
-// 1 MiB steps (so an append's fdatasync writes no metadata), at most
-// 8 MiB. A group commit whose writes are all journal records appends
+// file STATE.journal beside the store (journal.go), reserved ahead in
+// 1 MiB steps, at most 8 MiB: allocated (fallocate) and zero-filled, so
+// that an append needs no block (a full disk does not fail it) and its
+// fdatasync writes no metadata. A group commit whose writes are all journal records appends
 // them, one write and one fdatasync, and releases the writers; the
 // records are then pending: durable, not yet in bbolt. Each record holds
 // its generation's tag, its LSN (a counter that only grows), the

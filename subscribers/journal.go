@@ -43,6 +43,9 @@ var (
 		}
 		return r, nil
 	}
+	// allocate reserves a journal file's blocks: fallocate (a test makes
+	// it fail as it does on a file system without fallocate(2)).
+	allocate = fallocate
 )
 
 // syncer makes a file's data durable as fdatasync(2) does: *uring.Ring.
@@ -52,11 +55,11 @@ type syncer interface {
 }
 
 const (
-	// journalGrow is the step the file grows by, zero-filled and
-	// fsynced once, so that appends overwrite allocated blocks and their
-	// fdatasync writes no file metadata.
+	// journalGrow is the step the file grows by, reserved (reserve) and
+	// fsynced once, so that appends overwrite allocated blocks: a full
+	// disk cannot fail them, and their fdatasync writes no file metadata.
 	journalGrow = 1 << 20
-	// journalInitial is what Open zero-fills a file to: a generation of
+	// journalInitial is what Open reserves a file to: a generation of
 	// journalMaxPending records (~300 bytes each) fits, so the appends
 	// under load never wait for a grow.
 	journalInitial = 2 * journalGrow
@@ -204,7 +207,7 @@ type journal struct {
 	// available (ringErr says why): fdatasync(2).
 	ring    syncer
 	ringErr error
-	// sizes are the files' (zero-filled) lengths; tail where the next
+	// sizes are the files' (reserved) lengths; tail where the next
 	// append goes in files[cur].
 	sizes [2]int64
 	cur   int
@@ -235,8 +238,8 @@ func journalPaths(path string) [2]string {
 // over them; a restore removes them).
 func JournalFiles(path string) [2]string { return journalPaths(path) }
 
-// openJournal opens (creating, and zero-filling to journalInitial) the
-// journal of the store file path and returns it with the records of its
+// openJournal opens (creating, and reserving to journalInitial: reserve)
+// the journal of the store file path and returns it with the records of its
 // two files: of each, the run of whole records from the start of the
 // file of one tag whose LSNs follow each other (the caller merges them
 // and skips those already checkpointed). The journal's next generation
@@ -259,7 +262,7 @@ func openJournal(path string, noSync bool) (*journal, [2][]jrec, error) {
 }
 
 // openFile opens (creating) the journal file i at p, reads its run of
-// records and makes it at least journalInitial long.
+// records and reserves it to at least journalInitial bytes.
 func (j *journal) openFile(i int, p string) ([]jrec, error) {
 	_, statErr := os.Stat(p)
 	// Never a link: the journal is this store's own file (Compact opens
@@ -294,7 +297,7 @@ func (j *journal) openFile(i int, p string) ([]jrec, error) {
 		recs = append(recs, r)
 		off += n
 	}
-	// Zero-filled ahead now, not at the first appends after a swap.
+	// Reserved ahead now, not at the first appends after a swap.
 	if j.sizes[i] < journalInitial {
 		if err := j.grow(i, journalInitial); err != nil {
 			return nil, err
@@ -395,15 +398,52 @@ func (j *journal) syncVia() (via, why string) {
 	return "fdatasync", ""
 }
 
-// grow zero-fills file i up to at least end (in journalGrow steps) and
-// fsyncs it, file size included.
+// grow reserves file i up to at least end (in journalGrow steps).
 func (j *journal) grow(i int, end int64) error {
 	size := min((end+journalGrow-1)/journalGrow*journalGrow, journalMax)
-	if _, err := j.files[i].WriteAt(make([]byte, size-j.sizes[i]), j.sizes[i]); err != nil {
-		return err
+	return j.reserve(i, j.sizes[i], size, []span{{j.sizes[i], size}})
+}
+
+// span is a range of a file's bytes: [from, to).
+type span struct{ from, to int64 }
+
+// reserve makes file i's bytes [from, size) blocks of its own and sets
+// its size to size: it allocates them (fallocate(2)), then writes zeros
+// over gaps (the ranges of them that read as zeros without a block: what
+// it adds), and fsyncs the file, its size included.
+//
+// An append into the reserved bytes (up to sizes[i]) then needs no block:
+// a full disk cannot fail it, nor the zeroing of the first headers at
+// Close (invalidate). fallocate reserves the blocks where the file system
+// can (ext4, xfs, tmpfs) and says so before anything is written, where
+// zeros alone are given back as holes by a sparse copy or a compressing
+// file system. The zeros are written too: on ext4 and xfs fallocate's
+// blocks are unwritten extents, and an append's fdatasync into one also
+// commits the extent's change to written (file system metadata, what the
+// zeros were written to spare the appends); measured on ext4 (this
+// development VM, busy), 3 runs of 500 appends of 600 bytes with an
+// fdatasync each: 158–259 µs an append into fallocated blocks, 139–209 µs
+// into ones zero-filled after. Where fallocate is not supported
+// (EOPNOTSUPP: some network and copy-on-write file systems), the zeros
+// are the only reservation.
+func (j *journal) reserve(i int, from, size int64, gaps []span) error {
+	f := j.files[i]
+	if from < size {
+		if err := allocate(f, from, size-from); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+			return err
+		}
 	}
-	if !j.noSync {
-		if err := j.files[i].Sync(); err != nil {
+	var zeros []byte
+	for _, g := range gaps {
+		if n := int(g.to - g.from); n > len(zeros) {
+			zeros = make([]byte, n)
+		}
+		if _, err := f.WriteAt(zeros[:g.to-g.from], g.from); err != nil {
+			return err
+		}
+	}
+	if len(zeros) > 0 && !j.noSync {
+		if err := f.Sync(); err != nil {
 			return err
 		}
 	}
