@@ -133,8 +133,11 @@
 // file STATE.journal beside the store (journal.go), reserved ahead in
 // 1 MiB steps, at most 8 MiB: allocated (fallocate) and zero-filled, so
 // that an append needs no block (a full disk does not fail it) and its
-// fdatasync writes no metadata. A group commit whose writes are all journal records appends
-// them, one write and one fdatasync, and releases the writers; the
+// fdatasync writes no metadata. Open reserves both files again: a sparse
+// copy of the state directory (cp --sparse=always, rsync -S) made their
+// zeros holes, which Open allocates and zero-fills. A group commit whose
+// writes are all journal records appends them, one write and one
+// fdatasync, and releases the writers; the
 // records are then pending: durable, not yet in bbolt. Each record holds
 // its generation's tag, its LSN (a counter that only grows), the
 // binding's key and value and the event with the sequence number the

@@ -238,12 +238,13 @@ func journalPaths(path string) [2]string {
 // over them; a restore removes them).
 func JournalFiles(path string) [2]string { return journalPaths(path) }
 
-// openJournal opens (creating, and reserving to journalInitial: reserve)
-// the journal of the store file path and returns it with the records of its
-// two files: of each, the run of whole records from the start of the
-// file of one tag whose LSNs follow each other (the caller merges them
-// and skips those already checkpointed). The journal's next generation
-// gets a new tag and starts in the first file.
+// openJournal opens (creating, and reserving at least journalInitial
+// bytes of each file: reserve) the journal of the store file path and
+// returns it with the records of its two files: of each, the run of whole
+// records from the start of the file of one tag whose LSNs follow each
+// other (the caller merges them and skips those already checkpointed).
+// The journal's next generation gets a new tag and starts in the first
+// file.
 func openJournal(path string, noSync bool) (*journal, [2][]jrec, error) {
 	j := &journal{paths: journalPaths(path), noSync: noSync, tag: newTag()}
 	if !noSync {
@@ -262,7 +263,7 @@ func openJournal(path string, noSync bool) (*journal, [2][]jrec, error) {
 }
 
 // openFile opens (creating) the journal file i at p, reads its run of
-// records and reserves it to at least journalInitial bytes.
+// records and reserves its blocks, at least journalInitial bytes of them.
 func (j *journal) openFile(i int, p string) ([]jrec, error) {
 	_, statErr := os.Stat(p)
 	// Never a link: the journal is this store's own file (Compact opens
@@ -297,11 +298,22 @@ func (j *journal) openFile(i int, p string) ([]jrec, error) {
 		recs = append(recs, r)
 		off += n
 	}
-	// Reserved ahead now, not at the first appends after a swap.
-	if j.sizes[i] < journalInitial {
-		if err := j.grow(i, journalInitial); err != nil {
-			return nil, err
-		}
+	// Reserved at every open, not only when the file is made: a copy of
+	// the state directory that keeps holes (cp --sparse=always, rsync -S,
+	// a restore through a backup tool) turns the zeros back into holes,
+	// and the size the file still shows then reserves nothing (a field
+	// trial: a full disk failed the appends of a journal so copied). And
+	// ahead now, not at the first appends after a swap.
+	size := max(j.sizes[i], min(journalInitial, journalMax))
+	gaps, err := holes(f, j.sizes[i])
+	if err != nil {
+		return nil, fmt.Errorf("find its holes: %w", err)
+	}
+	if j.sizes[i] < size {
+		gaps = append(gaps, span{j.sizes[i], size})
+	}
+	if err := j.reserve(i, 0, size, gaps); err != nil {
+		return nil, fmt.Errorf("reserve its %d bytes: %w", size, err)
 	}
 	return recs, nil
 }
@@ -409,8 +421,9 @@ type span struct{ from, to int64 }
 
 // reserve makes file i's bytes [from, size) blocks of its own and sets
 // its size to size: it allocates them (fallocate(2)), then writes zeros
-// over gaps (the ranges of them that read as zeros without a block: what
-// it adds), and fsyncs the file, its size included.
+// over gaps (the ranges of them that read as zeros without a block: the
+// file's holes, and what it adds), and fsyncs the file, its size
+// included. What the file holds stays (a gap holds zeros already).
 //
 // An append into the reserved bytes (up to sizes[i]) then needs no block:
 // a full disk cannot fail it, nor the zeroing of the first headers at
