@@ -457,20 +457,32 @@ func (s *Store) openJournalFor(path string, noSync bool) error {
 }
 
 // closeJournal checkpoints the pending records and empties the journal
-// (Close: no operation in flight, no leader).
+// (Close: no operation in flight, no leader). Neither is needed to keep
+// what the journal holds, which the next Open replays: if either fails,
+// it returns a *JournalKeptError saying so.
 func (s *Store) closeJournal() error {
 	if s.jr == nil {
 		return nil
 	}
 	var err error
 	if s.jr.lsn != s.appliedLSN {
-		err = s.boltUpdate(s.checkpointTx(nil))
-		if err == nil {
+		if cerr := s.boltUpdate(s.checkpointTx(nil)); cerr != nil {
+			// The records stay in the journal, durable since their
+			// append: the bbolt transaction needs pages of its own
+			// (a full disk refuses them), the journal's blocks are
+			// reserved.
+			err = &JournalKeptError{Replay: true, Pending: len(s.pending), Err: fmt.Errorf("checkpoint: %w", cerr)}
+		} else {
 			s.checkpointed()
 		}
 	}
 	if err == nil {
-		err = s.jr.invalidate()
+		// In the journal's reserved blocks: a full disk does not fail
+		// it. Left undone, the next Open finds the records checkpointed
+		// and skips them.
+		if ierr := s.jr.invalidate(); ierr != nil {
+			err = &JournalKeptError{Err: fmt.Errorf("empty the journal: %w", ierr)}
+		}
 	}
 	if cerr := s.jr.close(); err == nil {
 		err = cerr
@@ -487,6 +499,38 @@ func (s *Store) closeJournal() error {
 	s.pmu.Unlock()
 	return err
 }
+
+// JournalKeptError is Close's error when the store closed without its
+// last checkpoint or without emptying the binding journal (a full disk,
+// an I/O error): nothing is lost. Every binding commit that returned is
+// in the store file or in the journal, durable since its append, and the
+// next Open replays the journal's records into the file (it needs room
+// to write them) or skips those the file holds. The journal's files must
+// be kept until then.
+type JournalKeptError struct {
+	// Replay is set when the checkpoint failed: the next Open replays
+	// the journal's records; otherwise only the emptying failed, and the
+	// next Open skips them (the store file holds them).
+	Replay bool
+	// Pending is the number of the journal's records that writers were
+	// told were committed and that are not known to be in the store file
+	// (a background checkpoint may have written some of them: the replay
+	// skips those).
+	Pending int
+	// Err is what failed.
+	Err error
+}
+
+// Error says what failed and what the next start does.
+func (e *JournalKeptError) Error() string {
+	if !e.Replay {
+		return fmt.Sprintf("binding journal not emptied (%v); nothing is lost: its records are in the store file, and the next start skips them", e.Err)
+	}
+	return fmt.Sprintf("%d binding journal records not written into the store file (%v); nothing is lost: they are in the journal, which the next start replays (keep its files)", e.Pending, e.Err)
+}
+
+// Unwrap returns Err (errors.Is(err, syscall.ENOSPC): the disk is full).
+func (e *JournalKeptError) Unwrap() error { return e.Err }
 
 // pendingBindings returns a copy of the pending bindings (tests).
 func (s *Store) pendingBindings() map[string][]byte {

@@ -179,7 +179,12 @@
 // the pending state and begins its read transaction with no bbolt write
 // of those buckets in between (snapshotView: a lock the writers hold
 // across their transaction), so what it sees is the store at one
-// instant. Close checkpoints and zeroes both files' first headers.
+// instant. Close checkpoints and zeroes both files' first headers (in
+// their reserved blocks). Neither is needed to keep a write: if the
+// checkpoint fails (a full disk refuses the bbolt transaction's pages) the
+// records stay in the journal, the next Open replays them, and Close's
+// error is a JournalKeptError saying so; the same, with nothing to
+// replay, if the zeroing fails.
 //
 // When 4096 records are pending, a background checkpoint starts: the
 // journal swaps files (a new generation at the start of the other file,

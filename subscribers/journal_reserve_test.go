@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -259,6 +260,62 @@ func TestJournalReservedOnFullDisk(t *testing.T) {
 	}
 	if err := os.Remove(fill); err != nil {
 		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("Close once the disk has room: %v", err)
+	}
+}
+
+// TestJournalCloseOnFullDisk: a clean stop on a full disk, bindings
+// pending in the journal, loses nothing and says so: Close's checkpoint
+// cannot write the store file, so Close returns a *JournalKeptError (the
+// store closed, the journal kept), and the next Open, once the disk has
+// room, replays every binding. Close returned a plain error, and ispmux
+// exited non-zero as if something was lost (a field trial).
+func TestJournalCloseOnFullDisk(t *testing.T) {
+	disk := smallDisk(t, "32m")
+	path := filepath.Join(disk, "state.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	for i := range n {
+		if err := s.CommitBinding(testBinding(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill := fillDisk(t, disk)
+	err = s.Close()
+	var kept *JournalKeptError
+	if !errors.As(err, &kept) || !kept.Replay || kept.Pending != n || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Close on the full disk: %v (%#v), want a JournalKeptError of %d records to replay, wrapping ENOSPC", err, kept, n)
+	}
+	for _, want := range []string{"100 binding journal records not written into the store file", "nothing is lost", "the next start replays"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Close's error %q does not say %q", err, want)
+		}
+	}
+	if err := s.Close(); !errors.Is(err, ErrClosed) {
+		t.Errorf("second Close: %v, want ErrClosed", err)
+	}
+	// The next start on the still full disk cannot replay, and keeps the
+	// journal for the one after.
+	if s, err := Open(path, Options{}); !errors.Is(err, syscall.ENOSPC) {
+		if err == nil {
+			s.Close()
+		}
+		t.Errorf("Open on the full disk: %v, want ENOSPC", err)
+	}
+	if err := os.Remove(fill); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all, err := s.Bindings(); err != nil || len(all) != n {
+		t.Errorf("after the replay: %d bindings, %v; want %d", len(all), err, n)
 	}
 	if err := s.Close(); err != nil {
 		t.Errorf("Close once the disk has room: %v", err)

@@ -1,6 +1,7 @@
 package subscribers
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -528,4 +529,52 @@ func TestJournalLSNReusedEvents(t *testing.T) {
 	}
 	checkISPNumbering(t, "after the second crash", d, returned)
 	d.Close()
+}
+
+// TestJournalCloseNotEmptied: a Close whose checkpoint committed but
+// whose emptying of the journal failed lost nothing: its error is a
+// *JournalKeptError with nothing to replay, and the next Open skips the
+// records the file holds (a binding deleted after its record was
+// journaled stays deleted).
+func TestJournalCloseNotEmptied(t *testing.T) {
+	s, path := openTest(t, Options{})
+	x := testBinding(1)
+	for i := range 5 {
+		if err := s.CommitBinding(testBinding(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.DeleteBinding(x.Access, x.VLAN, x.MAC); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CommitBinding(testBinding(5)); err != nil {
+		t.Fatal(err)
+	}
+	// Binding 5's record, the first of the journal's generation, is
+	// left at the start of the file.
+	ro, err := os.Open(path + ".journal") // writes to it fail
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.jr.files[0].Close()
+	s.jr.files[0] = ro
+	err = s.Close()
+	var kept *JournalKeptError
+	if !errors.As(err, &kept) || kept.Replay || !strings.Contains(err.Error(), "nothing is lost") {
+		t.Fatalf("Close with the journal read-only: %v, want a JournalKeptError with nothing to replay", err)
+	}
+	if b, _ := os.ReadFile(path + ".journal"); len(b) < jrecHeader || !bytes.Contains(b[:recLen(testBinding(5))], bindingKey(testBinding(5).Access, testBinding(5).VLAN, testBinding(5).MAC)) {
+		t.Fatal("the journal's first record is not binding 5's: the test proves nothing")
+	}
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if all, err := s.Bindings(); err != nil || len(all) != 5 {
+		t.Errorf("after the Open: %d bindings, %v; want 5", len(all), err)
+	}
+	if _, err := s.Binding(x.Access, x.VLAN, x.MAC); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the deleted binding after the Open: %v, want ErrNotFound", err)
+	}
 }

@@ -539,8 +539,11 @@ func (s *Store) noteJournalSync() {
 	s.syncVia.Store(&[2]string{via, why})
 }
 
-// Close waits for the operations in flight, then closes the file.
-// Closing twice returns ErrClosed.
+// Close waits for the operations in flight, then checkpoints the binding
+// journal and closes the file. Closing twice returns ErrClosed. An error
+// that is a *JournalKeptError (errors.As) lost nothing: the store is
+// closed, and the next Open replays the journal (a full disk refused the
+// checkpoint's pages).
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -556,7 +559,12 @@ func (s *Store) Close() error {
 	}
 	s.db = nil
 	if err == nil && jerr != nil {
-		err = fmt.Errorf("journal: %w", jerr)
+		var kept *JournalKeptError
+		if errors.As(jerr, &kept) {
+			err = jerr // it says "binding journal" itself
+		} else {
+			err = fmt.Errorf("journal: %w", jerr)
+		}
 	}
 	s.wake(wakeAll) // waiting readers find the store closed
 	if err != nil {
