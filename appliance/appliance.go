@@ -548,7 +548,7 @@ func (a *Appliance) Run(ctx context.Context) error {
 	a.dhcp.Close()
 	a.ten.Close()
 	a.logCounters()
-	closeErr := errors.Join(a.closePorts(), a.store.Close())
+	closeErr := errors.Join(a.closePorts(), closeStore(a.store, a.log))
 	if a.portalNS != nil {
 		closeErr = errors.Join(closeErr, a.portalNS.close())
 	}
@@ -565,6 +565,32 @@ func (a *Appliance) Run(ctx context.Context) error {
 		a.log.Info("stopped: ports closed, store closed")
 	}
 	return err
+}
+
+// closeStore closes the store at the end of Run. A Close that kept the
+// binding journal (subscribers.JournalKeptError: its checkpoint failed,
+// as a full disk makes it) lost nothing, every acknowledged binding being
+// in the journal or the store file: that is a warning saying what the
+// next start does, not Run's error, so a clean stop exits 0 (a field
+// trial's full disk made it exit 1 though the next start restored
+// everything). Any other error is Run's.
+func closeStore(st *subscribers.Store, log *slog.Logger) error {
+	err := st.Close()
+	var kept *subscribers.JournalKeptError
+	if !errors.As(err, &kept) {
+		return err
+	}
+	if !kept.Replay {
+		log.Warn("store closed without emptying the binding journal: nothing is lost, the next start skips its records", "err", err)
+		return nil
+	}
+	next := "the next start replays the binding journal"
+	if errors.Is(err, syscall.ENOSPC) {
+		// Or it fails as this checkpoint did, having written nothing.
+		next += ", once the state directory's file system has room for it"
+	}
+	log.Warn("store closed without its last checkpoint: nothing is lost, "+next+"; keep its files", "records", kept.Pending, "err", err)
+	return nil
 }
 
 func (a *Appliance) closePorts() error {
