@@ -55,7 +55,8 @@
 // and the tenant model's changes (customer-created, claimed, moved...),
 // the latter with the Actor that made them and the API RequestID. Events
 // reads the whole log, EventsOf one ISP's part of it (an index, so an
-// ISP's page does not read the other ISPs' events), and WaitEvents blocks
+// ISP's page does not read the other ISPs' events), EventsOfMAC and
+// NewestEventsOfMAC one device's (another index), and WaitEvents blocks
 // until a newer event is committed, woken in-process by the commit (any
 // writer), for the live streams.
 //
@@ -255,7 +256,10 @@
 // and older: ISP, 0x00, sequence number → nil; EventsOf reads one ISP's
 // events without looking at the others'; events without an ISP, such as
 // the onboarding ones, are not indexed), "event-isp-seqs" (per ISP: its
-// last number given out and its gaps; eventseq.go),
+// last number given out and its gaps; eventseq.go), "events-by-mac" (an
+// index: the 6-byte MAC, the event's sequence number → its number in its
+// ISP's own sequence, or nil for an event without an ISP; events without
+// a MAC are not indexed; eventsmac.go),
 // "changes" (the change feed; key: the big-endian sequence number) and
 // "onboarding" (the onboarding leases; key: the 6-byte MAC). The
 // indexes are written in the transactions that write what they index; an
@@ -300,7 +304,7 @@
 //
 // # Schema versions
 //
-// The meta bucket's schema byte is the version of the whole file (9 now;
+// The meta bucket's schema byte is the version of the whole file (10 now;
 // see schemaVersion). Open migrates an older file in place, in one
 // transaction (all or nothing: schema 1 to 2 re-encodes every value and
 // adds the intents bucket; 2 to 3 adds the customers bucket and the change
@@ -310,9 +314,10 @@
 // binding-expiry index; 6 to 7 and 7 to 8 only move the byte, for the
 // binding journal and its second file; 8 to 9 adds the event-isp-seqs
 // bucket, whose sequences start in the transaction that replays the
-// binding journal, past that journal's events: eventseq.go), and refuses a newer one with
-// ErrSchema: an
-// older ispmux never writes a file it cannot fully read. Open of a current
+// binding journal, past that journal's events: eventseq.go; 9 to 10
+// builds the events-by-mac index from the events stored: eventsmac.go),
+// and refuses a newer one with ErrSchema: an older ispmux never writes a
+// file it cannot fully read. Open of a current
 // file writes nothing (a Backup copy's first Open writes once, below).
 // Backup writes a consistent copy of the file while the store is in use
 // (`ispmux ctl backup FILE`), marked as a copy: Open of a marked file

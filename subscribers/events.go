@@ -155,9 +155,10 @@ func prepareEvent(e *Event) error {
 // ones in front of it go. An event at the front that does not decode is
 // trimmed as old (it is the oldest, and unreadable).
 //
-// An event with an ISP also gets its events-by-isp index entry, removed
-// when the event is trimmed (that of an event that no longer decodes
-// cannot be found and stays; EventsOf skips it).
+// An event with an ISP also gets its events-by-isp index entry, and one
+// with a MAC its events-by-mac entry, removed when the event is trimmed
+// (that of an event that no longer decodes cannot be found and stays;
+// EventsOf and EventsOfMAC skip it).
 func (s *Store) eventPut(e *Event) func(tx *bolt.Tx) error {
 	return s.eventPutVal(e, encodeEvent(e))
 }
@@ -177,8 +178,9 @@ func (s *Store) eventPutVal(e *Event, val []byte) func(tx *bolt.Tx) error {
 }
 
 // eventAt stores the event val (of ISP isp) under seq, the log's newest
-// sequence number, with its index entry under ispSeq (0: the ISP's next
-// number), and trims the log as eventPut says, by count and by cutTime.
+// sequence number, with its events-by-isp entry under ispSeq (0: the
+// ISP's next number) and its events-by-mac entry (eventsmac.go), and
+// trims the log as eventPut says, by count and by cutTime.
 // It returns the event's ISPSeq (0 for an event with no ISP). The ISP's
 // sequence is kept in held if not nil (takeISPSeq).
 func (s *Store) eventAt(tx *bolt.Tx, seq uint64, val []byte, isp string, ispSeq uint64, cutTime time.Time, held ispSeqs) (uint64, error) {
@@ -204,6 +206,9 @@ func (s *Store) eventAt(tx *bolt.Tx, seq uint64, val []byte, isp string, ispSeq 
 			return 0, err
 		}
 	}
+	if err := putMACIndex(tx, val, seq, ispSeq); err != nil {
+		return 0, err
+	}
 	return ispSeq, s.trimEvents(tx, seq, cutTime)
 }
 
@@ -215,6 +220,7 @@ func (s *Store) trimEvents(tx *bolt.Tx, seq uint64, cutTime time.Time) error {
 	}
 	bk := tx.Bucket(bucketEvents)
 	idx := tx.Bucket(bucketEventIndex)
+	macIdx := tx.Bucket(bucketEventMACIndex)
 	// The log holds at most seq-oldest+1 events (only its front is
 	// ever deleted). Within retention + slack, cutoff stays 0 and
 	// the loop below only reads the oldest event's time (nothing
@@ -262,6 +268,11 @@ func (s *Store) trimEvents(tx *bolt.Tx, seq uint64, cutTime time.Time) error {
 		}
 		if err == nil && old.ISP != "" {
 			if err := trimIndex(idx, old.ISP, old.Seq, at); err != nil {
+				return err
+			}
+		}
+		if len(k) == 8 {
+			if err := trimMACIndex(macIdx, v, binary.BigEndian.Uint64(k)); err != nil {
 				return err
 			}
 		}
@@ -335,7 +346,7 @@ func (s *Store) eventsPage(isp string, after uint64, limit int, numbered bool) (
 			evs, bad = eventsOfTx(tx, isp, after, limit)
 		}
 		n := len(evs)
-		evs, bad = mergePending(evs, bad, pend, isp, after, limit)
+		evs, bad = mergePending(evs, bad, pend, isp, nil, after, limit)
 		if isp == "" && numbered {
 			pendingISPSeqs(evs[n:], pend)
 		}

@@ -1,9 +1,13 @@
 package subscribers
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // TestEventsOfDamagedIndex: over an events-by-isp index with a stale
@@ -271,5 +275,61 @@ func TestEventsPageISPSeq(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// checkEventIndex checks that events-by-isp holds exactly one entry per
+// stored event with an ISP, and events-by-mac one per stored event with a
+// MAC, whose value is the event's ISPSeq (none for an event of no ISP).
+func checkEventIndex(t *testing.T, s *Store) {
+	t.Helper()
+	evs, _, _, err := s.EventsPage("", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantMAC := map[string]uint64{}
+	for _, e := range evs {
+		if e.MAC != (MAC{}) {
+			wantMAC[string(eventMACKey(e.MAC, e.Seq))] = e.ISPSeq
+		}
+	}
+	nMAC := 0
+	s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketEventMACIndex).ForEach(func(k, v []byte) error {
+			nMAC++
+			n, ok := wantMAC[string(k)]
+			var got uint64
+			if len(v) == 8 {
+				got = binary.BigEndian.Uint64(v)
+			}
+			if !ok || got != n || (n == 0) != (len(v) == 0) {
+				t.Errorf("stale events-by-mac entry %x: %x (want %v, ISPSeq %d)", k, v, ok, n)
+			}
+			return nil
+		})
+	})
+	if nMAC != len(wantMAC) {
+		t.Errorf("events-by-mac has %d keys, want %d", nMAC, len(wantMAC))
+	}
+	want := map[string]bool{}
+	for _, e := range evs {
+		if e.ISP != "" {
+			want[string(eventIndexKey(e.ISP, e.Seq))] = true
+		}
+	}
+	n := 0
+	s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketEventIndex).ForEach(func(k, v []byte) error {
+			n++
+			i := bytes.IndexByte(k, 0)
+			_, seq, ok := indexSeq(k, v, i+1)
+			if i < 0 || !ok || !want[string(eventIndexKey(string(k[:i]), seq))] {
+				t.Errorf("stale events-by-isp key %q", k)
+			}
+			return nil
+		})
+	})
+	if n != len(want) {
+		t.Errorf("events-by-isp has %d keys, want %d", n, len(want))
 	}
 }

@@ -1,7 +1,6 @@
 package subscribers
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -103,37 +102,6 @@ func TestEventsOf(t *testing.T) {
 		t.Errorf("EventsOf(beta) after age trimming = %+v", got)
 	}
 	checkEventIndex(t, s)
-}
-
-// checkEventIndex checks that events-by-isp holds exactly one entry per
-// stored event with an ISP.
-func checkEventIndex(t *testing.T, s *Store) {
-	t.Helper()
-	evs, err := s.Events(0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]bool{}
-	for _, e := range evs {
-		if e.ISP != "" {
-			want[string(eventIndexKey(e.ISP, e.Seq))] = true
-		}
-	}
-	n := 0
-	s.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketEventIndex).ForEach(func(k, v []byte) error {
-			n++
-			i := bytes.IndexByte(k, 0)
-			_, seq, ok := indexSeq(k, v, i+1)
-			if i < 0 || !ok || !want[string(eventIndexKey(string(k[:i]), seq))] {
-				t.Errorf("stale events-by-isp key %q", k)
-			}
-			return nil
-		})
-	})
-	if n != len(want) {
-		t.Errorf("events-by-isp has %d keys, want %d", n, len(want))
-	}
 }
 
 // TestChangeFeed: every write of a customer or registration is in the

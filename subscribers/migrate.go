@@ -12,7 +12,7 @@ import (
 // transaction tx (whose buckets exist): either the whole migration and
 // the new schema byte commit, or nothing does and the file stays as it
 // was. It runs the steps from `from` on: 1 → 2, 2 → 3, 3 → 4, 4 → 5,
-// 5 → 6, 6 → 7, 7 → 8, 8 → 9.
+// 5 → 6, 6 → 7, 7 → 8, 8 → 9, 9 → 10.
 //
 // 1 → 2: every registration, binding and event is re-encoded in the
 // current format (the fields added since read as empty); the keys and
@@ -64,6 +64,14 @@ import (
 // the older ones are, and the ISPs' new numbers go on above them. The schema byte moves so that an
 // older ispmux, which would key its new index entries by Seq among the
 // ISPs' numbers, refuses the file.
+//
+// 9 → 10: the events-by-mac index is built from every event that decodes
+// and has a MAC (buildMACIndex), each entry with the event's ISPSeq from
+// events-by-isp (a file of schema 8 or older: its Seq, as that index has
+// it). The binding journal's events, replayed after this transaction,
+// get theirs as they are appended (eventAt). The schema byte moves so
+// that an older ispmux, which would append events without their entries
+// and trim events leaving theirs behind, refuses the file.
 func migrate(tx *bolt.Tx, from byte) error {
 	if from < 1 || from >= schemaVersion {
 		return fmt.Errorf("no migration from schema %d", from)
@@ -87,6 +95,11 @@ func migrate(tx *bolt.Tx, from byte) error {
 		// startISPSeqs, after the journal's replay (openJournalFor).
 		if err := tx.Bucket(bucketMeta).Put(keyEventISPStart, []byte{1}); err != nil {
 			return fmt.Errorf("bucket %s: %w", bucketMeta, err)
+		}
+	}
+	if from <= 9 {
+		if err := buildMACIndex(tx); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -38,7 +38,7 @@ func (s *Store) viewEvents(fn func(tx *bolt.Tx, pend []*jrec) error) error {
 
 // mergePending appends to evs (bbolt's events with Seq > after,
 // ascending, at most limit: limit <= 0 for all) the pending events of isp
-// ("": any) with Seq past after and past evs' last, up to limit in all,
+// ("": any) and of mac (nil: any) with Seq past after and past evs' last, up to limit in all,
 // and to bad an error for each that does not decode. Every pending event bbolt
 // does not hold is newer than every event it holds, and pend is in Seq
 // order, so the result is the log's, ascending: those past evs' last
@@ -50,7 +50,7 @@ func (s *Store) viewEvents(fn func(tx *bolt.Tx, pend []*jrec) error) error {
 // checkpoint's records or a clock jump does that.
 //
 // For an ISP, after and the order are ISPSeqs, and the events get theirs.
-func mergePending(evs []Event, bad []error, pend []*jrec, isp string, after uint64, limit int) ([]Event, []error) {
+func mergePending(evs []Event, bad []error, pend []*jrec, isp string, mac *MAC, after uint64, limit int) ([]Event, []error) {
 	last := after
 	if len(evs) > 0 {
 		if isp == "" {
@@ -70,6 +70,11 @@ func mergePending(evs []Event, bad []error, pend []*jrec, isp string, after uint
 		}
 		if seq == 0 || n <= last || (isp != "" && risp != isp) {
 			continue
+		}
+		if mac != nil {
+			if m, ok := r.eventMAC(); !ok || m != *mac {
+				continue
+			}
 		}
 		e, err := decodeEvent(seqKey(seq), r.evVal)
 		if err != nil {

@@ -59,7 +59,10 @@ var (
 // by the ISP's number, with the event's sequence as value, and the
 // event-isp-seqs bucket holds each ISP's last number; an older ispmux
 // would key its new entries by the global sequence among them.
-const schemaVersion = 9
+// 10: the events-by-mac index (eventsmac.go); an older ispmux would
+// append events without their entries and trim events without deleting
+// theirs.
+const schemaVersion = 10
 
 // Defaults for Options.
 const (
@@ -421,7 +424,7 @@ func Open(path string, opts Options) (*Store, error) {
 var allBuckets = [][]byte{
 	bucketMeta, bucketRegistrations, bucketBindings, bucketEvents, bucketIntents,
 	bucketCustomers, bucketDeviceIndex, bucketEventIndex, bucketChanges, bucketOnboarding,
-	bucketEventISPSeq,
+	bucketEventISPSeq, bucketEventMACIndex,
 }
 
 // setUp creates the buckets of a new file, refuses a newer schema, and

@@ -1,0 +1,310 @@
+package subscribers
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The events-by-mac index: one device's events without a walk of the log.
+//
+// A support desk asks what happened to one device; on a box of 100k to
+// 1M subscribers the log's newest 10,000 events are minutes, so a walk of
+// its tail (what `ctl subscriber` did) showed an event of an hour ago as
+// none. The index is keyed by MAC (6 bytes), then the event's Seq (8
+// bytes, big-endian), so one device's entries are together in Seq order;
+// its value is the event's ISPSeq (8 bytes) for an event with an ISP, and
+// empty for one with none, so an ISP's read of a device's events is
+// numbered in the ISP's own sequence without a look-up in events-by-isp
+// per event. Events with no MAC (a customer's) are not indexed.
+//
+// An entry is written in the transaction that appends its event (eventAt)
+// and deleted in the one that trims it (trimEvents: a delete by key per
+// trimmed event, so the trim stays linear in the events it trims). Unlike
+// events-by-isp, whose entries are appended at the end of each ISP's
+// range, a device's entry goes to wherever its MAC sorts: one more leaf
+// dirtied per event in a commit (BenchmarkDORACommit, BenchmarkBgCheckpoint
+// measure it). Entries are 14-byte keys and 8-byte values, so a leaf holds
+// well over a hundred and the index stays a small fraction of the log.
+
+// bucketEventMACIndex is the events-by-mac index (schema 10).
+var bucketEventMACIndex = []byte("events-by-mac")
+
+// eventMACKey is the events-by-mac key: MAC, big-endian Seq.
+func eventMACKey(m MAC, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(make([]byte, 0, 14), m[:]...), seq)
+}
+
+// eventMAC is the MAC of an encoded event, read from its head without
+// decoding the rest (it follows the time and the kind); ok is false if
+// the head does not decode.
+func eventMAC(val []byte) (m MAC, ok bool) {
+	d := decoder{b: val}
+	d.version()
+	d.time()
+	d.take(d.uvarint()) // the kind
+	m = d.mac()
+	return m, d.err == nil
+}
+
+// eventMAC returns the MAC of the record's event.
+func (r *jrec) eventMAC() (MAC, bool) {
+	if r.ev != nil {
+		return r.ev.MAC, true
+	}
+	return eventMAC(r.evVal)
+}
+
+// putMACIndex writes in tx the events-by-mac entry of the event val
+// stored under seq, whose ISPSeq is ispSeq (0: an event with no ISP).
+// An event whose head does not decode (never one eventAt is given) or
+// that has no MAC gets none.
+func putMACIndex(tx *bolt.Tx, val []byte, seq, ispSeq uint64) error {
+	m, ok := eventMAC(val)
+	if !ok || m == (MAC{}) {
+		return nil
+	}
+	var v []byte
+	if ispSeq != 0 {
+		v = binary.BigEndian.AppendUint64(make([]byte, 0, 8), ispSeq)
+	}
+	return tx.Bucket(bucketEventMACIndex).Put(eventMACKey(m, seq), v)
+}
+
+// trimMACIndex deletes from idx the entry of the event val stored under
+// seq, being trimmed: one delete by key, O(log n) (bbolt's Delete descends
+// from the root, never walking the leaves this transaction emptied, as
+// trimEvents' First would). An event whose head does not decode has lost
+// its MAC: its entry, if any, stays, and the readers skip it (its event
+// is gone).
+func trimMACIndex(idx *bolt.Bucket, val []byte, seq uint64) error {
+	m, ok := eventMAC(val)
+	if !ok || m == (MAC{}) {
+		return nil
+	}
+	return idx.Delete(eventMACKey(m, seq))
+}
+
+// buildMACIndex is the 9 → 10 migration step: events-by-mac (created
+// empty by the caller) gets the entry of every event that decodes and
+// has a MAC, with the ISPSeq its events-by-isp entry gives it (an event
+// whose entry is missing or damaged gets no ISPSeq, and no ISP's read of
+// the device shows it: its ISP's own reads do not either). Keys are put
+// in order (a random order would copy growing nodes: doc.go); the entries
+// of the events-by-isp index are read once into memory, 100k–400k of
+// them at most (the retention, and the hold of webhooks).
+func buildMACIndex(tx *bolt.Tx) error {
+	type ispEvent struct {
+		isp string
+		seq uint64
+	}
+	ispSeqOf := map[ispEvent]uint64{}
+	names := map[string]string{} // one string per ISP, not per entry
+	err := tx.Bucket(bucketEventIndex).ForEach(func(k, v []byte) error {
+		i := bytes.IndexByte(k, 0)
+		if i < 0 {
+			return nil
+		}
+		n, seq, ok := indexSeq(k, v, i+1)
+		if !ok {
+			return nil
+		}
+		isp, ok := names[string(k[:i])]
+		if !ok {
+			isp = string(k[:i])
+			names[isp] = isp
+		}
+		ispSeqOf[ispEvent{isp, seq}] = n
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	type entry struct{ k, v []byte }
+	var entries []entry
+	err = tx.Bucket(bucketEvents).ForEach(func(k, v []byte) error {
+		e, err := decodeEvent(k, v)
+		if err != nil || e.MAC == (MAC{}) {
+			return nil
+		}
+		var iv []byte
+		if n, ok := ispSeqOf[ispEvent{e.ISP, e.Seq}]; ok && e.ISP != "" {
+			iv = binary.BigEndian.AppendUint64(nil, n)
+		}
+		entries = append(entries, entry{eventMACKey(e.MAC, e.Seq), iv})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(entries, func(a, b entry) int { return bytes.Compare(a.k, b.k) })
+	idx := tx.Bucket(bucketEventMACIndex)
+	for _, en := range entries {
+		if err := idx.Put(en.k, en.v); err != nil {
+			return fmt.Errorf("bucket %s: %w", bucketEventMACIndex, err)
+		}
+	}
+	return nil
+}
+
+// EventsOfMAC returns up to limit events of the device mac (limit <= 0:
+// all), ascending, with the log's bounds, all read in one transaction as
+// EventsPage reads them, from the events-by-mac index (other devices'
+// events are not looked at). With isp "" they are mac's events of every
+// ISP and of none, after Seq after, each with its ISPSeq (0: no ISP), and
+// the bounds are the log's; with an ISP, only that ISP's events of mac,
+// after ISPSeq after, and the bounds are in its sequence (EventsPage).
+// It reads the binding journal's pending events without a checkpoint, as
+// EventsPage does.
+func (s *Store) EventsOfMAC(mac MAC, isp string, after uint64, limit int) (evs []Event, oldest, newest uint64, err error) {
+	return s.macEventsPage(mac, isp, after, false, limit)
+}
+
+// NewestEventsOfMAC is EventsOfMAC for mac's newest limit events (limit
+// <= 0: all that the log holds), ascending: a device's recent history,
+// however far back in the log it is.
+func (s *Store) NewestEventsOfMAC(mac MAC, isp string, limit int) (evs []Event, oldest, newest uint64, err error) {
+	return s.macEventsPage(mac, isp, 0, true, limit)
+}
+
+// macEventsPage is EventsOfMAC, or (fromNewest) NewestEventsOfMAC.
+func (s *Store) macEventsPage(mac MAC, isp string, after uint64, fromNewest bool, limit int) (evs []Event, oldest, newest uint64, err error) {
+	var bad []error
+	err = s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
+		oldest, newest = eventBoundsPending(tx, pend)
+		oldest = s.gapOldest(oldest)
+		if isp != "" {
+			oldest, newest = ispBoundsTx(tx, pend, isp, oldest)
+		}
+		if !fromNewest && after >= newest {
+			return nil
+		}
+		if fromNewest {
+			evs, bad = macNewestTx(tx, mac, isp, limit)
+		} else {
+			evs, bad = macEventsTx(tx, mac, isp, after, limit)
+		}
+		n := len(evs)
+		if fromNewest {
+			// Every pending event bbolt does not hold is newer than
+			// every event it holds (mergePending): all of mac's,
+			// then the newest limit of the whole.
+			evs, bad = mergePending(evs, bad, pend, isp, &mac, 0, 0)
+		} else {
+			evs, bad = mergePending(evs, bad, pend, isp, &mac, after, limit)
+		}
+		if isp == "" {
+			pendingISPSeqs(evs[n:], pend)
+		}
+		if limit > 0 && len(evs) > limit {
+			evs = evs[len(evs)-limit:]
+		}
+		return nil
+	})
+	if err == nil {
+		err = errors.Join(bad...)
+	}
+	if err != nil {
+		return evs, oldest, newest, fmt.Errorf("events of %s: %w", macString(mac), err)
+	}
+	return evs, oldest, newest, nil
+}
+
+// macEventsTx walks mac's events-by-mac entries in tx from the first
+// event past after (Seq after+1; for an ISP, the Seq of its first event
+// past ISPSeq after, which its events-by-isp entries give: an ISP's
+// events are numbered in Seq order): up to limit events (limit <= 0: all),
+// ascending, and an ErrCorrupt error for each malformed entry and each
+// event that does not decode (macEntry).
+func macEventsTx(tx *bolt.Tx, mac MAC, isp string, after uint64, limit int) (evs []Event, bad []error) {
+	from := after + 1
+	if isp != "" {
+		prefix := append([]byte(isp), 0)
+		c := tx.Bucket(bucketEventIndex).Cursor()
+		found := false
+		for k, v := c.Seek(eventIndexKey(isp, after+1)); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if _, seq, ok := indexSeq(k, v, len(prefix)); ok {
+				from, found = seq, true
+				break
+			}
+		}
+		if !found {
+			return nil, nil // none of isp's events past after in bbolt
+		}
+	}
+	bk := tx.Bucket(bucketEvents)
+	c := tx.Bucket(bucketEventMACIndex).Cursor()
+	for k, v := c.Seek(eventMACKey(mac, from)); k != nil && bytes.HasPrefix(k, mac[:]) && (limit <= 0 || len(evs) < limit); k, v = c.Next() {
+		e, ok, err := macEntry(bk, k, v, mac, isp)
+		switch {
+		case err != nil:
+			bad = append(bad, err)
+		case ok && (isp == "" || e.ISPSeq > after):
+			evs = append(evs, e)
+		}
+	}
+	return evs, bad
+}
+
+// macNewestTx walks mac's events-by-mac entries in tx backwards from its
+// newest: up to limit events (limit <= 0: all) of isp ("": any),
+// returned ascending, and an ErrCorrupt error for each malformed entry
+// and each event that does not decode (macEntry).
+func macNewestTx(tx *bolt.Tx, mac MAC, isp string, limit int) (evs []Event, bad []error) {
+	bk := tx.Bucket(bucketEvents)
+	c := tx.Bucket(bucketEventMACIndex).Cursor()
+	end := eventMACKey(mac, math.MaxUint64)
+	k, v := c.Seek(end)
+	switch {
+	case k == nil:
+		k, v = c.Last()
+	case !bytes.Equal(k, end):
+		k, v = c.Prev()
+	}
+	for ; k != nil && bytes.HasPrefix(k, mac[:]) && (limit <= 0 || len(evs) < limit); k, v = c.Prev() {
+		e, ok, err := macEntry(bk, k, v, mac, isp)
+		switch {
+		case err != nil:
+			bad = append(bad, err)
+		case ok:
+			evs = append(evs, e)
+		}
+	}
+	slices.Reverse(evs)
+	return evs, bad
+}
+
+// macEntry returns the event of mac's events-by-mac entry k, v (bk: the
+// events bucket), with its ISPSeq, if it is one of isp's ("": any). ok is
+// false for an entry to skip: an event of another ISP, or of none for an
+// ISP; an event gone (trimmed while it did not decode) or not of mac (a
+// stale entry). err is an ErrCorrupt error for a malformed entry and for
+// an event that does not decode.
+func macEntry(bk *bolt.Bucket, k, v []byte, mac MAC, isp string) (e Event, ok bool, err error) {
+	if len(k) != 14 || (len(v) != 0 && len(v) != 8) {
+		return Event{}, false, corrupt(bucketEventMACIndex, k, errors.New("entry is not MAC, 8-byte sequence: 8-byte ISP sequence or nothing"))
+	}
+	if isp != "" && len(v) == 0 {
+		return Event{}, false, nil // an event of no ISP: not decoded
+	}
+	key := k[6:]
+	val := bk.Get(key)
+	if val == nil {
+		return Event{}, false, nil
+	}
+	if e, err = decodeEvent(key, val); err != nil {
+		return Event{}, false, err
+	}
+	if e.MAC != mac || (isp != "" && e.ISP != isp) {
+		return Event{}, false, nil
+	}
+	if len(v) == 8 && e.ISP != "" {
+		e.ISPSeq = binary.BigEndian.Uint64(v)
+	}
+	return e, true, nil
+}
