@@ -257,9 +257,10 @@
 // events without looking at the others'; events without an ISP, such as
 // the onboarding ones, are not indexed), "event-isp-seqs" (per ISP: its
 // last number given out and its gaps; eventseq.go), "events-by-mac" (an
-// index: the 6-byte MAC, the event's sequence number → its number in its
-// ISP's own sequence, or nil for an event without an ISP; events without
-// a MAC are not indexed; eventsmac.go),
+// index: the event's sequence number >> 12, the 6-byte MAC, the sequence
+// number's low 12 bits → its number in its ISP's own sequence, or nil for
+// an event without an ISP; events without a MAC are not indexed;
+// eventsmac.go),
 // "changes" (the change feed; key: the big-endian sequence number) and
 // "onboarding" (the onboarding leases; key: the 6-byte MAC). The
 // indexes are written in the transactions that write what they index; an

@@ -350,3 +350,47 @@ func rawSchemaOf(t *testing.T, s *Store) byte {
 	}
 	return v[0]
 }
+
+// TestEventsOfMACSpans: a device's events in several events-by-mac spans
+// (4096 Seqs each), across the jump of a restored copy (2^32 numbers that
+// hold no span), read whole, paged and newest first; a log trimmed past
+// whole spans keeps one entry per event.
+func TestEventsOfMACSpans(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true, EventRetention: 9000})
+	write := func(s *Store, n int) {
+		t.Helper()
+		for i := 0; i < n; i += 2000 {
+			var w TenantWrite
+			for j := i; j < i+2000 && j < n; j++ {
+				w.Events = append(w.Events, Event{Kind: EventRenewed, MAC: mac(j % 400), ISP: []string{"alpha", "beta", ""}[j%3]})
+			}
+			if _, err := s.ApplyTenant(w); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write(s, 12000) // Seq 1..12000: spans 0..2, the first 3000 trimmed
+	checkEventIndex(t, s)
+	for _, m := range []MAC{mac(3), mac(7)} {
+		checkMACReads(t, s, "spans", m)
+	}
+	c, _ := restoreCopy(t, s, Options{NoSync: true, EventRetention: 9000})
+	write(c, 5000) // past the jump: 3000 more trimmed
+	for i := range 3 {
+		b := testBinding(i)
+		b.MAC = mac(7)
+		if _, err := c.CommitBindingEvent(b, Event{Kind: EventBound, MAC: b.MAC, ISP: b.ISP}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if evs, _, _, err := c.NewestEventsOfMAC(mac(7), "", 0); err != nil || len(evs) < 20 || evs[0].Seq >= 1<<32 || evs[len(evs)-1].Seq < 1<<32 {
+		t.Fatalf("mac 7's events in the copy: %d, %v; want its events before and after the jump", len(evs), err)
+	}
+	for _, m := range []MAC{mac(3), mac(7)} {
+		checkMACReads(t, c, "across the jump", m)
+	}
+	if err := c.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	checkEventIndex(t, c)
+}

@@ -46,9 +46,9 @@ func TestChangeTrimLinear(t *testing.T) {
 // appends trimming 8x the events (maxTrim each) must not cost ~64x (with First after each
 // delete: 10k 22 ms, 20k 51 ms, 40k 239 ms, 80k 914 ms, 57x for 8x; with
 // the Seek: 6.5-11x for 10k to 80k). The events are of 64 devices, so
-// the trim also deletes their events-by-mac entries, thousands of each
-// device's in a row (a delete by key each: trimMACIndex). A scale test:
-// skipped with -short.
+// the trim also deletes their events-by-mac entries, whole spans of them
+// (a delete by key each: trimMACIndex). A scale test: skipped with
+// -short.
 func TestEventTrimLinear(t *testing.T) {
 	if testing.Short() {
 		t.Skip("scale test (80k events): skipped with -short")
