@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"sort"
 	"strings"
@@ -427,6 +428,33 @@ func (f *fakeService) Events(ctx context.Context, isp string, after uint64, limi
 			}
 			p.Events = append(p.Events, e)
 		}
+	}
+	return p, nil
+}
+
+// EventsOfMAC is Events of one MAC: after *after, or (nil) the newest
+// limit; the events' MACs are canonical (lower case, colons).
+func (f *fakeService) EventsOfMAC(ctx context.Context, isp, mac string, after *uint64, limit int) (tenants.EventPage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record(fakeCall{Method: "EventsOfMAC", ISP: isp, Arg: mac}); err != nil {
+		return tenants.EventPage{}, err
+	}
+	hw, err := net.ParseMAC(mac)
+	if err != nil || len(hw) != 6 {
+		return tenants.EventPage{}, fmt.Errorf("%w: MAC %q is not an EUI-48 address", tenants.ErrInvalid, mac)
+	}
+	p := tenants.EventPage{Oldest: f.oldest, Newest: f.newestLocked()}
+	for _, e := range f.events {
+		if e.MAC == hw.String() && (isp == "" || e.ISP == isp) && (after == nil || e.Seq > *after) {
+			p.Events = append(p.Events, e)
+		}
+	}
+	if after == nil && len(p.Events) > limit {
+		p.Events = p.Events[len(p.Events)-limit:]
+	}
+	if after != nil && len(p.Events) > limit {
+		p.Events = p.Events[:limit]
 	}
 	return p, nil
 }

@@ -66,6 +66,44 @@ func (t *Tenants) Events(ctx context.Context, isp string, after uint64, limit in
 	return p, nil
 }
 
+// EventsOfMAC returns up to limit events of the device mac (isp's only,
+// in its own sequence, unless isp is ""): after sequence *after, or (nil)
+// the newest, read from the store's events-by-mac index (no walk of the
+// log: a device's events of an hour ago on a busy box are thousands of
+// pages back).
+func (t *Tenants) EventsOfMAC(ctx context.Context, isp, mac string, after *uint64, limit int) (EventPage, error) {
+	if isp != "" {
+		if err := t.checkISP(isp); err != nil {
+			return EventPage{}, err
+		}
+	}
+	m, err := parseAnyMAC(mac)
+	if err != nil {
+		return EventPage{}, err
+	}
+	limit = pageLimit(limit)
+	var evs []subscribers.Event
+	var oldest, newest uint64
+	if after == nil {
+		evs, oldest, newest, err = t.store.NewestEventsOfMAC(m, isp, limit)
+	} else {
+		evs, oldest, newest, err = t.store.EventsOfMAC(m, isp, *after, limit)
+	}
+	if err != nil && len(evs) == 0 {
+		return EventPage{}, err
+	}
+	p := EventPage{Events: make([]Event, 0, len(evs)), Oldest: oldest, Newest: newest}
+	for _, e := range evs {
+		switch {
+		case isp == "":
+			p.Events = append(p.Events, EventView(e))
+		case e.ISP == isp: // never another ISP's
+			p.Events = append(p.Events, ISPEventView(e))
+		}
+	}
+	return p, nil
+}
+
 // WaitEvents returns when an event of isp ("" = any) newer than after
 // (in isp's own sequence, for an ISP) may exist, or ctx is done (the
 // store wakes it on every commit that appends events, whoever wrote them:

@@ -70,6 +70,13 @@ type Service interface {
 	// Events returns up to limit events of isp ("" = all) after seq:
 	// for an ISP, its own sequence (Event.Seq).
 	Events(ctx context.Context, isp string, after uint64, limit int) (EventPage, error)
+	// EventsOfMAC returns up to limit events of the device mac: isp's
+	// only, in its own sequence, unless isp is "" (every event of mac,
+	// in the box's sequence); those after sequence *after, or with
+	// after nil the newest limit, however far back in the log. Oldest
+	// and Newest are Events' (the log's, or isp's). A MAC that does not
+	// parse is ErrInvalid.
+	EventsOfMAC(ctx context.Context, isp, mac string, after *uint64, limit int) (EventPage, error)
 	// WaitEvents returns when an event of isp ("" = any) newer than
 	// after (in the same sequence as Events) may exist, or ctx is done
 	// (for streams).
