@@ -43,6 +43,14 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request, c *call) {
 		}
 		limit = n
 	}
+	if q.Has("mac") {
+		var from *uint64 // none: the device's newest events
+		if q.Has("after") {
+			from = &after
+		}
+		s.listMACEvents(w, r, c, q.Get("mac"), from, limit)
+		return
+	}
 	p, err := s.svc.Events(r.Context(), c.isp, after, limit)
 	if err != nil {
 		s.fail(w, r, err)
@@ -67,6 +75,44 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request, c *call) {
 		// as it was read (tenants.EventPage: Newest is of the same
 		// read): the next read starts after it, not again at the last
 		// event of this ISP.
+		next = max(next, p.Newest)
+	}
+	out.Next = strconv.FormatUint(next, 10)
+	writeJSON(w, http.StatusOK, out)
+}
+
+// listMACEvents is GET …/events?mac=: up to limit events of one device
+// (the caller's ISP's only, for an ISP), after sequence *after, or
+// (after nil) its newest, read from the store's index of events by MAC:
+// a support desk's "what happened to this device" finds its events of an
+// hour ago, which a walk of the log's newest pages did not reach on a
+// busy box. The answer is the events list's: next is the after of the
+// next poll, missed says events after `after` were trimmed (some may
+// have been this device's).
+func (s *Server) listMACEvents(w http.ResponseWriter, r *http.Request, c *call, mac string, after *uint64, limit int) {
+	p, err := s.svc.EventsOfMAC(r.Context(), c.isp, mac, after, limit)
+	if err != nil {
+		s.failQuery(w, r, err) // a MAC that does not parse: 400
+		return
+	}
+	out := EventList{Items: []tenants.Event{}, Oldest: p.Oldest, Newest: p.Newest}
+	var next uint64
+	if after != nil {
+		next, out.Missed = *after, missed(*after, p)
+		if *after > p.Newest {
+			next, out.Missed = p.Newest, true // as listEvents
+		}
+	}
+	for _, ev := range p.Events {
+		if c.isp == "" || ev.ISP == c.isp {
+			next = max(next, ev.Seq)
+			out.Items = append(out.Items, ev)
+		}
+	}
+	if after == nil || len(p.Events) < limit {
+		// The device's newest events, or less than a page of them:
+		// every one up to the log's newest (of the same read) was
+		// looked at, so the next poll starts after it.
 		next = max(next, p.Newest)
 	}
 	out.Next = strconv.FormatUint(next, 10)

@@ -470,6 +470,9 @@ func TestOpenAPIAnswers(t *testing.T) {
 	l.do(200, "GET", "/v1/events?after=3&limit=2", "operator", "")
 	l.do(200, "GET", "/v1/isps/alpha/events?limit=1000", "alpha", "")
 	l.do(200, "GET", "/v1/isps/alpha/events?after=100000", "alpha", "")
+	l.do(200, "GET", "/v1/events?mac=02:00:00:00:00:01&limit=3", "operator", "")
+	l.do(200, "GET", "/v1/isps/alpha/events?mac=02-00-00-00-00-01&after=0&limit=2", "alpha", "")
+	l.do(400, "GET", "/v1/events?mac=nonsense", "operator", "")
 
 	// The rest.
 	l.do(200, "GET", "/v1/isps", "operator", "")

@@ -33,6 +33,7 @@ var (
 	qList     = []string{"after", "limit"}
 	qDevices  = []string{"after", "limit", "customer_id"}
 	qBindings = []string{"after", "limit", "mac"}
+	qEvents   = []string{"after", "limit", "mac"}
 	qStream   = []string{"after"}
 )
 
@@ -61,7 +62,7 @@ var routes = []Route{
 	{"DELETE", "/v1/isps/{isp}/devices/{mac}", ScopeTenant, nil, (*Server).detachDevice},
 
 	{"GET", "/v1/isps/{isp}/bindings", ScopeTenant, qBindings, (*Server).listBindings},
-	{"GET", "/v1/isps/{isp}/events", ScopeTenant, qList, (*Server).listEvents},
+	{"GET", "/v1/isps/{isp}/events", ScopeTenant, qEvents, (*Server).listEvents},
 	{"GET", "/v1/isps/{isp}/events/stream", ScopeTenant, qStream, (*Server).streamEvents},
 	{"GET", "/v1/isps/{isp}/webhook", ScopeTenant, nil, (*Server).getWebhook},
 
@@ -75,7 +76,7 @@ var routes = []Route{
 	{"POST", "/v1/devices/{mac}/move", ScopeOperator, nil, (*Server).move},
 
 	{"GET", "/v1/bindings", ScopeOperator, qBindings, (*Server).listBindings},
-	{"GET", "/v1/events", ScopeOperator, qList, (*Server).listEvents},
+	{"GET", "/v1/events", ScopeOperator, qEvents, (*Server).listEvents},
 	{"GET", "/v1/events/stream", ScopeOperator, qStream, (*Server).streamEvents},
 	{"GET", "/v1/stats", ScopeOperator, nil, (*Server).stats},
 }

@@ -502,6 +502,27 @@ func (c *Client) Events(ctx context.Context, isp string, after uint64, limit int
 	return out, err
 }
 
+// EventsOfMAC returns up to limit events of the device mac (isp "" = of
+// every ISP, operator; an ISP's own, in its own numbering, otherwise):
+// GET …/events?mac=. after >= 0: those after that sequence; after < 0:
+// the newest limit. limit 0 is the server's default.
+func (c *Client) EventsOfMAC(ctx context.Context, isp, mac string, after int64, limit int) (EventList, error) {
+	var out EventList
+	q := url.Values{"mac": {mac}}
+	if after >= 0 {
+		q.Set("after", strconv.FormatInt(after, 10))
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	path := "/v1/events"
+	if isp != "" {
+		path = ispPath(isp) + "/events"
+	}
+	err := c.do(ctx, "GET", path, q, nil, &out)
+	return out, err
+}
+
 // Stats returns the box's counts (operator).
 func (c *Client) Stats(ctx context.Context) (tenants.Stats, error) {
 	var out tenants.Stats
