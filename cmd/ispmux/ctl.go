@@ -115,7 +115,7 @@ var ctlCommands = []*ctlCommand{
 			"until interrupted. --request-id ID: the events of the API request ID only (the request id an\n" +
 			"API error quotes, e.g. an ISP's refused attach: its attach-refused event), looked for in the\n" +
 			"whole log; --mac MAC: one device's events, from the whole log too (`ctl subscriber` shows its\n" +
-			"newest among the last 10000). With --isp, SEQ and AFTER-SEQ are that ISP's own numbers (1, 2, 3, ... for its\n" +
+			"newest 20). With --isp, SEQ and AFTER-SEQ are that ISP's own numbers (1, 2, 3, ... for its\n" +
 			"events alone: what its API reads, stream and webhooks show); without, the box's (the\n" +
 			"operator's --json has both: seq and isp_seq).",
 		flags: func(fs *flag.FlagSet, o *ctlOpts) {
@@ -235,7 +235,8 @@ var ctlCommands = []*ctlCommand{
 		flags:   listFlags, run: withISPArgHint(ctlBindings)},
 	{name: "subscriber", short: "a MAC in one view: device, binding, recent events", args: "MAC [--isp ISP]", min: 1, max: 1,
 		summary: "One subscriber in one view: its device (customer, ISP, access, source, blocked), its DHCP\n" +
-			"binding and its recent events (at most 20, among the newest 10000 of the log).",
+			"binding and its recent events: its newest 20 of all those the log keeps (found by MAC, however\n" +
+			"far back in the log).",
 		flags: func(fs *flag.FlagSet, o *ctlOpts) {
 			fs.StringVar(&o.isp, "isp", "", "look in this `ISP` only (needed with an ISP's token)")
 		},

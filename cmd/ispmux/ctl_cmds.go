@@ -257,14 +257,12 @@ type portDrop struct {
 	ctlsock.LastDrop
 }
 
-// subscriberEvents is how many of a subscriber's events the view shows,
-// and how far back in the log it looks: 10,000 events (ten pages, ~50
-// ms), where 1000 covered only minutes of a box of 100k subscribers, and
-// a subscriber's events of an hour ago showed as none (a trial).
-const (
-	subscriberEvents = 20
-	subscriberWindow = 10000
-)
+// subscriberEvents is how many of a subscriber's events the view shows:
+// its newest of all those the log keeps, read by MAC (GET …/events?mac=,
+// the store's index). It looked among the log's newest 10,000 events,
+// minutes of a box of 100k subscribers: a device's events of an hour ago
+// showed as none.
+const subscriberEvents = 20
 
 func ctlSubscriber(e *ctlEnv, args []string) error {
 	if err := e.checkMAC("MAC", args[0]); err != nil {
@@ -301,16 +299,11 @@ func ctlSubscriber(e *ctlEnv, args []string) error {
 		// word of a move under way.
 		v.Moving = &movingView{ISP: v.Device.ISP, CustomerID: v.Device.CustomerID}
 	}
-	evs, _, err := newestEvents(e, c, isp, subscriberEvents, subscriberWindow, subscriberWindow, func(ev tenants.Event) bool {
-		return strings.EqualFold(ev.MAC, mac)
-	})
+	evs, err := c.EventsOfMAC(e.ctx, isp, mac, -1, subscriberEvents)
 	if err != nil {
 		return err
 	}
-	if len(evs) > subscriberEvents {
-		evs = evs[len(evs)-subscriberEvents:]
-	}
-	v.Events = append(v.Events, evs...)
+	v.Events = append(v.Events, evs.Items...)
 	if err := subscriberGarden(e, &v); err != nil {
 		return err
 	}

@@ -26,8 +26,8 @@ type eventBounds struct{ oldest, newest uint64 }
 // all) that keep accepts (nil: all). The API reads forward only, so it
 // reads the last window events of the log (window 0: n), and widens the
 // window tenfold while an ISP's (or keep's) share of it is short of n and
-// older events are kept, up to maxWindow (0: no bound).
-func newestEvents(e *ctlEnv, c *client.Client, isp string, n int, window, maxWindow uint64, keep func(tenants.Event) bool) ([]tenants.Event, eventBounds, error) {
+// older events are kept.
+func newestEvents(e *ctlEnv, c *client.Client, isp string, n int, window uint64, keep func(tenants.Event) bool) ([]tenants.Event, eventBounds, error) {
 	head, err := c.Events(e.ctx, isp, 0, 1)
 	if err != nil {
 		return nil, eventBounds{}, err
@@ -74,7 +74,7 @@ func newestEvents(e *ctlEnv, c *client.Client, isp string, n int, window, maxWin
 		if gap {
 			goto again // the same window, past the skipped numbers
 		}
-		if len(out) >= n || after == 0 || after < b.oldest || window > 1<<40 || maxWindow > 0 && window*10 > maxWindow {
+		if len(out) >= n || after == 0 || after < b.oldest || window > 1<<40 {
 			return out, b, nil
 		}
 	}
@@ -94,10 +94,10 @@ const wholeLog = 1 << 40
 // matched.
 func (e *ctlEnv) newest(c *client.Client, isp string, n int, keep func(tenants.Event) bool) ([]tenants.Event, eventBounds, bool, error) {
 	if keep == nil {
-		evs, b, err := newestEvents(e, c, isp, n, 0, 0, nil)
+		evs, b, err := newestEvents(e, c, isp, n, 0, nil)
 		return evs, b, err == nil && len(evs) > 0 && evs[0].Seq > b.oldest, err
 	}
-	evs, b, err := newestEvents(e, c, isp, n+1, wholeLog, 0, keep)
+	evs, b, err := newestEvents(e, c, isp, n+1, wholeLog, keep)
 	if len(evs) > n {
 		return evs[1:], b, true, err
 	}

@@ -263,7 +263,7 @@ func writeSubscriber(w io.Writer, v subscriberView) error {
 			return err
 		}
 	}
-	fmt.Fprintf(w, "\nrecent events (at most %d, among the newest %d of the log):\n", subscriberEvents, subscriberWindow)
+	fmt.Fprintf(w, "\nrecent events (its newest %d of those the log keeps):\n", subscriberEvents)
 	if len(v.Events) == 0 {
 		fmt.Fprintln(w, "  none")
 		return nil
