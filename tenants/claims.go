@@ -14,8 +14,12 @@ import (
 
 // ClaimLimits bound password guessing through claims. Every attempt is
 // counted before any hash is computed. The claimant is the device for the
-// portal's claims (its MAC), the token for the API's (claimant); the
-// operator's own claims (its token, the control socket) are not limited.
+// portal's claims (its MAC on its circuit), the token for the API's
+// (claimant); the operator's own claims (its token, the control socket)
+// are not limited. A portal claimant's circuit is where its frames come
+// in (its access port and VLAN, ClaimRequest.Circuit): a guesser makes up
+// MACs, not circuits. An API claimant is its own circuit (it cannot make
+// up claimants: a token is one).
 //   - per (customer, claimant) a token bucket (PerPairBurst attempts, one
 //     more every PerPairEvery);
 //   - per customer, one attempt at a time (a claim for a customer while
@@ -26,42 +30,64 @@ import (
 //     failures): however many devices guess, they guess as one, as fast
 //     as a single guesser;
 //   - per customer, claimants new to it (no failure for it remembered)
-//     are not held by that back-off, but each takes one of the customer's
-//     new-claimant tokens (PerCustomerNewBurst, one more every
+//     are not held by that back-off, but each takes one of the
+//     new-claimant tokens of its circuit for that customer
+//     (PerCircuitNewBurst, one more every PerCircuitNewEvery) and one of
+//     the customer's, across circuits (PerCustomerNewBurst, one more every
 //     PerCustomerNewEvery): a guesser that rotates MACs gets a few guesses
-//     more, not one per MAC;
+//     more per circuit, not one per MAC, and one with many circuits a few
+//     more per customer, not a few per circuit;
 //   - per claimant, across customers, a bucket of failures (PerMACBurst,
 //     one more every PerMACEvery): one device trying a common password
 //     against many customer IDs. An attempt takes a token before the
 //     check and a successful one gives it back.
 //
-// No lock-out by one guesser: its failures hold back the claimants that
-// failed too, never the owner's first attempts from its device (a new
-// claimant, or one with fewer than ownTries failures of its own, takes a
-// new-claimant token), an installer's or the operator's claim. Until stop 41 the
-// back-off held every claimant: one wrong guess a minute from any device
-// in the walled garden kept a customer's owner out for good (a trial).
-// Keeping the owner out now takes new MACs faster than the new-claimant
-// tokens come back (the guesses show as claim-refused events; the
-// refusals they cause do not).
+// No lock-out by one guesser off the owner's circuit: its failures hold
+// back the claimants that failed too, never the owner's first attempts
+// from its device (a new claimant, or one with fewer than ownTries
+// failures of its own, takes new-claimant tokens), an installer's or the
+// operator's claim; the new-claimant tokens its made-up MACs spend are
+// its circuit's and the customer's, and the customer's outlast one
+// circuit's (more of them, coming back faster: keep PerCustomerNew so),
+// so the owner's circuit still has both; the owner device's MAC, made up
+// on the guesser's circuit, is another claimant there. Until stop 41
+// the back-off held every claimant: one wrong guess a minute from any
+// device in the walled garden kept a customer's owner out for good (a
+// trial); until a review the new-claimant tokens were the customer's
+// alone, and one made-up MAC every 6 minutes from anywhere in the garden
+// kept them empty. Keeping the owner out now takes new MACs on the
+// owner's own circuit faster than its tokens come back (one access shared
+// by many subscribers is one circuit: per-subscriber VLANs keep them
+// apart), or new MACs on enough circuits to empty the customer's tokens
+// (three, each as fast as its tokens allow, with the defaults); the
+// guesses show as claim-refused events, the refusals they cause do not.
 type ClaimLimits struct {
 	PerPairBurst        int
 	PerPairEvery        time.Duration
 	BackoffBase         time.Duration
 	BackoffMax          time.Duration
+	PerCircuitNewBurst  int
+	PerCircuitNewEvery  time.Duration
 	PerCustomerNewBurst int
 	PerCustomerNewEvery time.Duration
 	PerMACBurst         int
 	PerMACEvery         time.Duration
 }
 
-// Default claim limits.
+// Default claim limits. A circuit's new-claimant tokens are the customer's
+// of before circuits counted (10, one more every 6 min); the customer's
+// are three circuits' (30, one more every 2 min): a guesser on two
+// circuits leaves the owner's a third of them, and one on many adds 30
+// guesses, then at most 30 an hour, to the failers' one a minute
+// (BackoffMax).
 var DefaultClaimLimits = ClaimLimits{PerPairBurst: 5, PerPairEvery: 12 * time.Second, BackoffBase: time.Second, BackoffMax: time.Minute,
-	PerCustomerNewBurst: 10, PerCustomerNewEvery: 6 * time.Minute,
+	PerCircuitNewBurst: 10, PerCircuitNewEvery: 6 * time.Minute,
+	PerCustomerNewBurst: 30, PerCustomerNewEvery: 2 * time.Minute,
 	PerMACBurst: 10, PerMACEvery: 30 * time.Second}
 
 type pairKey struct{ isp, customer, mac string }
 type custKey struct{ isp, customer string }
+type circKey struct{ isp, customer, circuit string }
 
 // pairState is a token bucket.
 type pairState struct {
@@ -70,15 +96,16 @@ type pairState struct {
 }
 
 // custState is a customer's claim state: its failers' shared back-off,
-// its new-claimant tokens, and whether an attempt is being checked.
+// its new-claimant tokens across circuits, and whether an attempt is being
+// checked.
 type custState struct {
 	failers  map[string]int // claimants that failed for it, remembered: their own failures
 	failures int            // the failers' consecutive failures
 	until    time.Time      // no failer's attempt before
 	last     time.Time      // its last attempt
-	fresh    pairState      // new-claimant tokens
+	fresh    pairState      // new-claimant tokens, across circuits
 	busy     bool           // an attempt's password is being checked
-	taken    bool           // it took a new-claimant token
+	taken    bool           // it took new-claimant tokens (its circuit's and these)
 	// held counts the attempts the customer's own limits (the failers'
 	// back-off, the new-claimant tokens) held back since heldSaid, when
 	// the last claim-refused event said so.
@@ -99,7 +126,8 @@ type claimLimiter struct {
 	mu   sync.Mutex
 	pair map[pairKey]*pairState
 	cust map[custKey]*custState
-	mac  map[string]*pairState // failures per claimant, across customers
+	circ map[circKey]*pairState // new-claimant tokens per (customer, circuit)
+	mac  map[string]*pairState  // failures per claimant, across customers
 	gcAt time.Time
 }
 
@@ -117,6 +145,12 @@ func newClaimLimiter(l ClaimLimits) *claimLimiter {
 	if l.BackoffMax <= 0 {
 		l.BackoffMax = d.BackoffMax
 	}
+	if l.PerCircuitNewBurst <= 0 {
+		l.PerCircuitNewBurst = d.PerCircuitNewBurst
+	}
+	if l.PerCircuitNewEvery <= 0 {
+		l.PerCircuitNewEvery = d.PerCircuitNewEvery
+	}
 	if l.PerCustomerNewBurst <= 0 {
 		l.PerCustomerNewBurst = d.PerCustomerNewBurst
 	}
@@ -129,7 +163,8 @@ func newClaimLimiter(l ClaimLimits) *claimLimiter {
 	if l.PerMACEvery <= 0 {
 		l.PerMACEvery = d.PerMACEvery
 	}
-	return &claimLimiter{lim: l, pair: map[pairKey]*pairState{}, cust: map[custKey]*custState{}, mac: map[string]*pairState{}}
+	return &claimLimiter{lim: l, pair: map[pairKey]*pairState{}, cust: map[custKey]*custState{},
+		circ: map[circKey]*pairState{}, mac: map[string]*pairState{}}
 }
 
 // busyRetry is the Retry-After of a claim refused because another one for
@@ -157,9 +192,10 @@ func refill(b *pairState, burst int, every time.Duration, now time.Time) error {
 	return nil
 }
 
-// allow takes one attempt for (isp, customer, who), or says when to retry.
-// An attempt it allows must be ended by result or by release.
-func (l *claimLimiter) allow(isp, customer, who string, now time.Time) error {
+// allow takes one attempt for (isp, customer, who) from circuit, or says
+// when to retry. An attempt it allows must be ended by result or by
+// release.
+func (l *claimLimiter) allow(isp, customer, who, circuit string, now time.Time) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.gc(now)
@@ -182,8 +218,16 @@ func (l *claimLimiter) allow(isp, customer, who string, now time.Time) error {
 		c.held++
 		return &RateLimitError{RetryAfter: c.until.Sub(now)}
 	}
+	var circ *pairState
 	if fresh {
-		if err := refill(&c.fresh, l.lim.PerCustomerNewBurst, l.lim.PerCustomerNewEvery, now); err != nil {
+		// Its circuit's tokens and the customer's: a guesser's made-up
+		// MACs spend those of the circuit it is on, all circuits'
+		// together the customer's (the customer's alone were spent
+		// from anywhere in the garden: a review, its owner kept out by
+		// one made-up MAC every PerCustomerNewEvery).
+		circ = bucketOf(l.circ, circKey{isp, customer, circuit}, l.lim.PerCircuitNewBurst, now)
+		if err := longer(refill(circ, l.lim.PerCircuitNewBurst, l.lim.PerCircuitNewEvery, now),
+			refill(&c.fresh, l.lim.PerCustomerNewBurst, l.lim.PerCustomerNewEvery, now)); err != nil {
 			c.held++
 			if own > 0 {
 				return &RateLimitError{RetryAfter: min(c.until.Sub(now), err.(*RateLimitError).RetryAfter)}
@@ -205,8 +249,9 @@ func (l *claimLimiter) allow(isp, customer, who string, now time.Time) error {
 	}
 	p.tokens--
 	m.tokens-- // given back if the attempt succeeds
-	if fresh {
-		c.fresh.tokens-- // given back if the attempt succeeds
+	if fresh { // given back if the attempt succeeds
+		circ.tokens--
+		c.fresh.tokens--
 	}
 	c.busy, c.last, c.taken = true, now, fresh
 	return nil
@@ -235,7 +280,7 @@ const ownTries = 3
 // the tokens it took back and forgets the claimant's failures (the
 // failers' back-off ends with the last of them); a failure makes the
 // claimant a failer and lengthens the failers' back-off.
-func (l *claimLimiter) result(isp, customer, who string, ok bool, now time.Time) {
+func (l *claimLimiter) result(isp, customer, who, circuit string, ok bool, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c := l.cust[custKey{isp, customer}]
@@ -247,9 +292,7 @@ func (l *claimLimiter) result(isp, customer, who string, ok bool, now time.Time)
 		if m := l.mac[who]; m != nil {
 			m.tokens = min(float64(l.lim.PerMACBurst), m.tokens+1)
 		}
-		if c.taken {
-			c.fresh.tokens = min(float64(l.lim.PerCustomerNewBurst), c.fresh.tokens+1)
-		}
+		l.giveBack(c, circKey{isp, customer, circuit})
 		delete(c.failers, who)
 		if len(c.failers) == 0 {
 			c.failures, c.until = 0, time.Time{}
@@ -268,22 +311,45 @@ func (l *claimLimiter) result(isp, customer, who string, ok bool, now time.Time)
 // release ends an attempt allow allowed that checked no password (the
 // store failed): no outcome is recorded, the tokens it took are given
 // back.
-func (l *claimLimiter) release(isp, customer, who string) {
+func (l *claimLimiter) release(isp, customer, who, circuit string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if c := l.cust[custKey{isp, customer}]; c != nil {
 		c.busy = false
-		if c.taken {
-			c.fresh.tokens = min(float64(l.lim.PerCustomerNewBurst), c.fresh.tokens+1)
-		}
+		l.giveBack(c, circKey{isp, customer, circuit})
 	}
 	if m := l.mac[who]; m != nil {
 		m.tokens = min(float64(l.lim.PerMACBurst), m.tokens+1)
 	}
 }
 
+// giveBack returns the new-claimant tokens c's attempt took, if it took
+// any, to the customer and to k, the attempt's circuit.
+func (l *claimLimiter) giveBack(c *custState, k circKey) {
+	if !c.taken {
+		return
+	}
+	c.taken = false
+	c.fresh.tokens = min(float64(l.lim.PerCustomerNewBurst), c.fresh.tokens+1)
+	if b := l.circ[k]; b != nil {
+		b.tokens = min(float64(l.lim.PerCircuitNewBurst), b.tokens+1)
+	}
+}
+
+// longer is the one of two refusals that waits longer (nil: neither
+// refuses).
+func longer(a, b error) error {
+	ra, _ := a.(*RateLimitError)
+	rb, _ := b.(*RateLimitError)
+	if ra == nil || rb != nil && rb.RetryAfter > ra.RetryAfter {
+		return b
+	}
+	return a
+}
+
 // gc forgets, once a minute, what no longer limits anything: a pair's
-// bucket once full again, a claimant's spray bucket once full again, and
+// bucket once full again, a circuit's new-claimant tokens for a customer
+// once all back, a claimant's spray bucket once full again, and
 // a customer's state (its failers among it) once its new-claimant tokens
 // have all come back and its back-off is long over. A failer is so
 // remembered as long as its failures could matter: forgotten sooner, it
@@ -296,6 +362,11 @@ func (l *claimLimiter) gc(now time.Time) {
 	for k, p := range l.pair {
 		if now.Sub(p.last) > time.Duration(l.lim.PerPairBurst)*l.lim.PerPairEvery {
 			delete(l.pair, k)
+		}
+	}
+	for k, b := range l.circ {
+		if now.Sub(b.last) > time.Duration(l.lim.PerCircuitNewBurst)*l.lim.PerCircuitNewEvery {
+			delete(l.circ, k)
 		}
 	}
 	keep := max(2*l.lim.BackoffMax, time.Duration(l.lim.PerCustomerNewBurst)*l.lim.PerCustomerNewEvery)
@@ -321,15 +392,28 @@ func verify(hash, pw string) (ok, rehash bool, err error) {
 }
 
 // claimant is who a claim's limits count it against: the device itself
-// for the portal's (mac, the MAC the datapath saw the request from), the
-// token (or the control socket) for the API's, whose MAC is a parameter
-// the caller chooses (a fresh one for every guess would be a fresh
-// claimant).
-func claimant(a Actor, mac string) string {
+// for the portal's (mac, the MAC the datapath saw the request from, on
+// circuit, where it saw it: as the DHCP proxy keys a subscriber, so that a
+// guesser using the owner device's MAC on its own circuit is another
+// claimant, its failures not the owner's), the token (or the control
+// socket) for the API's, whose MAC is a parameter the caller chooses (a
+// fresh one for every guess would be a fresh claimant).
+func claimant(a Actor, mac, circuit string) string {
 	if a.Kind == ActorPortal {
-		return "mac " + mac
+		return "mac " + mac + " on " + circuit
 	}
 	return string(a.Kind) + " " + a.Name
+}
+
+// claimCircuit is the circuit whose new-claimant tokens a claim of who
+// takes: for the portal's, the one it came in on (circuit, from the
+// portal); an API claimant, a token, is its own (ClaimRequest.Circuit is
+// not its to name).
+func claimCircuit(a Actor, who, circuit string) string {
+	if a.Kind == ActorPortal {
+		return "circuit " + circuit
+	}
+	return who
 }
 
 // Claim attaches a MAC to a customer given its password. Wrong
@@ -348,13 +432,14 @@ func (t *Tenants) Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, e
 	if len(r.Password) > 1024 || validCustomerID(r.CustomerID) != nil {
 		return Device{}, ErrBadCredentials
 	}
-	now, who := time.Now(), claimant(a, macString(mac))
+	now, who := time.Now(), claimant(a, macString(mac), r.Circuit)
+	circuit := claimCircuit(a, who, r.Circuit)
 	// The operator (its token, the control socket) attaches devices
 	// without a password anyway: its claims are not limited, nor held
 	// back by a guesser's failures.
 	limited := a.Kind != ActorOperator
 	if limited {
-		if err := t.claims.allow(r.ISP, r.CustomerID, who, now); err != nil {
+		if err := t.claims.allow(r.ISP, r.CustomerID, who, circuit, now); err != nil {
 			if n := t.claims.heldToSay(r.ISP, r.CustomerID, now); n > 0 {
 				why := fmt.Sprintf("claims for this customer held back by the claim limits (someone guessing the password?): %d since the last such event, "+
 					"the last from this claimant; the next such event, %s later at the earliest, counts those held back meanwhile", n, heldEvery)
@@ -369,7 +454,7 @@ func (t *Tenants) Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, e
 	settled := !limited
 	defer func() {
 		if !settled { // the store failed, or a panic: no outcome to record
-			t.claims.release(r.ISP, r.CustomerID, who)
+			t.claims.release(r.ISP, r.CustomerID, who, circuit)
 		}
 	}()
 	c, cerr := t.store.Customer(r.ISP, r.CustomerID)
@@ -384,7 +469,7 @@ func (t *Tenants) Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, e
 		ok = false
 	}
 	if limited {
-		t.claims.result(r.ISP, r.CustomerID, who, ok, time.Now())
+		t.claims.result(r.ISP, r.CustomerID, who, circuit, ok, time.Now())
 	}
 	settled = true
 	if !ok {

@@ -200,6 +200,13 @@ const (
 // ClaimRequest attaches MAC to the customer (ISP, CustomerID) given its
 // password. Replace, if set, names a device of that customer to detach in
 // the same step (at the device limit).
+//
+// Circuit is, for the portal's claims, the circuit the device's frames
+// come in on (its access port and VLAN: portal.Subscriber.Circuit): the
+// claim limits count the device, and the new claimants a guesser makes
+// up there, against it (ClaimLimits). It is never read from JSON, and
+// other actors' is ignored: the API's claims are counted by their token,
+// and a caller naming its circuit would choose whose tokens it spends.
 type ClaimRequest struct {
 	ISP        string `json:"isp"`
 	CustomerID string `json:"customer_id"`
@@ -207,6 +214,7 @@ type ClaimRequest struct {
 	MAC        string `json:"mac"`
 	Replace    string `json:"replace,omitempty"`
 	Access     string `json:"access,omitempty"`
+	Circuit    string `json:"-"`
 }
 
 // DeviceInput attaches a device to a customer (ISP or operator).
