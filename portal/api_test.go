@@ -101,7 +101,7 @@ func TestMove(t *testing.T) {
 		t.Fatalf("confirmed: %d %s", w.Code, w.Body)
 	}
 	got := r.cl.calls()
-	if last := got[len(got)-1]; last != (tenants.ClaimRequest{ISP: "beta", CustomerID: "c-9", Password: "right", MAC: "02:00:00:00:00:0a", Access: "port1"}) {
+	if last := got[len(got)-1]; last != (tenants.ClaimRequest{ISP: "beta", CustomerID: "c-9", Password: "right", MAC: "02:00:00:00:00:0a", Access: "port1", Circuit: "access port1"}) {
 		t.Errorf("claim %+v", last)
 	}
 	// /done while the Directory still shows Alpha: the move to Beta.

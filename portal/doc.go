@@ -15,8 +15,10 @@
 // The subscriber is always the one the caller's Directory finds for the
 // request's source address (onboarding lease → MAC), never anything the
 // browser sends. The claim itself is the caller's Claimer
-// (*tenants.Tenants): its limits, its checks and its events apply; the
-// portal maps its errors to plain sentences. Listeners, the network
+// (*tenants.Tenants): its limits, its checks and its events apply (the
+// claim carries the subscriber's circuit, which the limits count new
+// claimants against: a guesser's made-up MACs spend its own circuit's);
+// the portal maps its errors to plain sentences. Listeners, the network
 // namespace, DHCP option 114 and the handover after a claim are the
 // appliance's.
 //

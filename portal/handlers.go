@@ -322,12 +322,22 @@ func (s *Server) check(in formInput, needPassword bool) map[string]string {
 	return m
 }
 
+// circuit is the circuit sub's claims are limited on: its own, else its
+// access entry's (one port and VLAN).
+func circuit(sub Subscriber) string {
+	if sub.Circuit != "" {
+		return sub.Circuit
+	}
+	return "access " + sub.Access
+}
+
 // claim calls the Claimer and answers with /done or the form again.
 func (s *Server) claim(w http.ResponseWriter, r *http.Request, sub Subscriber, in formInput, confirming bool, again func(int, problems)) {
 	id := requestID()
 	mac := binding.MACString(sub.MAC)
 	_, err := s.claims.Claim(r.Context(), tenants.Actor{Kind: tenants.ActorPortal, Name: "portal", RequestID: id},
-		tenants.ClaimRequest{ISP: in.ISP, CustomerID: in.CustomerID, Password: in.Password, MAC: mac, Access: sub.Access, Replace: in.Replace})
+		tenants.ClaimRequest{ISP: in.ISP, CustomerID: in.CustomerID, Password: in.Password, MAC: mac, Access: sub.Access, Replace: in.Replace,
+			Circuit: circuit(sub)})
 	logArgs := []any{"mac", mac, "access", sub.Access, "isp", in.ISP, "from_isp", sub.ISP, "request_id", id}
 	outcome := func(o string, extra ...any) {
 		level := slog.LevelInfo

@@ -35,6 +35,11 @@ type Subscriber struct {
 	Addr    netip.Addr // its address as the portal sees it (source address)
 	ISP     string     // current ISP name; "" while onboarding
 	Expires time.Time  // onboarding lease end (or the binding's); zero = unknown
+	// Circuit is where its frames come in: its access port and VLAN
+	// ("eth1/100", the DHCP proxy's circuit). The claim limits count its
+	// claims, and the MACs a guesser makes up there, against it
+	// (tenants.ClaimLimits); "": unknown, its Access is its circuit.
+	Circuit string
 	// ClientLeaseEnd is, for a bound subscriber, when the lease ispmux
 	// last gave the device runs out (zero: unknown): it asks again, and
 	// so moves to another ISP it chose, before then.

@@ -338,7 +338,7 @@ func TestClaimFlow(t *testing.T) {
 		t.Fatalf("claim: %d %v %s", w.Code, w.Header(), w.Body)
 	}
 	got := r.cl.calls()
-	want := tenants.ClaimRequest{ISP: "beta", CustomerID: "c-42", Password: "s3cret", MAC: "02:00:00:00:00:0a", Access: "port1"}
+	want := tenants.ClaimRequest{ISP: "beta", CustomerID: "c-42", Password: "s3cret", MAC: "02:00:00:00:00:0a", Access: "port1", Circuit: "access port1"}
 	if len(got) != 1 || got[0] != want {
 		t.Fatalf("claims %+v, want %+v", got, want)
 	}
@@ -681,7 +681,7 @@ func TestHandoverFailedReclaim(t *testing.T) {
 		t.Fatalf("re-claim: %d %v %s", w.Code, w.Header(), w.Body)
 	}
 	got := r.cl.calls()
-	want := tenants.ClaimRequest{ISP: "alpha", CustomerID: "c-43", Password: "pw-2", MAC: "02:00:00:00:00:0a", Access: "port1"}
+	want := tenants.ClaimRequest{ISP: "alpha", CustomerID: "c-43", Password: "pw-2", MAC: "02:00:00:00:00:0a", Access: "port1", Circuit: "access port1"}
 	if len(got) != 3 || got[2] != want {
 		t.Fatalf("claims %+v, want the last %+v", got, want)
 	}
