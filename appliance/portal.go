@@ -117,7 +117,8 @@ func (d portalDir) Lookup(local, remote netip.AddrPort) (portal.Subscriber, bool
 		if !ok {
 			return portal.Subscriber{}, false
 		}
-		s := portal.Subscriber{MAC: b.MAC, Access: a.accessName(b.Port, b.VLAN), Addr: remote.Addr(), ISP: a.cfg.ISPs[vrf].Name}
+		s := portal.Subscriber{MAC: b.MAC, Access: a.accessName(b.Port, b.VLAN), Circuit: a.circuitName(b.Port, b.VLAN),
+			Addr: remote.Addr(), ISP: a.cfg.ISPs[vrf].Name}
 		if l, ok := a.dhcp.Lease(b.Port, b.VLAN, b.MAC); ok {
 			s.Expires, s.ClientLeaseEnd = l.Expires, l.ClientEnd
 		}
@@ -132,7 +133,7 @@ func (d portalDir) Lookup(local, remote netip.AddrPort) (portal.Subscriber, bool
 	if !ok {
 		return portal.Subscriber{}, false
 	}
-	s := portal.Subscriber{MAC: l.MAC, Access: l.Access, Addr: remote.Addr(), Expires: l.Expires}
+	s := portal.Subscriber{MAC: l.MAC, Access: l.Access, Circuit: a.circuitName(l.Port, l.VLAN), Addr: remote.Addr(), Expires: l.Expires}
 	if e, ok := a.reg.Lookup(l.MAC); ok && gardenedForSuspension(e) {
 		s.Suspended = e.ISP
 	} else if ok && !e.Blocked {

@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/ispmux/ispmux/classifier"
@@ -150,6 +151,14 @@ func (a *Appliance) portalStatus() *ctlsock.PortalStatus {
 		p.Counters[k] = v
 	}
 	return p
+}
+
+// circuitName names the circuit of port and vlan, "interface/VLAN" (the
+// DHCP proxy's circuit): the portal's claims limit new claimants per
+// circuit (tenants.ClaimLimits), and unlike accessName it tells a port's
+// VLANs apart when no [[access]] entry matches.
+func (a *Appliance) circuitName(port uint8, vlan uint16) string {
+	return a.names[port] + "/" + strconv.Itoa(int(vlan))
 }
 
 // accessName is the name of the [[access]] entry on port and vlan (the

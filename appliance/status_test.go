@@ -74,3 +74,24 @@ func TestStatusOmitsManyBindings(t *testing.T) {
 		t.Errorf("limit 4: %d listed, total %d, omitted %v", len(st.Bindings), st.BindingsTotal, st.BindingsOmitted)
 	}
 }
+
+// TestCircuitName: the circuit the portal's claims are limited on is the
+// port and VLAN, VLANs of one port apart even where no [[access]] entry
+// names them (accessName then gives the interface's name for all).
+func TestCircuitName(t *testing.T) {
+	a := &Appliance{cfg: &configs.Config{Access: []configs.Access{{Name: "tower", Interface: "eth1", VLAN: 100}}}, names: []string{"eth0", "eth1"}}
+	for _, c := range []struct {
+		port         uint8
+		vlan         uint16
+		access, circ string
+	}{
+		{1, 100, "tower", "eth1/100"},
+		{1, 200, "eth1", "eth1/200"},
+		{1, 0, "eth1", "eth1/0"},
+		{0, 100, "eth0", "eth0/100"},
+	} {
+		if got, circ := a.accessName(c.port, c.vlan), a.circuitName(c.port, c.vlan); got != c.access || circ != c.circ {
+			t.Errorf("port %d VLAN %d: access %q circuit %q, want %q %q", c.port, c.vlan, got, circ, c.access, c.circ)
+		}
+	}
+}
