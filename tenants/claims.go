@@ -59,8 +59,9 @@ import (
 // owner's own circuit faster than its tokens come back (one access shared
 // by many subscribers is one circuit: per-subscriber VLANs keep them
 // apart), or new MACs on enough circuits to empty the customer's tokens
-// (three, each as fast as its tokens allow, with the defaults); the
-// guesses show as claim-refused events, the refusals they cause do not.
+// (with the defaults, three at their tokens' pace refuse the owner's
+// tries at times, four nearly always); the guesses show as claim-refused
+// events, the refusals they cause do not.
 type ClaimLimits struct {
 	PerPairBurst        int
 	PerPairEvery        time.Duration
