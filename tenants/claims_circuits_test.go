@@ -230,3 +230,33 @@ func TestClaimLimiterCircuitsDefaults(t *testing.T) {
 	}
 	t.Logf("50 circuits: %+v", r)
 }
+
+// TestClaimLimiterForgets: the limiter's state stays bounded by the
+// recent attempts: after guessing from many MACs on many circuits against
+// many customers, an attempt once everything has come back leaves only
+// its own state (the per-circuit buckets are forgotten too, once full
+// again).
+func TestClaimLimiterForgets(t *testing.T) {
+	l := newClaimLimiter(DefaultClaimLimits)
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 500 {
+		now = now.Add(time.Second)
+		on := fmt.Sprint("circuit X", i%50)
+		who, cust := fmt.Sprintf("mac %d on %s", i, on), fmt.Sprint("c-", i%20)
+		if l.allow("alpha", cust, who, on, now) == nil {
+			l.result("alpha", cust, who, on, false, now)
+		}
+	}
+	if len(l.circ) < 50 {
+		t.Fatalf("%d circuit buckets after guessing on 50 circuits", len(l.circ))
+	}
+	now = now.Add(2 * time.Hour)
+	if err := l.allow("alpha", "owner", "mac 1 on circuit B", "circuit B", now); err != nil {
+		t.Fatal(err)
+	}
+	l.result("alpha", "owner", "mac 1 on circuit B", "circuit B", true, now)
+	if len(l.pair) != 1 || len(l.cust) != 1 || len(l.circ) != 1 || len(l.mac) != 1 {
+		t.Errorf("state two hours later: %d pairs, %d customers, %d circuit buckets, %d claimants; want 1 each (the last attempt's)",
+			len(l.pair), len(l.cust), len(l.circ), len(l.mac))
+	}
+}
