@@ -29,7 +29,6 @@ import (
 
 	"github.com/ispmux/ispmux/api"
 	"github.com/ispmux/ispmux/auth"
-	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/configs"
 	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/datapath"
@@ -389,72 +388,6 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	return a, nil
 }
 
-// staticBindings returns the bindings of the static subscribers (those
-// with an address and not blocked), keyed by access port, VLAN and MAC.
-func staticBindings(access []configs.Access, subs []configs.Subscriber, idx map[string]int) map[uint64]engine.Binding {
-	out := make(map[uint64]engine.Binding)
-	for _, s := range subs {
-		if !s.Addr.IsValid() || s.Blocked {
-			continue
-		}
-		ac := access[s.AccessIndex]
-		b := engine.Binding{
-			Port: uint8(idx[ac.Interface]), VLAN: uint16(ac.VLAN), MAC: engine.MAC48(s.HWAddr),
-			ISP: uint8(s.ISPIndex), IP: s.Addr, Static: true,
-		}
-		out[classifier.Key(b.Port, b.VLAN, b.MAC)] = b
-	}
-	return out
-}
-
-// staticMACs returns the MACs of the subscribers with a configured address.
-func staticMACs(subs []configs.Subscriber) []uint64 {
-	var out []uint64
-	for _, s := range subs {
-		if s.Addr.IsValid() {
-			out = append(out, engine.MAC48(s.HWAddr))
-		}
-	}
-	return out
-}
-
-// dhcpLimits is d, the [dhcp] table, as the proxy's limits.
-func dhcpLimits(d configs.DHCP) dhcpproxy.Limits {
-	return dhcpproxy.Limits{
-		Timeout: d.TimeoutDur, MaxPending: d.MaxPending, MACRate: d.MACRate, MACBurst: d.MACBurst,
-		CircuitRate: d.CircuitRate, CircuitBurst: d.CircuitBurst, MaxBindingsPerCircuit: d.MaxBindingsPerCircuit,
-		ClientLeaseMax: d.ClientLeaseMaxDur,
-	}
-}
-
-// setDHCPBudget keeps the datapath's budget of each subscriber's DHCP
-// above the proxy's own per-MAC limit in d, which decides (and says so in
-// events).
-func setDHCPBudget(ctl *engine.Control, d configs.DHCP) {
-	ctl.SetDHCPBudget(2*float64(d.MACRate), 2*float64(d.MACBurst))
-}
-
-func (a *Appliance) dhcpConfig(idx map[string]int) dhcpproxy.Config {
-	c := dhcpproxy.Config{Limits: dhcpLimits(a.cfg.DHCP), MaxOnboarding: a.cfg.Portal.MaxOnboarding}
-	for _, ac := range a.cfg.Access {
-		pi := idx[ac.Interface]
-		c.Circuits = append(c.Circuits, dhcpproxy.Circuit{
-			Name: ac.Name, Interface: ac.Interface, Port: uint8(pi), VLAN: uint16(ac.VLAN),
-			MAC: mac48(a.ports[pi].MAC), Addr: ac.Addr, Onboarding: onboardingOf(a.cfg, ac), MTU: ifMTU(ac.Interface),
-		})
-	}
-	for _, isp := range a.cfg.ISPs {
-		pi := idx[isp.Uplink]
-		c.ISPs = append(c.ISPs, dhcpproxy.ISP{
-			Index: uint8(isp.Index), Name: isp.Name, Port: uint8(pi), VLAN: uint16(isp.VLAN),
-			MAC: mac48(a.ports[pi].MAC), Addr: isp.Prefix.Addr(), Servers: isp.DHCPServerAddrs,
-			CircuitID: isp.CircuitID, ServerIDOverride: isp.ServerIDOverride,
-			LinkSelection: isp.LinkSelectionAddr, VSS: isp.VSS, MTU: ifMTU(isp.Uplink),
-		})
-	}
-	return c
-}
-
 // Run forwards until ctx ends, then stops the workers and detaches every
 // port. The control socket is served meanwhile.
 func (a *Appliance) Run(ctx context.Context) error {
@@ -565,58 +498,6 @@ func (a *Appliance) Run(ctx context.Context) error {
 		a.log.Info("stopped: ports closed, store closed")
 	}
 	return err
-}
-
-// closeStore closes the store at the end of Run. A Close that kept the
-// binding journal (subscribers.JournalKeptError: its checkpoint failed,
-// as a full disk makes it) lost nothing, every acknowledged binding being
-// in the journal or the store file: that is a warning saying what the
-// next start does, not Run's error, so a clean stop exits 0 (a field
-// trial's full disk made it exit 1 though the next start restored
-// everything). Any other error is Run's.
-func closeStore(st *subscribers.Store, log *slog.Logger) error {
-	err := st.Close()
-	var kept *subscribers.JournalKeptError
-	if !errors.As(err, &kept) {
-		return err
-	}
-	if !kept.Replay {
-		log.Warn("store closed without emptying the binding journal: nothing is lost, the next start skips its records", "err", err)
-		return nil
-	}
-	next := "the next start replays the binding journal"
-	if errors.Is(err, syscall.ENOSPC) {
-		// Or it fails as this checkpoint did, having written nothing.
-		next += ", once the state directory's file system has room for it"
-	}
-	log.Warn("store closed without its last checkpoint: nothing is lost, "+next+"; keep its files", "records", kept.Pending, "err", err)
-	return nil
-}
-
-func (a *Appliance) closePorts() error {
-	var errs []error
-	for _, p := range a.ports {
-		if p == nil {
-			continue // not opened: Start failed before it
-		}
-		if err := p.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	a.ports = nil
-	if a.fast != nil {
-		errs = append(errs, a.fast.Close())
-		a.fast = nil
-	}
-	return errors.Join(errs...)
-}
-
-func (a *Appliance) logCounters() {
-	st := a.status(0) // the ports' counters: no walk of the bindings
-	for _, p := range st.Ports {
-		a.log.Info("port counters", "port", p.Name, "rx", p.RxFrames, "tx", p.TxFrames,
-			"up", p.FwdUp, "down", p.FwdDown, "arp_replies", p.ARPReplies, "punts", p.Punts, "drops", p.Drops)
-	}
 }
 
 // xdpHeadroom is what the kernel keeps in front of a frame in a UMEM

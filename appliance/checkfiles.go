@@ -7,11 +7,12 @@ import (
 	"os"
 	"path/filepath"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ispmux/ispmux/auth"
 	"github.com/ispmux/ispmux/configs"
 	"github.com/ispmux/ispmux/internal/tlsreload"
 	"github.com/ispmux/ispmux/webhooks"
-	"golang.org/x/sys/unix"
 )
 
 // FileProblem is a file named by the configuration that Start (or Run,
