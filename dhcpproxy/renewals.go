@@ -384,6 +384,13 @@ func (p *Proxy) answerFromBinding(r *renewNote, customer string, now time.Time) 
 	return c != nil && p.answerLocally(c, r.sub, l, r.req, r.clientID, customer, r.tried, now)
 }
 
+// renewNoteOf is the renewNote of subscriber sk's renewal m (raw, kept
+// as the note's req) of its binding held at isp.
+func (p *Proxy) renewNoteOf(sk subKey, isp *ISP, held lease, raw []byte, m *dhcpv4.DHCPv4, now time.Time) *renewNote {
+	return &renewNote{sub: sk, isp: isp, ip: held.addr(), req: raw,
+		clientID: m.Options.Get(dhcpv4.OptionClientIdentifier), tried: p.localRenewalDue(held, now)}
+}
+
 // renewNote is what a renewal relayed past the ISP's T1 needs for the
 // answer from the binding should the ISP stay silent.
 type renewNote struct {

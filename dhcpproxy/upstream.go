@@ -285,9 +285,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 			// from it, as when the ISP is silent (the table is full
 			// with its subscribers' silences, most likely), not
 			// dropped for the client's lease to run out.
-			rn := &renewNote{sub: sk, isp: isp, ip: held.addr(), req: raw,
-				clientID: m.Options.Get(dhcpv4.OptionClientIdentifier), tried: p.localRenewalDue(held, now)}
-			if p.answerFromBinding(rn, reg.CustomerID, now) {
+			if p.answerFromBinding(p.renewNoteOf(sk, isp, held, raw, m, now), reg.CustomerID, now) {
 				p.count("renewal_local_pending_full")
 			}
 		}
@@ -314,9 +312,8 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 	var rn *renewNote
 	if t != nil {
 		if renewal && hasLease && held.isp == isp.Index {
-			rn = &renewNote{sub: sk, isp: isp, ip: held.addr(), req: append([]byte(nil), raw...),
-				clientID: m.Options.Get(dhcpv4.OptionClientIdentifier),
-				tried:    p.localRenewalDue(held, now)}
+			// Kept with the transaction: its own copy of the message.
+			rn = p.renewNoteOf(sk, isp, held, append([]byte(nil), raw...), m, now)
 		}
 		p.tx.noteRenewal(t, rn)
 	}
