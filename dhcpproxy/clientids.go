@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
+	"net/netip"
 
 	"github.com/cespare/xxhash/v2"
 
+	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/internal/oatable"
+	"github.com/ispmux/ispmux/registry"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -21,7 +24,9 @@ import (
 // identifier, 01 and its MAC, which most clients use). So a DISCOVER or
 // REQUEST whose client identifier another MAC's binding holds at the same
 // ISP is not relayed (client_id_taken, a rejected event naming the
-// holder): two devices with one identifier would get one lease anyway.
+// holder): two devices with one identifier would get one lease anyway;
+// but the identifier of a subscriber's own hardware address is that
+// subscriber's (checkClientID).
 //
 // The lease table keeps, per lease, a 32-bit hash of its client
 // identifier and ISP (lease.cid, in what was padding) and an index from
@@ -112,20 +117,65 @@ func (t *leaseTable) cidHolder(key uint32, mac uint64) (holder, own held, isHold
 // holder's: refusing either would cut it off for as long as the other
 // renews). Both are checked against the stored bindings' bytes, so a
 // hash collision neither refuses nor exempts anyone.
-func (p *Proxy) clientIDHolder(isp uint8, cid []byte, mac uint64) (uint64, bool) {
+func (p *Proxy) clientIDHolder(isp uint8, cid []byte, mac uint64) (held, bool) {
 	key := cidKey(isp, cid)
 	if key == 0 {
-		return 0, false
+		return held{}, false
 	}
 	holder, own, isHolder, isOwn := p.leases.cidHolder(key, mac)
 	if !isHolder || holder.l.isp != isp {
-		return 0, false
+		return held{}, false
 	}
 	if isOwn && own.l.isp == isp && bytes.Equal(p.full(own).ClientID, cid) {
-		return 0, false
+		return held{}, false
 	}
 	if !bytes.Equal(p.full(holder).ClientID, cid) {
-		return 0, false // a hash collision
+		return held{}, false // a hash collision
 	}
-	return holder.k.mac, true
+	return holder, true
+}
+
+// hardwareID reports whether cid is the hardware client identifier of mac:
+// type 1 (Ethernet) and mac (RFC 2132 §9.14), what most clients send.
+func hardwareID(cid []byte, mac uint64) bool {
+	return len(cid) == 7 && cid[0] == 1 && binary.BigEndian.Uint16(cid[1:3]) == uint16(mac>>32) &&
+		binary.BigEndian.Uint32(cid[3:7]) == uint32(mac)
+}
+
+// checkClientID applies the client identifier rule (above) to subscriber
+// mac's DISCOVER or REQUEST with identifier cid at isp: it reports
+// whether the message may go on. Another MAC's binding holding cid
+// refuses it (client_id_taken), unless cid is mac's own hardware
+// identifier: then the holder took mac's (a field trial: a neighbour
+// binding first with 01 and a subscriber's MAC kept that subscriber off
+// its ISP for as long as it renewed, for good at an ISP of infinite
+// leases), and its binding is revoked, its lease released to the ISP, so
+// that the owner's exchange finds the identifier free
+// (client_id_reclaimed). The owner's message goes on once that RELEASE is
+// queued to the ISP (until then it is dropped, client_id_reclaim_waits,
+// and a retransmission goes on): the ISP, which keys the lease by the
+// identifier, would otherwise release the lease it grants the owner.
+func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []byte, mac uint64) bool {
+	h, taken := p.clientIDHolder(isp.Index, cid, mac)
+	if !taken {
+		return true
+	}
+	if !hardwareID(cid, mac) {
+		p.count("client_id_taken")
+		p.refuse(subscribers.EventRejected, regSubject(mac, c, reg), netip.Addr{},
+			"client identifier of subscriber "+binding.MACString(h.k.mac)+"'s binding at this ISP; not relayed")
+		return false
+	}
+	p.count("client_id_reclaimed")
+	why := "its client identifier is subscriber " + binding.MACString(mac) + "'s hardware address, and that subscriber asked with it"
+	if !p.revoke(h.k, p.full(h), why) {
+		return false // the store refused: logged, counted
+	}
+	for _, pi := range p.intents.ofMAC(h.k.mac) {
+		if !p.intents.queued(pi.in.ID) {
+			p.count("client_id_reclaim_waits")
+			return false
+		}
+	}
+	return true
 }

@@ -30,6 +30,8 @@ func CounterNames() []string {
 		"blocked_subscriber",
 		"circuit_full",
 		"client_id_taken",
+		"client_id_reclaimed",
+		"client_id_reclaim_waits",
 		"decline_limited",
 		"decline_not_own_address",
 		"decline_other_client_id",

@@ -160,10 +160,7 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 	// moved binding).
 	if isp := p.isps[reg.ISP]; isp != nil {
 		if mt := m.MessageType(); mt == dhcpv4.MessageTypeDiscover || mt == dhcpv4.MessageTypeRequest {
-			if holder, taken := p.clientIDHolder(isp.Index, m.Options.Get(dhcpv4.OptionClientIdentifier), pkt.Src); taken {
-				p.count("client_id_taken")
-				p.refuse(subscribers.EventRejected, regSubject(pkt.Src, c, reg), netip.Addr{},
-					"client identifier of subscriber "+binding.MACString(holder)+"'s binding at this ISP; not relayed")
+			if !p.checkClientID(c, reg, isp, m.Options.Get(dhcpv4.OptionClientIdentifier), pkt.Src) {
 				return
 			}
 		}

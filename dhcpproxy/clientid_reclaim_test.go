@@ -1,0 +1,77 @@
+package dhcpproxy
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// anyKea answers every relayed DISCOVER and REQUEST as kea does, whatever
+// its subscriber-id, with 100.64.0.102.
+func anyKea(lease time.Duration) func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	return func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		mt := dhcpv4.MessageTypeOffer
+		if m.MessageType() == dhcpv4.MessageTypeRequest {
+			mt = dhcpv4.MessageTypeAck
+		} else if m.MessageType() != dhcpv4.MessageTypeDiscover {
+			return nil
+		}
+		rep, _ := dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(mt),
+			dhcpv4.WithYourIP(net.IPv4(100, 64, 0, 102)),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(ispSID.AsSlice()))),
+			dhcpv4.WithLeaseTime(uint32(lease/time.Second)),
+			dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, m.Options.Get(dhcpv4.OptionRelayAgentInformation)))
+		return rep
+	}
+}
+
+// A neighbour that binds first with a subscriber's hardware client
+// identifier (01 and the subscriber's MAC, what busybox udhcpc, OpenWrt
+// and Windows send) no longer keeps the subscriber off its ISP: the
+// subscriber's own DISCOVER with it revokes the neighbour's binding (its
+// lease released to the ISP) and is relayed. Before, it was refused
+// (client_id_taken) for as long as the neighbour renewed (a field trial;
+// fails without). Another identifier held by another binding is still
+// refused (TestClientIDOfAnotherNotRelayed).
+func TestClientIDOwnerReclaims(t *testing.T) {
+	const s2 = "02:00:00:00:01:02"
+	r := newPRig(t)
+	ownerID := append([]byte{1}, mac(s1)...)
+	if got := r.doraWithID(s2, ownerID, anyKea(time.Hour), anyKea(time.Hour)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("s2's DORA with s1's identifier: %v", got)
+	}
+	r.p.committing.Wait()
+	r.snd.take()
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, ownerID)))
+	r.p.notes.wait()
+	var release, relayed bool
+	for _, s := range r.snd.take() {
+		switch m := dhcpOf(s.frame); {
+		case m.MessageType() == dhcpv4.MessageTypeRelease && net.HardwareAddr(m.ClientHWAddr).String() == s2:
+			if relayed {
+				t.Error("s1's DISCOVER went to the ISP before s2's RELEASE")
+			}
+			release = true
+		case m.MessageType() == dhcpv4.MessageTypeDiscover && net.HardwareAddr(m.ClientHWAddr).String() == s1:
+			relayed = true
+		}
+	}
+	if !release || !relayed {
+		t.Errorf("s2's RELEASE sent %v, s1's DISCOVER relayed %v (counters %v)", release, relayed, r.p.Counters())
+	}
+	if r.tab.isBound(0x020000000102) {
+		t.Error("s2 still bound with s1's identifier")
+	}
+	evs, _ := r.store.Events(0, 100)
+	if e := evs[len(evs)-1]; e.Kind != subscribers.EventRevoked || !strings.Contains(e.Reason, s1) {
+		t.Errorf("last event %+v, want s2's revoked naming s1", e)
+	}
+	if c := r.p.Counters(); c["client_id_reclaimed"] != 1 || c["client_id_taken"] != 0 {
+		t.Errorf("counters %v", c)
+	}
+}
