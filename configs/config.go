@@ -275,8 +275,22 @@ func StateDirOf(path string) (string, error) {
 			StateDir string `toml:"state_dir"`
 		} `toml:"appliance"`
 	}
-	if _, err := toml.DecodeFile(path, &f); err != nil {
+	data, err := os.ReadFile(path)
+	if err != nil {
 		return "", err
+	}
+	if _, err := toml.Decode(string(data), &f); err != nil {
+		// Not TOML (a refused reload's typo): its [appliance] table
+		// alone, where the typo is not (a field trial's ctl status
+		// stopped at the error it was to show).
+		sec, ok := applianceTable(data)
+		if !ok {
+			return "", err
+		}
+		if _, serr := toml.Decode(sec, &f); serr != nil {
+			return "", err
+		}
+		f.Version = int64(Version)
 	}
 	if f.Version != int64(Version) {
 		return "", fmt.Errorf("%s: not a version %d configuration", path, Version)
@@ -288,6 +302,28 @@ func StateDirOf(path string) (string, error) {
 		return "", fmt.Errorf("%s: appliance.state_dir: %q is not an absolute path", path, f.Appliance.StateDir)
 	}
 	return f.Appliance.StateDir, nil
+}
+
+// applianceTable is the [appliance] table of a configuration's text, from
+// its header to the next table's, and whether there is one.
+func applianceTable(data []byte) (string, bool) {
+	var b strings.Builder
+	in, found := false, false
+	for line := range strings.Lines(string(data)) {
+		t := strings.TrimSpace(line)
+		if strings.HasPrefix(t, "[") {
+			in = t == "[appliance]" || strings.HasPrefix(t, "[appliance]") && strings.HasPrefix(strings.TrimSpace(t[len("[appliance]"):]), "#")
+			found = found || in
+			if in {
+				b.WriteString("[appliance]\n")
+			}
+			continue
+		}
+		if in {
+			b.WriteString(line)
+		}
+	}
+	return b.String(), found
 }
 
 // Parse decodes data strictly, applies defaults and validates the result.

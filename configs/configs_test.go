@@ -712,3 +712,30 @@ func TestMisspeltVersion(t *testing.T) {
 		t.Errorf("without a version: %v", err)
 	}
 }
+
+// StateDirOf reads a file that is not TOML by its [appliance] table
+// alone (a header with a comment included), and refuses one whose
+// [appliance] table is not TOML, or that has none.
+func TestStateDirOfBrokenFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ name, text, want string }{
+		{"typo elsewhere", "[appliance] # the box\nstate_dir = \"/srv/ispmux\"\n\n[dhcp]\ntimeout = \"4s\n", "/srv/ispmux"},
+		{"typo in appliance", "[appliance]\nstate_dir = \"/srv/ispmux\n[dhcp]\n", ""},
+		{"no appliance", "[dhcp\n", ""},
+	} {
+		p := filepath.Join(dir, "c.toml")
+		if err := os.WriteFile(p, []byte(c.text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := StateDirOf(p)
+		if c.want == "" {
+			if err == nil {
+				t.Errorf("%s: %q, want an error", c.name, got)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%s: %q, %v; want %q", c.name, got, err, c.want)
+		}
+	}
+}

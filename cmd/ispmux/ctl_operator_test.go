@@ -713,7 +713,9 @@ func TestStatusRestartPending(t *testing.T) {
 // control socket through the file's state_dir all the same, and says the
 // file has errors: ctl status is where an operator sees that a reload of
 // that very file was refused (a docs trial got the file's error alone).
-// A file that is not TOML at all is still refused.
+// So does a file that is not TOML, by its [appliance] table (a field
+// trial's typo elsewhere stopped ctl status); one whose [appliance] table
+// is not TOML is refused.
 func TestCtlConfigWithErrors(t *testing.T) {
 	r := newRig(t, nil)
 	b, err := os.ReadFile(r.cfg)
@@ -731,8 +733,19 @@ func TestCtlConfigWithErrors(t *testing.T) {
 	if err := os.WriteFile(bad, append(b, "\n[broken\n"...), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	out, errOut = r.ok("", "ctl", "-c", bad, "isps")
+	if !strings.Contains(out, "alpha") || !strings.Contains(errOut, "has errors") {
+		t.Errorf("ctl -c with a file that is not TOML past [appliance]:\nstdout:\n%s\nstderr:\n%s", out, errOut)
+	}
+	broken := strings.Replace(string(b), "[appliance]\n", "[appliance]\nstate_dir = \"/nowhere\n", 1)
+	if broken == string(b) {
+		t.Fatal("no [appliance] table in the rig's configuration")
+	}
+	if err := os.WriteFile(bad, []byte(broken), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if _, _, err := runCmd(t, "", "ctl", "-c", bad, "isps"); err == nil || !strings.Contains(err.Error(), "--socket PATH needs none") {
-		t.Errorf("ctl -c with a file that is not TOML: %v", err)
+		t.Errorf("ctl -c with an [appliance] table that is not TOML: %v", err)
 	}
 }
 
