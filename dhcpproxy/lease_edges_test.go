@@ -277,3 +277,15 @@ func TestAckAfterLapseIsNewBinding(t *testing.T) {
 		t.Error("not bound after the new ACK")
 	}
 }
+
+// The renewed event's reason reads right for an infinite lease too.
+func TestRenewedWhy(t *testing.T) {
+	for lt, want := range map[time.Duration]string{
+		time.Hour:                "lease extended by 1h0m0s",
+		0xffffffff * time.Second: "lease renewed (infinite)",
+	} {
+		if got := renewedWhy(lt); got != want {
+			t.Errorf("renewedWhy(%v) = %q, want %q", lt, got, want)
+		}
+	}
+}

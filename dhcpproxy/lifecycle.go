@@ -237,7 +237,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, fro
 	// binding is "bound", a renewal the ISP granted is "renewed".
 	kind, why := subscribers.EventBound, "lease "+leaseString(lt)
 	if hadOld && !moved {
-		kind, why = subscribers.EventRenewed, "lease extended by "+leaseString(lt)
+		kind, why = subscribers.EventRenewed, renewedWhy(lt)
 	}
 	// The intents this exchange proves sent are completed first: a crash
 	// after the commit must not leave one pending beside the new lease.
@@ -383,6 +383,15 @@ func (p *Proxy) releaseReplaced(t *txn, it subscribers.Intent, ip netip.Addr) {
 }
 
 // leaseString spells a lease time; 0xffffffff seconds is infinite (RFC 2131).
+// renewedWhy is the renewed event's reason for an ISP lease of lt: not
+// "extended by infinite" (a field trial).
+func renewedWhy(lt time.Duration) string {
+	if lt >= 0xffffffff*time.Second {
+		return "lease renewed (infinite)"
+	}
+	return "lease extended by " + leaseString(lt)
+}
+
 func leaseString(d time.Duration) string {
 	if d >= 0xffffffff*time.Second {
 		return "infinite"
