@@ -705,6 +705,7 @@ func TestImportLineErrorWords(t *testing.T) {
 		`{"customer_id":1}`:            "customer_id: expected a string, got JSON number",
 		`{"customer_id":"c","x":1}`:    `unknown field "x" (unknown fields are refused)`,
 		`{"customer_id":"c","device_l`: "truncated JSON",
+		` null `:                       "the line is JSON null: send a JSON object",
 	} {
 		_, err := decodeLine[tenants.CustomerInput]([]byte(line))
 		if err == nil || err.Error() != want || strings.Contains(err.Error(), "Go value") {

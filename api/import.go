@@ -330,6 +330,11 @@ func decodeLine[In any](line []byte) (In, error) {
 		// ISP never sent.
 		return in, errors.New("the line is not valid UTF-8 (JSON text is UTF-8)")
 	}
+	if string(bytes.TrimSpace(line)) == "null" {
+		// As a null request body: decoded, it is the zero value, and
+		// its error named a field the line never had (a field trial).
+		return in, errors.New("the line is JSON null: send a JSON object")
+	}
 	if err := checkKeys(line, &in); err != nil {
 		return in, err
 	}
