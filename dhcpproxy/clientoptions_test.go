@@ -2,10 +2,13 @@ package dhcpproxy
 
 import (
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/subscribers"
 )
 
 // A REQUEST whose option 54 or 50 is not four bytes (RFC 2132 §9.7, §9.8)
@@ -96,6 +99,17 @@ func TestRapidACKUnasked(t *testing.T) {
 		r.p.notes.wait()
 		if c := r.p.Counters(); c["ack_to_discover_unasked"] != 1 || c["rapid_commit_released"] != 1 {
 			t.Errorf("not asked: counters %v", c)
+		}
+		// Its end is a rejected event naming the server, not a
+		// timeout blaming the ISP's silence (a review).
+		r.p.expire(time.Now().Add(2 * time.Second))
+		r.p.notes.wait()
+		if c := r.p.Counters(); c["timeout"] != 0 {
+			t.Errorf("not asked: timeout counted %d after the ISP's ACK", c["timeout"])
+		}
+		evs, _ := r.store.Events(0, 100)
+		if e := evs[len(evs)-1]; e.Kind != subscribers.EventRejected || !strings.Contains(e.Reason, "without rapid commit") {
+			t.Errorf("not asked: last event %+v", e)
 		}
 	}
 }

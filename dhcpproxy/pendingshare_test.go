@@ -71,3 +71,33 @@ func TestRenewalAnsweredWhenPendingFull(t *testing.T) {
 		t.Errorf("counters %v", c)
 	}
 }
+
+// A device's DISCOVER seen on another circuit under the same xid while
+// its first waits replaces that transaction: the ISP's count of pending
+// transactions does not grow with it (a review: it leaked a slot each
+// time, for good, until every DISCOVER was refused).
+func TestPendingCountOnCircuitMove(t *testing.T) {
+	r := newPRig(t)
+	cfg := r.p.config()
+	cfg.Circuits = append(cfg.Circuits, Circuit{Name: "acc1", Interface: "acc0", Port: accPort, VLAN: 5, MAC: accMAC, Addr: ourSID})
+	r.p = New(cfg, r.store, r.p.reg, r.tab, r.snd, nil)
+	for i := range 20 {
+		xid := dhcpv4.WithTransactionID(dhcpv4.TransactionID{9, 9, 9, byte(i)})
+		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), xid))
+		r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(mac(s1)), xid))
+		r.snd.take()
+		r.p.expire(time.Now().Add(time.Duration(i+1) * time.Second))
+	}
+	r.p.tx.mu.Lock()
+	n, alpha := len(r.p.tx.pending), r.p.tx.perISP[0]
+	r.p.tx.mu.Unlock()
+	if n != 0 || alpha != 0 {
+		t.Errorf("after the timeouts: %d pending, alpha's count %d; want 0, 0", n, alpha)
+	}
+	for i := range 2 {
+		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:02")), dhcpv4.WithTransactionID(dhcpv4.TransactionID{1, 0, 0, byte(i)})))
+	}
+	if sent := r.toPorts(); len(sent[upPort]) != 2 {
+		t.Errorf("2 new DISCOVERs with nothing pending: %d relayed, pending_full %d", len(sent[upPort]), r.p.Counters()["pending_full"])
+	}
+}

@@ -188,6 +188,13 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			p.count("ack_to_discover_unasked")
 			p.releaseUnused(isp, pk, t, t.sub, t.op82, t.clientID, p.tx.requestedOf(t), src, m,
 				"an ACK to a DISCOVER that did not ask for rapid commit (RFC 4039 §4): the client takes none")
+			// An answer, refused: its end is no timeout "no answer
+			// from the ISP" (a review), as an unusable OFFER's.
+			p.tx.refuse(t)
+			subj := regSubject(mac, c, t.reg)
+			subj.isp = isp.Name
+			p.refuse(subscribers.EventRejected, subj, addrOf(m.YourIPAddr), "ISP server "+src.String()+
+				" answered a DISCOVER without rapid commit with an ACK (RFC 4039 §4): not bound, its lease released")
 			return
 		}
 		if !p.tx.selected(t, src, addrOf(m.ServerIdentifier()), isp.ServerIDOverride) {

@@ -170,10 +170,13 @@ func (x *txns) init() {
 	x.rapid = map[pendKey]*rapidWin{}
 }
 
-// put adds t under pk, which holds none (x.mu held).
+// put stores t under pk, replacing any transaction there (another
+// circuit's, begin) (x.mu held).
 func (x *txns) put(pk pendKey, t *txn) {
+	if _, had := x.pending[pk]; !had {
+		x.perISP[pk.isp]++
+	}
 	x.pending[pk] = t
-	x.perISP[pk.isp]++
 }
 
 // del removes the transaction under pk, if any (x.mu held).
@@ -390,7 +393,9 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 		return t, sid, nil
 	}
 	if t == nil {
-		if len(x.pending) >= max || x.perISP[pk.isp] >= share {
+		// Replacing another circuit's transaction under pk takes no
+		// more room (a review: counted as new, it leaked a slot).
+		if _, had := x.pending[pk]; !had && (len(x.pending) >= max || x.perISP[pk.isp] >= share) {
 			return nil, sid, errPendingFull
 		}
 		t = &txn{sub: sk, circuit: c, isp: isp}
