@@ -133,10 +133,12 @@
 // are the store's hot write, so they go to a write-ahead log instead: the
 // file STATE.journal beside the store (journal.go), reserved ahead in
 // 1 MiB steps, at most 8 MiB: allocated (fallocate) and zero-filled, so
-// that an append needs no block (a full disk does not fail it) and its
-// fdatasync writes no metadata. Open reserves both files again: a sparse
-// copy of the state directory (cp --sparse=always, rsync -S) made their
-// zeros holes, which Open allocates and zero-fills. A group commit whose
+// that an append needs no block (a full disk does not fail it, on ext4,
+// xfs and tmpfs; on a copy-on-write file system every overwrite takes a
+// new one) and its fdatasync writes no metadata. Open reserves both files
+// again: a sparse copy of the state directory (cp --sparse=always, rsync
+// -S) made their zeros holes, which Open allocates and fills (with what
+// they read as: reserve). A group commit whose
 // writes are all journal records appends them, one write and one
 // fdatasync, and releases the writers; the
 // records are then pending: durable, not yet in bbolt. Each record holds

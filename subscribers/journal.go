@@ -312,7 +312,7 @@ func (j *journal) openFile(i int, p string) ([]jrec, error) {
 	if j.sizes[i] < size {
 		gaps = append(gaps, span{j.sizes[i], size})
 	}
-	if err := j.reserve(i, 0, size, gaps); err != nil {
+	if err := j.reserve(i, size, gaps, data); err != nil {
 		return nil, fmt.Errorf("reserve its %d bytes: %w", size, err)
 	}
 	return recs, nil
@@ -413,49 +413,61 @@ func (j *journal) syncVia() (via, why string) {
 // grow reserves file i up to at least end (in journalGrow steps).
 func (j *journal) grow(i int, end int64) error {
 	size := min((end+journalGrow-1)/journalGrow*journalGrow, journalMax)
-	return j.reserve(i, j.sizes[i], size, []span{{j.sizes[i], size}})
+	return j.reserve(i, size, []span{{j.sizes[i], size}}, nil)
 }
 
 // span is a range of a file's bytes: [from, to).
 type span struct{ from, to int64 }
 
-// reserve makes file i's bytes [from, size) blocks of its own and sets
-// its size to size: it allocates them (fallocate(2)), then writes zeros
-// over gaps (the ranges of them that read as zeros without a block: the
-// file's holes, and what it adds), and fsyncs the file, its size
-// included. What the file holds stays (a gap holds zeros already).
+// reserve gives file i's gaps blocks of their own and sets its size to
+// size: gaps are the ranges below size that have none (the file's holes,
+// and what it grows by), in order. Each is allocated (fallocate(2)), then
+// written over: with the file's own bytes where it held any (held: what
+// Open read; a hole reads as zeros, and a file system that reported a
+// hole over data, as OpenZFS 2.1.13 and 2.2.0 could, keeps it), zeros
+// past them. The file is then fsynced, its size included.
 //
 // An append into the reserved bytes (up to sizes[i]) then needs no block:
 // a full disk cannot fail it, nor the zeroing of the first headers at
-// Close (invalidate). fallocate reserves the blocks where the file system
-// can (ext4, xfs, tmpfs) and says so before anything is written, where
-// zeros alone are given back as holes by a sparse copy or a compressing
-// file system. The zeros are written too: on ext4 and xfs fallocate's
-// blocks are unwritten extents, and an append's fdatasync into one also
-// commits the extent's change to written (file system metadata, what the
-// zeros were written to spare the appends); measured on ext4 (this
-// development VM, busy), 3 runs of 500 appends of 600 bytes with an
+// Close (invalidate), on ext4, xfs and tmpfs. fallocate reserves the
+// blocks where the file system can and says so before anything is
+// written, where zeros alone are given back as holes by a sparse copy or
+// a compressing file system. The bytes are written too: on ext4 and xfs
+// fallocate's blocks are unwritten extents, and an append's fdatasync into
+// one also commits the extent's change to written (file system metadata,
+// what the zeros were written to spare the appends); measured on ext4
+// (this development VM, busy), 3 runs of 500 appends of 600 bytes with an
 // fdatasync each: 158–259 µs an append into fallocated blocks, 139–209 µs
-// into ones zero-filled after. Where fallocate is not supported
-// (EOPNOTSUPP: some network and copy-on-write file systems), the zeros
-// are the only reservation.
-func (j *journal) reserve(i int, from, size int64, gaps []span) error {
+// into ones zero-filled after. Only the gaps are allocated: xfs reserves
+// space for the whole range of a fallocate before it looks at the blocks
+// there, so one over a whole written file fails on a full disk (a review:
+// a start with a fully reserved journal refused). Where fallocate is not
+// supported (EOPNOTSUPP: some network and copy-on-write file systems),
+// the writes are the only reservation; on btrfs (copy on write) none
+// holds, as every overwrite takes a new block.
+func (j *journal) reserve(i int, size int64, gaps []span, held []byte) error {
 	f := j.files[i]
-	if from < size {
-		if err := allocate(f, from, size-from); err != nil && !errors.Is(err, errors.ErrUnsupported) {
-			return err
-		}
-	}
-	var zeros []byte
+	var buf []byte
 	for _, g := range gaps {
-		if n := int(g.to - g.from); n > len(zeros) {
-			zeros = make([]byte, n)
+		if g.from >= g.to {
+			continue
 		}
-		if _, err := f.WriteAt(zeros[:g.to-g.from], g.from); err != nil {
+		if err := allocate(f, g.from, g.to-g.from); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+			return err
+		}
+		if n := int(g.to - g.from); n > len(buf) {
+			buf = make([]byte, n)
+		}
+		b := buf[:g.to-g.from]
+		clear(b)
+		if g.from < int64(len(held)) {
+			copy(b, held[g.from:min(g.to, int64(len(held)))])
+		}
+		if _, err := f.WriteAt(b, g.from); err != nil {
 			return err
 		}
 	}
-	if len(zeros) > 0 && !j.noSync {
+	if buf != nil && !j.noSync {
 		if err := f.Sync(); err != nil {
 			return err
 		}
