@@ -226,7 +226,14 @@ func (l *claimLimiter) allow(isp, customer, who, circuit string, now time.Time) 
 		// together the customer's (the customer's alone were spent
 		// from anywhere in the garden: a review, its owner kept out by
 		// one made-up MAC every PerCustomerNewEvery).
-		circ = bucketOf(l.circ, circKey{isp, customer, circuit}, l.lim.PerCircuitNewBurst, now)
+		// Looked up, not stored, until a token is taken: a refused
+		// attempt (the claimant's own buckets below) left a full
+		// bucket behind for an hour, one per customer ID sprayed (a
+		// review: 200k refused sprays, 43 MiB, kept).
+		circ = l.circ[circKey{isp, customer, circuit}]
+		if circ == nil {
+			circ = &pairState{tokens: float64(l.lim.PerCircuitNewBurst), last: now}
+		}
 		if err := longer(refill(circ, l.lim.PerCircuitNewBurst, l.lim.PerCircuitNewEvery, now),
 			refill(&c.fresh, l.lim.PerCustomerNewBurst, l.lim.PerCustomerNewEvery, now)); err != nil {
 			c.held++
@@ -252,6 +259,7 @@ func (l *claimLimiter) allow(isp, customer, who, circuit string, now time.Time) 
 	m.tokens-- // given back if the attempt succeeds
 	if fresh { // given back if the attempt succeeds
 		circ.tokens--
+		l.circ[circKey{isp, customer, circuit}] = circ
 		c.fresh.tokens--
 	}
 	c.busy, c.last, c.taken = true, now, fresh

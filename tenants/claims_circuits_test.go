@@ -260,3 +260,28 @@ func TestClaimLimiterForgets(t *testing.T) {
 			len(l.pair), len(l.cust), len(l.circ), len(l.mac))
 	}
 }
+
+// A claimant spraying customer IDs past its own bucket is refused without
+// a hash, and its refused attempts store no circuit bucket: one was kept,
+// full, for an hour per customer ID sprayed (a review: 200k refused
+// sprays, 43 MiB kept). Only attempts allowed store one.
+func TestClaimRefusedSprayStoresNoCircuitBucket(t *testing.T) {
+	l := newClaimLimiter(DefaultClaimLimits)
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	const who, on = "mac 02:00:00:00:0e:01 on eth1/10", "circuit eth1/10"
+	allowed := 0
+	for i := range 5000 {
+		now = now.Add(time.Millisecond)
+		cust := fmt.Sprintf("c-%d", i)
+		if err := l.allow("alpha", cust, who, on, now); err == nil {
+			allowed++
+			l.result("alpha", cust, who, on, false, now)
+		}
+	}
+	if allowed == 0 || allowed > DefaultClaimLimits.PerMACBurst {
+		t.Fatalf("%d of 5000 sprayed attempts allowed, want 1..%d (the claimant's bucket)", allowed, DefaultClaimLimits.PerMACBurst)
+	}
+	if len(l.circ) != allowed {
+		t.Errorf("%d circuit buckets after %d attempts allowed of 5000: refused ones store buckets", len(l.circ), allowed)
+	}
+}
