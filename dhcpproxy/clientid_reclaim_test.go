@@ -75,3 +75,52 @@ func TestClientIDOwnerReclaims(t *testing.T) {
 		t.Errorf("counters %v", c)
 	}
 }
+
+// The owner's retransmissions wait for the holder's RELEASE too: with the
+// ISP's router unresolved when the reclaim revoked the holder (the RELEASE
+// not queued), a retransmission found the identifier free and went to
+// the ISP first, which would then apply the late RELEASE to the owner's
+// new lease (a security review; fails without). Once the RELEASE is
+// sent, the owner's next DISCOVER is relayed.
+func TestClientIDReclaimWaitsForRelease(t *testing.T) {
+	for _, startup := range []bool{false, true} {
+		const s2 = "02:00:00:00:01:02"
+		r := newPRig(t)
+		ownerID := append([]byte{1}, mac(s1)...)
+		if got := r.doraWithID(s2, ownerID, anyKea(time.Hour), anyKea(time.Hour)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+			t.Fatalf("s2's DORA with s1's identifier: %v", got)
+		}
+		r.p.committing.Wait()
+		r.snd.take()
+		if startup {
+			r.p.resolved[r.p.isps["alpha"].Index].Store(false)
+		}
+		setDown := func(down bool) {
+			r.tab.mu.Lock()
+			r.tab.uplinkDown = down
+			r.tab.mu.Unlock()
+		}
+		setDown(true)
+		disc := func() {
+			r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, ownerID)))
+		}
+		disc() // revokes s2; its RELEASE deferred; dropped
+		setDown(false)
+		disc() // the client's retransmission, before the next tick
+		r.p.committing.Wait()
+		r.p.flushIntents(time.Now()) // the tick: the RELEASE goes
+		disc()                       // the next retransmission
+		r.p.committing.Wait()
+		var order []string
+		for _, s := range r.snd.take() {
+			if s.port != upPort {
+				continue
+			}
+			m := dhcpOf(s.frame)
+			order = append(order, m.MessageType().String()+" "+net.HardwareAddr(m.ClientHWAddr).String())
+		}
+		if len(order) < 2 || order[0] != "RELEASE "+s2 || order[len(order)-1] != "DISCOVER "+s1 {
+			t.Errorf("startup %v: to the ISP %v, want s2's RELEASE, then s1's DISCOVER", startup, order)
+		}
+	}
+}

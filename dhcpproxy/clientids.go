@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"net/netip"
+	"slices"
+	"sync"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -156,6 +158,14 @@ func hardwareID(cid []byte, mac uint64) bool {
 // and a retransmission goes on): the ISP, which keys the lease by the
 // identifier, would otherwise release the lease it grants the owner.
 func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []byte, mac uint64) bool {
+	key := cidKey(isp.Index, cid)
+	if p.reclaims.waiting(key, p.intents.onWire) {
+		// A retransmission after the revoke below, the holder's
+		// RELEASE still not queued: it found the identifier free, and
+		// would have overtaken the RELEASE (a review).
+		p.count("client_id_reclaim_waits")
+		return false
+	}
 	h, taken := p.clientIDHolder(isp.Index, cid, mac)
 	if !taken {
 		return true
@@ -166,16 +176,65 @@ func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []by
 			"client identifier of subscriber "+binding.MACString(h.k.mac)+"'s binding at this ISP; not relayed")
 		return false
 	}
-	p.count("client_id_reclaimed")
 	why := "its client identifier is subscriber " + binding.MACString(mac) + "'s hardware address, and that subscriber asked with it"
-	if !p.revoke(h.k, p.full(h), why) {
-		return false // the store refused: logged, counted
+	// Only if the holder still holds that lease (revokeHeld): it may
+	// have ended meanwhile, and revoked again its ISP would get a second
+	// RELEASE (a review).
+	if p.revokeHeld(h, why) {
+		p.count("client_id_reclaimed")
 	}
+	var ids []uint64
 	for _, pi := range p.intents.ofMAC(h.k.mac) {
-		if !p.intents.queued(pi.in.ID) {
-			p.count("client_id_reclaim_waits")
-			return false
+		if !p.intents.onWire(pi.in.ID) {
+			ids = append(ids, pi.in.ID)
 		}
 	}
+	if len(ids) > 0 {
+		p.reclaims.wait(key, ids)
+		p.count("client_id_reclaim_waits")
+		return false
+	}
+	return true
+}
+
+// reclaimWaits holds, by client identifier key (cidKey), the holder's
+// intents (its RELEASE) a reclaim of that identifier waits for
+// (checkClientID): until they are queued to the ISP, the owner's messages
+// with the identifier are not relayed, retransmissions included, or the
+// ISP, which keys leases by the identifier, would apply the late RELEASE
+// to the lease it grants the owner. Entries go once their intents are
+// queued or done; they are few (a reclaim whose RELEASE could not be
+// queued at once: the ISP's router unresolved). Not kept across a restart.
+type reclaimWaits struct {
+	mu sync.Mutex
+	m  map[uint32][]uint64
+}
+
+// wait notes that identifier key waits for intents ids.
+func (r *reclaimWaits) wait(key uint32, ids []uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = map[uint32][]uint64{}
+	}
+	r.m[key] = ids
+}
+
+// waiting reports whether identifier key still waits for an intent
+// onWire does not report on the wire (queued, or done), forgetting it
+// once none is left.
+func (r *reclaimWaits) waiting(key uint32, queued func(uint64) bool) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ids, ok := r.m[key]
+	if !ok {
+		return false
+	}
+	ids = slices.DeleteFunc(ids, queued)
+	if len(ids) == 0 {
+		delete(r.m, key)
+		return false
+	}
+	r.m[key] = ids
 	return true
 }

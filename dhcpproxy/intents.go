@@ -130,6 +130,16 @@ func (q *intentQueue) queued(id uint64) bool {
 	return ok
 }
 
+// onWire reports whether id's message was handed to the datapath, or the
+// intent is done (sent and settled, or superseded unsent).
+func (q *intentQueue) onWire(id uint64) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	_, pending := q.pending[id]
+	_, sent := q.sentAt[id]
+	return !pending || sent
+}
+
 // unclaim ends a claim whose send failed (the intent stays pending).
 func (q *intentQueue) unclaim(id uint64) {
 	q.mu.Lock()
