@@ -114,14 +114,16 @@ var ctlCommands = []*ctlCommand{
 			"--follow streams them live (from after AFTER-SEQ if given), resuming without gap after a cut,\n" +
 			"until interrupted. --request-id ID: the events of the API request ID only (the request id an\n" +
 			"API error quotes, e.g. an ISP's refused attach: its attach-refused event), looked for in the\n" +
-			"whole log; --mac MAC: one device's events, from the whole log too (`ctl subscriber` shows its\n" +
-			"newest 20). With --isp, SEQ and AFTER-SEQ are that ISP's own numbers (1, 2, 3, ... for its\n" +
-			"events alone: what its API reads, stream and webhooks show); without, the box's (the\n" +
-			"operator's --json has both: seq and isp_seq).",
+			"whole log; --mac MAC: one device's events, read by MAC however far back in the log they are\n" +
+			"(the other devices' are not read; `ctl subscriber` shows its newest 20). --mac with --request-id\n" +
+			"reads every event of the device the log holds to keep the request's; --mac with --follow reads\n" +
+			"the stream of every event to keep the device's. With --isp, SEQ and AFTER-SEQ are that ISP's\n" +
+			"own numbers (1, 2, 3, ... for its events alone: what its API reads, stream and webhooks show);\n" +
+			"without, the box's (the operator's --json has both: seq and isp_seq).",
 		flags: func(fs *flag.FlagSet, o *ctlOpts) {
 			fs.StringVar(&o.isp, "isp", "", "one `ISP`'s events only, in its own numbering (needed with an ISP's token)")
 			fs.StringVar(&o.requestID, "request-id", "", "the events of the API request `ID` only (REQUEST in the table)")
-			fs.StringVar(&o.mac, "mac", "", "the events of the device `MAC` only, looked for in the whole log")
+			fs.StringVar(&o.mac, "mac", "", "the events of the device `MAC` only, read by MAC (--follow: the stream, filtered)")
 			fs.BoolVar(&o.follow, "follow", false, "stream events live (Server-Sent Events) until interrupted")
 			fs.IntVar(&o.limit, "limit", 0, "at most `N` events (1..1000)")
 		},

@@ -48,7 +48,7 @@ func newestEvents(e *ctlEnv, c *client.Client, isp string, n int, window uint64,
 		}
 		var out []tenants.Event
 		first, gap := true, false
-		_, err := readEvents(e, c, isp, after, b.newest, func(l client.EventList) bool {
+		_, err := readEvents(e, c, isp, "", after, b.newest, func(l client.EventList) bool {
 			if isp == "" && first && after >= b.oldest && len(l.Items) > 0 && l.Items[0].Seq > after+1 {
 				// Every event is listed: the numbers before the
 				// first one were skipped. Read again from as
@@ -86,13 +86,17 @@ func newestEvents(e *ctlEnv, c *client.Client, isp string, n int, window uint64,
 const wholeLog = 1 << 40
 
 // newest returns (oldest first) the newest n events of isp that keep
-// accepts (nil: all), the log's bounds, and whether older ones are left
-// out. Without keep that is whether the log holds older events; with it,
-// the whole log is read once from the oldest (the events of one request
-// can be anywhere in it, and are few: the tenfold windows of
-// newestEvents would read it about twice), and more says more than n
-// matched.
-func (e *ctlEnv) newest(c *client.Client, isp string, n int, keep func(tenants.Event) bool) ([]tenants.Event, eventBounds, bool, error) {
+// accepts (nil: all), of the device mac only unless mac is "", the log's
+// bounds, and whether older ones are left out. Without keep that is
+// whether the log holds older events; with it, the whole log is read once
+// from the oldest (the events of one request can be anywhere in it, and
+// are few: the tenfold windows of newestEvents would read it about
+// twice), and more says more than n matched. A device's are read by MAC
+// instead (newestOfMAC).
+func (e *ctlEnv) newest(c *client.Client, isp, mac string, n int, keep func(tenants.Event) bool) ([]tenants.Event, eventBounds, bool, error) {
+	if mac != "" {
+		return newestOfMAC(e, c, isp, mac, n, keep)
+	}
 	if keep == nil {
 		evs, b, err := newestEvents(e, c, isp, n, 0, nil)
 		return evs, b, err == nil && len(evs) > 0 && evs[0].Seq > b.oldest, err
@@ -108,15 +112,16 @@ func (e *ctlEnv) newest(c *client.Client, isp string, n int, keep func(tenants.E
 // first page found it.
 const toFirstNewest = math.MaxUint64
 
-// readEvents reads the events of isp ("" = all) after seq after, a page of
-// tenants.MaxLimit at a time, following each page's Next, and gives each
-// page to page until page returns false, a Next does not move on (or is
-// not a sequence), or it reaches end: a sequence, or toFirstNewest (a
-// log appended to faster than it is read has no newest to reach). It
-// returns the Next of the last page read.
-func readEvents(e *ctlEnv, c *client.Client, isp string, after, end uint64, page func(client.EventList) bool) (string, error) {
+// readEvents reads the events of isp ("" = all) after seq after, of the
+// device mac only unless mac is "" (eventPage), a page of tenants.MaxLimit
+// at a time, following each page's Next, and gives each page to page
+// until page returns false, a Next does not move on (or is not a
+// sequence), or it reaches end: a sequence, or toFirstNewest (a log
+// appended to faster than it is read has no newest to reach). It returns
+// the Next of the last page read.
+func readEvents(e *ctlEnv, c *client.Client, isp, mac string, after, end uint64, page func(client.EventList) bool) (string, error) {
 	for pos := after; ; {
-		l, err := c.Events(e.ctx, isp, pos, tenants.MaxLimit)
+		l, err := eventPage(e, c, isp, mac, pos, tenants.MaxLimit)
 		if err != nil {
 			return "", err
 		}
@@ -134,13 +139,72 @@ func readEvents(e *ctlEnv, c *client.Client, isp string, after, end uint64, page
 	}
 }
 
-// matchingAfter reads the events of isp after seq after, up to the log's
-// newest as its first read found it, until it has limit that keep
-// accepts: one list, whose Next is the sequence to read after next time.
-func matchingAfter(e *ctlEnv, c *client.Client, isp string, after uint64, limit int, keep func(tenants.Event) bool) (client.EventList, error) {
+// eventPage is up to limit events of isp ("" = all) after seq after: the
+// log's, or (mac not "") the device mac's, which the API reads from the
+// store's index of events by MAC (however far back in the log they are,
+// the other devices' events are not read).
+func eventPage(e *ctlEnv, c *client.Client, isp, mac string, after uint64, limit int) (client.EventList, error) {
+	if mac == "" {
+		return c.Events(e.ctx, isp, after, limit)
+	}
+	// EventsOfMAC's after is signed (below 0: the newest). A sequence
+	// past its range is past any log's newest, as its largest is.
+	return c.EventsOfMAC(e.ctx, isp, mac, int64(min(after, math.MaxInt64)), limit)
+}
+
+// newestOfMAC is newest for the device mac's events: without keep, one
+// read of its newest n+1 (the one more says older ones are left out);
+// with keep, every event of the device the log holds, read by MAC a page
+// at a time from its oldest (a device's are few beside the log's), of
+// which the newest n that keep accepts. The bounds are those of the last
+// page read.
+func newestOfMAC(e *ctlEnv, c *client.Client, isp, mac string, n int, keep func(tenants.Event) bool) ([]tenants.Event, eventBounds, bool, error) {
+	if keep == nil {
+		ask := min(n+1, tenants.MaxLimit)
+		l, err := c.EventsOfMAC(e.ctx, isp, mac, -1, ask)
+		if err != nil {
+			return nil, eventBounds{}, false, err
+		}
+		b, evs := eventBounds{l.Oldest, l.Newest}, l.Items
+		switch {
+		case len(evs) > n:
+			return evs[len(evs)-n:], b, true, nil
+		case len(evs) < ask:
+			return evs, b, false, nil
+		}
+		// n is a page's most, which one more would pass: older ones are
+		// left out if the device's oldest is older than these.
+		first, err := c.EventsOfMAC(e.ctx, isp, mac, 0, 1)
+		return evs, b, err == nil && len(first.Items) > 0 && first.Items[0].Seq < evs[0].Seq, err
+	}
+	var out []tenants.Event
+	var b eventBounds
+	_, err := readEvents(e, c, isp, mac, 0, toFirstNewest, func(l client.EventList) bool {
+		b = eventBounds{l.Oldest, l.Newest}
+		for _, ev := range l.Items {
+			if keep(ev) {
+				out = append(out, ev)
+			}
+		}
+		if len(out) > n+1 {
+			out = append(out[:0], out[len(out)-n-1:]...)
+		}
+		return true
+	})
+	if len(out) > n {
+		return out[1:], b, true, err
+	}
+	return out, b, false, err
+}
+
+// matchingAfter reads the events of isp after seq after (of the device
+// mac only unless mac is ""), up to the log's newest as its first read
+// found it, until it has limit that keep accepts: one list, whose Next is
+// the sequence to read after next time.
+func matchingAfter(e *ctlEnv, c *client.Client, isp, mac string, after uint64, limit int, keep func(tenants.Event) bool) (client.EventList, error) {
 	out := client.EventList{Items: []tenants.Event{}}
 	full := ""
-	next, err := readEvents(e, c, isp, after, toFirstNewest, func(l client.EventList) bool {
+	next, err := readEvents(e, c, isp, mac, after, toFirstNewest, func(l client.EventList) bool {
 		out.Missed = out.Missed || l.Missed
 		out.Oldest, out.Newest = l.Oldest, l.Newest
 		for _, ev := range l.Items {
@@ -159,36 +223,36 @@ func matchingAfter(e *ctlEnv, c *client.Client, isp string, after uint64, limit 
 	return out, err
 }
 
-// eventFilter is the filter of the events flags (--request-id, --mac):
-// nil when none is given.
-func (e *ctlEnv) eventFilter() (func(tenants.Event) bool, error) {
-	var keeps []func(tenants.Event) bool
+// eventFilter is the filter of the events flags: keep, that of
+// --request-id (nil without it), and mac, --mac's device as events name
+// it ("" without it). The pages ask the API for the device's events
+// (read by MAC), keep applied to them here; the stream has every event,
+// filtered here by both (withMAC).
+func (e *ctlEnv) eventFilter() (keep func(tenants.Event) bool, mac string, err error) {
 	if e.set["request-id"] {
 		id := e.o.requestID
 		if !api.ValidRequestID(id) {
-			return nil, e.h.usage("--request-id %q: a request id is 1..64 characters of A-Z a-z 0-9 . _ : -", id)
+			return nil, "", e.h.usage("--request-id %q: a request id is 1..64 characters of A-Z a-z 0-9 . _ : -", id)
 		}
-		keeps = append(keeps, func(ev tenants.Event) bool { return ev.RequestID == id })
+		keep = func(ev tenants.Event) bool { return ev.RequestID == id }
 	}
 	if e.set["mac"] {
 		if err := e.checkMAC("--mac", e.o.mac); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		hw, _ := net.ParseMAC(e.o.mac)
-		mac := hw.String() // events name MACs lower case, colons
-		keeps = append(keeps, func(ev tenants.Event) bool { return ev.MAC == mac })
+		mac = hw.String() // events name MACs lower case, colons
 	}
-	if len(keeps) == 0 {
-		return nil, nil
+	return keep, mac, nil
+}
+
+// withMAC is keep (nil: every event) of the device mac only ("": of any
+// device).
+func withMAC(keep func(tenants.Event) bool, mac string) func(tenants.Event) bool {
+	if mac == "" {
+		return keep
 	}
-	return func(ev tenants.Event) bool {
-		for _, k := range keeps {
-			if !k(ev) {
-				return false
-			}
-		}
-		return true
-	}, nil
+	return func(ev tenants.Event) bool { return ev.MAC == mac && (keep == nil || keep(ev)) }
 }
 
 // noneOfRequest says no event where matches the filters asked for, and
@@ -237,10 +301,11 @@ func ctlEvents(e *ctlEnv, args []string) error {
 	if e.o.follow && e.set["limit"] {
 		return e.h.usage("--limit and --follow: a stream has no limit")
 	}
-	keep, err := e.eventFilter()
+	keep, mac, err := e.eventFilter()
 	if err != nil {
 		return err
 	}
+	filtered := keep != nil || mac != "" // the notices' "none of these"
 	c, err := e.client()
 	if err != nil {
 		return err
@@ -251,14 +316,14 @@ func ctlEvents(e *ctlEnv, args []string) error {
 		if hasAfter {
 			from = int64(after)
 		}
-		return e.followEvents(c, isp, from, keep)
+		return e.followEvents(c, isp, from, withMAC(keep, mac))
 	}
 	if !hasAfter {
 		n := defaultNewest
 		if e.o.limit > 0 {
 			n = e.o.limit
 		}
-		evs, b, more, err := e.newest(c, isp, n, keep)
+		evs, b, more, err := e.newest(c, isp, mac, n, keep)
 		if err != nil {
 			return err
 		}
@@ -271,7 +336,7 @@ func ctlEvents(e *ctlEnv, args []string) error {
 			return err
 		}
 		switch {
-		case len(evs) == 0 && keep != nil:
+		case len(evs) == 0 && filtered:
 			e.noneOfRequest(fmt.Sprintf("in the log (seq %d..%d)", b.oldest, b.newest))
 		case more:
 			e.notice("the newest %d events (seq %d..%d); the log holds seq %d..%d: `%s` shows those after seq N (0: from the oldest)",
@@ -285,9 +350,9 @@ func ctlEvents(e *ctlEnv, args []string) error {
 	}
 	var l client.EventList
 	if keep != nil {
-		l, err = matchingAfter(e, c, isp, after, limit, keep)
+		l, err = matchingAfter(e, c, isp, mac, after, limit, keep)
 	} else {
-		l, err = c.Events(e.ctx, isp, after, limit)
+		l, err = eventPage(e, c, isp, mac, after, limit)
 	}
 	if err != nil {
 		return err
@@ -307,7 +372,7 @@ func ctlEvents(e *ctlEnv, args []string) error {
 	case l.Missed:
 		e.notice("events after seq %d were trimmed before they could be read: the log starts at seq %d", after, l.Oldest)
 	}
-	if len(l.Items) == 0 && keep != nil {
+	if len(l.Items) == 0 && filtered {
 		e.noneOfRequest(fmt.Sprintf("after seq %d", after))
 	}
 	next, _ := strconv.ParseUint(l.Next, 10, 64)

@@ -543,7 +543,7 @@ func TestReadEvents(t *testing.T) {
 		f.mu.Lock()
 		f.newest = 3500
 		f.mu.Unlock()
-		next, err := readEvents(e, c, "", after, end, func(l client.EventList) bool {
+		next, err := readEvents(e, c, "", "", after, end, func(l client.EventList) bool {
 			for _, ev := range l.Items {
 				got = append(got, ev.Seq)
 			}

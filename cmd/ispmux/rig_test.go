@@ -74,6 +74,13 @@ type rig struct {
 // alpha and beta).
 func newRig(t *testing.T, svc tenants.Service) *rig {
 	t.Helper()
+	return newWrappedRig(t, svc, nil)
+}
+
+// newWrappedRig is newRig serving wrap(svc) (wrap nil: svc itself): a
+// test that watches the calls a real service gets.
+func newWrappedRig(t *testing.T, svc tenants.Service, wrap func(tenants.Service) tenants.Service) *rig {
+	t.Helper()
 	cfgPath, state := testConfig(t)
 	r := &rig{t: t, cfg: cfgPath, sock: filepath.Join(state, appliance.SocketName), dir: filepath.Dir(cfgPath),
 		tokens: map[string]string{}, backup: bytes.Repeat([]byte("ispmux store "), 1000)}
@@ -112,6 +119,9 @@ func newRig(t *testing.T, svc tenants.Service) *rig {
 	toks, err := auth.LoadTokens(auth.TokenFilesFromConfig(cfg))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if wrap != nil {
+		svc = wrap(svc)
 	}
 	srv := api.New(cfg.API, svc, toks, nil)
 	srv.Limits.Heartbeat = 100 * time.Millisecond
