@@ -159,7 +159,7 @@ func hardwareID(cid []byte, mac uint64) bool {
 // identifier, would otherwise release the lease it grants the owner.
 func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []byte, mac uint64) bool {
 	key := cidKey(isp.Index, cid)
-	if p.reclaims.waiting(key, p.intents.onWire) {
+	if p.reclaims.waiting(key, cid, p.intents.onWire) {
 		// A retransmission after the revoke below, the holder's
 		// RELEASE still not queued: it found the identifier free, and
 		// would have overtaken the RELEASE (a review).
@@ -182,15 +182,20 @@ func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []by
 	// RELEASE (a review).
 	if p.revokeHeld(h, why) {
 		p.count("client_id_reclaimed")
+	} else if l, ok := p.leases.get(h.k); ok && l.same(&h.l) {
+		return false // still held: the store refused (logged, counted)
 	}
+	// The holder's intents to this ISP only: one to another ISP (that
+	// ISP unreachable) holds nothing of this one's back (a review: it
+	// held the owner for as long as the other ISP was down).
 	var ids []uint64
 	for _, pi := range p.intents.ofMAC(h.k.mac) {
-		if !p.intents.onWire(pi.in.ID) {
+		if pi.in.ISP == isp.Name && !p.intents.onWire(pi.in.ID) {
 			ids = append(ids, pi.in.ID)
 		}
 	}
 	if len(ids) > 0 {
-		p.reclaims.wait(key, ids)
+		p.reclaims.wait(key, cid, ids)
 		p.count("client_id_reclaim_waits")
 		return false
 	}
@@ -207,34 +212,41 @@ func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []by
 // queued at once: the ISP's router unresolved). Not kept across a restart.
 type reclaimWaits struct {
 	mu sync.Mutex
-	m  map[uint32][]uint64
+	m  map[uint32]reclaimWait
 }
 
-// wait notes that identifier key waits for intents ids.
-func (r *reclaimWaits) wait(key uint32, ids []uint64) {
+// reclaimWait is one reclaim's wait: the identifier (its key may be
+// another's too) and the intents.
+type reclaimWait struct {
+	cid []byte
+	ids []uint64
+}
+
+// wait notes that identifier cid (key) waits for intents ids.
+func (r *reclaimWaits) wait(key uint32, cid []byte, ids []uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.m == nil {
-		r.m = map[uint32][]uint64{}
+		r.m = map[uint32]reclaimWait{}
 	}
-	r.m[key] = ids
+	r.m[key] = reclaimWait{bytes.Clone(cid), ids}
 }
 
-// waiting reports whether identifier key still waits for an intent
-// onWire does not report on the wire (queued, or done), forgetting it
-// once none is left.
-func (r *reclaimWaits) waiting(key uint32, queued func(uint64) bool) bool {
+// waiting reports whether identifier cid (key) still waits for an intent
+// queued does not report on the wire (queued, or done), forgetting the
+// wait once none is left.
+func (r *reclaimWaits) waiting(key uint32, cid []byte, queued func(uint64) bool) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ids, ok := r.m[key]
+	w, ok := r.m[key]
 	if !ok {
 		return false
 	}
-	ids = slices.DeleteFunc(ids, queued)
-	if len(ids) == 0 {
+	w.ids = slices.DeleteFunc(w.ids, queued)
+	if len(w.ids) == 0 {
 		delete(r.m, key)
 		return false
 	}
-	r.m[key] = ids
-	return true
+	r.m[key] = w
+	return bytes.Equal(w.cid, cid) // another identifier of the same key waits for nothing
 }

@@ -193,8 +193,11 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			p.tx.refuse(t)
 			subj := regSubject(mac, c, t.reg)
 			subj.isp = isp.Name
-			p.refuse(subscribers.EventRejected, subj, addrOf(m.YourIPAddr), "ISP server "+src.String()+
-				" answered a DISCOVER without rapid commit with an ACK (RFC 4039 §4): not bound, its lease released")
+			why := " answered a DISCOVER without rapid commit with an ACK (RFC 4039 §4): not bound, its lease released"
+			if t.rapid {
+				why = " answered a rapid-commit DISCOVER with an ACK without option 80 (RFC 4039 §4): not bound, its lease released"
+			}
+			p.refuse(subscribers.EventRejected, subj, addrOf(m.YourIPAddr), "ISP server "+src.String()+why)
 			return
 		}
 		if !p.tx.selected(t, src, addrOf(m.ServerIdentifier()), isp.ServerIDOverride) {

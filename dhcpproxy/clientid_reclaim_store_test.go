@@ -1,0 +1,62 @@
+package dhcpproxy
+
+import (
+	"errors"
+
+	"net"
+	"testing"
+	"time"
+
+	"github.com/ispmux/ispmux/subscribers"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/registry"
+)
+
+// The store refuses the holder's revocation: the owner's DISCOVER is not
+// relayed while the holder still holds the lease keyed by the identifier
+// (a review: the first reclaim fix relayed it).
+func TestClientIDReclaimStoreRefused(t *testing.T) {
+	const s2 = "02:00:00:00:01:02"
+	r := newPRig(t)
+	ownerID := append([]byte{1}, mac(s1)...)
+	if got := r.doraWithID(s2, ownerID, anyKea(time.Hour), anyKea(time.Hour)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("s2's DORA with s1's identifier: %v", got)
+	}
+	r.p.committing.Wait()
+	r.snd.take()
+	snap := map[uint64]registry.Entry{}
+	for _, m := range []uint64{0x020000000101, 0x020000000102} {
+		if e, ok := r.p.reg.Lookup(m); ok {
+			snap[m] = e
+		}
+	}
+	r.p.reg = snapReg(snap)
+	r.p.store = endRefuser{r.p.store}
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, ownerID)))
+	r.p.committing.Wait()
+	for _, s := range r.snd.take() {
+		if s.port != upPort {
+			continue
+		}
+		m := dhcpOf(s.frame)
+		if m.MessageType() == dhcpv4.MessageTypeDiscover && net.HardwareAddr(m.ClientHWAddr).String() == s1 {
+			t.Errorf("s1's DISCOVER relayed while s2 still bound with its identifier (store refused the revoke); bound s2=%v counters %v",
+				r.tab.isBound(0x020000000102), r.p.Counters())
+		}
+	}
+}
+
+// snapReg is a registry of fixed entries (the store's, taken before it
+// was made to refuse).
+type snapReg map[uint64]registry.Entry
+
+func (s snapReg) Lookup(m uint64) (registry.Entry, bool) { e, ok := s[m]; return e, ok }
+
+// endRefuser is a store that refuses to end a binding.
+type endRefuser struct{ Store }
+
+func (e endRefuser) EndBinding(string, uint16, subscribers.MAC, *subscribers.Intent, subscribers.Event) (subscribers.Intent, subscribers.Event, bool, error) {
+	return subscribers.Intent{}, subscribers.Event{}, false, errors.New("disk full")
+}
