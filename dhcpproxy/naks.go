@@ -20,12 +20,19 @@ import (
 // its essential options alone do not fit what the client takes
 // (fitReply), which would drop it unseen.
 func (p *Proxy) refuseTooBig(t *txn, isp *ISP, src netip.Addr, m *dhcpv4.DHCPv4, size int) {
+	p.refuseAnswer(t, isp, m, fmt.Sprintf(
+		"ISP server %s's %s (%d bytes) does not fit the %d bytes the client takes (option 57, access MTU) even with its optional options left out; not sent",
+		src, m.MessageType(), size, p.replyLimit(t.circuit, t.replyMax)))
+}
+
+// refuseAnswer refuses an ISP server's answer m to t, saying why in a
+// rejected event at t's subscriber and isp: t ended in an answer, not
+// the ISP's silence (no timeout event for it).
+func (p *Proxy) refuseAnswer(t *txn, isp *ISP, m *dhcpv4.DHCPv4, why string) {
 	p.tx.refuse(t)
 	subj := regSubject(t.sub.mac, t.circuit, t.reg)
 	subj.isp = isp.Name
-	p.refuse(subscribers.EventRejected, subj, addrOf(m.YourIPAddr), fmt.Sprintf(
-		"ISP server %s's %s (%d bytes) does not fit the %d bytes the client takes (option 57, access MTU) even with its optional options left out; not sent",
-		src, m.MessageType(), size, p.replyLimit(t.circuit, t.replyMax)))
+	p.refuse(subscribers.EventRejected, subj, addrOf(m.YourIPAddr), why)
 }
 
 // nakFromISP passes the ISP's NAK on: the subscriber's binding (if any)

@@ -116,10 +116,7 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			// a MUST in an OFFER, RFC 2131 Table 3), and its ACK would
 			// bind nothing. Another server's OFFER may still come.
 			p.count("offer_without_lease_time")
-			p.tx.refuse(t)
-			subj := regSubject(mac, c, t.reg)
-			subj.isp = isp.Name
-			p.refuse(subscribers.EventRejected, subj, addrOf(m.YourIPAddr), "ISP server "+src.String()+" offered no lease time (option 51 missing or 0)")
+			p.refuseAnswer(t, isp, m, "ISP server "+src.String()+" offered no lease time (option 51 missing or 0)")
 			return
 		}
 		if why := p.stale(mac, c.Name, isp.Name); why != "" {
@@ -143,10 +140,7 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			// several servers it would shut out a good one's OFFER (a
 			// trial). Another server's OFFER may still come.
 			p.count("offer_unusable_address")
-			p.tx.refuse(t)
-			subj := regSubject(mac, c, t.reg)
-			subj.isp = isp.Name
-			p.refuse(subscribers.EventRejected, subj, addrOf(m.YourIPAddr), "ISP server "+src.String()+" offered an unusable address ("+why+")")
+			p.refuseAnswer(t, isp, m, "ISP server "+src.String()+" offered an unusable address ("+why+")")
 			return
 		}
 		if !p.tx.offer(t, isp, src, sid, time.Now(), p.lim.Load().Timeout) {
@@ -190,14 +184,11 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 				"an ACK to a DISCOVER that did not ask for rapid commit (RFC 4039 §4): the client takes none")
 			// An answer, refused: its end is no timeout "no answer
 			// from the ISP" (a review), as an unusable OFFER's.
-			p.tx.refuse(t)
-			subj := regSubject(mac, c, t.reg)
-			subj.isp = isp.Name
 			why := " answered a DISCOVER without rapid commit with an ACK (RFC 4039 §4): not bound, its lease released"
 			if t.rapid {
 				why = " answered a rapid-commit DISCOVER with an ACK without option 80 (RFC 4039 §4): not bound, its lease released"
 			}
-			p.refuse(subscribers.EventRejected, subj, addrOf(m.YourIPAddr), "ISP server "+src.String()+why)
+			p.refuseAnswer(t, isp, m, "ISP server "+src.String()+why)
 			return
 		}
 		if !p.tx.selected(t, src, addrOf(m.ServerIdentifier()), isp.ServerIDOverride) {
