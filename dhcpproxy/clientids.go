@@ -112,15 +112,15 @@ func (t *leaseTable) cidHolder(key uint32, mac uint64) (holder, own held, isHold
 	return holder, own, isHolder, isOwn
 }
 
-// clientIDHolder returns the MAC of another subscriber whose binding at
-// ISP isp holds client identifier cid, if one does and mac's own binding
+// clientIDHolder returns the lease of another subscriber's binding at
+// ISP isp that holds client identifier cid (key: its cidKey at isp), if
+// one does and mac's own binding
 // at isp does not (two bindings with one identifier, made before this
 // check or at a server that keys leases otherwise, are each their
 // holder's: refusing either would cut it off for as long as the other
 // renews). Both are checked against the stored bindings' bytes, so a
 // hash collision neither refuses nor exempts anyone.
-func (p *Proxy) clientIDHolder(isp uint8, cid []byte, mac uint64) (held, bool) {
-	key := cidKey(isp, cid)
+func (p *Proxy) clientIDHolder(isp uint8, key uint32, cid []byte, mac uint64) (held, bool) {
 	if key == 0 {
 		return held{}, false
 	}
@@ -166,7 +166,7 @@ func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []by
 		p.count("client_id_reclaim_waits")
 		return false
 	}
-	h, taken := p.clientIDHolder(isp.Index, cid, mac)
+	h, taken := p.clientIDHolder(isp.Index, key, cid, mac)
 	if !taken {
 		return true
 	}
