@@ -329,11 +329,7 @@ func (s *Store) EventsPage(isp string, after uint64, limit int) (evs []Event, ol
 func (s *Store) eventsPage(isp string, after uint64, limit int, numbered bool) (evs []Event, oldest, newest uint64, err error) {
 	var bad []error
 	err = s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
-		oldest, newest = eventBoundsPending(tx, pend)
-		oldest = s.gapOldest(oldest)
-		if isp != "" {
-			oldest, newest = ispBoundsTx(tx, pend, isp, oldest)
-		}
+		oldest, newest = s.boundsTx(tx, pend, isp)
 		if after >= newest {
 			return nil
 		}
@@ -447,14 +443,26 @@ func eventBoundsPending(tx *bolt.Tx, pend []*jrec) (oldest, newest uint64) {
 // events calls it for every page).
 func (s *Store) EventBounds() (oldest, newest uint64, err error) {
 	err = s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
-		oldest, newest = eventBoundsPending(tx, pend)
-		oldest = s.gapOldest(oldest)
+		oldest, newest = s.boundsTx(tx, pend, "")
 		return nil
 	})
 	if err != nil {
 		return 0, 0, fmt.Errorf("event bounds: %w", err)
 	}
 	return oldest, newest, nil
+}
+
+// boundsTx is the log's bounds as a reader of isp's events sees them (isp
+// "": the whole log, EventBounds) in tx, with the journal's pending
+// records pend: the oldest past a restored copy's jump (gapOldest), and
+// for an ISP, in its own numbering (ispBoundsTx).
+func (s *Store) boundsTx(tx *bolt.Tx, pend []*jrec, isp string) (oldest, newest uint64) {
+	oldest, newest = eventBoundsPending(tx, pend)
+	oldest = s.gapOldest(oldest)
+	if isp != "" {
+		oldest, newest = ispBoundsTx(tx, pend, isp, oldest)
+	}
+	return oldest, newest
 }
 
 // LastEventSeq returns the Seq of the newest event ever added (0 if none),

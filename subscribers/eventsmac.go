@@ -219,11 +219,7 @@ func (s *Store) NewestEventsOfMAC(mac MAC, isp string, limit int) (evs []Event, 
 func (s *Store) macEventsPage(mac MAC, isp string, after uint64, fromNewest bool, limit int) (evs []Event, oldest, newest uint64, err error) {
 	var bad []error
 	err = s.viewEvents(func(tx *bolt.Tx, pend []*jrec) error {
-		oldest, newest = eventBoundsPending(tx, pend)
-		oldest = s.gapOldest(oldest)
-		if isp != "" {
-			oldest, newest = ispBoundsTx(tx, pend, isp, oldest)
-		}
+		oldest, newest = s.boundsTx(tx, pend, isp)
 		if !fromNewest && after >= newest {
 			return nil
 		}
