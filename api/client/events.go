@@ -31,17 +31,7 @@ type EventList struct {
 // Events returns up to limit events after seq after (isp "" = all,
 // operator); limit 0 is the server's default.
 func (c *Client) Events(ctx context.Context, isp string, after uint64, limit int) (EventList, error) {
-	var out EventList
-	q := url.Values{"after": {strconv.FormatUint(after, 10)}}
-	if limit > 0 {
-		q.Set("limit", strconv.Itoa(limit))
-	}
-	path := "/v1/events"
-	if isp != "" {
-		path = ispPath(isp) + "/events"
-	}
-	err := c.do(ctx, "GET", path, q, nil, &out)
-	return out, err
+	return c.eventList(ctx, isp, url.Values{"after": {strconv.FormatUint(after, 10)}}, limit)
 }
 
 // EventsOfMAC returns up to limit events of the device mac (isp "" = of
@@ -49,11 +39,17 @@ func (c *Client) Events(ctx context.Context, isp string, after uint64, limit int
 // GET …/events?mac=. after >= 0: those after that sequence; after < 0:
 // the newest limit. limit 0 is the server's default.
 func (c *Client) EventsOfMAC(ctx context.Context, isp, mac string, after int64, limit int) (EventList, error) {
-	var out EventList
 	q := url.Values{"mac": {mac}}
 	if after >= 0 {
 		q.Set("after", strconv.FormatInt(after, 10))
 	}
+	return c.eventList(ctx, isp, q, limit)
+}
+
+// eventList is GET …/events with query q and limit (0: the server's
+// default): isp's (its path), or the whole log's (isp "", operator).
+func (c *Client) eventList(ctx context.Context, isp string, q url.Values, limit int) (EventList, error) {
+	var out EventList
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
 	}
