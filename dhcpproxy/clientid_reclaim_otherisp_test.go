@@ -27,11 +27,7 @@ func (b betaDown) NextHopMAC(isp uint8) (uint64, bool) {
 func TestClientIDReclaimNotHeldByOtherISP(t *testing.T) {
 	const s2 = "02:00:00:00:01:02"
 	r, _ := newSRig(t)
-	ownerID := append([]byte{1}, mac(s1)...)
-	if got := r.doraWithID(s2, ownerID, anyKea(time.Hour), anyKea(time.Hour)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
-		t.Fatalf("s2's DORA with s1's identifier: %v", got)
-	}
-	r.p.committing.Wait()
+	ownerID := squat(t, r, s2)
 	r.snd.take()
 	r.p.tables = betaDown{r.tab}
 	// s2's RELEASE to beta, the ISP it left, not sent yet (beta's router unresolved).

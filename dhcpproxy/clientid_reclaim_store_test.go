@@ -5,7 +5,6 @@ import (
 
 	"net"
 	"testing"
-	"time"
 
 	"github.com/ispmux/ispmux/subscribers"
 
@@ -20,11 +19,7 @@ import (
 func TestClientIDReclaimStoreRefused(t *testing.T) {
 	const s2 = "02:00:00:00:01:02"
 	r := newPRig(t)
-	ownerID := append([]byte{1}, mac(s1)...)
-	if got := r.doraWithID(s2, ownerID, anyKea(time.Hour), anyKea(time.Hour)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
-		t.Fatalf("s2's DORA with s1's identifier: %v", got)
-	}
-	r.p.committing.Wait()
+	ownerID := squat(t, r, s2)
 	r.snd.take()
 	snap := map[uint64]registry.Entry{}
 	for _, m := range []uint64{0x020000000101, 0x020000000102} {

@@ -41,11 +41,7 @@ func anyKea(lease time.Duration) func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 func TestClientIDOwnerReclaims(t *testing.T) {
 	const s2 = "02:00:00:00:01:02"
 	r := newPRig(t)
-	ownerID := append([]byte{1}, mac(s1)...)
-	if got := r.doraWithID(s2, ownerID, anyKea(time.Hour), anyKea(time.Hour)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
-		t.Fatalf("s2's DORA with s1's identifier: %v", got)
-	}
-	r.p.committing.Wait()
+	ownerID := squat(t, r, s2)
 	r.snd.take()
 	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, ownerID)))
 	r.p.notes.wait()
@@ -86,11 +82,7 @@ func TestClientIDReclaimWaitsForRelease(t *testing.T) {
 	for _, startup := range []bool{false, true} {
 		const s2 = "02:00:00:00:01:02"
 		r := newPRig(t)
-		ownerID := append([]byte{1}, mac(s1)...)
-		if got := r.doraWithID(s2, ownerID, anyKea(time.Hour), anyKea(time.Hour)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
-			t.Fatalf("s2's DORA with s1's identifier: %v", got)
-		}
-		r.p.committing.Wait()
+		ownerID := squat(t, r, s2)
 		r.snd.take()
 		if startup {
 			r.p.resolved[r.p.isps["alpha"].Index].Store(false)
@@ -123,4 +115,16 @@ func TestClientIDReclaimWaitsForRelease(t *testing.T) {
 			t.Errorf("startup %v: to the ISP %v, want s2's RELEASE, then s1's DISCOVER", startup, order)
 		}
 	}
+}
+
+// squat has subscriber m bind on r with s1's hardware client identifier
+// (01 and s1's MAC), as a neighbour taking it first, and returns it.
+func squat(t *testing.T, r *prig, m string) []byte {
+	t.Helper()
+	ownerID := append([]byte{1}, mac(s1)...)
+	if got := r.doraWithID(m, ownerID, anyKea(time.Hour), anyKea(time.Hour)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("%s's DORA with s1's identifier: %v", m, got)
+	}
+	r.p.committing.Wait()
+	return ownerID
 }

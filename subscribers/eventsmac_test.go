@@ -281,20 +281,7 @@ func TestMigrateMACIndexV9(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	// What schema 9 wrote: no events-by-mac, schema byte 9.
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		if err := tx.DeleteBucket(bucketEventMACIndex); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketMeta).Put(keySchema, []byte{9})
-	})
-	if err := errors.Join(err, db.Close()); err != nil {
-		t.Fatal(err)
-	}
+	downgradeToV9(t, path)
 	// Its journal: three records past the file's newest event (Seq 30).
 	jr, _, err := openJournal(path, true)
 	if err != nil {
@@ -413,6 +400,22 @@ func TestMigrateMACIndexSpans(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+	downgradeToV9(t, path)
+	s, err := Open(path, Options{NoSync: true, EventRetention: n})
+	if err != nil {
+		t.Fatalf("Open of a schema-9 file: %v", err)
+	}
+	defer s.Close()
+	checkEventIndex(t, s)
+	for _, i := range []int{0, 1, 50, 96} {
+		checkMACReads(t, s, "migrated spans", mac(i))
+	}
+}
+
+// downgradeToV9 makes the closed store at path what schema 9 wrote: no
+// events-by-mac bucket, schema byte 9.
+func downgradeToV9(t *testing.T, path string) {
+	t.Helper()
 	db, err := bolt.Open(path, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -425,13 +428,5 @@ func TestMigrateMACIndexSpans(t *testing.T) {
 	})
 	if err := errors.Join(err, db.Close()); err != nil {
 		t.Fatal(err)
-	}
-	if s, err = Open(path, Options{NoSync: true, EventRetention: n}); err != nil {
-		t.Fatalf("Open of a schema-9 file: %v", err)
-	}
-	defer s.Close()
-	checkEventIndex(t, s)
-	for _, i := range []int{0, 1, 50, 96} {
-		checkMACReads(t, s, "migrated spans", mac(i))
 	}
 }
