@@ -86,3 +86,45 @@ func TestCloseStoreOnFullDisk(t *testing.T) {
 		t.Errorf("after the restart: %d bindings, %v; want %d", len(all), err, n)
 	}
 }
+
+// TestCloseErr: what each of Close's errors makes of a stop. A journal
+// kept for want of room (ENOSPC, EDQUOT) or only not emptied is a warning
+// (exit 0); a checkpoint that failed for another cause (EIO) is Run's
+// error (exit 1), saying nothing is lost; any other error is Run's as it
+// is.
+func TestCloseErr(t *testing.T) {
+	other := errors.New("bolt: database not open")
+	for _, tc := range []struct {
+		name    string
+		err     error
+		wantErr bool
+		log     string
+	}{
+		{"nil", nil, false, ""},
+		{"other", other, true, ""},
+		{"not emptied", &subscribers.JournalKeptError{Err: syscall.EIO}, false, "skips its records"},
+		{"full disk", &subscribers.JournalKeptError{Replay: true, Pending: 3, Err: fmt.Errorf("checkpoint: %w", syscall.ENOSPC)}, false, "records=3"},
+		{"quota", &subscribers.JournalKeptError{Replay: true, Pending: 2, Err: fmt.Errorf("checkpoint: %w", syscall.EDQUOT)}, false, "records=2"},
+		{"failing disk", &subscribers.JournalKeptError{Replay: true, Pending: 4, Err: fmt.Errorf("checkpoint: %w", syscall.EIO)}, true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var log bytes.Buffer
+			err := closeErr(tc.err, slog.New(slog.NewTextHandler(&log, nil)))
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("closeErr(%v) = %v, want an error: %v", tc.err, err, tc.wantErr)
+			}
+			if tc.wantErr && tc.err != nil && !errors.Is(err, tc.err) && !strings.Contains(err.Error(), tc.err.Error()) {
+				t.Errorf("closeErr(%v) = %v: does not carry the cause", tc.err, err)
+			}
+			if tc.name == "failing disk" && !strings.Contains(err.Error(), "nothing is lost") {
+				t.Errorf("closeErr on EIO: %q does not say nothing is lost", err)
+			}
+			if tc.log != "" && (!strings.Contains(log.String(), "level=WARN") || !strings.Contains(log.String(), tc.log)) {
+				t.Errorf("closeErr's log does not warn %q:\n%s", tc.log, log.String())
+			}
+			if tc.log == "" && log.Len() != 0 {
+				t.Errorf("closeErr logged:\n%s", log.String())
+			}
+		})
+	}
+}

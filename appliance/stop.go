@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"syscall"
 
@@ -11,15 +12,24 @@ import (
 // What a stop does after the workers end: the store closed (its last
 // checkpoint), the ports closed, the counters logged.
 
-// closeStore closes the store at the end of Run. A Close that kept the
-// binding journal (subscribers.JournalKeptError: its checkpoint failed,
-// as a full disk makes it) lost nothing, every acknowledged binding being
-// in the journal or the store file: that is a warning saying what the
-// next start does, not Run's error, so a clean stop exits 0 (a field
-// trial's full disk made it exit 1 though the next start restored
-// everything). Any other error is Run's.
+// closeStore closes the store at the end of Run (closeErr says what its
+// error makes of the stop).
 func closeStore(st *subscribers.Store, log *slog.Logger) error {
-	err := st.Close()
+	return closeErr(st.Close(), log)
+}
+
+// closeErr is what the store's Close error err makes of the stop. A Close
+// that kept the binding journal (subscribers.JournalKeptError) lost
+// nothing, every acknowledged binding being in the journal or the store
+// file. When only the emptying failed, or the last checkpoint failed for
+// want of room (ENOSPC, EDQUOT: a full disk or quota, which the operator
+// frees), that is a warning saying what the next start does, not Run's
+// error, so a clean stop exits 0 (a field trial's full disk made it exit 1
+// though the next start restored everything). A checkpoint that failed
+// for another cause (EIO: a failing disk, or a fault of ours) is Run's
+// error, so that ispmux exits 1 and the supervisor sees it; its message
+// still says that nothing is lost. Any other error is Run's.
+func closeErr(err error, log *slog.Logger) error {
 	var kept *subscribers.JournalKeptError
 	if !errors.As(err, &kept) {
 		return err
@@ -28,12 +38,13 @@ func closeStore(st *subscribers.Store, log *slog.Logger) error {
 		log.Warn("store closed without emptying the binding journal: nothing is lost, the next start skips its records", "err", err)
 		return nil
 	}
-	next := "the next start replays the binding journal"
-	if errors.Is(err, syscall.ENOSPC) {
-		// Or it fails as this checkpoint did, having written nothing.
-		next += ", once the state directory's file system has room for it"
+	if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("store closed without its last checkpoint: %w", err)
 	}
-	log.Warn("store closed without its last checkpoint: nothing is lost, "+next+"; keep its files", "records", kept.Pending, "err", err)
+	// The next start replays it, or fails as this checkpoint did, having
+	// written nothing.
+	log.Warn("store closed without its last checkpoint: nothing is lost, the next start replays the binding journal, "+
+		"once the state directory's file system has room for it; keep its files", "records", kept.Pending, "err", err)
 	return nil
 }
 
