@@ -349,9 +349,15 @@ func relayDownTo(raw []byte, ourServerID netip.Addr, lease time.Duration, cs *cl
 		if nak {
 			clear(out[12:24]) // ciaddr, yiaddr, siaddr
 		}
-		// Not when the server used sname or file for options: one of
-		// them may hold its 61, which a second would extend (RFC 3396).
-		if !sawClientID && len(cs.clientID) > 0 && len(cs.clientID) <= 255 && len(overloadedFields(raw)) == 0 {
+		// When the server used sname or file for options, one of them
+		// may hold its 61, which a second would extend (RFC 3396): only
+		// when none does.
+		for _, f := range overloadedFields(raw) {
+			forEachTLV(raw[f.lo:f.hi], func(code byte, _ []byte) {
+				sawClientID = sawClientID || code == optClientID
+			})
+		}
+		if !sawClientID && len(cs.clientID) > 0 && len(cs.clientID) <= 255 {
 			out = append(out, optClientID, byte(len(cs.clientID)))
 			out = append(out, cs.clientID...)
 		}

@@ -124,3 +124,40 @@ func TestReplyAddrClientsBroadcastBit(t *testing.T) {
 		t.Errorf("to %v, want %v (the client asked for a broadcast)", got, want)
 	}
 }
+
+// TestReplyCarriesIDWithOverload: an ISP's reply that carries options in
+// its file field (option 52) still reaches the client with the client
+// identifier it sent (RFC 6842 §3); one the server put in the file field
+// is not extended by a second (RFC 3396). Before, the identifier was not
+// added back to any overloaded reply.
+func TestReplyCarriesIDWithOverload(t *testing.T) {
+	cid := []byte{1, 0xca, 0xfe, 0, 0, 0, 1}
+	for _, inFile := range []bool{false, true} {
+		r := newPRig(t)
+		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")),
+			dhcpv4.WithOption(dhcpv4.OptClientIdentifier(cid))))
+		var got [][]byte
+		got = r.serveRaw(func(m *dhcpv4.DHCPv4) []byte {
+			rep := kea(t, time.Hour)(m)
+			rep.Options.Del(dhcpv4.OptionClientIdentifier)
+			rep.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionOptionOverload, []byte{1}))
+			file := []byte{15, 3, 'i', 's', 'p'}
+			if inFile {
+				file = append(file, 61, byte(len(cid)))
+				file = append(file, cid...)
+			}
+			rep.BootFileName = string(append(file, 255))
+			return rep.ToBytes()
+		})
+		if len(got) != 1 {
+			t.Fatalf("in file %v: the client got %d messages, want an OFFER (counters %v)", inFile, len(got), r.p.Counters())
+		}
+		v := clientView(t, got[0])
+		if !bytes.Equal(v[61], cid) {
+			t.Errorf("in file %v: the client reads option 61 %x, want %x", inFile, v[61], cid)
+		}
+		if string(v[15]) != "isp" {
+			t.Errorf("in file %v: option 15 %q, want the server's %q from the file field", inFile, v[15], "isp")
+		}
+	}
+}
