@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -83,9 +84,14 @@ func (s *Store) Backup(w io.Writer) (int64, error) {
 func backupPendingPath(path string) string { return path + ".backup-in-progress" }
 
 // writeSynced writes b to a new file path (replacing one left by a
-// crash), durably: the file and its directory are fsynced.
+// crash), durably: the file and its directory are fsynced. What is at
+// path is removed, not written through: a link planted there (the state
+// directory may be another user's) names no file of root's.
 func writeSynced(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	f, err := openNoFollow(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
@@ -100,6 +106,28 @@ func writeSynced(path string, b []byte) error {
 		return err
 	}
 	return syncDir(filepath.Dir(path))
+}
+
+// readMark reads the backup mark in the file at path (backupPendingPath):
+// a regular file, not through a link, at most a mark's 16 bytes read (a
+// longer file is no mark of ours).
+func readMark(path string) ([]byte, error) {
+	f, err := openNoFollow(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	var b [17]byte
+	n, err := io.ReadFull(f, b[:])
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return b[:n], nil
 }
 
 // removeSynced removes path (none: nothing to do) and fsyncs its
@@ -183,7 +211,7 @@ func (s *Store) openedCopy(now time.Time) (uint64, error) {
 		return nil
 	})
 	pending := backupPendingPath(s.path)
-	own, perr := os.ReadFile(pending)
+	own, perr := readMark(pending)
 	if perr != nil && !errors.Is(perr, fs.ErrNotExist) {
 		return 0, fmt.Errorf("read %s: %w", pending, perr)
 	}

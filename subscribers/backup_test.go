@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -408,5 +410,35 @@ func TestRestoredCopyBesideUnfinishedBackup(t *testing.T) {
 	}
 	if _, err := os.Stat(backupPendingPath(path)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the stale record is left: %v", err)
+	}
+}
+
+// TestBackupMarkNotThroughLink: a symbolic link planted at the backup
+// mark's name (the state directory may be another user's) is replaced,
+// not written through: the file it names keeps its bytes, and the backup
+// succeeds. And a link there at Open is refused by name, not followed.
+func TestBackupMarkNotThroughLink(t *testing.T) {
+	s, path := openTest(t, Options{NoSync: true})
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("precious"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, backupPendingPath(path)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Backup(io.Discard); err != nil {
+		t.Fatalf("Backup with a link at the mark's name: %v", err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious" {
+		t.Errorf("the link's target now holds %q: written through the link", b)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, backupPendingPath(path)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(path, Options{NoSync: true}); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("Open with a link at the mark's name: %v, want it refused", err)
 	}
 }
