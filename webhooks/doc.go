@@ -45,6 +45,13 @@
 // webhook_retry_max. An event a receiver
 // keeps refusing therefore holds up that ISP's later events (in order,
 // at least once), and the status shows it (attempts, last error, lag).
+// A receiver named by a host name (resolved by DNS its ISP controls, at
+// every connection) is not connected to at a loopback, unspecified,
+// link-local or multicast address, nor at one of the box's own: the
+// attempt fails (Manager.dial), so an ISP cannot make the box post to a
+// service on the box or its link, or port-scan them through its
+// webhook's last error. An address written in webhook_url, or localhost,
+// is dialled as it is (the operator's own choice).
 // When the worker has nothing to send it waits on Store.WaitEventsOf: a new
 // event is sent as soon as its commit wakes it (no polling).
 //

@@ -10,8 +10,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -77,6 +79,9 @@ type Manager struct {
 	minBackoff    time.Duration
 	timeout       time.Duration
 	shutdownGrace time.Duration
+	// lookup resolves a webhook_url's host name (net.DefaultResolver's
+	// LookupNetIP by default; tests give a name the address they want).
+	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
 
 	mu      sync.Mutex
 	targets map[string]*target // by ISP: what Reload last set
@@ -114,8 +119,11 @@ func New(cfg *configs.Config, store *subscribers.Store, log *slog.Logger) (*Mana
 		minBackoff:    MinBackoff,
 		timeout:       RequestTimeout,
 		shutdownGrace: ShutdownGrace,
-		targets:       map[string]*target{},
-		workers:       map[string]*worker{},
+		lookup: func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		},
+		targets: map[string]*target{},
+		workers: map[string]*worker{},
 	}
 	var errs []error
 	for _, p := range cfg.ISPs {
@@ -207,7 +215,7 @@ func (m *Manager) build(p configs.ISP) (*target, error) {
 	shown.User, shown.RawQuery, shown.ForceQuery = nil, "", false
 	tr := &http.Transport{
 		Proxy:                 nil, // never the environment's
-		DialContext:           (&net.Dialer{Timeout: m.timeout, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           m.dial(&net.Dialer{Timeout: m.timeout, KeepAlive: 30 * time.Second}),
 		TLSClientConfig:       tlsc,
 		TLSHandshakeTimeout:   m.timeout,
 		ResponseHeaderTimeout: m.timeout,
@@ -231,6 +239,93 @@ func (m *Manager) build(p configs.ISP) (*target, error) {
 		},
 		key: fmt.Sprintf("%s\x00%s\x00%x\x00%x\x00%s", p.WebhookURL, secret, ca, p.WebhookCAFile, retryMax),
 	}, nil
+}
+
+// dial returns the DialContext of a target's transport: d's, except that
+// a host name (the receiver's name in webhook_url) is resolved here and
+// an address internalAddr refuses is not connected to. The name is
+// resolved by DNS its ISP controls, at every connection: pointed at
+// 127.0.0.1, at a link-local address (a cloud's metadata service) or at
+// one of the box's own, it made the box POST the ISP's events to a
+// service on the box or its link, and the webhook's status (last_error:
+// connection refused, HTTP 401, a timeout) told the ISP which of the
+// box's ports answer. An address written in webhook_url, and localhost
+// (never DNS's), are the operator's own choice: dialled as they are.
+func (m *Manager) dial(d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := netip.ParseAddr(host); err == nil || strings.EqualFold(host, "localhost") {
+			return d.DialContext(ctx, network, addr)
+		}
+		ips, err := m.lookup(ctx, host)
+		if err != nil {
+			return nil, err
+		}
+		own := ownAddrs()
+		var refused []string
+		var lastErr error
+		for _, ip := range ips {
+			if why := internalAddr(ip, own); why != "" {
+				refused = append(refused, ip.Unmap().String()+" ("+why+")")
+				continue
+			}
+			c, err := d.DialContext(ctx, network, net.JoinHostPort(ip.Unmap().String(), port))
+			if err == nil {
+				return c, nil
+			}
+			lastErr = err
+		}
+		if lastErr != nil {
+			return nil, lastErr
+		}
+		if len(refused) > 0 {
+			return nil, fmt.Errorf("%s resolves to %s: not delivered to (a name in webhook_url must resolve to an address off this box and its link; write the address itself in webhook_url to deliver there)",
+				host, strings.Join(refused, ", "))
+		}
+		return nil, fmt.Errorf("%s resolves to no address", host)
+	}
+}
+
+// internalAddr says why a webhook receiver's name may not resolve to a
+// ("": it may): a loopback, unspecified, link-local or multicast address,
+// or one of own (the box's interface addresses).
+func internalAddr(a netip.Addr, own []netip.Addr) string {
+	a = a.Unmap().WithZone("")
+	switch {
+	case a.IsLoopback():
+		return "loopback"
+	case a.IsUnspecified():
+		return "unspecified"
+	case a.IsLinkLocalUnicast():
+		return "link-local"
+	case a.IsMulticast():
+		return "multicast"
+	}
+	for _, o := range own {
+		if o == a {
+			return "an address of this box"
+		}
+	}
+	return ""
+}
+
+// ownAddrs is the box's interface addresses (in the namespace the
+// webhooks are sent from); none if they cannot be read.
+func ownAddrs() []netip.Addr {
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	out := make([]netip.Addr, 0, len(as))
+	for _, a := range as {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr().Unmap().WithZone(""))
+		}
+	}
+	return out
 }
 
 // close releases t's idle connections.
