@@ -1,0 +1,104 @@
+package api
+
+import (
+	"bufio"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+// One client (an ISP's token, or no token at all) that holds the API's
+// connections open, each kept alive by a request every IdleTimeout,
+// must not keep every other ISP and the operator out: a source address
+// holds at most a share of [api] max_connections, so a request from
+// another address is still served at once. Before, one address filled
+// all of them and the others waited in the kernel's backlog for as long
+// as it cared to hold them.
+func TestConnectionsShareBySource(t *testing.T) {
+	f := newFixture(t)
+	f.srv.cfg.MaxConnections = 16
+	addr := f.serve()
+	// The hog: as many connections as the cap, from 127.0.0.1, each
+	// kept alive after an answered request.
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range 16 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		_, _ = c.Write([]byte("GET /v1/isps HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + f.tokens["alpha"] + "\r\n\r\n"))
+	}
+	served := 0
+	for _, c := range held {
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if line, err := bufio.NewReader(c).ReadString('\n'); err == nil && strings.Contains(line, "200") {
+			served++
+		}
+	}
+	t.Logf("the hog's connections served: %d of 16", served)
+	// Another client, from another address, is served.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte("GET /v1/isps HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + f.tokens["beta-1"] + "\r\n\r\n"))
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.Contains(line, "HTTP/1.1 ") {
+		t.Fatalf("a client from another address, with one address holding %d connections: %q %v (not served)", len(held), line, err)
+	}
+}
+
+// admit's shares: a source holds at most perSource connections; past
+// n-reserve in all, only sources holding fewer than fairConns get one.
+func TestLimitListenerAdmit(t *testing.T) {
+	l := NewLimitListener(nil, 256)
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	n := 0
+	for l.admit(a) {
+		n++
+	}
+	if n != 32 {
+		t.Errorf("one source got %d of 256, want 32", n)
+	}
+	if !l.admit(b) {
+		t.Error("another source refused")
+	}
+	// Fill to n - reserve with other sources at their share.
+	for i := 3; l.open.Load() < 192; i++ {
+		s := netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})
+		for l.open.Load() < 192 && l.admit(s) {
+		}
+	}
+	c := netip.MustParseAddr("198.51.100.1")
+	got := 0
+	for range 5 {
+		if l.admit(c) {
+			got++
+		}
+	}
+	if got != fairConns {
+		t.Errorf("past the reserve, a new source got %d connections, want fairConns (%d)", got, fairConns)
+	}
+	l.release(c)
+	if !l.admit(c) {
+		t.Error("a connection released is not given back")
+	}
+	// Small caps: one source may have them all.
+	s := NewLimitListener(nil, 2)
+	for i := range 2 {
+		if !s.admit(a) {
+			t.Errorf("max_connections 2: one source refused its connection %d", i+1)
+		}
+	}
+}
