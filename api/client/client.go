@@ -38,7 +38,9 @@ type Options struct {
 	AllowHTTP bool
 	// Timeout bounds each call except Follow and Import (default 30 s).
 	Timeout time.Duration
-	// HTTPClient, if set, is used as it is (the TLS options are ignored).
+	// HTTPClient, if set, is used as it is (the TLS options are ignored,
+	// and it follows redirects as it is set to: the client New makes
+	// follows none).
 	HTTPClient *http.Client
 }
 
@@ -86,9 +88,19 @@ func New(baseURL, token string, o Options) (*Client, error) {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = tc
 		tr.Proxy = nil
-		c.hc = &http.Client{Transport: tr}
+		c.hc = &http.Client{Transport: tr, CheckRedirect: noRedirect}
 	}
 	return c, nil
+}
+
+// noRedirect is the client's CheckRedirect: a redirect is answered as an
+// error, not followed. The API never redirects (a path not in canonical
+// form is a 404 problem), so a redirect comes from something else that
+// answers for it, and net/http would follow it with the bearer token to
+// any port of the same host (from https to http too).
+func noRedirect(req *http.Request, via []*http.Request) error {
+	return fmt.Errorf("api client: the server answered %s with a redirect to %s: not followed (the API never redirects; is --api the API's address?)",
+		via[0].URL.Redacted(), req.URL.Redacted())
 }
 
 func isLoopback(host string) bool {

@@ -30,7 +30,7 @@ func NewSocket(path string, o Options) (*Client, error) {
 			},
 			MaxIdleConns:    4,
 			IdleConnTimeout: 30 * time.Second,
-		}}
+		}, CheckRedirect: noRedirect}
 	}
 	return c, nil
 }
