@@ -24,10 +24,12 @@
 // tenant must not be able to make the box spend unbounded memory or CPU on
 // one claim.
 //
-// Every hash and verify takes a slot of a semaphore of GOMAXPROCS slots
-// (argon2id at our parameters is 19 MiB and ~20–40 ms of one core), so
-// a burst of claims queues instead of exhausting memory; the Ctx variants
-// give up waiting when their context ends. DummyVerify spends the time of
+// Every hash and verify takes a slot of a semaphore of GOMAXPROCS - 1
+// slots, at least one (argon2id at our parameters is 19 MiB and ~20–40 ms
+// of one core), so a burst of claims queues instead of exhausting memory;
+// a verify waiting (a claim's) is given a slot before any hash waiting (an
+// import's, one per line), so one ISP's import does not hold up every
+// ISP's claims; the Ctx variants give up waiting when their context ends. DummyVerify spends the time of
 // a real verify for a customer that does not exist, so the answer time
 // does not tell whether a customer ID is known.
 //

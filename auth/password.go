@@ -55,24 +55,90 @@ var (
 // each, ~15 ms of CPU and 19 MiB) leaves a CPU to the datapath and the
 // DHCP path: with as many hashes as Ps, a trial's 1000-line import had
 // renewals take 33 ms instead of 2–6 and DORAs' p90 grow from 130 to 212
-// ms on two CPUs.
-var slots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1))
+// ms on two CPUs. A verify waiting for a slot gets the next one before
+// any hash waiting (see slotQueue).
+var slots = newSlotQueue(max(1, runtime.GOMAXPROCS(0)-1))
 
-func acquire(ctx context.Context) error {
-	select {
-	case slots <- struct{}{}:
-		return nil
-	default:
-	}
-	select {
-	case slots <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+// Slots is the number of hashes and verifies that run at once.
+func Slots() int { return slots.n }
+
+// slotQueue is a semaphore of n slots whose waiters are served in two
+// queues, each in arrival order: verifies (a claim's password check, its
+// dummy for an unknown customer) first, then hashes (a new customer's or
+// password's, an import's: one queued per line of a batch). Served in
+// one arrival order, a claim on the portal, for a customer of any ISP,
+// waited behind every hash an ISP's import had queued before it (500 a
+// batch: seconds, past the portal's write timeout).
+type slotQueue struct {
+	n    int
+	mu   sync.Mutex
+	free int
+	// verifies and hashes are the waiters, oldest first: a slot given
+	// to one closes its channel.
+	verifies, hashes []chan struct{}
 }
 
-func release() { <-slots }
+func newSlotQueue(n int) *slotQueue { return &slotQueue{n: n, free: n} }
+
+// acquire takes a slot for a verify (verify) or a hash, waiting for one
+// until ctx ends.
+func (q *slotQueue) acquire(ctx context.Context, verify bool) error {
+	q.mu.Lock()
+	if q.free > 0 && (verify || len(q.verifies) == 0) {
+		q.free--
+		q.mu.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	if verify {
+		q.verifies = append(q.verifies, ch)
+	} else {
+		q.hashes = append(q.hashes, ch)
+	}
+	q.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+	}
+	q.mu.Lock()
+	waiting := q.drop(ch)
+	q.mu.Unlock()
+	if !waiting {
+		q.release() // given at the same moment: given back
+	}
+	return ctx.Err()
+}
+
+// drop removes ch from its queue; false if it is in neither (a slot was
+// given to it). q.mu held.
+func (q *slotQueue) drop(ch chan struct{}) bool {
+	for _, w := range []*[]chan struct{}{&q.verifies, &q.hashes} {
+		for i, c := range *w {
+			if c == ch {
+				*w = append((*w)[:i], (*w)[i+1:]...)
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// release gives a slot back: to the oldest verify waiting, else to the
+// oldest hash waiting, else free.
+func (q *slotQueue) release() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, w := range []*[]chan struct{}{&q.verifies, &q.hashes} {
+		if len(*w) > 0 {
+			close((*w)[0])
+			(*w)[0] = nil
+			*w = (*w)[1:]
+			return
+		}
+	}
+	q.free++
+}
 
 // HashPassword returns the argon2id PHC string of pw with the package's
 // parameters and a fresh random salt.
@@ -90,11 +156,11 @@ func HashPasswordCtx(ctx context.Context, pw string) (string, error) {
 	if _, err := rand.Read(salt); err != nil {
 		return "", err
 	}
-	if err := acquire(ctx); err != nil {
+	if err := slots.acquire(ctx, false); err != nil {
 		return "", err
 	}
 	key := argon2.IDKey([]byte(pw), salt, ArgonTime, ArgonMemory, ArgonThreads, KeyLen)
-	release()
+	slots.release()
 	return encodeArgon(argonParams{m: ArgonMemory, t: ArgonTime, p: ArgonThreads}, salt, key), nil
 }
 
@@ -127,10 +193,10 @@ func VerifyPasswordCtx(ctx context.Context, phc, pw string) (ok, rehash bool, er
 	if len(pw) > MaxPasswordLen {
 		return false, false, nil
 	}
-	if err := acquire(ctx); err != nil {
+	if err := slots.acquire(ctx, true); err != nil {
 		return false, false, err
 	}
-	defer release()
+	defer slots.release()
 	if h.bcrypt {
 		// bcrypt compares in constant time; it cannot take more than 72
 		// bytes (an error, so never a match).

@@ -204,9 +204,9 @@ func TestDummyVerifyTakesAsLong(t *testing.T) {
 func TestConcurrencyCap(t *testing.T) {
 	var running, peak atomic.Int32
 	var wg sync.WaitGroup
-	for range 3 * cap(slots) {
+	for i := range 3 * slots.n {
 		wg.Go(func() {
-			if err := acquire(context.Background()); err != nil {
+			if err := slots.acquire(context.Background(), i%2 == 0); err != nil {
 				t.Error(err)
 				return
 			}
@@ -219,23 +219,25 @@ func TestConcurrencyCap(t *testing.T) {
 			}
 			time.Sleep(5 * time.Millisecond)
 			running.Add(-1)
-			release()
+			slots.release()
 		})
 	}
 	wg.Wait()
-	if p := peak.Load(); p > int32(cap(slots)) {
-		t.Fatalf("peak %d concurrent, cap %d", p, cap(slots))
+	if p := peak.Load(); p > int32(slots.n) {
+		t.Fatalf("peak %d concurrent, cap %d", p, slots.n)
 	}
 	// With every slot taken, a Ctx call gives up with its context.
-	for range cap(slots) {
-		slots <- struct{}{}
+	for range slots.n {
+		if err := slots.acquire(context.Background(), true); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	_, err := HashPasswordCtx(ctx, "pw")
 	_, _, err2 := VerifyPasswordCtx(ctx, vectors[0].phc, "pw")
-	for range cap(slots) {
-		<-slots
+	for range slots.n {
+		slots.release()
 	}
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err2, context.DeadlineExceeded) {
 		t.Fatalf("full semaphore: %v, %v", err, err2)
