@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ispmux/ispmux/auth"
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
@@ -151,25 +152,32 @@ func (t *Tenants) ImportCustomers(ctx context.Context, a Actor, isp string, firs
 		}
 		ok[i] = true
 	}
-	// Hash (or check) the passwords of the lines to write, in parallel
-	// (auth bounds the concurrent hashes).
+	// Hash (or check) the passwords of the lines to write, auth.Slots()
+	// at a time: as many as may run, and no more waiting. A goroutine a
+	// line queued the batch's every hash at once, and another ISP's new
+	// customer (or password) waited for all of them (auth serves the
+	// hashes waiting in arrival order).
 	var wg sync.WaitGroup
-	for i, in := range ins {
-		if !ok[i] {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := newCustomer(isp, in)
-			if err != nil {
-				ok[i] = false
-				fail(i, err)
-				return
+	next := make(chan int)
+	for range auth.Slots() {
+		wg.Go(func() {
+			for i := range next {
+				c, err := newCustomer(isp, ins[i])
+				if err != nil {
+					ok[i] = false
+					fail(i, err)
+					continue
+				}
+				recs[i] = c
 			}
-			recs[i] = c
-		}()
+		})
 	}
+	for i := range ins {
+		if ok[i] {
+			next <- i
+		}
+	}
+	close(next)
 	wg.Wait()
 	t.mu.Lock()
 	defer t.mu.Unlock()
