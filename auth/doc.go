@@ -38,7 +38,9 @@
 // API tokens are random strings of 32 bytes (256 bits) in unpadded URL-safe
 // base64 (NewToken). A token file holds either "sha256:<64 hex>", the
 // SHA-256 of the token (preferred: the box never sees the token at rest),
-// or the token itself (at least 22 characters, hashed when loaded). Tokens
+// or the token itself (at least 22 characters, hashed when loaded); a
+// file every user may write is refused, and so is one holding the token
+// itself that every user may read (ReadTokenFile). Tokens
 // keeps only the SHA-256s; a presented bearer token is hashed and compared
 // in constant time with every known hash, and the token itself is never
 // kept, logged or put into an error.

@@ -217,7 +217,8 @@ func readAll(files []TokenFile) ([]entry, error) {
 // ReadTokenFile reads one token file and returns the SHA-256 of its token.
 // The file holds one line: "sha256:" and 64 hex digits, or the token
 // itself (at least MinTokenLen printable ASCII characters, no blanks).
-// Errors never quote the content.
+// A file every user may write is refused, and so is one holding the token
+// itself that every user may read. Errors never quote the content.
 func ReadTokenFile(path string) ([sha256.Size]byte, error) {
 	var sum [sha256.Size]byte
 	fi, err := os.Stat(path)
@@ -226,6 +227,10 @@ func ReadTokenFile(path string) ([sha256.Size]byte, error) {
 	}
 	if !fi.Mode().IsRegular() || fi.Size() > 4096 {
 		return sum, fmt.Errorf("token file %s: not a regular file of at most 4096 bytes", path)
+	}
+	if m := fi.Mode().Perm(); m&0o002 != 0 {
+		// Anyone could put the hash of a token of their own in it.
+		return sum, fmt.Errorf("token file %s: every user can write it (mode %04o): chmod o-w (root:ispmux 0640, docs/DEPLOY.md)", path, m)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -246,6 +251,9 @@ func ReadTokenFile(path string) ([sha256.Size]byte, error) {
 		}
 		copy(sum[:], b)
 		return sum, nil
+	}
+	if m := fi.Mode().Perm(); m&0o004 != 0 {
+		return sum, fmt.Errorf("token file %s holds the token itself and every user can read it (mode %04o): chmod o-r, or write its sha256: line instead", path, m)
 	}
 	if len(s) < MinTokenLen || len(s) > MaxTokenLen {
 		return sum, fmt.Errorf("token file %s: a token must be %d to %d characters (or write sha256:<hex> of it)", path, MinTokenLen, MaxTokenLen)
