@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -41,9 +42,23 @@ func ParseSecret(s string) ([]byte, error) {
 	return key, nil
 }
 
-// ReadSecret reads and parses the secret file path (one line).
+// ReadSecret reads and parses the secret file path (one line). A file
+// every user of the box may read (they could sign messages its ISP's
+// receiver takes for the box's) or write is refused.
 func ReadSecret(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if m := fi.Mode().Perm(); m&0o006 != 0 {
+		return nil, fmt.Errorf("%s: every user can read or write it (mode %04o): chmod o-rw (root:ispmux 0640, docs/DEPLOY.md)", path, m)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
 	if err != nil {
 		return nil, err
 	}
