@@ -40,7 +40,8 @@ import (
 //   - per claimant, across customers, a bucket of failures (PerMACBurst,
 //     one more every PerMACEvery): one device trying a common password
 //     against many customer IDs. An attempt takes a token before the
-//     check and a successful one gives it back.
+//     check and a successful one gives it back; one naming an ISP that is
+//     not configured takes one too (its dummy verify costs a real one's).
 //
 // No lock-out by one guesser off the owner's circuit: its failures hold
 // back the claimants that failed too, never the owner's first attempts
@@ -266,6 +267,21 @@ func (l *claimLimiter) allow(isp, customer, who, circuit string, now time.Time) 
 	return nil
 }
 
+// spend takes one of the claimant who's failure tokens (PerMACBurst, the
+// bucket allow takes from) for an attempt that cannot succeed (a claim
+// naming an ISP that is not configured), or says when to retry.
+func (l *claimLimiter) spend(who string, now time.Time) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.gc(now)
+	m := bucketOf(l.mac, who, l.lim.PerMACBurst, now)
+	if err := refill(m, l.lim.PerMACBurst, l.lim.PerMACEvery, now); err != nil {
+		return err
+	}
+	m.tokens--
+	return nil
+}
+
 // heldToSay returns how many of the customer's attempts the limits held
 // back since the last time it returned any, at most once a heldEvery (0:
 // none, or not yet time to say).
@@ -431,6 +447,15 @@ func claimCircuit(a Actor, who, circuit string) string {
 // oracle), and a claim-refused event for the ISP.
 func (t *Tenants) Claim(ctx context.Context, a Actor, r ClaimRequest) (Device, error) {
 	if !t.isps[r.ISP] {
+		// A failure of its claimant's, as a wrong password is: the
+		// dummy verify is a real one's cost, and uncounted, a claim
+		// token's loop of them was unlimited argon2 work. No event:
+		// no ISP to tell.
+		if a.Kind != ActorOperator {
+			if err := t.claims.spend(claimant(a, r.MAC, r.Circuit), time.Now()); err != nil {
+				return Device{}, err
+			}
+		}
 		auth.DummyVerify(r.Password)
 		return Device{}, ErrBadCredentials
 	}
