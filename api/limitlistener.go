@@ -1,0 +1,130 @@
+package api
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+)
+
+// LimitListener accepts at most n connections at once: Accept waits
+// until an accepted connection is closed. Within n, each source address
+// gets a share (admit): at most perSource(n) connections (n/8, but all n
+// up to 8), and once n - n/4 are open in all, only a source holding fewer
+// than fairConns gets another. A connection past its source's share is
+// closed at once (Refused counts them). Before, one client (an ISP's
+// token, or none: a request answered 401 keeps its connection alive as
+// long) holding all n kept every other ISP and the operator waiting in
+// the kernel's backlog for as long as it liked.
+type LimitListener struct {
+	net.Listener
+	n         int
+	sem       chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	// open counts the accepted connections not yet closed: sem also
+	// holds the slot of an Accept waiting for one (a trial read
+	// ispmux_api_connections 1 with no connection open).
+	open    atomic.Int64
+	refused atomic.Uint64
+
+	mu  sync.Mutex
+	src map[netip.Addr]int // open connections by source address
+}
+
+// fairConns is what a source may still open once the connections in all
+// reach n - n/4 (the reserve): enough for a client's request or two.
+const fairConns = 2
+
+// perSource is a source's share of n connections: n/8, but at least
+// min(n, 8) (a small cap is one client's).
+func perSource(n int) int { return max(n/8, min(n, 8)) }
+
+// NewLimitListener wraps l.
+func NewLimitListener(l net.Listener, n int) *LimitListener {
+	return &LimitListener{Listener: l, n: n, sem: make(chan struct{}, n), done: make(chan struct{}), src: map[netip.Addr]int{}}
+}
+
+// Accept waits for a free slot, then for a connection within its
+// source's share.
+func (l *LimitListener) Accept() (net.Conn, error) {
+	select {
+	case l.sem <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			<-l.sem
+			return nil, err
+		}
+		a := sourceAddr(c.RemoteAddr())
+		if !l.admit(a) {
+			l.refused.Add(1)
+			c.Close()
+			continue
+		}
+		return &limitConn{Conn: c, release: func() { l.release(a); <-l.sem }}, nil
+	}
+}
+
+// sourceAddr is the address a connection comes from (the zero Addr for
+// one that has none: a unix socket's, all one source).
+func sourceAddr(a net.Addr) netip.Addr {
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap().WithZone("")
+	}
+	return netip.Addr{}
+}
+
+// admit counts one more connection of source a if its share allows it.
+func (l *LimitListener) admit(a netip.Addr) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := l.src[a]
+	switch {
+	case k >= perSource(l.n):
+		return false
+	case int(l.open.Load()) >= l.n-l.n/4 && k >= fairConns:
+		return false
+	}
+	l.src[a] = k + 1
+	l.open.Add(1)
+	return true
+}
+
+// release gives back a connection of source a.
+func (l *LimitListener) release(a netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.src[a]--; l.src[a] <= 0 {
+		delete(l.src, a)
+	}
+	l.open.Add(-1)
+}
+
+// Close closes the listener; a waiting Accept returns.
+func (l *LimitListener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+// Open is the number of accepted connections not yet closed.
+func (l *LimitListener) Open() int { return int(l.open.Load()) }
+
+// Refused is the number of connections closed at once, past their
+// source's share.
+func (l *LimitListener) Refused() uint64 { return l.refused.Load() }
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
