@@ -176,12 +176,22 @@ func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []by
 			"client identifier of subscriber "+binding.MACString(h.k.mac)+"'s binding at this ISP; not relayed")
 		return false
 	}
+	// Bounded (clientid_reclaim.go): from another customer, only by an
+	// older registration, and not again soon after.
+	now := p.now()
+	verdict := p.mayReclaim(c, reg, isp, h, mac, now)
+	if verdict == reclaimRefused {
+		return false
+	}
 	why := "its client identifier is subscriber " + binding.MACString(mac) + "'s hardware address, and that subscriber asked with it"
 	// Only if the holder still holds that lease (revokeHeld): it may
 	// have ended meanwhile, and revoked again its ISP would get a second
 	// RELEASE (a review).
 	if p.revokeHeld(h, why) {
 		p.count("client_id_reclaimed")
+		if verdict == reclaimBounded {
+			p.reclaimed.note(h.k.mac, now)
+		}
 	} else if l, ok := p.leases.get(h.k); ok && l.same(&h.l) {
 		return false // still held: the store refused (logged, counted)
 	}

@@ -32,6 +32,8 @@ func CounterNames() []string {
 		"client_id_taken",
 		"client_id_reclaimed",
 		"client_id_reclaim_waits",
+		"client_id_reclaim_refused",
+		"client_id_reclaim_limited",
 		"decline_limited",
 		"decline_not_own_address",
 		"decline_other_client_id",

@@ -372,15 +372,16 @@ type Proxy struct {
 	unresolvedSaid [256]atomic.Bool
 	waiting        chan struct{}
 
-	tx       txns
-	leases   leaseTable
-	reclaims reclaimWaits // client identifier reclaims waiting for the holder's RELEASE (clientids.go)
-	limits   limiter
-	notes    eventNotes
-	intents  intentQueue
-	ob       onboardingTable
-	fb       fallbacks // failed handovers (onboarding_fallback.go)
-	probes   probeTable
+	tx        txns
+	leases    leaseTable
+	reclaims  reclaimWaits    // client identifier reclaims waiting for the holder's RELEASE (clientids.go)
+	reclaimed reclaimHoldoffs // holders recently revoked by a reclaim (clientid_reclaim.go)
+	limits    limiter
+	notes     eventNotes
+	intents   intentQueue
+	ob        onboardingTable
+	fb        fallbacks // failed handovers (onboarding_fallback.go)
+	probes    probeTable
 
 	// subMu serialises, per subscriber (striped by MAC), a binding's
 	// commit (bindAndAck) and its end (endBinding): an ACK committed

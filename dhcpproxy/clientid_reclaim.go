@@ -1,0 +1,166 @@
+package dhcpproxy
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/registry"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// The bound on a reclaim (checkClientID). A subscriber whose own hardware
+// identifier (01 and its MAC) another MAC's binding holds takes it back by
+// revoking that binding. Unbounded, that was a way to cut a neighbour off:
+// a holder whose identifier is not its own hardware address (a device
+// behind a bridge that rewrites MACs, or one given a cloned identifier 01+X
+// on purpose) lost its lease to whoever had MAC X registered at the same
+// ISP and asked as X, again at each of its rebinds (a security review).
+// ispmux cannot tell from the wire which of the two is the device the
+// identifier names, so a reclaim is made only if
+//
+//   - the holder is of the asker's own customer (its device, behind a
+//     bridge before and on the access now: nothing is taken from another
+//     subscriber), or the asker's registration is older than the holder's
+//     (registeredBefore): the identifier was a registered device's before
+//     the holder could have bound with it. A binding follows its
+//     registration (a withdrawn registration revokes it), so the holder's
+//     registration is a lower bound on when it began holding the
+//     identifier; the binding's own start is not stored (Binding.Updated
+//     is its last renewal), and this bound errs towards refusing. A MAC
+//     registered to take a neighbour's identifier is always newer than
+//     the neighbour.
+//   - and the holder was not revoked by a reclaim within reclaimHoldoff
+//     (reclaimHoldoffs): two devices that keep taking one identifier from
+//     each other cut the holder off at most once in that time.
+//
+// Refused, the asker's message is not relayed (the identifier stays with
+// its holder, which the ISP's server keys the lease by), counted
+// (client_id_reclaim_refused, client_id_reclaim_limited) and told in a
+// rejected event of the asker that names the holder: two subscribers
+// claim one identifier, which the operator settles (revoking or blocking
+// one). The refusals lose an owner whose registration is newer than the
+// holder's (a replaced device with the MAC a neighbour's clone already
+// used; an older neighbour that began squatting a new subscriber's
+// identifier): it is kept off, visibly, until the holder's lease ends or
+// the operator acts, as before reclaims were made; the cut-offs they stop
+// are silent to the victim and repeatable by the attacker. A device
+// record keeps its Created when its ISP gives it to another customer or
+// a claim from the device moves it (tenants): such a record, older than
+// the holder, still reclaims, at most once per reclaimHoldoff.
+//
+// A holder whose binding no longer matches its registration (withdrawn,
+// blocked, moved, suspended: its binding is ending anyway) is not
+// bounded.
+
+// reclaimHoldoff is how long after a reclaim revoked a holder's binding no
+// other reclaim may revoke that holder's again.
+const reclaimHoldoff = time.Hour
+
+// reclaimVerdict is what the bound says of one reclaim (mayReclaim).
+type reclaimVerdict uint8
+
+const (
+	reclaimRefused reclaimVerdict = iota // not made: refused, counted and told
+	reclaimFree                          // made, not bounded: a stale holder
+	reclaimBounded                       // made: the holder's holdoff starts
+)
+
+// mayReclaim applies the bound above to the reclaim of identifier cid
+// (mac's hardware identifier) from holder h at isp by subscriber mac
+// (registration reg) on c, now: on a refusal it counts it and records the
+// asker's rejected event naming the holder.
+func (p *Proxy) mayReclaim(c *Circuit, reg registry.Entry, isp *ISP, h held, mac uint64, now time.Time) reclaimVerdict {
+	if p.staleHeld(h) != "" {
+		return reclaimFree
+	}
+	holder := binding.MACString(h.k.mac)
+	refuse := func(counter, why string) reclaimVerdict {
+		p.count(counter)
+		p.refuse(subscribers.EventRejected, regSubject(mac, c, reg), netip.Addr{},
+			"client identifier is this subscriber's hardware address, held by subscriber "+holder+
+				"'s binding at this ISP; not reclaimed: "+why+"; not relayed")
+		return reclaimRefused
+	}
+	hreg, _ := p.reg.Lookup(h.k.mac) // not stale: registered, at isp
+	if reg.CustomerID == "" || hreg.CustomerID != reg.CustomerID || hreg.ISP != reg.ISP {
+		own, err := p.store.Registration(binding.MACBytes(mac))
+		if err != nil {
+			return refuse("client_id_reclaim_refused", "its registration unreadable ("+err.Error()+")")
+		}
+		theirs, err := p.store.Registration(binding.MACBytes(h.k.mac))
+		if err != nil {
+			return refuse("client_id_reclaim_refused", "the holder's registration unreadable ("+err.Error()+")")
+		}
+		if !registeredBefore(own.Created, theirs.Created) {
+			return refuse("client_id_reclaim_refused", "registered "+createdString(own.Created)+
+				", not before the holder ("+createdString(theirs.Created)+")")
+		}
+	}
+	if until, ok := p.reclaimed.holdoff(h.k.mac, now); ok {
+		return refuse("client_id_reclaim_limited", "the holder's binding was revoked by a reclaim less than "+
+			reclaimHoldoff.String()+" ago (not again before "+until.UTC().Format(time.RFC3339)+")")
+	}
+	return reclaimBounded
+}
+
+// registeredBefore reports whether a registration created at a was made
+// before one created at b. A zero Created (stored before schema 3, not
+// written since) is before any other; two zeros are not ordered.
+func registeredBefore(a, b time.Time) bool {
+	switch {
+	case a.IsZero():
+		return !b.IsZero()
+	case b.IsZero():
+		return false
+	}
+	return a.Before(b)
+}
+
+// createdString is a registration's Created for an event.
+func createdString(t time.Time) string {
+	if t.IsZero() {
+		return "before schema 3"
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// reclaimHoldoffs holds, by holder MAC, when a reclaim last revoked its
+// binding (mayReclaim), for reclaimHoldoff. Entries older than that are
+// dropped at the next note: the map holds the reclaims of the last
+// reclaimHoldoff, each of which took a subscriber asking with its own
+// identifier (an older registration, or the holder's customer's). RAM only: a restart forgets
+// them (one more reclaim of each holder per restart, which no subscriber
+// can cause), while the age rule, read from the store, stands.
+type reclaimHoldoffs struct {
+	mu sync.Mutex
+	m  map[uint64]time.Time
+}
+
+// note records that holder's binding was revoked by a reclaim at now.
+func (r *reclaimHoldoffs) note(holder uint64, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = map[uint64]time.Time{}
+	}
+	for m, at := range r.m {
+		if now.Sub(at) >= reclaimHoldoff {
+			delete(r.m, m)
+		}
+	}
+	r.m[holder] = now
+}
+
+// holdoff reports whether holder's binding was revoked by a reclaim less
+// than reclaimHoldoff before now, and until when another may not be made.
+func (r *reclaimHoldoffs) holdoff(holder uint64, now time.Time) (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	at, ok := r.m[holder]
+	if !ok || now.Sub(at) >= reclaimHoldoff {
+		return time.Time{}, false
+	}
+	return at.Add(reclaimHoldoff), true
+}

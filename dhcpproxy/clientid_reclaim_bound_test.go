@@ -1,0 +1,194 @@
+package dhcpproxy
+
+import (
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+const (
+	s2    = "02:00:00:00:01:02"
+	s2MAC = 0x020000000102
+	s3    = "02:00:00:00:01:03" // registered by a test, after the rig's s1 and s2
+)
+
+// squatWith has subscriber holder bind on r with owner's hardware client
+// identifier (01 and owner's MAC), and returns it.
+func squatWith(t *testing.T, r *prig, holder, owner string) []byte {
+	t.Helper()
+	id := append([]byte{1}, mac(owner)...)
+	if got := r.doraWithID(holder, id, anyKea(time.Hour), anyKea(time.Hour)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("%s's DORA with %s's identifier: %v (counters %v)", holder, owner, got, r.p.Counters())
+	}
+	r.p.committing.Wait()
+	r.snd.take()
+	return id
+}
+
+// register registers m at alpha for customer, now (after every earlier
+// registration).
+func (r *prig) register(m, customer string) {
+	r.t.Helper()
+	if err := r.store.PutRegistration(subscribers.Registration{MAC: [6]byte(mac(m)), CustomerID: customer, ISP: "alpha", Source: "api"}); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// askWithOwnID has m send a DISCOVER with its hardware identifier id and
+// returns what went to the ISP, as "TYPE mac" in order.
+func (r *prig) askWithOwnID(m string, id []byte) []string {
+	r.t.Helper()
+	r.fromClient(discover(r.t, dhcpv4.WithHwAddr(mac(m)), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, id)))
+	r.p.committing.Wait()
+	r.p.notes.wait()
+	var up []string
+	for _, s := range r.snd.take() {
+		if s.port == upPort {
+			msg := dhcpOf(s.frame)
+			up = append(up, msg.MessageType().String()+" "+net.HardwareAddr(msg.ClientHWAddr).String())
+		}
+	}
+	return up
+}
+
+// lastRejected is the newest rejected event of m.
+func (r *prig) lastRejected(m string) (subscribers.Event, bool) {
+	evs := r.eventsOf(subscribers.EventRejected)
+	for i := len(evs) - 1; i >= 0; i-- {
+		if binding.MACString(binding.MAC48(evs[i].MAC)) == m {
+			return evs[i], true
+		}
+	}
+	return subscribers.Event{}, false
+}
+
+// The attack a security review found: s2 holds a lease under the
+// identifier 01+s3 (a device behind a MAC-rewriting bridge, or one given
+// a cloned identifier), and another subscriber has MAC s3 registered at
+// the same ISP afterwards and asks as s3. The reclaim revoked s2's
+// binding, and did again at each of s2's rebinds. Now the newer
+// registration is refused: s2 keeps its binding, nothing reaches the ISP,
+// client_id_reclaim_refused counts it and s3's rejected event names s2.
+// The verdict is read from the store, so a restart keeps it, and keeps
+// s2's acknowledged binding. Fails without the bound.
+func TestClientIDReclaimNewerRegistrationRefused(t *testing.T) {
+	r := newPRig(t)
+	id := squatWith(t, r, s2, s3)
+	r.register(s3, "c-s3") // the attacker's registration, after s2 bound
+	if up := r.askWithOwnID(s3, id); len(up) != 0 {
+		t.Errorf("s3's DISCOVER: to the ISP %v, want nothing (s2 keeps the identifier)", up)
+	}
+	if !r.tab.isBound(s2MAC) {
+		t.Error("s2's binding revoked by a newer registration of the MAC its identifier names")
+	}
+	if c := r.p.Counters(); c["client_id_reclaim_refused"] != 1 || c["client_id_reclaimed"] != 0 || c["binding_revoked"] != 0 {
+		t.Errorf("counters %v, want one client_id_reclaim_refused and nothing revoked", c)
+	}
+	if e, ok := r.lastRejected(s3); !ok || !strings.Contains(e.Reason, s2) || !strings.Contains(e.Reason, "not before the holder") {
+		t.Errorf("s3's rejected event %+v, want one naming s2 and the registrations' order", e)
+	}
+
+	// A restart on the same store: s2's binding is back, and s3 is still
+	// refused.
+	r.tab = &fakeTables{bound: map[uint64]binding.Binding{}, store: r.store}
+	r.p = New(r.p.config(), r.store, r.p.reg, r.tab, r.snd, nil)
+	if _, err := r.p.Restore(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.p.Lease(accPort, 0, s2MAC); !ok {
+		t.Fatal("after a restart, s2's binding is gone")
+	}
+	if up := r.askWithOwnID(s3, id); len(up) != 0 || !r.tab.isBound(s2MAC) {
+		t.Errorf("after a restart, s3's DISCOVER: to the ISP %v, s2 bound %v", up, r.tab.isBound(s2MAC))
+	}
+	if b, err := r.store.Binding("acc0", 0, [6]byte(mac(s2))); err != nil || !slices.Equal(b.ClientID, id) {
+		t.Errorf("s2's stored binding %+v, %v", b, err)
+	}
+}
+
+// A holder of the asker's own customer is not bounded: a device that sat
+// behind the customer's MAC-rewriting bridge (bound as the bridge, with
+// its own identifier) and is now on the access under its own MAC,
+// registered since, takes its identifier back from the bridge's binding
+// (nothing is taken from another subscriber); within the holdoff, not
+// again. The first reclaim passes without the bound too: it guards
+// against the bound refusing this.
+func TestClientIDReclaimSameCustomer(t *testing.T) {
+	r := newPRig(t)
+	id := squatWith(t, r, s2, s3)
+	r.register(s3, "c-s2") // s2's customer
+	up := r.askWithOwnID(s3, id)
+	if len(up) != 2 || up[0] != "RELEASE "+s2 || up[1] != "DISCOVER "+s3 {
+		t.Errorf("to the ISP %v, want s2's RELEASE then s3's DISCOVER (counters %v)", up, r.p.Counters())
+	}
+	if c := r.p.Counters(); c["client_id_reclaimed"] != 1 || c["client_id_reclaim_refused"] != 0 {
+		t.Errorf("counters %v", c)
+	}
+	squatWith(t, r, s2, s3)
+	if up := r.askWithOwnID(s3, id); len(up) != 0 || !r.tab.isBound(s2MAC) {
+		t.Errorf("second reclaim within the holdoff: to the ISP %v, s2 bound %v", up, r.tab.isBound(s2MAC))
+	}
+	if c := r.p.Counters(); c["client_id_reclaim_limited"] != 1 {
+		t.Errorf("counters %v, want one client_id_reclaim_limited", c)
+	}
+}
+
+// An older registration reclaims its identifier from another customer's
+// binding (TestClientIDOwnerReclaims), but not again within
+// reclaimHoldoff of that: two devices that keep taking one identifier
+// from each other (a clone fighting its original, or an old registration
+// used to cut a neighbour off at each of its rebinds) cut the holder off
+// at most once in that time. Refused, client_id_reclaim_limited counts
+// it and s1's rejected event names s2. Past the holdoff, the reclaim is
+// made. Fails without the bound (the second reclaim is made).
+func TestClientIDReclaimHoldoff(t *testing.T) {
+	r := newPRig(t)
+	id := squatWith(t, r, s2, s1) // s1 registered before s2
+	if up := r.askWithOwnID(s1, id); len(up) != 2 || up[0] != "RELEASE "+s2 {
+		t.Fatalf("first reclaim: to the ISP %v, want s2's RELEASE then s1's DISCOVER", up)
+	}
+	squatWith(t, r, s2, s1) // s1 never bound: s2 takes the identifier again
+	if up := r.askWithOwnID(s1, id); len(up) != 0 {
+		t.Errorf("second reclaim at once: to the ISP %v, want nothing", up)
+	}
+	if !r.tab.isBound(s2MAC) {
+		t.Error("s2 revoked twice within the holdoff")
+	}
+	if c := r.p.Counters(); c["client_id_reclaim_limited"] != 1 || c["client_id_reclaimed"] != 1 {
+		t.Errorf("counters %v, want one reclaim and one client_id_reclaim_limited", c)
+	}
+	if e, ok := r.lastRejected(s1); !ok || !strings.Contains(e.Reason, s2) || !strings.Contains(e.Reason, "revoked by a reclaim") {
+		t.Errorf("s1's rejected event %+v, want one naming s2 and the holdoff", e)
+	}
+	later := time.Now().Add(reclaimHoldoff + time.Minute)
+	r.p.now = func() time.Time { return later }
+	if up := r.askWithOwnID(s1, id); len(up) != 2 || up[0] != "RELEASE "+s2 || up[1] != "DISCOVER "+s1 {
+		t.Errorf("past the holdoff: to the ISP %v, want s2's RELEASE then s1's DISCOVER (counters %v)", up, r.p.Counters())
+	}
+}
+
+func TestRegisteredBefore(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	for _, c := range []struct {
+		a, b time.Time
+		want bool
+	}{
+		{t0, t0.Add(time.Nanosecond), true},
+		{t0.Add(time.Nanosecond), t0, false},
+		{t0, t0, false},                   // not ordered: refused
+		{time.Time{}, t0, true},           // stored before schema 3: before any other
+		{t0, time.Time{}, false},          // the holder's before schema 3
+		{time.Time{}, time.Time{}, false}, // both: not ordered
+	} {
+		if got := registeredBefore(c.a, c.b); got != c.want {
+			t.Errorf("registeredBefore(%v, %v) = %v, want %v", c.a, c.b, got, c.want)
+		}
+	}
+}
