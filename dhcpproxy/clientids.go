@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/internal/oatable"
@@ -159,10 +160,12 @@ func hardwareID(cid []byte, mac uint64) bool {
 // identifier, would otherwise release the lease it grants the owner.
 func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []byte, mac uint64) bool {
 	key := cidKey(isp.Index, cid)
-	if p.reclaims.waiting(key, cid, p.intents.onWire) {
+	if p.reclaims.waiting(key, cid, mac, p.intents.onWire) {
 		// A retransmission after the revoke below, the holder's
 		// RELEASE still not queued: it found the identifier free, and
-		// would have overtaken the RELEASE (a review).
+		// would have overtaken the RELEASE (a review). Or a message
+		// with the identifier of an intent a start found pending
+		// (holdIdentifier).
 		p.count("client_id_reclaim_waits")
 		return false
 	}
@@ -205,7 +208,7 @@ func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []by
 		}
 	}
 	if len(ids) > 0 {
-		p.reclaims.wait(key, cid, ids)
+		p.reclaims.wait(key, cid, ids, 0)
 		p.count("client_id_reclaim_waits")
 		return false
 	}
@@ -219,33 +222,72 @@ func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []by
 // ISP, which keys leases by the identifier, would apply the late RELEASE
 // to the lease it grants the owner. Entries go once their intents are
 // queued or done; they are few (a reclaim whose RELEASE could not be
-// queued at once: the ISP's router unresolved). Not kept across a restart.
+// queued at once: the ISP's router unresolved). Not kept across a restart:
+// a start has every pending intent's identifier wait (holdIdentifier).
 type reclaimWaits struct {
 	mu sync.Mutex
 	m  map[uint32]reclaimWait
 }
 
 // reclaimWait is one reclaim's wait: the identifier (its key may be
-// another's too) and the intents.
+// another's too) and the intents; own is the MAC whose messages do not
+// wait (0: none): the subscriber whose intents a start found pending
+// (holdIdentifier).
 type reclaimWait struct {
 	cid []byte
 	ids []uint64
+	own uint64
 }
 
-// wait notes that identifier cid (key) waits for intents ids.
-func (r *reclaimWaits) wait(key uint32, cid []byte, ids []uint64) {
+// holdIdentifier has the client identifier of intent in, one a previous
+// run left pending (loadIntents), wait for it as a reclaim's does: its
+// message (a revoked holder's RELEASE, say, the run killed before it was
+// sent) goes to an ISP that keys leases by the identifier, and an
+// exchange of the identifier's owner relayed before it would have its new
+// lease freed by it (a crash test: the owner's DISCOVER went first; the
+// waits are not kept across a restart). An intent whose message carries
+// no identifier holds nothing.
+func (p *Proxy) holdIdentifier(in subscribers.Intent) {
+	isp := p.isps[in.ISP]
+	if isp == nil {
+		return
+	}
+	m, err := dhcpv4.FromBytes(in.Message)
+	if err != nil {
+		return
+	}
+	cid := m.Options.Get(dhcpv4.OptionClientIdentifier)
+	if key := cidKey(isp.Index, cid); key != 0 {
+		p.reclaims.wait(key, cid, []uint64{in.ID}, binding.MAC48(in.MAC))
+	}
+}
+
+// wait notes that identifier cid (key) waits for intents ids, besides
+// any it waited for already; own is a MAC whose messages do not wait (0:
+// none). Another identifier of the same key that waited (a hash
+// collision) waits no more: the last noted is held.
+func (r *reclaimWaits) wait(key uint32, cid []byte, ids []uint64, own uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.m == nil {
 		r.m = map[uint32]reclaimWait{}
 	}
-	r.m[key] = reclaimWait{bytes.Clone(cid), ids}
+	w, ok := r.m[key]
+	if !ok || !bytes.Equal(w.cid, cid) {
+		r.m[key] = reclaimWait{bytes.Clone(cid), slices.Clone(ids), own}
+		return
+	}
+	w.ids = append(w.ids, ids...)
+	if w.own != own {
+		w.own = 0
+	}
+	r.m[key] = w
 }
 
-// waiting reports whether identifier cid (key) still waits for an intent
-// queued does not report on the wire (queued, or done), forgetting the
-// wait once none is left.
-func (r *reclaimWaits) waiting(key uint32, cid []byte, queued func(uint64) bool) bool {
+// waiting reports whether a message of mac with identifier cid (key)
+// still waits for an intent queued does not report on the wire (queued, or
+// done), forgetting the wait once none is left.
+func (r *reclaimWaits) waiting(key uint32, cid []byte, mac uint64, queued func(uint64) bool) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	w, ok := r.m[key]
@@ -258,5 +300,8 @@ func (r *reclaimWaits) waiting(key uint32, cid []byte, queued func(uint64) bool)
 		return false
 	}
 	r.m[key] = w
-	return bytes.Equal(w.cid, cid) // another identifier of the same key waits for nothing
+	// Another identifier of the same key waits for nothing; nor does
+	// the intents' own subscriber, whose pending intents hold its
+	// messages already (relayLater).
+	return bytes.Equal(w.cid, cid) && mac != w.own
 }

@@ -234,6 +234,7 @@ func (p *Proxy) loadIntents() error {
 	ins, err := p.store.Intents()
 	for _, in := range ins {
 		p.intents.add(in, true)
+		p.holdIdentifier(in)
 	}
 	if len(ins) > 0 {
 		p.log.Info("dhcp: messages to ISPs pending from before the restart are sent again", "intents", len(ins))
