@@ -1,6 +1,7 @@
 package dhcpproxy
 
 import (
+	"errors"
 	"net"
 	"slices"
 	"strings"
@@ -190,5 +191,45 @@ func TestRegisteredBefore(t *testing.T) {
 		if got := registeredBefore(c.a, c.b); got != c.want {
 			t.Errorf("registeredBefore(%v, %v) = %v, want %v", c.a, c.b, got, c.want)
 		}
+	}
+}
+
+// regErrStore is a store whose registrations cannot be read.
+type regErrStore struct{ Store }
+
+func (regErrStore) Registration(subscribers.MAC) (subscribers.Registration, error) {
+	return subscribers.Registration{}, errors.New("disk damaged")
+}
+
+// A registration the store cannot read refuses the reclaim (its order is
+// unknown): the holder keeps its binding, client_id_reclaim_refused
+// counts it and the event says why. Fails without the bound.
+func TestClientIDReclaimRegistrationUnreadable(t *testing.T) {
+	r := newPRig(t)
+	id := squatWith(t, r, s2, s1)
+	r.p.store = regErrStore{r.p.store}
+	if up := r.askWithOwnID(s1, id); len(up) != 0 || !r.tab.isBound(s2MAC) {
+		t.Errorf("to the ISP %v, s2 bound %v; want nothing sent, s2 kept", up, r.tab.isBound(s2MAC))
+	}
+	if c := r.p.Counters(); c["client_id_reclaim_refused"] != 1 {
+		t.Errorf("counters %v", c)
+	}
+	if e, ok := r.lastRejected(s1); !ok || !strings.Contains(e.Reason, "unreadable") || !strings.Contains(e.Reason, s2) {
+		t.Errorf("s1's rejected event %+v", e)
+	}
+}
+
+// A holder whose binding no longer matches its registration (withdrawn
+// here) is reclaimed from by any owner, newer or not: its binding is
+// ending anyway. Passes without the bound too.
+func TestClientIDReclaimStaleHolder(t *testing.T) {
+	r := newPRig(t)
+	id := squatWith(t, r, s2, s3)
+	r.register(s3, "c-s3") // newer than s2
+	if _, err := r.store.DeleteRegistration([6]byte(mac(s2))); err != nil {
+		t.Fatal(err)
+	}
+	if up := r.askWithOwnID(s3, id); len(up) != 2 || up[0] != "RELEASE "+s2 || up[1] != "DISCOVER "+s3 {
+		t.Errorf("to the ISP %v, want s2's RELEASE then s3's DISCOVER (counters %v)", up, r.p.Counters())
 	}
 }

@@ -154,7 +154,10 @@ func hardwareID(cid []byte, mac uint64) bool {
 // its ISP for as long as it renewed, for good at an ISP of infinite
 // leases), and its binding is revoked, its lease released to the ISP, so
 // that the owner's exchange finds the identifier free
-// (client_id_reclaimed). The owner's message goes on once that RELEASE is
+// (client_id_reclaimed), within the bound of mayReclaim
+// (clientid_reclaim.go: another customer's holder only by an older
+// registration, no holder twice within reclaimHoldoff; refused, the
+// message is not relayed either). The owner's message goes on once that RELEASE is
 // queued to the ISP (until then it is dropped, client_id_reclaim_waits,
 // and a retransmission goes on): the ISP, which keys the lease by the
 // identifier, would otherwise release the lease it grants the owner.
