@@ -29,8 +29,8 @@ import (
 //     registration is a lower bound on when it began holding the
 //     identifier; the binding's own start is not stored (Binding.Updated
 //     is its last renewal), and this bound errs towards refusing. A MAC
-//     registered to take a neighbour's identifier is always newer than
-//     the neighbour.
+//     registered to take the identifier of a neighbour already bound
+//     with it is always newer than that neighbour's registration.
 //   - and the holder was not revoked by a reclaim within reclaimHoldoff
 //     (reclaimHoldoffs): two devices that keep taking one identifier from
 //     each other cut the holder off at most once in that time.
@@ -45,7 +45,7 @@ import (
 // used; an older neighbour that began squatting a new subscriber's
 // identifier): it is kept off, visibly, until the holder's lease ends or
 // the operator acts, as before reclaims were made; the cut-offs they stop
-// are silent to the victim and repeatable by the attacker. A device
+// were the attacker's to make, again at each of the victim's rebinds. A device
 // record keeps its Created when its ISP gives it to another customer or
 // a claim from the device moves it (tenants): such a record, older than
 // the holder, still reclaims, at most once per reclaimHoldoff.
