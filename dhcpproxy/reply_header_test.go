@@ -136,8 +136,7 @@ func TestReplyCarriesIDWithOverload(t *testing.T) {
 		r := newPRig(t)
 		r.fromClient(discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")),
 			dhcpv4.WithOption(dhcpv4.OptClientIdentifier(cid))))
-		var got [][]byte
-		got = r.serveRaw(func(m *dhcpv4.DHCPv4) []byte {
+		got := r.serveRaw(func(m *dhcpv4.DHCPv4) []byte {
 			rep := kea(t, time.Hour)(m)
 			rep.Options.Del(dhcpv4.OptionClientIdentifier)
 			rep.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionOptionOverload, []byte{1}))
