@@ -19,17 +19,18 @@ func TestReasonNames(t *testing.T) {
 		seen[name] = r
 	}
 	for r, want := range map[Reason]string{
-		ReasonNone:                   "none",
-		ReasonUnknownMAC:             "unknown_mac",
-		ReasonSpoofedSource:          "spoofed_source",
-		ReasonSubscriberToSubscriber: "subscriber_to_subscriber",
-		ReasonTooBig:                 "too_big",
-		ReasonWalledGarden:           "walled_garden",
-		ReasonNotUnicast:             "not_unicast",
-		ReasonDHCPFlood:              "dhcp_flood",
-		ReasonIPOptions:              "ip_options",
-		ReasonDHCPBypass:             "dhcp_bypass",
-		NumReasons:                   "reason_26",
+		ReasonNone:                    "none",
+		ReasonUnknownMAC:              "unknown_mac",
+		ReasonSpoofedSource:           "spoofed_source",
+		ReasonSubscriberToSubscriber:  "subscriber_to_subscriber",
+		ReasonTooBig:                  "too_big",
+		ReasonWalledGarden:            "walled_garden",
+		ReasonNotUnicast:              "not_unicast",
+		ReasonDHCPFlood:               "dhcp_flood",
+		ReasonIPOptions:               "ip_options",
+		ReasonDHCPBypass:              "dhcp_bypass",
+		ReasonUnregisteredDHCPCircuit: "unregistered_dhcp_circuit",
+		NumReasons:                    "reason_27",
 	} {
 		if got := r.String(); got != want {
 			t.Errorf("Reason(%d).String() = %q, want %q", r, got, want)

@@ -47,6 +47,32 @@ const (
 	unregCost  = 8
 )
 
+// Each circuit's (access VLAN's) share of its port's sample, per worker:
+// the sample is taken only within the circuit's own budget first, so that
+// one attacker on one circuit sending DISCOVERs from made-up MACs (each
+// message a new MAC: no per-MAC budget can hold it) spends its circuit's
+// share and no more (unregistered_dhcp_circuit past it), and a new device
+// on any other circuit of the port still finds the port's sample. Before,
+// such a flood took the whole port's sample, and no device of any other
+// circuit of the port could get its onboarding lease while it lasted. A
+// circuit's message the port's sample then drops has spent its circuit's
+// token all the same: a flood is dropped at its own circuit's bucket, not
+// at the port's. Floods on unregRate/unregCircuitRate (four) or more
+// circuits of a port at once take the port's whole sample again, and the
+// other circuits' new devices share it with them.
+// The budget is two buckets of half of it each, at two keyed hashes of the
+// port and VLAN among unregCircuitSlots, the fuller spent (unregCircuit;
+// the subscribers' dhcpBudget does the same): a circuit sharing one bucket
+// with a flood's goes through its other. A circuit alone on its two
+// buckets has the whole budget: a DORA and its retransmissions fit many
+// times, and a burst of new devices on one circuit (a building's power
+// back) is onboarded at 5 messages a second per worker (a DORA is two).
+const (
+	unregCircuitRate  = 5 // per second
+	unregCircuitBurst = 10
+	unregCircuitSlots = 1024
+)
+
 // Subscribers' ARP replies punted per subscriber and worker: the proxy
 // sends a circuit at most a few probes a second (dhcpproxy/probes.go),
 // and a subscriber flooding replies must not fill the port's punt queue,
@@ -111,6 +137,29 @@ func (p *Processor) dhcpBudget(key uint64, unregistered bool) (b uint64, cost fl
 		i = j
 	}
 	return i, cost, p.dhcpTokens[i] >= min(cost, burst/2)
+}
+
+// unregCircuit returns the fuller of the two buckets of circuit (port in,
+// VLAN vlan) for its unregistered MACs' DHCP (each refilled at half of
+// unregCircuitRate, up to half of unregCircuitBurst), and whether it holds
+// a token; the caller takes it (p.unregCTokens[b]--). A circuit's two are
+// found by a keyed hash (the seed drawn per worker), so which circuits share
+// a bucket differs from worker to worker and run to run.
+func (p *Processor) unregCircuit(in uint8, vlan uint16) (b uint64, ok bool) {
+	i, j := p.circuitSlots(in, vlan)
+	refill(&p.unregCTokens[i], &p.unregCLast[i], unregCircuitRate/2, unregCircuitBurst/2)
+	refill(&p.unregCTokens[j], &p.unregCLast[j], unregCircuitRate/2, unregCircuitBurst/2)
+	if p.unregCTokens[j] > p.unregCTokens[i] {
+		i = j
+	}
+	return i, p.unregCTokens[i] >= 1
+}
+
+// circuitSlots returns the two buckets of circuit (port in, VLAN vlan)
+// among unregCircuitSlots: a keyed hash's low and high halves.
+func (p *Processor) circuitSlots(in uint8, vlan uint16) (i, j uint64) {
+	h := oatable.Mix64((uint64(in)<<16 | uint64(vlan&0xfff)) ^ p.circuitSeed)
+	return h % unregCircuitSlots, (h >> 32) % unregCircuitSlots
 }
 
 // isAdmitted reports whether mac is a registered subscriber's.

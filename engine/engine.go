@@ -268,8 +268,8 @@ type DropFrom struct {
 
 // LastFrom returns, for port, the source MAC of the last frame dropped for
 // each reason a subscriber causes (spoofed_source, unknown_mac,
-// subscriber_to_subscriber, dhcp_flood, walled_garden, not_unicast,
-// ip_options, l2_broadcast), and when; none for a reason that dropped
+// subscriber_to_subscriber, dhcp_flood, unregistered_dhcp_circuit,
+// walled_garden, not_unicast, ip_options, l2_broadcast), and when; none for a reason that dropped
 // nothing since the start.
 func (s *State) LastFrom(port int) []DropFrom {
 	if port < 0 || port >= datapath.MaxPorts {

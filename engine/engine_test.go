@@ -66,7 +66,16 @@ func newRig(t testing.TB, capacity int) *rig {
 	}, capacity)
 	r.c.ConfigureISP(0, fib.Uplink{Port: 1, MAC: upaMAC, Addr: ip("192.0.2.2"), PrefixLen: 24, Gateway: ip("192.0.2.1")})
 	r.c.ConfigureISP(1, fib.Uplink{Port: 2, VLAN: 201, MAC: upbMAC, Addr: ip("192.0.2.2"), PrefixLen: 24, Gateway: ip("192.0.2.1")})
-	qs := make([]datapath.Queue, 3)
+	r.addWorker(3)
+	return r
+}
+
+// addWorker gives r a queue on each of its n ports, a processor and a
+// worker over them.
+func (r *rig) addWorker(n int) {
+	t := r.t
+	t.Helper()
+	qs := make([]datapath.Queue, n)
 	for i := range qs {
 		q := datapath.NewMemQueue(1024, 2048)
 		port := i
@@ -80,7 +89,6 @@ func newRig(t testing.TB, capacity int) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return r
 }
 
 // rigOf returns a rig of the state of ports (capacity subscribers) and
@@ -432,7 +440,9 @@ func TestDHCPIsPunted(t *testing.T) {
 
 // TestUnregisteredDHCPSampled: with the registry loaded, DHCP from a
 // registered MAC always reaches the control plane; DHCP from unregistered
-// MACs (a flood of made-up ones) only as a small sample per port, the rest
+// MACs (a flood of made-up ones, on one circuit) only as a small sample,
+// its circuit's share of the port's (unregistered_dhcp_circuit past it;
+// the port's own cap: TestUnregisteredPortSampleStillCaps), the rest
 // dropped and counted in the worker.
 func TestUnregisteredDHCPSampled(t *testing.T) {
 	r := newRig(t, 64)
@@ -456,11 +466,11 @@ func TestUnregisteredDHCPSampled(t *testing.T) {
 		t.Errorf("the registered subscriber's DISCOVER punted %d times, want 1", got[sub4])
 	}
 	sampled := len(got) - 1
-	if sampled < unregBurst || sampled > unregBurst+5 {
-		t.Errorf("%d unregistered MACs reached the control plane, want about %d (the sample)", sampled, unregBurst)
+	if sampled < unregCircuitBurst || sampled > unregCircuitBurst+5 {
+		t.Errorf("%d unregistered MACs reached the control plane, want about %d (the circuit's share of the sample)", sampled, unregCircuitBurst)
 	}
-	if d := r.s.Counters()[0].Drops[classifier.ReasonUnregisteredDHCP]; d != uint64(200-sampled) {
-		t.Errorf("unregistered_dhcp drops %d, want %d", d, 200-sampled)
+	if d := r.s.Counters()[0].Drops[classifier.ReasonUnregisteredDHCPCircuit]; d != uint64(200-sampled) {
+		t.Errorf("unregistered_dhcp_circuit drops %d, want %d", d, 200-sampled)
 	}
 	// Deregistered: sub4 is sampled like anyone else now.
 	if err := r.c.SetAdmitted(nil); err != nil {
@@ -1103,7 +1113,8 @@ func TestMadeUpMACFloodKeepsBudgets(t *testing.T) {
 		}
 		r.send(0, fs...)
 	}
-	if n := r.dropCount(0, classifier.ReasonUnregisteredDHCP) + r.dropCount(0, classifier.ReasonDHCPFlood); n < flood-1000 {
+	if n := r.dropCount(0, classifier.ReasonUnregisteredDHCP) + r.dropCount(0, classifier.ReasonUnregisteredDHCPCircuit) +
+		r.dropCount(0, classifier.ReasonDHCPFlood); n < flood-1000 {
 		t.Fatalf("%d of the flood's %d dropped, want all but the port's sample", n, flood)
 	}
 	fs := make([][]byte, 32)

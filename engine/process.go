@@ -58,6 +58,12 @@ type Processor struct {
 	// Sample of unregistered DHCP passed to the proxy, per ingress port.
 	unregTokens [datapath.MaxPorts]float64
 	unregLast   [datapath.MaxPorts]int64
+	// Each circuit's share of that sample (budgets.go): unregCircuitSlots
+	// buckets, a circuit's two chosen by keyed hashes of its port and
+	// VLAN (unregCircuit).
+	unregCTokens [unregCircuitSlots]float64
+	unregCLast   [unregCircuitSlots]int64
+	circuitSeed  uint64
 	// Budget of subscribers' ARP replies passed to the proxy (answers to
 	// its probes), per subscriber: arpSlots buckets, a subscriber's
 	// chosen by a keyed hash of its circuit and MAC (arpSlot).
@@ -73,7 +79,9 @@ type Processor struct {
 }
 
 // NewProcessor returns a processor for one worker.
-func (s *State) NewProcessor() *Processor { return &Processor{s: s, arpSeed: rand.Uint64()} }
+func (s *State) NewProcessor() *Processor {
+	return &Processor{s: s, arpSeed: rand.Uint64(), circuitSeed: rand.Uint64()}
+}
 
 var _ datapath.Handler = (*Processor)(nil)
 

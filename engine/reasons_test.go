@@ -137,8 +137,17 @@ func TestEveryDropReason(t *testing.T) {
 			r.w.RunOnce() // Service reports the port in error
 		}},
 		// Beyond the per-port sample of unregistered MACs' DHCP: made-up
-		// MACs, one message each.
-		classifier.ReasonUnregisteredDHCP: {times: unregBurst + 10, setup: func(r *rig) {
+		// MACs, one message each, within their circuit's share, the
+		// port's sample spent (by the port's other circuits).
+		classifier.ReasonUnregisteredDHCP: {times: unregCircuitBurst / 2, setup: func(r *rig) {
+			if err := r.c.SetAdmitted([]uint64{sub1}); err != nil {
+				r.t.Fatal(err)
+			}
+			r.proc.unregTokens[0], r.proc.unregLast[0] = 0, nanotime()+1
+		}, frameN: func(t testing.TB, i int) []byte { return dhcp(t, 0x026600000000|uint64(i)) }},
+		// Beyond one circuit's share of that sample: made-up MACs on
+		// one circuit.
+		classifier.ReasonUnregisteredDHCPCircuit: {times: unregCircuitBurst + 10, setup: func(r *rig) {
 			if err := r.c.SetAdmitted([]uint64{sub1}); err != nil {
 				r.t.Fatal(err)
 			}

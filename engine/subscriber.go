@@ -60,6 +60,8 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 			// A MAC's own budget first (an unregistered one's messages
 			// cost unregCost: one device cannot spend the port's sample
 			// of unregistered MACs, which new devices onboard through),
+			// then its circuit's share of the port's sample (made-up
+			// MACs on one circuit cannot spend the other circuits'),
 			// then the port's sample; the MAC's budget is spent only
 			// for a message punted (a flood of made-up MACs the sample
 			// drops spends nobody's buckets).
@@ -69,9 +71,17 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 				p.dropFrom(in, out, classifier.ReasonDHCPFlood, pkt.Src)
 				return
 			}
-			if !registered && !takeToken(&p.unregTokens[in], &p.unregLast[in], unregRate, unregBurst) {
-				p.drop(in, out, classifier.ReasonUnregisteredDHCP)
-				return
+			if !registered {
+				c, ok := p.unregCircuit(in, pkt.VLAN)
+				if !ok {
+					p.dropFrom(in, out, classifier.ReasonUnregisteredDHCPCircuit, pkt.Src)
+					return
+				}
+				p.unregCTokens[c]--
+				if !takeToken(&p.unregTokens[in], &p.unregLast[in], unregRate, unregBurst) {
+					p.drop(in, out, classifier.ReasonUnregisteredDHCP)
+					return
+				}
 			}
 			p.dhcpTokens[b] -= cost
 			p.punt(in, out, pkt, f)
