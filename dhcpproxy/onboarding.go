@@ -25,7 +25,9 @@ import (
 //   - DISCOVER: the MAC's lease address, or its outstanding offer (held
 //     onboardingOfferTTL, in RAM only), or the next free address (next-fit).
 //     Caps (the circuit's MaxLeases, Config.MaxOnboarding over all
-//     circuits) count leases and offers. Full: no answer, a refusal event.
+//     circuits, and with several onboarding circuits each one's share of
+//     it, onboardingShare) count leases and offers. Full: no answer, a
+//     refusal event.
 //   - REQUEST for the MAC's offer or lease: committed (the lease and its
 //     onboarded event, one fsynced transaction; a renewal writes no
 //     event) → installed in the garden VRF → ACK. Any other address: NAK
@@ -240,7 +242,7 @@ func (p *Proxy) onboardDiscover(c *Circuit, pl *obPool, m *dhcpv4.DHCPv4, mac ui
 	if !ok {
 		p.count("onboarding_full")
 		p.refuse(subscribers.EventRejected, subject{mac: mac, access: c.Name}, netip.Addr{},
-			"onboarding pool of access "+c.Name+" full (or its cap reached): no address offered")
+			"onboarding pool of access "+c.Name+" full (or its cap, or its share of max_onboarding, reached): no address offered")
 		return
 	}
 	if r := p.onboardReply(c, pl, m, dhcpv4.MessageTypeOffer, ip); r != nil {

@@ -1033,3 +1033,35 @@ func TestOnboardingEndNamingOtherServerIgnored(t *testing.T) {
 		})
 	}
 }
+
+// TestOnboardingShareLeavesOtherCircuits: made-up MACs on one onboarding
+// circuit (acc0) hold at most three quarters of max_onboarding (its
+// share: 3 of 4), so a new device on another circuit (acc1, VLAN 5)
+// still gets an onboarding offer while the flood's offers are held.
+// Before, the flood took the whole cap (acc0's pool and MaxLeases are
+// larger) and acc1's new device was refused (onboarding_full).
+func TestOnboardingShareLeavesOtherCircuits(t *testing.T) {
+	r := newORig(t, Onboarding{}, 4, true)
+	for i := range 10 {
+		r.fromClient(discover(t, dhcpv4.WithHwAddr(net.HardwareAddr{0x02, 0x66, 0, 0, 0, byte(i)})))
+	}
+	if got := r.clientMsgs(); len(got) != 3 {
+		t.Errorf("acc0's flood got %d offers, want 3 (its share of max_onboarding 4)", len(got))
+	}
+	if n := r.p.Counters()["onboarding_full"]; n != 7 {
+		t.Errorf("onboarding_full %d, want 7", n)
+	}
+	r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:05:01"))))
+	got := r.clientMsgs()
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer || !netip.MustParsePrefix("100.65.1.0/29").Contains(addrOf(got[0].YourIPAddr)) {
+		t.Fatalf("acc1's new device during acc0's flood got %v, want an offer from acc1's pool (counters %v)", got, r.p.Counters())
+	}
+	// The cap over all circuits still holds: acc1's next is refused.
+	r.fromClientVLAN(5, discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:05:02"))))
+	if got := r.clientMsgs(); len(got) != 0 {
+		t.Errorf("past max_onboarding acc1 got %v", got)
+	}
+	if got, want := onboardingShare(4, 1), 4; got != want {
+		t.Errorf("one circuit's share of 4: %d, want %d", got, want)
+	}
+}
