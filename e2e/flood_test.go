@@ -14,7 +14,8 @@ import (
 
 // TestDHCPFlood: while an unregistered subscriber floods DISCOVERs from
 // made-up MACs, a registered subscriber on the same access port still
-// gets its lease, the flood is counted (unregistered_dhcp, and dhcp_flood
+// gets its lease, the flood is counted (unregistered_dhcp_circuit past its
+// circuit's share of the port's sample, unregistered_dhcp, and dhcp_flood
 // for a made-up MAC repeated past its own budget), and the event log is
 // not flooded.
 func TestDHCPFlood(t *testing.T) {
@@ -49,13 +50,14 @@ func TestDHCPFlood(t *testing.T) {
 	if !ok {
 		t.Fatalf("s1 got no lease during a flood of %d DISCOVERs; status %+v", sent, r.mustStatus().DHCP)
 	}
-	// Dropped in the datapath: beyond the port's sample of unregistered
-	// MACs (unregistered_dhcp), or, for a made-up MAC repeated (the 2000
-	// frames are sent over and over), beyond that MAC's own budget first
-	// (dhcp_flood).
-	drops := r.drops("acc0", "unregistered_dhcp") + r.drops("acc0", "dhcp_flood")
+	// Dropped in the datapath: beyond the circuit's share of the port's
+	// sample of unregistered MACs (unregistered_dhcp_circuit) or the
+	// port's sample itself (unregistered_dhcp), or, for a made-up MAC
+	// repeated (the 2000 frames are sent over and over), beyond that MAC's
+	// own budget first (dhcp_flood).
+	drops := r.drops("acc0", "unregistered_dhcp_circuit") + r.drops("acc0", "unregistered_dhcp") + r.drops("acc0", "dhcp_flood")
 	if drops < uint64(sent)/2 {
-		t.Errorf("%d of %d flood frames dropped in the datapath (unregistered_dhcp, dhcp_flood)", drops, sent)
+		t.Errorf("%d of %d flood frames dropped in the datapath (unregistered_dhcp_circuit, unregistered_dhcp, dhcp_flood)", drops, sent)
 	}
 	if n := len(r.events()); n > 200 {
 		t.Errorf("%d events after the flood: the log was flooded", n)
