@@ -452,7 +452,7 @@ func TestOnboarding(t *testing.T) {
 		startClient(t, r.topo.Udhcpc(ctx, s2))
 		_, ok := r.waitAddr(s2, 30*time.Second)
 		// The flood reaches the caps at its circuit's share of the
-		// port's sample (5/s, a burst of 10; each offer held 10 s):
+		// port's sample (5/s, a burst of 16; each offer held 10 s):
 		// within seconds, not at once.
 		eventually(20*time.Second, func() bool { return r.mustStatus().DHCP["onboarding_full"] > 0 })
 		m := r.scrape()
