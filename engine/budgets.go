@@ -57,25 +57,32 @@ const (
 // circuit of the port could get its onboarding lease while it lasted. A
 // circuit's message the port's sample then drops has spent its circuit's
 // token all the same: a flood is dropped at its own circuit's bucket, not
-// at the port's. Floods on unregRate/unregCircuitRate (four) or more
+// at the port's. Floods on unregRate/unregCircuitRate (two) or more
 // circuits of a port at once take the port's whole sample again, and the
-// other circuits' new devices share it with them.
+// other circuits' new devices share it with them. The share is half the
+// port's sample, not less: an access whose subscribers share one circuit
+// (one VLAN for all, an N:1 access) onboards its new devices through that
+// circuit alone, at that rate (a building's power back). At 5/s, a
+// quarter, such an access onboarded at a quarter of what it did before
+// the shares, to keep one flood's cost at a quarter of the sample; at
+// half, one flood leaves the other circuits half the sample, and a shared
+// circuit keeps half of it.
 //
 // The budget is two buckets of half of it each, at two keyed hashes of the
 // port and VLAN among unregCircuitSlots, the fuller spent (unregCircuit;
 // the subscribers' dhcpBudget does the same): a circuit sharing one bucket
 // with a flood's goes through its other. A circuit alone on its two
 // buckets has the whole budget: eight new devices' DORAs at once (a DORA
-// is two messages), then 5 messages a second per worker. With a burst of
+// is two messages), then 10 messages a second per worker. With a burst of
 // 10, e2e TestOnboarding's ten new clients at once on one circuit took
 // 41 s to be onboarded and handed over (three runs), against 34 s without
 // the circuits' shares (two runs): some waited for a retransmission; with
 // 16, 32 s. The burst stays below the port's (unregBurst): at a flood's
 // first instant its circuit leaves the port's sample four messages for the
-// others, and within a second most of it, as the port's sample refills
-// four times faster than a circuit's share.
+// others, and within a second half of it, as the port's sample refills
+// twice as fast as a circuit's share.
 const (
-	unregCircuitRate  = 5 // per second
+	unregCircuitRate  = 10 // per second
 	unregCircuitBurst = 16
 	unregCircuitSlots = 1024
 )
