@@ -196,6 +196,12 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		attrs = append(attrs, "journal_sync_why", why)
 	}
 	log.Info("store open", attrs...)
+	if from := a.store.MigratedFrom(); from > 0 {
+		// An older ispmux refuses the file from now on: say so once, where
+		// the upgrade is watched (a trial upgraded without a word logged).
+		log.Warn("store migrated to a newer schema: an older ispmux refuses it now; roll back by restoring the backup taken before the upgrade",
+			"path", a.store.Path(), "from_schema", from, "to_schema", subscribers.SchemaVersion)
+	}
 	if jump := a.store.OpenedFromCopy(); jump > 0 {
 		last, _ := a.store.LastEventSeq()
 		log.Warn("store opened from a backup copy: event numbers continue past every number the original store may have given out since the backup", "next_event_seq", last+1, "skipped", jump)

@@ -430,3 +430,35 @@ func downgradeToV9(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 }
+
+// TestMigratedFrom: Open says which schema it migrated a file from (the
+// start logs it: an older ispmux refuses the file from then on), and
+// nothing for a new file or one already current.
+func TestMigratedFrom(t *testing.T) {
+	s, path := openTest(t, Options{NoSync: true})
+	if got := s.MigratedFrom(); got != 0 {
+		t.Errorf("a new file: MigratedFrom = %d, want 0", got)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	downgradeToV9(t, path)
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.MigratedFrom(); got != 9 {
+		t.Errorf("a schema-9 file: MigratedFrom = %d, want 9", got)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := s.MigratedFrom(); got != 0 {
+		t.Errorf("reopened after the migration: MigratedFrom = %d, want 0", got)
+	}
+}

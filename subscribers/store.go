@@ -161,8 +161,10 @@ type Store struct {
 	relaySince time.Time
 	// intentsFrom: IntentsOrderedFrom.
 	intentsFrom uint64
-	retention   uint64
-	maxAge      time.Duration
+	// migratedFrom: MigratedFrom.
+	migratedFrom int
+	retention    uint64
+	maxAge       time.Duration
 	// holds: the ISPs whose webhook cursor holds the log's count trim
 	// (HoldEventsFor, eventhold.go).
 	holds atomic.Pointer[[]string]
@@ -362,6 +364,7 @@ func Open(path string, opts Options) (*Store, error) {
 	var current bool
 	var relaySince time.Time
 	var intentsFrom uint64
+	var migratedFrom int
 	err = db.View(func(tx *bolt.Tx) error {
 		current = true
 		for _, name := range allBuckets {
@@ -380,8 +383,12 @@ func Open(path string, opts Options) (*Store, error) {
 	})
 	if err == nil && !current {
 		err = update(db, func(tx *bolt.Tx) error {
-			if err := setUp(tx); err != nil {
+			from, err := setUp(tx)
+			if err != nil {
 				return err
+			}
+			if from < schemaVersion {
+				migratedFrom = int(from)
 			}
 			relaySince, _ = relaySinceOf(tx)
 			intentsFrom, _ = intentsFromOf(tx)
@@ -403,6 +410,7 @@ func Open(path string, opts Options) (*Store, error) {
 		db:              db,
 		relaySince:      relaySince,
 		intentsFrom:     intentsFrom,
+		migratedFrom:    migratedFrom,
 		jISP:            map[string]uint64{},
 	}
 	if err := s.openJournalFor(path, opts.NoSync); err != nil {
@@ -428,44 +436,45 @@ var allBuckets = [][]byte{
 }
 
 // setUp creates the buckets of a new file, refuses a newer schema, and
-// migrates an older one, all in tx.
-func setUp(tx *bolt.Tx) error {
+// migrates an older one, all in tx. It returns the schema the file had
+// (schemaVersion for a new file).
+func setUp(tx *bolt.Tx) (byte, error) {
 	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 	if err != nil {
-		return fmt.Errorf("create bucket %s: %w", bucketMeta, err)
+		return 0, fmt.Errorf("create bucket %s: %w", bucketMeta, err)
 	}
 	from := byte(schemaVersion) // a new file
 	if v := meta.Get(keySchema); v != nil {
 		if len(v) != 1 || v[0] == 0 {
-			return &CorruptError{Bucket: string(bucketMeta), Key: keySchema, Err: fmt.Errorf("schema version %x is not one byte >= 1", v)}
+			return 0, &CorruptError{Bucket: string(bucketMeta), Key: keySchema, Err: fmt.Errorf("schema version %x is not one byte >= 1", v)}
 		}
 		from = v[0]
 	}
 	if from > schemaVersion {
-		return fmt.Errorf("%w: written by a newer ispmux (schema %d), this one supports up to %d; refusing to open (downgrade)", ErrSchema, from, schemaVersion)
+		return 0, fmt.Errorf("%w: written by a newer ispmux (schema %d), this one supports up to %d; refusing to open (downgrade)", ErrSchema, from, schemaVersion)
 	}
 	for _, name := range allBuckets {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-			return fmt.Errorf("create bucket %s: %w", name, err)
+			return 0, fmt.Errorf("create bucket %s: %w", name, err)
 		}
 	}
 	if from < schemaVersion {
 		if err := migrate(tx, from); err != nil {
-			return fmt.Errorf("migrate from schema %d to %d: %w", from, schemaVersion, err)
+			return 0, fmt.Errorf("migrate from schema %d to %d: %w", from, schemaVersion, err)
 		}
 	}
 	if meta.Get(keyRelaySince) == nil {
 		if err := meta.Put(keyRelaySince, binary.BigEndian.AppendUint64(nil, uint64(time.Now().UnixNano()))); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	if meta.Get(keyIntentsFrom) == nil {
 		next := tx.Bucket(bucketIntents).Sequence() + 1
 		if err := meta.Put(keyIntentsFrom, binary.BigEndian.AppendUint64(nil, next)); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	return meta.Put(keySchema, []byte{schemaVersion})
+	return from, meta.Put(keySchema, []byte{schemaVersion})
 }
 
 // keyRelaySince is when a build that stores Binding.Relay as the server
@@ -519,6 +528,15 @@ type pendingVal struct {
 // because the file was a Backup copy (0: it was not): the first event
 // after the copy's newest, N, is numbered N+jump+1.
 func (s *Store) OpenedFromCopy() (jump uint64) { return s.copyJump }
+
+// MigratedFrom returns the schema version Open migrated the file from to
+// SchemaVersion (0: the file was new or already current). A migrated file
+// is refused by an ispmux that predates SchemaVersion: a rollback restores
+// the backup taken before the upgrade (docs/OPERATIONS.md).
+func (s *Store) MigratedFrom() int { return s.migratedFrom }
+
+// SchemaVersion is the store schema this build writes.
+const SchemaVersion = schemaVersion
 
 // Path returns the file the store was opened from.
 func (s *Store) Path() string { return s.path }
