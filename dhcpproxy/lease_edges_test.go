@@ -278,10 +278,11 @@ func TestAckAfterLapseIsNewBinding(t *testing.T) {
 	}
 }
 
-// The renewed event's reason reads right for an infinite lease too.
+// The renewed event's reason reads right for an infinite lease too, and
+// says the lease runs lt from the renewal, not that its end moved by lt.
 func TestRenewedWhy(t *testing.T) {
 	for lt, want := range map[time.Duration]string{
-		time.Hour:                "lease extended by 1h0m0s",
+		time.Hour:                "lease renewed for 1h0m0s",
 		0xffffffff * time.Second: "lease renewed (infinite)",
 	} {
 		if got := renewedWhy(lt); got != want {
