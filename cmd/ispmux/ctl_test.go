@@ -674,7 +674,10 @@ func TestCtlISPTokenWithoutISPHint(t *testing.T) {
 // TestFollowedEventsAligned: ctl events --follow prints each event as it
 // comes, in fixed-width columns: every column of every row starts under
 // its header, as in the table without --follow, for the usual values of
-// each (every kind, a reason of a few words, an ISP's actor).
+// each (every kind, a reason of a few words, an ISP's actor), and the
+// sequence numbers of a store restored from a backup (2^32 and a million
+// a second since the backup: a field trial's were 4304987795, past the
+// column, and every row after a restore was out of line).
 func TestFollowedEventsAligned(t *testing.T) {
 	at := time.Date(2026, 12, 5, 2, 20, 13, 0, time.UTC)
 	var evs []tenants.Event
@@ -696,6 +699,9 @@ func TestFollowedEventsAligned(t *testing.T) {
 		}
 		evs = append(evs, ev)
 	}
+	// Restored from a copy a day old (subscribers' copy jump).
+	evs = append(evs, tenants.Event{Seq: 1<<32 + 86400*1_000_000 + 1201, Time: at, Kind: string(subscribers.EventBound),
+		MAC: "02:00:00:00:00:07", ISP: "alpha", CustomerID: "c-12", IP: "100.64.0.1", Reason: "lease 30s"})
 	header := eventLine(eventHeader)
 	for _, ev := range evs {
 		row := eventLine(eventCells(ev))
