@@ -105,7 +105,8 @@ type Event struct {
 	Access     string    `json:"access,omitempty"`
 	IP         string    `json:"ip,omitempty"`
 	Reason     string    `json:"reason,omitempty"`
-	// LeaseEnd is the lease's end (bound, renewed).
+	// LeaseEnd is the end of the lease the ISP's server granted (bound,
+	// renewed); the client's own lease from ispmux may end sooner.
 	LeaseEnd  *time.Time `json:"lease_end,omitempty"`
 	Actor     string     `json:"actor,omitempty"`
 	RequestID string     `json:"request_id,omitempty"`

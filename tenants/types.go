@@ -164,7 +164,10 @@ type Binding struct {
 	Access     string     `json:"access"`
 	VLAN       uint16     `json:"vlan,omitempty"`
 	IP         netip.Addr `json:"ip"`
-	Expires    time.Time  `json:"expires"`
+	// Expires is the end of the lease the ISP's server granted; the
+	// client's own lease from ispmux ([dhcp] client_lease_max at most)
+	// may end sooner.
+	Expires time.Time `json:"expires"`
 }
 
 // ISPInfo is one ISP with its counts.
