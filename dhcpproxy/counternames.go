@@ -137,6 +137,7 @@ func CounterNames() []string {
 		"request_other_server",
 		"server_direct_unexpected",
 		"server_unexpected_type",
+		"revoked_nak",
 		"server_unreachable",
 		"static_subscriber",
 		"store_error",

@@ -583,6 +583,10 @@ func (p *Proxy) revokeLocked(sk subKey, b subscribers.Binding, why string) bool 
 	// ISP), never relayed (a new ISP's server that is not authoritative
 	// would stay silent and strand it).
 	p.count("binding_revoked")
+	// Should its registration be gone too, its MAC is unknown: its
+	// REQUEST for the address is NAKed all the same (revoked.go).
+	now := p.now()
+	p.revokedIPs.note(sk, b.IP, now.Add(p.leaseMaxFor(now)))
 	return true
 }
 

@@ -372,16 +372,17 @@ type Proxy struct {
 	unresolvedSaid [256]atomic.Bool
 	waiting        chan struct{}
 
-	tx        txns
-	leases    leaseTable
-	reclaims  reclaimWaits    // client identifier reclaims waiting for the holder's RELEASE (clientids.go)
-	reclaimed reclaimHoldoffs // holders recently revoked by a reclaim (clientid_reclaim.go)
-	limits    limiter
-	notes     eventNotes
-	intents   intentQueue
-	ob        onboardingTable
-	fb        fallbacks // failed handovers (onboarding_fallback.go)
-	probes    probeTable
+	tx         txns
+	leases     leaseTable
+	reclaims   reclaimWaits    // client identifier reclaims waiting for the holder's RELEASE (clientids.go)
+	reclaimed  reclaimHoldoffs // holders recently revoked by a reclaim (clientid_reclaim.go)
+	revokedIPs revokedAddrs    // revoked bindings' addresses, NAKed to their unknown MACs (revoked.go)
+	limits     limiter
+	notes      eventNotes
+	intents    intentQueue
+	ob         onboardingTable
+	fb         fallbacks // failed handovers (onboarding_fallback.go)
+	probes     probeTable
 
 	// subMu serialises, per subscriber (striped by MAC), a binding's
 	// commit (bindAndAck) and its end (endBinding): an ACK committed
@@ -633,6 +634,7 @@ func (p *Proxy) expire(now time.Time) {
 	p.summarize(now)
 	p.expireLeases(now)
 	p.leases.pruneGens(now)
+	p.revokedIPs.prune(now)
 	p.cutMoves(now)
 	p.sendProbes(now)
 	p.expireOnboarding(now)

@@ -71,7 +71,11 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 			return
 		}
 		p.count("unknown_subscriber")
-		p.refuse(subscribers.EventUnknown, subject{mac: pkt.Src, access: c.Name}, netip.Addr{}, "not registered ("+m.MessageType().String()+")")
+		why := "not registered (" + m.MessageType().String() + ")"
+		if p.nakRevoked(c, m, sk, now) {
+			why += ": NAKed, the address of its binding ispmux revoked"
+		}
+		p.refuse(subscribers.EventUnknown, subject{mac: pkt.Src, access: c.Name}, netip.Addr{}, why)
 		return
 	case reg.Blocked:
 		p.count("blocked_subscriber")
