@@ -2,6 +2,7 @@ package api
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -100,5 +101,32 @@ func TestLimitListenerAdmit(t *testing.T) {
 		if !s.admit(a) {
 			t.Errorf("max_connections 2: one source refused its connection %d", i+1)
 		}
+	}
+}
+
+// An IPv6 client has a /64 of its own to draw source addresses from: keyed
+// by the whole address, it took a share per address it used, and one
+// client filled max_connections (every connection past the reserve from a
+// new address of its /64). A /64 is one source; other /64s are others.
+// Fails with sources keyed by the whole IPv6 address.
+func TestLimitListenerIPv6SourceIsItsPrefix(t *testing.T) {
+	l := NewLimitListener(nil, 256)
+	n := 0
+	for i := range 256 {
+		a := &net.TCPAddr{IP: net.ParseIP(fmt.Sprintf("2001:db8:1:2::%x", i+1)), Port: 40000 + i}
+		if l.admit(sourceAddr(a)) {
+			n++
+		}
+	}
+	if n != perSource(256) {
+		t.Errorf("one /64, a new address a connection: %d of 256 admitted, want its share %d", n, perSource(256))
+	}
+	if !l.admit(sourceAddr(&net.TCPAddr{IP: net.ParseIP("2001:db8:1:3::1"), Port: 1})) {
+		t.Error("a source of another /64 refused")
+	}
+	// IPv4, and IPv4-mapped IPv6, are keyed by the whole address.
+	v4 := sourceAddr(&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.7"), Port: 1})
+	if v4 != netip.MustParseAddr("192.0.2.7") {
+		t.Errorf("an IPv4-mapped source is %v, want 192.0.2.7", v4)
 	}
 }

@@ -9,8 +9,8 @@ import (
 
 // LimitListener accepts at most n connections at once: Accept waits
 // until an accepted connection is closed. Within n, each source address
-// gets a share (admit): at most perSource(n) connections (n/8, but all n
-// up to 8), and once n - n/4 are open in all, only a source holding fewer
+// (an IPv6 one's /64) gets a share (admit): at most perSource(n)
+// connections (n/8, but all n up to 8), and once n - n/4 are open in all, only a source holding fewer
 // than fairConns gets another. A connection past its source's share is
 // closed at once (Refused counts them). Before, one client (an ISP's
 // token, or none: a request answered 401 keeps its connection alive as
@@ -69,14 +69,26 @@ func (l *LimitListener) Accept() (net.Conn, error) {
 	}
 }
 
-// sourceAddr is the address a connection comes from (the zero Addr for
-// one that has none: a unix socket's, all one source).
+// sourceAddr is the source a connection comes from: its IPv4 address,
+// or its IPv6 address's /64 (v6SourceBits; the zero Addr for one that has
+// none: a unix socket's, all one source). An IPv6 host has a /64 of its
+// own to draw addresses from: keyed by the whole address, one client took
+// a share per address it used, and filled max_connections alone.
 func sourceAddr(a net.Addr) netip.Addr {
-	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
-		return ap.Addr().Unmap().WithZone("")
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
 	}
-	return netip.Addr{}
+	ip := ap.Addr().Unmap().WithZone("")
+	if ip.Is6() {
+		ip = netip.PrefixFrom(ip, v6SourceBits).Masked().Addr()
+	}
+	return ip
 }
+
+// v6SourceBits is the prefix of an IPv6 address that is one source
+// (sourceAddr): a site's subnet, every address of which its hosts may use.
+const v6SourceBits = 64
 
 // admit counts one more connection of source a if its share allows it.
 func (l *LimitListener) admit(a netip.Addr) bool {
