@@ -45,6 +45,12 @@ func TestConnectionsShareBySource(t *testing.T) {
 		}
 	}
 	t.Logf("the hog's connections served: %d of 16", served)
+	// The ones past its share are counted (ispmux_api_connections_refused_total):
+	// closed without an answer, they are otherwise seen by no one but
+	// the client.
+	if got := f.srv.ConnectionsRefused(); got != uint64(16-served) || served != perSource(16) {
+		t.Errorf("%d of the hog's 16 served, %d counted refused; want %d and %d", served, got, perSource(16), 16-perSource(16))
+	}
 	// Another client, from another address, is served.
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
 	c, err := d.Dial("tcp", addr)

@@ -521,6 +521,17 @@ func (s *Server) Connections() int {
 	return s.ln.Open()
 }
 
+// ConnectionsRefused is the number of API connections closed at once,
+// past their source's share (LimitListener.Refused).
+func (s *Server) ConnectionsRefused() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return 0
+	}
+	return s.ln.Refused()
+}
+
 func (s *Server) loadCert() error {
 	if s.cert == nil || s.cert.Loaded() {
 		return nil

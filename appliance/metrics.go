@@ -72,7 +72,7 @@ func (a *Appliance) metricsSource() metrics.Source {
 		},
 		APIFunc: func() metrics.API {
 			r, l := a.api.RequestStats()
-			return metrics.API{Requests: r, Latency: l, Connections: a.api.Connections()}
+			return metrics.API{Requests: r, Latency: l, Connections: a.api.Connections(), ConnectionsRefused: a.api.ConnectionsRefused()}
 		},
 	}
 }

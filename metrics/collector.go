@@ -99,6 +99,7 @@ var (
 	apiRequests = desc("ispmux_api_requests_total", "Management API requests by route (the route's pattern, or other) and HTTP status code.", "route", "code")
 	apiDuration = desc("ispmux_api_request_duration_seconds", "Time to serve a management API request, by route (an event stream's is its whole life).", "route")
 	apiConns    = desc("ispmux_api_connections", "Open management API connections.")
+	apiRefused  = desc("ispmux_api_connections_refused_total", "Management API connections closed at once: past their source address's share of max_connections.")
 
 	// Webhooks.
 	whDelivered = desc("ispmux_webhook_deliveries_total", "Events the ISP's webhook receiver acknowledged.", "isp")
@@ -115,7 +116,7 @@ var (
 		ctlARPSent, ctlARPLearned, ctlPuntUnknown,
 		storeCommit, storeWrites, storeErrs, storeWaits, storeSync, storeHeld, logDropped,
 		cfgReloadOK, cfgReloadTime, cfgRestartNeeded,
-		apiRequests, apiDuration, apiConns,
+		apiRequests, apiDuration, apiConns, apiRefused,
 		whDelivered, whFailures, whLag,
 	}
 )
@@ -278,6 +279,7 @@ func (c *Collector) collectRest(ch chan<- prometheus.Metric) {
 		histogram(ch, apiDuration, l.Latency, l.Route)
 	}
 	gauge(ch, apiConns, float64(a.Connections))
+	counter(ch, apiRefused, a.ConnectionsRefused)
 
 	for _, w := range c.src.Webhooks() {
 		counter(ch, whDelivered, w.Delivered, w.ISP)

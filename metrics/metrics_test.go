@@ -126,7 +126,7 @@ func newFake(nisp int) *fake {
 	}
 	f.store = subscribers.CommitStats{Transactions: 9, Writes: 31, WindowWaits: 4, JournalSync: "fdatasync", Latency: snapshot(time.Millisecond, 2*time.Millisecond)}
 	f.api = API{Requests: []api.RequestCount{{Route: "GET /v1/isps", Code: 200, Count: 3}, {Route: api.RouteOther, Code: 404, Count: 1}},
-		Latency: []api.RouteLatency{{Route: "GET /v1/isps", Latency: snapshot(time.Millisecond)}}, Connections: 1}
+		Latency: []api.RouteLatency{{Route: "GET /v1/isps", Latency: snapshot(time.Millisecond)}}, Connections: 1, ConnectionsRefused: 2}
 	return f
 }
 

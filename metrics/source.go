@@ -128,6 +128,9 @@ type API struct {
 	Requests    []api.RequestCount
 	Latency     []api.RouteLatency
 	Connections int
+	// ConnectionsRefused counts the connections closed at once, past
+	// their source's share (api.LimitListener).
+	ConnectionsRefused uint64
 }
 
 // WebhookSample is one ISP's webhook delivery state.
