@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -224,13 +225,21 @@ func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []by
 // with the identifier are not relayed, retransmissions included, or the
 // ISP, which keys leases by the identifier, would apply the late RELEASE
 // to the lease it grants the owner. Entries go once their intents are
-// queued or done; they are few (a reclaim whose RELEASE could not be
-// queued at once: the ISP's router unresolved). Not kept across a restart:
-// a start has every pending intent's identifier wait (holdIdentifier).
+// queued or done: at the next message with the identifier (waiting), or
+// at the next prune (at most reclaimPruneEvery after): a start holds the
+// identifier of every intent it found pending (holdIdentifier), thousands
+// after an ISP's outage, most of them of subscribers that do not come
+// back. Not kept across a restart: a start has every pending intent's
+// identifier wait (holdIdentifier).
 type reclaimWaits struct {
-	mu sync.Mutex
-	m  map[uint32]reclaimWait
+	mu     sync.Mutex
+	m      map[uint32]reclaimWait
+	pruned time.Time
 }
+
+// reclaimPruneEvery is how often the identifier waits whose intents are
+// all queued or done are let go (reclaimWaits.prune).
+const reclaimPruneEvery = 10 * time.Second
 
 // reclaimWait is one reclaim's wait: the identifier (its key may be
 // another's too) and the intents; own is the MAC whose messages do not
@@ -285,6 +294,32 @@ func (r *reclaimWaits) wait(key uint32, cid []byte, ids []uint64, own uint64) {
 		w.own = 0
 	}
 	r.m[key] = w
+}
+
+// prune lets go of the waits whose intents queued reports on the wire, at
+// most once per reclaimPruneEvery (now) and only when some wait: linear in
+// the waits.
+func (r *reclaimWaits) prune(now time.Time, queued func(uint64) bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.m) == 0 || now.Sub(r.pruned) < reclaimPruneEvery {
+		return
+	}
+	r.pruned = now
+	for k, w := range r.m {
+		if w.ids = slices.DeleteFunc(w.ids, queued); len(w.ids) == 0 {
+			delete(r.m, k)
+		} else {
+			r.m[k] = w
+		}
+	}
+}
+
+// len is the number of identifiers waiting.
+func (r *reclaimWaits) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.m)
 }
 
 // waiting reports whether a message of mac with identifier cid (key)

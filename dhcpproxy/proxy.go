@@ -639,6 +639,7 @@ func (p *Proxy) expire(now time.Time) {
 	p.sendProbes(now)
 	p.expireOnboarding(now)
 	p.flushIntents(now)
+	p.reclaims.prune(now, p.intents.onWire)
 }
 
 // lockSub locks subscriber mac's stripe of subMu; the caller unlocks it.
