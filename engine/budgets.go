@@ -66,7 +66,9 @@ const (
 // quarter, such an access onboarded at a quarter of what it did before
 // the shares, to keep one flood's cost at a quarter of the sample; at
 // half, one flood leaves the other circuits half the sample, and a shared
-// circuit keeps half of it.
+// circuit keeps half of it. A port with one access circuit takes no share
+// (port.shared): there is no other circuit to keep the sample for, and
+// its circuit has all of it.
 //
 // The budget is two buckets of half of it each, at two keyed hashes of the
 // port and VLAN among unregCircuitSlots, the fuller spent (unregCircuit;

@@ -42,6 +42,7 @@
 package engine
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -85,6 +86,10 @@ type port struct {
 	role [4096]uint8
 	isp  [4096]uint8
 	addr [4096]uint32 // our address on an access VLAN, 0 if none
+	// shared: the port has more than one access VLAN (circuit), whose
+	// unregistered DHCP each takes its share of the port's sample
+	// (unregCircuit); with one, that circuit has the whole sample.
+	shared bool
 }
 
 // State is the forwarding state shared by all workers.
@@ -163,6 +168,7 @@ func NewState(ports []PortConfig, capacity int, seed uint64) (*State, error) {
 			p.role[v] = roleAccess
 			p.addr[v] = pc.AccessAddrs[v]
 		}
+		p.shared = bytes.Count(p.role[:], []byte{roleAccess}) > 1
 		for v, isp := range pc.Uplinks {
 			if v > 4095 {
 				return nil, fmt.Errorf("engine: port %s: vlan %d out of range", pc.Name, v)

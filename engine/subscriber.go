@@ -72,12 +72,17 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 				return
 			}
 			if !registered {
-				c, ok := p.unregCircuit(in, pkt.VLAN)
-				if !ok {
-					p.dropFrom(in, out, classifier.ReasonUnregisteredDHCPCircuit, pkt.Src)
-					return
+				// A port of one circuit: no other circuit to keep
+				// the sample for (an N:1 access onboards all its new
+				// devices through it).
+				if pt.shared {
+					c, ok := p.unregCircuit(in, pkt.VLAN)
+					if !ok {
+						p.dropFrom(in, out, classifier.ReasonUnregisteredDHCPCircuit, pkt.Src)
+						return
+					}
+					p.unregCTokens[c]--
 				}
-				p.unregCTokens[c]--
 				if !takeToken(&p.unregTokens[in], &p.unregLast[in], unregRate, unregBurst) {
 					p.drop(in, out, classifier.ReasonUnregisteredDHCP)
 					return

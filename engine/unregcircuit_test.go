@@ -166,3 +166,35 @@ func TestUnregisteredCircuitAllocs(t *testing.T) {
 			r.dropCount(0, classifier.ReasonUnregisteredDHCP), r.dropCount(0, classifier.ReasonUnregisteredDHCPCircuit))
 	}
 }
+
+// TestUnregisteredOneCircuitPortHasTheSample: on a port with one access
+// circuit (an N:1 access: every subscriber on one VLAN, untagged here),
+// there is no other circuit for a share to keep the port's sample for:
+// its unregistered DHCP has the port's whole sample (unregBurst at once),
+// as before the shares, not the circuit's share of it (16, then 10/s:
+// half the rate at which its new devices were onboarded). Fails with the
+// share taken on a port of one circuit.
+func TestUnregisteredOneCircuitPortHasTheSample(t *testing.T) {
+	r := rigOf(t, []PortConfig{{Name: "acc", MAC: accMAC, AccessVLANs: []uint16{0},
+		AccessAddrs: map[uint16]uint32{0: ip("100.64.0.1")}}}, 64)
+	r.addWorker(1)
+	if err := r.c.SetAdmitted([]uint64{sub1}); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	r.c.OnPunt = func(*Punted) { n++ }
+	fs := make([][]byte, 40)
+	for i := range fs {
+		fs[i] = madeUp(t, 0, i)
+	}
+	r.send(0, fs...)
+	if n < unregBurst || n > unregBurst+2 {
+		t.Errorf("%d of %d new devices' DISCOVERs punted on a port of one circuit, want about %d (the port's sample)", n, len(fs), unregBurst)
+	}
+	if d := r.dropCount(0, classifier.ReasonUnregisteredDHCPCircuit); d != 0 {
+		t.Errorf("unregistered_dhcp_circuit %d on a port of one circuit, want 0", d)
+	}
+	if d := r.dropCount(0, classifier.ReasonUnregisteredDHCP); d != uint64(len(fs)-n) {
+		t.Errorf("unregistered_dhcp %d, want %d", d, len(fs)-n)
+	}
+}
