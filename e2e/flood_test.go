@@ -14,10 +14,10 @@ import (
 
 // TestDHCPFlood: while an unregistered subscriber floods DISCOVERs from
 // made-up MACs, a registered subscriber on the same access port still
-// gets its lease, the flood is counted (unregistered_dhcp_circuit past its
-// circuit's share of the port's sample, unregistered_dhcp, and dhcp_flood
-// for a made-up MAC repeated past its own budget), and the event log is
-// not flooded.
+// gets its lease, the flood is counted (unregistered_dhcp past the port's
+// sample, unregistered_dhcp_circuit past a circuit's share of it on a port
+// of several circuits (acc0 has one), and dhcp_flood for a made-up MAC
+// repeated past its own budget), and the event log is not flooded.
 func TestDHCPFlood(t *testing.T) {
 	r := newRig(t, lab.Options{Subscribers: 5, DHCP: true, LeaseTime: time.Minute})
 	r.start()

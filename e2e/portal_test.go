@@ -451,9 +451,9 @@ func TestOnboarding(t *testing.T) {
 		}()
 		startClient(t, r.topo.Udhcpc(ctx, s2))
 		_, ok := r.waitAddr(s2, 30*time.Second)
-		// The flood reaches the caps at its circuit's share of the
-		// port's sample (5/s, a burst of 16; each offer held 10 s):
-		// within seconds, not at once.
+		// The flood reaches the caps at the port's sample (20/s, a
+		// burst of 20: acc0 has one circuit, which takes no share of
+		// it; each offer held 10 s): within seconds, not at once.
 		eventually(20*time.Second, func() bool { return r.mustStatus().DHCP["onboarding_full"] > 0 })
 		m := r.scrape()
 		close(stop)
