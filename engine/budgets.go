@@ -207,3 +207,13 @@ func refill(b *float64, last *int64, rate, burst float64) {
 	}
 	*last = now
 }
+
+// Unregistered MACs' ARP requests for their circuit's gateway address
+// answered per ingress port and worker (the rest: unknown_mac), so that a
+// device whose binding ispmux revoked reaches the DHCP proxy with its
+// unicast RENEW (dhcpproxy revoked.go); a flood of made-up MACs gets this
+// many answers a second, one frame each, to its own MACs.
+const (
+	unknownARPRate  = 20 // per second
+	unknownARPBurst = 20
+)

@@ -365,9 +365,23 @@ func TestARP(t *testing.T) {
 		r.dropCount(0, classifier.ReasonSpoofedSource) != spoofed+1 {
 		t.Errorf("a bound subscriber asking from another address for another host: answered, or not spoofed_source")
 	}
-	// Unknown subscriber: no answer.
-	if out := r.send(0, arpFrame(t, sub4, broadcastMAC, 0, layers.ARPRequest, sub4, "100.64.0.14", 0, "100.64.0.1")); len(out[0]) != 0 {
-		t.Errorf("answered ARP from an unknown MAC")
+	// Unknown subscriber: its gateway is answered within the port's
+	// sample (a device whose binding ispmux revoked unicasts its RENEW,
+	// which the proxy NAKs), past it dropped unknown_mac; any other
+	// address gets no answer.
+	if out := r.send(0, arpFrame(t, sub4, broadcastMAC, 0, layers.ARPRequest, sub4, "100.64.0.14", 0, "100.64.0.99")); len(out[0]) != 0 {
+		t.Errorf("answered ARP from an unknown MAC for another address than the gateway")
+	}
+	answered := 0
+	unknown := r.dropCount(0, classifier.ReasonUnknownMAC)
+	for range unknownARPBurst + 10 {
+		answered += len(r.send(0, arpFrame(t, sub4, broadcastMAC, 0, layers.ARPRequest, sub4, "100.64.0.14", 0, "100.64.0.1"))[0])
+	}
+	if answered < unknownARPBurst || answered > unknownARPBurst+1 {
+		t.Errorf("an unknown MAC's %d requests for its gateway: %d answered, want the sample's %d", unknownARPBurst+10, answered, unknownARPBurst)
+	}
+	if d := r.dropCount(0, classifier.ReasonUnknownMAC) - unknown; d != uint64(unknownARPBurst+10-answered) {
+		t.Errorf("unknown_mac +%d, want the %d past the sample", d, unknownARPBurst+10-answered)
 	}
 	// Registered but unbound (ispmux lost its bindings; the client still
 	// holds its lease and must unicast its RENEW): its gateway, and only

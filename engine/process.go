@@ -57,6 +57,10 @@ type Processor struct {
 	// ICMP error rate limit per ingress port: tokens and last refill.
 	icmpTokens [datapath.MaxPorts]float64
 	icmpLast   [datapath.MaxPorts]int64
+	// Sample of unregistered MACs' ARP requests for the gateway
+	// answered, per ingress port (subscriber.go).
+	unknownARPTokens [datapath.MaxPorts]float64
+	unknownARPLast   [datapath.MaxPorts]int64
 	// Sample of unregistered DHCP passed to the proxy, per ingress port.
 	unregTokens [datapath.MaxPorts]float64
 	unregLast   [datapath.MaxPorts]int64

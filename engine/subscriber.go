@@ -169,10 +169,18 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 			// A registered subscriber without a binding (ispmux lost
 			// its state, or a lease is being renewed after a reload)
 			// must reach its gateway to unicast its RENEW: its
-			// request for the gateway's address is answered.
+			// request for the gateway's address is answered. So is
+			// an unregistered MAC's, within a sample per port
+			// (unknownARPRate): a device its ISP deleted still holds
+			// the address of the binding ispmux revoked, and its
+			// unicast RENEW, which the proxy NAKs (dhcpproxy
+			// revoked.go), needs our MAC; unanswered, the client
+			// kept the address until its REBIND at 7/8 of its
+			// lease (an e2e test).
 			gw := pt.addr[pkt.VLAN&0xfff]
 			if pkt.ARPOp == arpRequest && gw != 0 && pkt.TPA == gw && pkt.SHA == pkt.Src &&
-				p.s.admitOn.Load() && p.isAdmitted(pkt.Src) {
+				(p.s.admitOn.Load() && p.isAdmitted(pkt.Src) ||
+					takeToken(&p.unknownARPTokens[in], &p.unknownARPLast[in], unknownARPRate, unknownARPBurst)) {
 				p.answerARP(in, out, pkt, f, pt.mac)
 				return
 			}
