@@ -259,10 +259,10 @@
 // events without looking at the others'; events without an ISP, such as
 // the onboarding ones, are not indexed), "event-isp-seqs" (per ISP: its
 // last number given out and its gaps; eventseq.go), "events-by-mac" (an
-// index: the event's sequence number >> 12, the 6-byte MAC, the sequence
-// number's low 12 bits → its number in its ISP's own sequence, or nil for
-// an event without an ISP; events without a MAC are not indexed;
-// eventsmac.go),
+// index: the event's sequence number >> 12, the 6-byte MAC, the event's
+// ISP and 0x00 (just 0x00 for none), the sequence number's low 12 bits →
+// its number in its ISP's own sequence, or nil for an event without an
+// ISP; events without a MAC are not indexed; eventsmac.go),
 // "changes" (the change feed; key: the big-endian sequence number) and
 // "onboarding" (the onboarding leases; key: the 6-byte MAC). The
 // indexes are written in the transactions that write what they index; an
@@ -318,7 +318,8 @@
 // binding journal and its second file; 8 to 9 adds the event-isp-seqs
 // bucket, whose sequences start in the transaction that replays the
 // binding journal, past that journal's events: eventseq.go; 9 to 10
-// builds the events-by-mac index from the events stored: eventsmac.go),
+// builds the events-by-mac index from the events stored: eventsmac.go;
+// 10 to 11 builds it again with the ISP in its keys),
 // and refuses a newer one with ErrSchema: an older ispmux never writes a
 // file it cannot fully read. Open of a current
 // file writes nothing (a Backup copy's first Open writes once, below).

@@ -2,6 +2,7 @@ package subscribers
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -27,7 +28,16 @@ import (
 // trimmed event, so the trim stays linear in the events it trims).
 //
 // The key is time first: the event's span (its Seq >> macSpanBits, 8
-// bytes), the MAC (6 bytes), the Seq's low macSpanBits bits (2 bytes).
+// bytes), the MAC (6 bytes), the event's ISP and a 0x00 (just the 0x00
+// for an event of no ISP; no ISP's name holds one), the Seq's low
+// macSpanBits bits (2 bytes). The ISP before the low bits (schema 11)
+// keeps an ISP's read of a device apart from other ISPs' entries: it
+// seeks its own prefix in each span, and another ISP's events of the
+// device cost it nothing. Before, it read and decoded every event of the
+// device to drop the others' (a security review: 2,000 of alpha's events
+// on one MAC made beta's read of it take 563 µs against 1.7 µs for an
+// unknown MAC, telling beta that alpha's device was there and busy). The
+// operator's read of a device sorts each span's entries by Seq.
 // Keyed by MAC first, a device's entry went wherever its MAC sorts, and
 // the trim's deletes, of the oldest events' devices, as well: every event
 // dirtied two random leaves of the whole index, and a checkpoint of 4096
@@ -42,42 +52,57 @@ import (
 // that with webhooks holding events; the numbers a restored copy skipped
 // hold none and cost nothing).
 
-// bucketEventMACIndex is the events-by-mac index (schema 10).
+// bucketEventMACIndex is the events-by-mac index (schema 10; its key
+// holds the ISP since schema 11).
 var bucketEventMACIndex = []byte("events-by-mac")
 
 // macSpanBits is the width of an events-by-mac span in Seqs (4096).
 const macSpanBits = 12
 
-// macKeyLen is the length of an events-by-mac key: span, MAC, low bits.
-const macKeyLen = 8 + 6 + 2
-
-// eventMACKey is the events-by-mac key of mac's event seq.
-func eventMACKey(m MAC, seq uint64) []byte {
-	k := binary.BigEndian.AppendUint64(make([]byte, 0, macKeyLen), seq>>macSpanBits)
-	k = append(k, m[:]...)
-	return binary.BigEndian.AppendUint16(k, uint16(seq&(1<<macSpanBits-1)))
+// eventMACKey is the events-by-mac key of mac's event seq of isp ("":
+// none).
+func eventMACKey(m MAC, isp string, seq uint64) []byte {
+	k := append(macISPPrefix(seq>>macSpanBits, m, isp), 0, 0)
+	binary.BigEndian.PutUint16(k[len(k)-2:], uint16(seq&(1<<macSpanBits-1)))
+	return k
 }
 
-// macKeySeq is the Seq of a well-formed events-by-mac key.
-func macKeySeq(k []byte) uint64 {
-	return binary.BigEndian.Uint64(k)<<macSpanBits | uint64(binary.BigEndian.Uint16(k[14:]))
+// parseMACKey reads an events-by-mac key: its Seq and ISP; ok is false
+// for a malformed one.
+func parseMACKey(k []byte) (seq uint64, isp []byte, ok bool) {
+	if len(k) < 8+6+1+2 {
+		return 0, nil, false
+	}
+	i := bytes.IndexByte(k[14:], 0)
+	if i < 0 || len(k) != 14+i+3 {
+		return 0, nil, false
+	}
+	return binary.BigEndian.Uint64(k)<<macSpanBits | uint64(binary.BigEndian.Uint16(k[14+i+1:])), k[14 : 14+i], true
 }
 
-// macSpanPrefix is the prefix of mac's events-by-mac keys in span.
+// macSpanPrefix is the prefix of mac's events-by-mac keys in span, of
+// every ISP and none.
 func macSpanPrefix(span uint64, m MAC) []byte {
-	return append(binary.BigEndian.AppendUint64(make([]byte, 0, 14), span), m[:]...)
+	return append(binary.BigEndian.AppendUint64(make([]byte, 0, 32), span), m[:]...)
 }
 
-// eventMAC is the MAC of an encoded event, read from its head without
-// decoding the rest (it follows the time and the kind); ok is false if
-// the head does not decode.
-func eventMAC(val []byte) (m MAC, ok bool) {
+// macISPPrefix is the prefix of mac's events-by-mac keys of isp ("": no
+// ISP's) in span.
+func macISPPrefix(span uint64, m MAC, isp string) []byte {
+	return append(append(macSpanPrefix(span, m), isp...), 0)
+}
+
+// eventMAC is the MAC and ISP of an encoded event, read from its head
+// without decoding the rest (they follow the time and the kind); ok is
+// false if the head does not decode.
+func eventMAC(val []byte) (m MAC, isp string, ok bool) {
 	d := decoder{b: val}
 	d.version()
 	d.time()
 	d.take(d.uvarint()) // the kind
 	m = d.mac()
-	return m, d.err == nil
+	isp = d.str()
+	return m, isp, d.err == nil
 }
 
 // eventMAC returns the MAC of the record's event.
@@ -85,7 +110,8 @@ func (r *jrec) eventMAC() (MAC, bool) {
 	if r.ev != nil {
 		return r.ev.MAC, true
 	}
-	return eventMAC(r.evVal)
+	m, _, ok := eventMAC(r.evVal)
+	return m, ok
 }
 
 // putMACIndex writes in tx the events-by-mac entry of the event val
@@ -93,7 +119,7 @@ func (r *jrec) eventMAC() (MAC, bool) {
 // An event whose head does not decode (never one eventAt is given) or
 // that has no MAC gets none.
 func putMACIndex(tx *bolt.Tx, val []byte, seq, ispSeq uint64) error {
-	m, ok := eventMAC(val)
+	m, isp, ok := eventMAC(val)
 	if !ok || m == (MAC{}) {
 		return nil
 	}
@@ -101,7 +127,7 @@ func putMACIndex(tx *bolt.Tx, val []byte, seq, ispSeq uint64) error {
 	if ispSeq != 0 {
 		v = binary.BigEndian.AppendUint64(make([]byte, 0, 8), ispSeq)
 	}
-	return tx.Bucket(bucketEventMACIndex).Put(eventMACKey(m, seq), v)
+	return tx.Bucket(bucketEventMACIndex).Put(eventMACKey(m, isp, seq), v)
 }
 
 // trimMACIndex deletes from idx the entry of the event val stored under
@@ -111,15 +137,15 @@ func putMACIndex(tx *bolt.Tx, val []byte, seq, ispSeq uint64) error {
 // its MAC: its entry, if any, stays, and the readers skip it (its event
 // is gone).
 func trimMACIndex(idx *bolt.Bucket, val []byte, seq uint64) error {
-	m, ok := eventMAC(val)
+	m, isp, ok := eventMAC(val)
 	if !ok || m == (MAC{}) {
 		return nil
 	}
-	return idx.Delete(eventMACKey(m, seq))
+	return idx.Delete(eventMACKey(m, isp, seq))
 }
 
-// buildMACIndex is the 9 → 10 migration step: events-by-mac (created
-// empty by the caller) gets the entry of every event that decodes and
+// buildMACIndex is the 9 → 10 and 10 → 11 migration step: events-by-mac
+// (created empty by the caller) gets the entry of every event that decodes and
 // has a MAC, with the ISPSeq its events-by-isp entry gives it (an event
 // whose entry is missing or damaged gets no ISPSeq, and no ISP's read of
 // the device shows it: its ISP's own reads do not either). Keys are put
@@ -186,7 +212,7 @@ func buildMACIndex(tx *bolt.Tx) error {
 		if n, ok := ispSeqOf[ispEvent{e.ISP, e.Seq}]; ok && e.ISP != "" {
 			iv = binary.BigEndian.AppendUint64(nil, n)
 		}
-		entries = append(entries, entry{eventMACKey(e.MAC, e.Seq), iv})
+		entries = append(entries, entry{eventMACKey(e.MAC, e.ISP, e.Seq), iv})
 		return nil
 	})
 	if err != nil {
@@ -279,10 +305,14 @@ func macEventsTx(tx *bolt.Tx, mac MAC, isp string, after uint64, limit int) (evs
 	bk := tx.Bucket(bucketEvents)
 	c := tx.Bucket(bucketEventMACIndex).Cursor()
 	for span, ok := from>>macSpanBits, true; ok && (limit <= 0 || len(evs) < limit); span, ok = nextMACSpan(c, span) {
-		start := eventMACKey(mac, max(from, span<<macSpanBits))
-		prefix := start[:14]
-		for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || len(evs) < limit); k, v = c.Next() {
-			e, ok, err := macEntry(bk, k, v, mac, isp)
+		for _, en := range spanEntries(c, span, mac, isp) {
+			if en.seq < from && !en.malformed {
+				continue
+			}
+			if limit > 0 && len(evs) >= limit {
+				break
+			}
+			e, ok, err := macEntry(bk, en, mac, isp)
 			switch {
 			case err != nil:
 				bad = append(bad, err)
@@ -303,18 +333,9 @@ func macNewestTx(tx *bolt.Tx, mac MAC, isp string, limit int) (evs []Event, bad 
 	c := tx.Bucket(bucketEventMACIndex).Cursor()
 	span, ok := lastMACSpan(c)
 	for ; ok && (limit <= 0 || len(evs) < limit); span, ok = prevMACSpan(c, span) {
-		prefix := macSpanPrefix(span, mac)
-		// The key past mac's last possible one in span (its low bits
-		// are below 1<<macSpanBits), then back.
-		end := binary.BigEndian.AppendUint16(slices.Clip(prefix), math.MaxUint16)
-		var k, v []byte
-		if k, _ = c.Seek(end); k == nil {
-			k, v = c.Last()
-		} else {
-			k, v = c.Prev()
-		}
-		for ; k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || len(evs) < limit); k, v = c.Prev() {
-			e, ok, err := macEntry(bk, k, v, mac, isp)
+		ents := spanEntries(c, span, mac, isp)
+		for i := len(ents) - 1; i >= 0 && (limit <= 0 || len(evs) < limit); i-- {
+			e, ok, err := macEntry(bk, ents[i], mac, isp)
 			switch {
 			case err != nil:
 				bad = append(bad, err)
@@ -325,6 +346,39 @@ func macNewestTx(tx *bolt.Tx, mac MAC, isp string, limit int) (evs []Event, bad 
 	}
 	slices.Reverse(evs)
 	return evs, bad
+}
+
+// macEnt is an events-by-mac entry: its event's Seq (malformed: its
+// span's first), its key and value.
+type macEnt struct {
+	seq       uint64
+	k, v      []byte
+	malformed bool
+}
+
+// spanEntries returns mac's events-by-mac entries in span, of isp (its
+// prefix alone: another ISP's entries are not read) or, with isp "", of
+// every ISP and none, in Seq order. A malformed key is placed at the
+// span's start (macEntry reports it where it is read).
+func spanEntries(c *bolt.Cursor, span uint64, mac MAC, isp string) []macEnt {
+	prefix := macSpanPrefix(span, mac)
+	if isp != "" {
+		prefix = macISPPrefix(span, mac, isp)
+	}
+	var ents []macEnt
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		seq, _, ok := parseMACKey(k)
+		if !ok {
+			seq = span << macSpanBits
+		}
+		ents = append(ents, macEnt{seq, k, v, !ok})
+	}
+	if isp == "" {
+		// By ISP, then Seq, in the bucket: the operator's read of the
+		// device is in Seq order.
+		slices.SortStableFunc(ents, func(a, b macEnt) int { return cmp.Compare(a.seq, b.seq) })
+	}
+	return ents
 }
 
 // nextMACSpan moves c to the first events-by-mac span after span that
@@ -374,20 +428,21 @@ func lastMACSpan(c *bolt.Cursor) (uint64, bool) {
 	return binary.BigEndian.Uint64(k), true
 }
 
-// macEntry returns the event of mac's events-by-mac entry k, v (bk: the
+// macEntry reads the event of the events-by-mac entry en (in bk, the
 // events bucket), with its ISPSeq, if it is one of isp's ("": any). ok is
-// false for an entry to skip: an event of another ISP, or of none for an
-// ISP; an event gone (trimmed while it did not decode) or not of mac (a
-// stale entry). err is an ErrCorrupt error for a malformed entry and for
-// an event that does not decode.
-func macEntry(bk *bolt.Bucket, k, v []byte, mac MAC, isp string) (e Event, ok bool, err error) {
-	if len(k) != macKeyLen || (len(v) != 0 && len(v) != 8) {
-		return Event{}, false, corrupt(bucketEventMACIndex, k, errors.New("entry is not span, MAC, low bits: 8-byte ISP sequence or nothing"))
+// false for an entry to skip: an event of none for an ISP; an event gone
+// (trimmed while it did not decode) or not of mac or not of the entry's
+// ISP (a stale entry). err is an ErrCorrupt error for a malformed entry
+// and for an event that does not decode.
+func macEntry(bk *bolt.Bucket, en macEnt, mac MAC, isp string) (e Event, ok bool, err error) {
+	_, kisp, ok := parseMACKey(en.k)
+	if !ok || (len(en.v) != 0 && len(en.v) != 8) {
+		return Event{}, false, corrupt(bucketEventMACIndex, en.k, errors.New("entry is not span, MAC, ISP, 0x00, low bits: 8-byte ISP sequence or nothing"))
 	}
-	if isp != "" && len(v) == 0 {
+	if isp != "" && len(en.v) == 0 {
 		return Event{}, false, nil // an event of no ISP: not decoded
 	}
-	key := seqKey(macKeySeq(k))
+	key := seqKey(en.seq)
 	val := bk.Get(key)
 	if val == nil {
 		return Event{}, false, nil
@@ -395,11 +450,11 @@ func macEntry(bk *bolt.Bucket, k, v []byte, mac MAC, isp string) (e Event, ok bo
 	if e, err = decodeEvent(key, val); err != nil {
 		return Event{}, false, err
 	}
-	if e.MAC != mac || (isp != "" && e.ISP != isp) {
+	if e.MAC != mac || e.ISP != string(kisp) || (isp != "" && e.ISP != isp) {
 		return Event{}, false, nil
 	}
-	if len(v) == 8 && e.ISP != "" {
-		e.ISPSeq = binary.BigEndian.Uint64(v)
+	if len(en.v) == 8 && e.ISP != "" {
+		e.ISPSeq = binary.BigEndian.Uint64(en.v)
 	}
 	return e, true, nil
 }

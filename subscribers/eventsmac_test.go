@@ -1,9 +1,11 @@
 package subscribers
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -195,10 +197,10 @@ func TestEventsOfMACDamaged(t *testing.T) {
 		}
 	}
 	// dev's events: Seq 1, 3, 5 (alpha's 1, 3, 5).
-	putRaw(t, s, bucketEvents, seqKey(3), []byte{3, 0xff})                                        // does not decode
-	putRaw(t, s, bucketEventMACIndex, eventMACKey(dev, 2), binary.BigEndian.AppendUint64(nil, 2)) // stale: seq 2 is mac 8's
-	putRaw(t, s, bucketEventMACIndex, eventMACKey(dev, 40), nil)                                  // no such event
-	putRaw(t, s, bucketEventMACIndex, append(eventMACKey(dev, 4), 0), nil)                        // malformed key
+	putRaw(t, s, bucketEvents, seqKey(3), []byte{3, 0xff})                                                   // does not decode
+	putRaw(t, s, bucketEventMACIndex, eventMACKey(dev, "alpha", 2), binary.BigEndian.AppendUint64(nil, 2))   // stale: seq 2 is mac 8's
+	putRaw(t, s, bucketEventMACIndex, eventMACKey(dev, "alpha", 40), binary.BigEndian.AppendUint64(nil, 40)) // no such event
+	putRaw(t, s, bucketEventMACIndex, append(eventMACKey(dev, "alpha", 4), 0), nil)                          // malformed key
 	for _, isp := range []string{"", "alpha"} {
 		evs, _, _, err := s.EventsOfMAC(dev, isp, 0, 0)
 		var seqs []uint64
@@ -460,5 +462,142 @@ func TestMigratedFrom(t *testing.T) {
 	defer s.Close()
 	if got := s.MigratedFrom(); got != 0 {
 		t.Errorf("reopened after the migration: MigratedFrom = %d, want 0", got)
+	}
+}
+
+// downgradeToV10 rewrites the store at path as schema 10 wrote it: the
+// events-by-mac keys without the ISP (span, MAC, low bits).
+func downgradeToV10(t *testing.T, path string) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		type kv struct{ k, v []byte }
+		var old []kv
+		if err := tx.Bucket(bucketEventMACIndex).ForEach(func(k, v []byte) error {
+			seq, _, ok := parseMACKey(k)
+			if !ok {
+				return fmt.Errorf("malformed key %x", k)
+			}
+			k10 := append(bytes.Clone(k[:14]), byte(seq>>8&0x0f), byte(seq))
+			old = append(old, kv{k10, bytes.Clone(v)})
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := tx.DeleteBucket(bucketEventMACIndex); err != nil {
+			return err
+		}
+		bk, err := tx.CreateBucket(bucketEventMACIndex)
+		if err != nil {
+			return err
+		}
+		for _, e := range old {
+			if err := bk.Put(e.k, e.v); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, []byte{10})
+	})
+	if err := errors.Join(err, db.Close()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMigrateMACIndexV10: a schema-10 file's events-by-mac index (keys
+// without the ISP) is built again with the ISP in its keys: every entry
+// as a new store writes it, every device's events read back by the
+// operator and by each ISP as before, and the file at schema 11.
+func TestMigrateMACIndexV10(t *testing.T) {
+	s, path := openTest(t, Options{NoSync: true})
+	for i := range 50 {
+		isp := []string{"alpha", "beta", ""}[i%3]
+		if _, err := s.AddEvent(Event{Kind: EventRenewed, MAC: mac(1 + i%4), ISP: isp}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type read struct {
+		n    int
+		seqs []uint64
+	}
+	reads := func(s *Store) map[string]read {
+		out := map[string]read{}
+		for m := range 4 {
+			for _, isp := range []string{"", "alpha", "beta"} {
+				evs, _, _, err := s.EventsOfMAC(mac(1+m), isp, 0, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r := read{n: len(evs)}
+				for _, e := range evs {
+					r.seqs = append(r.seqs, e.Seq, e.ISPSeq)
+				}
+				out[fmt.Sprint(m, isp)] = r
+			}
+		}
+		return out
+	}
+	want := reads(s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	downgradeToV10(t, path)
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := s.MigratedFrom(); got != 10 {
+		t.Errorf("MigratedFrom = %d, want 10", got)
+	}
+	if got := reads(s); !reflect.DeepEqual(got, want) {
+		t.Errorf("after the migration: %v, want %v", got, want)
+	}
+	checkEventIndex(t, s)
+	if v := rawSchemaOf(t, s); v != 11 {
+		t.Errorf("schema after migration = %d, want 11", v)
+	}
+}
+
+// TestEventsOfMACReadsOnlyOwnEntries: an ISP's read of a device looks at
+// its own events-by-mac entries alone. Alpha's 200 events of the device
+// are made undecodable: beta's read of it reports no damage (it did not
+// read them) and takes no more index entries than a read of a device
+// with no events; the operator's read reports all 200. Before schema 11,
+// beta's read decoded every one of alpha's events to drop it, and its
+// time told beta that alpha's device was there and how busy (a security
+// review: 563 µs against 1.7 µs for 2,000 events).
+func TestEventsOfMACReadsOnlyOwnEntries(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	dev := mac(7)
+	var alpha []uint64
+	for i := range 201 {
+		isp := "alpha"
+		if i == 200 {
+			isp = "beta"
+		}
+		e, err := s.AddEvent(Event{Kind: EventRenewed, MAC: dev, ISP: isp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if isp == "alpha" {
+			alpha = append(alpha, e.Seq)
+		}
+	}
+	for _, seq := range alpha {
+		putRaw(t, s, bucketEvents, seqKey(seq), []byte{3, 0xff}) // does not decode
+	}
+	evs, _, _, err := s.EventsOfMAC(dev, "beta", 0, 0)
+	if err != nil || len(evs) != 1 || evs[0].ISP != "beta" {
+		t.Errorf("beta's read of the device: %d events, %v; want its one, no damage seen", len(evs), err)
+	}
+	evs, _, _, err = s.NewestEventsOfMAC(dev, "beta", 10)
+	if err != nil || len(evs) != 1 {
+		t.Errorf("beta's newest of the device: %d events, %v; want its one, no damage seen", len(evs), err)
+	}
+	if _, _, _, err := s.EventsOfMAC(dev, "", 0, 0); countCorrupt(err) != len(alpha) {
+		t.Errorf("the operator's read: %d corrupt, want %d", countCorrupt(err), len(alpha))
 	}
 }

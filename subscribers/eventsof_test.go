@@ -290,7 +290,7 @@ func checkEventIndex(t *testing.T, s *Store) {
 	wantMAC := map[string]uint64{}
 	for _, e := range evs {
 		if e.MAC != (MAC{}) {
-			wantMAC[string(eventMACKey(e.MAC, e.Seq))] = e.ISPSeq
+			wantMAC[string(eventMACKey(e.MAC, e.ISP, e.Seq))] = e.ISPSeq
 		}
 	}
 	nMAC := 0

@@ -72,6 +72,12 @@ import (
 // get theirs as they are appended (eventAt). The schema byte moves so
 // that an older ispmux, which would append events without their entries
 // and trim events leaving theirs behind, refuses the file.
+//
+// 10 → 11: the events-by-mac index is built again (buildMACIndex), its
+// keys holding each event's ISP before the low bits, so that an ISP's
+// read of a device seeks its own entries alone. The schema byte moves so
+// that an older ispmux, which would read the new keys as malformed and
+// write its own beside them, refuses the file.
 func migrate(tx *bolt.Tx, from byte) error {
 	if from < 1 || from >= schemaVersion {
 		return fmt.Errorf("no migration from schema %d", from)
@@ -97,7 +103,16 @@ func migrate(tx *bolt.Tx, from byte) error {
 			return fmt.Errorf("bucket %s: %w", bucketMeta, err)
 		}
 	}
-	if from <= 9 {
+	if from == 10 {
+		// Built again with the ISP in its keys.
+		if err := tx.DeleteBucket(bucketEventMACIndex); err != nil {
+			return fmt.Errorf("delete bucket %s: %w", bucketEventMACIndex, err)
+		}
+		if _, err := tx.CreateBucket(bucketEventMACIndex); err != nil {
+			return fmt.Errorf("create bucket %s: %w", bucketEventMACIndex, err)
+		}
+	}
+	if from <= 10 {
 		if err := buildMACIndex(tx); err != nil {
 			return err
 		}

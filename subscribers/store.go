@@ -62,7 +62,9 @@ var (
 // 10: the events-by-mac index (eventsmac.go); an older ispmux would
 // append events without their entries and trim events without deleting
 // theirs.
-const schemaVersion = 10
+// 11: the events-by-mac key holds the event's ISP before its low bits
+// (eventsmac.go); an older ispmux would read the new keys as malformed.
+const schemaVersion = 11
 
 // Defaults for Options.
 const (
