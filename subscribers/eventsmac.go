@@ -67,6 +67,16 @@ func eventMACKey(m MAC, isp string, seq uint64) []byte {
 	return k
 }
 
+// macKeyFits reports whether an event of isp has an events-by-mac key:
+// one longer than bbolt's MaxKeySize cannot be put. Only an ISP name of
+// some 32 KiB does not fit (a configured one has at most 32 bytes; an
+// event's, maxString); its events get no entry, as events without a MAC,
+// instead of their append, a checkpoint of the journal or the 10 → 11
+// migration failing (schema 10's key did not hold the ISP).
+func macKeyFits(isp string) bool {
+	return 8+6+len(isp)+1+2 <= bolt.MaxKeySize
+}
+
 // parseMACKey reads an events-by-mac key: its Seq and ISP; ok is false
 // for a malformed one.
 func parseMACKey(k []byte) (seq uint64, isp []byte, ok bool) {
@@ -116,11 +126,12 @@ func (r *jrec) eventMAC() (MAC, bool) {
 
 // putMACIndex writes in tx the events-by-mac entry of the event val
 // stored under seq, whose ISPSeq is ispSeq (0: an event with no ISP).
-// An event whose head does not decode (never one eventAt is given) or
-// that has no MAC gets none.
+// An event whose head does not decode (never one eventAt is given), that
+// has no MAC or whose ISP's name is too long for a key (macKeyFits) gets
+// none.
 func putMACIndex(tx *bolt.Tx, val []byte, seq, ispSeq uint64) error {
 	m, isp, ok := eventMAC(val)
-	if !ok || m == (MAC{}) {
+	if !ok || m == (MAC{}) || !macKeyFits(isp) {
 		return nil
 	}
 	var v []byte
@@ -138,7 +149,7 @@ func putMACIndex(tx *bolt.Tx, val []byte, seq, ispSeq uint64) error {
 // is gone).
 func trimMACIndex(idx *bolt.Bucket, val []byte, seq uint64) error {
 	m, isp, ok := eventMAC(val)
-	if !ok || m == (MAC{}) {
+	if !ok || m == (MAC{}) || !macKeyFits(isp) {
 		return nil
 	}
 	return idx.Delete(eventMACKey(m, isp, seq))
@@ -199,7 +210,7 @@ func buildMACIndex(tx *bolt.Tx) error {
 	span := uint64(0)
 	err = tx.Bucket(bucketEvents).ForEach(func(k, v []byte) error {
 		e, err := decodeEvent(k, v)
-		if err != nil || e.MAC == (MAC{}) {
+		if err != nil || e.MAC == (MAC{}) || !macKeyFits(e.ISP) {
 			return nil
 		}
 		if s := e.Seq >> macSpanBits; s != span {

@@ -1,8 +1,10 @@
 package subscribers
 
 import (
+	"encoding/binary"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -123,4 +125,50 @@ func seqPairs(evs []Event) [][2]uint64 {
 		out = append(out, [2]uint64{e.Seq, e.ISPSeq})
 	}
 	return out
+}
+
+// TestMACIndexLongISP: an event whose ISP name fits the events-by-isp
+// key but not, with the span, MAC and low bits around it, an events-by-mac
+// key (bbolt's keys hold at most 32768 bytes) is appended, and a
+// schema-10 file holding one migrates: the event gets no events-by-mac
+// entry (as one without a MAC) instead of the append, or the Open, failing
+// with bbolt's ErrKeyTooLarge.
+func TestMACIndexLongISP(t *testing.T) {
+	long := strings.Repeat("x", bolt.MaxKeySize-12) // events-by-isp key: +9
+	s, path := openTest(t, Options{NoSync: true})
+	e, err := s.AddEvent(Event{Kind: EventRenewed, MAC: mac(1), ISP: long})
+	if err != nil {
+		t.Fatalf("AddEvent with a %d-byte ISP: %v", len(long), err)
+	}
+	if _, err := s.AddEvent(Event{Kind: EventRenewed, MAC: mac(1), ISP: "alpha"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	downgradeToV10(t, path)
+	// Schema 10's entry of the long ISP's event (span, MAC, low bits).
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		m := mac(1)
+		k := append(binary.BigEndian.AppendUint64(nil, e.Seq>>macSpanBits), m[:]...)
+		return tx.Bucket(bucketEventMACIndex).Put(binary.BigEndian.AppendUint16(k, uint16(e.Seq)), binary.BigEndian.AppendUint64(nil, e.ISPSeq))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatalf("Open of a schema-10 file with a %d-byte ISP's event: %v", len(long), err)
+	}
+	defer s.Close()
+	evs, _, _, err := s.EventsOfMAC(mac(1), "", 0, 0)
+	if err != nil || len(evs) != 1 || evs[0].ISP != "alpha" {
+		t.Errorf("the operator's read after the migration: %d events, %v; want alpha's one", len(evs), err)
+	}
 }
