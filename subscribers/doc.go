@@ -262,7 +262,8 @@
 // index: the event's sequence number >> 12, the 6-byte MAC, the event's
 // ISP and 0x00 (just 0x00 for none), the sequence number's low 12 bits →
 // its number in its ISP's own sequence, or nil for an event without an
-// ISP; events without a MAC are not indexed; eventsmac.go),
+// ISP; events without a MAC, or whose ISP name is too long for a bbolt
+// key (macKeyFits), are not indexed; eventsmac.go),
 // "changes" (the change feed; key: the big-endian sequence number) and
 // "onboarding" (the onboarding leases; key: the 6-byte MAC). The
 // indexes are written in the transactions that write what they index; an
