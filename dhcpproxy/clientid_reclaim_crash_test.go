@@ -1,12 +1,8 @@
 package dhcpproxy
 
 import (
-	"bytes"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -35,15 +31,7 @@ func TestCrashInReclaim(t *testing.T) {
 		t.Skip("needs -tags failpoints")
 	}
 	path := filepath.Join(t.TempDir(), "s.db")
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashInReclaim$", "-test.count=1")
-	cmd.Env = append(os.Environ(), reclaimCrashEnv+"="+path, "ISPMUX_FAILPOINT="+failpoint.EndAfterIntent+"@1")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("child not killed at the failpoint: %v\n%s", err, stderr.String())
-	}
+	runKilledAt(t, "TestCrashInReclaim", reclaimCrashEnv, path, failpoint.EndAfterIntent+"@1")
 
 	r := switchRigAt(t, path)
 	if _, err := r.store.Binding("acc0", 0, [6]byte(mac(s2))); err == nil {

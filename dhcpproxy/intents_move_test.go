@@ -1,14 +1,10 @@
 package dhcpproxy
 
 import (
-	"bytes"
-	"errors"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -189,15 +185,7 @@ func TestCrashAfterMoveReplaysOtherISPsRelease(t *testing.T) {
 		t.Skip("needs -tags failpoints")
 	}
 	path := filepath.Join(t.TempDir(), "s.db")
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashAfterMoveReplaysOtherISPsRelease$", "-test.count=1")
-	cmd.Env = append(os.Environ(), moveCrashEnv+"="+path, "ISPMUX_FAILPOINT="+failpoint.BindAfterAck+"@2")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("child not killed at the failpoint: %v\n%s", err, stderr.String())
-	}
+	runKilledAt(t, "TestCrashAfterMoveReplaysOtherISPsRelease", moveCrashEnv, path, failpoint.BindAfterAck+"@2")
 	r := switchRigAt(t, path)
 	if ins, _ := r.store.Intents(); len(ins) != 1 || ins[0].ISP != "alpha" {
 		t.Fatalf("intents after the crash %+v, want alpha's RELEASE pending", ins)

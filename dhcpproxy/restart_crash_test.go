@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
@@ -73,15 +74,7 @@ func TestCrashBetweenRestartEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashBetweenRestartEnds$", "-test.count=1")
-	cmd.Env = append(os.Environ(), restartCrashEnv+"="+path, "ISPMUX_FAILPOINT="+failpoint.RestartEndAfterBatch+"@1")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	err = cmd.Run()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("child not killed at the failpoint: %v\n%s", err, stderr.String())
-	}
+	runKilledAt(t, "TestCrashBetweenRestartEnds", restartCrashEnv, path, failpoint.RestartEndAfterBatch+"@1")
 
 	r := switchRigAt(t, path)
 	left := 0
@@ -203,5 +196,21 @@ func TestStartForwardsBeforeLapsedEnds(t *testing.T) {
 	}
 	if expired[again] != 1 || expired[other] != 1 {
 		t.Errorf("expired events %v: want one for each lapsed lease (%s's too, though it bound again before the end)", expired, again)
+	}
+}
+
+// runKilledAt runs this test binary's test name as a child, with env set
+// to path (the child's store) and the failpoint fp armed
+// (ISPMUX_FAILPOINT), and fails t unless the failpoint's SIGKILL ended it.
+func runKilledAt(t *testing.T, name, env, path, fp string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+name+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env+"="+path, "ISPMUX_FAILPOINT="+fp)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("child not killed at the failpoint: %v\n%s", err, stderr.String())
 	}
 }
