@@ -423,12 +423,23 @@ func (r *rig) killInNS(ns, name string, sig syscall.Signal) int {
 
 // dhcpFrame wraps a DHCP payload as a client's broadcast from src.
 func dhcpFrame(t *testing.T, src net.HardwareAddr, payload []byte) []byte {
+	return taggedDHCPFrame(t, src, 0, payload)
+}
+
+// taggedDHCPFrame is a client's broadcast DHCP message payload from src,
+// tagged with vlan (0: untagged, dhcpFrame).
+func taggedDHCPFrame(t *testing.T, src net.HardwareAddr, vlan uint16, payload []byte) []byte {
 	eth := &layers.Ethernet{SrcMAC: src, DstMAC: layers.EthernetBroadcast, EthernetType: layers.EthernetTypeIPv4}
 	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: net.IPv4zero.To4(), DstIP: net.IPv4bcast.To4()}
 	udp := &layers.UDP{SrcPort: 68, DstPort: 67}
 	_ = udp.SetNetworkLayerForChecksum(ip)
+	ls := []gopacket.SerializableLayer{eth, ip, udp, gopacket.Payload(payload)}
+	if vlan != 0 {
+		eth.EthernetType = layers.EthernetTypeDot1Q
+		ls = append([]gopacket.SerializableLayer{eth, &layers.Dot1Q{VLANIdentifier: vlan, Type: layers.EthernetTypeIPv4}}, ls[1:]...)
+	}
 	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, udp, gopacket.Payload(payload)); err != nil {
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()

@@ -22,15 +22,7 @@ func TestDHCPFlood(t *testing.T) {
 	r := newRig(t, lab.Options{Subscribers: 5, DHCP: true, LeaseTime: time.Minute})
 	r.start()
 	s1, s5 := r.sub("s1"), r.sub("s5")
-	var frames [][]byte
-	for i := range 2000 {
-		hw := net.HardwareAddr{0x02, 0x66, 0, 0, byte(i >> 8), byte(i)}
-		d, err := dhcpv4.NewDiscovery(hw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		frames = append(frames, dhcpFrame(t, hw, d.ToBytes()))
-	}
+	frames := madeUpDiscovers(t, 2000, 0)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -63,4 +55,19 @@ func TestDHCPFlood(t *testing.T) {
 		t.Errorf("%d events after the flood: the log was flooded", n)
 	}
 	t.Logf("flood: %d frames sent, %d dropped in the datapath; s1 bound", sent, drops)
+}
+
+// madeUpDiscovers is n broadcast DISCOVERs from made-up MACs
+// (02:66:00:00:xx:xx), tagged with vlan (0: untagged).
+func madeUpDiscovers(t *testing.T, n int, vlan uint16) [][]byte {
+	var frames [][]byte
+	for i := range n {
+		hw := net.HardwareAddr{0x02, 0x66, 0, 0, byte(i >> 8), byte(i)}
+		d, err := dhcpv4.NewDiscovery(hw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, taggedDHCPFrame(t, hw, vlan, d.ToBytes()))
+	}
+	return frames
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -10,10 +9,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
-	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/ispmux/ispmux/lab"
 )
@@ -54,15 +49,7 @@ func TestOnboardingFloodOtherCircuit(t *testing.T) {
 	}
 	r.start()
 	s1, s5 := r.sub("s1"), r.sub("s5")
-	var frames [][]byte
-	for i := range 2000 {
-		hw := net.HardwareAddr{0x02, 0x66, 0, 0, byte(i >> 8), byte(i)}
-		d, err := dhcpv4.NewDiscovery(hw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		frames = append(frames, taggedDHCPFrame(t, hw, floodVLAN, d.ToBytes()))
-	}
+	frames := madeUpDiscovers(t, 2000, floodVLAN)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }() // on a failure below too: no flood after the lab is down
@@ -98,19 +85,4 @@ func TestOnboardingFloodOtherCircuit(t *testing.T) {
 	}
 	t.Logf("flood: %d frames on VLAN %d, unregistered_dhcp_circuit %d, unregistered_dhcp %d, dhcp_flood %d, onboarding offers %d; s1 onboarded at %s",
 		sent.Load(), floodVLAN, circuit, r.drops("acc0", "unregistered_dhcp"), r.drops("acc0", "dhcp_flood"), r.mustStatus().DHCP["onboarding_offer"], a.Addr())
-}
-
-// taggedDHCPFrame is a client's broadcast DHCP message payload from src,
-// tagged with vlan.
-func taggedDHCPFrame(t *testing.T, src net.HardwareAddr, vlan uint16, payload []byte) []byte {
-	eth := &layers.Ethernet{SrcMAC: src, DstMAC: layers.EthernetBroadcast, EthernetType: layers.EthernetTypeDot1Q}
-	tag := &layers.Dot1Q{VLANIdentifier: vlan, Type: layers.EthernetTypeIPv4}
-	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: net.IPv4zero.To4(), DstIP: net.IPv4bcast.To4()}
-	udp := &layers.UDP{SrcPort: 68, DstPort: 67}
-	_ = udp.SetNetworkLayerForChecksum(ip)
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, tag, ip, udp, gopacket.Payload(payload)); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
 }
