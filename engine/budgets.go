@@ -146,13 +146,20 @@ func (p *Processor) dhcpBudget(key uint64, unregistered bool) (b uint64, cost fl
 			cost = bg.unregCost
 		}
 	}
-	i, j := p.dhcpSlot(key), p.dhcpSlot2(key)
-	refill(&p.dhcpTokens[i], &p.dhcpLast[i], rate/2, burst/2)
-	refill(&p.dhcpTokens[j], &p.dhcpLast[j], rate/2, burst/2)
-	if p.dhcpTokens[j] > p.dhcpTokens[i] {
-		i = j
-	}
+	i := fuller(p.dhcpTokens[:], p.dhcpLast[:], p.dhcpSlot(key), p.dhcpSlot2(key), rate, burst)
 	return i, cost, p.dhcpTokens[i] >= min(cost, burst/2)
+}
+
+// fuller refills buckets i and j of tokens (last: their refill times),
+// each at half of rate up to half of burst, and returns the fuller: a
+// budget split over two keyed buckets (dhcpBudget, unregCircuit).
+func fuller(tokens []float64, last []int64, i, j uint64, rate, burst float64) uint64 {
+	refill(&tokens[i], &last[i], rate/2, burst/2)
+	refill(&tokens[j], &last[j], rate/2, burst/2)
+	if tokens[j] > tokens[i] {
+		return j
+	}
+	return i
 }
 
 // unregCircuit returns the fuller of the two buckets of circuit (port in,
@@ -163,11 +170,7 @@ func (p *Processor) dhcpBudget(key uint64, unregistered bool) (b uint64, cost fl
 // a bucket differs from worker to worker and run to run.
 func (p *Processor) unregCircuit(in uint8, vlan uint16) (b uint64, ok bool) {
 	i, j := p.circuitSlots(in, vlan)
-	refill(&p.unregCTokens[i], &p.unregCLast[i], unregCircuitRate/2, unregCircuitBurst/2)
-	refill(&p.unregCTokens[j], &p.unregCLast[j], unregCircuitRate/2, unregCircuitBurst/2)
-	if p.unregCTokens[j] > p.unregCTokens[i] {
-		i = j
-	}
+	i = fuller(p.unregCTokens[:], p.unregCLast[:], i, j, unregCircuitRate, unregCircuitBurst)
 	return i, p.unregCTokens[i] >= 1
 }
 
