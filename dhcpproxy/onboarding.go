@@ -26,7 +26,7 @@ import (
 //     onboardingOfferTTL, in RAM only), or the next free address (next-fit).
 //     Caps (the circuit's MaxLeases, Config.MaxOnboarding over all
 //     circuits, and with several onboarding circuits each one's share of
-//     it, onboardingShare) count leases and offers. Full: no answer, a
+//     it, oneShare) count leases and offers. Full: no answer, a
 //     refusal event.
 //   - REQUEST for the MAC's offer or lease: committed (the lease and its
 //     onboarded event, one fsynced transaction; a renewal writes no

@@ -277,26 +277,10 @@ func (t *onboardingTable) keepHold(mac uint64, c *Circuit, now time.Time) {
 	}
 }
 
-// onboardingShare is how many of maxTotal onboarding leases and offers
-// (Config.MaxOnboarding, 0: no cap) one circuit may hold when pools
-// circuits onboard: with more than one, three quarters (as pendingShare
-// for an ISP), so that one circuit's made-up MACs, each DISCOVER an offer
-// held onboardingOfferTTL and each completed DORA a lease it renews, leave
-// a quarter of the cap to the other circuits' new devices. Before, an
-// attacker on one circuit whose pool (or MaxLeases) was larger than the
-// cap took all of it, and every other circuit's new device was refused
-// (onboarding_full) while it lasted.
-func onboardingShare(maxTotal, pools int) int {
-	if pools <= 1 {
-		return maxTotal
-	}
-	return maxTotal - maxTotal/4
-}
-
 // offer returns the address to offer mac on pl: its lease's, its
 // outstanding offer's (held onboardingOfferTTL longer), or a new one
 // (next-fit), unless a cap (pl's MaxLeases, maxTotal over every circuit,
-// 0: none, and pl's share of it, onboardingShare) is reached or the pool
+// 0: none, and pl's share of it, oneShare) is reached or the pool
 // is full.
 func (t *onboardingTable) offer(pl *obPool, mac uint64, now time.Time, maxTotal int) (netip.Addr, bool) {
 	t.mu.Lock()
@@ -313,7 +297,7 @@ func (t *onboardingTable) offer(pl *obPool, mac uint64, now time.Time, maxTotal 
 		t.dropOfferLocked(mac)
 	}
 	if (pl.maxLeases > 0 && pl.used >= pl.maxLeases) ||
-		(maxTotal > 0 && (t.total >= maxTotal || pl.used >= onboardingShare(maxTotal, len(t.pools)))) {
+		(maxTotal > 0 && (t.total >= maxTotal || pl.used >= oneShare(maxTotal, len(t.pools)))) {
 		return netip.Addr{}, false
 	}
 	ip, ok := t.allocateLocked(pl, mac, now)

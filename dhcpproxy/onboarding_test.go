@@ -1061,7 +1061,7 @@ func TestOnboardingShareLeavesOtherCircuits(t *testing.T) {
 	if got := r.clientMsgs(); len(got) != 0 {
 		t.Errorf("past max_onboarding acc1 got %v", got)
 	}
-	if got, want := onboardingShare(4, 1), 4; got != want {
+	if got, want := oneShare(4, 1), 4; got != want {
 		t.Errorf("one circuit's share of 4: %d, want %d", got, want)
 	}
 }

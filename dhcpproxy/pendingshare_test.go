@@ -43,7 +43,7 @@ func TestPendingShareLeavesOtherISPs(t *testing.T) {
 	if n != 0 || alpha != 0 {
 		t.Errorf("after the timeouts: %d pending, alpha's count %d", n, alpha)
 	}
-	if got, want := pendingShare(16, 1), 16; got != want {
+	if got, want := oneShare(16, 1), 16; got != want {
 		t.Errorf("one ISP's share of 16: %d, want %d", got, want)
 	}
 }

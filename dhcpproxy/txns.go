@@ -315,15 +315,25 @@ func (x *txns) dropSub(sk subKey) int {
 	return n
 }
 
-// pendingShare is how many of max pending transactions one ISP may hold
-// when there are isps: with more than one, three quarters, so that one
-// ISP's silence (its subscribers' transactions each waiting out
-// dhcp.timeout, their clients retrying) leaves a quarter of the table to
-// the others, whose answers free their slots in milliseconds. A review
-// found one silent ISP refusing every other ISP's subscribers
-// (pending_full).
-func pendingShare(max, isps int) int {
-	if isps <= 1 {
+// oneShare is how much of a cap of max one of n sharers may hold: with
+// more than one, three quarters, so that one sharer's excess leaves a
+// quarter to the others.
+//
+// For the pending transactions, the sharers are the ISPs: one ISP's
+// silence (its subscribers' transactions each waiting out dhcp.timeout,
+// their clients retrying) leaves a quarter of the table to the others,
+// whose answers free their slots in milliseconds. A review found one
+// silent ISP refusing every other ISP's subscribers (pending_full).
+//
+// For the onboarding leases and offers (Config.MaxOnboarding), the
+// sharers are the onboarding circuits: one circuit's made-up MACs, each
+// DISCOVER an offer held onboardingOfferTTL and each completed DORA a
+// lease it renews, leave a quarter of the cap to the other circuits' new
+// devices. Before, an attacker on one circuit whose pool (or MaxLeases)
+// was larger than the cap took all of it, and every other circuit's new
+// device was refused (onboarding_full) while it lasted.
+func oneShare(max, n int) int {
+	if n <= 1 {
 		return max
 	}
 	return max - max/4
@@ -341,7 +351,7 @@ var errPendingFull = fmt.Errorf("pending_full")
 // same xid) is the same selection: the server whose OFFER was taken stays
 // chosen; one that follows another message under its xid (a REQUEST: the
 // client went back to INIT) starts the selection afresh. At most max
-// transactions are pending, at most share of them the ISP's (pendingShare).
+// transactions are pending, at most share of them the ISP's (oneShare).
 func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.Entry, op82 []byte,
 	raw []byte, m *dhcpv4.DHCPv4, leaseSID netip.Addr, gen uint64, now time.Time, timeout time.Duration, max, share int) (*txn, netip.Addr, error) {
 	mt := m.MessageType()

@@ -278,7 +278,7 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 	gen := p.leases.generation(sk)
 	lim := p.lim.Load()
 	t, ispServerID, err := p.tx.begin(pk, sk, c, isp, reg, op82, raw, m, leaseSID, gen, now, lim.Timeout, lim.MaxPending,
-		pendingShare(lim.MaxPending, len(p.isps)))
+		oneShare(lim.MaxPending, len(p.isps)))
 	if err != nil {
 		p.count("pending_full")
 		if renewal && hasLease && held.isp == isp.Index {
