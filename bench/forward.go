@@ -96,7 +96,7 @@ func parseForward(args []string, stderr io.Writer) (*forwardOptions, error) {
 	fs.BoolVar(&o.asJSON, "json", false, "print one JSON object instead of the table")
 	fs.StringVar(&o.id, "id", "benchfw", "lab ID (namespace prefix)")
 	fs.StringVar(&o.out, "out", "bench-out", "directory for forward.json, forward.md and forward.svg")
-	fs.BoolVar(&o.keep, "keep", false, "leave the lab up afterwards")
+	fs.BoolVar(&o.keep, "keep", false, "leave the lab up afterwards, with ispmux's configuration and state")
 	// Hidden: tests run a freshly built ispmux binary instead of themselves.
 	fs.StringVar(&o.exe, "exe", "", "")
 	fs.DurationVar(&o.tick, "tick", 100*time.Microsecond, "")

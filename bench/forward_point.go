@@ -81,12 +81,16 @@ func (b *fwdBench) point(ctx context.Context, n int) (err error) {
 		if err := os.WriteFile(cfg, forwardConfig(t, stateDir, n, mode == BindingsStatic), 0o644); err != nil {
 			return err
 		}
-		defer os.Remove(cfg)
+		if !o.keep {
+			defer os.Remove(cfg)
+		}
 		xdp := xdpConfigPath(cfg)
 		if err := os.WriteFile(xdp, withFastPath(forwardConfig(t, stateDir, n, mode == BindingsStatic)), 0o644); err != nil {
 			return err
 		}
-		defer os.Remove(xdp)
+		if !o.keep {
+			defer os.Remove(xdp) // --keep: left with the lab, to run a case by hand
+		}
 		if mode == BindingsStore {
 			if err := os.MkdirAll(stateDir, 0o750); err != nil {
 				return err
