@@ -37,6 +37,7 @@ import (
 	"github.com/ispmux/ispmux/fastpath"
 	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/internal/sdnotify"
 	"github.com/ispmux/ispmux/metrics"
 	"github.com/ispmux/ispmux/portal"
 	"github.com/ispmux/ispmux/registry"
@@ -86,6 +87,7 @@ type Appliance struct {
 	api              *api.Server
 	hooks            *webhooks.Manager
 	dhcp             *dhcpproxy.Proxy
+	notify           *sdnotify.Notifier // the service manager (watchdog.go); nil: none
 	started          time.Time
 
 	// The captive portal (nil when [portal] is off): its namespace and
@@ -474,8 +476,17 @@ func (a *Appliance) Run(ctx context.Context) error {
 		}()
 	}
 	a.log.Info("forwarding", "workers", len(a.workers), "ports", len(a.ports))
+	a.sendNotify("READY=1", "STATUS="+a.readyStatus())
+	if a.notify.Watchdog() > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.watchdog(ctx, a.liveness)
+		}()
+	}
 	<-ctx.Done()
 	a.log.Info("stopping")
+	a.sendNotify("STOPPING=1", "STATUS=stopping")
 	if srv != nil {
 		_ = srv.Close()
 	}

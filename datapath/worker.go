@@ -352,3 +352,8 @@ func countNoFrame(q Queue) {
 func (w *Worker) Loops() (iterations, sleeps uint64) {
 	return w.iterations.Load(), w.sleeps.Load()
 }
+
+// Sleeping reports whether the loop is in (or about to enter) its idle
+// wait: with no frames and a long poll_timeout, a healthy worker may run
+// no iteration for that long.
+func (w *Worker) Sleeping() bool { return w.sleeping.Load() }

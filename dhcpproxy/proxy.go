@@ -329,6 +329,8 @@ const ipv4HeaderLen, udpHeaderLen = 20, 8
 // concurrent use.
 type Proxy struct {
 	cfg Config
+	// ticks counts Run's rounds of timers (Ticks).
+	ticks atomic.Uint64
 	// lim holds the limits in force (SetLimits); cfg.Limits is zero.
 	lim atomic.Pointer[Limits]
 	// leaseHigh is the last ClientLeaseMax SetLimits lowered (leaseMaxFor).
@@ -601,9 +603,14 @@ func (p *Proxy) Run(ctx context.Context) {
 		case now := <-tick.C:
 			p.expire(now)
 			p.logLimit.flush(p.log, now, false)
+			p.ticks.Add(1)
 		}
 	}
 }
+
+// Ticks is how many rounds of its timers Run has finished: the service
+// watchdog's sign that the proxy's timers turn (appliance/watchdog.go).
+func (p *Proxy) Ticks() uint64 { return p.ticks.Load() }
 
 // Close waits for the ACKs being committed (refusing some, maybe) and the
 // refusal events being written, then writes the summary of the refusals

@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -74,6 +76,9 @@ func setprivArgs(caps []string) []string {
 type capsRig struct {
 	*rig
 	bin, tmp string
+	// env is more of ispmux's environment (VAR=value), as systemd sets
+	// it (NOTIFY_SOCKET, WATCHDOG_USEC).
+	env []string
 }
 
 func newCapsRig(t *testing.T, o lab.Options) *capsRig {
@@ -120,7 +125,7 @@ func newCapsRig(t *testing.T, o lab.Options) *capsRig {
 // command is `ip netns exec APP env TMPDIR=... setpriv ... ispmux run -c
 // CFG --log-format json`.
 func (c *capsRig) command(ctx context.Context, caps []string) *exec.Cmd {
-	args := append([]string{"netns", "exec", c.topo.Appliance.NS, "env", "TMPDIR=" + c.tmp}, setprivArgs(caps)...)
+	args := append(append([]string{"netns", "exec", c.topo.Appliance.NS, "env", "TMPDIR=" + c.tmp}, c.env...), setprivArgs(caps)...)
 	args = append(args, c.bin, "run", "-c", c.cfg, "--log-format", "json")
 	return exec.CommandContext(ctx, "ip", args...)
 }
@@ -219,7 +224,8 @@ func TestCapabilities(t *testing.T) {
 		t.Errorf("unit capabilities with the portal %v, want %v + CAP_SYS_ADMIN CAP_NET_BIND_SERVICE", portal, wantBase)
 	}
 	for k, v := range map[string]string{"User": "ispmux", "LimitMEMLOCK": "infinity", "Restart": "on-failure",
-		"ExecReload": "/bin/kill -HUP $MAINPID", "StateDirectory": "ispmux", "RuntimeDirectory": "ispmux", "NoNewPrivileges": "yes"} {
+		"ExecReload": "/bin/kill -HUP $MAINPID", "StateDirectory": "ispmux", "RuntimeDirectory": "ispmux", "NoNewPrivileges": "yes",
+		"Type": "notify", "NotifyAccess": "main", "WatchdogSec": "30s"} {
 		if keys[k] != v {
 			t.Errorf("unit: %s=%q, want %q", k, keys[k], v)
 		}
@@ -227,7 +233,15 @@ func TestCapabilities(t *testing.T) {
 
 	t.Run("datapath", func(t *testing.T) {
 		c := newCapsRig(t, lab.Options{Subscribers: 2})
+		// The unit is Type=notify with a watchdog: systemd's socket,
+		// as the service manager gives it.
+		notes := notifySocket(t, c)
 		c.startWith(base)
+		notes.want(t, "READY=1", 5*time.Second)
+		if !strings.Contains(notes.String(), "STATUS=forwarding: ") {
+			t.Errorf("no forwarding status line: %q", notes.String())
+		}
+		notes.want(t, "WATCHDOG=1", 5*time.Second)
 		pid := c.cmd.Process.Pid // ip netns exec, env and setpriv exec: ispmux itself
 		st := procStatus(t, pid)
 		if f := strings.Fields(st["Uid"]); len(f) == 0 || f[0] != strconv.Itoa(capsUID) {
@@ -249,10 +263,19 @@ func TestCapabilities(t *testing.T) {
 		if !strings.Contains(c.log.String(), `"msg":"reloaded"`) {
 			t.Errorf("no reload after SIGHUP:\n%s", c.log.String())
 		}
+		notes.want(t, "RELOADING=1", 5*time.Second)
+		notes.want(t, "READY=1", 5*time.Second)
+		// Pings every half WATCHDOG_USEC (1 s here) while forwarding.
+		n := notes.count("WATCHDOG=1")
+		time.Sleep(3500 * time.Millisecond)
+		if got := notes.count("WATCHDOG=1") - n; got < 2 || got > 5 {
+			t.Errorf("%d watchdog pings in 3.5 s, want about 3 (every 1 s): %q", got, notes.String())
+		}
 		if !c.ping("s1", hostAddr, 2) {
 			t.Errorf("no forwarding after SIGHUP")
 		}
 		c.stop() // SIGTERM: a clean exit, or the rig reports it
+		notes.want(t, "STOPPING=1", 5*time.Second)
 		lines := 0
 		for _, l := range strings.Split(strings.TrimSpace(c.log.String()), "\n") {
 			var rec struct {
@@ -307,4 +330,87 @@ func TestCapabilities(t *testing.T) {
 		}
 		c.stop()
 	})
+}
+
+// notifications is what ispmux sent to the notification socket, one
+// datagram after the other.
+type notifications struct {
+	mu   sync.Mutex
+	all  []string
+	next int // the first datagram want has not looked at
+}
+
+func (n *notifications) String() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return strings.Join(n.all, "|")
+}
+
+// holds reports whether datagram d holds the assignment a.
+func holds(d, a string) bool { return slices.Contains(strings.Split(d, "\n"), a) }
+
+// count is how many datagrams held the assignment a.
+func (n *notifications) count(a string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	k := 0
+	for _, d := range n.all {
+		if holds(d, a) {
+			k++
+		}
+	}
+	return k
+}
+
+// want waits up to d for a datagram holding assignment a after the one
+// the last want found, and fails the test without one.
+func (n *notifications) want(t *testing.T, a string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		n.mu.Lock()
+		for ; n.next < len(n.all); n.next++ {
+			if holds(n.all[n.next], a) {
+				n.next++
+				n.mu.Unlock()
+				return
+			}
+		}
+		n.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s from ispmux within %s; it sent: %q", a, d, n.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// notifySocket is a service manager's notification socket for c's
+// ispmux (NOTIFY_SOCKET, with WATCHDOG_USEC of 2 s), open to its user;
+// what arrives is gathered until the test ends.
+func notifySocket(t *testing.T, c *capsRig) *notifications {
+	t.Helper()
+	path := filepath.Join(filepath.Dir(c.bin), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if err := os.Chmod(path, 0o666); err != nil { // ispmux runs as capsUID
+		t.Fatal(err)
+	}
+	c.env = append(c.env, "NOTIFY_SOCKET="+path, "WATCHDOG_USEC=2000000")
+	n := &notifications{}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			n.mu.Lock()
+			n.all = append(n.all, strings.TrimSuffix(string(buf[:k]), "\n"))
+			n.mu.Unlock()
+		}
+	}()
+	return n
 }

@@ -42,6 +42,8 @@ type Control struct {
 	s   *State
 	inj Injector
 	log *slog.Logger
+	// ticks counts Run's resolver rounds (Ticks).
+	ticks atomic.Uint64
 
 	// mu serialises the table writers (bindings, uplinks). Lock order: mu
 	// only; no other lock is taken while holding it.
@@ -462,9 +464,15 @@ func (c *Control) Run(ctx context.Context) {
 			}
 		case now := <-tick.C:
 			c.resolve(now)
+			c.ticks.Add(1)
 		}
 	}
 }
+
+// Ticks is how many times Run has driven the next-hop resolution: the
+// service watchdog's sign that the control plane's loop turns, punted
+// frames and all (appliance/watchdog.go).
+func (c *Control) Ticks() uint64 { return c.ticks.Load() }
 
 func (c *Control) resolve(now time.Time) {
 	var due [fib.MaxISPs]uint8

@@ -34,6 +34,7 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -42,6 +43,7 @@ import (
 	"github.com/ispmux/ispmux/configs"
 	"github.com/ispmux/ispmux/demo"
 	"github.com/ispmux/ispmux/internal/asynclog"
+	"github.com/ispmux/ispmux/internal/sdnotify"
 	"github.com/ispmux/ispmux/lab"
 )
 
@@ -281,10 +283,20 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		defer p.stop()
 	}
-	a, err := appliance.Start(ctx, cfg, log)
+	// Under systemd (Type=notify): READY=1 once forwarding, the
+	// watchdog, reloads and the stop (appliance/watchdog.go). A start
+	// that takes long (a store migrated at a million subscribers) asks
+	// the manager for more time while it runs.
+	notify, err := sdnotify.FromEnv()
 	if err != nil {
+		log.Error("service manager notifications off", "err", err)
+	}
+	a, err := startNotifying(ctx, cfg, log, notify)
+	if err != nil {
+		_ = notify.Send("STATUS=start failed: " + err.Error())
 		return err
 	}
+	a.SetNotifier(notify)
 	// SIGHUP re-reads the file and applies its subscriber entries; a file
 	// with errors is refused and the running configuration stays.
 	hup := make(chan os.Signal, 1)
@@ -297,16 +309,19 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				return
 			case <-hup:
 			}
+			a.NotifyReloading()
 			next, err := configs.Load(path)
 			if err != nil {
 				log.Error("reload refused: the configuration has errors; the running one stays", "err", err)
 				a.NoteReloadRefused(err)
+				a.NotifyReloaded()
 				continue
 			}
 			if err := a.Reload(next); err != nil {
 				log.Error("reload", "err", err)
 				logFileProblems(log, path, next)
 			}
+			a.NotifyReloaded()
 			if l := logLevel(next.Appliance.LogLevel); l != level.Level() {
 				level.Set(l)
 				log.Warn("log level changed", "log_level", next.Appliance.LogLevel)
@@ -314,6 +329,41 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 	return a.Run(ctx)
+}
+
+// startExtend is how often a start under systemd asks for more time,
+// and how much: a start lives while it asks.
+const startExtend = 10 * time.Second
+
+// startNotifying is appliance.Start, telling the service manager n that
+// ispmux is starting and asking it for more time every startExtend while
+// the start runs (EXTEND_TIMEOUT_USEC): a start that is long (a store
+// migrated at a million subscribers) is not killed by TimeoutStartSec=.
+// Neither is one that hangs, as under Type=simple, which had no start
+// timeout at all; the watchdog begins once forwarding.
+func startNotifying(ctx context.Context, cfg *configs.Config, log *slog.Logger, n *sdnotify.Notifier) (*appliance.Appliance, error) {
+	if !n.Enabled() {
+		return appliance.Start(ctx, cfg, log)
+	}
+	extend := func() {
+		_ = n.Send("EXTEND_TIMEOUT_USEC="+strconv.FormatInt((3*startExtend).Microseconds(), 10), "STATUS=starting")
+	}
+	extend()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(startExtend)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				extend()
+			}
+		}
+	}()
+	return appliance.Start(ctx, cfg, log)
 }
 
 // logFileProblems logs, after a reload that failed in part, the problems

@@ -1,0 +1,110 @@
+package sdnotify
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// listen is a service manager's notification socket at name (a path, or
+// @abstract), set as $NOTIFY_SOCKET for the test.
+func listen(t *testing.T, name string) *net.UnixConn {
+	t.Helper()
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	t.Setenv("NOTIFY_SOCKET", name)
+	return c
+}
+
+func recv(t *testing.T, c *net.UnixConn) string {
+	t.Helper()
+	buf := make([]byte, 4096)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(buf[:n])
+}
+
+func TestSend(t *testing.T) {
+	for _, name := range []string{filepath.Join(t.TempDir(), "notify"), "@ispmux-sdnotify-test-" + strconv.Itoa(os.Getpid())} {
+		t.Run(name, func(t *testing.T) {
+			c := listen(t, name)
+			t.Setenv("WATCHDOG_USEC", "")
+			n, err := FromEnv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Close()
+			if !n.Enabled() || n.Watchdog() != 0 {
+				t.Fatalf("enabled %v, watchdog %v", n.Enabled(), n.Watchdog())
+			}
+			if err := n.Send("READY=1", "STATUS=forwarding\nnow"); err != nil {
+				t.Fatal(err)
+			}
+			if got := recv(t, c); got != "READY=1\nSTATUS=forwarding now\n" {
+				t.Errorf("got %q", got)
+			}
+			if err := n.Send(Reloading()...); err != nil {
+				t.Fatal(err)
+			}
+			if got := recv(t, c); !strings.HasPrefix(got, "RELOADING=1\nMONOTONIC_USEC=") {
+				t.Errorf("got %q", got)
+			}
+		})
+	}
+}
+
+func TestWatchdogEnv(t *testing.T) {
+	dir := t.TempDir()
+	listen(t, filepath.Join(dir, "notify"))
+	for _, tc := range []struct {
+		usec, pid string
+		want      time.Duration
+		err       bool
+	}{
+		{"", "", 0, false},
+		{"30000000", "", 30 * time.Second, false},
+		{"30000000", strconv.Itoa(os.Getpid()), 30 * time.Second, false},
+		{"30000000", strconv.Itoa(os.Getpid() + 1), 0, false}, // another process's
+		{"0", "", 0, true},
+		{"soon", "", 0, true},
+	} {
+		t.Setenv("WATCHDOG_USEC", tc.usec)
+		t.Setenv("WATCHDOG_PID", tc.pid)
+		n, err := FromEnv()
+		if (err != nil) != tc.err || n.Watchdog() != tc.want {
+			t.Errorf("WATCHDOG_USEC=%q WATCHDOG_PID=%q: watchdog %v, err %v; want %v, error %v", tc.usec, tc.pid, n.Watchdog(), err, tc.want, tc.err)
+		}
+		n.Close()
+	}
+}
+
+func TestNoManager(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "")
+	n, err := FromEnv()
+	if err != nil || n.Enabled() {
+		t.Fatalf("enabled %v, err %v", n.Enabled(), err)
+	}
+	if err := n.Send("READY=1"); err != nil {
+		t.Fatal(err)
+	}
+	var nilN *Notifier
+	if nilN.Send("READY=1") != nil || nilN.Watchdog() != 0 || nilN.Close() != nil {
+		t.Fatal("a nil Notifier does something")
+	}
+	for _, bad := range []string{"vsock:2:1234", "relative/path", filepath.Join(t.TempDir(), "nobody-listens")} {
+		t.Setenv("NOTIFY_SOCKET", bad)
+		if _, err := FromEnv(); err == nil {
+			t.Errorf("NOTIFY_SOCKET=%q: no error", bad)
+		}
+	}
+}
