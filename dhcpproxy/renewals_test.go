@@ -788,7 +788,7 @@ func BenchmarkLocalRenewal(b *testing.B) {
 		m := [6]byte{2, 0x20, 0, 0, byte(i >> 8), byte(i)}
 		ip := netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)})
 		reg.Put(binding.MAC48(m), registry.Entry{CustomerID: "c-s1", ISP: "alpha", Source: "api"}, false)
-		if err := st.CommitBinding(subscribers.Binding{MAC: m, Access: "acc0", ISP: "alpha", IP: ip, ServerID: ispSID,
+		if err := st.CommitBinding(subscribers.Binding{MAC: m, Access: "acc0", ISP: "alpha", Customer: "c-s1", IP: ip, ServerID: ispSID,
 			Expires: now.Add(time.Hour), Updated: now, Options: opts, LeaseTime: time.Hour}); err != nil {
 			b.Fatal(err)
 		}
