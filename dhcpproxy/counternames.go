@@ -125,6 +125,7 @@ func CounterNames() []string {
 		"renewal_local_too_big",
 		"renewal_other_client_id",
 		"renewal_relayed",
+		"renewal_renamed",
 		"renewed",
 		"replaced_not_released",
 		"replaced_released",

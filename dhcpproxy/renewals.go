@@ -227,6 +227,14 @@ func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []by
 		count("renewal_customer_changed")
 		return false
 	}
+	// The client renamed itself since the ISP's ACK (renamed): relayed,
+	// the ISP records the new name and its ACK, committed, carries it to
+	// the client. After the ISP's silence (anyCustomer) the device keeps
+	// its lease under the old name.
+	if customer != anyCustomer && renamed(b.Options, raw) {
+		count("renewal_renamed")
+		return false
+	}
 	ack := localACK(raw, l.addr(), b.Options, b.Boot, c.Addr, lt, clientID)
 	if limit := p.replyLimit(c, maxReply(raw)); len(ack) > limit {
 		// The ISP's options (its server may have put some in

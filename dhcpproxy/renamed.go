@@ -1,0 +1,87 @@
+package dhcpproxy
+
+import (
+	"strings"
+)
+
+// The names a client gives itself (RFC 2132 §3.14 host name, RFC 4702
+// client FQDN). The ISP's server records them with the lease (Kea's
+// hostname column, its DNS updates) and echoes them in its ACK, which the
+// binding stores; a local renewal repeats that ACK's options. A client
+// renamed since (a laptop renamed, a Raspberry Pi's hostname changed and
+// dhcpcd restarted) would otherwise be answered with its old name until
+// the ISP's T1 — up to half the ISP's lease — and the ISP would go on
+// recording the old one: seen in a field trial with dhcpcd (option 12)
+// and a Windows-like client (option 81).
+const (
+	optHostName = 12
+	optFQDN     = 81
+)
+
+// fqdnEncoded is option 81's E flag (RFC 4702 §2.1): the name is in DNS
+// wire format, else ASCII.
+const fqdnEncoded = 0x04
+
+// renamed reports whether the client message raw names its host (option
+// 12) or its FQDN (option 81) otherwise than the ISP's stored ACK options
+// opts echoed: letter case, a final dot and the ISP qualifying a partial
+// name (the client's name followed by a domain) aside. A name the client
+// or the ISP's ACK leaves out is no change.
+func renamed(opts, raw []byte) bool {
+	if c, s := clientOption(raw, optHostName), storedOption(opts, optHostName); len(c) > 0 && len(s) > 0 && !sameName(string(c), string(s)) {
+		return true
+	}
+	c, s := fqdnName(clientOption(raw, optFQDN)), fqdnName(storedOption(opts, optFQDN))
+	return c != "" && s != "" && !sameName(c, s)
+}
+
+// storedOption is option code of stored ACK options opts (TLVs), its
+// instances concatenated (RFC 3396); nil when opts have none.
+func storedOption(opts []byte, code byte) []byte {
+	var v []byte
+	forEachTLV(opts, func(c byte, data []byte) {
+		if c == code {
+			v = append(v, data...)
+		}
+	})
+	return v
+}
+
+// fqdnName is the domain name of option 81 data v (flags, two RCODEs,
+// then the name: ASCII, or DNS wire format with the E flag) in dotted
+// form; "" when v holds none or a malformed one.
+func fqdnName(v []byte) string {
+	if len(v) < 4 {
+		return ""
+	}
+	name := v[3:]
+	if v[0]&fqdnEncoded == 0 {
+		return string(name)
+	}
+	var b strings.Builder
+	for len(name) > 0 {
+		n := int(name[0])
+		if n == 0 {
+			break
+		}
+		if n > 63 || n >= len(name) {
+			return ""
+		}
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.Write(name[1 : 1+n])
+		name = name[1+n:]
+	}
+	return b.String()
+}
+
+// sameName reports whether the client's name c is the ISP's s: equal
+// but for letter case and a final dot, or s is c qualified by a domain.
+func sameName(c, s string) bool {
+	c, s = strings.TrimSuffix(c, "."), strings.TrimSuffix(s, ".")
+	if strings.EqualFold(c, s) {
+		return true
+	}
+	return len(s) > len(c)+1 && s[len(c)] == '.' && strings.EqualFold(s[:len(c)], c)
+}

@@ -1,0 +1,148 @@
+package dhcpproxy
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// keaNames is keaT1 echoing the client's names as Kea does: option 12 as
+// sent, option 81 with the N flag (no DNS update), in the client's
+// encoding, lower-cased, fully qualified (a partial name gets
+// "isp.example") with a final dot.
+func keaNames(t *testing.T) func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	return func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		rep := keaT1(t, time.Hour, 30*time.Minute)(m)
+		if rep == nil || rep.MessageType() == dhcpv4.MessageTypeNak {
+			return rep
+		}
+		if h := m.Options.Get(dhcpv4.OptionHostName); len(h) > 0 {
+			rep.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionHostName, h))
+		}
+		if f := m.Options.Get(dhcpv4.OptionFQDN); len(f) > 3 {
+			name := strings.ToLower(fqdnName(f))
+			if !strings.Contains(name, ".") {
+				name += ".isp.example"
+			}
+			rep.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionFQDN, fqdnOpt(0x08|f[0]&fqdnEncoded, name+".")))
+		}
+		return rep
+	}
+}
+
+// fqdnOpt is option 81 data: flags, RCODEs 0, name (ASCII, or DNS wire
+// format with the E flag; a final dot ends it with the root label).
+func fqdnOpt(flags byte, name string) []byte {
+	out := []byte{flags, 0, 0}
+	if flags&fqdnEncoded == 0 {
+		return append(out, name...)
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(name, "."), ".") {
+		out = append(out, byte(len(l)))
+		out = append(out, l...)
+	}
+	if strings.HasSuffix(name, ".") {
+		out = append(out, 0)
+	}
+	return out
+}
+
+// A renewal before the ISP's T1 naming the host otherwise than the ISP's
+// ACK echoed (a device renamed: dhcpcd's option 12, Windows' option 81)
+// is relayed, not answered with the old name from the binding; the ISP's
+// ACK with the new name is committed and later renewals are local again.
+// Letter case, the final dot and the ISP qualifying a partial name are
+// no rename. Seen in a field trial: a renamed dhcpcd host and a renamed
+// Windows-like client were answered locally with their old names, and
+// the ISP's Kea kept recording them.
+func TestRenamedClientRenewalRelayed(t *testing.T) {
+	for _, c := range []struct {
+		name             string
+		code             dhcpv4.OptionCode
+		bound, same, new []byte
+	}{
+		{"host name (12)", dhcpv4.OptionHostName, []byte("rpi-trial"), []byte("RPI-Trial"), []byte("rpi-renamed")},
+		{"FQDN (81) ASCII", dhcpv4.OptionFQDN, fqdnOpt(0, "DESKTOP-TRIAL.corp.example"), fqdnOpt(0, "desktop-trial.corp.example."),
+			fqdnOpt(0, "RENAMED-PC.corp.example")},
+		{"FQDN (81) partial, wire format", dhcpv4.OptionFQDN, fqdnOpt(fqdnEncoded, "laptop"), fqdnOpt(fqdnEncoded|0x01, "Laptop"),
+			fqdnOpt(fqdnEncoded, "laptop2")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r, _ := newSRig(t)
+			named := func(v []byte) dhcpv4.Modifier { return dhcpv4.WithGeneric(c.code, v) }
+			r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), named(c.bound)))
+			offer := r.serve(keaNames(t))
+			if len(offer) != 1 || offer[0].MessageType() != dhcpv4.MessageTypeOffer {
+				t.Fatalf("got %v, want an OFFER", offer)
+			}
+			req, _ := dhcpv4.NewRequestFromOffer(offer[0], named(c.bound))
+			r.fromClient(req)
+			if ack := r.serve(keaNames(t)); len(ack) != 1 || ack[0].MessageType() != dhcpv4.MessageTypeAck {
+				t.Fatalf("got %v, want an ACK", ack)
+			}
+			renew := func(v []byte) *dhcpv4.DHCPv4 {
+				return clientMsg(t, s1, dhcpv4.MessageTypeRequest, dhcpv4.WithClientIP(net.ParseIP(s1Addr)), named(v))
+			}
+			for _, v := range [][]byte{c.bound, c.same} {
+				r.fromClient(renew(v))
+				if sent := r.toPorts(); len(sent[upPort]) != 0 || len(sent[accPort]) != 1 {
+					t.Fatalf("renewal naming %q: sent %v, want a local answer", v, sent)
+				}
+			}
+			r.fromClient(renew(c.new))
+			got := r.serve(keaNames(t))
+			if cs := r.p.Counters(); cs["renewal_renamed"] != 1 || cs["relayed_request"] != 2 {
+				t.Errorf("renamed renewal: counters %v, want it relayed (renewal_renamed 1)", cs)
+			}
+			if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+				t.Fatalf("renamed renewal: got %v, want the ISP's ACK", got)
+			}
+			if echoed := got[0].Options.Get(c.code); !sameName(nameOf(c.code, c.new), nameOf(c.code, echoed)) {
+				t.Errorf("renamed renewal answered with %q, not the new name", echoed)
+			}
+			// The ISP's ACK of the new name committed: local again.
+			r.fromClient(renew(c.new))
+			if sent := r.toPorts(); len(sent[upPort]) != 0 || len(sent[accPort]) != 1 {
+				t.Errorf("renewal under the new name after the ISP's ACK: sent %v, want a local answer", sent)
+			}
+		})
+	}
+}
+
+func nameOf(code dhcpv4.OptionCode, v []byte) string {
+	if code == dhcpv4.OptionFQDN {
+		return fqdnName(v)
+	}
+	return string(v)
+}
+
+func TestSameNameAndFQDN(t *testing.T) {
+	for _, c := range []struct {
+		c, s string
+		want bool
+	}{
+		{"host", "HOST", true}, {"host.", "host", true}, {"host", "host.isp.example.", true},
+		{"host", "hostname", false}, {"host", "other.host", false}, {"host.a", "host.b", false}, {"a.b", "a.b.c", true},
+	} {
+		if got := sameName(c.c, c.s); got != c.want {
+			t.Errorf("sameName(%q, %q) = %v, want %v", c.c, c.s, got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		v    []byte
+		want string
+	}{
+		{fqdnOpt(0, "a.example"), "a.example"},
+		{fqdnOpt(fqdnEncoded, "a.example."), "a.example"},
+		{[]byte{fqdnEncoded, 0, 0, 5, 'a'}, ""}, // label overruns
+		{[]byte{0, 0, 0}, ""},
+		{nil, ""},
+	} {
+		if got := fqdnName(c.v); got != c.want {
+			t.Errorf("fqdnName(%x) = %q, want %q", c.v, got, c.want)
+		}
+	}
+}
