@@ -27,6 +27,7 @@ need chromium chromium
 need certutil libnss3-tools
 need dnsmasq dnsmasq-base
 need dhcpcd dhcpcd-base
+need networkctl systemd
 need dhcpd isc-dhcp-server
 need promtool prometheus
 need node nodejs

@@ -188,29 +188,30 @@ func (t *Topology) WriteTable(w io.Writer) error {
 
 // Packages maps each binary the lab and its users need to its Debian package.
 var Packages = map[string]string{
-	"ip":        "iproute2",
-	"bridge":    "iproute2",
-	"ss":        "iproute2",
-	"trafgen":   "netsniff-ng",
-	"iperf3":    "iperf3",
-	"ping":      "iputils-ping",
-	"tcpdump":   "tcpdump",
-	"ethtool":   "ethtool",
-	"kea-dhcp4": "kea-dhcp4-server",
-	"dhclient":  "isc-dhcp-client",
-	"busybox":   "busybox",
-	"perfdhcp":  "kea-admin",
-	"dhcrelay":  "isc-dhcp-relay",
-	"sysctl":    "procps",
-	"nft":       "nftables",        // bench forward's kernel baseline (lab.Topology.NFTRouter)
-	"chromium":  "chromium",        // the portal's browser tests (e2e), headless
-	"certutil":  "libnss3-tools",   // the lab CA in the browser's trust store
-	"dnsmasq":   "dnsmasq-base",    // the second kind of ISP DHCP server (no system service)
-	"dhcpcd":    "dhcpcd-base",     // a third kind of subscriber client (e2e; no system service)
-	"dhcpd":     "isc-dhcp-server", // a third kind of ISP DHCP server (e2e; its service is left unconfigured)
-	"promtool":  "prometheus",      // the metrics tests check the suggested alert rules and /metrics with it (the server is not run)
-	"node":      "nodejs",          // api's OpenAPI tests run their checker (api/testdata/openapi) with it
-	"npm":       "npm",             // ... and install its pinned packages with it (make tools)
+	"ip":         "iproute2",
+	"bridge":     "iproute2",
+	"ss":         "iproute2",
+	"trafgen":    "netsniff-ng",
+	"iperf3":     "iperf3",
+	"ping":       "iputils-ping",
+	"tcpdump":    "tcpdump",
+	"ethtool":    "ethtool",
+	"kea-dhcp4":  "kea-dhcp4-server",
+	"dhclient":   "isc-dhcp-client",
+	"busybox":    "busybox",
+	"perfdhcp":   "kea-admin",
+	"dhcrelay":   "isc-dhcp-relay",
+	"sysctl":     "procps",
+	"nft":        "nftables",        // bench forward's kernel baseline (lab.Topology.NFTRouter)
+	"chromium":   "chromium",        // the portal's browser tests (e2e), headless
+	"certutil":   "libnss3-tools",   // the lab CA in the browser's trust store
+	"dnsmasq":    "dnsmasq-base",    // the second kind of ISP DHCP server (no system service)
+	"dhcpcd":     "dhcpcd-base",     // a third kind of subscriber client (e2e; no system service)
+	"dhcpd":      "isc-dhcp-server", // a third kind of ISP DHCP server (e2e; its service is left unconfigured)
+	"networkctl": "systemd",         // systemd-networkd, a fourth kind of subscriber client (e2e, run by hand in a namespace)
+	"promtool":   "prometheus",      // the metrics tests check the suggested alert rules and /metrics with it (the server is not run)
+	"node":       "nodejs",          // api's OpenAPI tests run their checker (api/testdata/openapi) with it
+	"npm":        "npm",             // ... and install its pinned packages with it (make tools)
 }
 
 // MissingPackages returns the Debian packages whose binaries are missing.
