@@ -24,9 +24,8 @@ const fqdnEncoded = 0x04
 
 // renamed reports whether the client message raw names its host (option
 // 12) or its FQDN (option 81) otherwise than the ISP's stored ACK options
-// opts echoed: letter case, a final dot and the ISP qualifying a partial
-// name (the client's name followed by a domain) aside. A name the client
-// or the ISP's ACK leaves out is no change.
+// opts echoed: another host (first label, sameName), not another domain.
+// A name the client or the ISP's ACK leaves out is no change.
 func renamed(opts, raw []byte) bool {
 	if c, s := clientOption(raw, optHostName), storedOption(opts, optHostName); len(c) > 0 && len(s) > 0 && !sameName(string(c), string(s)) {
 		return true
@@ -76,12 +75,17 @@ func fqdnName(v []byte) string {
 	return b.String()
 }
 
-// sameName reports whether the client's name c is the ISP's s: equal
-// but for letter case and a final dot, or s is c qualified by a domain.
+// sameName reports whether the client's name c and the ISP's s name the
+// same host: their first labels (up to the first dot) equal but for letter
+// case. The rest is the domain, which ISP servers qualify a partial name
+// with or replace by their own (dnsmasq's domain), and is no rename.
 func sameName(c, s string) bool {
-	c, s = strings.TrimSuffix(c, "."), strings.TrimSuffix(s, ".")
-	if strings.EqualFold(c, s) {
-		return true
+	return strings.EqualFold(firstLabel(c), firstLabel(s))
+}
+
+func firstLabel(name string) string {
+	if i := strings.IndexByte(name, '.'); i >= 0 {
+		return name[:i]
 	}
-	return len(s) > len(c)+1 && s[len(c)] == '.' && strings.EqualFold(s[:len(c)], c)
+	return name
 }

@@ -54,8 +54,8 @@ func fqdnOpt(flags byte, name string) []byte {
 // ACK echoed (a device renamed: dhcpcd's option 12, Windows' option 81)
 // is relayed, not answered with the old name from the binding; the ISP's
 // ACK with the new name is committed and later renewals are local again.
-// Letter case, the final dot and the ISP qualifying a partial name are
-// no rename. Seen in a field trial: a renamed dhcpcd host and a renamed
+// Letter case, the final dot and the domain (the ISP qualifying a
+// partial name, or putting its own) are no rename. Seen in a field trial: a renamed dhcpcd host and a renamed
 // Windows-like client were answered locally with their old names, and
 // the ISP's Kea kept recording them.
 func TestRenamedClientRenewalRelayed(t *testing.T) {
@@ -125,7 +125,8 @@ func TestSameNameAndFQDN(t *testing.T) {
 		want bool
 	}{
 		{"host", "HOST", true}, {"host.", "host", true}, {"host", "host.isp.example.", true},
-		{"host", "hostname", false}, {"host", "other.host", false}, {"host.a", "host.b", false}, {"a.b", "a.b.c", true},
+		{"host.corp.example", "host.isp.example.", true}, {"a.b", "a.b.c", true},
+		{"host", "hostname", false}, {"host", "other.host", false}, {"host.a", "hostb.a", false}, {"", "host", false},
 	} {
 		if got := sameName(c.c, c.s); got != c.want {
 			t.Errorf("sameName(%q, %q) = %v, want %v", c.c, c.s, got, c.want)
