@@ -164,7 +164,7 @@ func hardwareID(cid []byte, mac uint64) bool {
 // identifier, would otherwise release the lease it grants the owner.
 func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []byte, mac uint64) bool {
 	key := cidKey(isp.Index, cid)
-	if p.reclaims.waiting(key, cid, mac, p.intents.onWire) {
+	if p.reclaims.waiting(isp.Index, cid, mac, p.intents.onWire) {
 		// A retransmission after the revoke below, the holder's
 		// RELEASE still not queued: it found the identifier free, and
 		// would have overtaken the RELEASE (a review). Or a message
@@ -212,15 +212,15 @@ func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []by
 		}
 	}
 	if len(ids) > 0 {
-		p.reclaims.wait(key, cid, ids, 0)
+		p.reclaims.wait(isp.Index, cid, ids, 0)
 		p.count("client_id_reclaim_waits")
 		return false
 	}
 	return true
 }
 
-// reclaimWaits holds, by client identifier key (cidKey), the holder's
-// intents (its RELEASE) a reclaim of that identifier waits for
+// reclaimWaits holds, by client identifier and ISP (waitKey), the
+// holder's intents (its RELEASE) a reclaim of that identifier waits for
 // (checkClientID): until they are queued to the ISP, the owner's messages
 // with the identifier are not relayed, retransmissions included, or the
 // ISP, which keys leases by the identifier, would apply the late RELEASE
@@ -229,11 +229,16 @@ func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []by
 // at the next prune (at most reclaimPruneEvery after): a start holds the
 // identifier of every intent it found pending (holdIdentifier), thousands
 // after an ISP's outage, most of them of subscribers that do not come
-// back. Not kept across a restart: a start has every pending intent's
-// identifier wait (holdIdentifier).
+// back. Keyed by the whole identifier, not its 32-bit cidKey: two pending
+// intents' identifiers of one key (about one start in four with 50,000
+// pending) each wait (a review: the later replaced the earlier's wait).
+// An entry costs its identifier (~8 bytes, at most 256), its intents and
+// the map's slot, as the hashed key's did with the identifier kept to
+// compare: linear in the intents held. Not kept across a restart: a start
+// has every pending intent's identifier wait (holdIdentifier).
 type reclaimWaits struct {
 	mu     sync.Mutex
-	m      map[uint32]reclaimWait
+	m      map[string]*reclaimWait
 	pruned time.Time
 }
 
@@ -241,14 +246,19 @@ type reclaimWaits struct {
 // all queued or done are let go (reclaimWaits.prune).
 const reclaimPruneEvery = 10 * time.Second
 
-// reclaimWait is one reclaim's wait: the identifier (its key may be
-// another's too) and the intents; own is the MAC whose messages do not
-// wait (0: none): the subscriber whose intents a start found pending
-// (holdIdentifier).
+// reclaimWait is one reclaim's wait: the intents, and own, the MAC whose
+// messages do not wait (0: none): the subscriber whose intents a start
+// found pending (holdIdentifier).
 type reclaimWait struct {
-	cid []byte
 	ids []uint64
 	own uint64
+}
+
+// waitKey is the reclaimWaits key of client identifier cid at ISP isp:
+// the ISP's index, then the identifier, in buf (no allocation for an
+// identifier of up to 255 bytes, what option 61 holds).
+func waitKey(buf *[256]byte, isp uint8, cid []byte) []byte {
+	return append(append(buf[:0], isp), cid...)
 }
 
 // holdIdentifier has the client identifier of intent in, one a previous
@@ -268,32 +278,31 @@ func (p *Proxy) holdIdentifier(in subscribers.Intent) {
 	if err != nil {
 		return
 	}
-	cid := m.Options.Get(dhcpv4.OptionClientIdentifier)
-	if key := cidKey(isp.Index, cid); key != 0 {
-		p.reclaims.wait(key, cid, []uint64{in.ID}, binding.MAC48(in.MAC))
+	if cid := m.Options.Get(dhcpv4.OptionClientIdentifier); len(cid) > 0 {
+		p.reclaims.wait(isp.Index, cid, []uint64{in.ID}, binding.MAC48(in.MAC))
 	}
 }
 
-// wait notes that identifier cid (key) waits for intents ids, besides
-// any it waited for already; own is a MAC whose messages do not wait (0:
-// none). Another identifier of the same key that waited (a hash
-// collision) waits no more: the last noted is held.
-func (r *reclaimWaits) wait(key uint32, cid []byte, ids []uint64, own uint64) {
+// wait notes that identifier cid at ISP isp waits for intents ids,
+// besides any it waited for already; own is a MAC whose messages do not
+// wait (0: none).
+func (r *reclaimWaits) wait(isp uint8, cid []byte, ids []uint64, own uint64) {
+	var buf [256]byte
+	k := waitKey(&buf, isp, cid)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.m == nil {
-		r.m = map[uint32]reclaimWait{}
+		r.m = map[string]*reclaimWait{}
 	}
-	w, ok := r.m[key]
-	if !ok || !bytes.Equal(w.cid, cid) {
-		r.m[key] = reclaimWait{bytes.Clone(cid), slices.Clone(ids), own}
+	w := r.m[string(k)]
+	if w == nil {
+		r.m[string(k)] = &reclaimWait{slices.Clone(ids), own}
 		return
 	}
 	w.ids = append(w.ids, ids...)
 	if w.own != own {
 		w.own = 0
 	}
-	r.m[key] = w
 }
 
 // prune lets go of the waits whose intents queued reports on the wire, at
@@ -309,8 +318,6 @@ func (r *reclaimWaits) prune(now time.Time, queued func(uint64) bool) {
 	for k, w := range r.m {
 		if w.ids = slices.DeleteFunc(w.ids, queued); len(w.ids) == 0 {
 			delete(r.m, k)
-		} else {
-			r.m[k] = w
 		}
 	}
 }
@@ -322,24 +329,27 @@ func (r *reclaimWaits) len() int {
 	return len(r.m)
 }
 
-// waiting reports whether a message of mac with identifier cid (key)
-// still waits for an intent queued does not report on the wire (queued, or
-// done), forgetting the wait once none is left.
-func (r *reclaimWaits) waiting(key uint32, cid []byte, mac uint64, queued func(uint64) bool) bool {
+// waiting reports whether a message of mac with identifier cid at ISP isp
+// still waits for an intent queued does not report on the wire (queued,
+// or done), forgetting the wait once none is left.
+func (r *reclaimWaits) waiting(isp uint8, cid []byte, mac uint64, queued func(uint64) bool) bool {
+	if len(cid) == 0 {
+		return false
+	}
+	var buf [256]byte
+	k := waitKey(&buf, isp, cid)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	w, ok := r.m[key]
-	if !ok {
+	w := r.m[string(k)]
+	if w == nil {
 		return false
 	}
 	w.ids = slices.DeleteFunc(w.ids, queued)
 	if len(w.ids) == 0 {
-		delete(r.m, key)
+		delete(r.m, string(k))
 		return false
 	}
-	r.m[key] = w
-	// Another identifier of the same key waits for nothing; nor does
-	// the intents' own subscriber, whose pending intents hold its
-	// messages already (relayLater).
-	return bytes.Equal(w.cid, cid) && mac != w.own
+	// The intents' own subscriber does not wait: its pending intents
+	// hold its messages already (relayLater).
+	return mac != w.own
 }
