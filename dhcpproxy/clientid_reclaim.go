@@ -31,9 +31,19 @@ import (
 //     is its last renewal), and this bound errs towards refusing. A MAC
 //     registered to take the identifier of a neighbour already bound
 //     with it is always newer than that neighbour's registration.
-//   - and the holder was not revoked by a reclaim within reclaimHoldoff
-//     (reclaimHoldoffs): two devices that keep taking one identifier from
-//     each other cut the holder off at most once in that time.
+//   - and, unless the asker's registration is older than the holder's,
+//     the holder was not revoked by a reclaim within reclaimHoldoff
+//     (reclaimHoldoffs): two devices of one customer that keep taking
+//     one identifier from each other cut the holder off at most once in
+//     that time. An older asker is not held off: a squatter its reclaim
+//     revoked, binding with the identifier again before the owner's
+//     exchange ended (between its DISCOVER and REQUEST), kept the owner
+//     off for the hold-off (a review). Nor did the hold-off shield a
+//     holder from an older registration made to cut it off: such an
+//     asker, once bound, keeps the identifier by renewing it, and the
+//     holder is refused it (client_id_taken) all the same; the hold-off
+//     only spaced out the cut-offs of a holder that took the identifier
+//     back whenever the asker let it go.
 //
 // Refused, the asker's message is not relayed (the identifier stays with
 // its holder, which the ISP's server keys the lease by), counted
@@ -55,7 +65,8 @@ import (
 // bounded.
 
 // reclaimHoldoff is how long after a reclaim revoked a holder's binding no
-// other reclaim may revoke that holder's again.
+// other reclaim may revoke that holder's again, but one by a registration
+// older than the holder's.
 const reclaimHoldoff = time.Hour
 
 // reclaimVerdict is what the bound says of one reclaim (mayReclaim).
@@ -84,25 +95,40 @@ func (p *Proxy) mayReclaim(c *Circuit, reg registry.Entry, isp *ISP, h held, mac
 		return reclaimRefused
 	}
 	hreg, _ := p.reg.Lookup(h.k.mac) // not stale: registered, at isp
-	if reg.CustomerID == "" || hreg.CustomerID != reg.CustomerID || hreg.ISP != reg.ISP {
-		own, err := p.store.Registration(binding.MACBytes(mac))
-		if err != nil {
-			return refuse("client_id_reclaim_refused", "its registration unreadable ("+err.Error()+")")
-		}
-		theirs, err := p.store.Registration(binding.MACBytes(h.k.mac))
-		if err != nil {
-			return refuse("client_id_reclaim_refused", "the holder's registration unreadable ("+err.Error()+")")
-		}
-		if !registeredBefore(own.Created, theirs.Created) {
-			return refuse("client_id_reclaim_refused", "registered "+createdString(own.Created)+
-				", not before the holder ("+createdString(theirs.Created)+")")
-		}
+	sameCustomer := reg.CustomerID != "" && hreg.CustomerID == reg.CustomerID && hreg.ISP == reg.ISP
+	until, heldOff := p.reclaimed.holdoff(h.k.mac, now)
+	if sameCustomer && !heldOff {
+		return reclaimBounded // its customer's own device: no order needed
 	}
-	if until, ok := p.reclaimed.holdoff(h.k.mac, now); ok {
-		return refuse("client_id_reclaim_limited", "the holder's binding was revoked by a reclaim less than "+
-			reclaimHoldoff.String()+" ago (not again before "+until.UTC().Format(time.RFC3339)+")")
+	// The age rule: it decides another customer's holder, and lifts the
+	// hold-off from an owner registered before the holder.
+	older, why := p.registeredBeforeHolder(mac, h.k.mac)
+	switch {
+	case older:
+		return reclaimBounded
+	case !sameCustomer:
+		return refuse("client_id_reclaim_refused", why)
 	}
-	return reclaimBounded
+	return refuse("client_id_reclaim_limited", "the holder's binding was revoked by a reclaim less than "+
+		reclaimHoldoff.String()+" ago (not again before "+until.UTC().Format(time.RFC3339)+")")
+}
+
+// registeredBeforeHolder reports whether subscriber mac's registration
+// was made before holder's (registeredBefore), read from the store; if
+// not, why, for the asker's rejected event.
+func (p *Proxy) registeredBeforeHolder(mac, holder uint64) (bool, string) {
+	own, err := p.store.Registration(binding.MACBytes(mac))
+	if err != nil {
+		return false, "its registration unreadable (" + err.Error() + ")"
+	}
+	theirs, err := p.store.Registration(binding.MACBytes(holder))
+	if err != nil {
+		return false, "the holder's registration unreadable (" + err.Error() + ")"
+	}
+	if !registeredBefore(own.Created, theirs.Created) {
+		return false, "registered " + createdString(own.Created) + ", not before the holder (" + createdString(theirs.Created) + ")"
+	}
+	return true, ""
 }
 
 // registeredBefore reports whether a registration created at a was made
@@ -130,9 +156,10 @@ func createdString(t time.Time) string {
 // binding (mayReclaim), for reclaimHoldoff. Entries older than that are
 // dropped at the next note: the map holds the reclaims of the last
 // reclaimHoldoff, each of which took a subscriber asking with its own
-// identifier (an older registration, or the holder's customer's). RAM only: a restart forgets
-// them (one more reclaim of each holder per restart, which no subscriber
-// can cause), while the age rule, read from the store, stands.
+// identifier (an older registration, or the holder's customer's). RAM
+// only: a restart forgets them (one more reclaim of each holder per
+// restart, which no subscriber can cause), while the age rule, read from
+// the store, stands.
 type reclaimHoldoffs struct {
 	mu sync.Mutex
 	m  map[uint64]time.Time

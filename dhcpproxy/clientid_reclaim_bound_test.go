@@ -141,22 +141,54 @@ func TestClientIDReclaimSameCustomer(t *testing.T) {
 	}
 }
 
-// An older registration reclaims its identifier from another customer's
-// binding (TestClientIDOwnerReclaims), but not again within
-// reclaimHoldoff of that: two devices that keep taking one identifier
-// from each other (a clone fighting its original, or an old registration
-// used to cut a neighbour off at each of its rebinds) cut the holder off
-// at most once in that time. Refused, client_id_reclaim_limited counts
-// it and s1's rejected event names s2. Past the holdoff, the reclaim is
-// made. Fails without the bound (the second reclaim is made).
-func TestClientIDReclaimHoldoff(t *testing.T) {
+// The race a review found: an older registration reclaims its identifier
+// from another customer's binding (TestClientIDOwnerReclaims), and the
+// revoked holder binds with it again before the owner's exchange ends
+// (its DORA between the owner's DISCOVER and REQUEST). The owner's
+// REQUEST reclaims it again and the owner binds: the hold-off, which
+// refused that reclaim for an hour (client_id_reclaim_limited), does not
+// apply to an asker registered before the holder, so it no longer
+// protects a squatter. Past the holdoff nothing changes. Fails without
+// the fix (the REQUEST is refused, s2 keeps the identifier).
+func TestClientIDReclaimRaceOwnerWins(t *testing.T) {
 	r := newPRig(t)
 	id := squatWith(t, r, s2, s1) // s1 registered before s2
-	if up := r.askWithOwnID(s1, id); len(up) != 2 || up[0] != "RELEASE "+s2 {
-		t.Fatalf("first reclaim: to the ISP %v, want s2's RELEASE then s1's DISCOVER", up)
+	r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, id)))
+	got := r.serve(anyKea(time.Hour)) // s2's RELEASE, s1's DISCOVER
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("s1's DISCOVER: %v, want an OFFER (counters %v)", got, r.p.Counters())
 	}
-	squatWith(t, r, s2, s1) // s1 never bound: s2 takes the identifier again
-	if up := r.askWithOwnID(s1, id); len(up) != 0 {
+	squatWith(t, r, s2, s1) // s2 takes the identifier again meanwhile
+	req, _ := dhcpv4.NewRequestFromOffer(got[0], dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, id))
+	r.fromClient(req)
+	r.p.committing.Wait()
+	r.p.notes.wait()
+	if got := r.serve(anyKea(time.Hour)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Errorf("s1's REQUEST: %v, want an ACK (counters %v)", got, r.p.Counters())
+	}
+	r.p.committing.Wait()
+	if !r.tab.isBound(s1MAC) || r.tab.isBound(s2MAC) {
+		t.Errorf("s1 bound %v, s2 bound %v; want the owner bound, the squatter not", r.tab.isBound(s1MAC), r.tab.isBound(s2MAC))
+	}
+	if c := r.p.Counters(); c["client_id_reclaimed"] != 2 || c["client_id_reclaim_limited"] != 0 {
+		t.Errorf("counters %v, want two reclaims and no client_id_reclaim_limited", c)
+	}
+}
+
+// The hold-off still bounds what the age rule does not decide: a holder
+// of the asker's own customer registered before the asker
+// (TestClientIDReclaimSameCustomer) is revoked at most once per
+// reclaimHoldoff; past it, again. Refused, client_id_reclaim_limited
+// counts it and the asker's rejected event names the holder and when.
+func TestClientIDReclaimHoldoff(t *testing.T) {
+	r := newPRig(t)
+	id := squatWith(t, r, s2, s3)
+	r.register(s3, "c-s2") // s2's customer, after s2
+	if up := r.askWithOwnID(s3, id); len(up) != 2 || up[0] != "RELEASE "+s2 {
+		t.Fatalf("first reclaim: to the ISP %v, want s2's RELEASE then s3's DISCOVER", up)
+	}
+	squatWith(t, r, s2, s3) // s3 never bound: s2 takes the identifier again
+	if up := r.askWithOwnID(s3, id); len(up) != 0 {
 		t.Errorf("second reclaim at once: to the ISP %v, want nothing", up)
 	}
 	if !r.tab.isBound(s2MAC) {
@@ -165,13 +197,13 @@ func TestClientIDReclaimHoldoff(t *testing.T) {
 	if c := r.p.Counters(); c["client_id_reclaim_limited"] != 1 || c["client_id_reclaimed"] != 1 {
 		t.Errorf("counters %v, want one reclaim and one client_id_reclaim_limited", c)
 	}
-	if e, ok := r.lastRejected(s1); !ok || !strings.Contains(e.Reason, s2) || !strings.Contains(e.Reason, "revoked by a reclaim") {
-		t.Errorf("s1's rejected event %+v, want one naming s2 and the holdoff", e)
+	if e, ok := r.lastRejected(s3); !ok || !strings.Contains(e.Reason, s2) || !strings.Contains(e.Reason, "revoked by a reclaim") {
+		t.Errorf("s3's rejected event %+v, want one naming s2 and the holdoff", e)
 	}
 	later := time.Now().Add(reclaimHoldoff + time.Minute)
 	r.p.now = func() time.Time { return later }
-	if up := r.askWithOwnID(s1, id); len(up) != 2 || up[0] != "RELEASE "+s2 || up[1] != "DISCOVER "+s1 {
-		t.Errorf("past the holdoff: to the ISP %v, want s2's RELEASE then s1's DISCOVER (counters %v)", up, r.p.Counters())
+	if up := r.askWithOwnID(s3, id); len(up) != 2 || up[0] != "RELEASE "+s2 || up[1] != "DISCOVER "+s3 {
+		t.Errorf("past the holdoff: to the ISP %v, want s2's RELEASE then s3's DISCOVER (counters %v)", up, r.p.Counters())
 	}
 }
 

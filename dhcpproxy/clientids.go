@@ -157,8 +157,8 @@ func hardwareID(cid []byte, mac uint64) bool {
 // that the owner's exchange finds the identifier free
 // (client_id_reclaimed), within the bound of mayReclaim
 // (clientid_reclaim.go: another customer's holder only by an older
-// registration, no holder twice within reclaimHoldoff; refused, the
-// message is not relayed either). The owner's message goes on once that RELEASE is
+// registration, no holder twice within reclaimHoldoff but by one; refused,
+// the message is not relayed either). The owner's message goes on once that RELEASE is
 // queued to the ISP (until then it is dropped, client_id_reclaim_waits,
 // and a retransmission goes on): the ISP, which keys the lease by the
 // identifier, would otherwise release the lease it grants the owner.
@@ -184,7 +184,7 @@ func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []by
 		return false
 	}
 	// Bounded (clientid_reclaim.go): from another customer, only by an
-	// older registration, and not again soon after.
+	// older registration; by a newer one, not again soon after.
 	now := p.now()
 	verdict := p.mayReclaim(c, reg, isp, h, mac, now)
 	if verdict == reclaimRefused {
