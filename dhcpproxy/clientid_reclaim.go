@@ -23,14 +23,32 @@ import (
 //   - the holder is of the asker's own customer (its device, behind a
 //     bridge before and on the access now: nothing is taken from another
 //     subscriber), or the asker's registration is older than the holder's
-//     (registeredBefore): the identifier was a registered device's before
-//     the holder could have bound with it. A binding follows its
-//     registration (a withdrawn registration revokes it), so the holder's
-//     registration is a lower bound on when it began holding the
-//     identifier; the binding's own start is not stored (Binding.Updated
-//     is its last renewal), and this bound errs towards refusing. A MAC
-//     registered to take the identifier of a neighbour already bound
-//     with it is always newer than that neighbour's registration.
+//     (registeredBefore, of the registrations' Created: when each MAC was
+//     registered to its current customer): the identifier was a device's
+//     of the asker's customer before the holder could have bound with it.
+//     A binding follows its registration (a withdrawn registration, or a
+//     move to another ISP, ends it), so the holder's registration is a
+//     lower bound on when it began holding the identifier; the binding's
+//     own start is not stored (Binding.Updated is its last renewal), and
+//     this bound errs towards refusing. A MAC registered to take the
+//     identifier of a neighbour already bound with it is always newer
+//     than that neighbour's registration, and a device moved to another
+//     customer (its ISP's or the operator's move, a claim from the
+//     device) counts from its move: taking over an old record gains no
+//     age. The one gap: a holder moved to another customer of its ISP
+//     while bound keeps its binding, its Created starting again at the
+//     move, so a registration made between its binding and its move
+//     reclaims from it; only the ISP, the operator or a claim of the
+//     holder's own MAC (which gives the holder to the claimer in any
+//     case) makes such a move. Two registrations stored before schema 3
+//     and not written since have no Created and are not ordered: nothing
+//     stored bounds when the holder's was made from below (Updated is
+//     its last write), so either order could hand one subscriber's
+//     lease to the other on no evidence; the reclaim is refused, and the
+//     operator settles it (docs/OPERATIONS.md). Closing the gap needs the
+//     binding's start stored (a Binding.Since kept through renewals, a
+//     schema change), which would stand for the holder in place of its
+//     registration.
 //   - and, unless the asker's registration is older than the holder's,
 //     the holder was not revoked by a reclaim within reclaimHoldoff
 //     (reclaimHoldoffs): two devices of one customer that keep taking
@@ -55,10 +73,7 @@ import (
 // used; an older neighbour that began squatting a new subscriber's
 // identifier): it is kept off, visibly, until the holder's lease ends or
 // the operator acts, as before reclaims were made; the cut-offs they stop
-// were the attacker's to make, again at each of the victim's rebinds. A device
-// record keeps its Created when its ISP gives it to another customer or
-// a claim from the device moves it (tenants): such a record, older than
-// the holder, still reclaims, at most once per reclaimHoldoff.
+// were the attacker's to make, again at each of the victim's rebinds.
 //
 // A holder whose binding no longer matches its registration (withdrawn,
 // blocked, moved, suspended: its binding is ending anyway) is not

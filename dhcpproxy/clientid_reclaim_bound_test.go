@@ -265,3 +265,22 @@ func TestClientIDReclaimStaleHolder(t *testing.T) {
 		t.Errorf("to the ISP %v, want s2's RELEASE then s3's DISCOVER (counters %v)", up, r.p.Counters())
 	}
 }
+
+// A device moved to another customer after the holder was registered
+// (its ISP gave it to another customer, or a claim from the device took
+// it) counts as registered at its move: it no longer reclaims its
+// identifier from another customer's holder that was there first. Its
+// first registration is older than the holder's; the record kept its
+// Created through the move, and the reclaim was made. Fails without the
+// reset of Created by a move (subscribers).
+func TestClientIDReclaimMovedDeviceRefused(t *testing.T) {
+	r := newPRig(t)
+	id := squatWith(t, r, s2, s1) // s1 registered before s2
+	r.register(s1, "c-new")       // s1 given to another customer since
+	if up := r.askWithOwnID(s1, id); len(up) != 0 || !r.tab.isBound(s2MAC) {
+		t.Errorf("s1's DISCOVER: to the ISP %v, s2 bound %v; want nothing sent, s2 kept", up, r.tab.isBound(s2MAC))
+	}
+	if c := r.p.Counters(); c["client_id_reclaim_refused"] != 1 || c["client_id_reclaimed"] != 0 {
+		t.Errorf("counters %v, want one client_id_reclaim_refused", c)
+	}
+}

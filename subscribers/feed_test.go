@@ -414,7 +414,8 @@ func TestApplyTenantRetried(t *testing.T) {
 }
 
 // TestSyncKeepsTimes: a resync keeps the Updated and Created of unchanged
-// registrations and the Created of changed ones.
+// registrations and the Created of changed ones that keep their customer;
+// one moved to another customer is Created again (Registration.Created).
 func TestSyncKeepsTimes(t *testing.T) {
 	s, _ := openTest(t, Options{NoSync: true})
 	if _, _, _, err := s.SyncRegistrations(SourceConfig, []Registration{reg(1, "a", "c"), reg(2, "a", "c")}); err != nil {
@@ -425,7 +426,9 @@ func TestSyncKeepsTimes(t *testing.T) {
 		t.Errorf("new registration: Created %v, Updated %v", r1.Created, r1.Updated)
 	}
 	time.Sleep(10 * time.Millisecond)
-	added, changed, removed, err := s.SyncRegistrations(SourceConfig, []Registration{reg(1, "a", "c"), reg(2, "b", "c")})
+	pinned := reg(2, "a", "c")
+	pinned.Access = "acc0"
+	added, changed, removed, err := s.SyncRegistrations(SourceConfig, []Registration{reg(1, "a", "c"), pinned})
 	if err != nil || added != 0 || changed != 1 || removed != 0 {
 		t.Fatalf("resync: %d %d %d %v", added, changed, removed, err)
 	}
@@ -434,6 +437,13 @@ func TestSyncKeepsTimes(t *testing.T) {
 	}
 	if got := s.mustReg(t, mac(2)); got.Created != r2.Created || !got.Updated.After(r2.Updated) {
 		t.Errorf("changed registration: %+v (was %+v): want Created kept, Updated later", got, r2)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if _, _, _, err := s.SyncRegistrations(SourceConfig, []Registration{reg(1, "a", "c"), reg(2, "b", "c")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.mustReg(t, mac(2)); !got.Created.After(r2.Created) || got.Created != got.Updated {
+		t.Errorf("moved registration: %+v (was %+v): want Created the move's", got, r2)
 	}
 }
 

@@ -27,9 +27,16 @@ type Registration struct {
 	Access     string // optional: access port name it must appear on ("" = any)
 	Source     string // SourceConfig or SourceAPI (or the caller's own, e.g. "claim")
 	Updated    time.Time
-	// Created is when the MAC was first registered: a write with a zero
-	// Created keeps the stored one (now for a new MAC). Registrations
-	// stored before schema 3 read as zero until next written.
+	// Created is when the MAC was registered to its current customer
+	// (ISP and CustomerID): a write with a zero Created keeps the stored
+	// one if it leaves the MAC with that customer, and is now otherwise
+	// (a new MAC, or one moved to another customer, of its ISP or
+	// another). The client identifier reclaim orders registrations by it
+	// (dhcpproxy): a device given to another customer is not older than
+	// a holder that was there before it came. Registrations stored before
+	// schema 3 read as zero until next written; one moved before this
+	// rule keeps the Created of its first registration until it moves
+	// again.
 	Created time.Time
 }
 
@@ -99,7 +106,8 @@ func (ix *indexOps) delete(tx *bolt.Tx, k []byte) error { return ix.write(tx, k,
 func (ix *indexOps) insert(tx *bolt.Tx, k []byte) error { return ix.write(tx, k, true) }
 
 // regPut stores r (validated, Updated set) in tx: a zero r.Created becomes
-// the stored registration's Created (now for a new one); the
+// the stored registration's Created if r keeps its ISP and customer, now
+// otherwise (a new MAC, or a move: Registration.Created); the
 // devices-by-customer index entry moves from the old registration's
 // (ISP, customer) to r's (through ix if not nil: the caller applies it);
 // a device put is appended to the change feed. It returns the old
@@ -114,7 +122,7 @@ func (s *Store) regPut(tx *bolt.Tx, r Registration, now time.Time, ix *indexOps)
 		}
 	}
 	if r.Created.IsZero() {
-		if old != nil && !old.Created.IsZero() {
+		if old != nil && !old.Created.IsZero() && old.ISP == r.ISP && old.CustomerID == r.CustomerID {
 			r.Created = old.Created
 		} else {
 			r.Created = now
@@ -158,8 +166,9 @@ func (s *Store) regDelete(tx *bolt.Tx, mac MAC, now time.Time, ix *indexOps) (bo
 }
 
 // PutRegistration inserts or replaces the registration of r.MAC. A zero
-// r.Updated is set to now; a zero r.Created keeps the stored one (now for
-// a new MAC). Durable on return.
+// r.Updated is set to now; a zero r.Created keeps the stored one if r
+// keeps its ISP and customer (now for a new MAC or a move). Durable on
+// return.
 func (s *Store) PutRegistration(r Registration) error {
 	if err := validateRegistration(&r); err != nil {
 		return fmt.Errorf("put registration %s: %w", macString(r.MAC), err)

@@ -24,7 +24,8 @@ import (
 // gets Source = source; an entry whose MAC is registered by another source
 // is taken over by this one. Entries that did not change keep their stored
 // Updated and Created times; changed and new ones get their Updated (now,
-// if zero) and keep the stored Created (now for a new MAC, if zero).
+// if zero) and keep the stored Created if they keep their ISP and
+// customer (now for a new MAC or a move, if zero: Registration.Created).
 // added counts MACs that had no registration from source before, changed
 // those whose registration from source was rewritten, removed those that
 // were deleted. Registrations from other sources are untouched. A corrupt

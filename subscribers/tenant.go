@@ -67,7 +67,8 @@ type TenantResult struct {
 //
 // Puts follow PutRegistration and the customers' rules for zero times:
 // Updated becomes now, Created is kept from the stored record (now for a
-// new one). Every put and delete of a customer or registration maintains
+// new one, and for a registration moved to another customer:
+// Registration.Created). Every put and delete of a customer or registration maintains
 // the indexes and is appended to the change feed (Watch); the writes are
 // made in key order, so a large write (a bulk import batch) stays linear.
 func (s *Store) ApplyTenant(w TenantWrite) (TenantResult, error) {

@@ -245,7 +245,13 @@ func (t *Tenants) planAttach(w *subscribers.TenantWrite, a Actor, c subscribers.
 	}
 	if had {
 		r.Blocked = old.Blocked
-		r.Created = old.Created
+		// Created is kept for the customer it had, and starts again
+		// for another (the store: Registration.Created), a claim's
+		// included: a device taken over by another customer is not
+		// older than the client identifier holders already there.
+		if old.ISP == c.ISP && old.CustomerID == c.ID {
+			r.Created = old.Created
+		}
 		if old.ISP == "" {
 			// The operator's block, moved to c by the operator: the
 			// device stays blocked (rewritten above); no ISP lost it.
