@@ -40,15 +40,15 @@ import (
 //     move, so a registration made between its binding and its move
 //     reclaims from it; only the ISP, the operator or a claim of the
 //     holder's own MAC (which gives the holder to the claimer in any
-//     case) makes such a move. Two registrations stored before schema 3
-//     and not written since have no Created and are not ordered: nothing
-//     stored bounds when the holder's was made from below (Updated is
-//     its last write), so either order could hand one subscriber's
-//     lease to the other on no evidence; the reclaim is refused, and the
-//     operator settles it (docs/OPERATIONS.md). Closing the gap needs the
-//     binding's start stored (a Binding.Since kept through renewals, a
-//     schema change), which would stand for the holder in place of its
-//     registration.
+//     case) makes such a move. Closing the gap needs the binding's start
+//     stored (a Binding.Since kept through renewals, a schema change),
+//     which would stand for the holder in place of its registration. Two
+//     registrations stored before schema 3 and not written since have no
+//     Created and are not ordered: nothing stored bounds when the
+//     holder's was made from below (Updated is its last write), so either
+//     order could hand one subscriber's lease to the other on no
+//     evidence; the reclaim is refused, and the operator settles it
+//     (docs/OPERATIONS.md).
 //   - and, unless the asker's registration is older than the holder's,
 //     the holder was not revoked by a reclaim within reclaimHoldoff
 //     (reclaimHoldoffs): two devices of one customer that keep taking
@@ -61,7 +61,9 @@ import (
 //     asker, once bound, keeps the identifier by renewing it, and the
 //     holder is refused it (client_id_taken) all the same; the hold-off
 //     only spaced out the cut-offs of a holder that took the identifier
-//     back whenever the asker let it go.
+//     back whenever the asker let it go. So an older asker that never
+//     binds now revokes such a holder at each of its rebinds, where it
+//     could keep it off for good by binding.
 //
 // Refused, the asker's message is not relayed (the identifier stays with
 // its holder, which the ISP's server keys the lease by), counted

@@ -175,6 +175,25 @@ func TestClientIDReclaimRaceOwnerWins(t *testing.T) {
 	}
 }
 
+// Of one customer too, an owner registered before the holder is not
+// held off: s2, given to s1's customer, squats s1's identifier again at
+// once after s1's reclaim, and s1's next message reclaims it again. Fails
+// without the fix (client_id_reclaim_limited).
+func TestClientIDReclaimSameCustomerOlderOwner(t *testing.T) {
+	r := newPRig(t)
+	r.register(s2, "c-s1") // s1's customer, after s1
+	id := squatWith(t, r, s2, s1)
+	for i := range 2 {
+		if up := r.askWithOwnID(s1, id); len(up) != 2 || up[0] != "RELEASE "+s2 || up[1] != "DISCOVER "+s1 {
+			t.Errorf("reclaim %d: to the ISP %v, want s2's RELEASE then s1's DISCOVER (counters %v)", i, up, r.p.Counters())
+		}
+		squatWith(t, r, s2, s1)
+	}
+	if c := r.p.Counters(); c["client_id_reclaimed"] != 2 || c["client_id_reclaim_limited"] != 0 {
+		t.Errorf("counters %v, want two reclaims", c)
+	}
+}
+
 // The hold-off still bounds what the age rule does not decide: a holder
 // of the asker's own customer registered before the asker
 // (TestClientIDReclaimSameCustomer) is revoked at most once per
