@@ -2,9 +2,15 @@ package api
 
 import (
 	"bufio"
+	"crypto/tls"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -45,9 +51,8 @@ func TestConnectionsShareBySource(t *testing.T) {
 		}
 	}
 	t.Logf("the hog's connections served: %d of 16", served)
-	// The ones past its share are counted (ispmux_api_connections_refused_total):
-	// closed without an answer, they are otherwise seen by no one but
-	// the client.
+	// The ones past its share are counted (ispmux_api_connections_refused_total)
+	// and answered 503 (TestRefusedConnectionAnswered503).
 	if got := f.srv.ConnectionsRefused(); got != uint64(16-served) || served != perSource(16) {
 		t.Errorf("%d of the hog's 16 served, %d counted refused; want %d and %d", served, got, perSource(16), 16-perSource(16))
 	}
@@ -134,5 +139,129 @@ func TestLimitListenerIPv6SourceIsItsPrefix(t *testing.T) {
 	v4 := sourceAddr(&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.7"), Port: 1})
 	if v4 != netip.MustParseAddr("192.0.2.7") {
 		t.Errorf("an IPv4-mapped source is %v, want 192.0.2.7", v4)
+	}
+}
+
+// refusedFixture serves the API with max_connections 16 (a source's
+// share: 8) over TLS or not, and holds the share of 127.0.0.1 with idle
+// connections; it returns the address and a dial of another connection
+// from 127.0.0.1 (over TLS with tlsOn), which is past the share.
+func refusedFixture(t *testing.T, tlsOn bool, timeout time.Duration) (*fixture, func() (net.Conn, error)) {
+	f := newFixture(t)
+	if tlsOn {
+		dir := t.TempDir()
+		cert, key := filepath.Join(dir, "api.crt"), filepath.Join(dir, "api.key")
+		writeCert(t, cert, key, "api")
+		cfg := f.cfg.API
+		cfg.TLSCert, cfg.TLSKey = cert, key
+		f.srv = New(cfg, f.svc, f.srv.tokens, nil)
+	}
+	f.srv.cfg.MaxConnections = 16
+	f.srv.Limits.RefuseTimeout = timeout
+	addr := f.serve()
+	for range perSource(16) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	// The held ones are accepted (in order) before the next.
+	deadline := time.Now().Add(5 * time.Second)
+	for f.srv.Connections() < perSource(16) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return f, func() (net.Conn, error) {
+		if tlsOn {
+			return tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
+		}
+		return net.Dial("tcp", addr)
+	}
+}
+
+// A connection past its source's share is answered, not reset: 503 with
+// Retry-After, Connection: close and a problem whose detail says why (one
+// line), then closed cleanly (EOF, not a reset), over plain HTTP and over
+// TLS (after the handshake). Before, it was closed at once without a
+// word, and only the operator's ispmux_api_connections_refused_total
+// said why the client saw a reset.
+func TestRefusedConnectionAnswered503(t *testing.T) {
+	for _, tlsOn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
+			f, dial := refusedFixture(t, tlsOn, 2*time.Second)
+			c, err := dial()
+			if err != nil {
+				t.Fatalf("dial past the share: %v", err)
+			}
+			defer c.Close()
+			_, _ = c.Write([]byte("GET /v1/isps HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + f.tokens["alpha"] + "\r\n\r\n"))
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("a connection past its source's share: %v, want a 503", err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatalf("reading the 503's body: %v", err)
+			}
+			var p Problem
+			if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !resp.Close ||
+				resp.Header.Get("Content-Type") != "application/problem+json" || strings.Count(strings.TrimSpace(string(body)), "\n") != 0 ||
+				json.Unmarshal(body, &p) != nil || p.Type != ProblemTypePrefix+"unavailable" || !strings.Contains(p.Detail, "too many connections from your address") {
+				t.Errorf("answer past the share: %d %v\n%s", resp.StatusCode, resp.Header, body)
+			}
+			if _, err := br.ReadByte(); err != io.EOF {
+				t.Errorf("after the 503: %v, want EOF (closed, not reset)", err)
+			}
+			if got := f.srv.ConnectionsRefused(); got != 1 {
+				t.Errorf("refused counted %d, want 1", got)
+			}
+		})
+	}
+}
+
+// A flood of refused connections costs little: at most maxRefusing are
+// answered at once (the others closed at once), each for RefuseTimeout
+// at most, even when its client neither reads nor closes; then no
+// goroutine is left of them.
+func TestRefusedFloodBounded(t *testing.T) {
+	f, dial := refusedFixture(t, false, 300*time.Millisecond)
+	base := runtime.NumGoroutine()
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	const n = 3 * maxRefusing
+	peak := 0
+	for range n {
+		c, err := dial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		peak = max(peak, f.srv.ln.Refusing())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.srv.ConnectionsRefused() < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+		peak = max(peak, f.srv.ln.Refusing())
+	}
+	if got := f.srv.ConnectionsRefused(); got != n {
+		t.Fatalf("%d refused, want %d", got, n)
+	}
+	if peak > maxRefusing || peak == 0 {
+		t.Errorf("%d refused connections answered at once, want 1..%d", peak, maxRefusing)
+	}
+	// Past RefuseTimeout every answer is over, its connection closed.
+	time.Sleep(600 * time.Millisecond)
+	if r := f.srv.ln.Refusing(); r != 0 {
+		t.Errorf("%d refused connections still answered past RefuseTimeout", r)
+	}
+	if g := runtime.NumGoroutine(); g > base+5 {
+		t.Errorf("%d goroutines after the flood, %d before", g, base)
 	}
 }

@@ -24,7 +24,8 @@
 // The server limits what one client can cost: header, read, write and idle
 // timeouts, a cap on header size, on request bodies (413 beyond), on open
 // connections (LimitListener: each source address its share, so that one
-// client holding connections open does not keep the others out) and on
+// client holding connections open does not keep the others out; one past
+// it is answered 503 without its request being read, refuseConn) and on
 // event streams per token (429).
 // Event streams (Server-Sent Events) are exempt from the server's read and
 // write timeouts; each of their writes has its own deadline instead, so a

@@ -12,10 +12,11 @@ import (
 // (an IPv6 one's /64) gets a share (admit): at most perSource(n)
 // connections (n/8, but all n up to 8), and once n - n/4 are open in all, only a source holding fewer
 // than fairConns gets another. A connection past its source's share is
-// closed at once (Refused counts them). Before, one client (an ISP's
-// token, or none: a request answered 401 keeps its connection alive as
-// long) holding all n kept every other ISP and the operator waiting in
-// the kernel's backlog for as long as it liked.
+// refused (Refused counts them): answered by Refuse, when set, else
+// closed at once. Before, one client (an ISP's token, or none: a request
+// answered 401 keeps its connection alive as long) holding all n kept
+// every other ISP and the operator waiting in the kernel's backlog for as
+// long as it liked.
 type LimitListener struct {
 	net.Listener
 	n         int
@@ -28,6 +29,16 @@ type LimitListener struct {
 	open    atomic.Int64
 	refused atomic.Uint64
 
+	// Refuse, when set (before the first Accept), answers a refused
+	// connection, in a goroutine of its own, and must return by a
+	// deadline it sets on the connection (the listener closes the
+	// connection then). At most maxRefusing run at once: a refused
+	// connection past them is closed at once, so a flood of refused
+	// connections costs at most maxRefusing goroutines, each for its
+	// deadline.
+	Refuse   func(net.Conn)
+	refusing atomic.Int32
+
 	mu  sync.Mutex
 	src map[netip.Addr]int // open connections by source address
 }
@@ -35,6 +46,9 @@ type LimitListener struct {
 // fairConns is what a source may still open once the connections in all
 // reach n - n/4 (the reserve): enough for a client's request or two.
 const fairConns = 2
+
+// maxRefusing is the most refused connections Refuse answers at once.
+const maxRefusing = 64
 
 // perSource is a source's share of n connections: n/8, but at least
 // min(n, 8) (a small cap is one client's).
@@ -62,12 +76,34 @@ func (l *LimitListener) Accept() (net.Conn, error) {
 		a := sourceAddr(c.RemoteAddr())
 		if !l.admit(a) {
 			l.refused.Add(1)
-			c.Close()
+			l.refuse(c)
 			continue
 		}
 		return &limitConn{Conn: c, release: func() { l.release(a); <-l.sem }}, nil
 	}
 }
+
+// refuse answers c with Refuse in a goroutine of its own, or closes it
+// at once (no Refuse, or maxRefusing already answering).
+func (l *LimitListener) refuse(c net.Conn) {
+	if l.Refuse == nil {
+		c.Close()
+		return
+	}
+	if l.refusing.Add(1) > maxRefusing {
+		l.refusing.Add(-1)
+		c.Close()
+		return
+	}
+	go func() {
+		defer l.refusing.Add(-1)
+		defer c.Close()
+		l.Refuse(c)
+	}()
+}
+
+// Refusing is the number of refused connections Refuse is answering.
+func (l *LimitListener) Refusing() int { return int(l.refusing.Load()) }
 
 // sourceAddr is the source a connection comes from: its IPv4 address,
 // or its IPv6 address's /64 (v6SourceBits; the zero Addr for one that has
@@ -125,8 +161,8 @@ func (l *LimitListener) Close() error {
 // Open is the number of accepted connections not yet closed.
 func (l *LimitListener) Open() int { return int(l.open.Load()) }
 
-// Refused is the number of connections closed at once, past their
-// source's share.
+// Refused is the number of connections refused, past their source's
+// share (answered by Refuse, or closed at once).
 func (l *LimitListener) Refused() uint64 { return l.refused.Load() }
 
 type limitConn struct {

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -39,6 +40,10 @@ type Limits struct {
 	Heartbeat         time.Duration // comment line on an idle event stream
 	StreamWrite       time.Duration // deadline of each write to an event stream
 	ShutdownGrace     time.Duration // ServeUntil's wait for requests at ctx end
+	// RefuseTimeout bounds the answer to a connection past its
+	// source's share (refuseConn): TLS handshake, the 503, and the wait
+	// for the client to close.
+	RefuseTimeout time.Duration
 }
 
 // DefaultLimits are the limits New sets.
@@ -56,6 +61,7 @@ func DefaultLimits() Limits {
 		Heartbeat:         15 * time.Second,
 		StreamWrite:       30 * time.Second,
 		ShutdownGrace:     5 * time.Second,
+		RefuseTimeout:     2 * time.Second,
 	}
 }
 
@@ -449,6 +455,12 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.srv, s.ln = srv, lln
 	s.mu.Unlock()
+	var refuseTLS *tls.Config
+	if s.cert != nil {
+		refuseTLS = s.cert.TLSConfig()
+		refuseTLS.NextProtos = []string{"http/1.1"}
+	}
+	lln.Refuse = refuseConn(refuseTLS, l.RefuseTimeout)
 	var err error
 	if s.cert != nil {
 		srv.TLSConfig = s.cert.TLSConfig()
@@ -521,8 +533,9 @@ func (s *Server) Connections() int {
 	return s.ln.Open()
 }
 
-// ConnectionsRefused is the number of API connections closed at once,
-// past their source's share (LimitListener.Refused).
+// ConnectionsRefused is the number of API connections refused, past
+// their source's share (LimitListener.Refused): answered 503 (refuseConn),
+// or closed at once when maxRefusing were being answered.
 func (s *Server) ConnectionsRefused() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -99,7 +99,7 @@ var (
 	apiRequests = desc("ispmux_api_requests_total", "Management API requests by route (the route's pattern, or other) and HTTP status code.", "route", "code")
 	apiDuration = desc("ispmux_api_request_duration_seconds", "Time to serve a management API request, by route (an event stream's is its whole life).", "route")
 	apiConns    = desc("ispmux_api_connections", "Open management API connections.")
-	apiRefused  = desc("ispmux_api_connections_refused_total", "Management API connections closed at once: past their source address's share of max_connections.")
+	apiRefused  = desc("ispmux_api_connections_refused_total", "Management API connections refused, past their source address's share of max_connections: answered 503 and closed (closed at once while 64 refusals are being answered).")
 
 	// Webhooks.
 	whDelivered = desc("ispmux_webhook_deliveries_total", "Events the ISP's webhook receiver acknowledged.", "isp")

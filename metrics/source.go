@@ -128,8 +128,8 @@ type API struct {
 	Requests    []api.RequestCount
 	Latency     []api.RouteLatency
 	Connections int
-	// ConnectionsRefused counts the connections closed at once, past
-	// their source's share (api.LimitListener).
+	// ConnectionsRefused counts the connections refused, past their
+	// source's share (api.LimitListener): answered 503 and closed.
 	ConnectionsRefused uint64
 }
 
