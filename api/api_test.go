@@ -195,6 +195,13 @@ func TestCrossTenantMatrix(t *testing.T) {
 				if p.Type != ProblemTypePrefix+want {
 					t.Fatalf("got %d %s (%s), want %s", w.Code, p.Type, p.Detail, want)
 				}
+				// RFC 9110 §15.5.2: every 401 names its scheme; RFC 6750
+				// §3.1: invalid_token when a token was presented, no
+				// error code when none was.
+				wantAuth := map[string]string{"none": challenge, "bad": invalidToken, "rotated": invalidToken}[who]
+				if got := w.Header().Get("WWW-Authenticate"); got != wantAuth {
+					t.Fatalf("%d %s: WWW-Authenticate %q, want %q", w.Code, p.Type, got, wantAuth)
+				}
 				if n := f.svc.callCount(); n != before {
 					t.Fatalf("the Service was called (%d calls) for a refused request", n-before)
 				}
@@ -249,9 +256,13 @@ func TestProblemMapping(t *testing.T) {
 		}},
 		{fmt.Errorf("%w: device_limit must be 1..64", tenants.ErrInvalid), 422, "invalid", nil},
 		{tenants.ErrForbidden, 403, "forbidden", nil},
-		{fmt.Errorf("customer c-9 unknown: %w", tenants.ErrBadCredentials), 401, "bad-credentials", func(t *testing.T, w *httptest.ResponseRecorder, p Problem) {
+		{fmt.Errorf("customer c-9 unknown: %w", tenants.ErrBadCredentials), 403, "bad-credentials", func(t *testing.T, w *httptest.ResponseRecorder, p Problem) {
 			if p.Detail != "invalid credentials" {
 				t.Errorf("bad credentials detail %q: must be one generic message", p.Detail)
+			}
+			// The claim token was accepted: no challenge to answer.
+			if a := w.Header().Get("WWW-Authenticate"); a != "" {
+				t.Errorf("bad credentials with WWW-Authenticate %q", a)
 			}
 		}},
 		{&tenants.RateLimitError{RetryAfter: 2500 * time.Millisecond}, 429, "rate-limited", func(t *testing.T, w *httptest.ResponseRecorder, p Problem) {
@@ -281,8 +292,8 @@ func TestProblemMapping(t *testing.T) {
 			t.Errorf("%v: %d %+v", c.err, w.Code, p)
 			continue
 		}
-		if c.status == 401 && w.Header().Get("WWW-Authenticate") == "" {
-			t.Errorf("401 without WWW-Authenticate")
+		if (c.status == 401) != (w.Header().Get("WWW-Authenticate") != "") {
+			t.Errorf("%d with WWW-Authenticate %q: want it on a 401 only", c.status, w.Header().Get("WWW-Authenticate"))
 		}
 		if c.check != nil {
 			c.check(t, w, p)

@@ -93,7 +93,7 @@ func TestClient(t *testing.T) {
 	}
 	_, err = claim.Claim(ctx, tenants.ClaimRequest{ISP: "alpha", CustomerID: "c-1", Password: "wrong", MAC: "02:00:00:00:00:03"})
 	var ce *client.Error
-	if !errors.Is(err, tenants.ErrBadCredentials) || !errors.As(err, &ce) || ce.Status != 401 || ce.RequestID == "" {
+	if !errors.Is(err, tenants.ErrBadCredentials) || !errors.As(err, &ce) || ce.Status != 403 || ce.RequestID == "" {
 		t.Fatalf("wrong password: %v", err)
 	}
 	f.svc.mu.Lock()

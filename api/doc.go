@@ -15,7 +15,10 @@
 //     not-found, exactly as an ISP that does not exist (a tenant cannot
 //     learn which other tenants exist); operator-only routes answer 403;
 //   - a claim token may only POST /v1/claims (403 elsewhere);
-//   - no token, or one that is unknown (or rotated out), is 401.
+//   - no token, or one that is unknown (or rotated out), is 401, with
+//     WWW-Authenticate: Bearer (error="invalid_token" when a token was
+//     presented); nothing else is 401 (a claim's wrong password is 403
+//     bad-credentials: the token was accepted).
 //
 // Every request has an id (X-Request-Id, echoed when the client sent a
 // sane one, generated otherwise) that goes into the tenants.Actor of the

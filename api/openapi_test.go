@@ -425,7 +425,7 @@ func TestOpenAPIAnswers(t *testing.T) {
 	l.do(200, "PATCH", "/v1/devices/02:00:00:00:00:01", "operator", `{"access":"acc1"}`, ct, app)
 	l.do(200, "POST", "/v1/claims", "claim", `{"isp":"beta","customer_id":"b-1","password":"pw b","mac":"02:00:00:00:00:02","access":"acc1"}`, ct, app)
 	l.do(409, "POST", "/v1/claims", "claim", `{"isp":"beta","customer_id":"b-1","password":"pw b","mac":"02:00:00:00:00:03"}`, ct, app)
-	l.do(401, "POST", "/v1/claims", "claim", `{"isp":"beta","customer_id":"b-1","password":"wrong","mac":"02:00:00:00:00:03"}`, ct, app)
+	l.do(403, "POST", "/v1/claims", "claim", `{"isp":"beta","customer_id":"b-1","password":"wrong","mac":"02:00:00:00:00:03"}`, ct, app)
 	l.do(409, "POST", "/v1/isps/alpha/devices", "alpha", `{"mac":"02:00:00:00:00:02","customer_id":"c-1"}`, ct, app)
 	l.do(409, "POST", "/v1/isps/alpha/devices", "operator", `{"mac":"02:00:00:00:00:02","customer_id":"c-1"}`, ct, app)
 	l.do(200, "POST", "/v1/devices/02:00:00:00:00:66/block", "operator", "")

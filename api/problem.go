@@ -31,6 +31,20 @@ type Problem struct {
 	Devices []string `json:"devices,omitempty"`
 }
 
+// challenge is the WWW-Authenticate of a 401 to a request that sent no
+// bearer token (RFC 6750 §3: no error code then); invalidToken is the
+// one to a request whose token is not known (§3.1: invalid_token).
+// bad-credentials (a claim's customer ID or password) is 403, not 401:
+// the request's own credentials, its token, were accepted, and a 401
+// tells a client to change them (an OAuth client refreshes its token and
+// sends the claim again, the wrong password with it); RFC 9110 §15.5.4's
+// 403 is "credentials provided ... insufficient", not to be repeated
+// as they are.
+const (
+	challenge    = `Bearer realm="ispmux"`
+	invalidToken = `Bearer realm="ispmux", error="invalid_token", error_description="unknown token"`
+)
+
 // ProblemTypePrefix starts every problem type.
 const ProblemTypePrefix = "urn:ispmux:problem:"
 
@@ -40,7 +54,7 @@ var problemTypes = map[string]struct {
 	title  string
 }{
 	"unauthorized":       {http.StatusUnauthorized, "Missing or invalid bearer token"},
-	"bad-credentials":    {http.StatusUnauthorized, "Invalid credentials"},
+	"bad-credentials":    {http.StatusForbidden, "Invalid credentials"},
 	"forbidden":          {http.StatusForbidden, "Not allowed for this token"},
 	"not-found":          {http.StatusNotFound, "Not found"},
 	"method-not-allowed": {http.StatusMethodNotAllowed, "Method not allowed"},
@@ -84,8 +98,9 @@ func writeProblem(w http.ResponseWriter, r *http.Request, p *Problem) {
 	h := w.Header()
 	h.Set("Content-Type", "application/problem+json")
 	h.Set("Cache-Control", "no-store")
-	if p.Status == http.StatusUnauthorized {
-		h.Set("WWW-Authenticate", `Bearer realm="ispmux"`)
+	if p.Status == http.StatusUnauthorized && h.Get("WWW-Authenticate") == "" {
+		// RFC 9110 §15.5.2: a 401 names the scheme it wants.
+		h.Set("WWW-Authenticate", challenge)
 	}
 	if p.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(p.RetryAfter))

@@ -101,7 +101,7 @@ func TestClaimBackoffConcurrent(t *testing.T) {
 	close(codes)
 	guesses := 0
 	for c := range codes {
-		if c == http.StatusUnauthorized { // bad-credentials: the password was verified
+		if c == http.StatusForbidden { // bad-credentials: the password was verified
 			guesses++
 		}
 	}
@@ -109,7 +109,7 @@ func TestClaimBackoffConcurrent(t *testing.T) {
 	seq := 0
 	for i := range n {
 		body := fmt.Sprintf(`{"isp":"alpha","customer_id":"c-10","password":"guess-%d","mac":"02:00:00:00:02:%02x"}`, i, i)
-		if f.do("POST", "/v1/claims", "claim", body).Code == http.StatusUnauthorized {
+		if f.do("POST", "/v1/claims", "claim", body).Code == http.StatusForbidden {
 			seq++
 		}
 	}
@@ -119,7 +119,7 @@ func TestClaimBackoffConcurrent(t *testing.T) {
 		t.Fatalf("sequential control: %d guesses verified, want 3", seq)
 	}
 	if guesses > 3 {
-		t.Errorf("%d of %d concurrent wrong-password claims were verified (401 bad-credentials), not rate-limited (429): the limits admit 3", guesses, n)
+		t.Errorf("%d of %d concurrent wrong-password claims were verified (403 bad-credentials), not rate-limited (429): the limits admit 3", guesses, n)
 	}
 }
 

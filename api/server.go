@@ -316,6 +316,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt Route, id 
 	}
 	p, ok := s.tokens.Lookup(tok)
 	if !ok {
+		w.Header().Set("WWW-Authenticate", invalidToken)
 		s.problem(w, r, "unauthorized", "unknown token")
 		return c, false
 	}

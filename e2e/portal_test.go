@@ -368,7 +368,7 @@ func TestOnboarding(t *testing.T) {
 			codes[resp.StatusCode]++
 		}
 		t.Logf("1000 wrong passwords in %v: %v", time.Since(start).Round(time.Millisecond), codes)
-		if codes[http.StatusUnauthorized]+codes[http.StatusTooManyRequests] != 1000 || codes[http.StatusTooManyRequests] < 900 {
+		if codes[http.StatusForbidden]+codes[http.StatusTooManyRequests] != 1000 || codes[http.StatusTooManyRequests] < 900 {
 			t.Errorf("answers to 1000 wrong passwords: %v", codes)
 		}
 		if b, ok := r.bound(s8.MAC); !ok || b.ISP != "beta" {

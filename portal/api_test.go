@@ -91,7 +91,7 @@ func TestMove(t *testing.T) {
 	}
 	// Wrong password: the confirmation again, its summary on the password.
 	r.cl.err = tenants.ErrBadCredentials
-	if w := confirm(ctok, "beta", "c-9", "wrong"); w.Code != http.StatusUnauthorized || !strings.Contains(w.Body.String(), "Move this device to Beta &amp; Co?") ||
+	if w := confirm(ctok, "beta", "c-9", "wrong"); w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "Move this device to Beta &amp; Co?") ||
 		!strings.Contains(w.Body.String(), `<a href="#password">The customer ID or password`) {
 		t.Errorf("wrong password: %d %s", w.Code, w.Body)
 	}

@@ -45,7 +45,7 @@ func TestClaimCircuitNoLockout(t *testing.T) {
 	for i := range 10 {
 		codes[post(0x02_00_00_00_0e_00+uint64(i), "port1", "eth1/1", addrA, "guess")]++
 	}
-	if codes[http.StatusUnauthorized] != 2 || codes[http.StatusTooManyRequests] != 8 {
+	if codes[http.StatusForbidden] != 2 || codes[http.StatusTooManyRequests] != 8 {
 		t.Errorf("10 made-up MACs on one circuit: %v, want 2 checked (its tokens), 8 refused", codes)
 	}
 	if code := post(macB, "port2", "eth2/1", addrB, "right-pass-c-1"); code != http.StatusSeeOther {

@@ -370,7 +370,11 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request, sub Subscriber, i
 	case errors.Is(err, tenants.ErrBadCredentials):
 		s.st.claimsRefused.Add(1)
 		outcome("bad-credentials")
-		again(http.StatusUnauthorized, sentence("The customer ID or password is not right. Check them and try again.", credField, credFields))
+		// 403, not 401: a form's credentials are no HTTP
+		// authentication, and a 401 must name a scheme to answer it
+		// with (RFC 9110 §15.5.2: WWW-Authenticate) that the browser
+		// would prompt for.
+		again(http.StatusForbidden, sentence("The customer ID or password is not right. Check them and try again.", credField, credFields))
 	case errors.As(err, &rl) || errors.Is(err, tenants.ErrRateLimited):
 		s.st.claimsLimited.Add(1)
 		wait := time.Minute

@@ -399,7 +399,7 @@ func TestClaimErrors(t *testing.T) {
 		text   string
 		header string
 	}{
-		{"bad credentials", tenants.ErrBadCredentials, http.StatusUnauthorized, "The customer ID or password is not right. Check them and try again.", ""},
+		{"bad credentials", tenants.ErrBadCredentials, http.StatusForbidden, "The customer ID or password is not right. Check them and try again.", ""},
 		{"rate limited", &tenants.RateLimitError{RetryAfter: 7200 * time.Millisecond}, http.StatusTooManyRequests, "Too many attempts. Wait 8 seconds and try again.", "8"},
 		// Two devices claiming one customer at once (a trial): the second
 		// was told of "too many attempts" on its first.
@@ -422,7 +422,7 @@ func TestClaimErrors(t *testing.T) {
 				!strings.Contains(b, `value="beta" required checked`) {
 				t.Errorf("form again: %s", b)
 			}
-			if tc.code == http.StatusUnauthorized && (!strings.Contains(b, `<a href="#customer_id">`) || !strings.Contains(b, `aria-invalid="true" aria-describedby="password-error"`)) {
+			if tc.code == http.StatusForbidden && (!strings.Contains(b, `<a href="#customer_id">`) || !strings.Contains(b, `aria-invalid="true" aria-describedby="password-error"`)) {
 				t.Errorf("error summary not linked to the fields: %s", b)
 			}
 			// The form again carries a token that works.
@@ -432,6 +432,25 @@ func TestClaimErrors(t *testing.T) {
 				t.Errorf("retry: %d", w.Code)
 			}
 		})
+	}
+}
+
+// TestClaimNever401: no answer to a claim is 401. A wrong customer ID or
+// password was 401 without WWW-Authenticate, which RFC 9110 §15.5.2
+// requires of a 401; a form's credentials are no HTTP authentication
+// scheme a browser could answer a challenge with, so it is 403 (§15.5.4:
+// credentials given and insufficient). Every refusal the Claimer can
+// return is tried.
+func TestClaimNever401(t *testing.T) {
+	for _, err := range []error{tenants.ErrBadCredentials, tenants.ErrRateLimited, tenants.ErrDeviceLimit, tenants.ErrSuspended,
+		tenants.ErrConflict, tenants.ErrInvalid, tenants.ErrForbidden, tenants.ErrNotFound, tenants.ErrDeviceTaken, tenants.ErrBlocked} {
+		r := newRig(t, nil)
+		r.cl.err = err
+		c, tok := r.open(addrA)
+		w := r.do(req{method: http.MethodPost, target: "/claim", from: addrA, form: claimForm(tok, "beta", "c-42", "pw"), cookie: c, hdr: sameOrigin})
+		if w.Code == http.StatusUnauthorized || w.Header().Get("WWW-Authenticate") != "" {
+			t.Errorf("%v: %d, WWW-Authenticate %q: want no 401 and no challenge", err, w.Code, w.Header().Get("WWW-Authenticate"))
+		}
 	}
 }
 
@@ -662,7 +681,7 @@ func TestHandoverFailedReclaim(t *testing.T) {
 		code int
 		text string
 	}{
-		{tenants.ErrBadCredentials, http.StatusUnauthorized, "The customer ID or password is not right."},
+		{tenants.ErrBadCredentials, http.StatusForbidden, "The customer ID or password is not right."},
 		{&tenants.RateLimitError{RetryAfter: 3 * time.Second}, http.StatusTooManyRequests, "Too many attempts. Wait 3 seconds and try again."},
 	} {
 		r.cl.err = tc.err
@@ -721,7 +740,7 @@ func TestHandoverFailedSameReclaimRetries(t *testing.T) {
 		return r.do(req{method: http.MethodPost, target: "/claim", from: addrA, form: claimForm(tok, "alpha", "c-43", "pw-2"), cookie: c, hdr: sameOrigin})
 	}
 	r.cl.err = tenants.ErrBadCredentials
-	if w := post(); w.Code != http.StatusUnauthorized || len(r.dir.retried()) != 0 {
+	if w := post(); w.Code != http.StatusForbidden || len(r.dir.retried()) != 0 {
 		t.Errorf("refused claim: %d, retries asked %+v", w.Code, r.dir.retried())
 	}
 	r.cl.err = nil

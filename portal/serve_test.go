@@ -216,14 +216,14 @@ func TestRealTenants(t *testing.T) {
 		w := r.do(req{method: http.MethodPost, target: "/claim", from: from, form: claimForm(tok, "beta", id, pw), cookie: c, hdr: sameOrigin})
 		return w.Code, w.Body.String(), w.Header().Get("Retry-After")
 	}
-	// A wrong password: 401 and nothing attached.
-	if code, b, _ := post(addrA, c, tok, "c-1", "wrong"); code != http.StatusUnauthorized || !strings.Contains(b, "The customer ID or password is not right.") {
+	// A wrong password: 403 (a form: no HTTP authentication, never 401) and nothing attached.
+	if code, b, _ := post(addrA, c, tok, "c-1", "wrong"); code != http.StatusForbidden || !strings.Contains(b, "The customer ID or password is not right.") {
 		t.Fatalf("wrong password: %d %s", code, b)
 	}
 	if _, err := ten.Device(ctx, "beta", "02:00:00:00:00:0a"); !errors.Is(err, tenants.ErrNotFound) {
 		t.Fatalf("device after a wrong password: %v", err)
 	}
-	// 1000 more in a row: each answered 401 or 429 (with Retry-After),
+	// 1000 more in a row: each answered 403 or 429 (with Retry-After),
 	// quickly, and nothing attached.
 	goroutines := runtime.NumGoroutine()
 	start := time.Now()
@@ -232,7 +232,7 @@ func TestRealTenants(t *testing.T) {
 		code, b, ra := post(addrA, c, tok, "c-1", "wrong-"+string(rune('a'+i%26)))
 		counts[code]++
 		switch code {
-		case http.StatusUnauthorized:
+		case http.StatusForbidden:
 		case http.StatusTooManyRequests:
 			if ra == "" || !strings.Contains(b, "Too many attempts. Wait ") {
 				t.Fatalf("429 without Retry-After or sentence: %q %s", ra, b)
@@ -254,7 +254,7 @@ func TestRealTenants(t *testing.T) {
 		t.Errorf("goroutines %d → %d", goroutines, n)
 	}
 	st := r.srv.Stats()
-	if st.ClaimsRefused+st.ClaimsRateLimited != 1001 || st.ClaimsRefused != uint64(counts[http.StatusUnauthorized])+1 {
+	if st.ClaimsRefused+st.ClaimsRateLimited != 1001 || st.ClaimsRefused != uint64(counts[http.StatusForbidden])+1 {
 		t.Errorf("stats %+v, answers %v", st, counts)
 	}
 	// Meanwhile another customer claims from another device.

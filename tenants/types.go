@@ -267,7 +267,7 @@ var (
 	ErrConflict       = errors.New("conflict")                // 409 (exists; config-sourced, read-only)
 	ErrInvalid        = errors.New("invalid")                 // 400/422
 	ErrForbidden      = errors.New("forbidden")               // 403
-	ErrBadCredentials = errors.New("invalid credentials")     // 401 on claim: one generic message
+	ErrBadCredentials = errors.New("invalid credentials")     // 403 on claim (the API and the portal): one generic message
 	ErrRateLimited    = errors.New("too many attempts")       // 429 with Retry-After
 	ErrDeviceLimit    = errors.New("customer's device limit") // 409, with the devices (DeviceLimitError)
 	// ErrDeviceTaken: the MAC is attached to another ISP's customer (an
