@@ -47,6 +47,14 @@ type incompleteError struct{ err error }
 func (e *incompleteError) Error() string { return "reload incomplete: " + e.err.Error() }
 func (e *incompleteError) Unwrap() error { return e.err }
 
+// AppliedInPart reports whether err, Reload's, is a reload applied in
+// part (the subscriber entries applied, some file or static subscriber
+// not), rather than one refused (nothing applied).
+func AppliedInPart(err error) bool {
+	var inc *incompleteError
+	return errors.As(err, &inc)
+}
+
 // NoteReloadRefused records a reload refused before Reload (the file does
 // not load: its error): ctl status and the metrics show it until a reload
 // applies the file.
@@ -61,7 +69,7 @@ func (a *Appliance) configState() metrics.Config {
 		c.LastSuccess = *t
 	}
 	if o := a.lastReload.Load(); o != nil && o.err != "" {
-		c.LastReloadOK = false
+		c.LastReloadOK, c.LastReloadPartial = false, o.partial
 	}
 	if pr := a.restartPending.Load(); pr != nil && len(pr.sections) > 0 {
 		c.RestartPending = true

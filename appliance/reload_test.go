@@ -315,8 +315,38 @@ func TestReloadRefusedShows(t *testing.T) {
 		t.Errorf("after a reload applied the file: %+v", c)
 	}
 	a.NoteReloadRefused(errors.New("t.toml:3: isp.name: expected a string"))
-	if c := a.configState(); c.LastReloadOK {
-		t.Errorf("after a file that does not load: %+v", c)
+	if c := a.configState(); c.LastReloadOK || c.LastReloadPartial {
+		t.Errorf("after a file that does not load: %+v, want refused, not in part", c)
+	}
+}
+
+// TestReloadMissingTokenFileInPart: a reload whose token file is missing
+// applies the rest of the file, and ctl status says "APPLIED IN PART";
+// the metrics say so too (ispmux_config_last_reload_partial 1, which the
+// suggested IspmuxReloadAppliedInPart alerts on), and so does the error
+// the log line is chosen by (AppliedInPart). Before, the metrics could
+// only say 0 (not successful), and the one alert on it, and its summary,
+// said "refused".
+func TestReloadMissingTokenFileInPart(t *testing.T) {
+	dir := t.TempDir()
+	tokFile := writeTestFile(t, dir, "beta.token", "0123456789abcdefghijklmnopqrstuvwxyz")
+	text := betaConfig + "token_files = [\"" + tokFile + "\"]\n"
+	a := reloadRig(t, parseTestConfig(t, text))
+	if err := os.Remove(tokFile); err != nil {
+		t.Fatal(err)
+	}
+	err := a.Reload(parseTestConfig(t, text))
+	if err == nil || !AppliedInPart(err) {
+		t.Fatalf("reload with its token file missing: %v, want applied in part", err)
+	}
+	if o := a.lastReload.Load(); o == nil || !o.partial {
+		t.Errorf("status: %+v, want applied in part", o)
+	}
+	if c := a.configState(); c.LastReloadOK || !c.LastReloadPartial {
+		t.Errorf("metrics: %+v, want LastReloadOK false and LastReloadPartial true", c)
+	}
+	if AppliedInPart(errors.New("reload refused: x")) {
+		t.Error("a refused reload's error taken for one applied in part")
 	}
 }
 

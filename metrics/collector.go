@@ -88,7 +88,8 @@ var (
 	storeSync   = desc("ispmux_store_journal_sync_info", "1, labelled with how the binding journal's appends are made durable: io_uring (the waiting goroutine holds no Go P), fdatasync (the system call: io_uring refused, or dropped after the kernel could not run an fsync through it) or none (no fsync: tests only).", "via")
 
 	// The configuration file.
-	cfgReloadOK      = desc("ispmux_config_last_reload_successful", "1 when the last reload (SIGHUP) applied the configuration file, or none was made since the start; 0: it was refused (errors in the file, or a change it could not apply: the log says which), and the running configuration is not the file's.")
+	cfgReloadOK      = desc("ispmux_config_last_reload_successful", "1 when the last reload (SIGHUP) applied the configuration file, or none was made since the start; 0: it was refused (errors in the file, or a change it could not apply: the log says which), or applied in part (ispmux_config_last_reload_partial 1), and the running configuration is not all the file's.")
+	cfgReloadPartial = desc("ispmux_config_last_reload_partial", "1 when the last reload applied the configuration file in part: its subscriber entries and settings, not what its error names (a token file, certificate or webhook secret that did not load, whose one in force stays; a static subscriber it could not bind; ispmux ctl status says which); ispmux_config_last_reload_successful is 0 then too.")
 	cfgReloadTime    = desc("ispmux_config_last_reload_success_timestamp_seconds", "When the configuration was last applied (the start, or the last reload not refused), Unix seconds.")
 	cfgRestartNeeded = desc("ispmux_config_restart_pending", "1 when the configuration file, as last read, has changes only a restart applies (ispmux ctl status names the sections).")
 
@@ -115,7 +116,7 @@ var (
 		portDNS, portResets, portRedirect,
 		ctlARPSent, ctlARPLearned, ctlPuntUnknown,
 		storeCommit, storeWrites, storeErrs, storeWaits, storeSync, storeHeld, logDropped,
-		cfgReloadOK, cfgReloadTime, cfgRestartNeeded,
+		cfgReloadOK, cfgReloadPartial, cfgReloadTime, cfgRestartNeeded,
 		apiRequests, apiDuration, apiConns, apiRefused,
 		whDelivered, whFailures, whLag,
 	}
@@ -257,6 +258,7 @@ func (c *Collector) collectRest(ch chan<- prometheus.Metric) {
 
 	if cf := c.src.Config(); !cf.LastSuccess.IsZero() {
 		boolGauge(ch, cfgReloadOK, cf.LastReloadOK)
+		boolGauge(ch, cfgReloadPartial, cf.LastReloadPartial)
 		gauge(ch, cfgReloadTime, float64(cf.LastSuccess.UnixNano())/1e9)
 		boolGauge(ch, cfgRestartNeeded, cf.RestartPending)
 	}

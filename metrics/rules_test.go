@@ -656,6 +656,18 @@ func TestSuggestedRulesFire(t *testing.T) {
 			4:  none,
 			25: {"IspmuxReloadRefused": {{at(gwA, "severity", "ticket"), "the last reload of the configuration was refused: the running configuration is not the file's (ispmux ctl status, last reload)"}}},
 		}},
+		{name: "box b's reload applied in part (a token file missing), box a's refused", minutes: 26, fault: func(m int, a, b *ruleBox) {
+			if m >= 5 {
+				b.f.config = Config{LastReloadOK: false, LastReloadPartial: true, LastSuccess: time.Unix(1700000300, 0)}
+				a.f.config = Config{LastReloadOK: false, LastSuccess: time.Unix(1700000000, 0)}
+			}
+		}, checks: map[int]map[string][]firing{
+			4: none,
+			25: {
+				"IspmuxReloadAppliedInPart": {{at(gwB, "severity", "ticket"), "the last reload applied the configuration in part: what it names (a token file, certificate, webhook secret or static subscriber) stays as it was, the rest of the file applied (ispmux ctl status, last reload)"}},
+				"IspmuxReloadRefused":       {{at(gwA, "severity", "ticket"), "the last reload of the configuration was refused: the running configuration is not the file's (ispmux ctl status, last reload)"}},
+			},
+		}},
 		{name: "releases pending on box a", minutes: 40, fault: func(m int, a, _ *ruleBox) {
 			if m >= 5 {
 				a.f.dhcp.PendingIntents = 3

@@ -62,6 +62,10 @@ type Config struct {
 	// a change it could not apply), and the running configuration is
 	// not the file's.
 	LastReloadOK bool
+	// LastReloadPartial: the last reload applied the file in part (its
+	// subscriber entries, not some file it names or static subscriber);
+	// LastReloadOK is false then too.
+	LastReloadPartial bool
 	// LastSuccess is when the configuration was last read and applied
 	// (the start, or the last reload that was not refused).
 	LastSuccess time.Time

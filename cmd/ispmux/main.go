@@ -318,7 +318,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				continue
 			}
 			if err := a.Reload(next); err != nil {
-				log.Error("reload", "err", err)
+				// As ctl status and the alerts say: a reload applied
+				// in part is not a refused one.
+				msg := "reload refused: the running configuration stays"
+				if appliance.AppliedInPart(err) {
+					msg = "reload applied in part: what the error names stays as it was, the rest of the file applied"
+				}
+				log.Error(msg, "err", err)
 				logFileProblems(log, path, next)
 			}
 			a.NotifyReloaded()
