@@ -595,6 +595,21 @@ func TestSuggestedRulesFire(t *testing.T) {
 			14: none,
 			40: {"IspmuxDHCPFlood": {{at(gwA, "port", "port0", "severity", "ticket"), "port port0: a subscriber floods DHCP past its budget (its MAC: the proxy's rate-limited, unknown, blocked or rejected events)"}}},
 		}},
+		{name: "one circuit of box a's port1 floods DHCP from made-up MACs; box b's port0 onboards a building's devices at once", minutes: 41, fault: func(m int, a, b *ruleBox) {
+			if m >= 5 {
+				// Past the circuit's share (10/s): 50 made-up MACs a second.
+				a.f.ports[1].Engine.Drops[classifier.ReasonUnregisteredDHCPCircuit] += 40 * 60
+			}
+			if m == 5 {
+				// 300 devices back at once, onboarded at 10/s: drops for a moment.
+				b.f.ports[0].Engine.Drops[classifier.ReasonUnregisteredDHCPCircuit] += 600
+			}
+		}, checks: map[int]map[string][]firing{
+			4:  none,
+			14: none,
+			40: {"IspmuxUnregisteredDHCPCircuitFlood": {{at(gwA, "port", "port1", "severity", "ticket"),
+				"port port1: a circuit floods DHCP from made-up MACs past its share (40/s dropped): its new devices are not onboarded, the port's other circuits' are (ispmux ctl status, last drop by cause: the flood's last MAC)"}}},
+		}},
 		{name: "box a's walled garden full; box b's a moment", minutes: 26, fault: func(m int, a, b *ruleBox) {
 			if m >= 5 {
 				a.f.dhcp.Counters["onboarding_full"] += 10
@@ -700,6 +715,21 @@ func TestSuggestedRulesFire(t *testing.T) {
 			4:  none,
 			15: {"IspmuxAPIErrors": {{at(gwA, "severity", "ticket"), "the management API answers 5xx"}}},
 		}},
+	}
+	// Every suggested alert is shown to fire in some scenario: an alert
+	// added without one is tested for not firing only.
+	fires := map[string]bool{}
+	for _, sc := range scenarios {
+		for _, check := range sc.checks {
+			for alert, f := range check {
+				fires[alert] = fires[alert] || len(f) > 0
+			}
+		}
+	}
+	for _, alert := range alerts {
+		if !fires[alert] {
+			t.Errorf("no scenario makes %s fire: add one", alert)
+		}
 	}
 	var tests []map[string]any
 	for _, sc := range scenarios {
