@@ -849,3 +849,55 @@ func TestEventsMAC(t *testing.T) {
 		t.Errorf("events --mac nope: %v", err)
 	}
 }
+
+// TestDeviceImportTableAligned: ctl device-import's table (with --errors
+// too) has every column of every row under its header, for the usual
+// MACs and customer IDs of up to 16 characters. Its DEVICE column held
+// "MAC CUSTOMER" in 24 characters: with a customer ID of 7 or more (c-00001)
+// RESULT and ERROR were out of line on that row (a field trial).
+func TestDeviceImportTableAligned(t *testing.T) {
+	r := newRig(t, nil)
+	for _, id := range []string{"c-1", "c-00001", "cust-2026-000123"} {
+		r.ok("", r.api("operator", "customer-add", "alpha", id, "--device-limit", "4")...)
+	}
+	lines := `{"mac":"02:00:00:00:00:01","customer_id":"c-1"}
+{"mac":"02:00:00:00:00:02","customer_id":"c-00001"}
+{"mac":"02:00:00:00:00:03","customer_id":"cust-2026-000123"}
+{"mac":"02:00:00:00:00:04","customer_id":"no-such-00001"}
+{"mac":"02:00:00:00:00:05","customer_id":"cust-2026-999999"}
+{"customer_id":"c-00001"}
+`
+	for _, errorsOnly := range []bool{false, true} {
+		args := r.api("operator", "device-import", "alpha", "-")
+		if errorsOnly {
+			args = append(args, "--errors")
+		}
+		out, _, err := runCmd(t, lines, args...)
+		if err == nil {
+			t.Fatalf("an import with failed lines succeeded:\n%s", out)
+		}
+		rows := strings.Split(strings.TrimRight(out, "\n"), "\n")
+		if want := map[bool]int{false: 7, true: 4}[errorsOnly]; len(rows) != want {
+			t.Fatalf("--errors %v: %d lines, want %d:\n%s", errorsOnly, len(rows), want, out)
+		}
+		header := rows[0]
+		for _, col := range []string{"RESULT", "ERROR"} {
+			at := strings.Index(header, col)
+			for _, row := range rows[1:] {
+				if col == "ERROR" && !strings.Contains(row, " error ") {
+					continue // no error: no cell
+				}
+				// The cell starts under the header: a space before, a
+				// letter at it.
+				if at <= 0 || len(row) <= at || row[at-1] != ' ' || row[at] == ' ' {
+					t.Errorf("--errors %v: %s is not under its header:\n%s\n%s", errorsOnly, col, header, row)
+				}
+			}
+		}
+		for _, row := range rows[1:] {
+			if f := strings.Fields(row); len(f) < 4 || !strings.HasPrefix(f[1], "02:00:00:00:00:") && f[1] != "-" {
+				t.Errorf("row without its MAC column: %q", row)
+			}
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/ispmux/ispmux/api/client"
@@ -125,10 +126,10 @@ func ctlCustomerDel(e *ctlEnv, args []string) error {
 }
 
 func ctlImport(e *ctlEnv, args []string) error {
-	return runImport(e, args, "customer", func(c *client.Client, in io.Reader, fn func(tenants.ImportResult) error) error {
+	return runImport(e, args, func(c *client.Client, in io.Reader, fn func(tenants.ImportResult) error) error {
 		return c.Import(e.ctx, args[0], in, fn)
-	}, func(r tenants.ImportResult) (int, string, string, string, string) {
-		return r.Line, r.CustomerID, r.Result, r.Error, r.RequestID
+	}, customerImportColumns, func(r tenants.ImportResult) (int, []string, string, string, string) {
+		return r.Line, []string{r.CustomerID}, r.Result, r.Error, r.RequestID
 	},
 		[]string{"created", "updated", "unchanged"})
 }
@@ -136,16 +137,15 @@ func ctlImport(e *ctlEnv, args []string) error {
 func ctlDeviceImport(e *ctlEnv, args []string) error {
 	var taken int
 	var first tenants.DeviceImportResult
-	err := runImport(e, args, "device", func(c *client.Client, in io.Reader, fn func(tenants.DeviceImportResult) error) error {
+	err := runImport(e, args, func(c *client.Client, in io.Reader, fn func(tenants.DeviceImportResult) error) error {
 		return c.ImportDevices(e.ctx, args[0], in, fn)
-	}, func(r tenants.DeviceImportResult) (int, string, string, string, string) {
+	}, deviceImportColumns, func(r tenants.DeviceImportResult) (int, []string, string, string, string) {
 		if r.Result == "error" && strings.Contains(r.Error, movedWith) {
 			if taken++; taken == 1 {
 				first = r
 			}
 		}
-		who := strings.TrimSpace(r.MAC + " " + r.CustomerID)
-		return r.Line, who, r.Result, r.Error, r.RequestID
+		return r.Line, []string{r.MAC, r.CustomerID}, r.Result, r.Error, r.RequestID
 	}, []string{"attached", "moved", "unchanged"})
 	if taken > 0 {
 		// The operator's refusal of another ISP's device names the API
@@ -165,13 +165,45 @@ func ctlDeviceImport(e *ctlEnv, args []string) error {
 // (tenants' refusal names the route that moves it).
 const movedWith = ": move it with POST /v1/devices/"
 
+// importColumn is a column of an import's table that names what a line
+// is about, and its width.
+type importColumn struct {
+	header string
+	width  int
+}
+
+// The import tables print each line's result as it comes (an import may
+// have a million lines: no table is buffered), so their columns have a
+// fixed width, wide enough for the usual values: a MAC, a customer ID of
+// up to 16 characters (24 where it is the only one); a longer cell is
+// never cut, it pushes the rest of its own row to the right. The device
+// import printed "MAC CUSTOMER" in one 24-wide DEVICE column: a MAC and a
+// customer ID of 7 characters or more overflowed it, and RESULT and
+// ERROR were out of line on every such row (a field trial).
+var (
+	customerImportColumns = []importColumn{{"CUSTOMER", 24}}
+	deviceImportColumns   = []importColumn{{"MAC", 17}, {"CUSTOMER", 16}}
+)
+
+// importLine is one row of an import's table: LINE, the cells of cols,
+// RESULT, ERROR.
+func importLine(cols []importColumn, line string, who []string, result, errText string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%7s", line)
+	for i, c := range cols {
+		fmt.Fprintf(&b, "  %-*s", c.width, printable(orDash(who[i])))
+	}
+	fmt.Fprintf(&b, "  %-9s  %s", printable(result), printable(errText))
+	return strings.TrimRight(b.String(), " ")
+}
+
 // runImport sends the NDJSON file args[1] ("-": stdin) to an import
-// (send) and prints each line's result (fields: its line number, who the
-// line names, its result, its error, and the request id an error line
-// carries), then the counts of each of kinds and of the
-// failures; it fails if any line did.
-func runImport[Res any](e *ctlEnv, args []string, noun string, send func(*client.Client, io.Reader, func(Res) error) error,
-	fields func(Res) (line int, who, result, errText, requestID string), kinds []string) error {
+// (send) and prints each line's result (fields: its line number, the
+// cells of cols (what the line names), its result, its error, and the
+// request id an error line carries), then the counts of each of kinds
+// and of the failures; it fails if any line did.
+func runImport[Res any](e *ctlEnv, args []string, send func(*client.Client, io.Reader, func(Res) error) error,
+	cols []importColumn, fields func(Res) (line int, who []string, result, errText, requestID string), kinds []string) error {
 	var in io.Reader = e.stdin
 	if args[1] != "-" {
 		f, err := os.Open(args[1])
@@ -211,9 +243,13 @@ func runImport[Res any](e *ctlEnv, args []string, noun string, send func(*client
 		// --errors with none failed nothing.
 		if !header {
 			header = true
-			fmt.Fprintf(e.stdout, "%7s  %-24s  %-9s  %s\n", "LINE", strings.ToUpper(noun), "RESULT", "ERROR")
+			heads := make([]string, len(cols))
+			for i, c := range cols {
+				heads[i] = c.header
+			}
+			fmt.Fprintln(e.stdout, importLine(cols, "LINE", heads, "RESULT", "ERROR"))
 		}
-		_, err := fmt.Fprintf(e.stdout, "%7d  %-24s  %-9s  %s\n", line, printable(orDash(who)), printable(result), printable(errText))
+		_, err := fmt.Fprintln(e.stdout, importLine(cols, strconv.Itoa(line), who, result, errText))
 		return err
 	})
 	if err != nil {

@@ -160,7 +160,7 @@ func TestCtlOverAPI(t *testing.T) {
 	// Bulk attach: one result per line, exit 1 when a line failed.
 	out, errOut, err = runCmd(t, `{"mac":"02:00:00:00:00:21","customer_id":"i-2"}`+"\n"+`{"mac":"02:00:00:00:00:22","customer_id":"nobody"}`+"\n",
 		op("device-import", "alpha", "-")...)
-	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "(request id ") || !strings.Contains(out, "02:00:00:00:00:21 i-2") || !strings.Contains(out, "attached") ||
+	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "(request id ") || !strings.Contains(out, "02:00:00:00:00:21  i-2") || !strings.Contains(out, "attached") ||
 		!strings.Contains(out, "customer nobody") || !strings.Contains(errOut, "2 lines: 1 attached, 0 moved, 0 unchanged, 1 failed") {
 		t.Errorf("device-import: %v\n%s%s", err, out, errOut)
 	}
