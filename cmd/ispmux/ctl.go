@@ -80,6 +80,8 @@ type ctlCommand struct {
 	run      func(e *ctlEnv, args []string) error
 	// where: what the command talks to.
 	where ctlWhere
+	// operator: the command is the operator's alone (authHint).
+	operator bool
 }
 
 type ctlWhere int
@@ -213,15 +215,15 @@ var ctlCommands = []*ctlCommand{
 	{name: "block", short: "block a MAC (operator)", args: "MAC", min: 1, max: 1,
 		summary: "Block a MAC (operator): its binding ends and it gets no DHCP answer. A MAC no ISP has attached\n" +
 			"is blocked too: a device of no ISP (listed by devices), out of the walled garden, that no ISP or\n" +
-			"claim may attach; unblock removes it.", run: ctlBlock},
+			"claim may attach; unblock removes it.", run: ctlBlock, operator: true},
 	{name: "purge-isp", short: "remove every customer and device of an ISP no longer configured (operator)", args: "ISP", min: 1, max: 1,
 		summary: "Remove every customer and device of ISP, which the configuration no longer has (removed, or\n" +
 			"renamed; the start's log names it): until then its devices' MACs stay taken. A configured ISP is\n" +
 			"refused. A device the operator blocked stays blocked. 512 customers a transaction, each with one\n" +
 			"customer-deleted event counting them (the other ISPs' events stay in the log): a purge cut short\n" +
 			"(the connection closed) stops there, and a second one finishes it.",
-		run: ctlPurgeISP},
-	{name: "unblock", short: "unblock a MAC (operator)", args: "MAC", min: 1, max: 1, summary: "Unblock a MAC (operator).", run: ctlUnblock},
+		run: ctlPurgeISP, operator: true},
+	{name: "unblock", short: "unblock a MAC (operator)", args: "MAC", min: 1, max: 1, summary: "Unblock a MAC (operator).", run: ctlUnblock, operator: true},
 	{name: "move", short: "move a device to another customer or ISP (operator)", args: "MAC ISP CUSTOMER [--immediate]", min: 3, max: 3,
 		summary: "Move a device to another customer, of any ISP (operator). Make-before-break: the old ISP keeps\n" +
 			"serving it until its next renewal (at most half [dhcp] client_lease_max away), which ispmux NAKs so\n" +
@@ -231,7 +233,7 @@ var ctlCommands = []*ctlCommand{
 		flags: func(fs *flag.FlagSet, o *ctlOpts) {
 			fs.BoolVar(&o.immediate, "immediate", false, "end the old ISP's binding now (RELEASE at once) instead of at the next renewal; the device is without service until its next DHCP message")
 		},
-		run: ctlMove},
+		run: ctlMove, operator: true},
 	{name: "bindings", short: "one page of DHCP bindings (of one ISP, or all)", args: "[ISP] " + listArgs, max: 1,
 		summary: "One page of DHCP bindings: of one ISP, or of every ISP (operator).",
 		flags:   listFlags, run: withISPArgHint(ctlBindings)},
@@ -247,7 +249,7 @@ var ctlCommands = []*ctlCommand{
 		summary: "An ISP's webhook delivery state: the last acknowledged event, how many are behind (lag), the\n" +
 			"failing attempts, the last error and success, totals since start. An ISP sees its own only.",
 		run: ctlWebhook},
-	{name: "stats", short: "the box's counts (operator)", summary: "The box's counts: ISPs, customers, devices, bindings (operator).", run: ctlStats},
+	{name: "stats", short: "the box's counts (operator)", summary: "The box's counts: ISPs, customers, devices, bindings (operator).", run: ctlStats, operator: true},
 	{name: "token", short: "make a new API token and its sha256: line for a token file", args: "[--file FILE [--force]]",
 		summary: "Make a new API token (256 bits). Prints the token (line 1: give it to the client, once) and\n" +
 			"its sha256: line (line 2: the content of a token file on the box, which then never holds the\n" +
@@ -346,7 +348,7 @@ func cmdCtl(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err := e.checkConnectionFlags(); err != nil {
 		return err
 	}
-	return cmd.run(e, pos)
+	return e.authHint(cmd.run(e, pos), pos)
 }
 
 // positionals is a synopsis without its flags: "ISP [--after C] ID" →

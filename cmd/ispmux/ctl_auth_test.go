@@ -1,0 +1,98 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// ctlAuthArgs are arguments each API command runs with (stdin: a
+// password, or an NDJSON line).
+var ctlAuthArgs = map[string][]string{
+	"events": nil, "isps": nil, "stats": nil, "bindings": nil, "devices": nil,
+	"customers": {"alpha"}, "customer": {"alpha", "c-1"}, "customer-add": {"alpha", "c-9"},
+	"customer-set": {"alpha", "c-1", "--status", "suspended"}, "customer-del": {"alpha", "c-1"},
+	"import": {"alpha", "-"}, "device-import": {"alpha", "-"},
+	"device-add": {"alpha", "02:00:00:00:00:01", "c-1"}, "device-set": {"alpha", "02:00:00:00:00:01", "--any-access"},
+	"device-del": {"alpha", "02:00:00:00:00:01"}, "claim": {"alpha", "c-1", "02:00:00:00:00:01", "--password-stdin"},
+	"block": {"02:00:00:00:00:01"}, "unblock": {"02:00:00:00:00:01"}, "purge-isp": {"gamma"},
+	"move": {"02:00:00:00:00:01", "beta", "c-2", "--immediate"}, "subscriber": {"02:00:00:00:00:01"}, "webhook": {"alpha"},
+}
+
+// reportOf runs args and returns what ispmux prints of its error.
+func reportOf(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
+	_, _, err := runCmd(t, stdin, args...)
+	var b strings.Builder
+	if err != nil {
+		report(&b, err)
+	}
+	return b.String(), err
+}
+
+// TestCtlAuthHints: every ctl command the API refuses for its token (401)
+// or refuses to its token (403) prints the API's words and then what to
+// do: which token it needs and how to give it. `ctl stats` with an ISP's
+// token said "Not allowed for this token: this endpoint is the
+// operator's" and no more (a trial).
+func TestCtlAuthHints(t *testing.T) {
+	r := newRig(t, nil)
+	r.tokens["unknown"] = "not-a-token-anyone-has-0123456789"
+	for _, c := range ctlCommands {
+		if c.where != whereAny {
+			continue
+		}
+		args, ok := ctlAuthArgs[c.name]
+		if !ok {
+			t.Errorf("ctl %s: no arguments in ctlAuthArgs: add them", c.name)
+			continue
+		}
+		stdin := "pw\n"
+		if strings.Contains(c.name, "import") {
+			stdin = `{"customer_id":"c-5","mac":"02:00:00:00:00:05"}` + "\n"
+		}
+		// An unknown token: 401 to every command.
+		out, err := reportOf(t, stdin, r.api("unknown", append([]string{c.name}, args...)...)...)
+		if err == nil || !strings.Contains(out, "unknown token (HTTP 401") || !strings.Contains(out, "\n  the box knows no such token (the one given with --token)") ||
+			!strings.Contains(out, "operator_token_file") {
+			t.Errorf("ctl %s with an unknown token: %v\n%s", c.name, err, out)
+		}
+		// A claim token: 403 to every command but claim (the API's
+		// words: "a claim token may only POST /v1/claims", or "this
+		// endpoint is the operator's" on an operator's route).
+		if c.name != "claim" {
+			out, err = reportOf(t, stdin, r.api("claim", append([]string{c.name}, args...)...)...)
+			if err == nil || !strings.Contains(out, "(HTTP 403") ||
+				!strings.Contains(out, "\n  this is a claim token (an installer's): it may only run `ctl claim`. `ctl "+c.name+"`") {
+				t.Errorf("ctl %s with a claim token: %v\n%s", c.name, err, out)
+			}
+		}
+	}
+	for _, c := range []struct {
+		who   string
+		args  []string
+		stdin string
+		want  []string
+	}{
+		{"alpha", []string{"stats"}, "", []string{"this endpoint is the operator's (HTTP 403",
+			"\n  `ctl stats` is the operator's, and this is ISP alpha's token: give the operator's token (the one whose sha256: line is in [api] operator_token_file: --token-file FILE, or $ISPMUX_TOKEN), or run it as root on the box over the control socket, where it acts as the operator: `ispmux ctl -c /etc/ispmux/ispmux.toml stats` (-c: your configuration file)"}},
+		{"alpha", []string{"move", "02:00:00:00:00:01", "beta", "c-2", "--immediate"}, "", []string{"this endpoint is the operator's (HTTP 403",
+			"`ispmux ctl -c /etc/ispmux/ispmux.toml move 02:00:00:00:00:01 beta c-2` with its flags as given"}},
+		{"alpha", []string{"block", "02:00:00:00:00:01"}, "", []string{"`ctl block` is the operator's, and this is ISP alpha's token"}},
+		{"claim", []string{"stats"}, "", []string{"`ctl stats` is the operator's: give the operator's token"}},
+		{"claim", []string{"customers", "alpha"}, "", []string{"`ctl customers` needs the ISP's token (its own objects) or the operator's"}},
+		{"alpha", []string{"claim", "alpha", "c-1", "02:00:00:00:00:01", "--password-stdin", "--access", "acc0"}, "pw\n", []string{
+			"claims need a claim token (an ISP attaches devices with POST /v1/isps/{isp}/devices) (HTTP 403",
+			"\n  `ctl claim` takes a claim token (an installer's: [api] claim_token_files) or the operator's; with the ISP's token attach the device to its customer: `ispmux ctl --api " + r.apiURL + " device-add alpha 02:00:00:00:00:01 c-1 --access acc0`"}},
+		{"claim", []string{"claim", "alpha", "c-1", "02:00:00:00:00:01", "--password-stdin"}, "wrong\n", []string{"Invalid credentials (HTTP 403",
+			"\n  the ISP, customer ID or password is wrong (the API does not say which, on purpose): check them; the customer's ISP or the operator sets a new password with `ispmux ctl --api " + r.apiURL + " customer-set alpha c-1 --password-stdin`"}},
+		// ispHint's hint stays: an ISP's token without --isp.
+		{"alpha", []string{"events"}, "", []string{"this endpoint is the operator's (HTTP 403", "\n  an ISP's token sees its own ISP only: add --isp alpha"}},
+	} {
+		out, err := reportOf(t, c.stdin, r.api(c.who, c.args...)...)
+		for _, w := range c.want {
+			if err == nil || !strings.Contains(out, w) {
+				t.Errorf("ctl %q as %s: %v\n%s\nwant: %s", c.args, c.who, err, out, w)
+			}
+		}
+	}
+}
