@@ -1293,10 +1293,13 @@ func (m *matrix) atRestart(ex exchange, c *caseRun) (subView, verdict, error) {
 // of a bulk device import (tenants' TestCrashMidDeviceImport: what the
 // crash leaves is all in the store, the bindings' revalidation included)
 // and ispmux compact, run with ispmux stopped (cmd/ispmux's
-// TestCrashCompact). Each of those tests fails when a failpoint of its
-// prefix (tenant/import-, compact/) is not among its cases.
+// TestCrashCompact), and the events-by-mac index's build at the first
+// start after an upgrade (subscribers' TestMigrateMACIndexCrash). Each of
+// those tests fails when a failpoint of its prefix (tenant/import-,
+// compact/, migrate/) is not among its cases.
 var unitCrashCovers = []string{failpoint.TenantImportBeforeBatch,
-	failpoint.CompactBeforeCopy, failpoint.CompactAfterCopy, failpoint.CompactAfterRename}
+	failpoint.CompactBeforeCopy, failpoint.CompactAfterCopy, failpoint.CompactAfterRename,
+	failpoint.MigrateAfterChunk}
 
 // TestCrashMatrixCoversEveryPoint: every failpoint ispmux has is crashed
 // at by some exchange of the matrix (a new transition adds its points to

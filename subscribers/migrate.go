@@ -11,8 +11,9 @@ import (
 // migrate brings a file of schema from up to schemaVersion, inside Open's
 // transaction tx (whose buckets exist): either the whole migration and
 // the new schema byte commit, or nothing does and the file stays as it
-// was. It runs the steps from `from` on: 1 → 2, 2 → 3, 3 → 4, 4 → 5,
-// 5 → 6, 6 → 7, 7 → 8, 8 → 9, 9 → 10.
+// was; the events-by-mac index alone is built after it (9 → 10, 10 →
+// 11). It runs the steps from `from` on: 1 → 2, 2 → 3, 3 → 4, 4 → 5,
+// 5 → 6, 6 → 7, 7 → 8, 8 → 9, 9 → 10, 10 → 11.
 //
 // 1 → 2: every registration, binding and event is re-encoded in the
 // current format (the fields added since read as empty); the keys and
@@ -66,18 +67,21 @@ import (
 // ISPs' numbers, refuses the file.
 //
 // 9 → 10: the events-by-mac index is built from every event that decodes
-// and has a MAC (buildMACIndex), each entry with the event's ISPSeq from
-// events-by-isp (a file of schema 8 or older: its Seq, as that index has
-// it). The binding journal's events, replayed after this transaction,
-// get theirs as they are appended (eventAt). The schema byte moves so
-// that an older ispmux, which would append events without their entries
-// and trim events leaving theirs behind, refuses the file.
+// and has a MAC, each entry with the event's ISPSeq from events-by-isp (a
+// file of schema 8 or older: its Seq, as that index has it): this
+// transaction marks it to be built (startMACRebuild), and Open builds it
+// after it, in transactions of its own, resumed after a crash
+// (rebuildMACIndex, migratemac.go). The binding journal's events,
+// replayed after the build, get theirs as they are appended (eventAt).
+// The schema byte moves so that an older ispmux, which would append
+// events without their entries and trim events leaving theirs behind,
+// refuses the file.
 //
-// 10 → 11: the events-by-mac index is built again (buildMACIndex), its
-// keys holding each event's ISP before the low bits, so that an ISP's
-// read of a device seeks its own entries alone. The schema byte moves so
-// that an older ispmux, which would read the new keys as malformed and
-// write its own beside them, refuses the file.
+// 10 → 11: the events-by-mac index is emptied and built again in the
+// same way, its keys holding each event's ISP before the low bits, so
+// that an ISP's read of a device seeks its own entries alone. The schema
+// byte moves so that an older ispmux, which would read the new keys as
+// malformed and write its own beside them, refuses the file.
 func migrate(tx *bolt.Tx, from byte) error {
 	if from < 1 || from >= schemaVersion {
 		return fmt.Errorf("no migration from schema %d", from)
@@ -103,17 +107,10 @@ func migrate(tx *bolt.Tx, from byte) error {
 			return fmt.Errorf("bucket %s: %w", bucketMeta, err)
 		}
 	}
-	if from == 10 {
-		// Built again with the ISP in its keys.
-		if err := tx.DeleteBucket(bucketEventMACIndex); err != nil {
-			return fmt.Errorf("delete bucket %s: %w", bucketEventMACIndex, err)
-		}
-		if _, err := tx.CreateBucket(bucketEventMACIndex); err != nil {
-			return fmt.Errorf("create bucket %s: %w", bucketEventMACIndex, err)
-		}
-	}
 	if from <= 10 {
-		if err := buildMACIndex(tx); err != nil {
+		// Emptied (10: built again with the ISP in its keys) and built
+		// after this transaction (migratemac.go).
+		if err := startMACRebuild(tx); err != nil {
 			return err
 		}
 	}

@@ -307,7 +307,9 @@ type Store struct {
 
 // Open opens (creating if needed) the store at path, creates its buckets,
 // and checks the schema version: a file of an older schema is migrated in
-// place, in one transaction (see migrate.go); a file of a newer one is
+// place, in one transaction (see migrate.go; the events-by-mac index of a
+// file of schema 10 or older is built after it in transactions of its
+// own, resumed by the next Open after a crash: migratemac.go); a file of a newer one is
 // refused with an error wrapping ErrSchema. If another process holds the
 // file it fails after opts.LockTimeout with an error wrapping ErrLocked.
 func Open(path string, opts Options) (*Store, error) {
@@ -396,6 +398,12 @@ func Open(path string, opts Options) (*Store, error) {
 			intentsFrom, _ = intentsFromOf(tx)
 			return nil
 		})
+	}
+	if err == nil {
+		// A migrated file's events-by-mac index, or the rest of it
+		// after a crash (migratemac.go); before the journal's replay
+		// appends events with their entries.
+		err = rebuildMACIndex(db)
 	}
 	if err != nil {
 		closeDB(db, err)

@@ -110,6 +110,11 @@ var Points = []string{
 	CompactAfterCopy,
 	// The copy was renamed over the store; the directory not yet synced.
 	CompactAfterRename,
+	// The first start after an upgrade from schema 10 or older: one
+	// transaction of the events-by-mac index's build is durable, with
+	// its marker; the next ones not yet (package subscribers,
+	// migratemac.go).
+	MigrateAfterChunk,
 }
 
 // The failpoint names.
@@ -154,4 +159,6 @@ const (
 	CompactBeforeCopy  = "compact/before-copy"
 	CompactAfterCopy   = "compact/after-copy"
 	CompactAfterRename = "compact/after-rename"
+
+	MigrateAfterChunk = "migrate/after-chunk"
 )

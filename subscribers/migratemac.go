@@ -1,0 +1,218 @@
+package subscribers
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/ispmux/ispmux/internal/failpoint"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// The events-by-mac index of a migrated file (schema 9 or 10) is built
+// after the migration's transaction, in transactions of macRebuildSpans
+// spans of the log each (rebuildMACIndex), not in it: in the one
+// transaction, bbolt held the whole new index as dirty nodes until its
+// commit, and the ISPSeq of every event in a map beside them: 340-420 MB
+// of RssAnon at the peak of a 1M-event migration (46 MB at 100k), growing
+// with the events the log keeps (event_retention, up to 10M, and the
+// hold of webhooks) rather than staying bounded. A transaction now holds
+// the entries of 65,536 events at most: 39-47 MB at 1M events, 33-35 MB
+// at 100k (docs/OPERATIONS.md, "Upgrades and rollbacks").
+//
+// The migration's transaction moves the schema byte to 11 and leaves
+// keyMACRebuild in the meta bucket: the Seq from which the log's events
+// are still to be indexed. Each transaction of the rebuild indexes the
+// next spans and moves the marker past them, both or neither (a crash
+// between two leaves a file whose index is whole up to the marker); the
+// last deletes it. Open runs the rebuild, before the binding journal's
+// replay, whenever the marker is there: a crash in the middle is resumed
+// at the next start, and an older ispmux refuses the file (schema 11) as
+// it refuses a migrated one.
+
+// keyMACRebuild (meta bucket): the events-by-mac index is being built;
+// its value is the Seq (8 bytes) of the first event not yet indexed.
+var keyMACRebuild = []byte("events-by-mac-rebuild-from")
+
+// macRebuildSpans is the number of events-by-mac spans (4096 Seqs each)
+// one transaction of rebuildMACIndex indexes. A variable for the tests.
+var macRebuildSpans uint64 = 16
+
+// startMACRebuild empties the events-by-mac index in tx and marks it to
+// be built from the log's first event (the 9 → 10 and 10 → 11 steps).
+func startMACRebuild(tx *bolt.Tx) error {
+	if err := tx.DeleteBucket(bucketEventMACIndex); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
+		return fmt.Errorf("delete bucket %s: %w", bucketEventMACIndex, err)
+	}
+	if _, err := tx.CreateBucket(bucketEventMACIndex); err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketEventMACIndex, err)
+	}
+	return tx.Bucket(bucketMeta).Put(keyMACRebuild, make([]byte, 8))
+}
+
+// rebuildMACIndex builds the events-by-mac index of a file marked by
+// startMACRebuild, from its marker on, one transaction of macRebuildSpans
+// spans at a time; it returns at once for a file without the marker.
+// Every event that decodes and has a MAC gets its entry, with the ISPSeq
+// its events-by-isp entry gives it (an event whose entry is missing or
+// damaged gets none, and no ISP's read of the device shows it). The
+// events-by-isp index is walked once for the whole rebuild (once more
+// after a resume): each ISP's entries are in its ISPSeq order, which is
+// its events' Seq order, so each transaction reads, per ISP, the entries
+// of its own spans from where the last stopped.
+func rebuildMACIndex(db *bolt.DB) error {
+	var marked bool
+	if err := db.View(func(tx *bolt.Tx) error {
+		marked = tx.Bucket(bucketMeta).Get(keyMACRebuild) != nil
+		return nil
+	}); err != nil || !marked {
+		return err // a current file is only read (Open)
+	}
+	var pos map[string][]byte // per ISP: its next events-by-isp key (nil: no more)
+	for {
+		more := false
+		err := update(db, func(tx *bolt.Tx) error {
+			meta := tx.Bucket(bucketMeta)
+			v := meta.Get(keyMACRebuild)
+			if v == nil {
+				return nil
+			}
+			if len(v) != 8 {
+				return corrupt(bucketMeta, keyMACRebuild, errors.New("not an 8-byte Seq"))
+			}
+			if pos == nil {
+				pos = ispIndexStarts(tx)
+			}
+			next, ok, err := indexMACSpans(tx, binary.BigEndian.Uint64(v), pos)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return meta.Delete(keyMACRebuild)
+			}
+			more = true
+			return meta.Put(keyMACRebuild, binary.BigEndian.AppendUint64(nil, next))
+		})
+		if err != nil {
+			return fmt.Errorf("build the %s index: %w", bucketEventMACIndex, err)
+		}
+		if !more {
+			return nil
+		}
+		failpoint.Hit(failpoint.MigrateAfterChunk)
+	}
+}
+
+// ispIndexStarts returns the first events-by-isp key of each ISP the
+// index holds events of (a seek per ISP).
+func ispIndexStarts(tx *bolt.Tx) map[string][]byte {
+	pos := map[string][]byte{}
+	c := tx.Bucket(bucketEventIndex).Cursor()
+	for k, _ := c.First(); k != nil; {
+		i := bytes.IndexByte(k, 0)
+		if i < 0 {
+			k, _ = c.Next() // malformed: no ISP's
+			continue
+		}
+		pos[string(k[:i])] = bytes.Clone(k[:i+1])
+		k, _ = c.Seek(append(bytes.Clone(k[:i]), 1)) // the next ISP's
+	}
+	return pos
+}
+
+// indexMACSpans puts in tx the events-by-mac entries of the log's events
+// from Seq from on, in the span of the first of them and the
+// macRebuildSpans-1 after it (spans with no event cost nothing: a
+// restored copy's jump is skipped). It returns the Seq of the first event
+// left for the next transaction; ok is false when none is left. pos is
+// rebuildMACIndex's, moved past the entries read.
+func indexMACSpans(tx *bolt.Tx, from uint64, pos map[string][]byte) (next uint64, ok bool, err error) {
+	ev := tx.Bucket(bucketEvents).Cursor()
+	k, v := ev.Seek(seqKey(from))
+	for k != nil && len(k) != 8 {
+		k, v = ev.Next()
+	}
+	if k == nil {
+		return 0, false, nil
+	}
+	first := binary.BigEndian.Uint64(k)
+	end := first>>macSpanBits + macRebuildSpans // the first span not indexed
+
+	// The ISPSeqs of these spans' events, from each ISP's entries.
+	type ispEvent struct {
+		isp string
+		seq uint64
+	}
+	ispSeqOf := map[ispEvent]uint64{}
+	c := tx.Bucket(bucketEventIndex).Cursor()
+	for isp, p := range pos {
+		if p == nil {
+			continue
+		}
+		prefix := p[:len(isp)+1]
+		ik, iv := c.Seek(p)
+		for ; ik != nil && bytes.HasPrefix(ik, prefix); ik, iv = c.Next() {
+			n, seq, ok := indexSeq(ik, iv, len(prefix))
+			if !ok {
+				continue
+			}
+			if seq>>macSpanBits >= end {
+				break
+			}
+			if seq >= first {
+				ispSeqOf[ispEvent{isp, seq}] = n
+			}
+		}
+		if ik != nil && bytes.HasPrefix(ik, prefix) {
+			pos[isp] = bytes.Clone(ik)
+		} else {
+			pos[isp] = nil
+		}
+	}
+
+	// One span's entries (4096 at most) are sorted and put before the
+	// next span's are read: keys in order (a random order would copy
+	// growing nodes: doc.go).
+	type entry struct{ k, v []byte }
+	var entries []entry
+	idx := tx.Bucket(bucketEventMACIndex)
+	flush := func() error {
+		slices.SortFunc(entries, func(a, b entry) int { return bytes.Compare(a.k, b.k) })
+		for _, en := range entries {
+			if err := idx.Put(en.k, en.v); err != nil {
+				return fmt.Errorf("bucket %s: %w", bucketEventMACIndex, err)
+			}
+		}
+		entries = entries[:0]
+		return nil
+	}
+	span := first >> macSpanBits
+	for ; k != nil; k, v = ev.Next() {
+		if len(k) != 8 {
+			continue
+		}
+		seq := binary.BigEndian.Uint64(k)
+		if seq>>macSpanBits >= end {
+			return seq, true, flush()
+		}
+		e, err := decodeEvent(k, v)
+		if err != nil || e.MAC == (MAC{}) || !macKeyFits(e.ISP) {
+			continue
+		}
+		if s := seq >> macSpanBits; s != span {
+			if err := flush(); err != nil {
+				return 0, false, err
+			}
+			span = s
+		}
+		var iv []byte
+		if n, ok := ispSeqOf[ispEvent{e.ISP, seq}]; ok && e.ISP != "" {
+			iv = binary.BigEndian.AppendUint64(nil, n)
+		}
+		entries = append(entries, entry{eventMACKey(e.MAC, e.ISP, seq), iv})
+	}
+	return 0, false, flush()
+}

@@ -1,0 +1,202 @@
+package subscribers
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/ispmux/ispmux/internal/crashtest"
+	"github.com/ispmux/ispmux/internal/failpoint"
+	bolt "go.etcd.io/bbolt"
+)
+
+// macChunkEvents is the log of the chunked build's tests: five spans and
+// a part, of 40 devices, of alpha, beta and none.
+const macChunkEvents = 5<<macSpanBits + 300
+
+// seedV10 writes a store of macChunkEvents events at path and makes it
+// schema 10 (downgradeToV10); it returns every device's reads, by the
+// operator and by each ISP, as the store answered them before.
+func seedV10(t *testing.T, path string) map[string][]uint64 {
+	t.Helper()
+	s, err := Open(path, Options{NoSync: true, EventRetention: macChunkEvents})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < macChunkEvents; i += 5000 {
+		var w TenantWrite
+		for j := i; j < min(i+5000, macChunkEvents); j++ {
+			w.Events = append(w.Events, Event{Kind: EventRenewed, MAC: mac(j % 40), ISP: []string{"alpha", "beta", ""}[j%3]})
+		}
+		if _, err := s.ApplyTenant(w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := macReads(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	downgradeToV10(t, path)
+	return want
+}
+
+// macReads is every device's EventsOfMAC of seedV10's log: Seq and
+// ISPSeq of each event.
+func macReads(t *testing.T, s *Store) map[string][]uint64 {
+	t.Helper()
+	out := map[string][]uint64{}
+	for m := range 40 {
+		for _, isp := range []string{"", "alpha", "beta"} {
+			evs, _, _, err := s.EventsOfMAC(mac(m), isp, 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r []uint64
+			for _, e := range evs {
+				r = append(r, e.Seq, e.ISPSeq)
+			}
+			out[fmt.Sprint(m, isp)] = r
+		}
+	}
+	return out
+}
+
+// macRebuildFrom reads the closed store's marker (ok false: none) and
+// schema byte.
+func macRebuildFrom(t *testing.T, path string) (from uint64, ok bool, schema byte) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(keyMACRebuild); len(v) == 8 {
+			from, ok = binary.BigEndian.Uint64(v), true
+		}
+		schema = meta.Get(keySchema)[0]
+		return nil
+	})
+	return from, ok, schema
+}
+
+// checkMigrated opens the store at path and checks the migration done:
+// the marker gone, schema 11, every entry as a new store writes it, and
+// the reads as before.
+func checkMigrated(t *testing.T, path string, want map[string][]uint64) {
+	t.Helper()
+	s, err := Open(path, Options{NoSync: true, EventRetention: macChunkEvents})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := macReads(t, s); !reflect.DeepEqual(got, want) {
+		t.Errorf("reads after the migration differ from before")
+	}
+	checkEventIndex(t, s)
+	s.view(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyMACRebuild); v != nil {
+			t.Errorf("marker %x left after Open", v)
+		}
+		return nil
+	})
+	if v := rawSchemaOf(t, s); v != schemaVersion {
+		t.Errorf("schema %d, want %d", v, schemaVersion)
+	}
+}
+
+// TestMigrateMACIndexResumes: the events-by-mac build of a migrated file
+// stopped after k of its transactions (one span each here), as a crash
+// leaves it: the file is at schema 11 with the marker at the first event
+// of span k, the index holds the entries of the spans before it alone,
+// and the next Open builds the rest, every read as before.
+func TestMigrateMACIndexResumes(t *testing.T) {
+	defer func(n uint64) { macRebuildSpans = n }(macRebuildSpans)
+	macRebuildSpans = 1
+	for _, k := range []int{0, 1, 3, 5} {
+		t.Run(fmt.Sprint(k), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.db")
+			want := seedV10(t, path)
+			db, err := bolt.Open(path, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The migration's transaction, then k of the build's.
+			err = db.Update(func(tx *bolt.Tx) error { _, err := setUp(tx); return err })
+			var pos map[string][]byte
+			from := uint64(0)
+			for range k {
+				if err != nil {
+					break
+				}
+				err = db.Update(func(tx *bolt.Tx) error {
+					if pos == nil {
+						pos = ispIndexStarts(tx)
+					}
+					next, ok, err := indexMACSpans(tx, from, pos)
+					if !ok {
+						return errors.Join(err, errors.New("no events left"))
+					}
+					from = next
+					return errors.Join(err, tx.Bucket(bucketMeta).Put(keyMACRebuild, binary.BigEndian.AppendUint64(nil, next)))
+				})
+			}
+			if err := errors.Join(err, db.Close()); err != nil {
+				t.Fatal(err)
+			}
+			got, ok, schema := macRebuildFrom(t, path)
+			// k = 0: the migration's 0, from the log's start.
+			if wantFrom := uint64(k) << macSpanBits; !ok || got != wantFrom || schema != schemaVersion {
+				t.Errorf("after %d transactions: marker %d (%v), schema %d; want %d, %d", k, got, ok, schema, wantFrom, schemaVersion)
+			}
+			checkMigrated(t, path, want)
+		})
+	}
+}
+
+const migrateCrashEnv = "SUBSCRIBERS_MIGRATE_CRASH_CHILD"
+
+// TestMigrateMACIndexCrash: ispmux SIGKILLed at the first start after an
+// upgrade from schema 10, after 1, 2 and 5 of the events-by-mac build's
+// transactions (one span each): the restart finds the marker where the
+// crash left it (the work before it kept: a crash does not start the
+// build over) and completes the build, every device's reads as before
+// the upgrade. With the build in the migration's one transaction
+// (before), the child was never killed at the point: it has none.
+func TestMigrateMACIndexCrash(t *testing.T) {
+	if dir := os.Getenv(migrateCrashEnv); dir != "" {
+		macRebuildSpans = 1
+		s, err := Open(filepath.Join(dir, "state.db"), Options{EventRetention: macChunkEvents})
+		if err == nil {
+			s.Close()
+		}
+		t.Fatalf("child: the failpoint was not hit (Open: %v)", err)
+	}
+	for _, p := range failpoint.Points {
+		if strings.HasPrefix(p, "migrate/") && p != failpoint.MigrateAfterChunk {
+			t.Errorf("failpoint %s: not crashed at", p)
+		}
+	}
+	if !failpoint.Enabled {
+		t.Skip("needs -tags failpoints")
+	}
+	for _, k := range []int{1, 2, 5} {
+		t.Run(fmt.Sprint(k), func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "state.db")
+			want := seedV10(t, path)
+			crashtest.KillAt(t, "TestMigrateMACIndexCrash", migrateCrashEnv+"="+dir, fmt.Sprintf("%s@%d", failpoint.MigrateAfterChunk, k))
+			got, ok, schema := macRebuildFrom(t, path)
+			if !ok || got != uint64(k)<<macSpanBits || schema != schemaVersion {
+				t.Errorf("killed after %d transactions: marker %d (%v), schema %d; want %d, %d", k, got, ok, schema, k<<macSpanBits, schemaVersion)
+			}
+			checkMigrated(t, path, want)
+		})
+	}
+}
