@@ -17,11 +17,12 @@ import (
 // spans of the log each (rebuildMACIndex), not in it: in the one
 // transaction, bbolt held the whole new index as dirty nodes until its
 // commit, and the ISPSeq of every event in a map beside them: 340-420 MB
-// of RssAnon at the peak of a 1M-event migration (46 MB at 100k), growing
-// with the events the log keeps (event_retention, up to 10M, and the
-// hold of webhooks) rather than staying bounded. A transaction now holds
-// the entries of 65,536 events at most: 39-47 MB at 1M events, 33-35 MB
-// at 100k (docs/OPERATIONS.md, "Upgrades and rollbacks").
+// of RssAnon at the peak of a 1M-event migration (46 MB at 100k, 810-830
+// MB and 18-29 s at 2M), growing with the events the log keeps
+// (event_retention, up to 10M, and the hold of webhooks) rather than
+// staying bounded. A transaction now holds the entries of 65,536 events
+// at most: 39-47 MB at 1M events, 50 MB at 2M, 33-35 MB at 100k
+// (docs/OPERATIONS.md, "Upgrades and rollbacks").
 //
 // The migration's transaction moves the schema byte to 11 and leaves
 // keyMACRebuild in the meta bucket: the Seq from which the log's events
