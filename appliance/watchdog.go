@@ -34,12 +34,12 @@ type liveness struct {
 	at       time.Time
 	workers  []uint64 // each worker's iterations
 	sleeping []bool   // each worker in its idle wait
-	proxy    uint64   // the DHCP proxy's rounds of timers
+	proxy    uint64   // the DHCP proxy's timers: rounds and work done in them (Progress)
 	control  uint64   // the control plane's resolver rounds
 }
 
 func (a *Appliance) liveness(now time.Time) liveness {
-	l := liveness{at: now, proxy: a.dhcp.Ticks(), control: a.ctl.Ticks()}
+	l := liveness{at: now, proxy: a.dhcp.Progress(), control: a.ctl.Ticks()}
 	for _, w := range a.workers {
 		it, _ := w.Loops()
 		l.workers = append(l.workers, it)

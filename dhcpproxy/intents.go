@@ -478,9 +478,11 @@ func (p *Proxy) flushIntents(now time.Time) {
 	for _, id := range p.intents.due(now) {
 		p.completeIntent(id)
 		failpoint.Hit(failpoint.EndAfterComplete)
+		p.progress.Add(1) // a store commit each: a backlog is long (Progress)
 	}
 	for _, pi := range p.intents.unsent() {
 		p.sendIntent(pi)
+		p.progress.Add(1)
 	}
 }
 

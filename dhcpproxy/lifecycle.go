@@ -83,6 +83,7 @@ func (p *Proxy) expireLeases(now time.Time) {
 		if p.endExpired(due[i]) {
 			p.count("expired")
 		}
+		p.progress.Add(1) // a store commit each (Progress)
 		return true
 	})
 }

@@ -329,8 +329,9 @@ const ipv4HeaderLen, udpHeaderLen = 20, 8
 // concurrent use.
 type Proxy struct {
 	cfg Config
-	// ticks counts Run's rounds of timers (Ticks).
-	ticks atomic.Uint64
+	// progress counts Run's rounds of timers and the work items done in
+	// them (Progress).
+	progress atomic.Uint64
 	// lim holds the limits in force (SetLimits); cfg.Limits is zero.
 	lim atomic.Pointer[Limits]
 	// leaseHigh is the last ClientLeaseMax SetLimits lowered (leaseMaxFor).
@@ -603,14 +604,20 @@ func (p *Proxy) Run(ctx context.Context) {
 		case now := <-tick.C:
 			p.expire(now)
 			p.logLimit.flush(p.log, now, false)
-			p.ticks.Add(1)
+			p.progress.Add(1)
 		}
 	}
 }
 
-// Ticks is how many rounds of its timers Run has finished: the service
-// watchdog's sign that the proxy's timers turn (appliance/watchdog.go).
-func (p *Proxy) Ticks() uint64 { return p.ticks.Load() }
+// Progress counts Run's finished rounds of its timers and the items of
+// work done within them (an intent settled or sent, a lease ended): the
+// service watchdog's sign that the proxy's timers turn
+// (appliance/watchdog.go). A round that works through a backlog (a start
+// after an ISP's outage: thousands of RELEASEs pending, each settled by a
+// store commit of its own) may take longer than the watchdog's interval,
+// and moves it all along; one stuck (a lock, a store that never returns)
+// does not.
+func (p *Proxy) Progress() uint64 { return p.progress.Load() }
 
 // Close waits for the ACKs being committed (refusing some, maybe) and the
 // refusal events being written, then writes the summary of the refusals
