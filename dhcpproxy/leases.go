@@ -41,7 +41,7 @@ type lease struct {
 	// the struct's padding.
 	cid   uint32
 	isp   uint8 // ISP index
-	flags uint8 // leaseOptions, leaseUnanswered
+	flags uint8 // leaseOptions, leaseUnanswered, leaseOwnNames
 	// rebind: the ISP's T2 (option 59), as the part of the time from T1
 	// to the end left at T2, in 1/65536; 0: not given (7/8 of the lease
 	// when T1 is half of it, a quarter).
@@ -86,6 +86,10 @@ const (
 	// expiry that follows says why the lease ran out. A renewal the ISP
 	// answers replaces the lease, and the flag with it.
 	leaseUnanswered
+	// leaseOwnNames: the ISP's ACK named the client otherwise than the
+	// REQUEST it answered did (its server names clients itself:
+	// renamed.go), so a renewal's names are not compared with it.
+	leaseOwnNames
 )
 
 // relayAddr is the address of the server that granted l (invalid if

@@ -291,6 +291,9 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, fro
 		return
 	}
 	l := leaseOf(&b, t.isp)
+	if !namesEchoed(t.names, opts) {
+		l.flags |= leaseOwnNames // renamed.go
+	}
 	// The client lease the ACK gives (relayDown's option 51), counted
 	// by the messages' clock, as the claims it bounds (endOtherCircuits).
 	l.setClientEnd(clientEnd(p.now(), p.clientLease(lt)))

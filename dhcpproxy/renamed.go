@@ -2,6 +2,8 @@ package dhcpproxy
 
 import (
 	"strings"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
 // The names a client gives itself (RFC 2132 §3.14 host name, RFC 4702
@@ -21,6 +23,19 @@ const (
 // fqdnEncoded is option 81's E flag (RFC 4702 §2.1): the name is in DNS
 // wire format, else ASCII.
 const fqdnEncoded = 0x04
+
+// Not every ISP's server echoes the client's names: one that names the
+// client itself (a reservation's host name, Kea's
+// ddns-replace-client-name, a name made from the address) answers with its
+// own whatever the client calls itself, and the client's renewals under
+// its one name would each look renamed. The names a client sent with the
+// REQUEST the ISP ACKed are kept with its transaction (txn.names,
+// nameKeys); when the ACK does not echo them (namesEchoed) the lease is
+// marked leaseOwnNames and its renewals are not compared: a rename is then
+// not told from the ISP's echo, and goes to the ISP at its T1, as before
+// the rule. The mark is in RAM: after a restart such a client's first
+// renewal is relayed once (renewal_renamed), and the ISP's ACK marks its
+// lease again.
 
 // renamed reports whether the client message raw names its host (option
 // 12) or its FQDN (option 81) otherwise than the ISP's stored ACK options
@@ -88,4 +103,71 @@ func firstLabel(name string) string {
 		return name[:i]
 	}
 	return name
+}
+
+// nameKeys are a client's names as its message gave them, option 12's
+// and option 81's first labels hashed (labelKey; 0: none given).
+type nameKeys [2]uint32
+
+// clientNames are the nameKeys of client message m.
+func clientNames(m *dhcpv4.DHCPv4) nameKeys {
+	return nameKeys{labelKey(hostLabel(m.Options.Get(dhcpv4.OptionHostName))), labelKey(fqdnLabel(m.Options.Get(dhcpv4.OptionFQDN)))}
+}
+
+// namesEchoed reports whether the ISP's ACK options opts (TLVs) name the
+// client as it named itself in the REQUEST they answer (sent): each name
+// both carry has the same first label (sameName), as renamed compares
+// them.
+func namesEchoed(sent nameKeys, opts []byte) bool {
+	acked := nameKeys{labelKey(hostLabel(storedOption(opts, optHostName))), labelKey(fqdnLabel(storedOption(opts, optFQDN)))}
+	for i := range sent {
+		if sent[i] != 0 && acked[i] != 0 && sent[i] != acked[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// hostLabel is the first label of option 12 data v.
+func hostLabel(v []byte) []byte {
+	for i, c := range v {
+		if c == '.' {
+			return v[:i]
+		}
+	}
+	return v
+}
+
+// fqdnLabel is the first label of option 81 data v (fqdnName's first
+// label); nil when v holds no name or a malformed first label.
+func fqdnLabel(v []byte) []byte {
+	if len(v) < 4 {
+		return nil
+	}
+	name := v[3:]
+	if v[0]&fqdnEncoded == 0 {
+		return hostLabel(name)
+	}
+	n := int(name[0])
+	if n == 0 || n > 63 || n >= len(name) {
+		return nil
+	}
+	return name[1 : 1+n]
+}
+
+// labelKey is label's FNV-1a hash, letter case folded (ASCII, as
+// strings.EqualFold folds a DNS label); 0 for an empty one, never for
+// another.
+func labelKey(label []byte) uint32 {
+	if len(label) == 0 {
+		return 0
+	}
+	h := uint32(2166136261)
+	for _, c := range label {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		h = (h ^ uint32(c)) * 16777619
+	}
+	return max(h, 1)
 }

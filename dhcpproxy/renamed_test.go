@@ -147,3 +147,88 @@ func TestSameNameAndFQDN(t *testing.T) {
 		}
 	}
 }
+
+// An ISP's server that names the client itself (a reservation's host
+// name, Kea's ddns-replace-client-name, a name made from the address) in
+// option 12 or 81 of its ACK, whatever the client calls itself: the
+// client's renewals, under the name it always had, are no rename, and are
+// answered locally (once the ISP's ACK to a REQUEST under that name is
+// known). They were relayed, every one (renewal_renamed), since the
+// ACK's name never became the client's: the ISP heard each client's
+// renewals at the client lease's pace instead of its own T1's.
+func TestServerNamedClientRenewalLocal(t *testing.T) {
+	for _, c := range []struct {
+		name           string
+		code           dhcpv4.OptionCode
+		client, server []byte
+	}{
+		{"host name (12)", dhcpv4.OptionHostName, []byte("raspberrypi"), []byte("cpe-100-64-0-5")},
+		{"FQDN (81)", dhcpv4.OptionFQDN, fqdnOpt(fqdnEncoded, "DESKTOP-1"), fqdnOpt(fqdnEncoded|0x08, "dyn-100-64-0-5.isp.example.")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r, _ := newSRig(t)
+			named := dhcpv4.WithGeneric(c.code, c.client)
+			serverNames := func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+				rep := keaT1(t, time.Hour, 30*time.Minute)(m)
+				if rep != nil && rep.MessageType() != dhcpv4.MessageTypeNak {
+					rep.UpdateOption(dhcpv4.OptGeneric(c.code, c.server))
+				}
+				return rep
+			}
+			r.fromClient(discover(t, dhcpv4.WithHwAddr(mac(s1)), named))
+			offer := r.serve(serverNames)
+			if len(offer) != 1 || offer[0].MessageType() != dhcpv4.MessageTypeOffer {
+				t.Fatalf("got %v, want an OFFER", offer)
+			}
+			req, _ := dhcpv4.NewRequestFromOffer(offer[0], named)
+			r.fromClient(req)
+			if ack := r.serve(serverNames); len(ack) != 1 || ack[0].MessageType() != dhcpv4.MessageTypeAck {
+				t.Fatalf("got %v, want an ACK", ack)
+			}
+			for i := range 3 {
+				r.fromClient(clientMsg(t, s1, dhcpv4.MessageTypeRequest, dhcpv4.WithClientIP(net.ParseIP(s1Addr)), named))
+				if sent := r.toPorts(); len(sent[upPort]) != 0 || len(sent[accPort]) != 1 {
+					r.serve(serverNames)
+					t.Fatalf("renewal %d under the client's own name: sent %v, want a local answer (counters %v)", i, sent, r.p.Counters())
+				}
+			}
+		})
+	}
+}
+
+// The keys of the names a REQUEST gave compare as sameName does (first
+// label, letter case folded), and malformed option 81 data is no name.
+func TestNameKeys(t *testing.T) {
+	for _, c := range []struct {
+		v    []byte
+		want string
+	}{
+		{fqdnOpt(fqdnEncoded, "Host.example."), "Host"}, {fqdnOpt(0, "host.example"), "host"},
+		{[]byte{fqdnEncoded, 0, 0, 5, 'a'}, ""}, {[]byte{fqdnEncoded, 0, 0, 0}, ""}, {[]byte{fqdnEncoded, 0, 0, 64}, ""}, {[]byte{0, 0, 0}, ""}, {nil, ""},
+	} {
+		if got := string(fqdnLabel(c.v)); got != c.want {
+			t.Errorf("fqdnLabel(%x) = %q, want %q", c.v, got, c.want)
+		}
+	}
+	ack := func(host, fqdn []byte) []byte {
+		out := append([]byte{optHostName, byte(len(host))}, host...)
+		return append(append(out, optFQDN, byte(len(fqdn))), fqdn...)
+	}
+	sent := nameKeys{labelKey([]byte("RPi")), labelKey([]byte("laptop"))}
+	for _, c := range []struct {
+		opts []byte
+		want bool
+	}{
+		{ack([]byte("rpi.isp.example"), fqdnOpt(fqdnEncoded, "LAPTOP.isp.example.")), true},
+		{ack([]byte("cpe-1"), fqdnOpt(0, "laptop")), false},
+		{ack([]byte("rpi"), fqdnOpt(0, "dyn-1.isp.example")), false},
+		{nil, true},
+	} {
+		if got := namesEchoed(sent, c.opts); got != c.want {
+			t.Errorf("namesEchoed(%x) = %v, want %v", c.opts, got, c.want)
+		}
+	}
+	if labelKey(nil) != 0 || labelKey([]byte("a")) == 0 {
+		t.Error("labelKey: 0 is for no name only")
+	}
+}

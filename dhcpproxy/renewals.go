@@ -230,8 +230,9 @@ func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []by
 	// The client renamed itself since the ISP's ACK (renamed): relayed,
 	// the ISP records the new name and its ACK, committed, carries it to
 	// the client. After the ISP's silence (anyCustomer) the device keeps
-	// its lease under the old name.
-	if customer != anyCustomer && renamed(b.Options, raw) {
+	// its lease under the old name. An ISP that names its clients
+	// itself (leaseOwnNames) is not compared with.
+	if customer != anyCustomer && l.flags&leaseOwnNames == 0 && renamed(b.Options, raw) {
 		count("renewal_renamed")
 		return false
 	}

@@ -37,6 +37,9 @@ type txn struct {
 	requested netip.Addr
 	// clientID is the client's identifier (option 61), if it sent one.
 	clientID []byte
+	// names are the names the client gave itself (renamed.go): an ACK
+	// that does not echo them marks the lease leaseOwnNames.
+	names nameKeys
 	// flags are the client's BOOTP flags, which its replies carry.
 	flags [2]byte
 	// replyMax is the longest reply the client takes (maxReply) and prl
@@ -429,6 +432,7 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 	t.selecting = mt == dhcpv4.MessageTypeRequest && m.Options.Has(dhcpv4.OptionServerIdentifier)
 	t.rapid = mt == dhcpv4.MessageTypeDiscover && m.Options.Has(dhcpv4.OptionRapidCommit)
 	t.clientID = m.Options.Get(dhcpv4.OptionClientIdentifier)
+	t.names = clientNames(m)
 	if len(raw) >= 12 {
 		t.flags = [2]byte(raw[10:12])
 	}
