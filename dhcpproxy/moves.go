@@ -291,6 +291,7 @@ func (p *Proxy) cutMoves(now time.Time) {
 		if p.endMoved(h.k, h.l) {
 			p.count("move_cut")
 		}
+		p.progress.Add(1) // a store commit each (Progress)
 	}
 }
 

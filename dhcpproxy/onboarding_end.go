@@ -126,6 +126,7 @@ func (p *Proxy) endOnboardingLocked(l subscribers.OnboardingLease, reason string
 func (p *Proxy) expireOnboarding(now time.Time) {
 	for _, l := range p.ob.due(now) {
 		p.expireOnboardingLease(l.mac, now)
+		p.progress.Add(1) // a store commit each (Progress)
 	}
 	p.sweepFallbacks(now)
 }
