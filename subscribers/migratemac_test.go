@@ -1,6 +1,7 @@
 package subscribers
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -198,5 +199,72 @@ func TestMigrateMACIndexCrash(t *testing.T) {
 			}
 			checkMigrated(t, path, want)
 		})
+	}
+}
+
+// TestMigrateMACIndexDamagedISPEntry: an events-by-isp entry whose value
+// (its event's Seq) is damaged, pointing past the log, costs the build
+// that one event's ISPSeq (doc.go: an event whose entry is damaged gets
+// none), not those of its ISP's later events: the rebuild reads each
+// ISP's entries up to the transaction's last span and stopped at the
+// damaged one in every transaction, so no later event of alpha had its
+// ISPSeq in its events-by-mac entry, and none showed in alpha's reads of
+// its devices (past the damaged entry's ISPSeq: before it, the read
+// itself seeks from the damaged Seq).
+func TestMigrateMACIndexDamagedISPEntry(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	want := seedV10(t, path)
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var damaged, damagedISPSeq uint64 // the event whose entry is damaged
+	err = db.Update(func(tx *bolt.Tx) error {
+		idx := tx.Bucket(bucketEventIndex)
+		k, v := idx.Cursor().Seek([]byte("alpha\x00"))
+		if len(k) != 6+8 || len(v) != 8 {
+			return fmt.Errorf("alpha's first entry %x = %x: not an ISPSeq and a Seq", k, v)
+		}
+		damaged, damagedISPSeq = binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(k[6:])
+		return idx.Put(bytes.Clone(k), binary.BigEndian.AppendUint64(nil, 1<<40))
+	})
+	if err := errors.Join(err, db.Close()); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(path, Options{NoSync: true, EventRetention: macChunkEvents})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var without []uint64 // alpha's entries without an ISPSeq: their Seqs
+	s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketEventMACIndex).ForEach(func(k, v []byte) error {
+			if seq, isp, ok := parseMACKey(k); ok && string(isp) == "alpha" && len(v) == 0 {
+				without = append(without, seq)
+			}
+			return nil
+		})
+	})
+	if len(without) != 1 || without[0] != damaged {
+		t.Errorf("alpha's events-by-mac entries without an ISPSeq: %d (first Seqs %v), want the damaged one's alone (Seq %d)", len(without), without[:min(len(without), 5)], damaged)
+	}
+	for m := range 40 {
+		var w []uint64 // alpha's read past the damaged ISPSeq
+		for i, k := 0, fmt.Sprint(m, "alpha"); i < len(want[k]); i += 2 {
+			if want[k][i+1] > damagedISPSeq {
+				w = append(w, want[k][i], want[k][i+1])
+			}
+		}
+		evs, _, _, err := s.EventsOfMAC(mac(m), "alpha", damagedISPSeq, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []uint64
+		for _, e := range evs {
+			got = append(got, e.Seq, e.ISPSeq)
+		}
+		if !reflect.DeepEqual(got, w) {
+			t.Errorf("device %d: alpha's read past ISPSeq %d has %d events, want %d", m, damagedISPSeq, len(got)/2, len(w)/2)
+		}
 	}
 }
