@@ -148,6 +148,7 @@ func indexMACSpans(tx *bolt.Tx, from uint64, pos map[string][]byte) (next uint64
 		seq uint64
 	}
 	ispSeqOf := map[ispEvent]uint64{}
+	events := tx.Bucket(bucketEvents)
 	c := tx.Bucket(bucketEventIndex).Cursor()
 	for isp, p := range pos {
 		if p == nil {
@@ -161,7 +162,14 @@ func indexMACSpans(tx *bolt.Tx, from uint64, pos map[string][]byte) (next uint64
 				continue
 			}
 			if seq>>macSpanBits >= end {
-				break
+				// The ISP's first entry past these spans, unless
+				// its Seq is damaged (no event of the ISP there):
+				// stopping at that one would leave every later
+				// event of the ISP without its ISPSeq.
+				if _, eisp, ok := eventMAC(events.Get(seqKey(seq))); ok && eisp == isp {
+					break
+				}
+				continue
 			}
 			if seq >= first {
 				ispSeqOf[ispEvent{isp, seq}] = n
