@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 
 	"github.com/ispmux/ispmux/internal/failpoint"
 	bolt "go.etcd.io/bbolt"
@@ -41,6 +42,12 @@ var keyMACRebuild = []byte("events-by-mac-rebuild-from")
 // macRebuildSpans is the number of events-by-mac spans (4096 Seqs each)
 // one transaction of rebuildMACIndex indexes. A variable for the tests.
 var macRebuildSpans uint64 = 16
+
+// macRebuildISPReads counts the events-by-isp entries the transactions
+// of rebuildMACIndex read (TestMigrateMACIndexReadsISPIndexOnce: each
+// once, not again from the ISP's start in every transaction, which a
+// test of time does not tell from linear below millions of events).
+var macRebuildISPReads atomic.Uint64
 
 // startMACRebuild empties the events-by-mac index in tx and marks it to
 // be built from the log's first event (the 9 → 10 and 10 → 11 steps).
@@ -157,6 +164,7 @@ func indexMACSpans(tx *bolt.Tx, from uint64, pos map[string][]byte) (next uint64
 		prefix := p[:len(isp)+1]
 		ik, iv := c.Seek(p)
 		for ; ik != nil && bytes.HasPrefix(ik, prefix); ik, iv = c.Next() {
+			macRebuildISPReads.Add(1)
 			n, seq, ok := indexSeq(ik, iv, len(prefix))
 			if !ok {
 				continue

@@ -268,3 +268,42 @@ func TestMigrateMACIndexDamagedISPEntry(t *testing.T) {
 		}
 	}
 }
+
+// TestMigrateMACIndexReadsISPIndexOnce: the build reads each
+// events-by-isp entry once for the whole build, and at most one more per
+// ISP and transaction (the first past its spans, read again by the next),
+// not each ISP's entries from its start in every transaction: quadratic
+// in the transactions, 153 of them at 10M events, which
+// TestMigrateMACIndexLinear's times do not tell from linear at its sizes.
+func TestMigrateMACIndexReadsISPIndexOnce(t *testing.T) {
+	defer func(n uint64) { macRebuildSpans = n }(macRebuildSpans)
+	macRebuildSpans = 1
+	path := filepath.Join(t.TempDir(), "state.db")
+	seedV10(t, path)
+	var entries uint64
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.View(func(tx *bolt.Tx) error {
+		entries = uint64(tx.Bucket(bucketEventIndex).Stats().KeyN)
+		return nil
+	})
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before := macRebuildISPReads.Load()
+	s, err := Open(path, Options{NoSync: true, EventRetention: macChunkEvents})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reads := macRebuildISPReads.Load() - before
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// 6 transactions (5 spans and a part), 2 ISPs.
+	if limit := entries + 6*2; reads > limit {
+		t.Errorf("the build read %d events-by-isp entries, of %d: at most %d", reads, entries, limit)
+	}
+	t.Logf("the build read %d events-by-isp entries, of %d", reads, entries)
+}
