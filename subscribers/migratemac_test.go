@@ -307,3 +307,123 @@ func TestMigrateMACIndexReadsISPIndexOnce(t *testing.T) {
 	}
 	t.Logf("the build read %d events-by-isp entries, of %d", reads, entries)
 }
+
+// TestMigrateMACIndexJournal: a schema-10 file whose binding journal
+// holds records a crash left (bindings with their events; one binding
+// committed, then released by a checkpointing delete), opened by this
+// ispmux as it is, after the migration's transaction alone, and after
+// two of the build's: the build ends before the replay appends the
+// journal's events (with their entries) and trims the oldest (the
+// retention): every event stored has its one entry, its ISP's reads show
+// it, every journaled binding is there and the released one is not.
+func TestMigrateMACIndexJournal(t *testing.T) {
+	defer func(n uint64) { macRebuildSpans = n }(macRebuildSpans)
+	macRebuildSpans = 1
+	for _, k := range []int{-1, 0, 2} { // -1: not opened since the upgrade
+		t.Run(fmt.Sprint(k), func(t *testing.T) {
+			orig := filepath.Join(t.TempDir(), "state.db")
+			s, err := Open(orig, Options{EventRetention: macChunkEvents})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var w TenantWrite
+			for j := range macChunkEvents {
+				w.Events = append(w.Events, Event{Kind: EventRenewed, MAC: mac(j % 40), ISP: []string{"alpha", "beta", ""}[j%3]})
+			}
+			if _, err := s.ApplyTenant(w); err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			released := testBinding(999)
+			if err := s.CommitBinding(released); err != nil {
+				t.Fatal(err)
+			}
+			if found, err := s.DeleteBinding(released.Access, released.VLAN, released.MAC); err != nil || !found {
+				t.Fatalf("DeleteBinding = %v, %v", found, err)
+			}
+			const n = 200
+			for i := range n {
+				b := testBinding(i)
+				if _, err := s.CommitBindingEvent(b, Event{Kind: EventBound, MAC: b.MAC, ISP: b.ISP, IP: b.IP}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := len(s.pendingBindings()); got != n {
+				t.Fatalf("%d bindings pending in the journal, want %d", got, n)
+			}
+			path := copyStore(t, orig, nil)
+			// The copy's file back at schema 10, its index of the
+			// old keys (the journal's format is the same): the old
+			// ispmux's crash.
+			downgradeToV10(t, path)
+			if k >= 0 {
+				db, err := bolt.Open(path, 0o600, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				err = db.Update(func(tx *bolt.Tx) error { _, err := setUp(tx); return err })
+				if err == nil {
+					err = resumeMACRebuild(db, k)
+				}
+				if err := errors.Join(err, db.Close()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, err := Open(path, Options{NoSync: true, EventRetention: macChunkEvents})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			checkEventIndex(t, c)
+			if _, err := c.Binding(released.Access, released.VLAN, released.MAC); !errors.Is(err, ErrNotFound) {
+				t.Errorf("released binding after the crash: %v, want ErrNotFound", err)
+			}
+			for i := range n {
+				want := testBinding(i)
+				if got, err := c.Binding(want.Access, want.VLAN, want.MAC); err != nil || !bindingEqual(got, want) {
+					t.Fatalf("binding %d after the crash: %+v, %v", i, got, err)
+				}
+				// Its event, once, in its ISP's read of the device
+				// and in the operator's.
+				for _, isp := range []string{want.ISP, ""} {
+					evs, _, _, err := c.EventsOfMAC(want.MAC, isp, 0, 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					bound := 0
+					for _, e := range evs {
+						if e.Kind == EventBound {
+							bound++
+						}
+					}
+					if bound != 1 {
+						t.Errorf("binding %d: %d of its bound events in the read of %q, want 1", i, bound, isp)
+					}
+				}
+			}
+		})
+	}
+}
+
+// resumeMACRebuild runs k transactions of the events-by-mac build on db
+// (from its marker), as the Open a crash stopped after them did.
+func resumeMACRebuild(db *bolt.DB, k int) error {
+	var pos map[string][]byte
+	for range k {
+		err := db.Update(func(tx *bolt.Tx) error {
+			if pos == nil {
+				pos = ispIndexStarts(tx)
+			}
+			from := binary.BigEndian.Uint64(tx.Bucket(bucketMeta).Get(keyMACRebuild))
+			next, ok, err := indexMACSpans(tx, from, pos)
+			if !ok {
+				return errors.Join(err, errors.New("no events left"))
+			}
+			return errors.Join(err, tx.Bucket(bucketMeta).Put(keyMACRebuild, binary.BigEndian.AppendUint64(nil, next)))
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
