@@ -308,7 +308,7 @@
 //
 // # Schema versions
 //
-// The meta bucket's schema byte is the version of the whole file (11 now;
+// The meta bucket's schema byte is the version of the whole file (12 now;
 // see schemaVersion). Open migrates an older file in place, in one
 // transaction (all or nothing: schema 1 to 2 re-encodes every value and
 // adds the intents bucket; 2 to 3 adds the customers bucket and the change
@@ -320,7 +320,9 @@
 // bucket, whose sequences start in the transaction that replays the
 // binding journal, past that journal's events: eventseq.go; 9 to 10
 // builds the events-by-mac index from the events stored: eventsmac.go;
-// 10 to 11 builds it again with the ISP in its keys; that index alone is
+// 10 to 11 builds it again with the ISP in its keys; 11 to 12 only moves
+// the byte, so that the ispmux of schema 11 refuses a file whose index is
+// in the middle of its build; that index alone is
 // built after the transaction, in transactions of 16 spans of the log
 // each, from a marker the migration leaves and a crash resumes from:
 // migratemac.go),

@@ -556,8 +556,8 @@ func TestMigrateMACIndexV10(t *testing.T) {
 		t.Errorf("after the migration: %v, want %v", got, want)
 	}
 	checkEventIndex(t, s)
-	if v := rawSchemaOf(t, s); v != 11 {
-		t.Errorf("schema after migration = %d, want 11", v)
+	if v := rawSchemaOf(t, s); v != schemaVersion {
+		t.Errorf("schema after migration = %d, want %d", v, schemaVersion)
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 // the new schema byte commit, or nothing does and the file stays as it
 // was; the events-by-mac index alone is built after it (9 → 10, 10 →
 // 11). It runs the steps from `from` on: 1 → 2, 2 → 3, 3 → 4, 4 → 5,
-// 5 → 6, 6 → 7, 7 → 8, 8 → 9, 9 → 10, 10 → 11.
+// 5 → 6, 6 → 7, 7 → 8, 8 → 9, 9 → 10, 10 → 11, 11 → 12.
 //
 // 1 → 2: every registration, binding and event is re-encoded in the
 // current format (the fields added since read as empty); the keys and
@@ -82,6 +82,13 @@ import (
 // that an ISP's read of a device seeks its own entries alone. The schema
 // byte moves so that an older ispmux, which would read the new keys as
 // malformed and write its own beside them, refuses the file.
+//
+// 11 → 12: nothing to rewrite (a file of schema 11 has its whole index:
+// that ispmux built it in the migration's one transaction). The schema
+// byte moves because from now on a migrated file's index may be in the
+// middle of its build, marked (migratemac.go), which an ispmux of schema
+// 11 would take for whole; a file migrated from 10 or older goes to 12 at
+// once, in the transaction that marks its build.
 func migrate(tx *bolt.Tx, from byte) error {
 	if from < 1 || from >= schemaVersion {
 		return fmt.Errorf("no migration from schema %d", from)

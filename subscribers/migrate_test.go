@@ -280,8 +280,8 @@ func TestMigrateV5(t *testing.T) {
 		return nil
 	})
 	s.Close()
-	if v := rawSchema(t, path); !bytes.Equal(v, []byte{schemaVersion}) || schemaVersion != 11 {
-		t.Errorf("schema after migration = %x, want 0b", v)
+	if v := rawSchema(t, path); !bytes.Equal(v, []byte{schemaVersion}) || schemaVersion != 12 {
+		t.Errorf("schema after migration = %x, want 0c", v)
 	}
 	sum := fileSum(t, path)
 	s, err = Open(path, Options{})

@@ -25,15 +25,17 @@ import (
 // at most: 39-47 MB at 1M events, 50 MB at 2M, 33-35 MB at 100k
 // (docs/OPERATIONS.md, "Upgrades and rollbacks").
 //
-// The migration's transaction moves the schema byte to 11 and leaves
+// The migration's transaction moves the schema byte to 12 (the current
+// schema: 11 → 12 marks that a file may be mid-build) and leaves
 // keyMACRebuild in the meta bucket: the Seq from which the log's events
 // are still to be indexed. Each transaction of the rebuild indexes the
 // next spans and moves the marker past them, both or neither (a crash
 // between two leaves a file whose index is whole up to the marker); the
 // last deletes it. Open runs the rebuild, before the binding journal's
 // replay, whenever the marker is there: a crash in the middle is resumed
-// at the next start, and an older ispmux refuses the file (schema 11) as
-// it refuses a migrated one.
+// at the next start, and an older ispmux refuses the file (schema 12) as
+// it refuses a migrated one, the ispmux of schema 11 included, which
+// would have taken the index for whole.
 
 // keyMACRebuild (meta bucket): the events-by-mac index is being built;
 // its value is the Seq (8 bytes) of the first event not yet indexed.

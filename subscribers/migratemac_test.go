@@ -88,7 +88,7 @@ func macRebuildFrom(t *testing.T, path string) (from uint64, ok bool, schema byt
 }
 
 // checkMigrated opens the store at path and checks the migration done:
-// the marker gone, schema 11, every entry as a new store writes it, and
+// the marker gone, the current schema, every entry as a new store writes it, and
 // the reads as before.
 func checkMigrated(t *testing.T, path string, want map[string][]uint64) {
 	t.Helper()
@@ -114,7 +114,7 @@ func checkMigrated(t *testing.T, path string, want map[string][]uint64) {
 
 // TestMigrateMACIndexResumes: the events-by-mac build of a migrated file
 // stopped after k of its transactions (one span each here), as a crash
-// leaves it: the file is at schema 11 with the marker at the first event
+// leaves it: the file is at the current schema with the marker at the first event
 // of span k, the index holds the entries of the spans before it alone,
 // and the next Open builds the rest, every read as before.
 func TestMigrateMACIndexResumes(t *testing.T) {
@@ -455,4 +455,83 @@ func TestMigrateMACIndexCompactMidBuild(t *testing.T) {
 		t.Errorf("the compacted file has the marker (%d)", from)
 	}
 	checkMigrated(t, path, want)
+}
+
+// TestMigrateSchema11: a file of schema 11 (whose events-by-mac index the
+// ispmux of that schema built whole, in one transaction) goes to schema
+// 12 as it is: no marker, no build, every read as before. And a file in
+// the middle of its build is at schema 12 from the migration's
+// transaction on, which that ispmux refuses as newer: taken for schema
+// 11, its index would have served as whole with the build half done.
+func TestMigrateSchema11(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := Open(path, Options{NoSync: true, EventRetention: macChunkEvents})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for j := range 3000 {
+		if _, err := s.ApplyTenant(TenantWrite{Events: []Event{{Kind: EventRenewed, MAC: mac(j % 40), ISP: []string{"alpha", "beta", ""}[j%3]}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := macReads(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	setRawSchema(t, path, 11)
+	before := macRebuildISPReads.Load()
+	s, err = Open(path, Options{NoSync: true, EventRetention: macChunkEvents})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.MigratedFrom(); got != 11 {
+		t.Errorf("MigratedFrom = %d, want 11", got)
+	}
+	if n := macRebuildISPReads.Load() - before; n != 0 {
+		t.Errorf("the index was built again (%d events-by-isp reads) for a file of schema 11", n)
+	}
+	if got := macReads(t, s); !reflect.DeepEqual(got, want) {
+		t.Errorf("reads after 11 → 12 differ from before")
+	}
+	checkEventIndex(t, s)
+	if v := rawSchemaOf(t, s); v != 12 {
+		t.Errorf("schema %d, want 12", v)
+	}
+	s.Close()
+
+	// Mid-build: the marker and schema 12 together.
+	path = filepath.Join(t.TempDir(), "state.db")
+	seedV10(t, path)
+	defer func(n uint64) { macRebuildSpans = n }(macRebuildSpans)
+	macRebuildSpans = 1
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		from, err := setUp(tx)
+		if err != nil || from != 10 {
+			return fmt.Errorf("setUp: schema %d, %v", from, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if v := rawSchema(t, path); !bytes.Equal(v, []byte{12}) {
+		t.Errorf("schema of a file marked for its build: %x, want 0c", v)
+	}
+}
+
+// setRawSchema writes schema byte v into the closed store at path.
+func setRawSchema(t *testing.T, path string, v byte) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte{v}) }); err != nil {
+		t.Fatal(err)
+	}
 }

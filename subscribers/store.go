@@ -64,7 +64,11 @@ var (
 // theirs.
 // 11: the events-by-mac key holds the event's ISP before its low bits
 // (eventsmac.go); an older ispmux would read the new keys as malformed.
-const schemaVersion = 11
+// 12: the events-by-mac index of a migrated file may be in the middle of
+// its build (keyMACRebuild, migratemac.go), which an ispmux of schema 11
+// (built in one transaction) would not finish, serving an index it took
+// for whole (a review).
+const schemaVersion = 12
 
 // Defaults for Options.
 const (
