@@ -33,11 +33,15 @@ unset_all() {
 	ip -4 addr flush dev "$interface"
 }
 set_lease() {
-	ip addr replace "$new_ip_address/${new_subnet_mask:-255.255.255.255}" dev "$interface" || exit 1
+	# The route first (onlink: before the address makes the router's
+	# subnet on-link), so that the address is never there without it:
+	# a test that waits for the address, then pings off the subnet, got
+	# "Network is unreachable" in between.
 	for r in ${new_routers:-}; do
-		ip route replace default via "$r" dev "$interface" || exit 1
+		ip route replace default via "$r" dev "$interface" onlink || exit 1
 		break
 	done
+	ip addr replace "$new_ip_address/${new_subnet_mask:-255.255.255.255}" dev "$interface" || exit 1
 }
 case "$reason" in
 PREINIT)
@@ -82,11 +86,12 @@ bound|renew)
 	if [ "$1" = bound ] || [ "$cur" != "$ip/${mask:-32}" ]; then
 		unset_all
 	fi
-	ip addr replace "$ip/${mask:-${subnet:-32}}" dev "$interface" || exit 1
+	# The route first (onlink), as the dhclient script does.
 	for r in ${router:-}; do
-		ip route replace default via "$r" dev "$interface" || exit 1
+		ip route replace default via "$r" dev "$interface" onlink || exit 1
 		break
 	done
+	ip addr replace "$ip/${mask:-${subnet:-32}}" dev "$interface" || exit 1
 	;;
 esac
 exit 0
