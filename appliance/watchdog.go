@@ -16,7 +16,8 @@ import (
 // RELOADING=1 and READY=1 around a SIGHUP's reload (cmd/ispmux),
 // STOPPING=1 at the stop, and, with a watchdog, WATCHDOG=1 every half
 // interval only while every part that must keep turning has turned: each
-// worker has run an iteration (or waits idle), the DHCP proxy's timers
+// worker has run an iteration (or waits idle, no longer than its
+// poll_timeout), the DHCP proxy's timers
 // have run (transactions timing out, leases expiring, intents sent) and
 // the control plane's loop has (punted frames, the next hops). A part
 // stuck in a loop or a lock that keeps the process up but stops it
@@ -32,14 +33,15 @@ func (a *Appliance) SetNotifier(n *sdnotify.Notifier) { a.notify = n }
 // liveness is what the watchdog compares from one look to the next.
 type liveness struct {
 	at       time.Time
-	workers  []uint64 // each worker's iterations
-	sleeping []bool   // each worker in its idle wait
-	proxy    uint64   // the DHCP proxy's timers: rounds and work done in them (Progress)
-	control  uint64   // the control plane's resolver rounds
+	idle     time.Duration // the workers' longest idle wait (poll_timeout)
+	workers  []uint64      // each worker's iterations
+	sleeping []bool        // each worker in its idle wait
+	proxy    uint64        // the DHCP proxy's timers: rounds and work done in them (Progress)
+	control  uint64        // the control plane's resolver rounds
 }
 
 func (a *Appliance) liveness(now time.Time) liveness {
-	l := liveness{at: now, proxy: a.dhcp.Progress(), control: a.ctl.Ticks()}
+	l := liveness{at: now, idle: a.cfg.Datapath.PollTimeoutDur, proxy: a.dhcp.Progress(), control: a.ctl.Ticks()}
 	for _, w := range a.workers {
 		it, _ := w.Loops()
 		l.workers = append(l.workers, it)
@@ -48,11 +50,15 @@ func (a *Appliance) liveness(now time.Time) liveness {
 	return l
 }
 
-// stalled names the parts that did not turn from prev to now.
+// stalled names the parts that did not turn from prev to now. A worker
+// in its idle wait may run no iteration for its poll_timeout; one that
+// ran none for longer (and a second more) is stuck in the wait itself
+// (a wake-up lost, the timeout not kept).
 func stalled(prev, now liveness) []string {
 	var s []string
+	longWait := now.at.Sub(prev.at) > now.idle+time.Second
 	for i := range now.workers {
-		if i < len(prev.workers) && now.workers[i] == prev.workers[i] && !now.sleeping[i] {
+		if i < len(prev.workers) && now.workers[i] == prev.workers[i] && (!now.sleeping[i] || longWait) {
 			s = append(s, fmt.Sprintf("worker %d", i))
 		}
 	}

@@ -15,17 +15,19 @@ import (
 )
 
 func TestStalled(t *testing.T) {
-	prev := liveness{workers: []uint64{10, 20}, sleeping: []bool{false, false}, proxy: 5, control: 7}
+	t0 := time.Unix(1e9, 0)
+	prev := liveness{at: t0, workers: []uint64{10, 20}, sleeping: []bool{false, false}, proxy: 5, control: 7}
 	for _, tc := range []struct {
 		name string
 		now  liveness
 		want string
 	}{
-		{"all turned", liveness{workers: []uint64{11, 21}, sleeping: []bool{false, false}, proxy: 6, control: 8}, ""},
-		{"an idle worker waits", liveness{workers: []uint64{10, 21}, sleeping: []bool{true, false}, proxy: 6, control: 8}, ""},
-		{"a worker stuck", liveness{workers: []uint64{10, 21}, sleeping: []bool{false, false}, proxy: 6, control: 8}, "worker 0"},
-		{"the proxy's timers", liveness{workers: []uint64{11, 21}, sleeping: []bool{false, false}, proxy: 5, control: 8}, "dhcp proxy timers"},
-		{"everything", liveness{workers: []uint64{10, 20}, sleeping: []bool{false, false}, proxy: 5, control: 7}, "worker 0, worker 1, dhcp proxy timers, control plane"},
+		{"all turned", liveness{at: t0.Add(2 * time.Second), idle: 10 * time.Second, workers: []uint64{11, 21}, sleeping: []bool{false, false}, proxy: 6, control: 8}, ""},
+		{"an idle worker waits", liveness{at: t0.Add(2 * time.Second), idle: 10 * time.Second, workers: []uint64{10, 21}, sleeping: []bool{true, false}, proxy: 6, control: 8}, ""},
+		{"a worker stuck", liveness{at: t0.Add(2 * time.Second), idle: 10 * time.Second, workers: []uint64{10, 21}, sleeping: []bool{false, false}, proxy: 6, control: 8}, "worker 0"},
+		{"the proxy's timers", liveness{at: t0.Add(2 * time.Second), idle: 10 * time.Second, workers: []uint64{11, 21}, sleeping: []bool{false, false}, proxy: 5, control: 8}, "dhcp proxy timers"},
+		{"a worker stuck in its idle wait past poll_timeout", liveness{at: t0.Add(15 * time.Second), idle: 10 * time.Second, workers: []uint64{10, 21}, sleeping: []bool{true, false}, proxy: 6, control: 8}, "worker 0"},
+		{"everything", liveness{at: t0.Add(2 * time.Second), idle: 10 * time.Second, workers: []uint64{10, 20}, sleeping: []bool{false, false}, proxy: 5, control: 7}, "worker 0, worker 1, dhcp proxy timers, control plane"},
 	} {
 		if got := strings.Join(stalled(prev, tc.now), ", "); got != tc.want {
 			t.Errorf("%s: stalled %q, want %q", tc.name, got, tc.want)
