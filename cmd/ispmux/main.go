@@ -289,7 +289,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// the manager for more time while it runs.
 	notify, err := sdnotify.FromEnv()
 	if err != nil {
-		log.Error("service manager notifications off", "err", err)
+		// NOTIFY_SOCKET unusable: nothing is sent; WATCHDOG_USEC
+		// unusable: all but the watchdog's pings are.
+		log.Error("service manager notifications: the environment systemd gave is not usable", "err", err,
+			"notifications", notify.Enabled(), "watchdog", notify.Watchdog() > 0)
 	}
 	a, err := startNotifying(ctx, cfg, log, notify)
 	if err != nil {
