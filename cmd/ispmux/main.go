@@ -341,15 +341,22 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 // startExtend is how often a start under systemd asks for more time,
-// and how much: a start lives while it asks.
-const startExtend = 10 * time.Second
+// and how much: a start lives while it asks. startExtendMax is when it
+// stops asking: a start that long is taken for hung (the longest
+// measured, a store migrated at 2M events, took 17 s), and systemd's
+// TimeoutStartSec= ends it; the next start resumes an interrupted
+// migration where it stopped.
+const (
+	startExtend    = 10 * time.Second
+	startExtendMax = 15 * time.Minute
+)
 
 // startNotifying is appliance.Start, telling the service manager n that
 // ispmux is starting and asking it for more time every startExtend while
 // the start runs (EXTEND_TIMEOUT_USEC): a start that is long (a store
-// migrated at a million subscribers) is not killed by TimeoutStartSec=.
-// Neither is one that hangs, as under Type=simple, which had no start
-// timeout at all; the watchdog begins once forwarding.
+// migrated at a million subscribers) is not killed by TimeoutStartSec=;
+// one that hangs is, startExtendMax after it began (Type=simple had no
+// start timeout at all). The watchdog begins once forwarding.
 func startNotifying(ctx context.Context, cfg *configs.Config, log *slog.Logger, n *sdnotify.Notifier) (*appliance.Appliance, error) {
 	if !n.Enabled() {
 		return appliance.Start(ctx, cfg, log)
@@ -363,11 +370,16 @@ func startNotifying(ctx context.Context, cfg *configs.Config, log *slog.Logger, 
 	go func() {
 		t := time.NewTicker(startExtend)
 		defer t.Stop()
+		until := time.Now().Add(startExtendMax)
 		for {
 			select {
 			case <-done:
 				return
-			case <-t.C:
+			case now := <-t.C:
+				if now.After(until) {
+					_ = n.Send("STATUS=starting for over " + startExtendMax.String() + ": no more time asked")
+					return
+				}
 				extend()
 			}
 		}
