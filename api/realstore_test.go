@@ -127,7 +127,7 @@ func TestClaimBackoffConcurrent(t *testing.T) {
 // circuit (at most one per circuit, any ISP for the operator, the token's
 // ISP's only for an ISP).
 func TestBindingsOfMAC(t *testing.T) {
-	f, _, st := newRealFixture(t)
+	f, ten, st := newRealFixture(t)
 	m := subscribers.MAC{2, 0, 0, 0, 0, 9}
 	for _, b := range []subscribers.Binding{
 		{MAC: m, Access: "acc0", ISP: "alpha", IP: netip.MustParseAddr("100.64.0.9"), Expires: time.Now().Add(time.Hour)},
@@ -162,6 +162,27 @@ func TestBindingsOfMAC(t *testing.T) {
 	if w := f.do("GET", "/v1/bindings?mac=nonsense", "operator", ""); w.Code < 400 || w.Code >= 500 {
 		t.Errorf("bad MAC: %d", w.Code)
 	}
+	// With a proxy that knows the device's own lease: client_lease_end
+	// beside the ISP's expires, on the binding of that circuit alone.
+	end := time.Now().Add(5 * time.Minute).UTC().Truncate(time.Second)
+	ten.SetProxy(clientLeaseProxy{access: "acc1", vlan: 7, mac: 0x020000000009, end: end})
+	w := f.do("GET", "/v1/bindings?mac=02:00:00:00:00:09", "operator", "")
+	if !strings.Contains(w.Body.String(), `"client_lease_end":"`+end.Format(time.RFC3339)+`"`) || strings.Count(w.Body.String(), "client_lease_end") != 1 {
+		t.Errorf("client_lease_end %s on acc1's binding alone: %s", end.Format(time.RFC3339), w.Body)
+	}
+}
+
+// clientLeaseProxy knows one client lease (tenants.ClientLeases).
+type clientLeaseProxy struct {
+	realNopProxy
+	access string
+	vlan   uint16
+	mac    uint64
+	end    time.Time
+}
+
+func (p clientLeaseProxy) ClientLeaseEnd(access string, vlan uint16, mac uint64) (time.Time, bool) {
+	return p.end, access == p.access && vlan == p.vlan && mac == p.mac
 }
 
 // attachAs posts a device attach to isp's devices as who, with request id

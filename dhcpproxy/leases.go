@@ -444,6 +444,22 @@ func (p *Proxy) Lease(port uint8, vlan uint16, mac uint64) (LeaseInfo, bool) {
 	return li, true
 }
 
+// ClientLeaseEnd is when the client lease ispmux last gave the subscriber
+// mac on the circuit of access and vlan runs out: false when ispmux holds
+// no binding of it there or has given it none since its start (the
+// tenant API shows it beside the ISP's lease end: tenants.ClientLeases).
+func (p *Proxy) ClientLeaseEnd(access string, vlan uint16, mac uint64) (time.Time, bool) {
+	c := p.circuitByName(access, vlan)
+	if c == nil {
+		return time.Time{}, false
+	}
+	l, ok := p.Lease(c.Port, c.VLAN, mac)
+	if !ok || l.ClientEnd.IsZero() {
+		return time.Time{}, false
+	}
+	return l.ClientEnd, true
+}
+
 // Leases returns the number of leases held.
 func (p *Proxy) Leases() int { return p.leases.len() }
 

@@ -165,6 +165,17 @@ func TestClientLeaseRewritten(t *testing.T) {
 	if b.LeaseTime != time.Hour || time.Until(b.Expires) < 59*time.Minute {
 		t.Errorf("stored lease %v until %v, want the ISP's hour", b.LeaseTime, b.Expires)
 	}
+	// The client's own lease end, as the tenant API shows it beside the
+	// ISP's (a trial's operator saw the ISP's only).
+	if end, ok := r.p.ClientLeaseEnd("acc0", 0, s1MAC); !ok || end.Before(time.Now().Add(9*time.Minute)) || end.After(time.Now().Add(11*time.Minute)) {
+		t.Errorf("ClientLeaseEnd = %v, %v; want in 10 min (client_lease_max), not the ISP's hour", end, ok)
+	}
+	if _, ok := r.p.ClientLeaseEnd("acc0", 7, s1MAC); ok {
+		t.Error("ClientLeaseEnd on a circuit the subscriber is not bound on")
+	}
+	if _, ok := r.p.ClientLeaseEnd("nowhere", 0, s1MAC); ok {
+		t.Error("ClientLeaseEnd on an unknown access")
+	}
 	// An ISP lease shorter than the cap is given as it is.
 	r2, _ := newSRig(t)
 	got = r2.dora(s1, keaT1(t, 2*time.Minute, time.Minute), nil)

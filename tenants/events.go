@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 
+	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -131,15 +132,22 @@ func (t *Tenants) Bindings(ctx context.Context, isp string, o ListOptions) (Page
 		if isp != "" && b.ISP != isp {
 			continue
 		}
-		p.Items = append(p.Items, bindingView(b))
+		p.Items = append(p.Items, t.bindingView(b))
 	}
 	return p, nil
 }
 
-// bindingView is the binding as the API shows it (Bindings, BindingsOf).
-func bindingView(b subscribers.Binding) Binding {
-	return Binding{MAC: macString(b.MAC), ISP: b.ISP, CustomerID: b.Customer, Access: b.Access,
+// bindingView is the binding as the API shows it (Bindings, BindingsOf),
+// with the client lease end the proxy knows of it.
+func (t *Tenants) bindingView(b subscribers.Binding) Binding {
+	v := Binding{MAC: macString(b.MAC), ISP: b.ISP, CustomerID: b.Customer, Access: b.Access,
 		VLAN: b.VLAN, IP: b.IP, Expires: b.Expires}
+	if c, ok := t.proxy.(ClientLeases); ok {
+		if end, ok := c.ClientLeaseEnd(b.Access, b.VLAN, binding.MAC48(b.MAC)); ok {
+			v.ClientLeaseEnd = end.UTC()
+		}
+	}
+	return v
 }
 
 // BindingsOf returns mac's DHCP bindings (at most one per access circuit),
@@ -167,7 +175,7 @@ func (t *Tenants) BindingsOf(ctx context.Context, isp, mac string) ([]Binding, e
 		case isp != "" && b.ISP != isp:
 			continue
 		}
-		out = append(out, bindingView(b))
+		out = append(out, t.bindingView(b))
 	}
 	return out, nil
 }

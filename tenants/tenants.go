@@ -37,6 +37,13 @@ type LeaseCounter interface {
 	LeasesByISP() map[string]int
 }
 
+// ClientLeases is implemented by a Proxy that knows the client leases it
+// gave (dhcpproxy.Proxy): a binding's view shows when the device's own
+// lease runs out beside the ISP's (Binding.ClientLeaseEnd).
+type ClientLeases interface {
+	ClientLeaseEnd(access string, vlan uint16, mac uint64) (time.Time, bool)
+}
+
 // Admission is the datapath's set of registered MACs (engine.Control).
 type Admission interface {
 	// SetAdmitted sets the whole set (Load) and turns filtering on.

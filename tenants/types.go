@@ -168,6 +168,11 @@ type Binding struct {
 	// client's own lease from ispmux ([dhcp] client_lease_max at most)
 	// may end sooner.
 	Expires time.Time `json:"expires"`
+	// ClientLeaseEnd is when the device's own lease from ispmux runs
+	// out (it renews before): absent when not known (no lease given
+	// since ispmux's start; a static subscriber). A device that stops
+	// renewing keeps its binding, and its ISP lease, until Expires.
+	ClientLeaseEnd time.Time `json:"client_lease_end,omitzero"`
 }
 
 // ISPInfo is one ISP with its counts.

@@ -224,7 +224,12 @@ func writeSubscriber(w io.Writer, v subscriberView) error {
 		if b.VLAN != 0 {
 			t.row("  vlan:", strconv.Itoa(int(b.VLAN)))
 		}
-		t.row("  expires:", timeString(b.Expires))
+		t.row("  expires:", timeString(b.Expires)+"  (the ISP's lease)")
+		if !b.ClientLeaseEnd.IsZero() {
+			// The device's own lease, which ends sooner: a trial's
+			// operator read the ISP's 30 min for the device's 30 s.
+			t.row("  device's lease:", timeString(b.ClientLeaseEnd)+"  (from ispmux; renewed before, or the device went quiet)")
+		}
 		if v.Moving != nil {
 			t.row("  moving:", fmt.Sprintf("to %s (customer %s): this binding forwards until the device's next DHCP message, "+
 				"which ispmux NAKs so that it starts over with %s (within half [dhcp] client_lease_max)", v.Moving.ISP, orDash(v.Moving.CustomerID), v.Moving.ISP))
