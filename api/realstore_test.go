@@ -181,7 +181,7 @@ type clientLeaseProxy struct {
 	end    time.Time
 }
 
-func (p clientLeaseProxy) ClientLeaseEnd(access string, vlan uint16, mac uint64) (time.Time, bool) {
+func (p clientLeaseProxy) ClientLeaseEnd(access string, vlan uint16, mac uint64, _ string, _ netip.Addr) (time.Time, bool) {
 	return p.end, access == p.access && vlan == p.vlan && mac == p.mac
 }
 

@@ -445,19 +445,27 @@ func (p *Proxy) Lease(port uint8, vlan uint16, mac uint64) (LeaseInfo, bool) {
 }
 
 // ClientLeaseEnd is when the client lease ispmux last gave the subscriber
-// mac on the circuit of access and vlan runs out: false when ispmux holds
-// no binding of it there or has given it none since its start (the
+// mac on the circuit of access and vlan runs out, on its binding at isp's
+// address ip: false when ispmux holds no binding of it there, or has given
+// it none since its start or since the device's last message. A lease the
+// table holds at another ISP or address (the store's binding read just
+// before a move's or a new address's commit, the table's after) is not
+// that binding's: its client lease is not shown to the binding's ISP (the
 // tenant API shows it beside the ISP's lease end: tenants.ClientLeases).
-func (p *Proxy) ClientLeaseEnd(access string, vlan uint16, mac uint64) (time.Time, bool) {
+func (p *Proxy) ClientLeaseEnd(access string, vlan uint16, mac uint64, isp string, ip netip.Addr) (time.Time, bool) {
 	c := p.circuitByName(access, vlan)
 	if c == nil {
 		return time.Time{}, false
 	}
-	l, ok := p.Lease(c.Port, c.VLAN, mac)
-	if !ok || l.ClientEnd.IsZero() {
+	l, ok := p.leases.get(subKey{circuitKey{c.Port, c.VLAN}, mac})
+	if !ok || l.addr() != ip || p.ispAt[l.isp] == nil || p.ispAt[l.isp].Name != isp {
 		return time.Time{}, false
 	}
-	return l.ClientEnd, true
+	end, ok := l.clientEndAt()
+	if !ok {
+		return time.Time{}, false
+	}
+	return time.Unix(0, end), true
 }
 
 // Leases returns the number of leases held.

@@ -167,14 +167,24 @@ func TestClientLeaseRewritten(t *testing.T) {
 	}
 	// The client's own lease end, as the tenant API shows it beside the
 	// ISP's (a trial's operator saw the ISP's only).
-	if end, ok := r.p.ClientLeaseEnd("acc0", 0, s1MAC); !ok || end.Before(time.Now().Add(9*time.Minute)) || end.After(time.Now().Add(11*time.Minute)) {
+	if end, ok := r.p.ClientLeaseEnd("acc0", 0, s1MAC, b.ISP, b.IP); !ok || end.Before(time.Now().Add(9*time.Minute)) || end.After(time.Now().Add(11*time.Minute)) {
 		t.Errorf("ClientLeaseEnd = %v, %v; want in 10 min (client_lease_max), not the ISP's hour", end, ok)
 	}
-	if _, ok := r.p.ClientLeaseEnd("acc0", 7, s1MAC); ok {
+	if _, ok := r.p.ClientLeaseEnd("acc0", 7, s1MAC, b.ISP, b.IP); ok {
 		t.Error("ClientLeaseEnd on a circuit the subscriber is not bound on")
 	}
-	if _, ok := r.p.ClientLeaseEnd("nowhere", 0, s1MAC); ok {
+	if _, ok := r.p.ClientLeaseEnd("nowhere", 0, s1MAC, b.ISP, b.IP); ok {
 		t.Error("ClientLeaseEnd on an unknown access")
+	}
+	// Another ISP's binding, or another address, is not this lease's:
+	// the store's binding read just before a move's commit (or a new
+	// address's), the lease table's just after, would have shown one
+	// ISP the client lease the device holds with another.
+	if _, ok := r.p.ClientLeaseEnd("acc0", 0, s1MAC, "beta", b.IP); ok || b.ISP == "beta" {
+		t.Errorf("ClientLeaseEnd of %s's lease on a binding of beta", b.ISP)
+	}
+	if _, ok := r.p.ClientLeaseEnd("acc0", 0, s1MAC, b.ISP, b.IP.Next()); ok {
+		t.Error("ClientLeaseEnd of the lease at another address")
 	}
 	// An ISP lease shorter than the cap is given as it is.
 	r2, _ := newSRig(t)

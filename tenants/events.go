@@ -143,7 +143,7 @@ func (t *Tenants) bindingView(b subscribers.Binding) Binding {
 	v := Binding{MAC: macString(b.MAC), ISP: b.ISP, CustomerID: b.Customer, Access: b.Access,
 		VLAN: b.VLAN, IP: b.IP, Expires: b.Expires}
 	if c, ok := t.proxy.(ClientLeases); ok {
-		if end, ok := c.ClientLeaseEnd(b.Access, b.VLAN, binding.MAC48(b.MAC)); ok {
+		if end, ok := c.ClientLeaseEnd(b.Access, b.VLAN, binding.MAC48(b.MAC), b.ISP, b.IP); ok {
 			v.ClientLeaseEnd = end.UTC()
 		}
 	}

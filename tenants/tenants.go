@@ -41,7 +41,10 @@ type LeaseCounter interface {
 // gave (dhcpproxy.Proxy): a binding's view shows when the device's own
 // lease runs out beside the ISP's (Binding.ClientLeaseEnd).
 type ClientLeases interface {
-	ClientLeaseEnd(access string, vlan uint16, mac uint64) (time.Time, bool)
+	// ClientLeaseEnd is the end of the client lease given on the
+	// binding of mac on the circuit of access and vlan at isp's address
+	// ip; false if not known or if the lease held there is another's.
+	ClientLeaseEnd(access string, vlan uint16, mac uint64, isp string, ip netip.Addr) (time.Time, bool)
 }
 
 // Admission is the datapath's set of registered MACs (engine.Control).
