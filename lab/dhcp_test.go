@@ -325,7 +325,7 @@ func TestDHCPLab(t *testing.T) {
 		if !ok || p.Bits() != 24 || !inPool(p.Addr().AsSlice()) {
 			t.Errorf("s1 (dhclient): address %v %v\n%s", p, ok, dout.String())
 		}
-		// The script sets the address, then the route: wait for both.
+		// The script sets the route (onlink), then the address: wait for both.
 		var out string
 		var err error
 		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {

@@ -509,7 +509,7 @@ func downgradeToV10(t *testing.T, path string) {
 // TestMigrateMACIndexV10: a schema-10 file's events-by-mac index (keys
 // without the ISP) is built again with the ISP in its keys: every entry
 // as a new store writes it, every device's events read back by the
-// operator and by each ISP as before, and the file at schema 11.
+// operator and by each ISP as before, and the file at the current schema.
 func TestMigrateMACIndexV10(t *testing.T) {
 	s, path := openTest(t, Options{NoSync: true})
 	for i := range 50 {
