@@ -36,7 +36,10 @@ set_lease() {
 	# The route first (onlink: before the address makes the router's
 	# subnet on-link), so that the address is never there without it:
 	# a test that waits for the address, then pings off the subnet, got
-	# "Network is unreachable" in between.
+	# "Network is unreachable" in between. Onlink with no address yet
+	# needs the namespace's local table, there once lo is up (build
+	# sets it up in every namespace): without it, "Nexthop has invalid
+	# gateway".
 	for r in ${new_routers:-}; do
 		ip route replace default via "$r" dev "$interface" onlink || exit 1
 		break
