@@ -224,7 +224,11 @@ func writeSubscriber(w io.Writer, v subscriberView) error {
 		if b.VLAN != 0 {
 			t.row("  vlan:", strconv.Itoa(int(b.VLAN)))
 		}
-		t.row("  expires:", timeString(b.Expires)+"  (the ISP's lease)")
+		exp := timeString(b.Expires)
+		if !b.Expires.IsZero() {
+			exp += "  (the ISP's lease)"
+		}
+		t.row("  expires:", exp)
 		if !b.ClientLeaseEnd.IsZero() {
 			// The device's own lease, which ends sooner: a trial's
 			// operator read the ISP's 30 min for the device's 30 s.
