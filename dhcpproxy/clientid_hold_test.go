@@ -21,20 +21,11 @@ import (
 func TestHeldIdentifiersLetGoOnceSent(t *testing.T) {
 	r := newPRig(t)
 	const n = 50
+	var ids [][]byte
 	for i := range n {
-		m := [6]byte{2, 0, 0, 0, 9, byte(i)}
-		rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(m[:]), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
-			dhcpv4.WithClientIP(net.IPv4(100, 64, 0, byte(100+i))),
-			dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, []byte{255, 0, 0, 0, 1, 0, 2, byte(i)}))
-		if _, err := r.store.AddIntent(subscribers.Intent{Kind: subscribers.IntentRelease, ISP: "alpha", MAC: m, Access: "acc0",
-			IP: netip.AddrFrom4([4]byte{100, 64, 0, byte(100 + i)}), Message: rel.ToBytes(), Created: time.Now()}); err != nil {
-			t.Fatal(err)
-		}
+		ids = append(ids, []byte{255, 0, 0, 0, 1, 0, 2, byte(i)})
 	}
-	r.p = New(r.p.config(), r.store, r.p.reg, r.tab, r.snd, nil)
-	if _, err := r.p.Restore(time.Now()); err != nil {
-		t.Fatal(err)
-	}
+	r.startWithPendingReleases(t, ids)
 	if got := r.p.reclaims.len(); got != n {
 		t.Fatalf("%d identifiers held at the start, want %d (one per pending intent)", got, n)
 	}
@@ -59,6 +50,27 @@ func TestHeldIdentifiersLetGoOnceSent(t *testing.T) {
 func TestHeldIdentifiersCollidingKeys(t *testing.T) {
 	r := newPRig(t)
 	ids := collidingIDs(t, 0)
+	r.startWithPendingReleases(t, ids[:])
+	r.snd.take()
+	if got := r.p.reclaims.len(); got != 2 {
+		t.Errorf("%d identifiers held at the start, want 2", got)
+	}
+	for i, id := range ids {
+		if up := r.askWithOwnID(s1, id); len(up) != 0 {
+			t.Errorf("s1's DISCOVER with pending intent %d's identifier: to the ISP %v, want nothing before that intent is sent", i, up)
+		}
+	}
+	if c := r.p.Counters(); c["client_id_reclaim_waits"] != 2 {
+		t.Errorf("counters %v, want two client_id_reclaim_waits", c)
+	}
+}
+
+// startWithPendingReleases stores a pending RELEASE to alpha for each
+// client identifier of ids (MAC 02:00:00:00:09:i, address 100.64.0.100+i),
+// as a run that ended before sending them leaves them, and starts the
+// proxy again from the store.
+func (r *prig) startWithPendingReleases(t *testing.T, ids [][]byte) {
+	t.Helper()
 	for i, id := range ids {
 		m := [6]byte{2, 0, 0, 0, 9, byte(i)}
 		rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(m[:]), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
@@ -71,18 +83,6 @@ func TestHeldIdentifiersCollidingKeys(t *testing.T) {
 	r.p = New(r.p.config(), r.store, r.p.reg, r.tab, r.snd, nil)
 	if _, err := r.p.Restore(time.Now()); err != nil {
 		t.Fatal(err)
-	}
-	r.snd.take()
-	if got := r.p.reclaims.len(); got != 2 {
-		t.Errorf("%d identifiers held at the start, want 2", got)
-	}
-	for i, id := range ids {
-		if up := r.askWithOwnID(s1, id); len(up) != 0 {
-			t.Errorf("s1's DISCOVER with pending intent %d's identifier: to the ISP %v, want nothing before that intent is sent", i, up)
-		}
-	}
-	if c := r.p.Counters(); c["client_id_reclaim_waits"] != 2 {
-		t.Errorf("counters %v, want two client_id_reclaim_waits", c)
 	}
 }
 
