@@ -124,33 +124,7 @@ func TestMigrateMACIndexResumes(t *testing.T) {
 		t.Run(fmt.Sprint(k), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "state.db")
 			want := seedV10(t, path)
-			db, err := bolt.Open(path, 0o600, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// The migration's transaction, then k of the build's.
-			err = db.Update(func(tx *bolt.Tx) error { _, err := setUp(tx); return err })
-			var pos map[string][]byte
-			from := uint64(0)
-			for range k {
-				if err != nil {
-					break
-				}
-				err = db.Update(func(tx *bolt.Tx) error {
-					if pos == nil {
-						pos = ispIndexStarts(tx)
-					}
-					next, ok, err := indexMACSpans(tx, from, pos)
-					if !ok {
-						return errors.Join(err, errors.New("no events left"))
-					}
-					from = next
-					return errors.Join(err, tx.Bucket(bucketMeta).Put(keyMACRebuild, binary.BigEndian.AppendUint64(nil, next)))
-				})
-			}
-			if err := errors.Join(err, db.Close()); err != nil {
-				t.Fatal(err)
-			}
+			migrateStopped(t, path, k)
 			got, ok, schema := macRebuildFrom(t, path)
 			// k = 0: the migration's 0, from the log's start.
 			if wantFrom := uint64(k) << macSpanBits; !ok || got != wantFrom || schema != schemaVersion {
@@ -357,17 +331,7 @@ func TestMigrateMACIndexJournal(t *testing.T) {
 			// ispmux's crash.
 			downgradeToV10(t, path)
 			if k >= 0 {
-				db, err := bolt.Open(path, 0o600, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				err = db.Update(func(tx *bolt.Tx) error { _, err := setUp(tx); return err })
-				if err == nil {
-					err = resumeMACRebuild(db, k)
-				}
-				if err := errors.Join(err, db.Close()); err != nil {
-					t.Fatal(err)
-				}
+				migrateStopped(t, path, k)
 			}
 			c, err := Open(path, Options{NoSync: true, EventRetention: macChunkEvents})
 			if err != nil {
@@ -428,6 +392,24 @@ func resumeMACRebuild(db *bolt.DB, k int) error {
 	return nil
 }
 
+// migrateStopped leaves the closed store at path (of schema 10 or older)
+// as a crash at the first start after an upgrade does: the migration's
+// transaction done, then k of the events-by-mac build's.
+func migrateStopped(t *testing.T, path string, k int) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error { _, err := setUp(tx); return err })
+	if err == nil {
+		err = resumeMACRebuild(db, k)
+	}
+	if err := errors.Join(err, db.Close()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestMigrateMACIndexCompactMidBuild: ispmux compact of a file a crash
 // left in the middle of the events-by-mac build (the marker copied or
 // not) leaves it whole: Compact's Open completes the build before the
@@ -437,17 +419,7 @@ func TestMigrateMACIndexCompactMidBuild(t *testing.T) {
 	macRebuildSpans = 1
 	path := filepath.Join(t.TempDir(), "state.db")
 	want := seedV10(t, path)
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error { _, err := setUp(tx); return err })
-	if err == nil {
-		err = resumeMACRebuild(db, 2)
-	}
-	if err := errors.Join(err, db.Close()); err != nil {
-		t.Fatal(err)
-	}
+	migrateStopped(t, path, 2)
 	if _, err := Compact(path, Options{NoSync: true, EventRetention: macChunkEvents}); err != nil {
 		t.Fatal(err)
 	}
@@ -502,27 +474,12 @@ func TestMigrateSchema11(t *testing.T) {
 	// Mid-build: the marker and schema 12 together.
 	path = filepath.Join(t.TempDir(), "state.db")
 	seedV10(t, path)
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
+	if v := rawSchema(t, path); !bytes.Equal(v, []byte{10}) {
+		t.Fatalf("seeded schema %x, want 0a", v)
 	}
-	if err := db.Update(func(tx *bolt.Tx) error {
-		from, err := setUp(tx)
-		if err != nil || from != 10 {
-			return fmt.Errorf("setUp: schema %d, %v", from, err)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	var marked bool
-	db.View(func(tx *bolt.Tx) error {
-		marked = tx.Bucket(bucketMeta).Get(keyMACRebuild) != nil
-		return nil
-	})
-	db.Close()
-	if v := rawSchema(t, path); !marked || !bytes.Equal(v, []byte{12}) {
-		t.Errorf("a file of schema 10 after its migration's transaction: schema %x, marked %v; want 0c and marked", v, marked)
+	migrateStopped(t, path, 0)
+	if from, marked, schema := macRebuildFrom(t, path); !marked || from != 0 || schema != 12 {
+		t.Errorf("a file of schema 10 after its migration's transaction: schema %d, marker %d (%v); want 12 and marked from 0", schema, from, marked)
 	}
 }
 
