@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,60 +81,20 @@ func TestDHCPDhcpcd(t *testing.T) {
 	r.start()
 	s1 := r.sub("s1")
 
-	stop := r.capture(s1)
-	out := &syncBuffer{}
 	cmd := r.dhcpcdCmd(s1)
-	cmd.Stdout, cmd.Stderr = out, out
-	startClientKeepOut(t, cmd)
-	a, ok := r.waitAddr(s1, 20*time.Second)
-	msgs := stop()
-	if !ok {
-		t.Fatalf("dhcpcd got no address\ndhcpcd:\n%s\nispmux:\n%s", out.String(), r.log.String())
-	}
-	t.Logf("s1 (dhcpcd) got %v", a)
-	var cid []byte
-	for _, m := range msgs {
-		t.Logf("%s %s xid %s ciaddr %v yiaddr %v opts %v", m.OpCode, m.MessageType(), m.TransactionID, m.ClientIPAddr, m.YourIPAddr, optCodes(m))
-		if m.OpCode == dhcpv4.OpcodeBootRequest {
-			cid = m.Options.Get(dhcpv4.OptionClientIdentifier)
-		}
-	}
-	if len(cid) == 0 || cid[0] != 255 {
-		t.Fatalf("dhcpcd sent client id %x, want an RFC 4361 one", cid)
-	}
-	for _, m := range msgs {
-		if m.OpCode == dhcpv4.OpcodeBootReply && !bytes.Equal(m.Options.Get(dhcpv4.OptionClientIdentifier), cid) {
-			t.Errorf("%s echoes client id %x, want %x (RFC 6842)", m.MessageType(), m.Options.Get(dhcpv4.OptionClientIdentifier), cid)
-		}
-	}
-	if !r.ping("s1", hostAddr, 3) {
-		t.Errorf("s1 cannot reach alpha")
-	}
-
+	a, out := r.leaseWithRFC4361ID(t, "dhcpcd", s1, cmd)
 	// Renewals past a lease, across an ispmux restart.
-	r.stop()
-	r.start()
-	time.Sleep(dhcpLease + 3*time.Second)
-	if b, ok := r.bound(s1.MAC); !ok || b.IP != a.Addr().String() {
-		t.Errorf("binding after renewals and a restart: %+v %v\n%s", b, ok, out.String())
-	}
-	// The restart can show on the subscriber's link as a carrier loss
-	// (seen in CI: dhcpcd logged it, dropped its address and got it back
-	// by a rebind and 3 ARP probes, ~6 s). Forwarding must resume once
-	// it has.
-	if !eventually(15*time.Second, func() bool { return r.ping("s1", hostAddr, 1) }) {
-		t.Errorf("s1 cannot reach alpha after renewals\n%s", out.String())
-	}
+	r.renewsAcrossRestart(t, s1, a, out)
 
 	// INIT-REBOOT: dhcpcd killed (no release) and started again.
 	killClient(cmd)
-	stop = r.capture(s1)
+	stop := r.capture(s1)
 	out2 := &syncBuffer{}
 	cmd2 := r.dhcpcdCmd(s1)
 	cmd2.Stdout, cmd2.Stderr = out2, out2
 	startClientKeepOut(t, cmd2)
 	time.Sleep(6 * time.Second)
-	msgs = stop()
+	msgs := stop()
 	for _, m := range msgs {
 		t.Logf("reboot: %s %s ciaddr %v yiaddr %v req %v sid %v", m.OpCode, m.MessageType(), m.ClientIPAddr, m.YourIPAddr, m.RequestedIPAddress(), m.ServerIdentifier())
 	}
@@ -255,6 +216,62 @@ func optCodes(m *dhcpv4.DHCPv4) []uint8 {
 		c = append(c, k)
 	}
 	return c
+}
+
+// leaseWithRFC4361ID starts client cmd (name: "dhcpcd", ...) on sub and
+// waits for its first lease: every answer echoes the RFC 4361 client
+// identifier the client sent (RFC 6842), and sub reaches alpha. It
+// returns the address and the client's output.
+func (r *rig) leaseWithRFC4361ID(t *testing.T, name string, sub lab.Sub, cmd *exec.Cmd) (netip.Prefix, *syncBuffer) {
+	t.Helper()
+	stop := r.capture(sub)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	startClientKeepOut(t, cmd)
+	a, ok := r.waitAddr(sub, 20*time.Second)
+	msgs := stop()
+	if !ok {
+		t.Fatalf("%s got no address\n%s:\n%s\nispmux:\n%s", name, name, out.String(), r.log.String())
+	}
+	t.Logf("%s (%s) got %v", sub.Name, name, a)
+	var cid []byte
+	for _, m := range msgs {
+		t.Logf("%s %s xid %s ciaddr %v yiaddr %v opts %v", m.OpCode, m.MessageType(), m.TransactionID, m.ClientIPAddr, m.YourIPAddr, optCodes(m))
+		if m.OpCode == dhcpv4.OpcodeBootRequest {
+			cid = m.Options.Get(dhcpv4.OptionClientIdentifier)
+		}
+	}
+	if len(cid) == 0 || cid[0] != 255 {
+		t.Fatalf("%s sent client id %x, want an RFC 4361 one", name, cid)
+	}
+	for _, m := range msgs {
+		if m.OpCode == dhcpv4.OpcodeBootReply && !bytes.Equal(m.Options.Get(dhcpv4.OptionClientIdentifier), cid) {
+			t.Errorf("%s echoes client id %x, want %x (RFC 6842)", m.MessageType(), m.Options.Get(dhcpv4.OptionClientIdentifier), cid)
+		}
+	}
+	if !r.ping(sub.Name, hostAddr, 3) {
+		t.Errorf("%s cannot reach alpha", sub.Name)
+	}
+	return a, out
+}
+
+// renewsAcrossRestart restarts ispmux and waits past a lease: sub's
+// client (its output out) renewed, its binding still at a, and it
+// reaches alpha again. The restart can show on the subscriber's link as a
+// carrier loss (seen in CI: dhcpcd logged it, dropped its address and got
+// it back by a rebind and 3 ARP probes, ~6 s): forwarding must resume
+// once it has.
+func (r *rig) renewsAcrossRestart(t *testing.T, sub lab.Sub, a netip.Prefix, out *syncBuffer) {
+	t.Helper()
+	r.stop()
+	r.start()
+	time.Sleep(dhcpLease + 3*time.Second)
+	if b, ok := r.bound(sub.MAC); !ok || b.IP != a.Addr().String() {
+		t.Errorf("binding after renewals and a restart: %+v %v\n%s", b, ok, out.String())
+	}
+	if !eventually(15*time.Second, func() bool { return r.ping(sub.Name, hostAddr, 1) }) {
+		t.Errorf("%s cannot reach alpha after renewals\n%s", sub.Name, out.String())
+	}
 }
 
 func startClientKeepOut(t *testing.T, cmd *exec.Cmd) {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -11,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/ispmux/ispmux/internal/privtest"
 	"github.com/ispmux/ispmux/lab"
@@ -69,46 +66,10 @@ func TestDHCPNetworkd(t *testing.T) {
 	r.start()
 	s1 := r.sub("s1")
 
-	stop := r.capture(s1)
-	out := &syncBuffer{}
 	cmd := r.networkdCmd(s1)
-	cmd.Stdout, cmd.Stderr = out, out
-	startClientKeepOut(t, cmd)
-	a, ok := r.waitAddr(s1, 20*time.Second)
-	msgs := stop()
-	if !ok {
-		t.Fatalf("networkd got no address\nnetworkd:\n%s\nispmux:\n%s", out.String(), r.log.String())
-	}
-	t.Logf("s1 (networkd) got %v", a)
-	var cid []byte
-	for _, m := range msgs {
-		t.Logf("%s %s xid %s ciaddr %v yiaddr %v opts %v", m.OpCode, m.MessageType(), m.TransactionID, m.ClientIPAddr, m.YourIPAddr, optCodes(m))
-		if m.OpCode == dhcpv4.OpcodeBootRequest {
-			cid = m.Options.Get(dhcpv4.OptionClientIdentifier)
-		}
-	}
-	if len(cid) == 0 || cid[0] != 255 {
-		t.Fatalf("networkd sent client id %x, want an RFC 4361 one", cid)
-	}
-	for _, m := range msgs {
-		if m.OpCode == dhcpv4.OpcodeBootReply && !bytes.Equal(m.Options.Get(dhcpv4.OptionClientIdentifier), cid) {
-			t.Errorf("%s echoes client id %x, want %x (RFC 6842)", m.MessageType(), m.Options.Get(dhcpv4.OptionClientIdentifier), cid)
-		}
-	}
-	if !r.ping("s1", hostAddr, 3) {
-		t.Errorf("s1 cannot reach alpha")
-	}
-
+	a, out := r.leaseWithRFC4361ID(t, "networkd", s1, cmd)
 	// Renewals past a lease, across an ispmux restart.
-	r.stop()
-	r.start()
-	time.Sleep(dhcpLease + 3*time.Second)
-	if b, ok := r.bound(s1.MAC); !ok || b.IP != a.Addr().String() {
-		t.Errorf("binding after renewals and a restart: %+v %v\n%s", b, ok, out.String())
-	}
-	if !eventually(15*time.Second, func() bool { return r.ping("s1", hostAddr, 1) }) {
-		t.Errorf("s1 cannot reach alpha after renewals")
-	}
+	r.renewsAcrossRestart(t, s1, a, out)
 	if !strings.Contains(out.String(), "DHCPv4 client: REQUEST (renewing)") {
 		t.Errorf("networkd never renewed\n%s", out.String())
 	}
