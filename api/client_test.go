@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -255,12 +254,7 @@ func TestClientOptions(t *testing.T) {
 	}
 	// A CA file: the TLS server of TestTLSReload's kind, verified.
 	f := newFixture(t)
-	dir := t.TempDir()
-	cert, key := filepath.Join(dir, "api.crt"), filepath.Join(dir, "api.key")
-	writeCert(t, cert, key, "ca-test")
-	cfg := f.cfg.API
-	cfg.TLSCert, cfg.TLSKey = cert, key
-	f.srv = New(cfg, f.svc, f.srv.tokens, nil)
+	cert, _ := f.overTLS(t, "ca-test")
 	addr := f.serve()
 	c, err := client.New("https://"+addr, f.tokens["operator"], client.Options{CAFile: cert})
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -149,12 +148,7 @@ func TestLimitListenerIPv6SourceIsItsPrefix(t *testing.T) {
 func refusedFixture(t *testing.T, tlsOn bool, timeout time.Duration) (*fixture, func() (net.Conn, error)) {
 	f := newFixture(t)
 	if tlsOn {
-		dir := t.TempDir()
-		cert, key := filepath.Join(dir, "api.crt"), filepath.Join(dir, "api.key")
-		writeCert(t, cert, key, "api")
-		cfg := f.cfg.API
-		cfg.TLSCert, cfg.TLSKey = cert, key
-		f.srv = New(cfg, f.svc, f.srv.tokens, nil)
+		f.overTLS(t, "api")
 	}
 	f.srv.cfg.MaxConnections = 16
 	f.srv.Limits.RefuseTimeout = timeout

@@ -283,13 +283,7 @@ func TestConnectionLimit(t *testing.T) {
 
 func TestTLSReload(t *testing.T) {
 	f := newFixture(t)
-	dir := t.TempDir()
-	cert, key := filepath.Join(dir, "api.crt"), filepath.Join(dir, "api.key")
-	writeCert(t, cert, key, "first")
-	cfg := f.cfg.API
-	cfg.TLSCert, cfg.TLSKey = cert, key
-	tokens := f.srv.tokens
-	f.srv = New(cfg, f.svc, tokens, nil)
+	cert, key := f.overTLS(t, "first")
 	addr := f.serve()
 	subject := func() string {
 		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
@@ -327,6 +321,20 @@ func TestTLSReload(t *testing.T) {
 	if s := subject(); s != "second" {
 		t.Fatalf("after a failed Reload: %q", s)
 	}
+}
+
+// overTLS makes the fixture's server one of its configuration over TLS,
+// with a new self-signed certificate for cn (and 127.0.0.1); it returns
+// the certificate and key files.
+func (f *fixture) overTLS(t *testing.T, cn string) (cert, key string) {
+	t.Helper()
+	dir := t.TempDir()
+	cert, key = filepath.Join(dir, "api.crt"), filepath.Join(dir, "api.key")
+	writeCert(t, cert, key, cn)
+	cfg := f.cfg.API
+	cfg.TLSCert, cfg.TLSKey = cert, key
+	f.srv = New(cfg, f.svc, f.srv.tokens, nil)
+	return cert, key
 }
 
 func writeCert(t *testing.T, certFile, keyFile, cn string) {
