@@ -83,29 +83,7 @@ func rebuildMACIndex(db *bolt.DB) error {
 	}
 	var pos map[string][]byte // per ISP: its next events-by-isp key (nil: no more)
 	for {
-		more := false
-		err := update(db, func(tx *bolt.Tx) error {
-			meta := tx.Bucket(bucketMeta)
-			v := meta.Get(keyMACRebuild)
-			if v == nil {
-				return nil
-			}
-			if len(v) != 8 {
-				return corrupt(bucketMeta, keyMACRebuild, errors.New("not an 8-byte Seq"))
-			}
-			if pos == nil {
-				pos = ispIndexStarts(tx)
-			}
-			next, ok, err := indexMACSpans(tx, binary.BigEndian.Uint64(v), pos)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return meta.Delete(keyMACRebuild)
-			}
-			more = true
-			return meta.Put(keyMACRebuild, binary.BigEndian.AppendUint64(nil, next))
-		})
+		more, err := rebuildMACChunk(db, &pos)
 		if err != nil {
 			return fmt.Errorf("build the %s index: %w", bucketEventMACIndex, err)
 		}
@@ -114,6 +92,37 @@ func rebuildMACIndex(db *bolt.DB) error {
 		}
 		failpoint.Hit(failpoint.MigrateAfterChunk)
 	}
+}
+
+// rebuildMACChunk is one transaction of rebuildMACIndex: the spans from
+// the marker on indexed and the marker moved past them, or, with no event
+// left, the marker deleted. It reports whether events are left. *pos is
+// each ISP's next events-by-isp key (indexMACSpans), set at the first
+// call.
+func rebuildMACChunk(db *bolt.DB, pos *map[string][]byte) (more bool, err error) {
+	err = update(db, func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		v := meta.Get(keyMACRebuild)
+		if v == nil {
+			return nil
+		}
+		if len(v) != 8 {
+			return corrupt(bucketMeta, keyMACRebuild, errors.New("not an 8-byte Seq"))
+		}
+		if *pos == nil {
+			*pos = ispIndexStarts(tx)
+		}
+		next, ok, err := indexMACSpans(tx, binary.BigEndian.Uint64(v), *pos)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return meta.Delete(keyMACRebuild)
+		}
+		more = true
+		return meta.Put(keyMACRebuild, binary.BigEndian.AppendUint64(nil, next))
+	})
+	return more, err
 }
 
 // ispIndexStarts returns the first events-by-isp key of each ISP the

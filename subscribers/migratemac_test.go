@@ -374,19 +374,12 @@ func TestMigrateMACIndexJournal(t *testing.T) {
 func resumeMACRebuild(db *bolt.DB, k int) error {
 	var pos map[string][]byte
 	for range k {
-		err := db.Update(func(tx *bolt.Tx) error {
-			if pos == nil {
-				pos = ispIndexStarts(tx)
-			}
-			from := binary.BigEndian.Uint64(tx.Bucket(bucketMeta).Get(keyMACRebuild))
-			next, ok, err := indexMACSpans(tx, from, pos)
-			if !ok {
-				return errors.Join(err, errors.New("no events left"))
-			}
-			return errors.Join(err, tx.Bucket(bucketMeta).Put(keyMACRebuild, binary.BigEndian.AppendUint64(nil, next)))
-		})
+		more, err := rebuildMACChunk(db, &pos)
 		if err != nil {
 			return err
+		}
+		if !more {
+			return errors.New("no events left")
 		}
 	}
 	return nil
