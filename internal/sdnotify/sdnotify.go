@@ -4,14 +4,21 @@
 // stopping, to show a status line, and to keep its watchdog
 // (WatchdogSec=, $WATCHDOG_USEC) from killing it. Outside systemd (no
 // $NOTIFY_SOCKET) every call does nothing.
+//
+// Like libsystemd's sd_notify, each notification is sent to the socket's
+// address (sendto on an unconnected socket), not over a connection made
+// once: a service manager that re-creates its socket at the same address
+// (systemd's daemon-reexec) still gets the notifications sent after it.
 package sdnotify
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -20,8 +27,13 @@ import (
 // Notifier sends notifications to the service manager. The zero value
 // and a nil *Notifier send nothing. It is safe for concurrent use.
 type Notifier struct {
-	conn     *net.UnixConn
 	watchdog time.Duration
+	on       bool // $NOTIFY_SOCKET was usable
+
+	mu  sync.Mutex        // serialises Send and Close: fd, to and msg are theirs
+	fd  int               // an unconnected datagram socket, blocking; -1 once closed
+	to  unix.SockaddrUnix // $NOTIFY_SOCKET
+	msg []byte            // the datagram being sent, reused
 }
 
 // FromEnv returns the Notifier $NOTIFY_SOCKET names, with the watchdog
@@ -29,7 +41,8 @@ type Notifier struct {
 // process's. It returns a Notifier that sends nothing when
 // $NOTIFY_SOCKET is unset, and an error when it is set but unusable (a
 // vsock address, which this package does not speak, or a socket that
-// cannot be reached) or $WATCHDOG_USEC is not a number of microseconds.
+// cannot be reached now) or $WATCHDOG_USEC is not a number of
+// microseconds.
 func FromEnv() (*Notifier, error) {
 	n := &Notifier{}
 	path := os.Getenv("NOTIFY_SOCKET")
@@ -39,12 +52,22 @@ func FromEnv() (*Notifier, error) {
 	if !strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "@") {
 		return n, fmt.Errorf("NOTIFY_SOCKET=%q: only a socket path or an abstract name (@...) is supported", path)
 	}
-	// Go's net package takes a leading @ for Linux's abstract namespace.
-	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	// Whether the manager listens now: a connection tried once and
+	// closed. Sends go to the address each time (see the package doc).
+	// Go's net package, like x/sys/unix's SockaddrUnix, takes a leading @
+	// for Linux's abstract namespace.
+	probe, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
 		return n, fmt.Errorf("NOTIFY_SOCKET: %w", err)
 	}
-	n.conn = conn
+	probe.Close()
+	// Blocking, as libsystemd's: a manager whose queue is full is waited
+	// for rather than a notification dropped.
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return n, fmt.Errorf("NOTIFY_SOCKET: %w", os.NewSyscallError("socket", err))
+	}
+	n.on, n.fd, n.to.Name = true, fd, path
 	if us := os.Getenv("WATCHDOG_USEC"); us != "" {
 		if pid := os.Getenv("WATCHDOG_PID"); pid != "" && pid != strconv.Itoa(os.Getpid()) {
 			return n, nil // another process's watchdog
@@ -59,7 +82,7 @@ func FromEnv() (*Notifier, error) {
 }
 
 // Enabled reports whether n sends to a service manager.
-func (n *Notifier) Enabled() bool { return n != nil && n.conn != nil }
+func (n *Notifier) Enabled() bool { return n != nil && n.on }
 
 // Watchdog is the service's watchdog interval (0: none): the manager
 // kills the service when WATCHDOG=1 does not come within it.
@@ -72,19 +95,36 @@ func (n *Notifier) Watchdog() time.Duration {
 }
 
 // Send sends the assignments (READY=1, STATUS=..., WATCHDOG=1, ...) in
-// one datagram. A status line's newlines are replaced by spaces: the
-// protocol separates assignments by newlines.
+// one datagram to $NOTIFY_SOCKET's address. A status line's newlines are
+// replaced by spaces: the protocol separates assignments by newlines. A
+// manager whose socket is away at that instant (re-created by a
+// daemon-reexec) is an error; the next Send tries the address again.
 func (n *Notifier) Send(assignments ...string) error {
 	if !n.Enabled() {
 		return nil
 	}
-	var b strings.Builder
-	for _, a := range assignments {
-		b.WriteString(strings.ReplaceAll(a, "\n", " "))
-		b.WriteByte('\n')
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.fd < 0 {
+		return errors.New("sdnotify: send after Close")
 	}
-	_, err := n.conn.Write([]byte(b.String()))
-	return err
+	n.msg = n.msg[:0]
+	for _, a := range assignments {
+		for i := 0; i < len(a); i++ {
+			c := a[i]
+			if c == '\n' {
+				c = ' '
+			}
+			n.msg = append(n.msg, c)
+		}
+		n.msg = append(n.msg, '\n')
+	}
+	// The SockaddrUnix is n's own, its raw form filled in place: no
+	// allocation per send.
+	if err := unix.Sendto(n.fd, n.msg, unix.MSG_NOSIGNAL, &n.to); err != nil {
+		return os.NewSyscallError("sendto", err)
+	}
+	return nil
 }
 
 // Reloading is the RELOADING=1 notification with the MONOTONIC_USEC
@@ -102,5 +142,12 @@ func (n *Notifier) Close() error {
 	if !n.Enabled() {
 		return nil
 	}
-	return n.conn.Close()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.fd < 0 {
+		return nil
+	}
+	err := unix.Close(n.fd)
+	n.fd = -1
+	return err
 }

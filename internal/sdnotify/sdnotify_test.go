@@ -108,3 +108,85 @@ func TestNoManager(t *testing.T) {
 		}
 	}
 }
+
+// TestSendAfterManagerReexec is systemd's daemon-reexec as the notifier
+// sees it: the manager's socket closed and made again at the same
+// address between two sends. libsystemd's sd_notify sends to the address
+// each time, and so does Send: the second notification reaches the new
+// socket (a socket connected once would have sent it to the old one, and
+// failed).
+func TestSendAfterManagerReexec(t *testing.T) {
+	for _, name := range []string{filepath.Join(t.TempDir(), "notify"), "@ispmux-sdnotify-reexec-" + strconv.Itoa(os.Getpid())} {
+		t.Run(name, func(t *testing.T) {
+			c := listen(t, name)
+			t.Setenv("WATCHDOG_USEC", "")
+			n, err := FromEnv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Close()
+			if err := n.Send("READY=1"); err != nil {
+				t.Fatal(err)
+			}
+			if got := recv(t, c); got != "READY=1\n" {
+				t.Fatalf("got %q", got)
+			}
+			// The manager goes away: a send now fails, and does not
+			// stop the next.
+			c.Close()
+			if name[0] == '/' {
+				os.Remove(name)
+			}
+			if err := n.Send("WATCHDOG=1"); err == nil {
+				t.Error("a send with nobody listening: no error")
+			}
+			c = listen(t, name)
+			if err := n.Send("WATCHDOG=1"); err != nil {
+				t.Fatal(err)
+			}
+			if got := recv(t, c); got != "WATCHDOG=1\n" {
+				t.Fatalf("got %q", got)
+			}
+		})
+	}
+}
+
+// TestSendAllocatesNothing: a Send sends from the Notifier's own buffer
+// to its own address, once the buffer has grown to the datagram's size.
+func TestSendAllocatesNothing(t *testing.T) {
+	c := listen(t, filepath.Join(t.TempDir(), "notify"))
+	n, err := FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	buf := make([]byte, 64)
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := n.Send("WATCHDOG=1"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations a send", allocs)
+	}
+}
+
+func TestSendAfterClose(t *testing.T) {
+	listen(t, filepath.Join(t.TempDir(), "notify"))
+	n, err := FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Send("READY=1"); err == nil {
+		t.Error("a send after Close: no error")
+	}
+	if err := n.Close(); err != nil {
+		t.Errorf("a second Close: %v", err)
+	}
+}
