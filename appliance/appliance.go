@@ -173,7 +173,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	// The store first: a second ispmux on the same state_dir stops here,
 	// before it touches an interface.
 	a.reg = registry.New()
-	a.store, err = subscribers.Open(filepath.Join(cfg.Appliance.StateDir, StoreName), subscribers.Options{CommitWindow: commitWindow, EventRetention: cfg.Appliance.EventRetention})
+	a.store, err = subscribers.Open(filepath.Join(cfg.Appliance.StateDir, StoreName), subscribers.Options{CommitWindow: commitWindow, EventRetention: cfg.Appliance.EventRetention, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("appliance: %w", err)
 	}

@@ -281,11 +281,14 @@ func copyJump(backup, now time.Time) uint64 {
 // virtual is seq less the jumps below it: the count of numbers given out
 // up to seq, for the trimming of the log by count (the identity on a
 // store never restored from a copy).
-func (s *Store) virtual(seq uint64) uint64 {
+func (s *Store) virtual(seq uint64) uint64 { return virtualSeq(s.gaps, seq) }
+
+// virtualSeq is seq less the jumps of gaps below it (Store.virtual).
+func virtualSeq(gaps []seqGap, seq uint64) uint64 {
 	// Newest first: each gap's Newest is a real number, compared with
 	// seq before the jumps below it are taken off.
-	for i := len(s.gaps) - 1; i >= 0; i-- {
-		if g := s.gaps[i]; seq > g.Newest {
+	for i := len(gaps) - 1; i >= 0; i-- {
+		if g := gaps[i]; seq > g.Newest {
 			seq -= min(g.Jump, seq-g.Newest)
 		}
 	}

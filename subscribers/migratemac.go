@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/ispmux/ispmux/internal/failpoint"
 	bolt "go.etcd.io/bbolt"
@@ -63,6 +65,10 @@ func startMACRebuild(tx *bolt.Tx) error {
 	return tx.Bucket(bucketMeta).Put(keyMACRebuild, make([]byte, 8))
 }
 
+// macRebuildLogEvery is how often a long events-by-mac build logs its
+// progress (Options.Logger). A variable for the tests.
+var macRebuildLogEvery = 5 * time.Second
+
 // rebuildMACIndex builds the events-by-mac index of a file marked by
 // startMACRebuild, from its marker on, one transaction of macRebuildSpans
 // spans at a time; it returns at once for a file without the marker.
@@ -73,33 +79,96 @@ func startMACRebuild(tx *bolt.Tx) error {
 // after a resume): each ISP's entries are in its ISPSeq order, which is
 // its events' Seq order, so each transaction reads, per ISP, the entries
 // of its own spans from where the last stopped.
-func rebuildMACIndex(db *bolt.DB) error {
+//
+// log (nil: none) is told the build starts, a resumed one (migrated is
+// false: the marker was left by an earlier Open, which a crash or a
+// start's timeout stopped) with how much of it that Open did, its
+// progress every macRebuildLogEvery, and its end: a start that takes
+// minutes says why.
+func rebuildMACIndex(db *bolt.DB, log *slog.Logger, migrated bool) error {
 	var marked bool
+	var p macProgress
 	if err := db.View(func(tx *bolt.Tx) error {
-		marked = tx.Bucket(bucketMeta).Get(keyMACRebuild) != nil
+		v := tx.Bucket(bucketMeta).Get(keyMACRebuild)
+		if marked = v != nil; marked && len(v) == 8 {
+			p = progressOf(tx, binary.BigEndian.Uint64(v))
+		}
 		return nil
 	}); err != nil || !marked {
 		return err // a current file is only read (Open)
 	}
+	began := time.Now()
+	if log != nil {
+		if migrated {
+			log.Info("building the events-by-MAC index of the migrated store", "events", p.total)
+		} else {
+			log.Info("resuming the events-by-MAC index build an earlier start left unfinished",
+				"indexed", p.done(p.marker), "events", p.total)
+		}
+	}
+	logged := began
 	var pos map[string][]byte // per ISP: its next events-by-isp key (nil: no more)
 	for {
-		more, err := rebuildMACChunk(db, &pos)
+		next, more, err := rebuildMACChunk(db, &pos)
 		if err != nil {
 			return fmt.Errorf("build the %s index: %w", bucketEventMACIndex, err)
 		}
 		if !more {
+			if log != nil {
+				log.Info("events-by-MAC index built", "events", p.total, "took", time.Since(began).Round(time.Millisecond))
+			}
 			return nil
+		}
+		if now := time.Now(); log != nil && now.Sub(logged) >= macRebuildLogEvery {
+			log.Info("building the events-by-MAC index", "indexed", p.done(next), "events", p.total)
+			logged = now
 		}
 		failpoint.Hit(failpoint.MigrateAfterChunk)
 	}
 }
 
+// macProgress is how far an events-by-mac build is, for its log lines,
+// in events counted as the log's trimming counts them: by Seq, the
+// numbers a restored copy skipped left out (virtualSeq).
+type macProgress struct {
+	first, marker uint64 // the log's oldest Seq; the marker's
+	total         uint64 // the events from first to the newest
+	gaps          []seqGap
+}
+
+// progressOf reads the log's bounds in tx, the marker at marker.
+func progressOf(tx *bolt.Tx, marker uint64) macProgress {
+	p := macProgress{marker: marker, gaps: readGaps(tx)}
+	c := tx.Bucket(bucketEvents).Cursor()
+	first, _ := c.First()
+	last, _ := c.Last()
+	if len(first) != 8 || len(last) != 8 {
+		return p // an empty log (or keys not a Seq: no count)
+	}
+	p.first = binary.BigEndian.Uint64(first)
+	p.total = p.done(binary.BigEndian.Uint64(last) + 1)
+	return p
+}
+
+// done is the count of the log's events before Seq next: those the
+// build has indexed when next is its marker.
+func (p macProgress) done(next uint64) uint64 {
+	if next <= p.first {
+		return 0
+	}
+	var before uint64 // the numbers given out before the oldest event
+	if p.first > 0 {
+		before = virtualSeq(p.gaps, p.first-1)
+	}
+	return virtualSeq(p.gaps, next-1) - before
+}
+
 // rebuildMACChunk is one transaction of rebuildMACIndex: the spans from
-// the marker on indexed and the marker moved past them, or, with no event
-// left, the marker deleted. It reports whether events are left. *pos is
-// each ISP's next events-by-isp key (indexMACSpans), set at the first
-// call.
-func rebuildMACChunk(db *bolt.DB, pos *map[string][]byte) (more bool, err error) {
+// the marker on indexed and the marker moved past them (to next), or,
+// with no event left, the marker deleted. It reports whether events are
+// left. *pos is each ISP's next events-by-isp key (indexMACSpans), set at
+// the first call.
+func rebuildMACChunk(db *bolt.DB, pos *map[string][]byte) (next uint64, more bool, err error) {
 	err = update(db, func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		v := meta.Get(keyMACRebuild)
@@ -112,7 +181,9 @@ func rebuildMACChunk(db *bolt.DB, pos *map[string][]byte) (more bool, err error)
 		if *pos == nil {
 			*pos = ispIndexStarts(tx)
 		}
-		next, ok, err := indexMACSpans(tx, binary.BigEndian.Uint64(v), *pos)
+		var ok bool
+		var err error
+		next, ok, err = indexMACSpans(tx, binary.BigEndian.Uint64(v), *pos)
 		if err != nil {
 			return err
 		}
@@ -122,7 +193,7 @@ func rebuildMACChunk(db *bolt.DB, pos *map[string][]byte) (more bool, err error)
 		more = true
 		return meta.Put(keyMACRebuild, binary.BigEndian.AppendUint64(nil, next))
 	})
-	return more, err
+	return next, more, err
 }
 
 // ispIndexStarts returns the first events-by-isp key of each ISP the

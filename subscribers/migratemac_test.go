@@ -5,11 +5,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ispmux/ispmux/internal/crashtest"
 	"github.com/ispmux/ispmux/internal/failpoint"
@@ -89,10 +91,11 @@ func macRebuildFrom(t *testing.T, path string) (from uint64, ok bool, schema byt
 
 // checkMigrated opens the store at path and checks the migration done:
 // the marker gone, the current schema, every entry as a new store writes it, and
-// the reads as before.
-func checkMigrated(t *testing.T, path string, want map[string][]uint64) {
+// the reads as before. It returns what the Open logged (Options.Logger).
+func checkMigrated(t *testing.T, path string, want map[string][]uint64) (logged string) {
 	t.Helper()
-	s, err := Open(path, Options{NoSync: true, EventRetention: macChunkEvents})
+	var log bytes.Buffer
+	s, err := Open(path, Options{NoSync: true, EventRetention: macChunkEvents, Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,6 +113,7 @@ func checkMigrated(t *testing.T, path string, want map[string][]uint64) {
 	if v := rawSchemaOf(t, s); v != schemaVersion {
 		t.Errorf("schema %d, want %d", v, schemaVersion)
 	}
+	return log.String()
 }
 
 // TestMigrateMACIndexResumes: the events-by-mac build of a migrated file
@@ -130,7 +134,66 @@ func TestMigrateMACIndexResumes(t *testing.T) {
 			if wantFrom := uint64(k) << macSpanBits; !ok || got != wantFrom || schema != schemaVersion {
 				t.Errorf("after %d transactions: marker %d (%v), schema %d; want %d, %d", k, got, ok, schema, wantFrom, schemaVersion)
 			}
-			checkMigrated(t, path, want)
+			checkResumeLogged(t, checkMigrated(t, path, want), k)
+		})
+	}
+}
+
+// checkResumeLogged checks that the Open that resumed an events-by-mac
+// build stopped after k transactions (one span each) of seedV10's log
+// said so, with the events the stopped Open indexed (those before span
+// k: Seq 0 is not an event), and that the build ended, in the log lines
+// it wrote, logged.
+func checkResumeLogged(t *testing.T, logged string, k int) {
+	t.Helper()
+	indexed := 0
+	if k > 0 {
+		indexed = k<<macSpanBits - 1
+	}
+	want := fmt.Sprintf(`msg="resuming the events-by-MAC index build an earlier start left unfinished" indexed=%d events=%d`, indexed, macChunkEvents)
+	if !strings.Contains(logged, want) || !strings.Contains(logged, `msg="events-by-MAC index built" events=`+fmt.Sprint(macChunkEvents)) {
+		t.Errorf("the resuming Open logged:\n%s\nwant a line with %s, and the build's end", logged, want)
+	}
+	if strings.Contains(logged, "of the migrated store") {
+		t.Errorf("a resumed build logged as a migration's:\n%s", logged)
+	}
+}
+
+// TestMigrateMACIndexLogs: the Open that migrates a file of schema 10
+// says it builds the index, how far it is every macRebuildLogEvery (here
+// every transaction: a line per span done, the events before the next
+// span), and that it is done; at the default every 5 s, a build of a
+// fraction of a second logs no progress line.
+func TestMigrateMACIndexLogs(t *testing.T) {
+	defer func(n uint64, every time.Duration) { macRebuildSpans, macRebuildLogEvery = n, every }(macRebuildSpans, macRebuildLogEvery)
+	macRebuildSpans = 1
+	for _, every := range []time.Duration{0, macRebuildLogEvery} {
+		t.Run(every.String(), func(t *testing.T) {
+			macRebuildLogEvery = every
+			path := filepath.Join(t.TempDir(), "state.db")
+			want := seedV10(t, path)
+			logged := checkMigrated(t, path, want)
+			lines := []string{fmt.Sprintf(`msg="building the events-by-MAC index of the migrated store" events=%d`, macChunkEvents)}
+			if every == 0 {
+				for k := 1; k<<macSpanBits < macChunkEvents; k++ {
+					lines = append(lines, fmt.Sprintf(`msg="building the events-by-MAC index" indexed=%d events=%d`, k<<macSpanBits-1, macChunkEvents))
+				}
+			}
+			lines = append(lines, fmt.Sprintf(`msg="events-by-MAC index built" events=%d took=`, macChunkEvents))
+			var got []string
+			for _, ln := range strings.Split(strings.TrimSpace(logged), "\n") {
+				if i := strings.Index(ln, "msg="); i >= 0 {
+					got = append(got, ln[i:])
+				}
+			}
+			if len(got) != len(lines) {
+				t.Fatalf("logged:\n%s\nwant %d lines:\n%s", logged, len(lines), strings.Join(lines, "\n"))
+			}
+			for i := range lines {
+				if !strings.HasPrefix(got[i], lines[i]) {
+					t.Errorf("line %d: %s\nwant %s", i, got[i], lines[i])
+				}
+			}
 		})
 	}
 }
@@ -171,7 +234,7 @@ func TestMigrateMACIndexCrash(t *testing.T) {
 			if !ok || got != uint64(k)<<macSpanBits || schema != schemaVersion {
 				t.Errorf("killed after %d transactions: marker %d (%v), schema %d; want %d, %d", k, got, ok, schema, k<<macSpanBits, schemaVersion)
 			}
-			checkMigrated(t, path, want)
+			checkResumeLogged(t, checkMigrated(t, path, want), k)
 		})
 	}
 }
@@ -374,7 +437,7 @@ func TestMigrateMACIndexJournal(t *testing.T) {
 func resumeMACRebuild(db *bolt.DB, k int) error {
 	var pos map[string][]byte
 	for range k {
-		more, err := rebuildMACChunk(db, &pos)
+		_, more, err := rebuildMACChunk(db, &pos)
 		if err != nil {
 			return err
 		}

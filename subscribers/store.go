@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -148,6 +149,11 @@ type Options struct {
 	// root in a directory its owner may change). The journal's files are
 	// never followed.
 	NoFollow bool
+	// Logger is told of Open's long work: the events-by-MAC index build
+	// of a migrated file, or the rest of one an interrupted start left
+	// (its start, how much was done, its progress every few seconds, its
+	// end). nil: nothing is logged.
+	Logger *slog.Logger
 }
 
 // Store is the durable subscriber store. Safe for concurrent use.
@@ -407,7 +413,7 @@ func Open(path string, opts Options) (*Store, error) {
 		// A migrated file's events-by-mac index, or the rest of it
 		// after a crash (migratemac.go); before the journal's replay
 		// appends events with their entries.
-		err = rebuildMACIndex(db)
+		err = rebuildMACIndex(db, opts.Logger, migratedFrom > 0)
 	}
 	if err != nil {
 		closeDB(db, err)
