@@ -18,7 +18,11 @@
 //   - no token, or one that is unknown (or rotated out), is 401, with
 //     WWW-Authenticate: Bearer (error="invalid_token" when a token was
 //     presented); nothing else is 401 (a claim's wrong password is 403
-//     bad-credentials: the token was accepted).
+//     bad-credentials: the token was accepted);
+//   - a malformed Authorization header (Bearer with no token or two, a
+//     token outside RFC 6750's b64token that is not a known token, the
+//     header given twice) is 400 malformed-authorization, with
+//     WWW-Authenticate: Bearer error="invalid_request" (RFC 6750 §3.1).
 //
 // Every request has an id (X-Request-Id, echoed when the client sent a
 // sane one, generated otherwise) that goes into the tenants.Actor of the

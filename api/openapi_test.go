@@ -482,6 +482,7 @@ func TestOpenAPIAnswers(t *testing.T) {
 	l.do(200, "GET", "/v1/isps/alpha/webhook", "alpha", "")
 	l.do(404, "GET", "/v1/isps/beta/webhook", "beta", "")
 	l.do(401, "GET", "/v1/isps", "bad", "")
+	l.do(400, "GET", "/v1/isps", "none", "", "Authorization", "Bearer")
 	l.do(403, "GET", "/v1/stats", "alpha", "")
 	l.do(404, "GET", "/v1/isps/alpha/customers/nobody", "alpha", "")
 	l.do(400, "GET", "/v1/isps/alpha/customers?afer=x", "alpha", "")

@@ -33,7 +33,9 @@ type Problem struct {
 
 // challenge is the WWW-Authenticate of a 401 to a request that sent no
 // bearer token (RFC 6750 §3: no error code then); invalidToken is the
-// one to a request whose token is not known (§3.1: invalid_token).
+// one to a request whose token is not known (§3.1: invalid_token). A
+// malformed Authorization header is 400, with invalidRequest
+// (authheader.go).
 // bad-credentials (a claim's customer ID or password) is 403, not 401:
 // the request's own credentials, its token, were accepted, and a 401
 // tells a client to change them (an OAuth client refreshes its token and
@@ -53,23 +55,24 @@ var problemTypes = map[string]struct {
 	status int
 	title  string
 }{
-	"unauthorized":       {http.StatusUnauthorized, "Missing or invalid bearer token"},
-	"bad-credentials":    {http.StatusForbidden, "Invalid credentials"},
-	"forbidden":          {http.StatusForbidden, "Not allowed for this token"},
-	"not-found":          {http.StatusNotFound, "Not found"},
-	"method-not-allowed": {http.StatusMethodNotAllowed, "Method not allowed"},
-	"conflict":           {http.StatusConflict, "Conflict"},
-	"device-limit":       {http.StatusConflict, "Customer's device limit reached"},
-	"device-unavailable": {http.StatusConflict, "Device registered with another provider"},
-	"device-blocked":     {http.StatusConflict, "Device blocked by the operator"},
-	"bad-request":        {http.StatusBadRequest, "Bad request"},
-	"unsupported-media":  {http.StatusUnsupportedMediaType, "Unsupported media type"},
-	"invalid":            {http.StatusUnprocessableEntity, "Invalid value"},
-	"too-large":          {http.StatusRequestEntityTooLarge, "Request body too large"},
-	"rate-limited":       {http.StatusTooManyRequests, "Too many attempts"},
-	"too-many-streams":   {http.StatusTooManyRequests, "Too many event streams for this token"},
-	"unavailable":        {http.StatusServiceUnavailable, "Temporarily unavailable"},
-	"internal":           {http.StatusInternalServerError, "Internal error"},
+	"unauthorized":            {http.StatusUnauthorized, "Missing or invalid bearer token"},
+	"malformed-authorization": {http.StatusBadRequest, "Malformed Authorization header"},
+	"bad-credentials":         {http.StatusForbidden, "Invalid credentials"},
+	"forbidden":               {http.StatusForbidden, "Not allowed for this token"},
+	"not-found":               {http.StatusNotFound, "Not found"},
+	"method-not-allowed":      {http.StatusMethodNotAllowed, "Method not allowed"},
+	"conflict":                {http.StatusConflict, "Conflict"},
+	"device-limit":            {http.StatusConflict, "Customer's device limit reached"},
+	"device-unavailable":      {http.StatusConflict, "Device registered with another provider"},
+	"device-blocked":          {http.StatusConflict, "Device blocked by the operator"},
+	"bad-request":             {http.StatusBadRequest, "Bad request"},
+	"unsupported-media":       {http.StatusUnsupportedMediaType, "Unsupported media type"},
+	"invalid":                 {http.StatusUnprocessableEntity, "Invalid value"},
+	"too-large":               {http.StatusRequestEntityTooLarge, "Request body too large"},
+	"rate-limited":            {http.StatusTooManyRequests, "Too many attempts"},
+	"too-many-streams":        {http.StatusTooManyRequests, "Too many event streams for this token"},
+	"unavailable":             {http.StatusServiceUnavailable, "Temporarily unavailable"},
+	"internal":                {http.StatusInternalServerError, "Internal error"},
 }
 
 // ProblemTypes lists the problem type slugs with their HTTP status.

@@ -221,17 +221,6 @@ func ValidRequestID(id string) bool {
 	return true
 }
 
-// bearer returns the token of an "Authorization: Bearer" header.
-func bearer(r *http.Request) (string, bool) {
-	h := r.Header.Get("Authorization")
-	scheme, tok, ok := strings.Cut(h, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	tok = strings.TrimSpace(tok)
-	return tok, tok != ""
-}
-
 // wrap authenticates, checks the scope, builds the actor and calls the
 // route's handler.
 func (s *Server) wrap(rt Route) http.Handler {
@@ -309,13 +298,22 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt Route, id 
 		}
 		return c, true
 	}
-	tok, ok := bearer(r)
-	if !ok {
+	// RFC 6750 §3.1: a malformed header is 400 invalid_request; no
+	// bearer token 401 with the challenge alone; an unknown one 401
+	// invalid_token. A known token is accepted whatever its characters
+	// (bearer).
+	tok, malformed := bearer(r)
+	p, ok := s.tokens.Lookup(tok)
+	switch {
+	case ok:
+	case malformed != "":
+		w.Header().Set("WWW-Authenticate", invalidRequest)
+		s.problem(w, r, "malformed-authorization", malformed)
+		return c, false
+	case tok == "":
 		s.problem(w, r, "unauthorized", "send Authorization: Bearer <token>")
 		return c, false
-	}
-	p, ok := s.tokens.Lookup(tok)
-	if !ok {
+	default:
 		w.Header().Set("WWW-Authenticate", invalidToken)
 		s.problem(w, r, "unauthorized", "unknown token")
 		return c, false

@@ -7,9 +7,10 @@ import (
 	"github.com/ispmux/ispmux/api/client"
 )
 
-// authHint is err with a hint when it is the API refusing the token (401)
-// or refusing this command to it (403): what the operator can do about
-// it, after the API's own words (which report prints). A trial's ISP
+// authHint is err with a hint when it is the API refusing the token (401),
+// refusing this command to it (403) or the token's form (400
+// malformed-authorization: a blank or a quote in it): what the operator
+// can do about it, after the API's own words (which report prints). A trial's ISP
 // token got "Not allowed for this token: this endpoint is the
 // operator's" from `ctl stats`, and nothing said which token it wanted or
 // how to give it. An error already hinted (ispHint: an ISP's token
@@ -20,6 +21,11 @@ func (e *ctlEnv) authHint(err error, args []string) error {
 	var h hinted
 	if !errors.As(err, &p) || errors.As(err, &h) || !e.set["api"] {
 		return err
+	}
+	if p.Status == http.StatusBadRequest && p.Slug() == "malformed-authorization" {
+		return hinted{err, "the token (the one " + e.tokenSource() + ") is not one word a bearer token can be: " +
+			"it has a blank, a quote or another character that is not a letter, a digit or one of - . _ ~ + / (then = padding) in it. " +
+			"Give the token as `ispmux ctl token` printed it (line 1), nothing around it"}
 	}
 	if p.Status != http.StatusUnauthorized && p.Status != http.StatusForbidden {
 		return err

@@ -29,14 +29,16 @@ func reportOf(t *testing.T, stdin string, args ...string) (string, error) {
 	return b.String(), err
 }
 
-// TestCtlAuthHints: every ctl command the API refuses for its token (401)
-// or refuses to its token (403) prints the API's words and then what to
-// do: which token it needs and how to give it. `ctl stats` with an ISP's
+// TestCtlAuthHints: every ctl command the API refuses for its token (401),
+// refuses to its token (403) or refuses the token's form (400
+// malformed-authorization) prints the API's words and then what to do:
+// which token it needs and how to give it. `ctl stats` with an ISP's
 // token said "Not allowed for this token: this endpoint is the
 // operator's" and no more (a trial).
 func TestCtlAuthHints(t *testing.T) {
 	r := newRig(t, nil)
 	r.tokens["unknown"] = "not-a-token-anyone-has-0123456789"
+	r.tokens["two words"] = "not-a-token anyone-has-0123456789"
 	for _, c := range ctlCommands {
 		if c.where != whereAny {
 			continue
@@ -55,6 +57,13 @@ func TestCtlAuthHints(t *testing.T) {
 		if err == nil || !strings.Contains(out, "unknown token (HTTP 401") || !strings.Contains(out, "\n  the box knows no such token (the one given with --token)") ||
 			!strings.Contains(out, "operator_token_file") {
 			t.Errorf("ctl %s with an unknown token: %v\n%s", c.name, err, out)
+		}
+		// A token with a blank in it: 400 malformed-authorization
+		// (RFC 6750 §3.1), the API's words and what is wrong.
+		out, err = reportOf(t, stdin, r.api("two words", append([]string{c.name}, args...)...)...)
+		if err == nil || !strings.Contains(out, "Malformed Authorization header: Authorization: Bearer with more than one token (or a token with a blank in it): send one token (HTTP 400") ||
+			!strings.Contains(out, "\n  the token (the one given with --token) is not one word a bearer token can be") {
+			t.Errorf("ctl %s with a token of two words: %v\n%s", c.name, err, out)
 		}
 		// A claim token: 403 to every command but claim (the API's
 		// words: "a claim token may only POST /v1/claims", or "this
