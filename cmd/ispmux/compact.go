@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -37,7 +38,10 @@ func cmdCompact(args []string, stdout io.Writer) error {
 		return err
 	}
 	store := filepath.Join(dir, appliance.StoreName)
-	res, err := subscribers.Compact(store, subscribers.Options{})
+	// Open's long work (an upgrade's index build, or one an earlier
+	// start left unfinished) says what it does, as at ispmux's start.
+	log := slog.New(slog.NewTextHandler(stdout, nil))
+	res, err := subscribers.Compact(store, subscribers.Options{Logger: log})
 	if err != nil && uid >= 0 {
 		// Root's compact works as the state_dir's owner: say so, or a
 		// "permission denied" reads as root's (a review).
