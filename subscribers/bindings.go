@@ -41,6 +41,16 @@ type Binding struct {
 	// carries them as the ISP's ACK did (RFC 2131 table 3). Values
 	// before format version 5 have none.
 	Boot []byte
+	// Since is when this binding began: the MAC's first ACK at this ISP
+	// on this circuit with this client identifier, which the ACKs after
+	// it carry over (renewals, a new address from the same ISP), as the
+	// journal, restarts and backups keep the record. The client
+	// identifier reclaim's age rule reads it (dhcpproxy, mayReclaim):
+	// unlike the registration's Created, a move of the device to another
+	// customer does not restart it. Zero: not known (a value before
+	// format version 6, and the ACKs after it, which carry the zero
+	// over). The store keeps what it is given.
+	Since time.Time
 }
 
 // BootLen is the length of Binding.Boot: a DHCP message's siaddr, sname

@@ -290,13 +290,15 @@
 // copy a node's growing key list (quadratic).
 //
 // Values are a compact binary encoding whose first byte is a format version
-// (currently 5), followed by the fields in a fixed order: strings, byte
+// (currently 6), followed by the fields in a fixed order: strings, byte
 // fields and addresses are uvarint-length-prefixed, times are varint seconds
 // plus uvarint nanoseconds, durations varint nanoseconds. Older values
 // still decode, the fields added since reading as empty: version 1
 // (schema 1: bindings and events without the fields version 2 appended),
 // version 2 (registrations without Created, events without Actor and
-// RequestID) and version 4 (bindings without the ACK's boot fields). A
+// RequestID), version 4 (bindings without the ACK's boot fields) and
+// version 5 (bindings without Since, which reads as zero: not known; no
+// migration rewrites them, a renewal carries the zero over). A
 // binary older than a value's version finds it corrupt: a store a newer
 // ispmux wrote is not for an older one (OPERATIONS.md, "Backup and
 // restore"). Decoding checks every length, the version, trailing bytes

@@ -14,11 +14,11 @@ import (
 // Older values are still decoded, their missing fields reading as zero:
 // version 1 (schema 1) bindings and events without the fields version 2
 // added, version 2 registrations without Created and events without Actor
-// and RequestID (version 3), bindings before version 5 without Boot.
-// Open rewrites schema-1 values in the current format when it migrates
-// such a file (migrate.go); version 2 to 4 values stay as they are until
-// they are next written.
-const formatVersion = 5
+// and RequestID (version 3), bindings before version 5 without Boot,
+// before version 6 without Since. Open rewrites schema-1 values in the
+// current format when it migrates such a file (migrate.go); version 2 to
+// 5 values stay as they are until they are next written.
+const formatVersion = 6
 
 // formatV1 is the format of schema-1 files; formatV2 of schema-2 files.
 const (
@@ -266,14 +266,16 @@ func decodeRegistration(key, val []byte) (Registration, error) {
 
 // Binding: version, Access, VLAN, MAC, ISP, IP, Circuit, ServerID, Relay,
 // Expires, Updated; then (version 2) ClientID, Option82, Options (each
-// uvarint-length-prefixed bytes), LeaseTime (varint nanoseconds), Customer.
+// uvarint-length-prefixed bytes), LeaseTime (varint nanoseconds), Customer;
+// then (version 5) Boot; then (version 6) a byte, 1 if Since follows (0:
+// Since is zero, not known).
 
 func encodeBinding(b *Binding) []byte {
-	// One allocation: the fixed fields at their widest (116 bytes: three
-	// IPv6 addresses, 10+5-byte times, a 10-byte lease time, 2-byte length
-	// prefixes) plus the variable ones. Only an address zone, which no
-	// lease address carries, can make it grow.
-	e := encoder{b: make([]byte, 0, 116+len(b.Access)+len(b.ISP)+len(b.Circuit)+len(b.ClientID)+len(b.Option82)+len(b.Options)+len(b.Customer)+len(b.Boot))}
+	// One allocation: the fixed fields at their widest (132 bytes: three
+	// IPv6 addresses, three 10+5-byte times and Since's flag, a 10-byte
+	// lease time, 2-byte length prefixes) plus the variable ones. Only an
+	// address zone, which no lease address carries, can make it grow.
+	e := encoder{b: make([]byte, 0, 132+len(b.Access)+len(b.ISP)+len(b.Circuit)+len(b.ClientID)+len(b.Option82)+len(b.Options)+len(b.Customer)+len(b.Boot))}
 	e.u8(formatVersion)
 	e.str(b.Access)
 	e.u16(b.VLAN)
@@ -291,6 +293,12 @@ func encodeBinding(b *Binding) []byte {
 	e.b = binary.AppendVarint(e.b, int64(b.LeaseTime))
 	e.str(b.Customer)
 	e.bytes(b.Boot)
+	if b.Since.IsZero() {
+		e.u8(0)
+	} else {
+		e.u8(1)
+		e.time(b.Since)
+	}
 	return e.b
 }
 
@@ -326,6 +334,18 @@ func decodeBindingFrom(key, val []byte, borrow bool) (Binding, error) {
 		b.Boot = d.bytes()
 		if d.err == nil && len(b.Boot) != 0 && len(b.Boot) != BootLen {
 			d.fail(fmt.Errorf("boot fields of %d bytes", len(b.Boot)))
+		}
+	}
+	if ver >= 6 {
+		switch f := d.u8(); {
+		case d.err != nil:
+		case f == 1:
+			b.Since = d.time()
+			if d.err == nil && b.Since.IsZero() {
+				d.fail(errors.New("since flagged but zero"))
+			}
+		case f != 0:
+			d.fail(fmt.Errorf("unknown since flag %#x", f))
 		}
 	}
 	if err := d.finish(); err != nil {

@@ -44,7 +44,8 @@ func bindingEqual(a, b Binding) bool {
 	return bytes.Equal(a.ClientID, b.ClientID) && bytes.Equal(a.Option82, b.Option82) && bytes.Equal(a.Options, b.Options) &&
 		a.MAC == b.MAC && a.Access == b.Access && a.VLAN == b.VLAN && a.ISP == b.ISP && a.IP == b.IP &&
 		a.Circuit == b.Circuit && a.ServerID == b.ServerID && a.Relay == b.Relay && a.Expires == b.Expires &&
-		a.Updated == b.Updated && a.LeaseTime == b.LeaseTime && a.Customer == b.Customer && bytes.Equal(a.Boot, b.Boot)
+		a.Updated == b.Updated && a.LeaseTime == b.LeaseTime && a.Customer == b.Customer && bytes.Equal(a.Boot, b.Boot) &&
+		a.Since == b.Since
 }
 
 func reflectNumField(v any) int { return reflect.TypeOf(v).NumField() }

@@ -472,7 +472,7 @@ func TestBindingEqualCoversFields(t *testing.T) {
 		return Binding{MAC: mac(1), Access: "a", VLAN: 1, ISP: "i", IP: netip.MustParseAddr("10.0.0.1"), Circuit: "c",
 			ServerID: netip.MustParseAddr("10.0.0.2"), Relay: netip.MustParseAddr("10.0.0.3"), Expires: time.Unix(1, 0),
 			Updated: time.Unix(2, 0), ClientID: []byte{1}, Option82: []byte{2}, Options: []byte{3}, LeaseTime: 1, Customer: "x",
-			Boot: make([]byte, BootLen)}
+			Boot: make([]byte, BootLen), Since: time.Unix(3, 0)}
 	}
 	changes := []func(*Binding){
 		func(b *Binding) { b.MAC[0]++ }, func(b *Binding) { b.Access += "x" }, func(b *Binding) { b.VLAN++ },
@@ -481,6 +481,7 @@ func TestBindingEqualCoversFields(t *testing.T) {
 		func(b *Binding) { b.Expires = b.Expires.Add(1) }, func(b *Binding) { b.Updated = b.Updated.Add(1) },
 		func(b *Binding) { b.ClientID[0]++ }, func(b *Binding) { b.Option82[0]++ }, func(b *Binding) { b.Options[0]++ },
 		func(b *Binding) { b.LeaseTime++ }, func(b *Binding) { b.Customer += "x" }, func(b *Binding) { b.Boot[0]++ },
+		func(b *Binding) { b.Since = b.Since.Add(1) },
 	}
 	if n := len(changes); n != reflectNumField(Binding{}) {
 		t.Fatalf("Binding has %d fields, the test changes %d: update bindingEqual and this test", reflectNumField(Binding{}), n)

@@ -644,6 +644,14 @@ func TestDecodeTruncated(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	b := testBinding(1)
 	f.Add(encodeBinding(&b))
+	// Format 5 (before Since): format 6 with a zero Since less its flag
+	// byte (TestBindingSince: the format 5 encoder's bytes).
+	v5 := encodeBinding(&b)
+	v5 = v5[:len(v5)-1]
+	v5[0] = 5
+	f.Add(v5)
+	b.Since = time.Date(2026, 12, 1, 2, 3, 4, 5, time.UTC)
+	f.Add(encodeBinding(&b))
 	r := Registration{MAC: mac(1), ISP: "i", Source: "api", Updated: time.Unix(5, 5)}
 	f.Add(encodeRegistration(&r))
 	e := Event{Kind: EventBound, Customer: "c"}
