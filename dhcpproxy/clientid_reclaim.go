@@ -23,26 +23,30 @@ import (
 //   - the holder is of the asker's own customer (its device, behind a
 //     bridge before and on the access now: nothing is taken from another
 //     subscriber), or the asker's registration is older than the holder's
-//     (registeredBefore, of the registrations' Created: when each MAC was
-//     registered to its current customer): the identifier was a device's
-//     of the asker's customer before the holder could have bound with it.
-//     A binding follows its registration (a withdrawn registration, or a
-//     move to another ISP, ends it), so the holder's registration is a
-//     lower bound on when it began holding the identifier; the binding's
-//     own start is not stored (Binding.Updated is its last renewal), and
-//     this bound errs towards refusing. A MAC registered to take the
-//     identifier of a neighbour already bound with it is always newer
-//     than that neighbour's registration, and a device moved to another
-//     customer (its ISP's or the operator's move, a claim from the
-//     device) counts from its move: taking over an old record gains no
-//     age. The one gap: a holder moved to another customer of its ISP
-//     while bound keeps its binding, its Created starting again at the
-//     move, so a registration made between its binding and its move
-//     reclaims from it; only the ISP, the operator or a claim of the
-//     holder's own MAC (which gives the holder to the claimer in any
-//     case) makes such a move. Closing the gap needs the binding's start
-//     stored (a Binding.Since kept through renewals, a schema change),
-//     which would stand for the holder in place of its registration. Two
+//     hold on the identifier (registeredBefore holderSince: the asker's
+//     Created, when its MAC was registered to its current customer,
+//     against the earlier of the holder's Created and its binding's
+//     start, Binding.Since): the identifier was a device's of the asker's
+//     customer before the holder could have bound with it. A binding
+//     follows its registration (a withdrawn registration, or a move to
+//     another ISP, ends it), so the holder's registration is a lower
+//     bound on when it began holding the identifier, but for a move to
+//     another customer of its ISP while bound: the binding is kept, and
+//     Created starts again at the move. Since does not (it is carried
+//     over by every ACK at the ISP with the identifier: bindingSince), so
+//     a registration made between the holder's binding and such a move
+//     no longer reclaims from it. The earlier of the two, not Since
+//     alone: Since starts again where the hold did not end for the
+//     device (its binding taken over on another circuit, or lapsed and
+//     bound again), and standing alone it would let a registration made
+//     after the holder's, refused before, reclaim after such a restart;
+//     the bound errs towards refusing, as it did. A binding stored
+//     before Since was (format 5), renewed since or not, has it zero:
+//     its registration alone stands, as before. A MAC registered to take
+//     the identifier of a neighbour already bound with it is always
+//     newer than both, and a device moved to another customer (its ISP's
+//     or the operator's move, a claim from the device) counts, as an
+//     asker, from its move: taking over an old record gains no age. Two
 //     registrations stored before schema 3 and not written since have no
 //     Created and are not ordered: nothing stored bounds when the
 //     holder's was made from below (Updated is its last write), so either
@@ -119,7 +123,7 @@ func (p *Proxy) mayReclaim(c *Circuit, reg registry.Entry, isp *ISP, h held, mac
 	}
 	// The age rule: it decides another customer's holder, and lifts the
 	// hold-off from an owner registered before the holder.
-	older, why := p.registeredBeforeHolder(mac, h.k.mac)
+	older, why := p.registeredBeforeHolder(mac, h)
 	switch {
 	case older:
 		return reclaimBounded
@@ -131,21 +135,42 @@ func (p *Proxy) mayReclaim(c *Circuit, reg registry.Entry, isp *ISP, h held, mac
 }
 
 // registeredBeforeHolder reports whether subscriber mac's registration
-// was made before holder's (registeredBefore), read from the store; if
-// not, why, for the asker's rejected event.
-func (p *Proxy) registeredBeforeHolder(mac, holder uint64) (bool, string) {
+// was made before holder h began holding its identifier (registeredBefore
+// holderSince), read from the store; if not, why, for the asker's
+// rejected event.
+func (p *Proxy) registeredBeforeHolder(mac uint64, h held) (bool, string) {
 	own, err := p.store.Registration(binding.MACBytes(mac))
 	if err != nil {
 		return false, "its registration unreadable (" + err.Error() + ")"
 	}
-	theirs, err := p.store.Registration(binding.MACBytes(holder))
+	theirs, err := p.store.Registration(binding.MACBytes(h.k.mac))
 	if err != nil {
 		return false, "the holder's registration unreadable (" + err.Error() + ")"
 	}
-	if !registeredBefore(own.Created, theirs.Created) {
-		return false, "registered " + createdString(own.Created) + ", not before the holder (" + createdString(theirs.Created) + ")"
+	// Not read from the store (it cannot be, but a read can fail): not
+	// known, as for a binding stored before Since was.
+	b, _ := p.stored(h)
+	since, bound := holderSince(theirs.Created, b.Since)
+	if !registeredBefore(own.Created, since) {
+		why := "registered " + createdString(own.Created) + ", not before the holder (" + createdString(theirs.Created)
+		if bound {
+			why += "; bound with the identifier since " + createdString(b.Since) + ", before it was moved to its customer"
+		}
+		return false, why + ")"
 	}
 	return true, ""
+}
+
+// holderSince is when the age rule counts a holder's hold on its
+// identifier from, for a holder registered to its customer at created
+// (zero: before schema 3) whose binding began at since (zero: not known):
+// the earlier of the two, since (bound) only if both are known and it is
+// the earlier (the holder was moved to its customer while bound).
+func holderSince(created, since time.Time) (time.Time, bool) {
+	if !created.IsZero() && !since.IsZero() && since.Before(created) {
+		return since, true
+	}
+	return created, false
 }
 
 // registeredBefore reports whether a registration created at a was made

@@ -404,20 +404,27 @@ func (t *leaseTable) len() int {
 // store holds another version of it or none (it cannot, but a store read
 // can fail), it returns what the table knows, without those fields.
 func (p *Proxy) full(h held) subscribers.Binding {
+	b, _ := p.stored(h)
+	return b
+}
+
+// stored is full, and whether the binding came from the store (true) or
+// is only what the table knows (false: counted as lease_not_in_store).
+func (p *Proxy) stored(h held) (subscribers.Binding, bool) {
 	access, isp := p.names(h)
 	b := subscribers.Binding{
 		MAC: binding.MACBytes(h.k.mac), Access: access, VLAN: h.k.circuit.vlan, ISP: isp, IP: h.l.addr(), ServerID: h.l.sid(),
 		Relay: h.l.relayAddr(), Expires: h.l.expiresAt().UTC(), Updated: time.Unix(0, h.l.updated).UTC(),
 	}
 	if access == "" {
-		return b
+		return b, false
 	}
 	sb, err := p.store.Binding(access, h.k.circuit.vlan, b.MAC)
 	if err != nil || sb.ISP != b.ISP || sb.IP != b.IP || sb.Updated.UnixNano() != h.l.updated {
 		p.count("lease_not_in_store")
-		return b
+		return b, false
 	}
-	return sb
+	return sb, true
 }
 
 // LeaseInfo is what the lease table knows of a DHCP binding (status).

@@ -1,6 +1,7 @@
 package dhcpproxy
 
 import (
+	"bytes"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -221,10 +222,19 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, fro
 		return
 	}
 	now := time.Now()
+	// The binding it goes on from, at this ISP (a renewal, or another
+	// address): read once, for its start and, at another address, its
+	// RELEASE (recordReplaced).
+	var prev subscribers.Binding
+	var prevStored bool
+	if hadOld && old.isp == t.isp.Index {
+		prev, prevStored = p.stored(held{t.sub, old})
+	}
 	b := subscribers.Binding{
 		MAC: binding.MACBytes(mac), Access: c.Name, VLAN: c.VLAN, ISP: t.isp.Name, IP: ip,
 		Circuit: circuitID(t.isp.CircuitID, c, mac), ServerID: sid, Expires: now.Add(lt), Updated: now,
 		ClientID: t.clientID, Option82: t.op82, Options: opts, LeaseTime: lt, Customer: t.reg.CustomerID, Boot: boot,
+		Since: bindingSince(hadOld && old.isp == t.isp.Index, prev, prevStored, t.clientID, now),
 	}
 	// The server that granted it (the ACK's source): with server-id
 	// override every server's identifier is ours, and a renewal goes to
@@ -252,7 +262,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, fro
 	// (releaseReplaced).
 	var replaced *subscribers.Intent
 	if hadOld && old.isp == t.isp.Index && old.addr() != ip {
-		replaced = p.recordReplaced(t, c, p.full(held{t.sub, old}), ip)
+		replaced = p.recordReplaced(t, c, prev, ip)
 		// The bound event says what it replaces: the old address has
 		// no end event of its own (the binding is replaced in one
 		// transaction), and a consumer that follows addresses saw two
@@ -316,6 +326,26 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, fro
 	} else {
 		p.count("renewed")
 	}
+}
+
+// bindingSince is the start (Binding.Since) of the binding an ACK at now
+// commits with client identifier clientID: that of prev, the binding it
+// goes on from at the same ISP (goesOn: a renewal, or another address),
+// if prev holds the same identifier, else now. A binding prev read as
+// stored before its start was (format 5) carries the zero (not known)
+// over, and one the store could not give (!stored) has it not known
+// either: now would make the holder younger than it is, and the reclaim's
+// age rule (mayReclaim) falls back to its registration for a zero.
+func bindingSince(goesOn bool, prev subscribers.Binding, stored bool, clientID []byte, now time.Time) time.Time {
+	switch {
+	case !goesOn:
+		return now
+	case !stored:
+		return time.Time{}
+	case !bytes.Equal(prev.ClientID, clientID):
+		return now // it holds another identifier from now
+	}
+	return prev.Since
 }
 
 // releaseRefused releases the lease of ip that server from of isp
