@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/subscribers"
 )
 
 // The gap the age rule left: s2 binds with s3's identifier; s3 is
@@ -100,6 +101,36 @@ func TestHolderSince(t *testing.T) {
 	} {
 		if got, bound := holderSince(c.created, c.since); !got.Equal(c.want) || bound != c.bound {
 			t.Errorf("holderSince(%v, %v) = %v, %v; want %v, %v", c.created, c.since, got, bound, c.want, c.bound)
+		}
+	}
+}
+
+// bindingSince: a new binding starts now; one going on at its ISP with
+// the same identifier (a renewal, another address) keeps its start, a
+// zero one (stored before Since) included; another identifier starts
+// now; a previous binding the store could not give leaves it not known.
+func TestBindingSinceCarriedOver(t *testing.T) {
+	now := time.Date(2026, 12, 7, 1, 0, 0, 0, time.UTC)
+	start := now.Add(-48 * time.Hour)
+	id := []byte{1, 2, 0, 0, 0, 1, 3}
+	prev := subscribers.Binding{ClientID: id, Since: start}
+	for _, c := range []struct {
+		what   string
+		goesOn bool
+		prev   subscribers.Binding
+		stored bool
+		id     []byte
+		want   time.Time
+	}{
+		{"new binding", false, prev, true, id, now},
+		{"renewal", true, prev, true, id, start},
+		{"renewal of a format 5 binding", true, subscribers.Binding{ClientID: id}, true, id, time.Time{}},
+		{"another identifier", true, prev, true, []byte{1, 2, 0, 0, 0, 1, 4}, now},
+		{"identifier dropped", true, prev, true, nil, now},
+		{"previous binding unreadable", true, subscribers.Binding{}, false, id, time.Time{}},
+	} {
+		if got := bindingSince(c.goesOn, c.prev, c.stored, c.id, now); !got.Equal(c.want) {
+			t.Errorf("%s: %v, want %v", c.what, got, c.want)
 		}
 	}
 }
