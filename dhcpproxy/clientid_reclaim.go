@@ -102,8 +102,9 @@ const (
 // mayReclaim applies the bound above to the reclaim of identifier cid
 // (mac's hardware identifier) from holder h at isp by subscriber mac
 // (registration reg) on c, now: on a refusal it counts it and records the
-// asker's rejected event naming the holder.
-func (p *Proxy) mayReclaim(c *Circuit, reg registry.Entry, isp *ISP, h held, mac uint64, now time.Time) reclaimVerdict {
+// asker's rejected event naming the holder and what became of its message
+// (refused: "not relayed" at the relay, "not bound" at the ACK).
+func (p *Proxy) mayReclaim(c *Circuit, reg registry.Entry, isp *ISP, h held, mac uint64, now time.Time, refused string) reclaimVerdict {
 	if p.staleHeld(h) != "" {
 		return reclaimFree
 	}
@@ -112,7 +113,7 @@ func (p *Proxy) mayReclaim(c *Circuit, reg registry.Entry, isp *ISP, h held, mac
 		p.count(counter)
 		p.refuse(subscribers.EventRejected, regSubject(mac, c, reg), netip.Addr{},
 			"client identifier is this subscriber's hardware address, held by subscriber "+holder+
-				"'s binding at this ISP; not reclaimed: "+why+"; not relayed")
+				"'s binding at this ISP; not reclaimed: "+why+"; "+refused)
 		return reclaimRefused
 	}
 	hreg, _ := p.reg.Lookup(h.k.mac) // not stale: registered, at isp

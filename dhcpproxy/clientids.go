@@ -30,7 +30,9 @@ import (
 // ISP is not relayed (client_id_taken, a rejected event naming the
 // holder): two devices with one identifier would get one lease anyway;
 // but the identifier of a subscriber's own hardware address is that
-// subscriber's (checkClientID).
+// subscriber's (checkClientID). The ISP's ACK is checked again before it
+// binds (clientid_ack.go): two MACs can each be relayed with the
+// identifier while neither holds it.
 //
 // The lease table keeps, per lease, a 32-bit hash of its client
 // identifier and ISP (lease.cid, in what was padding) and an index from
@@ -186,7 +188,7 @@ func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []by
 	// Bounded (clientid_reclaim.go): from another customer, only by an
 	// older registration; by a newer one, not again soon after.
 	now := p.now()
-	verdict := p.mayReclaim(c, reg, isp, h, mac, now)
+	verdict := p.mayReclaim(c, reg, isp, h, mac, now, "not relayed")
 	if verdict == reclaimRefused {
 		return false
 	}
@@ -202,17 +204,7 @@ func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []by
 	} else if l, ok := p.leases.get(h.k); ok && l.same(&h.l) {
 		return false // still held: the store refused (logged, counted)
 	}
-	// The holder's intents to this ISP only: one to another ISP (that
-	// ISP unreachable) holds nothing of this one's back (a review: it
-	// held the owner for as long as the other ISP was down).
-	var ids []uint64
-	for _, pi := range p.intents.ofMAC(h.k.mac) {
-		if pi.in.ISP == isp.Name && !p.intents.onWire(pi.in.ID) {
-			ids = append(ids, pi.in.ID)
-		}
-	}
-	if len(ids) > 0 {
-		p.reclaims.wait(isp.Index, cid, ids, 0)
+	if p.waitForHolder(isp, cid, h.k.mac) {
 		p.count("client_id_reclaim_waits")
 		return false
 	}

@@ -16,6 +16,7 @@ func CounterNames() []string {
 		"ack_after_discover",
 		"ack_to_discover_unasked",
 		"ack_after_end",
+		"ack_client_id_taken",
 		"ack_inform",
 		"ack_other_server",
 		"ack_refused_not_released",

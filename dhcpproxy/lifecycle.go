@@ -122,7 +122,27 @@ func (p *Proxy) endExpiredLocked(h held) bool {
 // installs it, and only then sends the ACK to the subscriber. opts are the
 // ACK's options (Option 82 stripped) and boot its siaddr, sname and file
 // (bootFields), kept with the binding.
+//
+// An ACK with a client identifier is decided with its stripe of cidMu
+// held (clientid_ack.go): the ACK of the identifier's owner that another
+// MAC's binding holds revokes that binding between two passes of
+// bindOnce, with no subscriber's stripe held (the holder's may be the
+// asker's), and the second pass decides the ACK again.
 func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from netip.Addr) {
+	if key := cidKey(t.isp.Index, t.clientID); key != 0 {
+		defer p.cidMu.lock(key).Unlock()
+	}
+	if h, v, reclaim := p.bindOnce(t, m, ack, opts, boot, from, true); reclaim {
+		p.reclaimAtACK(t, h, v)
+		p.bindOnce(t, m, ack, opts, boot, from, false)
+	}
+}
+
+// bindOnce is one pass of bindAndAck, with t's subscriber's stripe of
+// subMu held. It reports whether the ACK's client identifier is to be
+// reclaimed from holder h (the bound's verdict v) before it is decided
+// again (only if reclaim): then nothing was bound, sent or released.
+func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from netip.Addr, reclaim bool) (h held, v reclaimVerdict, again bool) {
 	c := t.circuit
 	mac := t.sub.mac
 	defer p.lockSub(mac).Unlock()
@@ -220,6 +240,20 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, fro
 		p.refuse(subscribers.EventRejected, subj, ip, "the ISP assigned an address in use: "+err.Error()+"; declined to the ISP")
 		p.declineAndNak(t, m, ip, sid)
 		return
+	}
+	// A client identifier another MAC's binding at this ISP took while
+	// this exchange was under way (clientid_ack.go): the relay's rule,
+	// applied again before anything is committed.
+	if len(t.clientID) > 0 {
+		var verdict ackCID
+		switch h, v, verdict = p.ackClientID(t, subj, ip, reclaim); verdict {
+		case ackCIDReclaim:
+			return h, v, true
+		case ackCIDRefused:
+			p.nakAck(t, m, "client identifier in use")
+			p.releaseRefused(t, t.isp, m, ip, from, "ack_refused", "not bound: its client identifier is another subscriber's binding's at this ISP")
+			return
+		}
 	}
 	now := time.Now()
 	// The binding it goes on from, at this ISP (a renewal, or another
@@ -326,6 +360,7 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, fro
 	} else {
 		p.count("renewed")
 	}
+	return
 }
 
 // bindingSince is the start (Binding.Since) of the binding an ACK at now

@@ -42,7 +42,10 @@
 // it; no two of these locks are ever held at once, and none is held across
 // a store call or a send. Above them, a per-subscriber stripe (subMu)
 // serialises a binding's commit and its end, and is held across those (the
-// concern locks are taken under it, never the other way round):
+// concern locks are taken under it, never the other way round); above that
+// one, a stripe by client identifier (cidMu) serialises the ACKs that
+// would bind one identifier, and is held across a commit and across the
+// revocation of the identifier's holder (clientid_ack.go):
 //
 //   - proxy.go: configuration (immutable after New), counters (atomic),
 //     the dispatch of punted frames, Run.
@@ -393,6 +396,10 @@ type Proxy struct {
 	// a lease the ISP freed. Taken before any concern's lock, never
 	// while holding one.
 	subMu [64]sync.Mutex
+	// cidMu serialises, per client identifier (striped by its cidKey),
+	// the ACKs that would bind it (bindAndAck, clientid_ack.go): taken
+	// before subMu, never while holding a stripe of it.
+	cidMu cidLocks
 
 	committing sync.WaitGroup
 	// lapsing runs a start's ends of lapsed bindings (endLapsed); closing
