@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -87,7 +88,7 @@ func fetch(ctx context.Context, path, what string, v any) (http.Header, error) {
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("control socket %s: %w (is ispmux running?)", path, err)
+		return nil, unreachable(path, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -173,7 +174,7 @@ func Backup(ctx context.Context, sock, file string) (*BackupResult, error) {
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("control socket %s: %w (is ispmux running?)", sock, err)
+		return nil, unreachable(sock, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -243,4 +244,18 @@ func same(a, b string) bool {
 	aa, errA := filepath.Abs(a)
 	ab, errB := filepath.Abs(b)
 	return errA == nil && errB == nil && aa == ab
+}
+
+// unreachable is the error of a request to the control socket at path
+// that got no answer. A socket that cannot be dialled (no appliance) is
+// named with the dial's own error, without the request's internal URL
+// ("Get \"http://ispmux/status\": …"), as api/client's socket client
+// does for the tenant commands.
+func unreachable(path string, err error) error {
+	var ue *url.Error
+	var oe *net.OpError
+	if errors.As(err, &ue) && errors.As(ue.Err, &oe) && oe.Op == "dial" {
+		err = oe
+	}
+	return fmt.Errorf("control socket %s: %w (is ispmux running?)", path, err)
 }

@@ -360,13 +360,14 @@ func TestPositionals(t *testing.T) {
 	}
 }
 
-// TestCtlDaemonDown: a tenant command with no appliance behind the socket
-// says so as status does, naming the socket, not the client's internal
+// TestCtlDaemonDown: a tenant command, status or backup with no appliance
+// behind the socket says so, naming the socket, not the client's internal
 // URL ("Get \"http://ispmux/v1/isps\": dial unix …"); an import of a
 // directory is refused before anything is sent.
 func TestCtlDaemonDown(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "ispmux.sock")
-	for _, args := range [][]string{{"isps"}, {"customers", "alpha"}, {"events", "0"}} {
+	backup := filepath.Join(t.TempDir(), "x.db")
+	for _, args := range [][]string{{"isps"}, {"customers", "alpha"}, {"events", "0"}, {"status"}, {"backup", backup}} {
 		_, _, err := runCmd(t, "", append([]string{"ctl", "--socket", sock}, args...)...)
 		if err == nil || !strings.Contains(err.Error(), "control socket "+sock) || !strings.Contains(err.Error(), "is ispmux running?") ||
 			strings.Contains(err.Error(), "http://ispmux") {
