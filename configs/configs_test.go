@@ -252,6 +252,11 @@ func TestParseErrors(t *testing.T) {
 				"F subscriber[1].mac: the all-zero MAC address is not a subscriber",
 				`G subscriber[2].mac: not an Ethernet MAC address: "zz"`,
 			}},
+		// An access given a vlan and no name is named interface.vlan: a
+		// subscriber still naming the interface is told so.
+		{"subscriber access named after a tagged interface", head + "[[access]]\ninterface = \"acc0\"\nvlan = 5\naddress = \"100.64.0.1\"\n" + isp0 +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\naccess = \"acc0\" #!A\n",
+			[]string{`A subscriber[0].access: no [[access]] is named "acc0" (access[0] on interface "acc0" vlan 5 is named "acc0.5": an entry with a vlan and no name is named interface.vlan)`}},
 		{"dhcp values", base + "[dhcp]\ntimeout = \"90s\" #!A\nmax_pending = 0 #!B\nmac_rate = \"x\" #!C\n",
 			[]string{
 				"A dhcp.timeout: must be 1s..60s, got 1m30s",

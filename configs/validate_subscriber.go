@@ -72,7 +72,7 @@ func (v *validator) subscribers() {
 			if j, ok := accessByName[s.Access]; ok {
 				s.AccessIndex = j
 			} else {
-				v.errorf(key+".access", "no [[access]] is named %q", s.Access)
+				v.errorf(key+".access", "no [[access]] is named %q%s", s.Access, v.accessNameHint(s.Access))
 			}
 		}
 
@@ -153,4 +153,17 @@ func (v *validator) subscribers() {
 			}
 		}
 	}
+}
+
+// accessNameHint explains a subscriber's access that names the interface
+// of an [[access]] entry given a vlan and no name, which is named
+// interface.vlan (a vlan added to an access its subscribers name by its
+// interface): the entry and its name. "" otherwise.
+func (v *validator) accessNameHint(name string) string {
+	for i, a := range v.cfg.Access {
+		if a.Interface == name && a.VLAN != 0 && !v.defined[indexKey("access", i)+".name"] {
+			return fmt.Sprintf(" (access[%d] on interface %q vlan %d is named %q: an entry with a vlan and no name is named interface.vlan)", i, a.Interface, a.VLAN, a.Name)
+		}
+	}
+	return ""
 }
