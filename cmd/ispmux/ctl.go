@@ -348,7 +348,7 @@ func cmdCtl(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err := e.checkConnectionFlags(); err != nil {
 		return err
 	}
-	return e.authHint(cmd.run(e, pos), pos)
+	return e.connHint(e.authHint(cmd.run(e, pos), pos))
 }
 
 // positionals is a synopsis without its flags: "ISP [--after C] ID" →

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"crypto/x509"
 	"errors"
 	"net/http"
+	"syscall"
 
 	"github.com/ispmux/ispmux/api/client"
 )
@@ -125,4 +127,31 @@ func accessArg(e *ctlEnv) []string {
 		return nil
 	}
 	return []string{"--access", e.o.access}
+}
+
+// connHint is err with a hint when ctl, over --api, could not talk to the
+// API at all: its certificate signed by a CA this host does not trust, or
+// naming another host, or nothing listening at the address. A trial's
+// `ctl --api https://127.0.0.1:8443 isps` against an API whose
+// certificate its own CA signed printed "x509: certificate signed by
+// unknown authority" and no word of --ca.
+func (e *ctlEnv) connHint(err error) error {
+	var h hinted
+	if err == nil || !e.set["api"] || errors.As(err, &h) {
+		return err
+	}
+	var ua x509.UnknownAuthorityError
+	var hn x509.HostnameError
+	switch {
+	case errors.As(err, &ua):
+		return hinted{err, "the API's certificate is not signed by a CA this host trusts: give the CA that signed [api] tls_cert with --ca FILE " +
+			"(or, on a loopback address only, --insecure: no certificate checks)"}
+	case errors.As(err, &hn):
+		return hinted{err, "the API's certificate does not name the host of --api " + e.g.apiURL +
+			": give an address or name it carries (a subject alternative name; the common name is not used)"}
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return hinted{err, "nothing answers at --api " + e.g.apiURL + ": is ispmux running, with this address as its [api] listen " +
+			"(a listen changed by SIGHUP takes a restart; in another network namespace, run ctl there)?"}
+	}
+	return err
 }

@@ -1,6 +1,14 @@
 package main
 
 import (
+	"encoding/pem"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -103,5 +111,44 @@ func TestCtlAuthHints(t *testing.T) {
 				t.Errorf("ctl %q as %s: %v\n%s\nwant: %s", c.args, c.who, err, out, w)
 			}
 		}
+	}
+}
+
+// TestCtlConnectionHints: ctl over --api that cannot talk to the API at
+// all says what to do after the transport's words. A trial's `ctl --api
+// https://127.0.0.1:8443 isps` against an API with a certificate of its
+// own CA printed "x509: certificate signed by unknown authority" and no
+// word of --ca; a stopped appliance printed "connection refused" alone.
+func TestCtlConnectionHints(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes
+	srv.StartTLS()
+	defer srv.Close()
+	tok := "a-token-long-enough-for-the-client-0123"
+	out, err := reportOf(t, "", "ctl", "--api", srv.URL, "--token", tok, "isps")
+	if err == nil || !strings.Contains(out, "certificate signed by unknown authority") ||
+		!strings.Contains(out, "\n  the API's certificate is not signed by a CA this host trusts: give the CA that signed [api] tls_cert with --ca FILE") {
+		t.Errorf("unknown authority: %v\n%s", err, out)
+	}
+	// The test server's certificate names 127.0.0.1 and example.com,
+	// not localhost.
+	u := strings.Replace(srv.URL, "127.0.0.1", "localhost", 1)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = reportOf(t, "", "ctl", "--api", u, "--ca", ca, "--token", tok, "isps")
+	if err == nil || !strings.Contains(out, "\n  the API's certificate does not name the host of --api "+u) {
+		t.Errorf("wrong host name: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + ln.Addr().String()
+	ln.Close()
+	out, err = reportOf(t, "", "ctl", "--api", closed, "--token", tok, "isps")
+	if err == nil || !strings.Contains(out, "connection refused") || !strings.Contains(out, "\n  nothing answers at --api "+closed+": is ispmux running") {
+		t.Errorf("nothing listening: %v\n%s", err, out)
 	}
 }
