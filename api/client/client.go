@@ -56,7 +56,7 @@ type Client struct {
 func New(baseURL, token string, o Options) (*Client, error) {
 	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, fmt.Errorf("api client: base URL must be https://host:port, got %q", baseURL)
+		return nil, fmt.Errorf("api client: base URL must be https://host:port (or http://host:port on a loopback address), got %q", baseURL)
 	}
 	if token == "" {
 		return nil, errors.New("api client: no token")
