@@ -241,7 +241,10 @@ func finishDir(w io.Writer, dir string, keep, failed bool) {
 	case failed:
 		fmt.Fprintf(w, "demo: kept %s (ispmux.toml, ispmux.log, state/) to see what went wrong; remove it when done\n", dir)
 	case keep:
-		fmt.Fprintf(w, "demo: kept %s (ispmux.toml, ispmux.log, state/)\n", dir)
+		// The configuration names the lab's token files and the portal's
+		// certificate, which lab down removed: `check` and `run` of it
+		// fail for them (a trial's `ispmux check` of the kept file).
+		fmt.Fprintf(w, "demo: kept %s (ispmux.toml, ispmux.log, state/); the token files and portal certificate its ispmux.toml names were the lab's and went with it\n", dir)
 	default:
 		if err := os.RemoveAll(dir); err != nil {
 			fmt.Fprintf(w, "demo: removing %s: %v\n", dir, err)

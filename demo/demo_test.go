@@ -28,7 +28,7 @@ func TestFinishDir(t *testing.T) {
 		want         string
 	}{
 		{"normal end", false, false, true, "demo: removed DIR (ispmux's config, log and state; --keep keeps them)"},
-		{"--keep", true, false, false, "demo: kept DIR (ispmux.toml, ispmux.log, state/)"},
+		{"--keep", true, false, false, "demo: kept DIR (ispmux.toml, ispmux.log, state/); the token files and portal certificate its ispmux.toml names were the lab's and went with it"},
 		{"failure", false, true, false, "demo: kept DIR (ispmux.toml, ispmux.log, state/) to see what went wrong"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
