@@ -317,8 +317,9 @@ func TestDeviceUnavailableReportedOnce(t *testing.T) {
 // ISP's path, or claiming it) is told whose it is and to move it with POST
 // /v1/devices/MAC/move: ctl named only the API route. It names the ctl
 // command too, with the device, ISP and customer the operator asked for,
-// and that command moves it. An ISP is told nothing of the kind; for a
-// device of the configuration (which a move refuses) no move is named.
+// and that command moves it, and what its --immediate costs. An ISP is
+// told nothing of the kind; for a device of the configuration (which a
+// move refuses) no move is named.
 func TestOperatorRefusalNamesCtlMove(t *testing.T) {
 	const mac = "02:00:00:00:00:07"
 	r := refusalRig(t, mac, "correct horse")
@@ -339,6 +340,11 @@ func TestOperatorRefusalNamesCtlMove(t *testing.T) {
 		want := "ispmux ctl --socket " + r.sock + " move " + mac + " beta c-77"
 		if !strings.Contains(msg, want) {
 			t.Errorf("%q refused:\n%s\nwant the ctl command that moves it: %s", c.args[3:], msg, want)
+		}
+		// What --immediate costs, as `ctl move -h` and OPERATIONS.md
+		// say: the hint said only that it "ends that at once".
+		if warn := "--immediate ends that at once, and the device is without service until its next DHCP message, within half client_lease_max"; !strings.Contains(msg, warn) {
+			t.Errorf("%q refused:\n%s\nwant what --immediate costs: %s", c.args[3:], msg, warn)
 		}
 	}
 	r.ok("", append(sock, "move", mac, "beta", "c-77")...)

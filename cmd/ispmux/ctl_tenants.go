@@ -413,7 +413,7 @@ func (e *ctlEnv) moveHint(err error, mac, isp, customer string) error {
 	}
 	switch p.Slug() {
 	case "device-unavailable":
-		return hinted{err, fmt.Sprintf("`%s` moves it (the old ISP serves it until its next renewal; --immediate ends that at once)",
+		return hinted{err, fmt.Sprintf("`%s` moves it (the old ISP serves it until its next renewal; --immediate ends that at once, and the device is without service until its next DHCP message, within half client_lease_max)",
 			e.again("move", mac, isp, customer))}
 	case "device-blocked":
 		return hinted{err, fmt.Sprintf("`%s` lifts the block (then attach it again), or `%s` attaches it, still blocked",
