@@ -355,6 +355,24 @@ func TestParseErrors(t *testing.T) {
 			"[[subscriber]]\nmac = \"02:00:00:00:00:02\"\nisp = \"alpha\"\nblocked = true\n" +
 			"[[subscriber]]\nmac = \"02:00:00:00:00:03\"\nisp = \"alpha\"\nip = \"100.64.0.9\"\n",
 			[]string{`A subscriber[0].ip: missing, and isp "alpha" has no dhcp_servers`}},
+		// One fault of an [[isp]] or [[access]] (a dhcp_servers misspelt,
+		// an address left out) is one error, not one per subscriber of
+		// it: a trial's misspelt dhcp_servers gave 2003 lines (2000
+		// subscribers), the one line to fix first among them.
+		{"dhcp_servers misspelt, many DHCP subscribers", head + acc0 + isp0Bare + "dhcp_server = \"192.0.2.1\" #!A\n" +
+			"[[subscriber]] #!B\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\n" +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:02\"\nisp = \"alpha\"\n" +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:03\"\nisp = \"alpha\"\n",
+			[]string{
+				`A isp[0].dhcp_server: unknown key (did you mean "dhcp_servers"?)`,
+				`B subscriber[0].ip: missing, and isp "alpha" has no dhcp_servers: a DHCP subscriber's requests are relayed to them (give the subscriber an ip, or the isp dhcp_servers; so do 2 more [[subscriber]] entries of isp "alpha", up to subscriber[2])`,
+			}},
+		{"access without address, many DHCP subscribers", head + "[[access]]\ninterface = \"acc0\"\n" + isp0 +
+			"[[subscriber]] #!A\nmac = \"02:00:00:00:00:01\"\nisp = \"alpha\"\n" +
+			"[[subscriber]]\nmac = \"02:00:00:00:00:02\"\nisp = \"alpha\"\n",
+			[]string{
+				`A subscriber[0].ip: missing, and access "acc0" has no address: a DHCP subscriber needs the access port's address (ispmux's server identifier; so does 1 more [[subscriber]] entry on access "acc0", subscriber[1])`,
+			}},
 		{"circuit-id expands beyond a sub-option", head + "[[access]]\ninterface = \"abcdefghijklmno\"\naddress = \"100.64.0.1\"\n" +
 			"[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\ncircuit_id = \"" + strings.Repeat("{interface}", 18) + "\" #!A\n",
 			[]string{`A isp[0].circuit_id: expands to 270 bytes on access "abcdefghijklmno", more than the 255 a sub-option holds`}},

@@ -7,16 +7,19 @@ import (
 )
 
 // manySubscribers is a configuration with n [[subscriber]] entries; with
-// broken set, every entry has an error (the access port has no address).
+// broken set, every entry has an error of its own (a customer_id with a
+// space; an access without an address is one error for all its
+// subscribers).
 func manySubscribers(n int, broken bool) []byte {
 	var b strings.Builder
-	b.WriteString("version = 1\n\n[[access]]\ninterface = \"acc0\"\n")
-	if !broken {
-		b.WriteString("address = \"100.64.0.1\"\n")
+	b.WriteString("version = 1\n\n[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n")
+	b.WriteString("\n[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\ndhcp_servers = [\"192.0.2.1\"]\n")
+	sep := "-"
+	if broken {
+		sep = " "
 	}
-	b.WriteString("\n[[isp]]\nname = \"alpha\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n")
 	for i := range n {
-		fmt.Fprintf(&b, "\n[[subscriber]]\nmac = \"02:%02x:%02x:%02x:00:01\"\nisp = \"alpha\"\ncustomer_id = \"c-%d\"\n", i>>16&0xff, i>>8&0xff, i&0xff, i)
+		fmt.Fprintf(&b, "\n[[subscriber]]\nmac = \"02:%02x:%02x:%02x:00:01\"\nisp = \"alpha\"\ncustomer_id = \"c%s%d\"\n", i>>16&0xff, i>>8&0xff, i&0xff, sep, i)
 	}
 	return []byte(b.String())
 }
@@ -46,5 +49,14 @@ func BenchmarkParseSubscribers(b *testing.B) {
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/subscriber")
 			})
 		}
+	}
+}
+
+// TestManySubscribersValid: the file of BenchmarkParseSubscribers'
+// valid runs parses (its ISP had no dhcp_servers, so each of its DHCP
+// subscribers was an error: the "valid" runs timed the error path).
+func TestManySubscribersValid(t *testing.T) {
+	if _, err := Parse("big.toml", manySubscribers(100, false)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 
 	"github.com/ispmux/ispmux/internal/circuitid"
 )
@@ -35,6 +36,25 @@ func (v *validator) subscribers() {
 	}
 	macs := map[accMAC]int{}
 	ips := map[ispIP]int{}
+	// The DHCP subscribers of an access without an address, of an ISP
+	// without dhcp_servers: one error each, at the first of them (a
+	// dhcp_servers misspelt is one fault, not one per subscriber).
+	noAddr := make([]subscriberFold, len(cfg.Access))
+	noServers := make([]subscriberFold, len(cfg.ISPs))
+	defer func() {
+		for j, f := range noAddr {
+			if f.n > 0 {
+				v.errorf(indexKey("subscriber", f.first)+".ip", "missing, and access %q has no address: a DHCP subscriber needs the access port's address (ispmux's server identifier%s)",
+					cfg.Access[j].Name, f.more("on access "+strconv.Quote(cfg.Access[j].Name)))
+			}
+		}
+		for j, f := range noServers {
+			if f.n > 0 {
+				v.errorf(indexKey("subscriber", f.first)+".ip", "missing, and isp %q has no dhcp_servers: a DHCP subscriber's requests are relayed to them (give the subscriber an ip, or the isp dhcp_servers%s)",
+					cfg.ISPs[j].Name, f.more("of isp "+strconv.Quote(cfg.ISPs[j].Name)))
+			}
+		}
+	}()
 	for i := range cfg.Subscribers {
 		s := &cfg.Subscribers[i]
 		key := indexKey("subscriber", i)
@@ -112,12 +132,15 @@ func (v *validator) subscribers() {
 		s.Addr = netip.Addr{}
 		if !v.defined[key+".ip"] {
 			// Leased by DHCP: ispmux answers as the server, with the
-			// access port's address as its server identifier.
-			if s.AccessIndex >= 0 && !cfg.Access[s.AccessIndex].Addr.IsValid() && !s.Blocked {
-				v.errorf(key+".ip", "missing, and access %q has no address: a DHCP subscriber needs the access port's address (ispmux's server identifier)", cfg.Access[s.AccessIndex].Name)
-			}
-			if s.ISPIndex >= 0 && len(cfg.ISPs[s.ISPIndex].DHCPServers) == 0 && !s.Blocked {
-				v.errorf(key+".ip", "missing, and isp %q has no dhcp_servers: a DHCP subscriber's requests are relayed to them (give the subscriber an ip, or the isp dhcp_servers)", s.ISP)
+			// access port's address as its server identifier. Either
+			// want is the access's or the ISP's: counted, and told
+			// once per access or ISP (below).
+			switch {
+			case s.Blocked:
+			case s.AccessIndex >= 0 && !cfg.Access[s.AccessIndex].Addr.IsValid():
+				noAddr[s.AccessIndex].add(i)
+			case s.ISPIndex >= 0 && len(cfg.ISPs[s.ISPIndex].DHCPServers) == 0:
+				noServers[s.ISPIndex].add(i)
 			}
 			continue
 		}
@@ -166,4 +189,28 @@ func (v *validator) accessNameHint(name string) string {
 		}
 	}
 	return ""
+}
+
+// subscriberFold counts the [[subscriber]] entries that one fault of an
+// access or ISP fails: the first, the last, how many.
+type subscriberFold struct{ first, last, n int }
+
+func (f *subscriberFold) add(i int) {
+	if f.n == 0 {
+		f.first = i
+	}
+	f.last = i
+	f.n++
+}
+
+// more is what the error at the first entry adds of the others ("" for
+// none): how many, and up to which.
+func (f subscriberFold) more(where string) string {
+	switch f.n {
+	case 0, 1:
+		return ""
+	case 2:
+		return fmt.Sprintf("; so does 1 more [[subscriber]] entry %s, subscriber[%d]", where, f.last)
+	}
+	return fmt.Sprintf("; so do %d more [[subscriber]] entries %s, up to subscriber[%d]", f.n-1, where, f.last)
 }
