@@ -17,11 +17,11 @@ import (
 // operator's" from `ctl stats`, and nothing said which token it wanted or
 // how to give it. An error already hinted (ispHint: an ISP's token
 // without --isp) is left as it is; over the control socket, which acts as
-// the operator, there is nothing to hint.
+// the operator, only a claim's wrong password is hinted.
 func (e *ctlEnv) authHint(err error, args []string) error {
 	var p *client.Error
 	var h hinted
-	if !errors.As(err, &p) || errors.As(err, &h) || !e.set["api"] {
+	if !errors.As(err, &p) || errors.As(err, &h) {
 		return err
 	}
 	if p.Status == http.StatusBadRequest && p.Slug() == "malformed-authorization" {
@@ -30,6 +30,11 @@ func (e *ctlEnv) authHint(err error, args []string) error {
 			"Give the token as `ispmux ctl token` printed it (line 1), nothing around it"}
 	}
 	if p.Status != http.StatusUnauthorized && p.Status != http.StatusForbidden {
+		return err
+	}
+	// Over the socket only a claim's credentials can be refused: the
+	// socket needs no token, the claim still the customer's password.
+	if !e.set["api"] && p.Slug() != "bad-credentials" {
 		return err
 	}
 	cmd := "`ctl " + e.cmd.name + "`"

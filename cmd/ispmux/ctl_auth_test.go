@@ -112,6 +112,14 @@ func TestCtlAuthHints(t *testing.T) {
 			}
 		}
 	}
+	// The operator's claim over the control socket with a wrong password
+	// is told the same (a trial's `ctl -c … claim` printed "Invalid
+	// credentials" alone): the socket needs no token, but the claim still
+	// needs the customer's password.
+	out, err := reportOf(t, "wrong\n", "ctl", "--socket", r.sock, "claim", "alpha", "c-1", "02:00:00:00:00:01", "--password-stdin")
+	if want := "\n  the ISP, customer ID or password is wrong (the API does not say which, on purpose): check them; the customer's ISP or the operator sets a new password with `ispmux ctl --socket " + r.sock + " customer-set alpha c-1 --password-stdin`"; err == nil || !strings.Contains(out, want) {
+		t.Errorf("the operator's claim over the socket with a wrong password: %v\n%s\nwant: %s", err, out, want)
+	}
 }
 
 // TestCtlConnectionHints: ctl over --api that cannot talk to the API at
