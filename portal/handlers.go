@@ -270,7 +270,14 @@ func (s *Server) serveClaim(w http.ResponseWriter, r *http.Request) {
 	if confirming {
 		want = s.token(purposeConfirm, sub.MAC, nonce, in.ISP, in.CustomerID)
 	}
-	if !hasNonce || !tokenOK(r.PostForm.Get("token"), want) {
+	if !hasNonce {
+		// Not a stale form: the browser keeps no cookie of the portal's
+		// (cookies refused), and opening the page again cannot help.
+		s.st.badToken.Add(1)
+		s.message(w, http.StatusForbidden, "Cookies needed", "Your browser sent this form without the cookie this page set, which shows the form is yours. Allow cookies for this page, then open it again and retry.")
+		return
+	}
+	if !tokenOK(r.PostForm.Get("token"), want) {
 		s.st.badToken.Add(1)
 		s.message(w, http.StatusForbidden, "This form has expired", "This form has expired. Open the page again and retry.")
 		return

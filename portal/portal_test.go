@@ -522,10 +522,17 @@ func TestToken(t *testing.T) {
 	if !strings.Contains(w.Body.String(), "This form has expired. Open the page again and retry.") {
 		t.Errorf("expired page: %s", w.Body)
 	}
+	// Without the cookie the form did not expire: the browser sent none
+	// (a trial's curl without a cookie jar was told it had expired, and
+	// opening the page again, as told, could never help).
+	w = r.do(req{method: http.MethodPost, target: "/claim", from: addrA, form: claimForm(tokA, "beta", "c-1", "pw"), hdr: sameOrigin})
+	if b := w.Body.String(); w.Code != http.StatusForbidden || !strings.Contains(b, "Your browser sent this form without the cookie") || strings.Contains(b, "expired") {
+		t.Errorf("no cookie page: %d %s", w.Code, b)
+	}
 	if n := len(r.cl.calls()); n != 0 {
 		t.Errorf("%d claims", n)
 	}
-	if st := r.srv.Stats(); st.BadToken != uint64(len(cases))+1 {
+	if st := r.srv.Stats(); st.BadToken != uint64(len(cases))+2 {
 		t.Errorf("stats %+v", st)
 	}
 	if post(addrA, cA, tokA) != http.StatusSeeOther || post(addrB, cB, tokB) != http.StatusSeeOther {
