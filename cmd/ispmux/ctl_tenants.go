@@ -255,17 +255,17 @@ func runImport[Res any](e *ctlEnv, args []string, send func(*client.Client, io.R
 	if err != nil {
 		return err
 	}
-	summary := fmt.Sprintf("import: %d lines:", n)
+	summary := fmt.Sprintf("import: %d %s:", n, plural(n, "line", "lines"))
 	for _, k := range kinds {
 		summary += fmt.Sprintf(" %d %s,", counts[k], k)
 	}
 	e.notice("%s %d failed", summary, failed)
 	if failed > 0 && requestID != "" {
 		// An error may ask to quote it (another ISP's device).
-		return fmt.Errorf("import: %d of %d lines failed (request id %s)", failed, n, requestID)
+		return fmt.Errorf("import: %d of %d %s failed (request id %s)", failed, n, plural(n, "line", "lines"), requestID)
 	}
 	if failed > 0 {
-		return fmt.Errorf("import: %d of %d lines failed", failed, n)
+		return fmt.Errorf("import: %d of %d %s failed", failed, n, plural(n, "line", "lines"))
 	}
 	return nil
 }
@@ -511,4 +511,12 @@ func (e *ctlEnv) warnUnreachable(isp string) {
 			e.notice("warning: %s's router %s is not resolved (ctl status, next hops): the device is without service %s until it answers", isp, i.NextHop, when)
 		}
 	}
+}
+
+// plural is one when n is 1, else many.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

@@ -145,10 +145,13 @@ func TestCtlOverAPI(t *testing.T) {
 		t.Errorf("import:\n%s%s", out, errOut)
 	}
 	// A rerun from stdin, as JSON: unchanged.
-	out, _ = r.ok(`{"customer_id":"i-1"}`+"\n", op("import", "alpha", "-", "--json")...)
+	out, errOut = r.ok(`{"customer_id":"i-1"}`+"\n", op("import", "alpha", "-", "--json")...)
 	var ir tenants.ImportResult
 	if err := json.Unmarshal([]byte(out), &ir); err != nil || ir.Result != "unchanged" || ir.Line != 1 {
 		t.Errorf("import rerun: %v %q", err, out)
+	}
+	if !strings.Contains(errOut, "import: 1 line: 0 created") {
+		t.Errorf("import rerun's summary (one line):\n%s", errOut)
 	}
 
 	// Devices.
