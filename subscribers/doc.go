@@ -12,7 +12,7 @@
 // Every write method (PutRegistration, DeleteRegistration,
 // SyncRegistrations, ApplyTenant, CommitBinding, CommitBindingEvent,
 // DeleteBinding, EndBinding, CommitOnboarding, EndOnboarding,
-// CompleteIntent, AddEvent, SetWebhookCursor)
+// CompleteIntent, CompleteIntents, AddEvent, SetWebhookCursor)
 // returns only after its bbolt transaction has committed and the file has
 // been fsynced (fdatasync on Linux), or, for CommitBinding and
 // CommitBindingEvent, after its record is in the binding journal and that
@@ -79,7 +79,8 @@
 // the ISP that nobody uses. So it is three steps: EndBinding removes the
 // binding and stores an Intent holding the DHCP message to send, in one
 // transaction; the caller sends the message; CompleteIntent deletes the
-// intent. At start the caller replays Intents: each pending one is sent
+// intent (CompleteIntents many at once, in one transaction: a backlog
+// settled after an ISP's outage). At start the caller replays Intents: each pending one is sent
 // again and completed. A crash before EndBinding leaves the binding and the
 // ISP's lease as they were (they agree, and run out together); a crash
 // after it leaves the intent, so the message is sent at least once (a

@@ -276,6 +276,37 @@ func (s *Store) CompleteIntent(id uint64) error {
 	return nil
 }
 
+// CompleteIntents deletes the intents ids, whose messages were sent, in
+// one durable transaction (in key order): after a crash either all of
+// them are deleted or none. Durable on return; an ID that is not there is
+// not an error, as for CompleteIntent. It is for a timer round's backlog
+// (thousands of intents settled at once after an ISP's outage), where one
+// commit each costs an fdatasync each; the caller bounds len(ids) so that
+// one commit stays short (a few thousand: dhcpproxy's completeBatch).
+func (s *Store) CompleteIntents(ids []uint64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	keys := make([][]byte, len(ids))
+	for i, id := range ids {
+		keys[i] = seqKey(id)
+	}
+	slices.SortFunc(keys, bytes.Compare)
+	err := s.update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketIntents)
+		for _, k := range keys {
+			if err := bk.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("complete %d intents (IDs %d..%d): %w", len(ids), slices.Min(ids), slices.Max(ids), err)
+	}
+	return nil
+}
+
 // Intents returns the pending intents, oldest (lowest ID) first, for the
 // replay at start. If some values are corrupt it returns the others
 // together with an error wrapping ErrCorrupt for each bad one.

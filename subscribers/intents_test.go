@@ -197,6 +197,53 @@ func intentEqual(a, b Intent) bool {
 		a.VLAN == b.VLAN && a.IP == b.IP && bytes.Equal(a.Message, b.Message) && a.Created.Equal(b.Created)
 }
 
+// CompleteIntents deletes a batch of intents in one transaction, in any
+// order given, IDs repeated or never stored not being errors; the others
+// stay, across a reopen.
+func TestCompleteIntents(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if _, err := s.AddIntent(*testIntent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CompleteIntents(nil); err != nil {
+		t.Errorf("CompleteIntents(nil): %v", err)
+	}
+	before := s.CommitStats().Transactions
+	if err := s.CompleteIntents([]uint64{17, 3, 12, 3, 999, 1, 20}); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.CommitStats().Transactions - before; n != 1 {
+		t.Errorf("CompleteIntents of 7 IDs ran %d transactions, want 1", n)
+	}
+	s.Close()
+	s, err = Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ins, err := s.Intents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []uint64
+	for _, in := range ins {
+		ids = append(ids, in.ID)
+	}
+	if got := fmt.Sprint(ids); got != "[2 4 5 6 7 8 9 10 11 13 14 15 16 18 19]" {
+		t.Errorf("intents after completing 1, 3, 12, 17, 20 and a reopen: %s", got)
+	}
+	s.Close()
+	if err := s.CompleteIntents([]uint64{2}); !errors.Is(err, ErrClosed) {
+		t.Errorf("CompleteIntents on a closed store: %v, want ErrClosed", err)
+	}
+}
+
 func TestCompleteIntentAndOrder(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.db")
 	s, err := Open(path, Options{NoSync: true})
