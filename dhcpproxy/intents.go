@@ -25,8 +25,9 @@ import (
 //  2. the binding leaves the tables, and the message is queued to every
 //     server of the ISP;
 //  3. the intent is completed (deleted) by the next tick at least
-//     intentSettle later, once the queued frames are surely on the wire;
-//     or before that by the subscriber's next binding at the same ISP,
+//     intentSettle later, once the queued frames are surely on the wire
+//     (with the other due intents, completeBatch to a store commit:
+//     flushIntents); or before that by the subscriber's next binding at the same ISP,
 //     before it is committed (completeAnswered).
 //
 // A subscriber's pending intents are sent before any new message of it is
@@ -258,6 +259,7 @@ func (p *Proxy) supersedeLegacy() {
 		return
 	}
 	from := os.IntentsOrderedFrom()
+	var done []uint64
 	for _, pi := range p.intents.unsent() {
 		isp := p.isps[pi.in.ISP]
 		if !pi.replay || pi.in.ID >= from || isp == nil {
@@ -268,11 +270,14 @@ func (p *Proxy) supersedeLegacy() {
 			// exchange was never held back by it (flushIntentsOf).
 			if h.l.isp == isp.Index && h.l.updated > pi.in.Created.UnixNano() {
 				p.count("intent_superseded")
-				p.completeIntent(pi.in.ID)
+				done = append(done, pi.in.ID)
 				break
 			}
 		}
 	}
+	// completeBatch to a commit: a crash between two leaves the rest
+	// pending, and the next start judges them again the same way.
+	p.completeIntents(done, func() {})
 }
 
 // completeAnswered completes, durably, the intents of t's subscriber to
@@ -292,14 +297,19 @@ func (p *Proxy) completeAnswered(t *txn) error {
 	if upTo == 0 {
 		return nil
 	}
+	var ids []uint64
 	for _, pi := range p.intents.ofMAC(t.sub.mac) {
 		if pi.in.ISP != t.isp.Name || pi.in.ID > upTo || !p.intents.queued(pi.in.ID) {
 			continue
 		}
-		if err := p.store.CompleteIntent(pi.in.ID); err != nil {
-			return err
-		}
-		p.intents.done(pi.in.ID)
+		ids = append(ids, pi.in.ID)
+	}
+	// One subscriber's (a few): one commit, before the binding's.
+	if err := p.store.CompleteIntents(ids); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		p.intents.done(id)
 		p.count("intent_superseded")
 	}
 	return nil
@@ -372,7 +382,22 @@ func (p *Proxy) endBindingTx(sk subKey, access string, in *subscribers.Intent, e
 // resolved, no frame could be queued, or another goroutine is sending it
 // right now.
 func (p *Proxy) sendIntent(pi pendingIntent) bool {
+	return p.sendIntentOr(pi, nil)
+}
+
+// sendIntentOr is sendIntent, but an intent to complete unsent (its ISP
+// no longer configured, or superseded) is appended to *unsent, its claim
+// kept, when unsent is not nil: the caller completes it in a batch
+// (completeIntents, which ends the claim), with the others of its round.
+func (p *Proxy) sendIntentOr(pi pendingIntent, unsent *[]uint64) bool {
 	in := pi.in
+	complete := func() {
+		if unsent != nil {
+			*unsent = append(*unsent, in.ID)
+		} else {
+			p.completeIntent(in.ID)
+		}
+	}
 	claimed, done := p.intents.claim(in.ID)
 	if !claimed {
 		// Done, or being sent by another goroutine: not known to be
@@ -391,7 +416,7 @@ func (p *Proxy) sendIntent(pi pendingIntent) bool {
 		p.log.Warn("dhcp: pending message to an ISP no longer configured dropped", "isp", in.ISP, "kind", in.Kind,
 			"mac", binding.MACString(binding.MAC48(in.MAC)), "ip", in.IP)
 		sent = true
-		p.completeIntent(in.ID)
+		complete()
 		return true
 	}
 	if in.Kind == subscribers.IntentReleaseUnbound && p.installedAt(p.intentSub(&in), isp, in.IP) {
@@ -402,7 +427,7 @@ func (p *Proxy) sendIntent(pi pendingIntent) bool {
 			"mac", binding.MACString(binding.MAC48(in.MAC)), "ip", in.IP)
 		p.count("intent_superseded")
 		sent = true
-		p.completeIntent(in.ID)
+		complete()
 		return true
 	}
 	gw, ok := p.nextHop(isp)
@@ -472,18 +497,74 @@ func (p *Proxy) completeIntent(id uint64) {
 	p.intents.done(id)
 }
 
-// flushIntents completes the intents whose message left a while ago and
-// sends those not sent yet (Run calls it on every tick).
+// completeBatch is how many intents one store transaction completes
+// (completeIntents): a round after a long outage of an ISP settles its
+// whole backlog of RELEASEs, and one commit each (an fdatasync each) held
+// the round for minutes at 100k, delaying the transactions' timeouts
+// and the leases' expiry behind it. One transaction of completeBatch
+// deletions is ~20 ms with its fdatasync (BenchmarkRoundCompletingBacklog).
+// A variable for the tests.
+var completeBatch = 1024
+
+// completeRound is how many of those commits one round makes at most: the
+// oldest due intents, the others at the next ticks (a round of a 1M
+// backlog would hold the timers for ~20 s otherwise; an intent completed
+// later is only resent if a crash comes first). A variable for the
+// tests.
+var completeRound = 16
+
+// completeIntents completes ids, ascending, completeBatch to a durable
+// store transaction (Store.CompleteIntents), calling after once each
+// transaction is done. A batch the store refuses is left pending in the
+// store, as completeIntent's one: sent again at the next start, which a
+// server takes as a repeat.
+func (p *Proxy) completeIntents(ids []uint64, after func()) {
+	slices.Sort(ids)
+	for len(ids) > 0 {
+		batch := ids[:min(completeBatch, len(ids))]
+		ids = ids[len(batch):]
+		if err := p.store.CompleteIntents(batch); err != nil {
+			p.log.Warn("dhcp: intents not completed", "intents", len(batch), "err", err)
+		}
+		for _, id := range batch {
+			p.intents.done(id)
+		}
+		after()
+	}
+}
+
+// flushIntents completes the intents whose message left a while ago
+// (due: intentSettle after it was queued), completeBatch to a store
+// commit and completeRound commits at most, and sends those not sent yet
+// (Run calls it on every tick). A crash between two commits leaves the
+// intents of the later ones pending: each was sent, and is sent again
+// after the restart, which a server takes as a repeat; none is deleted
+// before its message was queued, intentSettle earlier.
 func (p *Proxy) flushIntents(now time.Time) {
-	for _, id := range p.intents.due(now) {
-		p.completeIntent(id)
+	due := p.intents.due(now)
+	if n := completeBatch * completeRound; len(due) > n {
+		slices.Sort(due)
+		due = due[:n]
+	}
+	p.completeIntents(due, func() {
 		failpoint.Hit(failpoint.EndAfterComplete)
 		p.progress.Add(1) // a store commit each: a backlog is long (Progress)
+	})
+	var unsent []uint64
+	completeUnsent := func() {
+		// Claimed until done: a sender of the subscriber's next message
+		// waits for them (flushIntentsOf), as for any send under way.
+		p.completeIntents(unsent, func() { p.progress.Add(1) })
+		unsent = unsent[:0]
 	}
 	for _, pi := range p.intents.unsent() {
-		p.sendIntent(pi)
+		p.sendIntentOr(pi, &unsent)
 		p.progress.Add(1)
+		if len(unsent) >= completeBatch {
+			completeUnsent()
+		}
 	}
+	completeUnsent()
 }
 
 // flushIntentsOf sends mac's pending intents now, before a new message of

@@ -139,14 +139,19 @@ func switchRigAt(t *testing.T, path string) *prig {
 	}
 	t.Cleanup(func() { st.Close() })
 	r := &prig{t: t, store: st, tab: &fakeTables{bound: map[uint64]binding.Binding{}, store: st}, snd: &fakeSender{}}
-	cfg := Config{
+	r.p = New(switchRigConfig(), st, storeRegistry{st}, r.tab, r.snd, nil)
+	return r
+}
+
+// switchRigConfig is switchRigAt's configuration: circuit acc0, ISPs
+// alpha and beta.
+func switchRigConfig() Config {
+	return Config{
 		Limits:   Limits{Timeout: 300 * time.Millisecond, MaxPending: 16, MACRate: 100, MACBurst: 100, CircuitRate: 1000, CircuitBurst: 1000, MaxBindingsPerCircuit: 10, ClientLeaseMax: 10 * time.Minute},
 		Circuits: []Circuit{{Name: "acc0", Interface: "acc0", Port: accPort, MAC: accMAC, Addr: ourSID}},
 		ISPs: []ISP{{Index: 0, Name: "alpha", Port: upPort, MAC: upMAC, Addr: giaddr, Servers: []netip.Addr{ispSID}, CircuitID: "{interface}:{vlan}"},
 			{Index: 1, Name: "beta", Port: betaPort, MAC: upMAC + 1, Addr: betaGiaddr, Servers: []netip.Addr{betaSID}, CircuitID: "{interface}:{vlan}"}},
 	}
-	r.p = New(cfg, st, storeRegistry{st}, r.tab, r.snd, nil)
-	return r
 }
 
 const moveCrashEnv = "DHCPPROXY_MOVE_CRASH_CHILD"

@@ -9,10 +9,10 @@ import (
 	"github.com/ispmux/ispmux/subscribers"
 )
 
-// slowCompletes is a store whose CompleteIntent takes a while: a
-// sequential completion is one fsync each (~1.2 ms on this machine's
-// disk), so ten thousand intents settled in one round hold Run's timers
-// for seconds.
+// slowCompletes is a store whose completions take a while: a commit of
+// completeBatch intents given 300 ms (a slow or busy disk), so a round
+// that settles a backlog of several batches holds Run's timers for
+// seconds all the same.
 type slowCompletes struct {
 	*subscribers.Store
 }
@@ -22,9 +22,15 @@ func (s slowCompletes) CompleteIntent(id uint64) error {
 	return s.Store.CompleteIntent(id)
 }
 
-// Progress moves while Run's round settles many intents one by one: the
-// service watchdog (appliance/watchdog.go) reads it, and a round that
-// works through a backlog (a start after an ISP's outage, thousands of
+func (s slowCompletes) CompleteIntents(ids []uint64) error {
+	time.Sleep(300 * time.Millisecond)
+	return s.Store.CompleteIntents(ids)
+}
+
+// Progress moves while Run's round settles many intents, a commit at a
+// time (completeBatch to one): the service watchdog
+// (appliance/watchdog.go) reads it, and a round that works through a
+// backlog (a start after an ISP's outage, thousands of
 // RELEASEs pending) is no stall. It counted rounds only, and a round of
 // 12,000 intents at ~1.2 ms each, longer than half of WatchdogSec=30s,
 // withheld the ping: systemd killed and restarted ispmux, which found
@@ -32,11 +38,11 @@ func (s slowCompletes) CompleteIntent(id uint64) error {
 func TestProgressMovesWithinLongRound(t *testing.T) {
 	r := newPRig(t)
 	r.p = New(r.p.config(), slowCompletes{r.store}, r.p.reg, r.tab, r.snd, nil)
-	const n = 200 // 2 s of completions in one round
+	n := 5 * completeBatch // 1.5 s of completions in one round
 	sent := time.Now().Add(-time.Second)
 	for i := range n {
 		in := subscribers.Intent{ID: uint64(i + 1), Kind: subscribers.IntentRelease, ISP: "alpha", Access: "acc0",
-			MAC: [6]byte{2, 0, 0, 0, 9, byte(i)}, IP: netip.AddrFrom4([4]byte{100, 64, 9, byte(i)}), Message: []byte{1}}
+			MAC: [6]byte{2, 0, 0, byte(i >> 16), byte(i >> 8), byte(i)}, IP: netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)}), Message: []byte{1}}
 		r.p.intents.add(in, false)
 		r.p.intents.markSent(in.ID, sent)
 	}

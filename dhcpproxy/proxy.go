@@ -130,6 +130,9 @@ type Store interface {
 	// address ispmux never bound: no binding ends with it).
 	AddIntent(in subscribers.Intent) (subscribers.Intent, error)
 	CompleteIntent(id uint64) error
+	// CompleteIntents deletes many intents in one durable transaction
+	// (a round's backlog, completeBatch at a time).
+	CompleteIntents(ids []uint64) error
 	Intents() ([]subscribers.Intent, error)
 	// ForEachBindingBorrowed calls fn with every stored binding, one at
 	// a time (Restore: nothing of the whole set is held at once); the

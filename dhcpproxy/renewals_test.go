@@ -49,6 +49,11 @@ func (s *countingStore) CompleteIntent(id uint64) error {
 	return s.Store.CompleteIntent(id)
 }
 
+func (s *countingStore) CompleteIntents(ids []uint64) error {
+	s.writes.Add(1)
+	return s.Store.CompleteIntents(ids)
+}
+
 func (s *countingStore) AddEvent(e subscribers.Event) (subscribers.Event, error) {
 	s.writes.Add(1)
 	return s.Store.AddEvent(e)

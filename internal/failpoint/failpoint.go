@@ -35,7 +35,10 @@ var Points = []string{
 	EndAfterIntent,
 	// The message was sent to the ISP; the intent is not yet completed.
 	EndAfterSend,
-	// The intent was completed (its message left a while ago).
+	// A commit of the tick's completions is durable: up to
+	// dhcpproxy's completeBatch intents whose messages left a while ago
+	// deleted, those of the round's later commits not yet (the N-th hit
+	// is after the round's N-th commit).
 	EndAfterComplete,
 	// A lease expired: nothing stored yet.
 	ExpireBeforeCommit,
