@@ -502,13 +502,13 @@ func (p *Proxy) completeIntent(id uint64) {
 // whole backlog of RELEASEs, and one commit each (an fdatasync each) held
 // the round for minutes at 100k, delaying the transactions' timeouts
 // and the leases' expiry behind it. One transaction of completeBatch
-// deletions is ~20 ms with its fdatasync (BenchmarkRoundCompletingBacklog).
+// deletions is 10–20 ms with its fdatasync (BenchmarkRoundCompletingBacklog).
 // A variable for the tests.
 var completeBatch = 1024
 
 // completeRound is how many of those commits one round makes at most: the
 // oldest due intents, the others at the next ticks (a round of a 1M
-// backlog would hold the timers for ~20 s otherwise; an intent completed
+// backlog would hold the timers for 10–20 s otherwise; an intent completed
 // later is only resent if a crash comes first). A variable for the
 // tests.
 var completeRound = 16
