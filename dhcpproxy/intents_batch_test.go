@@ -125,6 +125,47 @@ func TestRoundCompletesIntentsInBatches(t *testing.T) {
 	}
 }
 
+// The intents a round completes unsent, here of an ISP no longer
+// configured (a backlog of RELEASEs to an ISP the operator removed after
+// its outage), go completeBatch to a commit too: one each before.
+func TestRoundDropsUnconfiguredISPsIntentsInBatches(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	n := 2*completeBatch + 1
+	st, err := subscribers.Open(path, subscribers.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sideBySide(n, func(i int) bool {
+		in := backlogIntent(i)
+		in.ISP = "gamma" // not configured
+		if _, err := st.AddIntent(in); err != nil {
+			t.Error(err)
+			return false
+		}
+		return true
+	})
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := switchRigAt(t, path)
+	cs := &countingStore{Store: r.store}
+	r.p = New(r.p.config(), cs, r.p.reg, r.tab, r.snd, nil)
+	if err := r.p.loadIntents(); err != nil {
+		t.Fatal(err)
+	}
+	r.p.flushIntents(time.Now())
+	want := (n + completeBatch - 1) / completeBatch
+	if w := cs.writes.Load(); w != int64(want) {
+		t.Errorf("a round dropping %d intents of an ISP not configured made %d store commits, want %d", n, w, want)
+	}
+	if left, _ := r.store.Intents(); len(left) != 0 || r.p.PendingIntents() != 0 {
+		t.Errorf("after the round: %d intents stored, %d pending", len(left), r.p.PendingIntents())
+	}
+	if up := r.snd.take(); len(up) != 0 {
+		t.Errorf("%d frames sent for intents of an ISP not configured", len(up))
+	}
+}
+
 // A round completes completeRound commits of due intents at most, the
 // oldest (lowest IDs): a backlog of a million would hold the round's
 // timers for ~20 s otherwise. The rest are completed by the next rounds.
