@@ -2,6 +2,7 @@ package dhcpproxy
 
 import (
 	"crypto/rand"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -218,15 +219,25 @@ func (p *Proxy) sendIntent(pi pendingIntent) bool {
 	return p.sendIntentOr(pi, nil)
 }
 
+// intentRound is what a timer round gathers of the intents it completes
+// unsent (sendIntentOr): their IDs, completed in batches, and the count of
+// those dropped per ISP no longer configured, logged once per ISP at the
+// round's end (a removed ISP's backlog, 100k intents, was 100k lines).
+type intentRound struct {
+	unsent []uint64
+	gone   map[string]int
+}
+
 // sendIntentOr is sendIntent, but an intent to complete unsent (its ISP
-// no longer configured, or superseded) is appended to *unsent, its claim
-// kept, when unsent is not nil: the caller completes it in a batch
-// (completeIntents, which ends the claim), with the others of its round.
-func (p *Proxy) sendIntentOr(pi pendingIntent, unsent *[]uint64) bool {
+// no longer configured, or superseded) is appended to r.unsent, its claim
+// kept, when r is not nil: the caller completes it in a batch
+// (completeIntents, which ends the claim), with the others of its round,
+// and logs r.gone.
+func (p *Proxy) sendIntentOr(pi pendingIntent, r *intentRound) bool {
 	in := pi.in
 	complete := func() {
-		if unsent != nil {
-			*unsent = append(*unsent, in.ID)
+		if r != nil {
+			r.unsent = append(r.unsent, in.ID)
 		} else {
 			p.completeIntent(in.ID)
 		}
@@ -246,8 +257,15 @@ func (p *Proxy) sendIntentOr(pi pendingIntent, unsent *[]uint64) bool {
 	isp := p.isps[in.ISP]
 	if isp == nil {
 		// The ISP is no longer configured: there is nobody to tell.
-		p.log.Warn("dhcp: pending message to an ISP no longer configured dropped", "isp", in.ISP, "kind", in.Kind,
-			"mac", binding.MACString(binding.MAC48(in.MAC)), "ip", in.IP)
+		if r != nil {
+			if r.gone == nil {
+				r.gone = map[string]int{}
+			}
+			r.gone[in.ISP]++
+		} else {
+			p.log.Warn("dhcp: pending message to an ISP no longer configured dropped", "isp", in.ISP, "kind", in.Kind,
+				"mac", binding.MACString(binding.MAC48(in.MAC)), "ip", in.IP)
+		}
 		sent = true
 		complete()
 		return true
@@ -383,21 +401,24 @@ func (p *Proxy) flushIntents(now time.Time) {
 		failpoint.Hit(failpoint.EndAfterComplete)
 		p.progress.Add(1) // a store commit each: a backlog is long (Progress)
 	})
-	var unsent []uint64
+	var r intentRound
 	completeUnsent := func() {
 		// Claimed until done: a sender of the subscriber's next message
 		// waits for them (flushIntentsOf), as for any send under way.
-		p.completeIntents(unsent, func() { p.progress.Add(1) })
-		unsent = unsent[:0]
+		p.completeIntents(r.unsent, func() { p.progress.Add(1) })
+		r.unsent = r.unsent[:0]
 	}
 	for _, pi := range p.intents.unsent() {
-		p.sendIntentOr(pi, &unsent)
+		p.sendIntentOr(pi, &r)
 		p.progress.Add(1)
-		if len(unsent) >= completeBatch {
+		if len(r.unsent) >= completeBatch {
 			completeUnsent()
 		}
 	}
 	completeUnsent()
+	for _, isp := range slices.Sorted(maps.Keys(r.gone)) {
+		p.log.Warn("dhcp: pending messages to an ISP no longer configured dropped", "isp", isp, "messages", r.gone[isp])
+	}
 }
 
 // flushIntentsOf sends mac's pending intents now, before a new message of

@@ -1,12 +1,15 @@
 package dhcpproxy
 
 import (
+	"bytes"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,11 +152,18 @@ func TestRoundDropsUnconfiguredISPsIntentsInBatches(t *testing.T) {
 	}
 	r := switchRigAt(t, path)
 	cs := &countingStore{Store: r.store}
-	r.p = New(r.p.config(), cs, r.p.reg, r.tab, r.snd, nil)
+	var logged bytes.Buffer
+	r.p = New(r.p.config(), cs, r.p.reg, r.tab, r.snd, slog.New(slog.NewTextHandler(&logged, nil)))
 	if err := r.p.loadIntents(); err != nil {
 		t.Fatal(err)
 	}
 	r.p.flushIntents(time.Now())
+	// One log line for the ISP's backlog, with its count, not a line
+	// per intent.
+	if got, want := strings.Count(logged.String(), "no longer configured dropped"), 1; got != want ||
+		!strings.Contains(logged.String(), fmt.Sprintf("isp=gamma messages=%d", n)) {
+		t.Errorf("%d lines for the backlog of an ISP not configured, want %d:\n%.600s", got, want, logged.String())
+	}
 	want := (n + completeBatch - 1) / completeBatch
 	if w := cs.writes.Load(); w != int64(want) {
 		t.Errorf("a round dropping %d intents of an ISP not configured made %d store commits, want %d", n, w, want)
