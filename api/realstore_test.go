@@ -447,13 +447,15 @@ func TestPatchDevicePin(t *testing.T) {
 }
 
 // An ISP's event numbers never count the other ISPs' events: alpha's
-// events, between which beta had many, are numbered 1, 2, 3 in
-// everything alpha reads (seq, next, oldest, newest), and alpha's cursor
-// resumes in that sequence. Before, they carried the box's one sequence,
-// whose gaps told alpha how busy its competitor's customers were. The
-// operator's log keeps the box's sequence.
+// events, between which beta had many, are numbered 1, 2, 3 (after the
+// store's base, b) in everything alpha reads (seq, next, oldest, newest),
+// and alpha's cursor resumes in that sequence. Before, they carried the
+// box's one sequence, whose gaps told alpha how busy its competitor's
+// customers were. The operator's log keeps the box's sequence.
 func TestISPEventNumbersHideOtherISPs(t *testing.T) {
 	f, _, st := newRealFixture(t)
+	b := st.EventBase()
+	n := func(i uint64) string { return fmt.Sprint(b + i) }
 	for i := range 3 {
 		if _, err := st.AddEvent(subscribers.Event{Kind: subscribers.EventBound, ISP: "alpha", MAC: subscribers.MAC{2, 0, 0, 0, 0, byte(i)}}); err != nil {
 			t.Fatal(err)
@@ -478,15 +480,15 @@ func TestISPEventNumbersHideOtherISPs(t *testing.T) {
 	for _, e := range el.Items {
 		seqs = append(seqs, e.Seq)
 	}
-	if fmt.Sprint(seqs) != "[1 2 3]" || el.Next != "3" || el.Oldest != 1 || el.Newest != 3 || el.Missed {
-		t.Errorf("alpha reads seq %v, next %s, oldest %d, newest %d, missed %v; want [1 2 3], 3, 1, 3, false (its own sequence)",
-			seqs, el.Next, el.Oldest, el.Newest, el.Missed)
+	if fmt.Sprint(seqs) != fmt.Sprint([]uint64{b + 1, b + 2, b + 3}) || el.Next != n(3) || el.Oldest != b+1 || el.Newest != b+3 || el.Missed {
+		t.Errorf("alpha reads seq %v, next %s, oldest %d, newest %d, missed %v; want b+[1 2 3], b+3, b+1, b+3, false (its own sequence; b %d)",
+			seqs, el.Next, el.Oldest, el.Newest, el.Missed, b)
 	}
-	if el := page("1"); len(el.Items) != 2 || el.Items[0].Seq != 2 || el.Next != "3" {
+	if el := page(n(1)); len(el.Items) != 2 || el.Items[0].Seq != b+2 || el.Next != n(3) {
 		t.Errorf("alpha after 1: %+v; want its events 2 and 3", el)
 	}
 	all := eventsOf(t, f, "operator", "/v1/events")
-	if len(all) != 33 || all[len(all)-1].Seq != 33 {
+	if len(all) != 33 || all[len(all)-1].Seq != b+33 {
 		t.Errorf("the operator's log: %d events, the last %+v; want 33, the last numbered 33", len(all), all[len(all)-1])
 	}
 	// The operator sees each event's number in its ISP's sequence too
@@ -501,13 +503,13 @@ func TestISPEventNumbersHideOtherISPs(t *testing.T) {
 			betaAt = append(betaAt, e.ISPSeq)
 		}
 	}
-	if fmt.Sprint(alphaAt) != "[1 2 3]" || len(betaAt) != 30 || betaAt[0] != 1 || betaAt[29] != 30 {
+	if fmt.Sprint(alphaAt) != fmt.Sprint([]uint64{b + 1, b + 2, b + 3}) || len(betaAt) != 30 || betaAt[0] != b+1 || betaAt[29] != b+30 {
 		t.Errorf("the operator's log: alpha's isp_seq %v, beta's %v; want [1 2 3] and 1..30", alphaAt, betaAt)
 	}
 	if w := f.do("GET", "/v1/isps/alpha/events?after=0", "alpha", ""); strings.Contains(w.Body.String(), "isp_seq") {
 		t.Errorf("alpha's read shows isp_seq: %s", w.Body)
 	}
-	if w := f.do("GET", "/v1/events?after=0&limit=2", "operator", ""); !strings.Contains(w.Body.String(), `"seq":2,"isp_seq":1,`) {
+	if w := f.do("GET", "/v1/events?after=0&limit=2", "operator", ""); !strings.Contains(w.Body.String(), `"seq":`+n(2)+`,"isp_seq":`+n(1)+`,`) {
 		t.Errorf("the operator's read: %s; want seq 2 (beta's 1) with isp_seq 1", w.Body)
 	}
 }

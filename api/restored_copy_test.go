@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"testing"
 
@@ -69,8 +70,8 @@ func TestOperatorStreamNoSpinAfterRestore(t *testing.T) {
 	}
 	fx.srv = New(fx.cfg.API, svc, toks, nil)
 	fx.h = fx.srv.Handler()
-	w := fx.do("GET", "/v1/events/stream", "operator", "", "Last-Event-ID", "3") // runs 100 ms
-	if w.Code != 200 || last.Seq != 3 {
+	w := fx.do("GET", "/v1/events/stream", "operator", "", "Last-Event-ID", strconv.FormatUint(last.Seq, 10)) // runs 100 ms
+	if w.Code != 200 || last.Seq != orig.EventBase()+3 {
 		t.Fatalf("stream: %d %s (last seq %d)", w.Code, w.Body, last.Seq)
 	}
 	if n := svc.reads.Load(); n > 5 {

@@ -12,8 +12,9 @@ import (
 )
 
 // controlRig serves the control socket of an appliance that has only an
-// event store holding n events (Seq 1..n) with the given retention.
-func controlRig(t *testing.T, n, retention int) string {
+// event store holding n events (Seq base+1..base+n) with the given
+// retention, and returns the store's base (subscribers.Store.EventBase).
+func controlRig(t *testing.T, n, retention int) (string, uint64) {
 	t.Helper()
 	dir := t.TempDir()
 	store, err := subscribers.Open(filepath.Join(dir, StoreName), subscribers.Options{NoSync: true, EventRetention: retention})
@@ -32,7 +33,7 @@ func controlRig(t *testing.T, n, retention int) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	return sock
+	return sock, store.EventBase()
 }
 
 func seqs(evs []EventStatus) (first, last uint64, n int) {
@@ -47,19 +48,20 @@ func TestEventsPaging(t *testing.T) {
 	defer cancel()
 	// 1200 events, a retention of 1100: the log trims back to the newest
 	// 1100 each time it runs 17 past them (retention/64, see
-	// subscribers.Options.EventRetention), last at Seq 1190: Seq 91..1200.
-	sock := controlRig(t, 1200, 1100)
+	// subscribers.Options.EventRetention), last at Seq 1190: Seq 91..1200
+	// (after the store's base, b).
+	sock, b := controlRig(t, 1200, 1100)
 	for _, tt := range []struct {
 		name                 string
 		fetch                func() (*EventPage, error)
 		first, last, n       uint64
 		wantOldest, wantNewe uint64
 	}{
-		{"newest 100", func() (*EventPage, error) { return FetchNewestEvents(ctx, sock, 100) }, 1101, 1200, 100, 91, 1200},
-		{"newest beyond the log", func() (*EventPage, error) { return FetchNewestEvents(ctx, sock, 5000) }, 91, 1200, 1110, 91, 1200},
-		{"after, default limit 1000", func() (*EventPage, error) { return FetchEventPage(ctx, sock, 0, 0) }, 91, 1090, 1000, 91, 1200},
-		{"after 1150", func() (*EventPage, error) { return FetchEventPage(ctx, sock, 1150, 0) }, 1151, 1200, 50, 91, 1200},
-		{"after 500 limit 20", func() (*EventPage, error) { return FetchEventPage(ctx, sock, 500, 20) }, 501, 520, 20, 91, 1200},
+		{"newest 100", func() (*EventPage, error) { return FetchNewestEvents(ctx, sock, 100) }, b + 1101, b + 1200, 100, b + 91, b + 1200},
+		{"newest beyond the log", func() (*EventPage, error) { return FetchNewestEvents(ctx, sock, 5000) }, b + 91, b + 1200, 1110, b + 91, b + 1200},
+		{"after, default limit 1000", func() (*EventPage, error) { return FetchEventPage(ctx, sock, 0, 0) }, b + 91, b + 1090, 1000, b + 91, b + 1200},
+		{"after 1150", func() (*EventPage, error) { return FetchEventPage(ctx, sock, b+1150, 0) }, b + 1151, b + 1200, 50, b + 91, b + 1200},
+		{"after 500 limit 20", func() (*EventPage, error) { return FetchEventPage(ctx, sock, b+500, 20) }, b + 501, b + 520, 20, b + 91, b + 1200},
 	} {
 		p, err := tt.fetch()
 		if err != nil {
@@ -77,8 +79,8 @@ func TestEventsPaging(t *testing.T) {
 		}
 	}
 	// FetchEvents keeps its meaning: the events after a Seq.
-	evs, err := FetchEvents(ctx, sock, 1190)
-	if first, last, n := seqs(evs); err != nil || first != 1191 || last != 1200 || n != 10 {
+	evs, err := FetchEvents(ctx, sock, b+1190)
+	if first, last, n := seqs(evs); err != nil || first != b+1191 || last != b+1200 || n != 10 {
 		t.Errorf("FetchEvents(1190): %d..%d (%d), %v", first, last, n, err)
 	}
 	if _, err := FetchNewestEvents(ctx, sock, 0); err == nil || !strings.Contains(err.Error(), "last must be 1..10000") {
@@ -89,12 +91,13 @@ func TestEventsPaging(t *testing.T) {
 func TestEventsEmpty(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	sock := controlRig(t, 0, 0)
+	sock, b := controlRig(t, 0, 0)
 	p, err := FetchNewestEvents(ctx, sock, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Events == nil || len(p.Events) != 0 || p.Oldest != 0 || p.Newest != 0 {
+	// Newest is the last number given out: a new store's base.
+	if p.Events == nil || len(p.Events) != 0 || p.Oldest != 0 || p.Newest != b {
 		t.Errorf("empty log: %+v", p)
 	}
 }

@@ -206,7 +206,7 @@ func appendGaps(b []byte, gaps []seqGap) []byte {
 func (s *Store) openedCopy(now time.Time) (uint64, error) {
 	var mark []byte
 	err := s.view(func(tx *bolt.Tx) error {
-		s.gaps = readGaps(tx)
+		s.gaps, s.base = logGaps(tx), eventBase(tx)
 		mark = bytes.Clone(tx.Bucket(bucketMeta).Get(keyBackupCopy))
 		return nil
 	})
@@ -255,7 +255,7 @@ func (s *Store) openedCopy(now time.Time) (uint64, error) {
 		if err := jumpISPSeqs(tx, jump); err != nil {
 			return err
 		}
-		s.gaps = gaps
+		s.gaps = logGaps(tx)
 		return meta.Delete(keyBackupCopy)
 	})
 	if err != nil {
@@ -278,9 +278,10 @@ func copyJump(backup, now time.Time) uint64 {
 	return jump
 }
 
-// virtual is seq less the jumps below it: the count of numbers given out
-// up to seq, for the trimming of the log by count (the identity on a
-// store never restored from a copy).
+// virtual is seq less the gaps below it (a new store's base, a restored
+// copy's jumps: s.gaps): the count of numbers given out up to seq, for
+// the trimming of the log by count (the identity on a store created
+// without a base and never restored from a copy).
 func (s *Store) virtual(seq uint64) uint64 { return virtualSeq(s.gaps, seq) }
 
 // virtualSeq is seq less the jumps of gaps below it (Store.virtual).
@@ -316,6 +317,15 @@ func (s *Store) SeqBefore(seq, n uint64) uint64 {
 // oldest event follows a jump (the events before it trimmed) begins, for
 // a reader's n+1 < oldest, right after the jump's Newest, the numbers in
 // the jump never having been events.
+//
+// The base of a new store (eventbase.go), the first of s.gaps, is not
+// folded back: a reader whose number is below it read another store, and
+// is told it missed events (after+1 < oldest); a new reader asks after 0,
+// which misses nothing.
 func (s *Store) gapOldest(oldest uint64) uint64 {
-	return gapOldestOf(s.gaps, oldest)
+	gaps := s.gaps
+	if s.base > 0 && len(gaps) > 0 {
+		gaps = gaps[1:]
+	}
+	return gapOldestOf(gaps, oldest)
 }

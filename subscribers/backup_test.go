@@ -111,6 +111,7 @@ func TestRestoredCopySkipsEventSeqs(t *testing.T) {
 // numbers a restored copy skipped are not events, and must not push the
 // copy's own events out of the log at its first new event.
 func TestRestoredCopyKeepsItsLog(t *testing.T) {
+	numberFromOne(t)
 	s, _ := openTest(t, Options{NoSync: true, EventRetention: 10})
 	addEvents(t, s, 8, "alpha")
 	c, _ := restoreCopy(t, s, Options{NoSync: true, EventRetention: 10})
@@ -169,6 +170,7 @@ func TestBackupMarkLeftOnLiveStore(t *testing.T) {
 // a number the original gave out after the backup, also once the log has
 // trimmed every copied event.
 func TestRestoredCopyJumpsISPSeqs(t *testing.T) {
+	numberFromOne(t)
 	opts := Options{NoSync: true, EventRetention: 10}
 	s, _ := openTest(t, opts)
 	add := func(s *Store, isp string) Event {
@@ -284,6 +286,7 @@ func TestCopyJump(t *testing.T) {
 // The newest n events of a restored copy's log reach back past the
 // numbers it skipped (ctl's `events --last`, over the control socket).
 func TestSeqBeforeAcrossTheJump(t *testing.T) {
+	numberFromOne(t)
 	s, _ := openTest(t, Options{NoSync: true})
 	addEvents(t, s, 6, "")
 	c, _ := restoreCopy(t, s, Options{NoSync: true})

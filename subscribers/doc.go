@@ -254,7 +254,8 @@
 // "binding-expiry" index, which nothing read), "intents" (key: the big-endian intent ID, from the
 // bucket's persistent sequence), "events" (key: the big-endian sequence
 // number, from the bucket's persistent sequence, so it keeps increasing
-// across restarts), "events-by-isp" (an index: ISP, 0x00, the event's number in its
+// across restarts; a new file's starts at the clock's microseconds, the
+// meta bucket's event-seq-base: eventbase.go), "events-by-isp" (an index: ISP, 0x00, the event's number in its
 // ISP's own sequence → the event's sequence number; entries of schema 8
 // and older: ISP, 0x00, sequence number → nil; EventsOf reads one ISP's
 // events without looking at the others'; events without an ISP, such as

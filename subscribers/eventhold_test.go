@@ -23,6 +23,7 @@ func addN(t *testing.T, s *Store, isp string, n int) {
 // up, the log is trimmed back. Without a hold (before), the burst pushed
 // alpha's undelivered events out.
 func TestEventHoldForWebhook(t *testing.T) {
+	numberFromOne(t)
 	const retention = 100
 	for _, hold := range []bool{false, true} {
 		t.Run(fmt.Sprint("hold=", hold), func(t *testing.T) {
@@ -89,6 +90,7 @@ func TestEventHoldForWebhook(t *testing.T) {
 // trims nothing now; the first append after Open, with the hold in force
 // again, trims as the hold allows.
 func TestEventHoldSurvivesReplay(t *testing.T) {
+	numberFromOne(t)
 	const retention = 100
 	s, path := openTest(t, Options{NoSync: true, EventRetention: retention})
 	s.HoldEventsFor([]string{"alpha"})

@@ -33,6 +33,7 @@ func checkBounds(t *testing.T, s *Store, oldest, newest uint64) {
 }
 
 func TestEventAgeTrimming(t *testing.T) {
+	numberFromOne(t)
 	s, _ := openTest(t, Options{NoSync: true, EventMaxAge: time.Hour})
 	t0 := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
 	add := func(at time.Duration) {
@@ -133,6 +134,7 @@ func TestEventTrimCost(t *testing.T) {
 }
 
 func TestEventBounds(t *testing.T) {
+	numberFromOne(t)
 	s, _ := openTest(t, Options{NoSync: true, EventRetention: 3})
 	checkBounds(t, s, 1, 0) // new: nothing missed, nothing there
 	for i := range 2 {
@@ -154,6 +156,7 @@ func TestEventBounds(t *testing.T) {
 // crosses it trims back to the retention, index entries with it; in
 // between, appends rewrite no page at the log's front.
 func TestEventTrimBatched(t *testing.T) {
+	numberFromOne(t)
 	const retention = 640 // slack 10
 	slack := trimSlack(retention)
 	if slack != 10 {
@@ -185,6 +188,7 @@ func TestEventTrimBatched(t *testing.T) {
 }
 
 func TestEventV2Fields(t *testing.T) {
+	numberFromOne(t)
 	s, _ := openTest(t, Options{NoSync: true})
 	want := Event{Time: time.Date(2026, 6, 1, 0, 0, 0, 1, time.UTC), Kind: EventSuppressed, MAC: mac(1), ISP: "alpha",
 		IP: netip.MustParseAddr("100.64.0.9"), Reason: "12 refusals were not recorded", Customer: "cust-1", Access: "acc0.100"}

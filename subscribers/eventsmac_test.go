@@ -185,6 +185,7 @@ func TestEventsOfMACTrimmed(t *testing.T) {
 // (ErrCorrupt) beside the others; a malformed entry too; an entry whose
 // event is another device's (stale) or gone is skipped.
 func TestEventsOfMACDamaged(t *testing.T) {
+	numberFromOne(t)
 	s, _ := openTest(t, Options{NoSync: true})
 	dev := mac(7)
 	for i := range 6 {
@@ -269,6 +270,7 @@ func TestMigrateMACIndexFixtures(t *testing.T) {
 // migration indexes the file's events with their ISPSeqs, the replay the
 // journal's, and the index then follows appends and trims.
 func TestMigrateMACIndexV9(t *testing.T) {
+	numberFromOne(t)
 	s, path := openTest(t, Options{NoSync: true})
 	for i := range 30 {
 		isp := []string{"alpha", "beta", ""}[i%3]
@@ -345,6 +347,7 @@ func rawSchemaOf(t *testing.T, s *Store) byte {
 // hold no span), read whole, paged and newest first; a log trimmed past
 // whole spans keeps one entry per event.
 func TestEventsOfMACSpans(t *testing.T) {
+	numberFromOne(t)
 	s, _ := openTest(t, Options{NoSync: true, EventRetention: 9000})
 	write := func(s *Store, n int) {
 		t.Helper()

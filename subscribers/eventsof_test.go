@@ -15,6 +15,7 @@ import (
 // does not decode, EventsOf and WebhookEvents return the same events and
 // report the same damage, whatever the page.
 func TestEventsOfDamagedIndex(t *testing.T) {
+	numberFromOne(t)
 	s, _ := openTest(t, Options{NoSync: true})
 	// seq 1..10: alpha on odd, beta on even.
 	for i := 1; i <= 10; i++ {
@@ -93,6 +94,7 @@ func countCorrupt(err error) int {
 // replay gives the pending events are the ones returned, and the
 // sequence goes on from them after the replay and after a clean restart.
 func TestISPSeqContinues(t *testing.T) {
+	numberFromOne(t)
 	s, path := openTest(t, Options{})
 	var want []uint64 // alpha's ISPSeqs as returned
 	add := func(s *Store, i int, isp string, journal bool) {

@@ -28,6 +28,7 @@ func testIntent(i int) *Intent {
 }
 
 func TestEndBinding(t *testing.T) {
+	numberFromOne(t)
 	s, _ := openTest(t, Options{NoSync: true})
 	b := testBinding(1)
 	if err := s.CommitBinding(b); err != nil {
@@ -121,6 +122,7 @@ func TestEndBinding(t *testing.T) {
 // bound): the subscriber's binding, if any, stays; IDs follow EndBinding's;
 // an invalid intent is refused and nothing is stored.
 func TestAddIntent(t *testing.T) {
+	numberFromOne(t)
 	path := filepath.Join(t.TempDir(), "s.db")
 	s, err := Open(path, Options{NoSync: true})
 	if err != nil {

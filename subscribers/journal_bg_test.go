@@ -33,6 +33,7 @@ func withMaxPending(t *testing.T, n int, before, after func()) {
 // returned with; the appends never waited for a checkpoint (no group
 // commit transaction ran).
 func TestJournalBackgroundCheckpoint(t *testing.T) {
+	numberFromOne(t)
 	const n = 1200
 	var acked [n]atomic.Bool
 	seqs := make([]atomic.Uint64, n)
@@ -206,6 +207,7 @@ func TestJournalBackgroundCheckpointOvertaken(t *testing.T) {
 // the leader knew: both files replay, in LSN order, each record once,
 // the events with the Seq and ISPSeq they were returned with.
 func TestJournalBackgroundCheckpointCrash(t *testing.T) {
+	numberFromOne(t)
 	for _, when := range []string{"before", "after"} {
 		t.Run(when, func(t *testing.T) {
 			hold := make(chan struct{})

@@ -29,6 +29,7 @@ func crashCopy(t *testing.T, path string) (*Store, string) {
 // sequence numbers as returned; Binding reads them before any
 // checkpoint, without a bbolt transaction.
 func TestJournalReplay(t *testing.T) {
+	numberFromOne(t)
 	s, path := openTest(t, Options{})
 	const n = 300
 	seqs := make([]uint64, n)
@@ -237,6 +238,7 @@ func TestJournalCloseAndRestore(t *testing.T) {
 // TestJournalFull: records that do not fit in the journal are written
 // through a bbolt transaction (a checkpoint) instead; every one is kept.
 func TestJournalFull(t *testing.T) {
+	numberFromOne(t)
 	defer func(m int64) { journalMax = m }(journalMax)
 	journalMax = 4096
 	s, path := openTest(t, Options{})
@@ -487,6 +489,7 @@ func recLenEv(b Binding, e Event) int {
 // after the second crash each ISP's numbers are gap-free and the events
 // returned since read back with theirs.
 func TestJournalLSNReusedEvents(t *testing.T) {
+	numberFromOne(t)
 	s, path := openTest(t, Options{NoSync: true})
 	ts := testBinding(0).Updated
 	ev := func(b Binding) Event { return Event{Kind: EventBound, MAC: b.MAC, ISP: b.ISP, Time: ts} }

@@ -122,6 +122,7 @@ func checkMigrated(t *testing.T, path string, want map[string][]uint64) (logged 
 // of span k, the index holds the entries of the spans before it alone,
 // and the next Open builds the rest, every read as before.
 func TestMigrateMACIndexResumes(t *testing.T) {
+	numberFromOne(t)
 	defer func(n uint64) { macRebuildSpans = n }(macRebuildSpans)
 	macRebuildSpans = 1
 	for _, k := range []int{0, 1, 3, 5} {
@@ -457,7 +458,7 @@ func migrateStopped(t *testing.T, path string, k int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error { _, err := setUp(tx); return err })
+	err = db.Update(func(tx *bolt.Tx) error { _, err := setUp(tx, nil); return err })
 	if err == nil {
 		err = resumeMACRebuild(db, k)
 	}

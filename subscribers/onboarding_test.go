@@ -19,6 +19,7 @@ func testOnboarding(i byte, exp time.Time) OnboardingLease {
 // events have no ISP, so no ISP's index sees them; the leases are not
 // bindings.
 func TestOnboardingLeases(t *testing.T) {
+	numberFromOne(t)
 	s, path := openTest(t, Options{NoSync: true})
 	t0 := time.Date(2026, 12, 3, 10, 0, 0, 5, time.UTC)
 	a, b := testOnboarding(2, t0), testOnboarding(1, t0.Add(time.Second))

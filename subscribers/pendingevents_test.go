@@ -16,6 +16,7 @@ import (
 // records here) move them into bbolt; and their reads never checkpoint
 // through the group commit (its writes are the writers' alone).
 func TestPendingEventsFollowers(t *testing.T) {
+	numberFromOne(t)
 	withMaxPending(t, 16, nil, nil)
 	s, _ := openTest(t, Options{NoSync: true})
 	const n = 1200
@@ -145,6 +146,7 @@ func TestPendingEventsFollowers(t *testing.T) {
 // TestPendingEventsRead: events still pending in the journal are read
 // without a checkpoint, and as the checkpointed log gives them.
 func TestPendingEventsRead(t *testing.T) {
+	numberFromOne(t)
 	s, _ := openTest(t, Options{NoSync: true})
 	const n = 300
 	if err := s.CommitBinding(testBinding(n)); err != nil { // no event

@@ -302,11 +302,17 @@ type Store struct {
 
 	// backupMu serialises Backup (its mark on the live store).
 	backupMu sync.Mutex
-	// gaps are the jumps openedCopy made in the event log's numbers
-	// (set at Open, read by the trimming of the log); copyJump is the
+	// gaps are the event log's gaps: its base (a gap from 0), then the
+	// jumps openedCopy made in its numbers (set at Open, read by the
+	// trimming of the log: logGaps); copyJump is the
 	// jump made by this Open (0: the file was not a backup copy).
 	gaps     []seqGap
 	copyJump uint64
+	// base is the number before the first event of a store created
+	// with one (eventbase.go; 0: numbered from 1), and created whether
+	// this Open created the file.
+	base    uint64
+	created bool
 
 	// mu is held for reading by every operation for its whole duration
 	// and for writing by Close, so Close waits for them.
@@ -379,6 +385,7 @@ func Open(path string, opts Options) (*Store, error) {
 	var relaySince time.Time
 	var intentsFrom uint64
 	var migratedFrom int
+	var created bool
 	err = db.View(func(tx *bolt.Tx) error {
 		current = true
 		for _, name := range allBuckets {
@@ -397,7 +404,8 @@ func Open(path string, opts Options) (*Store, error) {
 	})
 	if err == nil && !current {
 		err = update(db, func(tx *bolt.Tx) error {
-			from, err := setUp(tx)
+			created = false // a retried transaction
+			from, err := setUp(tx, &created)
 			if err != nil {
 				return err
 			}
@@ -431,6 +439,7 @@ func Open(path string, opts Options) (*Store, error) {
 		relaySince:      relaySince,
 		intentsFrom:     intentsFrom,
 		migratedFrom:    migratedFrom,
+		created:         created,
 		jISP:            map[string]uint64{},
 	}
 	if err := s.openJournalFor(path, opts.NoSync); err != nil {
@@ -457,14 +466,16 @@ var allBuckets = [][]byte{
 
 // setUp creates the buckets of a new file, refuses a newer schema, and
 // migrates an older one, all in tx. It returns the schema the file had
-// (schemaVersion for a new file).
-func setUp(tx *bolt.Tx) (byte, error) {
+// (schemaVersion for a new file). With created not nil, a new file's
+// event numbers start at newStoreBase (eventbase.go) and *created is set.
+func setUp(tx *bolt.Tx, created *bool) (byte, error) {
 	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 	if err != nil {
 		return 0, fmt.Errorf("create bucket %s: %w", bucketMeta, err)
 	}
 	from := byte(schemaVersion) // a new file
-	if v := meta.Get(keySchema); v != nil {
+	v := meta.Get(keySchema)
+	if v != nil {
 		if len(v) != 1 || v[0] == 0 {
 			return 0, &CorruptError{Bucket: string(bucketMeta), Key: keySchema, Err: fmt.Errorf("schema version %x is not one byte >= 1", v)}
 		}
@@ -481,6 +492,19 @@ func setUp(tx *bolt.Tx) (byte, error) {
 	if from < schemaVersion {
 		if err := migrate(tx, from); err != nil {
 			return 0, fmt.Errorf("migrate from schema %d to %d: %w", from, schemaVersion, err)
+		}
+	}
+	if v == nil && created != nil {
+		// A new file (eventbase.go): its numbering starts at the clock.
+		// An existing one keeps its own.
+		if evs := tx.Bucket(bucketEvents); evs.Sequence() == 0 {
+			if k, _ := evs.Cursor().First(); k == nil {
+				*created = true
+				base := newStoreBase(storeClock())
+				if err := startNumbering(tx, base); err != nil {
+					return 0, fmt.Errorf("number the events from %d: %w", base, err)
+				}
+			}
 		}
 	}
 	if meta.Get(keyRelaySince) == nil {

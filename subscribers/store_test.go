@@ -338,6 +338,7 @@ func TestBindingsSurviveReopen(t *testing.T) {
 }
 
 func TestConcurrentCommit(t *testing.T) {
+	numberFromOne(t)
 	s, _ := openTest(t, Options{}) // fsync on: the real group commit
 	const workers, per = 64, 10
 	var wg sync.WaitGroup
@@ -390,6 +391,7 @@ func TestConcurrentCommit(t *testing.T) {
 }
 
 func TestEventsOrderingAndRetention(t *testing.T) {
+	numberFromOne(t)
 	path := filepath.Join(t.TempDir(), "state.db")
 	s, err := Open(path, Options{NoSync: true, EventRetention: 10})
 	if err != nil {
@@ -523,6 +525,7 @@ func checkCorrupt(t *testing.T, what string, err error, bucket []byte, key []byt
 }
 
 func TestCorruptValue(t *testing.T) {
+	numberFromOne(t)
 	s, _ := openTest(t, Options{NoSync: true})
 	for i := range 3 {
 		if err := s.CommitBinding(testBinding(i)); err != nil {

@@ -338,6 +338,7 @@ func TestDevicesPages(t *testing.T) {
 // moves a device, deletes a customer and records events commits all of
 // it, with IDs and sequence numbers assigned in order.
 func TestApplyTenantAtomic(t *testing.T) {
+	numberFromOne(t)
 	s, _ := openTest(t, Options{NoSync: true})
 	b := testBinding(1)
 	b.ISP = "alpha"

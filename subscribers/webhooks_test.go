@@ -44,6 +44,7 @@ func TestWebhookCursor(t *testing.T) {
 }
 
 func TestWebhookEvents(t *testing.T) {
+	numberFromOne(t)
 	s, _ := openTest(t, Options{NoSync: true, EventRetention: 5})
 	// seq 1..8: beta on odd, alpha on even; retention 5 keeps 4..8.
 	for i := 1; i <= 8; i++ {

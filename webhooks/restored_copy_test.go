@@ -28,7 +28,7 @@ func TestRestoredCopyNoFalseEventsLost(t *testing.T) {
 		addEvent(t, s, "beta", subscribers.EventBound, i)
 	}
 	rc.waitAcked(5, 5*time.Second)
-	waitCursor(t, r.m, "beta", 5)
+	waitCursor(t, r.m, "beta", s.EventBase()+5)
 	r.stop()
 
 	c := restoredCopy(t, s, opts)
@@ -48,7 +48,7 @@ func TestRestoredCopyNoFalseEventsLost(t *testing.T) {
 }
 
 // A webhook's lag across a restored copy's jump counts the events, not the
-// numbers: with the receiver at 0, the copy's 3 events and 40 after the
+// numbers: with the receiver at the store's start (its base), the copy's 3 events and 40 after the
 // restore (the log keeps 20 of them: retention 5, hold 4x), the lag is 43.
 // Counting the numbers before the log's oldest, the jump's 2^32 among
 // them, it read a million (the cap: a review).
@@ -59,7 +59,7 @@ func TestRestoredCopyLag(t *testing.T) {
 		addEvent(t, s, "beta", subscribers.EventBound, i)
 	}
 	c := restoredCopy(t, s, opts)
-	if err := c.SetWebhookCursor("beta", 0); err != nil {
+	if err := c.SetWebhookCursor("beta", c.EventBase()); err != nil {
 		t.Fatal(err)
 	}
 	m, err := New(&configs.Config{ISPs: []configs.ISP{isp("beta", "http://127.0.0.1:9/", writeSecret(t, specSecret))}}, c, nil)

@@ -91,7 +91,10 @@ func TestCtlEventsMACByIndex(t *testing.T) {
 	dev := func(reason, isp string) subscribers.Event {
 		return subscribers.Event{Kind: subscribers.EventBound, MAC: hw, ISP: isp, Reason: reason}
 	}
-	// Seq 1..3, 5004, 5005 are the device's; 6505 events in all.
+	// Seq 1..3, 5004, 5005 (after the store's base, b) are the device's;
+	// 6505 events in all.
+	b := r.store.EventBase()
+	n := func(i uint64) string { return fmt.Sprint(b + i) }
 	r.addEvents(append([]subscribers.Event{dev("d-0", "alpha"), dev("d-1", "beta"), dev("d-2", "")}, otherEvents(5000)...)...)
 	r.addEvents(append([]subscribers.Event{dev("d-3", "alpha"), dev("d-4", "alpha")}, otherEvents(1500)...)...)
 	const mac = "02-00-00-00-00-43" // as given: the hints repeat it
@@ -101,11 +104,11 @@ func TestCtlEventsMACByIndex(t *testing.T) {
 	out, errOut := r.ok("", sock("--mac", mac, "--json")...)
 	l := eventList(t, out)
 	if got := reasons(l.Items); !slices.Equal(got, []string{"d-0", "d-1", "d-2", "d-3", "d-4"}) || errOut != "" ||
-		l.Next != "6505" || l.Oldest != 1 || l.Newest != 6505 {
-		t.Errorf("events --mac: %v next %s, log %d..%d; want d-0..d-4, next 6505, log 1..6505\n%s", got, l.Next, l.Oldest, l.Newest, errOut)
+		l.Next != n(6505) || l.Oldest != b+1 || l.Newest != b+6505 {
+		t.Errorf("events --mac: %v next %s, log %d..%d; want d-0..d-4, next b+6505, log b+1..b+6505 (b %d)\n%s", got, l.Next, l.Oldest, l.Newest, b, errOut)
 	}
 	out, _ = r.ok("", sock("--mac", mac)...)
-	if rows := column(t, out); len(rows) != 5 || rows[0]["SEQ"] != "1" || rows[4]["SEQ"] != "5005" || rows[4]["MAC"] != "02:00:00:00:00:43" {
+	if rows := column(t, out); len(rows) != 5 || rows[0]["SEQ"] != n(1) || rows[4]["SEQ"] != n(5005) || rows[4]["MAC"] != "02:00:00:00:00:43" {
 		t.Errorf("events --mac table:\n%s", out)
 	}
 
@@ -116,7 +119,7 @@ func TestCtlEventsMACByIndex(t *testing.T) {
 	if n := reads.ofMAC.Load(); n != 1 {
 		t.Errorf("events --mac --limit 2: %d reads of the device's events, want 1", n)
 	}
-	want := "ispmux: the newest 2 events (seq 5004..5005); the log holds seq 1..6505: " + again + " --limit 2 N` shows those after seq N (0: from the oldest)\n"
+	want := "ispmux: the newest 2 events (seq " + n(5004) + ".." + n(5005) + "); the log holds seq " + n(1) + ".." + n(6505) + ": " + again + " --limit 2 N` shows those after seq N (0: from the oldest)\n"
 	if got := reasons(eventList(t, out).Items); !slices.Equal(got, []string{"d-3", "d-4"}) || errOut != want {
 		t.Errorf("events --mac --limit 2: %v\n%s want\n%s", got, errOut, want)
 	}
@@ -138,25 +141,25 @@ func TestCtlEventsMACByIndex(t *testing.T) {
 		t.Errorf("the last page: notice %q", errOut)
 	}
 	_, errOut = r.ok("", sock("--mac", mac, "--limit", "2", "0")...)
-	if want := "ispmux: events seq 1..2; the log holds up to seq 6505: " + again + " --limit 2 2` shows the next ones\n"; errOut != want {
+	if want := "ispmux: events seq " + n(1) + ".." + n(2) + "; the log holds up to seq " + n(6505) + ": " + again + " --limit 2 " + n(2) + "` shows the next ones\n"; errOut != want {
 		t.Errorf("events --mac --limit 2 0: notice\n%s want\n%s", errOut, want)
 	}
-	out, errOut = r.ok("", sock("--mac", mac, "3", "--json")...)
-	if l := eventList(t, out); !slices.Equal(reasons(l.Items), []string{"d-3", "d-4"}) || l.Next != "6505" || errOut != "" {
+	out, errOut = r.ok("", sock("--mac", mac, n(3), "--json")...)
+	if l := eventList(t, out); !slices.Equal(reasons(l.Items), []string{"d-3", "d-4"}) || l.Next != n(6505) || errOut != "" {
 		t.Errorf("events --mac 3: %v next %s\n%s", reasons(l.Items), l.Next, errOut)
 	}
 
 	// None: the notices as before.
 	out, errOut = r.ok("", sock("--mac", "02:00:00:00:00:99")...)
-	if rows := column(t, out); len(rows) != 0 || errOut != "ispmux: no event in the log (seq 1..6505) is of device 02:00:00:00:00:99\n" {
+	if rows := column(t, out); len(rows) != 0 || errOut != "ispmux: no event in the log (seq "+n(1)+".."+n(6505)+") is of device 02:00:00:00:00:99\n" {
 		t.Errorf("events --mac of no event:\n%s%s", out, errOut)
 	}
 	if _, errOut = r.ok("", sock("--mac", "02:00:00:00:00:99", "0")...); errOut != "ispmux: no event after seq 0 is of device 02:00:00:00:00:99\n" {
 		t.Errorf("events --mac of no event 0: %q", errOut)
 	}
 	// Past the newest, and past the range of EventsOfMAC's after (int64).
-	for _, after := range []string{"99999", "18446744073709551615"} {
-		if _, errOut = r.ok("", sock("--mac", mac, after)...); !strings.Contains(errOut, "seq "+after+" is past the newest event, seq 6505") {
+	for _, after := range []string{n(99999), "18446744073709551615"} {
+		if _, errOut = r.ok("", sock("--mac", mac, after)...); !strings.Contains(errOut, "seq "+after+" is past the newest event, seq "+n(6505)) {
 			t.Errorf("events --mac %s: %q", after, errOut)
 		}
 	}
@@ -214,8 +217,8 @@ func TestCtlEventsMACOfISP(t *testing.T) {
 		t.Errorf("alpha's events of %s after alpha's seq %d: %v", mac, alphaSeqs[1], reasons(l.Items))
 	}
 	_, errOut := r.ok("", r.api("alpha", "events", "--isp", "alpha", "--mac", mac, "--limit", "1")...)
-	want := fmt.Sprintf("ispmux: the newest 1 events (seq %d..%d); the log holds seq 1..%d: `ispmux ctl --api %s events --isp alpha --mac %s --limit 1 N` shows those after seq N (0: from the oldest)\n",
-		alphaSeqs[2], alphaSeqs[2], alphaNewest, r.apiURL, mac)
+	want := fmt.Sprintf("ispmux: the newest 1 events (seq %d..%d); the log holds seq %d..%d: `ispmux ctl --api %s events --isp alpha --mac %s --limit 1 N` shows those after seq N (0: from the oldest)\n",
+		alphaSeqs[2], alphaSeqs[2], r.store.EventBase()+1, alphaNewest, r.apiURL, mac)
 	if errOut != want {
 		t.Errorf("alpha's --limit 1: notice\n%s want\n%s", errOut, want)
 	}
@@ -251,6 +254,8 @@ func TestCtlEventsMACAndRequestID(t *testing.T) {
 	sock := func(args ...string) []string {
 		return append([]string{"ctl", "--socket", r.sock, "events", "--mac", "02:00:00:00:00:43", "--request-id", "rq-1"}, args...)
 	}
+	b := r.store.EventBase() // numbers below are after it
+	n := func(i uint64) string { return fmt.Sprint(b + i) }
 
 	out, errOut := r.ok("", sock("--json")...)
 	if got := reasons(eventList(t, out).Items); !slices.Equal(got, []string{"d-3", "d-1200", "d-1400"}) || errOut != "" {
@@ -258,19 +263,19 @@ func TestCtlEventsMACAndRequestID(t *testing.T) {
 	}
 	out, errOut = r.ok("", sock("--limit", "2", "--json")...)
 	if got := reasons(eventList(t, out).Items); !slices.Equal(got, []string{"d-1200", "d-1400"}) ||
-		!strings.Contains(errOut, "the newest 2 events (seq 1201..1401); the log holds seq 1..3502: `") {
+		!strings.Contains(errOut, "the newest 2 events (seq "+n(1201)+".."+n(1401)+"); the log holds seq "+n(1)+".."+n(3502)+": `") {
 		t.Errorf("--mac --request-id --limit 2: %v\n%s", got, errOut)
 	}
 	out, errOut = r.ok("", sock("--limit", "2", "0", "--json")...)
 	if got := reasons(eventList(t, out).Items); !slices.Equal(got, []string{"d-3", "d-1200"}) ||
-		!strings.Contains(errOut, "events seq 4..1201; the log holds up to seq 3502: `") {
+		!strings.Contains(errOut, "events seq "+n(4)+".."+n(1201)+"; the log holds up to seq "+n(3502)+": `") {
 		t.Errorf("--mac --request-id --limit 2 0: %v\n%s", got, errOut)
 	}
-	out, errOut = r.ok("", sock("1201", "--json")...)
-	if l := eventList(t, out); !slices.Equal(reasons(l.Items), []string{"d-1400"}) || l.Next != "3502" || errOut != "" {
+	out, errOut = r.ok("", sock(n(1201), "--json")...)
+	if l := eventList(t, out); !slices.Equal(reasons(l.Items), []string{"d-1400"}) || l.Next != n(3502) || errOut != "" {
 		t.Errorf("--mac --request-id 1201: %v next %s\n%s", reasons(l.Items), l.Next, errOut)
 	}
-	if _, errOut = r.ok("", sock("1401")...); !strings.Contains(errOut, "no event after seq 1401 has request id rq-1") {
+	if _, errOut = r.ok("", sock(n(1401))...); !strings.Contains(errOut, "no event after seq "+n(1401)+" has request id rq-1") {
 		t.Errorf("--mac --request-id 1401: %q", errOut)
 	}
 	if n := reads.n.Load(); n != 0 {
@@ -289,8 +294,9 @@ func TestCtlEventsMACLimitMax(t *testing.T) {
 		return evs
 	}
 	r.addEvents(append(ofMAC(0x43, 1001), ofMAC(0x44, 1000)...)...)
+	b := r.store.EventBase() // the numbers below are after it
 	out, errOut := r.ok("", "ctl", "--socket", r.sock, "events", "--mac", "02:00:00:00:00:43", "--limit", "1000", "--json")
-	if s := seqs(t, out); len(s) != 1000 || s[0] != 2 || !strings.Contains(errOut, "the newest 1000 events (seq 2..1001); the log holds seq 1..2001") {
+	if s := seqs(t, out); len(s) != 1000 || s[0] != b+2 || !strings.Contains(errOut, fmt.Sprintf("the newest 1000 events (seq %d..%d); the log holds seq %d..%d", b+2, b+1001, b+1, b+2001)) {
 		t.Errorf("1001 events, --limit 1000: %d from %v\n%s", len(s), s[:1], errOut)
 	}
 	out, errOut = r.ok("", "ctl", "--socket", r.sock, "events", "--mac", "02:00:00:00:00:44", "--limit", "1000", "--json")
