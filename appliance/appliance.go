@@ -204,6 +204,14 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 		log.Warn("store migrated to a newer schema: an older ispmux refuses it now; roll back by restoring the backup taken before the upgrade",
 			"path", a.store.Path(), "from_schema", from, "to_schema", subscribers.SchemaVersion)
 	}
+	if a.store.CreatedByOpen() {
+		// A new store numbers its events from the clock (a box rebuilt
+		// must not give out its old numbers again): a wrong clock at the
+		// first start gives a wrong base, so say which.
+		base := a.store.EventBase()
+		log.Info("store created: event numbers start after the clock at its creation, in microseconds",
+			"event_seq_base", base, "clock", time.UnixMicro(int64(base)).UTC().Format(time.RFC3339))
+	}
 	if jump := a.store.OpenedFromCopy(); jump > 0 {
 		last, _ := a.store.LastEventSeq()
 		log.Warn("store opened from a backup copy: event numbers continue past every number the original store may have given out since the backup", "next_event_seq", last+1, "skipped", jump)
