@@ -218,7 +218,9 @@ type EventStatus struct {
 type EventPage struct {
 	Events []EventStatus
 	// Oldest and Newest are the Seq of the oldest event the log still
-	// holds and of the newest one (0 when the log is empty). Events are
+	// holds (0 when the log is empty) and of the newest one given out (a
+	// new store with no event: the number before its first, its base,
+	// subscribers.Store.EventBase; 0 for a store numbered from 1). Events are
 	// older than the page when its first Seq is above Oldest, newer when
 	// its last Seq is below Newest.
 	Oldest, Newest uint64

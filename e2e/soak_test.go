@@ -492,7 +492,7 @@ func (r *rig) soakSample(pid int, scraper *http.Client) (soakSample, error) {
 	}
 	s.StatusMS = float64(time.Since(t0).Microseconds()) / 1000
 	s.Bindings = len(st2.Bindings)
-	if pg, err := ctlsock.FetchNewestEvents(ctx, r.sock(), 1); err == nil && pg.Newest > 0 {
+	if pg, err := ctlsock.FetchNewestEvents(ctx, r.sock(), 1); err == nil && pg.Oldest > 0 { // 0: no event (a new store's newest is its base)
 		s.Events = pg.Newest - pg.Oldest + 1
 	}
 	return s, nil

@@ -8,8 +8,10 @@
 // One event per request (a receiver dedupes by webhook-id, which is one
 // event's sequence number, so a batch would have no id of its own). Every
 // number an ISP's receiver gets is in the ISP's own sequence
-// (subscribers.Event.ISPSeq: 1, 2, 3, ... per ISP, never the box's event
-// log sequence, whose gaps would count the other ISPs' events). The
+// (subscribers.Event.ISPSeq: consecutive per ISP, never the box's event
+// log sequence, whose gaps would count the other ISPs' events; a new
+// store's start after the clock at its creation, so that a box rebuilt
+// with a new store never repeats its old ids: subscribers/eventbase.go). The
 // body is the event as the ISP's API reads show it (tenants.Event: seq, time, kind,
 // mac, isp, customer_id, access, ip, lease_end, reason, actor, request_id;
 // tenants.ISPEventView makes both, so they cannot drift apart; the empty
