@@ -475,7 +475,8 @@ func setUp(tx *bolt.Tx, created *bool) (byte, error) {
 	}
 	from := byte(schemaVersion) // a new file
 	v := meta.Get(keySchema)
-	if v != nil {
+	fresh := v == nil
+	if !fresh {
 		if len(v) != 1 || v[0] == 0 {
 			return 0, &CorruptError{Bucket: string(bucketMeta), Key: keySchema, Err: fmt.Errorf("schema version %x is not one byte >= 1", v)}
 		}
@@ -494,7 +495,7 @@ func setUp(tx *bolt.Tx, created *bool) (byte, error) {
 			return 0, fmt.Errorf("migrate from schema %d to %d: %w", from, schemaVersion, err)
 		}
 	}
-	if v == nil && created != nil {
+	if fresh && created != nil {
 		// A new file (eventbase.go): its numbering starts at the clock.
 		// An existing one keeps its own.
 		if evs := tx.Bucket(bucketEvents); evs.Sequence() == 0 {
