@@ -441,6 +441,15 @@ func (e *ctlEnv) checkConnectionFlags() error {
 		if e.token == "" {
 			return e.h.usage("--api needs a token: --token-file FILE, $%s or --token", tokenEnv)
 		}
+		if strings.ContainsAny(e.token, " \t\r\n") {
+			// The server would answer 400 malformed-authorization: say
+			// where the token came from, here, without sending it.
+			from := "--token"
+			if !e.set["token"] {
+				from = "$" + tokenEnv
+			}
+			return e.h.usage("the token given by %s has a blank in it: give the token alone, as ispmux ctl token printed it", from)
+		}
 		return nil
 	}
 	for _, f := range []string{"token", "token-file", "ca", "insecure"} {

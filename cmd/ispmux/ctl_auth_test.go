@@ -46,7 +46,7 @@ func reportOf(t *testing.T, stdin string, args ...string) (string, error) {
 func TestCtlAuthHints(t *testing.T) {
 	r := newRig(t, nil)
 	r.tokens["unknown"] = "not-a-token-anyone-has-0123456789"
-	r.tokens["two words"] = "not-a-token anyone-has-0123456789"
+	r.tokens["not b64token"] = `"not-a-token-anyone-has-0123456789"`
 	for _, c := range ctlCommands {
 		if c.where != whereAny {
 			continue
@@ -66,12 +66,12 @@ func TestCtlAuthHints(t *testing.T) {
 			!strings.Contains(out, "operator_token_file") {
 			t.Errorf("ctl %s with an unknown token: %v\n%s", c.name, err, out)
 		}
-		// A token with a blank in it: 400 malformed-authorization
-		// (RFC 6750 §3.1), the API's words and what is wrong.
-		out, err = reportOf(t, stdin, r.api("two words", append([]string{c.name}, args...)...)...)
-		if err == nil || !strings.Contains(out, "Malformed Authorization header: Authorization: Bearer with more than one token (or a token with a blank in it): send one token (HTTP 400") ||
+		// A token in quotes: 400 malformed-authorization (RFC 6750
+		// §3.1), the API's words and what is wrong.
+		out, err = reportOf(t, stdin, r.api("not b64token", append([]string{c.name}, args...)...)...)
+		if err == nil || !strings.Contains(out, "Malformed Authorization header: the bearer token has characters that no bearer token has") || !strings.Contains(out, "(HTTP 400") ||
 			!strings.Contains(out, "\n  the token (the one given with --token) is not one word a bearer token can be") {
-			t.Errorf("ctl %s with a token of two words: %v\n%s", c.name, err, out)
+			t.Errorf("ctl %s with a token in quotes: %v\n%s", c.name, err, out)
 		}
 		// A claim token: 403 to every command but claim (the API's
 		// words: "a claim token may only POST /v1/claims", or "this

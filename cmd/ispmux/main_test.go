@@ -91,6 +91,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"ctl", "isps", "--insecure"}, "", "--insecure goes with --api"},
 		{[]string{"ctl", "isps", "--api", r.apiURL}, "", "--api needs a token"},
 		{[]string{"ctl", "isps", "--api", r.apiURL, "--token", "x", "--token-file", "f"}, "", "--token and --token-file are alternatives"},
+		{[]string{"ctl", "isps", "--api", r.apiURL, "--token", "two words"}, "", "the token given by --token has a blank in it"},
 		{[]string{"ctl", "isps", "--api", "https://192.0.2.9:8443", "--token", "x", "--insecure"}, "", "loopback only"},
 		{[]string{"ctl", "isps", "--api", "http://192.0.2.9:8443", "--token", "x"}, "", "use https"},
 		{append([]string{"ctl", "status"}, api...), "", "ctl status: only on the box"},
