@@ -166,6 +166,7 @@ func checkResumeLogged(t *testing.T, logged string, k int) {
 // span), and that it is done; at the default every 5 s, a build of a
 // fraction of a second logs no progress line.
 func TestMigrateMACIndexLogs(t *testing.T) {
+	numberFromOne(t) // a file of schema 10 was made by a build that numbered from 1
 	defer func(n uint64, every time.Duration) { macRebuildSpans, macRebuildLogEvery = n, every }(macRebuildSpans, macRebuildLogEvery)
 	macRebuildSpans = 1
 	for _, every := range []time.Duration{0, macRebuildLogEvery} {
@@ -225,6 +226,7 @@ func TestMigrateMACIndexCrash(t *testing.T) {
 	if !failpoint.Enabled {
 		t.Skip("needs -tags failpoints")
 	}
+	numberFromOne(t) // a file of schema 10 was made by a build that numbered from 1
 	for _, k := range []int{1, 2, 5} {
 		t.Run(fmt.Sprint(k), func(t *testing.T) {
 			dir := t.TempDir()
