@@ -132,21 +132,25 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, fro
 	if key := cidKey(t.isp.Index, t.clientID); key != 0 {
 		defer p.cidMu.lock(key).Unlock()
 	}
-	if h, v, reclaim := p.bindOnce(t, m, ack, opts, boot, from, true); reclaim {
+	if h, v, gen, reclaim := p.bindOnce(t, m, ack, opts, boot, from, t.gen, true); reclaim {
 		p.reclaimAtACK(t, h, v)
-		p.bindOnce(t, m, ack, opts, boot, from, false)
+		p.bindOnce(t, m, ack, opts, boot, from, gen, false)
 	}
 }
 
 // bindOnce is one pass of bindAndAck, with t's subscriber's stripe of
-// subMu held. It reports whether the ACK's client identifier is to be
+// subMu held, for the subscriber's generation gen (t.gen at the first
+// pass). It reports whether the ACK's client identifier is to be
 // reclaimed from holder h (the bound's verdict v) before it is decided
-// again (only if reclaim): then nothing was bound, sent or released.
-func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from netip.Addr, reclaim bool) (h held, v reclaimVerdict, again bool) {
+// again (only if reclaim): then nothing was bound, sent or released but
+// the end of the subscriber's own lapsed binding (endExpiredLocked),
+// and next is the generation the second pass expects (that end's: it is
+// no end after the relay, ack_after_end).
+func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from netip.Addr, gen uint64, reclaim bool) (h held, v reclaimVerdict, next uint64, again bool) {
 	c := t.circuit
 	mac := t.sub.mac
 	defer p.lockSub(mac).Unlock()
-	if p.leases.generation(t.sub) != t.gen {
+	if p.leases.generation(t.sub) != gen {
 		// The subscriber's binding ended (its RELEASE, a revocation)
 		// after this transaction was relayed: the ISP processed the
 		// REQUEST first and the RELEASE after, and holds nothing.
@@ -248,7 +252,7 @@ func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from 
 		var verdict ackCID
 		switch h, v, verdict = p.ackClientID(t, subj, ip, reclaim); verdict {
 		case ackCIDReclaim:
-			return h, v, true
+			return h, v, p.leases.generation(t.sub), true
 		case ackCIDRefused:
 			p.nakAck(t, m, "client identifier in use")
 			p.releaseRefused(t, t.isp, m, ip, from, "ack_refused", "not bound: its client identifier is another subscriber's binding's at this ISP")
