@@ -335,8 +335,10 @@ func TestBackupCrash(t *testing.T) {
 			if j := live.OpenedFromCopy(); j != 0 {
 				t.Errorf("the live store, reopened after a crash at %s, was taken for a backup copy: its event numbers jumped %d", point, j)
 			}
-			if e := addEvents(t, live, 1, "alpha"); e[0] != backupCrashEvents+1 {
-				t.Errorf("the live store's next event: seq %d, want %d", e[0], backupCrashEvents+1)
+			// The child created the store: its numbers start past its
+			// clock base.
+			if e := addEvents(t, live, 1, "alpha"); e[0] != live.EventBase()+backupCrashEvents+1 {
+				t.Errorf("the live store's next event: seq %d, want %d", e[0], live.EventBase()+backupCrashEvents+1)
 			}
 			if _, err := os.Stat(backupPendingPath(live.Path())); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("the record of the unfinished backup is left beside the live store: %v", err)
@@ -355,8 +357,8 @@ func TestBackupCrash(t *testing.T) {
 			if c.OpenedFromCopy() < minCopyJump {
 				t.Errorf("the copy written before the crash is not marked: jump %d, want >= %d", c.OpenedFromCopy(), minCopyJump)
 			}
-			if e := addEvents(t, c, 1, "alpha"); e[0] <= backupCrashEvents+minCopyJump {
-				t.Errorf("the copy's next event: seq %d, want past %d", e[0], backupCrashEvents+minCopyJump)
+			if e := addEvents(t, c, 1, "alpha"); e[0] <= c.EventBase()+backupCrashEvents+minCopyJump {
+				t.Errorf("the copy's next event: seq %d, want past %d", e[0], c.EventBase()+backupCrashEvents+minCopyJump)
 			}
 		})
 	}

@@ -195,15 +195,17 @@ func checkISPNumbering(t *testing.T, what string, s *Store, returned []Event) {
 			t.Errorf("%s: EventsOf(%s): %d events, %v; the log holds %d", what, isp, len(evs), err, n)
 			continue
 		}
+		// Numbered from the store's base (0: from 1), one by one.
+		base := s.EventBase()
 		for j, e := range evs {
-			if e.ISPSeq != uint64(j+1) || e.ISP != isp {
-				t.Errorf("%s: %s's event %d (seq %d, of %q) is numbered %d in its sequence: a gap or a number given twice", what, isp, j+1, e.Seq, e.ISP, e.ISPSeq)
+			if e.ISPSeq != base+uint64(j+1) || e.ISP != isp {
+				t.Errorf("%s: %s's event %d (seq %d, of %q) is numbered %d in its sequence, want %d: a gap or a number given twice", what, isp, j+1, e.Seq, e.ISP, e.ISPSeq, base+uint64(j+1))
 				break
 			}
 			ispSeqOf[e.Seq] = e.ISPSeq
 		}
-		if last, err := s.LastEventSeqOf(isp); err != nil || last != uint64(n) {
-			t.Errorf("%s: LastEventSeqOf(%s) = %d, %v; want %d (its newest)", what, isp, last, err, n)
+		if last, err := s.LastEventSeqOf(isp); err != nil || last != base+uint64(n) {
+			t.Errorf("%s: LastEventSeqOf(%s) = %d, %v; want %d (its newest)", what, isp, last, err, base+uint64(n))
 		}
 	}
 	for _, r := range returned {
