@@ -14,7 +14,7 @@ import (
 // datagram from a bound subscriber to a unicast address beyond the
 // gateway, or from an ISP to one of its bound subscribers, decided from the
 // frame's bytes without decoding it into a classifier.Packet. Process tries
-// the lane first (laneKey in its first pass, laneUp or laneDown in its
+// the lane first (laneKeys in its first pass, laneUps or laneDown in its
 // last); a frame the lane does not decide goes the general way (Decode,
 // fromSubscriber or fromISP) with the same table lookup, so the lane
 // changes no verdict, only its cost: every condition below is one the
@@ -27,57 +27,81 @@ import (
 // classifier.Decode for the same frames, filling the Packet, gained
 // nothing measurable: what the lane saves is the Packet's 112 bytes
 // written and read back, and the general way's calls and branches.
+//
+// Then laneKeys and laneUps, one loop each over the batch, in place of a
+// call per frame to laneKey and laneUp (a Go call saves no register: each
+// spilled and reloaded the loop's state). The two in one process, in
+// alternated blocks of 4096 packets of BenchmarkPipeline's generator, median
+// block of 4 runs on the shared 2-CPU EPYC VM under load: 1K 49.7–51.9 →
+// 47.2–49.4 ns per packet, 1M 59.8–65.5 → 56.9–62.2 (the machine busier:
+// 1K 82.4 → 76.9, 1M 94.7–98.5 → 89.4–93.4). laneIPv4 written out into
+// laneUps gained 0–2 ns more (under 1 in most runs): it stays a call. Not
+// faster: the MAC table's lines prefetched (a PREFETCHT0 per key, from a
+// new lfmap.View.PrefetchBatch) right after laneKeys and the IPv4 checks
+// done before the lookup, so that the misses are served meanwhile: 0.4–1.2
+// ns slower at 1K and at 1M (the prefetches cost a hash per key again, and
+// the 64 misses of a batch are served no faster than the lookup's own
+// prefetches serve them: the table's floor is its memory parallelism).
 
-// roleLaneUp and roleLaneDown mark a frame laneKey took, from a
+// roleLaneUp and roleLaneDown mark a frame laneKeys took, from a
 // subscriber and from an ISP: its MAC table or FIB key is in macKeys or
-// fibKeys, its L3 offset in laneL3.
+// fibKeys, its L3 offset in laneL3. roleLaneDone marks a frame from a
+// subscriber that laneUps decided.
 const (
 	roleLaneUp   = 3
 	roleLaneDown = 4
+	roleLaneDone = 5
 )
 
-// laneMinFrame is the shortest frame laneKey looks at: an Ethernet header
+// laneMinFrame is the shortest frame laneKeys looks at: an Ethernet header
 // with one 802.1Q tag and a 20-byte IPv4 header.
 const laneMinFrame = 14 + 4 + 20
 
-// laneKey reports whether frame f, received on port pt (index in), may
-// take the lane: IPv4 with a 20-byte header, untagged or with one 802.1Q
-// tag, to our MAC from a unicast MAC, on an access VLAN or an ISP's uplink
-// VLAN (not the walled garden's). It returns the frame's role
-// (roleLaneUp, roleLaneDown; roleNone: not the lane's), its table key (MAC
-// table, FIB) and its L3 offset.
-func laneKey(pt *port, in uint8, f []byte) (role uint8, key uint64, l3 uint8) {
-	if len(f) < laneMinFrame {
-		return roleNone, 0, 0
-	}
-	_ = f[laneMinFrame-1]
-	et := binary.BigEndian.Uint16(f[12:14])
-	var vlan uint16
-	l3 = 14
-	if et == classifier.EtherTypeVLAN {
-		vlan = binary.BigEndian.Uint16(f[14:16]) & classifier.MaxVLAN
-		et = binary.BigEndian.Uint16(f[16:18])
-		l3 = 18
-	}
-	src := classifier.MAC(f[6:12])
-	if et != classifier.EtherTypeIPv4 || f[l3] != 0x45 || classifier.MAC(f[0:6]) != pt.mac ||
-		src == 0 || classifier.IsMulticastMAC(src) {
-		return roleNone, 0, 0
-	}
-	switch pt.role[vlan] {
-	case roleAccess:
-		return roleLaneUp, classifier.Key(in, vlan, src), l3
-	case roleUplink:
-		// The garden's uplink carries the portal's answers, which the
-		// general way maps back to their VRF (fromPortalVRF).
-		if isp := pt.isp[vlan]; isp != binding.GardenVRF {
-			return roleLaneDown, fib.Key(isp, binary.BigEndian.Uint32(f[l3+16:l3+20])), l3
+// laneKeys finds the frames of a batch received on port pt (index in)
+// that may take the lane: IPv4 with a 20-byte header, untagged or with one
+// 802.1Q tag, to our MAC from a unicast MAC, on an access VLAN or an ISP's
+// uplink VLAN (not the walled garden's). It sets each frame's role
+// (roleLaneUp, roleLaneDown; roleNone: not the lane's), its table key in
+// macKeys or fibKeys (the other 0), and for the lane's its L3 offset in
+// laneL3; it returns how many frames need each table.
+func (p *Processor) laneKeys(pt *port, in uint8, frames [][]byte) (nmac, nfib int) {
+	for i, f := range frames {
+		p.role[i], p.macKeys[i], p.fibKeys[i] = roleNone, 0, 0
+		if len(f) < laneMinFrame {
+			continue
+		}
+		_ = f[laneMinFrame-1]
+		et := binary.BigEndian.Uint16(f[12:14])
+		var vlan uint16
+		l3 := 14
+		if et == classifier.EtherTypeVLAN {
+			vlan = binary.BigEndian.Uint16(f[14:16]) & classifier.MaxVLAN
+			et = binary.BigEndian.Uint16(f[16:18])
+			l3 = 18
+		}
+		src := classifier.MAC(f[6:12])
+		if et != classifier.EtherTypeIPv4 || f[l3] != 0x45 || classifier.MAC(f[0:6]) != pt.mac ||
+			src == 0 || classifier.IsMulticastMAC(src) {
+			continue
+		}
+		switch pt.role[vlan] {
+		case roleAccess:
+			p.role[i], p.macKeys[i], p.laneL3[i] = roleLaneUp, classifier.Key(in, vlan, src), uint8(l3)
+			nmac++
+		case roleUplink:
+			// The garden's uplink carries the portal's answers,
+			// which the general way maps back to their VRF
+			// (fromPortalVRF).
+			if isp := pt.isp[vlan]; isp != binding.GardenVRF {
+				p.role[i], p.fibKeys[i], p.laneL3[i] = roleLaneDown, fib.Key(isp, binary.BigEndian.Uint32(f[l3+16:l3+20])), uint8(l3)
+				nfib++
+			}
 		}
 	}
-	return roleNone, 0, 0
+	return nmac, nfib
 }
 
-// laneVLAN is the VLAN of frame f, which laneKey took with its L3 at l3:
+// laneVLAN is the VLAN of frame f, which laneKeys took with its L3 at l3:
 // the tag's VID (18: one 802.1Q tag), or 0 untagged.
 func laneVLAN(f []byte, l3 int) uint16 {
 	if l3 == 18 {
@@ -86,7 +110,7 @@ func laneVLAN(f []byte, l3 int) uint16 {
 	return 0
 }
 
-// laneIPv4 reads the IPv4 header at l3 in f for laneUp and laneDown: it
+// laneIPv4 reads the IPv4 header at l3 in f for laneUps and laneDown: it
 // reports false unless the datagram is well formed as Decode checks it
 // (within the frame, its checksum right, an 8-byte UDP or 20-byte TCP
 // header within it; the lane asks 28 bytes of any datagram), is no
@@ -132,39 +156,50 @@ func laneIPv4(f []byte, l3 int) (total int, proto uint8, src, dst uint32, ok boo
 	return total, proto, src, dst, true
 }
 
-// laneUp decides frame i (f) from a subscriber, which laneKey took, with
-// its MAC table lookup at hand: it sets a Forward verdict to the
-// subscriber's ISP and reports true, or reports false, having written
-// nothing, for the general way to decide.
-func (p *Processor) laneUp(pt *port, i int, f []byte, out *datapath.Verdict) bool {
-	if !p.found[i] {
-		return false
+// laneUps decides the batch's frames from subscribers that laneKeys took
+// (frames and out: the batch's), with their MAC table lookups at hand: for
+// each it sets a Forward verdict to the subscriber's ISP and marks it
+// roleLaneDone; it leaves the others (roleLaneUp), having written nothing,
+// for the general way. It returns how many it decided.
+func (p *Processor) laneUps(pt *port, frames [][]byte, out []datapath.Verdict) (n uint64) {
+	ups := &p.up.ISP
+	// No garden: no portal, and a datagram with protocol 0 to address
+	// 0 is no unicast one.
+	portal, tcpPortal := uint32(0), uint8(0)
+	if p.garden != nil {
+		portal, tcpPortal = p.garden.portal, classifier.ProtoTCP
 	}
-	sub := classifier.UnpackSub(p.vals[i])
-	if sub.Flags&classifier.FlagBound == 0 || sub.ISP >= binding.GardenVRF {
-		return false // the walled garden's (gardenPass), or no ISP's
+	out = out[:len(frames)]
+	for i, f := range frames {
+		if p.role[i] != roleLaneUp || !p.found[i] {
+			continue
+		}
+		sub := classifier.UnpackSub(p.vals[i])
+		if sub.Flags&classifier.FlagBound == 0 || sub.ISP >= binding.GardenVRF {
+			continue // the walled garden's (gardenPass), or no ISP's
+		}
+		l3 := int(p.laneL3[i])
+		total, proto, src, dst, ok := laneIPv4(f, l3)
+		// From the bound address, to a unicast address that is not
+		// the gateway's, and not to the portal (toPortal).
+		if !ok || src != sub.IP || !unicastAddr(dst) || dst == pt.addr[laneVLAN(f, l3)] || proto == tcpPortal && dst == portal {
+			continue
+		}
+		up := &ups[sub.ISP]
+		if !up.Configured || !up.Resolved {
+			continue
+		}
+		if mtu := int(p.s.mtu[up.Port%datapath.MaxPorts].Load()); mtu != 0 && total > mtu {
+			continue
+		}
+		p.routeL2(&out[i], up.Port, &up.L2, up.L2Len, l3, l3+total)
+		p.role[i] = roleLaneDone
+		n++
 	}
-	l3 := int(p.laneL3[i])
-	total, proto, src, dst, ok := laneIPv4(f, l3)
-	vlan := laneVLAN(f, l3)
-	// From the bound address, to a unicast address that is not the
-	// gateway's, and not to the portal (toPortal).
-	if !ok || src != sub.IP || !unicastAddr(dst) || dst == pt.addr[vlan] ||
-		proto == classifier.ProtoTCP && p.garden != nil && dst == p.garden.portal {
-		return false
-	}
-	up := &p.up.ISP[sub.ISP]
-	if !up.Configured || !up.Resolved {
-		return false
-	}
-	if mtu := int(p.s.mtu[up.Port%datapath.MaxPorts].Load()); mtu != 0 && total > mtu {
-		return false
-	}
-	p.routeL2(out, up.Port, &up.L2, up.L2Len, l3, l3+total)
-	return true
+	return n
 }
 
-// laneDown decides frame i (f) from an ISP, which laneKey took, with its
+// laneDown decides frame i (f) from an ISP, which laneKeys took, with its
 // FIB lookup at hand: it sets a Forward verdict to the bound subscriber and
 // reports true, or reports false, having written nothing, for the general
 // way to decide.
@@ -187,7 +222,7 @@ func (p *Processor) laneDown(pt *port, i int, f []byte, out *datapath.Verdict) b
 	return true
 }
 
-// laneDecoded decodes frame i (f), which laneKey took and the lane left to
+// laneDecoded decodes frame i (f), which laneKeys took and the lane left to
 // the general way, and reports whether it decoded; if not, it drops it
 // with the reason. The first pass keyed it as it keys a decoded frame (IPv4
 // to our MAC: the subscriber's MAC, or the ISP's VRF and the destination),

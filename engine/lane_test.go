@@ -164,7 +164,7 @@ func TestLaneAgrees(t *testing.T) {
 		s := seeds[i]
 		role, out, ok := laneDecision(r, s.port, s.frame)
 		if role == roleNone {
-			t.Errorf("seed %d: laneKey passed over %x", i, s.frame)
+			t.Errorf("seed %d: laneKeys passed over %x", i, s.frame)
 			continue
 		}
 		if !ok || out.Action != datapath.Forward {
@@ -175,19 +175,25 @@ func TestLaneAgrees(t *testing.T) {
 
 // laneDecision runs frame f, received on port, through a processor of r's
 // state (for its table lookups, the punts it made dropped), then through
-// the lane alone: it returns the role laneKey gave it, the lane's verdict,
-// and whether the lane (laneUp, laneDown) decided it.
+// the lane alone: it returns the role laneKeys gave it, the lane's verdict,
+// and whether the lane (laneUps, laneDown) decided it.
 func laneDecision(r *rig, port uint8, f []byte) (role uint8, out datapath.Verdict, ok bool) {
 	p := r.s.NewProcessor()
 	fr := append(make([]byte, 0, 2048), f...)
-	p.Process(&datapath.Batch{Port: port, Frames: [][]byte{fr}, Out: make([]datapath.Verdict, 1)})
+	b := datapath.Batch{Port: port, Frames: [][]byte{fr}, Out: make([]datapath.Verdict, 1)}
+	p.Process(&b)
 	for q := r.s.Punts.Next(); q != nil; q = r.s.Punts.Next() {
 		r.s.Punts.Release(q)
 	}
-	role, _, _ = laneKey(&r.s.ports[port], port, f)
-	switch role {
+	// laneUps ran in Process, which kept its verdict for a frame it
+	// decided; laneKeys again for the role it gave.
+	up := p.role[0] == roleLaneDone
+	p.laneKeys(&r.s.ports[port], port, [][]byte{f})
+	switch role = p.role[0]; role {
 	case roleLaneUp:
-		ok = p.laneUp(&r.s.ports[port], 0, f, &out)
+		if ok = up; ok {
+			out = b.Out[0]
+		}
 	case roleLaneDown:
 		ok = p.laneDown(&r.s.ports[port], 0, f, &out)
 	}

@@ -140,11 +140,11 @@ var _ datapath.TxDropCounter = (*Processor)(nil)
 // Process decides every frame of one batch, in three passes after a read
 // of every frame's first byte (touchFrames: the batch's cache misses in
 // flight together): compute the table key each frame needs, from its
-// bytes for a frame the lane may take (laneKey, lane.go), else from its
-// decoded headers (touching each frame's headers once); look all keys up in
-// one batch per table (the table misses overlap too, see
+// bytes for the frames the lane may take (laneKeys, lane.go), else from
+// its decoded headers (touching each frame's headers once); look all keys
+// up in one batch per table (the table misses overlap too, see
 // lfmap.View.LookupBatch); then decide each frame with its lookup result
-// at hand, the lane's frames by the lane where it can (laneUp, laneDown)
+// at hand, the lane's frames by the lane where it can (laneUps, laneDown)
 // and the general way where it cannot.
 func (p *Processor) Process(b *datapath.Batch) {
 	p.mac = p.s.MAC.View()
@@ -162,17 +162,14 @@ func (p *Processor) Process(b *datapath.Batch) {
 	n := len(b.Frames)
 	p.touchFrames(b.Frames)
 	var nmac, nfib int
+	if laneOn {
+		nmac, nfib = p.laneKeys(pt, in, b.Frames)
+	} else {
+		clear(p.role[:n])
+	}
 	for i, f := range b.Frames {
-		if role, key, l3 := laneKey(pt, in, f); role != roleNone && laneOn {
-			p.role[i], p.laneL3[i] = role, l3
-			if role == roleLaneUp {
-				p.macKeys[i], p.fibKeys[i] = key, 0
-				nmac++
-			} else {
-				p.macKeys[i], p.fibKeys[i] = 0, key
-				nfib++
-			}
-			continue
+		if p.role[i] != roleNone {
+			continue // the lane's
 		}
 		pkt := &p.pkts[i]
 		p.macKeys[i], p.fibKeys[i], p.role[i] = 0, 0, roleNone
@@ -217,12 +214,16 @@ func (p *Processor) Process(b *datapath.Batch) {
 		p.fib.LookupBatch(p.fibKeys[:n], p.fvals[:n], p.ffound[:n])
 	}
 	var up, down uint64 // routed frames, counted once per batch
+	if nmac > 0 && laneOn {
+		up = p.laneUps(pt, b.Frames, b.Out)
+	}
 	for i, f := range b.Frames {
 		switch p.role[i] {
 		// A frame the lane leaves goes the general way with the same
-		// key and lookup (laneDecoded).
+		// key and lookup (laneDecoded); roleLaneDone, one laneUps
+		// decided, has its verdict.
 		case roleLaneUp:
-			if p.laneUp(pt, i, f, &b.Out[i]) || p.laneDecoded(in, i, f, &b.Out[i]) && p.fromSubscriber(in, pt, i, f, &b.Out[i]) {
+			if p.laneDecoded(in, i, f, &b.Out[i]) && p.fromSubscriber(in, pt, i, f, &b.Out[i]) {
 				up++
 			}
 		case roleLaneDown:
