@@ -167,42 +167,44 @@ func (p *Processor) Process(b *datapath.Batch) {
 	} else {
 		clear(p.role[:n])
 	}
-	for i, f := range b.Frames {
-		if p.role[i] != roleNone {
-			continue // the lane's
-		}
-		pkt := &p.pkts[i]
-		p.macKeys[i], p.fibKeys[i], p.role[i] = 0, 0, roleNone
-		if r := pkt.Decode(f); r != classifier.ReasonNone {
-			p.drop(in, &b.Out[i], r)
-			continue
-		}
-		vlan := pkt.VLAN & 0xfff
-		switch pt.role[vlan] {
-		case roleAccess:
-			p.role[i] = roleAccess
-			if pkt.Kind == classifier.KindARP || pkt.Kind == classifier.KindIPv4 && pkt.Dst == pt.mac {
-				p.macKeys[i] = classifier.Key(in, vlan, pkt.Src)
-				nmac++
+	if nmac+nfib < n { // else every frame is the lane's
+		for i, f := range b.Frames {
+			if p.role[i] != roleNone {
+				continue // the lane's
 			}
-		case roleUplink:
-			p.role[i] = roleUplink
-			isp := pt.isp[vlan]
-			switch {
-			case pkt.Kind == classifier.KindIPv4 && pkt.Dst == pt.mac:
-				if isp == binding.GardenVRF {
-					if vrf, ok := fromPortalVRF(pkt); ok {
-						isp = vrf // the portal answering a bound subscriber
-					}
+			pkt := &p.pkts[i]
+			p.macKeys[i], p.fibKeys[i], p.role[i] = 0, 0, roleNone
+			if r := pkt.Decode(f); r != classifier.ReasonNone {
+				p.drop(in, &b.Out[i], r)
+				continue
+			}
+			vlan := pkt.VLAN & 0xfff
+			switch pt.role[vlan] {
+			case roleAccess:
+				p.role[i] = roleAccess
+				if pkt.Kind == classifier.KindARP || pkt.Kind == classifier.KindIPv4 && pkt.Dst == pt.mac {
+					p.macKeys[i] = classifier.Key(in, vlan, pkt.Src)
+					nmac++
 				}
-				p.fibKeys[i] = fib.Key(isp, pkt.DstIP)
-				nfib++
-			case pkt.Kind == classifier.KindARP && pkt.ARPOp == arpRequest:
-				p.fibKeys[i] = fib.Key(isp, pkt.TPA)
-				nfib++
+			case roleUplink:
+				p.role[i] = roleUplink
+				isp := pt.isp[vlan]
+				switch {
+				case pkt.Kind == classifier.KindIPv4 && pkt.Dst == pt.mac:
+					if isp == binding.GardenVRF {
+						if vrf, ok := fromPortalVRF(pkt); ok {
+							isp = vrf // the portal answering a bound subscriber
+						}
+					}
+					p.fibKeys[i] = fib.Key(isp, pkt.DstIP)
+					nfib++
+				case pkt.Kind == classifier.KindARP && pkt.ARPOp == arpRequest:
+					p.fibKeys[i] = fib.Key(isp, pkt.TPA)
+					nfib++
+				}
+			default:
+				p.drop(in, &b.Out[i], classifier.ReasonUnknownInterface)
 			}
-		default:
-			p.drop(in, &b.Out[i], classifier.ReasonUnknownInterface)
 		}
 	}
 	if nmac > 0 {
@@ -217,26 +219,28 @@ func (p *Processor) Process(b *datapath.Batch) {
 	if nmac > 0 && laneOn {
 		up = p.laneUps(pt, b.Frames, b.Out)
 	}
-	for i, f := range b.Frames {
-		switch p.role[i] {
-		// A frame the lane leaves goes the general way with the same
-		// key and lookup (laneDecoded); roleLaneDone, one laneUps
-		// decided, has its verdict.
-		case roleLaneUp:
-			if p.laneDecoded(in, i, f, &b.Out[i]) && p.fromSubscriber(in, pt, i, f, &b.Out[i]) {
-				up++
-			}
-		case roleLaneDown:
-			if p.laneDown(pt, i, f, &b.Out[i]) || p.laneDecoded(in, i, f, &b.Out[i]) && p.fromISP(in, pt, i, f, &b.Out[i]) {
-				down++
-			}
-		case roleAccess:
-			if p.fromSubscriber(in, pt, i, f, &b.Out[i]) {
-				up++
-			}
-		case roleUplink:
-			if p.fromISP(in, pt, i, f, &b.Out[i]) {
-				down++
+	if up < uint64(n) { // else laneUps decided every frame
+		for i, f := range b.Frames {
+			switch p.role[i] {
+			// A frame the lane leaves goes the general way with the
+			// same key and lookup (laneDecoded); roleLaneDone, one
+			// laneUps decided, has its verdict.
+			case roleLaneUp:
+				if p.laneDecoded(in, i, f, &b.Out[i]) && p.fromSubscriber(in, pt, i, f, &b.Out[i]) {
+					up++
+				}
+			case roleLaneDown:
+				if p.laneDown(pt, i, f, &b.Out[i]) || p.laneDecoded(in, i, f, &b.Out[i]) && p.fromISP(in, pt, i, f, &b.Out[i]) {
+					down++
+				}
+			case roleAccess:
+				if p.fromSubscriber(in, pt, i, f, &b.Out[i]) {
+					up++
+				}
+			case roleUplink:
+				if p.fromISP(in, pt, i, f, &b.Out[i]) {
+					down++
+				}
 			}
 		}
 	}
