@@ -402,10 +402,11 @@ func (p *Proxy) flushIntents(now time.Time) {
 		p.progress.Add(1) // a store commit each: a backlog is long (Progress)
 	})
 	var r intentRound
+	commits := 0
 	completeUnsent := func() {
 		// Claimed until done: a sender of the subscriber's next message
 		// waits for them (flushIntentsOf), as for any send under way.
-		p.completeIntents(r.unsent, func() { p.progress.Add(1) })
+		p.completeIntents(r.unsent, func() { commits++; p.progress.Add(1) })
 		r.unsent = r.unsent[:0]
 	}
 	for _, pi := range p.intents.unsent() {
@@ -413,6 +414,12 @@ func (p *Proxy) flushIntents(now time.Time) {
 		p.progress.Add(1)
 		if len(r.unsent) >= completeBatch {
 			completeUnsent()
+			if commits >= completeRound {
+				// The rest next round, as for the due ones: a removed
+				// ISP's backlog of a million held one round for ~1000
+				// commits (a review). They are sent then too.
+				break
+			}
 		}
 	}
 	completeUnsent()

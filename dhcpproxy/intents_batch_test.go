@@ -349,3 +349,44 @@ func TestCrashBetweenCompletionBatches(t *testing.T) {
 		})
 	}
 }
+
+// The intents a round completes unsent are held to completeRound commits
+// a round too (a review: a removed ISP's backlog of a million was ~1000
+// commits in one round); the next rounds complete the rest.
+func TestRoundDropsUnconfiguredISPsIntentsAtMostCompleteRound(t *testing.T) {
+	defer func(b int) { completeBatch = b }(completeBatch)
+	completeBatch = 2
+	path := filepath.Join(t.TempDir(), "s.db")
+	n := completeBatch*completeRound + 3
+	st, err := subscribers.Open(path, subscribers.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		in := backlogIntent(i)
+		in.ISP = "gamma" // not configured
+		if _, err := st.AddIntent(in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := switchRigAt(t, path)
+	cs := &countingStore{Store: r.store}
+	r.p = New(r.p.config(), cs, r.p.reg, r.tab, r.snd, nil)
+	if err := r.p.loadIntents(); err != nil {
+		t.Fatal(err)
+	}
+	r.p.flushIntents(time.Now())
+	if w := cs.writes.Load(); w != int64(completeRound) {
+		t.Errorf("the first round made %d commits, want completeRound (%d)", w, completeRound)
+	}
+	if left := r.p.PendingIntents(); left != 3 {
+		t.Errorf("after the first round: %d pending, want 3", left)
+	}
+	r.p.flushIntents(time.Now())
+	if left, _ := r.store.Intents(); len(left) != 0 || r.p.PendingIntents() != 0 {
+		t.Errorf("after the second round: %d intents stored, %d pending", len(left), r.p.PendingIntents())
+	}
+}
