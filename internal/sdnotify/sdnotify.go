@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -30,10 +31,10 @@ type Notifier struct {
 	watchdog time.Duration
 	on       bool // $NOTIFY_SOCKET was usable
 
-	mu  sync.Mutex        // serialises Send and Close: fd, to and msg are theirs
-	fd  int               // an unconnected datagram socket, blocking; -1 once closed
-	to  unix.SockaddrUnix // $NOTIFY_SOCKET
-	msg []byte            // the datagram being sent, reused
+	mu  sync.Mutex           // serialises Send and Close: fd, to and msg are theirs
+	fd  int                  // an unconnected datagram socket, blocking; -1 once closed
+	to  syscall.SockaddrUnix // $NOTIFY_SOCKET (see Send)
+	msg []byte               // the datagram being sent, reused
 }
 
 // FromEnv returns the Notifier $NOTIFY_SOCKET names, with the watchdog
@@ -54,8 +55,8 @@ func FromEnv() (*Notifier, error) {
 	}
 	// Whether the manager listens now: a connection tried once and
 	// closed. Sends go to the address each time (see the package doc).
-	// Go's net package, like x/sys/unix's SockaddrUnix, takes a leading @
-	// for Linux's abstract namespace.
+	// Go's net package, like package syscall's SockaddrUnix (Send),
+	// takes a leading @ for Linux's abstract namespace.
 	probe, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
 		return n, fmt.Errorf("NOTIFY_SOCKET: %w", err)
@@ -120,8 +121,11 @@ func (n *Notifier) Send(assignments ...string) error {
 		n.msg = append(n.msg, '\n')
 	}
 	// The SockaddrUnix is n's own, its raw form filled in place: no
-	// allocation per send.
-	if err := unix.Sendto(n.fd, n.msg, unix.MSG_NOSIGNAL, &n.to); err != nil {
+	// allocation per send. Package syscall's, as net's probe in FromEnv
+	// used: x/sys/unix's refuses an abstract name of sun_path's whole
+	// 108 bytes (it keeps a byte for a NUL such a name does not have),
+	// which the probe reached, and every send failed.
+	if err := syscall.Sendto(n.fd, n.msg, unix.MSG_NOSIGNAL, &n.to); err != nil {
 		return os.NewSyscallError("sendto", err)
 	}
 	return nil

@@ -190,3 +190,31 @@ func TestSendAfterClose(t *testing.T) {
 		t.Errorf("a second Close: %v", err)
 	}
 }
+
+// TestSendLongestAbstractName: an abstract name fills sun_path's 108
+// bytes with no NUL after it (the leading @ is the NUL in front), which
+// Linux, libsystemd and Go's net package all take. FromEnv's probe (net)
+// reached such a socket, and every Send then failed with EINVAL:
+// x/sys/unix's SockaddrUnix keeps a byte for a NUL that an abstract name
+// does not have. A service with such a $NOTIFY_SOCKET was never told
+// ready.
+func TestSendLongestAbstractName(t *testing.T) {
+	suffix := "-ispmux-sdnotify-" + strconv.Itoa(os.Getpid())
+	name := "@" + strings.Repeat("n", 108-1-len(suffix)) + suffix
+	if len(name) != 108 {
+		t.Fatalf("name of %d bytes", len(name))
+	}
+	c := listen(t, name)
+	t.Setenv("WATCHDOG_USEC", "")
+	n, err := FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if err := n.Send("READY=1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(t, c); got != "READY=1\n" {
+		t.Fatalf("got %q", got)
+	}
+}
