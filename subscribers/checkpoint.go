@@ -414,6 +414,14 @@ func (s *Store) openJournalFor(path string, noSync bool) error {
 		jr.close()
 		return &CorruptError{Bucket: "journal", Key: []byte(jr.paths[0]), Err: fmt.Errorf("%w (remove %s and %s to discard it)", err, jr.paths[0], jr.paths[1])}
 	}
+	if s.created && len(replay) > 0 {
+		// A store this Open created has written no record yet: these
+		// are another store's, left beside a removed file (its
+		// bindings, and its events numbered from 1 or its own base,
+		// replayed into this one would resurrect them).
+		jr.close()
+		return ErrForeignJournal{Paths: jr.paths, Records: len(replay)}
+	}
 	jr.lsn = applied
 	s.jr, s.appliedLSN = jr, applied
 	s.noteJournalSync()
@@ -541,4 +549,18 @@ func (s *Store) pendingBindings() map[string][]byte {
 		m[k] = v.val
 	}
 	return m
+}
+
+// ErrForeignJournal is Open's refusal of a new store file beside journal
+// files that hold records: they are another store's (its file removed or
+// moved away, the journal left), never this one's, which has written none.
+// Open removes the file it created, so that the next Open decides again.
+type ErrForeignJournal struct {
+	Paths   [2]string
+	Records int
+}
+
+func (e ErrForeignJournal) Error() string {
+	return fmt.Sprintf("the store file is new, but its journal holds %d records of another store's (its file removed, the journal left): "+
+		"put that store's file back, or remove %s and %s to start empty", e.Records, e.Paths[0], e.Paths[1])
 }

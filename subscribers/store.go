@@ -444,6 +444,12 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	if err := s.openJournalFor(path, opts.NoSync); err != nil {
 		closeDB(db, err)
+		if errors.As(err, new(ErrForeignJournal)) {
+			// Made by this Open, holding nothing: the next Open finds no
+			// file, and refuses the journal again, until the operator
+			// decides.
+			_ = os.Remove(path)
+		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	if s.copyJump, err = s.openedCopy(time.Now()); err == nil {
