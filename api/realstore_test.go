@@ -129,9 +129,10 @@ func TestClaimBackoffConcurrent(t *testing.T) {
 func TestBindingsOfMAC(t *testing.T) {
 	f, ten, st := newRealFixture(t)
 	m := subscribers.MAC{2, 0, 0, 0, 0, 9}
+	since := time.Now().Add(-72 * time.Hour).UTC().Truncate(time.Second)
 	for _, b := range []subscribers.Binding{
 		{MAC: m, Access: "acc0", ISP: "alpha", IP: netip.MustParseAddr("100.64.0.9"), Expires: time.Now().Add(time.Hour)},
-		{MAC: m, Access: "acc1", VLAN: 7, ISP: "beta", IP: netip.MustParseAddr("100.64.0.10"), Expires: time.Now().Add(time.Hour)},
+		{MAC: m, Access: "acc1", VLAN: 7, ISP: "beta", IP: netip.MustParseAddr("100.64.0.10"), Expires: time.Now().Add(time.Hour), Since: since},
 		{MAC: subscribers.MAC{2, 0, 0, 0, 0, 8}, Access: "acc0", ISP: "alpha", IP: netip.MustParseAddr("100.64.0.8"), Expires: time.Now().Add(time.Hour)},
 	} {
 		if err := st.CommitBinding(b); err != nil {
@@ -155,6 +156,12 @@ func TestBindingsOfMAC(t *testing.T) {
 	}
 	if bs := get("beta", "/v1/isps/beta/bindings?mac=02-00-00-00-00-09"); len(bs) != 1 || bs[0].ISP != "beta" {
 		t.Errorf("beta: %+v", bs)
+	}
+	// The binding's start, where it is stored (Binding.Since); none on
+	// the others.
+	if w := f.do("GET", "/v1/bindings?mac=02:00:00:00:00:09", "operator", ""); !strings.Contains(w.Body.String(), `"since":"`+since.Format(time.RFC3339)+`"`) ||
+		strings.Count(w.Body.String(), `"since"`) != 1 {
+		t.Errorf("since %s on acc1's binding alone: %s", since.Format(time.RFC3339), w.Body)
 	}
 	if bs := get("alpha", "/v1/isps/alpha/bindings?mac=02:00:00:00:00:07"); len(bs) != 0 {
 		t.Errorf("no binding: %+v", bs)

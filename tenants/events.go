@@ -142,6 +142,9 @@ func (t *Tenants) Bindings(ctx context.Context, isp string, o ListOptions) (Page
 func (t *Tenants) bindingView(b subscribers.Binding) Binding {
 	v := Binding{MAC: macString(b.MAC), ISP: b.ISP, CustomerID: b.Customer, Access: b.Access,
 		VLAN: b.VLAN, IP: b.IP, Expires: b.Expires}
+	if !b.Since.IsZero() {
+		v.Since = b.Since.UTC()
+	}
 	if c, ok := t.proxy.(ClientLeases); ok {
 		if end, ok := c.ClientLeaseEnd(b.Access, b.VLAN, binding.MAC48(b.MAC), b.ISP, b.IP); ok {
 			v.ClientLeaseEnd = end.UTC()

@@ -173,6 +173,11 @@ type Binding struct {
 	// since ispmux's start; a static subscriber). A device that stops
 	// renewing keeps its binding, and its ISP lease, until Expires.
 	ClientLeaseEnd time.Time `json:"client_lease_end,omitzero"`
+	// Since is when the device bound at this ISP with this client
+	// identifier, kept through its renewals, restarts and backups:
+	// absent for a binding stored before ispmux kept it (record format
+	// 6) and renewed only since.
+	Since time.Time `json:"since,omitzero"`
 }
 
 // ISPInfo is one ISP with its counts.

@@ -229,6 +229,9 @@ func writeSubscriber(w io.Writer, v subscriberView) error {
 			exp += "  (the ISP's lease)"
 		}
 		t.row("  expires:", exp)
+		if !b.Since.IsZero() {
+			t.row("  bound since:", timeString(b.Since))
+		}
 		if !b.ClientLeaseEnd.IsZero() {
 			// The device's own lease, which ends sooner: a trial's
 			// operator read the ISP's 30 min for the device's 30 s.
