@@ -493,14 +493,6 @@ func (p *Proxy) revokeMessage(b subscribers.Binding, isp *ISP, c *Circuit, why s
 	return m.ToBytes()
 }
 
-// revoke ends the binding b (held under sk if ispmux holds it) because it
-// no longer matches its registration or cannot forward: the ISP gets a
-// RELEASE on the subscriber's behalf, through an intent.
-func (p *Proxy) revoke(sk subKey, b subscribers.Binding, why string) bool {
-	defer p.lockSub(sk.mac).Unlock()
-	return p.revokeLocked(sk, b, why)
-}
-
 // releaseIntent is the intent to send isp revokeMessage's RELEASE of b
 // (nil if it cannot be built).
 func (p *Proxy) releaseIntent(b subscribers.Binding, isp *ISP, c *Circuit, why string) *subscribers.Intent {
@@ -511,14 +503,12 @@ func (p *Proxy) releaseIntent(b subscribers.Binding, isp *ISP, c *Circuit, why s
 	return &subscribers.Intent{Kind: subscribers.IntentRelease, ISP: isp.Name, MAC: b.MAC, Access: b.Access, VLAN: b.VLAN, IP: b.IP, Message: msg}
 }
 
-// revokeLocked is revoke with sk's stripe of subMu held.
+// revokeLocked ends the binding b (held under sk if ispmux holds it),
+// sk's stripe of subMu held, because it no longer matches its registration
+// or cannot forward: the ISP gets a RELEASE on the subscriber's behalf,
+// through an intent. (A start's revocations are endEach's, in batches.)
 func (p *Proxy) revokeLocked(sk subKey, b subscribers.Binding, why string) bool {
-	isp := p.isps[b.ISP]
-	e := bindingSubject(b).event(subscribers.EventRevoked, b.IP, why)
-	var in *subscribers.Intent
-	if isp != nil {
-		in = p.releaseIntent(b, isp, p.circuitByName(b.Access, b.VLAN), "revoked by the access operator: "+why)
-	}
+	in, e := p.revocationEnd(b, why)
 	if !p.endBindingLocked(sk, b.Access, in, e) {
 		return false
 	}

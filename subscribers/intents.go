@@ -131,19 +131,30 @@ type BindingEnd struct {
 	// the event written either way.
 	Expires time.Time
 	Event   Event
+	// Intent, if set, is stored with the end, in the same transaction
+	// (as EndBinding's): its ID is assigned, and Created set to now if
+	// zero, in *Intent once EndBindings returns with the end committed.
+	// Not with Expires (ErrInvalid): an end that may not happen has no
+	// message to send.
+	Intent *Intent
 }
 
 // endBatch is how many bindings EndBindings ends in one transaction.
 const endBatch = 4096
 
-// EndBindings ends many bindings with no intent (each removed if stored,
-// its event stored), endBatch to a durable transaction, in key order
-// within one: what a restart after a long outage does with the bindings
-// whose leases ran out meanwhile, beside its first DHCP. One transaction each
-// (EndBinding, even side by side through the group commit) cost ~95 µs a
-// binding: 9.5 s of a restart's outage at 100k (a trial). It returns the
-// events stored (their Seq set) in the order of ends, and on error those
-// of the transactions committed before it. With Expires set (a start's
+// EndBindings ends many bindings (each removed if stored, its event and
+// its intent, if any, stored), endBatch to a durable transaction, in key
+// order within one: what a restart after a long outage does with the
+// bindings whose leases ran out meanwhile, beside its first DHCP, and a
+// start with the bindings of access circuits no longer configured (each
+// with the RELEASE intent to its ISP). One transaction each (EndBinding,
+// even side by side through the group commit) cost ~95 µs a binding: 9.5
+// s of a restart's outage at 100k (a trial). Each end's intent is in the
+// transaction of its end: a crash between two leaves the first's bindings
+// ended with their intents stored, the second's bindings stored and no
+// intent of theirs. It returns the events stored (their Seq set) in the
+// order of ends, and on error those of the transactions committed before
+// it (whose intents are set in their ends). With Expires set (a start's
 // ends, run beside its DHCP), a binding committed since is kept.
 func (s *Store) EndBindings(ends []BindingEnd) ([]Event, error) {
 	evs := make([]Event, 0, len(ends))
@@ -153,6 +164,8 @@ func (s *Store) EndBindings(ends []BindingEnd) ([]Event, error) {
 		order := make([]int, len(chunk))
 		keys := make([][]byte, len(chunk))
 		first := len(evs)
+		ins := make([]Intent, len(chunk)) // the intents to store (ID 0: none)
+		now := time.Now()
 		for i := range chunk {
 			e := &chunk[i]
 			if err := validAccess(e.Access); err != nil {
@@ -161,6 +174,19 @@ func (s *Store) EndBindings(ends []BindingEnd) ([]Event, error) {
 			ev := e.Event
 			if err := prepareEvent(&ev); err != nil {
 				return evs[:first], fmt.Errorf("end binding %s: %w", bindingName(e.Access, e.VLAN, e.MAC), err)
+			}
+			if e.Intent != nil {
+				if !e.Expires.IsZero() {
+					return evs[:first], fmt.Errorf("end binding %s: %w: an intent with a conditional end (Expires)", bindingName(e.Access, e.VLAN, e.MAC), ErrInvalid)
+				}
+				ins[i] = *e.Intent
+				ins[i].ID = 0
+				if ins[i].Created.IsZero() {
+					ins[i].Created = now
+				}
+				if err := validateIntent(&ins[i]); err != nil {
+					return evs[:first], fmt.Errorf("end binding %s: intent: %w", bindingName(e.Access, e.VLAN, e.MAC), err)
+				}
 			}
 			evs = append(evs, ev)
 			order[i], keys[i] = i, bindingKey(e.Access, e.VLAN, e.MAC)
@@ -198,7 +224,15 @@ func (s *Store) EndBindings(ends []BindingEnd) ([]Event, error) {
 					return err
 				}
 			}
-			// The events in the order of ends (their numbers follow it).
+			// The intents, then the events, in the order of ends (their
+			// numbers follow it).
+			for i := range ins {
+				if chunk[i].Intent != nil {
+					if err := intentPut(&ins[i])(tx); err != nil {
+						return err
+					}
+				}
+			}
 			for i := range batch {
 				if skip[i] {
 					continue
@@ -215,6 +249,11 @@ func (s *Store) EndBindings(ends []BindingEnd) ([]Event, error) {
 		}, wakeEvents)
 		if err != nil {
 			return evs[:first], fmt.Errorf("end %d bindings: %w", len(chunk), err)
+		}
+		for i := range chunk {
+			if chunk[i].Intent != nil {
+				*chunk[i].Intent = ins[i]
+			}
 		}
 		k := first
 		for i := range batch {

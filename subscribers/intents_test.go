@@ -680,3 +680,62 @@ func TestEndBindingsIfExpires(t *testing.T) {
 		}
 	}
 }
+
+// TestEndBindingsWithIntents: an end with an intent stores it in its end's
+// transaction (a start ending a removed circuit's bindings, each with its
+// RELEASE): each intent stored once, its ID set in the caller's Intent,
+// with the bindings gone and their events; an intent with a conditional
+// end (Expires) is refused before anything is written.
+func TestEndBindingsWithIntents(t *testing.T) {
+	s, _ := openTest(t, Options{NoSync: true})
+	const n = endBatch + 10
+	var ends []BindingEnd
+	ins := make([]Intent, n)
+	for i := range n {
+		b := testBinding(i)
+		if err := s.CommitBinding(b); err != nil {
+			t.Fatal(err)
+		}
+		e := BindingEnd{Access: b.Access, VLAN: b.VLAN, MAC: b.MAC, Event: Event{Kind: EventRevoked, MAC: b.MAC, ISP: b.ISP, IP: b.IP}}
+		if i%2 == 0 {
+			ins[i] = Intent{Kind: IntentRelease, ISP: b.ISP, MAC: b.MAC, Access: b.Access, VLAN: b.VLAN, IP: b.IP, Message: []byte{1, byte(i)}}
+			e.Intent = &ins[i]
+		}
+		ends = append(ends, e)
+	}
+	bad := ends[1]
+	bad.Expires = time.Now()
+	bad.Intent = &Intent{Kind: IntentRelease, ISP: "a", IP: netip.MustParseAddr("100.64.0.1"), Message: []byte{1}}
+	if _, err := s.EndBindings([]BindingEnd{ends[0], bad}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("an intent with Expires: %v, want ErrInvalid", err)
+	}
+	if got, _ := s.Intents(); len(got) != 0 {
+		t.Fatalf("%d intents stored by a refused EndBindings", len(got))
+	}
+	tx0 := s.CommitStats().Transactions
+	evs, err := s.EndBindings(ends)
+	if err != nil || len(evs) != n {
+		t.Fatalf("EndBindings: %d events, %v", len(evs), err)
+	}
+	if tx := s.CommitStats().Transactions - tx0; tx != 2 {
+		t.Errorf("%d ends in %d transactions, want 2", n, tx)
+	}
+	stored, err := s.Intents()
+	if err != nil || len(stored) != (n+1)/2 {
+		t.Fatalf("%d intents stored, %v; want %d", len(stored), err, (n+1)/2)
+	}
+	byID := map[uint64]Intent{}
+	for _, in := range stored {
+		byID[in.ID] = in
+	}
+	for i := 0; i < n; i += 2 {
+		got, ok := byID[ins[i].ID]
+		if ins[i].ID == 0 || !ok || got.MAC != ins[i].MAC || !bytes.Equal(got.Message, ins[i].Message) || got.Created.IsZero() {
+			t.Fatalf("end %d: intent %+v in the caller, stored %+v (%v)", i, ins[i], got, ok)
+		}
+	}
+	left := 0
+	if err := s.ForEachBindingBorrowed(func(*Binding) error { left++; return nil }); err != nil || left != 0 {
+		t.Errorf("%d bindings left, %v", left, err)
+	}
+}

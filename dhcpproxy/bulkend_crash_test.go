@@ -1,0 +1,99 @@
+package dhcpproxy
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/internal/failpoint"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+const bulkEndCrashEnv = "DHCPPROXY_BULKEND_CRASH_CHILD"
+
+// TestCrashBetweenRemovedCircuitBatches: a start ends a removed circuit's
+// bindings startEndBatch to a transaction, each with its RELEASE intent
+// (endEach). Killed right after the first batch's commit (failpoint
+// restart/end-after-batch), the store holds that batch's bindings ended,
+// each with its intent, and the others stored with none: no intent lost,
+// none without its end. The next start ends the rest; every binding is
+// gone, has one intent and one revoked event, the event log has no gap,
+// and each RELEASE is sent once.
+func TestCrashBetweenRemovedCircuitBatches(t *testing.T) {
+	n, live := 2*startEndBatch+100, 5
+	if path := os.Getenv(bulkEndCrashEnv); path != "" {
+		r := switchRigAt(t, path)
+		_, err := r.p.Restore(time.Now())
+		t.Fatalf("child: the failpoint was not hit (restore: %v)", err)
+	}
+	if !failpoint.Enabled {
+		t.Skip("needs -tags failpoints")
+	}
+	path := filepath.Join(t.TempDir(), "s.db")
+	seedRemovedCircuit(t, path, n, live)
+
+	runKilledAt(t, "TestCrashBetweenRemovedCircuitBatches", bulkEndCrashEnv, path, failpoint.RestartEndAfterBatch+"@1")
+
+	r := switchRigAt(t, path)
+	stored := map[[6]byte]bool{}
+	if err := r.store.ForEachBindingBorrowed(func(b *subscribers.Binding) error {
+		if b.Access == "acc1" {
+			stored[b.MAC] = true
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ins, err := r.store.Intents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stored) != n-startEndBatch || len(ins) != startEndBatch {
+		t.Fatalf("after the crash: %d bindings of acc1 stored and %d intents; want %d and %d (the first batch ended, the rest not)",
+			len(stored), len(ins), n-startEndBatch, startEndBatch)
+	}
+	for _, in := range ins {
+		if stored[[6]byte(in.MAC)] {
+			t.Fatalf("an intent of a binding still stored: %+v", in)
+		}
+	}
+
+	now := time.Now()
+	if got, err := r.p.Restore(now); err != nil || got != live {
+		t.Fatalf("the start after the crash restored %d, %v; want %d", got, err, live)
+	}
+	r.p.expire(now)
+	r.p.expire(now.Add(time.Second))
+	r.p.notes.wait()
+	released := map[netip.Addr]int{}
+	for _, m := range r.sentUp(dhcpv4.MessageTypeRelease) {
+		ip, _ := netip.AddrFromSlice(m.ClientIPAddr.To4())
+		released[ip]++
+	}
+	evs, err := r.store.Events(0, 2*n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := map[[6]byte]int{}
+	for i, e := range evs {
+		if i > 0 && e.Seq != evs[i-1].Seq+1 {
+			t.Fatalf("event %d has seq %d after %d: a gap", i, e.Seq, evs[i-1].Seq)
+		}
+		if e.Kind == subscribers.EventRevoked && e.Access == "acc1" {
+			revoked[[6]byte(e.MAC)]++
+		}
+	}
+	for i := range n {
+		m := removedCircuitMAC(i)
+		if _, err := r.store.Binding("acc1", 5, m); err == nil {
+			t.Fatalf("binding %d of the removed circuit is stored after the restart", i)
+		}
+		if ip := removedCircuitIP(i); revoked[m] != 1 || released[ip] != 1 {
+			t.Fatalf("binding %d: %d revoked events, %d RELEASEs sent; want 1 each", i, revoked[m], released[ip])
+		}
+	}
+}
