@@ -4,11 +4,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
+	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
 )
@@ -91,6 +93,106 @@ func TestCrashBetweenRemovedCircuitBatches(t *testing.T) {
 		m := removedCircuitMAC(i)
 		if _, err := r.store.Binding("acc1", 5, m); err == nil {
 			t.Fatalf("binding %d of the removed circuit is stored after the restart", i)
+		}
+		if ip := removedCircuitIP(i); revoked[m] != 1 || released[ip] != 1 {
+			t.Fatalf("binding %d: %d revoked events, %d RELEASEs sent; want 1 each", i, revoked[m], released[ip])
+		}
+	}
+}
+
+const revokeCrashEnv = "DHCPPROXY_REVOKE_CRASH_CHILD"
+
+// blockedRigAt is switchRigAt with every MAC's registration read as
+// blocked (blockingRegistry): what a bulk suspension leaves.
+func blockedRigAt(t *testing.T, path string, blocked *atomic.Bool) *prig {
+	st, err := subscribers.Open(path, subscribers.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	r := &prig{t: t, store: st, tab: &fakeTables{bound: map[uint64]binding.Binding{}, store: st}, snd: &fakeSender{}}
+	r.p = New(switchRigConfig(), st, blockingRegistry{storeRegistry{st}, blocked}, r.tab, r.snd, nil)
+	return r
+}
+
+// TestCrashBetweenRevocationBatches: a bulk revocation (RevalidateMACs
+// after a suspension of many devices) commits revokeBatch ends to a
+// transaction, each with its RELEASE intent. Killed right after the first
+// batch's commit (failpoint restart/end-after-batch, Store.EndBindings'),
+// before the state in memory changed: that batch's bindings are ended,
+// each with its intent, the others stored with none. The start after
+// revokes the rest (their registrations blocked); each binding has one
+// intent, one revoked event and one RELEASE sent.
+func TestCrashBetweenRevocationBatches(t *testing.T) {
+	n := 2*revokeBatch + 50
+	if path := os.Getenv(revokeCrashEnv); path != "" {
+		var blocked atomic.Bool
+		r := blockedRigAt(t, path, &blocked)
+		if got, err := r.p.Restore(time.Now()); err != nil || got != n {
+			t.Fatalf("child: Restore = %d, %v", got, err)
+		}
+		macs := make([]uint64, n)
+		for i := range n {
+			macs[i] = binding.MAC48(removedCircuitMAC(i))
+		}
+		blocked.Store(true)
+		r.p.RevalidateMACs(macs)
+		t.Fatal("child: the failpoint was not hit")
+	}
+	if !failpoint.Enabled {
+		t.Skip("needs -tags failpoints")
+	}
+	path := filepath.Join(t.TempDir(), "s.db")
+	seedRemovedCircuit(t, path, 0, n)
+
+	runKilledAt(t, "TestCrashBetweenRevocationBatches", revokeCrashEnv, path, failpoint.RestartEndAfterBatch+"@1")
+
+	var blocked atomic.Bool
+	blocked.Store(true)
+	r := blockedRigAt(t, path, &blocked)
+	stored := map[[6]byte]bool{}
+	if err := r.store.ForEachBindingBorrowed(func(b *subscribers.Binding) error { stored[b.MAC] = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	ins, err := r.store.Intents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stored) != n-revokeBatch || len(ins) != revokeBatch {
+		t.Fatalf("after the crash: %d bindings stored and %d intents; want %d and %d (the first batch ended, the rest not)",
+			len(stored), len(ins), n-revokeBatch, revokeBatch)
+	}
+	for _, in := range ins {
+		if stored[[6]byte(in.MAC)] {
+			t.Fatalf("an intent of a binding still stored: %+v", in)
+		}
+	}
+	now := time.Now()
+	if got, err := r.p.Restore(now); err != nil || got != 0 {
+		t.Fatalf("the start after the crash restored %d, %v; want none (all blocked)", got, err)
+	}
+	r.p.expire(now)
+	r.p.expire(now.Add(time.Second))
+	r.p.notes.wait()
+	released := map[netip.Addr]int{}
+	for _, m := range r.sentUp(dhcpv4.MessageTypeRelease) {
+		ip, _ := netip.AddrFromSlice(m.ClientIPAddr.To4())
+		released[ip]++
+	}
+	evs, err := r.store.Events(0, 2*n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := map[[6]byte]int{}
+	for _, e := range evs {
+		if e.Kind == subscribers.EventRevoked {
+			revoked[[6]byte(e.MAC)]++
+		}
+	}
+	for i := range n {
+		m := removedCircuitMAC(i)
+		if _, err := r.store.Binding("acc0", 0, m); err == nil {
+			t.Fatalf("binding %d is stored after the restart", i)
 		}
 		if ip := removedCircuitIP(i); revoked[m] != 1 || released[ip] != 1 {
 			t.Fatalf("binding %d: %d revoked events, %d RELEASEs sent; want 1 each", i, revoked[m], released[ip])

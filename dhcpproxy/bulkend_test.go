@@ -6,10 +6,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/registry"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -150,5 +152,108 @@ func TestStartEndsRemovedCircuitInBatches(t *testing.T) {
 		if _, ok := r.p.Lease(accPort, 0, binding.MAC48(removedCircuitMAC(i))); !ok {
 			t.Errorf("live binding %d not restored", i)
 		}
+	}
+}
+
+// blockingRegistry is the store's registry with every MAC blocked once
+// blocked is set: a bulk suspension, as the registry reads it.
+type blockingRegistry struct {
+	storeRegistry
+	blocked *atomic.Bool
+}
+
+func (r blockingRegistry) Lookup(mac uint64) (registry.Entry, bool) {
+	e, ok := r.storeRegistry.Lookup(mac)
+	e.Blocked = e.Blocked || r.blocked.Load()
+	return e, ok
+}
+
+// TestBulkRevocationInBatches: a tenant change that revokes many bindings
+// at once (an import suspending 50k devices, a customer's deletion, a
+// purge; RevalidateMACs) ends them revokeBatch to a store transaction,
+// each with its RELEASE intent and revoked event. One transaction each
+// (side by side, the group commit put ~35 in an fsync) revoked ~N a
+// second; the commits are counted, not timed. Each binding is gone from
+// the store, the lease table and the forwarding tables, its intent stored
+// and queued once, its event written once.
+func TestBulkRevocationInBatches(t *testing.T) {
+	n := 20000
+	if testing.Short() {
+		n = 5000
+	}
+	if s := os.Getenv("DHCPPROXY_BULKEND_N"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "s.db")
+	seedRemovedCircuit(t, path, 0, n) // all on acc0, registered at alpha
+	st, err := subscribers.Open(path, subscribers.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	var blocked atomic.Bool
+	tab := &fakeTables{bound: map[uint64]binding.Binding{}, store: st}
+	p := New(switchRigConfig(), st, blockingRegistry{storeRegistry{st}, &blocked}, tab, &fakeSender{}, nil)
+	if got, err := p.Restore(time.Now()); err != nil || got != n {
+		t.Fatalf("Restore = %d, %v; want %d", got, err, n)
+	}
+	macs := make([]uint64, n)
+	for i := range n {
+		macs[i] = binding.MAC48(removedCircuitMAC(i))
+	}
+	blocked.Store(true)
+	before := st.CommitStats().Transactions
+	start := time.Now()
+	revoked := p.RevalidateMACs(macs)
+	took := time.Since(start)
+	txs := st.CommitStats().Transactions - before
+	t.Logf("%d bindings revoked in %v, %d store transactions", n, took.Round(time.Millisecond), txs)
+	if revoked != n {
+		t.Fatalf("RevalidateMACs = %d, want %d", revoked, n)
+	}
+	if max := uint64((n+revokeBatch-1)/revokeBatch) + 8; txs > max {
+		t.Errorf("%d store transactions to revoke %d bindings, want at most %d (batches of %d)", txs, n, max, revokeBatch)
+	}
+	left := 0
+	if err := st.ForEachBindingBorrowed(func(*subscribers.Binding) error { left++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Errorf("%d bindings still stored", left)
+	}
+	ins, err := st.Intents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := map[[6]byte]int{}
+	for _, in := range ins {
+		if in.Kind == subscribers.IntentRelease {
+			released[[6]byte(in.MAC)]++
+		}
+	}
+	evs, err := st.Events(0, 2*n+100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := map[[6]byte]int{}
+	for _, e := range evs {
+		if e.Kind == subscribers.EventRevoked {
+			ended[[6]byte(e.MAC)]++
+		}
+	}
+	for i := range n {
+		m := removedCircuitMAC(i)
+		if released[m] != 1 || ended[m] != 1 {
+			t.Fatalf("binding %d: %d RELEASE intents, %d revoked events; want 1 each", i, released[m], ended[m])
+		}
+		if _, ok := p.Lease(accPort, 0, binding.MAC48(m)); ok || tab.isBound(binding.MAC48(m)) {
+			t.Fatalf("binding %d still leased (%v) or forwarding (%v)", i, ok, tab.isBound(binding.MAC48(m)))
+		}
+	}
+	if got := p.PendingIntents(); got != n {
+		t.Errorf("%d intents pending in memory, want %d", got, n)
 	}
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/ispmux/ispmux/subscribers"
 )
 
-// endersAtOnce is how many durable ends (expiries, revocations) run at
+// endersAtOnce is how many durable ends (expiries) run at
 // once (sideBySide).
 const endersAtOnce = 64
 

@@ -1,7 +1,6 @@
 package dhcpproxy
 
 import (
-	"sync/atomic"
 	"time"
 
 	"github.com/ispmux/ispmux/internal/failpoint"
@@ -54,18 +53,17 @@ func (p *Proxy) revalidateMACs(macs []uint64, immediate bool) int {
 		p.endBlockedOnboarding(mac)
 		todo = append(todo, p.leases.ofMAC(mac)...)
 	}
-	// Side by side (sideBySide): each revocation is a durable
-	// transaction (with its RELEASE intent), and one after the other a
-	// bulk suspension (an import of 50k lines) revoked ~310 bindings a
-	// second, one fsync each (a trial).
-	var n atomic.Int64
-	sideBySide(len(todo), func(i int) bool {
-		if p.revalidate(todo[i], immediate, now) {
-			n.Add(1)
-		}
-		return true
-	})
-	return int(n.Load())
+	// In batches (revalidateBatch): one after the other a bulk
+	// suspension (an import of 50k lines) revoked ~310 bindings a second,
+	// one fsync each, and side by side through the group commit ~6k a
+	// second (trials).
+	n := 0
+	for len(todo) > 0 {
+		k := min(revokeBatch, len(todo))
+		n += p.revalidateBatch(todo[:k], immediate, now)
+		todo = todo[k:]
+	}
+	return n
 }
 
 // revalidate ends the binding h if it no longer matches its registration,

@@ -59,7 +59,8 @@
 //     the DECLINE of an acknowledged address it cannot use.
 //   - lifecycle.go: the bindings held (leaseTable.mu): bind, revalidation,
 //     expiry; restore.go: the stored bindings installed (or ended) at the
-//     start.
+//     start; bulkend.go: many bindings ended at once, in batches of one
+//     store transaction (no state of its own).
 //   - renewals.go: the client lease (at most ClientLeaseMax: options 51,
 //     58, 59 ispmux's), renewals answered from the binding before the
 //     ISP's T1, the NAK of any REQUEST not for the subscriber's binding at
@@ -666,9 +667,14 @@ func (p *Proxy) expire(now time.Time) {
 	p.reclaims.prune(now, p.intents.onWire)
 }
 
+// subStripe is the index of subscriber mac's stripe of subMu.
+func (p *Proxy) subStripe(mac uint64) int {
+	return int((mac ^ mac>>8 ^ mac>>16) % uint64(len(p.subMu)))
+}
+
 // lockSub locks subscriber mac's stripe of subMu; the caller unlocks it.
 func (p *Proxy) lockSub(mac uint64) *sync.Mutex {
-	m := &p.subMu[(mac^mac>>8^mac>>16)%uint64(len(p.subMu))]
+	m := &p.subMu[p.subStripe(mac)]
 	m.Lock()
 	return m
 }

@@ -1,0 +1,141 @@
+package dhcpproxy
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/internal/failpoint"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// Ending many bindings at once (a start's revocations and removed
+// circuits, endEach; a tenant change's or reload's revocations,
+// revalidateMACs): a batch of ends is one store transaction
+// (Store.EndBindings), each end with its intent and event in it, and each
+// batch's state in memory changes after its commit exactly as one end's
+// does (endBindingTx, revokeLocked): the lease and the forwarding entry
+// removed only once the end is durable, then the intent queued and sent.
+// One transaction each, side by side through the group commit (~35 an
+// fsync), revoked ~6k bindings a second (a trial: 20k in 3.5 s, 620
+// transactions): minutes at a million.
+
+// revokeBatch is how many revocations revalidateMACs commits in one store
+// transaction. Its subscribers' stripes of subMu are held across the
+// commit (with 64 stripes, a batch holds them all): the batch is kept
+// small so that one commit, and the DHCP commits it holds up, stays short.
+const revokeBatch = 512
+
+// revokeBeforeCommit is endBindingTx's step before its commit, for a
+// revocation of sk (with an intent if intent), sk's stripe held: the
+// subscriber moves to a new generation, and its transactions in flight
+// are dropped. It reports whether ispmux holds a lease of sk.
+func (p *Proxy) revokeBeforeCommit(sk subKey, intent bool) bool {
+	p.leases.bumpGen(sk)
+	_, had := p.leases.get(sk)
+	if intent {
+		if n := p.tx.dropSub(sk); n > 0 {
+			p.count("transactions_dropped_at_end")
+		}
+	}
+	return had
+}
+
+// revokedAfterCommit is endBindingTx's and revokeLocked's steps after the
+// commit of sk's revocation (of address ip, with intent in, nil if none,
+// and the event ev as stored), sk's stripe held: the lease and forwarding
+// entry removed (had: ispmux held a lease), the event logged, the intent
+// queued and sent, the address noted as revoked.
+func (p *Proxy) revokedAfterCommit(sk subKey, ip netip.Addr, in *subscribers.Intent, ev subscribers.Event, had bool) {
+	if in != nil {
+		failpoint.Hit(failpoint.EndAfterIntent)
+	}
+	if had {
+		p.leases.remove(sk)
+		p.tables.Unbind(sk.circuit.port, sk.circuit.vlan, sk.mac)
+	}
+	p.logEvent(ev)
+	if in != nil {
+		p.intents.add(*in, false)
+		p.sendIntent(pendingIntent{*in, false})
+	}
+	p.count("binding_revoked")
+	now := p.now()
+	p.revokedIPs.note(sk, ip, now.Add(p.leaseMaxFor(now)))
+}
+
+// revalidateBatch is revalidate of each of hs, the revocations among them
+// committed in one store transaction. The stripes of hs's subscribers are
+// taken in index order (no other path holds two stripes at once) and held
+// from the check of each lease to the state changed after the commit, as
+// revokeHeld holds one: a lease ended or renewed meanwhile is left alone,
+// and no ACK of the subscriber commits between the check and the end.
+// It returns how many of hs no longer match.
+func (p *Proxy) revalidateBatch(hs []held, immediate bool, now time.Time) int {
+	var idx []int
+	var seen [len(p.subMu)]bool
+	for _, h := range hs {
+		if i := p.subStripe(h.k.mac); !seen[i] {
+			seen[i] = true
+			idx = append(idx, i)
+		}
+	}
+	slices.Sort(idx)
+	for _, i := range idx {
+		p.subMu[i].Lock()
+	}
+	defer func() {
+		for _, i := range idx {
+			p.subMu[i].Unlock()
+		}
+	}()
+	type revocation struct {
+		sk  subKey
+		ip  netip.Addr
+		had bool
+	}
+	n := 0
+	revs := make([]revocation, 0, len(hs))
+	ends := make([]subscribers.BindingEnd, 0, len(hs))
+	ins := make([]subscribers.Intent, len(hs))
+	for _, h := range hs {
+		why := p.staleHeld(h)
+		if why == "" {
+			p.leases.clearCut(h.k) // moved back before it asked
+			continue
+		}
+		if !immediate && p.onlyMoved(h) {
+			p.setMoveCut(h.k, now)
+			n++
+			continue
+		}
+		// revokeHeld: only if the subscriber still holds exactly h's
+		// lease (one ended meanwhile is not revoked again).
+		if l, ok := p.leases.get(h.k); !ok || !l.same(&h.l) {
+			continue
+		}
+		b := p.full(h)
+		in, ev := p.revocationEnd(b, why)
+		if in != nil {
+			ins[len(ends)] = *in
+			in = &ins[len(ends)]
+		}
+		revs = append(revs, revocation{h.k, b.IP, p.revokeBeforeCommit(h.k, in != nil)})
+		ends = append(ends, subscribers.BindingEnd{Access: b.Access, VLAN: b.VLAN, MAC: b.MAC, Event: ev, Intent: in})
+	}
+	if len(ends) == 0 {
+		return n
+	}
+	evs, err := p.store.EndBindings(ends)
+	// Unconditional ends: evs[i] is ends[i]'s, for those committed.
+	for i, ev := range evs {
+		p.revokedAfterCommit(revs[i].sk, revs[i].ip, ends[i].Intent, ev, revs[i].had)
+		n++
+	}
+	if err != nil {
+		p.storeError("dhcp: revocations not committed; their bindings unchanged", "bindings", len(ends)-len(evs),
+			"first_mac", binding.MACString(revs[len(evs)].sk.mac), "err", err)
+	}
+	return n
+}
