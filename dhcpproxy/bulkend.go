@@ -12,7 +12,8 @@ import (
 
 // Ending many bindings at once (a start's revocations and removed
 // circuits, endEach; a tenant change's or reload's revocations,
-// revalidateMACs): a batch of ends is one store transaction
+// revalidateMACs; moved devices' old bindings past their deadline,
+// cutMoves): a batch of ends is one store transaction
 // (Store.EndBindings), each end with its intent and event in it, and each
 // batch's state in memory changes after its commit exactly as one end's
 // does (endBindingTx, revokeLocked): the lease and the forwarding entry
@@ -21,8 +22,8 @@ import (
 // fsync), revoked ~6k bindings a second (a trial: 20k in 3.5 s, 620
 // transactions): minutes at a million.
 
-// revokeBatch is how many revocations revalidateMACs commits in one store
-// transaction. Its subscribers' stripes of subMu are held across the
+// revokeBatch is how many revocations revalidateMACs (or cutMoves)
+// commits in one store transaction. Its subscribers' stripes of subMu are held across the
 // commit (with 64 stripes, a batch holds them all): the batch is kept
 // small so that one commit, and the DHCP commits it holds up, stays short.
 const revokeBatch = 512
@@ -66,13 +67,36 @@ func (p *Proxy) revokedAfterCommit(sk subKey, ip netip.Addr, in *subscribers.Int
 }
 
 // revalidateBatch is revalidate of each of hs, the revocations among them
-// committed in one store transaction. The stripes of hs's subscribers are
-// taken in index order (no other path holds two stripes at once) and held
-// from the check of each lease to the state changed after the commit, as
-// revokeHeld holds one: a lease ended or renewed meanwhile is left alone,
-// and no ACK of the subscriber commits between the check and the end.
-// It returns how many of hs no longer match.
+// committed in one store transaction (revokeEach). It returns how many of
+// hs no longer match.
 func (p *Proxy) revalidateBatch(hs []held, immediate bool, now time.Time) int {
+	moved := 0
+	revoked := p.revokeEach(hs, func(h held) string {
+		why := p.staleHeld(h)
+		if why == "" {
+			p.leases.clearCut(h.k) // moved back before it asked
+			return ""
+		}
+		if !immediate && p.onlyMoved(h) {
+			p.setMoveCut(h.k, now)
+			moved++
+			return ""
+		}
+		return why
+	})
+	return moved + revoked
+}
+
+// revokeEach revokes each of hs for which why, called with its
+// subscriber's stripe held, gives a reason (none: left alone), if the
+// subscriber still holds exactly h's lease (as revokeHeld: one ended or
+// renewed meanwhile is not revoked), all in one store transaction. The
+// stripes of hs's subscribers are taken in index order (no other path
+// holds two stripes at once) and held from the checks to the state
+// changed after the commit, as revokeHeld holds one: no ACK of the
+// subscriber commits between the check and the end. It returns how many
+// it revoked (0 of them if the store refused: logged).
+func (p *Proxy) revokeEach(hs []held, why func(h held) string) int {
 	var idx []int
 	var seen [len(p.subMu)]bool
 	for _, h := range hs {
@@ -95,28 +119,19 @@ func (p *Proxy) revalidateBatch(hs []held, immediate bool, now time.Time) int {
 		ip  netip.Addr
 		had bool
 	}
-	n := 0
 	revs := make([]revocation, 0, len(hs))
 	ends := make([]subscribers.BindingEnd, 0, len(hs))
 	ins := make([]subscribers.Intent, len(hs))
 	for _, h := range hs {
-		why := p.staleHeld(h)
-		if why == "" {
-			p.leases.clearCut(h.k) // moved back before it asked
+		w := why(h)
+		if w == "" {
 			continue
 		}
-		if !immediate && p.onlyMoved(h) {
-			p.setMoveCut(h.k, now)
-			n++
-			continue
-		}
-		// revokeHeld: only if the subscriber still holds exactly h's
-		// lease (one ended meanwhile is not revoked again).
 		if l, ok := p.leases.get(h.k); !ok || !l.same(&h.l) {
 			continue
 		}
 		b := p.full(h)
-		in, ev := p.revocationEnd(b, why)
+		in, ev := p.revocationEnd(b, w)
 		if in != nil {
 			ins[len(ends)] = *in
 			in = &ins[len(ends)]
@@ -125,17 +140,16 @@ func (p *Proxy) revalidateBatch(hs []held, immediate bool, now time.Time) int {
 		ends = append(ends, subscribers.BindingEnd{Access: b.Access, VLAN: b.VLAN, MAC: b.MAC, Event: ev, Intent: in})
 	}
 	if len(ends) == 0 {
-		return n
+		return 0
 	}
 	evs, err := p.store.EndBindings(ends)
 	// Unconditional ends: evs[i] is ends[i]'s, for those committed.
 	for i, ev := range evs {
 		p.revokedAfterCommit(revs[i].sk, revs[i].ip, ends[i].Intent, ev, revs[i].had)
-		n++
 	}
 	if err != nil {
 		p.storeError("dhcp: revocations not committed; their bindings unchanged", "bindings", len(ends)-len(evs),
 			"first_mac", binding.MACString(revs[len(evs)].sk.mac), "err", err)
 	}
-	return n
+	return len(evs)
 }

@@ -257,3 +257,90 @@ func TestBulkRevocationInBatches(t *testing.T) {
 		t.Errorf("%d intents pending in memory, want %d", got, n)
 	}
 }
+
+// movingRegistry is the store's registry with every MAC registered at
+// beta once moved is set: an ISP's devices moved to another at once.
+type movingRegistry struct {
+	storeRegistry
+	moved *atomic.Bool
+}
+
+func (r movingRegistry) Lookup(mac uint64) (registry.Entry, bool) {
+	e, ok := r.storeRegistry.Lookup(mac)
+	if ok && r.moved.Load() {
+		e.ISP = "beta"
+	}
+	return e, ok
+}
+
+// TestBulkMoveCutInBatches: devices moved to another ISP at once keep
+// their old bindings until ClientLeaseMax after the move (make-before-
+// break); those that never asked are cut in the same tick (cutMoves),
+// revokeBatch to a store transaction (one each, one after the other, held
+// the tick ~5 ms a binding), each with its RELEASE to the old ISP and its
+// revoked event, out of the lease and forwarding tables.
+func TestBulkMoveCutInBatches(t *testing.T) {
+	n := 3000
+	if s := os.Getenv("DHCPPROXY_BULKEND_N"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "s.db")
+	seedRemovedCircuit(t, path, 0, n)
+	st, err := subscribers.Open(path, subscribers.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	var moved atomic.Bool
+	tab := &fakeTables{bound: map[uint64]binding.Binding{}, store: st}
+	p := New(switchRigConfig(), st, movingRegistry{storeRegistry{st}, &moved}, tab, &fakeSender{}, nil)
+	now := time.Now()
+	if got, err := p.Restore(now); err != nil || got != n {
+		t.Fatalf("Restore = %d, %v; want %d", got, err, n)
+	}
+	macs := make([]uint64, n)
+	for i := range n {
+		macs[i] = binding.MAC48(removedCircuitMAC(i))
+	}
+	moved.Store(true)
+	if got := p.RevalidateMACs(macs); got != n || p.MovesPending() != n {
+		t.Fatalf("RevalidateMACs = %d, %d moves pending; want %d", got, p.MovesPending(), n)
+	}
+	before := st.CommitStats().Transactions
+	start := time.Now()
+	p.cutMoves(time.Now().Add(switchRigConfig().Limits.ClientLeaseMax + time.Minute))
+	took := time.Since(start)
+	txs := st.CommitStats().Transactions - before
+	t.Logf("%d moved devices' old bindings cut in %v, %d store transactions", n, took.Round(time.Millisecond), txs)
+	if max := uint64((n+revokeBatch-1)/revokeBatch) + 4; txs > max {
+		t.Errorf("%d store transactions to cut %d bindings, want at most %d (batches of %d)", txs, n, max, revokeBatch)
+	}
+	ins, err := st.Intents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := map[[6]byte]int{}
+	for _, in := range ins {
+		if in.Kind == subscribers.IntentRelease && in.ISP == "alpha" {
+			released[[6]byte(in.MAC)]++
+		}
+	}
+	for i := range n {
+		m := removedCircuitMAC(i)
+		if released[m] != 1 {
+			t.Fatalf("binding %d: %d RELEASE intents to alpha, want 1", i, released[m])
+		}
+		if _, err := st.Binding("acc0", 0, m); err == nil {
+			t.Fatalf("binding %d still stored", i)
+		}
+		if _, ok := p.Lease(accPort, 0, binding.MAC48(m)); ok || tab.isBound(binding.MAC48(m)) {
+			t.Fatalf("binding %d still leased (%v) or forwarding (%v)", i, ok, tab.isBound(binding.MAC48(m)))
+		}
+	}
+	if got := p.MovesPending(); got != 0 {
+		t.Errorf("%d moves still pending", got)
+	}
+}

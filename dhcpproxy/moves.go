@@ -278,18 +278,27 @@ func clientEnd(from time.Time, lt time.Duration) time.Time {
 
 // cutMoves ends the old bindings of moved devices that did not ask within
 // ClientLeaseMax of the move (Run's tick); one moved back meanwhile keeps
-// its binding.
+// its binding. They end revokeBatch to a store transaction (revokeEach):
+// a bulk move (an ISP's devices moved at once) has all their deadlines
+// due in one tick, which one commit each held for minutes.
 func (p *Proxy) cutMoves(now time.Time) {
-	for _, h := range p.leases.cutsDue(now) {
-		if p.staleHeld(h) == "" {
-			p.leases.clearCut(h.k)
-			continue
-		}
-		failpoint.Hit(failpoint.MoveCutBeforeEnd)
-		if p.endMoved(h.k, h.l) {
+	due := p.leases.cutsDue(now)
+	for len(due) > 0 {
+		k := min(revokeBatch, len(due))
+		n := p.revokeEach(due[:k], func(h held) string {
+			why := p.staleHeld(h)
+			if why == "" {
+				p.leases.clearCut(h.k)
+				return ""
+			}
+			failpoint.Hit(failpoint.MoveCutBeforeEnd)
+			return why
+		})
+		for range n {
 			p.count("move_cut")
 		}
 		p.progress.Add(1) // a store commit each (Progress)
+		due = due[k:]
 	}
 }
 
