@@ -405,10 +405,10 @@ func (p *Proxy) endStartBatch(ends []toEnd) error {
 	// ends[i]'s, for those committed (all, or the batches before err).
 	for i, ev := range evs {
 		e, in := &ends[i], bes[i].Intent
-		if in != nil {
-			failpoint.Hit(failpoint.EndAfterIntent)
-		}
 		if e.noCircuit {
+			if in != nil {
+				failpoint.Hit(failpoint.EndAfterIntent)
+			}
 			p.logEvent(ev)
 			if in == nil {
 				p.count("expired")
