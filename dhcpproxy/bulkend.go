@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/ispmux/ispmux/internal/binding"
-	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -47,20 +46,9 @@ func (p *Proxy) revokeBeforeCommit(sk subKey, intent bool) bool {
 // commit of sk's revocation (of address ip, with intent in, nil if none,
 // and the event ev as stored), sk's stripe held: the lease and forwarding
 // entry removed (had: ispmux held a lease), the event logged, the intent
-// queued and sent, the address noted as revoked.
+// queued and sent (endedAfterCommit), the address noted as revoked.
 func (p *Proxy) revokedAfterCommit(sk subKey, ip netip.Addr, in *subscribers.Intent, ev subscribers.Event, had bool) {
-	if in != nil {
-		failpoint.Hit(failpoint.EndAfterIntent)
-	}
-	if had {
-		p.leases.remove(sk)
-		p.tables.Unbind(sk.circuit.port, sk.circuit.vlan, sk.mac)
-	}
-	p.logEvent(ev)
-	if in != nil {
-		p.intents.add(*in, false)
-		p.sendIntent(pendingIntent{*in, false})
-	}
+	p.endedAfterCommit(sk, in, ev, had)
 	p.count("binding_revoked")
 	now := p.now()
 	p.revokedIPs.note(sk, ip, now.Add(p.leaseMaxFor(now)))

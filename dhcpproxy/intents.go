@@ -194,19 +194,31 @@ func (p *Proxy) endBindingTx(sk subKey, access string, in *subscribers.Intent, e
 		p.storeError("dhcp: binding end not committed; nothing changed", "mac", binding.MACString(sk.mac), "event", e.Kind, "err", err)
 		return false
 	}
+	var stIn *subscribers.Intent
+	if in != nil {
+		stIn = &it
+	}
+	p.endedAfterCommit(sk, stIn, stored, hadLease)
+	return true
+}
+
+// endedAfterCommit is a binding end's steps after its commit (of sk's
+// binding, with intent in as stored, nil if none, and the event ev as
+// stored), sk's stripe held: the lease and forwarding entry removed (had:
+// ispmux held a lease), the event logged, the intent queued and sent.
+func (p *Proxy) endedAfterCommit(sk subKey, in *subscribers.Intent, ev subscribers.Event, had bool) {
 	if in != nil {
 		failpoint.Hit(failpoint.EndAfterIntent)
 	}
-	if hadLease {
+	if had {
 		p.leases.remove(sk)
 		p.tables.Unbind(sk.circuit.port, sk.circuit.vlan, sk.mac)
 	}
-	p.logEvent(stored)
+	p.logEvent(ev)
 	if in != nil {
-		p.intents.add(it, false)
-		p.sendIntent(pendingIntent{it, false})
+		p.intents.add(*in, false)
+		p.sendIntent(pendingIntent{*in, false})
 	}
-	return true
 }
 
 // sendIntent sends an intent's message to the servers of its ISP
