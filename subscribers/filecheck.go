@@ -240,23 +240,35 @@ func (s *Store) boltUpdate(fn func(*bolt.Tx) error) error {
 // at path still. bbolt opens the path, then waits for its lock; a Compact
 // that renamed its copy over path meanwhile released the lock of a file
 // no longer at path, and ispmux would have gone on in that unlinked file,
-// its writes lost at its next start (a review). Such an open is made
-// again, at most a few times.
+// its writes lost at its next start (a review). So would an Open that
+// made the file (none was there) and waited for its lock while another
+// Open, which made it first, refused it and removed it (ErrForeignJournal:
+// two starts on one state_dir): the file opened is compared with the one
+// at path once locked, made or not. Such an open is made again, at most a
+// few times.
 func openLocked(path string, o *bolt.Options) (*bolt.DB, error) {
 	for range 3 {
-		before, err := os.Stat(path)
-		if errors.Is(err, os.ErrNotExist) {
-			return openBolt(path, o) // a new store: made by bbolt
+		var f *os.File
+		oo := *o
+		open := o.OpenFile
+		if open == nil {
+			open = os.OpenFile
 		}
+		oo.OpenFile = func(name string, flag int, mode os.FileMode) (*os.File, error) {
+			var err error
+			f, err = open(name, flag, mode)
+			return f, err
+		}
+		db, err := openBolt(path, &oo)
 		if err != nil {
 			return nil, err
 		}
-		db, err := openBolt(path, o)
+		opened, err := f.Stat()
 		if err != nil {
+			_ = db.Close()
 			return nil, err
 		}
-		after, err := os.Stat(path)
-		if err == nil && os.SameFile(before, after) {
+		if at, err := os.Stat(path); err == nil && os.SameFile(opened, at) {
 			return db, nil
 		}
 		_ = db.Close()

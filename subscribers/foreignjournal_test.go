@@ -4,7 +4,9 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // TestForeignJournalRefused: a store file removed with its journal left
@@ -48,5 +50,50 @@ func TestForeignJournalRefused(t *testing.T) {
 	defer s.Close()
 	if bs, err := s.Bindings(); err != nil || len(bs) != 0 {
 		t.Errorf("a new store without the journal: %d bindings, %v", len(bs), err)
+	}
+}
+
+// TestForeignJournalConcurrentOpen: two Opens of a missing store beside
+// another store's journal (two ispmux started on one state_dir) both wait
+// on the file the first creates; the first refuses the journal and removes
+// that file. The second, given its lock, must not go on with the file
+// unlinked from under it (replaying the journal into a file no one finds
+// again: the records gone with it at the next start): it refuses the
+// journal too, or is refused the lock. Before, the first removed the file
+// after its lock was let go, and the second took the lock of the unlinked
+// file (openLocked checked no new file's identity).
+func TestForeignJournalConcurrentOpen(t *testing.T) {
+	s, live := openTest(t, Options{})
+	for i := range 3 {
+		if err := s.CommitBinding(testBinding(i)); err != nil { // renewals: records without events
+			t.Fatal(err)
+		}
+	}
+	path := copyStore(t, live, nil)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		sts := make([]*Store, 2)
+		start := make(chan struct{})
+		for j := range 2 {
+			wg.Go(func() {
+				<-start
+				sts[j], errs[j] = Open(path, Options{LockTimeout: 5 * time.Second})
+			})
+		}
+		close(start)
+		wg.Wait()
+		for j, st := range sts {
+			if st == nil {
+				continue // refused (the journal, the lock, or a file being made): nothing taken
+			}
+			_, err := os.Stat(path)
+			bs, _ := st.Bindings()
+			st.Close()
+			t.Fatalf("round %d: Open %d took the foreign journal (%d bindings) into a file unlinked from %s (stat: %v)", i, j, len(bs), path, err)
+		}
 	}
 }

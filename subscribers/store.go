@@ -443,13 +443,16 @@ func Open(path string, opts Options) (*Store, error) {
 		jISP:            map[string]uint64{},
 	}
 	if err := s.openJournalFor(path, opts.NoSync); err != nil {
-		closeDB(db, err)
 		if errors.As(err, new(ErrForeignJournal)) {
 			// Made by this Open, holding nothing: the next Open finds no
 			// file, and refuses the journal again, until the operator
-			// decides.
+			// decides. Removed while its lock is held: an Open waiting
+			// for that lock finds the file gone from path (openLocked),
+			// where one that took the lock between its release and the
+			// removal went on in the file unlinked after it.
 			_ = os.Remove(path)
 		}
+		closeDB(db, err)
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	if s.copyJump, err = s.openedCopy(time.Now()); err == nil {
