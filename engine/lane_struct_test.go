@@ -305,3 +305,29 @@ func FuzzLaneBatch(f *testing.F) {
 		structCheck(t, r, port, state, frames)
 	})
 }
+
+// TestLaneMixedPort: one port access on VLAN 0 and ISP 0's uplink on VLAN
+// 300, a batch of frames of both roles (and a truncated one): the lane
+// decides the up and down ones as the general way does, counted each way.
+func TestLaneMixedPort(t *testing.T) {
+	r := rigOf(t, []PortConfig{
+		{Name: "mix", MAC: accMAC, AccessVLANs: []uint16{0}, AccessAddrs: map[uint16]uint32{0: ip("100.64.0.1")},
+			Uplinks: map[uint16]uint8{300: 0}},
+	}, 64)
+	r.c.ConfigureISP(0, fib.Uplink{Port: 0, VLAN: 300, MAC: accMAC, Addr: ip("192.0.2.2"), PrefixLen: 24, Gateway: ip("192.0.2.1")})
+	r.learn(0, 300, gwaMAC)
+	if err := r.c.Bind(Binding{Port: 0, MAC: sub1, ISP: 0, IP: netip.MustParseAddr("100.64.0.11")}); err != nil {
+		t.Fatal(err)
+	}
+	up := udpFrame(t, sub1, accMAC, 0, "100.64.0.11", "198.51.100.10", 64, 1024, 9)
+	down := udpFrame(t, gwaMAC, accMAC, 300, "198.51.100.10", "100.64.0.11", 64, 9, 1024)
+	for _, f := range [][]byte{up, down} {
+		if !laneDecides(r, 0, f) {
+			t.Errorf("the lane left %x to the general way", f)
+		}
+	}
+	l := checkLaneAgrees(t, r, 0, [][]byte{up, down, up[:laneMinFrame-1], down, up})
+	if l.counts[0][0] != 2 || l.counts[1][0] != 2 {
+		t.Errorf("up %d down %d, want 2 and 2", l.counts[0][0], l.counts[1][0])
+	}
+}
