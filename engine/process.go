@@ -212,7 +212,7 @@ func (p *Processor) Process(b *datapath.Batch) {
 	}
 	if nfib > 0 {
 		// A port is access or uplink per VLAN: a frame needs one table
-		// at most, so the two batches share the result arrays.
+		// at most (its other key is 0, never read).
 		p.fib.LookupBatch(p.fibKeys[:n], p.fvals[:n], p.ffound[:n])
 	}
 	var up, down uint64 // routed frames, counted once per batch
