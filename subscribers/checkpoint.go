@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"runtime"
 	"slices"
 	"time"
@@ -420,7 +422,7 @@ func (s *Store) openJournalFor(path string, noSync bool) error {
 		// bindings, and its events numbered from 1 or its own base,
 		// replayed into this one would resurrect them).
 		jr.close()
-		return ErrForeignJournal{Paths: jr.paths, Records: len(replay)}
+		return ErrForeignJournal{Paths: jr.paths}
 	}
 	jr.lsn = applied
 	s.jr, s.appliedLSN = jr, applied
@@ -556,11 +558,35 @@ func (s *Store) pendingBindings() map[string][]byte {
 // moved away, the journal left), never this one's, which has written none.
 // Open removes the file it created, so that the next Open decides again.
 type ErrForeignJournal struct {
-	Paths   [2]string
-	Records int
+	Paths [2]string
 }
 
 func (e ErrForeignJournal) Error() string {
-	return fmt.Sprintf("the store file is new, but its journal holds %d records of another store's (its file removed, the journal left): "+
-		"put that store's file back, or remove %s and %s to start empty", e.Records, e.Paths[0], e.Paths[1])
+	return fmt.Sprintf("no store file, but its journal holds records of another store's (its file removed, the journal left): "+
+		"put that store's file back, or remove %s and %s to start empty", e.Paths[0], e.Paths[1])
+}
+
+// checkForeignJournal refuses, before any file is made, a store file that
+// is not there beside journal files that hold records (ErrForeignJournal):
+// a file created first and refused after (openJournalFor) would be left,
+// by a crash before its removal, to take the journal at the next Open as
+// its own. It reads the head of each journal file, no more.
+func checkForeignJournal(path string) error {
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		return nil // there (or not known: Open says why)
+	}
+	paths := journalPaths(path)
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			continue // none, or not readable: the journal's open says why
+		}
+		head := make([]byte, jrecHeader+jrecMaxBody)
+		n, _ := io.ReadFull(f, head)
+		f.Close()
+		if _, _, ok := decodeRecord(head[:n]); ok {
+			return ErrForeignJournal{Paths: paths}
+		}
+	}
+	return nil
 }

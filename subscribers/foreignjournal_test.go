@@ -10,9 +10,11 @@ import (
 )
 
 // TestForeignJournalRefused: a store file removed with its journal left
-// (an operator "starting fresh" by deleting ispmux.db alone): the new file
-// Open creates is refused beside that journal, whose records are another
-// store's, and removed, so a second Open refuses again; the journal's
+// (an operator "starting fresh" by deleting ispmux.db alone): Open refuses
+// to make a new file beside that journal, whose records are another
+// store's (checkForeignJournal: none is made, so no crash can leave one
+// to take the journal at the next Open), and a second Open refuses again;
+// the journal's
 // bindings are not replayed into the new store. With the journal removed
 // too, the store starts empty. Before, its bindings came back in the new
 // store (and, numbered from the new store's clock base, its events made

@@ -353,6 +353,9 @@ func Open(path string, opts Options) (*Store, error) {
 	if err := checkStoreFile(path); err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	if err := checkForeignJournal(path); err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
 	var openFile func(string, int, os.FileMode) (*os.File, error)
 	if opts.NoFollow {
 		openFile = openNoFollow
