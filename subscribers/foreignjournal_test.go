@@ -31,6 +31,13 @@ func TestForeignJournalRefused(t *testing.T) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
+	// Refused before any file is made (a crash then leaves none).
+	if err := checkForeignJournal(path); !errors.As(err, new(ErrForeignJournal)) {
+		t.Fatalf("checkForeignJournal of a missing file beside another store's journal: %v", err)
+	}
+	if err := checkForeignJournal(live); err != nil {
+		t.Fatalf("checkForeignJournal of a store file that is there: %v", err)
+	}
 	for range 2 {
 		_, err := Open(path, Options{})
 		if !errors.As(err, new(ErrForeignJournal)) || !strings.Contains(err.Error(), "remove "+path+".journal and "+path+".journal.1") {
