@@ -56,7 +56,10 @@ func TestDownTerminatesFirst(t *testing.T) {
 	if err := <-waits["stubborn"]; !errors.As(err, &ee) || !strings.Contains(ee.String(), "killed") {
 		t.Errorf("the process that ignores SIGTERM: %v, want killed", err)
 	}
-	if took < downGrace || took > downGrace+5*time.Second {
+	// The upper bound only says Down did not wait on the stubborn
+	// process (its "killed" above says who ended it): the namespaces'
+	// teardown after it took 5.7 s of a loaded CI run.
+	if took < downGrace || took > downGrace+30*time.Second {
 		t.Errorf("Down took %v, want the grace of %v and then SIGKILL", took, downGrace)
 	}
 	if ns := labNamespaces(t, id); len(ns) != 0 {
