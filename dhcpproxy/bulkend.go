@@ -27,31 +27,12 @@ import (
 // small so that one commit, and the DHCP commits it holds up, stays short.
 const revokeBatch = 512
 
-// revokeBeforeCommit is endBindingTx's step before its commit, for a
-// revocation of sk (with an intent if intent), sk's stripe held: the
-// subscriber moves to a new generation, and its transactions in flight
-// are dropped. It reports whether ispmux holds a lease of sk.
-func (p *Proxy) revokeBeforeCommit(sk subKey, intent bool) bool {
-	p.leases.bumpGen(sk)
-	_, had := p.leases.get(sk)
-	if intent {
-		if n := p.tx.dropSub(sk); n > 0 {
-			p.count("transactions_dropped_at_end")
-		}
-	}
-	return had
-}
-
-// revokedAfterCommit is endBindingTx's and revokeLocked's steps after the
-// commit of sk's revocation (of address ip, with intent in, nil if none,
-// and the event ev as stored), sk's stripe held: the lease and forwarding
-// entry removed (had: ispmux held a lease), the event logged, the intent
-// queued and sent (endedAfterCommit), the address noted as revoked.
+// revokedAfterCommit is a revocation's steps after the commit of sk's
+// end (of address ip, with intent in, nil if none, and the event ev as
+// stored), sk's stripe held: endedAfterCommit's, then noteRevoked's.
 func (p *Proxy) revokedAfterCommit(sk subKey, ip netip.Addr, in *subscribers.Intent, ev subscribers.Event, had bool) {
 	p.endedAfterCommit(sk, in, ev, had)
-	p.count("binding_revoked")
-	now := p.now()
-	p.revokedIPs.note(sk, ip, now.Add(p.leaseMaxFor(now)))
+	p.noteRevoked(sk, ip)
 }
 
 // revalidateBatch is revalidate of each of hs, the revocations among them
@@ -124,7 +105,7 @@ func (p *Proxy) revokeEach(hs []held, why func(h held) string) int {
 			ins[len(ends)] = *in
 			in = &ins[len(ends)]
 		}
-		revs = append(revs, revocation{h.k, b.IP, p.revokeBeforeCommit(h.k, in != nil)})
+		revs = append(revs, revocation{h.k, b.IP, p.endBeforeCommit(h.k, in != nil)})
 		ends = append(ends, subscribers.BindingEnd{Access: b.Access, VLAN: b.VLAN, MAC: b.MAC, Event: ev, Intent: in})
 	}
 	if len(ends) == 0 {

@@ -179,16 +179,7 @@ func (p *Proxy) endBindingKeepTx(sk subKey, access string, in *subscribers.Inten
 // endBindingTx is endBindingLocked, dropping the subscriber's
 // transactions in flight if drop.
 func (p *Proxy) endBindingTx(sk subKey, access string, in *subscribers.Intent, e subscribers.Event, drop bool) bool {
-	p.leases.bumpGen(sk)
-	_, hadLease := p.leases.get(sk)
-	if drop {
-		// A RELEASE, DECLINE or revocation: answers to the subscriber's
-		// transactions still in flight (a renewal sent just before)
-		// must not bind it again.
-		if n := p.tx.dropSub(sk); n > 0 {
-			p.count("transactions_dropped_at_end")
-		}
-	}
+	hadLease := p.endBeforeCommit(sk, drop)
 	it, stored, _, err := p.store.EndBinding(access, sk.circuit.vlan, binding.MACBytes(sk.mac), in, e)
 	if err != nil {
 		p.storeError("dhcp: binding end not committed; nothing changed", "mac", binding.MACString(sk.mac), "event", e.Kind, "err", err)
@@ -200,6 +191,22 @@ func (p *Proxy) endBindingTx(sk subKey, access string, in *subscribers.Intent, e
 	}
 	p.endedAfterCommit(sk, stIn, stored, hadLease)
 	return true
+}
+
+// endBeforeCommit is a binding end's steps before its commit, sk's
+// stripe held: the subscriber moves to a new generation and, if drop, its
+// transactions in flight are dropped (a RELEASE, DECLINE or revocation:
+// answers to them, a renewal sent just before, must not bind it again).
+// It reports whether ispmux holds a lease of sk.
+func (p *Proxy) endBeforeCommit(sk subKey, drop bool) bool {
+	p.leases.bumpGen(sk)
+	_, had := p.leases.get(sk)
+	if drop {
+		if n := p.tx.dropSub(sk); n > 0 {
+			p.count("transactions_dropped_at_end")
+		}
+	}
+	return had
 }
 
 // endedAfterCommit is a binding end's steps after its commit (of sk's
@@ -528,12 +535,18 @@ func (p *Proxy) revokeLocked(sk subKey, b subscribers.Binding, why string) bool 
 	// for it gets a NAK from ispmux (serveRequest: not its binding at its
 	// ISP), never relayed (a new ISP's server that is not authoritative
 	// would stay silent and strand it).
-	p.count("binding_revoked")
-	// Should its registration be gone too, its MAC is unknown: its
-	// REQUEST for the address is NAKed all the same (revoked.go).
-	now := p.now()
-	p.revokedIPs.note(sk, b.IP, now.Add(p.leaseMaxFor(now)))
+	p.noteRevoked(sk, b.IP)
 	return true
+}
+
+// noteRevoked counts a revocation of sk's binding of ip, committed, and
+// remembers the address: should its registration be gone too, its MAC is
+// unknown, and its REQUEST for the address is NAKed all the same
+// (revoked.go).
+func (p *Proxy) noteRevoked(sk subKey, ip netip.Addr) {
+	p.count("binding_revoked")
+	now := p.now()
+	p.revokedIPs.note(sk, ip, now.Add(p.leaseMaxFor(now)))
 }
 
 // addrOf is a 4-byte address as netip.Addr (invalid if not 4 bytes).

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/ispmux/ispmux/internal/binding"
-	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -388,10 +387,10 @@ func (p *Proxy) endStartBatch(ends []toEnd) error {
 			// LoadBindings and RestoreLoaded make only these two kinds.
 			// No transaction is in flight before the box forwards, nor
 			// a lease installed (RestoreLoaded removed them): the steps
-			// of endBindingTx before its commit, all the same.
+			// before the commit (endBeforeCommit), all the same.
 			in, ev = p.revocationEnd(e.b, e.why)
 			mu := p.lockSub(e.sk.mac)
-			had[i] = p.revokeBeforeCommit(e.sk, in != nil)
+			had[i] = p.endBeforeCommit(e.sk, in != nil)
 			mu.Unlock()
 		}
 		if in != nil {
@@ -406,17 +405,13 @@ func (p *Proxy) endStartBatch(ends []toEnd) error {
 	for i, ev := range evs {
 		e, in := &ends[i], bes[i].Intent
 		if e.noCircuit {
-			if in != nil {
-				failpoint.Hit(failpoint.EndAfterIntent)
-			}
-			p.logEvent(ev)
+			// Never leased nor forwarded (unconfiguredEnd).
+			p.endedAfterCommit(e.sk, in, ev, false)
 			if in == nil {
 				p.count("expired")
-				continue
+			} else {
+				p.count("binding_revoked")
 			}
-			p.count("binding_revoked")
-			p.intents.add(*in, false)
-			p.sendIntent(pendingIntent{*in, false})
 			continue
 		}
 		mu := p.lockSub(e.sk.mac)
