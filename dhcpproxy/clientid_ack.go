@@ -3,6 +3,7 @@ package dhcpproxy
 import (
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/subscribers"
@@ -92,16 +93,28 @@ func (p *Proxy) ackClientID(t *txn, subj subject, ip netip.Addr, reclaim bool) (
 func (p *Proxy) reclaimAtACK(t *txn, h held, v reclaimVerdict) {
 	why := "its client identifier is subscriber " + binding.MACString(t.sub.mac) +
 		"'s hardware address, and the ISP acknowledged that subscriber's lease with it"
-	if !p.revokeHeld(h, why) {
+	if !p.reclaimHeld(h, why, v, p.now()) {
 		return // ended meanwhile, or the store refused (logged): the ACK is decided again
-	}
-	p.count("client_id_reclaimed")
-	if v == reclaimBounded {
-		p.reclaimed.note(h.k.mac, p.now())
 	}
 	// The subscriber's next messages with the identifier wait for the
 	// holder's RELEASE, as after a reclaim at the relay.
 	p.waitForHolder(t.isp, t.clientID, h.k.mac)
+}
+
+// reclaimHeld revokes holder h's binding for a reclaim of its client
+// identifier (why: the revocation's reason; v: the bound's verdict, at
+// now), as checkClientID and reclaimAtACK do: only if h still holds that
+// lease (revokeHeld: it may have ended meanwhile, and revoked again its
+// ISP would get a second RELEASE). It reports whether it revoked it.
+func (p *Proxy) reclaimHeld(h held, why string, v reclaimVerdict, now time.Time) bool {
+	if !p.revokeHeld(h, why) {
+		return false
+	}
+	p.count("client_id_reclaimed")
+	if v == reclaimBounded {
+		p.reclaimed.note(h.k.mac, now)
+	}
+	return true
 }
 
 // waitForHolder has identifier cid at isp wait for holder's intents to

@@ -196,13 +196,10 @@ func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []by
 	// Only if the holder still holds that lease (revokeHeld): it may
 	// have ended meanwhile, and revoked again its ISP would get a second
 	// RELEASE (a review).
-	if p.revokeHeld(h, why) {
-		p.count("client_id_reclaimed")
-		if verdict == reclaimBounded {
-			p.reclaimed.note(h.k.mac, now)
+	if !p.reclaimHeld(h, why, verdict, now) {
+		if l, ok := p.leases.get(h.k); ok && l.same(&h.l) {
+			return false // still held: the store refused (logged, counted)
 		}
-	} else if l, ok := p.leases.get(h.k); ok && l.same(&h.l) {
-		return false // still held: the store refused (logged, counted)
 	}
 	if p.waitForHolder(isp, cid, h.k.mac) {
 		p.count("client_id_reclaim_waits")
