@@ -265,14 +265,15 @@ func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from 
 	// RELEASE (recordReplaced).
 	var prev subscribers.Binding
 	var prevStored bool
-	if hadOld && old.isp == t.isp.Index {
+	goesOn := hadOld && old.isp == t.isp.Index
+	if goesOn {
 		prev, prevStored = p.stored(held{t.sub, old})
 	}
 	b := subscribers.Binding{
 		MAC: binding.MACBytes(mac), Access: c.Name, VLAN: c.VLAN, ISP: t.isp.Name, IP: ip,
 		Circuit: circuitID(t.isp.CircuitID, c, mac), ServerID: sid, Expires: now.Add(lt), Updated: now,
 		ClientID: t.clientID, Option82: t.op82, Options: opts, LeaseTime: lt, Customer: t.reg.CustomerID, Boot: boot,
-		Since: bindingSince(hadOld && old.isp == t.isp.Index, prev, prevStored, t.clientID, now),
+		Since: bindingSince(goesOn, prev, prevStored, t.clientID, now),
 	}
 	// The server that granted it (the ACK's source): with server-id
 	// override every server's identifier is ours, and a renewal goes to
@@ -299,7 +300,7 @@ func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from 
 	// replaces it in the store, and sent once the commit is made
 	// (releaseReplaced).
 	var replaced *subscribers.Intent
-	if hadOld && old.isp == t.isp.Index && old.addr() != ip {
+	if goesOn && old.addr() != ip {
 		replaced = p.recordReplaced(t, c, prev, ip)
 		// The bound event says what it replaces: the old address has
 		// no end event of its own (the binding is replaced in one
