@@ -44,6 +44,16 @@ type Intent struct {
 	Created time.Time  // set to now if zero
 }
 
+// prepareIntent is in as the store writes it: no ID yet (intentPut gives
+// it), Created now if zero, and checked (validateIntent).
+func prepareIntent(in Intent, now time.Time) (Intent, error) {
+	in.ID = 0
+	if in.Created.IsZero() {
+		in.Created = now
+	}
+	return in, validateIntent(&in)
+}
+
 func validateIntent(in *Intent) error {
 	switch in.Kind {
 	case IntentRelease, IntentDecline, IntentReleaseUnbound:
@@ -84,12 +94,8 @@ func (s *Store) EndBinding(access string, vlan uint16, mac MAC, in *Intent, e Ev
 	var it Intent
 	var putI func(tx *bolt.Tx) error
 	if in != nil {
-		it = *in
-		it.ID = 0
-		if it.Created.IsZero() {
-			it.Created = time.Now()
-		}
-		if err := validateIntent(&it); err != nil {
+		var err error
+		if it, err = prepareIntent(*in, time.Now()); err != nil {
 			return Intent{}, Event{}, false, fmt.Errorf("end binding %s: intent: %w", name(), err)
 		}
 		putI = intentPut(&it)
@@ -179,12 +185,8 @@ func (s *Store) EndBindings(ends []BindingEnd) ([]Event, error) {
 				if !e.Expires.IsZero() {
 					return evs[:first], fmt.Errorf("end binding %s: %w: an intent with a conditional end (Expires)", bindingName(e.Access, e.VLAN, e.MAC), ErrInvalid)
 				}
-				ins[i] = *e.Intent
-				ins[i].ID = 0
-				if ins[i].Created.IsZero() {
-					ins[i].Created = now
-				}
-				if err := validateIntent(&ins[i]); err != nil {
+				var err error
+				if ins[i], err = prepareIntent(*e.Intent, now); err != nil {
 					return evs[:first], fmt.Errorf("end binding %s: intent: %w", bindingName(e.Access, e.VLAN, e.MAC), err)
 				}
 			}
@@ -275,11 +277,8 @@ func (s *Store) EndBindings(ends []BindingEnd) ([]Event, error) {
 // it. Then send in.Message, then
 // CompleteIntent(ID), as for EndBinding's.
 func (s *Store) AddIntent(in Intent) (Intent, error) {
-	in.ID = 0
-	if in.Created.IsZero() {
-		in.Created = time.Now()
-	}
-	if err := validateIntent(&in); err != nil {
+	in, err := prepareIntent(in, time.Now())
+	if err != nil {
 		return Intent{}, fmt.Errorf("add intent: %w", err)
 	}
 	if err := s.update(intentPut(&in)); err != nil {

@@ -102,12 +102,8 @@ func (s *Store) ApplyTenant(w TenantWrite) (TenantResult, error) {
 			return TenantResult{}, fmt.Errorf("apply tenant write: end binding %s: %w", name(), err)
 		}
 		if op.Intent != nil {
-			it := *op.Intent
-			it.ID = 0
-			if it.Created.IsZero() {
-				it.Created = now
-			}
-			if err := validateIntent(&it); err != nil {
+			it, err := prepareIntent(*op.Intent, now)
+			if err != nil {
 				return TenantResult{}, fmt.Errorf("apply tenant write: end binding %s: intent: %w", name(), err)
 			}
 			intents[i] = it
