@@ -648,8 +648,16 @@ func TestImportNDJSONNamesAndBOM(t *testing.T) {
 	w := f.do("POST", "/v1/isps/alpha/customers:import", "alpha", body, "Content-Type", "application/x-ndjson")
 	out := strings.Split(strings.TrimSpace(w.Body.String()), "\n")
 	if w.Code != 200 || len(out) != 2 || !strings.Contains(out[0], `"line":1,"customer_id":"b-1","result":"created"`) ||
-		!strings.Contains(out[1], `"line":2`) || !strings.Contains(out[1], `"result":"error"`) {
+		!strings.Contains(out[1], `"line":2`) || !strings.Contains(out[1], `"result":"error"`) ||
+		!strings.Contains(out[1], "byte order mark (U+FEFF)") || strings.Contains(out[1], "ï") {
 		t.Errorf("BOM: %d\n%s", w.Code, w.Body)
+	}
+	// A request body is not an import: a byte order mark before its
+	// object is refused, saying so (encoding/json alone said "invalid
+	// character 'ï'", a trial).
+	w = f.do("POST", "/v1/isps/alpha/customers", "alpha", bom+`{"customer_id":"b-3"}`, "Content-Type", "application/json")
+	if p := decodeProblem(t, w); p.Status != 400 || !strings.Contains(p.Detail, "byte order mark (U+FEFF)") {
+		t.Errorf("BOM before a body: %d %s", w.Code, w.Body)
 	}
 }
 

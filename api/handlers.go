@@ -66,6 +66,9 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any, empty
 		// an ID the caller never sent (and two such IDs could collide).
 		s.problem(w, r, "bad-request", "the body is not valid UTF-8 (JSON text is UTF-8)")
 		return false
+	case bytes.HasPrefix(bytes.TrimLeft(raw, " \t\r\n"), utf8BOM):
+		s.problem(w, r, "bad-request", bomText("the body", "send the JSON object without it"))
+		return false
 	case string(bytes.TrimSpace(raw)) == "null":
 		s.problem(w, r, "bad-request", "the body is JSON null: send a JSON object")
 		return false

@@ -49,6 +49,14 @@ func skipBOM(br *bufio.Reader) {
 	}
 }
 
+// bomText is the error for a JSON text that starts with a UTF-8 byte
+// order mark where none is skipped (what: "the body", "the line"): JSON
+// has none (RFC 8259 §8.1), and encoding/json's own error names its first
+// byte as the character 'ï', which the client never sent.
+func bomText(what, where string) string {
+	return what + " starts with a byte order mark (U+FEFF), which JSON does not allow: " + where
+}
+
 // importSpec is what one kind of bulk import (customers, devices) gives
 // serveImport: how a line decodes, the key a batch holds once, the
 // Service call for a batch, and the result of a line refused before it.
@@ -329,6 +337,9 @@ func decodeLine[In any](line []byte) (In, error) {
 		// encoding/json would store U+FFFD for the bytes: an ID the
 		// ISP never sent.
 		return in, errors.New("the line is not valid UTF-8 (JSON text is UTF-8)")
+	}
+	if bytes.HasPrefix(line, utf8BOM) {
+		return in, errors.New(bomText("the line", "only the body's start may carry one (it is skipped there)"))
 	}
 	if string(bytes.TrimSpace(line)) == "null" {
 		// As a null request body: decoded, it is the zero value, and
