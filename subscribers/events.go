@@ -36,7 +36,7 @@ const (
 	// The tenant model's changes (made through the API or the config),
 	// each recorded with its Actor and RequestID.
 
-	EventMoved           EventKind = "moved"            // device moved to another customer or ISP (one event per ISP involved)
+	EventMoved           EventKind = "moved"            // device moved away: the losing ISP's (an API move's gaining ISP and customer get EventDeviceAttached; a configuration's move within one ISP is one EventMoved)
 	EventSuspended       EventKind = "suspended"        // customer suspended (its devices lose service)
 	EventReactivated     EventKind = "reactivated"      // customer's suspension lifted (its devices get service again)
 	EventClaimed         EventKind = "claimed"          // device attached by a claim with the customer's credentials
