@@ -234,6 +234,7 @@ func serveImport[In, Res any](s *Server, w http.ResponseWriter, r *http.Request,
 		return emit(spec.refused(line, raw, msg))
 	}
 	lineNo := 0
+	firstLine := true // no non-blank line read yet
 	for {
 		if ctx.Err() != nil {
 			finish()
@@ -261,6 +262,14 @@ func serveImport[In, Res any](s *Server, w http.ResponseWriter, r *http.Request,
 		if len(line) > 0 && (err == nil || err == io.EOF) { // never a line cut by a read error
 			lineNo++
 			t := bytes.TrimSpace(line)
+			if firstLine && len(t) > 0 && t[0] == '[' {
+				// A JSON array (application/json is taken): its
+				// lines are no NDJSON, but a pretty-printed one's
+				// last element is, and was imported alone (a trial).
+				s.problem(w, r, "bad-request", fmt.Sprintf("the body is a JSON array (line %d starts with [): send one JSON %s per line (NDJSON: no brackets, no commas); nothing was imported", lineNo, spec.noun))
+				return
+			}
+			firstLine = firstLine && len(t) == 0
 			switch in, derr := spec.decode(t); {
 			case len(t) == 0:
 				if flushBatch() != nil {
@@ -352,7 +361,12 @@ func decodeLine[In any](line []byte) (In, error) {
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(&in)
-	if err == nil && dec.More() {
+	switch {
+	case err != nil:
+	case string(bytes.TrimSpace(line[dec.InputOffset():])) == ",":
+		// A JSON array's element, one per line.
+		err = errors.New("a comma after the JSON object: NDJSON has one object per line, with no commas (a JSON array's elements?)")
+	case dec.More():
 		err = errors.New("more than one JSON value on the line")
 	}
 	if err != nil {
