@@ -331,6 +331,9 @@ func (s *Store) bindings(prefix []byte) ([]Binding, error) {
 // bad one.
 func (s *Store) BindingsPage(isp, after string, limit int) (bs []Binding, next string, err error) {
 	from, err := decodeCursor(after, nil)
+	if err == nil && from != nil && !isBindingKey(from) {
+		err = fmt.Errorf("%w: bad cursor %q", ErrInvalid, after)
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: %w", bindingsOf(isp), err)
 	}
@@ -357,6 +360,16 @@ func (s *Store) BindingsPage(isp, after string, limit int) (bs []Binding, next s
 		return bs, next, fmt.Errorf("%s: %w", bindingsOf(isp), err)
 	}
 	return bs, next, nil
+}
+
+// isBindingKey reports whether k has the shape of a bindingKey: an access
+// name (not empty, no NUL), a NUL, a VLAN and a MAC. A page's cursor is
+// one (the last key it scanned); other bytes are a bad cursor, which the
+// bindings' keys, with no ISP prefix, cannot tell by their prefix as
+// decodeCursor tells the customers' and devices'.
+func isBindingKey(k []byte) bool {
+	n := len(k) - 1 - 2 - 6
+	return n > 0 && k[n] == 0 && bytes.IndexByte(k[:n], 0) < 0
 }
 
 // bindingsOf names the list of isp's bindings in an error ("" = every

@@ -311,8 +311,17 @@ func TestBindingsPage(t *testing.T) {
 			}
 		}
 	}
-	if _, _, err := s.BindingsPage("", "%%%", 1); !errors.Is(err, ErrInvalid) {
-		t.Errorf("bad cursor: %v", err)
+	// Base64 that is no binding's key (no access, VLAN and MAC in it) is
+	// a bad cursor too, as a customers' or devices' one of another
+	// prefix is: "zzz" answered an empty page, the list's end to a
+	// client (a trial), and "AAAA" the first page.
+	for _, c := range []string{"%%%", "zzz", "AAAA", "YWNjMAAAAAIAAAABAQAA", "AGFjYzAAAAACAAAAAQE"} {
+		if _, _, err := s.BindingsPage("", c, 1); !errors.Is(err, ErrInvalid) {
+			t.Errorf("bad cursor %q: %v", c, err)
+		}
+	}
+	if _, _, err := s.BindingsPage("", "YWNjMAAAAAIAAAABAQ", 1); err != nil {
+		t.Errorf("a binding key's cursor (acc0, VLAN 0, 02:00:00:00:01:01): %v", err)
 	}
 }
 
