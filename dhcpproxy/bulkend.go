@@ -35,6 +35,32 @@ func (p *Proxy) revokedAfterCommit(sk subKey, ip netip.Addr, in *subscribers.Int
 	p.noteRevoked(sk, ip)
 }
 
+// lockStripes locks the stripes of subMu of hs's subscribers, in index
+// order (no other path holds two stripes at once), and returns their
+// indexes for unlockStripes.
+func (p *Proxy) lockStripes(hs []held) []int {
+	var idx []int
+	var seen [len(p.subMu)]bool
+	for _, h := range hs {
+		if i := p.subStripe(h.k.mac); !seen[i] {
+			seen[i] = true
+			idx = append(idx, i)
+		}
+	}
+	slices.Sort(idx)
+	for _, i := range idx {
+		p.subMu[i].Lock()
+	}
+	return idx
+}
+
+// unlockStripes unlocks the stripes lockStripes locked.
+func (p *Proxy) unlockStripes(idx []int) {
+	for _, i := range idx {
+		p.subMu[i].Unlock()
+	}
+}
+
 // revalidateBatch is revalidate of each of hs, the revocations among them
 // committed in one store transaction (revokeEach). It returns how many of
 // hs no longer match.
@@ -66,23 +92,8 @@ func (p *Proxy) revalidateBatch(hs []held, immediate bool, now time.Time) int {
 // subscriber commits between the check and the end. It returns how many
 // it revoked (0 of them if the store refused: logged).
 func (p *Proxy) revokeEach(hs []held, why func(h held) string) int {
-	var idx []int
-	var seen [len(p.subMu)]bool
-	for _, h := range hs {
-		if i := p.subStripe(h.k.mac); !seen[i] {
-			seen[i] = true
-			idx = append(idx, i)
-		}
-	}
-	slices.Sort(idx)
-	for _, i := range idx {
-		p.subMu[i].Lock()
-	}
-	defer func() {
-		for _, i := range idx {
-			p.subMu[i].Unlock()
-		}
-	}()
+	idx := p.lockStripes(hs)
+	defer p.unlockStripes(idx)
 	type revocation struct {
 		sk  subKey
 		ip  netip.Addr

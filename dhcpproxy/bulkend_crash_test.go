@@ -199,3 +199,99 @@ func TestCrashBetweenRevocationBatches(t *testing.T) {
 		}
 	}
 }
+
+const expiryCrashEnv = "DHCPPROXY_EXPIRY_CRASH_CHILD"
+
+// TestCrashBetweenExpiryBatches: leases that ran out together (an area's
+// power cut) end revokeBatch to a store transaction (expireEach). Killed
+// before the second batch's commit (failpoint expire/before-commit, the
+// second hit), the store holds exactly the first batch ended, each with
+// its expired event ("lease expired"), and the others stored with none.
+// The start after (their leases ran out) installs none of them and ends
+// the rest as lapsed ("while ispmux was stopped"): every binding is gone
+// with exactly one expired event, none restored, the event log without a
+// gap.
+func TestCrashBetweenExpiryBatches(t *testing.T) {
+	n := 2*revokeBatch + 50
+	if path := os.Getenv(expiryCrashEnv); path != "" {
+		r := switchRigAt(t, path)
+		now := time.Now()
+		if got, err := r.p.Restore(now); err != nil || got != n {
+			t.Fatalf("child: Restore = %d, %v", got, err)
+		}
+		r.p.expire(now.Add(3 * time.Hour)) // every lease (an hour) ran out
+		t.Fatal("child: the failpoint was not hit")
+	}
+	if !failpoint.Enabled {
+		t.Skip("needs -tags failpoints")
+	}
+	path := filepath.Join(t.TempDir(), "s.db")
+	seedRemovedCircuit(t, path, 0, n)
+
+	runKilledAt(t, "TestCrashBetweenExpiryBatches", expiryCrashEnv, path, failpoint.ExpireBeforeCommit+"@2")
+
+	r := switchRigAt(t, path)
+	stored := map[[6]byte]bool{}
+	if err := r.store.ForEachBindingBorrowed(func(b *subscribers.Binding) error { stored[b.MAC] = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := r.store.Events(0, 2*n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	atRuntime := map[[6]byte]bool{}
+	for _, e := range evs {
+		if e.Kind != subscribers.EventExpired {
+			continue
+		}
+		if e.Reason != "lease expired" || atRuntime[[6]byte(e.MAC)] || stored[[6]byte(e.MAC)] {
+			t.Fatalf("after the crash: expired event %+v (its binding stored: %v); want one \"lease expired\" of an ended binding each",
+				e, stored[[6]byte(e.MAC)])
+		}
+		atRuntime[[6]byte(e.MAC)] = true
+	}
+	if len(stored) != n-revokeBatch || len(atRuntime) != revokeBatch {
+		t.Fatalf("after the crash: %d bindings stored, %d expired events; want %d and %d (the first batch ended, the rest not)",
+			len(stored), len(atRuntime), n-revokeBatch, revokeBatch)
+	}
+
+	// Restarted after the leases ran out.
+	if got, err := r.p.Restore(time.Now().Add(3 * time.Hour)); err != nil || got != 0 {
+		t.Fatalf("the start after the crash restored %d, %v; want none (all lapsed)", got, err)
+	}
+	r.p.lapsing.Wait()
+	if evs, err = r.store.Events(0, 2*n); err != nil {
+		t.Fatal(err)
+	}
+	expired := map[[6]byte]int{}
+	lapsed := 0
+	for i, e := range evs {
+		if i > 0 && e.Seq != evs[i-1].Seq+1 {
+			t.Fatalf("event %d has seq %d after %d: a gap", i, e.Seq, evs[i-1].Seq)
+		}
+		if e.Kind == subscribers.EventExpired {
+			expired[[6]byte(e.MAC)]++
+			if e.Reason == startEndWhy(true) {
+				lapsed++
+				if atRuntime[[6]byte(e.MAC)] {
+					t.Fatalf("binding %x ended at runtime and again at the start", e.MAC)
+				}
+			}
+		}
+	}
+	if lapsed != n-revokeBatch {
+		t.Errorf("%d ended at the start as lapsed, want %d", lapsed, n-revokeBatch)
+	}
+	for i := range n {
+		m := removedCircuitMAC(i)
+		if _, err := r.store.Binding("acc0", 0, m); err == nil {
+			t.Fatalf("binding %d is stored after the restart", i)
+		}
+		if _, ok := r.p.Lease(accPort, 0, binding.MAC48(m)); ok || r.tab.isBound(binding.MAC48(m)) {
+			t.Fatalf("binding %d leased or forwarding after the restart", i)
+		}
+		if expired[m] != 1 {
+			t.Fatalf("binding %d: %d expired events, want 1", i, expired[m])
+		}
+	}
+}

@@ -52,17 +52,29 @@ func (t *leaseTable) rebuildExpiry() {
 	t.exp = h
 }
 
-// expiredAt returns the leases that ended at or before now (t.mu held).
-// Stale entries are dropped; those of the leases returned go back on the
-// heap, so a lease whose end the store refused comes up again at the next
-// scan (once ended, its entry is stale).
-func (t *leaseTable) expiredAt(now time.Time) []held {
+// expiredAt returns the leases that ended at or before now, limit at
+// most, each once, the oldest first (t.mu held). Stale entries are dropped; those of
+// the leases returned go back on the heap, so a lease whose end the store
+// refused comes up again at the next scan (once ended, its entry is
+// stale), and those past limit stay on it for the next scans: a mass
+// expiry (an area's power cut, a million leases due in one tick) costs a
+// scan O(limit log n) under the table's lock, not a million pops and
+// pushes.
+func (t *leaseTable) expiredAt(now time.Time, limit int) []held {
 	var out []held
 	var due []expiryEntry
+	var seen map[subKey]bool
 	cut := now.UnixNano()
-	for len(t.exp) > 0 && t.exp[0].at <= cut {
+	for len(t.exp) > 0 && t.exp[0].at <= cut && len(out) < limit {
 		e := heap.Pop(&t.exp).(expiryEntry)
-		if l, ok := t.m.Get(e.k); ok && l.expires == e.at {
+		if l, ok := t.m.Get(e.k); ok && l.expires == e.at && !seen[e.k] {
+			// Once: a lease put again with the same end (its flags
+			// changed) has two entries, and a batch of ends must not
+			// hold it twice (two expired events).
+			if seen == nil {
+				seen = make(map[subKey]bool)
+			}
+			seen[e.k] = true
 			out = append(out, held{e.k, l})
 			due = append(due, e)
 		}

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -389,4 +391,33 @@ func TestRoundDropsUnconfiguredISPsIntentsAtMostCompleteRound(t *testing.T) {
 	if left, _ := r.store.Intents(); len(left) != 0 || r.p.PendingIntents() != 0 {
 		t.Errorf("after the second round: %d intents stored, %d pending", len(left), r.p.PendingIntents())
 	}
+}
+
+// endersAtOnce is how many goroutines sideBySide runs at once.
+const endersAtOnce = 64
+
+// sideBySide calls fn(i) for every i in [0, n), endersAtOnce goroutines
+// at a time: each end fn makes is a durable transaction, and side by side
+// the store's group commit puts many in one fsync, where one after the
+// other cost one fsync each. fn returns false to have no more started.
+func sideBySide(n int, fn func(i int) bool) {
+	var (
+		wg   sync.WaitGroup
+		next atomic.Int64
+		stop atomic.Bool
+	)
+	for range min(endersAtOnce, n) {
+		wg.Go(func() {
+			for !stop.Load() {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if !fn(i) {
+					stop.Store(true)
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -385,12 +385,13 @@ func (t *leaseTable) all() []held {
 	return out
 }
 
-// expired returns the leases that ended at or before now: O(log n) per
-// lease ended (expiry.go), not a walk of every lease.
-func (t *leaseTable) expired(now time.Time) []held {
+// expired returns the leases that ended at or before now, limit at most,
+// the oldest first: O(log n) per lease returned (expiry.go), not a walk
+// of every lease.
+func (t *leaseTable) expired(now time.Time, limit int) []held {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.expiredAt(now)
+	return t.expiredAt(now, limit)
 }
 
 func (t *leaseTable) len() int {

@@ -861,19 +861,21 @@ func (s *countingSender) Inject(uint8, []byte) bool { s.n.Add(1); return true }
 
 // A renewal the ISP answered late, committed between the expiry scan and
 // the end of the lease it saw, is not ended by that scan (the soak found
-// it: Kea and the client held a lease ispmux had just ended).
+// it: Kea and the client held a lease ispmux had just ended); another
+// lease of the same scan, in the same batch (expireEach), still ends.
 func TestExpiryDoesNotEndARenewal(t *testing.T) {
 	r, _ := newSRig(t)
 	r.dora(s1, keaT1(t, time.Hour, 30*time.Minute), nil)
+	r.dora(s2, byMACKea, nil) // an hour too, a moment later
 	r.p.committing.Wait()
 	sk := subKey{circuitKey{accPort, 0}, s1MAC}
 	old, ok := r.p.leases.get(sk)
 	if !ok {
 		t.Fatal("no lease after the DORA")
 	}
-	// The scan sees the lease as ended...
-	due := r.p.leases.expired(old.expiresAt().Add(time.Second))
-	if len(due) != 1 || due[0].k != sk {
+	// The scan sees the leases as ended...
+	due := r.p.leases.expired(old.expiresAt().Add(time.Minute), 1<<30)
+	if len(due) != 2 || due[0].k != sk || due[1].k.mac != s2MAC {
 		t.Fatalf("expired: %v", due)
 	}
 	// ...and the ISP's ACK of a renewal is committed before the scan ends
@@ -883,8 +885,14 @@ func TestExpiryDoesNotEndARenewal(t *testing.T) {
 	if got := r.serve(keaT1(t, time.Hour, 30*time.Minute)); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
 		t.Fatalf("renewal: got %v", got)
 	}
-	if r.p.endExpired(due[0]) {
-		t.Fatal("the renewed binding was ended by the scan of its old lease")
+	if n := r.p.expireEach(due); n != 1 {
+		t.Fatalf("%d ended, want 1 (s2's): the renewed binding was ended by the scan of its old lease", n)
+	}
+	if _, ok := r.p.leases.get(due[1].k); ok || r.tab.isBound(s2MAC) {
+		t.Error("s2's lease, which ran out, was not ended with it")
+	}
+	if _, err := r.store.Binding("acc0", 0, [6]byte(mac(s2))); err == nil {
+		t.Error("s2's binding still stored")
 	}
 	if _, ok := r.p.leases.get(sk); !ok || !r.tab.isBound(s1MAC) {
 		t.Error("the renewed binding is gone")
@@ -897,8 +905,11 @@ func TestExpiryDoesNotEndARenewal(t *testing.T) {
 	}
 	// The current version still expires.
 	cur, _ := r.p.leases.get(sk)
-	if !r.p.endExpired(held{sk, cur}) {
+	if r.p.expireEach([]held{{sk, cur}}) != 1 {
 		t.Error("the current lease was not ended")
+	}
+	if c := r.p.Counters(); c["expired"] != 2 {
+		t.Errorf("%d expired counted, want 2", c["expired"])
 	}
 }
 

@@ -352,7 +352,7 @@ const startEndBatch = 1024
 // endEach ends the bindings of ends (a start's that tell the ISP, or have
 // no circuit: the others are endLapsed's), startEndBatch to a durable
 // transaction (Store.EndBindings), each with its intent and event, before
-// the box forwards. One transaction each (side by side, endersAtOnce at a
+// the box forwards. One transaction each (side by side, 64 at a
 // time, the group commit putting ~35 in an fsync) held the start of a box
 // whose circuit of 100k bindings was removed ~39 s (a trial: 2736
 // transactions); batched, 98 transactions and ~4 s. Each batch's state

@@ -40,7 +40,8 @@ var Points = []string{
 	// deleted, those of the round's later commits not yet (the N-th hit
 	// is after the round's N-th commit).
 	EndAfterComplete,
-	// A lease expired: nothing stored yet.
+	// Leases expired: a batch of their ends (expireEach) not committed
+	// yet, the batches before it committed.
 	ExpireBeforeCommit,
 	// The ISP's NAK arrived; the binding (if any) not yet removed.
 	NakBeforeCommit,
