@@ -74,10 +74,10 @@ func (p *Proxy) stale(mac uint64, access, isp string) string {
 // 64 side by side through the store's group commit (~21 an fsync), held
 // one tick, and the transactions' timeouts, probes and intents behind it,
 // 7.9 s at 20k and 47 s at 100k (a trial, TestMassExpiryInBatches: 935
-// and 4737 transactions). Batched, 20k take 40 transactions, and a tick
-// spends expireRound commits at most on them; a lease ended a few ticks
-// late forwards that much past its end, as one the tick had not reached
-// yet did before.
+// and 4737 transactions). Batched, 100k take 196 transactions over 25
+// ticks (14.8 s, none over 1 s, on the loaded test machine); a lease
+// ended a few ticks late forwards that much past its end, as one the
+// tick had not reached yet did before.
 func (p *Proxy) expireLeases(now time.Time) {
 	due := p.leases.expired(now, expireRound*revokeBatch)
 	for len(due) > 0 {
@@ -90,12 +90,13 @@ func (p *Proxy) expireLeases(now time.Time) {
 }
 
 // expireRound is how many store transactions of expiries (expireEach,
-// revokeBatch each) one tick commits at most: 4096 leases, a few tenths
-// of a second of commits (~20–50 ms each on the test machine, loaded),
-// so the tick's other timers (a transaction's timeout is 1 s at the
-// least) are held up that long at most, and the leases still end faster
-// than one transaction each did (16k a second at most, ~10k measured). A
-// variable for the tests.
+// revokeBatch each) one tick commits at most: 4096 leases. A commit of
+// 512 ends took 40–75 ms on the test machine under load (1 s for a
+// tick's 8 at the worst; its CPU, ~10 ms, is the lesser part): the
+// tick's other timers (a transaction's timeout is 1 s at the least) are
+// held up that long at most (16 held them up to 1.4 s), and the leases
+// still end at up to 16k a second, faster than the commits go
+// (~7k a second measured). A variable for the tests.
 var expireRound = 8
 
 // expireEach ends each of hs, whose leases ran out, that its subscriber
