@@ -3,6 +3,8 @@ package engine
 import (
 	"bytes"
 	"encoding/binary"
+	"math/bits"
+	"math/rand/v2"
 	"sync"
 	"testing"
 
@@ -291,4 +293,93 @@ func FuzzLane(f *testing.F) {
 		r.c.SetMTU(2, int(mtu))
 		checkLaneAgrees(t, r, port%3, [][]byte{frame})
 	})
+}
+
+// TestLaneIPv4Checksum checks laneIPv4's header checksum against
+// classifier.ChecksumOK (Decode's) over random headers whose words are
+// mostly 0xff bytes, so that the sums carry, a third of them made to carry
+// out of the 64-bit sum of the header's three words and a third to have
+// the 32-bit sum 0xffffffff (ones' complement zero), whose fold to 16 bits
+// carries; each with its checksum right and then wrong: the two agree on
+// every header, and laneIPv4 takes the right ones (its other fields are a
+// plain UDP datagram's).
+func TestLaneIPv4Checksum(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var took, carried, zero int
+	for range 200_000 {
+		f := make([]byte, 14+28)
+		h := f[14:]
+		for i := range h {
+			if rng.IntN(4) != 0 {
+				h[i] = 0xff
+			} else {
+				h[i] = byte(rng.Uint32())
+			}
+		}
+		h[0] = 0x45
+		binary.BigEndian.PutUint16(h[2:], 28)
+		h[6] &= 0x40 // DF or not; no fragment
+		h[7] = 0
+		if h[8] < 2 {
+			h[8] = 2
+		}
+		h[9] = classifier.ProtoUDP
+		binary.BigEndian.PutUint16(h[20:], 1000)
+		binary.BigEndian.PutUint16(h[22:], 2000)
+		fixIPChecksum(f, 14)
+		switch rng.IntN(3) {
+		case 1:
+			// The source (w1's high half) set so that w0 + w1
+			// reaches 2^64 less w2's share, and the checksum set
+			// again (it moves the low half's carry: a few rounds).
+			for range 4 {
+				w0, w1, w2 := binary.LittleEndian.Uint64(h[0:]), binary.LittleEndian.Uint64(h[8:]), binary.LittleEndian.Uint32(h[16:])
+				s, c := bits.Add64(w0, w1, 0)
+				if _, c = bits.Add64(s, uint64(w2), c); c != 0 {
+					carried++
+					break
+				}
+				low := (w0&0xffffffff + w1&0xffffffff) >> 32
+				binary.LittleEndian.PutUint32(h[12:], uint32(0xffffffff-w0>>32-low))
+				fixIPChecksum(f, 14)
+			}
+		case 2:
+			// The destination moved by a multiple of 0xffff, which
+			// leaves the 16-bit sum and so the checksum right.
+			d := ^onesSum32(h[:20])
+			w := uint64(binary.LittleEndian.Uint32(h[16:])) + uint64(d)
+			binary.LittleEndian.PutUint32(h[16:], uint32(w&0xffffffff+w>>32))
+			if onesSum32(h[:20]) != 0xffffffff {
+				t.Fatalf("% x: sum %#x", h[:20], onesSum32(h[:20]))
+			}
+			zero++
+		}
+		c := binary.BigEndian.Uint16(h[10:])
+		for _, d := range []uint16{0, 1, uint16(rng.Uint32()) | 1} {
+			binary.BigEndian.PutUint16(h[10:], c+d)
+			_, _, _, _, ok := laneIPv4(f, 14)
+			if want := classifier.ChecksumOK(h[:20]); ok != want {
+				t.Fatalf("laneIPv4 says %v, ChecksumOK %v, for % x", ok, want, h[:20])
+			}
+			if ok {
+				took++
+			}
+		}
+	}
+	if took < 190_000 || carried < 10_000 || zero < 50_000 {
+		t.Fatalf("laneIPv4 took %d headers; %d carried out of 64 bits, %d summed to 0xffffffff", took, carried, zero)
+	}
+}
+
+// onesSum32 is the 32-bit ones' complement sum of h's little-endian
+// words.
+func onesSum32(h []byte) uint32 {
+	var s uint64
+	for i := 0; i+4 <= len(h); i += 4 {
+		s += uint64(binary.LittleEndian.Uint32(h[i:]))
+	}
+	for s>>32 != 0 {
+		s = s&0xffffffff + s>>32
+	}
+	return uint32(s)
 }
