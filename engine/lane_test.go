@@ -383,3 +383,28 @@ func onesSum32(h []byte) uint32 {
 	}
 	return uint32(s)
 }
+
+// TestLaneUnresolvedUplink sends subscribers' plain datagrams while their
+// ISPs' gateways are not resolved (alpha's, then neither: beta's resolved
+// first): the lane forwards none to an uplink it has no header for, and
+// agrees with the general way on each; once both are resolved, it forwards
+// them.
+func TestLaneUnresolvedUplink(t *testing.T) {
+	r := newRig(t, 64)
+	r.bindAll()
+	seeds := laneSeeds(t)[:3] // to alpha, to beta, tagged to beta
+	check := func(resolved map[int]bool) {
+		t.Helper()
+		for i, s := range seeds {
+			lane := checkLaneAgrees(t, r, s.port, [][]byte{s.frame})
+			if fwd := lane.out[0].Action == datapath.Forward; fwd != resolved[i] {
+				t.Errorf("seed %d: forwarded %v, its uplink resolved %v: %+v", i, fwd, resolved[i], lane.out[0])
+			}
+		}
+	}
+	check(nil)
+	r.learn(2, 201, gwbMAC)
+	check(map[int]bool{1: true, 2: true})
+	r.learn(1, 0, gwaMAC)
+	check(map[int]bool{0: true, 1: true, 2: true})
+}
