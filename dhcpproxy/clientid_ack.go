@@ -66,9 +66,10 @@ const (
 // ackClientID applies the client identifier rule to t's ACK of ip
 // (subject subj) at t's ISP, with t's subscriber's stripe of subMu held:
 // reclaim false, the asker's own identifier held by another is refused
-// too (the holder was revoked already, or could not be). On
+// too (the holder was revoked already, or could not be: unrevoked, the
+// holder whose revocation the store refused, is told as such). On
 // ackCIDReclaim it returns the holder and the bound's verdict.
-func (p *Proxy) ackClientID(t *txn, subj subject, ip netip.Addr, reclaim bool) (held, reclaimVerdict, ackCID) {
+func (p *Proxy) ackClientID(t *txn, subj subject, ip netip.Addr, reclaim bool, unrevoked held) (held, reclaimVerdict, ackCID) {
 	mac := t.sub.mac
 	h, taken := p.clientIDHolder(t.isp.Index, cidKey(t.isp.Index, t.clientID), t.clientID, mac)
 	if !taken {
@@ -81,6 +82,13 @@ func (p *Proxy) ackClientID(t *txn, subj subject, ip netip.Addr, reclaim bool) (
 		}
 		return h, v, ackCIDReclaim
 	}
+	if h.k == unrevoked.k && h.l.same(&unrevoked.l) {
+		// The reclaim was made, and the store refused ending the
+		// holder's binding (store_error, logged): not "found free".
+		p.refuse(subscribers.EventRejected, subj, ip, "client identifier is this subscriber's hardware address, held by subscriber "+
+			binding.MACString(h.k.mac)+"'s binding at this ISP; not reclaimed: the store refused to end that binding; not bound")
+		return held{}, 0, ackCIDRefused
+	}
 	p.count("ack_client_id_taken")
 	p.refuse(subscribers.EventRejected, subj, ip, "client identifier of subscriber "+binding.MACString(h.k.mac)+
 		"'s binding at this ISP, found free when this exchange was relayed; not bound")
@@ -89,16 +97,20 @@ func (p *Proxy) ackClientID(t *txn, subj subject, ip netip.Addr, reclaim bool) (
 
 // reclaimAtACK revokes holder h's binding (held by t's subscriber's
 // identifier, its own hardware one; v the bound's verdict), as
-// checkClientID does, with cidMu's stripe held and no subscriber's.
-func (p *Proxy) reclaimAtACK(t *txn, h held, v reclaimVerdict) {
+// checkClientID does, with cidMu's stripe held and no subscriber's. It
+// reports whether h still holds that lease, not revoked: the store
+// refused (logged). Either way the ACK is decided again.
+func (p *Proxy) reclaimAtACK(t *txn, h held, v reclaimVerdict) bool {
 	why := "its client identifier is subscriber " + binding.MACString(t.sub.mac) +
 		"'s hardware address, and the ISP acknowledged that subscriber's lease with it"
 	if !p.reclaimHeld(h, why, v, p.now()) {
-		return // ended meanwhile, or the store refused (logged): the ACK is decided again
+		l, ok := p.leases.get(h.k) // or it ended meanwhile
+		return ok && l.same(&h.l)
 	}
 	// The subscriber's next messages with the identifier wait for the
 	// holder's RELEASE, as after a reclaim at the relay.
 	p.waitForHolder(t.isp, t.clientID, h.k.mac)
+	return false
 }
 
 // reclaimHeld revokes holder h's binding for a reclaim of its client

@@ -2,8 +2,8 @@ package dhcpproxy
 
 import (
 	"errors"
-
 	"net"
+	"strings"
 	"testing"
 
 	"github.com/ispmux/ispmux/subscribers"
@@ -54,4 +54,30 @@ type endRefuser struct{ Store }
 
 func (e endRefuser) EndBinding(string, uint16, subscribers.MAC, *subscribers.Intent, subscribers.Event) (subscribers.Intent, subscribers.Event, bool, error) {
 	return subscribers.Intent{}, subscribers.Event{}, false, errors.New("disk full")
+}
+
+// The store refuses the holder's revocation at the ACK (the reclaim at
+// the ACK, s2 bound again with s1's hardware identifier while s1's
+// exchange was under way): s1 is not bound, and its rejected event says
+// the reclaim failed, not that the identifier was "found free when this
+// exchange was relayed" (a review: it was not, and said so). Fails
+// without the unrevoked holder passed to the second pass.
+func TestClientIDAckReclaimStoreRefused(t *testing.T) {
+	r := newPRig(t)
+	id := squatWith(t, r, s2, s1)
+	req1 := r.requestInFlight(s1, id) // reclaims: s2 revoked
+	req2 := r.requestInFlight(s2, id) // free now: relayed
+	if got, _ := r.ackOf(req2); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("s2 got %v, want an ACK", got)
+	}
+	r.p.store = endRefuser{r.p.store}
+	got, _ := r.ackOf(req1)
+	r.wantBoundAlone(s2, s1, got)
+	e, ok := r.lastRejected(s1)
+	if !ok || !strings.Contains(e.Reason, s2) || !strings.Contains(e.Reason, "store refused") || strings.Contains(e.Reason, "found free") {
+		t.Errorf("s1's rejected event %+v, want one naming s2 and the store's refusal", e)
+	}
+	if c := r.p.Counters(); c["client_id_reclaimed"] != 1 || c["ack_client_id_taken"] != 0 || c["store_error"] == 0 {
+		t.Errorf("counters %v, want one client_id_reclaimed (s1's DISCOVER's), a store_error, no ack_client_id_taken", c)
+	}
 }

@@ -179,9 +179,12 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, fro
 	if key := cidKey(t.isp.Index, t.clientID); key != 0 {
 		defer p.cidMu.lock(key).Unlock()
 	}
-	if h, v, gen, reclaim := p.bindOnce(t, m, ack, opts, boot, from, t.gen, true); reclaim {
-		p.reclaimAtACK(t, h, v)
-		p.bindOnce(t, m, ack, opts, boot, from, gen, false)
+	if h, v, gen, reclaim := p.bindOnce(t, m, ack, opts, boot, from, t.gen, true, held{}); reclaim {
+		var unrevoked held
+		if p.reclaimAtACK(t, h, v) {
+			unrevoked = h
+		}
+		p.bindOnce(t, m, ack, opts, boot, from, gen, false, unrevoked)
 	}
 }
 
@@ -192,8 +195,9 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, fro
 // again (only if reclaim): then nothing was bound, sent or released but
 // the end of the subscriber's own lapsed binding (endExpiredLocked),
 // and next is the generation the second pass expects (that end's: it is
-// no end after the relay, ack_after_end).
-func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from netip.Addr, gen uint64, reclaim bool) (h held, v reclaimVerdict, next uint64, again bool) {
+// no end after the relay, ack_after_end). unrevoked, at the second pass,
+// is the holder whose revocation the store refused (ackClientID).
+func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from netip.Addr, gen uint64, reclaim bool, unrevoked held) (h held, v reclaimVerdict, next uint64, again bool) {
 	c := t.circuit
 	mac := t.sub.mac
 	defer p.lockSub(mac).Unlock()
@@ -297,7 +301,7 @@ func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from 
 	// applied again before anything is committed.
 	if len(t.clientID) > 0 {
 		var verdict ackCID
-		switch h, v, verdict = p.ackClientID(t, subj, ip, reclaim); verdict {
+		switch h, v, verdict = p.ackClientID(t, subj, ip, reclaim, unrevoked); verdict {
 		case ackCIDReclaim:
 			return h, v, p.leases.generation(t.sub), true
 		case ackCIDRefused:
