@@ -25,6 +25,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// sendTimeout is how long a Send waits for a manager whose socket's queue
+// is full (one that does not read it) before it drops the notification
+// with an error.
+const sendTimeout = time.Second
+
 // Notifier sends notifications to the service manager. The zero value
 // and a nil *Notifier send nothing. It is safe for concurrent use.
 type Notifier struct {
@@ -63,10 +68,18 @@ func FromEnv() (*Notifier, error) {
 	}
 	probe.Close()
 	// Blocking, as libsystemd's: a manager whose queue is full is waited
-	// for rather than a notification dropped.
+	// for rather than a notification dropped, but for sendTimeout at
+	// most (SO_SNDTIMEO), where libsystemd waits for good: a Send holds
+	// n's lock, and a manager that stopped reading its socket held every
+	// caller of Send (the watchdog, a reload's, the stop's) with it.
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return n, fmt.Errorf("NOTIFY_SOCKET: %w", os.NewSyscallError("socket", err))
+	}
+	tv := unix.NsecToTimeval(sendTimeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return n, fmt.Errorf("NOTIFY_SOCKET: %w", os.NewSyscallError("setsockopt SO_SNDTIMEO", err))
 	}
 	n.on, n.fd, n.to.Name = true, fd, path
 	if us := os.Getenv("WATCHDOG_USEC"); us != "" {
@@ -99,7 +112,9 @@ func (n *Notifier) Watchdog() time.Duration {
 // one datagram to $NOTIFY_SOCKET's address. A status line's newlines are
 // replaced by spaces: the protocol separates assignments by newlines. A
 // manager whose socket is away at that instant (re-created by a
-// daemon-reexec) is an error; the next Send tries the address again.
+// daemon-reexec) is an error; the next Send tries the address again. So
+// is one whose socket's queue stays full for sendTimeout (the manager
+// not reading it): the notification is dropped.
 func (n *Notifier) Send(assignments ...string) error {
 	if !n.Enabled() {
 		return nil
@@ -126,6 +141,9 @@ func (n *Notifier) Send(assignments ...string) error {
 	// 108 bytes (it keeps a byte for a NUL such a name does not have),
 	// which the probe reached, and every send failed.
 	if err := syscall.Sendto(n.fd, n.msg, unix.MSG_NOSIGNAL, &n.to); err != nil {
+		if err == syscall.EAGAIN {
+			return fmt.Errorf("sdnotify: the service manager's socket stayed full for %v (not read): notification dropped", sendTimeout)
+		}
 		return os.NewSyscallError("sendto", err)
 	}
 	return nil

@@ -218,3 +218,57 @@ func TestSendLongestAbstractName(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+// A manager that does not read its socket: once its queue is full, a
+// Send returns an error within about sendTimeout (the notification
+// dropped) instead of blocking, n's lock held, for as long as the manager
+// does not read; once it reads again, Send delivers. Fails without
+// SO_SNDTIMEO (the send blocks past the deadline).
+func TestSendManagerNotReading(t *testing.T) {
+	c := listen(t, filepath.Join(t.TempDir(), "notify"))
+	t.Setenv("WATCHDOG_USEC", "")
+	n, err := FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	done := make(chan error, 1)
+	var took time.Duration
+	go func() {
+		for i := 0; i < 1<<20; i++ {
+			start := time.Now()
+			if err := n.Send("STATUS=filling " + strconv.Itoa(i)); err != nil {
+				took = time.Since(start)
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "dropped") {
+			t.Fatalf("the socket never filled, or another error: %v", err)
+		}
+		if took < sendTimeout/2 || took > 3*sendTimeout {
+			t.Errorf("the dropped send took %v, want about %v", took, sendTimeout)
+		}
+	case <-time.After(10 * sendTimeout):
+		c.Close() // wakes the send, so that n.Close returns
+		t.Fatal("Send blocked on a manager that does not read its socket")
+	}
+	// The manager reads again: the queue drains, and the next Send goes.
+	buf := make([]byte, 4096)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, err := c.Read(buf); err != nil {
+			break
+		}
+	}
+	if err := n.Send("READY=1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(t, c); got != "READY=1\n" {
+		t.Errorf("got %q", got)
+	}
+}
