@@ -233,3 +233,30 @@ func TestRestoredCopyOfBasedStore(t *testing.T) {
 		t.Errorf("a reader below the base: oldest %d, want %d (past its number: told it missed events)", oldest, base+6)
 	}
 }
+
+// The lag of a cursor at 0 (nothing acknowledged) on a store numbered from
+// a base counts the ISP's events, not the numbers up to the base, which
+// were never given out: it read the base (~1.8e15) as events trimmed
+// before delivery. Fails without the base in countEventsOf.
+func TestWebhookLagFromBase(t *testing.T) {
+	at := time.Date(2026, 12, 7, 1, 2, 3, 0, time.UTC)
+	clockAt(t, at)
+	s, _ := openTest(t, Options{NoSync: true})
+	base := s.EventBase()
+	if held, trimmed, err := s.WebhookLag("alpha", 0, 0); err != nil || held != 0 || trimmed != 0 {
+		t.Errorf("new store: WebhookLag(alpha, 0) = %d held, %d trimmed, %v; want 0, 0", held, trimmed, err)
+	}
+	for i := range 3 {
+		if _, err := s.AddEvent(Event{Kind: EventBound, MAC: mac(i + 1), ISP: "alpha"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, after := range []uint64{0, base} {
+		if held, trimmed, err := s.WebhookLag("alpha", after, 0); err != nil || held != 3 || trimmed != 0 {
+			t.Errorf("WebhookLag(alpha, %d) = %d held, %d trimmed, %v; want 3, 0", after, held, trimmed, err)
+		}
+	}
+	if held, trimmed, _ := s.WebhookLag("alpha", base+2, 0); held != 1 || trimmed != 0 {
+		t.Errorf("WebhookLag(alpha, base+2) = %d held, %d trimmed; want 1, 0", held, trimmed)
+	}
+}

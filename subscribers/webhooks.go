@@ -92,7 +92,9 @@ func (s *Store) CountEventsOf(isp string, after uint64, limit int) (int, error) 
 // instant, how many of isp's events after `after` the log trimmed: the
 // numbers given out between after and the oldest it holds, those a jump
 // of the numbering skipped left out (a store restored from a backup copy
-// skips 2^32: counted as events, a lag read a million: a review).
+// skips 2^32: counted as events, a lag read a million: a review), and
+// the numbers up to a new store's base, never given out, left out too (a
+// cursor of 0 on such a store read the base, ~1.8e15, as its lag).
 func (s *Store) WebhookLag(isp string, after uint64, limit int) (held int, trimmed uint64, err error) {
 	return s.countEventsOf(isp, after, limit, true)
 }
@@ -113,7 +115,10 @@ func (s *Store) countEventsOf(isp string, after uint64, limit int, lost bool) (n
 		if lost {
 			logOldest, _ := eventBoundsPending(tx, pend)
 			oldest, _ := ispBoundsTx(tx, pend, isp, s.gapOldest(logOldest))
-			trimmed = numbersBetween(after, oldest, readISPSeq(tx, isp).gaps)
+			// The numbers up to a new store's base were never given
+			// out (eventbase.go): a cursor below it (0: nothing
+			// acknowledged) missed none of them.
+			trimmed = numbersBetween(max(after, s.base), oldest, readISPSeq(tx, isp).gaps)
 		}
 		last := after
 		c := tx.Bucket(bucketEventIndex).Cursor()
