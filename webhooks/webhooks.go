@@ -521,8 +521,14 @@ func (m *Manager) fill(st *Status, w *worker) {
 		st.URL = url
 		w.mu.Unlock()
 		st.Cursor = w.acked.Load()
-	} else if seq, _, err := m.store.WebhookCursor(st.ISP); err == nil {
-		st.Cursor = seq
+	}
+	// A worker that has not read its cursor yet (it starts at 0), or
+	// none: the stored cursor. From 0, the lag counted every event of the
+	// ISP the log holds, a new webhook's past events included.
+	if st.Cursor == 0 {
+		if seq, _, err := m.store.WebhookCursor(st.ISP); err == nil {
+			st.Cursor = seq
+		}
 	}
 	// The events the log holds after the cursor and those it trimmed
 	// before they were delivered (they go as one events-lost message),

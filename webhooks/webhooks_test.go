@@ -674,3 +674,29 @@ func storedCursorStatus(t *testing.T, s *subscribers.Store) (Status, bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A new webhook's status before its worker has read its cursor (the
+// worker's in-memory cursor is 0 until then) shows the stored cursor, the
+// ISP's newest event when the webhook was added, and lag 0: it showed
+// cursor 0 and every event of the ISP the log held as lag. Fails without
+// the stored cursor in fill.
+func TestStatusBeforeWorkerReadsCursor(t *testing.T) {
+	s := openStore(t, "", subscribers.Options{NoSync: true})
+	var last subscribers.Event
+	for i := range 3 {
+		last = addEvent(t, s, "beta", subscribers.EventBound, i)
+	}
+	m, err := New(&configs.Config{ISPs: []configs.ISP{isp("beta", "http://127.0.0.1:1/", writeSecret(t, specSecret))}}, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m.mu.Lock()
+	m.ctx = ctx
+	m.workers["beta"] = newWorker(m, m.targets["beta"]) // not run: its cursor not read
+	m.mu.Unlock()
+	if st, _ := m.StatusOf("beta"); st.Cursor != last.ISPSeq || st.Lag != 0 {
+		t.Errorf("status before the worker read its cursor: cursor %d, lag %d; want %d, 0", st.Cursor, st.Lag, last.ISPSeq)
+	}
+}
