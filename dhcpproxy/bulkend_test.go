@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -342,5 +343,91 @@ func TestBulkMoveCutInBatches(t *testing.T) {
 	}
 	if got := p.MovesPending(); got != 0 {
 		t.Errorf("%d moves still pending", got)
+	}
+}
+
+// A bulk revocation's batches are cut stripe by stripe (byStripe): with
+// one stripe of subMu held (a DHCP commit of one of its subscribers under
+// way), the batches of the stripes before it commit meanwhile, and those
+// subscribers' bindings are revoked; the rest wait for the stripe and go
+// on once it is let go. Before, each batch of 512 had subscribers of all
+// 64 stripes and took them all for its commit, so every DHCP commit
+// waited for every batch (a concurrent lock's mean wait during 20k
+// revocations ~45-85 ms, against ~2 ms, median 0.4 µs, now), and here no
+// batch committed while the stripe was held. Fails without byStripe.
+func TestBulkRevocationBatchesByStripe(t *testing.T) {
+	const n = 5000
+	path := filepath.Join(t.TempDir(), "s.db")
+	seedRemovedCircuit(t, path, 0, n)
+	st, err := subscribers.Open(path, subscribers.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	var blocked atomic.Bool
+	tab := &fakeTables{bound: map[uint64]binding.Binding{}, store: st}
+	p := New(switchRigConfig(), st, blockingRegistry{storeRegistry{st}, &blocked}, tab, &fakeSender{}, nil)
+	if got, err := p.Restore(time.Now()); err != nil || got != n {
+		t.Fatalf("Restore = %d, %v; want %d", got, err, n)
+	}
+	macs := make([]uint64, n)
+	before := 0 // subscribers of the stripes before the last
+	last := len(p.subMu) - 1
+	for i := range n {
+		macs[i] = binding.MAC48(removedCircuitMAC(i))
+		if p.subStripe(macs[i]) < last {
+			before++
+		}
+	}
+	blocked.Store(true)
+	p.subMu[last].Lock()
+	done := make(chan int)
+	go func() { done <- p.RevalidateMACs(macs) }()
+	revokedBefore := func() int {
+		k := 0
+		for _, m := range macs {
+			if _, ok := p.Lease(accPort, 0, m); !ok && p.subStripe(m) < last {
+				k++
+			}
+		}
+		return k
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for revokedBefore() < before-revokeBatch && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := revokedBefore()
+	p.subMu[last].Unlock()
+	if got < before-revokeBatch {
+		t.Errorf("with stripe %d held, %d of the %d bindings of the other stripes revoked; want all but the last batch's", last, got, before)
+	}
+	if r := <-done; r != n {
+		t.Errorf("RevalidateMACs = %d, want %d", r, n)
+	}
+}
+
+// byStripe orders by stripe and loses nothing.
+func TestByStripe(t *testing.T) {
+	p := &Proxy{}
+	var hs []held
+	for i := range 3000 {
+		hs = append(hs, held{k: subKey{mac: uint64(i) * 0x10001}})
+	}
+	out := p.byStripe(slices.Clone(hs))
+	if len(out) != len(hs) {
+		t.Fatalf("%d out of %d", len(out), len(hs))
+	}
+	seen := map[uint64]bool{}
+	for i, h := range out {
+		seen[h.k.mac] = true
+		if i > 0 {
+			a, b := p.subStripe(out[i-1].k.mac), p.subStripe(h.k.mac)
+			if a > b {
+				t.Fatalf("out of order at %d: stripe %d, then %d", i, a, b)
+			}
+		}
+	}
+	if len(seen) != len(hs) {
+		t.Errorf("%d distinct of %d", len(seen), len(hs))
 	}
 }

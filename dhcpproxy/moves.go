@@ -58,6 +58,7 @@ func (p *Proxy) revalidateMACs(macs []uint64, immediate bool) int {
 	// one fsync each, and side by side through the group commit ~6k a
 	// second (trials).
 	n := 0
+	todo = p.byStripe(todo)
 	for len(todo) > 0 {
 		k := min(revokeBatch, len(todo))
 		n += p.revalidateBatch(todo[:k], immediate, now)
@@ -282,7 +283,7 @@ func clientEnd(from time.Time, lt time.Duration) time.Time {
 // a bulk move (an ISP's devices moved at once) has all their deadlines
 // due in one tick, which one commit each held for minutes.
 func (p *Proxy) cutMoves(now time.Time) {
-	due := p.leases.cutsDue(now)
+	due := p.byStripe(p.leases.cutsDue(now))
 	for len(due) > 0 {
 		k := min(revokeBatch, len(due))
 		n := p.revokeEach(due[:k], func(h held) string {
