@@ -113,3 +113,47 @@ func TestMassExpiryInBatches(t *testing.T) {
 		t.Errorf("%d intents pending, want none (an expiry tells the ISP nothing)", got)
 	}
 }
+
+// A mass expiry's batches are cut stripe by stripe (byStripe), as a bulk
+// revocation's: with the last stripe of subMu held (an ACK committing),
+// the tick's batches of the other stripes end their leases meanwhile, and
+// only the batch that needs the held stripe waits. Without byStripe every
+// batch of 512 has subscribers of all 64 stripes and none ends.
+func TestMassExpiryBatchesByStripe(t *testing.T) {
+	const n = 4096 // one tick's round
+	p, _, _ := massExpiryRig(t, n)
+	last := len(p.subMu) - 1
+	macs := make([]uint64, n)
+	before := 0 // leases of the stripes before the last
+	for i := range n {
+		macs[i] = binding.MAC48(removedCircuitMAC(i))
+		if p.subStripe(macs[i]) < last {
+			before++
+		}
+	}
+	ended := func() int {
+		k := 0
+		for _, m := range macs {
+			if _, ok := p.Lease(accPort, 0, m); !ok && p.subStripe(m) < last {
+				k++
+			}
+		}
+		return k
+	}
+	p.subMu[last].Lock()
+	done := make(chan struct{})
+	go func() { p.expire(time.Now().Add(3 * time.Hour)); close(done) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for ended() < before-revokeBatch && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := ended()
+	p.subMu[last].Unlock()
+	<-done
+	if got < before-revokeBatch {
+		t.Errorf("with stripe %d held, %d of the %d leases of the other stripes ended; want all but the last batch's", last, got, before)
+	}
+	if c := p.Counters(); c["expired"] != n {
+		t.Errorf("counted %d expired, want %d", c["expired"], n)
+	}
+}

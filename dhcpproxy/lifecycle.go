@@ -79,7 +79,9 @@ func (p *Proxy) stale(mac uint64, access, isp string) string {
 // ended a few ticks late forwards that much past its end, as one the
 // tick had not reached yet did before.
 func (p *Proxy) expireLeases(now time.Time) {
-	due := p.leases.expired(now, expireRound*revokeBatch)
+	// The round's oldest leases, stripe by stripe: a batch of a mass
+	// expiry holds a few stripes of subMu for its commit, not all 64.
+	due := p.byStripe(p.leases.expired(now, expireRound*revokeBatch))
 	for len(due) > 0 {
 		k := min(revokeBatch, len(due))
 		failpoint.Hit(failpoint.ExpireBeforeCommit)
