@@ -1,6 +1,7 @@
 package dhcpproxy
 
 import (
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -12,6 +13,13 @@ import (
 
 // intentQueue owns the intents not yet completed; mu guards it and is held
 // only inside these methods.
+//
+// A tick's work is what it sends and completes, not the backlog (a
+// review: a tick copied and sorted every pending intent, 5.6 s at a
+// million, with an ISP's next hop unresolved): the intents not sent yet
+// wait in one queue per ISP, oldest (lowest ID) first (toSend), and
+// those sent in the order they were queued to the datapath (sentOrder),
+// so a tick takes the front of each.
 type intentQueue struct {
 	mu      sync.Mutex
 	pending map[uint64]pendingIntent
@@ -22,6 +30,22 @@ type intentQueue struct {
 	// frame queued for the worker is not on the wire yet; a crash before
 	// the completion replays it, which a server takes as a repeat).
 	sentAt map[uint64]time.Time
+	// toSend holds, per ISP name, the IDs of its intents not sent yet, a
+	// min-heap: every pending intent not in sentAt is in its ISP's (but
+	// the one a round has taken, until it is sent, completed or put back:
+	// takeUnsent, putBack); an ID sent or completed since is dropped
+	// when it reaches the front.
+	toSend map[string]*idHeap
+	// sentOrder holds the intents of sentAt in the order markSent saw
+	// them, with their time (sentAt's, or stale: dropped at the front).
+	sentOrder []sentMark
+	sentHead  int // sentOrder[:sentHead] is consumed
+}
+
+// sentMark is an intent's message queued at at.
+type sentMark struct {
+	id uint64
+	at time.Time
 }
 
 // intentSettle is how long after its message was queued an intent is
@@ -59,21 +83,83 @@ func (q *intentQueue) claim(id uint64) (claimed, done bool) {
 func (q *intentQueue) markSent(id uint64, now time.Time) {
 	q.mu.Lock()
 	delete(q.sending, id)
-	q.sentAt[id] = now
+	if _, ok := q.pending[id]; ok {
+		q.sentAt[id] = now
+		q.sentOrder = append(q.sentOrder, sentMark{id, now})
+	}
 	q.mu.Unlock()
 }
 
-// due returns the intents sent at least intentSettle before now.
-func (q *intentQueue) due(now time.Time) []uint64 {
+// due returns up to limit of the intents sent at least intentSettle before
+// now, in the order they were sent. It stops at the first one sent
+// later: one queued a moment before another, whose markSent came first,
+// waits for it (microseconds apart: the senders' time.Now).
+func (q *intentQueue) due(now time.Time, limit int) []uint64 {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var out []uint64
-	for id, at := range q.sentAt {
-		if now.Sub(at) >= intentSettle {
-			out = append(out, id)
+	for q.sentHead < len(q.sentOrder) && len(out) < limit {
+		m := q.sentOrder[q.sentHead]
+		if at, ok := q.sentAt[m.id]; ok && at.Equal(m.at) {
+			if now.Sub(at) < intentSettle {
+				break
+			}
+			out = append(out, m.id)
 		}
+		q.sentOrder[q.sentHead] = sentMark{}
+		q.sentHead++
+	}
+	if q.sentHead == len(q.sentOrder) {
+		q.sentOrder, q.sentHead = q.sentOrder[:0], 0
+	} else if q.sentHead > len(q.sentOrder)/2 {
+		q.sentOrder = append(q.sentOrder[:0], q.sentOrder[q.sentHead:]...)
+		q.sentHead = 0
 	}
 	return out
+}
+
+// unsentISPs returns the names of the ISPs with intents not sent yet (some
+// maybe sent or completed since), sorted.
+func (q *intentQueue) unsentISPs() []string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return slices.Sorted(maps.Keys(q.toSend))
+}
+
+// takeUnsent takes isp's oldest intent not sent yet off its queue: the
+// caller sends or completes it, or puts it back (putBack).
+func (q *intentQueue) takeUnsent(isp string) (pendingIntent, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	h := q.toSend[isp]
+	for h != nil && len(*h) > 0 {
+		id := h.pop()
+		pi, ok := q.pending[id]
+		if _, sent := q.sentAt[id]; ok && !sent {
+			return pi, true
+		}
+	}
+	delete(q.toSend, isp)
+	return pendingIntent{}, false
+}
+
+// putBack returns pi, taken by takeUnsent and neither sent nor completed,
+// to its ISP's queue.
+func (q *intentQueue) putBack(pi pendingIntent) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if _, ok := q.pending[pi.in.ID]; ok {
+		q.pushUnsentLocked(pi.in)
+	}
+}
+
+func (q *intentQueue) pushUnsentLocked(in subscribers.Intent) {
+	h := q.toSend[in.ISP]
+	if h == nil {
+		h = &idHeap{}
+		q.toSend[in.ISP] = h
+	}
+	h.push(in.ID)
 }
 
 // queued reports whether id's message was handed to the datapath.
@@ -106,6 +192,7 @@ func (q *intentQueue) init() {
 	q.byMAC = map[uint64][]uint64{}
 	q.sending = map[uint64]bool{}
 	q.sentAt = map[uint64]time.Time{}
+	q.toSend = map[string]*idHeap{}
 }
 
 func (q *intentQueue) add(in subscribers.Intent, replay bool) {
@@ -117,6 +204,7 @@ func (q *intentQueue) add(in subscribers.Intent, replay bool) {
 	q.pending[in.ID] = pendingIntent{in, replay}
 	mac := binding.MAC48(in.MAC)
 	q.byMAC[mac] = append(q.byMAC[mac], in.ID)
+	q.pushUnsentLocked(in)
 }
 
 func (q *intentQueue) done(id uint64) {
@@ -139,7 +227,7 @@ func (q *intentQueue) done(id uint64) {
 }
 
 // unsent returns the intents whose message is not queued yet, oldest
-// first.
+// first: every one, copied and sorted (a start's supersedeLegacy, once).
 func (q *intentQueue) unsent() []pendingIntent {
 	q.mu.Lock()
 	out := make([]pendingIntent, 0, len(q.pending))
@@ -173,4 +261,45 @@ func (q *intentQueue) len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.pending)
+}
+
+// idHeap is a min-heap of intent IDs.
+type idHeap []uint64
+
+func (h *idHeap) push(id uint64) {
+	*h = append(*h, id)
+	s := *h
+	for i := len(s) - 1; i > 0; {
+		up := (i - 1) / 2
+		if s[up] <= s[i] {
+			break
+		}
+		s[up], s[i] = s[i], s[up]
+		i = up
+	}
+}
+
+// pop removes and returns the lowest ID (h not empty).
+func (h *idHeap) pop() uint64 {
+	s := *h
+	top := s[0]
+	n := len(s) - 1
+	s[0] = s[n]
+	s = s[:n]
+	for i := 0; ; {
+		l, least := 2*i+1, i
+		if l < n && s[l] < s[least] {
+			least = l
+		}
+		if r := l + 1; r < n && s[r] < s[least] {
+			least = r
+		}
+		if least == i {
+			break
+		}
+		s[i], s[least] = s[least], s[i]
+		i = least
+	}
+	*h = s
+	return top
 }

@@ -377,7 +377,7 @@ func (p *Proxy) completeIntent(id uint64) {
 var completeBatch = 1024
 
 // completeRound is how many of those commits one round makes at most: the
-// oldest due intents, the others at the next ticks (a round of a 1M
+// due intents sent first, the others at the next ticks (a round of a 1M
 // backlog would hold the timers for 10–20 s otherwise; an intent completed
 // later is only resent if a crash comes first). A variable for the
 // tests.
@@ -405,21 +405,43 @@ func (p *Proxy) completeIntents(ids []uint64, after func()) {
 
 // flushIntents completes the intents whose message left a while ago
 // (due: intentSettle after it was queued), completeBatch to a store
-// commit and completeRound commits at most, and sends those not sent yet
-// (Run calls it on every tick). A crash between two commits leaves the
-// intents of the later ones pending: each was sent, and is sent again
-// after the restart, which a server takes as a repeat; none is deleted
-// before its message was queued, intentSettle earlier.
+// commit and completeRound commits at most, and sends those not sent yet,
+// as many at most, a fair share each ISP (sendRound; Run calls it on every
+// tick). A crash between two commits leaves the intents of the later ones
+// pending: each was sent, and is sent again after the restart, which a
+// server takes as a repeat; none is deleted before its message was
+// queued, intentSettle earlier.
 func (p *Proxy) flushIntents(now time.Time) {
-	due := p.intents.due(now)
-	if n := completeBatch * completeRound; len(due) > n {
-		slices.Sort(due)
-		due = due[:n]
-	}
+	due := p.intents.due(now, completeBatch*completeRound)
 	p.completeIntents(due, func() {
 		failpoint.Hit(failpoint.EndAfterComplete)
 		p.progress.Add(1) // a store commit each: a backlog is long (Progress)
 	})
+	p.sendRound()
+}
+
+// intentShare is how many intents of one ISP a round sends (or completes
+// unsent) before the next ISP's turn: a backlog of one ISP (back from an
+// outage, or removed) took a round's whole budget, and an intent to
+// another, stored after it, waited ~62 rounds behind a million.
+const intentShare = 64
+
+// sendRound sends the intents not sent yet, or completes them unsent (an
+// ISP no longer configured, a RELEASE of an ACK not bound that a binding
+// holds now), oldest first within an ISP, ISP after ISP intentShare at a
+// time (fewer when the budget left is short, an equal part each),
+// completeBatch*completeRound in all at most (as many as a round
+// completes; the rest next round), the ISPs' order turning each round.
+// An ISP whose oldest cannot be sent (its next hop unresolved, the
+// datapath's queue full, another goroutine sending it) is left until the
+// next round: its backlog costs the round one attempt, not one each.
+func (p *Proxy) sendRound() {
+	isps := p.intents.unsentISPs()
+	if len(isps) == 0 {
+		return
+	}
+	turn := int(p.intentTurn.Add(1) % uint64(len(isps)))
+	isps = append(isps[turn:], isps[:turn]...)
 	var r intentRound
 	commits := 0
 	completeUnsent := func() {
@@ -428,18 +450,40 @@ func (p *Proxy) flushIntents(now time.Time) {
 		p.completeIntents(r.unsent, func() { commits++; p.progress.Add(1) })
 		r.unsent = r.unsent[:0]
 	}
-	for _, pi := range p.intents.unsent() {
-		p.sendIntentOr(pi, &r)
-		p.progress.Add(1)
-		if len(r.unsent) >= completeBatch {
-			completeUnsent()
-			if commits >= completeRound {
+	budget := completeBatch * completeRound
+	for len(isps) > 0 && budget > 0 && commits < completeRound {
+		active := isps[:0]
+		share := max(1, min(intentShare, budget/len(isps)))
+		for _, isp := range isps {
+			left := true
+			for range min(share, budget) {
+				pi, ok := p.intents.takeUnsent(isp)
+				if !ok {
+					left = false
+					break
+				}
+				if !p.sendIntentOr(pi, &r) {
+					p.intents.putBack(pi)
+					left = false
+					break
+				}
+				budget--
+				p.progress.Add(1)
+				if len(r.unsent) >= completeBatch {
+					completeUnsent()
+				}
+			}
+			if left {
+				active = append(active, isp)
+			}
+			if budget == 0 || commits >= completeRound {
 				// The rest next round, as for the due ones: a removed
 				// ISP's backlog of a million held one round for ~1000
 				// commits (a review). They are sent then too.
 				break
 			}
 		}
+		isps = active
 	}
 	completeUnsent()
 	for _, isp := range slices.Sorted(maps.Keys(r.gone)) {

@@ -339,6 +339,9 @@ type Proxy struct {
 	// progress counts Run's rounds of timers and the work items done in
 	// them (Progress).
 	progress atomic.Uint64
+	// intentTurn counts sendRound's rounds: the ISP whose intents go
+	// first turns with it.
+	intentTurn atomic.Uint64
 	// lim holds the limits in force (SetLimits); cfg.Limits is zero.
 	lim atomic.Pointer[Limits]
 	// leaseHigh is the last ClientLeaseMax SetLimits lowered (leaseMaxFor).
