@@ -63,61 +63,53 @@ func (s *capSender) sentTo(port uint8) int {
 
 // seededBacklog returns the path of a store file holding n backlog
 // intents to isp (backlogIntent's, 1..n) and then one RELEASE to beta
-// (ID n+1), made once per n and isp and copied for each caller.
+// (ID n+1). Seeding a million takes minutes: with BACKLOG_SEED_DIR set,
+// the file is made there once per n and isp, kept across runs (an A/B),
+// and copied for each caller; remove it when done.
 func seededBacklog(tb testing.TB, n int, isp string) string {
 	tb.Helper()
-	key := fmt.Sprintf("%d-%s", n, isp)
-	seedMu.Lock()
-	defer seedMu.Unlock()
-	src, ok := seeded[key]
-	if !ok && os.Getenv("BACKLOG_SEED_DIR") != "" {
-		// Kept across runs (an A/B of a million takes minutes to seed).
-		src = filepath.Join(os.Getenv("BACKLOG_SEED_DIR"), key+".db")
-		_, err := os.Stat(src)
-		ok = err == nil
-	}
-	if !ok {
-		if src == "" {
-			dir, err := os.MkdirTemp("", "backlog-seed")
-			if err != nil {
-				tb.Fatal(err)
-			}
-			src = filepath.Join(dir, "s.db")
-		}
-		st, err := subscribers.Open(src, subscribers.Options{NoSync: true})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		var failed error
-		sideBySide(n, func(i int) bool {
-			in := backlogIntent(i)
-			in.ISP = isp
-			if _, err := st.AddIntent(in); err != nil {
-				failed = err
-				return false
-			}
-			return true
-		})
-		if failed != nil {
-			tb.Fatal(failed)
-		}
-		if _, err := st.AddIntent(betaIntent()); err != nil {
-			tb.Fatal(err)
-		}
-		if err := st.Close(); err != nil {
-			tb.Fatal(err)
-		}
-		seeded[key] = src
-	}
 	dst := filepath.Join(tb.TempDir(), "s.db")
+	dir := os.Getenv("BACKLOG_SEED_DIR")
+	if dir == "" {
+		seedBacklog(tb, dst, n, isp)
+		return dst
+	}
+	src := filepath.Join(dir, fmt.Sprintf("%d-%s.db", n, isp))
+	if _, err := os.Stat(src); err != nil {
+		seedBacklog(tb, src, n, isp)
+	}
 	copyFile(tb, src, dst)
 	return dst
 }
 
-var (
-	seedMu sync.Mutex
-	seeded = map[string]string{}
-)
+// seedBacklog writes seededBacklog's intents to a store at path (no
+// fsync, side by side so the group commit batches them).
+func seedBacklog(tb testing.TB, path string, n int, isp string) {
+	tb.Helper()
+	st, err := subscribers.Open(path, subscribers.Options{NoSync: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var failed error
+	sideBySide(n, func(i int) bool {
+		in := backlogIntent(i)
+		in.ISP = isp
+		if _, err := st.AddIntent(in); err != nil {
+			failed = err
+			return false
+		}
+		return true
+	})
+	if failed != nil {
+		tb.Fatal(failed)
+	}
+	if _, err := st.AddIntent(betaIntent()); err != nil {
+		tb.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		tb.Fatal(err)
+	}
+}
 
 func copyFile(tb testing.TB, src, dst string) {
 	tb.Helper()
