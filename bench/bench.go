@@ -48,6 +48,7 @@ const usage = `usage:
   ispmux bench forward [--sources 256,64K,1M] [--rates 100k,200k,300k] [--runs 5] [--duration 5s] [--cases ...] [--json] [--id benchfw] [--out bench-out] [--keep]
   ispmux bench dhcp [--clients 4000] [--rates 100,500,2000 | --rate R] [--duration 10s] [--runs 5] [--search=true] [--outage 10000] [--json] [--id benchdh] [--out bench-out] [--keep]
   ispmux bench scale [--subscribers 1000000] [--kinds static,dhcp] [--runs 3] [--json] [--id benchsc] [--out bench-out] [--keep]
+  ispmux bench kill9 [--subscribers 1000000] [--crashes 12] [--clients 2000] [--rate 100] [--json] [--id benchk9] [--out bench-out] [--keep]
   ispmux bench micro [--runs 5] [--benchtime 1s] [--src .] [--cpu 1] [--json] [--out bench-out]
   ispmux bench report [--check] [DIR [DOC]]   (docs/bench → docs/PERFORMANCE.md)`
 
@@ -73,6 +74,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return dhcpClientGen(ctx, args[1:], stdout, stderr)
 	case "scale":
 		return scaleBench(ctx, args[1:], stdout, stderr)
+	case "kill9":
+		return kill9Bench(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		_, err := fmt.Fprintln(stdout, usage)
 		return err

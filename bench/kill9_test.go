@@ -1,0 +1,112 @@
+package bench
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// TestKill9CheckFindsViolations feeds bench kill9's check listings that
+// break the rule (an acknowledged binding lost or moved, a revoked or
+// released one back, one never bound) and listings that do not (a release
+// within the grace of the kill, an outcome unknown at the kill).
+func TestKill9CheckFindsViolations(t *testing.T) {
+	const n = 8
+	newModel := func() *k9Model {
+		m := newK9Model(n)
+		for i := range n {
+			m.seeded[scaleMAC(i)] = i
+		}
+		return m
+	}
+	seededOK := func() map[subscribers.MAC]netip.Addr {
+		got := map[subscribers.MAC]netip.Addr{}
+		for i := range n {
+			got[scaleMAC(i)] = scaleIP(i)
+		}
+		return got
+	}
+	gen := subscribers.MAC(genMAC(0))
+	genIP := netip.MustParseAddr("100.64.9.9")
+	kill := time.Now().Add(time.Hour) // every note is long before it
+
+	t.Run("clean", func(t *testing.T) {
+		m := newModel()
+		m.note(gen, k9Bound, genIP, "ack")
+		got := seededOK()
+		got[gen] = genIP
+		if c := m.check(got, kill, time.Second); c.Bad() != 0 || c.Expected != n+1 {
+			t.Fatalf("check = %+v, want no violation and %d expected", c, n+1)
+		}
+	})
+	t.Run("seeded lost and moved", func(t *testing.T) {
+		got := seededOK()
+		delete(got, scaleMAC(3))
+		got[scaleMAC(4)] = netip.MustParseAddr("10.9.9.9")
+		if c := newModel().check(got, kill, time.Second); c.Lost != 1 || c.WrongIP != 1 || c.Bad() != 2 {
+			t.Fatalf("check = %+v, want 1 lost and 1 wrong", c)
+		}
+	})
+	t.Run("acked lost", func(t *testing.T) {
+		m := newModel()
+		m.note(gen, k9Bound, genIP, "ack")
+		if c := m.check(seededOK(), kill, time.Second); c.Lost != 1 || c.Bad() != 1 {
+			t.Fatalf("check = %+v, want 1 lost", c)
+		}
+	})
+	t.Run("revoked back", func(t *testing.T) {
+		m := newModel()
+		if !m.revoking(scaleMAC(2)) {
+			t.Fatal("revoking a seeded bound MAC refused")
+		}
+		m.revoked(scaleMAC(2), true, "device-del")
+		if c := m.check(seededOK(), kill, time.Second); c.Resurrected != 1 || c.Bad() != 1 {
+			t.Fatalf("check = %+v, want 1 resurrected", c)
+		}
+	})
+	t.Run("released back", func(t *testing.T) {
+		m := newModel()
+		m.note(scaleMAC(5), k9Released, scaleIP(5), "release")
+		if c := m.check(seededOK(), kill, time.Second); c.Resurrected != 1 || c.Bad() != 1 {
+			t.Fatalf("check = %+v, want 1 resurrected", c)
+		}
+	})
+	t.Run("released within the grace", func(t *testing.T) {
+		m := newModel()
+		m.note(scaleMAC(5), k9Released, scaleIP(5), "release")
+		c := m.check(seededOK(), time.Now(), time.Second)
+		if c.Bad() != 0 || c.ReleasedNew != 1 || c.ReleasedNewFound != 1 {
+			t.Fatalf("check = %+v, want the release taken as found", c)
+		}
+		// Taken as found: bound from now on, so losing it is a loss.
+		got := seededOK()
+		delete(got, scaleMAC(5))
+		if c := m.check(got, kill, time.Second); c.Lost != 1 {
+			t.Fatalf("second check = %+v, want 1 lost", c)
+		}
+	})
+	t.Run("unknown outcome adopted", func(t *testing.T) {
+		m := newModel()
+		m.note(gen, k9Pending, netip.Addr{}, "dora")
+		got := seededOK()
+		got[gen] = genIP
+		if c := m.check(got, kill, time.Second); c.Bad() != 0 || c.Adopted != 1 {
+			t.Fatalf("check = %+v, want the DORA adopted", c)
+		}
+		if ip, ok := m.bound(gen); !ok || ip != genIP {
+			t.Fatalf("after the check bound(gen) = %v %v, want %v", ip, ok, genIP)
+		}
+	})
+	t.Run("never bound", func(t *testing.T) {
+		got := seededOK()
+		got[gen] = genIP
+		got[subscribers.MAC{2, 0x77, 0, 0, 0, 1}] = genIP
+		m := newModel()
+		m.idle(gen) // touched, holding nothing
+		if c := m.check(got, kill, time.Second); c.Unexpected != 2 || c.Bad() != 2 {
+			t.Fatalf("check = %+v, want 2 unexpected", c)
+		}
+	})
+}
