@@ -36,6 +36,20 @@
 // mode, full DORA per client with timeouts and retransmissions) pinned to
 // CPU 0; the relays run on CPU 1. Results go to stdout and to dhcp.json,
 // dhcp.md and dhcp.svg in --out.
+//
+// # bench kill9
+//
+// A crash trial, not a benchmark: the store is seeded with N DHCP-bound
+// subscribers on the generator's access port (as bench scale's dhcp
+// points), ispmux runs in the DHCP lab, and clients on one AF_PACKET
+// socket DORA (generator MACs configured as subscribers), renew and
+// RELEASE while `ispmux ctl` blocks and detaches seeded devices. ispmux is
+// SIGKILLed at random instants, right after an ACK, a RELEASE or an
+// acknowledged revocation, and during a restart; after each crash it is
+// restarted, timed to "forwarding" (wall and CPU time, RSS), and every
+// binding is listed over the control socket and compared with what the
+// clients and the API were told. Results go to stdout and kill9.json in
+// --out, with each run's log of ispmux.
 package bench
 
 import (
