@@ -576,6 +576,8 @@ func TestBenchUsage(t *testing.T) {
 			"usage: ispmux bench forward [--sources", "  --runs (default \"5\")\n    \tinterleaved runs"},
 		{func(a []string, w io.Writer) error { _, err := parseScale(a, w); return err },
 			"usage: ispmux bench scale [--subscribers", "  --runs (default \"3\")\n    \tstarts per point"},
+		{func(a []string, w io.Writer) error { _, err := parseKill9(a, w); return err },
+			"usage: ispmux bench kill9 [--subscribers", "  --crashes (default \"12\")\n    \tSIGKILLs"},
 		{func(a []string, w io.Writer) error { _, err := parseDHCP(a, w); return err },
 			"usage: ispmux bench dhcp [--clients", "  --keep (default \"false\")\n    \t"},
 	} {

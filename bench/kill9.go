@@ -110,6 +110,10 @@ type Kill9Crash struct {
 	// the restart's "forwarding": the machine is shared, and wall time
 	// follows its load.
 	RestartCPUS float64 `json:"restart_cpu_s"`
+	// RestartWaitS is the time ispmux's live threads waited for a CPU
+	// (runnable, not running: /proc/PID/task/*/schedstat) by then: the
+	// part of the wall time the machine's other work took.
+	RestartWaitS float64 `json:"restart_wait_s"`
 	// A clean restart (SIGTERM, then a start) after the check, every
 	// --clean-every crashes: the same state's restart without a crash.
 	CleanRestartS    float64 `json:"clean_restart_s,omitempty"`
@@ -269,6 +273,7 @@ func kill9Bench(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 		}
 		c.RestartS = round(p.sinceExec(), 3)
 		c.RestartCPUS = p.cpu()
+		c.RestartWaitS = runDelay(p.pid())
 		c.LoadAvg = loadAvg()
 		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid())); err == nil {
 			c.RSSAnonBytes, c.PeakRSSBytes, _ = parseProcMem(string(st))
@@ -295,8 +300,8 @@ func kill9Bench(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 			}
 			c.CleanRestartS, c.CleanRestartCPUS = round(p.sinceExec(), 3), p.cpu()
 		}
-		pr.logf("crash %2d %-7s at %6.2f s (%4d ops): restart %.2f s (CPU %.2f s, load %s; clean %.2f s, CPU %.2f s), RSS %d MB; %d bindings, lost %d, wrong %d, resurrected %d, unexpected %d, adopted %d",
-			n, kind, c.AfterS, c.Ops, c.RestartS, c.RestartCPUS, c.LoadAvg, c.CleanRestartS, c.CleanRestartCPUS, c.RSSBytes>>20, c.Check.Bindings, c.Check.Lost, c.Check.WrongIP, c.Check.Resurrected, c.Check.Unexpected, c.Check.Adopted+c.Check.ReleasedNew)
+		pr.logf("crash %2d %-7s at %6.2f s (%4d ops): restart %.2f s (CPU %.2f s, waited for a CPU %.2f s, load %s; clean %.2f s, CPU %.2f s), RSS %d MB; %d bindings, lost %d, wrong %d, resurrected %d, unexpected %d, adopted %d",
+			n, kind, c.AfterS, c.Ops, c.RestartS, c.RestartCPUS, c.RestartWaitS, c.LoadAvg, c.CleanRestartS, c.CleanRestartCPUS, c.RSSBytes>>20, c.Check.Bindings, c.Check.Lost, c.Check.WrongIP, c.Check.Resurrected, c.Check.Unexpected, c.Check.Adopted+c.Check.ReleasedNew)
 		for _, e := range c.Check.Examples {
 			pr.logf("    %s", e)
 		}
@@ -609,4 +614,23 @@ func procField(s, name string) int64 {
 	var v int64
 	_, _ = fmt.Sscanf(s[i+1+len(name):], "%d", &v)
 	return v * 1024
+}
+
+// runDelay is the time process pid's threads spent runnable but waiting
+// for a CPU, summed (the second field of /proc/PID/task/TID/schedstat,
+// nanoseconds), in seconds; threads that ended are not counted.
+func runDelay(pid int) float64 {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var ns int64
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		var run, wait int64
+		if _, err := fmt.Sscanf(string(data), "%d %d", &run, &wait); err == nil {
+			ns += wait
+		}
+	}
+	return round(float64(ns)/1e9, 2)
 }

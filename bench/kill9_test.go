@@ -1,10 +1,18 @@
 package bench
 
 import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"net/netip"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/ispmux/ispmux/internal/privtest"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -109,4 +117,51 @@ func TestKill9CheckFindsViolations(t *testing.T) {
 			t.Fatalf("check = %+v, want 2 unexpected", c)
 		}
 	})
+}
+
+// TestKill9Lab runs bench kill9 at 100k seeded subscribers, one crash of
+// each kind (a random instant, right after an ACK, a RELEASE, an API
+// revocation, and during a restart) with one clean restart: no
+// acknowledged binding lost, none released or revoked back, and the churn
+// did reach ispmux (bindings made, released and revoked between crashes).
+func TestKill9Lab(t *testing.T) {
+	privtest.Lab(t)
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "ispmux")
+	if out, err := exec.Command("go", "build", "-o", exe, "github.com/ispmux/ispmux/cmd/ispmux").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	id := make([]byte, 2)
+	if _, err := rand.Read(id); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err := Main(ctx, []string{"kill9", "--subscribers", "100000", "--crashes", "5", "--clean-every", "5", "--json",
+		"--id", "k9" + hex.EncodeToString(id), "--out", filepath.Join(dir, "out"), "--exe", exe}, &stdout, &stderr)
+	t.Logf("stderr:\n%s", stderr.String())
+	if err != nil {
+		t.Fatalf("bench kill9: %v", err)
+	}
+	var r Kill9Result
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Crashes) != 5 || r.Violations != 0 {
+		t.Fatalf("%d crashes, %d violations, want 5 and 0", len(r.Crashes), r.Violations)
+	}
+	for _, c := range r.Crashes {
+		if c.Ops == 0 || c.Check.Expected < 90000 || c.RestartS <= 0 {
+			t.Errorf("crash %d (%s): %d operations, %d bindings expected, restart %v s", c.N, c.Kind, c.Ops, c.Check.Expected, c.RestartS)
+		}
+	}
+	if r.Crashes[4].CleanRestartS <= 0 {
+		t.Errorf("no clean restart after crash 5")
+	}
+	for _, what := range []string{"ack", "release", "block", "device-del"} {
+		if r.Counts[what] == 0 {
+			t.Errorf("no %s in the churn: %v", what, r.Counts)
+		}
+	}
 }
