@@ -229,6 +229,7 @@ func kill9Bench(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 		kind := kinds[(n-1)%len(kinds)]
 		c := Kill9Crash{N: n, Kind: kind}
 		var kill time.Time
+		churned := p // the process killed while the clients churned
 		if kind == "start" {
 			// The churn runs a while, ispmux is stopped by a kill, then
 			// killed again during the restart (its restore), at a random
@@ -296,6 +297,16 @@ func kill9Bench(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 		}
 		c.Check = k.m.check(got, kill, o.grace)
 		c.Check.ListS = round(listS, 2)
+		// A RELEASE sent just before the kill and found bound: a
+		// violation all the same if the killed ispmux had logged it as
+		// released (the log line follows the end's commit).
+		if logged := releasesLogged(churned.logPath, c.Check.foundInGrace); len(logged) > 0 {
+			c.Check.ReleasedNewLogged = len(logged)
+			c.Check.Resurrected += len(logged)
+			for _, r := range logged {
+				c.Check.Examples = append(c.Check.Examples, fmt.Sprintf("%s: bound to %s after the restart; the killed ispmux logged its release of it", macText(r.mac), r.ip))
+			}
+		}
 		r.Violations += c.Check.Bad()
 		if o.cleanEvery > 0 && n%o.cleanEvery == 0 {
 			pr.set("crash %d: a clean restart", n)
@@ -530,6 +541,7 @@ type k9Proc struct {
 	t0, fwdAt  time.Time
 	forwarding chan struct{}
 	log        *os.File // the run's log (--out/kill9-ispmux-NN.log)
+	logPath    string
 }
 
 func (k *kill9) start() (*k9Proc, error) {
@@ -538,7 +550,8 @@ func (k *kill9) start() (*k9Proc, error) {
 	p.cmd = exec.Command("ip", "netns", "exec", k.t.Appliance.NS, k.o.exe, "run", "-c", k.cfg)
 	k.runs++
 	var out io.Writer = p.lw
-	if f, err := os.Create(filepath.Join(k.o.out, fmt.Sprintf("kill9-ispmux-%02d.log", k.runs))); err == nil {
+	p.logPath = filepath.Join(k.o.out, fmt.Sprintf("kill9-ispmux-%02d.log", k.runs))
+	if f, err := os.Create(p.logPath); err == nil {
 		p.log = f
 		out = io.MultiWriter(p.lw, f)
 	}
@@ -643,4 +656,36 @@ func runDelay(pid int) float64 {
 		}
 	}
 	return round(float64(ns)/1e9, 2)
+}
+
+// releasesLogged returns the releases of rs that the ispmux whose log is
+// at path logged as released ("dhcp released" with the MAC and the
+// address, stamped no earlier than the RELEASE was sent, less 1 s for
+// the clock's resolution in the log).
+func releasesLogged(path string, rs []k9Release) []k9Release {
+	if len(rs) == 0 {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var out []k9Release
+	for _, r := range rs {
+		for _, line := range bytes.Split(data, []byte("\n")) {
+			if !bytes.Contains(line, []byte(`msg="dhcp released" mac=`+macText(r.mac)+" ")) || !bytes.Contains(line, []byte(" ip="+r.ip.String()+" ")) {
+				continue
+			}
+			f := bytes.Fields(line)
+			if len(f) == 0 || !bytes.HasPrefix(f[0], []byte("time=")) {
+				continue
+			}
+			ts, err := time.Parse(time.RFC3339Nano, string(f[0][len("time="):]))
+			if err == nil && !ts.Before(r.at.Add(-time.Second)) {
+				out = append(out, r)
+				break
+			}
+		}
+	}
+	return out
 }

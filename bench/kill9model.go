@@ -120,17 +120,29 @@ func (m *k9Model) revoked(mac subscribers.MAC, ok bool, why string) {
 
 // K9Check is one check of a restarted ispmux's bindings.
 type K9Check struct {
-	Bindings         int      `json:"bindings"`           // bindings listed
-	Expected         int      `json:"expected"`           // bindings the model requires (bound)
-	Lost             int      `json:"lost"`               // acknowledged bindings missing
-	WrongIP          int      `json:"wrong_ip"`           // acknowledged bindings with another address
-	Resurrected      int      `json:"resurrected"`        // revoked or released (≥ grace before the kill) bindings present
-	Unexpected       int      `json:"unexpected"`         // bindings of MACs the trial never bound
-	Adopted          int      `json:"adopted"`            // unknown outcomes taken as found
-	ReleasedNew      int      `json:"released_new"`       // releases within the grace of the kill, taken as found
-	ReleasedNewFound int      `json:"released_new_found"` // of those, still bound after the restart
-	Examples         []string `json:"examples,omitempty"`
-	ListS            float64  `json:"list_s"`
+	Bindings         int `json:"bindings"`           // bindings listed
+	Expected         int `json:"expected"`           // bindings the model requires (bound)
+	Lost             int `json:"lost"`               // acknowledged bindings missing
+	WrongIP          int `json:"wrong_ip"`           // acknowledged bindings with another address
+	Resurrected      int `json:"resurrected"`        // revoked or released (≥ grace before the kill, or logged as released) bindings present
+	Unexpected       int `json:"unexpected"`         // bindings of MACs the trial never bound
+	Adopted          int `json:"adopted"`            // unknown outcomes taken as found
+	ReleasedNew      int `json:"released_new"`       // releases within the grace of the kill, taken as found
+	ReleasedNewFound int `json:"released_new_found"` // of those, still bound after the restart
+	// ReleasedNewLogged is how many of ReleasedNewFound the killed
+	// ispmux had logged as released (logged once the end is stored):
+	// resurrected, counted in Resurrected too (kill9.go).
+	ReleasedNewLogged int         `json:"released_new_logged"`
+	Examples          []string    `json:"examples,omitempty"`
+	ListS             float64     `json:"list_s"`
+	foundInGrace      []k9Release // the releases within the grace found bound
+}
+
+// k9Release is a RELEASE of ip by mac sent at at.
+type k9Release struct {
+	mac subscribers.MAC
+	ip  netip.Addr
+	at  time.Time
 }
 
 // Bad is the number of violations.
@@ -192,6 +204,7 @@ func (m *k9Model) check(got map[subscribers.MAC]netip.Addr, kill time.Time, grac
 				e.state, e.ip, e.why = k9Gone, netip.Addr{}, "release before the kill, not found"
 				if ok {
 					c.ReleasedNewFound++
+					c.foundInGrace = append(c.foundInGrace, k9Release{mac, e.ip, e.at})
 					e.state, e.ip, e.why = k9Bound, ip, "release before the kill, found"
 				}
 				continue
