@@ -27,6 +27,7 @@ func CounterNames() []string {
 		"ack_without_lease_time",
 		"arp_not_probe_answer",
 		"bind_conflict",
+		"bind_conflict_lapsed",
 		"binding_revoked",
 		"blocked_subscriber",
 		"circuit_full",

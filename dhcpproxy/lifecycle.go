@@ -172,34 +172,61 @@ func (p *Proxy) endExpiredLocked(h held) bool {
 // ACK's options (Option 82 stripped) and boot its siaddr, sname and file
 // (bootFields), kept with the binding.
 //
-// An ACK with a client identifier is decided with its stripe of cidMu
-// held (clientid_ack.go): the ACK of the identifier's owner that another
-// MAC's binding holds revokes that binding between two passes of
-// bindOnce, with no subscriber's stripe held (the holder's may be the
-// asker's), and the second pass decides the ACK again.
+// An ACK is decided in passes of bindOnce, each with the subscriber's
+// stripe of subMu held, and between two passes another subscriber's
+// binding may be ended with no stripe held (the holder's may be the
+// asker's): the holder of the ACK's address whose lease ran out, the
+// expiry tick not having ended it yet (endLapsedHolder), and, with the
+// ACK's client identifier's stripe of cidMu held (clientid_ack.go), the
+// binding of another MAC that holds the identifier of its owner, the
+// asker (reclaimAtACK). Each is done once at most (three passes at
+// most), and the next pass decides the ACK again.
 func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from netip.Addr) {
 	if key := cidKey(t.isp.Index, t.clientID); key != 0 {
 		defer p.cidMu.lock(key).Unlock()
 	}
-	if h, v, gen, reclaim := p.bindOnce(t, m, ack, opts, boot, from, t.gen, true, held{}); reclaim {
-		var unrevoked held
-		if p.reclaimAtACK(t, h, v) {
-			unrevoked = h
+	gen, reclaim, lapsed := t.gen, true, true
+	var unrevoked held // the holder whose revocation the store refused (ackClientID)
+	for {
+		h, v, next, then := p.bindOnce(t, m, ack, opts, boot, from, gen, reclaim, lapsed, unrevoked)
+		switch then {
+		case passReclaim:
+			if p.reclaimAtACK(t, h, v) {
+				unrevoked = h
+			}
+			reclaim = false
+		case passLapsed:
+			p.endLapsedHolder(h)
+			lapsed = false
+		default:
+			return
 		}
-		p.bindOnce(t, m, ack, opts, boot, from, gen, false, unrevoked)
+		gen = next
 	}
 }
 
+// passNext is what bindAndAck does after a pass of bindOnce.
+type passNext uint8
+
+const (
+	passDone    passNext = iota // the ACK is decided: bound, or refused
+	passReclaim                 // revoke the holder of the asker's client identifier, then decide again
+	passLapsed                  // end the lapsed holder of the ACK's address, then decide again
+)
+
 // bindOnce is one pass of bindAndAck, with t's subscriber's stripe of
 // subMu held, for the subscriber's generation gen (t.gen at the first
-// pass). It reports whether the ACK's client identifier is to be
-// reclaimed from holder h (the bound's verdict v) before it is decided
-// again (only if reclaim): then nothing was bound, sent or released but
-// the end of the subscriber's own lapsed binding (endExpiredLocked),
-// and next is the generation the second pass expects (that end's: it is
-// no end after the relay, ack_after_end). unrevoked, at the second pass,
-// is the holder whose revocation the store refused (ackClientID).
-func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from netip.Addr, gen uint64, reclaim bool, unrevoked held) (h held, v reclaimVerdict, next uint64, again bool) {
+// pass). It says what is to be done before the ACK is decided again:
+// passReclaim (only if reclaim), the ACK's client identifier to be
+// reclaimed from holder h (the bound's verdict v); passLapsed (only if
+// lapsed), another subscriber's binding h, whose lease ran out, to be
+// ended, as it holds the ACK's address. Then nothing was bound, sent or
+// released but the end of the subscriber's own lapsed binding
+// (endExpiredLocked), and next is the generation the next pass expects
+// (that end's: it is no end after the relay, ack_after_end). unrevoked,
+// after a reclaim, is the holder whose revocation the store refused
+// (ackClientID).
+func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from netip.Addr, gen uint64, reclaim, lapsed bool, unrevoked held) (h held, v reclaimVerdict, next uint64, then passNext) {
 	c := t.circuit
 	mac := t.sub.mac
 	defer p.lockSub(mac).Unlock()
@@ -282,8 +309,18 @@ func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from 
 	// server takes the address out of its pool and offers another) and
 	// the subscriber is NAKed (so it starts over at once).
 	if err := p.tables.CheckBind(binding.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: t.isp.Index, IP: ip}); err != nil {
+		holder, ok := p.tables.Holder(t.isp.Index, ip)
+		if ok && !holder.Static && lapsed {
+			if h, ok := p.lapsedHolder(holder); ok {
+				// Its lease ran out and the expiry tick has not
+				// ended it yet (a mass expiry ends 4096 a tick):
+				// the ISP's server gave the address on, rightly.
+				// Ended first, as the tick would, and decided again.
+				return h, 0, p.leases.generation(t.sub), passLapsed
+			}
+		}
 		p.count("bind_conflict")
-		if holder, ok := p.tables.Holder(t.isp.Index, ip); ok && !holder.Static {
+		if ok && !holder.Static {
 			// Another DHCP subscriber holds it: the ISP handed one
 			// lease to two clients (its server lost its leases, a
 			// field trial's wiped Kea; or a shared or forged client
@@ -305,7 +342,7 @@ func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from 
 		var verdict ackCID
 		switch h, v, verdict = p.ackClientID(t, subj, ip, reclaim, unrevoked); verdict {
 		case ackCIDReclaim:
-			return h, v, p.leases.generation(t.sub), true
+			return h, v, p.leases.generation(t.sub), passReclaim
 		case ackCIDRefused:
 			p.nakAck(t, m, "client identifier in use")
 			p.releaseRefused(t, t.isp, m, ip, from, "ack_refused", "not bound: its client identifier is another subscriber's binding's at this ISP")

@@ -1,0 +1,59 @@
+package dhcpproxy
+
+import (
+	"time"
+
+	"github.com/ispmux/ispmux/internal/binding"
+)
+
+// The lapsed holder of an ACK's address. A lease that ran out holds its
+// address in the tables until the expiry tick ends it, and in a mass
+// expiry (an area's power cut: 100k–1M leases running out together) the
+// tick ends 4096 a tick, the last tens of seconds late. The ISP's server
+// may give the address to another subscriber meanwhile, rightly: its
+// lease is over. That subscriber's ACK is not refused as bind_conflict
+// then: the holder's binding is ended first, as the tick would end it
+// (its expired event, only if it still holds that version of the lease,
+// run out), and the ACK decided again (bindAndAck's passes). A holder
+// whose lease has not run out keeps its address: the ACK is refused
+// (bind_conflict), whatever the asker sent.
+
+// lapsedHolder is the binding of holder, the DHCP subscriber the tables
+// say holds an ACK's address, if its lease ran out (expires ≤ now) at
+// that address: read without its stripe, checked again under it
+// (endLapsedHolder).
+func (p *Proxy) lapsedHolder(holder binding.Binding) (held, bool) {
+	sk := subKey{circuitKey{holder.Port, holder.VLAN}, holder.MAC}
+	l, ok := p.leases.get(sk)
+	if !ok || l.isp != holder.ISP || l.addr() != holder.IP || l.endsAfter(time.Now()) {
+		return held{}, false
+	}
+	return held{sk, l}, true
+}
+
+// endLapsedHolder ends h, the lapsed holder of an ACK's address
+// (lapsedHolder), with its expired event, as the expiry tick would, if
+// its subscriber still holds that version of the lease and it has run
+// out (a renewal committed meanwhile stays: expiry_superseded), with h's
+// stripe of subMu held and no other. It reports whether it ended it;
+// counted as expired and bind_conflict_lapsed. Ended meanwhile (by the
+// tick), or not ended (superseded, or the store refused), the next pass
+// finds the address free, or refuses the ACK as bind_conflict.
+func (p *Proxy) endLapsedHolder(h held) bool {
+	defer p.lockSub(h.k.mac).Unlock()
+	l, ok := p.leases.get(h.k)
+	if !ok {
+		return false // ended meanwhile (the tick): the address is free
+	}
+	if !l.same(&h.l) || l.expires != h.l.expires || l.endsAfter(time.Now()) {
+		p.count("expiry_superseded")
+		return false
+	}
+	h.l = l // its flags as they are now (leaseUnanswered)
+	if !p.endExpiredLocked(h) {
+		return false // the store refused (logged): the ACK is refused as bind_conflict
+	}
+	p.count("expired")
+	p.count("bind_conflict_lapsed")
+	return true
+}

@@ -1,0 +1,113 @@
+package dhcpproxy
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// sharedAddr is the address poolKea gives every client.
+var sharedAddr = netip.MustParseAddr("100.64.0.200")
+
+// poolKea answers every client (byMACKea) with sharedAddr for lease: a
+// server that gives a lease that ran out to the next client.
+func poolKea(lease time.Duration) func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	return func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		rep := byMACKea(m)
+		if rep != nil {
+			rep.YourIPAddr = net.IP(sharedAddr.AsSlice())
+			rep.UpdateOption(dhcpv4.OptIPAddressLeaseTime(lease))
+		}
+		return rep
+	}
+}
+
+// A lease that ran out, the expiry tick not having ended it (a mass
+// expiry ends 4096 a tick), holds its address in the tables: the ISP's
+// ACK of that address to another subscriber ends it (its expired event,
+// store and tables) and binds the asker, where it was refused as
+// bind_conflict. A holder whose lease has not run out keeps its address:
+// the asker is refused as before (NAKed, bind_conflict, a rejected
+// event).
+func TestAckTakesLapsedHoldersAddress(t *testing.T) {
+	for _, lapsed := range []bool{true, false} {
+		t.Run(map[bool]string{true: "lapsed", false: "live"}[lapsed], func(t *testing.T) {
+			r := newPRig(t)
+			holderLease := time.Minute
+			if lapsed {
+				holderLease = time.Second
+			}
+			if got := r.dora(s1, poolKea(holderLease), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+				t.Fatalf("s1's DORA: %v", got)
+			}
+			if lapsed {
+				time.Sleep(1100 * time.Millisecond) // past s1's lease; no tick runs here
+			}
+			got := r.dora(s2, poolKea(time.Minute), nil)
+			r.p.notes.wait()
+			s1Bound, s2Bound := r.tab.isBound(binding.MAC48([6]byte(mac(s1)))), r.tab.isBound(binding.MAC48([6]byte(mac(s2))))
+			_, s1Err := r.store.Binding("acc0", 0, [6]byte(mac(s1)))
+			b2, s2Err := r.store.Binding("acc0", 0, [6]byte(mac(s2)))
+			evs, err := r.store.Events(0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var kinds []subscribers.EventKind
+			for _, e := range evs {
+				kinds = append(kinds, e.Kind)
+			}
+			c := r.p.Counters()
+			if !lapsed {
+				if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+					t.Errorf("s2 got %v, want a NAK: s1's live lease holds the address", got)
+				}
+				if !s1Bound || s1Err != nil || s2Bound || s2Err == nil {
+					t.Errorf("bound s1 %v (stored: %v), s2 %v (stored: %v); want s1 alone", s1Bound, s1Err, s2Bound, s2Err)
+				}
+				want := []subscribers.EventKind{subscribers.EventBound, subscribers.EventRejected}
+				if !slices.Equal(kinds, want) {
+					t.Errorf("events %v, want %v", kinds, want)
+				}
+				if c["bind_conflict"] != 1 || c["bind_conflict_lapsed"] != 0 || c["expired"] != 0 {
+					t.Errorf("counters %v, want one bind_conflict, nothing ended", c)
+				}
+				return
+			}
+			if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+				t.Fatalf("s2 got %v, want an ACK of s1's lapsed address (counters %v)", got, c)
+			}
+			if s1Bound || s1Err == nil {
+				t.Errorf("s1's lapsed binding not ended: in the tables %v, stored %v", s1Bound, s1Err == nil)
+			}
+			if !s2Bound || s2Err != nil || b2.IP != sharedAddr {
+				t.Errorf("s2 bound %v, stored %+v %v; want %v", s2Bound, b2, s2Err, sharedAddr)
+			}
+			want := []subscribers.EventKind{subscribers.EventBound, subscribers.EventExpired, subscribers.EventBound}
+			if !slices.Equal(kinds, want) {
+				t.Fatalf("events %v, want %v", kinds, want)
+			}
+			if evs[1].MAC != [6]byte(mac(s1)) || evs[1].IP != sharedAddr || evs[2].MAC != [6]byte(mac(s2)) {
+				t.Errorf("events %+v, want s1's expiry of %v, then s2's binding", evs, sharedAddr)
+			}
+			if c["bind_conflict"] != 0 || c["bind_conflict_lapsed"] != 1 || c["expired"] != 1 || c["ack"] != 2 {
+				t.Errorf("counters %v, want no bind_conflict, one bind_conflict_lapsed, one expired, two ack", c)
+			}
+			// The tick ends nothing more: s1's lease is gone, not ended twice.
+			r.p.expire(time.Now())
+			r.p.notes.wait()
+			if n := len(r.eventKinds()); n != 3 || r.p.Counters()["expired"] != 1 {
+				t.Errorf("after a tick: %d events, %d expired; want 3 and 1", n, r.p.Counters()["expired"])
+			}
+			if !r.tab.isBound(binding.MAC48([6]byte(mac(s2)))) {
+				t.Error("s2 unbound by the tick")
+			}
+		})
+	}
+}
