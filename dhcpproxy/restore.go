@@ -222,9 +222,11 @@ func (p *Proxy) RestoreLoaded(ld *Loaded) (int, error) {
 	}
 	n := ld.n - (len(ld.ends) - stale)
 	ld.ks, ld.ls = nil, nil
-	// Each end is its own durable transaction; run side by side, the
-	// store's group commit puts many in one fsync (a restart after a long
-	// outage may end most of a million bindings).
+	// Batched (a restart after a long outage may end most of a million
+	// bindings): the lapsed ones 4096 to a store transaction, in a
+	// goroutine of their own while the box forwards (endLapsed); those
+	// that tell the ISP, startEndBatch to one, with their intents, before
+	// it forwards (endEach).
 	ends, lapsed := ld.ends, ld.lapsed
 	ld.ends, ld.lapsed = nil, nil
 	p.endLapsed(lapsed)
