@@ -20,9 +20,11 @@ type Uplink struct {
 
 	// L2 is the Ethernet header of a frame to the gateway (GatewayMAC,
 	// MAC, the VLAN tag when VLAN != 0) and L2Len its length, 14 or 18:
-	// set by Uplinks whenever it publishes the uplink, valid only when
-	// Resolved, so that the datapath copies one array per packet instead
-	// of writing the header field by field. Callers' values are ignored.
+	// set by Uplinks whenever it publishes the uplink, so that the
+	// datapath copies one array per packet instead of writing the header
+	// field by field. L2Len is not 0 exactly when the uplink is
+	// Configured and Resolved (and L2 all zeros otherwise): the engine's
+	// lane takes L2Len != 0 for both. Callers' values are ignored.
 	L2    [18]byte
 	L2Len uint8
 }

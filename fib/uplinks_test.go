@@ -107,15 +107,16 @@ func TestUplinksLoadAllocs(t *testing.T) {
 }
 
 // TestUplinksL2 checks the prebuilt Ethernet header against WriteL2 of the
-// published fields after every kind of change, and that it is absent while
-// the gateway is unresolved.
+// published fields after every kind of change, and that it is absent (L2Len
+// 0) while the uplink is not both configured and resolved: withdrawn, its
+// gateway changed, removed.
 func TestUplinksL2(t *testing.T) {
 	var u Uplinks
 	const gw, gwMAC = 0x64400001, 0x00_1b_21_00_00_01
 	check := func(what string) {
 		t.Helper()
 		g := u.Load().Get(7)
-		if !g.Resolved {
+		if !g.Configured || !g.Resolved {
 			if g.L2Len != 0 || g.L2 != ([18]byte{}) {
 				t.Fatalf("%s: unresolved uplink has a header %d % x", what, g.L2Len, g.L2)
 			}
@@ -151,4 +152,21 @@ func TestUplinksL2(t *testing.T) {
 	}
 	u.SetGatewayMAC(7, 0)
 	check("withdrawn")
+	u.SetGatewayMAC(7, gwMAC)
+	check("resolved again")
+	up.Gateway = gw + 1
+	u.Configure(7, up)
+	check("gateway changed")
+	if u.Load().Get(7).Resolved {
+		t.Fatal("resolution kept across a gateway change")
+	}
+	u.SetGatewayMAC(7, gwMAC)
+	check("new gateway resolved")
+	u.Configure(7, Uplink{})
+	check("removed")
+	u.SetGatewayMAC(7, gwMAC)
+	check("removed, then a MAC")
+	if g := u.Load().Get(7); g.Configured || g.Resolved {
+		t.Fatalf("removed uplink configured %v resolved %v", g.Configured, g.Resolved)
+	}
 }
