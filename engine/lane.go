@@ -39,8 +39,8 @@ import (
 // Process then skips its general passes when the lane has every frame of
 // the batch (its keys, its verdicts): 1K 50.6–52.8 → 48.7–50.4, 1M
 // 58.6–61.3 → 56.7–59.3 (3 runs). laneIPv4 written out into laneUps
-// gained 0–2 ns more (under 1 in most runs): it stays a call. Not
-// faster: the MAC table's lines prefetched (a PREFETCHT0 per key, from a
+// gained 0–2 ns more (under 1 in most runs): it stayed a call then
+// (stop 49 wrote laneUps's checks out, below). Not faster: the MAC table's lines prefetched (a PREFETCHT0 per key, from a
 // PrefetchBatch added to lfmap.View for the trial, not kept) right after laneKeys and the IPv4 checks
 // done before the lookup, so that the misses are served meanwhile: 0.4–1.2
 // ns slower at 1K and at 1M (the prefetches cost a hash per key again, and
