@@ -110,14 +110,24 @@ func (q *intentQueue) due(now time.Time, limit int) []uint64 {
 		q.sentOrder[q.sentHead] = sentMark{}
 		q.sentHead++
 	}
-	if q.sentHead == len(q.sentOrder) {
-		q.sentOrder, q.sentHead = q.sentOrder[:0], 0
-	} else if q.sentHead > len(q.sentOrder)/2 {
-		q.sentOrder = append(q.sentOrder[:0], q.sentOrder[q.sentHead:]...)
+	if q.sentHead > len(q.sentOrder)/2 {
+		// Consumed past half: the rest moved to the front, or to a
+		// new array when the backing one is far larger than needs be
+		// (a backlog of a million sent kept its 40 MB forever).
+		rest := q.sentOrder[q.sentHead:]
+		if c := cap(q.sentOrder); c > sentOrderKeep && c > 4*len(rest) {
+			q.sentOrder = append(make([]sentMark, 0, 2*len(rest)), rest...)
+		} else {
+			q.sentOrder = append(q.sentOrder[:0], rest...)
+		}
 		q.sentHead = 0
 	}
 	return out
 }
+
+// sentOrderKeep is the capacity of sentOrder kept however few intents it
+// holds; a larger one is given back once it is four times what it holds.
+const sentOrderKeep = 4096
 
 // unsentISPs returns the names of the ISPs with intents not sent yet (some
 // maybe sent or completed since), sorted.
