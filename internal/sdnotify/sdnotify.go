@@ -114,7 +114,8 @@ func (n *Notifier) Watchdog() time.Duration {
 // manager whose socket is away at that instant (re-created by a
 // daemon-reexec) is an error; the next Send tries the address again. So
 // is one whose socket's queue stays full for sendTimeout (the manager
-// not reading it): the notification is dropped.
+// not reading it; up to twice that if a signal interrupts the wait): the
+// notification is dropped.
 func (n *Notifier) Send(assignments ...string) error {
 	if !n.Enabled() {
 		return nil
@@ -140,7 +141,17 @@ func (n *Notifier) Send(assignments ...string) error {
 	// used: x/sys/unix's refuses an abstract name of sun_path's whole
 	// 108 bytes (it keeps a byte for a NUL such a name does not have),
 	// which the probe reached, and every send failed.
-	if err := syscall.Sendto(n.fd, n.msg, unix.MSG_NOSIGNAL, &n.to); err != nil {
+	//
+	// A signal that interrupts a send waiting on a full queue (a SIGHUP's
+	// reload, a SIGCHLD) is not a reason to drop it: with SO_SNDTIMEO
+	// set, Linux does not restart the interrupted sendto, SA_RESTART or
+	// not (signal(7)). It is sent again until sendTimeout has passed.
+	deadline := time.Now().Add(sendTimeout)
+	err := syscall.Sendto(n.fd, n.msg, unix.MSG_NOSIGNAL, &n.to)
+	for err == syscall.EINTR && time.Now().Before(deadline) {
+		err = syscall.Sendto(n.fd, n.msg, unix.MSG_NOSIGNAL, &n.to)
+	}
+	if err != nil {
 		if err == syscall.EAGAIN {
 			return fmt.Errorf("sdnotify: the service manager's socket stayed full for %v (not read): notification dropped", sendTimeout)
 		}
