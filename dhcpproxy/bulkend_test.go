@@ -371,19 +371,35 @@ func TestBulkRevocationBatchesByStripe(t *testing.T) {
 		t.Fatalf("Restore = %d, %v; want %d", got, err, n)
 	}
 	macs := make([]uint64, n)
-	before := 0 // subscribers of the stripes before the last
-	last := len(p.subMu) - 1
 	for i := range n {
 		macs[i] = binding.MAC48(removedCircuitMAC(i))
-		if p.subStripe(macs[i]) < last {
+	}
+	blocked.Store(true)
+	done := make(chan int, 1)
+	got, before, last := endedWithLastStripeHeld(t, p, macs, func() { done <- p.RevalidateMACs(macs) })
+	if got < before-revokeBatch {
+		t.Errorf("with stripe %d held, %d of the %d bindings of the other stripes revoked; want all but the last batch's", last, got, before)
+	}
+	if r := <-done; r != n {
+		t.Errorf("RevalidateMACs = %d, want %d", r, n)
+	}
+}
+
+// endedWithLastStripeHeld runs end (a bulk end of macs' leases, on acc0)
+// with the last stripe of subMu held, as an ACK committing holds it,
+// until all of the other stripes' leases but a batch's have ended (or 20
+// s), then lets it go and waits for end. It returns how many of the
+// other stripes' leases ended meanwhile, how many there are, and the
+// stripe held.
+func endedWithLastStripeHeld(t *testing.T, p *Proxy, macs []uint64, end func()) (got, before, last int) {
+	t.Helper()
+	last = len(p.subMu) - 1
+	for _, m := range macs {
+		if p.subStripe(m) < last {
 			before++
 		}
 	}
-	blocked.Store(true)
-	p.subMu[last].Lock()
-	done := make(chan int)
-	go func() { done <- p.RevalidateMACs(macs) }()
-	revokedBefore := func() int {
+	ended := func() int {
 		k := 0
 		for _, m := range macs {
 			if _, ok := p.Lease(accPort, 0, m); !ok && p.subStripe(m) < last {
@@ -392,18 +408,17 @@ func TestBulkRevocationBatchesByStripe(t *testing.T) {
 		}
 		return k
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for revokedBefore() < before-revokeBatch && time.Now().Before(deadline) {
+	p.subMu[last].Lock()
+	done := make(chan struct{})
+	go func() { end(); close(done) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for ended() < before-revokeBatch && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	got := revokedBefore()
+	got = ended()
 	p.subMu[last].Unlock()
-	if got < before-revokeBatch {
-		t.Errorf("with stripe %d held, %d of the %d bindings of the other stripes revoked; want all but the last batch's", last, got, before)
-	}
-	if r := <-done; r != n {
-		t.Errorf("RevalidateMACs = %d, want %d", r, n)
-	}
+	<-done
+	return got, before, last
 }
 
 // byStripe orders by stripe and loses nothing.

@@ -122,34 +122,11 @@ func TestMassExpiryInBatches(t *testing.T) {
 func TestMassExpiryBatchesByStripe(t *testing.T) {
 	const n = 4096 // one tick's round
 	p, _, _ := massExpiryRig(t, n)
-	last := len(p.subMu) - 1
 	macs := make([]uint64, n)
-	before := 0 // leases of the stripes before the last
 	for i := range n {
 		macs[i] = binding.MAC48(removedCircuitMAC(i))
-		if p.subStripe(macs[i]) < last {
-			before++
-		}
 	}
-	ended := func() int {
-		k := 0
-		for _, m := range macs {
-			if _, ok := p.Lease(accPort, 0, m); !ok && p.subStripe(m) < last {
-				k++
-			}
-		}
-		return k
-	}
-	p.subMu[last].Lock()
-	done := make(chan struct{})
-	go func() { p.expire(time.Now().Add(3 * time.Hour)); close(done) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for ended() < before-revokeBatch && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	got := ended()
-	p.subMu[last].Unlock()
-	<-done
+	got, before, last := endedWithLastStripeHeld(t, p, macs, func() { p.expire(time.Now().Add(3 * time.Hour)) })
 	if got < before-revokeBatch {
 		t.Errorf("with stripe %d held, %d of the %d leases of the other stripes ended; want all but the last batch's", last, got, before)
 	}
