@@ -35,10 +35,12 @@ func (p *Proxy) lapsedHolder(holder binding.Binding) (held, bool) {
 // (lapsedHolder), with its expired event, as the expiry tick would, if
 // its subscriber still holds that version of the lease and it has run
 // out (a renewal committed meanwhile stays: expiry_superseded), with h's
-// stripe of subMu held and no other. It reports whether it ended it;
-// counted as expired and bind_conflict_lapsed. Ended meanwhile (by the
-// tick), or not ended (superseded, or the store refused), the next pass
-// finds the address free, or refuses the ACK as bind_conflict.
+// stripe of subMu held and no other; counted as expired and
+// bind_conflict_lapsed. It reports whether h still holds that lease, not
+// ended: the store refused (logged), and the ACK is refused as
+// bind_conflict, its rejected event saying so (bindOnce's unended).
+// Ended meanwhile (by the tick), the next pass finds the address free;
+// renewed, it refuses the ACK as bind_conflict.
 func (p *Proxy) endLapsedHolder(h held) bool {
 	defer p.lockSub(h.k.mac).Unlock()
 	l, ok := p.leases.get(h.k)
@@ -51,9 +53,20 @@ func (p *Proxy) endLapsedHolder(h held) bool {
 	}
 	h.l = l // its flags as they are now (leaseUnanswered)
 	if !p.endExpiredLocked(h) {
-		return false // the store refused (logged): the ACK is refused as bind_conflict
+		return true // the store refused (logged)
 	}
 	p.count("expired")
 	p.count("bind_conflict_lapsed")
-	return true
+	return false
+}
+
+// isUnended reports whether holder, the tables' holder of an ACK's
+// address, is unended (the lapsed holder whose end the store refused at
+// an earlier pass: endLapsedHolder) and still holds that lease.
+func (p *Proxy) isUnended(holder binding.Binding, unended held) bool {
+	if unended.k != (subKey{circuitKey{holder.Port, holder.VLAN}, holder.MAC}) {
+		return false
+	}
+	l, ok := p.leases.get(unended.k)
+	return ok && l.same(&unended.l)
 }

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,5 +110,36 @@ func TestAckTakesLapsedHoldersAddress(t *testing.T) {
 				t.Error("s2 unbound by the tick")
 			}
 		})
+	}
+}
+
+// The store refuses the lapsed holder's end: the holder keeps its
+// binding, the asker is refused (NAKed, bind_conflict, a store_error),
+// and its rejected event says the holder's lease ran out and the store
+// refused to end it, not that the ISP's server gave a held address to a
+// second client (it did not: the address was free at the ISP). Fails
+// without the unended holder passed to the next pass.
+func TestAckLapsedHolderStoreRefused(t *testing.T) {
+	r := newPRig(t)
+	if got := r.dora(s1, poolKea(time.Second), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("s1's DORA: %v", got)
+	}
+	time.Sleep(1100 * time.Millisecond) // past s1's lease; no tick runs here
+	r.p.store = endRefuser{r.p.store}
+	got := r.dora(s2, poolKea(time.Minute), nil)
+	r.p.notes.wait()
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Errorf("s2 got %v, want a NAK: s1's binding could not be ended", got)
+	}
+	if !r.tab.isBound(binding.MAC48([6]byte(mac(s1)))) || r.tab.isBound(binding.MAC48([6]byte(mac(s2)))) {
+		t.Error("want s1 bound alone")
+	}
+	e, ok := r.lastRejected(s2)
+	if !ok || !strings.Contains(e.Reason, s1) || !strings.Contains(e.Reason, "ran out") || !strings.Contains(e.Reason, "store refused") ||
+		strings.Contains(e.Reason, "lost its leases") {
+		t.Errorf("s2's rejected event %+v, want one naming s1's lease run out and the store's refusal", e)
+	}
+	if c := r.p.Counters(); c["bind_conflict"] != 1 || c["bind_conflict_lapsed"] != 0 || c["expired"] != 0 || c["store_error"] == 0 {
+		t.Errorf("counters %v, want one bind_conflict, a store_error, nothing ended", c)
 	}
 }

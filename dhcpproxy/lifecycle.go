@@ -187,8 +187,9 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, fro
 	}
 	gen, reclaim, lapsed := t.gen, true, true
 	var unrevoked held // the holder whose revocation the store refused (ackClientID)
+	var unended held   // the lapsed holder whose end the store refused
 	for {
-		h, v, next, then := p.bindOnce(t, m, ack, opts, boot, from, gen, reclaim, lapsed, unrevoked)
+		h, v, next, then := p.bindOnce(t, m, ack, opts, boot, from, gen, reclaim, lapsed, unrevoked, unended)
 		switch then {
 		case passReclaim:
 			if p.reclaimAtACK(t, h, v) {
@@ -196,7 +197,9 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, fro
 			}
 			reclaim = false
 		case passLapsed:
-			p.endLapsedHolder(h)
+			if p.endLapsedHolder(h) {
+				unended = h
+			}
 			lapsed = false
 		default:
 			return
@@ -225,8 +228,9 @@ const (
 // (endExpiredLocked), and next is the generation the next pass expects
 // (that end's: it is no end after the relay, ack_after_end). unrevoked,
 // after a reclaim, is the holder whose revocation the store refused
-// (ackClientID).
-func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from netip.Addr, gen uint64, reclaim, lapsed bool, unrevoked held) (h held, v reclaimVerdict, next uint64, then passNext) {
+// (ackClientID); unended, after a lapsed holder's end, the holder whose
+// end the store refused (told as such in the asker's rejected event).
+func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from netip.Addr, gen uint64, reclaim, lapsed bool, unrevoked, unended held) (h held, v reclaimVerdict, next uint64, then passNext) {
 	c := t.circuit
 	mac := t.sub.mac
 	defer p.lockSub(mac).Unlock()
@@ -326,8 +330,15 @@ func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from 
 			// field trial's wiped Kea; or a shared or forged client
 			// identifier). Declining it would take the address from
 			// its holder: only this subscriber is refused.
-			p.refuse(subscribers.EventRejected, subj, ip, "the ISP assigned the address of DHCP subscriber "+
-				binding.MACString(holder.MAC)+", which holds it (the ISP's server lost its leases, or the two share a client identifier?); refused")
+			why := "the ISP assigned the address of DHCP subscriber " + binding.MACString(holder.MAC) +
+				", which holds it (the ISP's server lost its leases, or the two share a client identifier?); refused"
+			if p.isUnended(holder, unended) {
+				// Its lease ran out, and the store refused to end
+				// it (store_error, logged): the ISP was right.
+				why = "the ISP assigned the address of DHCP subscriber " + binding.MACString(holder.MAC) +
+					", whose lease of it ran out; not ended: the store refused to end that binding; refused"
+			}
+			p.refuse(subscribers.EventRejected, subj, ip, why)
 			p.nakAck(t, m, "address in use")
 			return
 		}
