@@ -143,3 +143,39 @@ func TestAckLapsedHolderStoreRefused(t *testing.T) {
 		t.Errorf("counters %v, want one bind_conflict, a store_error, nothing ended", c)
 	}
 }
+
+// The lapsed holder is checked again under its own stripe: found lapsed
+// (lapsedHolder), then bound again before its end (its own ACK, a new
+// version of its binding, live), it is not ended (expiry_superseded),
+// and an ACK of its address to another is refused.
+func TestLapsedHolderRenewedMeanwhile(t *testing.T) {
+	r := newPRig(t)
+	if got := r.dora(s1, poolKea(time.Second), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("s1's DORA: %v", got)
+	}
+	time.Sleep(1100 * time.Millisecond) // past s1's lease; no tick runs here
+	holder, ok := r.tab.Holder(0, sharedAddr)
+	if !ok {
+		t.Fatal("s1 holds nothing")
+	}
+	h, ok := r.p.lapsedHolder(holder)
+	if !ok {
+		t.Fatal("s1's lease not found lapsed")
+	}
+	if got := r.dora(s1, poolKea(time.Minute), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("s1's second DORA: %v", got)
+	}
+	before := r.p.Counters()["expiry_superseded"]
+	if r.p.endLapsedHolder(h) || r.p.Counters()["expiry_superseded"] != before+1 {
+		t.Errorf("endLapsedHolder of s1's old lease: counters %v", r.p.Counters())
+	}
+	if _, err := r.store.Binding("acc0", 0, [6]byte(mac(s1))); err != nil || !r.tab.isBound(binding.MAC48([6]byte(mac(s1)))) {
+		t.Fatalf("s1's live binding ended: %v", err)
+	}
+	if got := r.dora(s2, poolKea(time.Minute), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Errorf("s2 got %v, want a NAK: s1's live lease holds the address", got)
+	}
+	if c := r.p.Counters(); c["bind_conflict"] != 1 || c["bind_conflict_lapsed"] != 0 {
+		t.Errorf("counters %v, want one bind_conflict, no bind_conflict_lapsed", c)
+	}
+}
