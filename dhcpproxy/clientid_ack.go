@@ -18,10 +18,12 @@ import (
 // ACKs, until the owner's next message reclaimed it again (a review). So
 // the ACK applies the rule too, as the relay did, against the bindings
 // made meanwhile (clientIDHolder, the same index): an identifier another
-// MAC's binding holds at the ISP is refused, unless it is the asker's own
-// hardware identifier; then the holder's binding is revoked (its RELEASE
-// recorded, client_id_reclaimed), within the bound of mayReclaim, and the
-// ACK binds. Refused (ack_client_id_taken, or the bound's
+// MAC's live binding holds at the ISP is refused, unless it is the
+// asker's own hardware identifier; then the holder's binding is revoked
+// (its RELEASE recorded, client_id_reclaimed), within the bound of
+// mayReclaim, and the ACK binds. A holder whose lease ran out is ended
+// as the tick would end it, whatever the identifier (lapsed_holder.go:
+// client_id_lapsed), and the ACK decided again. Refused (ack_client_id_taken, or the bound's
 // client_id_reclaim_refused and client_id_reclaim_limited), nothing is
 // bound and the ACK is not delivered: the subscriber is NAKed (it starts
 // over, and its DISCOVER meets the relay's rule, which says why in the
@@ -34,7 +36,7 @@ import (
 // ACKs with one identifier at one ISP are decided one at a time: a stripe
 // of cidMu, by the identifier's key, is held from the check to the
 // binding's commit and its entry in the index, and across the holder's
-// revocation (taken before any subscriber's stripe, never under one). Two
+// revocation or end (taken before any subscriber's stripe, never under one). Two
 // ACKs of different identifiers share a stripe one time in cidStripes,
 // and one then waits for the other's commit (a group commit window): the
 // subscriber's stripe (64 of them), held across the commit too, bounds
@@ -61,21 +63,41 @@ const (
 	ackCIDFree    ackCID = iota // no other MAC's binding holds it: bind
 	ackCIDRefused               // another's holds it: not bound (counted, told)
 	ackCIDReclaim               // the asker's own: revoke the holder's, then bind
+	ackCIDLapsed                // the holder's lease ran out: end it, then decide again
 )
 
 // ackClientID applies the client identifier rule to t's ACK of ip
-// (subject subj) at t's ISP, with t's subscriber's stripe of subMu held:
-// reclaim false, the asker's own identifier held by another is refused
-// too (the holder was revoked already, or could not be: unrevoked, the
-// holder whose revocation the store refused, is told as such). On
-// ackCIDReclaim it returns the holder and the bound's verdict.
-func (p *Proxy) ackClientID(t *txn, subj subject, ip netip.Addr, reclaim bool, unrevoked held) (held, reclaimVerdict, ackCID) {
+// (subject subj) at t's ISP, with t's subscriber's stripe of subMu held.
+// A holder whose lease ran out (lapsedCID) is no obstacle: ackCIDLapsed
+// (only if do.cidLapsed), to be ended as the tick would, whatever the
+// identifier; unended, the holder whose end the store refused, is told
+// as such. A holder whose lease is live meets the rule: do.reclaim
+// false, the asker's own identifier held by another is refused too (the
+// holder was revoked already, or could not be: unrevoked, the holder
+// whose revocation the store refused, is told as such). On
+// ackCIDReclaim it returns the holder and the bound's verdict, on
+// ackCIDLapsed the holder.
+func (p *Proxy) ackClientID(t *txn, subj subject, ip netip.Addr, do passes, unrevoked, unended held) (held, reclaimVerdict, ackCID) {
 	mac := t.sub.mac
 	h, taken := p.clientIDHolder(t.isp.Index, cidKey(t.isp.Index, t.clientID), t.clientID, mac)
 	if !taken {
 		return held{}, 0, ackCIDFree
 	}
-	if hardwareID(t.clientID, mac) && reclaim {
+	if lapsedCID(h) {
+		if do.cidLapsed {
+			return h, 0, ackCIDLapsed
+		}
+		if h.k == unended.k && h.l.same(&unended.l) {
+			// Its lease ran out, and the store refused to end it
+			// (store_error, logged): not "found free" either.
+			p.refuse(subscribers.EventRejected, subj, ip, "client identifier of subscriber "+binding.MACString(h.k.mac)+
+				"'s binding at this ISP, whose lease ran out; not ended: the store refused to end that binding; not bound")
+			return held{}, 0, ackCIDRefused
+		}
+		// Another lapsed holder after the first's end (two bindings
+		// with one identifier): the rule as for a live one.
+	}
+	if hardwareID(t.clientID, mac) && do.reclaim {
 		v := p.mayReclaim(t.circuit, t.reg, t.isp, h, mac, p.now(), "not bound")
 		if v == reclaimRefused {
 			return held{}, v, ackCIDRefused

@@ -150,8 +150,11 @@ func hardwareID(cid []byte, mac uint64) bool {
 
 // checkClientID applies the client identifier rule (above) to subscriber
 // mac's DISCOVER or REQUEST with identifier cid at isp: it reports
-// whether the message may go on. Another MAC's binding holding cid
-// refuses it (client_id_taken), unless cid is mac's own hardware
+// whether the message may go on. Another MAC's binding holding cid,
+// its lease run out, is ended as the tick would end it (an expired
+// event, nothing told to the ISP: client_id_lapsed; lapsed_holder.go),
+// and the identifier looked up again. One whose lease is live refuses
+// it (client_id_taken), unless cid is mac's own hardware
 // identifier: then the holder took mac's (a field trial: a neighbour
 // binding first with 01 and a subscriber's MAC kept that subscriber off
 // its ISP for as long as it renewed, for good at an ISP of infinite
@@ -176,6 +179,15 @@ func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []by
 		return false
 	}
 	h, taken := p.clientIDHolder(isp.Index, key, cid, mac)
+	if taken && lapsedCID(h) {
+		// Its lease ran out, the expiry tick not having ended it yet:
+		// ended as the tick would (lapsed_holder.go), not refused
+		// against nor revoked with a RELEASE, and looked up again.
+		if p.endLapsedHolder(h, "client_id_lapsed") {
+			return false // still held: the store refused (logged, counted)
+		}
+		h, taken = p.clientIDHolder(isp.Index, key, cid, mac) // renewed meanwhile: live
+	}
 	if !taken {
 		return true
 	}

@@ -31,6 +31,7 @@ func CounterNames() []string {
 		"binding_revoked",
 		"blocked_subscriber",
 		"circuit_full",
+		"client_id_lapsed",
 		"client_id_taken",
 		"client_id_reclaimed",
 		"client_id_reclaim_waits",

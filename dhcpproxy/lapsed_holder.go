@@ -17,6 +17,16 @@ import (
 // run out), and the ACK decided again (bindAndAck's passes). A holder
 // whose lease has not run out keeps its address: the ACK is refused
 // (bind_conflict), whatever the asker sent.
+//
+// The same holds for the client identifier rule (clientids.go): a
+// binding whose lease ran out holds its identifier in the index until
+// the tick ends it, and is no obstacle either. The relay's check
+// (checkClientID) and the ACK's (ackClientID) end it as the tick would
+// (its expired event, nothing told to the ISP: its lease ran out there
+// too; client_id_lapsed), not refuse the asker (client_id_taken,
+// ack_client_id_taken) nor revoke it with a RELEASE (a reclaim,
+// client_id_reclaimed, bounded by mayReclaim), and decide again. A
+// holder whose lease is live meets the rule as before.
 
 // lapsedHolder is the binding of holder, the DHCP subscriber the tables
 // say holds an ACK's address, if its lease ran out (expires ≤ now) at
@@ -31,17 +41,19 @@ func (p *Proxy) lapsedHolder(holder binding.Binding) (held, bool) {
 	return held{sk, l}, true
 }
 
-// endLapsedHolder ends h, the lapsed holder of an ACK's address
-// (lapsedHolder), with its expired event, as the expiry tick would, if
-// its subscriber still holds that version of the lease and it has run
-// out (a renewal committed meanwhile stays: expiry_superseded), with h's
-// stripe of subMu held and no other; counted as expired and
-// bind_conflict_lapsed. It reports whether h still holds that lease, not
-// ended: the store refused (logged), and the ACK is refused as
-// bind_conflict, its rejected event saying so (bindOnce's unended).
-// Ended meanwhile (by the tick), the next pass finds the address free;
-// renewed, it refuses the ACK as bind_conflict.
-func (p *Proxy) endLapsedHolder(h held) bool {
+// endLapsedHolder ends h, a lapsed holder (lapsedHolder: of an ACK's
+// address; or of the asker's client identifier, lapsedCID) with its
+// expired event, as the expiry tick would, if its subscriber still holds
+// that version of the lease and it has run out (a renewal committed
+// meanwhile stays: expiry_superseded), with h's stripe of subMu held and
+// no other; counted as expired and as what (bind_conflict_lapsed,
+// client_id_lapsed). It reports whether h still holds that lease, not
+// ended: the store refused (logged), and the asker is refused, its
+// rejected event saying so (bindOnce's and ackClientID's unended; at the
+// relay, its message is not relayed). Ended meanwhile (by the tick), the
+// next pass finds the address or identifier free; renewed, it meets the
+// rule of a live holder.
+func (p *Proxy) endLapsedHolder(h held, what string) bool {
 	defer p.lockSub(h.k.mac).Unlock()
 	l, ok := p.leases.get(h.k)
 	if !ok {
@@ -56,9 +68,15 @@ func (p *Proxy) endLapsedHolder(h held) bool {
 		return true // the store refused (logged)
 	}
 	p.count("expired")
-	p.count("bind_conflict_lapsed")
+	p.count(what)
 	return false
 }
+
+// lapsedCID reports whether h, the binding clientIDHolder found holding
+// an asker's client identifier, has run out (expires ≤ now), the expiry
+// tick not having ended it yet: read without its stripe, checked again
+// under it (endLapsedHolder).
+func lapsedCID(h held) bool { return !h.l.endsAfter(time.Now()) }
 
 // isUnended reports whether holder, the tables' holder of an ACK's
 // address, is unended (the lapsed holder whose end the store refused at

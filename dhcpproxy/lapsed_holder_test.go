@@ -166,7 +166,7 @@ func TestLapsedHolderRenewedMeanwhile(t *testing.T) {
 		t.Fatalf("s1's second DORA: %v", got)
 	}
 	before := r.p.Counters()["expiry_superseded"]
-	if r.p.endLapsedHolder(h) || r.p.Counters()["expiry_superseded"] != before+1 {
+	if r.p.endLapsedHolder(h, "bind_conflict_lapsed") || r.p.Counters()["expiry_superseded"] != before+1 {
 		t.Errorf("endLapsedHolder of s1's old lease: counters %v", r.p.Counters())
 	}
 	if _, err := r.store.Binding("acc0", 0, [6]byte(mac(s1))); err != nil || !r.tab.isBound(binding.MAC48([6]byte(mac(s1)))) {

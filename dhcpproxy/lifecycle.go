@@ -75,29 +75,37 @@ func (p *Proxy) stale(mac uint64, access, isp string) string {
 // asker's): the holder of the ACK's address whose lease ran out, the
 // expiry tick not having ended it yet (endLapsedHolder), and, with the
 // ACK's client identifier's stripe of cidMu held (clientid_ack.go), the
-// binding of another MAC that holds the identifier of its owner, the
-// asker (reclaimAtACK). Each is done once at most (three passes at
-// most), and the next pass decides the ACK again.
+// binding of another MAC that holds the identifier, whose lease ran out
+// (endLapsedHolder too), or, its lease live, that holds the identifier
+// of its owner, the asker (reclaimAtACK). Each is done once at most
+// (four passes at most), and the next pass decides the ACK again.
 func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from netip.Addr) {
 	if key := cidKey(t.isp.Index, t.clientID); key != 0 {
 		defer p.cidMu.lock(key).Unlock()
 	}
-	gen, reclaim, lapsed := t.gen, true, true
+	gen, do := t.gen, passes{reclaim: true, lapsed: true, cidLapsed: true}
 	var unrevoked held // the holder whose revocation the store refused (ackClientID)
-	var unended held   // the lapsed holder whose end the store refused
+	// The lapsed holder whose end the store refused (of the address or
+	// of the identifier: refused, the former ends the ACK's passes).
+	var unended held
 	for {
-		h, v, next, then := p.bindOnce(t, m, ack, opts, boot, from, gen, reclaim, lapsed, unrevoked, unended)
+		h, v, next, then := p.bindOnce(t, m, ack, opts, boot, from, gen, do, unrevoked, unended)
 		switch then {
 		case passReclaim:
 			if p.reclaimAtACK(t, h, v) {
 				unrevoked = h
 			}
-			reclaim = false
+			do.reclaim = false
 		case passLapsed:
-			if p.endLapsedHolder(h) {
+			if p.endLapsedHolder(h, "bind_conflict_lapsed") {
 				unended = h
 			}
-			lapsed = false
+			do.lapsed = false
+		case passLapsedCID:
+			if p.endLapsedHolder(h, "client_id_lapsed") {
+				unended = h
+			}
+			do.cidLapsed = false
 		default:
 			return
 		}
@@ -109,25 +117,36 @@ func (p *Proxy) bindAndAck(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, fro
 type passNext uint8
 
 const (
-	passDone    passNext = iota // the ACK is decided: bound, or refused
-	passReclaim                 // revoke the holder of the asker's client identifier, then decide again
-	passLapsed                  // end the lapsed holder of the ACK's address, then decide again
+	passDone      passNext = iota // the ACK is decided: bound, or refused
+	passReclaim                   // revoke the holder of the asker's client identifier, then decide again
+	passLapsed                    // end the lapsed holder of the ACK's address, then decide again
+	passLapsedCID                 // end the lapsed holder of the ACK's client identifier, then decide again
 )
+
+// passes says which of bindAndAck's actions between two passes are still
+// to be done at most once: each is done once at most.
+type passes struct {
+	reclaim   bool // passReclaim
+	lapsed    bool // passLapsed
+	cidLapsed bool // passLapsedCID
+}
 
 // bindOnce is one pass of bindAndAck, with t's subscriber's stripe of
 // subMu held, for the subscriber's generation gen (t.gen at the first
 // pass). It says what is to be done before the ACK is decided again:
-// passReclaim (only if reclaim), the ACK's client identifier to be
+// passReclaim (only if do.reclaim), the ACK's client identifier to be
 // reclaimed from holder h (the bound's verdict v); passLapsed (only if
-// lapsed), another subscriber's binding h, whose lease ran out, to be
-// ended, as it holds the ACK's address. Then nothing was bound, sent or
+// do.lapsed), another subscriber's binding h, whose lease ran out, to be
+// ended, as it holds the ACK's address; passLapsedCID (only if
+// do.cidLapsed), the same, as h holds the ACK's client identifier
+// (ackClientID). Then nothing was bound, sent or
 // released but the end of the subscriber's own lapsed binding
 // (endExpiredLocked), and next is the generation the next pass expects
 // (that end's: it is no end after the relay, ack_after_end). unrevoked,
 // after a reclaim, is the holder whose revocation the store refused
 // (ackClientID); unended, after a lapsed holder's end, the holder whose
 // end the store refused (told as such in the asker's rejected event).
-func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from netip.Addr, gen uint64, reclaim, lapsed bool, unrevoked, unended held) (h held, v reclaimVerdict, next uint64, then passNext) {
+func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from netip.Addr, gen uint64, do passes, unrevoked, unended held) (h held, v reclaimVerdict, next uint64, then passNext) {
 	c := t.circuit
 	mac := t.sub.mac
 	defer p.lockSub(mac).Unlock()
@@ -211,7 +230,7 @@ func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from 
 	// the subscriber is NAKed (so it starts over at once).
 	if err := p.tables.CheckBind(binding.Binding{Port: c.Port, VLAN: c.VLAN, MAC: mac, ISP: t.isp.Index, IP: ip}); err != nil {
 		holder, ok := p.tables.Holder(t.isp.Index, ip)
-		if ok && !holder.Static && lapsed {
+		if ok && !holder.Static && do.lapsed {
 			if h, ok := p.lapsedHolder(holder); ok {
 				// Its lease ran out and the expiry tick has not
 				// ended it yet (a mass expiry ends 4096 a tick):
@@ -248,9 +267,11 @@ func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from 
 	// applied again before anything is committed.
 	if len(t.clientID) > 0 {
 		var verdict ackCID
-		switch h, v, verdict = p.ackClientID(t, subj, ip, reclaim, unrevoked); verdict {
+		switch h, v, verdict = p.ackClientID(t, subj, ip, do, unrevoked, unended); verdict {
 		case ackCIDReclaim:
 			return h, v, p.leases.generation(t.sub), passReclaim
+		case ackCIDLapsed:
+			return h, 0, p.leases.generation(t.sub), passLapsedCID
 		case ackCIDRefused:
 			p.nakAck(t, m, "client identifier in use")
 			p.releaseRefused(t, t.isp, m, ip, from, "ack_refused", "not bound: its client identifier is another subscriber's binding's at this ISP")
