@@ -131,7 +131,8 @@ var expireRound = 8
 // (Store.EndBindings), each with its expired event: a renewal the ISP
 // answered late may have been committed between the scan and here, and
 // the renewed binding must not end with the old lease's expiry
-// (expiry_superseded). As revokeEach, the stripes of hs's subscribers are
+// (expiry_superseded; a lease ended meanwhile is not counted again). As
+// revokeEach, the stripes of hs's subscribers are
 // taken in index order and held from the checks to the state changed
 // after the commit: no ACK of a subscriber commits between its check and
 // its end. It returns how many it ended (0 if the store refused: logged,
@@ -147,7 +148,14 @@ func (p *Proxy) expireEach(hs []held) int {
 	ends := make([]subscribers.BindingEnd, 0, len(hs))
 	for _, h := range hs {
 		l, ok := p.leases.get(h.k)
-		if !ok || !l.same(&h.l) || l.expires != h.l.expires {
+		if !ok {
+			// Ended meanwhile, and counted as what ended it: its
+			// RELEASE, a revocation, or an ACK that ended it as
+			// run out first (the subscriber's own, or another's of
+			// its address or identifier: lapsed_holder.go), expired.
+			continue
+		}
+		if !l.same(&h.l) || l.expires != h.l.expires {
 			p.count("expiry_superseded")
 			continue
 		}

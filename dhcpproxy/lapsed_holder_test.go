@@ -179,3 +179,33 @@ func TestLapsedHolderRenewedMeanwhile(t *testing.T) {
 		t.Errorf("counters %v, want one bind_conflict, no bind_conflict_lapsed", c)
 	}
 }
+
+// A lapsed holder the expiry tick had found due (its scan) and that an
+// ACK of its address to another subscriber ended before the tick's end
+// reached it: the tick ends nothing and counts nothing more. It was
+// counted as expiry_superseded, whose doc (docs/OPERATIONS.md) says a
+// lease renewed meanwhile; the ACK's end counted it as expired already.
+func TestExpiryAfterLapsedHolderEnded(t *testing.T) {
+	r := newPRig(t)
+	if got := r.dora(s1, poolKea(time.Second), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("s1's DORA: %v", got)
+	}
+	time.Sleep(1100 * time.Millisecond)       // past s1's lease; no tick runs here
+	due := r.p.leases.expired(time.Now(), 16) // the tick's scan
+	if len(due) != 1 {
+		t.Fatalf("due %v, want s1's lease", due)
+	}
+	if got := r.dora(s2, poolKea(time.Minute), nil); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("s2 got %v, want an ACK of s1's lapsed address", got)
+	}
+	if n := r.p.expireEach(due); n != 0 {
+		t.Errorf("the tick ended %d, want none", n)
+	}
+	r.p.notes.wait()
+	if c := r.p.Counters(); c["expired"] != 1 || c["bind_conflict_lapsed"] != 1 || c["expiry_superseded"] != 0 {
+		t.Errorf("counters %v, want one expired, one bind_conflict_lapsed, no expiry_superseded", c)
+	}
+	if n := len(r.eventsOf(subscribers.EventExpired)); n != 1 {
+		t.Errorf("%d expired events, want 1", n)
+	}
+}
