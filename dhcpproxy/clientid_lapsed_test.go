@@ -2,6 +2,7 @@ package dhcpproxy
 
 import (
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -235,5 +236,35 @@ func TestClientIDAckLapsedHolderStoreRefused(t *testing.T) {
 	}
 	if c := r.p.Counters(); c["ack_client_id_taken"] != 0 || c["client_id_lapsed"] != 0 || c["expired"] != 0 || c["store_error"] == 0 {
 		t.Errorf("counters %v, want a store_error, nothing ended, no ack_client_id_taken", c)
+	}
+}
+
+// The lapsed identifier holder has a RELEASE to the ISP not yet sent
+// (recorded while the ISP's next hop was unresolved, say), with the
+// identifier: ended at the relay, its RELEASE would reach the ISP after
+// the asker's exchange and free the lease the ISP, keying it by the
+// identifier, grants the asker. The asker's messages wait until it is
+// sent, as after a reclaim (client_id_reclaim_waits). Fails without the
+// wait: the DISCOVER was relayed at once.
+func TestClientIDRelayLapsedHolderIntentsWait(t *testing.T) {
+	r := newPRig(t)
+	id := []byte{0, 'r', 'o', 'u', 't', 'e', 'r'}
+	r.holdID(s2, id, true)
+	rel, _ := dhcpv4.New(dhcpv4.WithHwAddr(mac(s2)), dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease),
+		dhcpv4.WithClientIP(net.IPv4(100, 64, 0, 200)), dhcpv4.WithGeneric(dhcpv4.OptionClientIdentifier, id))
+	r.p.intents.add(subscribers.Intent{ID: 1 << 40, Kind: subscribers.IntentRelease, ISP: "alpha", MAC: [6]byte(mac(s2)),
+		Access: "acc0", IP: netip.AddrFrom4([4]byte{100, 64, 0, 200}), Message: rel.ToBytes(), Created: time.Now()}, false)
+	for i := range 2 {
+		if up := r.askWithOwnID(s1, id); len(up) != 0 {
+			t.Errorf("s1's DISCOVER %d: to the ISP %v, want nothing before s2's pending RELEASE is sent", i, up)
+		}
+	}
+	if c := r.p.Counters(); c["client_id_reclaim_waits"] != 2 || c["client_id_lapsed"] != 1 || c["client_id_taken"] != 0 {
+		t.Errorf("counters %v, want two client_id_reclaim_waits, one client_id_lapsed, no client_id_taken", c)
+	}
+	r.p.flushIntents(time.Now().Add(time.Second))
+	r.snd.take()
+	if up := r.askWithOwnID(s1, id); len(up) != 1 || up[0] != "DISCOVER "+s1 {
+		t.Errorf("after s2's RELEASE was sent: to the ISP %v, want s1's DISCOVER", up)
 	}
 }

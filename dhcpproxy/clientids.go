@@ -186,7 +186,18 @@ func (p *Proxy) checkClientID(c *Circuit, reg registry.Entry, isp *ISP, cid []by
 		if p.endLapsedHolder(h, "client_id_lapsed") {
 			return false // still held: the store refused (logged, counted)
 		}
+		ended := h.k.mac
 		h, taken = p.clientIDHolder(isp.Index, key, cid, mac) // renewed meanwhile: live
+		if !taken && p.waitForHolder(isp, cid, ended) {
+			// Its intents to this ISP not yet queued (a RELEASE
+			// of its earlier address, recorded while the ISP's
+			// next hop was unresolved, say) carry the identifier:
+			// relayed first, this message's new lease would be
+			// freed by them at the ISP. It waits, as after a
+			// reclaim.
+			p.count("client_id_reclaim_waits")
+			return false
+		}
 	}
 	if !taken {
 		return true
