@@ -169,6 +169,31 @@ func (r blockingRegistry) Lookup(mac uint64) (registry.Entry, bool) {
 	return e, ok
 }
 
+// bulkRig restores n bindings on acc0 at alpha (seedRemovedCircuit,
+// leases of an hour) from a store at a fresh path, fsync'd as in service.
+// blocked, if not nil, blocks every registration while set
+// (blockingRegistry): a bulk revocation's subscribers.
+func bulkRig(t *testing.T, n int, blocked *atomic.Bool) (*Proxy, *subscribers.Store, *fakeTables) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "s.db")
+	seedRemovedCircuit(t, path, 0, n)
+	st, err := subscribers.Open(path, subscribers.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	var reg Registry = storeRegistry{st}
+	if blocked != nil {
+		reg = blockingRegistry{storeRegistry{st}, blocked}
+	}
+	tab := &fakeTables{bound: map[uint64]binding.Binding{}, store: st}
+	p := New(switchRigConfig(), st, reg, tab, &fakeSender{}, nil)
+	if got, err := p.Restore(time.Now()); err != nil || got != n {
+		t.Fatalf("Restore = %d, %v; want %d", got, err, n)
+	}
+	return p, st, tab
+}
+
 // TestBulkRevocationInBatches: a tenant change that revokes many bindings
 // at once (an import suspending 50k devices, a customer's deletion, a
 // purge; RevalidateMACs) ends them revokeBatch to a store transaction,
@@ -188,19 +213,8 @@ func TestBulkRevocationInBatches(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	path := filepath.Join(t.TempDir(), "s.db")
-	seedRemovedCircuit(t, path, 0, n) // all on acc0, registered at alpha
-	st, err := subscribers.Open(path, subscribers.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	var blocked atomic.Bool
-	tab := &fakeTables{bound: map[uint64]binding.Binding{}, store: st}
-	p := New(switchRigConfig(), st, blockingRegistry{storeRegistry{st}, &blocked}, tab, &fakeSender{}, nil)
-	if got, err := p.Restore(time.Now()); err != nil || got != n {
-		t.Fatalf("Restore = %d, %v; want %d", got, err, n)
-	}
+	p, st, tab := bulkRig(t, n, &blocked) // all on acc0, registered at alpha
 	macs := make([]uint64, n)
 	for i := range n {
 		macs[i] = binding.MAC48(removedCircuitMAC(i))
@@ -357,19 +371,8 @@ func TestBulkMoveCutInBatches(t *testing.T) {
 // batch committed while the stripe was held. Fails without byStripe.
 func TestBulkRevocationBatchesByStripe(t *testing.T) {
 	const n = 5000
-	path := filepath.Join(t.TempDir(), "s.db")
-	seedRemovedCircuit(t, path, 0, n)
-	st, err := subscribers.Open(path, subscribers.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	var blocked atomic.Bool
-	tab := &fakeTables{bound: map[uint64]binding.Binding{}, store: st}
-	p := New(switchRigConfig(), st, blockingRegistry{storeRegistry{st}, &blocked}, tab, &fakeSender{}, nil)
-	if got, err := p.Restore(time.Now()); err != nil || got != n {
-		t.Fatalf("Restore = %d, %v; want %d", got, err, n)
-	}
+	p, _, _ := bulkRig(t, n, &blocked)
 	macs := make([]uint64, n)
 	for i := range n {
 		macs[i] = binding.MAC48(removedCircuitMAC(i))

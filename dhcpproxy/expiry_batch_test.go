@@ -2,7 +2,6 @@ package dhcpproxy
 
 import (
 	"os"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -10,25 +9,6 @@ import (
 	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/subscribers"
 )
-
-// massExpiryRig restores n bindings on acc0 at alpha (seedRemovedCircuit,
-// leases of an hour) from a store at a fresh path, fsync'd as in service.
-func massExpiryRig(t *testing.T, n int) (*Proxy, *subscribers.Store, *fakeTables) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "s.db")
-	seedRemovedCircuit(t, path, 0, n)
-	st, err := subscribers.Open(path, subscribers.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	tab := &fakeTables{bound: map[uint64]binding.Binding{}, store: st}
-	p := New(switchRigConfig(), st, storeRegistry{st}, tab, &fakeSender{}, nil)
-	if got, err := p.Restore(time.Now()); err != nil || got != n {
-		t.Fatalf("Restore = %d, %v; want %d", got, err, n)
-	}
-	return p, st, tab
-}
 
 // TestMassExpiryInBatches: an area's power cut leaves its modems' leases
 // to run out together at runtime (100k–1M). The tick ends them
@@ -51,7 +31,7 @@ func TestMassExpiryInBatches(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	p, st, tab := massExpiryRig(t, n)
+	p, st, tab := bulkRig(t, n, nil)
 	later := time.Now().Add(3 * time.Hour) // every lease (an hour) ran out
 	before := st.CommitStats().Transactions
 	start := time.Now()
@@ -121,7 +101,7 @@ func TestMassExpiryInBatches(t *testing.T) {
 // batch of 512 has subscribers of all 64 stripes and none ends.
 func TestMassExpiryBatchesByStripe(t *testing.T) {
 	const n = 4096 // one tick's round
-	p, _, _ := massExpiryRig(t, n)
+	p, _, _ := bulkRig(t, n, nil)
 	macs := make([]uint64, n)
 	for i := range n {
 		macs[i] = binding.MAC48(removedCircuitMAC(i))
