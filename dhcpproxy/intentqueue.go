@@ -1,6 +1,7 @@
 package dhcpproxy
 
 import (
+	"container/heap"
 	"maps"
 	"slices"
 	"sort"
@@ -274,43 +275,21 @@ func (q *intentQueue) len() int {
 	return len(q.pending)
 }
 
-// idHeap is a min-heap of intent IDs.
+// idHeap is a min-heap of intent IDs (container/heap, as expiryHeap).
 type idHeap []uint64
 
-func (h *idHeap) push(id uint64) {
-	*h = append(*h, id)
+func (h idHeap) Len() int           { return len(h) }
+func (h idHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h idHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *idHeap) Push(x any)        { *h = append(*h, x.(uint64)) }
+func (h *idHeap) Pop() any {
 	s := *h
-	for i := len(s) - 1; i > 0; {
-		up := (i - 1) / 2
-		if s[up] <= s[i] {
-			break
-		}
-		s[up], s[i] = s[i], s[up]
-		i = up
-	}
+	id := s[len(s)-1]
+	*h = s[:len(s)-1]
+	return id
 }
 
+func (h *idHeap) push(id uint64) { heap.Push(h, id) }
+
 // pop removes and returns the lowest ID (h not empty).
-func (h *idHeap) pop() uint64 {
-	s := *h
-	top := s[0]
-	n := len(s) - 1
-	s[0] = s[n]
-	s = s[:n]
-	for i := 0; ; {
-		l, least := 2*i+1, i
-		if l < n && s[l] < s[least] {
-			least = l
-		}
-		if r := l + 1; r < n && s[r] < s[least] {
-			least = r
-		}
-		if least == i {
-			break
-		}
-		s[i], s[least] = s[least], s[i]
-		i = least
-	}
-	*h = s
-	return top
-}
+func (h *idHeap) pop() uint64 { return heap.Pop(h).(uint64) }
