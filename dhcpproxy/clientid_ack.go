@@ -87,7 +87,7 @@ func (p *Proxy) ackClientID(t *txn, subj subject, ip netip.Addr, do passes, unre
 		if do.cidLapsed {
 			return h, 0, ackCIDLapsed
 		}
-		if h.k == unended.k && h.l.same(&unended.l) {
+		if h.is(unended) {
 			// Its lease ran out, and the store refused to end it
 			// (store_error, logged): not "found free" either.
 			p.refuse(subscribers.EventRejected, subj, ip, "client identifier of subscriber "+binding.MACString(h.k.mac)+
@@ -104,7 +104,7 @@ func (p *Proxy) ackClientID(t *txn, subj subject, ip netip.Addr, do passes, unre
 		}
 		return h, v, ackCIDReclaim
 	}
-	if h.k == unrevoked.k && h.l.same(&unrevoked.l) {
+	if h.is(unrevoked) {
 		// The reclaim was made, and the store refused ending the
 		// holder's binding (store_error, logged): not "found free".
 		p.refuse(subscribers.EventRejected, subj, ip, "client identifier is this subscriber's hardware address, held by subscriber "+

@@ -82,9 +82,7 @@ func lapsedCID(h held) bool { return !h.l.endsAfter(time.Now()) }
 // address, is unended (the lapsed holder whose end the store refused at
 // an earlier pass: endLapsedHolder) and still holds that lease.
 func (p *Proxy) isUnended(holder binding.Binding, unended held) bool {
-	if unended.k != (subKey{circuitKey{holder.Port, holder.VLAN}, holder.MAC}) {
-		return false
-	}
-	l, ok := p.leases.get(unended.k)
-	return ok && l.same(&unended.l)
+	sk := subKey{circuitKey{holder.Port, holder.VLAN}, holder.MAC}
+	l, ok := p.leases.get(sk)
+	return ok && held{sk, l}.is(unended)
 }

@@ -373,6 +373,10 @@ type held struct {
 	l lease
 }
 
+// is reports whether h is o: the same subscriber's same lease (a holder
+// found again at a later pass, say).
+func (h held) is(o held) bool { return h.k == o.k && h.l.same(&o.l) }
+
 // all returns every lease.
 func (t *leaseTable) all() []held {
 	t.mu.Lock()
