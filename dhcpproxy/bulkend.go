@@ -124,32 +124,47 @@ func (p *Proxy) revalidateBatch(hs []held, immediate bool, now time.Time) int {
 // subscriber commits between the check and the end. It returns how many
 // it revoked (0 of them if the store refused: logged).
 func (p *Proxy) revokeEach(hs []held, why func(h held) string) int {
-	idx := p.lockStripes(hs)
-	defer p.unlockStripes(idx)
-	type revocation struct {
-		sk  subKey
-		ip  netip.Addr
-		had bool
-	}
-	revs := make([]revocation, 0, len(hs))
-	ends := make([]subscribers.BindingEnd, 0, len(hs))
-	ins := make([]subscribers.Intent, len(hs))
-	for _, h := range hs {
+	return p.endBatch(hs, "revocations", func(h held) (subscribers.BindingEnd, bool) {
 		w := why(h)
 		if w == "" {
-			continue
+			return subscribers.BindingEnd{}, false
 		}
 		if l, ok := p.leases.get(h.k); !ok || !l.same(&h.l) {
-			continue
+			return subscribers.BindingEnd{}, false
 		}
 		b := p.full(h)
 		in, ev := p.revocationEnd(b, w)
-		if in != nil {
-			ins[len(ends)] = *in
-			in = &ins[len(ends)]
+		return subscribers.BindingEnd{Access: b.Access, VLAN: b.VLAN, MAC: b.MAC, Event: ev, Intent: in}, true
+	}, func(sk subKey, e subscribers.BindingEnd, ev subscribers.Event, had bool) {
+		p.revokedAfterCommit(sk, e.Event.IP, e.Intent, ev, had) // the address revoked: its event's
+	})
+}
+
+// endBatch ends each of hs that plan gives an end, all in one store
+// transaction (Store.EndBindings): revokeEach's and expireEach's. The
+// stripes of hs's subscribers are taken in index order (no other path
+// holds two stripes at once) and held from plan's checks through the
+// commit to after's steps, for each end committed (with its event as
+// stored, and whether ispmux held a lease: endBeforeCommit): no ACK of a
+// subscriber commits between its check and its end. It returns how many
+// it ended (0 of them if the store refused: logged, what not committed).
+func (p *Proxy) endBatch(hs []held, what string, plan func(h held) (subscribers.BindingEnd, bool),
+	after func(sk subKey, e subscribers.BindingEnd, ev subscribers.Event, had bool)) int {
+	idx := p.lockStripes(hs)
+	defer p.unlockStripes(idx)
+	type planned struct {
+		sk  subKey
+		had bool
+	}
+	done := make([]planned, 0, len(hs))
+	ends := make([]subscribers.BindingEnd, 0, len(hs))
+	for _, h := range hs {
+		e, ok := plan(h)
+		if !ok {
+			continue
 		}
-		revs = append(revs, revocation{h.k, b.IP, p.endBeforeCommit(h.k, in != nil)})
-		ends = append(ends, subscribers.BindingEnd{Access: b.Access, VLAN: b.VLAN, MAC: b.MAC, Event: ev, Intent: in})
+		done = append(done, planned{h.k, p.endBeforeCommit(h.k, e.Intent != nil)})
+		ends = append(ends, e)
 	}
 	if len(ends) == 0 {
 		return 0
@@ -157,11 +172,11 @@ func (p *Proxy) revokeEach(hs []held, why func(h held) string) int {
 	evs, err := p.store.EndBindings(ends)
 	// Unconditional ends: evs[i] is ends[i]'s, for those committed.
 	for i, ev := range evs {
-		p.revokedAfterCommit(revs[i].sk, revs[i].ip, ends[i].Intent, ev, revs[i].had)
+		after(done[i].sk, ends[i], ev, done[i].had)
 	}
 	if err != nil {
-		p.storeError("dhcp: revocations not committed; their bindings unchanged", "bindings", len(ends)-len(evs),
-			"first_mac", binding.MACString(revs[len(evs)].sk.mac), "err", err)
+		p.storeError("dhcp: "+what+" not committed; their bindings unchanged", "bindings", len(ends)-len(evs),
+			"first_mac", binding.MACString(done[len(evs)].sk.mac), "err", err)
 	}
 	return len(evs)
 }

@@ -4,7 +4,6 @@ import (
 	"container/heap"
 	"time"
 
-	"github.com/ispmux/ispmux/internal/binding"
 	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
 )
@@ -132,52 +131,32 @@ var expireRound = 8
 // answered late may have been committed between the scan and here, and
 // the renewed binding must not end with the old lease's expiry
 // (expiry_superseded; a lease ended meanwhile is not counted again). As
-// revokeEach, the stripes of hs's subscribers are
+// revokeEach (endBatch), the stripes of hs's subscribers are
 // taken in index order and held from the checks to the state changed
 // after the commit: no ACK of a subscriber commits between its check and
 // its end. It returns how many it ended (0 if the store refused: logged,
 // and the leases come up again at the next tick).
 func (p *Proxy) expireEach(hs []held) int {
-	idx := p.lockStripes(hs)
-	defer p.unlockStripes(idx)
-	type expiry struct {
-		sk  subKey
-		had bool
-	}
-	exps := make([]expiry, 0, len(hs))
-	ends := make([]subscribers.BindingEnd, 0, len(hs))
-	for _, h := range hs {
+	return p.endBatch(hs, "expiries", func(h held) (subscribers.BindingEnd, bool) {
 		l, ok := p.leases.get(h.k)
 		if !ok {
 			// Ended meanwhile, and counted as what ended it: its
 			// RELEASE, a revocation, or an ACK that ended it as
 			// run out first (the subscriber's own, or another's of
 			// its address or identifier: lapsed_holder.go), expired.
-			continue
+			return subscribers.BindingEnd{}, false
 		}
 		if !l.same(&h.l) || l.expires != h.l.expires {
 			p.count("expiry_superseded")
-			continue
+			return subscribers.BindingEnd{}, false
 		}
 		h.l = l // its flags as they are now (leaseUnanswered)
 		b := p.full(h)
-		exps = append(exps, expiry{h.k, p.endBeforeCommit(h.k, false)})
-		ends = append(ends, subscribers.BindingEnd{Access: b.Access, VLAN: b.VLAN, MAC: b.MAC, Event: expiredEvent(h, b)})
-	}
-	if len(ends) == 0 {
-		return 0
-	}
-	evs, err := p.store.EndBindings(ends)
-	// Unconditional ends: evs[i] is ends[i]'s, for those committed.
-	for i, ev := range evs {
-		p.endedAfterCommit(exps[i].sk, nil, ev, exps[i].had)
+		return subscribers.BindingEnd{Access: b.Access, VLAN: b.VLAN, MAC: b.MAC, Event: expiredEvent(h, b)}, true
+	}, func(sk subKey, _ subscribers.BindingEnd, ev subscribers.Event, had bool) {
+		p.endedAfterCommit(sk, nil, ev, had)
 		p.count("expired")
-	}
-	if err != nil {
-		p.storeError("dhcp: expiries not committed; their bindings unchanged", "bindings", len(ends)-len(evs),
-			"first_mac", binding.MACString(exps[len(evs)].sk.mac), "err", err)
-	}
-	return len(evs)
+	})
 }
 
 // expiredEvent is the expired event of h's binding b, whose lease ran
