@@ -90,10 +90,18 @@ func (l *LimitListener) refuse(c net.Conn) {
 		c.Close()
 		return
 	}
-	if l.refusing.Add(1) > maxRefusing {
-		l.refusing.Add(-1)
-		c.Close()
-		return
+	// Taken only below the bound, so that Refusing never reads past it:
+	// an Add(1) undone when over the bound showed maxRefusing+1 for a
+	// moment (a CI run's TestRefusedFloodBounded read 65).
+	for {
+		n := l.refusing.Load()
+		if n >= maxRefusing {
+			c.Close()
+			return
+		}
+		if l.refusing.CompareAndSwap(n, n+1) {
+			break
+		}
 	}
 	go func() {
 		defer l.refusing.Add(-1)
