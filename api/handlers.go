@@ -46,9 +46,13 @@ func pageOf[T any](p tenants.Page[T]) list[T] {
 // emptyOK (v keeps its zero value).
 func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) bool {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
+		mt, params, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && mt != "application/merge-patch+json") {
 			s.problem(w, r, "unsupported-media", fmt.Sprintf("send application/json, not %q", ct))
+			return false
+		}
+		if msg := charsetProblem(params); msg != "" {
+			s.problem(w, r, "unsupported-media", msg)
 			return false
 		}
 	}
@@ -102,6 +106,18 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any, empty
 		s.problem(w, r, "bad-request", jsonErrorText(err, "the body"))
 	}
 	return false
+}
+
+// charsetProblem says why a body declared in params' charset is refused,
+// or "" when it is not: JSON text is UTF-8 (RFC 8259 §8.1), so a charset
+// parameter other than UTF-8 (utf-8 in any case, or its common misspelling
+// utf8) names bytes the server would misread. Absent is UTF-8.
+func charsetProblem(params map[string]string) string {
+	cs, ok := params["charset"]
+	if !ok || strings.EqualFold(cs, "utf-8") || strings.EqualFold(cs, "utf8") {
+		return ""
+	}
+	return fmt.Sprintf("charset %q: JSON text is UTF-8 (RFC 8259 §8.1); send the body as UTF-8, with charset=utf-8 or no charset", cs)
 }
 
 // jsonErrorText says what is wrong with a JSON value encoding/json

@@ -129,12 +129,16 @@ func (s *Server) importDevices(w http.ResponseWriter, r *http.Request, c *call) 
 // errors are in the lines.
 func serveImport[In, Res any](s *Server, w http.ResponseWriter, r *http.Request, spec importSpec[In, Res]) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
+		mt, params, err := mime.ParseMediaType(ct)
 		if err != nil || !importTypes[mt] {
 			// Accept-Post (registered with IANA, W3C LDP §7.1) names
 			// them for a client that reads headers.
 			w.Header().Set("Accept-Post", importAcceptPost)
 			s.problem(w, r, "unsupported-media", fmt.Sprintf("send one JSON %s per line as %s, not %q", spec.noun, importTypeList, ct))
+			return
+		}
+		if msg := charsetProblem(params); msg != "" {
+			s.problem(w, r, "unsupported-media", msg)
 			return
 		}
 	}
