@@ -105,6 +105,8 @@ func (t *Tenants) ImportCustomer(ctx context.Context, a Actor, isp string, line 
 // created or changed: reruns are safe (an identical line is "unchanged" and writes
 // nothing). Plaintext passwords are hashed before the writer lock, at most
 // GOMAXPROCS - 1 at a time, at least one (auth's cap); pre-hashed lines cost no hashing.
+// A customer twice in one batch is refused on its later line, the error
+// naming both lines (the API sends a repeat in the next batch instead).
 func (t *Tenants) ImportCustomers(ctx context.Context, a Actor, isp string, first int, ins []CustomerInput) []ImportResult {
 	res := make([]ImportResult, len(ins))
 	recs := make([]subscribers.Customer, len(ins))
@@ -124,7 +126,7 @@ func (t *Tenants) ImportCustomers(ctx context.Context, a Actor, isp string, firs
 	seen := make(map[string]int, len(ins))
 	for i, in := range ins {
 		if j, dup := seen[in.ID]; dup {
-			fail(i, fmt.Errorf("%w: customer %q is also on line %d of this batch", ErrInvalid, in.ID, first+j))
+			fail(i, fmt.Errorf("%w: customer %q at line %d repeats line %d of this batch", ErrInvalid, in.ID, first+i, first+j))
 			continue
 		}
 		seen[in.ID] = i

@@ -28,8 +28,8 @@ type DeviceImportResult struct {
 // modems) go in at thousands a second, where one attach a transaction
 // took about a millisecond each (100k in 114 s: a trial). first is the
 // line number of ins[0]; one result per line, in order. A MAC twice in
-// one batch is refused on its second line (the API sends it in the next
-// batch). A line refused leaves the others; a store error fails every
+// one batch is refused on its second line, the error naming both lines
+// (the API sends it in the next batch). A line refused leaves the others; a store error fails every
 // line the batch would have written.
 func (t *Tenants) ImportDevices(ctx context.Context, a Actor, isp string, first int, ins []DeviceInput) []DeviceImportResult {
 	failpoint.Hit(failpoint.TenantImportBeforeBatch)
@@ -62,7 +62,7 @@ func (t *Tenants) ImportDevices(ctx context.Context, a Actor, isp string, first 
 		}
 		res[i].MAC = macString(mac)
 		if j, dup := seen[mac]; dup {
-			fail(i, fmt.Errorf("%w: device %s is also on line %d of this batch", ErrInvalid, res[i].MAC, first+j))
+			fail(i, fmt.Errorf("%w: device %s at line %d repeats line %d of this batch", ErrInvalid, res[i].MAC, first+i, first+j))
 			continue
 		}
 		seen[mac] = i

@@ -82,7 +82,7 @@ func TestImportDevices(t *testing.T) {
 		}
 	}
 	// Each error's wording is the single attach's.
-	if !strings.Contains(res[1].Error, "device limit") || !strings.Contains(res[2].Error, "also on line 7") ||
+	if !strings.Contains(res[1].Error, "device limit") || !strings.Contains(res[2].Error, "device 02:00:00:00:00:01 at line 9 repeats line 7 ") ||
 		!strings.Contains(res[5].Error, "ask the operator") || !strings.Contains(res[6].Error, "customer nobody") {
 		t.Errorf("errors: %q | %q | %q | %q", res[1].Error, res[2].Error, res[5].Error, res[6].Error)
 	}

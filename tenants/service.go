@@ -21,7 +21,9 @@ type Service interface {
 	// safe: an identical line is "unchanged").
 	ImportCustomer(ctx context.Context, a Actor, isp string, line int, in CustomerInput) ImportResult
 	// ImportCustomers upserts a batch of lines (first: the line number
-	// of ins[0]) in one transaction; one result per line, in order.
+	// of ins[0]) in one transaction; one result per line, in order. A
+	// customer twice in one batch is refused on its later line, the
+	// error naming both lines.
 	ImportCustomers(ctx context.Context, a Actor, isp string, first int, ins []CustomerInput) []ImportResult
 	Customer(ctx context.Context, isp, id string) (Customer, error)
 	Customers(ctx context.Context, isp string, o ListOptions) (Page[Customer], error)
