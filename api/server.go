@@ -151,12 +151,11 @@ func (s *Server) buildMux() http.Handler {
 			allow += ", HEAD"
 		}
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Allow", allow)
-			s.answerOther(w, r, "method-not-allowed", fmt.Sprintf("%s is not allowed here (allowed: %s)", r.Method, allow))
+			s.answerOther(w, r, "method-not-allowed", fmt.Sprintf("%s is not allowed here (allowed: %s)", r.Method, allow), allow)
 		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.answerOther(w, r, "not-found", "no such endpoint (see docs/API.md)")
+		s.answerOther(w, r, "not-found", "no such endpoint (see docs/API.md)", "")
 	})
 	// A path not in canonical form (an empty or dot segment, a trailing
 	// slash): 404 as a problem, naming the canonical one. ServeMux would
@@ -165,7 +164,7 @@ func (s *Server) buildMux() http.Handler {
 	// token, nor parse.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p := r.URL.EscapedPath(); p != "/" && path.Clean(p) != p {
-			s.answerOther(w, r, "not-found", fmt.Sprintf("no such endpoint: %q is not a canonical path (%q may be the one meant)", p, path.Clean(p)))
+			s.answerOther(w, r, "not-found", fmt.Sprintf("no such endpoint: %q is not a canonical path (%q may be the one meant)", p, path.Clean(p)), "")
 			return
 		}
 		mux.ServeHTTP(w, r)
@@ -173,13 +172,25 @@ func (s *Server) buildMux() http.Handler {
 }
 
 // answerOther answers a request no route takes with the problem typ,
-// detail, its request id set and its answer counted as RouteOther's.
-func (s *Server) answerOther(w http.ResponseWriter, r *http.Request, typ, detail string) {
+// detail (and an Allow header of allow, if not ""), its request id set and
+// its answer counted as RouteOther's. A request without a token the box
+// knows is answered as on any route (401, or 400 for a malformed
+// header) before that: a 404 or 405 would tell a caller without a token
+// which paths are routes.
+func (s *Server) answerOther(w http.ResponseWriter, r *http.Request, typ, detail, allow string) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	setRequestID(sw, r)
+	defer func() { s.reqs.record(RouteOther, sw.code(), time.Since(start)) }()
+	if r.Context().Value(socketKey{}) == nil {
+		if _, _, ok := s.authenticate(sw, r); !ok {
+			return
+		}
+	}
+	if allow != "" {
+		sw.Header().Set("Allow", allow)
+	}
 	s.problem(sw, r, typ, detail)
-	s.reqs.record(RouteOther, sw.code(), time.Since(start))
 }
 
 // call is what a handler knows about its request.
@@ -298,24 +309,8 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt Route, id 
 		}
 		return c, true
 	}
-	// RFC 6750 §3.1: a malformed header is 400 invalid_request; no
-	// bearer token 401 with the challenge alone; an unknown one 401
-	// invalid_token. A known token is accepted whatever its characters
-	// (bearer).
-	tok, malformed := bearer(r)
-	p, ok := s.tokens.Lookup(tok)
-	switch {
-	case ok:
-	case malformed != "":
-		w.Header().Set("WWW-Authenticate", invalidRequest)
-		s.problem(w, r, "malformed-authorization", malformed)
-		return c, false
-	case tok == "":
-		s.problem(w, r, "unauthorized", "send Authorization: Bearer <token>")
-		return c, false
-	default:
-		w.Header().Set("WWW-Authenticate", invalidToken)
-		s.problem(w, r, "unauthorized", "unknown token")
+	p, tok, ok := s.authenticate(w, r)
+	if !ok {
 		return c, false
 	}
 	c.p, c.tok = p, tok
@@ -362,6 +357,29 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt Route, id 
 		c.isp = isp
 	}
 	return c, true
+}
+
+// authenticate returns the principal of the request's bearer token and
+// the token, or answers the problem and returns false. RFC 6750 §3.1: a
+// malformed header is 400 invalid_request; no bearer token 401 with the
+// challenge alone; an unknown one 401 invalid_token. A known token is
+// accepted whatever its characters (bearer).
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Principal, string, bool) {
+	tok, malformed := bearer(r)
+	p, ok := s.tokens.Lookup(tok)
+	switch {
+	case ok:
+		return p, tok, true
+	case malformed != "":
+		w.Header().Set("WWW-Authenticate", invalidRequest)
+		s.problem(w, r, "malformed-authorization", malformed)
+	case tok == "":
+		s.problem(w, r, "unauthorized", "send Authorization: Bearer <token>")
+	default:
+		w.Header().Set("WWW-Authenticate", invalidToken)
+		s.problem(w, r, "unauthorized", "unknown token")
+	}
+	return auth.Principal{}, "", false
 }
 
 // statusWriter remembers the status sent. It forwards Flush and Unwrap so

@@ -8,7 +8,8 @@ import (
 	"github.com/ispmux/ispmux/internal/histo"
 )
 
-// RouteOther is the route of requests that matched no route (404, 405).
+// RouteOther is the route of requests that matched no route (404, 405;
+// 401 or 400 to one without a known token).
 const RouteOther = "other"
 
 // requestStats counts the API's requests by route and status, and times
