@@ -488,6 +488,7 @@ func (c *Config) Summary() string {
 		if p.VSS != "" {
 			fmt.Fprintf(&b, ", vss %q", p.VSS)
 		}
+		b.WriteString(p.webhookSummary())
 		fmt.Fprintf(&b, ", %d subscriber(s)\n", perISP[i])
 	}
 	if p := c.Portal; p.Enabled {

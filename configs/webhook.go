@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -113,4 +114,30 @@ func (v *validator) webhooks() {
 			}
 		}
 	}
+}
+
+// webhookSummary is the ISP's webhook for Summary (", webhook to
+// https://hooks.example (retry max 5m0s)"; "" without one): where its
+// events go, its back-off cap, its CA file and webhook_insecure if set.
+// The URL is shown by its scheme and host only: a receiver's path or
+// query may hold a credential of its own, and check's output is pasted
+// into tickets.
+func (p *ISP) webhookSummary() string {
+	if p.WebhookURL == "" {
+		return ""
+	}
+	to := "(not a URL)"
+	if u, err := url.Parse(p.WebhookURL); err == nil {
+		to = u.Scheme + "://" + u.Host
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, ", webhook to %s (retry max %s", to, p.WebhookRetryMaxDur)
+	if p.WebhookCAFile != "" {
+		fmt.Fprintf(&b, ", ca %s", p.WebhookCAFile)
+	}
+	if p.WebhookInsecure {
+		b.WriteString(", insecure")
+	}
+	b.WriteString(")")
+	return b.String()
 }
