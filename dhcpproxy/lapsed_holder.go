@@ -33,7 +33,7 @@ import (
 // that address: read without its stripe, checked again under it
 // (endLapsedHolder).
 func (p *Proxy) lapsedHolder(holder binding.Binding) (held, bool) {
-	sk := subKey{circuitKey{holder.Port, holder.VLAN}, holder.MAC}
+	sk := holderKey(holder)
 	l, ok := p.leases.get(sk)
 	if !ok || l.isp != holder.ISP || l.addr() != holder.IP || l.endsAfter(time.Now()) {
 		return held{}, false
@@ -82,7 +82,15 @@ func lapsedCID(h held) bool { return !h.l.endsAfter(time.Now()) }
 // address, is unended (the lapsed holder whose end the store refused at
 // an earlier pass: endLapsedHolder) and still holds that lease.
 func (p *Proxy) isUnended(holder binding.Binding, unended held) bool {
-	sk := subKey{circuitKey{holder.Port, holder.VLAN}, holder.MAC}
+	sk := holderKey(holder)
 	l, ok := p.leases.get(sk)
 	return ok && held{sk, l}.is(unended)
+}
+
+// holderKey is the lease-table key of holder, a DHCP subscriber the
+// tables say holds an address (its access circuit and MAC): what
+// lapsedHolder and isUnended look it up by, the same key for the same
+// holder in bindOnce's one pass.
+func holderKey(holder binding.Binding) subKey {
+	return subKey{circuitKey{holder.Port, holder.VLAN}, holder.MAC}
 }
