@@ -3,9 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/xml"
 	"errors"
@@ -14,7 +12,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -25,7 +22,6 @@ import (
 
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/datapath"
-	"github.com/ispmux/ispmux/internal/privtest"
 	"github.com/ispmux/ispmux/lab"
 )
 
@@ -790,18 +786,7 @@ func TestMACRewriter(t *testing.T) {
 // search; all must forward, and the JSON must carry every promised key. It
 // asserts no speed figure (this machine is shared and noisy).
 func TestForwardLab(t *testing.T) {
-	privtest.Lab(t) // network namespaces, XDP: root, and not in -short
-	dir := t.TempDir()
-	exe := filepath.Join(dir, "ispmux")
-	build := exec.Command("go", "build", "-o", exe, "github.com/ispmux/ispmux/cmd/ispmux")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	id := make([]byte, 2)
-	if _, err := rand.Read(id); err != nil {
-		t.Fatal(err)
-	}
-	labID := "bt" + hex.EncodeToString(id)
+	dir, exe, labID := newBenchLab(t, "bt") // network namespaces, XDP: root, and not in -short
 	outDir := filepath.Join(dir, "out")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -841,14 +826,7 @@ func TestForwardLab(t *testing.T) {
 	if gap := stderr.longestGap(); gap > 5*time.Second {
 		t.Errorf("no progress line for %v (want ≤ 5 s)", gap)
 	}
-	// The lab is gone.
-	out, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(string(out), labID+"-") {
-		t.Errorf("lab %s left behind:\n%s", labID, out)
-	}
+	checkLabGone(t, labID)
 }
 
 // lineTimes is an io.Writer that keeps what is written and when each

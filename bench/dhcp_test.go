@@ -3,12 +3,9 @@ package bench
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,7 +14,6 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/ispmux/ispmux/internal/privtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -413,18 +409,7 @@ func TestDHCPResultOutputs(t *testing.T) {
 // TestDHCPLab runs the whole benchmark, small. It needs root; CI runs it
 // as root.
 func TestDHCPLab(t *testing.T) {
-	privtest.Lab(t) // network namespaces, XDP, AF_PACKET: root, and not in -short
-	dir := t.TempDir()
-	exe := filepath.Join(dir, "ispmux")
-	build := exec.Command("go", "build", "-o", exe, "github.com/ispmux/ispmux/cmd/ispmux")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	id := make([]byte, 2)
-	if _, err := rand.Read(id); err != nil {
-		t.Fatal(err)
-	}
-	labID := "bd" + hex.EncodeToString(id)
+	dir, exe, labID := newBenchLab(t, "bd") // network namespaces, XDP, AF_PACKET: root, and not in -short
 	outDir := filepath.Join(dir, "out")
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
@@ -495,11 +480,5 @@ func TestDHCPLab(t *testing.T) {
 			t.Errorf("%s: %v", f, err)
 		}
 	}
-	out, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(string(out), labID+"-") {
-		t.Errorf("lab %s left behind:\n%s", labID, out)
-	}
+	checkLabGone(t, labID)
 }

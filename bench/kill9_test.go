@@ -3,17 +3,13 @@ package bench
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/ispmux/ispmux/internal/privtest"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -126,21 +122,12 @@ func TestKill9CheckFindsViolations(t *testing.T) {
 // acknowledged binding lost, none released or revoked back, and the churn
 // did reach ispmux (bindings made, released and revoked between crashes).
 func TestKill9Lab(t *testing.T) {
-	privtest.Lab(t)
-	dir := t.TempDir()
-	exe := filepath.Join(dir, "ispmux")
-	if out, err := exec.Command("go", "build", "-o", exe, "github.com/ispmux/ispmux/cmd/ispmux").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	id := make([]byte, 2)
-	if _, err := rand.Read(id); err != nil {
-		t.Fatal(err)
-	}
+	dir, exe, labID := newBenchLab(t, "k9")
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	err := Main(ctx, []string{"kill9", "--subscribers", "100000", "--crashes", "5", "--clean-every", "5", "--json",
-		"--id", "k9" + hex.EncodeToString(id), "--out", filepath.Join(dir, "out"), "--exe", exe}, &stdout, &stderr)
+		"--id", labID, "--out", filepath.Join(dir, "out"), "--exe", exe}, &stdout, &stderr)
 	t.Logf("stderr:\n%s", stderr.String())
 	if err != nil {
 		t.Fatalf("bench kill9: %v", err)

@@ -3,18 +3,13 @@ package bench
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/ispmux/ispmux/internal/privtest"
 )
 
 func TestLinearity(t *testing.T) {
@@ -156,17 +151,7 @@ func TestScaleReport(t *testing.T) {
 // 6× for 4× the subscribers (issue 11; it grew quadratically). No absolute
 // time is asserted: the machine is shared.
 func TestScaleLab(t *testing.T) {
-	privtest.Lab(t)
-	dir := t.TempDir()
-	exe := filepath.Join(dir, "ispmux")
-	if out, err := exec.Command("go", "build", "-o", exe, "github.com/ispmux/ispmux/cmd/ispmux").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	id := make([]byte, 2)
-	if _, err := rand.Read(id); err != nil {
-		t.Fatal(err)
-	}
-	labID := "sc" + hex.EncodeToString(id)
+	dir, exe, labID := newBenchLab(t, "sc")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
