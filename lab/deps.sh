@@ -32,6 +32,7 @@ need dhcpd isc-dhcp-server
 need promtool prometheus
 need node nodejs
 need npm npm
+need python3 python3
 if [ -z "$missing" ]; then
 	echo "lab deps: all present"
 	exit 0

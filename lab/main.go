@@ -212,6 +212,7 @@ var Packages = map[string]string{
 	"promtool":   "prometheus",      // the metrics tests check the suggested alert rules and /metrics with it (the server is not run)
 	"node":       "nodejs",          // api's OpenAPI tests run their checker (api/testdata/openapi) with it
 	"npm":        "npm",             // ... and install its pinned packages with it (make tools)
+	"python3":    "python3",         // docs/API.md's example webhook receiver (webhooks' test runs it); a port holder (appliance)
 }
 
 // MissingPackages returns the Debian packages whose binaries are missing.
