@@ -60,14 +60,24 @@ func TestDocsPythonReceiver(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "hook.py"), src, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(py, "hook.py")
+	// hook.py runs as `python3 hook.py` would run it (runpy, as
+	// __main__), beside a thread that ends the process when its stdin,
+	// a pipe this process holds, reaches EOF: a test binary that dies
+	// without its cleanups (-timeout's panic, a kill) left the receiver
+	// serving on its port for good.
+	cmd := exec.Command(py, "-c", watchdogPy)
 	cmd.Dir = dir
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		_ = stdin.Close()
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		if t.Failed() {
@@ -132,3 +142,11 @@ func TestDocsPythonReceiver(t *testing.T) {
 		}
 	}
 }
+
+// watchdogPy runs hook.py as __main__ and ends the process (os._exit)
+// when stdin reaches EOF: when the test binary holding its other end is
+// gone.
+const watchdogPy = `import os, runpy, sys, threading
+threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+runpy.run_path("hook.py", run_name="__main__")
+`
