@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
@@ -66,20 +67,27 @@ func (v *validator) webhooks() {
 			continue
 		}
 		https := false
+		// The errors name the URL as webhookShown does, never whole:
+		// its user info, path or query may hold the receiver's
+		// credential, and check's output is pasted into tickets.
 		if u, err := url.Parse(p.WebhookURL); err != nil {
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err // *url.Error quotes the whole URL
+			}
 			v.errorf(key+".webhook_url", "not a URL: %v", err)
 		} else {
 			switch {
 			case len(p.WebhookURL) > 2048:
 				v.errorf(key+".webhook_url", "longer than 2048 bytes")
 			case u.Scheme != "https" && u.Scheme != "http":
-				v.errorf(key+".webhook_url", "must be an https:// (or http://) URL, got %q", p.WebhookURL)
+				v.errorf(key+".webhook_url", "must be an https:// (or http://) URL, got scheme %q", u.Scheme)
 			case u.Host == "" || u.Hostname() == "":
-				v.errorf(key+".webhook_url", "has no host: %q", p.WebhookURL)
+				v.errorf(key+".webhook_url", "has no host: %q", webhookShown(u))
 			case u.Fragment != "":
-				v.errorf(key+".webhook_url", "has a #fragment: %q", p.WebhookURL)
+				v.errorf(key+".webhook_url", "has a #fragment: %q", webhookShown(u)+"#…")
 			case u.Scheme == "http" && !p.WebhookInsecure && !IsLoopbackHost(u.Hostname()):
-				v.errorf(key+".webhook_url", "%q is http and its host is not loopback: use https (webhook_ca_file for a private CA), or webhook_insecure = true to send the events in clear text", p.WebhookURL)
+				v.errorf(key+".webhook_url", "%q is http and its host is not loopback: use https (webhook_ca_file for a private CA), or webhook_insecure = true to send the events in clear text", webhookShown(u))
 			default:
 				https = u.Scheme == "https"
 			}
@@ -114,6 +122,22 @@ func (v *validator) webhooks() {
 			}
 		}
 	}
+}
+
+// webhookShown is u as check's errors show it: its
+// scheme and host, then "/…" for a path other than "/" and "?…" for a
+// query. Its user info, path and query are left out: a receiver may take
+// a credential in any of them, and check's output is pasted into
+// tickets.
+func webhookShown(u *url.URL) string {
+	s := u.Scheme + "://" + u.Host
+	if u.Opaque != "" || (u.Path != "" && u.Path != "/") {
+		s += "/…"
+	}
+	if u.RawQuery != "" || u.ForceQuery {
+		s += "?…"
+	}
+	return s
 }
 
 // webhookSummary is the ISP's webhook for Summary (", webhook to

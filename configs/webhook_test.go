@@ -7,6 +7,27 @@ import (
 	"time"
 )
 
+// TestWebhookURLErrorsHideCredentials: check's errors for a bad
+// webhook_url name it without its user info, path or query (shown as
+// "/…" and "?…"), where a receiver may take a credential: check's output
+// is pasted into tickets, and its summary already left them out. They
+// quoted the whole URL (url.Parse's error too).
+func TestWebhookURLErrorsHideCredentials(t *testing.T) {
+	for _, c := range []struct{ url, want string }{
+		{"http://u:s3cret@203.0.113.5/s3cret?key=s3cret", `"http://203.0.113.5/…?…" is http and its host is not loopback`},
+		{"ftp://u:s3cret@hooks.example/s3cret?key=s3cret", `must be an https:// (or http://) URL, got scheme "ftp"`},
+		{"https://u:s3cret@/s3cret?key=s3cret", `has no host: "https:///…?…"`},
+		{"https://hooks.example/s3cret?key=s3cret#s3cret", `has a #fragment: "https://hooks.example/…?…#…"`},
+		{"https://u:s3cret@hooks example/s3cret", `not a URL: invalid character " " in host name`},
+	} {
+		text := base + "webhook_url = \"" + c.url + "\"\nwebhook_secret_file = \"/s\"\n"
+		_, err := Parse("t.toml", []byte(text))
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: %v\nwant %s, without s3cret", c.url, err, c.want)
+		}
+	}
+}
+
 func TestWebhookErrors(t *testing.T) {
 	tests := []struct {
 		name string
@@ -14,9 +35,9 @@ func TestWebhookErrors(t *testing.T) {
 		want []string
 	}{
 		{"http to a non-loopback host", base + "webhook_url = \"http://203.0.113.5/hook\" #!A\nwebhook_secret_file = \"/etc/ispmux/alpha.whsec\"\n",
-			[]string{`A isp[0].webhook_url: "http://203.0.113.5/hook" is http and its host is not loopback`}},
+			[]string{`A isp[0].webhook_url: "http://203.0.113.5/…" is http and its host is not loopback`}},
 		{"http to a name", base + "webhook_url = \"http://hooks.example/x\" #!A\nwebhook_secret_file = \"/s\"\n",
-			[]string{`A isp[0].webhook_url: "http://hooks.example/x" is http and its host is not loopback`}},
+			[]string{`A isp[0].webhook_url: "http://hooks.example/…" is http and its host is not loopback`}},
 		{"not http", base + "webhook_url = \"ftp://hooks.example/x\" #!A\nwebhook_secret_file = \"/s\"\n",
 			[]string{`A isp[0].webhook_url: must be an https:// (or http://) URL`}},
 		{"relative url", base + "webhook_url = \"/hook\" #!A\nwebhook_secret_file = \"/s\"\n",
