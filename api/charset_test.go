@@ -8,7 +8,8 @@ import (
 
 // TestJSONCharset: JSON text is UTF-8 (RFC 8259 §8.1), so a body or an
 // import declared in another charset is 415, naming the charset, and
-// reaches no Service call; UTF-8 declared in any case (or as utf8) is
+// reaches no Service call; UTF-8 declared in any case (or as utf8), or
+// US-ASCII (a subset), is
 // taken as no charset is.
 func TestJSONCharset(t *testing.T) {
 	f := newFixture(t)
@@ -34,7 +35,7 @@ func TestJSONCharset(t *testing.T) {
 				t.Errorf("%s %s: the Service was called (%d calls, was %d)", rt.path, ct, got, calls)
 			}
 		}
-		for _, cs := range []string{"", "; charset=utf-8", "; charset=UTF-8", "; charset=utf8", `; charset="utf-8"`} {
+		for _, cs := range []string{"", "; charset=utf-8", "; charset=UTF-8", "; charset=utf8", `; charset="utf-8"`, "; charset=us-ascii", "; charset=US-ASCII"} {
 			n++
 			ct := rt.mt + cs
 			w := f.do("POST", rt.path, "alpha", fmt.Sprintf(rt.body, n), "Content-Type", ct)

@@ -111,11 +111,18 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any, empty
 // charsetProblem says why a body declared in params' charset is refused,
 // or "" when it is not: JSON text is UTF-8 (RFC 8259 §8.1), so a charset
 // parameter other than UTF-8 (utf-8 in any case, or its common misspelling
-// utf8) names bytes the server would misread. Absent is UTF-8.
+// utf8) names bytes the server would misread. Absent is UTF-8. US-ASCII
+// (us-ascii, ascii) is taken too: ASCII text is UTF-8 as it stands, and a
+// byte above 0x7F in it is judged as UTF-8 like any body's.
 func charsetProblem(params map[string]string) string {
 	cs, ok := params["charset"]
-	if !ok || strings.EqualFold(cs, "utf-8") || strings.EqualFold(cs, "utf8") {
+	if !ok {
 		return ""
+	}
+	for _, utf := range []string{"utf-8", "utf8", "us-ascii", "ascii"} {
+		if strings.EqualFold(cs, utf) {
+			return ""
+		}
 	}
 	return fmt.Sprintf("charset %q: JSON text is UTF-8 (RFC 8259 §8.1); send the body as UTF-8, with charset=utf-8 or no charset", cs)
 }
