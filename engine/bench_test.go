@@ -261,3 +261,72 @@ func FuzzProcess(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkPipelineCold is BenchmarkPipeline as a worker woken for a few
+// dozen frames at a time meets it (bench forward at 100k pps: ~20–30
+// frames a wake-up, with the wait's and the transmit's system calls in
+// between): batches of 32 frames from 256 subscribers in a table of the
+// default size (1M), with one system call (getpid) before each batch in
+// the sub-benchmarks "syscall", none in "hot". The engine's cost per
+// packet above the bare worker is 256 − bare of the same mode. On the
+// 2-CPU lab VM (8 alternated runs, load average 0.3) it was 17–20 ns hot
+// (two runs 38 and 48) and 24–29 with the system call (one 19): entering
+// the kernel once a batch costs the engine ~5–10 ns per packet more than
+// it costs the bare worker, what it touches once a batch being colder
+// after it; with the machine loaded (load average 3–5) the two spread
+// over each other (24–52 and 28–62, 4 runs). So the system calls alone
+// do not make the ~100 ns per packet by which ispmux's process exceeds
+// the bare forwarder's in bench forward's lab (docs/PERFORMANCE.md,
+// "ispmux above the bare forwarder").
+func BenchmarkPipelineCold(b *testing.B) {
+	const batch = 32
+	for _, mode := range []string{"hot", "syscall"} {
+		run := func(b *testing.B, h datapath.Handler, frame func(i int) []byte) {
+			const nt = 1 << 12
+			tmpl := make([][]byte, nt)
+			for i := range tmpl {
+				tmpl[i] = frame(i)
+			}
+			next := 0
+			acc := datapath.NewMemQueue(4096, 2048)
+			acc.Source = func(buf []byte) int {
+				n := copy(buf, tmpl[next&(nt-1)])
+				next++
+				return n
+			}
+			queues := []datapath.Queue{acc, datapath.NewMemQueue(4096, 2048), datapath.NewMemQueue(4096, 2048)}
+			w, err := datapath.NewWorker(0, queues, h, batch, time.Millisecond)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for done := 0; done < b.N; {
+				if mode == "syscall" {
+					unix.Getpid()
+				}
+				done += w.RunOnce()
+			}
+		}
+		b.Run(mode+"/bare", func(b *testing.B) {
+			run(b, bareHandler{}, func(i int) []byte {
+				k := i % 256
+				return udpFrame(b, uint64(0x021000000000)|uint64(k), accMAC, 0, netip.AddrFrom4(be4(0x64400000|uint32(k+1))).String(), "198.18.0.1", 64, 1024, 9)
+			})
+		})
+		b.Run(mode+"/256", func(b *testing.B) {
+			r := newRig(b, 1<<20)
+			r.resolve()
+			macs, ips := benchSubs(b, r, 256)
+			rng := rand.New(rand.NewPCG(1, 2))
+			run(b, r.s.NewProcessor(), func(int) []byte {
+				k := rng.IntN(256)
+				return udpFrame(b, macs[k], accMAC, 0, netip.AddrFrom4(be4(ips[k])).String(), "198.18.0.1", 64, 1024, 9)
+			})
+			b.StopTimer()
+			if c := r.s.Counters()[0]; c.Up < uint64(b.N) {
+				b.Fatalf("forwarded %d of %d (drops %v)", c.Up, b.N, c.Drops)
+			}
+		})
+	}
+}
