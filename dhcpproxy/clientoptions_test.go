@@ -113,3 +113,37 @@ func TestRapidACKUnasked(t *testing.T) {
 		}
 	}
 }
+
+// A message type (option 53) that is not one byte, empty or two (two
+// instances, concatenated by RFC 3396), is counted option_length, as
+// docs/OPERATIONS.md says ("message type 1 byte"), not no_message_type,
+// which it names a BOOTP message, one without option 53: a trial's
+// crafted DISCOVERs showed an operator no_message_type for both. Neither
+// is relayed; a message without option 53 is still no_message_type.
+func TestClientMessageTypeLength(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		val  []byte // nil: option 53 left out
+		want string
+	}{
+		{"empty message type", []byte{}, "option_length"},
+		{"two message types", []byte{1, 1}, "option_length"},
+		{"no message type", nil, "no_message_type"},
+	} {
+		r := newPRig(t)
+		m := discover(t, dhcpv4.WithHwAddr(mac(s1)))
+		if c.val == nil {
+			m.Options.Del(dhcpv4.OptionDHCPMessageType)
+		} else {
+			m.Options.Update(dhcpv4.OptGeneric(dhcpv4.OptionDHCPMessageType, c.val))
+		}
+		r.fromClient(m)
+		if sent := r.snd.take(); len(sent) != 0 {
+			t.Errorf("%s: %d frames sent, want none", c.name, len(sent))
+		}
+		cs := r.p.Counters()
+		if cs[c.want] != 1 || cs["option_length"]+cs["no_message_type"] != 1 {
+			t.Errorf("%s: option_length %d, no_message_type %d; want %s 1", c.name, cs["option_length"], cs["no_message_type"], c.want)
+		}
+	}
+}

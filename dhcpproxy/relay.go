@@ -134,10 +134,13 @@ func checkClient(m *dhcpv4.DHCPv4, mac []byte) error {
 		return errOverload
 	case m.HopCount >= maxHops:
 		return errHops
+	case !fixedLengths(m):
+		// Before the message type: one of the wrong length (two
+		// instances, concatenated) reads as none, but the message has
+		// one.
+		return errOptionLength
 	case m.MessageType() == dhcpv4.MessageTypeNone:
 		return errNoMessageType
-	case !fixedLengths(m):
-		return errOptionLength
 	}
 	switch m.MessageType() {
 	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeDecline,
