@@ -1648,3 +1648,56 @@ func (p *Proxy) config() Config {
 	c.Limits = p.Limits()
 	return c
 }
+
+// A broken client's message, refused before anything else, is a rejected
+// event saying why, as a forged one is (TestClientRefusalEventSaysWhy):
+// it was only counted, so a trial's device sending DISCOVERs with option
+// 52, a 5-byte option 54, no option 53, hops 16 or no END showed nothing
+// in ctl subscriber or ctl events, and the operator could not tell which
+// device the counters meant. A bound MAC's names its ISP and customer.
+func TestBrokenClientRefusalIsAnEvent(t *testing.T) {
+	bytesOf := func(mods ...dhcpv4.Modifier) func(t *testing.T) []byte {
+		return func(t *testing.T) []byte {
+			return discover(t, append([]dhcpv4.Modifier{dhcpv4.WithHwAddr(mac(s1))}, mods...)...).ToBytes()
+		}
+	}
+	for _, tt := range []struct {
+		name, want string
+		payload    func(t *testing.T) []byte
+	}{
+		{"malformed", "it does not parse as DHCP (an option overruns the message, or no END), or its hardware address is not Ethernet", func(t *testing.T) []byte {
+			b := discover(t, dhcpv4.WithHwAddr(mac(s1))).ToBytes()
+			return append(b[:240:240], 53, 1, 1, 61, 200, 1, 2) // option 61 overruns the message
+		}},
+		{"bootreply_from_client", "it is a BOOTREPLY (op 2), which only a server sends", bytesOf(func(d *dhcpv4.DHCPv4) { d.OpCode = dhcpv4.OpcodeBootReply })},
+		{"option_overload", "it carries option 52 (options in sname or file), which ispmux does not relay", bytesOf(dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionOptionOverload, []byte{1})))},
+		{"option_length", "an option has the wrong length", bytesOf(dhcpv4.WithGeneric(dhcpv4.OptionServerIdentifier, []byte{192, 0, 2, 1, 0}))},
+		{"no_message_type", "it has no message type (option 53): BOOTP, not served", bytesOf(func(d *dhcpv4.DHCPv4) { d.Options.Del(dhcpv4.OptionDHCPMessageType) })},
+		{"not_client_message", "its message type is not one a client sends (RFC 2131 table 2)", bytesOf(dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer))},
+		{"too_many_hops", "its hops field is 16 or more (RFC 1542)", bytesOf(func(d *dhcpv4.DHCPv4) { d.HopCount = 16 })},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := fib.UDPFrame(0xffffffffffff, 0x020000000101, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, tt.payload(t))
+			r := newPRig(t)
+			r.p.HandleFrame(accPort, f)
+			r.p.notes.wait()
+			if n := r.p.Counters()[tt.name]; n != 1 {
+				t.Errorf("counter %s %d, want 1", tt.name, n)
+			}
+			want := "DHCP message refused (" + tt.name + "): " + tt.want
+			evs := r.eventsOf(subscribers.EventRejected)
+			if len(evs) != 1 || !strings.HasPrefix(evs[0].Reason, want) || evs[0].ISP != "" {
+				t.Fatalf("events %+v, want one rejection %q naming no ISP", evs, want)
+			}
+			r2 := newPRig(t)
+			if got := r2.dora(s1, kea(t, time.Minute), nil); len(got) != 1 {
+				t.Fatalf("DORA: %v", got)
+			}
+			r2.p.HandleFrame(accPort, f)
+			r2.p.notes.wait()
+			if evs = r2.eventsOf(subscribers.EventRejected); len(evs) != 1 || evs[0].ISP != "alpha" || evs[0].Customer != "c-s1" {
+				t.Errorf("events %+v of a MAC bound here: want alpha's, customer c-s1", evs)
+			}
+		})
+	}
+}

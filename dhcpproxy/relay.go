@@ -46,8 +46,9 @@ var (
 )
 
 // clientRefusal is the rejected event's reason for a client message
-// checkClient refused with err (errChaddr, errClientOption82 or
-// errClientGiaddr): the counter's name, and what the message carried.
+// fromClient refused with err (one of checkClient's, or errMalformed for
+// one that does not parse): the counter's name, and what the message
+// carried.
 func clientRefusal(err error) string {
 	why := ""
 	switch err {
@@ -57,6 +58,20 @@ func clientRefusal(err error) string {
 		why = "it carries Option 82 (relay agent information), which only a relay adds"
 	case errClientGiaddr:
 		why = "it carries a relay agent address (giaddr), which only a relay sets"
+	case errMalformed:
+		why = "it does not parse as DHCP (an option overruns the message, or no END), or its hardware address is not Ethernet"
+	case errNotRequest:
+		why = "it is a BOOTREPLY (op 2), which only a server sends"
+	case errOverload:
+		why = "it carries option 52 (options in sname or file), which ispmux does not relay"
+	case errOptionLength:
+		why = "an option has the wrong length for its kind (RFC 2132: message type 1 byte; requested address, lease time, server identifier 4; maximum message size 2; client identifier at least 2)"
+	case errNoMessageType:
+		why = "it has no message type (option 53): BOOTP, not served"
+	case errNotClientType:
+		why = "its message type is not one a client sends (RFC 2131 table 2)"
+	case errHops:
+		why = "its hops field is 16 or more (RFC 1542)"
 	default:
 		return "DHCP message refused: " + err.Error()
 	}

@@ -29,30 +29,30 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		return
 	}
 	m, err := dhcpv4.FromBytes(payload)
-	if err != nil {
-		p.count(errMalformed.Error())
-		return
+	if err == nil {
+		err = checkClient(m, net.HardwareAddr(macBytes(pkt.Src)))
+	} else {
+		err = errMalformed
 	}
-	src := net.HardwareAddr(macBytes(pkt.Src))
-	if err := checkClient(m, src); err != nil {
+	if err != nil {
 		p.count(err.Error())
-		switch err {
-		case errChaddr, errClientOption82, errClientGiaddr:
-			// What a subscriber forging identities or posing as a
-			// relay sends: worth an event, not only a counter, and
-			// its ISP's when the MAC is registered (the ISP's event
-			// stream shows its customer's device doing it).
-			// Only for a MAC bound on this circuit: a forger elsewhere
-			// with a neighbour's MAC would otherwise put its refusals in
-			// the neighbour's ISP's stream and spend that ISP's budget.
-			subj := subject{mac: pkt.Src, access: c.Name}
-			if reg, ok := p.reg.Lookup(pkt.Src); ok {
-				if _, bound := p.leases.get(subKey{circuitKey{c.Port, c.VLAN}, pkt.Src}); bound {
-					subj = regSubject(pkt.Src, c, reg)
-				}
+		// Worth an event, not only a counter: what a subscriber
+		// forging identities or posing as a relay sends, and what a
+		// broken client sends, whose owner calls the operator, who
+		// finds the device's refusals in its events (ctl subscriber
+		// MAC); folded and budgeted as every refusal. Its ISP's when
+		// the MAC is registered (the ISP's event stream shows its
+		// customer's device doing it), but only for a MAC bound on
+		// this circuit: a forger elsewhere with a neighbour's MAC
+		// would otherwise put its refusals in the neighbour's ISP's
+		// stream and spend that ISP's budget.
+		subj := subject{mac: pkt.Src, access: c.Name}
+		if reg, ok := p.reg.Lookup(pkt.Src); ok {
+			if _, bound := p.leases.get(subKey{circuitKey{c.Port, c.VLAN}, pkt.Src}); bound {
+				subj = regSubject(pkt.Src, c, reg)
 			}
-			p.refuse(subscribers.EventRejected, subj, netip.Addr{}, clientRefusal(err))
 		}
+		p.refuse(subscribers.EventRejected, subj, netip.Addr{}, clientRefusal(err))
 		return
 	}
 	now := p.now()
