@@ -1,0 +1,103 @@
+// Package hugememtest tells the tests of internal/hugemem and its users
+// how a table's memory is backed: which of its pages are resident and
+// which of those are parts of transparent huge pages.
+package hugememtest
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io/fs"
+	"os"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+const page = 4 << 10
+
+// Pagemap and kpageflags bits (Documentation/admin-guide/mm/pagemap.rst).
+const (
+	pmPresent   = 1 << 63
+	pmPFN       = 1<<55 - 1
+	kpfTHP      = 1 << 22
+	kpfHead     = 1 << 15
+	kpfTail     = 1 << 16
+	kpfCompound = kpfHead | kpfTail
+)
+
+// Backing returns, for the 4 KiB pages b spans, how many there are, how
+// many are resident, and how many of those belong to a transparent huge
+// page. It reads /proc/self/pagemap and /proc/kpageflags, which give page
+// frames only to a privileged process: without them it skips tb.
+func Backing(tb testing.TB, b []byte) (pages, resident, huge int) {
+	tb.Helper()
+	pm, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		tb.Skipf("pagemap: %v", err)
+	}
+	defer pm.Close()
+	kf, err := os.Open("/proc/kpageflags")
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, fs.ErrNotExist) {
+		tb.Skipf("kpageflags: %v (run as root)", err)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer kf.Close()
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	var buf [8]byte
+	for a := start &^ (page - 1); a < start+uintptr(len(b)); a += page {
+		pages++
+		if _, err := pm.ReadAt(buf[:], int64(a/page*8)); err != nil {
+			tb.Fatal(err)
+		}
+		e := binary.LittleEndian.Uint64(buf[:])
+		if e&pmPresent == 0 {
+			continue
+		}
+		resident++
+		pfn := e & pmPFN
+		if pfn == 0 {
+			tb.Skip("pagemap hides page frames (run as root)")
+		}
+		if _, err := kf.ReadAt(buf[:], int64(pfn*8)); err != nil {
+			tb.Fatal(err)
+		}
+		if f := binary.LittleEndian.Uint64(buf[:]); f&kpfTHP != 0 && f&kpfCompound != 0 {
+			huge++
+		}
+	}
+	return pages, resident, huge
+}
+
+// RequireCollapse skips tb unless hugemem.Prepare collapses tables into
+// huge pages here: the THP mode is "always" or "madvise" and the kernel
+// has MADV_COLLAPSE (Linux 6.1), tried on a mapping of its own.
+func RequireCollapse(tb testing.TB) {
+	tb.Helper()
+	data, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	if err != nil {
+		tb.Skipf("THP mode: %v", err)
+	}
+	if !bytes.Contains(data, []byte("[always]")) && !bytes.Contains(data, []byte("[madvise]")) {
+		tb.Skipf("THP mode %q: no collapse", bytes.TrimSpace(data))
+	}
+	const huge = 2 << 20
+	m, err := unix.Mmap(-1, 0, 2*huge, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	start := uintptr(unsafe.Pointer(&m[0]))
+	off := int((start+huge-1)&^(huge-1) - start)
+	in := m[off : off+huge]
+	in[0] = 1
+	if err := unix.Madvise(in, unix.MADV_HUGEPAGE); err != nil {
+		tb.Skipf("MADV_HUGEPAGE: %v", err)
+	}
+	if err := unix.Madvise(in, unix.MADV_COLLAPSE); err == unix.EINVAL {
+		tb.Skip("kernel without MADV_COLLAPSE")
+	}
+}
