@@ -6,28 +6,20 @@ import (
 	"testing"
 	"unsafe"
 
-	"golang.org/x/sys/unix"
+	"github.com/ispmux/ispmux/internal/hugemem"
 )
 
 // floorSlot is 16 bytes, as a table slot (key, value).
 type floorSlot struct{ a, b uint64 }
 
 // newFloorTable returns n slots filled with random bits (every page really
-// backed, none the shared zero page), with transparent huge pages asked for
-// as package lfmap asks for them for a table of that size (≥ 4 MiB, the
-// 2 MiB-aligned interior, before first touch).
+// backed, none the shared zero page), its memory readied by
+// hugemem.Prepare as package lfmap's slot arrays are (on transparent huge
+// pages where the kernel allows: whatever lowers the table's cost is the
+// floor's too).
 func newFloorTable(n int, r *rand.Rand) []floorSlot {
 	t := make([]floorSlot, n)
-	if size := n * 16; size >= 4<<20 {
-		const huge = 2 << 20
-		start := uintptr(unsafe.Pointer(&t[0]))
-		lo := (start + huge - 1) &^ (huge - 1)
-		hi := (start + uintptr(size)) &^ (huge - 1)
-		if hi > lo {
-			b := unsafe.Slice((*byte)(unsafe.Pointer(&t[0])), size)
-			_ = unix.Madvise(b[lo-start:hi-start], unix.MADV_HUGEPAGE)
-		}
-	}
+	hugemem.Prepare(unsafe.Slice((*byte)(unsafe.Pointer(&t[0])), n*16))
 	for i := range t {
 		t[i] = floorSlot{r.Uint64(), r.Uint64()}
 	}
