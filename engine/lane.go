@@ -82,6 +82,14 @@ import (
 // 1M 62.1 → 59.7 and 61.3 → 58.5 (paired −2.4 and −2.5). At 1M that is
 // about 1.79× (floor + bare) from stop 48's 1.87, if it holds on a quiet
 // host: the 1.5× target still needs some 9 ns more.
+//
+// Not page walks: the tables on huge pages against 4 KiB pages, in one
+// process (internal/hugemem, which now collapses reused memory too), save
+// the pipeline at 1M 0.8–2.5 ns (median 1.6, 12 runs) and the memory
+// floor nearly as much (median 0.8, up to 2.4), so the ratio is unmoved
+// (1.88 → 1.90 in the quietest runs; docs/PERFORMANCE.md). The in-memory
+// ports' UMEM on huge pages: −3.3 to +1.6 ns over 11 runs, the bare
+// worker 0.7–1.2 ns slower; not kept.
 
 // roleLaneUp and roleLaneDown mark a frame laneKeys took, from a
 // subscriber and from an ISP: its MAC table or FIB key is in macKeys or
