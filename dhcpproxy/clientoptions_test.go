@@ -2,12 +2,14 @@ package dhcpproxy
 
 import (
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
+	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -144,6 +146,51 @@ func TestClientMessageTypeLength(t *testing.T) {
 		cs := r.p.Counters()
 		if cs[c.want] != 1 || cs["option_length"]+cs["no_message_type"] != 1 {
 			t.Errorf("%s: option_length %d, no_message_type %d; want %s 1", c.name, cs["option_length"], cs["no_message_type"], c.want)
+		}
+	}
+}
+
+// A refused client message's counter and event name what it is. A plain
+// BOOTP client's (RFC 951: its vendor area without the magic cookie, or
+// with it and no option 53) has no message type, not a malformed one; a
+// message type of 0, one byte, is no type a client sends, not a BOOTP
+// message; an op that is neither BOOTREQUEST nor BOOTREPLY is malformed,
+// not a BOOTREPLY. Each was refused, its event saying otherwise.
+func TestClientRefusalNamesWhatItIs(t *testing.T) {
+	bootp := func() []byte {
+		b := discover(t, dhcpv4.WithHwAddr(mac(s1))).ToBytes()[:236:236]
+		return append(b, make([]byte, 64)...) // RFC 951's vend: 64 bytes, no cookie
+	}
+	for _, c := range []struct {
+		name    string
+		payload func() []byte
+		want    string
+	}{
+		{"BOOTP without a cookie", bootp, "no_message_type"},
+		{"message type 0", func() []byte {
+			return discover(t, dhcpv4.WithHwAddr(mac(s1)), dhcpv4.WithGeneric(dhcpv4.OptionDHCPMessageType, []byte{0})).ToBytes()
+		}, "not_client_message"},
+		{"op 3", func() []byte {
+			b := discover(t, dhcpv4.WithHwAddr(mac(s1))).ToBytes()
+			b[0] = 3
+			return b
+		}, "malformed"},
+		{"op 2", func() []byte {
+			b := discover(t, dhcpv4.WithHwAddr(mac(s1))).ToBytes()
+			b[0] = 2
+			return b
+		}, "bootreply_from_client"},
+		{"short", func() []byte { return bootp()[:200] }, "malformed"},
+	} {
+		r := newPRig(t)
+		f := fib.UDPFrame(0xffffffffffff, 0x020000000101, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, c.payload())
+		r.p.HandleFrame(accPort, f)
+		if n := r.p.Counters()[c.want]; n != 1 {
+			t.Errorf("%s: counter %s %d, want 1", c.name, c.want, n)
+		}
+		evs := r.eventsOf(subscribers.EventRejected)
+		if want := "DHCP message refused (" + c.want + ")"; len(evs) != 1 || !strings.HasPrefix(evs[0].Reason, want) {
+			t.Errorf("%s: events %+v, want one %q", c.name, evs, want)
 		}
 	}
 }

@@ -1665,7 +1665,7 @@ func TestBrokenClientRefusalIsAnEvent(t *testing.T) {
 		name, want string
 		payload    func(t *testing.T) []byte
 	}{
-		{"malformed", "it does not parse as DHCP (an option overruns the message, or no END), or its hardware address is not Ethernet", func(t *testing.T) []byte {
+		{"malformed", "it does not parse as DHCP (shorter than 240 bytes, an option overrunning it, or no END), its op is neither BOOTREQUEST nor BOOTREPLY, or its hardware address is not Ethernet", func(t *testing.T) []byte {
 			b := discover(t, dhcpv4.WithHwAddr(mac(s1))).ToBytes()
 			return append(b[:240:240], 53, 1, 1, 61, 200, 1, 2) // option 61 overruns the message
 		}},

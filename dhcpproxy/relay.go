@@ -59,7 +59,7 @@ func clientRefusal(err error) string {
 	case errClientGiaddr:
 		why = "it carries a relay agent address (giaddr), which only a relay sets"
 	case errMalformed:
-		why = "it does not parse as DHCP (an option overruns the message, or no END), or its hardware address is not Ethernet"
+		why = "it does not parse as DHCP (shorter than 240 bytes, an option overrunning it, or no END), its op is neither BOOTREQUEST nor BOOTREPLY, or its hardware address is not Ethernet"
 	case errNotRequest:
 		why = "it is a BOOTREPLY (op 2), which only a server sends"
 	case errOverload:
@@ -76,6 +76,18 @@ func clientRefusal(err error) string {
 		return "DHCP message refused: " + err.Error()
 	}
 	return "DHCP message refused (" + err.Error() + "): " + why
+}
+
+// unparsed is why a client message dhcpv4.FromBytes refused is refused:
+// a plain BOOTP client's (RFC 951: a BOOTREQUEST whose vendor area does
+// not open with the magic cookie of RFC 1497's options) has no message
+// type, as one with the cookie and no option 53 has; any other is
+// malformed.
+func unparsed(b []byte) error {
+	if len(b) >= optionsStart && b[0] == byte(dhcpv4.OpcodeBootRequest) && !bytes.Equal(b[236:240], magicCookie[:]) {
+		return errNoMessageType
+	}
+	return errMalformed
 }
 
 // relayInfo is what ispmux asserts about a subscriber to its ISP.
@@ -131,6 +143,8 @@ func (r *relayInfo) encode() []byte {
 // the Ethernet source address of the frame that carried it.
 func checkClient(m *dhcpv4.DHCPv4, mac []byte) error {
 	switch {
+	case m.OpCode != dhcpv4.OpcodeBootRequest && m.OpCode != dhcpv4.OpcodeBootReply:
+		return errMalformed // no BOOTP op (RFC 951): not a BOOTREPLY either
 	case m.OpCode != dhcpv4.OpcodeBootRequest:
 		return errNotRequest
 	case len(m.ClientHWAddr) != 6 || m.HWType != 1:
@@ -154,7 +168,9 @@ func checkClient(m *dhcpv4.DHCPv4, mac []byte) error {
 		// instances, concatenated) reads as none, but the message has
 		// one.
 		return errOptionLength
-	case m.MessageType() == dhcpv4.MessageTypeNone:
+	case !m.Options.Has(dhcpv4.OptionDHCPMessageType):
+		// A BOOTP message. One of type 0 has a type, none a client
+		// sends (below).
 		return errNoMessageType
 	}
 	switch m.MessageType() {

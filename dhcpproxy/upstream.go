@@ -32,7 +32,7 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 	if err == nil {
 		err = checkClient(m, net.HardwareAddr(macBytes(pkt.Src)))
 	} else {
-		err = errMalformed
+		err = unparsed(payload)
 	}
 	if err != nil {
 		p.count(err.Error())
