@@ -194,3 +194,34 @@ func TestClientRefusalNamesWhatItIs(t *testing.T) {
 		}
 	}
 }
+
+// A subscriber's message refused before admission (malformed, forged, a
+// BOOTP client's) is no exchange with its ISP: it is counted by reason and
+// is a rejected event, folded and budgeted, but not the ISP's rejected
+// outcome, which IspmuxDHCPRefusals reads as the share of the ISP's
+// exchanges ispmux refused. Counted per message, one bound device's
+// broken or forged DHCP (a renewal with a 5-byte option 54, retried)
+// drove its ISP's refusal alert on its own.
+func TestClientRefusalIsNoISPOutcome(t *testing.T) {
+	r := newPRig(t)
+	if got := r.dora(s1, kea(t, time.Minute), nil); len(got) != 1 {
+		t.Fatalf("DORA: %v", got)
+	}
+	before := r.p.ISPCounters()[0].Outcomes
+	for i := range 100 {
+		m := discover(t, dhcpv4.WithHwAddr(mac(s1)))
+		if i%2 == 0 {
+			m.Options.Update(dhcpv4.OptGeneric(dhcpv4.OptionServerIdentifier, []byte{192, 0, 2, 1, 0}))
+		} else {
+			m.Options.Update(dhcpv4.OptGeneric(dhcpv4.OptionRelayAgentInformation, []byte{1, 1, 'x'}))
+		}
+		r.fromClient(m)
+	}
+	after := r.p.ISPCounters()[0].Outcomes
+	if after != before {
+		t.Errorf("alpha's outcomes %v after 100 refused messages of its subscriber, were %v", after, before)
+	}
+	if evs := r.eventsOf(subscribers.EventRejected); len(evs) != 2 || evs[0].ISP != "alpha" {
+		t.Errorf("events %+v: want two of alpha's (one per reason)", evs)
+	}
+}

@@ -205,7 +205,8 @@ func (p *Proxy) refuseMisplaced(s subject, reason string) {
 	p.note(subscribers.EventRejected, s, netip.Addr{}, reason)
 }
 
-// note records the refusal event of kind for s (refuse), within its
+// note records the refusal event of kind for s (refuse; alone, without
+// an ISP outcome, for a message refused before admission), within its
 // budget.
 func (p *Proxy) note(kind subscribers.EventKind, s subject, ip netip.Addr, reason string) {
 	budget := p.budgetOf(s)

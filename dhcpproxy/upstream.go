@@ -45,14 +45,17 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		// customer's device doing it), but only for a MAC bound on
 		// this circuit: a forger elsewhere with a neighbour's MAC
 		// would otherwise put its refusals in the neighbour's ISP's
-		// stream and spend that ISP's budget.
+		// stream and spend that ISP's budget. Not the ISP's rejected
+		// outcome: no exchange with it, and counted per message one
+		// device's broken or forged DHCP would drive the ISP's refusal
+		// ratio (IspmuxDHCPRefusals) on its own.
 		subj := subject{mac: pkt.Src, access: c.Name}
 		if reg, ok := p.reg.Lookup(pkt.Src); ok {
 			if _, bound := p.leases.get(subKey{circuitKey{c.Port, c.VLAN}, pkt.Src}); bound {
 				subj = regSubject(pkt.Src, c, reg)
 			}
 		}
-		p.refuse(subscribers.EventRejected, subj, netip.Addr{}, clientRefusal(err))
+		p.note(subscribers.EventRejected, subj, netip.Addr{}, clientRefusal(err))
 		return
 	}
 	now := p.now()
