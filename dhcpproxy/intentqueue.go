@@ -42,6 +42,10 @@ type intentQueue struct {
 	// them, with their time (sentAt's, or stale: dropped at the front).
 	sentOrder []sentMark
 	sentHead  int // sentOrder[:sentHead] is consumed
+	// peak is the most intents pending since the maps were last made:
+	// Go maps keep the buckets of their largest size, so once a backlog
+	// has gone the maps are made again (shrinkLocked).
+	peak int
 }
 
 // sentMark is an intent's message queued at at.
@@ -214,6 +218,7 @@ func (q *intentQueue) add(in subscribers.Intent, replay bool) {
 		return
 	}
 	q.pending[in.ID] = pendingIntent{in, replay}
+	q.peak = max(q.peak, len(q.pending))
 	mac := binding.MAC48(in.MAC)
 	q.byMAC[mac] = append(q.byMAC[mac], in.ID)
 	q.pushUnsentLocked(in)
@@ -236,6 +241,37 @@ func (q *intentQueue) done(id uint64) {
 	} else {
 		q.byMAC[mac] = ids
 	}
+	q.shrinkLocked()
+}
+
+// intentMapsKeep is the backlog below which the queue's maps are kept
+// whatever they once held.
+const intentMapsKeep = 4096
+
+// shrinkLocked makes the maps again, and the ISPs' queues of unsent IDs
+// far larger than what they hold, once the intents pending have fallen to
+// an eighth of their peak (of at least intentMapsKeep): a Go map keeps
+// the buckets of its largest size, so the maps of an ISP's 1M backlog
+// (one after an outage) held ~140 MB for good once it was sent (27 MB
+// after 200k: TestIntentMapsShrinkAfterBacklog). Each
+// copy costs at most an eighth of the deletions since the last one, so
+// it is linear over the completions.
+func (q *intentQueue) shrinkLocked() {
+	n := len(q.pending)
+	if q.peak < intentMapsKeep || n > q.peak/8 {
+		return
+	}
+	q.pending = maps.Collect(maps.All(q.pending))
+	q.byMAC = maps.Collect(maps.All(q.byMAC))
+	q.sending = maps.Collect(maps.All(q.sending))
+	q.sentAt = maps.Collect(maps.All(q.sentAt))
+	for isp, h := range q.toSend {
+		if c := cap(*h); c > intentMapsKeep && c > 4*len(*h) {
+			nh := append(make(idHeap, 0, 2*len(*h)), *h...)
+			q.toSend[isp] = &nh
+		}
+	}
+	q.peak = n
 }
 
 // unsent returns the intents whose message is not queued yet, oldest
