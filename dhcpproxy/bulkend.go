@@ -146,15 +146,17 @@ func (p *Proxy) revokeEach(hs []held, why func(h held) string) int {
 // holds two stripes at once) and held from plan's checks through the
 // commit to after's steps, for each end committed (with its event as
 // stored, and whether ispmux held a lease: endBeforeCommit): no ACK of a
-// subscriber commits between its check and its end. It returns how many
-// it ended (0 of them if the store refused: logged, what not committed).
+// subscriber commits between its check and its end. Each end the store
+// refused is undone (endRefused): its binding stands, and the ACK of a
+// renewal relayed before the batch binds it. It returns how many it
+// ended (0 of them if the store refused: logged, what not committed).
 func (p *Proxy) endBatch(hs []held, what string, plan func(h held) (subscribers.BindingEnd, bool),
 	after func(sk subKey, e subscribers.BindingEnd, ev subscribers.Event, had bool)) int {
 	idx := p.lockStripes(hs)
 	defer p.unlockStripes(idx)
 	type planned struct {
-		sk  subKey
-		had bool
+		sk   subKey
+		mark endMark
 	}
 	done := make([]planned, 0, len(hs))
 	ends := make([]subscribers.BindingEnd, 0, len(hs))
@@ -172,7 +174,13 @@ func (p *Proxy) endBatch(hs []held, what string, plan func(h held) (subscribers.
 	evs, err := p.store.EndBindings(ends)
 	// Unconditional ends: evs[i] is ends[i]'s, for those committed.
 	for i, ev := range evs {
-		after(done[i].sk, ends[i], ev, done[i].had)
+		p.endCommitted(done[i].sk, done[i].mark)
+		after(done[i].sk, ends[i], ev, done[i].mark.had)
+	}
+	// The rest were refused: their bindings stand, and an ACK of a
+	// renewal relayed before the batch binds (endRefused).
+	for _, d := range done[len(evs):] {
+		p.endRefused(d.sk, d.mark)
 	}
 	if err != nil {
 		p.storeError("dhcp: "+what+" not committed; their bindings unchanged", "bindings", len(ends)-len(evs),

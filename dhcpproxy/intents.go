@@ -159,8 +159,9 @@ func (p *Proxy) endBinding(sk subKey, access string, in *subscribers.Intent, e s
 }
 
 // endBindingLocked is endBinding with sk's stripe of subMu held. A
-// binding's end moves the subscriber to a new generation: an ACK of a
-// transaction started before it binds nothing (bindAndAck).
+// binding's end moves the subscriber to a new generation: once it is
+// committed, an ACK of a transaction started before it binds nothing
+// (bindAndAck); refused, it ends nothing.
 func (p *Proxy) endBindingLocked(sk subKey, access string, in *subscribers.Intent, e subscribers.Event) bool {
 	return p.endBindingTx(sk, access, in, e, in != nil)
 }
@@ -179,9 +180,10 @@ func (p *Proxy) endBindingKeepTx(sk subKey, access string, in *subscribers.Inten
 // endBindingTx is endBindingLocked, dropping the subscriber's
 // transactions in flight if drop.
 func (p *Proxy) endBindingTx(sk subKey, access string, in *subscribers.Intent, e subscribers.Event, drop bool) bool {
-	hadLease := p.endBeforeCommit(sk, drop)
+	mark := p.endBeforeCommit(sk, drop)
 	it, stored, _, err := p.store.EndBinding(access, sk.circuit.vlan, binding.MACBytes(sk.mac), in, e)
 	if err != nil {
+		p.endRefused(sk, mark)
 		p.storeError("dhcp: binding end not committed; nothing changed", "mac", binding.MACString(sk.mac), "event", e.Kind, "err", err)
 		return false
 	}
@@ -189,43 +191,9 @@ func (p *Proxy) endBindingTx(sk subKey, access string, in *subscribers.Intent, e
 	if in != nil {
 		stIn = &it
 	}
-	p.endedAfterCommit(sk, stIn, stored, hadLease)
+	p.endCommitted(sk, mark)
+	p.endedAfterCommit(sk, stIn, stored, mark.had)
 	return true
-}
-
-// endBeforeCommit is a binding end's steps before its commit, sk's
-// stripe held: the subscriber moves to a new generation and, if drop, its
-// transactions in flight are dropped (a RELEASE, DECLINE or revocation:
-// answers to them, a renewal sent just before, must not bind it again).
-// It reports whether ispmux holds a lease of sk.
-func (p *Proxy) endBeforeCommit(sk subKey, drop bool) bool {
-	p.leases.bumpGen(sk)
-	_, had := p.leases.get(sk)
-	if drop {
-		if n := p.tx.dropSub(sk); n > 0 {
-			p.count("transactions_dropped_at_end")
-		}
-	}
-	return had
-}
-
-// endedAfterCommit is a binding end's steps after its commit (of sk's
-// binding, with intent in as stored, nil if none, and the event ev as
-// stored), sk's stripe held: the lease and forwarding entry removed (had:
-// ispmux held a lease), the event logged, the intent queued and sent.
-func (p *Proxy) endedAfterCommit(sk subKey, in *subscribers.Intent, ev subscribers.Event, had bool) {
-	if in != nil {
-		failpoint.Hit(failpoint.EndAfterIntent)
-	}
-	if had {
-		p.leases.remove(sk)
-		p.tables.Unbind(sk.circuit.port, sk.circuit.vlan, sk.mac)
-	}
-	p.logEvent(ev)
-	if in != nil {
-		p.intents.add(*in, false)
-		p.sendIntent(pendingIntent{*in, false})
-	}
 }
 
 // sendIntent sends an intent's message to the servers of its ISP

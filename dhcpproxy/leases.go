@@ -176,10 +176,13 @@ type leaseTable struct {
 	perCircuit map[circuitKey]int
 	perISP     [256]int
 	// gen is each subscriber's generation, moved on by every end of its
-	// binding (bumpGen): a transaction remembers the generation it
-	// started in, and its ACK binds nothing in a later one. An entry
-	// not moved for genKeep is dropped (pruneGens): kept for good, every
-	// MAC ever ended stayed in it (random MACs: without bound).
+	// binding as it begins (bumpGen), before its commit: a transaction
+	// remembers the generation it started in, and its ACK binds nothing
+	// once an end begun in a later one is committed (commitGen,
+	// current). An end the store refused leaves it current: its binding
+	// stands. An entry not moved for genKeep is dropped (pruneGens):
+	// kept for good, every MAC ever ended stayed in it (random MACs:
+	// without bound).
 	gen       map[subKey]genEntry
 	genPruned time.Time
 	// exp orders the leases by end, for the expiry scan (expiry.go).
@@ -207,8 +210,13 @@ func (t *leaseTable) init() {
 
 // genEntry is a subscriber's generation and when it last moved.
 type genEntry struct {
-	n  uint64
-	at time.Time
+	// n is the generation: moved on by every end as it begins
+	// (bumpGen), committed or not.
+	n uint64
+	// ended is the generation of the last end committed (commitGen):
+	// a transaction begun in an older one is from before that end.
+	ended uint64
+	at    time.Time
 }
 
 // genKeep is how long a subscriber's generation is kept after it last
@@ -232,20 +240,57 @@ func (t *leaseTable) reserve(n int) {
 	t.exp = make(expiryHeap, 0, n+n/2)
 }
 
-// generation returns sk's generation.
+// generation returns sk's generation, the one a transaction begun now is
+// in.
 func (t *leaseTable) generation(sk subKey) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.gen[sk].n
 }
 
-// bumpGen moves sk to its next generation.
-func (t *leaseTable) bumpGen(sk subKey) {
+// current reports whether a transaction of sk begun in generation gen
+// is still current: no end of sk's binding begun after it (in a later
+// generation) has been committed. An end the store refused ends
+// nothing: a transaction begun before it (a renewal relayed just
+// before) is still current, and its ACK binds the binding that stands.
+// Called with sk's stripe of subMu held, which an end holds from its
+// bumpGen through its commit to its commitGen: an end under way is
+// never seen half done.
+func (t *leaseTable) current(sk subKey, gen uint64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return gen >= t.gen[sk].ended
+}
+
+// bumpGen moves sk to its next generation as an end of its binding
+// begins (before its commit), and returns it: the end's generation, for
+// commitGen. A transaction begun from now on (whose relay read the
+// generation without sk's stripe, while the end was being committed) is
+// in it, after the end: its message is relayed after the end's RELEASE
+// (sendAfterIntents) and its ACK may bind.
+func (t *leaseTable) bumpGen(sk subKey) uint64 {
 	now := time.Now()
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	e := t.gen[sk]
-	t.gen[sk] = genEntry{e.n + 1, now}
-	t.mu.Unlock()
+	e.n++
+	e.at = now
+	t.gen[sk] = e
+	return e.n
+}
+
+// commitGen records that the end of sk's binding begun in generation n
+// (bumpGen's) is committed: a transaction begun before it is no longer
+// current. Called with sk's stripe of subMu held since that bumpGen.
+func (t *leaseTable) commitGen(sk subKey, n uint64) {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.gen[sk]
+	e.n = max(e.n, n) // pruned since bumpGen (not within genKeep): never behind its end
+	e.ended = max(e.ended, n)
+	e.at = now
+	t.gen[sk] = e
 }
 
 // pruneGens drops, once a minute, the generations not moved for genKeep.

@@ -150,10 +150,12 @@ func (p *Proxy) bindOnce(t *txn, m *dhcpv4.DHCPv4, ack, opts, boot []byte, from 
 	c := t.circuit
 	mac := t.sub.mac
 	defer p.lockSub(mac).Unlock()
-	if p.leases.generation(t.sub) != gen {
-		// The subscriber's binding ended (its RELEASE, a revocation)
-		// after this transaction was relayed: the ISP processed the
-		// REQUEST first and the RELEASE after, and holds nothing.
+	if !p.leases.current(t.sub, gen) {
+		// The subscriber's binding ended (its RELEASE, a revocation:
+		// committed) after this transaction was relayed: the ISP
+		// processed the REQUEST first and the RELEASE after, and holds
+		// nothing. An end the store refused ended nothing: the ACK
+		// binds the binding that stands.
 		p.count("ack_after_end")
 		return
 	}

@@ -378,7 +378,7 @@ func (p *Proxy) endEach(ends []toEnd) error {
 func (p *Proxy) endStartBatch(ends []toEnd) error {
 	bes := make([]subscribers.BindingEnd, len(ends))
 	ins := make([]subscribers.Intent, len(ends))
-	had := make([]bool, len(ends))
+	marks := make([]endMark, len(ends))
 	for i := range ends {
 		e := &ends[i]
 		var in *subscribers.Intent
@@ -392,7 +392,7 @@ func (p *Proxy) endStartBatch(ends []toEnd) error {
 			// before the commit (endBeforeCommit), all the same.
 			in, ev = p.revocationEnd(e.b, e.why)
 			mu := p.lockSub(e.sk.mac)
-			had[i] = p.endBeforeCommit(e.sk, in != nil)
+			marks[i] = p.endBeforeCommit(e.sk, in != nil)
 			mu.Unlock()
 		}
 		if in != nil {
@@ -417,8 +417,16 @@ func (p *Proxy) endStartBatch(ends []toEnd) error {
 			continue
 		}
 		mu := p.lockSub(e.sk.mac)
-		p.revokedAfterCommit(e.sk, e.b.IP, in, ev, had[i])
+		p.endCommitted(e.sk, marks[i])
+		p.revokedAfterCommit(e.sk, e.b.IP, in, ev, marks[i].had)
 		mu.Unlock()
+	}
+	for i := len(evs); i < len(ends); i++ {
+		if e := &ends[i]; !e.noCircuit {
+			mu := p.lockSub(e.sk.mac)
+			p.endRefused(e.sk, marks[i])
+			mu.Unlock()
+		}
 	}
 	if err != nil {
 		e := &ends[len(evs)]

@@ -165,12 +165,19 @@ type txns struct {
 	perISP  [256]int
 	offered map[subKey]offer
 	rapid   map[pendKey]*rapidWin
+	// parked holds the transactions dropSub took from pending, of the
+	// subscribers whose binding's end is being committed: put back if
+	// the store refuses the end (unpark), forgotten once it is
+	// committed. An answer to one taken meanwhile (take, takeAck,
+	// abandon) forgets it here too: it is not put back.
+	parked map[pendKey]*txn
 }
 
 func (x *txns) init() {
 	x.pending = map[pendKey]*txn{}
 	x.offered = map[subKey]offer{}
 	x.rapid = map[pendKey]*rapidWin{}
+	x.parked = map[pendKey]*txn{}
 }
 
 // put stores t under pk, replacing any transaction there (another
@@ -203,6 +210,7 @@ func (x *txns) take(pk pendKey) *txn {
 	defer x.mu.Unlock()
 	t := x.pending[pk]
 	x.del(pk)
+	delete(x.parked, pk)
 	return t
 }
 
@@ -215,6 +223,9 @@ func (x *txns) takeAck(pk pendKey, t *txn, from, ip netip.Addr, until time.Time)
 	defer x.mu.Unlock()
 	if x.pending[pk] == t {
 		x.del(pk)
+	}
+	if x.parked[pk] == t {
+		delete(x.parked, pk)
 	}
 	if t.msgType == dhcpv4.MessageTypeDiscover && len(t.isp.Servers) > 1 {
 		x.rapid[pk] = &rapidWin{sub: t.sub, from: from, ip: ip, op82: t.op82, clientID: t.clientID, until: until,
@@ -296,26 +307,10 @@ func (x *txns) abandon(pk pendKey, t *txn) {
 	if x.pending[pk] == t {
 		x.del(pk)
 	}
-	x.mu.Unlock()
-}
-
-// dropSub forgets every transaction of subscriber sk (its binding ended by
-// its own RELEASE or DECLINE, or revoked): an answer to a REQUEST it sent
-// just before must not bind it again — the ISP processed that REQUEST
-// before the RELEASE and holds no lease any more. It returns how many it
-// dropped. Linear in the pending transactions (bounded by MaxPending).
-func (x *txns) dropSub(sk subKey) int {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	n := 0
-	for k, t := range x.pending {
-		if t.sub == sk {
-			x.del(k)
-			n++
-		}
+	if x.parked[pk] == t {
+		delete(x.parked, pk)
 	}
-	delete(x.offered, sk)
-	return n
+	x.mu.Unlock()
 }
 
 // oneShare is how much of a cap of max one of n sharers may hold: with

@@ -466,7 +466,7 @@ const (
 func (p *Proxy) sendAfterIntents(pk pendKey, t *txn, sk subKey, gen uint64, isp *ISP, gw uint64, mt dhcpv4.MessageType,
 	payload []byte, only netip.Addr, renewal bool) relayOutcome {
 	defer p.lockSub(sk.mac).Unlock()
-	if p.leases.generation(sk) != gen {
+	if !p.leases.current(sk, gen) {
 		p.count("relay_after_end")
 		p.tx.abandon(pk, t)
 		return relayEnded

@@ -1,0 +1,145 @@
+package dhcpproxy
+
+import (
+	"github.com/ispmux/ispmux/internal/failpoint"
+	"github.com/ispmux/ispmux/subscribers"
+)
+
+// A binding's end in memory, around its store commit (endBindingTx, and
+// the batches: endBatch, endStartBatch): endBeforeCommit, with the
+// subscriber's stripe of subMu held, moves its generation on and takes
+// its transactions; then endCommitted and endedAfterCommit once the end
+// is durable, or endRefused, which leaves the binding and its exchanges
+// in flight as they were, if the store refused it.
+
+// endMark is what endBeforeCommit did, for endCommitted or endRefused.
+type endMark struct {
+	gen     uint64      // the end's generation (bumpGen)
+	had     bool        // ispmux held a lease of the subscriber
+	dropped droppedTxns // its transactions taken (dropSub)
+}
+
+// endBeforeCommit is a binding end's steps before its commit, sk's
+// stripe held (until endCommitted or endRefused): the subscriber moves
+// to a new generation (a transaction begun from now on, while the end
+// is being committed, is after it) and, if drop, its transactions in
+// flight are taken (a RELEASE, DECLINE or revocation: answers to them,
+// a renewal sent just before, must not bind it again; parked,
+// dropSub). The mark says whether ispmux holds a lease of sk.
+//
+// None of it ends anything yet: endCommitted does, after the commit
+// (a transaction begun before the end no longer current, those taken
+// forgotten), while endRefused, the store having refused the end, puts
+// the transactions back. (Before, a refused end had moved the
+// generation on and dropped the transactions all the same: the ACK of a
+// renewal relayed just before, of a binding that stood, was dropped,
+// ack_after_end, and a refused batch of ends, endBatch, did it to up to
+// revokeBatch subscribers.) An answer that comes while the end is being
+// committed finds no transaction (no_transaction), as it did, committed
+// or refused: the client retransmits.
+func (p *Proxy) endBeforeCommit(sk subKey, drop bool) endMark {
+	m := endMark{gen: p.leases.bumpGen(sk)}
+	_, m.had = p.leases.get(sk)
+	if drop {
+		m.dropped = p.tx.dropSub(sk)
+	}
+	return m
+}
+
+// endCommitted is a binding end's first step after its commit, sk's
+// stripe held since endBeforeCommit (m): the transactions begun before
+// the end are no longer current (an ACK of one binds nothing,
+// ack_after_end), and those taken are forgotten.
+func (p *Proxy) endCommitted(sk subKey, m endMark) {
+	p.leases.commitGen(sk, m.gen)
+	p.tx.unpark(sk, m.dropped, false)
+	if len(m.dropped.keys) > 0 {
+		p.count("transactions_dropped_at_end")
+	}
+}
+
+// endRefused undoes endBeforeCommit (m) of an end the store refused,
+// sk's stripe held since: the binding stands, the transactions taken
+// (not answered meanwhile) are pending again, and the subscriber's
+// generation, moved on, is still current for a transaction begun before
+// it (leaseTable.current): the ACK of a renewal relayed just before
+// binds.
+func (p *Proxy) endRefused(sk subKey, m endMark) {
+	p.tx.unpark(sk, m.dropped, true)
+}
+
+// endedAfterCommit is a binding end's steps after its commit (of sk's
+// binding, with intent in as stored, nil if none, and the event ev as
+// stored), sk's stripe held: the lease and forwarding entry removed (had:
+// ispmux held a lease), the event logged, the intent queued and sent.
+func (p *Proxy) endedAfterCommit(sk subKey, in *subscribers.Intent, ev subscribers.Event, had bool) {
+	if in != nil {
+		failpoint.Hit(failpoint.EndAfterIntent)
+	}
+	if had {
+		p.leases.remove(sk)
+		p.tables.Unbind(sk.circuit.port, sk.circuit.vlan, sk.mac)
+	}
+	p.logEvent(ev)
+	if in != nil {
+		p.intents.add(*in, false)
+		p.sendIntent(pendingIntent{*in, false})
+	}
+}
+
+// droppedTxns is what dropSub took of a subscriber: its transactions'
+// keys (parked) and the OFFER it remembered, for unpark.
+type droppedTxns struct {
+	keys     []pendKey
+	offer    offer
+	hadOffer bool
+}
+
+// dropSub takes every transaction of subscriber sk from pending, as its
+// binding's end (its own RELEASE or DECLINE, or a revocation) is about to
+// be committed: an answer to a REQUEST it sent just before must not bind
+// it again — the ISP processed that REQUEST before the RELEASE and holds
+// no lease any more. They are parked until the end's commit is known
+// (unpark): a refused end ends nothing, and they are put back. Linear in
+// the pending transactions (bounded by MaxPending).
+func (x *txns) dropSub(sk subKey) droppedTxns {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var d droppedTxns
+	for k, t := range x.pending {
+		if t.sub == sk {
+			x.del(k)
+			x.parked[k] = t
+			d.keys = append(d.keys, k)
+		}
+	}
+	d.offer, d.hadOffer = x.offered[sk]
+	delete(x.offered, sk)
+	return d
+}
+
+// unpark ends the parking of the transactions dropSub took (d), once
+// their subscriber's end is committed (restore false: they are
+// forgotten) or refused (restore true: each not answered meanwhile goes
+// back to pending, unless a retransmission began another under its key,
+// and the OFFER remembered is remembered again unless another was).
+func (x *txns) unpark(sk subKey, d droppedTxns, restore bool) {
+	if len(d.keys) == 0 && !d.hadOffer {
+		return
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, k := range d.keys {
+		t, ok := x.parked[k]
+		if !ok {
+			continue // answered meanwhile
+		}
+		delete(x.parked, k)
+		if _, taken := x.pending[k]; restore && !taken {
+			x.put(k, t)
+		}
+	}
+	if _, again := x.offered[sk]; restore && d.hadOffer && !again {
+		x.offered[sk] = d.offer
+	}
+}
