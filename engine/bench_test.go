@@ -11,6 +11,7 @@ import (
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/datapath"
 	"github.com/ispmux/ispmux/internal/hugemem"
+	"golang.org/x/sys/unix"
 )
 
 // benchSubs binds n subscribers (MAC 02:10:xx:xx:xx:xx, alternating ISPs)
@@ -43,18 +44,7 @@ func BenchmarkPipeline(b *testing.B) {
 			a := 0x64400000 | uint32(i+1)
 			tmpl[i] = udpFrame(b, uint64(0x021000000000)|uint64(i), accMAC, 0, netip.AddrFrom4(be4(a)).String(), "198.18.0.1", 64, 1024, 9)
 		}
-		next := 0
-		acc := datapath.NewMemQueue(4096, 2048)
-		acc.Source = func(buf []byte) int {
-			n := copy(buf, tmpl[next&(nt-1)])
-			next++
-			return n
-		}
-		queues := []datapath.Queue{acc, datapath.NewMemQueue(4096, 2048)}
-		w, err := datapath.NewWorker(0, queues, bareHandler{}, 64, time.Millisecond)
-		if err != nil {
-			b.Fatal(err)
-		}
+		w := templateWorker(b, tmpl, 2, bareHandler{}, 64)
 		b.ReportAllocs()
 		b.ResetTimer()
 		for done := 0; done < b.N; {
@@ -74,18 +64,7 @@ func BenchmarkPipeline(b *testing.B) {
 				k := rng.IntN(n)
 				tmpl[i] = udpFrame(b, macs[k], accMAC, 0, netip.AddrFrom4(be4(ips[k])).String(), "198.18.0.1", 64, 1024, 9)
 			}
-			next := 0
-			acc := datapath.NewMemQueue(4096, 2048)
-			acc.Source = func(buf []byte) int {
-				n := copy(buf, tmpl[next&(nt-1)])
-				next++
-				return n
-			}
-			queues := []datapath.Queue{acc, datapath.NewMemQueue(4096, 2048), datapath.NewMemQueue(4096, 2048)}
-			w, err := datapath.NewWorker(0, queues, r.s.NewProcessor(), 64, time.Millisecond)
-			if err != nil {
-				b.Fatal(err)
-			}
+			w := templateWorker(b, tmpl, 3, r.s.NewProcessor(), 64)
 			b.ReportAllocs()
 			b.ResetTimer()
 			done := 0
@@ -282,18 +261,7 @@ func BenchmarkPipelineCold(b *testing.B) {
 			for i := range tmpl {
 				tmpl[i] = frame(i)
 			}
-			next := 0
-			acc := datapath.NewMemQueue(4096, 2048)
-			acc.Source = func(buf []byte) int {
-				n := copy(buf, tmpl[next&(nt-1)])
-				next++
-				return n
-			}
-			queues := []datapath.Queue{acc, datapath.NewMemQueue(4096, 2048), datapath.NewMemQueue(4096, 2048)}
-			w, err := datapath.NewWorker(0, queues, h, batch, time.Millisecond)
-			if err != nil {
-				b.Fatal(err)
-			}
+			w := templateWorker(b, tmpl, 3, h, batch)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for done := 0; done < b.N; {
@@ -324,4 +292,28 @@ func BenchmarkPipelineCold(b *testing.B) {
 			}
 		})
 	}
+}
+
+// templateWorker is a datapath worker over nq in-memory queues whose first
+// receives tmpl's frames over and over, in order (len(tmpl) a power of
+// two), handing batches of batch to h.
+func templateWorker(b *testing.B, tmpl [][]byte, nq int, h datapath.Handler, batch int) *datapath.Worker {
+	b.Helper()
+	mask := len(tmpl) - 1
+	next := 0
+	acc := datapath.NewMemQueue(4096, 2048)
+	acc.Source = func(buf []byte) int {
+		n := copy(buf, tmpl[next&mask])
+		next++
+		return n
+	}
+	queues := []datapath.Queue{acc}
+	for range nq - 1 {
+		queues = append(queues, datapath.NewMemQueue(4096, 2048))
+	}
+	w, err := datapath.NewWorker(0, queues, h, batch, time.Millisecond)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return w
 }
