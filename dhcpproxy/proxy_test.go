@@ -1218,15 +1218,7 @@ func TestClientRefusalEventSaysWhy(t *testing.T) {
 			if len(evs) == 1 && evs[0].ISP != "" {
 				t.Errorf("event of a MAC not bound here: ISP %q, want none", evs[0].ISP)
 			}
-			r2 := newPRig(t)
-			if got := r2.dora(s1, kea(t, time.Minute), nil); len(got) != 1 {
-				t.Fatalf("DORA: %v", got)
-			}
-			r2.p.HandleFrame(accPort, f)
-			r2.p.notes.wait()
-			if evs = r2.eventsOf(subscribers.EventRejected); len(evs) != 1 || evs[0].ISP != "alpha" || evs[0].Customer != "c-s1" {
-				t.Errorf("events %+v of a MAC bound here: want alpha's, customer c-s1", evs)
-			}
+			checkRefusalBoundHere(t, f)
 		})
 	}
 }
@@ -1689,15 +1681,23 @@ func TestBrokenClientRefusalIsAnEvent(t *testing.T) {
 			if len(evs) != 1 || !strings.HasPrefix(evs[0].Reason, want) || evs[0].ISP != "" {
 				t.Fatalf("events %+v, want one rejection %q naming no ISP", evs, want)
 			}
-			r2 := newPRig(t)
-			if got := r2.dora(s1, kea(t, time.Minute), nil); len(got) != 1 {
-				t.Fatalf("DORA: %v", got)
-			}
-			r2.p.HandleFrame(accPort, f)
-			r2.p.notes.wait()
-			if evs = r2.eventsOf(subscribers.EventRejected); len(evs) != 1 || evs[0].ISP != "alpha" || evs[0].Customer != "c-s1" {
-				t.Errorf("events %+v of a MAC bound here: want alpha's, customer c-s1", evs)
-			}
+			checkRefusalBoundHere(t, f)
 		})
+	}
+}
+
+// checkRefusalBoundHere: client frame f, refused before admission, from
+// s1 bound to alpha on this circuit (after a DORA in a new rig) is one
+// rejected event in alpha's name, with s1's customer.
+func checkRefusalBoundHere(t *testing.T, f []byte) {
+	t.Helper()
+	r := newPRig(t)
+	if got := r.dora(s1, kea(t, time.Minute), nil); len(got) != 1 {
+		t.Fatalf("DORA: %v", got)
+	}
+	r.p.HandleFrame(accPort, f)
+	r.p.notes.wait()
+	if evs := r.eventsOf(subscribers.EventRejected); len(evs) != 1 || evs[0].ISP != "alpha" || evs[0].Customer != "c-s1" {
+		t.Errorf("events %+v of a MAC bound here: want alpha's, customer c-s1", evs)
 	}
 }
