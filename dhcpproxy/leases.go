@@ -185,6 +185,13 @@ type leaseTable struct {
 	// without bound).
 	gen       map[subKey]genEntry
 	genPruned time.Time
+	// genSeq is the last generation bumpGen gave, to any subscriber:
+	// generations come from one sequence, so an end's is above every
+	// generation a transaction read before it, even one whose entry
+	// was pruned meanwhile (a per-subscriber count started again at 0:
+	// the end's generation was below the transaction's, which stayed
+	// current after the end, TestGenerationPrunedThenEndCommitted).
+	genSeq uint64
 	// exp orders the leases by end, for the expiry scan (expiry.go).
 	exp expiryHeap
 	// cuts holds, for the bindings of devices moved to another ISP
@@ -220,9 +227,10 @@ type genEntry struct {
 }
 
 // genKeep is how long a subscriber's generation is kept after it last
-// moved: far longer than any transaction lives after reading it (its
-// timeout, at most 60 s, and the start's wait for a next hop), so no
-// transaction sees the drop, which takes the generation back to 0.
+// moved. Reading it does not move it: a transaction may read it just
+// before it is dropped (back to 0, ended 0), which is safe as every
+// generation comes from one sequence (genSeq): an end committed after
+// the drop is above the transaction's, which is no longer current.
 const genKeep = 10 * time.Minute
 
 // hashSubKey hashes a lease's key by its MAC alone (see leaseTable.m).
@@ -262,9 +270,9 @@ func (t *leaseTable) current(sk subKey, gen uint64) bool {
 	return gen >= t.gen[sk].ended
 }
 
-// bumpGen moves sk to its next generation as an end of its binding
-// begins (before its commit), and returns it: the end's generation, for
-// commitGen. A transaction begun from now on (whose relay read the
+// bumpGen moves sk to a new generation (genSeq's next) as an end of its
+// binding begins (before its commit), and returns it: the end's
+// generation, for commitGen. A transaction begun from now on (whose relay read the
 // generation without sk's stripe, while the end was being committed) is
 // in it, after the end: its message is relayed after the end's RELEASE
 // (sendAfterIntents) and its ACK may bind.
@@ -273,7 +281,8 @@ func (t *leaseTable) bumpGen(sk subKey) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e := t.gen[sk]
-	e.n++
+	t.genSeq++
+	e.n = t.genSeq
 	e.at = now
 	t.gen[sk] = e
 	return e.n

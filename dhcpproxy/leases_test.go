@@ -288,3 +288,38 @@ func TestGenerationsPruned(t *testing.T) {
 		t.Fatalf("after %v unmoved: %d generations kept", genKeep, len(lt.gen))
 	}
 }
+
+// TestGenerationPrunedThenEndCommitted: a transaction that read a
+// subscriber's generation just before pruneGens dropped it (reading does
+// not move it: its entry last moved more than genKeep ago) is not current
+// once an end after it is committed. Per-subscriber counters started
+// again at 0 after the drop, so the end's generation (1) was below the
+// transaction's (2) and its ACK bound after the committed end.
+func TestGenerationPrunedThenEndCommitted(t *testing.T) {
+	var lt leaseTable
+	lt.init()
+	a := subKey{circuitKey{1, 0}, 0x020000000001}
+	lt.commitGen(a, lt.bumpGen(a))
+	lt.commitGen(a, lt.bumpGen(a))
+	g := lt.generation(a) // a renewal relayed now, its entry unmoved for long
+	if !lt.current(a, g) {
+		t.Fatalf("a transaction of generation %d not current before any end", g)
+	}
+	lt.pruneGens(time.Now().Add(genKeep + 2*time.Minute))
+	if !lt.current(a, g) {
+		t.Fatalf("a transaction of generation %d not current after the prune, no end since", g)
+	}
+	lt.commitGen(a, lt.bumpGen(a)) // its binding ends, committed
+	if lt.current(a, g) {
+		t.Fatalf("a transaction of generation %d, relayed before a committed end, still current after it (generation now %d): its ACK binds after the end", g, lt.generation(a))
+	}
+	// A refused end after the prune leaves it current.
+	b := subKey{circuitKey{1, 0}, 0x020000000002}
+	lt.commitGen(b, lt.bumpGen(b))
+	gb := lt.generation(b)
+	lt.pruneGens(time.Now().Add(2*genKeep + 4*time.Minute))
+	lt.bumpGen(b) // refused: no commitGen
+	if !lt.current(b, gb) {
+		t.Fatalf("a transaction of generation %d not current after a refused end", gb)
+	}
+}
