@@ -188,3 +188,31 @@ func TestParkedTransactions(t *testing.T) {
 		t.Error("committed: the offer is still remembered")
 	}
 }
+
+// A committed end after the subscriber's generation was pruned (its
+// entry unmoved for genKeep, dropped while a renewal was in flight:
+// reading it does not move it): the renewal's ACK binds nothing. Counted
+// per subscriber, the generations started again at 0 after the drop: the
+// expiry's (1) was below the renewal's (1 before the drop, from the
+// earlier RELEASE), and the ACK bound after the committed expiry.
+func TestPrunedGenerationThenCommittedEndDropsRenewalInFlight(t *testing.T) {
+	r := newPRig(t)
+	r.dora("02:00:00:00:01:01", kea(t, time.Minute), nil)
+	r.fromClient(releaseOf100(t)) // a first end: its generation moves
+	r.snd.take()
+	req := r.renewalInFlight()
+	r.p.leases.pruneGens(time.Now().Add(genKeep + 2*time.Minute))
+	r.p.expireLeases(time.Now().Add(2 * time.Minute))
+	if _, ok := r.p.Lease(accPort, 0, 0x020000000101); ok {
+		t.Fatal("the lease did not expire")
+	}
+	if got := r.ackFromAlpha(req); len(got) != 0 {
+		t.Errorf("after the expiry, the renewal's ACK sent the subscriber %d messages", len(got))
+	}
+	if r.tab.isBound(0x020000000101) {
+		t.Error("the renewal's ACK bound the subscriber after its lease's expiry")
+	}
+	if c := r.p.Counters(); c["ack_after_end"] != 1 {
+		t.Errorf("counters %v, want ack_after_end 1", c)
+	}
+}
