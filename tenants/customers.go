@@ -125,15 +125,18 @@ func (t *Tenants) ImportCustomers(ctx context.Context, a Actor, isp string, firs
 	}
 	seen := make(map[string]int, len(ins))
 	for i, in := range ins {
+		// The ID's own error first: two lines without one (or with the
+		// same bad one) are each told what is wrong with it, not that
+		// the second repeats the first.
+		if err := validCustomerID(in.ID); err != nil {
+			fail(i, err)
+			continue
+		}
 		if j, dup := seen[in.ID]; dup {
 			fail(i, fmt.Errorf("%w: customer %q at line %d repeats line %d of this batch", ErrInvalid, in.ID, first+i, first+j))
 			continue
 		}
 		seen[in.ID] = i
-		if err := validCustomerID(in.ID); err != nil {
-			fail(i, err)
-			continue
-		}
 		if err := emptyPassword(in); err != nil {
 			// Whatever else the line says (a review: "unchanged" or
 			// an error depending on the other fields).

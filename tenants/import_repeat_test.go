@@ -23,3 +23,21 @@ func TestImportCustomerRepeatNamesBothLines(t *testing.T) {
 		t.Errorf("r-1 after the batch: %+v %v; want line 1's device limit 1", c, err)
 	}
 }
+
+// TestImportCustomerBadIDTwice: two lines without a customer ID are each
+// told that the ID is missing; the second was told it repeats the first.
+func TestImportCustomerBadIDTwice(t *testing.T) {
+	r := newRig(t)
+	res := r.ten.ImportCustomers(ctx, beta, "beta", 1, []CustomerInput{{ID: ""}, {ID: "r-1"}, {ID: ""}})
+	if res[1].Result != "created" {
+		t.Fatalf("line 2: %+v", res[1])
+	}
+	for _, i := range []int{0, 2} {
+		if got := res[i]; got.Result != "error" || strings.Contains(got.Error, "repeats") {
+			t.Errorf("line %d: %+v, want the ID's own error", i+1, got)
+		}
+	}
+	if res[0].Error != res[2].Error {
+		t.Errorf("lines 1 and 3 told apart: %q, %q", res[0].Error, res[2].Error)
+	}
+}
