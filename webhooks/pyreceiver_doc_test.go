@@ -141,6 +141,41 @@ func TestDocsPythonReceiver(t *testing.T) {
 			t.Errorf("%s: %d, want %d", c.name, got, c.want)
 		}
 	}
+	// Headers missing or not what they should be: 401, not a dropped
+	// connection (the example raised in int(None), None.split() or
+	// compare_digest of a non-ASCII string).
+	good := map[string]string{"webhook-id": "5", "webhook-timestamp": strconv.FormatInt(now, 10)}
+	good["webhook-signature"] = Sign(key, "5", now, []byte(`{"seq":5}`))
+	for _, c := range []struct {
+		name string
+		drop string
+		set  map[string]string
+	}{
+		{name: "no signature", drop: "webhook-signature"},
+		{name: "no timestamp", drop: "webhook-timestamp"},
+		{name: "no id", drop: "webhook-id"},
+		{name: "non-ASCII signature", set: map[string]string{"webhook-signature": "v1,\xe9t\xe9"}},
+		{name: "timestamp not a number", set: map[string]string{"webhook-timestamp": "soon"}},
+	} {
+		req, _ := http.NewRequest("POST", "http://"+addr+"/", bytes.NewReader([]byte(`{"seq":5}`)))
+		for k, v := range good {
+			if k != c.drop {
+				req.Header.Set(k, v)
+			}
+		}
+		for k, v := range c.set {
+			req.Header.Set(k, v)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Errorf("%s: %v, want 401", c.name, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 401 {
+			t.Errorf("%s: %d, want 401", c.name, resp.StatusCode)
+		}
+	}
 }
 
 // watchdogPy runs hook.py as __main__ and ends the process (os._exit)
