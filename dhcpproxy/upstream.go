@@ -28,6 +28,7 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		p.count("no_access_address")
 		return
 	}
+	sk := subKey{circuitKey{c.Port, c.VLAN}, pkt.Src}
 	m, err := dhcpv4.FromBytes(payload)
 	if err == nil {
 		err = checkClient(m, net.HardwareAddr(macBytes(pkt.Src)))
@@ -50,16 +51,13 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		// device's broken or forged DHCP would drive the ISP's refusal
 		// ratio (IspmuxDHCPRefusals) on its own.
 		subj := subject{mac: pkt.Src, access: c.Name}
-		if reg, ok := p.reg.Lookup(pkt.Src); ok {
-			if _, bound := p.leases.get(subKey{circuitKey{c.Port, c.VLAN}, pkt.Src}); bound {
-				subj = regSubject(pkt.Src, c, reg)
-			}
+		if reg, ok := p.reg.Lookup(pkt.Src); ok && p.hasLease(sk) {
+			subj = regSubject(pkt.Src, c, reg)
 		}
 		p.note(subscribers.EventRejected, subj, netip.Addr{}, clientRefusal(err))
 		return
 	}
 	now := p.now()
-	sk := subKey{circuitKey{c.Port, c.VLAN}, pkt.Src}
 	// Admission before the rate limits: an unregistered or blocked MAC
 	// never spends the circuit's shared budget (a flood of random MACs
 	// would lock every subscriber of the circuit out) and gets no
