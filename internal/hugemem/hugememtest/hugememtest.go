@@ -6,12 +6,11 @@ package hugememtest
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
-	"io/fs"
 	"os"
 	"testing"
 	"unsafe"
 
+	"github.com/ispmux/ispmux/internal/privtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,18 +29,17 @@ const (
 // Backing returns, for the 4 KiB pages b spans, how many there are, how
 // many are resident, and how many of those belong to a transparent huge
 // page. It reads /proc/self/pagemap and /proc/kpageflags, which give page
-// frames only to a privileged process: without them it skips tb.
+// frames only to root: a privileged test's, as privtest.Require decides
+// (it fails tb unless root, or skips it knowingly).
 func Backing(tb testing.TB, b []byte) (pages, resident, huge int) {
 	tb.Helper()
+	privtest.Require(tb)
 	pm, err := os.Open("/proc/self/pagemap")
 	if err != nil {
-		tb.Skipf("pagemap: %v", err)
+		tb.Fatal(err)
 	}
 	defer pm.Close()
 	kf, err := os.Open("/proc/kpageflags")
-	if errors.Is(err, fs.ErrPermission) || errors.Is(err, fs.ErrNotExist) {
-		tb.Skipf("kpageflags: %v (run as root)", err)
-	}
 	if err != nil {
 		tb.Fatal(err)
 	}
