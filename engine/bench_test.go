@@ -81,6 +81,52 @@ func BenchmarkPipeline(b *testing.B) {
 	}
 }
 
+// BenchmarkPipelineDown is BenchmarkPipeline the other way, as most of a
+// broadband access network's traffic goes: ISP A's router sending to its
+// bound subscribers (the even half of benchSubs's N, drawn at random)
+// through the FIB's lookup, the checks and the new L2 header towards the
+// access port. /bare is the bare worker from the uplink to the access port.
+func BenchmarkPipelineDown(b *testing.B) {
+	const nt = 1 << 16 // templates, as BenchmarkPipeline's
+	b.Run("bare", func(b *testing.B) {
+		tmpl := make([][]byte, nt)
+		for i := range tmpl {
+			a := 0x64400000 | uint32(2*i+1)
+			tmpl[i] = udpFrame(b, gwaMAC, upaMAC, 0, "198.18.0.1", netip.AddrFrom4(be4(a)).String(), 64, 9, 1024)
+		}
+		w := templateWorkerOn(b, tmpl, 2, 1, bareHandler{down: true}, 64)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for done := 0; done < b.N; {
+			done += w.RunOnce()
+		}
+	})
+	for _, n := range []int{1 << 10, 1 << 20} {
+		b.Run(sizeName(n), func(b *testing.B) {
+			r := newRig(b, n)
+			r.resolve()
+			_, ips := benchSubs(b, r, n)
+			rng := rand.New(rand.NewPCG(3, 4))
+			tmpl := make([][]byte, nt)
+			for i := range tmpl {
+				k := 2 * rng.IntN(n/2) // ISP A's (benchSubs alternates)
+				tmpl[i] = udpFrame(b, gwaMAC, upaMAC, 0, "198.18.0.1", netip.AddrFrom4(be4(ips[k])).String(), 64, 9, 1024)
+			}
+			w := templateWorkerOn(b, tmpl, 3, 1, r.s.NewProcessor(), 64)
+			b.ReportAllocs()
+			b.ResetTimer()
+			done := 0
+			for done < b.N {
+				done += w.RunOnce()
+			}
+			b.StopTimer()
+			if c := r.s.Counters()[1]; c.Down < uint64(b.N) {
+				b.Fatalf("forwarded %d of %d (drops %v)", c.Down, done, c.Drops)
+			}
+		})
+	}
+}
+
 // BenchmarkProcessHot is the engine's decision alone: one batch of 64
 // frames from random subscribers of 1K (upstream, forwarded), decided over
 // and over, everything in the cache: no worker, no copies, no misses.
@@ -171,15 +217,20 @@ func BenchmarkPipelineFloor(b *testing.B) {
 
 var floorSink uint64
 
-// bareHandler forwards every frame unchanged to port 1: the worker, the
-// in-memory ports, the generator's copy and the egress copy with no
-// decision at all. BenchmarkPipeline/bare runs it so that the engine's own
-// cost per packet is the difference between the two, measured in one run.
-type bareHandler struct{}
+// bareHandler forwards every frame unchanged to port 1 (port 0 with
+// down, for frames received on port 1): the worker, the in-memory ports,
+// the generator's copy and the egress copy with no decision at all.
+// BenchmarkPipeline/bare runs it so that the engine's own cost per packet
+// is the difference between the two, measured in one run.
+type bareHandler struct{ down bool }
 
-func (bareHandler) Process(b *datapath.Batch) {
+func (h bareHandler) Process(b *datapath.Batch) {
+	to := uint8(1)
+	if h.down {
+		to = 0
+	}
 	for i, f := range b.Frames {
-		b.Out[i] = datapath.Verdict{Action: datapath.Forward, Port: 1, Len: uint16(len(f))}
+		b.Out[i] = datapath.Verdict{Action: datapath.Forward, Port: to, Len: uint16(len(f))}
 	}
 }
 
@@ -299,6 +350,12 @@ func BenchmarkPipelineCold(b *testing.B) {
 // two), handing batches of batch to h.
 func templateWorker(b *testing.B, tmpl [][]byte, nq int, h datapath.Handler, batch int) *datapath.Worker {
 	b.Helper()
+	return templateWorkerOn(b, tmpl, nq, 0, h, batch)
+}
+
+// templateWorkerOn is templateWorker with tmpl received on queue src.
+func templateWorkerOn(b *testing.B, tmpl [][]byte, nq, src int, h datapath.Handler, batch int) *datapath.Worker {
+	b.Helper()
 	mask := len(tmpl) - 1
 	next := 0
 	acc := datapath.NewMemQueue(4096, 2048)
@@ -307,10 +364,11 @@ func templateWorker(b *testing.B, tmpl [][]byte, nq int, h datapath.Handler, bat
 		next++
 		return n
 	}
-	queues := []datapath.Queue{acc}
-	for range nq - 1 {
-		queues = append(queues, datapath.NewMemQueue(4096, 2048))
+	queues := make([]datapath.Queue, nq)
+	for i := range queues {
+		queues[i] = datapath.NewMemQueue(4096, 2048)
 	}
+	queues[src] = acc
 	w, err := datapath.NewWorker(0, queues, h, batch, time.Millisecond)
 	if err != nil {
 		b.Fatal(err)

@@ -14,7 +14,7 @@ import (
 // datagram from a bound subscriber to a unicast address beyond the
 // gateway, or from an ISP to one of its bound subscribers, decided from the
 // frame's bytes without decoding it into a classifier.Packet. Process tries
-// the lane first (laneKeys in its first pass, laneUps or laneDown in its
+// the lane first (laneKeys in its first pass, laneUps or laneDowns in its
 // last); a frame the lane does not decide goes the general way (Decode,
 // fromSubscriber or fromISP) with the same table lookup, so the lane
 // changes no verdict, only its cost: every condition below is one the
@@ -93,8 +93,8 @@ import (
 
 // roleLaneUp and roleLaneDown mark a frame laneKeys took, from a
 // subscriber and from an ISP: its MAC table or FIB key is in macKeys or
-// fibKeys, its L3 offset in laneL3. roleLaneDone marks a frame from a
-// subscriber that laneUps decided.
+// fibKeys, its L3 offset in laneL3. roleLaneDone marks a frame that
+// laneUps or laneDowns decided.
 const (
 	roleLaneUp   = 3
 	roleLaneDown = 4
@@ -161,7 +161,7 @@ func laneVLAN(f []byte, l3 int) uint16 {
 	return 0
 }
 
-// laneIPv4 reads the IPv4 header at l3 in f for laneDown: it reports
+// laneIPv4 reads the IPv4 header at l3 in f for laneDowns: it reports
 // false unless the datagram is well formed as Decode checks it (within the
 // frame, its checksum right, an 8-byte UDP or 20-byte TCP header within
 // it; the lane asks 28 bytes of any datagram), is no fragment, has a TTL
@@ -300,27 +300,52 @@ func (p *Processor) laneUps(pt *port, frames [][]byte, out []datapath.Verdict) (
 	return n
 }
 
-// laneDown decides frame i (f) from an ISP, which laneKeys took, with its
-// FIB lookup at hand: it sets a Forward verdict to the bound subscriber and
-// reports true, or reports false, having written nothing, for the general
-// way to decide.
-func (p *Processor) laneDown(pt *port, i int, f []byte, out *datapath.Verdict) bool {
-	if !p.ffound[i] {
-		return false
+// laneDowns decides the batch's frames from ISPs that laneKeys took
+// (frames and out: the batch's), with their FIB lookups at hand, as
+// laneUps decides the subscribers': for each it sets a Forward verdict to
+// the bound subscriber and marks it roleLaneDone; it leaves the others
+// (roleLaneDown), having written nothing, for the general way (a frame not
+// routed, or to our uplink address). It returns how many it decided.
+//
+// It was laneDown, a call per frame from Process's general pass, reading
+// an MTU atomically per frame. One loop, against that, in one test binary
+// (BenchmarkPipelineDown's generator, the two switched every 4096 packets,
+// 600 pairs, the host's load average about 10): the median of the paired
+// differences −2.8 to −3.8 ns per packet at 1K and −2.9 to −3.5 at 1M
+// (3 runs each; quartiles about ±10).
+func (p *Processor) laneDowns(pt *port, frames [][]byte, out []datapath.Verdict) (n uint64) {
+	ups := &p.up.ISP
+	out = out[:len(frames)]
+	var mtus [datapath.MaxPorts]int32 // once a batch, as laneUps
+	for k := range mtus {
+		mtus[k] = p.s.mtu[k].Load()
 	}
-	l3 := int(p.laneL3[i])
-	total, _, _, dst, ok := laneIPv4(f, l3)
-	vlan := laneVLAN(f, l3)
-	up := p.up.Get(pt.isp[vlan])
-	if !ok || up == nil || !up.Configured || dst == up.Addr {
-		return false // not routed, or to our uplink address
+	for i, f := range frames {
+		if p.role[i] != roleLaneDown || !p.ffound[i] {
+			continue
+		}
+		l3 := int(p.laneL3[i])
+		total, _, _, dst, ok := laneIPv4(f, l3)
+		if !ok {
+			continue
+		}
+		isp := pt.isp[laneVLAN(f, l3)]
+		if int(isp) >= len(ups) {
+			continue
+		}
+		if up := &ups[isp]; !up.Configured || dst == up.Addr {
+			continue
+		}
+		d := fib.UnpackDest(p.fvals[i])
+		egress := d.Port % datapath.MaxPorts
+		if mtu := int(mtus[egress]); mtu != 0 && total > mtu {
+			continue
+		}
+		p.route(&out[i], d.Port, d.MAC, p.s.ports[egress].mac, d.VLAN, l3, l3+total)
+		p.role[i] = roleLaneDone
+		n++
 	}
-	d := fib.UnpackDest(p.fvals[i])
-	if mtu := int(p.s.mtu[d.Port%datapath.MaxPorts].Load()); mtu != 0 && total > mtu {
-		return false
-	}
-	p.route(out, d.Port, d.MAC, p.s.ports[d.Port%datapath.MaxPorts].mac, d.VLAN, l3, l3+total)
-	return true
+	return n
 }
 
 // laneDecoded decodes frame i (f), which laneKeys took and the lane left to

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"math/rand/v2"
+	"net/netip"
 	"sync"
 	"testing"
 
@@ -232,7 +233,7 @@ func TestLaneAgrees(t *testing.T) {
 // laneDecision runs frame f, received on port, through a processor of r's
 // state (for its table lookups, the punts it made dropped), then through
 // the lane alone: it returns the role laneKeys gave it, the lane's verdict,
-// and whether the lane (laneUps, laneDown) decided it.
+// and whether the lane (laneUps, laneDowns) decided it.
 func laneDecision(r *rig, port uint8, f []byte) (role uint8, out datapath.Verdict, ok bool) {
 	p := r.s.NewProcessor()
 	fr := append(make([]byte, 0, 2048), f...)
@@ -241,17 +242,12 @@ func laneDecision(r *rig, port uint8, f []byte) (role uint8, out datapath.Verdic
 	for q := r.s.Punts.Next(); q != nil; q = r.s.Punts.Next() {
 		r.s.Punts.Release(q)
 	}
-	// laneUps ran in Process, which kept its verdict for a frame it
-	// decided; laneKeys again for the role it gave.
-	up := p.role[0] == roleLaneDone
+	// laneUps or laneDowns ran in Process, which kept its verdict for a
+	// frame it decided; laneKeys again for the role it gave.
+	decided := p.role[0] == roleLaneDone
 	p.laneKeys(&r.s.ports[port], port, [][]byte{f})
-	switch role = p.role[0]; role {
-	case roleLaneUp:
-		if ok = up; ok {
-			out = b.Out[0]
-		}
-	case roleLaneDown:
-		ok = p.laneDown(&r.s.ports[port], 0, f, &out)
+	if role = p.role[0]; (role == roleLaneUp || role == roleLaneDown) && decided {
+		ok, out = true, b.Out[0]
 	}
 	return role, out, ok
 }
@@ -407,4 +403,27 @@ func TestLaneUnresolvedUplink(t *testing.T) {
 	check(map[int]bool{1: true, 2: true})
 	r.learn(1, 0, gwaMAC)
 	check(map[int]bool{0: true, 1: true, 2: true})
+}
+
+// TestLaneDownToUplinkAddr: a datagram from an ISP to our own address on
+// its uplink is ours (fromISP: answered, punted or dropped), even when a
+// subscriber is bound at that address (Bind refuses the uplink's address,
+// but the uplink's address may be reconfigured onto a bound one):
+// laneDowns leaves it to the general way, whose verdict the lane's must
+// equal.
+func TestLaneDownToUplinkAddr(t *testing.T) {
+	r := newRig(t, 16)
+	if err := r.c.Bind(Binding{Port: 0, MAC: sub1, ISP: 0, IP: netip.MustParseAddr("192.0.2.50")}); err != nil {
+		t.Fatal(err)
+	}
+	r.c.ConfigureISP(0, fib.Uplink{Port: 1, MAC: upaMAC, Addr: ip("192.0.2.50"), PrefixLen: 24, Gateway: ip("192.0.2.1")})
+	r.resolve()
+	f := udpFrame(t, gwaMAC, upaMAC, 0, "198.51.100.10", "192.0.2.50", 64, 9, 1024)
+	if laneDecides(r, 1, f) {
+		t.Fatalf("the lane routed a datagram to our uplink address: %x", f)
+	}
+	run := checkLaneAgrees(t, r, 1, [][]byte{f})
+	if run.out[0].Action == datapath.Forward {
+		t.Fatalf("a datagram to our uplink address was forwarded: %+v", run.out[0])
+	}
 }

@@ -144,7 +144,7 @@ var _ datapath.TxDropCounter = (*Processor)(nil)
 // its decoded headers (touching each frame's headers once); look all keys
 // up in one batch per table (the table misses overlap too, see
 // lfmap.View.LookupBatch); then decide each frame with its lookup result
-// at hand, the lane's frames by the lane where it can (laneUps, laneDown)
+// at hand, the lane's frames by the lane where it can (laneUps, laneDowns)
 // and the general way where it cannot.
 func (p *Processor) Process(b *datapath.Batch) {
 	p.mac = p.s.MAC.View()
@@ -219,18 +219,21 @@ func (p *Processor) Process(b *datapath.Batch) {
 	if nmac > 0 && laneOn {
 		up = p.laneUps(pt, b.Frames, b.Out)
 	}
-	if up < uint64(n) { // else laneUps decided every frame
+	if nfib > 0 && laneOn {
+		down = p.laneDowns(pt, b.Frames, b.Out)
+	}
+	if up+down < uint64(n) { // else the lane decided every frame
 		for i, f := range b.Frames {
 			switch p.role[i] {
 			// A frame the lane leaves goes the general way with the
 			// same key and lookup (laneDecoded); roleLaneDone, one
-			// laneUps decided, has its verdict.
+			// laneUps or laneDowns decided, has its verdict.
 			case roleLaneUp:
 				if p.laneDecoded(in, i, f, &b.Out[i]) && p.fromSubscriber(in, pt, i, f, &b.Out[i]) {
 					up++
 				}
 			case roleLaneDown:
-				if p.laneDown(pt, i, f, &b.Out[i]) || p.laneDecoded(in, i, f, &b.Out[i]) && p.fromISP(in, pt, i, f, &b.Out[i]) {
+				if p.laneDecoded(in, i, f, &b.Out[i]) && p.fromISP(in, pt, i, f, &b.Out[i]) {
 					down++
 				}
 			case roleAccess:
