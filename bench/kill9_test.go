@@ -85,6 +85,20 @@ func TestKill9CheckFindsViolations(t *testing.T) {
 		if c.Bad() != 0 || c.ReleasedNew != 1 || c.ReleasedNewFound != 1 {
 			t.Fatalf("check = %+v, want the release taken as found", c)
 		}
+		// The log check looks for the released address: the release
+		// found must carry it.
+		if len(c.foundInGrace) != 1 || c.foundInGrace[0].mac != scaleMAC(5) || c.foundInGrace[0].ip != scaleIP(5) || len(c.FoundInGrace) != 1 {
+			t.Fatalf("found within the grace: %v %q, want %s with %s", c.foundInGrace, c.FoundInGrace, macText(scaleMAC(5)), scaleIP(5))
+		}
+		// And a log line of its release is found by it.
+		log := "time=" + time.Now().UTC().Format(time.RFC3339Nano) + " level=INFO msg=\"dhcp released\" mac=" + macText(scaleMAC(5)) + " isp=alpha ip=" + scaleIP(5).String() + " reason=x\n"
+		path := filepath.Join(t.TempDir(), "ispmux.log")
+		if err := os.WriteFile(path, []byte(log), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := releasesLogged(path, c.foundInGrace); len(got) != 1 {
+			t.Fatalf("releasesLogged = %v, want the release", got)
+		}
 		// Taken as found: bound from now on, so losing it is a loss.
 		got := seededOK()
 		delete(got, scaleMAC(5))

@@ -132,10 +132,14 @@ type K9Check struct {
 	// ReleasedNewLogged is how many of ReleasedNewFound the killed
 	// ispmux had logged as released (logged once the end is stored):
 	// resurrected, counted in Resurrected too (kill9.go).
-	ReleasedNewLogged int         `json:"released_new_logged"`
-	Examples          []string    `json:"examples,omitempty"`
-	ListS             float64     `json:"list_s"`
-	foundInGrace      []k9Release // the releases within the grace found bound
+	ReleasedNewLogged int `json:"released_new_logged"`
+	// FoundInGrace tells each of ReleasedNewFound: MAC, address, when
+	// the RELEASE was sent and how long before the kill, and the
+	// address found.
+	FoundInGrace []string    `json:"found_in_grace,omitempty"`
+	Examples     []string    `json:"examples,omitempty"`
+	ListS        float64     `json:"list_s"`
+	foundInGrace []k9Release // the releases within the grace found bound
 }
 
 // k9Release is a RELEASE of ip by mac sent at at.
@@ -201,10 +205,14 @@ func (m *k9Model) check(got map[subscribers.MAC]netip.Addr, kill time.Time, grac
 		case k9Released:
 			if !kill.IsZero() && kill.Sub(e.at) < grace {
 				c.ReleasedNew++
+				// The released address, for the log check (kill9.go),
+				// before the entry forgets it.
+				r := k9Release{mac, e.ip, e.at}
 				e.state, e.ip, e.why = k9Gone, netip.Addr{}, "release before the kill, not found"
 				if ok {
 					c.ReleasedNewFound++
-					c.foundInGrace = append(c.foundInGrace, k9Release{mac, e.ip, e.at})
+					c.foundInGrace = append(c.foundInGrace, r)
+					c.FoundInGrace = append(c.FoundInGrace, fmt.Sprintf("%s: released %s at %s, %d ms before the kill; bound to %s", macText(mac), r.ip, r.at.Format("15:04:05.000"), kill.Sub(r.at).Milliseconds(), ip))
 					e.state, e.ip, e.why = k9Bound, ip, "release before the kill, found"
 				}
 				continue
