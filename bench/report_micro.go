@@ -37,7 +37,7 @@ type microSpec struct {
 
 var microSpecs = []microSpec{
 	{"./classifier", `^BenchmarkMACTable(Floor)?$/^(1K|100K|1M)$`}, // and 1M/single (same function)
-	{"./engine", `^BenchmarkPipeline(Floor)?$/^(bare|1K|100K|1M)$`},
+	{"./engine", `^BenchmarkPipeline(Floor|Down)?$/^(bare|1K|100K|1M)$`},
 }
 
 // Benchmark names the targets use.
@@ -359,6 +359,7 @@ func microBench(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	r.Notes = []string{
 		"Memory floor: random 16-byte reads over a table of the same size as the structure measured (the MAC table's slot array at N entries), 64 per batch as the datapath batches, indices precomputed: what touching the memory costs with nothing else done (BenchmarkMACTableFloor, BenchmarkPipelineFloor). Ratios are taken within a run, then their median over the runs.",
 		"BenchmarkPipeline/bare is the worker, the in-memory ports, the generator's copy into RX frames, the egress copy and TX with a handler that decides nothing: the pipeline's floor apart from the table.",
+		"BenchmarkPipelineDown is the pipeline the other way (no target): an ISP's router sending to its bound subscribers, through the FIB lookup and the new header towards the access port; its /bare is the bare worker from the uplink to the access port.",
 	}
 	bins := make([]string, len(microSpecs))
 	for i, s := range microSpecs {
