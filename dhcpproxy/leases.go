@@ -431,18 +431,6 @@ type held struct {
 // found again at a later pass, say).
 func (h held) is(o held) bool { return h.k == o.k && h.l.same(&o.l) }
 
-// all returns every lease.
-func (t *leaseTable) all() []held {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := make([]held, 0, t.m.Len())
-	t.m.Range(func(k subKey, l lease) bool {
-		out = append(out, held{k, l})
-		return true
-	})
-	return out
-}
-
 // expired returns the leases that ended at or before now, limit at most,
 // the oldest first: O(log n) per lease returned (expiry.go), not a walk
 // of every lease.

@@ -12,30 +12,16 @@ import (
 	"github.com/ispmux/ispmux/subscribers"
 )
 
-// Revalidate ends, while running, every binding whose registration no
-// longer matches it (after a configuration reload): the subscriber stops
-// forwarding at once instead of at lease expiry, and the ISP is sent a
-// RELEASE on its behalf — except a device moved to another ISP, whose old
-// binding keeps forwarding until its next REQUEST (make-before-break,
-// moves.go). It returns how many bindings no longer match.
-func (p *Proxy) Revalidate() int {
-	n := 0
-	now := time.Now()
-	for _, h := range p.leases.all() {
-		if p.revalidate(h, false, now) {
-			n++
-		}
-	}
-	return n
-}
-
-// RevalidateMACs is Revalidate for the bindings of macs only (after a
-// tenant change: a device moved, blocked, detached, its customer suspended
-// or deleted): linear in len(macs), not in the bindings held. It also
-// ends the onboarding lease of a MAC blocked now (onboarding-ended,
-// reason blocked): a blocked MAC keeps no walled garden. A moved
-// device's old binding ends at its next REQUEST (make-before-break);
-// RevalidateMACsImmediate cuts it at once.
+// RevalidateMACs ends, while running, every binding of macs whose
+// registration no longer matches it (after a reload or a tenant change: a
+// device moved, blocked, detached, its customer suspended or deleted): the
+// subscriber stops forwarding at once instead of at lease expiry, and the
+// ISP is sent a RELEASE on its behalf. It is linear in len(macs), not in
+// the bindings held. It also ends the onboarding lease of a MAC blocked
+// now (onboarding-ended, reason blocked): a blocked MAC keeps no walled
+// garden. A moved device's old binding keeps forwarding until its next
+// REQUEST (make-before-break, moves.go); RevalidateMACsImmediate cuts it
+// at once. It returns how many bindings no longer match.
 func (p *Proxy) RevalidateMACs(macs []uint64) int { return p.revalidateMACs(macs, false) }
 
 // stale says why a binding of mac on access at isp (names) no longer
