@@ -67,7 +67,7 @@ func (v *validator) webhooks() {
 			continue
 		}
 		https := false
-		// The errors name the URL as webhookShown does, never whole:
+		// The errors name the URL as WebhookShown does, never whole:
 		// its user info, path or query may hold the receiver's
 		// credential, and check's output is pasted into tickets.
 		if u, err := url.Parse(p.WebhookURL); err != nil {
@@ -83,11 +83,11 @@ func (v *validator) webhooks() {
 			case u.Scheme != "https" && u.Scheme != "http":
 				v.errorf(key+".webhook_url", "must be an https:// (or http://) URL, got scheme %q", u.Scheme)
 			case u.Host == "" || u.Hostname() == "":
-				v.errorf(key+".webhook_url", "has no host: %q", webhookShown(u))
+				v.errorf(key+".webhook_url", "has no host: %q", WebhookShown(u))
 			case u.Fragment != "":
-				v.errorf(key+".webhook_url", "has a #fragment: %q", webhookShown(u)+"#…")
+				v.errorf(key+".webhook_url", "has a #fragment: %q", WebhookShown(u)+"#…")
 			case u.Scheme == "http" && !p.WebhookInsecure && !IsLoopbackHost(u.Hostname()):
-				v.errorf(key+".webhook_url", "%q is http and its host is not loopback: use https (webhook_ca_file for a private CA), or webhook_insecure = true to send the events in clear text", webhookShown(u))
+				v.errorf(key+".webhook_url", "%q is http and its host is not loopback: use https (webhook_ca_file for a private CA), or webhook_insecure = true to send the events in clear text", WebhookShown(u))
 			default:
 				https = u.Scheme == "https"
 			}
@@ -124,12 +124,13 @@ func (v *validator) webhooks() {
 	}
 }
 
-// webhookShown is u as check's errors show it: its
-// scheme and host, then "/…" for a path other than "/" and "?…" for a
-// query. Its user info, path and query are left out: a receiver may take
-// a credential in any of them, and check's output is pasted into
-// tickets.
-func webhookShown(u *url.URL) string {
+// WebhookShown is webhook URL u as ispmux shows it everywhere (check's
+// errors and summary, the webhooks' log, status and errors): its scheme
+// and host, then "/…" for a path other than "/" and "?…" for a query.
+// Its user info, path and query are left out: a receiver may take a
+// credential in any of them (https://hooks.example/T0/B0/secret,
+// ?token=), and what ispmux prints is pasted into tickets.
+func WebhookShown(u *url.URL) string {
 	s := u.Scheme + "://" + u.Host
 	if u.Opaque != "" || (u.Path != "" && u.Path != "/") {
 		s += "/…"
@@ -141,18 +142,17 @@ func webhookShown(u *url.URL) string {
 }
 
 // webhookSummary is the ISP's webhook for Summary (", webhook to
-// https://hooks.example (retry max 5m0s)"; "" without one): where its
+// https://hooks.example/… (retry max 5m0s)"; "" without one): where its
 // events go, its back-off cap, its CA file and webhook_insecure if set.
-// The URL is shown by its scheme and host only: a receiver's path or
-// query may hold a credential of its own, and check's output is pasted
-// into tickets.
+// The URL is shown as WebhookShown shows it: a receiver's path or query
+// may hold a credential of its own.
 func (p *ISP) webhookSummary() string {
 	if p.WebhookURL == "" {
 		return ""
 	}
 	to := "(not a URL)"
 	if u, err := url.Parse(p.WebhookURL); err == nil {
-		to = u.Scheme + "://" + u.Host
+		to = WebhookShown(u)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, ", webhook to %s (retry max %s", to, p.WebhookRetryMaxDur)

@@ -113,13 +113,13 @@ func TestWebhookOK(t *testing.T) {
 	if d.WebhookURL != "" || d.WebhookRetryMaxDur != DefaultWebhookRetryMax {
 		t.Errorf("delta %+v", d)
 	}
-	// check's summary names each ISP's webhook by its scheme and host (a
-	// path or query may hold the receiver's own credential), with its
+	// check's summary names each ISP's webhook by its scheme and host, "/…"
+	// for a path (a path or query may hold the receiver's own credential), with its
 	// back-off cap, CA file and insecure flag; it said nothing of them.
 	sum := c.Summary()
 	for _, want := range []string{
-		`, webhook to https://hooks.alpha.example (retry max 5m0s, ca /etc/ispmux/alpha-ca.pem), 0 subscriber(s)`,
-		`, webhook to http://192.0.2.80:9000 (retry max 10s, insecure), 0 subscriber(s)`,
+		`, webhook to https://hooks.alpha.example/… (retry max 5m0s, ca /etc/ispmux/alpha-ca.pem), 0 subscriber(s)`,
+		`, webhook to http://192.0.2.80:9000/… (retry max 10s, insecure), 0 subscriber(s)`,
 		`, webhook to http://[::1]:8000 (retry max 5m0s), 0 subscriber(s)`,
 	} {
 		if !strings.Contains(sum, want) {

@@ -1,8 +1,10 @@
 package webhooks
 
 import (
+	"bytes"
 	"encoding/pem"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -32,6 +34,12 @@ func waitStatus(t *testing.T, m *Manager, isp string, ok func(Status) bool, with
 	}
 }
 
+// TestErrorsHideCredentials: a webhook URL's user info, path and query
+// (a Slack-style https://hooks.example/T0/B0/secret, ?token=) are left out
+// of its status, its errors and the log, as configs.WebhookShown shows it
+// (check's form), and so is a redirect's Location (a receiver moved to
+// https:// redirects to the same path). The path and the Location were
+// shown whole before.
 func TestErrorsHideCredentials(t *testing.T) {
 	s := openStore(t, "", subscribers.Options{NoSync: true})
 	sec := writeSecret(t, specSecret)
@@ -44,27 +52,35 @@ func TestErrorsHideCredentials(t *testing.T) {
 	hangSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-hang }))
 	defer hangSrv.Close()
 	defer close(hang)
-	redir := httptest.NewServer(http.RedirectHandler("https://elsewhere.example/x", http.StatusFound))
+	redir := httptest.NewServer(http.RedirectHandler("https://elsewhere.example/T0/B0/S3CRETL?token=S3CRETL", http.StatusFound))
 	defer redir.Close()
+	relRedir := httptest.NewServer(http.RedirectHandler("/T0/B0/S3CRETR", http.StatusMovedPermanently))
+	defer relRedir.Close()
+	unavail := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }))
+	defer unavail.Close()
 	u := func(base string) string {
-		return strings.Replace(base, "://", "://user:S3CRETPW@", 1) + "/p?token=S3CRETQ"
+		return strings.Replace(base, "://", "://user:S3CRETPW@", 1) + "/T0/B0/S3CRETP?token=S3CRETQ"
 	}
 	cases := map[string]string{
 		"refused": u("http://" + refused),
 		"tls":     u(tlsSrv.URL),
 		"hang":    u(hangSrv.URL),
-		"dns":     "http://user:S3CRETPW@nonexistent.invalid/p?token=S3CRETQ",
+		"dns":     "http://user:S3CRETPW@nonexistent.invalid/T0/B0/S3CRETP?token=S3CRETQ",
 		"redir":   u(redir.URL),
+		"rel":     u(relRedir.URL),
+		"503":     u(unavail.URL),
 	}
 	var isps []configs.ISP
 	for name, url := range cases {
 		isps = append(isps, isp(name, url, sec))
 	}
-	m, err := New(&configs.Config{ISPs: isps}, s, nil)
+	var logged bytes.Buffer // read once the manager has stopped
+	m, err := New(&configs.Config{ISPs: isps}, s, slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.timeout = 300 * time.Millisecond
+	m.shutdownGrace = 100 * time.Millisecond
 	for _, tg := range m.targets {
 		tg.client.Timeout = m.timeout
 	}
@@ -78,6 +94,27 @@ func TestErrorsHideCredentials(t *testing.T) {
 		if strings.Contains(st.LastError, "S3CRET") || strings.Contains(st.URL, "S3CRET") {
 			t.Errorf("%s: secret in status: %+v", name, st)
 		}
+		if !strings.HasSuffix(st.URL, "/…?…") || strings.Contains(st.URL, "@") || !strings.HasPrefix(st.LastError, "POST "+st.URL+": ") {
+			t.Errorf("%s: url %q, last error %q: not shown as check shows it", name, st.URL, st.LastError)
+		}
+	}
+	if st, _ := r.m.StatusOf("redir"); !strings.Contains(st.LastError, `redirect to "https://elsewhere.example/…?…" not followed`) {
+		t.Errorf("redirect: %q", st.LastError)
+	}
+	if st, _ := r.m.StatusOf("rel"); !strings.Contains(st.LastError, `redirect to "`+relRedir.URL+`/…" not followed`) {
+		t.Errorf("relative redirect: %q", st.LastError)
+	}
+	// A reload to a new URL logs it ("webhook configured").
+	isps = append(isps[:0:0], isps...)
+	for i := range isps {
+		isps[i].WebhookURL = strings.Replace(isps[i].WebhookURL, "S3CRETP", "S3CRETP2", 1)
+	}
+	if err := r.m.Reload(&configs.Config{ISPs: isps}); err != nil {
+		t.Fatal(err)
+	}
+	r.stop()
+	if l := logged.String(); strings.Contains(l, "S3CRET") || !strings.Contains(l, "webhook configured") {
+		t.Errorf("log:\n%s", l)
 	}
 }
 

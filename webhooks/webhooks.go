@@ -39,7 +39,8 @@ const (
 // Status is one ISP's webhook delivery state.
 type Status struct {
 	ISP string `json:"isp"`
-	// URL is the receiver, without user info and query.
+	// URL is the receiver as configs.WebhookShown shows it (scheme and
+	// host; a path, a query and user info may hold a credential).
 	URL string `json:"url"`
 	// Cursor is the ISP's own sequence number (subscribers.Event.ISPSeq)
 	// up to which its events are delivered: its receiver acknowledged
@@ -95,7 +96,7 @@ type Manager struct {
 type target struct {
 	isp      string
 	url      string
-	shown    string // url without user info and query
+	shown    string // url as configs.WebhookShown shows it
 	secret   []byte
 	retryMax time.Duration
 	client   *http.Client
@@ -194,6 +195,10 @@ func ReadCA(path string) (*x509.CertPool, []byte, error) {
 func (m *Manager) build(p configs.ISP) (*target, error) {
 	u, err := url.Parse(p.WebhookURL)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // *url.Error quotes the whole URL
+		}
 		return nil, fmt.Errorf("isp %s webhook_url: %w", p.Name, err)
 	}
 	secret, err := ReadSecret(p.WebhookSecretFile)
@@ -211,8 +216,6 @@ func (m *Manager) build(p configs.ISP) (*target, error) {
 	if retryMax <= 0 {
 		retryMax = configs.DefaultWebhookRetryMax
 	}
-	shown := *u
-	shown.User, shown.RawQuery, shown.ForceQuery = nil, "", false
 	tr := &http.Transport{
 		Proxy:                 nil, // never the environment's
 		DialContext:           m.dial(&net.Dialer{Timeout: m.timeout, KeepAlive: 30 * time.Second}),
@@ -226,7 +229,7 @@ func (m *Manager) build(p configs.ISP) (*target, error) {
 	return &target{
 		isp:      p.Name,
 		url:      p.WebhookURL,
-		shown:    shown.String(),
+		shown:    configs.WebhookShown(u),
 		secret:   secret,
 		retryMax: retryMax,
 		client: &http.Client{

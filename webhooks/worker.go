@@ -17,6 +17,8 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/ispmux/ispmux/configs"
+
 	"github.com/ispmux/ispmux/subscribers"
 	"github.com/ispmux/ispmux/tenants"
 )
@@ -364,7 +366,7 @@ func (w *worker) post(t *target, id string, body []byte) error {
 	case c >= 200 && c < 300:
 		return nil
 	case c >= 300 && c < 400:
-		return fmt.Errorf("POST %s: HTTP %d: redirect to %q not followed", t.shown, c, clean(resp.Header.Get("Location")))
+		return fmt.Errorf("POST %s: HTTP %d: redirect to %q not followed", t.shown, c, redirectShown(resp))
 	default:
 		err := fmt.Errorf("POST %s: HTTP %d", t.shown, c)
 		if body := clean(string(head)); body != "" {
@@ -417,4 +419,20 @@ func clean(s string) string {
 		s = s[:200] + "…"
 	}
 	return s
+}
+
+// redirectShown is where resp redirects to, shown as configs.WebhookShown
+// shows the webhook's own URL: a receiver moved from http:// to https://
+// redirects to the same path, which may hold its credential
+// (https://hooks.example/T0/B0/secret). A relative Location is resolved
+// against the request's URL; one that does not parse is "(not a URL)".
+func redirectShown(resp *http.Response) string {
+	if resp.Header.Get("Location") == "" {
+		return ""
+	}
+	u, err := resp.Location()
+	if err != nil {
+		return "(not a URL)"
+	}
+	return clean(configs.WebhookShown(u))
 }
