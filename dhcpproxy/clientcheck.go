@@ -24,7 +24,7 @@ func clientRefusal(err error) string {
 	case errClientGiaddr:
 		why = "it carries a relay agent address (giaddr), which only a relay sets"
 	case errMalformed:
-		why = "it does not parse as DHCP (shorter than 240 bytes, an option overrunning it, or no END), its op is neither BOOTREQUEST nor BOOTREPLY, or its hardware address is not Ethernet"
+		why = "it does not parse as DHCP (shorter than 240 bytes, or an option overrunning it), its op is neither BOOTREQUEST nor BOOTREPLY, or its hardware address is not Ethernet"
 	case errNotRequest:
 		why = "it is a BOOTREPLY (op 2), which only a server sends"
 	case errOverload:
@@ -43,7 +43,7 @@ func clientRefusal(err error) string {
 	return "DHCP message refused (" + err.Error() + "): " + why
 }
 
-// unparsed is why a client message dhcpv4.FromBytes refused is refused:
+// unparsed is why a client message parseMessage refused is refused:
 // a plain BOOTP client's (RFC 951: a BOOTREQUEST whose vendor area does
 // not open with the magic cookie of RFC 1497's options) has no message
 // type, as one with the cookie and no option 53 has; any other is

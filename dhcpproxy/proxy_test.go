@@ -210,9 +210,7 @@ func newPRig(t *testing.T) *prig {
 
 // fromClient sends a client message as a broadcast frame from its chaddr.
 func (r *prig) fromClient(m *dhcpv4.DHCPv4) {
-	src := binding.MAC48([6]byte(m.ClientHWAddr))
-	f := fib.UDPFrame(0xffffffffffff, src, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, m.ToBytes())
-	r.p.HandleFrame(accPort, f)
+	r.sendRaw(binding.MAC48([6]byte(m.ClientHWAddr)), m.ToBytes())
 }
 
 // serve plays the ISP's server for every relayed message sent so far:
@@ -1657,7 +1655,7 @@ func TestBrokenClientRefusalIsAnEvent(t *testing.T) {
 		name, want string
 		payload    func(t *testing.T) []byte
 	}{
-		{"malformed", "it does not parse as DHCP (shorter than 240 bytes, an option overrunning it, or no END), its op is neither BOOTREQUEST nor BOOTREPLY, or its hardware address is not Ethernet", func(t *testing.T) []byte {
+		{"malformed", "it does not parse as DHCP (shorter than 240 bytes, or an option overrunning it), its op is neither BOOTREQUEST nor BOOTREPLY, or its hardware address is not Ethernet", func(t *testing.T) []byte {
 			b := discover(t, dhcpv4.WithHwAddr(mac(s1))).ToBytes()
 			return append(b[:240:240], 53, 1, 1, 61, 200, 1, 2) // option 61 overruns the message
 		}},

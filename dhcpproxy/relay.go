@@ -433,11 +433,29 @@ const (
 	bootpMinLen          = 300
 )
 
-// withEnd returns raw with an END option after its options when they fill
-// the message to its last byte without one: ISC dhcpd 4.4 leaves END out
-// of a full options field when it overloads file/sname (RFC 2131 §4.1 says
-// it MUST be there, but the message is otherwise sound and clients accept
-// it). raw itself otherwise.
+// parseMessage is dhcpv4.FromBytes of raw or, when raw's options run to
+// its last byte (or into padding) without an END option, of raw with one
+// added (withEnd), and the bytes it parsed, which the relay passes on
+// (relayUp and relayDown write their own END) and the intents store.
+// RFC 2131 §4.1 says END MUST be there, but ISC dhcpd and Kea accept a
+// message without it, and send one: dhcpd 4.4 leaves END out of a full
+// options field when it overloads file/sname, and a client's was refused
+// as malformed. An option whose length runs past the message is still
+// malformed.
+func parseMessage(raw []byte) (*dhcpv4.DHCPv4, []byte, error) {
+	m, err := dhcpv4.FromBytes(raw)
+	if err != nil {
+		if fixed := withEnd(raw); len(fixed) != len(raw) {
+			m, err = dhcpv4.FromBytes(fixed)
+			raw = fixed
+		}
+	}
+	return m, raw, err
+}
+
+// withEnd returns raw with an END option after its options when they run
+// to its last byte, or into padding that does, without one (parseMessage
+// says why); raw itself otherwise.
 func withEnd(raw []byte) []byte {
 	if len(raw) <= optionsStart {
 		return raw

@@ -35,13 +35,7 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 		}
 		return
 	}
-	m, err := dhcpv4.FromBytes(payload)
-	if err != nil {
-		if fixed := withEnd(payload); len(fixed) != len(payload) {
-			m, err = dhcpv4.FromBytes(fixed)
-			payload = fixed
-		}
-	}
+	m, payload, err := parseMessage(payload)
 	if err != nil || len(m.ClientHWAddr) != 6 || badOverload(m) {
 		p.count(errServerMalformed.Error())
 		return

@@ -29,7 +29,7 @@ func (p *Proxy) fromClient(c *Circuit, pkt *classifier.Packet, payload []byte) {
 		return
 	}
 	sk := subKey{circuitKey{c.Port, c.VLAN}, pkt.Src}
-	m, err := dhcpv4.FromBytes(payload)
+	m, payload, err := parseMessage(payload)
 	if err == nil {
 		err = checkClient(m, net.HardwareAddr(macBytes(pkt.Src)))
 	} else {
