@@ -175,15 +175,21 @@ func (s *Server) buildMux() http.Handler {
 // detail (and an Allow header of allow, if not ""), its request id set and
 // its answer counted as RouteOther's. A request without a token the box
 // knows is answered as on any route (401, or 400 for a malformed
-// header) before that: a 404 or 405 would tell a caller without a token
-// which paths are routes.
+// header) before that, and one with a claim token as on any route but
+// its own (403 forbidden): a 404 or 405 would tell a caller without a
+// token, or an installer with a claim token, which paths are routes.
 func (s *Server) answerOther(w http.ResponseWriter, r *http.Request, typ, detail, allow string) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	setRequestID(sw, r)
 	defer func() { s.reqs.record(RouteOther, sw.code(), time.Since(start)) }()
 	if r.Context().Value(socketKey{}) == nil {
-		if _, _, ok := s.authenticate(sw, r); !ok {
+		p, _, ok := s.authenticate(sw, r)
+		if !ok {
+			return
+		}
+		if p.Kind == auth.KindClaim {
+			s.problem(sw, r, "forbidden", claimOnly)
 			return
 		}
 	}
@@ -231,6 +237,10 @@ func ValidRequestID(id string) bool {
 	}
 	return true
 }
+
+// claimOnly is the detail of the 403 a claim token gets on any path but
+// its route, whether another route's or none.
+const claimOnly = "a claim token may only POST /v1/claims"
 
 // wrap authenticates, checks the scope, builds the actor and calls the
 // route's handler.
@@ -327,7 +337,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt Route, id 
 		case auth.KindISP:
 			c.isp = p.ISP
 		default:
-			s.problem(w, r, "forbidden", "a claim token may only POST /v1/claims")
+			s.problem(w, r, "forbidden", claimOnly)
 			return c, false
 		}
 	case ScopeClaim:
@@ -351,7 +361,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt Route, id 
 				return c, false
 			}
 		default:
-			s.problem(w, r, "forbidden", "a claim token may only POST /v1/claims")
+			s.problem(w, r, "forbidden", claimOnly)
 			return c, false
 		}
 		c.isp = isp

@@ -10,8 +10,11 @@ import (
 // answered as any route answers it without a token the box knows: 401
 // (400 for a malformed header), with no Allow header, so a caller without
 // a token cannot tell routes from other paths by their 404s and 405s. It
-// answered 404 (405 with Allow) to anyone. With a known token of any
-// kind, and on the control socket (no token), it is still 404 or 405.
+// answered 404 (405 with Allow) to anyone. With a claim token it is
+// answered as every route but POST /v1/claims answers one (403
+// forbidden, no Allow): it was 404 or 405, which mapped the routes for an
+// installer (fails without). With an operator or ISP token, and on the
+// control socket (no token), it is still 404 or 405.
 func TestUnknownRouteNeedsToken(t *testing.T) {
 	f := newFixture(t)
 	others := []struct {
@@ -24,6 +27,7 @@ func TestUnknownRouteNeedsToken(t *testing.T) {
 		{"DELETE", "/v1/stats", 405},
 		{"GET", "//v1/isps", 404},
 		{"GET", "/v1/isps/", 404},
+		{"GET", "/v1/claims", 405},
 	}
 	for _, o := range others {
 		for _, c := range []struct {
@@ -46,7 +50,16 @@ func TestUnknownRouteNeedsToken(t *testing.T) {
 				t.Errorf("%s %s, token %q: 401 without WWW-Authenticate", o.method, o.path, c.who)
 			}
 		}
-		for _, who := range []string{"operator", "alpha", "claim"} {
+		cw := f.do(o.method, o.path, "claim", "")
+		cp := decodeProblem(t, cw)
+		if cw.Code != 403 || cp.Type != ProblemTypePrefix+"forbidden" || cp.Detail != claimOnly || cw.Header().Get("Allow") != "" {
+			t.Errorf("%s %s as claim: %d %s %q (Allow %q); want 403 forbidden %q without Allow", o.method, o.path,
+				cw.Code, cp.Type, cp.Detail, cw.Header().Get("Allow"), claimOnly)
+		}
+		if k := f.do("GET", "/v1/isps", "claim", ""); k.Code != cw.Code || decodeProblem(t, k).Detail != cp.Detail {
+			t.Errorf("%s %s as claim: %d, where a route it may not use answers %d", o.method, o.path, cw.Code, k.Code)
+		}
+		for _, who := range []string{"operator", "alpha"} {
 			w := f.do(o.method, o.path, who, "")
 			if p := decodeProblem(t, w); w.Code != o.status || p.Status != o.status {
 				t.Errorf("%s %s as %s: %d, want %d", o.method, o.path, who, w.Code, o.status)
