@@ -24,7 +24,9 @@ import (
 // reports about traffic a subscriber can generate at will, so they are
 // bounded: folded per (MAC, kind, reason) to one per eventQuiet, and
 // recorded at most noiseRate a second (burst noiseBurst) per budget — one
-// budget per ISP and one for unregistered MACs, so one ISP's noisy
+// budget per ISP and one for the refusals that name no ISP (of
+// unregistered MACs, and of registered ones refused where they are not
+// bound: fromClient says why), so one ISP's noisy
 // subscribers cannot hide another ISP's refusals. What a budget holds back
 // (and what finds maxEventWriters writes in flight) is counted
 // (events_suppressed) and summed up, once a noiseSummary, in a
@@ -68,14 +70,16 @@ const maxEventWriters = 256
 const eventQuiet = time.Minute
 
 // Refusal budgets: noiseRate events a second, burst noiseBurst, per ISP
-// and for unregistered MACs; a summary of what was held back once a
+// and for the refusals naming no ISP; a summary of what was held back once a
 // noiseSummary.
 const (
 	noiseRate, noiseBurst = 10, 50
 	noiseSummary          = 10 * time.Second
 )
 
-// budget is one refusal budget (an ISP's, or "" for unregistered MACs).
+// budget is one refusal budget (an ISP's, or "" for the refusals naming
+// no ISP: unregistered MACs', and registered ones' refused where they are
+// not bound).
 type budget struct {
 	bucket     bucket
 	suppressed int
@@ -102,8 +106,8 @@ func (n *eventNotes) init() {
 
 // admit decides whether a refusal is recorded: ok, or repeat (folded into
 // an earlier one within eventQuiet), or neither (over its budget:
-// counted as suppressed). isp names the budget ("" for unregistered MACs;
-// the caller maps unknown ISP names to it, so the budgets stay bounded).
+// counted as suppressed). isp names the budget ("" for a refusal naming
+// no ISP; the caller maps unknown ISP names to it, so the budgets stay bounded).
 func (n *eventNotes) admit(k eventKey, isp string, now time.Time) (ok, repeat bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -247,12 +251,16 @@ func (p *Proxy) summarize(now time.Time) {
 // refusals it held back.
 func (p *Proxy) writeSummary(now time.Time, held map[string]int) {
 	for isp, n := range held {
-		who := "unregistered MACs"
+		// The budget of no ISP holds the refusals of unregistered MACs
+		// and of registered MACs refused where they are not bound (a
+		// message refused before admission names its ISP only where
+		// the MAC is bound: fromClient).
+		what := "refusals naming no ISP (of unregistered MACs, or of registered ones where they are not bound)"
 		if isp != "" {
-			who = "ISP " + isp + "'s subscribers"
+			what = "refusals of ISP " + isp + "'s subscribers"
 		}
 		e := subscribers.Event{Time: now, Kind: subscribers.EventSuppressed, ISP: isp,
-			Reason: fmt.Sprintf("%d refusals of %s not recorded (over the event budget of %d/s, burst %d)", n, who, noiseRate, noiseBurst)}
+			Reason: fmt.Sprintf("%d %s not recorded (over the event budget of %d/s, burst %d)", n, what, noiseRate, noiseBurst)}
 		if _, err := p.store.AddEvent(e); err != nil {
 			p.log.Warn("event not stored", "kind", e.Kind, "err", err)
 		}
