@@ -37,6 +37,20 @@ type reloadOutcome struct {
 	at      time.Time
 	err     string
 	partial bool
+	// where is the "file:line: key" of each file problem of the
+	// configuration the reload read (NoteReloadWhere): the err of a
+	// reload names a key, not where it is in the file.
+	where []string
+}
+
+// text is the outcome's error as ctl status shows it: err, then a line
+// "at FILE:LINE: KEY" for each of where.
+func (o *reloadOutcome) text() string {
+	s := o.err
+	for _, w := range o.where {
+		s += "\nat " + w
+	}
+	return s
 }
 
 // incompleteError is a reload that applied the subscriber entries but not
@@ -60,6 +74,20 @@ func AppliedInPart(err error) bool {
 // applies the file.
 func (a *Appliance) NoteReloadRefused(err error) {
 	a.lastReload.Store(&reloadOutcome{at: time.Now(), err: err.Error()})
+}
+
+// NoteReloadWhere adds to the last reload's error, which Reload returned,
+// where the problems of the files it names are in the configuration file
+// ("/etc/ispmux/ispmux.toml:12: isp[0].token_files[0]", as check names
+// them): ctl status shows them after the error, which names a key only.
+func (a *Appliance) NoteReloadWhere(where []string) {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	if o := a.lastReload.Load(); o != nil && o.err != "" && len(where) > 0 {
+		n := *o
+		n.where = where
+		a.lastReload.Store(&n)
+	}
 }
 
 // configState is the reloads' state for the metrics.

@@ -15,6 +15,7 @@ import (
 	"github.com/ispmux/ispmux/api"
 	"github.com/ispmux/ispmux/auth"
 	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/dhcpproxy"
 	"github.com/ispmux/ispmux/engine"
 	"github.com/ispmux/ispmux/registry"
@@ -326,7 +327,9 @@ func TestReloadRefusedShows(t *testing.T) {
 // suggested IspmuxReloadAppliedInPart alerts on), and so does the error
 // the log line is chosen by (AppliedInPart). Before, the metrics could
 // only say 0 (not successful), and the one alert on it, and its summary,
-// said "refused".
+// said "refused". ctl status shows, after the error (which names the
+// key), where the key is in the file (NoteReloadWhere, as check names it):
+// it named no file or line.
 func TestReloadMissingTokenFileInPart(t *testing.T) {
 	dir := t.TempDir()
 	tokFile := writeTestFile(t, dir, "beta.token", "0123456789abcdefghijklmnopqrstuvwxyz")
@@ -344,6 +347,12 @@ func TestReloadMissingTokenFileInPart(t *testing.T) {
 	}
 	if c := a.configState(); c.LastReloadOK || !c.LastReloadPartial {
 		t.Errorf("metrics: %+v, want LastReloadOK false and LastReloadPartial true", c)
+	}
+	where := "/etc/ispmux/ispmux.toml:12: isp[0].token_files[0]"
+	a.NoteReloadWhere([]string{where})
+	var st ctlsock.Status
+	if a.reloadStatus(&st); !st.ReloadPartial || !strings.HasPrefix(st.ReloadRefused, err.Error()+"\n") || !strings.HasSuffix(st.ReloadRefused, "\nat "+where) {
+		t.Errorf("ctl status: %q, want the error, then %q", st.ReloadRefused, "at "+where)
 	}
 	if AppliedInPart(errors.New("reload refused: x")) {
 		t.Error("a refused reload's error taken for one applied in part")

@@ -38,12 +38,7 @@ func (a *Appliance) status(maxBindings int) ctlsock.Status {
 	if pr := a.restartPending.Load(); pr != nil && len(pr.sections) > 0 {
 		st.RestartPending, st.RestartPendingSince = pr.sections, pr.at.UTC().Format(time.RFC3339Nano)
 	}
-	if o := a.lastReload.Load(); o != nil {
-		st.LastReloadAt = o.at.UTC().Format(time.RFC3339Nano)
-		if o.err != "" {
-			st.ReloadRefused, st.ReloadRefusedAt, st.ReloadPartial = o.err, st.LastReloadAt, o.partial
-		}
-	}
+	a.reloadStatus(&st)
 	ec := a.state.Counters()
 	links := a.linkStatuses()
 	for i, name := range a.names {
@@ -170,4 +165,16 @@ func (a *Appliance) accessName(port uint8, vlan uint16) string {
 		}
 	}
 	return a.names[port]
+}
+
+// reloadStatus sets st's fields of the last reload: when, and a reload
+// refused or applied in part, its error and where in the file
+// (reloadOutcome.text).
+func (a *Appliance) reloadStatus(st *ctlsock.Status) {
+	if o := a.lastReload.Load(); o != nil {
+		st.LastReloadAt = o.at.UTC().Format(time.RFC3339Nano)
+		if o.err != "" {
+			st.ReloadRefused, st.ReloadRefusedAt, st.ReloadPartial = o.text(), st.LastReloadAt, o.partial
+		}
+	}
 }

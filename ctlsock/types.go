@@ -23,8 +23,9 @@ type Status struct {
 	// ReloadRefused is the error of the last reload (SIGHUP) when it was
 	// refused, at ReloadRefusedAt (RFC 3339): the running configuration
 	// is not the file's (RestartPending is then what the last reload
-	// that read the file saw). Empty: the last reload applied the file,
-	// or none was made.
+	// that read the file saw), then a line "at FILE:LINE: KEY" for each
+	// file the configuration names that does not load, as check names
+	// it. Empty: the last reload applied the file, or none was made.
 	ReloadRefused   string `json:"reload_refused,omitempty"`
 	ReloadRefusedAt string `json:"reload_refused_at,omitempty"`
 	// LastReloadAt (RFC 3339) is when the last reload was made, applied

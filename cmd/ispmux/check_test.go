@@ -320,7 +320,9 @@ func TestCheckStateDirNotWritable(t *testing.T) {
 // TestReloadFileProblemsLocated: after a reload that failed in part, the
 // files the configuration names are reported at file:line: key, as check
 // reports them (the reload's own error named the key only, in another
-// form: "api tokens: isp[0].token_files[0]: …").
+// form: "api tokens: isp[0].token_files[0]: …"), and that "file:line:
+// key" is returned for ctl status (Appliance.NoteReloadWhere), which
+// showed the reload's error alone.
 func TestReloadFileProblemsLocated(t *testing.T) {
 	dir := t.TempDir()
 	path := checkConfigState(t, dir, dir+"/state", "", "token_files = [\""+dir+"/alpha.token\"]\n")
@@ -329,7 +331,7 @@ func TestReloadFileProblemsLocated(t *testing.T) {
 		t.Fatal(err)
 	}
 	var buf strings.Builder
-	logFileProblems(slog.New(slog.NewTextHandler(&buf, nil)), path, cfg)
+	where := logFileProblems(slog.New(slog.NewTextHandler(&buf, nil)), path, cfg)
 	src, _ := os.ReadFile(path)
 	line := 0
 	for i, l := range strings.Split(string(src), "\n") {
@@ -337,8 +339,12 @@ func TestReloadFileProblemsLocated(t *testing.T) {
 			line = i + 1
 		}
 	}
-	if want := fmt.Sprintf("%s:%d: isp[0].token_files[0]", path, line); line == 0 || !strings.Contains(buf.String(), want) {
+	want := fmt.Sprintf("%s:%d: isp[0].token_files[0]", path, line)
+	if line == 0 || !strings.Contains(buf.String(), want) {
 		t.Errorf("logged:\n%s\nwant a line with %q", buf.String(), want)
+	}
+	if len(where) != 1 || where[0] != want {
+		t.Errorf("returned %q, want [%q]", where, want)
 	}
 }
 

@@ -35,6 +35,7 @@ import (
 	"runtime/trace"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -328,7 +329,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 					msg = "reload applied in part: what the error names stays as it was, the rest of the file applied"
 				}
 				log.Error(msg, "err", err)
-				logFileProblems(log, path, next)
+				a.NoteReloadWhere(logFileProblems(log, path, next))
 			}
 			a.NotifyReloaded()
 			if l := logLevel(next.Appliance.LogLevel); l != level.Level() {
@@ -387,18 +388,23 @@ func startNotifying(ctx context.Context, cfg *configs.Config, log *slog.Logger, 
 	return appliance.Start(ctx, cfg, log)
 }
 
-// logFileProblems logs, after a reload that failed in part, the problems
-// of the files cfg names (token files, TLS, webhook secrets and CAs) at
-// their file:line: key, as check names them: the reload's own error says
-// what was not applied, this says where to fix it.
-func logFileProblems(log *slog.Logger, path string, cfg *configs.Config) {
+// logFileProblems logs, after a reload that failed, the problems of the
+// files cfg names (token files, TLS, webhook secrets and CAs) at their
+// file:line: key, as check names them: the reload's own error says what
+// was not applied, this says where to fix it. It returns each one's
+// "file:line: key", which ctl status shows after the reload's error.
+func logFileProblems(log *slog.Logger, path string, cfg *configs.Config) []string {
 	src, err := os.ReadFile(path)
 	if err != nil {
-		return
+		return nil
 	}
+	var where []string
 	for _, p := range appliance.CheckFiles(cfg) {
-		log.Error("reload: a file the configuration names", "at", configs.ErrorAt(path, src, p.Key, p.Err.Error()).Error())
+		e := configs.ErrorAt(path, src, p.Key, p.Err.Error())
+		log.Error("reload: a file the configuration names", "at", e.Error())
+		where = append(where, strings.TrimSuffix(e.Error(), ": "+e.Msg))
 	}
+	return where
 }
 
 func logLevel(s string) slog.Level {
