@@ -80,6 +80,17 @@ func laneSeeds(t testing.TB) []laneSeed {
 	// Shorter than laneMinFrame: laneKeys must still clear what an
 	// earlier batch left in the frame's slot (primeLane).
 	s = append(s, laneSeed{0, bytes.Clone(s[0].frame[:laneMinFrame-1])}, laneSeed{1, bytes.Clone(s[16].frame[:20])})
+	// To a bound subscriber from an ISP, each with one DHCP port (the
+	// general way drops them: classifier.TouchesDHCPPort), and a TCP
+	// segment too short for its header (Decode refuses it).
+	for _, ports := range [][2]uint16{{67, 9}, {68, 9}, {9, 67}, {9, 68}} {
+		s = append(s, laneSeed{1, udpFrame(t, gwaMAC, upaMAC, 0, "198.51.100.10", "100.64.0.11", 64, ports[0], ports[1])})
+	}
+	short := bytes.Clone(s[16].frame)
+	short[23] = classifier.ProtoTCP
+	binary.BigEndian.PutUint16(short[16:18], 36)
+	fixIPChecksum(short, 14)
+	s = append(s, laneSeed{1, short})
 	return s
 }
 
