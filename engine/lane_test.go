@@ -421,20 +421,108 @@ func TestLaneUnresolvedUplink(t *testing.T) {
 // subscriber is bound at that address (Bind refuses the uplink's address,
 // but the uplink's address may be reconfigured onto a bound one):
 // laneDowns leaves it to the general way, whose verdict the lane's must
-// equal.
+// equal. Untagged on ISP 0's uplink and tagged on ISP 1's (VLAN 201), whose
+// address is not ISP 0's: the lane must take the ISP of the frame's VLAN,
+// not of VLAN 0 (ISP 0 on port 2 too, pt.isp's zero value).
 func TestLaneDownToUplinkAddr(t *testing.T) {
-	r := newRig(t, 16)
-	if err := r.c.Bind(Binding{Port: 0, MAC: sub1, ISP: 0, IP: netip.MustParseAddr("192.0.2.50")}); err != nil {
+	for _, c := range []struct {
+		port  uint8
+		isp   uint8
+		up    fib.Uplink
+		frame func() []byte
+	}{
+		{1, 0, fib.Uplink{Port: 1, MAC: upaMAC, Addr: ip("192.0.2.50"), PrefixLen: 24, Gateway: ip("192.0.2.1")},
+			func() []byte { return udpFrame(t, gwaMAC, upaMAC, 0, "198.51.100.10", "192.0.2.50", 64, 9, 1024) }},
+		{2, 1, fib.Uplink{Port: 2, VLAN: 201, MAC: upbMAC, Addr: ip("192.0.2.50"), PrefixLen: 24, Gateway: ip("192.0.2.1")},
+			func() []byte { return udpFrame(t, gwbMAC, upbMAC, 201, "198.51.100.10", "192.0.2.50", 64, 9, 1024) }},
+	} {
+		r := newRig(t, 16)
+		if err := r.c.Bind(Binding{Port: 0, MAC: sub1, ISP: c.isp, IP: netip.MustParseAddr("192.0.2.50")}); err != nil {
+			t.Fatal(err)
+		}
+		r.c.ConfigureISP(c.isp, c.up)
+		r.resolve()
+		f := c.frame()
+		if laneDecides(r, c.port, f) {
+			t.Fatalf("ISP %d: the lane routed a datagram to our uplink address: %x", c.isp, f)
+		}
+		run := checkLaneAgrees(t, r, c.port, [][]byte{f})
+		if run.out[0].Action == datapath.Forward {
+			t.Fatalf("ISP %d: a datagram to our uplink address was forwarded: %+v", c.isp, run.out[0])
+		}
+	}
+}
+
+// TestLaneDownUnconfiguredISP: a subscriber bound to an ISP whose uplink
+// VLAN is on a port but which was never configured (Bind takes it: its
+// uplink's addresses are unknown), a datagram on that VLAN to the
+// subscriber: the general way drops it (fromISP: no uplink), so the lane
+// must leave it too.
+func TestLaneDownUnconfiguredISP(t *testing.T) {
+	r := rigOf(t, []PortConfig{
+		{Name: "acc", MAC: accMAC, AccessVLANs: []uint16{0}, AccessAddrs: map[uint16]uint32{0: ip("100.64.0.1")}},
+		{Name: "upa", MAC: upaMAC, Uplinks: map[uint16]uint8{0: 0, 5: 3}},
+	}, 64)
+	r.c.ConfigureISP(0, fib.Uplink{Port: 1, MAC: upaMAC, Addr: ip("192.0.2.2"), PrefixLen: 24, Gateway: ip("192.0.2.1")})
+	r.learn(1, 0, gwaMAC)
+	for _, b := range []Binding{
+		{Port: 0, MAC: sub1, ISP: 0, IP: netip.MustParseAddr("100.64.0.11")},
+		{Port: 0, MAC: sub2, ISP: 3, IP: netip.MustParseAddr("100.64.0.12")},
+	} {
+		if err := r.c.Bind(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	configured := udpFrame(t, gwaMAC, upaMAC, 0, "198.51.100.10", "100.64.0.11", 64, 9, 1024)
+	unconfigured := udpFrame(t, gwaMAC, upaMAC, 5, "198.51.100.10", "100.64.0.12", 64, 9, 1024)
+	if !laneDecides(r, 1, configured) {
+		t.Fatalf("the lane left %x to the general way", configured)
+	}
+	if laneDecides(r, 1, unconfigured) {
+		t.Fatalf("the lane routed a datagram from an unconfigured ISP: %x", unconfigured)
+	}
+	run := checkLaneAgrees(t, r, 1, [][]byte{configured, unconfigured, configured})
+	if run.out[1].Action == datapath.Forward || run.counts[1][1] != 2 {
+		t.Fatalf("verdict %+v, %d routed down: want the unconfigured ISP's datagram dropped, 2 routed", run.out[1], run.counts[1][1])
+	}
+}
+
+// TestLaneDownMTU: the lane checks a datagram to a subscriber against the
+// MTU of its egress port (the access port, here port 1), not the port it
+// came in on (port 0, the uplink), and routes one of exactly the MTU: as
+// the general way, which drops one longer (fromISP, tooBig; with DF set it
+// also answers "fragmentation needed").
+func TestLaneDownMTU(t *testing.T) {
+	r := rigOf(t, []PortConfig{
+		{Name: "upa", MAC: upaMAC, Uplinks: map[uint16]uint8{0: 0}},
+		{Name: "acc", MAC: accMAC, AccessVLANs: []uint16{0}, AccessAddrs: map[uint16]uint32{0: ip("100.64.0.1")}},
+	}, 64)
+	r.c.ConfigureISP(0, fib.Uplink{Port: 0, MAC: upaMAC, Addr: ip("192.0.2.2"), PrefixLen: 24, Gateway: ip("192.0.2.1")})
+	if err := r.c.Bind(Binding{Port: 1, MAC: sub1, ISP: 0, IP: netip.MustParseAddr("100.64.0.11")}); err != nil {
 		t.Fatal(err)
 	}
-	r.c.ConfigureISP(0, fib.Uplink{Port: 1, MAC: upaMAC, Addr: ip("192.0.2.50"), PrefixLen: 24, Gateway: ip("192.0.2.1")})
-	r.resolve()
-	f := udpFrame(t, gwaMAC, upaMAC, 0, "198.51.100.10", "192.0.2.50", 64, 9, 1024)
-	if laneDecides(r, 1, f) {
-		t.Fatalf("the lane routed a datagram to our uplink address: %x", f)
-	}
-	run := checkLaneAgrees(t, r, 1, [][]byte{f})
-	if run.out[0].Action == datapath.Forward {
-		t.Fatalf("a datagram to our uplink address was forwarded: %+v", run.out[0])
+	f := udpFrame(t, gwaMAC, upaMAC, 0, "198.51.100.10", "100.64.0.11", 64, 9, 1024)
+	total := int(binary.BigEndian.Uint16(f[16:18]))
+	defer r.c.SetMTU(0, 0)
+	defer r.c.SetMTU(1, 0)
+	for _, c := range []struct {
+		uplink, access int
+		routed         bool
+	}{
+		{0, 0, true},
+		{total - 1, 0, true}, // the ingress port's MTU is not the egress's
+		{0, total, true},     // exactly the MTU
+		{0, total - 1, false},
+		{total + 1, total - 1, false},
+	} {
+		r.c.SetMTU(0, c.uplink)
+		r.c.SetMTU(1, c.access)
+		if got := laneDecides(r, 0, f); got != c.routed {
+			t.Errorf("MTU %d in, %d out, total %d: the lane decided %v, want %v", c.uplink, c.access, total, got, c.routed)
+		}
+		run := checkLaneAgrees(t, r, 0, [][]byte{f})
+		if fwd := run.out[0].Action == datapath.Forward && run.out[0].Port == 1; fwd != c.routed {
+			t.Errorf("MTU %d in, %d out, total %d: verdict %+v, want routed %v", c.uplink, c.access, total, run.out[0], c.routed)
+		}
 	}
 }
