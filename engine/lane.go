@@ -304,8 +304,9 @@ func (p *Processor) laneUps(pt *port, frames [][]byte, out []datapath.Verdict) (
 // (frames and out: the batch's), with their FIB lookups at hand, as
 // laneUps decides the subscribers': for each it sets a Forward verdict to
 // the bound subscriber and marks it roleLaneDone; it leaves the others
-// (roleLaneDown), having written nothing, for the general way (a frame not
-// routed, or to our uplink address). It returns how many it decided.
+// (roleLaneDown), having written nothing, for the general way (one laneIPv4
+// refuses, not routed, to our uplink address, from an ISP not configured,
+// or over the egress port's MTU). It returns how many it decided.
 //
 // It was laneDown, a call per frame from Process's general pass, reading
 // an MTU atomically per frame. One loop, against that, in one test binary
