@@ -100,18 +100,16 @@ type droppedTxns struct {
 // be committed: an answer to a REQUEST it sent just before must not bind
 // it again — the ISP processed that REQUEST before the RELEASE and holds
 // no lease any more. They are parked until the end's commit is known
-// (unpark): a refused end ends nothing, and they are put back. Linear in
-// the pending transactions (bounded by MaxPending).
+// (unpark): a refused end ends nothing, and they are put back. It finds
+// them through the index by subscriber (txns.bySub): its cost is the
+// subscriber's transactions', not the table's.
 func (x *txns) dropSub(sk subKey) droppedTxns {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	var d droppedTxns
-	for k, t := range x.pending {
-		if t.sub == sk {
-			x.del(k)
-			x.parked[k] = t
-			d.keys = append(d.keys, k)
-		}
+	d := droppedTxns{keys: x.keysOf(sk)}
+	for _, k := range d.keys {
+		x.parked[k] = x.pending[k]
+		x.del(k)
 	}
 	d.offer, d.hadOffer = x.offered[sk]
 	delete(x.offered, sk)

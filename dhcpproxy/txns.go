@@ -161,10 +161,21 @@ type txns struct {
 	mu      sync.Mutex
 	pending map[pendKey]*txn
 	// perISP counts pending's transactions by ISP index (begin's share
-	// of the table per ISP); pending is changed through put and del only.
-	perISP  [256]int
-	offered map[subKey]offer
-	rapid   map[pendKey]*rapidWin
+	// of the table per ISP); pending is changed through put and del only
+	// (txnindex.go), which keep it and the index by subscriber (bySub,
+	// bySubMore) true.
+	perISP [256]int
+	// bySub and bySubMore index pending by subscriber (txn.sub): the key
+	// of one of its transactions, and the keys of the others. dropSub
+	// takes a subscriber's transactions through it, where it scanned the
+	// table: a bulk revocation of N subscribers with P transactions
+	// pending cost N×P under mu. A subscriber has one transaction
+	// pending, rarely more (another xid, another ISP): the common case is
+	// one entry of bySub, no allocation of its own.
+	bySub     map[subKey]pendKey
+	bySubMore map[subKey][]pendKey
+	offered   map[subKey]offer
+	rapid     map[pendKey]*rapidWin
 	// parked holds the transactions dropSub took from pending, of the
 	// subscribers whose binding's end is being committed: put back if
 	// the store refuses the end (unpark), forgotten once it is
@@ -175,26 +186,11 @@ type txns struct {
 
 func (x *txns) init() {
 	x.pending = map[pendKey]*txn{}
+	x.bySub = map[subKey]pendKey{}
+	x.bySubMore = map[subKey][]pendKey{}
 	x.offered = map[subKey]offer{}
 	x.rapid = map[pendKey]*rapidWin{}
 	x.parked = map[pendKey]*txn{}
-}
-
-// put stores t under pk, replacing any transaction there (another
-// circuit's, begin) (x.mu held).
-func (x *txns) put(pk pendKey, t *txn) {
-	if _, had := x.pending[pk]; !had {
-		x.perISP[pk.isp]++
-	}
-	x.pending[pk] = t
-}
-
-// del removes the transaction under pk, if any (x.mu held).
-func (x *txns) del(pk pendKey) {
-	if _, ok := x.pending[pk]; ok {
-		delete(x.pending, pk)
-		x.perISP[pk.isp]--
-	}
 }
 
 // get returns the transaction under pk, or nil.

@@ -1,0 +1,76 @@
+package dhcpproxy
+
+import "slices"
+
+// The pending transactions' table and its index by subscriber: every
+// change to txns.pending goes through put and del, which keep perISP and
+// the index (bySub, bySubMore) in step with it, x.mu held.
+
+// put stores t under pk, replacing any transaction there (another
+// circuit's, begin) (x.mu held).
+func (x *txns) put(pk pendKey, t *txn) {
+	old, had := x.pending[pk]
+	switch {
+	case !had:
+		x.perISP[pk.isp]++
+		x.index(t.sub, pk)
+	case old.sub != t.sub:
+		x.unindex(old.sub, pk)
+		x.index(t.sub, pk)
+	}
+	x.pending[pk] = t
+}
+
+// del removes the transaction under pk, if any (x.mu held).
+func (x *txns) del(pk pendKey) {
+	if t, ok := x.pending[pk]; ok {
+		delete(x.pending, pk)
+		x.perISP[pk.isp]--
+		x.unindex(t.sub, pk)
+	}
+}
+
+// index notes that sk has a transaction pending under pk (x.mu held).
+func (x *txns) index(sk subKey, pk pendKey) {
+	if _, ok := x.bySub[sk]; !ok {
+		x.bySub[sk] = pk
+		return
+	}
+	x.bySubMore[sk] = append(x.bySubMore[sk], pk)
+}
+
+// unindex forgets that sk has a transaction pending under pk (x.mu
+// held): one of bySubMore's, if any, takes the place of bySub's.
+func (x *txns) unindex(sk subKey, pk pendKey) {
+	more := x.bySubMore[sk]
+	if first, ok := x.bySub[sk]; ok && first == pk {
+		if len(more) == 0 {
+			delete(x.bySub, sk)
+			return
+		}
+		x.bySub[sk] = more[len(more)-1]
+		more = more[:len(more)-1]
+	} else if i := slices.Index(more, pk); i >= 0 {
+		more[i] = more[len(more)-1]
+		more = more[:len(more)-1]
+	} else {
+		return
+	}
+	if len(more) == 0 {
+		delete(x.bySubMore, sk)
+	} else {
+		x.bySubMore[sk] = more
+	}
+}
+
+// keysOf returns the keys of sk's pending transactions, a copy (x.mu
+// held).
+func (x *txns) keysOf(sk subKey) []pendKey {
+	first, ok := x.bySub[sk]
+	if !ok {
+		return nil
+	}
+	more := x.bySubMore[sk]
+	keys := make([]pendKey, 0, 1+len(more))
+	return append(append(keys, first), more...)
+}
