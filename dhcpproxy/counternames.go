@@ -150,6 +150,7 @@ func CounterNames() []string {
 		"switch_held",
 		"timeout",
 		"transactions_dropped_at_end",
+		"transactions_dropped_pending_full",
 		"udp_bad_checksum",
 		"unknown_server",
 		"unknown_subscriber",

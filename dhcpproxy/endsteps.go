@@ -10,7 +10,8 @@ import (
 // subscriber's stripe of subMu held, moves its generation on and takes
 // its transactions; then endCommitted and endedAfterCommit once the end
 // is durable, or endRefused, which leaves the binding and its exchanges
-// in flight as they were, if the store refused it.
+// in flight as they were (those with room left in the table), if the
+// store refused it.
 
 // endMark is what endBeforeCommit did, for endCommitted or endRefused.
 type endMark struct {
@@ -30,7 +31,7 @@ type endMark struct {
 // None of it ends anything yet: endCommitted does, after the commit
 // (a transaction begun before the end no longer current, those taken
 // forgotten), while endRefused, the store having refused the end, puts
-// the transactions back. (Before, a refused end had moved the
+// the transactions back (within the table's bound). (Before, a refused end had moved the
 // generation on and dropped the transactions all the same: the ACK of a
 // renewal relayed just before, of a binding that stood, was dropped,
 // ack_after_end, and a refused batch of ends, endBatch, did it to up to
@@ -52,7 +53,7 @@ func (p *Proxy) endBeforeCommit(sk subKey, drop bool) endMark {
 // ack_after_end), and those taken are forgotten.
 func (p *Proxy) endCommitted(sk subKey, m endMark) {
 	p.leases.commitGen(sk, m.gen)
-	p.tx.unpark(sk, m.dropped, false)
+	p.tx.unpark(sk, m.dropped, false, 0, 0)
 	if len(m.dropped.keys) > 0 {
 		p.count("transactions_dropped_at_end")
 	}
@@ -63,9 +64,16 @@ func (p *Proxy) endCommitted(sk subKey, m endMark) {
 // (not answered meanwhile) are pending again, and the subscriber's
 // generation, moved on, is still current for a transaction begun before
 // it (leaseTable.current): the ACK of a renewal relayed just before
-// binds.
+// binds. A transaction taken finds no room when the table, or its ISP's
+// share of it, filled while the end was being committed (the slots it
+// freed taken by other clients' messages): it is dropped, as begin drops
+// a new one (counted transactions_dropped_pending_full), and its answer
+// finds no transaction; the client retransmits.
 func (p *Proxy) endRefused(sk subKey, m endMark) {
-	p.tx.unpark(sk, m.dropped, true)
+	lim := p.lim.Load()
+	for range p.tx.unpark(sk, m.dropped, true, lim.MaxPending, oneShare(lim.MaxPending, len(p.isps))) {
+		p.count("transactions_dropped_pending_full")
+	}
 }
 
 // endedAfterCommit is a binding end's steps after its commit (of sk's
@@ -120,10 +128,14 @@ func (x *txns) dropSub(sk subKey) droppedTxns {
 // their subscriber's end is committed (restore false: they are
 // forgotten) or refused (restore true: each not answered meanwhile goes
 // back to pending, unless a retransmission began another under its key,
-// and the OFFER remembered is remembered again unless another was).
-func (x *txns) unpark(sk subKey, d droppedTxns, restore bool) {
+// and the OFFER remembered is remembered again unless another was). A
+// transaction put back counts against the table's bound as begin's do
+// (max in all, share at its ISP, oneShare): one that finds no room (the
+// slots freed by dropSub taken meanwhile) is dropped, the transactions
+// begun meanwhile being live exchanges; unpark returns how many.
+func (x *txns) unpark(sk subKey, d droppedTxns, restore bool, max, share int) (full int) {
 	if len(d.keys) == 0 && !d.hadOffer {
-		return
+		return 0
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -133,11 +145,17 @@ func (x *txns) unpark(sk subKey, d droppedTxns, restore bool) {
 			continue // answered meanwhile
 		}
 		delete(x.parked, k)
-		if _, taken := x.pending[k]; restore && !taken {
-			x.put(k, t)
+		if _, taken := x.pending[k]; !restore || taken {
+			continue
 		}
+		if len(x.pending) >= max || x.perISP[k.isp] >= share {
+			full++
+			continue
+		}
+		x.put(k, t)
 	}
 	if _, again := x.offered[sk]; restore && d.hadOffer && !again {
 		x.offered[sk] = d.offer
 	}
+	return full
 }

@@ -153,7 +153,7 @@ func TestParkedTransactions(t *testing.T) {
 	x.mu.Lock()
 	x.put(pks[1], again) // a retransmission's
 	x.mu.Unlock()
-	x.unpark(sk, d, true)
+	x.unpark(sk, d, true, 16, 16)
 	if got := x.get(pks[0]); got != nil {
 		t.Error("refused: the transaction answered while parked was put back")
 	}
@@ -168,7 +168,7 @@ func TestParkedTransactions(t *testing.T) {
 	}
 
 	d = x.dropSub(sk)
-	x.unpark(sk, d, false)
+	x.unpark(sk, d, false, 0, 0)
 	if x.get(pks[1]) != nil || x.get(pks[2]) != nil || len(x.parked) != 0 || x.perISP[0] != 0 {
 		t.Errorf("committed: %d parked, %d pending at the ISP; want none", len(x.parked), x.perISP[0])
 	}

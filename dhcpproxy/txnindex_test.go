@@ -55,7 +55,8 @@ func cmpPendKey(a, b pendKey) int {
 // subscribers on two circuits sharing MACs and xids (a device moved: its
 // transaction replaced by the new circuit's), checking the index after
 // each against a scan of pending, and each dropSub against the scan it
-// replaced.
+// replaced; and that the table's bound holds (begin's, and unpark's put
+// back of a refused end's transactions).
 func txnModel(t *testing.T, ops []byte) {
 	var x txns
 	x.init()
@@ -70,6 +71,8 @@ func txnModel(t *testing.T, ops []byte) {
 		msgs[i] = m
 	}
 	now := time.Unix(1e9, 0)
+	// The table's bound, small enough to be reached (begin's, unpark's).
+	const maxPending, share = 6, 4
 	type park struct {
 		sk subKey
 		d  droppedTxns
@@ -85,7 +88,7 @@ func txnModel(t *testing.T, ops []byte) {
 		case 0, 1:
 			m := msgs[int(a>>5&3)%3]
 			x.begin(pk, sk, circuits[sk.circuit.port], isps[pk.isp], registry.Entry{}, nil, m.ToBytes(), m, netip.Addr{}, 0, now,
-				time.Second, 1<<20, 1<<20)
+				time.Second, maxPending, share)
 		case 2:
 			x.take(pk)
 		case 3, 4:
@@ -130,11 +133,14 @@ func txnModel(t *testing.T, ops []byte) {
 				continue
 			}
 			i := int(a>>1) % len(parks)
-			x.unpark(parks[i].sk, parks[i].d, a&1 != 0)
+			x.unpark(parks[i].sk, parks[i].d, a&1 != 0, maxPending, share)
 			parks = slices.Delete(parks, i, i+1)
 		}
 		x.mu.Lock()
 		checkIndex(t, &x, "after op")
+		if len(x.pending) > maxPending || x.perISP[0] > share || x.perISP[1] > share {
+			t.Fatalf("after op %d: %d pending (%v at the ISPs), past the bound %d (%d an ISP)", op%8, len(x.pending), x.perISP[:2], maxPending, share)
+		}
 		x.mu.Unlock()
 	}
 }

@@ -178,9 +178,9 @@ type txns struct {
 	rapid     map[pendKey]*rapidWin
 	// parked holds the transactions dropSub took from pending, of the
 	// subscribers whose binding's end is being committed: put back if
-	// the store refuses the end (unpark), forgotten once it is
-	// committed. An answer to one taken meanwhile (take, takeAck,
-	// abandon) forgets it here too: it is not put back.
+	// the store refuses the end and the table has room (unpark),
+	// forgotten once it is committed. An answer to one taken meanwhile
+	// (take, takeAck, abandon) forgets it here too: it is not put back.
 	parked map[pendKey]*txn
 }
 
