@@ -1,6 +1,8 @@
 package dhcpproxy
 
 import (
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
 	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
 )
@@ -128,7 +130,8 @@ func (x *txns) dropSub(sk subKey) droppedTxns {
 // their subscriber's end is committed (restore false: they are
 // forgotten) or refused (restore true: each not answered meanwhile goes
 // back to pending, unless a retransmission began another under its key,
-// and the OFFER remembered is remembered again unless another was). A
+// which takes what it would have of it (carryParked), and the OFFER
+// remembered is remembered again unless another was). A
 // transaction put back counts against the table's bound as begin's do
 // (max in all, share at its ISP, oneShare): one that finds no room (the
 // slots freed by dropSub taken meanwhile) is dropped, the transactions
@@ -145,7 +148,13 @@ func (x *txns) unpark(sk subKey, d droppedTxns, restore bool, max, share int) (f
 			continue // answered meanwhile
 		}
 		delete(x.parked, k)
-		if _, taken := x.pending[k]; !restore || taken {
+		if !restore {
+			continue
+		}
+		if n := x.pending[k]; n != nil {
+			if n.sub == t.sub {
+				carryParked(n, t)
+			}
 			continue
 		}
 		if len(x.pending) >= max || x.perISP[k.isp] >= share {
@@ -158,4 +167,42 @@ func (x *txns) unpark(sk subKey, d droppedTxns, restore bool, max, share int) (f
 		x.offered[sk] = d.offer
 	}
 	return full
+}
+
+// carryParked gives n, a transaction a retransmission of the subscriber
+// began under the key of t while t was parked (an end being committed),
+// the end refused, what begin would have kept of t had t been pending
+// (begin): a DISCOVER that follows a REQUEST notes the REQUEST it took
+// over (overtaken: the REQUEST's late answer is not the DISCOVER's, its
+// silence still a timeout); one that follows a DISCOVER is the same
+// selection (the server whose OFFER t took stays chosen, the rapid-commit
+// RELEASEs sent are not sent again, the REQUEST t took over is still
+// t's); a REQUEST or INFORM keeps the server chosen. What n learnt
+// itself meanwhile (an OFFER taken, a REQUEST it took over) stands
+// (x.mu held).
+func carryParked(n, t *txn) {
+	switch {
+	case n.msgType == dhcpv4.MessageTypeDiscover && t.msgType == dhcpv4.MessageTypeRequest:
+		if n.overtook == nil {
+			n.overtook = &overtaken{requested: t.requested, selecting: t.selecting,
+				serverID: t.serverID, offerFrom: t.offerFrom, sentTo: t.sentTo}
+			if !t.refused {
+				n.overtook.due = t.deadline
+			}
+		}
+	case n.msgType == dhcpv4.MessageTypeDiscover && t.msgType == dhcpv4.MessageTypeDiscover:
+		if !n.offerFrom.IsValid() && !n.serverID.IsValid() {
+			n.serverID, n.offerFrom = t.serverID, t.offerFrom
+		}
+		if len(n.released) == 0 {
+			n.released = t.released
+		}
+		if n.overtook == nil {
+			n.overtook = t.overtook
+		}
+	case n.msgType != dhcpv4.MessageTypeDiscover:
+		if !n.serverID.IsValid() {
+			n.serverID, n.offerFrom = t.serverID, t.offerFrom
+		}
+	}
 }

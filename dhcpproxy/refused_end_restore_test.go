@@ -1,0 +1,129 @@
+package dhcpproxy
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ispmux/ispmux/registry"
+)
+
+// A refused end puts its subscriber's transactions back within the
+// table's bound (MaxPending: 16 in the rig): while the end was being
+// committed, other clients' messages took the slots it freed, and the
+// transactions that find no room are dropped and counted
+// (transactions_dropped_pending_full). Put back regardless, the table
+// went past MaxPending, 18 of 16.
+func TestRefusedEndPutBackWithinBound(t *testing.T) {
+	for _, c := range []struct {
+		meanwhile, back int // new transactions while parked; parked put back
+	}{{0, 2}, {1, 1}, {2, 0}} {
+		r := newPRig(t)
+		x := &r.p.tx
+		sk := subKey{circuit: circuitKey{port: accPort}, mac: 0x020000000101}
+		other := func(i int) {
+			o := subKey{circuit: sk.circuit, mac: 0x030000000000 | uint64(i)}
+			x.put(pendKey{[4]byte{1}, o.mac, 0}, &txn{sub: o, isp: r.p.isps["alpha"], msgType: dhcpv4.MessageTypeRequest})
+		}
+		x.mu.Lock()
+		for i := range 2 {
+			x.put(pendKey{[4]byte{byte(i)}, sk.mac, 0}, &txn{sub: sk, isp: r.p.isps["alpha"], msgType: dhcpv4.MessageTypeRequest})
+		}
+		for i := range 14 {
+			other(i)
+		}
+		x.mu.Unlock()
+
+		m := r.p.endBeforeCommit(sk, true)
+		x.mu.Lock()
+		for i := range c.meanwhile {
+			other(100 + i)
+		}
+		x.mu.Unlock()
+		r.p.endRefused(sk, m)
+
+		x.mu.Lock()
+		n, back := len(x.pending), len(x.keysOf(sk))
+		x.mu.Unlock()
+		if want := 14 + c.meanwhile + c.back; n != want || back != c.back {
+			t.Errorf("%d begun while parked: %d pending, %d of the subscriber's put back; want %d, %d", c.meanwhile, n, back, want, c.back)
+		}
+		if got := r.p.counter("transactions_dropped_pending_full"); got != uint64(2-c.back) {
+			t.Errorf("%d begun while parked: transactions_dropped_pending_full %d, want %d", c.meanwhile, got, 2-c.back)
+		}
+	}
+}
+
+// A retransmission while a refused end was being committed began a
+// transaction of its own under the parked one's key: once the end is
+// refused, it takes what begin would have kept of the parked one
+// (carryParked). Before, the parked one was forgotten with what it knew: a
+// DISCOVER lost the REQUEST it took over (whose late ACK or NAK it then
+// took as its own answer), a retransmitted DISCOVER the server whose
+// OFFER the client had been sent (another server's OFFER was taken).
+func TestRefusedEndRetransmissionKeepsParkedState(t *testing.T) {
+	alpha, beta := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	isp := &ISP{Name: "alpha", Servers: []netip.Addr{alpha, beta}}
+	sk := subKey{mac: 0x020000000101}
+	pk := pendKey{[4]byte{1}, sk.mac, 0}
+	hw := net.HardwareAddr{2, 0, 0, 0, 1, 1}
+	now := time.Now()
+	msg := func(mt dhcpv4.MessageType, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+		m, err := dhcpv4.New(append([]dhcpv4.Modifier{dhcpv4.WithHwAddr(hw), dhcpv4.WithMessageType(mt)}, mods...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	asked := netip.MustParseAddr("100.64.0.5")
+	request := msg(dhcpv4.MessageTypeRequest, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(asked.AsSlice())))
+	discover := msg(dhcpv4.MessageTypeDiscover)
+	begin := func(x *txns, m *dhcpv4.DHCPv4) *txn {
+		tx, _, err := x.begin(pk, sk, &Circuit{}, isp, registry.Entry{}, nil, m.ToBytes(), m, netip.Addr{}, 0, now, time.Second, 16, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tx
+	}
+	// parkThen begins first, parks it (an end), begins then (the
+	// retransmission), and ends the park: refused (restore) or not.
+	parkThen := func(first, then *dhcpv4.DHCPv4, offerFrom netip.Addr, restore bool) (*txns, *txn) {
+		var x txns
+		x.init()
+		tx := begin(&x, first)
+		if offerFrom.IsValid() {
+			x.offer(tx, isp, offerFrom, offerFrom, now, time.Second)
+		}
+		d := x.dropSub(sk)
+		n := begin(&x, then)
+		x.unpark(sk, d, restore, 16, 16)
+		if x.get(pk) != n {
+			t.Fatal("the retransmission's transaction is not the one pending")
+		}
+		return &x, n
+	}
+
+	x, n := parkThen(request, discover, netip.Addr{}, true)
+	if got, ok := x.overtakenAnswer(n); !ok || got != asked {
+		t.Errorf("a DISCOVER after a parked REQUEST, the end refused: the REQUEST taken over %v (asked for %v); want it, asking for %v", ok, got, asked)
+	}
+	x, n = parkThen(request, discover, netip.Addr{}, false)
+	if _, ok := x.overtakenAnswer(n); ok {
+		t.Error("the end committed: the DISCOVER took over the REQUEST it ended")
+	}
+
+	x, n = parkThen(discover, discover, alpha, true)
+	if got := x.chosen(n); got != alpha {
+		t.Errorf("a DISCOVER retransmitted while parked, the end refused: the server chosen %v, want %v (its OFFER was sent)", got, alpha)
+	}
+	if x.offer(n, isp, beta, beta, now, time.Second) {
+		t.Error("the end refused: another server's OFFER to the retransmitted DISCOVER was taken")
+	}
+	x, n = parkThen(discover, discover, alpha, false)
+	if got := x.chosen(n); got.IsValid() {
+		t.Errorf("the end committed: the server chosen %v, want none (a new selection)", got)
+	}
+}
