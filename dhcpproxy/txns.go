@@ -171,7 +171,9 @@ type txns struct {
 	// table: a bulk revocation of N subscribers with P transactions
 	// pending cost N×P under mu. A subscriber has one transaction
 	// pending, rarely more (another xid, another ISP): the common case is
-	// one entry of bySub, no allocation of its own.
+	// one entry of bySub, no allocation of its own (about 100 bytes a
+	// transaction with 1M pending, beside its txn's 624 and pending's
+	// entry).
 	bySub     map[subKey]pendKey
 	bySubMore map[subKey][]pendKey
 	offered   map[subKey]offer
