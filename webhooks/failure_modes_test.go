@@ -39,7 +39,9 @@ func waitStatus(t *testing.T, m *Manager, isp string, ok func(Status) bool, with
 // of its status, its errors and the log, as configs.WebhookShown shows it
 // (check's form), and so is a redirect's Location (a receiver moved to
 // https:// redirects to the same path). The path and the Location were
-// shown whole before.
+// shown whole before. So are the URL's parts in a receiver's answer that
+// echoes them (an Express 404's "Cannot POST /T0/B0/secret"): they were
+// shown as it sent them.
 func TestErrorsHideCredentials(t *testing.T) {
 	s := openStore(t, "", subscribers.Options{NoSync: true})
 	sec := writeSecret(t, specSecret)
@@ -58,6 +60,14 @@ func TestErrorsHideCredentials(t *testing.T) {
 	defer relRedir.Close()
 	unavail := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }))
 	defer unavail.Close()
+	// A receiver whose error page echoes the request, as Express's 404
+	// does ("Cannot POST /T0/B0/secret"), and the user it was sent as.
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		user, pw, _ := r.BasicAuth()
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = io.WriteString(w, "Cannot POST "+r.URL.RequestURI()+" ("+r.URL.Path+", "+r.URL.Query().Get("token")+", "+user+":"+pw+")")
+	}))
+	defer echo.Close()
 	u := func(base string) string {
 		return strings.Replace(base, "://", "://user:S3CRETPW@", 1) + "/T0/B0/S3CRETP?token=S3CRETQ"
 	}
@@ -69,6 +79,7 @@ func TestErrorsHideCredentials(t *testing.T) {
 		"redir":   u(redir.URL),
 		"rel":     u(relRedir.URL),
 		"503":     u(unavail.URL),
+		"echo":    u(echo.URL),
 	}
 	var isps []configs.ISP
 	for name, url := range cases {
@@ -100,6 +111,9 @@ func TestErrorsHideCredentials(t *testing.T) {
 	}
 	if st, _ := r.m.StatusOf("redir"); !strings.Contains(st.LastError, `redirect to "https://elsewhere.example/…?…" not followed`) {
 		t.Errorf("redirect: %q", st.LastError)
+	}
+	if st, _ := r.m.StatusOf("echo"); !strings.Contains(st.LastError, "HTTP 404: Cannot POST …?… (…, …, …:…)") {
+		t.Errorf("echoing receiver: %q, want its answer with the URL's parts hidden", st.LastError)
 	}
 	if st, _ := r.m.StatusOf("rel"); !strings.Contains(st.LastError, `redirect to "`+relRedir.URL+`/…" not followed`) {
 		t.Errorf("relative redirect: %q", st.LastError)

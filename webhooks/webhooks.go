@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -94,9 +95,12 @@ type Manager struct {
 
 // target is where and how an ISP's events go. Immutable once built.
 type target struct {
-	isp      string
-	url      string
-	shown    string // url as configs.WebhookShown shows it
+	isp   string
+	url   string
+	shown string // url as configs.WebhookShown shows it
+	// hidden is what of url shown leaves out (hiddenParts), longest
+	// first: hidden in what the receiver answers too (hide).
+	hidden   []string
 	secret   []byte
 	retryMax time.Duration
 	client   *http.Client
@@ -230,6 +234,7 @@ func (m *Manager) build(p configs.ISP) (*target, error) {
 		isp:      p.Name,
 		url:      p.WebhookURL,
 		shown:    configs.WebhookShown(u),
+		hidden:   hiddenParts(u),
 		secret:   secret,
 		retryMax: retryMax,
 		client: &http.Client{
@@ -242,6 +247,51 @@ func (m *Manager) build(p configs.ISP) (*target, error) {
 		},
 		key: fmt.Sprintf("%s\x00%s\x00%x\x00%x\x00%s", p.WebhookURL, secret, ca, p.WebhookCAFile, retryMax),
 	}, nil
+}
+
+// hiddenParts is what of webhook URL u configs.WebhookShown leaves out,
+// as a receiver might echo it, longest first (so that a part within
+// another is hidden with it): its user name and password, its path and
+// query whole (as sent and unescaped), and each path segment and query
+// value. A segment or value shorter than 4 bytes is left out: it is no
+// credential, and hiding it would garble the receiver's answer.
+func hiddenParts(u *url.URL) []string {
+	var out []string
+	add := func(s string, short bool) {
+		if len(s) >= 4 || short && s != "" && s != "/" {
+			out = append(out, s)
+		}
+	}
+	if u.User != nil {
+		add(u.User.Username(), false)
+		if pw, ok := u.User.Password(); ok {
+			add(pw, true)
+		}
+	}
+	add(u.Opaque, true)
+	add(u.EscapedPath(), true)
+	add(u.Path, true)
+	for seg := range strings.SplitSeq(u.EscapedPath(), "/") {
+		add(seg, false)
+		if v, err := url.PathUnescape(seg); err == nil {
+			add(v, false)
+		}
+	}
+	add(u.RawQuery, true)
+	for kv := range strings.SplitSeq(u.RawQuery, "&") {
+		_, v, _ := strings.Cut(kv, "=")
+		add(v, false)
+		if uv, err := url.QueryUnescape(v); err == nil {
+			add(uv, false)
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		if len(a) != len(b) {
+			return len(b) - len(a)
+		}
+		return strings.Compare(a, b)
+	})
+	return slices.Compact(out)
 }
 
 // dial returns the DialContext of a target's transport: d's, except that

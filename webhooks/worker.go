@@ -360,7 +360,9 @@ func (w *worker) post(t *target, id string, body []byte) error {
 		return fmt.Errorf("POST %s: %v", t.shown, err)
 	}
 	defer resp.Body.Close()
-	head, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+	// More than clean keeps: a part of the URL that begins within what
+	// is shown is hidden whole (hide), not cut where the reading stops.
+	head, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // reuse the connection
 	switch c := resp.StatusCode; {
 	case c >= 200 && c < 300:
@@ -369,7 +371,7 @@ func (w *worker) post(t *target, id string, body []byte) error {
 		return fmt.Errorf("POST %s: HTTP %d: redirect to %q not followed", t.shown, c, redirectShown(resp))
 	default:
 		err := fmt.Errorf("POST %s: HTTP %d", t.shown, c)
-		if body := clean(string(head)); body != "" {
+		if body := clean(t.hide(string(head))); body != "" {
 			err = fmt.Errorf("%w: %s", err, body) // none: no dangling colon (a trial)
 		}
 		if d := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); d > 0 {
@@ -435,4 +437,16 @@ func redirectShown(resp *http.Response) string {
 		return "(not a URL)"
 	}
 	return clean(configs.WebhookShown(u))
+}
+
+// hide is s (a receiver's answer) with every part of the target's URL
+// that configs.WebhookShown leaves out replaced by "…": a receiver's
+// error page may echo the request ("Cannot POST /T0/B0/secret", as
+// Express's 404 does), and its text goes into the status, the errors and
+// the log as the URL does.
+func (t *target) hide(s string) string {
+	for _, h := range t.hidden {
+		s = strings.ReplaceAll(s, h, "…")
+	}
+	return s
 }
