@@ -127,8 +127,9 @@ func TestRenewedAndBindingKeepsACK(t *testing.T) {
 }
 
 // Refusals are folded per (MAC, kind, reason), budgeted per ISP and for
-// unregistered MACs, and what a budget holds back is summed up in a
-// suppressed event.
+// the refusals naming no ISP (of unregistered MACs, and of registered ones
+// where they are not bound), and what a budget holds back is summed up in
+// a suppressed event.
 func TestRefusalBudgets(t *testing.T) {
 	r := newPRig(t)
 	// Two different forgeries by one MAC are two events.
@@ -136,7 +137,7 @@ func TestRefusalBudgets(t *testing.T) {
 	r.fromClient(forged)
 	forged2 := discover(t, dhcpv4.WithHwAddr(mac("02:00:00:00:01:02")), dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, []byte{1, 1, 'x'}))
 	r.fromClient(forged2)
-	// A flood of unregistered MACs spends the unregistered budget only.
+	// A flood of unregistered MACs spends the budget of no ISP only.
 	for i := range 300 {
 		r.fromClient(discover(t, dhcpv4.WithHwAddr(net.HardwareAddr{0x02, 0x66, 0, 0, byte(i >> 8), byte(i)})))
 	}

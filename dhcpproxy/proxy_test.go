@@ -889,7 +889,7 @@ func TestFloodOfUnknownMACs(t *testing.T) {
 	}
 	r.p.notes.wait()
 	evs, _ := r.store.Events(0, 10000)
-	// Two budgets are in play (unregistered MACs, alpha's subscriber),
+	// Two budgets are in play (no ISP's: the unregistered MACs; alpha's),
 	// refilling at noiseRate while the flood runs.
 	if len(evs) > 2*noiseBurst || c["events_suppressed"] == 0 {
 		t.Errorf("%d events stored, %d suppressed: the flood was not held back", len(evs), c["events_suppressed"])
