@@ -1,7 +1,9 @@
 package dhcpproxy
 
 import (
+	"bytes"
 	"net/netip"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/fib"
 	"github.com/ispmux/ispmux/internal/binding"
+	"github.com/ispmux/ispmux/subscribers"
 )
 
 // withoutEnd is client message m's bytes with its END option and the
@@ -136,4 +139,75 @@ func TestClientMessageWithoutEnd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzClientPayload feeds arbitrary DHCP payloads from a registered and
+// an unregistered subscriber in well-formed frames (FuzzHandleFrame's
+// frames rarely get past the UDP checksum to the DHCP parser): the proxy
+// must not panic, what it relays to the ISP must parse with END required
+// and carry exactly one Option 82, ours, and nothing it sends on the
+// access goes to a MAC other than the sender's or broadcast.
+func FuzzClientPayload(f *testing.F) {
+	const reg, unreg = 0x020000000101, 0x020000000199
+	d := discover(f, dhcpv4.WithHwAddr(mac("02:00:00:00:01:01")))
+	f.Add(d.ToBytes())
+	b := d.ToBytes()
+	end := bytes.LastIndexByte(b, optEnd)
+	f.Add(b[:end:end])                       // no END
+	f.Add(append(b[:end:end], 0, 0, 0))      // no END, padding
+	f.Add(append(b[:end:end], 0, 0, 12))     // a lone code after padding
+	f.Add(append(b[:end:end], 12, 9, 'h'))   // an option overrunning the end
+	f.Add(append(b[:end:end], 0, optEnd, 1)) // END in the padding
+	st, err := subscribers.Open(filepath.Join(f.TempDir(), "s.db"), subscribers.Options{NoSync: true})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.PutRegistration(subscribers.Registration{MAC: [6]byte(mac("02:00:00:00:01:01")), CustomerID: "c-s1", ISP: "alpha", Source: "api"}); err != nil {
+		f.Fatal(err)
+	}
+	snd := &fakeSender{}
+	tab := &fakeTables{bound: map[uint64]binding.Binding{}, store: st}
+	p := New(Config{Limits: Limits{Timeout: time.Second, MaxPending: 64, MACRate: 1e6, MACBurst: 1e6, CircuitRate: 1e6, CircuitBurst: 1e6, MaxBindingsPerCircuit: 10},
+		Circuits: []Circuit{{Name: "acc0", Interface: "acc0", Port: accPort, MAC: accMAC, Addr: ourSID}},
+		ISPs:     []ISP{{Index: 0, Name: "alpha", Port: upPort, MAC: upMAC, Addr: giaddr, Servers: []netip.Addr{ispSID}, CircuitID: "{interface}:{vlan}"}},
+	}, st, storeRegistry{st}, tab, snd, nil)
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		for _, src := range []uint64{reg, unreg} {
+			frame := fib.UDPFrame(0xffffffffffff, src, 0, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68, 67, payload)
+			p.HandleFrame(accPort, frame)
+			p.committing.Wait()
+			p.notes.wait()
+			for _, s := range snd.take() {
+				switch s.port {
+				case accPort:
+					if dst := binding.MAC48([6]byte(s.frame[:6])); dst != src && dst != 0xffffffffffff {
+						t.Fatalf("a message of %012x's sent to %012x", src, dst)
+					}
+				case upPort:
+					var pkt classifier.Packet
+					if pkt.Decode(s.frame) != classifier.ReasonNone {
+						continue // ARP for the next hop
+					}
+					raw, ok := udpPayload(&pkt, s.frame)
+					if !ok {
+						continue
+					}
+					m, err := dhcpv4.FromBytes(raw)
+					if err != nil {
+						t.Fatalf("relayed a message that does not parse with END required: %v\n%x", err, raw)
+					}
+					n := 0
+					forEachOption(raw, func(code byte, data []byte) {
+						if code == optRelayAgentInfo {
+							n++
+						}
+					})
+					if n != 1 || m.Options.Get(dhcpv4.OptionRelayAgentInformation) == nil {
+						t.Fatalf("relayed with %d Option 82 instances", n)
+					}
+				}
+			}
+		}
+	})
 }

@@ -207,9 +207,12 @@ func FuzzRelayUp(f *testing.F) {
 	f.Add(discover(f, dhcpv4.WithOption(dhcpv4.OptRelayAgentInfo(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(1), []byte("spoof"))))).ToBytes())
 	req, _ := dhcpv4.NewRequestFromOffer(discover(f))
 	f.Add(req.ToBytes())
+	noEnd := discover(f).ToBytes()
+	f.Add(append(noEnd[:bytes.LastIndexByte(noEnd, optEnd):bytes.LastIndexByte(noEnd, optEnd)], 0, 0)) // no END, padding
 	ours := testRelay.encode()
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		m, err := dhcpv4.FromBytes(payload)
+		// As fromClient parses it: without END, one is added.
+		m, payload, err := parseMessage(payload)
 		if err != nil || len(m.ClientHWAddr) != 6 {
 			return
 		}
@@ -252,7 +255,8 @@ func FuzzRelayDown(f *testing.F) {
 		dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionRelayAgentInformation, Value: dhcpv4.OptionGeneric{Data: testRelay.encode()}}))
 	f.Add(offer.ToBytes())
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		m, err := dhcpv4.FromBytes(payload)
+		// As fromServer parses it: without END, one is added.
+		m, payload, err := parseMessage(payload)
 		if err != nil {
 			return
 		}
