@@ -52,6 +52,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRelayUp$$' -fuzztime $(FUZZN)x ./dhcpproxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzRelayDown$$' -fuzztime $(FUZZN)x ./dhcpproxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzHandleFrame$$' -fuzztime $(FUZZN)x ./dhcpproxy/
+	$(GO) test -run '^$$' -fuzz '^FuzzClientPayload$$' -fuzztime $(FUZZN_SLOW)x ./dhcpproxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzProcess$$' -fuzztime $(FUZZN)x ./engine/
 	$(GO) test -run '^$$' -fuzz '^FuzzLaneStructured$$' -fuzztime $(FUZZN)x ./engine/
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestBody$$' -fuzztime $(FUZZN_SLOW)x ./api/
