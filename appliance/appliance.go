@@ -370,6 +370,7 @@ func Start(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *Appli
 	}
 	a.subs = a.withoutHeld(a.subs)
 	statics := staticBindings(cfg.Access, a.subs, idx)
+	a.ctl.Reserve(len(statics)) // the DHCP bindings' room is reserved when they are restored
 	for _, b := range statics {
 		if err := a.ctl.Bind(b); err != nil {
 			return nil, fmt.Errorf("appliance: static subscriber %s: %w", engine.MACString(b.MAC), err)

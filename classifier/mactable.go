@@ -99,9 +99,11 @@ type MACView lfmap.View
 // 0.5 (8 alternated runs).
 var macLoad = lfmap.Load{Num: 1, Den: 2}
 
-// NewMACTable returns a table for up to capacity subscribers, 32 bytes per
-// subscriber of capacity (a maximum load of 0.5, see macLoad). seed
-// randomises the hash.
+// NewMACTable returns a table for up to capacity subscribers. Its slot
+// array grows with the subscribers it holds (see lfmap), up to 32 bytes per
+// subscriber of capacity when full (a maximum load of 0.5, see macLoad):
+// the few subscribers of a table made for many sit on few cache lines.
+// seed randomises the hash.
 func NewMACTable(capacity int, seed uint64) *MACTable {
 	return &MACTable{m: lfmap.NewLoad(capacity, macLoad, seed)}
 }
@@ -158,8 +160,18 @@ func (t *MACTable) Len() int { return t.m.Len() }
 // Cap returns the maximum number of entries.
 func (t *MACTable) Cap() int { return t.m.Cap() }
 
-// Bytes returns the memory of the table's slot array.
+// Bytes returns the memory of the table's slot array now: it grows with the
+// entries, up to MaxBytes.
 func (t *MACTable) Bytes() int { return t.m.Bytes() }
+
+// MaxBytes returns the memory of the slot array when the table holds Cap
+// entries: 32 bytes per entry of capacity.
+func (t *MACTable) MaxBytes() int { return t.m.MaxBytes() }
+
+// Reserve grows the slot array at once to hold n entries (at most Cap), for
+// a bulk load of known size: one rebuild where Set one entry at a time
+// would grow it in steps. Writer only.
+func (t *MACTable) Reserve(n int) { t.m.Reserve(n) }
 
 // Range calls fn for each entry until fn returns false, with the caveats of
 // lfmap.Map.Range under a concurrent writer.

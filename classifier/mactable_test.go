@@ -97,12 +97,28 @@ func TestMACTableSet(t *testing.T) {
 	}
 }
 
-// TestMACTableBytes: the table's memory is its maximum load's (macLoad,
-// 0.5): 2 slots of 16 B per subscriber of capacity.
+// TestMACTableBytes: the table's memory when full is its maximum load's
+// (macLoad, 0.5): 2 slots of 16 B per subscriber of capacity; a table of
+// 100,000 starts with the slots of 4096 (lfmap's first array) and grows to
+// that when filled, or reserved.
 func TestMACTableBytes(t *testing.T) {
 	for _, c := range []int{1000, 100_000} {
-		if got := NewMACTable(c, 1).Bytes(); got != 32*c {
-			t.Errorf("NewMACTable(%d).Bytes() = %d, want %d (32 B per entry)", c, got, 32*c)
+		tb := NewMACTable(c, 1)
+		if got, start := tb.Bytes(), 32*min(c, 4096); got != start || tb.MaxBytes() != 32*c {
+			t.Errorf("NewMACTable(%d): Bytes %d, MaxBytes %d; want %d, %d (32 B per entry)", c, got, tb.MaxBytes(), start, 32*c)
+		}
+		for i := range c {
+			if err := tb.Set(0, 1, 0x020000000000|uint64(i), Sub{IP: 1, ISP: 1, Flags: FlagBound}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := tb.Bytes(); got != 32*c {
+			t.Errorf("NewMACTable(%d) full: Bytes %d, want %d", c, got, 32*c)
+		}
+		r := NewMACTable(c, 1)
+		r.Reserve(c)
+		if got := r.Bytes(); got != 32*c {
+			t.Errorf("NewMACTable(%d) reserved: Bytes %d, want %d", c, got, 32*c)
 		}
 	}
 }

@@ -168,6 +168,14 @@ type Tables interface {
 	NextHopMAC(isp uint8) (uint64, bool)
 }
 
+// reserver is what Tables may also do (engine.Control does): make room at
+// once for n bindings more than they hold, before RestoreLoaded installs
+// as many, so that the tables do not grow in steps (see
+// engine.Control.Reserve).
+type reserver interface {
+	Reserve(n int)
+}
+
 // Sender transmits a frame out of a port (a datapath worker's injection
 // queue). Inject copies frame (or is done with it) before it returns: the
 // proxy reuses its frame buffers.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -56,6 +57,15 @@ type fakeTables struct {
 	uplinkDown bool
 	// full makes Bind fail as a full MAC table does.
 	full bool
+	// reserved records each Reserve's n.
+	reserved []int
+}
+
+// Reserve records n (engine.Control makes room for n bindings).
+func (f *fakeTables) Reserve(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reserved = append(f.reserved, n)
 }
 
 // errTablesFull is Bind's error when the fake's tables are full.
@@ -480,6 +490,11 @@ func TestRestore(t *testing.T) {
 	n, err := r.p.Restore(now)
 	if err != nil || n != 1 {
 		t.Fatalf("restored %d, %v; want 1", n, err)
+	}
+	// Room made at once for the one unexpired binding read (the lapsed
+	// one is not installed).
+	if !slices.Equal(r.tab.reserved, []int{1}) {
+		t.Errorf("Reserve calls %v, want [1]", r.tab.reserved)
 	}
 	r.p.lapsing.Wait() // the lapsed binding's end runs beside the start
 	if !r.tab.isBound(0x020000000101) || r.tab.isBound(0x020000000102) {

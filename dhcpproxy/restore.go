@@ -179,6 +179,9 @@ func (p *Proxy) RestoreLoaded(ld *Loaded) (int, error) {
 	// goroutine checks each against the registry and installs it in the
 	// forwarding tables (two independent passes over a million entries
 	// on two CPUs); the few found stale come out of the table after.
+	if r, ok := p.tables.(reserver); ok {
+		r.Reserve(ld.n)
+	}
 	tableDone := make(chan struct{})
 	go func() {
 		defer close(tableDone)

@@ -180,6 +180,18 @@ func (c *Control) Bind(b Binding) error {
 	return nil
 }
 
+// Reserve grows the MAC table and the FIB at once to hold n bindings more
+// than they hold (at most their capacity), for a bulk install of known size
+// (the bindings restored at a start): one rebuild each, where Bind one at a
+// time grows them in steps (lfmap), each step a new slot array to make and
+// fill: for a million bindings about 0.1 s more per table on the lab VM.
+func (c *Control) Reserve(n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.s.MAC.Reserve(c.s.MAC.Len() + n)
+	c.s.FIB.Reserve(c.s.FIB.Len() + n)
+}
+
 // kindOf indexes perISP by a MAC table entry's flags: 0 DHCP, 1 static.
 func kindOf(flags uint8) int {
 	if flags&classifier.FlagStatic != 0 {
@@ -196,7 +208,8 @@ func (c *Control) SetAdmitted(macs []uint64) error {
 	defer c.mu.Unlock()
 	if c.s.Admitted.Len() == 0 {
 		// The start-up load: nothing to remove, no set of a million
-		// MACs to build to find out.
+		// MACs to build to find out, and the count known (Reserve).
+		c.s.Admitted.Reserve(len(macs))
 		for _, m := range macs {
 			if err := c.s.Admitted.Store(m, 1); err != nil {
 				return fmt.Errorf("admitted MACs: %w", err)

@@ -77,10 +77,10 @@ type Table struct {
 // at 0.8, 9.1 and 10.7 at 0.5.
 var tableLoad = lfmap.Load{Num: 1, Den: 2}
 
-// NewTable returns an empty table that holds up to capacity entries (it
-// does not grow; lfmap allocates 16 bytes × capacity × 2, see tableLoad).
-// seed keys the hash; use a random one so subscribers cannot choose
-// colliding addresses.
+// NewTable returns an empty table that holds up to capacity entries. Its
+// slot array grows with the entries (see lfmap), up to 16 bytes ×
+// capacity × 2 when full (see tableLoad). seed keys the hash; use a random
+// one so subscribers cannot choose colliding addresses.
 func NewTable(capacity int, seed uint64) *Table {
 	return &Table{m: lfmap.NewLoad(capacity, tableLoad, seed)}
 }
@@ -157,8 +157,22 @@ func (t *Table) Len() int { return t.m.Len() }
 // beyond it fails with lfmap.ErrFull. Any goroutine.
 func (t *Table) Cap() int { return t.m.Cap() }
 
-// Bytes returns the memory held by the table's slots. Any goroutine.
+// Bytes returns the memory held by the table's slots now: it grows with the
+// entries, up to MaxBytes. Any goroutine.
 func (t *Table) Bytes() int { return t.m.Bytes() }
+
+// MaxBytes returns the memory of the table's slots when it holds Cap
+// entries. Any goroutine.
+func (t *Table) MaxBytes() int { return t.m.MaxBytes() }
+
+// Reserve grows the table at once to hold n entries (at most Cap), for a
+// bulk load of known size: one rebuild where Set one entry at a time would
+// grow it in steps.
+func (t *Table) Reserve(n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.m.Reserve(n)
+}
 
 // Range calls fn for every entry until fn returns false, for dumps and
 // status pages. Any goroutine; entries set or deleted while it runs may be

@@ -19,8 +19,8 @@
 // Equipment pins or pre-faults its tables at start for the same reason;
 // bench scale measures what start-up pays for it.
 //
-// A table made later pays it where it is made: an lfmap rebuild (inside a
-// Store, on the DHCP path) and an oatable growth (under its owner's lock)
+// A table made later pays it where it is made: an lfmap rebuild or growth
+// (inside a Store, on the DHCP path) and an oatable growth (under its owner's lock)
 // now fault in the whole new array at once, ~60 ms for a fresh 32 MiB on
 // this VM (0.2 ms where the heap reuses memory). For a nearly full table
 // that replaces the faults its copy would take anyway; a rebuild of a table

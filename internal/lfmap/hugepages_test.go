@@ -31,7 +31,8 @@ func hugeInterior(t *testing.T, v *View, what string) {
 }
 
 // TestHugePages: a table big enough for hugemem.Prepare is on huge pages
-// when made and after each rebuild, including a slot array made from
+// when grown or reserved to that size and after each rebuild, including a
+// slot array made from
 // memory the Go heap had already touched (the advice alone left such
 // memory on 4 KiB pages), and behaves as a small table does: every
 // lookup, single and batched, agrees with a Go map, and neither
@@ -48,8 +49,12 @@ func TestHugePages(t *testing.T) {
 	runtime.GC()
 
 	const capacity = 300_000 // 375,000 slots, 6 MB at the 0.8 load
+	func() {
+		reserved := New(capacity, 7)
+		reserved.Reserve(capacity)
+		hugeInterior(t, reserved.View(), "reserved table")
+	}()
 	m := New(capacity, 7)
-	hugeInterior(t, m.View(), "new table")
 	ref := map[uint64]uint64{}
 	r := rand.New(rand.NewPCG(1, 2))
 	key := func() uint64 { return r.Uint64()>>1 | 1 }
@@ -88,11 +93,12 @@ func TestHugePages(t *testing.T) {
 			t.Errorf("%s: Lookup allocates %.0f times", what, a)
 		}
 	}
+	hugeInterior(t, m.View(), "grown table")
 	check("filled")
 	// Churn: delete a tenth of the keys and store as many new ones, until
 	// the writer has rebuilt the array twice, each time on memory the
 	// old arrays (freed by the GC) may hand back.
-	for m.rebuilds < 2 {
+	for grown := m.rebuilds; m.rebuilds < grown+2; {
 		before := m.rebuilds
 		n := 0
 		for k := range ref {

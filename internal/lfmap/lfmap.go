@@ -1,4 +1,4 @@
-// Package lfmap is a fixed-capacity uint64→uint64 hash map with ONE writer and
+// Package lfmap is a bounded uint64→uint64 hash map with ONE writer and
 // any number of lock-free readers. It backs the datapath tables (the
 // classifier's MAC table, the fib's per-VRF tables): the control plane writes,
 // the per-queue workers read without locks, without allocation and without
@@ -15,11 +15,36 @@
 // hash × lines, see [math/bits.Mul64]), so the line count need not be a power
 // of two. The home slot is the first of that 64-byte-aligned line of 4
 // slots, so the common lookup reads exactly one cache line. New(capacity)
-// allocates capacity×5/4 slots (rounded up to a whole line) and the map holds
-// up to capacity live entries at a load factor of at most 0.8 (about 20 B per
-// entry). [NewLoad] takes another maximum load: a lower one costs memory
-// (16 B ÷ the load per entry) and buys lookups, since fewer keys lie past
-// their home line (see [Load]).
+// makes a map of up to capacity live entries at a load factor of at most
+// 0.8: grown to its capacity, it has capacity×5/4 slots (rounded up to a
+// whole line; about 20 B per entry). [NewLoad] takes another maximum load: a
+// lower one costs memory (16 B ÷ the load per entry) and buys lookups, since
+// fewer keys lie past their home line (see [Load]).
+//
+// The slot array is sized for the live entries, not for the capacity: a
+// map starts with an array sized for min(capacity, 4096) entries at its
+// load, and when a Store would put more live entries in the array than it
+// is sized for, the writer rebuilds it (below) into one sized for twice as
+// many, or for the capacity if that is less. A map that reaches its
+// capacity has the array of a map made full-sized, slot for slot; one far
+// below it keeps its entries on few cache lines and pages. That matters
+// where the capacity is what the box may ever hold and the live entries
+// are today's: 256 subscribers in a MAC table made for a million are 256
+// lines spread over 32 MiB, each a cache and TLB miss after whatever ran
+// between two batches evicted them (the kernel's work between the wake-ups
+// of a copy-mode AF_XDP worker), where the same 256 in a 128 KiB array
+// share its pages and its neighbouring lines: with 8 MiB written between
+// batches of 32 frames, the engine took 129–136 ns per packet over the
+// small array against 148–159 over the full-sized one
+// (BenchmarkPipelineColdAB, package engine), and the same either way with
+// nothing between batches. The array never shrinks.
+//
+// Growing one entry at a time to N entries copies fewer than N entries in
+// all (each growth copies the live entries, half the new size) but makes
+// arrays of twice the final one's memory in all, each faulted in when
+// made: filling a 1M-entry map in a fresh process took 0.1–0.2 s more
+// grown than made full-sized (BenchmarkFill). [Map.Reserve] grows at once
+// to a known count, as a start's restore does.
 //
 // Two key values are reserved and rejected by Store with ErrBadKey:
 //
@@ -57,15 +82,17 @@
 // Now a key that comes back costs nothing; keys that leave for good still
 // hold their slots (deleted) until a rebuild.
 //
-// When keys ever stored (live or deleted) would exceed the slot budget
-// (halfway from capacity to the slot count: 0.9 × slots at New's 0.8 load,
-// 0.75 × slots at 0.5), the writer builds a fresh slot array holding only
-// the live entries and publishes it with one atomic pointer swap
-// (read-copy-update). Readers that still hold the old array keep reading a
-// consistent, frozen snapshot; the garbage collector frees it once the last
-// such reader drops its reference, and the deleted entries are gone. The
-// writer never waits for readers. A rebuild costs O(slots) on the writer
-// and, while it lasts, twice the memory.
+// When keys in the array (live or deleted) would exceed its slot budget
+// (halfway from the entries it is sized for to its slot count: 0.9 × slots
+// at New's 0.8 load, 0.75 × slots at 0.5), or live entries the entries it
+// is sized for, the writer builds a fresh slot array holding only the live
+// entries (of the same size, or of the next size up when it grows) and
+// publishes it with one atomic pointer swap (read-copy-update). Readers
+// that still hold the old array keep reading a consistent, frozen
+// snapshot; the garbage collector frees it once the last such reader drops
+// its reference, and the deleted entries are gone. The writer never waits
+// for readers. A rebuild costs O(slots) on the writer and, while it lasts,
+// the memory of both arrays.
 //
 // # Using it
 //
@@ -77,9 +104,10 @@
 // does the same for a batch of keys, overlapping their cache misses; it is
 // what the datapath calls, once per batch of frames.
 //
-// Store and Delete are writer operations: the caller serialises them
+// Store, Delete and Reserve are writer operations: the caller serialises them
 // (typically one control-plane goroutine, or a mutex held by all writers).
-// Lookup, View, Len, Cap, Bytes and Range may be called from any goroutine (a
+// Lookup, View, Len, Cap, Bytes, MaxBytes and Range may be called from any
+// goroutine (a
 // Range callback that stores or deletes is, of course, the writer).
 package lfmap
 
@@ -162,17 +190,23 @@ type Map struct {
 
 	// Writer-owned; the caller serialises writers.
 	capacity int    // max live entries
-	maxUsed  int    // max keys (live or deleted) before a rebuild
+	load     Load   // maximum load: of the current array, and of the full one
+	entries  int    // live entries the current array is sized for (<= capacity)
+	maxUsed  int    // max keys (live or deleted) in the current array before a rebuild
 	used     int    // keys (live or deleted) in the current array
 	seed     uint64 // hash seed
-	rebuilds int    // number of rebuilds (tests, diagnostics)
+	rebuilds int    // number of rebuilds, growths included (tests, diagnostics)
+	grows    int    // number of rebuilds into a larger array (tests, diagnostics)
 }
 
-// New returns an empty map that holds up to capacity live entries (at least 1)
-// in capacity×5/4 slots, rounded up to a whole cache line of 4 slots (and at
-// least capacity+2, so that a probe always meets an empty slot). seed is mixed
-// into the hash; use a random one to make the probe sequences unpredictable to
-// whoever chooses the keys. It is NewLoad(capacity, defaultLoad, seed).
+// New returns an empty map that holds up to capacity live entries (at least
+// 1), in capacity×5/4 slots once it has grown to its capacity (rounded up to
+// a whole cache line of 4 slots, and at least capacity+2, so that a probe
+// always meets an empty slot); it starts with room for min(capacity, 4096)
+// entries and grows as entries are stored (see the package documentation).
+// seed is mixed into the hash; use a random one to make the probe sequences
+// unpredictable to whoever chooses the keys. It is NewLoad(capacity,
+// defaultLoad, seed).
 func New(capacity int, seed uint64) *Map {
 	return NewLoad(capacity, defaultLoad, seed)
 }
@@ -196,26 +230,48 @@ type Load struct{ Num, Den int }
 // defaultLoad is New's maximum load, 0.8: 1.25 slots, 20 B, per entry.
 var defaultLoad = Load{Num: 4, Den: 5}
 
+// startEntries is the most entries a new map's first slot array is sized
+// for: a map starts small (128 KiB of slots at a load of 0.5) and grows
+// with its live entries, so that the entries of a table far below its
+// capacity sit on few cache lines and pages.
+const startEntries = 4096
+
 // NewLoad is New with a maximum load of load.Num/load.Den instead of 0.8:
-// capacity×Den/Num slots (rounded up to a whole line, and at least
-// capacity+2). It panics unless 0 < Num < Den.
+// capacity×Den/Num slots once grown to its capacity (rounded up to a whole
+// line, and at least capacity+2). It panics unless 0 < Num < Den.
 func NewLoad(capacity int, load Load, seed uint64) *Map {
+	return newMap(capacity, load, seed, startEntries)
+}
+
+// newMap is NewLoad with a first slot array sized for min(start, capacity)
+// entries (tests start small maps smaller, to make them grow).
+func newMap(capacity int, load Load, seed uint64, start int) *Map {
 	if load.Num <= 0 || load.Den <= load.Num {
 		panic("lfmap: load must be Num/Den with 0 < Num < Den")
 	}
-	capacity = max(capacity, 1)
-	nslots := (capacity*load.Den + load.Num - 1) / load.Num
-	v := newView(max(nslots, capacity+2), seed)
-	m := &Map{
-		capacity: capacity,
-		// Halfway from capacity to the slot count: above capacity, so
-		// that a rebuild frees a slot, below the slot count, so that a
-		// probe meets an empty slot.
-		maxUsed: capacity + (len(v.slots)-capacity)/2,
-		seed:    seed,
-	}
-	m.view.Store(v)
+	m := &Map{capacity: max(capacity, 1), load: load, seed: seed}
+	n := min(m.capacity, max(start, 1))
+	m.publish(newView(m.slotsFor(n), seed), n)
 	return m
+}
+
+// slotsFor is the slot count of an array sized for n live entries at the
+// map's load: n×Den/Num rounded up to a slot, at least n+2, rounded up to
+// a whole line. For the capacity, it is the array of a full map.
+func (m *Map) slotsFor(n int) int {
+	nslots := (n*m.load.Den + m.load.Num - 1) / m.load.Num
+	return (max(nslots, n+2) + lineOffset) &^ lineOffset
+}
+
+// publish makes v, an array sized for entries live entries, the current
+// one.
+func (m *Map) publish(v *View, entries int) {
+	m.entries = entries
+	// Halfway from entries to the slot count: above entries, so that a
+	// rebuild frees a slot, below the slot count, so that a probe meets
+	// an empty slot.
+	m.maxUsed = entries + (len(v.slots)-entries)/2
+	m.view.Store(v)
 }
 
 // hashM5 is the Go runtime's constant for the outer multiply of its
@@ -332,7 +388,8 @@ func (v *View) find(key uint64) (uint64, bool) {
 // Store inserts key or updates its value. It returns ErrBadKey for the
 // reserved keys, ErrBadValue for the reserved value, and ErrFull when key is
 // absent and the map already holds Cap() entries. It may rebuild the slot
-// array (see the package documentation). Writer only.
+// array, into a larger one when the current one holds all the live entries
+// it is sized for (see the package documentation). Writer only.
 func (m *Map) Store(key, val uint64) error {
 	if key == keyEmpty || key == keyReserved {
 		return ErrBadKey
@@ -346,17 +403,23 @@ func (m *Map) Store(key, val uint64) error {
 		atomic.StoreUint64(&v.slots[i].val, val) // rule 2
 		return nil
 	}
-	if int(m.live.Load()) >= m.capacity {
+	live := int(m.live.Load())
+	switch {
+	case live >= m.capacity:
 		return ErrFull
-	}
-	if found {
+	case live >= m.entries:
+		// The array holds the live entries it is sized for, fewer than
+		// the capacity: grow. The rebuild drops key if it was deleted,
+		// so key is absent from the new array.
+		v = m.rebuild(v, m.grownTo(live+1))
+		i, _ = v.find(key)
+	case found:
 		atomic.StoreUint64(&v.slots[i].val, val) // rule 3: revived in place
 		m.live.Add(1)
 		return nil
-	}
-	if m.used >= m.maxUsed {
-		// live < capacity < maxUsed, so the rebuild frees at least one slot.
-		v = m.rebuild(v)
+	case m.used >= m.maxUsed:
+		// live < entries < maxUsed, so the rebuild frees at least one slot.
+		v = m.rebuild(v, m.entries)
 		i, _ = v.find(key)
 	}
 	sl := &v.slots[i]
@@ -367,12 +430,37 @@ func (m *Map) Store(key, val uint64) error {
 	return nil
 }
 
+// grownTo returns the entries of the array to grow into for n live entries
+// (n > m.entries): the current array's doubled until they reach n, at most
+// the capacity. Every array of a map is thus sized for min(start×2^k,
+// capacity) entries, and one grown to its capacity is the array of a map
+// made full-sized.
+func (m *Map) grownTo(n int) int {
+	e := m.entries
+	for e < n && e < m.capacity {
+		e *= 2
+	}
+	return min(e, m.capacity)
+}
+
+// Reserve grows the slot array at once to hold n live entries (at most
+// Cap()), if it is sized for fewer: for a bulk load whose size is known,
+// one rebuild where Stores one by one would grow the array in steps (each
+// copying the live entries into a new array). It never shrinks the array.
+// Writer only.
+func (m *Map) Reserve(n int) {
+	if n = min(n, m.capacity); n > m.entries {
+		m.rebuild(m.view.Load(), m.grownTo(n))
+	}
+}
+
 // rebuild copies the live entries of old (not the deleted ones) into a fresh
-// array, publishes it and returns it. The new array is private until the
-// pointer swap, so it is filled with plain stores; the atomic swap orders
-// them before any reader's loads.
-func (m *Map) rebuild(old *View) *View {
-	nv := newView(len(old.slots), m.seed)
+// array sized for entries live entries (the current array's or more),
+// publishes it and returns it. The new array is private until the pointer
+// swap, so it is filled with plain stores; the atomic swap orders them
+// before any reader's loads.
+func (m *Map) rebuild(old *View, entries int) *View {
+	nv := newView(m.slotsFor(entries), m.seed)
 	n := uint64(len(nv.slots))
 	for j := range old.slots {
 		k := atomic.LoadUint64(&old.slots[j].key)
@@ -388,7 +476,10 @@ func (m *Map) rebuild(old *View) *View {
 		}
 		nv.slots[i] = slot{key: k, val: val}
 	}
-	m.view.Store(nv)
+	if entries > m.entries {
+		m.grows++
+	}
+	m.publish(nv, entries)
 	m.used = int(m.live.Load())
 	m.rebuilds++
 	return nv
@@ -416,9 +507,16 @@ func (m *Map) Len() int { return int(m.live.Load()) }
 // Cap returns the maximum number of live entries. Any goroutine.
 func (m *Map) Cap() int { return m.capacity }
 
-// Bytes returns the memory of the current slot array. During a rebuild a
-// second array of the same size exists until readers drop the old one.
+// Bytes returns the memory of the current slot array, which grows with the
+// live entries up to MaxBytes. During a rebuild a second array (of the same
+// size, or the larger one it grows into) exists until readers drop the old
+// one. Any goroutine.
 func (m *Map) Bytes() int { return len(m.view.Load().slots) * slotBytes }
+
+// MaxBytes returns the memory of the slot array of a map grown to its
+// capacity: what Bytes reaches when the map holds Cap() entries. Any
+// goroutine.
+func (m *Map) MaxBytes() int { return m.slotsFor(m.capacity) * slotBytes }
 
 // Range calls fn for each live entry of the current View until fn returns
 // false. Without a concurrent writer it visits every entry exactly once. With

@@ -91,6 +91,12 @@ func checkSame(t testing.TB, m *Map, md *model, probe []uint64) {
 		t.Fatalf("slots: live %d deleted %d empty %d; Len %d used %d maxUsed %d",
 			live, deleted, empty, m.Len(), m.used, m.maxUsed)
 	}
+	// The array is sized for its entries, which hold the live ones and
+	// are at most the capacity.
+	if n := len(m.View().slots); live > m.entries || m.entries > m.capacity || n != m.slotsFor(m.entries) {
+		t.Fatalf("array: %d slots sized for %d entries (%d slots), %d live, capacity %d",
+			n, m.entries, m.slotsFor(m.entries), live, m.capacity)
+	}
 }
 
 func TestBasic(t *testing.T) {
@@ -144,9 +150,12 @@ func TestNewSmall(t *testing.T) {
 	}
 }
 
-// TestNewLoad checks NewLoad's slot counts (capacity×Den/Num rounded up to
-// a line), its rebuild threshold (strictly between capacity and the slot
-// count) and that it rejects loads outside (0, 1).
+// TestNewLoad checks NewLoad's slot counts once grown to the capacity
+// (capacity×Den/Num rounded up to a line: MaxBytes, and the array
+// Reserve(capacity) grows into), that a new map starts sized for at most
+// startEntries, the rebuild threshold (strictly between the entries the
+// array is sized for and its slot count) and that it rejects loads outside
+// (0, 1).
 func TestNewLoad(t *testing.T) {
 	for _, tc := range []struct {
 		capacity int
@@ -164,10 +173,19 @@ func TestNewLoad(t *testing.T) {
 		{1_000_000, Load{Num: 4, Den: 5}, 1_250_000}, // 20 B per entry
 	} {
 		m := NewLoad(tc.capacity, tc.load, 1)
+		if m.MaxBytes() != 16*tc.slots || m.Cap() != tc.capacity {
+			t.Errorf("NewLoad(%d, %d/%d): MaxBytes %d, Cap %d; want %d slots",
+				tc.capacity, tc.load.Num, tc.load.Den, m.MaxBytes(), m.Cap(), tc.slots)
+		}
+		if e := min(tc.capacity, startEntries); m.entries != e || len(m.View().slots) != m.slotsFor(e) {
+			t.Errorf("NewLoad(%d, %d/%d): starts with %d slots for %d entries, want %d for %d",
+				tc.capacity, tc.load.Num, tc.load.Den, len(m.View().slots), m.entries, m.slotsFor(e), e)
+		}
+		m.Reserve(tc.capacity)
 		n := len(m.View().slots)
-		if n != tc.slots || m.Bytes() != 16*n || m.Cap() != tc.capacity {
-			t.Errorf("NewLoad(%d, %d/%d): %d slots, Bytes %d, Cap %d; want %d slots",
-				tc.capacity, tc.load.Num, tc.load.Den, n, m.Bytes(), m.Cap(), tc.slots)
+		if n != tc.slots || m.Bytes() != 16*n || m.entries != tc.capacity {
+			t.Errorf("NewLoad(%d, %d/%d) reserved: %d slots, Bytes %d, sized for %d; want %d slots",
+				tc.capacity, tc.load.Num, tc.load.Den, n, m.Bytes(), m.entries, tc.slots)
 		}
 		if m.maxUsed <= m.capacity || m.maxUsed >= n {
 			t.Errorf("NewLoad(%d, %d/%d): maxUsed %d not in (%d, %d)",
@@ -186,15 +204,20 @@ func TestNewLoad(t *testing.T) {
 	}
 }
 
-// TestDifferential runs random insert/update/delete sequences against a Go map.
-// A key space a few times the slot count, with many deletes, forces
-// rebuilds: a key that comes back takes its own slot again (rule 3), so
-// only keys new to the array use slots up.
+// diffCase is a TestDifferential case: ops random operations on keys
+// distinct keys in a map of capacity at load.
+type diffCase struct {
+	capacity, keys, ops int
+	load                Load
+}
+
+// TestDifferential runs random insert/update/delete sequences against a Go
+// map, on maps made full-sized and on maps that start sized for 1 or 3
+// entries and grow. A key space a few times the slot count, with many
+// deletes, forces rebuilds: a key that comes back takes its own slot again
+// (rule 3), so only keys new to the array use slots up.
 func TestDifferential(t *testing.T) {
-	for _, tc := range []struct {
-		capacity, keys, ops int
-		load                Load
-	}{
+	for _, tc := range []diffCase{
 		{1, 8, 2000, defaultLoad},
 		{8, 48, 20000, defaultLoad},
 		{100, 600, 50000, defaultLoad},
@@ -207,41 +230,49 @@ func TestDifferential(t *testing.T) {
 		{1000, 6000, 200000, Load{Num: 3, Den: 5}},
 		{100, 150, 50000, defaultLoad}, // a key space just above the slots
 	} {
-		r := rand.New(rand.NewPCG(uint64(tc.capacity), uint64(tc.keys)))
-		m := NewLoad(tc.capacity, tc.load, r.Uint64())
-		md := &model{m: map[uint64]uint64{}, cap: tc.capacity}
-		key := func() uint64 {
-			switch r.IntN(64) {
-			case 0:
-				return 0
-			case 1:
-				return ^uint64(0)
-			}
-			return uint64(r.IntN(tc.keys))*0x9e3779b97f4a7c15 | 1
+		for _, start := range []int{tc.capacity, 1, 3} {
+			testDifferential(t, tc, start)
 		}
-		probe := []uint64{key(), key(), key(), key()}
-		for op := range tc.ops {
-			k := key()
-			switch r.IntN(3) {
-			case 0, 1:
-				v := r.Uint64()
-				if err, want := m.Store(k, v), md.store(k, v); err != want {
-					t.Fatalf("op %d Store(%#x) = %v, model %v", op, k, err, want)
-				}
-			case 2:
-				if got, want := m.Delete(k), md.delete(k); got != want {
-					t.Fatalf("op %d Delete(%#x) = %v, model %v", op, k, got, want)
-				}
+	}
+}
+
+// testDifferential runs tc on a map whose first array is sized for start
+// entries.
+func testDifferential(t *testing.T, tc diffCase, start int) {
+	r := rand.New(rand.NewPCG(uint64(tc.capacity), uint64(tc.keys)))
+	m := newMap(tc.capacity, tc.load, r.Uint64(), start)
+	md := &model{m: map[uint64]uint64{}, cap: tc.capacity}
+	key := func() uint64 {
+		switch r.IntN(64) {
+		case 0:
+			return 0
+		case 1:
+			return ^uint64(0)
+		}
+		return uint64(r.IntN(tc.keys))*0x9e3779b97f4a7c15 | 1
+	}
+	probe := []uint64{key(), key(), key(), key()}
+	for op := range tc.ops {
+		k := key()
+		switch r.IntN(3) {
+		case 0, 1:
+			v := r.Uint64()
+			if err, want := m.Store(k, v), md.store(k, v); err != want {
+				t.Fatalf("op %d Store(%#x) = %v, model %v", op, k, err, want)
 			}
-			if op%97 == 0 {
-				checkSame(t, m, md, probe)
+		case 2:
+			if got, want := m.Delete(k), md.delete(k); got != want {
+				t.Fatalf("op %d Delete(%#x) = %v, model %v", op, k, got, want)
 			}
 		}
-		checkSame(t, m, md, probe)
-		t.Logf("capacity %d, load %d/%d: %d rebuilds", tc.capacity, tc.load.Num, tc.load.Den, m.rebuilds)
-		if tc.keys >= 6*tc.capacity && tc.keys <= 10*tc.capacity && m.rebuilds == 0 {
-			t.Errorf("capacity %d: no rebuild happened", tc.capacity)
+		if op%97 == 0 {
+			checkSame(t, m, md, probe)
 		}
+	}
+	checkSame(t, m, md, probe)
+	t.Logf("capacity %d, load %d/%d, start %d: %d rebuilds, %d growths", tc.capacity, tc.load.Num, tc.load.Den, start, m.rebuilds, m.grows)
+	if tc.keys >= 6*tc.capacity && tc.keys <= 10*tc.capacity && m.rebuilds == 0 {
+		t.Errorf("capacity %d: no rebuild happened", tc.capacity)
 	}
 }
 
@@ -385,7 +416,8 @@ func FuzzOps(f *testing.F) {
 	f.Add(uint8(0), []byte{0, 0, 0, 0, 255, 0, 1, 0, 0})
 	f.Add(uint8(8), []byte("\x00\x01\x01\x00\x02\x02\x01\x01\x00\x00\x01\x05\x01\x02\x00\x00\x03\x03\x01\x03\x00"))
 	f.Fuzz(func(t *testing.T, capacity uint8, ops []byte) {
-		m := New(int(capacity%32), uint64(capacity))
+		// Sized for 1..8 entries at first: most maps grow.
+		m := newMap(int(capacity%32), defaultLoad, uint64(capacity), 1+int(capacity/32))
 		md := &model{m: map[uint64]uint64{}, cap: m.Cap()}
 		for i := 0; i+2 < len(ops); i += 3 {
 			op, kb, vb := ops[i], ops[i+1], ops[i+2]

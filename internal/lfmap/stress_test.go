@@ -13,9 +13,9 @@ import (
 )
 
 // TestStress (LFMAP_STRESS_SECONDS sets its length, 2 s by default): one
-// writer (model-checked) with Store/Delete/revive and rebuilds; readers
-// check per-key linearizability with a per-key seqlock published by the
-// writer around each op:
+// writer (model-checked) with Store/Delete/revive, rebuilds and growths;
+// readers check per-key linearizability with a per-key seqlock published
+// by the writer around each op:
 //
 //	seq odd: an op on the key is in progress
 //	seq even: state[k] (present, val) is the key's state
@@ -25,6 +25,12 @@ import (
 // seen, on any View, must encode its key (val>>32 == k); pinned keys
 // (stored once, never deleted or updated) must always be found with their
 // value.
+//
+// In the cases with a start below the capacity, the map starts sized for
+// start entries and grows as the writer fills it; every 5 rounds of ops
+// the writer replaces it with a fresh one holding only the pinned keys
+// (every key's seq odd around the swap, as around an op), so that maps
+// grow again and again under the readers through the whole run.
 
 type keyState struct {
 	seq atomic.Uint64
@@ -43,26 +49,33 @@ func TestStress(t *testing.T) {
 	cases := []struct {
 		capacity, keys, pinned int
 		load                   Load
+		start                  int // entries of the first array
 	}{
-		{4, 12, 1, defaultLoad},
-		{16, 40, 4, defaultLoad},
-		{64, 100, 8, Load{19, 20}},
-		{64, 300, 8, defaultLoad},
-		{500, 700, 50, Load{9, 10}},
-		{500, 520, 50, Load{1, 2}},
+		{4, 12, 1, defaultLoad, 4},
+		{16, 40, 4, defaultLoad, 16},
+		{64, 100, 8, Load{19, 20}, 64},
+		{64, 300, 8, defaultLoad, 64},
+		{500, 700, 50, Load{9, 10}, 500},
+		{500, 520, 50, Load{1, 2}, 500},
+		// Growing.
+		{16, 40, 1, defaultLoad, 1},
+		{64, 100, 4, Load{19, 20}, 2},
+		{500, 700, 8, Load{1, 2}, 4},
+		{500, 520, 50, Load{9, 10}, 8},
 	}
 	d := stressDuration() / time.Duration(len(cases))
 	forEachChunkImpl(t, func(t *testing.T) {
 		for ci, tc := range cases {
-			t.Run(strconv.Itoa(ci), func(t *testing.T) { stressOne(t, tc.capacity, tc.keys, tc.pinned, tc.load, d, uint64(ci)) })
+			t.Run(strconv.Itoa(ci), func(t *testing.T) {
+				stressOne(t, tc.capacity, tc.keys, tc.pinned, tc.load, tc.start, d, uint64(ci))
+			})
 		}
 	})
 }
 
 func keyOf(i int) uint64 { return uint64(i+1)*0x9e3779b97f4a7c15>>32 | 1 } // 32-bit keys, odd, nonzero
 
-func stressOne(t *testing.T, capacity, nkeys, pinned int, load Load, dur time.Duration, seed uint64) {
-	m := NewLoad(capacity, load, seed*7919+1)
+func stressOne(t *testing.T, capacity, nkeys, pinned int, load Load, start int, dur time.Duration, seed uint64) {
 	keys := make([]uint64, nkeys)
 	idx := map[uint64]int{}
 	for i := range keys {
@@ -73,16 +86,28 @@ func stressOne(t *testing.T, capacity, nkeys, pinned int, load Load, dur time.Du
 		idx[keys[i]] = i
 	}
 	st := make([]keyState, nkeys)
-	md := &model{m: map[uint64]uint64{}, cap: capacity}
-	// pinned keys 0..pinned-1
-	for i := range pinned {
-		v := keys[i]<<32 | 0xabc
-		if err := m.Store(keys[i], v); err != nil {
-			t.Fatal(err)
+	// fresh returns a new map and its model holding the pinned keys
+	// 0..pinned-1.
+	fresh := func() (*Map, *model) {
+		m := newMap(capacity, load, seed*7919+1, start)
+		md := &model{m: map[uint64]uint64{}, cap: capacity}
+		for i := range pinned {
+			v := keys[i]<<32 | 0xabc
+			if err := m.Store(keys[i], v); err != nil {
+				t.Fatal(err)
+			}
+			md.m[keys[i]] = v
 		}
-		md.m[keys[i]] = v
-		st[i].val.Store(v)
+		return m, md
 	}
+	m, md := fresh()
+	for i := range pinned {
+		st[i].val.Store(md.m[keys[i]])
+	}
+	// cur is the map the readers use; only the writer replaces it.
+	var cur atomic.Pointer[Map]
+	cur.Store(m)
+	rebuilds, grows, maps := 0, 0, 1
 	var stop atomic.Bool
 	var fails atomic.Int64
 	fail := func(format string, args ...any) {
@@ -155,7 +180,8 @@ func stressOne(t *testing.T, capacity, nkeys, pinned int, load Load, dur time.Du
 						s1[j] = st[ii[j]].seq.Load()
 					}
 				}
-				v := m.View() // after s1: strong checks valid
+				m := cur.Load() // after s1: a swap since changes seq
+				v := m.View()   // after s1: strong checks valid
 				for j := range n {
 					bv[j], bok[j], gv[j], gok[j] = 0x5555, true, 0x5555, true
 				}
@@ -182,8 +208,9 @@ func stressOne(t *testing.T, capacity, nkeys, pinned int, load Load, dur time.Du
 					if ii[j] >= 0 {
 						sa = st[ii[j]].seq.Load()
 					}
-					val, ok := m.Lookup(bk[j])
-					check("Map.Lookup", bk[j], ii[j], val, ok, sa, m.View())
+					mm := cur.Load() // after sa
+					val, ok := mm.Lookup(bk[j])
+					check("Map.Lookup", bk[j], ii[j], val, ok, sa, mm.View())
 				}
 				if rng.IntN(50) == 0 {
 					// Range
@@ -192,7 +219,7 @@ func stressOne(t *testing.T, capacity, nkeys, pinned int, load Load, dur time.Du
 						pre[i] = st[i].seq.Load()
 					}
 					seen := map[uint64]uint64{}
-					m.Range(func(k, val uint64) bool {
+					cur.Load().Range(func(k, val uint64) bool { // after pre
 						if _, dup := seen[k]; dup {
 							fail("Range: key %#x twice", k)
 						}
@@ -224,7 +251,21 @@ func stressOne(t *testing.T, capacity, nkeys, pinned int, load Load, dur time.Du
 	deadline := time.Now().Add(dur)
 	var wseq uint64
 	ops := 0
-	for time.Now().Before(deadline) && !stop.Load() {
+	for round := 1; time.Now().Before(deadline) && !stop.Load(); round++ {
+		if start < capacity && round%5 == 0 {
+			// A fresh map, to grow again under the readers.
+			for i := range st {
+				st[i].seq.Add(1)
+			}
+			rebuilds, grows = rebuilds+m.rebuilds, grows+m.grows
+			m, md = fresh()
+			maps++
+			cur.Store(m)
+			for i := range st {
+				st[i].val.Store(md.m[keys[i]]) // 0 but the pinned
+				st[i].seq.Add(1)
+			}
+		}
 		for range 200 {
 			ops++
 			i := pinned + rng.IntN(nkeys-pinned)
@@ -255,8 +296,8 @@ func stressOne(t *testing.T, capacity, nkeys, pinned int, load Load, dur time.Du
 			if m.Len() != len(md.m) {
 				fail("Len %d model %d", m.Len(), len(md.m))
 			}
-			if m.used > m.maxUsed || m.used >= len(m.View().slots) {
-				fail("used %d maxUsed %d slots %d", m.used, m.maxUsed, len(m.View().slots))
+			if m.used > m.maxUsed || m.used >= len(m.View().slots) || m.Len() > m.entries {
+				fail("used %d maxUsed %d slots %d; live %d, sized for %d", m.used, m.maxUsed, len(m.View().slots), m.Len(), m.entries)
 			}
 		}
 		if rng.IntN(20) == 0 {
@@ -270,9 +311,14 @@ func stressOne(t *testing.T, capacity, nkeys, pinned int, load Load, dur time.Du
 	if fails.Load() == 0 {
 		checkSame(t, m, md, nil)
 	}
-	t.Logf("cap %d keys %d: %d ops, %d rebuilds, %d checks, %d strong", capacity, nkeys, ops, m.rebuilds, checked.Load(), strong.Load())
-	if m.rebuilds == 0 && nkeys > capacity*3/2 {
+	rebuilds, grows = rebuilds+m.rebuilds, grows+m.grows
+	t.Logf("cap %d keys %d start %d: %d ops, %d maps, %d rebuilds (%d growths), %d checks, %d strong",
+		capacity, nkeys, start, ops, maps, rebuilds, grows, checked.Load(), strong.Load())
+	if rebuilds-grows == 0 && nkeys > capacity*3/2 {
 		t.Errorf("no rebuild")
+	}
+	if start < capacity && grows < maps {
+		t.Errorf("%d maps grew %d times: want each to grow under the readers", maps, grows)
 	}
 	_ = errors.Is
 }
