@@ -112,7 +112,9 @@ type droppedTxns struct {
 // no lease any more. They are parked until the end's commit is known
 // (unpark): a refused end ends nothing, and they are put back. It finds
 // them through the index by subscriber (txns.bySub): its cost is the
-// subscriber's transactions', not the table's.
+// subscriber's transactions', not the table's. A key another
+// subscriber's end still has parked (the same MAC and xid on another
+// circuit) is parked for this one now: that end's unpark leaves it alone.
 func (x *txns) dropSub(sk subKey) droppedTxns {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -144,8 +146,11 @@ func (x *txns) unpark(sk subKey, d droppedTxns, restore bool, max, share int) (f
 	defer x.mu.Unlock()
 	for _, k := range d.keys {
 		t, ok := x.parked[k]
-		if !ok {
-			continue // answered meanwhile
+		if !ok || t.sub != sk {
+			// Answered meanwhile, or parked since by another
+			// subscriber's end (the same MAC and xid on another
+			// circuit, dropSub), which is that end's to unpark.
+			continue
 		}
 		delete(x.parked, k)
 		if !restore {

@@ -127,3 +127,44 @@ func TestRefusedEndRetransmissionKeepsParkedState(t *testing.T) {
 		t.Errorf("the end committed: the server chosen %v, want none (a new selection)", got)
 	}
 }
+
+// Two subscribers' ends in flight at once, the same MAC and xid on two
+// circuits (the device moved): the second one's dropSub parks its
+// transaction under the key the first one's parked. Each end's unpark
+// touches its own subscriber's only. Before, the first end, refused, put
+// the second subscriber's transaction back while its end was being
+// committed (its REQUEST's late ACK could bind it again after its
+// RELEASE), or, committed, forgot it where the second end was refused.
+func TestUnparkOtherSubscribersParked(t *testing.T) {
+	isp := &ISP{Name: "alpha", Servers: []netip.Addr{netip.MustParseAddr("192.0.2.1")}}
+	a := subKey{circuit: circuitKey{port: 1}, mac: 0x020000000101}
+	b := subKey{circuit: circuitKey{port: 2}, mac: a.mac}
+	pk := pendKey{[4]byte{1}, a.mac, 0}
+	for _, aRefused := range []bool{true, false} {
+		var x txns
+		x.init()
+		x.mu.Lock()
+		x.put(pk, &txn{sub: a, isp: isp, msgType: dhcpv4.MessageTypeRequest})
+		x.mu.Unlock()
+		da := x.dropSub(a)
+		x.mu.Lock()
+		tb := &txn{sub: b, isp: isp, msgType: dhcpv4.MessageTypeRequest}
+		x.put(pk, tb)
+		x.mu.Unlock()
+		db := x.dropSub(b)
+		x.unpark(a, da, aRefused, 16, 16)
+		if got := x.get(pk); got == tb {
+			t.Errorf("a's end refused %v: b's transaction pending again while b's end is being committed", aRefused)
+		}
+		x.unpark(b, db, true, 16, 16)
+		if got := x.get(pk); got != tb {
+			t.Errorf("a's end refused %v, then b's: b's transaction not put back (pending: %v)", aRefused, got)
+		}
+		x.mu.Lock()
+		np := len(x.parked)
+		x.mu.Unlock()
+		if np != 0 {
+			t.Errorf("a's end refused %v: %d left parked", aRefused, np)
+		}
+	}
+}
