@@ -46,6 +46,16 @@ func checkIndex(t *testing.T, x *txns, stage string) {
 	}
 }
 
+// pendKeyOf returns the key tx is pending under, if it is (x.mu held).
+func pendKeyOf(x *txns, tx *txn) pendKey {
+	for k, p := range x.pending {
+		if p == tx {
+			return k
+		}
+	}
+	return pendKey{}
+}
+
 func cmpPendKey(a, b pendKey) int {
 	return cmp.Or(cmp.Compare(a.mac, b.mac), cmp.Compare(a.isp, b.isp), bytes.Compare(a.xid[:], b.xid[:]))
 }
@@ -55,8 +65,10 @@ func cmpPendKey(a, b pendKey) int {
 // subscribers on two circuits sharing MACs and xids (a device moved: its
 // transaction replaced by the new circuit's), checking the index after
 // each against a scan of pending, and each dropSub against the scan it
-// replaced; and that the table's bound holds (begin's, and unpark's put
-// back of a refused end's transactions).
+// replaced; that the table's bound holds (begin's, and unpark's put
+// back of a refused end's transactions); and that no transaction an end
+// took is pending while that end is being committed (another
+// subscriber's unpark, the same key parked by both, put it back).
 func txnModel(t *testing.T, ops []byte) {
 	var x txns
 	x.init()
@@ -74,8 +86,9 @@ func txnModel(t *testing.T, ops []byte) {
 	// The table's bound, small enough to be reached (begin's, unpark's).
 	const maxPending, share = 6, 4
 	type park struct {
-		sk subKey
-		d  droppedTxns
+		sk   subKey
+		d    droppedTxns
+		txns []*txn // those dropSub took: none pending until its unpark
 	}
 	var parks []park      // the ends being committed: one per subscriber at a time (its stripe held)
 	var parkedTxns []*txn // answered or not: takeAck and abandon of one
@@ -124,10 +137,12 @@ func txnModel(t *testing.T, ops []byte) {
 			if !slices.Equal(got, scan) {
 				t.Fatalf("dropSub(%v) took %v; its transactions pending were %v", sk, got, scan)
 			}
+			var took []*txn
 			for _, k := range d.keys {
 				parkedTxns = append(parkedTxns, x.parked[k])
+				took = append(took, x.parked[k])
 			}
-			parks = append(parks, park{sk, d})
+			parks = append(parks, park{sk, d, took})
 		case 7:
 			if len(parks) == 0 {
 				continue
@@ -138,6 +153,13 @@ func txnModel(t *testing.T, ops []byte) {
 		}
 		x.mu.Lock()
 		checkIndex(t, &x, "after op")
+		for _, p := range parks {
+			for _, tx := range p.txns {
+				if x.pending[pendKeyOf(&x, tx)] == tx {
+					t.Fatalf("after op %d: a transaction of %v pending while its end is being committed", op%8, p.sk)
+				}
+			}
+		}
 		if len(x.pending) > maxPending || x.perISP[0] > share || x.perISP[1] > share {
 			t.Fatalf("after op %d: %d pending (%v at the ISPs), past the bound %d (%d an ISP)", op%8, len(x.pending), x.perISP[:2], maxPending, share)
 		}
