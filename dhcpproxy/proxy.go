@@ -50,7 +50,9 @@
 //   - proxy.go: configuration (immutable after New), counters (atomic),
 //     the dispatch of punted frames, Run.
 //   - txns.go: the transactions in flight with the ISPs, the OFFERs
-//     remembered (txns.mu); timeouts.go: those past their deadline, and
+//     remembered (txns.mu); txnindex.go: the table's changes (put, del),
+//     which keep its index by subscriber; txnnotes.go: the notes the
+//     relay makes on a transaction; timeouts.go: those past their deadline, and
 //     the ICMP unreachables and unlisted repliers heard about them, which
 //     their timeout events name.
 //   - upstream.go: messages from subscribers: checks, admission, relay up.
