@@ -25,11 +25,25 @@ const (
 )
 
 // runTicks runs the proxy's timers (intents sent, leases expired) for a
-// few ticks.
+// few ticks: 700 ms, and on until no intent is left unsent (at most 30 s
+// more), since a loaded machine may not reach the ticks that send them
+// in a fixed time (TestCrashMidDeviceImport saw its release intents
+// still pending after 700 ms at a load average of 14).
 func (r *pinRig) runTicks() {
-	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
-	defer cancel()
-	r.px.Run(ctx)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.px.Run(ctx)
+	}()
+	time.Sleep(700 * time.Millisecond)
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if ins, err := r.st.Intents(); err == nil && len(ins) == 0 {
+			break
+		}
+	}
+	cancel()
+	<-done
 }
 
 // TestCrashMidSuspension: alpha suspends the customer of a bound device
