@@ -46,11 +46,7 @@ func BenchmarkPipeline(b *testing.B) {
 			tmpl[i] = udpFrame(b, uint64(0x021000000000)|uint64(i), accMAC, 0, netip.AddrFrom4(be4(a)).String(), "198.18.0.1", 64, 1024, 9)
 		}
 		w := templateWorker(b, tmpl, 2, bareHandler{}, 64)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for done := 0; done < b.N; {
-			done += w.RunOnce()
-		}
+		runWorker(b, w)
 	})
 	for _, n := range []int{1 << 10, 100_000, 1 << 20} {
 		b.Run(sizeName(n), func(b *testing.B) {
@@ -66,13 +62,7 @@ func BenchmarkPipeline(b *testing.B) {
 				tmpl[i] = udpFrame(b, macs[k], accMAC, 0, netip.AddrFrom4(be4(ips[k])).String(), "198.18.0.1", 64, 1024, 9)
 			}
 			w := templateWorker(b, tmpl, 3, r.s.NewProcessor(), 64)
-			b.ReportAllocs()
-			b.ResetTimer()
-			done := 0
-			for done < b.N {
-				done += w.RunOnce()
-			}
-			b.StopTimer()
+			done := runWorker(b, w)
 			c := r.s.Counters()[0]
 			if c.Up < uint64(b.N) {
 				b.Fatalf("forwarded %d of %d (drops %v)", c.Up, done, c.Drops)
@@ -96,11 +86,7 @@ func BenchmarkPipelineDown(b *testing.B) {
 			tmpl[i] = udpFrame(b, gwaMAC, upaMAC, 0, "198.18.0.1", netip.AddrFrom4(be4(a)).String(), 64, 9, 1024)
 		}
 		w := templateWorkerOn(b, tmpl, 2, 1, bareHandler{down: true}, 64)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for done := 0; done < b.N; {
-			done += w.RunOnce()
-		}
+		runWorker(b, w)
 	})
 	for _, n := range []int{1 << 10, 1 << 20} {
 		b.Run(sizeName(n), func(b *testing.B) {
@@ -114,18 +100,25 @@ func BenchmarkPipelineDown(b *testing.B) {
 				tmpl[i] = udpFrame(b, gwaMAC, upaMAC, 0, "198.18.0.1", netip.AddrFrom4(be4(ips[k])).String(), 64, 9, 1024)
 			}
 			w := templateWorkerOn(b, tmpl, 3, 1, r.s.NewProcessor(), 64)
-			b.ReportAllocs()
-			b.ResetTimer()
-			done := 0
-			for done < b.N {
-				done += w.RunOnce()
-			}
-			b.StopTimer()
+			done := runWorker(b, w)
 			if c := r.s.Counters()[1]; c.Down < uint64(b.N) {
 				b.Fatalf("forwarded %d of %d (drops %v)", c.Down, done, c.Drops)
 			}
 		})
 	}
+}
+
+// runWorker runs w until it has handled b.N frames, timed, and returns how
+// many it handled.
+func runWorker(b *testing.B, w *datapath.Worker) int {
+	b.ReportAllocs()
+	b.ResetTimer()
+	done := 0
+	for done < b.N {
+		done += w.RunOnce()
+	}
+	b.StopTimer()
+	return done
 }
 
 // BenchmarkProcessHot is the engine's decision alone: one batch of 64
