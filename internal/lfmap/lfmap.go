@@ -34,10 +34,11 @@
 // between two batches evicted them (the kernel's work between the wake-ups
 // of a copy-mode AF_XDP worker), where the same 256 in a 128 KiB array
 // share its pages and its neighbouring lines: with 8 MiB written between
-// batches of 32 frames, the engine took 129–136 ns per packet over the
-// small array against 148–159 over the full-sized one
-// (BenchmarkPipelineColdAB, package engine), and the same either way with
-// nothing between batches. The array never shrinks.
+// batches of 32 frames, the worker with the engine took 129–136 ns per
+// packet over the small array against 148–159 over the full-sized one,
+// 61–64 and 80–87 above the bare worker's (BenchmarkPipelineColdAB,
+// package engine, 3 runs), and the same either way with nothing between
+// batches. The array never shrinks.
 //
 // Growing one entry at a time to N entries copies fewer than N entries in
 // all (each growth copies the live entries, half the new size) but makes
