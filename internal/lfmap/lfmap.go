@@ -108,8 +108,8 @@
 // Store, Delete and Reserve are writer operations: the caller serialises them
 // (typically one control-plane goroutine, or a mutex held by all writers).
 // Lookup, View, Len, Cap, Bytes, MaxBytes and Range may be called from any
-// goroutine (a
-// Range callback that stores or deletes is, of course, the writer).
+// goroutine (a Range callback that stores or deletes is, of course, the
+// writer).
 package lfmap
 
 import (
