@@ -18,7 +18,6 @@ import (
 	"unicode"
 
 	"github.com/ispmux/ispmux/configs"
-
 	"github.com/ispmux/ispmux/subscribers"
 	"github.com/ispmux/ispmux/tenants"
 )
