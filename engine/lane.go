@@ -152,6 +152,15 @@ func (p *Processor) laneKeys(pt *port, in uint8, frames [][]byte) (nmac, nfib in
 	return nmac, nfib
 }
 
+// mtus is every port's MTU (State.mtu) as it is now, for a lane pass to
+// read once a batch rather than atomically per frame.
+func (s *State) mtus() (m [datapath.MaxPorts]int32) {
+	for k := range m {
+		m[k] = s.mtu[k].Load()
+	}
+	return m
+}
+
 // laneVLAN is the VLAN of frame f, which laneKeys took with its L3 at l3:
 // the tag's VID (18: one 802.1Q tag), or 0 untagged.
 func laneVLAN(f []byte, l3 int) uint16 {
@@ -244,10 +253,7 @@ func (p *Processor) laneUps(pt *port, frames [][]byte, out []datapath.Verdict) (
 	out = out[:len(frames)]
 	// The ports' MTUs once a batch, not an atomic load per frame (with
 	// the uplink's readiness below, BenchmarkProcessHot −0.7 ns).
-	var mtus [datapath.MaxPorts]int32
-	for k := range mtus {
-		mtus[k] = p.s.mtu[k].Load()
-	}
+	mtus := p.s.mtus()
 	for i, f := range frames {
 		if p.role[i] != roleLaneUp || !p.found[i] {
 			continue
@@ -317,10 +323,7 @@ func (p *Processor) laneUps(pt *port, frames [][]byte, out []datapath.Verdict) (
 func (p *Processor) laneDowns(pt *port, frames [][]byte, out []datapath.Verdict) (n uint64) {
 	ups := &p.up.ISP
 	out = out[:len(frames)]
-	var mtus [datapath.MaxPorts]int32 // once a batch, as laneUps
-	for k := range mtus {
-		mtus[k] = p.s.mtu[k].Load()
-	}
+	mtus := p.s.mtus() // once a batch, as laneUps
 	for i, f := range frames {
 		if p.role[i] != roleLaneDown || !p.ffound[i] {
 			continue
