@@ -162,7 +162,7 @@ func (x *txns) unpark(sk subKey, d droppedTxns, restore bool, max, share int) (f
 			}
 			continue
 		}
-		if len(x.pending) >= max || x.perISP[k.isp] >= share {
+		if x.noRoom(k, max, share) {
 			full++
 			continue
 		}
@@ -189,11 +189,7 @@ func carryParked(n, t *txn) {
 	switch {
 	case n.msgType == dhcpv4.MessageTypeDiscover && t.msgType == dhcpv4.MessageTypeRequest:
 		if n.overtook == nil {
-			n.overtook = &overtaken{requested: t.requested, selecting: t.selecting,
-				serverID: t.serverID, offerFrom: t.offerFrom, sentTo: t.sentTo}
-			if !t.refused {
-				n.overtook.due = t.deadline
-			}
+			n.overtook = overtakenOf(t)
 		}
 	case n.msgType == dhcpv4.MessageTypeDiscover && t.msgType == dhcpv4.MessageTypeDiscover:
 		if !n.offerFrom.IsValid() && !n.serverID.IsValid() {

@@ -30,6 +30,13 @@ func (x *txns) del(pk pendKey) {
 	}
 }
 
+// noRoom reports whether a transaction new under pk would pass the
+// table's bound: max pending in all, share at pk's ISP (begin, and unpark
+// putting one back) (x.mu held).
+func (x *txns) noRoom(pk pendKey, max, share int) bool {
+	return len(x.pending) >= max || x.perISP[pk.isp] >= share
+}
+
 // index notes that sk has a transaction pending under pk (x.mu held).
 func (x *txns) index(sk subKey, pk pendKey) {
 	if _, ok := x.bySub[sk]; !ok {

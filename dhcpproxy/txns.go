@@ -338,6 +338,19 @@ func oneShare(max, n int) int {
 // errPendingFull: no room for another transaction.
 var errPendingFull = fmt.Errorf("pending_full")
 
+// overtakenOf is what a DISCOVER that takes over REQUEST t (the same
+// client's, its xid kept) keeps of it (txn.overtook): the REQUEST's
+// deadline still runs, unless a reply to it was refused already (not
+// silence).
+func overtakenOf(t *txn) *overtaken {
+	o := &overtaken{requested: t.requested, selecting: t.selecting,
+		serverID: t.serverID, offerFrom: t.offerFrom, sentTo: t.sentTo}
+	if !t.refused {
+		o.due = t.deadline
+	}
+	return o
+}
+
 // begin records that m (raw, parsed) is about to be relayed for sk: for
 // DISCOVER, REQUEST and INFORM it creates or updates the transaction under
 // pk (nil for other types). It returns the transaction and the ISP
@@ -365,13 +378,7 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 		// selection among every server. The server chosen before may
 		// be the one failing; its OFFER must not be the only one taken.
 		if t.msgType == dhcpv4.MessageTypeRequest {
-			// Its deadline still runs, unless a reply to it was
-			// refused already (not silence).
-			t.overtook = &overtaken{requested: t.requested, selecting: t.selecting,
-				serverID: t.serverID, offerFrom: t.offerFrom, sentTo: t.sentTo}
-			if !t.refused {
-				t.overtook.due = t.deadline
-			}
+			t.overtook = overtakenOf(t)
 		}
 		t.serverID, t.offerFrom, t.released = netip.Addr{}, netip.Addr{}, nil
 	} else if t != nil && mt != dhcpv4.MessageTypeDiscover {
@@ -401,7 +408,7 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 	if t == nil {
 		// Replacing another circuit's transaction under pk takes no
 		// more room (a review: counted as new, it leaked a slot).
-		if _, had := x.pending[pk]; !had && (len(x.pending) >= max || x.perISP[pk.isp] >= share) {
+		if _, had := x.pending[pk]; !had && x.noRoom(pk, max, share) {
 			return nil, sid, errPendingFull
 		}
 		t = &txn{sub: sk, circuit: c, isp: isp}
