@@ -16,20 +16,24 @@ type Error struct {
 }
 
 // Error formats the problem as "file:line: key: msg" ("file: key: msg" when
-// Line is 0, "file:line: msg" when Key is empty).
+// Line is 0, "file:line: msg" when Key is empty): Where, then the message.
 func (e *Error) Error() string {
+	return e.Where() + ": " + e.Msg
+}
+
+// Where is where the problem is: "file:line: key" ("file: key" when Line
+// is 0, "file:line" when Key is empty).
+func (e *Error) Where() string {
 	var b strings.Builder
 	b.WriteString(e.File)
 	if e.Line > 0 {
 		b.WriteByte(':')
 		b.WriteString(strconv.Itoa(e.Line))
 	}
-	b.WriteString(": ")
 	if e.Key != "" {
-		b.WriteString(printable(e.Key))
 		b.WriteString(": ")
+		b.WriteString(printable(e.Key))
 	}
-	b.WriteString(e.Msg)
 	return b.String()
 }
 

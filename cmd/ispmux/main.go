@@ -35,7 +35,6 @@ import (
 	"runtime/trace"
 	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -402,7 +401,7 @@ func logFileProblems(log *slog.Logger, path string, cfg *configs.Config) []strin
 	for _, p := range appliance.CheckFiles(cfg) {
 		e := configs.ErrorAt(path, src, p.Key, p.Err.Error())
 		log.Error("reload: a file the configuration names", "at", e.Error())
-		where = append(where, strings.TrimSuffix(e.Error(), ": "+e.Msg))
+		where = append(where, e.Where())
 	}
 	return where
 }
