@@ -106,6 +106,9 @@ func seedScaleCustomers(ctx context.Context, path, dir string, n int, isps []str
 		if cerr := st.Close(); err == nil {
 			err = cerr
 		}
+		if err == nil {
+			err = syncState(filepath.Dir(path))
+		}
 	}()
 	if err := seedTenants(ctx, st, n, func(i int) seedSub {
 		return seedSub{ISP: isps[i%len(isps)], Customer: "c" + strconv.Itoa(i)}
