@@ -186,7 +186,8 @@ func TestGrowDropsDeleted(t *testing.T) {
 
 // TestReserve: Reserve grows to the doubling series' size that holds n (the
 // capacity at most) in one rebuild, never shrinks, keeps the entries, and
-// the Stores that follow up to n do not grow again.
+// the Stores that follow up to n do not grow again; past the capacity of a
+// map sized for it, it does nothing.
 func TestReserve(t *testing.T) {
 	m := newMap(1000, defaultLoad, 2, 8)
 	md := &model{m: map[uint64]uint64{}, cap: 1000}
@@ -212,8 +213,19 @@ func TestReserve(t *testing.T) {
 		t.Fatalf("Stores within the reserve rebuilt %d times", m.rebuilds-1)
 	}
 	m.Reserve(1 << 30) // the capacity at most
-	if m.entries != 1000 || len(m.View().slots) != m.slotsFor(1000) {
-		t.Fatalf("Reserve past the capacity: sized for %d", m.entries)
+	if m.entries != 1000 || len(m.View().slots) != m.slotsFor(1000) || m.rebuilds != 2 {
+		t.Fatalf("Reserve past the capacity: sized for %d, %d rebuilds; want 1000, 2", m.entries, m.rebuilds)
+	}
+	// Sized for the capacity, a Reserve of more has nothing to do: n is
+	// clamped to the capacity before it is compared with the entries the
+	// array is sized for. (Unclamped, every such Reserve rebuilt the
+	// full-sized array into another, copying every entry: what
+	// engine.Control.Reserve asks of a table near its capacity.)
+	v := m.View()
+	m.Reserve(1001)
+	m.Reserve(1 << 30)
+	if m.rebuilds != 2 || m.View() != v {
+		t.Fatalf("Reserve past the capacity of a map sized for it: %d rebuilds, want 2", m.rebuilds)
 	}
 	checkSame(t, m, md, []uint64{129})
 }

@@ -449,6 +449,12 @@ func (m *Map) grownTo(n int) int {
 // one rebuild where Stores one by one would grow the array in steps (each
 // copying the live entries into a new array). It never shrinks the array.
 // Writer only.
+//
+// n is clamped to the capacity before it is compared with the entries the
+// array is sized for: grownTo clamps too, but without the first clamp a
+// Reserve past the capacity of a map sized for it (engine.Control.Reserve
+// of a table near its capacity) would rebuild the full-sized array into
+// another one, copying every entry for nothing.
 func (m *Map) Reserve(n int) {
 	if n = min(n, m.capacity); n > m.entries {
 		m.rebuild(m.view.Load(), m.grownTo(n))
