@@ -227,6 +227,17 @@ func (a *Appliance) Reload(cfg *configs.Config) (err error) {
 			a.staticEvent(subscribers.EventReleased, b, "static binding removed by a reload")
 		}
 	}
+	// Room for the static bindings about to be bound, at once: bound one
+	// at a time, a reload adding 500k statics would grow the MAC table
+	// and the FIB in steps, each a new slot array filled under the
+	// engine's lock (other binds, unbinds and the next-hop refresh wait).
+	toBind := 0
+	for k, b := range newStatic {
+		if changed(k, b, oldStatic) {
+			toBind++
+		}
+	}
+	a.ctl.Reserve(toBind)
 	for k, b := range newStatic {
 		if !changed(k, b, oldStatic) {
 			continue

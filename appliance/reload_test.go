@@ -24,8 +24,6 @@ import (
 	"github.com/ispmux/ispmux/webhooks"
 )
 
-// reloadRig is the control plane of an Appliance built from cfg, as
-// Start builds it, without ports (what Reload touches).
 // writeTestFile writes s and a newline to dir/name (mode 0600) and
 // returns its path.
 func writeTestFile(t *testing.T, dir, name, s string) string {
@@ -52,7 +50,16 @@ func parseTestConfig(t *testing.T, s string) *configs.Config {
 const betaConfig = "version = 1\n[[access]]\ninterface = \"acc0\"\naddress = \"100.64.0.1\"\n" +
 	"[[isp]]\nname = \"beta\"\nuplink = \"upa\"\naddress = \"192.0.2.2/24\"\nnext_hop = \"192.0.2.1\"\n"
 
+// reloadRig is the control plane of an Appliance built from cfg, as
+// Start builds it, without ports (what Reload touches).
 func reloadRig(t *testing.T, cfg *configs.Config) *Appliance {
+	t.Helper()
+	return reloadRigFor(t, cfg, 64)
+}
+
+// reloadRigFor is reloadRig with tables (MAC table, FIB, devices) for
+// capacity subscribers.
+func reloadRigFor(t *testing.T, cfg *configs.Config, capacity int) *Appliance {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	st, err := subscribers.Open(filepath.Join(t.TempDir(), "s.db"), subscribers.Options{NoSync: true})
@@ -60,7 +67,7 @@ func reloadRig(t *testing.T, cfg *configs.Config) *Appliance {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	state, err := engine.NewState([]engine.PortConfig{{Name: "acc0", AccessVLANs: []uint16{0}}, {Name: "upa", Uplinks: map[uint16]uint8{0: 0}}}, 64, 1)
+	state, err := engine.NewState([]engine.PortConfig{{Name: "acc0", AccessVLANs: []uint16{0}}, {Name: "upa", Uplinks: map[uint16]uint8{0: 0}}}, capacity, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +78,7 @@ func reloadRig(t *testing.T, cfg *configs.Config) *Appliance {
 	for _, p := range cfg.ISPs {
 		isps = append(isps, p.Name)
 	}
-	a.ten = tenants.New(tenants.Config{ISPs: isps, MaxDevices: 64}, st, a.reg, nil, a.ctl, log)
+	a.ten = tenants.New(tenants.Config{ISPs: isps, MaxDevices: capacity}, st, a.reg, nil, a.ctl, log)
 	a.dhcp = dhcpproxy.New(dhcpproxy.Config{Limits: dhcpLimits(cfg.DHCP)}, st, a.reg, a.ctl, nil, log)
 	setDHCPBudget(a.ctl, cfg.DHCP)
 	if _, err := a.syncRegistrations(); err != nil {

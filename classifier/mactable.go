@@ -173,6 +173,11 @@ func (t *MACTable) MaxBytes() int { return t.m.MaxBytes() }
 // would grow it in steps. Writer only.
 func (t *MACTable) Reserve(n int) { t.m.Reserve(n) }
 
+// Grows returns how many times the slot array has grown since the table
+// was made (lfmap.Map.Grows): a diagnostic for the tests of bulk loads.
+// Writer only.
+func (t *MACTable) Grows() int { return t.m.Grows() }
+
 // Range calls fn for each entry until fn returns false, with the caveats of
 // lfmap.Map.Range under a concurrent writer.
 func (t *MACTable) Range(fn func(port uint8, vlan uint16, mac uint64, s Sub) bool) {

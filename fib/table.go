@@ -174,6 +174,14 @@ func (t *Table) Reserve(n int) {
 	t.m.Reserve(n)
 }
 
+// Grows returns how many times the table's slot array has grown since it
+// was made (lfmap.Map.Grows): a diagnostic for the tests of bulk loads.
+func (t *Table) Grows() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m.Grows()
+}
+
 // Range calls fn for every entry until fn returns false, for dumps and
 // status pages. Any goroutine; entries set or deleted while it runs may be
 // missed (never seen twice). fn must not call Set or Delete.

@@ -461,6 +461,12 @@ func (m *Map) Reserve(n int) {
 	}
 }
 
+// Grows returns how many times the slot array has grown (rebuilt into a
+// larger one, by Store or Reserve) since New: a diagnostic, for the tests
+// of a bulk load that should grow once (Reserve) rather than in steps.
+// Writer only, as it counts the writer's work.
+func (m *Map) Grows() int { return m.grows }
+
 // rebuild copies the live entries of old (not the deleted ones) into a fresh
 // array sized for entries live entries (the current array's or more),
 // publishes it and returns it. The new array is private until the pointer
