@@ -175,6 +175,12 @@ func (p *Proxy) restoreOnboarding(now time.Time) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// Room in the tables for every lease read, at once, as for the ISP
+	// bindings (RestoreLoaded): [portal] max_onboarding may be set to
+	// many, and bound one at a time they would grow the tables in steps.
+	if r, ok := p.tables.(reserver); ok && len(ls) > 0 {
+		r.Reserve(len(ls))
+	}
 	n := 0
 	for _, l := range ls {
 		mac := binding.MAC48(l.MAC)

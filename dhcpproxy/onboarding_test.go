@@ -3,6 +3,7 @@ package dhcpproxy
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -619,8 +620,9 @@ func TestOnboardingRestoreBlocked(t *testing.T) {
 	}
 }
 
-// Restore: an unexpired lease is bound in the garden again, an expired one
-// and one of a circuit without onboarding now are ended; every stored
+// Restore: room is made in the tables for the leases read, at once; an
+// unexpired lease is bound in the garden again, an expired one and one of
+// a circuit without onboarding now are ended; every stored
 // address is quarantined one lease time for the other MACs (its holder may
 // have it back).
 func TestOnboardingRestore(t *testing.T) {
@@ -637,6 +639,11 @@ func TestOnboardingRestore(t *testing.T) {
 	}
 	if _, err := r.p.Restore(now); err != nil {
 		t.Fatal(err)
+	}
+	// Room made at once for the 3 leases read (after the ISP bindings'
+	// Reserve, of none here).
+	if !slices.Equal(r.tab.reserved, []int{0, 3}) {
+		t.Errorf("Reserve calls %v, want [0 3]", r.tab.reserved)
 	}
 	if vrf, ip, ok := r.vrfOf(0x027700000001); !ok || vrf != binding.GardenVRF || ip != obAddr(2) {
 		t.Errorf("unexpired lease not restored: %v %v %v", vrf, ip, ok)

@@ -172,7 +172,7 @@ type Tables interface {
 
 // reserver is what Tables may also do (engine.Control does): make room at
 // once for n bindings more than they hold, before RestoreLoaded installs
-// as many, so that the tables do not grow in steps (see
+// as many (the ISP bindings, then the onboarding leases), so that the tables do not grow in steps (see
 // engine.Control.Reserve).
 type reserver interface {
 	Reserve(n int)
