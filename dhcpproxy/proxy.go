@@ -51,7 +51,8 @@
 //     the dispatch of punted frames, Run.
 //   - txns.go: the transactions in flight with the ISPs, the OFFERs
 //     remembered (txns.mu); txnindex.go: the table's changes (put, del),
-//     which keep its index by subscriber; txnnotes.go: the notes the
+//     which keep its index by subscriber and give a drained burst's
+//     memory back; txnnotes.go: the notes the
 //     relay makes on a transaction; timeouts.go: those past their deadline, and
 //     the ICMP unreachables and unlisted repliers heard about them, which
 //     their timeout events name.

@@ -68,10 +68,13 @@ func cmpPendKey(a, b pendKey) int {
 // replaced; that the table's bound holds (begin's, and unpark's put
 // back of a refused end's transactions); and that no transaction an end
 // took is pending while that end is being committed (another
-// subscriber's unpark, the same key parked by both, put it back).
+// subscriber's unpark, the same key parked by both, put it back). The
+// maps are remade (shrink) whenever one transaction or none is left of a
+// peak of 4 or more.
 func txnModel(t *testing.T, ops []byte) {
 	var x txns
 	x.init()
+	x.mem.floor = 4
 	isps := [2]*ISP{{Name: "alpha", Index: 0, Servers: []netip.Addr{ispSID}}, {Name: "beta", Index: 1, Servers: []netip.Addr{ispSID}}}
 	circuits := [2]*Circuit{{Name: "acc0"}, {Name: "acc1"}}
 	var msgs [3]*dhcpv4.DHCPv4

@@ -176,6 +176,7 @@ type txns struct {
 	// entry).
 	bySub     map[subKey]pendKey
 	bySubMore map[subKey][]pendKey
+	mem       pendingMem // their peak, to give back a burst's memory (txnindex.go)
 	offered   map[subKey]offer
 	rapid     map[pendKey]*rapidWin
 	// parked holds the transactions dropSub took from pending, of the
