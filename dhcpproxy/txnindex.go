@@ -24,7 +24,7 @@ func (x *txns) put(pk pendKey, t *txn) {
 		x.index(t.sub, pk)
 	}
 	x.pending[pk] = t
-	x.mem.peak = max(x.mem.peak, len(x.pending))
+	x.mem.note(len(x.pending))
 }
 
 // del removes the transaction under pk, if any (x.mu held).
@@ -37,20 +37,43 @@ func (x *txns) del(pk pendKey) {
 	}
 }
 
-// pendingMem is what shrink knows of the pending table's maps.
-type pendingMem struct {
-	// peak is the most transactions pending since the maps were made.
+// mapMem is what the remaking of a map to give back its memory knows of
+// it (shrink; expire's of the OFFERs remembered).
+type mapMem struct {
+	// peak is the most entries the map held since it was made.
 	peak int
-	// floor is the least peak worth remaking the maps for (0:
-	// shrinkFloor; tests lower it, or raise it to turn shrink off).
+	// floor is the least peak worth remaking the map for (0:
+	// shrinkFloor; tests lower it, or raise it to turn the remaking off).
 	floor int
-	// remade counts the times shrink remade the maps (tests).
+	// remade counts the times the map was remade (tests).
 	remade int
 }
 
-// shrinkFloor is the least peak of pending transactions after which
-// shrink remakes the maps: below, the most they keep is a few hundred KiB.
+// shrinkFloor is the least peak of a map after which it is remade: below,
+// the most it keeps is a few hundred KiB.
 const shrinkFloor = 4096
+
+// note records that the map holds n entries.
+func (m *mapMem) note(n int) { m.peak = max(m.peak, n) }
+
+// due reports whether the map, holding n entries now, is to be remade for
+// them: once n has fallen to a quarter of a peak of at least the floor.
+// If so, its peak is n from now on.
+func (m *mapMem) due(n int) bool {
+	if m.peak < cmp.Or(m.floor, shrinkFloor) || n > m.peak/4 {
+		return false
+	}
+	m.peak = n
+	m.remade++
+	return true
+}
+
+// remade returns a copy of m made for its entries.
+func remade[M ~map[K]V, K comparable, V any](m M) M {
+	c := make(M, len(m))
+	maps.Copy(c, m)
+	return c
+}
 
 // shrink remakes pending and its index (bySub, bySubMore) sized for what
 // they hold once it has fallen to a quarter of their peak (x.mu held). A
@@ -72,19 +95,9 @@ const shrinkFloor = 4096
 // (TestPendingReleasesMemory), the heap after a GC kept 23 MB of the
 // burst without the remaking, 0.4 MB with.
 func (x *txns) shrink() {
-	n := len(x.pending)
-	if floor := cmp.Or(x.mem.floor, shrinkFloor); x.mem.peak < floor || n > x.mem.peak/4 {
-		return
+	if x.mem.due(len(x.pending)) {
+		x.pending, x.bySub, x.bySubMore = remade(x.pending), remade(x.bySub), remade(x.bySubMore)
 	}
-	pending := make(map[pendKey]*txn, n)
-	maps.Copy(pending, x.pending)
-	bySub := make(map[subKey]pendKey, len(x.bySub))
-	maps.Copy(bySub, x.bySub)
-	bySubMore := make(map[subKey][]pendKey, len(x.bySubMore))
-	maps.Copy(bySubMore, x.bySubMore)
-	x.pending, x.bySub, x.bySubMore = pending, bySub, bySubMore
-	x.mem.peak = n
-	x.mem.remade++
 }
 
 // noRoom reports whether a transaction new under pk would pass the

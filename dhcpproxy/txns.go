@@ -176,8 +176,9 @@ type txns struct {
 	// entry).
 	bySub     map[subKey]pendKey
 	bySubMore map[subKey][]pendKey
-	mem       pendingMem // their peak, to give back a burst's memory (txnindex.go)
+	mem       mapMem // their peak, to give back a burst's memory (txnindex.go)
 	offered   map[subKey]offer
+	offerMem  mapMem // offered's peak, for expire's remaking of it
 	rapid     map[pendKey]*rapidWin
 	// parked holds the transactions dropSub took from pending, of the
 	// subscribers whose binding's end is being committed: put back if

@@ -3,6 +3,7 @@ package dhcpproxy
 import (
 	"runtime"
 	"testing"
+	"time"
 )
 
 // fillPending puts n transactions in x, of n/2 subscribers with two each
@@ -115,5 +116,42 @@ func TestPendingReleasesMemory(t *testing.T) {
 	t.Logf("kept after the burst: %.2f MB without shrink, %.2f MB with", float64(off)/1e6, float64(on)/1e6)
 	if on*4 > off {
 		t.Fatalf("drained: %d B kept with shrink, %d B without: want a quarter at most", on, off)
+	}
+}
+
+// TestOffersShrink: expire forgets the OFFERs remembered past
+// offerMemory, and remakes the map once what is left has fallen to a
+// quarter of its peak, keeping the OFFERs not yet forgotten. Fails without
+// the remaking (remade 0 times).
+func TestOffersShrink(t *testing.T) {
+	var x txns
+	x.init()
+	now := time.Unix(1e9, 0)
+	isp := &ISP{Name: "alpha"}
+	const n = 20_000
+	for i := range n {
+		at := now.Add(-offerMemory) // forgotten at now
+		if i%4 == 0 {
+			at = now
+		}
+		x.offered[subKey{mac: 0x020000000000 | uint64(i)}] = offer{isp: isp, at: at}
+	}
+	old := x.offered
+	x.expire(now)
+	if x.offerMem.remade != 1 || len(x.offered) != n/4 || x.offerMem.peak != n/4 {
+		t.Fatalf("a quarter left: remade %d times, %d remembered, peak %d; want 1, %d, %d", x.offerMem.remade, len(x.offered), x.offerMem.peak, n/4, n/4)
+	}
+	old[subKey{}] = offer{}
+	if _, ok := x.offered[subKey{}]; ok {
+		t.Fatal("offered is the map of the peak")
+	}
+	for i := 0; i < n; i += 4 {
+		if o, ok := x.offered[subKey{mac: 0x020000000000 | uint64(i)}]; !ok || o.isp != isp || !o.at.Equal(now) {
+			t.Fatalf("OFFER %d not kept: %+v, %v", i, o, ok)
+		}
+	}
+	x.expire(now) // nothing forgotten: not remade again
+	if x.offerMem.remade != 1 {
+		t.Fatalf("remade %d times", x.offerMem.remade)
 	}
 }
