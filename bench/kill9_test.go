@@ -170,23 +170,31 @@ func TestKill9Lab(t *testing.T) {
 
 // TestKill9ReleasesLogged: a RELEASE found bound after the restart is
 // told from one ispmux never handled by the killed process's log line
-// for that MAC and address, stamped after the RELEASE was sent.
+// for that MAC and address, stamped after the RELEASE was sent (in its
+// millisecond at the earliest).
 func TestKill9ReleasesLogged(t *testing.T) {
 	at := time.Date(2026, 12, 7, 4, 0, 0, 0, time.UTC)
 	a := k9Release{scaleMAC(1), scaleIP(1), at}
 	b := k9Release{scaleMAC(2), scaleIP(2), at}
 	c := k9Release{scaleMAC(3), scaleIP(3), at}
+	// d: sent 0.7 ms into a millisecond, logged in that millisecond
+	// (the stamp cut below the send); e: an earlier release of the
+	// same MAC and address, 0.5 s before this RELEASE.
+	d := k9Release{scaleMAC(4), scaleIP(4), at.Add(5*time.Second + 700*time.Microsecond)}
+	e := k9Release{scaleMAC(5), scaleIP(5), at.Add(10 * time.Second)}
 	log := "time=2026-12-07T04:00:00.120Z level=INFO msg=\"dhcp released\" mac=" + macText(a.mac) + " isp=alpha ip=" + a.ip.String() + " reason=\"the subscriber released its lease\"\n" +
 		// b: another address; c: released long before this RELEASE.
 		"time=2026-12-07T04:00:00.130Z level=INFO msg=\"dhcp released\" mac=" + macText(b.mac) + " isp=alpha ip=10.99.0.1 reason=x\n" +
-		"time=2026-12-07T03:50:00.000Z level=INFO msg=\"dhcp released\" mac=" + macText(c.mac) + " isp=alpha ip=" + c.ip.String() + " reason=x\n"
+		"time=2026-12-07T03:50:00.000Z level=INFO msg=\"dhcp released\" mac=" + macText(c.mac) + " isp=alpha ip=" + c.ip.String() + " reason=x\n" +
+		"time=2026-12-07T04:00:05.000Z level=INFO msg=\"dhcp released\" mac=" + macText(d.mac) + " isp=alpha ip=" + d.ip.String() + " reason=x\n" +
+		"time=2026-12-07T04:00:09.500Z level=INFO msg=\"dhcp released\" mac=" + macText(e.mac) + " isp=alpha ip=" + e.ip.String() + " reason=x\n"
 	path := filepath.Join(t.TempDir(), "ispmux.log")
 	if err := os.WriteFile(path, []byte(log), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	got := releasesLogged(path, []k9Release{a, b, c})
-	if len(got) != 1 || got[0] != a {
-		t.Fatalf("releasesLogged = %v, want only %v", got, a)
+	got := releasesLogged(path, []k9Release{a, b, c, d, e})
+	if len(got) != 2 || got[0] != a || got[1] != d {
+		t.Fatalf("releasesLogged = %v, want only %v and %v", got, a, d)
 	}
 	if got := releasesLogged(filepath.Join(t.TempDir(), "none"), []k9Release{a}); got != nil {
 		t.Fatalf("no log: %v", got)

@@ -204,8 +204,10 @@ func runDelay(pid int) float64 {
 
 // releasesLogged returns the releases of rs that the ispmux whose log is
 // at path logged as released ("dhcp released" with the MAC and the
-// address, stamped no earlier than the RELEASE was sent, less 1 s for
-// the clock's resolution in the log).
+// address, stamped no earlier than the millisecond the RELEASE was sent
+// in: the log's stamps are cut to milliseconds, and the bench and ispmux
+// read one clock). An earlier release of the same MAC and address, even
+// a few milliseconds earlier, is not this one's.
 func releasesLogged(path string, rs []k9Release) []k9Release {
 	if len(rs) == 0 {
 		return nil
@@ -225,7 +227,7 @@ func releasesLogged(path string, rs []k9Release) []k9Release {
 				continue
 			}
 			ts, err := time.Parse(time.RFC3339Nano, string(f[0][len("time="):]))
-			if err == nil && !ts.Before(r.at.Add(-time.Second)) {
+			if err == nil && !ts.Before(r.at.Truncate(time.Millisecond)) {
 				out = append(out, r)
 				break
 			}
