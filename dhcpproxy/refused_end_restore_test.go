@@ -168,3 +168,43 @@ func TestUnparkOtherSubscribersParked(t *testing.T) {
 		}
 	}
 }
+
+// An answer takes its own subscriber's exchanges under its key, not
+// another's (the same MAC and xid on two circuits: the device moved).
+// Before, take forgot whatever was parked or pending under the key: a
+// NAK to b's REQUEST forgot a's exchange, parked while a's end was being
+// committed, so a's end, refused, did not put it back; and a NAK to a's
+// REQUEST, its transaction replaced by b's meanwhile, took b's.
+func TestTakeLeavesOthersExchange(t *testing.T) {
+	isp := &ISP{Name: "alpha", Servers: []netip.Addr{netip.MustParseAddr("192.0.2.1")}}
+	a := subKey{circuit: circuitKey{port: 1}, mac: 0x020000000101}
+	b := subKey{circuit: circuitKey{port: 2}, mac: a.mac}
+	pk := pendKey{[4]byte{1}, a.mac, 0}
+	put := func(x *txns, sk subKey) *txn {
+		tx := &txn{sub: sk, isp: isp, msgType: dhcpv4.MessageTypeRequest}
+		x.mu.Lock()
+		x.put(pk, tx)
+		x.mu.Unlock()
+		return tx
+	}
+
+	var x txns
+	x.init()
+	ta := put(&x, a)
+	da := x.dropSub(a)
+	tb := put(&x, b)
+	if got := x.take(pk, tb); got != tb {
+		t.Fatalf("b's NAK took %p, want b's transaction %p", got, tb)
+	}
+	x.unpark(a, da, true, 16, 16)
+	if got := x.get(pk); got != ta {
+		t.Errorf("b's NAK taken while a's exchange was parked, a's end refused: pending %p, want a's transaction %p put back", got, ta)
+	}
+
+	x.init()
+	ta = put(&x, a)
+	tb = put(&x, b) // a's answer read ta (get) before b's message replaced it
+	if got := x.take(pk, ta); got != nil || x.get(pk) != tb {
+		t.Errorf("a's NAK taken after b's transaction replaced a's: took %p, pending %p; want none, b's %p", got, x.get(pk), tb)
+	}
+}

@@ -275,7 +275,7 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 				"isp", isp.Name, "server", src)
 			return
 		}
-		p.tx.take(pk)
+		p.tx.take(pk, t)
 		p.nakFromISP(t, m, payload)
 	default:
 		p.count("server_unexpected_type")

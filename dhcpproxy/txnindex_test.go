@@ -106,7 +106,14 @@ func txnModel(t *testing.T, ops []byte) {
 			x.begin(pk, sk, circuits[sk.circuit.port], isps[pk.isp], registry.Entry{}, nil, m.ToBytes(), m, netip.Addr{}, 0, now,
 				time.Second, maxPending, share)
 		case 2:
-			x.take(pk)
+			tx := x.get(pk)
+			if a&0x40 != 0 && len(parkedTxns) > 0 {
+				tx = parkedTxns[int(a)%len(parkedTxns)]
+			}
+			if tx == nil {
+				continue
+			}
+			x.take(pk, tx)
 		case 3, 4:
 			tx := x.get(pk)
 			if a&0x40 != 0 && len(parkedTxns) > 0 {

@@ -184,7 +184,9 @@ type txns struct {
 	// subscribers whose binding's end is being committed: put back if
 	// the store refuses the end and the table has room (unpark),
 	// forgotten once it is committed. An answer to one taken meanwhile
-	// (take, takeAck, abandon) forgets it here too: it is not put back.
+	// (take, takeAck, abandon) forgets it here too: it is not put back
+	// (take forgets the parked exchange of its answer's subscriber only;
+	// takeAck and abandon the very transaction answered).
 	parked map[pendKey]*txn
 }
 
@@ -204,14 +206,25 @@ func (x *txns) get(pk pendKey) *txn {
 	return x.pending[pk]
 }
 
-// take removes and returns the transaction under pk, or nil.
-func (x *txns) take(pk pendKey) *txn {
+// take removes the transactions of t's subscriber (the owner of t, an
+// exchange its answer ends) under pk, pending or parked, and returns the
+// pending one, or nil. Those of another subscriber under pk (the same MAC
+// and xid on another circuit: a device moved) are another exchange and
+// stay: before, a NAK to one forgot the other's parked exchange, which its
+// end, refused, then did not put back.
+func (x *txns) take(pk pendKey, t *txn) *txn {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	t := x.pending[pk]
-	x.del(pk)
-	delete(x.parked, pk)
-	return t
+	n := x.pending[pk]
+	if n != nil && n.sub == t.sub {
+		x.del(pk)
+	} else {
+		n = nil
+	}
+	if q := x.parked[pk]; q != nil && q.sub == t.sub {
+		delete(x.parked, pk)
+	}
+	return n
 }
 
 // takeAck removes the transaction t under pk, answered by the ACK of

@@ -46,10 +46,11 @@ func benchBeginTake(b *testing.B, others int) {
 	for i := range b.N {
 		sk := subKey{mac: 0x020000000000 | uint64(i%subs)}
 		pk := pendKey{[4]byte{byte(i >> 12), byte(i >> 20)}, sk.mac, 0}
-		if _, _, err := x.begin(pk, sk, c, isp, registry.Entry{}, nil, raw, m, netip.Addr{}, 0, now, time.Second, 1<<30, 1<<30); err != nil {
+		t, _, err := x.begin(pk, sk, c, isp, registry.Entry{}, nil, raw, m, netip.Addr{}, 0, now, time.Second, 1<<30, 1<<30)
+		if err != nil {
 			b.Fatal(err)
 		}
-		if x.take(pk) == nil {
+		if x.take(pk, t) == nil {
 			b.Fatal("taken: none")
 		}
 	}
