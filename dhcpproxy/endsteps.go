@@ -1,6 +1,8 @@
 package dhcpproxy
 
 import (
+	"time"
+
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/ispmux/ispmux/internal/failpoint"
@@ -55,7 +57,7 @@ func (p *Proxy) endBeforeCommit(sk subKey, drop bool) endMark {
 // ack_after_end), and those taken are forgotten.
 func (p *Proxy) endCommitted(sk subKey, m endMark) {
 	p.leases.commitGen(sk, m.gen)
-	p.tx.unpark(sk, m.dropped, false, 0, 0)
+	p.tx.unpark(sk, m.dropped, false, 0, 0, time.Time{}, 0)
 	if len(m.dropped.keys) > 0 {
 		p.count("transactions_dropped_at_end")
 	}
@@ -70,10 +72,12 @@ func (p *Proxy) endCommitted(sk subKey, m endMark) {
 // share of it, filled while the end was being committed (the slots it
 // freed taken by other clients' messages): it is dropped, as begin drops
 // a new one (counted transactions_dropped_pending_full), and its answer
-// finds no transaction; the client retransmits.
+// finds no transaction; the client retransmits. One put back has the
+// ISP's time (the Timeout) again from now: an answer while it was parked
+// went unheard (txn.putBack).
 func (p *Proxy) endRefused(sk subKey, m endMark) {
 	lim := p.lim.Load()
-	for range p.tx.unpark(sk, m.dropped, true, lim.MaxPending, oneShare(lim.MaxPending, len(p.isps))) {
+	for range p.tx.unpark(sk, m.dropped, true, lim.MaxPending, oneShare(lim.MaxPending, len(p.isps)), p.now(), lim.Timeout) {
 		p.count("transactions_dropped_pending_full")
 	}
 }
@@ -137,8 +141,10 @@ func (x *txns) dropSub(sk subKey) droppedTxns {
 // transaction put back counts against the table's bound as begin's do
 // (max in all, share at its ISP, oneShare): one that finds no room (the
 // slots freed by dropSub taken meanwhile) is dropped, the transactions
-// begun meanwhile being live exchanges; unpark returns how many.
-func (x *txns) unpark(sk subKey, d droppedTxns, restore bool, max, share int) (full int) {
+// begun meanwhile being live exchanges; unpark returns how many. One put
+// back has its deadline measured from now (timeout, as begin gives a new
+// message; resume).
+func (x *txns) unpark(sk subKey, d droppedTxns, restore bool, max, share int, now time.Time, timeout time.Duration) (full int) {
 	if len(d.keys) == 0 && !d.hadOffer {
 		return 0
 	}
@@ -167,11 +173,34 @@ func (x *txns) unpark(sk subKey, d droppedTxns, restore bool, max, share int) (f
 			continue
 		}
 		x.put(k, t)
+		resume(t, now, timeout)
 	}
 	if _, again := x.offered[sk]; restore && d.hadOffer && !again {
 		x.offered[sk] = d.offer
 	}
 	return full
+}
+
+// resume gives t, put back at now after a park, the ISP's time to answer
+// (timeout) from now, where its deadline (and the due of a REQUEST it took
+// over) ran from its relay: an answer while it was parked found no
+// transaction and went unheard (no_transaction), and a deadline passed
+// meanwhile reported the ISP silent as soon as it was put back (a
+// review). Its retransmissions' copies before the park wait with it (no
+// second timeout of their own, txn.resent), and its timeout says it was
+// put back (txn.putBack). relayed stays its first relay (the ISP's answer
+// time, answered): a copy the client sends once it is back waits
+// deadline-relayed (expire), longer than timeout by the time before the
+// put-back (x.mu held).
+func resume(t *txn, now time.Time, timeout time.Duration) {
+	if d := now.Add(timeout); t.deadline.Before(d) {
+		t.deadline = d
+	}
+	if o := t.overtook; o != nil && !o.due.IsZero() && o.due.Before(now.Add(timeout)) {
+		o.due = now.Add(timeout)
+	}
+	t.resent = time.Time{}
+	t.putBack = true
 }
 
 // carryParked gives n, a transaction a retransmission of the subscriber

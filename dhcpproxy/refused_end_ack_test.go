@@ -3,12 +3,14 @@ package dhcpproxy
 import (
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/ispmux/ispmux/fib"
+	"github.com/ispmux/ispmux/subscribers"
 )
 
 // renewalInFlight binds s1 at alpha (a one-minute lease), has its client
@@ -153,7 +155,7 @@ func TestParkedTransactions(t *testing.T) {
 	x.mu.Lock()
 	x.put(pks[1], again) // a retransmission's
 	x.mu.Unlock()
-	x.unpark(sk, d, true, 16, 16)
+	x.unpark(sk, d, true, 16, 16, time.Time{}, 0)
 	if got := x.get(pks[0]); got != nil {
 		t.Error("refused: the transaction answered while parked was put back")
 	}
@@ -168,7 +170,7 @@ func TestParkedTransactions(t *testing.T) {
 	}
 
 	d = x.dropSub(sk)
-	x.unpark(sk, d, false, 0, 0)
+	x.unpark(sk, d, false, 0, 0, time.Time{}, 0)
 	if x.get(pks[1]) != nil || x.get(pks[2]) != nil || len(x.parked) != 0 || x.perISP[0] != 0 {
 		t.Errorf("committed: %d parked, %d pending at the ISP; want none", len(x.parked), x.perISP[0])
 	}
@@ -211,4 +213,42 @@ func (r *prig) expireThenAckDropped(t *testing.T, req *dhcpv4.DHCPv4) {
 	if c := r.p.Counters(); c["ack_after_end"] != 1 {
 		t.Errorf("counters %v, want ack_after_end 1", c)
 	}
+}
+
+// A renewal parked by an end the store refused, the park outlasting the
+// ISP's time (Timeout, 300 ms in the rig): put back, it has the ISP's
+// time again from the put-back, where its deadline ran from its relay and
+// had passed, and its timeout was reported as soon as it was back ("no
+// answer from the ISP", of an exchange whose answer, had it come while it
+// was parked, went unheard). Its timeout, once due, says it was put back.
+func TestPutBackTimeoutFromPutBack(t *testing.T) {
+	r := newPRig(t)
+	r.renewalInFlight() // relayed at time.Now()+31s (pastT1)
+	r.pastT1(31*time.Second + time.Second)
+	r.p.store = endRefuser{r.store}
+	r.fromClient(releaseOf100(t))
+	r.p.store = r.store
+	if c := r.p.Counters(); c["store_error"] != 1 {
+		t.Fatalf("the RELEASE's end was not refused: counters %v", c)
+	}
+	back := r.p.now()
+	r.p.expireTxns(back.Add(100 * time.Millisecond))
+	if c := r.p.Counters(); c["timeout"] != 0 {
+		t.Fatalf("100 ms after the put-back (the park 1 s, the ISP's time 300 ms): %d timeouts, want none", c["timeout"])
+	}
+	r.p.expireTxns(back.Add(400 * time.Millisecond))
+	r.p.notes.wait()
+	if c := r.p.Counters(); c["timeout"] != 1 {
+		t.Fatalf("400 ms after the put-back: %d timeouts, want 1", c["timeout"])
+	}
+	evs, _ := r.store.Events(0, 100)
+	for _, e := range evs {
+		if e.Kind == subscribers.EventTimeout {
+			if !strings.Contains(e.Reason, "put-back") {
+				t.Errorf("the put-back renewal's timeout event %q does not say it was put back", e.Reason)
+			}
+			return
+		}
+	}
+	t.Error("no timeout event")
 }

@@ -99,7 +99,7 @@ func TestRefusedEndRetransmissionKeepsParkedState(t *testing.T) {
 		}
 		d := x.dropSub(sk)
 		n := begin(&x, then)
-		x.unpark(sk, d, restore, 16, 16)
+		x.unpark(sk, d, restore, 16, 16, time.Time{}, 0)
 		if x.get(pk) != n {
 			t.Fatal("the retransmission's transaction is not the one pending")
 		}
@@ -152,11 +152,11 @@ func TestUnparkOtherSubscribersParked(t *testing.T) {
 		x.put(pk, tb)
 		x.mu.Unlock()
 		db := x.dropSub(b)
-		x.unpark(a, da, aRefused, 16, 16)
+		x.unpark(a, da, aRefused, 16, 16, time.Time{}, 0)
 		if got := x.get(pk); got == tb {
 			t.Errorf("a's end refused %v: b's transaction pending again while b's end is being committed", aRefused)
 		}
-		x.unpark(b, db, true, 16, 16)
+		x.unpark(b, db, true, 16, 16, time.Time{}, 0)
 		if got := x.get(pk); got != tb {
 			t.Errorf("a's end refused %v, then b's: b's transaction not put back (pending: %v)", aRefused, got)
 		}
@@ -196,7 +196,7 @@ func TestTakeLeavesOthersExchange(t *testing.T) {
 	if got := x.take(pk, tb); got != tb {
 		t.Fatalf("b's NAK took %p, want b's transaction %p", got, tb)
 	}
-	x.unpark(a, da, true, 16, 16)
+	x.unpark(a, da, true, 16, 16, time.Time{}, 0)
 	if got := x.get(pk); got != ta {
 		t.Errorf("b's NAK taken while a's exchange was parked, a's end refused: pending %p, want a's transaction %p put back", got, ta)
 	}
@@ -206,5 +206,41 @@ func TestTakeLeavesOthersExchange(t *testing.T) {
 	tb = put(&x, b) // a's answer read ta (get) before b's message replaced it
 	if got := x.take(pk, ta); got != nil || x.get(pk) != tb {
 		t.Errorf("a's NAK taken after b's transaction replaced a's: took %p, pending %p; want none, b's %p", got, x.get(pk), tb)
+	}
+}
+
+// A DISCOVER that took over a REQUEST, parked past both their deadlines
+// and put back (the end refused): neither times out before the ISP's time
+// from the put-back (resume moves the DISCOVER's deadline and the
+// REQUEST's due), then each once, noted as put back.
+func TestPutBackOvertakenDue(t *testing.T) {
+	isp := &ISP{Name: "alpha", Servers: []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")}}
+	sk := subKey{mac: 0x020000000101}
+	pk := pendKey{[4]byte{1}, sk.mac, 0}
+	now := time.Unix(1e9, 0)
+	var x txns
+	x.init()
+	for _, mt := range []dhcpv4.MessageType{dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeDiscover} {
+		m, err := dhcpv4.New(dhcpv4.WithHwAddr(net.HardwareAddr{2, 0, 0, 0, 1, 1}), dhcpv4.WithMessageType(mt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := x.begin(pk, sk, &Circuit{}, isp, registry.Entry{}, nil, m.ToBytes(), m, netip.Addr{}, 0, now, time.Second, 16, 16); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(100 * time.Millisecond) // the DISCOVER retransmitted once (resent)
+	}
+	d := x.dropSub(sk)
+	back := now.Add(2 * time.Second)
+	x.unpark(sk, d, true, 16, 16, back, time.Second)
+	if tos := x.expire(back.Add(500 * time.Millisecond)); len(tos) != 0 {
+		t.Fatalf("500 ms after the put-back (the ISP's time 1 s): %d timeouts (%v), want none", len(tos), tos)
+	}
+	tos := x.expire(back.Add(1050 * time.Millisecond))
+	if len(tos) != 2 || !tos[0].putBack || !tos[1].putBack {
+		t.Fatalf("past the ISP's time from the put-back: timeouts %+v; want the REQUEST's and the DISCOVER's, noted put back", tos)
+	}
+	if tos := x.expire(back.Add(3 * time.Second)); len(tos) != 0 || x.get(pk) != nil {
+		t.Errorf("later: %d more timeouts, pending %v; want none, nothing (the DISCOVER's copies before the park wait with it)", len(tos), x.get(pk))
 	}
 }

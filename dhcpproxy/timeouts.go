@@ -67,6 +67,9 @@ type timedOut struct {
 	refused bool
 	// selecting: a SELECTING REQUEST (txn.selecting).
 	selecting bool
+	// putBack: the exchange was parked, and an answer then unheard
+	// (txn.putBack).
+	putBack bool
 }
 
 // expire removes the transactions past their deadline and returns those
@@ -80,12 +83,12 @@ func (x *txns) expire(now time.Time) []timedOut {
 		if o := t.overtook; o != nil && !o.due.IsZero() && now.After(o.due) {
 			// The REQUEST a DISCOVER took over, still unanswered.
 			o.due = time.Time{}
-			tos = append(tos, timedOut{subj: regSubject(t.sub.mac, t.circuit, t.reg), mt: dhcpv4.MessageTypeRequest})
+			tos = append(tos, timedOut{subj: regSubject(t.sub.mac, t.circuit, t.reg), mt: dhcpv4.MessageTypeRequest, putBack: t.putBack})
 		}
 		if now.After(t.deadline) {
 			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() && (!t.refused || t.nakBy.IsValid()) || t.msgType == dhcpv4.MessageTypeRequest ||
 				t.msgType == dhcpv4.MessageTypeInform {
-				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, t.unreach, t.unlisted, t.otherNak, t.renew, t.nakBy, t.refused, t.selecting})
+				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, t.unreach, t.unlisted, t.otherNak, t.renew, t.nakBy, t.refused, t.selecting, t.putBack})
 			}
 			// The client retransmitted, and we relayed its copy less
 			// than the ISP's time ago: the ISP's silence to the first
@@ -164,6 +167,9 @@ func (p *Proxy) expireTxns(now time.Time) {
 		}
 		if to.otherNak.IsValid() {
 			why += fmt.Sprintf(" (server %s, which did not grant the lease, NAKed the renewal before the ISP's T2: not acted on)", to.otherNak)
+		}
+		if to.putBack {
+			why += " (counted from its put-back: the exchange was set aside while an end of the subscriber's binding was being stored, which the store refused, and an answer in that time went unheard)"
 		}
 		if to.renew != nil {
 			// Its expiry, should the ISP stay silent, says why.

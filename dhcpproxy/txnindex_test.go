@@ -158,7 +158,7 @@ func txnModel(t *testing.T, ops []byte) {
 				continue
 			}
 			i := int(a>>1) % len(parks)
-			x.unpark(parks[i].sk, parks[i].d, a&1 != 0, maxPending, share)
+			x.unpark(parks[i].sk, parks[i].d, a&1 != 0, maxPending, share, time.Time{}, 0)
 			parks = slices.Delete(parks, i, i+1)
 		}
 		x.mu.Lock()

@@ -67,6 +67,11 @@ type txn struct {
 	// ispmux refused (an OFFER without a lease time, its own event): its
 	// end is no silence of the ISP.
 	refused bool
+	// putBack is set for a transaction put back after a park (an end of
+	// its subscriber's binding the store refused, unpark): an answer that
+	// came while it was parked found no transaction and went unheard, so
+	// its timeout says so.
+	putBack bool
 	// nakBy is the ISP server that answered the DISCOVER with a NAK (no
 	// event of its own): if no OFFER follows, its end says so.
 	nakBy netip.Addr
@@ -435,7 +440,7 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 		t.deadline = now.Add(timeout)
 		t.relayed = now
 		t.resent = time.Time{}
-		t.refused = false
+		t.refused, t.putBack = false, false
 		t.nakBy = netip.Addr{}
 		t.unreach = unreachableNote{}
 		t.unlisted = netip.Addr{}

@@ -90,6 +90,6 @@ func benchDropSub(b *testing.B, others int) {
 		if len(d.keys) != len(pks) {
 			b.Fatalf("dropSub took %d, want %d", len(d.keys), len(pks))
 		}
-		x.unpark(sk, d, false, 0, 0)
+		x.unpark(sk, d, false, 0, 0, time.Time{}, 0)
 	}
 }
