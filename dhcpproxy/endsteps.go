@@ -211,10 +211,15 @@ func resume(t *txn, now time.Time, timeout time.Duration) {
 // silence still a timeout); one that follows a DISCOVER is the same
 // selection (the server whose OFFER t took stays chosen, the rapid-commit
 // RELEASEs sent are not sent again, the REQUEST t took over is still
-// t's); a REQUEST or INFORM keeps the server chosen. What n learnt
-// itself meanwhile (an OFFER taken, a REQUEST it took over) stands
-// (x.mu held).
+// t's); a REQUEST or INFORM keeps the server chosen. A retransmission of
+// t's message (the same type) also keeps its history, as begin keeps a
+// retransmission's (carryHistory). What n learnt itself meanwhile (an
+// OFFER taken, a REQUEST it took over, a refusal or a note of its own)
+// stands (x.mu held).
 func carryParked(n, t *txn) {
+	if n.msgType == t.msgType {
+		carryHistory(n, t)
+	}
 	switch {
 	case n.msgType == dhcpv4.MessageTypeDiscover && t.msgType == dhcpv4.MessageTypeRequest:
 		if n.overtook == nil {
@@ -234,5 +239,38 @@ func carryParked(n, t *txn) {
 		if !n.serverID.IsValid() {
 			n.serverID, n.offerFrom = t.serverID, t.offerFrom
 		}
+	}
+}
+
+// carryHistory gives n, a retransmission of t's message begun while t was
+// parked, what begin keeps of the message's exchange across a
+// retransmission: when it was first relayed (relayed: the ISP's answer
+// time, answered, and the REQUEST-to-ACK time are the exchange's, not the
+// latest copy's), an answer refused (refused: its end is no silence of
+// the ISP, and reported as rejected already), a DISCOVER's NAK (nakBy:
+// its end says the ISP refused, not that it was silent) and the notes its
+// timeout names (unreach, unlisted, otherNak). Before, they were lost: a
+// refused OFFER's or a NAKed DISCOVER's end was reported as the ISP's
+// silence, and the answer time counted from the retransmission. n's
+// deadline and resent stay its own: from its relay, heard since, where an
+// answer to t while it was parked went unheard (resume). A later copy of
+// n's waits deadline-relayed (expire), longer than the ISP's time by n's
+// relay less t's, as one after a put-back does (x.mu held).
+func carryHistory(n, t *txn) {
+	if !t.relayed.IsZero() && t.relayed.Before(n.relayed) {
+		n.relayed = t.relayed
+	}
+	n.refused = n.refused || t.refused
+	if !n.nakBy.IsValid() {
+		n.nakBy = t.nakBy
+	}
+	if n.unreach.at.IsZero() {
+		n.unreach = t.unreach
+	}
+	if !n.unlisted.IsValid() {
+		n.unlisted = t.unlisted
+	}
+	if !n.otherNak.IsValid() {
+		n.otherNak = t.otherNak
 	}
 }

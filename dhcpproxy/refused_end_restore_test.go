@@ -244,3 +244,58 @@ func TestPutBackOvertakenDue(t *testing.T) {
 		t.Errorf("later: %d more timeouts, pending %v; want none, nothing (the DISCOVER's copies before the park wait with it)", len(tos), x.get(pk))
 	}
 }
+
+// A retransmission begun under a parked transaction's key, the end
+// refused, keeps the exchange's history as begin keeps a
+// retransmission's (carryHistory): its first relay (the ISP's answer
+// time), a refused answer, a DISCOVER's NAK, the notes its timeout names.
+// Before, they were lost: the DISCOVER whose OFFER ispmux refused, or
+// which a server NAKed, timed out as the ISP's silence ("no answer from
+// the ISP"), and the answer time counted from the retransmission.
+func TestRefusedEndRetransmissionKeepsHistory(t *testing.T) {
+	alpha, beta := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	isp := &ISP{Name: "alpha", Servers: []netip.Addr{alpha, beta}}
+	sk := subKey{mac: 0x020000000101}
+	pk := pendKey{[4]byte{1}, sk.mac, 0}
+	m, err := dhcpv4.New(dhcpv4.WithHwAddr(net.HardwareAddr{2, 0, 0, 0, 1, 1}), dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := time.Unix(1e9, 0)
+	for _, c := range []struct {
+		name string
+		note func(x *txns, tx *txn)
+		want func(tos []timedOut) bool // its end
+	}{
+		// Refused (rejected, reported when it came): no timeout.
+		{"an OFFER refused", func(x *txns, tx *txn) { x.refuse(tx) }, func(tos []timedOut) bool { return len(tos) == 0 }},
+		{"a NAK", func(x *txns, tx *txn) { x.nak(tx, beta) }, func(tos []timedOut) bool { return len(tos) == 1 && tos[0].nakBy == beta }},
+		{"an unlisted server's answer", func(x *txns, tx *txn) { x.noteUnlisted(0, pk.xid, pk.mac, netip.MustParseAddr("192.0.2.77")) },
+			func(tos []timedOut) bool { return len(tos) == 1 && tos[0].unlisted.IsValid() }},
+	} {
+		var x txns
+		x.init()
+		begin := func(now time.Time) *txn {
+			tx, _, err := x.begin(pk, sk, &Circuit{}, isp, registry.Entry{}, nil, m.ToBytes(), m, netip.Addr{}, 0, now, time.Second, 16, 16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tx
+		}
+		c.note(&x, begin(first))
+		d := x.dropSub(sk)
+		n := begin(first.Add(2 * time.Second)) // the client's retransmission, the end being committed
+		x.unpark(sk, d, true, 16, 16, first.Add(2500*time.Millisecond), time.Second)
+		if got := x.relayedAt(n); !got.Equal(first) {
+			t.Errorf("%s, then the DISCOVER retransmitted while parked: first relayed %v after the first copy, want 0 (the ISP's answer time)", c.name, got.Sub(first))
+		}
+		if tos := x.expire(first.Add(3100 * time.Millisecond)); !c.want(tos) {
+			var to timedOut
+			if len(tos) > 0 {
+				to = tos[0]
+			}
+			t.Errorf("%s, then the DISCOVER retransmitted while parked: %d timeouts (the first's refused %v, NAK by %v, unlisted %v); want it noted",
+				c.name, len(tos), to.refused, to.nakBy, to.unlisted)
+		}
+	}
+}
