@@ -207,6 +207,18 @@ func TestTakeLeavesOthersExchange(t *testing.T) {
 	if got := x.take(pk, ta); got != nil || x.get(pk) != tb {
 		t.Errorf("a's NAK taken after b's transaction replaced a's: took %p, pending %p; want none, b's %p", got, x.get(pk), tb)
 	}
+
+	// a's own exchange: the NAK to its retransmission, begun while the
+	// first copy's transaction was parked, answers that too (the same
+	// xid), which a's end, refused, does not put back.
+	x.init()
+	put(&x, a)
+	da = x.dropSub(a)
+	x.take(pk, put(&x, a))
+	x.unpark(a, da, true, 16, 16, time.Time{}, 0)
+	if got := x.get(pk); got != nil {
+		t.Errorf("a's retransmission NAKed while its first copy was parked, a's end refused: pending %p, want none", got)
+	}
 }
 
 // A DISCOVER that took over a REQUEST, parked past both their deadlines
