@@ -246,15 +246,58 @@ func TestPutBackOvertakenDue(t *testing.T) {
 	back := now.Add(2 * time.Second)
 	x.unpark(sk, d, true, 16, 16, back, time.Second)
 	if tos := x.expire(back.Add(500 * time.Millisecond)); len(tos) != 0 {
-		t.Fatalf("500 ms after the put-back (the ISP's time 1 s): %d timeouts (%v), want none", len(tos), tos)
+		t.Fatalf("500 ms after the put-back (the ISP's time 1 s): %d timeouts, want none", len(tos))
 	}
 	tos := x.expire(back.Add(1050 * time.Millisecond))
 	if len(tos) != 2 || !tos[0].putBack || !tos[1].putBack {
-		t.Fatalf("past the ISP's time from the put-back: timeouts %+v; want the REQUEST's and the DISCOVER's, noted put back", tos)
+		t.Fatalf("past the ISP's time from the put-back: %d timeouts (put back %v); want the REQUEST's and the DISCOVER's, noted put back", len(tos), putBacks(tos))
 	}
 	if tos := x.expire(back.Add(3 * time.Second)); len(tos) != 0 || x.get(pk) != nil {
 		t.Errorf("later: %d more timeouts, pending %v; want none, nothing (the DISCOVER's copies before the park wait with it)", len(tos), x.get(pk))
 	}
+}
+
+// A copy the client sends once its exchange is put back is heard in full:
+// the exchange's timeout is the put-back's (noted), the copy's, later, is
+// not.
+func TestPutBackThenRetransmitted(t *testing.T) {
+	isp := &ISP{Name: "alpha", Servers: []netip.Addr{netip.MustParseAddr("192.0.2.1")}}
+	sk := subKey{mac: 0x020000000101}
+	pk := pendKey{[4]byte{1}, sk.mac, 0}
+	m, err := dhcpv4.New(dhcpv4.WithHwAddr(net.HardwareAddr{2, 0, 0, 0, 1, 1}), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var x txns
+	x.init()
+	begin := func(now time.Time) {
+		if _, _, err := x.begin(pk, sk, &Circuit{}, isp, registry.Entry{}, nil, m.ToBytes(), m, netip.Addr{}, 0, now, time.Second, 16, 16); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := time.Unix(1e9, 0)
+	begin(first)
+	d := x.dropSub(sk)
+	back := first.Add(2 * time.Second)
+	x.unpark(sk, d, true, 16, 16, back, time.Second)
+	begin(back.Add(500 * time.Millisecond)) // the client's retransmission
+	tos := x.expire(back.Add(1100 * time.Millisecond))
+	if len(tos) != 1 || !tos[0].putBack {
+		t.Fatalf("the ISP's time past from the put-back: %d timeouts (%v), want one noted put back", len(tos), putBacks(tos))
+	}
+	tos = x.expire(back.Add(time.Minute))
+	if len(tos) != 1 || tos[0].putBack {
+		t.Errorf("the retransmission after the put-back unanswered: %d timeouts (%v), want one not noted put back (it was relayed after)", len(tos), putBacks(tos))
+	}
+}
+
+// putBacks lists each timeout's putBack.
+func putBacks(tos []timedOut) []bool {
+	var b []bool
+	for _, to := range tos {
+		b = append(b, to.putBack)
+	}
+	return b
 }
 
 // A retransmission begun under a parked transaction's key, the end

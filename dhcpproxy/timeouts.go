@@ -98,9 +98,13 @@ func (x *txns) expire(now time.Time) []timedOut {
 			// the client would wait for its next retransmission: in
 			// an outage, with the ISP's server behind, 4–8 s more.)
 			// A renewal is left as it was: its silence may have been
-			// answered from the binding (answerAfterSilence).
+			// answered from the binding (answerAfterSilence). The
+			// latest copy was relayed after any put-back (resume
+			// cleared resent): its answer, if any, is heard, and its
+			// timeout is no put-back's.
 			if wait := t.deadline.Sub(t.relayed); !t.resent.IsZero() && now.Sub(t.resent) < wait && t.renew == nil {
 				t.relayed, t.deadline, t.resent = t.resent, t.resent.Add(wait), time.Time{}
+				t.putBack = false
 				continue
 			}
 			x.del(k)
