@@ -1,7 +1,6 @@
 package dhcpproxy
 
 import (
-	"container/heap"
 	"maps"
 	"slices"
 	"sort"
@@ -142,21 +141,29 @@ func (q *intentQueue) unsentISPs() []string {
 	return slices.Sorted(maps.Keys(q.toSend))
 }
 
-// takeUnsent takes isp's oldest intent not sent yet off its queue: the
-// caller sends or completes it, or puts it back (putBack).
-func (q *intentQueue) takeUnsent(isp string) (pendingIntent, bool) {
+// takeUnsent takes isp's oldest intent not sent yet off its queue and
+// claims it for the caller (claim), in one hold of mu: the caller sends
+// or completes it (sendClaimed), or puts it back (putBack) after ending
+// the claim. busy reports that another goroutine is sending it right now
+// (flushIntentsOf): it is returned unclaimed, to be put back.
+func (q *intentQueue) takeUnsent(isp string) (pi pendingIntent, ok, busy bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	h := q.toSend[isp]
 	for h != nil && len(*h) > 0 {
 		id := h.pop()
-		pi, ok := q.pending[id]
-		if _, sent := q.sentAt[id]; ok && !sent {
-			return pi, true
+		e, pending := q.pending[id]
+		if _, sent := q.sentAt[id]; !pending || sent {
+			continue
 		}
+		if q.sending[id] {
+			return e, true, true
+		}
+		q.sending[id] = true
+		return e, true, false
 	}
 	delete(q.toSend, isp)
-	return pendingIntent{}, false
+	return pendingIntent{}, false, false
 }
 
 // putBack returns pi, taken by takeUnsent and neither sent nor completed,
@@ -227,6 +234,22 @@ func (q *intentQueue) add(in subscribers.Intent, replay bool) {
 func (q *intentQueue) done(id uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.doneLocked(id)
+	q.shrinkLocked()
+}
+
+// doneAll is done for each of ids, in one hold of mu (a batch a store
+// commit completed: completeIntents).
+func (q *intentQueue) doneAll(ids []uint64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, id := range ids {
+		q.doneLocked(id)
+	}
+	q.shrinkLocked()
+}
+
+func (q *intentQueue) doneLocked(id uint64) {
 	pi, ok := q.pending[id]
 	if !ok {
 		return
@@ -241,7 +264,6 @@ func (q *intentQueue) done(id uint64) {
 	} else {
 		q.byMAC[mac] = ids
 	}
-	q.shrinkLocked()
 }
 
 // intentMapsKeep is the backlog below which the queue's maps are kept
@@ -311,21 +333,45 @@ func (q *intentQueue) len() int {
 	return len(q.pending)
 }
 
-// idHeap is a min-heap of intent IDs (container/heap, as expiryHeap).
+// idHeap is a min-heap of intent IDs. Written out rather than through
+// container/heap, whose Pop returns an any: a uint64 boxed, an allocation
+// per intent a round sends (BenchmarkSendRound).
 type idHeap []uint64
 
-func (h idHeap) Len() int           { return len(h) }
-func (h idHeap) Less(i, j int) bool { return h[i] < h[j] }
-func (h idHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *idHeap) Push(x any)        { *h = append(*h, x.(uint64)) }
-func (h *idHeap) Pop() any {
-	s := *h
-	id := s[len(s)-1]
-	*h = s[:len(s)-1]
-	return id
+func (h *idHeap) push(id uint64) {
+	s := append(*h, id)
+	for i := len(s) - 1; i > 0; {
+		up := (i - 1) / 2
+		if s[up] <= s[i] {
+			break
+		}
+		s[up], s[i] = s[i], s[up]
+		i = up
+	}
+	*h = s
 }
 
-func (h *idHeap) push(id uint64) { heap.Push(h, id) }
-
 // pop removes and returns the lowest ID (h not empty).
-func (h *idHeap) pop() uint64 { return heap.Pop(h).(uint64) }
+func (h *idHeap) pop() uint64 {
+	s := *h
+	id := s[0]
+	n := len(s) - 1
+	s[0] = s[n]
+	s = s[:n]
+	for i := 0; ; {
+		m := 2*i + 1
+		if m >= n {
+			break
+		}
+		if r := m + 1; r < n && s[r] < s[m] {
+			m = r
+		}
+		if s[i] <= s[m] {
+			break
+		}
+		s[i], s[m] = s[m], s[i]
+		i = m
+	}
+	*h = s
+	return id
+}

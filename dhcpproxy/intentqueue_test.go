@@ -100,13 +100,83 @@ func TestIntentMapsShrinkAfterBacklog(t *testing.T) {
 		}
 	}
 	for id := uint64(n + 1); id <= n+3; id++ {
-		pi, ok := q.takeUnsent("beta")
-		if !ok || pi.in.ID != id {
-			t.Fatalf("beta's next unsent: %d %v, want %d", pi.in.ID, ok, id)
+		pi, ok, busy := q.takeUnsent("beta")
+		if !ok || busy || pi.in.ID != id {
+			t.Fatalf("beta's next unsent: %d %v (busy %v), want %d", pi.in.ID, ok, busy, id)
 		}
 	}
-	if _, ok := q.takeUnsent("alpha"); ok {
+	if _, ok, _ := q.takeUnsent("alpha"); ok {
 		t.Error("alpha has an unsent intent")
 	}
 	runtime.KeepAlive(&q)
+}
+
+// TestTakeUnsentClaims: takeUnsent claims the intent it returns, in the
+// same hold of the lock (a sender of the subscriber's next message,
+// flushIntentsOf, then finds it claimed and waits), and returns one
+// another goroutine is sending as busy, leaving that claim alone; once
+// put back and unclaimed it is taken and claimed again, oldest first.
+func TestTakeUnsentClaims(t *testing.T) {
+	var q intentQueue
+	q.init()
+	for id := uint64(1); id <= 3; id++ {
+		q.add(subscribers.Intent{ID: id, ISP: "alpha", MAC: [6]byte{2, 0, 0, 0, 0, byte(id)}}, false)
+	}
+	pi, ok, busy := q.takeUnsent("alpha")
+	if !ok || busy || pi.in.ID != 1 {
+		t.Fatalf("takeUnsent: %d %v busy %v, want intent 1 claimed", pi.in.ID, ok, busy)
+	}
+	if c, done := q.claim(1); c || done {
+		t.Errorf("intent 1 taken by a round: claim gives %v, done %v; want it claimed already (not done)", c, done)
+	}
+	// Intent 2 claimed by another sender (a relay's flushIntentsOf).
+	if c, _ := q.claim(2); !c {
+		t.Fatal("intent 2 not claimed")
+	}
+	q.markSent(1, time.Now())
+	pi, ok, busy = q.takeUnsent("alpha")
+	if !ok || !busy || pi.in.ID != 2 {
+		t.Fatalf("takeUnsent: %d %v busy %v, want intent 2 busy", pi.in.ID, ok, busy)
+	}
+	q.putBack(pi)
+	if !q.sending[2] {
+		t.Error("takeUnsent of a busy intent ended the other sender's claim")
+	}
+	q.unclaim(2) // the other sender failed: 2 stays pending, put back
+	pi, ok, busy = q.takeUnsent("alpha")
+	if !ok || busy || pi.in.ID != 2 {
+		t.Fatalf("takeUnsent after putBack: %d %v busy %v, want intent 2 claimed", pi.in.ID, ok, busy)
+	}
+	if !q.sending[2] {
+		t.Error("intent 2 taken but not claimed")
+	}
+}
+
+// TestDoneAll: doneAll forgets each intent of a batch as done does, the
+// others kept (their MAC's list, their send state).
+func TestDoneAll(t *testing.T) {
+	var q intentQueue
+	q.init()
+	mac := [6]byte{2, 0, 0, 0, 0, 1}
+	for id := uint64(1); id <= 5; id++ {
+		q.add(subscribers.Intent{ID: id, ISP: "alpha", MAC: mac}, false)
+		q.claim(id)
+		q.markSent(id, time.Unix(1_000_000, 0))
+	}
+	q.doneAll([]uint64{1, 3, 5, 9})
+	if q.len() != 2 {
+		t.Fatalf("%d pending, want 2", q.len())
+	}
+	got := q.ofMAC(binding.MAC48(mac))
+	if len(got) != 2 || got[0].in.ID != 2 || got[1].in.ID != 4 {
+		t.Errorf("intents of the MAC: %v, want 2 and 4", got)
+	}
+	for _, id := range []uint64{1, 3, 5} {
+		if !q.onWire(id) || q.queued(id) {
+			t.Errorf("intent %d: not done", id)
+		}
+	}
+	if !q.queued(2) || !q.queued(4) {
+		t.Error("intents 2 and 4 no longer sent")
+	}
 }

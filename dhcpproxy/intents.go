@@ -203,11 +203,17 @@ func (p *Proxy) endBindingTx(sk subKey, access string, in *subscribers.Intent, e
 // resolved, no frame could be queued, or another goroutine is sending it
 // right now.
 func (p *Proxy) sendIntent(pi pendingIntent) bool {
-	return p.sendIntentOr(pi, nil)
+	claimed, done := p.intents.claim(pi.in.ID)
+	if !claimed {
+		// Done, or being sent by another goroutine: not known to be
+		// on the wire yet, so a new message of the subscriber waits.
+		return done
+	}
+	return p.sendClaimed(pi, nil)
 }
 
 // intentRound is what a timer round gathers of the intents it completes
-// unsent (sendIntentOr): their IDs, completed in batches, and the count of
+// unsent (sendClaimed): their IDs, completed in batches, and the count of
 // those dropped per ISP no longer configured, logged once per ISP at the
 // round's end (a removed ISP's backlog, 100k intents, was 100k lines).
 type intentRound struct {
@@ -215,12 +221,15 @@ type intentRound struct {
 	gone   map[string]int
 }
 
-// sendIntentOr is sendIntent, but an intent to complete unsent (its ISP
-// no longer configured, or superseded) is appended to r.unsent, its claim
-// kept, when r is not nil: the caller completes it in a batch
+// sendClaimed is sendIntent for an intent the caller has claimed (claim;
+// a round's takeUnsent, which claims in the same hold of the queue's
+// lock): the claim ends when the message is queued (markSent) or the
+// intent completed, or else here (unclaim). An intent to complete unsent
+// (its ISP no longer configured, or superseded) is appended to r.unsent,
+// its claim kept, when r is not nil: the caller completes it in a batch
 // (completeIntents, which ends the claim), with the others of its round,
 // and logs r.gone.
-func (p *Proxy) sendIntentOr(pi pendingIntent, r *intentRound) bool {
+func (p *Proxy) sendClaimed(pi pendingIntent, r *intentRound) bool {
 	in := pi.in
 	complete := func() {
 		if r != nil {
@@ -228,12 +237,6 @@ func (p *Proxy) sendIntentOr(pi pendingIntent, r *intentRound) bool {
 		} else {
 			p.completeIntent(in.ID)
 		}
-	}
-	claimed, done := p.intents.claim(in.ID)
-	if !claimed {
-		// Done, or being sent by another goroutine: not known to be
-		// on the wire yet, so a new message of the subscriber waits.
-		return done
 	}
 	sent := false
 	defer func() {
@@ -289,9 +292,24 @@ func (p *Proxy) sendIntentOr(pi pendingIntent, r *intentRound) bool {
 	} else {
 		failpoint.Hit(failpoint.EndAfterSend)
 	}
-	p.count("intent_sent_" + string(in.Kind))
+	p.count(intentSentCounter(in.Kind))
 	p.intents.markSent(in.ID, time.Now())
 	return true
+}
+
+// intentSentCounter is the counter of an intent of kind k sent
+// ("intent_sent_release" …), built only for a kind unknown here: the
+// concatenation was an allocation per intent sent.
+func intentSentCounter(k subscribers.IntentKind) string {
+	switch k {
+	case subscribers.IntentRelease:
+		return "intent_sent_release"
+	case subscribers.IntentDecline:
+		return "intent_sent_decline"
+	case subscribers.IntentReleaseUnbound:
+		return "intent_sent_release_unbound"
+	}
+	return "intent_sent_" + string(k)
 }
 
 // intentSub is the subscriber of in (no circuit if in's access circuit
@@ -364,9 +382,7 @@ func (p *Proxy) completeIntents(ids []uint64, after func()) {
 		if err := p.store.CompleteIntents(batch); err != nil {
 			p.log.Warn("dhcp: intents not completed", "intents", len(batch), "err", err)
 		}
-		for _, id := range batch {
-			p.intents.done(id)
-		}
+		p.intents.doneAll(batch)
 		after()
 	}
 }
@@ -425,12 +441,14 @@ func (p *Proxy) sendRound() {
 		for _, isp := range isps {
 			left := true
 			for range min(share, budget) {
-				pi, ok := p.intents.takeUnsent(isp)
+				pi, ok, busy := p.intents.takeUnsent(isp)
 				if !ok {
 					left = false
 					break
 				}
-				if !p.sendIntentOr(pi, &r) {
+				if busy || !p.sendClaimed(pi, &r) {
+					// Being sent by another goroutine, or not sent
+					// (unclaimed): back to its ISP's queue.
 					p.intents.putBack(pi)
 					left = false
 					break
