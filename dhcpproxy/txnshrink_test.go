@@ -4,6 +4,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
 // fillPending puts n transactions in x, of n/2 subscribers with two each
@@ -154,4 +156,54 @@ func TestOffersShrink(t *testing.T) {
 	if x.offerMem.remade != 1 {
 		t.Fatalf("remade %d times", x.offerMem.remade)
 	}
+}
+
+// TestExpireRemakesMidLoop: expire's loop over pending deletes through
+// del, which remakes the maps when a quarter of the peak is left; the loop
+// goes on over the map it started with. 20,000 REQUESTs pending, 16,000
+// of them past their deadline: the remaking comes at 5,000 left, 1,000 of
+// them past their deadline and not yet reached, which the loop must still
+// time out from the new map (else they stay pending, reported a tick
+// late). Every REQUEST past its deadline is reported once, the others stay
+// pending and indexed. FuzzTxnIndex's seeds never remake the maps in the
+// middle of expire's loop (its tables are a few transactions).
+func TestExpireRemakesMidLoop(t *testing.T) {
+	var x txns
+	x.init()
+	now := time.Unix(1e9, 0)
+	isp, c := &ISP{Name: "alpha"}, &Circuit{Name: "acc0"}
+	const n = 20_000
+	x.mu.Lock()
+	for i := range n {
+		sk := subKey{mac: 0x020000000000 | uint64(i)}
+		deadline := now.Add(-time.Second)
+		if i%5 == 0 {
+			deadline = now.Add(time.Second)
+		}
+		x.put(pendKey{[4]byte{1}, sk.mac, 0}, &txn{sub: sk, circuit: c, isp: isp, msgType: dhcpv4.MessageTypeRequest, deadline: deadline})
+	}
+	x.mu.Unlock()
+	tos := x.expire(now)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.mem.remade != 1 || len(x.pending) != n/5 {
+		t.Fatalf("expired: remade %d times, %d pending; want 1, %d", x.mem.remade, len(x.pending), n/5)
+	}
+	seen := map[uint64]bool{}
+	for _, to := range tos {
+		i := to.subj.mac &^ 0x020000000000
+		if seen[to.subj.mac] || i%5 == 0 {
+			t.Fatalf("timed out: %d (again: %v)", i, seen[to.subj.mac])
+		}
+		seen[to.subj.mac] = true
+	}
+	if len(seen) != n-n/5 {
+		t.Fatalf("%d timed out, want %d", len(seen), n-n/5)
+	}
+	for i := 0; i < n; i += 5 {
+		if x.pending[pendKey{[4]byte{1}, 0x020000000000 | uint64(i), 0}] == nil {
+			t.Fatalf("transaction %d, not past its deadline, not pending", i)
+		}
+	}
+	checkIndex(t, &x, "expired")
 }
