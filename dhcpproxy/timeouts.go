@@ -74,7 +74,8 @@ type timedOut struct {
 
 // expire removes the transactions past their deadline and returns those
 // whose silence is a refusal (an unanswered DISCOVER, a REQUEST), and
-// forgets old OFFERs.
+// forgets old OFFERs and rapid-commit wins, remaking their maps once a
+// burst of them is forgotten (mapMem).
 func (x *txns) expire(now time.Time) []timedOut {
 	var tos []timedOut
 	x.mu.Lock()
@@ -122,10 +123,17 @@ func (x *txns) expire(now time.Time) []timedOut {
 	if x.offerMem.due(len(x.offered)) {
 		x.offered = remade(x.offered)
 	}
+	// The rapid-commit wins too: an outage's burst of DISCOVERs at an
+	// ISP with several servers and rapid commit leaves one for each ACK,
+	// a timeout long.
+	x.rapidMem.note(len(x.rapid))
 	for k, w := range x.rapid {
 		if now.After(w.until) {
 			delete(x.rapid, k)
 		}
+	}
+	if x.rapidMem.due(len(x.rapid)) {
+		x.rapid = remade(x.rapid)
 	}
 	return tos
 }

@@ -38,9 +38,11 @@ func (x *txns) del(pk pendKey) {
 }
 
 // mapMem is what the remaking of a map to give back its memory knows of
-// it (shrink; expire's of the OFFERs remembered).
+// it (shrink; expire's of the OFFERs remembered and of the rapid-commit
+// wins).
 type mapMem struct {
-	// peak is the most entries the map held since it was made.
+	// peak is the most entries the map held since it was made (as
+	// expire saw them, for the maps it remakes).
 	peak int
 	// floor is the least peak worth remaking the map for (0:
 	// shrinkFloor; tests lower it, or raise it to turn the remaking off).

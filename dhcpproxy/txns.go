@@ -185,6 +185,7 @@ type txns struct {
 	offered   map[subKey]offer
 	offerMem  mapMem // offered's peak, for expire's remaking of it
 	rapid     map[pendKey]*rapidWin
+	rapidMem  mapMem // rapid's peak, for expire's remaking of it
 	// parked holds the transactions dropSub took from pending, of the
 	// subscribers whose binding's end is being committed: put back if
 	// the store refuses the end and the table has room (unpark),

@@ -207,3 +207,39 @@ func TestExpireRemakesMidLoop(t *testing.T) {
 	}
 	checkIndex(t, &x, "expired")
 }
+
+// TestRapidShrink: expire forgets the rapid-commit wins past their time,
+// and remakes the map once what is left has fallen to a quarter of its
+// peak, keeping the wins not yet forgotten; with nothing forgotten, it is
+// not remade again. Fails without the remaking (remade 0 times).
+func TestRapidShrink(t *testing.T) {
+	var x txns
+	x.init()
+	now := time.Unix(1e9, 0)
+	const n = 20_000
+	for i := range n {
+		until := now.Add(-time.Second) // forgotten at now
+		if i%4 == 0 {
+			until = now.Add(time.Second)
+		}
+		x.rapid[pendKey{mac: 0x020000000000 | uint64(i)}] = &rapidWin{until: until}
+	}
+	old := x.rapid
+	x.expire(now)
+	if x.rapidMem.remade != 1 || len(x.rapid) != n/4 || x.rapidMem.peak != n/4 {
+		t.Fatalf("a quarter left: remade %d times, %d remembered, peak %d; want 1, %d, %d", x.rapidMem.remade, len(x.rapid), x.rapidMem.peak, n/4, n/4)
+	}
+	old[pendKey{}] = nil
+	if _, ok := x.rapid[pendKey{}]; ok {
+		t.Fatal("rapid is the map of the peak")
+	}
+	for i := 0; i < n; i += 4 {
+		if w := x.rapid[pendKey{mac: 0x020000000000 | uint64(i)}]; w == nil || !w.until.Equal(now.Add(time.Second)) {
+			t.Fatalf("rapid-commit win %d not kept: %+v", i, w)
+		}
+	}
+	x.expire(now)
+	if x.rapidMem.remade != 1 {
+		t.Fatalf("remade %d times", x.rapidMem.remade)
+	}
+}
