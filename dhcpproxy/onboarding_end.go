@@ -175,19 +175,33 @@ func (p *Proxy) restoreOnboarding(now time.Time) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	// Room in the tables for every lease read, at once, as for the ISP
-	// bindings (RestoreLoaded): [portal] max_onboarding may be set to
-	// many, and bound one at a time they would grow the tables in steps.
-	if r, ok := p.tables.(reserver); ok && len(ls) > 0 {
-		r.Reserve(len(ls))
+	poolOf := func(l *subscribers.OnboardingLease) *obPool {
+		if c := p.circuitByName(l.Access, l.VLAN); c != nil {
+			return p.ob.pools[circuitKey{c.Port, c.VLAN}]
+		}
+		return nil
+	}
+	// Room in the tables, at once, for the leases to bind again, as for
+	// the ISP bindings (RestoreLoaded): [portal] max_onboarding may be
+	// set to many, and bound one at a time they would grow the tables in
+	// steps. Not for those ended below without a bind, expired or of a
+	// pool gone, as the ISP bindings' restore does not count its lapsed
+	// ones: an onboarding lease lasts 20 s by default, so most of those
+	// a restart reads have run out, and counted they grew the tables
+	// (which never shrink) for nothing.
+	toBind := 0
+	for i := range ls {
+		if pl := poolOf(&ls[i]); pl != nil && pl.assignable(ls[i].IP) && ls[i].Expires.After(now) {
+			toBind++
+		}
+	}
+	if r, ok := p.tables.(reserver); ok && toBind > 0 {
+		r.Reserve(toBind)
 	}
 	n := 0
 	for _, l := range ls {
 		mac := binding.MAC48(l.MAC)
-		var pl *obPool
-		if c := p.circuitByName(l.Access, l.VLAN); c != nil {
-			pl = p.ob.pools[circuitKey{c.Port, c.VLAN}]
-		}
+		pl := poolOf(&l)
 		lt := defaultOnboardingLease
 		if pl != nil {
 			lt = pl.leaseTime
