@@ -129,7 +129,7 @@ func scaleBench(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 			"registered by ispmux's own configuration sync at the first start; import points: the customers written into the store as the dhcp points', " +
 			"their devices attached through `ispmux ctl device-import` at the first start",
 		Notes: []string{
-			"first_start_s and restart_s run from exec of `ispmux run` to its \"forwarding\" log line (every table filled, workers started); the first start is the first run on the seeded state (its files synced to disk after the seed), restarts the later runs on it.",
+			"first_start_s and restart_s run from exec of `ispmux run` to its \"forwarding\" log line (every table filled, workers started); the first start is the first run on the seeded state (its files synced to disk after the seed), restarts the later runs on it (a lapsed point's on the seeded store copied back and synced before each).",
 			"reload_s: SIGHUP after one [[subscriber]] entry was added to the file, to the \"reloaded\" log line. list_s: `ctl devices --limit 1000` and `ctl bindings --limit 1000` over the control socket.",
 			"rss_anon_bytes: RssAnon of /proc/PID/status after the process ran runtime.GC and debug.FreeOSMemory (SIGUSR1 with " + gcEnv + "=1) and settled; per subscriber it is net of the base run (no subscribers); peak_rss_bytes is VmHWM.",
 			"compact_s: `ispmux compact -c` on the point's state after its last run (ispmux stopped); compact_peak_rss_bytes is its maxrss (the store's mapped pages count). import_s (import points): `ispmux ctl --socket … device-import`, one file per ISP, at the first start.",
