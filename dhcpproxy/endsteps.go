@@ -216,11 +216,22 @@ func resume(t *txn, now time.Time, timeout time.Duration) {
 // retransmission's (carryHistory). What n learnt itself meanwhile (an
 // OFFER taken, a REQUEST it took over, a refusal or a note of its own)
 // stands (x.mu held).
+//
+// n that moved on to another message meanwhile (txn.retyped) is no
+// retransmission of t's, even if it came back to t's type: begin, t
+// pending, would have started that message's history afresh (a REQUEST
+// after a DISCOVER after t's REQUEST is a new exchange), and a DISCOVER
+// after another message a new selection, with the REQUEST it took over
+// its own. Before, such a REQUEST took the refusal of t's (its silence
+// then never reported as a timeout) and t's first relay, and such a
+// DISCOVER the server whose OFFER t had taken (every other server's
+// OFFER refused).
 func carryParked(n, t *txn) {
-	if n.msgType == t.msgType {
+	if n.msgType == t.msgType && !n.retyped {
 		carryHistory(n, t)
 	}
 	switch {
+	case n.retyped && n.msgType == dhcpv4.MessageTypeDiscover:
 	case n.msgType == dhcpv4.MessageTypeDiscover && t.msgType == dhcpv4.MessageTypeRequest:
 		if n.overtook == nil {
 			n.overtook = overtakenOf(t)

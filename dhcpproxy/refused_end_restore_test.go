@@ -354,3 +354,63 @@ func TestRefusedEndRetransmissionKeepsHistory(t *testing.T) {
 		}
 	}
 }
+
+// A transaction begun while its subscriber's was parked (an end being
+// committed) that moved on meanwhile to another message (txn.retyped) is
+// no retransmission of the parked one's, even back at its type: the end
+// refused, it keeps nothing of that exchange, as begin would have kept
+// nothing had the parked one stayed pending. Before, carryParked compared
+// the types only: a REQUEST after a DISCOVER after a refused REQUEST took
+// that refusal (its silence never reported as a timeout) and its first
+// relay; a DISCOVER after a REQUEST after a DISCOVER took the server
+// whose OFFER the first had taken (another server's OFFER refused).
+func TestRefusedEndRetypedKeepsNothing(t *testing.T) {
+	alpha, beta := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	isp := &ISP{Name: "alpha", Servers: []netip.Addr{alpha, beta}}
+	sk := subKey{mac: 0x020000000101}
+	pk := pendKey{[4]byte{1}, sk.mac, 0}
+	msg := func(mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+		m, err := dhcpv4.New(dhcpv4.WithHwAddr(net.HardwareAddr{2, 0, 0, 0, 1, 1}), dhcpv4.WithMessageType(mt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	discover, request := msg(dhcpv4.MessageTypeDiscover), msg(dhcpv4.MessageTypeRequest)
+	var x txns
+	begin := func(m *dhcpv4.DHCPv4, now time.Time) *txn {
+		tx, _, err := x.begin(pk, sk, &Circuit{}, isp, registry.Entry{}, nil, m.ToBytes(), m, netip.Addr{}, 0, now, time.Second, 16, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tx
+	}
+	first := time.Unix(1e9, 0)
+
+	x.init()
+	x.refuse(begin(request, first))
+	d := x.dropSub(sk)
+	begin(discover, first.Add(2*time.Second))
+	n := begin(request, first.Add(2100*time.Millisecond))
+	x.unpark(sk, d, true, 16, 16, first.Add(2500*time.Millisecond), time.Second)
+	if got := x.relayedAt(n); !got.Equal(first.Add(2100 * time.Millisecond)) {
+		t.Errorf("a REQUEST after a DISCOVER after the parked REQUEST: first relayed %v after the parked one, want 2.1s (its own)", got.Sub(first))
+	}
+	if tos := x.expire(first.Add(3200 * time.Millisecond)); len(tos) != 1 || tos[0].mt != dhcpv4.MessageTypeRequest || tos[0].refused {
+		t.Errorf("a REQUEST after a DISCOVER after the parked REQUEST, refused, unanswered: %d timeouts (refused %v); want one of the REQUEST, not refused", len(tos), len(tos) > 0 && tos[0].refused)
+	}
+
+	x.init()
+	x.offer(begin(discover, first), isp, alpha, alpha, first, time.Second)
+	d = x.dropSub(sk)
+	begin(discover, first.Add(2*time.Second))
+	begin(request, first.Add(2100*time.Millisecond))
+	n = begin(discover, first.Add(2200*time.Millisecond))
+	x.unpark(sk, d, true, 16, 16, first.Add(2500*time.Millisecond), time.Second)
+	if got := x.chosen(n); got.IsValid() {
+		t.Errorf("a DISCOVER after a REQUEST after the parked DISCOVER: the server chosen %v, want none (a new selection)", got)
+	}
+	if !x.offer(n, isp, beta, beta, first.Add(2600*time.Millisecond), time.Second) {
+		t.Error("a DISCOVER after a REQUEST after the parked DISCOVER: another server's OFFER refused")
+	}
+}

@@ -72,6 +72,13 @@ type txn struct {
 	// came while it was parked found no transaction and went unheard, so
 	// its timeout says so.
 	putBack bool
+	// retyped is set once the client moved on under the xid to another
+	// message (a REQUEST after its DISCOVER, a DISCOVER after its
+	// REQUEST: begin): the transaction is no longer its first message's
+	// exchange. One begun while another of the subscriber's was parked is
+	// then no retransmission of that one's message, and keeps nothing of
+	// its exchange (carryParked).
+	retyped bool
 	// nakBy is the ISP server that answered the DISCOVER with a NAK (no
 	// event of its own): if no OFFER follows, its end says so.
 	nakBy netip.Addr
@@ -438,6 +445,7 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 	// The ISP's time runs from the first relay of this message: a
 	// client's retransmissions do not extend it.
 	if t.msgType != mt || t.deadline.IsZero() {
+		t.retyped = t.retyped || t.msgType != 0 && t.msgType != mt
 		t.deadline = now.Add(timeout)
 		t.relayed = now
 		t.resent = time.Time{}
