@@ -414,3 +414,39 @@ func TestRefusedEndRetypedKeepsNothing(t *testing.T) {
 		t.Error("a DISCOVER after a REQUEST after the parked DISCOVER: another server's OFFER refused")
 	}
 }
+
+// A REQUEST put back (the end refused), then taken over by the client's
+// DISCOVER under its xid before the ISP's time from the put-back ran out:
+// its timeout, counted from the put-back (resume), says so. Before, the
+// note was the DISCOVER's (txn.putBack), which begin clears on the change
+// of message: the REQUEST's timeout read as the ISP's silence for the
+// whole timeout, where an answer while it was parked went unheard.
+func TestPutBackRequestOvertakenNoted(t *testing.T) {
+	isp := &ISP{Name: "alpha", Servers: []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")}}
+	sk := subKey{mac: 0x020000000101}
+	pk := pendKey{[4]byte{1}, sk.mac, 0}
+	var x txns
+	x.init()
+	begin := func(mt dhcpv4.MessageType, now time.Time) {
+		m, err := dhcpv4.New(dhcpv4.WithHwAddr(net.HardwareAddr{2, 0, 0, 0, 1, 1}), dhcpv4.WithMessageType(mt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := x.begin(pk, sk, &Circuit{}, isp, registry.Entry{}, nil, m.ToBytes(), m, netip.Addr{}, 0, now, time.Second, 16, 16); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := time.Unix(1e9, 0)
+	begin(dhcpv4.MessageTypeRequest, first)
+	d := x.dropSub(sk)
+	back := first.Add(2 * time.Second)
+	x.unpark(sk, d, true, 16, 16, back, time.Second)
+	begin(dhcpv4.MessageTypeDiscover, back.Add(500*time.Millisecond))
+	tos := x.expire(back.Add(1100 * time.Millisecond))
+	if len(tos) != 1 || tos[0].mt != dhcpv4.MessageTypeRequest || !tos[0].putBack {
+		t.Errorf("the put-back REQUEST, taken over by a DISCOVER, past the ISP's time from the put-back: %d timeouts (put back %v); want the REQUEST's, noted put back", len(tos), putBacks(tos))
+	}
+	if tos := x.expire(back.Add(1600 * time.Millisecond)); len(tos) != 1 || tos[0].mt != dhcpv4.MessageTypeDiscover || tos[0].putBack {
+		t.Errorf("the DISCOVER, relayed after the put-back, unanswered: %d timeouts (put back %v); want the DISCOVER's, not noted put back", len(tos), putBacks(tos))
+	}
+}

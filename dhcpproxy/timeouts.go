@@ -68,7 +68,7 @@ type timedOut struct {
 	// selecting: a SELECTING REQUEST (txn.selecting).
 	selecting bool
 	// putBack: the exchange was parked, and an answer then unheard
-	// (txn.putBack).
+	// (txn.putBack, overtaken.putBack).
 	putBack bool
 }
 
@@ -84,7 +84,7 @@ func (x *txns) expire(now time.Time) []timedOut {
 		if o := t.overtook; o != nil && !o.due.IsZero() && now.After(o.due) {
 			// The REQUEST a DISCOVER took over, still unanswered.
 			o.due = time.Time{}
-			tos = append(tos, timedOut{subj: regSubject(t.sub.mac, t.circuit, t.reg), mt: dhcpv4.MessageTypeRequest, putBack: t.putBack})
+			tos = append(tos, timedOut{subj: regSubject(t.sub.mac, t.circuit, t.reg), mt: dhcpv4.MessageTypeRequest, putBack: o.putBack})
 		}
 		if now.After(t.deadline) {
 			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() && (!t.refused || t.nakBy.IsValid()) || t.msgType == dhcpv4.MessageTypeRequest ||

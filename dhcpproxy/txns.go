@@ -135,6 +135,12 @@ type overtaken struct {
 	requested netip.Addr // the address it asked for (txn.requested)
 	answered  bool       // an ACK or NAK to it came
 	selecting bool       // a SELECTING REQUEST (txn.selecting)
+	// putBack: due runs from a put-back of the REQUEST, or of the
+	// DISCOVER that took it over (resume), its timeout says so. Its own:
+	// the DISCOVER's txn.putBack is cleared by begin when the REQUEST is
+	// taken over, and by expire when a copy of the DISCOVER relayed after
+	// the put-back waits on.
+	putBack bool
 	// serverID, offerFrom and sentTo are the REQUEST's (txn): the server
 	// that answers it.
 	serverID, offerFrom, sentTo netip.Addr
@@ -371,7 +377,7 @@ var errPendingFull = fmt.Errorf("pending_full")
 // deadline still runs, unless a reply to it was refused already (not
 // silence).
 func overtakenOf(t *txn) *overtaken {
-	o := &overtaken{requested: t.requested, selecting: t.selecting,
+	o := &overtaken{requested: t.requested, selecting: t.selecting, putBack: t.putBack,
 		serverID: t.serverID, offerFrom: t.offerFrom, sentTo: t.sentTo}
 	if !t.refused {
 		o.due = t.deadline
