@@ -181,7 +181,7 @@ func (p *Proxy) expireTxns(now time.Time) {
 			why += fmt.Sprintf(" (server %s, which did not grant the lease, NAKed the renewal before the ISP's T2: not acted on)", to.otherNak)
 		}
 		if to.putBack {
-			why += " (counted from its put-back: the exchange was set aside while an end of the subscriber's binding was being stored, which the store refused, and an answer in that time went unheard)"
+			why += " (counted from its put-back: the exchange was set aside while an end of the subscriber's binding was being stored, which the store refused, and any answer in that time went unheard)"
 		}
 		if to.renew != nil {
 			// Its expiry, should the ISP stay silent, says why.
