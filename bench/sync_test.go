@@ -2,26 +2,22 @@ package bench
 
 import (
 	"context"
-	"encoding/binary"
 	"os"
 	"path/filepath"
 	"testing"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ispmux/ispmux/appliance"
+	"github.com/ispmux/ispmux/internal/hugemem/hugememtest"
 )
 
 // dirtyPages counts the pages of the file at path that are dirty in the
-// page cache (written, not yet on disk): each page mapped and touched, its
-// frame read from /proc/self/pagemap, its flags from /proc/kpageflags
-// (KPF_DIRTY). Root only; a file on tmpfs has no disk to be clean on.
+// page cache (written, not yet on disk): the file mapped, each page
+// touched, its flags read (hugememtest.Walk, root only). A file on tmpfs
+// has no disk to be clean on.
 func dirtyPages(t *testing.T, path string) int {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: /proc/kpageflags")
-	}
 	var fs unix.Statfs_t
 	if err := unix.Statfs(path, &fs); err != nil {
 		t.Fatal(err)
@@ -46,40 +42,18 @@ func dirtyPages(t *testing.T, path string) int {
 		t.Fatal(err)
 	}
 	defer unix.Munmap(mem)
-	pagemap, err := os.Open("/proc/self/pagemap")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pagemap.Close()
-	kflags, err := os.Open("/proc/kpageflags")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kflags.Close()
-	const kpfDirty = 1 << 4
 	ps := os.Getpagesize()
-	base := uintptr(unsafe.Pointer(&mem[0]))
-	dirty := 0
-	var b [8]byte
 	for off := 0; off < len(mem); off += ps {
 		pageSink += mem[off] // fault the page in
-		if _, err := pagemap.ReadAt(b[:], int64((base+uintptr(off))/uintptr(ps))*8); err != nil {
-			t.Fatal(err)
-		}
-		e := binary.LittleEndian.Uint64(b[:])
-		if e&(1<<63) == 0 {
-			t.Fatalf("page at %d of %s not present after a read", off, path)
-		}
-		pfn := e & (1<<55 - 1)
-		if pfn == 0 {
-			t.Skip("/proc/self/pagemap hides the frame numbers")
-		}
-		if _, err := kflags.ReadAt(b[:], int64(pfn)*8); err != nil {
-			t.Fatal(err)
-		}
-		if binary.LittleEndian.Uint64(b[:])&kpfDirty != 0 {
+	}
+	dirty := 0
+	pages, resident := hugememtest.Walk(t, mem, func(flags uint64) {
+		if flags&hugememtest.KPFDirty != 0 {
 			dirty++
 		}
+	})
+	if resident != pages {
+		t.Fatalf("%d of the %d pages of %s resident after a read of each", resident, pages, path)
 	}
 	return dirty
 }

@@ -1,6 +1,8 @@
 // Package hugememtest tells the tests of internal/hugemem and its users
 // how a table's memory is backed: which of its pages are resident and
-// which of those are parts of transparent huge pages.
+// which of those are parts of transparent huge pages; and any test the
+// kernel's flags of the pages a mapping spans (Walk: a file's dirty
+// pages, say).
 package hugememtest
 
 import (
@@ -28,10 +30,28 @@ const (
 
 // Backing returns, for the 4 KiB pages b spans, how many there are, how
 // many are resident, and how many of those belong to a transparent huge
-// page. It reads /proc/self/pagemap and /proc/kpageflags, which give page
-// frames only to root: a privileged test's, as privtest.Require decides
-// (it fails tb unless root, or skips it knowingly).
+// page (Walk).
 func Backing(tb testing.TB, b []byte) (pages, resident, huge int) {
+	tb.Helper()
+	pages, resident = Walk(tb, b, func(f uint64) {
+		if f&kpfTHP != 0 && f&kpfCompound != 0 {
+			huge++
+		}
+	})
+	return pages, resident, huge
+}
+
+// KPFDirty is the kpageflags bit of a page written and not yet on disk
+// (a file's page in the page cache).
+const KPFDirty = 1 << 4
+
+// Walk calls fn with the kernel's flags (/proc/kpageflags: KPFDirty …)
+// of each resident 4 KiB page that b spans, and returns how many pages b
+// spans and how many are resident. It reads /proc/self/pagemap and
+// /proc/kpageflags, which give page frames only to root: a privileged
+// test's, as privtest.Require decides (it fails tb unless root, or skips
+// it knowingly).
+func Walk(tb testing.TB, b []byte, fn func(flags uint64)) (pages, resident int) {
 	tb.Helper()
 	privtest.Require(tb)
 	pm, err := os.Open("/proc/self/pagemap")
@@ -63,11 +83,9 @@ func Backing(tb testing.TB, b []byte) (pages, resident, huge int) {
 		if _, err := kf.ReadAt(buf[:], int64(pfn*8)); err != nil {
 			tb.Fatal(err)
 		}
-		if f := binary.LittleEndian.Uint64(buf[:]); f&kpfTHP != 0 && f&kpfCompound != 0 {
-			huge++
-		}
+		fn(binary.LittleEndian.Uint64(buf[:]))
 	}
-	return pages, resident, huge
+	return pages, resident
 }
 
 // RequireCollapse skips tb unless hugemem.Prepare collapses tables into
