@@ -52,10 +52,10 @@
 //   - txns.go: the transactions in flight with the ISPs, the OFFERs
 //     remembered (txns.mu); txnindex.go: the table's changes (put, del),
 //     which keep its index by subscriber and give a drained burst's
-//     memory back; txnnotes.go: the notes the
-//     relay makes on a transaction; timeouts.go: those past their deadline, and
-//     the ICMP unreachables and unlisted repliers heard about them, which
-//     their timeout events name.
+//     memory back; txnnotes.go: the notes the relay makes on a
+//     transaction; timeouts.go: those past their deadline, and the ICMP
+//     unreachables and unlisted repliers heard about them, which their
+//     timeout events name.
 //   - upstream.go: messages from subscribers: checks, admission, relay up.
 //   - replies.go: messages from the ISPs' servers and what the subscriber
 //     is sent (no state of its own); naks.go: the NAKs ispmux sends, and
@@ -173,8 +173,8 @@ type Tables interface {
 
 // reserver is what Tables may also do (engine.Control does): make room at
 // once for n bindings more than they hold, before RestoreLoaded installs
-// as many (the ISP bindings, then the onboarding leases), so that the tables do not grow in steps (see
-// engine.Control.Reserve).
+// as many (the ISP bindings, then the onboarding leases), so that the
+// tables do not grow in steps (see engine.Control.Reserve).
 type reserver interface {
 	Reserve(n int)
 }
