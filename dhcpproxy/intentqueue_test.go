@@ -53,7 +53,28 @@ func TestSentOrderShrinksAfterBacklog(t *testing.T) {
 // that held them (they kept 27 MB after 200k here, ~140 MB at a
 // million, for good), and what is left is as it was: the sent ones still sent, the
 // unsent ones still queued for their ISP in order, each MAC's intents.
+// Completed one at a time (done) and a batch of completeBatch at a time
+// (doneAll, completeIntents: a tick's path, the one a backlog takes).
 func TestIntentMapsShrinkAfterBacklog(t *testing.T) {
+	t.Run("done", func(t *testing.T) {
+		intentMapsShrink(t, func(q *intentQueue, ids []uint64) {
+			for _, id := range ids {
+				q.done(id)
+			}
+		})
+	})
+	t.Run("doneAll", func(t *testing.T) {
+		intentMapsShrink(t, func(q *intentQueue, ids []uint64) {
+			for len(ids) > 0 {
+				b := ids[:min(completeBatch, len(ids))]
+				ids = ids[len(b):]
+				q.doneAll(b)
+			}
+		})
+	})
+}
+
+func intentMapsShrink(t *testing.T, complete func(q *intentQueue, ids []uint64)) {
 	heapAlloc := func() uint64 {
 		runtime.GC()
 		var ms runtime.MemStats
@@ -78,11 +99,13 @@ func TestIntentMapsShrinkAfterBacklog(t *testing.T) {
 		q.add(subscribers.Intent{ID: id, ISP: "beta", MAC: mac(id)}, false)
 	}
 	full := heapAlloc()
+	var ids []uint64
 	for _, id := range q.due(t0.Add(time.Second), n) {
 		if id <= n-5 {
-			q.done(id)
+			ids = append(ids, id)
 		}
 	}
+	complete(&q, ids)
 	after := heapAlloc()
 	t.Logf("heap: %d B before, %d B with the backlog, %d B after", base, full, after)
 	if after > base+4<<20 {
