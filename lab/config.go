@@ -128,8 +128,11 @@ func decBytes(p []byte) string {
 }
 
 // newAPITokens makes the lab's API tokens (random, 256 bits) and names
-// their files in stateDir/tokens.
-func newAPITokens(stateDir string) *APITokens {
+// their files in stateDir/tokens: the operator's, the installers' claim
+// token and one for each of the lab's isps (not for ISPs it does not run:
+// a token file of an ISP the configuration does not name is read by
+// nothing, and only misleads whoever looks in the directory).
+func newAPITokens(stateDir string, isps []string) *APITokens {
 	tok := func() string {
 		var b [32]byte
 		if _, err := rand.Read(b[:]); err != nil {
@@ -140,7 +143,7 @@ func newAPITokens(stateDir string) *APITokens {
 	dir := filepath.Join(stateDir, "tokens")
 	a := &APITokens{Operator: tok(), OperatorFile: filepath.Join(dir, "operator.token"),
 		Claim: tok(), ClaimFile: filepath.Join(dir, "installer.token"), ISP: map[string]string{}, ISPFile: map[string]string{}}
-	for _, n := range ispNames {
+	for _, n := range isps {
 		a.ISP[n], a.ISPFile[n] = tok(), filepath.Join(dir, n+".token")
 	}
 	return a

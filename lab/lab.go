@@ -331,7 +331,7 @@ func plan(o Options) (*Topology, error) {
 		t.KeaKnown, t.KeaNotAuthoritative, t.Unconfigured = o.KeaKnown, o.KeaNotAuthoritative, o.Unconfigured
 		t.ClientLeaseMax = o.ClientLeaseMax
 		if o.API {
-			t.API = newAPITokens(stateDir)
+			t.API = newAPITokens(stateDir, ispNames[:o.ISPs])
 		}
 		if o.Portal {
 			t.Portal = newPortal(stateDir, o.OnboardingLease, o.OnboardingMaxLeases)
