@@ -70,16 +70,17 @@ const maxEventWriters = 256
 const eventQuiet = time.Minute
 
 // Refusal budgets: noiseRate events a second, burst noiseBurst, per ISP
-// and for the refusals naming no ISP; a summary of what was held back once a
-// noiseSummary.
+// and for the refusals naming no configured ISP; a summary of what was
+// held back once a noiseSummary.
 const (
 	noiseRate, noiseBurst = 10, 50
 	noiseSummary          = 10 * time.Second
 )
 
 // budget is one refusal budget (an ISP's, or "" for the refusals naming
-// no ISP: unregistered MACs', and registered ones' refused where they are
-// not bound).
+// no configured ISP: unregistered MACs', registered ones' refused where
+// they are not bound, and those of MACs registered at an ISP no longer
+// configured).
 type budget struct {
 	bucket     bucket
 	suppressed int
@@ -251,11 +252,12 @@ func (p *Proxy) summarize(now time.Time) {
 // refusals it held back.
 func (p *Proxy) writeSummary(now time.Time, held map[string]int) {
 	for isp, n := range held {
-		// The budget of no ISP holds the refusals of unregistered MACs
-		// and of registered MACs refused where they are not bound (a
+		// The budget of no ISP holds the refusals of unregistered MACs,
+		// of registered MACs refused where they are not bound (a
 		// message refused before admission names its ISP only where
-		// the MAC is bound: fromClient).
-		what := "refusals naming no ISP (of unregistered MACs, or of registered ones where they are not bound)"
+		// the MAC is bound: fromClient), and of MACs registered at an
+		// ISP no longer configured (budgetOf).
+		what := "refusals naming no configured ISP (of unregistered MACs, of registered ones where they are not bound, or at an ISP no longer configured)"
 		if isp != "" {
 			what = "refusals of ISP " + isp + "'s subscribers"
 		}

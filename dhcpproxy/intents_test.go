@@ -127,9 +127,9 @@ func TestRenewedAndBindingKeepsACK(t *testing.T) {
 }
 
 // Refusals are folded per (MAC, kind, reason), budgeted per ISP and for
-// the refusals naming no ISP (of unregistered MACs, and of registered ones
-// where they are not bound), and what a budget holds back is summed up in
-// a suppressed event.
+// the refusals naming no configured ISP (of unregistered MACs, and of
+// registered ones where they are not bound), and what a budget holds back
+// is summed up in a suppressed event.
 func TestRefusalBudgets(t *testing.T) {
 	r := newPRig(t)
 	// Two different forgeries by one MAC are two events.
@@ -179,7 +179,7 @@ func TestRefusalBudgets(t *testing.T) {
 	// Its summary says what the budget counts: the forgeries are of a
 	// registered MAC not bound here (it said "refusals of unregistered
 	// MACs").
-	if want := " refusals naming no ISP (of unregistered MACs, or of registered ones where they are not bound) not recorded"; len(suppressed) != 1 || suppressed[0].ISP != "" || !strings.Contains(suppressed[0].Reason, want) {
+	if want := " refusals naming no configured ISP (of unregistered MACs, of registered ones where they are not bound, or at an ISP no longer configured) not recorded"; len(suppressed) != 1 || suppressed[0].ISP != "" || !strings.Contains(suppressed[0].Reason, want) {
 		t.Fatalf("suppressed events %+v, want one of no ISP saying %q", suppressed, want)
 	}
 	if want := 300 - unknown; !strings.HasPrefix(suppressed[0].Reason, strconv.Itoa(want)+" refusals") {
