@@ -155,13 +155,15 @@ func seedStore(ctx context.Context, path string, n int, sub func(x int) seedSub,
 
 // syncState writes out every regular file in the state directory dir and
 // the directory itself (fsync), as a seed's last step. The seed writes
-// with NoSync, which left its whole store (~700 MB at 1M subscribers)
-// dirty in the page cache, below the kernel's background writeback
-// threshold: the first start's first commit, whose fdatasync waits for
-// all of the store file's dirty pages, paid the seed's writeback inside
+// with NoSync, which could leave its store (~700 MB at 1M subscribers)
+// dirty in the page cache: the first start's first commit, whose
+// fdatasync waits for all of the store file's dirty pages, then paid
+// whatever of the seed's writeback the kernel had not done yet inside
 // bench scale's first_start_s (700 MB of dirty pages took 0.76 s to
 // fdatasync on the lab VM's disk). A store an operator starts on was
-// written by ispmux, each commit synced, or restored and synced.
+// written by ispmux, each commit synced, or restored and synced. (It was
+// not the first start's gap over a restart at 1M: with the sync, that
+// stayed ~0.5 s, its CPU 0.74 s more: docs/PERFORMANCE.md.)
 func syncState(dir string) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
