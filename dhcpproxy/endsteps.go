@@ -188,10 +188,10 @@ func (x *txns) unpark(sk subKey, d droppedTxns, restore bool, max, share int, no
 // meanwhile reported the ISP silent as soon as it was put back (a
 // review). Its retransmissions' copies before the park wait with it (no
 // second timeout of their own, txn.resent), and its timeout says it was
-// put back (txn.putBack; the REQUEST's, overtaken.putBack). relayed stays its first relay (the ISP's answer
-// time, answered): a copy the client sends once it is back waits
-// deadline-relayed (expire), longer than timeout by the time before the
-// put-back (x.mu held).
+// put back (txn.putBack; the REQUEST's, overtaken.putBack). relayed
+// stays its first relay (the ISP's answer time, answered): a copy the
+// client sends once it is back waits deadline-relayed (expire), longer
+// than timeout by the time before the put-back (x.mu held).
 func resume(t *txn, now time.Time, timeout time.Duration) {
 	t.deadline = later(t.deadline, now.Add(timeout))
 	if o := t.overtook; o != nil && !o.due.IsZero() {
