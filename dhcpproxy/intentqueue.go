@@ -65,23 +65,31 @@ type pendingIntent struct {
 }
 
 // claim marks intent id as being sent by the caller: not claimed when
-// another goroutine is sending it, or when it is done (the tick and a relay may both try: one send
-// only, or a duplicate RELEASE could reach the ISP after a new REQUEST and
-// free the lease it just granted again).
+// another goroutine is sending it, or when it is done (the tick and a
+// relay may both try: one send only, or a duplicate RELEASE could reach
+// the ISP after a new REQUEST and free the lease it just granted again).
 func (q *intentQueue) claim(id uint64) (claimed, done bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if _, ok := q.pending[id]; !ok {
-		return false, true
+	_, claimed, done = q.claimLocked(id)
+	return claimed, done
+}
+
+// claimLocked is claim with mu held, returning the intent too (pi, when
+// not done): takeUnsent claims what it takes in the same hold.
+func (q *intentQueue) claimLocked(id uint64) (pi pendingIntent, claimed, done bool) {
+	pi, ok := q.pending[id]
+	if !ok {
+		return pi, false, true
 	}
 	if _, sent := q.sentAt[id]; sent {
-		return false, true // queued before anything the caller sends
+		return pi, false, true // queued before anything the caller sends
 	}
 	if q.sending[id] {
-		return false, false
+		return pi, false, false
 	}
 	q.sending[id] = true
-	return true, false
+	return pi, true, false
 }
 
 // markSent records that id's message was queued at now (ending the claim).
@@ -151,16 +159,10 @@ func (q *intentQueue) takeUnsent(isp string) (pi pendingIntent, ok, busy bool) {
 	defer q.mu.Unlock()
 	h := q.toSend[isp]
 	for h != nil && len(*h) > 0 {
-		id := h.pop()
-		e, pending := q.pending[id]
-		if _, sent := q.sentAt[id]; !pending || sent {
-			continue
+		pi, claimed, done := q.claimLocked(h.pop())
+		if !done {
+			return pi, true, !claimed
 		}
-		if q.sending[id] {
-			return e, true, true
-		}
-		q.sending[id] = true
-		return e, true, false
 	}
 	delete(q.toSend, isp)
 	return pendingIntent{}, false, false

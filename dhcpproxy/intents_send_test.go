@@ -75,10 +75,17 @@ func TestRoundLeavesClaimedIntent(t *testing.T) {
 	}
 	p.intents.unclaim(1) // the other sender could not send it
 	p.sendRound()
-	if n := snd.sentTo(upPort); n != 3 {
-		t.Errorf("next round: %d frames to alpha, want 3 (each intent once)", n)
+	wantEachSentOnce(t, p, snd, 3)
+}
+
+// wantEachSentOnce checks that the round just run sent alpha's intents
+// 1..n once each: n frames to alpha, each intent marked sent.
+func wantEachSentOnce(t *testing.T, p *Proxy, snd *capSender, n int) {
+	t.Helper()
+	if got := snd.sentTo(upPort); got != n {
+		t.Errorf("next round: %d frames to alpha, want %d (each intent once)", got, n)
 	}
-	for id := uint64(1); id <= 3; id++ {
+	for id := uint64(1); id <= uint64(n); id++ {
 		if !p.intents.queued(id) {
 			t.Errorf("intent %d not marked sent", id)
 		}
@@ -117,14 +124,7 @@ func TestRoundPutsBackWhatItCannotSend(t *testing.T) {
 			p.tables.(*downTables).down[0] = false
 			snd.refill(-1)
 			p.sendRound()
-			if n := snd.sentTo(upPort); n != 3 {
-				t.Errorf("next round: %d frames to alpha, want 3 (each intent once)", n)
-			}
-			for id := uint64(1); id <= 3; id++ {
-				if !p.intents.queued(id) {
-					t.Errorf("intent %d not marked sent", id)
-				}
-			}
+			wantEachSentOnce(t, p, snd, 3)
 		})
 	}
 }
