@@ -41,10 +41,10 @@ type intentQueue struct {
 	// them, with their time (sentAt's, or stale: dropped at the front).
 	sentOrder []sentMark
 	sentHead  int // sentOrder[:sentHead] is consumed
-	// peak is the most intents pending since the maps were last made:
+	// mem is the most intents pending since the maps were last made:
 	// Go maps keep the buckets of their largest size, so once a backlog
-	// has gone the maps are made again (shrinkLocked).
-	peak int
+	// has gone the maps are made again (shrinkLocked), at an eighth of it.
+	mem mapMem
 }
 
 // sentMark is an intent's message queued at at.
@@ -218,6 +218,7 @@ func (q *intentQueue) init() {
 	q.sending = map[uint64]bool{}
 	q.sentAt = map[uint64]time.Time{}
 	q.toSend = map[string]*idHeap{}
+	q.mem = mapMem{floor: intentMapsKeep, div: 8}
 }
 
 func (q *intentQueue) add(in subscribers.Intent, replay bool) {
@@ -227,7 +228,7 @@ func (q *intentQueue) add(in subscribers.Intent, replay bool) {
 		return
 	}
 	q.pending[in.ID] = pendingIntent{in, replay}
-	q.peak = max(q.peak, len(q.pending))
+	q.mem.note(len(q.pending))
 	mac := binding.MAC48(in.MAC)
 	q.byMAC[mac] = append(q.byMAC[mac], in.ID)
 	q.pushUnsentLocked(in)
@@ -281,21 +282,16 @@ const intentMapsKeep = 4096
 // copy costs at most an eighth of the deletions since the last one, so
 // it is linear over the completions.
 func (q *intentQueue) shrinkLocked() {
-	n := len(q.pending)
-	if q.peak < intentMapsKeep || n > q.peak/8 {
+	if !q.mem.due(len(q.pending)) {
 		return
 	}
-	q.pending = maps.Collect(maps.All(q.pending))
-	q.byMAC = maps.Collect(maps.All(q.byMAC))
-	q.sending = maps.Collect(maps.All(q.sending))
-	q.sentAt = maps.Collect(maps.All(q.sentAt))
+	q.pending, q.byMAC, q.sending, q.sentAt = remade(q.pending), remade(q.byMAC), remade(q.sending), remade(q.sentAt)
 	for isp, h := range q.toSend {
 		if c := cap(*h); c > intentMapsKeep && c > 4*len(*h) {
 			nh := append(make(idHeap, 0, 2*len(*h)), *h...)
 			q.toSend[isp] = &nh
 		}
 	}
-	q.peak = n
 }
 
 // unsent returns the intents whose message is not queued yet, oldest

@@ -1,0 +1,54 @@
+package dhcpproxy
+
+import (
+	"cmp"
+	"maps"
+)
+
+// Go maps never give back the room they grew into: a map that held a
+// million entries once keeps a million entries' worth of memory. The
+// proxy's maps that a burst fills (an outage's exchanges, its RELEASE
+// backlog) are remade at the size of what they hold once it has drained,
+// as mapMem decides.
+
+// mapMem is what the remaking of a map to give back its memory knows of
+// it: the transactions' table (shrink), expire's OFFERs remembered and
+// rapid-commit wins, the intent queue's maps (shrinkLocked).
+type mapMem struct {
+	// peak is the most entries the map held since it was made (as
+	// expire saw them, for the maps it remakes).
+	peak int
+	// floor is the least peak worth remaking the map for (0:
+	// shrinkFloor; tests lower it, or raise it to turn the remaking off).
+	floor int
+	// div: the map is remade once it holds a div-th of its peak (0: 4).
+	div int
+	// remade counts the times the map was remade (tests).
+	remade int
+}
+
+// shrinkFloor is the least peak of a map after which it is remade: below,
+// the most it keeps is a few hundred KiB.
+const shrinkFloor = 4096
+
+// note records that the map holds n entries.
+func (m *mapMem) note(n int) { m.peak = max(m.peak, n) }
+
+// due reports whether the map, holding n entries now, is to be remade for
+// them: once n has fallen to a quarter (a div-th) of a peak of at least
+// the floor. If so, its peak is n from now on.
+func (m *mapMem) due(n int) bool {
+	if m.peak < cmp.Or(m.floor, shrinkFloor) || n > m.peak/cmp.Or(m.div, 4) {
+		return false
+	}
+	m.peak = n
+	m.remade++
+	return true
+}
+
+// remade returns a copy of m made for its entries.
+func remade[M ~map[K]V, K comparable, V any](m M) M {
+	c := make(M, len(m))
+	maps.Copy(c, m)
+	return c
+}
