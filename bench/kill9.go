@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -296,13 +297,38 @@ func kill9Bench(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 		c.Check.ListS = round(listS, 2)
 		// A RELEASE sent just before the kill and found bound: a
 		// violation all the same if the killed ispmux had logged it as
-		// released (the log line follows the end's commit).
-		if logged := releasesLogged(churned.logPath, c.Check.foundInGrace); len(logged) > 0 {
-			c.Check.ReleasedNewLogged = len(logged)
-			c.Check.Resurrected += len(logged)
-			for _, r := range logged {
-				c.Check.Examples = append(c.Check.Examples, fmt.Sprintf("%s: bound to %s after the restart; the killed ispmux logged its release of it", macText(r.mac), r.ip))
+		// released (the log line follows the end's commit), or if the
+		// store holds its end (its event, committed with the end).
+		logged := releasesLogged(churned.logPath, c.Check.foundInGrace)
+		stored, err := k.releasesStored(ctx, c.Check.foundInGrace)
+		if err != nil {
+			return err
+		}
+		c.Check.ReleasedNewLogged, c.Check.ReleasedNewStored = len(logged), len(stored)
+		for _, r := range c.Check.foundInGrace {
+			inLog, inStore := slices.Contains(logged, r), slices.Contains(stored, r)
+			if !inLog && !inStore {
+				continue
 			}
+			c.Check.Resurrected++
+			how := "logged its release of it"
+			switch {
+			case inLog && inStore:
+				how = "logged and stored its release of it"
+			case inStore:
+				how = "stored its release of it"
+			}
+			c.Check.Examples = append(c.Check.Examples, fmt.Sprintf("%s: bound to %s after the restart; the killed ispmux %s", macText(r.mac), r.ip, how))
+		}
+		// The store's check, checked: ends known to be committed must
+		// be found the same way.
+		found, err := k.releasesStored(ctx, c.Check.probes)
+		if err != nil {
+			return err
+		}
+		c.Check.ProbesFound, c.Check.ProbesMissed = len(found), len(c.Check.probes)-len(found)
+		if c.Check.ProbesMissed > 0 {
+			return fmt.Errorf("crash %d: %d of %d releases ended before the kill have no released event after the restart: the check of releases found bound cannot see their ends", n, c.Check.ProbesMissed, len(c.Check.probes))
 		}
 		r.Violations += c.Check.Bad()
 		if o.cleanEvery > 0 && n%o.cleanEvery == 0 {
@@ -318,8 +344,8 @@ func kill9Bench(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 			}
 			c.CleanRestartS, c.CleanRestartCPUS = round(p.sinceExec(), 3), p.cpu()
 		}
-		pr.logf("crash %2d %-7s at %6.2f s (%4d ops): restart %.2f s (CPU %.2f s, waited for a CPU %.2f s, load %s; clean %.2f s, CPU %.2f s), RSS %d MB; %d bindings, lost %d, wrong %d, resurrected %d, unexpected %d, adopted %d",
-			n, kind, c.AfterS, c.Ops, c.RestartS, c.RestartCPUS, c.RestartWaitS, c.LoadAvg, c.CleanRestartS, c.CleanRestartCPUS, c.RSSBytes>>20, c.Check.Bindings, c.Check.Lost, c.Check.WrongIP, c.Check.Resurrected, c.Check.Unexpected, c.Check.Adopted+c.Check.ReleasedNew)
+		pr.logf("crash %2d %-7s at %6.2f s (%4d ops): restart %.2f s (CPU %.2f s, waited for a CPU %.2f s, load %s; clean %.2f s, CPU %.2f s), RSS %d MB; %d bindings, lost %d, wrong %d, resurrected %d, unexpected %d, adopted %d; stored ends probed %d",
+			n, kind, c.AfterS, c.Ops, c.RestartS, c.RestartCPUS, c.RestartWaitS, c.LoadAvg, c.CleanRestartS, c.CleanRestartCPUS, c.RSSBytes>>20, c.Check.Bindings, c.Check.Lost, c.Check.WrongIP, c.Check.Resurrected, c.Check.Unexpected, c.Check.Adopted+c.Check.ReleasedNew, c.Check.ProbesFound)
 		for _, e := range c.Check.Examples {
 			pr.logf("    %s", e)
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ispmux/ispmux/subscribers"
+	"github.com/ispmux/ispmux/tenants"
 )
 
 // TestKill9CheckFindsViolations feeds bench kill9's check listings that
@@ -76,6 +77,39 @@ func TestKill9CheckFindsViolations(t *testing.T) {
 		m.note(scaleMAC(5), k9Released, scaleIP(5), "release")
 		if c := m.check(seededOK(), kill, time.Second); c.Resurrected != 1 || c.Bad() != 1 {
 			t.Fatalf("check = %+v, want 1 resurrected", c)
+		}
+	})
+	t.Run("released ended, probed", func(t *testing.T) {
+		// Releases ended (not found) serve as probes of the store's
+		// check: those within probeWindow of the kill, at most
+		// maxProbes; one longer before, or found bound, is none.
+		m := newModel()
+		now := time.Now()
+		for i := range 5 {
+			m.note(scaleMAC(i), k9Released, scaleIP(i), "release")
+			m.e[scaleMAC(i)].at = now.Add(-10 * time.Second)
+		}
+		m.e[scaleMAC(0)].at = now.Add(-2 * probeWindow)
+		got := seededOK()
+		for i := range 5 {
+			delete(got, scaleMAC(i))
+		}
+		c := m.check(got, now, time.Second)
+		if c.Bad() != 0 || len(c.probes) != maxProbes {
+			t.Fatalf("check = %+v, probes %v, want %d probes and no violation", c, c.probes, maxProbes)
+		}
+		for _, r := range c.probes {
+			if i, ok := m.seeded[r.mac]; !ok || i == 0 || r.ip != scaleIP(i) {
+				t.Fatalf("probe %v: outside the window, or its address wrong", r)
+			}
+		}
+		// No kill: no probes (no grace to be beyond).
+		m = newModel()
+		m.note(scaleMAC(1), k9Released, scaleIP(1), "release")
+		got = seededOK()
+		delete(got, scaleMAC(1))
+		if c := m.check(got, time.Time{}, time.Second); len(c.probes) != 0 {
+			t.Fatalf("probes without a kill: %v", c.probes)
 		}
 	})
 	t.Run("released within the grace", func(t *testing.T) {
@@ -158,6 +192,16 @@ func TestKill9Lab(t *testing.T) {
 			t.Errorf("crash %d (%s): %d operations, %d bindings expected, restart %v s", c.N, c.Kind, c.Ops, c.Check.Expected, c.RestartS)
 		}
 	}
+	// The check of releases found bound against the store, checked: ends
+	// known committed were looked up the same way and found (a miss
+	// fails the run).
+	probes := 0
+	for _, c := range r.Crashes {
+		probes += c.Check.ProbesFound
+	}
+	if probes == 0 {
+		t.Errorf("no stored release end probed in %d crashes", len(r.Crashes))
+	}
 	if r.Crashes[4].CleanRestartS <= 0 {
 		t.Errorf("no clean restart after crash 5")
 	}
@@ -198,5 +242,33 @@ func TestKill9ReleasesLogged(t *testing.T) {
 	}
 	if got := releasesLogged(filepath.Join(t.TempDir(), "none"), []k9Release{a}); got != nil {
 		t.Fatalf("no log: %v", got)
+	}
+}
+
+// TestKill9ReleasedIn: a release's end is told from the MAC's stored
+// events by a "released" event of its address stamped at or after the
+// RELEASE was sent; an earlier one (a release before it), another
+// address, or another kind is not it.
+func TestKill9ReleasedIn(t *testing.T) {
+	at := time.Date(2026, 12, 7, 4, 0, 0, 500, time.UTC)
+	r := k9Release{scaleMAC(1), scaleIP(1), at}
+	ev := func(kind, ip string, t time.Time) tenants.Event {
+		return tenants.Event{Kind: kind, MAC: macText(r.mac), IP: ip, Time: t}
+	}
+	for _, tc := range []struct {
+		name string
+		evs  []tenants.Event
+		want bool
+	}{
+		{"none", nil, false},
+		{"released after", []tenants.Event{ev("bound", r.ip.String(), at.Add(-time.Minute)), ev("released", r.ip.String(), at.Add(time.Millisecond))}, true},
+		{"released in the same nanosecond", []tenants.Event{ev("released", r.ip.String(), at)}, true},
+		{"released before it", []tenants.Event{ev("released", r.ip.String(), at.Add(-time.Nanosecond))}, false},
+		{"another address", []tenants.Event{ev("released", "10.99.0.1", at.Add(time.Second))}, false},
+		{"another kind", []tenants.Event{ev("expired", r.ip.String(), at.Add(time.Second))}, false},
+	} {
+		if got := releasedIn(tc.evs, r); got != tc.want {
+			t.Errorf("%s: releasedIn = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

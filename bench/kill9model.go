@@ -124,7 +124,7 @@ type K9Check struct {
 	Expected         int `json:"expected"`           // bindings the model requires (bound)
 	Lost             int `json:"lost"`               // acknowledged bindings missing
 	WrongIP          int `json:"wrong_ip"`           // acknowledged bindings with another address
-	Resurrected      int `json:"resurrected"`        // revoked or released (≥ grace before the kill, or logged as released) bindings present
+	Resurrected      int `json:"resurrected"`        // revoked or released (≥ grace before the kill, or logged or stored as released) bindings present
 	Unexpected       int `json:"unexpected"`         // bindings of MACs the trial never bound
 	Adopted          int `json:"adopted"`            // unknown outcomes taken as found
 	ReleasedNew      int `json:"released_new"`       // releases within the grace of the kill, taken as found
@@ -133,14 +133,35 @@ type K9Check struct {
 	// ispmux had logged as released (logged once the end is stored):
 	// resurrected, counted in Resurrected too (kill9.go).
 	ReleasedNewLogged int `json:"released_new_logged"`
-	// FoundInGrace tells each of ReleasedNewFound: MAC, address, when
-	// the RELEASE was sent and how long before the kill, and the
-	// address found.
+	// ReleasedNewStored is how many of ReleasedNewFound the restarted
+	// ispmux's store holds the end of: a "released" event of the MAC
+	// and address, stamped after the RELEASE was sent, which is
+	// committed with the end in one transaction (no log limit holds it
+	// back): resurrected, counted in Resurrected too (kill9.go), once
+	// with ReleasedNewLogged.
+	ReleasedNewStored int `json:"released_new_stored"`
+	// ProbesFound and ProbesMissed check the check of the store:
+	// releases sent at least the grace before the kill (within
+	// probeWindow of it, at most maxProbes) and not found bound after
+	// the restart, whose end is committed, looked up the same way. A
+	// probe missed means that way cannot see an end: the run fails
+	// (kill9.go).
+	ProbesFound  int         `json:"probes_found"`
+	ProbesMissed int         `json:"probes_missed"`
 	FoundInGrace []string    `json:"found_in_grace,omitempty"`
 	Examples     []string    `json:"examples,omitempty"`
 	ListS        float64     `json:"list_s"`
 	foundInGrace []k9Release // the releases within the grace found bound
+	probes       []k9Release // ended releases for the store's check (ProbesFound)
 }
+
+// maxProbes and probeWindow bound the releases a check gives the store's
+// check as probes: the few sent shortly (the grace to probeWindow) before
+// the kill, whose events no retention has trimmed.
+const (
+	maxProbes   = 3
+	probeWindow = time.Minute
+)
 
 // k9Release is a RELEASE of ip by mac sent at at.
 type k9Release struct {
@@ -220,6 +241,8 @@ func (m *k9Model) check(got map[subscribers.MAC]netip.Addr, kill time.Time, grac
 			if ok {
 				c.Resurrected++
 				bad("%s: bound to %s, released at %s", macText(mac), ip, e.at.Format("15:04:05.000"))
+			} else if !kill.IsZero() && kill.Sub(e.at) < probeWindow && len(c.probes) < maxProbes {
+				c.probes = append(c.probes, k9Release{mac, e.ip, e.at})
 			}
 			e.state, e.why = k9Gone, "released"
 		case k9Pending, k9Unsure:

@@ -16,12 +16,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ispmux/ispmux/api/client"
 	"github.com/ispmux/ispmux/subscribers"
+	"github.com/ispmux/ispmux/tenants"
 )
 
 // bench kill9's side of ispmux: its runs (started, SIGKILLed, stopped),
 // the bindings listed over its control socket, what /proc tells of it,
-// and its log's release lines.
+// its log's release lines and its stored release events.
 
 // list returns every binding over the control socket, MAC → address.
 func (k *kill9) list(ctx context.Context) (map[subscribers.MAC]netip.Addr, float64, error) {
@@ -234,4 +236,44 @@ func releasesLogged(path string, rs []k9Release) []k9Release {
 		}
 	}
 	return out
+}
+
+// releasesStored returns the releases of rs whose end the running
+// ispmux's store holds: a "released" event of the MAC and the address,
+// stamped no earlier than the RELEASE was sent (the bench and ispmux read
+// one clock; an event's time keeps its nanoseconds), among the MAC's
+// newest events over the control socket. The event is committed with the
+// binding's end in one transaction, so it is there exactly when the end
+// is, and no log rate limit holds it back as it can the log line
+// (releasesLogged).
+func (k *kill9) releasesStored(ctx context.Context, rs []k9Release) ([]k9Release, error) {
+	if len(rs) == 0 {
+		return nil, nil
+	}
+	c, err := client.NewSocket(k.sock, client.Options{Timeout: time.Minute})
+	if err != nil {
+		return nil, err
+	}
+	var out []k9Release
+	for _, r := range rs {
+		evs, err := c.EventsOfMAC(ctx, "", macText(r.mac), -1, 50)
+		if err != nil {
+			return nil, fmt.Errorf("events of %s: %w", macText(r.mac), err)
+		}
+		if releasedIn(evs.Items, r) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// releasedIn reports whether evs hold release r's end: a "released"
+// event of its address stamped no earlier than it was sent.
+func releasedIn(evs []tenants.Event, r k9Release) bool {
+	for _, e := range evs {
+		if e.Kind == string(subscribers.EventReleased) && e.IP == r.ip.String() && !e.Time.Before(r.at) {
+			return true
+		}
+	}
+	return false
 }
