@@ -125,6 +125,7 @@ func (x *txns) dropSub(sk subKey) droppedTxns {
 	d := droppedTxns{keys: x.keysOf(sk)}
 	for _, k := range d.keys {
 		x.parked[k] = x.pending[k]
+		x.parkMem.note(len(x.parked))
 		x.del(k)
 	}
 	d.offer, d.hadOffer = x.offered[sk]
@@ -158,7 +159,7 @@ func (x *txns) unpark(sk subKey, d droppedTxns, restore bool, max, share int, no
 			// circuit, dropSub), which is that end's to unpark.
 			continue
 		}
-		delete(x.parked, k)
+		x.unparkKey(k)
 		if !restore {
 			continue
 		}

@@ -8,12 +8,21 @@ import (
 // Go maps never give back the room they grew into: a map that held a
 // million entries once keeps a million entries' worth of memory. The
 // proxy's maps that a burst fills (an outage's exchanges, its RELEASE
-// backlog) are remade at the size of what they hold once it has drained,
-// as mapMem decides.
+// backlog, a mass end) are remade at the size of what they hold once it
+// has drained, as mapMem decides, where they drain, under their owner's
+// lock.
 
 // mapMem is what the remaking of a map to give back its memory knows of
-// it: the transactions' table (shrink), expire's OFFERs remembered and
-// rapid-commit wins, the intent queue's maps (shrinkLocked).
+// it: the transactions' table (shrink) and those parked (unparkKey),
+// expire's OFFERs remembered and rapid-commit wins, the intent queue's
+// maps (shrinkLocked), the per-MAC rate buckets and DECLINE counts
+// (limiter.forget), the generations (pruneGens, at a sixteenth) and the
+// revoked addresses (revokedAddrs.prune). Not the other per-subscriber
+// maps, which an outage's burst does not fill: the onboarding's (bounded
+// by Config.MaxOnboarding), the moves' cuts and claims (devices moved, or
+// heard on another circuit), the probes (probeSetBurst a circuit), the
+// refusal events' folding (their budgets); nor those of one entry per
+// circuit or ISP.
 type mapMem struct {
 	// peak is the most entries the map held since it was made (as
 	// expire saw them, for the maps it remakes).

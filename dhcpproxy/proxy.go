@@ -82,7 +82,8 @@
 //   - limit.go: the per-MAC and per-circuit rate limits (limiter.mu).
 //   - mapmem.go: when a map a burst filled is remade to give its memory
 //     back (mapMem, no state of its own: its owner's lock), for the
-//     transactions' and the intents' maps.
+//     transactions' and the intents' maps, the rate limits' buckets, the
+//     generations and the revoked addresses.
 //   - events.go: state-change events (stored with their change) and
 //     refusal events (folded, budgeted per ISP: eventNotes.mu).
 //   - storeerr.go: the log lines of the writes the store refused, at most

@@ -31,8 +31,9 @@ import (
 // before a restart (the memory is RAM only), gets silence, as before. The entries past their time are dropped by the proxy's tick,
 // a bounded number at a time.
 type revokedAddrs struct {
-	mu sync.Mutex
-	m  map[subKey]revokedAddr
+	mu  sync.Mutex
+	m   map[subKey]revokedAddr
+	mem mapMem // m's peak, for prune's remaking of it
 }
 
 // revokedAddr is a revoked binding's address and until when its client
@@ -63,6 +64,7 @@ func (r *revokedAddrs) note(sk subKey, ip netip.Addr, until time.Time) {
 		return
 	}
 	r.m[sk] = revokedAddr{ip, until}
+	r.mem.note(len(r.m))
 }
 
 // take reports whether sk's binding of ip was revoked and its client may
@@ -79,18 +81,25 @@ func (r *revokedAddrs) take(sk subKey, ip netip.Addr, now time.Time) bool {
 	return now.Before(e.until)
 }
 
-// prune drops up to revokedPruneBudget entries past their time.
+// prune drops up to revokedPruneBudget entries past their time, and
+// remakes the map once what it holds has fallen to a quarter of its peak
+// (mapMem), as the transactions' table is (shrink): a mass revocation
+// fills it to maxRevoked, 9 MB kept for good once the clients NAKed
+// (take) or their leases' time passed (TestBurstMapsReleaseMemory).
 func (r *revokedAddrs) prune(now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
 	for sk, e := range r.m {
 		if n++; n > revokedPruneBudget {
-			return
+			break
 		}
 		if !now.Before(e.until) {
 			delete(r.m, sk)
 		}
+	}
+	if r.mem.due(len(r.m)) {
+		r.m = remade(r.m)
 	}
 }
 

@@ -7,7 +7,8 @@ import (
 // The pending transactions' table and its index by subscriber: every
 // change to txns.pending goes through put and del, which keep perISP and
 // the index (bySub, bySubMore) in step with it, x.mu held; del also gives
-// back the memory of a burst once it has drained (shrink).
+// back the memory of a burst once it has drained (shrink), as unparkKey
+// does for the transactions parked.
 
 // put stores t under pk, replacing any transaction there (another
 // circuit's, begin) (x.mu held).
@@ -57,6 +58,22 @@ func (x *txns) del(pk pendKey) {
 func (x *txns) shrink() {
 	if x.mem.due(len(x.pending)) {
 		x.pending, x.bySub, x.bySubMore = remade(x.pending), remade(x.bySub), remade(x.bySubMore)
+	}
+}
+
+// unparkKey forgets the transaction parked under pk (x.mu held), and
+// remakes parked sized for what it holds once that has fallen to a
+// quarter of its peak, as shrink does pending. Its peak is the
+// transactions of the ends being committed at once (one batch of
+// revokeBatch subscribers, or one end a stripe of subMu), each as many as
+// its subscriber has pending: a few hundred in an outage's burst, below
+// shrinkFloor, but a subscriber may have a transaction under each xid it
+// sent (up to its MACBurst within the ISP's timeout), and the ends of
+// such subscribers park that many, up to dhcp.max_pending.
+func (x *txns) unparkKey(pk pendKey) {
+	delete(x.parked, pk)
+	if x.parkMem.due(len(x.parked)) {
+		x.parked = remade(x.parked)
 	}
 }
 

@@ -205,8 +205,11 @@ type txns struct {
 	// forgotten once it is committed. An answer to one taken meanwhile
 	// (take, takeAck, abandon) forgets it here too: it is not put back
 	// (take forgets the parked exchange of its answer's subscriber only;
-	// takeAck and abandon the very transaction answered).
-	parked map[pendKey]*txn
+	// takeAck and abandon the very transaction answered). Its entries
+	// are deleted through unparkKey, which gives back a burst's memory
+	// (parkMem, txnindex.go).
+	parked  map[pendKey]*txn
+	parkMem mapMem
 }
 
 func (x *txns) init() {
@@ -241,7 +244,7 @@ func (x *txns) take(pk pendKey, t *txn) *txn {
 		n = nil
 	}
 	if q := x.parked[pk]; q != nil && q.sub == t.sub {
-		delete(x.parked, pk)
+		x.unparkKey(pk)
 	}
 	return n
 }
@@ -257,7 +260,7 @@ func (x *txns) takeAck(pk pendKey, t *txn, from, ip netip.Addr, until time.Time)
 		x.del(pk)
 	}
 	if x.parked[pk] == t {
-		delete(x.parked, pk)
+		x.unparkKey(pk)
 	}
 	if t.msgType == dhcpv4.MessageTypeDiscover && len(t.isp.Servers) > 1 {
 		x.rapid[pk] = &rapidWin{sub: t.sub, from: from, ip: ip, op82: t.op82, clientID: t.clientID, until: until,
@@ -340,7 +343,7 @@ func (x *txns) abandon(pk pendKey, t *txn) {
 		x.del(pk)
 	}
 	if x.parked[pk] == t {
-		delete(x.parked, pk)
+		x.unparkKey(pk)
 	}
 	x.mu.Unlock()
 }
