@@ -30,7 +30,7 @@ func newLimiter() *limiter {
 
 // TestRateBucketsShrink: forget drops the per-MAC buckets refilled and
 // the DECLINE counts whose window ended, and remakes each map once what is
-// left has fallen to a quarter of its peak, keeping what is left (the
+// left has fallen to a sixteenth of its peak, keeping what is left (the
 // same buckets); with nothing dropped, they are not remade again.
 func TestRateBucketsShrink(t *testing.T) {
 	l := newLimiter()
@@ -40,7 +40,7 @@ func TestRateBucketsShrink(t *testing.T) {
 		sk := burstSub(i)
 		l.allow(sk, t0)
 		l.allowDecline(sk, t0.Add(-declineWindow))
-		if i%4 == 0 {
+		if i%16 == 0 {
 			// Its budget spent: not refilled a quarter second later.
 			for l.allow(sk, t0) == "" {
 			}
@@ -48,16 +48,16 @@ func TestRateBucketsShrink(t *testing.T) {
 		}
 	}
 	kept := map[subKey]*bucket{}
-	for i := 0; i < n; i += 4 {
+	for i := 0; i < n; i += 16 {
 		kept[burstSub(i)] = l.mac[burstSub(i)]
 	}
 	oldMAC, oldDeclines := l.mac, l.declines
 	l.forget(t0.Add(250 * time.Millisecond))
-	if l.macMem.remade != 1 || len(l.mac) != n/4 || l.macMem.peak != n/4 {
-		t.Fatalf("buckets, a quarter left: remade %d times, %d held, peak %d; want 1, %d, %d", l.macMem.remade, len(l.mac), l.macMem.peak, n/4, n/4)
+	if l.macMem.remade != 1 || len(l.mac) != n/16 || l.macMem.peak != n/16 {
+		t.Fatalf("buckets, a sixteenth left: remade %d times, %d held, peak %d; want 1, %d, %d", l.macMem.remade, len(l.mac), l.macMem.peak, n/16, n/16)
 	}
-	if l.declineMem.remade != 1 || len(l.declines) != n/4 || l.declineMem.peak != n/4 {
-		t.Fatalf("DECLINE counts, a quarter left: remade %d times, %d held, peak %d; want 1, %d, %d", l.declineMem.remade, len(l.declines), l.declineMem.peak, n/4, n/4)
+	if l.declineMem.remade != 1 || len(l.declines) != n/16 || l.declineMem.peak != n/16 {
+		t.Fatalf("DECLINE counts, a sixteenth left: remade %d times, %d held, peak %d; want 1, %d, %d", l.declineMem.remade, len(l.declines), l.declineMem.peak, n/16, n/16)
 	}
 	oldMAC[subKey{}], oldDeclines[subKey{}] = nil, declineCount{}
 	if _, ok := l.mac[subKey{}]; ok {
@@ -77,6 +77,28 @@ func TestRateBucketsShrink(t *testing.T) {
 	l.forget(t0.Add(250 * time.Millisecond))
 	if l.macMem.remade != 1 || l.declineMem.remade != 1 {
 		t.Fatalf("nothing dropped: remade %d and %d times", l.macMem.remade, l.declineMem.remade)
+	}
+}
+
+// TestForgetBudget: forget looks at forgetBudget buckets, and DECLINE
+// counts, a tick at most, and the next ticks reach the rest: a burst of
+// three budgets' worth, all refilled and past their window, is forgotten
+// in three ticks, a budget at each. Fails without the budget (all at the
+// first).
+func TestForgetBudget(t *testing.T) {
+	l := newLimiter()
+	t0 := time.Unix(1e9, 0)
+	const n = 3 * forgetBudget
+	for i := range n {
+		l.allow(burstSub(i), t0)
+		l.allowDecline(burstSub(i), t0)
+	}
+	now := t0.Add(declineWindow)
+	for tick := 1; tick <= 3; tick++ {
+		l.forget(now)
+		if left := n - tick*forgetBudget; len(l.mac) != left || len(l.declines) != left {
+			t.Fatalf("tick %d: %d buckets, %d DECLINE counts left; want %d", tick, len(l.mac), len(l.declines), left)
+		}
 	}
 }
 
@@ -223,7 +245,9 @@ func TestBurstMapsReleaseMemory(t *testing.T) {
 			for i := range n {
 				l.allow(burstSub(i), t0)
 			}
-			l.forget(t0.Add(time.Second))
+			for len(l.mac) > 0 {
+				l.forget(t0.Add(time.Second)) // forgetBudget a tick
+			}
 			return l, l.macMem.remade
 		}},
 		{"DECLINE counts", func(floor int) (any, int) {
@@ -232,7 +256,9 @@ func TestBurstMapsReleaseMemory(t *testing.T) {
 			for i := range n {
 				l.allowDecline(burstSub(i), t0)
 			}
-			l.forget(t0.Add(declineWindow))
+			for len(l.declines) > 0 {
+				l.forget(t0.Add(declineWindow))
+			}
 			return l, l.declineMem.remade
 		}},
 		{"generations", func(floor int) (any, int) {

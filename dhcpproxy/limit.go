@@ -79,6 +79,7 @@ func (l *limiter) init(lim *atomic.Pointer[Limits]) {
 	l.mac = map[subKey]*bucket{}
 	l.circuit = map[circuitKey]*bucket{}
 	l.declines = map[subKey]declineCount{}
+	l.macMem.div, l.declineMem.div = 16, 16 // see forget
 }
 
 // allowDecline reports whether sk's DECLINE at now may be passed to its
@@ -132,35 +133,55 @@ func (l *limiter) allow(sk subKey, now time.Time) string {
 	return ""
 }
 
+// forgetBudget is how many per-MAC buckets, and DECLINE counts, forget
+// looks at a tick.
+const forgetBudget = 1 << 16
+
 // forget drops the per-MAC buckets that have refilled (they hold nothing)
-// and the DECLINE counts whose window ended. Both maps are remade once
-// what they hold has fallen to a quarter of their peak (mapMem), as the
-// transactions' table is (shrink): an outage's burst, every modem's
-// DISCOVER within seconds, leaves a bucket per subscriber, forgotten a
-// burst's refill later (MACBurst/MACRate), and the map kept their room
-// for good (200K: 7 MB; 200K DECLINE counts: 15 MB;
-// TestBurstMapsReleaseMemory). Only forget deletes from them, so the peak
-// it sees before deleting is theirs. The copy is made under mu: on the
-// 2-CPU lab VM, 64–170 ms (median 75) for a quarter left of a million
-// buckets, once, where forget's own walk of a million takes 112–172 ms
-// every tick.
+// and the DECLINE counts whose window ended, looking at forgetBudget of
+// each at most (the map's random order reaches the rest at the next
+// ticks): a walk of a million buckets, an outage's burst, held mu 112–172
+// ms on the 2-CPU lab VM at every tick (a quarter second), every DHCP
+// message's allow waiting on it; a budget's takes 8–18 ms (17–38 when
+// it drops them all). A refilled bucket kept a few ticks longer is the
+// same as none (take fills a new one).
+//
+// Both maps are remade once what they hold has fallen to a sixteenth of
+// their peak (mapMem), as the transactions' table is at a quarter
+// (shrink): an outage's burst, every modem's DISCOVER within seconds,
+// leaves a bucket per subscriber, forgotten a burst's refill later
+// (MACBurst/MACRate), and the map kept their room for good (200K: 7 MB;
+// 200K DECLINE counts: 15 MB; TestBurstMapsReleaseMemory). Only forget
+// deletes from them, so the peak it sees before deleting is theirs. The
+// copy is made under mu: the tick that remakes what is left of a million
+// buckets takes 61–181 ms at a quarter, 27–36 ms at a sixteenth; the
+// budget paces the drain (a quarter to a sixteenth of a
+// million in three ticks), so the sixteenth costs little memory more.
 func (l *limiter) forget(now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	lim := l.lim.Load()
 	l.macMem.note(len(l.mac))
+	n := 0
 	for sk, b := range l.mac {
 		if b.full(now, lim.MACRate, lim.MACBurst) {
 			delete(l.mac, sk)
+		}
+		if n++; n == forgetBudget {
+			break
 		}
 	}
 	if l.macMem.due(len(l.mac)) {
 		l.mac = remade(l.mac)
 	}
 	l.declineMem.note(len(l.declines))
+	n = 0
 	for sk, d := range l.declines {
 		if now.Sub(d.since) >= declineWindow {
 			delete(l.declines, sk)
+		}
+		if n++; n == forgetBudget {
+			break
 		}
 	}
 	if l.declineMem.due(len(l.declines)) {

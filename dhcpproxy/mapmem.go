@@ -16,8 +16,9 @@ import (
 // it: the transactions' table (shrink) and those parked (unparkKey),
 // expire's OFFERs remembered and rapid-commit wins, the intent queue's
 // maps (shrinkLocked), the per-MAC rate buckets and DECLINE counts
-// (limiter.forget), the generations (pruneGens, at a sixteenth) and the
-// revoked addresses (revokedAddrs.prune). Not the other per-subscriber
+// (limiter.forget) and the generations (pruneGens), both at a sixteenth
+// (their drain is paced: a smaller copy under their lock), and the revoked
+// addresses (revokedAddrs.prune). Not the other per-subscriber
 // maps, which an outage's burst does not fill: the onboarding's (bounded
 // by Config.MaxOnboarding), the moves' cuts and claims (devices moved, or
 // heard on another circuit), the probes (probeSetBurst a circuit), the
