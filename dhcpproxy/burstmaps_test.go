@@ -11,7 +11,8 @@ import (
 // The per-subscriber maps besides the transactions' table that an
 // outage's burst fills and that drain afterwards (mapmem.go): the rate
 // limit's buckets and DECLINE counts, the generations, the revoked
-// addresses and the parked transactions. Each test below fails with the
+// addresses, the parked transactions and the reclaims' identifier waits
+// (filled by a start's backlog of intents, not by the burst). Each test below fails with the
 // remaking turned off (remade 0 times; the memory kept the same).
 
 // burstSub is the i-th subscriber of a burst.
@@ -221,8 +222,51 @@ func TestParkedShrinks(t *testing.T) {
 	checkIndex(t, &x, "put back")
 }
 
+// burstCID is the i-th subscriber's client identifier.
+func burstCID(i int) []byte {
+	return []byte{1, 2, 0, 0, byte(i >> 16), byte(i >> 8), byte(i)}
+}
+
+// TestReclaimWaitsShrink: prune lets go of the identifier waits whose
+// intents are on the wire and remakes the map once what is left has
+// fallen to a quarter of its peak, keeping the waits left; waits let go
+// by the messages of their identifiers (waiting) leave the map remade at
+// the next tick, not a prune's reclaimPruneEvery later.
+func TestReclaimWaitsShrink(t *testing.T) {
+	var r reclaimWaits
+	now := time.Unix(1e9, 0)
+	const n = 20_000
+	for i := range n {
+		r.wait(0, burstCID(i), []uint64{uint64(i)}, 0)
+	}
+	onWire := func(id uint64) bool { return id%4 != 0 }
+	old := r.m
+	r.prune(now, onWire)
+	if r.mem.remade != 1 || r.len() != n/4 || r.mem.peak != n/4 {
+		t.Fatalf("a quarter left: remade %d times, %d waiting, peak %d; want 1, %d, %d", r.mem.remade, r.len(), r.mem.peak, n/4, n/4)
+	}
+	old["x"] = nil
+	if _, ok := r.m["x"]; ok {
+		t.Fatal("the waits' map is the map of the peak")
+	}
+	for i := 0; i < n; i += 4 {
+		if !r.waiting(0, burstCID(i), 1, onWire) {
+			t.Fatalf("wait %d not kept", i)
+		}
+	}
+	for i := 0; i < n; i += 4 {
+		if r.waiting(0, burstCID(i), 1, func(uint64) bool { return true }) {
+			t.Fatalf("wait %d: its intent on the wire, still waiting", i)
+		}
+	}
+	r.prune(now.Add(time.Second), onWire)
+	if r.mem.remade != 2 || r.len() != 0 {
+		t.Fatalf("let go by waiting: remade %d times, %d waiting; want 2, 0", r.mem.remade, r.len())
+	}
+}
+
 // TestBurstMapsReleaseMemory: each map filled by a burst of 200,000
-// subscribers (50,000 with -short; the revoked addresses: maxRevoked at
+// subscribers (or a start's 200,000 intents pending, for the reclaim waits) (50,000 with -short; the revoked addresses: maxRevoked at
 // most), then drained: the heap after a GC against the one before the
 // burst, with the remaking turned off (a floor no peak reaches) and on.
 func TestBurstMapsReleaseMemory(t *testing.T) {
@@ -284,6 +328,15 @@ func TestBurstMapsReleaseMemory(t *testing.T) {
 			for r.len() > 0 {
 				r.prune(t0)
 			}
+			return &r, r.mem.remade
+		}},
+		{"reclaim waits", func(floor int) (any, int) {
+			var r reclaimWaits
+			r.mem.floor = floor
+			for i := range n {
+				r.wait(0, burstCID(i), []uint64{uint64(i)}, 0)
+			}
+			r.prune(t0, func(uint64) bool { return true })
 			return &r, r.mem.remade
 		}},
 		{"parked", func(floor int) (any, int) {

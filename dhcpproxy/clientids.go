@@ -252,6 +252,7 @@ type reclaimWaits struct {
 	mu     sync.Mutex
 	m      map[string]*reclaimWait
 	pruned time.Time
+	mem    mapMem // m's peak, for prune's remaking of it
 }
 
 // reclaimPruneEvery is how often the identifier waits whose intents are
@@ -309,6 +310,7 @@ func (r *reclaimWaits) wait(isp uint8, cid []byte, ids []uint64, own uint64) {
 	w := r.m[string(k)]
 	if w == nil {
 		r.m[string(k)] = &reclaimWait{slices.Clone(ids), own}
+		r.mem.note(len(r.m))
 		return
 	}
 	w.ids = append(w.ids, ids...)
@@ -319,18 +321,24 @@ func (r *reclaimWaits) wait(isp uint8, cid []byte, ids []uint64, own uint64) {
 
 // prune lets go of the waits whose intents queued reports on the wire, at
 // most once per reclaimPruneEvery (now) and only when some wait: linear in
-// the waits.
+// the waits. It remakes the map once what it holds, pruned or let go by
+// waiting, has fallen to a quarter of its peak (mapMem), as the
+// transactions' table is (shrink): a start after an outage holds the
+// identifier of each RELEASE pending, and the map kept their room for
+// good (200K: 7 MB, TestBurstMapsReleaseMemory).
 func (r *reclaimWaits) prune(now time.Time, queued func(uint64) bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.m) == 0 || now.Sub(r.pruned) < reclaimPruneEvery {
-		return
-	}
-	r.pruned = now
-	for k, w := range r.m {
-		if w.ids = slices.DeleteFunc(w.ids, queued); len(w.ids) == 0 {
-			delete(r.m, k)
+	if len(r.m) > 0 && now.Sub(r.pruned) >= reclaimPruneEvery {
+		r.pruned = now
+		for k, w := range r.m {
+			if w.ids = slices.DeleteFunc(w.ids, queued); len(w.ids) == 0 {
+				delete(r.m, k)
+			}
 		}
+	}
+	if r.mem.due(len(r.m)) {
+		r.m = remade(r.m)
 	}
 }
 

@@ -17,8 +17,9 @@ import (
 // expire's OFFERs remembered and rapid-commit wins, the intent queue's
 // maps (shrinkLocked), the per-MAC rate buckets and DECLINE counts
 // (limiter.forget) and the generations (pruneGens), both at a sixteenth
-// (their drain is paced: a smaller copy under their lock), and the revoked
-// addresses (revokedAddrs.prune). Not the other per-subscriber
+// (their drain is paced: a smaller copy under their lock), the revoked
+// addresses (revokedAddrs.prune) and the identifiers waiting for a
+// holder's RELEASE (reclaimWaits.prune). Not the other per-subscriber
 // maps, which an outage's burst does not fill: the onboarding's (bounded
 // by Config.MaxOnboarding), the moves' cuts and claims (devices moved, or
 // heard on another circuit), the probes (probeSetBurst a circuit), the

@@ -83,7 +83,7 @@
 //   - mapmem.go: when a map a burst filled is remade to give its memory
 //     back (mapMem, no state of its own: its owner's lock), for the
 //     transactions' and the intents' maps, the rate limits' buckets, the
-//     generations and the revoked addresses.
+//     generations, the revoked addresses and the reclaims' waits.
 //   - events.go: state-change events (stored with their change) and
 //     refusal events (folded, budgeted per ISP: eventNotes.mu).
 //   - storeerr.go: the log lines of the writes the store refused, at most
