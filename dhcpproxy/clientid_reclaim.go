@@ -197,16 +197,25 @@ func createdString(t time.Time) string {
 
 // reclaimHoldoffs holds, by holder MAC, when a reclaim last revoked its
 // binding (mayReclaim), for reclaimHoldoff. Entries older than that are
-// dropped at the next note: the map holds the reclaims of the last
+// dropped by a note at least holdoffPruneEvery after the last that
+// dropped them (holdoff reads an entry's age, so one kept a little
+// longer changes nothing): the map holds the reclaims of about the last
 // reclaimHoldoff, each of which took a subscriber asking with its own
 // identifier (an older registration, or the holder's customer's). RAM
 // only: a restart forgets them (one more reclaim of each holder per
 // restart, which no subscriber can cause), while the age rule, read from
 // the store, stands.
 type reclaimHoldoffs struct {
-	mu sync.Mutex
-	m  map[uint64]time.Time
+	mu     sync.Mutex
+	m      map[uint64]time.Time
+	pruned time.Time // when a note last walked m
+	walks  int       // the walks (tests)
 }
+
+// holdoffPruneEvery spaces reclaimHoldoffs' walks: each note walked the
+// whole map, the reclaims of the last hour, so k reclaims within an hour
+// cost k²/2 steps under the lock.
+const holdoffPruneEvery = time.Minute
 
 // note records that holder's binding was revoked by a reclaim at now.
 func (r *reclaimHoldoffs) note(holder uint64, now time.Time) {
@@ -215,9 +224,13 @@ func (r *reclaimHoldoffs) note(holder uint64, now time.Time) {
 	if r.m == nil {
 		r.m = map[uint64]time.Time{}
 	}
-	for m, at := range r.m {
-		if now.Sub(at) >= reclaimHoldoff {
-			delete(r.m, m)
+	if d := now.Sub(r.pruned); d >= holdoffPruneEvery || d < 0 {
+		r.pruned = now
+		r.walks++
+		for m, at := range r.m {
+			if now.Sub(at) >= reclaimHoldoff {
+				delete(r.m, m)
+			}
 		}
 	}
 	r.m[holder] = now

@@ -128,3 +128,36 @@ func squat(t *testing.T, r *prig, m string) []byte {
 	r.p.committing.Wait()
 	return ownerID
 }
+
+// TestReclaimHoldoffsPrunePaced: the hold-offs' map is walked for expired
+// entries at most once per holdoffPruneEvery, not at every note (k
+// reclaims within the hold-off cost k² steps), and an entry kept past its
+// hold-off until the next walk holds nothing off.
+func TestReclaimHoldoffsPrunePaced(t *testing.T) {
+	var r reclaimHoldoffs
+	t0 := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	for i := range 1000 {
+		r.note(uint64(i), t0.Add(time.Duration(i)*time.Millisecond))
+	}
+	if r.walks != 1 {
+		t.Fatalf("1000 notes within a second walked the map %d times, want 1", r.walks)
+	}
+	// An hour on, before the next walk: the old entries are still in the
+	// map but hold nothing off.
+	late := t0.Add(reclaimHoldoff + time.Second)
+	if _, ok := r.holdoff(5, late); ok {
+		t.Fatal("a hold-off an hour old still holds off")
+	}
+	if until, ok := r.holdoff(5, t0.Add(time.Minute)); !ok || !until.Equal(t0.Add(5*time.Millisecond+reclaimHoldoff)) {
+		t.Fatalf("holdoff within the hour = %v %v", until, ok)
+	}
+	r.note(5000, late)
+	if r.walks != 2 || len(r.m) != 1 {
+		t.Fatalf("a note an hour on: %d walks, %d entries, want 2 and only its own", r.walks, len(r.m))
+	}
+	// A clock stepped back walks again rather than waiting.
+	r.note(5001, t0)
+	if r.walks != 3 {
+		t.Fatalf("a note with the clock stepped back: %d walks, want 3", r.walks)
+	}
+}
