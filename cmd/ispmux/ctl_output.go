@@ -161,14 +161,17 @@ var bindingColumns = columns[tenants.Binding]{
 // rows come one at a time, a fixed width per column (but the last), wide
 // enough for its usual values: every kind, a MAC, an IPv4 address, a
 // reason of a few words, an actor "isp:NAME", a sequence number of a
-// store restored from a backup up to a day old (2^32 and a million a
-// second since the backup: 11 digits). A longer cell is never cut:
+// store created since event numbers start at the clock (microseconds
+// since the Unix epoch: 16 digits until the year 2286, a restored
+// copy's jump of 2^32 and a million a second included; a store from
+// before that numbers from 1 and its restored copies reach 11 digits).
+// A longer cell is never cut:
 // it pushes the rest of its own row to the right. REQUEST is the API
 // request that made the change (with its ACTOR): what a caller quotes,
 // and what `ctl events --request-id` looks for.
 var (
 	eventHeader = []string{"SEQ", "TIME", "KIND", "MAC", "ISP", "CUSTOMER", "IP", "REASON", "ACTOR", "REQUEST"}
-	eventWidths = []int{11, 20, 16, 17, 10, 14, 15, 32, 20, 0}
+	eventWidths = []int{16, 20, 16, 17, 10, 14, 15, 32, 20, 0}
 )
 
 func eventCells(ev tenants.Event) []string {

@@ -682,7 +682,9 @@ func TestCtlISPTokenWithoutISPHint(t *testing.T) {
 // each (every kind, a reason of a few words, an ISP's actor), and the
 // sequence numbers of a store restored from a backup (2^32 and a million
 // a second since the backup: a field trial's were 4304987795, past the
-// column, and every row after a restore was out of line).
+// column, and every row after a restore was out of line), and those of a
+// store created since numbers start at the clock (16 digits: every row
+// of a new box's stream was out of line).
 func TestFollowedEventsAligned(t *testing.T) {
 	at := time.Date(2026, 12, 5, 2, 20, 13, 0, time.UTC)
 	var evs []tenants.Event
@@ -707,6 +709,13 @@ func TestFollowedEventsAligned(t *testing.T) {
 	// Restored from a copy a day old (subscribers' copy jump).
 	evs = append(evs, tenants.Event{Seq: 1<<32 + 86400*1_000_000 + 1201, Time: at, Kind: string(subscribers.EventBound),
 		MAC: "02:00:00:00:00:07", ISP: "alpha", CustomerID: "c-12", IP: "100.64.0.1", Reason: "lease 30s"})
+	// A store created now numbers from the clock (microseconds since the
+	// epoch: 16 digits), and so does its copy restored a day later.
+	base := uint64(at.UnixMicro())
+	for _, seq := range []uint64{base + 1, base + 1<<32 + 86400*1_000_000 + 1201} {
+		evs = append(evs, tenants.Event{Seq: seq, Time: at, Kind: string(subscribers.EventRenewed),
+			MAC: "02:00:00:00:00:07", ISP: "alpha", CustomerID: "c-12", IP: "100.64.0.1", Reason: "lease renewed for 30s"})
+	}
 	header := eventLine(eventHeader)
 	for _, ev := range evs {
 		row := eventLine(eventCells(ev))
