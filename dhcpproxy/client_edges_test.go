@@ -146,3 +146,33 @@ func TestBadUDPChecksumDropped(t *testing.T) {
 		t.Fatalf("a DISCOVER with its checksum: relayed %v (counters %v)", up, r.p.Counters())
 	}
 }
+
+// TestOwnNakToRenewingClientAtCiaddr: ispmux's own NAK to a RENEWING
+// client (a unicast REQUEST with ciaddr, here one it holds no binding
+// for: request_nak) goes to that ciaddr, where a client listening only on
+// its leased address (dhcpcd 9.4) reads it; a client without an address
+// (INIT-REBOOT) still gets it at 255.255.255.255. Before, every NAK went
+// to 255.255.255.255 and dhcpcd renewed unanswered until T2 (a lab trial).
+func TestOwnNakToRenewingClientAtCiaddr(t *testing.T) {
+	ciaddr := netip.MustParseAddr("100.64.0.77")
+	for _, tc := range []struct {
+		name string
+		send func(r *prig)
+		want netip.Addr
+	}{
+		{"renewing", func(r *prig) { r.fromClientUnicast(renewOf(t, s1, ciaddr), ciaddr) }, ciaddr},
+		{"init-reboot", func(r *prig) { r.fromClient(initReboot(t, s1, ciaddr)) }, netip.AddrFrom4([4]byte{255, 255, 255, 255})},
+	} {
+		r, _ := newSRig(t)
+		tc.send(r)
+		var naks []netip.Addr
+		for _, s := range r.snd.take() {
+			if m := dhcpOf(s.frame); s.port == accPort && m != nil && m.MessageType() == dhcpv4.MessageTypeNak {
+				naks = append(naks, netip.AddrFrom4([4]byte(s.frame[30:34]))) // IPv4 destination, untagged frame
+			}
+		}
+		if len(naks) != 1 || naks[0] != tc.want {
+			t.Errorf("%s: NAKs to %v, want one to %v (counters %v)", tc.name, naks, tc.want, r.p.Counters())
+		}
+	}
+}

@@ -195,15 +195,34 @@ func (p *Proxy) declineMessage(t *txn, ack *dhcpv4.DHCPv4, ip, ispServerID netip
 }
 
 // nak sends the subscriber a DHCPNAK for the transaction of ack, as its
-// server.
+// server: to the client's ciaddr when m has one (a RENEWING or REBINDING
+// client, which holds that address; nakAddr), else to 255.255.255.255.
 func (p *Proxy) nak(c *Circuit, m *dhcpv4.DHCPv4, msg string) {
 	// Built in place (no library message, no random transaction ID
 	// drawn): a flood of REQUESTs the NAK rule refuses costs little.
 	dstMAC := binding.MAC48([6]byte(m.ClientHWAddr))
-	if !p.injectUDP(c.Port, dstMAC, c.MAC, c.VLAN, c.Addr, netip.AddrFrom4([4]byte{255, 255, 255, 255}), 67, 68, nakBytes(m, c.Addr, msg)) {
+	if !p.injectUDP(c.Port, dstMAC, c.MAC, c.VLAN, c.Addr, nakAddr(m), 67, 68, nakBytes(m, c.Addr, msg)) {
 		p.count("inject_full")
 	}
 	p.count("nak_sent")
+}
+
+// nakAddr is the IP destination of ispmux's NAK to the client message m:
+// its ciaddr if it has one, else 255.255.255.255. RFC 2131 §4.1 has a
+// server on the client's link broadcast every NAK, but a RENEWING client
+// may listen only on its leased address: dhcpcd 9.4 (Debian 12) reads a
+// renewal's answers on a UDP socket bound to it and never saw ispmux's
+// broadcast NAKs, renewing unanswered until T2 (a lab trial: three NAKs
+// ignored, 22 s of a 60 s lease without service; 3.75 min with the
+// default 10 min client lease), where Kea, which answers any message
+// with a ciaddr at that ciaddr (Dhcpv4Srv::adjustRemoteAddr), reached it
+// at once. A client without an address (INIT-REBOOT, ciaddr 0) still
+// gets the broadcast. The frame goes to chaddr either way (deliverTo).
+func nakAddr(m *dhcpv4.DHCPv4) netip.Addr {
+	if ci, ok := netip.AddrFromSlice(m.ClientIPAddr.To4()); ok && !ci.IsUnspecified() && !ci.IsMulticast() && ci != netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return ci
+	}
+	return netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }
 
 // nakBytes is ispmux's DHCPNAK to the client message m (RFC 2131 table 3:
