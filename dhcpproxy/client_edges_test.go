@@ -151,7 +151,8 @@ func TestBadUDPChecksumDropped(t *testing.T) {
 // client (a unicast REQUEST with ciaddr, here one it holds no binding
 // for: request_nak) goes to that ciaddr, where a client listening only on
 // its leased address (dhcpcd 9.4) reads it; a client without an address
-// (INIT-REBOOT) still gets it at 255.255.255.255. Before, every NAK went
+// (INIT-REBOOT), or one naming an address no host holds (loopback), still
+// gets it at 255.255.255.255. Before, every NAK went
 // to 255.255.255.255 and dhcpcd renewed unanswered until T2 (a lab trial).
 func TestOwnNakToRenewingClientAtCiaddr(t *testing.T) {
 	ciaddr := netip.MustParseAddr("100.64.0.77")
@@ -162,6 +163,9 @@ func TestOwnNakToRenewingClientAtCiaddr(t *testing.T) {
 	}{
 		{"renewing", func(r *prig) { r.fromClientUnicast(renewOf(t, s1, ciaddr), ciaddr) }, ciaddr},
 		{"init-reboot", func(r *prig) { r.fromClient(initReboot(t, s1, ciaddr)) }, netip.AddrFrom4([4]byte{255, 255, 255, 255})},
+		{"loopback ciaddr", func(r *prig) {
+			r.fromClientUnicast(renewOf(t, s1, netip.MustParseAddr("127.0.0.1")), netip.MustParseAddr("127.0.0.1"))
+		}, netip.AddrFrom4([4]byte{255, 255, 255, 255})},
 	} {
 		r, _ := newSRig(t)
 		tc.send(r)

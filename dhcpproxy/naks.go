@@ -216,10 +216,11 @@ func (p *Proxy) nak(c *Circuit, m *dhcpv4.DHCPv4, msg string) {
 // ignored, 22 s of a 60 s lease without service; 3.75 min with the
 // default 10 min client lease), where Kea, which answers any message
 // with a ciaddr at that ciaddr (Dhcpv4Srv::adjustRemoteAddr), reached it
-// at once. A client without an address (INIT-REBOOT, ciaddr 0) still
+// at once. A client without an address (INIT-REBOOT, ciaddr 0), or with
+// one no host holds (loopback, link-local, multicast, broadcast), still
 // gets the broadcast. The frame goes to chaddr either way (deliverTo).
 func nakAddr(m *dhcpv4.DHCPv4) netip.Addr {
-	if ci, ok := netip.AddrFromSlice(m.ClientIPAddr.To4()); ok && !ci.IsUnspecified() && !ci.IsMulticast() && ci != netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+	if ci, ok := netip.AddrFromSlice(m.ClientIPAddr.To4()); ok && ci.IsGlobalUnicast() {
 		return ci
 	}
 	return netip.AddrFrom4([4]byte{255, 255, 255, 255})
