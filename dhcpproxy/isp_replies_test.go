@@ -142,3 +142,39 @@ func TestSameXidOtherCircuitDeliveredToNewCircuit(t *testing.T) {
 		}
 	}
 }
+
+// An ISP's NAK of a RENEWING client's REQUEST goes to the client's ciaddr,
+// as ispmux's own NAK does (nakAddr): the NAK's own ciaddr is 0, and a
+// client that listens on its leased address only (dhcpcd 9.4) ignored the
+// broadcast, renewing unanswered until T2. A NAK of an INIT-REBOOT
+// REQUEST (ciaddr 0) is still broadcast.
+func TestISPNakToRenewingClientAtCiaddr(t *testing.T) {
+	ip := netip.MustParseAddr("100.64.0.101")
+	bcast := netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	for _, tc := range []struct {
+		name string
+		send func(r *prig)
+		want netip.Addr
+	}{
+		{"renewing", func(r *prig) { r.fromClientUnicast(renewing(t, s1, ip.String()), ip) }, ip},
+		{"init-reboot", func(r *prig) { r.fromClient(initReboot(t, s1, ip)) }, bcast},
+	} {
+		r, _ := twoServersBound(t)
+		tc.send(r)
+		up, _ := r.relayedTo()
+		req := up[ispSID]
+		if req == nil {
+			t.Fatalf("%s: REQUEST not relayed to %v (relayed to %v; counters %v)", tc.name, ispSID, up, r.p.Counters())
+		}
+		r.fromServerAt(ispSID, serverReply(req, dhcpv4.MessageTypeNak, ispSID, ispSID))
+		var naks []netip.Addr
+		for _, s := range r.snd.take() {
+			if m := dhcpOf(s.frame); s.port == accPort && m != nil && m.MessageType() == dhcpv4.MessageTypeNak {
+				naks = append(naks, netip.AddrFrom4([4]byte(s.frame[30:34]))) // IPv4 destination, untagged frame
+			}
+		}
+		if len(naks) != 1 || naks[0] != tc.want {
+			t.Errorf("%s: the ISP's NAK went to %v, want once to %v (counters %v)", tc.name, naks, tc.want, r.p.Counters())
+		}
+	}
+}

@@ -51,7 +51,10 @@ func (p *Proxy) nakFromISP(t *txn, m *dhcpv4.DHCPv4, payload []byte) {
 		out = nakBytes(m, c.Addr, "") // the ISP's, without its options
 		copy(out[10:12], cs.flags[:]) // the client's, as relayDownTo's
 	}
-	p.deliver(c, m, out)
+	// To the REQUEST's ciaddr, as ispmux's own NAK (nakAddr): the NAK's
+	// own ciaddr is 0, and a RENEWING client may listen on its leased
+	// address only.
+	p.deliverTo(c, m, out, nakAddrOf(cs.ciaddr))
 	p.count("nak")
 	p.ispStat(t.isp.Index).outcomes[OutcomeNak].Add(1)
 }
@@ -220,7 +223,15 @@ func (p *Proxy) nak(c *Circuit, m *dhcpv4.DHCPv4, msg string) {
 // one no host holds (loopback, link-local, multicast, broadcast), still
 // gets the broadcast. The frame goes to chaddr either way (deliverTo).
 func nakAddr(m *dhcpv4.DHCPv4) netip.Addr {
-	if ci, ok := netip.AddrFromSlice(m.ClientIPAddr.To4()); ok && ci.IsGlobalUnicast() {
+	ci, _ := netip.AddrFromSlice(m.ClientIPAddr.To4())
+	return nakAddrOf(ci)
+}
+
+// nakAddrOf is nakAddr for a client message whose ciaddr was ci (invalid:
+// none): an ISP's NAK, whose own ciaddr is 0, goes where ispmux's own
+// would (nakFromISP).
+func nakAddrOf(ci netip.Addr) netip.Addr {
+	if ci.Is4() && ci.IsGlobalUnicast() {
 		return ci
 	}
 	return netip.AddrFrom4([4]byte{255, 255, 255, 255})

@@ -226,6 +226,7 @@ func relayDown(raw []byte, ourServerID netip.Addr, lease time.Duration) []byte {
 type clientSide struct {
 	flags    [2]byte
 	clientID []byte
+	ciaddr   netip.Addr // the client message's ciaddr (invalid: 0), where a NAK goes (nakAddrOf)
 }
 
 // relayDownTo is relayDown, and with cs (nil: as the ISP sent them) the

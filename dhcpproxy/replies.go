@@ -489,7 +489,8 @@ func bootFields(raw []byte) []byte {
 const maxStoredOptions = 1500
 
 // deliver sends a server message to the subscriber as RFC 2131 §4.1 says
-// for a server on the client's link (giaddr 0): NAKs are broadcast; a
+// for a server on the client's link (giaddr 0): NAKs are broadcast (an
+// ISP's NAK goes where ispmux's own does, nakFromISP); a
 // client with an address (ciaddr) gets unicast; a client that asked for
 // broadcast gets broadcast; otherwise unicast to yiaddr at chaddr. Every
 // frame is addressed to chaddr at L2 (deliverTo).

@@ -27,7 +27,7 @@ func (x *txns) informFrom(t *txn) netip.Addr {
 func (x *txns) clientSideOf(t *txn) *clientSide {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return &clientSide{flags: t.flags, clientID: t.clientID}
+	return &clientSide{flags: t.flags, clientID: t.clientID, ciaddr: t.ciaddr}
 }
 
 // refuse notes that an answer to t was refused (see txn.refused).

@@ -35,6 +35,9 @@ type txn struct {
 	// requested is the address the client asked for (option 50, or
 	// ciaddr when renewing), for the event of a NAK.
 	requested netip.Addr
+	// ciaddr is the client message's ciaddr (invalid: 0): where the
+	// ISP's NAK goes (nakFromISP).
+	ciaddr netip.Addr
 	// clientID is the client's identifier (option 61), if it sent one.
 	clientID []byte
 	// names are the names the client gave itself (renamed.go): an ACK
@@ -475,7 +478,10 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 		t.flags = [2]byte(raw[10:12])
 	}
 	t.replyMax, t.prl = maxReply(raw), requestList(raw)
-	t.requested = netip.Addr{}
+	t.requested, t.ciaddr = netip.Addr{}, netip.Addr{}
+	if a, ok := netip.AddrFromSlice(m.ClientIPAddr.To4()); ok && !a.IsUnspecified() {
+		t.ciaddr = a
+	}
 	if a, ok := netip.AddrFromSlice(m.RequestedIPAddress().To4()); ok && !a.IsUnspecified() {
 		t.requested = a
 	} else if a, ok := netip.AddrFromSlice(m.ClientIPAddr.To4()); ok && !a.IsUnspecified() {
