@@ -26,8 +26,10 @@ import (
 // refusal events' folding (their budgets); nor those of one entry per
 // circuit or ISP.
 type mapMem struct {
-	// peak is the most entries the map held since it was made (as
-	// expire saw them, for the maps it remakes).
+	// peak is the most entries the map held since it was made (or last
+	// remade), as its owner noted them: where an entry is added (note,
+	// dropSub, wait, put) or, for a map only its tick deletes from, at
+	// the tick before deleting (expire, forget, pruneGens).
 	peak int
 	// floor is the least peak worth remaking the map for (0:
 	// shrinkFloor; tests lower it, or raise it to turn the remaking off).
