@@ -12,8 +12,9 @@ import (
 // outage's burst fills and that drain afterwards (mapmem.go): the rate
 // limit's buckets and DECLINE counts, the generations, the revoked
 // addresses, the parked transactions and the reclaims' identifier waits
-// (filled by a start's backlog of intents, not by the burst). Each test below fails with the
-// remaking turned off (remade 0 times; the memory kept the same).
+// (filled by a start's backlog of intents, not by the burst). Each test
+// below fails with the remaking turned off (remade 0 times; the memory
+// kept the same).
 
 // burstSub is the i-th subscriber of a burst.
 func burstSub(i int) subKey {
