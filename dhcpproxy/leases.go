@@ -198,6 +198,10 @@ type leaseTable struct {
 	// cuts holds, for the bindings of devices moved to another ISP
 	// (make-before-break, moves.go), when they end at the latest.
 	cuts map[subKey]time.Time
+	// cutsAt orders cuts' deadlines (cutsDue); cutsMem remakes cuts
+	// once a bulk move's have drained (mapmem.go).
+	cutsAt  cutHeap
+	cutsMem mapMem
 	// claims holds, for the bindings whose MAC asked for a lease on
 	// another circuit (moves.go, endOtherCircuits), when that circuit
 	// may take the MAC over unless the holder is heard from first.
