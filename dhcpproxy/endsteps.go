@@ -177,7 +177,9 @@ func (x *txns) unpark(sk subKey, d droppedTxns, restore bool, max, share int, no
 		resume(t, now, timeout)
 	}
 	if _, again := x.offered[sk]; restore && d.hadOffer && !again {
-		x.offered[sk] = d.offer
+		// Behind later ones in offerQ: forgotten once those are, up to
+		// offerMemory late (begin reads its age).
+		x.remember(sk, d.offer)
 	}
 	return full
 }

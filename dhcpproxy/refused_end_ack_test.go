@@ -143,7 +143,7 @@ func TestParkedTransactions(t *testing.T) {
 		ts[i] = &txn{sub: sk, isp: isp, msgType: dhcpv4.MessageTypeRequest}
 		x.put(pk, ts[i])
 	}
-	x.offered[sk] = offer{isp: isp}
+	x.remember(sk, offer{isp: isp})
 	x.mu.Unlock()
 
 	d := x.dropSub(sk)

@@ -200,6 +200,12 @@ type txns struct {
 	mem       mapMem // their peak, to give back a burst's memory (txnindex.go)
 	offered   map[subKey]offer
 	offerMem  mapMem // offered's peak, for expire's remaking of it
+	// offerQ holds offered's entries in the order they were remembered
+	// (remember), from offerHead on: expire forgets the OFFERs whose
+	// time is up from its front, where it walked all of offered at every
+	// tick (expireOffers).
+	offerQ    []offerAt
+	offerHead int
 	rapid     map[pendKey]*rapidWin
 	rapidMem  mapMem // rapid's peak, for expire's remaking of it
 	// parked holds the transactions dropSub took from pending, of the
@@ -540,6 +546,19 @@ func (x *txns) offer(t *txn, isp *ISP, from, sid netip.Addr, now time.Time, time
 	}
 	t.serverID, t.offerFrom = sid, from
 	t.deadline = now.Add(timeout)
-	x.offered[t.sub] = offer{isp: isp, sid: sid, from: from, at: now}
+	x.remember(t.sub, offer{isp: isp, sid: sid, from: from, at: now})
 	return true
+}
+
+// offerAt is an OFFER of sk remembered at at (Unix nanoseconds), in
+// txns.offerQ.
+type offerAt struct {
+	sk subKey
+	at int64
+}
+
+// remember remembers o as sk's OFFER (x.mu held).
+func (x *txns) remember(sk subKey, o offer) {
+	x.offered[sk] = o
+	x.offerQ = append(x.offerQ, offerAt{sk, o.at.UnixNano()})
 }

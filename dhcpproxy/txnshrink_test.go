@@ -131,12 +131,18 @@ func TestOffersShrink(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	isp := &ISP{Name: "alpha"}
 	const n = 20_000
-	for i := range n {
-		at := now.Add(-offerMemory) // forgotten at now
-		if i%4 == 0 {
-			at = now
+	// Remembered in time order, as offer remembers them: the quarter
+	// kept (i%4 == 0) last.
+	for _, kept := range []bool{false, true} {
+		for i := range n {
+			at := now.Add(-offerMemory) // forgotten at now
+			if i%4 == 0 {
+				at = now
+			}
+			if (i%4 == 0) == kept {
+				x.remember(subKey{mac: 0x020000000000 | uint64(i)}, offer{isp: isp, at: at})
+			}
 		}
-		x.offered[subKey{mac: 0x020000000000 | uint64(i)}] = offer{isp: isp, at: at}
 	}
 	old := x.offered
 	x.expire(now)
