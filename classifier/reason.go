@@ -17,7 +17,7 @@ type Reason uint8
 const (
 	ReasonNone                    Reason = iota
 	ReasonMalformed                      // truncated or inconsistent headers
-	ReasonBadChecksum                    // IPv4 header checksum does not verify
+	ReasonBadChecksum                    // IPv4 header checksum does not verify; or (engine) the transport checksum of a segment ispmux would answer itself
 	ReasonUnsupportedEtherType           // not IPv4 or ARP (IPv6 included, for now), or stacked VLAN tags
 	ReasonBadSourceMAC                   // source MAC is multicast, broadcast or zero, or a subscriber's frame has ours
 	ReasonUnknownInterface               // frame on a port or VLAN not in the configuration

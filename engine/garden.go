@@ -120,7 +120,9 @@ const (
 // checked). It reports whether the frame goes on along the normal path:
 // to the access gateway (a ping answered, anything else not_for_us) or to
 // the portal (forwarded to the garden's uplink). Otherwise it has set the
-// verdict: a DNS answer or a TCP reset sent back, or a walled_garden drop.
+// verdict: a DNS answer or a TCP reset sent back, a bad_checksum drop (a
+// DNS query or TCP segment it would have answered whose checksum fails), or
+// a walled_garden drop.
 func (p *Processor) gardenPass(in uint8, pt *port, out *datapath.Verdict, pkt *classifier.Packet, f []byte) bool {
 	g := p.garden
 	if g != nil && pkt.Proto == classifier.ProtoUDP && pkt.DstPort == portDNS && !pkt.Frag {
@@ -173,12 +175,17 @@ func unicastAddr(a uint32) bool {
 // answerDNS turns the DNS query in f (UDP, first and only fragment) into
 // the garden's answer from the address it was sent to, in place, back out
 // of the port it came from. It reports false, leaving f alone, for a query
-// it does not answer.
+// it does not answer; a datagram whose UDP checksum fails is dropped here,
+// bad_checksum (reporting true: dealt with).
 func (p *Processor) answerDNS(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64, g *garden) bool {
 	l3, l4, end := pkt.L3, pkt.L4, pkt.L3+pkt.TotalLen
 	ulen := int(binary.BigEndian.Uint16(f[l4+4:]))
 	if ulen < 8 || l4+ulen > end || !unicastAddr(pkt.DstIP) {
 		return false
+	}
+	if !l4ChecksumOK(pkt, f) {
+		p.drop(in, out, classifier.ReasonBadChecksum)
+		return true
 	}
 	b := f[:cap(f)]
 	n := dnsRespond(b[l4+8:], ulen-8, g.portal, g.names)
@@ -210,11 +217,16 @@ func (p *Processor) answerDNS(in uint8, out *datapath.Verdict, pkt *classifier.P
 // answerRST answers the TCP segment in f (first and only fragment) with a
 // reset from the address it was sent to (RFC 9293 §3.10.7.1), in place,
 // back out of the port it came from. It reports false, leaving f alone, for
-// a reset (never answered) or a malformed header.
+// a reset (never answered) or a malformed header; a segment whose checksum
+// fails is dropped here, bad_checksum (reporting true: dealt with).
 func (p *Processor) answerRST(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64) bool {
 	seg, doff, flags, ok := gardenSegment(pkt, f)
 	if !ok {
 		return false
+	}
+	if !l4ChecksumOK(pkt, f) {
+		p.drop(in, out, classifier.ReasonBadChecksum)
+		return true
 	}
 	var seq, ack uint32
 	rflags := byte(tcpRST)

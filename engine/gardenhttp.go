@@ -58,7 +58,8 @@ func (g *garden) httpISN(src, dst uint32, sport, dport uint16) uint32 {
 // answerHTTP answers the TCP segment in f, to port 80 of an address other
 // than the portal's, as the exchange above says, in place, back out of the
 // port it came from. It reports false, leaving f alone, for a segment it
-// does not answer.
+// does not answer; one it would answer whose TCP checksum fails is dropped
+// here, bad_checksum (reporting true: dealt with).
 func (p *Processor) answerHTTP(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64, g *garden) bool {
 	seg, doff, flags, ok := gardenSegment(pkt, f)
 	if !ok {
@@ -86,6 +87,10 @@ func (p *Processor) answerHTTP(in uint8, out *datapath.Verdict, pkt *classifier.
 		rseq, rack, rflags = ack, seq+data+1, tcpACK
 	default:
 		return false
+	}
+	if !l4ChecksumOK(pkt, f) {
+		p.drop(in, out, classifier.ReasonBadChecksum)
+		return true
 	}
 	b := f[:cap(f)]
 	n := putTCPAnswer(b, pkt, rseq, rack, rflags, 0xffff, opts, payload)
