@@ -1,6 +1,7 @@
 package dhcpproxy
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -148,6 +149,46 @@ func TestSameXidOtherCircuitDeliveredToNewCircuit(t *testing.T) {
 // client that listens on its leased address only (dhcpcd 9.4) ignored the
 // broadcast, renewing unanswered until T2. A NAK of an INIT-REBOOT
 // REQUEST (ciaddr 0) is still broadcast.
+// An ISP's ACK to a renewal that ispmux refuses (no lease time; the
+// registration changed while the ISP answered) is answered with ispmux's
+// own NAK (nakAck), which went to the ACK's ciaddr: 0 from a server that
+// does not echo it (RFC 2131 table 3 allows either), so the NAK was
+// broadcast, and a RENEWING client that hears its leased address only
+// (dhcpcd 9.4, nakAddr) renewed unanswered until T2. It goes to the
+// REQUEST's ciaddr now, with the client's flags.
+func TestRefusedAckToRenewingClientAtCiaddr(t *testing.T) {
+	ip := netip.MustParseAddr("100.64.0.101")
+	for _, tc := range []struct {
+		name   string
+		refuse func(r *prig, ack *dhcpv4.DHCPv4)
+	}{
+		{"no lease time", func(_ *prig, ack *dhcpv4.DHCPv4) { ack.Options.Del(dhcpv4.OptionIPAddressLeaseTime) }},
+		{"not admitted", func(r *prig, _ *dhcpv4.DHCPv4) { block(t, r, s1) }},
+	} {
+		r, _ := twoServersBound(t)
+		req := renewing(t, s1, ip.String())
+		req.Flags = 0x8000 // the client's, which its NAK carries
+		r.fromClientUnicast(req, ip)
+		up, _ := r.relayedTo()
+		if up[ispSID] == nil {
+			t.Fatalf("%s: renewal not relayed to %v (relayed to %v; counters %v)", tc.name, ispSID, up, r.p.Counters())
+		}
+		ack := serverReply(up[ispSID], dhcpv4.MessageTypeAck, ispSID, ispSID)
+		ack.ClientIPAddr, ack.Flags = net.IPv4zero, 0 // as a server may
+		tc.refuse(r, ack)
+		r.fromServerAt(ispSID, ack)
+		var naks []string // destination and flags of each
+		for _, s := range r.snd.take() {
+			if m := dhcpOf(s.frame); s.port == accPort && m != nil && m.MessageType() == dhcpv4.MessageTypeNak {
+				naks = append(naks, fmt.Sprintf("to %v flags %#04x", netip.AddrFrom4([4]byte(s.frame[30:34])), m.Flags)) // untagged frame
+			}
+		}
+		if want := fmt.Sprintf("to %v flags %#04x", ip, 0x8000); len(naks) != 1 || naks[0] != want {
+			t.Errorf("%s: NAKs %q, want one %q (counters %v)", tc.name, naks, want, r.p.Counters())
+		}
+	}
+}
+
 func TestISPNakToRenewingClientAtCiaddr(t *testing.T) {
 	ip := netip.MustParseAddr("100.64.0.101")
 	bcast := netip.AddrFrom4([4]byte{255, 255, 255, 255})

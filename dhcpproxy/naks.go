@@ -135,14 +135,21 @@ func (p *Proxy) declineAndNak(t *txn, ack *dhcpv4.DHCPv4, ip, ispServerID netip.
 
 // nakAck NAKs the subscriber of t instead of passing the ISP's ack on:
 // the NAK echoes the client identifier the client sent (RFC 6842 §3),
-// which the ISP's ACK may not carry (a server that predates RFC 6842).
+// which the ISP's ACK may not carry (a server that predates RFC 6842),
+// carries the client's flags and goes where ispmux's NAK to the client's
+// REQUEST would (nakAddrOf its ciaddr): the ACK's ciaddr may be 0 (RFC
+// 2131 table 3, "ciaddr from DHCPREQUEST or 0"), which broadcast the NAK
+// of a renewal refused (a registration changed meanwhile) to a RENEWING
+// client that hears its leased address only (dhcpcd 9.4, nakAddr).
 func (p *Proxy) nakAck(t *txn, ack *dhcpv4.DHCPv4, msg string) {
+	cs := p.tx.clientSideOf(t)
 	m := *ack
 	m.Options = dhcpv4.Options{}
-	if len(t.clientID) > 0 {
-		m.Options.Update(dhcpv4.OptGeneric(dhcpv4.OptionClientIdentifier, t.clientID))
+	m.Flags = binary.BigEndian.Uint16(cs.flags[:])
+	if len(cs.clientID) > 0 {
+		m.Options.Update(dhcpv4.OptGeneric(dhcpv4.OptionClientIdentifier, cs.clientID))
 	}
-	p.nak(t.circuit, &m, msg)
+	p.nakTo(t.circuit, &m, msg, nakAddrOf(cs.ciaddr))
 }
 
 // decline sends the ISP a DHCPDECLINE of ip for the subscriber of t,
@@ -201,10 +208,15 @@ func (p *Proxy) declineMessage(t *txn, ack *dhcpv4.DHCPv4, ip, ispServerID netip
 // server: to the client's ciaddr when m has one (a RENEWING or REBINDING
 // client, which holds that address; nakAddr), else to 255.255.255.255.
 func (p *Proxy) nak(c *Circuit, m *dhcpv4.DHCPv4, msg string) {
+	p.nakTo(c, m, msg, nakAddr(m))
+}
+
+// nakTo is nak with the IP destination dst (nakAddrOf).
+func (p *Proxy) nakTo(c *Circuit, m *dhcpv4.DHCPv4, msg string, dst netip.Addr) {
 	// Built in place (no library message, no random transaction ID
 	// drawn): a flood of REQUESTs the NAK rule refuses costs little.
 	dstMAC := binding.MAC48([6]byte(m.ClientHWAddr))
-	if !p.injectUDP(c.Port, dstMAC, c.MAC, c.VLAN, c.Addr, nakAddr(m), 67, 68, nakBytes(m, c.Addr, msg)) {
+	if !p.injectUDP(c.Port, dstMAC, c.MAC, c.VLAN, c.Addr, dst, 67, 68, nakBytes(m, c.Addr, msg)) {
 		p.count("inject_full")
 	}
 	p.count("nak_sent")

@@ -36,7 +36,8 @@ type txn struct {
 	// ciaddr when renewing), for the event of a NAK.
 	requested netip.Addr
 	// ciaddr is the client message's ciaddr (invalid: 0): where the
-	// ISP's NAK goes (nakFromISP).
+	// ISP's NAK goes (nakFromISP), and ispmux's NAK of an ACK it refuses
+	// (nakAck).
 	ciaddr netip.Addr
 	// clientID is the client's identifier (option 61), if it sent one.
 	clientID []byte
