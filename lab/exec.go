@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -49,6 +50,16 @@ func ipn(ctx context.Context, ns string, args ...string) error {
 func sysctl(ctx context.Context, ns string, kv ...string) error {
 	_, err := run(ctx, "ip", append([]string{"netns", "exec", ns, "sysctl", "-q", "-w"}, kv...)...)
 	return err
+}
+
+// bridgeNFOff turns off, in ns, the bridge's calls into netfilter
+// (net.bridge.bridge-nf-call-*), where br_netfilter is loaded (else there
+// are none and nothing to do).
+func bridgeNFOff(ctx context.Context, ns string) error {
+	if _, err := os.Stat("/proc/sys/net/bridge"); err != nil {
+		return nil
+	}
+	return sysctl(ctx, ns, "net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-ip6tables=0", "net.bridge.bridge-nf-call-arptables=0")
 }
 
 // Cmd returns `ip netns exec ns name args...`.

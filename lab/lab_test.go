@@ -154,6 +154,14 @@ func TestUpStructureDown(t *testing.T) {
 			t.Errorf("%s: disable_ipv6 %s", s.NS, v)
 		}
 	}
+	// The access bridge hands nothing to netfilter (bridgeNFOff).
+	if _, err := os.Stat("/proc/sys/net/bridge"); err == nil {
+		for _, k := range []string{"iptables", "ip6tables", "arptables"} {
+			if v := sysctlValue(t, topo, topo.AccessNS, "net.bridge.bridge-nf-call-"+k); v != "0" {
+				t.Errorf("access bridge-nf-call-%s %s, want 0", k, v)
+			}
+		}
+	}
 	// The appliance: fixed MACs, no addresses, no forwarding.
 	for _, i := range append(append([]Iface(nil), topo.Appliance.Access...), topo.Appliance.Uplinks...) {
 		checkLink(t, topo.Appliance.NS, i.Name, i.MAC)

@@ -100,7 +100,16 @@ func (t *Topology) build(ctx context.Context) error {
 		return err
 	}
 
-	// Access network: a bridge with isolated subscriber ports.
+	// Access network: a bridge with isolated subscriber ports. Where
+	// br_netfilter is loaded (its sysctls are per namespace, on by
+	// default), the bridge would hand IPv4 to netfilter, whose header
+	// check (br_validate_ipv4) drops a bad header length, total length or
+	// checksum before the appliance sees it: a hostile-subscriber trial's
+	// malformed frames tested the bridge, not ispmux. An access switch
+	// does no such thing; off here.
+	if err := bridgeNFOff(ctx, acc); err != nil {
+		return err
+	}
 	if err := ipn(ctx, acc, "link", "add", "name", "br0", "address", mac(0xa0, 0xf0), "mtu", "1500",
 		"type", "bridge", "stp_state", "0", "mcast_snooping", "0"); err != nil {
 		return err
