@@ -19,12 +19,12 @@ import (
 // (limiter.forget) and the generations (pruneGens), both at a sixteenth
 // (their drain is paced: a smaller copy under their lock), the revoked
 // addresses (revokedAddrs.prune) and the identifiers waiting for a
-// holder's RELEASE (reclaimWaits.prune). Not the other per-subscriber
-// maps, which an outage's burst does not fill: the onboarding's (bounded
-// by Config.MaxOnboarding), the moves' cuts and claims (devices moved, or
-// heard on another circuit), the probes (probeSetBurst a circuit), the
-// refusal events' folding (their budgets); nor those of one entry per
-// circuit or ISP.
+// holder's RELEASE (reclaimWaits.prune), and the moves' deadlines
+// (cutsDue: a bulk move fills them). Not the other per-subscriber maps,
+// which an outage's burst does not fill: the onboarding's (bounded by
+// Config.MaxOnboarding), the claims (MACs heard on another circuit), the
+// probes (probeSetBurst a circuit), the refusal events' folding (their
+// budgets); nor those of one entry per circuit or ISP.
 type mapMem struct {
 	// peak is the most entries the map held since it was made (or last
 	// remade), as its owner noted them: where an entry is added (note,
