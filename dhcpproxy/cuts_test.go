@@ -102,3 +102,48 @@ func BenchmarkCutsDue(b *testing.B) {
 		})
 	}
 }
+
+// TestCutSetAgainSameDeadline: a cut cleared and set again with the same
+// deadline (a clock read twice alike: a test's, or a coarse one) comes up
+// once a tick, as from the map; its two heap entries both matched it, and
+// its binding came up twice (ended twice in one tick's batch).
+func TestCutSetAgainSameDeadline(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	lt := cutsTable(t, 1, t0)
+	lt.clearCut(burstSub(0))
+	if !lt.setCut(burstSub(0), t0) {
+		t.Fatal("setCut after clearCut refused")
+	}
+	for tick := range 2 {
+		if due := lt.cutsDue(t0); len(due) != 1 {
+			t.Fatalf("tick %d: the cut came up %d times, want once", tick, len(due))
+		}
+	}
+}
+
+// TestCutsStaleBounded: a device moved and moved back again and again
+// within ClientLeaseMax leaves the heap no more than twice its cuts (and
+// shrinkFloor) of entries, where each cycle left one until its deadline.
+func TestCutsStaleBounded(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	lt := cutsTable(t, 2, t0.Add(time.Hour))
+	const cycles = 100_000
+	for i := range cycles {
+		lt.clearCut(burstSub(0))
+		if !lt.setCut(burstSub(0), t0.Add(time.Hour+time.Duration(i)*time.Millisecond)) {
+			t.Fatalf("setCut %d refused", i)
+		}
+	}
+	if n := len(lt.cutsAt); n > 2*len(lt.cuts)+shrinkFloor {
+		t.Fatalf("%d set/clear cycles left %d deadlines for %d cuts, want at most %d", cycles, n, len(lt.cuts), 2*len(lt.cuts)+shrinkFloor)
+	}
+	// The rebuilt heap still has the live deadlines only, in order.
+	due := lt.cutsDue(t0.Add(time.Hour + time.Second))
+	if len(due) != 1 || due[0].k != burstSub(1) {
+		t.Fatalf("due an hour and a second on: %v, want burstSub(1) only", due)
+	}
+	due = lt.cutsDue(t0.Add(time.Hour + cycles*time.Millisecond))
+	if len(due) != 2 {
+		t.Fatalf("due past the last deadline: %d, want 2", len(due))
+	}
+}

@@ -28,7 +28,7 @@ import (
 type mapMem struct {
 	// peak is the most entries the map held since it was made (or last
 	// remade), as its owner noted them: where an entry is added (note,
-	// dropSub, wait, put) or, for a map only its tick deletes from, at
+	// dropSub, wait, put, setCut) or, for a map only its tick deletes from, at
 	// the tick before deleting (expire, forget, pruneGens).
 	peak int
 	// floor is the least peak worth remaking the map for (0:

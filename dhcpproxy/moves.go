@@ -1,7 +1,9 @@
 package dhcpproxy
 
 import (
+	"cmp"
 	"container/heap"
+	"slices"
 	"time"
 
 	"github.com/ispmux/ispmux/internal/failpoint"
@@ -317,8 +319,27 @@ func (t *leaseTable) setCut(sk subKey, at time.Time) bool {
 	}
 	t.cuts[sk] = at
 	t.cutsMem.note(len(t.cuts))
-	heap.Push(&t.cutsAt, cutEntry{at.UnixNano(), sk})
+	if len(t.cutsAt) >= 2*len(t.cuts)+shrinkFloor {
+		t.rebuildCuts() // sk's entry among them
+	} else {
+		heap.Push(&t.cutsAt, cutEntry{at.UnixNano(), sk})
+	}
 	return true
+}
+
+// rebuildCuts remakes the deadlines' heap from cuts, dropping the entries
+// of cuts cleared or ended, which otherwise stay until their deadline: a
+// device moved and moved back (or asking, which ends the cut) again and
+// again within ClientLeaseMax left one a cycle, without bound (100K
+// cycles of one device: 100K entries). setCut calls it once the heap holds
+// twice the cuts and shrinkFloor more, so it is paid for by as many
+// setCuts as it walks (t.mu held).
+func (t *leaseTable) rebuildCuts() {
+	t.cutsAt = t.cutsAt[:0]
+	for k, at := range t.cuts {
+		t.cutsAt = append(t.cutsAt, cutEntry{at.UnixNano(), k})
+	}
+	heap.Init(&t.cutsAt)
 }
 
 // cutPending reports whether sk's binding has a move's deadline.
@@ -358,12 +379,22 @@ func (t *leaseTable) cutsDue(now time.Time) []held {
 			continue // cleared, or its binding ended: stale
 		}
 		again = append(again, e)
-		if l, ok := t.m.Get(e.k); ok {
-			out = append(out, held{e.k, l})
-		}
+	}
+	if len(again) > 1 {
+		// A cut cleared and set again with the same deadline (a clock
+		// read twice alike) has two entries that both match it: one
+		// is kept, and the binding comes up once, as from the map.
+		slices.SortFunc(again, func(a, b cutEntry) int {
+			return cmp.Or(cmp.Compare(a.k.mac, b.k.mac), cmp.Compare(a.k.circuit.port, b.k.circuit.port),
+				cmp.Compare(a.k.circuit.vlan, b.k.circuit.vlan))
+		})
+		again = slices.CompactFunc(again, func(a, b cutEntry) bool { return a.k == b.k })
 	}
 	for _, e := range again {
 		heap.Push(&t.cutsAt, e)
+		if l, ok := t.m.Get(e.k); ok {
+			out = append(out, held{e.k, l})
+		}
 	}
 	if t.cutsMem.due(len(t.cuts)) {
 		t.cuts = remade(t.cuts)
@@ -383,8 +414,8 @@ type cutEntry struct {
 
 // cutHeap orders the moves' deadlines, earliest first. An entry whose cut
 // was cleared, or whose binding ended, stays until it comes up, and is
-// dropped then (cutsDue): each lives at most ClientLeaseMax, one per
-// setCut.
+// dropped then (cutsDue), or until setCut finds the heap holding twice the
+// cuts and rebuilds it (rebuildCuts).
 type cutHeap []cutEntry
 
 func (h cutHeap) Len() int           { return len(h) }
