@@ -263,9 +263,12 @@ func (p *Proxy) unreachable(isp *ISP, pkt *classifier.Packet, f []byte) {
 // offered at every tick under x.mu, which every relayed message and
 // answer takes: after an outage's burst, a million OFFERs remembered for
 // offerMemory, 5 minutes (BenchmarkExpireOffers, 1M remembered, none
-// due: 36.6 ms a tick → 22 ns; 10K: 117 µs → 20 ns). An entry whose OFFER
-// was replaced since (another OFFER, its own put back by unpark) is
-// passed over: the later one has its own. x.mu held.
+// due: 36.6 ms a tick → 22 ns; 10K: 117 µs → 20 ns). An entry that no
+// longer stands for its subscriber's OFFER (forgotten by dropSub, and
+// remembered again since with an entry of its own) is passed over; one
+// whose OFFER was replaced since is queued again at the later one's time,
+// behind later ones: forgotten up to offerMemory late (begin reads its
+// age). x.mu held.
 func (x *txns) expireOffers(now time.Time) {
 	x.offerMem.note(len(x.offered))
 	cut := now.Add(-offerMemory).UnixNano()
@@ -273,9 +276,17 @@ func (x *txns) expireOffers(now time.Time) {
 		e := x.offerQ[x.offerHead]
 		x.offerQ[x.offerHead] = offerAt{}
 		x.offerHead++
-		if o, ok := x.offered[e.sk]; ok && o.at.UnixNano() == e.at {
-			delete(x.offered, e.sk)
+		o, ok := x.offered[e.sk]
+		if !ok || o.q != e.at {
+			continue
 		}
+		if at := o.at.UnixNano(); at > cut {
+			o.q = at
+			x.offered[e.sk] = o
+			x.offerQ = append(x.offerQ, offerAt{e.sk, at})
+			continue
+		}
+		delete(x.offered, e.sk)
 	}
 	if x.offerMem.due(len(x.offered)) {
 		x.offered = remade(x.offered)

@@ -170,6 +170,11 @@ type offer struct {
 	sid  netip.Addr
 	from netip.Addr // the server's address (server-id override: all name ours)
 	at   time.Time
+	// q is the time (Unix nanoseconds) of the entry in txns.offerQ that
+	// stands for this OFFER: the subscriber's first remembered since it
+	// was last forgotten, queued again at its latest OFFER's time when it
+	// comes up (remember, expireOffers).
+	q int64
 }
 
 // offerMemory is how long an OFFER's server is remembered.
@@ -201,10 +206,10 @@ type txns struct {
 	mem       mapMem // their peak, to give back a burst's memory (txnindex.go)
 	offered   map[subKey]offer
 	offerMem  mapMem // offered's peak, for expire's remaking of it
-	// offerQ holds offered's entries in the order they were remembered
-	// (remember), from offerHead on: expire forgets the OFFERs whose
-	// time is up from its front, where it walked all of offered at every
-	// tick (expireOffers).
+	// offerQ holds an entry for each of offered's, in the order they
+	// were queued (remember), from offerHead on: expire forgets the
+	// OFFERs whose time is up from its front, where it walked all of
+	// offered at every tick (expireOffers).
 	offerQ    []offerAt
 	offerHead int
 	rapid     map[pendKey]*rapidWin
@@ -558,8 +563,18 @@ type offerAt struct {
 	at int64
 }
 
-// remember remembers o as sk's OFFER (x.mu held).
+// remember remembers o as sk's OFFER (x.mu held). A subscriber already
+// remembered keeps its one entry in offerQ, which expireOffers queues
+// again at o's time when it comes up: queued at each OFFER, the queue grew
+// by one an OFFER while offered held one a subscriber (a DISCOVER every
+// quarter second, mac_rate's 4, answered for offerMemory: 1,200 entries;
+// an ISP's server answering one DISCOVER over and over, one a datagram).
 func (x *txns) remember(sk subKey, o offer) {
+	if old, ok := x.offered[sk]; ok {
+		o.q = old.q
+	} else {
+		o.q = o.at.UnixNano()
+		x.offerQ = append(x.offerQ, offerAt{sk, o.q})
+	}
 	x.offered[sk] = o
-	x.offerQ = append(x.offerQ, offerAt{sk, o.at.UnixNano()})
 }
