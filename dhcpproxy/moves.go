@@ -322,7 +322,7 @@ func (t *leaseTable) setCut(sk subKey, at time.Time) bool {
 	if len(t.cutsAt) >= 2*len(t.cuts)+shrinkFloor {
 		t.rebuildCuts() // sk's entry among them
 	} else {
-		heap.Push(&t.cutsAt, cutEntry{at.UnixNano(), sk})
+		heap.Push(&t.cutsAt, cutEntry{monoNanos(at), sk})
 	}
 	return true
 }
@@ -337,7 +337,7 @@ func (t *leaseTable) setCut(sk subKey, at time.Time) bool {
 func (t *leaseTable) rebuildCuts() {
 	t.cutsAt = t.cutsAt[:0]
 	for k, at := range t.cuts {
-		t.cutsAt = append(t.cutsAt, cutEntry{at.UnixNano(), k})
+		t.cutsAt = append(t.cutsAt, cutEntry{monoNanos(at), k})
 	}
 	heap.Init(&t.cutsAt)
 }
@@ -371,11 +371,11 @@ func (t *leaseTable) cutsDue(now time.Time) []held {
 	defer t.mu.Unlock()
 	var out []held
 	var again []cutEntry
-	n := now.UnixNano()
+	n := monoNanos(now)
 	for len(t.cutsAt) > 0 && t.cutsAt[0].at <= n {
 		e := heap.Pop(&t.cutsAt).(cutEntry)
 		at, ok := t.cuts[e.k]
-		if !ok || at.UnixNano() != e.at {
+		if !ok || monoNanos(at) != e.at {
 			continue // cleared, or its binding ended: stale
 		}
 		again = append(again, e)
@@ -406,7 +406,7 @@ func (t *leaseTable) cutsDue(now time.Time) []held {
 	return out
 }
 
-// cutEntry is a move's deadline (Unix nanoseconds) in leaseTable.cutsAt.
+// cutEntry is a move's deadline (monoNanos) in leaseTable.cutsAt.
 type cutEntry struct {
 	at int64
 	k  subKey

@@ -271,7 +271,7 @@ func (p *Proxy) unreachable(isp *ISP, pkt *classifier.Packet, f []byte) {
 // age). x.mu held.
 func (x *txns) expireOffers(now time.Time) {
 	x.offerMem.note(len(x.offered))
-	cut := now.Add(-offerMemory).UnixNano()
+	cut := monoNanos(now.Add(-offerMemory))
 	for x.offerHead < len(x.offerQ) && x.offerQ[x.offerHead].at <= cut {
 		e := x.offerQ[x.offerHead]
 		x.offerQ[x.offerHead] = offerAt{}
@@ -280,7 +280,7 @@ func (x *txns) expireOffers(now time.Time) {
 		if !ok || o.q != e.at {
 			continue
 		}
-		if at := o.at.UnixNano(); at > cut {
+		if at := monoNanos(o.at); at > cut {
 			o.q = at
 			x.offered[e.sk] = o
 			x.offerQ = append(x.offerQ, offerAt{e.sk, at})

@@ -170,7 +170,7 @@ type offer struct {
 	sid  netip.Addr
 	from netip.Addr // the server's address (server-id override: all name ours)
 	at   time.Time
-	// q is the time (Unix nanoseconds) of the entry in txns.offerQ that
+	// q is the time (monoNanos) of the entry in txns.offerQ that
 	// stands for this OFFER: the subscriber's first remembered since it
 	// was last forgotten, queued again at its latest OFFER's time when it
 	// comes up (remember, expireOffers).
@@ -556,12 +556,26 @@ func (x *txns) offer(t *txn, isp *ISP, from, sid netip.Addr, now time.Time, time
 	return true
 }
 
-// offerAt is an OFFER of sk remembered at at (Unix nanoseconds), in
+// offerAt is an OFFER of sk remembered at at (monoNanos), in
 // txns.offerQ.
 type offerAt struct {
 	sk subKey
 	at int64
 }
+
+// monoEpoch is what monoNanos counts from.
+var monoEpoch = time.Now()
+
+// monoNanos is t in nanoseconds from monoEpoch, by the monotonic clock
+// where t has its reading (time.Now's, the proxy's clock), as comparing
+// time.Times is: the OFFERs' queue and the moves' deadlines order by it,
+// so a step of the wall clock (an NTP step, a box without an RTC setting
+// its clock) neither brings them due early nor holds them late. Unix
+// nanoseconds did: an hour's step forward had every cut pending due at
+// once, one back held the OFFERs remembered after it behind those before
+// for the hour. A time without a reading (a test's) counts by the wall
+// clock; one beyond 292 years of the epoch saturates.
+func monoNanos(t time.Time) int64 { return int64(t.Sub(monoEpoch)) }
 
 // remember remembers o as sk's OFFER (x.mu held). A subscriber already
 // remembered keeps its one entry in offerQ, which expireOffers queues
@@ -573,7 +587,7 @@ func (x *txns) remember(sk subKey, o offer) {
 	if old, ok := x.offered[sk]; ok {
 		o.q = old.q
 	} else {
-		o.q = o.at.UnixNano()
+		o.q = monoNanos(o.at)
 		x.offerQ = append(x.offerQ, offerAt{sk, o.q})
 	}
 	x.offered[sk] = o
