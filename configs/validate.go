@@ -12,9 +12,10 @@ import (
 // and the checks the sections share (interface names, VLANs, IPv4
 // addresses). The other sections: validate_api.go ([api]),
 // validate_access.go ([[access]]), validate_isp.go ([[isp]]),
-// validate_option82.go (the Option 82 an ISP's relayed requests carry) and
-// validate_subscriber.go ([[subscriber]]); metrics.go, webhook.go and
-// portal.go check the keys they define.
+// validate_option82.go (the Option 82 an ISP's relayed requests carry),
+// validate_subscriber.go ([[subscriber]]) and validate_listen.go (the
+// management listeners against the portal's addresses);
+// metrics.go, webhook.go and portal.go check the keys they define.
 
 // validate checks every value and cross reference of cfg (already decoded
 // over the defaults) and fills the resolved fields. defined holds the paths
@@ -31,6 +32,7 @@ func validate(cfg *Config, c *collector, defined map[string]bool) {
 	v.isps()
 	v.webhooks()
 	v.portal()
+	v.listenAddrs()
 	v.subscribers()
 }
 
