@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -23,7 +24,9 @@ import (
 //     address (docs/DEPLOY.md), so a listener there fails too. But those
 //     live in ispmux's VRFs, whose plans may overlap the management
 //     network's: a management interface may have the same address, and a
-//     listener on it then works. So they are not refused here.
+//     listener on it then works. So they are not refused here: the check
+//     of the host (appliance.ListenNotLocal, in check and run) finds that
+//     the address is not the host's and names them (DataAddr).
 //
 // Whether an address is this host's at all cannot be known from the file.
 
@@ -73,4 +76,27 @@ func listenIP(listen string) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	return a.Unmap(), true
+}
+
+// DataAddr says what the configuration gives a to among ispmux's own
+// addresses on the data side, which its datapath answers on AF_XDP ports
+// and the kernel does not have: an access circuit's gateway, an onboarding
+// pool's router, an ISP uplink's address; "" for none of them. (For a
+// listen address this host lacks: why it cannot be listened on.)
+func (c *Config) DataAddr(a netip.Addr) string {
+	a = a.Unmap()
+	for i, ac := range c.Access {
+		if ac.Addr.IsValid() && ac.Addr == a {
+			return fmt.Sprintf("access %s's gateway address (%s.address), which ispmux answers on the data port, not the kernel", ac.Name, indexKey("access", i))
+		}
+		if o := &ac.Onboarding; o.Enabled && o.PoolPrefix.IsValid() && o.Router() == a {
+			return fmt.Sprintf("access %s's onboarding router (the first address of %s.onboarding.pool), which ispmux answers on the data port, not the kernel", ac.Name, indexKey("access", i))
+		}
+	}
+	for i, isp := range c.ISPs {
+		if isp.Prefix.IsValid() && isp.Prefix.Addr() == a {
+			return fmt.Sprintf("isp %s's uplink address (%s.address), which ispmux answers on the uplink, not the kernel", isp.Name, indexKey("isp", i))
+		}
+	}
+	return ""
 }

@@ -2,6 +2,7 @@ package configs
 
 import (
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -53,7 +54,7 @@ func TestListenElsewhere(t *testing.T) {
 	// What may bind stays allowed: ispmux's own addresses in its VRFs
 	// (an access gateway, an onboarding router, an ISP uplink: a
 	// management interface may have the same address where plans
-	// overlap), an address inside an ISP's uplink subnet or an onboarding
+	// overlap: the host check says when it does not, TestDataAddr), an address inside an ISP's uplink subnet or an onboarding
 	// pool, another machine's address the file names (a next hop), and the
 	// portal link's default addresses with the portal off.
 	ok := []struct{ name, text string }{
@@ -72,5 +73,28 @@ func TestListenElsewhere(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestDataAddr: the addresses ispmux answers in its datapath are named by
+// their keys, for the host check's message; others are not.
+func TestDataAddr(t *testing.T) {
+	c, err := Parse("t.toml", []byte(head+acc0+onboard+isp0+isp1+portalTbl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ addr, want string }{
+		{"100.64.0.1", "access acc0's gateway address (access[0].address)"},
+		{"::ffff:100.64.0.1", "access acc0's gateway address (access[0].address)"},
+		{"100.72.0.1", "access acc0's onboarding router (the first address of access[0].onboarding.pool)"},
+		{"198.51.100.2", "isp beta's uplink address (isp[1].address)"},
+		{"198.51.100.1", ""}, // beta's next hop: another machine's
+		{"100.72.0.2", ""},   // an onboarding lease
+		{"203.0.113.80", ""}, // the portal's: refused by Parse
+	} {
+		got := c.DataAddr(netip.MustParseAddr(tt.addr))
+		if tt.want == "" && got != "" || !strings.HasPrefix(got, tt.want) {
+			t.Errorf("DataAddr(%s) = %q, want %q…", tt.addr, got, tt.want)
+		}
 	}
 }

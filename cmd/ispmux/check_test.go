@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -369,6 +370,82 @@ func TestInterfaceNotOnHost(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), at+"no interface \"nosuch0\" on this host") {
 		t.Errorf("run: %v, want the error at %s", err, at)
 	}
+}
+
+// TestListenNotOnHost: a listen address no interface of this host has is
+// a warning of check naming file:line: key (the file may be for another
+// host) and an error of run naming the same, where check said ok and run
+// failed with "bind: cannot assign requested address", no key named (a
+// trial); an address the file gives to the datapath (an access gateway) is
+// named as such. An address the host has passes: looked up, not bound.
+func TestListenNotOnHost(t *testing.T) {
+	const away, gateway = "192.0.2.55", "100.64.0.1"
+	for _, a := range hostAddrsForTest(t) {
+		if a == away || a == gateway {
+			t.Fatalf("this host has %s, which the test takes for an address no host here has", a)
+		}
+	}
+	dir := t.TempDir()
+	path := checkConfigState(t, dir, dir+"/state", "", "")
+	src, _ := os.ReadFile(path)
+	metrics := func(addr string) {
+		t.Helper()
+		s := strings.Replace(string(src), "listen = \"127.0.0.1:9400\"\n", "listen = \""+addr+":9400\"\ninsecure = true\n", 1)
+		s = strings.Replace(s, "[[access]]\ninterface = \"lo\"\n", "[[access]]\ninterface = \"lo\"\naddress = \""+gateway+"\"\n", 1)
+		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct{ addr, why string }{
+		{away, "of no interface in its network namespace"},
+		{gateway, "it is access lo's gateway address (access[0].address), which ispmux answers on the data port, not the kernel"},
+	} {
+		metrics(tt.addr)
+		at := fmt.Sprintf("%s:%d: metrics.listen: ", path, lineOf(t, path, "listen = \""+tt.addr))
+		msg := tt.addr + " is not an address of this host (" + tt.why + "): ispmux cannot listen on \"" + tt.addr + ":9400\""
+		out, errOut, err := runCmd(t, "", "check", "-c", path)
+		if err != nil || !strings.HasPrefix(out, path+": ok, but 1 listen address(es) are not this host's (see the warnings)") ||
+			!strings.Contains(errOut, at+"warning: "+msg) {
+			t.Errorf("check: %v\nstdout:\n%s\nstderr:\n%s", err, out, errOut)
+		}
+		_, _, err = runCmd(t, "", "run", "-c", path)
+		if err == nil || !strings.Contains(err.Error(), at+msg) {
+			t.Errorf("run: %v, want the error at %s%s", err, at, msg)
+		}
+	}
+
+	// One of the host's own (not loopback): no word of it.
+	var own string
+	for _, a := range hostAddrsForTest(t) {
+		if ip := net.ParseIP(a); ip.To4() != nil && !ip.IsLoopback() {
+			own = a
+			break
+		}
+	}
+	if own == "" {
+		t.Skip("no IPv4 address on this host but loopback")
+	}
+	metrics(own)
+	out, errOut, err := runCmd(t, "", "check", "-c", path)
+	if err != nil || !strings.HasPrefix(out, path+": ok\n") || strings.Contains(errOut, "metrics.listen") {
+		t.Errorf("check with %s, an address of this host: %v\nstdout:\n%s\nstderr:\n%s", own, err, out, errOut)
+	}
+}
+
+// hostAddrsForTest lists the addresses of this namespace's interfaces.
+func hostAddrsForTest(t *testing.T) []string {
+	t.Helper()
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, a := range as {
+		if n, ok := a.(*net.IPNet); ok {
+			out = append(out, n.IP.String())
+		}
+	}
+	return out
 }
 
 // TestCheckWarnsLowSpace: check warns when the state directory's file
