@@ -49,6 +49,35 @@ func expect(t *testing.T, text, want string) string {
 	return fmt.Sprintf("t.toml:%d: %s", markerLine(t, text, m), rest)
 }
 
+// wantParseErrors parses text as t.toml and checks that it fails, with no
+// configuration, with exactly the errors want (each as expect reads it),
+// in order: the error tables' one check.
+func wantParseErrors(t *testing.T, text string, want []string) {
+	t.Helper()
+	cfg, err := Parse("t.toml", []byte(text))
+	if err == nil {
+		t.Fatalf("Parse succeeded, want errors %q", want)
+	}
+	if cfg != nil {
+		t.Errorf("Parse returned a config with an error")
+	}
+	var errs Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("error %T is not Errors: %v", err, err)
+	}
+	if len(errs) != len(want) {
+		t.Errorf("got %d errors, want %d:\n%v", len(errs), len(want), err)
+	}
+	for i, w := range want {
+		if i >= len(errs) {
+			break
+		}
+		if want := expect(t, text, w); !strings.HasPrefix(errs[i].Error(), want) {
+			t.Errorf("error %d:\n got %s\nwant %s…", i, errs[i].Error(), want)
+		}
+	}
+}
+
 func repeat(n int, f func(i int) string) string {
 	var b strings.Builder
 	for i := range n {
@@ -386,31 +415,7 @@ func TestParseErrors(t *testing.T) {
 			[]string{"A datapath.mac_table_size: 1 is less than the 2 [[subscriber]] entries"}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := Parse("t.toml", []byte(tt.text))
-			if err == nil {
-				t.Fatalf("Parse succeeded, want errors %q", tt.want)
-			}
-			if cfg != nil {
-				t.Errorf("Parse returned a config with an error")
-			}
-			var errs Errors
-			if !errors.As(err, &errs) {
-				t.Fatalf("error %T is not Errors: %v", err, err)
-			}
-			if len(errs) != len(tt.want) {
-				t.Errorf("got %d errors, want %d:\n%v", len(errs), len(tt.want), err)
-			}
-			for i, w := range tt.want {
-				if i >= len(errs) {
-					break
-				}
-				want := expect(t, tt.text, w)
-				if got := errs[i].Error(); !strings.HasPrefix(got, want) {
-					t.Errorf("error %d:\n got %s\nwant %s…", i, got, want)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantParseErrors(t, tt.text, tt.want) })
 	}
 }
 

@@ -1,9 +1,7 @@
 package configs
 
 import (
-	"errors"
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 )
@@ -99,23 +97,6 @@ func TestPortalErrors(t *testing.T) {
 			[]string{"A access[0].onboarding.pol: unknown key (did you mean \"pool\"?)"}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse("t.toml", []byte(tt.text))
-			var errs Errors
-			if !errors.As(err, &errs) {
-				t.Fatalf("Parse: %v, want errors %q", err, tt.want)
-			}
-			if len(errs) != len(tt.want) {
-				t.Errorf("got %d errors, want %d:\n%v", len(errs), len(tt.want), err)
-			}
-			for i, w := range tt.want {
-				if i >= len(errs) {
-					break
-				}
-				if want := expect(t, tt.text, w); !strings.HasPrefix(errs[i].Error(), want) {
-					t.Errorf("error %d:\n got %s\nwant %s…", i, errs[i].Error(), want)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantParseErrors(t, tt.text, tt.want) })
 	}
 }

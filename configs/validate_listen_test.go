@@ -1,7 +1,6 @@
 package configs
 
 import (
-	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -32,24 +31,7 @@ func TestListenElsewhere(t *testing.T) {
 			[]string{`A api.listen: "169.254.80.2:8443" is the portal's end of its link`, `B metrics.listen: "203.0.113.80:9400" is the portal's address`}},
 	}
 	for _, tt := range bad {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse("t.toml", []byte(tt.text))
-			var errs Errors
-			if !errors.As(err, &errs) {
-				t.Fatalf("Parse: %v, want errors %q", err, tt.want)
-			}
-			if len(errs) != len(tt.want) {
-				t.Errorf("got %d errors, want %d:\n%v", len(errs), len(tt.want), err)
-			}
-			for i, w := range tt.want {
-				if i >= len(errs) {
-					break
-				}
-				if want := expect(t, tt.text, w); !strings.HasPrefix(errs[i].Error(), want) {
-					t.Errorf("error %d:\n got %s\nwant %s…", i, errs[i].Error(), want)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantParseErrors(t, tt.text, tt.want) })
 	}
 	// What may bind stays allowed: ispmux's own addresses in its VRFs
 	// (an access gateway, an onboarding router, an ISP uplink: a

@@ -1,7 +1,6 @@
 package configs
 
 import (
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -69,25 +68,7 @@ func TestWebhookErrors(t *testing.T) {
 			[]string{`A isp[0].webhook_insecure: expected a boolean`}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse("t.toml", []byte(tt.text))
-			var errs Errors
-			if !errors.As(err, &errs) {
-				t.Fatalf("error %T: %v", err, err)
-			}
-			if len(errs) != len(tt.want) {
-				t.Errorf("got %d errors, want %d:\n%v", len(errs), len(tt.want), err)
-			}
-			for i, w := range tt.want {
-				if i >= len(errs) {
-					break
-				}
-				want := expect(t, tt.text, w)
-				if got := errs[i].Error(); !strings.HasPrefix(got, want) {
-					t.Errorf("error %d:\n got %s\nwant %s…", i, got, want)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantParseErrors(t, tt.text, tt.want) })
 	}
 }
 

@@ -169,14 +169,37 @@ func TestOwnNakToRenewingClientAtCiaddr(t *testing.T) {
 	} {
 		r, _ := newSRig(t)
 		tc.send(r)
-		var naks []netip.Addr
-		for _, s := range r.snd.take() {
-			if m := dhcpOf(s.frame); s.port == accPort && m != nil && m.MessageType() == dhcpv4.MessageTypeNak {
-				naks = append(naks, netip.AddrFrom4([4]byte(s.frame[30:34]))) // IPv4 destination, untagged frame
-			}
-		}
+		naks := r.nakDsts()
 		if len(naks) != 1 || naks[0] != tc.want {
 			t.Errorf("%s: NAKs to %v, want one to %v (counters %v)", tc.name, naks, tc.want, r.p.Counters())
 		}
 	}
+}
+
+// nakSent is a NAK sent to the access port: the message and its IPv4
+// destination.
+type nakSent struct {
+	m   *dhcpv4.DHCPv4
+	dst netip.Addr
+}
+
+// naksSent takes what was sent and returns the NAKs to the access port
+// (untagged frames).
+func (r *prig) naksSent() []nakSent {
+	var out []nakSent
+	for _, s := range r.snd.take() {
+		if m := dhcpOf(s.frame); s.port == accPort && m != nil && m.MessageType() == dhcpv4.MessageTypeNak {
+			out = append(out, nakSent{m, netip.AddrFrom4([4]byte(s.frame[30:34]))})
+		}
+	}
+	return out
+}
+
+// nakDsts is naksSent's destinations.
+func (r *prig) nakDsts() []netip.Addr {
+	var out []netip.Addr
+	for _, n := range r.naksSent() {
+		out = append(out, n.dst)
+	}
+	return out
 }

@@ -178,10 +178,8 @@ func TestRefusedAckToRenewingClientAtCiaddr(t *testing.T) {
 		tc.refuse(r, ack)
 		r.fromServerAt(ispSID, ack)
 		var naks []string // destination and flags of each
-		for _, s := range r.snd.take() {
-			if m := dhcpOf(s.frame); s.port == accPort && m != nil && m.MessageType() == dhcpv4.MessageTypeNak {
-				naks = append(naks, fmt.Sprintf("to %v flags %#04x", netip.AddrFrom4([4]byte(s.frame[30:34])), m.Flags)) // untagged frame
-			}
+		for _, n := range r.naksSent() {
+			naks = append(naks, fmt.Sprintf("to %v flags %#04x", n.dst, n.m.Flags))
 		}
 		if want := fmt.Sprintf("to %v flags %#04x", ip, 0x8000); len(naks) != 1 || naks[0] != want {
 			t.Errorf("%s: NAKs %q, want one %q (counters %v)", tc.name, naks, want, r.p.Counters())
@@ -208,12 +206,7 @@ func TestISPNakToRenewingClientAtCiaddr(t *testing.T) {
 			t.Fatalf("%s: REQUEST not relayed to %v (relayed to %v; counters %v)", tc.name, ispSID, up, r.p.Counters())
 		}
 		r.fromServerAt(ispSID, serverReply(req, dhcpv4.MessageTypeNak, ispSID, ispSID))
-		var naks []netip.Addr
-		for _, s := range r.snd.take() {
-			if m := dhcpOf(s.frame); s.port == accPort && m != nil && m.MessageType() == dhcpv4.MessageTypeNak {
-				naks = append(naks, netip.AddrFrom4([4]byte(s.frame[30:34]))) // IPv4 destination, untagged frame
-			}
-		}
+		naks := r.nakDsts()
 		if len(naks) != 1 || naks[0] != tc.want {
 			t.Errorf("%s: the ISP's NAK went to %v, want once to %v (counters %v)", tc.name, naks, tc.want, r.p.Counters())
 		}
