@@ -220,3 +220,58 @@ const (
 	unknownARPRate  = 20 // per second
 	unknownARPBurst = 20
 )
+
+// Each subscriber's share of its port's ICMP error budget (icmpErrRate,
+// icmpErrBurst, replies.go), per worker: a subscriber's time exceeded
+// (TTL 1) and fragmentation needed are sent within its own share first,
+// then within the port's. A hostile-subscriber trial in the lab found
+// that one subscriber sending TTL-1 packets as fast as it could spent the
+// port's whole budget, and its neighbour's traceroute got 2 time-exceeded
+// replies of 10 while it lasted (its path MTU discovery would have
+// starved the same way). Now the flood spends its own share, icmpSubRate
+// of the port's 100 a second, and its neighbours find the rest.
+//
+// A subscriber is its circuit and MAC (its MAC table key: only a bound
+// subscriber's frames are routed, so only they get errors), hashed to two
+// of icmpSubSlots buckets with a key drawn per worker, so that no
+// subscriber can pick a neighbour's; the fuller is spent (the DHCP
+// budget's scheme, dhcpBudget). A collision is two subscribers sharing a
+// bucket: a neighbour sharing one of a flood's two still goes through its
+// other, at half the share (a traceroute's three probes a hop fit); one
+// sharing both (about one in 8 million pairs at 4096 buckets, and not the
+// same pair on another worker or after a restart) shares the flood's
+// share while it lasts. That is accepted: the alternative, a map of
+// subscribers, allocates and grows on the hot path.
+//
+// The share is a burst of 10 (a traceroute's three probes at the first
+// hop, several at once from a household behind one router) and 5 a
+// second (mtr probes each hop once a second). icmpSubRate/icmpErrRate
+// bounds what floods cost: 20 subscribers flooding at once through one
+// worker's port take its whole budget again, and their neighbours share
+// what refills with them. The port's budget stays, the box's bound
+// (RFC 1812 §4.3.2.8). Refusals are counted per port and budget:
+// ispmux_port_icmp_errors_limited_total{budget="subscriber"} here,
+// {budget="port"} at the port's. Frames from an ISP (errors to the
+// Internet) have the port's budget alone.
+const (
+	icmpSubRate  = 5 // per second
+	icmpSubBurst = 10
+	icmpSubSlots = 4096
+)
+
+// icmpShare returns the fuller of the two buckets of the subscriber whose
+// MAC table key is key (each refilled at half of icmpSubRate, up to half
+// of icmpSubBurst), and whether it holds a token; the caller takes it
+// (p.icmpSubTokens[b]--) once the port's budget lets the error go.
+func (p *Processor) icmpShare(key uint64) (b uint64, ok bool) {
+	i, j := p.icmpSlots(key)
+	b = fuller(p.icmpSubTokens[:], p.icmpSubLast[:], i, j, icmpSubRate, icmpSubBurst)
+	return b, p.icmpSubTokens[b] >= 1
+}
+
+// icmpSlots returns the two buckets of the subscriber whose MAC table key
+// is key among icmpSubSlots: a keyed hash's low and high halves.
+func (p *Processor) icmpSlots(key uint64) (i, j uint64) {
+	h := oatable.Mix64(key ^ p.icmpSeed)
+	return h % icmpSubSlots, (h >> 32) % icmpSubSlots
+}

@@ -199,6 +199,32 @@ type portStats struct {
 	echoReplies, icmpErrors     atomic.Uint64
 	dnsAnswers, gardenResets    atomic.Uint64
 	gardenRedirects             atomic.Uint64
+	icmpLimited                 [NumICMPBudgets]atomic.Uint64
+}
+
+// ICMPBudget names a budget of the ICMP errors ispmux sends
+// (PortCounters.ICMPLimited).
+type ICMPBudget uint8
+
+// The ICMP error budgets, checked in this order: a subscriber's share of
+// its port's, then the port's (per worker: burst 50, 100 a second).
+const (
+	ICMPBudgetSubscriber ICMPBudget = iota // the subscriber's share (circuit and MAC)
+	ICMPBudgetPort                         // the port's, for every sender on it
+	// NumICMPBudgets is the number of budgets; not a budget.
+	NumICMPBudgets
+)
+
+// String returns the budget's name, the metrics' budget label:
+// "subscriber" or "port".
+func (b ICMPBudget) String() string {
+	switch b {
+	case ICMPBudgetSubscriber:
+		return "subscriber"
+	case ICMPBudgetPort:
+		return "port"
+	}
+	return "unknown"
 }
 
 // PortCounters is a snapshot of one port's engine counters.
@@ -217,9 +243,14 @@ type PortCounters struct {
 	ARPReplies uint64
 	// EchoReplies counts pings to our own addresses answered in place.
 	EchoReplies uint64
-	// ICMPErrors counts ICMP Time Exceeded sent for frames that arrived
-	// here with TTL ≤ 1 (they are also counted as ttl_expired drops).
+	// ICMPErrors counts ICMP errors sent for frames that arrived here:
+	// time exceeded for TTL ≤ 1 (ttl_expired drops) and fragmentation
+	// needed for DF over the egress MTU (too_big drops).
 	ICMPErrors uint64
+	// ICMPLimited counts the ICMP errors not sent for frames that
+	// arrived here, by the budget that refused them: the subscriber's
+	// share or the port's (the frames are counted as drops too).
+	ICMPLimited [NumICMPBudgets]uint64
 	// Punts counts frames copied to the control plane.
 	Punts uint64
 	// DNSAnswers counts walled-garden subscribers' DNS queries answered
@@ -249,6 +280,9 @@ func (s *State) Counters() []PortCounters {
 		c.EchoReplies, c.ICMPErrors = st.echoReplies.Load(), st.icmpErrors.Load()
 		c.DNSAnswers, c.GardenResets = st.dnsAnswers.Load(), st.gardenResets.Load()
 		c.GardenRedirects = st.gardenRedirects.Load()
+		for b := range st.icmpLimited {
+			c.ICMPLimited[b] = st.icmpLimited[b].Load()
+		}
 		if o := s.offload(); o != nil {
 			c.FastUp, c.FastDown = o.Forwarded(uint8(i))
 			c.Up += c.FastUp

@@ -712,15 +712,16 @@ func TestTimeExceeded(t *testing.T) {
 		t.Error("answered an ICMP error with an ICMP error")
 	}
 
-	// Rate limited: a burst of icmpErrBurst per port (one already spent on
-	// port 0), then the refill rate (100/s: at most a token or two here).
+	// Rate limited: a burst of icmpSubBurst per subscriber (one already
+	// spent by sub1), then its share's refill rate (5/s: no token here);
+	// the port's budget (icmpErrBurst) is icmp_share_test.go's.
 	var flood [][]byte
 	for range 60 {
 		flood = append(flood, in)
 	}
 	got := len(r.send(0, flood...)[0])
-	if c := r.s.Counters()[0]; got < icmpErrBurst-2 || got > icmpErrBurst || c.ICMPErrors != uint64(got)+1 {
-		t.Errorf("rate limit: %d ICMP errors for 60 expired frames (counter %d), want about %d", got, c.ICMPErrors, icmpErrBurst-1)
+	if c := r.s.Counters()[0]; got < icmpSubBurst/2-1 || got > icmpSubBurst || c.ICMPErrors != uint64(got)+1 {
+		t.Errorf("rate limit: %d ICMP errors for 60 expired frames (counter %d), want about %d", got, c.ICMPErrors, icmpSubBurst-1)
 	}
 }
 

@@ -75,12 +75,12 @@ func (p *Processor) fromISP(in uint8, pt *port, i int, f []byte, out *datapath.V
 			return
 		}
 		if mtu := int(p.s.mtu[d.Port%datapath.MaxPorts].Load()); mtu != 0 && pkt.TotalLen > mtu {
-			p.tooBig(in, out, pkt, f, pt.mac, up.Addr, mtu)
+			p.tooBig(in, out, pkt, f, pt.mac, up.Addr, mtu, 0)
 			return
 		}
 		if pkt.TTL <= 1 { // the worker decrements it (route)
 			p.drop(in, out, classifier.ReasonTTLExpired)
-			p.timeExceeded(in, out, pkt, f, pt.mac, up.Addr)
+			p.timeExceeded(in, out, pkt, f, pt.mac, up.Addr, 0)
 			return
 		}
 		if isp == binding.GardenVRF {

@@ -54,9 +54,18 @@ type Processor struct {
 	icmpN      [datapath.MaxPorts]uint64
 	dnsN, rstN [datapath.MaxPorts]uint64 // walled garden: DNS answers, TCP resets
 	httpN      [datapath.MaxPorts]uint64 // walled garden: HTTP redirects (gardenhttp.go)
+	// ICMP errors refused, per ingress port: at a subscriber's share
+	// and at the port's budget (replies.go, icmpError).
+	icmpSubLimN, icmpPortLimN [datapath.MaxPorts]uint64
 	// ICMP error rate limit per ingress port: tokens and last refill.
 	icmpTokens [datapath.MaxPorts]float64
 	icmpLast   [datapath.MaxPorts]int64
+	// Each subscriber's share of it (budgets.go): icmpSubSlots buckets,
+	// a subscriber's two chosen by keyed hashes of its circuit and MAC
+	// (icmpSlots).
+	icmpSubTokens [icmpSubSlots]float64
+	icmpSubLast   [icmpSubSlots]int64
+	icmpSeed      uint64
 	// Sample of unregistered MACs' ARP requests for the gateway
 	// answered, per ingress port (subscriber.go).
 	unknownARPTokens [datapath.MaxPorts]float64
@@ -86,7 +95,7 @@ type Processor struct {
 
 // NewProcessor returns a processor for one worker.
 func (s *State) NewProcessor() *Processor {
-	return &Processor{s: s, arpSeed: rand.Uint64(), circuitSeed: rand.Uint64()}
+	return &Processor{s: s, arpSeed: rand.Uint64(), circuitSeed: rand.Uint64(), icmpSeed: rand.Uint64()}
 }
 
 var _ datapath.Handler = (*Processor)(nil)
@@ -311,6 +320,14 @@ func (p *Processor) Flush() {
 		if n := p.icmpN[in]; n != 0 {
 			st.icmpErrors.Add(n)
 			p.icmpN[in] = 0
+		}
+		if n := p.icmpSubLimN[in]; n != 0 {
+			st.icmpLimited[ICMPBudgetSubscriber].Add(n)
+			p.icmpSubLimN[in] = 0
+		}
+		if n := p.icmpPortLimN[in]; n != 0 {
+			st.icmpLimited[ICMPBudgetPort].Add(n)
+			p.icmpPortLimN[in] = 0
 		}
 		if n := p.dnsN[in]; n != 0 {
 			st.dnsAnswers.Add(n)

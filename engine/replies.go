@@ -10,10 +10,12 @@ import (
 
 // The frames ispmux answers or forwards itself: a routed frame's verdict
 // (route), ARP and echo replies, and ICMP errors (time exceeded,
-// fragmentation needed), rate limited per worker and port.
+// fragmentation needed), rate limited per worker and port, and a
+// subscriber's within its own share first (budgets.go, icmpShare).
 
 // ICMP errors ispmux originates are limited per worker and port (RFC 1812
-// §4.3.2.8): a burst, then a steady rate.
+// §4.3.2.8): a burst, then a steady rate. This is the box's bound on what
+// it sends; each subscriber's share of it (icmpSubRate) is checked first.
 const (
 	icmpErrBurst = 50
 	icmpErrRate  = 100 // per second
@@ -143,29 +145,36 @@ func l4ChecksumOK(pkt *classifier.Packet, f []byte) bool {
 // dropped, into an ICMP Time Exceeded from src back to its sender, in place
 // (RFC 792, RFC 1812 §4.3.2: the original header and 8 bytes of its data).
 // It does nothing for a source without an address of ours, an ICMP error
-// (no errors about errors), a non-first fragment, or over the rate limit.
-func (p *Processor) timeExceeded(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64, src uint32) {
-	p.icmpError(in, out, pkt, f, mac, src, 11, 0, 0) // time exceeded, TTL exceeded in transit
+// (no errors about errors), a non-first fragment, or over the rate limit
+// (the subscriber's share, sub its MAC table key, then the port's; sub 0:
+// a frame from an ISP, the port's alone).
+func (p *Processor) timeExceeded(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64, src uint32, sub uint64) {
+	p.icmpError(in, out, pkt, f, mac, src, 11, 0, 0, sub) // time exceeded, TTL exceeded in transit
 }
 
 // tooBig drops a packet larger than the egress MTU: counted, and answered
 // with ICMP "fragmentation needed" naming the MTU when it has DF set (path
-// MTU discovery, RFC 1191). ispmux does not fragment.
-func (p *Processor) tooBig(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64, src uint32, mtu int) {
+// MTU discovery, RFC 1191). ispmux does not fragment. sub is as for
+// timeExceeded.
+func (p *Processor) tooBig(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64, src uint32, mtu int, sub uint64) {
 	p.drop(in, out, classifier.ReasonTooBig)
 	if pkt.DF {
-		p.icmpError(in, out, pkt, f, mac, src, 3, 4, uint16(mtu))
+		p.icmpError(in, out, pkt, f, mac, src, 3, 4, uint16(mtu), sub)
 	}
 }
 
 // icmpError turns f into the ICMP error (typ, code; mtu for "fragmentation
 // needed") from src about it, in place, back out of the port it came from,
-// rate limited per port. Never about an ICMP error, a non-first fragment, a
+// rate limited per subscriber (sub, its MAC table key; 0 for a frame from
+// an ISP) and then per port: a subscriber's error is refused at its own
+// share first (icmp_errors_limited{budget="subscriber"}), which spends
+// none of the port's budget, then at the port's ({budget="port"}), which
+// spends none of the subscriber's share. Never about an ICMP error, a non-first fragment, a
 // datagram to a broadcast or multicast address, or one whose source is no
 // single host (RFC 1812 §4.3.2.7, RFC 1122 §3.2.2: zero, broadcast,
 // multicast, loopback, class E): such sources, spoofed from the Internet,
 // would also spend the port's error budget.
-func (p *Processor) icmpError(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64, src uint32, typ, code uint8, mtu uint16) {
+func (p *Processor) icmpError(in uint8, out *datapath.Verdict, pkt *classifier.Packet, f []byte, mac uint64, src uint32, typ, code uint8, mtu uint16, sub uint64) {
 	const icmp = 1
 	if src == 0 || pkt.FragOff != 0 || !unicastAddr(pkt.SrcIP) || !unicastAddr(pkt.DstIP) {
 		return
@@ -176,8 +185,22 @@ func (p *Processor) icmpError(in uint8, out *datapath.Verdict, pkt *classifier.P
 			return
 		}
 	}
+	var b uint64
+	if sub != 0 {
+		var ok bool
+		if b, ok = p.icmpShare(sub); !ok {
+			p.icmpSubLimN[in]++
+			p.touched |= 1 << in
+			return
+		}
+	}
 	if !takeToken(&p.icmpTokens[in], &p.icmpLast[in], icmpErrRate, icmpErrBurst) {
+		p.icmpPortLimN[in]++
+		p.touched |= 1 << in
 		return
+	}
+	if sub != 0 {
+		p.icmpSubTokens[b]--
 	}
 	quote := min(pkt.IHL+8, pkt.TotalLen)
 	l3 := pkt.L3

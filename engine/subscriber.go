@@ -150,12 +150,12 @@ func (p *Processor) fromSubscriber(in uint8, pt *port, i int, f []byte, out *dat
 			return
 		}
 		if mtu := int(p.s.mtu[up.Port%datapath.MaxPorts].Load()); mtu != 0 && pkt.TotalLen > mtu {
-			p.tooBig(in, out, pkt, f, pt.mac, pt.addr[pkt.VLAN&0xfff], mtu)
+			p.tooBig(in, out, pkt, f, pt.mac, pt.addr[pkt.VLAN&0xfff], mtu, p.macKeys[i])
 			return
 		}
 		if pkt.TTL <= 1 { // the worker decrements it (route)
 			p.drop(in, out, classifier.ReasonTTLExpired)
-			p.timeExceeded(in, out, pkt, f, pt.mac, pt.addr[pkt.VLAN&0xfff])
+			p.timeExceeded(in, out, pkt, f, pt.mac, pt.addr[pkt.VLAN&0xfff], p.macKeys[i])
 			return
 		}
 		if portal {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ispmux/ispmux/classifier"
 	"github.com/ispmux/ispmux/dhcpproxy"
+	"github.com/ispmux/ispmux/engine"
 	"github.com/ispmux/ispmux/internal/asynclog"
 	"github.com/ispmux/ispmux/internal/histo"
 )
@@ -48,6 +49,7 @@ var (
 	portResets   = desc("ispmux_port_garden_resets_total", "TCP connections of walled-garden subscribers to addresses other than the portal (HTTPS, and every port but HTTP's), reset in place.", "port")
 	portRedirect = desc("ispmux_port_garden_http_redirects_total", "HTTP requests of walled-garden subscribers to addresses other than the portal, answered in place with a redirect to the portal.", "port")
 	portICMP     = desc("ispmux_port_icmp_errors_sent_total", "ICMP errors sent for frames received on the port: time exceeded (TTL expired) and fragmentation needed (DF over the egress MTU).", "port")
+	portICMPLim  = desc("ispmux_port_icmp_errors_limited_total", "ICMP errors not sent for frames received on the port, by the budget that refused them: subscriber (one subscriber's share: a subscriber sending TTL-1 or DF-too-big packets faster than any traceroute or path MTU discovery) or port (the port's budget, per worker: burst 50, 100 a second).", "port", "budget")
 	portPunts    = desc("ispmux_port_punted_frames_total", "Frames received on the port and copied to the control plane (DHCP, ARP from ISP routers).", "port")
 
 	// Per ISP.
@@ -109,7 +111,7 @@ var (
 
 	allDescs = []*prometheus.Desc{
 		portRxFrames, portRxBytes, portTxFrames, portTxBytes, portDrops, portTxDrops, portErrors, portDown, portFwd, portFast,
-		portARP, portEcho, portICMP, portPunts,
+		portARP, portEcho, portICMP, portICMPLim, portPunts,
 		ispRelayed, ispOutcomes, ispAnswer, ispReqAck, ispBindings, ispCustomers, ispDevices, ispNextHop,
 		dhcpDecisions, dhcpPending, dhcpIntents, dhcpLeases, dhcpSuppressed, onbLeases, onbOffers, portalRequests,
 		dhcpPendingMax, onbMax, regDevices, regDevicesMax,
@@ -190,6 +192,9 @@ func (c *Collector) collectPorts(ch chan<- prometheus.Metric) {
 		counter(ch, portResets, e.GardenResets, p.Name)
 		counter(ch, portRedirect, e.GardenRedirects, p.Name)
 		counter(ch, portICMP, e.ICMPErrors, p.Name)
+		for b := range engine.NumICMPBudgets {
+			counter(ch, portICMPLim, e.ICMPLimited[b], p.Name, b.String())
+		}
 		counter(ch, portPunts, e.Punts, p.Name)
 	}
 }

@@ -166,7 +166,7 @@ func TestEveryMetricCollected(t *testing.T) {
 		t.Errorf("%d series", n)
 	}
 	allowed := map[string]bool{"port": true, "isp": true, "reason": true, "outcome": true, "kind": true, "direction": true,
-		"decision": true, "route": true, "code": true, "via": true}
+		"decision": true, "route": true, "code": true, "via": true, "budget": true}
 	dch := make(chan *prometheus.Desc, 100)
 	c.Describe(dch)
 	close(dch)
