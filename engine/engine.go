@@ -199,6 +199,7 @@ type portStats struct {
 	echoReplies, icmpErrors     atomic.Uint64
 	dnsAnswers, gardenResets    atomic.Uint64
 	gardenRedirects             atomic.Uint64
+	gardenHandshake             atomic.Uint64
 	icmpLimited                 [NumICMPBudgets]atomic.Uint64
 }
 
@@ -264,6 +265,11 @@ type PortCounters struct {
 	// port 80 of an address other than the portal's, answered in place
 	// with a redirect to the portal (gardenhttp.go).
 	GardenRedirects uint64
+	// GardenHandshake counts the other segments of those exchanges,
+	// sent in place too: SYN-ACKs and the ACKs of the clients' FINs.
+	// DNSAnswers, GardenResets, GardenRedirects and GardenHandshake
+	// count every frame the walled garden sends, each once.
+	GardenHandshake uint64
 }
 
 // Counters returns every port's counters.
@@ -279,7 +285,7 @@ func (s *State) Counters() []PortCounters {
 		c.ARPReplies, c.Punts = st.arpReplies.Load(), st.punts.Load()
 		c.EchoReplies, c.ICMPErrors = st.echoReplies.Load(), st.icmpErrors.Load()
 		c.DNSAnswers, c.GardenResets = st.dnsAnswers.Load(), st.gardenResets.Load()
-		c.GardenRedirects = st.gardenRedirects.Load()
+		c.GardenRedirects, c.GardenHandshake = st.gardenRedirects.Load(), st.gardenHandshake.Load()
 		for b := range st.icmpLimited {
 			c.ICMPLimited[b] = st.icmpLimited[b].Load()
 		}

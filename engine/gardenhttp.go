@@ -97,8 +97,13 @@ func (p *Processor) answerHTTP(in uint8, out *datapath.Verdict, pkt *classifier.
 	if n == 0 {
 		return false
 	}
+	// Every segment sent is counted once it is: the redirect, or a
+	// SYN-ACK or the ACK of a FIN (a frame the garden sent that no
+	// counter showed, the handshake's, before).
 	if payload != nil {
-		p.httpN[in]++ // a redirect sent (counted once it is)
+		p.httpN[in]++
+	} else {
+		p.hsN[in]++
 	}
 	p.answer(in, out, pkt, b, mac, n)
 	return true

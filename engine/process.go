@@ -54,6 +54,7 @@ type Processor struct {
 	icmpN      [datapath.MaxPorts]uint64
 	dnsN, rstN [datapath.MaxPorts]uint64 // walled garden: DNS answers, TCP resets
 	httpN      [datapath.MaxPorts]uint64 // walled garden: HTTP redirects (gardenhttp.go)
+	hsN        [datapath.MaxPorts]uint64 // walled garden: the HTTP redirect's SYN-ACKs and ACKs of FINs
 	// ICMP errors refused, per ingress port: at a subscriber's share
 	// and at the port's budget (replies.go, icmpError).
 	icmpSubLimN, icmpPortLimN [datapath.MaxPorts]uint64
@@ -340,6 +341,10 @@ func (p *Processor) Flush() {
 		if n := p.httpN[in]; n != 0 {
 			st.gardenRedirects.Add(n)
 			p.httpN[in] = 0
+		}
+		if n := p.hsN[in]; n != 0 {
+			st.gardenHandshake.Add(n)
+			p.hsN[in] = 0
 		}
 	}
 }

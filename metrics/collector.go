@@ -48,6 +48,7 @@ var (
 	portDNS      = desc("ispmux_port_garden_dns_answers_total", "DNS queries of walled-garden subscribers received on the port and answered in place.", "port")
 	portResets   = desc("ispmux_port_garden_resets_total", "TCP connections of walled-garden subscribers to addresses other than the portal (HTTPS, and every port but HTTP's), reset in place.", "port")
 	portRedirect = desc("ispmux_port_garden_http_redirects_total", "HTTP requests of walled-garden subscribers to addresses other than the portal, answered in place with a redirect to the portal.", "port")
+	portHandshk  = desc("ispmux_port_garden_http_handshake_segments_total", "The other TCP segments of the walled garden's HTTP redirects (ispmux_port_garden_http_redirects_total), sent in place on the port: SYN-ACKs and the ACKs of the clients' FINs.", "port")
 	portICMP     = desc("ispmux_port_icmp_errors_sent_total", "ICMP errors sent for frames received on the port: time exceeded (TTL expired) and fragmentation needed (DF over the egress MTU).", "port")
 	portICMPLim  = desc("ispmux_port_icmp_errors_limited_total", "ICMP errors not sent for frames received on the port, by the budget that refused them: subscriber (one subscriber's share: a subscriber sending TTL-1 or DF-too-big packets faster than any traceroute or path MTU discovery) or port (the port's budget, per worker: burst 50, 100 a second).", "port", "budget")
 	portPunts    = desc("ispmux_port_punted_frames_total", "Frames received on the port and copied to the control plane (DHCP, ARP from ISP routers).", "port")
@@ -115,7 +116,7 @@ var (
 		ispRelayed, ispOutcomes, ispAnswer, ispReqAck, ispBindings, ispCustomers, ispDevices, ispNextHop,
 		dhcpDecisions, dhcpPending, dhcpIntents, dhcpLeases, dhcpSuppressed, onbLeases, onbOffers, portalRequests,
 		dhcpPendingMax, onbMax, regDevices, regDevicesMax,
-		portDNS, portResets, portRedirect,
+		portDNS, portResets, portRedirect, portHandshk,
 		ctlARPSent, ctlARPLearned, ctlPuntUnknown,
 		storeCommit, storeWrites, storeErrs, storeWaits, storeSync, storeHeld, logDropped,
 		cfgReloadOK, cfgReloadPartial, cfgReloadTime, cfgRestartNeeded,
@@ -191,6 +192,7 @@ func (c *Collector) collectPorts(ch chan<- prometheus.Metric) {
 		counter(ch, portDNS, e.DNSAnswers, p.Name)
 		counter(ch, portResets, e.GardenResets, p.Name)
 		counter(ch, portRedirect, e.GardenRedirects, p.Name)
+		counter(ch, portHandshk, e.GardenHandshake, p.Name)
 		counter(ch, portICMP, e.ICMPErrors, p.Name)
 		for b := range engine.NumICMPBudgets {
 			counter(ch, portICMPLim, e.ICMPLimited[b], p.Name, b.String())
