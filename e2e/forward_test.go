@@ -302,6 +302,30 @@ func forwarding(t *testing.T, fast bool) {
 		}
 	})
 
+	t.Run("TTL-1 flood spares neighbours", func(t *testing.T) {
+		// s1 floods TTL-1 UDP (a few thousand a second, 4 s) while s2,
+		// its neighbour on the same access port, sends 10 TTL-1 pings
+		// a traceroute's way: each gets its Time Exceeded. A
+		// hostile-subscriber trial found the flood spent the port's
+		// ICMP error budget (100 a second) and the neighbour got 2 of
+		// 10; each subscriber has its own share of it now.
+		flood := "import socket, time\n" +
+			"s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n" +
+			"s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 1)\n" +
+			"end = time.time() + 4\n" +
+			"while time.time() < end:\n" +
+			"    s.sendto(b'x' * 18, ('" + hostAddr + "', 33434))\n" +
+			"    time.sleep(0.0002)\n"
+		sh := fmt.Sprintf("ip netns exec %s python3 -c \"$FLOOD\" & sleep 1; "+
+			"ip netns exec %s ping -c 10 -i 0.2 -t 1 -W 1 %s; wait", r.ns("s1"), r.ns("s2"), hostAddr)
+		cmd := exec.Command("sh", "-c", sh)
+		cmd.Env = append(os.Environ(), "FLOOD="+flood)
+		out, _ := cmd.CombinedOutput()
+		if n := strings.Count(strings.ToLower(string(out)), "time to live exceeded"); n != 10 {
+			t.Errorf("s2 got %d Time Exceeded of 10 while s1 flooded TTL-1 datagrams:\n%s", n, out)
+		}
+	})
+
 	t.Run("other ISP", func(t *testing.T) {
 		haBefore := r.rx(r.ns("ha"), "eth0")
 		hbBefore := r.rx(r.ns("hb"), "eth0")
