@@ -14,7 +14,7 @@ import (
 // whole budget, and its neighbour's traceroute got 2 time-exceeded
 // replies of 10.
 
-// distinctICMPSlots draws p's ICMP seed until the subscribers keys are
+// distinctICMPSlots draws p's ICMP seed until the subscribers' keys are
 // hashed to buckets no two of them share: the tests' subscribers then
 // each have a whole share, whatever the seed NewProcessor drew (a
 // collision is a shared bucket, budgets.go).
