@@ -35,12 +35,7 @@ func udpChecksumOK(p *classifier.Packet, f []byte) bool {
 	if seg[6] == 0 && seg[7] == 0 {
 		return true
 	}
-	var ph [12]byte
-	binary.BigEndian.PutUint32(ph[0:], p.SrcIP)
-	binary.BigEndian.PutUint32(ph[4:], p.DstIP)
-	ph[9] = 17
-	binary.BigEndian.PutUint16(ph[10:], uint16(ulen))
-	return fib.Checksum(seg, fib.Checksum(ph[:], 0)) == 0xffff
+	return fib.L4Checksum(p.SrcIP, p.DstIP, 17, seg) == 0
 }
 
 func addr4(v uint32) netip.Addr {

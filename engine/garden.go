@@ -204,7 +204,7 @@ func (p *Processor) answerDNS(in uint8, out *datapath.Verdict, pkt *classifier.P
 	binary.BigEndian.PutUint16(udp[2:], pkt.SrcPort)
 	binary.BigEndian.PutUint16(udp[4:], uint16(ulen))
 	binary.BigEndian.PutUint16(udp[6:], 0)
-	c := l4Checksum(pkt.DstIP, pkt.SrcIP, classifier.ProtoUDP, udp)
+	c := fib.L4Checksum(pkt.DstIP, pkt.SrcIP, classifier.ProtoUDP, udp)
 	if c == 0 {
 		c = 0xffff // 0 would mean "no checksum"
 	}
@@ -283,7 +283,7 @@ func putTCPAnswer(b []byte, pkt *classifier.Packet, seq, ack uint32, flags byte,
 	clear(tcp[16:20]) // checksum, urgent pointer
 	copy(tcp[20:], opts)
 	copy(tcp[th:], payload)
-	binary.BigEndian.PutUint16(tcp[16:], l4Checksum(pkt.DstIP, pkt.SrcIP, classifier.ProtoTCP, tcp))
+	binary.BigEndian.PutUint16(tcp[16:], fib.L4Checksum(pkt.DstIP, pkt.SrcIP, classifier.ProtoTCP, tcp))
 	return end
 }
 
@@ -317,15 +317,4 @@ func putIPv4(ip []byte, src, dst uint32, proto uint8, total int) {
 	binary.BigEndian.PutUint32(ip[12:], src)
 	binary.BigEndian.PutUint32(ip[16:], dst)
 	binary.BigEndian.PutUint16(ip[10:], ^fib.Checksum(ip[:20], 0))
-}
-
-// l4Checksum returns the UDP or TCP checksum of seg (its checksum field
-// zero) from src to dst: RFC 768 / RFC 9293, with the pseudo-header.
-func l4Checksum(src, dst uint32, proto uint8, seg []byte) uint16 {
-	var ph [12]byte
-	binary.BigEndian.PutUint32(ph[0:], src)
-	binary.BigEndian.PutUint32(ph[4:], dst)
-	ph[9] = proto
-	binary.BigEndian.PutUint16(ph[10:], uint16(len(seg)))
-	return ^fib.Checksum(seg, fib.Checksum(ph[:], 0))
 }

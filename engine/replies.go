@@ -133,12 +133,7 @@ func l4ChecksumOK(pkt *classifier.Packet, f []byte) bool {
 			seg = seg[:ulen]
 		}
 	}
-	var ph [12]byte
-	binary.BigEndian.PutUint32(ph[0:], pkt.SrcIP)
-	binary.BigEndian.PutUint32(ph[4:], pkt.DstIP)
-	ph[9] = pkt.Proto
-	binary.BigEndian.PutUint16(ph[10:], uint16(len(seg)))
-	return fib.Checksum(seg, fib.Checksum(ph[:], 0)) == 0xffff
+	return fib.L4Checksum(pkt.SrcIP, pkt.DstIP, pkt.Proto, seg) == 0
 }
 
 // timeExceeded turns the TTL-expired IPv4 packet in f, already counted as

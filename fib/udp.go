@@ -24,6 +24,19 @@ func Checksum(b []byte, init uint16) uint16 {
 	return uint16(s)
 }
 
+// L4Checksum returns the checksum of seg, a UDP datagram or TCP segment
+// (protocol proto) from src to dst, over the pseudo-header and seg (RFC
+// 768, RFC 9293): with seg's checksum field zero, the value to write
+// there; with it filled in, 0 when it verifies.
+func L4Checksum(src, dst uint32, proto uint8, seg []byte) uint16 {
+	var ph [12]byte
+	binary.BigEndian.PutUint32(ph[0:], src)
+	binary.BigEndian.PutUint32(ph[4:], dst)
+	ph[9] = proto
+	binary.BigEndian.PutUint16(ph[10:], uint16(len(seg)))
+	return ^Checksum(seg, Checksum(ph[:], 0))
+}
+
 // UDPFrame builds an Ethernet (802.1Q-tagged when vlan is not 0) / IPv4 /
 // UDP frame around payload from src:sport to dst:dport, TTL 64, with both
 // checksums computed. It allocates the frame: for the control plane and
@@ -59,12 +72,7 @@ func AppendUDPFrame(buf []byte, dstMAC, srcMAC uint64, vlan uint16, src, dst net
 	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
 	copy(udp[8:], payload)
 	// Checksum over the pseudo-header and the datagram.
-	var ph [12]byte
-	copy(ph[0:4], s[:])
-	copy(ph[4:8], d[:])
-	ph[9] = 17
-	binary.BigEndian.PutUint16(ph[10:], uint16(8+len(payload)))
-	c := ^Checksum(udp, Checksum(ph[:], 0))
+	c := L4Checksum(binary.BigEndian.Uint32(s[:]), binary.BigEndian.Uint32(d[:]), 17, udp[:8+len(payload)])
 	if c == 0 {
 		c = 0xffff
 	}
