@@ -90,6 +90,30 @@ import (
 // (1.88 → 1.90 in the quietest runs; docs/PERFORMANCE.md). The in-memory
 // ports' UMEM on huge pages: −3.3 to +1.6 ns over 11 runs, the bare
 // worker 0.7–1.2 ns slower; not kept.
+//
+// Stop 54, each in one test binary against the code as it is (the two
+// ways switched every 64 batches of BenchmarkPipeline's generator, median
+// of the paired differences, 3 runs each, the host's load average 1–4),
+// not kept:
+//   - the MAC table's home lines asked for with PREFETCHNTA instead of
+//     PREFETCHT0 (so that the lines of a table read once do not evict
+//     the frames and the UMEM from L2), alone and with the probe rounds'
+//     prefetches too: −0.2 to +0.5 ns at 1K and at 1M, nothing;
+//   - the next batch's home lines asked for a batch ahead (its keys
+//     known to the trial's generator, so only the hash and the prefetch
+//     were paid), so that its misses are served while this batch is
+//     decided and copied: +1.2 to +2.3 ns at 1K and +1.7 to +2.5 at 1M,
+//     slower at both: whatever the lines ready a batch ahead saved at
+//     1M, it did not pay for the second hash and the prefetches.
+// Where 1M costs more than 1K (perf, timer sampling, 60M packets each,
+// pinned): the lookup about 5.6 ns and the generator's copy of its
+// template about 3.4 ns (runtime.memmove under MemQueue.Receive). The
+// latter is the benchmark's, not the pipeline's: the 64K templates (4
+// MiB, scattered over the heap) are evicted by the table's lines at 1M,
+// and stay in L3 at 1K and in the bare worker. Copied from one
+// contiguous array instead, the bare worker took 3.3 ns less and the
+// pipeline 4.3 at 1K and 4.2–5.3 at 1M: the ratio to floor + bare rises,
+// so the generator was left as it is.
 
 // roleLaneUp and roleLaneDown mark a frame laneKeys took, from a
 // subscriber and from an ISP: its MAC table or FIB key is in macKeys or
