@@ -166,6 +166,7 @@ func (x *txns) unpark(sk subKey, d droppedTxns, restore bool, max, share int, no
 		if n := x.pending[k]; n != nil {
 			if n.sub == t.sub {
 				carryParked(n, t)
+				x.dueEarlier(n) // the REQUEST taken over, due
 			}
 			continue
 		}

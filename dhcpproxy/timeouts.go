@@ -75,41 +75,38 @@ type timedOut struct {
 // expire removes the transactions past their deadline and returns those
 // whose silence is a refusal (an unanswered DISCOVER, a REQUEST), and
 // forgets old OFFERs and rapid-commit wins, remaking their maps once a
-// burst of them is forgotten (mapMem).
+// burst of them is forgotten (mapMem). The transactions it looks at are
+// those whose entry in the deadlines' heap has come up (txndue.go), not
+// every one pending; one that stays (its deadline moved on) is queued
+// again at its next due, after the loop, so that no entry comes up twice
+// in one call.
 func (x *txns) expire(now time.Time) []timedOut {
 	var tos []timedOut
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	for k, t := range x.pending {
-		if o := t.overtook; o != nil && !o.due.IsZero() && now.After(o.due) {
-			// The REQUEST a DISCOVER took over, still unanswered.
-			o.due = time.Time{}
-			tos = append(tos, timedOut{subj: regSubject(t.sub.mac, t.circuit, t.reg), mt: dhcpv4.MessageTypeRequest, putBack: o.putBack})
+	n := monoNanos(now)
+	var again []*txn
+	// Strictly before now, as now.After(deadline) below: an entry at
+	// now would find nothing due and be queued again at now.
+	for len(x.dues) > 0 && x.dues[0].at < n {
+		e := x.popDue()
+		t := x.pending[e.pk]
+		if t == nil || t.qSeq != e.seq {
+			continue // ended, or queued again since: stale
 		}
-		if now.After(t.deadline) {
-			if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() && (!t.refused || t.nakBy.IsValid()) || t.msgType == dhcpv4.MessageTypeRequest ||
-				t.msgType == dhcpv4.MessageTypeInform {
-				tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, t.unreach, t.unlisted, t.otherNak, t.renew, t.nakBy, t.refused, t.selecting, t.putBack})
-			}
-			// The client retransmitted, and we relayed its copy less
-			// than the ISP's time ago: the ISP's silence to the first
-			// copy is reported all the same, but the transaction
-			// waits for the answer to the latest one. (Deleted, that
-			// answer would find no transaction and be dropped, and
-			// the client would wait for its next retransmission: in
-			// an outage, with the ISP's server behind, 4–8 s more.)
-			// A renewal is left as it was: its silence may have been
-			// answered from the binding (answerAfterSilence). The
-			// latest copy was relayed after any put-back (resume
-			// cleared resent): its answer, if any, is heard, and its
-			// timeout is no put-back's.
-			if wait := t.deadline.Sub(t.relayed); !t.resent.IsZero() && now.Sub(t.resent) < wait && t.renew == nil {
-				t.relayed, t.deadline, t.resent = t.resent, t.resent.Add(wait), time.Time{}
-				t.putBack = false
-				continue
-			}
-			x.del(k)
+		var ended bool
+		if tos, ended = x.expireTxn(e.pk, t, now, tos); !ended {
+			again = append(again, t)
 		}
+	}
+	for _, t := range again {
+		if x.pending[t.pk] == t {
+			x.queueDue(t)
+		}
+	}
+	if c := cap(x.dues); c > shrinkFloor && len(x.dues) < c/4 {
+		// A copy keeps the heap's order, in room for what it holds.
+		x.dues = append(make([]dueEntry, 0, 2*len(x.dues)), x.dues...)
 	}
 	// offered, like pending (shrink), is remade once what it holds has
 	// fallen to a quarter of its peak: the map of a burst of a million
@@ -128,6 +125,44 @@ func (x *txns) expire(now time.Time) []timedOut {
 		x.rapid = remade(x.rapid)
 	}
 	return tos
+}
+
+// expireTxn is expire's look at t, pending under k, whose entry came up:
+// the REQUEST it took over, or t itself, timed out if past due (appended
+// to tos), and t removed past its deadline unless a retransmission's copy
+// is still to be answered. It reports whether t ended (x.mu held).
+func (x *txns) expireTxn(k pendKey, t *txn, now time.Time, tos []timedOut) ([]timedOut, bool) {
+	if o := t.overtook; o != nil && !o.due.IsZero() && now.After(o.due) {
+		// The REQUEST a DISCOVER took over, still unanswered.
+		o.due = time.Time{}
+		tos = append(tos, timedOut{subj: regSubject(t.sub.mac, t.circuit, t.reg), mt: dhcpv4.MessageTypeRequest, putBack: o.putBack})
+	}
+	if now.After(t.deadline) {
+		if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() && (!t.refused || t.nakBy.IsValid()) || t.msgType == dhcpv4.MessageTypeRequest ||
+			t.msgType == dhcpv4.MessageTypeInform {
+			tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, t.unreach, t.unlisted, t.otherNak, t.renew, t.nakBy, t.refused, t.selecting, t.putBack})
+		}
+		// The client retransmitted, and we relayed its copy less
+		// than the ISP's time ago: the ISP's silence to the first
+		// copy is reported all the same, but the transaction
+		// waits for the answer to the latest one. (Deleted, that
+		// answer would find no transaction and be dropped, and
+		// the client would wait for its next retransmission: in
+		// an outage, with the ISP's server behind, 4–8 s more.)
+		// A renewal is left as it was: its silence may have been
+		// answered from the binding (answerAfterSilence). The
+		// latest copy was relayed after any put-back (resume
+		// cleared resent): its answer, if any, is heard, and its
+		// timeout is no put-back's.
+		if wait := t.deadline.Sub(t.relayed); !t.resent.IsZero() && now.Sub(t.resent) < wait && t.renew == nil {
+			t.relayed, t.deadline, t.resent = t.resent, t.resent.Add(wait), time.Time{}
+			t.putBack = false
+			return tos, false
+		}
+		x.del(k)
+		return tos, true
+	}
+	return tos, false
 }
 
 // expireTxns turns the ISP's silence into timeout events.

@@ -24,6 +24,8 @@ func (x *txns) put(pk pendKey, t *txn) {
 	}
 	x.pending[pk] = t
 	x.mem.note(len(x.pending))
+	t.pk = pk
+	x.queueDue(t)
 }
 
 // del removes the transaction under pk, if any (x.mu held).
@@ -46,18 +48,20 @@ func (x *txns) del(pk pendKey) {
 // peak is then what was copied): linear in the transactions, never a copy
 // per operation, and a million drained in one go remakes the maps at
 // 250K, 62K, 16K and 4K left. A loop over pending that deletes through
-// del, as expire's does, ranges on over the map it started with: its
-// entries not yet reached are still pending in the new one.
+// del ranges on over the map it started with: its entries not yet reached
+// are still pending in the new one. The deadlines' heap is rebuilt with
+// them (rebuildDues), its entries of transactions ended dropped.
 //
 // The copy is made under x.mu: on the 2-CPU lab VM, 0.1–0.36 s for the
-// 250K left of a peak of a million, once, where every expire tick at that
-// peak ranges over the whole table under the same lock (0.11–0.46 s a
-// tick with a million pending). Measured with 200K transactions drained
+// 250K left of a peak of a million, once (expire's tick walked the whole
+// table under the same lock, 0.11–0.46 s a tick with a million pending,
+// until it took the transactions due from the heap, txndue.go). Measured with 200K transactions drained
 // (TestPendingReleasesMemory), the heap after a GC kept 23 MB of the
 // burst without the remaking, 0.4 MB with.
 func (x *txns) shrink() {
 	if x.mem.due(len(x.pending)) {
 		x.pending, x.bySub, x.bySubMore = remade(x.pending), remade(x.bySub), remade(x.bySubMore)
+		x.rebuildDues() // and the deadlines' heap, its stale entries dropped
 	}
 }
 

@@ -72,7 +72,7 @@ func (x *txns) extend(t *txn, until time.Time) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if t.deadline.Before(until) {
-		t.deadline = until
+		t.deadline = until // later: its entry comes up early (txndue.go)
 	}
 }
 

@@ -121,6 +121,12 @@ type txn struct {
 	// overtook is the REQUEST whose transaction this DISCOVER took over
 	// (nil: none; see overtaken).
 	overtook *overtaken
+	// pk is the key t is pending under (put), and qSeq and qAt its
+	// valid entry in txns.dues and that entry's time (noDue: none;
+	// txndue.go).
+	pk   pendKey
+	qSeq uint64
+	qAt  int64
 }
 
 // overtaken is a REQUEST whose transaction a DISCOVER under its xid took
@@ -214,6 +220,11 @@ type txns struct {
 	offerHead int
 	rapid     map[pendKey]*rapidWin
 	rapidMem  mapMem // rapid's peak, for expire's remaking of it
+	// dues holds pending's deadlines, earliest first, and dueSeq numbers
+	// their entries (txndue.go): expire takes the transactions due from
+	// it, where it walked all of pending at every tick.
+	dues   []dueEntry
+	dueSeq uint64
 	// parked holds the transactions dropSub took from pending, of the
 	// subscribers whose binding's end is being committed: put back if
 	// the store refuses the end and the table has room (unpark),
@@ -481,6 +492,7 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 	} else {
 		t.resent = now
 	}
+	x.dueEarlier(t) // a deadline set, or a REQUEST taken over
 	t.reg, t.op82, t.msgType, t.gen = reg, op82, mt, gen
 	t.selecting = mt == dhcpv4.MessageTypeRequest && m.Options.Has(dhcpv4.OptionServerIdentifier)
 	t.rapid = mt == dhcpv4.MessageTypeDiscover && m.Options.Has(dhcpv4.OptionRapidCommit)
@@ -552,6 +564,7 @@ func (x *txns) offer(t *txn, isp *ISP, from, sid netip.Addr, now time.Time, time
 	}
 	t.serverID, t.offerFrom = sid, from
 	t.deadline = now.Add(timeout)
+	x.dueEarlier(t) // earlier than an extended deadline
 	x.remember(t.sub, offer{isp: isp, sid: sid, from: from, at: now})
 	return true
 }
