@@ -116,13 +116,18 @@ func (x *txns) expire(now time.Time) []timedOut {
 	// ISP with several servers and rapid commit leaves one for each ACK,
 	// a timeout long.
 	x.rapidMem.note(len(x.rapid))
-	for k, w := range x.rapid {
-		if now.After(w.until) {
-			delete(x.rapid, k)
+	for len(x.rapidAt) > 0 && x.rapidAt[0].at < n {
+		var e rapidAt
+		e, x.rapidAt = popAt(x.rapidAt)
+		if x.rapid[e.pk] == e.w {
+			delete(x.rapid, e.pk) // else replaced since: its own entry
 		}
 	}
 	if x.rapidMem.due(len(x.rapid)) {
 		x.rapid = remade(x.rapid)
+	}
+	if c := cap(x.rapidAt); c > shrinkFloor && len(x.rapidAt) < c/4 {
+		x.rapidAt = append(make([]rapidAt, 0, 2*len(x.rapidAt)), x.rapidAt...)
 	}
 	return tos
 }

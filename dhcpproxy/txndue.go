@@ -80,53 +80,94 @@ func (x *txns) rebuildDues() {
 			x.dues = append(x.dues, dueEntry{t.qAt, t.qSeq, t.pk})
 		}
 	}
-	for i := len(x.dues)/2 - 1; i >= 0; i-- {
-		x.siftDown(i)
-	}
+	heapifyAt(x.dues)
 }
 
+// dueAt is a heap entry's time, for the heaps of atHeap's functions.
+func (e dueEntry) dueAt() int64 { return e.at }
+
 // pushDue adds e to the heap.
-func (x *txns) pushDue(e dueEntry) {
-	x.dues = append(x.dues, e)
-	h := x.dues
+func (x *txns) pushDue(e dueEntry) { x.dues = pushAt(x.dues, e) }
+
+// popDue removes and returns the heap's earliest entry (the heap not
+// empty).
+func (x *txns) popDue() (e dueEntry) {
+	e, x.dues = popAt(x.dues)
+	return e
+}
+
+// atEntry is an entry of a min-heap by time: the deadlines' (dueEntry)
+// and the rapid-commit wins' (rapidAt).
+type atEntry interface{ dueAt() int64 }
+
+// pushAt adds e to the min-heap h and returns it.
+func pushAt[E atEntry](h []E, e E) []E {
+	h = append(h, e)
 	for i := len(h) - 1; i > 0; {
 		p := (i - 1) / 2
-		if h[p].at <= h[i].at {
+		if h[p].dueAt() <= h[i].dueAt() {
 			break
 		}
 		h[p], h[i] = h[i], h[p]
 		i = p
 	}
+	return h
 }
 
-// popDue removes and returns the heap's earliest entry (the heap not
-// empty).
-func (x *txns) popDue() dueEntry {
-	h := x.dues
+// popAt removes the earliest entry of the min-heap h (not empty) and
+// returns it and the heap; the slot it leaves is zeroed (no pointer kept).
+func popAt[E atEntry](h []E) (E, []E) {
 	e := h[0]
 	n := len(h) - 1
 	h[0] = h[n]
-	x.dues = h[:n]
-	x.siftDown(0)
-	return e
+	var zero E
+	h[n] = zero
+	h = h[:n]
+	siftDownAt(h, 0)
+	return e, h
 }
 
-// siftDown moves the entry at i down to its place.
-func (x *txns) siftDown(i int) {
-	h := x.dues
+// heapifyAt orders h as a min-heap.
+func heapifyAt[E atEntry](h []E) {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		siftDownAt(h, i)
+	}
+}
+
+// siftDownAt moves the entry at i of h down to its place.
+func siftDownAt[E atEntry](h []E, i int) {
 	for {
 		l := 2*i + 1
 		if l >= len(h) {
 			return
 		}
 		m := l
-		if r := l + 1; r < len(h) && h[r].at < h[l].at {
+		if r := l + 1; r < len(h) && h[r].dueAt() < h[l].dueAt() {
 			m = r
 		}
-		if h[i].at <= h[m].at {
+		if h[i].dueAt() <= h[m].dueAt() {
 			return
 		}
 		h[i], h[m] = h[m], h[i]
 		i = m
 	}
+}
+
+// rapidAt is a rapid-commit win (w, under pk) at its time (monoNanos of
+// its until) in txns.rapidAt.
+type rapidAt struct {
+	at int64
+	pk pendKey
+	w  *rapidWin
+}
+
+func (e rapidAt) dueAt() int64 { return e.at }
+
+// winRapid remembers w under pk until its time, when expire forgets it
+// (x.mu held). A win replaced under pk before then leaves its entry, which
+// expire passes over; each win has one, so the heap holds no more entries
+// than wins were made within dhcp.timeout.
+func (x *txns) winRapid(pk pendKey, w *rapidWin) {
+	x.rapid[pk] = w
+	x.rapidAt = pushAt(x.rapidAt, rapidAt{monoNanos(w.until), pk, w})
 }

@@ -220,6 +220,10 @@ type txns struct {
 	offerHead int
 	rapid     map[pendKey]*rapidWin
 	rapidMem  mapMem // rapid's peak, for expire's remaking of it
+	// rapidAt holds rapid's wins by their time, earliest first
+	// (winRapid): expire forgets them from it, where it walked all of
+	// rapid at every tick.
+	rapidAt []rapidAt
 	// dues holds pending's deadlines, earliest first, and dueSeq numbers
 	// their entries (txndue.go): expire takes the transactions due from
 	// it, where it walked all of pending at every tick.
@@ -289,8 +293,8 @@ func (x *txns) takeAck(pk pendKey, t *txn, from, ip netip.Addr, until time.Time)
 		x.unparkKey(pk)
 	}
 	if t.msgType == dhcpv4.MessageTypeDiscover && len(t.isp.Servers) > 1 {
-		x.rapid[pk] = &rapidWin{sub: t.sub, from: from, ip: ip, op82: t.op82, clientID: t.clientID, until: until,
-			released: t.released}
+		x.winRapid(pk, &rapidWin{sub: t.sub, from: from, ip: ip, op82: t.op82, clientID: t.clientID, until: until,
+			released: t.released})
 	}
 }
 

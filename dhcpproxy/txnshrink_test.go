@@ -228,7 +228,7 @@ func TestRapidShrink(t *testing.T) {
 		if i%4 == 0 {
 			until = now.Add(time.Second)
 		}
-		x.rapid[pendKey{mac: 0x020000000000 | uint64(i)}] = &rapidWin{until: until}
+		x.winRapid(pendKey{mac: 0x020000000000 | uint64(i)}, &rapidWin{until: until})
 	}
 	old := x.rapid
 	x.expire(now)
