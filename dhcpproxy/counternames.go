@@ -86,6 +86,7 @@ func CounterNames() []string {
 		"not_for_us",
 		"offer",
 		"offer_other_server",
+		"offer_repeated",
 		"offer_without_lease_time",
 		"offer_unusable_address",
 		"offer_registration_changed",

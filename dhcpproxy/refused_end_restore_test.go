@@ -119,7 +119,7 @@ func TestRefusedEndRetransmissionKeepsParkedState(t *testing.T) {
 	if got := x.chosen(n); got != alpha {
 		t.Errorf("a DISCOVER retransmitted while parked, the end refused: the server chosen %v, want %v (its OFFER was sent)", got, alpha)
 	}
-	if x.offer(n, isp, beta, beta, now, time.Second) {
+	if x.offer(n, isp, beta, beta, now, time.Second) == offerTaken {
 		t.Error("the end refused: another server's OFFER to the retransmitted DISCOVER was taken")
 	}
 	x, n = parkThen(discover, discover, alpha, false)
@@ -410,7 +410,7 @@ func TestRefusedEndRetypedKeepsNothing(t *testing.T) {
 	if got := x.chosen(n); got.IsValid() {
 		t.Errorf("a DISCOVER after a REQUEST after the parked DISCOVER: the server chosen %v, want none (a new selection)", got)
 	}
-	if !x.offer(n, isp, beta, beta, first.Add(2600*time.Millisecond), time.Second) {
+	if x.offer(n, isp, beta, beta, first.Add(2600*time.Millisecond), time.Second) != offerTaken {
 		t.Error("a DISCOVER after a REQUEST after the parked DISCOVER: another server's OFFER refused")
 	}
 }

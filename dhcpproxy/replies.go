@@ -137,8 +137,12 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 			p.refuseAnswer(t, isp, m, "ISP server "+src.String()+" offered an unusable address ("+why+")")
 			return
 		}
-		if !p.tx.offer(t, isp, src, sid, time.Now(), p.lim.Load().Timeout) {
+		switch p.tx.offer(t, isp, src, sid, time.Now(), p.lim.Load().Timeout) {
+		case offerOtherServer:
 			p.count("offer_other_server")
+			return
+		case offerRepeated:
+			p.count("offer_repeated")
 			return
 		}
 		out := p.fitOrRefuse(t, isp, src, m, payload, p.clientLease(m.IPAddressLeaseTime(0)))

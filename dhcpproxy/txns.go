@@ -32,6 +32,10 @@ type txn struct {
 	// offerFrom is the address the OFFER taken came from: the server
 	// chosen (with server-id override every server names ours).
 	offerFrom netip.Addr
+	// offersOwed counts the copies of a DISCOVER relayed that no OFFER
+	// delivered has answered yet (at most maxOffersOwed): the chosen
+	// server's OFFER beyond them is a repeat, not delivered (offer).
+	offersOwed uint8
 	// requested is the address the client asked for (option 50, or
 	// ciaddr when renewing), for the event of a NAK.
 	requested netip.Addr
@@ -484,6 +488,7 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 	// The ISP's time runs from the first relay of this message: a
 	// client's retransmissions do not extend it.
 	if t.msgType != mt || t.deadline.IsZero() {
+		t.offersOwed = 0
 		t.retyped = t.retyped || t.msgType != 0 && t.msgType != mt
 		t.deadline = now.Add(timeout)
 		t.relayed = now
@@ -497,6 +502,12 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 		t.resent = now
 	}
 	x.dueEarlier(t) // a deadline set, or a REQUEST taken over
+	// Each copy of a DISCOVER relayed may be answered by one OFFER of
+	// the server chosen (a server answers a client's retransmission
+	// again); more are repeats (offer).
+	if mt == dhcpv4.MessageTypeDiscover && t.offersOwed < maxOffersOwed {
+		t.offersOwed++
+	}
 	t.reg, t.op82, t.msgType, t.gen = reg, op82, mt, gen
 	t.selecting = mt == dhcpv4.MessageTypeRequest && m.Options.Has(dhcpv4.OptionServerIdentifier)
 	t.rapid = mt == dhcpv4.MessageTypeDiscover && m.Options.Has(dhcpv4.OptionRapidCommit)
@@ -558,20 +569,49 @@ func (x *txns) overtakenNak(t *txn, from, sid netip.Addr, override bool) (overta
 
 // offer records the OFFER from server address from, naming server-id
 // sid, for t. Of several ISP servers answering one DISCOVER only the first
-// is taken: false for the others' (told apart by address), and for any
-// OFFER once t is no longer a DISCOVER (the client has chosen).
-func (x *txns) offer(t *txn, isp *ISP, from, sid netip.Addr, now time.Time, timeout time.Duration) bool {
+// is taken: offerOtherServer for the others' (told apart by address), and
+// for any OFFER once t is no longer a DISCOVER (the client has chosen);
+// and of the chosen server's, one for each copy of the DISCOVER relayed
+// (txn.offersOwed): offerRepeated beyond.
+func (x *txns) offer(t *txn, isp *ISP, from, sid netip.Addr, now time.Time, timeout time.Duration) offerTake {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if t.msgType != dhcpv4.MessageTypeDiscover || t.offerFrom.IsValid() && t.offerFrom != from {
-		return false
+		return offerOtherServer
 	}
+	if t.offersOwed == 0 {
+		// Every copy of the DISCOVER relayed has had its OFFER: a
+		// server repeating its answer (a hostile-ISP trial's sent one
+		// 200,000 times, each delivered) is not the client's to hear,
+		// nor does it hold the transaction open.
+		return offerRepeated
+	}
+	t.offersOwed--
 	t.serverID, t.offerFrom = sid, from
 	t.deadline = now.Add(timeout)
 	x.dueEarlier(t) // earlier than an extended deadline
 	x.remember(t.sub, offer{isp: isp, sid: sid, from: from, at: now})
-	return true
+	return offerTaken
 }
+
+// offerTake is what becomes of a server's OFFER (txns.offer).
+type offerTake uint8
+
+const (
+	// offerTaken: delivered, its server the client's choice.
+	offerTaken offerTake = iota
+	// offerOtherServer: another server's than the one chosen, or one
+	// that comes once the client has sent its REQUEST.
+	offerOtherServer
+	// offerRepeated: the chosen server's again, every copy of the
+	// DISCOVER relayed having had its OFFER.
+	offerRepeated
+)
+
+// maxOffersOwed bounds txn.offersOwed: a client's retransmissions are
+// rate-limited (mac_rate) and each relayed is owed one OFFER, but no more
+// than this many at once are delivered to a server that answers late.
+const maxOffersOwed = 8
 
 // offerAt is an OFFER of sk remembered at at (monoNanos), in
 // txns.offerQ.
