@@ -237,6 +237,16 @@ func (t *Tenants) planAttach(w *subscribers.TenantWrite, a Actor, c subscribers.
 			return pl, fmt.Errorf("%w: the box holds its maximum of %d devices (datapath.mac_table_size)", ErrConflict, t.cfg.MaxDevices)
 		}
 	}
+	if share := t.ispDeviceShare(a); !had && share > 0 {
+		held := t.ispDevices(c.ISP) + pend.newMACs
+		if replaced != nil && !keptReplaced {
+			held--
+		}
+		if held >= share {
+			return pl, fmt.Errorf("%w: ISP %q holds its share of the box's devices: %d of %d (datapath.mac_table_size, shared by %d ISPs); ask the operator",
+				ErrConflict, c.ISP, share, t.cfg.MaxDevices, len(t.cfg.ISPs))
+		}
+	}
 	now := time.Now()
 	r := subscribers.Registration{MAC: mac, CustomerID: c.ID, ISP: c.ISP, Access: access, Source: source, Updated: now}
 	kind, why := subscribers.EventDeviceAttached, "attached ("+source+")"

@@ -324,6 +324,31 @@ func (t *Tenants) revalidate(macs ...uint64) {
 	}
 }
 
+// ispDeviceShare is how many of the box's device places (MaxDevices) what
+// actor a attaches to one ISP may hold, with several ISPs configured:
+// three quarters, as one ISP's share of max_pending (0: no share, the box's
+// cap alone). An ISP's token, its customers' claims (the portal's
+// included) and its imports are held to it, so that one ISP's tenant
+// attaching made-up MACs cannot take every place and have every other
+// ISP's attaches refused; the operator and the configuration are not.
+func (t *Tenants) ispDeviceShare(a Actor) int {
+	if t.cfg.MaxDevices <= 0 || len(t.cfg.ISPs) < 2 || a.Kind == ActorOperator || a.Kind == ActorConfig {
+		return 0
+	}
+	return max(1, t.cfg.MaxDevices*3/4)
+}
+
+// ispDevices is the number of devices registered to isp (t.mu held by
+// the writer asking, which keeps it).
+func (t *Tenants) ispDevices(isp string) int {
+	t.cmu.Lock()
+	defer t.cmu.Unlock()
+	if n := t.counts[isp]; n != nil {
+		return n.devices
+	}
+	return 0
+}
+
 func (t *Tenants) count(isp string, customers, devices int) {
 	t.cmu.Lock()
 	if n := t.counts[isp]; n != nil {
