@@ -271,7 +271,7 @@ func carryParked(n, t *txn) {
 // latest copy's), an answer refused (refused: its end is no silence of
 // the ISP, and reported as rejected already), a DISCOVER's NAK (nakBy:
 // its end says the ISP refused, not that it was silent) and the notes its
-// timeout names (unreach, unlisted, otherNak). Before, they were lost: a
+// timeout names (unreach, unlisted, malformed, otherNak). Before, they were lost: a
 // refused OFFER's or a NAKed DISCOVER's end was reported as the ISP's
 // silence, and the answer time counted from the retransmission. n's
 // deadline and resent stay its own: from its relay, heard since, where an
@@ -291,6 +291,9 @@ func carryHistory(n, t *txn) {
 	}
 	if !n.unlisted.IsValid() {
 		n.unlisted = t.unlisted
+	}
+	if !n.malformed.IsValid() {
+		n.malformed = t.malformed
 	}
 	if !n.otherNak.IsValid() {
 		n.otherNak = t.otherNak

@@ -54,9 +54,9 @@
 //     which keep its index by subscriber and give a drained burst's
 //     memory back; txnnotes.go: the notes the relay makes on a
 //     transaction; timeouts.go: those past their deadline, and the ICMP
-//     unreachables and unlisted repliers heard about them, which their
-//     timeout events name; txndue.go: the deadlines' heap, from which
-//     timeouts.go takes the transactions due.
+//     unreachables, unlisted repliers and malformed answers heard about
+//     them, which their timeout events name; txndue.go: the deadlines'
+//     heap, from which timeouts.go takes the transactions due.
 //   - upstream.go: messages from subscribers: checks, admission, relay up.
 //   - replies.go: messages from the ISPs' servers and what the subscriber
 //     is sent (no state of its own); naks.go: the NAKs ispmux sends, and

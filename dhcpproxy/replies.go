@@ -35,9 +35,15 @@ func (p *Proxy) fromServer(isp *ISP, pkt *classifier.Packet, payload []byte, dir
 		}
 		return
 	}
+	raw := payload
 	m, payload, err := parseMessage(payload)
 	if err != nil || len(m.ClientHWAddr) != 6 || badOverload(m) {
 		p.count(errServerMalformed.Error())
+		// Its timeout, if it answers one of ours, says so: the ISP
+		// answered, with a message ispmux cannot use.
+		if len(raw) >= 34 && raw[0] == 2 && raw[2] == 6 {
+			p.tx.noteMalformed(isp.Index, [4]byte(raw[4:8]), binding.MAC48([6]byte(raw[28:34])), src)
+		}
 		return
 	}
 	withOverloaded(m, payload)

@@ -53,15 +53,29 @@ func (x *txns) noteUnlisted(isp uint8, xid [4]byte, mac uint64, from netip.Addr)
 	}
 }
 
+// noteMalformed notes that server from answered the transaction of mac
+// and xid at isp, if one is pending, with a message it could not parse
+// (txn.malformed): its timeout was "no answer from the ISP".
+func (x *txns) noteMalformed(isp uint8, xid [4]byte, mac uint64, from netip.Addr) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if t := x.pending[pendKey{xid, mac, isp}]; t != nil {
+		t.malformed = from
+	}
+}
+
 // timedOut is a transaction the ISP did not answer in time.
 type timedOut struct {
 	subj     subject
 	mt       dhcpv4.MessageType
 	unreach  unreachableNote
 	unlisted netip.Addr // txn.unlisted
-	otherNak netip.Addr // txn.otherNak
-	renew    *renewNote // a renewal past the ISP's T1 (nil: anything else)
-	nakBy    netip.Addr // the server that NAKed the DISCOVER (no OFFER came)
+	// malformed: the server whose answer could not be parsed
+	// (txn.malformed).
+	malformed netip.Addr
+	otherNak  netip.Addr // txn.otherNak
+	renew     *renewNote // a renewal past the ISP's T1 (nil: anything else)
+	nakBy     netip.Addr // the server that NAKed the DISCOVER (no OFFER came)
 	// refused: a server answered the REQUEST with a reply ispmux refused
 	// (its own rejected event): no silence of the ISP.
 	refused bool
@@ -145,7 +159,7 @@ func (x *txns) expireTxn(k pendKey, t *txn, now time.Time, tos []timedOut) ([]ti
 	if now.After(t.deadline) {
 		if t.msgType == dhcpv4.MessageTypeDiscover && !t.serverID.IsValid() && (!t.refused || t.nakBy.IsValid()) || t.msgType == dhcpv4.MessageTypeRequest ||
 			t.msgType == dhcpv4.MessageTypeInform {
-			tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, t.unreach, t.unlisted, t.otherNak, t.renew, t.nakBy, t.refused, t.selecting, t.putBack})
+			tos = append(tos, timedOut{regSubject(t.sub.mac, t.circuit, t.reg), t.msgType, t.unreach, t.unlisted, t.malformed, t.otherNak, t.renew, t.nakBy, t.refused, t.selecting, t.putBack})
 		}
 		// The client retransmitted, and we relayed its copy less
 		// than the ISP's time ago: the ISP's silence to the first
@@ -208,6 +222,9 @@ func (p *Proxy) expireTxns(now time.Time) {
 		}
 		if to.unlisted.IsValid() {
 			why += fmt.Sprintf(" (an answer came from %s, which is not one of the ISP's dhcp_servers: dropped)", to.unlisted)
+		}
+		if to.malformed.IsValid() {
+			why += fmt.Sprintf(" (its server %s answered with a malformed message: dropped, server_malformed)", to.malformed)
 		}
 		if to.otherNak.IsValid() {
 			why += fmt.Sprintf(" (server %s, which did not grant the lease, NAKed the renewal before the ISP's T2: not acted on)", to.otherNak)

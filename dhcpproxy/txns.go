@@ -107,6 +107,9 @@ type txn struct {
 	// a reply to t came from (dropped: unknown_server); its timeout
 	// names it.
 	unlisted netip.Addr
+	// malformed is the ISP server that answered t with a message ispmux
+	// could not parse (dropped: server_malformed); its timeout names it.
+	malformed netip.Addr
 	// selecting is set for a SELECTING REQUEST (it names a server
 	// identifier, ours, RFC 2131 §4.3.2): only the server selected may
 	// ACK it (selected).
@@ -497,6 +500,7 @@ func (x *txns) begin(pk pendKey, sk subKey, c *Circuit, isp *ISP, reg registry.E
 		t.nakBy = netip.Addr{}
 		t.unreach = unreachableNote{}
 		t.unlisted = netip.Addr{}
+		t.malformed = netip.Addr{}
 		t.otherNak = netip.Addr{}
 	} else {
 		t.resent = now
