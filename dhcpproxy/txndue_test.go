@@ -101,7 +101,7 @@ func TestDueEarlierAfterExtend(t *testing.T) {
 		tx := r.begin(t, 1, 1, false, 0)
 		r.x.extend(tx, r.t0.Add(time.Hour))
 		r.expire(10*s + s/2)
-		if !r.x.offer(tx, r.isp, ispSID, ispSID, r.t0.Add(11*s), r.timeout) {
+		if r.x.offer(tx, r.isp, ispSID, ispSID, r.t0.Add(11*s), r.timeout) != offerTaken {
 			t.Fatal("OFFER not taken")
 		}
 		r.expire(22 * s)
