@@ -88,6 +88,7 @@ type Appliance struct {
 	hooks            *webhooks.Manager
 	dhcp             *dhcpproxy.Proxy
 	notify           *sdnotify.Notifier // the service manager (watchdog.go); nil: none
+	reloader         func()             // the command's reload (SetReloader); nil: none
 	started          time.Time
 
 	// The captive portal (nil when [portal] is off): its namespace and
@@ -441,7 +442,7 @@ func (a *Appliance) Run(ctx context.Context) error {
 		a.dhcp.Run(ctx)
 	}()
 	srv, err := ctlsock.Serve(filepath.Join(a.cfg.Appliance.StateDir, SocketName),
-		&ctlsock.Server{Status: a.Status, Store: a.store, API: a.api.SocketHandler(), Log: a.log})
+		&ctlsock.Server{Status: a.Status, Store: a.store, API: a.api.SocketHandler(), Log: a.log, Reload: a.reloader})
 	if err != nil {
 		a.log.Warn("control socket unavailable", "err", err)
 	}

@@ -30,6 +30,13 @@ import (
 // nobody.
 func (a *Appliance) SetNotifier(n *sdnotify.Notifier) { a.notify = n }
 
+// SetReloader gives the control socket's POST /reload (`ispmux ctl
+// reload`) the command's reload, f: what SIGHUP does (the file read,
+// applied or refused, the outcome noted for Status), run to its end
+// before the request is answered. Call it before Run; without it the
+// socket answers that no reload is available.
+func (a *Appliance) SetReloader(f func()) { a.reloader = f }
+
 // liveness is what the watchdog compares from one look to the next.
 type liveness struct {
 	at       time.Time

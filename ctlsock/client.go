@@ -69,9 +69,27 @@ func FetchStatus(ctx context.Context, path string) (*Status, error) {
 	return &st, nil
 }
 
+// Reload has the appliance whose control socket is at path reload its
+// configuration file, as SIGHUP does, and returns its status once the
+// reload is done: LastReloadAt, ReloadRefused, ReloadPartial and
+// RestartPending say what it did.
+func Reload(ctx context.Context, path string) (*Status, error) {
+	var st Status
+	if _, err := do(ctx, http.MethodPost, path, "/reload", &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
 // fetch GETs what on the control socket at path into v and returns the
 // response's headers.
 func fetch(ctx context.Context, path, what string, v any) (http.Header, error) {
+	return do(ctx, http.MethodGet, path, what, v)
+}
+
+// do makes a request of method for what on the control socket at path,
+// reads its JSON answer into v and returns the response's headers.
+func do(ctx context.Context, method, path, what string, v any) (http.Header, error) {
 	// One request per client: no connection is kept (a kept one would
 	// stay open on both sides, with a goroutine here, after the client is
 	// gone).
@@ -82,7 +100,7 @@ func fetch(ctx context.Context, path, what string, v any) (http.Header, error) {
 			return d.DialContext(ctx, "unix", path)
 		},
 	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://ispmux"+what, nil)
+	req, err := http.NewRequestWithContext(ctx, method, "http://ispmux"+what, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -31,10 +31,16 @@ type Server struct {
 	Store *subscribers.Store
 	// API, if set, serves /v1/ (the tenant API, as the operator).
 	API http.Handler
-	Log *slog.Logger
+	// Reload, if set, serves POST /reload: it reloads the configuration
+	// file as SIGHUP does and returns once the reload is done (applied,
+	// applied in part or refused); the answer is the status after it,
+	// whose last reload says which.
+	Reload func()
+	Log    *slog.Logger
 }
 
-// Serve serves GET /status and GET /events as JSON, and GET /backup
+// Serve serves GET /status and GET /events as JSON, POST /reload (the
+// status after a reload of the configuration file), and GET /backup
 // (a copy of the store, see backup.go), on a unix socket (reachable from
 // any network namespace through the file system).
 //
@@ -55,6 +61,15 @@ func Serve(path string, s *Server) (*http.Server, error) {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(s.Status())
+	})
+	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
+		if s.Reload == nil {
+			http.Error(w, "this ispmux reloads on SIGHUP only", http.StatusNotImplemented)
+			return
+		}
+		s.Reload()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(s.Status())
 	})
 	mux.HandleFunc("GET /events", s.serveEvents)
 	mux.HandleFunc("GET /backup", s.serveBackup)

@@ -224,7 +224,7 @@ func TestCapabilities(t *testing.T) {
 		t.Errorf("unit capabilities with the portal %v, want %v + CAP_SYS_ADMIN CAP_NET_BIND_SERVICE", portal, wantBase)
 	}
 	for k, v := range map[string]string{"User": "ispmux", "LimitMEMLOCK": "infinity", "Restart": "on-failure",
-		"ExecReload": "/bin/kill -HUP $MAINPID", "StateDirectory": "ispmux", "RuntimeDirectory": "ispmux", "NoNewPrivileges": "yes",
+		"ExecReload": "/usr/sbin/ispmux ctl -c /etc/ispmux/ispmux.toml reload", "StateDirectory": "ispmux", "RuntimeDirectory": "ispmux", "NoNewPrivileges": "yes",
 		"Type": "notify", "NotifyAccess": "main", "WatchdogSec": "30s"} {
 		if keys[k] != v {
 			t.Errorf("unit: %s=%q, want %q", k, keys[k], v)

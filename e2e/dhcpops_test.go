@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,6 +16,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
+	"github.com/ispmux/ispmux/appliance"
 	"github.com/ispmux/ispmux/lab"
 )
 
@@ -193,6 +195,23 @@ func TestDHCPOperations(t *testing.T) {
 		}
 		if !r.ping("s3", hostAddr, 2) {
 			t.Errorf("a refused reload broke forwarding")
+		}
+		// ispmux ctl reload (the unit's ExecReload) waits for the reload
+		// and says what it did: exit 1 and the error at its line for
+		// the broken file, exit 0 once the file is fixed. systemctl
+		// reload's kill -HUP succeeded either way.
+		sock := filepath.Join(r.dir, "state", appliance.SocketName)
+		out, err := exec.Command(binPath, "ctl", "--socket", sock, "reload").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "REFUSED") || !strings.Contains(string(out), r.cfg+":") ||
+			!strings.Contains(string(out), "subscriber[") || !strings.Contains(string(out), ".mac") {
+			t.Errorf("ctl reload of a broken file: %v, %q; want exit 1, REFUSED and the error at its file:line: key", err, out)
+		}
+		writeCfg(c)
+		if out, err := exec.Command(binPath, "ctl", "--socket", sock, "reload").CombinedOutput(); err != nil || !strings.Contains(string(out), "reload: applied at") {
+			t.Errorf("ctl reload of the fixed file: %v, %q; want exit 0, applied", err, out)
+		}
+		if st := r.mustStatus(); st.ReloadRefused != "" {
+			t.Errorf("status after ctl reload of the fixed file: refused %q", st.ReloadRefused)
 		}
 	})
 

@@ -88,7 +88,7 @@ type ctlWhere int
 
 const (
 	whereAny    ctlWhere = iota // the API or the control socket
-	whereSocket                 // the control socket only (status, backup)
+	whereSocket                 // the control socket only (status, reload, backup)
 	whereNone                   // nothing (token)
 )
 
@@ -130,6 +130,12 @@ var ctlCommands = []*ctlCommand{
 			fs.IntVar(&o.limit, "limit", 0, "at most `N` events (1..1000)")
 		},
 		run: withISPHint(ctlEvents)},
+	{name: "reload", short: "re-read the configuration file, as SIGHUP does, and say what it did (control socket)",
+		summary: "Have the running appliance re-read its configuration file, as SIGHUP does, and wait for it:\n" +
+			"prints the outcome (applied, APPLIED IN PART or REFUSED with the errors at FILE:LINE: KEY) and what\n" +
+			"only a restart applies; exits 1 unless the file was applied whole (systemctl reload runs it, so a\n" +
+			"refused reload fails there too). Control socket only.",
+		run: ctlReload, where: whereSocket},
 	{name: "backup", short: "a consistent copy of the running store (control socket)", args: "OUT", min: 1, max: 1,
 		summary: "Write a consistent copy of the running appliance's store (state_dir/ispmux.db) to OUT,\n" +
 			"checked against the size and SHA-256 the appliance sent. Control socket only.",

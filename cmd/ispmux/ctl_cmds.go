@@ -142,6 +142,36 @@ func ctlStatus(e *ctlEnv, _ []string) error {
 	return writeStatus(e.stdout, st)
 }
 
+// ctlReload has the appliance reload its configuration file and prints
+// what the reload did; an error (exit 1) unless it applied the whole
+// file. With SIGHUP alone (systemctl reload's kill -HUP) a refused reload
+// succeeded: its error showed only in the log and in ctl status (a
+// trial).
+func ctlReload(e *ctlEnv, _ []string) error {
+	sock, err := e.socketPath()
+	if err != nil {
+		return err
+	}
+	st, err := ctlsock.Reload(e.ctx, sock)
+	if err != nil {
+		return err
+	}
+	if e.g.json {
+		if err := e.printJSON(st); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(e.stdout, "reload: %s\nrestart pending: %s\n", lastReload(st), restartPending(st))
+	}
+	switch {
+	case st.ReloadPartial:
+		return errors.New("reload applied in part (see above)")
+	case st.ReloadRefused != "":
+		return errors.New("reload refused: the running configuration stays (see above)")
+	}
+	return nil
+}
+
 func ctlBackup(e *ctlEnv, args []string) error {
 	sock, err := e.socketPath()
 	if err != nil {

@@ -36,6 +36,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -312,8 +313,38 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	a.SetNotifier(notify)
-	// SIGHUP re-reads the file and applies its subscriber entries; a file
-	// with errors is refused and the running configuration stays.
+	// SIGHUP, and `ispmux ctl reload` (the control socket's POST /reload,
+	// answered once it is done), re-read the file and apply its
+	// subscriber entries; a file with errors is refused and the running
+	// configuration stays. One at a time.
+	var reloadMu sync.Mutex
+	reload := func() {
+		reloadMu.Lock()
+		defer reloadMu.Unlock()
+		a.NotifyReloading()
+		defer a.NotifyReloaded()
+		next, err := configs.Load(path)
+		if err != nil {
+			log.Error("reload refused: the configuration has errors; the running one stays", "err", err)
+			a.NoteReloadRefused(err)
+			return
+		}
+		if err := a.Reload(next); err != nil {
+			// As ctl status and the alerts say: a reload applied
+			// in part is not a refused one.
+			msg := "reload refused: the running configuration stays"
+			if appliance.AppliedInPart(err) {
+				msg = "reload applied in part: what the error names stays as it was, the rest of the file applied"
+			}
+			log.Error(msg, "err", err)
+			a.NoteReloadWhere(logFileProblems(log, path, next))
+		}
+		if l := logLevel(next.Appliance.LogLevel); l != level.Level() {
+			level.Set(l)
+			log.Warn("log level changed", "log_level", next.Appliance.LogLevel)
+		}
+	}
+	a.SetReloader(reload)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -324,29 +355,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				return
 			case <-hup:
 			}
-			a.NotifyReloading()
-			next, err := configs.Load(path)
-			if err != nil {
-				log.Error("reload refused: the configuration has errors; the running one stays", "err", err)
-				a.NoteReloadRefused(err)
-				a.NotifyReloaded()
-				continue
-			}
-			if err := a.Reload(next); err != nil {
-				// As ctl status and the alerts say: a reload applied
-				// in part is not a refused one.
-				msg := "reload refused: the running configuration stays"
-				if appliance.AppliedInPart(err) {
-					msg = "reload applied in part: what the error names stays as it was, the rest of the file applied"
-				}
-				log.Error(msg, "err", err)
-				a.NoteReloadWhere(logFileProblems(log, path, next))
-			}
-			a.NotifyReloaded()
-			if l := logLevel(next.Appliance.LogLevel); l != level.Level() {
-				level.Set(l)
-				log.Warn("log level changed", "log_level", next.Appliance.LogLevel)
-			}
+			reload()
 		}
 	}()
 	return a.Run(ctx)
