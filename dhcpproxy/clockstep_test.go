@@ -1,6 +1,7 @@
 package dhcpproxy
 
 import (
+	"log/slog"
 	"net/netip"
 	"testing"
 	"time"
@@ -130,5 +131,31 @@ func TestLeaseEndClockStep(t *testing.T) {
 	stored.Expires = b.Expires.Round(0)
 	if ls := leaseOf(&stored, isp); ls.expires != stored.Expires.UnixNano() {
 		t.Errorf("a stored binding's end on the lease clock is %d, want its wall clock end %d", ls.expires, stored.Expires.UnixNano())
+	}
+}
+
+// TestRestoredOnboardingLeaseClockStep: an onboarding lease read from the
+// store at the start (its end without a monotonic reading) runs out by
+// the monotonic clock once in the table, as one granted while running
+// does: stepped an hour forward, it is not due with nine minutes left;
+// stepped an hour back, it is due a minute past its end.
+func TestRestoredOnboardingLeaseClockStep(t *testing.T) {
+	var tbl onboardingTable
+	circuits := []Circuit{{Name: "a", Port: 0, Addr: netip.MustParseAddr("100.64.0.1"),
+		Onboarding: &Onboarding{Pool: netip.MustParsePrefix("100.65.1.0/29")}}}
+	tbl.init(circuits, slog.New(slog.DiscardHandler))
+	pl := tbl.pools[circuitKey{0, 0}]
+	t0 := time.Now()
+	const mac = 0x027700000001
+	stored := t0.Add(10 * time.Minute).Round(0) // as decoded from the store
+	tbl.put(mac, pl, netip.MustParseAddr("100.65.1.2"), t0.Add(-time.Minute).Round(0), stored)
+	if l, ok := tbl.leaseOf(mac); !ok || !l.expires.Equal(stored) {
+		t.Fatalf("restored lease %+v %v, want its end %v", l, ok, stored)
+	}
+	if due := tbl.due(stepWall(t, t0.Add(time.Minute), time.Hour)); len(due) != 0 {
+		t.Errorf("the wall clock stepped an hour forward: %d restored onboarding leases due with nine minutes left, want none", len(due))
+	}
+	if due := tbl.due(stepWall(t, t0.Add(11*time.Minute), -time.Hour)); len(due) != 1 {
+		t.Errorf("the wall clock stepped an hour back: %d restored onboarding leases due a minute past their end, want 1", len(due))
 	}
 }

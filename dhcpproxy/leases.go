@@ -146,7 +146,7 @@ func (l *lease) endsAfter(t time.Time) bool { return l.expires > leaseNanos(t) }
 
 // expiresAt is when l ends by the wall clock as it reads now: its end on
 // the lease clock, moved by the steps the wall clock made since the
-// start (none: the end the store holds, give or take the clocks' drift).
+// start (none: the end the store holds).
 func (l *lease) expiresAt() time.Time {
 	now := time.Now()
 	return now.Add(time.Duration(l.expires - leaseNanos(now))).Round(0)
@@ -157,26 +157,42 @@ func (l *lease) expiresAt() time.Time {
 var monoEpochWall = monoEpoch.UnixNano()
 
 // leaseNanos is t in Unix nanoseconds on the lease clock: the wall clock
-// as it read at the start (monoEpoch), moved on by the monotonic clock
-// since, for a t with a monotonic reading (time.Now's, the tick's, and a
-// binding's Expires and T1 computed from them at its ACK); a t without
-// one (a binding read from the store at the start, a test's time) is its
-// wall reading, the lease clock's at the start. A lease is a duration
-// (the ACK's option 51, counted by the client from its receipt), so a
-// running ispmux counts its end by the monotonic clock, as the client and
-// the ISP's server, whose clocks did not move, do: by the wall clock, an
-// NTP step of an hour forward ended every lease with less than an hour
-// left at once (the devices cut off until they renewed; the ISP still
-// leasing them), and one back forwarded leases the ISP had ended, and
-// perhaps granted again, for an hour longer, and answered renewals
-// locally with that hour added to the client's lease. The store keeps
-// the wall clock's ends (a restart reads them by the wall clock: a step
-// while ispmux was stopped moves them, as it moves the ISP's).
+// less the steps it made since the start (monoEpoch), for a t with a
+// monotonic reading (time.Now's, the tick's, and a binding's Expires and
+// T1 computed from them at its ACK); a t without one (a binding read from
+// the store at the start, a test's time) is its wall reading. A lease is
+// a duration (the ACK's option 51, counted by the client from its
+// receipt), so a running ispmux counts its end by the monotonic clock, as
+// the client and the ISP's server, whose clocks did not move, do: by the
+// wall clock, an NTP step of an hour forward ended every lease with less
+// than an hour left at once (the devices cut off until they renewed; the
+// ISP still leasing them), and one back forwarded leases the ISP had
+// ended, and perhaps granted again, for an hour longer, and answered
+// renewals locally with that hour added to the client's lease. The store
+// keeps the wall clock's ends (a restart reads them by the wall clock: a
+// step while ispmux was stopped moves them, as it moves the ISP's).
+//
+// The steps are the wall clock's lead over the monotonic one since the
+// start (the two run at one rate otherwise: NTP's slewing moves both),
+// rounded to the second: a time.Now reads them one after the other, tens
+// of nanoseconds apart (more if its thread is preempted in between), and
+// that noise must not make a lease read from the store, at its wall
+// clock end, end a nanosecond off (a local renewal's lease, truncated to
+// the second, a second short). A step under half a second counts as
+// none.
 func leaseNanos(t time.Time) int64 {
+	w := t.UnixNano()
 	if t == t.Round(0) {
-		return t.UnixNano() // no monotonic reading
+		return w // no monotonic reading
 	}
-	return monoEpochWall + int64(t.Sub(monoEpoch))
+	step := w - (monoEpochWall + int64(t.Sub(monoEpoch)))
+	const q = int64(time.Second)
+	if step >= 0 {
+		step = (step + q/2) / q * q
+	} else {
+		step = -((-step + q/2) / q * q)
+	}
+	return w - step
 }
 
 // sid is the ISP server's identifier, invalid if unknown.
