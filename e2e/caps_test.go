@@ -265,6 +265,13 @@ func TestCapabilities(t *testing.T) {
 		}
 		notes.want(t, "RELOADING=1", 5*time.Second)
 		notes.want(t, "READY=1", 5*time.Second)
+		// The unit's ExecReload (ispmux ctl -c CFG reload), as the
+		// unit's user with its capabilities, as systemd runs it: the
+		// control socket is that user's.
+		args := append(setprivArgs(base), c.bin, "ctl", "-c", c.cfg, "reload")
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil || !strings.Contains(string(out), "reload: applied at") {
+			t.Errorf("ExecReload's ctl reload as uid %d: %v, %q; want exit 0, applied", capsUID, err, out)
+		}
 		// Pings every half WATCHDOG_USEC (1 s here) while forwarding.
 		n := notes.count("WATCHDOG=1")
 		time.Sleep(3500 * time.Millisecond)
