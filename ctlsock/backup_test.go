@@ -1,8 +1,11 @@
 package ctlsock
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -17,7 +20,8 @@ import (
 
 // TestBackup: `ctl backup` while the appliance writes gives a store file
 // that subscribers.Open opens, consistent (every binding with its event),
-// replaces an existing file whole, and refuses to overwrite the live store.
+// replaces an existing file whole when asked to (and refuses to without),
+// and refuses to overwrite the live store.
 func TestBackup(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -66,7 +70,7 @@ func TestBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	for k := range 3 {
-		res, err := Backup(ctx, sock, out)
+		res, err := Backup(ctx, sock, out, true)
 		if err != nil {
 			t.Fatalf("Backup %d: %v", k, err)
 		}
@@ -98,6 +102,18 @@ func TestBackup(t *testing.T) {
 		c.Close()
 		t.Logf("backup %d: %d bytes, %d bindings", k, res.Bytes, len(bs))
 	}
+	// Without replace, an existing file is refused and kept: ctl backup
+	// wrote over an older copy given the same name without a word.
+	before, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Backup(ctx, sock, out, false); !errors.Is(err, ErrBackupExists) || !strings.Contains(err.Error(), out+" exists") {
+		t.Errorf("backup over an existing file without replace: %v", err)
+	}
+	if after, err := os.ReadFile(out); err != nil || !bytes.Equal(after, before) {
+		t.Errorf("the existing file was changed (%d bytes, was %d): %v", len(after), len(before), err)
+	}
 	close(stop)
 	wg.Wait()
 	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(out), ".*tmp-*")); len(left) != 0 {
@@ -105,14 +121,14 @@ func TestBackup(t *testing.T) {
 	}
 
 	// The live store is not a backup target.
-	if _, err := Backup(ctx, sock, filepath.Join(dir, ".", StoreName)); err == nil || !strings.Contains(err.Error(), "running appliance's store") {
+	if _, err := Backup(ctx, sock, filepath.Join(dir, ".", StoreName), true); err == nil || !strings.Contains(err.Error(), "running appliance's store") {
 		t.Errorf("backup over the live store: %v", err)
 	}
 	// Nor its journal files (the appliance would go on appending to the
 	// replaced file: every later binding lost at the next start), nor
 	// anything else in the state directory.
 	for _, f := range []string{StoreName + ".journal", StoreName + ".journal.1", "ispmux.sock", "copy.db"} {
-		if _, err := Backup(ctx, sock, filepath.Join(dir, f)); err == nil {
+		if _, err := Backup(ctx, sock, filepath.Join(dir, f), true); err == nil {
 			t.Errorf("backup to %s in the state directory accepted", f)
 		}
 	}
@@ -120,13 +136,13 @@ func TestBackup(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Backup(ctx, sock, filepath.Join(dir, "sub", "x.db")); err == nil || !strings.Contains(err.Error(), "state directory") {
+	if _, err := Backup(ctx, sock, filepath.Join(dir, "sub", "x.db"), false); err == nil || !strings.Contains(err.Error(), "state directory") {
 		t.Errorf("backup under the state directory: %v", err)
 	}
 	// A directory is not the copy's file: refused before the copy is made
 	// (it was made, then the rename failed naming a temporary file).
 	od := t.TempDir()
-	if _, err := Backup(ctx, sock, od); err == nil || !strings.Contains(err.Error(), od+" is a directory") {
+	if _, err := Backup(ctx, sock, od, false); err == nil || !strings.Contains(err.Error(), od+" is a directory") {
 		t.Errorf("backup to a directory: %v", err)
 	}
 	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(od), ".*tmp-*")); len(left) != 0 {
@@ -136,7 +152,44 @@ func TestBackup(t *testing.T) {
 		t.Errorf("live store after the refused backup: %v", err)
 	}
 	// No appliance: a clear error, no file.
-	if _, err := Backup(ctx, filepath.Join(t.TempDir(), "ispmux.sock"), filepath.Join(t.TempDir(), "x.db")); err == nil || !strings.Contains(err.Error(), "is ispmux running?") {
+	if _, err := Backup(ctx, filepath.Join(t.TempDir(), "ispmux.sock"), filepath.Join(t.TempDir(), "x.db"), false); err == nil || !strings.Contains(err.Error(), "is ispmux running?") {
 		t.Errorf("backup without an appliance: %v", err)
+	}
+}
+
+// TestRenameIntoNoReplace: the rename that ends a backup without replace
+// keeps a file made at its name meanwhile (after Backup's first check,
+// while the copy was being received), and says so.
+func TestRenameIntoNoReplace(t *testing.T) {
+	dir := t.TempDir()
+	from, to := filepath.Join(dir, ".copy.tmp"), filepath.Join(dir, "copy.db")
+	for _, f := range []string{from, to} {
+		if err := os.WriteFile(f, []byte(f), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := renameInto(from, to, false); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("renameInto over an existing file: %v, want an fs.ErrExist", err)
+	}
+	if b, err := os.ReadFile(to); err != nil || string(b) != to {
+		t.Errorf("the existing file: %q, %v", b, err)
+	}
+	if err := renameInto(from, to, true); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(to); err != nil || string(b) != from {
+		t.Errorf("replaced: %q, %v", b, err)
+	}
+	if err := os.Remove(to); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(from, []byte(from), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := renameInto(from, to, false); err != nil {
+		t.Fatalf("renameInto to a new name: %v", err)
+	}
+	if _, err := os.Stat(from); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the temporary file is left: %v", err)
 	}
 }

@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ispmux/ispmux/subscribers"
 )
 
@@ -129,18 +131,27 @@ type BackupResult struct {
 	SHA256 string `json:"sha256"`
 }
 
+// ErrBackupExists is Backup's error for a file that exists, when it was
+// not asked to replace it.
+var ErrBackupExists = errors.New("exists: not replaced")
+
 // Backup asks the appliance whose control socket is at sock for a
 // consistent copy of its store, taken while it runs, and writes it to
 // file: into a temporary file in file's directory, checked against the
 // size and SHA-256 the appliance sent, fsynced, then renamed over file
 // (and the directory fsynced). So file is either the whole copy or left as
-// it was. The copy is a store file subscribers.Open opens. file must not
+// it was. An existing file is replaced only if replace is set; else Backup
+// fails with ErrBackupExists, before the copy is asked for and again at
+// the rename (which then replaces nothing: a file made meanwhile is kept),
+// so an older copy is not lost to a name given twice (a review: ctl backup
+// overwrote it without a word). The copy is a store file subscribers.Open
+// opens. file must not
 // be in the state directory (sock's): the copy would replace the running
 // store, one of its journal files or the socket under the appliance
 // (over a journal file, the appliance went on appending to the replaced
 // file, and every binding acknowledged from then on was lost at the next
 // start), or sit where a restore expects the live files.
-func Backup(ctx context.Context, sock, file string) (*BackupResult, error) {
+func Backup(ctx context.Context, sock, file string, replace bool) (*BackupResult, error) {
 	state := filepath.Dir(sock)
 	live := filepath.Join(state, StoreName)
 	for _, f := range subscribers.JournalFiles(live) {
@@ -156,6 +167,9 @@ func Backup(ctx context.Context, sock, file string) (*BackupResult, error) {
 	}
 	if st, err := os.Stat(file); err == nil && st.IsDir() {
 		return nil, fmt.Errorf("backup: %s is a directory: name the file the copy is written to", file)
+	}
+	if _, err := os.Lstat(file); err == nil && !replace {
+		return nil, fmt.Errorf("backup: %s %w", file, ErrBackupExists)
 	}
 	dir := filepath.Dir(file)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(file)+".tmp-*")
@@ -215,9 +229,12 @@ func Backup(ctx context.Context, sock, file string) (*BackupResult, error) {
 	if err := tmp.Close(); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
-	if err := os.Rename(tmp.Name(), file); err != nil {
+	if err := renameInto(tmp.Name(), file, replace); err != nil {
 		os.Remove(tmp.Name())
 		done = true
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("backup: %s %w", file, ErrBackupExists)
+		}
 		return nil, fmt.Errorf("backup: %w", err)
 	}
 	done = true
@@ -229,6 +246,27 @@ func Backup(ctx context.Context, sock, file string) (*BackupResult, error) {
 		}
 	}
 	return &BackupResult{File: file, Bytes: n, SHA256: sum}, nil
+}
+
+// renameInto renames from to to; unless replace, atomically only if to
+// does not exist (renameat2's RENAME_NOREPLACE; on a file system without
+// it, a hard link, which fails as well on a name taken, and from removed):
+// an error satisfying errors.Is(err, fs.ErrExist) if it does.
+func renameInto(from, to string, replace bool) error {
+	if replace {
+		return os.Rename(from, to)
+	}
+	err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE)
+	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) {
+		if err != nil {
+			return &os.LinkError{Op: "rename", Old: from, New: to, Err: err}
+		}
+		return nil
+	}
+	if err := os.Link(from, to); err != nil {
+		return err
+	}
+	return os.Remove(from)
 }
 
 // same reports whether paths a and b name the same file (or, if b does

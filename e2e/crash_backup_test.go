@@ -58,7 +58,7 @@ func TestCrashBackup(t *testing.T) {
 			before := newest()
 			file := filepath.Join(r.dir, "crashed-"+strings.ReplaceAll(point, "/", "-")+".db")
 			c, cancel := context.WithTimeout(ctx, 20*time.Second)
-			res, err := ctlsock.Backup(c, r.sock(), file)
+			res, err := ctlsock.Backup(c, r.sock(), file, false)
 			cancel()
 			if err == nil {
 				t.Errorf("ctl backup succeeded (%d bytes) though ispmux was killed in mid-backup", res.Bytes)
@@ -83,7 +83,7 @@ func TestCrashBackup(t *testing.T) {
 	}
 	r.t = t
 	file := filepath.Join(r.dir, "whole.db")
-	res, err := ctlsock.Backup(ctx, r.sock(), file)
+	res, err := ctlsock.Backup(ctx, r.sock(), file, false)
 	if err != nil {
 		t.Fatalf("ctl backup after the crashes: %v", err)
 	}

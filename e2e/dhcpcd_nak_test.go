@@ -43,7 +43,7 @@ func TestDhcpcdRenewalNaked(t *testing.T) {
 	ctx := context.Background()
 	s1 := r.sub("s1")
 	before := filepath.Join(r.dir, "before-s1.db")
-	if _, err := ctlsock.Backup(ctx, r.sock(), before); err != nil {
+	if _, err := ctlsock.Backup(ctx, r.sock(), before, false); err != nil {
 		t.Fatal(err)
 	}
 	out := &syncBuffer{}

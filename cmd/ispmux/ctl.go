@@ -136,9 +136,13 @@ var ctlCommands = []*ctlCommand{
 			"only a restart applies; exits 1 unless the file was applied whole (systemctl reload runs it, so a\n" +
 			"refused reload fails there too). Control socket only.",
 		run: ctlReload, where: whereSocket},
-	{name: "backup", short: "a consistent copy of the running store (control socket)", args: "OUT", min: 1, max: 1,
+	{name: "backup", short: "a consistent copy of the running store (control socket)", args: "OUT [--force]", min: 1, max: 1,
 		summary: "Write a consistent copy of the running appliance's store (state_dir/ispmux.db) to OUT,\n" +
-			"checked against the size and SHA-256 the appliance sent. Control socket only.",
+			"checked against the size and SHA-256 the appliance sent. An existing OUT is refused unless\n" +
+			"--force (an older copy is not replaced by mistake). Control socket only.",
+		flags: func(fs *flag.FlagSet, o *ctlOpts) {
+			fs.BoolVar(&o.force, "force", false, "replace OUT if it exists (else refused)")
+		},
 		run: ctlBackup, where: whereSocket},
 	{name: "isps", short: "the ISPs with their counts", summary: "The ISPs with their customer, device and binding counts (an ISP's token: its own).",
 		run: ctlISPs},

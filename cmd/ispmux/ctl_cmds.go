@@ -177,7 +177,10 @@ func ctlBackup(e *ctlEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := ctlsock.Backup(e.ctx, sock, args[0])
+	r, err := ctlsock.Backup(e.ctx, sock, args[0], e.o.force)
+	if errors.Is(err, ctlsock.ErrBackupExists) {
+		return fmt.Errorf("%w: give a new OUT, or --force to replace it", err)
+	}
 	if err != nil {
 		return err
 	}

@@ -328,7 +328,22 @@ func TestBackup(t *testing.T) {
 	if err != nil || !bytes.Equal(got, r.backup) || !strings.Contains(stdout, out+": 13000 bytes, sha256 ") {
 		t.Errorf("backup: %v, %d bytes, %q", err, len(got), stdout)
 	}
-	stdout, _ = r.ok("", "ctl", "--socket", r.sock, "backup", out, "--json")
+	// An existing OUT is refused without --force, named, and kept (it
+	// was replaced without a word).
+	if err := os.WriteFile(out, []byte("an older copy"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = runCmd(t, "", "ctl", "--socket", r.sock, "backup", out)
+	if want := "backup: " + out + " exists: not replaced: give a new OUT, or --force to replace it"; err == nil || exitCode(err) != 1 || err.Error() != want {
+		t.Errorf("backup over an existing file: %v, want %q", err, want)
+	}
+	if got, err := os.ReadFile(out); err != nil || string(got) != "an older copy" {
+		t.Errorf("the existing file after the refused backup: %d bytes, %v; want %q kept", len(got), err, "an older copy")
+	}
+	stdout, _ = r.ok("", "ctl", "--socket", r.sock, "backup", out, "--force", "--json")
+	if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, r.backup) {
+		t.Errorf("backup --force: %v, %d bytes", err, len(got))
+	}
 	var res ctlsock.BackupResult
 	if err := json.Unmarshal([]byte(stdout), &res); err != nil || res.Bytes != 13000 || res.File != out {
 		t.Errorf("backup --json: %v %q", err, stdout)
