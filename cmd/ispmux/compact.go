@@ -50,12 +50,29 @@ func cmdCompact(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "compacted %s: %s → %s\n", store, mib(res.Before), mib(res.After))
+	fmt.Fprintf(stdout, "compacted %s: %s → %s\n", store, humanSize(res.Before), humanSize(res.After))
 	return nil
 }
 
-// mib is n bytes in MiB, one decimal.
-func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+// humanSize is n bytes in the largest binary unit it reaches (B, KiB,
+// MiB, GiB), one decimal past bytes: a small store compacted reads
+// "48.0 KiB", where MiB alone printed "0.0 MiB" (a review).
+func humanSize(n int64) string {
+	const unit = 1 << 10
+	if n < unit && n > -unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, u := float64(n)/unit, "KiB"
+	for _, next := range []string{"MiB", "GiB", "TiB"} {
+		// 1023.96 KiB rounds to "1024.0 KiB": move up at what prints
+		// as 1024, not only past it.
+		if v > -unit+0.05 && v < unit-0.05 {
+			break
+		}
+		v, u = v/unit, next
+	}
+	return fmt.Sprintf("%.1f %s", v, u)
+}
 
 // asStateDirOwner makes this process, when root, the user owning dir (the
 // state_dir), if that is not root: the service's user, whose directory it

@@ -32,7 +32,7 @@ func TestCompactCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, _, err := runCmd(t, "", "compact", "-c", cfg)
-	if err != nil || !strings.Contains(out, "compacted "+path) || !strings.Contains(out, "MiB →") {
+	if err != nil || !strings.Contains(out, "compacted "+path) || !strings.Contains(out, "iB →") {
 		t.Fatalf("compact: %v %q", err, out)
 	}
 	st, err = subscribers.Open(path, subscribers.Options{NoSync: true})
@@ -203,5 +203,52 @@ func deletedCustomers(t *testing.T, st *subscribers.Store, n, keep int, also sub
 	}
 	if _, err := st.ApplyTenant(del); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCompactSmallStore: compact of a store holding nothing prints its
+// size after as the file's, in a unit that shows it ("0.0 MiB" was all
+// it said).
+func TestCompactSmallStore(t *testing.T) {
+	cfg, state := testConfig(t)
+	path := filepath.Join(state, appliance.StoreName)
+	st, err := subscribers.Open(path, subscribers.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := runCmd(t, "", "compact", "-c", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s (the file: %d bytes)", strings.TrimSpace(out), fi.Size())
+	if fi.Size() >= 1<<20 {
+		t.Fatalf("an empty store compacted is %d bytes: not a small store", fi.Size())
+	}
+	if want := "→ " + humanSize(fi.Size()) + "\n"; !strings.HasSuffix(out, want) || strings.Contains(out, "0.0 ") {
+		t.Errorf("compact of an empty store printed %q, want it to end %q", out, want)
+	}
+}
+
+// TestHumanSize: compact's sizes show small stores in bytes or KiB (a
+// 48 KiB store printed "0.0 MiB") and large ones in MiB or GiB.
+func TestHumanSize(t *testing.T) {
+	for _, c := range []struct {
+		n    int64
+		want string
+	}{
+		{0, "0 B"}, {1, "1 B"}, {1023, "1023 B"}, {1024, "1.0 KiB"}, {49152, "48.0 KiB"}, {100 << 10, "100.0 KiB"},
+		{1<<20 - 1, "1.0 MiB"}, {1 << 20, "1.0 MiB"}, {16 << 20, "16.0 MiB"}, {1536 << 20, "1.5 GiB"}, {3 << 40, "3.0 TiB"},
+		{5 << 50, "5120.0 TiB"},
+	} {
+		if got := humanSize(c.n); got != c.want {
+			t.Errorf("humanSize(%d) = %q, want %q", c.n, got, c.want)
+		}
 	}
 }
