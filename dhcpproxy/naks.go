@@ -232,8 +232,9 @@ func (p *Proxy) nakTo(c *Circuit, m *dhcpv4.DHCPv4, msg string, dst netip.Addr) 
 // default 10 min client lease), where Kea, which answers any message
 // with a ciaddr at that ciaddr (Dhcpv4Srv::adjustRemoteAddr), reached it
 // at once. A client without an address (INIT-REBOOT, ciaddr 0), or with
-// one no host holds (loopback, link-local, multicast, broadcast), still
-// gets the broadcast. The frame goes to chaddr either way (deliverTo).
+// one no host holds (unicastHost: "this network" 0/8, loopback,
+// link-local, multicast, the reserved 240/4, broadcast), still gets the
+// broadcast. The frame goes to chaddr either way (deliverTo).
 func nakAddr(m *dhcpv4.DHCPv4) netip.Addr {
 	ci, _ := netip.AddrFromSlice(m.ClientIPAddr.To4())
 	return nakAddrOf(ci)
@@ -243,10 +244,26 @@ func nakAddr(m *dhcpv4.DHCPv4) netip.Addr {
 // none): an ISP's NAK, whose own ciaddr is 0, goes where ispmux's own
 // would (nakFromISP).
 func nakAddrOf(ci netip.Addr) netip.Addr {
-	if ci.Is4() && ci.IsGlobalUnicast() {
+	if unicastHost(ci) {
 		return ci
 	}
 	return netip.AddrFrom4([4]byte{255, 255, 255, 255})
+}
+
+// unicastHost reports whether a is an IPv4 address a host on the link
+// can hold, and so a datagram's destination: not in 0.0.0.0/8 ("this
+// network", RFC 1122 §3.2.1.3: a source only), 127/8 (loopback), 169.254/16
+// (link-local, which no ISP leases), 224/4 (multicast) or 240/4
+// (reserved, 255.255.255.255 among them, RFC 1112 §4). netip's
+// IsGlobalUnicast lets 0.0.0.0/8 (but 0.0.0.0) and 240/4 (but the
+// broadcast) through: a REQUEST's ciaddr of 0.1.2.3 or 240.0.0.1 had the
+// NAK sent to it, where no client listens, not broadcast (a review).
+func unicastHost(a netip.Addr) bool {
+	if !a.Is4() {
+		return false
+	}
+	b := a.As4()
+	return b[0] != 0 && b[0] < 224 && a.IsGlobalUnicast()
 }
 
 // nakBytes is ispmux's DHCPNAK to the client message m (RFC 2131 table 3:
