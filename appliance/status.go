@@ -56,15 +56,7 @@ func (a *Appliance) status(maxBindings int) ctlsock.Status {
 		}
 		ps.RxFrames, ps.RxBytes, ps.TxFrames, ps.TxBytes = qs.RxFrames, qs.RxBytes, qs.TxFrames, qs.TxBytes
 		ps.TxFull, ps.NoFrame, ps.Errors, ps.Down = qs.TxFull, qs.NoFrame, qs.Errors, qs.Down
-		c := ec[i]
-		ps.FwdUp, ps.FwdDown, ps.ARPReplies, ps.Punts = c.Up, c.Down, c.ARPReplies, c.Punts
-		ps.Echo = c.EchoReplies
-		ps.FastUp, ps.FastDown = c.FastUp, c.FastDown
-		for r, n := range c.Drops {
-			if n > 0 {
-				ps.Drops[classifier.Reason(r).String()] = n
-			}
-		}
+		portCounters(&ps, &ec[i])
 		for _, d := range a.state.LastFrom(i) {
 			ps.LastDrops = append(ps.LastDrops, ctlsock.LastDrop{Reason: d.Reason.String(), MAC: engine.MACString(d.MAC), At: d.At.UTC().Format(time.RFC3339Nano)})
 		}
@@ -176,5 +168,28 @@ func (a *Appliance) reloadStatus(st *ctlsock.Status) {
 		if o.err != "" {
 			st.ReloadRefused, st.ReloadRefusedAt, st.ReloadPartial = o.text(), st.LastReloadAt, o.partial
 		}
+	}
+}
+
+// portCounters fills ps's engine counters from c: forwarded, answered in
+// place, punted, dropped (by reason, those > 0), and the ICMP errors sent
+// and refused by each budget (every budget, 0 included: a script reads
+// the key before the first refusal).
+func portCounters(ps *ctlsock.PortStatus, c *engine.PortCounters) {
+	ps.FwdUp, ps.FwdDown, ps.ARPReplies, ps.Punts = c.Up, c.Down, c.ARPReplies, c.Punts
+	ps.Echo = c.EchoReplies
+	ps.FastUp, ps.FastDown = c.FastUp, c.FastDown
+	if ps.Drops == nil {
+		ps.Drops = map[string]uint64{}
+	}
+	for r, n := range c.Drops {
+		if n > 0 {
+			ps.Drops[classifier.Reason(r).String()] = n
+		}
+	}
+	ps.ICMPErrors = c.ICMPErrors
+	ps.ICMPLimited = make(map[string]uint64, engine.NumICMPBudgets)
+	for b := range engine.NumICMPBudgets {
+		ps.ICMPLimited[b.String()] = c.ICMPLimited[b]
 	}
 }

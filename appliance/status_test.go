@@ -3,10 +3,12 @@ package appliance
 import (
 	"encoding/json"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ispmux/ispmux/configs"
+	"github.com/ispmux/ispmux/ctlsock"
 	"github.com/ispmux/ispmux/dhcpproxy"
 	"github.com/ispmux/ispmux/engine"
 )
@@ -45,6 +47,38 @@ func TestStatusJSON(t *testing.T) {
 	}
 	if len(ctl) != 3 {
 		t.Errorf("control has %d keys, want 3: %s", len(ctl), m["control"])
+	}
+	// Each port's ICMP errors, sent and refused by each budget, 0
+	// included (they were in the metrics alone).
+	var ports []map[string]json.RawMessage
+	if err := json.Unmarshal(m["ports"], &ports); err != nil || len(ports) != 1 {
+		t.Fatalf("ports: %s, %v", m["ports"], err)
+	}
+	if got := string(ports[0]["icmp_errors"]); got != "0" {
+		t.Errorf(`port "icmp_errors": %q, want 0`, got)
+	}
+	if got := string(ports[0]["icmp_errors_limited"]); got != `{"port":0,"subscriber":0}` {
+		t.Errorf(`port "icmp_errors_limited": %s, want {"port":0,"subscriber":0}`, got)
+	}
+}
+
+// TestStatusPortICMP: the status's per-port counters carry the engine's
+// ICMP errors sent and refused, per budget, beside the others (they were
+// in Prometheus alone).
+func TestStatusPortICMP(t *testing.T) {
+	var c engine.PortCounters
+	c.Up, c.ARPReplies, c.ICMPErrors = 10, 2, 7
+	c.ICMPLimited[engine.ICMPBudgetSubscriber], c.ICMPLimited[engine.ICMPBudgetPort] = 30, 5
+	ps := ctlsock.PortStatus{Name: "acc0"}
+	portCounters(&ps, &c)
+	b, err := json.Marshal(ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"forwarded_up":10`, `"arp_replies":2`, `"icmp_errors":7`, `"icmp_errors_limited":{"port":5,"subscriber":30}`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("port status %s lacks %s", b, want)
+		}
 	}
 }
 

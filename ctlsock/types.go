@@ -158,6 +158,14 @@ type PortStatus struct {
 	Echo       uint64            `json:"echo_replies"`
 	Punts      uint64            `json:"punts"`
 	Drops      map[string]uint64 `json:"drops"`
+	// ICMPErrors counts the ICMP errors (time exceeded, fragmentation
+	// needed) sent for frames that arrived on the port; ICMPLimited those
+	// not sent, by the budget that refused them ("subscriber": one
+	// subscriber's share, "port": the port's; both always present), as
+	// ispmux_port_icmp_errors_sent_total and ispmux_port_icmp_errors_limited_total
+	// count them.
+	ICMPErrors  uint64            `json:"icmp_errors"`
+	ICMPLimited map[string]uint64 `json:"icmp_errors_limited"`
 	// LastDrops names, per drop reason a subscriber causes
 	// (spoofed_source, unknown_mac, dhcp_flood, ...), the source MAC of
 	// the port's last frame dropped for it and when: who, where Drops

@@ -660,6 +660,27 @@ func TestStatusFastPath(t *testing.T) {
 	}
 }
 
+// TestStatusICMPErrors: ctl status's ICMP ERRORS column gives each
+// port's ICMP errors sent and, where its budgets refused some, how many
+// by which (they were in Prometheus alone).
+func TestStatusICMPErrors(t *testing.T) {
+	st := &ctlsock.Status{Ports: []ctlsock.PortStatus{
+		{Name: "acc0", ICMPErrors: 120, ICMPLimited: map[string]uint64{"subscriber": 4000, "port": 7}},
+		{Name: "upa", ICMPErrors: 3, ICMPLimited: map[string]uint64{"subscriber": 0, "port": 0}},
+	}}
+	var b bytes.Buffer
+	if err := writeStatus(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if !strings.Contains(out, "ICMP ERRORS") || !strings.Contains(out, "  120 (limited port=7 subscriber=4000)  ") {
+		t.Errorf("status lacks acc0's ICMP errors, 120 (limited port=7 subscriber=4000):\n%s", out)
+	}
+	if strings.Count(out, "limited") != 1 {
+		t.Errorf("limited shown for a port whose budgets refused nothing:\n%s", out)
+	}
+}
+
 // TestStatusDHCPWrapped: ctl status's dhcp counters, dozens of them on a
 // busy box, are wrapped at 100 columns under their label, every counter
 // kept whole and in order.

@@ -306,7 +306,7 @@ func writeStatus(w io.Writer, st *ctlsock.Status) error {
 		return err
 	}
 	fmt.Fprintln(w)
-	t := newTable(w, "PORT", "RX FRAMES", "RX BYTES", "TX FRAMES", "TX BYTES", "UP", "DOWN", "ARP", "ECHO", "PUNTS", "TX FULL", "NO FRAME", "ERRORS", "LINK", "DROPS")
+	t := newTable(w, "PORT", "RX FRAMES", "RX BYTES", "TX FRAMES", "TX BYTES", "UP", "DOWN", "ARP", "ECHO", "ICMP ERRORS", "PUNTS", "TX FULL", "NO FRAME", "ERRORS", "LINK", "DROPS")
 	for _, p := range st.Ports {
 		link := "up"
 		if p.Down {
@@ -327,8 +327,13 @@ func writeStatus(w io.Writer, st *ctlsock.Status) error {
 			}
 			return fmt.Sprintf("%d (xdp %d)", n, fast)
 		}
+		// ICMP errors sent, and those its budgets refused, by budget.
+		icmp := u(p.ICMPErrors)
+		if l := counters(p.ICMPLimited); l != "-" {
+			icmp += " (limited " + l + ")"
+		}
 		t.row(p.Name, u(p.RxFrames), u(p.RxBytes), u(p.TxFrames), u(p.TxBytes), fwd(p.FwdUp, p.FastUp), fwd(p.FwdDown, p.FastDown), u(p.ARPReplies), u(p.Echo),
-			u(p.Punts), u(p.TxFull), u(p.NoFrame), u(p.Errors), link, counters(p.Drops))
+			icmp, u(p.Punts), u(p.TxFull), u(p.NoFrame), u(p.Errors), link, counters(p.Drops))
 	}
 	if err := t.flush(); err != nil {
 		return err
