@@ -231,6 +231,9 @@ type client struct {
 	done chan struct{}
 	// released: the client let its lease go (and does not want one).
 	released bool
+	// stamp: each line of out begins with the time it was written (a
+	// client whose output has none: udhcpc).
+	stamp bool
 }
 
 // clientConf is a dhclient.conf for tests: what the lab's asks for, with
@@ -263,9 +266,10 @@ func (r *rig) startDhclient(sub lab.Sub, conf string) *client {
 }
 
 // startUdhcpc starts busybox udhcpc for sub: discover retries every
-// second, and again 1 s after a failed round (never gives up).
+// second, and again 1 s after a failed round (never gives up). Its output
+// is timestamped (stamp).
 func (r *rig) startUdhcpc(sub lab.Sub, extra ...string) *client {
-	c := &client{sub: sub, kind: "udhcpc"}
+	c := &client{sub: sub, kind: "udhcpc", stamp: true}
 	c.start(r.topo.Udhcpc(context.Background(), sub, append([]string{"-T", "1", "-t", "3", "-A", "1"}, extra...)...))
 	return c
 }
@@ -274,6 +278,10 @@ func (c *client) start(cmd *exec.Cmd) {
 	c.out = &syncBuffer{}
 	c.cmd = cmd
 	cmd.Stdout, cmd.Stderr = c.out, c.out
+	if c.stamp {
+		w := &stampWriter{w: c.out}
+		cmd.Stdout, cmd.Stderr = w, w
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c.done = make(chan struct{})
 	c.released = false

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -29,8 +30,11 @@ import (
 // test: 2 minutes; make soak DURATION=1h). At every check ispmux's
 // bindings must be the ISPs' leases (and the clients' addresses); after
 // the warm-up, ispmux's memory, goroutines, open files and store size
-// must stay flat: their slopes are reported. ISPMUX_SOAK_REPORT=PREFIX
-// writes PREFIX.json and PREFIX.svg (docs/RELIABILITY.md, "Soak").
+// must stay flat: their slopes are reported. An inconsistent check prints,
+// for each subscriber it names, ispmux's (debug) log lines, events, Kea's
+// log and lease lines and the client's output for its MAC
+// (soakDiagnostics). ISPMUX_SOAK_REPORT=PREFIX writes PREFIX.json and
+// PREFIX.svg (docs/RELIABILITY.md, "Soak").
 
 const (
 	SoakDurationEnv = "ISPMUX_SOAK_DURATION"
@@ -145,6 +149,17 @@ func TestSoak(t *testing.T) {
 	}
 	plan := planSoak(d)
 	r := newRig(t, lab.Options{Subscribers: 200, DHCP: true, LeaseTime: soakLease, ClientLeaseMax: soakLease, API: true})
+	// Debug logging: each DHCP message ispmux relays to an ISP and each
+	// answer from one is logged with its MAC, so an inconsistent check's
+	// diagnostics (soakDiagnostics) show where a subscriber's exchanges
+	// stopped (about 30 lines a second here: 200 renewals every 15 s).
+	cfg, err := os.ReadFile(r.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(r.cfg, bytes.Replace(cfg, []byte("[appliance]\n"), []byte("[appliance]\nlog_level = \"debug\"\n"), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	p := r.launch(binPath, gcEnv+"=1")
 	t.Cleanup(func() {
 		if err := p.term(); err != nil {
@@ -159,9 +174,11 @@ func TestSoak(t *testing.T) {
 	// Every subscriber runs udhcpc (s4 is refused by its ISP and s5 is
 	// unregistered: they keep asking).
 	var clients []*client
+	clientOf := map[string]*client{}
 	var valid []lab.Sub
 	for _, s := range r.topo.Subscribers {
 		clients = append(clients, r.startUdhcpc(s))
+		clientOf[s.Name] = clients[len(clients)-1]
 		if s.Role == lab.RoleValid {
 			valid = append(valid, s)
 		}
@@ -182,7 +199,7 @@ func TestSoak(t *testing.T) {
 			if st != nil {
 				n = len(st.Bindings)
 			}
-			t.Fatalf("%d of %d subscribers bound after 3 minutes; log:\n%s", n, len(valid), lastLines(p.log.String(), 20))
+			t.Fatalf("%d of %d subscribers bound after 3 minutes; log:\n%s", n, len(valid), lastInfoLines(p.log.String(), 20))
 		}
 		time.Sleep(time.Second)
 	}
@@ -282,7 +299,7 @@ func TestSoak(t *testing.T) {
 			next["sample"] = next["sample"].Add(plan.Sample)
 			s, err := r.soakSample(pid, scraper)
 			if err != nil {
-				t.Fatalf("sample at %.0f s: %v; ispmux log:\n%s", at(), err, lastLines(p.log.String(), 30))
+				t.Fatalf("sample at %.0f s: %v; ispmux log:\n%s", at(), err, lastInfoLines(p.log.String(), 30))
 			}
 			s.T = at()
 			rep.Samples = append(rep.Samples, s)
@@ -295,7 +312,7 @@ func TestSoak(t *testing.T) {
 				rep.ChecksUnread = append(rep.ChecksUnread, fmt.Sprintf("%.0f s: %v", at(), err))
 				t.Logf("check at %.0f s not read: %v", at(), err)
 				if len(rep.ChecksUnread) > 5 {
-					t.Fatalf("more than 5 checks could not be read; ispmux log:\n%s", lastLines(p.log.String(), 30))
+					t.Fatalf("more than 5 checks could not be read; ispmux log:\n%s", lastInfoLines(p.log.String(), 30))
 				}
 				continue
 			}
@@ -303,7 +320,8 @@ func TestSoak(t *testing.T) {
 			if c.Consistent {
 				rep.ChecksOK++
 			} else {
-				t.Errorf("check at %.0f s: lost %d, phantom %d, orphaned %d: %v; their events: %v", c.T, c.Lost, c.Phantom, c.Orphaned, c.Views, c.History)
+				t.Errorf("check at %.0f s: lost %d, phantom %d, orphaned %d: %v; their events: %v\n%s", c.T, c.Lost, c.Phantom, c.Orphaned, c.Views, c.History,
+					r.soakDiagnostics(c.Views, p.log.String(), clientOf))
 			}
 			rep.Checks = append(rep.Checks, c)
 		case !noFlaps && !now.Before(next["flap"]):
@@ -322,7 +340,7 @@ func TestSoak(t *testing.T) {
 				}
 			}
 			if fl.RecoveryMS < 0 {
-				t.Errorf("flap of %s (%s) at %.0f s: no forwarding within 15 s; log:\n%s", fl.Port, fl.Kind, fl.T, lastLines(p.log.String(), 20))
+				t.Errorf("flap of %s (%s) at %.0f s: no forwarding within 15 s; log:\n%s", fl.Port, fl.Kind, fl.T, lastInfoLines(p.log.String(), 20))
 			}
 			rep.Flaps = append(rep.Flaps, fl)
 		case !now.Before(next["reload"]):
@@ -377,7 +395,7 @@ func TestSoak(t *testing.T) {
 	if c.Consistent {
 		rep.ChecksOK++
 	} else {
-		t.Errorf("last check: lost %d, phantom %d, orphaned %d: %v", c.Lost, c.Phantom, c.Orphaned, c.Views)
+		t.Errorf("last check: lost %d, phantom %d, orphaned %d: %v\n%s", c.Lost, c.Phantom, c.Orphaned, c.Views, r.soakDiagnostics(c.Views, p.log.String(), clientOf))
 	}
 	rep.Checks = append(rep.Checks, c)
 	rep.FlapRecovery = statsOf(recov)
@@ -691,10 +709,10 @@ func (r *rig) soakReload(p *proc, extra bool) error {
 			return nil
 		}
 		if strings.Count(p.log.String(), "reload refused") > 0 {
-			return fmt.Errorf("refused: %s", lastLines(p.log.String(), 3))
+			return fmt.Errorf("refused: %s", lastInfoLines(p.log.String(), 3))
 		}
 	}
-	return fmt.Errorf("no reload logged within 15 s; log:\n%s", lastLines(p.log.String(), 10))
+	return fmt.Errorf("no reload logged within 15 s; log:\n%s", lastInfoLines(p.log.String(), 10))
 }
 
 // soakSlopes fits each series after the warm-up (least squares) and says
