@@ -237,7 +237,13 @@ func TestSoak(t *testing.T) {
 				if i%2 == 1 {
 					args = append(args, "-R")
 				}
-				out, err := exec.Command("ip", args...).Output()
+				// Bounded: an iperf3 client once hung for over 11
+				// minutes (a loaded machine, a flap in its run), and
+				// the soak, done, waited for it until go test's
+				// timeout, its report and diagnostics lost.
+				ctx, cancel := context.WithTimeout(context.Background(), plan.IperfRun+30*time.Second)
+				out, err := exec.CommandContext(ctx, "ip", args...).Output()
+				cancel()
 				var res struct {
 					End struct {
 						SumReceived struct {
