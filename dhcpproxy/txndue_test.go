@@ -160,8 +160,10 @@ func TestDuesStaleBounded(t *testing.T) {
 // TestDuesModel drives the table with random begins, OFFERs, extends,
 // answers and ticks, and checks after each tick what the walk of the
 // whole table gave: no transaction left pending with a deadline, or a
-// taken-over REQUEST's due, before the tick. Fails with any of
-// dueEarlier's calls removed, or with the entries not queued again.
+// taken-over REQUEST's due, before the tick. Fails with begin's or
+// offer's dueEarlier removed, or with the entries not queued again; not
+// with unpark's, nor with a tick that times out too much (parking, the
+// timeouts themselves and the heap's rebuilds are TestDuesDifferential's).
 func TestDuesModel(t *testing.T) {
 	r := newDueRig(t)
 	rng := rand.New(rand.NewPCG(7, 11))
