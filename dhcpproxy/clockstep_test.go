@@ -1,13 +1,9 @@
 package dhcpproxy
 
 import (
-	"log/slog"
-	"net/netip"
 	"testing"
 	"time"
 	"unsafe"
-
-	"github.com/ispmux/ispmux/subscribers"
 )
 
 // stepWall returns t with its wall clock reading moved by d and its
@@ -74,88 +70,5 @@ func TestExpireOffersClockStep(t *testing.T) {
 	x.expireOffers(stepWall(t, t0.Add(offerMemory+time.Second), -time.Hour))
 	if len(x.offered) != 0 {
 		t.Fatalf("the wall clock stepped an hour back: %d OFFERs offerMemory old kept, want none", len(x.offered))
-	}
-}
-
-// TestLeaseEndClockStep: a binding's lease, granted by an ACK of the
-// running ispmux, ends a lease time after it by the monotonic clock, as
-// its client and its ISP's server count it, whatever the wall clock's
-// steps: stepped an hour forward a minute after the ACK, the lease
-// (ten minutes left) is neither due to the expiry scan, nor ended for
-// the message path, nor past its T2; stepped an hour back eleven minutes
-// after, it is all three, and a local renewal's lease time is what is
-// left of the ISP's (none), not an hour more. A binding read from the
-// store (no monotonic reading) is counted by its wall clock end.
-func TestLeaseEndClockStep(t *testing.T) {
-	t0 := time.Now()
-	isp := &ISP{Name: "alpha"}
-	// Granted ten minutes ago for twenty: T1 now, T2 at 7.5 minutes.
-	b := subscribers.Binding{IP: netip.MustParseAddr("100.64.0.10"), Expires: t0.Add(10 * time.Minute),
-		Updated: t0.Add(-10 * time.Minute), LeaseTime: 20 * time.Minute}
-	l := leaseOf(&b, isp)
-	sk := burstSub(1)
-	lt := &leaseTable{}
-	lt.init()
-	lt.put(sk, l)
-
-	fwd := stepWall(t, t0.Add(time.Minute), time.Hour)
-	if n := len(lt.expired(fwd, 1<<10)); n != 0 {
-		t.Errorf("the wall clock stepped an hour forward: %d leases due to the expiry scan with nine minutes left, want none", n)
-	}
-	if !l.endsAfter(fwd) {
-		t.Error("the wall clock stepped an hour forward: a lease with nine minutes left ended for the message path")
-	}
-	if l.pastRebind(fwd) {
-		t.Error("the wall clock stepped an hour forward: a lease a minute past its T1 is past its T2")
-	}
-	if left := time.Duration(l.expires - leaseNanos(fwd)); left != 9*time.Minute {
-		t.Errorf("the wall clock stepped an hour forward: a local renewal would give %v of the lease, want 9m0s", left)
-	}
-
-	back := stepWall(t, t0.Add(11*time.Minute), -time.Hour)
-	if n := len(lt.expired(back, 1<<10)); n != 1 {
-		t.Errorf("the wall clock stepped an hour back: %d leases due to the expiry scan a minute past their end, want 1", n)
-	}
-	if l.endsAfter(back) {
-		t.Error("the wall clock stepped an hour back: a lease a minute past its end still held for the message path")
-	}
-	if !l.pastRebind(back) {
-		t.Error("the wall clock stepped an hour back: a lease a minute past its end is not past its T2")
-	}
-	if left := time.Duration(l.expires - leaseNanos(back)); left > 0 {
-		t.Errorf("the wall clock stepped an hour back: a local renewal would give %v past the ISP's lease, want none", left)
-	}
-
-	// Read from the store: its wall clock end.
-	stored := b
-	stored.Expires = b.Expires.Round(0)
-	if ls := leaseOf(&stored, isp); ls.expires != stored.Expires.UnixNano() {
-		t.Errorf("a stored binding's end on the lease clock is %d, want its wall clock end %d", ls.expires, stored.Expires.UnixNano())
-	}
-}
-
-// TestRestoredOnboardingLeaseClockStep: an onboarding lease read from the
-// store at the start (its end without a monotonic reading) runs out by
-// the monotonic clock once in the table, as one granted while running
-// does: stepped an hour forward, it is not due with nine minutes left;
-// stepped an hour back, it is due a minute past its end.
-func TestRestoredOnboardingLeaseClockStep(t *testing.T) {
-	var tbl onboardingTable
-	circuits := []Circuit{{Name: "a", Port: 0, Addr: netip.MustParseAddr("100.64.0.1"),
-		Onboarding: &Onboarding{Pool: netip.MustParsePrefix("100.65.1.0/29")}}}
-	tbl.init(circuits, slog.New(slog.DiscardHandler))
-	pl := tbl.pools[circuitKey{0, 0}]
-	t0 := time.Now()
-	const mac = 0x027700000001
-	stored := t0.Add(10 * time.Minute).Round(0) // as decoded from the store
-	tbl.put(mac, pl, netip.MustParseAddr("100.65.1.2"), t0.Add(-time.Minute).Round(0), stored)
-	if l, ok := tbl.leaseOf(mac); !ok || !l.expires.Equal(stored) {
-		t.Fatalf("restored lease %+v %v, want its end %v", l, ok, stored)
-	}
-	if due := tbl.due(stepWall(t, t0.Add(time.Minute), time.Hour)); len(due) != 0 {
-		t.Errorf("the wall clock stepped an hour forward: %d restored onboarding leases due with nine minutes left, want none", len(due))
-	}
-	if due := tbl.due(stepWall(t, t0.Add(11*time.Minute), -time.Hour)); len(due) != 1 {
-		t.Errorf("the wall clock stepped an hour back: %d restored onboarding leases due a minute past their end, want 1", len(due))
 	}
 }

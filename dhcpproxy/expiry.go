@@ -18,7 +18,7 @@ import (
 type expiryHeap []expiryEntry
 
 type expiryEntry struct {
-	at int64 // the lease's end, Unix nanoseconds on the lease clock (lease.expires)
+	at int64 // the lease's end, Unix nanoseconds
 	k  subKey
 }
 
@@ -67,7 +67,7 @@ func (t *leaseTable) expiredAt(now time.Time, limit int) []held {
 	var out []held
 	var due []expiryEntry
 	var seen map[subKey]bool
-	cut := leaseNanos(now)
+	cut := now.UnixNano()
 	for len(t.exp) > 0 && t.exp[0].at <= cut && len(out) < limit {
 		e := heap.Pop(&t.exp).(expiryEntry)
 		if l, ok := t.m.Get(e.k); ok && l.expires == e.at && !seen[e.k] {

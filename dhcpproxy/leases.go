@@ -21,9 +21,9 @@ import (
 // and the table its mirror (a lease is put after its commit, removed
 // after its end's).
 type lease struct {
-	expires  int64 // lease end, Unix nanoseconds on the lease clock (leaseNanos)
+	expires  int64 // lease end, Unix nanoseconds
 	updated  int64 // the binding's Updated, Unix nanoseconds: identifies one version of it
-	renewAt  int64 // the ISP's T1 (ispRenewal), Unix nanoseconds on the lease clock; 0: unknown, relay every renewal
+	renewAt  int64 // the ISP's T1 (ispRenewal), Unix nanoseconds; 0: unknown, relay every renewal
 	ip       [4]byte
 	serverID [4]byte // the ISP server's identifier (option 54); zero if unknown
 	relay    [4]byte // the address of the server that granted it (Binding.Relay); zero if unknown
@@ -51,14 +51,14 @@ type lease struct {
 // leaseOf is the compact form of b, a binding at isp.
 func leaseOf(b *subscribers.Binding, isp *ISP) lease {
 	l := lease{
-		expires: leaseNanos(b.Expires), updated: b.Updated.UnixNano(),
+		expires: b.Expires.UnixNano(), updated: b.Updated.UnixNano(),
 		isp: isp.Index, cid: cidKey(isp.Index, b.ClientID),
 	}
 	if len(b.Options) > 0 {
 		l.flags |= leaseOptions
 	}
 	if t := ispRenewal(b); !t.IsZero() {
-		l.renewAt = leaseNanos(t)
+		l.renewAt = t.UnixNano()
 		if t2 := ispRebinding(b); !t2.IsZero() && t2.After(t) && t2.Before(b.Expires) {
 			f := float64(b.Expires.Sub(t2)) / float64(b.Expires.Sub(t)) * 65536
 			l.rebind = uint16(min(max(f, 1), 65535))
@@ -110,9 +110,9 @@ func (l *lease) pastRebind(now time.Time) bool {
 		return false
 	}
 	if l.rebind != 0 {
-		return leaseNanos(now) >= l.expires-int64(float64(l.expires-l.renewAt)*float64(l.rebind)/65536)
+		return now.UnixNano() >= l.expires-int64(float64(l.expires-l.renewAt)*float64(l.rebind)/65536)
 	}
-	return leaseNanos(now) >= l.expires-(l.expires-l.renewAt)/4
+	return now.UnixNano() >= l.expires-(l.expires-l.renewAt)/4
 }
 
 // ispRebinding is the ISP's T2 of b when its ACK gave one (option 59,
@@ -142,58 +142,8 @@ func (l *lease) clientEndAt() (int64, bool) {
 }
 
 func (l *lease) addr() netip.Addr           { return netip.AddrFrom4(l.ip) }
-func (l *lease) endsAfter(t time.Time) bool { return l.expires > leaseNanos(t) }
-
-// expiresAt is when l ends by the wall clock as it reads now: its end on
-// the lease clock, moved by the steps the wall clock made since the
-// start (none: the end the store holds).
-func (l *lease) expiresAt() time.Time {
-	now := time.Now()
-	return now.Add(time.Duration(l.expires - leaseNanos(now))).Round(0)
-}
-
-// monoEpochWall is monoEpoch's wall clock reading, Unix nanoseconds: where
-// the lease clock starts.
-var monoEpochWall = monoEpoch.UnixNano()
-
-// leaseNanos is t in Unix nanoseconds on the lease clock: the wall clock
-// less the steps it made since the start (monoEpoch), for a t with a
-// monotonic reading (time.Now's, the tick's, and a binding's Expires and
-// T1 computed from them at its ACK); a t without one (a binding read from
-// the store at the start, a test's time) is its wall reading. A lease is
-// a duration (the ACK's option 51, counted by the client from its
-// receipt), so a running ispmux counts its end by the monotonic clock, as
-// the client and the ISP's server, whose clocks did not move, do: by the
-// wall clock, an NTP step of an hour forward ended every lease with less
-// than an hour left at once (the devices cut off until they renewed; the
-// ISP still leasing them), and one back forwarded leases the ISP had
-// ended, and perhaps granted again, for an hour longer, and answered
-// renewals locally with that hour added to the client's lease. The store
-// keeps the wall clock's ends (a restart reads them by the wall clock: a
-// step while ispmux was stopped moves them, as it moves the ISP's).
-//
-// The steps are the wall clock's lead over the monotonic one since the
-// start (the two run at one rate otherwise: NTP's slewing moves both),
-// rounded to the second: a time.Now reads them one after the other, tens
-// of nanoseconds apart (more if its thread is preempted in between), and
-// that noise must not make a lease read from the store, at its wall
-// clock end, end a nanosecond off (a local renewal's lease, truncated to
-// the second, a second short). A step under half a second counts as
-// none.
-func leaseNanos(t time.Time) int64 {
-	w := t.UnixNano()
-	if t == t.Round(0) {
-		return w // no monotonic reading
-	}
-	step := w - (monoEpochWall + int64(t.Sub(monoEpoch)))
-	const q = int64(time.Second)
-	if step >= 0 {
-		step = (step + q/2) / q * q
-	} else {
-		step = -((-step + q/2) / q * q)
-	}
-	return w - step
-}
+func (l *lease) expiresAt() time.Time       { return time.Unix(0, l.expires) }
+func (l *lease) endsAfter(t time.Time) bool { return l.expires > t.UnixNano() }
 
 // sid is the ISP server's identifier, invalid if unknown.
 func (l *lease) sid() netip.Addr {

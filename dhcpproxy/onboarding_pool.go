@@ -412,7 +412,6 @@ func (t *onboardingTable) unpin(mac uint64) {
 // put records mac's lease on pl (committed): it takes the place of its
 // offer, or extends its lease, or (restore) is new.
 func (t *onboardingTable) put(mac uint64, pl *obPool, ip netip.Addr, granted, expires time.Time) {
-	expires = withMono(expires)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if o := t.offers[mac]; o != nil {
@@ -435,22 +434,6 @@ func (t *onboardingTable) put(mac uint64, pl *obPool, ip netip.Addr, granted, ex
 	pl.used++
 	t.total++
 	heap.Push(&t.timers, obTimer{at: expires, kind: timerLease, mac: mac})
-}
-
-// withMono returns t with a monotonic reading if it has none (a lease's
-// end read from the store at the start): the same wall clock reading,
-// and from then on counted by the monotonic clock, as the ends of the
-// leases granted while running are (time.Now's reading, kept by Add).
-// Compared with a reading-less end, time.Time compares the wall clocks:
-// a step of an hour forward ended a restored onboarding lease at once,
-// one back kept it an hour past its end, and the timers' heap ordered
-// it by another clock than its neighbours.
-func withMono(t time.Time) time.Time {
-	if t != t.Round(0) {
-		return t
-	}
-	now := time.Now()
-	return now.Add(t.Sub(now))
 }
 
 // remove forgets mac's lease and returns it.

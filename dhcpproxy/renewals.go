@@ -86,8 +86,7 @@ func ispTimer(b *subscribers.Binding, code byte) time.Duration {
 // before the ISP's T1, with at least client_lease_max of its lease left.
 // Else it is relayed.
 func (p *Proxy) localRenewalDue(l lease, now time.Time) bool {
-	n := leaseNanos(now)
-	return n < l.renewAt && time.Duration(l.expires-n) >= p.lim.Load().ClientLeaseMax
+	return now.UnixNano() < l.renewAt && time.Duration(l.expires-now.UnixNano()) >= p.lim.Load().ClientLeaseMax
 }
 
 // anyCustomer is answerLocally's customer when the binding's customer is
@@ -198,7 +197,7 @@ func (p *Proxy) answerLocally(c *Circuit, sk subKey, l lease, raw, clientID []by
 	if l.flags&leaseOptions == 0 {
 		return false
 	}
-	lt := p.clientLease(time.Duration(l.expires - leaseNanos(now)))
+	lt := p.clientLease(time.Duration(l.expires - now.UnixNano()))
 	if lt < time.Second {
 		return false
 	}

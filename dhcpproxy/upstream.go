@@ -320,13 +320,13 @@ func (p *Proxy) relay(c *Circuit, isp *ISP, reg registry.Entry, sk subKey, raw [
 		p.tx.noteRenewal(t, rn)
 	}
 	payload := relayUp(raw, m, isp.Addr, c.Addr, ispServerID, &ri)
-	if renewal && hasLease && held.isp == isp.Index && held.renewAt != 0 && leaseNanos(now) > held.renewAt {
+	if renewal && hasLease && held.isp == isp.Index && held.renewAt != 0 && now.UnixNano() > held.renewAt {
 		// ispmux's own renewal of the ISP's lease began at the ISP's
 		// T1; the subscriber's secs counts its short renewal with
 		// ispmux only. secs is what the ISP's servers judge a client
 		// unanswered by (RFC 2131 §2; Kea HA's max-ack-delay: a
 		// standby takes over when it sees unanswered clients).
-		if el := (leaseNanos(now) - held.renewAt) / int64(time.Second); el > int64(m.NumSeconds) {
+		if el := (now.UnixNano() - held.renewAt) / int64(time.Second); el > int64(m.NumSeconds) {
 			el = min(el, 0xffff)
 			payload[8], payload[9] = byte(el>>8), byte(el)
 		}
