@@ -55,11 +55,15 @@ func (x *txns) noteUnlisted(isp uint8, xid [4]byte, mac uint64, from netip.Addr)
 
 // noteMalformed notes that server from answered the transaction of mac
 // and xid at isp, if one is pending, with a message it could not parse
-// (txn.malformed): its timeout was "no answer from the ISP".
+// (txn.malformed): its timeout was "no answer from the ISP". Not if the
+// transaction's message went to another server only (txn.sentTo), as
+// noteUnreachable: from's message, unparsed, answers an earlier one under
+// the xid (a late OFFER to the DISCOVER, once the REQUEST went to the
+// chosen server alone), and the REQUEST's silence is its server's.
 func (x *txns) noteMalformed(isp uint8, xid [4]byte, mac uint64, from netip.Addr) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if t := x.pending[pendKey{xid, mac, isp}]; t != nil {
+	if t := x.pending[pendKey{xid, mac, isp}]; t != nil && (!t.sentTo.IsValid() || t.sentTo == from) {
 		t.malformed = from
 	}
 }
