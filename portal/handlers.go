@@ -419,6 +419,13 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request, sub Subscriber, i
 		s.st.claimsFailed.Add(1)
 		outcome("suspended")
 		again(http.StatusConflict, sentence("This customer's service is suspended, so this device cannot connect with it. Ask "+name+".", "", nil))
+	case errors.Is(err, tenants.ErrNoRoom):
+		// A device new to the box, refused for want of a place (the
+		// box's maximum, or the ISP's share of it): nothing is being
+		// moved, and the operator, not the subscriber, makes room.
+		s.st.claimsFailed.Add(1)
+		outcome("no-room", "err", err.Error())
+		again(http.StatusConflict, sentence("This network has no room for another device just now, so this one cannot connect. Ask "+name+" or the network operator.", "", nil))
 	case errors.Is(err, tenants.ErrConflict):
 		s.st.claimsFailed.Add(1)
 		outcome("conflict", "err", err.Error())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -186,6 +187,12 @@ func (nopAdm) Unadmit(uint64)             {}
 
 func newTenants(t *testing.T, lim tenants.ClaimLimits) *tenants.Tenants {
 	t.Helper()
+	return newTenantsMax(t, lim, 100)
+}
+
+// newTenantsMax is newTenants with a box of maxDevices device places.
+func newTenantsMax(t *testing.T, lim tenants.ClaimLimits, maxDevices int) *tenants.Tenants {
+	t.Helper()
 	st, err := subscribers.Open(filepath.Join(t.TempDir(), "s.db"), subscribers.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -193,7 +200,7 @@ func newTenants(t *testing.T, lim tenants.ClaimLimits) *tenants.Tenants {
 	t.Cleanup(func() { st.Close() })
 	// The box's access entries: the ones the rig's directory names (a
 	// claim pins the device to its access, which must be one of them).
-	ten := tenants.New(tenants.Config{ISPs: []string{"alpha", "beta"}, MaxDevices: 100, Claim: lim,
+	ten := tenants.New(tenants.Config{ISPs: []string{"alpha", "beta"}, MaxDevices: maxDevices, Claim: lim,
 		Circuits: []tenants.Circuit{{Access: "port1"}, {Access: "port2"}}}, st, registry.New(), nopProxy{}, nopAdm{}, nil)
 	if err := ten.Load(); err != nil {
 		t.Fatal(err)
@@ -265,6 +272,33 @@ func TestRealTenants(t *testing.T) {
 	d, err := ten.Device(ctx, "beta", "02:00:00:00:00:0b")
 	if err != nil || d.CustomerID != "c-2" || d.Source != tenants.SourceClaim || d.Access != "port2" {
 		t.Errorf("claimed device %+v %v", d, err)
+	}
+}
+
+// A claim of a device new to the box, refused for want of a place (here
+// beta's share of a box of 4, which the operator's attaches filled): the
+// subscriber is told the network has no room. The generic conflict page it
+// got said the device "cannot be moved here", though nothing was moving.
+func TestRealTenantsNoRoom(t *testing.T) {
+	ten := newTenantsMax(t, tenants.DefaultClaimLimits, 4)
+	op := tenants.Actor{Kind: tenants.ActorOperator, Name: "test"}
+	if _, err := ten.CreateCustomer(context.Background(), op, "beta", tenants.CustomerInput{ID: "c-9", DeviceLimit: 8}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := ten.AttachDevice(context.Background(), op, "beta", tenants.DeviceInput{MAC: fmt.Sprintf("02:00:00:00:0b:%02x", i), CustomerID: "c-9"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newRig(t, ten)
+	c, tok := r.open(addrA)
+	w := r.do(req{method: http.MethodPost, target: "/claim", from: addrA, form: claimForm(tok, "beta", "c-1", "right-pass-c-1"), cookie: c, hdr: sameOrigin})
+	if w.Code != http.StatusConflict || !strings.Contains(w.Body.String(), "This network has no room for another device just now") ||
+		strings.Contains(w.Body.String(), "moved") {
+		t.Errorf("claim past beta's share: %d %s", w.Code, w.Body)
+	}
+	if _, err := ten.Device(context.Background(), "beta", "02:00:00:00:00:0a"); !errors.Is(err, tenants.ErrNotFound) {
+		t.Errorf("device after the refused claim: %v", err)
 	}
 }
 

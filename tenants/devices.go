@@ -234,7 +234,7 @@ func (t *Tenants) planAttach(w *subscribers.TenantWrite, a Actor, c subscribers.
 			held-- // the replaced device's place is this one's
 		}
 		if held >= t.cfg.MaxDevices {
-			return pl, fmt.Errorf("%w: the box holds its maximum of %d devices (datapath.mac_table_size)", ErrConflict, t.cfg.MaxDevices)
+			return pl, noRoom("the box holds its maximum of %d devices (datapath.mac_table_size)", t.cfg.MaxDevices)
 		}
 	}
 	if share := t.ispDeviceShare(a); !had && share > 0 {
@@ -243,8 +243,8 @@ func (t *Tenants) planAttach(w *subscribers.TenantWrite, a Actor, c subscribers.
 			held--
 		}
 		if held >= share {
-			return pl, fmt.Errorf("%w: ISP %q holds its share of the box's devices: %d of %d (datapath.mac_table_size, shared by %d ISPs); ask the operator",
-				ErrConflict, c.ISP, share, t.cfg.MaxDevices, len(t.cfg.ISPs))
+			return pl, noRoom("ISP %q holds its share of the box's devices: %d of %d (datapath.mac_table_size, shared by %d ISPs); ask the operator",
+				c.ISP, share, t.cfg.MaxDevices, len(t.cfg.ISPs))
 		}
 	}
 	now := time.Now()
@@ -607,7 +607,7 @@ func (t *Tenants) Block(ctx context.Context, a Actor, mac string, blocked bool) 
 // none in the datapath's admitted set (publish).
 func (t *Tenants) blockOwnerless(a Actor, m subscribers.MAC) (Device, error) {
 	if t.cfg.MaxDevices > 0 && t.reg.Len() >= t.cfg.MaxDevices {
-		return Device{}, fmt.Errorf("%w: the box holds its maximum of %d devices (datapath.mac_table_size)", ErrConflict, t.cfg.MaxDevices)
+		return Device{}, noRoom("the box holds its maximum of %d devices (datapath.mac_table_size)", t.cfg.MaxDevices)
 	}
 	return t.rewriteDevice(ownerlessBlock(m), event(a, subscribers.EventDeviceBlocked, "", "", m, "blocked by the operator (no ISP had it)"), true)
 }

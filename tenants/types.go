@@ -291,7 +291,27 @@ var (
 	// ErrBlocked: an attach or claim of a MAC the operator blocked while
 	// no ISP had it (409; the portal's generic conflict page).
 	ErrBlocked = fmt.Errorf("%w: device blocked by the operator", ErrConflict)
+	// ErrNoRoom: an attach or claim of a device new to the box refused
+	// for want of a place (the box's maximum, or the ISP's share of it
+	// with several ISPs: noRoom); a conflict (409). The portal tells the
+	// subscriber so, where its generic conflict page spoke of moving a
+	// device that was not being moved.
+	ErrNoRoom = errors.New("no room for another device")
 )
+
+// noRoomError is an ErrNoRoom refusal, worded by its caller: errors.Is
+// finds ErrNoRoom and ErrConflict in it, and its text is msg alone.
+type noRoomError struct{ msg string }
+
+func (e noRoomError) Error() string { return e.msg }
+
+func (e noRoomError) Is(target error) bool { return target == ErrNoRoom || target == ErrConflict }
+
+// noRoom returns the ErrNoRoom refusal: "conflict: " and the formatted
+// text, as a fmt.Errorf of ErrConflict words it.
+func noRoom(format string, args ...any) error {
+	return noRoomError{ErrConflict.Error() + ": " + fmt.Sprintf(format, args...)}
+}
 
 // RateLimitError says when to try again. Busy: not for attempts made,
 // another claim for the customer was being checked (a second or less).
