@@ -308,7 +308,13 @@ func forwarding(t *testing.T, fast bool) {
 		// a traceroute's way: each gets its Time Exceeded. A
 		// hostile-subscriber trial found the flood spent the port's
 		// ICMP error budget (100 a second) and the neighbour got 2 of
-		// 10; each subscriber has its own share of it now.
+		// 10; each subscriber has its own share of it now. The share is
+		// two buckets picked by a keyed hash (engine/budgets.go): a
+		// neighbour whose bucket the flood shares (about one in a
+		// thousand pairs, the key drawn at each start) goes through its
+		// other at half the share, 5 at once and 2.5 a second, which
+		// gives 10 probes 0.2 s apart 9 answers (a CI run got 9). Fewer
+		// is the flood's doing: without the shares, 4.
 		flood := "import socket, time\n" +
 			"s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n" +
 			"s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 1)\n" +
@@ -321,8 +327,8 @@ func forwarding(t *testing.T, fast bool) {
 		cmd := exec.Command("sh", "-c", sh)
 		cmd.Env = append(os.Environ(), "FLOOD="+flood)
 		out, _ := cmd.CombinedOutput()
-		if n := strings.Count(strings.ToLower(string(out)), "time to live exceeded"); n != 10 {
-			t.Errorf("s2 got %d Time Exceeded of 10 while s1 flooded TTL-1 datagrams:\n%s", n, out)
+		if n := strings.Count(strings.ToLower(string(out)), "time to live exceeded"); n < 9 {
+			t.Errorf("s2 got %d Time Exceeded of 10 while s1 flooded TTL-1 datagrams, want 9 at least (half its share):\n%s", n, out)
 		}
 	})
 
