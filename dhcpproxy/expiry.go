@@ -1,16 +1,15 @@
 package dhcpproxy
 
 import (
-	"container/heap"
 	"time"
 
 	"github.com/ispmux/ispmux/internal/failpoint"
 	"github.com/ispmux/ispmux/subscribers"
 )
 
-// expiryHeap orders lease ends for the expiry scan (leaseTable.expired):
-// finding the leases that ran out costs O(log n) each instead of a walk
-// of every lease on every tick. Entries are never updated or removed in
+// expiryHeap orders lease ends for the expiry scan (leaseTable.expired;
+// atheap.go): finding the leases that ran out costs O(log n) each instead
+// of a walk of every lease on every tick. Entries are never updated or removed in
 // place: a lease renewed or ended leaves its old entry behind, recognised
 // as stale when it comes up (its lease is gone or ends at another time),
 // and the heap is rebuilt from the leases when stale entries outnumber
@@ -22,23 +21,14 @@ type expiryEntry struct {
 	k  subKey
 }
 
-func (h expiryHeap) Len() int           { return len(h) }
-func (h expiryHeap) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiryEntry)) }
-func (h *expiryHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return e
-}
+func (e expiryEntry) dueAt() int64 { return e.at }
 
 // noteExpiry records that sk's lease l ends (t.mu held).
 func (t *leaseTable) noteExpiry(sk subKey, l *lease) {
 	if len(t.exp) > 3*t.m.Len()+1024 {
 		t.rebuildExpiry()
 	}
-	heap.Push(&t.exp, expiryEntry{l.expires, sk})
+	t.exp = pushAt(t.exp, expiryEntry{l.expires, sk})
 }
 
 // rebuildExpiry makes the heap hold one entry per lease (t.mu held).
@@ -51,7 +41,7 @@ func (t *leaseTable) rebuildExpiry() {
 		h = append(h, expiryEntry{l.expires, k})
 		return true
 	})
-	heap.Init(&h)
+	heapifyAt(h)
 	t.exp = h
 }
 
@@ -69,7 +59,8 @@ func (t *leaseTable) expiredAt(now time.Time, limit int) []held {
 	var seen map[subKey]bool
 	cut := now.UnixNano()
 	for len(t.exp) > 0 && t.exp[0].at <= cut && len(out) < limit {
-		e := heap.Pop(&t.exp).(expiryEntry)
+		var e expiryEntry
+		e, t.exp = popAt(t.exp)
 		if l, ok := t.m.Get(e.k); ok && l.expires == e.at && !seen[e.k] {
 			// Once: a lease put again with the same end (its flags
 			// changed) has two entries, and a batch of ends must not
@@ -83,7 +74,7 @@ func (t *leaseTable) expiredAt(now time.Time, limit int) []held {
 		}
 	}
 	for _, e := range due {
-		heap.Push(&t.exp, e)
+		t.exp = pushAt(t.exp, e)
 	}
 	return out
 }

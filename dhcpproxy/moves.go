@@ -2,7 +2,6 @@ package dhcpproxy
 
 import (
 	"cmp"
-	"container/heap"
 	"slices"
 	"time"
 
@@ -322,7 +321,7 @@ func (t *leaseTable) setCut(sk subKey, at time.Time) bool {
 	if len(t.cutsAt) >= 2*len(t.cuts)+shrinkFloor {
 		t.rebuildCuts() // sk's entry among them
 	} else {
-		heap.Push(&t.cutsAt, cutEntry{monoNanos(at), sk})
+		t.cutsAt = pushAt(t.cutsAt, cutEntry{monoNanos(at), sk})
 	}
 	return true
 }
@@ -339,7 +338,7 @@ func (t *leaseTable) rebuildCuts() {
 	for k, at := range t.cuts {
 		t.cutsAt = append(t.cutsAt, cutEntry{monoNanos(at), k})
 	}
-	heap.Init(&t.cutsAt)
+	heapifyAt(t.cutsAt)
 }
 
 // cutPending reports whether sk's binding has a move's deadline.
@@ -373,7 +372,8 @@ func (t *leaseTable) cutsDue(now time.Time) []held {
 	var again []cutEntry
 	n := monoNanos(now)
 	for len(t.cutsAt) > 0 && t.cutsAt[0].at <= n {
-		e := heap.Pop(&t.cutsAt).(cutEntry)
+		var e cutEntry
+		e, t.cutsAt = popAt(t.cutsAt)
 		at, ok := t.cuts[e.k]
 		if !ok || monoNanos(at) != e.at {
 			continue // cleared, or its binding ended: stale
@@ -391,7 +391,7 @@ func (t *leaseTable) cutsDue(now time.Time) []held {
 		again = slices.CompactFunc(again, func(a, b cutEntry) bool { return a.k == b.k })
 	}
 	for _, e := range again {
-		heap.Push(&t.cutsAt, e)
+		t.cutsAt = pushAt(t.cutsAt, e)
 		if l, ok := t.m.Get(e.k); ok {
 			out = append(out, held{e.k, l})
 		}
@@ -399,10 +399,7 @@ func (t *leaseTable) cutsDue(now time.Time) []held {
 	if t.cutsMem.due(len(t.cuts)) {
 		t.cuts = remade(t.cuts)
 	}
-	if c := cap(t.cutsAt); c > shrinkFloor && len(t.cutsAt) < c/4 {
-		// A copy keeps the heap's order, in room for what it holds.
-		t.cutsAt = append(make(cutHeap, 0, 2*len(t.cutsAt)), t.cutsAt...)
-	}
+	t.cutsAt = shrunkAt(t.cutsAt)
 	return out
 }
 
@@ -412,22 +409,13 @@ type cutEntry struct {
 	k  subKey
 }
 
-// cutHeap orders the moves' deadlines, earliest first. An entry whose cut
-// was cleared, or whose binding ended, stays until it comes up, and is
-// dropped then (cutsDue), or until setCut finds the heap holding twice the
-// cuts and rebuilds it (rebuildCuts).
+// cutHeap orders the moves' deadlines, earliest first (atheap.go). An
+// entry whose cut was cleared, or whose binding ended, stays until it
+// comes up, and is dropped then (cutsDue), or until setCut finds the heap
+// holding twice the cuts and rebuilds it (rebuildCuts).
 type cutHeap []cutEntry
 
-func (h cutHeap) Len() int           { return len(h) }
-func (h cutHeap) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h cutHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *cutHeap) Push(x any)        { *h = append(*h, x.(cutEntry)) }
-func (h *cutHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return e
-}
+func (e cutEntry) dueAt() int64 { return e.at }
 
 // MovesPending returns how many old bindings of moved devices still
 // forward (make-before-break), waiting for the device's next REQUEST.

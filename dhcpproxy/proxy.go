@@ -56,7 +56,8 @@
 //     transaction; timeouts.go: those past their deadline, and the ICMP
 //     unreachables, unlisted repliers and malformed answers heard about
 //     them, which their timeout events name; txndue.go: the deadlines'
-//     heap, from which timeouts.go takes the transactions due.
+//     heap, from which timeouts.go takes the transactions due; atheap.go:
+//     the min-heap by time it shares with the lease ends and the moves.
 //   - upstream.go: messages from subscribers: checks, admission, relay up.
 //   - replies.go: messages from the ISPs' servers and what the subscriber
 //     is sent (no state of its own); naks.go: the NAKs ispmux sends, and

@@ -107,7 +107,8 @@ func (x *txns) expire(now time.Time) []timedOut {
 	// Strictly before now, as now.After(deadline) below: an entry at
 	// now would find nothing due and be queued again at now.
 	for len(x.dues) > 0 && x.dues[0].at < n {
-		e := x.popDue()
+		var e dueEntry
+		e, x.dues = popAt(x.dues)
 		t := x.pending[e.pk]
 		if t == nil || t.qSeq != e.seq {
 			continue // ended, or queued again since: stale
@@ -122,10 +123,7 @@ func (x *txns) expire(now time.Time) []timedOut {
 			x.queueDue(t)
 		}
 	}
-	if c := cap(x.dues); c > shrinkFloor && len(x.dues) < c/4 {
-		// A copy keeps the heap's order, in room for what it holds.
-		x.dues = append(make([]dueEntry, 0, 2*len(x.dues)), x.dues...)
-	}
+	x.dues = shrunkAt(x.dues)
 	// offered, like pending (shrink), is remade once what it holds has
 	// fallen to a quarter of its peak: the map of a burst of a million
 	// OFFERs, forgotten, kept 218 MB of heap for good (200K: 27 MB).
@@ -144,9 +142,7 @@ func (x *txns) expire(now time.Time) []timedOut {
 	if x.rapidMem.due(len(x.rapid)) {
 		x.rapid = remade(x.rapid)
 	}
-	if c := cap(x.rapidAt); c > shrinkFloor && len(x.rapidAt) < c/4 {
-		x.rapidAt = append(make([]rapidAt, 0, 2*len(x.rapidAt)), x.rapidAt...)
-	}
+	x.rapidAt = shrunkAt(x.rapidAt)
 	return tos
 }
 

@@ -58,7 +58,7 @@ func (x *txns) queueDue(t *txn) {
 		x.rebuildDues() // t's entry among them
 		return
 	}
-	x.pushDue(dueEntry{t.qAt, t.qSeq, t.pk})
+	x.dues = pushAt(x.dues, dueEntry{t.qAt, t.qSeq, t.pk})
 }
 
 // dueEarlier queues t again if its earliest due is now before its entry
@@ -83,75 +83,7 @@ func (x *txns) rebuildDues() {
 	heapifyAt(x.dues)
 }
 
-// dueAt is a heap entry's time, for the heaps of atHeap's functions.
 func (e dueEntry) dueAt() int64 { return e.at }
-
-// pushDue adds e to the heap.
-func (x *txns) pushDue(e dueEntry) { x.dues = pushAt(x.dues, e) }
-
-// popDue removes and returns the heap's earliest entry (the heap not
-// empty).
-func (x *txns) popDue() (e dueEntry) {
-	e, x.dues = popAt(x.dues)
-	return e
-}
-
-// atEntry is an entry of a min-heap by time: the deadlines' (dueEntry)
-// and the rapid-commit wins' (rapidAt).
-type atEntry interface{ dueAt() int64 }
-
-// pushAt adds e to the min-heap h and returns it.
-func pushAt[E atEntry](h []E, e E) []E {
-	h = append(h, e)
-	for i := len(h) - 1; i > 0; {
-		p := (i - 1) / 2
-		if h[p].dueAt() <= h[i].dueAt() {
-			break
-		}
-		h[p], h[i] = h[i], h[p]
-		i = p
-	}
-	return h
-}
-
-// popAt removes the earliest entry of the min-heap h (not empty) and
-// returns it and the heap; the slot it leaves is zeroed (no pointer kept).
-func popAt[E atEntry](h []E) (E, []E) {
-	e := h[0]
-	n := len(h) - 1
-	h[0] = h[n]
-	var zero E
-	h[n] = zero
-	h = h[:n]
-	siftDownAt(h, 0)
-	return e, h
-}
-
-// heapifyAt orders h as a min-heap.
-func heapifyAt[E atEntry](h []E) {
-	for i := len(h)/2 - 1; i >= 0; i-- {
-		siftDownAt(h, i)
-	}
-}
-
-// siftDownAt moves the entry at i of h down to its place.
-func siftDownAt[E atEntry](h []E, i int) {
-	for {
-		l := 2*i + 1
-		if l >= len(h) {
-			return
-		}
-		m := l
-		if r := l + 1; r < len(h) && h[r].dueAt() < h[l].dueAt() {
-			m = r
-		}
-		if h[i].dueAt() <= h[m].dueAt() {
-			return
-		}
-		h[i], h[m] = h[m], h[i]
-		i = m
-	}
-}
 
 // rapidAt is a rapid-commit win (w, under pk) at its time (monoNanos of
 // its until) in txns.rapidAt.

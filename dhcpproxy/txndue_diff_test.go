@@ -264,7 +264,7 @@ func (r *diffRig) addStale(rng *rand.Rand, now time.Time) {
 	defer x.mu.Unlock()
 	for len(x.dues) < 2*len(x.pending)+shrinkFloor {
 		at := monoNanos(now) + int64(rng.IntN(4000)-1000)*int64(time.Millisecond)
-		x.pushDue(dueEntry{at: at, pk: pendKey{[4]byte{byte(rng.IntN(2))}, 0x020000000000 | uint64(rng.IntN(48)), 0}})
+		x.dues = pushAt(x.dues, dueEntry{at: at, pk: pendKey{[4]byte{byte(rng.IntN(2))}, 0x020000000000 | uint64(rng.IntN(48)), 0}})
 	}
 }
 
